@@ -1,0 +1,24 @@
+"""lsattn: log-sum-exp attention and log-linear (Fenwick-tree) attention on every array library.
+
+Public API (see docs/api.md and DESIGN.md):
+
+- Fenwick structure: ``num_levels``, ``fenwick_level``, ``level_matrix``
+- Operators: ``log_attention``, ``exp_kernel_attention``, ``loglinear_attention``,
+  ``loglinear_gated_delta``, ``loglinear_log_attention``
+- ``lsattn.reference``: float64 quadratic oracles of the operators
+- ``lsattn.backends``: the backend registry (``lsattn.backends.available()``)
+
+Importing lsattn needs only NumPy and array-api-compat; frameworks are imported lazily.
+"""
+from . import backends, reference
+from .fenwick import fenwick_level, level_matrix, num_levels
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "num_levels",
+    "fenwick_level",
+    "level_matrix",
+    "reference",
+    "backends",
+]

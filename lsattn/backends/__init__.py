@@ -1,0 +1,108 @@
+"""Backend registry and the one dispatch every operator goes through.
+
+A backend declares which operators it implements (``op -> "module:function"``, imported lazily),
+which arrays it serves, and whether it is available here (with the reason when not).
+``backend=None`` picks the first available backend, in priority order, that serves the arrays
+and implements the operator; the ``LSATTN_BACKEND`` environment variable, when set, names the
+default instead. A named backend that cannot serve the call is an error, never a silent fallback.
+
+Every implementation of one operator has the same signature (that of its array-API twin), takes
+validated inputs already in the compute dtype, and returns what the array-API twin returns.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+__all__ = ["Backend", "register", "available", "select", "get", "ENV_VAR"]
+
+ENV_VAR = "LSATTN_BACKEND"
+
+
+@dataclass
+class Backend:
+    """One way of computing the operators.
+
+    name: what users pass as ``backend=``.
+    ops: operator name -> ``"module:function"`` implementing it.
+    probe: () -> None when usable here, else the reason it is not (package missing, no device).
+    serves: (xp, array) -> None when it can compute on such arrays, else the reason.
+    priority: lower is tried first by ``backend=None``.
+    """
+
+    name: str
+    description: str
+    ops: dict
+    probe: Callable[[], Optional[str]]
+    serves: Callable[[object, object], Optional[str]]
+    priority: int = 100
+    _status: Optional[tuple] = field(default=None, repr=False)
+
+    def status(self):
+        """``(available, reason)``; probed once."""
+        if self._status is None:
+            try:
+                reason = self.probe()
+            except Exception as exc:  # a broken install is "unavailable", with its reason
+                reason = f"{type(exc).__name__}: {exc}"
+            self._status = (reason is None, reason or "ok")
+        return self._status
+
+    def implementation(self, op):
+        module, func = self.ops[op].split(":")
+        return getattr(importlib.import_module(module), func)
+
+
+_REGISTRY: dict = {}
+
+
+def register(backend):
+    """Add (or replace) a backend in the registry."""
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def get(name):
+    """The registered backend called ``name``; ValueError listing the known ones otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; known backends: {sorted(_REGISTRY)}") from None
+
+
+def available():
+    """One row per registered backend: ``(name, available, reason, operators)``, in priority order."""
+    rows = []
+    for b in sorted(_REGISTRY.values(), key=lambda b: b.priority):
+        ok, reason = b.status()
+        rows.append((b.name, ok, reason, sorted(b.ops)))
+    return rows
+
+
+def select(op, xp, array, backend=None):
+    """The function computing ``op`` for arrays like ``array`` (namespace ``xp``).
+
+    backend: None (automatic, or ``$LSATTN_BACKEND``) or a backend name, which is then forced.
+    """
+    if backend is None:
+        backend = os.environ.get(ENV_VAR) or None
+    if backend is not None:
+        b = get(backend)
+        ok, reason = b.status()
+        if not ok:
+            raise RuntimeError(f"backend {backend!r} is not available here: {reason}")
+        if op not in b.ops:
+            raise ValueError(f"backend {backend!r} does not implement {op}; it implements {sorted(b.ops)}")
+        why = b.serves(xp, array)
+        if why is not None:
+            raise ValueError(f"backend {backend!r} cannot compute {op} on these arrays: {why}")
+        return b.implementation(op)
+    for b in sorted(_REGISTRY.values(), key=lambda b: b.priority):
+        if op in b.ops and b.status()[0] and b.serves(xp, array) is None:
+            return b.implementation(op)
+    raise ValueError(f"no available backend computes {op} on {type(array).__name__} arrays")
+
+
+from . import _builtin  # noqa: E402,F401  registers the built-in backends

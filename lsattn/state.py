@@ -1,0 +1,86 @@
+"""The streaming state every causal operator returns with ``return_state=True``.
+
+One class for all operators: it records which operator made it, how many tokens it has seen
+(``offset``, the absolute position of the next token), the batch shape, head dims and compute
+dtype, and the arrays the operator's formula needs (``tensors``). Passing it back through
+``state=`` continues the stream; ``check`` turns every mismatch into a ValueError that says what
+differs. States are immutable: operators return a new one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import array_api_compat
+
+__all__ = ["State"]
+
+
+@dataclass(frozen=True, eq=False)
+class State:
+    """Constant-size (exp-kernel) or O(log T)-size (log-linear) summary of a stream's prefix.
+
+    Attributes
+    ----------
+    op : str
+        Name of the operator that made it (``"log_attention"``, ``"loglinear_attention"``, ...).
+    offset : int
+        Tokens seen so far; the absolute position of the next token.
+    batch_shape : tuple of int
+        Leading batch axes of the inputs.
+    d_k, d_v : int
+        Key and value head dimensions.
+    dtype : dtype
+        Compute dtype of the tensors (float32 or float64).
+    tensors : dict of str -> array
+        Operator-specific arrays, each documented by its operator, in the inputs' namespace.
+    """
+
+    op: str
+    offset: int
+    batch_shape: tuple
+    d_k: int
+    d_v: int
+    dtype: object
+    tensors: dict = field(default_factory=dict)
+
+    @property
+    def nbytes(self):
+        """Bytes held by the tensors."""
+        return sum(math.prod(t.shape) * _itemsize(t) for t in self.tensors.values())
+
+    def __repr__(self):
+        shapes = ", ".join(f"{n}{tuple(t.shape)}" for n, t in self.tensors.items())
+        return f"State(op={self.op!r}, offset={self.offset}, batch_shape={self.batch_shape}, d_k={self.d_k}, d_v={self.d_v}, dtype={self.dtype}, {shapes})"
+
+    def check(self, op, xp, batch_shape, d_k, d_v, dtype):
+        """ValueError unless this state can continue a stream of ``op`` with these inputs."""
+        if self.op != op:
+            raise ValueError(f"state was made by {self.op}, not {op}: pass a state returned by {op}(..., return_state=True)")
+        for what, mine, theirs in (
+            ("batch shape", self.batch_shape, tuple(batch_shape)),
+            ("d_k", self.d_k, d_k),
+            ("d_v", self.d_v, d_v),
+        ):
+            if mine != theirs:
+                raise ValueError(f"state has {what} {mine} but the inputs have {what} {theirs}")
+        if str(self.dtype) != str(dtype):
+            raise ValueError(f"state computes in {self.dtype} but these inputs compute in {dtype}; pass inputs of the state's dtype")
+        for name, t in self.tensors.items():
+            if array_api_compat.array_namespace(t) is not xp:
+                raise ValueError(f"state tensor {name!r} is a {type(t).__name__}, from another array namespace than the inputs")
+        return self
+
+
+def _itemsize(t):
+    size = getattr(t.dtype, "itemsize", None)
+    if size is None:  # torch dtypes
+        size = t.element_size() if hasattr(t, "element_size") else 8
+    return size
+
+
+def check_state(state, op, xp, batch_shape, d_k, d_v, dtype):
+    """``state.check(...)`` that also rejects objects that are not States, naming what was passed."""
+    if not isinstance(state, State):
+        raise ValueError(f"state must be a lsattn State returned by {op}(..., return_state=True), got {type(state).__name__}")
+    return state.check(op, xp, batch_shape, d_k, d_v, dtype)
