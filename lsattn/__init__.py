@@ -12,6 +12,7 @@ Importing lsattn needs only NumPy and array-api-compat; frameworks are imported 
 """
 from . import backends, reference
 from .fenwick import fenwick_level, level_matrix, num_levels
+from .loglinear import loglinear_attention
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,7 @@ __all__ = [
     "num_levels",
     "fenwick_level",
     "level_matrix",
+    "loglinear_attention",
     "reference",
     "backends",
 ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 from . import Backend, register
 
 #: operator -> "module:function" of its backend-neutral (array API) implementation
-ARRAY_API_OPS = {}
+ARRAY_API_OPS = {
+    "loglinear_attention": "lsattn.loglinear:_forward",
+}
 
 register(
     Backend(
