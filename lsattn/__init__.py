@@ -12,6 +12,7 @@ Importing lsattn needs only NumPy and array-api-compat; frameworks are imported 
 """
 from . import backends, reference
 from .fenwick import fenwick_level, level_matrix, num_levels
+from .gated_delta import loglinear_gated_delta
 from .loglinear import loglinear_attention
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "fenwick_level",
     "level_matrix",
     "loglinear_attention",
+    "loglinear_gated_delta",
     "reference",
     "backends",
 ]

@@ -6,6 +6,7 @@ from . import Backend, register
 #: operator -> "module:function" of its backend-neutral (array API) implementation
 ARRAY_API_OPS = {
     "loglinear_attention": "lsattn.loglinear:_forward",
+    "loglinear_gated_delta": "lsattn.gated_delta:_forward",
 }
 
 register(
