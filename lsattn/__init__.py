@@ -11,6 +11,7 @@ Public API (see docs/api.md and DESIGN.md):
 Importing lsattn needs only NumPy and array-api-compat; frameworks are imported lazily.
 """
 from . import backends, reference
+from .exp_kernel import exp_kernel_attention, log_attention
 from .fenwick import fenwick_level, level_matrix, num_levels
 from .gated_delta import loglinear_gated_delta
 from .loglinear import loglinear_attention
@@ -21,6 +22,8 @@ __all__ = [
     "num_levels",
     "fenwick_level",
     "level_matrix",
+    "log_attention",
+    "exp_kernel_attention",
     "loglinear_attention",
     "loglinear_gated_delta",
     "reference",

@@ -5,6 +5,8 @@ from . import Backend, register
 
 #: operator -> "module:function" of its backend-neutral (array API) implementation
 ARRAY_API_OPS = {
+    "log_attention": "lsattn.exp_kernel:_log_forward",
+    "exp_kernel_attention": "lsattn.exp_kernel:_exp_forward",
     "loglinear_attention": "lsattn.loglinear:_forward",
     "loglinear_gated_delta": "lsattn.gated_delta:_forward",
 }
