@@ -4,6 +4,7 @@ Subcommands:
   demo   run every implemented operator on NumPy at realistic sizes: error against the float64
          reference, time and peak memory; then a streaming run showing the per-token state and time.
   info   the backend table: which backends exist here, which are available and why not.
+  audit  numerical stability audit: every formulation and dtype against float64 (see docs/audit.md).
 """
 from __future__ import annotations
 
@@ -126,6 +127,9 @@ def main(argv=None):
     p.set_defaults(run=demo)
     p = sub.add_parser("info", help="list backends and whether they are available here")
     p.set_defaults(run=info)
+    from .audit import add_parser as add_audit_parser
+
+    add_audit_parser(sub)  # `lsattn audit`: the numerical stability audit (lsattn/audit.py)
     args = parser.parse_args(argv)
     from . import _demo_cases  # noqa: F401  registers the demo cases of the implemented operators
 
