@@ -7,6 +7,7 @@ Public API (see docs/api.md and DESIGN.md):
   ``loglinear_gated_delta``, ``loglinear_log_attention``
 - ``lsattn.reference``: float64 quadratic oracles of the operators
 - ``lsattn.backends``: the backend registry (``lsattn.backends.available()``)
+- ``lsattn.audit``: numerical stability audit (``compare``, ``sweep``; ``lsattn audit``)
 
 Importing lsattn needs only NumPy and array-api-compat; frameworks are imported lazily.
 """
@@ -15,6 +16,7 @@ from .exp_kernel import exp_kernel_attention, log_attention
 from .fenwick import fenwick_level, level_matrix, num_levels
 from .gated_delta import loglinear_gated_delta
 from .loglinear import loglinear_attention
+from . import audit  # noqa: E402  lsattn.audit: the numerical stability audit (docs/audit.md)
 
 __version__ = "0.1.0"
 
@@ -28,4 +30,5 @@ __all__ = [
     "loglinear_gated_delta",
     "reference",
     "backends",
+    "audit",
 ]

@@ -596,18 +596,27 @@ def _rows_gated_delta(x, rows):
     """Rows of the gated delta rule by one backward sweep over keys shared by all rows:
     ``r_t = A_{s+1} ... A_t q_t`` (each ``A`` symmetric), ``o_t += lambda beta_s (r_t . k_s) v_s``."""
     q, k, v, a, beta, lam = (x[n] for n in ("q", "k", "v", "log_decay", "beta", "level_weights"))
-    rows = np.asarray(rows)
-    r = q[..., rows, :].copy()
-    out = np.zeros(q.shape[:-2] + (len(rows), v.shape[-1]))
-    for s in range(int(rows.max()), -1, -1):
-        active = (rows >= s)[:, None]
-        g = beta[..., s, None] * np.einsum("...nd,...d->...n", r, k[..., s, :])  # (..., n)
-        lev = fenwick_level(rows, np.int64(s))
-        w = np.where(rows >= s, lam[..., rows, np.maximum(lev, 0)], 0.0)  # lambda[t, level(t, s)]
-        out = out + (w * g)[..., None] * v[..., s, None, :]
-        step = np.exp(a[..., s, None, None]) * (r - g[..., None] * k[..., s, None, :])
-        r = np.where(active, step, r)
-    return out
+    rows = np.sort(np.asarray(rows))
+    S = int(rows[-1]) + 1
+    # W[..., n, s] = lambda[rows[n], level(rows[n], s)] for s <= rows[n], else 0
+    lev = _bit_length(np.bitwise_xor(rows[:, None], np.arange(S)[None, :]))
+    W = np.take_along_axis(lam[..., rows, :], np.broadcast_to(lev, lam.shape[:-2] + lev.shape), axis=-1)
+    W = np.where(rows[:, None] >= np.arange(S)[None, :], W, 0.0)
+    r = q[..., rows, :].copy()  # (..., n, d_k)
+    G = np.zeros(q.shape[:-2] + (len(rows), S))  # G[..., n, s] = beta_s r . k_s
+    ea = np.exp(a)
+    for s in range(S - 1, -1, -1):
+        i = int(np.searchsorted(rows, s))  # rows[i:] >= s are active
+        ra, ks = r[..., i:, :], k[..., s, None, :]
+        g = beta[..., s, None] * (ra @ k[..., s, :, None])[..., 0]
+        G[..., i:, s] = g
+        r[..., i:, :] = ea[..., s, None, None] * (ra - g[..., None] * ks)
+    return (W * G) @ v[..., :S, :]
+
+
+def _bit_length(x):
+    """Elementwise ``int.bit_length`` of non-negative integers below 2^53 (exact: frexp)."""
+    return np.frexp(x.astype(np.float64))[1]
 
 
 ROW_ORACLES = {
@@ -621,7 +630,9 @@ ROW_ORACLES = {
 
 def oracle(op, inputs64, rows=None):
     """float64 NumPy output of ``op`` on float64 NumPy inputs: ``lsattn.reference`` when ``rows``
-    is None, else the listed query rows only (causal: row ``t`` reads keys ``0..t``)."""
+    is None, else the listed query rows only (ascending; causal: row ``t`` reads keys ``0..t``)."""
+    if rows is not None and np.any(np.diff(rows) <= 0):
+        raise ValueError("rows must be strictly ascending")
     if rows is None:
         return to_float64(getattr(reference, op)(**inputs64))
     return ROW_ORACLES[op](inputs64, rows)
