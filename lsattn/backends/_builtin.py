@@ -21,3 +21,24 @@ register(
         priority=1000,
     )
 )
+
+
+def _cupy_backend():
+    """The CuPy RawKernel backend; its module imports no CuPy until a kernel runs."""
+    try:
+        from . import cupy_backend
+    except Exception:  # never let an optional backend break ``import lsattn``
+        return
+    register(
+        Backend(
+            name="cupy",
+            description="CUDA kernels through cupy.RawModule (CuPy arrays; CUDA torch / JAX GPU arrays via DLPack)",
+            ops=cupy_backend.OPS,
+            probe=cupy_backend.probe,
+            serves=cupy_backend.serves,
+            priority=10,
+        )
+    )
+
+
+_cupy_backend()

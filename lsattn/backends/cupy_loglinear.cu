@@ -1,0 +1,404 @@
+// Log-linear Mamba-2 (lsattn.loglinear_attention) as CUDA kernels; compiled after cupy_common.cu.
+//
+//   o_t = sum_{s<=t} lambda[t, level(t,s)] exp(a_{s+1} + ... + a_t) (q_t . k_s) v_s
+//
+// One call covers absolute positions [p, p + T). Chunks of CH tokens are aligned to absolute
+// multiples of CH: local chunk j is absolute chunk F + j (F = p / CH), and rows outside the call
+// (before p in the first chunk, after p + T - 1 in the last) are zero (they add nothing).
+//
+//   ll_chunk_states  per chunk: H_j = sum_s exp(A_end - A_s) k_s v_s^T, g_j = A_end  (A: chunk-local
+//                    inclusive cumsum of a), in parallel over chunks
+//   ll_upsweep       one launch per chunk level: the in-place Fenwick up-sweep over absolute chunk
+//                    indices. After it, slot e holds the block of 2^tz(e+1) chunks ending at e
+//                    (clipped to the call), decayed to its end, and its total log decay; chunk c
+//                    reads, at chunk level l' with bit l'-1 of c set, the block ending at
+//                    (c >> (l'-1) << (l'-1)) - 1: exactly that slot.
+//   ll_output        per chunk, in parallel: masked C x C product with level weights
+//                    lambda[t, level(t mod C, s mod C)] exp(A_t - A_s), plus one (C x d_k)(d_k x d_v)
+//                    read per occupied chunk level, plus the incoming state's levels.
+//   ll_new_state     the state at p + T: one block per new Fenwick level.
+//   ll_decode        T = 1: output and new state from the old levels in one kernel.
+//
+// Decays between a bucket and a query are sums of block totals along the Fenwick path (never
+// differences of long cumulative sums), so exponents carry only the rounding of their own terms.
+
+namespace {
+constexpr int LOGC = (CH == 16) ? 4 : (CH == 32) ? 5 : 6;
+constexpr int NLC = LOGC + 1;  // intra-chunk levels 0 .. log2 CH
+constexpr int QLD = CH + 4;    // row stride of transposed (k-major) C-wide tiles
+constexpr int HS = DKP < 32 ? DKP : 32;  // rows of a d_k x d_v matrix staged per pass
+}
+
+// Chunk-local inclusive cumulative sum of the log decays of a chunk, by warp 0 (others idle).
+// rows outside the call count as 0.
+__device__ __forceinline__ void chunk_cumsum(const ti* ab, i64 g0, int T, ta* As) {
+    if (threadIdx.x >= 32) return;
+    constexpr int E = CH >= 32 ? CH / 32 : 1;
+    const int lane = threadIdx.x;
+    ta loc[E];
+    ta s = (ta)0;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+        int r = lane * E + e;
+        i64 g = g0 + r;
+        ta x = (r < CH && g >= 0 && g < T) ? ld(ab + g) : (ta)0;
+        s += x;
+        loc[e] = s;
+    }
+    ta incl = s;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        ta y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+    }
+    ta before = __shfl_up_sync(0xffffffffu, incl, 1);
+    if (lane == 0) before = (ta)0;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+        int r = lane * E + e;
+        if (r < CH) As[r] = before + loc[e];
+    }
+}
+
+// acc[i][j] += w[i] * (Q^T M)[t_i][c_j] for one d_k x d_v matrix M (row-major, DK x DV, global),
+// Q held transposed in shared memory (Qt, DKP x QLD). Uses Hs (HS x DVP) as staging; every
+// thread of the block must call it (it synchronises).
+template <int RM, int RN>
+__device__ __forceinline__ void read_matrix(ta (&acc)[RM][RN], const ta (&w)[RM], const ta* Qt, ta* Hs,
+                                            const ta* M, int DK, int DV, int ty, int tx) {
+    ta tmp[RM][RN];
+    zero_acc(tmp);
+    for (int k0 = 0; k0 < DKP; k0 += HS) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < HS * DVP; idx += NT) {
+            int kk = idx / DVP, c = idx % DVP, i = k0 + kk;
+            Hs[idx] = (i < DK && c < DV) ? M[(i64)i * DV + c] : (ta)0;
+        }
+        __syncthreads();
+        mm_acc<RM, RN, HS>(tmp, Qt + k0 * QLD, QLD, Hs, DVP, ty, tx);
+    }
+#pragma unroll
+    for (int i = 0; i < RM; ++i)
+#pragma unroll
+        for (int j = 0; j < RN; ++j) acc[i][j] = fma(w[i], tmp[i][j], acc[i][j]);
+}
+
+extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
+    const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
+    ta* __restrict__ H, ta* __restrict__ gsum, int T, int DK, int DV, i64 p, i64 F, int n) {
+    constexpr int RI = DKP / 16, RN = DVP / 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Kw = reinterpret_cast<ta*>(smem_raw);  // CH x DKP: k_s * exp(A_end - A_s)
+    ta* Vs = Kw + CH * DKP;                    // CH x DVP
+    ta* As = Vs + CH * DVP;                    // CH
+    check_smem((unsigned)((CH * DKP + CH * DVP + CH) * sizeof(ta)));
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 g0 = (F + j) * CH - p;
+    const ti* kb = k + bh * T * DK;
+    const ti* vb = v + bh * T * DV;
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        int r = idx / DKP, i = idx % DKP;
+        i64 g = g0 + r;
+        Kw[idx] = (g >= 0 && g < T && i < DK) ? ld(kb + g * DK + i) : (ta)0;
+    }
+    for (int idx = tid; idx < CH * DVP; idx += NT) {
+        int r = idx / DVP, c = idx % DVP;
+        i64 g = g0 + r;
+        Vs[idx] = (g >= 0 && g < T && c < DV) ? ld(vb + g * DV + c) : (ta)0;
+    }
+    chunk_cumsum(a + bh * T, g0, T, As);
+    __syncthreads();
+    const ta gend = As[CH - 1];
+    for (int idx = tid; idx < CH * DKP; idx += NT) Kw[idx] *= ex(gend - As[idx / DKP]);
+    __syncthreads();
+    ta acc[RI][RN];
+    zero_acc(acc);
+    mm_acc<RI, RN, CH>(acc, Kw, DKP, Vs, DVP, ty, tx);
+    ta* Hb = H + (bh * n + j) * (i64)DK * DV;
+#pragma unroll
+    for (int ii = 0; ii < RI; ++ii) {
+        int i = ty * RI + ii;
+#pragma unroll
+        for (int jj = 0; jj < RN; ++jj) {
+            int c = tx * RN + jj;
+            if (i < DK && c < DV) Hb[(i64)i * DV + c] = acc[ii][jj];
+        }
+    }
+    if (tid == 0) gsum[bh * n + j] = gend;
+}
+
+// One chunk level of the up-sweep: slot j (local) with (F + j + 1) % 2^lev == 0 absorbs slot
+// j - stride (stride = 2^(lev-1)): H_j = exp(g_j) H_{j-stride} + H_j, g_j += g_{j-stride}.
+// Block x handles slot j0 + x * step; one block per slot, so g_j is read before it is written.
+extern "C" __global__ void __launch_bounds__(NT) ll_upsweep(
+    ta* __restrict__ H, ta* __restrict__ gsum, int DK, int DV, int n, i64 j0, i64 step, i64 stride) {
+    const i64 j = j0 + (i64)blockIdx.x * step;
+    const i64 bh = blockIdx.y;
+    const ta gr = gsum[bh * n + j], gl = gsum[bh * n + j - stride];
+    const ta f = ex(gr);
+    ta* Hr = H + (bh * n + j) * (i64)DK * DV;
+    const ta* Hl = H + (bh * n + j - stride) * (i64)DK * DV;
+    const int m = DK * DV;
+    for (int e = threadIdx.x; e < m; e += NT) Hr[e] = fma(f, Hl[e], Hr[e]);
+    __syncthreads();
+    if (threadIdx.x == 0) gsum[bh * n + j] = gl + gr;
+}
+
+extern "C" __global__ void __launch_bounds__(NT) ll_output(
+    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
+    const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
+    ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old) {
+    constexpr int RM = CH / 16, RN = DVP / 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Qt = reinterpret_cast<ta*>(smem_raw);  // DKP x QLD: q transposed
+    ta* Kt = Qt + DKP * QLD;                   // DKP x QLD: k transposed
+    ta* Vs = Kt + DKP * QLD;                   // CH x DVP
+    ta* Pt = Vs + CH * DVP;                    // CH x QLD: weighted scores, transposed (Pt[s][t])
+    ta* Hs = Pt + CH * QLD;                    // HS x DVP staging
+    ta* As = Hs + HS * DVP;                    // CH chunk-local cumsum
+    ta* lamS = As + CH;                        // CH x NLC intra-chunk level weights
+    check_smem((unsigned)((2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + CH + CH * NLC) * sizeof(ta)));
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 cabs = F + j;
+    const i64 g0 = cabs * CH - p;  // call index of the chunk's row 0 (negative in a first partial chunk)
+    const ti* qb = q + bh * T * DK;
+    const ti* kb = k + bh * T * DK;
+    const ti* vb = v + bh * T * DV;
+    const ti* lb = lam + bh * T * L;
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        int r = idx / DKP, i = idx % DKP;
+        i64 g = g0 + r;
+        bool ok = g >= 0 && g < T && i < DK;
+        Qt[i * QLD + r] = ok ? ld(qb + g * DK + i) : (ta)0;
+        Kt[i * QLD + r] = ok ? ld(kb + g * DK + i) : (ta)0;
+    }
+    for (int idx = tid; idx < CH * DVP; idx += NT) {
+        int r = idx / DVP, c = idx % DVP;
+        i64 g = g0 + r;
+        Vs[idx] = (g >= 0 && g < T && c < DV) ? ld(vb + g * DV + c) : (ta)0;
+    }
+    for (int idx = tid; idx < CH * NLC; idx += NT) {
+        int r = idx / NLC, l = idx % NLC;
+        i64 g = g0 + r;
+        lamS[idx] = (g >= 0 && g < T && l < L) ? ld(lb + g * L + l) : (ta)0;
+    }
+    chunk_cumsum(a + bh * T, g0, T, As);
+    __syncthreads();
+
+    // intra-chunk: (M o (Q K^T)) V with M[t,s] = lambda[t, level(t,s)] exp(A_t - A_s), s <= t
+    {
+        ta P[RM][RM];
+        zero_acc(P);
+        mm_acc<RM, RM, DKP>(P, Qt, QLD, Kt, QLD, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < RM; ++ii) {
+            int t = ty * RM + ii;
+#pragma unroll
+            for (int jj = 0; jj < RM; ++jj) {
+                int s = tx * RM + jj;
+                ta w = (ta)0;
+                if (s <= t) w = lamS[t * NLC + (s == t ? 0 : 32 - __clz(t ^ s))] * ex(As[t] - As[s]);
+                Pt[s * QLD + t] = P[ii][jj] * w;
+            }
+        }
+    }
+    __syncthreads();
+    ta acc[RM][RN];
+    zero_acc(acc);
+    mm_acc<RM, RN, CH>(acc, Pt, QLD, Vs, DVP, ty, tx);
+
+    // earlier chunks of this call, one Fenwick block per occupied chunk level
+    ta dec = (ta)0;  // log decay from the end of the current block to the start of this chunk
+    for (int lp = 1; lp < 63; ++lp) {
+        i64 hi = cabs >> (lp - 1);
+        if (hi == 0) break;
+        if (!(hi & 1)) continue;
+        i64 e = (hi << (lp - 1)) - 1;
+        if (e < F) break;  // this block and all higher ones lie before the call (in the state)
+        i64 slot = e - F;
+        ta w[RM];
+#pragma unroll
+        for (int ii = 0; ii < RM; ++ii) {
+            int t = ty * RM + ii;
+            i64 g = g0 + t;
+            int lev = LOGC + lp;
+            w[ii] = (g >= 0 && g < T && lev < L) ? ld(lb + g * L + lev) * ex(As[t] + dec) : (ta)0;
+        }
+        read_matrix(acc, w, Qt, Hs, H + (bh * n + slot) * (i64)DK * DV, DK, DV, ty, tx);
+        dec += gsum[bh * n + slot];
+    }
+    // incoming state: old bucket l (occupied where bit l-1 of p is set), decayed to p - 1, sits at
+    // level max(l, bit_length(p XOR t)) from a query t >= p; dec is now a_p + ... + a_{chunk start - 1}
+    for (int jl = 0; jl < n_old; ++jl) {
+        if (!((p >> jl) & 1)) continue;
+        ta w[RM];
+#pragma unroll
+        for (int ii = 0; ii < RM; ++ii) {
+            int t = ty * RM + ii;
+            i64 g = g0 + t;
+            int lev = max(jl + 1, fen_level(cabs * CH + t, p));
+            w[ii] = (g >= 0 && g < T && lev < L) ? ld(lb + g * L + lev) * ex(As[t] + dec) : (ta)0;
+        }
+        read_matrix(acc, w, Qt, Hs, old + (bh * n_old + jl) * (i64)DK * DV, DK, DV, ty, tx);
+    }
+
+    ti* ob = out + bh * T * DV;
+#pragma unroll
+    for (int ii = 0; ii < RM; ++ii) {
+        int t = ty * RM + ii;
+        i64 g = g0 + t;
+        if (g < 0 || g >= T) continue;
+#pragma unroll
+        for (int jj = 0; jj < RN; ++jj) {
+            int c = tx * RN + jj;
+            if (c < DV) st(ob + g * DV + c, acc[ii][jj]);
+        }
+    }
+}
+
+// The state at p' = p + T: one block per new level l = blockIdx.x + 1 (1 .. bit_length(p')).
+// Level l is empty unless bit l-1 of p' is set. Old levels above h = bit_length(p XOR p') stay
+// (decayed over the call); level h gets the old levels below h; levels <= h get the call's tokens
+// of the bucket [cc - 2^(l-1), cc), cc = p' with its low l-1 bits cleared: a Fenwick slot for
+// chunk levels (l - 1 >= log2 CH), a token range of the last chunk otherwise. All decayed to p'-1.
+extern "C" __global__ void __launch_bounds__(NT) ll_new_state(
+    const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a, const ta* __restrict__ H,
+    const ta* __restrict__ gsum, const ta* __restrict__ old, ta* __restrict__ newlev,
+    int T, int DK, int DV, i64 p, i64 F, int n, int n_old, int h, int Lnew) {
+    __shared__ ta decs[64];
+    __shared__ ta wS[CH];
+    __shared__ ta misc[2];  // A_part, total
+    const int tid = threadIdx.x;
+    const int l = blockIdx.x + 1;
+    const i64 bh = blockIdx.y;
+    const i64 pn = p + T;
+    const i64 cs = pn / CH;                 // absolute chunk of position p'
+    const int rend = (int)(pn - cs * CH) - 1;  // local row of p' - 1 in chunk cs (-1: p' is chunk-aligned)
+    const ti* ab = a + bh * T;
+    if (tid == 0) {
+        ta apart = (ta)0;  // a over [cs*CH, p') inside the call
+        for (int r = 0; r <= rend; ++r) {
+            i64 g = cs * CH + r - p;
+            if (g >= 0) apart += ld(ab + g);
+        }
+        ta dec = (ta)0;
+        for (int lp = 1; lp < 63; ++lp) {
+            i64 hi = cs >> (lp - 1);
+            if (hi == 0) break;
+            decs[lp] = dec;
+            if (hi & 1) {
+                i64 e = (hi << (lp - 1)) - 1;
+                if (e < F) break;
+                dec += gsum[bh * n + (e - F)];
+            }
+        }
+        misc[0] = apart;
+        misc[1] = dec + apart;
+    }
+    __syncthreads();
+    const ta apart = misc[0], total = misc[1];
+    const int m = DK * DV;
+    ta* dst = newlev + (bh * Lnew + (l - 1)) * (i64)m;
+    if (!((pn >> (l - 1)) & 1)) {
+        for (int e = tid; e < m; e += NT) dst[e] = (ta)0;
+        return;
+    }
+    const ta ftot = ex(total);
+    if (l > h) {  // an old level kept (bit l-1 of p is set too)
+        const ta* src = old + (bh * n_old + (l - 1)) * (i64)m;
+        for (int e = tid; e < m; e += NT) dst[e] = ftot * src[e];
+        return;
+    }
+    const int nfold = (l == h) ? min(h - 1, n_old) : 0;
+    const ta* ob = old + bh * (i64)n_old * m;
+    if (l - 1 >= LOGC) {  // whole chunks: one Fenwick slot
+        const int lp = l - LOGC;
+        const i64 e = ((cs >> (lp - 1)) << (lp - 1)) - 1;
+        const ta f = ex(decs[lp] + apart);
+        const ta* src = H + (bh * n + (e - F)) * (i64)m;
+        for (int x = tid; x < m; x += NT) {
+            ta val = f * src[x];
+            for (int jl = 0; jl < nfold; ++jl) val = fma(ftot, ob[(i64)jl * m + x], val);
+            dst[x] = val;
+        }
+        return;
+    }
+    // a token range of chunk cs (p' is not chunk-aligned here)
+    const i64 cc = (pn >> (l - 1)) << (l - 1);
+    const int r0 = (int)(cc - ((i64)1 << (l - 1)) - cs * CH), r1 = (int)(cc - cs * CH);
+    if (tid < CH) {
+        int r = tid;
+        ta s = (ta)0;
+        i64 g = cs * CH + r - p;
+        if (r >= r0 && r < r1 && g >= 0) {
+            for (int u = r + 1; u <= rend; ++u) s += ld(ab + (cs * CH + u - p));
+            wS[r] = ex(s);
+        } else {
+            wS[r] = (ta)0;
+        }
+    }
+    __syncthreads();
+    const ti* kb = k + bh * T * DK;
+    const ti* vb = v + bh * T * DV;
+    for (int x = tid; x < m; x += NT) {
+        int i = x / DV, c = x % DV;
+        ta val = (ta)0;
+        for (int r = r0; r < r1; ++r) {
+            i64 g = cs * CH + r - p;
+            if (g < 0) continue;
+            val = fma(ld(kb + g * DK + i) * wS[r], ld(vb + g * DV + c), val);
+        }
+        for (int jl = 0; jl < nfold; ++jl) val = fma(ftot, ob[(i64)jl * m + x], val);
+        dst[x] = val;
+    }
+}
+
+// One decoding step (T = 1) at position p for every sequence: block per sequence.
+extern "C" __global__ void __launch_bounds__(NT) ll_decode(
+    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
+    const ti* __restrict__ lam, const ta* __restrict__ old, ta* __restrict__ newlev, ti* __restrict__ out,
+    int DK, int DV, int L, i64 p, int n_old, int h, int Lnew) {
+    __shared__ ta qs[DKP], ks[DKP], vs[DVP], outs[DVP], wl[64], red[NT / 32];
+    const int tid = threadIdx.x;
+    const i64 bh = blockIdx.x;
+    ta part = (ta)0;
+    for (int i = tid; i < DK; i += NT) {
+        qs[i] = ld(q + bh * DK + i);
+        ks[i] = ld(k + bh * DK + i);
+        part = fma(qs[i], ks[i], part);
+    }
+    for (int c = tid; c < DV; c += NT) {
+        vs[c] = ld(v + bh * DV + c);
+        outs[c] = (ta)0;
+    }
+    if (tid < n_old) wl[tid] = ((p >> tid) & 1) ? ld(lam + bh * L + tid + 1) : (ta)0;
+    const ta qk = block_sum(part, red);  // synchronises: qs, ks, vs, wl visible
+    const ta ea = ex(ld(a + bh));
+    const int m = DK * DV;
+    const ta* ob = old + bh * (i64)n_old * m;
+    ta* nb = newlev + bh * (i64)Lnew * m;
+    for (int x = tid; x < m; x += NT) {
+        int i = x / DV, c = x % DV;
+        ta rd = (ta)0, fold = (ta)0;
+        for (int jl = 0; jl < n_old; ++jl) {
+            ta o = ob[(i64)jl * m + x];
+            rd = fma(wl[jl], o, rd);
+            if (jl < h - 1) fold += o;
+        }
+        atomicAdd(&outs[c], qs[i] * rd);
+        for (int lv = 1; lv <= Lnew; ++lv) {
+            ta val;
+            if (lv < h) val = (ta)0;
+            else if (lv == h) val = fma(ea, fold, ks[i] * vs[c]);
+            else val = (lv - 1 < n_old) ? ea * ob[(i64)(lv - 1) * m + x] : (ta)0;
+            nb[(i64)(lv - 1) * m + x] = val;
+        }
+    }
+    __syncthreads();
+    const ta lam0 = ld(lam + bh * L);
+    for (int c = tid; c < DV; c += NT) st(out + bh * DV + c, fma(ea, outs[c], lam0 * qk * vs[c]));
+}

@@ -1,0 +1,588 @@
+"""The CuPy RawKernel backend against lsattn.reference.
+
+Two layers:
+
+* CPU (runs in CI): the backend's host logic (``_ll_compute`` / ``_ek_compute``: chunk layout,
+  Fenwick up-sweep plan, state bookkeeping) driven by ``Twin``, a NumPy transcription of every
+  CUDA kernel (block by block, same index arithmetic), against the float64 references.
+* GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operators
+  with ``backend="cupy"`` on CuPy arrays, torch CUDA tensors and JAX GPU arrays, streaming, state
+  hand-over to and from the array-API backend, the exp-kernel's exact-row fallback, bfloat16.
+
+Tolerances (max |out - ref| <= tol * max |ref|): float64 1e-12, float32 2e-5 (the bound the
+array-API tests use for loglinear_attention), bfloat16 inputs 2e-2 against the reference on the
+bf16-rounded inputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lsattn
+from lsattn import reference as ref
+from lsattn.backends import cupy_backend as cb
+
+from helpers import assert_close
+from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
+
+F64, F32, BF16 = 1e-12, 2e-5, 2e-2
+
+
+# ---- the NumPy twin of the kernels ---------------------------------------------------------------
+
+def _bitlen(x):
+    x = np.asarray(x, dtype=np.int64)
+    out = np.zeros(x.shape, dtype=np.int64)
+    y = x.copy()
+    while np.any(y > 0):
+        out += y > 0
+        y >>= 1
+    return out
+
+
+def _rows(x, g0, CH, T):
+    """Rows g0 .. g0 + CH - 1 of x (BH, T, ...) with zeros outside [0, T); and the validity mask."""
+    g = g0 + np.arange(CH)
+    ok = (g >= 0) & (g < T)
+    vals = x[:, np.clip(g, 0, max(T - 1, 0))]
+    mask = ok.reshape((1, CH) + (1,) * (x.ndim - 2))
+    return np.where(mask, vals, 0), ok
+
+
+class Twin:
+    """NumPy transcription of the kernels in lsattn/backends/cupy_*.cu (same arguments as _CupyOps)."""
+
+    xp = np
+
+    # log-linear
+    def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH):
+        CH = cfg.CH
+        for j in range(n):
+            g0 = (F + j) * CH - p
+            K, _ = _rows(k, g0, CH, T)
+            V, _ = _rows(v, g0, CH, T)
+            A = np.cumsum(_rows(a, g0, CH, T)[0], axis=-1)
+            Kw = K * np.exp(A[:, -1:] - A)[..., None]
+            H[:, j] = np.swapaxes(Kw, -1, -2) @ V
+            gsum[:, j] = A[:, -1]
+
+    def ll_upsweep(self, cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH):
+        for x in range(count):
+            j = j0 + x * step
+            gr = gsum[:, j].copy()
+            H[:, j] = np.exp(gr)[:, None, None] * H[:, j - stride] + H[:, j]
+            gsum[:, j] = gsum[:, j - stride] + gr
+
+    def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH):
+        CH = cfg.CH
+        logc = int(np.log2(CH))
+        t_ = np.arange(CH)[:, None]
+        s_ = np.arange(CH)[None, :]
+        lev_ts = np.where(s_ == t_, 0, _bitlen(t_ ^ s_))
+        for j in range(n):
+            cabs = F + j
+            g0 = cabs * CH - p
+            Q, ok = _rows(q, g0, CH, T)
+            K, _ = _rows(k, g0, CH, T)
+            V, _ = _rows(v, g0, CH, T)
+            A = np.cumsum(_rows(a, g0, CH, T)[0], axis=-1)
+            LAM, _ = _rows(lam, g0, CH, T)  # (BH, CH, L)
+
+            def lam_at(level):  # (BH, CH) weights of per-row levels (int or (CH,) array)
+                level = np.broadcast_to(np.asarray(level), (CH,))
+                w = np.take_along_axis(LAM, np.minimum(level, L - 1)[None, :, None].repeat(LAM.shape[0], 0), axis=-1)[..., 0]
+                return np.where(level[None, :] < L, w, 0.0)
+
+            lam_ts = np.take_along_axis(LAM, np.minimum(lev_ts, L - 1)[None].repeat(LAM.shape[0], 0), axis=-1)
+            lam_ts = np.where((lev_ts < L)[None], lam_ts, 0.0)
+            W = np.where(s_ <= t_, lam_ts * np.exp(np.where(s_ <= t_, A[:, :, None] - A[:, None, :], -np.inf)), 0.0)
+            acc = (W * (Q @ np.swapaxes(K, -1, -2))) @ V
+            dec = np.zeros(q.shape[0], dtype=q.dtype)
+            for lp in range(1, 63):
+                hi = cabs >> (lp - 1)
+                if hi == 0:
+                    break
+                if not hi & 1:
+                    continue
+                e = (hi << (lp - 1)) - 1
+                if e < F:
+                    break
+                slot = e - F
+                w = lam_at(logc + lp) * np.exp(A + dec[:, None])
+                acc = acc + w[..., None] * (Q @ H[:, slot])
+                dec = dec + gsum[:, slot]
+            for jl in range(n_old):
+                if not (p >> jl) & 1:
+                    continue
+                level = np.maximum(jl + 1, _bitlen((cabs * CH + np.arange(CH)) ^ p))
+                w = lam_at(level) * np.exp(A + dec[:, None])
+                acc = acc + w[..., None] * (Q @ old[:, jl])
+            g = g0 + np.arange(CH)
+            out[:, g[ok]] = acc[:, ok]
+
+    def ll_new_state(self, cfg, k, v, a, H, gsum, old, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH):
+        CH = cfg.CH
+        logc = int(np.log2(CH))
+        pn = p + T
+        cs = pn // CH
+        rend = pn - cs * CH - 1
+        apart = np.zeros(BH, dtype=newlev.dtype)
+        for r in range(rend + 1):
+            g = cs * CH + r - p
+            if g >= 0:
+                apart = apart + a[:, g]
+        dec = np.zeros(BH, dtype=newlev.dtype)
+        decs = {}
+        for lp in range(1, 63):
+            hi = cs >> (lp - 1)
+            if hi == 0:
+                break
+            decs[lp] = dec.copy()
+            if hi & 1:
+                e = (hi << (lp - 1)) - 1
+                if e < F:
+                    break
+                dec = dec + gsum[:, e - F]
+        total = (dec + apart)[:, None, None]
+        for l in range(1, Lnew + 1):
+            if not (pn >> (l - 1)) & 1:
+                newlev[:, l - 1] = 0
+                continue
+            if l > h:
+                newlev[:, l - 1] = np.exp(total) * old[:, l - 1]
+                continue
+            if l - 1 >= logc:
+                lp = l - logc
+                e = ((cs >> (lp - 1)) << (lp - 1)) - 1
+                val = np.exp(decs[lp] + apart)[:, None, None] * H[:, e - F]
+            else:
+                cc = (pn >> (l - 1)) << (l - 1)
+                r0, r1 = cc - (1 << (l - 1)) - cs * CH, cc - cs * CH
+                val = np.zeros((BH, DK, DV), dtype=newlev.dtype)
+                for r in range(r0, r1):
+                    g = cs * CH + r - p
+                    if g < 0:
+                        continue
+                    s = np.zeros(BH, dtype=newlev.dtype)
+                    for u in range(r + 1, rend + 1):
+                        s = s + a[:, cs * CH + u - p]
+                    val = val + (k[:, g, :] * np.exp(s)[:, None])[:, :, None] * v[:, g, None, :]
+            if l == h:
+                for jl in range(min(h - 1, n_old)):
+                    val = val + np.exp(total) * old[:, jl]
+            newlev[:, l - 1] = val
+
+    def ll_decode(self, cfg, q, k, v, a, lam, old, newlev, out, DK, DV, L, p, n_old, h, Lnew, BH):
+        ea = np.exp(a[:, 0])[:, None]
+        qk = np.sum(q[:, 0] * k[:, 0], axis=-1)
+        rd = np.zeros((BH, DV), dtype=newlev.dtype)
+        fold = np.zeros((BH, DK, DV), dtype=newlev.dtype)
+        for jl in range(n_old):
+            if (p >> jl) & 1:
+                rd = rd + lam[:, 0, jl + 1][:, None] * (q[:, 0, None, :] @ old[:, jl])[:, 0]
+            if jl < h - 1:
+                fold = fold + old[:, jl]
+        out[:, 0] = ea * rd + (lam[:, 0, 0] * qk)[:, None] * v[:, 0]
+        kv = k[:, 0, :, None] * v[:, 0, None, :]
+        for lv in range(1, Lnew + 1):
+            if lv < h:
+                newlev[:, lv - 1] = 0
+            elif lv == h:
+                newlev[:, lv - 1] = ea[:, :, None] * fold + kv
+            else:
+                newlev[:, lv - 1] = ea[:, :, None] * old[:, lv - 1] if lv - 1 < n_old else 0
+
+    # exp-kernel
+    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH):
+        CH = cfg.CH
+        for j in range(n):
+            K, ok = _rows(k, j * CH, CH, T)
+            V, _ = _rows(v, j * CH, CH, T)
+            m = np.max(K[:, ok], axis=1)
+            E = np.where(ok[None, :, None], np.exp(K - m[:, None, :]), 0.0)
+            mk[:, j], z[:, j], S[:, j] = m, E.sum(axis=1), np.swapaxes(E, -1, -2) @ V
+
+    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH):
+        m, s, zz = m0.copy(), S0.copy(), z0.copy()
+        for j in range(n):
+            mn = np.maximum(m, mk[:, j])
+            al, be = np.exp(m - mn), np.exp(mk[:, j] - mn)
+            Sc, zc = S[:, j].copy(), z[:, j].copy()
+            S[:, j], z[:, j], m_in[:, j] = s, zz, m
+            s = al[..., None] * s + be[..., None] * Sc
+            zz = al * zz + be * zc
+            m = mn
+        m_out[...], S_out[...], z_out[...] = m, s, zz
+
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH):
+        CH = cfg.CH
+        floor = 1e-20
+        for j in range(-(-Tq // CH)):
+            sj = j if causal else 0
+            Q, ok = _rows(q, j * CH, CH, Tq)
+            mi, Si, zi = m_in[:, sj], S_in[:, sj], z_in[:, sj]
+            mm = mi.copy()
+            if causal:
+                K, _ = _rows(k, j * CH, CH, Tk)
+                V, _ = _rows(v, j * CH, CH, Tk)
+                mm = np.maximum(mm, np.max(K[:, ok], axis=1))
+            sc = np.exp(mi - mm)
+            R = np.max(Q + mm[:, None, :], axis=-1)  # (BH, CH)
+            A = np.where(ok[None, :, None], np.exp(Q + mm[:, None, :] - R[..., None]), 0.0)
+            num = A @ (sc[..., None] * Si)
+            den = A @ (sc * zi)[..., None]
+            den = den[..., 0]
+            if causal:
+                B = np.where(ok[None, :, None], np.exp(K - mm[:, None, :]), 0.0)
+                P = np.tril(A @ np.swapaxes(B, -1, -2))
+                num = num + P @ V
+                den = den + P.sum(-1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                y = num / den[..., None]
+            for b in range(q.shape[0]):  # exact recomputation of the rows the kernel flags
+                for t in np.nonzero(ok & ~(den[b] >= floor))[0]:
+                    mr = mi[b].copy()
+                    if causal:
+                        mr = np.maximum(mr, K[b, : t + 1].max(axis=0))
+                    Rt = np.max(Q[b, t] + mr)
+                    fe = np.exp(Q[b, t] + mi[b] - Rt)
+                    d, nm = fe @ zi[b], fe @ Si[b]
+                    if causal:
+                        fw = np.exp(Q[b, t][None, :] + K[b, : t + 1] - Rt).sum(-1)
+                        d, nm = d + fw.sum(), nm + fw @ V[b, : t + 1]
+                    y[b, t] = nm / d
+            g = j * CH + np.arange(CH)
+            out[:, g[ok]] = y[:, ok]
+
+    def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH):
+        kk, vv, qq = k[:, 0], v[:, 0], q[:, 0]
+        mn = np.maximum(m, kk)
+        a, b = np.exp(m - mn), np.exp(kk - mn)
+        m2[...], z2[...] = mn, a * z + b
+        S2[...] = a[..., None] * S + b[..., None] * vv[:, None, :]
+        x = qq + mn
+        e = np.exp(x - x.max(-1, keepdims=True))
+        out[:, 0] = (e[:, None, :] @ S2)[:, 0] / (e * z2[...]).sum(-1)[:, None]
+
+
+# ---- inputs ----------------------------------------------------------------------------------
+
+def ll_inputs(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", offset=0, extra=0):
+    rng = np.random.default_rng(seed)
+    q, k = (rng.standard_normal(batch + (T, dk)) * scale for _ in range(2))
+    v = rng.standard_normal(batch + (T, dv))
+    a = {"moderate": -rng.random(batch + (T,)), "strong": -30.0 * rng.random(batch + (T,)) - 1.0,
+         "zero": np.zeros(batch + (T,))}[decay]
+    lam = rng.standard_normal(batch + (T, lsattn.num_levels(offset + T) + extra))
+    return q, k, v, a, lam
+
+
+def ek_inputs(seed, batch, T, dk, dv, scale=1.0, Tk=None):
+    rng = np.random.default_rng(seed)
+    Tk = T if Tk is None else Tk
+    return (rng.standard_normal(batch + (T, dk)) * scale, rng.standard_normal(batch + (Tk, dk)) * scale,
+            rng.standard_normal(batch + (Tk, dv)))
+
+
+def twin_ll_stream(arrays, cuts, chunk_size):
+    """Run the twin-driven host logic over a stream cut at ``cuts``; (outputs, final levels)."""
+    q, k, v, a, lam = arrays
+    T = q.shape[-2]
+    bounds = [0] + list(cuts) + [T]
+    outs, old, p = [], None, 0
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sl = lambda x, ax: np.take(x, np.arange(lo, hi), axis=ax)  # noqa: E731
+        o, levels = cb._ll_compute(Twin(), sl(q, -2), sl(k, -2), sl(v, -2), sl(a, -1), sl(lam, -2), chunk_size,
+                                   p, old if p > 0 else None, True)
+        outs.append(o)
+        old, p = levels, hi
+    return np.concatenate(outs, axis=-2), old
+
+
+# ---- CPU: the host logic with the twin -----------------------------------------------------------
+
+chunks = st.sampled_from([16, 32, 64])
+
+
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks, scale=magnitudes,
+       decay=st.sampled_from(["moderate", "strong", "zero"]), seed=seeds)
+def test_twin_loglinear_matches_reference(batch, T, dk, dv, C, scale, decay, seed):
+    arrays = ll_inputs(seed, batch, T, dk, dv, scale=scale, decay=decay)
+    out, _ = cb._ll_compute(Twin(), *arrays, C, 0, None, False)
+    assert_close(out, ref.loglinear_attention(*arrays), F64, what=f"T={T} C={C}")
+
+
+@given(T=st.integers(2, 300), C=chunks, seed=seeds, data=st.data())
+@settings(max_examples=12)
+def test_twin_loglinear_stream_and_state(T, C, seed, data):
+    """Streams cut anywhere (decode steps included) equal one call; the state equals the array-API
+    state (same tensors, so streams can move between backends)."""
+    arrays = ll_inputs(seed, (2,), T, 3, 2)
+    cuts = data.draw(split_points(T, max_splits=5))
+    out, levels = twin_ll_stream(arrays, cuts, C)
+    assert_close(out, ref.loglinear_attention(*arrays), F64, what=f"cuts={cuts}")
+    _, st_api = lsattn.loglinear_attention(*arrays, chunk_size=C, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], F64, what="levels")
+
+
+def test_twin_loglinear_long_offsets():
+    """Offsets far from zero (many Fenwick levels in the state, chunk levels beyond the call)."""
+    T = 700
+    arrays = ll_inputs(3, (1,), T, 4, 3, decay="zero")
+    arrays = arrays[:4] + (np.abs(arrays[4]) * 0.1,)
+    out, levels = twin_ll_stream(arrays, [1, 2, 3, 97, 98, 355, 512, 513, 699], 16)
+    assert_close(out, ref.loglinear_attention(*arrays), F64)
+
+
+def test_twin_loglinear_wide_values(monkeypatch):
+    monkeypatch.setattr(cb, "_DV_BLOCK", 2)
+    arrays = ll_inputs(5, (2,), 40, 3, 5)
+    out, levels = twin_ll_stream(arrays, [17, 18], 16)
+    assert_close(out, ref.loglinear_attention(*arrays), F64)
+    _, st_api = lsattn.loglinear_attention(*arrays, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], F64)
+
+
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks, scale=magnitudes, seed=seeds)
+def test_twin_exp_kernel_matches_reference(batch, T, dk, dv, C, scale, seed):
+    q, k, v = ek_inputs(seed, batch, T, dk, dv, scale)
+    out, _ = cb._ek_compute(Twin(), q, k, v, True, None, False, C)
+    assert_close(out, ref.exp_kernel_attention(q, k, v), F64, what=f"T={T} C={C}")
+
+
+@given(Tq=st.integers(1, 70), Tk=st.integers(1, 70), C=chunks, seed=seeds)
+def test_twin_exp_kernel_noncausal(Tq, Tk, C, seed):
+    q, k, v = ek_inputs(seed, (2,), Tq, 3, 4, 2.0, Tk=Tk)
+    out, _ = cb._ek_compute(Twin(), q, k, v, False, None, False, C)
+    assert_close(out, ref.exp_kernel_attention(q, k, v, causal=False), F64)
+
+
+@given(T=st.integers(2, 200), C=chunks, seed=seeds, data=st.data())
+@settings(max_examples=12)
+def test_twin_exp_kernel_stream_and_state(T, C, seed, data):
+    q, k, v = ek_inputs(seed, (2,), T, 3, 2, 3.0)
+    cuts = data.draw(split_points(T, max_splits=5))
+    bounds = [0] + cuts + [T]
+    outs, state = [], None
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        o, state = cb._ek_compute(Twin(), q[..., lo:hi, :], k[..., lo:hi, :], v[..., lo:hi, :], True, state, True, C)
+        outs.append(o)
+    assert_close(np.concatenate(outs, axis=-2), ref.exp_kernel_attention(q, k, v), F64, what=f"cuts={cuts}")
+    _, st_api = lsattn.exp_kernel_attention(q, k, v, return_state=True, backend="array_api")
+    for name, mine in zip("mSz", state):
+        assert_close(mine, st_api.tensors[name], F64, what=name)
+
+
+def test_twin_exp_kernel_late_spike():
+    """A key much larger than the earlier ones of its chunk: the chunk shift would underflow every
+    earlier row (0/0); those rows take the exact path and stay exact."""
+    q, k, v = ek_inputs(7, (1,), 64, 4, 3)
+    k[..., 50, :] = 400.0
+    q[..., 50:, :] += 0.0
+    out, _ = cb._ek_compute(Twin(), q, k, v, True, None, False, 64)
+    assert_close(out, ref.exp_kernel_attention(q, k, v), F64)
+
+
+def test_upsweep_plan_builds_fenwick_nodes():
+    """After the plan, local slot j covers the absolute Fenwick node ending at F + j (2^tz(F+j+1)
+    chunks), clipped to the call's chunks."""
+    for F in range(0, 70):
+        for n in range(1, 70):
+            cover = {j: {j} for j in range(n)}
+            for stride, step, j0, count in cb._upsweep_plan(F, n):
+                for x in range(count):
+                    j = j0 + x * step
+                    assert (F + j + 1) % step == 0 and stride <= j < n
+                    cover[j] = cover[j - stride] | cover[j]
+            for j in range(n):
+                size = (F + j + 1) & -(F + j + 1)
+                assert cover[j] == set(range(max(0, j + 1 - size), j + 1)), (F, n, j)
+
+
+def test_serves_and_probe_without_gpu():
+    """The registry hooks work whatever is installed: NumPy arrays are declined with a reason."""
+    assert "not a GPU array" in cb.serves(np, np.zeros((2, 3)))
+    reason = cb.probe()
+    assert reason is None or isinstance(reason, str)
+
+
+# ---- GPU: the kernels ------------------------------------------------------------------------------
+
+def _cupy():
+    return pytest.importorskip("cupy")
+
+
+def _cp(x, dtype="float64"):
+    cp = _cupy()
+    return cp.asarray(np.asarray(x, dtype=dtype))
+
+
+def _gpu_ready():
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+
+
+gpu_dtypes = st.sampled_from(["float32", "float64"])
+
+
+@pytest.mark.gpu
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks, dtype=gpu_dtypes,
+       decay=st.sampled_from(["moderate", "strong", "zero"]), seed=seeds)
+def test_gpu_loglinear_matches_reference(batch, T, dk, dv, C, dtype, decay, seed):
+    _gpu_ready()
+    arrays = [x.astype(dtype) for x in ll_inputs(seed, batch, T, dk, dv, decay=decay)]
+    out = lsattn.loglinear_attention(*[_cp(x, dtype) for x in arrays], chunk_size=C, backend="cupy")
+    assert str(out.dtype) == dtype and tuple(out.shape) == batch + (T, dv)
+    assert_close(out.get(), ref.loglinear_attention(*arrays), F64 if dtype == "float64" else F32, what=f"T={T} C={C}")
+
+
+@pytest.mark.gpu
+@given(T=st.integers(2, 400), C=chunks, dtype=gpu_dtypes, seed=seeds, data=st.data())
+@settings(max_examples=12)
+def test_gpu_loglinear_stream_decode_and_handover(T, C, dtype, seed, data):
+    """Random cuts (decode steps included); the state moves between cupy and array_api mid-stream."""
+    _gpu_ready()
+    arrays = [x.astype(dtype) for x in ll_inputs(seed, (2,), T, 5, 3)]
+    cuts = data.draw(split_points(T, max_splits=6))
+    bounds = [0] + cuts + [T]
+    outs, state = [], None
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        q, k, v, a, lam = arrays
+        part = [q[..., lo:hi, :], k[..., lo:hi, :], v[..., lo:hi, :], a[..., lo:hi], lam[..., lo:hi, :]]
+        backend = "cupy" if i % 3 != 2 else "array_api"
+        o, state = lsattn.loglinear_attention(*[_cp(x, dtype) for x in part], chunk_size=C, state=state,
+                                              return_state=True, backend=backend)
+        outs.append(o.get())
+    tol = F64 if dtype == "float64" else F32
+    assert_close(np.concatenate(outs, axis=-2), ref.loglinear_attention(*arrays), tol, what=f"cuts={cuts}")
+    _, st_api = lsattn.loglinear_attention(*arrays, return_state=True, backend="array_api")
+    assert_close(state.tensors["levels"].get(), st_api.tensors["levels"], tol, what="levels")
+
+
+@pytest.mark.gpu
+def test_gpu_loglinear_decode_many_steps():
+    """300 single-token steps (every Fenwick carry pattern up to 2^8) equal one call."""
+    _gpu_ready()
+    arrays = ll_inputs(11, (2, 3), 300, 8, 8)
+    dev = [_cp(x, "float64") for x in arrays]
+    state, outs = None, []
+    for t in range(300):
+        step = [x[..., t : t + 1, :] if x.ndim == 4 else x[..., t : t + 1] for x in dev]
+        o, state = lsattn.loglinear_attention(*step, state=state, return_state=True, backend="cupy")
+        outs.append(o.get())
+    assert_close(np.concatenate(outs, axis=-2), ref.loglinear_attention(*arrays), F64)
+
+
+@pytest.mark.gpu
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks, dtype=gpu_dtypes, scale=magnitudes,
+       seed=seeds)
+def test_gpu_exp_kernel_matches_reference(batch, T, dk, dv, C, dtype, scale, seed):
+    _gpu_ready()
+    q, k, v = (x.astype(dtype) for x in ek_inputs(seed, batch, T, dk, dv, scale))
+    out = cb.exp_kernel_forward(_cp(q, dtype), _cp(k, dtype), _cp(v, dtype), True, None, False, chunk_size=C)[0]
+    assert_close(out.get(), ref.exp_kernel_attention(q, k, v), F64 if dtype == "float64" else F32)
+    out2 = lsattn.exp_kernel_attention(_cp(q, dtype), _cp(k, dtype), _cp(v, dtype), backend="cupy")
+    assert_close(out2.get(), ref.exp_kernel_attention(q, k, v), F64 if dtype == "float64" else F32)
+
+
+@pytest.mark.gpu
+@given(Tq=st.integers(1, 150), Tk=st.integers(1, 150), dtype=gpu_dtypes, seed=seeds)
+def test_gpu_exp_kernel_noncausal(Tq, Tk, dtype, seed):
+    _gpu_ready()
+    q, k, v = (x.astype(dtype) for x in ek_inputs(seed, (2,), Tq, 6, 5, 2.0, Tk=Tk))
+    out = lsattn.exp_kernel_attention(_cp(q, dtype), _cp(k, dtype), _cp(v, dtype), causal=False, backend="cupy")
+    assert_close(out.get(), ref.exp_kernel_attention(q, k, v, causal=False), F64 if dtype == "float64" else F32)
+
+
+@pytest.mark.gpu
+@given(T=st.integers(2, 300), dtype=gpu_dtypes, seed=seeds, data=st.data())
+@settings(max_examples=12)
+def test_gpu_exp_kernel_stream_decode_and_handover(T, dtype, seed, data):
+    _gpu_ready()
+    q, k, v = (x.astype(dtype) for x in ek_inputs(seed, (3,), T, 4, 3, 3.0))
+    cuts = data.draw(split_points(T, max_splits=6))
+    bounds = [0] + cuts + [T]
+    outs, state = [], None
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        backend = "cupy" if i % 3 != 2 else "array_api"
+        o, state = lsattn.exp_kernel_attention(_cp(q[..., lo:hi, :], dtype), _cp(k[..., lo:hi, :], dtype),
+                                               _cp(v[..., lo:hi, :], dtype), state=state, return_state=True,
+                                               backend=backend)
+        outs.append(o.get())
+    tol = F64 if dtype == "float64" else F32
+    assert_close(np.concatenate(outs, axis=-2), ref.exp_kernel_attention(q, k, v), tol, what=f"cuts={cuts}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_exp_kernel_extreme_magnitudes(dtype):
+    """Late spikes inside chunks and huge magnitudes: exact, no NaN (the fallback rows)."""
+    _gpu_ready()
+    q, k, v = ek_inputs(13, (2,), 200, 8, 6, 1.0)
+    k[..., 50, :] = 300.0
+    k[..., 130, 3] = 1e4
+    q[..., 100:, :] *= 50.0
+    q, k, v = (x.astype(dtype) for x in (q, k, v))
+    out = lsattn.exp_kernel_attention(_cp(q, dtype), _cp(k, dtype), _cp(v, dtype), backend="cupy")
+    # float32 inputs of magnitude 1e4 carry their own rounding (relative 6e-8 * 1e4 in the exponent)
+    assert_close(out.get(), ref.exp_kernel_attention(q, k, v), 1e-12 if dtype == "float64" else 2e-3)
+
+
+@pytest.mark.gpu
+def test_gpu_large_heads_and_wide_values():
+    _gpu_ready()
+    arrays = ll_inputs(17, (2,), 150, 128, 200)
+    out = lsattn.loglinear_attention(*[_cp(x, "float32") for x in arrays], backend="cupy")
+    assert_close(out.get(), ref.loglinear_attention(*arrays), F32)
+    q, k, v = ek_inputs(17, (2,), 150, 128, 200)
+    out = lsattn.exp_kernel_attention(*[_cp(x, "float64") for x in (q, k, v)], backend="cupy")
+    assert_close(out.get(), ref.exp_kernel_attention(q, k, v), F64)
+
+
+@pytest.mark.gpu
+def test_gpu_torch_and_jax_interop():
+    _gpu_ready()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    arrays = ll_inputs(19, (2,), 90, 4, 4)
+    ts = [torch.tensor(x, dtype=torch.float32, device="cuda") for x in arrays]
+    out, state = lsattn.loglinear_attention(*ts, return_state=True, backend="cupy")
+    assert isinstance(out, torch.Tensor) and out.is_cuda and out.dtype == torch.float32
+    assert isinstance(state.tensors["levels"], torch.Tensor)
+    assert_close(out, ref.loglinear_attention(*arrays), F32)
+    q, k, v = ek_inputs(19, (2,), 90, 4, 4)
+    tq = [torch.tensor(x, dtype=torch.float32, device="cuda") for x in (q, k, v)]
+    y = lsattn.exp_kernel_attention(*tq, backend="cupy")
+    assert isinstance(y, torch.Tensor) and y.is_cuda
+    assert_close(y, ref.exp_kernel_attention(q, k, v), F32)
+    tg = torch.tensor(q, dtype=torch.float32, device="cuda", requires_grad=True)
+    assert "requires grad" in cb.serves(None, tg)
+    jax = pytest.importorskip("jax")
+    if not any(d.platform == "gpu" for d in jax.devices()):
+        return
+    import jax.numpy as jnp
+
+    js = [jnp.asarray(x, dtype=jnp.float32) for x in (q, k, v)]
+    y = lsattn.exp_kernel_attention(*js, backend="cupy")
+    assert_close(np.asarray(y), ref.exp_kernel_attention(q, k, v), F32)
+
+
+@pytest.mark.gpu
+def test_gpu_bfloat16_entry_points():
+    _gpu_ready()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    arrays = ll_inputs(23, (2, 2), 300, 64, 64)
+    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
+    back = [t.double().cpu().numpy() for t in tb]
+    out = cb.loglinear_bf16(*tb)
+    assert out.dtype == torch.bfloat16
+    assert_close(out.double().cpu().numpy(), ref.loglinear_attention(*back), BF16)
+    q, k, v = ek_inputs(23, (2, 2), 300, 64, 64)
+    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in (q, k, v)]
+    back = [t.double().cpu().numpy() for t in tb]
+    y = cb.exp_kernel_bf16(*tb)
+    assert_close(y.double().cpu().numpy(), ref.exp_kernel_attention(*back), BF16)
