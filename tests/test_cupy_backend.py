@@ -586,3 +586,41 @@ def test_gpu_bfloat16_entry_points():
     back = [t.double().cpu().numpy() for t in tb]
     y = cb.exp_kernel_bf16(*tb)
     assert_close(y.double().cpu().numpy(), ref.exp_kernel_attention(*back), BF16)
+
+
+@pytest.mark.gpu
+@given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([1, 3, 16, 33, 64, 100]), dv=st.sampled_from([2, 5, 16, 64, 128]),
+       seed=seeds)
+@settings(max_examples=16)
+def test_gpu_bfloat16_tensor_core_kernels(batch, T, dk, dv, seed):
+    """The mma.sync kernels of the bf16 path, over head dims that pad to every tile width."""
+    _gpu_ready()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    batch = batch or (1,)
+    arrays = ll_inputs(seed, batch, T, dk, dv)
+    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
+    back = [t.double().cpu().numpy() for t in tb]
+    assert_close(cb.loglinear_bf16(*tb).double().cpu().numpy(), ref.loglinear_attention(*back), BF16,
+                 what=f"loglinear T={T} dk={dk} dv={dv}")
+    q, k, v = ek_inputs(seed, batch, T, dk, dv, 2.0)
+    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in (q, k, v)]
+    back = [t.double().cpu().numpy() for t in tb]
+    assert_close(cb.exp_kernel_bf16(*tb).double().cpu().numpy(), ref.exp_kernel_attention(*back), BF16,
+                 what=f"exp-kernel T={T} dk={dk} dv={dv}")
+
+
+@pytest.mark.gpu
+def test_gpu_bfloat16_exp_kernel_spike():
+    """bf16 path with a late key spike inside a chunk: the flagged rows take the exact fp32 path."""
+    _gpu_ready()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    q, k, v = ek_inputs(29, (2, 3), 200, 64, 64, 1.0)
+    k[..., 40, :] = 120.0
+    k[..., 170, 5] = 300.0
+    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in (q, k, v)]
+    back = [t.double().cpu().numpy() for t in tb]
+    assert_close(cb.exp_kernel_bf16(*tb).double().cpu().numpy(), ref.exp_kernel_attention(*back), BF16)

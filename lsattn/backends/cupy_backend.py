@@ -129,7 +129,20 @@ class Config:
             return (CH * DKP + CH * DVP + DKP) * es
         if kernel == "ek_output":
             return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + 8 * (DKP + CH)) * es + CH * 4
+        LDK, LDC = DKP + 8, CH + 8  # tensor-core kernels (bf16 tiles)
+        if kernel in ("ll_chunk_states_tc", "ek_chunk_tc"):
+            return (DKP + DVP) * LDC * 2 + (CH * 4 if kernel == "ll_chunk_states_tc" else 0)
+        if kernel == "ll_output_tc":
+            return (2 * CH * LDK + DVP * LDC + DVP * LDK) * 2 + (CH + CH * self.NLC) * 4
+        if kernel == "ek_output_tc":
+            return (2 * CH * LDK + DVP * LDC + DVP * LDK) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH)) * 4 + CH * 4
         return 0
+
+    def kernel(self, name):
+        """(kernel name, threads per block): tensor-core variants for bf16 inputs."""
+        if self.bf16 and name in ("ll_chunk_states", "ll_output", "ek_chunk", "ek_output"):
+            return name + "_tc", 128
+        return name, 256
 
 
 def _pad_dim(d):
@@ -145,6 +158,8 @@ def make_config(ta, DK, DV, chunk_size=None, bf16=False):
     ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
     CH = min(max(int(chunk_size or 64), 16), ch_max)
     CH = 1 << (CH.bit_length() - 1)  # power of two
+    if bf16:
+        CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
     return Config(ta, bool(bf16), CH, DKP, DVP)
 
 
@@ -155,7 +170,7 @@ def _source(name):
 
 _KERNELS = {
     "loglinear": ("ll_chunk_states", "ll_upsweep", "ll_output", "ll_new_state", "ll_decode"),
-    "exp_kernel": ("ek_chunk", "ek_scan", "ek_output", "ek_decode"),
+    "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
 }
 
 
@@ -173,10 +188,13 @@ def _kernels(op, device_id, cfg):
         f"-DDKP={cfg.DKP}",
         f"-DDVP={cfg.DVP}",
     )
+    names = list(_KERNELS[op])
+    if cfg.bf16:
+        names += [n + "_tc" for n in names if cfg.kernel(n)[0] != n]
     with cupy.cuda.Device(device_id):
         mod = cupy.RawModule(code=code, options=options)
         out = {}
-        for name in _KERNELS[op]:
+        for name in names:
             fn = mod.get_function(name)
             need = cfg.smem(name)
             if need > 48 * 1024:
@@ -202,6 +220,11 @@ class _CupyOps:
     def _k(self, op, cfg, name):
         return _kernels(op, self.device_id, cfg)[name]
 
+    def _tk(self, op, cfg, name):
+        """(kernel, block, shared bytes) of the variant of ``name`` for ``cfg``."""
+        real, threads = cfg.kernel(name)
+        return _kernels(op, self.device_id, cfg)[real], (threads,), cfg.smem(real)
+
     @staticmethod
     def _i(x):
         return np.int32(x)
@@ -212,20 +235,20 @@ class _CupyOps:
 
     # log-linear
     def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH):
-        self._k("loglinear", cfg, "ll_chunk_states")(
-            (n, BH), (_NT,), (k, v, a, H, gsum, self._i(T), self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n)),
-            shared_mem=cfg.smem("ll_chunk_states"))
+        fn, block, smem = self._tk("loglinear", cfg, "ll_chunk_states")
+        fn((n, BH), block, (k, v, a, H, gsum, self._i(T), self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n)),
+           shared_mem=smem)
 
     def ll_upsweep(self, cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH):
         self._k("loglinear", cfg, "ll_upsweep")(
             (count, BH), (_NT,), (H, gsum, self._i(DK), self._i(DV), self._i(n), self._l(j0), self._l(step), self._l(stride)))
 
     def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH):
-        self._k("loglinear", cfg, "ll_output")(
-            (n, BH), (_NT,),
-            (q, k, v, a, lam, H, gsum, old, out, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
-             self._l(F), self._i(n), self._i(n_old)),
-            shared_mem=cfg.smem("ll_output"))
+        fn, block, smem = self._tk("loglinear", cfg, "ll_output")
+        fn((n, BH), block,
+           (q, k, v, a, lam, H, gsum, old, out, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
+            self._l(F), self._i(n), self._i(n_old)),
+           shared_mem=smem)
 
     def ll_new_state(self, cfg, k, v, a, H, gsum, old, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH):
         self._k("loglinear", cfg, "ll_new_state")(
@@ -241,22 +264,30 @@ class _CupyOps:
 
     # exp-kernel
     def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH):
-        self._k("exp_kernel", cfg, "ek_chunk")(
-            (n, BH), (_NT,), (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n)),
-            shared_mem=cfg.smem("ek_chunk"))
+        fn, block, smem = self._tk("exp_kernel", cfg, "ek_chunk")
+        fn((n, BH), block, (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n)), shared_mem=smem)
 
     def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH):
-        blocks = -(-DK * (DV + 1) // _NT)
-        self._k("exp_kernel", cfg, "ek_scan")(
-            (blocks, BH), (_NT,), (mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, self._i(DK), self._i(DV), self._i(n)))
+        xp = self.xp
+        al = xp.empty((BH, n, DK), dtype=mk.dtype)
+        be = xp.empty((BH, n, DK), dtype=mk.dtype)
+        self._k("exp_kernel", cfg, "ek_scan_mz")(
+            (-(-DK // _NT), BH), (_NT,), (mk, z, m0, z0, m_in, al, be, m_out, z_out, self._i(DK), self._i(n)))
+        vec = 16 // cfg.itemsize
+        if DV % vec == 0 and S0.data.ptr % 16 == 0:
+            name = "ek_scan_Sv"
+        else:
+            name, vec = "ek_scan_S1", 1
+        self._k("exp_kernel", cfg, name)(
+            (-(-DK * DV // (vec * _NT)), BH), (_NT,), (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n)))
 
     def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH):
         nq = -(-Tq // cfg.CH)
-        self._k("exp_kernel", cfg, "ek_output")(
-            (nq, BH), (_NT,),
-            (q, k, v, m_in, S_in, z_in, out, self._i(Tq), self._i(Tk), self._i(DK), self._i(DV), self._i(n_state),
-             self._i(int(causal))),
-            shared_mem=cfg.smem("ek_output"))
+        fn, block, smem = self._tk("exp_kernel", cfg, "ek_output")
+        fn((nq, BH), block,
+           (q, k, v, m_in, S_in, z_in, out, self._i(Tq), self._i(Tk), self._i(DK), self._i(DV), self._i(n_state),
+            self._i(int(causal))),
+           shared_mem=smem)
 
     def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH):
         self._k("exp_kernel", cfg, "ek_decode")(
@@ -524,8 +555,12 @@ def _bf16_call(fn, tensors):
     """Run ``fn(ops, *cupy_int16_views)`` on bfloat16 torch CUDA tensors; torch's stream."""
     import torch
 
+    def aligned(t):
+        t = t.contiguous()
+        return t if t.data_ptr() % 16 == 0 else t.clone()
+
     with _on_gpu(tensors[0]) as (kind, to_cp, back, ops):
-        views = [to_cp(t.contiguous().view(torch.int16)) for t in tensors]
+        views = [to_cp(aligned(t).view(torch.int16)) for t in tensors]
         out = fn(ops, *views)
         return torch.from_dlpack(out).view(torch.bfloat16)
 

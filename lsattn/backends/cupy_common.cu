@@ -156,3 +156,124 @@ __device__ __forceinline__ void check_smem(unsigned need) {
     asm volatile("mov.u32 %0, %%dynamic_smem_size;" : "=r"(have));
     if (have < need) __trap();
 }
+
+#if TI_BF16
+// ---- tensor cores (bf16 inputs): mma.sync m16n8k16, bf16 operands, fp32 accumulators ----------
+// Tiles live in shared memory as bf16 with the reduction index contiguous: A as [m][k], B as [n][k];
+// row strides are padded to 8 mod 16 elements so the 32-bit fragment loads hit 32 distinct banks.
+// Fragments (lane = 4 g + t): A a0..a3 = rows g / g+8, cols 2t / 2t+8 (pairs); B b0, b1 = col g,
+// rows 2t, 2t+8 (pairs); C c0,c1 = row g, cols 2t, 2t+1; c2,c3 = row g+8.
+#define NTC 128  // 4 warps; warp w owns rows 16w .. 16w+15 of a 64-row chunk
+
+typedef unsigned short bf;
+
+__device__ __forceinline__ unsigned pack2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ bf to_bf(float x) { return (bf)(pack2(x, 0.f) & 0xffffu); }
+__device__ __forceinline__ float from_bf(bf x) { return __uint_as_float(((unsigned)x) << 16); }
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// A fragment of rows r0..r0+15, cols k0..k0+15 of X[m][k] (row stride ld)
+__device__ __forceinline__ void frag_a(unsigned (&a)[4], const bf* X, int ld, int r0, int k0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf* p = X + (r0 + g) * ld + k0 + 2 * t;
+    a[0] = *reinterpret_cast<const unsigned*>(p);
+    a[1] = *reinterpret_cast<const unsigned*>(p + 8 * ld);
+    a[2] = *reinterpret_cast<const unsigned*>(p + 8);
+    a[3] = *reinterpret_cast<const unsigned*>(p + 8 * ld + 8);
+}
+// B fragment of cols n0..n0+7, rows k0..k0+15 of B, from Y[n][k] (row stride ld)
+__device__ __forceinline__ void frag_b(unsigned& b0, unsigned& b1, const bf* Y, int ld, int n0, int k0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const bf* p = Y + (n0 + g) * ld + k0 + 2 * t;
+    b0 = *reinterpret_cast<const unsigned*>(p);
+    b1 = *reinterpret_cast<const unsigned*>(p + 8);
+}
+
+// Rows g0 .. g0+CH-1 (valid in [0, T)) of a (rows x D) bf16 matrix into X[r][c] (stride ldx),
+// zero outside; 32-bit loads when D is even (base pointers are 16-byte aligned).
+__device__ __forceinline__ void tile_rows(bf* X, int ldx, const bf* src, i64 g0, i64 T, int D, int DP) {
+    if ((D & 1) == 0) {
+        const int W = DP / 2;
+        for (int idx = threadIdx.x; idx < CH * W; idx += NTC) {
+            int r = idx / W, c = 2 * (idx % W);
+            i64 g = g0 + r;
+            unsigned val = 0u;
+            if (g >= 0 && g < T && c < D) val = __ldg(reinterpret_cast<const unsigned*>(src + g * D + c));
+            *reinterpret_cast<unsigned*>(X + r * ldx + c) = val;
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < CH * DP; idx += NTC) {
+            int r = idx / DP, c = idx % DP;
+            i64 g = g0 + r;
+            X[r * ldx + c] = (g >= 0 && g < T && c < D) ? __ldg(src + g * D + c) : (bf)0;
+        }
+    }
+}
+// The same rows stored transposed: Xt[c][r] (stride ldx).
+__device__ __forceinline__ void tile_rows_T(bf* Xt, int ldx, const bf* src, i64 g0, i64 T, int D, int DP) {
+    for (int idx = threadIdx.x; idx < CH * DP; idx += NTC) {
+        int r = idx / DP, c = idx % DP;
+        i64 g = g0 + r;
+        Xt[c * ldx + r] = (g >= 0 && g < T && c < D) ? __ldg(src + g * D + c) : (bf)0;
+    }
+}
+// A (DK x DV, fp32, row-major) matrix times `scale[i]` (or 1) into Ht[j][i] as bf16 (stride ldx).
+__device__ __forceinline__ void tile_state_T(bf* Ht, int ldx, const float* M, const float* scale, int DK, int DV) {
+    for (int idx = threadIdx.x; idx < DKP * DVP; idx += NTC) {
+        int i = idx / DVP, j = idx % DVP;
+        float x = 0.f;
+        if (i < DK && j < DV) x = M[(i64)i * DV + j] * (scale ? scale[i] : 1.f);
+        Ht[j * ldx + i] = to_bf(x);
+    }
+}
+// acc[n][.] (+)= A-rows of this warp (qa: DKP/16 fragments) times B = Y^T, Y[n][k] (n over NN cols)
+template <int NN>
+__device__ __forceinline__ void mma_rows(float (&acc)[NN / 8][4], const unsigned (&qa)[DKP / 16][4], const bf* Y, int ld) {
+#pragma unroll
+    for (int kk = 0; kk < DKP / 16; ++kk)
+#pragma unroll
+        for (int nt = 0; nt < NN / 8; ++nt) {
+            unsigned b0, b1;
+            frag_b(b0, b1, Y, ld, 8 * nt, 16 * kk);
+            mma_bf16(acc[nt], qa[kk], b0, b1);
+        }
+}
+// (DKP x DVP) = XT (DKP x CH, [i][s]) times V (CH x DVP, given as Vt [j][s]); warp w owns row tiles
+// w, w+4, ...; stores rows i < DK, cols j < DV into M (fp32, DK x DV).
+__device__ __forceinline__ void mma_state(float* M, const bf* XT, const bf* Vt, int DK, int DV) {
+    constexpr int LDC = CH + 8;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    for (int mt = w; mt < DKP / 16; mt += NTC / 32) {
+        float acc[DVP / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < DVP / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < CH / 16; ++kk) {
+            unsigned a[4];
+            frag_a(a, XT, LDC, 16 * mt, 16 * kk);
+#pragma unroll
+            for (int nt = 0; nt < DVP / 8; ++nt) {
+                unsigned b0, b1;
+                frag_b(b0, b1, Vt, LDC, 8 * nt, 16 * kk);
+                mma_bf16(acc[nt], a, b0, b1);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < DVP / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                int i = 16 * mt + g + (x >= 2 ? 8 : 0), j = 8 * nt + 2 * t + (x & 1);
+                if (i < DK && j < DV) M[(i64)i * DV + j] = acc[nt][x];
+            }
+    }
+}
+#endif

@@ -7,9 +7,10 @@
 // z_i = sum_s exp(k_si - m_i) (the streaming state of lsattn.exp_kernel has this layout).
 //
 //   ek_chunk   per chunk (parallel): its summary (mk, S_c, z_c)
-//   ek_scan    per (sequence, element of S / z): the running summary over chunks, rescaled to the
-//              larger maximum at each merge; writes the summary entering every chunk (m_in, S_in,
-//              z_in) over the chunk's own, and the final state
+//   ek_scan_mz per (sequence, feature): the running maximum and z over chunks, and the rescale
+//              factors of every merge; ek_scan_S applies them to S (pure FMA, vectorised). Together
+//              they write the summary entering every chunk (m_in, S_in, z_in) over the chunk's own,
+//              and the final state
 //   ek_output  per chunk (parallel): with mm = max(m_in, mk) and one row shift
 //              R_t = max_i (q_ti + mm_i), A = exp(q + mm - R) <= 1, B = exp(k - mm) <= 1:
 //              num = (A B^T masked s <= t) V + A (exp(m_in - mm) S_in), den likewise with 1 and z.
@@ -89,48 +90,110 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     }
 }
 
-// Thread per (sequence, i, column c of [S | z]); sequential over chunks, loads 8 chunks ahead.
-extern "C" __global__ void __launch_bounds__(NT) ek_scan(
-    const ta* __restrict__ mk, ta* __restrict__ S, ta* __restrict__ z, const ta* __restrict__ m0,
-    const ta* __restrict__ S0, const ta* __restrict__ z0, ta* __restrict__ m_in, ta* __restrict__ m_out,
-    ta* __restrict__ S_out, ta* __restrict__ z_out, int DK, int DV, int n) {
+// The scan over chunks, in two passes.
+// ek_scan_mz: thread per (sequence, feature i), sequential over chunks: the running maximum m, the
+//   rescale factors of every merge al_j = exp(m_j - m_{j+1}), be_j = exp(mk_j - m_{j+1}), and the
+//   running z; writes m_in, al, be, and z entering each chunk over z_c.
+extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
+    const ta* __restrict__ mk, ta* __restrict__ z, const ta* __restrict__ m0, const ta* __restrict__ z0,
+    ta* __restrict__ m_in, ta* __restrict__ al, ta* __restrict__ be, ta* __restrict__ m_out, ta* __restrict__ z_out,
+    int DK, int n) {
     const i64 bh = blockIdx.y;
-    const int W = DV + 1;
-    const int e = blockIdx.x * NT + threadIdx.x;
-    if (e >= DK * W) return;
-    const int i = e / W, c = e % W;
-    const bool isz = (c == DV);
-    ta m = m0[bh * DK + i];
-    ta s = isz ? z0[bh * DK + i] : S0[(bh * DK + i) * DV + c];
-    ta* buf = isz ? z + bh * (i64)n * DK + i : S + bh * (i64)n * DK * DV + (i64)i * DV + c;
-    const i64 bstride = isz ? DK : (i64)DK * DV;
-    const ta* mkp = mk + bh * (i64)n * DK + i;
-    ta* mip = m_in + bh * (i64)n * DK + i;
+    const int i = blockIdx.x * NT + threadIdx.x;
+    if (i >= DK) return;
+    const i64 base = bh * (i64)n * DK + i;
+    ta m = m0[bh * DK + i], s = z0[bh * DK + i];
     for (int j0 = 0; j0 < n; j0 += 8) {
-        ta mv[8], sv[8];
+        ta mv[8], zv[8];
 #pragma unroll
-        for (int u = 0; u < 8; ++u) {
+        for (int u = 0; u < 8; ++u)
             if (j0 + u < n) {
-                mv[u] = mkp[(i64)(j0 + u) * DK];
-                sv[u] = buf[(i64)(j0 + u) * bstride];
+                mv[u] = mk[base + (i64)(j0 + u) * DK];
+                zv[u] = z[base + (i64)(j0 + u) * DK];
             }
-        }
 #pragma unroll
-        for (int u = 0; u < 8; ++u) {
+        for (int u = 0; u < 8; ++u)
             if (j0 + u < n) {
-                const i64 jj = j0 + u;
+                const i64 o = base + (i64)(j0 + u) * DK;
                 ta mn = fmx(m, mv[u]);
-                ta al = ex(m - mn), be = ex(mv[u] - mn);
-                buf[jj * bstride] = s;  // the summary entering chunk jj (shift m)
-                if (c == 0) mip[jj * DK] = m;
-                s = fma(al, s, be * sv[u]);
+                ta a = ex(m - mn), b = ex(mv[u] - mn);
+                m_in[o] = m;
+                al[o] = a;
+                be[o] = b;
+                z[o] = s;  // z entering chunk j (shift m)
+                s = fma(a, s, b * zv[u]);
                 m = mn;
             }
+    }
+    m_out[bh * DK + i] = m;
+    z_out[bh * DK + i] = s;
+}
+
+// ek_scan_S: S_{j+1} = al_j S_j + be_j S_c,j per element, writing the S entering each chunk over
+//   S_c. VEC consecutive columns per thread (VEC = 4 when d_v % 4 == 0, else 1); the loads of the
+//   next 8 chunks are issued before the current 8 are processed and stored.
+template <int N>
+struct alignas(sizeof(ta) * N) Pack {
+    ta v[N];
+};
+
+template <int VEC>
+__device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __restrict__ be, ta* __restrict__ S,
+                                       const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n) {
+    typedef Pack<VEC> vec;
+    const i64 bh = blockIdx.y;
+    const int e = (blockIdx.x * NT + threadIdx.x) * VEC;
+    if (e >= DK * DV) return;
+    const int i = e / DV;
+    const i64 mstride = (i64)DK * DV;
+    vec* Sb = reinterpret_cast<vec*>(S + bh * (i64)n * mstride + e);
+    const ta* alb = al + bh * (i64)n * DK + i;
+    const ta* beb = be + bh * (i64)n * DK + i;
+    const i64 vstride = mstride / VEC;
+    vec s = *reinterpret_cast<const vec*>(S0 + bh * mstride + e);
+    constexpr int G = 8;
+    vec cur[G], nxt[G];
+    ta ca[G], cb[G], na[G], nb[G];
+#pragma unroll
+    for (int u = 0; u < G; ++u)
+        if (u < n) {
+            cur[u] = Sb[u * vstride];
+            ca[u] = alb[(i64)u * DK];
+            cb[u] = beb[(i64)u * DK];
+        }
+    for (int j0 = 0; j0 < n; j0 += G) {
+#pragma unroll
+        for (int u = 0; u < G; ++u)
+            if (j0 + G + u < n) {
+                nxt[u] = Sb[(i64)(j0 + G + u) * vstride];
+                na[u] = alb[(i64)(j0 + G + u) * DK];
+                nb[u] = beb[(i64)(j0 + G + u) * DK];
+            }
+#pragma unroll
+        for (int u = 0; u < G; ++u)
+            if (j0 + u < n) {
+                Sb[(i64)(j0 + u) * vstride] = s;
+#pragma unroll
+                for (int x = 0; x < VEC; ++x) s.v[x] = fma(ca[u], s.v[x], cb[u] * cur[u].v[x]);
+            }
+#pragma unroll
+        for (int u = 0; u < G; ++u) {
+            cur[u] = nxt[u];
+            ca[u] = na[u];
+            cb[u] = nb[u];
         }
     }
-    if (isz) z_out[bh * DK + i] = s;
-    else S_out[(bh * DK + i) * DV + c] = s;
-    if (c == 0) m_out[bh * DK + i] = m;
+    *reinterpret_cast<vec*>(S_out + bh * mstride + e) = s;
+}
+
+// VEC = 16 bytes of columns when d_v allows (4 floats / 2 doubles), else 1.
+extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sv(const ta* __restrict__ al, const ta* __restrict__ be,
+    ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n) {
+    scan_S<16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n);
+}
+extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict__ al, const ta* __restrict__ be,
+    ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n) {
+    scan_S<1>(al, be, S, S0, S_out, DK, DV, n);
 }
 
 extern "C" __global__ void __launch_bounds__(NT) ek_output(
@@ -358,3 +421,215 @@ extern "C" __global__ void __launch_bounds__(NT) ek_decode(
     __syncthreads();
     for (int c = tid; c < DV; c += NT) st(out + bh * DV + c, outs[c] / den);
 }
+
+#if TI_BF16
+// ---- tensor-core versions for bfloat16 inputs (CH = 64, NTC = 128 threads, fp32 accumulation) -----
+// Rounded to bf16 on the way into a product: exp(k - m) <= 1, exp(q + mm - R) <= 1, the masked
+// scores, and the rescaled S_in (relative 2^-9 each); shifts, maxima, z and denominators of the
+// state part in fp32. The exact-row fallback is the fp32 one above.
+
+extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc(
+    const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, float* __restrict__ S,
+    float* __restrict__ z, int T, int DK, int DV, int n) {
+    constexpr int LDC = CH + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf* KfT = reinterpret_cast<bf*>(smem_raw);  // DKP x LDC: exp(k - mk)^T
+    bf* Vt = KfT + DKP * LDC;                   // DVP x LDC
+    check_smem((unsigned)((DKP + DVP) * LDC * 2));
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 r0 = (i64)j * CH;
+    const int ns = (int)min((i64)CH, (i64)T - r0);
+    tile_rows_T(KfT, LDC, k + bh * T * DK, r0, T, DK, DKP);
+    tile_rows_T(Vt, LDC, v + bh * T * DV, r0, T, DV, DVP);
+    __syncthreads();
+    for (int i = threadIdx.x; i < DKP; i += NTC) {
+        bf* row = KfT + i * LDC;
+        if (i < DK) {
+            float m = from_bf(row[0]);
+            for (int s = 1; s < ns; ++s) m = fmaxf(m, from_bf(row[s]));
+            float zz = 0.f;
+            for (int s = 0; s < CH; ++s) {
+                float e = s < ns ? ex(from_bf(row[s]) - m) : 0.f;
+                zz += e;
+                row[s] = to_bf(e);
+            }
+            mk[(bh * n + j) * DK + i] = m;
+            z[(bh * n + j) * DK + i] = zz;
+        }
+    }
+    __syncthreads();
+    mma_state(S + (bh * n + j) * (i64)DK * DV, KfT, Vt, DK, DV);
+}
+
+extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc(
+    const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
+    const float* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
+    int Tq, int Tk, int DK, int DV, int n_state, int causal) {
+    constexpr int LDK = DKP + 8, LDC = CH + 8, NW = NTC / 32;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf* Qs = reinterpret_cast<bf*>(smem_raw);  // CH x LDK: q, then A = exp(q + mm - R)
+    bf* Ks = Qs + CH * LDK;                    // CH x LDK: k, then B = exp(k - mm)
+    bf* Vt = Ks + CH * LDK;                    // DVP x LDC
+    bf* Ht = Vt + DVP * LDC;                   // DVP x LDK: (exp(m_in - mm) S_in)^T
+    float* mmS = reinterpret_cast<float*>(Ht + DVP * LDK);
+    float* scS = mmS + DKP;
+    float* zS = scS + DKP;
+    float* RS = zS + DKP;
+    float* DS = RS + CH;
+    float* fb = DS + CH;  // NW x (DKP + CH)
+    int* flag = reinterpret_cast<int*>(fb + NW * (DKP + CH));
+    check_smem((unsigned)((2 * CH * LDK + DVP * LDC + DVP * LDK) * 2 + (3 * DKP + 2 * CH + NW * (DKP + CH)) * 4 + CH * 4));
+    const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 r0 = (i64)j * CH;
+    const int ns = (int)min((i64)CH, (i64)Tq - r0);
+    const i64 sidx = bh * n_state + (causal ? j : 0);
+    const float* mi_p = m_in + sidx * DK;
+    const float* zi_p = z_in + sidx * DK;
+    const float* Si_p = S_in + sidx * (i64)DK * DV;
+    const bf* qb = q + (bh * Tq + r0) * DK;
+    const bf* kb = k + (bh * Tk + r0) * DK;
+    tile_rows(Qs, LDK, q + bh * Tq * DK, r0, Tq, DK, DKP);
+    if (causal) {
+        tile_rows(Ks, LDK, k + bh * Tk * DK, r0, Tk, DK, DKP);
+        tile_rows_T(Vt, LDC, v + bh * Tk * DV, r0, Tk, DV, DVP);
+    }
+    if (tid < CH) flag[tid] = 0;
+    __syncthreads();
+    for (int i = tid; i < DKP; i += NTC) {
+        float mm = 0.f, sc = 0.f, zz = 0.f;
+        if (i < DK) {
+            float mi = mi_p[i];
+            mm = mi;
+            if (causal)
+                for (int r = 0; r < ns; ++r) mm = fmaxf(mm, from_bf(Ks[r * LDK + i]));
+            sc = ex(mi - mm);
+            zz = sc * zi_p[i];
+        }
+        mmS[i] = mm;
+        scS[i] = sc;
+        zS[i] = zz;
+    }
+    __syncthreads();
+    if (tid < CH) {
+        float R = neg_big();
+        for (int i = 0; i < DK; ++i) R = fmaxf(R, from_bf(Qs[tid * LDK + i]) + mmS[i]);
+        RS[tid] = R;
+    }
+    tile_state_T(Ht, LDK, Si_p, scS, DK, DV);
+    __syncthreads();
+    for (int idx = tid; idx < CH * DKP; idx += NTC) {
+        int r = idx / DKP, i = idx % DKP;
+        bool ok = r < ns && i < DK;
+        Qs[r * LDK + i] = to_bf(ok ? ex((from_bf(Qs[r * LDK + i]) + mmS[i]) - RS[r]) : 0.f);
+        if (causal) Ks[r * LDK + i] = to_bf(ok ? ex(from_bf(Ks[r * LDK + i]) - mmS[i]) : 0.f);
+    }
+    __syncthreads();
+    if (tid < CH) {
+        float d = 0.f;
+        for (int i = 0; i < DK; ++i) d = fmaf(from_bf(Qs[tid * LDK + i]), zS[i], d);
+        DS[tid] = d;
+    }
+    const int rlo = 16 * w + g, rhi = rlo + 8;
+    unsigned qa[DKP / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < DKP / 16; ++kk) frag_a(qa[kk], Qs, LDK, 16 * w, 16 * kk);
+    float O[DVP / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt) O[nt][0] = O[nt][1] = O[nt][2] = O[nt][3] = 0.f;
+    float rs_lo = 0.f, rs_hi = 0.f;
+    if (causal) {
+        float P[CH / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < CH / 8; ++nt) P[nt][0] = P[nt][1] = P[nt][2] = P[nt][3] = 0.f;
+        mma_rows<CH>(P, qa, Ks, LDK);
+#pragma unroll
+        for (int nt = 0; nt < CH / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                int tt = x < 2 ? rlo : rhi, s = 8 * nt + 2 * t4 + (x & 1);
+                if (s > tt) P[nt][x] = 0.f;
+                if (x < 2) rs_lo += P[nt][x];
+                else rs_hi += P[nt][x];
+            }
+        rs_lo += __shfl_xor_sync(0xffffffffu, rs_lo, 1);
+        rs_lo += __shfl_xor_sync(0xffffffffu, rs_lo, 2);
+        rs_hi += __shfl_xor_sync(0xffffffffu, rs_hi, 1);
+        rs_hi += __shfl_xor_sync(0xffffffffu, rs_hi, 2);
+#pragma unroll
+        for (int kk = 0; kk < CH / 16; ++kk) {
+            unsigned pa[4] = {pack2(P[2 * kk][0], P[2 * kk][1]), pack2(P[2 * kk][2], P[2 * kk][3]),
+                              pack2(P[2 * kk + 1][0], P[2 * kk + 1][1]), pack2(P[2 * kk + 1][2], P[2 * kk + 1][3])};
+#pragma unroll
+            for (int nt = 0; nt < DVP / 8; ++nt) {
+                unsigned b0, b1;
+                frag_b(b0, b1, Vt, LDC, 8 * nt, 16 * kk);
+                mma_bf16(O[nt], pa, b0, b1);
+            }
+        }
+    }
+    mma_rows<DVP>(O, qa, Ht, LDK);
+    __syncthreads();  // DS
+    const float dlo = rs_lo + DS[rlo], dhi = rs_hi + DS[rhi];
+    const bool blo = !(dlo >= DEN_FLOOR), bhi = !(dhi >= DEN_FLOOR);
+    const float ilo = 1.f / dlo, ihi = 1.f / dhi;
+    bf* ob = out + (bh * Tq + r0) * DV;
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            int tt = x < 2 ? rlo : rhi, c = 8 * nt + 2 * t4 + (x & 1);
+            bool bad = x < 2 ? blo : bhi;
+            if (tt < ns && c < DV && !bad) st(ob + (i64)tt * DV + c, O[nt][x] * (x < 2 ? ilo : ihi));
+        }
+    if (t4 == 0) {
+        if (rlo < ns && blo) flag[rlo] = 1;
+        if (rhi < ns && bhi) flag[rhi] = 1;
+    }
+    if (!__syncthreads_or(tid < CH ? flag[tid] : 0)) return;
+
+    // exact recomputation of flagged rows (fp32), one warp per row
+    float* fe = fb + w * (DKP + CH);
+    float* fw = fe + DKP;
+    for (int t = w; t < ns; t += NW) {
+        if (!flag[t]) continue;
+        const bf* qr = qb + (i64)t * DK;
+        float xm = neg_big();
+        for (int i = lane; i < DK; i += 32) {
+            float mr = mi_p[i];
+            if (causal)
+                for (int s = 0; s <= t; ++s) mr = fmaxf(mr, ld(kb + (i64)s * DK + i));
+            xm = fmaxf(xm, ld(qr + i) + mr);
+        }
+        const float R = warp_max(xm);
+        float dst = 0.f;
+        for (int i = lane; i < DK; i += 32) {
+            float e = ex((ld(qr + i) + mi_p[i]) - R);
+            fe[i] = e;
+            dst = fmaf(e, zi_p[i], dst);
+        }
+        float den = warp_sum(dst);
+        if (causal) {
+            for (int s = 0; s <= t; ++s) {
+                float ws = 0.f;
+                for (int i = lane; i < DK; i += 32) ws += ex((ld(qr + i) + ld(kb + (i64)s * DK + i)) - R);
+                ws = warp_sum(ws);
+                if (lane == 0) fw[s] = ws;
+                den += ws;
+            }
+        }
+        __syncwarp();
+        const float inv = 1.f / den;
+        for (int c = lane; c < DV; c += 32) {
+            float num = 0.f;
+            if (causal)
+                for (int s = 0; s <= t; ++s) num = fmaf(fw[s], from_bf(Vt[c * LDC + s]), num);
+            for (int i = 0; i < DK; ++i) num = fmaf(fe[i], Si_p[(i64)i * DV + c], num);
+            st(ob + (i64)t * DV + c, num * inv);
+        }
+        __syncwarp();
+    }
+}
+#endif

@@ -402,3 +402,154 @@ extern "C" __global__ void __launch_bounds__(NT) ll_decode(
     const ta lam0 = ld(lam + bh * L);
     for (int c = tid; c < DV; c += NT) st(out + bh * DV + c, fma(ea, outs[c], lam0 * qk * vs[c]));
 }
+
+#if TI_BF16
+// ---- tensor-core versions for bfloat16 inputs (CH = 64, NTC = 128 threads, fp32 accumulation) -----
+// Same algorithm as above; products of bf16 tiles on mma.sync. Rounded to bf16 on the way into a
+// product: k_s exp(A_end - A_s) (chunk states), the weighted scores M o (Q K^T), and the Fenwick
+// block / state matrices read by the queries (relative 2^-9 each, inside the bf16 output rounding).
+
+extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc(
+    const bf* __restrict__ k, const bf* __restrict__ v, const bf* __restrict__ a,
+    float* __restrict__ H, float* __restrict__ gsum, int T, int DK, int DV, i64 p, i64 F, int n) {
+    constexpr int LDC = CH + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf* KwT = reinterpret_cast<bf*>(smem_raw);  // DKP x LDC: (k_s exp(A_end - A_s))^T
+    bf* Vt = KwT + DKP * LDC;                   // DVP x LDC
+    float* As = reinterpret_cast<float*>(Vt + DVP * LDC);
+    check_smem((unsigned)((DKP + DVP) * LDC * 2 + CH * 4));
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 g0 = (F + j) * CH - p;
+    tile_rows_T(KwT, LDC, k + bh * T * DK, g0, T, DK, DKP);
+    tile_rows_T(Vt, LDC, v + bh * T * DV, g0, T, DV, DVP);
+    chunk_cumsum(a + bh * T, g0, T, As);
+    __syncthreads();
+    const float gend = As[CH - 1];
+    for (int idx = threadIdx.x; idx < DKP * CH; idx += NTC) {
+        int i = idx / CH, s = idx % CH;
+        KwT[i * LDC + s] = to_bf(from_bf(KwT[i * LDC + s]) * ex(gend - As[s]));
+    }
+    __syncthreads();
+    mma_state(H + (bh * n + j) * (i64)DK * DV, KwT, Vt, DK, DV);
+    if (threadIdx.x == 0) gsum[bh * n + j] = gend;
+}
+
+// O[rows of this warp] += w_row * (Q H): H (DK x DV fp32, global) staged as Ht (bf16); synchronises.
+__device__ __forceinline__ void read_matrix_tc(float (&O)[DVP / 8][4], float wlo, float whi,
+                                               const unsigned (&qa)[DKP / 16][4], bf* Ht, const float* M, int DK, int DV) {
+    constexpr int LDK = DKP + 8;
+    __syncthreads();
+    tile_state_T(Ht, LDK, M, nullptr, DK, DV);
+    __syncthreads();
+    float tmp[DVP / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt) tmp[nt][0] = tmp[nt][1] = tmp[nt][2] = tmp[nt][3] = 0.f;
+    mma_rows<DVP>(tmp, qa, Ht, LDK);
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt) {
+        O[nt][0] = fmaf(wlo, tmp[nt][0], O[nt][0]);
+        O[nt][1] = fmaf(wlo, tmp[nt][1], O[nt][1]);
+        O[nt][2] = fmaf(whi, tmp[nt][2], O[nt][2]);
+        O[nt][3] = fmaf(whi, tmp[nt][3], O[nt][3]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc(
+    const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const bf* __restrict__ a,
+    const bf* __restrict__ lam, const float* __restrict__ H, const float* __restrict__ gsum,
+    const float* __restrict__ old, bf* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old) {
+    constexpr int LDK = DKP + 8, LDC = CH + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf* Qs = reinterpret_cast<bf*>(smem_raw);  // CH x LDK
+    bf* Ks = Qs + CH * LDK;                    // CH x LDK
+    bf* Vt = Ks + CH * LDK;                    // DVP x LDC
+    bf* Ht = Vt + DVP * LDC;                   // DVP x LDK
+    float* As = reinterpret_cast<float*>(Ht + DVP * LDK);
+    float* lamS = As + CH;  // CH x NLC
+    check_smem((unsigned)((2 * CH * LDK + DVP * LDC + DVP * LDK) * 2 + (CH + CH * NLC) * 4));
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 cabs = F + j;
+    const i64 g0 = cabs * CH - p;
+    const bf* lb = lam + bh * T * L;
+    tile_rows(Qs, LDK, q + bh * T * DK, g0, T, DK, DKP);
+    tile_rows(Ks, LDK, k + bh * T * DK, g0, T, DK, DKP);
+    tile_rows_T(Vt, LDC, v + bh * T * DV, g0, T, DV, DVP);
+    for (int idx = threadIdx.x; idx < CH * NLC; idx += NTC) {
+        int r = idx / NLC, l = idx % NLC;
+        i64 gg = g0 + r;
+        lamS[idx] = (gg >= 0 && gg < T && l < L) ? ld(lb + gg * L + l) : 0.f;
+    }
+    chunk_cumsum(a + bh * T, g0, T, As);
+    __syncthreads();
+
+    const int rlo = 16 * w + g, rhi = rlo + 8;
+    const bool vlo = g0 + rlo >= 0 && g0 + rlo < T, vhi = g0 + rhi >= 0 && g0 + rhi < T;
+    unsigned qa[DKP / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < DKP / 16; ++kk) frag_a(qa[kk], Qs, LDK, 16 * w, 16 * kk);
+
+    float O[DVP / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt) O[nt][0] = O[nt][1] = O[nt][2] = O[nt][3] = 0.f;
+    {
+        float P[CH / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < CH / 8; ++nt) P[nt][0] = P[nt][1] = P[nt][2] = P[nt][3] = 0.f;
+        mma_rows<CH>(P, qa, Ks, LDK);
+#pragma unroll
+        for (int nt = 0; nt < CH / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                int tt = x < 2 ? rlo : rhi, s = 8 * nt + 2 * t4 + (x & 1);
+                float wt = 0.f;
+                if (s <= tt) wt = lamS[tt * NLC + (s == tt ? 0 : 32 - __clz(tt ^ s))] * ex(As[tt] - As[s]);
+                P[nt][x] *= wt;
+            }
+#pragma unroll
+        for (int kk = 0; kk < CH / 16; ++kk) {
+            unsigned pa[4] = {pack2(P[2 * kk][0], P[2 * kk][1]), pack2(P[2 * kk][2], P[2 * kk][3]),
+                              pack2(P[2 * kk + 1][0], P[2 * kk + 1][1]), pack2(P[2 * kk + 1][2], P[2 * kk + 1][3])};
+#pragma unroll
+            for (int nt = 0; nt < DVP / 8; ++nt) {
+                unsigned b0, b1;
+                frag_b(b0, b1, Vt, LDC, 8 * nt, 16 * kk);
+                mma_bf16(O[nt], pa, b0, b1);
+            }
+        }
+    }
+
+    float dec = 0.f;
+    for (int lp = 1; lp < 63; ++lp) {
+        i64 hi = cabs >> (lp - 1);
+        if (hi == 0) break;
+        if (!(hi & 1)) continue;
+        i64 e = (hi << (lp - 1)) - 1;
+        if (e < F) break;
+        i64 slot = e - F;
+        int lev = LOGC + lp;
+        float wlo = (vlo && lev < L) ? ld(lb + (g0 + rlo) * L + lev) * ex(As[rlo] + dec) : 0.f;
+        float whi = (vhi && lev < L) ? ld(lb + (g0 + rhi) * L + lev) * ex(As[rhi] + dec) : 0.f;
+        read_matrix_tc(O, wlo, whi, qa, Ht, H + (bh * n + slot) * (i64)DK * DV, DK, DV);
+        dec += gsum[bh * n + slot];
+    }
+    for (int jl = 0; jl < n_old; ++jl) {
+        if (!((p >> jl) & 1)) continue;
+        int llo = max(jl + 1, fen_level(cabs * CH + rlo, p)), lhi = max(jl + 1, fen_level(cabs * CH + rhi, p));
+        float wlo = (vlo && llo < L) ? ld(lb + (g0 + rlo) * L + llo) * ex(As[rlo] + dec) : 0.f;
+        float whi = (vhi && lhi < L) ? ld(lb + (g0 + rhi) * L + lhi) * ex(As[rhi] + dec) : 0.f;
+        read_matrix_tc(O, wlo, whi, qa, Ht, old + (bh * n_old + jl) * (i64)DK * DV, DK, DV);
+    }
+
+    bf* ob = out + bh * T * DV;
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            int tt = x < 2 ? rlo : rhi, c = 8 * nt + 2 * t4 + (x & 1);
+            if ((x < 2 ? vlo : vhi) && c < DV) st(ob + (g0 + tt) * DV + c, O[nt][x]);
+        }
+}
+#endif
