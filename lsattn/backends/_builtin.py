@@ -42,3 +42,22 @@ def _cupy_backend():
 
 
 _cupy_backend()
+
+
+def _dask_backend():
+    """Sequence-parallel Dask graphs over the in-memory implementations; imports no Dask until a call."""
+    from . import dask_backend
+
+    register(
+        Backend(
+            name="dask",
+            description="block-parallel graphs on dask.array inputs chunked along the sequence (any Dask scheduler)",
+            ops=dask_backend.OPS,
+            probe=dask_backend.probe,
+            serves=dask_backend.serves,
+            priority=5,
+        )
+    )
+
+
+_dask_backend()

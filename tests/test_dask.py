@@ -1,0 +1,185 @@
+"""Sequence-parallel Dask backend: every causal operator on Dask arrays chunked anywhere equals one
+in-memory NumPy call to rounding; lazy until computed; state in and out; a real LocalCluster."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import lsattn
+from helpers import assert_close
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+
+#: float64: dask vs one in-memory call, relative to the output scale (both are float64 paths that
+#: group the same sums differently); float32 likewise.
+RTOL = {"float64": 1e-12, "float32": 2e-5}
+
+OPS = ["log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta"]
+
+
+@pytest.fixture(autouse=True)
+def _sync_scheduler():
+    with dask.config.set(scheduler="synchronous"):
+        yield
+
+
+def make_inputs(op, batch, T, d_k, d_v, seed, L=None, dtype="float64"):
+    """NumPy inputs of ``op`` (positional, in signature order)."""
+    rng = np.random.default_rng(seed)
+    n = lambda *s: rng.standard_normal(batch + s).astype(dtype)
+    q, k, v = n(T, d_k), n(T, d_k), n(T, d_v)
+    if op in ("log_attention", "exp_kernel_attention"):
+        return [q, k, v]
+    L = L or lsattn.num_levels(max(T, 1))
+    k = (k / np.sqrt(d_k)).astype(dtype)  # keep the delta rule's transitions contracting
+    a = (-rng.random(batch + (T,)) * 0.5).astype(dtype)
+    lam = n(T, L)
+    if op == "loglinear_attention":
+        return [q, k, v, a, lam]
+    beta = rng.random(batch + (T,)).astype(dtype)
+    return [q, k, v, a, beta, lam]
+
+
+def to_dask(x, bchunks, tchunks):
+    """``x`` (..., T, *rest) as Dask with batch chunks ``bchunks``, sequence chunks ``tchunks``."""
+    nb = len(bchunks)
+    rest = x.shape[nb + 1 :]
+    return da.from_array(x, chunks=tuple(bchunks) + (tuple(tchunks),) + rest)
+
+
+@st.composite
+def chunking(draw, n):
+    """A random partition of ``n`` (uneven, chunk size 1 allowed)."""
+    if n == 0:
+        return (0,)
+    cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=min(n - 1, 6)))) if n > 1 else []
+    edges = [0] + cuts + [n]
+    return tuple(b - a for a, b in zip(edges, edges[1:]))
+
+
+@st.composite
+def case(draw):
+    batch = draw(st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple))
+    T = draw(st.integers(1, 40))
+    bchunks = tuple(draw(chunking(b)) for b in batch)
+    tchunks = [draw(chunking(T)) for _ in range(3)]  # q's, and two others for the other arrays
+    return batch, T, draw(st.integers(1, 4)), draw(st.integers(1, 4)), bchunks, tchunks, draw(st.integers(0, 2**31))
+
+
+def dask_args(args, bchunks, tchunks):
+    """q on tchunks[0]; the other arrays on other chunkings (the backend rechunks them to q's)."""
+    return [to_dask(x, bchunks, tchunks[min(i, 2) if i else 0]) for i, x in enumerate(args)]
+
+
+def state_close(dst, st_ref, rtol):
+    assert dst.op == st_ref.op and dst.offset == st_ref.offset
+    assert set(dst.tensors) == set(st_ref.tensors)
+    for name, t in dst.tensors.items():
+        assert isinstance(t, da.Array), "returned state tensors are lazy Dask arrays"
+        ref = np.asarray(st_ref.tensors[name])
+        got = t.compute()
+        if name in ("m", "n"):  # shifts: exact maxima
+            np.testing.assert_array_equal(got, ref)
+        else:
+            assert_close(got, ref, rtol, atol=1e-300, what=f"state {name}")
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(c=case())
+def test_random_chunkings_equal_one_call(op, c):
+    batch, T, d_k, d_v, bchunks, tchunks, seed = c
+    f = getattr(lsattn, op)
+    args = make_inputs(op, batch, T, d_k, d_v, seed)
+    ref, st_ref = f(*args, return_state=True)
+    dargs = dask_args(args, bchunks, tchunks)
+    out, dst = f(*dargs, return_state=True)
+    assert isinstance(out, da.Array)
+    assert out.chunks == dargs[0].chunks[:-1] + ((d_v,),)
+    assert_close(out.compute(), ref, RTOL["float64"], what=op)
+    state_close(dst, st_ref, RTOL["float64"])
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(c=case(), split=st.integers(1, 40), dask_state=st.booleans())
+def test_stream_continues(op, c, split, dask_state):
+    """A stream cut at ``split``: NumPy (or Dask) first part, its state passed to a Dask call."""
+    batch, T, d_k, d_v, bchunks, tchunks, seed = c
+    assume(T >= 2)
+    split = min(split, T - 1)  # both parts non-empty
+    T2 = T - split
+    f = getattr(lsattn, op)
+    args = make_inputs(op, batch, T, d_k, d_v, seed)
+    ref, st_ref = f(*args, return_state=True)
+    first = [x[(...,) + (slice(0, split),) + (slice(None),) * (x.ndim - len(batch) - 1)] for x in args]
+    rest = [x[(...,) + (slice(split, None),) + (slice(None),) * (x.ndim - len(batch) - 1)] for x in args]
+    if dask_state:
+        out1, st1 = f(*dask_args(first, bchunks, [(split,)] * 3), return_state=True)
+        out1 = out1.compute()
+    else:
+        out1, st1 = f(*first, return_state=True)
+    tc = [(T2,), (1,) * T2, (T2 // 2, T2 - T2 // 2) if T2 > 1 else (1,)]
+    out2, st2 = f(*dask_args(rest, bchunks, tc), state=st1, return_state=True)
+    assert_close(np.concatenate([out1, out2.compute()], axis=-2), ref, RTOL["float64"], what=op)
+    state_close(st2, st_ref, RTOL["float64"])
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_float32_and_chunk_size_one(op):
+    args = make_inputs(op, (2,), 23, 3, 2, 7, dtype="float32")
+    f = getattr(lsattn, op)
+    ref = f(*args)
+    out = f(*[to_dask(x, ((1, 1),), (1,) * 23) for x in args])
+    assert out.dtype == np.float32
+    assert_close(out.compute(), ref, RTOL["float32"], what=op)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_lazy_nothing_computed_at_call(op):
+    """Building the graph runs no task: inputs whose blocks raise when computed are fine until compute."""
+    args = make_inputs(op, (2,), 12, 3, 3, 1)
+
+    def boom(x):
+        raise RuntimeError("computed too early")
+
+    dargs = [to_dask(x, ((2,),), (5, 7)).map_blocks(boom, dtype=x.dtype) for x in args]
+    out, st = getattr(lsattn, op)(*dargs, return_state=True)
+    assert isinstance(out, da.Array) and all(isinstance(t, da.Array) for t in st.tensors.values())
+    with pytest.raises(RuntimeError, match="computed too early"):
+        out.compute()
+
+
+def test_backend_selection():
+    args = make_inputs("loglinear_attention", (), 8, 2, 2, 0)
+    dargs = [to_dask(x, (), (3, 5)) for x in args]
+    assert isinstance(lsattn.loglinear_attention(*dargs, backend="dask"), da.Array)
+    with pytest.raises(ValueError, match="dask"):
+        lsattn.loglinear_attention(*args, backend="dask")
+    names = [row[0] for row in lsattn.backends.available()]
+    assert names[0] == "dask"
+
+
+def test_non_causal_is_a_clear_error():
+    q = to_dask(np.ones((4, 2)), (), (2, 2))
+    with pytest.raises(NotImplementedError, match="causal"):
+        lsattn.exp_kernel_attention(q, q, q, causal=False)
+
+
+@pytest.mark.slow
+def test_local_cluster_two_processes():
+    """A real dask.distributed LocalCluster with 2 worker processes computes the same numbers."""
+    distributed = pytest.importorskip("distributed")
+    args = make_inputs("loglinear_gated_delta", (2,), 50, 4, 3, 3)
+    ref = lsattn.loglinear_gated_delta(*args)
+    ref_ll = lsattn.loglinear_attention(*make_inputs("loglinear_attention", (2,), 50, 4, 3, 3))
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    ) as cluster, distributed.Client(cluster) as client:
+        out = lsattn.loglinear_gated_delta(*[to_dask(x, ((1, 1),), (7, 13, 1, 29)) for x in args])
+        ll = lsattn.loglinear_attention(*[to_dask(x, ((2,),), (16, 17, 17)) for x in make_inputs("loglinear_attention", (2,), 50, 4, 3, 3)])
+        got, got_ll = client.compute([out, ll], sync=True)
+        assert len(client.scheduler_info()["workers"]) == 2
+    assert_close(got, ref, RTOL["float64"], what="gated delta on LocalCluster")
+    assert_close(got_ll, ref_ll, RTOL["float64"], what="loglinear on LocalCluster")
