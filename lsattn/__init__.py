@@ -16,6 +16,7 @@ from .exp_kernel import exp_kernel_attention, log_attention
 from .fenwick import fenwick_level, level_matrix, num_levels
 from .gated_delta import loglinear_gated_delta
 from .loglinear import loglinear_attention
+from .hierarchical import loglinear_log_attention
 from . import audit  # noqa: E402  lsattn.audit: the numerical stability audit (docs/audit.md)
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "exp_kernel_attention",
     "loglinear_attention",
     "loglinear_gated_delta",
+    "loglinear_log_attention",
     "reference",
     "backends",
     "audit",

@@ -503,10 +503,13 @@ def _finish(xp, part, log_values):
 
 # ---- the tree inside chunks ------------------------------------------------------------------
 
-def _tree_level(xp, part, q, k, vals, h, log_values):
+def _tree_level(xp, part, q, k, vals, h, log_values, key_shift=None, row_shift=None):
     """Queries of the upper half of every aligned block of ``2h`` tokens read its lower half.
 
-    part: partial over (..., T'), q/k/vals (..., T', d) with ``T'`` a multiple of ``2h``."""
+    part: partial over (..., T'), q/k/vals (..., T', d) with ``T'`` a multiple of ``2h``.
+    key_shift, row_shift: optional (..., T') log-weight offsets (used by ``lsattn.hierarchical``):
+    a key ``s`` of a lower half reads as ``k_s + key_shift_s`` (all features) and a query's read
+    gets ``row_shift_t`` added to its shift ``r_t``, i.e. ``w(t, s) -> w(t, s) exp(key + row)``."""
     Tp = q.shape[-2]
     G = Tp // (2 * h)
 
@@ -515,7 +518,12 @@ def _tree_level(xp, part, q, k, vals, h, log_values):
         idx = lambda i: (..., i) + (slice(None),) * (1 + tail)
         return y[idx(0)], y[idx(1)]
 
-    reading = block_read(xp, halves(q, 1)[1], halves(k, 1)[0], halves(vals, 1)[0], log_values)
+    keys = halves(k, 1)[0]
+    if key_shift is not None:
+        keys = keys + halves(key_shift, 0)[0][..., None]
+    reading = block_read(xp, halves(q, 1)[1], keys, halves(vals, 1)[0], log_values)
+    if row_shift is not None:
+        reading = (reading[0] + halves(row_shift, 0)[1],) + tuple(reading[1:])
     tails = (0, 0, 1)  # r, den, y
     lower, upper = zip(*[halves(x, t) for x, t in zip(part, tails)])
     upper = combine(xp, tuple(upper), reading, log_values)
