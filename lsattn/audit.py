@@ -501,32 +501,47 @@ def _lsattn_fn(op, backend):
     return fn
 
 
+def _sample(ns):
+    """A small float32 array of namespace ``ns`` and its array-API namespace (for ``serves``)."""
+    a = array_namespace_named(ns).zeros((1, 1))
+    return array_api_compat.array_namespace(a), a
+
+
+def _backend_problem(op, backend, ns):
+    """Why lsattn ``backend`` cannot compute ``op`` on arrays of namespace ``ns`` (None if it can)."""
+    b = backends.get(backend)
+    ok, reason = b.status()
+    if not ok:
+        return f"backend {backend} not available: {reason}"
+    if op not in b.ops:
+        return f"backend {backend} does not implement {op}"
+    if ns is not None:
+        why = b.serves(*_sample(ns))
+        if why is not None:
+            return f"backend {backend} cannot compute on {ns} arrays: {why}"
+    return None
+
+
 def _lsattn_skip(op, backend):
     def skip(ns, dtype):
         import lsattn
 
         if not hasattr(lsattn, op):
             return f"lsattn.{op} is not in this version of lsattn"
-        b = backends.get(backend)
-        ok, reason = b.status()
-        if not ok:
-            return f"backend {backend} not available: {reason}"
-        if op not in b.ops:
-            return f"backend {backend} does not implement {op}"
-        return None
+        return _backend_problem(op, backend, ns)
 
     return skip
 
 
-def formulations(op, *, backends_=None, names=None):
+def formulations(op, *, backends_=None, names=None, namespace="numpy"):
     """The formulations audited for ``op``: lsattn on each backend, then the comparison ones.
 
-    backends_ : lsattn backend names; default every available backend implementing ``op``
-        (named ones that are unavailable give records skipped with the reason).
+    backends_ : lsattn backend names; default every available backend that implements ``op`` and
+        computes on ``namespace`` arrays (named ones that cannot give records skipped with the reason).
     names : formulation names to keep (``"lsattn"``, ``"naive"``, ``"paper"``, ...); default all.
     """
     if backends_ is None:
-        backends_ = [n for n, ok, _, ops in backends.available() if ok and op in ops] or ["array_api"]
+        backends_ = [n for n, *_ in backends.available() if _backend_problem(op, n, namespace) is None] or ["array_api"]
     out = [Formulation(op, "lsattn", b, _lsattn_fn(op, b), f"lsattn.{op}, backend={b}", skip=_lsattn_skip(op, b)) for b in backends_]
     out += COMPARISONS.get(op, [])
     return [f for f in out if names is None or f.name in names]
@@ -566,12 +581,21 @@ def _take_levels(w, t, lev):
     return np.take(w[..., t, :], lev, axis=-1)
 
 
+def _suffix_decay(a, t):
+    """``D[..., s] = a_{s+1} + ... + a_t`` for ``s = 0..t``, summed from ``t`` backwards.
+
+    Not ``A_t - A_s`` of global cumulative sums: those carry an absolute error ``~|A_t| eps`` in
+    the exponent (``1e-12`` relative once ``|A_t| ~ 1e4`` in float64); a suffix sum is exact to
+    ``~|D| eps``, and only ``|D| < 745`` matters in float64."""
+    tail = np.cumsum(a[..., t:0:-1], axis=-1)[..., ::-1]  # sums a_{s+1..t} for s = 0..t-1
+    return np.concatenate([tail, np.zeros(a.shape[:-1] + (1,))], axis=-1)
+
+
 def _rows_loglinear(x, rows):
-    A = np.cumsum(x["log_decay"], axis=-1)
     out = []
     for t in rows:
         s = np.arange(t + 1)
-        coef = _take_levels(x["level_weights"], t, fenwick_level(np.int64(t), s)) * np.exp(A[..., t, None] - A[..., : t + 1])
+        coef = _take_levels(x["level_weights"], t, fenwick_level(np.int64(t), s)) * np.exp(_suffix_decay(x["log_decay"], t))
         qk = np.einsum("...d,...sd->...s", x["q"][..., t, :], x["k"][..., : t + 1, :])
         out.append(np.einsum("...s,...sd->...d", coef * qk, x["v"][..., : t + 1, :]))
     return np.stack(out, axis=-2)
@@ -579,14 +603,13 @@ def _rows_loglinear(x, rows):
 
 def _rows_hierarchical(x, rows):
     a = x.get("log_decay")
-    A = np.cumsum(a, axis=-1) if a is not None else None
     out = []
     for t in rows:
         s = np.arange(t + 1)
         logw = _np_logsumexp(x["q"][..., t, None, :] + x["k"][..., : t + 1, :], axis=-1)
         logw = logw + _take_levels(x["log_level_weights"], t, fenwick_level(np.int64(t), s))
-        if A is not None:
-            logw = logw + A[..., t, None] - A[..., : t + 1]
+        if a is not None:
+            logw = logw + _suffix_decay(a, t)
         num = _np_logsumexp(logw[..., :, None] + x["log_v"][..., : t + 1, :], axis=-2)
         out.append(num - _np_logsumexp(logw, axis=-1)[..., None])
     return np.stack(out, axis=-2)
@@ -628,11 +651,19 @@ ROW_ORACLES = {
 }
 
 
+#: Operators whose ``lsattn.reference`` takes ``exp(A_t - A_s)`` from global cumulative sums, which
+#: is off by ``~|A_t| eps`` relative: the audit uses its suffix-sum row oracles at every length.
+SUFFIX_SUM_OPS = ("loglinear_attention", "loglinear_log_attention")
+
+
 def oracle(op, inputs64, rows=None):
-    """float64 NumPy output of ``op`` on float64 NumPy inputs: ``lsattn.reference`` when ``rows``
-    is None, else the listed query rows only (ascending; causal: row ``t`` reads keys ``0..t``)."""
+    """float64 NumPy output of ``op`` on float64 NumPy inputs, the listed query rows only (ascending;
+    causal: row ``t`` reads keys ``0..t``) or all rows when ``rows`` is None: ``lsattn.reference``,
+    except for :data:`SUFFIX_SUM_OPS` (row oracles, for every row)."""
     if rows is not None and np.any(np.diff(rows) <= 0):
         raise ValueError("rows must be strictly ascending")
+    if rows is None and op in SUFFIX_SUM_OPS:
+        return ROW_ORACLES[op](inputs64, np.arange(inputs64["q"].shape[-2]))
     if rows is None:
         return to_float64(getattr(reference, op)(**inputs64))
     return ROW_ORACLES[op](inputs64, rows)
@@ -812,7 +843,7 @@ def sweep(
     named_dtypes = dtypes is not None
     dtypes = [dt for dt in _as_list(dtypes, DTYPES) if named_dtypes or getattr(xp, dt, None) is not None]
     scales, lengths = [float(s) for s in _as_list(scales, DEFAULT_SCALES)], [int(T) for T in _as_list(lengths, DEFAULT_LENGTHS)]
-    forms = {op: formulations(op, backends_=backends, names=formulation_names) for op in ops}
+    forms = {op: formulations(op, backends_=backends, names=formulation_names, namespace=namespace) for op in ops}
     total = sum(len(forms[op]) for op in ops) * len(dtypes) * len(scales) * len(lengths)
     batch_elems, records, warmed = math.prod(batch), [], set()
     for op in ops:

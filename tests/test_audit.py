@@ -173,6 +173,25 @@ def test_comparison_formulations_and_row_oracles_match_reference(op):
         np.testing.assert_allclose(to_numpy(f.fn(**x)), ref, rtol=1e-11, atol=1e-11 * np.abs(ref).max(), err_msg=f.name)
 
 
+@pytest.mark.skipif(np.finfo(np.longdouble).eps > 1e-18, reason="needs an extended-precision long double")
+def test_decay_oracle_sums_suffixes_exactly():
+    """With strong decays the cumulative log decay reaches |A| ~ 1e5: exp(A_t - A_s) from float64
+    cumulative sums is off by ~|A| eps ~ 1e-11; the audit's suffix sums hold 1e-15 against a
+    long double (64-bit mantissa) evaluation of the same rows."""
+    x = audit.make_inputs("loglinear_attention", 4096, 100.0, batch=(1,), d=4)
+    rows = np.array([1000, 2047, 2048, 4095])
+    ld = {n: a.astype(np.longdouble) for n, a in x.items()}
+    A = np.cumsum(ld["log_decay"], axis=-1)
+    exact = []
+    for t in rows:
+        lev = lsattn.fenwick_level(np.int64(t), np.arange(t + 1))
+        coef = ld["level_weights"][..., t, lev] * np.exp(A[..., t, None] - A[..., : t + 1])
+        exact.append(((coef * (ld["k"][..., : t + 1, :] @ ld["q"][..., t, :, None])[..., 0])[..., None] * ld["v"][..., : t + 1, :]).sum(-2))
+    exact = np.stack(exact, axis=-2).astype(np.float64)
+    got = audit.oracle("loglinear_attention", x, rows)
+    assert np.abs(got - exact).max() <= 1e-15 * np.abs(exact).max()
+
+
 def test_audit_rows_cover_ends_and_fenwick_boundaries():
     assert audit.audit_rows(audit.FULL_REFERENCE_T) is None
     rows = audit.audit_rows(4096)
