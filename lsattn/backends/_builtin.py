@@ -10,6 +10,7 @@ ARRAY_API_OPS = {
     "loglinear_attention": "lsattn.loglinear:_forward",
     "loglinear_gated_delta": "lsattn.gated_delta:_forward",
     "loglinear_log_attention": "lsattn.hierarchical:_forward",
+    "loglinear_log_attention": "lsattn.hierarchical:_forward",
 }
 
 register(
