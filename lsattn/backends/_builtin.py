@@ -10,7 +10,6 @@ ARRAY_API_OPS = {
     "loglinear_attention": "lsattn.loglinear:_forward",
     "loglinear_gated_delta": "lsattn.gated_delta:_forward",
     "loglinear_log_attention": "lsattn.hierarchical:_forward",
-    "loglinear_log_attention": "lsattn.hierarchical:_forward",
 }
 
 register(
@@ -44,25 +43,6 @@ def _cupy_backend():
 
 
 _cupy_backend()
-
-
-def _numba_backend():
-    """The Numba CPU backend; its module imports no Numba until a kernel runs."""
-    from . import numba_cpu
-
-    register(
-        Backend(
-            name="numba",
-            description="fused Numba CPU scans, parallel over batch elements (NumPy arrays)",
-            ops=numba_cpu.OPS,
-            probe=numba_cpu.probe,
-            serves=numba_cpu.serves,
-            priority=20,
-        )
-    )
-
-
-_numba_backend()
 
 
 def _dask_backend():
