@@ -765,7 +765,7 @@ def _skip_reason(f, ns, dtype, T, d, batch_elems, budget):
     if reason is None and f.memory is not None:
         need = f.memory(T, d, _itemsize(dtype)) * batch_elems
         if need > budget:
-            reason = f"needs ~{need / 2**20:.0f} MiB > memory budget {budget / 2**20:.0f} MiB"
+            reason = f"exceeds the memory budget (needs ~{need / 2**20:.0f} MiB > {budget / 2**20:.0f} MiB)"
     return reason
 
 
@@ -811,7 +811,7 @@ def sweep(
     batch=(2,),
     d=16,
     seed=0,
-    memory_budget=512 * 2**20,
+    memory_budget=256 * 2**20,
     progress=None,
 ):
     """Audit operators x formulations x dtypes x scales x lengths; one record per case.
@@ -911,12 +911,9 @@ def table(records):
     """A readable summary, one row per (op, formulation, backend, dtype): the worst normwise
     relative error over the cases with finite output (and where), the first scale at which the
     output is not finite, and counts. Skip reasons follow the table."""
-    rows, reasons = [], {}
+    rows = []
     for (op, form, backend, dtype), recs in _groups(records).items():
         ran = [r for r in recs if r["skipped"] is None]
-        for r in recs:
-            if r["skipped"] is not None:
-                reasons[r["skipped"]] = reasons.get(r["skipped"], 0) + 1
         ok = [r for r in ran if not _broken(r)]
         broken = sorted(r["scale"] for r in ran if _broken(r))
         worst = max(ok, key=lambda r: r["normwise_rel_err"], default=None)
@@ -935,10 +932,22 @@ def table(records):
             )
         )
     header = ("op", "formulation", "backend", "dtype", "ran", "worst rel err", "in eps", "worst at", "non-finite from scale", "non-finite cases")
-    text = _format_table(rows, header)
-    if reasons:
-        text += "\n\nSkipped cases:\n" + "\n".join(f"  {n} x {why}" for why, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-    return text
+    return _format_table(rows, header) + _skip_summary(records)
+
+
+def _skip_summary(records):
+    """Skipped cases grouped by formulation and reason (numbers in parentheses dropped)."""
+    reasons = {}
+    for r in records:
+        if r["skipped"] is not None:
+            key = (r["formulation"], r["backend"], r["skipped"].split(" (")[0])
+            reasons.setdefault(key, []).append(r)
+    lines = []
+    for (form, backend, why), recs in reasons.items():
+        lengths = ", ".join(str(T) for T in sorted({r["T"] for r in recs}))
+        ops = ", ".join(dict.fromkeys(r["op"] for r in recs))
+        lines.append(f"  {form} [{backend}]: {len(recs)} cases (T = {lengths}; {ops}): {why}")
+    return "\n\nSkipped cases:\n" + "\n".join(lines) if lines else ""
 
 
 def write_json(records, path):
@@ -1053,7 +1062,7 @@ def add_parser(subparsers):
     p.add_argument("--plot", metavar="PATH", help="save a figure of error against magnitude (needs matplotlib)")
     p.add_argument("--quick", action="store_true", help=f"small sweep: scales {', '.join(f'{s:g}' for s in QUICK_SCALES)}, lengths {', '.join(map(str, QUICK_LENGTHS))}")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    p.add_argument("--memory-budget", type=float, default=512, metavar="MIB", help="skip formulations needing more (default 512 MiB)")
+    p.add_argument("--memory-budget", type=float, default=256, metavar="MIB", help="skip formulations needing more (default 256 MiB)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
     return p
