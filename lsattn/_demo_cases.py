@@ -2,3 +2,46 @@
 from __future__ import annotations
 
 from .cli import register_demo, register_stream  # noqa: F401
+
+
+# ---- loglinear_log_attention (hierarchical exp-kernel attention, lsattn/hierarchical.py) ----------
+
+def _hierarchical_demo(rng, T):
+    import numpy as np
+
+    from . import reference
+    from .fenwick import num_levels
+    from .hierarchical import loglinear_log_attention
+
+    B, H, d = 1, 2, 32
+    q, k, lv = (rng.standard_normal((B, H, T, d)).astype(np.float32) for _ in range(3))
+    lam = rng.standard_normal((B, H, T, num_levels(T))).astype(np.float32)
+    a = (-0.05 * rng.random((B, H, T))).astype(np.float32)
+    rT = min(T, 512)  # the quadratic float64 reference on a prefix
+    pre = [x[..., :rT, :].astype(np.float64) for x in (q, k, lv, lam)] + [a[..., :rT].astype(np.float64)]
+    return {
+        "fn": loglinear_log_attention, "args": (q, k, lv, lam), "kwargs": {"log_decay": a},
+        "ref": reference.loglinear_log_attention, "ref_args": pre, "ref_T": rT,
+    }
+
+
+def _hierarchical_stream(rng):
+    import numpy as np
+
+    from .hierarchical import loglinear_log_attention
+
+    d, L = 32, 20
+
+    def step(state, n):
+        for _ in range(n):
+            q, k, lv = (rng.standard_normal((1, 1, d)).astype(np.float32) for _ in range(3))
+            lam = rng.standard_normal((1, L)).astype(np.float32)
+            a = np.full((1,), -0.01, dtype=np.float32)
+            _, state = loglinear_log_attention(q[0], k[0], lv[0], lam, log_decay=a, state=state, return_state=True)
+        return state
+
+    return step, lambda state: state.nbytes
+
+
+register_demo("loglinear_log_attention", _hierarchical_demo)
+register_stream("loglinear_log_attention", _hierarchical_stream)
