@@ -44,6 +44,7 @@ OPS = {
     "exp_kernel_attention": "lsattn.backends.dask_backend:exp_forward",
     "loglinear_attention": "lsattn.backends.dask_backend:loglinear_forward",
     "loglinear_gated_delta": "lsattn.backends.dask_backend:gated_delta_forward",
+    "loglinear_log_attention": "lsattn.backends.dask_backend:hierarchical_forward",
 }
 
 
@@ -118,6 +119,9 @@ class _ExpKernel:
 
         return b if a is None else merge(np, a, b)
 
+    def batch_of(self, tensors):
+        return tuple(tensors["S"].shape[:-2])
+
     def to_state(self, e, offset, dtype):
         from lsattn.exp_kernel import _make_state
 
@@ -176,6 +180,9 @@ class _LogLinear:
             carry = None if Da is None else Da + Db
         return (pa, Ta + Tb, carry, _remap_levels(moved, pb, Tb) + Sb)
 
+    def batch_of(self, tensors):
+        return tuple(tensors["levels"].shape[:-3])
+
     def to_state(self, e, offset, dtype):
         from lsattn.state import State
 
@@ -231,6 +238,105 @@ def _transition_product(k, log_decay, beta, chunk_size):
     return P[..., 0, :, :]
 
 
+class _Hierarchical(_LogLinear):
+    """loglinear_log_attention: one exp-kernel summary ``(m, n, S, z)`` per Fenwick level (level
+    axis before the feature axes), carried by the total log decay (``m -> m + g``)."""
+
+    NAMES = ("m", "n", "S", "z")
+    TAILS = (1, 1, 2, 1)  # feature axes after the level axis
+
+    def __init__(self):
+        super().__init__("loglinear_log_attention", ("d", "d", "d", "l", "s"), 4, False)
+
+    def call(self, blocks, extra, state, return_state):
+        (kwargs,) = extra
+        return _inner(self.op)(*blocks, state, return_state, **kwargs)
+
+    def empty_levels(self, batch, n_l, d_k, d_v, dtype):
+        from lsattn.exp_kernel import _minus_inf
+
+        lo = _minus_inf(np, np.dtype(dtype))
+        return (
+            np.full(batch + (n_l, d_k), lo, dtype=dtype),
+            np.full(batch + (n_l, d_v), lo, dtype=dtype),
+            np.zeros(batch + (n_l, d_k, d_v), dtype=dtype),
+            np.zeros(batch + (n_l, d_k), dtype=dtype),
+        )
+
+    def element(self, blocks, extra, p):
+        from lsattn.state import State
+
+        q, log_v, a = blocks[0], blocks[2], blocks[4]
+        T = q.shape[-2]
+        if T == 0:
+            return None
+        batch, d_k, d_v = tuple(q.shape[:-2]), q.shape[-1], log_v.shape[-1]
+        start = None
+        if p > 0:
+            empty = self.empty_levels(batch, p.bit_length(), d_k, d_v, q.dtype)
+            start = State(self.op, p, batch, d_k, d_v, q.dtype, dict(zip(self.NAMES, empty)))
+        _, st = self.call(blocks, extra, start, True)
+        g = np.zeros(batch, dtype=q.dtype) if a is None else np.sum(a, axis=-1)
+        return (p, T, g, tuple(np.asarray(st.tensors[n]) for n in self.NAMES))
+
+    def from_state(self, st):
+        return (0, st.offset, None, tuple(np.asarray(st.tensors[n]) for n in self.NAMES))
+
+    def batch_of(self, tensors):
+        return tuple(tensors["S"].shape[:-3])
+
+    def combine(self, a, b):
+        from lsattn.exp_kernel import _minus_inf, merge
+
+        if a is None:
+            return b
+        if b is None:
+            return a
+        (pa, Ta, Da, Sa), (pb, Tb, Db, Sb) = a, b
+        m, n, S, z = Sa
+        moved = (m + Db[..., None, None], n, S, z)  # keys decayed over the later stretch
+        m, n, S, z = merge(np, self.remap(moved, pb, Tb), Sb)
+        m = np.maximum(m, _minus_inf(np, m.dtype))  # decays never push a shift past the stand-in
+        carry = None if Da is None else Da + Db
+        return (pa, Ta + Tb, carry, (m, n, S, z))
+
+    def remap(self, levels, p, T):
+        """As :func:`_remap_levels`, summaries folding by ``merge``."""
+        from lsattn._chunktree import state_merge_plan
+        from lsattn.exp_kernel import merge
+
+        plan = state_merge_plan(p, T)
+        S = levels[2]
+        n_old, batch, (d_k, d_v) = S.shape[-3], S.shape[:-3], S.shape[-2:]
+        pick = lambda j: tuple(x[(..., j) + (slice(None),) * t] for x, t in zip(levels, self.TAILS))
+        empty = tuple(x[(..., 0) + (slice(None),) * t] for x, t in zip(self.empty_levels(batch, 1, d_k, d_v, S.dtype), self.TAILS))
+        slots = []
+        for l in range(1, plan.n_new + 1):
+            if l < plan.h or (l == plan.h and n_old == 0):
+                slots.append(empty)
+            elif l == plan.h:  # old levels 1 .. h - 1 (level h of p is empty) merge into level h
+                acc = pick(0)
+                for j in range(1, min(plan.h, n_old)):
+                    acc = merge(np, acc, pick(j))
+                slots.append(acc)
+            else:
+                slots.append(pick(l - 1))
+        if not slots:
+            return self.empty_levels(batch, 0, d_k, d_v, S.dtype)
+        return tuple(np.stack(list(xs), axis=-1 - t) for xs, t in zip(zip(*slots), self.TAILS))
+
+    def to_state(self, e, offset, dtype):
+        from lsattn.state import State
+
+        S = e[3][2]
+        batch, d_k, d_v = tuple(S.shape[:-3]), S.shape[-2], S.shape[-1]
+        return State(self.op, offset, batch, d_k, d_v, dtype, dict(zip(self.NAMES, e[3])))
+
+    def tensors(self, e):
+        return dict(zip(self.NAMES, e[3]))
+
+
+_HIER = _Hierarchical()
 _LOG = _ExpKernel("log_attention", True)
 _EXP = _ExpKernel("exp_kernel_attention", False)
 _LOGLINEAR = _LogLinear("loglinear_attention", ("d", "d", "d", "s", "l"), 3, False)
@@ -247,10 +353,7 @@ def _state_element_task(fam, offset, d_k, d_v, dtype, tensors):
     from lsattn.state import State
 
     tensors = {n: np.asarray(t) for n, t in tensors.items()}
-    if isinstance(fam, _ExpKernel):
-        batch = tuple(tensors["S"].shape[:-2])
-    else:
-        batch = tuple(tensors["levels"].shape[:-3])
+    batch = fam.batch_of(tensors)
     return fam.from_state(State(fam.op, offset, batch, d_k, d_v, dtype, tensors))
 
 
@@ -315,18 +418,21 @@ def _run(fam, arrays, extra, state, return_state):
 
     q, v = arrays[0], arrays[2]
     for name, x in zip(("q", "k", "v", "4th", "5th", "6th"), arrays):
-        if any(math.isnan(c) for cs in x.chunks for c in cs):
+        if x is not None and any(math.isnan(c) for cs in x.chunks for c in cs):
             raise ValueError(f"{name} has unknown chunk sizes; call .compute_chunk_sizes() first")
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     dtype = q.dtype
     bchunks, tchunks = q.chunks[:-2], q.chunks[-2]
     grids = []
     for x, kind in zip(arrays, fam.kinds):
-        if kind == "s":
+        if x is None:  # an optional argument (hierarchical log_decay)
+            g = None
+        elif kind == "s":
             g = x.rechunk(bchunks + (tchunks,)).to_delayed()
         else:
             g = x.rechunk(bchunks + (tchunks, x.shape[-1])).to_delayed()[..., 0]
         grids.append(g)
+    pick = lambda b, j: [None if g is None else g[b + (j,)] for g in grids]
     delayed = functools.partial(dask.delayed, pure=True)
     p0 = 0 if state is None else state.offset
     starts = [p0 + s for s in itertools.accumulate((0,) + tchunks[:-1])]
@@ -347,10 +453,10 @@ def _run(fam, arrays, extra, state, return_state):
             parts = {n: g[b] for n, g in state_parts.items()}
             elems = [delayed(_state_element_task)(fam, p0, d_k, d_v, dtype, parts)]
         for j, p in enumerate(starts):
-            elems.append(delayed(_element_task)(fam, extra, p, *(g[b + (j,)] for g in grids)))
+            elems.append(delayed(_element_task)(fam, extra, p, *pick(b, j)))
         prefix = _scan(elems, lambda a, c: delayed(_combine_task)(fam, a, c))
         for j, p in enumerate(starts):
-            task = delayed(_output_task)(fam, extra, p, prefix[j], d_v, *(g[b + (j,)] for g in grids))
+            task = delayed(_output_task)(fam, extra, p, prefix[j], d_v, *pick(b, j))
             out_blocks[b + (j,)] = da.from_delayed(task, shape=b_shape + (tchunks[j], d_v), dtype=dtype)
         final[b] = prefix[-1]
 
@@ -370,6 +476,9 @@ def _final_state(fam, final, bchunks, batch, offset, d_k, d_v, dtype):
         tails = {"m": (d_k,), "S": (d_k, d_v), "z": (d_k,)}
         if fam.log_values:
             tails["n"] = (d_v,)
+    elif isinstance(fam, _Hierarchical):
+        n_l = offset.bit_length()
+        tails = {"m": (n_l, d_k), "n": (n_l, d_v), "S": (n_l, d_k, d_v), "z": (n_l, d_k)}
     else:
         tails = {"levels": (offset.bit_length(), d_k, d_v)}
     tensors = {}
@@ -412,3 +521,9 @@ def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, retu
 def gated_delta_forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):
     """``loglinear_gated_delta`` on Dask arrays; as ``lsattn.gated_delta._forward``."""
     return _run(_GATED, (q, k, v, log_decay, beta, level_weights), (chunk_size,), state, return_state)
+
+
+def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None):
+    """``loglinear_log_attention`` on Dask arrays; as ``lsattn.hierarchical._forward``."""
+    kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
+    return _run(_HIER, (q, k, log_v, log_level_weights, log_decay), (kwargs,), state, return_state)
