@@ -28,7 +28,8 @@ BASE = {"float64": 1e-12, "float32": 1e-5}
 chunk_sizes = st.sampled_from([1, 2, 4, 8, 16, 64])
 decays = st.sampled_from(["none", "zero", "moderate", "strong", "mixed"])
 weight_kinds = st.sampled_from(["zero", "random", "off"])
-JAX_EXAMPLES = max(2, settings.default.max_examples // 4)
+#: JAX eager compiles every op for every new shape (seconds per call): few examples, small shapes
+JAX_EXAMPLES = max(2, settings.default.max_examples // 6)
 
 
 @pytest.fixture(params=["numpy", "array_api_strict", "torch"], scope="module")
@@ -149,9 +150,9 @@ def test_stream_splits(xp_eager, T, decay, weights, seed, data):
 
 
 @settings(max_examples=JAX_EXAMPLES)
-@given(T=st.integers(2, 20), seed=seeds, data=st.data())
+@given(T=st.integers(2, 12), seed=seeds, data=st.data())
 def test_stream_splits_jax(xp_jax, T, seed, data):
-    cuts = data.draw(split_points(T, max_splits=3))
+    cuts = data.draw(split_points(T, max_splits=2))
     arrays = make(seed, (), T, 2, 2, decay="moderate", weights="random")
     out, _ = _stream(xp_jax, arrays, cuts)
     check(out, arrays, "float64", what=f"cuts={cuts}")
@@ -188,7 +189,7 @@ def test_T1_and_T0(xp):
 
 @pytest.mark.parametrize("dtype,M", [("float32", 1e2), ("float32", 1e3), ("float64", 1e3), ("float64", 1e5)])
 @pytest.mark.parametrize("decay", ["none", "strong"])
-def test_magnitudes(xp, dtype, M, decay):
+def test_magnitudes(xp_eager, dtype, M, decay):
     """|q|, |k| up to 1e3 in float32 (1e5 in float64): finite and within the promised bound, one
     call and streamed."""
     T = 40
@@ -197,10 +198,10 @@ def test_magnitudes(xp, dtype, M, decay):
     arrays[3] = arrays[3] * 10.0  # log weights of magnitude ~20
     arrays = [None if x is None else x.astype(dtype) for x in arrays]
     f64 = [None if x is None else x.astype(np.float64) for x in arrays]
-    out = call(xp, arrays, dtype)
+    out = call(xp_eager, arrays, dtype)
     assert np.isfinite(to_numpy(out)).all()
     check(out, f64, dtype, what=f"M={M}")
-    if xp is np:
+    if xp_eager is np:
         streamed, _ = _stream(np, arrays, [5, 17, 18], dtype)
         check(streamed, f64, dtype, what=f"streamed M={M}")
 
@@ -298,8 +299,8 @@ def test_jax_grad_and_jit():
     jnp = NAMESPACES["jax"]()
     import jax
 
-    arrays = [jnp.asarray(x) for x in make(9, (2,), 12, 3, 2)]
-    loss = lambda fn: (lambda *x: jnp.sum(fn(*x) * jnp.arange(1.0, 3.0)))
+    arrays = [jnp.asarray(x) for x in make(9, (), 6, 2, 2)]
+    loss = lambda fn: (lambda *x: jnp.sum(fn(*x) * jnp.arange(1.0, 3.0)))  # JAX eager compiles per op: tiny sizes
     ours = jax.grad(loss(lambda *x: lsattn.loglinear_log_attention(*x[:4], log_decay=x[4])), argnums=(0, 1, 2, 3, 4))(*arrays)
     theirs = jax.grad(loss(lambda *x: ref.loglinear_log_attention(*x)), argnums=(0, 1, 2, 3, 4))(*arrays)
     for o, t in zip(ours, theirs):
