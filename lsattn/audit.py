@@ -743,7 +743,7 @@ def _jsonable(v):
 class _Case:
     """Inputs and (lazily) the oracle of one (op, T, scale, dtype)."""
 
-    def __init__(self, xp, op, T, scale, dtype, x64, d):
+    def __init__(self, xp, op, T, dtype, x64):
         self.x = _cast(xp, x64, getattr(xp, dtype))
         self.x64 = {n: to_float64(a) for n, a in self.x.items()}  # what the formulations see, exactly
         self.op, self.rows, self._ref = op, audit_rows(T), None
@@ -851,7 +851,7 @@ def sweep(
             for scale in scales:
                 x64 = make_inputs(op, T, scale, batch=batch, d=d, seed=seed)
                 for dtype in dtypes:
-                    case = _Case(xp, op, T, scale, dtype, x64, d) if getattr(xp, dtype, None) is not None else None
+                    case = _Case(xp, op, T, dtype, x64) if getattr(xp, dtype, None) is not None else None
                     for f in forms[op]:
                         if progress is not None:
                             progress(len(records), total, f"{op} {f.name}[{f.backend}] {dtype} scale={scale:g} T={T}")
