@@ -303,8 +303,10 @@ def state_read_levels(p, T):
         ``p`` clear) hold ``l``: a valid level (``< num_levels(p + T)``) whose state is zero.
     """
     n = p.bit_length()
-    t = np.arange(p, p + T, dtype=np.int64)
-    moved = _bit_length(np, np.bitwise_xor(t, p))
+    if T <= 8:  # decoding: plain ints beat array set-up
+        moved = np.array([(p ^ (p + i)).bit_length() for i in range(T)], dtype=np.int64)
+    else:
+        moved = _bit_length(np, np.bitwise_xor(np.arange(p, p + T, dtype=np.int64), p))
     return np.maximum(np.arange(1, n + 1, dtype=np.int64)[None, :], moved[:, None])
 
 

@@ -40,6 +40,7 @@ Cost model (``n = ceil(T / C)`` chunks, ``L = num_levels(p + T)``):
 """
 from __future__ import annotations
 
+import functools
 import math
 import operator
 
@@ -165,21 +166,32 @@ def _forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state)
         new = state if state is not None else _state(xp, 0, batch, d_k, d_v, q.dtype, None, q)
         return out, (new if return_state else None)
 
+    # One batch axis inside: XLA (jax 0.10) miscompiles a take followed by a batched matmul under
+    # jit when there are two or more batch axes; flattening them is free (a view) everywhere.
+    B = math.prod(batch)
+    q, k, v = (xp.reshape(x, (B,) + tuple(x.shape[-2:])) for x in (q, k, v))
+    log_decay = xp.reshape(log_decay, (B, T))
+    level_weights = xp.reshape(level_weights, (B,) + tuple(level_weights.shape[-2:]))
+    if old is not None:
+        old = xp.reshape(old, (B,) + tuple(old.shape[-3:]))
+
     C = min(chunk_size, 1 << (T - 1).bit_length())
     lay = chunk_layout(p, T, C)
-    Qc, Kc, Vc = (to_chunks(xp, x, lay, -2) for x in (q, k, v))  # (..., n, C, d)
-    lam_c = to_chunks(xp, level_weights, lay, -2)  # (..., n, C, L)
-    A = xp.cumulative_sum(to_chunks(xp, log_decay, lay, -1), axis=-1)  # (..., n, C) chunk-local, inclusive
+    Qc, Kc, Vc = (to_chunks(xp, x, lay, -2) for x in (q, k, v))  # (B, n, C, d)
+    lam_c = to_chunks(xp, level_weights, lay, -2)  # (B, n, C, L)
+    A = xp.cumulative_sum(to_chunks(xp, log_decay, lay, -1), axis=-1)  # (B, n, C) chunk-local, inclusive
 
     out = _intra_chunk(xp, Qc, Kc, Vc, A, lam_c)
     if lay.n_chunks > 1:
-        out = out + _across_chunks(xp, Qc, Kc, Vc, A, lam_c, lay, len(batch))
-    out = from_chunks(xp, out, lay, -2)  # (..., T, d_v)
+        out = out + _across_chunks(xp, Qc, Kc, Vc, A, lam_c, lay, 1)
+    out = from_chunks(xp, out, lay, -2)  # (B, T, d_v)
     if old is not None:
         out = out + _read_state(xp, q, old, _call_cumsum(xp, A, lay), level_weights, p, C)
+    out = xp.reshape(out, batch + (T, d_v))
     new = None
     if return_state:
         levels = _advance_state(xp, k, v, log_decay, old, p)
+        levels = xp.reshape(levels, batch + tuple(levels.shape[-3:]))
         new = _state(xp, p + T, batch, d_k, d_v, q.dtype, levels, q)
     return out, new
 
@@ -208,12 +220,19 @@ def _gather_last(xp, x, idx):
     return xp.reshape(picked, x.shape[:-2] + idx.shape)
 
 
+@functools.lru_cache(maxsize=32)
+def _chunk_levels(C):
+    lev = level_matrix(C)
+    lev.setflags(write=False)
+    return lev
+
+
 def _intra_chunk(xp, Qc, Kc, Vc, A, lam_c):
     """``(M * (Q K^T)) V`` per chunk, ``M[t,s] = lambda[t, level(t mod C, s mod C)] exp(A_t - A_s)``.
 
     (..., n, C, d_k), (..., n, C, d_k), (..., n, C, d_v), (..., n, C), (..., n, C, L) -> (..., n, C, d_v)"""
     C, L = A.shape[-1], lam_c.shape[-1]
-    lev = level_matrix(C)  # (C, C), -1 above the diagonal; <= log2 C
+    lev = _chunk_levels(C)  # (C, C), -1 above the diagonal; <= log2 C
     lam_ts = _gather_last(xp, lam_c, np.clip(lev, 0, L - 1))  # (..., n, C, C); L too small only for padding
     causal = xp.asarray(lev >= 0, device=device_of(A))
     seg = xp.where(causal, A[..., :, None] - A[..., None, :], -math.inf)  # a_{s+1} + ... + a_t
@@ -278,36 +297,23 @@ def _advance_state(xp, k, v, log_decay, old, p):
     T = k.shape[-2]
     plan = state_merge_plan(p, T)
     batch, d_k, d_v = tuple(k.shape[:-2]), k.shape[-1], v.shape[-1]
-    dev = device_of(k)
-    # per slice: decay from each token to the slice's end, and the slice's total log decay
-    sums, totals = {}, {}
-    for l, lo, hi in plan.slices:
-        a = log_decay[..., lo:hi]
-        incl = xp.flip(xp.cumulative_sum(xp.flip(a, axis=-1), axis=-1), axis=-1)  # a_s + ... + a_end
-        totals[l] = incl[..., 0]
-        after = xp.concat([incl[..., 1:], xp.zeros(batch + (1,), dtype=a.dtype, device=dev)], axis=-1)
-        sums[l] = (lo, hi, after)
-    # tail[l]: log decay from the end of slice l to the end of the call (later slices are lower levels)
-    tail, acc = {}, None
-    for l, _, _ in reversed(plan.slices):
-        tail[l] = acc
-        acc = totals[l] if acc is None else acc + totals[l]
-    total = acc  # a_p + ... + a_{p+T-1}
+    # a_s + ... + a_{T-1}, summed from the end so recent tokens' decays carry little rounding
+    incl = xp.flip(xp.cumulative_sum(xp.flip(log_decay, axis=-1), axis=-1), axis=-1)
+    total = incl[..., 0]  # log decay over the whole call
+    after = incl - log_decay if T == 1 else xp.concat([incl[..., 1:], xp.zeros_like(incl[..., :1])], axis=-1)
+    kw = k * xp.exp(after)[..., None]  # k_s exp(a_{s+1} + ... + a_{T-1})
+    new = {l: xp.matrix_transpose(kw[..., lo:hi, :]) @ v[..., lo:hi, :] for l, lo, hi in plan.slices}
     slots = []
     for l in range(1, plan.h + 1):
-        slot = None
-        if l in sums:
-            lo, hi, after = sums[l]
-            expo = after if tail[l] is None else after + tail[l][..., None]
-            slot = xp.matrix_transpose(k[..., lo:hi, :] * xp.exp(expo)[..., None]) @ v[..., lo:hi, :]
-        if l == plan.h and old is not None and plan.h > 1:
-            folded = xp.sum(old[..., : plan.h - 1, :, :], axis=-3) * xp.exp(total)[..., None, None]
+        slot = new.get(l)
+        if l == plan.h and old is not None and plan.h > 1:  # old levels below h fold into level h
+            folded = xp.sum(old[..., : min(plan.h - 1, plan.n_old), :, :], axis=-3) * xp.exp(total)[..., None, None]
             slot = folded if slot is None else slot + folded
         if slot is None:
-            slot = xp.zeros(batch + (d_k, d_v), dtype=k.dtype, device=dev)
+            slot = xp.zeros(batch + (d_k, d_v), dtype=k.dtype, device=device_of(k))
         slots.append(slot)
     levels = xp.stack(slots, axis=-3)
-    if old is not None and plan.n_old > plan.h:
+    if old is not None and plan.n_old > plan.h:  # old levels above h stay, decayed over the call
         kept = old[..., plan.h :, :, :] * xp.exp(total)[..., None, None, None]
         levels = xp.concat([levels, kept], axis=-3)
     return levels
