@@ -331,6 +331,18 @@ def check(args):
                 times = {kk: round(vv / reps, 4) for kk, vv in ops.times.items()}
                 out[f"kernels_{op}_{label}_T{T}"] = times
                 print(f"T={T} {op} {label}: {times} total {sum(times.values()):.3f} ms", flush=True)
+    # one decoding step for all 32 sequences at offset 32768 (fp32 states; 16 Fenwick levels)
+    p = 32768
+    q, k, v, a, lam = ll_inputs_bhtd(p + 1, torch.float32)
+    _, st_ll = lsattn.loglinear_attention(q[..., :p, :], k[..., :p, :], v[..., :p, :], a[..., :p], lam[..., :p, :],
+                                          return_state=True, backend="cupy")
+    _, st_ek = lsattn.exp_kernel_attention(q[..., :p, :], k[..., :p, :], v[..., :p, :], return_state=True, backend="cupy")
+    step = [x[..., p:, :] if x.ndim == 4 else x[..., p:] for x in (q, k, v, a, lam)]
+    out["decode_ll_fp32_us"] = 1e3 * cuda_time(
+        lambda: lsattn.loglinear_attention(*step, state=st_ll, return_state=True, backend="cupy"), reps=50)
+    out["decode_ek_fp32_us"] = 1e3 * cuda_time(
+        lambda: lsattn.exp_kernel_attention(*step[:3], state=st_ek, return_state=True, backend="cupy"), reps=50)
+    print("decode step (us):", out["decode_ll_fp32_us"], out["decode_ek_fp32_us"], flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
         json.dump(out, f, indent=1)

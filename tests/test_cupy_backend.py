@@ -204,6 +204,9 @@ class Twin:
             mk[:, j], z[:, j], S[:, j] = m, E.sum(axis=1), np.swapaxes(E, -1, -2) @ V
 
     def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH):
+        if m0 is None:  # no state: the summary of no keys
+            m0 = np.full((BH, DK), -np.finfo(mk.dtype).max / 8, dtype=mk.dtype)
+            S0, z0 = np.zeros((BH, DK, DV), dtype=mk.dtype), np.zeros((BH, DK), dtype=mk.dtype)
         m, s, zz = m0.copy(), S0.copy(), z0.copy()
         for j in range(n):
             mn = np.maximum(m, mk[:, j])

@@ -130,8 +130,10 @@ class Config:
         if kernel == "ek_output":
             return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + 8 * (DKP + CH)) * es + CH * 4
         LDK, LDC = DKP + 8, CH + 8  # tensor-core kernels (bf16 tiles)
-        if kernel in ("ll_chunk_states_tc", "ek_chunk_tc"):
-            return (DKP + DVP) * LDC * 2 + (CH * 4 if kernel == "ll_chunk_states_tc" else 0)
+        if kernel == "ll_chunk_states_tc":
+            return (DKP + DVP) * LDC * 2 + CH * 4
+        if kernel == "ek_chunk_tc":
+            return (DKP + DVP) * LDC * 2 + (128 + DKP) * 4
         if kernel == "ll_output_tc":
             return (2 * CH * LDK + DVP * LDC + DVP * LDK) * 2 + (CH + CH * self.NLC) * 4
         if kernel == "ek_output_tc":
@@ -268,18 +270,26 @@ class _CupyOps:
         fn((n, BH), block, (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n)), shared_mem=smem)
 
     def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH):
+        """m0, S0, z0: the incoming state, or None (no keys yet: m = -finfo.max / 8, S = z = 0)."""
         xp = self.xp
         al = xp.empty((BH, n, DK), dtype=mk.dtype)
         be = xp.empty((BH, n, DK), dtype=mk.dtype)
+        has = m0 is not None
+        if not has:
+            m0 = S0 = z0 = al  # not read
+        lo = -float(np.finfo(mk.dtype).max) / 8
+        scalar = np.float64 if cfg.ta == "double" else np.float32
         self._k("exp_kernel", cfg, "ek_scan_mz")(
-            (-(-DK // _NT), BH), (_NT,), (mk, z, m0, z0, m_in, al, be, m_out, z_out, self._i(DK), self._i(n)))
+            (-(-DK // _NT), BH), (_NT,),
+            (mk, z, m0, z0, m_in, al, be, m_out, z_out, self._i(DK), self._i(n), self._i(has), scalar(lo)))
         vec = 16 // cfg.itemsize
-        if DV % vec == 0 and S0.data.ptr % 16 == 0:
+        if DV % vec == 0 and (not has or S0.data.ptr % 16 == 0):
             name = "ek_scan_Sv"
         else:
             name, vec = "ek_scan_S1", 1
         self._k("exp_kernel", cfg, name)(
-            (-(-DK * DV // (vec * _NT)), BH), (_NT,), (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n)))
+            (-(-DK * DV // (vec * _NT)), BH), (_NT,),
+            (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n), self._i(has)))
 
     def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH):
         nq = -(-Tq // cfg.CH)
@@ -405,10 +415,13 @@ def _ek_compute(ops, q, k, v, causal, init, want_state, chunk_size=None, bf16=Fa
     cfg = make_config(_ta(xp, ta_dtype), DK, DV, chunk_size, bf16)
     q3, k3, v3 = _flat(xp, q, (BH, Tq, DK)), _flat(xp, k, (BH, Tk, DK)), _flat(xp, v, (BH, Tk, DV))
     if init is None:
-        lo = -float(np.finfo(np.float64 if cfg.ta == "double" else np.float32).max) / 8
-        m0 = xp.full((BH, DK), lo, dtype=ta_dtype)
-        S0 = xp.zeros((BH, DK, DV), dtype=ta_dtype)
-        z0 = xp.zeros((BH, DK), dtype=ta_dtype)
+        if causal and Tq == 1:  # the decoding kernel reads a state: the one before any token
+            lo = -float(np.finfo(np.float64 if cfg.ta == "double" else np.float32).max) / 8
+            m0 = xp.full((BH, DK), lo, dtype=ta_dtype)
+            S0 = xp.zeros((BH, DK, DV), dtype=ta_dtype)
+            z0 = xp.zeros((BH, DK), dtype=ta_dtype)
+        else:
+            m0 = S0 = z0 = None
     else:
         m0, S0, z0 = _flat(xp, init[0], (BH, DK)), _flat(xp, init[1], (BH, DK, DV)), _flat(xp, init[2], (BH, DK))
     out = xp.empty((BH, Tq, DV), dtype=q.dtype)
@@ -453,13 +466,25 @@ def _on_gpu(like):
         import torch
 
         dev = like.device.index if like.device.index is not None else torch.cuda.current_device()
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(dev).cuda_stream, dev)
+        stream = _external_stream(torch.cuda.current_stream(dev).cuda_stream, dev)
     elif kind == "cupy":
         dev = like.device.id
     else:
         dev = next(iter(like.devices())).id
     with cupy.cuda.Device(dev), stream:
         yield kind, _to_cupy, functools.partial(_from_cupy, kind=kind), _CupyOps(dev)
+
+
+@functools.lru_cache(maxsize=64)
+def _external_stream(ptr, dev):
+    """CuPy's handle on a torch stream (cached: one per stream, not one per call)."""
+    import warnings
+
+    import cupy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cupy.cuda.ExternalStream(ptr, dev)
 
 
 def _to_cupy(x):

@@ -150,6 +150,37 @@ __device__ __forceinline__ ta block_max(ta x, ta* red) {
     return s;
 }
 
+// N consecutive elements moved as one 16-byte (or smaller) access.
+template <int N>
+struct alignas(sizeof(ta) * N) Pack {
+    ta v[N];
+};
+
+// for (idx = tid; idx < TOTAL; idx += NTH) store(idx, load(idx)), in batches of loads (about 64
+// bytes per thread) issued before the batch's first store: loads in flight together instead of one DRAM
+// latency each, with a bounded number of registers.
+template <int TOTAL, int NTH, typename L, typename S>
+__device__ __forceinline__ void staged(L load, S store) {
+    using V = decltype(load(0));
+    constexpr int N = (TOTAL + NTH - 1) / NTH;
+    constexpr int BW = 64 / (int)sizeof(V) < 1 ? 1 : (64 / (int)sizeof(V) > 16 ? 16 : 64 / (int)sizeof(V));
+    constexpr int B = N < BW ? N : BW;  // about 64 bytes per thread in flight per batch
+#pragma unroll
+    for (int u0 = 0; u0 < N; u0 += B) {
+        V r[B];
+#pragma unroll
+        for (int u = 0; u < B; ++u) {
+            const int idx = threadIdx.x + (u0 + u) * NTH;
+            r[u] = (u0 + u < N && idx < TOTAL) ? load(idx) : V();
+        }
+#pragma unroll
+        for (int u = 0; u < B; ++u) {
+            const int idx = threadIdx.x + (u0 + u) * NTH;
+            if (u0 + u < N && idx < TOTAL) store(idx, r[u]);
+        }
+    }
+}
+
 // Trap when the launch gave less dynamic shared memory than the kernel's layout needs.
 __device__ __forceinline__ void check_smem(unsigned need) {
     unsigned have;
@@ -199,40 +230,83 @@ __device__ __forceinline__ void frag_b(unsigned& b0, unsigned& b1, const bf* Y, 
 }
 
 // Rows g0 .. g0+CH-1 (valid in [0, T)) of a (rows x D) bf16 matrix into X[r][c] (stride ldx),
-// zero outside; 32-bit loads when D is even (base pointers are 16-byte aligned).
-__device__ __forceinline__ void tile_rows(bf* X, int ldx, const bf* src, i64 g0, i64 T, int D, int DP) {
+// zero outside; 32-bit loads (column pairs) when D is even (base pointers are 16-byte aligned).
+template <int DP>
+__device__ __forceinline__ void tile_rows(bf* X, int ldx, const bf* src, i64 g0, i64 T, int D) {
     if ((D & 1) == 0) {
-        const int W = DP / 2;
-        for (int idx = threadIdx.x; idx < CH * W; idx += NTC) {
-            int r = idx / W, c = 2 * (idx % W);
-            i64 g = g0 + r;
-            unsigned val = 0u;
-            if (g >= 0 && g < T && c < D) val = __ldg(reinterpret_cast<const unsigned*>(src + g * D + c));
-            *reinterpret_cast<unsigned*>(X + r * ldx + c) = val;
-        }
+        constexpr int W = DP / 2;
+        staged<CH * W, NTC>(
+            [&](int idx) {
+                int r = idx / W, c = 2 * (idx % W);
+                i64 g = g0 + r;
+                return (g >= 0 && g < T && c < D) ? __ldg(reinterpret_cast<const unsigned*>(src + g * D + c)) : 0u;
+            },
+            [&](int idx, unsigned val) { *reinterpret_cast<unsigned*>(X + (idx / W) * ldx + 2 * (idx % W)) = val; });
     } else {
-        for (int idx = threadIdx.x; idx < CH * DP; idx += NTC) {
-            int r = idx / DP, c = idx % DP;
-            i64 g = g0 + r;
-            X[r * ldx + c] = (g >= 0 && g < T && c < D) ? __ldg(src + g * D + c) : (bf)0;
-        }
+        staged<CH * DP, NTC>(
+            [&](int idx) {
+                int r = idx / DP, c = idx % DP;
+                i64 g = g0 + r;
+                return (g >= 0 && g < T && c < D) ? __ldg(src + g * D + c) : (bf)0;
+            },
+            [&](int idx, bf val) { X[(idx / DP) * ldx + idx % DP] = val; });
     }
 }
 // The same rows stored transposed: Xt[c][r] (stride ldx).
-__device__ __forceinline__ void tile_rows_T(bf* Xt, int ldx, const bf* src, i64 g0, i64 T, int D, int DP) {
-    for (int idx = threadIdx.x; idx < CH * DP; idx += NTC) {
-        int r = idx / DP, c = idx % DP;
-        i64 g = g0 + r;
-        Xt[c * ldx + r] = (g >= 0 && g < T && c < D) ? __ldg(src + g * D + c) : (bf)0;
+template <int DP>
+__device__ __forceinline__ void tile_rows_T(bf* Xt, int ldx, const bf* src, i64 g0, i64 T, int D) {
+    if ((D & 1) == 0) {
+        constexpr int W = DP / 2;
+        staged<CH * W, NTC>(
+            [&](int idx) {
+                int r = idx / W, c = 2 * (idx % W);
+                i64 g = g0 + r;
+                return (g >= 0 && g < T && c < D) ? __ldg(reinterpret_cast<const unsigned*>(src + g * D + c)) : 0u;
+            },
+            [&](int idx, unsigned val) {
+                int r = idx / W, c = 2 * (idx % W);
+                Xt[c * ldx + r] = (bf)(val & 0xffffu);
+                Xt[(c + 1) * ldx + r] = (bf)(val >> 16);
+            });
+    } else {
+        staged<CH * DP, NTC>(
+            [&](int idx) {
+                int r = idx / DP, c = idx % DP;
+                i64 g = g0 + r;
+                return (g >= 0 && g < T && c < D) ? __ldg(src + g * D + c) : (bf)0;
+            },
+            [&](int idx, bf val) { Xt[(idx % DP) * ldx + idx / DP] = val; });
     }
 }
-// A (DK x DV, fp32, row-major) matrix times `scale[i]` (or 1) into Ht[j][i] as bf16 (stride ldx).
+// A (DK x DV, fp32, row-major) matrix times `scale[i]` (or 1) into Ht[j][i] as bf16 (stride ldx);
+// 16-byte loads when DV % 4 == 0 (matrices start 16-byte aligned then).
 __device__ __forceinline__ void tile_state_T(bf* Ht, int ldx, const float* M, const float* scale, int DK, int DV) {
-    for (int idx = threadIdx.x; idx < DKP * DVP; idx += NTC) {
-        int i = idx / DVP, j = idx % DVP;
-        float x = 0.f;
-        if (i < DK && j < DV) x = M[(i64)i * DV + j] * (scale ? scale[i] : 1.f);
-        Ht[j * ldx + i] = to_bf(x);
+    if ((DV & 3) == 0) {
+        constexpr int W = DVP / 4;
+        staged<DKP * W, NTC>(
+            [&](int idx) {
+                int i = idx / W, j = 4 * (idx % W);
+                return (i < DK && j < DV) ? __ldg(reinterpret_cast<const float4*>(M + (i64)i * DV + j))
+                                          : make_float4(0.f, 0.f, 0.f, 0.f);
+            },
+            [&](int idx, float4 x) {
+                int i = idx / W, j = 4 * (idx % W);
+                float sc = scale ? scale[i] : 1.f;
+                Ht[j * ldx + i] = to_bf(x.x * sc);
+                Ht[(j + 1) * ldx + i] = to_bf(x.y * sc);
+                Ht[(j + 2) * ldx + i] = to_bf(x.z * sc);
+                Ht[(j + 3) * ldx + i] = to_bf(x.w * sc);
+            });
+    } else {
+        staged<DKP * DVP, NTC>(
+            [&](int idx) {
+                int i = idx / DVP, j = idx % DVP;
+                return (i < DK && j < DV) ? __ldg(M + (i64)i * DV + j) : 0.f;
+            },
+            [&](int idx, float x) {
+                int i = idx / DVP, j = idx % DVP;
+                Ht[j * ldx + i] = to_bf(x * (scale ? scale[i] : 1.f));
+            });
     }
 }
 // acc[n][.] (+)= A-rows of this warp (qa: DKP/16 fragments) times B = Y^T, Y[n][k] (n over NN cols)

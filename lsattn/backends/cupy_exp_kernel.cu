@@ -46,20 +46,26 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     const int ns = (int)min((i64)CH, (i64)T - r0);
     const ti* kb = k + (bh * T + r0) * DK;
     const ti* vb = v + (bh * T + r0) * DV;
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        int r = idx / DKP, i = idx % DKP;
-        Kf[idx] = (r < ns && i < DK) ? ld(kb + (i64)r * DK + i) : (ta)0;
-    }
-    for (int idx = tid; idx < CH * DVP; idx += NT) {
-        int r = idx / DVP, c = idx % DVP;
-        Vs[idx] = (r < ns && c < DV) ? ld(vb + (i64)r * DV + c) : (ta)0;
-    }
+    staged<CH * DKP, NT>(
+        [&](int idx) {
+            int r = idx / DKP, i = idx % DKP;
+            return (r < ns && i < DK) ? ld(kb + (i64)r * DK + i) : (ta)0;
+        },
+        [&](int idx, ta x) { Kf[idx] = x; });
+    staged<CH * DVP, NT>(
+        [&](int idx) {
+            int r = idx / DVP, c = idx % DVP;
+            return (r < ns && c < DV) ? ld(vb + (i64)r * DV + c) : (ta)0;
+        },
+        [&](int idx, ta x) { Vs[idx] = x; });
     __syncthreads();
     if (tid < DKP) {
         ta m = (ta)0;
         if (tid < DK) {
             m = Kf[tid];
-            for (int r = 1; r < ns; ++r) m = fmx(m, Kf[r * DKP + tid]);
+#pragma unroll 8
+            for (int r = 1; r < CH; ++r)
+                if (r < ns) m = fmx(m, Kf[r * DKP + tid]);
             mk[(bh * n + j) * DK + tid] = m;
         }
         mS[tid] = m;
@@ -72,7 +78,8 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     __syncthreads();
     if (tid < DK) {
         ta s = (ta)0;
-        for (int r = 0; r < ns; ++r) s += Kf[r * DKP + tid];
+#pragma unroll 8
+        for (int r = 0; r < CH; ++r) s += Kf[r * DKP + tid];  // rows >= ns are 0
         z[(bh * n + j) * DK + tid] = s;
     }
     ta acc[RI][RN];
@@ -97,12 +104,12 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
     const ta* __restrict__ mk, ta* __restrict__ z, const ta* __restrict__ m0, const ta* __restrict__ z0,
     ta* __restrict__ m_in, ta* __restrict__ al, ta* __restrict__ be, ta* __restrict__ m_out, ta* __restrict__ z_out,
-    int DK, int n) {
+    int DK, int n, int has_init, ta lo) {
     const i64 bh = blockIdx.y;
     const int i = blockIdx.x * NT + threadIdx.x;
     if (i >= DK) return;
     const i64 base = bh * (i64)n * DK + i;
-    ta m = m0[bh * DK + i], s = z0[bh * DK + i];
+    ta m = has_init ? m0[bh * DK + i] : lo, s = has_init ? z0[bh * DK + i] : (ta)0;  // no state: no keys yet
     for (int j0 = 0; j0 < n; j0 += 8) {
         ta mv[8], zv[8];
 #pragma unroll
@@ -132,14 +139,10 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
 // ek_scan_S: S_{j+1} = al_j S_j + be_j S_c,j per element, writing the S entering each chunk over
 //   S_c. VEC consecutive columns per thread (VEC = 4 when d_v % 4 == 0, else 1); the loads of the
 //   next 8 chunks are issued before the current 8 are processed and stored.
-template <int N>
-struct alignas(sizeof(ta) * N) Pack {
-    ta v[N];
-};
-
 template <int VEC>
 __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __restrict__ be, ta* __restrict__ S,
-                                       const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n) {
+                                       const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n,
+                                       int has_init) {
     typedef Pack<VEC> vec;
     const i64 bh = blockIdx.y;
     const int e = (blockIdx.x * NT + threadIdx.x) * VEC;
@@ -150,7 +153,13 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
     const ta* alb = al + bh * (i64)n * DK + i;
     const ta* beb = be + bh * (i64)n * DK + i;
     const i64 vstride = mstride / VEC;
-    vec s = *reinterpret_cast<const vec*>(S0 + bh * mstride + e);
+    vec s;
+    if (has_init) {
+        s = *reinterpret_cast<const vec*>(S0 + bh * mstride + e);
+    } else {
+#pragma unroll
+        for (int x = 0; x < VEC; ++x) s.v[x] = (ta)0;
+    }
     constexpr int G = 8;
     vec cur[G], nxt[G];
     ta ca[G], cb[G], na[G], nb[G];
@@ -188,12 +197,12 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
 
 // VEC = 16 bytes of columns when d_v allows (4 floats / 2 doubles), else 1.
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sv(const ta* __restrict__ al, const ta* __restrict__ be,
-    ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n) {
-    scan_S<16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n);
+    ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init) {
+    scan_S<16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n, has_init);
 }
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict__ al, const ta* __restrict__ be,
-    ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n) {
-    scan_S<1>(al, be, S, S0, S_out, DK, DV, n);
+    ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init) {
+    scan_S<1>(al, be, S, S0, S_out, DK, DV, n, has_init);
 }
 
 extern "C" __global__ void __launch_bounds__(NT) ek_output(
@@ -227,40 +236,61 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const ti* qb = q + (bh * Tq + r0) * DK;
     const ti* kb = k + (bh * Tk + r0) * DK;  // causal only (Tk == Tq)
     const ti* vb = v + (bh * Tk + r0) * DV;
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        int r = idx / DKP, i = idx % DKP;
-        bool ok = r < ns && i < DK;
-        Qt[i * QLD + r] = ok ? ld(qb + (i64)r * DK + i) : (ta)0;
-        if (causal) Kt[i * QLD + r] = ok ? ld(kb + (i64)r * DK + i) : (ta)0;
-    }
+    auto load_dk = [&](const ti* src) {
+        return [=](int idx) {
+            int r = idx / DKP, i = idx % DKP;
+            return (r < ns && i < DK) ? ld(src + (i64)r * DK + i) : (ta)0;
+        };
+    };
+    staged<CH * DKP, NT>(load_dk(qb), [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
     if (causal) {
-        for (int idx = tid; idx < CH * DVP; idx += NT) {
-            int r = idx / DVP, c = idx % DVP;
-            Vs[idx] = (r < ns && c < DV) ? ld(vb + (i64)r * DV + c) : (ta)0;
-        }
+        staged<CH * DKP, NT>(load_dk(kb), [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
+        staged<CH * DVP, NT>(
+            [&](int idx) {
+                int r = idx / DVP, c = idx % DVP;
+                return (r < ns && c < DV) ? ld(vb + (i64)r * DV + c) : (ta)0;
+            },
+            [&](int idx, ta x) { Vs[idx] = x; });
     }
     if (tid < CH) flag[tid] = 0;
     __syncthreads();
-    if (tid < DKP) {
-        const int i = tid;
-        ta mm = (ta)0, sc = (ta)0, zz = (ta)0;
-        if (i < DK) {
-            ta mi = mi_p[i];
-            mm = mi;
-            if (causal)
-                for (int r = 0; r < ns; ++r) mm = fmx(mm, Kt[i * QLD + r]);
-            sc = ex(mi - mm);
-            zz = sc * zi_p[i];
+    {  // chunk maximum per feature: NT / DKP threads per feature, partials in fb
+        constexpr int NP = NT / DKP;
+        const int i = tid % DKP, pp = tid / DKP;
+        ta m = neg_big();
+        if (causal) {
+#pragma unroll
+            for (int r = pp; r < CH; r += NP)
+                if (r < ns) m = fmx(m, Kt[i * QLD + r]);
         }
-        mmS[i] = mm;
-        scS[i] = sc;
-        zS[i] = zz;
+        fb[pp * DKP + i] = m;
+        __syncthreads();
+        if (tid < DKP) {
+            ta mm = (ta)0, sc = (ta)0, zz = (ta)0;
+            if (i < DK) {
+                ta mi = mi_p[i];
+                mm = mi;
+#pragma unroll
+                for (int u = 0; u < NP; ++u) mm = fmx(mm, fb[u * DKP + i]);
+                sc = ex(mi - mm);
+                zz = sc * zi_p[i];
+            }
+            mmS[i] = mm;
+            scS[i] = sc;
+            zS[i] = zz;
+        }
     }
     __syncthreads();
-    if (tid < CH) {
+    {  // row shifts: NT / CH threads per row (adjacent lanes)
+        constexpr int NR = NT / CH;
+        const int r = tid / NR, h = tid % NR;
         ta R = neg_big();
-        for (int i = 0; i < DK; ++i) R = fmx(R, Qt[i * QLD + tid] + mmS[i]);
-        RS[tid] = R;
+#pragma unroll
+        for (int i = h; i < DKP; i += NR)
+            if (i < DK) R = fmx(R, Qt[i * QLD + r] + mmS[i]);
+#pragma unroll
+        for (int o = 1; o < NR; o <<= 1) R = fmx(R, __shfl_xor_sync(0xffffffffu, R, o));
+        if (h == 0) RS[r] = R;
     }
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -270,10 +300,15 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
         if (causal) Kt[i * QLD + r] = ok ? ex(Kt[i * QLD + r] - mmS[i]) : (ta)0;
     }
     __syncthreads();
-    if (tid < CH) {
+    {  // state part of the denominators, NT / CH threads per row
+        constexpr int NR = NT / CH;
+        const int r = tid / NR, h = tid % NR;
         ta d = (ta)0;
-        for (int i = 0; i < DK; ++i) d = fma(Qt[i * QLD + tid], zS[i], d);
-        DS[tid] = d;
+#pragma unroll
+        for (int i = h; i < DKP; i += NR) d = fma(Qt[i * QLD + r], zS[i], d);
+#pragma unroll
+        for (int o = 1; o < NR; o <<= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        if (h == 0) DS[r] = d;
     }
     ta acc[RM][RN];
     zero_acc(acc);
@@ -304,10 +339,12 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     }
     for (int k0 = 0; k0 < DKP; k0 += HS) {
         __syncthreads();
-        for (int idx = tid; idx < HS * DVP; idx += NT) {
-            int kk = idx / DVP, c = idx % DVP, i = k0 + kk;
-            Hs[idx] = (i < DK && c < DV) ? scS[i] * Si_p[(i64)i * DV + c] : (ta)0;
-        }
+        staged<HS * DVP, NT>(
+            [&](int idx) {
+                int c = idx % DVP, i = k0 + idx / DVP;
+                return (i < DK && c < DV) ? Si_p[(i64)i * DV + c] : (ta)0;
+            },
+            [&](int idx, ta x) { Hs[idx] = scS[k0 + idx / DVP] * x; });
         __syncthreads();
         mm_acc<RM, RN, HS>(acc, Qt + k0 * QLD, QLD, Hs, DVP, ty, tx);
     }
@@ -435,30 +472,51 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf* KfT = reinterpret_cast<bf*>(smem_raw);  // DKP x LDC: exp(k - mk)^T
     bf* Vt = KfT + DKP * LDC;                   // DVP x LDC
-    check_smem((unsigned)((DKP + DVP) * LDC * 2));
+    float* part = reinterpret_cast<float*>(Vt + DVP * LDC);  // NTC partials
+    float* mS = part + NTC;                                  // DKP
+    check_smem((unsigned)((DKP + DVP) * LDC * 2 + (NTC + DKP) * 4));
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
     const i64 r0 = (i64)j * CH;
     const int ns = (int)min((i64)CH, (i64)T - r0);
-    tile_rows_T(KfT, LDC, k + bh * T * DK, r0, T, DK, DKP);
-    tile_rows_T(Vt, LDC, v + bh * T * DV, r0, T, DV, DVP);
+    tile_rows_T<DKP>(KfT, LDC, k + bh * T * DK, r0, T, DK);
+    tile_rows_T<DVP>(Vt, LDC, v + bh * T * DV, r0, T, DV);
     __syncthreads();
-    for (int i = threadIdx.x; i < DKP; i += NTC) {
-        bf* row = KfT + i * LDC;
-        if (i < DK) {
-            float m = from_bf(row[0]);
-            for (int s = 1; s < ns; ++s) m = fmaxf(m, from_bf(row[s]));
-            float zz = 0.f;
-            for (int s = 0; s < CH; ++s) {
-                float e = s < ns ? ex(from_bf(row[s]) - m) : 0.f;
-                zz += e;
-                row[s] = to_bf(e);
-            }
-            mk[(bh * n + j) * DK + i] = m;
-            z[(bh * n + j) * DK + i] = zz;
+    // per-feature maximum over the valid rows: NTC / DKP threads per feature, partials in `part`
+    {
+        constexpr int NP = NTC / DKP;
+        const int i = threadIdx.x % DKP, pp = threadIdx.x / DKP;
+        float m = neg_big();
+#pragma unroll
+        for (int s = pp; s < CH; s += NP)
+            if (s < ns) m = fmaxf(m, from_bf(KfT[i * LDC + s]));
+        part[pp * DKP + i] = m;
+        __syncthreads();
+        if (threadIdx.x < DKP) {
+            float mm = part[i];
+#pragma unroll
+            for (int u = 1; u < NP; ++u) mm = fmaxf(mm, part[u * DKP + i]);
+            mS[i] = mm;
+            if (i < DK) mk[(bh * n + j) * DK + i] = mm;
+        }
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < DKP * CH; idx += NTC) {
+            int ii = idx / CH, ss = idx % CH;
+            KfT[ii * LDC + ss] = to_bf((ii < DK && ss < ns) ? ex(from_bf(KfT[ii * LDC + ss]) - mS[ii]) : 0.f);
+        }
+        __syncthreads();
+        float zz = 0.f;  // z from the rounded factors, consistent with S
+#pragma unroll
+        for (int s = pp; s < CH; s += NP) zz += from_bf(KfT[i * LDC + s]);
+        part[pp * DKP + i] = zz;
+        __syncthreads();
+        if (threadIdx.x < DK) {
+            float t = part[i];
+#pragma unroll
+            for (int u = 1; u < NP; ++u) t += part[u * DKP + i];
+            z[(bh * n + j) * DK + i] = t;
         }
     }
-    __syncthreads();
     mma_state(S + (bh * n + j) * (i64)DK * DV, KfT, Vt, DK, DV);
 }
 
@@ -491,32 +549,48 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc(
     const float* Si_p = S_in + sidx * (i64)DK * DV;
     const bf* qb = q + (bh * Tq + r0) * DK;
     const bf* kb = k + (bh * Tk + r0) * DK;
-    tile_rows(Qs, LDK, q + bh * Tq * DK, r0, Tq, DK, DKP);
+    tile_rows<DKP>(Qs, LDK, q + bh * Tq * DK, r0, Tq, DK);
     if (causal) {
-        tile_rows(Ks, LDK, k + bh * Tk * DK, r0, Tk, DK, DKP);
-        tile_rows_T(Vt, LDC, v + bh * Tk * DV, r0, Tk, DV, DVP);
+        tile_rows<DKP>(Ks, LDK, k + bh * Tk * DK, r0, Tk, DK);
+        tile_rows_T<DVP>(Vt, LDC, v + bh * Tk * DV, r0, Tk, DV);
     }
     if (tid < CH) flag[tid] = 0;
     __syncthreads();
-    for (int i = tid; i < DKP; i += NTC) {
-        float mm = 0.f, sc = 0.f, zz = 0.f;
-        if (i < DK) {
-            float mi = mi_p[i];
-            mm = mi;
-            if (causal)
-                for (int r = 0; r < ns; ++r) mm = fmaxf(mm, from_bf(Ks[r * LDK + i]));
-            sc = ex(mi - mm);
-            zz = sc * zi_p[i];
+    {  // chunk maximum per feature, NTC / DKP threads per feature (partials in fb)
+        constexpr int NP = NTC / DKP;
+        const int i = tid % DKP, pp = tid / DKP;
+        float m = neg_big();
+        if (causal) {
+#pragma unroll
+            for (int r = pp; r < CH; r += NP)
+                if (r < ns) m = fmaxf(m, from_bf(Ks[r * LDK + i]));
         }
-        mmS[i] = mm;
-        scS[i] = sc;
-        zS[i] = zz;
+        fb[pp * DKP + i] = m;
+        __syncthreads();
+        if (tid < DKP) {
+            float mm = 0.f, sc = 0.f, zz = 0.f;
+            if (i < DK) {
+                float mi = mi_p[i];
+                mm = mi;
+#pragma unroll
+                for (int u = 0; u < NP; ++u) mm = fmaxf(mm, fb[u * DKP + i]);
+                sc = ex(mi - mm);
+                zz = sc * zi_p[i];
+            }
+            mmS[i] = mm;
+            scS[i] = sc;
+            zS[i] = zz;
+        }
     }
     __syncthreads();
-    if (tid < CH) {
+    {  // row shifts: two threads per row (adjacent lanes)
+        const int r = tid >> 1, h = tid & 1;
         float R = neg_big();
-        for (int i = 0; i < DK; ++i) R = fmaxf(R, from_bf(Qs[tid * LDK + i]) + mmS[i]);
-        RS[tid] = R;
+#pragma unroll
+        for (int i = h; i < DKP; i += 2)
+            if (i < DK) R = fmaxf(R, from_bf(Qs[r * LDK + i]) + mmS[i]);
+        R = fmaxf(R, __shfl_xor_sync(0xffffffffu, R, 1));
+        if (h == 0) RS[r] = R;
     }
     tile_state_T(Ht, LDK, Si_p, scS, DK, DV);
     __syncthreads();
@@ -527,10 +601,13 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc(
         if (causal) Ks[r * LDK + i] = to_bf(ok ? ex(from_bf(Ks[r * LDK + i]) - mmS[i]) : 0.f);
     }
     __syncthreads();
-    if (tid < CH) {
+    {  // state part of the denominators, two threads per row
+        const int r = tid >> 1, h = tid & 1;
         float d = 0.f;
-        for (int i = 0; i < DK; ++i) d = fmaf(from_bf(Qs[tid * LDK + i]), zS[i], d);
-        DS[tid] = d;
+#pragma unroll
+        for (int i = h; i < DKP; i += 2) d = fmaf(from_bf(Qs[r * LDK + i]), zS[i], d);
+        d += __shfl_xor_sync(0xffffffffu, d, 1);
+        if (h == 0) DS[r] = d;
     }
     const int rlo = 16 * w + g, rhi = rlo + 8;
     unsigned qa[DKP / 16][4];

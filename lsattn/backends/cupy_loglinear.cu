@@ -70,10 +70,12 @@ __device__ __forceinline__ void read_matrix(ta (&acc)[RM][RN], const ta (&w)[RM]
     zero_acc(tmp);
     for (int k0 = 0; k0 < DKP; k0 += HS) {
         __syncthreads();
-        for (int idx = threadIdx.x; idx < HS * DVP; idx += NT) {
-            int kk = idx / DVP, c = idx % DVP, i = k0 + kk;
-            Hs[idx] = (i < DK && c < DV) ? M[(i64)i * DV + c] : (ta)0;
-        }
+        staged<HS * DVP, NT>(
+            [&](int idx) {
+                int c = idx % DVP, i = k0 + idx / DVP;
+                return (i < DK && c < DV) ? M[(i64)i * DV + c] : (ta)0;
+            },
+            [&](int idx, ta x) { Hs[idx] = x; });
         __syncthreads();
         mm_acc<RM, RN, HS>(tmp, Qt + k0 * QLD, QLD, Hs, DVP, ty, tx);
     }
@@ -98,16 +100,20 @@ extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
     const i64 g0 = (F + j) * CH - p;
     const ti* kb = k + bh * T * DK;
     const ti* vb = v + bh * T * DV;
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        int r = idx / DKP, i = idx % DKP;
-        i64 g = g0 + r;
-        Kw[idx] = (g >= 0 && g < T && i < DK) ? ld(kb + g * DK + i) : (ta)0;
-    }
-    for (int idx = tid; idx < CH * DVP; idx += NT) {
-        int r = idx / DVP, c = idx % DVP;
-        i64 g = g0 + r;
-        Vs[idx] = (g >= 0 && g < T && c < DV) ? ld(vb + g * DV + c) : (ta)0;
-    }
+    staged<CH * DKP, NT>(
+        [&](int idx) {
+            int i = idx % DKP;
+            i64 g = g0 + idx / DKP;
+            return (g >= 0 && g < T && i < DK) ? ld(kb + g * DK + i) : (ta)0;
+        },
+        [&](int idx, ta x) { Kw[idx] = x; });
+    staged<CH * DVP, NT>(
+        [&](int idx) {
+            int c = idx % DVP;
+            i64 g = g0 + idx / DVP;
+            return (g >= 0 && g < T && c < DV) ? ld(vb + g * DV + c) : (ta)0;
+        },
+        [&](int idx, ta x) { Vs[idx] = x; });
     chunk_cumsum(a + bh * T, g0, T, As);
     __syncthreads();
     const ta gend = As[CH - 1];
@@ -141,7 +147,22 @@ extern "C" __global__ void __launch_bounds__(NT) ll_upsweep(
     ta* Hr = H + (bh * n + j) * (i64)DK * DV;
     const ta* Hl = H + (bh * n + j - stride) * (i64)DK * DV;
     const int m = DK * DV;
-    for (int e = threadIdx.x; e < m; e += NT) Hr[e] = fma(f, Hl[e], Hr[e]);
+    constexpr int VEC = 16 / sizeof(ta);
+    if (m % VEC == 0) {  // 16-byte accesses (every matrix starts 16-byte aligned then)
+        typedef Pack<VEC> vec;
+        vec* R = reinterpret_cast<vec*>(Hr);
+        const vec* Lp = reinterpret_cast<const vec*>(Hl);
+#pragma unroll 4
+        for (int e = threadIdx.x; e < m / VEC; e += NT) {
+            vec x = Lp[e], y = R[e];
+#pragma unroll
+            for (int u = 0; u < VEC; ++u) y.v[u] = fma(f, x.v[u], y.v[u]);
+            R[e] = y;
+        }
+    } else {
+#pragma unroll 4
+        for (int e = threadIdx.x; e < m; e += NT) Hr[e] = fma(f, Hl[e], Hr[e]);
+    }
     __syncthreads();
     if (threadIdx.x == 0) gsum[bh * n + j] = gl + gr;
 }
@@ -169,23 +190,29 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
     const ti* kb = k + bh * T * DK;
     const ti* vb = v + bh * T * DV;
     const ti* lb = lam + bh * T * L;
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        int r = idx / DKP, i = idx % DKP;
-        i64 g = g0 + r;
-        bool ok = g >= 0 && g < T && i < DK;
-        Qt[i * QLD + r] = ok ? ld(qb + g * DK + i) : (ta)0;
-        Kt[i * QLD + r] = ok ? ld(kb + g * DK + i) : (ta)0;
-    }
-    for (int idx = tid; idx < CH * DVP; idx += NT) {
-        int r = idx / DVP, c = idx % DVP;
-        i64 g = g0 + r;
-        Vs[idx] = (g >= 0 && g < T && c < DV) ? ld(vb + g * DV + c) : (ta)0;
-    }
-    for (int idx = tid; idx < CH * NLC; idx += NT) {
-        int r = idx / NLC, l = idx % NLC;
-        i64 g = g0 + r;
-        lamS[idx] = (g >= 0 && g < T && l < L) ? ld(lb + g * L + l) : (ta)0;
-    }
+    auto load_dk = [&](const ti* src) {
+        return [=](int idx) {
+            int i = idx % DKP;
+            i64 g = g0 + idx / DKP;
+            return (g >= 0 && g < T && i < DK) ? ld(src + g * DK + i) : (ta)0;
+        };
+    };
+    staged<CH * DKP, NT>(load_dk(qb), [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
+    staged<CH * DKP, NT>(load_dk(kb), [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
+    staged<CH * DVP, NT>(
+        [&](int idx) {
+            int c = idx % DVP;
+            i64 g = g0 + idx / DVP;
+            return (g >= 0 && g < T && c < DV) ? ld(vb + g * DV + c) : (ta)0;
+        },
+        [&](int idx, ta x) { Vs[idx] = x; });
+    staged<CH * NLC, NT>(
+        [&](int idx) {
+            int l = idx % NLC;
+            i64 g = g0 + idx / NLC;
+            return (g >= 0 && g < T && l < L) ? ld(lb + g * L + l) : (ta)0;
+        },
+        [&](int idx, ta x) { lamS[idx] = x; });
     chunk_cumsum(a + bh * T, g0, T, As);
     __syncthreads();
 
@@ -421,8 +448,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc(
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
     const i64 g0 = (F + j) * CH - p;
-    tile_rows_T(KwT, LDC, k + bh * T * DK, g0, T, DK, DKP);
-    tile_rows_T(Vt, LDC, v + bh * T * DV, g0, T, DV, DVP);
+    tile_rows_T<DKP>(KwT, LDC, k + bh * T * DK, g0, T, DK);
+    tile_rows_T<DVP>(Vt, LDC, v + bh * T * DV, g0, T, DV);
     chunk_cumsum(a + bh * T, g0, T, As);
     __syncthreads();
     const float gend = As[CH - 1];
@@ -435,24 +462,28 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc(
     if (threadIdx.x == 0) gsum[bh * n + j] = gend;
 }
 
-// O[rows of this warp] += w_row * (Q H): H (DK x DV fp32, global) staged as Ht (bf16); synchronises.
+// Rows g / g+8 of a warp's A fragments times wlo / whi (re-rounded to bf16).
+__device__ __forceinline__ unsigned scale2(unsigned x, float w) {
+    return pack2(from_bf((bf)(x & 0xffffu)) * w, from_bf((bf)(x >> 16)) * w);
+}
+
+// O[rows of this warp] += diag(w) Q H: H (DK x DV fp32, global) staged as Ht (bf16), the row
+// weights folded into the A fragments (no second accumulator); synchronises.
 __device__ __forceinline__ void read_matrix_tc(float (&O)[DVP / 8][4], float wlo, float whi,
                                                const unsigned (&qa)[DKP / 16][4], bf* Ht, const float* M, int DK, int DV) {
     constexpr int LDK = DKP + 8;
     __syncthreads();
     tile_state_T(Ht, LDK, M, nullptr, DK, DV);
     __syncthreads();
-    float tmp[DVP / 8][4];
+    unsigned qw[DKP / 16][4];
 #pragma unroll
-    for (int nt = 0; nt < DVP / 8; ++nt) tmp[nt][0] = tmp[nt][1] = tmp[nt][2] = tmp[nt][3] = 0.f;
-    mma_rows<DVP>(tmp, qa, Ht, LDK);
-#pragma unroll
-    for (int nt = 0; nt < DVP / 8; ++nt) {
-        O[nt][0] = fmaf(wlo, tmp[nt][0], O[nt][0]);
-        O[nt][1] = fmaf(wlo, tmp[nt][1], O[nt][1]);
-        O[nt][2] = fmaf(whi, tmp[nt][2], O[nt][2]);
-        O[nt][3] = fmaf(whi, tmp[nt][3], O[nt][3]);
+    for (int kk = 0; kk < DKP / 16; ++kk) {
+        qw[kk][0] = scale2(qa[kk][0], wlo);
+        qw[kk][1] = scale2(qa[kk][1], whi);
+        qw[kk][2] = scale2(qa[kk][2], wlo);
+        qw[kk][3] = scale2(qa[kk][3], whi);
     }
+    mma_rows<DVP>(O, qw, Ht, LDK);
 }
 
 extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc(
@@ -474,9 +505,9 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc(
     const i64 cabs = F + j;
     const i64 g0 = cabs * CH - p;
     const bf* lb = lam + bh * T * L;
-    tile_rows(Qs, LDK, q + bh * T * DK, g0, T, DK, DKP);
-    tile_rows(Ks, LDK, k + bh * T * DK, g0, T, DK, DKP);
-    tile_rows_T(Vt, LDC, v + bh * T * DV, g0, T, DV, DVP);
+    tile_rows<DKP>(Qs, LDK, q + bh * T * DK, g0, T, DK);
+    tile_rows<DKP>(Ks, LDK, k + bh * T * DK, g0, T, DK);
+    tile_rows_T<DVP>(Vt, LDC, v + bh * T * DV, g0, T, DV);
     for (int idx = threadIdx.x; idx < CH * NLC; idx += NTC) {
         int r = idx / NLC, l = idx % NLC;
         i64 gg = g0 + r;
