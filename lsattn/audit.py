@@ -485,7 +485,7 @@ register_formulation(
         "-",
         paper_log_attention,
         "Heinsen (2024) published code: logcumsumexp over a (T, d_k, d_v) tensor (NumPy)",
-        memory=lambda T, d, itemsize: 4 * T * d * d * itemsize,
+        memory=lambda T, d, itemsize: 6 * T * d * d * itemsize,  # K + log V, its logcumsumexp, Q + H_S, exp temporaries
         skip=_paper_skip,
     )
 )

@@ -153,7 +153,7 @@ def test_breakdown_scale_of_naive_vs_lsattn():
 
 def test_planted_underflow_of_linear_space_decays():
     # cumsum(a) reaches about -T scale / 2: exp underflows float32 (below e^-103) -> 0/0 = NaN
-    recs = audit.sweep(["loglinear_attention"], ["float32"], [0.01, 10.0], [64], formulation_names=["lsattn", "naive"])
+    recs = audit.sweep(["loglinear_attention"], ["float32"], [0.01, 10.0], [64], ["array_api"], ["lsattn", "naive"])
     naive = {r["scale"]: r for r in _by(recs, formulation="naive")}
     assert naive[10.0]["nonfinite"] > 0 and naive[0.01]["nonfinite"] == 0
     for r in _by(recs, formulation="lsattn"):
@@ -201,7 +201,7 @@ def test_audit_rows_cover_ends_and_fenwick_boundaries():
 
 def test_long_sequence_uses_row_oracle(monkeypatch):
     monkeypatch.setattr(audit, "FULL_REFERENCE_T", 16)
-    recs = audit.sweep(["loglinear_attention"], ["float64"], [1.0], [40], formulation_names=["lsattn"])
+    recs = audit.sweep(["loglinear_attention"], ["float64"], [1.0], [40], ["array_api"], ["lsattn"])
     assert recs[0]["skipped"] is None and recs[0]["normwise_rel_err"] < 1e-12
 
 
@@ -217,7 +217,7 @@ def test_paper_formulation_materialises_and_is_skipped_beyond_budget():
 
 
 def test_json_keys_stable_and_deterministic(tmp_path):
-    kw = dict(ops=["log_attention", "loglinear_gated_delta"], dtypes=["float16", "float32"], scales=[1.0, 100.0], lengths=[1, 8])
+    kw = dict(ops=["log_attention", "loglinear_gated_delta"], dtypes=["float16", "float32"], scales=[1.0, 100.0], lengths=[1, 8], backends=["array_api"])
     recs = audit.sweep(**kw)
     assert set(RECORD_KEYS) == KEYS
     path = tmp_path / "audit.json"
@@ -242,7 +242,7 @@ def test_json_keys_stable_and_deterministic(tmp_path):
 def test_dtypes_the_namespace_lacks():
     recs = audit.sweep(["exp_kernel_attention"], ["bfloat16"], [1.0], [4], namespace="numpy")
     assert recs and all(r["skipped"] == "namespace numpy has no bfloat16" for r in recs)
-    default = audit.sweep(["exp_kernel_attention"], None, [1.0], [4], namespace="numpy")
+    default = audit.sweep(["exp_kernel_attention"], None, [1.0], [4], ["array_api"], namespace="numpy")
     assert sorted({r["dtype"] for r in default}) == ["float16", "float32", "float64"]
 
 
@@ -286,7 +286,7 @@ def test_register_formulation_audits_a_user_kernel():
 
 def test_progress_callback_counts_every_case():
     seen = []
-    recs = audit.sweep(["exp_kernel_attention"], ["float32"], [1.0, 2.0], [4], progress=lambda i, n, label: seen.append((i, n)))
+    recs = audit.sweep(["exp_kernel_attention"], ["float32"], [1.0, 2.0], [4], ["array_api"], progress=lambda i, n, label: seen.append((i, n)))
     assert seen[-1] == (len(recs), len(recs)) and [i for i, _ in seen[:-1]] == list(range(len(recs)))
 
 
