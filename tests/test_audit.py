@@ -326,3 +326,16 @@ def test_cli_lists_and_filters(tmp_path, capsys):
     recs = json.loads(js.read_text())
     assert {(r["op"], r["scale"]) for r in recs} == {(o, s) for o in ("exp_kernel_attention", "log_attention") for s in (1.0, 100.0)}
     assert {r["formulation"] for r in recs} == {"naive"}
+
+
+def test_progress_bar_rewrites_one_line():
+    import io
+
+    buf = io.StringIO()
+    bar = audit.ProgressBar(buf, width=10)
+    bar(0, 4, "first")
+    bar(2, 4, "second")
+    bar(4, 4, "done")
+    text = buf.getvalue()
+    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+    assert "[#####.....] 2/4 second" in text and "[##########] 4/4 done" in text
