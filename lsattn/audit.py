@@ -1099,7 +1099,7 @@ def run(args):
 
 
 def main(argv=None):
-    """``python -m lsattn.audit [options]``: the same as ``lsattn audit``."""
+    """``lsattn.audit.main(["--quick", ...])``: the same as ``lsattn audit --quick ...``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="lsattn")
@@ -1107,6 +1107,3 @@ def main(argv=None):
     args = parser.parse_args(["audit"] + list(sys.argv[1:] if argv is None else argv))
     return args.run(args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
