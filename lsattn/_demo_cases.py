@@ -45,3 +45,48 @@ def _hierarchical_stream(rng):
 
 register_demo("loglinear_log_attention", _hierarchical_demo)
 register_stream("loglinear_log_attention", _hierarchical_stream)
+
+
+# ---- loglinear_attention (log-linear Mamba-2, lsattn/loglinear.py) ------------------------------
+
+def _loglinear_demo(rng, T):
+    import numpy as np
+
+    from . import reference
+    from .fenwick import num_levels
+    from .loglinear import loglinear_attention
+
+    B, H, d = 1, 2, 64
+    q, k, v = (rng.standard_normal((B, H, T, d)).astype(np.float32) for _ in range(3))
+    q /= np.sqrt(d)
+    lam = rng.random((B, H, T, num_levels(T))).astype(np.float32)
+    a = (-0.05 * rng.random((B, H, T))).astype(np.float32)
+    rT = min(T, 512)  # the quadratic float64 reference on a prefix (outputs are causal)
+    pre = [x[..., :rT, :].astype(np.float64) for x in (q, k, v)] + [a[..., :rT].astype(np.float64), lam[..., :rT, :].astype(np.float64)]
+    return {
+        "fn": loglinear_attention, "args": (q, k, v, a, lam), "kwargs": {"chunk_size": 64},
+        "ref": reference.loglinear_attention, "ref_args": pre, "ref_T": rT,
+    }
+
+
+def _loglinear_stream(rng):
+    """Decode one token at a time: the state is one d x d matrix per Fenwick level, O(log T)."""
+    import numpy as np
+
+    from .loglinear import loglinear_attention
+
+    d, L = 64, 24
+
+    def step(state, n):
+        for _ in range(n):
+            q, k, v = (rng.standard_normal((1, 1, d)).astype(np.float32) for _ in range(3))
+            lam = rng.random((1, 1, L)).astype(np.float32)
+            a = np.full((1, 1), -0.01, dtype=np.float32)
+            _, state = loglinear_attention(q, k, v, a, lam, state=state, return_state=True)
+        return state
+
+    return step, lambda state: state.nbytes
+
+
+register_demo("loglinear_attention", _loglinear_demo)
+register_stream("loglinear_attention", _loglinear_stream)

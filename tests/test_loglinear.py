@@ -1,8 +1,9 @@
 """loglinear_attention (log-linear Mamba-2) against lsattn.reference, on every namespace.
 
 Tolerances (max |out - ref| / max |ref|, per call, against the float64 reference):
-float64 inputs 1e-12; float32 inputs 2e-5 (of order sqrt(T) * eps32 for these sizes, stated in
-docs/loglinear.md). Streamed outputs and states match one call to the same bounds.
+float64 inputs 1e-12; float32 inputs 1e-5 (observed <= 2e-6 in 400 random cases with T <= 80 and
+at T = 8192; stated in docs/loglinear.md). Streamed outputs and states match one call to the same
+bounds.
 """
 import dataclasses
 import tracemalloc
@@ -20,7 +21,7 @@ from conftest import NAMESPACES
 from helpers import asarray, assert_close, to_numpy
 from strategies import batch_shapes, head_dims, magnitudes, normal, seeds, seq_lens, split_points
 
-F64, F32 = 1e-12, 2e-5
+F64, F32 = 1e-12, 1e-5
 chunk_sizes = st.sampled_from([1, 2, 4, 8, 16, 64])
 #: log decay regimes: none, moderate, strong (exp(-30) per step), mixed (some steps near zero decay)
 decays = st.sampled_from(["zero", "moderate", "strong", "mixed"])
@@ -424,7 +425,7 @@ def test_jax_grad_and_jit():
 # ---- memory ----------------------------------------------------------------------------------
 
 def test_no_quadratic_memory_at_65536():
-    """NumPy float32, T = 65536: peak traced memory stays O(T (C + d_k + d_v + L) + (T/C) d_k d_v).
+    """NumPy float32 through the array-API path, T = 65536: peak traced memory stays O(T (C + d_k + d_v + L) + (T/C) d_k d_v).
 
     A T x T float32 array alone would be 16 GiB, and T d_k d_v floats 256 MiB."""
     T, dk, dv, C = 65536, 32, 32, 64
@@ -433,7 +434,7 @@ def test_no_quadratic_memory_at_65536():
     a = -rng.random(T).astype(np.float32) * 0.1
     lam = np.ones((T, lsattn.num_levels(T)), dtype=np.float32)
     tracemalloc.start()
-    out = lsattn.loglinear_attention(q, k, v, a, lam, chunk_size=C)
+    out = lsattn.loglinear_attention(q, k, v, a, lam, chunk_size=C, backend="array_api")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert out.shape == (T, dv)
