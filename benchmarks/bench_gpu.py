@@ -342,7 +342,21 @@ def check(args):
         lambda: lsattn.loglinear_attention(*step, state=st_ll, return_state=True, backend="cupy"), reps=50)
     out["decode_ek_fp32_us"] = 1e3 * cuda_time(
         lambda: lsattn.exp_kernel_attention(*step[:3], state=st_ek, return_state=True, backend="cupy"), reps=50)
-    print("decode step (us):", out["decode_ll_fp32_us"], out["decode_ek_fp32_us"], flush=True)
+    # the same steps through the host logic on CuPy arrays, kernel time only (CUDA events per launch)
+    dev = torch.cuda.current_device()
+    cs = [cupy.from_dlpack(x.contiguous()) for x in step]
+    lev = cupy.from_dlpack(st_ll.tensors["levels"])
+    ek_state = tuple(cupy.from_dlpack(st_ek.tensors[n_]) for n_ in ("m", "S", "z"))
+    for name, run in (("ll", lambda ops: cb._ll_compute(ops, *cs, 64, p, lev, True)),
+                      ("ek", lambda ops: cb._ek_compute(ops, *cs[:3], True, ek_state, True))):
+        ops = TimedOps(cb._CupyOps(dev))
+        run(ops)
+        ops.times = {}
+        for _ in range(20):
+            run(ops)
+        out[f"decode_{name}_fp32_kernel_us"] = {kk: round(1e3 * vv / 20, 2) for kk, vv in ops.times.items()}
+    print("decode step, public API on torch tensors (us):", out["decode_ll_fp32_us"], out["decode_ek_fp32_us"],
+          "kernels only (us):", out["decode_ll_fp32_kernel_us"], out["decode_ek_fp32_kernel_us"], flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
         json.dump(out, f, indent=1)
@@ -385,13 +399,17 @@ def sanitize(args):
     try:
         import torch
 
-        xs = [torch.randn(2, 3, 70, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
-        a = -torch.rand(2, 3, 70, device="cuda").to(torch.bfloat16)
-        lam = torch.randn(2, 3, 70, 8, device="cuda").to(torch.bfloat16)
-        cb.loglinear_bf16(*xs, a, lam)
-        cb.exp_kernel_bf16(*xs)
-        torch.cuda.synchronize()
-        print("sanitize ok bf16", flush=True)
+        for T, dk, dv in ((70, 64, 64), (37, 33, 5), (130, 128, 128)):
+            q, k = (torch.randn(2, 3, T, dk, device="cuda").to(torch.bfloat16) for _ in range(2))
+            v = torch.randn(2, 3, T, dv, device="cuda").to(torch.bfloat16)
+            a = -torch.rand(2, 3, T, device="cuda").to(torch.bfloat16)
+            lam = torch.randn(2, 3, T, lsattn.num_levels(T), device="cuda").to(torch.bfloat16)
+            cb.loglinear_bf16(q, k, v, a, lam)
+            cb.exp_kernel_bf16(q, k, v)
+            k[:, :, T // 2] = 120.0  # late spike: flagged rows, exact fallback
+            cb.exp_kernel_bf16(q, k, v)
+            torch.cuda.synchronize()
+            print("sanitize ok bf16", T, dk, dv, flush=True)
     except ImportError:
         pass
 

@@ -42,6 +42,7 @@ OPS = {
 
 MAX_DK = 128
 _DV_BLOCK = 128
+_TC4 = os.environ.get("LSATTN_CUPY_TC4", "1") != "0"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -138,11 +139,25 @@ class Config:
             return (2 * CH * LDK + DVP * LDC + DVP * LDK) * 2 + (CH + CH * self.NLC) * 4
         if kernel == "ek_output_tc":
             return (2 * CH * LDK + DVP * LDC + DVP * LDK) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH)) * 4 + CH * 4
+        LDV = DVP + 8
+        if kernel == "ll_chunk_states_tc4":
+            return (CH * LDK + CH * LDV) * 2 + CH * 4
+        if kernel == "ll_output_tc4":
+            return (2 * DKP * (DVP + 4) * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (CH + CH * self.NLC) * 4
+                    + 128 * (4 + 4 + 8))
+        if kernel == "ek_chunk_tc4":
+            return (CH * LDK + CH * LDV) * 2 + (128 + DKP) * 4
+        if kernel == "ek_output_tc4":
+            return (DKP * (DVP + 4) * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2
+                    + (3 * DKP + 2 * CH + 4 * (DKP + CH)) * 4 + CH * 4)
         return 0
 
     def kernel(self, name):
-        """(kernel name, threads per block): tensor-core variants for bf16 inputs."""
+        """(kernel name, threads per block): tensor-core variants for bf16 inputs (the
+        asynchronous-copy versions ``*_tc4`` unless ``LSATTN_CUPY_TC4=0``)."""
         if self.bf16 and name in ("ll_chunk_states", "ll_output", "ek_chunk", "ek_output"):
+            if _TC4:
+                return name + "_tc4", 128
             return name + "_tc", 128
         return name, 256
 
@@ -192,7 +207,7 @@ def _kernels(op, device_id, cfg):
     )
     names = list(_KERNELS[op])
     if cfg.bf16:
-        names += [n + "_tc" for n in names if cfg.kernel(n)[0] != n]
+        names += [cfg.kernel(n)[0] for n in names if cfg.kernel(n)[0] != n]
     with cupy.cuda.Device(device_id):
         mod = cupy.RawModule(code=code, options=options)
         out = {}

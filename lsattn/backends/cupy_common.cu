@@ -309,6 +309,106 @@ __device__ __forceinline__ void tile_state_T(bf* Ht, int ldx, const float* M, co
             });
     }
 }
+// ---- asynchronous copies and ldmatrix (v4 tiles: row-major, every load of a block in flight) ----
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    unsigned r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+// 16 bytes global -> shared, zero-filled when !valid (src-size 0: nothing is read)
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.commit_group;\n\tcp.async.wait_group 0;" ::: "memory");
+}
+// B fragment (k0..k0+15, n0..n0+7) of a row-major [k][n] bf16 tile (stride ld): ldmatrix.trans
+__device__ __forceinline__ void frag_b_kn(unsigned& b0, unsigned& b1, const bf* X, int ld, int k0, int n0) {
+    const int lane = threadIdx.x & 31;
+    const bf* p = X + (k0 + (lane & 15)) * ld + n0;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(b0), "=r"(b1) : "r"(smem_u32(p)));
+}
+// A fragment (m0..m0+15, k0..k0+15) of A = X^T for a row-major [k][m] bf16 tile X: ldmatrix.trans
+__device__ __forceinline__ void frag_a_km(unsigned (&a)[4], const bf* X, int ld, int m0, int k0) {
+    const int lane = threadIdx.x & 31, q = lane >> 3, r = lane & 7;
+    const bf* p = X + (k0 + r + (q >= 2 ? 8 : 0)) * ld + m0 + ((q & 1) ? 8 : 0);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3]) : "r"(smem_u32(p)));
+}
+// Rows g0 .. g0+CH-1 (valid in [0, T)) of a (rows x D) bf16 matrix into X[r][c] (stride ldx),
+// zero outside; asynchronous (16-byte pieces, D % 8 == 0) or, otherwise, staged. Completes with
+// cp_async_wait_all() + __syncthreads().
+template <int DP>
+__device__ __forceinline__ void tile_async(bf* X, int ldx, const bf* src, i64 g0, i64 T, int D) {
+    if ((D & 7) == 0) {
+        constexpr int W = DP / 8;
+        for (int idx = threadIdx.x; idx < CH * W; idx += NTC) {
+            int r = idx / W, c = 8 * (idx % W);
+            i64 g = g0 + r;
+            bool ok = g >= 0 && g < T && c < D;
+            cp_async16(X + r * ldx + c, ok ? (const void*)(src + g * D + c) : (const void*)src, ok);
+        }
+    } else {
+        tile_rows<DP>(X, ldx, src, g0, T, D);
+    }
+}
+// A DK x DV fp32 matrix into F[i][j] (stride ldf floats), zero outside; asynchronous when DV % 4 == 0.
+__device__ __forceinline__ void state_async(float* F, int ldf, const float* M, int DK, int DV) {
+    if ((DV & 3) == 0) {
+        constexpr int W = DVP / 4;
+        for (int idx = threadIdx.x; idx < DKP * W; idx += NTC) {
+            int i = idx / W, j = 4 * (idx % W);
+            bool ok = i < DK && j < DV;
+            cp_async16(F + i * ldf + j, ok ? (const void*)(M + (i64)i * DV + j) : (const void*)M, ok);
+        }
+    } else {
+        staged<DKP * DVP, NTC>(
+            [&](int idx) {
+                int i = idx / DVP, j = idx % DVP;
+                return (i < DK && j < DV) ? __ldg(M + (i64)i * DV + j) : 0.f;
+            },
+            [&](int idx, float x) { F[(idx / DVP) * ldf + idx % DVP] = x; });
+    }
+}
+// (DKP x DVP) = X^T V, X row-major [s][i] (stride ldx), V row-major [s][j] (stride ldv); warp w
+// owns row tiles w, w+4, ...; rows i < DK, cols j < DV stored into M (fp32, DK x DV).
+__device__ __forceinline__ void mma_state_kn(float* M, const bf* X, int ldx, const bf* V, int ldv, int DK, int DV) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    for (int mt = w; mt < DKP / 16; mt += NTC / 32) {
+        float acc[DVP / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < DVP / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < CH / 16; ++kk) {
+            unsigned a[4];
+            frag_a_km(a, X, ldx, 16 * mt, 16 * kk);
+#pragma unroll
+            for (int nt = 0; nt < DVP / 8; ++nt) {
+                unsigned b0, b1;
+                frag_b_kn(b0, b1, V, ldv, 16 * kk, 8 * nt);
+                mma_bf16(acc[nt], a, b0, b1);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < DVP / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 4; x += 2) {
+                int i = 16 * mt + g + (x >= 2 ? 8 : 0), j = 8 * nt + 2 * t;
+                if (i < DK) {
+                    if (j + 1 < DV && (DV & 1) == 0) {
+                        *reinterpret_cast<float2*>(M + (i64)i * DV + j) = make_float2(acc[nt][x], acc[nt][x + 1]);
+                    } else {
+                        if (j < DV) M[(i64)i * DV + j] = acc[nt][x];
+                        if (j + 1 < DV) M[(i64)i * DV + j + 1] = acc[nt][x + 1];
+                    }
+                }
+            }
+    }
+}
+
 // acc[n][.] (+)= A-rows of this warp (qa: DKP/16 fragments) times B = Y^T, Y[n][k] (n over NN cols)
 template <int NN>
 __device__ __forceinline__ void mma_rows(float (&acc)[NN / 8][4], const unsigned (&qa)[DKP / 16][4], const bf* Y, int ld) {

@@ -583,4 +583,180 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc(
             if ((x < 2 ? vlo : vhi) && c < DV) st(ob + (g0 + tt) * DV + c, O[nt][x]);
         }
 }
+
+// ---- v4: asynchronous row-major tiles; the Fenwick blocks a chunk reads are listed first and
+// each one's copy is issued while the previous one is multiplied (double buffer) ----------------
+
+extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc4(
+    const bf* __restrict__ k, const bf* __restrict__ v, const bf* __restrict__ a,
+    float* __restrict__ H, float* __restrict__ gsum, int T, int DK, int DV, i64 p, i64 F, int n) {
+    constexpr int LDK = DKP + 8, LDV = DVP + 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf* Ks = reinterpret_cast<bf*>(smem_raw);  // CH x LDK: k, then k_s exp(A_end - A_s)
+    bf* Vs = Ks + CH * LDK;                    // CH x LDV
+    float* As = reinterpret_cast<float*>(Vs + CH * LDV);
+    check_smem((unsigned)((CH * LDK + CH * LDV) * 2 + CH * 4));
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 g0 = (F + j) * CH - p;
+    tile_async<DKP>(Ks, LDK, k + bh * T * DK, g0, T, DK);
+    tile_async<DVP>(Vs, LDV, v + bh * T * DV, g0, T, DV);
+    chunk_cumsum(a + bh * T, g0, T, As);
+    cp_async_wait_all();
+    __syncthreads();
+    const float gend = As[CH - 1];
+    for (int idx = threadIdx.x; idx < CH * DKP; idx += NTC) {
+        int ss = idx / DKP, ii = idx % DKP;
+        Ks[ss * LDK + ii] = to_bf(from_bf(Ks[ss * LDK + ii]) * ex(gend - As[ss]));
+    }
+    __syncthreads();
+    mma_state_kn(H + (bh * n + j) * (i64)DK * DV, Ks, LDK, Vs, LDV, DK, DV);
+    if (threadIdx.x == 0) gsum[bh * n + j] = gend;
+}
+
+#define LL_MAXREADS 128
+
+extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
+    const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const bf* __restrict__ a,
+    const bf* __restrict__ lam, const float* __restrict__ H, const float* __restrict__ gsum,
+    const float* __restrict__ old, bf* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old) {
+    constexpr int LDK = DKP + 8, LDV = DVP + 8, LDF = DVP + 4;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    float* Fs = reinterpret_cast<float*>(smem_raw);    // 2 x DKP x LDF: Fenwick block tiles (fp32)
+    bf* Qs = reinterpret_cast<bf*>(Fs + 2 * DKP * LDF);  // CH x LDK
+    bf* Ks = Qs + CH * LDK;                            // CH x LDK
+    bf* Vs = Ks + CH * LDK;                            // CH x LDV
+    bf* Hs = Vs + CH * LDV;                            // DKP x LDV: the tile being read, bf16
+    float* As = reinterpret_cast<float*>(Hs + DKP * LDV);
+    float* lamS = As + CH;                  // CH x NLC
+    float* rdec = lamS + CH * NLC;          // LL_MAXREADS: decay from the block's end to the chunk start
+    int* rlev = reinterpret_cast<int*>(rdec + LL_MAXREADS);  // > 0: chunk level LOGC + l'; < 0: old level -(l)
+    const float** rsrc = reinterpret_cast<const float**>(rlev + LL_MAXREADS);  // 8-byte aligned (checked)
+    __shared__ int nreads_s;
+    check_smem((unsigned)(2 * DKP * LDF * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (CH + CH * NLC) * 4 +
+                          LL_MAXREADS * (4 + 4 + 8)));
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 cabs = F + j;
+    const i64 g0 = cabs * CH - p;
+    const bf* lb = lam + bh * T * L;
+    if (threadIdx.x == 0) {  // the reads of this chunk, in order: Fenwick blocks of this call, then the old state
+        int nr = 0;
+        float dec = 0.f;
+        for (int lp = 1; lp < 63; ++lp) {
+            i64 hi = cabs >> (lp - 1);
+            if (hi == 0) break;
+            if (!(hi & 1)) continue;
+            i64 e = (hi << (lp - 1)) - 1;
+            if (e < F) break;
+            rsrc[nr] = H + (bh * n + (e - F)) * (i64)DK * DV;
+            rlev[nr] = LOGC + lp;
+            rdec[nr] = dec;
+            ++nr;
+            dec += gsum[bh * n + (e - F)];
+        }
+        for (int jl = 0; jl < n_old; ++jl) {
+            if (!((p >> jl) & 1)) continue;
+            rsrc[nr] = old + (bh * n_old + jl) * (i64)DK * DV;
+            rlev[nr] = -(jl + 1);
+            rdec[nr] = dec;
+            ++nr;
+        }
+        nreads_s = nr;
+    }
+    tile_async<DKP>(Qs, LDK, q + bh * T * DK, g0, T, DK);
+    tile_async<DKP>(Ks, LDK, k + bh * T * DK, g0, T, DK);
+    tile_async<DVP>(Vs, LDV, v + bh * T * DV, g0, T, DV);
+    for (int idx = threadIdx.x; idx < CH * NLC; idx += NTC) {
+        int r = idx / NLC, l = idx % NLC;
+        i64 gg = g0 + r;
+        lamS[idx] = (gg >= 0 && gg < T && l < L) ? ld(lb + gg * L + l) : 0.f;
+    }
+    chunk_cumsum(a + bh * T, g0, T, As);
+    cp_async_wait_all();
+    __syncthreads();
+    const int nreads = nreads_s;
+    if (nreads > 0) state_async(Fs, LDF, rsrc[0], DK, DV);  // first block: in flight during the intra part
+    cp_async_commit();
+
+    const int rlo = 16 * w + g, rhi = rlo + 8;
+    const bool vlo = g0 + rlo >= 0 && g0 + rlo < T, vhi = g0 + rhi >= 0 && g0 + rhi < T;
+    unsigned qa[DKP / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < DKP / 16; ++kk) frag_a(qa[kk], Qs, LDK, 16 * w, 16 * kk);
+    float O[DVP / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt) O[nt][0] = O[nt][1] = O[nt][2] = O[nt][3] = 0.f;
+    {
+        float P[CH / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < CH / 8; ++nt) P[nt][0] = P[nt][1] = P[nt][2] = P[nt][3] = 0.f;
+        mma_rows<CH>(P, qa, Ks, LDK);
+#pragma unroll
+        for (int nt = 0; nt < CH / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                int tt = x < 2 ? rlo : rhi, s = 8 * nt + 2 * t4 + (x & 1);
+                float wt = 0.f;
+                if (s <= tt) wt = lamS[tt * NLC + (s == tt ? 0 : 32 - __clz(tt ^ s))] * ex(As[tt] - As[s]);
+                P[nt][x] *= wt;
+            }
+#pragma unroll
+        for (int kk = 0; kk < CH / 16; ++kk) {
+            unsigned pa[4] = {pack2(P[2 * kk][0], P[2 * kk][1]), pack2(P[2 * kk][2], P[2 * kk][3]),
+                              pack2(P[2 * kk + 1][0], P[2 * kk + 1][1]), pack2(P[2 * kk + 1][2], P[2 * kk + 1][3])};
+#pragma unroll
+            for (int nt = 0; nt < DVP / 8; ++nt) {
+                unsigned b0, b1;
+                frag_b_kn(b0, b1, Vs, LDV, 16 * kk, 8 * nt);
+                mma_bf16(O[nt], pa, b0, b1);
+            }
+        }
+    }
+
+    for (int r = 0; r < nreads; ++r) {
+        if (r + 1 < nreads) state_async(Fs + ((r + 1) & 1) * DKP * LDF, LDF, rsrc[r + 1], DK, DV);
+        cp_async_commit();
+        cp_async_wait<1>();  // block r has landed (only r + 1 may still be in flight)
+        __syncthreads();
+        const float* F0 = Fs + (r & 1) * DKP * LDF;
+        for (int idx = threadIdx.x; idx < DKP * DVP; idx += NTC) {
+            int i = idx / DVP, jj = idx % DVP;
+            Hs[i * LDV + jj] = to_bf(F0[i * LDF + jj]);
+        }
+        __syncthreads();
+        const int lev = rlev[r];
+        const float dec = rdec[r];
+        int llo, lhi;
+        if (lev > 0) {
+            llo = lhi = lev;
+        } else {
+            llo = max(-lev, fen_level(cabs * CH + rlo, p));
+            lhi = max(-lev, fen_level(cabs * CH + rhi, p));
+        }
+        const float wlo = (vlo && llo < L) ? ld(lb + (g0 + rlo) * L + llo) * ex(As[rlo] + dec) : 0.f;
+        const float whi = (vhi && lhi < L) ? ld(lb + (g0 + rhi) * L + lhi) * ex(As[rhi] + dec) : 0.f;
+#pragma unroll
+        for (int kk = 0; kk < DKP / 16; ++kk) {
+            unsigned qw[4] = {scale2(qa[kk][0], wlo), scale2(qa[kk][1], whi), scale2(qa[kk][2], wlo), scale2(qa[kk][3], whi)};
+#pragma unroll
+            for (int nt = 0; nt < DVP / 8; ++nt) {
+                unsigned b0, b1;
+                frag_b_kn(b0, b1, Hs, LDV, 16 * kk, 8 * nt);
+                mma_bf16(O[nt], qw, b0, b1);
+            }
+        }
+        __syncthreads();  // Hs and Fs[r & 1] are free again
+    }
+
+    bf* ob = out + bh * T * DV;
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            int tt = x < 2 ? rlo : rhi, c = 8 * nt + 2 * t4 + (x & 1);
+            if ((x < 2 ? vlo : vhi) && c < DV) st(ob + (g0 + tt) * DV + c, O[nt][x]);
+        }
+}
 #endif
