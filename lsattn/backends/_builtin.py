@@ -45,6 +45,25 @@ def _cupy_backend():
 _cupy_backend()
 
 
+def _numba_backend():
+    """The Numba CPU backend; its module imports no Numba until a kernel runs."""
+    from . import numba_cpu
+
+    register(
+        Backend(
+            name="numba",
+            description="fused Numba CPU scans, parallel over batch elements (NumPy arrays)",
+            ops=numba_cpu.OPS,
+            probe=numba_cpu.probe,
+            serves=numba_cpu.serves,
+            priority=20,
+        )
+    )
+
+
+_numba_backend()
+
+
 def _dask_backend():
     """Sequence-parallel Dask graphs over the in-memory implementations; imports no Dask until a call."""
     from . import dask_backend

@@ -1,0 +1,231 @@
+"""Numba CPU kernels: fused per-token scans, parallel over the flattened batch.
+
+Imported only when the ``numba`` backend computes something (through the ``"module:function"``
+strings of ``numba_cpu.OPS``), so ``import lsattn`` never imports Numba.
+
+Every kernel takes C-contiguous arrays with one flattened batch axis ``B`` and runs one
+``prange`` iteration per batch element; the state lives in small local arrays (``d_k x d_v``
+for the exp-kernel, ``L x d_k x d_v`` for the log-linear operators), never ``T x d_k x d_v``.
+The state layouts are exactly those of the array-API twins (see ``numba_cpu``), so a stream may
+move between backends.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+_JIT = dict(parallel=True, cache=True, nogil=True)
+
+
+# ---- exp-kernel attention -------------------------------------------------------------------------
+#
+# State after keys s < t (per batch element), the same as the array-API summary:
+#   m_i = max_s k_si,  n_j = max_s log_v_sj (log values only),
+#   S_ij = sum_s exp(k_si - m_i) v'_sj  with v' = v (signed) or exp(log_v - n) (log values),
+#   z_i = sum_s exp(k_si - m_i).
+# A query reads it with the row shift r = max_i (q_i + m_i): A_i = exp(q_i + m_i - r) <= 1,
+#   num_j = sum_i A_i S_ij, den = sum_i A_i z_i (>= 1 once a key is in), y_j = num_j / den.
+
+@numba.njit(**_JIT)
+def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1):
+    """Causal scan. q, k (B, T, d_k); vals (B, T, d_v); state in m0, n0, S0, z0 (n unused unless
+    log_values); writes out (B, T, d_v) and the final state into m1, n1, S1, z1."""
+    B, T, dk = q.shape
+    dv = vals.shape[2]
+    for b in prange(B):
+        m = m0[b].copy()
+        n = n0[b].copy()
+        S = S0[b].copy()
+        z = z0[b].copy()
+        f = np.empty(dk, q.dtype)
+        e = np.empty(dk, q.dtype)
+        g = np.empty(dv, q.dtype)
+        ev = np.empty(dv, q.dtype)
+        num = np.empty(dv, q.dtype)
+        for t in range(T):
+            # key t joins the state; a new per-feature maximum rescales that row (factor <= 1)
+            for i in range(dk):
+                ki = k[b, t, i]
+                if ki > m[i]:
+                    f[i] = math.exp(m[i] - ki)
+                    e[i] = 1.0
+                    m[i] = ki
+                else:
+                    f[i] = 1.0
+                    e[i] = math.exp(ki - m[i])
+            if log_values:
+                for j in range(dv):
+                    lv = max(vals[b, t, j], lo)  # log v = -inf: the finite stand-in
+                    if lv > n[j]:
+                        g[j] = math.exp(n[j] - lv)
+                        ev[j] = 1.0
+                        n[j] = lv
+                    else:
+                        g[j] = 1.0
+                        ev[j] = math.exp(lv - n[j])
+            r = q[b, t, 0] + m[0]
+            for i in range(1, dk):
+                r = max(r, q[b, t, i] + m[i])
+            den = 0.0
+            num[:] = 0.0
+            for i in range(dk):
+                a = math.exp(q[b, t, i] + m[i] - r)
+                z[i] = z[i] * f[i] + e[i]
+                den += a * z[i]
+                fi, ei = f[i], e[i]
+                if log_values:
+                    for j in range(dv):
+                        s = S[i, j] * fi * g[j] + ei * ev[j]
+                        S[i, j] = s
+                        num[j] += a * s
+                else:
+                    for j in range(dv):
+                        s = S[i, j] * fi + ei * vals[b, t, j]
+                        S[i, j] = s
+                        num[j] += a * s
+            _ek_finish(num, den, n, log_values, lo, out[b, t])
+        m1[b] = m
+        n1[b] = n
+        S1[b] = S
+        z1[b] = z
+
+
+@numba.njit(inline="always")
+def _ek_finish(num, den, n, log_values, lo, dst):
+    """y = num / den, or log y = log num + n - log den with -inf where nothing visible is non-zero."""
+    if not log_values:
+        for j in range(num.shape[0]):
+            dst[j] = num[j] / den
+        return
+    ld = math.log(den)
+    for j in range(num.shape[0]):
+        y = (math.log(num[j]) if num[j] > 0 else lo) + n[j] - ld
+        dst[j] = y if y > lo / 2 else -np.inf
+
+
+@numba.njit(**_JIT)
+def ek_full(q, k, vals, log_values, lo, out):
+    """Non-causal: every query reads the summary of all keys. q (B, Tq, d_k), k (B, Tk, d_k),
+    vals (B, Tk, d_v) -> out (B, Tq, d_v)."""
+    B, Tq, dk = q.shape
+    Tk = k.shape[1]
+    dv = vals.shape[2]
+    for b in prange(B):
+        m = np.empty(dk, q.dtype)
+        n = np.zeros(dv, q.dtype)
+        for i in range(dk):
+            m[i] = k[b, 0, i]
+            for s in range(1, Tk):
+                m[i] = max(m[i], k[b, s, i])
+        if log_values:
+            for j in range(dv):
+                n[j] = max(vals[b, 0, j], lo)
+                for s in range(1, Tk):
+                    n[j] = max(n[j], vals[b, s, j])
+        S = np.zeros((dk, dv), q.dtype)
+        z = np.zeros(dk, q.dtype)
+        ev = np.empty(dv, q.dtype)
+        for s in range(Tk):
+            for j in range(dv):
+                ev[j] = math.exp(max(vals[b, s, j], lo) - n[j]) if log_values else vals[b, s, j]
+            for i in range(dk):
+                e = math.exp(k[b, s, i] - m[i])
+                z[i] += e
+                for j in range(dv):
+                    S[i, j] += e * ev[j]
+        num = np.empty(dv, q.dtype)
+        for t in range(Tq):
+            r = q[b, t, 0] + m[0]
+            for i in range(1, dk):
+                r = max(r, q[b, t, i] + m[i])
+            den = 0.0
+            num[:] = 0.0
+            for i in range(dk):
+                a = math.exp(q[b, t, i] + m[i] - r)
+                den += a * z[i]
+                for j in range(dv):
+                    num[j] += a * S[i, j]
+            _ek_finish(num, den, n, log_values, lo, out[b, t])
+
+
+# ---- log-linear Mamba-2 and Gated DeltaNet ----------------------------------------------------------
+#
+# Level slot j (Fenwick level j + 1) holds, before token t is processed, the bucket B_t^{j+1}
+# (non-empty iff bit j of t is set) carried through the transitions A_{s+1} ... A_{t-1}. Token t:
+# applies A_t to every occupied slot, reads o_t = lambda[t,0] beta_t (q_t.k_t) v_t +
+# sum_j lambda[t, j+1] S_j^T q_t, then merges: with z the trailing zeros of t + 1, its write
+# beta_t k_t v_t^T and slots 0 .. z-1 become slot z (which is empty before: bit z of t is clear).
+
+@numba.njit(**_JIT)
+def loglinear_scan(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, out, levels1):
+    """q, k (B, T, d_k); v (B, T, d_v); log_decay, beta (B, T) (beta unused unless gated);
+    lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0 (B, bit_length(p), d_k, d_v).
+    Writes out (B, T, d_v) and, when levels1 has a slot axis of bit_length(p + T) > 0, the final levels."""
+    B, T, dk = q.shape
+    dv = v.shape[2]
+    L1 = levels1.shape[1]
+    for b in prange(B):
+        S = np.zeros((nlev, dk, dv), q.dtype)
+        for j in range(levels0.shape[1]):
+            S[j] = levels0[b, j]
+        o = np.empty(dv, q.dtype)
+        kS = np.empty(dv, q.dtype)
+        for i in range(T):
+            t = p + i
+            dec = math.exp(log_decay[b, i])
+            bt = beta[b, i] if gated else 1.0
+            qk = 0.0
+            for a in range(dk):
+                qk += q[b, i, a] * k[b, i, a]
+            own = lam[b, i, 0] * bt * qk
+            for c in range(dv):
+                o[c] = own * v[b, i, c]
+            j = -1
+            while (t >> (j + 1)) > 0:  # occupied slots: the set bits of t
+                j += 1
+                if (t >> j) & 1 == 0:
+                    continue
+                w = lam[b, i, j + 1]
+                if gated:  # S <- e^a (S - beta k (k^T S)), read fused
+                    kS[:] = 0.0
+                    for a in range(dk):
+                        ka = k[b, i, a]
+                        for c in range(dv):
+                            kS[c] += ka * S[j, a, c]
+                    for a in range(dk):
+                        bk = bt * k[b, i, a]
+                        wq = w * q[b, i, a]
+                        for c in range(dv):
+                            s = dec * (S[j, a, c] - bk * kS[c])
+                            S[j, a, c] = s
+                            o[c] += wq * s
+                else:  # S <- e^a S, read fused
+                    for a in range(dk):
+                        wq = w * q[b, i, a]
+                        for c in range(dv):
+                            s = dec * S[j, a, c]
+                            S[j, a, c] = s
+                            o[c] += wq * s
+            for c in range(dv):
+                out[b, i, c] = o[c]
+            # Fenwick merge into slot z
+            u = t + 1
+            zt = 0
+            while (u & 1) == 0:
+                u >>= 1
+                zt += 1
+            for a in range(dk):
+                bk = bt * k[b, i, a]
+                for c in range(dv):
+                    acc = bk * v[b, i, c]
+                    for j in range(zt):
+                        acc += S[j, a, c]
+                    S[zt, a, c] = acc
+            for j in range(zt):
+                S[j] = 0.0
+        if L1 > 0:
+            for j in range(L1):
+                levels1[b, j] = S[j]

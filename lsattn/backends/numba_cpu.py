@@ -1,0 +1,158 @@
+"""Numba CPU backend (``backend="numba"``): fused per-token scans for NumPy arrays.
+
+The wrappers below implement exactly the signatures of the array-API twins registered in
+``_builtin.ARRAY_API_OPS`` and consume / produce the same ``State`` tensors (same names, layout
+and meaning), so a stream started on one backend continues on another. The kernels are in
+``_numba_kernels`` (compiled once, cached on disk with ``cache=True``); this module imports no
+Numba, so the registry can probe and describe the backend without loading it.
+
+Algorithms (per batch element, one ``prange`` iteration each):
+
+- exp-kernel attention: the causal prefix summary ``(m, n, S, z)`` held in local arrays and
+  updated token by token (a new per-feature key maximum rescales its row by ``exp(m_old - m_new)
+  <= 1``; a new per-column value maximum rescales its column), then read by the token's query
+  with the row shift ``max_i (q_i + m_i)``. ``O(d_k d_v)`` per token, no chunks. Non-causal calls
+  summarise all keys once and read them.
+- log-linear Mamba-2 / Gated DeltaNet: the Fenwick level states ``(L, d_k, d_v)`` in a local array,
+  token by token: transition of every occupied level fused with the level-weighted read, then the
+  Fenwick merge. ``O(popcount(t) d_k d_v)`` per token (``O(T log T d_k d_v)`` per call).
+
+``chunk_size`` is accepted and ignored (these are recurrent scans; results do not depend on it).
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from ..state import State
+
+__all__ = ["OPS", "probe", "serves"]
+
+_K = "lsattn.backends.numba_cpu"
+
+#: operators this backend implements -> "module:function"
+OPS = {
+    "log_attention": f"{_K}:log_forward",
+    "exp_kernel_attention": f"{_K}:exp_forward",
+    "loglinear_attention": f"{_K}:loglinear_forward",
+    "loglinear_gated_delta": f"{_K}:gated_delta_forward",
+}
+
+_DTYPES = ("float16", "float32", "float64")
+
+
+def probe():
+    """None when Numba is installed, else the reason."""
+    return None if importlib.util.find_spec("numba") is not None else "numba not installed"
+
+
+def serves(xp, a):
+    """None for NumPy float arrays (half precision is computed in float32), else the reason."""
+    if type(a) is not np.ndarray:
+        return f"{type(a).__module__}.{type(a).__name__} is not a NumPy array (the numba backend serves NumPy arrays)"
+    if a.dtype.name not in _DTYPES:
+        return f"dtype {a.dtype} is not float32 or float64"
+    return None
+
+
+def _kernels():
+    from . import _numba_kernels
+
+    return _numba_kernels
+
+
+def _flat(x, tail):
+    """(..., *tail) -> C-contiguous (B, *tail)."""
+    return np.ascontiguousarray(x.reshape((-1,) + tuple(x.shape[x.ndim - tail:])))
+
+
+def _lo(dtype):
+    """The finite "minus infinity" of the array-API path (``-finfo.max / 8``)."""
+    return -float(np.finfo(dtype).max) / 8
+
+
+# ---- exp-kernel attention -----------------------------------------------------------------------
+
+def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
+    """Numba twin of ``lsattn.exp_kernel._log_forward`` (same arguments, result and state)."""
+    return _ek(q, k, log_v, causal, state, return_state, True)
+
+
+def exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None):
+    """Numba twin of ``lsattn.exp_kernel._exp_forward`` (same arguments, result and state)."""
+    return _ek(q, k, v, causal, state, return_state, False)
+
+
+def _ek(q, k, vals, causal, state, return_state, log_values):
+    K = _kernels()
+    batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], vals.shape[-1]
+    dt, lo = q.dtype, _lo(q.dtype)
+    qf, kf, vf = _flat(q, 2), _flat(k, 2), _flat(vals, 2)
+    B = qf.shape[0]
+    out = np.empty((B, Tq, d_v), dt)
+    if not causal:
+        K.ek_full(qf, kf, vf, log_values, lo, out)
+        return out.reshape(batch + (Tq, d_v)), None
+    if state is None:
+        m0, n0 = np.full((B, d_k), lo, dt), np.full((B, d_v), lo, dt)
+        S0, z0, offset = np.zeros((B, d_k, d_v), dt), np.zeros((B, d_k), dt), 0
+    else:
+        t = state.tensors
+        m0, S0, z0 = _flat(t["m"], 1), _flat(t["S"], 2), _flat(t["z"], 1)
+        n0 = _flat(t["n"], 1) if log_values else np.full((B, d_v), lo, dt)
+        offset = state.offset
+    m1, n1, S1, z1 = np.empty_like(m0), np.empty_like(n0), np.empty_like(S0), np.empty_like(z0)
+    K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
+    out = out.reshape(batch + (Tq, d_v))
+    if not return_state:
+        return out, None
+    tensors = {"m": m1.reshape(batch + (d_k,)), "S": S1.reshape(batch + (d_k, d_v)), "z": z1.reshape(batch + (d_k,))}
+    if log_values:
+        tensors["n"] = n1.reshape(batch + (d_v,))
+    op = "log_attention" if log_values else "exp_kernel_attention"
+    return out, State(op, offset + Tq, batch, d_k, d_v, dt, tensors)
+
+
+# ---- log-linear operators ------------------------------------------------------------------------
+
+def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state):
+    """Numba twin of ``lsattn.loglinear._forward`` (same arguments, result and state)."""
+    return _loglinear("loglinear_attention", q, k, v, log_decay, None, level_weights, state, return_state)
+
+
+def gated_delta_forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):
+    """Numba twin of ``lsattn.gated_delta._forward`` (same arguments, result and state)."""
+    return _loglinear("loglinear_gated_delta", q, k, v, log_decay, beta, level_weights, state, return_state)
+
+
+def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state):
+    batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
+    dt = q.dtype
+    p = 0 if state is None else state.offset
+    if T == 0:
+        out = np.zeros(batch + (0, d_v), dt)
+        if not return_state:
+            return out, None
+        if state is None:
+            state = State(op, 0, batch, d_k, d_v, dt, {"levels": np.zeros(batch + (0, d_k, d_v), dt)})
+        return out, state
+    K = _kernels()
+    qf, kf, vf = _flat(q, 2), _flat(k, 2), _flat(v, 2)
+    B = qf.shape[0]
+    af = _flat(log_decay, 1)
+    bf = _flat(beta, 1) if beta is not None else af  # unused when not gated
+    lf = _flat(level_weights, 2)
+    if p == 0:
+        lev0 = np.zeros((B, 0, d_k, d_v), dt)
+    else:
+        lev0 = _flat(state.tensors["levels"], 3)
+    n_new = (p + T).bit_length()
+    lev1 = np.empty((B, n_new if return_state else 0, d_k, d_v), dt)
+    out = np.empty((B, T, d_v), dt)
+    K.loglinear_scan(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, out, lev1)
+    out = out.reshape(batch + (T, d_v))
+    if not return_state:
+        return out, None
+    levels = lev1.reshape(batch + (n_new, d_k, d_v))
+    return out, State(op, p + T, batch, d_k, d_v, dt, {"levels": levels})
