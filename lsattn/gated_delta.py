@@ -58,6 +58,7 @@ Memory ``O(T (C + d_k + d_v + L) + n d_k (d_k + d_v))``: never ``T x T``, never 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import array_api_compat
 import numpy as np
@@ -65,8 +66,8 @@ import numpy as np
 from . import backends
 from ._chunktree import chunk_layout, from_chunks, state_read_levels, to_chunks, tree_levels
 from ._validate import check_float, check_levels, check_shape, compute_dtype, device_of, namespace, seq_split
-from .fenwick import level_matrix, num_levels
-from .loglinear import _check_chunk_size, _gather_last
+from .fenwick import num_levels
+from .loglinear import _check_chunk_size, _chunk_levels, _gather_last
 from .state import State, check_state
 
 __all__ = ["loglinear_gated_delta"]
@@ -75,7 +76,7 @@ OP = "loglinear_gated_delta"
 
 #: Calls of at most this many tokens run the recurrent form (decoding); longer ones the chunkwise
 #: form. Both compute the same function; this is a speed choice (benchmarks/bench_gated_delta.py).
-RECURRENT_MAX_T = 2
+RECURRENT_MAX_T = 4
 
 
 def loglinear_gated_delta(
@@ -182,17 +183,32 @@ def _state(xp, offset, batch, d_k, d_v, dtype, levels, like):
     return State(OP, offset, batch, d_k, d_v, dtype, {"levels": levels})
 
 
-def _empty_call(xp, q, v, state, return_state):
-    batch, d_k, d_v = tuple(q.shape[:-2]), q.shape[-1], v.shape[-1]
-    out = xp.zeros(batch + (0, d_v), dtype=q.dtype, device=device_of(q))
-    new = state if state is not None else _state(xp, 0, batch, d_k, d_v, q.dtype, None, q)
-    return out, (new if return_state else None)
+def _run(body, q, k, v, log_decay, beta, level_weights, state, return_state, **kw):
+    """Call a form's ``body`` on one flattened batch axis and wrap its result.
 
-
-def _old_levels(state):
-    """The incoming state's offset and levels ``(..., n_old, d_k, d_v)`` (None when empty)."""
+    ``body(xp, q, k, v, log_decay, beta, level_weights, p, old, return_state, **kw)`` sees
+    ``(B, T, ...)`` arrays, the offset ``p`` and the old levels ``(B, n_old, d_k, d_v)`` (None when
+    empty), and returns ``(out (B, T, d_v), levels (B, n_new, d_k, d_v) or None)``. One batch axis:
+    XLA (jax 0.10) miscompiles a take followed by a batched matmul under jit with two or more batch
+    axes; the reshapes are free views elsewhere."""
+    xp = _ns(q)
     p = 0 if state is None else state.offset
-    return p, (None if p == 0 else state.tensors["levels"])
+    batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
+    if T == 0:
+        out = xp.zeros(batch + (0, d_v), dtype=q.dtype, device=device_of(q))
+        new = state if state is not None else _state(xp, 0, batch, d_k, d_v, q.dtype, None, q)
+        return out, (new if return_state else None)
+    B = math.prod(batch)
+    flat = [xp.reshape(x, (B,) + tuple(x.shape[len(batch):])) for x in (q, k, v, log_decay, beta, level_weights)]
+    old = None
+    if p > 0:
+        old = xp.reshape(state.tensors["levels"], (B,) + tuple(state.tensors["levels"].shape[-3:]))
+    out, levels = body(xp, *flat, p, old, return_state, **kw)
+    out = xp.reshape(out, batch + (T, d_v))
+    if not return_state:
+        return out, None
+    levels = xp.reshape(levels, batch + tuple(levels.shape[-3:]))
+    return out, _state(xp, p + T, batch, d_k, d_v, q.dtype, levels, q)
 
 
 # ---- recurrent form (decoding) ----------------------------------------------------------------------
@@ -203,87 +219,81 @@ def _recurrent(q, k, v, log_decay, beta, level_weights, chunk_size, state, retur
     Per token: ``A_t`` applied to all level states (one batched product), the level-weighted read,
     the Fenwick merge. ``chunk_size`` is unused.
     """
-    xp = _ns(q)
-    p, levels = _old_levels(state)
-    batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
-    if T == 0:
-        return _empty_call(xp, q, v, state, return_state)
-    dev = device_of(q)
-    own = beta * xp.sum(q * k, axis=-1) * level_weights[..., 0]  # (..., T): lambda_t0 beta_t (q_t . k_t)
-    decay = xp.exp(log_decay)
+    return _run(_recurrent_body, q, k, v, log_decay, beta, level_weights, state, return_state)
+
+
+def _recurrent_body(xp, q, k, v, log_decay, beta, level_weights, p, levels, return_state):
+    """(B, T, ...) arrays, old levels (B, n, d_k, d_v) or None -> (out (B, T, d_v), levels)."""
+    B, T, d_k, d_v = q.shape[0], q.shape[1], q.shape[2], v.shape[2]
+    own = beta * xp.sum(q * k, axis=-1) * level_weights[..., 0]  # (B, T): lambda_t0 beta_t (q_t . k_t)
+    bk = beta[..., None] * k  # (B, T, d_k)
+    # per-token views, taken once (JAX compiles every distinct static index separately)
+    per_token = zip(
+        *(xp.unstack(x, axis=1) for x in (q, k, v, bk, own, xp.exp(log_decay), level_weights))
+    )
     outs = []
-    for i in range(T):
-        t = p + i
-        q_t, k_t, v_t = q[..., i, :], k[..., i, :], v[..., i, :]
-        o_t = own[..., i, None] * v_t
+    for i, (q_t, k_t, v_t, bk_t, own_t, decay_t, lam_t) in enumerate(per_token):
+        o_t = own_t[:, None] * v_t
         if levels is not None:
-            n = levels.shape[-3]
-            # S <- e^{a_t} (S - beta_t k_t (k_t^T S)), every level at once: (..., n, d_k, d_v)
-            kS = k_t[..., None, None, :] @ levels  # (..., n, 1, d_v)
-            bk = (beta[..., i, None] * k_t)[..., None, :, None]  # (..., 1, d_k, 1)
-            levels = decay[..., i, None, None, None] * (levels - bk * kS)
-            reads = xp.squeeze(q_t[..., None, None, :] @ levels, axis=-2)  # (..., n, d_v)
-            o_t = o_t + xp.sum(level_weights[..., i, 1 : n + 1, None] * reads, axis=-2)
+            n = levels.shape[1]
+            # S <- e^{a_t} (S - beta_t k_t (k_t^T S)), every level at once: (B, n, d_k, d_v)
+            kS = k_t[:, None, None, :] @ levels  # (B, n, 1, d_v)
+            levels = decay_t[:, None, None, None] * (levels - bk_t[:, None, :, None] * kS)
+            reads = q_t[:, None, None, :] @ levels  # (B, n, 1, d_v)
+            o_t = o_t + xp.sum(lam_t[:, 1 : n + 1, None] * reads[:, :, 0, :], axis=1)
         outs.append(o_t)
-        levels = _merge(xp, levels, beta[..., i, None, None] * k_t[..., :, None] * v_t[..., None, :], t, batch, d_k, d_v, dev)
-    out = xp.stack(outs, axis=-2)
-    new = _state(xp, p + T, batch, d_k, d_v, q.dtype, levels, q) if return_state else None
-    return out, new
+        levels = _merge(xp, levels, bk_t[:, :, None] * v_t[:, None, :], p + i)
+    return xp.stack(outs, axis=1), levels
 
 
-def _merge(xp, levels, write, t, batch, d_k, d_v, dev):
+def _merge(xp, levels, write, t):
     """Fenwick merge after token ``t``: its write and levels ``1 .. z`` form level ``z + 1``.
 
-    levels: (..., bit_length(t), d_k, d_v) or None; write: (..., d_k, d_v)
-    -> (..., bit_length(t + 1), d_k, d_v)"""
+    levels: (B, bit_length(t), d_k, d_v) or None; write: (B, d_k, d_v)
+    -> (B, bit_length(t + 1), d_k, d_v)"""
     z = ((t + 1) & -(t + 1)).bit_length() - 1  # trailing zeros of t + 1
-    merged = write
-    if z > 0:
-        merged = merged + xp.sum(levels[..., :z, :, :], axis=-3)
+    merged = write if z == 0 else write + xp.sum(levels[:, :z, :, :], axis=1)
     parts = []
     if z > 0:
-        parts.append(xp.zeros(batch + (z, d_k, d_v), dtype=write.dtype, device=dev))
-    parts.append(merged[..., None, :, :])
-    if levels is not None and levels.shape[-3] > z + 1:
-        parts.append(levels[..., z + 1 :, :, :])
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-3)
+        parts.append(xp.zeros((write.shape[0], z) + tuple(write.shape[1:]), dtype=write.dtype, device=device_of(write)))
+    parts.append(merged[:, None, :, :])
+    if levels is not None and levels.shape[1] > z + 1:
+        parts.append(levels[:, z + 1 :, :, :])
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
 
 
 # ---- chunkwise form -----------------------------------------------------------------------------------
 
 def _chunkwise(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):
     """WY/UT chunks plus the chunk Fenwick tree; same signature and result as ``_forward``."""
-    xp = _ns(q)
-    p, old = _old_levels(state)
-    batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
-    if T == 0:
-        return _empty_call(xp, q, v, state, return_state)
-    bn = len(batch)
+    return _run(_chunkwise_body, q, k, v, log_decay, beta, level_weights, state, return_state, chunk_size=chunk_size)
+
+
+def _chunkwise_body(xp, q, k, v, log_decay, beta, level_weights, p, old, return_state, *, chunk_size):
+    """(B, T, ...) arrays, old levels (B, n, d_k, d_v) or None -> (out (B, T, d_v), levels)."""
+    T = q.shape[1]
     C = min(chunk_size, 1 << (T - 1).bit_length())
     lay = chunk_layout(p, T, C)
     if return_state:
         # room for the virtual query at p + T: a zero token (one more padded chunk when p + T is aligned)
         lay = dataclasses.replace(chunk_layout(p, T + 1, C), T=T)
         lay = dataclasses.replace(lay, pad_right=lay.n_chunks * lay.C - lay.pad_left - T)
-    Qc, Kc, Vc = (to_chunks(xp, x, lay, -2) for x in (q, k, v))  # (..., n, C, d)
-    lam_c = to_chunks(xp, level_weights, lay, -2)  # (..., n, C, L)
-    bc = to_chunks(xp, beta, lay, -1)  # (..., n, C)
-    G = xp.cumulative_sum(to_chunks(xp, log_decay, lay, -1), axis=-1)  # (..., n, C) chunk-local, inclusive
+    Qc, Kc, Vc = (to_chunks(xp, x, lay, -2) for x in (q, k, v))  # (B, n, C, d)
+    lam_c = to_chunks(xp, level_weights, lay, -2)  # (B, n, C, L)
+    bc = to_chunks(xp, beta, lay, -1)  # (B, n, C)
+    G = xp.cumulative_sum(to_chunks(xp, log_decay, lay, -1), axis=-1)  # (B, n, C) chunk-local, inclusive
 
     ch = _chunk_forms(xp, Qc, Kc, Vc, G, bc)
     out = _masked_intra(xp, ch["attn"], Vc, lam_c)
-    walk = _across_chunks(xp, ch, lam_c, lay, bn, need_prefix=old is not None, need_last=return_state)
+    walk = _across_chunks(xp, ch, lam_c, lay, 1, need_prefix=old is not None, need_last=return_state)
     if walk["out"] is not None:
         out = out + walk["out"]
-    out = from_chunks(xp, out, lay, -2)  # (..., T, d_v)
+    out = from_chunks(xp, out, lay, -2)  # (B, T, d_v)
     if old is not None:
-        q_start = from_chunks(xp, ch["qeff"] @ walk["prefix"], lay, -2)  # (A_t ... A_p)^T q_t: (..., T, d_k)
+        q_start = from_chunks(xp, ch["qeff"] @ walk["prefix"], lay, -2)  # (A_t ... A_p)^T q_t: (B, T, d_k)
         out = out + _read_state(xp, q_start, old, level_weights, p)
-    new = None
-    if return_state:
-        levels = _new_levels(xp, ch, Vc, walk, old, lay, p, T)
-        new = _state(xp, p + T, batch, d_k, d_v, q.dtype, levels, q)
-    return out, new
+    levels = _new_levels(xp, ch, Vc, walk, old, lay, p, T) if return_state else None
+    return out, levels
 
 
 def _unit_lower_inverse(xp, K, G, beta):
@@ -320,7 +330,7 @@ def _chunk_forms(xp, Qc, Kc, Vc, G, bc):
     dict with ``attn`` (..., n, C, C), ``qeff`` (..., n, C, d_k), ``phi`` (..., n, d_k, C),
     ``P`` (..., n, d_k, d_k), ``H`` (..., n, d_k, d_v) (see the module docstring)."""
     C, d_k = Kc.shape[-2], Kc.shape[-1]
-    causal = xp.asarray(level_matrix(C) >= 0, device=device_of(G))
+    causal = xp.asarray(_chunk_levels(C) >= 0, device=device_of(G))
     D = xp.exp(xp.where(causal, G[..., :, None] - G[..., None, :], -float("inf")))  # e^{G_t - G_s}, s <= t
     Tinv = _unit_lower_inverse(xp, Kc, G, bc)
     attn = ((D * (Qc @ xp.matrix_transpose(Kc))) @ Tinv) * bc[..., None, :]  # beta_s q_t^T A_t..A_{s+1} k_s
@@ -339,7 +349,7 @@ def _chunk_forms(xp, Qc, Kc, Vc, G, bc):
 def _masked_intra(xp, attn, Vc, lam_c):
     """``(Lambda * Attn) V``, ``Lambda[t, s] = lambda[t, level(t mod C, s mod C)]``: (..., n, C, d_v)."""
     C, L = attn.shape[-1], lam_c.shape[-1]
-    lev = level_matrix(C)  # (C, C), -1 above the diagonal (Attn is zero there)
+    lev = _chunk_levels(C)  # (C, C), -1 above the diagonal (Attn is zero there)
     lam_ts = _gather_last(xp, lam_c, np.clip(lev, 0, L - 1))  # (..., n, C, C); L too small only for padding
     return (lam_ts * attn) @ Vc
 
@@ -405,7 +415,7 @@ def _new_levels(xp, ch, Vc, walk, old, lay, p, T):
     dev = device_of(P_last)
     local = None
     if i_end > 0:  # buckets of p' inside its chunk: Phi's columns under a level mask
-        lev_row = level_matrix(lay.C)[i_end, :]
+        lev_row = _chunk_levels(lay.C)[i_end, :]
         masks = np.stack([(lev_row == l) & (np.arange(lay.C) < i_end) for l in range(1, lay.log2_C + 1)])
         m = xp.asarray(masks.astype(np.float64), dtype=phi_last.dtype, device=dev)  # (log2 C, C)
         local = (phi_last[..., None, :, :] * m[:, None, :]) @ V_last[..., None, :, :]  # (..., log2 C, d_k, d_v)
