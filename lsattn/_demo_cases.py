@@ -90,3 +90,51 @@ def _loglinear_stream(rng):
 
 register_demo("loglinear_attention", _loglinear_demo)
 register_stream("loglinear_attention", _loglinear_stream)
+
+
+# ---- loglinear_gated_delta (log-linear Gated DeltaNet, lsattn/gated_delta.py) ---------------------
+
+def _gated_delta_inputs(rng, B, H, T, d, L):
+    """float32 q (scaled), k (L2-normalised), v, log_decay, beta in [0, 1], level weights."""
+    import numpy as np
+
+    q, k, v = (rng.standard_normal((B, H, T, d)).astype(np.float32) for _ in range(3))
+    q /= np.sqrt(d)
+    k /= np.linalg.norm(k, axis=-1, keepdims=True)
+    a = (-0.05 * rng.random((B, H, T))).astype(np.float32)
+    beta = rng.random((B, H, T)).astype(np.float32)
+    lam = rng.random((B, H, T, L)).astype(np.float32)
+    return q, k, v, a, beta, lam
+
+
+def _gated_delta_demo(rng, T):
+    import numpy as np
+
+    from . import reference
+    from .fenwick import num_levels
+    from .gated_delta import loglinear_gated_delta
+
+    args = _gated_delta_inputs(rng, 1, 2, T, 64, num_levels(T))
+    rT = min(T, 512)  # the quadratic float64 reference on a prefix (outputs are causal)
+    pre = [x[..., :rT, :] if x.ndim == 4 else x[..., :rT] for x in args]
+    return {
+        "fn": loglinear_gated_delta, "args": args, "kwargs": {"chunk_size": 64},
+        "ref": reference.loglinear_gated_delta, "ref_args": [x.astype(np.float64) for x in pre], "ref_T": rT,
+    }
+
+
+def _gated_delta_stream(rng):
+    """Decode one token at a time: one d x d delta-rule state per Fenwick level, O(log T)."""
+    from .gated_delta import loglinear_gated_delta
+
+    def step(state, n):
+        for _ in range(n):
+            q, k, v, a, beta, lam = _gated_delta_inputs(rng, 1, 1, 1, 64, 24)
+            _, state = loglinear_gated_delta(q, k, v, a, beta, lam, state=state, return_state=True)
+        return state
+
+    return step, lambda state: state.nbytes
+
+
+register_demo("loglinear_gated_delta", _gated_delta_demo)
+register_stream("loglinear_gated_delta", _gated_delta_stream)

@@ -1,0 +1,158 @@
+"""Benchmark loglinear_gated_delta against T (NumPy float32, array-API path): the chunkwise form, the
+recurrent form and the quadratic float64 reference, beside log-linear Mamba-2 (loglinear_attention)
+for scale; then the decode cost per token against the stream offset.
+
+    python benchmarks/bench_gated_delta.py             # short run (a minute or two on 2 cores)
+    python benchmarks/bench_gated_delta.py --max-log2 17 --d 128
+
+Writes benchmarks/results/gated_delta_cpu.md (tables) and gated_delta_cpu.png (time vs T, log-log).
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import platform
+import time
+
+import numpy as np
+
+import lsattn
+from lsattn import gated_delta, reference
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+
+def best_of(fn, repeat):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def inputs(rng, H, T, d, offset=0):
+    """float32 q, k (L2-normalised), v, log_decay, beta in [0, 1], level weights."""
+    q, k, v = (rng.standard_normal((H, T, d)).astype(np.float32) for _ in range(3))
+    k /= np.linalg.norm(k, axis=-1, keepdims=True)
+    a = (-0.05 * rng.random((H, T))).astype(np.float32)
+    b = rng.random((H, T)).astype(np.float32)
+    lam = rng.standard_normal((H, T, lsattn.num_levels(offset + T))).astype(np.float32)
+    return q, k, v, a, b, lam
+
+
+def form(name, C):
+    """One form of the array-API implementation, called directly (inputs are already valid)."""
+    fn = {"chunk": gated_delta._chunkwise, "recurrent": gated_delta._recurrent}[name]
+    return lambda *x: fn(*x, C, None, False)[0]
+
+
+def against_T(args, rng):
+    rows = []
+    for p in range(args.min_log2, args.max_log2 + 1):
+        T, H, d = 2**p, args.heads, args.d
+        x = inputs(rng, H, T, d)
+        row = {"T": T}
+        row["chunkwise"] = best_of(lambda: form("chunk", args.chunk)(*x), args.repeat)
+        row["recurrent"] = best_of(lambda: form("recurrent", args.chunk)(*x), 1) if T <= args.rec_max else None
+        row["reference (float64)"] = best_of(lambda: reference.loglinear_gated_delta(*x), 1) if T <= args.ref_max else None
+        row["loglinear_attention (Mamba-2)"] = best_of(
+            lambda: lsattn.loglinear_attention(x[0], x[1], x[2], x[3], x[5], chunk_size=args.chunk, backend="array_api"),
+            args.repeat,
+        )
+        rows.append(row)
+        print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return rows
+
+
+def decode(args, rng):
+    """Per-token time of the recurrent form (T = 1 calls) after a chunkwise prefill of p tokens."""
+    rows = []
+    H, d = args.heads, args.d
+    for p in range(8, args.decode_max_log2 + 1, 2):
+        P = 2**p
+        _, state = gated_delta._chunkwise(*inputs(rng, H, P, d), args.chunk, None, True)
+        steps = [inputs(rng, H, 1, d, offset=P + i) for i in range(args.decode_steps)]
+        t0 = time.perf_counter()
+        s = state
+        for x in steps:
+            _, s = gated_delta._recurrent(*x, args.chunk, s, True)
+        dt = (time.perf_counter() - t0) / args.decode_steps
+        rows.append({"offset": P, "levels": state.tensors["levels"].shape[-3], "state bytes": state.nbytes, "per token": dt})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def write(args, rows, drows):
+    names = [n for n in rows[0] if n != "T"]
+    RESULTS.mkdir(exist_ok=True)
+    lines = [
+        "# loglinear_gated_delta vs T (NumPy float32, array-API path)",
+        "",
+        f"{args.heads} heads, d_k = d_v = {args.d}, chunk {args.chunk}, normalised keys, beta in [0, 1]; best of "
+        f"{args.repeat} (recurrent and reference: one run); {platform.processor() or platform.machine()}, "
+        f"{platform.python_implementation()} {platform.python_version()}, NumPy {np.__version__}. "
+        "Command: `python benchmarks/bench_gated_delta.py`. Times in ms; the machine was shared "
+        "(2 cores, other jobs running), so compare columns, not absolute values.",
+        "",
+        "| T | " + " | ".join(names) + " | recurrent / chunkwise | chunkwise / Mamba-2 |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
+    for r in rows:
+        cells = ["-" if r[n] is None else f"{r[n] * 1e3:.1f}" for n in names]
+        ratio = "-" if r["recurrent"] is None else f"{r['recurrent'] / r['chunkwise']:.1f}"
+        lines.append(f"| {r['T']} | " + " | ".join(cells) + f" | {ratio} | {r['chunkwise'] / r['loglinear_attention (Mamba-2)']:.1f} |")
+    lines += [
+        "",
+        f"## Decoding: recurrent form, one token per call, after a prefill of `offset` tokens "
+        f"(mean of {args.decode_steps} tokens)",
+        "",
+        "| offset | levels in the state | state size | time per token |",
+        "|---|---|---|---|",
+    ]
+    for r in drows:
+        lines.append(f"| {r['offset']} | {r['levels']} | {r['state bytes'] / 1024:.0f} KiB | {r['per token'] * 1e6:.0f} us |")
+    (RESULTS / "gated_delta_cpu.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: tables only")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n in names:
+        pts = [(r["T"], r[n]) for r in rows if r[n] is not None]
+        ax.loglog([p[0] for p in pts], [p[1] * 1e3 for p in pts], "o-", label=n)
+    ax.set_xlabel("T (tokens)")
+    ax.set_ylabel("time (ms)")
+    ax.set_title(f"loglinear_gated_delta, NumPy float32, {args.heads} heads, d = {args.d}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "gated_delta_cpu.png", dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--min-log2", type=int, default=6)
+    ap.add_argument("--max-log2", type=int, default=16)
+    ap.add_argument("--d", type=int, default=64)
+    ap.add_argument("--heads", type=int, default=2)
+    ap.add_argument("--chunk", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--ref-max", type=int, default=2048, help="largest T for the quadratic reference")
+    ap.add_argument("--rec-max", type=int, default=8192, help="largest T for the recurrent form")
+    ap.add_argument("--decode-max-log2", type=int, default=16)
+    ap.add_argument("--decode-steps", type=int, default=64)
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    rows = against_T(args, rng)
+    drows = decode(args, rng)
+    write(args, rows, drows)
+
+
+if __name__ == "__main__":
+    main()
