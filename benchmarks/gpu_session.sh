@@ -24,7 +24,13 @@ for step in $STEPS; do
       timeout ${T_TESTS:-240} python3 -m pytest -q -x -p no:cacheprovider tests/test_cupy_backend.py ${PYTEST_ARGS:-} 2>&1 \
         | tee "$OUT/log_tests.txt" | tail -40
       rc=$?; set +o pipefail
-      if [ $rc -ne 0 ]; then echo "tests failed (rc=$rc): the rest runs with LSATTN_CUPY_TC4=0"; export LSATTN_CUPY_TC4=0; fi ;;
+      if [ $rc -ne 0 ]; then
+        echo "tests failed (rc=$rc): bf16 tests again with LSATTN_CUPY_EK5=0 (v4 exp-kernel bf16 kernels)"
+        export LSATTN_CUPY_EK5=0
+        LSATTN_CUPY_EK5=0 timeout 90 python3 -m pytest -q -x -p no:cacheprovider tests/test_cupy_backend.py -k bfloat16 2>&1 \
+          | tee -a "$OUT/log_tests.txt" | tail -5
+        [ ${PIPESTATUS[0]} -ne 0 ] && { echo "v4 failed too: LSATTN_CUPY_TC4=0"; export LSATTN_CUPY_TC4=0; }
+      fi ;;
     tests_v3)  # the earlier tensor-core kernels (fallback variant), bf16 tests only
       LSATTN_CUPY_TC4=0 timeout ${T_TESTS3:-120} python3 -m pytest -q -x -p no:cacheprovider tests/test_cupy_backend.py \
         -k bfloat16 2>&1 | tee -a "$OUT/log_tests.txt" | tail -5 ;;

@@ -43,6 +43,8 @@ OPS = {
 MAX_DK = 128
 _DV_BLOCK = 128
 _TC4 = os.environ.get("LSATTN_CUPY_TC4", "1") != "0"
+#: bf16 exp-kernel: chunk summaries stored as bf16 and fast exp for bf16-rounded factors (v5)
+_EK5 = _TC4 and os.environ.get("LSATTN_CUPY_EK5", "1") != "0"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -145,10 +147,11 @@ class Config:
         if kernel == "ll_output_tc4":
             return (2 * DKP * (DVP + 4) * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (CH + CH * self.NLC) * 4
                     + 128 * (4 + 4 + 8))
-        if kernel == "ek_chunk_tc4":
+        if kernel in ("ek_chunk_tc4", "ek_chunk_tc5"):
             return (CH * LDK + CH * LDV) * 2 + (128 + DKP) * 4
-        if kernel == "ek_output_tc4":
-            return (DKP * (DVP + 4) * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2
+        if kernel in ("ek_output_tc4", "ek_output_tc5"):
+            nf = DKP * (DVP + 4) if kernel == "ek_output_tc4" else 0
+            return (nf * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2
                     + (3 * DKP + 2 * CH + 4 * (DKP + CH)) * 4 + CH * 4)
         return 0
 
@@ -156,6 +159,8 @@ class Config:
         """(kernel name, threads per block): tensor-core variants for bf16 inputs (the
         asynchronous-copy versions ``*_tc4`` unless ``LSATTN_CUPY_TC4=0``)."""
         if self.bf16 and name in ("ll_chunk_states", "ll_output", "ek_chunk", "ek_output"):
+            if _EK5 and name.startswith("ek_"):
+                return name + "_tc5", 128
             if _TC4:
                 return name + "_tc4", 128
             return name + "_tc", 128
@@ -208,6 +213,8 @@ def _kernels(op, device_id, cfg):
     names = list(_KERNELS[op])
     if cfg.bf16:
         names += [cfg.kernel(n)[0] for n in names if cfg.kernel(n)[0] != n]
+        if op == "exp_kernel" and _EK5:
+            names += ["ek_scan_Shv", "ek_scan_Sh1"]
     with cupy.cuda.Device(device_id):
         mod = cupy.RawModule(code=code, options=options)
         out = {}
@@ -275,7 +282,7 @@ class _CupyOps:
 
     def ll_decode(self, cfg, q, k, v, a, lam, old, newlev, out, DK, DV, L, p, n_old, h, Lnew, BH):
         self._k("loglinear", cfg, "ll_decode")(
-            (BH,), (_NT,),
+            (BH, -(-DV // 16)), (_NT,),
             (q, k, v, a, lam, old, newlev, out, self._i(DK), self._i(DV), self._i(L), self._l(p), self._i(n_old),
              self._i(h), self._i(Lnew)))
 
@@ -297,9 +304,12 @@ class _CupyOps:
         self._k("exp_kernel", cfg, "ek_scan_mz")(
             (-(-DK // _NT), BH), (_NT,),
             (mk, z, m0, z0, m_in, al, be, m_out, z_out, self._i(DK), self._i(n), self._i(has), scalar(lo)))
-        vec = 16 // cfg.itemsize
-        if DV % vec == 0 and (not has or S0.data.ptr % 16 == 0):
-            name = "ek_scan_Sv"
+        if S.dtype != mk.dtype:  # v5: bf16 summaries (stored as uint16)
+            vec = 4
+            name = "ek_scan_Shv" if DV % vec == 0 else "ek_scan_Sh1"
+            vec = vec if DV % vec == 0 else 1
+        elif DV % (16 // cfg.itemsize) == 0 and (not has or S0.data.ptr % 16 == 0):
+            name, vec = "ek_scan_Sv", 16 // cfg.itemsize
         else:
             name, vec = "ek_scan_S1", 1
         self._k("exp_kernel", cfg, name)(
@@ -316,7 +326,7 @@ class _CupyOps:
 
     def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH):
         self._k("exp_kernel", cfg, "ek_decode")(
-            (BH,), (_NT,), (q, k, v, m, S, z, m2, S2, z2, out, self._i(DK), self._i(DV)))
+            (BH, -(-DV // 16)), (_NT,), (q, k, v, m, S, z, m2, S2, z2, out, self._i(DK), self._i(DV)))
 
 
 # ---- host logic (shared by the kernels and their NumPy twin) -------------------------------------
@@ -449,7 +459,8 @@ def _ek_compute(ops, q, k, v, causal, init, want_state, chunk_size=None, bf16=Fa
     else:
         n = -(-Tk // cfg.CH)
         mk = xp.empty((BH, n, DK), dtype=ta_dtype)
-        S = xp.empty((BH, n, DK, DV), dtype=ta_dtype)
+        # per-chunk summaries: compute dtype, or bf16 (uint16 storage) in the v5 bf16 path
+        S = xp.empty((BH, n, DK, DV), dtype=xp.uint16 if (bf16 and cfg.kernel("ek_chunk")[0].endswith("tc5")) else ta_dtype)
         z = xp.empty((BH, n, DK), dtype=ta_dtype)
         m_in = xp.empty((BH, n, DK), dtype=ta_dtype)
         ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH)
@@ -457,6 +468,8 @@ def _ek_compute(ops, q, k, v, causal, init, want_state, chunk_size=None, bf16=Fa
         if causal:
             ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH)
         elif Tq > 0:
+            if S.dtype != ta_dtype:
+                raise NotImplementedError("non-causal calls have no bf16 kernel entry")
             one = lambda x: xp.reshape(x, (BH, 1) + x.shape[1:])  # noqa: E731  the final summary as 1 'chunk'
             ops.ek_output(cfg, q3, k3, v3, one(m_out), one(S_out), one(z_out), out, Tq, Tk, DK, DV, 1, False, BH)
     state = None

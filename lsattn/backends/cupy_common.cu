@@ -25,6 +25,7 @@
 #endif
 
 #define NT 256
+#define DEC_CB 16  // columns per block of the decoding kernels
 
 typedef TA ta;
 typedef long long i64;
@@ -197,6 +198,11 @@ __device__ __forceinline__ void check_smem(unsigned need) {
 #define NTC 128  // 4 warps; warp w owns rows 16w .. 16w+15 of a 64-row chunk
 
 typedef unsigned short bf;
+
+template <bool FAST>
+__device__ __forceinline__ float exf(float x) { return FAST ? __expf(x) : expf(x); }
+__device__ __forceinline__ float ldf32(const float* p) { return *p; }
+__device__ __forceinline__ float ldf32(const unsigned short* p) { return __uint_as_float(((unsigned)*p) << 16); }
 
 __device__ __forceinline__ unsigned pack2(float lo, float hi) {
     unsigned r;
@@ -373,9 +379,44 @@ __device__ __forceinline__ void state_async(float* F, int ldf, const float* M, i
             [&](int idx, float x) { F[(idx / DVP) * ldf + idx % DVP] = x; });
     }
 }
+// A bf16 DK x DV matrix into X[i][j] (stride ldx), zero outside; asynchronous when DV % 8 == 0.
+__device__ __forceinline__ void state_async_bf(bf* X, int ldx, const bf* M, int DK, int DV) {
+    if ((DV & 7) == 0) {
+        constexpr int W = DVP / 8;
+        for (int idx = threadIdx.x; idx < DKP * W; idx += NTC) {
+            int i = idx / W, j = 8 * (idx % W);
+            bool ok = i < DK && j < DV;
+            cp_async16(X + i * ldx + j, ok ? (const void*)(M + (i64)i * DV + j) : (const void*)M, ok);
+        }
+    } else {
+        staged<DKP * DVP, NTC>(
+            [&](int idx) {
+                int i = idx / DVP, j = idx % DVP;
+                return (i < DK && j < DV) ? __ldg(M + (i64)i * DV + j) : (bf)0;
+            },
+            [&](int idx, bf x) { X[(idx / DVP) * ldx + idx % DVP] = x; });
+    }
+}
+__device__ __forceinline__ void store_pair(float* M, i64 o, float a, float b, bool pair, bool second) {
+    if (pair) {
+        *reinterpret_cast<float2*>(M + o) = make_float2(a, b);
+    } else {
+        M[o] = a;
+        if (second) M[o + 1] = b;
+    }
+}
+__device__ __forceinline__ void store_pair(bf* M, i64 o, float a, float b, bool pair, bool second) {
+    if (pair) {
+        *reinterpret_cast<unsigned*>(M + o) = pack2(a, b);
+    } else {
+        M[o] = to_bf(a);
+        if (second) M[o + 1] = to_bf(b);
+    }
+}
 // (DKP x DVP) = X^T V, X row-major [s][i] (stride ldx), V row-major [s][j] (stride ldv); warp w
-// owns row tiles w, w+4, ...; rows i < DK, cols j < DV stored into M (fp32, DK x DV).
-__device__ __forceinline__ void mma_state_kn(float* M, const bf* X, int ldx, const bf* V, int ldv, int DK, int DV) {
+// owns row tiles w, w+4, ...; rows i < DK, cols j < DV stored into M (DK x DV, fp32 or bf16).
+template <typename OT>
+__device__ __forceinline__ void mma_state_kn(OT* M, const bf* X, int ldx, const bf* V, int ldv, int DK, int DV) {
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     for (int mt = w; mt < DKP / 16; mt += NTC / 32) {
         float acc[DVP / 8][4];
@@ -397,14 +438,8 @@ __device__ __forceinline__ void mma_state_kn(float* M, const bf* X, int ldx, con
 #pragma unroll
             for (int x = 0; x < 4; x += 2) {
                 int i = 16 * mt + g + (x >= 2 ? 8 : 0), j = 8 * nt + 2 * t;
-                if (i < DK) {
-                    if (j + 1 < DV && (DV & 1) == 0) {
-                        *reinterpret_cast<float2*>(M + (i64)i * DV + j) = make_float2(acc[nt][x], acc[nt][x + 1]);
-                    } else {
-                        if (j < DV) M[(i64)i * DV + j] = acc[nt][x];
-                        if (j + 1 < DV) M[(i64)i * DV + j + 1] = acc[nt][x + 1];
-                    }
-                }
+                if (i < DK && j < DV)
+                    store_pair(M, (i64)i * DV + j, acc[nt][x], acc[nt][x + 1], (DV & 1) == 0 && j + 1 < DV, j + 1 < DV);
             }
     }
 }

@@ -413,7 +413,8 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     }
 }
 
-// One decoding step for every sequence: merge the token into (m, S, z), then read it.
+// One decoding step for every sequence: merge the token into (m, S, z), then read it; blocks
+// (sequence, 16 columns of S).
 extern "C" __global__ void __launch_bounds__(NT) ek_decode(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ta* __restrict__ m,
     const ta* __restrict__ S, const ta* __restrict__ z, ta* __restrict__ m2, ta* __restrict__ S2,
@@ -430,8 +431,10 @@ extern "C" __global__ void __launch_bounds__(NT) ek_decode(
         sn[i] = b;
         ta zi = fma(a, z[bh * DK + i], b);
         zn[i] = zi;
-        z2[bh * DK + i] = zi;
-        m2[bh * DK + i] = mn;
+        if (blockIdx.y == 0) {  // every column block computes m', z' (cheap); the first one stores them
+            z2[bh * DK + i] = zi;
+            m2[bh * DK + i] = mn;
+        }
         ta xi = ld(q + bh * DK + i) + mn;
         es[i] = xi;
         x = fmx(x, xi);
@@ -451,14 +454,15 @@ extern "C" __global__ void __launch_bounds__(NT) ek_decode(
     const int mm = DK * DV;
     const ta* Sb = S + bh * (i64)mm;
     ta* S2b = S2 + bh * (i64)mm;
-    for (int e = tid; e < mm; e += NT) {
-        int i = e / DV, c = e % DV;
+    const int c0 = blockIdx.y * DEC_CB, cw = min(DEC_CB, DV - c0);  // this block's columns
+    for (int y = tid; y < DK * cw; y += NT) {
+        const int i = y / cw, c = c0 + y % cw, e = i * DV + c;
         ta s2 = fma(so[i], Sb[e], sn[i] * vs[c]);
         S2b[e] = s2;
         atomicAdd(&outs[c], es[i] * s2);
     }
     __syncthreads();
-    for (int c = tid; c < DV; c += NT) st(out + bh * DV + c, outs[c] / den);
+    for (int c = c0 + tid; c < c0 + cw; c += NT) st(out + bh * DV + c, outs[c] / den);
 }
 
 #if TI_BF16
@@ -715,12 +719,15 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc(
 // ---- v4: asynchronous row-major tiles (cp.async), transposed operands through ldmatrix.trans ----
 // Every global load of a block is issued at once; no transposed shared-memory stores.
 
-extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc4(
-    const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, float* __restrict__ S,
+// ST: storage of the per-chunk summaries S (float; bf16 in v5); FAST: __expf for factors that are
+// rounded to bf16 right after (v5).
+template <typename ST, bool FAST>
+__device__ __forceinline__ void ek_chunk_body(
+    const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, ST* __restrict__ S,
     float* __restrict__ z, int T, int DK, int DV, int n) {
     constexpr int LDK = DKP + 8, LDV = DVP + 8, NP = NTC / DKP;
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf* Ks = reinterpret_cast<bf*>(smem_raw);  // CH x LDK: k, then exp(k - mk)
+    extern __shared__ __align__(16) unsigned char smem_t[];
+    bf* Ks = reinterpret_cast<bf*>(smem_t);  // CH x LDK: k, then exp(k - mk)
     bf* Vs = Ks + CH * LDK;                    // CH x LDV
     float* part = reinterpret_cast<float*>(Vs + CH * LDV);  // NTC partials
     float* mS = part + NTC;                                  // DKP
@@ -750,7 +757,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc4(
     __syncthreads();
     for (int idx = threadIdx.x; idx < CH * DKP; idx += NTC) {
         int ss = idx / DKP, ii = idx % DKP;
-        Ks[ss * LDK + ii] = to_bf((ii < DK && ss < ns) ? ex(from_bf(Ks[ss * LDK + ii]) - mS[ii]) : 0.f);
+        Ks[ss * LDK + ii] = to_bf((ii < DK && ss < ns) ? exf<FAST>(from_bf(Ks[ss * LDK + ii]) - mS[ii]) : 0.f);
     }
     __syncthreads();
     float zz = 0.f;  // z from the rounded factors, consistent with S
@@ -767,14 +774,27 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc4(
     mma_state_kn(S + (bh * n + j) * (i64)DK * DV, Ks, LDK, Vs, LDV, DK, DV);
 }
 
-extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc4(
+extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc4(
+    const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, float* __restrict__ S,
+    float* __restrict__ z, int T, int DK, int DV, int n) {
+    ek_chunk_body<float, false>(k, v, mk, S, z, T, DK, DV, n);
+}
+extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5(
+    const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, bf* __restrict__ S,
+    float* __restrict__ z, int T, int DK, int DV, int n) {
+    ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n);
+}
+
+template <typename ST, bool FAST>
+__device__ __forceinline__ void ek_output_body(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
-    const float* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
+    const ST* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
     int Tq, int Tk, int DK, int DV, int n_state, int causal) {
-    constexpr int LDK = DKP + 8, LDV = DVP + 8, LDF = DVP + 4, NW = NTC / 32;
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    float* Fs = reinterpret_cast<float*>(smem_raw);  // DKP x LDF: S_in (fp32, as loaded)
-    bf* Qs = reinterpret_cast<bf*>(Fs + DKP * LDF);  // CH x LDK: q, then A = exp(q + mm - R)
+    constexpr bool F32S = sizeof(ST) == 4;  // summaries in fp32: staged through Fs and converted
+    constexpr int LDK = DKP + 8, LDV = DVP + 8, LDF = DVP + 4, NW = NTC / 32, NF = F32S ? DKP * LDF : 0;
+    extern __shared__ __align__(16) unsigned char smem_t[];
+    float* Fs = reinterpret_cast<float*>(smem_t);  // DKP x LDF: S_in (fp32, as loaded), fp32 only
+    bf* Qs = reinterpret_cast<bf*>(Fs + NF);         // CH x LDK: q, then A = exp(q + mm - R)
     bf* Ks = Qs + CH * LDK;                          // CH x LDK: k, then B = exp(k - mm)
     bf* Vs = Ks + CH * LDK;                          // CH x LDV
     bf* Hs = Vs + CH * LDV;                          // DKP x LDV: exp(m_in - mm) S_in, bf16
@@ -785,7 +805,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc4(
     float* DS = RS + CH;
     float* fb = DS + CH;  // NW x (DKP + CH)
     int* flag = reinterpret_cast<int*>(fb + NW * (DKP + CH));
-    check_smem((unsigned)(DKP * LDF * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 +
+    check_smem((unsigned)(NF * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 +
                           (3 * DKP + 2 * CH + NW * (DKP + CH)) * 4 + CH * 4));
     const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int j = blockIdx.x;
@@ -795,7 +815,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc4(
     const i64 sidx = bh * n_state + (causal ? j : 0);
     const float* mi_p = m_in + sidx * DK;
     const float* zi_p = z_in + sidx * DK;
-    const float* Si_p = S_in + sidx * (i64)DK * DV;
+    const ST* Si_p = S_in + sidx * (i64)DK * DV;
     const bf* qb = q + (bh * Tq + r0) * DK;
     const bf* kb = k + (bh * Tk + r0) * DK;
     tile_async<DKP>(Qs, LDK, q + bh * Tq * DK, r0, Tq, DK);
@@ -803,7 +823,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc4(
         tile_async<DKP>(Ks, LDK, k + bh * Tk * DK, r0, Tk, DK);
         tile_async<DVP>(Vs, LDV, v + bh * Tk * DV, r0, Tk, DV);
     }
-    state_async(Fs, LDF, Si_p, DK, DV);
+    if constexpr (F32S) state_async(Fs, LDF, reinterpret_cast<const float*>(Si_p), DK, DV);
+    else state_async_bf(Hs, LDV, reinterpret_cast<const bf*>(Si_p), DK, DV);
     if (tid < CH) flag[tid] = 0;
     cp_async_wait_all();
     __syncthreads();
@@ -845,14 +866,15 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc4(
     }
     for (int idx = tid; idx < DKP * DVP; idx += NTC) {  // scaled state, bf16, row-major [i][j]
         int i = idx / DVP, jj = idx % DVP;
-        Hs[i * LDV + jj] = to_bf(scS[i] * Fs[i * LDF + jj]);
+        if constexpr (F32S) Hs[i * LDV + jj] = to_bf(scS[i] * Fs[i * LDF + jj]);
+        else Hs[i * LDV + jj] = to_bf(scS[i] * from_bf(Hs[i * LDV + jj]));
     }
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NTC) {
         int r = idx / DKP, i = idx % DKP;
         bool ok = r < ns && i < DK;
-        Qs[r * LDK + i] = to_bf(ok ? ex((from_bf(Qs[r * LDK + i]) + mmS[i]) - RS[r]) : 0.f);
-        if (causal) Ks[r * LDK + i] = to_bf(ok ? ex(from_bf(Ks[r * LDK + i]) - mmS[i]) : 0.f);
+        Qs[r * LDK + i] = to_bf(ok ? exf<FAST>((from_bf(Qs[r * LDK + i]) + mmS[i]) - RS[r]) : 0.f);
+        if (causal) Ks[r * LDK + i] = to_bf(ok ? exf<FAST>(from_bf(Ks[r * LDK + i]) - mmS[i]) : 0.f);
     }
     __syncthreads();
     {  // state part of the denominators, two threads per row
@@ -971,10 +993,95 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc4(
             float num = 0.f;
             if (causal)
                 for (int s = 0; s <= t; ++s) num = fmaf(fw[s], from_bf(Vs[s * LDV + c]), num);
-            for (int i = 0; i < DK; ++i) num = fmaf(fe[i], Si_p[(i64)i * DV + c], num);
+            for (int i = 0; i < DK; ++i) num = fmaf(fe[i], ldf32(Si_p + (i64)i * DV + c), num);
             st(ob + (i64)t * DV + c, num * inv);
         }
         __syncwarp();
     }
+}
+
+extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc4(
+    const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
+    const float* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
+    int Tq, int Tk, int DK, int DV, int n_state, int causal) {
+    ek_output_body<float, false>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal);
+}
+extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5(
+    const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
+    const bf* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
+    int Tq, int Tk, int DK, int DV, int n_state, int causal) {
+    ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal);
+}
+
+// v5 scan over bf16 summaries: S_c read and S_in written as bf16 (VEC = 4 per 8 bytes when
+// d_v % 4 == 0, else 1: 4 keeps 1024 threads per sequence at d = 64), the running state in fp32
+// registers, the final state fp32.
+template <int VEC>
+struct alignas(2 * VEC) PackH {
+    bf v[VEC];
+};
+template <int VEC>
+__device__ __forceinline__ void scan_Sh(const float* __restrict__ al, const float* __restrict__ be, bf* __restrict__ S,
+                                        const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n,
+                                        int has_init) {
+    typedef PackH<VEC> vec;
+    const i64 bh = blockIdx.y;
+    const int e = (blockIdx.x * NT + threadIdx.x) * VEC;
+    if (e >= DK * DV) return;
+    const int i = e / DV;
+    const i64 mstride = (i64)DK * DV;
+    vec* Sb = reinterpret_cast<vec*>(S + bh * (i64)n * mstride + e);
+    const float* alb = al + bh * (i64)n * DK + i;
+    const float* beb = be + bh * (i64)n * DK + i;
+    const i64 vstride = mstride / VEC;
+    float s[VEC];
+#pragma unroll
+    for (int x = 0; x < VEC; ++x) s[x] = has_init ? S0[bh * mstride + e + x] : 0.f;
+    constexpr int G = 8;
+    vec cur[G], nxt[G];
+    float ca[G], cb[G], na[G], nb[G];
+#pragma unroll
+    for (int u = 0; u < G; ++u)
+        if (u < n) {
+            cur[u] = Sb[u * vstride];
+            ca[u] = alb[(i64)u * DK];
+            cb[u] = beb[(i64)u * DK];
+        }
+    for (int j0 = 0; j0 < n; j0 += G) {
+#pragma unroll
+        for (int u = 0; u < G; ++u)
+            if (j0 + G + u < n) {
+                nxt[u] = Sb[(i64)(j0 + G + u) * vstride];
+                na[u] = alb[(i64)(j0 + G + u) * DK];
+                nb[u] = beb[(i64)(j0 + G + u) * DK];
+            }
+#pragma unroll
+        for (int u = 0; u < G; ++u)
+            if (j0 + u < n) {
+                vec o;
+#pragma unroll
+                for (int x = 0; x < VEC; ++x) {
+                    o.v[x] = to_bf(s[x]);
+                    s[x] = fmaf(ca[u], s[x], cb[u] * from_bf(cur[u].v[x]));
+                }
+                Sb[(i64)(j0 + u) * vstride] = o;
+            }
+#pragma unroll
+        for (int u = 0; u < G; ++u) {
+            cur[u] = nxt[u];
+            ca[u] = na[u];
+            cb[u] = nb[u];
+        }
+    }
+#pragma unroll
+    for (int x = 0; x < VEC; ++x) S_out[bh * mstride + e + x] = s[x];
+}
+extern "C" __global__ void __launch_bounds__(NT) ek_scan_Shv(const float* __restrict__ al, const float* __restrict__ be,
+    bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init) {
+    scan_Sh<4>(al, be, S, S0, S_out, DK, DV, n, has_init);
+}
+extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sh1(const float* __restrict__ al, const float* __restrict__ be,
+    bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init) {
+    scan_Sh<1>(al, be, S, S0, S_out, DK, DV, n, has_init);
 }
 #endif

@@ -384,7 +384,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_new_state(
     }
 }
 
-// One decoding step (T = 1) at position p for every sequence: block per sequence.
+// One decoding step (T = 1) at position p for every sequence: blocks (sequence, 16 columns).
 extern "C" __global__ void __launch_bounds__(NT) ll_decode(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
     const ti* __restrict__ lam, const ta* __restrict__ old, ta* __restrict__ newlev, ti* __restrict__ out,
@@ -408,8 +408,10 @@ extern "C" __global__ void __launch_bounds__(NT) ll_decode(
     const int m = DK * DV;
     const ta* ob = old + bh * (i64)n_old * m;
     ta* nb = newlev + bh * (i64)Lnew * m;
-    for (int x = tid; x < m; x += NT) {
-        int i = x / DV, c = x % DV;
+    // this block's columns [c0, c0 + cw): a column of the output needs only that column of the states
+    const int c0 = blockIdx.y * DEC_CB, cw = min(DEC_CB, DV - c0);
+    for (int y = tid; y < DK * cw; y += NT) {
+        const int i = y / cw, c = c0 + y % cw, x = i * DV + c;
         ta rd = (ta)0, fold = (ta)0;
         for (int jl = 0; jl < n_old; ++jl) {
             ta o = ob[(i64)jl * m + x];
@@ -427,7 +429,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_decode(
     }
     __syncthreads();
     const ta lam0 = ld(lam + bh * L);
-    for (int c = tid; c < DV; c += NT) st(out + bh * DV + c, fma(ea, outs[c], lam0 * qk * vs[c]));
+    for (int c = c0 + tid; c < c0 + cw; c += NT) st(out + bh * DV + c, fma(ea, outs[c], lam0 * qk * vs[c]));
 }
 
 #if TI_BF16
