@@ -224,7 +224,6 @@ def _recurrent(q, k, v, log_decay, beta, level_weights, chunk_size, state, retur
 
 def _recurrent_body(xp, q, k, v, log_decay, beta, level_weights, p, levels, return_state):
     """(B, T, ...) arrays, old levels (B, n, d_k, d_v) or None -> (out (B, T, d_v), levels)."""
-    B, T, d_k, d_v = q.shape[0], q.shape[1], q.shape[2], v.shape[2]
     own = beta * xp.sum(q * k, axis=-1) * level_weights[..., 0]  # (B, T): lambda_t0 beta_t (q_t . k_t)
     bk = beta[..., None] * k  # (B, T, d_k)
     # per-token views, taken once (JAX compiles every distinct static index separately)
@@ -273,11 +272,11 @@ def _chunkwise_body(xp, q, k, v, log_decay, beta, level_weights, p, old, return_
     """(B, T, ...) arrays, old levels (B, n, d_k, d_v) or None -> (out (B, T, d_v), levels)."""
     T = q.shape[1]
     C = min(chunk_size, 1 << (T - 1).bit_length())
-    lay = chunk_layout(p, T, C)
+    # with return_state, room for the virtual query at p + T: a zero token after the call (one
+    # more padded chunk when p + T is a multiple of C)
+    lay = chunk_layout(p, T + 1 if return_state else T, C)
     if return_state:
-        # room for the virtual query at p + T: a zero token (one more padded chunk when p + T is aligned)
-        lay = dataclasses.replace(chunk_layout(p, T + 1, C), T=T)
-        lay = dataclasses.replace(lay, pad_right=lay.n_chunks * lay.C - lay.pad_left - T)
+        lay = dataclasses.replace(lay, T=T, pad_right=lay.pad_right + 1)
     Qc, Kc, Vc = (to_chunks(xp, x, lay, -2) for x in (q, k, v))  # (B, n, C, d)
     lam_c = to_chunks(xp, level_weights, lay, -2)  # (B, n, C, L)
     bc = to_chunks(xp, beta, lay, -1)  # (B, n, C)
