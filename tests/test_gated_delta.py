@@ -280,12 +280,14 @@ def test_stream_split_invariance(xp_eager, batch, T, C, keys, decay, forms, data
 
 @given(batch=batch_shapes, T=st.integers(2, 60), C=chunk_sizes, data=st.data(), seed=seeds)
 def test_stream_float32(batch, T, C, data, seed):
-    """float32 streaming through the public API (both forms by length) stays within the float32 bound."""
+    """float32 streaming through the public API (array-API path, both forms by length) stays within
+    the float32 bound."""
     arrays = [x.astype(np.float32) for x in make(seed, batch, T, 4, 3)]
     cuts = [0] + data.draw(split_points(T, max_splits=6)) + [T]
     state, outs = None, []
     for i0, i1 in zip(cuts[:-1], cuts[1:]):
-        o, state = lsattn.loglinear_gated_delta(*slice_tokens(arrays, i0, i1), chunk_size=C, state=state, return_state=True)
+        o, state = lsattn.loglinear_gated_delta(
+            *slice_tokens(arrays, i0, i1), chunk_size=C, state=state, return_state=True, backend="array_api")
         assert o.dtype == np.float32 and state.tensors["levels"].dtype == np.float32
         outs.append(o)
     expected = ref.loglinear_gated_delta(*[x.astype(np.float64) for x in arrays])
@@ -390,7 +392,7 @@ def test_jax_fixed_cases(xp_jax):
 
 def test_half_precision_in_half_out():
     arrays = [x.astype(np.float16) for x in make(4, (2,), 20, 4, 4)]
-    out = lsattn.loglinear_gated_delta(*arrays)
+    out = lsattn.loglinear_gated_delta(*arrays, backend="array_api")
     assert out.dtype == np.float16
     assert_close(out, ref.loglinear_gated_delta(*[x.astype(np.float64) for x in arrays]), 2e-3)
 
@@ -398,8 +400,8 @@ def test_half_precision_in_half_out():
 def test_inputs_not_modified():
     arrays = make(4, (2,), 20, 4, 4)
     copies = [x.copy() for x in arrays]
-    _, state = lsattn.loglinear_gated_delta(*arrays, chunk_size=4, return_state=True)
-    lsattn.loglinear_gated_delta(*slice_tokens(arrays, 0, 1), state=state)
+    _, state = lsattn.loglinear_gated_delta(*arrays, chunk_size=4, return_state=True, backend="array_api")
+    lsattn.loglinear_gated_delta(*slice_tokens(arrays, 0, 1), state=state, backend="array_api")
     for x, c in zip(arrays, copies):
         np.testing.assert_array_equal(x, c)
 
@@ -499,7 +501,7 @@ def test_jax_grad_and_jit():
 # ---- memory ----------------------------------------------------------------------------------
 
 def test_no_quadratic_memory_at_16384():
-    """NumPy float32, T = 16384: peak traced memory stays O(T (C + d_k + d_v + L) + (T/C) d_k (d_k + d_v)).
+    """NumPy float32, T = 16384, array-API path: peak traced memory stays O(T (C + d_k + d_v + L) + (T/C) d_k (d_k + d_v)).
 
     A T x T float32 array alone would be 1 GiB, and T d_k d_v floats 64 MiB."""
     T, dk, dv, C = 16384, 32, 32, 64
@@ -510,7 +512,7 @@ def test_no_quadratic_memory_at_16384():
     b = rng.random(T).astype(np.float32)
     lam = np.ones((T, lsattn.num_levels(T)), dtype=np.float32)
     tracemalloc.start()
-    out = lsattn.loglinear_gated_delta(q, k, v, a, b, lam, chunk_size=C)
+    out = lsattn.loglinear_gated_delta(q, k, v, a, b, lam, chunk_size=C, backend="array_api")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert out.shape == (T, dv)
