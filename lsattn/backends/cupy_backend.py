@@ -15,10 +15,18 @@ move between backends. The host logic (``_ll_compute``, ``_ek_compute``) drives 
 object: ``_CupyOps`` launches the kernels; the tests drive the same logic with a NumPy twin of
 every kernel (``tests/test_cupy_backend.py``), so the index arithmetic is checked without a GPU.
 
+Kernels: float32 / float64 inputs run exact FFMA kernels (float32 within ~1e-6 of the float64
+reference at benchmark sizes); ``loglinear_bf16`` / ``exp_kernel_bf16`` take bfloat16 torch
+tensors and run mma.sync tensor-core kernels (bf16 products, fp32 accumulation; the public
+operators cast half precision to float32 before any backend runs, so they never reach these).
+``LSATTN_CUPY_TC4=0`` / ``LSATTN_CUPY_EK5=0`` select earlier bf16 kernel versions (see
+``benchmarks/NOTES.md``). Measured on an H100: ``benchmarks/results/gpu_2026-11-23.md``.
+
 Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selection falls back to
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed
 knob here too: the kernels use ``CH = clip(chunk_size, 16, 64)`` (32 for float64 with a head dim
-above 64) and results do not depend on it beyond rounding. Grid limit: ``prod(batch) <= 65535``.
+above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid limit:
+``prod(batch) <= 65535``. No backward: torch tensors that require grad are declined.
 """
 from __future__ import annotations
 
