@@ -81,3 +81,22 @@ def _dask_backend():
 
 
 _dask_backend()
+
+
+def _numba_cuda_backend():
+    """The Numba CUDA backend; its module imports no Numba until a kernel runs."""
+    from . import numba_cuda
+
+    register(
+        Backend(
+            name="numba_cuda",
+            description="Numba CUDA scans (CuPy arrays, CUDA torch tensors, Numba device arrays)",
+            ops=numba_cuda.OPS,
+            probe=numba_cuda.probe,
+            serves=numba_cuda.serves,
+            priority=15,
+        )
+    )
+
+
+_numba_cuda_backend()
