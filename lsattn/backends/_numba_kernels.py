@@ -36,15 +36,15 @@ def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1):
     B, T, dk = q.shape
     dv = vals.shape[2]
     for b in prange(B):
-        m = m0[b].copy()
-        n = n0[b].copy()
-        S = S0[b].copy()
-        z = z0[b].copy()
-        f = np.empty(dk, q.dtype)
-        e = np.empty(dk, q.dtype)
-        g = np.empty(dv, q.dtype)
-        ev = np.empty(dv, q.dtype)
-        num = np.empty(dv, q.dtype)
+        m = m0[b].astype(np.float64)  # float64 working state for every input dtype
+        n = n0[b].astype(np.float64)
+        S = S0[b].astype(np.float64)
+        z = z0[b].astype(np.float64)
+        f = np.empty(dk, np.float64)
+        e = np.empty(dk, np.float64)
+        g = np.empty(dv, np.float64)
+        ev = np.empty(dv, np.float64)
+        num = np.empty(dv, np.float64)
         for t in range(T):
             # key t joins the state; a new per-feature maximum rescales that row (factor <= 1)
             for i in range(dk):
@@ -87,10 +87,10 @@ def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1):
                         S[i, j] = s
                         num[j] += a * s
             _ek_finish(num, den, n, log_values, lo, out[b, t])
-        m1[b] = m
-        n1[b] = n
-        S1[b] = S
-        z1[b] = z
+        m1[b] = m.astype(m1.dtype)  # the state is stored in the input dtype
+        n1[b] = n.astype(n1.dtype)
+        S1[b] = S.astype(S1.dtype)
+        z1[b] = z.astype(z1.dtype)
 
 
 @numba.njit(inline="always")
@@ -114,8 +114,8 @@ def ek_full(q, k, vals, log_values, lo, out):
     Tk = k.shape[1]
     dv = vals.shape[2]
     for b in prange(B):
-        m = np.empty(dk, q.dtype)
-        n = np.zeros(dv, q.dtype)
+        m = np.empty(dk, np.float64)
+        n = np.zeros(dv, np.float64)
         for i in range(dk):
             m[i] = k[b, 0, i]
             for s in range(1, Tk):
@@ -125,9 +125,9 @@ def ek_full(q, k, vals, log_values, lo, out):
                 n[j] = max(vals[b, 0, j], lo)
                 for s in range(1, Tk):
                     n[j] = max(n[j], vals[b, s, j])
-        S = np.zeros((dk, dv), q.dtype)
-        z = np.zeros(dk, q.dtype)
-        ev = np.empty(dv, q.dtype)
+        S = np.zeros((dk, dv), np.float64)
+        z = np.zeros(dk, np.float64)
+        ev = np.empty(dv, np.float64)
         for s in range(Tk):
             for j in range(dv):
                 ev[j] = math.exp(max(vals[b, s, j], lo) - n[j]) if log_values else vals[b, s, j]
@@ -136,7 +136,7 @@ def ek_full(q, k, vals, log_values, lo, out):
                 z[i] += e
                 for j in range(dv):
                     S[i, j] += e * ev[j]
-        num = np.empty(dv, q.dtype)
+        num = np.empty(dv, np.float64)
         for t in range(Tq):
             r = q[b, t, 0] + m[0]
             for i in range(1, dk):
@@ -168,18 +168,18 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, out, 
     dv = v.shape[2]
     L1 = levels1.shape[1]
     for b in prange(B):
-        S = np.zeros((nlev, dk, dv), q.dtype)
+        S = np.zeros((nlev, dk, dv), np.float64)  # float64 working state for every input dtype
         for j in range(levels0.shape[1]):
-            S[j] = levels0[b, j]
-        o = np.empty(dv, q.dtype)
-        kS = np.empty(dv, q.dtype)
+            S[j] = levels0[b, j].astype(np.float64)
+        o = np.empty(dv, np.float64)
+        kS = np.empty(dv, np.float64)
         for i in range(T):
             t = p + i
-            dec = math.exp(log_decay[b, i])
-            bt = beta[b, i] if gated else 1.0
+            dec = math.exp(np.float64(log_decay[b, i]))  # float64: a float32 exp(a) repeated every token drifts
+            bt = np.float64(beta[b, i]) if gated else 1.0
             qk = 0.0
             for a in range(dk):
-                qk += q[b, i, a] * k[b, i, a]
+                qk += np.float64(q[b, i, a]) * k[b, i, a]
             own = lam[b, i, 0] * bt * qk
             for c in range(dv):
                 o[c] = own * v[b, i, c]
@@ -228,4 +228,4 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, out, 
                 S[j] = 0.0
         if L1 > 0:
             for j in range(L1):
-                levels1[b, j] = S[j]
+                levels1[b, j] = S[j].astype(levels1.dtype)
