@@ -130,6 +130,27 @@ def test_exp_kernel_state_equals_array_api_state(op):
         np.testing.assert_allclose(a.tensors[name], b.tensors[name], rtol=1e-12, atol=1e-300, err_msg=name)
 
 
+@pytest.mark.parametrize("op", ["exp", "log"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_kernel_empty_call(op, dtype):
+    """As test_exp_kernel.py::test_empty_call: T = 0 gives (..., 0, d_v) and a fresh state (equal to
+    array_api's) or the given state unchanged; a non-causal call with no queries gives (..., 0, d_v)."""
+    f = EK[op][0]
+    q, k, vals = (x.astype(dtype) for x in ek_inputs(2, (2,), 9, 3, 2, 1.0))
+    out, fresh = f(q[:, :0], k[:, :0], vals[:, :0], return_state=True, backend="numba")
+    assert out.shape == (2, 0, 2) and out.dtype == dtype and fresh.offset == 0
+    _, want = f(q[:, :0], k[:, :0], vals[:, :0], return_state=True, backend="array_api")
+    for name in want.tensors:
+        np.testing.assert_array_equal(fresh.tensors[name], want.tensors[name], err_msg=name)
+    _, state = f(q, k, vals, state=fresh, return_state=True, backend="numba")
+    out, same = f(q[:, :0], k[:, :0], vals[:, :0], state=state, return_state=True, backend="numba")
+    assert out.shape == (2, 0, 2) and same.offset == 9
+    for name in state.tensors:
+        np.testing.assert_array_equal(same.tensors[name], state.tensors[name], err_msg=name)
+    assert f(q[:, :0], k, vals, causal=False, backend="numba").shape == (2, 0, 2)
+    assert f(q[:0], k[:0], vals[:0], backend="numba").shape == (0, 9, 2)  # empty batch
+
+
 # ---- log-linear Mamba-2 and Gated DeltaNet -------------------------------------------------------
 
 @pytest.mark.parametrize("op", ["mamba2", "gated"])

@@ -22,6 +22,7 @@ Algorithms (per batch element, one ``prange`` iteration each):
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import numpy as np
 
@@ -63,8 +64,10 @@ def _kernels():
 
 
 def _flat(x, tail):
-    """(..., *tail) -> C-contiguous (B, *tail)."""
-    return np.ascontiguousarray(x.reshape((-1,) + tuple(x.shape[x.ndim - tail:])))
+    """(..., *tail) -> C-contiguous (B, *tail); B = product of the leading axes (explicit, so that
+    size-0 arrays, T = 0 or an empty batch, reshape too)."""
+    lead = x.shape[: x.ndim - tail]
+    return np.ascontiguousarray(x.reshape((math.prod(lead),) + tuple(x.shape[x.ndim - tail:])))
 
 
 def _lo(dtype):
