@@ -189,11 +189,17 @@ class _Gpu:
         return self.cuda.device_array(shape, dtype=dtype)
 
     def dummy(self, ndim, dtype):
-        """A tiny array standing for an argument a kernel does not read."""
-        return self.cuda.device_array((1,) * ndim, dtype=dtype)
+        """A tiny array standing for an argument a kernel does not read (one per device, kept)."""
+        key = (ndim, np.dtype(dtype).name, self.dev, self.sim)
+        if key not in _DUMMIES:
+            _DUMMIES[key] = self.cuda.device_array((1,) * ndim, dtype=dtype)
+        return _DUMMIES[key]
 
     def launch(self, kernel, grid, block, shared_items, itemsize, *args):
         kernel[grid, block, self.stream, shared_items * itemsize](*args)
+
+
+_DUMMIES = {}
 
 
 def _reshape(x, shape):
