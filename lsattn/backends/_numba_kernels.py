@@ -153,79 +153,92 @@ def ek_full(q, k, vals, log_values, lo, out):
 
 # ---- log-linear Mamba-2 and Gated DeltaNet ----------------------------------------------------------
 #
-# Level slot j (Fenwick level j + 1) holds, before token t is processed, the bucket B_t^{j+1}
-# (non-empty iff bit j of t is set) carried through the transitions A_{s+1} ... A_{t-1}. Token t:
-# applies A_t to every occupied slot, reads o_t = lambda[t,0] beta_t (q_t.k_t) v_t +
-# sum_j lambda[t, j+1] S_j^T q_t, then merges: with z the trailing zeros of t + 1, its write
-# beta_t k_t v_t^T and slots 0 .. z-1 become slot z (which is empty before: bit z of t is clear).
+# Lazy decay. Before token t, slot j (Fenwick level j + 1) holds the bucket B_t^{j+1} (non-empty iff
+# bit j of t is set) *relative to its reference*, the newest token r in it: for Mamba-2
+#     S_j = sum_{s in bucket} exp(a_{s+1} + ... + a_r) k_s v_s^T,      D_j = a_{r+1} + ... + a_t,
+# so the bucket decayed to t is exp(D_j) S_j. Only the scalar D_j moves every token; a read is
+# lambda[t, j+1] exp(D_j) S_j^T q_t, and the merge at token t (z = trailing zeros of t + 1: token t
+# and slots 0 .. z-1 become slot z, empty before because bit z of t is clear) rescales the merged
+# slots by exp(D_j) into the new reference t. With a <= 0 every factor is <= 1 (no overflow).
+# Per token: O(popcount(t) d_k d_v) reads + O((z + 1) d_k d_v) merge, instead of also decaying
+# every slot. Gated DeltaNet: the scalar part exp(a_t) of A_t = exp(a_t)(I - beta_t k_t k_t^T) goes
+# to D_j as well; the projection (I - beta_t k_t k_t^T) is applied to every occupied slot (fused
+# with its read). Inner loops run over d_v (contiguous) so LLVM vectorises them.
 
 @numba.njit(**_JIT)
 def loglinear_scan(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, out, levels1):
     """q, k (B, T, d_k); v (B, T, d_v); log_decay, beta (B, T) (beta unused unless gated);
-    lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0 (B, bit_length(p), d_k, d_v).
-    Writes out (B, T, d_v) and, when levels1 has a slot axis of bit_length(p + T) > 0, the final levels."""
+    lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0 (B, bit_length(p), d_k, d_v) in the
+    ``levels`` layout (slot j decayed to p - 1). Writes out (B, T, d_v) and, when levels1 has a slot
+    axis of bit_length(p + T) > 0, the final levels in the same layout (rescaled to p + T - 1)."""
     B, T, dk = q.shape
     dv = v.shape[2]
     L1 = levels1.shape[1]
     for b in prange(B):
         S = np.zeros((nlev, dk, dv), np.float64)  # float64 working state for every input dtype
+        D = np.zeros(nlev, np.float64)
         for j in range(levels0.shape[1]):
-            S[j] = levels0[b, j].astype(np.float64)
+            if (p >> j) & 1:  # the incoming levels are their own references (D = 0)
+                for a in range(dk):
+                    for c in range(dv):
+                        S[j, a, c] = levels0[b, j, a, c]
         o = np.empty(dv, np.float64)
         kS = np.empty(dv, np.float64)
         for i in range(T):
             t = p + i
-            dec = math.exp(np.float64(log_decay[b, i]))  # float64: a float32 exp(a) repeated every token drifts
+            at = np.float64(log_decay[b, i])
             bt = np.float64(beta[b, i]) if gated else 1.0
             qk = 0.0
             for a in range(dk):
                 qk += np.float64(q[b, i, a]) * k[b, i, a]
-            own = lam[b, i, 0] * bt * qk
+            own = np.float64(lam[b, i, 0]) * bt * qk
             for c in range(dv):
                 o[c] = own * v[b, i, c]
-            j = -1
-            while (t >> (j + 1)) > 0:  # occupied slots: the set bits of t
+            u, j = t, 0
+            while u > 0:  # occupied slots: the set bits of t
+                if u & 1:
+                    D[j] += at
+                    w = lam[b, i, j + 1] * math.exp(D[j])
+                    if gated:  # S_j <- (I - beta k k^T) S_j, read fused
+                        kS[:] = 0.0
+                        for a in range(dk):
+                            ka = np.float64(k[b, i, a])
+                            for c in range(dv):
+                                kS[c] += ka * S[j, a, c]
+                        for a in range(dk):
+                            bk = bt * k[b, i, a]
+                            wq = w * q[b, i, a]
+                            for c in range(dv):
+                                s = S[j, a, c] - bk * kS[c]
+                                S[j, a, c] = s
+                                o[c] += wq * s
+                    else:
+                        for a in range(dk):
+                            wq = w * q[b, i, a]
+                            for c in range(dv):
+                                o[c] += wq * S[j, a, c]
+                u >>= 1
                 j += 1
-                if (t >> j) & 1 == 0:
-                    continue
-                w = lam[b, i, j + 1]
-                if gated:  # S <- e^a (S - beta k (k^T S)), read fused
-                    kS[:] = 0.0
-                    for a in range(dk):
-                        ka = k[b, i, a]
-                        for c in range(dv):
-                            kS[c] += ka * S[j, a, c]
-                    for a in range(dk):
-                        bk = bt * k[b, i, a]
-                        wq = w * q[b, i, a]
-                        for c in range(dv):
-                            s = dec * (S[j, a, c] - bk * kS[c])
-                            S[j, a, c] = s
-                            o[c] += wq * s
-                else:  # S <- e^a S, read fused
-                    for a in range(dk):
-                        wq = w * q[b, i, a]
-                        for c in range(dv):
-                            s = dec * S[j, a, c]
-                            S[j, a, c] = s
-                            o[c] += wq * s
             for c in range(dv):
                 out[b, i, c] = o[c]
-            # Fenwick merge into slot z
-            u = t + 1
-            zt = 0
+            # Fenwick merge into slot zt, referenced at t
+            u, zt = t + 1, 0
             while (u & 1) == 0:
                 u >>= 1
                 zt += 1
             for a in range(dk):
                 bk = bt * k[b, i, a]
                 for c in range(dv):
-                    acc = bk * v[b, i, c]
-                    for j in range(zt):
-                        acc += S[j, a, c]
-                    S[zt, a, c] = acc
+                    S[zt, a, c] = bk * v[b, i, c]
             for j in range(zt):
-                S[j] = 0.0
-        if L1 > 0:
-            for j in range(L1):
-                levels1[b, j] = S[j].astype(levels1.dtype)
+                g = math.exp(D[j])
+                for a in range(dk):
+                    for c in range(dv):
+                        S[zt, a, c] += g * S[j, a, c]
+            D[zt] = 0.0
+        end = p + T
+        for j in range(L1):  # the levels layout: every slot decayed to p + T - 1, zeros where empty
+            g = math.exp(D[j]) if (end >> j) & 1 else 0.0
+            for a in range(dk):
+                for c in range(dv):
+                    levels1[b, j, a, c] = g * S[j, a, c]
