@@ -114,6 +114,10 @@ def main():
                 sweep.append(dict(op=op, T=args.sweep, columns=cols, seconds=t))
                 print(f"sweep {op:24s} T={args.sweep} columns/block {cols:2d} {t*1e3:9.2f} ms", flush=True)
             nc.COLUMNS = None
+        save(args, cp, device, rows, sweep, Ts)  # after every operator: a cut-short run keeps what it has
+
+
+def save(args, cp, device, rows, sweep, Ts):
     meta = dict(device=device, date=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
                 command="python " + " ".join(sys.argv), cupy=cp.__version__,
                 numba=__import__("numba").__version__, batch=B, d=D, dtype="float32")
