@@ -165,15 +165,31 @@ def ek_full(q, k, vals, log_values, lo, out):
 # to D_j as well; the projection (I - beta_t k_t k_t^T) is applied to every occupied slot (fused
 # with its read). Inner loops run over d_v (contiguous) so LLVM vectorises them.
 
+#: block size of the Mamba-2 block path (a power of two)
+BLOCK = 16
+
+
 @numba.njit(**_JIT)
 def loglinear_scan(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, out, levels1):
     """q, k (B, T, d_k); v (B, T, d_v); log_decay, beta (B, T) (beta unused unless gated);
     lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0 (B, bit_length(p), d_k, d_v) in the
     ``levels`` layout (slot j decayed to p - 1). Writes out (B, T, d_v) and, when levels1 has a slot
-    axis of bit_length(p + T) > 0, the final levels in the same layout (rescaled to p + T - 1)."""
+    axis of bit_length(p + T) > 0, the final levels in the same layout (rescaled to p + T - 1).
+
+    Mamba-2 (not gated) runs whole aligned blocks of BLOCK tokens at once (:func:`_mamba_block`)
+    and the tokens before the first / after the last whole block one by one (:func:`_token`)."""
     B, T, dk = q.shape
     dv = v.shape[2]
     L1 = levels1.shape[1]
+    G = BLOCK
+    lev = np.empty((G, G), np.int64)  # Fenwick level of (t, s) inside an aligned block
+    for t in range(G):
+        for s2 in range(G):
+            x, n = t ^ s2, 0
+            while x > 0:
+                x >>= 1
+                n += 1
+            lev[t, s2] = n
     for b in prange(B):
         S = np.zeros((nlev, dk, dv), np.float64)  # float64 working state for every input dtype
         D = np.zeros(nlev, np.float64)
@@ -184,61 +200,166 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, out, 
                         S[j, a, c] = levels0[b, j, a, c]
         o = np.empty(dv, np.float64)
         kS = np.empty(dv, np.float64)
-        for i in range(T):
-            t = p + i
-            at = np.float64(log_decay[b, i])
-            bt = np.float64(beta[b, i]) if gated else 1.0
-            qk = 0.0
-            for a in range(dk):
-                qk += np.float64(q[b, i, a]) * k[b, i, a]
-            own = np.float64(lam[b, i, 0]) * bt * qk
-            for c in range(dv):
-                o[c] = own * v[b, i, c]
-            u, j = t, 0
-            while u > 0:  # occupied slots: the set bits of t
-                if u & 1:
-                    D[j] += at
-                    w = lam[b, i, j + 1] * math.exp(D[j])
-                    if gated:  # S_j <- (I - beta k k^T) S_j, read fused
-                        kS[:] = 0.0
-                        for a in range(dk):
-                            ka = np.float64(k[b, i, a])
-                            for c in range(dv):
-                                kS[c] += ka * S[j, a, c]
-                        for a in range(dk):
-                            bk = bt * k[b, i, a]
-                            wq = w * q[b, i, a]
-                            for c in range(dv):
-                                s = S[j, a, c] - bk * kS[c]
-                                S[j, a, c] = s
-                                o[c] += wq * s
-                    else:
-                        for a in range(dk):
-                            wq = w * q[b, i, a]
-                            for c in range(dv):
-                                o[c] += wq * S[j, a, c]
-                u >>= 1
-                j += 1
-            for c in range(dv):
-                out[b, i, c] = o[c]
-            # Fenwick merge into slot zt, referenced at t
-            u, zt = t + 1, 0
-            while (u & 1) == 0:
-                u >>= 1
-                zt += 1
-            for a in range(dk):
-                bk = bt * k[b, i, a]
-                for c in range(dv):
-                    S[zt, a, c] = bk * v[b, i, c]
-            for j in range(zt):
-                g = math.exp(D[j])
-                for a in range(dk):
-                    for c in range(dv):
-                        S[zt, a, c] += g * S[j, a, c]
-            D[zt] = 0.0
+        acc = np.empty((G, dv), np.float64)  # scratch of the block path
+        cum = np.empty(G, np.float64)
+        P = np.empty((G, G), np.float64)
+        kT = np.empty((dk, G), np.float64)
+        Wq = np.empty((G, dk), np.float64)
+        i = 0
+        while i < T:
+            if not gated and (p + i) % G == 0 and i + G <= T:
+                _mamba_block(q[b], k[b], v[b], log_decay[b], lam[b], p, i, S, D, lev, acc, cum, P, kT, Wq, out[b])
+                i += G
+            else:
+                _token(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], p, i, gated, S, D, o, kS, out[b])
+                i += 1
         end = p + T
         for j in range(L1):  # the levels layout: every slot decayed to p + T - 1, zeros where empty
             g = math.exp(D[j]) if (end >> j) & 1 else 0.0
             for a in range(dk):
                 for c in range(dv):
                     levels1[b, j, a, c] = g * S[j, a, c]
+
+
+@numba.njit(inline="always")
+def _merge(S, D, zt, t, bt, k, v):
+    """Token t (its write bt k v^T) and slots 0 .. zt-1 become slot zt, referenced at t."""
+    dk, dv = k.shape[0], v.shape[0]
+    for a in range(dk):
+        bk = bt * k[a]
+        for c in range(dv):
+            S[zt, a, c] = bk * v[c]
+    for j in range(zt):
+        g = math.exp(D[j])
+        for a in range(dk):
+            for c in range(dv):
+                S[zt, a, c] += g * S[j, a, c]
+    D[zt] = 0.0
+
+
+@numba.njit(inline="always")
+def _token(q, k, v, log_decay, beta, lam, p, i, gated, S, D, o, kS, out):
+    """One token (one batch element: q (T, d_k), ...): reads of the occupied slots (Gated DeltaNet:
+    the projection applied first), output, Fenwick merge."""
+    dk, dv = q.shape[1], v.shape[1]
+    t = p + i
+    at = np.float64(log_decay[i])
+    bt = np.float64(beta[i]) if gated else 1.0
+    qk = 0.0
+    for a in range(dk):
+        qk += np.float64(q[i, a]) * k[i, a]
+    own = np.float64(lam[i, 0]) * bt * qk
+    for c in range(dv):
+        o[c] = own * v[i, c]
+    u, j = t, 0
+    while u > 0:  # occupied slots: the set bits of t
+        if u & 1:
+            D[j] += at
+            w = lam[i, j + 1] * math.exp(D[j])
+            if gated:  # S_j <- (I - beta k k^T) S_j, read fused
+                kS[:] = 0.0
+                for a in range(dk):
+                    ka = np.float64(k[i, a])
+                    for c in range(dv):
+                        kS[c] += ka * S[j, a, c]
+                for a in range(dk):
+                    bk = bt * k[i, a]
+                    wq = w * q[i, a]
+                    for c in range(dv):
+                        s = S[j, a, c] - bk * kS[c]
+                        S[j, a, c] = s
+                        o[c] += wq * s
+            else:
+                for a in range(dk):
+                    wq = w * q[i, a]
+                    for c in range(dv):
+                        o[c] += wq * S[j, a, c]
+        u >>= 1
+        j += 1
+    for c in range(dv):
+        out[i, c] = o[c]
+    u, zt = t + 1, 0
+    while (u & 1) == 0:
+        u >>= 1
+        zt += 1
+    _merge(S, D, zt, t, bt, k[i], v[i])
+
+
+@numba.njit(inline="always")
+def _mamba_block(q, k, v, log_decay, lam, p, i0, S, D, lev, acc, cum, P, kT, Wq, out):
+    """Tokens i0 .. i0 + G - 1 of one batch element, G = BLOCK, p + i0 a multiple of G: slots
+    below log2 G are empty at the start and slots from log2 G up do not change inside the block, so
+    each is read by all G queries in one pass (its rows stay in L1); pairs inside the block are one
+    masked G x G product (weights lambda[t, level] exp(cum_t - cum_s), cum the in-block cumulative
+    log decay); at the end the block's keys and the merged slots become slot ctz(p + i0 + G).
+    Scratch: acc (G, d_v), cum (G,), P (G, G), kT (d_k, G), Wq (G, d_k)."""
+    G = acc.shape[0]
+    dk, dv = q.shape[1], v.shape[1]
+    t0 = p + i0
+    g = 0
+    while (1 << g) < G:
+        g += 1
+    run = 0.0
+    for s in range(G):
+        run += np.float64(log_decay[i0 + s])
+        cum[s] = run
+    acc[:, :] = 0.0
+    u, j = t0 >> g, g
+    while u > 0:  # occupied slots from g up: the set bits of t0 (the same for the whole block)
+        if u & 1:
+            for s in range(G):
+                w = lam[i0 + s, j + 1] * math.exp(D[j] + cum[s])
+                for a in range(dk):
+                    Wq[s, a] = w * q[i0 + s, a]
+            a4 = dk - dk % 4
+            for a in range(0, a4, 4):  # four rows per pass: a quarter of the acc loads and stores
+                for s in range(G):
+                    w0, w1, w2, w3 = Wq[s, a], Wq[s, a + 1], Wq[s, a + 2], Wq[s, a + 3]
+                    for c in range(dv):
+                        acc[s, c] += w0 * S[j, a, c] + w1 * S[j, a + 1, c] + w2 * S[j, a + 2, c] + w3 * S[j, a + 3, c]
+            for a in range(a4, dk):
+                for s in range(G):
+                    wq = Wq[s, a]
+                    for c in range(dv):
+                        acc[s, c] += wq * S[j, a, c]
+            D[j] += cum[G - 1]
+        u >>= 1
+        j += 1
+    # pairs inside the block: P = (weights * Q K^T) restricted to s <= t, then acc += P V
+    for a in range(dk):
+        for s in range(G):
+            kT[a, s] = k[i0 + s, a]
+    P[:, :] = 0.0
+    for t in range(G):
+        for a in range(dk):
+            qa = np.float64(q[i0 + t, a])
+            for s in range(t + 1):
+                P[t, s] += qa * kT[a, s]
+        for s in range(t + 1):
+            P[t, s] *= lam[i0 + t, lev[t, s]] * math.exp(cum[t] - cum[s])
+        for s in range(t + 1):
+            w = P[t, s]
+            for c in range(dv):
+                acc[t, c] += w * v[i0 + s, c]
+        for c in range(dv):
+            out[i0 + t, c] = acc[t, c]
+    u, zt = t0 + G, 0  # merge: the block's keys (decayed to its end) and slots g .. zt-1 -> slot zt
+    while (u & 1) == 0:
+        u >>= 1
+        zt += 1
+    for a in range(dk):
+        for c in range(dv):
+            S[zt, a, c] = 0.0
+    for j in range(g, zt):
+        f = math.exp(D[j])
+        for a in range(dk):
+            for c in range(dv):
+                S[zt, a, c] += f * S[j, a, c]
+    for s in range(G):
+        cum[s] = math.exp(cum[G - 1] - cum[s])  # decay of key s to the block's end (cum not needed after)
+    for a in range(dk):
+        for s in range(0, G, 4):  # G is a multiple of 4
+            k0, k1, k2, k3 = cum[s] * kT[a, s], cum[s + 1] * kT[a, s + 1], cum[s + 2] * kT[a, s + 2], cum[s + 3] * kT[a, s + 3]
+            for c in range(dv):
+                S[zt, a, c] += k0 * v[i0 + s, c] + k1 * v[i0 + s + 1, c] + k2 * v[i0 + s + 2, c] + k3 * v[i0 + s + 3, c]
+    D[zt] = 0.0
