@@ -64,13 +64,15 @@ class State:
         ):
             if mine != theirs:
                 raise ValueError(f"state has {what} {mine} but the inputs have {what} {theirs}")
-        if str(self.dtype) != str(dtype):
-            raise ValueError(f"state computes in {self.dtype} but these inputs compute in {dtype}; pass inputs of the state's dtype")
+        # namespace before dtype: dtypes of different namespaces never compare equal, which would
+        # misreport a namespace mismatch as a dtype one
         for name, t in self.tensors.items():
             # a Dask call may continue an in-memory stream: NumPy tensors become its first block
             dask_from_numpy = array_api_compat.is_dask_namespace(xp) and array_api_compat.is_numpy_array(t)
             if array_api_compat.array_namespace(t) is not xp and not dask_from_numpy:
                 raise ValueError(f"state tensor {name!r} is a {type(t).__name__}, from another array namespace than the inputs")
+        if str(self.dtype) != str(dtype):
+            raise ValueError(f"state computes in {self.dtype} but these inputs compute in {dtype}; pass inputs of the state's dtype")
         return self
 
 
