@@ -261,12 +261,111 @@ def test_loglinear_empty_call(op):
     assert out.shape == (2, 0, 2) and state.offset == 0 and state.tensors["levels"].shape == (2, 0, 3, 2)
 
 
+# ---- hierarchical exp-kernel attention ----------------------------------------------------------------
+#
+# Bound of tests/test_hierarchical.py (absolute on log y):
+#     max |log y - ref| <= tol (1 + max |ref|),   tol = TOL[dtype] + 2 eps(dtype) (max |q| + max |k|)
+
+def hier_inputs(seed, batch, T, dk, dv, scale=1.0, decay="moderate", weights="random", L=None):
+    """q, k, log_v, log_level_weights, log_decay (None for decay "none"); weights "off": levels >= 1
+    switched off (-inf) at random."""
+    rng = np.random.default_rng(seed)
+    q, k = (rng.standard_normal(batch + (T, dk)) * scale for _ in range(2))
+    lv = rng.standard_normal(batch + (T, dv))
+    a = None if decay == "none" else DECAYS[decay](rng, batch + (T,))
+    L = lsattn.num_levels(max(T, 1)) if L is None else L
+    lam = 2.0 * rng.standard_normal(batch + (T, L))
+    if weights == "zero":
+        lam = np.zeros_like(lam)
+    elif weights == "off":
+        lam = np.where((rng.random(lam.shape) < 0.4) & (np.arange(L) > 0), -np.inf, lam)
+    return q, k, lv, lam, a
+
+
+def hier(args, backend="numba", **kw):
+    q, k, lv, lam, a = args
+    return lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a, backend=backend, **kw)
+
+
+def hier_check(out, args, dtype):
+    q, k = args[0], args[1]
+    tol = TOL[dtype] + 2 * EPS[dtype] * float(np.abs(q).max(initial=0) + np.abs(k).max(initial=0))
+    assert_close(out, ref.loglinear_log_attention(*args[:4], log_decay=args[4]), tol, atol=tol)
+
+
+hier_decays = st.sampled_from(["none"] + sorted(DECAYS))
+hier_weights = st.sampled_from(["zero", "random", "off"])
+
+
+@given(batch=batch_shapes, T=small_T, dk=dims, dv=dims, scale=magnitudes, decay=hier_decays, weights=hier_weights,
+       extra=st.integers(0, 2), seed=seeds)
+def test_hierarchical_matches_reference(batch, T, dk, dv, scale, decay, weights, extra, seed):
+    args = hier_inputs(seed, batch, T, dk, dv, scale, decay, weights, L=lsattn.num_levels(T) + extra)
+    hier_check(hier(args), args, "float64")
+
+
+@given(T=small_T, scale=st.sampled_from([1e-3, 1.0, 1e3]), decay=hier_decays, weights=hier_weights, seed=seeds)
+def test_hierarchical_float32(T, scale, decay, weights, seed):
+    args = [None if x is None else x.astype(np.float32) for x in hier_inputs(seed, (2,), T, 4, 3, scale, decay, weights)]
+    out = hier(args)
+    assert out.dtype == np.float32
+    hier_check(out, [None if x is None else x.astype(np.float64) for x in args], "float32")
+
+
+def test_hierarchical_zero_values_and_plain_log_attention():
+    """log v = -inf columns give -inf; zero weights and no decay give causal log_attention (1e-13)."""
+    q, k, lv, lam, _ = hier_inputs(4, (2,), 37, 3, 4, weights="zero")
+    lv[..., 0] = -np.inf
+    lv[:, 5, 1] = -np.inf
+    out = hier((q, k, lv, lam, None))
+    hier_check(out, (q, k, lv, lam, None), "float64")
+    assert np.isneginf(out[..., 0]).all()
+    assert_close(out, lsattn.log_attention(q, k, lv, backend="array_api"), 1e-13, atol=1e-13)
+
+
+@given(T=st.integers(2, 60), data=st.data(), decay=hier_decays, seed=seeds)
+def test_hierarchical_stream_handed_between_backends(T, data, decay, seed):
+    args = hier_inputs(seed, (2,), T, 3, 2, decay=decay, weights=data.draw(hier_weights))
+    cuts = [0] + data.draw(split_points(T)) + [T]
+    names = data.draw(st.lists(st.sampled_from(["numba", "array_api"]), min_size=len(cuts) - 1, max_size=len(cuts) - 1))
+    outs, state = [], None
+    for (a, b), name in zip(zip(cuts[:-1], cuts[1:]), names):
+        piece = [None if x is None else (x[..., a:b, :] if x.ndim == 3 else x[..., a:b]) for x in args]
+        o, state = hier(piece, backend=name, state=state, return_state=True)
+        outs.append(o)
+    hier_check(np.concatenate(outs, axis=-2), args, "float64")
+    assert state.offset == T and state.tensors["S"].shape == (2, T.bit_length(), 3, 2)
+
+
+def test_hierarchical_state_equals_array_api_state():
+    args = hier_inputs(6, (3,), 23, 3, 4, decay="moderate", weights="off")
+    _, a = hier(args, return_state=True)
+    _, b = hier(args, backend="array_api", return_state=True)
+    assert a.tensors.keys() == b.tensors.keys()
+    for name in a.tensors:
+        np.testing.assert_allclose(a.tensors[name], b.tensors[name], rtol=1e-12, atol=1e-13, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hierarchical_empty_call(dtype):
+    args = [None if x is None else x.astype(dtype) for x in hier_inputs(1, (2,), 9, 3, 2)]
+    empty = [None if x is None else (x[:, :0, :] if x.ndim == 3 else x[:, :0]) for x in args]
+    out, fresh = hier(empty, return_state=True)
+    _, want = hier(empty, backend="array_api", return_state=True)
+    assert out.shape == (2, 0, 2) and fresh.offset == 0
+    assert {n: t.shape for n, t in fresh.tensors.items()} == {n: t.shape for n, t in want.tensors.items()}
+    _, state = hier(args, return_state=True)
+    out, same = hier(empty, state=state, return_state=True)
+    assert out.shape == (2, 0, 2) and same is state
+
+
 # ---- dispatch --------------------------------------------------------------------------------------
 
 def test_auto_picks_numba_for_numpy(monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     q = np.zeros((2, 3))
-    for op in ("log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta"):
+    for op in ("log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta",
+               "loglinear_log_attention"):
         assert backends.select(op, np, q).__module__ == "lsattn.backends.numba_cpu"
     rows = {name: ok for name, ok, _, _ in backends.available()}
     assert rows["numba"] is True

@@ -363,3 +363,141 @@ def _mamba_block(q, k, v, log_decay, lam, p, i0, S, D, lev, acc, cum, P, kT, Wq,
             for c in range(dv):
                 S[zt, a, c] += k0 * v[i0 + s, c] + k1 * v[i0 + s + 1, c] + k2 * v[i0 + s + 2, c] + k3 * v[i0 + s + 3, c]
     D[zt] = 0.0
+
+
+# ---- hierarchical exp-kernel attention (loglinear_log_attention) ------------------------------------
+#
+# Slot j holds the bucket B_t^{j+1} as an exp-kernel summary (m, n, S, z) of its keys decayed to its
+# newest token (the reference), plus D_j = a_{r+1} + ... + a_t (lazy decay: decaying a summary by
+# D is m -> m + D, so only the scalar moves every token). Token t reads slot j with the log-weight
+# offset log_level_weights[t, j+1] + D_j added to its row shift r_j = max_i (q_i + m_ji); the reads
+# of all slots and of the token itself combine in log space: the denominator with a running shift
+# R (den exp(R)), every numerator column with its own running shift U_c, each term entering as
+# exp(r_j + offset + n_jc + log num_jc - U_c), so nothing underflows that the array-API path keeps.
+# Merge: token t and slots 0 .. z-1 (keys shifted by D_j) become slot z, shifted to the larger
+# per-feature / per-column maxima (every factor <= 1).
+
+@numba.njit(**_JIT)
+def hier_scan(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, n1, S1, z1):
+    """q, k (B, T, d_k); lv (B, T, d_v) log values; lw (B, T, L) log level weights; a (B, T) log decay;
+    state slots m0 (B, bit_length(p), d_k), n0 (.., d_v), S0 (.., d_k, d_v), z0 (.., d_k) in the
+    array-API layout (keys decayed to p - 1); lo: the finite "minus infinity"; alo: the decay clamp
+    lo / (4 (p + T)). Writes out (B, T, d_v) (log y) and, when m1 has a slot axis, the final slots."""
+    B, T, dk = q.shape
+    dv = lv.shape[2]
+    L1 = m1.shape[1]
+    for b in prange(B):
+        m = np.full((nlev, dk), lo, np.float64)  # float64 working state for every input dtype
+        n = np.full((nlev, dv), lo, np.float64)
+        S = np.zeros((nlev, dk, dv), np.float64)
+        z = np.zeros((nlev, dk), np.float64)
+        D = np.zeros(nlev, np.float64)
+        for j in range(m0.shape[1]):
+            if (p >> j) & 1:
+                for i2 in range(dk):
+                    m[j, i2] = m0[b, j, i2]
+                    z[j, i2] = z0[b, j, i2]
+                    for c in range(dv):
+                        S[j, i2, c] = S0[b, j, i2, c]
+                for c in range(dv):
+                    n[j, c] = n0[b, j, c]
+        A = np.empty(dk, np.float64)
+        num = np.empty(dv, np.float64)
+        U = np.empty(dv, np.float64)
+        Num = np.empty(dv, np.float64)
+        ek = np.empty(dk, np.float64)
+        ev = np.empty(dv, np.float64)
+        for i in range(T):
+            t = p + i
+            at = max(np.float64(a[b, i]), alo)
+            # the token itself: w(t, t) = exp(lw[t, 0]) sum_i exp(q_i + k_i)
+            r0 = np.float64(q[b, i, 0]) + k[b, i, 0]
+            for i2 in range(1, dk):
+                r0 = max(r0, np.float64(q[b, i, i2]) + k[b, i, i2])
+            den0 = 0.0
+            for i2 in range(dk):
+                den0 += math.exp(np.float64(q[b, i, i2]) + k[b, i, i2] - r0)
+            R = r0 + max(np.float64(lw[b, i, 0]), lo)
+            Den = den0
+            ld0 = R + math.log(den0)
+            for c in range(dv):
+                U[c] = ld0 + max(np.float64(lv[b, i, c]), lo)
+                Num[c] = 1.0
+            u, j = t, 0
+            while u > 0:  # occupied slots: the set bits of t
+                if u & 1:
+                    D[j] += at
+                    off = max(np.float64(lw[b, i, j + 1]), lo) + D[j]
+                    r = np.float64(q[b, i, 0]) + m[j, 0]
+                    for i2 in range(1, dk):
+                        r = max(r, q[b, i, i2] + m[j, i2])
+                    den = 0.0
+                    num[:] = 0.0
+                    for i2 in range(dk):
+                        A_ = math.exp(q[b, i, i2] + m[j, i2] - r)
+                        den += A_ * z[j, i2]
+                        for c in range(dv):
+                            num[c] += A_ * S[j, i2, c]
+                    x = r + off
+                    if x > R:
+                        Den = Den * math.exp(R - x) + den
+                        R = x
+                    else:
+                        Den += den * math.exp(x - R)
+                    for c in range(dv):
+                        if num[c] > 0:
+                            xc = x + n[j, c] + math.log(num[c])
+                            if xc > U[c]:
+                                Num[c] = Num[c] * math.exp(U[c] - xc) + 1.0
+                                U[c] = xc
+                            else:
+                                Num[c] += math.exp(xc - U[c])
+                u >>= 1
+                j += 1
+            ld = R + math.log(Den)
+            for c in range(dv):
+                y = U[c] + math.log(Num[c]) - ld
+                out[b, i, c] = y if y > lo / 2 else -np.inf
+            # Fenwick merge: token t and slots 0 .. zt-1 (keys shifted by D_j) -> slot zt
+            u, zt = t + 1, 0
+            while (u & 1) == 0:
+                u >>= 1
+                zt += 1
+            for i2 in range(dk):
+                mx = np.float64(k[b, i, i2])
+                for j in range(zt):
+                    mx = max(mx, m[j, i2] + D[j])
+                m[zt, i2] = mx
+                ek[i2] = math.exp(k[b, i, i2] - mx)
+            for c in range(dv):
+                lvc = max(np.float64(lv[b, i, c]), lo)
+                mx = lvc
+                for j in range(zt):
+                    mx = max(mx, n[j, c])
+                n[zt, c] = mx
+                ev[c] = math.exp(lvc - mx)
+            for i2 in range(dk):
+                z[zt, i2] = ek[i2]
+                for c in range(dv):
+                    S[zt, i2, c] = ek[i2] * ev[c]
+            for j in range(zt):
+                for i2 in range(dk):
+                    ek[i2] = math.exp(m[j, i2] + D[j] - m[zt, i2])
+                    z[zt, i2] += ek[i2] * z[j, i2]
+                for c in range(dv):
+                    ev[c] = math.exp(n[j, c] - n[zt, c])
+                for i2 in range(dk):
+                    f = ek[i2]
+                    for c in range(dv):
+                        S[zt, i2, c] += f * ev[c] * S[j, i2, c]
+            D[zt] = 0.0
+        end = p + T
+        for j in range(L1):  # the array-API layout: keys decayed to p + T - 1; empty slots at lo / 0
+            occ = (end >> j) & 1
+            for i2 in range(dk):
+                m1[b, j, i2] = max(m[j, i2] + D[j], lo) if occ else lo
+                z1[b, j, i2] = z[j, i2] if occ else 0.0
+                for c in range(dv):
+                    S1[b, j, i2, c] = S[j, i2, c] if occ else 0.0
+            for c in range(dv):
+                n1[b, j, c] = n[j, c] if occ else lo

@@ -38,6 +38,7 @@ OPS = {
     "exp_kernel_attention": f"{_K}:exp_forward",
     "loglinear_attention": f"{_K}:loglinear_forward",
     "loglinear_gated_delta": f"{_K}:gated_delta_forward",
+    "loglinear_log_attention": f"{_K}:hierarchical_forward",
 }
 
 _DTYPES = ("float16", "float32", "float64")
@@ -159,3 +160,44 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state)
         return out, None
     levels = lev1.reshape(batch + (n_new, d_k, d_v))
     return out, State(op, p + T, batch, d_k, d_v, dt, {"levels": levels})
+
+
+# ---- hierarchical exp-kernel attention -------------------------------------------------------------
+
+def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None):
+    """Numba twin of ``lsattn.hierarchical._forward`` (same arguments, result and state)."""
+    op = "loglinear_log_attention"
+    batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], log_v.shape[-1]
+    dt, lo = q.dtype, _lo(q.dtype)
+    p = 0 if state is None else state.offset
+    if T == 0:
+        out = np.zeros(batch + (0, d_v), dt)
+        if not return_state:
+            return out, None
+        if state is None:
+            shapes = {"m": (d_k,), "n": (d_v,), "S": (d_k, d_v), "z": (d_k,)}
+            state = State(op, 0, batch, d_k, d_v, dt, {name: np.zeros(batch + (0,) + sh, dt) for name, sh in shapes.items()})
+        return out, state
+    K = _kernels()
+    qf, kf, vf, lf = _flat(q, 2), _flat(k, 2), _flat(log_v, 2), _flat(log_level_weights, 2)
+    B = qf.shape[0]
+    af = np.zeros((B, T), dt) if log_decay is None else _flat(log_decay, 1)
+    if p == 0:
+        m0, n0 = np.zeros((B, 0, d_k), dt), np.zeros((B, 0, d_v), dt)
+        S0, z0 = np.zeros((B, 0, d_k, d_v), dt), np.zeros((B, 0, d_k), dt)
+    else:
+        t = state.tensors
+        m0, n0, S0, z0 = _flat(t["m"], 2), _flat(t["n"], 2), _flat(t["S"], 3), _flat(t["z"], 2)
+    n_new = (p + T).bit_length() if return_state else 0
+    m1, n1 = np.empty((B, n_new, d_k), dt), np.empty((B, n_new, d_v), dt)
+    S1, z1 = np.empty((B, n_new, d_k, d_v), dt), np.empty((B, n_new, d_k), dt)
+    out = np.empty((B, T, d_v), dt)
+    # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
+    K.hier_scan(qf, kf, vf, lf, af, p, max(1, (p + T).bit_length()), m0, n0, S0, z0, lo, lo / (4 * (p + T)),
+                out, m1, n1, S1, z1)
+    out = out.reshape(batch + (T, d_v))
+    if not return_state:
+        return out, None
+    tensors = {"m": m1.reshape(batch + (n_new, d_k)), "n": n1.reshape(batch + (n_new, d_v)),
+               "S": S1.reshape(batch + (n_new, d_k, d_v)), "z": z1.reshape(batch + (n_new, d_k))}
+    return out, State(op, p + T, batch, d_k, d_v, dt, tensors)
