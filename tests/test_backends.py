@@ -36,6 +36,14 @@ def test_forced_backend_is_never_a_silent_fallback(fake_backends):
         backends.select("other", np, np.zeros(2), "fast")
 
 
+def test_auto_serves_narrows_only_the_automatic_choice(fake_backends):
+    """A backend can be forced onto more arrays than backend=None sends it (cupy: torch CUDA)."""
+    backends.register(Backend("narrow", "forced only for NumPy", {"op": "numpy:divide"}, probe=lambda: None,
+                              serves=lambda xp, a: None, auto_serves=lambda xp, a: "not automatically", priority=0))
+    assert backends.select("op", np, np.zeros(2)) is np.add
+    assert backends.select("op", np, np.zeros(2), "narrow") is np.divide
+
+
 def test_environment_variable_sets_the_default(fake_backends, monkeypatch):
     monkeypatch.setenv(backends.ENV_VAR, "generic")
     assert backends.select("op", np, np.zeros(2)) is np.multiply

@@ -30,6 +30,8 @@ class Backend:
     probe: () -> None when usable here, else the reason it is not (package missing, no device).
     serves: (xp, array) -> None when it can compute on such arrays, else the reason.
     priority: lower is tried first by ``backend=None``.
+    auto_serves: like ``serves``, for the automatic choice only, when that is narrower than what
+        the backend can be forced onto (None: same as ``serves``).
     """
 
     name: str
@@ -38,6 +40,7 @@ class Backend:
     probe: Callable[[], Optional[str]]
     serves: Callable[[object, object], Optional[str]]
     priority: int = 100
+    auto_serves: Optional[Callable[[object, object], Optional[str]]] = None
     _status: Optional[tuple] = field(default=None, repr=False)
 
     def status(self):
@@ -100,7 +103,7 @@ def select(op, xp, array, backend=None):
             raise ValueError(f"backend {backend!r} cannot compute {op} on these arrays: {why}")
         return b.implementation(op)
     for b in sorted(_REGISTRY.values(), key=lambda b: b.priority):
-        if op in b.ops and b.status()[0] and b.serves(xp, array) is None:
+        if op in b.ops and b.status()[0] and (b.auto_serves or b.serves)(xp, array) is None:
             return b.implementation(op)
     raise ValueError(f"no available backend computes {op} on {type(array).__name__} arrays")
 

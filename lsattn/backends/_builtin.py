@@ -37,6 +37,7 @@ def _cupy_backend():
             ops=cupy_backend.OPS,
             probe=cupy_backend.probe,
             serves=cupy_backend.serves,
+            auto_serves=cupy_backend.auto_serves,
             priority=10,
         )
     )

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..state import State
 
-__all__ = ["OPS", "probe", "serves", "loglinear_forward", "exp_kernel_forward", "loglinear_bf16", "exp_kernel_bf16"]
+__all__ = ["OPS", "probe", "serves", "auto_serves", "loglinear_forward", "exp_kernel_forward", "loglinear_bf16", "exp_kernel_bf16"]
 
 #: operators this backend implements -> "module:function"
 OPS = {
@@ -83,6 +83,14 @@ def serves(xp, a):
     if a.ndim >= 1 and a.shape[-1] > MAX_DK:
         return f"d_k = {a.shape[-1]} > {MAX_DK} (shared-memory tiles); use the array_api backend"
     return None
+
+
+def auto_serves(xp, a):
+    """The automatic choice (DESIGN.md): CuPy arrays only; other CUDA arrays go to ``numba_cuda``
+    unless ``backend="cupy"`` is forced."""
+    if _kind(a) != "cupy":
+        return "backend=None sends only CuPy arrays to the cupy backend (force backend='cupy' for others)"
+    return serves(xp, a)
 
 
 def _kind(a):
