@@ -74,6 +74,7 @@ def main():
     ap.add_argument("--max-call", type=float, default=3.0, help="a backend slower than this is not timed at larger T")
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--sweep", type=int, default=0, help="T of the block-shape sweep (0: none)")
+    ap.add_argument("--decode", type=int, default=0, help="offset of the decode-step timing (0: none)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", f"numba_cuda_{datetime.date.today():%Y-%m-%d}"))
     args = ap.parse_args()
     import cupy as cp
@@ -81,7 +82,7 @@ def main():
     dev = cp.cuda.runtime.getDeviceProperties(0)
     device = dev["name"].decode() if isinstance(dev["name"], bytes) else str(dev["name"])
     Ts = [T for T in (1024, 2048, 4096, 8192, 16384, 32768, 65536) if T <= args.max_T]
-    rows, sweep = [], []
+    rows, sweep, decode = [], [], []
     for op in args.ops.split(","):
         f = getattr(lsattn, op)
         names = ["numba_cuda", "array_api"] + (["cupy"] if op in CUPY_OPS else [])
@@ -114,20 +115,33 @@ def main():
                 sweep.append(dict(op=op, T=args.sweep, columns=cols, seconds=t))
                 print(f"sweep {op:24s} T={args.sweep} columns/block {cols:2d} {t*1e3:9.2f} ms", flush=True)
             nc.COLUMNS = None
-        save(args, cp, device, rows, sweep, Ts)  # after every operator: a cut-short run keeps what it has
+        if args.decode:  # one token with the state of a prefix: per-token latency when generating
+            P = args.decode
+            x = inputs(cp, op, P + 1)
+            for name in names:
+                try:
+                    _, st = f(*(t[:, :P] for t in x), return_state=True, backend=name)
+                    step = [t[:, P:P + 1] for t in x]
+                    t, _ = timed(cp, lambda: f(*step, state=st, backend=name), 30, args.budget)
+                except Exception as exc:  # noqa: BLE001  keep the rest of the run
+                    print(f"decode {op} {name} failed: {type(exc).__name__}: {exc}", flush=True)
+                    continue
+                decode.append(dict(op=op, offset=P, backend=name, seconds=t))
+                print(f"decode {op:24s} offset={P} {name:10s} {t*1e6:9.1f} us", flush=True)
+        save(args, cp, device, rows, sweep, Ts, decode)  # after every operator: a cut-short run keeps what it has
 
 
-def save(args, cp, device, rows, sweep, Ts):
+def save(args, cp, device, rows, sweep, Ts, decode=()):
     meta = dict(device=device, date=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
                 command="python " + " ".join(sys.argv), cupy=cp.__version__,
                 numba=__import__("numba").__version__, batch=B, d=D, dtype="float32")
     with open(args.out + ".json", "w") as fh:
-        json.dump(dict(meta=meta, rows=rows, sweep=sweep), fh, indent=1)
-    write_md(args.out, meta, rows, sweep, Ts)
+        json.dump(dict(meta=meta, rows=rows, sweep=sweep, decode=list(decode)), fh, indent=1)
+    write_md(args.out, meta, rows, sweep, Ts, decode)
     plot(args.out, meta, rows)
 
 
-def write_md(out, meta, rows, sweep, Ts):
+def write_md(out, meta, rows, sweep, Ts, decode=()):
     lines = [f"# Numba CUDA backend vs array-API on CuPy (and the cupy backend)", "",
              f"Device: {meta['device']}; date: {meta['date']}; CuPy {meta['cupy']}, Numba {meta['numba']}.",
              f"batch {meta['batch']}, d_k = d_v = {meta['d']}, {meta['dtype']}; median of CUDA-event timed calls after a "
@@ -149,6 +163,13 @@ def write_md(out, meta, rows, sweep, Ts):
         lines += ["", f"Block shapes (numba_cuda; value columns per block of 32 threads, the rest row groups), T = {sweep[0]['T']}:",
                   "", "| op | columns/block | ms |", "|---|---:|---:|"]
         lines += [f"| {s['op']} | {s['columns']} | {s['seconds']*1e3:.2f} |" for s in sweep]
+    if decode:
+        lines += ["", f"Decode step (one token with the state of {decode[0]['offset']} tokens; median of 30, microseconds):",
+                  "", "| op | numba_cuda us | array_api us | cupy us |", "|---|---:|---:|---:|"]
+        dby = {(d["op"], d["backend"]): d["seconds"] * 1e6 for d in decode}
+        for op in dict.fromkeys(d["op"] for d in decode):
+            cells = [f"{dby[op, b]:.0f}" if (op, b) in dby else "-" for b in ("numba_cuda", "array_api", "cupy")]
+            lines.append(f"| {op} | " + " | ".join(cells) + " |")
     with open(out + ".md", "w") as fh:
         fh.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -178,6 +178,19 @@ def test_block_shapes(monkeypatch, threads, columns):
         assert_close(host(run_ll(op, arrays)[0]), LL_REF[op](*arrays), LL_TOL[op, "float64"], what=op)
 
 
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+def test_loglinear_levels_in_global_memory(monkeypatch, op):
+    """Levels too large for shared memory are scanned in the returned state's memory instead."""
+    monkeypatch.setattr(nc, "SHARED_BYTES", 0)
+    arrays = ll_inputs(9, (2,), 9, 3, 3, op == "gated")
+    out, state = run_ll(op, arrays, None, True)
+    assert_close(host(out), LL_REF[op](*arrays), LL_TOL[op, "float64"])
+    _, whole = getattr(lsattn, LL_OPS[op])(*arrays, return_state=True, backend="array_api")
+    np.testing.assert_allclose(host(state.tensors["levels"]), whole.tensors["levels"], rtol=1e-12, atol=1e-14)
+    out2, _ = run_ll(op, arrays)  # no state asked: a scratch buffer
+    np.testing.assert_array_equal(host(out2), host(out))
+
+
 def _stream(kind, op, arrays, cuts, names):
     """Run the pieces [cuts[i], cuts[i+1]) on the named backends, converting the state between
     Numba device arrays (numba_cuda) and NumPy (array_api). Returns (outputs, final state)."""

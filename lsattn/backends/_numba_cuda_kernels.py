@@ -75,11 +75,13 @@ def kernels(dtype_name):
     # y_j = sum_i a_i S_ij / sum_i a_i z_i.
 
     @cuda.jit
-    def ek_causal(q, k, vals, m0, n0, S0, z0, has_state, log_values, lo, CB, want_state, out, m1, n1, S, z1):
+    def ek_causal(q, k, vals, m0, n0, S0, z0, has_state, log_values, lo, CB, want_state, out, m1, n1, S1, z1):
         """q, k (B, T, d_k); vals (B, T, d_v); initial state m0, z0 (B, d_k), n0 (B, d_v),
-        S0 (B, d_k, d_v) (read only if has_state; n0 only for log values); S (B, d_k, d_v) is the
-        working state (the returned one); writes out (B, T, d_v) and, if want_state, m1, n1, z1.
-        Grid (B, ceil(d_v / CB)); dynamic shared memory (5 d_k + 3 NT + 3 CB) items."""
+        S0 (B, d_k, d_v) (read only if has_state; n0 only for log values); writes out (B, T, d_v)
+        and, if want_state, the final m1, z1 (B, d_k), n1 (B, d_v), S1 (B, d_k, d_v).
+        Grid (B, ceil(d_v / CB)); dynamic shared memory (5 d_k + 3 NT + 3 CB + d_k CB) items: the
+        block's columns of S live in shared memory; token t + 1's inputs are loaded into registers
+        while token t is computed (every row / column is read by the thread that loads it)."""
         b = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         NT = cuda.blockDim.x
@@ -105,6 +107,8 @@ def kernels(dtype_name):
         n = sh[o:o + CB]
         gv = sh[o + CB:o + 2 * CB]  # column factors exp(n_old - n_new)
         ev = sh[o + 2 * CB:o + 3 * CB]  # the new value, shifted
+        o += 3 * CB
+        St = sh[o:o + dk * CB]  # St[i * CB + jl] = S[i, c]
         RS = 1  # the r tree spans the rows' threads only
         while RS < dk and RS < NT:
             RS *= 2
@@ -120,14 +124,41 @@ def kernels(dtype_name):
             n[tid] = n0[b, c] if (has_state and log_values and colok) else lo
         if colok:
             for i in range(g, dk, RG):
-                S[b, i, c] = S0[b, i, c] if has_state else zero
+                St[i * CB + jl] = S0[b, i, c] if has_state else zero
+        # registers: rows tid and tid + NT of q_t, k_t; value column tid (threads < CB)
+        i1 = tid + NT
+        nk0 = nk1 = nq0 = nq1 = nv = zero
+        if T > 0:
+            if tid < dk:
+                nk0 = k[b, 0, tid]
+                nq0 = q[b, 0, tid]
+            if i1 < dk:
+                nk1 = k[b, 0, i1]
+                nq1 = q[b, 0, i1]
+            if tid < CB and colok:
+                nv = vals[b, 0, c]
         cuda.syncthreads()
 
         for t in range(T):
+            k0, k1, q0, q1, x = nk0, nk1, nq0, nq1, nv
+            if t + 1 < T:  # prefetch token t + 1; first used next iteration
+                if tid < dk:
+                    nk0 = k[b, t + 1, tid]
+                    nq0 = q[b, t + 1, tid]
+                if i1 < dk:
+                    nk1 = k[b, t + 1, i1]
+                    nq1 = q[b, t + 1, i1]
+                if tid < CB and colok:
+                    nv = vals[b, t + 1, c]
             # key t joins the rows; each row's thread also forms q + m
             pr = neg
             for i in range(tid, dk, NT):
-                ki = k[b, t, i]
+                if i == tid:
+                    ki, qi = k0, q0
+                elif i == i1:
+                    ki, qi = k1, q1
+                else:
+                    ki, qi = k[b, t, i], q[b, t, i]
                 mi = m[i]
                 if ki > mi:
                     fi = math.exp(mi - ki)
@@ -140,13 +171,12 @@ def kernels(dtype_name):
                 f[i] = fi
                 e[i] = ei
                 z[i] = z[i] * fi + ei
-                qm = q[b, t, i] + mi
+                qm = qi + mi
                 a[i] = qm
                 pr = max(pr, qm)
             red[tid] = pr
             if tid < CB:  # value t joins the columns
                 if colok:
-                    x = vals[b, t, c]
                     if log_values:
                         lv = max(x, lo)  # log v = -inf: the finite stand-in
                         nj = n[tid]
@@ -182,10 +212,10 @@ def kernels(dtype_name):
                 ej = ev[jl]
                 for i in range(g, dk, RG):
                     if log_values:
-                        sv = S[b, i, c] * f[i] * gj + e[i] * ej
+                        sv = St[i * CB + jl] * f[i] * gj + e[i] * ej
                     else:
-                        sv = S[b, i, c] * f[i] + e[i] * ej
-                    S[b, i, c] = sv
+                        sv = St[i * CB + jl] * f[i] + e[i] * ej
+                    St[i * CB + jl] = sv
                     ai = a[i]
                     pn += ai * sv
                     pd += ai * z[i]
@@ -201,8 +231,11 @@ def kernels(dtype_name):
                 for i in range(tid, dk, NT):
                     m1[b, i] = m[i]
                     z1[b, i] = z[i]
-            if log_values and tid < CB and colok:
-                n1[b, c] = n[tid]
+            if colok:
+                if log_values and tid < CB:
+                    n1[b, c] = n[tid]
+                for i in range(g, dk, RG):
+                    S1[b, i, c] = St[i * CB + jl]
 
     # ---- exp-kernel attention, non-causal: summarise all keys, then every query reads ------------
 
@@ -274,11 +307,14 @@ def kernels(dtype_name):
     # beta_t k_t v_t^T and slots 0 .. zt-1 become slot zt (empty before: bit zt of t is clear).
 
     @cuda.jit
-    def ll_scan(q, k, v, log_decay, beta, lam, p, levels0, n_old, gated, CB, out, S):
+    def ll_scan(q, k, v, log_decay, beta, lam, p, levels0, n_old, gated, CB, Lw, use_shared, write_state, out, S):
         """q, k (B, T, d_k); v (B, T, d_v); log_decay, beta (B, T) (beta read only if gated);
         lam (B, T, L); levels0 (B, n_old, d_k, d_v) at offset p (n_old = bit_length(p));
-        S (B, bit_length(p + T), d_k, d_v) is the working state (the returned levels).
-        Writes out (B, T, d_v). Grid (B, ceil(d_v / CB)); dynamic shared memory (2 d_k + 2 NT) items."""
+        Lw = bit_length(p + T) level slots. The working levels are the block's columns in shared
+        memory (use_shared; written to S at the end if write_state) or S itself;
+        S is (B, Lw d_k d_v), slot-major like the returned levels (B, Lw, d_k, d_v).
+        Writes out (B, T, d_v). Grid (B, ceil(d_v / CB)); dynamic shared memory
+        (2 d_k + nl + 2 NT [+ Lw d_k CB]) items, nl = min(L, Lw + 1)."""
         b = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         NT = cuda.blockDim.x
@@ -288,43 +324,93 @@ def kernels(dtype_name):
         c = cuda.blockIdx.y * CB + jl
         T, dk = q.shape[1], q.shape[2]
         dv = v.shape[2]
-        Lw = S.shape[1]
+        nl = min(lam.shape[2], Lw + 1)
         colok = c < dv
         zero, one = nbt(0), nbt(1)
         sh = cuda.shared.array(0, nbt)
         qs = sh[0:dk]
         ks = sh[dk:2 * dk]
-        rk = sh[2 * dk:2 * dk + NT]
-        ro = sh[2 * dk + NT:2 * dk + 2 * NT]
+        ls = sh[2 * dk:2 * dk + nl]  # this token's level weights
+        o = 2 * dk + nl
+        rk = sh[o:o + NT]
+        ro = sh[o + NT:o + 2 * NT]
+        o += 2 * NT
+        if use_shared:  # level j, row a of column c at W[(j * d_k + a) * Wd + cc]
+            W = sh[o:o + Lw * dk * CB]
+            Wd = CB
+            cc = jl
+        else:
+            W = S[b]
+            Wd = dv
+            cc = c
 
         if colok:
             for j in range(Lw):
                 for a in range(g, dk, RG):
-                    S[b, j, a, c] = levels0[b, j, a, c] if j < n_old else zero
+                    W[(j * dk + a) * Wd + cc] = levels0[b, j, a, c] if j < n_old else zero
+        # registers: rows tid and tid + NT of q_i, k_i, level weight tid, decay, beta, v[i, c]
+        i1 = tid + NT
+        nq0 = nq1 = nk0 = nk1 = nlw = ndec = nbt_ = nv = zero
+        if T > 0:
+            if tid < dk:
+                nq0 = q[b, 0, tid]
+                nk0 = k[b, 0, tid]
+            if i1 < dk:
+                nq1 = q[b, 0, i1]
+                nk1 = k[b, 0, i1]
+            if tid < nl:
+                nlw = lam[b, 0, tid]
+            ndec = log_decay[b, 0]
+            nbt_ = beta[b, 0] if gated else one
+            if colok:
+                nv = v[b, 0, c]
+            if tid < dk:
+                qs[tid] = nq0
+                ks[tid] = nk0
+            if i1 < dk:
+                qs[i1] = nq1
+                ks[i1] = nk1
+            for aa in range(tid + 2 * NT, dk, NT):
+                qs[aa] = q[b, 0, aa]
+                ks[aa] = k[b, 0, aa]
+            if tid < nl:
+                ls[tid] = nlw
+            for ee in range(tid + NT, nl, NT):
+                ls[ee] = lam[b, 0, ee]
+        cuda.syncthreads()
 
         for i in range(T):
             t = p + i
-            cuda.syncthreads()  # the previous token's readers of qs, ks are done
-            for a in range(tid, dk, NT):
-                qs[a] = q[b, i, a]
-                ks[a] = k[b, i, a]
-            cuda.syncthreads()
-            dec = math.exp(log_decay[b, i])
-            bt = beta[b, i] if gated else one
-            vc = v[b, i, c] if colok else zero
+            dec = math.exp(ndec)
+            bt = nbt_
+            vc = nv
+            if i + 1 < T:  # prefetch token i + 1; stored to shared at the end of this token
+                if tid < dk:
+                    nq0 = q[b, i + 1, tid]
+                    nk0 = k[b, i + 1, tid]
+                if i1 < dk:
+                    nq1 = q[b, i + 1, i1]
+                    nk1 = k[b, i + 1, i1]
+                if tid < nl:
+                    nlw = lam[b, i + 1, tid]
+                ndec = log_decay[b, i + 1]
+                nbt_ = beta[b, i + 1] if gated else one
+                if colok:
+                    nv = v[b, i + 1, c]
             pqk = zero
             for a in range(g, dk, RG):
                 pqk += qs[a] * ks[a]
-            po = lam[b, i, 0] * bt * pqk * vc
+            po = ls[0] * bt * pqk * vc
             j = 0
             while (t >> j) > 0:  # occupied slots: the set bits of t
                 if (t >> j) & 1:
-                    w = lam[b, i, j + 1]
+                    w = ls[j + 1]
+                    base = j * dk
                     if gated:  # S <- e^a (S - beta k (k^T S)), read fused
                         pk = zero
                         if colok:
                             for a in range(g, dk, RG):
-                                pk += ks[a] * S[b, j, a, c]
+                                pk += ks[a] * W[(base + a) * Wd + cc]
                         rk[tid] = pk
                         cuda.syncthreads()
                         tree_sum(rk, tid, CB, RG)
@@ -332,13 +418,15 @@ def kernels(dtype_name):
                         cuda.syncthreads()  # everyone has read kS before rk is reused
                         if colok:
                             for a in range(g, dk, RG):
-                                sv = dec * (S[b, j, a, c] - bt * ks[a] * kS)
-                                S[b, j, a, c] = sv
+                                idx = (base + a) * Wd + cc
+                                sv = dec * (W[idx] - bt * ks[a] * kS)
+                                W[idx] = sv
                                 po += w * qs[a] * sv
                     elif colok:  # S <- e^a S, read fused
                         for a in range(g, dk, RG):
-                            sv = dec * S[b, j, a, c]
-                            S[b, j, a, c] = sv
+                            idx = (base + a) * Wd + cc
+                            sv = dec * W[idx]
+                            W[idx] = sv
                             po += w * qs[a] * sv
                 j += 1
             ro[tid] = po
@@ -356,8 +444,30 @@ def kernels(dtype_name):
                 for a in range(g, dk, RG):
                     acc = bt * ks[a] * vc
                     for jj in range(zt):
-                        acc += S[b, jj, a, c]
-                        S[b, jj, a, c] = zero
-                    S[b, zt, a, c] = acc
+                        idx = (jj * dk + a) * Wd + cc
+                        acc += W[idx]
+                        W[idx] = zero
+                    W[(zt * dk + a) * Wd + cc] = acc
+            cuda.syncthreads()  # this token's readers of qs, ks, ls are done
+            if i + 1 < T:
+                if tid < dk:
+                    qs[tid] = nq0
+                    ks[tid] = nk0
+                if i1 < dk:
+                    qs[i1] = nq1
+                    ks[i1] = nk1
+                for aa in range(tid + 2 * NT, dk, NT):
+                    qs[aa] = q[b, i + 1, aa]
+                    ks[aa] = k[b, i + 1, aa]
+                if tid < nl:
+                    ls[tid] = nlw
+                for ee in range(tid + NT, nl, NT):
+                    ls[ee] = lam[b, i + 1, ee]
+            cuda.syncthreads()
+
+        if use_shared and write_state and colok:
+            for j in range(Lw):
+                for a in range(g, dk, RG):
+                    S[b, (j * dk + a) * dv + c] = W[(j * dk + a) * Wd + cc]
 
     return SimpleNamespace(ek_causal=ek_causal, ek_summary=ek_summary, ek_read=ek_read, ll_scan=ll_scan)

@@ -51,7 +51,9 @@ OPS = {
     "loglinear_gated_delta": f"{_K}:gated_delta_forward",
 }
 
-MAX_DK = 1024
+MAX_DK = 512
+#: dynamic shared memory a block may use (the default limit without an opt-in attribute)
+SHARED_BYTES = 48 * 1024
 _DTYPES = ("float16", "float32", "float64")
 
 #: threads per block of the scans (None: 32 on a GPU, 4 under the simulator, which runs a Python
@@ -79,7 +81,7 @@ def probe():
 
 def serves(xp, a):
     """None for CuPy arrays, torch CUDA tensors without grad and Numba device arrays of dtype
-    float16/32/64 with ``d_k = a.shape[-1] <= 1024``; else the reason."""
+    float16/32/64 with ``d_k = a.shape[-1] <= 512``; else the reason."""
     kind = _kind(a)
     if kind is None:
         return (f"{type(a).__module__}.{type(a).__name__} is not a CUDA array (the numba_cuda backend serves CuPy "
@@ -224,13 +226,13 @@ def _sm_count(gpu):
         return 132
 
 
-def _columns(gpu, B, dv, NT):
-    """Value columns per block: 4 by default (8 row groups of 32 threads), fewer while the grid
-    has fewer blocks than multiprocessors (the scans are latency bound: more blocks, more overlap)."""
-    if COLUMNS:
-        return min(COLUMNS, NT)
-    cb = min(4, NT)
-    while cb > 1 and B * -(-dv // cb) < _sm_count(gpu):
+def _columns(gpu, B, dv, NT, shared_bytes):
+    """Value columns per block: 2 by default (16 row groups of 32 threads; measured best of
+    1..16 on an H100-class GPU), fewer while the grid has fewer blocks than multiprocessors (the
+    scans are latency bound: more blocks, more overlap) or the block's shared memory
+    ``shared_bytes(columns)`` would pass SHARED_BYTES."""
+    cb = min(COLUMNS or 2, NT)
+    while cb > 1 and ((not COLUMNS and B * -(-dv // cb) < _sm_count(gpu)) or shared_bytes(cb) > SHARED_BYTES):
         cb //= 2
     return cb
 
@@ -286,16 +288,18 @@ def _ek(q, k, vals, causal, state, return_state, log_values):
             n0 = gpu.flat(t["n"], 1) if log_values else gpu.dummy(2, dt)
         else:
             m0, n0, S0, z0 = gpu.dummy(2, dt), gpu.dummy(2, dt), gpu.dummy(3, dt), gpu.dummy(2, dt)
-        S, S_d = gpu.empty(batch + (d_k, d_v), (B, d_k, d_v), dt)
         if return_state:
             m1, m1_d = gpu.empty(batch + (d_k,), (B, d_k), dt)
             z1, z1_d = gpu.empty(batch + (d_k,), (B, d_k), dt)
+            S, S_d = gpu.empty(batch + (d_k, d_v), (B, d_k, d_v), dt)
             n1, n1_d = gpu.empty(batch + (d_v,), (B, d_v), dt) if log_values else (None, gpu.dummy(2, dt))
         else:
             m1_d = n1_d = z1_d = gpu.dummy(2, dt)
-        CB = _columns(gpu, B, d_v, NT)
+            S_d = gpu.dummy(3, dt)
+        items = lambda cb: 5 * d_k + 3 * NT + 3 * cb + d_k * cb  # noqa: E731
+        CB = _columns(gpu, B, d_v, NT, lambda cb: items(cb) * es)
         if B:
-            gpu.launch(K.ek_causal, (B, max(1, -(-d_v // CB))), NT, 5 * d_k + 3 * NT + 3 * CB, es,
+            gpu.launch(K.ek_causal, (B, max(1, -(-d_v // CB))), NT, items(CB), es,
                        qd, kd, vd, m0, n0, S0, z0, has_state, log_values, lo, CB, bool(return_state),
                        out_d, m1_d, n1_d, S_d, z1_d)
     if not return_state:
@@ -344,13 +348,21 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state)
         n_old = p.bit_length()
         lev0 = gpu.flat(state.tensors["levels"], 3) if n_old else gpu.dummy(4, dt)
         n_new = (p + T).bit_length()
-        levels, S_d = gpu.empty(batch + (n_new, d_k, d_v), (B, n_new, d_k, d_v), dt)
         out, out_d = gpu.empty(batch + (T, d_v), (B, T, d_v), dt)
-        NT = _threads(gpu)
-        CB = _columns(gpu, B, d_v, NT)
+        NT, es = _threads(gpu), dt.itemsize
+        nl = min(tuple(level_weights.shape)[-1], n_new + 1)
+        items = lambda cb: 2 * d_k + nl + 2 * NT + n_new * d_k * cb  # noqa: E731  levels in shared memory
+        CB = _columns(gpu, B, d_v, NT, lambda cb: items(cb) * es)
+        use_shared = items(CB) * es <= SHARED_BYTES
+        shared = items(CB) if use_shared else items(0)
+        # the returned levels; without a state and with shared-memory levels nothing is written
+        levels, S_d = None, gpu.dummy(2, dt)
+        if return_state or not use_shared:
+            levels, S_d = gpu.empty(batch + (n_new, d_k, d_v), (B, n_new * d_k * d_v), dt)
         if B:
-            gpu.launch(_kernels(dt).ll_scan, (B, max(1, -(-d_v // CB))), NT, 2 * d_k + 2 * NT, dt.itemsize,
-                       qd, kd, vd, ad, bd, lam, p, lev0, n_old, beta is not None, CB, out_d, S_d)
+            gpu.launch(_kernels(dt).ll_scan, (B, max(1, -(-d_v // CB))), NT, shared, es,
+                       qd, kd, vd, ad, bd, lam, p, lev0, n_old, beta is not None, CB, n_new, use_shared,
+                       bool(return_state), out_d, S_d)
     if not return_state:
         return out, None
     return out, State(op, p + T, batch, d_k, d_v, q.dtype, {"levels": levels})
