@@ -12,7 +12,9 @@ groups). Every column of the exp-kernel state ``S`` and of the log-linear level 
 its own, so blocks never talk to each other; the per-row quantities (key maxima, row shifts) are
 recomputed by every column block. Reductions over rows are shared-memory trees with
 ``syncthreads`` (no warp shuffles, so the CUDA simulator runs exactly these kernels). Each thread
-only ever touches its own elements of the state, so the state needs no barrier.
+only ever touches its own elements of the state, so the state needs no barrier. The block's state
+columns live in shared memory (``ll_scan``: or in global memory, the returned levels, when they do
+not fit), and the next token's inputs are loaded into registers while the current one is computed.
 
 State layouts are those of the array-API twins (see ``numba_cuda``), so a stream may move
 between backends.

@@ -21,13 +21,18 @@ block scans the tokens in order, holding the same summaries as the Numba CPU ker
 exp-kernel ``(m, n, S, z)`` with max-shifting (a new key / value maximum rescales its row / column
 by ``exp(old - new) <= 1``; queries read with the row shift ``max_i (q_i + m_i)``), the Fenwick
 level states of log-linear Mamba-2 / Gated DeltaNet (transition and read of the occupied levels,
-then the merge). ``O(T d_k d_v)`` (exp-kernel) and ``O(T log T d_k d_v)`` (log-linear) work,
-``T`` steps of latency; the working state is the returned state (global memory), nothing of size
-``T d_k d_v``. Non-causal exp-kernel: summarise all keys (one thread per ``(b, i, c)``), then one
-thread per output element reads. Accumulation in the compute dtype (float32 for float32 inputs).
+then the merge). The block's columns of the state live in shared memory (log-linear levels fall
+back to global memory when ``L d_k columns`` items pass ``SHARED_BYTES``) and the next token's
+inputs are prefetched into registers. ``O(T d_k d_v)`` (exp-kernel) and ``O(T log T d_k d_v)``
+(log-linear) work in ``T`` sequential steps: the scans are latency bound, best for short calls and
+decoding; chunkwise forms (array-API path, cupy backend) win on long sequences (see
+``benchmarks/results/numba_cuda_2026-11-29.md``). Nothing of size ``T d_k d_v``. Non-causal
+exp-kernel: summarise all keys (one thread per ``(b, i, c)``), then one thread per output element
+reads. Accumulation in the compute dtype (float32 for float32 inputs; within the promised 1e-5).
 
-``chunk_size`` is accepted and ignored (recurrent scans). Limits: ``d_k <= 1024`` (shared
-memory); no backward (torch tensors that require grad are declined).
+``chunk_size`` is accepted and ignored (recurrent scans). Limits: ``d_k <= 512`` (shared
+memory); no backward (torch tensors that require grad are declined). numba-cuda <= 0.30.4 cannot
+compile kernels under NumPy 2.5 (it registers ``np.row_stack``, which NumPy 2.5 removed).
 """
 from __future__ import annotations
 
