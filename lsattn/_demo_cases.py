@@ -138,3 +138,52 @@ def _gated_delta_stream(rng):
 
 register_demo("loglinear_gated_delta", _gated_delta_demo)
 register_stream("loglinear_gated_delta", _gated_delta_stream)
+
+
+# ---- log_attention / exp_kernel_attention (exp-kernel softmax attention, lsattn/exp_kernel.py) ----
+
+def _exp_kernel_inputs(rng, B, H, T, d):
+    """float32 q, k, values: q, k ~ N(0, 1) (similarity sum_i exp(q_i + k_i)), values N(0, 1)."""
+    import numpy as np
+
+    return tuple(rng.standard_normal((B, H, T, d)).astype(np.float32) for _ in range(3))
+
+
+def _exp_kernel_case(name):
+    def make(rng, T):
+        import numpy as np
+
+        from . import exp_kernel, reference
+
+        args = _exp_kernel_inputs(rng, 1, 2, T, 64)
+        rT = min(T, 512)  # the quadratic float64 reference on a prefix (outputs are causal)
+        return {
+            "fn": getattr(exp_kernel, name), "args": args,
+            "ref": getattr(reference, name), "ref_args": [x[..., :rT, :].astype(np.float64) for x in args], "ref_T": rT,
+        }
+
+    return make
+
+
+def _exp_kernel_stream(name):
+    """Decode one token at a time: the state is d_k x d_v + 2 d_k (+ d_v) numbers, whatever T."""
+
+    def make(rng):
+        from . import exp_kernel
+
+        fn = getattr(exp_kernel, name)
+
+        def step(state, n):
+            for _ in range(n):
+                q, k, v = _exp_kernel_inputs(rng, 1, 1, 1, 64)
+                _, state = fn(q, k, v, state=state, return_state=True)
+            return state
+
+        return step, lambda state: state.nbytes
+
+    return make
+
+
+for _name in ("log_attention", "exp_kernel_attention"):
+    register_demo(_name, _exp_kernel_case(_name))
+    register_stream(_name, _exp_kernel_stream(_name))
