@@ -1,5 +1,7 @@
-"""The built-in backends. Specialised backends register themselves here as they land."""
+"""The built-in backends: the array-API path and the specialised backends, in priority order."""
 from __future__ import annotations
+
+import importlib
 
 from . import Backend, register
 
@@ -24,80 +26,31 @@ register(
 )
 
 
-def _cupy_backend():
-    """The CuPy RawKernel backend; its module imports no CuPy until a kernel runs."""
-    try:
-        from . import cupy_backend
-    except Exception:  # never let an optional backend break ``import lsattn``
-        return
-    register(
-        Backend(
-            name="cupy",
-            description="CUDA kernels through cupy.RawModule (CuPy arrays; CUDA torch / JAX GPU arrays via DLPack)",
-            ops=cupy_backend.OPS,
-            probe=cupy_backend.probe,
-            serves=cupy_backend.serves,
-            auto_serves=cupy_backend.auto_serves,
-            priority=10,
-        )
-    )
+#: specialised backends: (name, module, priority, description). Each module defines ``OPS``,
+#: ``probe``, ``serves`` (and optionally ``auto_serves``) and imports its framework only when a
+#: kernel runs, so registering never needs CuPy, Numba or Dask.
+_SPECIALISED = [
+    ("dask", "dask_backend", 5,
+     "block-parallel graphs on dask.array inputs chunked along the sequence (any Dask scheduler)"),
+    ("cupy", "cupy_backend", 10,
+     "CUDA kernels through cupy.RawModule (CuPy arrays; CUDA torch / JAX GPU arrays when forced, via DLPack)"),
+    ("numba_cuda", "numba_cuda", 15,
+     "Numba CUDA scans (CuPy arrays, CUDA torch tensors, Numba device arrays)"),
+    ("numba", "numba_cpu", 20, "fused Numba CPU scans, parallel over batch elements (NumPy arrays)"),
+]
 
 
-_cupy_backend()
+def _register_specialised():
+    for name, module, priority, description in _SPECIALISED:
+        try:
+            m = importlib.import_module(f"{__package__}.{module}")
+        except Exception as exc:  # never let an optional backend break ``import lsattn``: list it, unavailable
+            why = f"{type(exc).__name__}: {exc}"
+            register(Backend(name, description, {}, probe=lambda why=why: why, serves=lambda xp, a: None,
+                             priority=priority))
+            continue
+        register(Backend(name=name, description=description, ops=m.OPS, probe=m.probe, serves=m.serves,
+                         auto_serves=getattr(m, "auto_serves", None), priority=priority))
 
 
-def _numba_backend():
-    """The Numba CPU backend; its module imports no Numba until a kernel runs."""
-    from . import numba_cpu
-
-    register(
-        Backend(
-            name="numba",
-            description="fused Numba CPU scans, parallel over batch elements (NumPy arrays)",
-            ops=numba_cpu.OPS,
-            probe=numba_cpu.probe,
-            serves=numba_cpu.serves,
-            priority=20,
-        )
-    )
-
-
-_numba_backend()
-
-
-def _dask_backend():
-    """Sequence-parallel Dask graphs over the in-memory implementations; imports no Dask until a call."""
-    from . import dask_backend
-
-    register(
-        Backend(
-            name="dask",
-            description="block-parallel graphs on dask.array inputs chunked along the sequence (any Dask scheduler)",
-            ops=dask_backend.OPS,
-            probe=dask_backend.probe,
-            serves=dask_backend.serves,
-            priority=5,
-        )
-    )
-
-
-_dask_backend()
-
-
-def _numba_cuda_backend():
-    """The Numba CUDA backend; its module imports no Numba until a kernel runs."""
-    from . import numba_cuda
-
-    register(
-        Backend(
-            name="numba_cuda",
-            description="Numba CUDA scans (CuPy arrays, CUDA torch tensors, Numba device arrays)",
-            ops=numba_cuda.OPS,
-            probe=numba_cuda.probe,
-            serves=numba_cuda.serves,
-            priority=15,
-        )
-    )
-
-
-_numba_cuda_backend()
+_register_specialised()
