@@ -6,18 +6,22 @@ and meaning), so a stream started on one backend continues on another. The kerne
 ``_numba_kernels`` (compiled once, cached on disk with ``cache=True``); this module imports no
 Numba, so the registry can probe and describe the backend without loading it.
 
-Algorithms (per batch element, one ``prange`` iteration each):
+Algorithms (per batch element, one ``prange`` iteration each; all in float64 whatever the input
+dtype: the wrappers pass float64 copies, O(T d), and cast outputs and states back):
 
 - exp-kernel attention: the causal prefix summary ``(m, n, S, z)`` held in local arrays and
   updated token by token (a new per-feature key maximum rescales its row by ``exp(m_old - m_new)
   <= 1``; a new per-column value maximum rescales its column), then read by the token's query
   with the row shift ``max_i (q_i + m_i)``. ``O(d_k d_v)`` per token, no chunks. Non-causal calls
   summarise all keys once and read them.
-- log-linear Mamba-2 / Gated DeltaNet: the Fenwick level states ``(L, d_k, d_v)`` in a local array,
-  token by token: transition of every occupied level fused with the level-weighted read, then the
-  Fenwick merge. ``O(popcount(t) d_k d_v)`` per token (``O(T log T d_k d_v)`` per call).
+- log-linear Mamba-2 / Gated DeltaNet: the Fenwick slots ``(L, d_k, d_v)`` with lazy decay (each
+  slot relative to its newest token plus one log-decay scalar); Mamba-2 runs aligned blocks of
+  ``_numba_kernels.BLOCK`` tokens at once, Gated DeltaNet applies its projection to every occupied
+  slot each token. ``O(popcount(t) d_k d_v)`` per token at most.
+- hierarchical exp-kernel attention: one exp-kernel summary per Fenwick slot (lazy decay as a
+  key shift), reads combined in log space, Fenwick merge.
 
-``chunk_size`` is accepted and ignored (these are recurrent scans; results do not depend on it).
+``chunk_size`` is accepted and ignored (results do not depend on it).
 """
 from __future__ import annotations
 
