@@ -1,6 +1,6 @@
 """One long sequence through the Dask backend on a LocalCluster, against one in-memory NumPy call.
 
-    python benchmarks/bench_dask.py [--T 1048576] [--d 64] [--block 65536] [--workers 2]
+    python benchmarks/bench_dask.py [--T 1048576,4194304] [--d 64] [--block 65536] [--workers 2]
                                     [--ops loglinear_attention,exp_kernel_attention] [--out benchmarks/results]
 
 Inputs are float32, ``(T, d)``, generated lazily by ``dask.array.random`` (seeded) so that workers
@@ -8,19 +8,32 @@ make their own blocks; the in-memory call gets the same numbers computed to NumP
 result small on the client, both sides reduce the output to ``sum_j out[t, j]^2`` (``T`` numbers),
 and the two reductions are compared (max relative difference).
 
-Measured: wall time of the in-memory call and of the Dask compute (graph building included);
-peak memory of the in-memory call (tracemalloc peak above the inputs: NumPy reports its buffers
-to tracemalloc) and of every Dask worker (peak RSS of the worker process, which includes the
-Python interpreter and imported libraries, ~150-250 MB). Writes ``dask_cpu.md`` into ``--out``.
+Measured:
+
+- wall time of the Dask compute (graph building included) and of the in-memory call;
+- every worker's peak RSS: ``VmHWM`` of the worker process (interpreter, Dask and Numba included),
+  and its RSS just before the compute. Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the
+  parent's peak over ``fork`` + ``exec`` into it, so workers started by a process that had held a
+  large array reported that process's peak (the 1971 MB once recorded for exp-kernel workers was
+  the benchmark process's peak after the previous operator's in-memory call);
+- the in-memory call in a fresh subprocess: inputs computed, then the peak RSS counter reset
+  (``/proc/self/clear_refs``), then the call; reported as the process's peak RSS and that peak
+  minus the RSS before the call ("above inputs": everything the call allocates, Numba's
+  working copies included, which tracemalloc would partly miss).
+
+Writes ``dask_cpu_table.md`` into ``--out`` after every row.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
-import tracemalloc
 
 import numpy as np
 
@@ -41,99 +54,136 @@ def inputs(op, T, d, block, seed=0):
         return [q, k, v]
     a = -rng.random((T,), chunks=(block,), dtype=np.float32) * np.float32(0.1)
     lam = rng.random((T, lsattn.num_levels(T)), chunks=(block, -1), dtype=np.float32)
-    if op == "loglinear_attention":
+    if op in ("loglinear_attention", "loglinear_log_attention"):
         return [q, k, v, a, lam]
     beta = rng.random((T,), chunks=(block,), dtype=np.float32)
     return [q, k, v, a, beta, lam]
 
 
-def peak_rss_mb():
-    import resource
+def call(op, args):
+    """``op`` on arguments in ``inputs`` order (the hierarchical operator takes log_decay by keyword)."""
+    import lsattn
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    f = getattr(lsattn, op)
+    if op == "loglinear_log_attention":
+        return f(*args[:3], args[4], log_decay=args[3])
+    return f(*args)
+
+
+def status_mb(key):
+    """``VmHWM`` (peak RSS) or ``VmRSS`` of this process, MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def reset_peak():
+    """Reset this process's ``VmHWM`` to its current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
 
 
 def warm(op):
     """One tiny in-memory call: JIT compilation (Numba) is not part of the timings."""
     import dask
 
+    call(op, dask.compute(*inputs(op, 64, 8, 64), scheduler="sync"))
+
+
+def in_memory_child(op, T, d, block, path):
+    """Subprocess body: inputs to NumPy, one call, its reduction to ``path``.npy and numbers to .json."""
+    import dask
+
     import lsattn
 
-    getattr(lsattn, op)(*dask.compute(*inputs(op, 64, 8, 64), scheduler="sync"))
+    warm(op)
+    arrays = dask.compute(*inputs(op, T, d, block), scheduler="threads")
+    gc.collect()
+    before = status_mb("VmRSS")
+    reset_peak()
+    t0 = time.perf_counter()
+    ref = call(op, arrays)
+    secs = time.perf_counter() - t0
+    peak = status_mb("VmHWM")
+    np.save(path + ".npy", np.sum(ref.astype(np.float64) ** 2, axis=-1))
+    inner = lsattn.backends.select(op, np, arrays[0], None)
+    res = {"mem_s": secs, "mem_peak_mb": peak, "mem_above_mb": peak - before,
+           "input_mb": sum(a.nbytes for a in arrays) / 2**20, "inner": f"{inner.__module__}.{inner.__name__}"}
+    with open(path + ".json", "w") as fh:
+        json.dump(res, fh)
 
 
 def run(op, T, d, block, workers):
-    import dask
     import distributed
 
-    import lsattn
-
-    f = getattr(lsattn, op)
-    lazy = inputs(op, T, d, block)
     row = {"op": op, "T": T, "d": d, "block": block, "workers": workers}
-
     with distributed.LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40,
-        memory_limit=0,
+        memory_limit=0,  # no spilling to disk: the RSS is what the graph needs
     ) as cluster, distributed.Client(cluster) as client:
         client.run(warm, op)
+        client.run(gc.collect)
+        client.run(reset_peak)
+        row["worker_base_mb"] = sorted(client.run(status_mb, "VmRSS").values())
         t0 = time.perf_counter()
-        out = f(*lazy)
+        out = call(op, inputs(op, T, d, block))
         red = client.compute((out * out).sum(axis=-1), sync=True)
         row["dask_s"] = time.perf_counter() - t0
-        row["worker_peak_mb"] = sorted(client.run(peak_rss_mb).values())
+        row["worker_peak_mb"] = sorted(client.run(status_mb, "VmHWM").values())
 
-    warm(op)
-    arrays = dask.compute(*lazy, scheduler="threads")
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    t0 = time.perf_counter()
-    ref = f(*arrays)
-    row["mem_s"] = time.perf_counter() - t0
-    row["mem_peak_mb"] = (tracemalloc.get_traced_memory()[1] - base) / 2**20
-    tracemalloc.stop()
-    ref_red = np.sum(ref.astype(np.float64) ** 2, axis=-1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "ref")
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--child", op, str(T), str(d), str(block), path], check=True)
+        with open(path + ".json") as fh:
+            row.update(json.load(fh))
+        ref_red = np.load(path + ".npy")
     row["max_rel_diff"] = float(np.max(np.abs(red - ref_red)) / np.max(np.abs(ref_red)))
-    row["input_mb"] = sum(a.nbytes for a in arrays) / 2**20
     return row
 
 
 def table(rows):
-    head = "| op | T | d | block | in-memory s | in-memory peak MB (above inputs) | Dask s | workers | worker peak RSS MB | inputs MB | max rel diff |\n"
-    head += "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    head = ("| op | T | block (blocks) | in-memory s | in-memory peak RSS MB (above inputs) | inputs MB | Dask s "
+            "| worker peak RSS MB (before compute) | max rel diff |\n")
+    head += "|---|---|---|---|---|---|---|---|---|\n"
     for r in rows:
         head += (
-            f"| {r['op']} | {r['T']} | {r['d']} | {r['block']} | {r['mem_s']:.1f} | {r['mem_peak_mb']:.0f} | "
-            f"{r['dask_s']:.1f} | {r['workers']} | {', '.join(f'{m:.0f}' for m in r['worker_peak_mb'])} | "
-            f"{r['input_mb']:.0f} | {r['max_rel_diff']:.1e} |\n"
+            f"| {r['op']} | {r['T']} | {r['block']} ({-(-r['T'] // r['block'])}) | {r['mem_s']:.1f} | "
+            f"{r['mem_peak_mb']:.0f} ({r['mem_above_mb']:.0f}) | {r['input_mb']:.0f} | {r['dask_s']:.1f} | "
+            f"{', '.join(f'{m:.0f}' for m in r['worker_peak_mb'])} "
+            f"({', '.join(f'{m:.0f}' for m in r['worker_base_mb'])}) | {r['max_rel_diff']:.1e} |\n"
         )
     return head
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        op, T, d, block, path = argv[1:]
+        return in_memory_child(op, int(T), int(d), int(block), path)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--T", type=int, default=1 << 20)
+    ap.add_argument("--T", default=str(1 << 20), help="sequence lengths, comma-separated")
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--block", type=int, default=1 << 16)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ops", default="loglinear_attention,exp_kernel_attention")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     args = ap.parse_args(argv)
-    rows = []
-    for op in args.ops.split(","):
-        rows.append(run(op, args.T, args.d, args.block, args.workers))
-        print(rows[-1], flush=True)
-    import lsattn
-
-    inner = lsattn.backends.select(rows[0]["op"], np, np.zeros((1, 1)), None)
-    md = table(rows)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "dask_cpu_table.md")
-    with open(path, "w") as fh:
-        fh.write(f"<!-- {datetime.datetime.now().isoformat(timespec='seconds')}; in-memory implementation: {inner.__module__}.{inner.__name__}; "
-                 f"command: python benchmarks/bench_dask.py {' '.join(argv or sys.argv[1:])} -->\n")
-        fh.write(md)
-    print(md)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    rows = []
+    for op in args.ops.split(","):
+        for T in (int(t) for t in args.T.split(",")):
+            rows.append(run(op, T, args.d, args.block, args.workers))
+            print(rows[-1], flush=True)
+            with open(path, "w") as fh:
+                fh.write(f"<!-- started {started}; d = {args.d}, float32, {args.workers} workers x 1 thread; "
+                         f"in-memory: {', '.join(sorted({r['inner'] for r in rows}))}; "
+                         f"command: python benchmarks/bench_dask.py {' '.join(argv)} -->\n")
+                fh.write(table(rows))
+    print(table(rows))
 
 
 if __name__ == "__main__":
