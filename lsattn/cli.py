@@ -84,15 +84,18 @@ def demo(args):
     rows = []
     for name, make in DEMO_CASES:
         case = make(rng, args.T)
-        fn, fargs, kw = case["fn"], case["args"], case.get("kwargs", {})
-        fn(*fargs, **kw)  # warm-up: JIT compilation and caches are not what we time
-        out, dt, peak = _measure(fn, *fargs, **kw)
-        out = out[0] if isinstance(out, tuple) else out
-        rT = case.get("ref_T", out.shape[-2])
+        fn, fargs = case["fn"], case["args"]
         ref = case["ref"](*case["ref_args"])
-        err = _rel_err(out[..., :rT, :], ref)
         shape = "x".join(str(s) for s in fargs[0].shape)
-        rows.append((name, shape, case.get("backend", "auto"), f"{err:.2e}", f"{dt * 1e3:.1f} ms", f"{peak / 2**20:.1f} MiB"))
+        auto = backends.resolve(name, np, fargs[0]).name
+        for backend in dict.fromkeys([auto, "array_api"]):  # the automatic choice, then the array-API path
+            kw = {**case.get("kwargs", {}), "backend": backend}
+            fn(*fargs, **kw)  # warm-up: JIT compilation and caches are not what we time
+            out, dt, peak = _measure(fn, *fargs, **kw)
+            out = out[0] if isinstance(out, tuple) else out
+            err = _rel_err(out[..., : case.get("ref_T", out.shape[-2]), :], ref)
+            label = f"{backend} (auto)" if backend == auto else backend
+            rows.append((name, shape, label, f"{err:.2e}", f"{dt * 1e3:.1f} ms", f"{peak / 2**20:.1f} MiB"))
     print("Operators on NumPy float32 (error: max |out - ref| / max |ref| against lsattn.reference in float64)")
     _table(rows, ("operator", "shape (B,H,T,d)", "backend", "rel. error", "time", "peak memory"))
     print()

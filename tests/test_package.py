@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import lsattn
+
 
 def test_import_does_not_import_frameworks():
     code = (
@@ -26,3 +28,20 @@ def test_public_names_from_the_contract():
 def test_module_entry_point_runs():
     run = subprocess.run([sys.executable, "-m", "lsattn", "info"], capture_output=True, text=True)
     assert run.returncode == 0 and "array_api" in run.stdout, run.stderr
+
+
+def test_cli_demo_runs_every_operator_on_its_backends(capsys):
+    """`lsattn demo` at a small size: one row per operator and backend, each within float32 accuracy."""
+    from lsattn.cli import main
+
+    assert main(["demo", "--T", "96", "--stream-log2", "5"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0] in lsattn.__all__]
+    ops = {"log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"}
+    assert {r[0] for r in rows} == ops
+    assert {r[0] for r in rows if r[2] == "array_api"} == ops
+    for r in rows:
+        err = float(r[3] if r[3] != "(auto)" else r[4])
+        assert err < 1e-5, r
+    for op in ops:
+        assert f"Streaming {op}: one token at a time" in out

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-__all__ = ["Backend", "register", "available", "select", "get", "ENV_VAR"]
+__all__ = ["Backend", "register", "available", "resolve", "select", "get", "ENV_VAR"]
 
 ENV_VAR = "LSATTN_BACKEND"
 
@@ -84,8 +84,8 @@ def available():
     return rows
 
 
-def select(op, xp, array, backend=None):
-    """The function computing ``op`` for arrays like ``array`` (namespace ``xp``).
+def resolve(op, xp, array, backend=None):
+    """The ``Backend`` that computes ``op`` for arrays like ``array`` (namespace ``xp``).
 
     backend: None (automatic, or ``$LSATTN_BACKEND``) or a backend name, which is then forced.
     """
@@ -101,11 +101,16 @@ def select(op, xp, array, backend=None):
         why = b.serves(xp, array)
         if why is not None:
             raise ValueError(f"backend {backend!r} cannot compute {op} on these arrays: {why}")
-        return b.implementation(op)
+        return b
     for b in sorted(_REGISTRY.values(), key=lambda b: b.priority):
         if op in b.ops and b.status()[0] and (b.auto_serves or b.serves)(xp, array) is None:
-            return b.implementation(op)
+            return b
     raise ValueError(f"no available backend computes {op} on {type(array).__name__} arrays")
+
+
+def select(op, xp, array, backend=None):
+    """The function computing ``op`` for arrays like ``array``: ``resolve(...).implementation(op)``."""
+    return resolve(op, xp, array, backend).implementation(op)
 
 
 from . import _builtin  # noqa: E402,F401  registers the built-in backends
