@@ -21,7 +21,8 @@ Measured:
   minus the RSS before the call ("above inputs": everything the call allocates, Numba's
   working copies included, which tracemalloc would partly miss).
 
-Writes ``dask_cpu_table.md`` into ``--out`` after every row.
+Writes ``dask_cpu_table.md`` and ``dask_cpu.json`` into ``--out`` after every row, and
+``dask_cpu.png`` at the end (``--replot dask_cpu.json`` redraws table and plot from saved rows).
 """
 from __future__ import annotations
 
@@ -157,6 +158,35 @@ def table(rows):
     return head
 
 
+def plot(rows, path):
+    """Peak memory (worker peak RSS vs the in-memory call's) and wall time against T, per operator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, op in enumerate(dict.fromkeys(r["op"] for r in rows)):
+        rs = sorted((r for r in rows if r["op"] == op), key=lambda r: r["T"])
+        T, c = [r["T"] for r in rs], f"C{i}"
+        ax_m.plot(T, [r["mem_peak_mb"] for r in rs], "o--", color=c, label=f"{op}: in-memory process")
+        ax_m.plot(T, [max(r["worker_peak_mb"]) for r in rs], "s-", color=c, label=f"{op}: Dask worker (max)")
+        ax_t.plot(T, [r["mem_s"] for r in rs], "o--", color=c, label=f"{op}: in-memory")
+        ax_t.plot(T, [r["dask_s"] for r in rs], "s-", color=c, label=f"{op}: Dask, {rs[0]['workers']} workers")
+    for ax, what in ((ax_m, "peak RSS (MB)"), (ax_t, "wall time (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("T (tokens), d = 64, float32")
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_m.set_title(f"peak memory (block {rows[0]['block']} tokens)")
+    ax_t.set_title("wall time")
+    ax_m.legend(fontsize=6)
+    ax_t.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -169,8 +199,15 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ops", default="loglinear_attention,exp_kernel_attention")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    ap.add_argument("--replot", help="a dask_cpu.json written by an earlier run: table and plot only")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.replot:
+        with open(args.replot) as fh:
+            rows = json.load(fh)
+        plot(rows, os.path.join(args.out, "dask_cpu.png"))
+        print(table(rows))
+        return None
     path = os.path.join(args.out, "dask_cpu_table.md")
     started = datetime.datetime.now().isoformat(timespec="seconds")
     rows = []
@@ -183,6 +220,9 @@ def main(argv=None):
                          f"in-memory: {', '.join(sorted({r['inner'] for r in rows}))}; "
                          f"command: python benchmarks/bench_dask.py {' '.join(argv)} -->\n")
                 fh.write(table(rows))
+            with open(os.path.join(args.out, "dask_cpu.json"), "w") as fh:
+                json.dump(rows, fh, indent=1)
+    plot(rows, os.path.join(args.out, "dask_cpu.png"))
     print(table(rows))
 
 
