@@ -3,8 +3,9 @@
 Imported only when the ``numba`` backend computes something (through the ``"module:function"``
 strings of ``numba_cpu.OPS``), so ``import lsattn`` never imports Numba.
 
-Every kernel takes C-contiguous float64 arrays (the wrappers convert; float64 working precision
-for every input dtype) with one flattened batch axis ``B`` and runs one
+Every kernel takes C-contiguous arrays of one dtype (float32 or float64: one compiled
+specialisation each; every element read is widened, all working state is float64) with one
+flattened batch axis ``B`` and runs one
 ``prange`` iteration per batch element; the state lives in small local arrays (``d_k x d_v``
 for the exp-kernel, ``L x d_k x d_v`` for the log-linear operators), never ``T x d_k x d_v``.
 The state layouts are exactly those of the array-API twins (see ``numba_cpu``), so a stream may

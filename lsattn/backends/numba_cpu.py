@@ -6,8 +6,9 @@ and meaning), so a stream started on one backend continues on another. The kerne
 ``_numba_kernels`` (compiled once, cached on disk with ``cache=True``); this module imports no
 Numba, so the registry can probe and describe the backend without loading it.
 
-Algorithms (per batch element, one ``prange`` iteration each; all in float64 whatever the input
-dtype: the wrappers pass float64 copies, O(T d), and cast outputs and states back):
+Algorithms (per batch element, one ``prange`` iteration each). Inputs, outputs and states stay in
+the compute dtype (float32 or float64; no copies); the kernels widen every element they read and
+keep all working state in float64, since float32 accumulators drift over long sequences:
 
 - exp-kernel attention: the causal prefix summary ``(m, n, S, z)`` held in local arrays and
   updated token by token (a new per-feature key maximum rescales its row by ``exp(m_old - m_new)
@@ -33,8 +34,6 @@ import numpy as np
 from ..state import State
 
 __all__ = ["OPS", "probe", "serves"]
-
-F64 = np.float64
 
 _K = "lsattn.backends.numba_cpu"
 
@@ -71,14 +70,10 @@ def _kernels():
 
 
 def _flat(x, tail):
-    """(..., *tail) -> C-contiguous float64 (B, *tail); B = product of the leading axes (explicit, so
-    that size-0 arrays, T = 0 or an empty batch, reshape too).
-
-    The kernels compute in float64 for every input dtype (float32 accumulators drift over long
-    sequences), so they take float64 arrays: one compiled specialisation per kernel, and the O(T d)
-    copies cost nothing next to the O(T d_k d_v) scans. Outputs and states go back to the input dtype."""
+    """(..., *tail) -> C-contiguous (B, *tail) in x's dtype; B = product of the leading axes (explicit,
+    so that size-0 arrays, T = 0 or an empty batch, reshape too). A view when x is contiguous."""
     lead = x.shape[: x.ndim - tail]
-    return np.ascontiguousarray(x.reshape((math.prod(lead),) + tuple(x.shape[x.ndim - tail:])), dtype=F64)
+    return np.ascontiguousarray(x.reshape((math.prod(lead),) + tuple(x.shape[x.ndim - tail:])))
 
 
 def _lo(dtype):
@@ -104,27 +99,26 @@ def _ek(q, k, vals, causal, state, return_state, log_values):
     dt, lo = q.dtype, _lo(q.dtype)
     qf, kf, vf = _flat(q, 2), _flat(k, 2), _flat(vals, 2)
     B = qf.shape[0]
-    out = np.empty((B, Tq, d_v), F64)
+    out = np.empty((B, Tq, d_v), dt)
     if not causal:
         K.ek_full(qf, kf, vf, log_values, lo, out)
-        return out.reshape(batch + (Tq, d_v)).astype(dt, copy=False), None
+        return out.reshape(batch + (Tq, d_v)), None
     if state is None:
-        m0, n0 = np.full((B, d_k), lo, F64), np.full((B, d_v), lo, F64)
-        S0, z0, offset = np.zeros((B, d_k, d_v), F64), np.zeros((B, d_k), F64), 0
+        m0, n0 = np.full((B, d_k), lo, dt), np.full((B, d_v), lo, dt)
+        S0, z0, offset = np.zeros((B, d_k, d_v), dt), np.zeros((B, d_k), dt), 0
     else:
         t = state.tensors
         m0, S0, z0 = _flat(t["m"], 1), _flat(t["S"], 2), _flat(t["z"], 1)
-        n0 = _flat(t["n"], 1) if log_values else np.full((B, d_v), lo, F64)
+        n0 = _flat(t["n"], 1) if log_values else np.full((B, d_v), lo, dt)
         offset = state.offset
     m1, n1, S1, z1 = np.empty_like(m0), np.empty_like(n0), np.empty_like(S0), np.empty_like(z0)
     K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
-    out = out.reshape(batch + (Tq, d_v)).astype(dt, copy=False)
+    out = out.reshape(batch + (Tq, d_v))
     if not return_state:
         return out, None
-    back = lambda x, shape: x.reshape(shape).astype(dt, copy=False)
-    tensors = {"m": back(m1, batch + (d_k,)), "S": back(S1, batch + (d_k, d_v)), "z": back(z1, batch + (d_k,))}
+    tensors = {"m": m1.reshape(batch + (d_k,)), "S": S1.reshape(batch + (d_k, d_v)), "z": z1.reshape(batch + (d_k,))}
     if log_values:
-        tensors["n"] = back(n1, batch + (d_v,))
+        tensors["n"] = n1.reshape(batch + (d_v,))
     op = "log_attention" if log_values else "exp_kernel_attention"
     return out, State(op, offset + Tq, batch, d_k, d_v, dt, tensors)
 
@@ -159,17 +153,17 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state)
     bf = _flat(beta, 1) if beta is not None else af  # unused when not gated
     lf = _flat(level_weights, 2)
     if p == 0:
-        lev0 = np.zeros((B, 0, d_k, d_v), F64)
+        lev0 = np.zeros((B, 0, d_k, d_v), dt)
     else:
         lev0 = _flat(state.tensors["levels"], 3)
     n_new = (p + T).bit_length()
-    lev1 = np.empty((B, n_new if return_state else 0, d_k, d_v), F64)
-    out = np.empty((B, T, d_v), F64)
+    lev1 = np.empty((B, n_new if return_state else 0, d_k, d_v), dt)
+    out = np.empty((B, T, d_v), dt)
     K.loglinear_scan(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, out, lev1)
-    out = out.reshape(batch + (T, d_v)).astype(dt, copy=False)
+    out = out.reshape(batch + (T, d_v))
     if not return_state:
         return out, None
-    levels = lev1.reshape(batch + (n_new, d_k, d_v)).astype(dt, copy=False)
+    levels = lev1.reshape(batch + (n_new, d_k, d_v))
     return out, State(op, p + T, batch, d_k, d_v, dt, {"levels": levels})
 
 
@@ -192,24 +186,23 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     K = _kernels()
     qf, kf, vf, lf = _flat(q, 2), _flat(k, 2), _flat(log_v, 2), _flat(log_level_weights, 2)
     B = qf.shape[0]
-    af = np.zeros((B, T), F64) if log_decay is None else _flat(log_decay, 1)
+    af = np.zeros((B, T), dt) if log_decay is None else _flat(log_decay, 1)
     if p == 0:
-        m0, n0 = np.zeros((B, 0, d_k), F64), np.zeros((B, 0, d_v), F64)
-        S0, z0 = np.zeros((B, 0, d_k, d_v), F64), np.zeros((B, 0, d_k), F64)
+        m0, n0 = np.zeros((B, 0, d_k), dt), np.zeros((B, 0, d_v), dt)
+        S0, z0 = np.zeros((B, 0, d_k, d_v), dt), np.zeros((B, 0, d_k), dt)
     else:
         t = state.tensors
         m0, n0, S0, z0 = _flat(t["m"], 2), _flat(t["n"], 2), _flat(t["S"], 3), _flat(t["z"], 2)
     n_new = (p + T).bit_length() if return_state else 0
-    m1, n1 = np.empty((B, n_new, d_k), F64), np.empty((B, n_new, d_v), F64)
-    S1, z1 = np.empty((B, n_new, d_k, d_v), F64), np.empty((B, n_new, d_k), F64)
-    out = np.empty((B, T, d_v), F64)
+    m1, n1 = np.empty((B, n_new, d_k), dt), np.empty((B, n_new, d_v), dt)
+    S1, z1 = np.empty((B, n_new, d_k, d_v), dt), np.empty((B, n_new, d_k), dt)
+    out = np.empty((B, T, d_v), dt)
     # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
     K.hier_scan(qf, kf, vf, lf, af, p, max(1, (p + T).bit_length()), m0, n0, S0, z0, lo, lo / (4 * (p + T)),
                 out, m1, n1, S1, z1)
-    out = out.reshape(batch + (T, d_v)).astype(dt, copy=False)
+    out = out.reshape(batch + (T, d_v))
     if not return_state:
         return out, None
-    back = lambda x, shape: x.reshape(shape).astype(dt, copy=False)
-    tensors = {"m": back(m1, batch + (n_new, d_k)), "n": back(n1, batch + (n_new, d_v)),
-               "S": back(S1, batch + (n_new, d_k, d_v)), "z": back(z1, batch + (n_new, d_k))}
+    tensors = {"m": m1.reshape(batch + (n_new, d_k)), "n": n1.reshape(batch + (n_new, d_v)),
+               "S": S1.reshape(batch + (n_new, d_k, d_v)), "z": z1.reshape(batch + (n_new, d_k))}
     return out, State(op, p + T, batch, d_k, d_v, dt, tensors)
