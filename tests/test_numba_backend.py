@@ -387,3 +387,28 @@ def test_unavailable_numba_is_a_clear_error(monkeypatch):
         lsattn.exp_kernel_attention(q, q, q, backend="numba")
     out = lsattn.exp_kernel_attention(q, q, q)  # automatic choice moves on to the next backend
     assert out.shape == (3, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_and_states_not_modified(dtype):
+    """The kernels read contiguous inputs and states in place (no copies): none may be written."""
+    def calls():
+        q, k, v = (x.astype(dtype) for x in ek_inputs(0, (2,), 40, 3, 4, 2.0))
+        yield lsattn.exp_kernel_attention, (q, k, v), {}
+        yield lsattn.log_attention, (q, k, v), {}
+        for name in ("mamba2", "gated"):
+            yield LL[name][0], [x.astype(dtype) for x in ll_inputs(1, (2,), 40, 3, 4, gated=LL[name][2])], {}
+        q, k, lv, lam, a = hier_inputs(2, (2,), 40, 3, 4)
+        yield lsattn.loglinear_log_attention, [x.astype(dtype) for x in (q, k, lv, lam)], {"log_decay": a.astype(dtype)}
+
+    for fn, args, kw in calls():
+        cut = [x[..., :17, :] if x.ndim == 3 else x[..., :17] for x in args]
+        rest = [np.ascontiguousarray(x[..., 17:, :] if x.ndim == 3 else x[..., 17:]) for x in args]
+        kw_cut = {n: x[..., :17] for n, x in kw.items()}
+        kw_rest = {n: np.ascontiguousarray(x[..., 17:]) for n, x in kw.items()}
+        _, state = fn(*cut, return_state=True, backend="numba", **kw_cut)
+        before = [x.copy() for x in list(rest) + list(kw_rest.values()) + list(state.tensors.values())]
+        fn(*rest, state=state, return_state=True, backend="numba", **kw_rest)
+        after = list(rest) + list(kw_rest.values()) + list(state.tensors.values())
+        for b, a_ in zip(before, after):
+            np.testing.assert_array_equal(a_, b, err_msg=fn.__name__)
