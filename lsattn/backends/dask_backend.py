@@ -24,7 +24,7 @@ For every batch block and every sequence block ``j`` (absolute tokens ``[p_j, p_
 
 Cost: each block runs the operator twice (summary and output) plus ``O(T d_k^2)`` for Gated
 DeltaNet's transition products; the scan moves ``O(n log T d_k d_v)`` numbers. Memory per task:
-one block, the in-memory implementation's working copies of it, and O(log T) state matrices;
+one block, the in-memory implementation's working memory for it, and O(log T) state matrices;
 per worker, a few blocks in flight whatever ``T`` (the chain lets Dask release each block's inputs
 once its outputs are computed).
 """

@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from ..exp_kernel import _minus_inf
 from ..state import State
 
 __all__ = ["OPS", "probe", "serves"]
@@ -76,11 +77,6 @@ def _flat(x, tail):
     return np.ascontiguousarray(x.reshape((math.prod(lead),) + tuple(x.shape[x.ndim - tail:])))
 
 
-def _lo(dtype):
-    """The finite "minus infinity" of the array-API path (``-finfo.max / 8``)."""
-    return -float(np.finfo(dtype).max) / 8
-
-
 # ---- exp-kernel attention -----------------------------------------------------------------------
 
 def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
@@ -96,7 +92,7 @@ def exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None):
 def _ek(q, k, vals, causal, state, return_state, log_values):
     K = _kernels()
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], vals.shape[-1]
-    dt, lo = q.dtype, _lo(q.dtype)
+    dt, lo = q.dtype, _minus_inf(np, q.dtype)
     qf, kf, vf = _flat(q, 2), _flat(k, 2), _flat(vals, 2)
     B = qf.shape[0]
     out = np.empty((B, Tq, d_v), dt)
@@ -173,7 +169,7 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     """Numba twin of ``lsattn.hierarchical._forward`` (same arguments, result and state)."""
     op = "loglinear_log_attention"
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], log_v.shape[-1]
-    dt, lo = q.dtype, _lo(q.dtype)
+    dt, lo = q.dtype, _minus_inf(np, q.dtype)
     p = 0 if state is None else state.offset
     if T == 0:
         out = np.zeros(batch + (0, d_v), dt)

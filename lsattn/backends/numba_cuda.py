@@ -42,6 +42,7 @@ import math
 
 import numpy as np
 
+from ..exp_kernel import _minus_inf
 from ..state import State
 
 __all__ = ["OPS", "probe", "serves", "THREADS", "COLUMNS"]
@@ -242,11 +243,6 @@ def _columns(gpu, B, dv, NT, shared_bytes):
     return cb
 
 
-def _lo(dtype):
-    """The finite "minus infinity" of the array-API path (``-finfo.max / 8``), as a dtype scalar."""
-    return dtype.type(-float(np.finfo(dtype).max) / 8)
-
-
 def _kernels(dtype):
     from ._numba_cuda_kernels import kernels
 
@@ -273,7 +269,7 @@ def _ek(q, k, vals, causal, state, return_state, log_values):
     with gpu.scope():
         qd, kd, vd = gpu.flat(q, 2), gpu.flat(k, 2), gpu.flat(vals, 2)
         dt = np.dtype(qd.dtype)
-        K, lo, es = _kernels(dt), _lo(dt), dt.itemsize
+        K, lo, es = _kernels(dt), dt.type(_minus_inf(np, dt)), dt.itemsize
         out, out_d = gpu.empty(batch + (Tq, d_v), (B, Tq, d_v), dt)
         NT = _threads(gpu)
         if not causal:
