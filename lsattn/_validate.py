@@ -34,11 +34,23 @@ def namespace(**arrays):
         got = ", ".join(f"{n}: {getattr(x, '__name__', x)}" for n, x in spaces.items())
         raise TypeError(f"arrays from different namespaces cannot be mixed ({got})")
     xp = next(iter(distinct.values()))
-    devices = {n: array_api_compat.device(a) for n, a in named.items()}
+    if array_api_compat.is_jax_namespace(xp):
+        from .state import register_jax_pytree
+
+        register_jax_pytree()
+    # a JAX tracer has no device (None): it cannot conflict with the others
+    devices = {n: d for n, d in ((n, _device_or_none(a)) for n, a in named.items()) if d is not None}
     if len({str(d) for d in devices.values()}) > 1:
         got = ", ".join(f"{n}: {d}" for n, d in devices.items())
         raise ValueError(f"arrays on different devices cannot be mixed ({got})")
     return xp
+
+
+def _device_or_none(x):
+    try:
+        return array_api_compat.device(x)
+    except Exception:  # abstract arrays (tracers) of some JAX versions raise instead of returning None
+        return None
 
 
 def device_of(x):

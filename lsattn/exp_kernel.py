@@ -65,9 +65,9 @@ import math
 
 import array_api_compat
 
-from . import backends
-from ._validate import check_float, check_shape, compute_dtype, device_of, namespace, seq_split
-from .state import State, check_state
+from ._validate import device_of
+from ._prologue import Op, check_flag, run
+from .state import State
 
 __all__ = ["log_attention", "exp_kernel_attention"]
 
@@ -149,37 +149,10 @@ def exp_kernel_attention(q, k, v, *, causal=True, state=None, return_state=False
 
 
 def _call(op, vname, q, k, vals, causal, state, return_state, backend):
-    """Validate, cast to the compute dtype, dispatch, cast back."""
-    xp = namespace(q=q, k=k, **{vname: vals})
-    for name, x in (("q", q), ("k", k), (vname, vals)):
-        check_float(xp, name, x)
-    batch, Tq, d_k = seq_split("q", q)
-    if k.ndim != q.ndim:
-        raise ValueError(f"k must have shape (..., Tk, d_k) with the batch axes of q {batch}, got {tuple(k.shape)}")
-    Tk = k.shape[-2]
-    if causal:
-        check_shape("k", k, batch + (Tq, d_k), "(..., T, d_k) like q (causal: as many keys as queries)")
-    else:
-        check_shape("k", k, batch + (Tk, d_k), "(..., Tk, d_k) with q's batch axes and d_k")
-    if vals.ndim != q.ndim:
-        raise ValueError(f"{vname} must have shape (..., Tk, d_v) with the batch axes of q {batch}, got {tuple(vals.shape)}")
-    d_v = vals.shape[-1]
-    check_shape(vname, vals, batch + (Tk, d_v), "(..., Tk, d_v) like k")
-    if not causal:
-        if state is not None or return_state:
-            raise ValueError("state and return_state need causal=True: a non-causal call has no stream to continue")
-        if Tk == 0:
-            raise ValueError("causal=False needs at least one key (k has Tk = 0): the output would be 0/0")
-    out_dtype = xp.result_type(q.dtype, k.dtype, vals.dtype)
-    dtype = compute_dtype(xp, out_dtype)
-    if state is not None:
-        check_state(state, op, xp, batch, d_k, d_v, dtype)
-        _check_tensors(state, op == LOG_OP, batch, d_k, d_v)
-    args = [xp.astype(x, dtype, copy=False) for x in (q, k, vals)]
-    impl = backends.select(op, xp, q, backend)
-    out, new_state = impl(*args, bool(causal), state, bool(return_state))
-    out = xp.astype(out, out_dtype, copy=False)
-    return (out, new_state) if return_state else out
+    """Validate, cast to the compute dtype, dispatch, cast back (``_prologue.run``)."""
+    causal = check_flag("causal", causal)
+    return run(_SPECS[op], (q, k, vals), extra=(causal,), state=state, return_state=return_state, backend=backend,
+               causal=causal)
 
 
 def _state_shapes(log_values, batch, d_k, d_v):
@@ -189,12 +162,10 @@ def _state_shapes(log_values, batch, d_k, d_v):
     return shapes
 
 
-def _check_tensors(state, log_values, batch, d_k, d_v):
-    want = _state_shapes(log_values, tuple(batch), d_k, d_v)
-    got = {name: tuple(t.shape) for name, t in state.tensors.items()}
-    if got != want:
-        raise ValueError(f"state tensors {got} do not match the expected {want}")
-
+_SPECS = {
+    op: Op(op, (("q", "q"), ("k", "k"), (vname, "v")), lambda batch, offset, d_k, d_v, lv=lv: _state_shapes(lv, batch, d_k, d_v))
+    for op, vname, lv in ((LOG_OP, "log_v", True), (EXP_OP, "v", False))
+}
 
 # ---- array-API implementation (the signature every backend implements) ---------------------------
 

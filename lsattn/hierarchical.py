@@ -41,14 +41,12 @@ level weights (a level switched off) and decays are clamped to finite stand-ins 
 """
 from __future__ import annotations
 
-import math
 
 import array_api_compat
 import numpy as np
 
-from . import backends
 from ._chunktree import chunk_layout, from_chunks, state_merge_plan, state_read_levels, to_chunks, tree_levels
-from ._validate import check_float, check_levels, check_shape, compute_dtype, device_of, namespace, seq_split
+from ._validate import device_of
 from .exp_kernel import (
     _check_chunk_size,
     _clamp_log_values,
@@ -63,13 +61,15 @@ from .exp_kernel import (
     read,
     summarise,
 )
-from .fenwick import num_levels
 from .loglinear import _gather_last
-from .state import State, check_state
+from ._prologue import Op, run
+from .state import State
 
 __all__ = ["loglinear_log_attention"]
 
 OP = "loglinear_log_attention"
+SPEC = Op(OP, (("q", "q"), ("k", "k"), ("log_v", "v"), ("log_level_weights", "lev"), ("log_decay", "tok")),
+          lambda batch, offset, d_k, d_v: _state_shapes(batch, offset.bit_length(), d_k, d_v))
 
 
 def loglinear_log_attention(q, k, log_v, log_level_weights, *, log_decay=None, state=None, return_state=False, backend=None):
@@ -111,48 +111,12 @@ def loglinear_log_attention(q, k, log_v, log_level_weights, *, log_decay=None, s
     Cost: ``O(T C (d_k + d_v) + T d_k d_v log(T / C))`` time, ``O(T (C + d_k + d_v + L) + (T / C) d_k d_v)``
     memory; ``O(log T d_k d_v)`` per decoded token. See the module docstring.
     """
-    xp = namespace(q=q, k=k, log_v=log_v, log_level_weights=log_level_weights, log_decay=log_decay)
-    named = (("q", q), ("k", k), ("log_v", log_v), ("log_level_weights", log_level_weights), ("log_decay", log_decay))
-    for name, x in named:
-        if x is not None:
-            check_float(xp, name, x)
-    batch, T, d_k = seq_split("q", q)
-    check_shape("k", k, batch + (T, d_k), "(..., T, d_k) like q")
-    if log_v.ndim != q.ndim:
-        raise ValueError(f"log_v must have shape (..., T, d_v) with the batch axes of q {batch}, got {tuple(log_v.shape)}")
-    d_v = log_v.shape[-1]
-    check_shape("log_v", log_v, batch + (T, d_v), "(..., T, d_v) like q")
-    if log_level_weights.ndim != q.ndim:
-        raise ValueError(
-            f"log_level_weights must have shape (..., T, L) = {batch + (T, 'L')}, got {tuple(log_level_weights.shape)}"
-        )
-    check_shape("log_level_weights", log_level_weights, batch + (T, log_level_weights.shape[-1]), "(..., T, L)")
-    if log_decay is not None:
-        check_shape("log_decay", log_decay, batch + (T,), "(..., T)")
-    out_dtype = xp.result_type(*[x for _, x in named if x is not None])
-    dtype = compute_dtype(xp, out_dtype)
-    if state is not None:
-        check_state(state, OP, xp, batch, d_k, d_v, dtype)
-        _check_tensors(state, batch, d_k, d_v)
-    offset = 0 if state is None else state.offset
-    if T > 0:
-        check_levels("log_level_weights", log_level_weights, num_levels(offset + T))
-    cast = lambda x: None if x is None else xp.astype(x, dtype, copy=False)
-    impl = backends.select(OP, xp, q, backend)
-    out, new_state = impl(cast(q), cast(k), cast(log_v), cast(log_level_weights), cast(log_decay), state, bool(return_state))
-    out = xp.astype(out, out_dtype, copy=False)
-    return (out, new_state) if return_state else out
+    return run(SPEC, (q, k, log_v, log_level_weights, log_decay), state=state, return_state=return_state,
+               backend=backend)
 
 
 def _state_shapes(batch, n_l, d_k, d_v):
     return {"m": batch + (n_l, d_k), "n": batch + (n_l, d_v), "S": batch + (n_l, d_k, d_v), "z": batch + (n_l, d_k)}
-
-
-def _check_tensors(state, batch, d_k, d_v):
-    want = _state_shapes(tuple(batch), state.offset.bit_length(), d_k, d_v)
-    got = {name: tuple(t.shape) for name, t in state.tensors.items()}
-    if got != want:
-        raise ValueError(f"state tensors {got} do not match the expected {want}")
 
 
 # ---- array-API implementation (the signature every backend implements) ---------------------------

@@ -47,23 +47,16 @@ import operator
 import array_api_compat
 import numpy as np
 
-from . import backends
 from ._chunktree import chunk_layout, from_chunks, state_merge_plan, state_read_levels, to_chunks, tree_levels
-from ._validate import (
-    check_float,
-    check_levels,
-    check_shape,
-    compute_dtype,
-    device_of,
-    namespace,
-    seq_split,
-)
-from .fenwick import level_matrix, num_levels
-from .state import State, check_state
+from ._prologue import Op, levels_state_shapes, run
+from ._validate import device_of
+from .fenwick import level_matrix
+from .state import State
 
 __all__ = ["loglinear_attention"]
 
 OP = "loglinear_attention"
+SPEC = Op(OP, (("q", "q"), ("k", "k"), ("v", "v"), ("log_decay", "tok"), ("level_weights", "lev")), levels_state_shapes)
 
 
 def loglinear_attention(q, k, v, log_decay, level_weights, *, chunk_size=64, state=None, return_state=False, backend=None):
@@ -101,35 +94,13 @@ def loglinear_attention(q, k, v, log_decay, level_weights, *, chunk_size=64, sta
     Cost: ``O(T C (d_k + d_v) + T d_k d_v log(T / C))`` time, ``O(T (C + d_k + d_v + L) + (T / C) d_k d_v)``
     memory; ``O(log T d_k d_v)`` per decoded token. See the module docstring.
     """
-    xp = namespace(q=q, k=k, v=v, log_decay=log_decay, level_weights=level_weights)
-    for name, x in (("q", q), ("k", k), ("v", v), ("log_decay", log_decay), ("level_weights", level_weights)):
-        check_float(xp, name, x)
-    batch, T, d_k = seq_split("q", q)
-    check_shape("k", k, batch + (T, d_k), "(..., T, d_k) like q")
-    if v.ndim != q.ndim:
-        raise ValueError(f"v must have shape (..., T, d_v) with the batch axes of q {batch}, got {tuple(v.shape)}")
-    d_v = v.shape[-1]
-    check_shape("v", v, batch + (T, d_v), "(..., T, d_v) like q")
-    check_shape("log_decay", log_decay, batch + (T,), "(..., T)")
-    if level_weights.ndim != q.ndim:
-        raise ValueError(f"level_weights must have shape (..., T, L) = {batch + (T, 'L')}, got {tuple(level_weights.shape)}")
-    check_shape("level_weights", level_weights, batch + (T, level_weights.shape[-1]), "(..., T, L)")
-    chunk_size = _check_chunk_size(chunk_size)
-    out_dtype = xp.result_type(q.dtype, k.dtype, v.dtype, log_decay.dtype, level_weights.dtype)
-    dtype = compute_dtype(xp, out_dtype)
-    if state is not None:
-        check_state(state, OP, xp, batch, d_k, d_v, dtype)
-    offset = 0 if state is None else state.offset
-    if T > 0:
-        check_levels("level_weights", level_weights, num_levels(offset + T))
-    args = [xp.astype(x, dtype, copy=False) for x in (q, k, v, log_decay, level_weights)]
-    impl = backends.select(OP, xp, q, backend)
-    out, new_state = impl(*args, chunk_size, state, return_state)
-    out = xp.astype(out, out_dtype, copy=False)
-    return (out, new_state) if return_state else out
+    return run(SPEC, (q, k, v, log_decay, level_weights), extra=(_check_chunk_size(chunk_size),), state=state,
+               return_state=return_state, backend=backend)
 
 
 def _check_chunk_size(chunk_size):
+    if isinstance(chunk_size, (bool, np.bool_)):
+        raise TypeError(f"chunk_size must be an int (a power of two), got {chunk_size!r}")
     try:
         c = operator.index(chunk_size)
     except TypeError:

@@ -5,10 +5,19 @@ One class for all operators: it records which operator made it, how many tokens 
 dtype, and the arrays the operator's formula needs (``tensors``). Passing it back through
 ``state=`` continues the stream; ``check`` turns every mismatch into a ValueError that says what
 differs. States are immutable: operators return a new one.
+
+Under JAX a State is a pytree (registered as soon as JAX is imported and a State is made or an
+operator sees JAX arrays), so it crosses ``jax.jit`` boundaries, sits in a ``jax.lax.scan`` carry
+and is differentiated through. Its leaves are the tensors; for the exp-kernel operators
+(``log_attention``, ``exp_kernel_attention``) the offset is a leaf too (it only counts tokens, so
+a scan over chunks can carry it), for the log-linear operators it is static (the state's shapes
+and the Fenwick bookkeeping depend on it; a ``lax.scan`` carry must keep its shapes, so stream
+those in a Python loop, which ``jax.jit`` unrolls).
 """
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import array_api_compat
@@ -44,6 +53,9 @@ class State:
     dtype: object
     tensors: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        register_jax_pytree()
+
     @property
     def nbytes(self):
         """Bytes held by the tensors."""
@@ -74,6 +86,38 @@ class State:
         if str(self.dtype) != str(dtype):
             raise ValueError(f"state computes in {self.dtype} but these inputs compute in {dtype}; pass inputs of the state's dtype")
         return self
+
+
+#: operators whose state offset only counts tokens (a pytree leaf under JAX)
+_COUNTING_OFFSET = ("log_attention", "exp_kernel_attention")
+_jax_registered = False
+
+
+def register_jax_pytree():
+    """Register ``State`` as a JAX pytree once JAX has been imported (never imports JAX itself)."""
+    global _jax_registered
+    if _jax_registered or "jax" not in sys.modules:
+        return
+    import jax
+
+    _jax_registered = True
+    jax.tree_util.register_pytree_node(State, _flatten, _unflatten)
+
+
+def _flatten(st):
+    names = tuple(st.tensors)
+    leaves = tuple(st.tensors[n] for n in names)
+    if st.op in _COUNTING_OFFSET:
+        return (st.offset,) + leaves, (st.op, None, st.batch_shape, st.d_k, st.d_v, st.dtype, names)
+    return leaves, (st.op, st.offset, st.batch_shape, st.d_k, st.d_v, st.dtype, names)
+
+
+def _unflatten(aux, children):
+    op, offset, batch_shape, d_k, d_v, dtype, names = aux
+    children = tuple(children)
+    if op in _COUNTING_OFFSET:
+        offset, children = children[0], children[1:]
+    return State(op, offset, batch_shape, d_k, d_v, dtype, dict(zip(names, children)))
 
 
 def _itemsize(t):

@@ -561,7 +561,9 @@ def test_gpu_torch_and_jax_interop():
     assert isinstance(y, torch.Tensor) and y.is_cuda
     assert_close(y, ref.exp_kernel_attention(q, k, v), F32)
     tg = torch.tensor(q, dtype=torch.float32, device="cuda", requires_grad=True)
-    assert "requires grad" in cb.serves(None, tg)
+    from array_api_compat import torch as xt
+
+    assert lsattn.backends.resolve("exp_kernel_attention", xt, tg, grad=True).name == "array_api"
     jax = pytest.importorskip("jax")
     if not any(d.platform == "gpu" for d in jax.devices()):
         return
@@ -572,22 +574,26 @@ def test_gpu_torch_and_jax_interop():
     assert_close(np.asarray(y), ref.exp_kernel_attention(q, k, v), F32)
 
 
+def _bf16(torch, arrays):
+    """bfloat16 CUDA tensors of ``arrays`` and the float64 NumPy arrays they round to."""
+    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
+    return tb, [t.double().cpu().numpy() for t in tb]
+
+
 @pytest.mark.gpu
-def test_gpu_bfloat16_entry_points():
+def test_gpu_bfloat16_public_calls():
+    """bfloat16 tensors reach the tensor-core kernels through the public operators (no backend=)."""
     _gpu_ready()
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch without CUDA")
-    arrays = ll_inputs(23, (2, 2), 300, 64, 64)
-    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
-    back = [t.double().cpu().numpy() for t in tb]
-    out = cb.loglinear_bf16(*tb)
+    tb, back = _bf16(torch, ll_inputs(23, (2, 2), 300, 64, 64))
+    out = lsattn.loglinear_attention(*tb)
     assert out.dtype == torch.bfloat16
     assert_close(out.double().cpu().numpy(), ref.loglinear_attention(*back), BF16)
-    q, k, v = ek_inputs(23, (2, 2), 300, 64, 64)
-    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in (q, k, v)]
-    back = [t.double().cpu().numpy() for t in tb]
-    y = cb.exp_kernel_bf16(*tb)
+    tb, back = _bf16(torch, ek_inputs(23, (2, 2), 300, 64, 64))
+    y = lsattn.exp_kernel_attention(*tb)
+    assert y.dtype == torch.bfloat16
     assert_close(y.double().cpu().numpy(), ref.exp_kernel_attention(*back), BF16)
 
 
@@ -602,15 +608,11 @@ def test_gpu_bfloat16_tensor_core_kernels(batch, T, dk, dv, seed):
     if not torch.cuda.is_available():
         pytest.skip("torch without CUDA")
     batch = batch or (1,)
-    arrays = ll_inputs(seed, batch, T, dk, dv)
-    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
-    back = [t.double().cpu().numpy() for t in tb]
-    assert_close(cb.loglinear_bf16(*tb).double().cpu().numpy(), ref.loglinear_attention(*back), BF16,
+    tb, back = _bf16(torch, ll_inputs(seed, batch, T, dk, dv))
+    assert_close(lsattn.loglinear_attention(*tb).double().cpu().numpy(), ref.loglinear_attention(*back), BF16,
                  what=f"loglinear T={T} dk={dk} dv={dv}")
-    q, k, v = ek_inputs(seed, batch, T, dk, dv, 2.0)
-    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in (q, k, v)]
-    back = [t.double().cpu().numpy() for t in tb]
-    assert_close(cb.exp_kernel_bf16(*tb).double().cpu().numpy(), ref.exp_kernel_attention(*back), BF16,
+    tb, back = _bf16(torch, ek_inputs(seed, batch, T, dk, dv, 2.0))
+    assert_close(lsattn.exp_kernel_attention(*tb).double().cpu().numpy(), ref.exp_kernel_attention(*back), BF16,
                  what=f"exp-kernel T={T} dk={dk} dv={dv}")
 
 
@@ -624,6 +626,5 @@ def test_gpu_bfloat16_exp_kernel_spike():
     q, k, v = ek_inputs(29, (2, 3), 200, 64, 64, 1.0)
     k[..., 40, :] = 120.0
     k[..., 170, 5] = 300.0
-    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in (q, k, v)]
-    back = [t.double().cpu().numpy() for t in tb]
-    assert_close(cb.exp_kernel_bf16(*tb).double().cpu().numpy(), ref.exp_kernel_attention(*back), BF16)
+    tb, back = _bf16(torch, (q, k, v))
+    assert_close(lsattn.exp_kernel_attention(*tb).double().cpu().numpy(), ref.exp_kernel_attention(*back), BF16)

@@ -32,6 +32,8 @@ class Backend:
     priority: lower is tried first by ``backend=None``.
     auto_serves: like ``serves``, for the automatic choice only, when that is narrower than what
         the backend can be forced onto (None: same as ``serves``).
+    half_ops: operators that take float16 / bfloat16 inputs as they are (the others receive float32).
+    grad_ops: operators whose results carry gradients (torch autograd) when an input requires grad.
     """
 
     name: str
@@ -41,6 +43,8 @@ class Backend:
     serves: Callable[[object, object], Optional[str]]
     priority: int = 100
     auto_serves: Optional[Callable[[object, object], Optional[str]]] = None
+    half_ops: frozenset = frozenset()
+    grad_ops: frozenset = frozenset()
     _status: Optional[tuple] = field(default=None, repr=False)
 
     def status(self):
@@ -84,13 +88,17 @@ def available():
     return rows
 
 
-def resolve(op, xp, array, backend=None):
+def resolve(op, xp, array, backend=None, *, grad=False):
     """The ``Backend`` that computes ``op`` for arrays like ``array`` (namespace ``xp``).
 
     backend: None (automatic, or ``$LSATTN_BACKEND``) or a backend name, which is then forced.
+    grad: some input requires grad: only backends listing ``op`` in ``grad_ops`` qualify.
     """
     if backend is None:
         backend = os.environ.get(ENV_VAR) or None
+        if backend is not None and backend not in _REGISTRY:
+            raise ValueError(f"the environment variable {ENV_VAR}={backend!r} names no backend; known backends: "
+                             f"{sorted(_REGISTRY)}")
     if backend is not None:
         b = get(backend)
         ok, reason = b.status()
@@ -99,18 +107,21 @@ def resolve(op, xp, array, backend=None):
         if op not in b.ops:
             raise ValueError(f"backend {backend!r} does not implement {op}; it implements {sorted(b.ops)}")
         why = b.serves(xp, array)
+        if why is None and grad and op not in b.grad_ops:
+            why = "an input requires grad and this backend has no backward for it"
         if why is not None:
             raise ValueError(f"backend {backend!r} cannot compute {op} on these arrays: {why}")
         return b
     for b in sorted(_REGISTRY.values(), key=lambda b: b.priority):
-        if op in b.ops and b.status()[0] and (b.auto_serves or b.serves)(xp, array) is None:
+        if (op in b.ops and (not grad or op in b.grad_ops)
+                and (b.auto_serves or b.serves)(xp, array) is None and b.status()[0]):
             return b
     raise ValueError(f"no available backend computes {op} on {type(array).__name__} arrays")
 
 
-def select(op, xp, array, backend=None):
+def select(op, xp, array, backend=None, *, grad=False):
     """The function computing ``op`` for arrays like ``array``: ``resolve(...).implementation(op)``."""
-    return resolve(op, xp, array, backend).implementation(op)
+    return resolve(op, xp, array, backend, grad=grad).implementation(op)
 
 
 from . import _builtin  # noqa: E402,F401  registers the built-in backends

@@ -22,6 +22,7 @@ register(
         probe=lambda: None,
         serves=lambda xp, a: None,
         priority=1000,
+        grad_ops=frozenset(ARRAY_API_OPS),  # autograd of the framework (torch, JAX) through array ops
     )
 )
 
@@ -50,7 +51,8 @@ def _register_specialised():
                              priority=priority))
             continue
         register(Backend(name=name, description=description, ops=m.OPS, probe=m.probe, serves=m.serves,
-                         auto_serves=getattr(m, "auto_serves", None), priority=priority))
+                         auto_serves=getattr(m, "auto_serves", None), priority=priority,
+                         half_ops=frozenset(getattr(m, "HALF_OPS", ())), grad_ops=frozenset(getattr(m, "GRAD_OPS", ()))))
 
 
 _register_specialised()

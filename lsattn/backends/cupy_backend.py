@@ -16,17 +16,19 @@ object: ``_CupyOps`` launches the kernels; the tests drive the same logic with a
 every kernel (``tests/test_cupy_backend.py``), so the index arithmetic is checked without a GPU.
 
 Kernels: float32 / float64 inputs run exact FFMA kernels (float32 within ~1e-6 of the float64
-reference at benchmark sizes); ``loglinear_bf16`` / ``exp_kernel_bf16`` take bfloat16 torch
-tensors and run mma.sync tensor-core kernels (bf16 products, fp32 accumulation; the public
-operators cast half precision to float32 before any backend runs, so they never reach these).
-``LSATTN_CUPY_TC4=0`` / ``LSATTN_CUPY_EK5=0`` select earlier bf16 kernel versions (see
-``benchmarks/NOTES.md``). Measured on an H100: ``benchmarks/results/gpu_2026-11-23.md``.
+reference at benchmark sizes). Half precision reaches the kernels as is (``HALF_OPS``): bfloat16
+inputs (torch, JAX; read as their 16-bit patterns) run mma.sync tensor-core kernels (bf16
+products, fp32 accumulation, fp32 states) and write bfloat16 outputs; float16 inputs (torch, CuPy,
+JAX) are read and written as float16 by the FFMA kernels, which compute in float32 (fp16's range,
+65504, cannot hold the unnormalised chunk and level states that the tensor-core kernels round to
+16 bits, and bf16 products would lose fp16's precision). ``LSATTN_CUPY_TC4=0`` /
+``LSATTN_CUPY_EK5=0`` select earlier bf16 kernel versions (see ``benchmarks/NOTES.md``).
 
 Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selection falls back to
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed
 knob here too: the kernels use ``CH = clip(chunk_size, 16, 64)`` (32 for float64 with a head dim
 above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid limit:
-``prod(batch) <= 65535``. No backward: torch tensors that require grad are declined.
+``prod(batch) <= 65535``. No backward: the registry sends inputs that require grad elsewhere.
 """
 from __future__ import annotations
 
@@ -40,13 +42,15 @@ import numpy as np
 
 from ..state import State
 
-__all__ = ["OPS", "probe", "serves", "auto_serves", "loglinear_forward", "exp_kernel_forward", "loglinear_bf16", "exp_kernel_bf16"]
+__all__ = ["OPS", "HALF_OPS", "probe", "serves", "loglinear_forward", "exp_kernel_forward"]
 
 #: operators this backend implements -> "module:function"
 OPS = {
     "loglinear_attention": "lsattn.backends.cupy_backend:loglinear_forward",
     "exp_kernel_attention": "lsattn.backends.cupy_backend:exp_kernel_forward",
 }
+#: operators whose float16 / bfloat16 inputs reach the kernels as they are
+HALF_OPS = tuple(OPS)
 
 MAX_DK = 128
 _DV_BLOCK = 128
@@ -72,25 +76,15 @@ def probe():
 
 
 def serves(xp, a):
-    """None when ``a`` is a CuPy array, a CUDA torch tensor without grad or a JAX GPU array with
+    """None when ``a`` is a CuPy array, a CUDA torch tensor or a concrete JAX GPU array with
     ``d_k = a.shape[-1] <= 128``; else the reason."""
     kind = _kind(a)
     if kind is None:
         return (f"{type(a).__module__}.{type(a).__name__} is not a GPU array (the cupy backend serves CuPy "
                 "arrays, CUDA torch tensors and JAX GPU arrays)")
-    if kind == "torch" and getattr(a, "requires_grad", False):
-        return "the tensor requires grad and these kernels have no backward: use the array_api backend"
     if a.ndim >= 1 and a.shape[-1] > MAX_DK:
         return f"d_k = {a.shape[-1]} > {MAX_DK} (shared-memory tiles); use the array_api backend"
     return None
-
-
-def auto_serves(xp, a):
-    """The automatic choice (DESIGN.md): CuPy arrays only; other CUDA arrays go to ``numba_cuda``
-    unless ``backend="cupy"`` is forced."""
-    if _kind(a) != "cupy":
-        return "backend=None sends only CuPy arrays to the cupy backend (force backend='cupy' for others)"
-    return serves(xp, a)
 
 
 def _kind(a):
@@ -113,13 +107,17 @@ def _kind(a):
 
 @dataclass(frozen=True)
 class Config:
-    """One compiled variant: compute type, bf16 inputs, chunk, padded head dims."""
+    """One compiled variant: compute type, 16-bit inputs, chunk, padded head dims."""
 
     ta: str  # "float" | "double"
-    bf16: bool
+    half: str  # "" (inputs in the compute type) | "bf16" | "f16"
     CH: int
     DKP: int
     DVP: int
+
+    @property
+    def bf16(self):
+        return self.half == "bf16"
 
     @property
     def itemsize(self):
@@ -190,15 +188,16 @@ def _pad_dim(d):
     raise ValueError(f"head dim {d} > 128 is not supported by the cupy kernels")
 
 
-def make_config(ta, DK, DV, chunk_size=None, bf16=False):
-    """The variant for compute type ``ta`` ('float'/'double') and head dims (``DV <= 128``)."""
+def make_config(ta, DK, DV, chunk_size=None, half=""):
+    """The variant for compute type ``ta`` ('float'/'double'), 16-bit inputs ``half`` ('', 'bf16',
+    'f16') and head dims (``DV <= 128``)."""
     DKP, DVP = _pad_dim(DK), _pad_dim(DV)
     ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
     CH = min(max(int(chunk_size or 64), 16), ch_max)
     CH = 1 << (CH.bit_length() - 1)  # power of two
-    if bf16:
+    if half == "bf16":
         CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
-    return Config(ta, bool(bf16), CH, DKP, DVP)
+    return Config(ta, half, CH, DKP, DVP)
 
 
 def _source(name):
@@ -221,7 +220,8 @@ def _kernels(op, device_id, cfg):
     options = (
         "-std=c++17",
         f"-DTA={cfg.ta}",
-        f"-DTI_BF16={int(cfg.bf16)}",
+        f"-DTI_BF16={int(cfg.half == 'bf16')}",
+        f"-DTI_F16={int(cfg.half == 'f16')}",
         f"-DCH={cfg.CH}",
         f"-DDKP={cfg.DKP}",
         f"-DDVP={cfg.DVP}",
@@ -360,11 +360,12 @@ def _check_grid(BH):
         raise ValueError(f"the cupy kernels take at most 65535 sequences (prod of the batch axes), got {BH}")
 
 
-def _ll_compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, bf16=False):
+def _ll_compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half=""):
     """Log-linear Mamba-2 over one call at offset ``p``.
 
     q, k (..., T, d_k), v (..., T, d_v), a (..., T), lam (..., T, L): arrays of ``ops.xp``, float32
-    / float64 (or bfloat16 stored as int16 with ``bf16=True``); old: (..., n_old, d_k, d_v) or None.
+    / float64, float16 (``half="f16"``) or bfloat16 stored as 16-bit integers (``half="bf16"``);
+    old: (..., n_old, d_k, d_v) float32 / float64, or None.
     Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None).
     """
     xp = ops.xp
@@ -372,18 +373,18 @@ def _ll_compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, bf16=False
     T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
     BH = math.prod(batch)
     _check_grid(BH)
-    ta_dtype = xp.float32 if bf16 else q.dtype
+    ta_dtype = xp.float32 if half else q.dtype
     if DV > _DV_BLOCK:  # independent column blocks of v (and of the state)
         outs, levs = [], []
         for c0 in range(0, DV, _DV_BLOCK):
             c1 = min(DV, c0 + _DV_BLOCK)
             o, lv = _ll_compute(ops, q, k, xp.ascontiguousarray(v[..., c0:c1]), a, lam, chunk_size, p,
-                                None if old is None else xp.ascontiguousarray(old[..., c0:c1]), want_state, bf16)
+                                None if old is None else xp.ascontiguousarray(old[..., c0:c1]), want_state, half)
             outs.append(o)
             levs.append(lv)
         return xp.concatenate(outs, axis=-1), (xp.concatenate(levs, axis=-1) if want_state else None)
 
-    cfg = make_config(_ta(xp, ta_dtype), DK, DV, chunk_size, bf16)
+    cfg = make_config(_ta(xp, ta_dtype), DK, DV, chunk_size, half)
     q3, k3 = _flat(xp, q, (BH, T, DK)), _flat(xp, k, (BH, T, DK))
     v3, a2, l3 = _flat(xp, v, (BH, T, DV)), _flat(xp, a, (BH, T)), _flat(xp, lam, (BH, T, L))
     n_old = 0 if old is None else old.shape[-3]
@@ -431,21 +432,22 @@ def _upsweep_plan(F, n):
     return plan
 
 
-def _ek_compute(ops, q, k, v, causal, init, want_state, chunk_size=None, bf16=False):
-    """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v); init: (m, S, z)
-    of the incoming state or None. Returns (out (..., Tq, d_v), (m, S, z) or None)."""
+def _ek_compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half=""):
+    """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
+    in ``_ll_compute``; non-causal calls take none); init: (m, S, z) of the incoming state or None.
+    Returns (out (..., Tq, d_v), (m, S, z) or None)."""
     xp = ops.xp
     batch = tuple(q.shape[:-2])
     Tq, Tk, DK, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
     BH = math.prod(batch)
     _check_grid(BH)
-    ta_dtype = xp.float32 if bf16 else q.dtype
+    ta_dtype = xp.float32 if half else q.dtype
     if DV > _DV_BLOCK:
         outs, Ss, mz = [], [], None
         for c0 in range(0, DV, _DV_BLOCK):
             c1 = min(DV, c0 + _DV_BLOCK)
             sub = None if init is None else (init[0], xp.ascontiguousarray(init[1][..., c0:c1]), init[2])
-            o, st = _ek_compute(ops, q, k, xp.ascontiguousarray(v[..., c0:c1]), causal, sub, want_state, chunk_size, bf16)
+            o, st = _ek_compute(ops, q, k, xp.ascontiguousarray(v[..., c0:c1]), causal, sub, want_state, chunk_size, half)
             outs.append(o)
             if want_state:
                 Ss.append(st[1])
@@ -453,7 +455,7 @@ def _ek_compute(ops, q, k, v, causal, init, want_state, chunk_size=None, bf16=Fa
         state = (mz[0], xp.concatenate(Ss, axis=-1), mz[1]) if want_state else None
         return xp.concatenate(outs, axis=-1), state
 
-    cfg = make_config(_ta(xp, ta_dtype), DK, DV, chunk_size, bf16)
+    cfg = make_config(_ta(xp, ta_dtype), DK, DV, chunk_size, half)
     q3, k3, v3 = _flat(xp, q, (BH, Tq, DK)), _flat(xp, k, (BH, Tk, DK)), _flat(xp, v, (BH, Tk, DV))
     if init is None:
         if causal and Tq == 1:  # the decoding kernel reads a state: the one before any token
@@ -476,7 +478,7 @@ def _ek_compute(ops, q, k, v, causal, init, want_state, chunk_size=None, bf16=Fa
         n = -(-Tk // cfg.CH)
         mk = xp.empty((BH, n, DK), dtype=ta_dtype)
         # per-chunk summaries: compute dtype, or bf16 (uint16 storage) in the v5 bf16 path
-        S = xp.empty((BH, n, DK, DV), dtype=xp.uint16 if (bf16 and cfg.kernel("ek_chunk")[0].endswith("tc5")) else ta_dtype)
+        S = xp.empty((BH, n, DK, DV), dtype=xp.uint16 if cfg.kernel("ek_chunk")[0].endswith("tc5") else ta_dtype)
         z = xp.empty((BH, n, DK), dtype=ta_dtype)
         m_in = xp.empty((BH, n, DK), dtype=ta_dtype)
         ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH)
@@ -484,8 +486,8 @@ def _ek_compute(ops, q, k, v, causal, init, want_state, chunk_size=None, bf16=Fa
         if causal:
             ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH)
         elif Tq > 0:
-            if S.dtype != ta_dtype:
-                raise NotImplementedError("non-causal calls have no bf16 kernel entry")
+            if half:
+                raise NotImplementedError("non-causal calls take float32 / float64 inputs")
             one = lambda x: xp.reshape(x, (BH, 1) + x.shape[1:])  # noqa: E731  the final summary as 1 'chunk'
             ops.ek_output(cfg, q3, k3, v3, one(m_out), one(S_out), one(z_out), out, Tq, Tk, DK, DV, 1, False, BH)
     state = None
@@ -499,7 +501,9 @@ def _ek_compute(ops, q, k, v, causal, init, want_state, chunk_size=None, bf16=Fa
 @contextlib.contextmanager
 def _on_gpu(like):
     """Device and stream of ``like`` (a torch tensor's current stream; CuPy's current stream
-    otherwise); yields (kind, to_cupy, from_cupy, ops)."""
+    otherwise); yields (to_cupy, from_cupy, ops): ``to_cupy(x)`` is ``(CuPy array, half)`` with
+    bfloat16 as its 16-bit patterns (``half`` '', 'f16' or 'bf16'), ``from_cupy(x, half)`` the
+    caller's array type (bfloat16 again for ``half='bf16'``)."""
     import cupy
 
     kind = _kind(like)
@@ -516,7 +520,7 @@ def _on_gpu(like):
     else:
         dev = next(iter(like.devices())).id
     with cupy.cuda.Device(dev), stream:
-        yield kind, _to_cupy, functools.partial(_from_cupy, kind=kind), _CupyOps(dev)
+        yield functools.partial(_to_cupy, kind=kind), functools.partial(_from_cupy, kind=kind), _CupyOps(dev)
 
 
 @functools.lru_cache(maxsize=64)
@@ -531,117 +535,145 @@ def _external_stream(ptr, dev):
         return cupy.cuda.ExternalStream(ptr, dev)
 
 
-def _to_cupy(x):
+def _half(x):
+    name = str(x.dtype).split(".")[-1]
+    return {"bfloat16": "bf16", "float16": "f16"}.get(name, "")
+
+
+def _to_cupy(x, kind):
+    """(CuPy array on x's memory, its 16-bit kind); bfloat16 is viewed as int16 (no copy for
+    torch; one bit-cast copy for JAX, which has no in-place view)."""
     import cupy
 
-    if x is None or isinstance(x, cupy.ndarray):
-        return x
-    return cupy.from_dlpack(x)
+    if x is None:
+        return None, ""
+    half = _half(x)
+    if kind == "cupy":
+        return x, half
+    if half == "bf16":
+        if kind == "torch":
+            import torch
+
+            x = x.view(torch.int16)
+        else:
+            import jax
+
+            x = jax.lax.bitcast_convert_type(x, "int16")
+    return cupy.from_dlpack(x), half
 
 
-def _from_cupy(x, kind):
+def _from_cupy(x, half, kind):
     if x is None or kind == "cupy":
         return x
     if kind == "torch":
         import torch
 
-        return torch.from_dlpack(x)
+        t = torch.from_dlpack(x)
+        return t.view(torch.bfloat16) if half == "bf16" else t
     import cupy
     import jax
 
     cupy.cuda.get_current_stream().synchronize()  # JAX reads it on its own stream
-    return jax.dlpack.from_dlpack(x)
+    y = jax.dlpack.from_dlpack(x)
+    return jax.lax.bitcast_convert_type(y, "bfloat16") if half == "bf16" else y
+
+
+def _inputs(to_cp, arrays):
+    """CuPy views of the inputs and their common 16-bit kind. The tensor-core kernels read 16-byte
+    aligned rows with asynchronous copies: a misaligned bfloat16 view is copied once."""
+    pairs = [to_cp(x) for x in arrays]
+    half = pairs[0][1]
+    out = []
+    for c, _ in pairs:
+        if half == "bf16" and c.data.ptr % 16:
+            c = c.copy()
+        out.append(c)
+    return out, half
 
 
 # ---- the backend's implementations (signatures of the array-API twins) ----------------------------
 
 def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state):
     """CuPy-kernel implementation of ``loglinear_attention``; the signature of
-    ``lsattn.loglinear._forward`` (validated inputs in the compute dtype; ``state`` may be None).
+    ``lsattn.loglinear._forward`` (validated inputs of one dtype: float32 / float64, or float16 /
+    bfloat16 as the caller gave them; ``state`` may be None; its tensors float32 / float64).
 
     Returns
     -------
-    (out (..., T, d_v), State or None); the state's ``tensors["levels"]`` as in the array-API twin.
+    (out (..., T, d_v) in the inputs' dtype, State or None); the state's ``tensors["levels"]`` as
+    in the array-API twin.
     """
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     p = 0 if state is None else state.offset
-    with _on_gpu(q) as (kind, to_cp, back, ops):
+    with _on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
+        args, half = _inputs(to_cp, (q, k, v, log_decay, level_weights))
+        sdtype = xp.float32 if half else args[0].dtype
         if T == 0:
-            out = xp.zeros(batch + (0, d_v), dtype=_to_cupy(q).dtype)
-            if not return_state:
-                return back(out), None
-            if state is not None:
-                return back(out), state
-            levels = xp.zeros(batch + (0, d_k, d_v), dtype=out.dtype)
-            return back(out), State("loglinear_attention", 0, batch, d_k, d_v, q.dtype, {"levels": back(levels)})
-        old = None if (state is None or p == 0) else to_cp(state.tensors["levels"])
-        args = [to_cp(x) for x in (q, k, v, log_decay, level_weights)]
-        out, levels = _ll_compute(ops, *args, chunk_size, p, old, return_state)
-        out = back(out)
+            out = back(xp.empty(batch + (0, d_v), dtype=args[0].dtype), half)
+            if not return_state or state is not None:
+                return out, state if return_state else None
+            levels = xp.zeros(batch + (0, d_k, d_v), dtype=sdtype)
+            return out, State("loglinear_attention", 0, batch, d_k, d_v, sdtype, {"levels": back(levels, "")})
+        old = None if (state is None or p == 0) else to_cp(state.tensors["levels"])[0]
+        out, levels = _ll_compute(ops, *args, chunk_size, p, old, return_state, half)
+        out = back(out, half)
         if not return_state:
             return out, None
-        return out, State("loglinear_attention", p + T, batch, d_k, d_v, q.dtype, {"levels": back(levels)})
+        levels = back(levels, "")
+        return out, State("loglinear_attention", p + T, batch, d_k, d_v, levels.dtype, {"levels": levels})
 
 
 def exp_kernel_forward(q, k, v, causal, state, return_state, *, chunk_size=None):
     """CuPy-kernel implementation of ``exp_kernel_attention``; the signature of
-    ``lsattn.exp_kernel._exp_forward``.
+    ``lsattn.exp_kernel._exp_forward`` (inputs as in :func:`loglinear_forward`; non-causal calls
+    with 16-bit inputs compute from float32 copies).
 
     Returns
     -------
-    (y (..., Tq, d_v), State or None); state tensors ``m (..., d_k)``, ``S (..., d_k, d_v)``,
-    ``z (..., d_k)`` as in the array-API twin (before any token ``m = -finfo.max / 8``).
+    (y (..., Tq, d_v) in the inputs' dtype, State or None); state tensors ``m (..., d_k)``,
+    ``S (..., d_k, d_v)``, ``z (..., d_k)`` as in the array-API twin (before any token
+    ``m = -finfo.max / 8``), float32 / float64.
     """
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     offset = 0 if state is None else state.offset
-    with _on_gpu(q) as (kind, to_cp, back, ops):
+    with _on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
-        init = None if state is None else tuple(to_cp(state.tensors[n]) for n in ("m", "S", "z"))
-        qc, kc, vc = (to_cp(x) for x in (q, k, v))
+        (qc, kc, vc), half = _inputs(to_cp, (q, k, v))
+        if half and not causal:  # no 16-bit entry for the one-summary read: compute from float32 copies
+            qc, kc, vc = (_widen(xp, x, half) for x in (qc, kc, vc))
+            out, _ = _ek_compute(ops, qc, kc, vc, False, None, False, chunk_size)
+            return back(_narrow(xp, out, half), half), None
+        sdtype = xp.float32 if half else qc.dtype
+        init = None if state is None else tuple(to_cp(state.tensors[n])[0] for n in ("m", "S", "z"))
         if Tq == 0 and causal:
-            out = xp.zeros(batch + (0, d_v), dtype=qc.dtype)
-            if not return_state:
-                return back(out), None
-            if state is not None:
-                return back(out), state
-            lo = -float(np.finfo(np.dtype(qc.dtype)).max) / 8
-            init = (xp.full(batch + (d_k,), lo, dtype=qc.dtype), xp.zeros(batch + (d_k, d_v), dtype=qc.dtype),
-                    xp.zeros(batch + (d_k,), dtype=qc.dtype))
-            tensors = dict(zip(("m", "S", "z"), (back(t) for t in init)))
-            return back(out), State("exp_kernel_attention", 0, batch, d_k, d_v, q.dtype, tensors)
-        out, st = _ek_compute(ops, qc, kc, vc, causal, init, return_state, chunk_size)
-        out = back(out)
+            out = back(xp.empty(batch + (0, d_v), dtype=qc.dtype), half)
+            if not return_state or state is not None:
+                return out, state if return_state else None
+            lo = -float(np.finfo(np.dtype(sdtype)).max) / 8
+            init = (xp.full(batch + (d_k,), lo, dtype=sdtype), xp.zeros(batch + (d_k, d_v), dtype=sdtype),
+                    xp.zeros(batch + (d_k,), dtype=sdtype))
+            tensors = dict(zip(("m", "S", "z"), (back(t, "") for t in init)))
+            return out, State("exp_kernel_attention", 0, batch, d_k, d_v, tensors["S"].dtype, tensors)
+        out, st = _ek_compute(ops, qc, kc, vc, causal, init, return_state, chunk_size, half)
+        out = back(out, half)
         if not return_state:
             return out, None
-        tensors = dict(zip(("m", "S", "z"), (back(t) for t in st)))
-        return out, State("exp_kernel_attention", offset + Tq, batch, d_k, d_v, q.dtype, tensors)
+        tensors = dict(zip(("m", "S", "z"), (back(t, "") for t in st)))
+        return out, State("exp_kernel_attention", offset + Tq, batch, d_k, d_v, tensors["S"].dtype, tensors)
 
 
-# ---- direct bfloat16 entry points (benchmarks; torch tensors) ------------------------------------
-
-def _bf16_call(fn, tensors):
-    """Run ``fn(ops, *cupy_int16_views)`` on bfloat16 torch CUDA tensors; torch's stream."""
-    import torch
-
-    def aligned(t):
-        t = t.contiguous()
-        return t if t.data_ptr() % 16 == 0 else t.clone()
-
-    with _on_gpu(tensors[0]) as (kind, to_cp, back, ops):
-        views = [to_cp(aligned(t).view(torch.int16)) for t in tensors]
-        out = fn(ops, *views)
-        return torch.from_dlpack(out).view(torch.bfloat16)
+def _widen(xp, x, half):
+    """float32 copy of 16-bit input ``x`` (bfloat16 patterns shifted into float32's high half)."""
+    if half == "bf16":
+        return (x.view(xp.uint16).astype(xp.uint32) << 16).view(xp.float32)
+    return x.astype(xp.float32)
 
 
-def loglinear_bf16(q, k, v, log_decay, level_weights, chunk_size=64):
-    """``loglinear_attention`` on bfloat16 CUDA torch tensors read and written as bfloat16 by the
-    kernels (computed in float32); no state. For benchmarks: the public function casts half
-    precision to float32 before any backend runs."""
-    return _bf16_call(lambda ops, *a: _ll_compute(ops, *a, chunk_size, 0, None, False, bf16=True)[0],
-                      [q, k, v, log_decay, level_weights])
-
-
-def exp_kernel_bf16(q, k, v, chunk_size=None):
-    """Causal ``exp_kernel_attention`` on bfloat16 CUDA torch tensors (float32 inside); no state."""
-    return _bf16_call(lambda ops, *a: _ek_compute(ops, *a, True, None, False, chunk_size, bf16=True)[0], [q, k, v])
+def _narrow(xp, x, half):
+    """float32 ``x`` rounded to the 16-bit kind (bfloat16: round to nearest even, as ``st``)."""
+    if half == "bf16":
+        u = x.view(xp.uint32)
+        u = u + xp.uint32(0x7FFF) + ((u >> 16) & xp.uint32(1))
+        return (u >> 16).astype(xp.uint16).view(xp.int16)
+    return x.astype(xp.float16)

@@ -4,6 +4,9 @@
 // (device, compute dtype, input dtype, chunk CH, padded head dims DKP/DVP) with -D options:
 //   TA       compute / accumulation type: float or double
 //   TI_BF16  1: inputs and outputs are bfloat16 (stored as unsigned short), computed in float
+//   TI_F16   1: inputs and outputs are float16 (stored as unsigned short), computed in float by
+//            the FFMA kernels (no tensor-core variant: fp16's range cannot hold the unnormalised
+//            states those round to 16 bits)
 //   CH       chunk length: 16, 32 or 64 (a power of two; tiles are CH x CH)
 //   DKP,DVP  head dims padded to 16, 32, 64 or 128 (shared-memory tiles; the real dims are runtime)
 // Every kernel runs NT = 256 threads as a 16 x 16 grid (tx = tid % 16, ty = tid / 16); a tile
@@ -13,6 +16,9 @@
 #endif
 #ifndef TI_BF16
 #define TI_BF16 0
+#endif
+#ifndef TI_F16
+#define TI_F16 0
 #endif
 #ifndef CH
 #define CH 64
@@ -38,6 +44,18 @@ __device__ __forceinline__ void st(ti* p, ta x) {
     if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) { *p = (ti)((u >> 16) | 0x40u); return; }  // NaN
     u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
     *p = (ti)(u >> 16);
+}
+#elif TI_F16
+typedef unsigned short ti;
+__device__ __forceinline__ ta ld(const ti* p) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(__ldg(p)));
+    return (ta)f;
+}
+__device__ __forceinline__ void st(ti* p, ta x) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"((float)x));
+    *p = h;
 }
 #else
 typedef TA ti;

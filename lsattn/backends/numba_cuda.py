@@ -82,11 +82,32 @@ def probe():
         ok = cuda.is_available()
     except Exception as exc:  # noqa: BLE001
         return f"numba.cuda.is_available() failed ({type(exc).__name__}: {exc})"
-    return None if ok else "numba.cuda sees no CUDA device"
+    if not ok:
+        return "numba.cuda sees no CUDA device"
+    try:  # available means: compiles and runs here (numba-cuda <= 0.30.4 cannot compile under NumPy 2.5)
+        _tiny_kernel(cuda)
+    except Exception as exc:  # noqa: BLE001
+        return f"numba.cuda cannot compile and run a kernel here ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _tiny_kernel(cuda):
+    """Compile and launch a 4-thread kernel; AssertionError if it wrote the wrong values."""
+
+    @cuda.jit
+    def iota(x):
+        i = cuda.grid(1)
+        if i < x.shape[0]:
+            x[i] = i
+
+    x = cuda.device_array(4, dtype=np.float32)
+    iota[1, 4](x)
+    got = x.copy_to_host()
+    assert list(got) == [0.0, 1.0, 2.0, 3.0], f"probe kernel wrote {got}"
 
 
 def serves(xp, a):
-    """None for CuPy arrays, torch CUDA tensors without grad and Numba device arrays of dtype
+    """None for CuPy arrays, torch CUDA tensors and Numba device arrays of dtype
     float16/32/64 with ``d_k = a.shape[-1] <= 512``; else the reason."""
     kind = _kind(a)
     if kind is None:
@@ -96,8 +117,6 @@ def serves(xp, a):
         return (f"{type(a).__module__}.{type(a).__name__} has __cuda_array_interface__ but results could not be "
                 "returned as its type (the numba_cuda backend serves CuPy arrays, CUDA torch tensors and Numba "
                 "device arrays)")
-    if kind == "torch" and getattr(a, "requires_grad", False):
-        return "the tensor requires grad and these kernels have no backward: use the array_api backend"
     name = str(a.dtype).split(".")[-1]
     if name not in _DTYPES:
         return f"dtype {name} is not float16, float32 or float64"

@@ -1,0 +1,142 @@
+"""The one input prologue every operator runs: validate, choose the backend and dtypes, dispatch.
+
+Each public operator describes its inputs once (an ``Op``: names and roles, which argument holds
+the Fenwick level weights, the shapes of its state tensors) and calls :func:`run`. A new keyword
+that concerns every operator (packed sequences, broadcast batch axes) is added here, once.
+
+Roles of the inputs (``T`` the number of tokens of the call, ``Tk`` the keys' when non-causal):
+
+- ``"q"``   ``(..., T, d_k)``: fixes the batch axes, ``T`` and ``d_k``
+- ``"k"``   ``(..., T, d_k)`` (``(..., Tk, d_k)`` when non-causal)
+- ``"v"``   ``(..., Tk, d_v)``: fixes ``d_v``
+- ``"tok"`` ``(..., T)``: one scalar per token
+- ``"lev"`` ``(..., T, L)``: one weight per token and Fenwick level, ``L >= num_levels(offset + T)``
+
+Dtypes: the output has the inputs' promoted floating dtype. States compute in float32 or float64
+(``_validate.compute_dtype``). Half precision reaches a backend as is when the backend lists the
+operator in its ``half_ops`` (GPU kernels: tensor-core products, fp32 accumulation); every other
+backend receives float32 and the output is cast back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import backends
+from ._validate import check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
+from .fenwick import num_levels
+from .state import check_state
+
+__all__ = ["Op", "run", "check_flag"]
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operator's inputs.
+
+    name: the operator's name (states and backends are keyed by it).
+    inputs: ``((argument name, role), ...)`` in the order the implementations take them.
+    state_shapes: ``(batch, offset, d_k, d_v) -> {tensor name: shape}`` of a valid state.
+    """
+
+    name: str
+    inputs: tuple
+    state_shapes: Callable
+
+
+def check_flag(name, value):
+    """TypeError unless ``value`` is a bool (NumPy's included): ``causal="no"`` must not mean True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def _shapes(op, arrays, causal):
+    """(batch, T, Tk, d_k, d_v) after checking every input's shape against its role."""
+    named = dict(zip((n for n, _ in op.inputs), arrays))
+    qname = op.inputs[0][0]
+    batch, T, d_k = seq_split(qname, named[qname])
+    Tk, d_v = T, None
+    for (name, role), x in zip(op.inputs, arrays):
+        if x is None or role == "q":
+            continue
+        if role == "k":
+            if x.ndim != len(batch) + 2:
+                raise ValueError(f"{name} must have shape (..., Tk, d_k) with the batch axes of {qname} {batch}, "
+                                 f"got {tuple(x.shape)}")
+            Tk = x.shape[-2] if not causal else T
+            how = "(..., T, d_k) like q (causal: as many keys as queries)" if causal else "(..., Tk, d_k) with q's batch axes and d_k"
+            check_shape(name, x, batch + (Tk, d_k), how)
+        elif role == "v":
+            if x.ndim != len(batch) + 2:
+                raise ValueError(f"{name} must have shape (..., T, d_v) with the batch axes of {qname} {batch}, "
+                                 f"got {tuple(x.shape)}")
+            d_v = x.shape[-1]
+            check_shape(name, x, batch + (Tk, d_v), "(..., T, d_v) like q" if causal else "(..., Tk, d_v) like k")
+        elif role == "tok":
+            check_shape(name, x, batch + (T,), "(..., T)")
+        elif role == "lev":
+            if x.ndim != len(batch) + 2:
+                raise ValueError(f"{name} must have shape (..., T, L) = {batch + (T, 'L')}, got {tuple(x.shape)}")
+            check_shape(name, x, batch + (T, x.shape[-1]), "(..., T, L)")
+    return batch, T, Tk, d_k, d_v
+
+
+def _check_state_tensors(op, state, xp, batch, d_k, d_v, dtype):
+    """ValueError unless the state's tensors are exactly the ones ``op`` writes (names, shapes, dtype)."""
+    want = op.state_shapes(tuple(batch), state.offset, d_k, d_v)
+    got = {name: tuple(t.shape) for name, t in state.tensors.items()}
+    if got != want:
+        raise ValueError(f"state tensors {got} do not match the expected {want} for {op.name} at offset {state.offset}")
+    for name, t in state.tensors.items():
+        if t.dtype != dtype:
+            raise ValueError(f"state tensor {name!r} has dtype {t.dtype}, expected {dtype}")
+
+
+def run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, causal=True):
+    """Validate ``arrays`` (ordered as ``op.inputs``; None for an omitted optional input), pick the
+    backend, cast to the dtype it computes in, call it, cast back.
+
+    extra: arguments the implementations take between the arrays and ``state`` (``chunk_size``,
+    ``causal``). Returns ``out`` or ``(out, state)`` with ``return_state=True``.
+    """
+    named = {n: a for (n, _), a in zip(op.inputs, arrays)}
+    xp = namespace(**named)
+    for name, x in named.items():
+        if x is not None:
+            check_float(xp, name, x)
+    causal = check_flag("causal", causal)
+    return_state = check_flag("return_state", return_state)
+    batch, T, Tk, d_k, d_v = _shapes(op, arrays, causal)
+    if not causal:
+        if state is not None or return_state:
+            raise ValueError("state and return_state need causal=True: a non-causal call has no stream to continue")
+        if Tk == 0:
+            raise ValueError("causal=False needs at least one key (k has Tk = 0): the output would be 0/0")
+    present = [x for x in arrays if x is not None]
+    out_dtype = xp.result_type(*(x.dtype for x in present))
+    state_dtype = compute_dtype(xp, out_dtype)
+    if state is not None:
+        check_state(state, op.name, xp, batch, d_k, d_v, state_dtype)
+        _check_state_tensors(op, state, xp, batch, d_k, d_v, state_dtype)
+    offset = 0 if state is None else state.offset
+    if T > 0:
+        for (name, role), x in zip(op.inputs, arrays):
+            if role == "lev":
+                check_levels(name, x, num_levels(offset + T))
+    grad = any(getattr(x, "requires_grad", False) for x in present)
+    if state is not None:
+        grad = grad or any(getattr(t, "requires_grad", False) for t in state.tensors.values())
+    chosen = backends.resolve(op.name, xp, present[0], backend, grad=grad)
+    dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
+    args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]
+    out, new_state = chosen.implementation(op.name)(*args, *extra, state, return_state)
+    out = xp.astype(out, out_dtype, copy=False)
+    return (out, new_state) if return_state else out
+
+
+def levels_state_shapes(batch, offset, d_k, d_v):
+    """State of the log-linear operators: one ``d_k x d_v`` matrix per bit of the offset."""
+    return {"levels": batch + (offset.bit_length(), d_k, d_v)}
