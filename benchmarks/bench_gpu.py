@@ -8,10 +8,12 @@
 Shapes: B=2, H=16, d_k=d_v=64 (the issue's), forward only, median of CUDA-event timings after
 warm-up. Peers: fla-core's chunk_log_linear_attn (bf16, fp32) and chunk_simple_gla (bf16),
 torch SDPA (causal, bf16), and the paper's logcumsumexp form of exp-kernel attention (fp32,
-materialises (T, d_k, d_v)); each in its native layout. Ours: the kernels read bf16 directly
-through ``cupy_backend.loglinear_bf16`` / ``exp_kernel_bf16`` (computed in float32), and the
-public API on float32 torch tensors (``backend="cupy"``). Peak memory: torch's allocator peak
-for torch peers; for ours, CuPy's pool after a reset (what the call holds at its peak).
+materialises (T, d_k, d_v)); each in its native layout. Ours: the public functions exactly as a
+user calls them, no ``backend=``, on bfloat16 and float32 CUDA torch tensors (bfloat16 reaches the
+tensor-core kernels as is). Peak memory: torch's allocator peak for torch peers; for ours, CuPy's
+pool after a reset (what the call holds at its peak).
+
+    python benchmarks/bench_gpu.py overhead [--out DIR]  # host time of the public call at T=8192 and T=1
 """
 from __future__ import annotations
 
@@ -196,9 +198,9 @@ def bench(args):
         q, k, v, a, lam = ll_inputs_bhtd(T, torch.float32)
         qb, kb, vb, ab, lamb = (x.to(torch.bfloat16) for x in (q, k, v, a, lam))
         # log-linear Mamba-2
-        measure("ours loglinear bf16 (kernel entry)", lambda: cb.loglinear_bf16(qb, kb, vb, ab, lamb), row, "ours_ll_bf16")
-        measure("ours loglinear fp32 (public API)",
-                lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="cupy"), row, "ours_ll_fp32")
+        measure("ours loglinear bf16 (public API)", lambda: lsattn.loglinear_attention(qb, kb, vb, ab, lamb), row,
+                "ours_ll_bf16")
+        measure("ours loglinear fp32 (public API)", lambda: lsattn.loglinear_attention(q, k, v, a, lam), row, "ours_ll_fp32")
         if chunk_log_linear_attn is not None:
             fq, fk, fv, fa, fl = (to_fla(x) for x in (qb, kb, vb, ab, lamb))
             measure("fla chunk_log_linear_attn bf16", lambda: chunk_log_linear_attn(fq, fk, fv, fa, fl), row, "fla_ll_bf16")
@@ -206,9 +208,8 @@ def bench(args):
             measure("fla chunk_log_linear_attn fp32", lambda: chunk_log_linear_attn(fq, fk, fv, fa, fl), row, "fla_ll_fp32")
             del fq, fk, fv, fa, fl
         # exp-kernel attention
-        measure("ours exp-kernel bf16 (kernel entry)", lambda: cb.exp_kernel_bf16(qb, kb, vb), row, "ours_ek_bf16")
-        measure("ours exp-kernel fp32 (public API)",
-                lambda: lsattn.exp_kernel_attention(q, k, v, backend="cupy"), row, "ours_ek_fp32")
+        measure("ours exp-kernel bf16 (public API)", lambda: lsattn.exp_kernel_attention(qb, kb, vb), row, "ours_ek_bf16")
+        measure("ours exp-kernel fp32 (public API)", lambda: lsattn.exp_kernel_attention(q, k, v), row, "ours_ek_fp32")
         if chunk_simple_gla is not None:
             fq, fk, fv, fa = (to_fla(x) for x in (qb, kb, vb, ab))
             measure("fla chunk_simple_gla bf16", lambda: chunk_simple_gla(fq, fk, fv, fa), row, "fla_sgla_bf16")
@@ -228,7 +229,7 @@ def bench(args):
             row = res["long"].setdefault(str(T), {})
             q, k, v, a, lam = ll_inputs_bhtd(T, torch.float32)
             measure("ours loglinear fp32 (public API)",
-                    lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="cupy"), row, "ours_ll_fp32", reps=3)
+                    lambda: lsattn.loglinear_attention(q, k, v, a, lam), row, "ours_ll_fp32", reps=3)
             del q, k, v, a, lam
             torch.cuda.empty_cache()
     os.makedirs(args.out, exist_ok=True)
@@ -295,7 +296,7 @@ def check(args):
     q, k, v, a, lam = ll_inputs_bhtd(T, torch.float64)
     want = reference.loglinear_attention(q, k, v, a, lam)
     f32 = lsattn.loglinear_attention(*(x.float() for x in (q, k, v, a, lam)), backend="cupy")
-    bf = cb.loglinear_bf16(*(x.to(torch.bfloat16) for x in (q, k, v, a, lam)))
+    bf = lsattn.loglinear_attention(*(x.to(torch.bfloat16) for x in (q, k, v, a, lam)))
     want_bf = reference.loglinear_attention(*(x.to(torch.bfloat16).double() for x in (q, k, v, a, lam)))
     out["ll_fp32_relerr_T2048"] = rel_err(f32, want)
     out["ll_bf16_relerr_T2048"] = rel_err(bf, want_bf)
@@ -305,7 +306,7 @@ def check(args):
     q, k = q * 8, k * 8  # magnitudes where raw exp would be far off
     want = reference.exp_kernel_attention(q, k, v)
     f32 = lsattn.exp_kernel_attention(*(x.float() for x in (q, k, v)), backend="cupy")
-    bf = cb.exp_kernel_bf16(*(x.to(torch.bfloat16) for x in (q, k, v)))
+    bf = lsattn.exp_kernel_attention(*(x.to(torch.bfloat16) for x in (q, k, v)))
     want_bf = reference.exp_kernel_attention(*(x.to(torch.bfloat16).double() for x in (q, k, v)))
     out["ek_fp32_relerr_T1024"] = rel_err(f32, want)
     out["ek_bf16_relerr_T1024"] = rel_err(bf, want_bf)
@@ -320,8 +321,9 @@ def check(args):
                 dev = torch.cuda.current_device()
                 ops = TimedOps(cb._CupyOps(dev))
                 views = [cupy.from_dlpack(x.view(torch.int16) if bf16 else x) for x in xs]
-                run = (lambda: cb._ll_compute(ops, *views, 64, 0, None, False, bf16=bf16)) if op == "ll" else \
-                      (lambda: cb._ek_compute(ops, *views[:3], True, None, False, None, bf16=bf16))
+                half = "bf16" if bf16 else ""
+                run = (lambda: cb._ll_compute(ops, *views, 64, 0, None, False, half)) if op == "ll" else \
+                      (lambda: cb._ek_compute(ops, *views[:3], True, None, False, None, half))
                 run()
                 cupy.cuda.Device().synchronize()
                 ops.times = {}
@@ -404,14 +406,87 @@ def sanitize(args):
             v = torch.randn(2, 3, T, dv, device="cuda").to(torch.bfloat16)
             a = -torch.rand(2, 3, T, device="cuda").to(torch.bfloat16)
             lam = torch.randn(2, 3, T, lsattn.num_levels(T), device="cuda").to(torch.bfloat16)
-            cb.loglinear_bf16(q, k, v, a, lam)
-            cb.exp_kernel_bf16(q, k, v)
+            lsattn.loglinear_attention(q, k, v, a, lam)
+            lsattn.exp_kernel_attention(q, k, v)
+            _, st = lsattn.loglinear_attention(q[:, :, :-1], k[:, :, :-1], v[:, :, :-1], a[:, :, :-1], lam[:, :, :-1],
+                                               return_state=True)
+            lsattn.loglinear_attention(q[:, :, -1:], k[:, :, -1:], v[:, :, -1:], a[:, :, -1:], lam[:, :, -1:], state=st)
+            _, st = lsattn.exp_kernel_attention(q[:, :, :-1], k[:, :, :-1], v[:, :, :-1], return_state=True)
+            lsattn.exp_kernel_attention(q[:, :, -1:], k[:, :, -1:], v[:, :, -1:], state=st)
+            h = [x.to(torch.float16) for x in (q, k, v, a, lam)]
+            lsattn.loglinear_attention(*h)
+            lsattn.exp_kernel_attention(*h[:3])
             k[:, :, T // 2] = 120.0  # late spike: flagged rows, exact fallback
-            cb.exp_kernel_bf16(q, k, v)
+            lsattn.exp_kernel_attention(q, k, v)
             torch.cuda.synchronize()
             print("sanitize ok bf16", T, dk, dv, flush=True)
     except ImportError:
         pass
+
+
+# ---- host overhead of the public call ---------------------------------------------------------------
+
+def overhead(args):
+    """Host time of the public calls on CUDA torch tensors: a T=8192 forward and a T=1 decoding step
+    at offset 4096 (B=2, H=16, d=64, float32 and bfloat16). Wall time per call with the GPU
+    synchronised once per batch of calls (host-bound when the kernels are short), the kernels' own
+    time (CUDA events around the call), and a cProfile of the decoding step (top functions)."""
+    import cProfile
+    import io
+    import pstats
+
+    import torch
+
+    import lsattn
+
+    out = {"info": device_info(), "lsattn": lsattn.__file__, "backend": args.backend}
+    kw = {} if args.backend is None else {"backend": args.backend}
+    p = 4096
+    for label, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        q, k, v, a, lam = ll_inputs_bhtd(p + 8192, dtype)
+        cut = lambda x, lo, hi: x[..., lo:hi, :] if x.ndim == 4 else x[..., lo:hi]  # noqa: E731
+        pre = [cut(x, 0, p) for x in (q, k, v, a, lam)]
+        if dtype == torch.bfloat16 and args.backend is not None:
+            continue  # before: the public call cast half precision to float32
+        _, st_ll = lsattn.loglinear_attention(*pre, return_state=True, **kw)
+        _, st_ek = lsattn.exp_kernel_attention(*pre[:3], return_state=True, **kw)
+        one = [cut(x, p, p + 1) for x in (q, k, v, a, lam)]
+        long = [cut(x, p, p + 8192).contiguous() for x in (q, k, v, a, lam)]
+        calls = {
+            "ll_T8192": lambda: lsattn.loglinear_attention(*long, **kw),
+            "ek_T8192": lambda: lsattn.exp_kernel_attention(*long[:3], **kw),
+            "ll_T1_step": lambda: lsattn.loglinear_attention(*one, state=st_ll, return_state=True, **kw),
+            "ek_T1_step": lambda: lsattn.exp_kernel_attention(*one[:3], state=st_ek, return_state=True, **kw),
+        }
+        for name, fn in calls.items():
+            n = 20 if "8192" in name else 200
+            for _ in range(3):
+                fn()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            host = (time.perf_counter() - t0) / n  # host side of one call (launches are asynchronous)
+            torch.cuda.synchronize()
+            wall = (time.perf_counter() - t0) / n
+            gpu = cuda_time(fn, reps=20)
+            out[f"{name}_{label}"] = {"host_us": 1e6 * host, "wall_us": 1e6 * wall, "event_us": 1e3 * gpu}
+            print(f"{name:12s} {label}: host {1e6 * host:8.1f} us  wall {1e6 * wall:8.1f} us  "
+                  f"events {1e3 * gpu:8.1f} us", flush=True)
+        if label == "fp32":
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(200):
+                calls["ll_T1_step"]()
+            prof.disable()
+            torch.cuda.synchronize()
+            s = io.StringIO()
+            pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(25)
+            out["profile_ll_T1_step"] = s.getvalue()
+            print(s.getvalue()[:6000], flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"gpu_overhead{'_before' if args.backend else ''}.json"), "w") as f:
+        json.dump(out, f, indent=1)
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -522,12 +597,15 @@ def main():
     c.add_argument("--out", default=os.environ.get("OUT", "."))
     c.add_argument("--T", default="8192,32768")
     sub.add_parser("sanitize")
+    o = sub.add_parser("overhead")
+    o.add_argument("--out", default=os.environ.get("OUT", "."))
+    o.add_argument("--backend", default=None, help="force a backend (the measurement of an older lsattn)")
     r = sub.add_parser("report")
     r.add_argument("results")
     r.add_argument("--md")
     r.add_argument("--png")
     args = ap.parse_args()
-    {"bench": bench, "check": check, "sanitize": sanitize, "report": report}[args.cmd](args)
+    {"bench": bench, "check": check, "sanitize": sanitize, "overhead": overhead, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class Backend:
     half_ops: frozenset = frozenset()
     grad_ops: frozenset = frozenset()
     _status: Optional[tuple] = field(default=None, repr=False)
+    _impls: dict = field(default_factory=dict, repr=False)
 
     def status(self):
         """``(available, reason)``; probed once."""
@@ -58,8 +59,11 @@ class Backend:
         return self._status
 
     def implementation(self, op):
-        module, func = self.ops[op].split(":")
-        return getattr(importlib.import_module(module), func)
+        impl = self._impls.get(op)
+        if impl is None:  # imported once: the lookup is on every call's path
+            module, func = self.ops[op].split(":")
+            impl = self._impls[op] = getattr(importlib.import_module(module), func)
+        return impl
 
 
 _REGISTRY: dict = {}
