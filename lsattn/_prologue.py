@@ -19,9 +19,11 @@ backend receives float32 and the output is cast back.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
+import array_api_compat
 import numpy as np
 
 from . import backends
@@ -132,9 +134,20 @@ def run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, c
     chosen = backends.resolve(op.name, xp, present[0], backend, grad=grad)
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
     args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]
-    out, new_state = chosen.implementation(op.name)(*args, *extra, state, return_state)
+    with _full_precision(xp):
+        out, new_state = chosen.implementation(op.name)(*args, *extra, state, return_state)
     out = xp.astype(out, out_dtype, copy=False)
     return (out, new_state) if return_state else out
+
+
+def _full_precision(xp):
+    """JAX on GPUs multiplies float32 matrices in TF32 by default (~1e-3 relative): our float32
+    bounds need full float32 products, asked for in this call's scope only."""
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return jax.default_matmul_precision("highest")
+    return contextlib.nullcontext()
 
 
 def levels_state_shapes(batch, offset, d_k, d_v):

@@ -6,9 +6,12 @@ All tests are GPU-marked (skipped without a CUDA device). Bounds (max |out - ref
 against ``lsattn.reference`` in float64 on the inputs as rounded to the input dtype):
 float32 1e-5 (exp-kernel operators: plus 2 eps (max|q| + max|k|), as everywhere), float16 2e-3
 (the kernels compute in float32; the output is rounded to float16), bfloat16 1e-2 at the
-benchmark size B=2, H=16 (here B x H = 8 to bound the reference's memory), T=8192, d=64.
+benchmark size B=2, H=16 (here B x H = 8 for log-linear and 1 for exp-kernel attention, to bound
+the reference's memory), T=8192, d=64.
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -20,6 +23,8 @@ from lsattn import reference as ref
 from helpers import assert_close
 
 pytestmark = pytest.mark.gpu
+# JAX takes 75% of the GPU at its first use unless told not to; the references here need room
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 F32, F16, BF16 = 1e-5, 2e-3, 1e-2
 EPS32 = float(np.finfo(np.float32).eps)
@@ -60,8 +65,8 @@ def _bound(op, args, base):
 def _expected(op):
     b = FASTEST.get(op)
     if b is None:
-        ok, _ = backends.get("numba_cuda").status()
-        b = "numba_cuda" if ok else "array_api"
+        nc = backends.get("numba_cuda")
+        b = "numba_cuda" if (op in nc.ops and nc.status()[0]) else "array_api"
     return b
 
 
@@ -122,7 +127,14 @@ def _half_case(torch, op, dtype, T, batch, seed):
 def test_bfloat16_reaches_the_kernels_at_benchmark_size(op):
     """bfloat16 in, bfloat16 out, within 1e-2 of the float64 reference at T = 8192."""
     torch = _torch()
-    t, back = _half_case(torch, op, torch.bfloat16, 8192, (2, 4), 2)
+    try:
+        import cupy
+
+        cupy.get_default_memory_pool().free_all_blocks()
+    except ImportError:
+        pass
+    # the exp-kernel reference holds (T, T, d_k) float64 per sequence: 34 GB for one at T = 8192
+    t, back = _half_case(torch, op, torch.bfloat16, 8192, (2, 4) if op == "loglinear_attention" else (1, 1), 2)
     from array_api_compat import torch as xt
 
     b = backends.resolve(op, xt, t[0])
