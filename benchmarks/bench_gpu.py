@@ -177,7 +177,7 @@ def bench(args):
     import torch.nn.functional as Fn
 
     import lsattn
-    from lsattn.backends import cupy_backend as cb
+    from lsattn.backends.cupy import _compile as cc, exp_kernel as cek, loglinear as cll
 
     info = device_info()
     print(json.dumps(info), flush=True)
@@ -201,6 +201,9 @@ def bench(args):
         measure("ours loglinear bf16 (public API)", lambda: lsattn.loglinear_attention(qb, kb, vb, ab, lamb), row,
                 "ours_ll_bf16")
         measure("ours loglinear fp32 (public API)", lambda: lsattn.loglinear_attention(q, k, v, a, lam), row, "ours_ll_fp32")
+        qh, kh, vh, ah, lamh = (x.to(torch.float16) for x in (q, k, v, a, lam))
+        measure("ours loglinear fp16 (public API)", lambda: lsattn.loglinear_attention(qh, kh, vh, ah, lamh), row,
+                "ours_ll_fp16")
         if chunk_log_linear_attn is not None:
             fq, fk, fv, fa, fl = (to_fla(x) for x in (qb, kb, vb, ab, lamb))
             measure("fla chunk_log_linear_attn bf16", lambda: chunk_log_linear_attn(fq, fk, fv, fa, fl), row, "fla_ll_bf16")
@@ -210,6 +213,8 @@ def bench(args):
         # exp-kernel attention
         measure("ours exp-kernel bf16 (public API)", lambda: lsattn.exp_kernel_attention(qb, kb, vb), row, "ours_ek_bf16")
         measure("ours exp-kernel fp32 (public API)", lambda: lsattn.exp_kernel_attention(q, k, v), row, "ours_ek_fp32")
+        measure("ours exp-kernel fp16 (public API)", lambda: lsattn.exp_kernel_attention(qh, kh, vh), row, "ours_ek_fp16")
+        del qh, kh, vh, ah, lamh
         if chunk_simple_gla is not None:
             fq, fk, fv, fa = (to_fla(x) for x in (qb, kb, vb, ab))
             measure("fla chunk_simple_gla bf16", lambda: chunk_simple_gla(fq, fk, fv, fa), row, "fla_sgla_bf16")
@@ -287,7 +292,7 @@ def check(args):
 
     import lsattn
     from lsattn import reference
-    from lsattn.backends import cupy_backend as cb
+    from lsattn.backends.cupy import _compile as cc, exp_kernel as cek, loglinear as cll
 
     print(json.dumps(device_info()), flush=True)
     out = {}
@@ -319,11 +324,11 @@ def check(args):
                                 ("bf16", tuple(x.to(torch.bfloat16) for x in (q, k, v, a, lam)), True)):
             for op in ("ll", "ek"):
                 dev = torch.cuda.current_device()
-                ops = TimedOps(cb._CupyOps(dev))
+                ops = TimedOps(cc.CupyOps(dev))
                 views = [cupy.from_dlpack(x.view(torch.int16) if bf16 else x) for x in xs]
                 half = "bf16" if bf16 else ""
-                run = (lambda: cb._ll_compute(ops, *views, 64, 0, None, False, half)) if op == "ll" else \
-                      (lambda: cb._ek_compute(ops, *views[:3], True, None, False, None, half))
+                run = (lambda: cll.compute(ops, *views, 64, 0, None, False, half)) if op == "ll" else \
+                      (lambda: cek.compute(ops, *views[:3], True, None, False, None, half))
                 run()
                 cupy.cuda.Device().synchronize()
                 ops.times = {}
@@ -349,9 +354,9 @@ def check(args):
     cs = [cupy.from_dlpack(x.contiguous()) for x in step]
     lev = cupy.from_dlpack(st_ll.tensors["levels"])
     ek_state = tuple(cupy.from_dlpack(st_ek.tensors[n_]) for n_ in ("m", "S", "z"))
-    for name, run in (("ll", lambda ops: cb._ll_compute(ops, *cs, 64, p, lev, True)),
-                      ("ek", lambda ops: cb._ek_compute(ops, *cs[:3], True, ek_state, True))):
-        ops = TimedOps(cb._CupyOps(dev))
+    for name, run in (("ll", lambda ops: cll.compute(ops, *cs, 64, p, lev, True)),
+                      ("ek", lambda ops: cek.compute(ops, *cs[:3], True, ek_state, True))):
+        ops = TimedOps(cc.CupyOps(dev))
         run(ops)
         ops.times = {}
         for _ in range(20):
@@ -370,7 +375,7 @@ def sanitize(args):
     import cupy
 
     import lsattn
-    from lsattn.backends import cupy_backend as cb
+    from lsattn.backends.cupy import _compile as cc, exp_kernel as cek, loglinear as cll
 
     rng = np.random.default_rng(0)
     for dtype in ("float32", "float64"):
@@ -389,7 +394,7 @@ def sanitize(args):
             # exp-kernel: causal, with a late spike (fallback rows), stream with decode, non-causal
             k2 = k.copy()
             k2[:, T // 2] = 300.0
-            cb.exp_kernel_forward(q, k2, v, True, None, False, chunk_size=C)
+            cek.forward(q, k2, v, True, None, False, chunk_size=C)
             st = None
             for lo, hi in ((0, T // 2), (T // 2, T // 2 + 1), (T // 2 + 1, T)):
                 if hi > lo:
@@ -493,10 +498,12 @@ def overhead(args):
 
 COLS = [
     ("ours_ll_bf16", "ours log-linear bf16"),
+    ("ours_ll_fp16", "ours log-linear fp16"),
     ("ours_ll_fp32", "ours log-linear fp32"),
     ("fla_ll_bf16", "fla chunk_log_linear_attn bf16"),
     ("fla_ll_fp32", "fla chunk_log_linear_attn fp32"),
     ("ours_ek_bf16", "ours exp-kernel bf16"),
+    ("ours_ek_fp16", "ours exp-kernel fp16"),
     ("ours_ek_fp32", "ours exp-kernel fp32"),
     ("fla_sgla_bf16", "fla chunk_simple_gla bf16"),
     ("sdpa_bf16", "torch SDPA causal bf16"),
@@ -563,8 +570,8 @@ def report(args):
 
         Ts = [int(t) for t in res["rows"]]
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        groups = [("log-linear Mamba-2", ["ours_ll_bf16", "ours_ll_fp32", "fla_ll_bf16", "fla_ll_fp32"]),
-                  ("exp-kernel / softmax attention", ["ours_ek_bf16", "ours_ek_fp32", "fla_sgla_bf16", "sdpa_bf16", "heinsen_fp32"])]
+        groups = [("log-linear Mamba-2", ["ours_ll_bf16", "ours_ll_fp16", "ours_ll_fp32", "fla_ll_bf16", "fla_ll_fp32"]),
+                  ("exp-kernel / softmax attention", ["ours_ek_bf16", "ours_ek_fp16", "ours_ek_fp32", "fla_sgla_bf16", "sdpa_bf16", "heinsen_fp32"])]
         names = dict(COLS)
         for ax, (title, keys) in zip(axes, groups):
             for key in keys:

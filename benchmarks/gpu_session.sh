@@ -1,57 +1,42 @@
 #!/usr/bin/env bash
-# One device session for the CuPy backend: install carried wheels, GPU tests, compute-sanitizer,
-# accuracy + per-kernel times, and the side-by-side benchmark. Logs and JSON go to $OUT.
-#   STEPS="tests sanitize check bench" bash benchmarks/gpu_session.sh
-# Wheels (fla-core, einops, array-api-compat, hypothesis, pytest, ...) are carried in .whl/.
+# One device session for the GPU backends (run from the repo root on the GPU
+# machine; wheels for array-api-compat and fla-core carried in .whl/, the previous lsattn in .old/).
+#   STEPS="tests shim sanitize check bench overhead" bash benchmarks/gpu_session.sh  (each step has a time limit T1..T7)
 set -u
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-STEPS=${STEPS:-"tests sanitize check bench"}
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || echo "wheel install failed"
-fi
-export PYTHONPATH=/tmp/site:$PWD
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv; date -u;
-  python3 -c "import cupy, torch, numpy; print('cupy', cupy.__version__, 'torch', torch.__version__, 'numpy', numpy.__version__)"; } 2>&1 | tee "$OUT/log_env.txt"
-
-for step in $STEPS; do
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || { echo "wheel install failed"; exit 1; }
+export PYTHONPATH=/tmp/site
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u;
+  python3 -c "import cupy, torch, numpy, jax; print('cupy', cupy.__version__, 'torch', torch.__version__, 'numpy', numpy.__version__, 'jax', jax.__version__)";
+  python3 -m lsattn info; } 2>&1 | tee -a "$OUT/log_env.txt"
+for step in ${STEPS:-tests}; do
   echo "=== $step ($(date -u +%T))"
   case $step in
-    tests)
-      set -o pipefail
-      timeout ${T_TESTS:-240} python3 -m pytest -q -x -p no:cacheprovider tests/test_cupy_backend.py ${PYTEST_ARGS:-} 2>&1 \
-        | tee "$OUT/log_tests.txt" | tail -40
-      rc=$?; set +o pipefail
-      if [ $rc -ne 0 ]; then
-        echo "tests failed (rc=$rc): bf16 tests again with LSATTN_CUPY_EK5=0 (v4 exp-kernel bf16 kernels)"
-        export LSATTN_CUPY_EK5=0
-        LSATTN_CUPY_EK5=0 timeout 90 python3 -m pytest -q -x -p no:cacheprovider tests/test_cupy_backend.py -k bfloat16 2>&1 \
-          | tee -a "$OUT/log_tests.txt" | tail -5
-        [ ${PIPESTATUS[0]} -ne 0 ] && { echo "v4 failed too: LSATTN_CUPY_TC4=0"; export LSATTN_CUPY_TC4=0; }
-      fi ;;
-    tests_v3)  # the earlier tensor-core kernels (fallback variant), bf16 tests only
-      LSATTN_CUPY_TC4=0 timeout ${T_TESTS3:-120} python3 -m pytest -q -x -p no:cacheprovider tests/test_cupy_backend.py \
-        -k bfloat16 2>&1 | tee -a "$OUT/log_tests.txt" | tail -5 ;;
-    check_v3)
-      LSATTN_CUPY_TC4=0 timeout ${T_CHECK3:-60} python3 benchmarks/bench_gpu.py check --out /tmp/v3 --T 32768 2>&1 \
-        | grep -E "bf16|relerr" | tee -a "$OUT/log_check.txt" ;;
+    tests)  # the public dispatch with numba-cuda as installed (no shim), then the cupy kernels' GPU tests
+      timeout ${T1:-200} python3 -m pytest -q -p no:cacheprovider -m gpu -x tests/test_gpu_dispatch.py tests/test_cupy_backend.py \
+        2>&1 | tee "$OUT/log_tests.txt" | tail -25 ;;
+    shim)   # with the device-run stand-in that lets numba-cuda 0.30.4 compile under NumPy 2.5
+      PYTHONPATH=/tmp/site:benchmarks/device timeout ${T2:-150} python3 -m pytest -q -p no:cacheprovider -p numpy25_shim -m gpu \
+        tests/test_gpu_dispatch.py tests/test_numba_cuda.py -k "dispatch or automatic or probe or torch_cuda or cupy_and_jax" \
+        2>&1 | tee "$OUT/log_tests_shim.txt" | tail -15 ;;
     sanitize)
-      timeout ${T_SAN:-200} compute-sanitizer --tool memcheck --leak-check no --print-limit 20 \
+      timeout ${T3:-150} compute-sanitizer --tool memcheck --leak-check no --print-limit 20 \
         python3 benchmarks/bench_gpu.py sanitize > "$OUT/log_sanitize.txt" 2>&1
-      echo "memcheck rc=$?" | tee -a "$OUT/log_sanitize.txt"; tail -15 "$OUT/log_sanitize.txt"
-      if [ -n "${RACECHECK:-}" ]; then
-        timeout ${T_RACE:-150} compute-sanitizer --tool racecheck --print-limit 20 \
-          python3 benchmarks/bench_gpu.py sanitize >> "$OUT/log_sanitize.txt" 2>&1
-        echo "racecheck rc=$?" | tee -a "$OUT/log_sanitize.txt"; tail -8 "$OUT/log_sanitize.txt"
-      fi ;;
+      echo "memcheck rc=$?" | tee -a "$OUT/log_sanitize.txt"; tail -6 "$OUT/log_sanitize.txt" ;;
     check)
-      timeout ${T_CHECK:-150} python3 benchmarks/bench_gpu.py check --out "$OUT" ${CHECK_ARGS:-} 2>&1 \
-        | tee "$OUT/log_check.txt" | tail -30 ;;
+      timeout ${T4:-120} python3 benchmarks/bench_gpu.py check --out "$OUT" --T 8192 2>&1 | tee "$OUT/log_check.txt" | tail -12 ;;
     bench)
-      timeout ${T_BENCH:-300} python3 benchmarks/bench_gpu.py bench --out "$OUT" ${BENCH_ARGS:-} 2>&1 \
-        | tee "$OUT/log_bench.txt" | tail -45 ;;
+      timeout ${T5:-240} python3 benchmarks/bench_gpu.py bench --out "$OUT" --T ${BENCH_T:-2048,8192,16384,32768,65536} \
+        --heinsen-max 8192 2>&1 | tee "$OUT/log_bench.txt" | tail -30 ;;
+    overhead)
+      timeout ${T6:-90} python3 benchmarks/bench_gpu.py overhead --out "$OUT" 2>&1 | tee "$OUT/log_overhead.txt" | grep -v "^ " | tail -12
+      if [ -d .old/lsattn ]; then
+        mkdir -p .old/benchmarks && cp benchmarks/bench_gpu.py .old/benchmarks/
+        timeout ${T7:-60} python3 .old/benchmarks/bench_gpu.py overhead --backend cupy --out "$OUT" 2>&1 \
+          | tee "$OUT/log_overhead_before.txt" | grep -v "^ " | tail -6
+      fi ;;
   esac
 done
 echo "=== done ($(date -u +%T))"

@@ -21,7 +21,8 @@ from hypothesis import given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
-from lsattn.backends import cupy_backend as cb
+import lsattn.backends.cupy as cb
+from lsattn.backends.cupy import exp_kernel as cek, loglinear as cll
 
 from helpers import assert_close
 from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
@@ -296,7 +297,7 @@ def twin_ll_stream(arrays, cuts, chunk_size):
     outs, old, p = [], None, 0
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         sl = lambda x, ax: np.take(x, np.arange(lo, hi), axis=ax)  # noqa: E731
-        o, levels = cb._ll_compute(Twin(), sl(q, -2), sl(k, -2), sl(v, -2), sl(a, -1), sl(lam, -2), chunk_size,
+        o, levels = cll.compute(Twin(), sl(q, -2), sl(k, -2), sl(v, -2), sl(a, -1), sl(lam, -2), chunk_size,
                                    p, old if p > 0 else None, True)
         outs.append(o)
         old, p = levels, hi
@@ -312,7 +313,7 @@ chunks = st.sampled_from([16, 32, 64])
        decay=st.sampled_from(["moderate", "strong", "zero"]), seed=seeds)
 def test_twin_loglinear_matches_reference(batch, T, dk, dv, C, scale, decay, seed):
     arrays = ll_inputs(seed, batch, T, dk, dv, scale=scale, decay=decay)
-    out, _ = cb._ll_compute(Twin(), *arrays, C, 0, None, False)
+    out, _ = cll.compute(Twin(), *arrays, C, 0, None, False)
     assert_close(out, ref.loglinear_attention(*arrays), F64, what=f"T={T} C={C}")
 
 
@@ -339,7 +340,7 @@ def test_twin_loglinear_long_offsets():
 
 
 def test_twin_loglinear_wide_values(monkeypatch):
-    monkeypatch.setattr(cb, "_DV_BLOCK", 2)
+    monkeypatch.setattr(cll, "DV_BLOCK", 2)
     arrays = ll_inputs(5, (2,), 40, 3, 5)
     out, levels = twin_ll_stream(arrays, [17, 18], 16)
     assert_close(out, ref.loglinear_attention(*arrays), F64)
@@ -350,14 +351,14 @@ def test_twin_loglinear_wide_values(monkeypatch):
 @given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks, scale=magnitudes, seed=seeds)
 def test_twin_exp_kernel_matches_reference(batch, T, dk, dv, C, scale, seed):
     q, k, v = ek_inputs(seed, batch, T, dk, dv, scale)
-    out, _ = cb._ek_compute(Twin(), q, k, v, True, None, False, C)
+    out, _ = cek.compute(Twin(), q, k, v, True, None, False, C)
     assert_close(out, ref.exp_kernel_attention(q, k, v), F64, what=f"T={T} C={C}")
 
 
 @given(Tq=st.integers(1, 70), Tk=st.integers(1, 70), C=chunks, seed=seeds)
 def test_twin_exp_kernel_noncausal(Tq, Tk, C, seed):
     q, k, v = ek_inputs(seed, (2,), Tq, 3, 4, 2.0, Tk=Tk)
-    out, _ = cb._ek_compute(Twin(), q, k, v, False, None, False, C)
+    out, _ = cek.compute(Twin(), q, k, v, False, None, False, C)
     assert_close(out, ref.exp_kernel_attention(q, k, v, causal=False), F64)
 
 
@@ -369,7 +370,7 @@ def test_twin_exp_kernel_stream_and_state(T, C, seed, data):
     bounds = [0] + cuts + [T]
     outs, state = [], None
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        o, state = cb._ek_compute(Twin(), q[..., lo:hi, :], k[..., lo:hi, :], v[..., lo:hi, :], True, state, True, C)
+        o, state = cek.compute(Twin(), q[..., lo:hi, :], k[..., lo:hi, :], v[..., lo:hi, :], True, state, True, C)
         outs.append(o)
     assert_close(np.concatenate(outs, axis=-2), ref.exp_kernel_attention(q, k, v), F64, what=f"cuts={cuts}")
     _, st_api = lsattn.exp_kernel_attention(q, k, v, return_state=True, backend="array_api")
@@ -383,7 +384,7 @@ def test_twin_exp_kernel_late_spike():
     q, k, v = ek_inputs(7, (1,), 64, 4, 3)
     k[..., 50, :] = 400.0
     q[..., 50:, :] += 0.0
-    out, _ = cb._ek_compute(Twin(), q, k, v, True, None, False, 64)
+    out, _ = cek.compute(Twin(), q, k, v, True, None, False, 64)
     assert_close(out, ref.exp_kernel_attention(q, k, v), F64)
 
 
@@ -393,7 +394,7 @@ def test_upsweep_plan_builds_fenwick_nodes():
     for F in range(0, 70):
         for n in range(1, 70):
             cover = {j: {j} for j in range(n)}
-            for stride, step, j0, count in cb._upsweep_plan(F, n):
+            for stride, step, j0, count in cll.upsweep_plan(F, n):
                 for x in range(count):
                     j = j0 + x * step
                     assert (F + j + 1) % step == 0 and stride <= j < n
@@ -483,7 +484,7 @@ def test_gpu_loglinear_decode_many_steps():
 def test_gpu_exp_kernel_matches_reference(batch, T, dk, dv, C, dtype, scale, seed):
     _gpu_ready()
     q, k, v = (x.astype(dtype) for x in ek_inputs(seed, batch, T, dk, dv, scale))
-    out = cb.exp_kernel_forward(_cp(q, dtype), _cp(k, dtype), _cp(v, dtype), True, None, False, chunk_size=C)[0]
+    out = cek.forward(_cp(q, dtype), _cp(k, dtype), _cp(v, dtype), True, None, False, chunk_size=C)[0]
     assert_close(out.get(), ref.exp_kernel_attention(q, k, v), F64 if dtype == "float64" else F32)
     out2 = lsattn.exp_kernel_attention(_cp(q, dtype), _cp(k, dtype), _cp(v, dtype), backend="cupy")
     assert_close(out2.get(), ref.exp_kernel_attention(q, k, v), F64 if dtype == "float64" else F32)

@@ -33,7 +33,7 @@ register(
 _SPECIALISED = [
     ("dask", "dask_backend", 5,
      "block-parallel graphs on dask.array inputs chunked along the sequence (any Dask scheduler)"),
-    ("cupy", "cupy_backend", 10,
+    ("cupy", "cupy", 10,
      "CUDA kernels through cupy.RawModule (CuPy arrays; CUDA torch / JAX GPU arrays when forced, via DLPack)"),
     ("numba_cuda", "numba_cuda", 15,
      "Numba CUDA scans (CuPy arrays, CUDA torch tensors, Numba device arrays)"),

@@ -276,63 +276,6 @@ __device__ __forceinline__ void tile_rows(bf* X, int ldx, const bf* src, i64 g0,
             [&](int idx, bf val) { X[(idx / DP) * ldx + idx % DP] = val; });
     }
 }
-// The same rows stored transposed: Xt[c][r] (stride ldx).
-template <int DP>
-__device__ __forceinline__ void tile_rows_T(bf* Xt, int ldx, const bf* src, i64 g0, i64 T, int D) {
-    if ((D & 1) == 0) {
-        constexpr int W = DP / 2;
-        staged<CH * W, NTC>(
-            [&](int idx) {
-                int r = idx / W, c = 2 * (idx % W);
-                i64 g = g0 + r;
-                return (g >= 0 && g < T && c < D) ? __ldg(reinterpret_cast<const unsigned*>(src + g * D + c)) : 0u;
-            },
-            [&](int idx, unsigned val) {
-                int r = idx / W, c = 2 * (idx % W);
-                Xt[c * ldx + r] = (bf)(val & 0xffffu);
-                Xt[(c + 1) * ldx + r] = (bf)(val >> 16);
-            });
-    } else {
-        staged<CH * DP, NTC>(
-            [&](int idx) {
-                int r = idx / DP, c = idx % DP;
-                i64 g = g0 + r;
-                return (g >= 0 && g < T && c < D) ? __ldg(src + g * D + c) : (bf)0;
-            },
-            [&](int idx, bf val) { Xt[(idx % DP) * ldx + idx / DP] = val; });
-    }
-}
-// A (DK x DV, fp32, row-major) matrix times `scale[i]` (or 1) into Ht[j][i] as bf16 (stride ldx);
-// 16-byte loads when DV % 4 == 0 (matrices start 16-byte aligned then).
-__device__ __forceinline__ void tile_state_T(bf* Ht, int ldx, const float* M, const float* scale, int DK, int DV) {
-    if ((DV & 3) == 0) {
-        constexpr int W = DVP / 4;
-        staged<DKP * W, NTC>(
-            [&](int idx) {
-                int i = idx / W, j = 4 * (idx % W);
-                return (i < DK && j < DV) ? __ldg(reinterpret_cast<const float4*>(M + (i64)i * DV + j))
-                                          : make_float4(0.f, 0.f, 0.f, 0.f);
-            },
-            [&](int idx, float4 x) {
-                int i = idx / W, j = 4 * (idx % W);
-                float sc = scale ? scale[i] : 1.f;
-                Ht[j * ldx + i] = to_bf(x.x * sc);
-                Ht[(j + 1) * ldx + i] = to_bf(x.y * sc);
-                Ht[(j + 2) * ldx + i] = to_bf(x.z * sc);
-                Ht[(j + 3) * ldx + i] = to_bf(x.w * sc);
-            });
-    } else {
-        staged<DKP * DVP, NTC>(
-            [&](int idx) {
-                int i = idx / DVP, j = idx % DVP;
-                return (i < DK && j < DV) ? __ldg(M + (i64)i * DV + j) : 0.f;
-            },
-            [&](int idx, float x) {
-                int i = idx / DVP, j = idx % DVP;
-                Ht[j * ldx + i] = to_bf(x * (scale ? scale[i] : 1.f));
-            });
-    }
-}
 // ---- asynchronous copies and ldmatrix (v4 tiles: row-major, every load of a block in flight) ----
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
     unsigned r;
@@ -473,34 +416,5 @@ __device__ __forceinline__ void mma_rows(float (&acc)[NN / 8][4], const unsigned
             frag_b(b0, b1, Y, ld, 8 * nt, 16 * kk);
             mma_bf16(acc[nt], qa[kk], b0, b1);
         }
-}
-// (DKP x DVP) = XT (DKP x CH, [i][s]) times V (CH x DVP, given as Vt [j][s]); warp w owns row tiles
-// w, w+4, ...; stores rows i < DK, cols j < DV into M (fp32, DK x DV).
-__device__ __forceinline__ void mma_state(float* M, const bf* XT, const bf* Vt, int DK, int DV) {
-    constexpr int LDC = CH + 8;
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    for (int mt = w; mt < DKP / 16; mt += NTC / 32) {
-        float acc[DVP / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < DVP / 8; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < CH / 16; ++kk) {
-            unsigned a[4];
-            frag_a(a, XT, LDC, 16 * mt, 16 * kk);
-#pragma unroll
-            for (int nt = 0; nt < DVP / 8; ++nt) {
-                unsigned b0, b1;
-                frag_b(b0, b1, Vt, LDC, 8 * nt, 16 * kk);
-                mma_bf16(acc[nt], a, b0, b1);
-            }
-        }
-#pragma unroll
-        for (int nt = 0; nt < DVP / 8; ++nt)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                int i = 16 * mt + g + (x >= 2 ? 8 : 0), j = 8 * nt + 2 * t + (x & 1);
-                if (i < DK && j < DV) M[(i64)i * DV + j] = acc[nt][x];
-            }
-    }
 }
 #endif

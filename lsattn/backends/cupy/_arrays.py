@@ -1,0 +1,165 @@
+"""Arrays of the CuPy backend: which GPU arrays it serves, their device and stream, zero-copy CuPy
+views of them (bfloat16 as its 16-bit patterns) and the caller's array type back."""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import numpy as np
+
+from ._compile import CupyOps
+
+
+def array_kind(a):
+    """'cupy', 'torch' or 'jax' for arrays on a CUDA device, else None. Imports nothing."""
+    mod = type(a).__module__
+    if mod.startswith("cupy"):
+        return "cupy"
+    if mod.startswith("torch"):
+        return "torch" if getattr(a, "is_cuda", False) else None
+    if mod.startswith("jax"):
+        try:
+            devices = a.devices()  # tracers (inside jit) raise or have no devices
+            return "jax" if devices and all(d.platform == "gpu" for d in devices) else None
+        except Exception:
+            return None
+    return None
+
+
+def ta_name(xp, dtype):
+    return "double" if dtype == xp.float64 else "float"
+
+
+def flat(xp, x, shape):
+    return xp.ascontiguousarray(xp.reshape(x, shape))
+
+
+def check_grid(BH):
+    if BH > 65535:
+        raise ValueError(f"the cupy kernels take at most 65535 sequences (prod of the batch axes), got {BH}")
+
+
+@contextlib.contextmanager
+def on_gpu(like):
+    """Device and stream of ``like`` (a torch tensor's current stream; CuPy's current stream
+    otherwise); yields (to_cupy, from_cupy, ops): ``to_cupy(x)`` is ``(CuPy array, half)`` with
+    bfloat16 as its 16-bit patterns (``half`` '', 'f16' or 'bf16'), ``from_cupy(x, half)`` the
+    caller's array type (bfloat16 again for ``half='bf16'``)."""
+    import cupy
+
+    kind = array_kind(like)
+    if kind is None:
+        raise ValueError(f"the cupy backend needs GPU arrays, got {type(like).__name__}")
+    stream = contextlib.nullcontext()
+    if kind == "torch":
+        import torch
+
+        dev = like.device.index if like.device.index is not None else torch.cuda.current_device()
+        stream = _external_stream(torch.cuda.current_stream(dev).cuda_stream, dev)
+    elif kind == "cupy":
+        dev = like.device.id
+    else:
+        dev = next(iter(like.devices())).id
+    with cupy.cuda.Device(dev), stream:
+        yield functools.partial(_to_cupy, kind=kind), functools.partial(_from_cupy, kind=kind), CupyOps(dev)
+
+
+@functools.lru_cache(maxsize=64)
+def _external_stream(ptr, dev):
+    """CuPy's handle on a torch stream (cached: one per stream, not one per call)."""
+    import warnings
+
+    import cupy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cupy.cuda.ExternalStream(ptr, dev)
+
+
+def _half(x):
+    name = str(x.dtype).split(".")[-1]
+    return {"bfloat16": "bf16", "float16": "f16"}.get(name, "")
+
+
+def _to_cupy(x, kind):
+    """(CuPy array on x's memory, its 16-bit kind); bfloat16 is viewed as int16 (no copy for
+    torch; one bit-cast copy for JAX, which has no in-place view)."""
+    import cupy
+
+    if x is None:
+        return None, ""
+    half = _half(x)
+    if kind == "cupy":
+        return x, half
+    if kind == "torch":
+        return _torch_view(cupy, x), half
+    if half == "bf16":
+        import jax
+
+        x = jax.lax.bitcast_convert_type(x, "int16")
+    return cupy.from_dlpack(x), half
+
+
+#: torch dtype name -> the NumPy dtype CuPy sees (bfloat16 as its 16-bit patterns)
+_TORCH_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": np.int16}
+
+
+def _torch_view(cupy, t):
+    """A CuPy array on a CUDA tensor's memory (same shape and strides; the tensor kept alive).
+
+    Built from the pointer, shape and strides directly: DLPack through torch costs tens of
+    microseconds per tensor (stream queries), the dominant host cost of a decoding step."""
+    dtype = np.dtype(_TORCH_DTYPES[str(t.dtype).split(".")[-1]])
+    shape = tuple(t.shape)
+    if t.numel() == 0:
+        return cupy.empty(shape, dtype=dtype)
+    strides = t.stride()
+    extent = 1 + sum((n - 1) * s for n, s in zip(shape, strides))
+    mem = cupy.cuda.UnownedMemory(t.data_ptr(), extent * dtype.itemsize, t, t.device.index)
+    return cupy.ndarray(shape, dtype=dtype, memptr=cupy.cuda.MemoryPointer(mem, 0),
+                        strides=tuple(s * dtype.itemsize for s in strides))
+
+
+def _from_cupy(x, half, kind):
+    if x is None or kind == "cupy":
+        return x
+    if kind == "torch":
+        import torch
+
+        t = torch.from_dlpack(x)
+        return t.view(torch.bfloat16) if half == "bf16" else t
+    import cupy
+    import jax
+
+    cupy.cuda.get_current_stream().synchronize()  # JAX reads it on its own stream
+    y = jax.dlpack.from_dlpack(x)
+    return jax.lax.bitcast_convert_type(y, "bfloat16") if half == "bf16" else y
+
+
+def inputs(to_cp, arrays):
+    """CuPy views of the inputs and their common 16-bit kind. The tensor-core kernels read 16-byte
+    aligned rows with asynchronous copies: a misaligned bfloat16 view is copied once."""
+    pairs = [to_cp(x) for x in arrays]
+    half = pairs[0][1]
+    out = []
+    for c, _ in pairs:
+        if half == "bf16" and c.data.ptr % 16:
+            c = c.copy()
+        out.append(c)
+    return out, half
+
+
+def widen(xp, x, half):
+    """float32 copy of 16-bit input ``x`` (bfloat16 patterns shifted into float32's high half)."""
+    if half == "bf16":
+        return (x.view(xp.uint16).astype(xp.uint32) << 16).view(xp.float32)
+    return x.astype(xp.float32)
+
+
+def narrow(xp, x, half):
+    """float32 ``x`` rounded to the 16-bit kind (bfloat16: round to nearest even, as ``st``)."""
+    if half == "bf16":
+        u = x.view(xp.uint32)
+        u = u + xp.uint32(0x7FFF) + ((u >> 16) & xp.uint32(1))
+        return (u >> 16).astype(xp.uint16).view(xp.int16)
+    return x.astype(xp.float16)

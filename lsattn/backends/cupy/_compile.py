@@ -1,0 +1,243 @@
+"""Compilation and launches of the CuPy backend's kernels: one compiled variant per (device,
+``Config``), cached for the process; ``CupyOps`` launches them on CuPy's current device and stream
+(the one object the host logic of ``loglinear.py`` / ``exp_kernel.py`` drives)."""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+#: value columns per launch (a wider v is split into independent column blocks)
+DV_BLOCK = 128
+
+
+@dataclass(frozen=True)
+class Config:
+    """One compiled variant: compute type, 16-bit inputs, chunk, padded head dims."""
+
+    ta: str  # "float" | "double"
+    half: str  # "" (inputs in the compute type) | "bf16" | "f16"
+    CH: int
+    DKP: int
+    DVP: int
+
+    @property
+    def bf16(self):
+        return self.half == "bf16"
+
+    @property
+    def itemsize(self):
+        return 8 if self.ta == "double" else 4
+
+    @property
+    def QLD(self):
+        return self.CH + 4
+
+    @property
+    def HS(self):
+        return min(self.DKP, 32)
+
+    @property
+    def NLC(self):
+        return int(math.log2(self.CH)) + 1
+
+    # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
+    def smem(self, kernel):
+        CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
+        if kernel == "ll_chunk_states":
+            return (CH * DKP + CH * DVP + CH) * es
+        if kernel == "ll_output":
+            return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + CH + CH * self.NLC) * es
+        if kernel == "ek_chunk":
+            return (CH * DKP + CH * DVP + DKP) * es
+        if kernel == "ek_output":
+            return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + 8 * (DKP + CH)) * es + CH * 4
+        LDK, LDV = DKP + 8, DVP + 8  # tensor-core kernels (bf16 tiles)
+        if kernel == "ll_chunk_states_tc4":
+            return (CH * LDK + CH * LDV) * 2 + CH * 4
+        if kernel == "ll_output_tc4":
+            return (2 * DKP * (DVP + 4) * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (CH + CH * self.NLC) * 4
+                    + 128 * (4 + 4 + 8))
+        if kernel == "ek_chunk_tc5":
+            return (CH * LDK + CH * LDV) * 2 + (128 + DKP) * 4
+        if kernel == "ek_output_tc5":
+            return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH)) * 4 + CH * 4
+        return 0
+
+    def kernel(self, name):
+        """(kernel name, threads per block): the tensor-core variants for bf16 inputs (log-linear
+        ``*_tc4``; exp-kernel ``*_tc5``, whose chunk summaries are stored as bf16; the version
+        history is in ``benchmarks/NOTES.md``)."""
+        if self.bf16 and name in ("ll_chunk_states", "ll_output"):
+            return name + "_tc4", 128
+        if self.bf16 and name in ("ek_chunk", "ek_output"):
+            return name + "_tc5", 128
+        return name, 256
+
+
+def _pad_dim(d):
+    for p in (16, 32, 64, 128):
+        if d <= p:
+            return p
+    raise ValueError(f"head dim {d} > 128 is not supported by the cupy kernels")
+
+
+def make_config(ta, DK, DV, chunk_size=None, half=""):
+    """The variant for compute type ``ta`` ('float'/'double'), 16-bit inputs ``half`` ('', 'bf16',
+    'f16') and head dims (``DV <= 128``)."""
+    DKP, DVP = _pad_dim(DK), _pad_dim(DV)
+    ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
+    CH = min(max(int(chunk_size or 64), 16), ch_max)
+    CH = 1 << (CH.bit_length() - 1)  # power of two
+    if half == "bf16":
+        CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
+    return Config(ta, half, CH, DKP, DVP)
+
+
+def _source(name):
+    with open(os.path.join(_HERE, name), encoding="utf-8") as f:
+        return f.read()
+
+
+_KERNELS = {
+    "loglinear": ("ll_chunk_states", "ll_upsweep", "ll_output", "ll_new_state", "ll_decode"),
+    "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(op, device_id, cfg):
+    """Compiled kernels of ``op`` ('loglinear' | 'exp_kernel') for ``cfg`` on one device."""
+    import cupy
+
+    code = _source("common.cu") + "\n" + _source(f"{op}.cu")
+    options = (
+        "-std=c++17",
+        f"-DTA={cfg.ta}",
+        f"-DTI_BF16={int(cfg.half == 'bf16')}",
+        f"-DTI_F16={int(cfg.half == 'f16')}",
+        f"-DCH={cfg.CH}",
+        f"-DDKP={cfg.DKP}",
+        f"-DDVP={cfg.DVP}",
+    )
+    names = list(_KERNELS[op])
+    if cfg.bf16:
+        names += [cfg.kernel(n)[0] for n in names if cfg.kernel(n)[0] != n]
+        if op == "exp_kernel":
+            names += ["ek_scan_Shv", "ek_scan_Sh1"]
+    with cupy.cuda.Device(device_id):
+        mod = cupy.RawModule(code=code, options=options)
+        out = {}
+        for name in names:
+            fn = mod.get_function(name)
+            need = cfg.smem(name)
+            if need > 48 * 1024:
+                fn.max_dynamic_shared_size_bytes = need
+            out[name] = fn
+    return out
+
+
+# ---- the kernel launches -------------------------------------------------------------------------
+
+_NT = 256
+
+
+class CupyOps:
+    """Launches the kernels on CuPy's current device and stream. Arrays are CuPy arrays."""
+
+    def __init__(self, device_id):
+        import cupy
+
+        self.xp = cupy
+        self.device_id = device_id
+
+    def _k(self, op, cfg, name):
+        return _kernels(op, self.device_id, cfg)[name]
+
+    def _tk(self, op, cfg, name):
+        """(kernel, block, shared bytes) of the variant of ``name`` for ``cfg``."""
+        real, threads = cfg.kernel(name)
+        return _kernels(op, self.device_id, cfg)[real], (threads,), cfg.smem(real)
+
+    @staticmethod
+    def _i(x):
+        return np.int32(x)
+
+    @staticmethod
+    def _l(x):
+        return np.int64(x)
+
+    # log-linear
+    def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH):
+        fn, block, smem = self._tk("loglinear", cfg, "ll_chunk_states")
+        fn((n, BH), block, (k, v, a, H, gsum, self._i(T), self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n)),
+           shared_mem=smem)
+
+    def ll_upsweep(self, cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH):
+        self._k("loglinear", cfg, "ll_upsweep")(
+            (count, BH), (_NT,), (H, gsum, self._i(DK), self._i(DV), self._i(n), self._l(j0), self._l(step), self._l(stride)))
+
+    def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH):
+        fn, block, smem = self._tk("loglinear", cfg, "ll_output")
+        fn((n, BH), block,
+           (q, k, v, a, lam, H, gsum, old, out, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
+            self._l(F), self._i(n), self._i(n_old)),
+           shared_mem=smem)
+
+    def ll_new_state(self, cfg, k, v, a, H, gsum, old, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH):
+        self._k("loglinear", cfg, "ll_new_state")(
+            (Lnew, BH), (_NT,),
+            (k, v, a, H, gsum, old, newlev, self._i(T), self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n),
+             self._i(n_old), self._i(h), self._i(Lnew)))
+
+    def ll_decode(self, cfg, q, k, v, a, lam, old, newlev, out, DK, DV, L, p, n_old, h, Lnew, BH):
+        self._k("loglinear", cfg, "ll_decode")(
+            (BH, -(-DV // 16)), (_NT,),
+            (q, k, v, a, lam, old, newlev, out, self._i(DK), self._i(DV), self._i(L), self._l(p), self._i(n_old),
+             self._i(h), self._i(Lnew)))
+
+    # exp-kernel
+    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH):
+        fn, block, smem = self._tk("exp_kernel", cfg, "ek_chunk")
+        fn((n, BH), block, (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n)), shared_mem=smem)
+
+    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH):
+        """m0, S0, z0: the incoming state, or None (no keys yet: m = -finfo.max / 8, S = z = 0)."""
+        xp = self.xp
+        al = xp.empty((BH, n, DK), dtype=mk.dtype)
+        be = xp.empty((BH, n, DK), dtype=mk.dtype)
+        has = m0 is not None
+        if not has:
+            m0 = S0 = z0 = al  # not read
+        lo = -float(np.finfo(mk.dtype).max) / 8
+        scalar = np.float64 if cfg.ta == "double" else np.float32
+        self._k("exp_kernel", cfg, "ek_scan_mz")(
+            (-(-DK // _NT), BH), (_NT,),
+            (mk, z, m0, z0, m_in, al, be, m_out, z_out, self._i(DK), self._i(n), self._i(has), scalar(lo)))
+        if S.dtype != mk.dtype:  # v5: bf16 summaries (stored as uint16)
+            vec = 4
+            name = "ek_scan_Shv" if DV % vec == 0 else "ek_scan_Sh1"
+            vec = vec if DV % vec == 0 else 1
+        elif DV % (16 // cfg.itemsize) == 0 and (not has or S0.data.ptr % 16 == 0):
+            name, vec = "ek_scan_Sv", 16 // cfg.itemsize
+        else:
+            name, vec = "ek_scan_S1", 1
+        self._k("exp_kernel", cfg, name)(
+            (-(-DK * DV // (vec * _NT)), BH), (_NT,),
+            (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n), self._i(has)))
+
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH):
+        nq = -(-Tq // cfg.CH)
+        fn, block, smem = self._tk("exp_kernel", cfg, "ek_output")
+        fn((nq, BH), block,
+           (q, k, v, m_in, S_in, z_in, out, self._i(Tq), self._i(Tk), self._i(DK), self._i(DV), self._i(n_state),
+            self._i(int(causal))),
+           shared_mem=smem)
+
+    def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH):
+        self._k("exp_kernel", cfg, "ek_decode")(
+            (BH, -(-DV // 16)), (_NT,), (q, k, v, m, S, z, m2, S2, z2, out, self._i(DK), self._i(DV)))

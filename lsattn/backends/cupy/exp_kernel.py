@@ -1,0 +1,117 @@
+"""Exp-kernel attention (``exp_kernel_attention``) on the kernels of ``exp_kernel.cu``: the host
+logic (chunk summaries, the two-pass scan, the output read; decoding steps) and the backend's
+implementation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...state import State
+from ._arrays import check_grid, flat, inputs, narrow, on_gpu, ta_name, widen
+from ._compile import DV_BLOCK, make_config
+
+__all__ = ["forward", "compute"]
+
+
+def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half=""):
+    """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
+    in ``_ll_compute``; non-causal calls take none); init: (m, S, z) of the incoming state or None.
+    Returns (out (..., Tq, d_v), (m, S, z) or None)."""
+    xp = ops.xp
+    batch = tuple(q.shape[:-2])
+    Tq, Tk, DK, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
+    BH = math.prod(batch)
+    check_grid(BH)
+    ta_dtype = xp.float32 if half else q.dtype
+    if DV > DV_BLOCK:
+        outs, Ss, mz = [], [], None
+        for c0 in range(0, DV, DV_BLOCK):
+            c1 = min(DV, c0 + DV_BLOCK)
+            sub = None if init is None else (init[0], xp.ascontiguousarray(init[1][..., c0:c1]), init[2])
+            o, st = compute(ops, q, k, xp.ascontiguousarray(v[..., c0:c1]), causal, sub, want_state, chunk_size, half)
+            outs.append(o)
+            if want_state:
+                Ss.append(st[1])
+                mz = (st[0], st[2])
+        state = (mz[0], xp.concatenate(Ss, axis=-1), mz[1]) if want_state else None
+        return xp.concatenate(outs, axis=-1), state
+
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half)
+    q3, k3, v3 = flat(xp, q, (BH, Tq, DK)), flat(xp, k, (BH, Tk, DK)), flat(xp, v, (BH, Tk, DV))
+    if init is None:
+        if causal and Tq == 1:  # the decoding kernel reads a state: the one before any token
+            lo = -float(np.finfo(np.float64 if cfg.ta == "double" else np.float32).max) / 8
+            m0 = xp.full((BH, DK), lo, dtype=ta_dtype)
+            S0 = xp.zeros((BH, DK, DV), dtype=ta_dtype)
+            z0 = xp.zeros((BH, DK), dtype=ta_dtype)
+        else:
+            m0 = S0 = z0 = None
+    else:
+        m0, S0, z0 = flat(xp, init[0], (BH, DK)), flat(xp, init[1], (BH, DK, DV)), flat(xp, init[2], (BH, DK))
+    out = xp.empty((BH, Tq, DV), dtype=q.dtype)
+    m_out = xp.empty((BH, DK), dtype=ta_dtype)
+    S_out = xp.empty((BH, DK, DV), dtype=ta_dtype)
+    z_out = xp.empty((BH, DK), dtype=ta_dtype)
+
+    if causal and Tq == 1:  # decoding step
+        ops.ek_decode(cfg, q3, k3, v3, m0, S0, z0, m_out, S_out, z_out, out, DK, DV, BH)
+    else:
+        n = -(-Tk // cfg.CH)
+        mk = xp.empty((BH, n, DK), dtype=ta_dtype)
+        # per-chunk summaries: compute dtype, or bf16 (uint16 storage) in the v5 bf16 path
+        S = xp.empty((BH, n, DK, DV), dtype=xp.uint16 if cfg.kernel("ek_chunk")[0].endswith("tc5") else ta_dtype)
+        z = xp.empty((BH, n, DK), dtype=ta_dtype)
+        m_in = xp.empty((BH, n, DK), dtype=ta_dtype)
+        ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH)
+        ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH)
+        if causal:
+            ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH)
+        elif Tq > 0:
+            if half:
+                raise NotImplementedError("non-causal calls take float32 / float64 inputs")
+            one = lambda x: xp.reshape(x, (BH, 1) + x.shape[1:])  # noqa: E731  the final summary as 1 'chunk'
+            ops.ek_output(cfg, q3, k3, v3, one(m_out), one(S_out), one(z_out), out, Tq, Tk, DK, DV, 1, False, BH)
+    state = None
+    if want_state:
+        state = (xp.reshape(m_out, batch + (DK,)), xp.reshape(S_out, batch + (DK, DV)), xp.reshape(z_out, batch + (DK,)))
+    return xp.reshape(out, batch + (Tq, DV)), state
+
+
+def forward(q, k, v, causal, state, return_state, *, chunk_size=None):
+    """CuPy-kernel implementation of ``exp_kernel_attention``; the signature of
+    ``lsattn.exp_kernel._exp_forward`` (inputs as in :func:`loglinear_forward`; non-causal calls
+    with 16-bit inputs compute from float32 copies).
+
+    Returns
+    -------
+    (y (..., Tq, d_v) in the inputs' dtype, State or None); state tensors ``m (..., d_k)``,
+    ``S (..., d_k, d_v)``, ``z (..., d_k)`` as in the array-API twin (before any token
+    ``m = -finfo.max / 8``), float32 / float64.
+    """
+    batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
+    offset = 0 if state is None else state.offset
+    with on_gpu(q) as (to_cp, back, ops):
+        xp = ops.xp
+        (qc, kc, vc), half = inputs(to_cp, (q, k, v))
+        if half and not causal:  # no 16-bit entry for the one-summary read: compute from float32 copies
+            qc, kc, vc = (widen(xp, x, half) for x in (qc, kc, vc))
+            out, _ = compute(ops, qc, kc, vc, False, None, False, chunk_size)
+            return back(narrow(xp, out, half), half), None
+        sdtype = xp.float32 if half else qc.dtype
+        init = None if state is None else tuple(to_cp(state.tensors[n])[0] for n in ("m", "S", "z"))
+        if Tq == 0 and causal:
+            out = back(xp.empty(batch + (0, d_v), dtype=qc.dtype), half)
+            if not return_state or state is not None:
+                return out, state if return_state else None
+            lo = -float(np.finfo(np.dtype(sdtype)).max) / 8
+            init = (xp.full(batch + (d_k,), lo, dtype=sdtype), xp.zeros(batch + (d_k, d_v), dtype=sdtype),
+                    xp.zeros(batch + (d_k,), dtype=sdtype))
+            tensors = dict(zip(("m", "S", "z"), (back(t, "") for t in init)))
+            return out, State("exp_kernel_attention", 0, batch, d_k, d_v, tensors["S"].dtype, tensors)
+        out, st = compute(ops, qc, kc, vc, causal, init, return_state, chunk_size, half)
+        out = back(out, half)
+        if not return_state:
+            return out, None
+        tensors = dict(zip(("m", "S", "z"), (back(t, "") for t in st)))
+        return out, State("exp_kernel_attention", offset + Tq, batch, d_k, d_v, tensors["S"].dtype, tensors)
