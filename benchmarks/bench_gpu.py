@@ -16,7 +16,6 @@ for torch peers; for ours, CuPy's pool after a reset (what the call holds at its
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -25,6 +24,8 @@ import sys
 import time
 
 import numpy as np
+
+from _common import pyplot, utc_now, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -102,7 +103,7 @@ def device_info():
     info = {
         "device": props.name,
         "sms": props.multi_processor_count,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "torch": torch.__version__,
         "cupy": cupy.__version__,
         "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
@@ -231,10 +232,8 @@ def bench(args):
                     lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="cupy"), row, "ours_ll_fp32", reps=3)
             del q, k, v, a, lam
             torch.cuda.empty_cache()
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "gpu_results.json")
-    with open(path, "w") as f:
-        json.dump(res, f, indent=1)
+    write_json(path, res)
     print("wrote", path)
     print(markdown(res))
 
@@ -357,9 +356,7 @@ def check(args):
         out[f"decode_{name}_fp32_kernel_us"] = {kk: round(1e3 * vv / 20, 2) for kk, vv in ops.times.items()}
     print("decode step, public API on torch tensors (us):", out["decode_ll_fp32_us"], out["decode_ek_fp32_us"],
           "kernels only (us):", out["decode_ll_fp32_kernel_us"], out["decode_ek_fp32_kernel_us"], flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    write_json(os.path.join(args.out, "gpu_check.json"), out)
 
 
 # ---- tiny runs for compute-sanitizer ------------------------------------------------------------------
@@ -480,12 +477,8 @@ def report(args):
     if args.md:
         with open(args.md, "w") as f:
             f.write(md + "\n")
-    if args.png:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = pyplot() if args.png else None
+    if plt is not None:
         Ts = [int(t) for t in res["rows"]]
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
         groups = [("log-linear Mamba-2", ["ours_ll_bf16", "ours_ll_fp32", "fla_ll_bf16", "fla_ll_fp32"]),
