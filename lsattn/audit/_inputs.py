@@ -85,6 +85,7 @@ def make_inputs(op, T, scale, *, batch=(2,), d=16, seed=0):
     return OPS[op][0](rng, tuple(batch), int(T), int(d), float(scale))
 
 
+#: Array libraries the audit's inputs can live in (``lsattn audit --namespace``).
 NAMESPACES = ("numpy", "torch", "jax", "array_api_strict", "cupy")
 
 

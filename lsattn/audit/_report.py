@@ -17,7 +17,6 @@ def _jsonable(v):
     return v
 
 
-
 def _format_table(rows, header):
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
