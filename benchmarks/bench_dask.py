@@ -38,6 +38,8 @@ import time
 
 import numpy as np
 
+from _common import md_table, proc_status_bytes, pyplot, reset_peak_rss, write_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -73,17 +75,7 @@ def call(op, args):
 
 def status_mb(key):
     """``VmHWM`` (peak RSS) or ``VmRSS`` of this process, MB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise KeyError(key)
-
-
-def reset_peak():
-    """Reset this process's ``VmHWM`` to its current RSS (Linux >= 4.0)."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
+    return proc_status_bytes(key) / 2**20
 
 
 def warm(op):
@@ -103,7 +95,7 @@ def in_memory_child(op, T, d, block, path):
     arrays = dask.compute(*inputs(op, T, d, block), scheduler="threads")
     gc.collect()
     before = status_mb("VmRSS")
-    reset_peak()
+    reset_peak_rss()
     t0 = time.perf_counter()
     ref = call(op, arrays)
     secs = time.perf_counter() - t0
@@ -126,7 +118,7 @@ def run(op, T, d, block, workers):
     ) as cluster, distributed.Client(cluster) as client:
         client.run(warm, op)
         client.run(gc.collect)
-        client.run(reset_peak)
+        client.run(reset_peak_rss)
         row["worker_base_mb"] = sorted(client.run(status_mb, "VmRSS").values())
         t0 = time.perf_counter()
         out = call(op, inputs(op, T, d, block))
@@ -145,26 +137,23 @@ def run(op, T, d, block, workers):
 
 
 def table(rows):
-    head = ("| op | T | block (blocks) | in-memory s | in-memory peak RSS MB (above inputs) | inputs MB | Dask s "
-            "| worker peak RSS MB (before compute) | max rel diff |\n")
-    head += "|---|---|---|---|---|---|---|---|---|\n"
-    for r in rows:
-        head += (
-            f"| {r['op']} | {r['T']} | {r['block']} ({-(-r['T'] // r['block'])}) | {r['mem_s']:.1f} | "
-            f"{r['mem_peak_mb']:.0f} ({r['mem_above_mb']:.0f}) | {r['input_mb']:.0f} | {r['dask_s']:.1f} | "
-            f"{', '.join(f'{m:.0f}' for m in r['worker_peak_mb'])} "
-            f"({', '.join(f'{m:.0f}' for m in r['worker_base_mb'])}) | {r['max_rel_diff']:.1e} |\n"
-        )
-    return head
+    header = ["op", "T", "block (blocks)", "in-memory s", "in-memory peak RSS MB (above inputs)", "inputs MB", "Dask s",
+              "worker peak RSS MB (before compute)", "max rel diff"]
+    cells = [
+        [r["op"], r["T"], f"{r['block']} ({-(-r['T'] // r['block'])})", f"{r['mem_s']:.1f}",
+         f"{r['mem_peak_mb']:.0f} ({r['mem_above_mb']:.0f})", f"{r['input_mb']:.0f}", f"{r['dask_s']:.1f}",
+         f"{', '.join(f'{m:.0f}' for m in r['worker_peak_mb'])} ({', '.join(f'{m:.0f}' for m in r['worker_base_mb'])})",
+         f"{r['max_rel_diff']:.1e}"]
+        for r in rows
+    ]
+    return "\n".join(md_table(header, cells)) + "\n"
 
 
 def plot(rows, path):
     """Peak memory (worker peak RSS vs the in-memory call's) and wall time against T, per operator."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is None:
+        return
     fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, op in enumerate(dict.fromkeys(r["op"] for r in rows)):
         rs = sorted((r for r in rows if r["op"] == op), key=lambda r: r["T"])
@@ -220,8 +209,7 @@ def main(argv=None):
                          f"in-memory: {', '.join(sorted({r['inner'] for r in rows}))}; "
                          f"command: python benchmarks/bench_dask.py {' '.join(argv)} -->\n")
                 fh.write(table(rows))
-            with open(os.path.join(args.out, "dask_cpu.json"), "w") as fh:
-                json.dump(rows, fh, indent=1)
+            write_json(os.path.join(args.out, "dask_cpu.json"), rows)
     plot(rows, os.path.join(args.out, "dask_cpu.png"))
     print(table(rows))
 

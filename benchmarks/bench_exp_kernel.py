@@ -33,7 +33,6 @@ Writes benchmarks/results/exp_kernel_cpu.md (tables) and exp_kernel_cpu.png (tim
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -42,7 +41,9 @@ import subprocess
 import sys
 import time
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+from _common import (CLOCKS, RESULTS, best_of, md_table, proc_status_bytes, pyplot, sweep_parser, today, traced_peak,
+                     write_text)
+
 D = 64
 
 #: contender -> (label, namespace, how its memory is measured)
@@ -59,12 +60,9 @@ CONTENDERS = {
 
 
 def parse():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--min-log2", type=int, default=8)
-    ap.add_argument("--max-log2", type=int, default=16)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap = sweep_parser(__doc__, min_log2=8, max_log2=16, repeat=3)
     ap.add_argument("--threads", type=int, default=1, help="threads for BLAS, torch and numba (default 1)")
-    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    ap.add_argument("--clock", choices=list(CLOCKS), default="cpu")
     ap.add_argument("--paper-cap-gib", type=float, default=2.0,
                     help="skip the paper's form where 3 (T, d_k, d_v) float32 tensors exceed this (GiB)")
     ap.add_argument("--sdpa-max", type=int, default=65536, help="largest T for torch SDPA (T^2 d time)")
@@ -83,7 +81,7 @@ import numpy as np  # noqa: E402
 
 import lsattn  # noqa: E402
 
-CLOCK = time.process_time if ARGS.clock == "cpu" else time.perf_counter
+CLOCK = CLOCKS[ARGS.clock]
 
 
 def paper_log_attention(q, k, log_v):
@@ -134,46 +132,20 @@ def make_call(name, T, seed=0):
     raise ValueError(name)
 
 
-def best_of(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = CLOCK()
-        fn()
-        times.append(CLOCK() - t0)
-    return min(times)
-
-
-def peak_rss_bytes():
-    """Peak resident set size of this process: ``VmHWM`` of /proc/self/status (Linux). Not
-    ``getrusage().ru_maxrss``, which a child inherits from the parent across fork + exec (it would
-    start at the parent's peak and hide the call's growth)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status (peak RSS needs Linux)")
-
-
 def mem_child(name, T):
     """In a fresh process: growth of the peak RSS over one call, after a tiny warm-up call."""
     make_call(name, 8)()  # imports, compilation, allocator set-up
     fn = make_call(name, T)
-    base = peak_rss_bytes()
+    base = proc_status_bytes("VmHWM")
     fn()
-    print(json.dumps({"extra": peak_rss_bytes() - base}))
+    print(json.dumps({"extra": proc_status_bytes("VmHWM") - base}))
 
 
 def measure_memory(name, T):
     if CONTENDERS[name][2] == "tracemalloc":
-        import tracemalloc
-
         fn = make_call(name, T)
         fn()
-        tracemalloc.start()
-        fn()
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        return peak
+        return traced_peak(fn)
     cmd = [sys.executable, __file__, "--threads", str(ARGS.threads), "--mem-child", name, str(T)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
@@ -216,7 +188,7 @@ def run():
             continue
         for T in Ts:
             why = runnable(name, T)
-            times[name][T] = why if why else best_of(make_call(name, T), ARGS.repeat)
+            times[name][T] = why if why else best_of(make_call(name, T), ARGS.repeat, warmup=False, clock=CLOCK)
             if T in ARGS.mem_T:
                 try:
                     mem[name][T] = why if why else measure_memory(name, T)
@@ -278,7 +250,6 @@ def summary(live, Ts, times, mem):
 def write(names, Ts, times, mem, failed, elapsed, acc):
     import torch
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
     live = [n for n in names if n not in failed]
     cmd = "python benchmarks/bench_exp_kernel.py " + " ".join(sys.argv[1:])
     try:  # the code measured: the numba backend in particular changes between commits
@@ -289,7 +260,7 @@ def write(names, Ts, times, mem, failed, elapsed, acc):
     lines = [
         "# log_attention / exp_kernel_attention on CPU against the paper's form and torch SDPA",
         "",
-        f"Date: {datetime.date.today().isoformat()}. Machine: {platform.machine()}, {os.cpu_count()} logical CPUs shared "
+        f"Date: {today()}. Machine: {platform.machine()}, {os.cpu_count()} logical CPUs shared "
         f"with other jobs, {platform.system()}; Python {platform.python_version()}, NumPy {np.__version__}, "
         f"torch {torch.__version__}; lsattn at git {git}. Command: `{cmd.strip()}` ({elapsed / 60:.1f} min).",
         "",
@@ -311,24 +282,23 @@ def write(names, Ts, times, mem, failed, elapsed, acc):
     if failed:
         lines += ["", "Not measured: " + "; ".join(f"{CONTENDERS[n][0]}: {why}" for n, why in failed.items()) + "."]
     lines += ["", "## Summary", ""] + summary(live, Ts, times, mem)
-    lines += ["", "## Time per call (ms)", "",
-              "| T | " + " | ".join(CONTENDERS[n][0] for n in live) + " |",
-              "|---:|" + "---:|" * len(live)]
-    for T in Ts:
-        lines.append(f"| {T} | " + " | ".join(fmt_t(times[n].get(T, "-")) for n in live) + " |")
+    lines += ["", "## Time per call (ms)", ""]
+    lines += md_table(["T"] + [CONTENDERS[n][0] for n in live],
+                      [[T] + [fmt_t(times[n].get(T, "-")) for n in live] for T in Ts], "---:")
 
     ours = "log_torch" if "log_torch" in live else None
     if ours:
-        lines += ["", "## Ratios (time of the peer / time of lsattn `log_attention` on torch, same inputs)", "",
-                  "| T | paper's form / ours | SDPA / ours | ours NumPy array API / ours torch | ours numba / ours torch |",
-                  "|---:|---:|---:|---:|---:|"]
+        lines += ["", "## Ratios (time of the peer / time of lsattn `log_attention` on torch, same inputs)", ""]
+        ratios = []
         for T in Ts:
             o = times[ours].get(T)
             cells = [ratio(times.get(n, {}).get(T), o) if n in live else "-" for n in ("paper", "sdpa", "log_np", "log_numba")]
             for i, n in enumerate(("paper", "sdpa")):
                 if n in live and isinstance(times[n].get(T), str):
                     cells[i] = times[n][T]
-            lines.append(f"| {T} | " + " | ".join(cells) + " |")
+            ratios.append([T] + cells)
+        lines += md_table(["T", "paper's form / ours", "SDPA / ours", "ours NumPy array API / ours torch",
+                           "ours numba / ours torch"], ratios, "---:")
 
     lines += ["", "## Peak extra memory of one call (MiB)", "",
               "NumPy array-API columns: tracemalloc peak (every NumPy allocation of the call, output",
@@ -337,22 +307,16 @@ def write(names, Ts, times, mem, failed, elapsed, acc):
               "the allocator reuses memory freed earlier). Inputs q, k, v take "
               + ", ".join(f"{3 * T * D * 4 / 2**20:g} MiB at T = {T}" for T in ARGS.mem_T[:2]) + ", ...; "
               f"one `(T, d_k, d_v)` float32 tensor takes T x {D * D * 4 // 1024} KiB (1 GiB at T = 65536).",
-              "",
-              "| T | " + " | ".join(f"{CONTENDERS[n][0]} [{CONTENDERS[n][2]}]" for n in live) + " |",
-              "|---:|" + "---:|" * len(live)]
-    for T in ARGS.mem_T:
-        if T in Ts:
-            lines.append(f"| {T} | " + " | ".join(fmt_m(mem[n].get(T, "-")) for n in live) + " |")
+              ""]
+    lines += md_table(["T"] + [f"{CONTENDERS[n][0]} [{CONTENDERS[n][2]}]" for n in live],
+                      [[T] + [fmt_m(mem[n].get(T, "-")) for n in live] for T in ARGS.mem_T if T in Ts], "---:")
     T_acc, errs = acc
     lines += ["", f"Accuracy at T = {T_acc} (float32 inputs, max |log y - log y_ref| against the float64 reference): "
               + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()) + "."]
-    (RESULTS / "exp_kernel_cpu.md").write_text("\n".join(lines) + "\n")
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    write_text(RESULTS / "exp_kernel_cpu.md", lines)
+    plt = pyplot()
+    if plt is None:
+        return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
     styles = {"log_np": "o-", "exp_np": "o--", "log_numba": "s-", "exp_numba": "s--", "log_torch": "D-",
               "exp_torch": "D--", "paper": "^-", "sdpa": "v-"}

@@ -9,27 +9,14 @@ Writes benchmarks/results/gated_delta_cpu.md (tables) and gated_delta_cpu.png (t
 """
 from __future__ import annotations
 
-import argparse
-import pathlib
-import platform
 import time
 
 import numpy as np
 
 import lsattn
+from _common import (RESULTS, best_of, cpu_name, md_table, plot_vs_T, print_row, python_numpy, sweep_parser,
+                     write_text)
 from lsattn import gated_delta, reference
-
-RESULTS = pathlib.Path(__file__).parent / "results"
-
-
-def best_of(fn, repeat):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def inputs(rng, H, T, d, offset=0):
@@ -62,7 +49,7 @@ def against_T(args, rng):
             args.repeat,
         )
         rows.append(row)
-        print(", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        print_row(row)
     return rows
 
 
@@ -86,63 +73,38 @@ def decode(args, rng):
 
 def write(args, rows, drows):
     names = [n for n in rows[0] if n != "T"]
-    RESULTS.mkdir(exist_ok=True)
     lines = [
         "# loglinear_gated_delta vs T (NumPy float32, array-API path)",
         "",
         f"{args.heads} heads, d_k = d_v = {args.d}, chunk {args.chunk}, normalised keys, beta in [0, 1]; best of "
-        f"{args.repeat} (recurrent and reference: one run); {platform.processor() or platform.machine()}, "
-        f"{platform.python_implementation()} {platform.python_version()}, NumPy {np.__version__}. "
+        f"{args.repeat} (recurrent and reference: one run); {cpu_name()}, {python_numpy()}. "
         "Command: `python benchmarks/bench_gated_delta.py`. Times in ms; the machine was shared "
         "(2 cores, other jobs running), so compare columns, not absolute values.",
         "",
-        "| T | " + " | ".join(names) + " | recurrent / chunkwise | chunkwise / Mamba-2 |",
-        "|---|" + "---|" * (len(names) + 2),
     ]
+    cells = []
     for r in rows:
-        cells = ["-" if r[n] is None else f"{r[n] * 1e3:.1f}" for n in names]
         ratio = "-" if r["recurrent"] is None else f"{r['recurrent'] / r['chunkwise']:.1f}"
-        lines.append(f"| {r['T']} | " + " | ".join(cells) + f" | {ratio} | {r['chunkwise'] / r['loglinear_attention (Mamba-2)']:.1f} |")
+        cells.append([r["T"]] + ["-" if r[n] is None else f"{r[n] * 1e3:.1f}" for n in names]
+                     + [ratio, f"{r['chunkwise'] / r['loglinear_attention (Mamba-2)']:.1f}"])
+    lines += md_table(["T"] + names + ["recurrent / chunkwise", "chunkwise / Mamba-2"], cells)
     lines += [
         "",
         f"## Decoding: recurrent form, one token per call, after a prefill of `offset` tokens "
         f"(mean of {args.decode_steps} tokens)",
         "",
-        "| offset | levels in the state | state size | time per token |",
-        "|---|---|---|---|",
     ]
-    for r in drows:
-        lines.append(f"| {r['offset']} | {r['levels']} | {r['state bytes'] / 1024:.0f} KiB | {r['per token'] * 1e6:.0f} us |")
-    (RESULTS / "gated_delta_cpu.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: tables only")
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for n in names:
-        pts = [(r["T"], r[n]) for r in rows if r[n] is not None]
-        ax.loglog([p[0] for p in pts], [p[1] * 1e3 for p in pts], "o-", label=n)
-    ax.set_xlabel("T (tokens)")
-    ax.set_ylabel("time (ms)")
-    ax.set_title(f"loglinear_gated_delta, NumPy float32, {args.heads} heads, d = {args.d}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "gated_delta_cpu.png", dpi=110)
+    lines += md_table(
+        ["offset", "levels in the state", "state size", "time per token"],
+        [[r["offset"], r["levels"], f"{r['state bytes'] / 1024:.0f} KiB", f"{r['per token'] * 1e6:.0f} us"] for r in drows],
+    )
+    write_text(RESULTS / "gated_delta_cpu.md", lines)
+    plot_vs_T(rows, names, f"loglinear_gated_delta, NumPy float32, {args.heads} heads, d = {args.d}",
+              RESULTS / "gated_delta_cpu.png")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--min-log2", type=int, default=6)
-    ap.add_argument("--max-log2", type=int, default=16)
-    ap.add_argument("--d", type=int, default=64)
-    ap.add_argument("--heads", type=int, default=2)
-    ap.add_argument("--chunk", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap = sweep_parser(__doc__, min_log2=6, max_log2=16, d=64, heads=2, chunk=64, repeat=2)
     ap.add_argument("--ref-max", type=int, default=2048, help="largest T for the quadratic reference")
     ap.add_argument("--rec-max", type=int, default=8192, help="largest T for the recurrent form")
     ap.add_argument("--decode-max-log2", type=int, default=16)

@@ -18,7 +18,6 @@ pool after a reset (what the call holds at its peak).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -27,6 +26,8 @@ import sys
 import time
 
 import numpy as np
+
+from _common import pyplot, utc_now, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -104,7 +105,7 @@ def device_info():
     info = {
         "device": props.name,
         "sms": props.multi_processor_count,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "torch": torch.__version__,
         "cupy": cupy.__version__,
         "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
@@ -237,10 +238,8 @@ def bench(args):
                     lambda: lsattn.loglinear_attention(q, k, v, a, lam), row, "ours_ll_fp32", reps=3)
             del q, k, v, a, lam
             torch.cuda.empty_cache()
-    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "gpu_results.json")
-    with open(path, "w") as f:
-        json.dump(res, f, indent=1)
+    write_json(path, res)
     print("wrote", path)
     print(markdown(res))
 
@@ -364,9 +363,7 @@ def check(args):
         out[f"decode_{name}_fp32_kernel_us"] = {kk: round(1e3 * vv / 20, 2) for kk, vv in ops.times.items()}
     print("decode step, public API on torch tensors (us):", out["decode_ll_fp32_us"], out["decode_ek_fp32_us"],
           "kernels only (us):", out["decode_ll_fp32_kernel_us"], out["decode_ek_fp32_kernel_us"], flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "gpu_check.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    write_json(os.path.join(args.out, "gpu_check.json"), out)
 
 
 # ---- tiny runs for compute-sanitizer ------------------------------------------------------------------
@@ -562,12 +559,8 @@ def report(args):
     if args.md:
         with open(args.md, "w") as f:
             f.write(md + "\n")
-    if args.png:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    plt = pyplot() if args.png else None
+    if plt is not None:
         Ts = [int(t) for t in res["rows"]]
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
         groups = [("log-linear Mamba-2", ["ours_ll_bf16", "ours_ll_fp16", "ours_ll_fp32", "fla_ll_bf16", "fla_ll_fp32"]),

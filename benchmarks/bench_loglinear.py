@@ -13,35 +13,20 @@ Writes benchmarks/results/loglinear_cpu.md (tables) and loglinear_cpu.png (plots
 """
 from __future__ import annotations
 
-import argparse
 import math
-import pathlib
 import platform
-import time
 
 import numpy as np
 
 import lsattn
+from _common import CLOCKS, RESULTS, best_of, cpu_name, md_table, print_row, pyplot, sweep_parser, write_text
 from lsattn.fenwick import level_matrix
 
-RESULTS = pathlib.Path(__file__).parent / "results"
 BACKEND = "array_api"
 
-
-#: Seconds of CPU used by this process (user + system). The benchmark machine is shared with other
-#: jobs; CPU time does not count the time other processes hold the cores, wall time does.
-#: ``--clock wall`` switches to wall time (use it on a quiet machine).
-CLOCK = time.process_time
-
-
-def best_of(fn, repeat):
-    fn()  # warm-up (caches, allocator)
-    times = []
-    for _ in range(repeat):
-        t0 = CLOCK()
-        fn()
-        times.append(CLOCK() - t0)
-    return min(times)
+#: The clock of every timing (see _common.CLOCKS): process CPU time unless ``--clock wall`` (use
+#: wall time on a quiet machine).
+CLOCK = CLOCKS["cpu"]
 
 
 def quadratic(q, k, v, a, lam):
@@ -70,11 +55,11 @@ def bench_training(args, rng):
         ones = np.ones_like(lam)
         rep = args.repeat
         row = {"T": T}
-        row["log-linear"] = best_of(lambda: lsattn.loglinear_attention(q, k, v, a, lam, chunk_size=args.chunk, backend=BACKEND), rep)
-        row["mamba2"] = best_of(lambda: lsattn.loglinear_attention(q, k, v, a, ones, chunk_size=args.chunk, backend=BACKEND), rep)
-        row["quadratic"] = best_of(lambda: quadratic(q, k, v, a, lam), 2) if T <= args.quad_max else None
+        row["log-linear"] = best_of(lambda: lsattn.loglinear_attention(q, k, v, a, lam, chunk_size=args.chunk, backend=BACKEND), rep, clock=CLOCK)
+        row["mamba2"] = best_of(lambda: lsattn.loglinear_attention(q, k, v, a, ones, chunk_size=args.chunk, backend=BACKEND), rep, clock=CLOCK)
+        row["quadratic"] = best_of(lambda: quadratic(q, k, v, a, lam), 2, clock=CLOCK) if T <= args.quad_max else None
         rows.append(row)
-        print(", ".join(f"{n}={x:.4f}" if isinstance(x, float) else f"{n}={x}" for n, x in row.items()), flush=True)
+        print_row(row)
     return rows
 
 
@@ -116,12 +101,11 @@ def slope(rows, key, lo=4096):
 
 
 def write(args, train, dec):
-    RESULTS.mkdir(parents=True, exist_ok=True)
     C = args.chunk
     lines = [
         "# loglinear_attention on CPU (NumPy float32, array-API backend)",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {platform.system()}; Python {platform.python_version()}, "
+        f"Machine: {cpu_name()}, {platform.system()}; Python {platform.python_version()}, "
         f"NumPy {np.__version__}. Shapes: {args.heads} head(s), d_k = d_v = {args.d}, chunk_size = {C}. "
         f"Command: `python benchmarks/bench_loglinear.py --min-log2 {args.min_log2} --max-log2 {args.max_log2}`. "
         f"Times: best of {args.repeat}, {'process CPU time (user + system; the 2-core machine was shared with other jobs)' if args.clock == 'cpu' else 'wall time'}.",
@@ -132,14 +116,15 @@ def write(args, train, dec):
         "T log T. Mamba-2 is the same code with all level weights 1 (same cost: the level weights only",
         "change per-token scalars). The quadratic masked form builds T x T arrays.",
         "",
-        "| T | log-linear (s) | Mamba-2, weights 1 (s) | quadratic masked (s) | log-linear ns / (T log2(T/C)) | log-linear ns / T |",
-        "|---:|---:|---:|---:|---:|---:|",
     ]
+    cells = []
     for r in train:
         T = r["T"]
         quad = f"{r['quadratic']:.4f}" if r["quadratic"] is not None else "-"
         norm = r["log-linear"] / (T * max(1.0, math.log2(T / C))) * 1e9
-        lines.append(f"| {T} | {r['log-linear']:.4f} | {r['mamba2']:.4f} | {quad} | {norm:.1f} | {r['log-linear'] / T * 1e9:.0f} |")
+        cells.append([T, f"{r['log-linear']:.4f}", f"{r['mamba2']:.4f}", quad, f"{norm:.1f}", f"{r['log-linear'] / T * 1e9:.0f}"])
+    lines += md_table(["T", "log-linear (s)", "Mamba-2, weights 1 (s)", "quadratic masked (s)",
+                       "log-linear ns / (T log2(T/C))", "log-linear ns / T"], cells, "---:")
     lines += [
         "",
         f"Log-log slope of time against T for T >= 4096: log-linear {slope(train, 'log-linear'):.2f}, "
@@ -157,20 +142,15 @@ def write(args, train, dec):
         "clear), so state size and per-token work grow as log T; the per-token time is a fixed",
         "Python/NumPy call overhead plus a term linear in the number of levels.",
         "",
-        "| T | time per token (us) | state levels | state size (bytes) |",
-        "|---:|---:|---:|---:|",
     ]
-    for r in dec:
-        lines.append(f"| {r['T']} | {r['per_token'] * 1e6:.0f} | {r['levels']} | {r['bytes']} |")
+    lines += md_table(["T", "time per token (us)", "state levels", "state size (bytes)"],
+                      [[r["T"], f"{r['per_token'] * 1e6:.0f}", r["levels"], r["bytes"]] for r in dec], "---:")
     b, a0 = np.polyfit([r["levels"] for r in dec], [r["per_token"] * 1e6 for r in dec], 1)
     lines += ["", f"Least-squares fit: time per token = {a0:.0f} us + {b:.0f} us x levels."]
-    (RESULTS / "loglinear_cpu.md").write_text("\n".join(lines) + "\n")
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    write_text(RESULTS / "loglinear_cpu.md", lines)
+    plt = pyplot()
+    if plt is None:
+        return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     Ts = np.array([r["T"] for r in train], dtype=float)
     for key, style in (("log-linear", "o-"), ("mamba2", "s--"), ("quadratic", "^-")):
@@ -201,21 +181,15 @@ def write(args, train, dec):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--min-log2", type=int, default=8)
-    ap.add_argument("--max-log2", type=int, default=16)
-    ap.add_argument("--d", type=int, default=64, help="d_k = d_v")
-    ap.add_argument("--heads", type=int, default=1)
-    ap.add_argument("--chunk", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap = sweep_parser(__doc__, min_log2=8, max_log2=16, d=64, heads=1, chunk=64, repeat=5)
     ap.add_argument("--quad-max", type=int, default=4096, help="largest T for the quadratic masked form")
-    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="process CPU time (default) or wall time")
+    ap.add_argument("--clock", choices=list(CLOCKS), default="cpu", help="process CPU time (default) or wall time")
     ap.add_argument("--decode-heads", type=int, default=16, help="heads while decoding (state work per token ~ heads)")
     ap.add_argument("--decode-tokens", type=int, default=64, help="tokens per decode round")
     ap.add_argument("--decode-rounds", type=int, default=8, help="rounds per T; the fastest counts")
     args = ap.parse_args()
     global CLOCK
-    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    CLOCK = CLOCKS[args.clock]
     rng = np.random.default_rng(0)
     train = bench_training(args, rng)
     dec = bench_decode(args, rng)

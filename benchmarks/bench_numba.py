@@ -11,15 +11,13 @@ minutes on a small machine); cells beyond are left empty.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
-import time
 
 import numpy as np
 
 import lsattn
+from _common import best_of, cpu_name, md_table, pyplot, python_numpy, today, write_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 B, D = 8, 64
@@ -43,15 +41,6 @@ def inputs(op, T, dtype, rng):
     return (q, k, v, a, beta, lam), {}
 
 
-def best(f, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-T", type=int, default=65536)
@@ -71,10 +60,10 @@ def main():
             f(*warm, backend="numba", **kw)  # compile (or load from the cache) outside the timings
             for T in Ts:
                 x, kw = inputs(op, T, dtype, rng)
-                tn = best(lambda: f(*x, backend="numba", **kw), args.repeat)
+                tn = best_of(lambda: f(*x, backend="numba", **kw), args.repeat, warmup=False)
                 ta = err = None
                 if T <= args.max_T_array_api:
-                    ta = best(lambda: f(*x, backend="array_api", **kw), args.repeat)
+                    ta = best_of(lambda: f(*x, backend="array_api", **kw), args.repeat, warmup=False)
                     diff = f(*x, backend="numba", **kw).astype(np.float64) - f(*x, backend="array_api", **kw)
                     err = float(np.max(np.abs(diff[np.isfinite(diff)])))
                 rows.append((op, np.dtype(dtype).name, T, tn, ta, err))
@@ -91,33 +80,28 @@ def machine():
         nb = f"numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads"
     except Exception:  # pragma: no cover
         nb = "numba ?"
-    return f"{platform.processor() or platform.machine()}, {cpus} logical CPUs (shared with other jobs), {platform.python_implementation()} {platform.python_version()}, NumPy {np.__version__}, {nb}"
+    return f"{cpu_name()}, {cpus} logical CPUs (shared with other jobs), {python_numpy()}, {nb}"
 
 
 def write(rows, args, Ts):
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     lines = [
         "# Numba CPU backend vs array-API path (NumPy)",
         "",
-        f"Date: {datetime.date.today().isoformat()}. Machine: {machine()}.",
+        f"Date: {today()}. Machine: {machine()}.",
         f"Batch {B}, d_k = d_v = {D}, T = {Ts[0]} .. {Ts[-1]}; the array-API path timed up to T = {args.max_T_array_api}"
         f" (empty cells: not run, too slow for a best-of-{args.repeat} here). Best of {args.repeat}, compile time excluded.",
         f"Command: `python benchmarks/bench_numba.py {' '.join(sys.argv[1:])}`.",
         "",
-        "| operator | dtype | T | numba (ms) | array_api (ms) | speed-up | max abs diff |",
-        "|---|---|---:|---:|---:|---:|---:|",
     ]
+    cells = []
     for op, dt, T, tn, ta, err in rows:
         a_ms, sp, e = ("", "", "") if ta is None else (f"{ta*1e3:.1f}", f"{ta/tn:.1f}x", f"{err:.1e}")
-        lines.append(f"| {op} | {dt} | {T} | {tn*1e3:.1f} | {a_ms} | {sp} | {e} |")
-    with open(args.out + ".md", "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+        cells.append([op, dt, T, f"{tn*1e3:.1f}", a_ms, sp, e])
+    lines += md_table(["operator", "dtype", "T", "numba (ms)", "array_api (ms)", "speed-up", "max abs diff"], cells,
+                      ["---", "---"] + ["---:"] * 5)
+    write_text(args.out + ".md", lines)
+    plt = pyplot()
+    if plt is None:
         return
     fig, (ax0, ax) = plt.subplots(1, 2, figsize=(13, 5))
     for i, op in enumerate(dict.fromkeys(r[0] for r in rows)):
@@ -136,7 +120,7 @@ def write(rows, args, Ts):
     ax0.legend(fontsize=6)
     ax.set_ylabel("speed-up of numba over array_api (NumPy)")
     ax.axhline(1.0, color="grey", lw=0.5)
-    ax.set_title(f"batch {B}, d = {D}; {datetime.date.today().isoformat()} (shared 2-core machine)")
+    ax.set_title(f"batch {B}, d = {D}; {today()} (shared 2-core machine)")
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(args.out + ".png", dpi=110)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -26,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import lsattn  # noqa: E402
+from _common import pyplot, utc_now, write_json, write_text  # noqa: E402
 from lsattn.backends import numba_cuda as nc  # noqa: E402
 
 B, D = 8, 64
@@ -132,11 +132,10 @@ def main():
 
 
 def save(args, cp, device, rows, sweep, Ts, decode=()):
-    meta = dict(device=device, date=f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+    meta = dict(device=device, date=utc_now(),
                 command="python " + " ".join(sys.argv), cupy=cp.__version__,
                 numba=__import__("numba").__version__, batch=B, d=D, dtype="float32")
-    with open(args.out + ".json", "w") as fh:
-        json.dump(dict(meta=meta, rows=rows, sweep=sweep, decode=list(decode)), fh, indent=1)
+    write_json(args.out + ".json", dict(meta=meta, rows=rows, sweep=sweep, decode=list(decode)))
     write_md(args.out, meta, rows, sweep, Ts, decode)
     plot(args.out, meta, rows)
 
@@ -170,19 +169,13 @@ def write_md(out, meta, rows, sweep, Ts, decode=()):
         for op in dict.fromkeys(d["op"] for d in decode):
             cells = [f"{dby[op, b]:.0f}" if (op, b) in dby else "-" for b in ("numba_cuda", "array_api", "cupy")]
             lines.append(f"| {op} | " + " | ".join(cells) + " |")
-    with open(out + ".md", "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_text(out + ".md", lines)
     print("\n".join(lines))
 
 
 def plot(out, meta, rows):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib missing: no plot")
+    plt = pyplot()
+    if plt is None:
         return
     ops = list(dict.fromkeys(r["op"] for r in rows))
     fig, axes = plt.subplots(1, len(ops), figsize=(4.2 * len(ops), 3.8), squeeze=False)

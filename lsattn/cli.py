@@ -132,7 +132,7 @@ def main(argv=None):
     p.set_defaults(run=info)
     from .audit import add_parser as add_audit_parser
 
-    add_audit_parser(sub)  # `lsattn audit`: the numerical stability audit (lsattn/audit.py)
+    add_audit_parser(sub)  # `lsattn audit`: the numerical stability audit (lsattn/audit/)
     args = parser.parse_args(argv)
     from . import _demo_cases  # noqa: F401  registers the demo cases of the implemented operators
 

@@ -1,4 +1,11 @@
-"""Test harness: the ``xp`` fixture runs a body over every installed namespace; shared helpers.
+"""Test harness: the namespace fixtures and the hypothesis profiles (helpers: helpers.py, strategies:
+strategies.py).
+
+Fixtures: ``xp`` runs a test over every installed namespace, ``xp_eager`` over the eagerly
+executing ones (:data:`EAGER`), ``xp_jax`` on JAX alone (float64 enabled). JAX compiles every
+operation for every new shape when run eagerly (seconds per call on 2 cores), so the operator
+tests give their property tests an eager and a JAX variant (``helpers.property_tests``) with
+fewer JAX examples. :func:`namespace` is the one place a namespace is loaded (or the test skipped).
 
 Hypothesis profiles: ``ci`` (default; keeps the suite within CI's budget on 2 cores) and
 ``thorough``; pick with ``HYPOTHESIS_PROFILE=thorough``.
@@ -51,14 +58,35 @@ def _namespaces():
 
 NAMESPACES = _namespaces()
 
+#: The namespaces that execute eagerly without compiling per shape (every one but JAX).
+EAGER = ["numpy", "array_api_strict", "torch"]
+
+
+def namespace(name):
+    """The array namespace ``name`` (a key of :data:`NAMESPACES`; JAX with float64 enabled), or
+    skip the calling test when it is not installed."""
+    try:
+        return NAMESPACES[name]()
+    except ImportError as exc:
+        pytest.skip(f"{name} not installed: {exc}")
+
 
 @pytest.fixture(params=list(NAMESPACES), scope="session")
 def xp(request):
     """Every installed array namespace; float64 enabled where it is optional (JAX)."""
-    try:
-        return NAMESPACES[request.param]()
-    except ImportError as exc:
-        pytest.skip(f"{request.param} not installed: {exc}")
+    return namespace(request.param)
+
+
+@pytest.fixture(params=EAGER, scope="session")
+def xp_eager(request):
+    """The eagerly executing namespaces (:data:`EAGER`)."""
+    return namespace(request.param)
+
+
+@pytest.fixture(scope="session")
+def xp_jax():
+    """JAX's namespace, float64 enabled."""
+    return namespace("jax")
 
 
 def _has_cuda():

@@ -1,8 +1,15 @@
-"""Helpers shared by the tests: conversions, tolerances, the comparison every test uses."""
+"""Helpers shared by the tests: conversions, tolerances, the comparison every test uses, the pair
+of eager and JAX property tests, calls under ``jax.jit``."""
 from __future__ import annotations
+
+import contextlib
+import functools
 
 import array_api_compat
 import numpy as np
+from hypothesis import given, settings
+
+from lsattn.state import State
 
 #: The accuracy lsattn promises, per compute dtype, as a relative error against the float64
 #: reference: max |out - ref| <= TOL[dtype] * max |ref| (per call). Operators with longer chains
@@ -32,6 +39,11 @@ def asarray(xp, a, dtype="float64"):
     return xp.asarray(np.asarray(a), dtype=getattr(xp, dtype))
 
 
+def on(xp, arrays, dtype="float64"):
+    """NumPy ``arrays`` in namespace ``xp`` with dtype named ``dtype`` (None stays None)."""
+    return [None if x is None else asarray(xp, x, dtype) for x in arrays]
+
+
 def dtype_name(x):
     return str(x.dtype).split(".")[-1]
 
@@ -49,3 +61,61 @@ def assert_close(out, ref, rtol, *, atol=0.0, what=""):
     err = np.max(np.abs(out[fin] - ref[fin]))
     scale = np.max(np.abs(ref[fin]))
     assert err <= rtol * scale + atol, f"{what} error {err:.3e} > {rtol:.1e} * {scale:.3e} + {atol:.1e}"
+
+
+def property_tests(jax_examples, *, jax_shapes=None, jax_context=None):
+    """``every_namespace`` of an operator's test module: ``@every_namespace(**strategies)`` turns
+    ``body(xp, **drawn)`` into two hypothesis tests, ``(eager, jax)``, to be bound to test names.
+
+    ``eager`` runs on the ``xp_eager`` namespaces with the profile's number of examples; ``jax`` on
+    ``xp_jax`` with ``jax_examples`` examples, drawing from ``jax_shapes[name]`` instead of
+    ``strategies[name]`` where given (few fixed shapes share JAX's per-shape compilations), with
+    its body run inside ``jax_context()`` when given."""
+
+    def every_namespace(**strategies):
+        def deco(body):
+            def eager(xp_eager, **kw):
+                body(xp_eager, **kw)
+
+            def jax(xp_jax, **kw):
+                with jax_context() if jax_context is not None else contextlib.nullcontext():
+                    body(xp_jax, **kw)
+
+            for f in (eager, jax):
+                f.__doc__ = body.__doc__
+            jax_strategies = {**strategies, **{n: x for n, x in (jax_shapes or {}).items() if n in strategies}}
+            return given(**strategies)(eager), settings(max_examples=jax_examples)(given(**jax_strategies)(jax))
+
+        return deco
+
+    return every_namespace
+
+
+def jax_jit(fn, op, arrays, *, state=None, return_state=False, **kw):
+    """``fn(*arrays, state=state, return_state=return_state, **kw)`` under ``jax.jit``.
+
+    A :class:`State` is not a pytree: its tensors travel through the compiled function and the
+    State is rebuilt around them (``op`` names it; offset advanced by the call's tokens; batch,
+    ``d_k``, ``d_v``, dtype from ``arrays[0]`` and ``arrays[2]``). Compiled once per ``fn``,
+    keywords, incoming state and input shapes."""
+    skeleton = None if state is None else (state.op, state.offset, state.batch_shape, state.d_k, state.d_v, state.dtype)
+    tensors = None if state is None else dict(state.tensors)
+    r = _jitted(fn, skeleton, return_state, tuple(sorted(kw.items())))(list(arrays), tensors)
+    if not return_state:
+        return r
+    out, tensors = r
+    q, v = arrays[0], arrays[2]
+    offset = (0 if state is None else state.offset) + q.shape[-2]
+    return out, State(op, offset, tuple(q.shape[:-2]), q.shape[-1], v.shape[-1], q.dtype, tensors)
+
+
+@functools.cache
+def _jitted(fn, skeleton, return_state, kw):
+    import jax
+
+    def f(arrays, tensors):
+        state = None if skeleton is None else State(*skeleton, tensors)
+        r = fn(*arrays, state=state, return_state=return_state, **dict(kw))
+        return (r[0], dict(r[1].tensors)) if return_state else r
+
+    return jax.jit(f)

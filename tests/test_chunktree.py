@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 from lsattn import _chunktree as ct
 from lsattn.fenwick import bucket, fenwick_level, levels_of_position
 
-from conftest import NAMESPACES
+from conftest import namespace
 from helpers import asarray, to_numpy
 
 
@@ -14,7 +14,7 @@ from helpers import asarray, to_numpy
 def xp_quick(request):
     """The property tests run on NumPy and array-api-strict (which proves only the standard is
     used); torch and JAX run the fixed cases below and every test of the operators built on this."""
-    return NAMESPACES[request.param]()
+    return namespace(request.param)
 
 first_chunks = st.one_of(st.integers(0, 70), st.sampled_from([2**20 - 1, 2**20, 2**33 - 3, 2**40 + 5]))
 chunk_counts = st.one_of(st.integers(1, 40), st.sampled_from([64, 65]))

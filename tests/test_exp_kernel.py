@@ -29,8 +29,7 @@ from lsattn import exp_kernel as ek
 from lsattn import reference as ref
 from lsattn.state import State
 
-from conftest import NAMESPACES
-from helpers import TOL, asarray, assert_close, to_numpy
+from helpers import TOL, assert_close, jax_jit, on, to_numpy
 from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
 
 F64, F32 = TOL["float64"], TOL["float32"]
@@ -48,13 +47,10 @@ FORWARD = {"exp": ek._exp_forward, "log": ek._log_forward}
 OP_NAME = {"exp": ek.EXP_OP, "log": ek.LOG_OP}
 
 
-@pytest.fixture(params=["numpy", "array_api_strict", "torch"], scope="module")
-def xp(request):
+@pytest.fixture(scope="session")
+def xp(xp_eager):
     """The eagerly executed namespaces (JAX: see the end of this file)."""
-    try:
-        return NAMESPACES[request.param]()
-    except ImportError as exc:
-        pytest.skip(f"{request.param} not installed: {exc}")
+    return xp_eager
 
 
 def make(seed, batch, T, dk, dv, *, scale=1.0, Tk=None):
@@ -78,10 +74,6 @@ def tol(op, arrays, dtype="float64"):
 def check(op, out, arrays, dtype="float64", causal=True, what=""):
     rtol, atol = tol(op, arrays, dtype)
     assert_close(out, REF[op](*arrays, causal=causal), rtol, atol=atol, what=what)
-
-
-def on(xp, arrays, dtype="float64"):
-    return [asarray(xp, x, dtype) for x in arrays]
 
 
 def tokens(arrays, i0, i1):
@@ -465,42 +457,29 @@ JAX_EXAMPLES = max(2, settings.default.max_examples // 4)
 JAX_T, JAX_TK, JAX_DK, JAX_DV = 9, 5, 3, 2
 
 
-@pytest.fixture(scope="module")
-def jnp():
-    try:
-        return NAMESPACES["jax"]()
-    except ImportError as exc:
-        pytest.skip(f"jax not installed: {exc}")
+@pytest.fixture(scope="session")
+def jnp(xp_jax):
+    return xp_jax
 
 
-@functools.cache
-def _jitted(op, causal, return_state, chunk_size):
-    """jax.jit of one call; the state travels as its tensors (States are not pytrees)."""
-    import jax
+def _chunked(op):
+    """The forward of ``op`` with an explicit chunk size, called like the public function."""
 
-    def f(arrays, tensors):
-        q, k, v = arrays
-        state = None
-        if tensors is not None:  # offset only labels the state: the computation does not use it
-            state = State(OP_NAME[op], 1, tuple(q.shape[:-2]), q.shape[-1], v.shape[-1], q.dtype, tensors)
-        if chunk_size is None:
-            r = FN[op](q, k, v, causal=causal, state=state, return_state=return_state)
-        else:
-            r = FORWARD[op](q, k, v, causal, state, return_state, chunk_size=chunk_size)
-            r = r if return_state else r[0]
-        return (r[0], dict(r[1].tensors)) if return_state else r
+    def fn(q, k, v, *, causal=True, state=None, return_state=False, chunk_size):
+        r = FORWARD[op](q, k, v, causal, state, return_state, chunk_size=chunk_size)
+        return r if return_state else r[0]
 
-    return jax.jit(f)
+    return fn
 
 
-def jax_call(op, arrays, *, causal=True, state=None, return_state=False, chunk_size=None):
-    r = _jitted(op, causal, return_state, chunk_size)(list(arrays), None if state is None else dict(state.tensors))
-    if not return_state:
-        return r
-    out, tensors = r
-    q, v = arrays[0], arrays[2]
-    offset = (0 if state is None else state.offset) + q.shape[-2]
-    return out, State(OP_NAME[op], offset, tuple(q.shape[:-2]), q.shape[-1], v.shape[-1], q.dtype, tensors)
+CHUNKED = {op: _chunked(op) for op in FORWARD}
+
+
+def jax_call(op, arrays, *, chunk_size=None, **kw):
+    """One call under jax.jit (compiled once per shape): the public one, or the forward with ``chunk_size``."""
+    if chunk_size is None:
+        return jax_jit(FN[op], OP_NAME[op], arrays, **kw)
+    return jax_jit(CHUNKED[op], OP_NAME[op], arrays, chunk_size=chunk_size, **kw)
 
 
 #: inputs of the JAX property test: N(0, scale^2) at the usual magnitudes, or an extreme regime

@@ -21,14 +21,12 @@ from lsattn import reference as ref
 from lsattn.fenwick import bucket, levels_of_position
 from lsattn.state import State
 
-from conftest import NAMESPACES
-from helpers import asarray, assert_close, to_numpy
-from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
+from conftest import namespace
+from helpers import assert_close, on, property_tests, to_numpy
+from strategies import batch_shapes, decays, head_dims, log_decay, magnitudes, seeds, seq_lens, split_points
 
 F64, F32 = 1e-10, 1e-5
 chunk_sizes = st.sampled_from([1, 2, 4, 8, 16, 32, 64])
-#: log decay regimes: none, moderate, strong (exp(-30) per step), mixed (some steps near zero decay)
-decays = st.sampled_from(["zero", "moderate", "strong", "mixed"])
 weight_kinds = st.sampled_from(["random", "ones", "negative"])
 #: keys: L2-normalised with beta in [0, 1] (the usual use), or unnormalised of std ``key_scale``
 key_kinds = st.sampled_from(["normalised", "raw"])
@@ -46,39 +44,7 @@ JAX_SHAPES = {
 }
 
 
-@pytest.fixture(params=["numpy", "array_api_strict", "torch"], scope="module")
-def xp_eager(request):
-    try:
-        return NAMESPACES[request.param]()
-    except ImportError as exc:
-        pytest.skip(f"{request.param} not installed: {exc}")
-
-
-@pytest.fixture(scope="module")
-def xp_jax():
-    try:
-        return NAMESPACES["jax"]()
-    except ImportError as exc:
-        pytest.skip(f"jax not installed: {exc}")
-
-
-def every_namespace(**strategies):
-    """Turn ``body(xp, **drawn)`` into two hypothesis tests: the eager namespaces, and JAX with
-    fewer examples and ``T <= JAX_MAX_T``."""
-
-    def deco(body):
-        def eager(xp_eager, **kw):
-            body(xp_eager, **kw)
-
-        def jax(xp_jax, **kw):
-            body(xp_jax, **kw)
-
-        jax_strategies = {**strategies, **{n: x for n, x in JAX_SHAPES.items() if n in strategies}}
-        for f in (eager, jax):
-            f.__doc__ = body.__doc__
-        return given(**strategies)(eager), settings(max_examples=JAX_EXAMPLES)(given(**jax_strategies)(jax))
-
-    return deco
+every_namespace = property_tests(JAX_EXAMPLES, jax_shapes=JAX_SHAPES)
 
 
 def make(seed, batch, T, dk, dv, *, keys="normalised", key_scale=0.5, q_scale=1.0, decay="moderate",
@@ -89,12 +55,7 @@ def make(seed, batch, T, dk, dv, *, keys="normalised", key_scale=0.5, q_scale=1.
     k = rng.standard_normal(batch + (T, dk))
     k = k / np.linalg.norm(k, axis=-1, keepdims=True) if keys == "normalised" else k * key_scale
     v = rng.standard_normal(batch + (T, dv))
-    a = {
-        "zero": np.zeros(batch + (T,)),
-        "moderate": -rng.random(batch + (T,)),
-        "strong": -30.0 * rng.random(batch + (T,)) - 1.0,
-        "mixed": np.where(rng.random(batch + (T,)) < 0.5, -1e-9, -3.0 * rng.random(batch + (T,))),
-    }[decay]
+    a = log_decay(rng, batch + (T,), decay)
     beta = {"unit": rng.random(batch + (T,)), "one": np.ones(batch + (T,))}[betas]
     L = lsattn.num_levels(offset + T) + extra_levels
     lam = {
@@ -103,10 +64,6 @@ def make(seed, batch, T, dk, dv, *, keys="normalised", key_scale=0.5, q_scale=1.
         "negative": -rng.random(batch + (T, L)) - 0.5,
     }[weights]
     return q, k, v, a, beta, lam
-
-
-def on(xp, arrays, dtype="float64"):
-    return [asarray(xp, x, dtype) for x in arrays]
 
 
 def call(xp, arrays, **kw):
@@ -480,10 +437,10 @@ def test_torch_gradcheck(form):
 def test_jax_grad_and_jit():
     """jax.grad of a sum through both forms (under jax.jit: one compilation instead of one per
     operation) equals torch autograd through the reference; jax.jit of the public call works."""
-    jax = pytest.importorskip("jax")
+    jnp = namespace("jax")
+    import jax
+
     torch = pytest.importorskip("torch")
-    jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
     np_arrays = make(3, (2,), 9, 3, 2, keys="raw")
     arrays = [jnp.asarray(x) for x in np_arrays]
     tt = [torch.tensor(x, requires_grad=True) for x in np_arrays]

@@ -20,47 +20,19 @@ import lsattn
 from lsattn import reference as ref
 from lsattn.hierarchical import _forward
 
-from conftest import NAMESPACES
-from helpers import asarray, assert_close, to_numpy
-from strategies import batch_shapes, head_dims, normal, seeds, seq_lens, split_points
+from conftest import namespace
+from helpers import assert_close, on, property_tests, to_numpy
+from strategies import batch_shapes, decays_or_none, head_dims, log_decay, normal, seeds, seq_lens, split_points
 
 BASE = {"float64": 1e-12, "float32": 1e-5}
 chunk_sizes = st.sampled_from([1, 2, 4, 8, 16, 64])
-decays = st.sampled_from(["none", "zero", "moderate", "strong", "mixed"])
+decays = decays_or_none
 weight_kinds = st.sampled_from(["zero", "random", "off"])
 #: JAX eager compiles every op for every new shape (seconds per call): few examples, small shapes
 JAX_EXAMPLES = max(2, settings.default.max_examples // 6)
 
 
-@pytest.fixture(params=["numpy", "array_api_strict", "torch"], scope="module")
-def xp_eager(request):
-    try:
-        return NAMESPACES[request.param]()
-    except ImportError as exc:
-        pytest.skip(f"{request.param} not installed: {exc}")
-
-
-@pytest.fixture(scope="module")
-def xp_jax():
-    try:
-        return NAMESPACES["jax"]()
-    except ImportError as exc:
-        pytest.skip(f"jax not installed: {exc}")
-
-
-def every_namespace(**strategies):
-    """``body(xp, **drawn)`` as two hypothesis tests: eager namespaces and (fewer examples) JAX."""
-
-    def deco(body):
-        def eager(xp_eager, **kw):
-            body(xp_eager, **kw)
-
-        def jax(xp_jax, **kw):
-            body(xp_jax, **kw)
-
-        return given(**strategies)(eager), settings(max_examples=JAX_EXAMPLES)(given(**strategies)(jax))
-
-    return deco
+every_namespace = property_tests(JAX_EXAMPLES)
 
 
 def make(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", weights="random", L=None):
@@ -68,13 +40,7 @@ def make(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", weights="random
     rng = np.random.default_rng(seed)
     q, k = (rng.standard_normal(batch + (T, dk)) * scale for _ in range(2))
     lv = rng.standard_normal(batch + (T, dv))
-    a = {
-        "none": None,
-        "zero": np.zeros(batch + (T,)),
-        "moderate": -rng.random(batch + (T,)),
-        "strong": -30.0 * rng.random(batch + (T,)) - 1.0,
-        "mixed": np.where(rng.random(batch + (T,)) < 0.5, -1e-9, -3.0 * rng.random(batch + (T,))),
-    }[decay]
+    a = log_decay(rng, batch + (T,), decay)
     L = lsattn.num_levels(T) if L is None else L
     lam = {
         "zero": np.zeros(batch + (T, L)),
@@ -85,10 +51,6 @@ def make(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", weights="random
         ),
     }[weights]
     return q, k, lv, lam, a
-
-
-def on(xp, arrays, dtype="float64"):
-    return [None if x is None else asarray(xp, x, dtype) for x in arrays]
 
 
 def check(out, arrays, dtype, what=""):
@@ -295,8 +257,7 @@ def test_torch_gradcheck():
 
 
 def test_jax_grad_and_jit():
-    pytest.importorskip("jax")
-    jnp = NAMESPACES["jax"]()
+    jnp = namespace("jax")
     import jax
 
     arrays = [jnp.asarray(x) for x in make(9, (), 6, 2, 2)]

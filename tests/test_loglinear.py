@@ -5,7 +5,7 @@ float64 inputs 1e-12; float32 inputs 1e-5 (observed <= 2e-6 in 400 random cases 
 at T = 8192; stated in docs/loglinear.md). Streamed outputs and states match one call to the same
 bounds.
 """
-import dataclasses
+import contextlib
 import tracemalloc
 
 import numpy as np
@@ -17,14 +17,12 @@ from lsattn import reference as ref
 from lsattn.fenwick import bucket, levels_of_position
 from lsattn.state import State
 
-from conftest import NAMESPACES
-from helpers import asarray, assert_close, to_numpy
-from strategies import batch_shapes, head_dims, magnitudes, normal, seeds, seq_lens, split_points
+from conftest import namespace
+from helpers import assert_close, jax_jit, on, property_tests, to_numpy
+from strategies import batch_shapes, decays, head_dims, log_decay, magnitudes, normal, seeds, seq_lens, split_points
 
 F64, F32 = 1e-12, 1e-5
 chunk_sizes = st.sampled_from([1, 2, 4, 8, 16, 64])
-#: log decay regimes: none, moderate, strong (exp(-30) per step), mixed (some steps near zero decay)
-decays = st.sampled_from(["zero", "moderate", "strong", "mixed"])
 weight_kinds = st.sampled_from(["random", "ones", "negative"])
 
 
@@ -33,41 +31,22 @@ weight_kinds = st.sampled_from(["random", "ones", "negative"])
 JAX_EXAMPLES = max(2, settings.default.max_examples // 4)
 
 
-@pytest.fixture(params=["numpy", "array_api_strict", "torch"], scope="module")
-def xp_eager(request):
+#: Set while a JAX property test runs: calls then go through jax.jit (one compilation per shape
+#: instead of one per operation and shape, ~5x faster for one-off shapes; the traced code is the
+#: same). test_jax_fixed_cases runs JAX eagerly.
+_JIT_JAX = [False]
+
+
+@contextlib.contextmanager
+def _jitting():
+    _JIT_JAX[0] = True
     try:
-        return NAMESPACES[request.param]()
-    except ImportError as exc:
-        pytest.skip(f"{request.param} not installed: {exc}")
+        yield
+    finally:
+        _JIT_JAX[0] = False
 
 
-@pytest.fixture(scope="module")
-def xp_jax():
-    try:
-        return NAMESPACES["jax"]()
-    except ImportError as exc:
-        pytest.skip(f"jax not installed: {exc}")
-
-
-def every_namespace(**strategies):
-    """Turn ``body(xp, **drawn)`` into two hypothesis tests: eager namespaces and (fewer) JAX."""
-
-    def deco(body):
-        def eager(xp_eager, **kw):
-            body(xp_eager, **kw)
-
-        def jax(xp_jax, **kw):
-            _JIT_JAX[0] = True
-            try:
-                body(xp_jax, **kw)
-            finally:
-                _JIT_JAX[0] = False
-
-        for f in (eager, jax):
-            f.__doc__ = body.__doc__
-        return given(**strategies)(eager), settings(max_examples=JAX_EXAMPLES)(given(**strategies)(jax))
-
-    return deco
+every_namespace = property_tests(JAX_EXAMPLES, jax_context=_jitting)
 
 
 def make(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", weights="random", extra_levels=0, offset=0):
@@ -75,12 +54,7 @@ def make(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", weights="random
     rng = np.random.default_rng(seed)
     q, k = (rng.standard_normal(batch + (T, dk)) * scale for _ in range(2))
     v = rng.standard_normal(batch + (T, dv))
-    a = {
-        "zero": np.zeros(batch + (T,)),
-        "moderate": -rng.random(batch + (T,)),
-        "strong": -30.0 * rng.random(batch + (T,)) - 1.0,
-        "mixed": np.where(rng.random(batch + (T,)) < 0.5, -1e-9, -3.0 * rng.random(batch + (T,))),
-    }[decay]
+    a = log_decay(rng, batch + (T,), decay)
     L = lsattn.num_levels(offset + T) + extra_levels
     lam = {
         "random": rng.standard_normal(batch + (T, L)),
@@ -90,37 +64,10 @@ def make(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", weights="random
     return q, k, v, a, lam
 
 
-def on(xp, arrays, dtype="float64"):
-    return [asarray(xp, x, dtype) for x in arrays]
-
-
 def call(xp, arrays, dtype="float64", **kw):
     if _JIT_JAX[0]:
-        return jax_jit_call(on(xp, arrays, dtype), **kw)
+        return jax_jit(lsattn.loglinear_attention, "loglinear_attention", on(xp, arrays, dtype), **kw)
     return lsattn.loglinear_attention(*on(xp, arrays, dtype), **kw)
-
-
-#: Set while a JAX property test runs: calls then go through jax.jit (one compilation per call
-#: instead of one per operation and shape, ~5x faster for one-off shapes; the traced code is the
-#: same). test_jax_fixed_cases runs JAX eagerly.
-_JIT_JAX = [False]
-
-
-def jax_jit_call(arrays, *, chunk_size=64, state=None, return_state=False):
-    import jax
-
-    def f(arrays, levels):
-        st = None if state is None else dataclasses.replace(state, tensors={"levels": levels})
-        r = lsattn.loglinear_attention(*arrays, chunk_size=chunk_size, state=st, return_state=return_state)
-        return (r[0], r[1].tensors["levels"]) if return_state else r
-
-    r = jax.jit(f)(arrays, None if state is None else state.tensors["levels"])
-    if not return_state:
-        return r
-    out, levels = r
-    offset = (0 if state is None else state.offset) + arrays[0].shape[-2]
-    q, v = arrays[0], arrays[2]
-    return out, State("loglinear_attention", offset, tuple(q.shape[:-2]), q.shape[-1], v.shape[-1], q.dtype, {"levels": levels})
 
 
 # ---- against the reference -----------------------------------------------------------------
@@ -404,9 +351,9 @@ def test_torch_gradcheck():
 
 
 def test_jax_grad_and_jit():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    jnp = jax.numpy
+    jnp = namespace("jax")
+    import jax
+
     arrays = [jnp.asarray(x) for x in make(3, (), 11, 2, 2)]
 
     def loss(fn, *x):

@@ -19,7 +19,7 @@ import lsattn
 from lsattn import backends
 from lsattn import reference as ref
 from helpers import TOL, assert_close
-from strategies import batch_shapes, magnitudes, seeds, split_points
+from strategies import batch_shapes, decays, decays_or_none, log_decay, magnitudes, seeds, split_points
 
 pytest.importorskip("numba")
 
@@ -42,16 +42,6 @@ def ek_inputs(seed, batch, T, dk, dv, scale, Tk=None):
             rng.standard_normal(batch + (Tk, dv)))
 
 
-#: log decay regimes of the operator tests: none, moderate, strong (exp(-30) per step), mixed
-DECAYS = {
-    "zero": lambda rng, sh: np.zeros(sh),
-    "moderate": lambda rng, sh: -rng.random(sh),
-    "strong": lambda rng, sh: -30.0 * rng.random(sh) - 1.0,
-    "mixed": lambda rng, sh: np.where(rng.random(sh) < 0.5, -1e-9, -3.0 * rng.random(sh)),
-}
-decays = st.sampled_from(sorted(DECAYS))
-
-
 def ll_inputs(seed, batch, T, dk, dv, L=None, gated=False, decay="moderate", key_scale=None):
     """q, k, v, log_decay, (beta,) level_weights. Gated: unit keys (key_scale None) or keys of std
     key_scale, beta in (0, 1)."""
@@ -60,7 +50,7 @@ def ll_inputs(seed, batch, T, dk, dv, L=None, gated=False, decay="moderate", key
     q, k = rng.standard_normal(batch + (T, dk)), rng.standard_normal(batch + (T, dk))
     if gated:
         k = k / np.linalg.norm(k, axis=-1, keepdims=True) if key_scale is None else k * key_scale
-    args = [q, k, rng.standard_normal(batch + (T, dv)), DECAYS[decay](rng, batch + (T,))]
+    args = [q, k, rng.standard_normal(batch + (T, dv)), log_decay(rng, batch + (T,), decay)]
     if gated:
         args.append(rng.uniform(0.0, 1.0, batch + (T,)))
     args.append(rng.uniform(-1.0, 2.0, batch + (T, L)))
@@ -272,7 +262,7 @@ def hier_inputs(seed, batch, T, dk, dv, scale=1.0, decay="moderate", weights="ra
     rng = np.random.default_rng(seed)
     q, k = (rng.standard_normal(batch + (T, dk)) * scale for _ in range(2))
     lv = rng.standard_normal(batch + (T, dv))
-    a = None if decay == "none" else DECAYS[decay](rng, batch + (T,))
+    a = log_decay(rng, batch + (T,), decay)
     L = lsattn.num_levels(max(T, 1)) if L is None else L
     lam = 2.0 * rng.standard_normal(batch + (T, L))
     if weights == "zero":
@@ -293,7 +283,7 @@ def hier_check(out, args, dtype):
     assert_close(out, ref.loglinear_log_attention(*args[:4], log_decay=args[4]), tol, atol=tol)
 
 
-hier_decays = st.sampled_from(["none"] + sorted(DECAYS))
+hier_decays = decays_or_none
 hier_weights = st.sampled_from(["zero", "random", "off"])
 
 
