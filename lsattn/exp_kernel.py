@@ -66,6 +66,7 @@ import math
 import array_api_compat
 
 from . import backends
+from ._typing import Array
 from ._validate import check_float, check_shape, compute_dtype, device_of, namespace, seq_split
 from .state import State, check_state
 
@@ -77,7 +78,10 @@ EXP_OP = "exp_kernel_attention"
 
 # ---- public functions ---------------------------------------------------------------------------
 
-def log_attention(q, k, log_v, *, causal=True, state=None, return_state=False, backend=None):
+def log_attention(
+    q: Array, k: Array, log_v: Array, *, causal: bool = True, state: State | None = None,
+    return_state: bool = False, backend: str | None = None,
+) -> Array | tuple[Array, State]:
     """Exp-kernel softmax attention in log space: ``log y`` from ``log v``.
 
     ``w(t, s) = sum_i exp(q_ti + k_si)``, ``y_t = sum_{s in C(t)} w(t,s) v_s / sum_{s in C(t)} w(t,s)``
@@ -118,7 +122,10 @@ def log_attention(q, k, log_v, *, causal=True, state=None, return_state=False, b
     return _call(LOG_OP, "log_v", q, k, log_v, causal, state, return_state, backend)
 
 
-def exp_kernel_attention(q, k, v, *, causal=True, state=None, return_state=False, backend=None):
+def exp_kernel_attention(
+    q: Array, k: Array, v: Array, *, causal: bool = True, state: State | None = None,
+    return_state: bool = False, backend: str | None = None,
+) -> Array | tuple[Array, State]:
     """Exp-kernel softmax attention for values of any sign.
 
     ``w(t, s) = sum_i exp(q_ti + k_si)``, ``y_t = sum_{s in C(t)} w(t,s) v_s / sum_{s in C(t)} w(t,s)``;

@@ -8,9 +8,12 @@ bits cleared. Buckets partition ``[0, t]``.
 from __future__ import annotations
 
 import operator
+from typing import Any
 
 import array_api_compat
 import numpy as np
+
+from ._typing import Array
 
 __all__ = ["num_levels", "fenwick_level", "level_matrix", "bucket", "levels_of_position"]
 
@@ -25,7 +28,7 @@ def _as_index(name, value):
     return value
 
 
-def num_levels(T):
+def num_levels(T: int) -> int:
     """Number of Fenwick levels positions ``0 .. T-1`` use: ``1 + bit_length(T - 1)``.
 
     Parameters
@@ -55,7 +58,7 @@ def _bit_length(xp, x):
     return n + xp.astype(x > 0, n.dtype)
 
 
-def fenwick_level(t, s):
+def fenwick_level(t: int | Array, s: int | Array) -> int | Array:
     """Fenwick level of key position ``s`` seen from query position ``t``.
 
     Parameters
@@ -93,7 +96,7 @@ def _index_dtype(xp):
         return xp.int32
 
 
-def level_matrix(T, *, xp=None, device=None):
+def level_matrix(T: int, *, xp: Any = None, device: Any = None) -> Array:
     """The ``(T, T)`` matrix of Fenwick levels ``level(t, s)``, ``-1`` where ``s > t``.
 
     Parameters

@@ -65,6 +65,7 @@ import numpy as np
 
 from . import backends
 from ._chunktree import chunk_layout, from_chunks, state_read_levels, to_chunks, tree_levels
+from ._typing import Array
 from ._validate import check_float, check_levels, check_shape, compute_dtype, device_of, namespace, seq_split
 from .fenwick import num_levels
 from .loglinear import _check_chunk_size, _chunk_levels, _gather_last
@@ -80,8 +81,9 @@ RECURRENT_MAX_T = 4
 
 
 def loglinear_gated_delta(
-    q, k, v, log_decay, beta, level_weights, *, chunk_size=64, state=None, return_state=False, backend=None
-):
+    q: Array, k: Array, v: Array, log_decay: Array, beta: Array, level_weights: Array, *,
+    chunk_size: int = 64, state: State | None = None, return_state: bool = False, backend: str | None = None,
+) -> Array | tuple[Array, State]:
     """Log-linear Gated DeltaNet: one delta-rule state per Fenwick level, level-weighted read-out.
 
     ``o_t = sum_{s<=t} lambda[t, level(t,s)] beta_s (q_t^T A_t ... A_{s+1} k_s) v_s`` with

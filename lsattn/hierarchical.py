@@ -48,6 +48,7 @@ import numpy as np
 
 from . import backends
 from ._chunktree import chunk_layout, from_chunks, state_merge_plan, state_read_levels, to_chunks, tree_levels
+from ._typing import Array
 from ._validate import check_float, check_levels, check_shape, compute_dtype, device_of, namespace, seq_split
 from .exp_kernel import (
     _check_chunk_size,
@@ -72,7 +73,10 @@ __all__ = ["loglinear_log_attention"]
 OP = "loglinear_log_attention"
 
 
-def loglinear_log_attention(q, k, log_v, log_level_weights, *, log_decay=None, state=None, return_state=False, backend=None):
+def loglinear_log_attention(
+    q: Array, k: Array, log_v: Array, log_level_weights: Array, *, log_decay: Array | None = None,
+    state: State | None = None, return_state: bool = False, backend: str | None = None,
+) -> Array | tuple[Array, State]:
     """Hierarchical exp-kernel attention: softmax over ``w(t,s) = lambda_t^level * decay * <exp q_t, exp k_s>``.
 
     ``log w(t,s) = log_level_weights[t, level(t,s)] + (a_{s+1} + ... + a_t) + log sum_i exp(q_ti + k_si)``,

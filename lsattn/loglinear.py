@@ -49,6 +49,7 @@ import numpy as np
 
 from . import backends
 from ._chunktree import chunk_layout, from_chunks, state_merge_plan, state_read_levels, to_chunks, tree_levels
+from ._typing import Array
 from ._validate import (
     check_float,
     check_levels,
@@ -66,7 +67,10 @@ __all__ = ["loglinear_attention"]
 OP = "loglinear_attention"
 
 
-def loglinear_attention(q, k, v, log_decay, level_weights, *, chunk_size=64, state=None, return_state=False, backend=None):
+def loglinear_attention(
+    q: Array, k: Array, v: Array, log_decay: Array, level_weights: Array, *, chunk_size: int = 64,
+    state: State | None = None, return_state: bool = False, backend: str | None = None,
+) -> Array | tuple[Array, State]:
     """Log-linear Mamba-2: Fenwick-level-weighted, scalar-gated linear attention.
 
     ``o_t = sum_{s<=t} lambda[t, level(t,s)] exp(a_{s+1} + ... + a_t) (q_t . k_s) v_s`` over absolute
