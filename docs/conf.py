@@ -35,10 +35,10 @@ myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_type_aliases = {"Array": "Array"}
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
+napoleon_use_ivar = True  # attributes as fields of their class (no clashing targets such as State.op and Formulation.op)
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"lsattn {release}"

@@ -40,6 +40,12 @@ def num_levels(T: int) -> int:
     -------
     int
         ``1 + ceil(log2 T)``; 1 for ``T = 1``.
+
+    Examples
+    --------
+    >>> import lsattn
+    >>> lsattn.num_levels(1), lsattn.num_levels(8), lsattn.num_levels(9)
+    (1, 4, 5)
     """
     T = _as_index("T", T)
     if T < 1:
@@ -71,6 +77,15 @@ def fenwick_level(t: int | Array, s: int | Array) -> int | Array:
     int or integer array
         ``0`` if ``s == t``, ``bit_length(t XOR s)`` if ``s < t``, ``-1`` if ``s > t`` (no level:
         the key is in the query's future). Python ints of any size are exact.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lsattn
+    >>> lsattn.fenwick_level(13, 8), lsattn.fenwick_level(13, 13), lsattn.fenwick_level(8, 13)
+    (3, 0, -1)
+    >>> lsattn.fenwick_level(np.array([13, 13, 13]), np.array([12, 11, 0])).tolist()
+    [1, 3, 4]
     """
     if not (array_api_compat.is_array_api_obj(t) or array_api_compat.is_array_api_obj(s)):
         t, s = _as_index("t", t), _as_index("s", s)
@@ -111,6 +126,15 @@ def level_matrix(T: int, *, xp: Any = None, device: Any = None) -> Array:
     Returns
     -------
     array of shape (T, T), int64 (int32 on JAX without x64)
+
+    Examples
+    --------
+    >>> import lsattn
+    >>> print(lsattn.level_matrix(4))
+    [[ 0 -1 -1 -1]
+     [ 1  0 -1 -1]
+     [ 2  2  0 -1]
+     [ 2  2  1  0]]
     """
     T = _as_index("T", T)
     if T < 1:

@@ -121,6 +121,21 @@ def loglinear_gated_delta(
 
     Cost: ``O(T C (C + d_k + d_v) + T d_k (d_k + d_v) + T d_k d_v log(T / C))`` time, never a
     ``T x T`` or ``T d_k d_v`` array; ``O(log T d_k d_v)`` per decoded token. See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lsattn
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = rng.standard_normal((3, 2, 100, 8))
+    >>> k /= np.linalg.norm(k, axis=-1, keepdims=True)
+    >>> a, beta = -0.1 * rng.random((2, 100)), rng.random((2, 100))
+    >>> lam = rng.random((2, 100, lsattn.num_levels(100)))
+    >>> o = lsattn.loglinear_gated_delta(q, k, v, a, beta, lam, chunk_size=16)
+    >>> o.shape
+    (2, 100, 8)
+    >>> bool(np.allclose(o, lsattn.reference.loglinear_gated_delta(q, k, v, a, beta, lam)))
+    True
     """
     xp = namespace(q=q, k=k, v=v, log_decay=log_decay, beta=beta, level_weights=level_weights)
     for name, x in (("q", q), ("k", k), ("v", v), ("log_decay", log_decay), ("beta", beta), ("level_weights", level_weights)):

@@ -114,6 +114,20 @@ def loglinear_log_attention(
 
     Cost: ``O(T C (d_k + d_v) + T d_k d_v log(T / C))`` time, ``O(T (C + d_k + d_v + L) + (T / C) d_k d_v)``
     memory; ``O(log T d_k d_v)`` per decoded token. See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lsattn
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, log_v = rng.standard_normal((3, 2, 100, 8))
+    >>> log_lam = rng.standard_normal((2, 100, lsattn.num_levels(100)))
+    >>> a = -0.1 * rng.random((2, 100))
+    >>> log_y = lsattn.loglinear_log_attention(q, k, log_v, log_lam, log_decay=a)
+    >>> log_y.shape
+    (2, 100, 8)
+    >>> bool(np.allclose(log_y, lsattn.reference.loglinear_log_attention(q, k, log_v, log_lam, log_decay=a)))
+    True
     """
     xp = namespace(q=q, k=k, log_v=log_v, log_level_weights=log_level_weights, log_decay=log_decay)
     named = (("q", q), ("k", k), ("log_v", log_v), ("log_level_weights", log_level_weights), ("log_decay", log_decay))

@@ -104,6 +104,20 @@ def loglinear_attention(
 
     Cost: ``O(T C (d_k + d_v) + T d_k d_v log(T / C))`` time, ``O(T (C + d_k + d_v + L) + (T / C) d_k d_v)``
     memory; ``O(log T d_k d_v)`` per decoded token. See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lsattn
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = rng.standard_normal((3, 2, 100, 8))
+    >>> a = -0.1 * rng.random((2, 100))
+    >>> lam = rng.random((2, 100, lsattn.num_levels(100)))
+    >>> o = lsattn.loglinear_attention(q, k, v, a, lam, chunk_size=16)
+    >>> o.shape
+    (2, 100, 8)
+    >>> bool(np.allclose(o, lsattn.reference.loglinear_attention(q, k, v, a, lam)))
+    True
     """
     xp = namespace(q=q, k=k, v=v, log_decay=log_decay, level_weights=level_weights)
     for name, x in (("q", q), ("k", k), ("v", v), ("log_decay", log_decay), ("level_weights", level_weights)):
