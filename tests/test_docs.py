@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import os
 import pathlib
 import pkgutil
 import re
@@ -49,6 +50,7 @@ def run_page(path):
     if lacking:
         print(f"needs {', '.join(lacking)}, not installed")
         return SKIP_EXIT
+    print(f"lsattn from {pathlib.Path(lsattn.__file__).parent}")
     ns, failed = {"__name__": "__docs__"}, 0
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     for line, code in blocks:
@@ -67,10 +69,13 @@ def _pages_with_code():
 
 @pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_page_examples_run(page, tmp_path):
-    run = subprocess.run([sys.executable, __file__, str(page)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # this tree's lsattn
+    run = subprocess.run([sys.executable, __file__, str(page)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
     if run.returncode == SKIP_EXIT:
         pytest.skip(run.stdout.strip())
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-6000:]
+    assert f"lsattn from {ROOT / 'lsattn'}" in run.stdout, run.stdout[:500]  # this tree's, not an installed one
 
 
 def test_skip_markers_only_on_python_blocks():
@@ -121,5 +126,4 @@ def test_public_functions_have_examples(name):
 
 
 if __name__ == "__main__":  # the subprocess of test_page_examples_run: python tests/test_docs.py PAGE
-    sys.path.insert(0, str(ROOT))
     sys.exit(run_page(sys.argv[1]))
