@@ -44,6 +44,7 @@ html_theme = "pydata_sphinx_theme"
 html_title = f"lsattn {release}"
 html_theme_options = {"navigation_with_keys": False}
 html_show_sourcelink = False
+html_sidebars = {"**": []}  # pages are found from the top bar and the page table of contents
 
 
 def _public_names():
