@@ -87,6 +87,8 @@ def installed():
     where = pathlib.Path(lsattn.__file__).resolve()
     assert ROOT not in where.parents, f"imported the source tree ({where}), not the installed wheel"
     assert lsattn.__version__ == importlib.metadata.version("lsattn"), lsattn.__version__
+    extras = set(importlib.metadata.metadata("lsattn").get_all("Provides-Extra"))
+    assert {"torch", "jax", "numba", "dask", "cupy12", "cupy13", "all", "docs"} <= extras, extras
     out = subprocess.run([sys.executable, "-m", "lsattn", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"lsattn {lsattn.__version__}", out.stdout
     def walk(node):
