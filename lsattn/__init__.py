@@ -18,8 +18,7 @@ from .gated_delta import loglinear_gated_delta
 from .loglinear import loglinear_attention
 from .hierarchical import loglinear_log_attention
 from . import audit  # noqa: E402  lsattn.audit: the numerical stability audit (docs/audit.md)
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "num_levels",

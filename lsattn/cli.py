@@ -16,6 +16,7 @@ import tracemalloc
 import numpy as np
 
 from . import backends
+from ._version import __version__
 from .fenwick import bucket, level_matrix, levels_of_position, num_levels
 
 #: Operator demo cases: ``(name, make) -> make(rng) -> (fn, args, kwargs, ref_fn, ref_args)``.
@@ -123,6 +124,7 @@ def info(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="lsattn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lsattn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run every operator, check it against the reference, show streaming")
     p.add_argument("--T", type=int, default=4096, help="sequence length of the operator table (default 4096)")

@@ -65,8 +65,9 @@ import math
 
 import array_api_compat
 
-from ._validate import device_of
 from ._prologue import Op, check_flag, run
+from ._typing import Array
+from ._validate import device_of
 from .state import State
 
 __all__ = ["log_attention", "exp_kernel_attention"]
@@ -77,7 +78,10 @@ EXP_OP = "exp_kernel_attention"
 
 # ---- public functions ---------------------------------------------------------------------------
 
-def log_attention(q, k, log_v, *, causal=True, state=None, return_state=False, backend=None):
+def log_attention(
+    q: Array, k: Array, log_v: Array, *, causal: bool = True, state: State | None = None,
+    return_state: bool = False, backend: str | None = None,
+) -> Array | tuple[Array, State]:
     """Exp-kernel softmax attention in log space: ``log y`` from ``log v``.
 
     ``w(t, s) = sum_i exp(q_ti + k_si)``, ``y_t = sum_{s in C(t)} w(t,s) v_s / sum_{s in C(t)} w(t,s)``
@@ -114,11 +118,27 @@ def log_attention(q, k, log_v, *, causal=True, state=None, return_state=False, b
 
     Cost: ``O(T C (d_k + d_v) + T d_k d_v)`` time, ``O(T (d_k + d_v + C) + (T / C) d_k d_v)`` memory,
     ``C = max(64, d_k d_v / (d_k + d_v))`` rounded up to a power of two; ``O(d_k d_v)`` per decoded token.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lsattn
+    >>> rng = np.random.default_rng(0)
+    >>> q, k = 50 * rng.standard_normal((2, 2, 64, 8))       # magnitudes where exp(q) overflows
+    >>> log_v = rng.standard_normal((2, 64, 4))
+    >>> log_y = lsattn.log_attention(q, k, log_v)
+    >>> log_y.shape
+    (2, 64, 4)
+    >>> bool(np.allclose(log_y, lsattn.reference.log_attention(q, k, log_v)))
+    True
     """
     return _call(LOG_OP, "log_v", q, k, log_v, causal, state, return_state, backend)
 
 
-def exp_kernel_attention(q, k, v, *, causal=True, state=None, return_state=False, backend=None):
+def exp_kernel_attention(
+    q: Array, k: Array, v: Array, *, causal: bool = True, state: State | None = None,
+    return_state: bool = False, backend: str | None = None,
+) -> Array | tuple[Array, State]:
     """Exp-kernel softmax attention for values of any sign.
 
     ``w(t, s) = sum_i exp(q_ti + k_si)``, ``y_t = sum_{s in C(t)} w(t,s) v_s / sum_{s in C(t)} w(t,s)``;
@@ -144,6 +164,19 @@ def exp_kernel_attention(q, k, v, *, causal=True, state=None, return_state=False
         ``z (..., d_k) = sum_s exp(k_si - m_i)``. Before any token ``m = -finfo.max / 8``.
 
     Cost: as :func:`log_attention`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lsattn
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = rng.standard_normal((3, 2, 64, 8))
+    >>> y1, state = lsattn.exp_kernel_attention(q[:, :40], k[:, :40], v[:, :40], return_state=True)
+    >>> y2 = lsattn.exp_kernel_attention(q[:, 40:], k[:, 40:], v[:, 40:], state=state)
+    >>> state.offset, y2.shape
+    (40, (2, 24, 8))
+    >>> bool(np.allclose(np.concatenate([y1, y2], axis=-2), lsattn.reference.exp_kernel_attention(q, k, v)))
+    True
     """
     return _call(EXP_OP, "v", q, k, v, causal, state, return_state, backend)
 

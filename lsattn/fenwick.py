@@ -8,9 +8,12 @@ bits cleared. Buckets partition ``[0, t]``.
 from __future__ import annotations
 
 import operator
+from typing import Any
 
 import array_api_compat
 import numpy as np
+
+from ._typing import Array
 
 __all__ = ["num_levels", "fenwick_level", "level_matrix", "bucket", "levels_of_position"]
 
@@ -25,7 +28,7 @@ def _as_index(name, value):
     return value
 
 
-def num_levels(T):
+def num_levels(T: int) -> int:
     """Number of Fenwick levels positions ``0 .. T-1`` use: ``1 + bit_length(T - 1)``.
 
     Parameters
@@ -37,6 +40,12 @@ def num_levels(T):
     -------
     int
         ``1 + ceil(log2 T)``; 1 for ``T = 1``.
+
+    Examples
+    --------
+    >>> import lsattn
+    >>> lsattn.num_levels(1), lsattn.num_levels(8), lsattn.num_levels(9)
+    (1, 4, 5)
     """
     T = _as_index("T", T)
     if T < 1:
@@ -55,7 +64,7 @@ def _bit_length(xp, x):
     return n + xp.astype(x > 0, n.dtype)
 
 
-def fenwick_level(t, s):
+def fenwick_level(t: int | Array, s: int | Array) -> int | Array:
     """Fenwick level of key position ``s`` seen from query position ``t``.
 
     Parameters
@@ -68,6 +77,15 @@ def fenwick_level(t, s):
     int or integer array
         ``0`` if ``s == t``, ``bit_length(t XOR s)`` if ``s < t``, ``-1`` if ``s > t`` (no level:
         the key is in the query's future). Python ints of any size are exact.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lsattn
+    >>> lsattn.fenwick_level(13, 8), lsattn.fenwick_level(13, 13), lsattn.fenwick_level(8, 13)
+    (3, 0, -1)
+    >>> lsattn.fenwick_level(np.array([13, 13, 13]), np.array([12, 11, 0])).tolist()
+    [1, 3, 4]
     """
     if not (array_api_compat.is_array_api_obj(t) or array_api_compat.is_array_api_obj(s)):
         t, s = _as_index("t", t), _as_index("s", s)
@@ -93,7 +111,7 @@ def _index_dtype(xp):
         return xp.int32
 
 
-def level_matrix(T, *, xp=None, device=None):
+def level_matrix(T: int, *, xp: Any = None, device: Any = None) -> Array:
     """The ``(T, T)`` matrix of Fenwick levels ``level(t, s)``, ``-1`` where ``s > t``.
 
     Parameters
@@ -108,6 +126,15 @@ def level_matrix(T, *, xp=None, device=None):
     Returns
     -------
     array of shape (T, T), int64 (int32 on JAX without x64)
+
+    Examples
+    --------
+    >>> import lsattn
+    >>> print(lsattn.level_matrix(4))
+    [[ 0 -1 -1 -1]
+     [ 1  0 -1 -1]
+     [ 2  2  0 -1]
+     [ 2  2  1  0]]
     """
     T = _as_index("T", T)
     if T < 1:

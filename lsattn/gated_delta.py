@@ -65,6 +65,7 @@ import numpy as np
 
 from ._chunktree import chunk_layout, from_chunks, state_read_levels, to_chunks, tree_levels
 from ._prologue import Op, levels_state_shapes, run
+from ._typing import Array
 from ._validate import device_of
 from .loglinear import _check_chunk_size, _chunk_levels, _gather_last
 from .state import State
@@ -81,8 +82,9 @@ RECURRENT_MAX_T = 4
 
 
 def loglinear_gated_delta(
-    q, k, v, log_decay, beta, level_weights, *, chunk_size=64, state=None, return_state=False, backend=None
-):
+    q: Array, k: Array, v: Array, log_decay: Array, beta: Array, level_weights: Array, *,
+    chunk_size: int = 64, state: State | None = None, return_state: bool = False, backend: str | None = None,
+) -> Array | tuple[Array, State]:
     """Log-linear Gated DeltaNet: one delta-rule state per Fenwick level, level-weighted read-out.
 
     ``o_t = sum_{s<=t} lambda[t, level(t,s)] beta_s (q_t^T A_t ... A_{s+1} k_s) v_s`` with
@@ -120,6 +122,21 @@ def loglinear_gated_delta(
 
     Cost: ``O(T C (C + d_k + d_v) + T d_k (d_k + d_v) + T d_k d_v log(T / C))`` time, never a
     ``T x T`` or ``T d_k d_v`` array; ``O(log T d_k d_v)`` per decoded token. See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lsattn
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = rng.standard_normal((3, 2, 100, 8))
+    >>> k /= np.linalg.norm(k, axis=-1, keepdims=True)
+    >>> a, beta = -0.1 * rng.random((2, 100)), rng.random((2, 100))
+    >>> lam = rng.random((2, 100, lsattn.num_levels(100)))
+    >>> o = lsattn.loglinear_gated_delta(q, k, v, a, beta, lam, chunk_size=16)
+    >>> o.shape
+    (2, 100, 8)
+    >>> bool(np.allclose(o, lsattn.reference.loglinear_gated_delta(q, k, v, a, beta, lam)))
+    True
     """
     return run(SPEC, (q, k, v, log_decay, beta, level_weights), extra=(_check_chunk_size(chunk_size),), state=state,
                return_state=return_state, backend=backend)

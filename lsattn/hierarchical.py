@@ -46,6 +46,7 @@ import array_api_compat
 import numpy as np
 
 from ._chunktree import chunk_layout, from_chunks, state_merge_plan, state_read_levels, to_chunks, tree_levels
+from ._typing import Array
 from ._validate import device_of
 from .exp_kernel import (
     _check_chunk_size,
@@ -72,7 +73,10 @@ SPEC = Op(OP, (("q", "q"), ("k", "k"), ("log_v", "v"), ("log_level_weights", "le
           lambda batch, offset, d_k, d_v: _state_shapes(batch, offset.bit_length(), d_k, d_v))
 
 
-def loglinear_log_attention(q, k, log_v, log_level_weights, *, log_decay=None, state=None, return_state=False, backend=None):
+def loglinear_log_attention(
+    q: Array, k: Array, log_v: Array, log_level_weights: Array, *, log_decay: Array | None = None,
+    state: State | None = None, return_state: bool = False, backend: str | None = None,
+) -> Array | tuple[Array, State]:
     """Hierarchical exp-kernel attention: softmax over ``w(t,s) = lambda_t^level * decay * <exp q_t, exp k_s>``.
 
     ``log w(t,s) = log_level_weights[t, level(t,s)] + (a_{s+1} + ... + a_t) + log sum_i exp(q_ti + k_si)``,
@@ -110,6 +114,20 @@ def loglinear_log_attention(q, k, log_v, log_level_weights, *, log_decay=None, s
 
     Cost: ``O(T C (d_k + d_v) + T d_k d_v log(T / C))`` time, ``O(T (C + d_k + d_v + L) + (T / C) d_k d_v)``
     memory; ``O(log T d_k d_v)`` per decoded token. See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lsattn
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, log_v = rng.standard_normal((3, 2, 100, 8))
+    >>> log_lam = rng.standard_normal((2, 100, lsattn.num_levels(100)))
+    >>> a = -0.1 * rng.random((2, 100))
+    >>> log_y = lsattn.loglinear_log_attention(q, k, log_v, log_lam, log_decay=a)
+    >>> log_y.shape
+    (2, 100, 8)
+    >>> bool(np.allclose(log_y, lsattn.reference.loglinear_log_attention(q, k, log_v, log_lam, log_decay=a)))
+    True
     """
     return run(SPEC, (q, k, log_v, log_level_weights, log_decay), state=state, return_state=return_state,
                backend=backend)

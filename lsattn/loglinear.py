@@ -49,6 +49,7 @@ import numpy as np
 
 from ._chunktree import chunk_layout, from_chunks, state_merge_plan, state_read_levels, to_chunks, tree_levels
 from ._prologue import Op, levels_state_shapes, run
+from ._typing import Array
 from ._validate import device_of
 from .fenwick import level_matrix
 from .state import State
@@ -59,7 +60,10 @@ OP = "loglinear_attention"
 SPEC = Op(OP, (("q", "q"), ("k", "k"), ("v", "v"), ("log_decay", "tok"), ("level_weights", "lev")), levels_state_shapes)
 
 
-def loglinear_attention(q, k, v, log_decay, level_weights, *, chunk_size=64, state=None, return_state=False, backend=None):
+def loglinear_attention(
+    q: Array, k: Array, v: Array, log_decay: Array, level_weights: Array, *, chunk_size: int = 64,
+    state: State | None = None, return_state: bool = False, backend: str | None = None,
+) -> Array | tuple[Array, State]:
     """Log-linear Mamba-2: Fenwick-level-weighted, scalar-gated linear attention.
 
     ``o_t = sum_{s<=t} lambda[t, level(t,s)] exp(a_{s+1} + ... + a_t) (q_t . k_s) v_s`` over absolute
@@ -93,6 +97,20 @@ def loglinear_attention(q, k, v, log_decay, level_weights, *, chunk_size=64, sta
 
     Cost: ``O(T C (d_k + d_v) + T d_k d_v log(T / C))`` time, ``O(T (C + d_k + d_v + L) + (T / C) d_k d_v)``
     memory; ``O(log T d_k d_v)`` per decoded token. See the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import lsattn
+    >>> rng = np.random.default_rng(0)
+    >>> q, k, v = rng.standard_normal((3, 2, 100, 8))
+    >>> a = -0.1 * rng.random((2, 100))
+    >>> lam = rng.random((2, 100, lsattn.num_levels(100)))
+    >>> o = lsattn.loglinear_attention(q, k, v, a, lam, chunk_size=16)
+    >>> o.shape
+    (2, 100, 8)
+    >>> bool(np.allclose(o, lsattn.reference.loglinear_attention(q, k, v, a, lam)))
+    True
     """
     return run(SPEC, (q, k, v, log_decay, level_weights), extra=(_check_chunk_size(chunk_size),), state=state,
                return_state=return_state, backend=backend)

@@ -45,3 +45,19 @@ def test_cli_demo_runs_every_operator_on_its_backends(capsys):
         assert err < 1e-5, r
     for op in ops:
         assert f"Streaming {op}: one token at a time" in out
+
+
+def test_version_in_one_place():
+    """``lsattn.__version__``, ``lsattn --version`` and the installed metadata agree."""
+    import importlib.metadata
+
+    from lsattn._version import __version__
+
+    assert lsattn.__version__ == __version__ and __version__.count(".") >= 2
+    run = subprocess.run([sys.executable, "-m", "lsattn", "--version"], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == f"lsattn {__version__}", run.stdout + run.stderr
+    try:
+        installed = importlib.metadata.version("lsattn")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return
+    assert installed == __version__, f"installed metadata says {installed}: reinstall (pip install -e .)"

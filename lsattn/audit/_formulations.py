@@ -127,13 +127,21 @@ def paper_log_attention(q, k, log_v):
 class Formulation:
     """One way of computing an operator, as audited.
 
-    op : operator name (a key of :data:`OPS`).
-    name : ``"lsattn"`` for the library, ``"naive"``, ``"paper"`` or your own label.
-    backend : the lsattn backend for ``"lsattn"``, ``"-"`` for comparison formulations.
-    fn : called with the operator's keyword inputs (already in the audited dtype and namespace).
-    memory : ``(T, d, itemsize) -> bytes`` per batch element, for formulations that materialise
+    Attributes
+    ----------
+    op : str
+        Operator name (a key of :data:`OPS`).
+    name : str
+        ``"lsattn"`` for the library, ``"naive"``, ``"paper"`` or your own label.
+    backend : str
+        The lsattn backend for ``"lsattn"``, ``"-"`` for comparison formulations.
+    fn : callable
+        Called with the operator's keyword inputs (already in the audited dtype and namespace).
+    memory : callable, optional
+        ``(T, d, itemsize) -> bytes`` per batch element, for formulations that materialise
         large intermediates; cases above the sweep's memory budget are skipped with the reason.
-    skip : ``(namespace_name, dtype_name) -> reason or None`` for cases it cannot run.
+    skip : callable, optional
+        ``(namespace_name, dtype_name) -> reason or None`` for cases it cannot run.
     """
 
     op: str
@@ -231,9 +239,17 @@ def _lsattn_skip(op, backend):
 def formulations(op, *, backends_=None, names=None, namespace="numpy"):
     """The formulations audited for ``op``: lsattn on each backend, then the comparison ones.
 
-    backends_ : lsattn backend names; default every available backend that implements ``op`` and
+    Parameters
+    ----------
+    op : str
+        Operator name (a key of :data:`OPS`).
+    backends_ : list of str, optional
+        lsattn backend names; default every available backend that implements ``op`` and
         computes on ``namespace`` arrays (named ones that cannot give records skipped with the reason).
-    names : formulation names to keep (``"lsattn"``, ``"naive"``, ``"paper"``, ...); default all.
+    names : list of str, optional
+        Formulation names to keep (``"lsattn"``, ``"naive"``, ``"paper"``, ...); default all.
+    namespace : str, default "numpy"
+        Name of the array namespace the sweep computes on.
     """
     if backends_ is None:
         backends_ = [n for n, *_ in backends.available() if _backend_problem(op, n, namespace) is None] or ["array_api"]

@@ -25,12 +25,22 @@ ENV_VAR = "LSATTN_BACKEND"
 class Backend:
     """One way of computing the operators.
 
-    name: what users pass as ``backend=``.
-    ops: operator name -> ``"module:function"`` implementing it.
-    probe: () -> None when usable here, else the reason it is not (package missing, no device).
-    serves: (xp, array) -> None when it can compute on such arrays, else the reason.
-    priority: lower is tried first by ``backend=None``.
-    auto_serves: like ``serves``, for the automatic choice only, when that is narrower than what
+    Attributes
+    ----------
+    name : str
+        What users pass as ``backend=``.
+    description : str
+        One line for ``lsattn info``.
+    ops : dict
+        Operator name -> ``"module:function"`` implementing it.
+    probe : callable
+        ``() -> None`` when usable here, else the reason it is not (package missing, no device).
+    serves : callable
+        ``(xp, array) -> None`` when it can compute on such arrays, else the reason.
+    priority : int
+        Lower is tried first by ``backend=None``.
+    auto_serves : callable, optional
+        Like ``serves``, for the automatic choice only, when that is narrower than what
         the backend can be forced onto (None: same as ``serves``).
     half_ops: operators that take float16 / bfloat16 inputs as they are (the others receive float32).
     grad_ops: operators whose results carry gradients (torch autograd) when an input requires grad.
