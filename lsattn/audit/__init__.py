@@ -61,10 +61,19 @@ from ._formulations import (
     paper_log_attention,
     register_formulation,
 )
-from ._inputs import DTYPES, NAMESPACES, OPS, array_namespace_named, make_inputs
+from . import _inputs, _sweep
+from ._inputs import NAMESPACES, array_namespace_named, make_inputs
 from ._oracles import FULL_REFERENCE_T, ROW_ORACLES, SUFFIX_SUM_OPS, audit_rows, oracle
 from ._report import plot, table, write_json
-from ._sweep import DEFAULT_LENGTHS, DEFAULT_SCALES, QUICK_LENGTHS, QUICK_SCALES, RECORD_KEYS, sweep
+from ._sweep import DEFAULT_LENGTHS, DEFAULT_SCALES, QUICK_LENGTHS, QUICK_SCALES, sweep
+
+#: Operator -> (input maker ``(rng, batch, T, d, scale) -> dict of float64 NumPy arrays``, what
+#: ``scale`` multiplies). Keys of the dicts are the operators' argument names.
+OPS = _inputs.OPS
+#: The dtypes a sweep audits.
+DTYPES = _inputs.DTYPES
+#: The keys of every record :func:`sweep` returns.
+RECORD_KEYS = _sweep.RECORD_KEYS
 
 __all__ = [
     "Comparison",
