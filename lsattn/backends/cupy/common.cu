@@ -170,10 +170,41 @@ __device__ __forceinline__ ta block_max(ta x, ta* red) {
 }
 
 // N consecutive elements moved as one 16-byte (or smaller) access.
-template <int N>
-struct alignas(sizeof(ta) * N) Pack {
-    ta v[N];
+template <int N, typename T = ta>
+struct alignas(sizeof(T) * N) Pack {
+    T v[N];
 };
+
+// Storage <-> compute conversions (stored summaries: the compute type, or bf16 in the bf16 path).
+__device__ __forceinline__ ta from_st(ta x) { return x; }
+template <typename ST>
+__device__ __forceinline__ ST to_st(ta x) { return x; }
+
+// staged<> loader of a tile of DP columns: element idx is row g0 + idx / DP, column idx % DP of the
+// (T x D) row-major input src, zero outside rows [0, T) and columns [0, D).
+template <int DP>
+__device__ __forceinline__ auto tile_loader(const ti* src, i64 g0, i64 T, int D) {
+    return [=](int idx) {
+        const int c = idx % DP;
+        const i64 g = g0 + idx / DP;
+        return (g >= 0 && g < T && c < D) ? ld(src + g * D + c) : (ta)0;
+    };
+}
+
+// A 16 x 16-thread register tile (rows ty RI + ii, columns tx RN + jj) into the row-major DK x DV
+// matrix M, inside its bounds.
+template <int RI, int RN>
+__device__ __forceinline__ void store_tile(ta* M, const ta (&acc)[RI][RN], int DK, int DV, int ty, int tx) {
+#pragma unroll
+    for (int ii = 0; ii < RI; ++ii) {
+        const int i = ty * RI + ii;
+#pragma unroll
+        for (int jj = 0; jj < RN; ++jj) {
+            const int c = tx * RN + jj;
+            if (i < DK && c < DV) M[(i64)i * DV + c] = acc[ii][jj];
+        }
+    }
+}
 
 // for (idx = tid; idx < TOTAL; idx += NTH) store(idx, load(idx)), in batches of loads (about 64
 // bytes per thread) issued before the batch's first store: loads in flight together instead of one DRAM
@@ -229,6 +260,9 @@ __device__ __forceinline__ unsigned pack2(float lo, float hi) {
 }
 __device__ __forceinline__ bf to_bf(float x) { return (bf)(pack2(x, 0.f) & 0xffffu); }
 __device__ __forceinline__ float from_bf(bf x) { return __uint_as_float(((unsigned)x) << 16); }
+__device__ __forceinline__ float from_st(bf x) { return from_bf(x); }
+template <>
+__device__ __forceinline__ bf to_st<bf>(float x) { return to_bf(x); }
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
     asm volatile(

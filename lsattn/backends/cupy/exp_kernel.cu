@@ -44,20 +44,8 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     const i64 bh = blockIdx.y;
     const i64 r0 = (i64)j * CH;
     const int ns = (int)min((i64)CH, (i64)T - r0);
-    const ti* kb = k + (bh * T + r0) * DK;
-    const ti* vb = v + (bh * T + r0) * DV;
-    staged<CH * DKP, NT>(
-        [&](int idx) {
-            int r = idx / DKP, i = idx % DKP;
-            return (r < ns && i < DK) ? ld(kb + (i64)r * DK + i) : (ta)0;
-        },
-        [&](int idx, ta x) { Kf[idx] = x; });
-    staged<CH * DVP, NT>(
-        [&](int idx) {
-            int r = idx / DVP, c = idx % DVP;
-            return (r < ns && c < DV) ? ld(vb + (i64)r * DV + c) : (ta)0;
-        },
-        [&](int idx, ta x) { Vs[idx] = x; });
+    staged<CH * DKP, NT>(tile_loader<DKP>(k + bh * T * DK, r0, T, DK), [&](int idx, ta x) { Kf[idx] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * T * DV, r0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
     __syncthreads();
     if (tid < DKP) {
         ta m = (ta)0;
@@ -85,16 +73,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     ta acc[RI][RN];
     zero_acc(acc);
     mm_acc<RI, RN, CH>(acc, Kf, DKP, Vs, DVP, ty, tx);
-    ta* Sb = S + (bh * n + j) * (i64)DK * DV;
-#pragma unroll
-    for (int ii = 0; ii < RI; ++ii) {
-        int i = ty * RI + ii;
-#pragma unroll
-        for (int jj = 0; jj < RN; ++jj) {
-            int c = tx * RN + jj;
-            if (i < DK && c < DV) Sb[(i64)i * DV + c] = acc[ii][jj];
-        }
-    }
+    store_tile(S + (bh * n + j) * (i64)DK * DV, acc, DK, DV, ty, tx);
 }
 
 // The scan over chunks, in two passes.
@@ -137,13 +116,14 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
 }
 
 // ek_scan_S: S_{j+1} = al_j S_j + be_j S_c,j per element, writing the S entering each chunk over
-//   S_c. VEC consecutive columns per thread (VEC = 4 when d_v % 4 == 0, else 1); the loads of the
-//   next 8 chunks are issued before the current 8 are processed and stored.
-template <int VEC>
-__device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __restrict__ be, ta* __restrict__ S,
+//   S_c. VEC consecutive columns per thread (16 bytes of them when d_v allows, else 1); the loads of
+//   the next 8 chunks are issued before the current 8 are processed and stored. ST: storage of the
+//   summaries (the compute type, or bf16 in the bf16 path); the running sum stays in ta.
+template <typename ST, int VEC>
+__device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __restrict__ be, ST* __restrict__ S,
                                        const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n,
                                        int has_init) {
-    typedef Pack<VEC> vec;
+    typedef Pack<VEC, ST> vec;
     const i64 bh = blockIdx.y;
     const int e = (blockIdx.x * NT + threadIdx.x) * VEC;
     if (e >= DK * DV) return;
@@ -153,13 +133,9 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
     const ta* alb = al + bh * (i64)n * DK + i;
     const ta* beb = be + bh * (i64)n * DK + i;
     const i64 vstride = mstride / VEC;
-    vec s;
-    if (has_init) {
-        s = *reinterpret_cast<const vec*>(S0 + bh * mstride + e);
-    } else {
+    ta s[VEC];
 #pragma unroll
-        for (int x = 0; x < VEC; ++x) s.v[x] = (ta)0;
-    }
+    for (int x = 0; x < VEC; ++x) s[x] = has_init ? S0[bh * mstride + e + x] : (ta)0;
     constexpr int G = 8;
     vec cur[G], nxt[G];
     ta ca[G], cb[G], na[G], nb[G];
@@ -181,9 +157,13 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
 #pragma unroll
         for (int u = 0; u < G; ++u)
             if (j0 + u < n) {
-                Sb[(i64)(j0 + u) * vstride] = s;
+                vec o;
 #pragma unroll
-                for (int x = 0; x < VEC; ++x) s.v[x] = fma(ca[u], s.v[x], cb[u] * cur[u].v[x]);
+                for (int x = 0; x < VEC; ++x) {
+                    o.v[x] = to_st<ST>(s[x]);
+                    s[x] = fma(ca[u], s[x], cb[u] * from_st(cur[u].v[x]));
+                }
+                Sb[(i64)(j0 + u) * vstride] = o;
             }
 #pragma unroll
         for (int u = 0; u < G; ++u) {
@@ -192,17 +172,17 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
             cb[u] = nb[u];
         }
     }
-    *reinterpret_cast<vec*>(S_out + bh * mstride + e) = s;
+#pragma unroll
+    for (int x = 0; x < VEC; ++x) S_out[bh * mstride + e + x] = s[x];
 }
 
-// VEC = 16 bytes of columns when d_v allows (4 floats / 2 doubles), else 1.
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sv(const ta* __restrict__ al, const ta* __restrict__ be,
     ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init) {
-    scan_S<16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n, has_init);
+    scan_S<ta, 16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n, has_init);
 }
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict__ al, const ta* __restrict__ be,
     ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init) {
-    scan_S<1>(al, be, S, S0, S_out, DK, DV, n, has_init);
+    scan_S<ta, 1>(al, be, S, S0, S_out, DK, DV, n, has_init);
 }
 
 extern "C" __global__ void __launch_bounds__(NT) ek_output(
@@ -236,20 +216,12 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const ti* qb = q + (bh * Tq + r0) * DK;
     const ti* kb = k + (bh * Tk + r0) * DK;  // causal only (Tk == Tq)
     const ti* vb = v + (bh * Tk + r0) * DV;
-    auto load_dk = [&](const ti* src) {
-        return [=](int idx) {
-            int r = idx / DKP, i = idx % DKP;
-            return (r < ns && i < DK) ? ld(src + (i64)r * DK + i) : (ta)0;
-        };
-    };
-    staged<CH * DKP, NT>(load_dk(qb), [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
+    staged<CH * DKP, NT>(tile_loader<DKP>(q + bh * Tq * DK, r0, Tq, DK),
+                         [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
     if (causal) {
-        staged<CH * DKP, NT>(load_dk(kb), [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
-        staged<CH * DVP, NT>(
-            [&](int idx) {
-                int r = idx / DVP, c = idx % DVP;
-                return (r < ns && c < DV) ? ld(vb + (i64)r * DV + c) : (ta)0;
-            },
+        staged<CH * DKP, NT>(tile_loader<DKP>(k + bh * Tk * DK, r0, Tk, DK),
+                             [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
+        staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * Tk * DV, r0, Tk, DV),
             [&](int idx, ta x) { Vs[idx] = x; });
     }
     if (tid < CH) flag[tid] = 0;
@@ -757,75 +729,14 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5(
     ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal);
 }
 
-// v5 scan over bf16 summaries: S_c read and S_in written as bf16 (VEC = 4 per 8 bytes when
-// d_v % 4 == 0, else 1: 4 keeps 1024 threads per sequence at d = 64), the running state in fp32
-// registers, the final state fp32.
-template <int VEC>
-struct alignas(2 * VEC) PackH {
-    bf v[VEC];
-};
-template <int VEC>
-__device__ __forceinline__ void scan_Sh(const float* __restrict__ al, const float* __restrict__ be, bf* __restrict__ S,
-                                        const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n,
-                                        int has_init) {
-    typedef PackH<VEC> vec;
-    const i64 bh = blockIdx.y;
-    const int e = (blockIdx.x * NT + threadIdx.x) * VEC;
-    if (e >= DK * DV) return;
-    const int i = e / DV;
-    const i64 mstride = (i64)DK * DV;
-    vec* Sb = reinterpret_cast<vec*>(S + bh * (i64)n * mstride + e);
-    const float* alb = al + bh * (i64)n * DK + i;
-    const float* beb = be + bh * (i64)n * DK + i;
-    const i64 vstride = mstride / VEC;
-    float s[VEC];
-#pragma unroll
-    for (int x = 0; x < VEC; ++x) s[x] = has_init ? S0[bh * mstride + e + x] : 0.f;
-    constexpr int G = 8;
-    vec cur[G], nxt[G];
-    float ca[G], cb[G], na[G], nb[G];
-#pragma unroll
-    for (int u = 0; u < G; ++u)
-        if (u < n) {
-            cur[u] = Sb[u * vstride];
-            ca[u] = alb[(i64)u * DK];
-            cb[u] = beb[(i64)u * DK];
-        }
-    for (int j0 = 0; j0 < n; j0 += G) {
-#pragma unroll
-        for (int u = 0; u < G; ++u)
-            if (j0 + G + u < n) {
-                nxt[u] = Sb[(i64)(j0 + G + u) * vstride];
-                na[u] = alb[(i64)(j0 + G + u) * DK];
-                nb[u] = beb[(i64)(j0 + G + u) * DK];
-            }
-#pragma unroll
-        for (int u = 0; u < G; ++u)
-            if (j0 + u < n) {
-                vec o;
-#pragma unroll
-                for (int x = 0; x < VEC; ++x) {
-                    o.v[x] = to_bf(s[x]);
-                    s[x] = fmaf(ca[u], s[x], cb[u] * from_bf(cur[u].v[x]));
-                }
-                Sb[(i64)(j0 + u) * vstride] = o;
-            }
-#pragma unroll
-        for (int u = 0; u < G; ++u) {
-            cur[u] = nxt[u];
-            ca[u] = na[u];
-            cb[u] = nb[u];
-        }
-    }
-#pragma unroll
-    for (int x = 0; x < VEC; ++x) S_out[bh * mstride + e + x] = s[x];
-}
+// The scan over bf16 summaries (S_c read and S_in written as bf16; VEC = 4 per 8 bytes when
+// d_v % 4 == 0, else 1).
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Shv(const float* __restrict__ al, const float* __restrict__ be,
     bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init) {
-    scan_Sh<4>(al, be, S, S0, S_out, DK, DV, n, has_init);
+    scan_S<bf, 4>(al, be, S, S0, S_out, DK, DV, n, has_init);
 }
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sh1(const float* __restrict__ al, const float* __restrict__ be,
     bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init) {
-    scan_Sh<1>(al, be, S, S0, S_out, DK, DV, n, has_init);
+    scan_S<bf, 1>(al, be, S, S0, S_out, DK, DV, n, has_init);
 }
 #endif

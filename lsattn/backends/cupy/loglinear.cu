@@ -100,20 +100,8 @@ extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
     const i64 g0 = (F + j) * CH - p;
     const ti* kb = k + bh * T * DK;
     const ti* vb = v + bh * T * DV;
-    staged<CH * DKP, NT>(
-        [&](int idx) {
-            int i = idx % DKP;
-            i64 g = g0 + idx / DKP;
-            return (g >= 0 && g < T && i < DK) ? ld(kb + g * DK + i) : (ta)0;
-        },
-        [&](int idx, ta x) { Kw[idx] = x; });
-    staged<CH * DVP, NT>(
-        [&](int idx) {
-            int c = idx % DVP;
-            i64 g = g0 + idx / DVP;
-            return (g >= 0 && g < T && c < DV) ? ld(vb + g * DV + c) : (ta)0;
-        },
-        [&](int idx, ta x) { Vs[idx] = x; });
+    staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK), [&](int idx, ta x) { Kw[idx] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
     chunk_cumsum(a + bh * T, g0, T, As);
     __syncthreads();
     const ta gend = As[CH - 1];
@@ -122,16 +110,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
     ta acc[RI][RN];
     zero_acc(acc);
     mm_acc<RI, RN, CH>(acc, Kw, DKP, Vs, DVP, ty, tx);
-    ta* Hb = H + (bh * n + j) * (i64)DK * DV;
-#pragma unroll
-    for (int ii = 0; ii < RI; ++ii) {
-        int i = ty * RI + ii;
-#pragma unroll
-        for (int jj = 0; jj < RN; ++jj) {
-            int c = tx * RN + jj;
-            if (i < DK && c < DV) Hb[(i64)i * DV + c] = acc[ii][jj];
-        }
-    }
+    store_tile(H + (bh * n + j) * (i64)DK * DV, acc, DK, DV, ty, tx);
     if (tid == 0) gsum[bh * n + j] = gend;
 }
 
@@ -190,29 +169,10 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
     const ti* kb = k + bh * T * DK;
     const ti* vb = v + bh * T * DV;
     const ti* lb = lam + bh * T * L;
-    auto load_dk = [&](const ti* src) {
-        return [=](int idx) {
-            int i = idx % DKP;
-            i64 g = g0 + idx / DKP;
-            return (g >= 0 && g < T && i < DK) ? ld(src + g * DK + i) : (ta)0;
-        };
-    };
-    staged<CH * DKP, NT>(load_dk(qb), [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
-    staged<CH * DKP, NT>(load_dk(kb), [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
-    staged<CH * DVP, NT>(
-        [&](int idx) {
-            int c = idx % DVP;
-            i64 g = g0 + idx / DVP;
-            return (g >= 0 && g < T && c < DV) ? ld(vb + g * DV + c) : (ta)0;
-        },
-        [&](int idx, ta x) { Vs[idx] = x; });
-    staged<CH * NLC, NT>(
-        [&](int idx) {
-            int l = idx % NLC;
-            i64 g = g0 + idx / NLC;
-            return (g >= 0 && g < T && l < L) ? ld(lb + g * L + l) : (ta)0;
-        },
-        [&](int idx, ta x) { lamS[idx] = x; });
+    staged<CH * DKP, NT>(tile_loader<DKP>(qb, g0, T, DK), [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
+    staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK), [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
+    staged<CH * NLC, NT>(tile_loader<NLC>(lb, g0, T, L), [&](int idx, ta x) { lamS[idx] = x; });
     chunk_cumsum(a + bh * T, g0, T, As);
     __syncthreads();
 
