@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 
 import numpy as np
 
@@ -32,6 +33,16 @@ def ta_name(xp, dtype):
 
 def flat(xp, x, shape):
     return xp.ascontiguousarray(xp.reshape(x, shape))
+
+
+def batch_layout(ops, q, half):
+    """``(xp, batch, BH, ta_dtype)`` of a call: its namespace (CuPy), batch axes, the number of
+    sequences (one grid row each) and the dtype the kernels compute and keep states in."""
+    xp = ops.xp
+    batch = tuple(q.shape[:-2])
+    BH = math.prod(batch)
+    check_grid(BH)
+    return xp, batch, BH, (xp.float32 if half else q.dtype)
 
 
 def check_grid(BH):

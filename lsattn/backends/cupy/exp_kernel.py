@@ -3,12 +3,10 @@ logic (chunk summaries, the two-pass scan, the output read; decoding steps) and 
 implementation."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ...state import State
-from ._arrays import check_grid, flat, inputs, narrow, on_gpu, ta_name, widen
+from ._arrays import batch_layout, flat, inputs, narrow, on_gpu, ta_name, widen
 from ._compile import DV_BLOCK, make_config
 
 __all__ = ["forward", "compute"]
@@ -16,14 +14,10 @@ __all__ = ["forward", "compute"]
 
 def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half=""):
     """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
-    in ``_ll_compute``; non-causal calls take none); init: (m, S, z) of the incoming state or None.
+    in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none); init: (m, S, z) of the incoming state or None.
     Returns (out (..., Tq, d_v), (m, S, z) or None)."""
-    xp = ops.xp
-    batch = tuple(q.shape[:-2])
+    xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     Tq, Tk, DK, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
-    BH = math.prod(batch)
-    check_grid(BH)
-    ta_dtype = xp.float32 if half else q.dtype
     if DV > DV_BLOCK:
         outs, Ss, mz = [], [], None
         for c0 in range(0, DV, DV_BLOCK):

@@ -2,10 +2,8 @@
 (chunk layout, the Fenwick up-sweep plan, the state bookkeeping) and the backend's implementation."""
 from __future__ import annotations
 
-import math
-
 from ...state import State
-from ._arrays import check_grid, flat, inputs, on_gpu, ta_name
+from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name
 from ._compile import DV_BLOCK, make_config
 
 __all__ = ["forward", "compute", "upsweep_plan"]
@@ -19,12 +17,8 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half=""):
     old: (..., n_old, d_k, d_v) float32 / float64, or None.
     Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None).
     """
-    xp = ops.xp
-    batch = tuple(q.shape[:-2])
+    xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
-    BH = math.prod(batch)
-    check_grid(BH)
-    ta_dtype = xp.float32 if half else q.dtype
     if DV > DV_BLOCK:  # independent column blocks of v (and of the state)
         outs, levs = [], []
         for c0 in range(0, DV, DV_BLOCK):
