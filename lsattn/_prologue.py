@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import backends
+from ._nonfinite import prepare
 from ._validate import check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
 from .fenwick import num_levels
 from .state import check_state
@@ -39,11 +40,18 @@ class Op:
     name: the operator's name (states and backends are keyed by it).
     inputs: ``((argument name, role), ...)`` in the order the implementations take them.
     state_shapes: ``(batch, offset, d_k, d_v) -> {tensor name: shape}`` of a valid state.
+    neg_inf: arguments where ``-inf`` is a legitimate zero (``exp(-inf) = 0``); elsewhere every
+        non-finite entry poisons its outputs (:mod:`lsattn._nonfinite`).
+    clamp: those of ``neg_inf`` whose ``-inf`` the prologue replaces by the finite stand-in.
+    value_state: state tensors whose last axis is ``d_v`` (a non-finite entry poisons its feature).
     """
 
     name: str
     inputs: tuple
     state_shapes: Callable
+    neg_inf: tuple = ()
+    clamp: tuple = ()
+    value_state: tuple = ()
 
 
 def check_flag(name, value):
@@ -132,7 +140,10 @@ def run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, c
     chosen = backends.resolve(op.name, xp, present[0], backend, grad=grad)
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
     args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]
+    args, state, marks = prepare(op, args, state, xp, offset, causal, batch)
     out, new_state = chosen.implementation(op.name)(*args, *extra, state, return_state)
+    if marks is not None:
+        out, new_state = marks.apply(xp, out, new_state, causal)
     out = xp.astype(out, out_dtype, copy=False)
     return (out, new_state) if return_state else out
 
