@@ -16,6 +16,8 @@ __all__ = ["num_levels", "fenwick_level", "level_matrix", "bucket", "levels_of_p
 
 
 def _as_index(name, value):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, not a bool ({value!r})")
     try:
         value = operator.index(value)
     except TypeError:
@@ -31,17 +33,16 @@ def num_levels(T):
     Parameters
     ----------
     T : int
-        Sequence length (>= 1); absolute, so pass ``offset + T`` when streaming.
+        Sequence length (>= 0); absolute, so pass ``offset + T`` when streaming.
 
     Returns
     -------
     int
-        ``1 + ceil(log2 T)``; 1 for ``T = 1``.
+        ``1 + ceil(log2 T)``; 1 for ``T = 1``; 0 for ``T = 0`` (no positions, no levels: every
+        operator accepts ``T = 0`` with any number of levels).
     """
     T = _as_index("T", T)
-    if T < 1:
-        raise ValueError(f"T must be >= 1, got {T}")
-    return 1 + (T - 1).bit_length()
+    return 1 + (T - 1).bit_length() if T else 0
 
 
 def _bit_length(xp, x):
@@ -99,7 +100,7 @@ def level_matrix(T, *, xp=None, device=None):
     Parameters
     ----------
     T : int
-        Sequence length (>= 1).
+        Sequence length (>= 0).
     xp : array namespace, optional
         Namespace of the result (default NumPy).
     device : optional
@@ -110,8 +111,6 @@ def level_matrix(T, *, xp=None, device=None):
     array of shape (T, T), int64 (int32 on JAX without x64)
     """
     T = _as_index("T", T)
-    if T < 1:
-        raise ValueError(f"T must be >= 1, got {T}")
     xp = np if xp is None else xp
     kw = {} if device is None else {"device": device}
     pos = xp.arange(T, dtype=_index_dtype(xp), **kw)
