@@ -98,7 +98,7 @@ class State:
         import dataclasses
 
         ns = array_api_compat.array_namespace(xp.asarray(0.0))  # ``torch`` -> its array-API wrapper
-        dtype = getattr(ns, _dtype_name(self.dtype))
+        dtype = ns.asarray(0.0, dtype=getattr(ns, _dtype_name(self.dtype))).dtype  # as the operators record it
 
         def move(t):
             if array_api_compat.array_namespace(t) is ns:
@@ -112,7 +112,7 @@ class State:
 
 def _dtype_name(dtype):
     """``float64`` for ``numpy.float64``, ``torch.float64``, ``dtype('float64')``: namespace-neutral."""
-    return str(dtype).split(".")[-1]
+    return (getattr(dtype, "__name__", None) or str(dtype)).split(".")[-1]
 
 
 def _host(t):
