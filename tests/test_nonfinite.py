@@ -61,7 +61,8 @@ def call(op, arrays, **kw):
 
 def reference(op, arrays):
     f = getattr(ref, op)
-    return to_numpy(f(*arrays[:4], log_decay=arrays[4]) if op == "loglinear_log_attention" else f(*arrays))
+    with np.errstate(all="ignore"):  # IEEE arithmetic on NaN and infinities is the point here
+        return to_numpy(f(*arrays[:4], log_decay=arrays[4]) if op == "loglinear_log_attention" else f(*arrays))
 
 
 def poisoned(op, arg, s, j, value, T, dv):
@@ -220,7 +221,7 @@ def test_zero_key_row(op, where, seed, T, s):
 STRONG = [-1e3, -1e4, -1e6]
 
 
-@pytest.mark.parametrize("where", WHERE[:4] + WHERE[5:], ids=["-".join(w) for w in WHERE[:4] + WHERE[5:]])
+@pytest.mark.parametrize("where", WHERE, ids=["-".join(w) for w in WHERE])
 @pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @settings(max_examples=max(2, settings.default.max_examples // 3))
