@@ -241,3 +241,30 @@ def test_strong_decays_among_weak_ones(op, where, dtype, seed, T, strong):
     expected = reference(op, arrays)
     check(run(op, where, arrays, dtype), expected, np.zeros(expected.shape, bool), OPS[op][3 if dtype == "float32" else 2],
           f"{op} {dtype} on {where}")
+
+
+@pytest.mark.parametrize("where", WHERE[:4], ids=["-".join(w) for w in WHERE[:4]])
+@pytest.mark.parametrize("op", ["log_attention", "exp_kernel_attention"])
+@given(seed=st.integers(0, 2**32 - 1), Tq=st.integers(1, 12), Tk=st.integers(1, 12), data=st.data())
+def test_non_causal(op, where, seed, Tq, Tk, data):
+    """Non-causal: a poisoned key reaches every row, a poisoned value its feature in every row, a
+    poisoned query its row; everything else is the reference."""
+    rng = np.random.default_rng(seed)
+    q, k, v = rng.standard_normal((2, Tq, 3)), rng.standard_normal((2, Tk, 3)), rng.standard_normal((2, Tk, 2))
+    arg = data.draw(st.integers(0, 2))
+    x = (q, k, v)[arg]
+    s, j = data.draw(st.integers(0, x.shape[1] - 1)), data.draw(st.integers(0, x.shape[2] - 1))
+    value = data.draw(st.sampled_from([math.nan, math.inf]))
+    x[0, s, j] = value
+    mask = np.zeros((2, Tq, 2), dtype=bool)
+    if arg == 0:
+        mask[0, s] = True
+    elif arg == 1:
+        mask[0] = True
+    else:
+        mask[0, :, j] = True
+    with np.errstate(all="ignore"):
+        expected = to_numpy(getattr(ref, op)(q, k, v, causal=False))
+    xs = on(where, [q, k, v])
+    out = getattr(lsattn, op)(*xs, causal=False, backend=where[1])
+    check(out, expected, mask, OPS[op][2], f"{op} non-causal on {where}")
