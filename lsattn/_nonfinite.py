@@ -125,6 +125,9 @@ def prepare(op, args, state, xp, offset, causal, batch):
         if x is None:
             out_args.append(None)
             continue
+        if not lazy and _all_finite(xp, x):  # the common case: one reduction, nothing to do
+            out_args.append(x)
+            continue
         neg_ok = name in op.neg_inf
         bad = ~(x < inf) if neg_ok else ~xp.isfinite(x)  # NaN compares False
         clamp = name in op.clamp
@@ -151,10 +154,10 @@ def prepare(op, args, state, xp, offset, causal, batch):
         nb = len(batch)
         tensors = {}
         for name, t in state.tensors.items():
-            bad = ~xp.isfinite(t)
-            if not lazy and not bool(xp.any(bad)):
+            if not lazy and _all_finite(xp, t):
                 tensors[name] = t
                 continue
+            bad = ~xp.isfinite(t)
             tensors[name] = xp.where(bad, xp.zeros((), dtype=t.dtype, device=device_of(t)), t)
             if name in op.value_state:
                 axes = tuple(range(nb, t.ndim - 1))
@@ -169,6 +172,12 @@ def prepare(op, args, state, xp, offset, causal, batch):
     if rows is None and start is None and cols is None and state_all is None and state_cols is None:
         return out_args, state, None
     return out_args, state, Marks(rows, start, cols, state_all, state_cols, op.value_state)
+
+
+def _all_finite(xp, x):
+    """True when every entry of the concrete array ``x`` is finite, by one sum: a NaN or an infinity
+    makes the sum non-finite. A finite sum can still overflow: False then, and the caller looks closer."""
+    return math.isfinite(float(xp.sum(x)))
 
 
 def _clamped(xp, x):
