@@ -86,7 +86,7 @@ class Marks:
         if self.state_cols is not None:
             mask = _or(mask, self.state_cols[..., None, :])
         if mask is not None:
-            out = xp.where(mask, _nan(xp, out), out)
+            out = _where_nan(xp, mask, out)
         if new_state is None:
             return out, None
         every = _or(self.state_all, None if start is None else _any(xp, start, -1))
@@ -100,14 +100,17 @@ class Marks:
             m = None if every is None else every[(...,) + (None,) * extra]
             if feats is not None and name in self.value_state:
                 m = _or(m, feats[(...,) + (None,) * (extra - 1) + (slice(None),)])
-            tensors[name] = t if m is None else xp.where(m, _nan(xp, t), t)
+            tensors[name] = t if m is None else _where_nan(xp, m, t)
         import dataclasses
 
         return out, dataclasses.replace(new_state, tensors=tensors)
 
 
-def _nan(xp, like):
-    return xp.asarray(math.nan, dtype=like.dtype, device=device_of(like))
+def _where_nan(xp, mask, x):
+    """NaN where ``mask`` (broadcast), else ``x``; Dask keeps ``x``'s chunks (the masks come from
+    other inputs, which may be chunked otherwise)."""
+    out = xp.where(mask, xp.asarray(math.nan, dtype=x.dtype, device=device_of(x)), x)
+    return out.rechunk(x.chunks) if array_api_compat.is_dask_array(x) else out
 
 
 def prepare(op, args, state, xp, offset, causal, batch):
