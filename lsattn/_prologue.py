@@ -71,9 +71,10 @@ def _shapes(op, arrays, causal):
     Tk, d_v = T, None
     for (name, role), x in zip(op.inputs, arrays):
         tail = 1 if role == "tok" else 2
-        if x is not None and x.ndim != len(batch) + tail:  # name both: either may miss an axis
+        if x is not None and x.ndim != len(batch) + tail:  # the one with fewer axes first; name both
             has = tuple(x.shape[: x.ndim - tail]) if x.ndim >= tail else "none"
-            raise ValueError(f"{qname} and {name} must have the same leading batch axes: {qname} has shape "
+            first, second = (name, qname) if x.ndim < len(batch) + tail else (qname, name)
+            raise ValueError(f"{first} must have the same leading batch axes as {second}: {qname} has shape "
                              f"{tuple(named[qname].shape)} (batch axes {batch}), {name} has shape {tuple(x.shape)} "
                              f"(batch axes {has})")
     for (name, role), x in zip(op.inputs, arrays):
@@ -97,8 +98,7 @@ def _check_state_fields(op, state):
     """TypeError / ValueError unless ``state`` is a State whose offset is an int >= 0 and whose tensors
     are arrays (checked before anything reads them: a hand-built state must fail here, clearly)."""
     if not isinstance(state, State):
-        raise TypeError(f"state must be a lsattn State returned by {op.name}(..., return_state=True), "
-                        f"got {type(state).__name__}")
+        return  # check_state says what it should be
     offset = state.offset
     traced = "jax" in sys.modules and isinstance(offset, sys.modules["jax"].core.Tracer)  # exp-kernel offset leaf
     if not traced:

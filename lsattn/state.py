@@ -82,9 +82,9 @@ class State:
             # a Dask call may continue an in-memory stream: NumPy tensors become its first block
             dask_from_numpy = array_api_compat.is_dask_namespace(xp) and array_api_compat.is_numpy_array(t)
             if array_api_compat.array_namespace(t) is not xp and not dask_from_numpy:
-                raise ValueError(f"state tensor {name!r} is a {type(t).__name__} ({array_api_compat.array_namespace(t).__name__}) "
-                                 f"but the inputs are {xp.__name__} arrays: the namespaces differ; convert the state "
-                                 f"with state.to(xp, device)")
+                raise ValueError(f"state tensor {name!r} is a {type(t).__name__}, from another array namespace than the "
+                                 f"inputs ({array_api_compat.array_namespace(t).__name__}, not {xp.__name__}): the "
+                                 f"namespaces differ; convert the state with state.to(xp, device)")
         if _dtype_name(self.dtype) != _dtype_name(dtype):
             raise ValueError(f"state computes in {self.dtype} but these inputs compute in {dtype}; pass inputs of the state's dtype")
         return self

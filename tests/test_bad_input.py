@@ -36,6 +36,13 @@ def inputs(op, T=6, batch=(2,), dk=3, dv=2, seed=0):
     return [q, k, v, lam, a]
 
 
+#: argument names in ``inputs`` order
+ARGS = {"log_attention": ["q", "k", "log_v"], "exp_kernel_attention": ["q", "k", "v"],
+        "loglinear_attention": ["q", "k", "v", "log_decay", "level_weights"],
+        "loglinear_gated_delta": ["q", "k", "v", "log_decay", "beta", "level_weights"],
+        "loglinear_log_attention": ["q", "k", "log_v", "log_level_weights", "log_decay"]}
+
+
 def call(op, arrays, **kw):
     f = getattr(lsattn, op)
     if op == "loglinear_log_attention":
@@ -75,14 +82,18 @@ def test_flags_must_be_bools(op, backend):
 
 @pytest.mark.parametrize("op", OPS)
 def test_missing_batch_axis_names_both_arguments(op):
+    """The argument that lost its batch axis comes first (q too: not reported against k), and the
+    message shows both shapes."""
     arrays = inputs(op)
+    names = ARGS[op]
     for i in range(len(arrays)):
         cut = list(arrays)
         cut[i] = cut[i][0]  # this one lost its batch axis
         with pytest.raises(ValueError, match="must have the same leading batch axes") as info:
             call(op, cut)
         msg = str(info.value)
-        assert msg.startswith("q and "), msg
+        other = names[1] if i == 0 else "q"
+        assert msg.startswith(f"{names[i]} must have the same leading batch axes as {other}:"), msg
         assert "q has shape" in msg and str(tuple(cut[i].shape)) in msg, msg
 
 
@@ -135,7 +146,7 @@ def _edits(op, st):
         ("negative offset", dataclasses.replace(st, offset=-1), ValueError, "offset must be >= 0"),
         ("float offset", dataclasses.replace(st, offset=6.0), TypeError, "offset must be a Python int"),
         ("bool offset", dataclasses.replace(st, offset=True), TypeError, "offset must be a Python int"),
-        ("not a State", dict(st.tensors), TypeError, "state must be a lsattn State"),
+        ("not a State", dict(st.tensors), ValueError, "state must be a lsattn State"),
     ]
     if op.startswith("loglinear"):  # an offset whose Fenwick levels need another number of slots
         variants.append(("offset of other levels", dataclasses.replace(st, offset=8), ValueError, "do not match the expected"))
