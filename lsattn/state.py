@@ -89,7 +89,6 @@ class State:
             raise ValueError(f"state computes in {self.dtype} but these inputs compute in {dtype}; pass inputs of the state's dtype")
         return self
 
-
     def to(self, xp, device=None):
         """This state with its tensors in the namespace ``xp`` (``numpy``, ``array_api_compat.torch``,
         ``jax.numpy``, ``cupy``, ...), on ``device`` when given: continue a NumPy stream on torch, a
