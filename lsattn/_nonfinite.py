@@ -27,6 +27,7 @@ not clear it (the state carries it).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 
@@ -42,10 +43,6 @@ def _traced(x):
     """True for a JAX tracer (no concrete values: masks must stay lazy)."""
     jax = sys.modules.get("jax")
     return jax is not None and isinstance(x, jax.core.Tracer)
-
-
-def _any(xp, m, axis):
-    return xp.any(m, axis=axis)
 
 
 def _cum_any(xp, m, axis):
@@ -78,9 +75,9 @@ class Marks:
             mask = self.rows[..., None]
         start, cols = self.start, self.cols
         if start is not None:
-            mask = _or(mask, (_cum_any(xp, start, -1) if causal else _any(xp, start, -1)[..., None])[..., None])
+            mask = _or(mask, (_cum_any(xp, start, -1) if causal else xp.any(start, axis=-1)[..., None])[..., None])
         if cols is not None:
-            mask = _or(mask, _cum_any(xp, cols, -2) if causal else _any(xp, cols, -2)[..., None, :])
+            mask = _or(mask, _cum_any(xp, cols, -2) if causal else xp.any(cols, axis=-2)[..., None, :])
         if self.state_all is not None:
             mask = _or(mask, self.state_all[..., None, None])
         if self.state_cols is not None:
@@ -89,8 +86,8 @@ class Marks:
             out = _where_nan(xp, mask, out)
         if new_state is None:
             return out, None
-        every = _or(self.state_all, None if start is None else _any(xp, start, -1))
-        feats = _or(self.state_cols, None if cols is None else _any(xp, cols, -2))
+        every = _or(self.state_all, None if start is None else xp.any(start, axis=-1))
+        feats = _or(self.state_cols, None if cols is None else xp.any(cols, axis=-2))
         if every is None and feats is None:
             return out, new_state
         nb = len(new_state.batch_shape)
@@ -101,8 +98,6 @@ class Marks:
             if feats is not None and name in self.value_state:
                 m = _or(m, feats[(...,) + (None,) * (extra - 1) + (slice(None),)])
             tensors[name] = t if m is None else _where_nan(xp, m, t)
-        import dataclasses
-
         return out, dataclasses.replace(new_state, tensors=tensors)
 
 
@@ -142,12 +137,12 @@ def prepare(op, args, state, xp, offset, causal, batch):
         zero = xp.zeros((), dtype=x.dtype, device=device_of(x))
         out_args.append(xp.where(bad, zero, _clamped(xp, x) if clamp else x))
         if role == "q":
-            rows = _or(rows, _any(xp, bad, -1))
+            rows = _or(rows, xp.any(bad, axis=-1))
         elif role == "lev":
             used = _row_levels_used(offset, x.shape[-2], x.shape[-1])
-            rows = _or(rows, _any(xp, bad & xp.asarray(used, device=device_of(x)), -1))
+            rows = _or(rows, xp.any(bad & xp.asarray(used, device=device_of(x)), axis=-1))
         elif role == "k":
-            start = _or(start, _any(xp, bad, -1))
+            start = _or(start, xp.any(bad, axis=-1))
         elif role == "tok":
             start = _or(start, bad)
         else:  # "v"
@@ -169,8 +164,6 @@ def prepare(op, args, state, xp, offset, causal, batch):
                 axes = tuple(range(nb, t.ndim))
                 state_all = _or(state_all, xp.any(bad, axis=axes) if axes else bad)
         if any(tensors[n] is not t for n, t in state.tensors.items()):
-            import dataclasses
-
             state = dataclasses.replace(state, tensors=tensors)
     if rows is None and start is None and cols is None and state_all is None and state_cols is None:
         return out_args, state, None
