@@ -35,6 +35,7 @@ bucket ``B_p^l`` sits at the same level ``max(l, bit_length(p XOR t))``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -53,6 +54,8 @@ __all__ = [
     "state_read_levels",
     "MergePlan",
     "state_merge_plan",
+    "segsum",
+    "suffix_after",
 ]
 
 
@@ -128,6 +131,31 @@ def from_chunks(xp, x, layout, axis):
         return x
     index = (slice(None),) * ax + (slice(layout.pad_left, layout.pad_left + layout.T), ...)
     return x[index]
+
+
+# ---- log-decay sums -------------------------------------------------------------------------
+#
+# A decay over a stretch is always summed over that stretch, never taken as the difference of two
+# cumulative sums: the rounding of ``A_t - A_s`` grows with every decay before ``s`` (one decay of
+# -1e6 early on costs float32 0.06 on every later pair), and ``-inf - -inf`` (a hard reset) is NaN.
+
+def segsum(xp, a):
+    """``D[..., t, s] = a_{s+1} + ... + a_t`` for ``s <= t`` (summed over that stretch), ``-inf`` for ``s > t``.
+
+    (..., C) -> (..., C, C); ``O(C^2)`` work and memory, like the masked ``C x C`` products it feeds."""
+    C = a.shape[-1]
+    dev = device_of(a)
+    after = xp.asarray(np.tri(C, C, -1, dtype=bool), device=dev)  # [r, s]: r > s
+    causal = xp.asarray(np.tri(C, C, 0, dtype=bool), device=dev)  # [t, s]: s <= t
+    zero = xp.zeros((), dtype=a.dtype, device=dev)
+    terms = xp.where(after, a[..., :, None], zero)  # [r, s] = a_r for r > s
+    return xp.where(causal, xp.cumulative_sum(terms, axis=-2), xp.asarray(-math.inf, dtype=a.dtype, device=dev))
+
+
+def suffix_after(xp, a):
+    """``a_{s+1} + ... + a_{end}`` along the last axis (summed from the end). (..., N) -> (..., N)"""
+    incl = xp.flip(xp.cumulative_sum(xp.flip(a, axis=-1), axis=-1), axis=-1)
+    return xp.concat([incl[..., 1:], xp.zeros_like(incl[..., :1])], axis=-1)
 
 
 # ---- the tree over chunk indices --------------------------------------------------------------

@@ -20,6 +20,7 @@ backend receives float32 and the output is cast back.
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,9 +28,10 @@ import array_api_compat
 import numpy as np
 
 from . import backends
-from ._validate import check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
+from ._nonfinite import prepare
+from ._validate import _device_or_none, check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
 from .fenwick import num_levels
-from .state import check_state
+from .state import State, check_state
 
 __all__ = ["Op", "run", "check_flag"]
 
@@ -41,11 +43,18 @@ class Op:
     name: the operator's name (states and backends are keyed by it).
     inputs: ``((argument name, role), ...)`` in the order the implementations take them.
     state_shapes: ``(batch, offset, d_k, d_v) -> {tensor name: shape}`` of a valid state.
+    neg_inf: arguments where ``-inf`` is a legitimate zero (``exp(-inf) = 0``); elsewhere every
+        non-finite entry poisons its outputs (:mod:`lsattn._nonfinite`).
+    clamp: those of ``neg_inf`` whose ``-inf`` the prologue replaces by the finite stand-in.
+    value_state: state tensors whose last axis is ``d_v`` (a non-finite entry poisons its feature).
     """
 
     name: str
     inputs: tuple
     state_shapes: Callable
+    neg_inf: tuple = ()
+    clamp: tuple = ()
+    value_state: tuple = ()
 
 
 def check_flag(name, value):
@@ -62,39 +71,64 @@ def _shapes(op, arrays, causal):
     batch, T, d_k = seq_split(qname, named[qname])
     Tk, d_v = T, None
     for (name, role), x in zip(op.inputs, arrays):
+        tail = 1 if role == "tok" else 2
+        if x is not None and x.ndim != len(batch) + tail:  # the one with fewer axes first; name both
+            has = tuple(x.shape[: x.ndim - tail]) if x.ndim >= tail else "none"
+            first, second = (name, qname) if x.ndim < len(batch) + tail else (qname, name)
+            raise ValueError(f"{first} must have the same leading batch axes as {second}: {qname} has shape "
+                             f"{tuple(named[qname].shape)} (batch axes {batch}), {name} has shape {tuple(x.shape)} "
+                             f"(batch axes {has})")
+    for (name, role), x in zip(op.inputs, arrays):
         if x is None or role == "q":
             continue
         if role == "k":
-            if x.ndim != len(batch) + 2:
-                raise ValueError(f"{name} must have shape (..., Tk, d_k) with the batch axes of {qname} {batch}, "
-                                 f"got {tuple(x.shape)}")
             Tk = x.shape[-2] if not causal else T
             how = "(..., T, d_k) like q (causal: as many keys as queries)" if causal else "(..., Tk, d_k) with q's batch axes and d_k"
             check_shape(name, x, batch + (Tk, d_k), how)
         elif role == "v":
-            if x.ndim != len(batch) + 2:
-                raise ValueError(f"{name} must have shape (..., T, d_v) with the batch axes of {qname} {batch}, "
-                                 f"got {tuple(x.shape)}")
             d_v = x.shape[-1]
             check_shape(name, x, batch + (Tk, d_v), "(..., T, d_v) like q" if causal else "(..., Tk, d_v) like k")
         elif role == "tok":
             check_shape(name, x, batch + (T,), "(..., T)")
         elif role == "lev":
-            if x.ndim != len(batch) + 2:
-                raise ValueError(f"{name} must have shape (..., T, L) = {batch + (T, 'L')}, got {tuple(x.shape)}")
             check_shape(name, x, batch + (T, x.shape[-1]), "(..., T, L)")
     return batch, T, Tk, d_k, d_v
 
 
-def _check_state_tensors(op, state, xp, batch, d_k, d_v, dtype):
-    """ValueError unless the state's tensors are exactly the ones ``op`` writes (names, shapes, dtype)."""
+def _check_state_fields(op, state):
+    """TypeError / ValueError unless ``state`` is a State whose offset is an int >= 0 and whose tensors
+    are arrays (checked before anything reads them: a hand-built state must fail here, clearly)."""
+    if not isinstance(state, State):
+        return  # check_state says what it should be
+    offset = state.offset
+    traced = "jax" in sys.modules and isinstance(offset, sys.modules["jax"].core.Tracer)  # exp-kernel offset leaf
+    if not traced:
+        if isinstance(offset, bool) or not isinstance(offset, int):
+            raise TypeError(f"state.offset must be a Python int, got {offset!r} ({type(offset).__name__})")
+        if offset < 0:
+            raise ValueError(f"state.offset must be >= 0, got {offset}")
+    if not isinstance(state.tensors, dict):
+        raise TypeError(f"state.tensors must be a dict of arrays, got {type(state.tensors).__name__}")
+    for name, t in state.tensors.items():
+        if not array_api_compat.is_array_api_obj(t):
+            raise TypeError(f"state tensor {name!r} must be an array, got {type(t).__name__}")
+
+
+def _check_state_tensors(op, state, xp, like, batch, d_k, d_v, dtype):
+    """ValueError unless the state's tensors are exactly the ones ``op`` writes (names, shapes,
+    dtype) and sit on the device of the inputs (``like``)."""
     want = op.state_shapes(tuple(batch), state.offset, d_k, d_v)
     got = {name: tuple(t.shape) for name, t in state.tensors.items()}
     if got != want:
         raise ValueError(f"state tensors {got} do not match the expected {want} for {op.name} at offset {state.offset}")
+    dev = _device_or_none(like)
     for name, t in state.tensors.items():
         if t.dtype != dtype:
             raise ValueError(f"state tensor {name!r} has dtype {t.dtype}, expected {dtype}")
+        tdev = _device_or_none(t)
+        if dev is not None and tdev is not None and str(tdev) != str(dev):
+            raise ValueError(f"state tensor {name!r} is on device {tdev} but the inputs are on {dev}; "
+                             f"move the state with state.to(xp, device)")
 
 
 def run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, causal=True):
@@ -121,8 +155,9 @@ def run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, c
     out_dtype = xp.result_type(*(x.dtype for x in present))
     state_dtype = compute_dtype(xp, out_dtype)
     if state is not None:
+        _check_state_fields(op, state)
         check_state(state, op.name, xp, batch, d_k, d_v, state_dtype)
-        _check_state_tensors(op, state, xp, batch, d_k, d_v, state_dtype)
+        _check_state_tensors(op, state, xp, present[0], batch, d_k, d_v, state_dtype)
     offset = 0 if state is None else state.offset
     if T > 0:
         for (name, role), x in zip(op.inputs, arrays):
@@ -134,8 +169,11 @@ def run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, c
     chosen = backends.resolve(op.name, xp, present[0], backend, grad=grad)
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
     args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]
+    args, state, marks = prepare(op, args, state, xp, offset, causal, batch)
     with _full_precision(xp):
         out, new_state = chosen.implementation(op.name)(*args, *extra, state, return_state)
+    if marks is not None:
+        out, new_state = marks.apply(xp, out, new_state, causal)
     out = xp.astype(out, out_dtype, copy=False)
     return (out, new_state) if return_state else out
 

@@ -3,7 +3,8 @@
 Subcommands:
   demo   run every implemented operator on NumPy at realistic sizes: error against the float64
          reference, time and peak memory; then a streaming run showing the per-token state and time.
-  info   the backend table: which backends exist here, which are available and why not.
+  info   the backend table: which backends exist here, which are available and why not;
+         ``--warm`` compiles the numba kernels into Numba's on-disk cache (first calls then load them).
   audit  numerical stability audit: every formulation and dtype against float64 (see docs/audit.md).
 """
 from __future__ import annotations
@@ -119,6 +120,15 @@ def demo(args):
 def info(args):
     rows = [(n, "yes" if ok else "no", reason, ", ".join(ops) or "-") for n, ok, reason, ops in backends.available()]
     _table(rows, ("backend", "available", "status", "operators"))
+    if args.warm:
+        if not backends.get("numba").status()[0]:
+            print("\n--warm: the numba backend is not available here; nothing to compile")
+            return 0
+        from .backends import numba_cpu
+
+        print("\nCompiling the numba kernels (or loading them from Numba's cache) ...")
+        rows = [(kernel, dtype, f"{seconds:.2f} s") for kernel, dtype, seconds in numba_cpu.warm()]
+        _table(rows, ("kernel", "dtype", "time"))
     return 0
 
 
@@ -131,6 +141,8 @@ def main(argv=None):
     p.add_argument("--stream-log2", type=int, default=12, help="stream up to 2**N tokens (default 12)")
     p.set_defaults(run=demo)
     p = sub.add_parser("info", help="list backends and whether they are available here")
+    p.add_argument("--warm", action="store_true",
+                   help="also compile every numba kernel for float32 and float64 into Numba's on-disk cache")
     p.set_defaults(run=info)
     from .audit import add_parser as add_audit_parser
 

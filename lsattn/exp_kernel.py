@@ -196,7 +196,8 @@ def _state_shapes(log_values, batch, d_k, d_v):
 
 
 _SPECS = {
-    op: Op(op, (("q", "q"), ("k", "k"), (vname, "v")), lambda batch, offset, d_k, d_v, lv=lv: _state_shapes(lv, batch, d_k, d_v))
+    op: Op(op, (("q", "q"), ("k", "k"), (vname, "v")), lambda batch, offset, d_k, d_v, lv=lv: _state_shapes(lv, batch, d_k, d_v),
+           neg_inf=("q", "k", "log_v") if lv else ("q", "k"), clamp=("q", "k"), value_state=("S", "n"))
     for op, vname, lv in ((LOG_OP, "log_v", True), (EXP_OP, "v", False))
 }
 

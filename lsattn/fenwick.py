@@ -19,6 +19,8 @@ __all__ = ["num_levels", "fenwick_level", "level_matrix", "bucket", "levels_of_p
 
 
 def _as_index(name, value):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, not a bool ({value!r})")
     try:
         value = operator.index(value)
     except TypeError:
@@ -34,12 +36,13 @@ def num_levels(T: int) -> int:
     Parameters
     ----------
     T : int
-        Sequence length (>= 1); absolute, so pass ``offset + T`` when streaming.
+        Sequence length (>= 0); absolute, so pass ``offset + T`` when streaming.
 
     Returns
     -------
     int
-        ``1 + ceil(log2 T)``; 1 for ``T = 1``.
+        ``1 + ceil(log2 T)``; 1 for ``T = 1``; 0 for ``T = 0`` (no positions, no levels: every
+        operator accepts ``T = 0`` with any number of levels).
 
     Examples
     --------
@@ -48,9 +51,7 @@ def num_levels(T: int) -> int:
     (1, 4, 5)
     """
     T = _as_index("T", T)
-    if T < 1:
-        raise ValueError(f"T must be >= 1, got {T}")
-    return 1 + (T - 1).bit_length()
+    return 1 + (T - 1).bit_length() if T else 0
 
 
 def _bit_length(xp, x):
@@ -117,7 +118,7 @@ def level_matrix(T: int, *, xp: Any = None, device: Any = None) -> Array:
     Parameters
     ----------
     T : int
-        Sequence length (>= 1).
+        Sequence length (>= 0).
     xp : array namespace, optional
         Namespace of the result (default NumPy).
     device : optional
@@ -137,8 +138,6 @@ def level_matrix(T: int, *, xp: Any = None, device: Any = None) -> Array:
      [ 2  2  1  0]]
     """
     T = _as_index("T", T)
-    if T < 1:
-        raise ValueError(f"T must be >= 1, got {T}")
     xp = np if xp is None else xp
     kw = {} if device is None else {"device": device}
     pos = xp.arange(T, dtype=_index_dtype(xp), **kw)

@@ -34,7 +34,9 @@ doubling of its diagonal blocks (``[[A, 0], [B, D]]^{-1} = [[A^-1, 0], [-D^-1 B 
   ``H = sum_s beta_s (A_{C-1} ... A_{s+1} k_s) v_s^T = Phi V`` with
   ``Phi = (e^{g - G} K)^T T^{-1} diag(beta)`` (column ``s``: ``beta_s A_{C-1} ... A_{s+1} k_s``).
 
-Exponentials are only ever taken of log-decay differences within a chunk and of ``G`` itself
+Exponentials are only ever taken of log-decay sums over the stretch they stand for (within a
+chunk: ``_chunktree.segsum`` and ``suffix_after``, never ``G_t - G_s``, whose rounding would grow
+with unrelated strong decays and which is NaN for a ``-inf`` hard reset) and of ``G`` itself
 (never ``exp(G) * exp(-G)``). Across chunks the generic chunk tree
 (``_chunktree.tree_levels``) combines summaries as ``(P_l P_e, P_l H_e + H_l)`` and yields, per
 chunk level ``l``, each chunk's bucket ``(P_B, H_B)`` and the prefix ``P_pre`` (the chunks between
@@ -63,7 +65,7 @@ import math
 import array_api_compat
 import numpy as np
 
-from ._chunktree import chunk_layout, from_chunks, state_read_levels, to_chunks, tree_levels
+from ._chunktree import chunk_layout, from_chunks, segsum, state_read_levels, suffix_after, to_chunks, tree_levels
 from ._prologue import Op, levels_state_shapes, run
 from ._typing import Array
 from ._validate import device_of
@@ -74,7 +76,7 @@ __all__ = ["loglinear_gated_delta"]
 
 OP = "loglinear_gated_delta"
 SPEC = Op(OP, (("q", "q"), ("k", "k"), ("v", "v"), ("log_decay", "tok"), ("beta", "tok"), ("level_weights", "lev")),
-          levels_state_shapes)
+          levels_state_shapes, neg_inf=("log_decay",), value_state=("levels",))
 
 #: Calls of at most this many tokens run the recurrent form (decoding); longer ones the chunkwise
 #: form. Both compute the same function; this is a speed choice (benchmarks/bench_gated_delta.py).
@@ -273,9 +275,9 @@ def _chunkwise_body(xp, q, k, v, log_decay, beta, level_weights, p, old, return_
     Qc, Kc, Vc = (to_chunks(xp, x, lay, -2) for x in (q, k, v))  # (B, n, C, d)
     lam_c = to_chunks(xp, level_weights, lay, -2)  # (B, n, C, L)
     bc = to_chunks(xp, beta, lay, -1)  # (B, n, C)
-    G = xp.cumulative_sum(to_chunks(xp, log_decay, lay, -1), axis=-1)  # (B, n, C) chunk-local, inclusive
+    a_c = to_chunks(xp, log_decay, lay, -1)  # (B, n, C)
 
-    ch = _chunk_forms(xp, Qc, Kc, Vc, G, bc)
+    ch = _chunk_forms(xp, Qc, Kc, Vc, a_c, bc)
     out = _masked_intra(xp, ch["attn"], Vc, lam_c)
     walk = _across_chunks(xp, ch, lam_c, lay, 1, need_prefix=old is not None, need_last=return_state)
     if walk["out"] is not None:
@@ -288,24 +290,25 @@ def _chunkwise_body(xp, q, k, v, log_decay, beta, level_weights, p, old, return_
     return out, levels
 
 
-def _unit_lower_inverse(xp, K, G, beta):
-    """``(I + N)^{-1}``, ``N[i, r] = beta_i e^{G_i - G_r} (k_i . k_r)`` for ``r < i`` (0 otherwise).
+def _unit_lower_inverse(xp, K, a, beta):
+    """``(I + N)^{-1}``, ``N[i, r] = beta_i e^{a_{r+1} + ... + a_i} (k_i . k_r)`` for ``r < i`` (0 otherwise).
 
     Recursive doubling of diagonal blocks: the inverse of ``[[A, 0], [B, D]]`` is
     ``[[A^-1, 0], [-D^-1 B A^-1, D^-1]]``; round ``j`` joins pairs of ``2^j``-blocks, ``log2 C``
-    rounds of batched matmuls, ``O(C^3)`` in all.
+    rounds of batched matmuls, ``O(C^3)`` in all. The decay of ``B`` is the earlier half's sum after
+    ``r`` plus the later half's sum up to ``i``: summed over that stretch only.
 
-    K: (..., C, d_k), G, beta: (..., C) -> (..., C, C)"""
+    K: (..., C, d_k), a (log decays), beta: (..., C) -> (..., C, C)"""
     batch, C, d_k = tuple(K.shape[:-2]), K.shape[-2], K.shape[-1]
     inv = xp.ones(batch + (C, 1, 1), dtype=K.dtype, device=device_of(K))  # (..., C / b, b, b)
     b = 1
     while b < C:
         pairs = C // (2 * b)
         Kp = xp.reshape(K, batch + (pairs, 2, b, d_k))
-        Gp = xp.reshape(G, batch + (pairs, 2, b))
+        ap = xp.reshape(a, batch + (pairs, 2, b))
         bp = xp.reshape(beta, batch + (pairs, 2, b))
         # B[i, r] = N[i, r], i in the later half, r in the earlier half of each pair: (..., pairs, b, b)
-        ratio = xp.exp(Gp[..., 1, :, None] - Gp[..., 0, None, :])
+        ratio = xp.exp(xp.cumulative_sum(ap[..., 1, :], axis=-1)[..., :, None] + suffix_after(xp, ap[..., 0, :])[..., None, :])
         B = (bp[..., 1, :, None] * ratio) * (Kp[..., 1, :, :] @ xp.matrix_transpose(Kp[..., 0, :, :]))
         first, second = inv[..., 0::2, :, :], inv[..., 1::2, :, :]
         low = -(second @ (B @ first))
@@ -315,22 +318,22 @@ def _unit_lower_inverse(xp, K, G, beta):
     return xp.reshape(inv, batch + (C, C))
 
 
-def _chunk_forms(xp, Qc, Kc, Vc, G, bc):
+def _chunk_forms(xp, Qc, Kc, Vc, a_c, bc):
     """Per-chunk WY quantities (zero incoming state), every chunk at once.
 
-    Qc, Kc: (..., n, C, d_k), Vc: (..., n, C, d_v), G, bc: (..., n, C) ->
+    Qc, Kc: (..., n, C, d_k), Vc: (..., n, C, d_v), a_c (log decays), bc: (..., n, C) ->
     dict with ``attn`` (..., n, C, C), ``qeff`` (..., n, C, d_k), ``phi`` (..., n, d_k, C),
     ``P`` (..., n, d_k, d_k), ``H`` (..., n, d_k, d_v) (see the module docstring)."""
-    C, d_k = Kc.shape[-2], Kc.shape[-1]
-    causal = xp.asarray(_chunk_levels(C) >= 0, device=device_of(G))
-    D = xp.exp(xp.where(causal, G[..., :, None] - G[..., None, :], -float("inf")))  # e^{G_t - G_s}, s <= t
-    Tinv = _unit_lower_inverse(xp, Kc, G, bc)
+    d_k = Kc.shape[-1]
+    G = xp.cumulative_sum(a_c, axis=-1)  # (..., n, C) chunk-local, inclusive
+    D = xp.exp(segsum(xp, a_c))  # e^{a_{s+1} + ... + a_t}, s <= t; 0 above the diagonal
+    Tinv = _unit_lower_inverse(xp, Kc, a_c, bc)
     attn = ((D * (Qc @ xp.matrix_transpose(Kc))) @ Tinv) * bc[..., None, :]  # beta_s q_t^T A_t..A_{s+1} k_s
     eG = xp.exp(G)[..., None]
     eGK = eG * Kc
     qeff = eG * Qc - attn @ eGK  # (A_t ... A_0)^T q_t
     g = G[..., -1:]  # (..., n, 1) chunk total log decay
-    Z = xp.exp(g - G)[..., None] * Kc  # e^{g - G_s} k_s
+    Z = xp.exp(suffix_after(xp, a_c))[..., None] * Kc  # e^{a_{s+1} + ... + a_{C-1}} k_s
     phi = xp.matrix_transpose(Z) @ (Tinv * bc[..., None, :])  # column s: beta_s A_{C-1} .. A_{s+1} k_s
     eye = xp.eye(d_k, dtype=Kc.dtype, device=device_of(Kc))
     P = xp.exp(g)[..., None] * eye - phi @ eGK  # A_{C-1} ... A_0

@@ -45,7 +45,8 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
-from ._chunktree import chunk_layout, from_chunks, state_merge_plan, state_read_levels, to_chunks, tree_levels
+from ._chunktree import (chunk_layout, from_chunks, state_merge_plan, state_read_levels, suffix_after, to_chunks,
+                         tree_levels)
 from ._typing import Array
 from ._validate import device_of
 from .exp_kernel import (
@@ -70,7 +71,8 @@ __all__ = ["loglinear_log_attention"]
 
 OP = "loglinear_log_attention"
 SPEC = Op(OP, (("q", "q"), ("k", "k"), ("log_v", "v"), ("log_level_weights", "lev"), ("log_decay", "tok")),
-          lambda batch, offset, d_k, d_v: _state_shapes(batch, offset.bit_length(), d_k, d_v))
+          lambda batch, offset, d_k, d_v: _state_shapes(batch, offset.bit_length(), d_k, d_v),
+          neg_inf=("q", "k", "log_v", "log_level_weights", "log_decay"), clamp=("q", "k"), value_state=("S", "n"))
 
 
 def loglinear_log_attention(
@@ -200,12 +202,6 @@ def _forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, 
     return out, _make_state(xp, p + T, batch, d_k, d_v, q.dtype, _advance_state(xp, k, log_v, a, old, p), q)
 
 
-def _suffix_after(xp, a):
-    """``a_{s+1} + ... + a_{end}`` along the last axis (summed from the end). (..., N) -> (..., N)"""
-    incl = xp.flip(xp.cumulative_sum(xp.flip(a, axis=-1), axis=-1), axis=-1)
-    return xp.concat([incl[..., 1:], xp.zeros_like(incl[..., :1])], axis=-1)
-
-
 def _in_chunks(xp, Qc, Kc, Vc, lam_c, a_c):
     """Diagonal and the in-chunk tree with level weights and decay: partial over (..., n, C)."""
     n, C = a_c.shape[-2], a_c.shape[-1]
@@ -216,7 +212,7 @@ def _in_chunks(xp, Qc, Kc, Vc, lam_c, a_c):
     h, level = 1, 1
     while h < C:
         blocks = xp.reshape(a, a.shape[:-1] + (n * C // h, h))  # aligned blocks of h tokens
-        key_shift = xp.reshape(_suffix_after(xp, blocks), a.shape)  # to the end of the key's block
+        key_shift = xp.reshape(suffix_after(xp, blocks), a.shape)  # to the end of the key's block
         row_shift = xp.reshape(xp.cumulative_sum(blocks, axis=-1), a.shape) + lam[..., level]
         part = _tree_level(xp, part, q, k, v, h, True, key_shift=key_shift, row_shift=row_shift)
         h, level = 2 * h, level + 1
@@ -247,7 +243,7 @@ def _masked(xp, part, mask, lo):
 def _across_chunks(xp, part, Qc, Kc, Vc, lam_c, a_c, A, lay, batch_ndim):
     """Add the reads of earlier chunks of this call through the chunk Fenwick tree."""
     g = A[..., -1]  # (..., n): total log decay of each chunk
-    summ = (g,) + tuple(summarise(xp, Kc + _suffix_after(xp, a_c)[..., None], Vc, True))  # keys decayed to the chunk end
+    summ = (g,) + tuple(summarise(xp, Kc + suffix_after(xp, a_c)[..., None], Vc, True))  # keys decayed to the chunk end
     lo = xp.asarray(_minus_inf(xp, A.dtype), dtype=A.dtype, device=device_of(A))
     zero = xp.zeros((), dtype=A.dtype, device=device_of(A))
     identity = (zero, lo, lo, zero, zero)
@@ -282,7 +278,7 @@ def _advance_state(xp, k, log_v, a, old, p):
     plan = state_merge_plan(p, T)
     batch, d_k, d_v = tuple(k.shape[:-2]), k.shape[-1], log_v.shape[-1]
     total = xp.sum(a, axis=-1)  # log decay over the call
-    kd = k + _suffix_after(xp, a)[..., None]  # keys decayed to the call's last token
+    kd = k + suffix_after(xp, a)[..., None]  # keys decayed to the call's last token
     slot = {l: summarise(xp, kd[..., lo:hi, :], log_v[..., lo:hi, :], True) for l, lo, hi in plan.slices}
     empty = lambda: empty_summary(xp, batch, d_k, d_v, k.dtype, True, k)
     level_of = lambda summ, j: tuple(x[(..., j) + (slice(None),) * t] for x, t in zip(summ, (1, 1, 2, 1)))

@@ -47,7 +47,8 @@ import operator
 import array_api_compat
 import numpy as np
 
-from ._chunktree import chunk_layout, from_chunks, state_merge_plan, state_read_levels, to_chunks, tree_levels
+from ._chunktree import (chunk_layout, from_chunks, segsum, state_merge_plan, state_read_levels, suffix_after, to_chunks,
+                         tree_levels)
 from ._prologue import Op, levels_state_shapes, run
 from ._typing import Array
 from ._validate import device_of
@@ -57,7 +58,8 @@ from .state import State
 __all__ = ["loglinear_attention"]
 
 OP = "loglinear_attention"
-SPEC = Op(OP, (("q", "q"), ("k", "k"), ("v", "v"), ("log_decay", "tok"), ("level_weights", "lev")), levels_state_shapes)
+SPEC = Op(OP, (("q", "q"), ("k", "k"), ("v", "v"), ("log_decay", "tok"), ("level_weights", "lev")), levels_state_shapes,
+          neg_inf=("log_decay",), value_state=("levels",))
 
 
 def loglinear_attention(
@@ -168,11 +170,12 @@ def _forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state)
     lay = chunk_layout(p, T, C)
     Qc, Kc, Vc = (to_chunks(xp, x, lay, -2) for x in (q, k, v))  # (B, n, C, d)
     lam_c = to_chunks(xp, level_weights, lay, -2)  # (B, n, C, L)
-    A = xp.cumulative_sum(to_chunks(xp, log_decay, lay, -1), axis=-1)  # (B, n, C) chunk-local, inclusive
+    a_c = to_chunks(xp, log_decay, lay, -1)  # (B, n, C)
+    A = xp.cumulative_sum(a_c, axis=-1)  # (B, n, C) chunk-local, inclusive
 
-    out = _intra_chunk(xp, Qc, Kc, Vc, A, lam_c)
+    out = _intra_chunk(xp, Qc, Kc, Vc, a_c, lam_c)
     if lay.n_chunks > 1:
-        out = out + _across_chunks(xp, Qc, Kc, Vc, A, lam_c, lay, 1)
+        out = out + _across_chunks(xp, Qc, Kc, Vc, a_c, A, lam_c, lay, 1)
     out = from_chunks(xp, out, lay, -2)  # (B, T, d_v)
     if old is not None:
         out = out + _read_state(xp, q, old, _call_cumsum(xp, A, lay), level_weights, p, C)
@@ -216,16 +219,14 @@ def _chunk_levels(C):
     return lev
 
 
-def _intra_chunk(xp, Qc, Kc, Vc, A, lam_c):
-    """``(M * (Q K^T)) V`` per chunk, ``M[t,s] = lambda[t, level(t mod C, s mod C)] exp(A_t - A_s)``.
+def _intra_chunk(xp, Qc, Kc, Vc, a_c, lam_c):
+    """``(M * (Q K^T)) V`` per chunk, ``M[t,s] = lambda[t, level(t mod C, s mod C)] exp(a_{s+1} + ... + a_t)``.
 
     (..., n, C, d_k), (..., n, C, d_k), (..., n, C, d_v), (..., n, C), (..., n, C, L) -> (..., n, C, d_v)"""
-    C, L = A.shape[-1], lam_c.shape[-1]
+    C, L = a_c.shape[-1], lam_c.shape[-1]
     lev = _chunk_levels(C)  # (C, C), -1 above the diagonal; <= log2 C
     lam_ts = _gather_last(xp, lam_c, np.clip(lev, 0, L - 1))  # (..., n, C, C); L too small only for padding
-    causal = xp.asarray(lev >= 0, device=device_of(A))
-    seg = xp.where(causal, A[..., :, None] - A[..., None, :], -math.inf)  # a_{s+1} + ... + a_t
-    M = lam_ts * xp.exp(seg)
+    M = lam_ts * xp.exp(segsum(xp, a_c))  # exp(-inf) = 0 above the diagonal
     return (M * (Qc @ xp.matrix_transpose(Kc))) @ Vc
 
 
@@ -236,10 +237,10 @@ def _combine(earlier, later):
     return (g_e + g_l, xp.exp(g_l)[..., None, None] * H_e + H_l)
 
 
-def _across_chunks(xp, Qc, Kc, Vc, A, lam_c, lay, batch_ndim):
+def _across_chunks(xp, Qc, Kc, Vc, a_c, A, lam_c, lay, batch_ndim):
     """Contributions of earlier chunks of this call, through the chunk Fenwick tree: (..., n, C, d_v)."""
     g = A[..., -1]  # (..., n) total log decay of each chunk
-    H = xp.matrix_transpose(Kc * xp.exp(g[..., None] - A)[..., None]) @ Vc  # (..., n, d_k, d_v)
+    H = xp.matrix_transpose(Kc * xp.exp(suffix_after(xp, a_c))[..., None]) @ Vc  # (..., n, d_k, d_v)
     zero = xp.zeros((), dtype=A.dtype, device=device_of(A))
     out = None
     for lev in tree_levels(xp, (g, H), _combine, (zero, zero), first_chunk=lay.first_chunk, batch_ndim=batch_ndim):
@@ -286,11 +287,8 @@ def _advance_state(xp, k, v, log_decay, old, p):
     T = k.shape[-2]
     plan = state_merge_plan(p, T)
     batch, d_k, d_v = tuple(k.shape[:-2]), k.shape[-1], v.shape[-1]
-    # a_s + ... + a_{T-1}, summed from the end so recent tokens' decays carry little rounding
-    incl = xp.flip(xp.cumulative_sum(xp.flip(log_decay, axis=-1), axis=-1), axis=-1)
-    total = incl[..., 0]  # log decay over the whole call
-    after = incl - log_decay if T == 1 else xp.concat([incl[..., 1:], xp.zeros_like(incl[..., :1])], axis=-1)
-    kw = k * xp.exp(after)[..., None]  # k_s exp(a_{s+1} + ... + a_{T-1})
+    total = xp.sum(log_decay, axis=-1)  # log decay over the whole call
+    kw = k * xp.exp(suffix_after(xp, log_decay))[..., None]  # k_s exp(a_{s+1} + ... + a_{T-1})
     new = {l: xp.matrix_transpose(kw[..., lo:hi, :]) @ v[..., lo:hi, :] for l, lo, hi in plan.slices}
     slots = []
     for l in range(1, plan.h + 1):

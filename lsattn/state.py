@@ -82,10 +82,47 @@ class State:
             # a Dask call may continue an in-memory stream: NumPy tensors become its first block
             dask_from_numpy = array_api_compat.is_dask_namespace(xp) and array_api_compat.is_numpy_array(t)
             if array_api_compat.array_namespace(t) is not xp and not dask_from_numpy:
-                raise ValueError(f"state tensor {name!r} is a {type(t).__name__}, from another array namespace than the inputs")
-        if str(self.dtype) != str(dtype):
+                raise ValueError(f"state tensor {name!r} is a {type(t).__name__}, from another array namespace than the "
+                                 f"inputs ({array_api_compat.array_namespace(t).__name__}, not {xp.__name__}): the "
+                                 f"namespaces differ; convert the state with state.to(xp, device)")
+        if _dtype_name(self.dtype) != _dtype_name(dtype):
             raise ValueError(f"state computes in {self.dtype} but these inputs compute in {dtype}; pass inputs of the state's dtype")
         return self
+
+    def to(self, xp, device=None):
+        """This state with its tensors in the namespace ``xp`` (``numpy``, ``array_api_compat.torch``,
+        ``jax.numpy``, ``cupy``, ...), on ``device`` when given: continue a NumPy stream on torch, a
+        CPU stream on a GPU. The tensors are copied (through host memory when the namespaces
+        differ); the dtype keeps its name (float32 / float64)."""
+        import dataclasses
+
+        ns = array_api_compat.array_namespace(xp.asarray(0.0))  # ``torch`` -> its array-API wrapper
+        dtype = ns.asarray(0.0, dtype=getattr(ns, _dtype_name(self.dtype))).dtype  # as the operators record it
+
+        def move(t):
+            if array_api_compat.array_namespace(t) is ns:
+                t = ns.astype(t, dtype) if t.dtype != dtype else t
+                return t if device is None else array_api_compat.to_device(t, device)
+            kw = {} if device is None else {"device": device}
+            return ns.asarray(_host(t), dtype=dtype, **kw)
+
+        return dataclasses.replace(self, dtype=dtype, tensors={n: move(t) for n, t in self.tensors.items()})
+
+
+def _dtype_name(dtype):
+    """``float64`` for ``numpy.float64``, ``torch.float64``, ``dtype('float64')``: namespace-neutral."""
+    return (getattr(dtype, "__name__", None) or str(dtype)).split(".")[-1]
+
+
+def _host(t):
+    """A NumPy copy of any array (torch, CuPy, JAX, ...)."""
+    import numpy as np
+
+    if array_api_compat.is_torch_array(t):
+        return t.detach().cpu().numpy()
+    if array_api_compat.is_cupy_array(t):
+        return t.get()
+    return np.asarray(t)
 
 
 #: operators whose state offset only counts tokens (a pytree leaf under JAX)

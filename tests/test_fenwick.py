@@ -74,8 +74,11 @@ def test_fenwick_level_arrays_in_every_namespace(xp):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="T must be >= 1"):
-        lsattn.num_levels(0)
+    assert lsattn.num_levels(0) == 0  # T = 0 is a valid call of every operator
+    with pytest.raises(ValueError, match="T must be >= 0"):
+        lsattn.num_levels(-1)
+    with pytest.raises(TypeError, match="not a bool"):
+        lsattn.num_levels(True)
     with pytest.raises(TypeError, match="T must be an integer"):
         lsattn.num_levels(2.5)
     with pytest.raises(ValueError, match=">= 0"):

@@ -292,8 +292,8 @@ def _mamba_block(q, k, v, log_decay, lam, p, i0, S, D, lev, acc, cum, P, kT, Wq,
     """Tokens i0 .. i0 + G - 1 of one batch element, G = BLOCK, p + i0 a multiple of G: slots
     below log2 G are empty at the start and slots from log2 G up do not change inside the block, so
     each is read by all G queries in one pass (its rows stay in L1); pairs inside the block are one
-    masked G x G product (weights lambda[t, level] exp(cum_t - cum_s), cum the in-block cumulative
-    log decay); at the end the block's keys and the merged slots become slot ctz(p + i0 + G).
+    masked G x G product (weights lambda[t, level] exp(a_{s+1} + ... + a_t), summed over that
+    stretch); at the end the block's keys and the merged slots become slot ctz(p + i0 + G).
     Scratch: acc (G, d_v), cum (G,), P (G, G), kT (d_k, G), Wq (G, d_k)."""
     G = acc.shape[0]
     dk, dv = q.shape[1], v.shape[1]
@@ -337,8 +337,10 @@ def _mamba_block(q, k, v, log_decay, lam, p, i0, S, D, lev, acc, cum, P, kT, Wq,
             qa = np.float64(q[i0 + t, a])
             for s in range(t + 1):
                 P[t, s] += qa * kT[a, s]
-        for s in range(t + 1):
-            P[t, s] *= lam[i0 + t, lev[t, s]] * math.exp(cum[t] - cum[s])
+        seg = 0.0  # a_{s+1} + ... + a_t, summed over that stretch (never cum[t] - cum[s])
+        for s in range(t, -1, -1):
+            P[t, s] *= lam[i0 + t, lev[t, s]] * math.exp(seg)
+            seg += np.float64(log_decay[i0 + s])
         for s in range(t + 1):
             w = P[t, s]
             for c in range(dv):
@@ -357,8 +359,10 @@ def _mamba_block(q, k, v, log_decay, lam, p, i0, S, D, lev, acc, cum, P, kT, Wq,
         for a in range(dk):
             for c in range(dv):
                 S[zt, a, c] += f * S[j, a, c]
-    for s in range(G):
-        cum[s] = math.exp(cum[G - 1] - cum[s])  # decay of key s to the block's end (cum not needed after)
+    seg = 0.0
+    for s in range(G - 1, -1, -1):  # decay of key s to the block's end, a_{s+1} + ... (cum not needed after)
+        cum[s] = math.exp(seg)
+        seg += np.float64(log_decay[i0 + s])
     for a in range(dk):
         for s in range(0, G, 4):  # G is a multiple of 4
             k0, k1, k2, k3 = cum[s] * kT[a, s], cum[s + 1] * kT[a, s + 1], cum[s + 2] * kT[a, s + 2], cum[s + 3] * kT[a, s + 3]

@@ -231,8 +231,8 @@ def _transition_product(k, log_decay, beta, chunk_size):
     C = min(chunk_size, 1 << (T - 1).bit_length())
     lay = chunk_layout(0, T, C)  # padding is the identity transition (k = 0, beta = 0, a = 0)
     Kc = to_chunks(np, k, lay, -2)
-    G = np.cumsum(to_chunks(np, log_decay, lay, -1), axis=-1)
-    P = _chunk_forms(np, Kc, Kc, Kc[..., :0], G, to_chunks(np, beta, lay, -1))["P"]  # (..., n, d_k, d_k)
+    a_c = to_chunks(np, log_decay, lay, -1)
+    P = _chunk_forms(np, Kc, Kc, Kc[..., :0], a_c, to_chunks(np, beta, lay, -1))["P"]  # (..., n, d_k, d_k)
     while P.shape[-3] > 1:  # later chunks on the left
         n = P.shape[-3]
         prod = P[..., 1::2, :, :] @ P[..., 0 : n - n % 2 : 2, :, :]

@@ -34,7 +34,7 @@ import numpy as np
 from ..exp_kernel import _minus_inf
 from ..state import State
 
-__all__ = ["OPS", "probe", "serves"]
+__all__ = ["OPS", "probe", "serves", "warm"]
 
 _K = "lsattn.backends.numba_cpu"
 
@@ -64,6 +64,32 @@ def serves(xp, a):
     return None
 
 
+def warm():
+    """Compile every kernel of this backend for float32 and float64, or load it from Numba's on-disk
+    cache (``cache=True``: ``__pycache__`` beside ``_numba_kernels``, or ``$NUMBA_CACHE_DIR``).
+    ``lsattn info --warm`` runs it, e.g. once when an image is built, so that no first call pays
+    the compile. Returns ``[(kernel, dtype, seconds)]``."""
+    import time
+
+    import lsattn
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for dt in ("float32", "float64"):
+        q, k, v, lam = (rng.standard_normal((1, 2, 2)).astype(dt) for _ in range(4))
+        a = -rng.random((1, 2)).astype(dt)
+        for kernel, call in (
+            ("ek_causal", lambda: lsattn.log_attention(q, k, v, backend="numba")),
+            ("ek_full", lambda: lsattn.exp_kernel_attention(q, k, v, causal=False, backend="numba")),
+            ("loglinear_scan", lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="numba")),
+            ("hier_scan", lambda: lsattn.loglinear_log_attention(q, k, v, lam, log_decay=a, backend="numba")),
+        ):
+            t0 = time.perf_counter()
+            call()
+            rows.append((kernel, dt, time.perf_counter() - t0))
+    return rows
+
+
 def _kernels():
     from . import _numba_kernels
 
@@ -71,10 +97,19 @@ def _kernels():
 
 
 def _flat(x, tail):
-    """(..., *tail) -> C-contiguous (B, *tail) in x's dtype; B = product of the leading axes (explicit,
-    so that size-0 arrays, T = 0 or an empty batch, reshape too). A view when x is contiguous."""
+    """(..., *tail) -> read-only C-contiguous (B, *tail) in x's dtype; B = product of the leading axes
+    (explicit, so that size-0 arrays, T = 0 or an empty batch, reshape too). A view when x is contiguous."""
     lead = x.shape[: x.ndim - tail]
-    return np.ascontiguousarray(x.reshape((math.prod(lead),) + tuple(x.shape[x.ndim - tail:])))
+    return _ro(np.ascontiguousarray(x.reshape((math.prod(lead),) + tuple(x.shape[x.ndim - tail:]))))
+
+
+def _ro(x):
+    """A read-only view of ``x``. Every array a kernel only reads is passed read-only, so each kernel
+    compiles one specialisation per dtype: Numba types read-only arrays apart, and a read-only input
+    (``np.broadcast_to``, a read-only memmap) would otherwise compile a second one."""
+    v = x.view()
+    v.flags.writeable = False
+    return v
 
 
 # ---- exp-kernel attention -----------------------------------------------------------------------
@@ -100,12 +135,12 @@ def _ek(q, k, vals, causal, state, return_state, log_values):
         K.ek_full(qf, kf, vf, log_values, lo, out)
         return out.reshape(batch + (Tq, d_v)), None
     if state is None:
-        m0, n0 = np.full((B, d_k), lo, dt), np.full((B, d_v), lo, dt)
-        S0, z0, offset = np.zeros((B, d_k, d_v), dt), np.zeros((B, d_k), dt), 0
+        m0, n0 = _ro(np.full((B, d_k), lo, dt)), _ro(np.full((B, d_v), lo, dt))
+        S0, z0, offset = _ro(np.zeros((B, d_k, d_v), dt)), _ro(np.zeros((B, d_k), dt)), 0
     else:
         t = state.tensors
         m0, S0, z0 = _flat(t["m"], 1), _flat(t["S"], 2), _flat(t["z"], 1)
-        n0 = _flat(t["n"], 1) if log_values else np.full((B, d_v), lo, dt)
+        n0 = _flat(t["n"], 1) if log_values else _ro(np.full((B, d_v), lo, dt))
         offset = state.offset
     m1, n1, S1, z1 = np.empty_like(m0), np.empty_like(n0), np.empty_like(S0), np.empty_like(z0)
     K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
@@ -149,7 +184,7 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state)
     bf = _flat(beta, 1) if beta is not None else af  # unused when not gated
     lf = _flat(level_weights, 2)
     if p == 0:
-        lev0 = np.zeros((B, 0, d_k, d_v), dt)
+        lev0 = _ro(np.zeros((B, 0, d_k, d_v), dt))
     else:
         lev0 = _flat(state.tensors["levels"], 3)
     n_new = (p + T).bit_length()
@@ -182,10 +217,10 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     K = _kernels()
     qf, kf, vf, lf = _flat(q, 2), _flat(k, 2), _flat(log_v, 2), _flat(log_level_weights, 2)
     B = qf.shape[0]
-    af = np.zeros((B, T), dt) if log_decay is None else _flat(log_decay, 1)
+    af = _ro(np.zeros((B, T), dt)) if log_decay is None else _flat(log_decay, 1)
     if p == 0:
-        m0, n0 = np.zeros((B, 0, d_k), dt), np.zeros((B, 0, d_v), dt)
-        S0, z0 = np.zeros((B, 0, d_k, d_v), dt), np.zeros((B, 0, d_k), dt)
+        m0, n0 = _ro(np.zeros((B, 0, d_k), dt)), _ro(np.zeros((B, 0, d_v), dt))
+        S0, z0 = _ro(np.zeros((B, 0, d_k, d_v), dt)), _ro(np.zeros((B, 0, d_k), dt))
     else:
         t = state.tensors
         m0, n0, S0, z0 = _flat(t["m"], 2), _flat(t["n"], 2), _flat(t["S"], 3), _flat(t["z"], 2)

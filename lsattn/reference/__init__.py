@@ -73,11 +73,26 @@ def _by_level(xp, weights, T, fill):
 
 
 def _segsum(xp, log_decay):
-    """``D[..., t, s] = a_{s+1} + ... + a_t`` for s <= t, -inf for s > t.  (..., T) -> (..., T, T)"""
+    """``D[..., t, s] = a_{s+1} + ... + a_t`` for s <= t, -inf for s > t.  (..., T) -> (..., T, T)
+
+    Summed over the stretch itself (not ``A_t - A_s``): exact for ``-inf`` decays and strong ones."""
     T = log_decay.shape[-1]
-    A = xp.cumulative_sum(log_decay, axis=-1)
-    causal = _levels(xp, T, log_decay) >= 0
-    return xp.where(causal, A[..., :, None] - A[..., None, :], -math.inf)
+    lev = _levels(xp, T, log_decay)
+    after = lev > 0  # [r, s]: s < r
+    terms = xp.where(after, log_decay[..., :, None], xp.zeros_like(log_decay)[..., :, None])  # [r, s] = a_r, r > s
+    return xp.where(lev >= 0, xp.cumulative_sum(terms, axis=-2), -math.inf)
+
+
+def _causal_matmul(xp, W, v):
+    """``out[..., t, :] = sum_{s <= t} W[..., t, s] v[..., s, :]``, never touching ``v[s > t]``:
+    a NaN or infinity in a later value cannot reach an earlier output (``0 * NaN`` is NaN).
+
+    W: (..., T, T), v: (..., T, d_v) -> (..., T, d_v)"""
+    T = W.shape[-1]
+    rows = [W[..., t : t + 1, : t + 1] @ v[..., : t + 1, :] for t in range(T)]
+    if not rows:
+        return W[..., :, :0] @ v
+    return xp.concat(rows, axis=-2)
 
 
 def _log_kernel(xp, q, k):
@@ -90,9 +105,14 @@ def _causal(xp, logw):
     return xp.where(_levels(xp, T, logw) >= 0, logw, -math.inf)
 
 
-def _log_normalised(xp, logw, log_v):
-    """``log y_t = logsumexp_s(log w_ts + log v_s) - logsumexp_s(log w_ts)``: (..., Tq, d_v)"""
-    num = _logsumexp(xp, logw[..., :, :, None] + log_v[..., None, :, :], axis=-2)
+def _log_normalised(xp, logw, log_v, causal):
+    """``log y_t = logsumexp_s(log w_ts + log v_s) - logsumexp_s(log w_ts)``: (..., Tq, d_v);
+    causal: only ``s <= t`` (a later ``log v`` never reaches an earlier row, even NaN)."""
+    terms = logw[..., :, :, None] + log_v[..., None, :, :]
+    if causal:
+        visible = (_levels(xp, logw.shape[-1], logw) >= 0)[:, :, None]
+        terms = xp.where(visible, terms, -math.inf)
+    num = _logsumexp(xp, terms, axis=-2)
     return num - _logsumexp(xp, logw, axis=-1)[..., None]
 
 
@@ -105,7 +125,7 @@ def log_attention(q, k, log_v, causal=True):
     logw = _log_kernel(xp, q, k)
     if causal:
         logw = _causal(xp, logw)
-    return _log_normalised(xp, logw, log_v)
+    return _log_normalised(xp, logw, log_v, causal)
 
 
 def exp_kernel_attention(q, k, v, causal=True):
@@ -118,7 +138,7 @@ def exp_kernel_attention(q, k, v, causal=True):
     if causal:
         logw = _causal(xp, logw)
     w = xp.exp(logw - xp.max(logw, axis=-1, keepdims=True))  # the row shift cancels in the ratio
-    return (w @ v) / xp.sum(w, axis=-1, keepdims=True)
+    return (_causal_matmul(xp, w, v) if causal else w @ v) / xp.sum(w, axis=-1, keepdims=True)
 
 
 def hierarchical_mask(log_decay, level_weights):
@@ -141,7 +161,7 @@ def loglinear_attention(q, k, v, log_decay, level_weights):
     -> (..., T, d_v) float64
     """
     xp, (q, k, v, a, lam) = _float64(q, k, v, log_decay, level_weights)
-    return (_mask(xp, a, lam) * (q @ xp.matrix_transpose(k))) @ v
+    return _causal_matmul(xp, _mask(xp, a, lam) * (q @ xp.matrix_transpose(k)), v)
 
 
 def loglinear_gated_delta(q, k, v, log_decay, beta, level_weights):
@@ -167,7 +187,7 @@ def loglinear_gated_delta(q, k, v, log_decay, beta, level_weights):
         columns.append(beta[..., s, None] * xp.squeeze(R @ k[..., s, :, None], axis=-1))
     G = xp.stack(columns[::-1], axis=-1)  # (..., T, T): G[t, s]
     W = _by_level(xp, lam, T, 0.0)  # zero where s > t
-    return (W * G) @ v
+    return _causal_matmul(xp, W * G, v)
 
 
 def loglinear_log_attention(q, k, log_v, log_level_weights, log_decay=None):
@@ -184,4 +204,4 @@ def loglinear_log_attention(q, k, log_v, log_level_weights, log_decay=None):
     logw = _log_kernel(xp, q, k) + _by_level(xp, loglam, T, -math.inf)
     if a is not None:
         logw = logw + _segsum(xp, a)
-    return _log_normalised(xp, logw, log_v)
+    return _log_normalised(xp, _causal(xp, logw), log_v, True)

@@ -1,0 +1,190 @@
+"""Non-finite inputs: one rule for every operator and backend, applied by the prologue.
+
+Legitimate infinities are the ``-inf`` an operator lists in ``Op.neg_inf`` (a zero: ``exp(-inf) =
+0``): a hard-reset log decay, a zero key or query feature of the exp-kernel operators, a zero value
+``log_v``, a level switched off. The operators compute with them directly, except the arguments
+in ``Op.clamp``, where the prologue replaces ``-inf`` by the finite stand-in ``-finfo.max / 8``
+(its ``exp`` is exactly 0, sums of a few stay finite), so no backend meets ``-inf - -inf``.
+
+Every other non-finite entry (NaN, ``+inf``, ``-inf`` elsewhere) *poisons* the outputs it reaches,
+by its argument's role (``_prologue``), from its token on:
+
+- ``"q"`` (query at token s), ``"lev"`` (level weight of row s, at a level that row uses,
+  ``l <= bit_length(s)``): output row s, every feature;
+- ``"k"``, ``"tok"`` (key, ``log_decay``, ``beta`` at token s): rows ``t >= s``, every feature,
+  and the whole returned state;
+- ``"v"`` (value feature j at token s): rows ``t >= s``, feature j, and feature j of the state.
+
+Non-causal calls: a poisoned key reaches every row, a poisoned value its feature in every row. A
+state tensor entry that is not finite poisons, on every row, its feature (the tensors listed in
+``Op.value_state``, whose last axis is ``d_v``) or everything (the others).
+
+Poisoned outputs are NaN, whatever the formula would give (``+inf`` values included: NaN is what
+an ``isnan`` check catches). The backends never see a poisoned entry: it is replaced by 0 before
+the call, which changes only outputs that are NaN anyway, so outputs before the token are exactly
+those of the stream cut at that token, on every backend. NaN is sticky: a later ``-inf`` decay does
+not clear it (the state carries it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+
+import array_api_compat
+import numpy as np
+
+from ._validate import device_of
+
+__all__ = ["prepare"]
+
+
+def _traced(x):
+    """True for a JAX tracer (no concrete values: masks must stay lazy)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, jax.core.Tracer)
+
+
+def _cum_any(xp, m, axis):
+    """``m[..., :i + 1].any()`` along ``axis``."""
+    return xp.cumulative_sum(xp.astype(m, xp.int32), axis=axis) > 0
+
+
+def _or(a, b):
+    return b if a is None else (a if b is None else a | b)
+
+
+def _row_levels_used(offset, T, L):
+    """(T, L) numpy bool: level ``l`` is used by row ``offset + t`` (``l <= bit_length(offset + t)``)."""
+    used = np.array([(offset + t).bit_length() for t in range(T)], dtype=np.int64)
+    return np.arange(L)[None, :] <= used[:, None]
+
+
+class Marks:
+    """Where the poison goes: per-row, from-row, per-feature masks of one call and its state."""
+
+    def __init__(self, rows, start, cols, state_all, state_cols, value_state):
+        self.rows, self.start, self.cols = rows, start, cols  # (..., T), (..., T), (..., T, d_v)
+        self.state_all, self.state_cols = state_all, state_cols  # (...,), (..., d_v)
+        self.value_state = value_state
+
+    def apply(self, xp, out, new_state, causal):
+        """NaN where poisoned in ``out`` (..., T, d_v) and in ``new_state`` (None or a State)."""
+        mask = None
+        if self.rows is not None:
+            mask = self.rows[..., None]
+        start, cols = self.start, self.cols
+        if start is not None:
+            mask = _or(mask, (_cum_any(xp, start, -1) if causal else xp.any(start, axis=-1)[..., None])[..., None])
+        if cols is not None:
+            mask = _or(mask, _cum_any(xp, cols, -2) if causal else xp.any(cols, axis=-2)[..., None, :])
+        if self.state_all is not None:
+            mask = _or(mask, self.state_all[..., None, None])
+        if self.state_cols is not None:
+            mask = _or(mask, self.state_cols[..., None, :])
+        if mask is not None:
+            out = _where_nan(xp, mask, out)
+        if new_state is None:
+            return out, None
+        every = _or(self.state_all, None if start is None else xp.any(start, axis=-1))
+        feats = _or(self.state_cols, None if cols is None else xp.any(cols, axis=-2))
+        if every is None and feats is None:
+            return out, new_state
+        nb = len(new_state.batch_shape)
+        tensors = {}
+        for name, t in new_state.tensors.items():
+            extra = t.ndim - nb
+            m = None if every is None else every[(...,) + (None,) * extra]
+            if feats is not None and name in self.value_state:
+                m = _or(m, feats[(...,) + (None,) * (extra - 1) + (slice(None),)])
+            tensors[name] = t if m is None else _where_nan(xp, m, t)
+        return out, dataclasses.replace(new_state, tensors=tensors)
+
+
+def _where_nan(xp, mask, x):
+    """NaN where ``mask`` (broadcast), else ``x``; Dask keeps ``x``'s chunks (the masks come from
+    other inputs, which may be chunked otherwise)."""
+    out = xp.where(mask, xp.asarray(math.nan, dtype=x.dtype, device=device_of(x)), x)
+    return out.rechunk(x.chunks) if array_api_compat.is_dask_array(x) else out
+
+
+def prepare(op, args, state, xp, offset, causal, batch):
+    """Sanitised ``args`` and ``state`` for the backend, and the :class:`Marks` (None: nothing to mark).
+
+    args: the inputs in ``op.inputs`` order, cast to the compute dtype (None where omitted)."""
+    present = [a for a in args if a is not None]
+    if state is not None:
+        present += list(state.tensors.values())
+    lazy = array_api_compat.is_dask_namespace(xp) or any(_traced(a) for a in present)
+    if not lazy and _all_finite(xp, present):  # the common case: one host read per call, nothing to do
+        return list(args), state, None
+    inf = math.inf
+    rows = start = cols = None
+    out_args = []
+    for (name, role), x in zip(op.inputs, args):
+        if x is None:
+            out_args.append(None)
+            continue
+        if not lazy and _all_finite(xp, [x]):
+            out_args.append(x)
+            continue
+        neg_ok = name in op.neg_inf
+        bad = ~(x < inf) if neg_ok else ~xp.isfinite(x)  # NaN compares False
+        clamp = name in op.clamp
+        if not lazy:
+            clamp = clamp and bool(xp.any(x == -inf))
+            if not bool(xp.any(bad)):
+                out_args.append(_clamped(xp, x) if clamp else x)
+                continue
+        zero = xp.zeros((), dtype=x.dtype, device=device_of(x))
+        out_args.append(xp.where(bad, zero, _clamped(xp, x) if clamp else x))
+        if role == "q":
+            rows = _or(rows, xp.any(bad, axis=-1))
+        elif role == "lev":
+            used = _row_levels_used(offset, x.shape[-2], x.shape[-1])
+            rows = _or(rows, xp.any(bad & xp.asarray(used, device=device_of(x)), axis=-1))
+        elif role == "k":
+            start = _or(start, xp.any(bad, axis=-1))
+        elif role == "tok":
+            start = _or(start, bad)
+        else:  # "v"
+            cols = _or(cols, bad)
+    state_all = state_cols = None
+    if state is not None:
+        nb = len(batch)
+        tensors = {}
+        for name, t in state.tensors.items():
+            if not lazy and _all_finite(xp, [t]):
+                tensors[name] = t
+                continue
+            bad = ~xp.isfinite(t)
+            tensors[name] = xp.where(bad, xp.zeros((), dtype=t.dtype, device=device_of(t)), t)
+            if name in op.value_state:
+                axes = tuple(range(nb, t.ndim - 1))
+                state_cols = _or(state_cols, xp.any(bad, axis=axes) if axes else bad)
+            else:
+                axes = tuple(range(nb, t.ndim))
+                state_all = _or(state_all, xp.any(bad, axis=axes) if axes else bad)
+        if any(tensors[n] is not t for n, t in state.tensors.items()):
+            state = dataclasses.replace(state, tensors=tensors)
+    if rows is None and start is None and cols is None and state_all is None and state_cols is None:
+        return out_args, state, None
+    return out_args, state, Marks(rows, start, cols, state_all, state_cols, op.value_state)
+
+
+def _all_finite(xp, arrays):
+    """True when every entry of the concrete ``arrays`` is finite, with one read of a device value:
+    ``max x + min x`` is NaN or infinite when an entry is (maxima and minima propagate NaN in every
+    namespace; no temporary of the arrays' size). Finite entries near the top of the range can make
+    the sum overflow: then this says False and the caller's exact per-entry check finds nothing."""
+    sums = [xp.astype(xp.max(x) + xp.min(x), xp.float32) for x in arrays if math.prod(x.shape) > 0]
+    if not sums:
+        return True
+    return bool(xp.all(xp.isfinite(xp.stack(sums))))
+
+
+def _clamped(xp, x):
+    """``-inf`` -> the finite stand-in ``-finfo.max / 8`` (see :mod:`lsattn.exp_kernel`)."""
+    from .exp_kernel import _minus_inf
+
+    return xp.maximum(x, xp.asarray(_minus_inf(xp, x.dtype), dtype=x.dtype, device=device_of(x)))

@@ -1,0 +1,199 @@
+"""Loose arguments and hand-built states are clear errors before any kernel runs (docs/api.md).
+
+Every operator, every CPU backend: flags must be bools, integers ints (not bools), errors name
+the right argument; a State whose tensors were edited (truncated, renamed, wrong dtype, another
+namespace or device, a bad offset) is refused with a ValueError / TypeError naming what differs,
+never read out of bounds. ``State.to`` moves a stream between namespaces.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import lsattn
+
+from conftest import NAMESPACES
+from helpers import assert_close, to_numpy
+
+OPS = ["log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"]
+BACKENDS = ["array_api", "numba"]
+
+
+def inputs(op, T=6, batch=(2,), dk=3, dv=2, seed=0):
+    rng = np.random.default_rng(seed)
+    n = lambda *s: rng.standard_normal(batch + s)
+    q, k, v = n(T, dk), n(T, dk), n(T, dv)
+    L = lsattn.num_levels(max(T, 1) + 8)  # room to continue the stream
+    if op in ("log_attention", "exp_kernel_attention"):
+        return [q, k, v]
+    a, lam = -rng.random(batch + (T,)), rng.random(batch + (T, L))
+    if op == "loglinear_attention":
+        return [q, k, v, a, lam]
+    if op == "loglinear_gated_delta":
+        return [q, k / np.linalg.norm(k, axis=-1, keepdims=True), v, a, rng.random(batch + (T,)), lam]
+    return [q, k, v, lam, a]
+
+
+#: argument names in ``inputs`` order
+ARGS = {"log_attention": ["q", "k", "log_v"], "exp_kernel_attention": ["q", "k", "v"],
+        "loglinear_attention": ["q", "k", "v", "log_decay", "level_weights"],
+        "loglinear_gated_delta": ["q", "k", "v", "log_decay", "beta", "level_weights"],
+        "loglinear_log_attention": ["q", "k", "log_v", "log_level_weights", "log_decay"]}
+
+
+def call(op, arrays, **kw):
+    f = getattr(lsattn, op)
+    if op == "loglinear_log_attention":
+        return f(*arrays[:4], log_decay=arrays[4], **kw)
+    return f(*arrays, **kw)
+
+
+def first_state(op, backend, T=6):
+    arrays = inputs(op, T=T)
+    return call(op, arrays, backend=backend, return_state=True)[1]
+
+
+def more(op):
+    """Two more tokens of the same stream."""
+    return [x[..., :2] if x.ndim == 2 else x[..., :2, :] for x in inputs(op, seed=1)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", OPS)
+def test_flags_must_be_bools(op, backend):
+    arrays = inputs(op)
+    for bad in ("yes", None, 1, 0.0):
+        with pytest.raises(TypeError, match="return_state must be True or False"):
+            call(op, arrays, backend=backend, return_state=bad)
+    if op in ("log_attention", "exp_kernel_attention"):
+        for bad in ("no", None, 1):
+            with pytest.raises(TypeError, match="causal must be True or False"):
+                call(op, arrays, backend=backend, causal=bad)
+        assert_close(call(op, arrays, backend=backend, causal=np.bool_(False)),
+                     call(op, arrays, backend=backend, causal=False), 0.0)
+    if op in ("loglinear_attention", "loglinear_gated_delta"):
+        for bad in (True, False, np.bool_(True), 8.0, "8"):
+            with pytest.raises(TypeError, match="chunk_size must be an int"):
+                call(op, arrays, backend=backend, chunk_size=bad)
+        assert_close(call(op, arrays, backend=backend, chunk_size=np.int64(2)), call(op, arrays, backend=backend), 1e-12)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_missing_batch_axis_names_both_arguments(op):
+    """The argument that lost its batch axis comes first (q too: not reported against k), and the
+    message shows both shapes."""
+    arrays = inputs(op)
+    names = ARGS[op]
+    for i in range(len(arrays)):
+        cut = list(arrays)
+        cut[i] = cut[i][0]  # this one lost its batch axis
+        with pytest.raises(ValueError, match="must have the same leading batch axes") as info:
+            call(op, cut)
+        msg = str(info.value)
+        other = names[1] if i == 0 else "q"
+        assert msg.startswith(f"{names[i]} must have the same leading batch axes as {other}:"), msg
+        assert "q has shape" in msg and str(tuple(cut[i].shape)) in msg, msg
+
+
+def test_environment_variable_is_named(monkeypatch):
+    monkeypatch.setenv("LSATTN_BACKEND", "garbage")
+    with pytest.raises(ValueError, match="LSATTN_BACKEND='garbage' names no backend"):
+        lsattn.log_attention(*inputs("log_attention"))
+
+
+def test_fenwick_integers():
+    assert lsattn.num_levels(0) == 0
+    assert lsattn.level_matrix(0).shape == (0, 0)
+    for bad in (True, np.bool_(False)):
+        with pytest.raises(TypeError, match="not a bool"):
+            lsattn.num_levels(bad)
+        with pytest.raises(TypeError, match="bool"):
+            lsattn.fenwick_level(bad, 0)
+
+
+#: position of the level weights among each log-linear operator's inputs (``inputs`` order)
+LEVELS_ARG = {"loglinear_attention": 4, "loglinear_gated_delta": 5, "loglinear_log_attention": 3}
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_zero_tokens_with_num_levels(op):
+    """T = 0 with ``num_levels(0) = 0`` levels is a valid call (and a valid first state)."""
+    arrays = inputs(op, T=0)
+    if op in LEVELS_ARG:
+        arrays[LEVELS_ARG[op]] = np.ones((2, 0, lsattn.num_levels(0)))
+    out, st = call(op, arrays, return_state=True)
+    assert out.shape == (2, 0, 2) and st.offset == 0
+
+
+def _edits(op, st):
+    """Hand-built variants of a valid state: (what, state, exception, message regex)."""
+    name = next(iter(st.tensors))
+    t = st.tensors[name]
+    with np.errstate(over="ignore"):  # the finite stand-in -finfo(float64).max / 8 overflows float32
+        t32 = t.astype(np.float32)
+    out = [
+        ("truncated", {name: t[..., :1, :] if t.ndim >= 3 else t[..., :1]}, ValueError, "do not match the expected"),
+        ("renamed", {("x" + n if n == name else n): x for n, x in st.tensors.items()}, ValueError, "do not match the expected"),
+        ("missing", {n: x for n, x in st.tensors.items() if n != name}, ValueError, "do not match the expected"),
+        ("float32", {name: t32}, ValueError, "dtype float32, expected float64"),
+        ("not an array", {name: t.tolist()}, TypeError, "must be an array"),
+    ]
+    variants = [(what, dataclasses.replace(st, tensors={**st.tensors, **tensors} if what not in ("renamed", "missing")
+                                           else tensors), exc, msg) for what, tensors, exc, msg in out]
+    variants += [
+        ("negative offset", dataclasses.replace(st, offset=-1), ValueError, "offset must be >= 0"),
+        ("float offset", dataclasses.replace(st, offset=6.0), TypeError, "offset must be a Python int"),
+        ("bool offset", dataclasses.replace(st, offset=True), TypeError, "offset must be a Python int"),
+        ("not a State", dict(st.tensors), ValueError, "state must be a lsattn State"),
+    ]
+    if op.startswith("loglinear"):  # an offset whose Fenwick levels need another number of slots
+        variants.append(("offset of other levels", dataclasses.replace(st, offset=8), ValueError, "do not match the expected"))
+    return variants
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", OPS)
+def test_hand_built_states_are_checked(op, backend):
+    st = first_state(op, backend)
+    nxt = more(op)
+    good = to_numpy(call(op, nxt, backend=backend, state=st))
+    for what, bad, exc, msg in _edits(op, st):
+        with pytest.raises(exc, match=msg):
+            call(op, nxt, backend=backend, state=bad)
+    # the state was never modified by the attempts
+    assert_close(call(op, nxt, backend=backend, state=st), good, 0.0)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_state_from_another_namespace(op):
+    """A NumPy state continued on torch: the error says the namespaces differ; ``state.to`` converts."""
+    xt = NAMESPACES["torch"]()
+    arrays = inputs(op, T=8)
+    whole = to_numpy(call(op, arrays, backend="array_api"))
+    first = [x[..., :5] if x.ndim == 2 else x[..., :5, :] for x in arrays]
+    rest = [xt.asarray(x[..., 5:] if x.ndim == 2 else x[..., 5:, :]) for x in arrays]
+    out, st = call(op, first, return_state=True)
+    with pytest.raises(ValueError, match="the namespaces differ; convert the state with state.to"):
+        call(op, rest, state=st)
+    moved = st.to(xt)
+    assert str(moved.dtype) == "torch.float64" and all(xt.isdtype(t.dtype, "real floating") for t in moved.tensors.values())
+    out2 = call(op, rest, state=moved)
+    assert_close(np.concatenate([to_numpy(out), to_numpy(out2)], axis=-2), whole, 1e-12)
+    back = moved.to(np)  # and back again
+    assert all(type(t) is np.ndarray for t in back.tensors.values())
+    assert_close(call(op, [to_numpy(x) for x in rest], state=back), out2, 1e-12)
+
+
+def test_state_device_is_checked():
+    """A state on another device than the inputs is refused (checked with a 'meta' torch tensor,
+    which is a device no CPU call can read)."""
+    torch = pytest.importorskip("torch")
+    xt = NAMESPACES["torch"]()
+    op = "loglinear_attention"
+    arrays = [xt.asarray(x) for x in inputs(op)]
+    _, st = call(op, arrays, return_state=True)
+    meta = dataclasses.replace(st, tensors={n: torch.empty(t.shape, dtype=t.dtype, device="meta") for n, t in st.tensors.items()})
+    with pytest.raises(ValueError, match="is on device meta but the inputs are on cpu"):
+        call(op, [xt.asarray(x) for x in more(op)], state=meta)

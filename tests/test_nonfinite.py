@@ -1,0 +1,270 @@
+"""Non-finite inputs and strong decays (docs/api.md, "Non-finite inputs and strong decays").
+
+A special value (NaN, +inf, -inf) at a random token, feature and argument of every operator, on
+every CPU backend and namespace: the outputs it poisons (by the argument's role) are NaN, every
+other output equals ``lsattn.reference`` (which is causal too) to the operator's bound, and the
+same stream cut at that token (and just after it) gives the same outputs. Legitimate ``-inf``
+(hard-reset decays, zero key / query features and values of the exp-kernel operators, switched-off
+levels) poisons nothing. Strong decays (down to -1e6) among weak ones keep the promised bounds.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lsattn
+from lsattn import reference as ref
+
+from conftest import NAMESPACES
+from helpers import to_numpy
+
+#: name -> (arguments in call order with their roles, arguments where -inf is a legitimate zero,
+#: float64 bound, float32 bound) -- the bounds the operators' own tests and docs state
+OPS = {
+    "log_attention": ((("q", "q"), ("k", "k"), ("log_v", "v")), ("q", "k", "log_v"), 1e-12, 1e-5),
+    "exp_kernel_attention": ((("q", "q"), ("k", "k"), ("v", "v")), ("q", "k"), 1e-12, 1e-5),
+    "loglinear_attention": ((("q", "q"), ("k", "k"), ("v", "v"), ("log_decay", "tok"), ("level_weights", "lev")),
+                            ("log_decay",), 1e-12, 1e-5),
+    "loglinear_gated_delta": ((("q", "q"), ("k", "k"), ("v", "v"), ("log_decay", "tok"), ("beta", "tok"),
+                               ("level_weights", "lev")), ("log_decay",), 1e-10, 1e-5),
+    "loglinear_log_attention": ((("q", "q"), ("k", "k"), ("log_v", "v"), ("log_level_weights", "lev"),
+                                 ("log_decay", "tok")), ("q", "k", "log_v", "log_level_weights", "log_decay"), 1e-12, 1e-5),
+}
+#: where an operator runs: (namespace, backend)
+WHERE = [("numpy", "array_api"), ("numpy", "numba"), ("array_api_strict", "array_api"), ("torch", "array_api"),
+         ("dask", "dask"), ("jax", "array_api")]
+BATCH = (2,)
+
+
+def make(op, seed, T, dk, dv):
+    """NumPy float64 inputs in call order; one level more than needed (extra levels are ignored)."""
+    rng = np.random.default_rng(seed)
+    n = lambda *s: rng.standard_normal(BATCH + s)
+    L = lsattn.num_levels(T) + 1
+    out = {"q": n(T, dk), "k": n(T, dk), "v": n(T, dv), "log_v": n(T, dv), "log_decay": -rng.random(BATCH + (T,)),
+           "beta": rng.random(BATCH + (T,)), "level_weights": 0.5 + rng.random(BATCH + (T, L)),
+           "log_level_weights": n(T, L)}
+    if op == "loglinear_gated_delta":
+        out["k"] = out["k"] / np.linalg.norm(out["k"], axis=-1, keepdims=True)
+    return [out[name] for name, _ in OPS[op][0]]
+
+
+def call(op, arrays, **kw):
+    f = getattr(lsattn, op)
+    if op == "loglinear_log_attention":
+        return f(*arrays[:4], log_decay=arrays[4], **kw)
+    return f(*arrays, **kw)
+
+
+def reference(op, arrays):
+    f = getattr(ref, op)
+    with np.errstate(all="ignore"):  # IEEE arithmetic on NaN and infinities is the point here
+        return to_numpy(f(*arrays[:4], log_decay=arrays[4]) if op == "loglinear_log_attention" else f(*arrays))
+
+
+def poisoned(op, arg, s, j, value, T, dv):
+    """The rule of docs/api.md: which outputs (BATCH + (T, dv)) a special value at batch 0 poisons."""
+    (name, role), neg_ok = OPS[op][0][arg], OPS[op][1]
+    mask = np.zeros(BATCH + (T, dv), dtype=bool)
+    if value == -math.inf and name in neg_ok:
+        return mask
+    if role == "q" or (role == "lev" and j <= s.bit_length()):
+        mask[0, s, :] = True
+    elif role in ("k", "tok"):
+        mask[0, s:, :] = True
+    elif role == "v":
+        mask[0, s:, j] = True
+    return mask
+
+
+def check(out, expected, mask, rtol, what):
+    """NaN exactly on ``mask``; elsewhere the infinities of ``expected`` and its finite values to
+    ``rtol`` relative to their largest magnitude."""
+    out = to_numpy(out).astype(np.float64)
+    assert out.shape == mask.shape, what
+    np.testing.assert_array_equal(np.isnan(out), mask, err_msg=f"{what}: NaN where poisoned, nowhere else")
+    keep = ~mask
+    assert not np.isnan(expected[keep]).any(), f"{what}: the reference has NaN outside the poisoned outputs"
+    inf = keep & np.isinf(expected)
+    np.testing.assert_array_equal(out[inf], expected[inf], err_msg=f"{what}: infinities differ")
+    fin = keep & np.isfinite(expected)
+    if fin.any():
+        err = np.max(np.abs(out[fin] - expected[fin]))
+        scale = np.max(np.abs(expected[fin]))
+        assert err <= rtol * scale, f"{what}: error {err:.3e} > {rtol:.0e} * {scale:.3e}"
+
+
+def on(where, arrays, dtype="float64"):
+    """The NumPy ``arrays`` in the namespace of ``where`` (Dask: chunked in two along T)."""
+    ns = where[0]
+    if ns == "dask":
+        da = pytest.importorskip("dask.array")
+        return [da.from_array(a.astype(dtype), chunks=BATCH + (max(1, a.shape[1] // 2),) + a.shape[2:]) for a in arrays]
+    try:
+        xp = NAMESPACES[ns]()
+    except ImportError as exc:
+        pytest.skip(f"{ns} not installed: {exc}")
+    return [xp.asarray(a, dtype=getattr(xp, dtype)) for a in arrays]
+
+
+def run(op, where, arrays, dtype="float64"):
+    """One call of ``op`` on ``where``; JAX through ``jax.jit`` (eager JAX compiles every op)."""
+    backend = where[1]
+    if where[0] == "jax":
+        import jax
+
+        return jax.jit(lambda *a: call(op, list(a), backend=backend))(*on(where, arrays, dtype))
+    if where[0] == "dask":
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):
+            return to_numpy(call(op, on(where, arrays, dtype), backend=backend))
+    return call(op, on(where, arrays, dtype), backend=backend)
+
+
+def _stream(op, where, arrays, cuts):
+    """The outputs of ``op`` streamed in pieces cut at ``cuts``, concatenated (NumPy)."""
+    xs = on(where, arrays)
+    T = arrays[0].shape[-2]
+    bounds = [0] + list(cuts) + [T]
+    outs, state = [], None
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        piece = [x[..., lo:hi] if x.ndim == 2 else x[..., lo:hi, :] for x in xs]
+        o, state = call(op, piece, backend=where[1], state=state, return_state=True)
+        outs.append(to_numpy(o))
+    return np.concatenate(outs, axis=-2)
+
+
+special = st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+@st.composite
+def cases(draw, op):
+    T = draw(st.integers(1, 24))
+    dk, dv = draw(st.integers(2, 3)), draw(st.integers(1, 3))
+    arg = draw(st.integers(0, len(OPS[op][0]) - 1))
+    s = draw(st.integers(0, T - 1))
+    role = OPS[op][0][arg][1]
+    width = {"q": dk, "k": dk, "v": dv, "tok": 1, "lev": lsattn.num_levels(T) + 1}[role]
+    return dict(seed=draw(st.integers(0, 2**32 - 1)), T=T, dk=dk, dv=dv, arg=arg, s=s,
+                j=draw(st.integers(0, width - 1)), value=draw(special))
+
+
+def _place(arrays, arg, s, j, value, role):
+    arrays = [a.copy() for a in arrays]
+    if role == "tok":
+        arrays[arg][0, s] = value
+    else:
+        arrays[arg][0, s, j] = value
+    return arrays
+
+
+@pytest.mark.parametrize("where", WHERE, ids=["-".join(w) for w in WHERE])
+@pytest.mark.parametrize("op", list(OPS))
+@settings(max_examples=max(3, settings.default.max_examples // 2))
+@given(data=st.data())
+def test_special_value_at_a_random_token(op, where, data):
+    """NaN on the poisoned outputs only, the reference elsewhere; the stream cut at the token agrees."""
+    if where[0] == "jax" and data.draw(st.integers(0, 3)) > 0:  # a quarter of the examples: one jit each
+        return
+    c = data.draw(cases(op))
+    role = OPS[op][0][c["arg"]][1]
+    arrays = _place(make(op, c["seed"], c["T"], c["dk"], c["dv"]), c["arg"], c["s"], c["j"], c["value"], role)
+    mask = poisoned(op, c["arg"], c["s"], c["j"], c["value"], c["T"], c["dv"])
+    expected = reference(op, arrays)
+    rtol = OPS[op][2]
+    check(run(op, where, arrays), expected, mask, rtol, f"{op} on {where}")
+    if where[0] in ("jax", "dask"):
+        return
+    for cut in {c["s"], c["s"] + 1} - {0, c["T"]}:
+        check(_stream(op, where, arrays, [cut]), expected, mask, rtol, f"{op} on {where}, cut at {cut}")
+
+
+@pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
+@pytest.mark.parametrize("backend", ["array_api", "numba"])
+@given(seed=st.integers(0, 2**32 - 1), T=st.integers(2, 24), s=st.integers(1, 23))
+def test_hard_reset_forgets_everything_before(op, backend, seed, T, s):
+    """``log_decay[s] = -inf``: outputs from ``s`` on do not depend on the keys and values before ``s``."""
+    s = min(s, T - 1)
+    a = make(op, seed, T, 3, 2)
+    a[3 if op != "loglinear_log_attention" else 4][:, s] = -math.inf
+    b = [x.copy() for x in a]
+    rng = np.random.default_rng(seed + 1)
+    for i in (1, 2):  # k and v (log_v) before the reset
+        b[i][:, :s] = rng.standard_normal(b[i][:, :s].shape)
+    out_a, out_b = (to_numpy(call(op, x, backend=backend)) for x in (a, b))
+    assert np.isfinite(out_a).all()
+    np.testing.assert_allclose(out_a[:, s:], out_b[:, s:], rtol=0, atol=1e-12 * np.abs(out_a).max())
+    check(out_a, reference(op, a), np.zeros(out_a.shape, bool), OPS[op][2], f"{op} reset at {s}")
+
+
+@pytest.mark.parametrize("where", WHERE[:4], ids=["-".join(w) for w in WHERE[:4]])
+@pytest.mark.parametrize("op", ["log_attention", "exp_kernel_attention", "loglinear_log_attention"])
+@given(seed=st.integers(0, 2**32 - 1), T=st.integers(1, 24), s=st.integers(0, 23))
+def test_zero_key_row(op, where, seed, T, s):
+    """A whole key row of ``-inf`` (a key of weight 0): every output the reference defines is
+    finite and matches it (a query that sees only that key is 0/0)."""
+    s = min(s, T - 1)
+    arrays = make(op, seed, T, 3, 2)
+    arrays[1][:, s, :] = -math.inf
+    expected = reference(op, arrays)
+    defined = np.isfinite(expected)
+    assert defined[:, :s].all() and defined[:, s + 1 :].all()
+    out = to_numpy(run(op, where, arrays)).astype(np.float64)
+    assert np.isfinite(out[defined]).all()
+    check(np.where(defined, out, 0.0), np.where(defined, expected, 0.0), np.zeros(out.shape, bool), OPS[op][2], op)
+
+
+STRONG = [-1e3, -1e4, -1e6]
+
+
+@pytest.mark.parametrize("where", WHERE, ids=["-".join(w) for w in WHERE])
+@pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@settings(max_examples=max(2, settings.default.max_examples // 3))
+@given(seed=st.integers(0, 2**32 - 1), T=st.integers(8, 40), strong=st.lists(
+    st.tuples(st.integers(0, 39), st.sampled_from(STRONG)), min_size=1, max_size=3))
+def test_strong_decays_among_weak_ones(op, where, dtype, seed, T, strong):
+    """A few decays of -1e3 .. -1e6 among weak ones (-0.05 .. 0): the promised bound (1e-5 float32,
+    1e-12 / 1e-10 float64) holds, with or without the strong decays' neighbours streamed apart."""
+    if where[0] == "jax" and seed % 4:
+        return
+    arrays = make(op, seed, T, 4, 4)
+    d = 3 if op != "loglinear_log_attention" else 4
+    arrays[d] = -0.05 * np.random.default_rng(seed).random(arrays[d].shape)
+    for s, a in strong:
+        arrays[d][:, s % T] = a
+    arrays = [x.astype(dtype).astype(np.float64) for x in arrays]  # the reference sees what the call sees
+    expected = reference(op, arrays)
+    check(run(op, where, arrays, dtype), expected, np.zeros(expected.shape, bool), OPS[op][3 if dtype == "float32" else 2],
+          f"{op} {dtype} on {where}")
+
+
+@pytest.mark.parametrize("where", WHERE[:4], ids=["-".join(w) for w in WHERE[:4]])
+@pytest.mark.parametrize("op", ["log_attention", "exp_kernel_attention"])
+@given(seed=st.integers(0, 2**32 - 1), Tq=st.integers(1, 12), Tk=st.integers(1, 12), data=st.data())
+def test_non_causal(op, where, seed, Tq, Tk, data):
+    """Non-causal: a poisoned key reaches every row, a poisoned value its feature in every row, a
+    poisoned query its row; everything else is the reference."""
+    rng = np.random.default_rng(seed)
+    q, k, v = rng.standard_normal((2, Tq, 3)), rng.standard_normal((2, Tk, 3)), rng.standard_normal((2, Tk, 2))
+    arg = data.draw(st.integers(0, 2))
+    x = (q, k, v)[arg]
+    s, j = data.draw(st.integers(0, x.shape[1] - 1)), data.draw(st.integers(0, x.shape[2] - 1))
+    value = data.draw(st.sampled_from([math.nan, math.inf]))
+    x[0, s, j] = value
+    mask = np.zeros((2, Tq, 2), dtype=bool)
+    if arg == 0:
+        mask[0, s] = True
+    elif arg == 1:
+        mask[0] = True
+    else:
+        mask[0, :, j] = True
+    with np.errstate(all="ignore"):
+        expected = to_numpy(getattr(ref, op)(q, k, v, causal=False))
+    xs = on(where, [q, k, v])
+    out = getattr(lsattn, op)(*xs, causal=False, backend=where[1])
+    check(out, expected, mask, OPS[op][2], f"{op} non-causal on {where}")
