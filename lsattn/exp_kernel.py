@@ -106,7 +106,7 @@ def log_attention(
     Returns
     -------
     log_y : array (..., Tq, d_v)
-        In the inputs' namespace, device and floating dtype (half precision computed in float32).
+        In the inputs' namespace, device and floating dtype (half precision: see ``docs/api.md``).
         Exact up to rounding for inputs of any magnitude, except outputs more than ~87 (float32) /
         ~708 (float64) below the running maximum of their column of ``log_v``, which degrade to
         ``-inf`` (never NaN); see the module docstring.
@@ -146,18 +146,15 @@ def exp_kernel_attention(
 
     Parameters
     ----------
-    q : array (..., Tq, d_k)
-    k : array (..., Tk, d_k)
-        ``Tk == Tq`` when causal.
+    q, k, causal, state, return_state, backend
+        As in :func:`log_attention`.
     v : array (..., Tk, d_v)
         Any sign.
-    causal, state, return_state, backend
-        As in :func:`log_attention`.
 
     Returns
     -------
     y : array (..., Tq, d_v)
-        In the inputs' namespace, device and floating dtype (half precision computed in float32).
+        In the inputs' namespace, device and floating dtype (half precision: see ``docs/api.md``).
     state : State, only with ``return_state=True``
         Constant size, ``op="exp_kernel_attention"``; ``tensors``: ``m (..., d_k)`` running
         per-feature key maximum, ``S (..., d_k, d_v) = sum_s exp(k_si - m_i) v_sj``,

@@ -102,21 +102,13 @@ def loglinear_gated_delta(
         ``a_t``, usually ``<= 0``.
     beta : array (..., T)
         Delta-rule write strengths, usually in ``[0, 1]``.
-    level_weights : array (..., T, L)
-        ``lambda[t, l]``, any sign; ``L >= num_levels(offset + T)``, extra levels ignored.
-    chunk_size : int, default 64
-        Power of two; a speed knob only (results do not depend on it).
-    state : State, optional
-        From a previous call with ``return_state=True``: continue that stream.
-    return_state : bool, default False
-        Also return the state after these tokens.
-    backend : str, optional
-        Force a backend (see ``lsattn.backends``).
+    level_weights, chunk_size, state, return_state, backend
+        As in :func:`lsattn.loglinear_attention`.
 
     Returns
     -------
     out : array (..., T, d_v)
-        In the inputs' namespace, device and floating dtype.
+        As in :func:`lsattn.loglinear_attention`.
     state : State, only with ``return_state=True``
         ``tensors["levels"]``: ``(..., bit_length(offset), d_k, d_v)``; slot ``l - 1`` holds the
         bucket ``B_offset^l`` as ``sum_s beta_s (A_{offset-1} ... A_{s+1} k_s) v_s^T`` (zeros where
@@ -145,22 +137,9 @@ def loglinear_gated_delta(
 
 
 def _forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):
-    """Array-API implementation of ``loglinear_gated_delta`` (the signature every backend implements).
-
-    Parameters
-    ----------
-    q, k : (..., T, d_k); v : (..., T, d_v); log_decay, beta : (..., T); level_weights : (..., T, L)
-        Validated, one namespace, in the compute dtype; ``L >= num_levels(offset + T)``.
-    chunk_size : int
-        Power of two.
-    state : State or None
-        Validated state of this operator (offset, ``tensors["levels"]``) or None (offset 0).
-    return_state : bool
-
-    Returns
-    -------
-    (out (..., T, d_v), State or None)
-        Calls of at most ``RECURRENT_MAX_T`` tokens use the recurrent form, others the chunkwise one.
+    """Array-API implementation of ``loglinear_gated_delta`` (the signature every backend implements):
+    arguments and result as ``lsattn.loglinear._forward``, with ``beta (..., T)`` after
+    ``log_decay``. Calls of at most ``RECURRENT_MAX_T`` tokens use the recurrent form, others the chunkwise one.
     """
     form = _recurrent if q.shape[-2] <= RECURRENT_MAX_T else _chunkwise
     return form(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state)

@@ -95,17 +95,13 @@ def loglinear_log_attention(
         ignored); ``-inf`` switches a level off.
     log_decay : array (..., T), optional
         ``a_t`` (usually ``<= 0``); None: no decay.
-    state : State, optional
-        From a previous call with ``return_state=True``: continue that stream.
-    return_state : bool, default False
-        Also return the state after these tokens.
-    backend : str, optional
-        Force a backend (see ``lsattn.backends``).
+    state, return_state, backend
+        As in :func:`lsattn.loglinear_attention`.
 
     Returns
     -------
     log_y : array (..., T, d_v)
-        In the inputs' namespace, device and floating dtype (half precision computed in float32).
+        In the inputs' namespace, device and floating dtype (half precision: see ``docs/api.md``).
         A query whose every visible weight is 0 (all its levels switched off) has no defined output.
     state : State, only with ``return_state=True``
         ``op="loglinear_log_attention"``; ``tensors``, one exp-kernel summary per Fenwick level of the
@@ -114,8 +110,7 @@ def loglinear_log_attention(
         ``S (..., n_l, d_k, d_v)``, ``z (..., n_l, d_k)`` with ``n_l = bit_length(p)``, standing for
         ``sum_s exp(k_si + decay_s) v_sj = exp(m_i + n_j) S_ij``, ``sum_s exp(k_si + decay_s) = exp(m_i) z_i``.
 
-    Cost: ``O(T C (d_k + d_v) + T d_k d_v log(T / C))`` time, ``O(T (C + d_k + d_v + L) + (T / C) d_k d_v)``
-    memory; ``O(log T d_k d_v)`` per decoded token. See the module docstring.
+    Cost: as :func:`lsattn.loglinear_attention` (see the module docstring).
 
     Examples
     --------

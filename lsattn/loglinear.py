@@ -91,7 +91,7 @@ def loglinear_attention(
     Returns
     -------
     out : array (..., T, d_v)
-        In the inputs' namespace, device and floating dtype.
+        In the inputs' namespace, device and floating dtype (half precision: see ``docs/api.md``).
     state : State, only with ``return_state=True``
         ``tensors["levels"]``: ``(..., bit_length(offset), d_k, d_v)``; slot ``l - 1`` holds the
         bucket ``B_offset^l`` as ``sum_s exp(a_{s+1} + ... + a_{offset-1}) k_s v_s^T`` (zeros where

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import tracemalloc
 
 import array_api_compat
 import numpy as np
@@ -119,3 +120,13 @@ def _jitted(fn, skeleton, return_state, kw):
         return (r[0], dict(r[1].tensors)) if return_state else r
 
     return jax.jit(f)
+
+
+def traced_peak(fn):
+    """``(fn(), peak bytes tracemalloc saw while it ran)`` (NumPy allocations; not Numba's)."""
+    tracemalloc.start()
+    try:
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

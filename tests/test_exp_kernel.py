@@ -17,7 +17,6 @@ same checks through ``jax.jit`` (one compilation per shape), on a few fixed shap
 hypothesis examples.
 """
 import functools
-import tracemalloc
 
 import array_api_compat
 import numpy as np
@@ -29,7 +28,7 @@ from lsattn import exp_kernel as ek
 from lsattn import reference as ref
 from lsattn.state import State
 
-from helpers import TOL, assert_close, jax_jit, on, to_numpy
+from helpers import TOL, assert_close, jax_jit, on, to_numpy, traced_peak
 from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
 
 F64, F32 = TOL["float64"], TOL["float32"]
@@ -433,12 +432,7 @@ def test_memory_at_32768(op):
     T, d = 32768, 64
     rng = np.random.default_rng(0)
     q, k, v = (rng.standard_normal((T, d), dtype=np.float32) for _ in range(3))
-    tracemalloc.start()
-    try:
-        out = FN[op](q, k, v)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    out, peak = traced_peak(lambda: FN[op](q, k, v))
     assert out.shape == (T, d) and np.isfinite(out).all()
     extra = peak - out.nbytes
     assert extra < 64 * 2**20, f"{extra / 2**20:.1f} MiB beyond the output"

@@ -9,7 +9,6 @@ Tolerances (max |out - ref| / max |ref|, per call, against the float64 reference
 - float32 inputs: 1e-5 for normalised keys with beta in [0, 1], and for unnormalised keys of std
   up to 0.5 (observed about 1e-6). Streamed outputs and states match one call to these bounds.
 """
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from lsattn.fenwick import bucket, levels_of_position
 from lsattn.state import State
 
 from conftest import namespace
-from helpers import assert_close, on, property_tests, to_numpy
+from helpers import assert_close, on, property_tests, to_numpy, traced_peak
 from strategies import batch_shapes, decays, head_dims, log_decay, magnitudes, seeds, seq_lens, split_points
 
 F64, F32 = 1e-10, 1e-5
@@ -468,10 +467,7 @@ def test_no_quadratic_memory_at_16384():
     a = -rng.random(T).astype(np.float32) * 0.1
     b = rng.random(T).astype(np.float32)
     lam = np.ones((T, lsattn.num_levels(T)), dtype=np.float32)
-    tracemalloc.start()
-    out = lsattn.loglinear_gated_delta(q, k, v, a, b, lam, chunk_size=C, backend="array_api")
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    out, peak = traced_peak(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam, chunk_size=C, backend="array_api"))
     assert out.shape == (T, dv)
     budget = 4 * (8 * T * (C + dk + dv + lam.shape[-1]) + 16 * (T // C) * dk * (dk + dv))
     assert peak < budget, f"peak {peak / 2**20:.0f} MiB > {budget / 2**20:.0f} MiB"

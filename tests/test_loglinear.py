@@ -6,7 +6,6 @@ at T = 8192; stated in docs/loglinear.md). Streamed outputs and states match one
 bounds.
 """
 import contextlib
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from lsattn.fenwick import bucket, levels_of_position
 from lsattn.state import State
 
 from conftest import namespace
-from helpers import assert_close, jax_jit, on, property_tests, to_numpy
+from helpers import assert_close, jax_jit, on, property_tests, to_numpy, traced_peak
 from strategies import batch_shapes, decays, head_dims, log_decay, magnitudes, normal, seeds, seq_lens, split_points
 
 F64, F32 = 1e-12, 1e-5
@@ -380,10 +379,7 @@ def test_no_quadratic_memory_at_65536():
     q, k, v = (rng.standard_normal((T, d)).astype(np.float32) for d in (dk, dk, dv))
     a = -rng.random(T).astype(np.float32) * 0.1
     lam = np.ones((T, lsattn.num_levels(T)), dtype=np.float32)
-    tracemalloc.start()
-    out = lsattn.loglinear_attention(q, k, v, a, lam, chunk_size=C, backend="array_api")
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    out, peak = traced_peak(lambda: lsattn.loglinear_attention(q, k, v, a, lam, chunk_size=C, backend="array_api"))
     assert out.shape == (T, dv)
     budget = 4 * (4 * T * (C + dk + dv + lam.shape[-1]) + 4 * (T // C) * dk * dv)  # measured: 80 of 162 MiB
     assert peak < budget, f"peak {peak / 2**20:.0f} MiB > {budget / 2**20:.0f} MiB"

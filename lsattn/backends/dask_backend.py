@@ -169,18 +169,20 @@ class _LogLinear:
         return (0, st.offset, None, np.asarray(st.tensors["levels"]))
 
     def combine(self, a, b):
-        if a is None:
-            return b
-        if b is None:
-            return a
+        if a is None or b is None:
+            return b if a is None else a
         (pa, Ta, Da, Sa), (pb, Tb, Db, Sb) = a, b
+        carry = None if Da is None else (Db @ Da if self.transition else Da + Db)
+        return (pa, Ta + Tb, carry, self.fold(Sa, Db, pb, Tb, Sb))
+
+    def fold(self, Sa, Db, pb, Tb, Sb):
+        """The earlier stretch's levels ``Sa`` carried over the later one (``Db``, tokens
+        ``[pb, pb + Tb)``) and merged with its levels ``Sb``."""
         if self.transition:
             moved = Db[..., None, :, :] @ Sa  # A_{end-1} ... A_{pb} applied to every level
-            carry = None if Da is None else Db @ Da
         else:
             moved = Sa * np.exp(Db)[..., None, None, None]
-            carry = None if Da is None else Da + Db
-        return (pa, Ta + Tb, carry, _remap_levels(moved, pb, Tb) + Sb)
+        return _remap_levels(moved, pb, Tb) + Sb
 
     def batch_of(self, tensors):
         return tuple(tensors["levels"].shape[:-3])
@@ -287,20 +289,14 @@ class _Hierarchical(_LogLinear):
     def batch_of(self, tensors):
         return tuple(tensors["S"].shape[:-3])
 
-    def combine(self, a, b):
+    def fold(self, Sa, Db, pb, Tb, Sb):
         from lsattn.exp_kernel import _minus_inf, merge
 
-        if a is None:
-            return b
-        if b is None:
-            return a
-        (pa, Ta, Da, Sa), (pb, Tb, Db, Sb) = a, b
         m, n, S, z = Sa
         moved = (m + Db[..., None, None], n, S, z)  # keys decayed over the later stretch
         m, n, S, z = merge(np, self.remap(moved, pb, Tb), Sb)
         m = np.maximum(m, _minus_inf(np, m.dtype))  # decays never push a shift past the stand-in
-        carry = None if Da is None else Da + Db
-        return (pa, Ta + Tb, carry, (m, n, S, z))
+        return (m, n, S, z)
 
     def remap(self, levels, p, T):
         """As :func:`_remap_levels`, summaries folding by ``merge``."""
