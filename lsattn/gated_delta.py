@@ -62,14 +62,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import array_api_compat
 import numpy as np
 
+from . import loglinear
 from ._chunktree import chunk_layout, from_chunks, segsum, state_read_levels, suffix_after, to_chunks, tree_levels
 from ._prologue import Op, levels_state_shapes, run
 from ._typing import Array
 from ._validate import device_of
-from .loglinear import _check_chunk_size, _chunk_levels, _gather_last
+from .loglinear import _check_chunk_size, _chunk_levels, _gather_last, _ns
 from .state import State
 
 __all__ = ["loglinear_gated_delta"]
@@ -147,14 +147,8 @@ def _forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_
 
 # ---- shared bits ----------------------------------------------------------------------------------
 
-def _ns(x):
-    return array_api_compat.array_namespace(x)
-
-
 def _state(xp, offset, batch, d_k, d_v, dtype, levels, like):
-    if levels is None:
-        levels = xp.zeros(batch + (0, d_k, d_v), dtype=dtype, device=device_of(like))
-    return State(OP, offset, batch, d_k, d_v, dtype, {"levels": levels})
+    return loglinear._state(xp, offset, batch, d_k, d_v, dtype, levels, like, OP)
 
 
 def _run(body, q, k, v, log_decay, beta, level_weights, state, return_state, **kw):

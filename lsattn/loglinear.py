@@ -192,10 +192,11 @@ def _ns(x):
     return array_api_compat.array_namespace(x)
 
 
-def _state(xp, offset, batch, d_k, d_v, dtype, levels, like):
+def _state(xp, offset, batch, d_k, d_v, dtype, levels, like, op=OP):
+    """The State of a log-linear operator (``op``): Fenwick ``levels`` (None: none yet)."""
     if levels is None:
         levels = xp.zeros(batch + (0, d_k, d_v), dtype=dtype, device=device_of(like))
-    return State(OP, offset, batch, d_k, d_v, dtype, {"levels": levels})
+    return State(op, offset, batch, d_k, d_v, dtype, {"levels": levels})
 
 
 def _index(xp, idx, like):
