@@ -121,8 +121,6 @@ def log_attention(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import lsattn
     >>> rng = np.random.default_rng(0)
     >>> q, k = 50 * rng.standard_normal((2, 2, 64, 8))       # magnitudes where exp(q) overflows
     >>> log_v = rng.standard_normal((2, 64, 4))
@@ -164,8 +162,6 @@ def exp_kernel_attention(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import lsattn
     >>> rng = np.random.default_rng(0)
     >>> q, k, v = rng.standard_normal((3, 2, 64, 8))
     >>> y1, state = lsattn.exp_kernel_attention(q[:, :40], k[:, :40], v[:, :40], return_state=True)

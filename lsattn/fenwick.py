@@ -46,7 +46,6 @@ def num_levels(T: int) -> int:
 
     Examples
     --------
-    >>> import lsattn
     >>> lsattn.num_levels(1), lsattn.num_levels(8), lsattn.num_levels(9)
     (1, 4, 5)
     """
@@ -81,8 +80,6 @@ def fenwick_level(t: int | Array, s: int | Array) -> int | Array:
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import lsattn
     >>> lsattn.fenwick_level(13, 8), lsattn.fenwick_level(13, 13), lsattn.fenwick_level(8, 13)
     (3, 0, -1)
     >>> lsattn.fenwick_level(np.array([13, 13, 13]), np.array([12, 11, 0])).tolist()
@@ -130,7 +127,6 @@ def level_matrix(T: int, *, xp: Any = None, device: Any = None) -> Array:
 
     Examples
     --------
-    >>> import lsattn
     >>> print(lsattn.level_matrix(4))
     [[ 0 -1 -1 -1]
      [ 1  0 -1 -1]

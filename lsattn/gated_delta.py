@@ -119,8 +119,6 @@ def loglinear_gated_delta(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import lsattn
     >>> rng = np.random.default_rng(0)
     >>> q, k, v = rng.standard_normal((3, 2, 100, 8))
     >>> k /= np.linalg.norm(k, axis=-1, keepdims=True)

@@ -114,8 +114,6 @@ def loglinear_log_attention(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import lsattn
     >>> rng = np.random.default_rng(0)
     >>> q, k, log_v = rng.standard_normal((3, 2, 100, 8))
     >>> log_lam = rng.standard_normal((2, 100, lsattn.num_levels(100)))

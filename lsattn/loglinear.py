@@ -102,8 +102,6 @@ def loglinear_attention(
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import lsattn
     >>> rng = np.random.default_rng(0)
     >>> q, k, v = rng.standard_normal((3, 2, 100, 8))
     >>> a = -0.1 * rng.random((2, 100))

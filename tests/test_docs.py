@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import lsattn
@@ -100,7 +101,9 @@ def docstring_examples():
             module = importlib.import_module(name)
         except ImportError:  # a backend module whose framework is not installed
             continue
-        for test in finder.find(module, name):
+        # the convention of NumPy's docstrings: examples assume ``import numpy as np`` (and here
+        # ``import lsattn``) without repeating it
+        for test in finder.find(module, name, globs={**vars(module), "np": np, "lsattn": lsattn}):
             if test.examples and test.name.startswith(name):  # defined here, not re-exported
                 tests.setdefault(test.name, test)
     return tests
