@@ -11,8 +11,9 @@ rebinds its buffers to the new arrays (``.at[...].set``), the same values withou
 Step formulas, from the operators' state definitions (token at ``p``, ``h = bit_length(p XOR (p + 1))``;
 the low ``h - 1`` bits of ``p`` are set, so levels ``1 .. h - 1`` are occupied and fold into ``h``):
 
-- exp-kernel: the token's key joins the summary ``(m, n, S, z)`` (:func:`lsattn.exp_kernel.merge`),
-  then the query reads the updated summary (:func:`lsattn.exp_kernel.read`): its own key included.
+- exp-kernel: the token's key joins the summary ``(m, n, S, z)`` (:func:`lsattn.exp_kernel.merge`
+  with a one-key summary, written out), then the query reads the updated summary
+  (:func:`lsattn.exp_kernel.read`): its own key included.
 - log-linear Mamba-2: ``o = lam_0 (q . k) v + sum_l lam_l e^{a_p} q^T S_l``; then level ``h`` becomes
   ``e^{a_p} sum_{l < h} S_l + k v^T``, levels above ``h`` are scaled by ``e^{a_p}``, levels below are 0.
 - log-linear Gated DeltaNet: every level ``S <- e^{a_p} (S - beta k (k^T S))``, then
@@ -26,7 +27,7 @@ from __future__ import annotations
 import array_api_compat
 
 from ._validate import device_of
-from .exp_kernel import _clamp_log_values, _finish, _minus_inf, diagonal, merge, read, summarise
+from .exp_kernel import _clamp_log_values, _finish, _minus_inf, diagonal, merge, read
 
 __all__ = ["log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta",
            "loglinear_log_attention"]
@@ -68,12 +69,24 @@ class _ExpKernel(_Buffers):
         self.log_values = log_values
 
     def step(self, p, q, k, vals):
-        """q, k (..., 1, d_k), vals (..., 1, d_v) -> (..., 1, d_v)."""
+        """q, k (..., 1, d_k), vals (..., 1, d_v) -> (..., 1, d_v).
+
+        :func:`lsattn.exp_kernel.merge` of the summary with the one-key summary ``(k, vals, 1, 1)``,
+        written out (no ones arrays): the larger shift gets factor exactly 1."""
         xp, b, lv = self.xp, self.buf, self.log_values
         vals = _clamp_log_values(xp, vals, lv)
-        m, n, S, z = merge(xp, (b["m"], b.get("n"), b["S"], b["z"]), summarise(xp, k, vals, lv))
-        out = _finish(xp, read(xp, q, (m, n, S, z), lv), lv)
-        for name, x in (("m", m), ("n", n), ("S", S), ("z", z)):
+        m, key = b["m"], k[..., 0, :]
+        mm = xp.maximum(m, key)
+        fa, fb = xp.exp(m - mm)[..., None], xp.exp(key - mm)[..., None]  # (..., d_k, 1)
+        if lv:
+            n = xp.maximum(b["n"], vals[..., 0, :])
+            g = xp.exp(b["n"] - n)[..., None, :]
+            S = (fa * g) * b["S"] + fb * xp.exp(vals - n[..., None, :])
+        else:
+            n, S = None, fa * b["S"] + fb * vals
+        z = fa[..., 0] * b["z"] + fb[..., 0]
+        out = _finish(xp, read(xp, q, (mm, n, S, z), lv), lv)
+        for name, x in (("m", mm), ("n", n), ("S", S), ("z", z)):
             if x is not None:
                 self.put(name, ..., x)
         return out

@@ -34,13 +34,21 @@ def _kernels():
 
     @jit
     def exp_kernel(q, k, vals, log_values, lo, m, n, S, z, out):
-        """Key ``k`` joins the summary ``(m, n, S, z)``, then ``q`` reads it. q, k (B, d_k),
-        vals (B, d_v), m/z (B, d_k), n (B, d_v) (unused for signed values), S (B, d_k, d_v)."""
+        """Key ``k`` joins the summary ``(m, n, S, z)``, then ``q`` reads it, in one pass over ``S``.
+        q, k (B, d_k), vals (B, d_v), m/z (B, d_k), n (B, d_v) (unused for signed values), S (B, d_k, d_v)."""
         B, dk = q.shape
         dv = vals.shape[1]
         g = np.empty(dv)  # per-column value rescaling (log values)
         gv = np.empty(dv)  # the token's value, shifted
         num = np.empty(dv)
+        gs = np.empty(dv, S.dtype)  # g and gv in the state's dtype
+        gvs = np.empty(dv, S.dtype)
+        mm = np.empty(dk)
+        fa = np.empty(dk)  # rescaling of the summary's row i to the new shift mm_i
+        fb = np.empty(dk)  # the key's weight exp(k_i - mm_i); one of fa, fb is exactly 1
+        # the S pass and the query's weights run in the state's dtype (float32: expf, twice the
+        # speed of exp); the sums over d_k (num, den) accumulate in float64
+        sc = np.empty(3, S.dtype)
         for b in range(B):
             if log_values:
                 for j in range(dv):
@@ -52,25 +60,40 @@ def _kernels():
                     n[b, j] = nn
             else:
                 for j in range(dv):
-                    g[j] = 1.0
                     gv[j] = float(vals[b, j])
+            for j in range(dv):
+                gs[j] = g[j] if log_values else 1.0
+                gvs[j] = gv[j]
             r = -np.inf
             for i in range(dk):
                 mi, ki = float(m[b, i]), float(k[b, i])
-                mm = max(mi, ki)
-                fa, fb = math.exp(mi - mm), math.exp(ki - mm)
-                m[b, i] = mm
-                z[b, i] = fa * z[b, i] + fb
-                for j in range(dv):
-                    S[b, i, j] = fa * g[j] * S[b, i, j] + fb * gv[j]
-                r = max(r, float(q[b, i]) + float(m[b, i]))
+                if ki > mi:
+                    mm[i], fa[i], fb[i] = ki, math.exp(mi - ki), 1.0
+                else:
+                    mm[i], fa[i], fb[i] = mi, 1.0, math.exp(ki - mi)
+                r = max(r, float(q[b, i]) + mm[i])
             den = 0.0
             num[:] = 0.0
             for i in range(dk):
-                A = math.exp(float(q[b, i]) + float(m[b, i]) - r)
-                den += A * z[b, i]
-                for j in range(dv):
-                    num[j] += A * S[b, i, j]
+                sc[0] = float(q[b, i]) + mm[i] - r
+                sc[0] = math.exp(sc[0])
+                sc[1], sc[2] = fa[i], fb[i]
+                A, fai, fbi = sc[0], sc[1], sc[2]
+                zi = fa[i] * float(z[b, i]) + fb[i]
+                z[b, i] = zi
+                m[b, i] = mm[i]
+                den += float(A) * zi
+                row = S[b, i]
+                if log_values:
+                    for j in range(dv):
+                        x = fai * gs[j] * row[j] + fbi * gvs[j]
+                        row[j] = x
+                        num[j] += A * x
+                else:
+                    for j in range(dv):
+                        x = fai * row[j] + fbi * gvs[j]
+                        row[j] = x
+                        num[j] += A * x
             for j in range(dv):
                 if not log_values:
                     out[b, j] = num[j] / den
@@ -82,8 +105,9 @@ def _kernels():
 
     @jit
     def levels(q, k, v, a, beta, lam, p, gated, S, out):
-        """Log-linear Mamba-2 (``gated=False``) or Gated DeltaNet at position ``p``. q, k (B, d_k),
-        v (B, d_v), a/beta (B,), lam (B, L), S (B, slots, d_k, d_v)."""
+        """Log-linear Mamba-2 (``gated=False``) or Gated DeltaNet at position ``p``, one pass over
+        each occupied level (Gated DeltaNet: two, ``k^T S`` first). q, k (B, d_k), v (B, d_v),
+        a/beta (B,), lam (B, L), S (B, slots, d_k, d_v)."""
         B, dk = q.shape
         dv = v.shape[1]
         n = 0
@@ -94,6 +118,7 @@ def _kernels():
             h += 1
         o = np.empty(dv)
         kS = np.empty(dv)
+        vv = np.empty(dv)
         for b in range(B):
             e = math.exp(float(a[b]))
             bt = float(beta[b]) if gated else 1.0
@@ -102,40 +127,40 @@ def _kernels():
                 qk += float(q[b, i]) * float(k[b, i])
             own = float(lam[b, 0]) * bt * qk
             for j in range(dv):
-                o[j] = own * float(v[b, j])
+                vv[j] = float(v[b, j])
+                o[j] = own * vv[j]
+            new = S[b, h - 1]  # empty (bit h-1 of p is clear): the token's write, then the folded levels
+            for i in range(dk):
+                c = bt * float(k[b, i])
+                row = new[i]
+                for j in range(dv):
+                    row[j] = c * vv[j]
             for l in range(n):
                 if not (p >> l) & 1:
                     continue
-                if gated:  # S <- e^{a} (S - beta k (k^T S))
+                Sl = S[b, l]
+                if gated:  # kS = k^T S, then S <- e^{a} (S - beta k kS)
                     kS[:] = 0.0
                     for i in range(dk):
                         ki = float(k[b, i])
+                        row = Sl[i]
                         for j in range(dv):
-                            kS[j] += ki * S[b, l, i, j]
-                    for i in range(dk):
-                        c = bt * float(k[b, i])
-                        for j in range(dv):
-                            S[b, l, i, j] = e * (S[b, l, i, j] - c * kS[j])
-                w = float(lam[b, l + 1]) * (1.0 if gated else e)
+                            kS[j] += ki * float(row[j])
+                w = float(lam[b, l + 1])
+                fold = l < h - 1
                 for i in range(dk):
+                    row = Sl[i]
                     qi = w * float(q[b, i])
+                    c = bt * float(k[b, i])
+                    nrow = new[i]
                     for j in range(dv):
-                        o[j] += qi * S[b, l, i, j]
-            fold = 1.0 if gated else e
-            for i in range(dk):
-                c = bt * float(k[b, i])
-                for j in range(dv):
-                    acc = c * float(v[b, j])
-                    for l in range(h - 1):
-                        acc += fold * S[b, l, i, j]
-                        S[b, l, i, j] = 0.0
-                    S[b, h - 1, i, j] = acc
-            if not gated:
-                for l in range(h, n):
-                    if (p >> l) & 1:
-                        for i in range(dk):
-                            for j in range(dv):
-                                S[b, l, i, j] *= e
+                        x = e * (float(row[j]) - c * kS[j]) if gated else e * float(row[j])
+                        o[j] += qi * x
+                        if fold:
+                            nrow[j] += x
+                            row[j] = 0.0
+                        else:
+                            row[j] = x
             for j in range(dv):
                 out[b, j] = o[j]
 
@@ -157,6 +182,7 @@ def _kernels():
         num = np.empty(dv)
         M = np.empty(dv)
         s = np.empty(dv)
+        sc = np.empty(1, S.dtype)
         G = np.empty((nl + 1, dv))  # the merge's per-column rescaling of each folded slot (and the key)
         for b in range(B):
             ab = max(float(a[b]), alo)
@@ -190,7 +216,8 @@ def _kernels():
                 dl = 0.0
                 num[:] = 0.0
                 for i in range(dk):
-                    A[i] = math.exp(float(q[b, i]) + float(m[b, l, i]) - r[l + 1])
+                    sc[0] = float(q[b, i]) + float(m[b, l, i]) - r[l + 1]
+                    A[i] = math.exp(sc[0])  # in the state's dtype (float32: expf)
                     dl += A[i] * z[b, l, i]
                     for j in range(dv):
                         num[j] += A[i] * S[b, l, i, j]
