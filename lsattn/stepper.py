@@ -105,7 +105,7 @@ def stepper(op, state, *, max_tokens=None, backend=None):
         raise ValueError(f"state was made by {state.op}, not {name}: pass a state returned by {name}(..., return_state=True)")
     xp = namespace(**{f"state.tensors[{n!r}]": t for n, t in state.tensors.items()})
     dtype = state.dtype
-    if str(compute_dtype(xp, dtype)) != str(dtype):
+    if compute_dtype(xp, dtype) != dtype:
         raise ValueError(f"state.dtype must be float32 or float64, got {dtype}")
     _check_state_tensors(spec, state, xp, state.batch_shape, state.d_k, state.d_v, dtype)
     if max_tokens is not None:
@@ -163,12 +163,14 @@ class Stepper:
         if self._limit is not None and p >= self._limit:
             raise ValueError(f"max_tokens = {self._limit} reached: this stepper holds no state beyond it; make a new "
                              f"one from step.state with a larger max_tokens")
-        slow = False
+        out_dtype = None
+        for x in inputs:
+            if x is not None and (type(x) is not self._type or x.dtype != self.dtype):
+                inputs, out_dtype = self._convert(inputs)
+                break
         for x, shape, lev, name in zip(inputs, self._shapes, self._levels, self._names):
             if x is None:
                 continue
-            if type(x) is not self._type or x.dtype != self.dtype:
-                slow = True
             sh = x.shape
             if lev:
                 if tuple(sh[:-1]) != shape:
@@ -178,14 +180,13 @@ class Stepper:
                                      f"num_levels({p + 1}) = {p.bit_length() + 1}")
             elif sh != shape:
                 raise ValueError(f"{name} must have shape {shape} for one token (T axis of length 1), got {tuple(sh)}")
-        if slow:
-            return self._cast_step(p, inputs)
         out = self._impl.step(p, *inputs)
         self.offset = p + 1
-        return out
+        return out if out_dtype is None else self._xp.astype(out, out_dtype, copy=False)
 
-    def _cast_step(self, p, inputs):
-        """Inputs of another type or dtype: full checks, cast to the state's dtype, output cast back."""
+    def _convert(self, inputs):
+        """Inputs of another type or dtype than the state's: full checks, cast to the state's dtype.
+        Returns (inputs, dtype of the output)."""
         xp = self._xp
         named = dict(zip(self._names, inputs))
         if namespace(**named) is not xp:
@@ -194,10 +195,7 @@ class Stepper:
             if x is not None:
                 check_float(xp, name, x)
         out_dtype = xp.result_type(*(x.dtype for x in inputs if x is not None))
-        if str(compute_dtype(xp, out_dtype)) != str(self.dtype):
+        if compute_dtype(xp, out_dtype) != self.dtype:
             raise ValueError(f"the state computes in {self.dtype} but these inputs compute in "
                              f"{compute_dtype(xp, out_dtype)}; pass inputs of the state's dtype")
-        args = [None if x is None else xp.astype(x, self.dtype, copy=False) for x in inputs]
-        out = self._impl.step(p, *args)
-        self.offset = p + 1
-        return xp.astype(out, out_dtype, copy=False)
+        return tuple(None if x is None else xp.astype(x, self.dtype, copy=False) for x in inputs), out_dtype
