@@ -18,7 +18,7 @@ from .fenwick import fenwick_level, level_matrix, num_levels
 from .gated_delta import loglinear_gated_delta
 from .loglinear import loglinear_attention
 from .hierarchical import loglinear_log_attention
-from .stepper import stepper
+from .decoding import stepper
 from . import audit  # noqa: E402  lsattn.audit: the numerical stability audit (docs/audit.md)
 from ._version import __version__
 
