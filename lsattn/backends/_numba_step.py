@@ -178,7 +178,6 @@ def _kernels():
             h += 1
         r = np.empty(nl + 1)
         vals = np.empty(dv)
-        A = np.empty(dk)
         num = np.empty(dv)
         M = np.empty(dv)
         s = np.empty(dv)
@@ -217,19 +216,23 @@ def _kernels():
                 num[:] = 0.0
                 for i in range(dk):
                     sc[0] = float(q[b, i]) + float(m[b, l, i]) - r[l + 1]
-                    A[i] = math.exp(sc[0])  # in the state's dtype (float32: expf)
-                    dl += A[i] * z[b, l, i]
+                    Ai = float(math.exp(sc[0]))  # in the state's dtype (float32: expf)
+                    dl += Ai * z[b, l, i]
+                    row = S[b, l, i]
                     for j in range(dv):
-                        num[j] += A[i] * S[b, l, i, j]
+                        num[j] += Ai * row[j]
                 den += math.exp(shift) * dl
-                for j in range(dv):
+                for j in range(dv):  # logs and exps in the state's dtype (float32: logf, expf)
                     if num[j] > 0.0:
-                        t = math.log(num[j]) + float(n[b, l, j]) + shift
+                        sc[0] = num[j]
+                        t = float(math.log(sc[0])) + float(n[b, l, j]) + shift
                         if t > M[j]:
-                            s[j] = s[j] * math.exp(M[j] - t) + 1.0
+                            sc[0] = M[j] - t
+                            s[j] = s[j] * float(math.exp(sc[0])) + 1.0
                             M[j] = t
                         else:
-                            s[j] += math.exp(t - M[j])
+                            sc[0] = t - M[j]
+                            s[j] += float(math.exp(sc[0]))
             for j in range(dv):
                 o = M[j] + math.log(s[j]) - math.log(den)
                 out[b, j] = o if o > lo / 2 else -np.inf
