@@ -210,6 +210,17 @@ def run(op, batch, d, offset, tokens, repeat, rng):
     return {name: best_of(f, repeat) / tokens * 1e6 for name, f in methods.items()}
 
 
+def summary(records):
+    """Lines saying which targets this run met, row by row."""
+    lines = []
+    for key, what, ok in (("numba_speedup_vs_loop", "numba step >= 2x faster than the NumPy loop", lambda x: x >= 2),
+                          ("array_api_vs_loop", "array-API step within 3x of the NumPy loop", lambda x: x <= 3)):
+        missed = [f"{r['op']} {'x'.join(map(str, r['batch']))} ({r[key]:.2f}x)" for r in records if not ok(r[key])]
+        met = len(records) - len(missed)
+        lines.append(f"- {what}: met in {met} of {len(records)} rows" + (f"; missed: {', '.join(missed)}." if missed else "."))
+    return ["Targets in this run:", ""] + lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--d", type=int, default=64)
@@ -247,9 +258,13 @@ def main():
         "",
         "Columns: the NumPy loop is the recurrence written by hand with NumPy (`benchmarks/bench_stepper.py`); "
         "`stepper numba` / `stepper array_api` are `lsattn.stepper(op, state, backend=...)`; `plain state=` is "
-        "the operator called with `state=..., return_state=True` per token (automatic backend: numba).",
+        "the operator called with `state=..., return_state=True` per token (automatic backend: numba, whose "
+        "scans run parallel over batch elements; on this shared machine that column varied from ~0.1 ms to "
+        "several ms per token between runs).",
         "",
         *md_table(header, rows, ["---"] * 2 + ["---:"] * 6),
+        "",
+        *summary(records),
         "",
         "Command: `python benchmarks/bench_stepper.py`",
         "",

@@ -104,18 +104,13 @@ def _kernels():
                     out[b, j] = -np.inf
 
     @jit
-    def levels(q, k, v, a, beta, lam, p, gated, S, out):
-        """Log-linear Mamba-2 (``gated=False``) or Gated DeltaNet at position ``p``, one pass over
-        each occupied level (Gated DeltaNet: two, ``k^T S`` first). q, k (B, d_k), v (B, d_v),
-        a/beta (B,), lam (B, L), S (B, slots, d_k, d_v)."""
+    def levels(q, k, v, a, beta, lam, p, n, h, gated, S, out):
+        """Log-linear Mamba-2 (``gated=False``) or Gated DeltaNet at position ``p`` (``n`` =
+        bit_length(p), ``h`` = bit_length(p XOR (p + 1))), one pass over each occupied level (Gated
+        DeltaNet: two, ``k^T S`` first). q, k (B, d_k), v (B, d_v), a/beta (B,), lam (B, L),
+        S (B, slots, d_k, d_v)."""
         B, dk = q.shape
         dv = v.shape[1]
-        n = 0
-        while (p >> n) > 0:
-            n += 1
-        h = 0
-        while ((p ^ (p + 1)) >> h) > 0:
-            h += 1
         o = np.empty(dv)
         kS = np.empty(dv)
         vv = np.empty(dv)
@@ -165,17 +160,12 @@ def _kernels():
                 out[b, j] = o[j]
 
     @jit
-    def hierarchical(q, k, lv, lam, a, p, lo, alo, m, n, S, z, out):
-        """Hierarchical exp-kernel attention at position ``p``. q, k (B, d_k), lv (B, d_v), lam (B, L),
-        a (B,) (zeros: no decay), m/z (B, slots, d_k), n (B, slots, d_v), S (B, slots, d_k, d_v)."""
+    def hierarchical(q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out):
+        """Hierarchical exp-kernel attention at position ``p`` (``nl``, ``h`` as in ``levels``).
+        q, k (B, d_k), lv (B, d_v), lam (B, L), a (B,) (zeros: no decay), m/z (B, slots, d_k),
+        n (B, slots, d_v), S (B, slots, d_k, d_v)."""
         B, dk = q.shape
         dv = lv.shape[1]
-        nl = 0
-        while (p >> nl) > 0:
-            nl += 1
-        h = 0
-        while ((p ^ (p + 1)) >> h) > 0:
-            h += 1
         r = np.empty(nl + 1)
         vals = np.empty(dv)
         num = np.empty(dv)
@@ -352,7 +342,8 @@ class _Levels(_Step):
         out = np.empty((self.B, v.shape[-1]), dtype=v.dtype)
         a = _flat(log_decay, 0)
         beta = _flat(rest[0], 0) if self.gated else a
-        self.kernels[1](_flat(q, 1), _flat(k, 1), _flat(v, 1), a, beta, _flat(rest[-1], 1), p, self.gated,
+        self.kernels[1](_flat(q, 1), _flat(k, 1), _flat(v, 1), a, beta, _flat(rest[-1], 1), p, p.bit_length(),
+                        (p ^ (p + 1)).bit_length(), self.gated,
                         self.buf["levels"], out)
         return self._out(out)
 
@@ -379,7 +370,8 @@ class _Hierarchical(_Step):
         out = np.empty((self.B, log_v.shape[-1]), dtype=log_v.dtype)
         a = self.zeros if log_decay is None else _flat(log_decay, 0)
         alo = 0.0 if log_decay is None else self.lo / (4 * (p + 1))
-        self.kernels[2](_flat(q, 1), _flat(k, 1), _flat(log_v, 1), _flat(lam, 1), a, p, self.lo, alo,
+        self.kernels[2](_flat(q, 1), _flat(k, 1), _flat(log_v, 1), _flat(lam, 1), a, p, p.bit_length(),
+                        (p ^ (p + 1)).bit_length(), self.lo, alo,
                         b["m"], b["n"], b["S"], b["z"], out)
         return self._out(out)
 
