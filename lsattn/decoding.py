@@ -24,11 +24,17 @@ __all__ = ["stepper", "Stepper"]
 LEVEL_OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention")
 
 
-def _specs():
+def _operators():
+    """``{name: (operator function, its Op)}`` of the five operators."""
     from . import exp_kernel, gated_delta, hierarchical, loglinear
 
-    return {**exp_kernel._SPECS, loglinear.OP: loglinear.SPEC, gated_delta.OP: gated_delta.SPEC,
-            hierarchical.OP: hierarchical.SPEC}
+    return {fn.__name__: (fn, spec) for fn, spec in (
+        (exp_kernel.log_attention, exp_kernel._SPECS[exp_kernel.LOG_OP]),
+        (exp_kernel.exp_kernel_attention, exp_kernel._SPECS[exp_kernel.EXP_OP]),
+        (loglinear.loglinear_attention, loglinear.SPEC),
+        (gated_delta.loglinear_gated_delta, gated_delta.SPEC),
+        (hierarchical.loglinear_log_attention, hierarchical.SPEC),
+    )}
 
 
 def stepper(op, state, *, max_tokens=None, backend=None):
@@ -94,11 +100,11 @@ def stepper(op, state, *, max_tokens=None, backend=None):
     >>> bool(np.allclose(np.concatenate(outs, axis=-2), ref[:, 30:]))
     True
     """
-    specs = _specs()
+    ops = _operators()
     name = op if isinstance(op, str) else getattr(op, "__name__", None)
-    if name not in specs:
-        raise ValueError(f"op must be one of the operators {sorted(specs)} (the function or its name), got {op!r}")
-    spec = specs[name]
+    if name not in ops or not (isinstance(op, str) or op is ops[name][0]):
+        raise ValueError(f"op must be one of the operators {sorted(ops)} (the function or its name), got {op!r}")
+    spec = ops[name][1]
     if not isinstance(state, State):
         raise ValueError(f"state must be a lsattn State returned by {name}(..., return_state=True), got {type(state).__name__}")
     if state.op != name:
@@ -132,7 +138,7 @@ class Stepper:
     def __init__(self, spec, state, impl, max_tokens, xp, backend):
         self.op, self.backend, self.offset = spec.name, backend, state.offset
         self.batch_shape, self.d_k, self.d_v, self.dtype = state.batch_shape, state.d_k, state.d_v, state.dtype
-        self._spec, self._impl, self._limit, self._xp = spec, impl, max_tokens, xp
+        self._impl, self._limit, self._xp = impl, max_tokens, xp
         self._type = type(next(iter(state.tensors.values())))
         b = tuple(state.batch_shape)
         role_shape = {"q": b + (1, self.d_k), "k": b + (1, self.d_k), "v": b + (1, self.d_v), "tok": b + (1,),

@@ -173,6 +173,12 @@ def test_bad_inputs_are_rejected():
         lsattn.stepper("softmax", state, max_tokens=8)
     with pytest.raises(ValueError, match="op must be one of"):
         lsattn.stepper(np.exp, state, max_tokens=8)
+
+    def loglinear_attention(*args):  # a namesake is not the operator
+        pass
+
+    with pytest.raises(ValueError, match="op must be one of"):
+        lsattn.stepper(loglinear_attention, state, max_tokens=8)
     with pytest.raises(ValueError, match="made by loglinear_attention"):
         lsattn.stepper(lsattn.loglinear_gated_delta, state, max_tokens=8)
     with pytest.raises(ValueError, match="State"):
