@@ -5,6 +5,7 @@ Public API (see docs/api.md and DESIGN.md):
 - Fenwick structure: ``num_levels``, ``fenwick_level``, ``level_matrix``
 - Operators: ``log_attention``, ``exp_kernel_attention``, ``loglinear_attention``,
   ``loglinear_gated_delta``, ``loglinear_log_attention``
+- Decoding: ``stepper`` (a per-token step on preallocated state buffers)
 - ``lsattn.reference``: float64 quadratic oracles of the operators
 - ``lsattn.backends``: the backend registry (``lsattn.backends.available()``)
 - ``lsattn.audit``: numerical stability audit (``compare``, ``sweep``; ``lsattn audit``)
@@ -17,6 +18,7 @@ from .fenwick import fenwick_level, level_matrix, num_levels
 from .gated_delta import loglinear_gated_delta
 from .loglinear import loglinear_attention
 from .hierarchical import loglinear_log_attention
+from .decoding import stepper
 from . import audit  # noqa: E402  lsattn.audit: the numerical stability audit (docs/audit.md)
 from ._version import __version__
 
@@ -29,6 +31,7 @@ __all__ = [
     "loglinear_attention",
     "loglinear_gated_delta",
     "loglinear_log_attention",
+    "stepper",
     "reference",
     "backends",
     "audit",

@@ -121,7 +121,7 @@ def test_docstring_examples(name):
 
 
 @pytest.mark.parametrize("name", ["num_levels", "fenwick_level", "level_matrix", "log_attention", "exp_kernel_attention",
-                                  "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
+                                  "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention", "stepper"])
 def test_public_functions_have_examples(name):
     fn = getattr(lsattn, name)
     assert any(t.endswith(f".{name}") for t in DOCTESTS), f"lsattn.{name}'s docstring has no Examples section"

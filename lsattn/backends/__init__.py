@@ -8,6 +8,12 @@ default instead. A named backend that cannot serve the call is an error, never a
 
 Every implementation of one operator has the same signature (that of its array-API twin), takes
 validated inputs already in the compute dtype, and returns what the array-API twin returns.
+
+Decoding (``lsattn.stepper``) goes through the same registry: a backend lists its per-token step
+factories in ``steps`` (``op -> "module:function"``), each ``factory(state, max_tokens)`` returning
+an object with ``step(offset, *arrays) -> out`` (validated one-token inputs in the compute dtype,
+updating its preallocated buffers in place) and ``tensors(offset) -> dict`` (the current State's
+tensors, views of the buffers). ``resolve(..., step=True)`` picks among the backends that list one.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ class Backend:
         the backend can be forced onto (None: same as ``serves``).
     half_ops: operators that take float16 / bfloat16 inputs as they are (the others receive float32).
     grad_ops: operators whose results carry gradients (torch autograd) when an input requires grad.
+    steps: operator -> ``"module:function"`` of its per-token step factory (``lsattn.stepper``).
     """
 
     name: str
@@ -55,6 +62,7 @@ class Backend:
     auto_serves: Optional[Callable[[object, object], Optional[str]]] = None
     half_ops: frozenset = frozenset()
     grad_ops: frozenset = frozenset()
+    steps: dict = field(default_factory=dict)
     _status: Optional[tuple] = field(default=None, repr=False)
     _impls: dict = field(default_factory=dict, repr=False)
 
@@ -68,11 +76,13 @@ class Backend:
             self._status = (reason is None, reason or "ok")
         return self._status
 
-    def implementation(self, op):
-        impl = self._impls.get(op)
+    def implementation(self, op, *, step=False):
+        """The function computing ``op`` (``step=True``: its step factory), imported once."""
+        key = (op, step)
+        impl = self._impls.get(key)
         if impl is None:  # imported once: the lookup is on every call's path
-            module, func = self.ops[op].split(":")
-            impl = self._impls[op] = getattr(importlib.import_module(module), func)
+            module, func = (self.steps if step else self.ops)[op].split(":")
+            impl = self._impls[key] = getattr(importlib.import_module(module), func)
         return impl
 
 
@@ -102,11 +112,12 @@ def available():
     return rows
 
 
-def resolve(op, xp, array, backend=None, *, grad=False):
+def resolve(op, xp, array, backend=None, *, grad=False, step=False):
     """The ``Backend`` that computes ``op`` for arrays like ``array`` (namespace ``xp``).
 
     backend: None (automatic, or ``$LSATTN_BACKEND``) or a backend name, which is then forced.
     grad: some input requires grad: only backends listing ``op`` in ``grad_ops`` qualify.
+    step: for ``lsattn.stepper``: only backends with a step factory for ``op`` qualify.
     """
     if backend is None:
         backend = os.environ.get(ENV_VAR) or None
@@ -118,8 +129,10 @@ def resolve(op, xp, array, backend=None, *, grad=False):
         ok, reason = b.status()
         if not ok:
             raise RuntimeError(f"backend {backend!r} is not available here: {reason}")
-        if op not in b.ops:
-            raise ValueError(f"backend {backend!r} does not implement {op}; it implements {sorted(b.ops)}")
+        table = b.steps if step else b.ops
+        if op not in table:
+            what = "a decoding step for " if step else ""
+            raise ValueError(f"backend {backend!r} does not implement {what}{op}; it implements {what}{sorted(table)}")
         why = b.serves(xp, array)
         if why is None and grad and op not in b.grad_ops:
             why = "an input requires grad and this backend has no backward for it"
@@ -127,7 +140,7 @@ def resolve(op, xp, array, backend=None, *, grad=False):
             raise ValueError(f"backend {backend!r} cannot compute {op} on these arrays: {why}")
         return b
     for b in sorted(_REGISTRY.values(), key=lambda b: b.priority):
-        if (op in b.ops and (not grad or op in b.grad_ops)
+        if (op in (b.steps if step else b.ops) and (not grad or op in b.grad_ops)
                 and (b.auto_serves or b.serves)(xp, array) is None and b.status()[0]):
             return b
     raise ValueError(f"no available backend computes {op} on {type(array).__name__} arrays")

@@ -14,6 +14,16 @@ ARRAY_API_OPS = {
     "loglinear_log_attention": "lsattn.hierarchical:_forward",
 }
 
+_S = "lsattn._steps"
+_N = "lsattn.backends._numba_step"
+_OPS = tuple(ARRAY_API_OPS)
+#: backend -> {operator -> "module:function"} of its per-token step factory (``lsattn.stepper``).
+#: A backend gets a decoding path by adding its row here (a GPU backend: its capturable step).
+STEP_OPS = {
+    "array_api": {op: f"{_S}:{op}" for op in _OPS},
+    "numba": {op: f"{_N}:{op}" for op in _OPS},
+}
+
 register(
     Backend(
         name="array_api",
@@ -23,6 +33,7 @@ register(
         serves=lambda xp, a: None,
         priority=1000,
         grad_ops=frozenset(ARRAY_API_OPS),  # autograd of the framework (torch, JAX) through array ops
+        steps=STEP_OPS["array_api"],
     )
 )
 
@@ -52,7 +63,8 @@ def _register_specialised():
             continue
         register(Backend(name=name, description=description, ops=m.OPS, probe=m.probe, serves=m.serves,
                          auto_serves=getattr(m, "auto_serves", None), priority=priority,
-                         half_ops=frozenset(getattr(m, "HALF_OPS", ())), grad_ops=frozenset(getattr(m, "GRAD_OPS", ()))))
+                         half_ops=frozenset(getattr(m, "HALF_OPS", ())), grad_ops=frozenset(getattr(m, "GRAD_OPS", ())),
+                         steps=STEP_OPS.get(name, {})))
 
 
 _register_specialised()
