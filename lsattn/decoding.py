@@ -14,7 +14,7 @@ from __future__ import annotations
 import operator
 
 from . import backends
-from ._prologue import _check_state_tensors
+from ._prologue import _check_state_fields, _check_state_tensors
 from ._validate import check_float, compute_dtype, namespace
 from .state import State
 
@@ -84,8 +84,6 @@ def stepper(op, state, *, max_tokens=None, backend=None):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> import lsattn
     >>> rng = np.random.default_rng(0)
     >>> q, k, v = rng.standard_normal((3, 2, 40, 8))
     >>> a = -0.1 * rng.random((2, 40))
@@ -113,7 +111,9 @@ def stepper(op, state, *, max_tokens=None, backend=None):
     dtype = state.dtype
     if compute_dtype(xp, dtype) != dtype:
         raise ValueError(f"state.dtype must be float32 or float64, got {dtype}")
-    _check_state_tensors(spec, state, xp, state.batch_shape, state.d_k, state.d_v, dtype)
+    _check_state_fields(spec, state)
+    like = next(iter(state.tensors.values()), None)
+    _check_state_tensors(spec, state, xp, like, state.batch_shape, state.d_k, state.d_v, dtype)
     if max_tokens is not None:
         if isinstance(max_tokens, bool):
             raise TypeError(f"max_tokens must be an int, got {max_tokens!r}")
