@@ -177,10 +177,10 @@ def _all_finite(xp, arrays):
     ``max x + min x`` is NaN or infinite when an entry is (maxima and minima propagate NaN in every
     namespace; no temporary of the arrays' size). Finite entries near the top of the range can make
     the sum overflow: then this says False and the caller's exact per-entry check finds nothing."""
-    sums = [xp.astype(xp.max(x) + xp.min(x), xp.float32) for x in arrays if math.prod(x.shape) > 0]
-    if not sums:
+    flags = [xp.isfinite(xp.max(x) + xp.min(x)) for x in arrays if math.prod(x.shape) > 0]
+    if not flags:
         return True
-    return bool(xp.all(xp.isfinite(xp.stack(sums))))
+    return bool(xp.all(xp.stack(flags)))
 
 
 def _clamped(xp, x):
