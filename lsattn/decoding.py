@@ -81,6 +81,9 @@ def stepper(op, state, *, max_tokens=None, backend=None):
     NumPy, torch and array-api-strict buffers are updated in place; JAX arrays are immutable, so a
     JAX step rebinds its buffers to new arrays (same values; a ``jax.jit``-ed decode loop should
     carry the plain operators' State instead). The buffers carry no autograd history (decoding).
+    A step computes the operator's formulas on the values as given: the non-finite rule of the
+    plain calls (``docs/api.md``, "Non-finite inputs and strong decays") is not applied, so the
+    stepper equals the plain calls on finite inputs (and ``-inf`` decays, a hard reset).
 
     Examples
     --------
