@@ -222,3 +222,31 @@ def test_mixed_namespaces_are_rejected():
     step = lsattn.stepper("exp_kernel_attention", state, backend="array_api")
     with pytest.raises(TypeError, match="different namespaces|namespace"):
         step(*[torch.asarray(x) for x in tokens(args, 1, 2, 3)])
+
+
+@pytest.mark.parametrize("backend", ["numba", "array_api"])
+@pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
+def test_hard_reset_decays_equal_plain_calls(op, backend):
+    """``log_decay = -inf`` (forget everything before) at two tokens: the steps equal one plain call."""
+    rng = np.random.default_rng(1)
+    B, T, d = 2, 20, 4
+    q, k, v = (rng.standard_normal((B, T, d)) for _ in range(3))
+    k /= np.linalg.norm(k, axis=-1, keepdims=True)
+    a = -rng.random((B, T))
+    a[:, 7] = a[:, 13] = -np.inf
+    L = lsattn.num_levels(T)
+    if op == "loglinear_attention":
+        args, kw = [q, k, v, a, rng.random((B, T, L))], {}
+    elif op == "loglinear_gated_delta":
+        args, kw = [q, k, v, a, rng.random((B, T)), rng.random((B, T, L))], {}
+    else:
+        args, kw = [q, k, v, rng.standard_normal((B, T, L))], {"log_decay": a}
+    f = getattr(lsattn, op)
+    cut = lambda lo, hi: ([x[:, lo:hi] for x in args], {n: x[:, lo:hi] for n, x in kw.items()})  # noqa: E731
+    pa, pk = cut(0, 3)
+    _, st = f(*pa, **pk, return_state=True, backend=backend)
+    step = lsattn.stepper(op, st, max_tokens=T, backend=backend)
+    outs = [step(*cut(t, t + 1)[0], **cut(t, t + 1)[1]) for t in range(3, T)]
+    want = f(*args, **kw, backend=backend)[:, 3:]
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), want, rtol=1e-12, atol=1e-12)
