@@ -1,0 +1,287 @@
+"""Numba CPU kernels in chunked (blocked) form: the work of a chunk of ``C`` tokens as small matrix
+products (``np.dot`` inside ``@njit``, which Numba hands to BLAS), parallel over batch elements
+*and* chunks.
+
+Imported only when the ``numba`` backend runs a long causal call (``numba_cpu`` chooses between
+these and the token-by-token kernels of ``_numba_kernels`` by size). Needs SciPy (Numba's
+``np.dot`` calls SciPy's BLAS).
+
+Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens, in
+segments of ``seg`` chunks (bounded scratch memory, ``B * seg`` parallel tasks):
+
+1. *Summaries*, every chunk of the segment in parallel: the chunk's per-feature key maximum
+   ``m^c``, ``E = exp(k - m^c)`` (``C x d_k``), for log values the per-column maximum ``n^c`` and
+   ``V = exp(log_v - n^c)`` (else ``V = v``), a column of ones appended to ``V``; then
+   ``[S^c | z^c] = E^T V`` (one ``(d_k x C)(C x (d_v + 1))`` product).
+2. *Scan*, per batch element (sequential over the segment's chunks, ``O(d_k d_v)`` each): the
+   running state before each chunk is kept; merging shifts both to the larger maxima (factors <= 1),
+   exactly as the array-API ``merge``. The state after the last chunk is the outgoing ``State``.
+3. *Reads*, every chunk in parallel: one shift for the state and the chunk, ``M = max(m^s, m^c)``
+   (``N`` for values), queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti + M_i)``; then
+   ``[num | den] = A [S | z]' + mask(A E'^T) V'`` (three products; ``'`` = rescaled to ``M, N``).
+
+``M`` includes keys of the chunk a query may not see yet, so a visible term can underflow where the
+token-by-token scan keeps it (the same reason the array-API path reads chunks as a tree). Every lost
+term is below the working dtype's ``tiny`` times a known count, so a row whose ``den`` (or, for log
+values, a numerator) is not at least ``1 / eps`` times that bound is recomputed exactly from the
+state before the chunk with the shifts of the keys it sees (:func:`_ek_row`); ordinary inputs never
+take it, large magnitudes and ``log_v = -inf`` columns do. Products run in the input dtype (float32
+inputs: float32 BLAS, entries in ``[0, 1]``, rounding relative); the state is accumulated in float64.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from ._numba_kernels import _ek_finish
+
+_JIT = dict(parallel=True, cache=True, nogil=True)
+
+
+@numba.njit(**_JIT)
+def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, seg, out, m1, n1, S1, z1):
+    """Causal exp-kernel attention in chunks of C tokens. q, k (B, T, d_k); vals (B, T, d_v) (log
+    values when log_values); incoming state m0 (B, d_k), n0 (B, d_v) (unused unless log_values),
+    S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; seg: chunks per segment. Writes
+    out (B, T, d_v) and the final state into m1, n1, S1, z1 (the array-API layout)."""
+    B, T, dk = q.shape
+    dv = vals.shape[2]
+    nch = (T + C - 1) // C
+    wt = q.dtype
+    m = np.empty((B, dk))
+    n = np.zeros((B, dv + 1))  # column dv: the z column's (zero) shift
+    S = np.empty((B, dk, dv + 1))  # [S | z], float64
+    zmax = 0.0
+    for b in range(B):
+        for i in range(dk):
+            m[b, i] = m0[b, i]
+            S[b, i, dv] = z0[b, i]
+            zmax = max(zmax, np.float64(z0[b, i]))
+            for j in range(dv):
+                S[b, i, j] = S0[b, i, j]
+        for j in range(dv):
+            n[b, j] = n0[b, j] if log_values else 0.0
+    # lost mass of one output entry, in units of its shift: each product that underflowed (or met
+    # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
+    # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
+    bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
+    E = np.empty((B, seg, C, dk), wt)  # exp(k - m^c), padded rows 0
+    V = np.empty((B, seg, C, dv + 1), wt)  # [V | 1], padded rows 0
+    mc = np.empty((B, seg, dk))
+    nc = np.zeros((B, seg, dv + 1))
+    Sc = np.empty((B, seg, dk, dv + 1))
+    Pm = np.empty((B, seg, dk))
+    Pn = np.empty((B, seg, dv + 1))
+    PS = np.empty((B, seg, dk, dv + 1))
+    for c0 in range(0, nch, seg):
+        ns = min(nch, c0 + seg) - c0
+        for task in prange(B * ns):  # 1. summaries
+            b, cc = task // ns, task % ns
+            t0 = (c0 + cc) * C
+            L = min(T, t0 + C) - t0
+            X = np.empty((C, dk))
+            Y = np.empty((C, dk))
+            _shifted(k[b], t0, L, -np.inf, mc[b, cc], X)
+            _vexp(X, Y, E[b, cc])
+            Vb = V[b, cc]
+            if log_values:
+                X2 = np.empty((C, dv + 1))
+                Y2 = np.empty((C, dv + 1))
+                _shifted(vals[b], t0, L, lo, nc[b, cc], X2)
+                X2[:L, dv] = 0.0
+                X2[L:, dv] = -1e300
+                _vexp(X2, Y2, Vb)
+            else:
+                for s in range(L):
+                    for j in range(dv):
+                        Vb[s, j] = vals[b, t0 + s, j]
+                    Vb[s, dv] = 1.0
+                Vb[L:] = 0.0
+            Sc[b, cc] = np.dot(E[b, cc].T, V[b, cc])
+        for b in prange(B):  # 2. scan: the state before each chunk, then merged with the chunk
+            f = np.empty(dk)
+            g = np.empty(dv + 1)
+            fc = np.empty(dk)
+            gc = np.empty(dv + 1)
+            for cc in range(ns):
+                Pm[b, cc] = m[b]
+                Pn[b, cc] = n[b]
+                PS[b, cc] = S[b]
+                for i in range(dk):
+                    x = max(m[b, i], mc[b, cc, i])
+                    f[i] = math.exp(m[b, i] - x)
+                    fc[i] = math.exp(mc[b, cc, i] - x)
+                    m[b, i] = x
+                for j in range(dv + 1):
+                    x = max(n[b, j], nc[b, cc, j])
+                    g[j] = math.exp(n[b, j] - x)
+                    gc[j] = math.exp(nc[b, cc, j] - x)
+                    n[b, j] = x
+                for i in range(dk):
+                    for j in range(dv + 1):
+                        S[b, i, j] = S[b, i, j] * f[i] * g[j] + Sc[b, cc, i, j] * fc[i] * gc[j]
+        for task in prange(B * ns):  # 3. reads
+            b, cc = task // ns, task % ns
+            t0 = (c0 + cc) * C
+            L = min(T, t0 + C) - t0
+            M = np.empty(dk)
+            N = np.empty(dv + 1)
+            g = np.empty(dv + 1)
+            Sw = np.empty((dk, dv + 1), wt)
+            for i in range(dk):
+                M[i] = max(Pm[b, cc, i], mc[b, cc, i])
+            for j in range(dv + 1):
+                N[j] = max(Pn[b, cc, j], nc[b, cc, j])
+                g[j] = math.exp(Pn[b, cc, j] - N[j])
+            for i in range(dk):
+                fi = math.exp(Pm[b, cc, i] - M[i])
+                for j in range(dv + 1):
+                    Sw[i, j] = PS[b, cc, i, j] * fi * g[j]
+            Ec = E[b, cc]
+            Vc = V[b, cc]
+            fk = np.empty(dk)
+            for i in range(dk):
+                fk[i] = math.exp(mc[b, cc, i] - M[i])
+            for s in range(L):
+                for i in range(dk):
+                    Ec[s, i] *= fk[i]
+            if log_values:
+                for j in range(dv):
+                    g[j] = math.exp(nc[b, cc, j] - N[j])
+                for s in range(L):
+                    for j in range(dv):
+                        Vc[s, j] *= g[j]
+            X = np.full((C, dk), -1e300)  # padded rows: A = 0
+            Y = np.empty((C, dk))
+            A = np.empty((C, dk), wt)
+            qb = q[b]
+            for t in range(L):
+                r = -np.inf
+                for i in range(dk):
+                    x = np.float64(qb[t0 + t, i]) + M[i]
+                    X[t, i] = x
+                    r = max(r, x)
+                for i in range(dk):
+                    X[t, i] -= r
+            _vexp(X, Y, A)
+            Z = np.dot(A, Sw)
+            W = np.dot(A, Ec.T)
+            for t in range(C):
+                for s in range(t + 1, C):
+                    W[t, s] = 0.0
+            Z += np.dot(W, Vc)
+            num = np.empty(dv)
+            for t in range(L):
+                ok = Z[t, dv] >= bound
+                if log_values:
+                    for j in range(dv):
+                        ok = ok and Z[t, j] >= bound
+                if ok:
+                    for j in range(dv):
+                        num[j] = Z[t, j]
+                    _ek_finish(num, np.float64(Z[t, dv]), N, log_values, lo, out[b, t0 + t])
+                else:
+                    _ek_row(q[b], k[b], vals[b], t0, t0 + t, Pm[b, cc], Pn[b, cc], PS[b, cc], log_values, lo, out[b, t0 + t])
+    for b in range(B):
+        for i in range(dk):
+            m1[b, i] = m[b, i]
+            z1[b, i] = S[b, i, dv]
+            for j in range(dv):
+                S1[b, i, j] = S[b, i, j]
+        for j in range(dv):
+            n1[b, j] = n[b, j] if log_values else lo
+
+
+@numba.njit(inline="always")
+def _shifted(x, t0, L, floor, mx, X):
+    """mx[:d] = max(floor, column maxima of x[t0 : t0 + L]) (x (T, d)); X[:L, :d] = max(x, floor) - mx
+    (float64), X[L:, :d] = -1e300 (rows past the end: exponentials 0)."""
+    d = x.shape[1]
+    for j in range(d):
+        mx[j] = max(np.float64(x[t0, j]), floor)
+    for s in range(1, L):
+        for j in range(d):
+            mx[j] = max(mx[j], np.float64(x[t0 + s, j]))
+    for s in range(L):
+        for j in range(d):
+            X[s, j] = max(np.float64(x[t0 + s, j]), floor) - mx[j]
+    for s in range(L, X.shape[0]):
+        for j in range(d):
+            X[s, j] = -1e300
+
+
+_LN2_HI, _LN2_LO, _INV_LN2 = 0.6931471803691238, 1.9082149292705877e-10, 1.4426950408889634
+_ROUND = 6755399441055744.0  # 1.5 * 2^52: x + _ROUND - _ROUND rounds x to an integer
+_ROUND_BITS = 0x4338000000000000  # its bit pattern
+
+
+@numba.njit(inline="always")
+def _vexp(x, s, y):
+    """y = exp(x) elementwise (2-D arrays of one shape; x, s float64 scratch, both overwritten),
+    0 for x <= -708; within 1 ulp of float64. Loops of plain arithmetic, so LLVM vectorises them
+    (Numba's math.exp is a scalar libm call): x = k ln 2 + r, |r| <= ln 2 / 2, Taylor to r^12,
+    times 2^k built in the exponent bits."""
+    R, Q = x.shape
+    for a in range(R):
+        for c in range(Q):
+            xi = x[a, c]
+            xc = max(xi, -708.0)
+            t = xc * _INV_LN2 + _ROUND
+            kf = t - _ROUND
+            r = (xc - kf * _LN2_HI) - kf * _LN2_LO
+            p = 1.0 + r * (1.0 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
+                1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r / 479001600)))))))))))
+            x[a, c] = p if xi > -708.0 else 0.0
+            s[a, c] = t
+    sb = s.view(np.int64)
+    for a in range(R):
+        for c in range(Q):
+            sb[a, c] = (sb[a, c] - _ROUND_BITS + 1023) << 52
+    for a in range(R):
+        for c in range(Q):
+            y[a, c] = x[a, c] * s[a, c]
+
+
+@numba.njit
+def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, log_values, lo, dst):
+    """Query t exactly (float64), from the state before its chunk (Pm, Pn, PS = [S | z]) and the
+    chunk's keys t0 .. t, shifted by the maxima of the keys and values it sees."""
+    dk, dv = q.shape[1], vals.shape[1]
+    mv = np.empty(dk)
+    nv = np.empty(dv)
+    for i in range(dk):
+        x = Pm[i]
+        for s in range(t0, t + 1):
+            x = max(x, np.float64(k[s, i]))
+        mv[i] = x
+    for j in range(dv):
+        x = Pn[j]
+        if log_values:
+            for s in range(t0, t + 1):
+                x = max(x, np.float64(vals[s, j]))
+        nv[j] = x
+    r = np.float64(q[t, 0]) + mv[0]
+    for i in range(1, dk):
+        r = max(r, np.float64(q[t, i]) + mv[i])
+    num = np.zeros(dv)
+    g = np.empty(dv)
+    for j in range(dv):
+        g[j] = math.exp(Pn[j] - nv[j]) if log_values else 1.0
+    den = 0.0
+    for i in range(dk):
+        a = math.exp(np.float64(q[t, i]) + Pm[i] - r)
+        den += a * PS[i, dv]
+        for j in range(dv):
+            num[j] += a * PS[i, j] * g[j]
+    for s in range(t0, t + 1):
+        w = 0.0
+        for i in range(dk):
+            w += math.exp(np.float64(q[t, i]) + np.float64(k[s, i]) - r)
+        den += w
+        for j in range(dv):
+            x = math.exp(max(np.float64(vals[s, j]), lo) - nv[j]) if log_values else np.float64(vals[s, j])
+            num[j] += w * x
+    _ek_finish(num, den, nv, log_values, lo, dst)

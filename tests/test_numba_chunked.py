@@ -1,0 +1,108 @@
+"""The chunked Numba CPU kernels (``lsattn.backends._numba_chunked``) against lsattn.reference, with
+the bounds and strategies of tests/test_numba_backend.py. The chunk size is forced small (the
+backend functions take ``chunk_size``; the public operators choose by size), so short hypothesis
+cases cover T < C, T not a multiple of C, many segments of chunks, and the exact per-row fallback
+(large magnitudes, log v = -inf)."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lsattn
+from lsattn import reference as ref
+from helpers import TOL, assert_close
+from strategies import batch_shapes, magnitudes, seeds, split_points
+from test_numba_backend import EK, dims, ek_inputs, ek_tol, small_T
+
+pytest.importorskip("numba")
+pytest.importorskip("scipy")  # Numba's np.dot calls SciPy's BLAS
+
+from lsattn.backends import numba_cpu  # noqa: E402
+
+chunks = st.sampled_from([1, 2, 3, 4, 8, 16])
+FWD = {"exp": numba_cpu.exp_forward, "log": numba_cpu.log_forward}
+
+
+def chunked(op, q, k, vals, C, state=None, return_state=False):
+    """The numba backend's causal exp-kernel call in chunks of C tokens (out, state)."""
+    return FWD[op](q, k, vals, True, state, return_state, chunk_size=C)
+
+
+@pytest.mark.parametrize("op", ["exp", "log"])
+@given(batch=batch_shapes, T=small_T, dk=dims, dv=dims, scale=magnitudes, C=chunks, seed=seeds)
+def test_chunked_matches_reference(op, batch, T, dk, dv, scale, C, seed):
+    q, k, vals = ek_inputs(seed, batch, T, dk, dv, scale)
+    rtol, atol = ek_tol(op, q, k, "float64")
+    assert_close(chunked(op, q, k, vals, C)[0], EK[op][1](q, k, vals), rtol, atol=atol)
+
+
+@pytest.mark.parametrize("op", ["exp", "log"])
+@given(T=small_T, C=chunks, seed=seeds, scale=st.sampled_from([1.0, 1e3]))
+def test_chunked_float32_and_large_magnitudes(op, T, C, seed, scale):
+    """scale 1e3: exponents far below the chunk's shift, so rows take the exact fallback."""
+    q, k, vals = ek_inputs(seed, (2,), T, 4, 3, scale)
+    rtol, atol = ek_tol(op, q, k, "float32")
+    out, _ = chunked(op, *(x.astype(np.float32) for x in (q, k, vals)), C)
+    assert out.dtype == np.float32
+    assert_close(out, EK[op][1](*(x.astype(np.float32).astype(np.float64) for x in (q, k, vals))), rtol, atol=atol)
+
+
+@given(T=small_T, C=chunks, seed=seeds)
+def test_chunked_log_v_minus_inf(T, C, seed):
+    """log v = -inf entries and whole -inf columns: log y = -inf exactly where nothing visible is non-zero."""
+    q, k, lv = ek_inputs(seed, (), T, 3, 3, 1.0)
+    rng = np.random.default_rng(seed)
+    lv[:, 0] = -np.inf
+    lv[rng.random(T) < 0.5, 1] = -np.inf
+    out, _ = chunked("log", q, k, lv, C)
+    want = ref.log_attention(q, k, lv)
+    assert_close(out, want, TOL["float64"], atol=TOL["float64"])
+    assert (np.isneginf(out) == np.isneginf(want)).all()
+
+
+@pytest.mark.parametrize("op", ["exp", "log"])
+@given(T=st.integers(2, 60), data=st.data(), seed=seeds)
+def test_chunked_stream_handed_between_backends(op, T, data, seed):
+    """A stream cut at random points, each piece on the chunked kernel (random C), the token-by-token
+    kernel or the array-API path: the State layout is the same everywhere."""
+    q, k, vals = ek_inputs(seed, (2,), T, 3, 4, 2.0)
+    cuts = [0] + data.draw(split_points(T)) + [T]
+    ways = data.draw(st.lists(st.sampled_from(["chunked", "numba", "array_api"]), min_size=len(cuts) - 1,
+                              max_size=len(cuts) - 1))
+    outs, state = [], None
+    for (a, b), way in zip(zip(cuts[:-1], cuts[1:]), ways):
+        piece = [x[..., a:b, :] for x in (q, k, vals)]
+        if way == "chunked":
+            o, state = chunked(op, *piece, data.draw(chunks), state=state, return_state=True)
+        else:
+            o, state = EK[op][0](*piece, state=state, return_state=True, backend=way)
+        outs.append(o)
+    rtol, atol = ek_tol(op, q, k, "float64")
+    assert_close(np.concatenate(outs, axis=-2), EK[op][1](q, k, vals), rtol, atol=atol)
+    assert state.offset == T
+
+
+@pytest.mark.parametrize("op", ["exp", "log"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_state_equals_array_api_state(op, dtype):
+    q, k, vals = (x.astype(dtype) for x in ek_inputs(3, (2, 1), 29, 3, 4, 1.0))
+    _, a = chunked(op, q, k, vals, 8, return_state=True)
+    _, b = EK[op][0](q, k, vals, return_state=True, backend="array_api")
+    assert a.tensors.keys() == b.tensors.keys() and a.offset == b.offset == 29
+    for name in a.tensors:
+        assert a.tensors[name].dtype == dtype and a.tensors[name].shape == b.tensors[name].shape
+        np.testing.assert_allclose(a.tensors[name], b.tensors[name], rtol=1e-12 if dtype == np.float64 else 1e-5,
+                                   atol=1e-300, err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["exp", "log"])
+def test_long_calls_run_chunked_and_match(op):
+    """The public operator on numba chooses the chunked kernel from EK_CHUNKED_MIN_T tokens on (and
+    the token-by-token kernel below); both meet the reference."""
+    T = numba_cpu.EK_CHUNKED_MIN_T + numba_cpu.EK_CHUNK + 5
+    q, k, vals = ek_inputs(11, (2,), T, 5, 3, 1.0)
+    rtol, atol = ek_tol(op, q, k, "float64")
+    f, r = EK[op]
+    for n in (T, numba_cpu.EK_CHUNKED_MIN_T - 1):
+        assert_close(f(q[:, :n], k[:, :n], vals[:, :n], backend="numba"), r(q[:, :n], k[:, :n], vals[:, :n]), rtol,
+                     atol=atol)
