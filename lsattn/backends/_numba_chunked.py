@@ -41,12 +41,38 @@ from ._numba_kernels import _ek_finish
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
 
+#: OpenBLAS runs a product of m n k >= 262144 flops / 2 on its own threads; called from every Numba
+#: thread at once on a busy machine that was 5-10x slower (measured at C = 64, d = 64), so chunks
+#: are sized to keep every product of a chunk below it
+_BLAS_SINGLE = 262144
+
+
+def chunk_for(d_k, d_v):
+    """The chunk size of :func:`ek_chunked`: the largest power of two from 8 up to 64 whose three
+    products (d_k x C x (d_v + 1), C x d_k x C, C x (d_k + C) x (d_v + 1)) stay below
+    ``_BLAS_SINGLE`` (32 at d_k = d_v = 64), 8 where none does."""
+    C = 64
+    while C > 8 and max(d_k * C * (d_v + 1), C * d_k * C, C * (d_k + C) * (d_v + 1)) >= _BLAS_SINGLE:
+        C //= 2
+    return C
+
+
+def segment(B):
+    """Chunks per segment for :func:`ek_chunked`: 0 (each batch element runs its chunks in order, one
+    parallel loop over the batch) when the batch alone fills the threads; else about 512 parallel
+    tasks (batch elements x chunks, a few tens of MiB of scratch), so that one sequence (B = 1) keeps every core busy, in as few
+    parallel regions as that allows (each region ends in a barrier, which costs a time slice
+    whenever another process holds a core)."""
+    return 0 if B >= numba.get_num_threads() else max(1, 512 // max(B, 1))
+
+
 @numba.njit(**_JIT)
 def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, seg, out, m1, n1, S1, z1):
     """Causal exp-kernel attention in chunks of C tokens. q, k (B, T, d_k); vals (B, T, d_v) (log
     values when log_values); incoming state m0 (B, d_k), n0 (B, d_v) (unused unless log_values),
-    S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; seg: chunks per segment. Writes
-    out (B, T, d_v) and the final state into m1, n1, S1, z1 (the array-API layout)."""
+    S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; seg: chunks per segment (0: each
+    batch element in order, see :func:`segment`). Writes out (B, T, d_v) and the final state into
+    m1, n1, S1, z1 (the array-API layout)."""
     B, T, dk = q.shape
     dv = vals.shape[2]
     nch = (T + C - 1) // C
@@ -68,123 +94,47 @@ def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, seg, out, m1, n1, 
     # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
     # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    E = np.empty((B, seg, C, dk), wt)  # exp(k - m^c), padded rows 0
-    V = np.empty((B, seg, C, dv + 1), wt)  # [V | 1], padded rows 0
-    mc = np.empty((B, seg, dk))
-    nc = np.zeros((B, seg, dv + 1))
-    Sc = np.empty((B, seg, dk, dv + 1))
-    Pm = np.empty((B, seg, dk))
-    Pn = np.empty((B, seg, dv + 1))
-    PS = np.empty((B, seg, dk, dv + 1))
-    for c0 in range(0, nch, seg):
-        ns = min(nch, c0 + seg) - c0
-        for task in prange(B * ns):  # 1. summaries
-            b, cc = task // ns, task % ns
-            t0 = (c0 + cc) * C
-            L = min(T, t0 + C) - t0
-            X = np.empty((C, dk))
-            Y = np.empty((C, dk))
-            _shifted(k[b], t0, L, -np.inf, mc[b, cc], X)
-            _vexp(X, Y, E[b, cc])
-            Vb = V[b, cc]
-            if log_values:
-                X2 = np.empty((C, dv + 1))
-                Y2 = np.empty((C, dv + 1))
-                _shifted(vals[b], t0, L, lo, nc[b, cc], X2)
-                X2[:L, dv] = 0.0
-                X2[L:, dv] = -1e300
-                _vexp(X2, Y2, Vb)
-            else:
-                for s in range(L):
-                    for j in range(dv):
-                        Vb[s, j] = vals[b, t0 + s, j]
-                    Vb[s, dv] = 1.0
-                Vb[L:] = 0.0
-            Sc[b, cc] = np.dot(E[b, cc].T, V[b, cc])
-        for b in prange(B):  # 2. scan: the state before each chunk, then merged with the chunk
-            f = np.empty(dk)
-            g = np.empty(dv + 1)
-            fc = np.empty(dk)
-            gc = np.empty(dv + 1)
-            for cc in range(ns):
-                Pm[b, cc] = m[b]
-                Pn[b, cc] = n[b]
-                PS[b, cc] = S[b]
-                for i in range(dk):
-                    x = max(m[b, i], mc[b, cc, i])
-                    f[i] = math.exp(m[b, i] - x)
-                    fc[i] = math.exp(mc[b, cc, i] - x)
-                    m[b, i] = x
-                for j in range(dv + 1):
-                    x = max(n[b, j], nc[b, cc, j])
-                    g[j] = math.exp(n[b, j] - x)
-                    gc[j] = math.exp(nc[b, cc, j] - x)
-                    n[b, j] = x
-                for i in range(dk):
-                    for j in range(dv + 1):
-                        S[b, i, j] = S[b, i, j] * f[i] * g[j] + Sc[b, cc, i, j] * fc[i] * gc[j]
-        for task in prange(B * ns):  # 3. reads
-            b, cc = task // ns, task % ns
-            t0 = (c0 + cc) * C
-            L = min(T, t0 + C) - t0
-            M = np.empty(dk)
-            N = np.empty(dv + 1)
-            g = np.empty(dv + 1)
-            Sw = np.empty((dk, dv + 1), wt)
-            for i in range(dk):
-                M[i] = max(Pm[b, cc, i], mc[b, cc, i])
-            for j in range(dv + 1):
-                N[j] = max(Pn[b, cc, j], nc[b, cc, j])
-                g[j] = math.exp(Pn[b, cc, j] - N[j])
-            for i in range(dk):
-                fi = math.exp(Pm[b, cc, i] - M[i])
-                for j in range(dv + 1):
-                    Sw[i, j] = PS[b, cc, i, j] * fi * g[j]
-            Ec = E[b, cc]
-            Vc = V[b, cc]
-            fk = np.empty(dk)
-            for i in range(dk):
-                fk[i] = math.exp(mc[b, cc, i] - M[i])
-            for s in range(L):
-                for i in range(dk):
-                    Ec[s, i] *= fk[i]
-            if log_values:
-                for j in range(dv):
-                    g[j] = math.exp(nc[b, cc, j] - N[j])
-                for s in range(L):
-                    for j in range(dv):
-                        Vc[s, j] *= g[j]
-            X = np.full((C, dk), -1e300)  # padded rows: A = 0
-            Y = np.empty((C, dk))
-            A = np.empty((C, dk), wt)
-            qb = q[b]
-            for t in range(L):
-                r = -np.inf
-                for i in range(dk):
-                    x = np.float64(qb[t0 + t, i]) + M[i]
-                    X[t, i] = x
-                    r = max(r, x)
-                for i in range(dk):
-                    X[t, i] -= r
-            _vexp(X, Y, A)
-            Z = np.dot(A, Sw)
-            W = np.dot(A, Ec.T)
-            for t in range(C):
-                for s in range(t + 1, C):
-                    W[t, s] = 0.0
-            Z += np.dot(W, Vc)
-            num = np.empty(dv)
-            for t in range(L):
-                ok = Z[t, dv] >= bound
-                if log_values:
-                    for j in range(dv):
-                        ok = ok and Z[t, j] >= bound
-                if ok:
-                    for j in range(dv):
-                        num[j] = Z[t, j]
-                    _ek_finish(num, np.float64(Z[t, dv]), N, log_values, lo, out[b, t0 + t])
-                else:
-                    _ek_row(q[b], k[b], vals[b], t0, t0 + t, Pm[b, cc], Pn[b, cc], PS[b, cc], log_values, lo, out[b, t0 + t])
+    if seg == 0:
+        for b in prange(B):
+            E = np.empty((C, dk), wt)  # exp(k - m^c), padded rows 0
+            SV = np.empty((dk + C, dv + 1), wt)  # rows dk..: [V | 1] (padded rows 0); rows :dk: [S | z]'
+            mc = np.empty(dk)
+            nc = np.zeros(dv + 1)
+            Sc = np.empty((dk, dv + 1))
+            for c in range(nch):
+                t0 = c * C
+                L = min(T, t0 + C) - t0
+                _summarise(k[b], vals[b], t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
+                _read(q[b], k[b], vals[b], t0, L, m[b], n[b], S[b], mc, nc, E, SV, bound, log_values, lo, out[b])
+                _merge(m[b], n[b], S[b], mc, nc, Sc)
+    else:
+        E = np.empty((B, seg, C, dk), wt)
+        V = np.empty((B, seg, dk + C, dv + 1), wt)
+        mc = np.empty((B, seg, dk))
+        nc = np.zeros((B, seg, dv + 1))
+        Sc = np.empty((B, seg, dk, dv + 1))
+        Pm = np.empty((B, seg, dk))
+        Pn = np.empty((B, seg, dv + 1))
+        PS = np.empty((B, seg, dk, dv + 1))
+        for c0 in range(0, nch, seg):
+            ns = min(nch, c0 + seg) - c0
+            for task in prange(B * ns):  # every chunk's summary
+                b, cc = task // ns, task % ns
+                t0 = (c0 + cc) * C
+                L = min(T, t0 + C) - t0
+                _summarise(k[b], vals[b], t0, L, log_values, lo, mc[b, cc], nc[b, cc], E[b, cc], V[b, cc][dk:], Sc[b, cc])
+            for b in prange(B):  # scan: the state before each chunk, then merged with the chunk
+                for cc in range(ns):
+                    Pm[b, cc] = m[b]
+                    Pn[b, cc] = n[b]
+                    PS[b, cc] = S[b]
+                    _merge(m[b], n[b], S[b], mc[b, cc], nc[b, cc], Sc[b, cc])
+            for task in prange(B * ns):  # every chunk's reads
+                b, cc = task // ns, task % ns
+                t0 = (c0 + cc) * C
+                L = min(T, t0 + C) - t0
+                _read(q[b], k[b], vals[b], t0, L, Pm[b, cc], Pn[b, cc], PS[b, cc], mc[b, cc], nc[b, cc], E[b, cc],
+                      V[b, cc], bound, log_values, lo, out[b])
     for b in range(B):
         for i in range(dk):
             m1[b, i] = m[b, i]
@@ -193,6 +143,122 @@ def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, seg, out, m1, n1, 
                 S1[b, i, j] = S[b, i, j]
         for j in range(dv):
             n1[b, j] = n[b, j] if log_values else lo
+
+
+@numba.njit
+def _summarise(k, vals, t0, L, log_values, lo, mc, nc, E, Vc, Sc):
+    """The summary of tokens t0 .. t0 + L - 1 of one batch element (k (T, d_k), vals (T, d_v)):
+    mc (d_k) key maxima, nc (d_v + 1) value maxima (log values; last entry 0), E (C, d_k) =
+    exp(k - mc), Vc (C, d_v + 1) = [exp(log_v - nc) or v | 1] (rows from L: 0), Sc = E^T Vc (float64)."""
+    C, dk = E.shape
+    dv = vals.shape[1]
+    X = np.empty((C, dk))
+    _shifted(k, t0, L, -np.inf, mc, X)
+    _vexp(X, np.empty((C, dk)), E)
+    if log_values:
+        X2 = np.empty((C, dv + 1))
+        _shifted(vals, t0, L, lo, nc, X2)
+        X2[:L, dv] = 0.0
+        X2[L:, dv] = -1e300
+        _vexp(X2, np.empty((C, dv + 1)), Vc)
+    else:
+        for s in range(L):
+            for j in range(dv):
+                Vc[s, j] = vals[t0 + s, j]
+            Vc[s, dv] = 1.0
+        Vc[L:] = 0.0
+    Sc[:, :] = np.dot(E.T, Vc)
+
+
+@numba.njit
+def _merge(m, n, S, mc, nc, Sc):
+    """The running state (m, n, S = [S | z], float64) merged in place with a chunk's summary, both
+    shifted to the larger maxima (factors <= 1), as the array-API ``merge``."""
+    dk, dv1 = S.shape
+    f = np.empty(dk)
+    fc = np.empty(dk)
+    g = np.empty(dv1)
+    gc = np.empty(dv1)
+    for i in range(dk):
+        x = max(m[i], mc[i])
+        f[i] = math.exp(m[i] - x)
+        fc[i] = math.exp(mc[i] - x)
+        m[i] = x
+    for j in range(dv1):
+        x = max(n[j], nc[j])
+        g[j] = math.exp(n[j] - x)
+        gc[j] = math.exp(nc[j] - x)
+        n[j] = x
+    for i in range(dk):
+        for j in range(dv1):
+            S[i, j] = S[i, j] * f[i] * g[j] + Sc[i, j] * fc[i] * gc[j]
+
+
+@numba.njit
+def _read(q, k, vals, t0, L, Pm, Pn, PS, mc, nc, E, SV, bound, log_values, lo, out):
+    """Outputs t0 .. t0 + L - 1 of one batch element (q, k (T, d_k), vals (T, d_v), out (T, d_v))
+    from the state before the chunk (Pm, Pn, PS = [S | z], read only) and the chunk's summary (mc,
+    nc, E, SV[dk:] = [V | 1]; E and SV are overwritten): one shift M = max(Pm, mc) (N for values),
+    A = exp(q + M - r), [num | den] = [A | mask(A E'^T)] [[S | z]' ; [V | 1]']; rows whose lost
+    mass may exceed eps of den (or of a log-value numerator) are recomputed by :func:`_ek_row`."""
+    C, dk = E.shape
+    dv = vals.shape[1]
+    wt = E.dtype
+    M = np.empty(dk)
+    N = np.empty(dv + 1)
+    g = np.empty(dv + 1)
+    for i in range(dk):
+        M[i] = max(Pm[i], mc[i])
+    for j in range(dv + 1):
+        N[j] = max(Pn[j], nc[j])
+        g[j] = math.exp(Pn[j] - N[j])
+    for i in range(dk):
+        fi = math.exp(Pm[i] - M[i])
+        for j in range(dv + 1):
+            SV[i, j] = PS[i, j] * fi * g[j]
+    for i in range(dk):
+        g[0] = math.exp(mc[i] - M[i])
+        for s in range(L):
+            E[s, i] *= g[0]
+    if log_values:
+        for j in range(dv):
+            g[j] = math.exp(nc[j] - N[j])
+        for s in range(L):
+            for j in range(dv):
+                SV[dk + s, j] *= g[j]
+    X = np.full((C, dk), -1e300)  # padded rows: A = 0
+    for t in range(L):
+        r = -np.inf
+        for i in range(dk):
+            x = np.float64(q[t0 + t, i]) + M[i]
+            X[t, i] = x
+            r = max(r, x)
+        for i in range(dk):
+            X[t, i] -= r
+    A = np.empty((C, dk), wt)
+    _vexp(X, np.empty((C, dk)), A)
+    W = np.dot(A, E.T)
+    AW = np.empty((C, dk + C), wt)  # [A | mask(A E'^T)]
+    for t in range(C):
+        for i in range(dk):
+            AW[t, i] = A[t, i]
+        for s in range(t + 1):
+            AW[t, dk + s] = W[t, s]
+        for s in range(t + 1, C):
+            AW[t, dk + s] = 0.0
+    Z = np.dot(AW, SV)
+    num = np.empty(dv)
+    for t in range(L):
+        ok = Z[t, dv] >= bound
+        if log_values:
+            for j in range(dv):
+                ok = ok and Z[t, j] >= bound
+        if ok:
+            for j in range(dv):
+                num[j] = Z[t, j]
+            _ek_finish(num, np.float64(Z[t, dv]), N, log_values, lo, out[t0 + t])
+        else:
+            _ek_row(q, k, vals, t0, t0 + t, Pm, Pn, PS, log_values, lo, out[t0 + t])
 
 
 @numba.njit(inline="always")

@@ -114,8 +114,6 @@ def _ro(x):
 
 # ---- exp-kernel attention -----------------------------------------------------------------------
 
-#: chunk size of the chunked causal exp-kernel kernel (``_numba_chunked.ek_chunked``)
-EK_CHUNK = 64
 #: causal calls of at least this many tokens run chunked, shorter ones (decoding) token by token
 EK_CHUNKED_MIN_T = 128
 
@@ -141,12 +139,6 @@ def _has_blas():
     return importlib.util.find_spec("scipy") is not None
 
 
-def _segment(B):
-    """Chunks per segment of the chunked kernels: about 64 parallel tasks (batch elements x chunks),
-    so that one sequence (B = 1) keeps every core busy and the scratch stays a few MiB."""
-    return max(1, 64 // max(B, 1))
-
-
 def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size):
     K = _kernels()
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], vals.shape[-1]
@@ -166,9 +158,10 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size):
         n0 = _flat(t["n"], 1) if log_values else _ro(np.full((B, d_v), lo, dt))
         offset = state.offset
     m1, n1, S1, z1 = np.empty_like(m0), np.empty_like(n0), np.empty_like(S0), np.empty_like(z0)
-    C = chunk_size if chunk_size is not None else EK_CHUNK
-    if Tq >= (C if chunk_size is not None else EK_CHUNKED_MIN_T) and _has_blas():
-        _chunked().ek_chunked(qf, kf, vf, m0, n0, S0, z0, log_values, lo, C, _segment(B), out, m1, n1, S1, z1)
+    if Tq >= (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():
+        KC = _chunked()
+        C = chunk_size or KC.chunk_for(d_k, d_v)
+        KC.ek_chunked(qf, kf, vf, m0, n0, S0, z0, log_values, lo, C, KC.segment(B), out, m1, n1, S1, z1)
     else:
         K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (Tq, d_v))
