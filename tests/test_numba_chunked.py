@@ -106,3 +106,23 @@ def test_long_calls_run_chunked_and_match(op):
     for n in (T, numba_cpu.EK_CHUNKED_MIN_T - 1):
         assert_close(f(q[:, :n], k[:, :n], vals[:, :n], backend="numba"), r(q[:, :n], k[:, :n], vals[:, :n]), rtol,
                      atol=atol)
+
+
+def test_warm_compiles_the_chunked_kernel_once_per_dtype():
+    """``lsattn info --warm`` compiles (or loads) ek_chunked for float32 and float64; read-only inputs
+    (broadcast views) and a read-only state then compile nothing more."""
+    from lsattn.backends import _numba_chunked as KC
+
+    rows = numba_cpu.warm()
+    assert {dt for name, dt, _ in rows if name == "ek_chunked"} == {"float32", "float64"}
+    before = len(KC.ek_chunked.signatures)
+    assert before == 2
+    rng = np.random.default_rng(0)
+    for dt in ("float32", "float64"):
+        q, k, v = (np.broadcast_to(rng.standard_normal((1, 9, 2)).astype(dt), (2, 9, 2)) for _ in range(3))
+        _, st = chunked("log", q, k, v, 4, return_state=True)
+        for t in st.tensors.values():
+            t.flags.writeable = False
+        chunked("exp", q, k, v, 4, state=None)
+        chunked("log", q, k, v, 4, state=st)
+    assert len(KC.ek_chunked.signatures) == before

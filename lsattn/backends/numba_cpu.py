@@ -22,7 +22,10 @@ keep all working state in float64, since float32 accumulators drift over long se
 - hierarchical exp-kernel attention: one exp-kernel summary per Fenwick slot (lazy decay as a
   key shift), reads combined in log space, Fenwick merge.
 
-``chunk_size`` is accepted and ignored (results do not depend on it).
+Causal exp-kernel calls of at least ``EK_CHUNKED_MIN_T`` tokens run the chunked kernel of
+``_numba_chunked`` (small matrix products per chunk through BLAS; it needs SciPy), shorter ones
+(decoding) the token-by-token scan above. ``chunk_size`` forces the chunked kernel with that chunk
+size for the exp-kernel operators and is ignored by the others (results do not depend on it).
 """
 from __future__ import annotations
 
@@ -83,7 +86,7 @@ def warm():
             ("ek_full", lambda: lsattn.exp_kernel_attention(q, k, v, causal=False, backend="numba")),
             ("loglinear_scan", lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="numba")),
             ("hier_scan", lambda: lsattn.loglinear_log_attention(q, k, v, lam, log_decay=a, backend="numba")),
-        ):
+        ) + ((("ek_chunked", lambda: log_forward(q, k, v, True, None, False, chunk_size=1)),) if _has_blas() else ()):
             t0 = time.perf_counter()
             call()
             rows.append((kernel, dt, time.perf_counter() - t0))
