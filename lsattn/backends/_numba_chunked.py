@@ -6,19 +6,21 @@ Imported only when the ``numba`` backend runs a long causal call (``numba_cpu`` 
 these and the token-by-token kernels of ``_numba_kernels`` by size). Needs SciPy (Numba's
 ``np.dot`` calls SciPy's BLAS).
 
-Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens, in
-segments of ``seg`` chunks (bounded scratch memory, ``B * seg`` parallel tasks):
+Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens, each:
 
-1. *Summaries*, every chunk of the segment in parallel: the chunk's per-feature key maximum
-   ``m^c``, ``E = exp(k - m^c)`` (``C x d_k``), for log values the per-column maximum ``n^c`` and
-   ``V = exp(log_v - n^c)`` (else ``V = v``), a column of ones appended to ``V``; then
-   ``[S^c | z^c] = E^T V`` (one ``(d_k x C)(C x (d_v + 1))`` product).
-2. *Scan*, per batch element (sequential over the segment's chunks, ``O(d_k d_v)`` each): the
-   running state before each chunk is kept; merging shifts both to the larger maxima (factors <= 1),
-   exactly as the array-API ``merge``. The state after the last chunk is the outgoing ``State``.
-3. *Reads*, every chunk in parallel: one shift for the state and the chunk, ``M = max(m^s, m^c)``
-   (``N`` for values), queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti + M_i)``; then
-   ``[num | den] = A [S | z]' + mask(A E'^T) V'`` (three products; ``'`` = rescaled to ``M, N``).
+1. *summary*: the chunk's per-feature key maximum ``m^c``, ``E = exp(k - m^c)`` (``C x d_k``), for
+   log values the per-column maximum ``n^c`` and ``V = exp(log_v - n^c)`` (else ``V = v``), a column
+   of ones appended to ``V``; ``[S^c | z^c] = E^T V`` (one ``(d_k x C)(C x (d_v + 1))`` product);
+2. *reads*: one shift for the running state and the chunk, ``M = max(m^s, m^c)`` (``N`` for
+   values), queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti + M_i)``; then ``[num | den] =
+   [A | mask(A E'^T)] [[S | z]' ; [V | 1]']`` (two products; ``'`` = rescaled to ``M, N``);
+3. *merge*: state and summary shifted to the larger maxima (factors <= 1), as the array-API ``merge``.
+
+Parallel over batch elements, and for a batch smaller than the thread count over *parts* of each
+sequence, in one parallel loop: part ``j`` first runs only the summaries and merges of every chunk
+before it (which gives it its incoming state), then its own chunks in full; the parts shrink
+geometrically (:func:`_part_starts`) so that all finish together (one sequence on 2 threads: 62.5%
+/ 37.5% of the chunks, at best 1.6x). No scratch beyond one chunk per task.
 
 ``M`` includes keys of the chunk a query may not see yet, so a visible term can underflow where the
 token-by-token scan keeps it (the same reason the array-API path reads chunks as a tree). Every lost
@@ -57,22 +59,42 @@ def chunk_for(d_k, d_v):
     return C
 
 
-def segment(B):
-    """Chunks per segment for :func:`ek_chunked`: 0 (each batch element runs its chunks in order, one
-    parallel loop over the batch) when the batch alone fills the threads; else about 512 parallel
-    tasks (batch elements x chunks, a few tens of MiB of scratch), so that one sequence (B = 1) keeps every core busy, in as few
-    parallel regions as that allows (each region ends in a barrier, which costs a time slice
-    whenever another process holds a core)."""
-    return 0 if B >= numba.get_num_threads() else max(1, 512 // max(B, 1))
+def parts(B):
+    """Parallel parts of each sequence for :func:`ek_chunked`: 1 when the batch alone fills Numba's
+    threads, else ceil(threads / B) (2 for one sequence on 2 cores)."""
+    threads = numba.get_num_threads()
+    return 1 if B >= threads else -(-threads // B)
+
+
+#: cost of a chunk's summary-and-merge relative to its whole work (summary, reads, merge); sizes
+#: the parts of a sequence (:func:`_part_starts`)
+SUMMARY_COST = 0.4
+
+
+@numba.njit
+def _part_starts(nch, P):
+    """First chunk of each of P parts of nch chunks, and nch (P + 1 entries). Part j runs the
+    summaries of every earlier chunk (cost SUMMARY_COST each) and then its own chunks in full, so
+    equal finishing times need part lengths in the ratio 1 : r : r^2 ... with r = 1 - SUMMARY_COST."""
+    r = 1.0 - SUMMARY_COST
+    total = (1.0 - r ** P) / (1.0 - r)
+    start = np.empty(P + 1, np.int64)
+    start[0] = 0
+    acc = 0.0
+    for j in range(P):
+        acc += r ** j / total
+        start[j + 1] = min(nch, max(start[j], int(round(acc * nch))))
+    start[P] = nch
+    return start
 
 
 @numba.njit(**_JIT)
-def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, seg, out, m1, n1, S1, z1):
+def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, parts, out, m1, n1, S1, z1):
     """Causal exp-kernel attention in chunks of C tokens. q, k (B, T, d_k); vals (B, T, d_v) (log
     values when log_values); incoming state m0 (B, d_k), n0 (B, d_v) (unused unless log_values),
-    S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; seg: chunks per segment (0: each
-    batch element in order, see :func:`segment`). Writes out (B, T, d_v) and the final state into
-    m1, n1, S1, z1 (the array-API layout)."""
+    S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; parts: parallel parts of each
+    sequence (see :func:`parts`). Writes out (B, T, d_v) and the final state into m1, n1, S1, z1
+    (the array-API layout)."""
     B, T, dk = q.shape
     dv = vals.shape[2]
     nch = (T + C - 1) // C
@@ -94,55 +116,31 @@ def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, seg, out, m1, n1, 
     # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
     # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    if seg == 0:
-        for b in prange(B):
-            E = np.empty((C, dk), wt)  # exp(k - m^c), padded rows 0
-            SV = np.empty((dk + C, dv + 1), wt)  # rows dk..: [V | 1] (padded rows 0); rows :dk: [S | z]'
-            mc = np.empty(dk)
-            nc = np.zeros(dv + 1)
-            Sc = np.empty((dk, dv + 1))
-            for c in range(nch):
-                t0 = c * C
-                L = min(T, t0 + C) - t0
-                _summarise(k[b], vals[b], t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
-                _read(q[b], k[b], vals[b], t0, L, m[b], n[b], S[b], mc, nc, E, SV, bound, log_values, lo, out[b])
-                _merge(m[b], n[b], S[b], mc, nc, Sc)
-    else:
-        E = np.empty((B, seg, C, dk), wt)
-        V = np.empty((B, seg, dk + C, dv + 1), wt)
-        mc = np.empty((B, seg, dk))
-        nc = np.zeros((B, seg, dv + 1))
-        Sc = np.empty((B, seg, dk, dv + 1))
-        Pm = np.empty((B, seg, dk))
-        Pn = np.empty((B, seg, dv + 1))
-        PS = np.empty((B, seg, dk, dv + 1))
-        for c0 in range(0, nch, seg):
-            ns = min(nch, c0 + seg) - c0
-            for task in prange(B * ns):  # every chunk's summary
-                b, cc = task // ns, task % ns
-                t0 = (c0 + cc) * C
-                L = min(T, t0 + C) - t0
-                _summarise(k[b], vals[b], t0, L, log_values, lo, mc[b, cc], nc[b, cc], E[b, cc], V[b, cc][dk:], Sc[b, cc])
-            for b in prange(B):  # scan: the state before each chunk, then merged with the chunk
-                for cc in range(ns):
-                    Pm[b, cc] = m[b]
-                    Pn[b, cc] = n[b]
-                    PS[b, cc] = S[b]
-                    _merge(m[b], n[b], S[b], mc[b, cc], nc[b, cc], Sc[b, cc])
-            for task in prange(B * ns):  # every chunk's reads
-                b, cc = task // ns, task % ns
-                t0 = (c0 + cc) * C
-                L = min(T, t0 + C) - t0
-                _read(q[b], k[b], vals[b], t0, L, Pm[b, cc], Pn[b, cc], PS[b, cc], mc[b, cc], nc[b, cc], E[b, cc],
-                      V[b, cc], bound, log_values, lo, out[b])
-    for b in range(B):
-        for i in range(dk):
-            m1[b, i] = m[b, i]
-            z1[b, i] = S[b, i, dv]
-            for j in range(dv):
-                S1[b, i, j] = S[b, i, j]
-        for j in range(dv):
-            n1[b, j] = n[b, j] if log_values else lo
+    P = max(parts, 1)
+    start = _part_starts(nch, P)
+    for task in prange(B * P):
+        b, j = task // P, task % P
+        ms, ns, Ss = m[b].copy(), n[b].copy(), S[b].copy()  # the state before this part
+        E = np.empty((C, dk), wt)  # exp(k - m^c), padded rows 0
+        SV = np.empty((dk + C, dv + 1), wt)  # rows dk..: [V | 1] (padded rows 0); rows :dk: [S | z]'
+        mc = np.empty(dk)
+        nc = np.zeros(dv + 1)
+        Sc = np.empty((dk, dv + 1))
+        for c in range(start[j + 1]):
+            t0 = c * C
+            L = min(T, t0 + C) - t0
+            _summarise(k[b], vals[b], t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
+            if c >= start[j]:  # this part's chunks; the earlier ones only move the state
+                _read(q[b], k[b], vals[b], t0, L, ms, ns, Ss, mc, nc, E, SV, bound, log_values, lo, out[b])
+            _merge(ms, ns, Ss, mc, nc, Sc)
+        if j == P - 1:  # the state after the last chunk, in the array-API layout
+            for i in range(dk):
+                m1[b, i] = ms[i]
+                z1[b, i] = Ss[i, dv]
+                for c in range(dv):
+                    S1[b, i, c] = Ss[i, c]
+            for c in range(dv):
+                n1[b, c] = ns[c] if log_values else lo
 
 
 @numba.njit

@@ -164,7 +164,7 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size):
     if Tq >= (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():
         KC = _chunked()
         C = chunk_size or KC.chunk_for(d_k, d_v)
-        KC.ek_chunked(qf, kf, vf, m0, n0, S0, z0, log_values, lo, C, KC.segment(B), out, m1, n1, S1, z1)
+        KC.ek_chunked(qf, kf, vf, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
     else:
         K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (Tq, d_v))
