@@ -22,7 +22,10 @@ keep all working state in float64, since float32 accumulators drift over long se
 - hierarchical exp-kernel attention: one exp-kernel summary per Fenwick slot (lazy decay as a
   key shift), reads combined in log space, Fenwick merge.
 
-``chunk_size`` is accepted and ignored (results do not depend on it).
+Causal exp-kernel calls of at least ``EK_CHUNKED_MIN_T`` tokens run the chunked kernel of
+``_numba_chunked`` (small matrix products per chunk through BLAS; it needs SciPy), shorter ones
+(decoding) the token-by-token scan above. ``chunk_size`` forces the chunked kernel with that chunk
+size for the exp-kernel operators and is ignored by the others (results do not depend on it).
 """
 from __future__ import annotations
 
@@ -83,7 +86,7 @@ def warm():
             ("ek_full", lambda: lsattn.exp_kernel_attention(q, k, v, causal=False, backend="numba")),
             ("loglinear_scan", lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="numba")),
             ("hier_scan", lambda: lsattn.loglinear_log_attention(q, k, v, lam, log_decay=a, backend="numba")),
-        ):
+        ) + ((("ek_chunked", lambda: log_forward(q, k, v, True, None, False, chunk_size=1)),) if _has_blas() else ()):
             t0 = time.perf_counter()
             call()
             rows.append((kernel, dt, time.perf_counter() - t0))
@@ -114,17 +117,32 @@ def _ro(x):
 
 # ---- exp-kernel attention -----------------------------------------------------------------------
 
+#: causal calls of at least this many tokens run chunked, shorter ones (decoding) token by token
+EK_CHUNKED_MIN_T = 128
+
 def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
     """Numba twin of ``lsattn.exp_kernel._log_forward`` (same arguments, result and state)."""
-    return _ek(q, k, log_v, causal, state, return_state, True)
+    return _ek(q, k, log_v, causal, state, return_state, True, chunk_size)
 
 
 def exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None):
     """Numba twin of ``lsattn.exp_kernel._exp_forward`` (same arguments, result and state)."""
-    return _ek(q, k, v, causal, state, return_state, False)
+    return _ek(q, k, v, causal, state, return_state, False, chunk_size)
 
 
-def _ek(q, k, vals, causal, state, return_state, log_values):
+def _chunked():
+    from . import _numba_chunked
+
+    return _numba_chunked
+
+
+def _has_blas():
+    """Whether Numba's ``np.dot`` can run (it calls SciPy's BLAS); without SciPy every call runs
+    the token-by-token kernels."""
+    return importlib.util.find_spec("scipy") is not None
+
+
+def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size):
     K = _kernels()
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], vals.shape[-1]
     dt, lo = q.dtype, _minus_inf(np, q.dtype)
@@ -143,7 +161,12 @@ def _ek(q, k, vals, causal, state, return_state, log_values):
         n0 = _flat(t["n"], 1) if log_values else _ro(np.full((B, d_v), lo, dt))
         offset = state.offset
     m1, n1, S1, z1 = np.empty_like(m0), np.empty_like(n0), np.empty_like(S0), np.empty_like(z0)
-    K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
+    if Tq >= (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():
+        KC = _chunked()
+        C = chunk_size or KC.chunk_for(d_k, d_v)
+        KC.ek_chunked(qf, kf, vf, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
+    else:
+        K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (Tq, d_v))
     if not return_state:
         return out, None

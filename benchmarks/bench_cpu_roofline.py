@@ -1,0 +1,240 @@
+"""CPU kernels against the machine's own matmul rate (issue 20), in one process.
+
+First the float32 matmul rate of NumPy's BLAS (``--mm`` x ``--mm`` x ``--mm``, best of
+``--repeat``), then each operator on ``backend="numba"`` and ``backend="array_api"`` for
+B in ``--B``, T in ``--T``, d_k = d_v = ``--d``, float32 and float64: time (best of ``--repeat``,
+one warm-up call first: compile or on-disk cache load excluded), achieved GFLOP/s with the flop
+count below, and its fraction of the float32 matmul rate. Then B = 1, T = ``--threads-T`` on
+``numba`` with ``NUMBA_NUM_THREADS=1`` and ``=2`` (each in a subprocess, since Numba fixes its
+thread count at import).
+
+Flop count (per batch element and token; the work of the token-by-token recurrence, whatever the
+kernel does; multiply and add count 2):
+
+- ``exp_kernel_attention``, ``log_attention``: ``4 d_k d_v`` (state update ``k v^T``, 2 d_k d_v;
+  read ``q^T S``, 2 d_k d_v). Exponentials, the intra-chunk products of a chunked kernel and the
+  denominators are not counted.
+- ``loglinear_attention``: ``(2 + 2 P) d_k d_v``: the write ``k v^T`` plus one read ``q^T S`` per
+  occupied Fenwick level, ``P`` = the mean number of occupied levels (popcount of t) over the call.
+- ``loglinear_gated_delta``: ``(2 + 6 P) d_k d_v``: per occupied level ``k^T S`` and the rank-1
+  projection update (4 d_k d_v) and the read (2 d_k d_v).
+- ``loglinear_log_attention``: ``(2 + 2 P) d_k d_v`` as ``loglinear_attention``.
+
+The fraction is of the *float32* matmul rate for both dtypes (the machine's ceiling for the
+float32 target of issue 20). The machine is shared: other jobs run on the same cores, timings are
+noisy (best of ``--repeat``); the matmul rate is measured in the same process, just before.
+
+    python benchmarks/bench_cpu_roofline.py [--quick] [--ops a,b] [--T 4096,65536] [--B 1,8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import _common as C
+
+OPS = ("exp_kernel_attention", "log_attention", "loglinear_attention", "loglinear_gated_delta",
+       "loglinear_log_attention")
+OUT = C.RESULTS / "cpu_roofline"
+
+
+def mean_popcount(T):
+    """Mean number of set bits of t over t = 0 .. T-1 (occupied Fenwick levels)."""
+    total, bit = 0, 1
+    while bit < T:  # bit b is set in floor(T / 2^(b+1)) 2^b + max(0, T mod 2^(b+1) - 2^b) of them
+        period = bit * 2
+        total += (T // period) * bit + max(0, T % period - bit)
+        bit = period
+    return total / T
+
+
+def flops(op, B, T, d):
+    """The documented flop count of one call (see the module docstring)."""
+    P = mean_popcount(T)
+    per = {"exp_kernel_attention": 4.0, "log_attention": 4.0, "loglinear_attention": 2 + 2 * P,
+           "loglinear_gated_delta": 2 + 6 * P, "loglinear_log_attention": 2 + 2 * P}[op]
+    return per * d * d * B * T
+
+
+def inputs(op, B, T, d, dtype, seed=0):
+    """Arguments and keywords of one call (as benchmarks/bench_numba.py)."""
+    import numpy as np
+
+    import lsattn
+
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((B, T, d)).astype(dtype) for _ in range(3))
+    if op in ("exp_kernel_attention", "log_attention"):
+        return (q, k, v), {}
+    L = lsattn.num_levels(T)
+    a = -rng.uniform(0.0, 0.1, (B, T)).astype(dtype)
+    if op == "loglinear_log_attention":
+        return (q, k, v, rng.uniform(-1.0, 0.0, (B, T, L)).astype(dtype)), {"log_decay": a}
+    lam = rng.uniform(0.5, 1.0, (B, T, L)).astype(dtype)
+    if op == "loglinear_attention":
+        return (q, k, v, a, lam), {}
+    k = (k / np.linalg.norm(k, axis=-1, keepdims=True)).astype(dtype)
+    return (q, k, v, a, rng.uniform(0.0, 1.0, (B, T)).astype(dtype), lam), {}
+
+
+def time_op(op, backend, B, T, d, dtype, repeat):
+    import lsattn
+
+    f = getattr(lsattn, op)
+    x, kw = inputs(op, B, T, d, dtype)
+    return C.best_of(lambda: f(*x, backend=backend, **kw), repeat)
+
+
+def matmul_rate(n, repeat):
+    """GFLOP/s of NumPy's float32 n x n x n matmul."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    return 2 * n ** 3 / C.best_of(lambda: a @ a, repeat) / 1e9
+
+
+def child(args):
+    """--child: time the ops on numba at B = 1, T = --threads-T, float32; print one JSON line."""
+    import numpy as np
+
+    import numba
+
+    res = {op: time_op(op, "numba", 1, args.threads_T, args.d, np.float32, args.repeat) for op in args.ops}
+    print(json.dumps({"threads": numba.config.NUMBA_NUM_THREADS, "seconds": res}))
+
+
+def threads_check(args):
+    rows = {}
+    for n in (1, 2):
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(n))
+        cmd = [sys.executable, __file__, "--child", "--ops", ",".join(args.ops), "--threads-T", str(args.threads_T),
+               "--d", str(args.d), "--repeat", str(args.repeat)]
+        res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        rows[n] = res["seconds"]
+        print(f"NUMBA_NUM_THREADS={n}: " + ", ".join(f"{op} {t * 1e3:.1f} ms" for op, t in res["seconds"].items()), flush=True)
+    return rows
+
+
+def crossover(args):
+    """exp_kernel_attention float32 on numba, token-by-token vs chunked kernel, B in --B, T = 16 .. 2048."""
+    import numpy as np
+
+    from lsattn.backends import numba_cpu
+
+    keep, rows = numba_cpu.EK_CHUNKED_MIN_T, []
+    try:
+        for B in map(int, args.B.split(",")):
+            for T in (16, 32, 64, 128, 256, 512, 1024, 2048):
+                t = {}
+                for name, min_t in (("token", 1 << 62), ("chunked", 1)):
+                    numba_cpu.EK_CHUNKED_MIN_T = min_t
+                    t[name] = time_op("exp_kernel_attention", "numba", B, T, args.d, np.float32, max(args.repeat, 5))
+                rows.append(dict(B=B, T=T, token_ms=t["token"] * 1e3, chunked_ms=t["chunked"] * 1e3))
+                C.print_row(rows[-1])
+    finally:
+        numba_cpu.EK_CHUNKED_MIN_T = keep
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--B", default="1,8")
+    ap.add_argument("--T", default="4096,65536")
+    ap.add_argument("--d", type=int, default=64)
+    ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--mm", type=int, default=2048, help="matmul size")
+    ap.add_argument("--max-work-array-api", type=int, default=8 * 16384,
+                    help="array_api is timed only where B * T <= this (it is slow at the largest sizes)")
+    ap.add_argument("--threads-T", type=int, default=65536)
+    ap.add_argument("--no-threads", action="store_true", help="skip the NUMBA_NUM_THREADS=1 vs 2 runs")
+    ap.add_argument("--quick", action="store_true", help="B = 8, T = 4096, float32, one repeat, threads at T = 16384")
+    ap.add_argument("--crossover", action="store_true", help="exp-kernel token-by-token vs chunked, T = 16 .. 2048")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args()
+    args.ops = args.ops.split(",")
+    if args.child:
+        return child(args)
+    if args.crossover:
+        return C.write_json(str(OUT) + "_crossover.json", crossover(args))
+    if args.quick:
+        args.B, args.T, args.dtypes, args.repeat, args.threads_T = "8", "4096", "float32", 1, 16384
+    import numpy as np
+
+    mm = matmul_rate(args.mm, args.repeat)
+    print(f"float32 matmul {args.mm}^3: {mm:.1f} GFLOP/s", flush=True)
+    rows = []
+    for op in args.ops:
+        for dt in args.dtypes.split(","):
+            for B in map(int, args.B.split(",")):
+                for T in map(int, args.T.split(",")):
+                    for backend in ("numba", "array_api"):
+                        if backend == "array_api" and B * T > args.max_work_array_api:
+                            continue
+                        t = time_op(op, backend, B, T, args.d, np.dtype(dt), args.repeat)
+                        gf = flops(op, B, T, args.d) / t / 1e9
+                        row = dict(op=op, backend=backend, dtype=dt, B=B, T=T, ms=t * 1e3, gflops=gf, frac=gf / mm)
+                        rows.append(row)
+                        C.print_row(row)
+    threads = None if args.no_threads else threads_check(args)
+    if not args.no_write:
+        write(args, mm, rows, threads)
+
+
+def write(args, mm, rows, threads):
+    import numba
+
+    head = [
+        "# CPU kernels against the matmul rate (issue 20)",
+        "",
+        f"Date: {C.utc_now()}. Machine: {C.cpu_name()}, {os.cpu_count()} logical CPUs, **shared with other jobs**"
+        f" (3-4 other engineers' tests and benchmarks ran at the same time: timings are noisy, best of {args.repeat}),"
+        f" {C.python_numpy()}, Numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads).",
+        f"Command: `python benchmarks/bench_cpu_roofline.py {' '.join(sys.argv[1:])}`.",
+        "",
+        f"NumPy float32 matmul {args.mm}^3 in the same process: **{mm:.1f} GFLOP/s** (the denominator of every fraction).",
+        "Flop counts (per batch element and token, d = d_k = d_v): exp-kernel / log attention 4 d^2; log-linear "
+        "Mamba-2 and hierarchical (2 + 2P) d^2; Gated DeltaNet (2 + 6P) d^2, P = mean popcount of t (occupied "
+        "Fenwick levels); see the script's docstring. Compile time excluded.",
+        "",
+    ]
+    table = C.md_table(["operator", "backend", "dtype", "B", "T", "ms", "GFLOP/s", "of matmul"],
+                       [[r["op"], r["backend"], r["dtype"], r["B"], r["T"], f"{r['ms']:.1f}", f"{r['gflops']:.2f}",
+                         f"{100 * r['frac']:.1f}%"] for r in rows], align="---:")
+    lines = head + table
+    if threads:
+        lines += ["", f"B = 1, T = {args.threads_T}, float32, numba, NUMBA_NUM_THREADS = 1 vs 2 (subprocesses):", ""]
+        lines += C.md_table(["operator", "1 thread (ms)", "2 threads (ms)", "speed-up"],
+                            [[op, f"{threads[1][op] * 1e3:.1f}", f"{threads[2][op] * 1e3:.1f}",
+                              f"{threads[1][op] / threads[2][op]:.2f}x"] for op in args.ops], align="---:")
+    C.write_text(str(OUT) + ".md", lines)
+    C.write_json(str(OUT) + ".json", {"date": C.utc_now(), "machine": C.cpu_name(), "cpus": os.cpu_count(),
+                                      "shared_machine": True, "command": sys.argv[1:], "matmul_f32_gflops": mm,
+                                      "rows": rows, "threads": threads})
+    plt = C.pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    labels, vals, colors = [], [], []
+    for r in rows:
+        labels.append(f"{r['op'].replace('loglinear_', 'll_')} {r['backend'][:5]} {r['dtype'][-2:]} B{r['B']} T{r['T']}")
+        vals.append(100 * r["frac"])
+        colors.append("C0" if r["backend"] == "numba" else "C1")
+    ax.barh(range(len(vals)), vals, color=colors)
+    ax.set_yticks(range(len(vals)), labels, fontsize=5)
+    ax.invert_yaxis()
+    for x in (15, 30):
+        ax.axvline(x, color="grey", lw=0.6, ls="--")
+    ax.set_xlabel(f"% of the float32 matmul rate ({mm:.0f} GFLOP/s; blue numba, orange array_api)")
+    ax.set_title(f"{C.utc_now()}, shared {os.cpu_count()}-core machine (noisy)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(str(OUT) + ".png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""Numba CPU kernels in chunked (blocked) form: the work of a chunk of ``C`` tokens as small matrix
+products (``np.dot`` inside ``@njit``, which Numba hands to BLAS), parallel over batch elements
+*and* chunks.
+
+Imported only when the ``numba`` backend runs a long causal call (``numba_cpu`` chooses between
+these and the token-by-token kernels of ``_numba_kernels`` by size). Needs SciPy (Numba's
+``np.dot`` calls SciPy's BLAS).
+
+Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens, each:
+
+1. *summary*: the chunk's per-feature key maximum ``m^c``, ``E = exp(k - m^c)`` (``C x d_k``), for
+   log values the per-column maximum ``n^c`` and ``V = exp(log_v - n^c)`` (else ``V = v``), a column
+   of ones appended to ``V``; ``[S^c | z^c] = E^T V`` (one ``(d_k x C)(C x (d_v + 1))`` product);
+2. *reads*: one shift for the running state and the chunk, ``M = max(m^s, m^c)`` (``N`` for
+   values), queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti + M_i)``; then ``[num | den] =
+   [A | mask(A E'^T)] [[S | z]' ; [V | 1]']`` (two products; ``'`` = rescaled to ``M, N``);
+3. *merge*: state and summary shifted to the larger maxima (factors <= 1), as the array-API ``merge``.
+
+Parallel over batch elements, and for a batch smaller than the thread count over *parts* of each
+sequence, in one parallel loop: part ``j`` first runs only the summaries and merges of every chunk
+before it (which gives it its incoming state), then its own chunks in full; the parts shrink
+geometrically (:func:`_part_starts`) so that all finish together (one sequence on 2 threads: 62.5%
+/ 37.5% of the chunks, at best 1.6x). No scratch beyond one chunk per task.
+
+``M`` includes keys of the chunk a query may not see yet, so a visible term can underflow where the
+token-by-token scan keeps it (the same reason the array-API path reads chunks as a tree). Every lost
+term is below the working dtype's ``tiny`` times a known count, so a row whose ``den`` (or, for log
+values, a numerator) is not at least ``1 / eps`` times that bound is recomputed exactly from the
+state before the chunk with the shifts of the keys it sees (:func:`_ek_row`); ordinary inputs never
+take it, large magnitudes and ``log_v = -inf`` columns do. Products run in the input dtype (float32
+inputs: float32 BLAS, entries in ``[0, 1]``, rounding relative); the state is accumulated in float64.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from ._numba_kernels import _ek_finish
+
+_JIT = dict(parallel=True, cache=True, nogil=True)
+
+
+#: OpenBLAS runs a product of m n k >= 262144 flops / 2 on its own threads; called from every Numba
+#: thread at once on a busy machine that was 5-10x slower (measured at C = 64, d = 64), so chunks
+#: are sized to keep every product of a chunk below it
+_BLAS_SINGLE = 262144
+
+
+def chunk_for(d_k, d_v):
+    """The chunk size of :func:`ek_chunked`: the largest power of two from 8 up to 64 whose three
+    products (d_k x C x (d_v + 1), C x d_k x C, C x (d_k + C) x (d_v + 1)) stay below
+    ``_BLAS_SINGLE`` (32 at d_k = d_v = 64), 8 where none does."""
+    C = 64
+    while C > 8 and max(d_k * C * (d_v + 1), C * d_k * C, C * (d_k + C) * (d_v + 1)) >= _BLAS_SINGLE:
+        C //= 2
+    return C
+
+
+def parts(B):
+    """Parallel parts of each sequence for :func:`ek_chunked`: 1 when the batch alone fills Numba's
+    threads, else ceil(threads / B) (2 for one sequence on 2 cores)."""
+    threads = numba.get_num_threads()
+    return 1 if B >= threads else -(-threads // B)
+
+
+#: cost of a chunk's summary-and-merge relative to its whole work (summary, reads, merge); sizes
+#: the parts of a sequence (:func:`_part_starts`)
+SUMMARY_COST = 0.4
+
+
+@numba.njit
+def _part_starts(nch, P):
+    """First chunk of each of P parts of nch chunks, and nch (P + 1 entries). Part j runs the
+    summaries of every earlier chunk (cost SUMMARY_COST each) and then its own chunks in full, so
+    equal finishing times need part lengths in the ratio 1 : r : r^2 ... with r = 1 - SUMMARY_COST."""
+    r = 1.0 - SUMMARY_COST
+    total = (1.0 - r ** P) / (1.0 - r)
+    start = np.empty(P + 1, np.int64)
+    start[0] = 0
+    acc = 0.0
+    for j in range(P):
+        acc += r ** j / total
+        start[j + 1] = min(nch, max(start[j], int(round(acc * nch))))
+    start[P] = nch
+    return start
+
+
+@numba.njit(**_JIT)
+def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, parts, out, m1, n1, S1, z1):
+    """Causal exp-kernel attention in chunks of C tokens. q, k (B, T, d_k); vals (B, T, d_v) (log
+    values when log_values); incoming state m0 (B, d_k), n0 (B, d_v) (unused unless log_values),
+    S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; parts: parallel parts of each
+    sequence (see :func:`parts`). Writes out (B, T, d_v) and the final state into m1, n1, S1, z1
+    (the array-API layout)."""
+    B, T, dk = q.shape
+    dv = vals.shape[2]
+    nch = (T + C - 1) // C
+    wt = q.dtype
+    m = np.empty((B, dk))
+    n = np.zeros((B, dv + 1))  # column dv: the z column's (zero) shift
+    S = np.empty((B, dk, dv + 1))  # [S | z], float64
+    zmax = 0.0
+    for b in range(B):
+        for i in range(dk):
+            m[b, i] = m0[b, i]
+            S[b, i, dv] = z0[b, i]
+            zmax = max(zmax, np.float64(z0[b, i]))
+            for j in range(dv):
+                S[b, i, j] = S0[b, i, j]
+        for j in range(dv):
+            n[b, j] = n0[b, j] if log_values else 0.0
+    # lost mass of one output entry, in units of its shift: each product that underflowed (or met
+    # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
+    # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
+    bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
+    P = max(parts, 1)
+    start = _part_starts(nch, P)
+    for task in prange(B * P):
+        b, j = task // P, task % P
+        ms, ns, Ss = m[b].copy(), n[b].copy(), S[b].copy()  # the state before this part
+        E = np.empty((C, dk), wt)  # exp(k - m^c), padded rows 0
+        SV = np.empty((dk + C, dv + 1), wt)  # rows dk..: [V | 1] (padded rows 0); rows :dk: [S | z]'
+        mc = np.empty(dk)
+        nc = np.zeros(dv + 1)
+        Sc = np.empty((dk, dv + 1))
+        for c in range(start[j + 1]):
+            t0 = c * C
+            L = min(T, t0 + C) - t0
+            _summarise(k[b], vals[b], t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
+            if c >= start[j]:  # this part's chunks; the earlier ones only move the state
+                _read(q[b], k[b], vals[b], t0, L, ms, ns, Ss, mc, nc, E, SV, bound, log_values, lo, out[b])
+            _merge(ms, ns, Ss, mc, nc, Sc)
+        if j == P - 1:  # the state after the last chunk, in the array-API layout
+            for i in range(dk):
+                m1[b, i] = ms[i]
+                z1[b, i] = Ss[i, dv]
+                for c in range(dv):
+                    S1[b, i, c] = Ss[i, c]
+            for c in range(dv):
+                n1[b, c] = ns[c] if log_values else lo
+
+
+@numba.njit
+def _summarise(k, vals, t0, L, log_values, lo, mc, nc, E, Vc, Sc):
+    """The summary of tokens t0 .. t0 + L - 1 of one batch element (k (T, d_k), vals (T, d_v)):
+    mc (d_k) key maxima, nc (d_v + 1) value maxima (log values; last entry 0), E (C, d_k) =
+    exp(k - mc), Vc (C, d_v + 1) = [exp(log_v - nc) or v | 1] (rows from L: 0), Sc = E^T Vc (float64)."""
+    C, dk = E.shape
+    dv = vals.shape[1]
+    X = np.empty((C, dk))
+    _shifted(k, t0, L, -np.inf, mc, X)
+    _vexp(X, np.empty((C, dk)), E)
+    if log_values:
+        X2 = np.empty((C, dv + 1))
+        _shifted(vals, t0, L, lo, nc, X2)
+        X2[:L, dv] = 0.0
+        X2[L:, dv] = -1e300
+        _vexp(X2, np.empty((C, dv + 1)), Vc)
+    else:
+        for s in range(L):
+            for j in range(dv):
+                Vc[s, j] = vals[t0 + s, j]
+            Vc[s, dv] = 1.0
+        Vc[L:] = 0.0
+    Sc[:, :] = np.dot(E.T, Vc)
+
+
+@numba.njit
+def _merge(m, n, S, mc, nc, Sc):
+    """The running state (m, n, S = [S | z], float64) merged in place with a chunk's summary, both
+    shifted to the larger maxima (factors <= 1), as the array-API ``merge``."""
+    dk, dv1 = S.shape
+    f = np.empty(dk)
+    fc = np.empty(dk)
+    g = np.empty(dv1)
+    gc = np.empty(dv1)
+    for i in range(dk):
+        x = max(m[i], mc[i])
+        f[i] = math.exp(m[i] - x)
+        fc[i] = math.exp(mc[i] - x)
+        m[i] = x
+    for j in range(dv1):
+        x = max(n[j], nc[j])
+        g[j] = math.exp(n[j] - x)
+        gc[j] = math.exp(nc[j] - x)
+        n[j] = x
+    for i in range(dk):
+        for j in range(dv1):
+            S[i, j] = S[i, j] * f[i] * g[j] + Sc[i, j] * fc[i] * gc[j]
+
+
+@numba.njit
+def _read(q, k, vals, t0, L, Pm, Pn, PS, mc, nc, E, SV, bound, log_values, lo, out):
+    """Outputs t0 .. t0 + L - 1 of one batch element (q, k (T, d_k), vals (T, d_v), out (T, d_v))
+    from the state before the chunk (Pm, Pn, PS = [S | z], read only) and the chunk's summary (mc,
+    nc, E, SV[dk:] = [V | 1]; E and SV are overwritten): one shift M = max(Pm, mc) (N for values),
+    A = exp(q + M - r), [num | den] = [A | mask(A E'^T)] [[S | z]' ; [V | 1]']; rows whose lost
+    mass may exceed eps of den (or of a log-value numerator) are recomputed by :func:`_ek_row`."""
+    C, dk = E.shape
+    dv = vals.shape[1]
+    wt = E.dtype
+    M = np.empty(dk)
+    N = np.empty(dv + 1)
+    g = np.empty(dv + 1)
+    for i in range(dk):
+        M[i] = max(Pm[i], mc[i])
+    for j in range(dv + 1):
+        N[j] = max(Pn[j], nc[j])
+        g[j] = math.exp(Pn[j] - N[j])
+    for i in range(dk):
+        fi = math.exp(Pm[i] - M[i])
+        for j in range(dv + 1):
+            SV[i, j] = PS[i, j] * fi * g[j]
+    for i in range(dk):
+        g[0] = math.exp(mc[i] - M[i])
+        for s in range(L):
+            E[s, i] *= g[0]
+    if log_values:
+        for j in range(dv):
+            g[j] = math.exp(nc[j] - N[j])
+        for s in range(L):
+            for j in range(dv):
+                SV[dk + s, j] *= g[j]
+    X = np.full((C, dk), -1e300)  # padded rows: A = 0
+    for t in range(L):
+        r = -np.inf
+        for i in range(dk):
+            x = np.float64(q[t0 + t, i]) + M[i]
+            X[t, i] = x
+            r = max(r, x)
+        for i in range(dk):
+            X[t, i] -= r
+    A = np.empty((C, dk), wt)
+    _vexp(X, np.empty((C, dk)), A)
+    W = np.dot(A, E.T)
+    AW = np.empty((C, dk + C), wt)  # [A | mask(A E'^T)]
+    for t in range(C):
+        for i in range(dk):
+            AW[t, i] = A[t, i]
+        for s in range(t + 1):
+            AW[t, dk + s] = W[t, s]
+        for s in range(t + 1, C):
+            AW[t, dk + s] = 0.0
+    Z = np.dot(AW, SV)
+    num = np.empty(dv)
+    for t in range(L):
+        ok = Z[t, dv] >= bound
+        if log_values:
+            for j in range(dv):
+                ok = ok and Z[t, j] >= bound
+        if ok:
+            for j in range(dv):
+                num[j] = Z[t, j]
+            _ek_finish(num, np.float64(Z[t, dv]), N, log_values, lo, out[t0 + t])
+        else:
+            _ek_row(q, k, vals, t0, t0 + t, Pm, Pn, PS, log_values, lo, out[t0 + t])
+
+
+@numba.njit(inline="always")
+def _shifted(x, t0, L, floor, mx, X):
+    """mx[:d] = max(floor, column maxima of x[t0 : t0 + L]) (x (T, d)); X[:L, :d] = max(x, floor) - mx
+    (float64), X[L:, :d] = -1e300 (rows past the end: exponentials 0)."""
+    d = x.shape[1]
+    for j in range(d):
+        mx[j] = max(np.float64(x[t0, j]), floor)
+    for s in range(1, L):
+        for j in range(d):
+            mx[j] = max(mx[j], np.float64(x[t0 + s, j]))
+    for s in range(L):
+        for j in range(d):
+            X[s, j] = max(np.float64(x[t0 + s, j]), floor) - mx[j]
+    for s in range(L, X.shape[0]):
+        for j in range(d):
+            X[s, j] = -1e300
+
+
+_LN2_HI, _LN2_LO, _INV_LN2 = 0.6931471803691238, 1.9082149292705877e-10, 1.4426950408889634
+_ROUND = 6755399441055744.0  # 1.5 * 2^52: x + _ROUND - _ROUND rounds x to an integer
+_ROUND_BITS = 0x4338000000000000  # its bit pattern
+
+
+@numba.njit(inline="always")
+def _vexp(x, s, y):
+    """y = exp(x) elementwise (2-D arrays of one shape; x, s float64 scratch, both overwritten),
+    0 for x <= -708; within 1 ulp of float64. Loops of plain arithmetic, so LLVM vectorises them
+    (Numba's math.exp is a scalar libm call): x = k ln 2 + r, |r| <= ln 2 / 2, Taylor to r^12,
+    times 2^k built in the exponent bits."""
+    R, Q = x.shape
+    for a in range(R):
+        for c in range(Q):
+            xi = x[a, c]
+            xc = max(xi, -708.0)
+            t = xc * _INV_LN2 + _ROUND
+            kf = t - _ROUND
+            r = (xc - kf * _LN2_HI) - kf * _LN2_LO
+            p = 1.0 + r * (1.0 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
+                1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r / 479001600)))))))))))
+            x[a, c] = p if xi > -708.0 else 0.0
+            s[a, c] = t
+    sb = s.view(np.int64)
+    for a in range(R):
+        for c in range(Q):
+            sb[a, c] = (sb[a, c] - _ROUND_BITS + 1023) << 52
+    for a in range(R):
+        for c in range(Q):
+            y[a, c] = x[a, c] * s[a, c]
+
+
+@numba.njit
+def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, log_values, lo, dst):
+    """Query t exactly (float64), from the state before its chunk (Pm, Pn, PS = [S | z]) and the
+    chunk's keys t0 .. t, shifted by the maxima of the keys and values it sees."""
+    dk, dv = q.shape[1], vals.shape[1]
+    mv = np.empty(dk)
+    nv = np.empty(dv)
+    for i in range(dk):
+        x = Pm[i]
+        for s in range(t0, t + 1):
+            x = max(x, np.float64(k[s, i]))
+        mv[i] = x
+    for j in range(dv):
+        x = Pn[j]
+        if log_values:
+            for s in range(t0, t + 1):
+                x = max(x, np.float64(vals[s, j]))
+        nv[j] = x
+    r = np.float64(q[t, 0]) + mv[0]
+    for i in range(1, dk):
+        r = max(r, np.float64(q[t, i]) + mv[i])
+    num = np.zeros(dv)
+    g = np.empty(dv)
+    for j in range(dv):
+        g[j] = math.exp(Pn[j] - nv[j]) if log_values else 1.0
+    den = 0.0
+    for i in range(dk):
+        a = math.exp(np.float64(q[t, i]) + Pm[i] - r)
+        den += a * PS[i, dv]
+        for j in range(dv):
+            num[j] += a * PS[i, j] * g[j]
+    for s in range(t0, t + 1):
+        w = 0.0
+        for i in range(dk):
+            w += math.exp(np.float64(q[t, i]) + np.float64(k[s, i]) - r)
+        den += w
+        for j in range(dv):
+            x = math.exp(max(np.float64(vals[s, j]), lo) - nv[j]) if log_values else np.float64(vals[s, j])
+            num[j] += w * x
+    _ek_finish(num, den, nv, log_values, lo, dst)

@@ -1,0 +1,148 @@
+"""The chunked Numba CPU kernels (``lsattn.backends._numba_chunked``) against lsattn.reference, with
+the bounds and strategies of tests/test_numba_backend.py. The chunk size is forced small (the
+backend functions take ``chunk_size``; the public operators choose by size), so short hypothesis
+cases cover T < C, T not a multiple of C, many segments of chunks, and the exact per-row fallback
+(large magnitudes, log v = -inf)."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lsattn
+from lsattn import reference as ref
+from helpers import TOL, assert_close
+from strategies import batch_shapes, magnitudes, seeds, split_points
+from test_numba_backend import EK, dims, ek_inputs, ek_tol, small_T
+
+pytest.importorskip("numba")
+pytest.importorskip("scipy")  # Numba's np.dot calls SciPy's BLAS
+
+from lsattn.backends import numba_cpu  # noqa: E402
+
+chunks = st.sampled_from([1, 2, 3, 4, 8, 16])
+FWD = {"exp": numba_cpu.exp_forward, "log": numba_cpu.log_forward}
+
+
+def chunked(op, q, k, vals, C, state=None, return_state=False):
+    """The numba backend's causal exp-kernel call in chunks of C tokens (out, state)."""
+    return FWD[op](q, k, vals, True, state, return_state, chunk_size=C)
+
+
+@pytest.mark.parametrize("op", ["exp", "log"])
+@given(batch=batch_shapes, T=small_T, dk=dims, dv=dims, scale=magnitudes, C=chunks, seed=seeds)
+def test_chunked_matches_reference(op, batch, T, dk, dv, scale, C, seed):
+    q, k, vals = ek_inputs(seed, batch, T, dk, dv, scale)
+    rtol, atol = ek_tol(op, q, k, "float64")
+    assert_close(chunked(op, q, k, vals, C)[0], EK[op][1](q, k, vals), rtol, atol=atol)
+
+
+@pytest.mark.parametrize("op", ["exp", "log"])
+@given(T=small_T, C=chunks, seed=seeds, scale=st.sampled_from([1.0, 1e3]))
+def test_chunked_float32_and_large_magnitudes(op, T, C, seed, scale):
+    """scale 1e3: exponents far below the chunk's shift, so rows take the exact fallback."""
+    q, k, vals = ek_inputs(seed, (2,), T, 4, 3, scale)
+    rtol, atol = ek_tol(op, q, k, "float32")
+    out, _ = chunked(op, *(x.astype(np.float32) for x in (q, k, vals)), C)
+    assert out.dtype == np.float32
+    assert_close(out, EK[op][1](*(x.astype(np.float32).astype(np.float64) for x in (q, k, vals))), rtol, atol=atol)
+
+
+@given(T=small_T, C=chunks, seed=seeds)
+def test_chunked_log_v_minus_inf(T, C, seed):
+    """log v = -inf entries and whole -inf columns: log y = -inf exactly where nothing visible is non-zero."""
+    q, k, lv = ek_inputs(seed, (), T, 3, 3, 1.0)
+    rng = np.random.default_rng(seed)
+    lv[:, 0] = -np.inf
+    lv[rng.random(T) < 0.5, 1] = -np.inf
+    out, _ = chunked("log", q, k, lv, C)
+    want = ref.log_attention(q, k, lv)
+    assert_close(out, want, TOL["float64"], atol=TOL["float64"])
+    assert (np.isneginf(out) == np.isneginf(want)).all()
+
+
+@pytest.mark.parametrize("op", ["exp", "log"])
+@given(T=st.integers(2, 60), data=st.data(), seed=seeds)
+def test_chunked_stream_handed_between_backends(op, T, data, seed):
+    """A stream cut at random points, each piece on the chunked kernel (random C), the token-by-token
+    kernel or the array-API path: the State layout is the same everywhere."""
+    q, k, vals = ek_inputs(seed, (2,), T, 3, 4, 2.0)
+    cuts = [0] + data.draw(split_points(T)) + [T]
+    ways = data.draw(st.lists(st.sampled_from(["chunked", "numba", "array_api"]), min_size=len(cuts) - 1,
+                              max_size=len(cuts) - 1))
+    outs, state = [], None
+    for (a, b), way in zip(zip(cuts[:-1], cuts[1:]), ways):
+        piece = [x[..., a:b, :] for x in (q, k, vals)]
+        if way == "chunked":
+            o, state = chunked(op, *piece, data.draw(chunks), state=state, return_state=True)
+        else:
+            o, state = EK[op][0](*piece, state=state, return_state=True, backend=way)
+        outs.append(o)
+    rtol, atol = ek_tol(op, q, k, "float64")
+    assert_close(np.concatenate(outs, axis=-2), EK[op][1](q, k, vals), rtol, atol=atol)
+    assert state.offset == T
+
+
+@pytest.mark.parametrize("op", ["exp", "log"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_state_equals_array_api_state(op, dtype):
+    q, k, vals = (x.astype(dtype) for x in ek_inputs(3, (2, 1), 29, 3, 4, 1.0))
+    _, a = chunked(op, q, k, vals, 8, return_state=True)
+    _, b = EK[op][0](q, k, vals, return_state=True, backend="array_api")
+    assert a.tensors.keys() == b.tensors.keys() and a.offset == b.offset == 29
+    for name in a.tensors:
+        assert a.tensors[name].dtype == dtype and a.tensors[name].shape == b.tensors[name].shape
+        np.testing.assert_allclose(a.tensors[name], b.tensors[name], rtol=1e-12 if dtype == np.float64 else 1e-5,
+                                   atol=1e-300, err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["exp", "log"])
+def test_long_calls_run_chunked_and_match(op):
+    """The public operator on numba chooses the chunked kernel from EK_CHUNKED_MIN_T tokens on (and
+    the token-by-token kernel below); both meet the reference."""
+    T = numba_cpu.EK_CHUNKED_MIN_T + 69
+    q, k, vals = ek_inputs(11, (2,), T, 5, 3, 1.0)
+    rtol, atol = ek_tol(op, q, k, "float64")
+    f, r = EK[op]
+    for n in (T, numba_cpu.EK_CHUNKED_MIN_T - 1):
+        assert_close(f(q[:, :n], k[:, :n], vals[:, :n], backend="numba"), r(q[:, :n], k[:, :n], vals[:, :n]), rtol,
+                     atol=atol)
+
+
+def test_warm_compiles_the_chunked_kernel_once_per_dtype():
+    """``lsattn info --warm`` compiles (or loads) ek_chunked for float32 and float64; read-only inputs
+    (broadcast views) and a read-only state then compile nothing more."""
+    from lsattn.backends import _numba_chunked as KC
+
+    rows = numba_cpu.warm()
+    assert {dt for name, dt, _ in rows if name == "ek_chunked"} == {"float32", "float64"}
+    before = len(KC.ek_chunked.signatures)
+    assert before == 2
+    rng = np.random.default_rng(0)
+    for dt in ("float32", "float64"):
+        q, k, v = (np.broadcast_to(rng.standard_normal((1, 9, 2)).astype(dt), (2, 9, 2)) for _ in range(3))
+        _, st = chunked("log", q, k, v, 4, return_state=True)
+        for t in st.tensors.values():
+            t.flags.writeable = False
+        chunked("exp", q, k, v, 4, state=None)
+        chunked("log", q, k, v, 4, state=st)
+    assert len(KC.ek_chunked.signatures) == before
+
+
+@given(T=small_T, C=chunks, P=st.integers(1, 5), log_values=st.booleans(), seed=seeds)
+def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
+    """A sequence split into P parallel parts (each first summarising the chunks before it) gives
+    the reference output and the array-API final state, whatever P (the backend picks P from the
+    thread count, so it is driven directly here)."""
+    from lsattn.backends import _numba_chunked as KC
+
+    op = "log" if log_values else "exp"
+    q, k, vals = ek_inputs(seed, (1,), T, 3, 2, 1.0)
+    lo = -np.finfo(np.float64).max / 8
+    m0, n0 = np.full((1, 3), lo), np.full((1, 2), lo)
+    out, m1, n1, S1, z1 = np.empty((1, T, 2)), np.empty((1, 3)), np.empty((1, 2)), np.empty((1, 3, 2)), np.empty((1, 3))
+    KC.ek_chunked(q, k, vals, m0, n0, np.zeros((1, 3, 2)), np.zeros((1, 3)), log_values, lo, C, P, out, m1, n1, S1, z1)
+    rtol, atol = ek_tol(op, q, k, "float64")
+    assert_close(out, EK[op][1](q, k, vals), rtol, atol=atol)
+    _, want = EK[op][0](q, k, vals, return_state=True, backend="array_api")
+    for name, got in (("m", m1), ("S", S1), ("z", z1)) + ((("n", n1),) if log_values else ()):
+        np.testing.assert_allclose(got, want.tensors[name], rtol=1e-12, atol=1e-300, err_msg=name)
