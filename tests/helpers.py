@@ -29,6 +29,8 @@ def to_numpy(x):
         return np.asarray(x)
     if isinstance(x, np.ndarray):
         return x
+    if type(x).__module__.startswith("cupy"):
+        return x.get()
     try:
         return np.asarray(x)
     except Exception:

@@ -36,6 +36,10 @@ OPS = {
 #: where an operator runs: (namespace, backend)
 WHERE = [("numpy", "array_api"), ("numpy", "numba"), ("array_api_strict", "array_api"), ("torch", "array_api"),
          ("dask", "dask"), ("jax", "array_api")]
+#: on the GPU (``@pytest.mark.gpu``): the automatic choice on CuPy arrays and CUDA torch tensors
+#: (the CuPy kernels where they serve the operator, the array-API path elsewhere)
+WHERE_GPU = [("cupy", None), ("torch_cuda", None)]
+GPU = [pytest.param(w, marks=pytest.mark.gpu, id="-".join(map(str, w))) for w in WHERE_GPU]
 BATCH = (2,)
 
 
@@ -100,6 +104,12 @@ def check(out, expected, mask, rtol, what):
 def on(where, arrays, dtype="float64"):
     """The NumPy ``arrays`` in the namespace of ``where`` (Dask: chunked in two along T)."""
     ns = where[0]
+    if ns == "cupy":
+        cp = pytest.importorskip("cupy")
+        return [cp.asarray(a.astype(dtype)) for a in arrays]
+    if ns == "torch_cuda":
+        torch = pytest.importorskip("torch")
+        return [torch.as_tensor(a.astype(dtype), device="cuda") for a in arrays]
     if ns == "dask":
         da = pytest.importorskip("dask.array")
         return [da.from_array(a.astype(dtype), chunks=BATCH + (max(1, a.shape[1] // 2),) + a.shape[2:]) for a in arrays]
@@ -162,7 +172,7 @@ def _place(arrays, arg, s, j, value, role):
     return arrays
 
 
-@pytest.mark.parametrize("where", WHERE, ids=["-".join(w) for w in WHERE])
+@pytest.mark.parametrize("where", WHERE + GPU, ids=["-".join(w) for w in WHERE] + [p.id for p in GPU])
 @pytest.mark.parametrize("op", list(OPS))
 @settings(max_examples=max(3, settings.default.max_examples // 2))
 @given(data=st.data())
@@ -184,9 +194,9 @@ def test_special_value_at_a_random_token(op, where, data):
 
 
 @pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
-@pytest.mark.parametrize("backend", ["array_api", "numba"])
+@pytest.mark.parametrize("where", WHERE[:2] + GPU, ids=["-".join(w) for w in WHERE[:2]] + [p.id for p in GPU])
 @given(seed=st.integers(0, 2**32 - 1), T=st.integers(2, 24), s=st.integers(1, 23))
-def test_hard_reset_forgets_everything_before(op, backend, seed, T, s):
+def test_hard_reset_forgets_everything_before(op, where, seed, T, s):
     """``log_decay[s] = -inf``: outputs from ``s`` on do not depend on the keys and values before ``s``."""
     s = min(s, T - 1)
     a = make(op, seed, T, 3, 2)
@@ -195,7 +205,7 @@ def test_hard_reset_forgets_everything_before(op, backend, seed, T, s):
     rng = np.random.default_rng(seed + 1)
     for i in (1, 2):  # k and v (log_v) before the reset
         b[i][:, :s] = rng.standard_normal(b[i][:, :s].shape)
-    out_a, out_b = (to_numpy(call(op, x, backend=backend)) for x in (a, b))
+    out_a, out_b = (to_numpy(call(op, on(where, x), backend=where[1])) for x in (a, b))
     assert np.isfinite(out_a).all()
     np.testing.assert_allclose(out_a[:, s:], out_b[:, s:], rtol=0, atol=1e-12 * np.abs(out_a).max())
     check(out_a, reference(op, a), np.zeros(out_a.shape, bool), OPS[op][2], f"{op} reset at {s}")
@@ -221,7 +231,7 @@ def test_zero_key_row(op, where, seed, T, s):
 STRONG = [-1e3, -1e4, -1e6]
 
 
-@pytest.mark.parametrize("where", WHERE, ids=["-".join(w) for w in WHERE])
+@pytest.mark.parametrize("where", WHERE + GPU, ids=["-".join(w) for w in WHERE] + [p.id for p in GPU])
 @pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @settings(max_examples=max(2, settings.default.max_examples // 3))

@@ -49,18 +49,19 @@ class Config:
     def smem(self, kernel):
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
         if kernel == "ll_chunk_states":
-            return (CH * DKP + CH * DVP + CH) * es
+            return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
-            return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + CH + CH * self.NLC) * es
+            return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 2 * CH + CH * self.NLC) * es
         if kernel == "ek_chunk":
             return (CH * DKP + CH * DVP + DKP) * es
         if kernel == "ek_output":
             return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + 8 * (DKP + CH)) * es + CH * 4
         LDK, LDV = DKP + 8, DVP + 8  # tensor-core kernels (bf16 tiles)
         if kernel == "ll_chunk_states_tc4":
-            return (CH * LDK + CH * LDV) * 2 + CH * 4
+            return (CH * LDK + CH * LDV) * 2 + 2 * CH * 4
         if kernel == "ll_output_tc4":
-            return (2 * DKP * (DVP + 4) * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (CH + CH * self.NLC) * 4
+            return (2 * DKP * (DVP + 4) * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2
+                    + (2 * CH + CH * (CH + 1) + CH * self.NLC) * 4
                     + 128 * (4 + 4 + 8))
         if kernel == "ek_chunk_tc5":
             return (CH * LDK + CH * LDV) * 2 + (128 + DKP) * 4

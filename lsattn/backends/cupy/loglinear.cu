@@ -6,21 +6,23 @@
 // multiples of CH: local chunk j is absolute chunk F + j (F = p / CH), and rows outside the call
 // (before p in the first chunk, after p + T - 1 in the last) are zero (they add nothing).
 //
-//   ll_chunk_states  per chunk: H_j = sum_s exp(A_end - A_s) k_s v_s^T, g_j = A_end  (A: chunk-local
-//                    inclusive cumsum of a), in parallel over chunks
+//   ll_chunk_states  per chunk: H_j = sum_s exp(a_{s+1} + ... + a_end) k_s v_s^T, g_j = the chunk's
+//                    total log decay, in parallel over chunks
 //   ll_upsweep       one launch per chunk level: the in-place Fenwick up-sweep over absolute chunk
 //                    indices. After it, slot e holds the block of 2^tz(e+1) chunks ending at e
 //                    (clipped to the call), decayed to its end, and its total log decay; chunk c
 //                    reads, at chunk level l' with bit l'-1 of c set, the block ending at
 //                    (c >> (l'-1) << (l'-1)) - 1: exactly that slot.
 //   ll_output        per chunk, in parallel: masked C x C product with level weights
-//                    lambda[t, level(t mod C, s mod C)] exp(A_t - A_s), plus one (C x d_k)(d_k x d_v)
+//                    lambda[t, level(t mod C, s mod C)] exp(a_{s+1} + ... + a_t), plus one (C x d_k)(d_k x d_v)
 //                    read per occupied chunk level, plus the incoming state's levels.
 //   ll_new_state     the state at p + T: one block per new Fenwick level.
 //   ll_decode        T = 1: output and new state from the old levels in one kernel.
 //
-// Decays between a bucket and a query are sums of block totals along the Fenwick path (never
-// differences of long cumulative sums), so exponents carry only the rounding of their own terms.
+// Every decay is summed over its own stretch: within a chunk (chunk_sums, decay_table), and
+// between a bucket and a query as sums of block totals along the Fenwick path. Never a difference
+// of cumulative sums, so exponents carry only the rounding of their own terms, and a hard reset
+// (a = -inf) is an exact zero weight rather than -inf - -inf = NaN.
 
 namespace {
 constexpr int LOGC = (CH == 16) ? 4 : (CH == 32) ? 5 : 6;
@@ -29,21 +31,33 @@ constexpr int QLD = CH + 4;    // row stride of transposed (k-major) C-wide tile
 constexpr int HS = DKP < 32 ? DKP : 32;  // rows of a d_k x d_v matrix staged per pass
 }
 
-// Chunk-local inclusive cumulative sum of the log decays of a chunk, by warp 0 (others idle).
-// rows outside the call count as 0.
-__device__ __forceinline__ void chunk_cumsum(const ti* ab, i64 g0, int T, ta* As) {
-    if (threadIdx.x >= 32) return;
+// The log decays of one chunk, each summed over its own stretch, never as a difference of
+// cumulative sums (that carries the rounding of every decay before the stretch: one decay of
+// -1e6 costs float32 0.06 on every later pair; and a hard reset gives -inf - -inf = NaN).
+// Rows outside the call count as 0. Warp 0 writes As[r] = a_0 + ... + a_r (from the chunk start)
+// and, if Ar, Ar[r] = a_r; warp 1 writes Bs[r] = a_{r+1} + ... + a_{CH-1} (to the chunk end), if
+// Bs. Needs >= 64 threads; the others return at once.
+__device__ __forceinline__ void chunk_sums(const ti* ab, i64 g0, int T, ta* As, ta* Bs, ta* Ar) {
+    const int w = threadIdx.x >> 5;
+    const bool rev = w == 1;  // warp 1 scans from the chunk end
+    if (w > 1 || (rev && !Bs)) return;
     constexpr int E = CH >= 32 ? CH / 32 : 1;
-    const int lane = threadIdx.x;
+    const int lane = threadIdx.x & 31;
     ta loc[E];
     ta s = (ta)0;
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-        int r = lane * E + e;
+        int i = lane * E + e, r = rev ? CH - 1 - i : i;
         i64 g = g0 + r;
-        ta x = (r < CH && g >= 0 && g < T) ? ld(ab + g) : (ta)0;
-        s += x;
-        loc[e] = s;
+        ta x = (i < CH && g >= 0 && g < T) ? ld(ab + g) : (ta)0;
+        if (rev) {  // exclusive: rows after r
+            loc[e] = s;
+            s += x;
+        } else {
+            s += x;
+            loc[e] = s;
+            if (Ar && i < CH) Ar[r] = x;
+        }
     }
     ta incl = s;
 #pragma unroll
@@ -55,8 +69,22 @@ __device__ __forceinline__ void chunk_cumsum(const ti* ab, i64 g0, int T, ta* As
     if (lane == 0) before = (ta)0;
 #pragma unroll
     for (int e = 0; e < E; ++e) {
-        int r = lane * E + e;
-        if (r < CH) As[r] = before + loc[e];
+        int i = lane * E + e;
+        if (i < CH) (rev ? Bs : As)[rev ? CH - 1 - i : i] = before + loc[e];
+    }
+}
+
+// D[s * lds + t * ldt] = exp(a_{s+1} + ... + a_t) for s <= t (the intra-chunk decays), each summed
+// from t down to s + 1 by the thread of row t; entries with s > t are left alone. Ar: a_r per row.
+template <typename DT>
+__device__ __forceinline__ void decay_table(const DT* Ar, DT* D, int lds, int ldt) {
+    const int t = threadIdx.x;
+    if (t >= CH) return;
+    DT acc = (DT)0;
+    D[t * lds + t * ldt] = (DT)1;
+    for (int s = t - 1; s >= 0; --s) {
+        acc += Ar[s + 1];
+        D[s * lds + t * ldt] = ex(acc);
     }
 }
 
@@ -92,8 +120,9 @@ extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Kw = reinterpret_cast<ta*>(smem_raw);  // CH x DKP: k_s * exp(A_end - A_s)
     ta* Vs = Kw + CH * DKP;                    // CH x DVP
-    ta* As = Vs + CH * DVP;                    // CH
-    check_smem((unsigned)((CH * DKP + CH * DVP + CH) * sizeof(ta)));
+    ta* As = Vs + CH * DVP;                    // CH: decay from the chunk start (As[CH - 1]: all of it)
+    ta* Bs = As + CH;                          // CH: decay from a row to the chunk end
+    check_smem((unsigned)((CH * DKP + CH * DVP + 2 * CH) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -102,10 +131,10 @@ extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
     const ti* vb = v + bh * T * DV;
     staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK), [&](int idx, ta x) { Kw[idx] = x; });
     staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
-    chunk_cumsum(a + bh * T, g0, T, As);
+    chunk_sums(a + bh * T, g0, T, As, Bs, nullptr);
     __syncthreads();
     const ta gend = As[CH - 1];
-    for (int idx = tid; idx < CH * DKP; idx += NT) Kw[idx] *= ex(gend - As[idx / DKP]);
+    for (int idx = tid; idx < CH * DKP; idx += NT) Kw[idx] *= ex(Bs[idx / DKP]);
     __syncthreads();
     ta acc[RI][RN];
     zero_acc(acc);
@@ -157,9 +186,10 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
     ta* Vs = Kt + DKP * QLD;                   // CH x DVP
     ta* Pt = Vs + CH * DVP;                    // CH x QLD: weighted scores, transposed (Pt[s][t])
     ta* Hs = Pt + CH * QLD;                    // HS x DVP staging
-    ta* As = Hs + HS * DVP;                    // CH chunk-local cumsum
-    ta* lamS = As + CH;                        // CH x NLC intra-chunk level weights
-    check_smem((unsigned)((2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + CH + CH * NLC) * sizeof(ta)));
+    ta* As = Hs + HS * DVP;                    // CH: decay from the chunk start to a row
+    ta* Ar = As + CH;                          // CH: a per row
+    ta* lamS = Ar + CH;                        // CH x NLC intra-chunk level weights
+    check_smem((unsigned)((2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 2 * CH + CH * NLC) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -173,10 +203,12 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
     staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK), [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
     staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
     staged<CH * NLC, NT>(tile_loader<NLC>(lb, g0, T, L), [&](int idx, ta x) { lamS[idx] = x; });
-    chunk_cumsum(a + bh * T, g0, T, As);
+    chunk_sums(a + bh * T, g0, T, As, nullptr, Ar);
+    __syncthreads();
+    decay_table(Ar, Pt, QLD, 1);  // Pt[s][t] = exp(a_{s+1} + ... + a_t)
     __syncthreads();
 
-    // intra-chunk: (M o (Q K^T)) V with M[t,s] = lambda[t, level(t,s)] exp(A_t - A_s), s <= t
+    // intra-chunk: (M o (Q K^T)) V with M[t,s] = lambda[t, level(t,s)] exp(a_{s+1} + ... + a_t), s <= t
     {
         ta P[RM][RM];
         zero_acc(P);
@@ -188,7 +220,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
             for (int jj = 0; jj < RM; ++jj) {
                 int s = tx * RM + jj;
                 ta w = (ta)0;
-                if (s <= t) w = lamS[t * NLC + (s == t ? 0 : 32 - __clz(t ^ s))] * ex(As[t] - As[s]);
+                if (s <= t) w = lamS[t * NLC + (s == t ? 0 : 32 - __clz(t ^ s))] * Pt[s * QLD + t];
                 Pt[s * QLD + t] = P[ii][jj] * w;
             }
         }
@@ -413,20 +445,21 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc4(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf* Ks = reinterpret_cast<bf*>(smem_raw);  // CH x LDK: k, then k_s exp(A_end - A_s)
     bf* Vs = Ks + CH * LDK;                    // CH x LDV
-    float* As = reinterpret_cast<float*>(Vs + CH * LDV);
-    check_smem((unsigned)((CH * LDK + CH * LDV) * 2 + CH * 4));
+    float* As = reinterpret_cast<float*>(Vs + CH * LDV);  // CH: decay from the chunk start
+    float* Bs = As + CH;                                   // CH: decay to the chunk end
+    check_smem((unsigned)((CH * LDK + CH * LDV) * 2 + 2 * CH * 4));
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
     const i64 g0 = (F + j) * CH - p;
     tile_async<DKP>(Ks, LDK, k + bh * T * DK, g0, T, DK);
     tile_async<DVP>(Vs, LDV, v + bh * T * DV, g0, T, DV);
-    chunk_cumsum(a + bh * T, g0, T, As);
+    chunk_sums(a + bh * T, g0, T, As, Bs, nullptr);
     cp_async_wait_all();
     __syncthreads();
     const float gend = As[CH - 1];
     for (int idx = threadIdx.x; idx < CH * DKP; idx += NTC) {
         int ss = idx / DKP, ii = idx % DKP;
-        Ks[ss * LDK + ii] = to_bf(from_bf(Ks[ss * LDK + ii]) * ex(gend - As[ss]));
+        Ks[ss * LDK + ii] = to_bf(from_bf(Ks[ss * LDK + ii]) * ex(Bs[ss]));
     }
     __syncthreads();
     mma_state_kn(H + (bh * n + j) * (i64)DK * DV, Ks, LDK, Vs, LDV, DK, DV);
@@ -446,13 +479,15 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
     bf* Ks = Qs + CH * LDK;                            // CH x LDK
     bf* Vs = Ks + CH * LDK;                            // CH x LDV
     bf* Hs = Vs + CH * LDV;                            // DKP x LDV: the tile being read, bf16
-    float* As = reinterpret_cast<float*>(Hs + DKP * LDV);
-    float* lamS = As + CH;                  // CH x NLC
+    float* As = reinterpret_cast<float*>(Hs + DKP * LDV);  // CH: decay from the chunk start
+    float* Ar = As + CH;                    // CH: a per row
+    float* Ds = Ar + CH;                    // CH x (CH + 1): Ds[t][s] = exp(a_{s+1} + ... + a_t)
+    float* lamS = Ds + CH * (CH + 1);       // CH x NLC
     float* rdec = lamS + CH * NLC;          // LL_MAXREADS: decay from the block's end to the chunk start
     int* rlev = reinterpret_cast<int*>(rdec + LL_MAXREADS);  // > 0: chunk level LOGC + l'; < 0: old level -(l)
     const float** rsrc = reinterpret_cast<const float**>(rlev + LL_MAXREADS);  // 8-byte aligned (checked)
     __shared__ int nreads_s;
-    check_smem((unsigned)(2 * DKP * LDF * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (CH + CH * NLC) * 4 +
+    check_smem((unsigned)(2 * DKP * LDF * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (2 * CH + CH * (CH + 1) + CH * NLC) * 4 +
                           LL_MAXREADS * (4 + 4 + 8)));
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     const int j = blockIdx.x;
@@ -492,7 +527,9 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
         i64 gg = g0 + r;
         lamS[idx] = (gg >= 0 && gg < T && l < L) ? ld(lb + gg * L + l) : 0.f;
     }
-    chunk_cumsum(a + bh * T, g0, T, As);
+    chunk_sums(a + bh * T, g0, T, As, nullptr, Ar);
+    __syncthreads();
+    decay_table(Ar, Ds, 1, CH + 1);
     cp_async_wait_all();
     __syncthreads();
     const int nreads = nreads_s;
@@ -518,7 +555,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
             for (int x = 0; x < 4; ++x) {
                 int tt = x < 2 ? rlo : rhi, s = 8 * nt + 2 * t4 + (x & 1);
                 float wt = 0.f;
-                if (s <= tt) wt = lamS[tt * NLC + (s == tt ? 0 : 32 - __clz(tt ^ s))] * ex(As[tt] - As[s]);
+                if (s <= tt) wt = lamS[tt * NLC + (s == tt ? 0 : 32 - __clz(tt ^ s))] * Ds[tt * (CH + 1) + s];
                 P[nt][x] *= wt;
             }
 #pragma unroll
