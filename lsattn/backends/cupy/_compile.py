@@ -61,7 +61,7 @@ class Config:
             return (CH * LDK + CH * LDV) * 2 + 2 * CH * 4
         if kernel == "ll_output_tc4":
             return (2 * DKP * (DVP + 4) * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2
-                    + (2 * CH + CH * (CH + 1) + CH * self.NLC) * 4
+                    + (2 * CH + (0 if DKP * (DVP + 4) >= CH * (CH + 1) else CH * (CH + 1)) + CH * self.NLC) * 4
                     + 128 * (4 + 4 + 8))
         if kernel == "ek_chunk_tc5":
             return (CH * LDK + CH * LDV) * 2 + (128 + DKP) * 4

@@ -467,6 +467,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc4(
 }
 
 #define LL_MAXREADS 128
+#define LL_DS_IN_FS (DKP * (DVP + 4) >= CH * (CH + 1))
 
 extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const bf* __restrict__ a,
@@ -481,13 +482,15 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
     bf* Hs = Vs + CH * LDV;                            // DKP x LDV: the tile being read, bf16
     float* As = reinterpret_cast<float*>(Hs + DKP * LDV);  // CH: decay from the chunk start
     float* Ar = As + CH;                    // CH: a per row
-    float* Ds = Ar + CH;                    // CH x (CH + 1): Ds[t][s] = exp(a_{s+1} + ... + a_t)
-    float* lamS = Ds + CH * (CH + 1);       // CH x NLC
+    // CH x (CH + 1): Ds[t][s] = exp(a_{s+1} + ... + a_t), used before the Fenwick reads: in the
+    // second Fenwick buffer where it fits (that one is first written by the second read)
+    float* Ds = LL_DS_IN_FS ? Fs + DKP * LDF : Ar + CH;
+    float* lamS = Ar + CH + (LL_DS_IN_FS ? 0 : CH * (CH + 1));  // CH x NLC
     float* rdec = lamS + CH * NLC;          // LL_MAXREADS: decay from the block's end to the chunk start
     int* rlev = reinterpret_cast<int*>(rdec + LL_MAXREADS);  // > 0: chunk level LOGC + l'; < 0: old level -(l)
     const float** rsrc = reinterpret_cast<const float**>(rlev + LL_MAXREADS);  // 8-byte aligned (checked)
     __shared__ int nreads_s;
-    check_smem((unsigned)(2 * DKP * LDF * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (2 * CH + CH * (CH + 1) + CH * NLC) * 4 +
+    check_smem((unsigned)(2 * DKP * LDF * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (2 * CH + (LL_DS_IN_FS ? 0 : CH * (CH + 1)) + CH * NLC) * 4 +
                           LL_MAXREADS * (4 + 4 + 8)));
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     const int j = blockIdx.x;
@@ -571,6 +574,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
         }
     }
 
+    if (LL_DS_IN_FS) __syncthreads();  // every warp is done with Ds before the second read lands on it
     for (int r = 0; r < nreads; ++r) {
         if (r + 1 < nreads) state_async(Fs + ((r + 1) & 1) * DKP * LDF, LDF, rsrc[r + 1], DK, DV);
         cp_async_commit();
