@@ -25,7 +25,7 @@ import lsattn.backends.cupy as cb
 from lsattn._chunktree import segsum, suffix_after
 from lsattn.backends.cupy import exp_kernel as cek, loglinear as cll
 
-from helpers import assert_close
+from helpers import assert_close, to_numpy
 from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
 
 F64, F32, BF16 = 1e-12, 2e-5, 2e-2
@@ -76,7 +76,7 @@ class Twin:
             H[:, j] = np.exp(gr)[:, None, None] * H[:, j - stride] + H[:, j]
             gsum[:, j] = gsum[:, j - stride] + gr
 
-    def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH):
+    def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH, X=None, Y=None, dl=None):
         CH = cfg.CH
         logc = int(np.log2(CH))
         t_ = np.arange(CH)[:, None]
@@ -85,22 +85,38 @@ class Twin:
         for j in range(n):
             cabs = F + j
             g0 = cabs * CH - p
+            g = g0 + np.arange(CH)
             Q, ok = _rows(q, g0, CH, T)
             K, _ = _rows(k, g0, CH, T)
             V, _ = _rows(v, g0, CH, T)
             a_c = _rows(a, g0, CH, T)[0]
             A = np.cumsum(a_c, axis=-1)
             LAM, _ = _rows(lam, g0, CH, T)  # (BH, CH, L)
+            dl_c = np.zeros(LAM.shape, dtype=q.dtype)  # the DL variant's level dots of this chunk
 
             def lam_at(level):  # (BH, CH) weights of per-row levels (int or (CH,) array)
                 level = np.broadcast_to(np.asarray(level), (CH,))
                 w = np.take_along_axis(LAM, np.minimum(level, L - 1)[None, :, None].repeat(LAM.shape[0], 0), axis=-1)[..., 0]
                 return np.where(level[None, :] < L, w, 0.0)
 
+            def level_dots(level, wd, tmp):  # dl[t, level] += wd (tmp . X_t)
+                if dl is None:
+                    return
+                level = np.broadcast_to(np.asarray(level), (CH,))
+                d = wd * np.sum(tmp * _rows(X, g0, CH, T)[0], axis=-1)
+                for r in range(CH):
+                    if level[r] < L:
+                        dl_c[:, r, level[r]] += d[:, r]
+
             lam_ts = np.take_along_axis(LAM, np.minimum(lev_ts, L - 1)[None].repeat(LAM.shape[0], 0), axis=-1)
             lam_ts = np.where((lev_ts < L)[None], lam_ts, 0.0)
-            W = np.where(s_ <= t_, lam_ts * np.exp(segsum(np, a_c)), 0.0)
-            acc = (W * (Q @ np.swapaxes(K, -1, -2))) @ V
+            dec_ts = np.where(s_ <= t_, np.exp(segsum(np, a_c)), 0.0)
+            S = Q @ np.swapaxes(K, -1, -2)
+            acc = (lam_ts * dec_ts * S) @ V
+            if dl is not None:
+                vals = dec_ts * S * (_rows(X, g0, CH, T)[0] @ np.swapaxes(_rows(Y, g0, CH, T)[0], -1, -2))
+                for lev in range(min(logc + 1, L)):
+                    dl_c[:, :, lev] += np.sum(np.where(lev_ts == lev, vals, 0.0), axis=-1)
             dec = np.zeros(q.shape[0], dtype=q.dtype)
             for lp in range(1, 63):
                 hi = cabs >> (lp - 1)
@@ -112,17 +128,84 @@ class Twin:
                 if e < F:
                     break
                 slot = e - F
-                w = lam_at(logc + lp) * np.exp(A + dec[:, None])
-                acc = acc + w[..., None] * (Q @ H[:, slot])
+                wd = np.exp(A + dec[:, None])
+                tmp = Q @ H[:, slot]
+                acc = acc + (lam_at(logc + lp) * wd)[..., None] * tmp
+                level_dots(logc + lp, wd, tmp)
                 dec = dec + gsum[:, slot]
             for jl in range(n_old):
                 if not (p >> jl) & 1:
                     continue
                 level = np.maximum(jl + 1, _bitlen((cabs * CH + np.arange(CH)) ^ p))
-                w = lam_at(level) * np.exp(A + dec[:, None])
-                acc = acc + w[..., None] * (Q @ old[:, jl])
-            g = g0 + np.arange(CH)
+                wd = np.exp(A + dec[:, None])
+                tmp = Q @ old[:, jl]
+                acc = acc + (lam_at(level) * wd)[..., None] * tmp
+                level_dots(level, wd, tmp)
             out[:, g[ok]] = acc[:, ok]
+            if dl is not None:
+                dl[:, g[ok]] = dl_c[:, ok]
+
+    def ll_output_dl(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, X, Y, dl, BH):
+        self.ll_output(cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH, X, Y, dl)
+
+    def ll_bw_blocks(self, cfg, q, do, a, lam, G, gtot, T, DK, DV, L, p, F, n, BH):
+        CH = cfg.CH
+        logc = int(np.log2(CH))
+        for x in range(n - 1):
+            r0 = F + 1 + x
+            lp = (r0 & -r0).bit_length()
+            lev = logc + lp
+            last = min(r0 + (1 << (lp - 1)), F + n) - 1
+            acc = np.zeros((BH, DK, DV), dtype=G.dtype)
+            gt = np.zeros(BH, dtype=G.dtype)
+            for j in range(last, r0 - 1, -1):
+                g0 = j * CH - p
+                Q, _ = _rows(q, g0, CH, T)
+                O, _ = _rows(do, g0, CH, T)
+                a_c = _rows(a, g0, CH, T)[0]
+                LAM, _ = _rows(lam, g0, CH, T)
+                w = (LAM[..., lev] if lev < L else 0.0) * np.exp(np.cumsum(a_c, axis=-1))
+                tot = np.sum(a_c, axis=-1)
+                acc = np.exp(tot)[:, None, None] * acc + np.swapaxes(Q * w[..., None], -1, -2) @ O
+                gt = gt + tot
+            G[:, r0 - F] = acc
+            gtot[:, r0 - F] = gt
+
+    def ll_bw_dkdv(self, cfg, q, k, v, do, a, lam, G, gtot, dk, dv, T, DK, DV, L, p, F, n, BH):
+        CH = cfg.CH
+        t_ = np.arange(CH)[:, None]
+        s_ = np.arange(CH)[None, :]
+        lev_ts = np.where(s_ == t_, 0, _bitlen(t_ ^ s_))
+        for j in range(n):
+            c = F + j
+            g0 = c * CH - p
+            Q, ok = _rows(q, g0, CH, T)
+            K, _ = _rows(k, g0, CH, T)
+            V, _ = _rows(v, g0, CH, T)
+            O, _ = _rows(do, g0, CH, T)
+            a_c = _rows(a, g0, CH, T)[0]
+            LAM, _ = _rows(lam, g0, CH, T)
+            lam_ts = np.take_along_axis(LAM, np.minimum(lev_ts, L - 1)[None].repeat(LAM.shape[0], 0), axis=-1)
+            W = np.where((s_ <= t_)[None] & (lev_ts < L)[None], lam_ts * np.exp(segsum(np, a_c)), 0.0)
+            P1 = W * (Q @ np.swapaxes(K, -1, -2))
+            P2 = W * (O @ np.swapaxes(V, -1, -2))
+            dS = np.zeros((BH, DK, DV), dtype=dk.dtype)
+            gap = np.zeros(BH, dtype=dk.dtype)
+            for lp in range(1, 63):
+                hi = c >> (lp - 1)
+                if hi & 1:
+                    continue
+                r0 = (hi | 1) << (lp - 1)
+                if r0 >= F + n:
+                    break
+                dS = dS + np.exp(gap)[:, None, None] * G[:, r0 - F]
+                gap = gap + gtot[:, r0 - F]
+            e = np.exp(suffix_after(np, a_c))[..., None]
+            dvc = e * (K @ dS) + np.swapaxes(P1, -1, -2) @ O
+            dkc = e * (V @ np.swapaxes(dS, -1, -2)) + np.swapaxes(P2, -1, -2) @ Q
+            g = g0 + np.arange(CH)
+            dv[:, g[ok]] = dvc[:, ok]
+            dk[:, g[ok]] = dkc[:, ok]
 
     def ll_new_state(self, cfg, k, v, a, H, gsum, old, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH):
         CH = cfg.CH
@@ -660,3 +743,74 @@ def test_gpu_bfloat16_exp_kernel_spike():
     k[..., 170, 5] = 300.0
     tb, back = _bf16(torch, (q, k, v))
     assert_close(lsattn.exp_kernel_attention(*tb).double().cpu().numpy(), ref.exp_kernel_attention(*back), BF16)
+
+
+# ---- the backward (loglinear_attention): host logic with the twin, then the GPU ------------------
+
+#: gradient bounds, max |grad - ref| <= tol * max |ref| per input (docs/backends.md)
+GRAD_TOL = {"float64": 1e-10, "float32": 1e-4, "bfloat16": 5e-2}
+
+
+def _autograd(fn, arrays, do, torch, device="cpu", dtype=None):
+    """Gradients of sum(fn(*arrays) * do) by torch autograd (float64 unless ``dtype``)."""
+    ts = [torch.tensor(x, dtype=torch.float64, device=device) for x in arrays]
+    if dtype is not None:
+        ts = [t.to(dtype) for t in ts]
+    for t in ts:
+        t.requires_grad_(True)
+    out = fn(*ts)
+    (out.double() * torch.tensor(do, device=device)).sum().backward()
+    return [t.grad.double().cpu().numpy() for t in ts], out
+
+
+def _prefix_state(seed, batch, P, dk, dv, xp_name="numpy"):
+    """A log-linear state after P tokens (array-API backend), NumPy float64."""
+    prefix = ll_inputs(seed + 1, batch, P, dk, dv)
+    _, st = lsattn.loglinear_attention(*prefix, return_state=True, backend="array_api")
+    return st
+
+
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks,
+       decay=st.sampled_from(["moderate", "strong", "zero", "spiky"]), P=st.sampled_from([0, 0, 1, 5, 64, 77]),
+       seed=seeds)
+@settings(max_examples=10)
+def test_twin_loglinear_backward(batch, T, dk, dv, C, decay, P, seed):
+    """The backward's host logic driven by the twin equals float64 torch autograd: of
+    ``lsattn.reference`` (no state), of the array-API path with the state's levels as an input
+    (incoming state at offset P)."""
+    torch = pytest.importorskip("torch")
+    from lsattn.state import State
+
+    arrays = ll_inputs(seed, batch, T, dk, dv, decay=decay, offset=P, extra=1)
+    do = np.random.default_rng(seed + 2).standard_normal(batch + (T, dv))
+    old = None
+    if P:
+        st0 = _prefix_state(seed, batch, P, dk, dv)
+        old = st0.tensors["levels"]
+
+        def fn(q, k, v, a, lam, lv):
+            state = State("loglinear_attention", P, batch, dk, dv, torch.float64, {"levels": lv})
+            return lsattn.loglinear_attention(q, k, v, a, lam, state=state, backend="array_api")
+
+        want, _ = _autograd(fn, list(arrays) + [old], do, torch)
+    else:
+        want, _ = _autograd(ref.loglinear_attention, arrays, do, torch)
+    q, k, v, a, lam = arrays
+    out, _ = cll.compute(Twin(), q, k, v, a, lam, C, P, old, False)
+    got = cll.backward(Twin(), q, k, v, a, lam, old, out, do, C, P, P > 0)
+    check_grads(got, want, out, do, GRAD_TOL["float64"], f"T={T} C={C} P={P}", P)
+
+
+def check_grads(got, want, out, do, tol, what, P=0):
+    """Each gradient within ``tol * max |ref|``; the log-decay gradient, a difference of row and
+    column sums, within ``tol * (max |ref| + sum_t |dO_t . o_t|)`` (zero where nothing decays); the
+    incoming state's on its occupied levels (bits of the offset P: the others are zero in every
+    state, never read by the kernels, and get zero gradient)."""
+    rows = np.sum(np.abs(np.sum(np.asarray(do, np.float64) * np.asarray(out, np.float64), axis=-1)), axis=-1)
+    for name, g, w in zip(["dq", "dk", "dv", "da", "dl", "dold"], got, want):
+        atol = tol * float(np.max(rows, initial=0.0)) if name == "da" else 0.0
+        if name == "dold":
+            occupied = [jl for jl in range(P.bit_length()) if (P >> jl) & 1]
+            assert not np.any(np.delete(to_numpy(g), occupied, axis=-3)), "unoccupied levels get zero gradient"
+            g, w = np.take(to_numpy(g), occupied, axis=-3), np.take(to_numpy(w), occupied, axis=-3)
+        assert_close(g, w, tol, atol=atol, what=f"{name} {what}")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from ._arrays import array_kind as _kind
 
-__all__ = ["OPS", "HALF_OPS", "MAX_DK", "probe", "serves"]
+__all__ = ["OPS", "HALF_OPS", "GRAD_OPS", "MAX_DK", "probe", "serves"]
 
 #: operators this backend implements -> "module:function"
 OPS = {
@@ -46,6 +46,8 @@ OPS = {
 }
 #: operators whose float16 / bfloat16 inputs reach the kernels as they are
 HALF_OPS = tuple(OPS)
+#: operators with backward kernels (torch autograd; ``_autograd.py``)
+GRAD_OPS = ("loglinear_attention",)
 #: largest d_k of the shared-memory tiles
 MAX_DK = 128
 

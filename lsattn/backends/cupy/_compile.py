@@ -52,6 +52,13 @@ class Config:
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
             return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 2 * CH + CH * self.NLC) * es
+        if kernel == "ll_output_dl":
+            return self.smem("ll_output") + (2 * DVP * QLD + CH * self.NLC) * es
+        if kernel == "ll_bw_blocks":
+            return (CH * DKP + CH * DVP + CH) * es
+        if kernel == "ll_bw_dkdv":
+            return (2 * DKP * QLD + 2 * DVP * QLD + CH * DKP + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP + 3 * CH
+                    + CH * self.NLC) * es
         if kernel == "ek_chunk":
             return (CH * DKP + CH * DVP + DKP) * es
         if kernel == "ek_output":
@@ -87,16 +94,33 @@ def _pad_dim(d):
     raise ValueError(f"head dim {d} > 128 is not supported by the cupy kernels")
 
 
-def make_config(ta, DK, DV, chunk_size=None, half=""):
+#: dynamic shared memory a block may use (H100 / H200: 227 KB)
+SMEM_MAX = 227 * 1024
+
+
+def make_config(ta, DK, DV, chunk_size=None, half="", grad=False):
     """The variant for compute type ``ta`` ('float'/'double'), 16-bit inputs ``half`` ('', 'bf16',
-    'f16') and head dims (``DV <= 128``)."""
+    'f16') and head dims (``DV <= 128``). ``grad``: the backward's kernels (float / double), whose
+    larger tiles may need a smaller chunk (None if even CH = 16 does not fit: ``grad_fits``)."""
     DKP, DVP = _pad_dim(DK), _pad_dim(DV)
     ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
     CH = min(max(int(chunk_size or 64), 16), ch_max)
     CH = 1 << (CH.bit_length() - 1)  # power of two
     if half == "bf16":
         CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
+    if grad:
+        while CH > 16 and max(Config(ta, "", CH, DKP, DVP).smem(k) for k in ("ll_bw_dkdv", "ll_output_dl")) > SMEM_MAX:
+            CH //= 2
     return Config(ta, half, CH, DKP, DVP)
+
+
+def grad_fits(ta, DK, DV):
+    """True when the backward's kernels fit shared memory for these head dims (both passes)."""
+    if max(DK, DV) > DV_BLOCK:
+        return False
+    cfg = make_config(ta, DK, DV, 16, "", grad=True)
+    dq = make_config(ta, DV, DK, 16, "", grad=True)
+    return cfg.smem("ll_bw_dkdv") <= SMEM_MAX and dq.smem("ll_output_dl") <= SMEM_MAX
 
 
 def _source(name):
@@ -106,8 +130,11 @@ def _source(name):
 
 _KERNELS = {
     "loglinear": ("ll_chunk_states", "ll_upsweep", "ll_output", "ll_new_state", "ll_decode"),
+    "loglinear_bwd": ("ll_output_dl", "ll_bw_blocks", "ll_bw_dkdv"),
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
 }
+#: the kernel files of each family, compiled after common.cu in this order
+_SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,7 +142,7 @@ def _kernels(op, device_id, cfg):
     """Compiled kernels of ``op`` ('loglinear' | 'exp_kernel') for ``cfg`` on one device."""
     import cupy
 
-    code = _source("common.cu") + "\n" + _source(f"{op}.cu")
+    code = "\n".join(_source(f) for f in ("common.cu",) + _SOURCES.get(op, (f"{op}.cu",)))
     options = (
         "-std=c++17",
         f"-DTA={cfg.ta}",
@@ -188,6 +215,24 @@ class CupyOps:
            (q, k, v, a, lam, H, gsum, old, out, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
             self._l(F), self._i(n), self._i(n_old)),
            shared_mem=smem)
+
+    def _ll_grid_launch(self, name, cfg, grid, args):
+        fn, block, smem = self._tk("loglinear_bwd", cfg, name)
+        fn(grid, block, args, shared_mem=smem)
+
+    def ll_output_dl(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, X, Y, dl, BH):
+        self._ll_grid_launch("ll_output_dl", cfg, (n, BH), (
+            q, k, v, a, lam, H, gsum, old, out, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
+            self._l(F), self._i(n), self._i(n_old), X, Y, dl))
+
+    def ll_bw_blocks(self, cfg, q, do, a, lam, G, gtot, T, DK, DV, L, p, F, n, BH):
+        self._ll_grid_launch("ll_bw_blocks", cfg, (n - 1, BH), (
+            q, do, a, lam, G, gtot, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)))
+
+    def ll_bw_dkdv(self, cfg, q, k, v, do, a, lam, G, gtot, dk, dv, T, DK, DV, L, p, F, n, BH):
+        self._ll_grid_launch("ll_bw_dkdv", cfg, (n, BH), (
+            q, k, v, do, a, lam, G, gtot, dk, dv, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
+            self._l(F), self._i(n)))
 
     def ll_new_state(self, cfg, k, v, a, H, gsum, old, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH):
         self._k("loglinear", cfg, "ll_new_state")(

@@ -88,13 +88,12 @@ __device__ __forceinline__ void decay_table(const DT* Ar, DT* D, int lds, int ld
     }
 }
 
-// acc[i][j] += w[i] * (Q^T M)[t_i][c_j] for one d_k x d_v matrix M (row-major, DK x DV, global),
-// Q held transposed in shared memory (Qt, DKP x QLD). Uses Hs (HS x DVP) as staging; every
-// thread of the block must call it (it synchronises).
+// tmp[i][j] = (Q^T M)[t_i][c_j] for one d_k x d_v matrix M (row-major, DK x DV, global), Q held
+// transposed in shared memory (Qt, DKP x QLD). Uses Hs (HS x DVP) as staging; every thread of the
+// block must call it (it synchronises).
 template <int RM, int RN>
-__device__ __forceinline__ void read_matrix(ta (&acc)[RM][RN], const ta (&w)[RM], const ta* Qt, ta* Hs,
-                                            const ta* M, int DK, int DV, int ty, int tx) {
-    ta tmp[RM][RN];
+__device__ __forceinline__ void read_matrix(ta (&tmp)[RM][RN], const ta* Qt, ta* Hs, const ta* M, int DK, int DV,
+                                            int ty, int tx) {
     zero_acc(tmp);
     for (int k0 = 0; k0 < DKP; k0 += HS) {
         __syncthreads();
@@ -107,10 +106,35 @@ __device__ __forceinline__ void read_matrix(ta (&acc)[RM][RN], const ta (&w)[RM]
         __syncthreads();
         mm_acc<RM, RN, HS>(tmp, Qt + k0 * QLD, QLD, Hs, DVP, ty, tx);
     }
+}
+
+template <int RM, int RN>
+__device__ __forceinline__ void add_weighted(ta (&acc)[RM][RN], const ta (&w)[RM], const ta (&tmp)[RM][RN]) {
 #pragma unroll
     for (int i = 0; i < RM; ++i)
 #pragma unroll
         for (int j = 0; j < RN; ++j) acc[i][j] = fma(w[i], tmp[i][j], acc[i][j]);
+}
+
+// Gradient pass (DL): the output kernel run on (q, k, v) = (dO, v, k) gives dq; with the original
+// q, k as X, Y it also gives the level-weight gradient
+//   dl[t, l] = sum_{s: level(t,s) = l} exp(a_{s+1} + ... + a_t) (X_t . Y_s) (q_t . k_s)
+// (the unweighted level-l read of row t, dotted with X_t). Row t's sum over the 16 threads of a row
+// group (tx = lane % 16) by shuffles; one thread per row adds it to dl (rows of this chunk only).
+template <int RM, int RN>
+__device__ __forceinline__ void add_level_dots(ta* dl, const ta (&tmp)[RM][RN], const ta (&wd)[RM], const int (&lev)[RM],
+                                               const ta* Xt, i64 g0, int T, int L, int ty, int tx) {
+#pragma unroll
+    for (int ii = 0; ii < RM; ++ii) {
+        int t = ty * RM + ii;
+        ta d = (ta)0;
+#pragma unroll
+        for (int jj = 0; jj < RN; ++jj) d = fma(tmp[ii][jj], Xt[(tx * RN + jj) * QLD + t], d);
+#pragma unroll
+        for (int o = 1; o < 16; o <<= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        i64 g = g0 + t;
+        if (tx == 0 && g >= 0 && g < T && lev[ii] < L) dl[g * L + lev[ii]] += wd[ii] * d;
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
@@ -175,13 +199,15 @@ extern "C" __global__ void __launch_bounds__(NT) ll_upsweep(
     if (threadIdx.x == 0) gsum[bh * n + j] = gl + gr;
 }
 
-extern "C" __global__ void __launch_bounds__(NT) ll_output(
+template <bool DL>
+__device__ __forceinline__ void ll_output_body(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
     const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
-    ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old) {
+    ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old,
+    const ti* __restrict__ X, const ti* __restrict__ Y, ta* __restrict__ dl) {
     constexpr int RM = CH / 16, RN = DVP / 16;
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Qt = reinterpret_cast<ta*>(smem_raw);  // DKP x QLD: q transposed
+    extern __shared__ __align__(16) unsigned char smem_llo[];  // (own name: a template's extern array)
+    ta* Qt = reinterpret_cast<ta*>(smem_llo);  // DKP x QLD: q transposed
     ta* Kt = Qt + DKP * QLD;                   // DKP x QLD: k transposed
     ta* Vs = Kt + DKP * QLD;                   // CH x DVP
     ta* Pt = Vs + CH * DVP;                    // CH x QLD: weighted scores, transposed (Pt[s][t])
@@ -189,7 +215,11 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
     ta* As = Hs + HS * DVP;                    // CH: decay from the chunk start to a row
     ta* Ar = As + CH;                          // CH: a per row
     ta* lamS = Ar + CH;                        // CH x NLC intra-chunk level weights
-    check_smem((unsigned)((2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 2 * CH + CH * NLC) * sizeof(ta)));
+    ta* Xt = lamS + CH * NLC;                  // DL: DVP x QLD, X transposed
+    ta* Yt = Xt + DVP * QLD;                   // DL: DVP x QLD, Y transposed
+    ta* dlS = Yt + DVP * QLD;                  // DL: CH x NLC, intra-chunk level sums
+    check_smem((unsigned)((2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 2 * CH + CH * NLC +
+                           (DL ? 2 * DVP * QLD + CH * NLC : 0)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -204,15 +234,28 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
     staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
     staged<CH * NLC, NT>(tile_loader<NLC>(lb, g0, T, L), [&](int idx, ta x) { lamS[idx] = x; });
     chunk_sums(a + bh * T, g0, T, As, nullptr, Ar);
+    if (DL) {
+        staged<CH * DVP, NT>(tile_loader<DVP>(X + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Xt[(idx % DVP) * QLD + idx / DVP] = x; });
+        staged<CH * DVP, NT>(tile_loader<DVP>(Y + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Yt[(idx % DVP) * QLD + idx / DVP] = x; });
+        for (int idx = tid; idx < CH * NLC; idx += NT) dlS[idx] = (ta)0;
+        for (int idx = tid; idx < CH * L; idx += NT) {
+            i64 g = g0 + idx / L;
+            if (g >= 0 && g < T) dl[g * L + idx % L] = (ta)0;
+        }
+    }
     __syncthreads();
     decay_table(Ar, Pt, QLD, 1);  // Pt[s][t] = exp(a_{s+1} + ... + a_t)
     __syncthreads();
 
     // intra-chunk: (M o (Q K^T)) V with M[t,s] = lambda[t, level(t,s)] exp(a_{s+1} + ... + a_t), s <= t
     {
-        ta P[RM][RM];
+        ta P[RM][RM], P2[RM][RM];
         zero_acc(P);
         mm_acc<RM, RM, DKP>(P, Qt, QLD, Kt, QLD, ty, tx);
+        if (DL) {
+            zero_acc(P2);
+            mm_acc<RM, RM, DVP>(P2, Xt, QLD, Yt, QLD, ty, tx);
+        }
 #pragma unroll
         for (int ii = 0; ii < RM; ++ii) {
             int t = ty * RM + ii;
@@ -220,7 +263,12 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
             for (int jj = 0; jj < RM; ++jj) {
                 int s = tx * RM + jj;
                 ta w = (ta)0;
-                if (s <= t) w = lamS[t * NLC + (s == t ? 0 : 32 - __clz(t ^ s))] * Pt[s * QLD + t];
+                if (s <= t) {
+                    const int lev = s == t ? 0 : 32 - __clz(t ^ s);
+                    const ta dec = Pt[s * QLD + t];
+                    w = lamS[t * NLC + lev] * dec;
+                    if (DL) atomicAdd(&dlS[t * NLC + lev], P[ii][jj] * P2[ii][jj] * dec);
+                }
                 Pt[s * QLD + t] = P[ii][jj] * w;
             }
         }
@@ -239,30 +287,46 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
         i64 e = (hi << (lp - 1)) - 1;
         if (e < F) break;  // this block and all higher ones lie before the call (in the state)
         i64 slot = e - F;
-        ta w[RM];
+        ta w[RM], wd[RM], tmp[RM][RN];
+        int lv[RM];
 #pragma unroll
         for (int ii = 0; ii < RM; ++ii) {
             int t = ty * RM + ii;
             i64 g = g0 + t;
-            int lev = LOGC + lp;
-            w[ii] = (g >= 0 && g < T && lev < L) ? ld(lb + g * L + lev) * ex(As[t] + dec) : (ta)0;
+            lv[ii] = LOGC + lp;
+            wd[ii] = ex(As[t] + dec);
+            w[ii] = (g >= 0 && g < T && lv[ii] < L) ? ld(lb + g * L + lv[ii]) * wd[ii] : (ta)0;
         }
-        read_matrix(acc, w, Qt, Hs, H + (bh * n + slot) * (i64)DK * DV, DK, DV, ty, tx);
+        read_matrix(tmp, Qt, Hs, H + (bh * n + slot) * (i64)DK * DV, DK, DV, ty, tx);
+        add_weighted(acc, w, tmp);
+        if (DL) add_level_dots(dl, tmp, wd, lv, Xt, g0, T, L, ty, tx);
         dec += gsum[bh * n + slot];
     }
     // incoming state: old bucket l (occupied where bit l-1 of p is set), decayed to p - 1, sits at
     // level max(l, bit_length(p XOR t)) from a query t >= p; dec is now a_p + ... + a_{chunk start - 1}
     for (int jl = 0; jl < n_old; ++jl) {
         if (!((p >> jl) & 1)) continue;
-        ta w[RM];
+        ta w[RM], wd[RM], tmp[RM][RN];
+        int lv[RM];
 #pragma unroll
         for (int ii = 0; ii < RM; ++ii) {
             int t = ty * RM + ii;
             i64 g = g0 + t;
-            int lev = max(jl + 1, fen_level(cabs * CH + t, p));
-            w[ii] = (g >= 0 && g < T && lev < L) ? ld(lb + g * L + lev) * ex(As[t] + dec) : (ta)0;
+            lv[ii] = max(jl + 1, fen_level(cabs * CH + t, p));
+            wd[ii] = ex(As[t] + dec);
+            w[ii] = (g >= 0 && g < T && lv[ii] < L) ? ld(lb + g * L + lv[ii]) * wd[ii] : (ta)0;
         }
-        read_matrix(acc, w, Qt, Hs, old + (bh * n_old + jl) * (i64)DK * DV, DK, DV, ty, tx);
+        read_matrix(tmp, Qt, Hs, old + (bh * n_old + jl) * (i64)DK * DV, DK, DV, ty, tx);
+        add_weighted(acc, w, tmp);
+        if (DL) add_level_dots(dl, tmp, wd, lv, Xt, g0, T, L, ty, tx);
+    }
+    if (DL) {  // the intra-chunk levels, after every read's update of these rows
+        __syncthreads();
+        for (int idx = tid; idx < CH * NLC; idx += NT) {
+            int t = idx / NLC, l = idx % NLC;
+            i64 g = g0 + t;
+            if (g >= 0 && g < T && l < L) dl[g * L + l] += dlS[idx];
+        }
     }
 
     ti* ob = out + bh * T * DV;
@@ -278,6 +342,23 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
         }
     }
 }
+
+extern "C" __global__ void __launch_bounds__(NT) ll_output(
+    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
+    const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
+    ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old) {
+    ll_output_body<false>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, nullptr, nullptr, nullptr);
+}
+
+#if !TI_BF16 && !TI_F16
+extern "C" __global__ void __launch_bounds__(NT) ll_output_dl(
+    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
+    const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
+    ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old,
+    const ti* __restrict__ X, const ti* __restrict__ Y, ta* __restrict__ dl) {
+    ll_output_body<true>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, X, Y, dl);
+}
+#endif
 
 // The state at p' = p + T: one block per new level l = blockIdx.x + 1 (1 .. bit_length(p')).
 // Level l is empty unless bit l-1 of p' is set. Old levels above h = bit_length(p XOR p') stay

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from ...state import State
 from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name
-from ._compile import DV_BLOCK, make_config
+from ._compile import DV_BLOCK, grad_fits, make_config
 
-__all__ = ["forward", "compute", "upsweep_plan"]
+__all__ = ["forward", "compute", "compute_dkdv", "backward", "upsweep_plan"]
 
 
-def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half=""):
+def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=None):
     """Log-linear Mamba-2 over one call at offset ``p``.
 
     q, k (..., T, d_k), v (..., T, d_v), a (..., T), lam (..., T, L): arrays of ``ops.xp``, float32
     / float64, float16 (``half="f16"``) or bfloat16 stored as 16-bit integers (``half="bf16"``);
     old: (..., n_old, d_k, d_v) float32 / float64, or None.
     Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None).
+
+    dots: the backward's dq pass (float32 / float64, ``d_v <= 128``): ``(X, Y)``, both (..., T, d_v);
+    then ``levels`` is replaced by ``dl`` (..., T, L): ``dl[t, l] = sum over s at level l of
+    exp(a_{s+1} + ... + a_t) (q_t . k_s) (X_t . Y_s)`` (see ``loglinear_bwd.cu``).
     """
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
+    if dots is not None:
+        return _dq_pass(ops, xp, batch, BH, ta_dtype, q, k, v, a, lam, chunk_size, p, old, dots)
     if DV > DV_BLOCK:  # independent column blocks of v (and of the state)
         outs, levs = [], []
         for c0 in range(0, DV, DV_BLOCK):
@@ -61,6 +67,108 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half=""):
     return xp.reshape(out, batch + (T, DV)), levels
 
 
+def _dq_pass(ops, xp, batch, BH, ta_dtype, q, k, v, a, lam, chunk_size, p, old, dots):
+    T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, "", grad=True)
+    q3, k3, v3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK)), flat(xp, v, (BH, T, DV))
+    a2, l3 = flat(xp, a, (BH, T)), flat(xp, lam, (BH, T, L))
+    X3, Y3 = (flat(xp, x, (BH, T, DV)) for x in dots)
+    n_old = 0 if old is None else old.shape[-3]
+    old4 = xp.zeros((1,), dtype=ta_dtype) if n_old == 0 else flat(xp, old, (BH, n_old, DK, DV))
+    out = xp.empty((BH, T, DV), dtype=q.dtype)
+    dl = xp.empty((BH, T, L), dtype=ta_dtype)
+    CH = cfg.CH
+    F = p // CH
+    n = (p + T - 1) // CH - F + 1
+    H = xp.empty((BH, n, DK, DV), dtype=ta_dtype)
+    gsum = xp.empty((BH, n), dtype=ta_dtype)
+    ops.ll_chunk_states(cfg, k3, v3, a2, H, gsum, T, DK, DV, p, F, n, BH)
+    for stride, step, j0, count in upsweep_plan(F, n):
+        ops.ll_upsweep(cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH)
+    ops.ll_output_dl(cfg, q3, k3, v3, a2, l3, H, gsum, old4, out, T, DK, DV, L, p, F, n, n_old, X3, Y3, dl, BH)
+    return xp.reshape(out, batch + (T, DV)), xp.reshape(dl, batch + (T, L))
+
+
+def compute_dkdv(ops, q, k, v, do, a, lam, chunk_size, p):
+    """dk (..., T, d_k) and dv (..., T, d_v) of one call at offset ``p`` for the output gradient
+    ``do`` (..., T, d_v): the keys' part of the backward (``loglinear_bwd.cu``), float32 / float64."""
+    xp, batch, BH, ta_dtype = batch_layout(ops, q, "")
+    T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, "", grad=True)
+    q3, k3, v3, do3 = (flat(xp, x, (BH, T, x.shape[-1])) for x in (q, k, v, do))
+    a2, l3 = flat(xp, a, (BH, T)), flat(xp, lam, (BH, T, L))
+    CH = cfg.CH
+    F = p // CH
+    n = (p + T - 1) // CH - F + 1
+    G = xp.empty((BH, n, DK, DV), dtype=ta_dtype)  # slot j: the right block starting at chunk F + j (j >= 1)
+    gtot = xp.empty((BH, n), dtype=ta_dtype)
+    if n > 1:
+        ops.ll_bw_blocks(cfg, q3, do3, a2, l3, G, gtot, T, DK, DV, L, p, F, n, BH)
+    dk = xp.empty((BH, T, DK), dtype=ta_dtype)
+    dv = xp.empty((BH, T, DV), dtype=ta_dtype)
+    ops.ll_bw_dkdv(cfg, q3, k3, v3, do3, a2, l3, G, gtot, dk, dv, T, DK, DV, L, p, F, n, BH)
+    return xp.reshape(dk, batch + (T, DK)), xp.reshape(dv, batch + (T, DV))
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _tracks_grad(q, k, v, a, lam, state):
+    """True for torch tensors when autograd records and some input (or state tensor) requires grad."""
+    xs = [q, k, v, a, lam] + ([] if state is None else list(state.tensors.values()))
+    if not any(getattr(x, "requires_grad", False) for x in xs):
+        return False
+    return _torch().is_grad_enabled()
+
+
+def backward(ops, q, k, v, a, lam, old, out, do, chunk_size, p, want_old):
+    """Gradients of one call at offset ``p`` (host logic of the backward; ``_autograd.py`` wraps it).
+
+    Arrays of ``ops.xp`` in float32 / float64: the call's inputs, ``old`` (..., n_old, d_k, d_v) or
+    None, its output ``out`` and the output gradient ``do`` (..., T, d_v). Returns (dq, dk, dv, da,
+    dl, dold), dold None unless ``want_old``:
+
+    - dq and dl: the forward's kernels on (dO, v, k), the old levels transposed (``compute(dots=)``);
+    - dk, dv: ``compute_dkdv``;
+    - ``da_r = sum_{t >= r} (dO_t . o_t - k_t . dk_t)``: every weight with ``s < r <= t`` holds
+      ``a_r``; row sums of ``dO_t . (dW o v)`` are ``dO_t . o_t``, column sums ``k_s . dk_s``;
+    - ``dOld_l = sum_t lambda[t, max(l, bit_length((p + t) XOR p))] exp(a_p + ... + a_t) q_t dO_t^T``.
+    """
+    xp = ops.xp
+    oldt = None if old is None else xp.ascontiguousarray(xp.swapaxes(old, -1, -2))
+    dq, dl = compute(ops, do, v, k, a, lam, chunk_size, p, oldt, False, "", dots=(q, k))
+    dk, dv = compute_dkdv(ops, q, k, v, do, a, lam, chunk_size, p)
+    r = xp.sum(do * out, axis=-1) - xp.sum(k * dk, axis=-1)
+    da = xp.flip(xp.cumsum(xp.flip(r, axis=-1), axis=-1), axis=-1)
+    dold = None
+    if old is not None and want_old:
+        dold = _state_grad(xp, q, a, lam, do, p, old.shape[-3])
+    return dq, dk, dv, da, dl, dold
+
+
+def _state_grad(xp, q, a, lam, do, p, n_old):
+    """dOld (..., n_old, d_k, d_v): old level l (occupied where bit l-1 of p is set) is read by row
+    t at level max(l, bit_length((p + t) XOR p)), decayed by a_p + ... + a_t (a prefix of the call:
+    summed over its own stretch)."""
+    T, L = q.shape[-2], lam.shape[-1]
+    x = xp.arange(p, p + T, dtype=xp.int64) ^ p
+    blen = xp.zeros_like(x)
+    for b in range((p + T).bit_length() + 1):
+        blen = xp.where((x >> b) > 0, b + 1, blen)
+    decay = xp.exp(xp.cumsum(a, axis=-1))
+    out = xp.zeros(q.shape[:-2] + (n_old, q.shape[-1], do.shape[-1]), dtype=q.dtype)
+    for jl in range(n_old):
+        if (p >> jl) & 1:
+            lev = xp.maximum(blen, jl + 1)
+            idx = xp.broadcast_to(xp.minimum(lev, L - 1), lam.shape[:-1])[..., None]
+            w = xp.where(lev < L, xp.take_along_axis(lam, idx, axis=-1)[..., 0], 0.0) * decay
+            out[..., jl, :, :] = xp.swapaxes(q * w[..., None], -1, -2) @ do
+    return out
+
+
 def upsweep_plan(F, n):
     """Per chunk level: (stride, step, first slot, slot count) of the in-place Fenwick up-sweep over
     the absolute chunk indices F .. F + n - 1: slots j with (F + j + 1) % step == 0 and j >= stride."""
@@ -89,6 +197,20 @@ def forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state):
     """
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     p = 0 if state is None else state.offset
+    if T > 0 and _tracks_grad(q, k, v, log_decay, level_weights, state):
+        # the backward kernels cover the output and the incoming state; a returned state (whose
+        # gradient they do not compute) or head dims beyond their tiles: the array-API
+        # formulation on the same device, differentiated by torch
+        f64 = q.dtype == _torch().float64
+        if return_state or not grad_fits("double" if f64 else "float", d_k, d_v):
+            from ...loglinear import _forward
+
+            args = [x if f64 else x.float() for x in (q, k, v, log_decay, level_weights)]  # half: in float32
+            return _forward(*args, chunk_size, state, return_state)
+        from ._autograd import apply_loglinear
+
+        old = None if (state is None or p == 0) else state.tensors["levels"]
+        return apply_loglinear(q, k, v, log_decay, level_weights, old, chunk_size, p), None
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         args, half = inputs(to_cp, (q, k, v, log_decay, level_weights))

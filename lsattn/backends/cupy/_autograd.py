@@ -1,0 +1,55 @@
+"""Torch autograd for the CuPy kernels: ``loglinear_attention`` forward and backward on the GPU.
+
+``apply_loglinear`` runs the forward kernels and records a ``torch.autograd.Function`` whose
+backward is ``loglinear.backward`` (the host logic, tested on the CPU with the kernels' NumPy twin)
+on ``loglinear_bwd.cu``, in float32 for 16-bit inputs and float64 for float64.
+
+Saved for the backward: the inputs and the output, O(T (d_k + d_v + L)); the backward's
+temporaries are one ``d_k x d_v`` matrix per chunk, never ``T d_k d_v``. torch is imported here
+only, when a CUDA tensor that requires grad arrives.
+"""
+from __future__ import annotations
+
+import functools
+
+from . import loglinear as _ll
+from ._arrays import inputs, on_gpu
+
+__all__ = ["apply_loglinear"]
+
+
+@functools.lru_cache(maxsize=None)
+def _function():
+    import torch
+
+    class LogLinear(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, a, lam, old, chunk_size, p):
+            with on_gpu(q) as (to_cp, back, ops):
+                args, half = inputs(to_cp, (q, k, v, a, lam))
+                old_cp = None if old is None else to_cp(old.detach())[0]
+                out, _ = _ll.compute(ops, *args, chunk_size, p, old_cp, False, half)
+                out = back(out, half)
+            ctx.save_for_backward(q, k, v, a, lam, old, out)
+            ctx.chunk_size, ctx.p = chunk_size, p
+            return out
+
+        @staticmethod
+        def backward(ctx, do):
+            q, k, v, a, lam, old, out = ctx.saved_tensors
+            cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+            f = lambda x: None if x is None else x.detach().to(cdt).contiguous()  # noqa: E731
+            with on_gpu(q) as (to_cp, back, ops):
+                arrays = [None if x is None else to_cp(f(x))[0] for x in (q, k, v, a, lam, old, out, do)]
+                grads = _ll.backward(ops, *arrays, ctx.chunk_size, ctx.p, old is not None and ctx.needs_input_grad[5])
+                grads = [None if g is None else back(g, "") for g in grads]
+            cast = lambda g, x: None if g is None else g.to(x.dtype)  # noqa: E731
+            return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, a, lam, old))) + (None, None)
+
+    return LogLinear
+
+
+def apply_loglinear(q, k, v, a, lam, old, chunk_size, p):
+    """``loglinear_attention``'s output on CUDA torch tensors, differentiable through the kernels
+    (old: the incoming state's levels or None)."""
+    return _function().apply(q, k, v, a, lam, old, chunk_size, p)
