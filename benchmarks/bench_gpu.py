@@ -415,6 +415,9 @@ def sanitize(args):
             lsattn.loglinear_attention(q[:, :, -1:], k[:, :, -1:], v[:, :, -1:], a[:, :, -1:], lam[:, :, -1:], state=st)
             _, st = lsattn.exp_kernel_attention(q[:, :, :-1], k[:, :, :-1], v[:, :, :-1], return_state=True)
             lsattn.exp_kernel_attention(q[:, :, -1:], k[:, :, -1:], v[:, :, -1:], state=st)
+            for dt in (torch.float32, torch.float64):  # the backward kernels (torch autograd)
+                xs = [x.detach().to(dt).requires_grad_(True) for x in (q, k, v, a, lam)]
+                lsattn.loglinear_attention(*xs, chunk_size=32).square().mean().backward()
             h = [x.to(torch.float16) for x in (q, k, v, a, lam)]
             lsattn.loglinear_attention(*h)
             lsattn.exp_kernel_attention(*h[:3])

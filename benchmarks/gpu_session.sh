@@ -30,6 +30,11 @@ for step in ${STEPS:-tests}; do
     bench)
       timeout ${T5:-240} python3 benchmarks/bench_gpu.py bench --out "$OUT" --T ${BENCH_T:-2048,8192,16384,32768,65536} \
         --heinsen-max 8192 2>&1 | tee "$OUT/log_bench.txt" | tail -30 ;;
+    train)  # the backward kernels: GPU training tests, then forward + backward against the peers
+      timeout ${T8:-200} python3 -m pytest -q -p no:cacheprovider -m gpu -x tests/test_training.py tests/test_cupy_backend.py -k "grad or train or compile or backward" \
+        2>&1 | tee "$OUT/log_tests_train.txt" | tail -15
+      timeout ${T9:-240} python3 benchmarks/bench_gpu_train.py --out "$OUT" --T ${TRAIN_T:-2048,8192,16384,32768,65536} \
+        2>&1 | tee "$OUT/log_train.txt" | tail -12 ;;
     overhead)
       timeout ${T6:-90} python3 benchmarks/bench_gpu.py overhead --out "$OUT" 2>&1 | tee "$OUT/log_overhead.txt" | grep -v "^ " | tail -12
       if [ -d .old/lsattn ]; then

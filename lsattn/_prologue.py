@@ -131,9 +131,21 @@ def _check_state_tensors(op, state, xp, like, batch, d_k, d_v, dtype):
                              f"move the state with state.to(xp, device)")
 
 
-def run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, causal=True):
+def run(op, arrays, **kw):
     """Validate ``arrays`` (ordered as ``op.inputs``; None for an omitted optional input), pick the
-    backend, cast to the dtype it computes in, call it, cast back.
+    backend, cast to the dtype it computes in, call it, cast back (keywords: ``_run``'s).
+
+    Under ``torch.compile`` the whole call is one graph break (``torch.compiler.disable``): its
+    host-side checks branch on values and its kernels are foreign to the tracer; it runs eagerly,
+    recorded by autograd like any eager op, between the compiled graphs around it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.compiler.is_compiling():
+        return torch.compiler.disable(_run)(op, arrays, **kw)
+    return _run(op, arrays, **kw)
+
+
+def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, causal=True):
+    """``run``: validate, pick the backend, cast, call, cast back.
 
     extra: arguments the implementations take between the arrays and ``state`` (``chunk_size``,
     ``causal``). Returns ``out`` or ``(out, state)`` with ``return_state=True``.
