@@ -42,7 +42,7 @@ def _function():
             with on_gpu(q) as (to_cp, back, ops):
                 arrays = [None if x is None else to_cp(f(x))[0] for x in (q, k, v, a, lam, old, out, do)]
                 grads = _ll.backward(ops, *arrays, ctx.chunk_size, ctx.p, old is not None and ctx.needs_input_grad[5])
-                grads = [None if g is None else back(g, "") for g in grads]
+                grads = [None if g is None else back(ops.xp.ascontiguousarray(g), "") for g in grads]  # (flip: negative strides)
             cast = lambda g, x: None if g is None else g.to(x.dtype)  # noqa: E731
             return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, a, lam, old))) + (None, None)
 
