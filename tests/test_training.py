@@ -68,7 +68,7 @@ def _cuda(torch):
 def test_gpu_torch_compile_inductor():
     torch = pytest.importorskip("torch")
     _cuda(torch)
-    _compiled_equals_eager(torch, "cuda", torch.float32, "inductor")
+    _compiled_equals_eager(torch, "cuda", torch.float64, "inductor")
 
 
 @pytest.mark.gpu
