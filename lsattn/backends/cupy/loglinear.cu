@@ -229,6 +229,7 @@ __device__ __forceinline__ void ll_output_body(
     const ti* kb = k + bh * T * DK;
     const ti* vb = v + bh * T * DV;
     const ti* lb = lam + bh * T * L;
+    ta* dlb = DL ? dl + bh * T * L : nullptr;  // this sequence's rows of dl
     staged<CH * DKP, NT>(tile_loader<DKP>(qb, g0, T, DK), [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
     staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK), [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
     staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
@@ -240,7 +241,7 @@ __device__ __forceinline__ void ll_output_body(
         for (int idx = tid; idx < CH * NLC; idx += NT) dlS[idx] = (ta)0;
         for (int idx = tid; idx < CH * L; idx += NT) {
             i64 g = g0 + idx / L;
-            if (g >= 0 && g < T) dl[g * L + idx % L] = (ta)0;
+            if (g >= 0 && g < T) dlb[g * L + idx % L] = (ta)0;
         }
     }
     __syncthreads();
@@ -299,7 +300,7 @@ __device__ __forceinline__ void ll_output_body(
         }
         read_matrix(tmp, Qt, Hs, H + (bh * n + slot) * (i64)DK * DV, DK, DV, ty, tx);
         add_weighted(acc, w, tmp);
-        if (DL) add_level_dots(dl, tmp, wd, lv, Xt, g0, T, L, ty, tx);
+        if (DL) add_level_dots(dlb, tmp, wd, lv, Xt, g0, T, L, ty, tx);
         dec += gsum[bh * n + slot];
     }
     // incoming state: old bucket l (occupied where bit l-1 of p is set), decayed to p - 1, sits at
@@ -318,14 +319,14 @@ __device__ __forceinline__ void ll_output_body(
         }
         read_matrix(tmp, Qt, Hs, old + (bh * n_old + jl) * (i64)DK * DV, DK, DV, ty, tx);
         add_weighted(acc, w, tmp);
-        if (DL) add_level_dots(dl, tmp, wd, lv, Xt, g0, T, L, ty, tx);
+        if (DL) add_level_dots(dlb, tmp, wd, lv, Xt, g0, T, L, ty, tx);
     }
     if (DL) {  // the intra-chunk levels, after every read's update of these rows
         __syncthreads();
         for (int idx = tid; idx < CH * NLC; idx += NT) {
             int t = idx / NLC, l = idx % NLC;
             i64 g = g0 + t;
-            if (g >= 0 && g < T && l < L) dl[g * L + l] += dlS[idx];
+            if (g >= 0 && g < T && l < L) dlb[g * L + l] += dlS[idx];
         }
     }
 
