@@ -164,6 +164,21 @@ def test_loglinear_matches_reference(op, dtype, batch, T, dk, dv):
     assert_close(host(out), LL_REF[op](*(x.astype(np.float64) for x in arrays)), LL_TOL[op, dtype])
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+def test_loglinear_hard_resets_and_strong_decays(op, dtype):
+    """docs/api.md, "Non-finite inputs and strong decays": log_decay = -inf is a hard reset (finite
+    outputs, nothing before it counts) and decays of -1e3 .. -1e6 among weak ones keep the bounds."""
+    T = 20
+    arrays = ll_inputs(7, (2,), T, 3, 2, op == "gated", dtype=np.float64)
+    arrays[3] = -0.05 * np.random.default_rng(8).random((2, T))
+    arrays[3][:, 6], arrays[3][:, 11], arrays[3][0, 15] = -np.inf, -1e6, -1e3
+    arrays = [x.astype(dtype) for x in arrays]
+    out = host(run_ll(op, arrays)[0])
+    assert np.isfinite(out).all()
+    assert_close(out, LL_REF[op](*(x.astype(np.float64) for x in arrays)), LL_TOL[op, dtype])
+
+
 @pytest.mark.parametrize("threads,columns", [(1, 1), (4, 1), (4, 4), (8, 2), (2, 2)])
 def test_block_shapes(monkeypatch, threads, columns):
     """Every split of a block into column and row groups computes the same function."""

@@ -31,7 +31,9 @@ Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selecti
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed
 knob here too: the kernels use ``CH = clip(chunk_size, 16, 64)`` (32 for float64 with a head dim
 above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid limit:
-``prod(batch) <= 65535``. No backward: the registry sends inputs that require grad elsewhere.
+``prod(batch) <= 65535``. Backward: ``loglinear_attention`` on CUDA torch tensors that require grad
+(``GRAD_OPS``; ``_autograd.py``, ``loglinear_bwd.cu``); the registry sends other inputs that
+require grad to the array-API path.
 """
 from __future__ import annotations
 
