@@ -2,7 +2,8 @@
 
 ``apply_loglinear`` runs the forward kernels and records a ``torch.autograd.Function`` whose
 backward is ``loglinear.backward`` (the host logic, tested on the CPU with the kernels' NumPy twin)
-on ``loglinear_bwd.cu``, in float32 for 16-bit inputs and float64 for float64.
+on ``loglinear_bwd.cu``: 16-bit inputs are read as such and computed in float32 (no widened
+copies held), float64 in float64.
 
 Saved for the backward: the inputs and the output, O(T (d_k + d_v + L)); the backward's
 temporaries are one ``d_k x d_v`` matrix per chunk, never ``T d_k d_v``. torch is imported here
@@ -37,12 +38,15 @@ def _function():
         @staticmethod
         def backward(ctx, do):
             q, k, v, a, lam, old, out = ctx.saved_tensors
-            cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
-            f = lambda x: None if x is None else x.detach().to(cdt).contiguous()  # noqa: E731
             with on_gpu(q) as (to_cp, back, ops):
-                arrays = [None if x is None else to_cp(f(x))[0] for x in (q, k, v, a, lam, old, out, do)]
-                grads = _ll.backward(ops, *arrays, ctx.chunk_size, ctx.p, old is not None and ctx.needs_input_grad[5])
-                grads = [None if g is None else back(ops.xp.ascontiguousarray(g), "") for g in grads]  # (flip: negative strides)
+                arrays, half = inputs(to_cp, [x.detach().contiguous() for x in (q, k, v, a, lam)])
+                out_cp, do_cp = (to_cp(x.detach().contiguous())[0] for x in (out, do.to(out.dtype)))
+                old_cp = None if old is None else to_cp(old.detach().contiguous())[0]
+                grads = _ll.backward(ops, *arrays, old_cp, out_cp, do_cp, ctx.chunk_size, ctx.p,
+                                     old is not None and ctx.needs_input_grad[5], half)
+                kinds = (half, half, half, "", "", "")  # dq, dk, dv in the inputs' kind; the rest float
+                # contiguous before DLPack: the reverse cumsum's flip has negative strides
+                grads = [None if g is None else back(ops.xp.ascontiguousarray(g), h) for g, h in zip(grads, kinds)]
             cast = lambda g, x: None if g is None else g.to(x.dtype)  # noqa: E731
             return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, a, lam, old))) + (None, None)
 

@@ -24,6 +24,7 @@ class Config:
     CH: int
     DKP: int
     DVP: int
+    tc: bool = True  # bf16: the tensor-core kernels (False: the FFMA kernels reading bf16, as the backward)
 
     @property
     def bf16(self):
@@ -80,9 +81,9 @@ class Config:
         """(kernel name, threads per block): the tensor-core variants for bf16 inputs (log-linear
         ``*_tc4``; exp-kernel ``*_tc5``, whose chunk summaries are stored as bf16; the version
         history is in ``benchmarks/NOTES.md``)."""
-        if self.bf16 and name in ("ll_chunk_states", "ll_output"):
+        if self.bf16 and self.tc and name in ("ll_chunk_states", "ll_output"):
             return name + "_tc4", 128
-        if self.bf16 and name in ("ek_chunk", "ek_output"):
+        if self.bf16 and self.tc and name in ("ek_chunk", "ek_output"):
             return name + "_tc5", 128
         return name, 256
 
@@ -106,11 +107,12 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=False):
     ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
     CH = min(max(int(chunk_size or 64), 16), ch_max)
     CH = 1 << (CH.bit_length() - 1)  # power of two
-    if half == "bf16":
-        CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
-    if grad:
+    if grad:  # FFMA kernels, 16-bit inputs read and written as such
         while CH > 16 and max(Config(ta, "", CH, DKP, DVP).smem(k) for k in ("ll_bw_dkdv", "ll_output_dl")) > SMEM_MAX:
             CH //= 2
+        return Config(ta, half, CH, DKP, DVP, tc=False)
+    if half == "bf16":
+        CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
     return Config(ta, half, CH, DKP, DVP)
 
 
@@ -153,7 +155,7 @@ def _kernels(op, device_id, cfg):
         f"-DDVP={cfg.DVP}",
     )
     names = list(_KERNELS[op])
-    if cfg.bf16:
+    if cfg.bf16 and cfg.tc:
         names += [cfg.kernel(n)[0] for n in names if cfg.kernel(n)[0] != n]
         if op == "exp_kernel":
             names += ["ek_scan_Shv", "ek_scan_Sh1"]

@@ -351,7 +351,6 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output(
     ll_output_body<false>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, nullptr, nullptr, nullptr);
 }
 
-#if !TI_BF16 && !TI_F16
 extern "C" __global__ void __launch_bounds__(NT) ll_output_dl(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
     const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
@@ -359,7 +358,6 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output_dl(
     const ti* __restrict__ X, const ti* __restrict__ Y, ta* __restrict__ dl) {
     ll_output_body<true>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, X, Y, dl);
 }
-#endif
 
 // The state at p' = p + T: one block per new level l = blockIdx.x + 1 (1 .. bit_length(p')).
 // Level l is empty unless bit l-1 of p' is set. Old levels above h = bit_length(p XOR p') stay

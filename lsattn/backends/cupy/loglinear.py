@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...state import State
-from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name
+from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name, widen
 from ._compile import DV_BLOCK, grad_fits, make_config
 
 __all__ = ["forward", "compute", "compute_dkdv", "backward", "upsweep_plan"]
@@ -17,14 +17,14 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
     old: (..., n_old, d_k, d_v) float32 / float64, or None.
     Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None).
 
-    dots: the backward's dq pass (float32 / float64, ``d_v <= 128``): ``(X, Y)``, both (..., T, d_v);
+    dots: the backward's dq pass (FFMA kernels, any input kind, ``d_v <= 128``): ``(X, Y)``, both (..., T, d_v);
     then ``levels`` is replaced by ``dl`` (..., T, L): ``dl[t, l] = sum over s at level l of
     exp(a_{s+1} + ... + a_t) (q_t . k_s) (X_t . Y_s)`` (see ``loglinear_bwd.cu``).
     """
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
     if dots is not None:
-        return _dq_pass(ops, xp, batch, BH, ta_dtype, q, k, v, a, lam, chunk_size, p, old, dots)
+        return _dq_pass(ops, xp, batch, BH, ta_dtype, q, k, v, a, lam, chunk_size, p, old, dots, half)
     if DV > DV_BLOCK:  # independent column blocks of v (and of the state)
         outs, levs = [], []
         for c0 in range(0, DV, DV_BLOCK):
@@ -67,9 +67,9 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
     return xp.reshape(out, batch + (T, DV)), levels
 
 
-def _dq_pass(ops, xp, batch, BH, ta_dtype, q, k, v, a, lam, chunk_size, p, old, dots):
+def _dq_pass(ops, xp, batch, BH, ta_dtype, q, k, v, a, lam, chunk_size, p, old, dots, half):
     T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
-    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, "", grad=True)
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, grad=True)
     q3, k3, v3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK)), flat(xp, v, (BH, T, DV))
     a2, l3 = flat(xp, a, (BH, T)), flat(xp, lam, (BH, T, L))
     X3, Y3 = (flat(xp, x, (BH, T, DV)) for x in dots)
@@ -89,12 +89,13 @@ def _dq_pass(ops, xp, batch, BH, ta_dtype, q, k, v, a, lam, chunk_size, p, old, 
     return xp.reshape(out, batch + (T, DV)), xp.reshape(dl, batch + (T, L))
 
 
-def compute_dkdv(ops, q, k, v, do, a, lam, chunk_size, p):
+def compute_dkdv(ops, q, k, v, do, a, lam, chunk_size, p, half=""):
     """dk (..., T, d_k) and dv (..., T, d_v) of one call at offset ``p`` for the output gradient
-    ``do`` (..., T, d_v): the keys' part of the backward (``loglinear_bwd.cu``), float32 / float64."""
-    xp, batch, BH, ta_dtype = batch_layout(ops, q, "")
+    ``do`` (..., T, d_v): the keys' part of the backward (``loglinear_bwd.cu``), in the inputs' kind
+    (``half`` as in ``compute``)."""
+    xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
-    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, "", grad=True)
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, grad=True)
     q3, k3, v3, do3 = (flat(xp, x, (BH, T, x.shape[-1])) for x in (q, k, v, do))
     a2, l3 = flat(xp, a, (BH, T)), flat(xp, lam, (BH, T, L))
     CH = cfg.CH
@@ -104,8 +105,8 @@ def compute_dkdv(ops, q, k, v, do, a, lam, chunk_size, p):
     gtot = xp.empty((BH, n), dtype=ta_dtype)
     if n > 1:
         ops.ll_bw_blocks(cfg, q3, do3, a2, l3, G, gtot, T, DK, DV, L, p, F, n, BH)
-    dk = xp.empty((BH, T, DK), dtype=ta_dtype)
-    dv = xp.empty((BH, T, DV), dtype=ta_dtype)
+    dk = xp.empty((BH, T, DK), dtype=q.dtype)
+    dv = xp.empty((BH, T, DV), dtype=q.dtype)
     ops.ll_bw_dkdv(cfg, q3, k3, v3, do3, a2, l3, G, gtot, dk, dv, T, DK, DV, L, p, F, n, BH)
     return xp.reshape(dk, batch + (T, DK)), xp.reshape(dv, batch + (T, DV))
 
@@ -124,12 +125,14 @@ def _tracks_grad(q, k, v, a, lam, state):
     return _torch().is_grad_enabled()
 
 
-def backward(ops, q, k, v, a, lam, old, out, do, chunk_size, p, want_old):
+def backward(ops, q, k, v, a, lam, old, out, do, chunk_size, p, want_old, half=""):
     """Gradients of one call at offset ``p`` (host logic of the backward; ``_autograd.py`` wraps it).
 
-    Arrays of ``ops.xp`` in float32 / float64: the call's inputs, ``old`` (..., n_old, d_k, d_v) or
-    None, its output ``out`` and the output gradient ``do`` (..., T, d_v). Returns (dq, dk, dv, da,
-    dl, dold), dold None unless ``want_old``:
+    Arrays of ``ops.xp``: the call's inputs, its output ``out`` and the output gradient ``do``
+    (..., T, d_v), all of one kind (float32 / float64, or 16-bit as ``half`` says, read as such by
+    the kernels, which compute in float32); ``old`` (..., n_old, d_k, d_v) float32 / float64 or
+    None. Returns (dq, dk, dv in the inputs' kind; da, dl, dold in the compute type), dold None
+    unless ``want_old``:
 
     - dq and dl: the forward's kernels on (dO, v, k), the old levels transposed (``compute(dots=)``);
     - dk, dv: ``compute_dkdv``;
@@ -138,14 +141,15 @@ def backward(ops, q, k, v, a, lam, old, out, do, chunk_size, p, want_old):
     - ``dOld_l = sum_t lambda[t, max(l, bit_length((p + t) XOR p))] exp(a_p + ... + a_t) q_t dO_t^T``.
     """
     xp = ops.xp
+    w = (lambda x: widen(xp, x, half)) if half else (lambda x: x)  # noqa: E731  (16-bit: float32 copies, one at a time)
     oldt = None if old is None else xp.ascontiguousarray(xp.swapaxes(old, -1, -2))
-    dq, dl = compute(ops, do, v, k, a, lam, chunk_size, p, oldt, False, "", dots=(q, k))
-    dk, dv = compute_dkdv(ops, q, k, v, do, a, lam, chunk_size, p)
-    r = xp.sum(do * out, axis=-1) - xp.sum(k * dk, axis=-1)
+    dq, dl = compute(ops, do, v, k, a, lam, chunk_size, p, oldt, False, half, dots=(q, k))
+    dk, dv = compute_dkdv(ops, q, k, v, do, a, lam, chunk_size, p, half)
+    r = xp.sum(w(do) * w(out), axis=-1) - xp.sum(w(k) * w(dk), axis=-1)
     da = xp.flip(xp.cumsum(xp.flip(r, axis=-1), axis=-1), axis=-1)
     dold = None
     if old is not None and want_old:
-        dold = _state_grad(xp, q, a, lam, do, p, old.shape[-3])
+        dold = _state_grad(xp, w(q), w(a), w(lam), w(do), p, old.shape[-3])
     return dq, dk, dv, da, dl, dold
 
 

@@ -1,5 +1,6 @@
 // Backward of log-linear Mamba-2 (lsattn.loglinear_attention); compiled after common.cu and
-// loglinear.cu (chunk_sums, decay_table, the DL output kernel). FFMA kernels, float / double.
+// loglinear.cu (chunk_sums, decay_table, the DL output kernel). FFMA kernels computing in TA (float
+// for 16-bit inputs, which they read and whose gradients they write as such).
 //
 // With W[t,s] = lambda[t, level(t,s)] exp(a_{s+1} + ... + a_t) (s <= t) and dO the output gradient:
 //   dq_t = sum_s W[t,s] (dO_t . v_s) k_s        the forward on (dO, v, k): ll_output_dl, which also
@@ -19,8 +20,6 @@
 //                 right blocks (the decay is the sum of the totals of the blocks in between), then
 //                 dv_s = exp(a_{s+1} + ... + a_end) dS^T k_s, dk_s = exp(...) dS v_s, plus the
 //                 intra-chunk products.
-
-#if !TI_BF16 && !TI_F16
 
 extern "C" __global__ void __launch_bounds__(NT) ll_bw_blocks(
     const ti* __restrict__ q, const ti* __restrict__ dO, const ti* __restrict__ a, const ti* __restrict__ lam,
@@ -196,5 +195,3 @@ extern "C" __global__ void __launch_bounds__(NT) ll_bw_dkdv(
         }
     }
 }
-
-#endif
