@@ -31,6 +31,9 @@ constexpr int QLD = CH + 4;    // row stride of transposed (k-major) C-wide tile
 constexpr int HS = DKP < 32 ? DKP : 32;  // rows of a d_k x d_v matrix staged per pass
 }
 
+// Fenwick level of rows s <= t of one chunk (chunk-aligned: the level of the absolute positions).
+__device__ __forceinline__ int intra_level(int t, int s) { return s == t ? 0 : 32 - __clz(t ^ s); }
+
 // The log decays of one chunk, each summed over its own stretch, never as a difference of
 // cumulative sums (that carries the rounding of every decay before the stretch: one decay of
 // -1e6 costs float32 0.06 on every later pair; and a hard reset gives -inf - -inf = NaN).
@@ -265,7 +268,7 @@ __device__ __forceinline__ void ll_output_body(
                 int s = tx * RM + jj;
                 ta w = (ta)0;
                 if (s <= t) {
-                    const int lev = s == t ? 0 : 32 - __clz(t ^ s);
+                    const int lev = intra_level(t, s);
                     const ta dec = Pt[s * QLD + t];
                     w = lamS[t * NLC + lev] * dec;
                     if (DL) atomicAdd(&dlS[t * NLC + lev], P[ii][jj] * P2[ii][jj] * dec);
@@ -638,7 +641,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
             for (int x = 0; x < 4; ++x) {
                 int tt = x < 2 ? rlo : rhi, s = 8 * nt + 2 * t4 + (x & 1);
                 float wt = 0.f;
-                if (s <= tt) wt = lamS[tt * NLC + (s == tt ? 0 : 32 - __clz(tt ^ s))] * Ds[tt * (CH + 1) + s];
+                if (s <= tt) wt = lamS[tt * NLC + intra_level(tt, s)] * Ds[tt * (CH + 1) + s];
                 P[nt][x] *= wt;
             }
 #pragma unroll

@@ -49,14 +49,7 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
         levels = xp.reshape(newlev, batch + (Lnew, DK, DV)) if want_state else None
         return xp.reshape(out, batch + (T, DV)), levels
 
-    CH = cfg.CH
-    F = p // CH
-    n = (p + T - 1) // CH - F + 1
-    H = xp.empty((BH, n, DK, DV), dtype=ta_dtype)
-    gsum = xp.empty((BH, n), dtype=ta_dtype)
-    ops.ll_chunk_states(cfg, k3, v3, a2, H, gsum, T, DK, DV, p, F, n, BH)
-    for stride, step, j0, count in upsweep_plan(F, n):
-        ops.ll_upsweep(cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH)
+    F, n, H, gsum = _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, T, DK, DV, p, BH)
     ops.ll_output(cfg, q3, k3, v3, a2, l3, H, gsum, old4, out, T, DK, DV, L, p, F, n, n_old, BH)
     levels = None
     if want_state:
@@ -65,6 +58,18 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
             ops.ll_new_state(cfg, k3, v3, a2, H, gsum, old4, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH)
         levels = xp.reshape(newlev, batch + (Lnew, DK, DV))
     return xp.reshape(out, batch + (T, DV)), levels
+
+
+def _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, T, DK, DV, p, BH):
+    """Chunk summaries of one call, up-swept into Fenwick blocks: (F, n, H (BH, n, DK, DV), gsum (BH, n))."""
+    F = p // cfg.CH
+    n = (p + T - 1) // cfg.CH - F + 1
+    H = xp.empty((BH, n, DK, DV), dtype=ta_dtype)
+    gsum = xp.empty((BH, n), dtype=ta_dtype)
+    ops.ll_chunk_states(cfg, k3, v3, a2, H, gsum, T, DK, DV, p, F, n, BH)
+    for stride, step, j0, count in upsweep_plan(F, n):
+        ops.ll_upsweep(cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH)
+    return F, n, H, gsum
 
 
 def _dq_pass(ops, xp, batch, BH, ta_dtype, q, k, v, a, lam, chunk_size, p, old, dots, half):
@@ -77,14 +82,7 @@ def _dq_pass(ops, xp, batch, BH, ta_dtype, q, k, v, a, lam, chunk_size, p, old, 
     old4 = xp.zeros((1,), dtype=ta_dtype) if n_old == 0 else flat(xp, old, (BH, n_old, DK, DV))
     out = xp.empty((BH, T, DV), dtype=q.dtype)
     dl = xp.empty((BH, T, L), dtype=ta_dtype)
-    CH = cfg.CH
-    F = p // CH
-    n = (p + T - 1) // CH - F + 1
-    H = xp.empty((BH, n, DK, DV), dtype=ta_dtype)
-    gsum = xp.empty((BH, n), dtype=ta_dtype)
-    ops.ll_chunk_states(cfg, k3, v3, a2, H, gsum, T, DK, DV, p, F, n, BH)
-    for stride, step, j0, count in upsweep_plan(F, n):
-        ops.ll_upsweep(cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH)
+    F, n, H, gsum = _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, T, DK, DV, p, BH)
     ops.ll_output_dl(cfg, q3, k3, v3, a2, l3, H, gsum, old4, out, T, DK, DV, L, p, F, n, n_old, X3, Y3, dl, BH)
     return xp.reshape(out, batch + (T, DV)), xp.reshape(dl, batch + (T, L))
 

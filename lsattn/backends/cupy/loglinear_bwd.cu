@@ -122,7 +122,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_bw_dkdv(
             for (int jj = 0; jj < RM; ++jj) {
                 int s = tx * RM + jj;
                 ta w = (ta)0;
-                if (s <= t) w = lamS[t * NLC + (s == t ? 0 : 32 - __clz(t ^ s))] * P1[t * QLD + s];
+                if (s <= t) w = lamS[t * NLC + intra_level(t, s)] * P1[t * QLD + s];
                 P1[t * QLD + s] = S1[ii][jj] * w;
                 P2[t * QLD + s] = S2[ii][jj] * w;
             }
