@@ -1,0 +1,1 @@
+"""Runnable examples of lsattn (not part of the installed package): ``python -m examples.<name>``."""

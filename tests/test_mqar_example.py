@@ -1,0 +1,77 @@
+"""The MQAR example (examples/mqar): its data, one training step of every mixer, and a short CPU
+training run that must learn (accuracy far above chance), so a wrong gradient fails here."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from examples.mqar.data import IGNORE, mqar_batch  # noqa: E402
+from examples.mqar.models import MIXERS  # noqa: E402
+from examples.mqar.sweep import QUICK, plan  # noqa: E402
+from examples.mqar.train import make_model, make_opt, train, train_step  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("T,n,vocab", [(24, 3, 32), (64, 16, 64), (256, 5, 8192)])
+def test_mqar_batch_queries_ask_for_the_paired_value(T, n, vocab):
+    x, y = mqar_batch(np.random.default_rng(T), 8, T, n, vocab)
+    assert x.shape == y.shape == (8, T) and x.min() >= 1 and x.max() < vocab
+    for row_x, row_y in zip(x, y):
+        keys, values = row_x[:2 * n:2], row_x[1:2 * n:2]
+        assert len(set(keys.tolist())) == n and (keys < vocab // 2).all() and (values >= vocab // 2).all()
+        pos = np.flatnonzero(row_y != IGNORE)
+        assert len(pos) == n and (pos >= 2 * n).all()
+        pairs = dict(zip(keys.tolist(), values.tolist()))
+        assert sorted(row_x[pos].tolist()) == sorted(keys.tolist())          # every key asked once
+        assert all(pairs[row_x[p]] == row_y[p] for p in pos)
+    x2, y2 = mqar_batch(np.random.default_rng(T), 8, T, n, vocab)
+    assert (x2 == x).all() and (y2 == y).all()                               # seeded
+
+
+def test_mqar_batch_rejects_too_many_pairs():
+    with pytest.raises(ValueError, match="seq_len"):
+        mqar_batch(np.random.default_rng(0), 1, 16, 5, 64)
+    with pytest.raises(ValueError, match="n_pairs"):
+        mqar_batch(np.random.default_rng(0), 1, 64, 16, 32)
+
+
+def test_parameter_budgets_match():
+    counts = {m: make_model(m, QUICK, 1024, CPU).param_counts() for m in MIXERS}
+    for i in (0, 1):                                                         # total, non-embedding
+        lo, hi = min(c[i] for c in counts.values()), max(c[i] for c in counts.values())
+        assert hi <= 1.1 * lo, counts
+
+
+@pytest.mark.parametrize("kind", MIXERS)
+def test_one_step_every_mixer(kind):
+    """Every mixer: finite loss, a gradient for every parameter, and the step lowers the loss on
+    the same batch (a tiny learning rate)."""
+    model = make_model(kind, QUICK, 24, CPU)
+    x, y = (torch.from_numpy(a) for a in mqar_batch(np.random.default_rng(0), 4, 24, 3, 32))
+    opt = make_opt(model, 1e-3)
+    loss0 = float(train_step(model, opt, x, y).detach())
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    missing = [n for n, g in grads.items() if g is None or not torch.isfinite(g).all()]
+    assert not missing, missing
+    with torch.no_grad():
+        loss1 = float(torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten(),
+                                                        ignore_index=IGNORE))
+    assert np.isfinite(loss0) and loss1 < loss0
+
+
+def test_plan_fits_the_budget_and_says_what_it_cut():
+    cfg = dict(QUICK, lrs=[1e-2, 3e-3], min_steps=100, max_steps=10_000)
+    times = {(m, T): 0.01 * T / 24 for m in ("a", "b") for T in (24, 48)}
+    steps, lrs, cells, cut = plan(cfg, ["a", "b"], [(24, 3), (48, 3), (48, 6)], 10.0, times)
+    spent = steps * len(lrs) * sum(times[(m, T)] for m in ("a", "b") for T, _ in cells)
+    assert steps >= 100 and spent <= 10.0
+    assert lrs == [1e-2] and cut[0] == "learning rate 0.003" and len(cells) + len(cut) == 4
+
+
+@pytest.mark.slow
+def test_quick_run_learns():
+    """The --quick cell, one linear-time mixer: chance is 1 / 16 (values are half the vocabulary)."""
+    r = train("mamba2", {"seq_len": QUICK["lengths"][0], "n_pairs": QUICK["pairs"][0]}, QUICK,
+              QUICK["lrs"][0], 200, CPU)
+    assert r["acc"] > 0.5, r
