@@ -72,6 +72,11 @@ def test_plan_fits_the_budget_and_says_what_it_cut():
 @pytest.mark.slow
 def test_quick_run_learns():
     """The --quick cell, one linear-time mixer: chance is 1 / 16 (values are half the vocabulary)."""
-    r = train("mamba2", {"seq_len": QUICK["lengths"][0], "n_pairs": QUICK["pairs"][0]}, QUICK,
-              QUICK["lrs"][0], 200, CPU)
-    assert r["acc"] > 0.5, r
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                     # tiny tensors: threads only add overhead
+    try:
+        r = train("mamba2", {"seq_len": QUICK["lengths"][0], "n_pairs": QUICK["pairs"][0]},
+                  QUICK, QUICK["lrs"][0], QUICK["steps"], CPU)
+    finally:
+        torch.set_num_threads(threads)
+    assert r["acc"] > 0.4, r                     # a wrong gradient stays near 1 / 16

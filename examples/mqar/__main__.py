@@ -30,6 +30,8 @@ def main(argv=None):
     if bad:
         p.error(f"--mixers: unknown {bad}; choose from {MIXERS}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.quick and device.type == "cpu":
+        torch.set_num_threads(1)       # tiny tensors: more threads only add overhead (10x here)
     cfg = dict(QUICK if args.quick else FULL)
     budget = args.budget_s if args.budget_s is not None or args.quick else 420.0
     if args.steps is not None:
