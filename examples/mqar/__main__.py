@@ -23,6 +23,11 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="folder for mqar_<date>.json/.md/.png")
     p.add_argument("--mixers", default=",".join(MIXERS), help=f"comma-separated subset of {MIXERS}")
     p.add_argument("--steps", type=int, default=None, help="steps per run (overrides the budget plan)")
+    p.add_argument("--vocab", type=int, default=None, help="vocabulary size (sweep: 8192)")
+    p.add_argument("--batch", type=int, default=None, help="sequences per step (sweep: 64)")
+    p.add_argument("--lengths", default=None, help="comma-separated sequence lengths")
+    p.add_argument("--pairs", default=None, help="comma-separated numbers of key-value pairs")
+    p.add_argument("--lrs", default=None, help="comma-separated peak learning rates (first kept last)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     args = p.parse_args(argv)
     mixers = [m.strip() for m in args.mixers.split(",") if m.strip()]
@@ -34,6 +39,10 @@ def main(argv=None):
         torch.set_num_threads(1)       # tiny tensors: more threads only add overhead (10x here)
     cfg = dict(QUICK if args.quick else FULL)
     budget = args.budget_s if args.budget_s is not None or args.quick else 420.0
+    for key, conv in (("vocab", None), ("batch", None), ("lengths", int), ("pairs", int), ("lrs", float)):
+        val = getattr(args, key)
+        if val is not None:
+            cfg[key] = val if conv is None else [conv(x) for x in val.split(",")]
     if args.steps is not None:
         cfg["steps"], budget = args.steps, None
     run(cfg, mixers, device, budget, args.out)

@@ -26,27 +26,29 @@ def device_name(device):
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def plan(cfg, mixers, cells, budget_s, times, eval_frac=0.1):
+def plan(cfg, mixers, cells, budget_s, times):
     """Steps per run, learning rates kept and cells kept so that the runs fit ``budget_s``.
 
-    ``times[(mixer, seq_len)]`` is a measured step time. Every run (mixer, cell, learning rate)
-    gets the same number of steps. Learning rates are cut first (the first of ``cfg["lrs"]``
-    is kept last), then cells with the longest sequences and most pairs; ``eval_frac`` of the
-    budget is kept for the evaluations. Returns ``(steps, lrs, cells, cut)`` where ``cut``
-    lists in words what did not fit.
+    ``times[(mixer, seq_len)]`` is a measured step time; a run costs ``steps`` of them plus its
+    set-up and evaluation (counted as ``ceil(eval_seqs / batch) + 2`` step times, a forward pass
+    being cheaper than a step). Every run (mixer, cell, learning rate) gets the same number of
+    steps. Learning rates are cut first (the first of ``cfg["lrs"]`` is kept last), then the
+    cells with the longest sequences and most pairs, until runs get ``cfg["min_steps"]``.
+    Returns ``(steps, lrs, cells, cut)``; ``cut`` lists in words what did not fit.
     """
     lrs, cells, cut = list(cfg["lrs"]), sorted(cells), []
-    avail = budget_s * (1 - eval_frac)
+    extra = -(-cfg["eval_seqs"] // cfg["batch"]) + 2
 
-    def per_step(cells_, lrs_):
-        return len(lrs_) * sum(times[(m, T)] for m in mixers for T, _ in cells_)
+    def steps_for(cells_, lrs_):
+        per_step = len(lrs_) * sum(times[(m, T)] for m in mixers for T, _ in cells_)
+        return budget_s / per_step - extra
 
-    while len(lrs) > 1 and avail / per_step(cells, lrs) < cfg["min_steps"]:
+    while len(lrs) > 1 and steps_for(cells, lrs) < cfg["min_steps"]:
         cut.append(f"learning rate {lrs.pop()}")
-    while len(cells) > 1 and avail / per_step(cells, lrs) < cfg["min_steps"]:
+    while len(cells) > 1 and steps_for(cells, lrs) < cfg["min_steps"]:
         T, n = cells.pop()
         cut.append(f"cell T={T} pairs={n}")
-    steps = int(min(cfg["max_steps"], max(cfg["min_steps"], avail / per_step(cells, lrs))))
+    steps = int(min(cfg["max_steps"], max(cfg["min_steps"], steps_for(cells, lrs))))
     return steps, lrs, cells, cut
 
 
@@ -72,7 +74,7 @@ def run(cfg, mixers, device, budget_s=None, out=None, log=print):
                 times[(m, T)] = step_time(m, cell, cfg, device)
                 log(f"step time {m:18s} T={T:5d}: {1e3 * times[(m, T)]:8.1f} ms")
         left = budget_s - (time.perf_counter() - t_start)
-        steps, lrs, cells, cut = plan(cfg, mixers, cells, left, times)
+        steps, lrs, cells, cut = plan(cfg, mixers, cells, 0.95 * left, times)   # 5%: files
     else:
         steps, lrs, cut = cfg["steps"], list(cfg["lrs"]), []
     log(f"plan: {steps} steps per run, learning rates {lrs}, {len(cells)} cells; cut: {cut or 'nothing'}")
@@ -80,7 +82,7 @@ def run(cfg, mixers, device, budget_s=None, out=None, log=print):
     for T, n in cells:
         for lr in lrs:
             for m in mixers:
-                est = steps * times.get((m, T), 0.0)
+                est = steps * times.get((m, T), 0.0)           # the run must end in budget
                 if budget_s is not None and time.perf_counter() - t_start + est > budget_s:
                     cut.append(f"run {m} T={T} pairs={n} lr={lr} (out of budget)")
                     continue
