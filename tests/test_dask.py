@@ -253,3 +253,22 @@ def test_tasks_on_array_api_strict_blocks(op, data, batch, T, seed):
             np.testing.assert_allclose(got, want, rtol=RTOL["float64"], atol=RTOL["float64"])
         else:
             assert_close(got, want, RTOL["float64"], atol=1e-300, what=f"state {name}")
+
+
+@pytest.mark.slow
+def test_local_gpu_cluster_fallback_pins_one_device_per_worker(monkeypatch):
+    """Without dask-cuda, ``local_gpu_cluster`` starts one worker per GPU, each seeing only its own
+    device (no GPU needed: only the environment of the worker processes is checked)."""
+    distributed = pytest.importorskip("distributed")
+    import sys
+
+    from lsattn.backends.dask_backend import local_gpu_cluster
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails: the fallback
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
+    cluster, which = local_gpu_cluster(2)
+    with cluster, distributed.Client(cluster) as client:
+        seen = client.run(lambda: __import__("os").environ["CUDA_VISIBLE_DEVICES"])
+        threads = client.nthreads()
+    assert "SpecCluster" in which
+    assert sorted(seen.values()) == ["3", "5"] and set(threads.values()) == {1}

@@ -542,3 +542,34 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     """``loglinear_log_attention`` on Dask arrays; as ``lsattn.hierarchical._forward``."""
     kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
     return _run(_HIER, (q, k, log_v, log_level_weights, log_decay), (kwargs,), state, return_state)
+
+
+# ---- one worker per GPU --------------------------------------------------------------------------
+
+def local_gpu_cluster(n_gpus=None, **kwargs):
+    """A Dask cluster on this host with one single-threaded worker per GPU, for Dask arrays of CuPy
+    blocks: ``dask_cuda.LocalCUDACluster`` when dask-cuda imports, else a ``distributed.SpecCluster``
+    whose worker ``i`` is pinned to GPU ``i`` through ``CUDA_VISIBLE_DEVICES`` (set before the
+    worker process starts CUDA). Use it with ``distributed.Client(cluster)``.
+
+    n_gpus: number of workers (default: every GPU CuPy sees). kwargs: passed to the cluster.
+    -> (cluster, which): ``which`` names the kind of cluster made."""
+    if n_gpus is None:
+        import cupy
+
+        n_gpus = cupy.cuda.runtime.getDeviceCount()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",")[:n_gpus] if visible else [str(i) for i in range(n_gpus)]
+    kwargs.setdefault("silence_logs", 40)
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        pass
+    else:
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(ids), threads_per_worker=1,
+                                dashboard_address=None, **kwargs), "dask_cuda.LocalCUDACluster"
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    workers = {f"gpu{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": i}}} for i in ids}
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    return SpecCluster(workers=workers, scheduler=scheduler, **kwargs), "distributed.SpecCluster (CUDA_VISIBLE_DEVICES per worker)"
