@@ -156,7 +156,7 @@ def run_single(op, T, block, H, d, seed, mem):
             t2 = time.perf_counter()
             e = energy(cp.sum, out)
             del out, args
-            e = e.get()
+            e = cp.asnumpy(e)
             t3 = time.perf_counter()
     except cp.cuda.memory.OutOfMemoryError:
         free_pools()
@@ -166,6 +166,7 @@ def run_single(op, T, block, H, d, seed, mem):
 
 
 def run_dask(client, op, T, block, H, d, seed, mem):
+    import cupy as cp
     import dask.array as da
 
     client.run(free_pools)
@@ -173,7 +174,7 @@ def run_dask(client, op, T, block, H, d, seed, mem):
     with mem:
         t0 = time.perf_counter()
         e = energy(da.sum, call(op, dask_inputs(op, T, block, H, d, seed)))
-        e = client.compute(e, sync=True).get()
+        e = cp.asnumpy(client.compute(e, sync=True))
         t1 = time.perf_counter()
     client.run(free_pools)
     return e, t1 - t0, mem.mib

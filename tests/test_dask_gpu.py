@@ -96,7 +96,7 @@ def test_two_gpus_equal_one(cp, op):
     one = host(call(op, [cp.asarray(x) for x in args]))  # one GPU holds the whole sequence
     cluster, which = local_gpu_cluster(2)
     with cluster, distributed.Client(cluster) as client, distributed.get_task_stream(client) as ts:
-        out = call(op, [cupy_dask(cp, x, (1024,) * 4) for x in args])
+        out = call(op, [cupy_dask(cp, x, (512,) * 8) for x in args])
         got = client.compute(out, sync=True)
         devices = client.run(lambda: __import__("cupy").cuda.runtime.getDeviceProperties(0)["pciBusID"])
     workers = {t["worker"] for t in ts.data if str(t["key"]).startswith(("_output_task", "('_output_task"))}

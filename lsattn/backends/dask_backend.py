@@ -563,8 +563,8 @@ def local_gpu_cluster(n_gpus=None, **kwargs):
     kwargs.setdefault("silence_logs", 40)
     try:
         from dask_cuda import LocalCUDACluster
-    except ImportError:
-        pass
+    except Exception as exc:  # not installed, or an import-time failure (missing pynvml, CUDA bindings, ...)
+        why = f"{type(exc).__name__}: {exc}"
     else:
         return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(ids), threads_per_worker=1,
                                 dashboard_address=None, **kwargs), "dask_cuda.LocalCUDACluster"
@@ -572,4 +572,5 @@ def local_gpu_cluster(n_gpus=None, **kwargs):
 
     workers = {f"gpu{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": i}}} for i in ids}
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
-    return SpecCluster(workers=workers, scheduler=scheduler, **kwargs), "distributed.SpecCluster (CUDA_VISIBLE_DEVICES per worker)"
+    which = f"distributed.SpecCluster, one worker per CUDA_VISIBLE_DEVICES entry (dask_cuda: {why})"
+    return SpecCluster(workers=workers, scheduler=scheduler, **kwargs), which
