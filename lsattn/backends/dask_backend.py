@@ -570,7 +570,8 @@ def local_gpu_cluster(n_gpus=None, **kwargs):
                                 dashboard_address=None, **kwargs), "dask_cuda.LocalCUDACluster"
     from distributed import Nanny, Scheduler, SpecCluster
 
-    workers = {f"gpu{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": i}}} for i in ids}
+    workers = {f"gpu{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": i},
+                                                    "silence_logs": kwargs["silence_logs"]}} for i in ids}
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
     which = f"distributed.SpecCluster, one worker per CUDA_VISIBLE_DEVICES entry (dask_cuda: {why})"
     return SpecCluster(workers=workers, scheduler=scheduler, **kwargs), which
