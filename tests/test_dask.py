@@ -221,7 +221,8 @@ def run_tasks(op, args, nb, tchunks, state):
     edges = list(itertools.accumulate((0,) + tuple(tchunks)))
     blocks = [[cut(x, a, b) for x in args] for a, b in zip(edges, edges[1:])]
     starts = [state.offset + a for a in edges[:-1]]
-    elems = [db._state_element_task(fam, state.offset, state.d_k, state.d_v, state.dtype, dict(state.tensors))]
+    elems = [db._state_element_task(fam, state.offset, state.d_k, state.d_v, state.dtype, args[0][..., :0, :],
+                                     dict(state.tensors))]
     elems += [db._element_task(fam, extra, p, *bl) for p, bl in zip(starts, blocks)]
     prefix = db._scan(elems, functools.partial(db._combine_task, fam))
     outs = [db._output_task(fam, extra, p, prefix[j], d_v, *bl) for j, (p, bl) in enumerate(zip(starts, blocks))]

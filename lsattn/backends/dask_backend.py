@@ -361,9 +361,13 @@ def _element_task(fam, extra, p, *blocks):
     return fam.element(blocks, extra, p)
 
 
-def _state_element_task(fam, offset, d_k, d_v, dtype, tensors):
+def _state_element_task(fam, offset, d_k, d_v, dtype, meta, tensors):
+    """The incoming stream state as an element, its tensors moved into the blocks' array type
+    (``meta``: ``q``'s Dask meta), e.g. a NumPy state continuing on CuPy blocks."""
     from lsattn.state import State
 
+    xp = _xp(meta)
+    tensors = {n: xp.asarray(t) for n, t in tensors.items()}
     batch = fam.batch_of(tensors)
     return fam.from_state(State(fam.op, offset, batch, d_k, d_v, dtype, tensors))
 
@@ -454,8 +458,6 @@ def _run(fam, arrays, extra, state, return_state):
     if state is not None:  # per batch block: the incoming tensors (in memory or Dask, sliced lazily)
         state_parts = {}
         for name, t in state.tensors.items():
-            if not isinstance(t, da.Array):  # into the blocks' array type: NumPy -> CuPy, torch -> NumPy or CuPy
-                t = _xp(meta).asarray(t)
             t = da.asarray(t)
             tail = t.shape[len(batch):]
             state_parts[name] = t.rechunk(bchunks + tail).to_delayed()[(...,) + (0,) * len(tail)]
@@ -466,7 +468,7 @@ def _run(fam, arrays, extra, state, return_state):
         elems = [None]
         if state is not None:
             parts = {n: g[b] for n, g in state_parts.items()}
-            elems = [delayed(_state_element_task)(fam, p0, d_k, d_v, dtype, parts)]
+            elems = [delayed(_state_element_task)(fam, p0, d_k, d_v, dtype, meta, parts)]
         for j, p in enumerate(starts):
             elems.append(delayed(_element_task)(fam, extra, p, *pick(b, j)))
         prefix = _scan(elems, lambda a, c: delayed(_combine_task)(fam, a, c))
