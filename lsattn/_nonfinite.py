@@ -113,6 +113,11 @@ def prepare(op, args, state, xp, offset, causal, batch):
 
     args: the inputs in ``op.inputs`` order, cast to the compute dtype (None where omitted)."""
     present = [a for a in args if a is not None]
+    if state is not None and array_api_compat.is_dask_namespace(xp):
+        # an in-memory state (NumPy, CuPy) continuing a Dask stream: Dask arrays of its own type
+        import dask.array as da
+
+        state = dataclasses.replace(state, tensors={n: da.asarray(t) for n, t in state.tensors.items()})
     if state is not None:
         present += list(state.tensors.values())
     lazy = array_api_compat.is_dask_namespace(xp) or any(_traced(a) for a in present)
@@ -136,7 +141,7 @@ def prepare(op, args, state, xp, offset, causal, batch):
             if not bool(xp.any(bad)):
                 out_args.append(_clamped(xp, x) if clamp else x)
                 continue
-        zero = xp.zeros((), dtype=x.dtype, device=device_of(x))
+        zero = _scalar(xp, x, 0)
         out_args.append(xp.where(bad, zero, _clamped(xp, x) if clamp else x))
         if role == "q":
             rows = _or(rows, xp.any(bad, axis=-1))
@@ -158,7 +163,7 @@ def prepare(op, args, state, xp, offset, causal, batch):
                 tensors[name] = t
                 continue
             bad = ~xp.isfinite(t)
-            tensors[name] = xp.where(bad, xp.zeros((), dtype=t.dtype, device=device_of(t)), t)
+            tensors[name] = xp.where(bad, _scalar(xp, t, 0), t)
             if name in op.value_state:
                 axes = tuple(range(nb, t.ndim - 1))
                 state_cols = _or(state_cols, xp.any(bad, axis=axes) if axes else bad)
@@ -187,4 +192,14 @@ def _clamped(xp, x):
     """``-inf`` -> the finite stand-in ``-finfo.max / 8`` (see :mod:`lsattn.exp_kernel`)."""
     from .exp_kernel import _minus_inf
 
-    return xp.maximum(x, xp.asarray(_minus_inf(xp, x.dtype), dtype=x.dtype, device=device_of(x)))
+    return xp.maximum(x, _scalar(xp, x, _minus_inf(xp, x.dtype)))
+
+
+def _scalar(xp, x, value):
+    """``value`` as a 0-d array of ``x``'s dtype and device; for a Dask ``x``, of its blocks' array
+    type (NumPy or CuPy: a NumPy block would not mix with CuPy blocks)."""
+    if array_api_compat.is_dask_array(x):
+        import dask.array as da
+
+        return da.full((), value, dtype=x.dtype, meta=x._meta)
+    return xp.asarray(value, dtype=x.dtype, device=device_of(x))

@@ -121,7 +121,8 @@ def _check_state_tensors(op, state, xp, like, batch, d_k, d_v, dtype):
     got = {name: tuple(t.shape) for name, t in state.tensors.items()}
     if got != want:
         raise ValueError(f"state tensors {got} do not match the expected {want} for {op.name} at offset {state.offset}")
-    dev = _device_or_none(like)
+    # Dask inputs: the dask backend moves in-memory state tensors into the blocks' type and device
+    dev = None if array_api_compat.is_dask_array(like) else _device_or_none(like)
     for name, t in state.tensors.items():
         if t.dtype != dtype:
             raise ValueError(f"state tensor {name!r} has dtype {t.dtype}, expected {dtype}")

@@ -79,9 +79,10 @@ class State:
         # namespace before dtype: dtypes of different namespaces never compare equal, which would
         # misreport a namespace mismatch as a dtype one
         for name, t in self.tensors.items():
-            # a Dask call may continue an in-memory stream: NumPy tensors become its first block
-            dask_from_numpy = array_api_compat.is_dask_namespace(xp) and array_api_compat.is_numpy_array(t)
-            if array_api_compat.array_namespace(t) is not xp and not dask_from_numpy:
+            # a Dask call may continue an in-memory stream: its tensors (NumPy, CuPy, torch, ...) become
+            # its first block, in the type of the Dask blocks (the dask backend converts them)
+            dask_from_memory = array_api_compat.is_dask_namespace(xp) and not array_api_compat.is_dask_array(t)
+            if array_api_compat.array_namespace(t) is not xp and not dask_from_memory:
                 raise ValueError(f"state tensor {name!r} is a {type(t).__name__}, from another array namespace than the "
                                  f"inputs ({array_api_compat.array_namespace(t).__name__}, not {xp.__name__}): the "
                                  f"namespaces differ; convert the state with state.to(xp, device)")

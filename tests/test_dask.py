@@ -2,6 +2,11 @@
 in-memory NumPy call to rounding; lazy until computed; state in and out; a real LocalCluster."""
 from __future__ import annotations
 
+import functools
+import itertools
+
+import array_api_compat
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -190,3 +195,81 @@ def test_local_cluster_two_processes():
         assert len(client.scheduler_info()["workers"]) == 2
     assert_close(got, ref, RTOL["float64"], what="gated delta on LocalCluster")
     assert_close(got_ll, ref_ll, RTOL["float64"], what="loglinear on LocalCluster")
+
+
+# ---- the task code on non-NumPy blocks (what CuPy blocks run), without a GPU ---------------------
+
+def _families():
+    from lsattn.backends import dask_backend as db
+
+    return {"log_attention": (db._LOG, (True, {})), "exp_kernel_attention": (db._EXP, (True, {})),
+            "loglinear_attention": (db._LOGLINEAR, (64,)), "loglinear_gated_delta": (db._GATED, (64,)),
+            "loglinear_log_attention": (db._HIER, ({},))}
+
+
+def run_tasks(op, args, nb, tchunks, state):
+    """The Dask graph's tasks, in order, on in-memory blocks of ``args`` (``make_inputs`` order,
+    ``nb`` batch axes) cut at ``tchunks``, continuing ``state``: what each worker runs, without Dask.
+    -> (list of output blocks, final tensors)"""
+    from lsattn.backends import dask_backend as db
+
+    fam, extra = _families()[op]
+    if op == "loglinear_log_attention":
+        args = args[:3] + [args[4], args[3]]  # the implementation's order: level weights before log_decay
+    d_v = args[2].shape[-1]
+    cut = lambda x, a, b: x[..., a:b, :] if x.ndim == nb + 2 else x[..., a:b]
+    edges = list(itertools.accumulate((0,) + tuple(tchunks)))
+    blocks = [[cut(x, a, b) for x in args] for a, b in zip(edges, edges[1:])]
+    starts = [state.offset + a for a in edges[:-1]]
+    elems = [db._state_element_task(fam, state.offset, state.d_k, state.d_v, state.dtype, args[0][..., :0, :],
+                                     dict(state.tensors))]
+    elems += [db._element_task(fam, extra, p, *bl) for p, bl in zip(starts, blocks)]
+    prefix = db._scan(elems, functools.partial(db._combine_task, fam))
+    outs = [db._output_task(fam, extra, p, prefix[j], d_v, *bl) for j, (p, bl) in enumerate(zip(starts, blocks))]
+    return outs, fam.tensors(prefix[-1])
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(data=st.data(), batch=st.sampled_from([(), (2,)]), T=st.integers(2, 30), seed=st.integers(0, 2**31))
+def test_tasks_on_array_api_strict_blocks(op, data, batch, T, seed):
+    """Every task (state in, summaries, combines, outputs, state out) on array-api-strict blocks, the
+    stand-in for CuPy blocks: the code is namespace-neutral and keeps the blocks' array type."""
+    xs = pytest.importorskip("array_api_strict")
+    split = data.draw(st.integers(1, T - 1))
+    args = make_inputs(op, batch, T, 3, 2, seed)
+    ref, st_ref = call(op, args, return_state=True)
+    strict = [xs.asarray(x) for x in args]
+    first = [x[..., :split, :] if x.ndim == len(batch) + 2 else x[..., :split] for x in strict]
+    rest = [x[..., split:, :] if x.ndim == len(batch) + 2 else x[..., split:] for x in strict]
+    _, st1 = call(op, first, return_state=True)  # an in-memory array-API call: strict state tensors
+    outs, tensors = run_tasks(op, rest, len(batch), data.draw(chunking(T - split)), st1)
+    assert all(array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(o, *tensors.values()))
+               for o in outs), "outputs and states stay in the blocks' array type"
+    out2 = np.from_dlpack(xs.concat(outs, axis=-2))
+    assert_close(out2, ref[..., split:, :], RTOL["float64"], what=op)
+    assert set(tensors) == set(st_ref.tensors)
+    for name, t in tensors.items():
+        got, want = np.from_dlpack(t), np.asarray(st_ref.tensors[name])
+        if name in ("m", "n"):
+            np.testing.assert_allclose(got, want, rtol=RTOL["float64"], atol=RTOL["float64"])
+        else:
+            assert_close(got, want, RTOL["float64"], atol=1e-300, what=f"state {name}")
+
+
+@pytest.mark.slow
+def test_local_gpu_cluster_fallback_pins_one_device_per_worker(monkeypatch):
+    """Without dask-cuda, ``local_gpu_cluster`` starts one worker per GPU, each seeing only its own
+    device (no GPU needed: only the environment of the worker processes is checked)."""
+    distributed = pytest.importorskip("distributed")
+    import sys
+
+    from lsattn.backends.dask_backend import local_gpu_cluster
+
+    monkeypatch.setitem(sys.modules, "dask_cuda", None)  # import fails: the fallback
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
+    cluster, which = local_gpu_cluster(2)
+    with cluster, distributed.Client(cluster) as client:
+        seen = client.run(lambda: __import__("os").environ["CUDA_VISIBLE_DEVICES"])
+        threads = client.nthreads()
+    assert "SpecCluster" in which
+    assert sorted(seen.values()) == ["3", "5"] and set(threads.values()) == {1}

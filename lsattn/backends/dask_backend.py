@@ -2,8 +2,12 @@
 
 ``lsattn.loglinear_attention(dask_q, ...)`` (and every other causal operator) returns a Dask array
 with ``q``'s chunks; nothing runs until the user computes, on whatever Dask scheduler they use
-(threads, processes, ``dask.distributed``). Each task holds NumPy blocks and calls the in-memory
-implementation the registry picks for NumPy (``backends.select`` without this backend).
+(threads, processes, ``dask.distributed``, ``dask_cuda.LocalCUDACluster``). Each task calls the
+in-memory implementation the registry picks for its blocks (the automatic choice without this
+backend): NumPy blocks get Numba or the array-API code, CuPy blocks (``meta`` a CuPy array) the
+``cupy`` backend on the worker's current GPU. The task code is namespace-neutral
+(``array_namespace`` of the block): summaries, combines and states stay in the blocks' array type
+and on their device; only what the scheduler moves between workers leaves it.
 
 For every batch block and every sequence block ``j`` (absolute tokens ``[p_j, p_j + T_j)``):
 
@@ -36,7 +40,6 @@ import math
 import os
 
 import array_api_compat
-import numpy as np
 
 __all__ = ["OPS", "probe", "serves"]
 
@@ -68,20 +71,27 @@ def serves(xp, a):
 
 # ---- the in-memory implementation every task calls -------------------------------------------
 
-def _inner(op):
-    """The implementation of ``op`` for NumPy arrays: the automatic choice, never this backend.
+def _inner(op, block):
+    """The implementation of ``op`` for arrays like ``block`` (a task's ``q`` block): the automatic
+    choice, never this backend (NumPy: Numba or array-API; CuPy: the ``cupy`` backend).
 
     ``$LSATTN_BACKEND`` naming another backend forces it inside the tasks too."""
     from lsattn import backends
 
-    probe_array = np.zeros((1, 1))
+    xp = array_api_compat.array_namespace(block)
     env = os.environ.get(backends.ENV_VAR) or None
     if env is not None and env != "dask":
-        return backends.select(op, np, probe_array, env)
+        return backends.select(op, xp, block, env)
     for b in sorted(backends._REGISTRY.values(), key=lambda b: b.priority):
-        if b.name != "dask" and op in b.ops and b.status()[0] and b.serves(np, probe_array) is None:
+        if (b.name != "dask" and op in b.ops and b.status()[0]
+                and (b.auto_serves or b.serves)(xp, block) is None):
             return b.implementation(op)
-    raise ValueError(f"no in-memory backend computes {op} on NumPy arrays")
+    raise ValueError(f"no in-memory backend computes {op} on {type(block).__name__} arrays")
+
+
+def _xp(*arrays):
+    """The array-API namespace of the (non-None) arrays."""
+    return array_api_compat.array_namespace(*(a for a in arrays if a is not None))
 
 
 # ---- operator families: element of a block, combine, state <-> element ------------------------
@@ -103,7 +113,7 @@ class _ExpKernel:
 
     def call(self, blocks, extra, state, return_state):
         causal, kwargs = extra
-        return _inner(self.op)(*blocks, causal, state, return_state, **kwargs)
+        return _inner(self.op, blocks[0])(*blocks, causal, state, return_state, **kwargs)
 
     def element(self, blocks, extra, p):
         if blocks[0].shape[-2] == 0:
@@ -114,12 +124,12 @@ class _ExpKernel:
     def from_state(self, st):
         from lsattn.exp_kernel import _summary_of
 
-        return tuple(None if x is None else np.asarray(x) for x in _summary_of(st, self.log_values))
+        return tuple(_summary_of(st, self.log_values))
 
     def combine(self, a, b):
         from lsattn.exp_kernel import merge
 
-        return b if a is None else merge(np, a, b)
+        return b if a is None else merge(_xp(*b), a, b)
 
     def batch_of(self, tensors):
         return tuple(tensors["S"].shape[:-2])
@@ -143,13 +153,13 @@ class _LogLinear:
 
     def call(self, blocks, extra, state, return_state):
         (chunk_size,) = extra
-        return _inner(self.op)(*blocks, chunk_size, state, return_state)
+        return _inner(self.op, blocks[0])(*blocks, chunk_size, state, return_state)
 
     def empty_state(self, like_q, like_v, p):
         from lsattn.state import State
 
         batch, d_k, d_v = tuple(like_q.shape[:-2]), like_q.shape[-1], like_v.shape[-1]
-        levels = np.zeros(batch + (p.bit_length(), d_k, d_v), dtype=like_q.dtype)
+        levels = _xp(like_q).zeros(batch + (p.bit_length(), d_k, d_v), dtype=like_q.dtype)
         return State(self.op, p, batch, d_k, d_v, like_q.dtype, {"levels": levels})
 
     def element(self, blocks, extra, p):
@@ -162,11 +172,11 @@ class _LogLinear:
         if self.transition:
             carry = _transition_product(blocks[1], log_decay, blocks[4], extra[0])
         else:
-            carry = np.sum(log_decay, axis=-1)
-        return (p, T, carry, np.asarray(st.tensors["levels"]))
+            carry = _xp(log_decay).sum(log_decay, axis=-1)
+        return (p, T, carry, st.tensors["levels"])
 
     def from_state(self, st):
-        return (0, st.offset, None, np.asarray(st.tensors["levels"]))
+        return (0, st.offset, None, st.tensors["levels"])
 
     def combine(self, a, b):
         if a is None or b is None:
@@ -181,7 +191,7 @@ class _LogLinear:
         if self.transition:
             moved = Db[..., None, :, :] @ Sa  # A_{end-1} ... A_{pb} applied to every level
         else:
-            moved = Sa * np.exp(Db)[..., None, None, None]
+            moved = Sa * _xp(Db).exp(Db)[..., None, None, None]
         return _remap_levels(moved, pb, Tb) + Sb
 
     def batch_of(self, tensors):
@@ -205,20 +215,21 @@ def _remap_levels(levels, p, T):
     (..., bit_length(p), d_k, d_v) -> (..., bit_length(p + T), d_k, d_v)"""
     from lsattn._chunktree import state_merge_plan
 
+    xp = _xp(levels)
     plan = state_merge_plan(p, T)
     n_old = levels.shape[-3]
-    zero = np.zeros(levels.shape[:-3] + levels.shape[-2:], dtype=levels.dtype)
+    zero = xp.zeros(levels.shape[:-3] + levels.shape[-2:], dtype=levels.dtype)
     slots = []
     for l in range(1, plan.n_new + 1):
         if l < plan.h or (l == plan.h and n_old == 0):
             slots.append(zero)
         elif l == plan.h:  # level h of p is empty: the old levels 1 .. h - 1 become level h
-            slots.append(np.sum(levels[..., : min(plan.h, n_old), :, :], axis=-3))
+            slots.append(xp.sum(levels[..., : min(plan.h, n_old), :, :], axis=-3))
         else:
             slots.append(levels[..., l - 1, :, :])
     if not slots:
-        return np.zeros(levels.shape[:-3] + (0,) + levels.shape[-2:], dtype=levels.dtype)
-    return np.stack(slots, axis=-3)
+        return xp.zeros(levels.shape[:-3] + (0,) + levels.shape[-2:], dtype=levels.dtype)
+    return xp.stack(slots, axis=-3)
 
 
 def _transition_product(k, log_decay, beta, chunk_size):
@@ -229,16 +240,17 @@ def _transition_product(k, log_decay, beta, chunk_size):
     from lsattn._chunktree import chunk_layout, to_chunks
     from lsattn.gated_delta import _chunk_forms
 
+    xp = _xp(k)
     T = k.shape[-2]
     C = min(chunk_size, 1 << (T - 1).bit_length())
     lay = chunk_layout(0, T, C)  # padding is the identity transition (k = 0, beta = 0, a = 0)
-    Kc = to_chunks(np, k, lay, -2)
-    a_c = to_chunks(np, log_decay, lay, -1)
-    P = _chunk_forms(np, Kc, Kc, Kc[..., :0], a_c, to_chunks(np, beta, lay, -1))["P"]  # (..., n, d_k, d_k)
+    Kc = to_chunks(xp, k, lay, -2)
+    a_c = to_chunks(xp, log_decay, lay, -1)
+    P = _chunk_forms(xp, Kc, Kc, Kc[..., :0], a_c, to_chunks(xp, beta, lay, -1))["P"]  # (..., n, d_k, d_k)
     while P.shape[-3] > 1:  # later chunks on the left
         n = P.shape[-3]
         prod = P[..., 1::2, :, :] @ P[..., 0 : n - n % 2 : 2, :, :]
-        P = np.concatenate([prod, P[..., n - 1 :, :, :]], axis=-3) if n % 2 else prod
+        P = xp.concat([prod, P[..., n - 1 :, :, :]], axis=-3) if n % 2 else prod
     return P[..., 0, :, :]
 
 
@@ -254,17 +266,17 @@ class _Hierarchical(_LogLinear):
 
     def call(self, blocks, extra, state, return_state):
         (kwargs,) = extra
-        return _inner(self.op)(*blocks, state, return_state, **kwargs)
+        return _inner(self.op, blocks[0])(*blocks, state, return_state, **kwargs)
 
-    def empty_levels(self, batch, n_l, d_k, d_v, dtype):
+    def empty_levels(self, xp, batch, n_l, d_k, d_v, dtype):
         from lsattn.exp_kernel import _minus_inf
 
-        lo = _minus_inf(np, np.dtype(dtype))
+        lo = _minus_inf(xp, dtype)
         return (
-            np.full(batch + (n_l, d_k), lo, dtype=dtype),
-            np.full(batch + (n_l, d_v), lo, dtype=dtype),
-            np.zeros(batch + (n_l, d_k, d_v), dtype=dtype),
-            np.zeros(batch + (n_l, d_k), dtype=dtype),
+            xp.full(batch + (n_l, d_k), lo, dtype=dtype),
+            xp.full(batch + (n_l, d_v), lo, dtype=dtype),
+            xp.zeros(batch + (n_l, d_k, d_v), dtype=dtype),
+            xp.zeros(batch + (n_l, d_k), dtype=dtype),
         )
 
     def element(self, blocks, extra, p):
@@ -277,14 +289,14 @@ class _Hierarchical(_LogLinear):
         batch, d_k, d_v = tuple(q.shape[:-2]), q.shape[-1], log_v.shape[-1]
         start = None
         if p > 0:
-            empty = self.empty_levels(batch, p.bit_length(), d_k, d_v, q.dtype)
+            empty = self.empty_levels(_xp(q), batch, p.bit_length(), d_k, d_v, q.dtype)
             start = State(self.op, p, batch, d_k, d_v, q.dtype, dict(zip(self.NAMES, empty)))
         _, st = self.call(blocks, extra, start, True)
-        g = np.zeros(batch, dtype=q.dtype) if a is None else np.sum(a, axis=-1)
-        return (p, T, g, tuple(np.asarray(st.tensors[n]) for n in self.NAMES))
+        g = _xp(q).zeros(batch, dtype=q.dtype) if a is None else _xp(a).sum(a, axis=-1)
+        return (p, T, g, tuple(st.tensors[n] for n in self.NAMES))
 
     def from_state(self, st):
-        return (0, st.offset, None, tuple(np.asarray(st.tensors[n]) for n in self.NAMES))
+        return (0, st.offset, None, tuple(st.tensors[n] for n in self.NAMES))
 
     def batch_of(self, tensors):
         return tuple(tensors["S"].shape[:-3])
@@ -293,9 +305,10 @@ class _Hierarchical(_LogLinear):
         from lsattn.exp_kernel import _minus_inf, merge
 
         m, n, S, z = Sa
+        xp = _xp(S)
         moved = (m + Db[..., None, None], n, S, z)  # keys decayed over the later stretch
-        m, n, S, z = merge(np, self.remap(moved, pb, Tb), Sb)
-        m = np.maximum(m, _minus_inf(np, m.dtype))  # decays never push a shift past the stand-in
+        m, n, S, z = merge(xp, self.remap(moved, pb, Tb), Sb)
+        m = xp.maximum(m, xp.asarray(_minus_inf(xp, m.dtype), dtype=m.dtype))  # decays never push a shift past the stand-in
         return (m, n, S, z)
 
     def remap(self, levels, p, T):
@@ -305,9 +318,10 @@ class _Hierarchical(_LogLinear):
 
         plan = state_merge_plan(p, T)
         S = levels[2]
+        xp = _xp(S)
         n_old, batch, (d_k, d_v) = S.shape[-3], S.shape[:-3], S.shape[-2:]
         pick = lambda j: tuple(x[(..., j) + (slice(None),) * t] for x, t in zip(levels, self.TAILS))
-        empty = tuple(x[(..., 0) + (slice(None),) * t] for x, t in zip(self.empty_levels(batch, 1, d_k, d_v, S.dtype), self.TAILS))
+        empty = tuple(x[(..., 0) + (slice(None),) * t] for x, t in zip(self.empty_levels(xp, batch, 1, d_k, d_v, S.dtype), self.TAILS))
         slots = []
         for l in range(1, plan.n_new + 1):
             if l < plan.h or (l == plan.h and n_old == 0):
@@ -315,13 +329,13 @@ class _Hierarchical(_LogLinear):
             elif l == plan.h:  # old levels 1 .. h - 1 (level h of p is empty) merge into level h
                 acc = pick(0)
                 for j in range(1, min(plan.h, n_old)):
-                    acc = merge(np, acc, pick(j))
+                    acc = merge(xp, acc, pick(j))
                 slots.append(acc)
             else:
                 slots.append(pick(l - 1))
         if not slots:
-            return self.empty_levels(batch, 0, d_k, d_v, S.dtype)
-        return tuple(np.stack(list(xs), axis=-1 - t) for xs, t in zip(zip(*slots), self.TAILS))
+            return self.empty_levels(xp, batch, 0, d_k, d_v, S.dtype)
+        return tuple(xp.stack(list(xs), axis=-1 - t) for xs, t in zip(zip(*slots), self.TAILS))
 
     def to_state(self, e, offset, dtype):
         from lsattn.state import State
@@ -347,10 +361,13 @@ def _element_task(fam, extra, p, *blocks):
     return fam.element(blocks, extra, p)
 
 
-def _state_element_task(fam, offset, d_k, d_v, dtype, tensors):
+def _state_element_task(fam, offset, d_k, d_v, dtype, meta, tensors):
+    """The incoming stream state as an element, its tensors moved into the blocks' array type
+    (``meta``: ``q``'s Dask meta), e.g. a NumPy state continuing on CuPy blocks."""
     from lsattn.state import State
 
-    tensors = {n: np.asarray(t) for n, t in tensors.items()}
+    xp = _xp(meta)
+    tensors = {n: xp.asarray(t) for n, t in tensors.items()}
     batch = fam.batch_of(tensors)
     return fam.from_state(State(fam.op, offset, batch, d_k, d_v, dtype, tensors))
 
@@ -362,24 +379,21 @@ def _combine_task(fam, a, b):
 def _output_task(fam, extra, p, incoming, d_v, *blocks):
     q = blocks[0]
     if q.shape[-2] == 0:
-        return np.zeros(q.shape[:-1] + (d_v,), dtype=q.dtype)
+        return _xp(q).zeros(q.shape[:-1] + (d_v,), dtype=q.dtype)
     state = None if incoming is None else fam.to_state(incoming, p, q.dtype)
     out, _ = fam.call(blocks, extra, state, False)
-    return np.asarray(out)
+    return out
 
 
-def _tensor_task(fam, e, name, shape, dtype):
-    if e is None:  # no tokens and no incoming state: an empty stream
-        return _empty_tensors(fam, shape, dtype, name)
+def _tensor_task(fam, e, name, shape, meta):
+    if e is None:  # no tokens and no incoming state: an empty stream, in the blocks' array type
+        xp = _xp(meta)
+        if name == "m" or name == "n":
+            from lsattn.exp_kernel import _minus_inf
+
+            return xp.full(shape, _minus_inf(xp, meta.dtype), dtype=meta.dtype)
+        return xp.zeros(shape, dtype=meta.dtype)
     return fam.tensors(e)[name]
-
-
-def _empty_tensors(fam, shape, dtype, name):
-    if name == "m" or name == "n":
-        from lsattn.exp_kernel import _minus_inf
-
-        return np.full(shape, _minus_inf(np, np.dtype(dtype)), dtype=dtype)
-    return np.zeros(shape, dtype=dtype)
 
 
 # ---- graph construction -------------------------------------------------------------------------
@@ -424,6 +438,7 @@ def _run(fam, arrays, extra, state, return_state):
             raise ValueError(f"{name} has unknown chunk sizes; call .compute_chunk_sizes() first")
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     dtype = q.dtype
+    meta = q._meta  # an empty array of the blocks' type (NumPy, CuPy): tasks that make arrays from nothing use it
     bchunks, tchunks = q.chunks[:-2], q.chunks[-2]
     grids = []
     for x, kind in zip(arrays, fam.kinds):
@@ -440,7 +455,7 @@ def _run(fam, arrays, extra, state, return_state):
     starts = [p0 + s for s in itertools.accumulate((0,) + tchunks[:-1])]
 
     state_parts = None
-    if state is not None:  # per batch block: the incoming tensors (NumPy or Dask, sliced lazily)
+    if state is not None:  # per batch block: the incoming tensors (in memory or Dask, sliced lazily)
         state_parts = {}
         for name, t in state.tensors.items():
             t = da.asarray(t)
@@ -453,22 +468,22 @@ def _run(fam, arrays, extra, state, return_state):
         elems = [None]
         if state is not None:
             parts = {n: g[b] for n, g in state_parts.items()}
-            elems = [delayed(_state_element_task)(fam, p0, d_k, d_v, dtype, parts)]
+            elems = [delayed(_state_element_task)(fam, p0, d_k, d_v, dtype, meta, parts)]
         for j, p in enumerate(starts):
             elems.append(delayed(_element_task)(fam, extra, p, *pick(b, j)))
         prefix = _scan(elems, lambda a, c: delayed(_combine_task)(fam, a, c))
         for j, p in enumerate(starts):
             task = delayed(_output_task)(fam, extra, p, prefix[j], d_v, *pick(b, j))
-            out_blocks[b + (j,)] = da.from_delayed(task, shape=b_shape + (tchunks[j], d_v), dtype=dtype)
+            out_blocks[b + (j,)] = da.from_delayed(task, shape=b_shape + (tchunks[j], d_v), dtype=dtype, meta=meta)
         final[b] = prefix[-1]
 
     out = da.block(_nest(lambda i: [out_blocks[i]], tuple(len(c) for c in bchunks) + (len(tchunks),)))
     if not return_state:
         return out, None
-    return out, _final_state(fam, final, bchunks, batch, p0 + T, d_k, d_v, dtype)
+    return out, _final_state(fam, final, bchunks, batch, p0 + T, d_k, d_v, dtype, meta)
 
 
-def _final_state(fam, final, bchunks, batch, offset, d_k, d_v, dtype):
+def _final_state(fam, final, bchunks, batch, offset, d_k, d_v, dtype, meta):
     """The State after the call, its tensors lazy Dask arrays assembled over the batch blocks."""
     import dask
     import dask.array as da
@@ -487,8 +502,8 @@ def _final_state(fam, final, bchunks, batch, offset, d_k, d_v, dtype):
     for name, tail in tails.items():
         def block(b, name=name, tail=tail):
             shape = tuple(c[i] for c, i in zip(bchunks, b)) + tail
-            task = dask.delayed(_tensor_task, pure=True)(fam, final[b], name, shape, dtype)
-            return _wrap(da.from_delayed(task, shape=shape, dtype=dtype), len(tail))
+            task = dask.delayed(_tensor_task, pure=True)(fam, final[b], name, shape, meta)
+            return _wrap(da.from_delayed(task, shape=shape, dtype=dtype, meta=meta), len(tail))
 
         tensors[name] = da.block(_nest(block, tuple(len(c) for c in bchunks))) if bchunks else block(())
         while isinstance(tensors[name], list):
@@ -529,3 +544,36 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     """``loglinear_log_attention`` on Dask arrays; as ``lsattn.hierarchical._forward``."""
     kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
     return _run(_HIER, (q, k, log_v, log_level_weights, log_decay), (kwargs,), state, return_state)
+
+
+# ---- one worker per GPU --------------------------------------------------------------------------
+
+def local_gpu_cluster(n_gpus=None, **kwargs):
+    """A Dask cluster on this host with one single-threaded worker per GPU, for Dask arrays of CuPy
+    blocks: ``dask_cuda.LocalCUDACluster`` when dask-cuda imports, else a ``distributed.SpecCluster``
+    whose worker ``i`` is pinned to GPU ``i`` through ``CUDA_VISIBLE_DEVICES`` (set before the
+    worker process starts CUDA). Use it with ``distributed.Client(cluster)``.
+
+    n_gpus: number of workers (default: every GPU CuPy sees). kwargs: passed to the cluster.
+    -> (cluster, which): ``which`` names the kind of cluster made."""
+    if n_gpus is None:
+        import cupy
+
+        n_gpus = cupy.cuda.runtime.getDeviceCount()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",")[:n_gpus] if visible else [str(i) for i in range(n_gpus)]
+    kwargs.setdefault("silence_logs", 40)
+    try:
+        from dask_cuda import LocalCUDACluster
+    except Exception as exc:  # not installed, or an import-time failure (missing pynvml, CUDA bindings, ...)
+        why = f"{type(exc).__name__}: {exc}"
+    else:
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(ids), threads_per_worker=1,
+                                dashboard_address=None, **kwargs), "dask_cuda.LocalCUDACluster"
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    workers = {f"gpu{i}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": i},
+                                                    "silence_logs": kwargs["silence_logs"]}} for i in ids}
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    which = f"distributed.SpecCluster, one worker per CUDA_VISIBLE_DEVICES entry (dask_cuda: {why})"
+    return SpecCluster(workers=workers, scheduler=scheduler, **kwargs), which
