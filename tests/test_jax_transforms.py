@@ -110,7 +110,7 @@ def test_lax_scan_over_chunks_with_the_state_in_the_carry(jnp, op):
     fixed number of level slots under JAX and a traced offset), equals the reference, and is
     differentiated through with respect to q and to the last positional input (a subset of the
     inputs; the others closed over)."""
-    n, C = 4, 4  # 16 tokens in 4 chunks
+    n, C = 4, 2  # 8 tokens in 4 chunks (a traced offset unrolls each chunk's tokens: keep them few)
     Tn = n * C
     full, fkw = _inputs(op, 5, Tn)
     f = getattr(lsattn, op)
@@ -151,3 +151,32 @@ def test_lax_scan_over_chunks_with_the_state_in_the_carry(jnp, op):
         jfull[0], jfull[last])
     for i, (gi, wi) in enumerate(zip(g, want)):
         assert_close(np.asarray(merge(gi)), np.asarray(wi), 1e-9, what=f"grad through scan, {op}, input {i}")
+
+
+@pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
+def test_fixed_capacity_states_move_between_backends(jnp, op):
+    """A JAX log-linear state (fixed capacity: more level slots than the offset needs, a JAX integer
+    offset after ``jit``) continues the stream on NumPy (numba) and in a NumPy stepper; a NumPy
+    state continues under ``jit``. Every piece equals the reference."""
+    args, kw = _inputs(op, 7)
+    f = getattr(lsattn, op)
+    want = getattr(ref, op)(*args, **kw)
+    cut = lambda xs, a, b: [x[:, a:b] for x in xs]
+    cutkw = lambda a, b: {n: x[:, a:b] for n, x in kw.items()}
+    jcall = jax.jit(lambda st, xs, kws: f(*xs, **kws, state=st, return_state=True))
+    _, s0 = f(*cut([jnp.asarray(x) for x in args], 0, 3), **{n: jnp.asarray(x[:, :3]) for n, x in kw.items()},
+              return_state=True)
+    o1, s1 = jcall(s0, cut([jnp.asarray(x) for x in args], 3, 6), {n: jnp.asarray(x[:, 3:6]) for n, x in kw.items()})
+    assert not isinstance(s1.offset, int) and int(s1.offset) == 6
+    assert next(iter(s1.tensors.values())).shape[-2 if op == "loglinear_log_attention" else -3] == L > (6).bit_length()
+    assert_close(np.asarray(o1), want[:, 3:6], 1e-12, what="jit, from a JAX state")
+    s1np = s1.to(np)
+    o2, s2 = f(*cut(args, 6, 9), **cutkw(6, 9), state=s1np, return_state=True, backend="numba")
+    assert_close(o2, want[:, 6:9], 1e-12, what="numba, from a fixed-capacity JAX state")
+    assert s2.offset == 9 and next(iter(s2.tensors.values())).shape[-2 if op == "loglinear_log_attention" else -3] == 4
+    step = lsattn.stepper(op, s1np, max_tokens=T)
+    outs = [step(*cut(args, t, t + 1), **cutkw(t, t + 1)) for t in range(6, 9)]
+    assert_close(np.concatenate(outs, axis=1), want[:, 6:9], 1e-10, what="stepper, from a fixed-capacity JAX state")
+    o3, s3 = jcall(s2.to(jnp), cut([jnp.asarray(x) for x in args], 9, T), {n: jnp.asarray(x[:, 9:]) for n, x in kw.items()})
+    assert_close(np.asarray(o3), want[:, 9:], 1e-12, what="jit, from a NumPy state")
+    assert int(s3.offset) == T
