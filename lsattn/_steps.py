@@ -44,7 +44,7 @@ from .exp_kernel import _clamp_log_values, _finish, _minus_inf, diagonal, merge,
 from .state import State, level_slots_of, with_level_slots
 
 __all__ = ["log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta",
-           "loglinear_log_attention", "offset_masks", "levels_step", "hierarchical_step", "traced_levels",
+           "loglinear_log_attention", "offset_masks", "levels_step", "apply_merge", "hierarchical_step", "traced_levels",
            "traced_hierarchical"]
 
 
@@ -102,25 +102,37 @@ def levels_step(xp, S, masks, q, k, v, log_decay, beta, lam):
     S : (..., K, d_k, d_v), slot ``j`` = level ``j + 1`` at the token's offset (zeros where empty);
     masks : :func:`offset_masks` of that offset; q, k (..., 1, d_k), v (..., 1, d_v),
     log_decay (..., 1), beta (..., 1) or None, lam (..., 1, L).
-    Returns (out (..., 1, d_v), S after the token (..., K, d_k, d_v))."""
-    _, low, top, high = (xp.astype(m, S.dtype)[:, None, None] for m in masks)  # (K, 1, 1)
-    decay = xp.exp(log_decay)[..., None, None]  # (..., 1, 1, 1)
+    Returns ``(out (..., 1, d_v), scale (..., K, 1, 1), merged (..., 1, d_k, d_v))``: the levels
+    after the token are ``S' * scale + top * merged`` (:func:`apply_merge`; ``S' = S`` for Mamba-2,
+    ``S`` after the transition for Gated DeltaNet, also returned as the 4th item): the kept levels
+    scaled (by the decay, or 1), the folded ones zeroed, the merged level written. Per-slot scalars
+    and matrix products over the slot axis: two passes over the levels beside the reads."""
+    _, low, top, high = (xp.astype(m, S.dtype) for m in masks)  # (K,)
+    K, d_k, d_v = S.shape[-3], S.shape[-2], S.shape[-1]
+    decay = xp.exp(log_decay)  # (..., 1)
     qk = xp.sum(q * k, axis=-1)[..., None]  # (..., 1, 1)
-    w = _slot_weights(xp, lam, S.shape[-3])  # (..., 1, K)
+    w = _slot_weights(xp, lam, K)  # (..., 1, K)
     if beta is not None:  # A_p on every level: S <- e^{a_p} (S - beta k (k^T S))
         bk = beta[..., None] * k  # (..., 1, d_k)
         out = (lam[..., :1] * beta[..., None] * qk) * v
         write = xp.matrix_transpose(bk) @ v  # (..., d_k, d_v)
-        S = decay * (S - xp.matrix_transpose(bk)[..., None, :, :] * (k[..., None, :, :] @ S))
-        kept = S
+        S = decay[..., None, None] * (S - xp.matrix_transpose(bk)[..., None, :, :] * (k[..., None, :, :] @ S))
+        fold, scale = low * xp.ones_like(decay), high * xp.ones_like(decay)  # (..., K)
     else:
         out = (lam[..., :1] * qk) * v
         write = xp.matrix_transpose(k) @ v
-        w = w * decay[..., 0, 0][..., None]
-        kept = S * decay
+        w = w * decay[..., None]
+        fold, scale = low * decay, high * decay  # (..., K)
+    flat = xp.reshape(S, tuple(S.shape[:-2]) + (d_k * d_v,))  # (..., K, d_k d_v)
+    folded = xp.reshape(fold[..., None, :] @ flat, tuple(S.shape[:-3]) + (d_k, d_v))  # sum_j fold_j S_j
     out = out + w @ (q[..., None, :, :] @ S)[..., 0, :]  # (..., 1, K) @ (..., K, d_v)
-    merged = write + xp.sum(kept * low, axis=-3)  # level h: the token and the levels below, decayed
-    return out, high * kept + top * merged[..., None, :, :]
+    return out, scale[..., None, None], (write + folded)[..., None, :, :], S
+
+
+def apply_merge(xp, S, scale, top, merged):
+    """The levels after a step: ``S * scale + top * merged`` (top: the ``top`` mask of
+    :func:`offset_masks`), a new array; (..., K, d_k, d_v)."""
+    return S * scale + xp.astype(top, S.dtype)[:, None, None] * merged
 
 
 def hierarchical_step(xp, summ, masks, lo, q, k, log_v, lam, a):
@@ -156,8 +168,8 @@ def hierarchical_step(xp, summ, masks, lo, q, k, log_v, lam, a):
     ml, nl = xp.where(lowc, m, lo), xp.where(lowc, n, lo)
     mk, nk = xp.max(ml, axis=-2), xp.max(nl, axis=-2)
     fa, ga = xp.exp(ml - mk[..., None, :]), xp.exp(nl - nk[..., None, :])
-    folded = (mk, nk, xp.sum((fa[..., :, None] * ga[..., None, :]) * (S * lowf[..., None]), axis=-3),
-              xp.sum(fa * z * lowf, axis=-2))
+    fa = fa * lowf
+    folded = (mk, nk, xp.sum((fa[..., :, None] * ga[..., None, :]) * S, axis=-3), xp.sum(fa * z, axis=-2))
     key, val = k[..., 0, :], log_v[..., 0, :]
     ones = xp.ones(tuple(key.shape) + (val.shape[-1],), dtype=key.dtype, device=device_of(key))
     nm, nn, nS, nz = merge(xp, folded, (key, val, ones, xp.ones_like(key)))
@@ -269,9 +281,13 @@ class _Levels(_Slots):
         -> (..., 1, d_v). ``p`` (host) is not read: the device offset ``off`` is."""
         xp = self.xp
         masks = offset_masks(xp, self.off, self.bits)
-        out, S = levels_step(xp, self.buf["levels"], masks, q, k, v, log_decay, rest[0] if self.gated else None,
-                             rest[-1])
-        self.put("levels", ..., S)
+        out, scale, merged, S = levels_step(xp, self.buf["levels"], masks, q, k, v, log_decay,
+                                            rest[0] if self.gated else None, rest[-1])
+        if self.mutable and S is self.buf["levels"]:  # in place: two passes over the levels
+            S *= scale
+            S += xp.astype(masks[2], S.dtype)[:, None, None] * merged
+        else:
+            self.put("levels", ..., apply_merge(xp, S, scale, masks[2], merged))
         self.off += 1
         return out
 
@@ -337,9 +353,11 @@ def traced_levels(op, q, k, v, log_decay, beta, level_weights, state, return_sta
     S, T = state.tensors["levels"], q.shape[-2]
     outs = []
     for t in range(T):
-        o, S = levels_step(xp, S, offset_masks(xp, p + t, bits), _token(q, t, 1), _token(k, t, 1), _token(v, t, 1),
-                           _token(log_decay, t, 0), None if beta is None else _token(beta, t, 0),
-                           _token(level_weights, t, 1))
+        masks = offset_masks(xp, p + t, bits)
+        o, scale, merged, S = levels_step(xp, S, masks, _token(q, t, 1), _token(k, t, 1), _token(v, t, 1),
+                                          _token(log_decay, t, 0), None if beta is None else _token(beta, t, 0),
+                                          _token(level_weights, t, 1))
+        S = apply_merge(xp, S, scale, masks[2], merged)
         outs.append(o)
     return _traced_result(xp, outs, state, {"levels": S}, T, q, v, return_state)
 
