@@ -14,16 +14,10 @@ import pytest
 import lsattn
 
 from helpers import assert_close, to_numpy
+from test_gpu_dispatch import _torch
 from test_stepper import OPS, check, make, tokens
 
 pytestmark = pytest.mark.gpu
-
-
-def _torch():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch without CUDA")
-    return torch
 
 
 @pytest.mark.parametrize("P", [0, 37])
