@@ -54,8 +54,14 @@ def _or(a, b):
     return b if a is None else (a if b is None else a | b)
 
 
-def _row_levels_used(offset, T, L):
-    """(T, L) numpy bool: level ``l`` is used by row ``offset + t`` (``l <= bit_length(offset + t)``)."""
+def _row_levels_used(offset, T, L, xp):
+    """(T, L) bool: level ``l`` is used by row ``offset + t`` (``l <= bit_length(offset + t)``);
+    NumPy for an int offset, ``xp`` arithmetic for a traced (JAX) one."""
+    if not isinstance(offset, int):
+        from .fenwick import _bit_length
+
+        rows = _bit_length(xp, offset + xp.arange(T, dtype=xp.asarray(offset).dtype))
+        return xp.arange(L, dtype=rows.dtype)[None, :] <= rows[:, None]
     used = np.array([(offset + t).bit_length() for t in range(T)], dtype=np.int64)
     return np.arange(L)[None, :] <= used[:, None]
 
@@ -146,7 +152,7 @@ def prepare(op, args, state, xp, offset, causal, batch):
         if role == "q":
             rows = _or(rows, xp.any(bad, axis=-1))
         elif role == "lev":
-            used = _row_levels_used(offset, x.shape[-2], x.shape[-1])
+            used = _row_levels_used(offset, x.shape[-2], x.shape[-1], xp)
             rows = _or(rows, xp.any(bad & xp.asarray(used, device=device_of(x)), axis=-1))
         elif role == "k":
             start = _or(start, xp.any(bad, axis=-1))

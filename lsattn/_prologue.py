@@ -31,7 +31,7 @@ from . import backends
 from ._nonfinite import prepare
 from ._validate import _device_or_none, check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
 from .fenwick import num_levels
-from .state import State, check_state
+from .state import LEVEL_AXES, State, canonical, check_state, level_slots_of, static_offset, with_level_slots
 
 __all__ = ["Op", "run", "check_flag"]
 
@@ -117,7 +117,10 @@ def _check_state_fields(op, state):
 def _check_state_tensors(op, state, xp, like, batch, d_k, d_v, dtype):
     """ValueError unless the state's tensors are exactly the ones ``op`` writes (names, shapes,
     dtype) and sit on the device of the inputs (``like``)."""
-    want = op.state_shapes(tuple(batch), state.offset, d_k, d_v)
+    offset = static_offset(state.offset)
+    if offset is None:  # traced (JAX): a fixed-capacity state, checked against its own number of level slots
+        offset = (1 << level_slots_of(state)) - 1 if state.op in LEVEL_AXES else 0
+    want = op.state_shapes(tuple(batch), offset, d_k, d_v)
     got = {name: tuple(t.shape) for name, t in state.tensors.items()}
     if got != want:
         raise ValueError(f"state tensors {got} do not match the expected {want} for {op.name} at offset {state.offset}")
@@ -167,12 +170,17 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     present = [x for x in arrays if x is not None]
     out_dtype = xp.result_type(*(x.dtype for x in present))
     state_dtype = compute_dtype(xp, out_dtype)
+    capacity = 0  # JAX log-linear states keep a fixed number of level slots (lsattn.state)
     if state is not None:
+        if isinstance(state, State) and state.op in LEVEL_AXES and isinstance(state.tensors, dict):
+            with contextlib.suppress(Exception):
+                capacity = level_slots_of(state)
+        state = canonical(state)
         _check_state_fields(op, state)
         check_state(state, op.name, xp, batch, d_k, d_v, state_dtype)
         _check_state_tensors(op, state, xp, present[0], batch, d_k, d_v, state_dtype)
     offset = 0 if state is None else state.offset
-    if T > 0:
+    if T > 0 and static_offset(offset) is not None:  # a traced offset cannot be checked
         for (name, role), x in zip(op.inputs, arrays):
             if role == "lev":
                 check_levels(name, x, num_levels(offset + T))
@@ -188,6 +196,9 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     if marks is not None:
         out, new_state = marks.apply(xp, out, new_state, causal)
     out = xp.astype(out, out_dtype, copy=False)
+    if return_state and op.name in LEVEL_AXES and array_api_compat.is_jax_namespace(xp):
+        L = next(x.shape[-1] for (_, role), x in zip(op.inputs, arrays) if role == "lev")
+        new_state = with_level_slots(new_state, max(capacity, L, level_slots_of(new_state)))
     return (out, new_state) if return_state else out
 
 

@@ -16,7 +16,7 @@ import operator
 from . import backends
 from ._prologue import _check_state_fields, _check_state_tensors
 from ._validate import check_float, compute_dtype, namespace
-from .state import State
+from .state import State, canonical
 
 __all__ = ["stepper", "Stepper"]
 
@@ -106,6 +106,7 @@ def stepper(op, state, *, max_tokens=None, backend=None):
     if name not in ops or not (isinstance(op, str) or op is ops[name][0]):
         raise ValueError(f"op must be one of the operators {sorted(ops)} (the function or its name), got {op!r}")
     spec = ops[name][1]
+    state = canonical(state)  # a fixed-capacity (JAX) state: int offset, exact level slots
     if not isinstance(state, State):
         raise ValueError(f"state must be a lsattn State returned by {name}(..., return_state=True), got {type(state).__name__}")
     if state.op != name:
@@ -154,7 +155,11 @@ class Stepper:
 
     @property
     def state(self):
-        """The current State (tensors: views of the live buffers)."""
+        """The current State (tensors: views of the live buffers). Reads the step's device offset
+        where it keeps one (array-API steps): after replays of a captured CUDA graph, which advance
+        the device offset but not ``self.offset``, this is the truth (one host read, outside the step)."""
+        if hasattr(self._impl, "offset_now"):
+            self.offset = self._impl.offset_now()
         return State(self.op, self.offset, self.batch_shape, self.d_k, self.d_v, self.dtype, self._impl.tensors(self.offset))
 
     def __repr__(self):

@@ -303,7 +303,7 @@ def _clamp_log_values(xp, vals, log_values):
     """``log_v = -inf`` (``v = 0``) becomes the finite "minus infinity": no ``-inf`` arithmetic."""
     if not log_values:
         return vals
-    return xp.maximum(vals, xp.asarray(_minus_inf(xp, vals.dtype), dtype=vals.dtype, device=device_of(vals)))
+    return xp.maximum(vals, xp.full((), _minus_inf(xp, vals.dtype), dtype=vals.dtype, device=device_of(vals)))
 
 
 def _flatten_partial(xp, part):
@@ -486,7 +486,7 @@ def _log(xp, x):
     infinity"; the inner ``where`` keeps gradients finite (no ``1 / 0``)."""
     pos = x > 0
     one = xp.ones((), dtype=x.dtype, device=device_of(x))
-    lo = xp.asarray(_minus_inf(xp, x.dtype), dtype=x.dtype, device=device_of(x))
+    lo = xp.full((), _minus_inf(xp, x.dtype), dtype=x.dtype, device=device_of(x))
     return xp.where(pos, xp.log(xp.where(pos, x, one)), lo)
 
 
@@ -496,7 +496,7 @@ def _finish(xp, part, log_values):
         return y / den[..., None]
     out = y - xp.log(den)[..., None]
     # outputs whose visible values are all 0 sit near the stand-in ``lo``: they are -inf
-    return xp.where(out > _minus_inf(xp, out.dtype) / 2, out, xp.asarray(-math.inf, dtype=out.dtype, device=device_of(out)))
+    return xp.where(out > _minus_inf(xp, out.dtype) / 2, out, xp.full((), -math.inf, dtype=out.dtype, device=device_of(out)))
 
 
 # ---- the tree inside chunks ------------------------------------------------------------------

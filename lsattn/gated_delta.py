@@ -70,7 +70,7 @@ from ._prologue import Op, levels_state_shapes, run
 from ._typing import Array
 from ._validate import device_of
 from .loglinear import _check_chunk_size, _chunk_levels, _gather_last, _ns
-from .state import State
+from .state import State, static_offset
 
 __all__ = ["loglinear_gated_delta"]
 
@@ -139,6 +139,10 @@ def _forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_
     arguments and result as ``lsattn.loglinear._forward``, with ``beta (..., T)`` after
     ``log_decay``. Calls of at most ``RECURRENT_MAX_T`` tokens use the recurrent form, others the chunkwise one.
     """
+    if state is not None and static_offset(state.offset) is None:  # JAX tracer: branch-free per-token steps
+        from ._steps import traced_levels
+
+        return traced_levels(OP, q, k, v, log_decay, beta, level_weights, state, return_state)
     form = _recurrent if q.shape[-2] <= RECURRENT_MAX_T else _chunkwise
     return form(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state)
 

@@ -65,7 +65,7 @@ from .exp_kernel import (
 )
 from .loglinear import _gather_last
 from ._prologue import Op, run
-from .state import State
+from .state import State, static_offset
 
 __all__ = ["loglinear_log_attention"]
 
@@ -152,6 +152,10 @@ def _forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, 
     (log_y (..., T, d_v), State or None)
     """
     xp = array_api_compat.array_namespace(q)
+    if state is not None and static_offset(state.offset) is None:  # JAX tracer: branch-free per-token steps
+        from ._steps import traced_hierarchical
+
+        return traced_hierarchical(q, k, log_v, log_level_weights, log_decay, state, return_state)
     p = 0 if state is None else state.offset
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], log_v.shape[-1]
     old = None if (state is None or p == 0) else _summary_of(state)

@@ -53,7 +53,7 @@ from ._prologue import Op, levels_state_shapes, run
 from ._typing import Array
 from ._validate import device_of
 from .fenwick import level_matrix
-from .state import State
+from .state import State, static_offset
 
 __all__ = ["loglinear_attention"]
 
@@ -146,6 +146,10 @@ def _forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state)
     (out (..., T, d_v), State or None)
     """
     xp = _ns(q)
+    if state is not None and static_offset(state.offset) is None:  # JAX tracer: branch-free per-token steps
+        from ._steps import traced_levels
+
+        return traced_levels(OP, q, k, v, log_decay, None, level_weights, state, return_state)
     p = 0 if state is None else state.offset
     old = None if (state is None or p == 0) else state.tensors["levels"]
     batch, T, d_k = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1]

@@ -8,15 +8,21 @@ differs. States are immutable: operators return a new one.
 
 Under JAX a State is a pytree (registered as soon as JAX is imported and a State is made or an
 operator sees JAX arrays), so it crosses ``jax.jit`` boundaries, sits in a ``jax.lax.scan`` carry
-and is differentiated through. Its leaves are the tensors; for the exp-kernel operators
-(``log_attention``, ``exp_kernel_attention``) the offset is a leaf too (it only counts tokens, so
-a scan over chunks can carry it), for the log-linear operators it is static (the state's shapes
-and the Fenwick bookkeeping depend on it; a ``lax.scan`` carry must keep its shapes, so stream
-those in a Python loop, which ``jax.jit`` unrolls).
+and is differentiated through. Its leaves are the offset and the tensors.
+
+**Fixed-capacity log-linear states.** A log-linear state's level axis may hold more slots than
+``bit_length(offset)``; the extra slots are empty (zeros; ``m = n =`` the finite "minus infinity"
+for ``loglinear_log_attention``). JAX states always have such a fixed capacity,
+``max(incoming slots, L)`` with ``L`` the level weights' number of levels, so that their shapes do
+not depend on the offset: a ``lax.scan`` carry keeps its shapes, and under ``jit`` the offset is a
+traced integer (the operators then run the branch-free per-token steps of :mod:`lsattn._steps`).
+Every backend sees the exact layout: :func:`canonical` makes the offset a Python int and drops the
+empty slots before a call (a view; nothing is copied).
 """
 from __future__ import annotations
 
 import math
+import operator
 import sys
 from dataclasses import dataclass, field
 
@@ -34,7 +40,8 @@ class State:
     op : str
         Name of the operator that made it (``"log_attention"``, ``"loglinear_attention"``, ...).
     offset : int
-        Tokens seen so far; the absolute position of the next token.
+        Tokens seen so far; the absolute position of the next token (under JAX: possibly a 0-d
+        integer array, traced inside ``jit`` / ``lax.scan``).
     batch_shape : tuple of int
         Leading batch axes of the inputs.
     d_k, d_v : int
@@ -126,8 +133,6 @@ def _host(t):
     return np.asarray(t)
 
 
-#: operators whose state offset only counts tokens (a pytree leaf under JAX)
-_COUNTING_OFFSET = ("log_attention", "exp_kernel_attention")
 _jax_registered = False
 
 
@@ -144,18 +149,93 @@ def register_jax_pytree():
 
 def _flatten(st):
     names = tuple(st.tensors)
-    leaves = tuple(st.tensors[n] for n in names)
-    if st.op in _COUNTING_OFFSET:
-        return (st.offset,) + leaves, (st.op, None, st.batch_shape, st.d_k, st.d_v, st.dtype, names)
-    return leaves, (st.op, st.offset, st.batch_shape, st.d_k, st.d_v, st.dtype, names)
+    return (st.offset,) + tuple(st.tensors[n] for n in names), (st.op, st.batch_shape, st.d_k, st.d_v, st.dtype, names)
 
 
 def _unflatten(aux, children):
-    op, offset, batch_shape, d_k, d_v, dtype, names = aux
+    op, batch_shape, d_k, d_v, dtype, names = aux
     children = tuple(children)
-    if op in _COUNTING_OFFSET:
-        offset, children = children[0], children[1:]
-    return State(op, offset, batch_shape, d_k, d_v, dtype, dict(zip(names, children)))
+    return State(op, children[0], batch_shape, d_k, d_v, dtype, dict(zip(names, children[1:])))
+
+
+# ---- fixed-capacity log-linear states --------------------------------------------------------------
+
+#: level-axis position (counted from the end) of each state tensor of the log-linear operators
+LEVEL_AXES = {
+    "loglinear_attention": {"levels": -3},
+    "loglinear_gated_delta": {"levels": -3},
+    "loglinear_log_attention": {"m": -2, "n": -2, "S": -3, "z": -2},
+}
+
+
+def static_offset(offset):
+    """``offset`` as a Python int; None when it is a JAX tracer (known only when the program runs).
+    A concrete integer array (NumPy, JAX) becomes its int; anything else is returned unchanged, for
+    the state checks to reject."""
+    if isinstance(offset, int) and not isinstance(offset, bool):
+        return offset
+    if "jax" in sys.modules and isinstance(offset, sys.modules["jax"].core.Tracer):
+        return None
+    if isinstance(offset, bool) or getattr(offset, "ndim", None) != 0:
+        return offset
+    try:
+        return operator.index(offset)
+    except TypeError:
+        return offset
+
+
+def level_slots_of(state):
+    """Number of level slots of a log-linear state (its tensors' level axis)."""
+    name, axis = next(iter(LEVEL_AXES[state.op].items()))
+    return state.tensors[name].shape[axis]
+
+
+def with_level_slots(state, slots):
+    """``state`` with exactly ``slots`` level slots (``>= bit_length(offset)``): empty slots appended
+    (zeros; ``m``, ``n``: the finite "minus infinity") or dropped from the end."""
+    import dataclasses
+
+    have = level_slots_of(state)
+    if have == slots:
+        return state
+    tensors = {}
+    for name, t in state.tensors.items():
+        axis = LEVEL_AXES[state.op][name]
+        if slots < have:
+            tensors[name] = t[(..., slice(0, slots)) + (slice(None),) * (-axis - 1)]
+            continue
+        xp = array_api_compat.array_namespace(t)
+        shape = list(t.shape)
+        shape[axis] = slots - have
+        fill = -float(xp.finfo(t.dtype).max) / 8 if name in ("m", "n") else 0.0
+        tensors[name] = xp.concat([t, xp.full(tuple(shape), fill, dtype=t.dtype, device=array_api_compat.device(t))],
+                                  axis=axis)
+    return dataclasses.replace(state, tensors=tensors)
+
+
+def canonical(state):
+    """The exact layout every backend reads: offset a Python int, ``bit_length(offset)`` level
+    slots (a fixed-capacity state's empty slots dropped: a view). Unchanged when the offset is
+    traced, when ``state`` is not a well-formed State (the checks say what is wrong) or already exact."""
+    if not isinstance(state, State):
+        return state
+    offset = static_offset(state.offset)
+    if offset is None or not isinstance(offset, int) or offset < 0:
+        return state
+    import dataclasses
+
+    if offset is not state.offset:
+        state = dataclasses.replace(state, offset=offset)
+    axes = LEVEL_AXES.get(state.op)
+    if axes is None or not isinstance(state.tensors, dict) or set(state.tensors) != set(axes):
+        return state
+    t = state.tensors
+    if not all(array_api_compat.is_array_api_obj(x) and x.ndim >= -a for x, a in ((t[n], a) for n, a in axes.items())):
+        return state
+    slots = {t[n].shape[a] for n, a in axes.items()}
+    if len(slots) != 1 or slots.pop() <= offset.bit_length():
+        return state
+    return with_level_slots(state, offset.bit_length())
 
 
 def _itemsize(t):

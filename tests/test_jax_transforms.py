@@ -28,9 +28,10 @@ B, T, D = 2, 13, 3
 L = lsattn.num_levels(T)
 
 
-def _inputs(op, seed=0):
+def _inputs(op, seed=0, T=T):
     """(positional inputs, keyword inputs) of ``op`` as float64 NumPy arrays, shapes (B, T, ...)."""
     rng = np.random.default_rng(seed)
+    L = lsattn.num_levels(T)
     q, k, v = (rng.standard_normal((B, T, D)) for _ in range(3))
     a = -rng.random((B, T))
     if op == "loglinear_attention":
@@ -103,32 +104,79 @@ def test_state_crosses_a_jit_boundary(jnp, op):
     assert_close(got, getattr(ref, op)(*args, **kw), 1e-12, what=op)
 
 
-@pytest.mark.parametrize("op", ["log_attention", "exp_kernel_attention"])
+@pytest.mark.parametrize("op", OPS)
 def test_lax_scan_over_chunks_with_the_state_in_the_carry(jnp, op):
-    """Exp-kernel states have a constant shape and a counting offset: a scan carries them."""
-    args, _ = _inputs(op, 5)
-    n, C = 4, 4  # 16 tokens in 4 chunks
-    rng = np.random.default_rng(6)
-    args = [rng.standard_normal((B, n * C, D)) for _ in range(3)]
+    """Every operator: a jitted ``lax.scan`` over chunks carries the State (log-linear states have a
+    fixed number of level slots under JAX and a traced offset), equals the reference, and is
+    differentiated through with respect to q and to the last positional input (a subset of the
+    inputs; the others closed over)."""
+    n, C = 4, 2  # 8 tokens in 4 chunks (a traced offset unrolls each chunk's tokens: keep them few)
+    Tn = n * C
+    full, fkw = _inputs(op, 5, Tn)
     f = getattr(lsattn, op)
-    jargs = [jnp.asarray(x) for x in args]
-    _, s0 = f(*[x[:, :0] for x in jargs], return_state=True)
-    chunks = [jnp.moveaxis(jnp.reshape(x, (B, n, C, D)), 1, 0) for x in jargs]
+    jfull = [jnp.asarray(x) for x in full]
+    jkw = {name: jnp.asarray(x) for name, x in fkw.items()}
+    _, s0 = f(*[x[:, :0] for x in jfull], **{name: x[:, :0] for name, x in jkw.items()}, return_state=True)
+    split = lambda x: jnp.moveaxis(jnp.reshape(x, (B, n, C) + x.shape[2:]), 1, 0)  # (n, B, C, ...)
+    merge = lambda y: jnp.reshape(jnp.moveaxis(y, 0, 1), (B, Tn) + y.shape[3:])
+    chunks = [split(x) for x in jfull]
+    kchunks = {name: split(x) for name, x in jkw.items()}
+    last = len(full) - 1
 
-    def body(state, xs):
-        y, state = f(*xs, state=state, return_state=True)
-        return state, y
+    def run(q, x_last):
+        def body(state, xs):
+            pos, kws = xs
+            y, state = f(*pos, **kws, state=state, return_state=True)
+            return state, y
 
-    def run(q):
-        state, ys = jax.lax.scan(body, s0, (q, chunks[1], chunks[2]))
-        return state, ys
+        pos = (q,) + tuple(chunks[1:last]) + (x_last,)
+        return jax.lax.scan(body, s0, (pos, kchunks))
 
-    state, ys = jax.jit(run)(chunks[0])
-    got = np.asarray(jnp.reshape(jnp.moveaxis(ys, 0, 1), (B, n * C, D)))
-    assert_close(got, getattr(ref, op)(*args), 1e-12, what=op)
-    assert int(state.offset) == n * C
-    # and differentiated through the scan
-    g = jax.jit(jax.grad(lambda q: jnp.sum(run(q)[1])))(chunks[0])
-    want = jax.grad(lambda q: jnp.sum(getattr(ref, op)(q, *[jnp.asarray(x) for x in args[1:]])))(jargs[0])
-    want = jnp.moveaxis(jnp.reshape(want, (B, n, C, D)), 1, 0)
-    assert_close(np.asarray(g), np.asarray(want), 1e-9, what=f"grad through scan, {op}")
+    state, ys = jax.jit(run)(chunks[0], chunks[last])
+    assert_close(np.asarray(merge(ys)), getattr(ref, op)(*full, **fkw), 1e-12, what=op)
+    assert int(state.offset) == Tn
+    # the carried state holds the plain call's state, in a fixed number of level slots
+    _, plain = f(*jfull, **jkw, return_state=True)
+    for name, t in plain.tensors.items():
+        got, want = np.asarray(state.tensors[name]), np.asarray(t)
+        if op in ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"):
+            axis = want.ndim - (3 if name in ("levels", "S") else 2)
+            assert got.shape[axis] == lsattn.num_levels(Tn) >= want.shape[axis]
+            got = np.take(got, np.arange(want.shape[axis]), axis=axis)
+        assert_close(got, want, 1e-12, what=f"state {name}")
+    # and differentiated through the scan, with respect to q and to the last positional input
+    w = jnp.asarray(np.random.default_rng(6).standard_normal((B, Tn, D)))
+    g = jax.jit(jax.grad(lambda q, x: jnp.sum(w * merge(run(q, x)[1])), argnums=(0, 1)))(chunks[0], chunks[last])
+    want = jax.grad(lambda q, x: jnp.sum(w * getattr(ref, op)(q, *jfull[1:last], x, **jkw)), argnums=(0, 1))(
+        jfull[0], jfull[last])
+    for i, (gi, wi) in enumerate(zip(g, want)):
+        assert_close(np.asarray(merge(gi)), np.asarray(wi), 1e-9, what=f"grad through scan, {op}, input {i}")
+
+
+@pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
+def test_fixed_capacity_states_move_between_backends(jnp, op):
+    """A JAX log-linear state (fixed capacity: more level slots than the offset needs, a JAX integer
+    offset after ``jit``) continues the stream on NumPy (numba) and in a NumPy stepper; a NumPy
+    state continues under ``jit``. Every piece equals the reference."""
+    args, kw = _inputs(op, 7)
+    f = getattr(lsattn, op)
+    want = getattr(ref, op)(*args, **kw)
+    cut = lambda xs, a, b: [x[:, a:b] for x in xs]
+    cutkw = lambda a, b: {n: x[:, a:b] for n, x in kw.items()}
+    jcall = jax.jit(lambda st, xs, kws: f(*xs, **kws, state=st, return_state=True))
+    _, s0 = f(*cut([jnp.asarray(x) for x in args], 0, 3), **{n: jnp.asarray(x[:, :3]) for n, x in kw.items()},
+              return_state=True)
+    o1, s1 = jcall(s0, cut([jnp.asarray(x) for x in args], 3, 6), {n: jnp.asarray(x[:, 3:6]) for n, x in kw.items()})
+    assert not isinstance(s1.offset, int) and int(s1.offset) == 6
+    assert next(iter(s1.tensors.values())).shape[-2 if op == "loglinear_log_attention" else -3] == L > (6).bit_length()
+    assert_close(np.asarray(o1), want[:, 3:6], 1e-12, what="jit, from a JAX state")
+    s1np = s1.to(np)
+    o2, s2 = f(*cut(args, 6, 9), **cutkw(6, 9), state=s1np, return_state=True, backend="numba")
+    assert_close(o2, want[:, 6:9], 1e-12, what="numba, from a fixed-capacity JAX state")
+    assert s2.offset == 9 and next(iter(s2.tensors.values())).shape[-2 if op == "loglinear_log_attention" else -3] == 4
+    step = lsattn.stepper(op, s1np, max_tokens=T)
+    outs = [step(*cut(args, t, t + 1), **cutkw(t, t + 1)) for t in range(6, 9)]
+    assert_close(np.concatenate(outs, axis=1), want[:, 6:9], 1e-10, what="stepper, from a fixed-capacity JAX state")
+    o3, s3 = jcall(s2.to(jnp), cut([jnp.asarray(x) for x in args], 9, T), {n: jnp.asarray(x[:, 9:]) for n, x in kw.items()})
+    assert_close(np.asarray(o3), want[:, 9:], 1e-12, what="jit, from a NumPy state")
+    assert int(s3.offset) == T

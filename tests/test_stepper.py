@@ -250,3 +250,47 @@ def test_hard_reset_decays_equal_plain_calls(op, backend):
     want = f(*args, **kw, backend=backend)[:, 3:]
     assert np.isfinite(want).all()
     np.testing.assert_allclose(np.concatenate(outs, axis=1), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_torch_steps_read_only_the_device_offset(op):
+    """Array-API steps never read the host offset: the offset lives in a 0-d torch tensor beside the
+    buffers, advanced in place, and the Fenwick merges are masks from its bits. Driving the step as
+    a CUDA-graph replay does (``impl.step`` with no host offset, no validation) equals the plain
+    calls token by token; ``step.state`` then reads the device offset."""
+    torch = pytest.importorskip("torch")
+    P, N = 11, 9  # merges up to level 5 (offsets 11 .. 19)
+    args, kw = make(op, 8, (2,), P + N + 1, 3, 2, "moderate")
+    fn = getattr(lsattn, op)
+    tt = lambda xs: [torch.asarray(x) for x in xs]  # noqa: E731
+    kwt = lambda i0, i1: {n: torch.asarray(x[..., i0:i1]) for n, x in kw.items()}  # noqa: E731
+    _, st = fn(*tt(tokens(args, 1, 0, P)), **kwt(0, P), return_state=True, backend="array_api")
+    step = lsattn.stepper(op, st, max_tokens=P + N, backend="array_api")
+    assert torch.is_tensor(step._impl.off) and step._impl.off.ndim == 0
+    outs, plain = [], []
+    for t in range(P, P + N):
+        xs = tt(tokens(args, 1, t, t + 1)) + list(kwt(t, t + 1).values())
+        outs.append(to_numpy(step._impl.step(None, *xs)))
+        o, st = fn(*tt(tokens(args, 1, t, t + 1)), **kwt(t, t + 1), state=st, return_state=True, backend="array_api")
+        plain.append(to_numpy(o))
+    check(op, np.concatenate(outs, axis=-2), args, kw, "float64", P, "replayed steps")
+    np.testing.assert_allclose(np.concatenate(outs, axis=-2), np.concatenate(plain, axis=-2), rtol=1e-12, atol=1e-12)
+    got = step.state
+    assert got.offset == P + N == st.offset
+    for name, x in got.tensors.items():
+        np.testing.assert_allclose(to_numpy(x), to_numpy(st.tensors[name]), rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numba_hierarchical_step_in_parallel_equals_reference(dtype):
+    """From ``PARALLEL_MIN`` batch elements the Numba hierarchical step runs them in parallel."""
+    from lsattn.backends._numba_step import PARALLEL_MIN
+
+    batch = (3, 4)
+    assert batch[0] * batch[1] >= PARALLEL_MIN
+    P, N = 13, 6
+    args, kw = make("loglinear_log_attention", 9, batch, P + N + 3, 4, 3, "moderate")
+    args = [to_numpy(x) for x in on(np, args, dtype)]
+    kw = {n: to_numpy(x) for n, x in zip(kw, on(np, list(kw.values()), dtype))}
+    _, _, stepped, plain, _ = stream(np, "loglinear_log_attention", args, kw, 2, P, N, "numba", dtype)
+    check("loglinear_log_attention", stepped, args, kw, dtype, P, "parallel steps")

@@ -1,0 +1,187 @@
+"""GPU per-token decoding through ``lsattn.stepper`` on CUDA torch tensors (issue 18), in one run:
+
+1. B x H = 2 x 16 = 32 sequences, d_k = d_v = 64, float32, offsets 1K .. 1M, for
+   ``loglinear_attention`` and ``exp_kernel_attention``: wall time per step of the eager step
+   (``step(...)``, synchronised at the end of ``--steps`` steps), of the same step captured once in
+   a ``torch.cuda.CUDAGraph`` and replayed, and of the plain call with ``state=..., return_state=True``
+   (what a user did before the stepper). Targets: <= 40 us per step; flat in the offset for
+   exp-kernel attention, growing as log T for log-linear attention.
+2. Batched step: ``--batched`` sequences (default 4096 = 256 x 16) at offset 64K, graph replay time
+   per step against the copy bandwidth measured in the same run (``torch.clone`` of a buffer of
+   the state's bytes: read + written). Reported: the step's effective bandwidth over the state
+   bytes read and written (2 x state bytes: every step reads and rewrites every level slot) as a
+   fraction of the copy bandwidth. Target: >= 50%.
+
+States at large offsets are built directly (random level matrices in the occupied slots of the
+offset, zeros elsewhere; an exp-kernel state from a short prefill with its offset set), so no
+1M-token prefill is run: the step's cost depends on the state's shapes, not on how it was filled.
+
+    python benchmarks/bench_stepper_gpu.py [--out DIR] [--steps 200] [--batched 4096]
+
+Writes ``DIR/stepper_gpu_<date>.json`` and ``.md`` (device name, date, versions).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from _common import md_table, today, utc_now, write_json, write_text
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+B, H, D = 2, 16, 64
+OPS = ("loglinear_attention", "exp_kernel_attention")
+OFFSETS = tuple(1 << e for e in range(10, 21, 2))  # 1K, 4K, 16K, 64K, 256K, 1M
+
+
+def make_state(op, batch, offset, torch):
+    """A State of ``op`` at ``offset`` on the GPU (see the module docstring)."""
+    import lsattn
+    from lsattn.state import State
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    randn = lambda *shape: torch.randn(*shape, device="cuda", generator=gen)  # noqa: E731
+    if op == "exp_kernel_attention":
+        q, k, v = (randn(*batch, 16, D) for _ in range(3))
+        _, st = lsattn.exp_kernel_attention(q, k, v, return_state=True)
+        return State(op, offset, st.batch_shape, st.d_k, st.d_v, st.dtype, st.tensors)
+    n = offset.bit_length()
+    occupied = torch.tensor([(offset >> j) & 1 for j in range(n)], device="cuda", dtype=torch.float32)
+    levels = 0.01 * randn(*batch, n, D, D) * occupied[:, None, None]
+    return State(op, offset, tuple(batch), D, D, torch.float32, {"levels": levels})
+
+
+def token_inputs(op, batch, offset, torch):
+    """One token's inputs (T axis of length 1) for ``op`` at ``offset``."""
+    import lsattn
+
+    q, k, v = (torch.randn(*batch, 1, D, device="cuda") for _ in range(3))
+    k = k / k.norm(dim=-1, keepdim=True)
+    if op == "exp_kernel_attention":
+        return [q, k, v]
+    a = -0.01 * torch.rand(*batch, 1, device="cuda")
+    lam = torch.rand(*batch, 1, lsattn.num_levels(offset + 4096), device="cuda")
+    return [q, k, v, a, lam]
+
+
+def wall_per_call(fn, n, torch):
+    """Wall seconds per call of ``fn`` over ``n`` calls, synchronised before and after."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n
+
+
+def captured(step, xs, torch):
+    """(graph, output) of one step captured after one warm-up step on a side stream."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step(*xs)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step(*xs)
+    return graph, out
+
+
+def per_step(op, batch, offset, steps, torch, plain=True):
+    """Times (seconds per step) of the eager step, the graph replay and the plain ``state=`` call."""
+    import lsattn
+
+    fn = getattr(lsattn, op)
+    st = make_state(op, batch, offset, torch)
+    xs = token_inputs(op, batch, offset, torch)
+    limit = offset + 3 * steps + 16
+    eager = lsattn.stepper(op, st, max_tokens=limit)
+    for _ in range(3):
+        eager(*xs)
+    row = {"op": op, "sequences": int(torch.tensor(batch).prod()), "offset": offset,
+           "eager_s": wall_per_call(lambda: eager(*xs), steps, torch)}
+    graphed = lsattn.stepper(op, st, max_tokens=limit)
+    graph, _ = captured(graphed, xs, torch)
+    graph.replay()
+    row["graph_s"] = wall_per_call(graph.replay, steps, torch)
+    if plain:
+        box = [st]
+
+        def call():
+            _, box[0] = fn(*xs, state=box[0], return_state=True)
+
+        call()
+        row["plain_s"] = wall_per_call(call, max(steps // 10, 5), torch)
+    row["state_bytes"] = graphed.state.nbytes if op == "exp_kernel_attention" else sum(
+        t.numel() * t.element_size() for t in graphed._impl.buf.values())
+    return row
+
+
+def copy_bandwidth(nbytes, torch, reps=50):
+    """Bytes per second moved (read + written) by ``torch.clone`` of a ``nbytes`` buffer."""
+    buf = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda")
+    t = wall_per_call(lambda: buf.clone(), reps, torch)
+    return 2 * nbytes / t
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--batched", type=int, default=4096, help="sequences of the batched step (a multiple of 16)")
+    ap.add_argument("--batched-offset", type=int, default=1 << 16)
+    args = ap.parse_args()
+    import torch
+
+    assert torch.cuda.is_available(), "needs a CUDA device"
+    device = torch.cuda.get_device_name()
+    rows = []
+    for op in OPS:
+        for offset in OFFSETS:
+            row = per_step(op, (B, H), offset, args.steps, torch)
+            rows.append(row)
+            print({k: (f"{v * 1e6:.1f} us" if k.endswith("_s") else v) for k, v in row.items()}, flush=True)
+    batched = []
+    for op in OPS:
+        row = per_step(op, (args.batched // H, H), args.batched_offset, args.steps, torch, plain=False)
+        bw = copy_bandwidth(row["state_bytes"], torch)
+        row["copy_bandwidth_Bps"] = bw
+        row["step_bandwidth_Bps"] = 2 * row["state_bytes"] / row["graph_s"]
+        row["fraction_of_copy"] = row["step_bandwidth_Bps"] / bw
+        batched.append(row)
+        print(row, flush=True)
+
+    meta = {"device": device, "date": utc_now(), "torch": torch.__version__, "B": B, "H": H, "d": D,
+            "steps": args.steps, "dtype": "float32"}
+    stem = os.path.join(args.out, f"stepper_gpu_{today()}")
+    write_json(stem + ".json", {"meta": meta, "per_step": rows, "batched": batched})
+    us = lambda s: f"{s * 1e6:.1f}"  # noqa: E731
+    lines = ["# Per-token decoding on the GPU: `lsattn.stepper` on CUDA torch tensors", "",
+             f"Device: {device}; {meta['date']}; torch {meta['torch']}; float32, d_k = d_v = {D}, "
+             f"B x H = {B} x {H} = {B * H} sequences; wall time per step (us), {args.steps} steps, "
+             "synchronised at the ends.", "",
+             "Columns: `eager` is `step(...)`; `graph` a replay of the step captured in a "
+             "`torch.cuda.CUDAGraph`; `plain state=` the operator called with `state=..., return_state=True`. "
+             "Targets (issue 18): <= 40 us; flat in the offset for exp_kernel_attention, ~log T for "
+             "loglinear_attention.", ""]
+    lines += md_table(["operator", "offset", "eager (us)", "graph replay (us)", "plain state= (us)"],
+                      [[r["op"], str(r["offset"]), us(r["eager_s"]), us(r["graph_s"]), us(r["plain_s"])] for r in rows],
+                      ["---", "---:", "---:", "---:", "---:"])
+    lines += ["", f"## Batched step: {args.batched} sequences at offset {args.batched_offset}", "",
+              "Graph replay per step; the step's bandwidth counts the state bytes read and written "
+              "(2 x state bytes); the copy bandwidth is `torch.clone` of a buffer of the state's bytes "
+              "in the same run. Target: >= 50% of it.", ""]
+    lines += md_table(["operator", "state (MB)", "step (us)", "step GB/s", "copy GB/s", "fraction"],
+                      [[r["op"], f"{r['state_bytes'] / 1e6:.1f}", us(r["graph_s"]), f"{r['step_bandwidth_Bps'] / 1e9:.0f}",
+                        f"{r['copy_bandwidth_Bps'] / 1e9:.0f}", f"{r['fraction_of_copy']:.0%}"] for r in batched],
+                      ["---", "---:", "---:", "---:", "---:", "---:"])
+    lines += ["", "Command: `python benchmarks/bench_stepper_gpu.py`"]
+    write_text(stem + ".md", lines)
+    print("wrote", stem + ".json", stem + ".md")
+
+
+if __name__ == "__main__":
+    main()
