@@ -38,7 +38,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._numba_kernels import _ek_finish
+from ._numba_kernels import _ek_finish, _token
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
@@ -349,3 +349,216 @@ def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, log_values, lo, dst):
             x = math.exp(max(np.float64(vals[s, j]), lo) - nv[j]) if log_values else np.float64(vals[s, j])
             num[j] += w * x
     _ek_finish(num, den, nv, log_values, lo, dst)
+
+
+# ---- log-linear Gated DeltaNet -------------------------------------------------------------------
+#
+# Chunks of C tokens aligned to absolute multiples of C (C a power of two, g = log2 C). At the start
+# of an aligned chunk the Fenwick slots below g are empty and those from g up do not change inside
+# it except by the chunk's transitions, which act on every slot alike; so with the WY / UT form of
+# lsattn/gated_delta.py (chunk-local, zero incoming state: Attn, Qeff, Phi, the chunk transition
+# P = A_{C-1} ... A_0 and write H = Phi V), per chunk:
+#   out_t = ((Lambda * Attn) V)_t + sum_{occupied j >= g} lambda[t, j + 1] (Qeff S_j)_t,
+#   S_j <- P S_j (every occupied slot), then the Fenwick merge at the chunk's end: H and the slots
+#   g .. z - 1 become slot z = ctz(t0 + C).
+# Two phases per segment of chunks: the chunk forms (independent: one parallel loop over batch x
+# chunks, so one sequence uses every thread) and the slot pass (sequential in the chunks, parallel
+# over the batch). Tokens before the first / after the last aligned chunk run token by token
+# (``_numba_kernels._token``). Everything in float64 (the inputs are widened per chunk); every
+# exponential is of a log-decay sum over the stretch it stands for (never a difference of
+# cumulative sums), so -inf hard resets give exact zeros and strong decays cost no accuracy.
+
+
+def gd_chunk_for(d_k, d_v):
+    """The chunk size of :func:`gd_chunked`: the largest power of two from 8 up to 64 whose chunk
+    products (C x d_k x C, d_k x C x C, C x C x C, d_k x C x d_k, C x C x d_v, C x d_k x d_v) stay
+    below ``_BLAS_SINGLE`` (32 at d_k = d_v = 64), 8 where none does."""
+    C = 64
+    while C > 8 and max(C * d_k * C, C * C * C, d_k * C * d_k, C * C * d_v, C * d_k * d_v) >= _BLAS_SINGLE:
+        C //= 2
+    return C
+
+
+#: chunks per segment of :func:`gd_chunked`, per batch element (bounds its scratch: Qeff, P, H and
+#: the float64 outputs of a segment)
+GD_SEGMENT_TOKENS = 4096
+
+
+@numba.njit(**_JIT)
+def gd_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, C, out, levels1):
+    """Log-linear Gated DeltaNet, arguments as ``_numba_kernels.loglinear_scan`` (gated) plus C, the
+    chunk size (a power of two): q, k (B, T, d_k); v (B, T, d_v); log_decay, beta (B, T); lam
+    (B, T, L); nlev = max(1, bit_length(p + T)); levels0 (B, bit_length(p), d_k, d_v). Writes out
+    (B, T, d_v) and, when levels1 has a slot axis, the final levels (B, bit_length(p + T), d_k, d_v)."""
+    B, T, dk = q.shape
+    dv = v.shape[2]
+    g = 0
+    while (1 << g) < C:
+        g += 1
+    head = min(T, (-p) % C)
+    nch = (T - head) // C
+    tail = head + nch * C
+    S = np.zeros((B, nlev, dk, dv))
+    D = np.zeros((B, nlev))
+    for b in prange(B):  # the incoming levels, the tokens before the first aligned chunk
+        for j in range(levels0.shape[1]):
+            if (p >> j) & 1:
+                for a in range(dk):
+                    for c in range(dv):
+                        S[b, j, a, c] = levels0[b, j, a, c]
+        o, kS = np.empty(dv), np.empty(dv)
+        for i in range(head):
+            _token(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], p, i, True, S[b], D[b], o, kS, out[b])
+        for j in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
+            f = math.exp(D[b, j])
+            for a in range(dk):
+                for c in range(dv):
+                    S[b, j, a, c] *= f
+            D[b, j] = 0.0
+    seg = max(1, GD_SEGMENT_TOKENS // C)
+    for c0 in range(0, nch, seg):
+        n = min(seg, nch - c0)
+        Qe = np.empty((B, n, C, dk))
+        Pt = np.empty((B, n, dk, dk))
+        H = np.empty((B, n, dk, dv))
+        Ob = np.empty((B, n, C, dv))
+        for task in prange(B * n):
+            b, c = task // n, task % n
+            _gd_forms(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], head + (c0 + c) * C, Qe[b, c], Pt[b, c],
+                      H[b, c], Ob[b, c])
+        for b in prange(B):
+            tmp = np.empty((dk, dv))
+            for c in range(n):
+                i0 = head + (c0 + c) * C
+                _gd_pass(lam[b], p + i0, i0, g, Qe[b, c], Pt[b, c], H[b, c], Ob[b, c], S[b], tmp)
+                for t in range(C):
+                    for j in range(dv):
+                        out[b, i0 + t, j] = Ob[b, c, t, j]
+    L1 = levels1.shape[1]
+    end = p + T
+    for b in prange(B):  # the tokens after the last aligned chunk, the levels layout
+        o, kS = np.empty(dv), np.empty(dv)
+        for i in range(tail, T):
+            _token(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], p, i, True, S[b], D[b], o, kS, out[b])
+        for j in range(L1):
+            f = math.exp(D[b, j]) if (end >> j) & 1 else 0.0
+            for a in range(dk):
+                for c in range(dv):
+                    levels1[b, j, a, c] = f * S[b, j, a, c]
+
+
+@numba.njit
+def _gd_forms(q, k, v, log_decay, beta, lam, i0, Qe, Pt, H, Ob):
+    """The WY forms of tokens i0 .. i0 + C - 1 of one batch element (q, k (T, d_k), v (T, d_v),
+    log_decay, beta (T,), lam (T, L)), C = Qe.shape[0], zero incoming state (lsattn/gated_delta.py
+    ``_chunk_forms``): Qe (C, d_k) = (A_t ... A_0)^T q_t, Pt (d_k, d_k) = A_{C-1} ... A_0, H (d_k,
+    d_v) = Phi V, Ob (C, d_v) = (Lambda * Attn) V (the outputs of pairs inside the chunk)."""
+    C, dk = Qe.shape
+    dv = v.shape[1]
+    Q = np.empty((C, dk))
+    K = np.empty((C, dk))
+    V = np.empty((C, dv))
+    a = np.empty(C)
+    bt = np.empty(C)
+    for t in range(C):
+        a[t] = log_decay[i0 + t]
+        bt[t] = beta[i0 + t]
+        for i in range(dk):
+            Q[t, i] = q[i0 + t, i]
+            K[t, i] = k[i0 + t, i]
+        for j in range(dv):
+            V[t, j] = v[i0 + t, j]
+    Dm = np.zeros((C, C))  # e^{a_{s+1} + ... + a_t}, s <= t, summed over that stretch
+    for t in range(C):
+        seg = 0.0
+        for s in range(t, -1, -1):
+            Dm[t, s] = math.exp(seg)
+            seg += a[s]
+    eG = np.empty(C)  # e^{a_0 + ... + a_t}
+    suf = np.empty(C)  # e^{a_{s+1} + ... + a_{C-1}}
+    run = 0.0
+    for t in range(C):
+        run += a[t]
+        eG[t] = math.exp(run)
+    run = 0.0
+    for s in range(C - 1, -1, -1):
+        suf[s] = math.exp(run)
+        run += a[s]
+    KK = np.dot(K, K.T)
+    X = np.zeros((C, C))  # (I + N)^{-1} diag(beta), N[i, r] = beta_i Dm[i, r] (k_i . k_r), r < i
+    for i in range(C):
+        X[i, i] = bt[i]
+        for r in range(i):
+            nir = bt[i] * Dm[i, r] * KK[i, r]
+            if nir != 0.0:
+                for c in range(r + 1):
+                    X[i, c] -= nir * X[r, c]
+    QK = np.dot(Q, K.T)
+    for t in range(C):
+        for s in range(C):
+            QK[t, s] *= Dm[t, s]
+    attn = np.dot(QK, X)  # beta_s q_t^T A_t ... A_{s+1} k_s (lower triangular)
+    for t in range(C):
+        for i in range(dk):
+            K[t, i] *= eG[t]  # e^G K
+            Q[t, i] *= eG[t]
+    Qe[:, :] = Q - np.dot(attn, K)
+    SK = np.empty((C, dk))
+    for s in range(C):
+        for i in range(dk):
+            SK[s, i] = suf[s] * k[i0 + s, i]
+    phi = np.dot(SK.T, X)  # column s: beta_s A_{C-1} ... A_{s+1} k_s
+    Pt[:, :] = -np.dot(phi, K)
+    for i in range(dk):
+        Pt[i, i] += eG[C - 1]
+    H[:, :] = np.dot(phi, V)
+    for t in range(C):  # Lambda * Attn: lambda[t, level(t, s)], level = bit_length(t xor s)
+        for s in range(t + 1):
+            x, lv = t ^ s, 0
+            while x > 0:
+                x >>= 1
+                lv += 1
+            attn[t, s] *= lam[i0 + t, lv]
+        for s in range(t + 1, C):
+            attn[t, s] = 0.0
+    Ob[:, :] = np.dot(attn, V)
+
+
+@numba.njit
+def _gd_pass(lam, t0, i0, g, Qe, Pt, H, Ob, S, tmp):
+    """One aligned chunk (absolute start t0 = p + i0, a multiple of C = 2^g) through the slots S
+    (nlev, d_k, d_v; float64, decayed to date): Ob += the reads of every occupied slot (lambda[t, j + 1]
+    (Qe S_j)_t), each slot carried by Pt, then the merge of H and slots g .. z - 1 into slot z."""
+    C, dv = Ob.shape
+    u, j = t0 >> g, g
+    while u > 0:  # occupied slots from g up: the set bits of t0
+        if u & 1:
+            Y = np.dot(Qe, S[j])
+            for t in range(C):
+                w = lam[i0 + t, j + 1]
+                for c in range(dv):
+                    Ob[t, c] += w * Y[t, c]
+            _dot_rows(Pt, S[j], tmp)
+            S[j, :, :] = tmp
+        u >>= 1
+        j += 1
+    u, z = t0 + C, 0
+    while (u & 1) == 0:
+        u >>= 1
+        z += 1
+    S[z, :, :] = H
+    for j in range(g, z):
+        S[z] += S[j]
+
+
+@numba.njit(inline="always")
+def _dot_rows(A, X, Y):
+    """Y = A X in blocks of rows of A, each product below ``_BLAS_SINGLE``."""
+    m, kk = A.shape
+    n = X.shape[1]
+    r = m
+    while r > 1 and r * kk * n >= _BLAS_SINGLE:
+        r = (r + 1) // 2
+    for i in range(0, m, r):
+        e = min(m, i + r)
+        Y[i:e] = np.dot(A[i:e], X)

@@ -184,12 +184,20 @@ def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, retu
     return _loglinear("loglinear_attention", q, k, v, log_decay, None, level_weights, state, return_state)
 
 
-def gated_delta_forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):
-    """Numba twin of ``lsattn.gated_delta._forward`` (same arguments, result and state)."""
-    return _loglinear("loglinear_gated_delta", q, k, v, log_decay, beta, level_weights, state, return_state)
+#: gated calls of at least this many tokens run chunked (``_numba_chunked.gd_chunked``), shorter
+#: ones token by token
+GD_CHUNKED_MIN_T = 128
 
 
-def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state):
+def gated_delta_forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state, *,
+                        kernel_chunk=None):
+    """Numba twin of ``lsattn.gated_delta._forward`` (same arguments, result and state).
+    ``kernel_chunk`` forces the chunked kernel with that chunk size (a power of two; tests)."""
+    return _loglinear("loglinear_gated_delta", q, k, v, log_decay, beta, level_weights, state, return_state,
+                      kernel_chunk)
+
+
+def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state, kernel_chunk=None):
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     dt = q.dtype
     p = 0 if state is None else state.offset
@@ -213,7 +221,12 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state)
     n_new = (p + T).bit_length()
     lev1 = np.empty((B, n_new if return_state else 0, d_k, d_v), dt)
     out = np.empty((B, T, d_v), dt)
-    K.loglinear_scan(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, out, lev1)
+    if beta is not None and T >= (kernel_chunk or GD_CHUNKED_MIN_T) and _has_blas():
+        KC = _chunked()
+        C = kernel_chunk or KC.gd_chunk_for(d_k, d_v)
+        KC.gd_chunked(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, C, out, lev1)
+    else:
+        K.loglinear_scan(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, out, lev1)
     out = out.reshape(batch + (T, d_v))
     if not return_state:
         return out, None
