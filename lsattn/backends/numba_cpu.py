@@ -86,7 +86,9 @@ def warm():
             ("ek_full", lambda: lsattn.exp_kernel_attention(q, k, v, causal=False, backend="numba")),
             ("loglinear_scan", lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="numba")),
             ("hier_scan", lambda: lsattn.loglinear_log_attention(q, k, v, lam, log_decay=a, backend="numba")),
-        ) + ((("ek_chunked", lambda: log_forward(q, k, v, True, None, False, chunk_size=1)),) if _has_blas() else ()):
+        ) + ((("ek_chunked", lambda: log_forward(q, k, v, True, None, False, chunk_size=1)),
+              ("gd_chunked", lambda: gated_delta_forward(q, k, v, a, lam[..., 0], lam, 64, None, False, kernel_chunk=1)))
+             if _has_blas() else ()):
             t0 = time.perf_counter()
             call()
             rows.append((kernel, dt, time.perf_counter() - t0))
