@@ -380,9 +380,10 @@ def gd_chunk_for(d_k, d_v):
     return C
 
 
-#: chunks per segment of :func:`gd_chunked`, per batch element (bounds its scratch: Qeff, P, H and
-#: the float64 outputs of a segment)
-GD_SEGMENT_TOKENS = 4096
+#: log2 of the chunks of a group of :func:`gd_chunked` (an aligned block of 2^(g + GD_GROUP_LOG2)
+#: tokens): slots from that level up are read through the group's transition products in
+#: parallel over its chunks, the lower ones chunk by chunk
+GD_GROUP_LOG2 = 2
 
 
 @numba.njit(**_JIT)
@@ -416,25 +417,52 @@ def gd_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, C, out, levels1)
                 for c in range(dv):
                     S[b, j, a, c] *= f
             D[b, j] = 0.0
-    seg = max(1, GD_SEGMENT_TOKENS // C)
-    for c0 in range(0, nch, seg):
-        n = min(seg, nch - c0)
+    h = g + GD_GROUP_LOG2
+    c0 = 0
+    while c0 < nch:  # groups: the chunks of one aligned block of 2^h tokens
+        n = min(nch - c0, (((p + head + c0 * C) >> h) + 1 << h) // C - (p + head) // C - c0)
         Qe = np.empty((B, n, C, dk))
         Pt = np.empty((B, n, dk, dk))
         H = np.empty((B, n, dk, dv))
         Ob = np.empty((B, n, C, dv))
+        E = np.empty((B, n + 1, dk, dk))
         for task in prange(B * n):
             b, c = task // n, task % n
             _gd_forms(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], head + (c0 + c) * C, Qe[b, c], Pt[b, c],
                       H[b, c], Ob[b, c])
-        for b in prange(B):
+        for b in prange(B):  # E_c = P_{c-1} ... P_0: the group's transitions before chunk c
+            E[b, 0] = np.eye(dk)
+            for c in range(n):
+                _dot_rows(Pt[b, c], E[b, c], E[b, c + 1])
+        t0 = p + head + c0 * C
+        for task in prange(B * n):  # reads of the slots from h up (fixed in the group): (Qe_c E_c) S_j
+            b, c = task // n, task % n
+            R = np.dot(Qe[b, c], E[b, c])
+            i0 = head + (c0 + c) * C
+            u, j = t0 >> h, h
+            while u > 0:
+                if u & 1:
+                    _add_read(np.dot(R, S[b, j]), lam[b], i0, j, Ob[b, c])
+                u >>= 1
+                j += 1
+        for b in prange(B):  # slots g .. h - 1 chunk by chunk, the slots from h up carried by E_n
             tmp = np.empty((dk, dv))
             for c in range(n):
                 i0 = head + (c0 + c) * C
-                _gd_pass(lam[b], p + i0, i0, g, Qe[b, c], Pt[b, c], H[b, c], Ob[b, c], S[b], tmp)
+                _gd_pass(lam[b], p + i0, i0, g, h, Qe[b, c], Pt[b, c], Ob[b, c], S[b], tmp)
+                if c == n - 1:
+                    u, j = t0 >> h, h
+                    while u > 0:
+                        if u & 1:
+                            _dot_rows(E[b, n], S[b, j], tmp)
+                            S[b, j, :, :] = tmp
+                        u >>= 1
+                        j += 1
+                _gd_merge(p + i0 + C, g, H[b, c], S[b])
                 for t in range(C):
                     for j in range(dv):
                         out[b, i0 + t, j] = Ob[b, c, t, j]
+        c0 += n
     L1 = levels1.shape[1]
     end = p + T
     for b in prange(B):  # the tokens after the last aligned chunk, the levels layout
@@ -526,24 +554,34 @@ def _gd_forms(q, k, v, log_decay, beta, lam, i0, Qe, Pt, H, Ob):
 
 
 @numba.njit
-def _gd_pass(lam, t0, i0, g, Qe, Pt, H, Ob, S, tmp):
-    """One aligned chunk (absolute start t0 = p + i0, a multiple of C = 2^g) through the slots S
-    (nlev, d_k, d_v; float64, decayed to date): Ob += the reads of every occupied slot (lambda[t, j + 1]
-    (Qe S_j)_t), each slot carried by Pt, then the merge of H and slots g .. z - 1 into slot z."""
-    C, dv = Ob.shape
-    u, j = t0 >> g, g
-    while u > 0:  # occupied slots from g up: the set bits of t0
+def _gd_pass(lam, t0, i0, g, h, Qe, Pt, Ob, S, tmp):
+    """One aligned chunk (absolute start t0 = p + i0, a multiple of C = 2^g) through the slots g ..
+    h - 1 of S (nlev, d_k, d_v; float64, decayed to date): Ob += the reads of each occupied one
+    (lambda[t, j + 1] (Qe S_j)_t), each carried by Pt."""
+    u, j = (t0 >> g) & ((1 << (h - g)) - 1), g
+    while u > 0:  # occupied slots g .. h - 1: the set bits of t0
         if u & 1:
-            Y = np.dot(Qe, S[j])
-            for t in range(C):
-                w = lam[i0 + t, j + 1]
-                for c in range(dv):
-                    Ob[t, c] += w * Y[t, c]
+            _add_read(np.dot(Qe, S[j]), lam, i0, j, Ob)
             _dot_rows(Pt, S[j], tmp)
             S[j, :, :] = tmp
         u >>= 1
         j += 1
-    u, z = t0 + C, 0
+
+
+@numba.njit(inline="always")
+def _add_read(Y, lam, i0, j, Ob):
+    """Ob[t] += lambda[i0 + t, j + 1] Y[t]: the read of slot j (level j + 1)."""
+    for t in range(Ob.shape[0]):
+        w = lam[i0 + t, j + 1]
+        for c in range(Ob.shape[1]):
+            Ob[t, c] += w * Y[t, c]
+
+
+@numba.njit(inline="always")
+def _gd_merge(end, g, H, S):
+    """The Fenwick merge at the end of a chunk (absolute end a multiple of 2^g): its write H and
+    the slots g .. z - 1 become slot z = ctz(end)."""
+    u, z = end, 0
     while (u & 1) == 0:
         u >>= 1
         z += 1

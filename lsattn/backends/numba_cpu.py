@@ -188,7 +188,7 @@ def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, retu
 
 #: gated calls of at least this many tokens run chunked (``_numba_chunked.gd_chunked``), shorter
 #: ones token by token
-GD_CHUNKED_MIN_T = 128
+GD_CHUNKED_MIN_T = 64
 
 
 def gated_delta_forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state, *,
