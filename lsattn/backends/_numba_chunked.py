@@ -369,8 +369,8 @@ def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, log_values, lo, dst):
 # cumulative sums), so -inf hard resets give exact zeros and strong decays cost no accuracy.
 
 
-def gd_chunk_for(d_k, d_v):
-    """The chunk size of :func:`gd_chunked`: the largest power of two from 8 up to 64 whose chunk
+def ll_chunk_for(d_k, d_v):
+    """The chunk size of :func:`ll_chunked`: the largest power of two from 8 up to 64 whose chunk
     products (C x d_k x C, C x C x C, d_k x C x d_k, C x C x d_v, C x d_k x d_v) are at most
     ``_BLAS_SINGLE`` (64 at d_k = d_v = 64: measured at B = 8, T = 4096, float32, 104 ms against
     128 ms at C = 32, 472 ms at C = 128 where OpenBLAS threads), 8 where none is."""
@@ -380,16 +380,16 @@ def gd_chunk_for(d_k, d_v):
     return C
 
 
-#: log2 of the chunks of a group of :func:`gd_chunked` (an aligned block of 2^(g + GD_GROUP_LOG2)
+#: log2 of the chunks of a group of :func:`ll_chunked` (an aligned block of 2^(g + LL_GROUP_LOG2)
 #: tokens): slots from that level up are read through the group's transition products in
 #: parallel over its chunks, the lower ones chunk by chunk
-GD_GROUP_LOG2 = 2
+LL_GROUP_LOG2 = 2
 
 
 @numba.njit(**_JIT)
-def gd_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, C, out, levels1):
-    """Log-linear Gated DeltaNet, arguments as ``_numba_kernels.loglinear_scan`` (gated) plus C, the
-    chunk size (a power of two): q, k (B, T, d_k); v (B, T, d_v); log_decay, beta (B, T); lam
+def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, levels1):
+    """Log-linear Gated DeltaNet (gated) or Mamba-2, arguments as ``_numba_kernels.loglinear_scan``
+    plus C, the chunk size (a power of two): q, k (B, T, d_k); v (B, T, d_v); log_decay, beta (B, T); lam
     (B, T, L); nlev = max(1, bit_length(p + T)); levels0 (B, bit_length(p), d_k, d_v). Writes out
     (B, T, d_v) and, when levels1 has a slot axis, the final levels (B, bit_length(p + T), d_k, d_v)."""
     B, T, dk = q.shape
@@ -410,14 +410,14 @@ def gd_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, C, out, levels1)
                         S[b, j, a, c] = levels0[b, j, a, c]
         o, kS = np.empty(dv), np.empty(dv)
         for i in range(head):
-            _token(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], p, i, True, S[b], D[b], o, kS, out[b])
+            _token(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], p, i, gated, S[b], D[b], o, kS, out[b])
         for j in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
             f = math.exp(D[b, j])
             for a in range(dk):
                 for c in range(dv):
                     S[b, j, a, c] *= f
             D[b, j] = 0.0
-    h = g + GD_GROUP_LOG2
+    h = g + LL_GROUP_LOG2
     c0 = 0
     while c0 < nch:  # groups: the chunks of one aligned block of 2^h tokens
         n = min(nch - c0, (((p + head + c0 * C) >> h) + 1 << h) // C - (p + head) // C - c0)
@@ -428,16 +428,16 @@ def gd_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, C, out, levels1)
         E = np.empty((B, n + 1, dk, dk))
         for task in prange(B * n):
             b, c = task // n, task % n
-            _gd_forms(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], head + (c0 + c) * C, Qe[b, c], Pt[b, c],
-                      H[b, c], Ob[b, c])
+            _ll_forms(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], head + (c0 + c) * C, gated, Qe[b, c],
+                      Pt[b, c], H[b, c], Ob[b, c])
         for b in prange(B):  # E_c = P_{c-1} ... P_0: the group's transitions before chunk c
             E[b, 0] = np.eye(dk)
             for c in range(n):
-                _dot_rows(Pt[b, c], E[b, c], E[b, c + 1])
+                _carry(Pt[b, c], E[b, c], E[b, c + 1], gated)
         t0 = p + head + c0 * C
         for task in prange(B * n):  # reads of the slots from h up (fixed in the group): (Qe_c E_c) S_j
             b, c = task // n, task % n
-            R = np.dot(Qe[b, c], E[b, c])
+            R = np.dot(Qe[b, c], E[b, c]) if gated else Qe[b, c] * E[b, c, 0, 0]
             i0 = head + (c0 + c) * C
             u, j = t0 >> h, h
             while u > 0:
@@ -449,16 +449,16 @@ def gd_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, C, out, levels1)
             tmp = np.empty((dk, dv))
             for c in range(n):
                 i0 = head + (c0 + c) * C
-                _gd_pass(lam[b], p + i0, i0, g, h, Qe[b, c], Pt[b, c], Ob[b, c], S[b], tmp)
+                _ll_pass(lam[b], p + i0, i0, g, h, gated, Qe[b, c], Pt[b, c], Ob[b, c], S[b], tmp)
                 if c == n - 1:
                     u, j = t0 >> h, h
                     while u > 0:
                         if u & 1:
-                            _dot_rows(E[b, n], S[b, j], tmp)
+                            _carry(E[b, n], S[b, j], tmp, gated)
                             S[b, j, :, :] = tmp
                         u >>= 1
                         j += 1
-                _gd_merge(p + i0 + C, g, H[b, c], S[b])
+                _ll_merge(p + i0 + C, g, H[b, c], S[b])
                 for t in range(C):
                     for j in range(dv):
                         out[b, i0 + t, j] = Ob[b, c, t, j]
@@ -468,7 +468,7 @@ def gd_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, C, out, levels1)
     for b in prange(B):  # the tokens after the last aligned chunk, the levels layout
         o, kS = np.empty(dv), np.empty(dv)
         for i in range(tail, T):
-            _token(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], p, i, True, S[b], D[b], o, kS, out[b])
+            _token(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], p, i, gated, S[b], D[b], o, kS, out[b])
         for j in range(L1):
             f = math.exp(D[b, j]) if (end >> j) & 1 else 0.0
             for a in range(dk):
@@ -477,11 +477,13 @@ def gd_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, C, out, levels1)
 
 
 @numba.njit
-def _gd_forms(q, k, v, log_decay, beta, lam, i0, Qe, Pt, H, Ob):
+def _ll_forms(q, k, v, log_decay, beta, lam, i0, gated, Qe, Pt, H, Ob):
     """The WY forms of tokens i0 .. i0 + C - 1 of one batch element (q, k (T, d_k), v (T, d_v),
     log_decay, beta (T,), lam (T, L)), C = Qe.shape[0], zero incoming state (lsattn/gated_delta.py
     ``_chunk_forms``): Qe (C, d_k) = (A_t ... A_0)^T q_t, Pt (d_k, d_k) = A_{C-1} ... A_0, H (d_k,
-    d_v) = Phi V, Ob (C, d_v) = (Lambda * Attn) V (the outputs of pairs inside the chunk)."""
+    d_v) = Phi V, Ob (C, d_v) = (Lambda * Attn) V (the outputs of pairs inside the chunk). Not
+    gated (Mamba-2, A_t = e^{a_t} I, beta = 1): no solve, Attn = D * Q K^T, Qe = e^G Q, Phi =
+    (e^{suffix} K)^T and only Pt[0, 0] = e^g is set (see :func:`_carry`)."""
     C, dk = Qe.shape
     dv = v.shape[1]
     Q = np.empty((C, dk))
@@ -513,34 +515,41 @@ def _gd_forms(q, k, v, log_decay, beta, lam, i0, Qe, Pt, H, Ob):
     for s in range(C - 1, -1, -1):
         suf[s] = math.exp(run)
         run += a[s]
-    KK = np.dot(K, K.T)
-    X = np.zeros((C, C))  # (I + N)^{-1} diag(beta), N[i, r] = beta_i Dm[i, r] (k_i . k_r), r < i
-    for i in range(C):
-        X[i, i] = bt[i]
-        for r in range(i):
-            nir = bt[i] * Dm[i, r] * KK[i, r]
-            if nir != 0.0:
-                for c in range(r + 1):
-                    X[i, c] -= nir * X[r, c]
     QK = np.dot(Q, K.T)
     for t in range(C):
         for s in range(C):
             QK[t, s] *= Dm[t, s]
-    attn = np.dot(QK, X)  # beta_s q_t^T A_t ... A_{s+1} k_s (lower triangular)
-    for t in range(C):
-        for i in range(dk):
-            K[t, i] *= eG[t]  # e^G K
-            Q[t, i] *= eG[t]
-    Qe[:, :] = Q - np.dot(attn, K)
     SK = np.empty((C, dk))
     for s in range(C):
         for i in range(dk):
-            SK[s, i] = suf[s] * k[i0 + s, i]
-    phi = np.dot(SK.T, X)  # column s: beta_s A_{C-1} ... A_{s+1} k_s
-    Pt[:, :] = -np.dot(phi, K)
-    for i in range(dk):
-        Pt[i, i] += eG[C - 1]
-    H[:, :] = np.dot(phi, V)
+            SK[s, i] = suf[s] * K[s, i]
+        for i in range(dk):
+            Q[s, i] *= eG[s]  # e^G Q
+    if not gated:
+        attn = QK
+        Qe[:, :] = Q
+        Pt[0, 0] = eG[C - 1]
+        H[:, :] = np.dot(SK.T, V)
+    else:
+        KK = np.dot(K, K.T)
+        X = np.zeros((C, C))  # (I + N)^{-1} diag(beta), N[i, r] = beta_i Dm[i, r] (k_i . k_r), r < i
+        for i in range(C):
+            X[i, i] = bt[i]
+            for r in range(i):
+                nir = bt[i] * Dm[i, r] * KK[i, r]
+                if nir != 0.0:
+                    for c in range(r + 1):
+                        X[i, c] -= nir * X[r, c]
+        attn = np.dot(QK, X)  # beta_s q_t^T A_t ... A_{s+1} k_s (lower triangular)
+        for t in range(C):
+            for i in range(dk):
+                K[t, i] *= eG[t]  # e^G K
+        Qe[:, :] = Q - np.dot(attn, K)
+        phi = np.dot(SK.T, X)  # column s: beta_s A_{C-1} ... A_{s+1} k_s
+        Pt[:, :] = -np.dot(phi, K)
+        for i in range(dk):
+            Pt[i, i] += eG[C - 1]
+        H[:, :] = np.dot(phi, V)
     for t in range(C):  # Lambda * Attn: lambda[t, level(t, s)], level = bit_length(t xor s)
         for s in range(t + 1):
             x, lv = t ^ s, 0
@@ -554,7 +563,7 @@ def _gd_forms(q, k, v, log_decay, beta, lam, i0, Qe, Pt, H, Ob):
 
 
 @numba.njit
-def _gd_pass(lam, t0, i0, g, h, Qe, Pt, Ob, S, tmp):
+def _ll_pass(lam, t0, i0, g, h, gated, Qe, Pt, Ob, S, tmp):
     """One aligned chunk (absolute start t0 = p + i0, a multiple of C = 2^g) through the slots g ..
     h - 1 of S (nlev, d_k, d_v; float64, decayed to date): Ob += the reads of each occupied one
     (lambda[t, j + 1] (Qe S_j)_t), each carried by Pt."""
@@ -562,7 +571,7 @@ def _gd_pass(lam, t0, i0, g, h, Qe, Pt, Ob, S, tmp):
     while u > 0:  # occupied slots g .. h - 1: the set bits of t0
         if u & 1:
             _add_read(np.dot(Qe, S[j]), lam, i0, j, Ob)
-            _dot_rows(Pt, S[j], tmp)
+            _carry(Pt, S[j], tmp, gated)
             S[j, :, :] = tmp
         u >>= 1
         j += 1
@@ -578,7 +587,7 @@ def _add_read(Y, lam, i0, j, Ob):
 
 
 @numba.njit(inline="always")
-def _gd_merge(end, g, H, S):
+def _ll_merge(end, g, H, S):
     """The Fenwick merge at the end of a chunk (absolute end a multiple of 2^g): its write H and
     the slots g .. z - 1 become slot z = ctz(end)."""
     u, z = end, 0
@@ -591,13 +600,20 @@ def _gd_merge(end, g, H, S):
 
 
 @numba.njit(inline="always")
-def _dot_rows(A, X, Y):
-    """Y = A X in blocks of rows of A, each product at most ``_BLAS_SINGLE``."""
-    m, kk = A.shape
+def _carry(Pt, X, Y, gated):
+    """Y = Pt X (gated; in blocks of rows, each product at most ``_BLAS_SINGLE``), else Y = Pt[0, 0] X
+    (a Mamba-2 transition is a scalar)."""
+    if not gated:
+        f = Pt[0, 0]
+        for i in range(X.shape[0]):
+            for c in range(X.shape[1]):
+                Y[i, c] = f * X[i, c]
+        return
+    m, kk = Pt.shape
     n = X.shape[1]
     r = m
     while r > 1 and r * kk * n > _BLAS_SINGLE:
         r = (r + 1) // 2
     for i in range(0, m, r):
         e = min(m, i + r)
-        Y[i:e] = np.dot(A[i:e], X)
+        Y[i:e] = np.dot(Pt[i:e], X)

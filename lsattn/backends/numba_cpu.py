@@ -87,7 +87,7 @@ def warm():
             ("loglinear_scan", lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="numba")),
             ("hier_scan", lambda: lsattn.loglinear_log_attention(q, k, v, lam, log_decay=a, backend="numba")),
         ) + ((("ek_chunked", lambda: log_forward(q, k, v, True, None, False, chunk_size=1)),
-              ("gd_chunked", lambda: gated_delta_forward(q, k, v, a, lam[..., 0], lam, 64, None, False, kernel_chunk=1)))
+              ("ll_chunked", lambda: gated_delta_forward(q, k, v, a, lam[..., 0], lam, 64, None, False, kernel_chunk=1)))
              if _has_blas() else ()):
             t0 = time.perf_counter()
             call()
@@ -181,25 +181,28 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size):
 
 # ---- log-linear operators ------------------------------------------------------------------------
 
-def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state):
-    """Numba twin of ``lsattn.loglinear._forward`` (same arguments, result and state)."""
-    return _loglinear("loglinear_attention", q, k, v, log_decay, None, level_weights, state, return_state)
+#: log-linear calls of at least this many tokens run chunked (``_numba_chunked.ll_chunked``), shorter
+#: ones token by token (measured crossover, d = 64: one chunk of 64 tokens; docs/backends.md)
+LL_CHUNKED_MIN_T = 64
 
 
-#: gated calls of at least this many tokens run chunked (``_numba_chunked.gd_chunked``), shorter
-#: ones token by token
-GD_CHUNKED_MIN_T = 64
+def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state, *, kernel_chunk=None):
+    """Numba twin of ``lsattn.loglinear._forward`` (same arguments, result and state).
+    ``kernel_chunk`` forces the chunked kernel with that chunk size (a power of two; tests);
+    ``chunk_size`` (the array-API path's) is ignored."""
+    return _loglinear("loglinear_attention", q, k, v, log_decay, None, level_weights, state, return_state,
+                      kernel_chunk)
 
 
 def gated_delta_forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state, *,
                         kernel_chunk=None):
-    """Numba twin of ``lsattn.gated_delta._forward`` (same arguments, result and state).
-    ``kernel_chunk`` forces the chunked kernel with that chunk size (a power of two; tests)."""
+    """Numba twin of ``lsattn.gated_delta._forward`` (same arguments, result and state);
+    ``kernel_chunk`` as in :func:`loglinear_forward`."""
     return _loglinear("loglinear_gated_delta", q, k, v, log_decay, beta, level_weights, state, return_state,
                       kernel_chunk)
 
 
-def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state, kernel_chunk=None):
+def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state, kernel_chunk):
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     dt = q.dtype
     p = 0 if state is None else state.offset
@@ -223,10 +226,10 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
     n_new = (p + T).bit_length()
     lev1 = np.empty((B, n_new if return_state else 0, d_k, d_v), dt)
     out = np.empty((B, T, d_v), dt)
-    if beta is not None and T >= (kernel_chunk or GD_CHUNKED_MIN_T) and _has_blas():
+    if T >= (kernel_chunk or LL_CHUNKED_MIN_T) and _has_blas():
         KC = _chunked()
-        C = kernel_chunk or KC.gd_chunk_for(d_k, d_v)
-        KC.gd_chunked(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, C, out, lev1)
+        C = kernel_chunk or KC.ll_chunk_for(d_k, d_v)
+        KC.ll_chunked(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, C, out, lev1)
     else:
         K.loglinear_scan(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, out, lev1)
     out = out.reshape(batch + (T, d_v))
