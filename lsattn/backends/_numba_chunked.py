@@ -418,6 +418,7 @@ def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, l
                     S[b, j, a, c] *= f
             D[b, j] = 0.0
     h = g + LL_GROUP_LOG2
+    wt = q.dtype
     c0 = 0
     while c0 < nch:  # groups: the chunks of one aligned block of 2^h tokens
         n = min(nch - c0, (((p + head + c0 * C) >> h) + 1 << h) // C - (p + head) // C - c0)
@@ -442,7 +443,7 @@ def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, l
             u, j = t0 >> h, h
             while u > 0:
                 if u & 1:
-                    _add_read(np.dot(R, S[b, j]), lam[b], i0, j, Ob[b, c])
+                    _add_read(np.dot(R.astype(wt), S[b, j].astype(wt)), lam[b], i0, j, Ob[b, c])
                 u >>= 1
                 j += 1
         for b in prange(B):  # slots g .. h - 1 chunk by chunk, the slots from h up carried by E_n
@@ -478,88 +479,108 @@ def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, l
 
 @numba.njit
 def _ll_forms(q, k, v, log_decay, beta, lam, i0, gated, Qe, Pt, H, Ob):
-    """The WY forms of tokens i0 .. i0 + C - 1 of one batch element (q, k (T, d_k), v (T, d_v),
-    log_decay, beta (T,), lam (T, L)), C = Qe.shape[0], zero incoming state (lsattn/gated_delta.py
-    ``_chunk_forms``): Qe (C, d_k) = (A_t ... A_0)^T q_t, Pt (d_k, d_k) = A_{C-1} ... A_0, H (d_k,
-    d_v) = Phi V, Ob (C, d_v) = (Lambda * Attn) V (the outputs of pairs inside the chunk). Not
-    gated (Mamba-2, A_t = e^{a_t} I, beta = 1): no solve, Attn = D * Q K^T, Qe = e^G Q, Phi =
-    (e^{suffix} K)^T and only Pt[0, 0] = e^g is set (see :func:`_carry`)."""
-    C, dk = Qe.shape
-    dv = v.shape[1]
-    Q = np.empty((C, dk))
-    K = np.empty((C, dk))
-    V = np.empty((C, dv))
-    a = np.empty(C)
-    bt = np.empty(C)
-    for t in range(C):
-        a[t] = log_decay[i0 + t]
-        bt[t] = beta[i0 + t]
-        for i in range(dk):
-            Q[t, i] = q[i0 + t, i]
-            K[t, i] = k[i0 + t, i]
-        for j in range(dv):
-            V[t, j] = v[i0 + t, j]
+    """The forms of tokens i0 .. i0 + C - 1 of one batch element (q, k (T, d_k), v (T, d_v),
+    log_decay, beta (T,), lam (T, L)), C = Qe.shape[0], zero incoming state: Qe (C, d_k) =
+    (A_t ... A_0)^T q_t, Pt (d_k, d_k) = A_{C-1} ... A_0, H (d_k, d_v) = the chunk's write carried
+    to its end, Ob (C, d_v) = (Lambda * Attn) V (the outputs of pairs inside the chunk), Lambda[t, s]
+    = lambda[t, bit_length(t xor s)]. Gated: the WY forms of lsattn/gated_delta.py ``_chunk_forms``,
+    in float64. Mamba-2 (A_t = e^{a_t} I): Attn = D * Q K^T, Qe = e^G Q, H = (e^{suffix} K)^T V,
+    products in the input dtype, and only Pt[0, 0] = e^g is set (see :func:`_carry`)."""
+    C = Qe.shape[0]
     Dm = np.zeros((C, C))  # e^{a_{s+1} + ... + a_t}, s <= t, summed over that stretch
     for t in range(C):
         seg = 0.0
         for s in range(t, -1, -1):
             Dm[t, s] = math.exp(seg)
-            seg += a[s]
+            seg += np.float64(log_decay[i0 + s])
     eG = np.empty(C)  # e^{a_0 + ... + a_t}
     suf = np.empty(C)  # e^{a_{s+1} + ... + a_{C-1}}
     run = 0.0
     for t in range(C):
-        run += a[t]
+        run += np.float64(log_decay[i0 + t])
         eG[t] = math.exp(run)
     run = 0.0
     for s in range(C - 1, -1, -1):
         suf[s] = math.exp(run)
-        run += a[s]
-    QK = np.dot(Q, K.T)
-    for t in range(C):
-        for s in range(C):
-            QK[t, s] *= Dm[t, s]
-    SK = np.empty((C, dk))
-    for s in range(C):
-        for i in range(dk):
-            SK[s, i] = suf[s] * K[s, i]
-        for i in range(dk):
-            Q[s, i] *= eG[s]  # e^G Q
-    if not gated:
-        attn = QK
-        Qe[:, :] = Q
-        Pt[0, 0] = eG[C - 1]
-        H[:, :] = np.dot(SK.T, V)
+        run += np.float64(log_decay[i0 + s])
+    if gated:
+        attn = _gd_forms(q, k, v, beta, i0, Dm, eG, suf, Qe, Pt, H)
+        _level_mask(attn, lam, i0)
+        V = np.empty((C, v.shape[1]))
+        V[:, :] = v[i0 : i0 + C]
+        Ob[:, :] = np.dot(attn, V)
     else:
-        KK = np.dot(K, K.T)
-        X = np.zeros((C, C))  # (I + N)^{-1} diag(beta), N[i, r] = beta_i Dm[i, r] (k_i . k_r), r < i
-        for i in range(C):
-            X[i, i] = bt[i]
-            for r in range(i):
-                nir = bt[i] * Dm[i, r] * KK[i, r]
-                if nir != 0.0:
-                    for c in range(r + 1):
-                        X[i, c] -= nir * X[r, c]
-        attn = np.dot(QK, X)  # beta_s q_t^T A_t ... A_{s+1} k_s (lower triangular)
+        wt = q.dtype
+        vc = v[i0 : i0 + C]
+        A = np.dot(q[i0 : i0 + C], k[i0 : i0 + C].T)
         for t in range(C):
-            for i in range(dk):
-                K[t, i] *= eG[t]  # e^G K
-        Qe[:, :] = Q - np.dot(attn, K)
-        phi = np.dot(SK.T, X)  # column s: beta_s A_{C-1} ... A_{s+1} k_s
-        Pt[:, :] = -np.dot(phi, K)
-        for i in range(dk):
-            Pt[i, i] += eG[C - 1]
-        H[:, :] = np.dot(phi, V)
-    for t in range(C):  # Lambda * Attn: lambda[t, level(t, s)], level = bit_length(t xor s)
+            for s in range(C):
+                A[t, s] *= Dm[t, s]
+        _level_mask(A, lam, i0)
+        SK = np.empty(k[i0 : i0 + C].shape, wt)
+        for s in range(C):
+            for i in range(SK.shape[1]):
+                SK[s, i] = suf[s] * k[i0 + s, i]
+                Qe[s, i] = eG[s] * q[i0 + s, i]
+        Pt[0, 0] = eG[C - 1]
+        H[:, :] = np.dot(SK.T, vc)
+        Ob[:, :] = np.dot(A, vc)
+
+
+@numba.njit(inline="always")
+def _level_mask(A, lam, i0):
+    """A[t, s] *= lambda[i0 + t, bit_length(t xor s)] for s <= t, 0 above the diagonal."""
+    C = A.shape[0]
+    for t in range(C):
         for s in range(t + 1):
             x, lv = t ^ s, 0
             while x > 0:
                 x >>= 1
                 lv += 1
-            attn[t, s] *= lam[i0 + t, lv]
+            A[t, s] *= lam[i0 + t, lv]
         for s in range(t + 1, C):
-            attn[t, s] = 0.0
-    Ob[:, :] = np.dot(attn, V)
+            A[t, s] = 0.0
+
+
+@numba.njit
+def _gd_forms(q, k, v, beta, i0, Dm, eG, suf, Qe, Pt, H):
+    """Gated DeltaNet's WY forms (float64) of tokens i0 .. i0 + C - 1 from the decays Dm, eG, suf of
+    :func:`_ll_forms`: writes Qe, Pt, H; returns Attn (C, C), beta_s q_t^T A_t ... A_{s+1} k_s."""
+    C, dk = Qe.shape
+    dv = v.shape[1]
+    Q = np.empty((C, dk))
+    K = np.empty((C, dk))
+    V = np.empty((C, dv))
+    Q[:, :] = q[i0 : i0 + C]
+    K[:, :] = k[i0 : i0 + C]
+    V[:, :] = v[i0 : i0 + C]
+    QK = np.dot(Q, K.T)
+    KK = np.dot(K, K.T)
+    X = np.zeros((C, C))  # (I + N)^{-1} diag(beta), N[i, r] = beta_i Dm[i, r] (k_i . k_r), r < i
+    for i in range(C):
+        bi = np.float64(beta[i0 + i])
+        X[i, i] = bi
+        for r in range(i):
+            nir = bi * Dm[i, r] * KK[i, r]
+            if nir != 0.0:
+                for c in range(r + 1):
+                    X[i, c] -= nir * X[r, c]
+    SK = np.empty((C, dk))
+    for t in range(C):
+        for s in range(C):
+            QK[t, s] *= Dm[t, s]
+        for i in range(dk):
+            SK[t, i] = suf[t] * K[t, i]
+            K[t, i] *= eG[t]  # e^G K
+            Q[t, i] *= eG[t]  # e^G Q
+    attn = np.dot(QK, X)  # beta_s q_t^T A_t ... A_{s+1} k_s (lower triangular)
+    Qe[:, :] = Q - np.dot(attn, K)
+    phi = np.dot(SK.T, X)  # column s: beta_s A_{C-1} ... A_{s+1} k_s
+    Pt[:, :] = -np.dot(phi, K)
+    for i in range(dk):
+        Pt[i, i] += eG[C - 1]
+    H[:, :] = np.dot(phi, V)
+    return attn
 
 
 @numba.njit
@@ -570,7 +591,7 @@ def _ll_pass(lam, t0, i0, g, h, gated, Qe, Pt, Ob, S, tmp):
     u, j = (t0 >> g) & ((1 << (h - g)) - 1), g
     while u > 0:  # occupied slots g .. h - 1: the set bits of t0
         if u & 1:
-            _add_read(np.dot(Qe, S[j]), lam, i0, j, Ob)
+            _add_read(np.dot(Qe.astype(lam.dtype), S[j].astype(lam.dtype)), lam, i0, j, Ob)
             _carry(Pt, S[j], tmp, gated)
             S[j, :, :] = tmp
         u >>= 1
