@@ -12,7 +12,7 @@ import lsattn
 from lsattn import reference as ref
 from helpers import TOL, assert_close
 from strategies import batch_shapes, decays, magnitudes, seeds, split_points
-from test_numba_backend import EK, dims, ek_inputs, ek_tol, ll_inputs, small_T
+from test_numba_backend import EK, LL, dims, ek_inputs, ek_tol, ll_inputs, small_T
 
 pytest.importorskip("numba")
 pytest.importorskip("scipy")  # Numba's np.dot calls SciPy's BLAS
@@ -148,19 +148,21 @@ def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
         np.testing.assert_allclose(got, want.tensors[name], rtol=1e-12, atol=1e-300, err_msg=name)
 
 
-# ---- log-linear Gated DeltaNet (gd_chunked) ------------------------------------------------------
+# ---- log-linear Mamba-2 and Gated DeltaNet (ll_chunked) ---------------------------------------------
 #
-# Bounds of tests/test_numba_backend.py (test_gated_delta.py): 1e-12 (float64), 1e-10 (keys of std
-# up to 1), 1e-5 (float32), relative to max |ref|. Forced chunk sizes from 1 token up: short cases
-# cover chunks after unaligned heads, tails, one chunk only and none.
+# Bounds of tests/test_numba_backend.py (test_loglinear.py, test_gated_delta.py): 1e-12 (float64),
+# 1e-10 (Gated DeltaNet, keys of std up to 1), 1e-5 (float32), relative to max |ref|. Forced chunk
+# sizes from 1 token up: short cases cover chunks after unaligned heads, tails, groups of chunks cut
+# by the call's ends, one chunk only and none.
 
-gd_chunks = st.sampled_from([1, 2, 4, 8, 16])
+ll_chunks = st.sampled_from([1, 2, 4, 8, 16])
+LLF = {"mamba2": numba_cpu.loglinear_forward, "gated": numba_cpu.gated_delta_forward}
 STRONG = [-1e3, -1e4, -1e6, -np.inf]
 
 
-def gd_chunked(args, C, state=None, return_state=False):
-    """The numba backend's Gated DeltaNet call with the chunked kernel in chunks of C (out, state)."""
-    return numba_cpu.gated_delta_forward(*args, 64, state, return_state, kernel_chunk=C)
+def ll_chunked(op, args, C, state=None, return_state=False):
+    """The numba backend's log-linear call with the chunked kernel in chunks of C (out, state)."""
+    return LLF[op](*args, 64, state, return_state, kernel_chunk=C)
 
 
 def spiky(args, seed, T):
@@ -172,94 +174,103 @@ def spiky(args, seed, T):
     return args[:3] + [a] + args[4:]
 
 
-@given(batch=batch_shapes, T=small_T, dk=dims, dv=dims, extra=st.integers(0, 2), decay=decays, C=gd_chunks,
+def cut(args, a, b):
+    return [x[..., a:b, :] if x.ndim == args[0].ndim else x[..., a:b] for x in args]
+
+
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+@given(batch=batch_shapes, T=small_T, dk=dims, dv=dims, extra=st.integers(0, 2), decay=decays, C=ll_chunks,
        seed=seeds)
-def test_gd_chunked_matches_reference(batch, T, dk, dv, extra, decay, C, seed):
-    args = ll_inputs(seed, batch, T, dk, dv, L=lsattn.num_levels(T) + extra, gated=True, decay=decay)
-    assert_close(gd_chunked(args, C)[0], ref.loglinear_gated_delta(*args), TOL["float64"])
+def test_ll_chunked_matches_reference(op, batch, T, dk, dv, extra, decay, C, seed):
+    _, r, gated = LL[op]
+    args = ll_inputs(seed, batch, T, dk, dv, L=lsattn.num_levels(T) + extra, gated=gated, decay=decay)
+    assert_close(ll_chunked(op, args, C)[0], r(*args), TOL["float64"])
 
 
-@given(T=small_T, key_scale=st.sampled_from([0.3, 0.6, 1.0]), decay=decays, C=gd_chunks, seed=seeds)
+@given(T=small_T, key_scale=st.sampled_from([0.3, 0.6, 1.0]), decay=decays, C=ll_chunks, seed=seeds)
 def test_gd_chunked_unnormalised_keys(T, key_scale, decay, C, seed):
     args = ll_inputs(seed, (2,), T, 4, 3, gated=True, decay=decay, key_scale=key_scale)
-    assert_close(gd_chunked(args, C)[0], ref.loglinear_gated_delta(*args), 1e-10)
+    assert_close(ll_chunked("gated", args, C)[0], ref.loglinear_gated_delta(*args), 1e-10)
 
 
-@given(T=small_T, decay=decays, C=gd_chunks, seed=seeds)
-def test_gd_chunked_float32(T, decay, C, seed):
-    args = ll_inputs(seed, (2,), T, 4, 3, gated=True, decay=decay, key_scale=0.5 if seed % 2 else None)
-    out, _ = gd_chunked([x.astype(np.float32) for x in args], C)
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+@given(T=small_T, decay=decays, C=ll_chunks, seed=seeds)
+def test_ll_chunked_float32(op, T, decay, C, seed):
+    _, r, gated = LL[op]
+    args = ll_inputs(seed, (2,), T, 4, 3, gated=gated, decay=decay, key_scale=0.5 if seed % 2 else None)
+    out, _ = ll_chunked(op, [x.astype(np.float32) for x in args], C)
     assert out.dtype == np.float32
-    assert_close(out, ref.loglinear_gated_delta(*(x.astype(np.float32).astype(np.float64) for x in args)),
-                 TOL["float32"])
+    assert_close(out, r(*(x.astype(np.float32).astype(np.float64) for x in args)), TOL["float32"])
 
 
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@given(T=st.integers(2, 60), C=gd_chunks, seed=seeds, data=st.data())
-def test_gd_chunked_strong_decays_and_resets(dtype, T, C, seed, data):
+@given(T=st.integers(2, 60), C=ll_chunks, seed=seeds, data=st.data())
+def test_ll_chunked_strong_decays_and_resets(op, dtype, T, C, seed, data):
     """Decays of -1e3 .. -1e6 and hard resets among weak ones, anywhere in a chunk, streamed or not:
     the bounds of tests/test_nonfinite.py (1e-12 float64, 1e-5 float32), finite outputs."""
-    args = spiky(ll_inputs(seed, (2,), T, 4, 4, gated=True), seed, T)
-    args = [x.astype(dtype) for x in args]
+    _, r, gated = LL[op]
+    args = [x.astype(dtype) for x in spiky(ll_inputs(seed, (2,), T, 4, 4, gated=gated), seed, T)]
     cuts = [0] + data.draw(split_points(T, max_splits=2)) + [T]
     outs, state = [], None
     for a, b in zip(cuts[:-1], cuts[1:]):
-        o, state = gd_chunked([x[..., a:b, :] if x.ndim == 3 else x[..., a:b] for x in args], C, state, True)
+        o, state = ll_chunked(op, cut(args, a, b), C, state, True)
         outs.append(o)
     out = np.concatenate(outs, axis=-2)
     assert np.isfinite(out).all()
-    assert_close(out, ref.loglinear_gated_delta(*(x.astype(np.float64) for x in args)), TOL[dtype])
+    assert_close(out, r(*(x.astype(np.float64) for x in args)), TOL[dtype])
 
 
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
 @given(T=st.integers(2, 80), data=st.data(), decay=decays, seed=seeds)
-def test_gd_chunked_stream_handed_between_backends(T, data, decay, seed):
+def test_ll_chunked_stream_handed_between_backends(op, T, data, decay, seed):
     """A stream cut at random points, each piece on the chunked kernel (random C), the token-by-token
     kernel or the array-API path: same outputs, and the final state equals the array-API one."""
-    args = ll_inputs(seed, (2,), T, 3, 5, gated=True, decay=decay)
+    f, r, gated = LL[op]
+    args = ll_inputs(seed, (2,), T, 3, 5, gated=gated, decay=decay)
     cuts = [0] + data.draw(split_points(T)) + [T]
     ways = data.draw(st.lists(st.sampled_from(["chunked", "numba", "array_api"]), min_size=len(cuts) - 1,
                               max_size=len(cuts) - 1))
     outs, state = [], None
     for (a, b), way in zip(zip(cuts[:-1], cuts[1:]), ways):
-        piece = [x[..., a:b, :] if x.ndim == 3 else x[..., a:b] for x in args]
         if way == "chunked":
-            o, state = gd_chunked(piece, data.draw(gd_chunks), state, True)
+            o, state = ll_chunked(op, cut(args, a, b), data.draw(ll_chunks), state, True)
         else:
-            o, state = lsattn.loglinear_gated_delta(*piece, state=state, return_state=True, backend=way)
+            o, state = f(*cut(args, a, b), state=state, return_state=True, backend=way)
         outs.append(o)
-    assert_close(np.concatenate(outs, axis=-2), ref.loglinear_gated_delta(*args), TOL["float64"])
-    _, want = lsattn.loglinear_gated_delta(*args, return_state=True, backend="array_api")
+    assert_close(np.concatenate(outs, axis=-2), r(*args), TOL["float64"])
+    _, want = f(*args, return_state=True, backend="array_api")
     assert state.offset == T
     assert_close(state.tensors["levels"], want.tensors["levels"], TOL["float64"])
 
 
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gd_chunked_state_equals_token_kernel_state(dtype):
+def test_ll_chunked_state_equals_token_kernel_state(op, dtype):
     """From an offset that is not a multiple of C: the state in and out equals the token kernel's."""
-    args = [x.astype(dtype) for x in ll_inputs(3, (2, 1), 61, 3, 4, gated=True)]
-    first = [x[..., :13, :] if x.ndim == 4 else x[..., :13] for x in args]
-    rest = [x[..., 13:, :] if x.ndim == 4 else x[..., 13:] for x in args]
-    _, st0 = lsattn.loglinear_gated_delta(*first, return_state=True, backend="numba")
-    o1, a = gd_chunked(rest, 8, st0, True)
-    o2, b = lsattn.loglinear_gated_delta(*rest, state=st0, return_state=True, backend="numba")
+    f, _, gated = LL[op]
+    args = [x.astype(dtype) for x in ll_inputs(3, (2, 1), 61, 3, 4, gated=gated)]
+    _, st0 = f(*cut(args, 0, 13), return_state=True, backend="numba")
+    o1, a = ll_chunked(op, cut(args, 13, 61), 8, st0, True)
+    o2, b = f(*cut(args, 13, 61), state=st0, return_state=True, backend="numba")
     assert a.offset == b.offset == 61 and a.tensors["levels"].dtype == dtype
-    tol = 1e-12 if dtype == np.float64 else 1e-5
+    tol = TOL[np.dtype(dtype).name]
     assert_close(a.tensors["levels"], b.tensors["levels"], tol)
     assert_close(o1, o2, tol)
 
 
-def test_gd_long_calls_run_chunked_and_match(monkeypatch):
-    """The public operator on numba chooses the chunked kernel from GD_CHUNKED_MIN_T tokens on (and
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+def test_ll_long_calls_run_chunked_and_match(op, monkeypatch):
+    """The public operator on numba chooses the chunked kernel from LL_CHUNKED_MIN_T tokens on (and
     the token-by-token kernel below); both meet the reference."""
     from lsattn.backends import _numba_chunked as KC
 
+    f, r, gated = LL[op]
     calls = []
-    kernel = KC.gd_chunked
-    monkeypatch.setattr(KC, "gd_chunked", lambda *a: (calls.append(a[0].shape[1]), kernel(*a)))
-    T = numba_cpu.GD_CHUNKED_MIN_T + 69
-    args = ll_inputs(11, (2,), T, 5, 3, gated=True)
-    for n in (T, numba_cpu.GD_CHUNKED_MIN_T - 1):
-        piece = [x[:, :n] for x in args]
-        assert_close(lsattn.loglinear_gated_delta(*piece, backend="numba"), ref.loglinear_gated_delta(*piece),
-                     TOL["float64"])
+    kernel = KC.ll_chunked
+    monkeypatch.setattr(KC, "ll_chunked", lambda *a: (calls.append(a[0].shape[1]), kernel(*a)))
+    T = numba_cpu.LL_CHUNKED_MIN_T + 69
+    args = ll_inputs(11, (2,), T, 5, 3, gated=gated)
+    for n in (T, numba_cpu.LL_CHUNKED_MIN_T - 1):
+        assert_close(f(*cut(args, 0, n), backend="numba"), r(*cut(args, 0, n)), TOL["float64"])
     assert calls == [T]
