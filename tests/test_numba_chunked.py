@@ -269,8 +269,9 @@ def test_ll_long_calls_run_chunked_and_match(op, monkeypatch):
     calls = []
     kernel = KC.ll_chunked
     monkeypatch.setattr(KC, "ll_chunked", lambda *a: (calls.append(a[0].shape[1]), kernel(*a)))
-    T = numba_cpu.LL_CHUNKED_MIN_T + 69
+    least = numba_cpu.LL_CHUNKED_MIN_T[f.__name__]
+    T = least + 69
     args = ll_inputs(11, (2,), T, 5, 3, gated=gated)
-    for n in (T, numba_cpu.LL_CHUNKED_MIN_T - 1):
+    for n in (T, least - 1):
         assert_close(f(*cut(args, 0, n), backend="numba"), r(*cut(args, 0, n)), TOL["float64"])
     assert calls == [T]

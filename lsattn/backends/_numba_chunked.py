@@ -419,14 +419,15 @@ def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, l
             D[b, j] = 0.0
     h = g + LL_GROUP_LOG2
     wt = q.dtype
+    G = min(nch, 1 << LL_GROUP_LOG2)  # scratch of one group, allocated once
+    Qe = np.empty((B, G, C, dk))
+    Pt = np.empty((B, G, dk, dk))
+    H = np.empty((B, G, dk, dv))
+    Ob = np.empty((B, G, C, dv))
+    E = np.empty((B, G + 1, dk, dk))
     c0 = 0
     while c0 < nch:  # groups: the chunks of one aligned block of 2^h tokens
         n = min(nch - c0, (((p + head + c0 * C) >> h) + 1 << h) // C - (p + head) // C - c0)
-        Qe = np.empty((B, n, C, dk))
-        Pt = np.empty((B, n, dk, dk))
-        H = np.empty((B, n, dk, dv))
-        Ob = np.empty((B, n, C, dv))
-        E = np.empty((B, n + 1, dk, dk))
         for task in prange(B * n):
             b, c = task // n, task % n
             _ll_forms(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], head + (c0 + c) * C, gated, Qe[b, c],

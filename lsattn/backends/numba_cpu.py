@@ -182,8 +182,8 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size):
 # ---- log-linear operators ------------------------------------------------------------------------
 
 #: log-linear calls of at least this many tokens run chunked (``_numba_chunked.ll_chunked``), shorter
-#: ones token by token (measured crossover, d = 64: one chunk of 64 tokens; docs/backends.md)
-LL_CHUNKED_MIN_T = 64
+#: ones token by token (crossover measured at d = 64, float32, B = 1 and 8; docs/backends.md)
+LL_CHUNKED_MIN_T = {"loglinear_attention": 1024, "loglinear_gated_delta": 128}
 
 
 def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state, *, kernel_chunk=None):
@@ -226,7 +226,7 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
     n_new = (p + T).bit_length()
     lev1 = np.empty((B, n_new if return_state else 0, d_k, d_v), dt)
     out = np.empty((B, T, d_v), dt)
-    if T >= (kernel_chunk or LL_CHUNKED_MIN_T) and _has_blas():
+    if T >= (kernel_chunk or LL_CHUNKED_MIN_T[op]) and _has_blas():
         KC = _chunked()
         C = kernel_chunk or KC.ll_chunk_for(d_k, d_v)
         KC.ll_chunked(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, C, out, lev1)
