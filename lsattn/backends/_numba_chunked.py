@@ -2,6 +2,9 @@
 products (``np.dot`` inside ``@njit``, which Numba hands to BLAS), parallel over batch elements
 *and* chunks.
 
+Causal exp-kernel / log attention (:func:`ek_chunked`) and log-linear Mamba-2 / Gated DeltaNet
+(:func:`ll_chunked`, see the comment above it).
+
 Imported only when the ``numba`` backend runs a long causal call (``numba_cpu`` chooses between
 these and the token-by-token kernels of ``_numba_kernels`` by size). Needs SciPy (Numba's
 ``np.dot`` calls SciPy's BLAS).
@@ -361,10 +364,16 @@ def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, log_values, lo, dst):
 #   out_t = ((Lambda * Attn) V)_t + sum_{occupied j >= g} lambda[t, j + 1] (Qeff S_j)_t,
 #   S_j <- P S_j (every occupied slot), then the Fenwick merge at the chunk's end: H and the slots
 #   g .. z - 1 become slot z = ctz(t0 + C).
-# Two phases per segment of chunks: the chunk forms (independent: one parallel loop over batch x
-# chunks, so one sequence uses every thread) and the slot pass (sequential in the chunks, parallel
-# over the batch). Tokens before the first / after the last aligned chunk run token by token
-# (``_numba_kernels._token``). Everything in float64 (the inputs are widened per chunk); every
+# Groups of 2^LL_GROUP_LOG2 chunks (an aligned block of 2^h tokens), four parallel loops each: the
+# chunk forms (independent: batch x chunks, so one sequence uses every thread); the group's prefix
+# transitions E_c = P_{c-1} ... P_0 (per batch element); the reads of the slots from h up, which
+# change inside the group only by its transitions, as (Qeff_c E_c) S_j (batch x chunks); the slots
+# g .. h - 1 chunk by chunk with the merges, and the slots from h up carried by the group's total
+# transition once (per batch element). Mamba-2 (A_t = e^{a_t} I) is the same with beta = 1, no
+# solve and scalar transitions (only P[0, 0] = e^g is kept). Tokens before the first / after the
+# last aligned chunk run token by token (``_numba_kernels._token``). The state is float64;
+# Gated DeltaNet's forms are float64 (the inputs are widened per chunk), Mamba-2's products and
+# every slot read run in the input dtype (rounding relative, never accumulated). Every
 # exponential is of a log-decay sum over the stretch it stands for (never a difference of
 # cumulative sums), so -inf hard resets give exact zeros and strong decays cost no accuracy.
 

@@ -22,10 +22,12 @@ keep all working state in float64, since float32 accumulators drift over long se
 - hierarchical exp-kernel attention: one exp-kernel summary per Fenwick slot (lazy decay as a
   key shift), reads combined in log space, Fenwick merge.
 
-Causal exp-kernel calls of at least ``EK_CHUNKED_MIN_T`` tokens run the chunked kernel of
-``_numba_chunked`` (small matrix products per chunk through BLAS; it needs SciPy), shorter ones
-(decoding) the token-by-token scan above. ``chunk_size`` forces the chunked kernel with that chunk
-size for the exp-kernel operators and is ignored by the others (results do not depend on it).
+Causal exp-kernel calls of at least ``EK_CHUNKED_MIN_T`` tokens and log-linear Mamba-2 / Gated
+DeltaNet calls of at least ``LL_CHUNKED_MIN_T[op]`` run the chunked kernels of ``_numba_chunked``
+(small matrix products per chunk through BLAS; they need SciPy), shorter ones (decoding) the
+token-by-token scans above. ``chunk_size`` forces the chunked kernel with that chunk size for the
+exp-kernel operators and is ignored by the others; ``kernel_chunk`` does so for the log-linear ones
+(results do not depend on either).
 """
 from __future__ import annotations
 
