@@ -354,7 +354,7 @@ def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, log_values, lo, dst):
     _ek_finish(num, den, nv, log_values, lo, dst)
 
 
-# ---- log-linear Gated DeltaNet -------------------------------------------------------------------
+# ---- log-linear Mamba-2 and Gated DeltaNet ------------------------------------------------------
 #
 # Chunks of C tokens aligned to absolute multiples of C (C a power of two, g = log2 C). At the start
 # of an aligned chunk the Fenwick slots below g are empty and those from g up do not change inside
@@ -396,11 +396,13 @@ LL_GROUP_LOG2 = 2
 
 
 @numba.njit(**_JIT)
-def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, levels1):
+def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, split, out, levels1):
     """Log-linear Gated DeltaNet (gated) or Mamba-2, arguments as ``_numba_kernels.loglinear_scan``
-    plus C, the chunk size (a power of two): q, k (B, T, d_k); v (B, T, d_v); log_decay, beta (B, T); lam
-    (B, T, L); nlev = max(1, bit_length(p + T)); levels0 (B, bit_length(p), d_k, d_v). Writes out
-    (B, T, d_v) and, when levels1 has a slot axis, the final levels (B, bit_length(p + T), d_k, d_v)."""
+    plus C, the chunk size (a power of two), and split: parallel loops over batch x chunks (for a
+    batch smaller than the thread count, see :func:`parts`) or one over the batch. q, k (B, T, d_k);
+    v (B, T, d_v); log_decay, beta (B, T); lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0
+    (B, bit_length(p), d_k, d_v). Writes out (B, T, d_v) and, when levels1 has a slot axis, the
+    final levels (B, bit_length(p + T), d_k, d_v)."""
     B, T, dk = q.shape
     dv = v.shape[2]
     g = 0
@@ -427,53 +429,41 @@ def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, l
                     S[b, j, a, c] *= f
             D[b, j] = 0.0
     h = g + LL_GROUP_LOG2
-    wt = q.dtype
     G = min(nch, 1 << LL_GROUP_LOG2)  # scratch of one group, allocated once
     Qe = np.empty((B, G, C, dk))
     Pt = np.empty((B, G, dk, dk))
     H = np.empty((B, G, dk, dv))
     Ob = np.empty((B, G, C, dv))
     E = np.empty((B, G + 1, dk, dk))
-    c0 = 0
-    while c0 < nch:  # groups: the chunks of one aligned block of 2^h tokens
-        n = min(nch - c0, (((p + head + c0 * C) >> h) + 1 << h) // C - (p + head) // C - c0)
-        for task in prange(B * n):
-            b, c = task // n, task % n
-            _ll_forms(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], head + (c0 + c) * C, gated, Qe[b, c],
-                      Pt[b, c], H[b, c], Ob[b, c])
-        for b in prange(B):  # E_c = P_{c-1} ... P_0: the group's transitions before chunk c
-            E[b, 0] = np.eye(dk)
-            for c in range(n):
-                _carry(Pt[b, c], E[b, c], E[b, c + 1], gated)
-        t0 = p + head + c0 * C
-        for task in prange(B * n):  # reads of the slots from h up (fixed in the group): (Qe_c E_c) S_j
-            b, c = task // n, task % n
-            R = np.dot(Qe[b, c], E[b, c]) if gated else Qe[b, c] * E[b, c, 0, 0]
-            i0 = head + (c0 + c) * C
-            u, j = t0 >> h, h
-            while u > 0:
-                if u & 1:
-                    _add_read(np.dot(R.astype(wt), S[b, j].astype(wt)), lam[b], i0, j, Ob[b, c])
-                u >>= 1
-                j += 1
-        for b in prange(B):  # slots g .. h - 1 chunk by chunk, the slots from h up carried by E_n
-            tmp = np.empty((dk, dv))
-            for c in range(n):
-                i0 = head + (c0 + c) * C
-                _ll_pass(lam[b], p + i0, i0, g, h, gated, Qe[b, c], Pt[b, c], Ob[b, c], S[b], tmp)
-                if c == n - 1:
-                    u, j = t0 >> h, h
-                    while u > 0:
-                        if u & 1:
-                            _carry(E[b, n], S[b, j], tmp, gated)
-                            S[b, j, :, :] = tmp
-                        u >>= 1
-                        j += 1
-                _ll_merge(p + i0 + C, g, H[b, c], S[b])
-                for t in range(C):
-                    for j in range(dv):
-                        out[b, i0 + t, j] = Ob[b, c, t, j]
-        c0 += n
+    if split:  # four parallel loops per group: one sequence uses every thread
+        c0 = 0
+        while c0 < nch:
+            n = _group_len(p + head, c0, nch, C, h)
+            for task in prange(B * n):
+                b, c = task // n, task % n
+                _ll_forms(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], head + (c0 + c) * C, gated, Qe[b, c],
+                          Pt[b, c], H[b, c], Ob[b, c])
+            for b in prange(B):
+                _group_chain(Pt[b], E[b], n, gated)
+            for task in prange(B * n):
+                b, c = task // n, task % n
+                _group_high(lam[b], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
+            for b in prange(B):
+                _group_low(lam[b], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
+            c0 += n
+    else:  # one parallel loop over the batch (one barrier per call: robust when a core is busy)
+        for b in prange(B):
+            c0 = 0
+            while c0 < nch:
+                n = _group_len(p + head, c0, nch, C, h)
+                for c in range(n):
+                    _ll_forms(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], head + (c0 + c) * C, gated, Qe[b, c],
+                              Pt[b, c], H[b, c], Ob[b, c])
+                _group_chain(Pt[b], E[b], n, gated)
+                for c in range(n):
+                    _group_high(lam[b], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
+                _group_low(lam[b], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
+                c0 += n
     L1 = levels1.shape[1]
     end = p + T
     for b in prange(B):  # the tokens after the last aligned chunk, the levels layout
@@ -485,6 +475,60 @@ def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, l
             for a in range(dk):
                 for c in range(dv):
                     levels1[b, j, a, c] = f * S[b, j, a, c]
+
+
+@numba.njit(inline="always")
+def _group_len(t_first, c0, nch, C, h):
+    """Chunks of the group starting at chunk c0 (absolute start t_first + c0 C): up to the end of
+    its aligned block of 2^h tokens or of the nch chunks."""
+    t0 = t_first + c0 * C
+    return min(nch - c0, ((((t0 >> h) + 1) << h) - t0) // C)
+
+
+@numba.njit
+def _group_chain(Pt, E, n, gated):
+    """E[c] = P_{c-1} ... P_0 for c = 0 .. n (the group's transitions before chunk c; E[n] its total)."""
+    E[0] = np.eye(E.shape[1])
+    for c in range(n):
+        _carry(Pt[c], E[c], E[c + 1], gated)
+
+
+@numba.njit
+def _group_high(lam, p, head, c0, c, C, h, gated, Qe, E, S, Ob):
+    """Ob += the reads of the slots from h up by chunk c of the group (fixed in the group but for its
+    transitions): lambda[t, j + 1] ((Qe E_c) S_j)_t, the product in the input dtype."""
+    wt = lam.dtype
+    R = np.dot(Qe, E) if gated else Qe * E[0, 0]
+    i0 = head + (c0 + c) * C
+    u, j = (p + head + c0 * C) >> h, h
+    while u > 0:
+        if u & 1:
+            _add_read(np.dot(R.astype(wt), S[j].astype(wt)), lam, i0, j, Ob)
+        u >>= 1
+        j += 1
+
+
+@numba.njit
+def _group_low(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out):
+    """The group's slots g .. h - 1 chunk by chunk (reads, transitions, merges), the slots from h up
+    carried by the group's total transition E[n] before the last merge; writes the outputs."""
+    C, dv = Ob.shape[1], Ob.shape[2]
+    tmp = np.empty(S.shape[1:])
+    for c in range(n):
+        i0 = head + (c0 + c) * C
+        _ll_pass(lam, p + i0, i0, g, h, gated, Qe[c], Pt[c], Ob[c], S, tmp)
+        if c == n - 1:
+            u, j = (p + head + c0 * C) >> h, h
+            while u > 0:
+                if u & 1:
+                    _carry(E[n], S[j], tmp, gated)
+                    S[j, :, :] = tmp
+                u >>= 1
+                j += 1
+        _ll_merge(p + i0 + C, g, H[c], S)
+        for t in range(C):
+            for j in range(dv):
+                out[i0 + t, j] = Ob[c, t, j]
 
 
 @numba.njit

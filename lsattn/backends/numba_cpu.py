@@ -231,7 +231,8 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
     if T >= (kernel_chunk or LL_CHUNKED_MIN_T[op]) and _has_blas():
         KC = _chunked()
         C = kernel_chunk or KC.ll_chunk_for(d_k, d_v)
-        KC.ll_chunked(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, C, out, lev1)
+        KC.ll_chunked(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, C, KC.parts(B) > 1, out,
+                      lev1)
     else:
         K.loglinear_scan(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, out, lev1)
     out = out.reshape(batch + (T, d_v))
