@@ -370,7 +370,7 @@ def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, log_values, lo, dst):
 # change inside the group only by its transitions, as (Qeff_c E_c) S_j (batch x chunks); the slots
 # g .. h - 1 chunk by chunk with the merges, and the slots from h up carried by the group's total
 # transition once (per batch element). Mamba-2 (A_t = e^{a_t} I) is the same with beta = 1, no
-# solve and scalar transitions (only P[0, 0] = e^g is kept). Tokens before the first / after the
+# solve and scalar transitions (P and E are 1 x 1). Tokens before the first / after the
 # last aligned chunk run token by token (``_numba_kernels._token``). The state is float64;
 # Gated DeltaNet's forms are float64 (the inputs are widened per chunk), Mamba-2's products and
 # every slot read run in the input dtype (rounding relative, never accumulated). Every
@@ -430,11 +430,12 @@ def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, split,
             D[b, j] = 0.0
     h = g + LL_GROUP_LOG2
     G = min(nch, 1 << LL_GROUP_LOG2)  # scratch of one group, allocated once
+    dP = dk if gated else 1  # Mamba-2's transitions are scalars
     Qe = np.empty((B, G, C, dk))
-    Pt = np.empty((B, G, dk, dk))
+    Pt = np.empty((B, G, dP, dP))
     H = np.empty((B, G, dk, dv))
     Ob = np.empty((B, G, C, dv))
-    E = np.empty((B, G + 1, dk, dk))
+    E = np.empty((B, G + 1, dP, dP))
     if split:  # four parallel loops per group: one sequence uses every thread
         c0 = 0
         while c0 < nch:
@@ -539,7 +540,7 @@ def _ll_forms(q, k, v, log_decay, beta, lam, i0, gated, Qe, Pt, H, Ob):
     to its end, Ob (C, d_v) = (Lambda * Attn) V (the outputs of pairs inside the chunk), Lambda[t, s]
     = lambda[t, bit_length(t xor s)]. Gated: the WY forms of lsattn/gated_delta.py ``_chunk_forms``,
     in float64. Mamba-2 (A_t = e^{a_t} I): Attn = D * Q K^T, Qe = e^G Q, H = (e^{suffix} K)^T V,
-    products in the input dtype, and only Pt[0, 0] = e^g is set (see :func:`_carry`)."""
+    products in the input dtype, and Pt is 1 x 1: e^g (see :func:`_carry`)."""
     C = Qe.shape[0]
     Dm = np.zeros((C, C))  # e^{a_{s+1} + ... + a_t}, s <= t, summed over that stretch
     for t in range(C):
