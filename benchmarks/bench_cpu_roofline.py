@@ -119,23 +119,30 @@ def threads_check(args):
 
 
 def crossover(args):
-    """exp_kernel_attention float32 on numba, token-by-token vs chunked kernel, B in --B, T = 16 .. 2048."""
+    """Each of --ops with a chunked kernel (exp-kernel attention, log-linear Mamba-2 and Gated
+    DeltaNet), float32 on numba, token-by-token vs chunked kernel, B in --B, T = 16 .. 2048."""
     import numpy as np
 
     from lsattn.backends import numba_cpu
 
-    keep, rows = numba_cpu.EK_CHUNKED_MIN_T, []
+    keep_ek, keep_ll, rows = numba_cpu.EK_CHUNKED_MIN_T, dict(numba_cpu.LL_CHUNKED_MIN_T), []
     try:
-        for B in map(int, args.B.split(",")):
-            for T in (16, 32, 64, 128, 256, 512, 1024, 2048):
-                t = {}
-                for name, min_t in (("token", 1 << 62), ("chunked", 1)):
-                    numba_cpu.EK_CHUNKED_MIN_T = min_t
-                    t[name] = time_op("exp_kernel_attention", "numba", B, T, args.d, np.float32, max(args.repeat, 5))
-                rows.append(dict(B=B, T=T, token_ms=t["token"] * 1e3, chunked_ms=t["chunked"] * 1e3))
-                C.print_row(rows[-1])
+        for op in (op for op in args.ops if op in ("exp_kernel_attention",) + tuple(keep_ll)):
+            for B in map(int, args.B.split(",")):
+                for T in (16, 32, 64, 128, 256, 512, 1024, 2048):
+                    t = {}
+                    for name, min_t in (("token", 1 << 62), ("chunked", 1)):
+                        if op == "exp_kernel_attention":
+                            numba_cpu.EK_CHUNKED_MIN_T = min_t
+                        else:
+                            numba_cpu.LL_CHUNKED_MIN_T[op] = min_t
+                        t[name] = time_op(op, "numba", B, T, args.d, np.float32, max(args.repeat, 5))
+                    rows.append(dict(op=op, B=B, T=T, token_ms=t["token"] * 1e3, chunked_ms=t["chunked"] * 1e3,
+                                     load=os.getloadavg()[0]))
+                    C.print_row(rows[-1])
     finally:
-        numba_cpu.EK_CHUNKED_MIN_T = keep
+        numba_cpu.EK_CHUNKED_MIN_T = keep_ek
+        numba_cpu.LL_CHUNKED_MIN_T.update(keep_ll)
     return rows
 
 
@@ -153,7 +160,7 @@ def main():
     ap.add_argument("--threads-T", type=int, default=65536)
     ap.add_argument("--no-threads", action="store_true", help="skip the NUMBA_NUM_THREADS=1 vs 2 runs")
     ap.add_argument("--quick", action="store_true", help="B = 8, T = 4096, float32, one repeat, threads at T = 16384")
-    ap.add_argument("--crossover", action="store_true", help="exp-kernel token-by-token vs chunked, T = 16 .. 2048")
+    ap.add_argument("--crossover", action="store_true", help="token-by-token vs chunked kernels (exp-kernel, Mamba-2, Gated DeltaNet), T = 16 .. 2048")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
@@ -166,6 +173,7 @@ def main():
         args.B, args.T, args.dtypes, args.repeat, args.threads_T = "8", "4096", "float32", 1, 16384
     import numpy as np
 
+    load = [os.getloadavg()]
     mm = matmul_rate(args.mm, args.repeat)
     print(f"float32 matmul {args.mm}^3: {mm:.1f} GFLOP/s", flush=True)
     rows = []
@@ -181,19 +189,23 @@ def main():
                         row = dict(op=op, backend=backend, dtype=dt, B=B, T=T, ms=t * 1e3, gflops=gf, frac=gf / mm)
                         rows.append(row)
                         C.print_row(row)
+    load.append(os.getloadavg())
     threads = None if args.no_threads else threads_check(args)
+    load.append(os.getloadavg())
     if not args.no_write:
-        write(args, mm, rows, threads)
+        write(args, mm, rows, threads, load)
 
 
-def write(args, mm, rows, threads):
+def write(args, mm, rows, threads, load):
     import numba
 
     head = [
         "# CPU kernels against the matmul rate (issue 20)",
         "",
         f"Date: {C.utc_now()}. Machine: {C.cpu_name()}, {os.cpu_count()} logical CPUs, **shared with other jobs**"
-        f" (3-4 other engineers' tests and benchmarks ran at the same time: timings are noisy, best of {args.repeat}),"
+        f" (other engineers' tests and benchmarks may run at the same time: timings are noisy, best of {args.repeat};"
+        f" load average (1, 5, 15 min) before the table {_load(load[0])}, after it {_load(load[1])}, after the"
+        f" thread runs {_load(load[2])}),"
         f" {C.python_numpy()}, Numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads).",
         f"Command: `python benchmarks/bench_cpu_roofline.py {' '.join(sys.argv[1:])}`.",
         "",
@@ -215,7 +227,7 @@ def write(args, mm, rows, threads):
     C.write_text(str(OUT) + ".md", lines)
     C.write_json(str(OUT) + ".json", {"date": C.utc_now(), "machine": C.cpu_name(), "cpus": os.cpu_count(),
                                       "shared_machine": True, "command": sys.argv[1:], "matmul_f32_gflops": mm,
-                                      "rows": rows, "threads": threads})
+                                      "rows": rows, "threads": threads, "load_average": load})
     plt = C.pyplot()
     if plt is None:
         return
@@ -234,6 +246,10 @@ def write(args, mm, rows, threads):
     ax.set_title(f"{C.utc_now()}, shared {os.cpu_count()}-core machine (noisy)", fontsize=9)
     fig.tight_layout()
     fig.savefig(str(OUT) + ".png", dpi=120)
+
+
+def _load(avg):
+    return "/".join(f"{x:.2f}" for x in avg)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 import lsattn
 from lsattn import reference as ref
 from helpers import TOL, assert_close
-from strategies import batch_shapes, magnitudes, seeds, split_points
-from test_numba_backend import EK, dims, ek_inputs, ek_tol, small_T
+from strategies import batch_shapes, decays, magnitudes, seeds, split_points
+from test_numba_backend import EK, LL, dims, ek_inputs, ek_tol, ll_inputs, small_T
 
 pytest.importorskip("numba")
 pytest.importorskip("scipy")  # Numba's np.dot calls SciPy's BLAS
@@ -146,3 +146,153 @@ def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
     _, want = EK[op][0](q, k, vals, return_state=True, backend="array_api")
     for name, got in (("m", m1), ("S", S1), ("z", z1)) + ((("n", n1),) if log_values else ()):
         np.testing.assert_allclose(got, want.tensors[name], rtol=1e-12, atol=1e-300, err_msg=name)
+
+
+# ---- log-linear Mamba-2 and Gated DeltaNet (ll_chunked) ---------------------------------------------
+#
+# Bounds of tests/test_numba_backend.py (test_loglinear.py, test_gated_delta.py): 1e-12 (float64),
+# 1e-10 (Gated DeltaNet, keys of std up to 1), 1e-5 (float32), relative to max |ref|. Forced chunk
+# sizes from 1 token up: short cases cover chunks after unaligned heads, tails, groups of chunks cut
+# by the call's ends, one chunk only and none.
+
+ll_chunks = st.sampled_from([1, 2, 4, 8, 16])
+LLF = {"mamba2": numba_cpu.loglinear_forward, "gated": numba_cpu.gated_delta_forward}
+STRONG = [-1e3, -1e4, -1e6, -np.inf]
+
+
+def ll_chunked(op, args, C, state=None, return_state=False):
+    """The numba backend's log-linear call with the chunked kernel in chunks of C (out, state)."""
+    return LLF[op](*args, 64, state, return_state, kernel_chunk=C)
+
+
+def spiky(args, seed, T):
+    """Weak decays (-0.05 .. 0) with a few of -1e3 .. -1e6 and hard resets (-inf) anywhere."""
+    rng = np.random.default_rng(seed)
+    a = -0.05 * rng.random(args[3].shape)
+    for _ in range(rng.integers(1, 4)):
+        a[..., rng.integers(T)] = rng.choice(STRONG)
+    return args[:3] + [a] + args[4:]
+
+
+def cut(args, a, b):
+    return [x[..., a:b, :] if x.ndim == args[0].ndim else x[..., a:b] for x in args]
+
+
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+@given(batch=batch_shapes, T=small_T, dk=dims, dv=dims, extra=st.integers(0, 2), decay=decays, C=ll_chunks,
+       seed=seeds)
+def test_ll_chunked_matches_reference(op, batch, T, dk, dv, extra, decay, C, seed):
+    _, r, gated = LL[op]
+    args = ll_inputs(seed, batch, T, dk, dv, L=lsattn.num_levels(T) + extra, gated=gated, decay=decay)
+    assert_close(ll_chunked(op, args, C)[0], r(*args), TOL["float64"])
+
+
+@given(T=small_T, key_scale=st.sampled_from([0.3, 0.6, 1.0]), decay=decays, C=ll_chunks, seed=seeds)
+def test_gd_chunked_unnormalised_keys(T, key_scale, decay, C, seed):
+    args = ll_inputs(seed, (2,), T, 4, 3, gated=True, decay=decay, key_scale=key_scale)
+    assert_close(ll_chunked("gated", args, C)[0], ref.loglinear_gated_delta(*args), 1e-10)
+
+
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+@given(T=small_T, decay=decays, C=ll_chunks, seed=seeds)
+def test_ll_chunked_float32(op, T, decay, C, seed):
+    _, r, gated = LL[op]
+    args = ll_inputs(seed, (2,), T, 4, 3, gated=gated, decay=decay, key_scale=0.5 if seed % 2 else None)
+    out, _ = ll_chunked(op, [x.astype(np.float32) for x in args], C)
+    assert out.dtype == np.float32
+    assert_close(out, r(*(x.astype(np.float32).astype(np.float64) for x in args)), TOL["float32"])
+
+
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@given(T=st.integers(2, 60), C=ll_chunks, seed=seeds, data=st.data())
+def test_ll_chunked_strong_decays_and_resets(op, dtype, T, C, seed, data):
+    """Decays of -1e3 .. -1e6 and hard resets among weak ones, anywhere in a chunk, streamed or not:
+    the bounds of tests/test_nonfinite.py (1e-12 float64, 1e-5 float32), finite outputs."""
+    _, r, gated = LL[op]
+    args = [x.astype(dtype) for x in spiky(ll_inputs(seed, (2,), T, 4, 4, gated=gated), seed, T)]
+    cuts = [0] + data.draw(split_points(T, max_splits=2)) + [T]
+    outs, state = [], None
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        o, state = ll_chunked(op, cut(args, a, b), C, state, True)
+        outs.append(o)
+    out = np.concatenate(outs, axis=-2)
+    assert np.isfinite(out).all()
+    assert_close(out, r(*(x.astype(np.float64) for x in args)), TOL[dtype])
+
+
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+@given(T=st.integers(2, 80), data=st.data(), decay=decays, seed=seeds)
+def test_ll_chunked_stream_handed_between_backends(op, T, data, decay, seed):
+    """A stream cut at random points, each piece on the chunked kernel (random C), the token-by-token
+    kernel or the array-API path: same outputs, and the final state equals the array-API one."""
+    f, r, gated = LL[op]
+    args = ll_inputs(seed, (2,), T, 3, 5, gated=gated, decay=decay)
+    cuts = [0] + data.draw(split_points(T)) + [T]
+    ways = data.draw(st.lists(st.sampled_from(["chunked", "numba", "array_api"]), min_size=len(cuts) - 1,
+                              max_size=len(cuts) - 1))
+    outs, state = [], None
+    for (a, b), way in zip(zip(cuts[:-1], cuts[1:]), ways):
+        if way == "chunked":
+            o, state = ll_chunked(op, cut(args, a, b), data.draw(ll_chunks), state, True)
+        else:
+            o, state = f(*cut(args, a, b), state=state, return_state=True, backend=way)
+        outs.append(o)
+    assert_close(np.concatenate(outs, axis=-2), r(*args), TOL["float64"])
+    _, want = f(*args, return_state=True, backend="array_api")
+    assert state.offset == T
+    assert_close(state.tensors["levels"], want.tensors["levels"], TOL["float64"])
+
+
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ll_chunked_state_equals_token_kernel_state(op, dtype):
+    """From an offset that is not a multiple of C: the state in and out equals the token kernel's."""
+    f, _, gated = LL[op]
+    args = [x.astype(dtype) for x in ll_inputs(3, (2, 1), 61, 3, 4, gated=gated)]
+    _, st0 = f(*cut(args, 0, 13), return_state=True, backend="numba")
+    o1, a = ll_chunked(op, cut(args, 13, 61), 8, st0, True)
+    o2, b = f(*cut(args, 13, 61), state=st0, return_state=True, backend="numba")
+    assert a.offset == b.offset == 61 and a.tensors["levels"].dtype == dtype
+    tol = TOL[np.dtype(dtype).name]
+    assert_close(a.tensors["levels"], b.tensors["levels"], tol)
+    assert_close(o1, o2, tol)
+
+
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+def test_ll_long_calls_run_chunked_and_match(op, monkeypatch):
+    """The public operator on numba chooses the chunked kernel from LL_CHUNKED_MIN_T tokens on (and
+    the token-by-token kernel below); both meet the reference."""
+    from lsattn.backends import _numba_chunked as KC
+
+    f, r, gated = LL[op]
+    calls = []
+    kernel = KC.ll_chunked
+    monkeypatch.setattr(KC, "ll_chunked", lambda *a: (calls.append(a[0].shape[1]), kernel(*a)))
+    least = numba_cpu.LL_CHUNKED_MIN_T[f.__name__]
+    T = least + 69
+    args = ll_inputs(11, (2,), T, 5, 3, gated=gated)
+    for n in (T, least - 1):
+        assert_close(f(*cut(args, 0, n), backend="numba"), r(*cut(args, 0, n)), TOL["float64"])
+    assert calls == [T]
+
+
+@pytest.mark.parametrize("op", ["mamba2", "gated"])
+@given(T=small_T, C=ll_chunks, split=st.booleans(), seed=seeds)
+def test_ll_chunked_split_or_not(op, T, C, split, seed):
+    """Both schedules of ll_chunked (parallel loops over batch x chunks, or one over the batch; the
+    backend picks by batch and thread count, so it is driven directly here) from an offset: the
+    reference outputs and the array-API final levels."""
+    from lsattn.backends import _numba_chunked as KC
+
+    f, r, gated = LL[op]
+    args = ll_inputs(seed, (3,), T + 5, 3, 2, gated=gated)
+    q, k, v, a = args[:4]
+    beta, lam = (args[4], args[5]) if gated else (args[3], args[4])
+    _, st0 = f(*cut(args, 0, 5), return_state=True, backend="array_api")
+    out, lev1 = np.empty((3, T, 2)), np.empty((3, (T + 5).bit_length(), 3, 2))
+    KC.ll_chunked(*(np.ascontiguousarray(x[:, 5:]) for x in (q, k, v, a, beta, lam)), 5, (T + 5).bit_length(), st0.tensors["levels"],
+                  gated, C, split, out, lev1)
+    assert_close(np.concatenate([f(*cut(args, 0, 5), backend="array_api"), out], axis=-2), r(*args), TOL["float64"])
+    _, want = f(*args, return_state=True, backend="array_api")
+    assert_close(lev1, want.tensors["levels"], TOL["float64"])

@@ -22,10 +22,12 @@ keep all working state in float64, since float32 accumulators drift over long se
 - hierarchical exp-kernel attention: one exp-kernel summary per Fenwick slot (lazy decay as a
   key shift), reads combined in log space, Fenwick merge.
 
-Causal exp-kernel calls of at least ``EK_CHUNKED_MIN_T`` tokens run the chunked kernel of
-``_numba_chunked`` (small matrix products per chunk through BLAS; it needs SciPy), shorter ones
-(decoding) the token-by-token scan above. ``chunk_size`` forces the chunked kernel with that chunk
-size for the exp-kernel operators and is ignored by the others (results do not depend on it).
+Causal exp-kernel calls of at least ``EK_CHUNKED_MIN_T`` tokens and log-linear Mamba-2 / Gated
+DeltaNet calls of at least ``LL_CHUNKED_MIN_T[op]`` run the chunked kernels of ``_numba_chunked``
+(small matrix products per chunk through BLAS; they need SciPy), shorter ones (decoding) the
+token-by-token scans above. ``chunk_size`` forces the chunked kernel with that chunk size for the
+exp-kernel operators and is ignored by the others; ``kernel_chunk`` does so for the log-linear ones
+(results do not depend on either).
 """
 from __future__ import annotations
 
@@ -86,7 +88,9 @@ def warm():
             ("ek_full", lambda: lsattn.exp_kernel_attention(q, k, v, causal=False, backend="numba")),
             ("loglinear_scan", lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="numba")),
             ("hier_scan", lambda: lsattn.loglinear_log_attention(q, k, v, lam, log_decay=a, backend="numba")),
-        ) + ((("ek_chunked", lambda: log_forward(q, k, v, True, None, False, chunk_size=1)),) if _has_blas() else ()):
+        ) + ((("ek_chunked", lambda: log_forward(q, k, v, True, None, False, chunk_size=1)),
+              ("ll_chunked", lambda: gated_delta_forward(q, k, v, a, lam[..., 0], lam, 64, None, False, kernel_chunk=1)))
+             if _has_blas() else ()):
             t0 = time.perf_counter()
             call()
             rows.append((kernel, dt, time.perf_counter() - t0))
@@ -179,17 +183,28 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size):
 
 # ---- log-linear operators ------------------------------------------------------------------------
 
-def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state):
-    """Numba twin of ``lsattn.loglinear._forward`` (same arguments, result and state)."""
-    return _loglinear("loglinear_attention", q, k, v, log_decay, None, level_weights, state, return_state)
+#: log-linear calls of at least this many tokens run chunked (``_numba_chunked.ll_chunked``), shorter
+#: ones token by token (crossover measured at d = 64, float32, B = 1 and 8; docs/backends.md)
+LL_CHUNKED_MIN_T = {"loglinear_attention": 1024, "loglinear_gated_delta": 128}
 
 
-def gated_delta_forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):
-    """Numba twin of ``lsattn.gated_delta._forward`` (same arguments, result and state)."""
-    return _loglinear("loglinear_gated_delta", q, k, v, log_decay, beta, level_weights, state, return_state)
+def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state, *, kernel_chunk=None):
+    """Numba twin of ``lsattn.loglinear._forward`` (same arguments, result and state).
+    ``kernel_chunk`` forces the chunked kernel with that chunk size (a power of two; tests);
+    ``chunk_size`` (the array-API path's) is ignored."""
+    return _loglinear("loglinear_attention", q, k, v, log_decay, None, level_weights, state, return_state,
+                      kernel_chunk)
 
 
-def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state):
+def gated_delta_forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state, *,
+                        kernel_chunk=None):
+    """Numba twin of ``lsattn.gated_delta._forward`` (same arguments, result and state);
+    ``kernel_chunk`` as in :func:`loglinear_forward`."""
+    return _loglinear("loglinear_gated_delta", q, k, v, log_decay, beta, level_weights, state, return_state,
+                      kernel_chunk)
+
+
+def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state, kernel_chunk):
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     dt = q.dtype
     p = 0 if state is None else state.offset
@@ -213,7 +228,13 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state)
     n_new = (p + T).bit_length()
     lev1 = np.empty((B, n_new if return_state else 0, d_k, d_v), dt)
     out = np.empty((B, T, d_v), dt)
-    K.loglinear_scan(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, out, lev1)
+    if T >= (kernel_chunk or LL_CHUNKED_MIN_T[op]) and _has_blas():
+        KC = _chunked()
+        C = kernel_chunk or KC.ll_chunk_for(d_k, d_v)
+        KC.ll_chunked(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, C, KC.parts(B) > 1, out,
+                      lev1)
+    else:
+        K.loglinear_scan(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, out, lev1)
     out = out.reshape(batch + (T, d_v))
     if not return_state:
         return out, None
