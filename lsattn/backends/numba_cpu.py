@@ -50,6 +50,10 @@ OPS = {
     "loglinear_log_attention": f"{_K}:hierarchical_forward",
 }
 
+#: every operator with ``cu_seqlens`` (``lsattn._varlen``: one call over the reset-separated
+#: segments) and with broadcast batch views (``_flat`` copies a view it cannot reshape)
+VARLEN_OPS = BROADCAST_OPS = tuple(OPS)
+
 _DTYPES = ("float16", "float32", "float64")
 
 
