@@ -239,13 +239,13 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     args = [None if x is None else xp.astype(x, dtype, copy=False) for x in args]
     run_op, finish = op, None
     if off is not None:  # one ordinary call over the packed segments laid out as reset streams
-        run_op, args, finish = _varlen.pack(op, xp, args, off, batch)
+        run_op, args, finish, cum_any = _varlen.pack(op, xp, args, off, batch)
         extra = extra if run_op is op else ()
     args, state, marks = prepare(run_op, args, state, xp, offset, causal, batch)
     with _full_precision(xp):
         out, new_state = chosen.implementation(run_op.name)(*args, *extra, state, return_state)
     if marks is not None:
-        out, new_state = marks.apply(xp, out, new_state, causal)
+        out, new_state = marks.apply(xp, out, new_state, causal, cum_any=None if off is None else cum_any)
     if finish is not None:
         out = finish(out)
     out = xp.astype(out, out_dtype, copy=False)

@@ -152,9 +152,10 @@ def pack(op, xp, args, off, batch):
     """The packed call as one ordinary call.
 
     op: the operator's ``Op``; args: its validated inputs (broadcast to ``batch``, compute dtype).
-    Returns ``(run_op, run_args, finish)``: the operator whose implementation computes it (the
-    hierarchical one for the exp-kernel operators), its inputs in that ``Op``'s order, and
-    ``finish(out) -> out (..., T, d_v)`` taking the packed tokens' outputs back."""
+    Returns ``(run_op, run_args, finish, cum_any)``: the operator whose implementation computes it
+    (the hierarchical one for the exp-kernel operators), its inputs in that ``Op``'s order,
+    ``finish(out) -> out (..., T, d_v)`` taking the packed tokens' outputs back, and the
+    segment-restarting cumulative ``any`` for the non-finite marks of that call."""
     from . import hierarchical  # noqa: PLC0415  (imports the prologue)
 
     q = args[0]
@@ -166,7 +167,8 @@ def pack(op, xp, args, off, batch):
         if op.name == "exp_kernel_attention":  # y = y+ - y-, from the log of each sign's part
             ninf = xp.asarray(-math.inf, dtype=dtype, device=device_of(q))
             one = xp.ones((), dtype=dtype, device=device_of(q))
-            parts = [xp.where(s > 0, xp.log(xp.where(s > 0, s, one)), ninf) for s in (vals, -vals)]
+            nan = xp.isnan(vals)  # stays NaN in both parts: poisoned as a value
+            parts = [xp.where(s > 0, xp.log(xp.where(s > 0, s, one)), xp.where(nan, s, ninf)) for s in (vals, -vals)]
             vals = xp.concat(parts, axis=-1)
         L = max(num_levels(T), 1)
         lam = xp.broadcast_to(xp.zeros((), dtype=dtype, device=device_of(q)), batch + (T, L))
@@ -177,7 +179,7 @@ def pack(op, xp, args, off, batch):
                 return out
             return xp.exp(out[..., :d_v]) - xp.exp(out[..., d_v:])
 
-        return hierarchical.SPEC, [args[0], args[1], vals, lam, a], finish
+        return hierarchical.SPEC, [args[0], args[1], vals, lam, a], finish, _segment_cum_any(starts, T)
 
     T_pad, src, back, starts = layout(off, aligned=True)
     run_args = []
@@ -199,4 +201,20 @@ def pack(op, xp, args, off, batch):
     def finish(out):
         return _take_tokens(xp, out, back, -2, T_pad, q)
 
-    return op, run_args, finish
+    return op, run_args, finish, _segment_cum_any(starts, T_pad)
+
+
+def _segment_cum_any(starts, n):
+    """``(xp, m, axis) -> any of m from the start of its segment to i`` along ``axis`` of length ``n``
+    (the non-finite marks of :mod:`lsattn._nonfinite`: a poisoned token poisons its own segment only)."""
+    mask = np.zeros(n, dtype=bool)
+    mask[starts] = True
+    first = np.maximum.accumulate(np.where(mask, np.arange(n), 0)) if n else np.zeros(0, dtype=np.int64)
+
+    def cum_any(xp, m, axis):
+        c = xp.cumulative_sum(xp.astype(m, xp.int32), axis=axis)
+        before = c - xp.astype(m, xp.int32)  # exclusive sums
+        base = xp.take(before, _index(xp, first, m), axis=m.ndim + axis)  # at each token's segment start
+        return c - base > 0
+
+    return cum_any

@@ -247,3 +247,22 @@ def test_broadcast_input_not_copied_by_the_prologue():
         ref, peak_full = traced_peak(lambda: f(qf, kf, v, backend="array_api"))
         assert_close(out, ref, 0.0)
         assert peak < peak_full + copy / 4, (op, peak, peak_full, copy)
+
+
+@pytest.mark.parametrize("backend", ["array_api", "numba"])
+@pytest.mark.parametrize("op", OPS)
+def test_poison_stays_in_its_segment(op, backend):
+    """A NaN key, value or query (an infinite value) poisons what it poisons in a per-segment call,
+    in its segment only (docs/api.md, "Non-finite inputs and strong decays")."""
+    off = [0, 4, 9, 14]
+    f = getattr(lsattn, op)
+    for i, t, bad in ((1, 5, np.nan), (2, 6, np.nan), (2, 7, np.inf), (0, 2, np.nan)):
+        arrays = inputs(op, (2,), 14)
+        arrays[i] = arrays[i].copy()
+        arrays[i][0, t, 0] = bad
+        out = to_numpy(call(f, op, arrays, cu_seqlens=off, backend=backend))
+        ref = per_segment(f, op, arrays, off, backend=backend)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+        assert np.isnan(out).any() and not np.isnan(out[:, off[-2]:]).any()
+        fin = ~np.isnan(ref)
+        assert_close(out[fin], ref[fin], 1e-12)
