@@ -266,3 +266,25 @@ def test_poison_stays_in_its_segment(op, backend):
         assert np.isnan(out).any() and not np.isnan(out[:, off[-2]:]).any()
         fin = ~np.isnan(ref)
         assert_close(out[fin], ref[fin], 1e-12)
+
+
+def test_numba_compiles_nothing_more_for_broadcast_or_packed_inputs():
+    """Broadcast views (stride 0, read-only) and packed calls reach the Numba kernels in the layout
+    of an ordinary call: no second compiled specialisation."""
+    pytest.importorskip("numba")
+    import numba
+
+    from lsattn.backends import _numba_kernels
+
+    def counts():
+        return {n: len(f.signatures) for n, f in vars(_numba_kernels).items() if isinstance(f, numba.core.registry.CPUDispatcher)}
+
+    ops = ["log_attention", "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"]
+    for op in ops:
+        call(getattr(lsattn, op), op, inputs(op, (2, 3), 16), backend="numba")
+    before = counts()
+    for op in ops:
+        arrays = [x[:, :1] if i != 2 else x for i, x in enumerate(inputs(op, (2, 3), 16))]
+        call(getattr(lsattn, op), op, arrays, backend="numba")
+        call(getattr(lsattn, op), op, arrays, backend="numba", cu_seqlens=[0, 3, 3, 16])
+    assert counts() == before
