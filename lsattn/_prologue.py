@@ -237,13 +237,13 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
     args = _broadcast_inputs(op, arrays, xp, batch, op.name not in chosen.broadcast_ops)
     args = [None if x is None else xp.astype(x, dtype, copy=False) for x in args]
-    run_op, finish = op, None
-    if off is not None:  # one ordinary call over the packed segments laid out as reset streams
-        run_op, args, finish, cum_any = _varlen.pack(op, xp, args, off, batch)
+    run_op, finish, kw = op, None, {}
+    if off is not None:  # one call over the packed segments: restarted by the backend, or rewritten as reset streams
+        run_op, args, finish, cum_any, kw = _varlen.pack(op, xp, args, off, batch, native=op.name in chosen.reset_ops)
         extra = extra if run_op is op else ()
     args, state, marks = prepare(run_op, args, state, xp, offset, causal, batch)
     with _full_precision(xp):
-        out, new_state = chosen.implementation(run_op.name)(*args, *extra, state, return_state)
+        out, new_state = chosen.implementation(run_op.name)(*args, *extra, state, return_state, **kw)
     if marks is not None:
         out, new_state = marks.apply(xp, out, new_state, causal, cum_any=None if off is None else cum_any)
     if finish is not None:

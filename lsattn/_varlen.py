@@ -148,18 +148,26 @@ def _reset(xp, a, starts, batch, T_pad, dtype, like):
     return xp.broadcast_to(xp.where(m, ninf, a), batch + (T_pad,))
 
 
-def pack(op, xp, args, off, batch):
+def pack(op, xp, args, off, batch, native=False):
     """The packed call as one ordinary call.
 
     op: the operator's ``Op``; args: its validated inputs (broadcast to ``batch``, compute dtype).
-    Returns ``(run_op, run_args, finish, cum_any)``: the operator whose implementation computes it
-    (the hierarchical one for the exp-kernel operators), its inputs in that ``Op``'s order,
-    ``finish(out) -> out (..., T, d_v)`` taking the packed tokens' outputs back, and the
-    segment-restarting cumulative ``any`` for the non-finite marks of that call."""
+    native: the backend restarts ``op``'s stream itself (``Backend.reset_ops``): the call is left as
+    it is and gets ``resets=`` (True at each segment's first token).
+    Returns ``(run_op, run_args, finish, cum_any, kw)``: the operator whose implementation computes
+    it (the hierarchical one for the exp-kernel operators), its inputs in that ``Op``'s order,
+    ``finish(out) -> out (..., T, d_v)`` taking the packed tokens' outputs back (None: as it is),
+    the segment-restarting cumulative ``any`` for the non-finite marks of that call, and the
+    implementation's extra keywords."""
     from . import hierarchical  # noqa: PLC0415  (imports the prologue)
 
     q = args[0]
     T, dtype = q.shape[-2], q.dtype
+    if native:
+        _, _, _, starts = layout(off, aligned=False)
+        resets = np.zeros(T, dtype=bool)
+        resets[starts] = True
+        return op, args, None, _segment_cum_any(starts, T), {"resets": resets}
     if op.name in ("log_attention", "exp_kernel_attention"):
         _, _, _, starts = layout(off, aligned=False)
         vals = args[2]
@@ -179,7 +187,7 @@ def pack(op, xp, args, off, batch):
                 return out
             return xp.exp(out[..., :d_v]) - xp.exp(out[..., d_v:])
 
-        return hierarchical.SPEC, [args[0], args[1], vals, lam, a], finish, _segment_cum_any(starts, T)
+        return hierarchical.SPEC, [args[0], args[1], vals, lam, a], finish, _segment_cum_any(starts, T), {}
 
     T_pad, src, back, starts = layout(off, aligned=True)
     run_args = []
@@ -201,7 +209,7 @@ def pack(op, xp, args, off, batch):
     def finish(out):
         return _take_tokens(xp, out, back, -2, T_pad, q)
 
-    return op, run_args, finish, _segment_cum_any(starts, T_pad)
+    return op, run_args, finish, _segment_cum_any(starts, T_pad), {}
 
 
 def _segment_cum_any(starts, n):

@@ -55,6 +55,9 @@ class Backend:
         the exp-kernel operators run as ``loglinear_log_attention``, which it must implement).
     broadcast_ops: operators whose implementation takes inputs whose batch axes are broadcast
         views (stride 0 along stretched axes); the others receive contiguous materialised copies.
+    reset_ops: those of ``varlen_ops`` whose implementation restarts the stream itself: it takes
+        ``resets=`` (a host (T,) bool array, True at each segment's first token) and computes the
+        packed call on the packed tokens as they are (instead of ``lsattn._varlen``'s rewrite).
     """
 
     name: str
@@ -69,6 +72,7 @@ class Backend:
     steps: dict = field(default_factory=dict)
     varlen_ops: frozenset = frozenset()
     broadcast_ops: frozenset = frozenset()
+    reset_ops: frozenset = frozenset()
     _status: Optional[tuple] = field(default=None, repr=False)
     _impls: dict = field(default_factory=dict, repr=False)
 

@@ -42,7 +42,7 @@ register(
 
 #: specialised backends: (name, module, priority, description). Each module defines ``OPS``,
 #: ``probe``, ``serves`` (and optionally ``auto_serves``, ``HALF_OPS``, ``GRAD_OPS``, ``VARLEN_OPS``,
-#: ``BROADCAST_OPS``: see ``Backend``; absent: none) and imports its framework only when a
+#: ``BROADCAST_OPS``, ``RESET_OPS``: see ``Backend``; absent: none) and imports its framework only when a
 #: kernel runs, so registering never needs CuPy, Numba or Dask.
 _SPECIALISED = [
     ("dask", "dask_backend", 5,
@@ -68,7 +68,8 @@ def _register_specialised():
                          auto_serves=getattr(m, "auto_serves", None), priority=priority,
                          half_ops=frozenset(getattr(m, "HALF_OPS", ())), grad_ops=frozenset(getattr(m, "GRAD_OPS", ())),
                          steps=STEP_OPS.get(name, {}), varlen_ops=frozenset(getattr(m, "VARLEN_OPS", ())),
-                         broadcast_ops=frozenset(getattr(m, "BROADCAST_OPS", ()))))
+                         broadcast_ops=frozenset(getattr(m, "BROADCAST_OPS", ())),
+                         reset_ops=frozenset(getattr(m, "RESET_OPS", ()))))
 
 
 _register_specialised()
