@@ -235,8 +235,8 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         grad = grad or any(getattr(t, "requires_grad", False) for t in state.tensors.values())
     chosen = backends.resolve(op.name, xp, present[0], backend, grad=grad, varlen=off is not None)
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
-    args = _broadcast_inputs(op, arrays, xp, batch, op.name not in chosen.broadcast_ops)
-    args = [None if x is None else xp.astype(x, dtype, copy=False) for x in args]
+    args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]  # cast, then broadcast (views)
+    args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: restarted by the backend, or rewritten as reset streams
         run_op, args, finish, cum_any, kw = _varlen.pack(op, xp, args, off, batch, native=op.name in chosen.reset_ops)

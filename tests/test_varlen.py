@@ -288,3 +288,18 @@ def test_numba_compiles_nothing_more_for_broadcast_or_packed_inputs():
         call(getattr(lsattn, op), op, arrays, backend="numba")
         call(getattr(lsattn, op), op, arrays, backend="numba", cu_seqlens=[0, 3, 3, 16])
     assert counts() == before
+
+
+def test_jax_jit_with_static_offsets():
+    """Under ``jax.jit`` the offsets are a static value (a list): the packed call compiles and
+    equals the per-segment reference; traced offsets are a TypeError naming ``cu_seqlens``."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    off = [0, 5, 6, 12]
+    arrays = inputs("loglinear_attention", (2,), 12)
+    ref = per_segment(lsattn.reference.loglinear_attention, "loglinear_attention", arrays, off)
+    f = jax.jit(lambda *x: lsattn.loglinear_attention(*x, cu_seqlens=off))
+    assert_close(f(*(jnp.asarray(x, dtype=jnp.float32) for x in arrays)), ref, TOL["float32"])
+    with pytest.raises(TypeError, match="cu_seqlens must be concrete"):
+        jax.jit(lambda q, c: lsattn.log_attention(q, q, q, cu_seqlens=c))(jnp.zeros((12, 2)), jnp.asarray(off))
