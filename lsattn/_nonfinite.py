@@ -74,16 +74,20 @@ class Marks:
         self.state_all, self.state_cols = state_all, state_cols  # (...,), (..., d_v)
         self.value_state = value_state
 
-    def apply(self, xp, out, new_state, causal):
-        """NaN where poisoned in ``out`` (..., T, d_v) and in ``new_state`` (None or a State)."""
+    def apply(self, xp, out, new_state, causal, cum_any=None):
+        """NaN where poisoned in ``out`` (..., T, d_v) and in ``new_state`` (None or a State).
+
+        cum_any: ``(xp, m, axis) -> m[..., :i + 1].any()`` along ``axis`` by default; packed segments
+        (``lsattn._varlen``) pass one that restarts at every segment, so poison stays in its segment."""
+        _cum_any_ = cum_any or _cum_any
         mask = None
         if self.rows is not None:
             mask = self.rows[..., None]
         start, cols = self.start, self.cols
         if start is not None:
-            mask = _or(mask, (_cum_any(xp, start, -1) if causal else xp.any(start, axis=-1)[..., None])[..., None])
+            mask = _or(mask, (_cum_any_(xp, start, -1) if causal else xp.any(start, axis=-1)[..., None])[..., None])
         if cols is not None:
-            mask = _or(mask, _cum_any(xp, cols, -2) if causal else xp.any(cols, axis=-2)[..., None, :])
+            mask = _or(mask, _cum_any_(xp, cols, -2) if causal else xp.any(cols, axis=-2)[..., None, :])
         if self.state_all is not None:
             mask = _or(mask, self.state_all[..., None, None])
         if self.state_cols is not None:

@@ -27,7 +27,7 @@ from typing import Callable
 import array_api_compat
 import numpy as np
 
-from . import backends
+from . import _varlen, backends
 from ._nonfinite import prepare
 from ._validate import _device_or_none, check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
 from .fenwick import num_levels
@@ -64,35 +64,86 @@ def check_flag(name, value):
     return bool(value)
 
 
+def _tail(role):
+    """Number of trailing non-batch axes of an input of this role."""
+    return 1 if role == "tok" else 2
+
+
 def _shapes(op, arrays, causal):
-    """(batch, T, Tk, d_k, d_v) after checking every input's shape against its role."""
+    """(batch, T, Tk, d_k, d_v) after checking every input's shape against its role; ``batch`` is
+    the broadcast of all inputs' leading axes (matmul rules: right-aligned, size-1 axes stretch)."""
     named = dict(zip((n for n, _ in op.inputs), arrays))
     qname = op.inputs[0][0]
-    batch, T, d_k = seq_split(qname, named[qname])
+    _, T, d_k = seq_split(qname, named[qname])
     Tk, d_v = T, None
+    batch, seen = (), []
     for (name, role), x in zip(op.inputs, arrays):
-        tail = 1 if role == "tok" else 2
-        if x is not None and x.ndim != len(batch) + tail:  # the one with fewer axes first; name both
-            has = tuple(x.shape[: x.ndim - tail]) if x.ndim >= tail else "none"
-            first, second = (name, qname) if x.ndim < len(batch) + tail else (qname, name)
-            raise ValueError(f"{first} must have the same leading batch axes as {second}: {qname} has shape "
-                             f"{tuple(named[qname].shape)} (batch axes {batch}), {name} has shape {tuple(x.shape)} "
-                             f"(batch axes {has})")
+        if x is None:
+            continue
+        tail = _tail(role)
+        if x.ndim < tail:
+            raise ValueError(f"{name} must have at least {tail} axes ({'(..., T)' if tail == 1 else '(..., T, d)'}), "
+                             f"got shape {tuple(x.shape)}")
+        lead = tuple(x.shape[: x.ndim - tail])
+        batch = _broadcast(batch, lead, name, x, seen)
+        seen.append((name, x, lead))
     for (name, role), x in zip(op.inputs, arrays):
         if x is None or role == "q":
             continue
+        lead = tuple(x.shape[: x.ndim - _tail(role)])
         if role == "k":
             Tk = x.shape[-2] if not causal else T
-            how = "(..., T, d_k) like q (causal: as many keys as queries)" if causal else "(..., Tk, d_k) with q's batch axes and d_k"
-            check_shape(name, x, batch + (Tk, d_k), how)
+            how = "(..., T, d_k) like q (causal: as many keys as queries)" if causal else "(..., Tk, d_k) with q's d_k"
+            check_shape(name, x, lead + (Tk, d_k), how)
         elif role == "v":
             d_v = x.shape[-1]
-            check_shape(name, x, batch + (Tk, d_v), "(..., T, d_v) like q" if causal else "(..., Tk, d_v) like k")
+            check_shape(name, x, lead + (Tk, d_v), "(..., T, d_v) like q" if causal else "(..., Tk, d_v) like k")
         elif role == "tok":
-            check_shape(name, x, batch + (T,), "(..., T)")
+            check_shape(name, x, lead + (T,), "(..., T)")
         elif role == "lev":
-            check_shape(name, x, batch + (T, x.shape[-1]), "(..., T, L)")
+            check_shape(name, x, lead + (T, x.shape[-1]), "(..., T, L)")
     return batch, T, Tk, d_k, d_v
+
+
+def _broadcast(batch, lead, name, x, seen):
+    """The broadcast of batch axes ``batch`` (those of ``seen``) with ``lead`` (``name``'s), or a
+    ValueError naming ``name`` and the first earlier argument it does not broadcast with."""
+    n = max(len(batch), len(lead))
+    a, b = (1,) * (n - len(batch)) + batch, (1,) * (n - len(lead)) + lead
+    out = []
+    for i, (p, r) in enumerate(zip(a, b)):
+        if p != r and p != 1 and r != 1:
+            for other, y, olead in seen:
+                j = i - (n - len(olead))
+                if j >= 0 and olead[j] not in (1, r):
+                    break
+            raise ValueError(f"the leading batch axes of {other} and {name} do not broadcast (size-1 axes stretch, "
+                             f"like matmul): {other} has shape {tuple(y.shape)} (batch axes {olead}), {name} has shape "
+                             f"{tuple(x.shape)} (batch axes {lead})")
+        out.append(r if p == 1 else p)
+    return tuple(out)
+
+
+def _broadcast_inputs(op, arrays, xp, batch, materialise):
+    """Every input with the batch axes ``batch``: a broadcast view (stride 0 along stretched axes),
+    or a contiguous copy when ``materialise`` (backends whose kernels cannot read such views)."""
+    out = []
+    for (name, role), x in zip(op.inputs, arrays):
+        if x is not None and tuple(x.shape[: x.ndim - _tail(role)]) != batch:
+            x = xp.broadcast_to(x, batch + tuple(x.shape[x.ndim - _tail(role):]))
+            if materialise:
+                x = _contiguous(xp, x)
+        out.append(x)
+    return out
+
+
+def _contiguous(xp, x):
+    """A contiguous copy of a (broadcast) view."""
+    if array_api_compat.is_torch_array(x):
+        return x.contiguous()
+    if hasattr(xp, "ascontiguousarray"):
+        return xp.ascontiguousarray(x)
+    return xp.asarray(x, copy=True)
 
 
 def _check_state_fields(op, state):
@@ -148,11 +199,12 @@ def run(op, arrays, **kw):
     return _run(op, arrays, **kw)
 
 
-def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, causal=True):
+def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, causal=True, cu_seqlens=None):
     """``run``: validate, pick the backend, cast, call, cast back.
 
     extra: arguments the implementations take between the arrays and ``state`` (``chunk_size``,
-    ``causal``). Returns ``out`` or ``(out, state)`` with ``return_state=True``.
+    ``causal``). cu_seqlens: offsets of packed segments (``lsattn._varlen``), or None.
+    Returns ``out`` or ``(out, state)`` with ``return_state=True``.
     """
     named = {n: a for (n, _), a in zip(op.inputs, arrays)}
     xp = namespace(**named)
@@ -168,6 +220,9 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         if Tk == 0:
             raise ValueError("causal=False needs at least one key (k has Tk = 0): the output would be 0/0")
     present = [x for x in arrays if x is not None]
+    off = None
+    if cu_seqlens is not None:
+        off = _varlen.check_offsets(cu_seqlens, xp, present[0], T, causal, state, return_state)
     out_dtype = xp.result_type(*(x.dtype for x in present))
     state_dtype = compute_dtype(xp, out_dtype)
     capacity = 0  # JAX log-linear states keep a fixed number of level slots (lsattn.state)
@@ -187,14 +242,21 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     grad = any(getattr(x, "requires_grad", False) for x in present)
     if state is not None:
         grad = grad or any(getattr(t, "requires_grad", False) for t in state.tensors.values())
-    chosen = backends.resolve(op.name, xp, present[0], backend, grad=grad)
+    chosen = backends.resolve(op.name, xp, present[0], backend, grad=grad, varlen=off is not None)
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
-    args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]
-    args, state, marks = prepare(op, args, state, xp, offset, causal, batch)
+    args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]  # cast, then broadcast (views)
+    args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
+    run_op, finish, kw = op, None, {}
+    if off is not None:  # one call over the packed segments: restarted by the backend, or rewritten as reset streams
+        run_op, args, finish, cum_any, kw = _varlen.pack(op, xp, args, off, batch, native=op.name in chosen.reset_ops)
+        extra = extra if run_op is op else ()
+    args, state, marks = prepare(run_op, args, state, xp, offset, causal, batch)
     with _full_precision(xp):
-        out, new_state = chosen.implementation(op.name)(*args, *extra, state, return_state)
+        out, new_state = chosen.implementation(run_op.name)(*args, *extra, state, return_state, **kw)
     if marks is not None:
-        out, new_state = marks.apply(xp, out, new_state, causal)
+        out, new_state = marks.apply(xp, out, new_state, causal, cum_any=None if off is None else cum_any)
+    if finish is not None:
+        out = finish(out)
     out = xp.astype(out, out_dtype, copy=False)
     if return_state and op.name in LEVEL_AXES and array_api_compat.is_jax_namespace(xp):
         L = next(x.shape[-1] for (_, role), x in zip(op.inputs, arrays) if role == "lev")

@@ -80,7 +80,7 @@ EXP_OP = "exp_kernel_attention"
 
 def log_attention(
     q: Array, k: Array, log_v: Array, *, causal: bool = True, state: State | None = None,
-    return_state: bool = False, backend: str | None = None,
+    return_state: bool = False, cu_seqlens=None, backend: str | None = None,
 ) -> Array | tuple[Array, State]:
     """Exp-kernel softmax attention in log space: ``log y`` from ``log v``.
 
@@ -100,6 +100,9 @@ def log_attention(
         From a previous causal call with ``return_state=True``: continue that stream.
     return_state : bool, default False
         Also return the state after these tokens (causal only).
+    cu_seqlens : 1-D int array or sequence of ints, optional
+        ``[0, n_1, n_1 + n_2, ..., T]``: packed segments along ``T``, each an independent stream
+        (see ``docs/api.md``, "Packed sequences"); causal only, no ``state`` / ``return_state``.
     backend : str, optional
         Force a backend (see ``lsattn.backends``).
 
@@ -130,12 +133,12 @@ def log_attention(
     >>> bool(np.allclose(log_y, lsattn.reference.log_attention(q, k, log_v)))
     True
     """
-    return _call(LOG_OP, "log_v", q, k, log_v, causal, state, return_state, backend)
+    return _call(LOG_OP, "log_v", q, k, log_v, causal, state, return_state, cu_seqlens, backend)
 
 
 def exp_kernel_attention(
     q: Array, k: Array, v: Array, *, causal: bool = True, state: State | None = None,
-    return_state: bool = False, backend: str | None = None,
+    return_state: bool = False, cu_seqlens=None, backend: str | None = None,
 ) -> Array | tuple[Array, State]:
     """Exp-kernel softmax attention for values of any sign.
 
@@ -144,7 +147,7 @@ def exp_kernel_attention(
 
     Parameters
     ----------
-    q, k, causal, state, return_state, backend
+    q, k, causal, state, return_state, cu_seqlens, backend
         As in :func:`log_attention`.
     v : array (..., Tk, d_v)
         Any sign.
@@ -171,14 +174,14 @@ def exp_kernel_attention(
     >>> bool(np.allclose(np.concatenate([y1, y2], axis=-2), lsattn.reference.exp_kernel_attention(q, k, v)))
     True
     """
-    return _call(EXP_OP, "v", q, k, v, causal, state, return_state, backend)
+    return _call(EXP_OP, "v", q, k, v, causal, state, return_state, cu_seqlens, backend)
 
 
-def _call(op, vname, q, k, vals, causal, state, return_state, backend):
+def _call(op, vname, q, k, vals, causal, state, return_state, cu_seqlens, backend):
     """Validate, cast to the compute dtype, dispatch, cast back (``_prologue.run``)."""
     causal = check_flag("causal", causal)
     return run(_SPECS[op], (q, k, vals), extra=(causal,), state=state, return_state=return_state, backend=backend,
-               causal=causal)
+               causal=causal, cu_seqlens=cu_seqlens)
 
 
 def _state_shapes(log_values, batch, d_k, d_v):

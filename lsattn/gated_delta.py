@@ -85,7 +85,8 @@ RECURRENT_MAX_T = 4
 
 def loglinear_gated_delta(
     q: Array, k: Array, v: Array, log_decay: Array, beta: Array, level_weights: Array, *,
-    chunk_size: int = 64, state: State | None = None, return_state: bool = False, backend: str | None = None,
+    chunk_size: int = 64, state: State | None = None, return_state: bool = False, cu_seqlens=None,
+    backend: str | None = None,
 ) -> Array | tuple[Array, State]:
     """Log-linear Gated DeltaNet: one delta-rule state per Fenwick level, level-weighted read-out.
 
@@ -102,7 +103,7 @@ def loglinear_gated_delta(
         ``a_t``, usually ``<= 0``.
     beta : array (..., T)
         Delta-rule write strengths, usually in ``[0, 1]``.
-    level_weights, chunk_size, state, return_state, backend
+    level_weights, chunk_size, state, return_state, cu_seqlens, backend
         As in :func:`lsattn.loglinear_attention`.
 
     Returns
@@ -131,7 +132,7 @@ def loglinear_gated_delta(
     True
     """
     return run(SPEC, (q, k, v, log_decay, beta, level_weights), extra=(_check_chunk_size(chunk_size),), state=state,
-               return_state=return_state, backend=backend)
+               return_state=return_state, backend=backend, cu_seqlens=cu_seqlens)
 
 
 def _forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):

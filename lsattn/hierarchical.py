@@ -77,7 +77,7 @@ SPEC = Op(OP, (("q", "q"), ("k", "k"), ("log_v", "v"), ("log_level_weights", "le
 
 def loglinear_log_attention(
     q: Array, k: Array, log_v: Array, log_level_weights: Array, *, log_decay: Array | None = None,
-    state: State | None = None, return_state: bool = False, backend: str | None = None,
+    state: State | None = None, return_state: bool = False, cu_seqlens=None, backend: str | None = None,
 ) -> Array | tuple[Array, State]:
     """Hierarchical exp-kernel attention: softmax over ``w(t,s) = lambda_t^level * decay * <exp q_t, exp k_s>``.
 
@@ -95,7 +95,7 @@ def loglinear_log_attention(
         ignored); ``-inf`` switches a level off.
     log_decay : array (..., T), optional
         ``a_t`` (usually ``<= 0``); None: no decay.
-    state, return_state, backend
+    state, return_state, cu_seqlens, backend
         As in :func:`lsattn.loglinear_attention`.
 
     Returns
@@ -125,7 +125,7 @@ def loglinear_log_attention(
     True
     """
     return run(SPEC, (q, k, log_v, log_level_weights, log_decay), state=state, return_state=return_state,
-               backend=backend)
+               backend=backend, cu_seqlens=cu_seqlens)
 
 
 def _state_shapes(batch, n_l, d_k, d_v):

@@ -64,7 +64,7 @@ SPEC = Op(OP, (("q", "q"), ("k", "k"), ("v", "v"), ("log_decay", "tok"), ("level
 
 def loglinear_attention(
     q: Array, k: Array, v: Array, log_decay: Array, level_weights: Array, *, chunk_size: int = 64,
-    state: State | None = None, return_state: bool = False, backend: str | None = None,
+    state: State | None = None, return_state: bool = False, cu_seqlens=None, backend: str | None = None,
 ) -> Array | tuple[Array, State]:
     """Log-linear Mamba-2: Fenwick-level-weighted, scalar-gated linear attention.
 
@@ -85,6 +85,10 @@ def loglinear_attention(
         From a previous call with ``return_state=True``: continue that stream.
     return_state : bool, default False
         Also return the state after these tokens.
+    cu_seqlens : 1-D int array or sequence of ints, optional
+        ``[0, n_1, n_1 + n_2, ..., T]``: packed segments along ``T``, each an independent stream
+        (positions, Fenwick levels and decays restart; see ``docs/api.md``, "Packed sequences");
+        no ``state`` / ``return_state``.
     backend : str, optional
         Force a backend (see ``lsattn.backends``).
 
@@ -113,7 +117,7 @@ def loglinear_attention(
     True
     """
     return run(SPEC, (q, k, v, log_decay, level_weights), extra=(_check_chunk_size(chunk_size),), state=state,
-               return_state=return_state, backend=backend)
+               return_state=return_state, backend=backend, cu_seqlens=cu_seqlens)
 
 
 def _check_chunk_size(chunk_size):

@@ -81,20 +81,27 @@ def test_flags_must_be_bools(op, backend):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_missing_batch_axis_names_both_arguments(op):
-    """The argument that lost its batch axis comes first (q too: not reported against k), and the
-    message shows both shapes."""
+def test_batch_axes_broadcast_or_name_both_arguments(op):
+    """Batch axes broadcast like matmul: an input without its batch axis is shared by every batch
+    element (equal to passing it repeated); a batch axis of another size (not 1) is a ValueError
+    naming the first argument it clashes with and this one, with both shapes."""
     arrays = inputs(op)
     names = ARGS[op]
     for i in range(len(arrays)):
         cut = list(arrays)
-        cut[i] = cut[i][0]  # this one lost its batch axis
-        with pytest.raises(ValueError, match="must have the same leading batch axes") as info:
-            call(op, cut)
+        cut[i] = cut[i][0]  # this one lost its batch axis: shared
+        repeated = list(arrays)
+        repeated[i] = np.stack([cut[i]] * 2)
+        assert_close(call(op, cut), call(op, repeated), 0.0)
+        bad = list(arrays)
+        bad[i] = np.stack([cut[i]] * 3)  # batch 3 against 2
+        with pytest.raises(ValueError, match="do not broadcast") as info:
+            call(op, bad)
         msg = str(info.value)
         other = names[1] if i == 0 else "q"
-        assert msg.startswith(f"{names[i]} must have the same leading batch axes as {other}:"), msg
-        assert "q has shape" in msg and str(tuple(cut[i].shape)) in msg, msg
+        first, second = ("q", other) if i == 0 else (other, names[i])
+        assert msg.startswith(f"the leading batch axes of {first} and {second} do not broadcast"), msg
+        assert str(tuple(bad[i].shape)) in msg, msg
 
 
 def test_environment_variable_is_named(monkeypatch):

@@ -393,7 +393,7 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="^beta "):
         lsattn.loglinear_gated_delta(q, k, v, a, b[..., :5], lam)
     with pytest.raises(ValueError, match="level_weights"):
-        lsattn.loglinear_gated_delta(q, k, v, a, b, lam[0])
+        lsattn.loglinear_gated_delta(q, k, v, a, b, np.concatenate([lam, lam[:1]]))  # batch 3 against 2
     with pytest.raises(TypeError, match="beta must have a real floating dtype"):
         lsattn.loglinear_gated_delta(q, k, v, a, b.astype(np.int64), lam)
     with pytest.raises(TypeError, match="chunk_size"):

@@ -317,7 +317,7 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="log_decay"):
         lsattn.loglinear_attention(q, k, v, a[..., None], lam)
     with pytest.raises(ValueError, match="level_weights"):
-        lsattn.loglinear_attention(q, k, v, a, lam[0])
+        lsattn.loglinear_attention(q, k, v, a, np.concatenate([lam, lam[:1]]))  # batch 3 against 2
     with pytest.raises(TypeError, match="q must have a real floating dtype"):
         lsattn.loglinear_attention(q.astype(np.int64), k, v, a, lam)
     with pytest.raises(TypeError, match="chunk_size"):

@@ -51,6 +51,13 @@ class Backend:
     half_ops: operators that take float16 / bfloat16 inputs as they are (the others receive float32).
     grad_ops: operators whose results carry gradients (torch autograd) when an input requires grad.
     steps: operator -> ``"module:function"`` of its per-token step factory (``lsattn.stepper``).
+    varlen_ops: operators it computes with ``cu_seqlens`` (packed segments, ``lsattn._varlen``:
+        the exp-kernel operators run as ``loglinear_log_attention``, which it must implement).
+    broadcast_ops: operators whose implementation takes inputs whose batch axes are broadcast
+        views (stride 0 along stretched axes); the others receive contiguous materialised copies.
+    reset_ops: those of ``varlen_ops`` whose implementation restarts the stream itself: it takes
+        ``resets=`` (a host (T,) bool array, True at each segment's first token) and computes the
+        packed call on the packed tokens as they are (instead of ``lsattn._varlen``'s rewrite).
     """
 
     name: str
@@ -63,6 +70,9 @@ class Backend:
     half_ops: frozenset = frozenset()
     grad_ops: frozenset = frozenset()
     steps: dict = field(default_factory=dict)
+    varlen_ops: frozenset = frozenset()
+    broadcast_ops: frozenset = frozenset()
+    reset_ops: frozenset = frozenset()
     _status: Optional[tuple] = field(default=None, repr=False)
     _impls: dict = field(default_factory=dict, repr=False)
 
@@ -112,12 +122,13 @@ def available():
     return rows
 
 
-def resolve(op, xp, array, backend=None, *, grad=False, step=False):
+def resolve(op, xp, array, backend=None, *, grad=False, step=False, varlen=False):
     """The ``Backend`` that computes ``op`` for arrays like ``array`` (namespace ``xp``).
 
     backend: None (automatic, or ``$LSATTN_BACKEND``) or a backend name, which is then forced.
     grad: some input requires grad: only backends listing ``op`` in ``grad_ops`` qualify.
     step: for ``lsattn.stepper``: only backends with a step factory for ``op`` qualify.
+    varlen: the call has ``cu_seqlens``: only backends listing ``op`` in ``varlen_ops`` qualify.
     """
     if backend is None:
         backend = os.environ.get(ENV_VAR) or None
@@ -136,12 +147,14 @@ def resolve(op, xp, array, backend=None, *, grad=False, step=False):
         why = b.serves(xp, array)
         if why is None and grad and op not in b.grad_ops:
             why = "an input requires grad and this backend has no backward for it"
+        if why is None and varlen and op not in b.varlen_ops:
+            why = "it does not compute packed segments (cu_seqlens) yet"
         if why is not None:
             raise ValueError(f"backend {backend!r} cannot compute {op} on these arrays: {why}")
         return b
     for b in sorted(_REGISTRY.values(), key=lambda b: b.priority):
         if (op in (b.steps if step else b.ops) and (not grad or op in b.grad_ops)
-                and (b.auto_serves or b.serves)(xp, array) is None and b.status()[0]):
+                and (not varlen or op in b.varlen_ops) and (b.auto_serves or b.serves)(xp, array) is None and b.status()[0]):
             return b
     raise ValueError(f"no available backend computes {op} on {type(array).__name__} arrays")
 

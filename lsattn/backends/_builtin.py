@@ -34,12 +34,15 @@ register(
         priority=1000,
         grad_ops=frozenset(ARRAY_API_OPS),  # autograd of the framework (torch, JAX) through array ops
         steps=STEP_OPS["array_api"],
+        varlen_ops=frozenset(ARRAY_API_OPS),
+        broadcast_ops=frozenset(ARRAY_API_OPS),
     )
 )
 
 
 #: specialised backends: (name, module, priority, description). Each module defines ``OPS``,
-#: ``probe``, ``serves`` (and optionally ``auto_serves``) and imports its framework only when a
+#: ``probe``, ``serves`` (and optionally ``auto_serves``, ``HALF_OPS``, ``GRAD_OPS``, ``VARLEN_OPS``,
+#: ``BROADCAST_OPS``, ``RESET_OPS``: see ``Backend``; absent: none) and imports its framework only when a
 #: kernel runs, so registering never needs CuPy, Numba or Dask.
 _SPECIALISED = [
     ("dask", "dask_backend", 5,
@@ -64,7 +67,9 @@ def _register_specialised():
         register(Backend(name=name, description=description, ops=m.OPS, probe=m.probe, serves=m.serves,
                          auto_serves=getattr(m, "auto_serves", None), priority=priority,
                          half_ops=frozenset(getattr(m, "HALF_OPS", ())), grad_ops=frozenset(getattr(m, "GRAD_OPS", ())),
-                         steps=STEP_OPS.get(name, {})))
+                         steps=STEP_OPS.get(name, {}), varlen_ops=frozenset(getattr(m, "VARLEN_OPS", ())),
+                         broadcast_ops=frozenset(getattr(m, "BROADCAST_OPS", ())),
+                         reset_ops=frozenset(getattr(m, "RESET_OPS", ()))))
 
 
 _register_specialised()

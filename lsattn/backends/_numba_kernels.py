@@ -32,9 +32,10 @@ _JIT = dict(parallel=True, cache=True, nogil=True)
 #   num_j = sum_i A_i S_ij, den = sum_i A_i z_i (>= 1 once a key is in), y_j = num_j / den.
 
 @numba.njit(**_JIT)
-def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1):
+def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1, z1):
     """Causal scan. q, k (B, T, d_k); vals (B, T, d_v); state in m0, n0, S0, z0 (n unused unless
-    log_values); writes out (B, T, d_v) and the final state into m1, n1, S1, z1."""
+    log_values); reset (T,) uint8 or empty: the stream restarts (empty state) at tokens where it is
+    set (packed segments); writes out (B, T, d_v) and the final state into m1, n1, S1, z1."""
     B, T, dk = q.shape
     dv = vals.shape[2]
     for b in prange(B):
@@ -48,6 +49,11 @@ def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1):
         ev = np.empty(dv, np.float64)
         num = np.empty(dv, np.float64)
         for t in range(T):
+            if reset.shape[0] > 0 and reset[t]:  # a new packed segment: the empty state
+                m[:] = lo
+                n[:] = lo
+                S[:, :] = 0.0
+                z[:] = 0.0
             # key t joins the state; a new per-feature maximum rescales that row (factor <= 1)
             for i in range(dk):
                 ki = k[b, t, i]

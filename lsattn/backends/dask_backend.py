@@ -52,6 +52,10 @@ OPS = {
     "loglinear_log_attention": "lsattn.backends.dask_backend:hierarchical_forward",
 }
 
+#: broadcast batch views are lazy Dask arrays like any other; ``cu_seqlens`` is not served (its
+#: token re-layout gathers across the sequence blocks the graph is cut along): refused when forced
+BROADCAST_OPS = tuple(OPS)
+
 
 def probe():
     """None when dask.array is importable, else the reason."""

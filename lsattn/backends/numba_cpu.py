@@ -52,6 +52,12 @@ OPS = {
     "loglinear_log_attention": f"{_K}:hierarchical_forward",
 }
 
+#: every operator with ``cu_seqlens`` (``lsattn._varlen``: one call over the reset-separated
+#: segments) and with broadcast batch views (``_flat`` copies a view it cannot reshape)
+VARLEN_OPS = BROADCAST_OPS = tuple(OPS)
+#: operators whose implementation restarts its stream itself (``resets=``): the exp-kernel scan
+RESET_OPS = ("log_attention", "exp_kernel_attention")
+
 _DTYPES = ("float16", "float32", "float64")
 
 
@@ -124,14 +130,18 @@ def _ro(x):
 #: causal calls of at least this many tokens run chunked, shorter ones (decoding) token by token
 EK_CHUNKED_MIN_T = 128
 
-def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
-    """Numba twin of ``lsattn.exp_kernel._log_forward`` (same arguments, result and state)."""
-    return _ek(q, k, log_v, causal, state, return_state, True, chunk_size)
+def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None, resets=None):
+    """Numba twin of ``lsattn.exp_kernel._log_forward`` (same arguments, result and state).
+
+    resets: (T,) bool NumPy array or None: the stream restarts at the marked tokens (packed
+    segments, ``RESET_OPS``): one token-by-token scan, no chunks."""
+    return _ek(q, k, log_v, causal, state, return_state, True, chunk_size, resets)
 
 
-def exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None):
-    """Numba twin of ``lsattn.exp_kernel._exp_forward`` (same arguments, result and state)."""
-    return _ek(q, k, v, causal, state, return_state, False, chunk_size)
+def exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None, resets=None):
+    """Numba twin of ``lsattn.exp_kernel._exp_forward`` (same arguments, result and state; ``resets``:
+    as :func:`log_forward`)."""
+    return _ek(q, k, v, causal, state, return_state, False, chunk_size, resets)
 
 
 def _chunked():
@@ -146,7 +156,7 @@ def _has_blas():
     return importlib.util.find_spec("scipy") is not None
 
 
-def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size):
+def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, resets=None):
     K = _kernels()
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], vals.shape[-1]
     dt, lo = q.dtype, _minus_inf(np, q.dtype)
@@ -165,12 +175,13 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size):
         n0 = _flat(t["n"], 1) if log_values else _ro(np.full((B, d_v), lo, dt))
         offset = state.offset
     m1, n1, S1, z1 = np.empty_like(m0), np.empty_like(n0), np.empty_like(S0), np.empty_like(z0)
-    if Tq >= (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():
+    if resets is None and Tq >= (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():
         KC = _chunked()
         C = chunk_size or KC.chunk_for(d_k, d_v)
         KC.ek_chunked(qf, kf, vf, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
     else:
-        K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
+        reset = _ro(np.zeros(0, np.uint8) if resets is None else np.ascontiguousarray(resets, dtype=np.uint8))
+        K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1, z1)
     out = out.reshape(batch + (Tq, d_v))
     if not return_state:
         return out, None

@@ -1,0 +1,228 @@
+"""Packed variable-length sequences (``cu_seqlens``): one call over many independent streams.
+
+``cu_seqlens = [0, n_1, n_1 + n_2, ..., T]`` (the FlashAttention convention) cuts the ``T`` axis
+into ``N`` segments; each is its own stream (positions, Fenwick levels and decays restart at its
+start) and the result equals calling the operator on each segment. No backend loops over the
+segments and nothing is padded to the longest one: the prologue rewrites the packed call as ONE
+ordinary causal call that any backend computes, from two facts.
+
+1. A log decay of ``-inf`` at a segment's first token is a hard reset: every weight
+   ``exp(a_{s+1} + ... + a_t)`` with ``s`` before the boundary and ``t`` after it holds
+   ``exp(-inf) = 0`` (Gated DeltaNet: ``A_b = 0``), while no weight inside the segment reads it.
+2. Fenwick levels depend on the positions. A segment of ``n`` tokens placed at a position that is a
+   multiple of ``P = 2^ceil(log2 n)`` has the levels of a stream of its own (the low bits of
+   ``t - start`` and ``t`` agree, and ``t XOR s < P``). The segments are laid out by decreasing
+   ``P`` (each then starts at a multiple of its own ``P``), with the gap after a segment filled by
+   zero tokens (their outputs are dropped; the next reset cuts them off): at most ``2 T`` tokens.
+
+The exp-kernel operators have no positions and no decay: they run as hierarchical exp-kernel
+attention (``loglinear_log_attention``) with zero log level weights (which is exactly causal
+``log_attention``) and the reset decays, with no gaps. ``exp_kernel_attention`` (values of any sign)
+runs on ``log max(v, 0)`` and ``log max(-v, 0)`` side by side and returns the difference of their
+outputs (``y = y+ - y-``: rounding relative to ``sum w |v| / sum w``, that of any sum).
+
+Index building is vectorised NumPy on the host (the offsets are read once, for validation anyway).
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import array_api_compat
+import numpy as np
+
+from ._validate import _device_or_none, device_of
+from .fenwick import num_levels
+
+__all__ = ["check_offsets", "pack"]
+
+
+def check_offsets(cu_seqlens, xp, like, T, causal, state, return_state):
+    """The offsets as a host int64 array, after checking them (errors name ``cu_seqlens``)."""
+    if not causal:
+        raise ValueError("cu_seqlens needs causal=True: packed segments are causal streams")
+    if state is not None or return_state:
+        raise ValueError("cu_seqlens cannot be combined with state= or return_state=True yet: "
+                         "call the operator per segment to stream")
+    host = _to_host(cu_seqlens, xp, like)
+    if host.dtype == np.bool_ or host.dtype.kind not in "iu":
+        raise TypeError(f"cu_seqlens must hold integers, got dtype {host.dtype}")
+    if host.ndim != 1 or host.shape[0] < 2:
+        raise ValueError(f"cu_seqlens must be a 1-D sequence of N + 1 >= 2 offsets [0, ..., T], got shape {host.shape}")
+    off = host.astype(np.int64)
+    if off[0] != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {off[0]}")
+    if off[-1] != T:
+        raise ValueError(f"cu_seqlens must end at T = {T} (the inputs' sequence length), got {off[-1]}")
+    if np.any(np.diff(off) < 0):
+        i = int(np.argmax(np.diff(off) < 0))
+        raise ValueError(f"cu_seqlens must be non-decreasing, got {off[i]} before {off[i + 1]} (index {i})")
+    return off
+
+
+def _to_host(cu, xp, like):
+    """``cu_seqlens`` (an array of the inputs' namespace and device, or a Python sequence) on the host."""
+    if not array_api_compat.is_array_api_obj(cu):
+        if isinstance(cu, (str, bytes)) or not hasattr(cu, "__len__"):
+            raise TypeError(f"cu_seqlens must be a 1-D integer array or a sequence of ints, got {type(cu).__name__}")
+        if any(isinstance(c, (bool, np.bool_)) for c in cu):
+            raise TypeError("cu_seqlens must hold integers, got bools")
+        try:
+            return np.asarray(cu)
+        except Exception as exc:
+            raise TypeError(f"cu_seqlens must be a 1-D sequence of ints: {exc}") from None
+    if array_api_compat.array_namespace(cu) is not array_api_compat.array_namespace(like):
+        raise TypeError(f"cu_seqlens is a {type(cu).__module__}.{type(cu).__name__}, not an array of the inputs' "
+                        f"namespace ({type(like).__module__}.{type(like).__name__}); a Python list works everywhere")
+    dev, cdev = _device_or_none(like), _device_or_none(cu)
+    if dev is not None and cdev is not None and str(dev) != str(cdev):
+        raise ValueError(f"cu_seqlens is on device {cdev} but the inputs are on {dev}")
+    if "jax" in sys.modules and isinstance(cu, sys.modules["jax"].core.Tracer):
+        raise TypeError("cu_seqlens must be concrete (a traced JAX array cannot be read): pass it as a static value")
+    if array_api_compat.is_torch_array(cu):
+        return cu.detach().cpu().numpy()
+    if type(cu).__module__.startswith("cupy"):
+        return cu.get()
+    return np.asarray(cu)
+
+
+def _pow2(n):
+    """``2^ceil(log2 n)`` per entry (0 for 0)."""
+    n = np.asarray(n, dtype=np.int64)
+    bits = np.frexp(np.maximum(n - 1, 0).astype(np.float64))[1].astype(np.int64)  # bit_length(n - 1), exact < 2^53
+    return np.where(n > 0, np.left_shift(np.int64(1), bits), 0)
+
+
+def layout(off, aligned):
+    """``(T_pad, src, back, starts)``: the padded stream's length, the packed token each padded
+    position reads (``T``: a zero token), the padded position of each packed token, and the
+    padded positions of the segments' first tokens. ``aligned``: levels matter (fact 2)."""
+    lens = np.diff(off)
+    T = int(off[-1])
+    N = lens.shape[0]
+    seg = np.repeat(np.arange(N), lens)  # (T,) segment of each token
+    rel = np.arange(T, dtype=np.int64) - off[:-1][seg]
+    if not aligned:
+        start = off[:-1]
+        T_pad = T
+    else:
+        size = _pow2(lens)
+        order = np.argsort(-size, kind="stable")
+        start = np.empty(N, dtype=np.int64)
+        start[order] = np.cumsum(size[order]) - size[order]  # decreasing sizes: each a multiple of its own
+        T_pad = int(size.sum())
+    back = start[seg] + rel
+    src = np.full(T_pad, T, dtype=np.int64)
+    src[back] = np.arange(T, dtype=np.int64)
+    return T_pad, src, back, start[lens > 0]
+
+
+def _index(xp, idx, like):
+    return xp.asarray(np.ascontiguousarray(idx, dtype=np.int64), device=device_of(like))
+
+
+def _take_tokens(xp, x, src, axis, T, like):
+    """``x`` re-laid out along its token axis (``axis``: -2 or -1) at the positions ``src`` (``T``: 0)."""
+    if x.shape[axis] == 0 or src.shape[0] == 0:
+        shape = list(x.shape)
+        shape[axis] = src.shape[0]
+        return xp.zeros(tuple(shape), dtype=x.dtype, device=device_of(x))
+    if np.all(src < T):
+        if np.array_equal(src, np.arange(T)):
+            return x
+        return xp.take(x, _index(xp, src, like), axis=x.ndim + axis)
+    shape = list(x.shape)
+    shape[axis] = 1
+    ext = xp.concat([x, xp.zeros(tuple(shape), dtype=x.dtype, device=device_of(x))], axis=axis)
+    return xp.take(ext, _index(xp, src, like), axis=x.ndim + axis)
+
+
+def _reset(xp, a, starts, batch, T_pad, dtype, like):
+    """Log decay ``a`` (``(..., T_pad)`` or None: zeros) with ``-inf`` at the segments' first tokens."""
+    mask = np.zeros(T_pad, dtype=bool)
+    mask[starts] = True
+    m = xp.asarray(mask, device=device_of(like))
+    ninf = xp.asarray(-math.inf, dtype=dtype, device=device_of(like))
+    if a is None:
+        a = xp.zeros((), dtype=dtype, device=device_of(like))
+    return xp.broadcast_to(xp.where(m, ninf, a), batch + (T_pad,))
+
+
+def pack(op, xp, args, off, batch, native=False):
+    """The packed call as one ordinary call.
+
+    op: the operator's ``Op``; args: its validated inputs (broadcast to ``batch``, compute dtype).
+    native: the backend restarts ``op``'s stream itself (``Backend.reset_ops``): the call is left as
+    it is and gets ``resets=`` (True at each segment's first token).
+    Returns ``(run_op, run_args, finish, cum_any, kw)``: the operator whose implementation computes
+    it (the hierarchical one for the exp-kernel operators), its inputs in that ``Op``'s order,
+    ``finish(out) -> out (..., T, d_v)`` taking the packed tokens' outputs back (None: as it is),
+    the segment-restarting cumulative ``any`` for the non-finite marks of that call, and the
+    implementation's extra keywords."""
+    from . import hierarchical  # noqa: PLC0415  (imports the prologue)
+
+    q = args[0]
+    T, dtype = q.shape[-2], q.dtype
+    if native:
+        _, _, _, starts = layout(off, aligned=False)
+        resets = np.zeros(T, dtype=bool)
+        resets[starts] = True
+        return op, args, None, _segment_cum_any(starts, T), {"resets": resets}
+    if op.name in ("log_attention", "exp_kernel_attention"):
+        _, _, _, starts = layout(off, aligned=False)
+        vals = args[2]
+        d_v = vals.shape[-1]
+        if op.name == "exp_kernel_attention":  # y = y+ - y-, from the log of each sign's part
+            ninf = xp.asarray(-math.inf, dtype=dtype, device=device_of(q))
+            one = xp.ones((), dtype=dtype, device=device_of(q))
+            nan = xp.isnan(vals)  # stays NaN in both parts: poisoned as a value
+            parts = [xp.where(s > 0, xp.log(xp.where(s > 0, s, one)), xp.where(nan, s, ninf)) for s in (vals, -vals)]
+            vals = xp.concat(parts, axis=-1)
+        L = max(num_levels(T), 1)
+        lam = xp.broadcast_to(xp.zeros((), dtype=dtype, device=device_of(q)), batch + (T, L))
+        a = _reset(xp, None, starts, batch, T, dtype, q)
+
+        def finish(out):
+            if op.name == "log_attention":
+                return out
+            return xp.exp(out[..., :d_v]) - xp.exp(out[..., d_v:])
+
+        return hierarchical.SPEC, [args[0], args[1], vals, lam, a], finish, _segment_cum_any(starts, T), {}
+
+    T_pad, src, back, starts = layout(off, aligned=True)
+    run_args = []
+    for (name, role), x in zip(op.inputs, args):
+        if x is None:
+            run_args.append(x)
+            continue
+        axis = -1 if role == "tok" else -2
+        x = _take_tokens(xp, x, src, axis, T, q)
+        if role == "lev":
+            L = x.shape[-1]
+            need = num_levels(T_pad)
+            if L < need:  # levels only cross-segment pairs (weight 0 by the reset) reach
+                x = xp.concat([x, xp.zeros(tuple(x.shape[:-1]) + (need - L,), dtype=dtype, device=device_of(q))], axis=-1)
+        run_args.append(x)
+    i = [n for n, _ in op.inputs].index("log_decay")
+    run_args[i] = _reset(xp, run_args[i], starts, batch, T_pad, dtype, q)
+
+    def finish(out):
+        return _take_tokens(xp, out, back, -2, T_pad, q)
+
+    return op, run_args, finish, _segment_cum_any(starts, T_pad), {}
+
+
+def _segment_cum_any(starts, n):
+    """``(xp, m, axis) -> any of m from the start of its segment to i`` along ``axis`` of length ``n``
+    (the non-finite marks of :mod:`lsattn._nonfinite`: a poisoned token poisons its own segment only)."""
+    mask = np.zeros(n, dtype=bool)
+    mask[starts] = True
+    first = np.maximum.accumulate(np.where(mask, np.arange(n), 0)) if n else np.zeros(0, dtype=np.int64)
+
+    def cum_any(xp, m, axis):
+        c = xp.cumulative_sum(xp.astype(m, xp.int32), axis=axis)
+        before = c - xp.astype(m, xp.int32)  # exclusive sums
+        base = xp.take(before, _index(xp, first, m), axis=m.ndim + axis)  # at each token's segment start
+        return c - base > 0
+
+    return cum_any

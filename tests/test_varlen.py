@@ -1,0 +1,305 @@
+"""Packed variable-length segments (``cu_seqlens``) and broadcast batch axes, every operator.
+
+- A packed call equals the operator called on each segment (the float64 reference per segment, and
+  the same backend per segment), segments of length 0 and 1 included, several batch axes, on the
+  eager namespaces (array API path) and the numba backend, ``cu_seqlens`` as a list or an array.
+- The packed stream the prologue builds (``lsattn._varlen.layout``) is at most ``2 T`` tokens,
+  each segment starting at a multiple of its power-of-two size (its own Fenwick levels).
+- Bad offsets, ``causal=False``, ``state=``, another namespace: errors naming ``cu_seqlens``;
+  backends that do not compute packed segments are refused when forced, skipped when automatic.
+- Batch axes broadcast like matmul (grouped-query heads): equal to the call on materialised copies.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lsattn
+from lsattn import _varlen, backends
+
+from helpers import TOL, assert_close, on, to_numpy, traced_peak
+
+OPS = ["log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"]
+
+
+def inputs(op, batch, T, dk=3, dv=2, seed=0, L=None):
+    """NumPy float64 inputs of ``op`` in its positional order (``loglinear_log_attention``: log_decay last)."""
+    rng = np.random.default_rng(seed)
+    n = lambda *s: rng.standard_normal(batch + s)
+    q, k, v = n(T, dk), n(T, dk), n(T, dv)
+    if op in ("log_attention", "exp_kernel_attention"):
+        return [q, k, v]
+    L = L or lsattn.num_levels(max(T, 1))
+    a, lam = -rng.random(batch + (T,)), rng.random(batch + (T, L))
+    if op == "loglinear_attention":
+        return [q, k, v, a, lam]
+    if op == "loglinear_gated_delta":
+        return [q, k / np.linalg.norm(k, axis=-1, keepdims=True), v, a, rng.random(batch + (T,)), lam]
+    return [q, k, v, lam - 0.5, a]
+
+
+def call(fn, op, arrays, **kw):
+    if op == "loglinear_log_attention":
+        return fn(*arrays[:4], log_decay=arrays[4], **kw)
+    return fn(*arrays, **kw)
+
+
+def tokens(op, arrays, s0, s1):
+    """The inputs of tokens ``[s0, s1)`` (per-token scalars along -1, the others along -2)."""
+    tok = {"loglinear_attention": (3,), "loglinear_gated_delta": (3, 4), "loglinear_log_attention": (4,)}.get(op, ())
+    return [x[..., s0:s1] if i in tok else x[..., s0:s1, :] for i, x in enumerate(arrays)]
+
+
+def per_segment(fn, op, arrays, off, **kw):
+    """``fn`` called on each non-empty segment, concatenated along T (NumPy)."""
+    outs = [to_numpy(call(fn, op, tokens(op, arrays, s0, s1), **kw)) for s0, s1 in zip(off[:-1], off[1:]) if s1 > s0]
+    return np.concatenate(outs, axis=-2)
+
+
+lengths = st.lists(st.integers(0, 9), min_size=1, max_size=4)
+batches = st.sampled_from([(), (2,), (1, 2)])
+
+
+@settings(max_examples=6)
+@given(op=st.sampled_from(OPS), lens=lengths, batch=batches, seed=st.integers(0, 2**16))
+def test_packed_equals_per_segment(xp_eager, op, lens, batch, seed):
+    """array_api backend on every eager namespace; offsets as an array of the namespace."""
+    _check(xp_eager, op, lens, batch, seed, "array_api", as_array=True)
+
+
+@settings(max_examples=10)
+@given(op=st.sampled_from(OPS), lens=lengths, batch=batches, seed=st.integers(0, 2**16))
+def test_packed_equals_per_segment_numba(op, lens, batch, seed):
+    pytest.importorskip("numba")
+    _check(np, op, lens, batch, seed, "numba", as_array=False)
+
+
+def _check(xp, op, lens, batch, seed, backend, as_array):
+    off = [0, *np.cumsum(lens).tolist()]
+    T = off[-1]
+    arrays = inputs(op, batch, T, seed=seed)
+    cu = xp.asarray(np.asarray(off, dtype=np.int32)) if as_array else off
+    out = call(getattr(lsattn, op), op, on(xp, arrays), cu_seqlens=cu, backend=backend)
+    assert out.shape == batch + (T, 2)
+    if T == 0 or all(n == 0 for n in lens):
+        return
+    ref = per_segment(getattr(lsattn.reference, op), op, arrays, off)
+    assert_close(out, ref, TOL["float64"] * 10, what=f"{op} packed {lens}")
+    same = per_segment(getattr(lsattn, op), op, arrays, off, backend=backend)
+    assert_close(out, same, TOL["float64"] * 10, what=f"{op} packed vs per-segment calls {lens}")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_float32_and_long_segments(op):
+    """float32, segments longer than a chunk (several chunks, Fenwick levels above the chunk's)."""
+    lens = [70, 1, 0, 129, 33]
+    off = [0, *np.cumsum(lens).tolist()]
+    arrays = inputs(op, (2,), off[-1], dk=4, dv=3)
+    ref = per_segment(getattr(lsattn.reference, op), op, arrays, off)
+    for backend in ("array_api", "numba"):
+        out = call(getattr(lsattn, op), op, [x.astype(np.float32) for x in arrays], cu_seqlens=off, backend=backend,
+                   **({"chunk_size": 16} if op in ("loglinear_attention", "loglinear_gated_delta") else {}))
+        assert out.dtype == np.float32
+        assert_close(out, ref, TOL["float32"] * 5, what=f"{op} {backend}")
+
+
+@settings(max_examples=30)
+@given(lens=st.lists(st.integers(0, 300), min_size=1, max_size=12))
+def test_layout_aligned_and_at_most_twice_as_long(lens):
+    off = np.array([0, *np.cumsum(lens)], dtype=np.int64)
+    T = int(off[-1])
+    T_pad, src, back, starts = _varlen.layout(off, aligned=True)
+    assert T_pad <= max(2 * T - 1, T)
+    np.testing.assert_array_equal(src[back], np.arange(T))  # a bijection onto the real tokens
+    assert np.all(src[np.setdiff1d(np.arange(T_pad), back)] == T)
+    for i, n in enumerate(lens):  # each segment at a multiple of its power-of-two size
+        if n:
+            p = 1 << (n - 1).bit_length()
+            assert back[off[i]] % p == 0 and np.all(np.diff(back[off[i]:off[i + 1]]) == 1)
+    assert sorted(starts.tolist()) == sorted(back[off[:-1][np.array(lens) > 0]].tolist())
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_torch_gradients_equal_per_segment(op):
+    """torch autograd through the packed call equals the gradients of the per-segment calls."""
+    torch = pytest.importorskip("torch")
+    off = [0, 5, 6, 11]
+    base = inputs(op, (2,), 11)
+    w = torch.tensor(np.random.default_rng(1).standard_normal((2, 11, 2)))
+    grads = []
+    for packed in (True, False):
+        arrays = [torch.tensor(x, requires_grad=True) for x in base]
+        if packed:
+            out = call(getattr(lsattn, op), op, arrays, cu_seqlens=off, backend="array_api")
+        else:
+            out = torch.cat([call(getattr(lsattn, op), op, tokens(op, arrays, s0, s1), backend="array_api")
+                             for s0, s1 in zip(off[:-1], off[1:])], dim=-2)
+        (out * w).sum().backward()
+        grads.append([x.grad for x in arrays])
+    for name, g, g_ref in zip(("q", "k", "v", "4th", "5th", "6th"), *grads):
+        assert_close(g, g_ref, 1e-12, what=f"d/d{name}")
+
+
+# ---- bad input, backends ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", OPS)
+def test_bad_offsets_name_cu_seqlens(op):
+    arrays = inputs(op, (2,), 6)
+    f = getattr(lsattn, op)
+    cases = [([1, 6], ValueError, "start at 0"), ([0, 5], ValueError, "end at T = 6"), ([0, 4, 3, 6], ValueError,
+             "non-decreasing"), ([0.0, 6.0], TypeError, "integers"), ([0, True, 6], TypeError, "integers"),
+             (np.array([0, 6.0]), TypeError, "integers"), ([[0, 6]], ValueError, "1-D"), ([0], ValueError, "1-D"),
+             ("06", TypeError, "got str"), (6, TypeError, "got int")]
+    for bad, exc, msg in cases:
+        with pytest.raises(exc, match=msg) as info:
+            call(f, op, arrays, cu_seqlens=bad)
+        assert str(info.value).startswith("cu_seqlens"), info.value
+    with pytest.raises(ValueError, match="cu_seqlens .*state"):
+        call(f, op, arrays, cu_seqlens=[0, 6], return_state=True)
+    st0 = call(f, op, arrays, return_state=True)[1]
+    with pytest.raises(ValueError, match="cu_seqlens .*state"):
+        call(f, op, arrays, cu_seqlens=[0, 6], state=st0)
+    if op in ("log_attention", "exp_kernel_attention"):
+        with pytest.raises(ValueError, match="cu_seqlens needs causal=True"):
+            f(*arrays, causal=False, cu_seqlens=[0, 6])
+
+
+def test_offsets_of_another_namespace():
+    torch = pytest.importorskip("torch")
+    arrays = inputs("log_attention", (2,), 6)
+    with pytest.raises(TypeError, match="cu_seqlens is a torch.Tensor, not an array of the inputs' namespace"):
+        lsattn.log_attention(*arrays, cu_seqlens=torch.tensor([0, 6]))
+
+
+def test_backends_that_do_not_serve_packed_segments():
+    """GPU backends and dask list no ``varlen_ops`` (the automatic choice takes another one); forced: refused."""
+    for name in ("cupy", "numba_cuda", "dask"):
+        assert not backends.get(name).varlen_ops
+    assert backends.get("array_api").varlen_ops == frozenset(OPS)
+    arrays = inputs("log_attention", (2,), 6)
+    b = backends.resolve("log_attention", np, arrays[0], varlen=True)
+    assert b.name in ("numba", "array_api")
+    pytest.importorskip("dask")
+    import dask.array as da
+
+    darrays = [da.from_array(x, chunks=(2, 3, -1)) for x in arrays]
+    with pytest.raises(ValueError, match="backend 'dask' cannot compute log_attention.*cu_seqlens"):
+        lsattn.log_attention(*darrays, cu_seqlens=[0, 2, 6], backend="dask")
+
+
+# ---- broadcast batch axes -------------------------------------------------------------------------
+
+def _shared(op, x, i, G, r):
+    """Input ``i`` of shape (B, G, r, ...) made shared across r (q, k: grouped-query heads) or across
+    all heads (per-token inputs after the values) as a size-1 axis."""
+    if i in (0, 1):
+        return x[:, :, :1]
+    if i >= 3:
+        return x[:, :1, :1]
+    return x
+
+
+@settings(max_examples=6)
+@given(op=st.sampled_from(OPS), T=st.integers(1, 12), G=st.integers(1, 2), r=st.integers(1, 3), seed=st.integers(0, 99))
+def test_broadcast_equals_materialised(xp_eager, op, T, G, r, seed):
+    arrays = inputs(op, (2, G, r), T, seed=seed)
+    shared = [_shared(op, x, i, G, r) for i, x in enumerate(arrays)]
+    full = [np.broadcast_to(x, y.shape).copy() for x, y in zip(shared, arrays)]
+    f = getattr(lsattn, op)
+    out, st_ = call(f, op, on(xp_eager, shared), return_state=True, backend="array_api")
+    ref, st_ref = call(f, op, full, return_state=True, backend="array_api")
+    assert out.shape == (2, G, r, T, 2) and st_.batch_shape == (2, G, r)
+    assert_close(out, ref, TOL["float64"], what=op)
+    for name, t in st_.tensors.items():
+        assert_close(t, st_ref.tensors[name], TOL["float64"], what=name)
+    out_nb = call(f, op, shared, backend="numba")
+    assert_close(out_nb, ref, TOL["float64"] * 10, what=f"{op} numba")
+
+
+def test_broadcast_with_packed_segments():
+    """Both at once: shared q, k across 4 heads, packed segments."""
+    op = "loglinear_attention"
+    off = [0, 3, 4, 13]
+    arrays = inputs(op, (1, 4), 13)
+    shared = [x[:, :1] if i in (0, 1) else x for i, x in enumerate(arrays)]
+    full = [np.broadcast_to(x, y.shape) for x, y in zip(shared, arrays)]
+    ref = per_segment(lsattn.reference.loglinear_attention, op, full, off)
+    for backend in ("array_api", "numba"):
+        assert_close(lsattn.loglinear_attention(*shared, cu_seqlens=off, backend=backend), ref, 1e-12)
+
+
+def test_broadcast_input_not_copied_by_the_prologue():
+    """Grouped-query heads (G = 1, r = 16) on the array-API path: the call on shared q, k (size-1
+    head axis) takes no more peak NumPy memory than the call on materialised copies made beforehand,
+    i.e. the prologue broadcasts views and copies nothing (a copy of q and k would add ``copy``)."""
+    rng = np.random.default_rng(0)
+    T, d, r = 256, 32, 16
+    q, k = (rng.standard_normal((1, 1, T, d)) for _ in range(2))
+    v = rng.standard_normal((1, r, T, 4))
+    qf, kf = (np.broadcast_to(x, (1, r, T, d)).copy() for x in (q, k))
+    copy = 2 * r * T * d * 8
+    for op in ("exp_kernel_attention", "log_attention"):
+        f = getattr(lsattn, op)
+        f(q, k, v, backend="array_api")  # first call: imports and caches
+        out, peak = traced_peak(lambda: f(q, k, v, backend="array_api"))
+        ref, peak_full = traced_peak(lambda: f(qf, kf, v, backend="array_api"))
+        assert_close(out, ref, 0.0)
+        assert peak < peak_full + copy / 4, (op, peak, peak_full, copy)
+
+
+@pytest.mark.parametrize("backend", ["array_api", "numba"])
+@pytest.mark.parametrize("op", OPS)
+def test_poison_stays_in_its_segment(op, backend):
+    """A NaN key, value or query (an infinite value) poisons what it poisons in a per-segment call,
+    in its segment only (docs/api.md, "Non-finite inputs and strong decays")."""
+    off = [0, 4, 9, 14]
+    f = getattr(lsattn, op)
+    for i, t, bad in ((1, 5, np.nan), (2, 6, np.nan), (2, 7, np.inf), (0, 2, np.nan)):
+        arrays = inputs(op, (2,), 14)
+        arrays[i] = arrays[i].copy()
+        arrays[i][0, t, 0] = bad
+        out = to_numpy(call(f, op, arrays, cu_seqlens=off, backend=backend))
+        ref = per_segment(f, op, arrays, off, backend=backend)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+        assert np.isnan(out).any() and not np.isnan(out[:, off[-2]:]).any()
+        fin = ~np.isnan(ref)
+        assert_close(out[fin], ref[fin], 1e-12)
+
+
+def test_numba_compiles_nothing_more_for_broadcast_or_packed_inputs():
+    """Broadcast views (stride 0, read-only) and packed calls reach the Numba kernels in the layout
+    of an ordinary call: no second compiled specialisation."""
+    pytest.importorskip("numba")
+    import numba
+
+    from lsattn.backends import _numba_kernels
+
+    def counts():
+        return {n: len(f.signatures) for n, f in vars(_numba_kernels).items() if isinstance(f, numba.core.registry.CPUDispatcher)}
+
+    ops = ["log_attention", "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"]
+    for op in ops:
+        call(getattr(lsattn, op), op, inputs(op, (2, 3), 16), backend="numba")
+    before = counts()
+    for op in ops:
+        arrays = [x[:, :1] if i != 2 else x for i, x in enumerate(inputs(op, (2, 3), 16))]
+        call(getattr(lsattn, op), op, arrays, backend="numba")
+        call(getattr(lsattn, op), op, arrays, backend="numba", cu_seqlens=[0, 3, 3, 16])
+    assert counts() == before
+
+
+def test_jax_jit_with_static_offsets():
+    """Under ``jax.jit`` the offsets are a static value (a list): the packed call compiles and
+    equals the per-segment reference; traced offsets are a TypeError naming ``cu_seqlens``."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    off = [0, 5, 6, 12]
+    arrays = inputs("loglinear_attention", (2,), 12)
+    ref = per_segment(lsattn.reference.loglinear_attention, "loglinear_attention", arrays, off)
+    f = jax.jit(lambda *x: lsattn.loglinear_attention(*x, cu_seqlens=off))
+    assert_close(f(*(jnp.asarray(x, dtype=jnp.float32) for x in arrays)), ref, TOL["float32"])
+    with pytest.raises(TypeError, match="cu_seqlens must be concrete"):
+        jax.jit(lambda q, c: lsattn.log_attention(q, q, q, cu_seqlens=c))(jnp.zeros((12, 2)), jnp.asarray(off))
