@@ -211,6 +211,26 @@ def test_hard_reset_forgets_everything_before(op, where, seed, T, s):
     check(out_a, reference(op, a), np.zeros(out_a.shape, bool), OPS[op][2], f"{op} reset at {s}")
 
 
+@pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
+@settings(max_examples=max(3, settings.default.max_examples // 2))
+@given(seed=st.integers(0, 2**32 - 1), T=st.integers(20, 48), block=st.sampled_from([4, 8, 16]),
+       resets=st.lists(st.integers(1, 47), min_size=1, max_size=3))
+def test_hard_resets_across_dask_blocks(op, seed, T, block, resets):
+    """Hard resets anywhere in a sequence of several Dask blocks (the block summaries are folded
+    across the reset): finite outputs equal to the reference."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    a = make(op, seed, T, 3, 2)
+    for s in resets:
+        a[3 if op != "loglinear_log_attention" else 4][:, s % T] = -math.inf
+    xs = [da.from_array(x, chunks=BATCH + (block,) + x.shape[2:]) for x in a]
+    with dask.config.set(scheduler="synchronous"):
+        out = to_numpy(call(op, xs, backend="dask"))
+    assert np.isfinite(out).all()
+    check(out, reference(op, a), np.zeros(out.shape, bool), OPS[op][2], f"{op} on dask, resets at {resets}")
+
+
 @pytest.mark.parametrize("where", WHERE[:4], ids=["-".join(w) for w in WHERE[:4]])
 @pytest.mark.parametrize("op", ["log_attention", "exp_kernel_attention", "loglinear_log_attention"])
 @given(seed=st.integers(0, 2**32 - 1), T=st.integers(1, 24), s=st.integers(0, 23))

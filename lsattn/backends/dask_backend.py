@@ -310,10 +310,12 @@ class _Hierarchical(_LogLinear):
 
         m, n, S, z = Sa
         xp = _xp(S)
-        moved = (m + Db[..., None, None], n, S, z)  # keys decayed over the later stretch
+        lo = xp.asarray(_minus_inf(xp, m.dtype), dtype=m.dtype)
+        # keys decayed over the later stretch; a shift never passes the stand-in (a -inf decay, a
+        # hard reset, would make it -inf, and merging two such levels exp(-inf - -inf) = NaN)
+        moved = (xp.maximum(m + Db[..., None, None], lo), n, S, z)
         m, n, S, z = merge(xp, self.remap(moved, pb, Tb), Sb)
-        m = xp.maximum(m, xp.asarray(_minus_inf(xp, m.dtype), dtype=m.dtype))  # decays never push a shift past the stand-in
-        return (m, n, S, z)
+        return (xp.maximum(m, lo), n, S, z)
 
     def remap(self, levels, p, T):
         """As :func:`_remap_levels`, summaries folding by ``merge``."""
