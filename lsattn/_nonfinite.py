@@ -114,7 +114,7 @@ class Marks:
 def _where_nan(xp, mask, x):
     """NaN where ``mask`` (broadcast), else ``x``; Dask keeps ``x``'s chunks (the masks come from
     other inputs, which may be chunked otherwise)."""
-    out = xp.where(mask, xp.asarray(math.nan, dtype=x.dtype, device=device_of(x)), x)
+    out = xp.where(mask, _scalar(xp, x, math.nan), x)
     return out.rechunk(x.chunks) if array_api_compat.is_dask_array(x) else out
 
 
@@ -211,5 +211,7 @@ def _scalar(xp, x, value):
     if array_api_compat.is_dask_array(x):
         import dask.array as da
 
-        return da.full((), value, dtype=x.dtype, meta=x._meta)
+        # not ``da.full(..., meta=)``: CuPy's ``full_like(meta, shape=())`` takes the meta's shape
+        block = array_api_compat.array_namespace(x._meta).asarray(value, dtype=x.dtype)
+        return da.from_array(block, chunks=())
     return xp.asarray(value, dtype=x.dtype, device=device_of(x))

@@ -221,8 +221,8 @@ def forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state):
             out = back(xp.empty(batch + (0, d_v), dtype=args[0].dtype), half)
             if not return_state or state is not None:
                 return out, state if return_state else None
-            levels = xp.zeros(batch + (0, d_k, d_v), dtype=sdtype)
-            return out, State("loglinear_attention", 0, batch, d_k, d_v, sdtype, {"levels": back(levels, "")})
+            levels = back(xp.zeros(batch + (0, d_k, d_v), dtype=sdtype), "")  # the caller's dtype object
+            return out, State("loglinear_attention", 0, batch, d_k, d_v, levels.dtype, {"levels": levels})
         old = None if (state is None or p == 0) else to_cp(state.tensors["levels"])[0]
         out, levels = compute(ops, *args, chunk_size, p, old, return_state, half)
         out = back(out, half)
