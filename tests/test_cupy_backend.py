@@ -354,6 +354,59 @@ class Twin:
         e = np.exp(x - x.max(-1, keepdims=True))
         out[:, 0] = (e[:, None, :] @ S2)[:, 0] / (e * z2[...]).sum(-1)[:, None]
 
+    # exp-kernel backward (exp_kernel_bwd.cu), per chunk as the kernels
+    def _ekb_chunk(self, CH, c, T, q, k, v, do, lden=None):
+        """Rows of chunk c, the mask of pairs s <= t inside it, and X[t, s, i] = q_ti + k_si."""
+        (Q, ok), (K, _), (V, _), (O, _) = (_rows(x, c * CH, CH, T) for x in (q, k, v, do))
+        mask = np.tril(np.ones((CH, CH), bool)) & ok[:, None] & ok[None, :]
+        return Q, K, V, O, ok, mask, Q[:, :, None, :] + K[:, None, :, :]
+
+    def ekb_dq(self, cfg, q, k, v, y, do, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH):
+        CH = cfg.CH
+        for c in range(n):
+            Q, K, V, O, ok, mask, X = self._ekb_chunk(CH, c, T, q, k, v, do)
+            Y, _ = _rows(y, c * CH, CH, T)
+            delta = np.sum(Y * O, axis=-1)  # (BH, CH)
+            mi, zi, Si = m_in[:, c], z[:, c].copy(), S[:, c].copy()
+            inter = Q + mi[:, None, :]  # (BH, t, i), weight z_in
+            with np.errstate(divide="ignore"):  # log z_in = -inf before any key; rows past T: -inf
+                terms = np.concatenate([np.where(mask[None, :, :, None], X, -np.inf).reshape(BH, CH, -1),
+                                        inter + np.log(zi)[:, None, :]], axis=-1)
+                mx = np.max(terms, axis=-1, keepdims=True)
+                mx = np.where(np.isfinite(mx), mx, 0.0)
+                L = np.where(ok, (mx + np.log(np.sum(np.exp(terms - mx), axis=-1, keepdims=True)))[..., 0], 0.0)
+            D = np.where(mask, O @ np.swapaxes(V, -1, -2) - delta[:, :, None], 0.0)
+            P = np.where(mask[None, :, :, None], np.exp(X - L[:, :, None, None]), 0.0)  # (BH, t, s, i)
+            A = np.where(ok[None, :, None], np.exp(inter - L[:, :, None]), 0.0)
+            g = np.einsum("btsi,bts->bti", P, D) + A * (O @ np.swapaxes(Si, -1, -2) - zi[:, None, :] * delta[:, :, None])
+            rows = c * CH + np.arange(CH)
+            dq[:, rows[ok]], lden[:, rows[ok]], dl[:, rows[ok]] = g[:, ok], L[:, ok], delta[:, ok]
+            S[:, c], z[:, c] = np.swapaxes(A, -1, -2) @ O, np.einsum("bti,bt->bi", A, delta)
+
+    def ekb_rscan(self, cfg, U, Z, m_in, m_next, R0, DK, DV, n, BH):
+        RU, RZ = np.zeros((BH, DK, DV), U.dtype), np.zeros((BH, DK), U.dtype)
+        for c in range(n - 1, -1, -1):
+            f = np.exp(m_in[:, c] - m_next[:, c])
+            u, zz = U[:, c].copy(), Z[:, c].copy()
+            U[:, c], Z[:, c] = RU, RZ
+            RU, RZ = u + f[..., None] * RU, zz + f * RZ
+        R0[:, : DK * DV], R0[:, DK * DV:] = RU.reshape(BH, -1), RZ
+
+    def ekb_dkdv(self, cfg, q, k, v, do, lden, dl, U, Z, m_next, dk, dv, T, DK, DV, n, BH):
+        CH = cfg.CH
+        for c in range(n):
+            Q, K, V, O, ok, mask, X = self._ekb_chunk(CH, c, T, q, k, v, do)
+            L, _ = _rows(lden, c * CH, CH, T)
+            delta, _ = _rows(dl, c * CH, CH, T)
+            D = np.where(mask, O @ np.swapaxes(V, -1, -2) - delta[:, :, None], 0.0)
+            P = np.where(mask[None, :, :, None], np.exp(X - L[:, :, None, None]), 0.0)  # (BH, t, s, i)
+            B = np.where(ok[None, :, None], np.exp(K - m_next[:, c][:, None, :]), 0.0)  # (BH, s, i)
+            Uc, Zc = U[:, c], Z[:, c]
+            gk = np.einsum("btsi,bts->bsi", P, D) + B * (V @ np.swapaxes(Uc, -1, -2) - Zc[:, None, :])
+            gv = np.swapaxes(P.sum(-1), -1, -2) @ O + B @ Uc
+            rows = c * CH + np.arange(CH)
+            dk[:, rows[ok]], dv[:, rows[ok]] = gk[:, ok], gv[:, ok]
+
 
 # ---- inputs ----------------------------------------------------------------------------------
 
@@ -799,6 +852,47 @@ def test_twin_loglinear_backward(batch, T, dk, dv, C, decay, P, seed):
     out, _ = cll.compute(Twin(), q, k, v, a, lam, C, P, old, False)
     got = cll.backward(Twin(), q, k, v, a, lam, old, out, do, C, P, P > 0)
     check_grads(got, want, out, do, GRAD_TOL["float64"], f"T={T} C={C} P={P}", P)
+
+
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, scale=magnitudes,
+       P=st.sampled_from([0, 0, 1, 40]), seed=seeds)
+@settings(max_examples=10)
+def test_twin_exp_kernel_backward(batch, T, dk, dv, scale, P, seed):
+    """The exp-kernel backward's host logic driven by the twin equals float64 torch autograd: of
+    ``lsattn.reference`` (no state), of the array-API path with the incoming state's tensors
+    (m, S, z after P tokens) as inputs."""
+    torch = pytest.importorskip("torch")
+    from lsattn.state import State
+
+    q, k, v = ek_inputs(seed, batch, T, dk, dv, scale)
+    do = np.random.default_rng(seed + 2).standard_normal(batch + (T, dv))
+    init = None
+    if P:
+        pre = ek_inputs(seed + 1, batch, P, dk, dv, scale)
+        _, st0 = lsattn.exp_kernel_attention(*pre, return_state=True, backend="array_api")
+        init = tuple(np.asarray(st0.tensors[n], np.float64) for n in ("m", "S", "z"))
+
+        def fn(q, k, v, m, S, z):
+            state = State("exp_kernel_attention", P, batch, dk, dv, torch.float64, {"m": m, "S": S, "z": z})
+            return lsattn.exp_kernel_attention(q, k, v, state=state, backend="array_api")
+
+        want, _ = _autograd(fn, [q, k, v, *init], do, torch)
+    else:
+        want, _ = _autograd(ref.exp_kernel_attention, [q, k, v], do, torch)
+    out, _ = cek.compute(Twin(), q, k, v, True, init, False)
+    dq, dk_, dv_, dst = cek.backward(Twin(), q, k, v, init, out, do, P > 0)
+    check_ek_grads([dq, dk_, dv_] + (list(dst) if P else []), want, out, do, v, GRAD_TOL["float64"], f"T={T} P={P} scale={scale}")
+
+
+def check_ek_grads(got, want, out, do, v, tol, what):
+    """Each exp-kernel gradient within ``tol * (max |ref| + max |dO| (max |v| + max |y|))``: every
+    gradient is a sum of attention weights (<= 1) times ``dO_t . v_s - dO_t . y_t`` or ``dO_t``, so
+    the second term is the scale of one term; it matters where a gradient cancels to 0 (with
+    ``d_k = 1`` the output does not depend on ``q``)."""
+    mx = lambda x: float(np.max(np.abs(to_numpy(x)), initial=0.0))  # noqa: E731
+    atol = tol * mx(do) * (mx(v) + mx(out))
+    for name, g, w in zip(["dq", "dk", "dv", "dm", "dS", "dz"], got, want):
+        assert_close(g, w, tol, atol=atol, what=f"{name} {what}")
 
 
 def check_grads(got, want, out, do, tol, what, P=0):

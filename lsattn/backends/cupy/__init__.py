@@ -49,7 +49,7 @@ OPS = {
 #: operators whose float16 / bfloat16 inputs reach the kernels as they are
 HALF_OPS = tuple(OPS)
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
-GRAD_OPS = ("loglinear_attention",)
+GRAD_OPS = ("loglinear_attention", "exp_kernel_attention")
 #: largest d_k of the shared-memory tiles
 MAX_DK = 128
 

@@ -1,22 +1,24 @@
-"""Torch autograd for the CuPy kernels: ``loglinear_attention`` forward and backward on the GPU.
+"""Torch autograd for the CuPy kernels: ``loglinear_attention`` and (causal)
+``exp_kernel_attention`` forward and backward on the GPU.
 
-``apply_loglinear`` runs the forward kernels and records a ``torch.autograd.Function`` whose
-backward is ``loglinear.backward`` (the host logic, tested on the CPU with the kernels' NumPy twin)
-on ``loglinear_bwd.cu``: 16-bit inputs are read as such and computed in float32 (no widened
-copies held), float64 in float64.
+``apply_loglinear`` / ``apply_exp_kernel`` run the forward kernels and record a
+``torch.autograd.Function`` whose backward is ``loglinear.backward`` / ``exp_kernel.backward``
+(the host logic, tested on the CPU with the kernels' NumPy twin) on ``loglinear_bwd.cu`` /
+``exp_kernel_bwd.cu``: 16-bit inputs are read as such and computed in float32 (no widened copies
+held), float64 in float64.
 
-Saved for the backward: the inputs and the output, O(T (d_k + d_v + L)); the backward's
-temporaries are one ``d_k x d_v`` matrix per chunk, never ``T d_k d_v``. torch is imported here
-only, when a CUDA tensor that requires grad arrives.
+Saved for the backward: the inputs, the incoming state and the output, O(T (d_k + d_v + L)); the
+backward's temporaries are one ``d_k x d_v`` matrix per chunk, never ``T d_k d_v``. torch is
+imported here only, when a CUDA tensor that requires grad arrives.
 """
 from __future__ import annotations
 
 import functools
 
-from . import loglinear as _ll
+from . import exp_kernel as _ek, loglinear as _ll
 from ._arrays import inputs, on_gpu
 
-__all__ = ["apply_loglinear"]
+__all__ = ["apply_loglinear", "apply_exp_kernel"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,3 +59,40 @@ def apply_loglinear(q, k, v, a, lam, old, chunk_size, p):
     """``loglinear_attention``'s output on CUDA torch tensors, differentiable through the kernels
     (old: the incoming state's levels or None)."""
     return _function().apply(q, k, v, a, lam, old, chunk_size, p)
+
+
+@functools.lru_cache(maxsize=None)
+def _exp_function():
+    import torch
+
+    class ExpKernel(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, m0, S0, z0, chunk_size):
+            with on_gpu(q) as (to_cp, back, ops):
+                args, half = inputs(to_cp, (q, k, v))
+                init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in (m0, S0, z0))
+                out, _ = _ek.compute(ops, *args, True, init, False, chunk_size, half)
+                out = back(out, half)
+            ctx.save_for_backward(q, k, v, m0, S0, z0, out)
+            return out
+
+        @staticmethod
+        def backward(ctx, do):
+            q, k, v, m0, S0, z0, out = ctx.saved_tensors
+            with on_gpu(q) as (to_cp, back, ops):
+                arrays, half = inputs(to_cp, [x.detach().contiguous() for x in (q, k, v, out, do.to(out.dtype))])
+                init = None if m0 is None else tuple(to_cp(x.detach().contiguous())[0] for x in (m0, S0, z0))
+                want = m0 is not None and any(ctx.needs_input_grad[3:6])
+                dq, dk, dv, dst = _ek.backward(ops, *arrays[:3], init, *arrays[3:], want, half)
+                grads = [back(g, half) for g in (dq, dk, dv)] + [None if dst is None else back(g, "") for g in (dst or (None,) * 3)]
+            cast = lambda g, x: None if g is None else g.to(x.dtype)  # noqa: E731
+            return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, m0, S0, z0))) + (None,)
+
+    return ExpKernel
+
+
+def apply_exp_kernel(q, k, v, init, chunk_size):
+    """Causal ``exp_kernel_attention``'s output on CUDA torch tensors, differentiable through the
+    kernels (init: the incoming state's (m, S, z) or None)."""
+    m0, S0, z0 = (None, None, None) if init is None else init
+    return _exp_function().apply(q, k, v, m0, S0, z0, chunk_size)

@@ -60,6 +60,11 @@ class Config:
         if kernel == "ll_bw_dkdv":
             return (2 * DKP * QLD + 2 * DVP * QLD + CH * DKP + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP + 3 * CH
                     + CH * self.NLC) * es
+        if kernel == "ekb_dq":
+            return (4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH) * es
+        if kernel == "ekb_dkdv":
+            return (3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP + 2 * DKP
+                    + 2 * CH) * es
         if kernel == "ek_chunk":
             return (CH * DKP + CH * DVP + DKP) * es
         if kernel == "ek_output":
@@ -99,16 +104,21 @@ def _pad_dim(d):
 SMEM_MAX = 227 * 1024
 
 
-def make_config(ta, DK, DV, chunk_size=None, half="", grad=False):
+#: the backward kernels of each family whose shared memory bounds the chunk
+_GRAD_TILES = {"loglinear": ("ll_bw_dkdv", "ll_output_dl"), "exp_kernel": ("ekb_dq", "ekb_dkdv")}
+
+
+def make_config(ta, DK, DV, chunk_size=None, half="", grad=None):
     """The variant for compute type ``ta`` ('float'/'double'), 16-bit inputs ``half`` ('', 'bf16',
-    'f16') and head dims (``DV <= 128``). ``grad``: the backward's kernels (float / double), whose
-    larger tiles may need a smaller chunk (None if even CH = 16 does not fit: ``grad_fits``)."""
+    'f16') and head dims (``DV <= 128``). ``grad``: a family ('loglinear' | 'exp_kernel') whose
+    backward kernels (float / double) run: their larger tiles may need a smaller chunk (they may
+    not fit even at CH = 16: ``grad_fits``)."""
     DKP, DVP = _pad_dim(DK), _pad_dim(DV)
     ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
     CH = min(max(int(chunk_size or 64), 16), ch_max)
     CH = 1 << (CH.bit_length() - 1)  # power of two
     if grad:  # FFMA kernels, 16-bit inputs read and written as such
-        while CH > 16 and max(Config(ta, "", CH, DKP, DVP).smem(k) for k in ("ll_bw_dkdv", "ll_output_dl")) > SMEM_MAX:
+        while CH > 16 and max(Config(ta, "", CH, DKP, DVP).smem(k) for k in _GRAD_TILES[grad]) > SMEM_MAX:
             CH //= 2
         return Config(ta, half, CH, DKP, DVP, tc=False)
     if half == "bf16":
@@ -116,12 +126,15 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=False):
     return Config(ta, half, CH, DKP, DVP)
 
 
-def grad_fits(ta, DK, DV):
-    """True when the backward's kernels fit shared memory for these head dims (both passes)."""
+def grad_fits(ta, DK, DV, family="loglinear"):
+    """True when the backward kernels of ``family`` fit shared memory for these head dims."""
     if max(DK, DV) > DV_BLOCK:
         return False
-    cfg = make_config(ta, DK, DV, 16, "", grad=True)
-    dq = make_config(ta, DV, DK, 16, "", grad=True)
+    if family == "exp_kernel":
+        cfg = make_config(ta, DK, DV, 16, "", grad=family)
+        return max(cfg.smem(k) for k in _GRAD_TILES[family]) <= SMEM_MAX
+    cfg = make_config(ta, DK, DV, 16, "", grad=family)
+    dq = make_config(ta, DV, DK, 16, "", grad=family)  # the dq pass runs the forward's kernel on (dO, v, k)
     return cfg.smem("ll_bw_dkdv") <= SMEM_MAX and dq.smem("ll_output_dl") <= SMEM_MAX
 
 
@@ -134,6 +147,7 @@ _KERNELS = {
     "loglinear": ("ll_chunk_states", "ll_upsweep", "ll_output", "ll_new_state", "ll_decode"),
     "loglinear_bwd": ("ll_output_dl", "ll_bw_blocks", "ll_bw_dkdv"),
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
+    "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
 }
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu")}
@@ -285,6 +299,22 @@ class CupyOps:
            (q, k, v, m_in, S_in, z_in, out, self._i(Tq), self._i(Tk), self._i(DK), self._i(DV), self._i(n_state),
             self._i(int(causal))),
            shared_mem=smem)
+
+    def _ekb(self, cfg, name, grid, args):
+        fn, block, smem = self._tk("exp_kernel_bwd", cfg, name)
+        fn(grid, block, args, shared_mem=smem)
+
+    def ekb_dq(self, cfg, q, k, v, y, do, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH):
+        self._ekb(cfg, "ekb_dq", (n, BH), (q, k, v, y, do, m_in, S, z, dq, lden, dl, self._i(T), self._i(DK),
+                                           self._i(DV), self._i(n)))
+
+    def ekb_rscan(self, cfg, U, Z, m_in, m_next, R0, DK, DV, n, BH):
+        self._ekb(cfg, "ekb_rscan", (-(-(DK * DV + DK) // _NT), BH), (U, Z, m_in, m_next, R0, self._i(DK), self._i(DV),
+                                                                        self._i(n)))
+
+    def ekb_dkdv(self, cfg, q, k, v, do, lden, dl, U, Z, m_next, dk, dv, T, DK, DV, n, BH):
+        self._ekb(cfg, "ekb_dkdv", (n, BH), (q, k, v, do, lden, dl, U, Z, m_next, dk, dv, self._i(T), self._i(DK),
+                                             self._i(DV), self._i(n)))
 
     def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH):
         self._k("exp_kernel", cfg, "ek_decode")(

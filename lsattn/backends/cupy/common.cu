@@ -72,6 +72,9 @@ __device__ __forceinline__ double fmx(double a, double b) { return fmax(a, b); }
 // the row is recomputed with its exact shift. Terms lost to underflow are < 2^-126 (float) each.
 #define DEN_FLOOR ((ta)1e-20)
 
+// A finite "minus infinity" for running maxima (no -inf arithmetic).
+__device__ __forceinline__ ta neg_big() { return sizeof(ta) == 4 ? (ta)-3.0e38f : (ta)-1.0e308; }
+
 __device__ __forceinline__ int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __clzll(x); }
 
 // Fenwick level of key s seen from query t (s <= t): 0 if equal, else bit_length(t XOR s).

@@ -28,8 +28,6 @@ constexpr int QLD = CH + 4;
 constexpr int HS = DKP < 32 ? DKP : 32;
 }
 
-__device__ __forceinline__ ta neg_big() { return sizeof(ta) == 4 ? (ta)-3.0e38f : (ta)-1.0e308; }
-
 extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     const ti* __restrict__ k, const ti* __restrict__ v, ta* __restrict__ mk, ta* __restrict__ S,
     ta* __restrict__ z, int T, int DK, int DV, int n) {

@@ -1,15 +1,15 @@
 """Exp-kernel attention (``exp_kernel_attention``) on the kernels of ``exp_kernel.cu``: the host
-logic (chunk summaries, the two-pass scan, the output read; decoding steps) and the backend's
-implementation."""
+logic (chunk summaries, the two-pass scan, the output read; decoding steps), the backward's
+(``exp_kernel_bwd.cu``) and the backend's implementation."""
 from __future__ import annotations
 
 import numpy as np
 
 from ...state import State
 from ._arrays import batch_layout, flat, inputs, narrow, on_gpu, ta_name, widen
-from ._compile import DV_BLOCK, make_config
+from ._compile import DV_BLOCK, grad_fits, make_config
 
-__all__ = ["forward", "compute"]
+__all__ = ["forward", "compute", "backward"]
 
 
 def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half=""):
@@ -72,6 +72,54 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half=""):
     return xp.reshape(out, batch + (Tq, DV)), state
 
 
+def backward(ops, q, k, v, init, out, do, want_state, half=""):
+    """Gradients of a causal call for the output gradient ``do`` (``exp_kernel_bwd.cu``).
+
+    q, k (..., T, d_k), v, out (the forward's output), do (..., T, d_v), in one kind (``half`` as in
+    :func:`compute`; ``d_k, d_v <= 128``); init: (m, S, z) of the incoming state or None.
+    Returns (dq, dk, dv in the inputs' kind, (dm, dS, dz) of the incoming state in the compute
+    dtype, or None unless ``want_state``). The forward's chunk summaries are recomputed (chunk
+    of the backward's tiles); temporaries: one d_k x d_v matrix per chunk and two numbers per token."""
+    xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
+    T, DK, DV = q.shape[-2], q.shape[-1], v.shape[-1]
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, 32, half, grad="exp_kernel")
+    q3, k3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK))
+    v3, y3, do3 = (flat(xp, x, (BH, T, DV)) for x in (v, out, do))
+    dq, dk, dv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
+    n = -(-T // cfg.CH)
+    mk, z, m_in = (xp.empty((BH, n, DK), dtype=ta_dtype) for _ in range(3))
+    S = xp.empty((BH, n, DK, DV), dtype=ta_dtype)
+    m_out, z_out = xp.empty((BH, DK), dtype=ta_dtype), xp.empty((BH, DK), dtype=ta_dtype)
+    S_out = xp.empty((BH, DK, DV), dtype=ta_dtype)
+    m0 = S0 = z0 = None
+    if init is not None:
+        m0, S0, z0 = flat(xp, init[0], (BH, DK)), flat(xp, init[1], (BH, DK, DV)), flat(xp, init[2], (BH, DK))
+    ops.ek_chunk(cfg, k3, v3, mk, S, z, T, DK, DV, n, BH)
+    ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH)  # S, z: entering each chunk
+    lden, dl = xp.empty((BH, T), dtype=ta_dtype), xp.empty((BH, T), dtype=ta_dtype)
+    ops.ekb_dq(cfg, q3, k3, v3, y3, do3, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH)  # S, z: U^c, Z^c
+    m_next = xp.ascontiguousarray(xp.concatenate([m_in[:, 1:], m_out[:, None]], axis=1))
+    R0 = xp.empty((BH, DK * DV + DK), dtype=ta_dtype)
+    ops.ekb_rscan(cfg, S, z, m_in, m_next, R0, DK, DV, n, BH)  # S, z: U, Z entering from the right
+    ops.ekb_dkdv(cfg, q3, k3, v3, do3, lden, dl, S, z, m_next, dk, dv, T, DK, DV, n, BH)
+    grads = tuple(xp.reshape(g, batch + (T, g.shape[-1])) for g in (dq, dk, dv))
+    if not want_state:
+        return grads + (None,)
+    dS0 = xp.reshape(R0[:, : DK * DV], (BH, DK, DV))
+    dz0 = -R0[:, DK * DV:]
+    dm0 = xp.sum(S0 * dS0, axis=-1) + z0 * dz0  # m scales S and z by exp(m)
+    return grads + (tuple(xp.reshape(g, batch + g.shape[1:]) for g in (dm0, dS0, dz0)),)
+
+
+def _tracks_grad(arrays):
+    """True for torch tensors when autograd records and some of ``arrays`` requires grad."""
+    if not any(getattr(x, "requires_grad", False) for x in arrays):
+        return False
+    import torch
+
+    return torch.is_grad_enabled()
+
+
 def forward(q, k, v, causal, state, return_state, *, chunk_size=None):
     """CuPy-kernel implementation of ``exp_kernel_attention``; the signature of
     ``lsattn.exp_kernel._exp_forward`` (inputs as in :func:`loglinear_forward`; non-causal calls
@@ -85,6 +133,21 @@ def forward(q, k, v, causal, state, return_state, *, chunk_size=None):
     """
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     offset = 0 if state is None else state.offset
+    init_t = None if state is None else tuple(state.tensors[n] for n in ("m", "S", "z"))
+    if Tq > 0 and _tracks_grad((q, k, v) + (init_t or ())):
+        import torch
+
+        f64 = q.dtype == torch.float64
+        if causal and not return_state and grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel"):
+            from ._autograd import apply_exp_kernel
+
+            return apply_exp_kernel(q, k, v, init_t, chunk_size), None
+        # non-causal, a returned state (whose gradient the kernels do not compute), head dims beyond
+        # the backward's tiles: the array-API formulation on the same device, differentiated by torch
+        from ...exp_kernel import _exp_forward
+
+        args = [x if f64 else x.float() for x in (q, k, v)]  # half: in float32
+        return _exp_forward(*args, causal, state, return_state, chunk_size=chunk_size)
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         (qc, kc, vc), half = inputs(to_cp, (q, k, v))

@@ -74,7 +74,7 @@ def _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, T, DK, DV, p, BH):
 
 def _dq_pass(ops, xp, batch, BH, ta_dtype, q, k, v, a, lam, chunk_size, p, old, dots, half):
     T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
-    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, grad=True)
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, grad="loglinear")
     q3, k3, v3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK)), flat(xp, v, (BH, T, DV))
     a2, l3 = flat(xp, a, (BH, T)), flat(xp, lam, (BH, T, L))
     X3, Y3 = (flat(xp, x, (BH, T, DV)) for x in dots)
@@ -93,7 +93,7 @@ def compute_dkdv(ops, q, k, v, do, a, lam, chunk_size, p, half=""):
     (``half`` as in ``compute``)."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
-    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, grad=True)
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, grad="loglinear")
     q3, k3, v3, do3 = (flat(xp, x, (BH, T, x.shape[-1])) for x in (q, k, v, do))
     a2, l3 = flat(xp, a, (BH, T)), flat(xp, lam, (BH, T, L))
     CH = cfg.CH

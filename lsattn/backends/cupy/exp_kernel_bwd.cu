@@ -1,0 +1,302 @@
+// Backward of exp-kernel attention (lsattn.exp_kernel_attention, causal); compiled after common.cu.
+// FFMA kernels computing in TA (float for 16-bit inputs, which they read and whose gradients they
+// write as such).
+//
+// With P_i(t,s) = exp(q_ti + k_si - lden_t) (lden_t = log sum_{s<=t} w(t,s): P_i <= 1 for s <= t),
+// P = sum_i P_i (the attention weights), delta_t = dy_t . y_t and D_ts = dy_t . v_s - delta_t:
+//   dq_ti = sum_{s<=t} P_i(t,s) D_ts,   dk_si = sum_{t>=s} P_i(t,s) D_ts,   dv_s = sum_{t>=s} P(t,s) dy_t.
+// Inside a chunk every P_i is formed from its exponent (<= 0, nothing to overflow, exact whatever
+// key of the chunk dominates). Across chunks, with M_c = m_in of chunk c (the per-feature key
+// maximum over everything before it, the forward's shift; lden_t >= q_ti + M_c for t in or after c):
+//   earlier keys, read by chunk c's queries: the forward's summary (M_c, S_in, z_in) with
+//     A_ti = exp(q_ti + M_c,i - lden_t) <= 1:  dq_ti += A_ti (sum_j S_in[i,j] dy_tj - z_in_i delta_t)
+//   later queries, read by chunk c's keys: the reverse state U(b) = sum_{t>=b} exp(q_t - lden_t + M_b) dy_t^T
+//     (and Z(b) likewise with delta_t), built from per-chunk parts U^c = A^T dY (ekb_dq) by a reverse
+//     scan (ekb_rscan: U(b_c) = U^c + exp(M_c - M_{c+1}) U(b_{c+1}), factors <= 1); a key of chunk c
+//     reads U(b_{c+1}) with B_si = exp(k_si - M_{c+1,i}) <= 1:
+//     dk_si += B_si (sum_j v_sj U[i,j] - Z_i),  dv_s += sum_i B_si U[i,:]
+//   U(b_0) is the gradient of the incoming state's S (shift m = M_0), -Z(b_0) that of its z.
+//
+//   ekb_dq    per chunk: lden (online max / sum over the chunk's pairs and the summary), delta,
+//             dq, and U^c, Z^c written over the chunk's S_in, z_in (read first)
+//   ekb_rscan per (sequence, element of U or Z): the reverse scan, U(b_{c+1}) over U^c; U(b_0) out
+//   ekb_dkdv  per chunk: dk, dv
+namespace {
+constexpr int QLD = CH + 4;
+}
+
+extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
+    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ y,
+    const ti* __restrict__ dO, const ta* __restrict__ m_in, ta* __restrict__ S, ta* __restrict__ z,
+    ti* __restrict__ dq, ta* __restrict__ lden, ta* __restrict__ dl, int T, int DK, int DV, int n) {
+    constexpr int RM = CH / 16, RI = DKP / 16, RN = DVP / 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Qr = reinterpret_cast<ta*>(smem_raw);  // CH x DKP: q [t][i]
+    ta* Kr = Qr + CH * DKP;                    // CH x DKP: k [s][i]
+    ta* Ot = Kr + CH * DKP;                    // DVP x QLD: dO transposed [j][t]
+    ta* Vt = Ot + DVP * QLD;                   // DVP x QLD: v transposed [j][s]
+    ta* Or = Vt + DVP * QLD;                   // CH x DVP: dO [t][j]
+    ta* Dm = Or + CH * DVP;                    // CH x QLD: D [t][s] (0 where s > t)
+    ta* St = Dm + CH * QLD;                    // DVP x DKP: S_in transposed [j][i]
+    ta* Aq = St + DVP * DKP;                   // CH x DKP: running sums, then A [t][i]
+    ta* Wm = Aq + CH * DKP;                    // CH x DKP: running maxima, then the intra-chunk dq
+    ta* mi = Wm + CH * DKP;                    // DKP: M_c
+    ta* zi = mi + DKP;                         // DKP: z_in
+    ta* Ls = zi + DKP;                         // CH: lden
+    ta* Ds = Ls + CH;                          // CH: delta
+    check_smem((unsigned)((4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH) *
+                          sizeof(ta)));
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4, lane = tid & 31, warp = tid >> 5;
+    const int c = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 g0 = (i64)c * CH;
+    const int ns = (int)min((i64)CH, (i64)T - g0);
+    ta* Sc = S + (bh * n + c) * (i64)DK * DV;
+    ta* zc = z + (bh * n + c) * DK;
+    staged<CH * DKP, NT>(tile_loader<DKP>(q + bh * T * DK, g0, T, DK), [&](int idx, ta x) { Qr[idx] = x; });
+    staged<CH * DKP, NT>(tile_loader<DKP>(k + bh * T * DK, g0, T, DK), [&](int idx, ta x) { Kr[idx] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(dO + bh * T * DV, g0, T, DV),
+                         [&](int idx, ta x) { Ot[(idx % DVP) * QLD + idx / DVP] = x; Or[idx] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Vt[(idx % DVP) * QLD + idx / DVP] = x; });
+    staged<DKP * DVP, NT>([&](int idx) { int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? Sc[(i64)i * DV + j] : (ta)0; },
+                          [&](int idx, ta x) { St[(idx % DVP) * DKP + idx / DVP] = x; });
+    if (tid < DKP) {
+        mi[tid] = tid < DK ? m_in[(bh * n + c) * DK + tid] : (ta)0;
+        zi[tid] = tid < DK ? zc[tid] : (ta)0;
+    }
+    for (int r = warp; r < CH; r += NT / 32) {  // delta_t = dy_t . y_t, a warp per row
+        ta s = (ta)0;
+        if (r < ns)
+            for (int j = lane; j < DV; j += 32) s += ld(y + (bh * T + g0 + r) * DV + j) * ld(dO + (bh * T + g0 + r) * DV + j);
+        s = warp_sum(s);
+        if (lane == 0) Ds[r] = s;
+    }
+    __syncthreads();
+    // (running max, sum) of q_ti + k_si over s <= t, started from the summary's term exp(q_ti + M_i) z_i
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        const int t = idx / DKP, i = idx % DKP;
+        ta m = neg_big(), s = (ta)0;
+        if (t < ns && i < DK) {
+            const ta qi = Qr[idx];
+            m = qi + mi[i];
+            s = zi[i];
+            for (int u = 0; u <= t; ++u) {
+                const ta x = qi + Kr[u * DKP + i];
+                if (x > m) { s = s * ex(m - x) + (ta)1; m = x; }
+                else s += ex(x - m);
+            }
+        }
+        Wm[idx] = m;
+        Aq[idx] = s;
+    }
+    __syncthreads();
+    if (tid < CH) {  // lden_t: the row's partial (max, sum) pairs combined
+        const int t = tid;
+        ta m = neg_big();
+        for (int i = 0; i < DK; ++i) m = fmx(m, Wm[t * DKP + i]);
+        ta s = (ta)0;
+        for (int i = 0; i < DK; ++i) s += Aq[t * DKP + i] * ex(Wm[t * DKP + i] - m);
+        const ta L = t < ns ? m + log(s) : (ta)0;
+        Ls[t] = L;
+        if (t < ns) {
+            lden[bh * T + g0 + t] = L;
+            dl[bh * T + g0 + t] = Ds[t];
+        }
+    }
+    // D = dO V^T - delta (masked)
+    {
+        ta acc[RM][RM];
+        zero_acc(acc);
+        mm_acc<RM, RM, DVP>(acc, Ot, QLD, Vt, QLD, ty, tx);
+        __syncthreads();  // Ls, Ds written
+#pragma unroll
+        for (int ii = 0; ii < RM; ++ii) {
+            const int t = ty * RM + ii;
+#pragma unroll
+            for (int jj = 0; jj < RM; ++jj) {
+                const int s = tx * RM + jj;
+                Dm[t * QLD + s] = (s <= t && t < ns) ? acc[ii][jj] - Ds[t] : (ta)0;
+            }
+        }
+    }
+    __syncthreads();
+    // A = exp(q + M - lden); the intra-chunk dq into Wm
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        const int t = idx / DKP, i = idx % DKP;
+        ta a = (ta)0, g = (ta)0;
+        if (t < ns && i < DK) {
+            const ta qi = Qr[idx] - Ls[t];
+            a = ex(qi + mi[i]);
+            for (int u = 0; u <= t; ++u) g = fma(ex(qi + Kr[u * DKP + i]), Dm[t * QLD + u], g);
+        }
+        Aq[idx] = a;
+        Wm[idx] = g;
+    }
+    __syncthreads();
+    {  // dq = intra + A o (dO S_in^T - delta z_in)
+        ta acc[RM][RI];
+        zero_acc(acc);
+        mm_acc<RM, RI, DVP>(acc, Ot, QLD, St, DKP, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < RM; ++ii) {
+            const int t = ty * RM + ii;
+            if (t >= ns) continue;
+#pragma unroll
+            for (int jj = 0; jj < RI; ++jj) {
+                const int i = tx * RI + jj;
+                if (i < DK)
+                    st(dq + (bh * T + g0 + t) * DK + i, Wm[t * DKP + i] + Aq[t * DKP + i] * (acc[ii][jj] - zi[i] * Ds[t]));
+            }
+        }
+    }
+    {  // U^c = A^T dO, Z^c = A^T delta, over S_in / z_in (every read of them is above)
+        ta acc[RI][RN];
+        zero_acc(acc);
+        mm_acc<RI, RN, CH>(acc, Aq, DKP, Or, DVP, ty, tx);
+        store_tile(Sc, acc, DK, DV, ty, tx);
+        if (tid < DK) {
+            ta s = (ta)0;
+            for (int t = 0; t < ns; ++t) s = fma(Aq[t * DKP + tid], Ds[t], s);
+            zc[tid] = s;
+        }
+    }
+}
+
+// Reverse scan per (sequence, element e): e < DK*DV an element of U (row i = e / DV), else Z[e - DK*DV].
+// X[c] holds U^c on entry and U(b_{c+1}) on exit; R0 receives U(b_0).
+extern "C" __global__ void __launch_bounds__(NT) ekb_rscan(
+    ta* __restrict__ U, ta* __restrict__ Z, const ta* __restrict__ m_in, const ta* __restrict__ m_next,
+    ta* __restrict__ R0, int DK, int DV, int n) {
+    const i64 bh = blockIdx.y;
+    const int e = blockIdx.x * NT + threadIdx.x;
+    const int E = DK * DV;
+    if (e >= E + DK) return;
+    const int i = e < E ? e / DV : e - E;
+    ta* X = e < E ? U + bh * n * (i64)E + e : Z + bh * n * (i64)DK + i;
+    const i64 stride = e < E ? E : DK;
+    ta R = (ta)0;
+    for (int c = n - 1; c >= 0; --c) {
+        const ta u = X[c * stride];
+        X[c * stride] = R;
+        const i64 mc = (bh * n + c) * DK + i;
+        R = u + ex(m_in[mc] - m_next[mc]) * R;
+    }
+    R0[bh * (i64)(E + DK) + e] = R;
+}
+
+extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
+    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ dO,
+    const ta* __restrict__ lden, const ta* __restrict__ dl, const ta* __restrict__ U, const ta* __restrict__ Z,
+    const ta* __restrict__ m_next, ti* __restrict__ dk, ti* __restrict__ dv, int T, int DK, int DV, int n) {
+    constexpr int RM = CH / 16, RI = DKP / 16, RN = DVP / 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Qr = reinterpret_cast<ta*>(smem_raw);  // CH x DKP: q [t][i]
+    ta* Kr = Qr + CH * DKP;                    // CH x DKP: k [s][i]
+    ta* Kt = Kr + CH * DKP;                    // DKP x QLD: k transposed [i][s], then B [i][s]
+    ta* Ot = Kt + DKP * QLD;                   // DVP x QLD: dO transposed [j][t]
+    ta* Vt = Ot + DVP * QLD;                   // DVP x QLD: v transposed [j][s]
+    ta* Or = Vt + DVP * QLD;                   // CH x DVP: dO [t][j]
+    ta* Dm = Or + CH * DVP;                    // CH x QLD: D [t][s] (0 where s > t)
+    ta* Pm = Dm + CH * QLD;                    // CH x QLD: P [t][s] (0 where s > t)
+    ta* Us = Pm + CH * QLD;                    // DKP x DVP: U(b_{c+1}) [i][j]
+    ta* Ut = Us + DKP * DVP;                   // DVP x DKP: U transposed [j][i]
+    ta* Wk = Ut + DVP * DKP;                   // CH x DKP: the intra-chunk dk [s][i]
+    ta* Zs = Wk + CH * DKP;                    // DKP
+    ta* Mn = Zs + DKP;                         // DKP: M_{c+1}
+    ta* Ls = Mn + DKP;                         // CH: lden
+    ta* Ds = Ls + CH;                          // CH: delta
+    check_smem((unsigned)((3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP +
+                           2 * DKP + 2 * CH) * sizeof(ta)));
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int c = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 g0 = (i64)c * CH;
+    const int ns = (int)min((i64)CH, (i64)T - g0);
+    const ta* Uc = U + (bh * n + c) * (i64)DK * DV;
+    staged<CH * DKP, NT>(tile_loader<DKP>(q + bh * T * DK, g0, T, DK), [&](int idx, ta x) { Qr[idx] = x; });
+    staged<CH * DKP, NT>(tile_loader<DKP>(k + bh * T * DK, g0, T, DK),
+                         [&](int idx, ta x) { Kr[idx] = x; Kt[(idx % DKP) * QLD + idx / DKP] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(dO + bh * T * DV, g0, T, DV),
+                         [&](int idx, ta x) { Ot[(idx % DVP) * QLD + idx / DVP] = x; Or[idx] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Vt[(idx % DVP) * QLD + idx / DVP] = x; });
+    staged<DKP * DVP, NT>([&](int idx) { int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? Uc[(i64)i * DV + j] : (ta)0; },
+                          [&](int idx, ta x) { Us[idx] = x; Ut[(idx % DVP) * DKP + idx / DVP] = x; });
+    if (tid < DKP) {
+        Zs[tid] = tid < DK ? Z[(bh * n + c) * DK + tid] : (ta)0;
+        Mn[tid] = tid < DK ? m_next[(bh * n + c) * DK + tid] : (ta)0;
+    }
+    if (tid < CH) {
+        Ls[tid] = tid < ns ? lden[bh * T + g0 + tid] : (ta)0;
+        Ds[tid] = tid < ns ? dl[bh * T + g0 + tid] : (ta)0;
+    }
+    __syncthreads();
+    {  // D = dO V^T - delta (masked)
+        ta acc[RM][RM];
+        zero_acc(acc);
+        mm_acc<RM, RM, DVP>(acc, Ot, QLD, Vt, QLD, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < RM; ++ii) {
+            const int t = ty * RM + ii;
+#pragma unroll
+            for (int jj = 0; jj < RM; ++jj) {
+                const int s = tx * RM + jj;
+                Dm[t * QLD + s] = (s <= t && t < ns) ? acc[ii][jj] - Ds[t] : (ta)0;
+            }
+        }
+    }
+    // P[t][s] = sum_i exp(q_ti + k_si - lden_t), s <= t
+    for (int idx = tid; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        ta p = (ta)0;
+        if (s <= t && t < ns) {
+            const ta L = Ls[t];
+            for (int i = 0; i < DK; ++i) p += ex(Qr[t * DKP + i] + Kt[i * QLD + s] - L);
+        }
+        Pm[t * QLD + s] = p;
+    }
+    __syncthreads();  // Dm complete; Kt no longer read
+    // the intra-chunk dk; B = exp(k - M_{c+1}) over Kt
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        const int s = idx / DKP, i = idx % DKP;
+        ta g = (ta)0;
+        if (s < ns && i < DK) {
+            const ta ki = Kr[idx];
+            for (int t = s; t < ns; ++t) g = fma(ex(Qr[t * DKP + i] + ki - Ls[t]), Dm[t * QLD + s], g);
+        }
+        Wk[idx] = g;
+        Kt[i * QLD + s] = (s < ns && i < DK) ? ex(Kr[idx] - Mn[i]) : (ta)0;
+    }
+    __syncthreads();
+    {  // dk = intra + B o (V U^T - Z)
+        ta acc[RM][RI];
+        zero_acc(acc);
+        mm_acc<RM, RI, DVP>(acc, Vt, QLD, Ut, DKP, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < RM; ++ii) {
+            const int s = ty * RM + ii;
+            if (s >= ns) continue;
+#pragma unroll
+            for (int jj = 0; jj < RI; ++jj) {
+                const int i = tx * RI + jj;
+                if (i < DK)
+                    st(dk + (bh * T + g0 + s) * DK + i, Wk[s * DKP + i] + Kt[i * QLD + s] * (acc[ii][jj] - Zs[i]));
+            }
+        }
+    }
+    {  // dv = P^T dO + B U
+        ta acc[RM][RN];
+        zero_acc(acc);
+        mm_acc<RM, RN, CH>(acc, Pm, QLD, Or, DVP, ty, tx);
+        mm_acc<RM, RN, DKP>(acc, Kt, QLD, Us, DVP, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < RM; ++ii) {
+            const int s = ty * RM + ii;
+            if (s >= ns) continue;
+#pragma unroll
+            for (int jj = 0; jj < RN; ++jj) {
+                const int j = tx * RN + jj;
+                if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, acc[ii][jj]);
+            }
+        }
+    }
+}
