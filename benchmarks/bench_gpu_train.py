@@ -5,11 +5,11 @@ functions, side by side with the peers in one run, with peak memory.
 
 Shapes B=2, H=16, d_k=d_v=64, bfloat16 and float32. Ours: ``lsattn.loglinear_attention`` exactly as
 a user calls it (no ``backend=``) on CUDA torch tensors that require grad: the CuPy forward and
-backward kernels (``loglinear_bwd.cu``), and ``lsattn.exp_kernel_attention``, which has no GPU
-backward yet and runs the array-API path through torch autograd. Peers: fla-core's
-``chunk_log_linear_attn`` forward + backward (bf16); torch SDPA causal forward + backward (bf16).
-fla's ``chunk_simple_gla`` backward refuses to run on Hopper with this Triton (its own guard), so the
-exp-kernel's peer is SDPA only. Timing: median of CUDA events, each repetition re-running forward
+backward kernels (``loglinear_bwd.cu``), and ``lsattn.exp_kernel_attention`` (causal): its CuPy
+forward and backward kernels (``exp_kernel_bwd.cu``). Peers: fla-core's ``chunk_log_linear_attn``
+forward + backward (bf16); torch SDPA causal forward + backward (bf16); fla's ``chunk_simple_gla``
+forward + backward is tried and recorded (its backward refuses to run on Hopper with this Triton:
+its own guard), so the exp-kernel's measured peer is SDPA. Timing: median of CUDA events, each repetition re-running forward
 and backward from leaf tensors; peak memory: torch's allocator and CuPy's pool (``bench_gpu``).
 """
 from __future__ import annotations
@@ -55,7 +55,6 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
     ap.add_argument("--T", default="2048,8192,16384,32768,65536")
-    ap.add_argument("--ek-max", type=int, default=16384, help="largest T for the exp-kernel's array-API autograd path")
     args = ap.parse_args()
     info = device_info()
     try:
@@ -63,6 +62,11 @@ def main():
     except Exception as exc:
         print("fla not importable:", exc)
         chunk_log_linear_attn = None
+    try:
+        from fla.ops.simple_gla import chunk_simple_gla
+    except Exception as exc:
+        print("fla simple_gla not importable:", exc)
+        chunk_simple_gla = None
     res = {"info": info, "date": utc_now(), "shape": {"B": B, "H": H, "d_k": D, "d_v": D}, "rows": {}}
     for T in [int(t) for t in args.T.split(",")]:
         print(f"T = {T}", flush=True)
@@ -76,9 +80,13 @@ def main():
             _measure("fla chunk_log_linear_attn bf16 fwd+bwd", lambda *x: _first(chunk_log_linear_attn(*x)), fl, row,
                      "fla_ll_bf16")
             del fl
-        if T <= args.ek_max:
-            _measure("ours exp-kernel bf16 fwd+bwd (array-API autograd)", lsattn.exp_kernel_attention, b16[:3], row,
-                     "ours_ek_bf16", reps=3)
+        _measure("ours exp-kernel bf16 fwd+bwd", lsattn.exp_kernel_attention, b16[:3], row, "ours_ek_bf16")
+        _measure("ours exp-kernel fp32 fwd+bwd", lsattn.exp_kernel_attention, f32[:3], row, "ours_ek_fp32")
+        if chunk_simple_gla is not None:
+            fl = [to_fla(x.detach()).requires_grad_(True) for x in b16[:3]]
+            _measure("fla chunk_simple_gla bf16 fwd+bwd", lambda q, k, v: _first(chunk_simple_gla(q, k, v)), fl, row,
+                     "fla_gla_bf16")
+            del fl
         _measure("torch SDPA causal bf16 fwd+bwd", lambda q, k, v: Fn.scaled_dot_product_attention(q, k, v, is_causal=True),
                  b16[:3], row, "sdpa_bf16")
         del f32, b16
@@ -92,8 +100,8 @@ def markdown(res):
     lines = [f"# GPU training (forward + backward), {info.get('device')}, {res['date']}", "",
              f"B={B}, H={H}, d={D}; torch {info.get('torch')}, cupy {info.get('cupy')}, fla {info.get('fla')}. "
              "Median ms (peak GB).", "",
-             "| T | ours log-linear bf16 | ours log-linear fp32 | fla log-linear bf16 | fla / ours (bf16) | ours exp-kernel bf16 (array API) | SDPA bf16 |",
-             "|---|---|---|---|---|---|---|"]
+             "| T | ours log-linear bf16 | ours log-linear fp32 | fla log-linear bf16 | fla / ours (bf16) | ours exp-kernel bf16 | ours exp-kernel fp32 | fla simple_gla bf16 | SDPA bf16 | SDPA / ours exp-kernel (bf16) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(r, k):
         d = r.get(k, {})
@@ -103,8 +111,11 @@ def markdown(res):
         ratio = "-"
         if "ms" in r.get("ours_ll_bf16", {}) and "ms" in r.get("fla_ll_bf16", {}):
             ratio = f"{r['fla_ll_bf16']['ms'] / r['ours_ll_bf16']['ms']:.2f}x"
+        ek = "-"
+        if "ms" in r.get("ours_ek_bf16", {}) and "ms" in r.get("sdpa_bf16", {}):
+            ek = f"{r['sdpa_bf16']['ms'] / r['ours_ek_bf16']['ms']:.2f}x"
         lines.append(f"| {T} | {cell(r, 'ours_ll_bf16')} | {cell(r, 'ours_ll_fp32')} | {cell(r, 'fla_ll_bf16')} | {ratio} | "
-                     f"{cell(r, 'ours_ek_bf16')} | {cell(r, 'sdpa_bf16')} |")
+                     f"{cell(r, 'ours_ek_bf16')} | {cell(r, 'ours_ek_fp32')} | {cell(r, 'fla_gla_bf16')} | {cell(r, 'sdpa_bf16')} | {ek} |")
     return "\n".join(lines)
 
 

@@ -157,7 +157,7 @@ def prepare(op, args, state, xp, offset, causal, batch):
             rows = _or(rows, xp.any(bad, axis=-1))
         elif role == "lev":
             used = _row_levels_used(offset, x.shape[-2], x.shape[-1], xp)
-            rows = _or(rows, xp.any(bad & xp.asarray(used, device=device_of(x)), axis=-1))
+            rows = _or(rows, xp.any(bad & _constant(xp, x, used), axis=-1))
         elif role == "k":
             start = _or(start, xp.any(bad, axis=-1))
         elif role == "tok":
@@ -206,12 +206,18 @@ def _clamped(xp, x):
 
 
 def _scalar(xp, x, value):
-    """``value`` as a 0-d array of ``x``'s dtype and device; for a Dask ``x``, of its blocks' array
-    type (NumPy or CuPy: a NumPy block would not mix with CuPy blocks)."""
+    """``value`` as a 0-d array of ``x``'s dtype and device (see :func:`_constant`)."""
+    return _constant(xp, x, value, x.dtype)
+
+
+def _constant(xp, x, value, dtype=None):
+    """``value`` (a scalar or NumPy array) as an array on ``x``'s device; for a Dask ``x``, one block
+    of its blocks' array type (NumPy or CuPy: a NumPy block would not mix with CuPy blocks)."""
     if array_api_compat.is_dask_array(x):
         import dask.array as da
 
         # not ``da.full(..., meta=)``: CuPy's ``full_like(meta, shape=())`` takes the meta's shape
-        block = array_api_compat.array_namespace(x._meta).asarray(value, dtype=x.dtype)
-        return da.from_array(block, chunks=())
-    return xp.asarray(value, dtype=x.dtype, device=device_of(x))
+        block = array_api_compat.array_namespace(x._meta).asarray(value, dtype=dtype)
+        tail = x.chunks[x.ndim - block.ndim:] if 0 < block.ndim <= x.ndim else ()
+        return da.from_array(block, chunks=tail if tuple(map(sum, tail)) == block.shape else block.shape)
+    return xp.asarray(value, dtype=dtype, device=device_of(x))

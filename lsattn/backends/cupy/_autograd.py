@@ -4,8 +4,8 @@
 ``apply_loglinear`` / ``apply_exp_kernel`` run the forward kernels and record a
 ``torch.autograd.Function`` whose backward is ``loglinear.backward`` / ``exp_kernel.backward``
 (the host logic, tested on the CPU with the kernels' NumPy twin) on ``loglinear_bwd.cu`` /
-``exp_kernel_bwd.cu``: 16-bit inputs are read as such and computed in float32 (no widened copies
-held), float64 in float64.
+``exp_kernel_bwd.cu``, computing in float32 for 16-bit inputs (log-linear: from float32 copies made
+for the backward; exp-kernel: read as such) and in float64 for float64.
 
 Saved for the backward: the inputs, the incoming state and the output, O(T (d_k + d_v + L)); the
 backward's temporaries are one ``d_k x d_v`` matrix per chunk, never ``T d_k d_v``. torch is
@@ -40,9 +40,12 @@ def _function():
         @staticmethod
         def backward(ctx, do):
             q, k, v, a, lam, old, out = ctx.saved_tensors
+            # 16-bit inputs as float32 copies: the FFMA backward kernels reading bf16 as such measured
+            # ~45% slower at T >= 8K (benchmarks/NOTES.md), for ~0.1 GB less peak memory at T = 8K
+            f = (lambda x: x.detach().contiguous()) if q.dtype == torch.float64 else (lambda x: x.detach().float().contiguous())  # noqa: E731
             with on_gpu(q) as (to_cp, back, ops):
-                arrays, half = inputs(to_cp, [x.detach().contiguous() for x in (q, k, v, a, lam)])
-                out_cp, do_cp = (to_cp(x.detach().contiguous())[0] for x in (out, do.to(out.dtype)))
+                arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, a, lam)])
+                out_cp, do_cp = (to_cp(f(x))[0] for x in (out, do))
                 old_cp = None if old is None else to_cp(old.detach().contiguous())[0]
                 grads = _ll.backward(ops, *arrays, old_cp, out_cp, do_cp, ctx.chunk_size, ctx.p,
                                      old is not None and ctx.needs_input_grad[5], half)
