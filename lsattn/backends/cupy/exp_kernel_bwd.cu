@@ -180,11 +180,23 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_rscan(
     ta* X = e < E ? U + bh * n * (i64)E + e : Z + bh * n * (i64)DK + i;
     const i64 stride = e < E ? E : DK;
     ta R = (ta)0;
-    for (int c = n - 1; c >= 0; --c) {
-        const ta u = X[c * stride];
-        X[c * stride] = R;
-        const i64 mc = (bh * n + c) * DK + i;
-        R = u + ex(m_in[mc] - m_next[mc]) * R;
+    constexpr int NB = 8;  // the loads of NB chunks are issued before their sequential update
+    for (int c0 = n - 1; c0 >= 0; c0 -= NB) {
+        ta u[NB], f[NB];
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            const int c = c0 - b;
+            const i64 mc = (bh * n + max(c, 0)) * DK + i;
+            u[b] = c >= 0 ? X[max(c, 0) * stride] : (ta)0;
+            f[b] = c >= 0 ? m_in[mc] - m_next[mc] : (ta)0;
+        }
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            const int c = c0 - b;
+            if (c < 0) break;
+            X[c * stride] = R;
+            R = u[b] + ex(f[b]) * R;
+        }
     }
     R0[bh * (i64)(E + DK) + e] = R;
 }
