@@ -8,7 +8,6 @@ torch.compile with inductor.
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import lsattn
