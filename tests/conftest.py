@@ -29,6 +29,12 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# XLA's CPU compiler spends most of the JAX tests' time in LLVM's optimisation passes, which buy
+# nothing for the tests' tiny arrays: level 0 cuts JAX test CPU time by about a fifth (same HLO,
+# IEEE semantics unchanged). Read when JAX starts its backend (after this file); set XLA_FLAGS
+# yourself to override.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
 
 def _namespaces():
     out = {"numpy": lambda: np}
