@@ -86,7 +86,9 @@ def test_vmap_over_a_leading_axis(jnp, op):
     jargs = [jnp.asarray(x) for x in args]
     jkw = {n: jnp.asarray(x) for n, x in kw.items()}
     f = getattr(lsattn, op)
-    got = jax.vmap(lambda *xs: f(*xs, **jkw) if not kw else f(*xs[:-1], log_decay=xs[-1]))(
+    # vmap under jit: the same batching of the same trace, compiled once (eager vmap compiles each
+    # operation, several times the cost)
+    got = jax.jit(jax.vmap(lambda *xs: f(*xs, **jkw) if not kw else f(*xs[:-1], log_decay=xs[-1])))(
         *(jargs + list(jkw.values())))
     assert_close(np.asarray(got), getattr(ref, op)(*args, **kw), 1e-12, what=op)
 
@@ -187,8 +189,10 @@ def test_fixed_capacity_states_move_between_backends(jnp, op):
     cut = lambda xs, a, b: [x[:, a:b] for x in xs]
     cutkw = lambda a, b: {n: x[:, a:b] for n, x in kw.items()}
     jcall = jax.jit(lambda st, xs, kws: f(*xs, **kws, state=st, return_state=True))
-    _, s0 = f(*cut([jnp.asarray(x) for x in args], 0, 3), **{n: jnp.asarray(x[:, :3]) for n, x in kw.items()},
-              return_state=True)
+    # the first state from a jitted call too (eager JAX compiles each operation; eager JAX streams
+    # are tested in each operator's own tests)
+    _, s0 = jax.jit(lambda xs, kws: f(*xs, **kws, return_state=True))(
+        cut([jnp.asarray(x) for x in args], 0, 3), {n: jnp.asarray(x[:, :3]) for n, x in kw.items()})
     o1, s1 = jcall(s0, cut([jnp.asarray(x) for x in args], 3, 6), {n: jnp.asarray(x[:, 3:6]) for n, x in kw.items()})
     assert not isinstance(s1.offset, int) and int(s1.offset) == 6
     assert next(iter(s1.tensors.values())).shape[-2 if op == "loglinear_log_attention" else -3] == L > (6).bit_length()
