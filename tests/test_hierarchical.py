@@ -262,10 +262,17 @@ def test_jax_grad_and_jit():
     jnp = namespace("jax")
     import jax
 
-    arrays = [jnp.asarray(x) for x in make(9, (), 6, 2, 2)]
-    loss = lambda fn: (lambda *x: jnp.sum(fn(*x) * jnp.arange(1.0, 3.0)))  # JAX eager compiles per op: tiny sizes
-    ours = jax.grad(loss(lambda *x: lsattn.loglinear_log_attention(*x[:4], log_decay=x[4])), argnums=(0, 1, 2, 3, 4))(*arrays)
-    theirs = jax.grad(loss(lambda *x: ref.loglinear_log_attention(*x)), argnums=(0, 1, 2, 3, 4))(*arrays)
+    torch = pytest.importorskip("torch")
+    np_arrays = make(9, (), 6, 2, 2)
+    arrays = [jnp.asarray(x) for x in np_arrays]
+    w = np.arange(1.0, 3.0)
+    loss = lambda fn, w: (lambda *x: (fn(*x) * w).sum())  # JAX eager compiles per op: tiny sizes
+    ours = jax.grad(loss(lambda *x: lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]), jnp.asarray(w)),
+                    argnums=(0, 1, 2, 3, 4))(*arrays)
+    # the reference through torch autograd (eager jax.grad of it compiles each of its operations)
+    tt = [torch.tensor(x, requires_grad=True) for x in np_arrays]
+    loss(ref.loglinear_log_attention, torch.tensor(w))(*tt).backward()
+    theirs = [t.grad for t in tt]
     for o, t in zip(ours, theirs):
         assert_close(o, t, 1e-10, atol=1e-12)
     jitted = jax.jit(lambda *x: lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]))

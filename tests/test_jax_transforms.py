@@ -2,8 +2,11 @@
 of the inputs while closing over the others, ``jax.jit``, ``jax.vmap``, a ``State`` crossing a
 ``jit`` boundary, and ``jax.lax.scan`` over chunks with the state in the carry.
 
-Gradients are compared with JAX's gradient of ``lsattn.reference`` (float64, the same formulas
-computed quadratically) at 1e-9 relative to the largest gradient entry; outputs at 1e-12.
+Gradients are compared with torch autograd's gradient of ``lsattn.reference`` (float64, the same
+formulas computed quadratically; :func:`reference_grad`) at 1e-9 relative to the largest gradient
+entry; outputs at 1e-12. (Eager ``jax.grad`` of the reference compiles every one of its many small
+operations, 10-20 s a case on 2 cores, and the reference cannot be jitted: its level matrix checks
+values; torch differentiates it in milliseconds.)
 """
 from __future__ import annotations
 
@@ -44,6 +47,16 @@ def _inputs(op, seed=0, T=T):
     return [q, k, v], {}
 
 
+def reference_grad(op, args, kw, w, argnums):
+    """Torch autograd's gradient of ``sum(w * reference.op(*args, **kw))`` with respect to
+    ``args[i]`` for ``i`` in ``argnums``: float64 NumPy arrays of the shapes of those inputs."""
+    torch = pytest.importorskip("torch")
+    targs = [torch.tensor(np.asarray(x), dtype=torch.float64, requires_grad=i in argnums) for i, x in enumerate(args)]
+    tkw = {n: torch.tensor(np.asarray(x), dtype=torch.float64) for n, x in kw.items()}
+    loss = torch.sum(torch.tensor(np.asarray(w)) * getattr(ref, op)(*targs, **tkw))
+    return [g.numpy() for g in torch.autograd.grad(loss, [targs[i] for i in argnums])]
+
+
 OPS = ["log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta",
        "loglinear_log_attention"]
 #: (operator, index of the positional input to differentiate): q, and the last positional input
@@ -52,20 +65,19 @@ GRAD_CASES = [(op, i) for op in OPS for i in (0, len(_inputs(op)[0]) - 1)]
 
 @pytest.mark.parametrize("op,i", GRAD_CASES)
 def test_grad_wrt_one_input_closing_over_the_others(jnp, op, i):
-    args, kw = _inputs(op, 1)
-    args = [jnp.asarray(x) for x in args]
-    kw = {n: jnp.asarray(x) for n, x in kw.items()}
-    w = jnp.asarray(np.random.default_rng(2).standard_normal((B, T, D)))
+    nargs, nkw = _inputs(op, 1)
+    args = [jnp.asarray(x) for x in nargs]
+    kw = {n: jnp.asarray(x) for n, x in nkw.items()}
+    nw = np.random.default_rng(2).standard_normal((B, T, D))
+    w = jnp.asarray(nw)
 
-    def loss(f):
-        def g(x):
-            full = args[:i] + [x] + args[i + 1:]
-            return jnp.sum(w * f(*full, **kw))
-        return g
+    def loss(x):
+        full = args[:i] + [x] + args[i + 1:]
+        return jnp.sum(w * getattr(lsattn, op)(*full, **kw))
 
-    got = jax.jit(jax.grad(loss(getattr(lsattn, op))))(args[i])
-    want = jax.grad(loss(getattr(ref, op)))(args[i])
-    assert_close(np.asarray(got), np.asarray(want), 1e-9, what=f"d/d arg{i} of {op}")
+    got = jax.jit(jax.grad(loss))(args[i])
+    (want,) = reference_grad(op, nargs, nkw, nw, (i,))
+    assert_close(np.asarray(got), want, 1e-9, what=f"d/d arg{i} of {op}")
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -74,7 +86,9 @@ def test_vmap_over_a_leading_axis(jnp, op):
     jargs = [jnp.asarray(x) for x in args]
     jkw = {n: jnp.asarray(x) for n, x in kw.items()}
     f = getattr(lsattn, op)
-    got = jax.vmap(lambda *xs: f(*xs, **jkw) if not kw else f(*xs[:-1], log_decay=xs[-1]))(
+    # vmap under jit: the same batching of the same trace, compiled once (eager vmap compiles each
+    # operation, several times the cost)
+    got = jax.jit(jax.vmap(lambda *xs: f(*xs, **jkw) if not kw else f(*xs[:-1], log_decay=xs[-1])))(
         *(jargs + list(jkw.values())))
     assert_close(np.asarray(got), getattr(ref, op)(*args, **kw), 1e-12, what=op)
 
@@ -86,7 +100,9 @@ def _cut(x, a, b):
 @pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention",
                                 "exp_kernel_attention"])
 def test_state_crosses_a_jit_boundary(jnp, op):
-    """A State returned by one jitted call is passed into the next; it is a pytree of its tensors."""
+    """A State returned by one jitted call is passed into the next; it is a pytree of its tensors.
+    (Both calls jitted: an eager first call compiles each operation, several times the cost; eager
+    JAX streams are tested in each operator's own tests.)"""
     args, kw = _inputs(op, 4)
     jargs = [jnp.asarray(x) for x in args]
     jkw = {n: jnp.asarray(x) for n, x in kw.items()}
@@ -96,7 +112,9 @@ def test_state_crosses_a_jit_boundary(jnp, op):
     def call(state, xs, kws):
         return f(*xs, **kws, state=state, return_state=True)
 
-    o1, s1 = f(*[_cut(x, 0, 5) for x in jargs], **{n: _cut(x, 0, 5) for n, x in jkw.items()}, return_state=True)
+    o1, s1 = jax.jit(lambda xs, kws: f(*xs, **kws, return_state=True))(
+        [_cut(x, 0, 5) for x in jargs], {n: _cut(x, 0, 5) for n, x in jkw.items()})
+    assert int(s1.offset) == 5
     assert len(jax.tree_util.tree_leaves(s1)) >= len(s1.tensors)
     o2, s2 = call(s1, [_cut(x, 5, T) for x in jargs], {n: _cut(x, 5, T) for n, x in jkw.items()})
     assert int(s2.offset) == T
@@ -132,11 +150,21 @@ def test_lax_scan_over_chunks_with_the_state_in_the_carry(jnp, op):
         pos = (q,) + tuple(chunks[1:last]) + (x_last,)
         return jax.lax.scan(body, s0, (pos, kchunks))
 
-    state, ys = jax.jit(run)(chunks[0], chunks[last])
+    nw = np.random.default_rng(6).standard_normal((B, Tn, D))
+    w = jnp.asarray(nw)
+
+    def loss(q, x_last):
+        state, ys = run(q, x_last)
+        return jnp.sum(w * merge(ys)), (state, ys)
+
+    # one compilation of the scan (its trace is the costly part): the primal of value_and_grad is
+    # the jitted scan's outputs and final state, and its gradient goes back through the scan
+    (_, (state, ys)), g = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(chunks[0], chunks[last])
     assert_close(np.asarray(merge(ys)), getattr(ref, op)(*full, **fkw), 1e-12, what=op)
     assert int(state.offset) == Tn
-    # the carried state holds the plain call's state, in a fixed number of level slots
-    _, plain = f(*jfull, **jkw, return_state=True)
+    # the carried state holds the plain call's state (the same array-API code, on NumPy: an eager
+    # JAX call compiles each operation), in a fixed number of level slots
+    _, plain = f(*full, **fkw, return_state=True, backend="array_api")
     for name, t in plain.tensors.items():
         got, want = np.asarray(state.tensors[name]), np.asarray(t)
         if op in ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"):
@@ -145,12 +173,9 @@ def test_lax_scan_over_chunks_with_the_state_in_the_carry(jnp, op):
             got = np.take(got, np.arange(want.shape[axis]), axis=axis)
         assert_close(got, want, 1e-12, what=f"state {name}")
     # and differentiated through the scan, with respect to q and to the last positional input
-    w = jnp.asarray(np.random.default_rng(6).standard_normal((B, Tn, D)))
-    g = jax.jit(jax.grad(lambda q, x: jnp.sum(w * merge(run(q, x)[1])), argnums=(0, 1)))(chunks[0], chunks[last])
-    want = jax.grad(lambda q, x: jnp.sum(w * getattr(ref, op)(q, *jfull[1:last], x, **jkw)), argnums=(0, 1))(
-        jfull[0], jfull[last])
+    want = reference_grad(op, full, fkw, nw, (0, last))
     for i, (gi, wi) in enumerate(zip(g, want)):
-        assert_close(np.asarray(merge(gi)), np.asarray(wi), 1e-9, what=f"grad through scan, {op}, input {i}")
+        assert_close(np.asarray(merge(gi)), wi, 1e-9, what=f"grad through scan, {op}, input {i}")
 
 
 @pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
@@ -164,8 +189,10 @@ def test_fixed_capacity_states_move_between_backends(jnp, op):
     cut = lambda xs, a, b: [x[:, a:b] for x in xs]
     cutkw = lambda a, b: {n: x[:, a:b] for n, x in kw.items()}
     jcall = jax.jit(lambda st, xs, kws: f(*xs, **kws, state=st, return_state=True))
-    _, s0 = f(*cut([jnp.asarray(x) for x in args], 0, 3), **{n: jnp.asarray(x[:, :3]) for n, x in kw.items()},
-              return_state=True)
+    # the first state from a jitted call too (eager JAX compiles each operation; eager JAX streams
+    # are tested in each operator's own tests)
+    _, s0 = jax.jit(lambda xs, kws: f(*xs, **kws, return_state=True))(
+        cut([jnp.asarray(x) for x in args], 0, 3), {n: jnp.asarray(x[:, :3]) for n, x in kw.items()})
     o1, s1 = jcall(s0, cut([jnp.asarray(x) for x in args], 3, 6), {n: jnp.asarray(x[:, 3:6]) for n, x in kw.items()})
     assert not isinstance(s1.offset, int) and int(s1.offset) == 6
     assert next(iter(s1.tensors.values())).shape[-2 if op == "loglinear_log_attention" else -3] == L > (6).bit_length()
