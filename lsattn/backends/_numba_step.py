@@ -25,11 +25,6 @@ __all__ = ["log_attention", "exp_kernel_attention", "loglinear_attention", "logl
            "loglinear_log_attention"]
 
 
-#: batch elements from which the hierarchical step runs them in parallel (``prange``); below it,
-#: waking the thread pool costs more than it saves
-PARALLEL_MIN = 8
-
-
 @functools.cache
 def _kernels():
     """The kernels, compiled (or loaded from the disk cache) on first use."""
@@ -165,11 +160,12 @@ def _kernels():
                 out[b, j] = o[j]
 
     @jit
-    def hierarchical_one(b, q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out):
-        """Hierarchical exp-kernel attention at position ``p`` (``nl``, ``h`` as in ``levels``) for batch
-        element ``b``. q, k (B, d_k), lv (B, d_v), lam (B, L), a (B,) (zeros: no decay), m/z (B, slots, d_k),
-        n (B, slots, d_v), S (B, slots, d_k, d_v)."""
-        dk = q.shape[1]
+    def hierarchical(q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out):
+        """Hierarchical exp-kernel attention at position ``p`` (``nl``, ``h`` as in ``levels``), every
+        batch element in turn. q, k (B, d_k), lv (B, d_v), lam (B, L), a (B,) (zeros: no decay),
+        m/z (B, slots, d_k), n (B, slots, d_v), S (B, slots, d_k, d_v). Scratch is allocated once per
+        call; the exps run in the state's dtype (float32: expf), the sums accumulate in float64."""
+        B, dk = q.shape
         dv = lv.shape[1]
         r = np.empty(nl + 1)
         sh = np.empty(nl)
@@ -179,116 +175,119 @@ def _kernels():
         s = np.empty(dv)
         NUM = np.empty((nl, dv))  # each occupied level's numerators (relative to its shift)
         acc = np.empty(dv)
-        sc = np.empty(1, S.dtype)
-        G = np.empty((nl + 1, dv))  # the merge's per-column rescaling of each folded slot (and the key)
-        ab = max(float(a[b]), alo)
-        for j in range(dv):
-            vals[j] = max(float(lv[b, j]), lo)
-        # the diagonal and every occupied level's row shift, then the common shift R
-        rd = -np.inf
-        for i in range(dk):
-            rd = max(rd, float(q[b, i]) + float(k[b, i]))
-        den0 = 0.0
-        for i in range(dk):
-            den0 += math.exp(float(q[b, i]) + float(k[b, i]) - rd)
-        r[0] = rd + max(float(lam[b, 0]), lo)
-        R = r[0]
-        for l in range(nl):
-            if (p >> l) & 1:
-                rl = -np.inf
+        A = np.empty(dk, S.dtype)  # a level's row weights exp(q_i + m_i - r)
+        E = np.empty(dv, S.dtype)  # per-column rescalings
+        G = np.empty((nl + 1, dv), S.dtype)  # the merge's per-column rescaling of each folded slot (and the key)
+        for b in range(B):
+            ab = max(float(a[b]), alo)
+            for j in range(dv):
+                vals[j] = max(float(lv[b, j]), lo)
+            # the diagonal and every occupied level's row shift, then the common shift R
+            rd = -np.inf
+            for i in range(dk):
+                rd = max(rd, float(q[b, i]) + float(k[b, i]))
+            den0 = 0.0
+            for i in range(dk):
+                den0 += math.exp(float(q[b, i]) + float(k[b, i]) - rd)
+            r[0] = rd + max(float(lam[b, 0]), lo)
+            R = r[0]
+            for l in range(nl):
+                if (p >> l) & 1:
+                    rl = -np.inf
+                    for i in range(dk):
+                        rl = max(rl, float(q[b, i]) + float(m[b, l, i]))
+                    r[l + 1] = rl
+                    R = max(R, rl + max(float(lam[b, l + 1]), lo) + ab)
+            den = math.exp(r[0] - R) * den0
+            # numerators, column j: exp(diag_j) + sum_l exp(sh_l + n_lj) NUM_lj with NUM_lj <= den_l;
+            # summed relative to the largest exponent among the non-zero terms: one exp per
+            # (level, column), no logs
+            diag = math.log(den0) + r[0] - R
+            for j in range(dv):
+                M[j] = diag + vals[j]
+            for l in range(nl):
+                if not (p >> l) & 1:
+                    continue
+                sh[l] = r[l + 1] + max(float(lam[b, l + 1]), lo) + ab - R
                 for i in range(dk):
-                    rl = max(rl, float(q[b, i]) + float(m[b, l, i]))
-                r[l + 1] = rl
-                R = max(R, rl + max(float(lam[b, l + 1]), lo) + ab)
-        den = math.exp(r[0] - R) * den0
-        # numerators, column j: exp(diag_j) + sum_l exp(sh_l + n_lj) NUM_lj with NUM_lj <= den_l;
-        # summed relative to the largest exponent among the non-zero terms: one exp per
-        # (level, column), no logs (the state's exps in its dtype: float32 expf)
-        diag = math.log(den0) + r[0] - R
-        for j in range(dv):
-            M[j] = diag + vals[j]
-        for l in range(nl):
-            if not (p >> l) & 1:
-                continue
-            sh[l] = r[l + 1] + max(float(lam[b, l + 1]), lo) + ab - R
-            dl = 0.0
-            num[:] = 0.0
-            for i in range(dk):
-                sc[0] = float(q[b, i]) + float(m[b, l, i]) - r[l + 1]
-                Ai = float(math.exp(sc[0]))
-                dl += Ai * z[b, l, i]
-                row = S[b, l, i]
+                    A[i] = float(q[b, i]) + float(m[b, l, i]) - r[l + 1]
+                dl = 0.0
+                for i in range(dk):
+                    A[i] = math.exp(A[i])
+                    dl += float(A[i]) * float(z[b, l, i])
+                num[:] = 0.0
+                for i in range(dk):
+                    Ai = A[i]
+                    row = S[b, l, i]
+                    for j in range(dv):
+                        num[j] += Ai * row[j]
+                den += math.exp(sh[l]) * dl
                 for j in range(dv):
-                    num[j] += Ai * row[j]
-            den += math.exp(sh[l]) * dl
+                    NUM[l, j] = num[j]
+                    if num[j] > 0.0:
+                        M[j] = max(M[j], sh[l] + float(n[b, l, j]))
             for j in range(dv):
-                NUM[l, j] = num[j]
-                if num[j] > 0.0:
-                    M[j] = max(M[j], sh[l] + float(n[b, l, j]))
-        for j in range(dv):
-            s[j] = math.exp(diag + vals[j] - M[j])
-        for l in range(nl):
-            if (p >> l) & 1:
+                s[j] = math.exp(diag + vals[j] - M[j])
+            for l in range(nl):
+                if (p >> l) & 1:
+                    for j in range(dv):
+                        E[j] = sh[l] + float(n[b, l, j]) - M[j]
+                    for j in range(dv):
+                        if NUM[l, j] > 0.0:
+                            s[j] += float(math.exp(E[j])) * NUM[l, j]
+            for j in range(dv):
+                o = M[j] + math.log(s[j]) - math.log(den)
+                out[b, j] = o if o > lo / 2 else -np.inf
+            # Fenwick merge: the key and levels 0 .. h-2 (decayed by ab) become slot h-1
+            for j in range(dv):
+                nn = vals[j]
+                for l in range(h - 1):
+                    nn = max(nn, float(n[b, l, j]))
+                num[j] = nn
+                for l in range(h - 1):
+                    G[l, j] = float(n[b, l, j]) - nn
+                G[nl, j] = vals[j] - nn
+            for l in range(h - 1):
                 for j in range(dv):
-                    if NUM[l, j] > 0.0:
-                        s[j] += math.exp(sh[l] + float(n[b, l, j]) - M[j]) * NUM[l, j]
-        for j in range(dv):
-            o = M[j] + math.log(s[j]) - math.log(den)
-            out[b, j] = o if o > lo / 2 else -np.inf
-        # Fenwick merge: the key and levels 0 .. h-2 (decayed by ab) become slot h-1
-        for j in range(dv):
-            nn = vals[j]
-            for l in range(h - 1):
-                nn = max(nn, float(n[b, l, j]))
-            num[j] = nn
-            for l in range(h - 1):
-                G[l, j] = math.exp(float(n[b, l, j]) - nn)
-            G[nl, j] = math.exp(vals[j] - nn)
-        for i in range(dk):  # row i of the merged slot in a float64 accumulator; folded rows emptied
-            mk = float(k[b, i])
-            for l in range(h - 1):
-                mk = max(mk, float(m[b, l, i]) + ab)
-            f = math.exp(float(k[b, i]) - mk)
-            zz = f
+                    G[l, j] = math.exp(G[l, j])
             for j in range(dv):
-                acc[j] = f * G[nl, j]
-            for l in range(h - 1):
-                f = math.exp(float(m[b, l, i]) + ab - mk)
-                zz += f * z[b, l, i]
-                src = S[b, l, i]
-                g = G[l]
+                G[nl, j] = math.exp(G[nl, j])
+            for i in range(dk):  # row i of the merged slot in a float64 accumulator; folded rows emptied
+                mk = float(k[b, i])
+                for l in range(h - 1):
+                    mk = max(mk, float(m[b, l, i]) + ab)
+                A[0] = float(k[b, i]) - mk
+                f = math.exp(A[0])
+                zz = float(f)
+                g = G[nl]
                 for j in range(dv):
-                    acc[j] += (f * g[j]) * src[j]
-                src[:] = 0.0
-                m[b, l, i] = lo
-                z[b, l, i] = 0.0
-            dst = S[b, h - 1, i]
+                    acc[j] = f * g[j]
+                for l in range(h - 1):
+                    A[0] = float(m[b, l, i]) + ab - mk
+                    f = math.exp(A[0])
+                    zz += float(f) * float(z[b, l, i])
+                    src = S[b, l, i]
+                    g = G[l]
+                    for j in range(dv):
+                        acc[j] += (f * g[j]) * src[j]
+                    src[:] = 0.0
+                    m[b, l, i] = lo
+                    z[b, l, i] = 0.0
+                dst = S[b, h - 1, i]
+                for j in range(dv):
+                    dst[j] = acc[j]
+                z[b, h - 1, i] = zz
+                m[b, h - 1, i] = max(mk, lo)
             for j in range(dv):
-                dst[j] = acc[j]
-            z[b, h - 1, i] = zz
-            m[b, h - 1, i] = max(mk, lo)
-        for j in range(dv):
-            n[b, h - 1, j] = num[j]
-        for l in range(h - 1):
-            for j in range(dv):
-                n[b, l, j] = lo
-        for l in range(h, nl):
-            for i in range(dk):
-                m[b, l, i] = max(float(m[b, l, i]) + ab, lo)
+                n[b, h - 1, j] = num[j]
+            for l in range(h - 1):
+                for j in range(dv):
+                    n[b, l, j] = lo
+            for l in range(h, nl):
+                for i in range(dk):
+                    m[b, l, i] = max(float(m[b, l, i]) + ab, lo)
 
-    @jit
-    def hierarchical(q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out):
-        """Every batch element in turn (:func:`hierarchical_one`)."""
-        for b in range(q.shape[0]):
-            hierarchical_one(b, q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out)
-
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def hierarchical_parallel(q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out):
-        """Batch elements in parallel (``prange``): for batches of at least ``PARALLEL_MIN`` elements."""
-        for b in numba.prange(q.shape[0]):
-            hierarchical_one(b, q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out)
-
-    return exp_kernel, levels, hierarchical, hierarchical_parallel
+    return exp_kernel, levels, hierarchical
 
 
 def _flat(x, tail):
@@ -394,8 +393,7 @@ class _Hierarchical(_Step):
         out = np.empty((self.B, log_v.shape[-1]), dtype=log_v.dtype)
         a = self.zeros if log_decay is None else _flat(log_decay, 0)
         alo = 0.0 if log_decay is None else self.lo / (4 * (p + 1))
-        kernel = self.kernels[3] if self.B >= PARALLEL_MIN else self.kernels[2]
-        kernel(_flat(q, 1), _flat(k, 1), _flat(log_v, 1), _flat(lam, 1), a, p, p.bit_length(), (p ^ (p + 1)).bit_length(),
+        self.kernels[2](_flat(q, 1), _flat(k, 1), _flat(log_v, 1), _flat(lam, 1), a, p, p.bit_length(), (p ^ (p + 1)).bit_length(),
                self.lo, alo, b["m"], b["n"], b["S"], b["z"], out)
         return self._out(out)
 
