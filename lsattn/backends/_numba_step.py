@@ -1,8 +1,9 @@
 """Numba CPU decoding steps (``lsattn.stepper(..., backend="numba")``, the automatic choice for NumPy).
 
 One small ``@njit`` kernel per operator advances every batch element by one token, reading and
-writing the state buffers in place (float32 or float64 buffers; every element is widened to float64
-inside the kernel, as in :mod:`lsattn.backends.numba_cpu`). The step formulas are those of the
+writing the state buffers in place (float32 or float64 buffers; elements are widened to float64
+inside the kernel, as in :mod:`lsattn.backends.numba_cpu`, except in the hierarchical step, whose
+exps, logs and sums of positive terms run in the state's dtype). The step formulas are those of the
 array-API twins in :mod:`lsattn._steps` (the module docstring there derives them), and the buffers
 have the layout of the operators' State tensors with the batch axes flattened (log-linear: all
 ``bit_length(max_tokens)`` level slots up front). Kernels are compiled on first use and cached on
@@ -10,6 +11,12 @@ disk (``cache=True``); this module imports Numba when a stepper is made, never a
 
 Cost per token: ``O(d_k d_v)`` (exp-kernel), ``O(popcount(p) d_k d_v)`` reads plus the Fenwick merge
 of ``h - 1`` levels (log-linear), per batch element; empty level slots are skipped.
+
+Per call, the Python side only reshapes the token's inputs to (B, d) (views where the batch axes
+merge: the kernels read any strides) and allocates the output; the kernels run the batch elements
+serially on the calling thread (``nogil``): a thread pool woken for every token costs more than a
+step on a shared machine (measured: ms per token under load), and callers decoding many independent
+streams can run them in their own threads.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import numpy as np
 
 from .._steps import level_slots
 from ..exp_kernel import _minus_inf
+from .numba_cpu import _flat
 
 __all__ = ["log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta",
            "loglinear_log_attention"]
@@ -164,17 +172,18 @@ def _kernels():
         """Hierarchical exp-kernel attention at position ``p`` (``nl``, ``h`` as in ``levels``), every
         batch element in turn. q, k (B, d_k), lv (B, d_v), lam (B, L), a (B,) (zeros: no decay),
         m/z (B, slots, d_k), n (B, slots, d_v), S (B, slots, d_k, d_v). Scratch is allocated once per
-        call; the exps run in the state's dtype (float32: expf), the sums accumulate in float64."""
+        call. Exps, logs and the sums of (positive) terms over d_k run in the state's dtype (float32:
+        expf, 8-wide sums), the sums over levels and the shifts in float64."""
         B, dk = q.shape
         dv = lv.shape[1]
         r = np.empty(nl + 1)
         sh = np.empty(nl)
         vals = np.empty(dv)
-        num = np.empty(dv)
+        num = np.empty(dv, S.dtype)  # sums of positive terms: the state's dtype (relative error <= d_k eps)
         M = np.empty(dv)
         s = np.empty(dv)
         NUM = np.empty((nl, dv))  # each occupied level's numerators (relative to its shift)
-        acc = np.empty(dv)
+        acc = np.empty(dv, S.dtype)
         A = np.empty(dk, S.dtype)  # a level's row weights exp(q_i + m_i - r)
         E = np.empty(dv, S.dtype)  # per-column rescalings
         G = np.empty((nl + 1, dv), S.dtype)  # the merge's per-column rescaling of each folded slot (and the key)
@@ -186,9 +195,11 @@ def _kernels():
             rd = -np.inf
             for i in range(dk):
                 rd = max(rd, float(q[b, i]) + float(k[b, i]))
+            for i in range(dk):
+                A[i] = float(q[b, i]) + float(k[b, i]) - rd
             den0 = 0.0
             for i in range(dk):
-                den0 += math.exp(float(q[b, i]) + float(k[b, i]) - rd)
+                den0 += float(math.exp(A[i]))
             r[0] = rd + max(float(lam[b, 0]), lo)
             R = r[0]
             for l in range(nl):
@@ -227,7 +238,9 @@ def _kernels():
                     if num[j] > 0.0:
                         M[j] = max(M[j], sh[l] + float(n[b, l, j]))
             for j in range(dv):
-                s[j] = math.exp(diag + vals[j] - M[j])
+                E[j] = diag + vals[j] - M[j]
+            for j in range(dv):
+                s[j] = float(math.exp(E[j]))
             for l in range(nl):
                 if (p >> l) & 1:
                     for j in range(dv):
@@ -235,8 +248,11 @@ def _kernels():
                     for j in range(dv):
                         if NUM[l, j] > 0.0:
                             s[j] += float(math.exp(E[j])) * NUM[l, j]
+            lden = math.log(den)
             for j in range(dv):
-                o = M[j] + math.log(s[j]) - math.log(den)
+                E[j] = s[j]
+            for j in range(dv):
+                o = M[j] + float(math.log(E[j])) - lden
                 out[b, j] = o if o > lo / 2 else -np.inf
             # Fenwick merge: the key and levels 0 .. h-2 (decayed by ab) become slot h-1
             for j in range(dv):
@@ -252,7 +268,7 @@ def _kernels():
                     G[l, j] = math.exp(G[l, j])
             for j in range(dv):
                 G[nl, j] = math.exp(G[nl, j])
-            for i in range(dk):  # row i of the merged slot in a float64 accumulator; folded rows emptied
+            for i in range(dk):  # row i of the merged slot; folded rows emptied
                 mk = float(k[b, i])
                 for l in range(h - 1):
                     mk = max(mk, float(m[b, l, i]) + ab)
@@ -290,16 +306,12 @@ def _kernels():
     return exp_kernel, levels, hierarchical
 
 
-def _flat(x, tail):
-    """(..., *tail) -> C-contiguous (B, *tail) (a view when x is contiguous)."""
-    return np.ascontiguousarray(x.reshape((-1,) + tuple(x.shape[x.ndim - tail:])))
-
-
 class _Step:
-    """State buffers with the batch axes flattened; ``tensors`` gives them back in the State's layout."""
+    """State buffers with the batch axes flattened; ``tensors`` gives them back in the State's layout.
+    ``step`` allocates only the output (the caller keeps it) and calls the kernel."""
 
-    def __init__(self, state, bufs, tails, slots=None):
-        self.batch, self.tails, self.slots = tuple(state.batch_shape), tails, slots
+    def __init__(self, state, bufs, slots=None):
+        self.batch, self.slots = tuple(state.batch_shape), slots
         self.B = math.prod(self.batch)
         self.buf = bufs
         self.lo = _minus_inf(np, state.dtype)
@@ -313,8 +325,15 @@ class _Step:
             out[name] = view.reshape(self.batch + view.shape[1:])
         return out
 
-    def _out(self, out):
-        return out.reshape(self.batch + (1, out.shape[-1]))
+    def _rows(self, x):
+        """A token's input (..., 1, d) -> (B, d): a view wherever the batch axes merge (the kernels
+        read any strides), else a copy."""
+        return x.reshape(self.B, x.shape[-1])
+
+    def _out(self, like):
+        """An empty output (..., 1, d_v) of ``like``'s dtype, and its (B, d_v) view for the kernel."""
+        out = np.empty(self.batch + (1, like.shape[-1]), like.dtype)
+        return out, out.reshape(self.B, like.shape[-1])
 
 
 def _slotted(state, max_tokens, tails, fill):
@@ -335,16 +354,16 @@ class _ExpKernel(_Step):
     def __init__(self, state, log_values):
         tails = {"m": 1, "n": 1, "S": 2, "z": 1}
         bufs = {name: np.array(_flat(np.asarray(x), tails[name]), copy=True) for name, x in state.tensors.items()}
-        super().__init__(state, bufs, tails)
+        super().__init__(state, bufs)
         self.log_values = log_values
-        self.n = bufs.get("n", bufs["m"])  # unused placeholder for signed values
+        # m, n (unused placeholder for signed values), S, z
+        self.state_args = (bufs["m"], bufs.get("n", bufs["m"]), bufs["S"], bufs["z"])
 
     def step(self, p, q, k, vals):
-        b = self.buf
-        out = np.empty((self.B, vals.shape[-1]), dtype=vals.dtype)
-        self.kernels[0](_flat(q, 1), _flat(k, 1), _flat(vals, 1), self.log_values, self.lo,
-                        b["m"], self.n, b["S"], b["z"], out)
-        return self._out(out)
+        out, flat = self._out(vals)
+        self.kernels[0](self._rows(q), self._rows(k), self._rows(vals), self.log_values, self.lo, *self.state_args,
+                        flat)
+        return out
 
 
 def log_attention(state, max_tokens):
@@ -358,17 +377,16 @@ def exp_kernel_attention(state, max_tokens):
 class _Levels(_Step):
     def __init__(self, state, max_tokens, gated):
         bufs, slots = _slotted(state, max_tokens, {"levels": 2}, {"levels": 0.0})
-        super().__init__(state, bufs, {"levels": 2}, slots)
+        super().__init__(state, bufs, slots)
         self.gated = gated
 
     def step(self, p, q, k, v, log_decay, *rest):
-        out = np.empty((self.B, v.shape[-1]), dtype=v.dtype)
-        a = _flat(log_decay, 0)
-        beta = _flat(rest[0], 0) if self.gated else a
-        self.kernels[1](_flat(q, 1), _flat(k, 1), _flat(v, 1), a, beta, _flat(rest[-1], 1), p, p.bit_length(),
-                        (p ^ (p + 1)).bit_length(), self.gated,
-                        self.buf["levels"], out)
-        return self._out(out)
+        out, flat = self._out(v)
+        a = log_decay.reshape(self.B)
+        beta = rest[0].reshape(self.B) if self.gated else a
+        self.kernels[1](self._rows(q), self._rows(k), self._rows(v), a, beta, self._rows(rest[-1]), p, p.bit_length(),
+                        (p ^ (p + 1)).bit_length(), self.gated, self.buf["levels"], flat)
+        return out
 
 
 def loglinear_attention(state, max_tokens):
@@ -385,17 +403,18 @@ class _Hierarchical(_Step):
     def __init__(self, state, max_tokens):
         lo = _minus_inf(np, state.dtype)
         bufs, slots = _slotted(state, max_tokens, self.TAILS, {"m": lo, "n": lo, "S": 0.0, "z": 0.0})
-        super().__init__(state, bufs, self.TAILS, slots)
+        super().__init__(state, bufs, slots)
         self.zeros = np.zeros(self.B, dtype=state.dtype)
+        self.state_args = (bufs["m"], bufs["n"], bufs["S"], bufs["z"])
 
     def step(self, p, q, k, log_v, lam, log_decay):
-        b = self.buf
-        out = np.empty((self.B, log_v.shape[-1]), dtype=log_v.dtype)
-        a = self.zeros if log_decay is None else _flat(log_decay, 0)
+        out, flat = self._out(log_v)
+        a = self.zeros if log_decay is None else log_decay.reshape(self.B)
         alo = 0.0 if log_decay is None else self.lo / (4 * (p + 1))
-        self.kernels[2](_flat(q, 1), _flat(k, 1), _flat(log_v, 1), _flat(lam, 1), a, p, p.bit_length(), (p ^ (p + 1)).bit_length(),
-               self.lo, alo, b["m"], b["n"], b["S"], b["z"], out)
-        return self._out(out)
+        rows = self._rows
+        self.kernels[2](rows(q), rows(k), rows(log_v), rows(lam), a, p, p.bit_length(), (p ^ (p + 1)).bit_length(),
+                        self.lo, alo, *self.state_args, flat)
+        return out
 
 
 def loglinear_log_attention(state, max_tokens):
