@@ -1,9 +1,9 @@
 """Numba CPU decoding steps (``lsattn.stepper(..., backend="numba")``, the automatic choice for NumPy).
 
 One small ``@njit`` kernel per operator advances every batch element by one token, reading and
-writing the state buffers in place (float32 or float64 buffers; elements are widened to float64
-inside the kernel, as in :mod:`lsattn.backends.numba_cpu`, except in the hierarchical step, whose
-exps, logs and sums of positive terms run in the state's dtype). The step formulas are those of the
+writing the state buffers in place (float32 or float64 buffers; sums of signed terms accumulate in
+float64, as in :mod:`lsattn.backends.numba_cpu`; sums of positive terms, the numerators of log
+values, and the hierarchical step's exps and logs run in the state's dtype). The step formulas are those of the
 array-API twins in :mod:`lsattn._steps` (the module docstring there derives them), and the buffers
 have the layout of the operators' State tensors with the batch axes flattened (log-linear: all
 ``bit_length(max_tokens)`` level slots up front). Kernels are compiled on first use and cached on
@@ -49,13 +49,15 @@ def _kernels():
         g = np.empty(dv)  # per-column value rescaling (log values)
         gv = np.empty(dv)  # the token's value, shifted
         num = np.empty(dv)
+        pos = np.empty(dv, S.dtype)  # log values: sums of positive terms, in the state's dtype
         gs = np.empty(dv, S.dtype)  # g and gv in the state's dtype
         gvs = np.empty(dv, S.dtype)
         mm = np.empty(dk)
         fa = np.empty(dk)  # rescaling of the summary's row i to the new shift mm_i
         fb = np.empty(dk)  # the key's weight exp(k_i - mm_i); one of fa, fb is exactly 1
         # the S pass and the query's weights run in the state's dtype (float32: expf, twice the
-        # speed of exp); the sums over d_k (num, den) accumulate in float64
+        # speed of exp); the sums over d_k (num, den) accumulate in float64, except the numerators of
+        # log values, sums of positive terms (relative error <= d_k eps), in the state's dtype (8-wide)
         sc = np.empty(3, S.dtype)
         for b in range(B):
             if log_values:
@@ -82,6 +84,7 @@ def _kernels():
                 r = max(r, float(q[b, i]) + mm[i])
             den = 0.0
             num[:] = 0.0
+            pos[:] = 0.0
             for i in range(dk):
                 sc[0] = float(q[b, i]) + mm[i] - r
                 sc[0] = math.exp(sc[0])
@@ -96,7 +99,7 @@ def _kernels():
                     for j in range(dv):
                         x = fai * gs[j] * row[j] + fbi * gvs[j]
                         row[j] = x
-                        num[j] += A * x
+                        pos[j] += A * x
                 else:
                     for j in range(dv):
                         x = fai * row[j] + fbi * gvs[j]
@@ -105,8 +108,8 @@ def _kernels():
             for j in range(dv):
                 if not log_values:
                     out[b, j] = num[j] / den
-                elif num[j] > 0.0:
-                    o = math.log(num[j]) + float(n[b, j]) - math.log(den)
+                elif pos[j] > 0.0:
+                    o = math.log(float(pos[j])) + float(n[b, j]) - math.log(den)
                     out[b, j] = o if o > lo / 2 else -np.inf
                 else:
                     out[b, j] = -np.inf
