@@ -7,16 +7,23 @@ the time per token is the best of ``--repeat`` such runs divided by the number o
 method's outputs are checked against the stepper's before timing. Targets (issue 18): the Numba
 step at least 2x faster than the NumPy loop, the array-API step within 3x of it.
 
+Batched decoding (``--many`` sequences, default 4096): the Numba step's time per token against the
+state bytes it must read and write (:func:`state_bytes`), as a fraction of the bandwidth of
+``np.copyto`` over the same bytes, measured in the same run. This is the CPU analogue of the issue's
+GPU target (>= 50% of the copy bandwidth): both run on one core.
+
     python benchmarks/bench_stepper.py            # writes results/stepper_cpu.{md,json,png}
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
 
 import lsattn
+from lsattn.state import State
 from _common import RESULTS, best_of, cpu_name, md_table, pyplot, python_numpy, utc_now, write_json, write_text
 
 OPS = ("exp_kernel_attention", "log_attention", "loglinear_attention", "loglinear_gated_delta",
@@ -147,10 +154,11 @@ def loop_state(op, state):
 
 # ---- inputs -----------------------------------------------------------------------------------
 
-def inputs(op, batch, T, d, rng):
-    """float32 (..., T, .) inputs of ``op`` in its positional order, and its keywords."""
+def inputs(op, batch, T, d, rng, offset=0):
+    """float32 (..., T, .) inputs of ``op`` in its positional order, and its keywords (level weights
+    for tokens from ``offset`` on)."""
     f = lambda *shape: rng.standard_normal(batch + shape).astype(np.float32)
-    L = lsattn.num_levels(T)
+    L = lsattn.num_levels(offset + T)
     q, k, v = f(T, d), f(T, d), f(T, d)
     a = (-0.05 * rng.random(batch + (T,))).astype(np.float32)
     lam = rng.random(batch + (T, L)).astype(np.float32)
@@ -210,6 +218,61 @@ def run(op, batch, d, offset, tokens, repeat, rng):
     return {name: best_of(f, repeat) / tokens * 1e6 for name, f in methods.items()}
 
 
+# ---- batched decoding: state bytes per step against the copy bandwidth ------------------------
+
+def state_bytes(op, p, B, dk, dv, itemsize):
+    """Bytes of state a step at position ``p`` must read plus write, for ``B`` sequences: the
+    exp-kernel summary (``m, S, z``, and ``n`` for log values) read and written once; log-linear: the
+    occupied levels (``popcount(p)``) read once, and written once together with the merged level
+    (levels above are rescaled, those below emptied); hierarchical: the occupied levels' summaries
+    read once, the ``h`` folded and merged summaries written (``h = bit_length(p XOR (p + 1))``) and
+    the row shifts ``m`` of the levels kept above them."""
+    slot = dk * dv + 2 * dk + dv  # one summary (m, n, S, z)
+    occupied, h = bin(p).count("1"), (p ^ (p + 1)).bit_length()
+    if op in ("exp_kernel_attention", "log_attention"):
+        per = 2 * (slot - (dv if op == "exp_kernel_attention" else 0))
+    elif op == "loglinear_log_attention":
+        above = bin(p >> h).count("1")
+        per = occupied * slot + h * slot + above * dk
+    else:
+        per = (2 * occupied + 1) * dk * dv
+    return B * per * itemsize
+
+
+def tiled_state(op, B, d, offset, rng):
+    """A float32 state at ``offset`` for ``B`` sequences: a prefill of 8 sequences, tiled."""
+    args, kw = inputs(op, (8,), offset, d, rng)
+    _, st = getattr(lsattn, op)(*args, **kw, return_state=True)
+    tensors = {n: np.tile(x, (B // 8,) + (1,) * (x.ndim - 1)) for n, x in st.tensors.items()}
+    return State(op, st.offset, (B,), st.d_k, st.d_v, st.dtype, tensors)
+
+
+def run_many(op, B, d, offset, tokens, repeat, rng):
+    """The Numba step for ``B`` sequences: us per token, bytes per token and the copy bandwidth."""
+    state = tiled_state(op, B, d, offset, rng)
+    args, kw = inputs(op, (B,), tokens, d, rng, offset)
+    toks = [([x[..., t : t + 1] if x.ndim == 2 else x[..., t : t + 1, :] for x in args],
+             {n: x[..., t : t + 1] for n, x in kw.items()}) for t in range(tokens)]
+    limit = offset + tokens if op.startswith("loglinear") else None
+    nbytes = sum(state_bytes(op, offset + t, B, d, d, 4) for t in range(tokens))
+    times = []
+    for _ in range(repeat + 1):
+        step = lsattn.stepper(op, state, max_tokens=limit, backend="numba")  # buffer copies: not timed
+        t0 = time.perf_counter()
+        for xs, kws in toks:
+            step(*xs, **kws)
+        times.append(time.perf_counter() - t0)
+        del step
+    t_step = min(times[1:]) / tokens
+    src = np.ones(nbytes // tokens // 2 // 4, np.float32)  # copy: read + write = the step's bytes
+    dst = np.empty_like(src)
+    t_copy = best_of(lambda: np.copyto(dst, src), repeat)
+    return {"op": op, "sequences": B, "us_per_token": round(t_step * 1e6, 1),
+            "state_MB_per_token": round(nbytes / tokens / 1e6, 1),
+            "step_GBps": round(nbytes / tokens / t_step / 1e9, 2), "copy_GBps": round(2 * src.nbytes / t_copy / 1e9, 2),
+            "fraction_of_copy": round(t_copy / t_step, 2)}
+
+
 def summary(records):
     """Lines saying which targets this run met, row by row."""
     lines = []
@@ -228,8 +291,11 @@ def main():
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--ops", nargs="*", default=list(OPS))
+    ap.add_argument("--many", type=int, default=4096, help="sequences of the batched rows (0: none)")
+    ap.add_argument("--many-tokens", type=int, default=8)
     ap.add_argument("--out", default="stepper_cpu")
     args = ap.parse_args()
+    load = os.getloadavg()
     rng = np.random.default_rng(0)
     rows, records = [], []
     for batch in ((1, 2), (2, 16)):
@@ -244,15 +310,27 @@ def main():
                          f"{t['stepper array_api']:.1f}", f"{t['plain state=']:.1f}",
                          f"{rec['numba_speedup_vs_loop']:.2f}x", f"{rec['array_api_vs_loop']:.2f}x"])
             print(" | ".join(rows[-1]), flush=True)
+    many = []
+    for op in args.ops if args.many else ():
+        many.append(run_many(op, args.many, args.d, args.offset, args.many_tokens, args.repeat, rng))
+        print(many[-1], flush=True)
+    load = load + os.getloadavg()
     header = ["operator", "B x H", "NumPy loop (us)", "stepper numba (us)", "stepper array_api (us)",
               "plain state= (us)", "numba speed-up vs loop (target >= 2x)", "array_api / loop (target <= 3x)"]
     meta = {"machine": f"{cpu_name()}, {python_numpy()}", "date": utc_now(), "d": args.d, "offset": args.offset,
-            "tokens": args.tokens, "repeat": args.repeat, "dtype": "float32"}
+            "tokens": args.tokens, "repeat": args.repeat, "dtype": "float32",
+            "load_average_1_5_15_before_after": [round(x, 2) for x in load]}
+    many_header = ["operator", "sequences", "us per token", "state MB read + written per token",
+                   "step GB/s", "np.copyto GB/s (same bytes, same run)",
+                   "fraction of copy bandwidth (CPU analogue of >= 50%)"]
+    many_rows = [[r["op"], r["sequences"], f"{r['us_per_token']:.0f}", f"{r['state_MB_per_token']:.1f}",
+                  f"{r['step_GBps']:.2f}", f"{r['copy_GBps']:.2f}", f"{r['fraction_of_copy']:.0%}"] for r in many]
     lines = [
         "# Per-token decoding on the CPU: `lsattn.stepper` vs a hand-written NumPy loop",
         "",
         f"Machine: {meta['machine']}; {meta['date']}. The machine is shared with other jobs (2 cores, "
-        "several engineers): the numbers are noisy, best of "
+        f"several engineers; load average (1, 5, 15 min) {meta['load_average_1_5_15_before_after'][:3]} before "
+        f"the run, {meta['load_average_1_5_15_before_after'][3:]} after): the numbers are noisy, best of "
         f"{args.repeat} runs of {args.tokens} tokens each, decoded from a state at offset {args.offset}, "
         f"float32, d_k = d_v = {args.d}. Microseconds per token (all B x H sequences together).",
         "",
@@ -266,11 +344,21 @@ def main():
         "",
         *summary(records),
         "",
+        *([f"## Batched decoding: {args.many} sequences, Numba step, one core", "",
+           f"The Numba step for {args.many} sequences (d_k = d_v = {args.d}, float32, from offset {args.offset}, "
+           f"best of {args.repeat} runs of {args.many_tokens} tokens) against the state bytes it must read and "
+           "write per token (`state_bytes` in the script: each occupied summary read once, each rewritten one "
+           "written once), as a fraction of the bandwidth of `np.copyto` over the same bytes (half read, half "
+           "written) measured in the same run. CPU analogue of the issue's GPU target (>= 50% of the copy "
+           "bandwidth); both on one core (the steps run the sequences serially on the calling thread).", "",
+           *md_table(many_header, many_rows, ["---"] + ["---:"] * 6), "",
+           f"- batched step >= 50% of the copy bandwidth: met in {sum(r['fraction_of_copy'] >= 0.5 for r in many)} "
+           f"of {len(many)} rows.", ""] if many else []),
         "Command: `python benchmarks/bench_stepper.py`",
         "",
     ]
     write_text(RESULTS / f"{args.out}.md", lines)
-    write_json(RESULTS / f"{args.out}.json", {"meta": meta, "rows": records})
+    write_json(RESULTS / f"{args.out}.json", {"meta": meta, "rows": records, "many": many})
     plt = pyplot()
     if plt is not None:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)

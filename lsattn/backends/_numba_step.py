@@ -1,8 +1,9 @@
 """Numba CPU decoding steps (``lsattn.stepper(..., backend="numba")``, the automatic choice for NumPy).
 
 One small ``@njit`` kernel per operator advances every batch element by one token, reading and
-writing the state buffers in place (float32 or float64 buffers; every element is widened to float64
-inside the kernel, as in :mod:`lsattn.backends.numba_cpu`). The step formulas are those of the
+writing the state buffers in place (float32 or float64 buffers; sums of signed terms accumulate in
+float64, as in :mod:`lsattn.backends.numba_cpu`; sums of positive terms, the numerators of log
+values, and the hierarchical step's exps and logs run in the state's dtype). The step formulas are those of the
 array-API twins in :mod:`lsattn._steps` (the module docstring there derives them), and the buffers
 have the layout of the operators' State tensors with the batch axes flattened (log-linear: all
 ``bit_length(max_tokens)`` level slots up front). Kernels are compiled on first use and cached on
@@ -10,6 +11,12 @@ disk (``cache=True``); this module imports Numba when a stepper is made, never a
 
 Cost per token: ``O(d_k d_v)`` (exp-kernel), ``O(popcount(p) d_k d_v)`` reads plus the Fenwick merge
 of ``h - 1`` levels (log-linear), per batch element; empty level slots are skipped.
+
+Per call, the Python side only reshapes the token's inputs to (B, d) (views where the batch axes
+merge: the kernels read any strides) and allocates the output; the kernels run the batch elements
+serially on the calling thread (``nogil``): a thread pool woken for every token costs more than a
+step on a shared machine (measured: ms per token under load), and callers decoding many independent
+streams can run them in their own threads.
 """
 from __future__ import annotations
 
@@ -20,14 +27,10 @@ import numpy as np
 
 from .._steps import level_slots
 from ..exp_kernel import _minus_inf
+from .numba_cpu import _flat
 
 __all__ = ["log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta",
            "loglinear_log_attention"]
-
-
-#: batch elements from which the hierarchical step runs them in parallel (``prange``); below it,
-#: waking the thread pool costs more than it saves
-PARALLEL_MIN = 8
 
 
 @functools.cache
@@ -46,13 +49,15 @@ def _kernels():
         g = np.empty(dv)  # per-column value rescaling (log values)
         gv = np.empty(dv)  # the token's value, shifted
         num = np.empty(dv)
+        pos = np.empty(dv, S.dtype)  # log values: sums of positive terms, in the state's dtype
         gs = np.empty(dv, S.dtype)  # g and gv in the state's dtype
         gvs = np.empty(dv, S.dtype)
         mm = np.empty(dk)
         fa = np.empty(dk)  # rescaling of the summary's row i to the new shift mm_i
         fb = np.empty(dk)  # the key's weight exp(k_i - mm_i); one of fa, fb is exactly 1
         # the S pass and the query's weights run in the state's dtype (float32: expf, twice the
-        # speed of exp); the sums over d_k (num, den) accumulate in float64
+        # speed of exp); the sums over d_k (num, den) accumulate in float64, except the numerators of
+        # log values, sums of positive terms (relative error <= d_k eps), in the state's dtype (8-wide)
         sc = np.empty(3, S.dtype)
         for b in range(B):
             if log_values:
@@ -79,6 +84,7 @@ def _kernels():
                 r = max(r, float(q[b, i]) + mm[i])
             den = 0.0
             num[:] = 0.0
+            pos[:] = 0.0
             for i in range(dk):
                 sc[0] = float(q[b, i]) + mm[i] - r
                 sc[0] = math.exp(sc[0])
@@ -93,7 +99,7 @@ def _kernels():
                     for j in range(dv):
                         x = fai * gs[j] * row[j] + fbi * gvs[j]
                         row[j] = x
-                        num[j] += A * x
+                        pos[j] += A * x
                 else:
                     for j in range(dv):
                         x = fai * row[j] + fbi * gvs[j]
@@ -102,8 +108,8 @@ def _kernels():
             for j in range(dv):
                 if not log_values:
                     out[b, j] = num[j] / den
-                elif num[j] > 0.0:
-                    o = math.log(num[j]) + float(n[b, j]) - math.log(den)
+                elif pos[j] > 0.0:
+                    o = math.log(float(pos[j])) + float(n[b, j]) - math.log(den)
                     out[b, j] = o if o > lo / 2 else -np.inf
                 else:
                     out[b, j] = -np.inf
@@ -165,142 +171,150 @@ def _kernels():
                 out[b, j] = o[j]
 
     @jit
-    def hierarchical_one(b, q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out):
-        """Hierarchical exp-kernel attention at position ``p`` (``nl``, ``h`` as in ``levels``) for batch
-        element ``b``. q, k (B, d_k), lv (B, d_v), lam (B, L), a (B,) (zeros: no decay), m/z (B, slots, d_k),
-        n (B, slots, d_v), S (B, slots, d_k, d_v)."""
-        dk = q.shape[1]
+    def hierarchical(q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out):
+        """Hierarchical exp-kernel attention at position ``p`` (``nl``, ``h`` as in ``levels``), every
+        batch element in turn. q, k (B, d_k), lv (B, d_v), lam (B, L), a (B,) (zeros: no decay),
+        m/z (B, slots, d_k), n (B, slots, d_v), S (B, slots, d_k, d_v). Scratch is allocated once per
+        call. Exps, logs and the sums of (positive) terms over d_k run in the state's dtype (float32:
+        expf, 8-wide sums), the sums over levels and the shifts in float64."""
+        B, dk = q.shape
         dv = lv.shape[1]
         r = np.empty(nl + 1)
         sh = np.empty(nl)
         vals = np.empty(dv)
-        num = np.empty(dv)
+        num = np.empty(dv, S.dtype)  # sums of positive terms: the state's dtype (relative error <= d_k eps)
         M = np.empty(dv)
         s = np.empty(dv)
         NUM = np.empty((nl, dv))  # each occupied level's numerators (relative to its shift)
-        acc = np.empty(dv)
-        sc = np.empty(1, S.dtype)
-        G = np.empty((nl + 1, dv))  # the merge's per-column rescaling of each folded slot (and the key)
-        ab = max(float(a[b]), alo)
-        for j in range(dv):
-            vals[j] = max(float(lv[b, j]), lo)
-        # the diagonal and every occupied level's row shift, then the common shift R
-        rd = -np.inf
-        for i in range(dk):
-            rd = max(rd, float(q[b, i]) + float(k[b, i]))
-        den0 = 0.0
-        for i in range(dk):
-            den0 += math.exp(float(q[b, i]) + float(k[b, i]) - rd)
-        r[0] = rd + max(float(lam[b, 0]), lo)
-        R = r[0]
-        for l in range(nl):
-            if (p >> l) & 1:
-                rl = -np.inf
+        acc = np.empty(dv, S.dtype)
+        A = np.empty(dk, S.dtype)  # a level's row weights exp(q_i + m_i - r)
+        E = np.empty(dv, S.dtype)  # per-column rescalings
+        G = np.empty((nl + 1, dv), S.dtype)  # the merge's per-column rescaling of each folded slot (and the key)
+        for b in range(B):
+            ab = max(float(a[b]), alo)
+            for j in range(dv):
+                vals[j] = max(float(lv[b, j]), lo)
+            # the diagonal and every occupied level's row shift, then the common shift R
+            rd = -np.inf
+            for i in range(dk):
+                rd = max(rd, float(q[b, i]) + float(k[b, i]))
+            for i in range(dk):
+                A[i] = float(q[b, i]) + float(k[b, i]) - rd
+            den0 = 0.0
+            for i in range(dk):
+                den0 += float(math.exp(A[i]))
+            r[0] = rd + max(float(lam[b, 0]), lo)
+            R = r[0]
+            for l in range(nl):
+                if (p >> l) & 1:
+                    rl = -np.inf
+                    for i in range(dk):
+                        rl = max(rl, float(q[b, i]) + float(m[b, l, i]))
+                    r[l + 1] = rl
+                    R = max(R, rl + max(float(lam[b, l + 1]), lo) + ab)
+            den = math.exp(r[0] - R) * den0
+            # numerators, column j: exp(diag_j) + sum_l exp(sh_l + n_lj) NUM_lj with NUM_lj <= den_l;
+            # summed relative to the largest exponent among the non-zero terms: one exp per
+            # (level, column), no logs
+            diag = math.log(den0) + r[0] - R
+            for j in range(dv):
+                M[j] = diag + vals[j]
+            for l in range(nl):
+                if not (p >> l) & 1:
+                    continue
+                sh[l] = r[l + 1] + max(float(lam[b, l + 1]), lo) + ab - R
                 for i in range(dk):
-                    rl = max(rl, float(q[b, i]) + float(m[b, l, i]))
-                r[l + 1] = rl
-                R = max(R, rl + max(float(lam[b, l + 1]), lo) + ab)
-        den = math.exp(r[0] - R) * den0
-        # numerators, column j: exp(diag_j) + sum_l exp(sh_l + n_lj) NUM_lj with NUM_lj <= den_l;
-        # summed relative to the largest exponent among the non-zero terms: one exp per
-        # (level, column), no logs (the state's exps in its dtype: float32 expf)
-        diag = math.log(den0) + r[0] - R
-        for j in range(dv):
-            M[j] = diag + vals[j]
-        for l in range(nl):
-            if not (p >> l) & 1:
-                continue
-            sh[l] = r[l + 1] + max(float(lam[b, l + 1]), lo) + ab - R
-            dl = 0.0
-            num[:] = 0.0
-            for i in range(dk):
-                sc[0] = float(q[b, i]) + float(m[b, l, i]) - r[l + 1]
-                Ai = float(math.exp(sc[0]))
-                dl += Ai * z[b, l, i]
-                row = S[b, l, i]
+                    A[i] = float(q[b, i]) + float(m[b, l, i]) - r[l + 1]
+                dl = 0.0
+                for i in range(dk):
+                    A[i] = math.exp(A[i])
+                    dl += float(A[i]) * float(z[b, l, i])
+                num[:] = 0.0
+                for i in range(dk):
+                    Ai = A[i]
+                    row = S[b, l, i]
+                    for j in range(dv):
+                        num[j] += Ai * row[j]
+                den += math.exp(sh[l]) * dl
                 for j in range(dv):
-                    num[j] += Ai * row[j]
-            den += math.exp(sh[l]) * dl
+                    NUM[l, j] = num[j]
+                    if num[j] > 0.0:
+                        M[j] = max(M[j], sh[l] + float(n[b, l, j]))
             for j in range(dv):
-                NUM[l, j] = num[j]
-                if num[j] > 0.0:
-                    M[j] = max(M[j], sh[l] + float(n[b, l, j]))
-        for j in range(dv):
-            s[j] = math.exp(diag + vals[j] - M[j])
-        for l in range(nl):
-            if (p >> l) & 1:
+                E[j] = diag + vals[j] - M[j]
+            for j in range(dv):
+                s[j] = float(math.exp(E[j]))
+            for l in range(nl):
+                if (p >> l) & 1:
+                    for j in range(dv):
+                        E[j] = sh[l] + float(n[b, l, j]) - M[j]
+                    for j in range(dv):
+                        if NUM[l, j] > 0.0:
+                            s[j] += float(math.exp(E[j])) * NUM[l, j]
+            lden = math.log(den)
+            for j in range(dv):
+                E[j] = s[j]
+            for j in range(dv):
+                o = M[j] + float(math.log(E[j])) - lden
+                out[b, j] = o if o > lo / 2 else -np.inf
+            # Fenwick merge: the key and levels 0 .. h-2 (decayed by ab) become slot h-1
+            for j in range(dv):
+                nn = vals[j]
+                for l in range(h - 1):
+                    nn = max(nn, float(n[b, l, j]))
+                num[j] = nn
+                for l in range(h - 1):
+                    G[l, j] = float(n[b, l, j]) - nn
+                G[nl, j] = vals[j] - nn
+            for l in range(h - 1):
                 for j in range(dv):
-                    if NUM[l, j] > 0.0:
-                        s[j] += math.exp(sh[l] + float(n[b, l, j]) - M[j]) * NUM[l, j]
-        for j in range(dv):
-            o = M[j] + math.log(s[j]) - math.log(den)
-            out[b, j] = o if o > lo / 2 else -np.inf
-        # Fenwick merge: the key and levels 0 .. h-2 (decayed by ab) become slot h-1
-        for j in range(dv):
-            nn = vals[j]
-            for l in range(h - 1):
-                nn = max(nn, float(n[b, l, j]))
-            num[j] = nn
-            for l in range(h - 1):
-                G[l, j] = math.exp(float(n[b, l, j]) - nn)
-            G[nl, j] = math.exp(vals[j] - nn)
-        for i in range(dk):  # row i of the merged slot in a float64 accumulator; folded rows emptied
-            mk = float(k[b, i])
-            for l in range(h - 1):
-                mk = max(mk, float(m[b, l, i]) + ab)
-            f = math.exp(float(k[b, i]) - mk)
-            zz = f
+                    G[l, j] = math.exp(G[l, j])
             for j in range(dv):
-                acc[j] = f * G[nl, j]
-            for l in range(h - 1):
-                f = math.exp(float(m[b, l, i]) + ab - mk)
-                zz += f * z[b, l, i]
-                src = S[b, l, i]
-                g = G[l]
+                G[nl, j] = math.exp(G[nl, j])
+            for i in range(dk):  # row i of the merged slot; folded rows emptied
+                mk = float(k[b, i])
+                for l in range(h - 1):
+                    mk = max(mk, float(m[b, l, i]) + ab)
+                A[0] = float(k[b, i]) - mk
+                f = math.exp(A[0])
+                zz = float(f)
+                g = G[nl]
                 for j in range(dv):
-                    acc[j] += (f * g[j]) * src[j]
-                src[:] = 0.0
-                m[b, l, i] = lo
-                z[b, l, i] = 0.0
-            dst = S[b, h - 1, i]
+                    acc[j] = f * g[j]
+                for l in range(h - 1):
+                    A[0] = float(m[b, l, i]) + ab - mk
+                    f = math.exp(A[0])
+                    zz += float(f) * float(z[b, l, i])
+                    src = S[b, l, i]
+                    g = G[l]
+                    for j in range(dv):
+                        acc[j] += (f * g[j]) * src[j]
+                    src[:] = 0.0
+                    m[b, l, i] = lo
+                    z[b, l, i] = 0.0
+                dst = S[b, h - 1, i]
+                for j in range(dv):
+                    dst[j] = acc[j]
+                z[b, h - 1, i] = zz
+                m[b, h - 1, i] = max(mk, lo)
             for j in range(dv):
-                dst[j] = acc[j]
-            z[b, h - 1, i] = zz
-            m[b, h - 1, i] = max(mk, lo)
-        for j in range(dv):
-            n[b, h - 1, j] = num[j]
-        for l in range(h - 1):
-            for j in range(dv):
-                n[b, l, j] = lo
-        for l in range(h, nl):
-            for i in range(dk):
-                m[b, l, i] = max(float(m[b, l, i]) + ab, lo)
+                n[b, h - 1, j] = num[j]
+            for l in range(h - 1):
+                for j in range(dv):
+                    n[b, l, j] = lo
+            for l in range(h, nl):
+                for i in range(dk):
+                    m[b, l, i] = max(float(m[b, l, i]) + ab, lo)
 
-    @jit
-    def hierarchical(q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out):
-        """Every batch element in turn (:func:`hierarchical_one`)."""
-        for b in range(q.shape[0]):
-            hierarchical_one(b, q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out)
-
-    @numba.njit(cache=True, nogil=True, parallel=True)
-    def hierarchical_parallel(q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out):
-        """Batch elements in parallel (``prange``): for batches of at least ``PARALLEL_MIN`` elements."""
-        for b in numba.prange(q.shape[0]):
-            hierarchical_one(b, q, k, lv, lam, a, p, nl, h, lo, alo, m, n, S, z, out)
-
-    return exp_kernel, levels, hierarchical, hierarchical_parallel
-
-
-def _flat(x, tail):
-    """(..., *tail) -> C-contiguous (B, *tail) (a view when x is contiguous)."""
-    return np.ascontiguousarray(x.reshape((-1,) + tuple(x.shape[x.ndim - tail:])))
+    return exp_kernel, levels, hierarchical
 
 
 class _Step:
-    """State buffers with the batch axes flattened; ``tensors`` gives them back in the State's layout."""
+    """State buffers with the batch axes flattened; ``tensors`` gives them back in the State's layout.
+    ``step`` allocates only the output (the caller keeps it) and calls the kernel."""
 
-    def __init__(self, state, bufs, tails, slots=None):
-        self.batch, self.tails, self.slots = tuple(state.batch_shape), tails, slots
+    def __init__(self, state, bufs, slots=None):
+        self.batch, self.slots = tuple(state.batch_shape), slots
         self.B = math.prod(self.batch)
         self.buf = bufs
         self.lo = _minus_inf(np, state.dtype)
@@ -314,8 +328,15 @@ class _Step:
             out[name] = view.reshape(self.batch + view.shape[1:])
         return out
 
-    def _out(self, out):
-        return out.reshape(self.batch + (1, out.shape[-1]))
+    def _rows(self, x):
+        """A token's input (..., 1, d) -> (B, d): a view wherever the batch axes merge (the kernels
+        read any strides), else a copy."""
+        return x.reshape(self.B, x.shape[-1])
+
+    def _out(self, like):
+        """An empty output (..., 1, d_v) of ``like``'s dtype, and its (B, d_v) view for the kernel."""
+        out = np.empty(self.batch + (1, like.shape[-1]), like.dtype)
+        return out, out.reshape(self.B, like.shape[-1])
 
 
 def _slotted(state, max_tokens, tails, fill):
@@ -336,16 +357,16 @@ class _ExpKernel(_Step):
     def __init__(self, state, log_values):
         tails = {"m": 1, "n": 1, "S": 2, "z": 1}
         bufs = {name: np.array(_flat(np.asarray(x), tails[name]), copy=True) for name, x in state.tensors.items()}
-        super().__init__(state, bufs, tails)
+        super().__init__(state, bufs)
         self.log_values = log_values
-        self.n = bufs.get("n", bufs["m"])  # unused placeholder for signed values
+        # m, n (unused placeholder for signed values), S, z
+        self.state_args = (bufs["m"], bufs.get("n", bufs["m"]), bufs["S"], bufs["z"])
 
     def step(self, p, q, k, vals):
-        b = self.buf
-        out = np.empty((self.B, vals.shape[-1]), dtype=vals.dtype)
-        self.kernels[0](_flat(q, 1), _flat(k, 1), _flat(vals, 1), self.log_values, self.lo,
-                        b["m"], self.n, b["S"], b["z"], out)
-        return self._out(out)
+        out, flat = self._out(vals)
+        self.kernels[0](self._rows(q), self._rows(k), self._rows(vals), self.log_values, self.lo, *self.state_args,
+                        flat)
+        return out
 
 
 def log_attention(state, max_tokens):
@@ -359,17 +380,16 @@ def exp_kernel_attention(state, max_tokens):
 class _Levels(_Step):
     def __init__(self, state, max_tokens, gated):
         bufs, slots = _slotted(state, max_tokens, {"levels": 2}, {"levels": 0.0})
-        super().__init__(state, bufs, {"levels": 2}, slots)
+        super().__init__(state, bufs, slots)
         self.gated = gated
 
     def step(self, p, q, k, v, log_decay, *rest):
-        out = np.empty((self.B, v.shape[-1]), dtype=v.dtype)
-        a = _flat(log_decay, 0)
-        beta = _flat(rest[0], 0) if self.gated else a
-        self.kernels[1](_flat(q, 1), _flat(k, 1), _flat(v, 1), a, beta, _flat(rest[-1], 1), p, p.bit_length(),
-                        (p ^ (p + 1)).bit_length(), self.gated,
-                        self.buf["levels"], out)
-        return self._out(out)
+        out, flat = self._out(v)
+        a = log_decay.reshape(self.B)
+        beta = rest[0].reshape(self.B) if self.gated else a
+        self.kernels[1](self._rows(q), self._rows(k), self._rows(v), a, beta, self._rows(rest[-1]), p, p.bit_length(),
+                        (p ^ (p + 1)).bit_length(), self.gated, self.buf["levels"], flat)
+        return out
 
 
 def loglinear_attention(state, max_tokens):
@@ -386,18 +406,18 @@ class _Hierarchical(_Step):
     def __init__(self, state, max_tokens):
         lo = _minus_inf(np, state.dtype)
         bufs, slots = _slotted(state, max_tokens, self.TAILS, {"m": lo, "n": lo, "S": 0.0, "z": 0.0})
-        super().__init__(state, bufs, self.TAILS, slots)
+        super().__init__(state, bufs, slots)
         self.zeros = np.zeros(self.B, dtype=state.dtype)
+        self.state_args = (bufs["m"], bufs["n"], bufs["S"], bufs["z"])
 
     def step(self, p, q, k, log_v, lam, log_decay):
-        b = self.buf
-        out = np.empty((self.B, log_v.shape[-1]), dtype=log_v.dtype)
-        a = self.zeros if log_decay is None else _flat(log_decay, 0)
+        out, flat = self._out(log_v)
+        a = self.zeros if log_decay is None else log_decay.reshape(self.B)
         alo = 0.0 if log_decay is None else self.lo / (4 * (p + 1))
-        kernel = self.kernels[3] if self.B >= PARALLEL_MIN else self.kernels[2]
-        kernel(_flat(q, 1), _flat(k, 1), _flat(log_v, 1), _flat(lam, 1), a, p, p.bit_length(), (p ^ (p + 1)).bit_length(),
-               self.lo, alo, b["m"], b["n"], b["S"], b["z"], out)
-        return self._out(out)
+        rows = self._rows
+        self.kernels[2](rows(q), rows(k), rows(log_v), rows(lam), a, p, p.bit_length(), (p ^ (p + 1)).bit_length(),
+                        self.lo, alo, *self.state_args, flat)
+        return out
 
 
 def loglinear_log_attention(state, max_tokens):
