@@ -128,11 +128,11 @@ def test_warm_compiles_the_chunked_kernel_once_per_dtype():
     assert len(KC.ek_chunked.signatures) == before
 
 
-@given(T=small_T, C=chunks, P=st.integers(1, 5), log_values=st.booleans(), seed=seeds)
-def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
-    """A sequence split into P parallel parts (each first summarising the chunks before it) gives
-    the reference output and the array-API final state, whatever P (the backend picks P from the
-    thread count, so it is driven directly here)."""
+@given(T=small_T, C=chunks, split=st.booleans(), log_values=st.booleans(), seed=seeds)
+def test_chunked_both_schedules(T, C, split, log_values, seed):
+    """Both schedules of ek_chunked (parallel loops over batch x chunks, or one over the batch) give
+    the reference output and the array-API final state (the backend picks one from the thread
+    count, so each is driven directly here)."""
     from lsattn.backends import _numba_chunked as KC
 
     op = "log" if log_values else "exp"
@@ -140,7 +140,8 @@ def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
     lo = -np.finfo(np.float64).max / 8
     m0, n0 = np.full((1, 3), lo), np.full((1, 2), lo)
     out, m1, n1, S1, z1 = np.empty((1, T, 2)), np.empty((1, 3)), np.empty((1, 2)), np.empty((1, 3, 2)), np.empty((1, 3))
-    KC.ek_chunked(q, k, vals, m0, n0, np.zeros((1, 3, 2)), np.zeros((1, 3)), log_values, lo, C, P, out, m1, n1, S1, z1)
+    KC.ek_chunked(q, k, vals, m0, n0, np.zeros((1, 3, 2)), np.zeros((1, 3)), log_values, lo, C, split, out, m1, n1,
+                  S1, z1)
     rtol, atol = ek_tol(op, q, k, "float64")
     assert_close(out, EK[op][1](q, k, vals), rtol, atol=atol)
     _, want = EK[op][0](q, k, vals, return_state=True, backend="array_api")

@@ -46,188 +46,185 @@ from ._numba_kernels import _ek_finish, _token
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
 
-#: OpenBLAS runs a product of m n k >= 262144 flops / 2 on its own threads; called from every Numba
+#: OpenBLAS runs a product of m n k > 262144 flops / 2 on its own threads; called from every Numba
 #: thread at once on a busy machine that was 5-10x slower (measured at C = 64, d = 64), so chunks
-#: are sized to keep every product of a chunk below it
+#: are sized to keep every product of a chunk at or below it
 _BLAS_SINGLE = 262144
 
 
 def chunk_for(d_k, d_v):
-    """The chunk size of :func:`ek_chunked`: the largest power of two from 8 up to 64 whose three
-    products (d_k x C x (d_v + 1), C x d_k x C, C x (d_k + C) x (d_v + 1)) stay below
-    ``_BLAS_SINGLE`` (32 at d_k = d_v = 64), 8 where none does."""
+    """The chunk size of :func:`ek_chunked`: the largest power of two from 8 up to 64 whose products
+    (d_k x C x d_v, C x d_k x d_v, C x d_k x C, C x C x d_v) are at most ``_BLAS_SINGLE`` (64 at
+    d_k = d_v = 64), 8 where none is."""
     C = 64
-    while C > 8 and max(d_k * C * (d_v + 1), C * d_k * C, C * (d_k + C) * (d_v + 1)) >= _BLAS_SINGLE:
+    while C > 8 and max(d_k * C * d_v, C * d_k * C, C * C * d_v) > _BLAS_SINGLE:
         C //= 2
     return C
 
 
-def parts(B):
-    """Parallel parts of each sequence for :func:`ek_chunked`: 1 when the batch alone fills Numba's
-    threads, else ceil(threads / B) (2 for one sequence on 2 cores)."""
-    threads = numba.get_num_threads()
-    return 1 if B >= threads else -(-threads // B)
-
-
-#: cost of a chunk's summary-and-merge relative to its whole work (summary, reads, merge); sizes
-#: the parts of a sequence (:func:`_part_starts`)
-SUMMARY_COST = 0.4
-
-
-@numba.njit
-def _part_starts(nch, P):
-    """First chunk of each of P parts of nch chunks, and nch (P + 1 entries). Part j runs the
-    summaries of every earlier chunk (cost SUMMARY_COST each) and then its own chunks in full, so
-    equal finishing times need part lengths in the ratio 1 : r : r^2 ... with r = 1 - SUMMARY_COST."""
-    r = 1.0 - SUMMARY_COST
-    total = (1.0 - r ** P) / (1.0 - r)
-    start = np.empty(P + 1, np.int64)
-    start[0] = 0
-    acc = 0.0
-    for j in range(P):
-        acc += r ** j / total
-        start[j + 1] = min(nch, max(start[j], int(round(acc * nch))))
-    start[P] = nch
-    return start
+def split_for(B):
+    """Whether a chunked kernel runs its phases as parallel loops over batch x chunks (a batch
+    smaller than Numba's thread count: one sequence uses every thread) rather than one parallel
+    loop over the batch (one barrier per call: robust when another job holds a core)."""
+    return B < numba.get_num_threads()
 
 
 @numba.njit(**_JIT)
-def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, parts, out, m1, n1, S1, z1):
-    """Causal exp-kernel attention in chunks of C tokens. q, k (B, T, d_k); vals (B, T, d_v) (log
-    values when log_values); incoming state m0 (B, d_k), n0 (B, d_v) (unused unless log_values),
-    S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; parts: parallel parts of each
-    sequence (see :func:`parts`). Writes out (B, T, d_v) and the final state into m1, n1, S1, z1
-    (the array-API layout)."""
+def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, split, out, m1, n1, S1, z1):
+    """Causal exp-kernel attention in chunks of C tokens (see the module docstring). q, k (B, T, d_k);
+    vals (B, T, d_v) (log values when log_values); incoming state m0 (B, d_k), n0 (B, d_v) (unused
+    unless log_values), S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; split: see
+    :func:`split_for`. Writes out (B, T, d_v) and the final state into m1, n1, S1, z1 (the array-API
+    layout)."""
     B, T, dk = q.shape
     dv = vals.shape[2]
     nch = (T + C - 1) // C
     wt = q.dtype
-    m = np.empty((B, dk))
-    n = np.zeros((B, dv + 1))  # column dv: the z column's (zero) shift
-    S = np.empty((B, dk, dv + 1))  # [S | z], float64
+    E = np.empty((B, nch * C, dk), wt)  # exp(k - m^c), then times exp(m^c - M) (rows past T: 0)
+    V = np.empty((B, nch * C, dv), wt)  # exp(log_v - n^c) or v (rows past T: 0)
+    Sc = np.empty((B, nch, dk, dv), wt)  # E^T V per chunk
+    SR = np.empty((B, nch, dk, dv), wt)  # the state before each chunk, shifted to (M, N)
+    mc, zc, zR = np.empty((B, nch, dk)), np.empty((B, nch, dk)), np.empty((B, nch, dk))
+    M, fc = np.empty((B, nch, dk)), np.empty((B, nch, dk))
+    nc, N, gc = np.zeros((B, nch, dv)), np.zeros((B, nch, dv)), np.ones((B, nch, dv))
+    bad = np.zeros((B, T), np.uint8)  # rows for the exact fallback
     zmax = 0.0
     for b in range(B):
         for i in range(dk):
-            m[b, i] = m0[b, i]
-            S[b, i, dv] = z0[b, i]
             zmax = max(zmax, np.float64(z0[b, i]))
-            for j in range(dv):
-                S[b, i, j] = S0[b, i, j]
-        for j in range(dv):
-            n[b, j] = n0[b, j] if log_values else 0.0
     # lost mass of one output entry, in units of its shift: each product that underflowed (or met
     # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
     # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    P = max(parts, 1)
-    start = _part_starts(nch, P)
-    for task in prange(B * P):
-        b, j = task // P, task % P
-        ms, ns, Ss = m[b].copy(), n[b].copy(), S[b].copy()  # the state before this part
-        E = np.empty((C, dk), wt)  # exp(k - m^c), padded rows 0
-        SV = np.empty((dk + C, dv + 1), wt)  # rows dk..: [V | 1] (padded rows 0); rows :dk: [S | z]'
-        mc = np.empty(dk)
-        nc = np.zeros(dv + 1)
-        Sc = np.empty((dk, dv + 1))
-        for c in range(start[j + 1]):
-            t0 = c * C
-            L = min(T, t0 + C) - t0
-            _summarise(k[b], vals[b], t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
-            if c >= start[j]:  # this part's chunks; the earlier ones only move the state
-                _read(q[b], k[b], vals[b], t0, L, ms, ns, Ss, mc, nc, E, SV, bound, log_values, lo, out[b])
-            _merge(ms, ns, Ss, mc, nc, Sc)
-        if j == P - 1:  # the state after the last chunk, in the array-API layout
-            for i in range(dk):
-                m1[b, i] = ms[i]
-                z1[b, i] = Ss[i, dv]
-                for c in range(dv):
-                    S1[b, i, c] = Ss[i, c]
-            for c in range(dv):
-                n1[b, c] = ns[c] if log_values else lo
+    if split:
+        for task in prange(B * nch):
+            b, c = task // nch, task % nch
+            _ek_summary(k[b], vals[b], c * C, C, log_values, lo, E[b], V[b], mc[b, c], nc[b, c], zc[b, c], Sc[b, c])
+        for b in prange(B):
+            _ek_scan(b, C, m0, n0, S0, z0, mc[b], nc[b], zc[b], Sc[b], log_values, lo, M[b], fc[b], N[b], gc[b],
+                     SR[b], zR[b], m1, n1, S1, z1, False, q[b], k[b], vals[b], bad[b], out[b])
+        for task in prange(B * nch):
+            b, c = task // nch, task % nch
+            _ek_out(q[b], c * C, C, E[b], V[b], SR[b, c], zR[b, c], M[b, c], fc[b, c], N[b, c], gc[b, c], bound,
+                    log_values, lo, out[b], bad[b])
+    else:
+        for b in prange(B):
+            for c in range(nch):
+                _ek_summary(k[b], vals[b], c * C, C, log_values, lo, E[b], V[b], mc[b, c], nc[b, c], zc[b, c], Sc[b, c])
+            _ek_scan(b, C, m0, n0, S0, z0, mc[b], nc[b], zc[b], Sc[b], log_values, lo, M[b], fc[b], N[b], gc[b],
+                     SR[b], zR[b], m1, n1, S1, z1, False, q[b], k[b], vals[b], bad[b], out[b])
+            for c in range(nch):
+                _ek_out(q[b], c * C, C, E[b], V[b], SR[b, c], zR[b, c], M[b, c], fc[b, c], N[b, c], gc[b, c], bound,
+                        log_values, lo, out[b], bad[b])
+    for b in prange(B):  # rows whose lost mass may matter: exactly, from the state before their chunk
+        if bad[b].any():
+            _ek_scan(b, C, m0, n0, S0, z0, mc[b], nc[b], zc[b], Sc[b], log_values, lo, M[b], fc[b], N[b], gc[b],
+                     SR[b], zR[b], m1, n1, S1, z1, True, q[b], k[b], vals[b], bad[b], out[b])
 
 
 @numba.njit
-def _summarise(k, vals, t0, L, log_values, lo, mc, nc, E, Vc, Sc):
-    """The summary of tokens t0 .. t0 + L - 1 of one batch element (k (T, d_k), vals (T, d_v)):
-    mc (d_k) key maxima, nc (d_v + 1) value maxima (log values; last entry 0), E (C, d_k) =
-    exp(k - mc), Vc (C, d_v + 1) = [exp(log_v - nc) or v | 1] (rows from L: 0), Sc = E^T Vc (float64)."""
-    C, dk = E.shape
+def _ek_summary(k, vals, t0, C, log_values, lo, E, V, mc, nc, zc, Sc):
+    """The summary of the C-token chunk from token t0 of one batch element (k (T, d_k), vals (T, d_v)):
+    mc (d_k) key maxima, nc (d_v) value maxima (log values), E[t0 : t0 + C] = exp(k - mc),
+    V[t0 : t0 + C] = exp(log_v - nc) or v (rows past T: 0), zc (d_k) = column sums of E (float64),
+    Sc (d_k, d_v) = E^T V."""
+    T, dk = k.shape
     dv = vals.shape[1]
+    L = min(T, t0 + C) - t0
     X = np.empty((C, dk))
     _shifted(k, t0, L, -np.inf, mc, X)
-    _vexp(X, np.empty((C, dk)), E)
+    _vexp(X, np.empty((C, dk)), E[t0 : t0 + C])
+    for i in range(dk):
+        zc[i] = 0.0
+    for s in range(L):
+        for i in range(dk):
+            zc[i] += E[t0 + s, i]
     if log_values:
-        X2 = np.empty((C, dv + 1))
+        X2 = np.empty((C, dv))
         _shifted(vals, t0, L, lo, nc, X2)
-        X2[:L, dv] = 0.0
-        X2[L:, dv] = -1e300
-        _vexp(X2, np.empty((C, dv + 1)), Vc)
+        _vexp(X2, np.empty((C, dv)), V[t0 : t0 + C])
     else:
-        for s in range(L):
-            for j in range(dv):
-                Vc[s, j] = vals[t0 + s, j]
-            Vc[s, dv] = 1.0
-        Vc[L:] = 0.0
-    Sc[:, :] = np.dot(E.T, Vc)
+        V[t0 : t0 + L] = vals[t0 : t0 + L]
+        V[t0 + L : t0 + C] = 0.0
+    Sc[:, :] = np.dot(E[t0 : t0 + L].T, V[t0 : t0 + L])
 
 
 @numba.njit
-def _merge(m, n, S, mc, nc, Sc):
-    """The running state (m, n, S = [S | z], float64) merged in place with a chunk's summary, both
-    shifted to the larger maxima (factors <= 1), as the array-API ``merge``."""
-    dk, dv1 = S.shape
-    f = np.empty(dk)
-    fc = np.empty(dk)
-    g = np.empty(dv1)
-    gc = np.empty(dv1)
+def _ek_scan(b, C, m0, n0, S0, z0, mc, nc, zc, Sc, log_values, lo, M, fc, N, gc, SR, zR, m1, n1, S1, z1,
+             fixing, q, k, vals, bad, out):
+    """The state of batch element b before each chunk, in order (float64: m, n, S, z from m0 .. z0,
+    merged with each chunk's summary mc, nc, zc, Sc at the shifts M = max(m, mc), N = max(n, nc)).
+    Not fixing: stores the chunk's shifts M, N, the summary's factors fc = exp(mc - M), gc = exp(nc - N)
+    and the state shifted to (M, N) (SR in the input dtype, zR), and the final state into m1 .. z1.
+    Fixing: rows flagged in bad are recomputed exactly (:func:`_ek_row`) from the state before their
+    chunk (q, k (T, d_k), vals (T, d_v), out (T, d_v) of this batch element)."""
+    nch, dk, dv = Sc.shape
+    T = q.shape[0]
+    m, n = np.empty(dk), np.zeros(dv)
+    S, z = np.empty((dk, dv)), np.empty(dk)
     for i in range(dk):
-        x = max(m[i], mc[i])
-        f[i] = math.exp(m[i] - x)
-        fc[i] = math.exp(mc[i] - x)
-        m[i] = x
-    for j in range(dv1):
-        x = max(n[j], nc[j])
-        g[j] = math.exp(n[j] - x)
-        gc[j] = math.exp(nc[j] - x)
-        n[j] = x
-    for i in range(dk):
-        for j in range(dv1):
-            S[i, j] = S[i, j] * f[i] * g[j] + Sc[i, j] * fc[i] * gc[j]
-
-
-@numba.njit
-def _read(q, k, vals, t0, L, Pm, Pn, PS, mc, nc, E, SV, bound, log_values, lo, out):
-    """Outputs t0 .. t0 + L - 1 of one batch element (q, k (T, d_k), vals (T, d_v), out (T, d_v))
-    from the state before the chunk (Pm, Pn, PS = [S | z], read only) and the chunk's summary (mc,
-    nc, E, SV[dk:] = [V | 1]; E and SV are overwritten): one shift M = max(Pm, mc) (N for values),
-    A = exp(q + M - r), [num | den] = [A | mask(A E'^T)] [[S | z]' ; [V | 1]']; rows whose lost
-    mass may exceed eps of den (or of a log-value numerator) are recomputed by :func:`_ek_row`."""
-    C, dk = E.shape
-    dv = vals.shape[1]
-    wt = E.dtype
-    M = np.empty(dk)
-    N = np.empty(dv + 1)
-    g = np.empty(dv + 1)
-    for i in range(dk):
-        M[i] = max(Pm[i], mc[i])
-    for j in range(dv + 1):
-        N[j] = max(Pn[j], nc[j])
-        g[j] = math.exp(Pn[j] - N[j])
-    for i in range(dk):
-        fi = math.exp(Pm[i] - M[i])
-        for j in range(dv + 1):
-            SV[i, j] = PS[i, j] * fi * g[j]
-    for i in range(dk):
-        g[0] = math.exp(mc[i] - M[i])
-        for s in range(L):
-            E[s, i] *= g[0]
+        m[i] = m0[b, i]
+        z[i] = z0[b, i]
+        for j in range(dv):
+            S[i, j] = S0[b, i, j]
     if log_values:
         for j in range(dv):
-            g[j] = math.exp(nc[j] - N[j])
-        for s in range(L):
+            n[j] = n0[b, j]
+    f, g = np.empty(dk), np.ones(dv)
+    fcc, gcc = np.empty(dk), np.ones(dv)
+    for c in range(nch):
+        if fixing:
+            for t in range(c * C, min(T, c * C + C)):
+                if bad[t]:
+                    _ek_row(q, k, vals, c * C, t, m, n, S, z, log_values, lo, out[t])
+        for i in range(dk):
+            x = max(m[i], mc[c, i])
+            f[i] = math.exp(m[i] - x)
+            fcc[i] = math.exp(mc[c, i] - x)
+            m[i] = x
+        if log_values:
             for j in range(dv):
-                SV[dk + s, j] *= g[j]
-    X = np.full((C, dk), -1e300)  # padded rows: A = 0
+                x = max(n[j], nc[c, j])
+                g[j] = math.exp(n[j] - x)
+                gcc[j] = math.exp(nc[c, j] - x)
+                n[j] = x
+        if not fixing:
+            for i in range(dk):
+                M[c, i] = m[i]
+                fc[c, i] = fcc[i]
+                zR[c, i] = z[i] * f[i]
+            for j in range(dv):
+                N[c, j] = n[j]
+                gc[c, j] = gcc[j]
+        for i in range(dk):
+            z[i] = z[i] * f[i] + zc[c, i] * fcc[i]
+            for j in range(dv):
+                x = S[i, j] * f[i] * g[j]
+                if not fixing:
+                    SR[c, i, j] = x
+                S[i, j] = x + np.float64(Sc[c, i, j]) * fcc[i] * gcc[j]
+    if not fixing:  # the state after the last chunk, in the array-API layout
+        for i in range(dk):
+            m1[b, i] = m[i]
+            z1[b, i] = z[i]
+            for j in range(dv):
+                S1[b, i, j] = S[i, j]
+        for j in range(dv):
+            n1[b, j] = n[j] if log_values else lo
+
+
+@numba.njit
+def _ek_out(q, t0, C, E, V, SR, zR, M, fc, N, gc, bound, log_values, lo, out, bad):
+    """Outputs of the C-token chunk from token t0 of one batch element (q (T, d_k), out (T, d_v))
+    from the state before it shifted to (M, N) (SR, zR) and the chunk's E, V (its rows of them; E is
+    rescaled in place by fc): A = exp(q + M - r) with r_t = max_i (q_ti + M_i), W = mask(A E'^T),
+    num = A SR + (W V) gc, den = A zR + row sums of W. Rows whose lost mass may exceed eps of den (or
+    of a log-value numerator) are flagged in bad (T,) instead (:func:`_ek_scan` recomputes them)."""
+    T, dk = q.shape
+    dv = V.shape[1]
+    wt = E.dtype
+    L = min(T, t0 + C) - t0
+    X = np.empty((L, dk))
     for t in range(L):
         r = -np.inf
         for i in range(dk):
@@ -236,30 +233,36 @@ def _read(q, k, vals, t0, L, Pm, Pn, PS, mc, nc, E, SV, bound, log_values, lo, o
             r = max(r, x)
         for i in range(dk):
             X[t, i] -= r
-    A = np.empty((C, dk), wt)
-    _vexp(X, np.empty((C, dk)), A)
-    W = np.dot(A, E.T)
-    AW = np.empty((C, dk + C), wt)  # [A | mask(A E'^T)]
-    for t in range(C):
+    A = np.empty((L, dk), wt)
+    _vexp(X, np.empty((L, dk)), A)
+    Ec = E[t0 : t0 + L]
+    for s in range(L):
         for i in range(dk):
-            AW[t, i] = A[t, i]
+            Ec[s, i] *= fc[i]
+    W = np.dot(A, Ec.T)
+    den = np.empty(L)
+    for t in range(L):
+        x = 0.0
+        for i in range(dk):
+            x += np.float64(A[t, i]) * zR[i]
         for s in range(t + 1):
-            AW[t, dk + s] = W[t, s]
-        for s in range(t + 1, C):
-            AW[t, dk + s] = 0.0
-    Z = np.dot(AW, SV)
+            x += W[t, s]
+        for s in range(t + 1, L):
+            W[t, s] = 0.0
+        den[t] = x
+    Y = np.dot(A, SR)
+    Y2 = np.dot(W, V[t0 : t0 + L])
     num = np.empty(dv)
     for t in range(L):
-        ok = Z[t, dv] >= bound
-        if log_values:
-            for j in range(dv):
-                ok = ok and Z[t, j] >= bound
+        ok = den[t] >= bound
+        for j in range(dv):
+            num[j] = np.float64(Y[t, j]) + np.float64(Y2[t, j]) * gc[j]
+            if log_values:
+                ok = ok and num[j] >= bound
         if ok:
-            for j in range(dv):
-                num[j] = Z[t, j]
-            _ek_finish(num, np.float64(Z[t, dv]), N, log_values, lo, out[t0 + t])
+            _ek_finish(num, den[t], N, log_values, lo, out[t0 + t])
         else:
-            _ek_row(q, k, vals, t0, t0 + t, Pm, Pn, PS, log_values, lo, out[t0 + t])
+            bad[t0 + t] = 1
 
 
 @numba.njit(inline="always")
@@ -313,9 +316,9 @@ def _vexp(x, s, y):
 
 
 @numba.njit
-def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, log_values, lo, dst):
-    """Query t exactly (float64), from the state before its chunk (Pm, Pn, PS = [S | z]) and the
-    chunk's keys t0 .. t, shifted by the maxima of the keys and values it sees."""
+def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, Pz, log_values, lo, dst):
+    """Query t exactly (float64), from the state before its chunk (Pm, Pn, PS, Pz) and the chunk's
+    keys t0 .. t, shifted by the maxima of the keys and values it sees."""
     dk, dv = q.shape[1], vals.shape[1]
     mv = np.empty(dk)
     nv = np.empty(dv)
@@ -340,7 +343,7 @@ def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, log_values, lo, dst):
     den = 0.0
     for i in range(dk):
         a = math.exp(np.float64(q[t, i]) + Pm[i] - r)
-        den += a * PS[i, dv]
+        den += a * Pz[i]
         for j in range(dv):
             num[j] += a * PS[i, j] * g[j]
     for s in range(t0, t + 1):
