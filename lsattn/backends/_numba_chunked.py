@@ -69,6 +69,11 @@ def split_for(B):
     return B < numba.get_num_threads()
 
 
+#: chunks per segment of :func:`ek_chunked` (per batch element): the scratch of a call is one
+#: segment's (it stays in cache and is allocated once), each segment runs the three phases
+EK_SEGMENT = 8
+
+
 @numba.njit(**_JIT)
 def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, split, out, m1, n1, S1, z1):
     """Causal exp-kernel attention in chunks of C tokens (see the module docstring). q, k (B, T, d_k);
@@ -79,15 +84,28 @@ def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, split, out, m1, n1
     B, T, dk = q.shape
     dv = vals.shape[2]
     nch = (T + C - 1) // C
+    G = min(nch, EK_SEGMENT)
     wt = q.dtype
-    E = np.empty((B, nch * C, dk), wt)  # exp(k - m^c), then times exp(m^c - M) (rows past T: 0)
-    V = np.empty((B, nch * C, dv), wt)  # exp(log_v - n^c) or v (rows past T: 0)
-    Sc = np.empty((B, nch, dk, dv), wt)  # E^T V per chunk
-    SR = np.empty((B, nch, dk, dv), wt)  # the state before each chunk, shifted to (M, N)
-    mc, zc, zR = np.empty((B, nch, dk)), np.empty((B, nch, dk)), np.empty((B, nch, dk))
-    M, fc = np.empty((B, nch, dk)), np.empty((B, nch, dk))
-    nc, N, gc = np.zeros((B, nch, dv)), np.zeros((B, nch, dv)), np.ones((B, nch, dv))
-    bad = np.zeros((B, T), np.uint8)  # rows for the exact fallback
+    # the running state (float64) and its copy at the segment's start (for the exact fallback)
+    m, n, S, z = np.empty((B, dk)), np.zeros((B, dv)), np.empty((B, dk, dv)), np.empty((B, dk))
+    for b in range(B):
+        for i in range(dk):
+            m[b, i] = m0[b, i]
+            z[b, i] = z0[b, i]
+            for j in range(dv):
+                S[b, i, j] = S0[b, i, j]
+        if log_values:
+            for j in range(dv):
+                n[b, j] = n0[b, j]
+    m_, n_, S_, z_ = m.copy(), n.copy(), S.copy(), z.copy()
+    # one segment's scratch: per chunk E = exp(k - m^c) (then times exp(m^c - M)), V = exp(log_v -
+    # n^c) or v, Sc = E^T V, the state before it shifted to (M, N): SR (input dtype), zR
+    E, V = np.empty((B, G, C, dk), wt), np.empty((B, G, C, dv), wt)
+    Sc, SR = np.empty((B, G, dk, dv), wt), np.empty((B, G, dk, dv), wt)
+    mc, zc, zR = np.empty((B, G, dk)), np.empty((B, G, dk)), np.empty((B, G, dk))
+    M, fc = np.empty((B, G, dk)), np.empty((B, G, dk))
+    nc, N, gc = np.zeros((B, G, dv)), np.zeros((B, G, dv)), np.ones((B, G, dv))
+    bad = np.zeros((B, G * C), np.uint8)  # rows for the exact fallback
     zmax = 0.0
     for b in range(B):
         for i in range(dk):
@@ -96,87 +114,106 @@ def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, split, out, m1, n1
     # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
     # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    if split:
-        for task in prange(B * nch):
-            b, c = task // nch, task % nch
-            _ek_summary(k[b], vals[b], c * C, C, log_values, lo, E[b], V[b], mc[b, c], nc[b, c], zc[b, c], Sc[b, c])
-        for b in prange(B):
-            _ek_scan(b, C, m0, n0, S0, z0, mc[b], nc[b], zc[b], Sc[b], log_values, lo, M[b], fc[b], N[b], gc[b],
-                     SR[b], zR[b], m1, n1, S1, z1, False, q[b], k[b], vals[b], bad[b], out[b])
-        for task in prange(B * nch):
-            b, c = task // nch, task % nch
-            _ek_out(q[b], c * C, C, E[b], V[b], SR[b, c], zR[b, c], M[b, c], fc[b, c], N[b, c], gc[b, c], bound,
-                    log_values, lo, out[b], bad[b])
-    else:
-        for b in prange(B):
-            for c in range(nch):
-                _ek_summary(k[b], vals[b], c * C, C, log_values, lo, E[b], V[b], mc[b, c], nc[b, c], zc[b, c], Sc[b, c])
-            _ek_scan(b, C, m0, n0, S0, z0, mc[b], nc[b], zc[b], Sc[b], log_values, lo, M[b], fc[b], N[b], gc[b],
-                     SR[b], zR[b], m1, n1, S1, z1, False, q[b], k[b], vals[b], bad[b], out[b])
-            for c in range(nch):
-                _ek_out(q[b], c * C, C, E[b], V[b], SR[b, c], zR[b, c], M[b, c], fc[b, c], N[b, c], gc[b, c], bound,
-                        log_values, lo, out[b], bad[b])
-    for b in prange(B):  # rows whose lost mass may matter: exactly, from the state before their chunk
-        if bad[b].any():
-            _ek_scan(b, C, m0, n0, S0, z0, mc[b], nc[b], zc[b], Sc[b], log_values, lo, M[b], fc[b], N[b], gc[b],
-                     SR[b], zR[b], m1, n1, S1, z1, True, q[b], k[b], vals[b], bad[b], out[b])
+    for c0 in range(0, nch, G):
+        g = min(G, nch - c0)
+        if split:
+            for task in prange(B * g):
+                b, c = task // g, task % g
+                _ek_summary(k[b], vals[b], (c0 + c) * C, log_values, lo, E[b, c], V[b, c], mc[b, c], nc[b, c],
+                            zc[b, c], Sc[b, c])
+            for b in prange(B):
+                _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b], Sc[b],
+                         log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], False, q[b], k[b], vals[b], bad[b],
+                         out[b])
+            for task in prange(B * g):
+                b, c = task // g, task % g
+                _ek_out(q[b], (c0 + c) * C, E[b, c], V[b, c], SR[b, c], zR[b, c], M[b, c], fc[b, c], N[b, c],
+                        gc[b, c], bound, log_values, lo, out[b], bad[b, c * C : c * C + C])
+            for b in prange(B):
+                _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b], Sc[b],
+                         log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], True, q[b], k[b], vals[b], bad[b],
+                         out[b])
+        else:
+            for b in prange(B):
+                for c in range(g):
+                    _ek_summary(k[b], vals[b], (c0 + c) * C, log_values, lo, E[b, c], V[b, c], mc[b, c], nc[b, c],
+                                zc[b, c], Sc[b, c])
+                _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b], Sc[b],
+                         log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], False, q[b], k[b], vals[b], bad[b],
+                         out[b])
+                for c in range(g):
+                    _ek_out(q[b], (c0 + c) * C, E[b, c], V[b, c], SR[b, c], zR[b, c], M[b, c], fc[b, c], N[b, c],
+                            gc[b, c], bound, log_values, lo, out[b], bad[b, c * C : c * C + C])
+                _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b], Sc[b],
+                         log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], True, q[b], k[b], vals[b], bad[b],
+                         out[b])
+    for b in range(B):  # the state after the last chunk, in the array-API layout
+        for i in range(dk):
+            m1[b, i] = m[b, i]
+            z1[b, i] = z[b, i]
+            for j in range(dv):
+                S1[b, i, j] = S[b, i, j]
+        for j in range(dv):
+            n1[b, j] = n[b, j] if log_values else lo
 
 
 @numba.njit
-def _ek_summary(k, vals, t0, C, log_values, lo, E, V, mc, nc, zc, Sc):
-    """The summary of the C-token chunk from token t0 of one batch element (k (T, d_k), vals (T, d_v)):
-    mc (d_k) key maxima, nc (d_v) value maxima (log values), E[t0 : t0 + C] = exp(k - mc),
-    V[t0 : t0 + C] = exp(log_v - nc) or v (rows past T: 0), zc (d_k) = column sums of E (float64),
+def _ek_summary(k, vals, t0, log_values, lo, E, V, mc, nc, zc, Sc):
+    """The summary of the chunk of C = E.shape[0] tokens from token t0 of one batch element (k (T, d_k),
+    vals (T, d_v)): mc (d_k) key maxima, nc (d_v) value maxima (log values), E (C, d_k) = exp(k - mc),
+    V (C, d_v) = exp(log_v - nc) or v (rows past T: 0), zc (d_k) = column sums of E (float64),
     Sc (d_k, d_v) = E^T V."""
     T, dk = k.shape
-    dv = vals.shape[1]
+    C, dv = V.shape
     L = min(T, t0 + C) - t0
     X = np.empty((C, dk))
     _shifted(k, t0, L, -np.inf, mc, X)
-    _vexp(X, np.empty((C, dk)), E[t0 : t0 + C])
+    _vexp(X, np.empty((C, dk)), E)
     for i in range(dk):
         zc[i] = 0.0
     for s in range(L):
         for i in range(dk):
-            zc[i] += E[t0 + s, i]
+            zc[i] += E[s, i]
     if log_values:
         X2 = np.empty((C, dv))
         _shifted(vals, t0, L, lo, nc, X2)
-        _vexp(X2, np.empty((C, dv)), V[t0 : t0 + C])
+        _vexp(X2, np.empty((C, dv)), V)
     else:
-        V[t0 : t0 + L] = vals[t0 : t0 + L]
-        V[t0 + L : t0 + C] = 0.0
-    Sc[:, :] = np.dot(E[t0 : t0 + L].T, V[t0 : t0 + L])
+        V[:L] = vals[t0 : t0 + L]
+        V[L:] = 0.0
+    Sc[:, :] = np.dot(E[:L].T, V[:L])
 
 
 @numba.njit
-def _ek_scan(b, C, m0, n0, S0, z0, mc, nc, zc, Sc, log_values, lo, M, fc, N, gc, SR, zR, m1, n1, S1, z1,
-             fixing, q, k, vals, bad, out):
-    """The state of batch element b before each chunk, in order (float64: m, n, S, z from m0 .. z0,
-    merged with each chunk's summary mc, nc, zc, Sc at the shifts M = max(m, mc), N = max(n, nc)).
-    Not fixing: stores the chunk's shifts M, N, the summary's factors fc = exp(mc - M), gc = exp(nc - N)
-    and the state shifted to (M, N) (SR in the input dtype, zR), and the final state into m1 .. z1.
-    Fixing: rows flagged in bad are recomputed exactly (:func:`_ek_row`) from the state before their
-    chunk (q, k (T, d_k), vals (T, d_v), out (T, d_v) of this batch element)."""
-    nch, dk, dv = Sc.shape
+def _ek_scan(t0, g, m, n, S, z, m_, n_, S_, z_, mc, nc, zc, Sc, log_values, lo, M, fc, N, gc, SR, zR, fixing,
+             q, k, vals, bad, out):
+    """The state of one batch element before each of the g chunks of a segment from token t0, in
+    order (float64: m, n, S, z merged with each chunk's summary mc, nc, zc, Sc at the shifts
+    M = max(m, mc), N = max(n, nc)). Not fixing: m_ .. z_ = the state at the segment's start, then
+    stores per chunk M, N, the summary's factors fc = exp(mc - M), gc = exp(nc - N) and the state
+    shifted to (M, N) (SR in the input dtype, zR), and advances m .. z. Fixing: from m_ .. z_, rows
+    flagged in bad (the segment's) are recomputed exactly (:func:`_ek_row`) from the state before
+    their chunk (q, k (T, d_k), vals (T, d_v), out (T, d_v) of this batch element)."""
+    dk, dv = S.shape
     T = q.shape[0]
-    m, n = np.empty(dk), np.zeros(dv)
-    S, z = np.empty((dk, dv)), np.empty(dk)
-    for i in range(dk):
-        m[i] = m0[b, i]
-        z[i] = z0[b, i]
-        for j in range(dv):
-            S[i, j] = S0[b, i, j]
-    if log_values:
-        for j in range(dv):
-            n[j] = n0[b, j]
-    f, g = np.empty(dk), np.ones(dv)
+    C = bad.shape[0] // mc.shape[0]
+    if fixing:
+        if not bad[: g * C].any():
+            return
+        m, n, S, z = m_.copy(), n_.copy(), S_.copy(), z_.copy()
+    else:
+        m_[:] = m
+        n_[:] = n
+        S_[:, :] = S
+        z_[:] = z
+    f, gg = np.empty(dk), np.ones(dv)
     fcc, gcc = np.empty(dk), np.ones(dv)
-    for c in range(nch):
+    for c in range(g):
         if fixing:
-            for t in range(c * C, min(T, c * C + C)):
-                if bad[t]:
-                    _ek_row(q, k, vals, c * C, t, m, n, S, z, log_values, lo, out[t])
+            for t in range(t0 + c * C, min(T, t0 + c * C + C)):
+                if bad[t - t0]:
+                    bad[t - t0] = 0
+                    _ek_row(q, k, vals, t0 + c * C, t, m, n, S, z, log_values, lo, out[t])
         for i in range(dk):
             x = max(m[i], mc[c, i])
             f[i] = math.exp(m[i] - x)
@@ -185,7 +222,7 @@ def _ek_scan(b, C, m0, n0, S0, z0, mc, nc, zc, Sc, log_values, lo, M, fc, N, gc,
         if log_values:
             for j in range(dv):
                 x = max(n[j], nc[c, j])
-                g[j] = math.exp(n[j] - x)
+                gg[j] = math.exp(n[j] - x)
                 gcc[j] = math.exp(nc[c, j] - x)
                 n[j] = x
         if not fixing:
@@ -199,29 +236,21 @@ def _ek_scan(b, C, m0, n0, S0, z0, mc, nc, zc, Sc, log_values, lo, M, fc, N, gc,
         for i in range(dk):
             z[i] = z[i] * f[i] + zc[c, i] * fcc[i]
             for j in range(dv):
-                x = S[i, j] * f[i] * g[j]
+                x = S[i, j] * f[i] * gg[j]
                 if not fixing:
                     SR[c, i, j] = x
                 S[i, j] = x + np.float64(Sc[c, i, j]) * fcc[i] * gcc[j]
-    if not fixing:  # the state after the last chunk, in the array-API layout
-        for i in range(dk):
-            m1[b, i] = m[i]
-            z1[b, i] = z[i]
-            for j in range(dv):
-                S1[b, i, j] = S[i, j]
-        for j in range(dv):
-            n1[b, j] = n[j] if log_values else lo
 
 
 @numba.njit
-def _ek_out(q, t0, C, E, V, SR, zR, M, fc, N, gc, bound, log_values, lo, out, bad):
-    """Outputs of the C-token chunk from token t0 of one batch element (q (T, d_k), out (T, d_v))
-    from the state before it shifted to (M, N) (SR, zR) and the chunk's E, V (its rows of them; E is
+def _ek_out(q, t0, E, V, SR, zR, M, fc, N, gc, bound, log_values, lo, out, bad):
+    """Outputs of the chunk of C = E.shape[0] tokens from token t0 of one batch element (q (T, d_k),
+    out (T, d_v)) from the state before it shifted to (M, N) (SR, zR) and the chunk's E, V (E is
     rescaled in place by fc): A = exp(q + M - r) with r_t = max_i (q_ti + M_i), W = mask(A E'^T),
     num = A SR + (W V) gc, den = A zR + row sums of W. Rows whose lost mass may exceed eps of den (or
-    of a log-value numerator) are flagged in bad (T,) instead (:func:`_ek_scan` recomputes them)."""
+    of a log-value numerator) are flagged in bad (C,) instead (:func:`_ek_scan` recomputes them)."""
     T, dk = q.shape
-    dv = V.shape[1]
+    C, dv = V.shape
     wt = E.dtype
     L = min(T, t0 + C) - t0
     X = np.empty((L, dk))
@@ -235,7 +264,7 @@ def _ek_out(q, t0, C, E, V, SR, zR, M, fc, N, gc, bound, log_values, lo, out, ba
             X[t, i] -= r
     A = np.empty((L, dk), wt)
     _vexp(X, np.empty((L, dk)), A)
-    Ec = E[t0 : t0 + L]
+    Ec = E[:L]
     for s in range(L):
         for i in range(dk):
             Ec[s, i] *= fc[i]
@@ -251,7 +280,7 @@ def _ek_out(q, t0, C, E, V, SR, zR, M, fc, N, gc, bound, log_values, lo, out, ba
             W[t, s] = 0.0
         den[t] = x
     Y = np.dot(A, SR)
-    Y2 = np.dot(W, V[t0 : t0 + L])
+    Y2 = np.dot(W, V[:L])
     num = np.empty(dv)
     for t in range(L):
         ok = den[t] >= bound
@@ -262,7 +291,7 @@ def _ek_out(q, t0, C, E, V, SR, zR, M, fc, N, gc, bound, log_values, lo, out, ba
         if ok:
             _ek_finish(num, den[t], N, log_values, lo, out[t0 + t])
         else:
-            bad[t0 + t] = 1
+            bad[t] = 1
 
 
 @numba.njit(inline="always")
