@@ -9,29 +9,35 @@ Imported only when the ``numba`` backend runs a long causal call (``numba_cpu`` 
 these and the token-by-token kernels of ``_numba_kernels`` by size). Needs SciPy (Numba's
 ``np.dot`` calls SciPy's BLAS).
 
-Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens, each:
+Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens, in
+three phases per segment of chunks:
 
-1. *summary*: the chunk's per-feature key maximum ``m^c``, ``E = exp(k - m^c)`` (``C x d_k``), for
-   log values the per-column maximum ``n^c`` and ``V = exp(log_v - n^c)`` (else ``V = v``), a column
-   of ones appended to ``V``; ``[S^c | z^c] = E^T V`` (one ``(d_k x C)(C x (d_v + 1))`` product);
-2. *reads*: one shift for the running state and the chunk, ``M = max(m^s, m^c)`` (``N`` for
-   values), queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti + M_i)``; then ``[num | den] =
-   [A | mask(A E'^T)] [[S | z]' ; [V | 1]']`` (two products; ``'`` = rescaled to ``M, N``);
-3. *merge*: state and summary shifted to the larger maxima (factors <= 1), as the array-API ``merge``.
+1. *summaries* (every chunk independently): the chunk's per-feature key maximum ``m^c``,
+   ``E = exp(k - m^c)`` (``C x d_k``), for log values the per-column maximum ``n^c`` and
+   ``V = exp(log_v - n^c)`` (else ``V = v``); ``S^c = E^T V`` (one ``(d_k x C)(C x d_v)`` product)
+   and ``z^c`` = column sums of ``E``;
+2. *scan* (chunks in order, float64, cheap: ``O(d_k d_v)`` per chunk): the state before each chunk
+   and the chunk's summary are shifted to ``M = max(m^s, m^c)`` (``N`` for values; factors <= 1),
+   the shifted state is stored for the chunk's reads (``S'`` in the input dtype, ``z'``) and the two
+   are added (the array-API ``merge``);
+3. *reads* (every chunk independently): queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti +
+   M_i)``, ``W = mask(A E'^T)`` (``E' = E exp(m^c - M)``), ``num = A S' + (W V) exp(n^c - N)``,
+   ``den = A z' + row sums of W`` (three ``C x 64 x 64``-sized products at d = 64).
 
-Parallel over batch elements, and for a batch smaller than the thread count over *parts* of each
-sequence, in one parallel loop: part ``j`` first runs only the summaries and merges of every chunk
-before it (which gives it its incoming state), then its own chunks in full; the parts shrink
-geometrically (:func:`_part_starts`) so that all finish together (one sequence on 2 threads: 62.5%
-/ 37.5% of the chunks, at best 1.6x). No scratch beyond one chunk per task.
+Schedules (:func:`split_for`): a batch that fills Numba's threads runs one parallel loop over the
+batch (each element its segments of ``EK_SEGMENT`` chunks in order: one barrier per call, scratch
+of one segment); a smaller batch (one long sequence) runs phases 1 and 3 as parallel loops over
+batch x chunks and phase 2 over the batch, on segments of ``EK_SEGMENT_SPLIT`` chunks (three
+barriers per segment), so one sequence uses every thread with no work done twice.
 
 ``M`` includes keys of the chunk a query may not see yet, so a visible term can underflow where the
 token-by-token scan keeps it (the same reason the array-API path reads chunks as a tree). Every lost
 term is below the working dtype's ``tiny`` times a known count, so a row whose ``den`` (or, for log
 values, a numerator) is not at least ``1 / eps`` times that bound is recomputed exactly from the
-state before the chunk with the shifts of the keys it sees (:func:`_ek_row`); ordinary inputs never
-take it, large magnitudes and ``log_v = -inf`` columns do. Products run in the input dtype (float32
-inputs: float32 BLAS, entries in ``[0, 1]``, rounding relative); the state is accumulated in float64.
+state before its chunk with the shifts of the keys it sees (:func:`_ek_row`, after the segment's
+reads); ordinary inputs never take it, large magnitudes and ``log_v = -inf`` columns do. Products
+run in the input dtype (float32 inputs: float32 BLAS, entries in ``[0, 1]``, rounding relative);
+the state is accumulated in float64.
 """
 from __future__ import annotations
 
@@ -69,9 +75,11 @@ def split_for(B):
     return B < numba.get_num_threads()
 
 
-#: chunks per segment of :func:`ek_chunked` (per batch element): the scratch of a call is one
-#: segment's (it stays in cache and is allocated once), each segment runs the three phases
+#: chunks per segment of :func:`ek_chunked` (per batch element) with one parallel loop over the
+#: batch (the scratch of a call is one segment's: it stays in cache and is allocated once), and
+#: with parallel loops over batch x chunks (fewer, longer parallel regions: each ends in a barrier)
 EK_SEGMENT = 8
+EK_SEGMENT_SPLIT = 1024
 
 
 @numba.njit(**_JIT)
@@ -84,7 +92,7 @@ def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, split, out, m1, n1
     B, T, dk = q.shape
     dv = vals.shape[2]
     nch = (T + C - 1) // C
-    G = min(nch, EK_SEGMENT)
+    G = max(1, min(nch, EK_SEGMENT_SPLIT if split else EK_SEGMENT))
     wt = q.dtype
     # the running state (float64) and its copy at the segment's start (for the exact fallback)
     m, n, S, z = np.empty((B, dk)), np.zeros((B, dv)), np.empty((B, dk, dv)), np.empty((B, dk))
@@ -129,10 +137,11 @@ def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, split, out, m1, n1
                 b, c = task // g, task % g
                 _ek_out(q[b], (c0 + c) * C, E[b, c], V[b, c], SR[b, c], zR[b, c], M[b, c], fc[b, c], N[b, c],
                         gc[b, c], bound, log_values, lo, out[b], bad[b, c * C : c * C + C])
-            for b in prange(B):
-                _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b], Sc[b],
-                         log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], True, q[b], k[b], vals[b], bad[b],
-                         out[b])
+            if bad.any():
+                for b in prange(B):
+                    _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b],
+                             Sc[b], log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], True, q[b], k[b], vals[b],
+                             bad[b], out[b])
         else:
             for b in prange(B):
                 for c in range(g):
@@ -431,7 +440,7 @@ LL_GROUP_LOG2 = 2
 def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, split, out, levels1):
     """Log-linear Gated DeltaNet (gated) or Mamba-2, arguments as ``_numba_kernels.loglinear_scan``
     plus C, the chunk size (a power of two), and split: parallel loops over batch x chunks (for a
-    batch smaller than the thread count, see :func:`parts`) or one over the batch. q, k (B, T, d_k);
+    batch smaller than the thread count, see :func:`split_for`) or one over the batch. q, k (B, T, d_k);
     v (B, T, d_v); log_decay, beta (B, T); lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0
     (B, bit_length(p), d_k, d_v). Writes out (B, T, d_v) and, when levels1 has a slot axis, the
     final levels (B, bit_length(p + T), d_k, d_v)."""
