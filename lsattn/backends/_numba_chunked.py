@@ -122,9 +122,9 @@ def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, split, out, m1, n1
     # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
     # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    for c0 in range(0, nch, G):
-        g = min(G, nch - c0)
-        if split:
+    if split:
+        for c0 in range(0, nch, G):
+            g = min(G, nch - c0)
             for task in prange(B * g):
                 b, c = task // g, task % g
                 _ek_summary(k[b], vals[b], (c0 + c) * C, log_values, lo, E[b, c], V[b, c], mc[b, c], nc[b, c],
@@ -142,8 +142,10 @@ def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, split, out, m1, n1
                     _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b],
                              Sc[b], log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], True, q[b], k[b], vals[b],
                              bad[b], out[b])
-        else:
-            for b in prange(B):
+    else:  # one parallel loop over the batch: each element runs its segments in order
+        for b in prange(B):
+            for c0 in range(0, nch, G):
+                g = min(G, nch - c0)
                 for c in range(g):
                     _ek_summary(k[b], vals[b], (c0 + c) * C, log_values, lo, E[b, c], V[b, c], mc[b, c], nc[b, c],
                                 zc[b, c], Sc[b, c])
