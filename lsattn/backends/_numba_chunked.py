@@ -9,35 +9,29 @@ Imported only when the ``numba`` backend runs a long causal call (``numba_cpu`` 
 these and the token-by-token kernels of ``_numba_kernels`` by size). Needs SciPy (Numba's
 ``np.dot`` calls SciPy's BLAS).
 
-Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens, in
-three phases per segment of chunks:
+Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens, each:
 
-1. *summaries* (every chunk independently): the chunk's per-feature key maximum ``m^c``,
-   ``E = exp(k - m^c)`` (``C x d_k``), for log values the per-column maximum ``n^c`` and
-   ``V = exp(log_v - n^c)`` (else ``V = v``); ``S^c = E^T V`` (one ``(d_k x C)(C x d_v)`` product)
-   and ``z^c`` = column sums of ``E``;
-2. *scan* (chunks in order, float64, cheap: ``O(d_k d_v)`` per chunk): the state before each chunk
-   and the chunk's summary are shifted to ``M = max(m^s, m^c)`` (``N`` for values; factors <= 1),
-   the shifted state is stored for the chunk's reads (``S'`` in the input dtype, ``z'``) and the two
-   are added (the array-API ``merge``);
-3. *reads* (every chunk independently): queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti +
-   M_i)``, ``W = mask(A E'^T)`` (``E' = E exp(m^c - M)``), ``num = A S' + (W V) exp(n^c - N)``,
-   ``den = A z' + row sums of W`` (three ``C x 64 x 64``-sized products at d = 64).
+1. *summary*: the chunk's per-feature key maximum ``m^c``, ``E = exp(k - m^c)`` (``C x d_k``), for
+   log values the per-column maximum ``n^c`` and ``V = exp(log_v - n^c)`` (else ``V = v``), a column
+   of ones appended to ``V``; ``[S^c | z^c] = E^T V`` (one ``(d_k x C)(C x (d_v + 1))`` product);
+2. *reads*: one shift for the running state and the chunk, ``M = max(m^s, m^c)`` (``N`` for
+   values), queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti + M_i)``; then ``[num | den] =
+   [A | mask(A E'^T)] [[S | z]' ; [V | 1]']`` (two products; ``'`` = rescaled to ``M, N``);
+3. *merge*: state and summary shifted to the larger maxima (factors <= 1), as the array-API ``merge``.
 
-Schedules (:func:`split_for`): a batch that fills Numba's threads runs one parallel loop over the
-batch (each element its segments of ``EK_SEGMENT`` chunks in order: one barrier per call, scratch
-of one segment); a smaller batch (one long sequence) runs phases 1 and 3 as parallel loops over
-batch x chunks and phase 2 over the batch, on segments of ``EK_SEGMENT_SPLIT`` chunks (three
-barriers per segment), so one sequence uses every thread with no work done twice.
+Parallel over batch elements, and for a batch smaller than the thread count over *parts* of each
+sequence, in one parallel loop: part ``j`` first runs only the summaries and merges of every chunk
+before it (which gives it its incoming state), then its own chunks in full; the parts shrink
+geometrically (:func:`_part_starts`) so that all finish together (one sequence on 2 threads: 62.5%
+/ 37.5% of the chunks, at best 1.6x). No scratch beyond one chunk per task.
 
 ``M`` includes keys of the chunk a query may not see yet, so a visible term can underflow where the
 token-by-token scan keeps it (the same reason the array-API path reads chunks as a tree). Every lost
 term is below the working dtype's ``tiny`` times a known count, so a row whose ``den`` (or, for log
 values, a numerator) is not at least ``1 / eps`` times that bound is recomputed exactly from the
-state before its chunk with the shifts of the keys it sees (:func:`_ek_row`, after the segment's
-reads); ordinary inputs never take it, large magnitudes and ``log_v = -inf`` columns do. Products
-run in the input dtype (float32 inputs: float32 BLAS, entries in ``[0, 1]``, rounding relative);
-the state is accumulated in float64.
+state before the chunk with the shifts of the keys it sees (:func:`_ek_row`); ordinary inputs never
+take it, large magnitudes and ``log_v = -inf`` columns do. Products run in the input dtype (float32
+inputs: float32 BLAS, entries in ``[0, 1]``, rounding relative); the state is accumulated in float64.
 """
 from __future__ import annotations
 
@@ -52,219 +46,188 @@ from ._numba_kernels import _ek_finish, _token
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
 
-#: OpenBLAS runs a product of m n k > 262144 flops / 2 on its own threads; called from every Numba
+#: OpenBLAS runs a product of m n k >= 262144 flops / 2 on its own threads; called from every Numba
 #: thread at once on a busy machine that was 5-10x slower (measured at C = 64, d = 64), so chunks
-#: are sized to keep every product of a chunk at or below it
+#: are sized to keep every product of a chunk below it
 _BLAS_SINGLE = 262144
 
 
 def chunk_for(d_k, d_v):
-    """The chunk size of :func:`ek_chunked`: the largest power of two from 8 up to 64 whose products
-    (d_k x C x d_v, C x d_k x d_v, C x d_k x C, C x C x d_v) are at most ``_BLAS_SINGLE`` (64 at
-    d_k = d_v = 64), 8 where none is."""
+    """The chunk size of :func:`ek_chunked`: the largest power of two from 8 up to 64 whose three
+    products (d_k x C x (d_v + 1), C x d_k x C, C x (d_k + C) x (d_v + 1)) stay below
+    ``_BLAS_SINGLE`` (32 at d_k = d_v = 64), 8 where none does."""
     C = 64
-    while C > 8 and max(d_k * C * d_v, C * d_k * C, C * C * d_v) > _BLAS_SINGLE:
+    while C > 8 and max(d_k * C * (d_v + 1), C * d_k * C, C * (d_k + C) * (d_v + 1)) >= _BLAS_SINGLE:
         C //= 2
     return C
 
 
-def split_for(B):
-    """Whether a chunked kernel runs its phases as parallel loops over batch x chunks (a batch
-    smaller than Numba's thread count: one sequence uses every thread) rather than one parallel
-    loop over the batch (one barrier per call: robust when another job holds a core)."""
-    return B < numba.get_num_threads()
+def parts(B):
+    """Parallel parts of each sequence for :func:`ek_chunked`: 1 when the batch alone fills Numba's
+    threads, else ceil(threads / B) (2 for one sequence on 2 cores)."""
+    threads = numba.get_num_threads()
+    return 1 if B >= threads else -(-threads // B)
 
 
-#: chunks per segment of :func:`ek_chunked` (per batch element) with one parallel loop over the
-#: batch (the scratch of a call is one segment's: it stays in cache and is allocated once), and
-#: with parallel loops over batch x chunks (fewer, longer parallel regions: each ends in a barrier)
-EK_SEGMENT = 8
-EK_SEGMENT_SPLIT = 1024
+#: cost of a chunk's summary-and-merge relative to its whole work (summary, reads, merge); sizes
+#: the parts of a sequence (:func:`_part_starts`)
+SUMMARY_COST = 0.4
+
+
+@numba.njit
+def _part_starts(nch, P):
+    """First chunk of each of P parts of nch chunks, and nch (P + 1 entries). Part j runs the
+    summaries of every earlier chunk (cost SUMMARY_COST each) and then its own chunks in full, so
+    equal finishing times need part lengths in the ratio 1 : r : r^2 ... with r = 1 - SUMMARY_COST."""
+    r = 1.0 - SUMMARY_COST
+    total = (1.0 - r ** P) / (1.0 - r)
+    start = np.empty(P + 1, np.int64)
+    start[0] = 0
+    acc = 0.0
+    for j in range(P):
+        acc += r ** j / total
+        start[j + 1] = min(nch, max(start[j], int(round(acc * nch))))
+    start[P] = nch
+    return start
 
 
 @numba.njit(**_JIT)
-def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, split, out, m1, n1, S1, z1):
-    """Causal exp-kernel attention in chunks of C tokens (see the module docstring). q, k (B, T, d_k);
-    vals (B, T, d_v) (log values when log_values); incoming state m0 (B, d_k), n0 (B, d_v) (unused
-    unless log_values), S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; split: see
-    :func:`split_for`. Writes out (B, T, d_v) and the final state into m1, n1, S1, z1 (the array-API
-    layout)."""
+def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, parts, out, m1, n1, S1, z1):
+    """Causal exp-kernel attention in chunks of C tokens. q, k (B, T, d_k); vals (B, T, d_v) (log
+    values when log_values); incoming state m0 (B, d_k), n0 (B, d_v) (unused unless log_values),
+    S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; parts: parallel parts of each
+    sequence (see :func:`parts`). Writes out (B, T, d_v) and the final state into m1, n1, S1, z1
+    (the array-API layout)."""
     B, T, dk = q.shape
     dv = vals.shape[2]
     nch = (T + C - 1) // C
-    G = max(1, min(nch, EK_SEGMENT_SPLIT if split else EK_SEGMENT))
     wt = q.dtype
-    # the running state (float64) and its copy at the segment's start (for the exact fallback)
-    m, n, S, z = np.empty((B, dk)), np.zeros((B, dv)), np.empty((B, dk, dv)), np.empty((B, dk))
-    for b in range(B):
-        for i in range(dk):
-            m[b, i] = m0[b, i]
-            z[b, i] = z0[b, i]
-            for j in range(dv):
-                S[b, i, j] = S0[b, i, j]
-        if log_values:
-            for j in range(dv):
-                n[b, j] = n0[b, j]
-    m_, n_, S_, z_ = m.copy(), n.copy(), S.copy(), z.copy()
-    # one segment's scratch: per chunk E = exp(k - m^c) (then times exp(m^c - M)), V = exp(log_v -
-    # n^c) or v, Sc = E^T V, the state before it shifted to (M, N): SR (input dtype), zR
-    E, V = np.empty((B, G, C, dk), wt), np.empty((B, G, C, dv), wt)
-    Sc, SR = np.empty((B, G, dk, dv), wt), np.empty((B, G, dk, dv), wt)
-    mc, zc, zR = np.empty((B, G, dk)), np.empty((B, G, dk)), np.empty((B, G, dk))
-    M, fc = np.empty((B, G, dk)), np.empty((B, G, dk))
-    nc, N, gc = np.zeros((B, G, dv)), np.zeros((B, G, dv)), np.ones((B, G, dv))
-    bad = np.zeros((B, G * C), np.uint8)  # rows for the exact fallback
+    m = np.empty((B, dk))
+    n = np.zeros((B, dv + 1))  # column dv: the z column's (zero) shift
+    S = np.empty((B, dk, dv + 1))  # [S | z], float64
     zmax = 0.0
     for b in range(B):
         for i in range(dk):
+            m[b, i] = m0[b, i]
+            S[b, i, dv] = z0[b, i]
             zmax = max(zmax, np.float64(z0[b, i]))
+            for j in range(dv):
+                S[b, i, j] = S0[b, i, j]
+        for j in range(dv):
+            n[b, j] = n0[b, j] if log_values else 0.0
     # lost mass of one output entry, in units of its shift: each product that underflowed (or met
     # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
     # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    if split:
-        for c0 in range(0, nch, G):
-            g = min(G, nch - c0)
-            for task in prange(B * g):
-                b, c = task // g, task % g
-                _ek_summary(k[b], vals[b], (c0 + c) * C, log_values, lo, E[b, c], V[b, c], mc[b, c], nc[b, c],
-                            zc[b, c], Sc[b, c])
-            for b in prange(B):
-                _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b], Sc[b],
-                         log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], False, q[b], k[b], vals[b], bad[b],
-                         out[b])
-            for task in prange(B * g):
-                b, c = task // g, task % g
-                _ek_out(q[b], (c0 + c) * C, E[b, c], V[b, c], SR[b, c], zR[b, c], M[b, c], fc[b, c], N[b, c],
-                        gc[b, c], bound, log_values, lo, out[b], bad[b, c * C : c * C + C])
-            if bad.any():
-                for b in prange(B):
-                    _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b],
-                             Sc[b], log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], True, q[b], k[b], vals[b],
-                             bad[b], out[b])
-    else:  # one parallel loop over the batch: each element runs its segments in order
-        for b in prange(B):
-            for c0 in range(0, nch, G):
-                g = min(G, nch - c0)
-                for c in range(g):
-                    _ek_summary(k[b], vals[b], (c0 + c) * C, log_values, lo, E[b, c], V[b, c], mc[b, c], nc[b, c],
-                                zc[b, c], Sc[b, c])
-                _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b], Sc[b],
-                         log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], False, q[b], k[b], vals[b], bad[b],
-                         out[b])
-                for c in range(g):
-                    _ek_out(q[b], (c0 + c) * C, E[b, c], V[b, c], SR[b, c], zR[b, c], M[b, c], fc[b, c], N[b, c],
-                            gc[b, c], bound, log_values, lo, out[b], bad[b, c * C : c * C + C])
-                _ek_scan(c0 * C, g, m[b], n[b], S[b], z[b], m_[b], n_[b], S_[b], z_[b], mc[b], nc[b], zc[b], Sc[b],
-                         log_values, lo, M[b], fc[b], N[b], gc[b], SR[b], zR[b], True, q[b], k[b], vals[b], bad[b],
-                         out[b])
-    for b in range(B):  # the state after the last chunk, in the array-API layout
-        for i in range(dk):
-            m1[b, i] = m[b, i]
-            z1[b, i] = z[b, i]
-            for j in range(dv):
-                S1[b, i, j] = S[b, i, j]
-        for j in range(dv):
-            n1[b, j] = n[b, j] if log_values else lo
+    P = max(parts, 1)
+    start = _part_starts(nch, P)
+    for task in prange(B * P):
+        b, j = task // P, task % P
+        ms, ns, Ss = m[b].copy(), n[b].copy(), S[b].copy()  # the state before this part
+        E = np.empty((C, dk), wt)  # exp(k - m^c), padded rows 0
+        SV = np.empty((dk + C, dv + 1), wt)  # rows dk..: [V | 1] (padded rows 0); rows :dk: [S | z]'
+        mc = np.empty(dk)
+        nc = np.zeros(dv + 1)
+        Sc = np.empty((dk, dv + 1))
+        for c in range(start[j + 1]):
+            t0 = c * C
+            L = min(T, t0 + C) - t0
+            _summarise(k[b], vals[b], t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
+            if c >= start[j]:  # this part's chunks; the earlier ones only move the state
+                _read(q[b], k[b], vals[b], t0, L, ms, ns, Ss, mc, nc, E, SV, bound, log_values, lo, out[b])
+            _merge(ms, ns, Ss, mc, nc, Sc)
+        if j == P - 1:  # the state after the last chunk, in the array-API layout
+            for i in range(dk):
+                m1[b, i] = ms[i]
+                z1[b, i] = Ss[i, dv]
+                for c in range(dv):
+                    S1[b, i, c] = Ss[i, c]
+            for c in range(dv):
+                n1[b, c] = ns[c] if log_values else lo
 
 
 @numba.njit
-def _ek_summary(k, vals, t0, log_values, lo, E, V, mc, nc, zc, Sc):
-    """The summary of the chunk of C = E.shape[0] tokens from token t0 of one batch element (k (T, d_k),
-    vals (T, d_v)): mc (d_k) key maxima, nc (d_v) value maxima (log values), E (C, d_k) = exp(k - mc),
-    V (C, d_v) = exp(log_v - nc) or v (rows past T: 0), zc (d_k) = column sums of E (float64),
-    Sc (d_k, d_v) = E^T V."""
-    T, dk = k.shape
-    C, dv = V.shape
-    L = min(T, t0 + C) - t0
+def _summarise(k, vals, t0, L, log_values, lo, mc, nc, E, Vc, Sc):
+    """The summary of tokens t0 .. t0 + L - 1 of one batch element (k (T, d_k), vals (T, d_v)):
+    mc (d_k) key maxima, nc (d_v + 1) value maxima (log values; last entry 0), E (C, d_k) =
+    exp(k - mc), Vc (C, d_v + 1) = [exp(log_v - nc) or v | 1] (rows from L: 0), Sc = E^T Vc (float64)."""
+    C, dk = E.shape
+    dv = vals.shape[1]
     X = np.empty((C, dk))
     _shifted(k, t0, L, -np.inf, mc, X)
     _vexp(X, np.empty((C, dk)), E)
-    for i in range(dk):
-        zc[i] = 0.0
-    for s in range(L):
-        for i in range(dk):
-            zc[i] += E[s, i]
     if log_values:
-        X2 = np.empty((C, dv))
+        X2 = np.empty((C, dv + 1))
         _shifted(vals, t0, L, lo, nc, X2)
-        _vexp(X2, np.empty((C, dv)), V)
+        X2[:L, dv] = 0.0
+        X2[L:, dv] = -1e300
+        _vexp(X2, np.empty((C, dv + 1)), Vc)
     else:
-        V[:L] = vals[t0 : t0 + L]
-        V[L:] = 0.0
-    Sc[:, :] = np.dot(E[:L].T, V[:L])
+        for s in range(L):
+            for j in range(dv):
+                Vc[s, j] = vals[t0 + s, j]
+            Vc[s, dv] = 1.0
+        Vc[L:] = 0.0
+    Sc[:, :] = np.dot(E.T, Vc)
 
 
 @numba.njit
-def _ek_scan(t0, g, m, n, S, z, m_, n_, S_, z_, mc, nc, zc, Sc, log_values, lo, M, fc, N, gc, SR, zR, fixing,
-             q, k, vals, bad, out):
-    """The state of one batch element before each of the g chunks of a segment from token t0, in
-    order (float64: m, n, S, z merged with each chunk's summary mc, nc, zc, Sc at the shifts
-    M = max(m, mc), N = max(n, nc)). Not fixing: m_ .. z_ = the state at the segment's start, then
-    stores per chunk M, N, the summary's factors fc = exp(mc - M), gc = exp(nc - N) and the state
-    shifted to (M, N) (SR in the input dtype, zR), and advances m .. z. Fixing: from m_ .. z_, rows
-    flagged in bad (the segment's) are recomputed exactly (:func:`_ek_row`) from the state before
-    their chunk (q, k (T, d_k), vals (T, d_v), out (T, d_v) of this batch element)."""
-    dk, dv = S.shape
-    T = q.shape[0]
-    C = bad.shape[0] // mc.shape[0]
-    if fixing:
-        if not bad[: g * C].any():
-            return
-        m, n, S, z = m_.copy(), n_.copy(), S_.copy(), z_.copy()
-    else:
-        m_[:] = m
-        n_[:] = n
-        S_[:, :] = S
-        z_[:] = z
-    f, gg = np.empty(dk), np.ones(dv)
-    fcc, gcc = np.empty(dk), np.ones(dv)
-    for c in range(g):
-        if fixing:
-            for t in range(t0 + c * C, min(T, t0 + c * C + C)):
-                if bad[t - t0]:
-                    bad[t - t0] = 0
-                    _ek_row(q, k, vals, t0 + c * C, t, m, n, S, z, log_values, lo, out[t])
-        for i in range(dk):
-            x = max(m[i], mc[c, i])
-            f[i] = math.exp(m[i] - x)
-            fcc[i] = math.exp(mc[c, i] - x)
-            m[i] = x
-        if log_values:
-            for j in range(dv):
-                x = max(n[j], nc[c, j])
-                gg[j] = math.exp(n[j] - x)
-                gcc[j] = math.exp(nc[c, j] - x)
-                n[j] = x
-        if not fixing:
-            for i in range(dk):
-                M[c, i] = m[i]
-                fc[c, i] = fcc[i]
-                zR[c, i] = z[i] * f[i]
-            for j in range(dv):
-                N[c, j] = n[j]
-                gc[c, j] = gcc[j]
-        for i in range(dk):
-            z[i] = z[i] * f[i] + zc[c, i] * fcc[i]
-            for j in range(dv):
-                x = S[i, j] * f[i] * gg[j]
-                if not fixing:
-                    SR[c, i, j] = x
-                S[i, j] = x + np.float64(Sc[c, i, j]) * fcc[i] * gcc[j]
+def _merge(m, n, S, mc, nc, Sc):
+    """The running state (m, n, S = [S | z], float64) merged in place with a chunk's summary, both
+    shifted to the larger maxima (factors <= 1), as the array-API ``merge``."""
+    dk, dv1 = S.shape
+    f = np.empty(dk)
+    fc = np.empty(dk)
+    g = np.empty(dv1)
+    gc = np.empty(dv1)
+    for i in range(dk):
+        x = max(m[i], mc[i])
+        f[i] = math.exp(m[i] - x)
+        fc[i] = math.exp(mc[i] - x)
+        m[i] = x
+    for j in range(dv1):
+        x = max(n[j], nc[j])
+        g[j] = math.exp(n[j] - x)
+        gc[j] = math.exp(nc[j] - x)
+        n[j] = x
+    for i in range(dk):
+        for j in range(dv1):
+            S[i, j] = S[i, j] * f[i] * g[j] + Sc[i, j] * fc[i] * gc[j]
 
 
 @numba.njit
-def _ek_out(q, t0, E, V, SR, zR, M, fc, N, gc, bound, log_values, lo, out, bad):
-    """Outputs of the chunk of C = E.shape[0] tokens from token t0 of one batch element (q (T, d_k),
-    out (T, d_v)) from the state before it shifted to (M, N) (SR, zR) and the chunk's E, V (E is
-    rescaled in place by fc): A = exp(q + M - r) with r_t = max_i (q_ti + M_i), W = mask(A E'^T),
-    num = A SR + (W V) gc, den = A zR + row sums of W. Rows whose lost mass may exceed eps of den (or
-    of a log-value numerator) are flagged in bad (C,) instead (:func:`_ek_scan` recomputes them)."""
-    T, dk = q.shape
-    C, dv = V.shape
+def _read(q, k, vals, t0, L, Pm, Pn, PS, mc, nc, E, SV, bound, log_values, lo, out):
+    """Outputs t0 .. t0 + L - 1 of one batch element (q, k (T, d_k), vals (T, d_v), out (T, d_v))
+    from the state before the chunk (Pm, Pn, PS = [S | z], read only) and the chunk's summary (mc,
+    nc, E, SV[dk:] = [V | 1]; E and SV are overwritten): one shift M = max(Pm, mc) (N for values),
+    A = exp(q + M - r), [num | den] = [A | mask(A E'^T)] [[S | z]' ; [V | 1]']; rows whose lost
+    mass may exceed eps of den (or of a log-value numerator) are recomputed by :func:`_ek_row`."""
+    C, dk = E.shape
+    dv = vals.shape[1]
     wt = E.dtype
-    L = min(T, t0 + C) - t0
-    X = np.empty((L, dk))
+    M = np.empty(dk)
+    N = np.empty(dv + 1)
+    g = np.empty(dv + 1)
+    for i in range(dk):
+        M[i] = max(Pm[i], mc[i])
+    for j in range(dv + 1):
+        N[j] = max(Pn[j], nc[j])
+        g[j] = math.exp(Pn[j] - N[j])
+    for i in range(dk):
+        fi = math.exp(Pm[i] - M[i])
+        for j in range(dv + 1):
+            SV[i, j] = PS[i, j] * fi * g[j]
+    for i in range(dk):
+        g[0] = math.exp(mc[i] - M[i])
+        for s in range(L):
+            E[s, i] *= g[0]
+    if log_values:
+        for j in range(dv):
+            g[j] = math.exp(nc[j] - N[j])
+        for s in range(L):
+            for j in range(dv):
+                SV[dk + s, j] *= g[j]
+    X = np.full((C, dk), -1e300)  # padded rows: A = 0
     for t in range(L):
         r = -np.inf
         for i in range(dk):
@@ -273,36 +236,30 @@ def _ek_out(q, t0, E, V, SR, zR, M, fc, N, gc, bound, log_values, lo, out, bad):
             r = max(r, x)
         for i in range(dk):
             X[t, i] -= r
-    A = np.empty((L, dk), wt)
-    _vexp(X, np.empty((L, dk)), A)
-    Ec = E[:L]
-    for s in range(L):
+    A = np.empty((C, dk), wt)
+    _vexp(X, np.empty((C, dk)), A)
+    W = np.dot(A, E.T)
+    AW = np.empty((C, dk + C), wt)  # [A | mask(A E'^T)]
+    for t in range(C):
         for i in range(dk):
-            Ec[s, i] *= fc[i]
-    W = np.dot(A, Ec.T)
-    den = np.empty(L)
-    for t in range(L):
-        x = 0.0
-        for i in range(dk):
-            x += np.float64(A[t, i]) * zR[i]
+            AW[t, i] = A[t, i]
         for s in range(t + 1):
-            x += W[t, s]
-        for s in range(t + 1, L):
-            W[t, s] = 0.0
-        den[t] = x
-    Y = np.dot(A, SR)
-    Y2 = np.dot(W, V[:L])
+            AW[t, dk + s] = W[t, s]
+        for s in range(t + 1, C):
+            AW[t, dk + s] = 0.0
+    Z = np.dot(AW, SV)
     num = np.empty(dv)
     for t in range(L):
-        ok = den[t] >= bound
-        for j in range(dv):
-            num[j] = np.float64(Y[t, j]) + np.float64(Y2[t, j]) * gc[j]
-            if log_values:
-                ok = ok and num[j] >= bound
+        ok = Z[t, dv] >= bound
+        if log_values:
+            for j in range(dv):
+                ok = ok and Z[t, j] >= bound
         if ok:
-            _ek_finish(num, den[t], N, log_values, lo, out[t0 + t])
+            for j in range(dv):
+                num[j] = Z[t, j]
+            _ek_finish(num, np.float64(Z[t, dv]), N, log_values, lo, out[t0 + t])
         else:
-            bad[t] = 1
+            _ek_row(q, k, vals, t0, t0 + t, Pm, Pn, PS, log_values, lo, out[t0 + t])
 
 
 @numba.njit(inline="always")
@@ -356,9 +313,9 @@ def _vexp(x, s, y):
 
 
 @numba.njit
-def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, Pz, log_values, lo, dst):
-    """Query t exactly (float64), from the state before its chunk (Pm, Pn, PS, Pz) and the chunk's
-    keys t0 .. t, shifted by the maxima of the keys and values it sees."""
+def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, log_values, lo, dst):
+    """Query t exactly (float64), from the state before its chunk (Pm, Pn, PS = [S | z]) and the
+    chunk's keys t0 .. t, shifted by the maxima of the keys and values it sees."""
     dk, dv = q.shape[1], vals.shape[1]
     mv = np.empty(dk)
     nv = np.empty(dv)
@@ -383,7 +340,7 @@ def _ek_row(q, k, vals, t0, t, Pm, Pn, PS, Pz, log_values, lo, dst):
     den = 0.0
     for i in range(dk):
         a = math.exp(np.float64(q[t, i]) + Pm[i] - r)
-        den += a * Pz[i]
+        den += a * PS[i, dv]
         for j in range(dv):
             num[j] += a * PS[i, j] * g[j]
     for s in range(t0, t + 1):
@@ -442,7 +399,7 @@ LL_GROUP_LOG2 = 2
 def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, split, out, levels1):
     """Log-linear Gated DeltaNet (gated) or Mamba-2, arguments as ``_numba_kernels.loglinear_scan``
     plus C, the chunk size (a power of two), and split: parallel loops over batch x chunks (for a
-    batch smaller than the thread count, see :func:`split_for`) or one over the batch. q, k (B, T, d_k);
+    batch smaller than the thread count, see :func:`parts`) or one over the batch. q, k (B, T, d_k);
     v (B, T, d_v); log_decay, beta (B, T); lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0
     (B, bit_length(p), d_k, d_v). Writes out (B, T, d_v) and, when levels1 has a slot axis, the
     final levels (B, bit_length(p + T), d_k, d_v)."""

@@ -178,7 +178,7 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, resets=
     if resets is None and Tq >= (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():
         KC = _chunked()
         C = chunk_size or KC.chunk_for(d_k, d_v)
-        KC.ek_chunked(qf, kf, vf, m0, n0, S0, z0, log_values, lo, C, KC.split_for(B), out, m1, n1, S1, z1)
+        KC.ek_chunked(qf, kf, vf, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
     else:
         reset = _ro(np.zeros(0, np.uint8) if resets is None else np.ascontiguousarray(resets, dtype=np.uint8))
         K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1, z1)
@@ -242,7 +242,7 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
     if T >= (kernel_chunk or LL_CHUNKED_MIN_T[op]) and _has_blas():
         KC = _chunked()
         C = kernel_chunk or KC.ll_chunk_for(d_k, d_v)
-        KC.ll_chunked(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, C, KC.split_for(B), out,
+        KC.ll_chunked(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, C, KC.parts(B) > 1, out,
                       lev1)
     else:
         K.loglinear_scan(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, out, lev1)
