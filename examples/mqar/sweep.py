@@ -1,6 +1,7 @@
-"""The MQAR sweep: every mixer at each sequence length, trained on a mixture of numbers of
-key-value pairs and evaluated on each, a few peak learning rates with the best kept, fitted into
-a wall-clock budget; JSON, markdown table and plot of the results, rewritten after every run."""
+"""The MQAR sweep: one model per mixer and peak learning rate, trained on a mixture of the grid's
+cells (sequence length x number of key-value pairs) and evaluated on each, the best learning
+rate kept per cell; fitted into a wall-clock budget; JSON, markdown table and plot of the
+results, rewritten after every run."""
 import datetime
 import json
 import platform
@@ -36,26 +37,28 @@ def pairs_at(cfg, seq_len):
 
 
 def run_overhead(cfg, seq_len):
-    """The set-up and evaluation of one run at ``seq_len``, counted in training-step times (an
-    evaluation batch being a forward pass, cheaper than a step)."""
-    return len(pairs_at(cfg, seq_len)) * -(-cfg["eval_seqs"] // cfg["batch"]) + 2
+    """The evaluation of one run's cells of length ``seq_len``, counted in training-step times
+    at that length (an evaluation batch being a forward pass, cheaper than a step), plus 1 for
+    the set-up."""
+    return len(pairs_at(cfg, seq_len)) * -(-cfg["eval_seqs"] // cfg["batch"]) + 1
 
 
 def plan(cfg, mixers, budget_s, times):
     """Steps per run, learning rates kept and lengths kept so that the runs fit ``budget_s``.
 
-    ``times[(mixer, seq_len)]`` is a measured step time; a run costs ``steps`` of them plus
-    ``run_overhead``. Every run (mixer, length, learning rate) gets the same number of steps,
-    at most ``cfg["max_steps"]``. Learning rates are cut first (the first of ``cfg["lrs"]`` is
-    kept last), then the longest lengths, until runs get ``cfg["min_steps"]``.
-    Returns ``(steps, lrs, lengths, cut)``; ``cut`` lists in words what did not fit.
+    ``times[(mixer, seq_len)]`` is a measured step time; a run (mixer, learning rate) costs
+    ``steps`` steps cycling through the lengths plus ``run_overhead`` at each length. Every run
+    gets the same number of steps, at most ``cfg["max_steps"]``. Learning rates are cut first
+    (the first of ``cfg["lrs"]`` is kept last), then the longest lengths, until runs get
+    ``cfg["min_steps"]``. Returns ``(steps, lrs, lengths, cut)``; ``cut`` lists in words what
+    did not fit.
     """
     lrs, lengths, cut = list(cfg["lrs"]), sorted(cfg["lengths"]), []
 
     def steps_for(lengths_, lrs_):
-        runs = [(m, T) for m in mixers for T in lengths_]
-        fixed = sum(times[r] * run_overhead(cfg, r[1]) for r in runs)
-        return (budget_s / len(lrs_) - fixed) / sum(times[r] for r in runs)
+        fixed = sum(times[(m, T)] * run_overhead(cfg, T) for m in mixers for T in lengths_)
+        per_step = sum(times[(m, T)] for m in mixers for T in lengths_) / len(lengths_)
+        return (budget_s / len(lrs_) - fixed) / per_step
 
     while len(lrs) > 1 and steps_for(lengths, lrs) < cfg["min_steps"]:
         cut.append(f"learning rate {lrs.pop()}")
@@ -66,8 +69,9 @@ def plan(cfg, mixers, budget_s, times):
 
 
 def run(cfg, mixers, device, budget_s=None, out=None, log=print, t_start=None):
-    """Run the sweep (``cfg``: QUICK, SMALL or FULL, possibly edited); the results go under
-    ``out`` after every run, so a run killed part way still leaves the finished ones.
+    """Run the sweep (``cfg``: QUICK, SMALL or FULL, possibly edited): for each learning rate,
+    each mixer trains one model on all the cells (``train``); the results go under ``out``
+    after every run, so a sweep killed part way still leaves the finished runs.
 
     With ``budget_s`` one training step of every mixer at every length is timed first (the
     time counts), the number of steps comes from ``plan``, and the whole sweep ends within
@@ -85,7 +89,8 @@ def run(cfg, mixers, device, budget_s=None, out=None, log=print, t_start=None):
     lengths = [T for T in cfg["lengths"] if pairs_at(cfg, T)]
     res = {"device": device_name(device), "date": datetime.date.today().isoformat(),
            "torch": torch.__version__, "config": dict(cfg), "mixers": list(mixers),
-           "budget_s": budget_s, "params": {}, "step_time_s": {}, "cut": [], "runs": []}
+           "budget_s": budget_s, "params": {}, "step_time_s": {}, "steps": None, "cut": [],
+           "runs": [], "wall_s": 0.0}
     for m in mixers:
         total, body = make_model(m, cfg, max(lengths), "cpu").param_counts()
         res["params"][m] = {"total": total, "non_embedding": body}
@@ -94,39 +99,40 @@ def run(cfg, mixers, device, budget_s=None, out=None, log=print, t_start=None):
     if budget_s is not None:
         for T in lengths:
             for m in mixers:
-                times[(m, T)] = step_time(m, T, pairs_at(cfg, T), cfg, device)
+                times[(m, T)] = step_time(m, T, pairs_at(cfg, T), cfg, device, max(lengths))
                 res["step_time_s"][f"{m} T={T}"] = times[(m, T)]
                 log(f"step time {m:18s} T={T:5d}: {1e3 * times[(m, T)]:8.1f} ms")
+    t0 = time.perf_counter()
+    _save(res, out)                            # the first save imports matplotlib: before the plan
+    write_s = time.perf_counter() - t0
+    if budget_s is not None:
         left = budget_s - (time.perf_counter() - t_start)
         steps, lrs, lengths, cut = plan(cfg, mixers, 0.9 * left, times)      # 10%: files, noise
     else:
         steps, lrs, cut = cfg["steps"], list(cfg["lrs"]), []
-    res.update(steps=steps, cut=cut, wall_s=time.perf_counter() - t_start)
-    log(f"plan: {steps} steps per run, learning rates {lrs}, lengths {lengths}; cut: {cut or 'nothing'}")
-    _save(res, out)
-    write_s = time.perf_counter() - t_start - res["wall_s"]
-    for T in lengths:
-        pairs = pairs_at(cfg, T)
-        for lr in lrs:
-            for m in mixers:
-                deadline = None
-                if budget_s is not None:
-                    t = times[(m, T)]
-                    deadline = t_start + budget_s - t * (run_overhead(cfg, T) + 10) - 2 * write_s
-                    if (deadline - time.perf_counter()) / t < cfg["min_steps"]:
-                        cut.append(f"run {m} T={T} lr={lr} (out of budget)")
-                        log(f"skipped: {cut[-1]}")
-                        continue
-                r = train(m, T, pairs, cfg, lr, steps, device, deadline=deadline)
-                res["runs"].append({"mixer": m, "seq_len": T, "pairs": pairs, "lr": lr,
-                                    "steps": steps, **r})
-                log(f"T={T:5d} lr={lr:.0e} {m:18s} acc " + " ".join(
-                    f"N={n}:{a:.3f}" for n, a in zip(pairs, r["acc"]))
-                    + f" loss {r['loss']:.3f} steps {r['steps_done']} {r['tokens_per_s']:10,.0f} tok/s")
-                t0 = time.perf_counter()
-                res["wall_s"] = t0 - t_start
-                _save(res, out)
-                write_s = max(write_s, time.perf_counter() - t0)
+    cells = [(T, n) for T in lengths for n in pairs_at(cfg, T)]
+    res.update(steps=steps, cut=cut)
+    log(f"plan: {steps} steps per run, learning rates {lrs}, cells {cells}; cut: {cut or 'nothing'}")
+    for lr in lrs:
+        for m in mixers:
+            deadline = None
+            if budget_s is not None:
+                step = sum(times[(m, T)] for T in lengths) / len(lengths)
+                evals = sum(times[(m, T)] * run_overhead(cfg, T) for T in lengths)
+                deadline = t_start + budget_s - evals - 10 * step - 2 * write_s
+                if (deadline - time.perf_counter()) / step < cfg["min_steps"]:
+                    cut.append(f"run {m} lr={lr} (out of budget)")
+                    log(f"skipped: {cut[-1]}")
+                    continue
+            r = train(m, cells, cfg, lr, steps, device, deadline=deadline)
+            res["runs"].append({"mixer": m, "lr": lr, "cells": cells, "steps": steps, **r})
+            log(f"lr={lr:.0e} {m:18s} acc " + " ".join(
+                f"T={T},N={n}:{a:.3f}" for (T, n), a in zip(cells, r["acc"]))
+                + f" loss {r['loss']:.3f} steps {r['steps_done']} {r['tokens_per_s']:10,.0f} tok/s")
+            t0 = time.perf_counter()
+            res["wall_s"] = t0 - t_start
+            _save(res, out)
+            write_s = max(write_s, time.perf_counter() - t0)
     res["wall_s"] = time.perf_counter() - t_start
     _save(res, out)
     return res
@@ -141,8 +147,8 @@ def best(res):
     """``{(mixer, seq_len, n_pairs): (accuracy, run)}``, the best over the learning rates."""
     b = {}
     for r in res["runs"]:
-        for n, acc in zip(r["pairs"], r["acc"]):
-            key = (r["mixer"], r["seq_len"], n)
+        for (T, n), acc in zip(r["cells"], r["acc"]):
+            key = (r["mixer"], T, n)
             if key not in b or acc > b[key][0]:
                 b[key] = (acc, r)
     return b
@@ -152,17 +158,17 @@ def table(res):
     """The markdown table: best accuracy per mixer per cell, throughput, parameter counts."""
     cfg, b = res["config"], best(res)
     cells = sorted({(T, n) for _, T, n in b})
-    lengths = sorted({T for T, _ in cells})
     mixers = [m for m in MIXERS if any(k[0] == m for k in b)]
     lines = [f"# MQAR: accuracy at the query positions (best of learning rates {cfg['lrs']})",
-             "", f"{res['device']}, {res['date']}, torch {res['torch']}; {res['steps']} steps per run, "
-             f"batch {cfg['batch']} (split evenly between the numbers of pairs of its length), "
-             f"vocabulary {cfg['vocab']}, d_model {cfg['d_model']}, {cfg['n_heads']} heads, 2 layers; "
-             f"one model per mixer, length and learning rate, evaluated on {cfg['eval_seqs']} "
-             f"sequences per cell; wall {res['wall_s']:.0f} s"
+             "", f"{res['device']}, {res['date']}, torch {res['torch']}; {res['steps'] or '?'} steps per run, "
+             f"batch {cfg['batch']}, vocabulary {cfg['vocab']}, d_model {cfg['d_model']}, "
+             f"{cfg['n_heads']} heads, 2 layers; one model per mixer and learning rate, trained on "
+             f"all the cells (the steps cycle through the lengths, each batch split evenly between "
+             f"the pair counts of its length), evaluated on {cfg['eval_seqs']} sequences per "
+             f"cell; chance about {2 / cfg['vocab']:.3g}; wall {res['wall_s']:.0f} s"
              + (f" of a {res['budget_s']:.0f} s budget" if res["budget_s"] else ""),
              "", "| mixer | params (non-emb.) | " + " | ".join(f"T={T} N={n}" for T, n in cells)
-             + " | train tokens/s (" + ", ".join(f"T={T}" for T in lengths) + ") |",
+             + " | train tokens/s |",
              "|---|---|" + "---|" * len(cells) + "---|"]
     short = False
     for m in mixers:
@@ -175,13 +181,10 @@ def table(res):
             stopped = r["steps_done"] < r["steps"]
             short |= stopped
             accs.append(f"{acc:.3f}" + (f" ({r['steps_done']} steps)" if stopped else ""))
-        tps = []
-        for T in lengths:
-            rs = [r["tokens_per_s"] for r in res["runs"] if r["mixer"] == m and r["seq_len"] == T]
-            tps.append(f"{sum(rs) / len(rs):,.0f}" if rs else "-")
+        tps = [r["tokens_per_s"] for r in res["runs"] if r["mixer"] == m]
         p = res["params"][m]
         lines.append(f"| {m} | {p['total']:,} ({p['non_embedding']:,}) | " + " | ".join(accs)
-                     + " | " + ", ".join(tps) + " |")
+                     + f" | {sum(tps) / len(tps):,.0f} |")
     if short:
         lines += ["", "(k steps): the run was stopped by the budget's deadline after k steps."]
     lines += ["", "Cut to fit the budget: " + ("; ".join(res["cut"]) if res["cut"] else "nothing"), ""]
@@ -207,7 +210,7 @@ def plot(res, path):
     axes[0][0].set_ylabel("accuracy")
     if b:
         axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"MQAR, {res['steps']} steps per run, vocabulary {res['config']['vocab']}: "
+    fig.suptitle(f"MQAR, {res['steps'] or '?'} steps per run, vocabulary {res['config']['vocab']}: "
                  f"{res['device']}, {res['date']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

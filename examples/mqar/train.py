@@ -1,7 +1,6 @@
-"""Training and evaluation of one MQAR model (one mixer, one sequence length, one learning rate).
-
-A model is trained on a mixture of numbers of key-value pairs (every batch is split evenly
-between them, as Zoology trains on a mixture of configurations) and evaluated on each of them."""
+"""Training and evaluation of one MQAR model (one mixer, one learning rate): trained on a
+mixture of cells (sequence length, number of key-value pairs), as Zoology trains on a mixture of
+configurations, and evaluated on each cell."""
 import math
 import time
 
@@ -74,28 +73,32 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def train(kind, seq_len, pairs, cfg, lr, steps, device, seed=0, deadline=None):
-    """Train mixer ``kind`` on sequences of length ``seq_len`` mixing the numbers of key-value
-    pairs ``pairs``, for ``steps`` steps with peak learning rate ``lr``; then evaluate it on
-    each number of pairs.
+def train(kind, cells, cfg, lr, steps, device, seed=0, deadline=None):
+    """Train mixer ``kind`` on the cells ``cells`` (a list of ``(seq_len, n_pairs)``) for
+    ``steps`` steps with peak learning rate ``lr``; then evaluate it on each cell.
 
-    With ``deadline`` (a ``time.perf_counter()`` value) training stops at the first step that
-    ends past it (the schedule is still the one of ``steps`` steps). Returns a dict: ``acc``
-    (test accuracy at the query positions, one per entry of ``pairs``), ``loss`` (last training
-    loss), ``steps_done``, ``train_s`` (wall time of the training steps) and ``tokens_per_s``
-    (training throughput, ``B * T * steps_done / train_s``).
+    Step ``i`` takes a batch of the ``i % len(lengths)``-th of the distinct lengths, its rows
+    split evenly between the cells of that length (Zoology trains on such a mixture too). With
+    ``deadline`` (a ``time.perf_counter()`` value) training stops at the first tenth step that
+    ends past it (the schedule stays the one of ``steps`` steps). Returns a dict: ``acc`` (test
+    accuracy at the query positions, one per cell), ``loss`` (last training loss),
+    ``steps_done``, ``train_s`` (wall time of the training steps) and ``tokens_per_s``
+    (training throughput, tokens of the batches trained on / ``train_s``).
     """
-    model = make_model(kind, cfg, seq_len, device, seed)
+    lengths = sorted({T for T, _ in cells})
+    pairs = {T: [n for TT, n in cells if TT == T] for T in lengths}
+    model = make_model(kind, cfg, lengths[-1], device, seed)
     opt = make_opt(model, lr)
     rng = np.random.default_rng(seed)
     _sync(device)
     t0 = time.perf_counter()
-    done = 0
+    done = tokens = 0
     while done < steps:
+        T = lengths[done % len(lengths)]
         for g in opt.param_groups:
             g["lr"] = lr_at(done, steps, lr)
-        loss = train_step(model, opt, *_batch(rng, cfg["batch"], seq_len, pairs, cfg["vocab"], device))
-        done += 1
+        loss = train_step(model, opt, *_batch(rng, cfg["batch"], T, pairs[T], cfg["vocab"], device))
+        done, tokens = done + 1, tokens + cfg["batch"] * T
         if deadline is not None and done % 10 == 0:
             _sync(device)
             if time.perf_counter() > deadline:
@@ -103,15 +106,16 @@ def train(kind, seq_len, pairs, cfg, lr, steps, device, seed=0, deadline=None):
     _sync(device)
     train_s = time.perf_counter() - t0
     loss = float(loss.detach())
-    accs = [evaluate(model, seq_len, n, cfg, device) if math.isfinite(loss) else 0.0 for n in pairs]
+    accs = [evaluate(model, T, n, cfg, device) if math.isfinite(loss) else 0.0 for T, n in cells]
     return {"acc": accs, "loss": loss, "steps_done": done, "train_s": train_s,
-            "tokens_per_s": cfg["batch"] * seq_len * done / train_s}
+            "tokens_per_s": tokens / train_s}
 
 
-def step_time(kind, seq_len, pairs, cfg, device, reps=2):
-    """Seconds per training step of mixer ``kind`` at length ``seq_len`` (after one warm-up
-    step, which compiles whatever the first call compiles), making the batch included."""
-    model = make_model(kind, cfg, seq_len, device)
+def step_time(kind, seq_len, pairs, cfg, device, max_len=None, reps=2):
+    """Seconds per training step of mixer ``kind`` at length ``seq_len`` with the pair counts
+    ``pairs`` (the model made for ``max_len``, default ``seq_len``), making the batch included,
+    after one warm-up step (which compiles whatever the first call compiles)."""
+    model = make_model(kind, cfg, max_len or seq_len, device)
     opt = make_opt(model, 1e-4)
     rng = np.random.default_rng(0)
     train_step(model, opt, *_batch(rng, cfg["batch"], seq_len, pairs, cfg["vocab"], device))
