@@ -22,7 +22,7 @@ def main(argv=None):
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--quick", action="store_true", help="tiny sizes, fixed steps (CPU)")
     mode.add_argument("--small", action="store_true",
-                      help="T in {256,512} x pairs in {8,16,32}, vocabulary 256, lr 1e-2")
+                      help="T in {128,256} x pairs in {8,16,32}, vocabulary 256, lr 1e-2")
     mode.add_argument("--sweep", action="store_true",
                       help="T in {256,512,1024} x pairs in {16,32,64}, vocabulary 8192, 3 lrs")
     p.add_argument("--budget-seconds", "--budget-s", dest="budget_s", type=float, default=None,

@@ -18,7 +18,7 @@ QUICK = {"vocab": 32, "d_model": 64, "n_heads": 2, "batch": 32, "eval_seqs": 256
          "lengths": [24], "pairs": [3], "lrs": [1e-2], "steps": 300, "min_steps": 50,
          "max_steps": 300}
 SMALL = {"vocab": 256, "d_model": 128, "n_heads": 2, "batch": 64, "eval_seqs": 256,
-         "lengths": [256, 512], "pairs": [8, 16, 32], "lrs": [1e-2], "steps": 1000,
+         "lengths": [128, 256], "pairs": [8, 16, 32], "lrs": [1e-2], "steps": 2000,
          "min_steps": 200, "max_steps": 4000}
 FULL = {"vocab": 8192, "d_model": 128, "n_heads": 2, "batch": 64, "eval_seqs": 512,
         "lengths": [256, 512, 1024], "pairs": [16, 32, 64], "lrs": [3e-3, 1e-3, 1e-2],
