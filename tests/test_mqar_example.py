@@ -17,6 +17,15 @@ from examples.mqar.train import _batch, make_model, make_opt, train, train_step 
 CPU = torch.device("cpu")
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: more threads only add overhead (10x on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("T,n,vocab", [(24, 3, 32), (64, 16, 64), (256, 5, 8192)])
 def test_mqar_batch_queries_ask_for_the_paired_value(T, n, vocab):
     x, y = mqar_batch(np.random.default_rng(T), 8, T, n, vocab)
@@ -90,7 +99,7 @@ def test_train_stops_at_the_deadline():
     assert r["steps_done"] == 10 and len(r["acc"]) == 2                     # checked every 10 steps
 
 
-def test_budgeted_run_ends_in_budget_and_writes_every_run(tmp_path):
+def test_budgeted_run_ends_in_budget_and_writes_every_run(tmp_path, one_thread):
     """Two mixers, two lengths, two pair counts (one of which does not fit the shorter length):
     steps come from the budget, every run's accuracies land in the JSON and markdown, and the
     whole run (timing included) ends in it."""
@@ -111,13 +120,8 @@ def test_budgeted_run_ends_in_budget_and_writes_every_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_run_learns():
+def test_quick_run_learns(one_thread):
     """The --quick cell, one linear-time mixer: chance is 1 / 16 (values are half the vocabulary)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)                     # tiny tensors: threads only add overhead
-    try:
-        r = train("mamba2", [(QUICK["lengths"][0], QUICK["pairs"][0])], QUICK, QUICK["lrs"][0],
-                  QUICK["steps"], CPU)
-    finally:
-        torch.set_num_threads(threads)
+    r = train("mamba2", [(QUICK["lengths"][0], QUICK["pairs"][0])], QUICK, QUICK["lrs"][0],
+              QUICK["steps"], CPU)
     assert r["acc"][0] > 0.4, r                  # a wrong gradient stays near 1 / 16
