@@ -1,4 +1,6 @@
-"""Training and evaluation of one MQAR model (one mixer, one cell, one learning rate)."""
+"""Training and evaluation of one MQAR model (one mixer, one learning rate): trained on a
+mixture of cells (sequence length, number of key-value pairs), as Zoology trains on a mixture of
+configurations, and evaluated on each cell."""
 import math
 import time
 
@@ -10,8 +12,12 @@ from .data import IGNORE, mqar_batch
 from .models import LM
 
 
-def _batch(rng, batch, cell, vocab, device):
-    x, y = mqar_batch(rng, batch, cell["seq_len"], cell["n_pairs"], vocab)
+def _batch(rng, batch, seq_len, pairs, vocab, device):
+    """``(inputs, targets)``, each ``(batch, seq_len)`` on ``device``: the rows are split as
+    evenly as possible between the numbers of key-value pairs in ``pairs``."""
+    parts = [mqar_batch(rng, len(rows), seq_len, n, vocab)
+             for n, rows in zip(pairs, np.array_split(np.arange(batch), len(pairs))) if len(rows)]
+    x, y = (np.concatenate(a) for a in zip(*parts))
     return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
 
@@ -30,14 +36,15 @@ def lr_at(step, steps, lr):
 
 
 @torch.no_grad()
-def evaluate(model, cell, cfg, device, n_seq=None, seed=10_000):
-    """Accuracy at the query positions on a fixed, seeded test set of ``n_seq`` sequences."""
+def evaluate(model, seq_len, n_pairs, cfg, device, seed=10_000):
+    """Accuracy at the query positions on a fixed, seeded test set of ``cfg["eval_seqs"]``
+    sequences of length ``seq_len`` with ``n_pairs`` key-value pairs."""
     rng = np.random.default_rng(seed)
-    n_seq = n_seq or cfg["eval_seqs"]
     model.eval()
     hits = total = 0
-    for start in range(0, n_seq, cfg["batch"]):
-        x, y = _batch(rng, min(cfg["batch"], n_seq - start), cell, cfg["vocab"], device)
+    for start in range(0, cfg["eval_seqs"], cfg["batch"]):
+        x, y = _batch(rng, min(cfg["batch"], cfg["eval_seqs"] - start), seq_len, [n_pairs],
+                      cfg["vocab"], device)
         pred = model(x).argmax(-1)
         mask = y != IGNORE
         hits += int((pred[mask] == y[mask]).sum())
@@ -61,42 +68,60 @@ def make_opt(model, lr):
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.98))
 
 
-def train(kind, cell, cfg, lr, steps, device, seed=0):
-    """Train mixer ``kind`` on one cell for ``steps`` steps with peak learning rate ``lr``.
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    Returns a dict: ``acc`` (test accuracy at the query positions), ``loss`` (last training
-    loss), ``train_s`` (wall time of the training steps) and ``tokens_per_s`` (training
-    throughput, ``B * T * steps / train_s``).
+
+def train(kind, cells, cfg, lr, steps, device, seed=0, deadline=None):
+    """Train mixer ``kind`` on the cells ``cells`` (a list of ``(seq_len, n_pairs)``) for
+    ``steps`` steps with peak learning rate ``lr``; then evaluate it on each cell.
+
+    Step ``i`` takes a batch of the ``i % len(lengths)``-th of the distinct lengths, its rows
+    split evenly between the cells of that length (Zoology trains on such a mixture too). With
+    ``deadline`` (a ``time.perf_counter()`` value) training stops at the first tenth step that
+    ends past it (the schedule stays the one of ``steps`` steps). Returns a dict: ``acc`` (test
+    accuracy at the query positions, one per cell), ``loss`` (last training loss),
+    ``steps_done``, ``train_s`` (wall time of the training steps) and ``tokens_per_s``
+    (training throughput, tokens of the batches trained on / ``train_s``).
     """
-    model = make_model(kind, cfg, cell["seq_len"], device, seed)
+    lengths = sorted({T for T, _ in cells})
+    pairs = {T: [n for TT, n in cells if TT == T] for T in lengths}
+    model = make_model(kind, cfg, lengths[-1], device, seed)
     opt = make_opt(model, lr)
     rng = np.random.default_rng(seed)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
+    _sync(device)
     t0 = time.perf_counter()
-    for step in range(steps):
+    done = tokens = 0
+    while done < steps:
+        T = lengths[done % len(lengths)]
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr)
-        loss = train_step(model, opt, *_batch(rng, cfg["batch"], cell, cfg["vocab"], device))
-    sync()
+            g["lr"] = lr_at(done, steps, lr)
+        loss = train_step(model, opt, *_batch(rng, cfg["batch"], T, pairs[T], cfg["vocab"], device))
+        done, tokens = done + 1, tokens + cfg["batch"] * T
+        if deadline is not None and done % 10 == 0:
+            _sync(device)
+            if time.perf_counter() > deadline:
+                break
+    _sync(device)
     train_s = time.perf_counter() - t0
     loss = float(loss.detach())
-    acc = evaluate(model, cell, cfg, device) if math.isfinite(loss) else 0.0
-    return {"acc": acc, "loss": loss, "train_s": train_s,
-            "tokens_per_s": cfg["batch"] * cell["seq_len"] * steps / train_s}
+    accs = [evaluate(model, T, n, cfg, device) if math.isfinite(loss) else 0.0 for T, n in cells]
+    return {"acc": accs, "loss": loss, "steps_done": done, "train_s": train_s,
+            "tokens_per_s": tokens / train_s}
 
 
-def step_time(kind, cell, cfg, device, reps=2):
-    """Seconds per training step of mixer ``kind`` on ``cell`` (after one warm-up step)."""
-    model = make_model(kind, cfg, cell["seq_len"], device)
+def step_time(kind, seq_len, pairs, cfg, device, max_len=None, reps=2):
+    """Seconds per training step of mixer ``kind`` at length ``seq_len`` with the pair counts
+    ``pairs`` (the model made for ``max_len``, default ``seq_len``), making the batch included,
+    after one warm-up step (which compiles whatever the first call compiles)."""
+    model = make_model(kind, cfg, max_len or seq_len, device)
     opt = make_opt(model, 1e-4)
     rng = np.random.default_rng(0)
-    x, y = _batch(rng, cfg["batch"], cell, cfg["vocab"], device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    train_step(model, opt, x, y)
-    sync()
+    train_step(model, opt, *_batch(rng, cfg["batch"], seq_len, pairs, cfg["vocab"], device))
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(reps):
-        train_step(model, opt, x, y)
-    sync()
+        train_step(model, opt, *_batch(rng, cfg["batch"], seq_len, pairs, cfg["vocab"], device))
+    _sync(device)
     return (time.perf_counter() - t0) / reps
