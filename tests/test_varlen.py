@@ -294,9 +294,11 @@ def test_offsets_of_another_namespace():
 
 
 def test_backends_that_do_not_serve_packed_segments():
-    """GPU backends and dask list no ``varlen_ops`` (the automatic choice takes another one); forced: refused."""
-    for name in ("cupy", "numba_cuda", "dask"):
+    """numba_cuda and dask list no ``varlen_ops``, cupy loglinear_attention only (the automatic choice
+    takes another backend); forced: refused."""
+    for name in ("numba_cuda", "dask"):
         assert not backends.get(name).varlen_ops
+    assert backends.get("cupy").varlen_ops == {"loglinear_attention"}
     assert backends.get("array_api").varlen_ops == frozenset(OPS)
     arrays = inputs("log_attention", (2,), 6)
     b = backends.resolve("log_attention", np, arrays[0], varlen=True)
