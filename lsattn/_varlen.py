@@ -12,8 +12,8 @@ ordinary causal call that any backend computes, from two facts.
 2. Fenwick levels depend on the positions. A segment of ``n`` tokens placed at a position that is a
    multiple of ``P = 2^ceil(log2 n)`` has the levels of a stream of its own (the low bits of
    ``t - start`` and ``t`` agree, and ``t XOR s < P``). The segments are laid out by decreasing
-   ``P`` (each then starts at a multiple of its own ``P``), with the gap after a segment filled by
-   zero tokens (their outputs are dropped; the next reset cuts them off): at most ``2 T`` tokens.
+   ``P``, each at the first multiple of its own ``P`` after the previous one's end, the gap filled
+   by zero tokens (their outputs are dropped; the next reset cuts them off): under ``2 T`` tokens.
 
 The exp-kernel operators have no positions and no decay: they run as hierarchical exp-kernel
 attention (``loglinear_log_attention``) with zero log level weights (which is exactly causal
@@ -114,9 +114,14 @@ def layout(off, aligned):
     else:
         size = _pow2(lens)
         order = np.argsort(-size, kind="stable")
+        # decreasing sizes; a segment's slot is its length rounded up to the NEXT segment's size, so
+        # every start (a sum of multiples of sizes >= its own, all powers of two) is a multiple of its
+        # own size, and the gap after a segment is below the next one's size
+        nxt = np.maximum(np.append(size[order][1:], 1), 1)
+        slot = -(-lens[order] // nxt) * nxt
         start = np.empty(N, dtype=np.int64)
-        start[order] = np.cumsum(size[order]) - size[order]  # decreasing sizes: each a multiple of its own
-        T_pad = int(size.sum())
+        start[order] = np.cumsum(slot) - slot
+        T_pad = int(slot.sum())
     back = start[seg] + rel
     src = np.full(T_pad, T, dtype=np.int64)
     src[back] = np.arange(T, dtype=np.int64)

@@ -446,3 +446,21 @@ def test_jax_jit_with_static_offsets():
     assert_close(f(*(jnp.asarray(x, dtype=jnp.float32) for x in arrays)), ref, TOL["float32"])
     with pytest.raises(TypeError, match="cu_seqlens must be concrete"):
         jax.jit(lambda q, c: lsattn.log_attention(q, q, q, cu_seqlens=c))(jnp.zeros((12, 2)), jnp.asarray(off))
+
+
+def test_gpu_benchmark_smoke(tmp_path):
+    """``benchmarks/bench_varlen_gpu.py --smoke``: every code path of the GPU benchmark on the CPU
+    (tiny sizes), so that the one GPU run does not fail on a typo; its packed call equals the loop."""
+    pytest.importorskip("torch")
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_varlen_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_varlen_gpu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--smoke", "--out", str(tmp_path)])
+    assert (tmp_path / "varlen_gpu.json").exists() and (tmp_path / "varlen_gpu.md").exists()
+    assert res["rows"]["packed"]["packed_vs_loop_rel_err"] < 1e-5
+    assert res["rows"]["memory"]["shared_peak_bytes"] < res["rows"]["memory"]["materialised_peak_bytes"] + \
+        res["rows"]["memory"]["copy_bytes_of_q_k"] / 4
