@@ -140,7 +140,9 @@ def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
     lo = -np.finfo(np.float64).max / 8
     m0, n0 = np.full((1, 3), lo), np.full((1, 2), lo)
     out, m1, n1, S1, z1 = np.empty((1, T, 2)), np.empty((1, 3)), np.empty((1, 2)), np.empty((1, 3, 2)), np.empty((1, 3))
-    KC.ek_chunked(q, k, vals, m0, n0, np.zeros((1, 3, 2)), np.zeros((1, 3)), log_values, lo, C, P, out, m1, n1, S1, z1)
+    rows = np.zeros((3, 1), np.int64)  # batch element 0 of q, k, vals: their row 0
+    KC.ek_chunked(q, k, vals, rows, m0, n0, np.zeros((1, 3, 2)), np.zeros((1, 3)), log_values, lo, C, P, out, m1, n1, S1,
+                  z1)
     rtol, atol = ek_tol(op, q, k, "float64")
     assert_close(out, EK[op][1](q, k, vals), rtol, atol=atol)
     _, want = EK[op][0](q, k, vals, return_state=True, backend="array_api")

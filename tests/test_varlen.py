@@ -232,7 +232,7 @@ def test_streams_jax_and_dask(xp_jax):
     """JAX (fixed-capacity level slots) and Dask streams continue per segment like NumPy's."""
     _check_streams(xp_jax, "loglinear_attention", [2, 3], [1, 3], (), 0, "array_api")
     da = pytest.importorskip("dask.array")
-    op, lens = "loglinear_attention", [6, 3]
+    op = "loglinear_attention"
     arrays = inputs(op, (2,), 9)
     out, st_ = lsattn.loglinear_attention(*[da.from_array(x) for x in arrays], cu_seqlens=[0, 6, 9], return_state=True)
     ref, st_ref = lsattn.loglinear_attention(*arrays, cu_seqlens=[0, 6, 9], return_state=True)
