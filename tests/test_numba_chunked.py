@@ -293,8 +293,9 @@ def test_ll_chunked_split_or_not(op, T, C, split, seed):
     beta, lam = (args[4], args[5]) if gated else (args[3], args[4])
     _, st0 = f(*cut(args, 0, 5), return_state=True, backend="array_api")
     out, lev1 = np.empty((3, T, 2)), np.empty((3, (T + 5).bit_length(), 3, 2))
-    KC.ll_chunked(*(np.ascontiguousarray(x[:, 5:]) for x in (q, k, v, a, beta, lam)), 5, (T + 5).bit_length(), st0.tensors["levels"],
-                  gated, C, split, out, lev1)
+    rows = np.tile(np.arange(3), (6, 1))  # batch element b of each input: its row b
+    KC.ll_chunked(*(np.ascontiguousarray(x[:, 5:]) for x in (q, k, v, a, beta, lam)), rows, 5, (T + 5).bit_length(),
+                  st0.tensors["levels"], gated, C, split, out, lev1)
     assert_close(np.concatenate([f(*cut(args, 0, 5), backend="array_api"), out], axis=-2), r(*args), TOL["float64"])
     _, want = f(*args, return_state=True, backend="array_api")
     assert_close(lev1, want.tensors["levels"], TOL["float64"])
