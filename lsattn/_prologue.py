@@ -31,7 +31,8 @@ from . import _varlen, backends
 from ._nonfinite import prepare
 from ._validate import _device_or_none, check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
 from .fenwick import num_levels
-from .state import LEVEL_AXES, State, canonical, check_state, level_slots_of, static_offset, with_level_slots
+from .state import (LEVEL_AXES, State, canonical, check_state, level_slots_of, packed_streams, static_offset,
+                    with_level_slots)
 
 __all__ = ["Op", "run", "check_flag"]
 
@@ -152,6 +153,11 @@ def _check_state_fields(op, state):
     if not isinstance(state, State):
         return  # check_state says what it should be
     offset = state.offset
+    n = packed_streams(state)
+    if n is not None:
+        raise ValueError(f"state holds {n} packed streams (from a call with cu_seqlens: state.offset has one offset "
+                         f"per segment): continue them with the operator and cu_seqlens of {n} segments (one token "
+                         f"each: cu_seqlens = range({n} + 1))")
     traced = "jax" in sys.modules and isinstance(offset, sys.modules["jax"].core.Tracer)  # exp-kernel offset leaf
     if not traced:
         if isinstance(offset, bool) or not isinstance(offset, int):
@@ -222,7 +228,12 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     present = [x for x in arrays if x is not None]
     off = None
     if cu_seqlens is not None:
-        off = _varlen.check_offsets(cu_seqlens, xp, present[0], T, causal, state, return_state)
+        off = _varlen.check_offsets(cu_seqlens, xp, present[0], T, causal)
+        if state is not None or return_state:  # one stream per segment, at offsets of its own
+            def call(seg, st):
+                return _run(op, seg, extra=extra, state=st, return_state=True, backend=backend)
+
+            return _varlen.streams(call, op, arrays, off, state, return_state, batch)
     out_dtype = xp.result_type(*(x.dtype for x in present))
     state_dtype = compute_dtype(xp, out_dtype)
     capacity = 0  # JAX log-linear states keep a fixed number of level slots (lsattn.state)

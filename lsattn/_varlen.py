@@ -12,14 +12,22 @@ ordinary causal call that any backend computes, from two facts.
 2. Fenwick levels depend on the positions. A segment of ``n`` tokens placed at a position that is a
    multiple of ``P = 2^ceil(log2 n)`` has the levels of a stream of its own (the low bits of
    ``t - start`` and ``t`` agree, and ``t XOR s < P``). The segments are laid out by decreasing
-   ``P`` (each then starts at a multiple of its own ``P``), with the gap after a segment filled by
-   zero tokens (their outputs are dropped; the next reset cuts them off): at most ``2 T`` tokens.
+   ``P``, each at the first multiple of its own ``P`` after the previous one's end, the gap filled
+   by zero tokens (their outputs are dropped; the next reset cuts them off): under ``2 T`` tokens.
 
 The exp-kernel operators have no positions and no decay: they run as hierarchical exp-kernel
 attention (``loglinear_log_attention``) with zero log level weights (which is exactly causal
 ``log_attention``) and the reset decays, with no gaps. ``exp_kernel_attention`` (values of any sign)
 runs on ``log max(v, 0)`` and ``log max(-v, 0)`` side by side and returns the difference of their
 outputs (``y = y+ - y-``: rounding relative to ``sum w |v| / sum w``, that of any sum).
+
+**Streams** (``state=`` / ``return_state=True``, :func:`streams`). A packed state holds one stream
+per segment: its batch shape gains a trailing ``N`` axis and its ``offset`` is a NumPy int64 array
+of shape ``(N,)``, one position per stream (log-linear level axes: as many slots as the longest
+stream needs, the others' extra slots empty). Streams continued at different offsets do not share
+one packed layout (a segment's Fenwick levels depend on its absolute positions, and aligning each
+to them could pad a short segment to its whole offset), so such a call runs one ordinary call per
+segment, each continuing its own stream.
 
 Index building is vectorised NumPy on the host (the offsets are read once, for validation anyway).
 """
@@ -33,17 +41,15 @@ import numpy as np
 
 from ._validate import _device_or_none, device_of
 from .fenwick import num_levels
+from .state import LEVEL_AXES, State, check_state, level_slots_of, packed_streams, with_level_slots
 
-__all__ = ["check_offsets", "pack"]
+__all__ = ["check_offsets", "pack", "streams"]
 
 
-def check_offsets(cu_seqlens, xp, like, T, causal, state, return_state):
+def check_offsets(cu_seqlens, xp, like, T, causal):
     """The offsets as a host int64 array, after checking them (errors name ``cu_seqlens``)."""
     if not causal:
         raise ValueError("cu_seqlens needs causal=True: packed segments are causal streams")
-    if state is not None or return_state:
-        raise ValueError("cu_seqlens cannot be combined with state= or return_state=True yet: "
-                         "call the operator per segment to stream")
     host = _to_host(cu_seqlens, xp, like)
     if host.dtype == np.bool_ or host.dtype.kind not in "iu":
         raise TypeError(f"cu_seqlens must hold integers, got dtype {host.dtype}")
@@ -108,9 +114,14 @@ def layout(off, aligned):
     else:
         size = _pow2(lens)
         order = np.argsort(-size, kind="stable")
+        # decreasing sizes; a segment's slot is its length rounded up to the NEXT segment's size, so
+        # every start (a sum of multiples of sizes >= its own, all powers of two) is a multiple of its
+        # own size, and the gap after a segment is below the next one's size
+        nxt = np.maximum(np.append(size[order][1:], 1), 1)
+        slot = -(-lens[order] // nxt) * nxt
         start = np.empty(N, dtype=np.int64)
-        start[order] = np.cumsum(size[order]) - size[order]  # decreasing sizes: each a multiple of its own
-        T_pad = int(size.sum())
+        start[order] = np.cumsum(slot) - slot
+        T_pad = int(slot.sum())
     back = start[seg] + rel
     src = np.full(T_pad, T, dtype=np.int64)
     src[back] = np.arange(T, dtype=np.int64)
@@ -226,3 +237,78 @@ def _segment_cum_any(starts, n):
         return c - base > 0
 
     return cum_any
+
+
+# ---- streams: packed calls with state= / return_state=True -----------------------------------------
+
+def streams(call, op, arrays, off, state, return_state, batch):
+    """The packed call with ``state=`` and/or ``return_state=True``: segment ``i`` continues stream
+    ``i`` of ``state`` (a packed state, see the module docstring) or starts a fresh one.
+
+    call: ``(segment inputs, state or None) -> (out, state)``, an ordinary call with
+    ``return_state=True``; arrays: the inputs as given (``op.inputs`` order, None for an omitted one);
+    batch: their broadcast batch axes. Returns ``out`` or ``(out, packed state)``."""
+    N = off.shape[0] - 1
+    olds = [None] * N if state is None else split(state, op, batch, N)
+    outs, news = [], []
+    for i, (s0, s1) in enumerate(zip(off[:-1].tolist(), off[1:].tolist())):
+        seg = [None if x is None else x[..., s0:s1] if role == "tok" else x[..., s0:s1, :]
+               for (_, role), x in zip(op.inputs, arrays)]
+        out, new = call(seg, olds[i])
+        outs.append(out)
+        news.append(new)
+    xp = array_api_compat.array_namespace(outs[0])
+    out = xp.concat(outs, axis=-2) if N > 1 else outs[0]
+    return (out, merge(news, batch)) if return_state else out
+
+
+def split(state, op, batch, N):
+    """The ``N`` per-segment States of a packed ``state`` (checked against ``batch`` and ``N``)."""
+    import dataclasses
+
+    n = packed_streams(state) if isinstance(state, State) else None
+    if n is None:
+        if isinstance(state, State) and state.op == op.name:
+            raise ValueError(f"state holds one stream (offset {state.offset}) but cu_seqlens has {N} segments: pass "
+                             f"the state of a packed call ({op.name}(..., cu_seqlens=..., return_state=True)) with "
+                             f"{N} segments")
+        check_state(state, op.name, None, (), 0, 0, None)  # not a State / another operator's: says so
+    if state.op != op.name:
+        check_state(state, op.name, None, (), 0, 0, None)
+    if n != N:
+        raise ValueError(f"state holds {n} packed streams but cu_seqlens has {N} segments")
+    if tuple(state.batch_shape) != tuple(batch) + (N,):
+        raise ValueError(f"state has batch shape {state.batch_shape} but the inputs have batch axes {tuple(batch)} and "
+                         f"cu_seqlens {N} segments: expected {tuple(batch) + (N,)}")
+    offsets = np.asarray(state.offset).tolist()
+    if any(o < 0 for o in offsets):
+        raise ValueError(f"state.offset must hold offsets >= 0, got {offsets}")
+    axis = len(batch)
+    for name, t in (state.tensors.items() if isinstance(state.tensors, dict) else ()):
+        if not array_api_compat.is_array_api_obj(t) or tuple(t.shape[:axis + 1]) != tuple(batch) + (N,):
+            raise ValueError(f"state tensor {name!r} must have leading axes {tuple(batch) + (N,)} (batch, streams), got "
+                             f"{getattr(t, 'shape', type(t).__name__)}")
+    if op.name in LEVEL_AXES and max(offsets).bit_length() > level_slots_of(state):
+        raise ValueError(f"state tensors have {level_slots_of(state)} level slots, fewer than the "
+                         f"{max(offsets).bit_length()} that offset {max(offsets)} needs")
+    out = []
+    for i, o in enumerate(offsets):
+        one = dataclasses.replace(state, offset=o, batch_shape=tuple(batch),
+                                  tensors={name: t[(slice(None),) * axis + (i, Ellipsis)] for name, t in state.tensors.items()})
+        out.append(with_level_slots(one, o.bit_length()) if op.name in LEVEL_AXES else one)
+    return out
+
+
+def merge(states, batch):
+    """One packed State from per-segment States (batch shape ``batch``): stacked along a new axis
+    after the batch axes, log-linear level axes padded with empty slots to the longest."""
+    import dataclasses
+
+    first = states[0]
+    if first.op in LEVEL_AXES:
+        slots = max(level_slots_of(s) for s in states)
+        states = [with_level_slots(s, slots) for s in states]
+    xp = array_api_compat.array_namespace(*first.tensors.values())
+    tensors = {name: xp.stack([s.tensors[name] for s in states], axis=len(batch)) for name in first.tensors}
+    offset = np.asarray([int(s.offset) for s in states], dtype=np.int64)
+    return dataclasses.replace(first, offset=offset, batch_shape=tuple(batch) + (len(states),), tensors=tensors)

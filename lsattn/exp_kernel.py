@@ -102,7 +102,9 @@ def log_attention(
         Also return the state after these tokens (causal only).
     cu_seqlens : 1-D int array or sequence of ints, optional
         ``[0, n_1, n_1 + n_2, ..., T]``: packed segments along ``T``, each an independent stream
-        (see ``docs/api.md``, "Packed sequences"); causal only, no ``state`` / ``return_state``.
+        (see ``docs/api.md``, "Packed sequences"); causal only. With ``return_state=True`` the
+        state holds one stream per segment (batch shape ``(..., N)``, ``offset`` an int array
+        ``(N,)``); ``state=`` such a state continues each segment's stream.
     backend : str, optional
         Force a backend (see ``lsattn.backends``).
 

@@ -87,8 +87,10 @@ def loglinear_attention(
         Also return the state after these tokens.
     cu_seqlens : 1-D int array or sequence of ints, optional
         ``[0, n_1, n_1 + n_2, ..., T]``: packed segments along ``T``, each an independent stream
-        (positions, Fenwick levels and decays restart; see ``docs/api.md``, "Packed sequences");
-        no ``state`` / ``return_state``.
+        (positions, Fenwick levels and decays restart; see ``docs/api.md``, "Packed sequences").
+        With ``return_state=True`` the state holds one stream per segment (batch shape
+        ``(..., N)``, ``offset`` an int array ``(N,)``); ``state=`` such a state continues each
+        segment's stream.
     backend : str, optional
         Force a backend (see ``lsattn.backends``).
 

@@ -39,11 +39,13 @@ class State:
     ----------
     op : str
         Name of the operator that made it (``"log_attention"``, ``"loglinear_attention"``, ...).
-    offset : int
+    offset : int or NumPy int64 array (N,)
         Tokens seen so far; the absolute position of the next token (under JAX: possibly a 0-d
-        integer array, traced inside ``jit`` / ``lax.scan``).
+        integer array, traced inside ``jit`` / ``lax.scan``). A packed state (a call with
+        ``cu_seqlens`` and ``return_state=True``) holds ``N`` streams, one per segment: its offset
+        is an array of their ``N`` offsets (see :func:`packed_streams`).
     batch_shape : tuple of int
-        Leading batch axes of the inputs.
+        Leading batch axes of the inputs (a packed state: those followed by ``N``).
     d_k, d_v : int
         Key and value head dimensions.
     dtype : dtype
@@ -182,6 +184,17 @@ def static_offset(offset):
         return operator.index(offset)
     except TypeError:
         return offset
+
+
+def packed_streams(state):
+    """``N`` when ``state`` holds ``N`` packed streams (its offset is a 1-D NumPy integer array, one
+    offset per segment of the packed call that made it), else None."""
+    import numpy as np
+
+    o = state.offset
+    if isinstance(o, np.ndarray) and o.ndim == 1 and o.dtype.kind in "iu":
+        return o.shape[0]
+    return None
 
 
 def level_slots_of(state):

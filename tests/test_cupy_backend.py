@@ -471,6 +471,26 @@ def test_twin_loglinear_stream_and_state(T, C, seed, data):
     assert_close(levels, st_api.tensors["levels"], F64, what="levels")
 
 
+@given(lens=st.lists(st.integers(0, 70), min_size=1, max_size=5).filter(sum), C=chunks, seed=seeds)
+@settings(max_examples=10)
+def test_twin_loglinear_packed_segments(lens, C, seed):
+    """``cu_seqlens`` on this backend: the prologue's packed rewrite (``lsattn._varlen.pack``: aligned
+    segments, ``-inf`` decays at their starts) through the host logic and the twin equals the
+    reference on each segment (segments of length 0 and 1 included)."""
+    from lsattn import _varlen
+    from lsattn.loglinear import SPEC
+
+    off = np.array([0, *np.cumsum(lens)])
+    arrays = ll_inputs(seed, (2,), int(off[-1]), 8, 8)
+    run_op, args, finish, _, kw = _varlen.pack(SPEC, np, list(arrays), off, (2,))
+    assert run_op is SPEC and not kw
+    out = finish(cll.compute(Twin(), *args, C, 0, None, False)[0])
+    for s0, s1 in zip(off[:-1], off[1:]):
+        if s1 > s0:
+            seg = [x[..., s0:s1] if x.ndim == 2 else x[..., s0:s1, :] for x in arrays]
+            assert_close(out[..., s0:s1, :], ref.loglinear_attention(*seg), F64, what=f"{lens} C={C}")
+
+
 def test_twin_loglinear_long_offsets():
     """Offsets far from zero (many Fenwick levels in the state, chunk levels beyond the call)."""
     T = 700
@@ -629,6 +649,34 @@ def test_gpu_loglinear_strong_decays_and_resets(T, C, dtype, seed, data):
     out = np.concatenate(outs, axis=-2)
     assert np.isfinite(out).all()
     assert_close(out, expected, {"float32": 1e-5, "float64": F64, "bfloat16": BF16}[dtype], what=f"T={T} C={C} cuts={cuts}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gpu_loglinear_packed_segments(dtype):
+    """``cu_seqlens`` on CUDA torch tensors: the automatic choice is this backend, and the packed call
+    equals the reference on each segment (bfloat16: on the rounded inputs); exp_kernel_attention is
+    refused when forced (its rewrite needs loglinear_log_attention)."""
+    _gpu_ready()
+    torch = pytest.importorskip("torch")
+    lens = [100, 0, 1, 257, 64, 3]
+    off = np.array([0, *np.cumsum(lens)])
+    arrays = ll_inputs(0, (2,), int(off[-1]), 16, 16)
+    dev = [torch.as_tensor(x, device="cuda").to(getattr(torch, dtype)) for x in arrays]
+    seen = [x.double().cpu().numpy() for x in dev]
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(dev[0])
+    assert lsattn.backends.resolve("loglinear_attention", xp, dev[0], varlen=True).name == "cupy"
+    out = lsattn.loglinear_attention(*dev, cu_seqlens=torch.as_tensor(off, device="cuda"))
+    assert out.dtype == dev[0].dtype
+    out = out.double().cpu().numpy()
+    for s0, s1 in zip(off[:-1], off[1:]):
+        if s1 > s0:
+            seg = [x[..., s0:s1] if x.ndim == 2 else x[..., s0:s1, :] for x in seen]
+            assert_close(out[..., s0:s1, :], ref.loglinear_attention(*seg), {"float32": 1e-5, "bfloat16": BF16}[dtype])
+    with pytest.raises(ValueError, match="does not compute packed segments"):
+        lsattn.exp_kernel_attention(*dev[:3], cu_seqlens=off.tolist(), backend="cupy")
 
 
 @pytest.mark.gpu

@@ -5,7 +5,10 @@
   eager namespaces (array API path) and the numba backend, ``cu_seqlens`` as a list or an array.
 - The packed stream the prologue builds (``lsattn._varlen.layout``) is at most ``2 T`` tokens,
   each segment starting at a multiple of its power-of-two size (its own Fenwick levels).
-- Bad offsets, ``causal=False``, ``state=``, another namespace: errors naming ``cu_seqlens``;
+- Streams: with ``return_state=True`` the state holds one stream per segment (offsets ``(N,)``) and
+  ``state=`` continues each segment's own stream: equal to the reference on each whole stream.
+- Bad offsets, ``causal=False``, another namespace: errors naming ``cu_seqlens``; packed states
+  with the wrong number of segments, without ``cu_seqlens``, in the stepper: errors naming ``state``;
   backends that do not compute packed segments are refused when forced, skipped when automatic.
 - Batch axes broadcast like matmul (grouped-query heads): equal to the call on materialised copies.
 """
@@ -18,6 +21,7 @@ from hypothesis import strategies as st
 
 import lsattn
 from lsattn import _varlen, backends
+from lsattn.state import LEVEL_AXES
 
 from helpers import TOL, assert_close, on, to_numpy, traced_peak
 
@@ -142,6 +146,124 @@ def test_torch_gradients_equal_per_segment(op):
         assert_close(g, g_ref, 1e-12, what=f"d/d{name}")
 
 
+# ---- streams: state= / return_state=True ------------------------------------------------------------
+
+def _cat(op, a, b):
+    """Inputs ``a`` then ``b`` along the token axis."""
+    return [np.concatenate([x, y], axis=-1 if i in _tok_axes(op) else -2) for i, (x, y) in enumerate(zip(a, b))]
+
+
+def _tok_axes(op):
+    return {"loglinear_attention": (3,), "loglinear_gated_delta": (3, 4), "loglinear_log_attention": (4,)}.get(op, ())
+
+
+def _check_streams(xp, op, lens, cuts, batch, seed, backend, tol=TOL["float64"] * 10):
+    """Streams of ``lens`` tokens split at ``cuts``: one packed call over the first parts with
+    ``return_state=True``, one over the second parts with ``state=``; each stream's outputs equal
+    the reference on the whole stream, and the same backend's per-segment calls."""
+    first = [min(c, n) for c, n in zip(cuts, lens)]
+    second = [n - c for c, n in zip(first, lens)]
+    off1, off2 = ([0, *np.cumsum(p).tolist()] for p in (first, second))
+    L = lsattn.num_levels(max(max(lens), 1))
+    a1, a2 = inputs(op, batch, off1[-1], seed=seed, L=L), inputs(op, batch, off2[-1], seed=seed + 1, L=L)
+    f = getattr(lsattn, op)
+    out1, st1 = call(f, op, on(xp, a1), cu_seqlens=off1, return_state=True, backend=backend)
+    N = len(lens)
+    assert st1.batch_shape == batch + (N,) and st1.offset.tolist() == first
+    out2, st2 = call(f, op, on(xp, a2), cu_seqlens=off2, state=st1, return_state=True, backend=backend)
+    assert st2.offset.tolist() == lens
+    out1, out2 = to_numpy(out1), to_numpy(out2)
+    for i in range(N):
+        whole = _cat(op, tokens(op, a1, off1[i], off1[i + 1]), tokens(op, a2, off2[i], off2[i + 1]))
+        if lens[i] == 0:
+            continue
+        ref = to_numpy(call(getattr(lsattn.reference, op), op, whole))
+        got = np.concatenate([out1[..., off1[i]:off1[i + 1], :], out2[..., off2[i]:off2[i + 1], :]], axis=-2)
+        assert_close(got, ref, tol, what=f"{op} stream {i} of {lens} cut at {first}")
+        one, st_one = call(f, op, on(xp, whole), return_state=True, backend=backend)
+        for name, t in st_one.tensors.items():  # the stream's own state (its first level slots)
+            t2 = to_numpy(st2.tensors[name])[(slice(None),) * len(batch) + (i,)]
+            ax = LEVEL_AXES.get(op, {}).get(name)
+            if ax is not None:
+                t2 = np.take(t2, np.arange(t.shape[ax]), axis=ax)
+            assert_close(t2, t, tol, what=f"{op} state {name}")
+
+
+streams_lens = st.lists(st.integers(0, 9), min_size=1, max_size=4)
+
+
+@settings(max_examples=6)
+@given(op=st.sampled_from(OPS), lens=streams_lens, cuts=st.lists(st.integers(0, 9), min_size=4, max_size=4),
+       batch=batches, seed=st.integers(0, 2**16))
+def test_streams_continue_per_segment(xp_eager, op, lens, cuts, batch, seed):
+    _check_streams(xp_eager, op, lens, cuts, batch, seed, "array_api")
+
+
+@settings(max_examples=10)
+@given(op=st.sampled_from(OPS), lens=streams_lens, cuts=st.lists(st.integers(0, 9), min_size=4, max_size=4),
+       batch=batches, seed=st.integers(0, 2**16))
+def test_streams_continue_per_segment_numba(op, lens, cuts, batch, seed):
+    pytest.importorskip("numba")
+    _check_streams(np, op, lens, cuts, batch, seed, "numba")
+
+
+def test_streams_decode_one_token_per_segment():
+    """Decoding a batch of streams of different lengths: a packed prefill with ``return_state=True``,
+    then packed calls of one token per segment (``cu_seqlens = range(N + 1)``) with ``state=``."""
+    op, lens = "loglinear_attention", [7, 1, 12]
+    off = [0, *np.cumsum(lens).tolist()]
+    prompt = inputs(op, (2,), off[-1], L=5)
+    _, st_ = lsattn.loglinear_attention(*prompt, cu_seqlens=off, return_state=True)
+    steps = [inputs(op, (2,), 3, seed=10 + j, L=5) for j in range(4)]
+    outs = []
+    for x in steps:
+        o, st_ = lsattn.loglinear_attention(*x, cu_seqlens=[0, 1, 2, 3], state=st_, return_state=True)
+        outs.append(o)
+    assert st_.offset.tolist() == [n + 4 for n in lens]
+    for i in range(3):
+        whole = tokens(op, prompt, off[i], off[i + 1])
+        for x in steps:
+            whole = _cat(op, whole, tokens(op, x, i, i + 1))
+        ref = lsattn.reference.loglinear_attention(*whole)[:, lens[i]:]
+        assert_close(np.concatenate([o[:, i:i + 1] for o in outs], axis=-2), ref, TOL["float64"] * 10)
+
+
+def test_streams_jax_and_dask(xp_jax):
+    """JAX (fixed-capacity level slots) and Dask streams continue per segment like NumPy's."""
+    _check_streams(xp_jax, "loglinear_attention", [2, 3], [1, 3], (), 0, "array_api")
+    da = pytest.importorskip("dask.array")
+    op = "loglinear_attention"
+    arrays = inputs(op, (2,), 9)
+    out, st_ = lsattn.loglinear_attention(*[da.from_array(x) for x in arrays], cu_seqlens=[0, 6, 9], return_state=True)
+    ref, st_ref = lsattn.loglinear_attention(*arrays, cu_seqlens=[0, 6, 9], return_state=True)
+    assert_close(to_numpy(out), ref, TOL["float64"] * 10)
+    assert_close(np.asarray(st_.tensors["levels"]), st_ref.tensors["levels"], TOL["float64"] * 10)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_packed_state_errors_name_state(op):
+    f = getattr(lsattn, op)
+    arrays = inputs(op, (2,), 6)
+    _, packed = call(f, op, arrays, cu_seqlens=[0, 2, 6], return_state=True)
+    assert packed.offset.tolist() == [2, 4] and packed.batch_shape == (2, 2)
+    with pytest.raises(ValueError, match="state holds 2 packed streams but cu_seqlens has 3 segments"):
+        call(f, op, arrays, cu_seqlens=[0, 2, 3, 6], state=packed)
+    with pytest.raises(ValueError, match=r"state holds 2 packed streams .*cu_seqlens of 2 segments"):
+        call(f, op, arrays, state=packed)
+    with pytest.raises(ValueError, match="state has batch shape"):
+        call(f, op, [x[:1] for x in arrays], cu_seqlens=[0, 2, 6], state=packed)
+    with pytest.raises(ValueError, match="state holds 2 packed streams"):
+        lsattn.stepper(op, packed, max_tokens=20)
+    other = "log_attention" if op != "log_attention" else "exp_kernel_attention"
+    _, wrong = call(getattr(lsattn, other), other, inputs(other, (2,), 6), cu_seqlens=[0, 2, 6], return_state=True)
+    with pytest.raises(ValueError, match=f"state was made by {other}"):
+        call(f, op, arrays, cu_seqlens=[0, 2, 6], state=wrong)
+    before = {n: t.copy() for n, t in packed.tensors.items()}
+    call(f, op, arrays, cu_seqlens=[0, 2, 6], state=packed)
+    for n, t in packed.tensors.items():
+        np.testing.assert_array_equal(t, before[n])
+
+
 # ---- bad input, backends ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("op", OPS)
@@ -156,10 +278,8 @@ def test_bad_offsets_name_cu_seqlens(op):
         with pytest.raises(exc, match=msg) as info:
             call(f, op, arrays, cu_seqlens=bad)
         assert str(info.value).startswith("cu_seqlens"), info.value
-    with pytest.raises(ValueError, match="cu_seqlens .*state"):
-        call(f, op, arrays, cu_seqlens=[0, 6], return_state=True)
     st0 = call(f, op, arrays, return_state=True)[1]
-    with pytest.raises(ValueError, match="cu_seqlens .*state"):
+    with pytest.raises(ValueError, match="state holds one stream .* cu_seqlens has 1 segments"):
         call(f, op, arrays, cu_seqlens=[0, 6], state=st0)
     if op in ("log_attention", "exp_kernel_attention"):
         with pytest.raises(ValueError, match="cu_seqlens needs causal=True"):
@@ -174,9 +294,11 @@ def test_offsets_of_another_namespace():
 
 
 def test_backends_that_do_not_serve_packed_segments():
-    """GPU backends and dask list no ``varlen_ops`` (the automatic choice takes another one); forced: refused."""
-    for name in ("cupy", "numba_cuda", "dask"):
+    """numba_cuda and dask list no ``varlen_ops``, cupy loglinear_attention only (the automatic choice
+    takes another backend); forced: refused."""
+    for name in ("numba_cuda", "dask"):
         assert not backends.get(name).varlen_ops
+    assert backends.get("cupy").varlen_ops == {"loglinear_attention"}
     assert backends.get("array_api").varlen_ops == frozenset(OPS)
     arrays = inputs("log_attention", (2,), 6)
     b = backends.resolve("log_attention", np, arrays[0], varlen=True)
@@ -249,6 +371,27 @@ def test_broadcast_input_not_copied_by_the_prologue():
         assert peak < peak_full + copy / 4, (op, peak, peak_full, copy)
 
 
+@pytest.mark.parametrize("op", OPS)
+def test_numba_reads_broadcast_inputs_without_copies(op):
+    """Grouped-query heads (G = 1, r = 16) on the numba backend: every input but the values shared
+    by the 16 heads (a size-1 head axis). The kernels read the shared rows (``numba_cpu._inputs``):
+    the call's peak NumPy memory (kernel scratch included) exceeds that of the call on copies made
+    beforehand by less than a quarter of those copies of q and k (a copy in the call would add all
+    of it), and the output equals that call's."""
+    pytest.importorskip("numba")
+    T, d, r = 256, 32, 16
+    arrays = inputs(op, (1, 1), T, dk=d, dv=4, L=lsattn.num_levels(T))
+    arrays[2] = np.random.default_rng(2).standard_normal((1, r, T, 4))
+    full = [np.broadcast_to(x, (1, r) + x.shape[2:]).copy() for x in arrays]
+    copy = 2 * r * T * d * 8
+    f = getattr(lsattn, op)
+    call(f, op, arrays, backend="numba")  # compiles
+    out, peak = traced_peak(lambda: call(f, op, arrays, backend="numba"))
+    ref, peak_full = traced_peak(lambda: call(f, op, full, backend="numba"))
+    assert_close(out, ref, 0.0, what=op)
+    assert peak < peak_full + copy / 4, (op, peak, peak_full, copy)
+
+
 @pytest.mark.parametrize("backend", ["array_api", "numba"])
 @pytest.mark.parametrize("op", OPS)
 def test_poison_stays_in_its_segment(op, backend):
@@ -303,3 +446,21 @@ def test_jax_jit_with_static_offsets():
     assert_close(f(*(jnp.asarray(x, dtype=jnp.float32) for x in arrays)), ref, TOL["float32"])
     with pytest.raises(TypeError, match="cu_seqlens must be concrete"):
         jax.jit(lambda q, c: lsattn.log_attention(q, q, q, cu_seqlens=c))(jnp.zeros((12, 2)), jnp.asarray(off))
+
+
+def test_gpu_benchmark_smoke(tmp_path):
+    """``benchmarks/bench_varlen_gpu.py --smoke``: every code path of the GPU benchmark on the CPU
+    (tiny sizes), so that the one GPU run does not fail on a typo; its packed call equals the loop."""
+    pytest.importorskip("torch")
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_varlen_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_varlen_gpu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--smoke", "--out", str(tmp_path)])
+    assert (tmp_path / "varlen_gpu.json").exists() and (tmp_path / "varlen_gpu.md").exists()
+    assert res["rows"]["packed"]["packed_vs_loop_rel_err"] < 1e-5
+    assert res["rows"]["memory"]["shared_peak_bytes"] < res["rows"]["memory"]["materialised_peak_bytes"] + \
+        res["rows"]["memory"]["copy_bytes_of_q_k"] / 4

@@ -92,13 +92,14 @@ def _part_starts(nch, P):
 
 
 @numba.njit(**_JIT)
-def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, parts, out, m1, n1, S1, z1):
+def ek_chunked(q, k, vals, rows, m0, n0, S0, z0, log_values, lo, C, parts, out, m1, n1, S1, z1):
     """Causal exp-kernel attention in chunks of C tokens. q, k (B, T, d_k); vals (B, T, d_v) (log
     values when log_values); incoming state m0 (B, d_k), n0 (B, d_v) (unused unless log_values),
     S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; parts: parallel parts of each
     sequence (see :func:`parts`). Writes out (B, T, d_v) and the final state into m1, n1, S1, z1
     (the array-API layout)."""
-    B, T, dk = q.shape
+    T, dk = q.shape[1:]
+    B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     dv = vals.shape[2]
     nch = (T + C - 1) // C
     wt = q.dtype
@@ -132,9 +133,9 @@ def ek_chunked(q, k, vals, m0, n0, S0, z0, log_values, lo, C, parts, out, m1, n1
         for c in range(start[j + 1]):
             t0 = c * C
             L = min(T, t0 + C) - t0
-            _summarise(k[b], vals[b], t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
+            _summarise(k[rows[1, b]], vals[rows[2, b]], t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
             if c >= start[j]:  # this part's chunks; the earlier ones only move the state
-                _read(q[b], k[b], vals[b], t0, L, ms, ns, Ss, mc, nc, E, SV, bound, log_values, lo, out[b])
+                _read(q[rows[0, b]], k[rows[1, b]], vals[rows[2, b]], t0, L, ms, ns, Ss, mc, nc, E, SV, bound, log_values, lo, out[b])
             _merge(ms, ns, Ss, mc, nc, Sc)
         if j == P - 1:  # the state after the last chunk, in the array-API layout
             for i in range(dk):
@@ -396,14 +397,15 @@ LL_GROUP_LOG2 = 2
 
 
 @numba.njit(**_JIT)
-def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, split, out, levels1):
+def ll_chunked(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated, C, split, out, levels1):
     """Log-linear Gated DeltaNet (gated) or Mamba-2, arguments as ``_numba_kernels.loglinear_scan``
     plus C, the chunk size (a power of two), and split: parallel loops over batch x chunks (for a
     batch smaller than the thread count, see :func:`parts`) or one over the batch. q, k (B, T, d_k);
     v (B, T, d_v); log_decay, beta (B, T); lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0
     (B, bit_length(p), d_k, d_v). Writes out (B, T, d_v) and, when levels1 has a slot axis, the
     final levels (B, bit_length(p + T), d_k, d_v)."""
-    B, T, dk = q.shape
+    T, dk = q.shape[1:]
+    B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     dv = v.shape[2]
     g = 0
     while (1 << g) < C:
@@ -421,7 +423,7 @@ def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, split,
                         S[b, j, a, c] = levels0[b, j, a, c]
         o, kS = np.empty(dv), np.empty(dv)
         for i in range(head):
-            _token(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], p, i, gated, S[b], D[b], o, kS, out[b])
+            _token(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], p, i, gated, S[b], D[b], o, kS, out[b])
         for j in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
             f = math.exp(D[b, j])
             for a in range(dk):
@@ -442,15 +444,15 @@ def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, split,
             n = _group_len(p + head, c0, nch, C, h)
             for task in prange(B * n):
                 b, c = task // n, task % n
-                _ll_forms(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], head + (c0 + c) * C, gated, Qe[b, c],
+                _ll_forms(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], head + (c0 + c) * C, gated, Qe[b, c],
                           Pt[b, c], H[b, c], Ob[b, c])
             for b in prange(B):
                 _group_chain(Pt[b], E[b], n, gated)
             for task in prange(B * n):
                 b, c = task // n, task % n
-                _group_high(lam[b], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
+                _group_high(lam[rows[5, b]], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
             for b in prange(B):
-                _group_low(lam[b], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
+                _group_low(lam[rows[5, b]], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
             c0 += n
     else:  # one parallel loop over the batch (one barrier per call: robust when a core is busy)
         for b in prange(B):
@@ -458,19 +460,19 @@ def ll_chunked(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, split,
             while c0 < nch:
                 n = _group_len(p + head, c0, nch, C, h)
                 for c in range(n):
-                    _ll_forms(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], head + (c0 + c) * C, gated, Qe[b, c],
+                    _ll_forms(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], head + (c0 + c) * C, gated, Qe[b, c],
                               Pt[b, c], H[b, c], Ob[b, c])
                 _group_chain(Pt[b], E[b], n, gated)
                 for c in range(n):
-                    _group_high(lam[b], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
-                _group_low(lam[b], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
+                    _group_high(lam[rows[5, b]], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
+                _group_low(lam[rows[5, b]], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
                 c0 += n
     L1 = levels1.shape[1]
     end = p + T
     for b in prange(B):  # the tokens after the last aligned chunk, the levels layout
         o, kS = np.empty(dv), np.empty(dv)
         for i in range(tail, T):
-            _token(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], p, i, gated, S[b], D[b], o, kS, out[b])
+            _token(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], p, i, gated, S[b], D[b], o, kS, out[b])
         for j in range(L1):
             f = math.exp(D[b, j]) if (end >> j) & 1 else 0.0
             for a in range(dk):

@@ -32,11 +32,12 @@ _JIT = dict(parallel=True, cache=True, nogil=True)
 #   num_j = sum_i A_i S_ij, den = sum_i A_i z_i (>= 1 once a key is in), y_j = num_j / den.
 
 @numba.njit(**_JIT)
-def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1, z1):
+def ek_causal(q, k, vals, rows, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1, z1):
     """Causal scan. q, k (B, T, d_k); vals (B, T, d_v); state in m0, n0, S0, z0 (n unused unless
     log_values); reset (T,) uint8 or empty: the stream restarts (empty state) at tokens where it is
     set (packed segments); writes out (B, T, d_v) and the final state into m1, n1, S1, z1."""
-    B, T, dk = q.shape
+    T, dk = q.shape[1:]
+    B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     dv = vals.shape[2]
     for b in prange(B):
         m = m0[b].astype(np.float64)  # float64 working state for every input dtype
@@ -56,7 +57,7 @@ def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1
                 z[:] = 0.0
             # key t joins the state; a new per-feature maximum rescales that row (factor <= 1)
             for i in range(dk):
-                ki = k[b, t, i]
+                ki = k[rows[1, b], t, i]
                 if ki > m[i]:
                     f[i] = math.exp(m[i] - ki)
                     e[i] = 1.0
@@ -66,7 +67,7 @@ def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1
                     e[i] = math.exp(ki - m[i])
             if log_values:
                 for j in range(dv):
-                    lv = max(vals[b, t, j], lo)  # log v = -inf: the finite stand-in
+                    lv = max(vals[rows[2, b], t, j], lo)  # log v = -inf: the finite stand-in
                     if lv > n[j]:
                         g[j] = math.exp(n[j] - lv)
                         ev[j] = 1.0
@@ -74,13 +75,13 @@ def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1
                     else:
                         g[j] = 1.0
                         ev[j] = math.exp(lv - n[j])
-            r = q[b, t, 0] + m[0]
+            r = q[rows[0, b], t, 0] + m[0]
             for i in range(1, dk):
-                r = max(r, q[b, t, i] + m[i])
+                r = max(r, q[rows[0, b], t, i] + m[i])
             den = 0.0
             num[:] = 0.0
             for i in range(dk):
-                a = math.exp(q[b, t, i] + m[i] - r)
+                a = math.exp(q[rows[0, b], t, i] + m[i] - r)
                 z[i] = z[i] * f[i] + e[i]
                 den += a * z[i]
                 fi, ei = f[i], e[i]
@@ -91,7 +92,7 @@ def ek_causal(q, k, vals, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1
                         num[j] += a * s
                 else:
                     for j in range(dv):
-                        s = S[i, j] * fi + ei * vals[b, t, j]
+                        s = S[i, j] * fi + ei * vals[rows[2, b], t, j]
                         S[i, j] = s
                         num[j] += a * s
             _ek_finish(num, den, n, log_values, lo, out[b, t])
@@ -115,44 +116,45 @@ def _ek_finish(num, den, n, log_values, lo, dst):
 
 
 @numba.njit(**_JIT)
-def ek_full(q, k, vals, log_values, lo, out):
+def ek_full(q, k, vals, rows, log_values, lo, out):
     """Non-causal: every query reads the summary of all keys. q (B, Tq, d_k), k (B, Tk, d_k),
     vals (B, Tk, d_v) -> out (B, Tq, d_v)."""
-    B, Tq, dk = q.shape
+    Tq, dk = q.shape[1:]
+    B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     Tk = k.shape[1]
     dv = vals.shape[2]
     for b in prange(B):
         m = np.empty(dk, np.float64)
         n = np.zeros(dv, np.float64)
         for i in range(dk):
-            m[i] = k[b, 0, i]
+            m[i] = k[rows[1, b], 0, i]
             for s in range(1, Tk):
-                m[i] = max(m[i], k[b, s, i])
+                m[i] = max(m[i], k[rows[1, b], s, i])
         if log_values:
             for j in range(dv):
-                n[j] = max(vals[b, 0, j], lo)
+                n[j] = max(vals[rows[2, b], 0, j], lo)
                 for s in range(1, Tk):
-                    n[j] = max(n[j], vals[b, s, j])
+                    n[j] = max(n[j], vals[rows[2, b], s, j])
         S = np.zeros((dk, dv), np.float64)
         z = np.zeros(dk, np.float64)
         ev = np.empty(dv, np.float64)
         for s in range(Tk):
             for j in range(dv):
-                ev[j] = math.exp(max(vals[b, s, j], lo) - n[j]) if log_values else vals[b, s, j]
+                ev[j] = math.exp(max(vals[rows[2, b], s, j], lo) - n[j]) if log_values else vals[rows[2, b], s, j]
             for i in range(dk):
-                e = math.exp(k[b, s, i] - m[i])
+                e = math.exp(k[rows[1, b], s, i] - m[i])
                 z[i] += e
                 for j in range(dv):
                     S[i, j] += e * ev[j]
         num = np.empty(dv, np.float64)
         for t in range(Tq):
-            r = q[b, t, 0] + m[0]
+            r = q[rows[0, b], t, 0] + m[0]
             for i in range(1, dk):
-                r = max(r, q[b, t, i] + m[i])
+                r = max(r, q[rows[0, b], t, i] + m[i])
             den = 0.0
             num[:] = 0.0
             for i in range(dk):
-                a = math.exp(q[b, t, i] + m[i] - r)
+                a = math.exp(q[rows[0, b], t, i] + m[i] - r)
                 den += a * z[i]
                 for j in range(dv):
                     num[j] += a * S[i, j]
@@ -178,7 +180,7 @@ BLOCK = 16
 
 
 @numba.njit(**_JIT)
-def loglinear_scan(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, out, levels1):
+def loglinear_scan(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated, out, levels1):
     """q, k (B, T, d_k); v (B, T, d_v); log_decay, beta (B, T) (beta unused unless gated);
     lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0 (B, bit_length(p), d_k, d_v) in the
     ``levels`` layout (slot j decayed to p - 1). Writes out (B, T, d_v) and, when levels1 has a slot
@@ -186,7 +188,8 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, out, 
 
     Mamba-2 (not gated) runs whole aligned blocks of BLOCK tokens at once (:func:`_mamba_block`)
     and the tokens before the first / after the last whole block one by one (:func:`_token`)."""
-    B, T, dk = q.shape
+    T, dk = q.shape[1:]
+    B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     dv = v.shape[2]
     L1 = levels1.shape[1]
     G = BLOCK
@@ -216,10 +219,10 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, out, 
         i = 0
         while i < T:
             if not gated and (p + i) % G == 0 and i + G <= T:
-                _mamba_block(q[b], k[b], v[b], log_decay[b], lam[b], p, i, S, D, lev, acc, cum, P, kT, Wq, out[b])
+                _mamba_block(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], lam[rows[5, b]], p, i, S, D, lev, acc, cum, P, kT, Wq, out[b])
                 i += G
             else:
-                _token(q[b], k[b], v[b], log_decay[b], beta[b], lam[b], p, i, gated, S, D, o, kS, out[b])
+                _token(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], p, i, gated, S, D, o, kS, out[b])
                 i += 1
         end = p + T
         for j in range(L1):  # the levels layout: every slot decayed to p + T - 1, zeros where empty
@@ -390,12 +393,13 @@ def _mamba_block(q, k, v, log_decay, lam, p, i0, S, D, lev, acc, cum, P, kT, Wq,
 # per-feature / per-column maxima (every factor <= 1).
 
 @numba.njit(**_JIT)
-def hier_scan(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, n1, S1, z1):
+def hier_scan(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, n1, S1, z1):
     """q, k (B, T, d_k); lv (B, T, d_v) log values; lw (B, T, L) log level weights; a (B, T) log decay;
     state slots m0 (B, bit_length(p), d_k), n0 (.., d_v), S0 (.., d_k, d_v), z0 (.., d_k) in the
     array-API layout (keys decayed to p - 1); lo: the finite "minus infinity"; alo: the decay clamp
     lo / (4 (p + T)). Writes out (B, T, d_v) (log y) and, when m1 has a slot axis, the final slots."""
-    B, T, dk = q.shape
+    T, dk = q.shape[1:]
+    B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     dv = lv.shape[2]
     L1 = m1.shape[1]
     for b in prange(B):
@@ -421,32 +425,32 @@ def hier_scan(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, n1, S1
         ev = np.empty(dv, np.float64)
         for i in range(T):
             t = p + i
-            at = max(np.float64(a[b, i]), alo)
+            at = max(np.float64(a[rows[4, b], i]), alo)
             # the token itself: w(t, t) = exp(lw[t, 0]) sum_i exp(q_i + k_i)
-            r0 = np.float64(q[b, i, 0]) + k[b, i, 0]
+            r0 = np.float64(q[rows[0, b], i, 0]) + k[rows[1, b], i, 0]
             for i2 in range(1, dk):
-                r0 = max(r0, np.float64(q[b, i, i2]) + k[b, i, i2])
+                r0 = max(r0, np.float64(q[rows[0, b], i, i2]) + k[rows[1, b], i, i2])
             den0 = 0.0
             for i2 in range(dk):
-                den0 += math.exp(np.float64(q[b, i, i2]) + k[b, i, i2] - r0)
-            R = r0 + max(np.float64(lw[b, i, 0]), lo)
+                den0 += math.exp(np.float64(q[rows[0, b], i, i2]) + k[rows[1, b], i, i2] - r0)
+            R = r0 + max(np.float64(lw[rows[3, b], i, 0]), lo)
             Den = den0
             ld0 = R + math.log(den0)
             for c in range(dv):
-                U[c] = ld0 + max(np.float64(lv[b, i, c]), lo)
+                U[c] = ld0 + max(np.float64(lv[rows[2, b], i, c]), lo)
                 Num[c] = 1.0
             u, j = t, 0
             while u > 0:  # occupied slots: the set bits of t
                 if u & 1:
                     D[j] += at
-                    off = max(np.float64(lw[b, i, j + 1]), lo) + D[j]
-                    r = np.float64(q[b, i, 0]) + m[j, 0]
+                    off = max(np.float64(lw[rows[3, b], i, j + 1]), lo) + D[j]
+                    r = np.float64(q[rows[0, b], i, 0]) + m[j, 0]
                     for i2 in range(1, dk):
-                        r = max(r, q[b, i, i2] + m[j, i2])
+                        r = max(r, q[rows[0, b], i, i2] + m[j, i2])
                     den = 0.0
                     num[:] = 0.0
                     for i2 in range(dk):
-                        A_ = math.exp(q[b, i, i2] + m[j, i2] - r)
+                        A_ = math.exp(q[rows[0, b], i, i2] + m[j, i2] - r)
                         den += A_ * z[j, i2]
                         for c in range(dv):
                             num[c] += A_ * S[j, i2, c]
@@ -476,13 +480,13 @@ def hier_scan(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, n1, S1
                 u >>= 1
                 zt += 1
             for i2 in range(dk):
-                mx = np.float64(k[b, i, i2])
+                mx = np.float64(k[rows[1, b], i, i2])
                 for j in range(zt):
                     mx = max(mx, m[j, i2] + D[j])
                 m[zt, i2] = mx
-                ek[i2] = math.exp(k[b, i, i2] - mx)
+                ek[i2] = math.exp(k[rows[1, b], i, i2] - mx)
             for c in range(dv):
-                lvc = max(np.float64(lv[b, i, c]), lo)
+                lvc = max(np.float64(lv[rows[2, b], i, c]), lo)
                 mx = lvc
                 for j in range(zt):
                     mx = max(mx, n[j, c])

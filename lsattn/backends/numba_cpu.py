@@ -53,7 +53,7 @@ OPS = {
 }
 
 #: every operator with ``cu_seqlens`` (``lsattn._varlen``: one call over the reset-separated
-#: segments) and with broadcast batch views (``_flat`` copies a view it cannot reshape)
+#: segments) and with broadcast batch views (``_inputs``: the kernels read shared rows, no copies)
 VARLEN_OPS = BROADCAST_OPS = tuple(OPS)
 #: operators whose implementation restarts its stream itself (``resets=``): the exp-kernel scan
 RESET_OPS = ("log_attention", "exp_kernel_attention")
@@ -116,6 +116,25 @@ def _flat(x, tail):
     return _ro(np.ascontiguousarray(x.reshape((math.prod(lead),) + tuple(x.shape[x.ndim - tail:]))))
 
 
+def _inputs(*xs):
+    """A kernel's per-batch inputs ``(x, tail)`` (each ``(..., *tail)``, the same batch axes) as
+    ``(bases, rows)``: ``bases[i]`` read-only C-contiguous ``(B_i, *tail)`` and ``rows`` ``(len(xs), B)``
+    int64, batch element ``b`` of input ``i`` being ``bases[i][rows[i, b]]``. A broadcast input (stride
+    0 along a stretched batch axis: q, k shared by grouped-query heads) keeps its distinct rows
+    only: the kernels read shared rows, no broadcast copy is made (one specialisation for all)."""
+    batch = xs[0][0].shape[: xs[0][0].ndim - xs[0][1]]
+    rows = np.empty((len(xs), math.prod(batch)), np.int64)
+    bases = []
+    for i, (x, tail) in enumerate(xs):
+        lead = x.shape[: x.ndim - tail]
+        keep = tuple(slice(0, 1) if st == 0 and n > 1 else slice(None) for st, n in zip(x.strides, lead))
+        base = x[keep]  # the distinct rows (a view)
+        blead = base.shape[: len(lead)]
+        rows[i] = np.broadcast_to(np.arange(math.prod(blead)).reshape(blead), lead).reshape(-1)
+        bases.append(_flat(base, tail))
+    return bases, _ro(rows)
+
+
 def _ro(x):
     """A read-only view of ``x``. Every array a kernel only reads is passed read-only, so each kernel
     compiles one specialisation per dtype: Numba types read-only arrays apart, and a read-only input
@@ -160,11 +179,11 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, resets=
     K = _kernels()
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], vals.shape[-1]
     dt, lo = q.dtype, _minus_inf(np, q.dtype)
-    qf, kf, vf = _flat(q, 2), _flat(k, 2), _flat(vals, 2)
-    B = qf.shape[0]
+    (qf, kf, vf), rows = _inputs((q, 2), (k, 2), (vals, 2))
+    B = rows.shape[1]
     out = np.empty((B, Tq, d_v), dt)
     if not causal:
-        K.ek_full(qf, kf, vf, log_values, lo, out)
+        K.ek_full(qf, kf, vf, rows, log_values, lo, out)
         return out.reshape(batch + (Tq, d_v)), None
     if state is None:
         m0, n0 = _ro(np.full((B, d_k), lo, dt)), _ro(np.full((B, d_v), lo, dt))
@@ -178,10 +197,10 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, resets=
     if resets is None and Tq >= (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():
         KC = _chunked()
         C = chunk_size or KC.chunk_for(d_k, d_v)
-        KC.ek_chunked(qf, kf, vf, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
+        KC.ek_chunked(qf, kf, vf, rows, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
     else:
         reset = _ro(np.zeros(0, np.uint8) if resets is None else np.ascontiguousarray(resets, dtype=np.uint8))
-        K.ek_causal(qf, kf, vf, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1, z1)
+        K.ek_causal(qf, kf, vf, rows, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1, z1)
     out = out.reshape(batch + (Tq, d_v))
     if not return_state:
         return out, None
@@ -227,11 +246,9 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
             state = State(op, 0, batch, d_k, d_v, dt, {"levels": np.zeros(batch + (0, d_k, d_v), dt)})
         return out, state
     K = _kernels()
-    qf, kf, vf = _flat(q, 2), _flat(k, 2), _flat(v, 2)
-    B = qf.shape[0]
-    af = _flat(log_decay, 1)
-    bf = _flat(beta, 1) if beta is not None else af  # unused when not gated
-    lf = _flat(level_weights, 2)
+    (qf, kf, vf, af, bf, lf), rows = _inputs((q, 2), (k, 2), (v, 2), (log_decay, 1),
+                                             (log_decay if beta is None else beta, 1), (level_weights, 2))
+    B = rows.shape[1]  # bf: unused when not gated
     if p == 0:
         lev0 = _ro(np.zeros((B, 0, d_k, d_v), dt))
     else:
@@ -242,10 +259,10 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
     if T >= (kernel_chunk or LL_CHUNKED_MIN_T[op]) and _has_blas():
         KC = _chunked()
         C = kernel_chunk or KC.ll_chunk_for(d_k, d_v)
-        KC.ll_chunked(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, C, KC.parts(B) > 1, out,
+        KC.ll_chunked(qf, kf, vf, af, bf, lf, rows, p, max(1, n_new), lev0, beta is not None, C, KC.parts(B) > 1, out,
                       lev1)
     else:
-        K.loglinear_scan(qf, kf, vf, af, bf, lf, p, max(1, n_new), lev0, beta is not None, out, lev1)
+        K.loglinear_scan(qf, kf, vf, af, bf, lf, rows, p, max(1, n_new), lev0, beta is not None, out, lev1)
     out = out.reshape(batch + (T, d_v))
     if not return_state:
         return out, None
@@ -270,9 +287,9 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
             state = State(op, 0, batch, d_k, d_v, dt, {name: np.zeros(batch + (0,) + sh, dt) for name, sh in shapes.items()})
         return out, state
     K = _kernels()
-    qf, kf, vf, lf = _flat(q, 2), _flat(k, 2), _flat(log_v, 2), _flat(log_level_weights, 2)
-    B = qf.shape[0]
-    af = _ro(np.zeros((B, T), dt)) if log_decay is None else _flat(log_decay, 1)
+    a = np.broadcast_to(np.zeros((), dt), batch + (T,)) if log_decay is None else log_decay  # no decay: one row
+    (qf, kf, vf, lf, af), rows = _inputs((q, 2), (k, 2), (log_v, 2), (log_level_weights, 2), (a, 1))
+    B = rows.shape[1]
     if p == 0:
         m0, n0 = _ro(np.zeros((B, 0, d_k), dt)), _ro(np.zeros((B, 0, d_v), dt))
         S0, z0 = _ro(np.zeros((B, 0, d_k, d_v), dt)), _ro(np.zeros((B, 0, d_k), dt))
@@ -284,7 +301,7 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     S1, z1 = np.empty((B, n_new, d_k, d_v), dt), np.empty((B, n_new, d_k), dt)
     out = np.empty((B, T, d_v), dt)
     # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
-    K.hier_scan(qf, kf, vf, lf, af, p, max(1, (p + T).bit_length()), m0, n0, S0, z0, lo, lo / (4 * (p + T)),
+    K.hier_scan(qf, kf, vf, lf, af, rows, p, max(1, (p + T).bit_length()), m0, n0, S0, z0, lo, lo / (4 * (p + T)),
                 out, m1, n1, S1, z1)
     out = out.reshape(batch + (T, d_v))
     if not return_state:

@@ -31,7 +31,8 @@ Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selecti
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed
 knob here too: the kernels use ``CH = clip(chunk_size, 16, 64)`` (32 for float64 with a head dim
 above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid limit:
-``prod(batch) <= 65535``. Backward: ``loglinear_attention`` on CUDA torch tensors that require grad
+``prod(batch) <= 65535``. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
+(``VARLEN_OPS``). Backward: ``loglinear_attention`` on CUDA torch tensors that require grad
 (``GRAD_OPS``; ``_autograd.py``, ``loglinear_bwd.cu``); the registry sends other inputs that
 require grad to the array-API path.
 """
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 from ._arrays import array_kind as _kind
 
-__all__ = ["OPS", "HALF_OPS", "GRAD_OPS", "MAX_DK", "probe", "serves"]
+__all__ = ["OPS", "HALF_OPS", "GRAD_OPS", "VARLEN_OPS", "MAX_DK", "probe", "serves"]
 
 #: operators this backend implements -> "module:function"
 OPS = {
@@ -50,6 +51,11 @@ OPS = {
 HALF_OPS = tuple(OPS)
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
 GRAD_OPS = ("loglinear_attention", "exp_kernel_attention")
+#: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` as one
+#: ordinary call (aligned segments, ``-inf`` decays at their starts: hard resets, which the kernels
+#: keep exact) in the array API of the inputs (torch, CuPy). ``exp_kernel_attention`` stays refused:
+#: the rewrite runs it as ``loglinear_log_attention``, which this backend does not implement.
+VARLEN_OPS = ("loglinear_attention",)
 #: largest d_k of the shared-memory tiles
 MAX_DK = 128
 
