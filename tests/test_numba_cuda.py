@@ -49,6 +49,17 @@ LL_REF = {"mamba2": ref.loglinear_attention, "gated": ref.loglinear_gated_delta}
 
 
 @pytest.fixture(autouse=True)
+def _backend_runs(request):
+    """GPU-marked tests need the backend itself, not only a device: numba-cuda that cannot compile
+    under the installed NumPy (0.30.4 with NumPy 2.5: ``np.row_stack`` is gone) is reported by the
+    backend's probe, and the library then never chooses it; its tests skip with that reason."""
+    if request.node.get_closest_marker("gpu") is not None:
+        ok, reason = backends.get("numba_cuda").status()
+        if not ok:
+            pytest.skip(f"numba_cuda backend unavailable: {reason}")
+
+
+@pytest.fixture(autouse=True)
 def _small_blocks(monkeypatch):
     """Under the simulator: blocks of 4 threads, 2 columns each (2 row groups), and a short GIL
     switch interval (the simulator's barriers wait on it: ~10x faster)."""
