@@ -8,8 +8,8 @@ a user calls it (no ``backend=``) on CUDA torch tensors that require grad: the C
 backward kernels (``loglinear_bwd.cu``), and ``lsattn.exp_kernel_attention`` (causal): its CuPy
 forward and backward kernels (``exp_kernel_bwd.cu``). Peers: fla-core's ``chunk_log_linear_attn``
 forward + backward (bf16); torch SDPA causal forward + backward (bf16); fla's ``chunk_simple_gla``
-forward + backward is tried and recorded (its backward refuses to run on Hopper with this Triton:
-its own guard), so the exp-kernel's measured peer is SDPA. Timing: median of CUDA events, each repetition re-running forward
+forward + backward without a gate (the exp-kernel's closest linear-time peer; called without ``g`` it
+ran on the H200 with Triton 3.6, where the gated call refuses its backward). Timing: median of CUDA events, each repetition re-running forward
 and backward from leaf tensors; peak memory: torch's allocator and CuPy's pool (``bench_gpu``).
 """
 from __future__ import annotations

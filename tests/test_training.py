@@ -27,7 +27,8 @@ def _model(torch, d, T):
             q, k, v = y[..., :d], y[..., d:2 * d], y[..., 2 * d:3 * d]
             a = torch.nn.functional.logsigmoid(y[..., 3 * d])
             lam = torch.nn.functional.softplus(y[..., 3 * d + 1:])
-            return lsattn.loglinear_attention(q, k, v, a, lam).square().mean()
+            ll = lsattn.loglinear_attention(q, k, v, a, lam).square().mean()
+            return ll + lsattn.exp_kernel_attention(q, k, v).square().mean()
 
     return M()
 
@@ -48,7 +49,7 @@ def _compiled_equals_eager(torch, device, dtype, backend):
 
 
 def test_torch_compile_cpu():
-    """A model calling the operator compiles (the call is one graph break) and trains like eager."""
+    """A model calling both operators compiles (each call is one graph break) and trains like eager."""
     torch = pytest.importorskip("torch")
     _compiled_equals_eager(torch, "cpu", torch.float64, "aot_eager")
 
