@@ -52,6 +52,16 @@ def _rows(x, g0, CH, T):
     return np.where(mask, vals, 0), ok
 
 
+def _lo(x):
+    """The finite stand-in for -inf of x's dtype (-finfo.max / 8, as the kernels' lo_v)."""
+    return -np.finfo(x.dtype).max / 8
+
+
+def _log_out(x, lo):
+    """log outputs at the stand-in (every visible value 0) are -inf (the kernels' log_out)."""
+    return np.where(x > lo / 2, x, -np.inf)
+
+
 class Twin:
     """NumPy transcription of the kernels in lsattn/backends/cupy_*.cu (same arguments as _CupyOps)."""
 
@@ -280,33 +290,49 @@ class Twin:
                 newlev[:, lv - 1] = ea[:, :, None] * old[:, lv - 1] if lv - 1 < n_old else 0
 
     # exp-kernel
-    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH):
+    # exp-kernel (cfg.logv: log_attention's LOGV mode, log values clamped to the stand-in lo)
+    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None):
         CH = cfg.CH
         for j in range(n):
             K, ok = _rows(k, j * CH, CH, T)
             V, _ = _rows(v, j * CH, CH, T)
             m = np.max(K[:, ok], axis=1)
             E = np.where(ok[None, :, None], np.exp(K - m[:, None, :]), 0.0)
+            if cfg.logv:  # the chunk's column shift
+                V = np.maximum(V, _lo(v))
+                nc[:, j] = np.max(V[:, ok], axis=1)
+                V = np.where(ok[None, :, None], np.exp(np.where(ok[None, :, None], V, nc[:, j][:, None, :]) - nc[:, j][:, None, :]), 0.0)
             mk[:, j], z[:, j], S[:, j] = m, E.sum(axis=1), np.swapaxes(E, -1, -2) @ V
 
-    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH):
+    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift=None):
         if m0 is None:  # no state: the summary of no keys
-            m0 = np.full((BH, DK), -np.finfo(mk.dtype).max / 8, dtype=mk.dtype)
+            m0 = np.full((BH, DK), _lo(mk), dtype=mk.dtype)
             S0, z0 = np.zeros((BH, DK, DV), dtype=mk.dtype), np.zeros((BH, DK), dtype=mk.dtype)
         m, s, zz = m0.copy(), S0.copy(), z0.copy()
+        if vshift is not None:
+            nc, n0, n_in, n_out = vshift
+            nv = np.full((BH, DV), _lo(mk), dtype=mk.dtype) if n0 is None else n0.copy()
         for j in range(n):
             mn = np.maximum(m, mk[:, j])
             al, be = np.exp(m - mn), np.exp(mk[:, j] - mn)
             Sc, zc = S[:, j].copy(), z[:, j].copy()
             S[:, j], z[:, j], m_in[:, j] = s, zz, m
-            s = al[..., None] * s + be[..., None] * Sc
+            fa, fb = al[..., None], be[..., None]
+            if vshift is not None:
+                nn = np.maximum(nv, nc[:, j])
+                fa, fb = fa * np.exp(nv - nn)[:, None, :], fb * np.exp(nc[:, j] - nn)[:, None, :]
+                n_in[:, j], nv = nv, nn
+            s = fa * s + fb * Sc
             zz = al * zz + be * zc
             m = mn
         m_out[...], S_out[...], z_out[...] = m, s, zz
+        if vshift is not None:
+            n_out[...] = nv
 
-    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH):
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None):
         CH = cfg.CH
         floor = 1e-20
+        lo = _lo(q)
         for j in range(-(-Tq // CH)):
             sj = j if causal else 0
             Q, ok = _rows(q, j * CH, CH, Tq)
@@ -317,6 +343,14 @@ class Twin:
                 V, _ = _rows(v, j * CH, CH, Tk)
                 mm = np.maximum(mm, np.max(K[:, ok], axis=1))
             sc = np.exp(mi - mm)
+            if cfg.logv:  # the column shift nn over the state and the chunk; V = exp(log v - nn)
+                ni = n_in[:, sj]
+                nn = ni.copy()
+                if causal:
+                    V = np.maximum(V, lo)
+                    nn = np.maximum(nn, np.max(V[:, ok], axis=1))
+                    Vl, V = V, np.where(ok[None, :, None], np.exp(np.where(ok[None, :, None], V, nn[:, None, :]) - nn[:, None, :]), 0.0)
+                Si = Si * np.exp(ni - nn)[:, None, :]
             R = np.max(Q + mm[:, None, :], axis=-1)  # (BH, CH)
             A = np.where(ok[None, :, None], np.exp(Q + mm[:, None, :] - R[..., None]), 0.0)
             num = A @ (sc[..., None] * Si)
@@ -327,20 +361,35 @@ class Twin:
                 P = np.tril(A @ np.swapaxes(B, -1, -2))
                 num = num + P @ V
                 den = den + P.sum(-1)
+            bad = ~(den >= floor)
             with np.errstate(divide="ignore", invalid="ignore"):
-                y = num / den[..., None]
+                if cfg.logv:
+                    bad |= np.any(~(num >= floor), axis=-1)
+                    y = _log_out(np.log(num) - np.log(den)[..., None] + nn[:, None, :], lo)
+                else:
+                    y = num / den[..., None]
             for b in range(q.shape[0]):  # exact recomputation of the rows the kernel flags
-                for t in np.nonzero(ok & ~(den[b] >= floor))[0]:
+                for t in np.nonzero(ok & bad[b])[0]:
                     mr = mi[b].copy()
                     if causal:
                         mr = np.maximum(mr, K[b, : t + 1].max(axis=0))
                     Rt = np.max(Q[b, t] + mr)
                     fe = np.exp(Q[b, t] + mi[b] - Rt)
-                    d, nm = fe @ zi[b], fe @ Si[b]
+                    d, nm = fe @ zi[b], fe @ S_in[b, sj]
+                    fw = np.exp(Q[b, t][None, :] + K[b, : t + 1] - Rt).sum(-1) if causal else None
                     if causal:
-                        fw = np.exp(Q[b, t][None, :] + K[b, : t + 1] - Rt).sum(-1)
-                        d, nm = d + fw.sum(), nm + fw @ V[b, : t + 1]
-                    y[b, t] = nm / d
+                        d = d + fw.sum()
+                    if cfg.logv:  # the visible column shift
+                        npr = ni[b] if not causal else np.maximum(ni[b], Vl[b, : t + 1].max(axis=0))
+                        nm = nm * np.exp(ni[b] - npr)
+                        if causal:
+                            nm = nm + fw @ np.exp(Vl[b, : t + 1] - npr)
+                        with np.errstate(divide="ignore"):
+                            y[b, t] = _log_out(np.log(nm) - np.log(d) + npr, lo)
+                    else:
+                        if causal:
+                            nm = nm + fw @ V[b, : t + 1]
+                        y[b, t] = nm / d
             g = j * CH + np.arange(CH)
             out[:, g[ok]] = y[:, ok]
 
@@ -547,6 +596,81 @@ def test_twin_exp_kernel_late_spike():
     q[..., 50:, :] += 0.0
     out, _ = cek.compute(Twin(), q, k, v, True, None, False, 64)
     assert_close(out, ref.exp_kernel_attention(q, k, v), F64)
+
+
+def lv_inputs(seed, batch, T, dk, dv, scale=1.0, lv_scale=1.0, p_inf=0.0, Tk=None):
+    """q, k as :func:`ek_inputs` and log values uniform in [-lv_scale, lv_scale], each ``-inf`` (a zero
+    value) with probability ``p_inf``; with ``p_inf > 0`` the last column is all ``-inf``."""
+    q, k, v = ek_inputs(seed, batch, T, dk, dv, scale, Tk)
+    rng = np.random.default_rng(seed + 1)
+    lv = rng.uniform(-lv_scale, lv_scale, v.shape)
+    if p_inf:
+        lv = np.where(rng.random(lv.shape) < p_inf, -np.inf, lv)
+        lv[..., -1] = -np.inf
+    return q, k, lv
+
+
+lv_scales = st.sampled_from([1.0, 30.0, 1e3])
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the reference takes log 0
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks, scale=magnitudes, lv_scale=lv_scales,
+       p_inf=st.sampled_from([0.0, 0.3]), seed=seeds)
+def test_twin_log_attention_matches_reference(batch, T, dk, dv, C, scale, lv_scale, p_inf, seed):
+    """log_attention through the host logic and the kernels' LOGV mode (twin): log values of any
+    magnitude, -inf entries and columns, T not a multiple of the chunk."""
+    q, k, lv = lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf)
+    out, _ = cek.compute(Twin(), q, k, lv, True, None, False, C, logv=True)
+    assert_close(out, ref.log_attention(q, k, lv), F64, atol=F64, what=f"T={T} C={C}")
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(Tq=st.integers(1, 70), Tk=st.integers(1, 70), C=chunks, lv_scale=lv_scales, p_inf=st.sampled_from([0.0, 0.3]),
+       seed=seeds)
+def test_twin_log_attention_noncausal(Tq, Tk, C, lv_scale, p_inf, seed):
+    q, k, lv = lv_inputs(seed, (2,), Tq, 3, 4, 2.0, lv_scale, p_inf, Tk=Tk)
+    out, _ = cek.compute(Twin(), q, k, lv, False, None, False, C, logv=True)
+    assert_close(out, ref.log_attention(q, k, lv, causal=False), F64, atol=F64)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(T=st.integers(1, 200), C=chunks, lv_scale=lv_scales, seed=seeds, data=st.data())
+@settings(max_examples=12)
+def test_twin_log_attention_stream_and_state(T, C, lv_scale, seed, data):
+    """Streams cut anywhere (pieces of one token: one chunk) equal one call, and the final state is
+    the array-API backend's (m, S, z, n)."""
+    q, k, lv = lv_inputs(seed, (2,), T, 3, 2, 3.0, lv_scale, 0.2)
+    cuts = data.draw(split_points(T, max_splits=5))
+    bounds = [0] + cuts + [T]
+    outs, state = [], None
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        o, state = cek.compute(Twin(), q[..., lo:hi, :], k[..., lo:hi, :], lv[..., lo:hi, :], True, state, True, C,
+                               logv=True)
+        outs.append(o)
+    assert_close(np.concatenate(outs, axis=-2), ref.log_attention(q, k, lv), F64, atol=F64, what=f"cuts={cuts}")
+    _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
+    for name, mine in zip("mSzn", state):
+        assert_close(mine, st_api.tensors[name], F64, what=name)
+
+
+def log_spike_case():
+    """Column 0: values e^-700 early in the chunk, e^+700 from token 40 on (a shift over the whole
+    chunk underflows every earlier row: the exact path); column 1: zeros (-inf) before token 20;
+    a key spike at token 50 as in the exp-kernel case."""
+    q, k, lv = lv_inputs(7, (1,), 64, 4, 3)
+    lv[..., :40, 0], lv[..., 40:, 0] = -700.0, 700.0
+    lv[..., :20, 1] = -np.inf
+    k[..., 50, :] = 400.0
+    return q, k, lv
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+def test_twin_log_attention_late_spikes():
+    q, k, lv = log_spike_case()
+    expected = ref.log_attention(q, k, lv)
+    assert np.isneginf(expected[..., :20, 1]).all() and expected[..., 39, 0] < -690
+    out, _ = cek.compute(Twin(), q, k, lv, True, None, False, 64, logv=True)
+    assert_close(out, expected, F64, atol=F64)
 
 
 def test_upsweep_plan_builds_fenwick_nodes():
