@@ -883,6 +883,103 @@ def test_gpu_large_heads_and_wide_values():
     assert_close(out.get(), ref.exp_kernel_attention(q, k, v), F64)
 
 
+def _log_tol(dtype, q, k):
+    """log_attention's promised bound (tests/test_exp_kernel.py): TOL + 2 eps (max |q| + max |k|),
+    relative to max |log y| and as an absolute error in log y."""
+    eps = float(np.finfo(dtype).eps)
+    return (F64 if dtype == "float64" else 1e-5) + 2 * eps * float(np.abs(q).max() + np.abs(k).max())
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks, dtype=gpu_dtypes, scale=magnitudes,
+       lv_scale=lv_scales, p_inf=st.sampled_from([0.0, 0.3]), seed=seeds)
+def test_gpu_log_attention_matches_reference(batch, T, dk, dv, C, dtype, scale, lv_scale, p_inf, seed):
+    """log values up to 1e3 in magnitude (float32 too), -inf entries and columns."""
+    _gpu_ready()
+    q, k, lv = (x.astype(dtype) for x in lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf))
+    want, tol = ref.log_attention(q, k, lv), _log_tol(dtype, q, k)
+    out = cek.log_forward(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype), True, None, False, chunk_size=C)[0]
+    assert_close(out.get(), want, tol, atol=tol, what=f"T={T} C={C}")
+    out2 = lsattn.log_attention(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype))  # the automatic choice
+    assert_close(out2.get(), want, tol, atol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(Tq=st.integers(1, 150), Tk=st.integers(1, 150), dtype=gpu_dtypes, lv_scale=lv_scales,
+       p_inf=st.sampled_from([0.0, 0.3]), seed=seeds)
+def test_gpu_log_attention_noncausal(Tq, Tk, dtype, lv_scale, p_inf, seed):
+    _gpu_ready()
+    q, k, lv = (x.astype(dtype) for x in lv_inputs(seed, (2,), Tq, 6, 5, 2.0, lv_scale, p_inf, Tk=Tk))
+    out = lsattn.log_attention(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype), causal=False, backend="cupy")
+    tol = _log_tol(dtype, q, k)
+    assert_close(out.get(), ref.log_attention(q, k, lv, causal=False), tol, atol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(T=st.integers(2, 300), dtype=gpu_dtypes, lv_scale=lv_scales, seed=seeds, data=st.data())
+@settings(max_examples=12)
+def test_gpu_log_attention_stream_decode_and_handover(T, dtype, lv_scale, seed, data):
+    """Random cuts (single-token steps, an empty first call) with the state moving between cupy and
+    array_api; the final state equals the array-API backend's."""
+    _gpu_ready()
+    q, k, lv = (x.astype(dtype) for x in lv_inputs(seed, (3,), T, 4, 3, 3.0, lv_scale, 0.2))
+    cuts = data.draw(split_points(T, max_splits=6))
+    bounds = [0, 0] + cuts + [T]
+    outs, state = [], None
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        backend = "cupy" if i % 3 != 2 else "array_api"
+        o, state = lsattn.log_attention(_cp(q[..., lo:hi, :], dtype), _cp(k[..., lo:hi, :], dtype),
+                                        _cp(lv[..., lo:hi, :], dtype), state=state, return_state=True, backend=backend)
+        outs.append(o.get())
+    tol = _log_tol(dtype, q, k)
+    assert_close(np.concatenate(outs, axis=-2), ref.log_attention(q, k, lv), tol, atol=tol, what=f"cuts={cuts}")
+    _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
+    for name in "mSzn":
+        assert_close(state.tensors[name].get(), st_api.tensors[name], tol, what=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_log_attention_late_spikes_and_wide_values(dtype):
+    """Values e^-700 of a later value of their chunk and zeros before the first non-zero stay exact
+    (the exact rows); d_v = 200 (two column blocks), d_k = 128."""
+    _gpu_ready()
+    q, k, lv = (x.astype(dtype) for x in log_spike_case())
+    out = lsattn.log_attention(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype), backend="cupy")
+    tol = _log_tol(dtype, q, k)
+    assert_close(out.get(), ref.log_attention(q, k, lv), tol, atol=tol)
+    q, k, lv = (x.astype(dtype) for x in lv_inputs(17, (2,), 150, 128, 200, 1.0, 30.0, 0.1))
+    out, st = lsattn.log_attention(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype), return_state=True, backend="cupy")
+    tol = _log_tol(dtype, q, k)
+    assert_close(out.get(), ref.log_attention(q, k, lv), tol, atol=tol)
+    _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
+    for name in "mSzn":
+        assert_close(st.tensors[name].get(), st_api.tensors[name], tol, what=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("half", ["bfloat16", "float16"])
+def test_gpu_log_attention_half_precision(half):
+    """16-bit torch tensors (FFMA kernels, fp32 compute): 16-bit outputs within the exp-kernel's
+    bounds (bf16 2e-2, fp16 2e-3) of the reference on the rounded inputs, -inf entries exact."""
+    _gpu_ready()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    dtype, tol = (torch.bfloat16, BF16) if half == "bfloat16" else (torch.float16, 2e-3)
+    q, k, lv = lv_inputs(31, (2, 2), 300, 64, 64, 0.125, 30.0 if half == "bfloat16" else 5.0, 0.1)
+    tb = [torch.tensor(x, device="cuda").to(dtype) for x in (q, k, lv)]
+    back = [t.double().cpu().numpy() for t in tb]
+    out = lsattn.log_attention(*tb)
+    assert out.dtype == dtype
+    assert_close(out.double().cpu().numpy(), ref.log_attention(*back), tol, atol=tol)
+
+
 @pytest.mark.gpu
 def test_gpu_torch_and_jax_interop():
     _gpu_ready()
