@@ -653,6 +653,22 @@ def test_twin_log_attention_stream_and_state(T, C, lv_scale, seed, data):
         assert_close(mine, st_api.tensors[name], F64, what=name)
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+def test_twin_log_attention_wide_values_and_single_tokens():
+    """d_v = 130 (two column blocks: m, z shared, S and n split by columns), a prefix of one token,
+    then single-token calls (one chunk each, no decoding kernel), then the rest."""
+    q, k, lv = lv_inputs(11, (2,), 45, 3, 130, 2.0, 1e3, 0.2)
+    outs, state = [], None
+    for lo, hi in ((0, 1), (1, 2), (2, 3), (3, 45)):
+        o, state = cek.compute(Twin(), q[..., lo:hi, :], k[..., lo:hi, :], lv[..., lo:hi, :], True, state, True, 16,
+                               logv=True)
+        outs.append(o)
+    assert_close(np.concatenate(outs, axis=-2), ref.log_attention(q, k, lv), F64, atol=F64)
+    _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
+    for name, mine in zip("mSzn", state):
+        assert_close(mine, st_api.tensors[name], F64, what=name)
+
+
 def log_spike_case():
     """Column 0: values e^-700 early in the chunk, e^+700 from token 40 on (a shift over the whole
     chunk underflows every earlier row: the exact path); column 1: zeros (-inf) before token 20;
