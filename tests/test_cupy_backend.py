@@ -613,6 +613,13 @@ def lv_inputs(seed, batch, T, dk, dv, scale=1.0, lv_scale=1.0, p_inf=0.0, Tk=Non
 lv_scales = st.sampled_from([1.0, 30.0, 1e3])
 
 
+def assert_log_state(tensors, q, k, lv, tol):
+    """``tensors`` (m, S, z, n; any array kind) equal the array-API backend's state after q, k, lv."""
+    _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
+    for name, mine in zip("mSzn", tensors):
+        assert_close(mine, st_api.tensors[name], tol, what=name)
+
+
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the reference takes log 0
 @given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks, scale=magnitudes, lv_scale=lv_scales,
        p_inf=st.sampled_from([0.0, 0.3]), seed=seeds)
@@ -648,9 +655,7 @@ def test_twin_log_attention_stream_and_state(T, C, lv_scale, seed, data):
                                logv=True)
         outs.append(o)
     assert_close(np.concatenate(outs, axis=-2), ref.log_attention(q, k, lv), F64, atol=F64, what=f"cuts={cuts}")
-    _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
-    for name, mine in zip("mSzn", state):
-        assert_close(mine, st_api.tensors[name], F64, what=name)
+    assert_log_state(state, q, k, lv, F64)
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
@@ -664,9 +669,7 @@ def test_twin_log_attention_wide_values_and_single_tokens():
                                logv=True)
         outs.append(o)
     assert_close(np.concatenate(outs, axis=-2), ref.log_attention(q, k, lv), F64, atol=F64)
-    _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
-    for name, mine in zip("mSzn", state):
-        assert_close(mine, st_api.tensors[name], F64, what=name)
+    assert_log_state(state, q, k, lv, F64)
 
 
 def log_spike_case():
@@ -952,9 +955,7 @@ def test_gpu_log_attention_stream_decode_and_handover(T, dtype, lv_scale, seed, 
         outs.append(o.get())
     tol = _log_tol(dtype, q, k)
     assert_close(np.concatenate(outs, axis=-2), ref.log_attention(q, k, lv), tol, atol=tol, what=f"cuts={cuts}")
-    _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
-    for name in "mSzn":
-        assert_close(state.tensors[name].get(), st_api.tensors[name], tol, what=name)
+    assert_log_state([state.tensors[n] for n in "mSzn"], q, k, lv, tol)
 
 
 @pytest.mark.gpu
@@ -972,9 +973,7 @@ def test_gpu_log_attention_late_spikes_and_wide_values(dtype):
     out, st = lsattn.log_attention(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype), return_state=True, backend="cupy")
     tol = _log_tol(dtype, q, k)
     assert_close(out.get(), ref.log_attention(q, k, lv), tol, atol=tol)
-    _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
-    for name in "mSzn":
-        assert_close(st.tensors[name].get(), st_api.tensors[name], tol, what=name)
+    assert_log_state([st.tensors[n] for n in "mSzn"], q, k, lv, tol)
 
 
 @pytest.mark.gpu
