@@ -13,8 +13,8 @@ else
     export PYTHONPATH=$PWD
 fi
 echo "=== tests $(date -u +%T)"
-timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests/test_cupy_backend.py -k "log_attention or exp_kernel" \
-    tests/test_gpu_dispatch.py > "$OUT/log_tests.txt" 2>&1
+timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests/test_cupy_log_attention.py tests/test_cupy_backend.py \
+    tests/test_gpu_dispatch.py -k "log_attention or exp_kernel" > "$OUT/log_tests.txt" 2>&1
 echo "rc=$?"; tail -15 "$OUT/log_tests.txt"
 echo "=== sanitize $(date -u +%T)"
 if command -v compute-sanitizer > /dev/null; then
