@@ -14,6 +14,7 @@ tensor-core kernels as is). Peak memory: torch's allocator peak for torch peers;
 pool after a reset (what the call holds at its peak).
 
     python benchmarks/bench_gpu.py overhead [--out DIR]  # host time of the public call at T=8192 and T=1
+    python benchmarks/bench_gpu.py logattn [--out DIR] [--T ...]  # log_attention vs exp_kernel_attention only
 """
 from __future__ import annotations
 
@@ -215,6 +216,7 @@ def bench(args):
         measure("ours exp-kernel bf16 (public API)", lambda: lsattn.exp_kernel_attention(qb, kb, vb), row, "ours_ek_bf16")
         measure("ours exp-kernel fp32 (public API)", lambda: lsattn.exp_kernel_attention(q, k, v), row, "ours_ek_fp32")
         measure("ours exp-kernel fp16 (public API)", lambda: lsattn.exp_kernel_attention(qh, kh, vh), row, "ours_ek_fp16")
+        _log_rows(lsattn, row, (qb, kb, vb), (q, k, v))
         del qh, kh, vh, ah, lamh
         if chunk_simple_gla is not None:
             fq, fk, fv, fa = (to_fla(x) for x in (qb, kb, vb, ab))
@@ -242,6 +244,38 @@ def bench(args):
     write_json(path, res)
     print("wrote", path)
     print(markdown(res))
+
+
+def _log_rows(lsattn, row, bf16, fp32):
+    """log_attention (log v = v: the same shapes, values of both signs as logs) on the tensors that
+    exp_kernel_attention was timed on, bf16 and fp32."""
+    measure("ours log_attention bf16 (public API)", lambda: lsattn.log_attention(*bf16), row, "ours_log_bf16")
+    measure("ours log_attention fp32 (public API)", lambda: lsattn.log_attention(*fp32), row, "ours_log_fp32")
+
+
+def logattn(args):
+    """log_attention against exp_kernel_attention on the same shapes (B=2, H=16, d=64, forward)."""
+    import torch
+
+    import lsattn
+
+    info = device_info()
+    res = {"info": info, "shape": {"B": B, "H": H, "d_k": D, "d_v": D}, "rows": {}}
+    for T in (int(t) for t in args.T.split(",")):
+        print(f"T = {T}", flush=True)
+        row = res["rows"].setdefault(str(T), {})
+        q, k, v, _, _ = ll_inputs_bhtd(T, torch.float32)
+        qb, kb, vb = (x.to(torch.bfloat16) for x in (q, k, v))
+        measure("ours exp-kernel bf16 (public API)", lambda: lsattn.exp_kernel_attention(qb, kb, vb), row, "ours_ek_bf16")
+        measure("ours exp-kernel fp32 (public API)", lambda: lsattn.exp_kernel_attention(q, k, v), row, "ours_ek_fp32")
+        _log_rows(lsattn, row, (qb, kb, vb), (q, k, v))
+        for h in ("bf16", "fp32"):
+            print(f"  log_attention / exp_kernel_attention {h}: {_ratio(row, f'ours_log_{h}', f'ours_ek_{h}')}", flush=True)
+        del q, k, v, qb, kb, vb
+        torch.cuda.empty_cache()
+    path = os.path.join(args.out, "gpu_logattn.json")
+    write_json(path, res)
+    print("wrote", path)
 
 
 def heinsen_log_attention(q, k, log_v):
@@ -398,6 +432,14 @@ def sanitize(args):
                     _, st = lsattn.exp_kernel_attention(q[:, lo:hi], k[:, lo:hi], v[:, lo:hi], state=st,
                                                         return_state=True, backend="cupy")
             lsattn.exp_kernel_attention(q[:, : max(1, T // 2)], k, v, causal=False, backend="cupy")
+            # log_attention (LOGV kernels): -inf values, a late value spike (exact rows), stream, non-causal
+            lv = v.copy()
+            lv[:, : T // 2, 0] = -float("inf")
+            lv[:, T // 2:, 1] = 600.0
+            lsattn.log_attention(q, k2, lv, backend="cupy")
+            _, st = lsattn.log_attention(q[:, :-1], k[:, :-1], lv[:, :-1], return_state=True, backend="cupy")
+            lsattn.log_attention(q[:, -1:], k[:, -1:], lv[:, -1:], state=st, backend="cupy")
+            lsattn.log_attention(q[:, : max(1, T // 2)], k, lv, causal=False, backend="cupy")
             cupy.cuda.Device().synchronize()
             print("sanitize ok", dtype, T, dk, dv, C, flush=True)
     try:
@@ -505,6 +547,8 @@ COLS = [
     ("ours_ek_bf16", "ours exp-kernel bf16"),
     ("ours_ek_fp16", "ours exp-kernel fp16"),
     ("ours_ek_fp32", "ours exp-kernel fp32"),
+    ("ours_log_bf16", "ours log_attention bf16"),
+    ("ours_log_fp32", "ours log_attention fp32"),
     ("fla_sgla_bf16", "fla chunk_simple_gla bf16"),
     ("sdpa_bf16", "torch SDPA causal bf16"),
     ("heinsen_fp32", "paper's logcumsumexp fp32"),
@@ -541,11 +585,12 @@ def markdown(res):
     for T, row in res["rows"].items():
         lines.append(f"| {T} | " + " | ".join(_cell(row.get(key)) for key, _ in COLS) + " |")
     lines += ["", "Ratios (peer time / ours, > 1 means ours is faster):", "",
-              "| T | fla log-linear bf16 / ours bf16 | fla log-linear fp32 / ours fp32 | fla simple_gla bf16 / ours exp-kernel bf16 | SDPA bf16 / ours exp-kernel bf16 |",
-              "|---|---|---|---|---|"]
+              "| T | fla log-linear bf16 / ours bf16 | fla log-linear fp32 / ours fp32 | fla simple_gla bf16 / ours exp-kernel bf16 | SDPA bf16 / ours exp-kernel bf16 | ours log_attention / ours exp-kernel bf16 | fp32 |",
+              "|---|---|---|---|---|---|---|"]
     for T, row in res["rows"].items():
         lines.append(f"| {T} | {_ratio(row, 'ours_ll_bf16', 'fla_ll_bf16')} | {_ratio(row, 'ours_ll_fp32', 'fla_ll_fp32')} | "
-                     f"{_ratio(row, 'ours_ek_bf16', 'fla_sgla_bf16')} | {_ratio(row, 'ours_ek_bf16', 'sdpa_bf16')} |")
+                     f"{_ratio(row, 'ours_ek_bf16', 'fla_sgla_bf16')} | {_ratio(row, 'ours_ek_bf16', 'sdpa_bf16')} | "
+                     f"{_ratio(row, 'ours_ek_bf16', 'ours_log_bf16')} | {_ratio(row, 'ours_ek_fp32', 'ours_log_fp32')} |")
     if res.get("long"):
         lines += ["", "Long sequences, ours log-linear fp32 (public API):", "", "| T | time | memory |", "|---|---|---|"]
         for T, row in res["long"].items():
@@ -600,6 +645,9 @@ def main():
     c.add_argument("--out", default=os.environ.get("OUT", "."))
     c.add_argument("--T", default="8192,32768")
     sub.add_parser("sanitize")
+    g = sub.add_parser("logattn")
+    g.add_argument("--out", default=os.environ.get("OUT", "."))
+    g.add_argument("--T", default="2048,8192,32768")
     o = sub.add_parser("overhead")
     o.add_argument("--out", default=os.environ.get("OUT", "."))
     o.add_argument("--backend", default=None, help="force a backend (the measurement of an older lsattn)")
@@ -608,7 +656,8 @@ def main():
     r.add_argument("--md")
     r.add_argument("--png")
     args = ap.parse_args()
-    {"bench": bench, "check": check, "sanitize": sanitize, "overhead": overhead, "report": report}[args.cmd](args)
+    {"bench": bench, "check": check, "sanitize": sanitize, "overhead": overhead, "report": report,
+     "logattn": logattn}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,16 @@ def _rows(x, g0, CH, T):
     return np.where(mask, vals, 0), ok
 
 
+def _lo(x):
+    """The finite stand-in for -inf of x's dtype (-finfo.max / 8, as the kernels' lo_v)."""
+    return -np.finfo(x.dtype).max / 8
+
+
+def _log_out(x, lo):
+    """log outputs at the stand-in (every visible value 0) are -inf (the kernels' log_out)."""
+    return np.where(x > lo / 2, x, -np.inf)
+
+
 class Twin:
     """NumPy transcription of the kernels in lsattn/backends/cupy_*.cu (same arguments as _CupyOps)."""
 
@@ -280,33 +290,49 @@ class Twin:
                 newlev[:, lv - 1] = ea[:, :, None] * old[:, lv - 1] if lv - 1 < n_old else 0
 
     # exp-kernel
-    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH):
+    # exp-kernel (cfg.logv: log_attention's LOGV mode, log values clamped to the stand-in lo)
+    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None):
         CH = cfg.CH
         for j in range(n):
             K, ok = _rows(k, j * CH, CH, T)
             V, _ = _rows(v, j * CH, CH, T)
             m = np.max(K[:, ok], axis=1)
             E = np.where(ok[None, :, None], np.exp(K - m[:, None, :]), 0.0)
+            if cfg.logv:  # the chunk's column shift
+                V = np.maximum(V, _lo(v))
+                nc[:, j] = np.max(V[:, ok], axis=1)
+                V = np.where(ok[None, :, None], np.exp(np.where(ok[None, :, None], V, nc[:, j][:, None, :]) - nc[:, j][:, None, :]), 0.0)
             mk[:, j], z[:, j], S[:, j] = m, E.sum(axis=1), np.swapaxes(E, -1, -2) @ V
 
-    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH):
+    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift=None):
         if m0 is None:  # no state: the summary of no keys
-            m0 = np.full((BH, DK), -np.finfo(mk.dtype).max / 8, dtype=mk.dtype)
+            m0 = np.full((BH, DK), _lo(mk), dtype=mk.dtype)
             S0, z0 = np.zeros((BH, DK, DV), dtype=mk.dtype), np.zeros((BH, DK), dtype=mk.dtype)
         m, s, zz = m0.copy(), S0.copy(), z0.copy()
+        if vshift is not None:
+            nc, n0, n_in, n_out = vshift
+            nv = np.full((BH, DV), _lo(mk), dtype=mk.dtype) if n0 is None else n0.copy()
         for j in range(n):
             mn = np.maximum(m, mk[:, j])
             al, be = np.exp(m - mn), np.exp(mk[:, j] - mn)
             Sc, zc = S[:, j].copy(), z[:, j].copy()
             S[:, j], z[:, j], m_in[:, j] = s, zz, m
-            s = al[..., None] * s + be[..., None] * Sc
+            fa, fb = al[..., None], be[..., None]
+            if vshift is not None:
+                nn = np.maximum(nv, nc[:, j])
+                fa, fb = fa * np.exp(nv - nn)[:, None, :], fb * np.exp(nc[:, j] - nn)[:, None, :]
+                n_in[:, j], nv = nv, nn
+            s = fa * s + fb * Sc
             zz = al * zz + be * zc
             m = mn
         m_out[...], S_out[...], z_out[...] = m, s, zz
+        if vshift is not None:
+            n_out[...] = nv
 
-    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH):
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None):
         CH = cfg.CH
         floor = 1e-20
+        lo = _lo(q)
         for j in range(-(-Tq // CH)):
             sj = j if causal else 0
             Q, ok = _rows(q, j * CH, CH, Tq)
@@ -317,6 +343,14 @@ class Twin:
                 V, _ = _rows(v, j * CH, CH, Tk)
                 mm = np.maximum(mm, np.max(K[:, ok], axis=1))
             sc = np.exp(mi - mm)
+            if cfg.logv:  # the column shift nn over the state and the chunk; V = exp(log v - nn)
+                ni = n_in[:, sj]
+                nn = ni.copy()
+                if causal:
+                    V = np.maximum(V, lo)
+                    nn = np.maximum(nn, np.max(V[:, ok], axis=1))
+                    Vl, V = V, np.where(ok[None, :, None], np.exp(np.where(ok[None, :, None], V, nn[:, None, :]) - nn[:, None, :]), 0.0)
+                Si = Si * np.exp(ni - nn)[:, None, :]
             R = np.max(Q + mm[:, None, :], axis=-1)  # (BH, CH)
             A = np.where(ok[None, :, None], np.exp(Q + mm[:, None, :] - R[..., None]), 0.0)
             num = A @ (sc[..., None] * Si)
@@ -327,20 +361,35 @@ class Twin:
                 P = np.tril(A @ np.swapaxes(B, -1, -2))
                 num = num + P @ V
                 den = den + P.sum(-1)
+            bad = ~(den >= floor)
             with np.errstate(divide="ignore", invalid="ignore"):
-                y = num / den[..., None]
+                if cfg.logv:
+                    bad |= np.any(~(num >= floor), axis=-1)
+                    y = _log_out(np.log(num) - np.log(den)[..., None] + nn[:, None, :], lo)
+                else:
+                    y = num / den[..., None]
             for b in range(q.shape[0]):  # exact recomputation of the rows the kernel flags
-                for t in np.nonzero(ok & ~(den[b] >= floor))[0]:
+                for t in np.nonzero(ok & bad[b])[0]:
                     mr = mi[b].copy()
                     if causal:
                         mr = np.maximum(mr, K[b, : t + 1].max(axis=0))
                     Rt = np.max(Q[b, t] + mr)
                     fe = np.exp(Q[b, t] + mi[b] - Rt)
-                    d, nm = fe @ zi[b], fe @ Si[b]
+                    d, nm = fe @ zi[b], fe @ S_in[b, sj]
+                    fw = np.exp(Q[b, t][None, :] + K[b, : t + 1] - Rt).sum(-1) if causal else None
                     if causal:
-                        fw = np.exp(Q[b, t][None, :] + K[b, : t + 1] - Rt).sum(-1)
-                        d, nm = d + fw.sum(), nm + fw @ V[b, : t + 1]
-                    y[b, t] = nm / d
+                        d = d + fw.sum()
+                    if cfg.logv:  # the visible column shift
+                        npr = ni[b] if not causal else np.maximum(ni[b], Vl[b, : t + 1].max(axis=0))
+                        nm = nm * np.exp(ni[b] - npr)
+                        if causal:
+                            nm = nm + fw @ np.exp(Vl[b, : t + 1] - npr)
+                        with np.errstate(divide="ignore"):
+                            y[b, t] = _log_out(np.log(nm) - np.log(d) + npr, lo)
+                    else:
+                        if causal:
+                            nm = nm + fw @ V[b, : t + 1]
+                        y[b, t] = nm / d
             g = j * CH + np.arange(CH)
             out[:, g[ok]] = y[:, ok]
 

@@ -31,7 +31,7 @@ EPS32 = float(np.finfo(np.float32).eps)
 OPS = ["log_attention", "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta",
        "loglinear_log_attention"]
 #: the backend the automatic choice must land on for CUDA arrays (numba_cuda when its probe ran)
-FASTEST = {"loglinear_attention": "cupy", "exp_kernel_attention": "cupy"}
+FASTEST = {"loglinear_attention": "cupy", "exp_kernel_attention": "cupy", "log_attention": "cupy"}
 
 
 def _torch():
@@ -145,7 +145,7 @@ def test_bfloat16_reaches_the_kernels_at_benchmark_size(op):
     assert_close(out.double().cpu().numpy(), want, BF16, what=f"{op} bf16")
 
 
-@pytest.mark.parametrize("op", ["loglinear_attention", "exp_kernel_attention"])
+@pytest.mark.parametrize("op", ["loglinear_attention", "exp_kernel_attention", "log_attention"])
 def test_float16_torch_and_cupy_and_streams(op):
     torch = _torch()
     cp = pytest.importorskip("cupy")

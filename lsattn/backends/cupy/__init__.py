@@ -1,4 +1,5 @@
-"""CuPy RawKernel backend: CUDA kernels for ``loglinear_attention`` and ``exp_kernel_attention``.
+"""CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention`` and
+``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``).
 
 Layout of this package: one host module and one kernel file per operator family
 (``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu``), the device code they
@@ -31,7 +32,10 @@ Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selecti
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed
 knob here too: the kernels use ``CH = clip(chunk_size, 16, 64)`` (32 for float64 with a head dim
 above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid limit:
-``prod(batch) <= 65535``. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
+``prod(batch) <= 65535``. ``log_attention`` runs the exp-kernel kernels in their LOGV mode (per-column
+value shifts in every chunk summary, exact rows recomputed where a later value of the chunk would
+underflow an earlier row's numerator); its bfloat16 inputs take the FFMA kernels (no tensor-core
+variant), its decoding steps the chunk kernels, and inputs that require grad the array-API path. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
 (``VARLEN_OPS``). Backward: ``loglinear_attention`` on CUDA torch tensors that require grad
 (``GRAD_OPS``; ``_autograd.py``, ``loglinear_bwd.cu``); the registry sends other inputs that
 require grad to the array-API path.
@@ -46,6 +50,7 @@ __all__ = ["OPS", "HALF_OPS", "GRAD_OPS", "VARLEN_OPS", "MAX_DK", "probe", "serv
 OPS = {
     "loglinear_attention": "lsattn.backends.cupy.loglinear:forward",
     "exp_kernel_attention": "lsattn.backends.cupy.exp_kernel:forward",
+    "log_attention": "lsattn.backends.cupy.exp_kernel:log_forward",
 }
 #: operators whose float16 / bfloat16 inputs reach the kernels as they are
 HALF_OPS = tuple(OPS)

@@ -25,6 +25,7 @@ class Config:
     DKP: int
     DVP: int
     tc: bool = True  # bf16: the tensor-core kernels (False: the FFMA kernels reading bf16, as the backward)
+    logv: bool = False  # the exp-kernel kernels in log_attention's mode (-DLOGV=1: log values, log outputs)
 
     @property
     def bf16(self):
@@ -65,10 +66,11 @@ class Config:
         if kernel == "ekb_dkdv":
             return (3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP + 2 * DKP
                     + 2 * CH) * es
+        lv = DVP if self.logv else 0  # per-column value shifts
         if kernel == "ek_chunk":
-            return (CH * DKP + CH * DVP + DKP) * es
+            return (CH * DKP + CH * DVP + DKP + lv) * es
         if kernel == "ek_output":
-            return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + 8 * (DKP + CH)) * es + CH * 4
+            return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + 8 * (DKP + CH) + 2 * lv) * es + CH * 4
         LDK, LDV = DKP + 8, DVP + 8  # tensor-core kernels (bf16 tiles)
         if kernel == "ll_chunk_states_tc4":
             return (CH * LDK + CH * LDV) * 2 + 2 * CH * 4
@@ -108,11 +110,12 @@ SMEM_MAX = 227 * 1024
 _GRAD_TILES = {"loglinear": ("ll_bw_dkdv", "ll_output_dl"), "exp_kernel": ("ekb_dq", "ekb_dkdv")}
 
 
-def make_config(ta, DK, DV, chunk_size=None, half="", grad=None):
+def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
     """The variant for compute type ``ta`` ('float'/'double'), 16-bit inputs ``half`` ('', 'bf16',
     'f16') and head dims (``DV <= 128``). ``grad``: a family ('loglinear' | 'exp_kernel') whose
     backward kernels (float / double) run: their larger tiles may need a smaller chunk (they may
-    not fit even at CH = 16: ``grad_fits``)."""
+    not fit even at CH = 16: ``grad_fits``). ``logv``: the exp-kernel kernels in log_attention's
+    mode (bf16 inputs then run the FFMA kernels)."""
     DKP, DVP = _pad_dim(DK), _pad_dim(DV)
     ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
     CH = min(max(int(chunk_size or 64), 16), ch_max)
@@ -121,6 +124,8 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=None):
         while CH > 16 and max(Config(ta, "", CH, DKP, DVP).smem(k) for k in _GRAD_TILES[grad]) > SMEM_MAX:
             CH //= 2
         return Config(ta, half, CH, DKP, DVP, tc=False)
+    if logv:
+        return Config(ta, half, CH, DKP, DVP, tc=False, logv=True)
     if half == "bf16":
         CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
     return Config(ta, half, CH, DKP, DVP)
@@ -167,6 +172,7 @@ def _kernels(op, device_id, cfg):
         f"-DCH={cfg.CH}",
         f"-DDKP={cfg.DKP}",
         f"-DDVP={cfg.DVP}",
+        f"-DLOGV={int(cfg.logv)}",
     )
     names = list(_KERNELS[op])
     if cfg.bf16 and cfg.tc:
@@ -214,6 +220,11 @@ class CupyOps:
     @staticmethod
     def _l(x):
         return np.int64(x)
+
+    @staticmethod
+    def _p(x):
+        """A pointer argument the kernel does not read in this mode: None -> a null pointer."""
+        return np.uint64(0) if x is None else x
 
     # log-linear
     def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH):
@@ -263,23 +274,43 @@ class CupyOps:
              self._i(h), self._i(Lnew)))
 
     # exp-kernel
-    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH):
+    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None):
+        """nc (BH, n, DV): log_attention's chunk column maxima of log_v (``cfg.logv``), else None."""
         fn, block, smem = self._tk("exp_kernel", cfg, "ek_chunk")
-        fn((n, BH), block, (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n)), shared_mem=smem)
+        fn((n, BH), block, (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n), self._p(nc)),
+           shared_mem=smem)
 
-    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH):
-        """m0, S0, z0: the incoming state, or None (no keys yet: m = -finfo.max / 8, S = z = 0)."""
+    def _scan_max(self, cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH):
+        """ek_scan_mz: the running maximum of mk (BH, n, DK) from m0 (None: no keys) -> m_in, and
+        the factors (al, be) of every merge; z scanned alongside."""
         xp = self.xp
         al = xp.empty((BH, n, DK), dtype=mk.dtype)
         be = xp.empty((BH, n, DK), dtype=mk.dtype)
         has = m0 is not None
         if not has:
-            m0 = S0 = z0 = al  # not read
+            m0 = z0 = al  # not read
         lo = -float(np.finfo(mk.dtype).max) / 8
         scalar = np.float64 if cfg.ta == "double" else np.float32
         self._k("exp_kernel", cfg, "ek_scan_mz")(
             (-(-DK // _NT), BH), (_NT,),
             (mk, z, m0, z0, m_in, al, be, m_out, z_out, self._i(DK), self._i(n), self._i(has), scalar(lo)))
+        return al, be
+
+    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift=None):
+        """m0, S0, z0: the incoming state, or None (no keys yet: m = -finfo.max / 8, S = z = 0).
+        vshift (``cfg.logv``): (nc, n0, n_in, n_out), the chunks' column maxima of log_v, the incoming
+        state's (or None), and the outputs: the column shift entering every chunk and the final one."""
+        xp = self.xp
+        has = m0 is not None
+        al, be = self._scan_max(cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH)
+        ga = gb = None
+        if vshift is not None:  # the same max-scan over the value columns (its z is scratch)
+            nc, n0, n_in, n_out = vshift
+            scratch = xp.zeros((BH, n, DV), dtype=mk.dtype)
+            ga, gb = self._scan_max(cfg, nc, scratch, n0, None if n0 is None else xp.zeros((BH, DV), dtype=mk.dtype),
+                                    n_in, n_out, xp.empty((BH, DV), dtype=mk.dtype), DV, n, BH)
+        if not has:
+            S0 = m_in  # not read
         if S.dtype != mk.dtype:  # v5: bf16 summaries (stored as uint16)
             vec = 4
             name = "ek_scan_Shv" if DV % vec == 0 else "ek_scan_Sh1"
@@ -290,14 +321,15 @@ class CupyOps:
             name, vec = "ek_scan_S1", 1
         self._k("exp_kernel", cfg, name)(
             (-(-DK * DV // (vec * _NT)), BH), (_NT,),
-            (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n), self._i(has)))
+            (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n), self._i(has), self._p(ga), self._p(gb)))
 
-    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH):
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None):
+        """n_in (BH, n_state, DV): log_attention's column shift of every summary read (``cfg.logv``)."""
         nq = -(-Tq // cfg.CH)
         fn, block, smem = self._tk("exp_kernel", cfg, "ek_output")
         fn((nq, BH), block,
            (q, k, v, m_in, S_in, z_in, out, self._i(Tq), self._i(Tk), self._i(DK), self._i(DV), self._i(n_state),
-            self._i(int(causal))),
+            self._i(int(causal)), self._p(n_in)),
            shared_mem=smem)
 
     def _ekb(self, cfg, name, grid, args):

@@ -9,6 +9,8 @@
 //            states those round to 16 bits)
 //   CH       chunk length: 16, 32 or 64 (a power of two; tiles are CH x CH)
 //   DKP,DVP  head dims padded to 16, 32, 64 or 128 (shared-memory tiles; the real dims are runtime)
+//   LOGV     1: the exp-kernel kernels serve log_attention (values given as log v, outputs log y;
+//            per-column value shifts, see exp_kernel.cu); 0: exp_kernel_attention
 // Every kernel runs NT = 256 threads as a 16 x 16 grid (tx = tid % 16, ty = tid / 16); a tile
 // of R x C results gives each thread an (R/16) x (C/16) register micro-tile.
 #ifndef TA
@@ -28,6 +30,10 @@
 #endif
 #ifndef DVP
 #define DVP 64
+#endif
+
+#ifndef LOGV
+#define LOGV 0
 #endif
 
 #define NT 256
@@ -65,6 +71,8 @@ __device__ __forceinline__ void st(ti* p, ta x) { *p = x; }
 
 __device__ __forceinline__ float ex(float x) { return expf(x); }
 __device__ __forceinline__ double ex(double x) { return exp(x); }
+__device__ __forceinline__ float lg(float x) { return logf(x); }
+__device__ __forceinline__ double lg(double x) { return log(x); }
 __device__ __forceinline__ float fmx(float a, float b) { return fmaxf(a, b); }
 __device__ __forceinline__ double fmx(double a, double b) { return fmax(a, b); }
 
@@ -74,6 +82,16 @@ __device__ __forceinline__ double fmx(double a, double b) { return fmax(a, b); }
 
 // A finite "minus infinity" for running maxima (no -inf arithmetic).
 __device__ __forceinline__ ta neg_big() { return sizeof(ta) == 4 ? (ta)-3.0e38f : (ta)-1.0e308; }
+
+// The stand-in for log v = -inf (v = 0): -finfo.max / 8 exactly as on the host and in the
+// array-API states (the value shift of no values); exp of it minus a finite shift is 0.
+__device__ __forceinline__ ta lo_v() {
+    return sizeof(ta) == 4 ? (ta)(-3.4028234663852886e38f / 8) : (ta)(-1.7976931348623157e308 / 8);
+}
+// A log output: values near the stand-in (every visible value was 0) are -inf.
+__device__ __forceinline__ ta log_out(ta x) {
+    return x > lo_v() / 2 ? x : (sizeof(ta) == 4 ? (ta)__int_as_float(0xff800000) : (ta)__longlong_as_double(0xfff0000000000000LL));
+}
 
 __device__ __forceinline__ int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __clzll(x); }
 

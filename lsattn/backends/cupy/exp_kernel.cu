@@ -22,6 +22,29 @@
 //
 // Non-causal calls summarise all keys (ek_chunk + ek_scan) and read that summary with every
 // query chunk (ek_output with causal = 0: no intra-chunk part, den >= 1).
+//
+// LOGV = 1 (log_attention: log v in, log y out; the array-API twin is lsattn/exp_kernel.py). Values
+// are v_sj = exp(lv_sj) with lv of any magnitude (-inf clamped to the stand-in lo = -finfo.max / 8);
+// a global per-column shift is not enough (a column whose early values are e^-700 of its later ones
+// must stay exact early on), so every summary carries its own per-column value shift n_j:
+//   summary (m, n, S, z):  S_ij = sum_s exp(k_si - m_i) exp(lv_sj - n_j),  n_j = max_s lv_sj
+//   ek_chunk   also writes the chunk's column maxima nc (BH, n, DV) and builds S with exp(lv - nc)
+//   ek_scan    the running column shift is the same max-scan as m (ek_scan_mz on nc, no z):
+//              n_{j+1} = max(n_j, nc_j), ga_j = exp(n_j - n_{j+1}), gb_j = exp(nc_j - n_{j+1}),
+//              S_{j+1}[i][c] = al_j[i] ga_j[c] S_j[i][c] + be_j[i] gb_j[c] S_c,j[i][c]
+//              (the array-API merge: S = (fa ga) Sa + (fb gb) Sb; n_in of chunk j = n_j)
+//   ek_output  the chunk's column shift nn_c = max(n_in_c, max_{s in chunk} lv_sc), V = exp(lv - nn),
+//              the state read with exp(m_in_i - mm_i) exp(n_in_c - nn_c) S_in[i][c]; then
+//              acc_tc = exp(-R_t - nn_c) (sum_{s<=t} w(t,s) v_sc + state part) and
+//              log y_tc = log acc_tc + nn_c - log den_t   (R_t cancels; the array-API _finish).
+//              nn_c includes later rows of the chunk, so acc_tc of an early row can underflow:
+//              a row with some acc_tc < DEN_FLOOR (terms lost to underflow are < 2^-126 each) is
+//              recomputed exactly like the rows with a small den, with the visible column shift
+//              n'_tc = max(n_in_c, max_{s<=t} lv_sc):
+//              num = sum_{s<=t} w'(t,s) exp(lv_sc - n'_tc) + exp(n_in_c - n'_tc) sum_i e_i S_in[i][c],
+//              log y_tc = log num + n'_tc - log den'_t.
+//   Outputs at the stand-in (every visible value 0) are -inf (log_out). The decoding kernel has no
+//   LOGV mode (one token runs as one chunk).
 
 namespace {
 constexpr int QLD = CH + 4;
@@ -30,13 +53,16 @@ constexpr int HS = DKP < 32 ? DKP : 32;
 
 extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     const ti* __restrict__ k, const ti* __restrict__ v, ta* __restrict__ mk, ta* __restrict__ S,
-    ta* __restrict__ z, int T, int DK, int DV, int n) {
+    ta* __restrict__ z, int T, int DK, int DV, int n, ta* __restrict__ nc) {  // nc: LOGV only
     constexpr int RI = DKP / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Kf = reinterpret_cast<ta*>(smem_raw);  // CH x DKP
-    ta* Vs = Kf + CH * DKP;                    // CH x DVP
+    ta* Vs = Kf + CH * DKP;                    // CH x DVP (LOGV: lv, then exp(lv - nc))
     ta* mS = Vs + CH * DVP;                    // DKP
-    check_smem((unsigned)((CH * DKP + CH * DVP + DKP) * sizeof(ta)));
+#if LOGV
+    ta* nS = mS + DKP;                         // DVP
+#endif
+    check_smem((unsigned)((CH * DKP + CH * DVP + DKP + (LOGV ? DVP : 0)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -56,11 +82,26 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
         }
         mS[tid] = m;
     }
+#if LOGV
+    if (tid >= NT - DVP) {  // the chunk's column maxima of lv (threads disjoint from tid < DKP)
+        const int c = tid - (NT - DVP);
+        ta m = lo_v();
+        for (int r = 0; r < ns; ++r) m = fmx(m, Vs[r * DVP + c]);
+        if (c < DV) nc[(bh * n + j) * DV + c] = m;
+        nS[c] = m;
+    }
+#endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         int r = idx / DKP, i = idx % DKP;
         Kf[idx] = (r < ns && i < DK) ? ex(Kf[idx] - mS[i]) : (ta)0;
     }
+#if LOGV
+    for (int idx = tid; idx < CH * DVP; idx += NT) {
+        int r = idx / DVP, c = idx % DVP;
+        Vs[idx] = (r < ns && c < DV) ? ex(fmx(Vs[idx], lo_v()) - nS[c]) : (ta)0;
+    }
+#endif
     __syncthreads();
     if (tid < DK) {
         ta s = (ta)0;
@@ -117,10 +158,11 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
 //   S_c. VEC consecutive columns per thread (16 bytes of them when d_v allows, else 1); the loads of
 //   the next 8 chunks are issued before the current 8 are processed and stored. ST: storage of the
 //   summaries (the compute type, or bf16 in the bf16 path); the running sum stays in ta.
+// LOGV: the column factors ga, gb (BH, n, DV) of the value shifts multiply al, be.
 template <typename ST, int VEC>
 __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __restrict__ be, ST* __restrict__ S,
                                        const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n,
-                                       int has_init) {
+                                       int has_init, const ta* __restrict__ ga, const ta* __restrict__ gb) {
     typedef Pack<VEC, ST> vec;
     const i64 bh = blockIdx.y;
     const int e = (blockIdx.x * NT + threadIdx.x) * VEC;
@@ -158,8 +200,14 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
                 vec o;
 #pragma unroll
                 for (int x = 0; x < VEC; ++x) {
+                    ta a = ca[u], b = cb[u];
+#if LOGV
+                    const i64 gi = (bh * n + j0 + u) * (i64)DV + e % DV + x;
+                    a *= ga[gi];
+                    b *= gb[gi];
+#endif
                     o.v[x] = to_st<ST>(s[x]);
-                    s[x] = fma(ca[u], s[x], cb[u] * from_st(cur[u].v[x]));
+                    s[x] = fma(a, s[x], b * from_st(cur[u].v[x]));
                 }
                 Sb[(i64)(j0 + u) * vstride] = o;
             }
@@ -175,18 +223,20 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
 }
 
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sv(const ta* __restrict__ al, const ta* __restrict__ be,
-    ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init) {
-    scan_S<ta, 16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n, has_init);
+    ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init,
+    const ta* __restrict__ ga, const ta* __restrict__ gb) {
+    scan_S<ta, 16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
 }
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict__ al, const ta* __restrict__ be,
-    ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init) {
-    scan_S<ta, 1>(al, be, S, S0, S_out, DK, DV, n, has_init);
+    ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init,
+    const ta* __restrict__ ga, const ta* __restrict__ gb) {
+    scan_S<ta, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
 }
 
 extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ta* __restrict__ m_in,
     const ta* __restrict__ S_in, const ta* __restrict__ z_in, ti* __restrict__ out,
-    int Tq, int Tk, int DK, int DV, int n_state, int causal) {
+    int Tq, int Tk, int DK, int DV, int n_state, int causal, const ta* __restrict__ n_in) {  // n_in: LOGV only
     constexpr int RM = CH / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qt = reinterpret_cast<ta*>(smem_raw);  // DKP x QLD: q, then A = exp(q + mm - R)
@@ -200,8 +250,11 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     ta* RS = zS + DKP;                         // CH: row shifts
     ta* DS = RS + CH;                          // CH: state part of the denominators
     ta* fb = DS + CH;                          // (NT/32) x (DKP + CH): fallback scratch per warp
-    int* flag = reinterpret_cast<int*>(fb + (NT / 32) * (DKP + CH));  // CH
-    check_smem((unsigned)((2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + (NT / 32) * (DKP + CH)) * sizeof(ta) + CH * sizeof(int)));
+    ta* nnS = fb + (NT / 32) * (DKP + CH);     // LOGV: DVP column shifts nn
+    ta* gS = nnS + (LOGV ? DVP : 0);           // LOGV: DVP, exp(n_in - nn)
+    int* flag = reinterpret_cast<int*>(gS + (LOGV ? DVP : 0));  // CH
+    check_smem((unsigned)((2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + (NT / 32) * (DKP + CH)
+                           + (LOGV ? 2 * DVP : 0)) * sizeof(ta) + CH * sizeof(int)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -213,7 +266,10 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const ta* Si_p = S_in + sidx * (i64)DK * DV;
     const ti* qb = q + (bh * Tq + r0) * DK;
     const ti* kb = k + (bh * Tk + r0) * DK;  // causal only (Tk == Tq)
-    const ti* vb = v + (bh * Tk + r0) * DV;
+#if LOGV
+    const ti* vb = v + (bh * Tk + r0) * DV;  // causal only
+    const ta* ni_p = n_in + sidx * DV;
+#endif
     staged<CH * DKP, NT>(tile_loader<DKP>(q + bh * Tq * DK, r0, Tq, DK),
                          [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
     if (causal) {
@@ -249,6 +305,21 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
             scS[i] = sc;
             zS[i] = zz;
         }
+#if LOGV
+        if (tid >= NT - DVP) {  // the column shifts nn (threads disjoint from tid < DKP)
+            const int c = tid - (NT - DVP);
+            ta nn = (ta)0, g = (ta)0;
+            if (c < DV) {
+                const ta ni = ni_p[c];
+                nn = ni;
+                if (causal)
+                    for (int r = 0; r < ns; ++r) nn = fmx(nn, Vs[r * DVP + c]);
+                g = ex(ni - nn);
+            }
+            nnS[c] = nn;
+            gS[c] = g;
+        }
+#endif
     }
     __syncthreads();
     {  // row shifts: NT / CH threads per row (adjacent lanes)
@@ -269,6 +340,13 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
         Qt[i * QLD + r] = ok ? ex((Qt[i * QLD + r] + mmS[i]) - RS[r]) : (ta)0;
         if (causal) Kt[i * QLD + r] = ok ? ex(Kt[i * QLD + r] - mmS[i]) : (ta)0;
     }
+#if LOGV
+    if (causal)
+        for (int idx = tid; idx < CH * DVP; idx += NT) {
+            int r = idx / DVP, c = idx % DVP;
+            Vs[idx] = (r < ns && c < DV) ? ex(fmx(Vs[idx], lo_v()) - nnS[c]) : (ta)0;
+        }
+#endif
     __syncthreads();
     {  // state part of the denominators, NT / CH threads per row
         constexpr int NR = NT / CH;
@@ -314,7 +392,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
                 int c = idx % DVP, i = k0 + idx / DVP;
                 return (i < DK && c < DV) ? Si_p[(i64)i * DV + c] : (ta)0;
             },
-            [&](int idx, ta x) { Hs[idx] = scS[k0 + idx / DVP] * x; });
+            [&](int idx, ta x) { Hs[idx] = scS[k0 + idx / DVP] * (LOGV ? gS[idx % DVP] : (ta)1) * x; });
         __syncthreads();
         mm_acc<RM, RN, HS>(acc, Qt + k0 * QLD, QLD, Hs, DVP, ty, tx);
     }
@@ -330,12 +408,27 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
             flagged = 1;
             continue;
         }
+#if LOGV
+        const ta lden = lg(den);
+#pragma unroll
+        for (int jj = 0; jj < RN; ++jj) {
+            int c = tx * RN + jj;
+            if (c >= DV) continue;
+            if (!(acc[ii][jj] >= DEN_FLOOR)) {  // underflow against a later value of the chunk: exact path
+                flag[t] = 1;
+                flagged = 1;
+            } else {
+                st(ob + (i64)t * DV + c, log_out(lg(acc[ii][jj]) - lden + nnS[c]));
+            }
+        }
+#else
         ta inv = (ta)1 / den;
 #pragma unroll
         for (int jj = 0; jj < RN; ++jj) {
             int c = tx * RN + jj;
             if (c < DV) st(ob + (i64)t * DV + c, acc[ii][jj] * inv);
         }
+#endif
     }
     if (!__syncthreads_or(flagged)) return;
 
@@ -371,6 +464,22 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
             }
         }
         __syncwarp();
+#if LOGV
+        const ta lden = lg(den);
+        for (int c = lane; c < DV; c += 32) {  // the visible column shift n'
+            const ta ni = ni_p[c];
+            ta np = ni;
+            if (causal)
+                for (int s = 0; s <= t; ++s) np = fmx(np, ld(vb + (i64)s * DV + c));
+            ta num = (ta)0;
+            if (causal)
+                for (int s = 0; s <= t; ++s) num = fma(fw[s], ex(fmx(ld(vb + (i64)s * DV + c), lo_v()) - np), num);
+            ta sp = (ta)0;
+            for (int i = 0; i < DK; ++i) sp = fma(fe[i], Si_p[(i64)i * DV + c], sp);
+            num = fma(ex(ni - np), sp, num);
+            st(ob + (i64)t * DV + c, log_out(lg(num) - lden + np));
+        }
+#else
         const ta inv = (ta)1 / den;
         for (int c = lane; c < DV; c += 32) {
             ta num = (ta)0;
@@ -379,6 +488,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
             for (int i = 0; i < DK; ++i) num = fma(fe[i], Si_p[(i64)i * DV + c], num);
             st(ob + (i64)t * DV + c, num * inv);
         }
+#endif
         __syncwarp();
     }
 }
@@ -435,7 +545,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_decode(
     for (int c = c0 + tid; c < c0 + cw; c += NT) st(out + bh * DV + c, outs[c] / den);
 }
 
-#if TI_BF16
+#if TI_BF16 && !LOGV  // (log_attention's bf16 inputs run the FFMA kernels above)
 // ---- tensor-core versions for bfloat16 inputs (CH = 64, NTC = 128 threads, fp32 accumulation) -----
 // Rounded to bf16 on the way into a product: exp(k - m) <= 1, exp(q + mm - R) <= 1, the masked
 // scores, and the rescaled S_in (relative 2^-9 each); shifts, maxima, z and denominators of the
@@ -501,7 +611,7 @@ __device__ __forceinline__ void ek_chunk_body(
 
 extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5(
     const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, bf* __restrict__ S,
-    float* __restrict__ z, int T, int DK, int DV, int n) {
+    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ /* nc: LOGV only */) {
     ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n);
 }
 
@@ -723,18 +833,20 @@ __device__ __forceinline__ void ek_output_body(
 extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
     const bf* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
-    int Tq, int Tk, int DK, int DV, int n_state, int causal) {
+    int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ /* n_in: LOGV only */) {
     ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal);
 }
 
 // The scan over bf16 summaries (S_c read and S_in written as bf16; VEC = 4 per 8 bytes when
 // d_v % 4 == 0, else 1).
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Shv(const float* __restrict__ al, const float* __restrict__ be,
-    bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init) {
-    scan_S<bf, 4>(al, be, S, S0, S_out, DK, DV, n, has_init);
+    bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init,
+    const ta* __restrict__ ga, const ta* __restrict__ gb) {
+    scan_S<bf, 4>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
 }
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sh1(const float* __restrict__ al, const float* __restrict__ be,
-    bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init) {
-    scan_S<bf, 1>(al, be, S, S0, S_out, DK, DV, n, has_init);
+    bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init,
+    const ta* __restrict__ ga, const ta* __restrict__ gb) {
+    scan_S<bf, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
 }
 #endif

@@ -1,6 +1,7 @@
-"""Exp-kernel attention (``exp_kernel_attention``) on the kernels of ``exp_kernel.cu``: the host
-logic (chunk summaries, the two-pass scan, the output read; decoding steps), the backward's
-(``exp_kernel_bwd.cu``) and the backend's implementation."""
+"""Exp-kernel attention (``exp_kernel_attention``, and ``log_attention`` through the kernels' LOGV
+mode) on the kernels of ``exp_kernel.cu``: the host logic (chunk summaries, the two-pass scan, the
+output read; decoding steps), the backward's (``exp_kernel_bwd.cu``) and the backend's
+implementations."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,32 +10,36 @@ from ...state import State
 from ._arrays import batch_layout, flat, inputs, narrow, on_gpu, ta_name, widen
 from ._compile import DV_BLOCK, grad_fits, make_config
 
-__all__ = ["forward", "compute", "backward"]
+__all__ = ["forward", "log_forward", "compute", "backward"]
 
 
-def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half=""):
+def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False):
     """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
     in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none); init: (m, S, z) of the incoming state or None.
-    Returns (out (..., Tq, d_v), (m, S, z) or None)."""
+    ``logv``: ``log_attention`` (v holds log values, the output is log y; the kernels' LOGV mode),
+    whose states are (m, S, z, n) with n (..., d_v) the per-column value shift.
+    Returns (out (..., Tq, d_v), (m, S, z) / (m, S, z, n) or None)."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     Tq, Tk, DK, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
-    if DV > DV_BLOCK:
-        outs, Ss, mz = [], [], None
+    if DV > DV_BLOCK:  # independent column blocks: m, z shared, S (and n) split by columns
+        cols = lambda x, c0, c1: xp.ascontiguousarray(x[..., c0:c1])  # noqa: E731
+        outs, parts, st = [], [], None
         for c0 in range(0, DV, DV_BLOCK):
             c1 = min(DV, c0 + DV_BLOCK)
-            sub = None if init is None else (init[0], xp.ascontiguousarray(init[1][..., c0:c1]), init[2])
-            o, st = compute(ops, q, k, xp.ascontiguousarray(v[..., c0:c1]), causal, sub, want_state, chunk_size, half)
+            sub = None if init is None else (init[0], cols(init[1], c0, c1), init[2]) + tuple(cols(x, c0, c1) for x in init[3:])
+            o, st = compute(ops, q, k, cols(v, c0, c1), causal, sub, want_state, chunk_size, half, logv)
             outs.append(o)
-            if want_state:
-                Ss.append(st[1])
-                mz = (st[0], st[2])
-        state = (mz[0], xp.concatenate(Ss, axis=-1), mz[1]) if want_state else None
-        return xp.concatenate(outs, axis=-1), state
+            parts.append(st)
+        if want_state:
+            split = [xp.concatenate([p[i] for p in parts], axis=-1) for i in range(1, len(st), 2)]  # S (, n)
+            st = (st[0], split[0], st[2]) + tuple(split[1:])
+        return xp.concatenate(outs, axis=-1), st if want_state else None
 
-    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half)
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, logv=logv)
     q3, k3, v3 = flat(xp, q, (BH, Tq, DK)), flat(xp, k, (BH, Tk, DK)), flat(xp, v, (BH, Tk, DV))
+    n0 = None if init is None or not logv else flat(xp, init[3], (BH, DV))
     if init is None:
-        if causal and Tq == 1:  # the decoding kernel reads a state: the one before any token
+        if causal and Tq == 1 and not logv:  # the decoding kernel reads a state: the one before any token
             lo = -float(np.finfo(np.float64 if cfg.ta == "double" else np.float32).max) / 8
             m0 = xp.full((BH, DK), lo, dtype=ta_dtype)
             S0 = xp.zeros((BH, DK, DV), dtype=ta_dtype)
@@ -48,7 +53,9 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half=""):
     S_out = xp.empty((BH, DK, DV), dtype=ta_dtype)
     z_out = xp.empty((BH, DK), dtype=ta_dtype)
 
-    if causal and Tq == 1:  # decoding step
+    n_out = xp.empty((BH, DV), dtype=ta_dtype) if logv else None
+
+    if causal and Tq == 1 and not logv:  # decoding step (log_attention: one token is one chunk)
         ops.ek_decode(cfg, q3, k3, v3, m0, S0, z0, m_out, S_out, z_out, out, DK, DV, BH)
     else:
         n = -(-Tk // cfg.CH)
@@ -57,18 +64,25 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half=""):
         S = xp.empty((BH, n, DK, DV), dtype=xp.uint16 if cfg.kernel("ek_chunk")[0].endswith("tc5") else ta_dtype)
         z = xp.empty((BH, n, DK), dtype=ta_dtype)
         m_in = xp.empty((BH, n, DK), dtype=ta_dtype)
-        ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH)
-        ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH)
+        nc = n_in = vshift = None
+        if logv:  # the chunks' column maxima of log v, then the column shift entering every chunk
+            nc, n_in = xp.empty((BH, n, DV), dtype=ta_dtype), xp.empty((BH, n, DV), dtype=ta_dtype)
+            vshift = (nc, n0, n_in, n_out)
+        ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH, nc)
+        ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift)
         if causal:
-            ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH)
+            ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH, n_in)
         elif Tq > 0:
             if half:
                 raise NotImplementedError("non-causal calls take float32 / float64 inputs")
-            one = lambda x: xp.reshape(x, (BH, 1) + x.shape[1:])  # noqa: E731  the final summary as 1 'chunk'
-            ops.ek_output(cfg, q3, k3, v3, one(m_out), one(S_out), one(z_out), out, Tq, Tk, DK, DV, 1, False, BH)
+            one = lambda x: None if x is None else xp.reshape(x, (BH, 1) + x.shape[1:])  # noqa: E731  the final summary as 1 'chunk'
+            ops.ek_output(cfg, q3, k3, v3, one(m_out), one(S_out), one(z_out), out, Tq, Tk, DK, DV, 1, False, BH,
+                          one(n_out))
     state = None
     if want_state:
         state = (xp.reshape(m_out, batch + (DK,)), xp.reshape(S_out, batch + (DK, DV)), xp.reshape(z_out, batch + (DK,)))
+        if logv:
+            state += (xp.reshape(n_out, batch + (DV,)),)
     return xp.reshape(out, batch + (Tq, DV)), state
 
 
@@ -131,32 +145,52 @@ def forward(q, k, v, causal, state, return_state, *, chunk_size=None):
     ``S (..., d_k, d_v)``, ``z (..., d_k)`` as in the array-API twin (before any token
     ``m = -finfo.max / 8``), float32 / float64.
     """
+    return _forward(q, k, v, causal, state, return_state, chunk_size, False)
+
+
+def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
+    """CuPy-kernel implementation of ``log_attention`` (the kernels' LOGV mode); the signature of
+    ``lsattn.exp_kernel._log_forward``, arguments as :func:`forward` with ``log_v (..., Tk, d_v)``
+    (``-inf`` allowed).
+
+    Returns
+    -------
+    (log_y (..., Tq, d_v) in the inputs' dtype, State or None); state tensors as :func:`forward`'s
+    plus ``n (..., d_v)``, the running per-column maximum of ``log_v`` (before any token
+    ``m = n = -finfo.max / 8``), as in the array-API twin. Inputs that require grad run the
+    array-API formulation on the same device (no backward kernels for this operator).
+    """
+    return _forward(q, k, log_v, causal, state, return_state, chunk_size, True)
+
+
+def _forward(q, k, v, causal, state, return_state, chunk_size, logv):
+    op, names = ("log_attention", ("m", "S", "z", "n")) if logv else ("exp_kernel_attention", ("m", "S", "z"))
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     offset = 0 if state is None else state.offset
-    init_t = None if state is None else tuple(state.tensors[n] for n in ("m", "S", "z"))
+    init_t = None if state is None else tuple(state.tensors[n] for n in names)
     if Tq > 0 and _tracks_grad((q, k, v) + (init_t or ())):
         import torch
 
         f64 = q.dtype == torch.float64
-        if causal and not return_state and grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel"):
+        if not logv and causal and not return_state and grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel"):
             from ._autograd import apply_exp_kernel
 
             return apply_exp_kernel(q, k, v, init_t, chunk_size), None
-        # non-causal, a returned state (whose gradient the kernels do not compute), head dims beyond
-        # the backward's tiles: the array-API formulation on the same device, differentiated by torch
-        from ...exp_kernel import _exp_forward
+        # log values, non-causal, a returned state (whose gradient the kernels do not compute), head
+        # dims beyond the backward's tiles: the array-API formulation on the same device, differentiated by torch
+        from ...exp_kernel import _exp_forward, _log_forward
 
         args = [x if f64 else x.float() for x in (q, k, v)]  # half: in float32
-        return _exp_forward(*args, causal, state, return_state, chunk_size=chunk_size)
+        return (_log_forward if logv else _exp_forward)(*args, causal, state, return_state, chunk_size=chunk_size)
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         (qc, kc, vc), half = inputs(to_cp, (q, k, v))
         if half and not causal:  # no 16-bit entry for the one-summary read: compute from float32 copies
             qc, kc, vc = (widen(xp, x, half) for x in (qc, kc, vc))
-            out, _ = compute(ops, qc, kc, vc, False, None, False, chunk_size)
+            out, _ = compute(ops, qc, kc, vc, False, None, False, chunk_size, logv=logv)
             return back(narrow(xp, out, half), half), None
         sdtype = xp.float32 if half else qc.dtype
-        init = None if state is None else tuple(to_cp(state.tensors[n])[0] for n in ("m", "S", "z"))
+        init = None if state is None else tuple(to_cp(state.tensors[n])[0] for n in names)
         if Tq == 0 and causal:
             out = back(xp.empty(batch + (0, d_v), dtype=qc.dtype), half)
             if not return_state or state is not None:
@@ -164,11 +198,13 @@ def forward(q, k, v, causal, state, return_state, *, chunk_size=None):
             lo = -float(np.finfo(np.dtype(sdtype)).max) / 8
             init = (xp.full(batch + (d_k,), lo, dtype=sdtype), xp.zeros(batch + (d_k, d_v), dtype=sdtype),
                     xp.zeros(batch + (d_k,), dtype=sdtype))
-            tensors = dict(zip(("m", "S", "z"), (back(t, "") for t in init)))
-            return out, State("exp_kernel_attention", 0, batch, d_k, d_v, tensors["S"].dtype, tensors)
-        out, st = compute(ops, qc, kc, vc, causal, init, return_state, chunk_size, half)
+            if logv:
+                init += (xp.full(batch + (d_v,), lo, dtype=sdtype),)
+            tensors = dict(zip(names, (back(t, "") for t in init)))
+            return out, State(op, 0, batch, d_k, d_v, tensors["S"].dtype, tensors)
+        out, st = compute(ops, qc, kc, vc, causal, init, return_state, chunk_size, half, logv)
         out = back(out, half)
         if not return_state:
             return out, None
-        tensors = dict(zip(("m", "S", "z"), (back(t, "") for t in st)))
-        return out, State("exp_kernel_attention", offset + Tq, batch, d_k, d_v, tensors["S"].dtype, tensors)
+        tensors = dict(zip(names, (back(t, "") for t in st)))
+        return out, State(op, offset + Tq, batch, d_k, d_v, tensors["S"].dtype, tensors)

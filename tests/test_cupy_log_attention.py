@@ -1,0 +1,217 @@
+"""log_attention on the CuPy backend (the exp-kernel kernels in their LOGV mode) against
+lsattn.reference.
+
+* CPU (runs in CI): the host logic (``exp_kernel.compute(..., logv=True)``) driven by the NumPy twin
+  of the kernels (``test_cupy_backend.Twin``, whose exp-kernel methods transcribe the LOGV mode):
+  log values of magnitude up to 1e3, ``-inf`` entries and columns, T not a multiple of the chunk,
+  streams and states, d_v above one column block, late value spikes (the exact rows).
+* GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the same on the kernels,
+  float64 / float32 / bfloat16 / float16.
+
+Tolerances: log_attention's promised bound (tests/test_exp_kernel.py), relative to max |log y| and
+as an absolute error in log y; infinities must match exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lsattn
+from lsattn import reference as ref
+from lsattn.backends.cupy import exp_kernel as cek
+
+from helpers import assert_close
+from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
+from test_cupy_backend import BF16, F64, Twin, _cp, _gpu_ready, chunks, ek_inputs, gpu_dtypes
+
+
+# ---- CPU: the host logic with the twin -----------------------------------------------------------
+
+def lv_inputs(seed, batch, T, dk, dv, scale=1.0, lv_scale=1.0, p_inf=0.0, Tk=None):
+    """q, k as :func:`ek_inputs` and log values uniform in [-lv_scale, lv_scale], each ``-inf`` (a zero
+    value) with probability ``p_inf``; with ``p_inf > 0`` the last column is all ``-inf``."""
+    q, k, v = ek_inputs(seed, batch, T, dk, dv, scale, Tk)
+    rng = np.random.default_rng(seed + 1)
+    lv = rng.uniform(-lv_scale, lv_scale, v.shape)
+    if p_inf:
+        lv = np.where(rng.random(lv.shape) < p_inf, -np.inf, lv)
+        lv[..., -1] = -np.inf
+    return q, k, lv
+
+
+lv_scales = st.sampled_from([1.0, 30.0, 1e3])
+
+
+def assert_log_state(tensors, q, k, lv, tol):
+    """``tensors`` (m, S, z, n; any array kind) equal the array-API backend's state after q, k, lv."""
+    _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
+    for name, mine in zip("mSzn", tensors):
+        assert_close(mine, st_api.tensors[name], tol, what=name)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the reference takes log 0
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks, scale=magnitudes, lv_scale=lv_scales,
+       p_inf=st.sampled_from([0.0, 0.3]), seed=seeds)
+def test_twin_log_attention_matches_reference(batch, T, dk, dv, C, scale, lv_scale, p_inf, seed):
+    """log_attention through the host logic and the kernels' LOGV mode (twin): log values of any
+    magnitude, -inf entries and columns, T not a multiple of the chunk."""
+    q, k, lv = lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf)
+    out, _ = cek.compute(Twin(), q, k, lv, True, None, False, C, logv=True)
+    assert_close(out, ref.log_attention(q, k, lv), F64, atol=F64, what=f"T={T} C={C}")
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(Tq=st.integers(1, 70), Tk=st.integers(1, 70), C=chunks, lv_scale=lv_scales, p_inf=st.sampled_from([0.0, 0.3]),
+       seed=seeds)
+def test_twin_log_attention_noncausal(Tq, Tk, C, lv_scale, p_inf, seed):
+    q, k, lv = lv_inputs(seed, (2,), Tq, 3, 4, 2.0, lv_scale, p_inf, Tk=Tk)
+    out, _ = cek.compute(Twin(), q, k, lv, False, None, False, C, logv=True)
+    assert_close(out, ref.log_attention(q, k, lv, causal=False), F64, atol=F64)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(T=st.integers(1, 200), C=chunks, lv_scale=lv_scales, seed=seeds, data=st.data())
+@settings(max_examples=12)
+def test_twin_log_attention_stream_and_state(T, C, lv_scale, seed, data):
+    """Streams cut anywhere (pieces of one token: one chunk) equal one call, and the final state is
+    the array-API backend's (m, S, z, n)."""
+    q, k, lv = lv_inputs(seed, (2,), T, 3, 2, 3.0, lv_scale, 0.2)
+    cuts = data.draw(split_points(T, max_splits=5))
+    bounds = [0] + cuts + [T]
+    outs, state = [], None
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        o, state = cek.compute(Twin(), q[..., lo:hi, :], k[..., lo:hi, :], lv[..., lo:hi, :], True, state, True, C,
+                               logv=True)
+        outs.append(o)
+    assert_close(np.concatenate(outs, axis=-2), ref.log_attention(q, k, lv), F64, atol=F64, what=f"cuts={cuts}")
+    assert_log_state(state, q, k, lv, F64)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+def test_twin_log_attention_wide_values_and_single_tokens():
+    """d_v = 130 (two column blocks: m, z shared, S and n split by columns), a prefix of one token,
+    then single-token calls (one chunk each, no decoding kernel), then the rest."""
+    q, k, lv = lv_inputs(11, (2,), 45, 3, 130, 2.0, 1e3, 0.2)
+    outs, state = [], None
+    for lo, hi in ((0, 1), (1, 2), (2, 3), (3, 45)):
+        o, state = cek.compute(Twin(), q[..., lo:hi, :], k[..., lo:hi, :], lv[..., lo:hi, :], True, state, True, 16,
+                               logv=True)
+        outs.append(o)
+    assert_close(np.concatenate(outs, axis=-2), ref.log_attention(q, k, lv), F64, atol=F64)
+    assert_log_state(state, q, k, lv, F64)
+
+
+def log_spike_case():
+    """Column 0: values e^-700 early in the chunk, e^+700 from token 40 on (a shift over the whole
+    chunk underflows every earlier row: the exact path); column 1: zeros (-inf) before token 20;
+    a key spike at token 50 as in the exp-kernel case."""
+    q, k, lv = lv_inputs(7, (1,), 64, 4, 3)
+    lv[..., :40, 0], lv[..., 40:, 0] = -700.0, 700.0
+    lv[..., :20, 1] = -np.inf
+    k[..., 50, :] = 400.0
+    return q, k, lv
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+def test_twin_log_attention_late_spikes():
+    q, k, lv = log_spike_case()
+    expected = ref.log_attention(q, k, lv)
+    assert np.isneginf(expected[..., :20, 1]).all() and expected[..., 39, 0] < -690
+    out, _ = cek.compute(Twin(), q, k, lv, True, None, False, 64, logv=True)
+    assert_close(out, expected, F64, atol=F64)
+
+
+# ---- GPU: the kernels ------------------------------------------------------------------------------
+
+def _log_tol(dtype, q, k):
+    """log_attention's promised bound (tests/test_exp_kernel.py): TOL + 2 eps (max |q| + max |k|),
+    relative to max |log y| and as an absolute error in log y."""
+    eps = float(np.finfo(dtype).eps)
+    return (F64 if dtype == "float64" else 1e-5) + 2 * eps * float(np.abs(q).max() + np.abs(k).max())
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, C=chunks, dtype=gpu_dtypes, scale=magnitudes,
+       lv_scale=lv_scales, p_inf=st.sampled_from([0.0, 0.3]), seed=seeds)
+def test_gpu_log_attention_matches_reference(batch, T, dk, dv, C, dtype, scale, lv_scale, p_inf, seed):
+    """log values up to 1e3 in magnitude (float32 too), -inf entries and columns."""
+    _gpu_ready()
+    q, k, lv = (x.astype(dtype) for x in lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf))
+    want, tol = ref.log_attention(q, k, lv), _log_tol(dtype, q, k)
+    out = cek.log_forward(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype), True, None, False, chunk_size=C)[0]
+    assert_close(out.get(), want, tol, atol=tol, what=f"T={T} C={C}")
+    out2 = lsattn.log_attention(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype))  # the automatic choice
+    assert_close(out2.get(), want, tol, atol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(Tq=st.integers(1, 150), Tk=st.integers(1, 150), dtype=gpu_dtypes, lv_scale=lv_scales,
+       p_inf=st.sampled_from([0.0, 0.3]), seed=seeds)
+def test_gpu_log_attention_noncausal(Tq, Tk, dtype, lv_scale, p_inf, seed):
+    _gpu_ready()
+    q, k, lv = (x.astype(dtype) for x in lv_inputs(seed, (2,), Tq, 6, 5, 2.0, lv_scale, p_inf, Tk=Tk))
+    out = lsattn.log_attention(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype), causal=False, backend="cupy")
+    tol = _log_tol(dtype, q, k)
+    assert_close(out.get(), ref.log_attention(q, k, lv, causal=False), tol, atol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(T=st.integers(2, 300), dtype=gpu_dtypes, lv_scale=lv_scales, seed=seeds, data=st.data())
+@settings(max_examples=12)
+def test_gpu_log_attention_stream_decode_and_handover(T, dtype, lv_scale, seed, data):
+    """Random cuts (single-token steps, an empty first call) with the state moving between cupy and
+    array_api; the final state equals the array-API backend's."""
+    _gpu_ready()
+    q, k, lv = (x.astype(dtype) for x in lv_inputs(seed, (3,), T, 4, 3, 3.0, lv_scale, 0.2))
+    cuts = data.draw(split_points(T, max_splits=6))
+    bounds = [0, 0] + cuts + [T]
+    outs, state = [], None
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        backend = "cupy" if i % 3 != 2 else "array_api"
+        o, state = lsattn.log_attention(_cp(q[..., lo:hi, :], dtype), _cp(k[..., lo:hi, :], dtype),
+                                        _cp(lv[..., lo:hi, :], dtype), state=state, return_state=True, backend=backend)
+        outs.append(o.get())
+    tol = _log_tol(dtype, q, k)
+    assert_close(np.concatenate(outs, axis=-2), ref.log_attention(q, k, lv), tol, atol=tol, what=f"cuts={cuts}")
+    assert_log_state([state.tensors[n] for n in "mSzn"], q, k, lv, tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_log_attention_late_spikes_and_wide_values(dtype):
+    """Values e^-700 of a later value of their chunk and zeros before the first non-zero stay exact
+    (the exact rows); d_v = 200 (two column blocks), d_k = 128."""
+    _gpu_ready()
+    q, k, lv = (x.astype(dtype) for x in log_spike_case())
+    out = lsattn.log_attention(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype), backend="cupy")
+    tol = _log_tol(dtype, q, k)
+    assert_close(out.get(), ref.log_attention(q, k, lv), tol, atol=tol)
+    q, k, lv = (x.astype(dtype) for x in lv_inputs(17, (2,), 150, 128, 200, 1.0, 30.0, 0.1))
+    out, st = lsattn.log_attention(_cp(q, dtype), _cp(k, dtype), _cp(lv, dtype), return_state=True, backend="cupy")
+    tol = _log_tol(dtype, q, k)
+    assert_close(out.get(), ref.log_attention(q, k, lv), tol, atol=tol)
+    assert_log_state([st.tensors[n] for n in "mSzn"], q, k, lv, tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("half", ["bfloat16", "float16"])
+def test_gpu_log_attention_half_precision(half):
+    """16-bit torch tensors (FFMA kernels, fp32 compute): 16-bit outputs within the exp-kernel's
+    bounds (bf16 2e-2, fp16 2e-3) of the reference on the rounded inputs, -inf entries exact."""
+    _gpu_ready()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    dtype, tol = (torch.bfloat16, BF16) if half == "bfloat16" else (torch.float16, 2e-3)
+    q, k, lv = lv_inputs(31, (2, 2), 300, 64, 64, 0.125, 30.0 if half == "bfloat16" else 5.0, 0.1)
+    tb = [torch.tensor(x, device="cuda").to(dtype) for x in (q, k, lv)]
+    back = [t.double().cpu().numpy() for t in tb]
+    out = lsattn.log_attention(*tb)
+    assert out.dtype == dtype
+    assert_close(out.double().cpu().numpy(), ref.log_attention(*back), tol, atol=tol)
