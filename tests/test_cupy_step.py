@@ -34,7 +34,7 @@ def run(op, args, kw, nb, P, N, dtype, max_tokens):
     """Prefill P tokens (plain call), then N steps of the twin and of the array-API step."""
     fn = getattr(lsattn, op)
     cast = lambda xs: on(np, xs, dtype)  # noqa: E731
-    _, state = fn(*cast(tokens(args, nb, 0, P)), return_state=True)
+    _, state = fn(*cast(tokens(args, nb, 0, P)), return_state=True, backend="array_api")  # no Numba compiles
     twin = twin_stepper(op, state, max_tokens)
     aapi = lsattn.stepper(op, state, max_tokens=max_tokens, backend="array_api")
     got, want = [], []
@@ -70,7 +70,7 @@ def test_twin_step_equals_array_api_step_and_reference(op, seed, batch, dk, dv, 
         assert tuple(x.shape) == tuple(st_a.tensors[name].shape) and x.dtype == st_a.tensors[name].dtype, name
         assert_close(x, st_a.tensors[name], BASE[dtype] * (1 + scale), atol=1e-300, what=f"state {name}")
     rest = tokens(args, nb, P + N, T)
-    out = getattr(lsattn, op)(*rest, state=st_t)
+    out = getattr(lsattn, op)(*rest, state=st_t, backend="array_api")
     check(op, to_numpy(out), [x.astype(np.float64) for x in args], {}, dtype, P + N, "continued")
 
 
@@ -109,7 +109,7 @@ def test_twin_exp_kernel_extreme_magnitudes():
     q, k, v = rng.standard_normal((3, 2, 12, 6))
     k[:, 4] += 80.0
     k[:, 7] -= 80.0
-    _, state = lsattn.exp_kernel_attention(q[:, :3], k[:, :3], v[:, :3], return_state=True)
+    _, state = lsattn.exp_kernel_attention(q[:, :3], k[:, :3], v[:, :3], return_state=True, backend="array_api")
     twin = twin_stepper("exp_kernel_attention", state, None)
     got = np.concatenate([twin(q[:, t : t + 1], k[:, t : t + 1], v[:, t : t + 1]) for t in range(3, 12)], axis=-2)
     check("exp_kernel_attention", got, [q, k, v], {}, "float64", 3, "twin vs reference")
