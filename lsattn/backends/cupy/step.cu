@@ -122,6 +122,9 @@ extern "C" __global__ void __launch_bounds__(NT) ll_step(
     }
     __syncthreads();
     const i64 p = ps;
+    // the host checks p < max_tokens on every eager step; a graph replayed past it must not write
+    // beyond the K slots: such a step only advances the offset
+    if (bitlen64(p + 1) > K) return;
     const int n = bitlen64(p), h = bitlen64(p ^ (p + 1));
     ta part = (ta)0;
     for (int i = tid; i < DK; i += NT) {

@@ -318,6 +318,9 @@ class Twin:
     def ll_step(q, k, v, a, lam, S, out, off, DK, DV, K, B):
         ta = S.dtype.type
         p = int(off[0])
+        off[0] = p + 1
+        if (p + 1).bit_length() > K:  # a replay past max_tokens: only the offset advances
+            return
         n, h = p.bit_length(), (p ^ (p + 1)).bit_length()
         for bh in range(B):
             qs, ks = q[bh].astype(ta), k[bh].astype(ta)
@@ -350,7 +353,6 @@ class Twin:
                         acc = qs[i] * rd + acc
                     part[w] = acc
                 out[bh, c] = ea * _warp_order_sum(part) + ta(lam[bh, 0]) * qk * vc
-        off[0] = p + 1
 
 
 def _warp_order_sum(part):
