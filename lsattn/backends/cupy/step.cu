@@ -96,12 +96,12 @@ extern "C" __global__ void __launch_bounds__(NT) ek_step(
 //   out_c = lam_0 (q . k) v_c + e^{a} sum_{j: bit j of p} lam_{j+1} sum_i q_i S_jic
 //   S_{h-1} <- e^{a} sum_{j < h-1} S_j + k v^T; S_j <- 0 (j < h - 1); S_j <- e^{a} S_j (j >= h, bit j set);
 // slots of clear bits above h - 1 are zero and stay zero (not touched).
-// Grid (ceil(DV / 32), BH): every block reads p; the last block to take a ticket advances it.
+// lam (BH, L) level weights. Grid (ceil(DV / 32), BH): every block reads p; the last block to take a ticket advances it.
 // Dynamic shared memory: 2 DK + 32 SW values of ta.
 extern "C" __global__ void __launch_bounds__(NT) ll_step(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
     const ti* __restrict__ lam, i64 sq, i64 sk, i64 sv, i64 sa, i64 sl, ta* __restrict__ S, ti* __restrict__ out,
-    i64* __restrict__ off, int DK, int DV, int K) {
+    i64* __restrict__ off, int DK, int DV, int L, int K) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* qs = reinterpret_cast<ta*>(smem_raw);  // DK
     ta* ks = qs + DK;                          // DK
@@ -132,7 +132,9 @@ extern "C" __global__ void __launch_bounds__(NT) ll_step(
         ks[i] = ld(k + bh * sk + i);
         part = fma(qs[i], ks[i], part);
     }
-    if (tid < K) wl[tid] = (tid < n && ((p >> tid) & 1)) ? ld(lam + bh * sl + tid + 1) : (ta)0;
+    // slots beyond level L - 1 take level L - 1's weight (as the array-API step; the host checks
+    // L > bit_length(p) on eager steps, so only a replay past the inputs' levels meets them)
+    if (tid < K) wl[tid] = (tid < n && ((p >> tid) & 1)) ? ld(lam + bh * sl + min(tid + 1, L - 1)) : (ta)0;
     const ta qk = block_sum(part, red);  // synchronises: qs, ks, wl visible
     const ta ea = ex(ld(a + bh * sa));
     const i64 mat = (i64)DK * DV;

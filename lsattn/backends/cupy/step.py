@@ -151,8 +151,9 @@ class _Levels(_Step):
         out, flat = self._out(v)
         B = self.B
         r = lambda x: _rows(self.ops.prep(x), B)  # noqa: E731
-        self.ops.ll_step(r(q), r(k), r(v), r(log_decay), r(lam), self.buf["levels"], flat, self.off, self.dk,
-                         self.d_v, self.slots, B)
+        lam = r(lam)
+        self.ops.ll_step(r(q), r(k), r(v), r(log_decay), lam, self.buf["levels"], flat, self.off, self.dk,
+                         self.d_v, lam.shape[-1], self.slots, B)
         return self.ops.result(out)
 
 
@@ -188,7 +189,6 @@ class GpuOps:
         else:
             self.dev = like.device.id if kind == "cupy" else next(iter(like.devices())).id
             self._stream = cupy.cuda.get_current_stream
-        self.device = cupy.cuda.Device(self.dev)
         self._cfg = lambda half: Config(self.ta, half, 64, 64, 64, tc=False)
 
     def _fn(self, half, name):
@@ -204,14 +204,14 @@ class GpuOps:
     def offset(self, bufs, p):
         if self.kind == "torch":
             return self.torch.tensor([p, 0], dtype=self.torch.int64, device=f"cuda:{self.dev}")
-        with self.device:
+        with self.cupy.cuda.Device(self.dev):
             return self.cupy.asarray(np.asarray([p, 0], dtype=np.int64))
 
     def empty(self, shape, like):
         """The output; bfloat16 (a JAX input's 16-bit patterns) keeps its int16 view."""
         if self.kind == "torch":
             return self.torch.empty(shape, dtype=like.dtype, device=like.device)
-        with self.device:
+        with self.cupy.cuda.Device(self.dev):
             return self.cupy.empty(shape, dtype=like.dtype)
 
     def prep(self, x):
@@ -241,7 +241,7 @@ class GpuOps:
         fn = self._fn(half, name)
         if smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < smem:
             fn.max_dynamic_shared_size_bytes = smem
-        with self.device, self._stream():
+        with self.cupy.cuda.Device(self.dev), self._stream():
             fn(grid, (NT,), args, shared_mem=smem)
 
     def ek_step(self, q, k, v, m, S, z, out, off, DK, DV, B):
@@ -251,12 +251,12 @@ class GpuOps:
                      (P(q), P(k), P(v), sq, sk, sv, P(m), P(S), P(z), P(out), P(off), np.int32(DK), np.int32(DV)),
                      (4 * DK + NT) * es)
 
-    def ll_step(self, q, k, v, a, lam, S, out, off, DK, DV, K, B):
+    def ll_step(self, q, k, v, a, lam, S, out, off, DK, DV, L, K, B):
         P, es = self._ptr, 8 if self.ta == "double" else 4
         strides = (np.int64(_strides(x)[0]) for x in (q, k, v, a, lam))
         self._launch("ll_step", _half(q.dtype), (-(-DV // 32), B),
                      (P(q), P(k), P(v), P(a), P(lam), *strides, P(S), P(out), P(off), np.int32(DK), np.int32(DV),
-                      np.int32(K)),
+                      np.int32(L), np.int32(K)),
                      (2 * DK + NT) * es)
 
 
@@ -315,7 +315,7 @@ class Twin:
         off[0] += 1
 
     @staticmethod
-    def ll_step(q, k, v, a, lam, S, out, off, DK, DV, K, B):
+    def ll_step(q, k, v, a, lam, S, out, off, DK, DV, L, K, B):
         ta = S.dtype.type
         p = int(off[0])
         off[0] = p + 1
@@ -328,7 +328,7 @@ class Twin:
             wl = np.zeros(K, ta)
             for j in range(min(n, K)):
                 if (p >> j) & 1:
-                    wl[j] = lam[bh, j + 1]
+                    wl[j] = lam[bh, min(j + 1, L - 1)]
             ea = np.exp(ta(a[bh, 0]))
             Sb = S[bh]
             for c0 in range(0, DV, 32):
