@@ -300,18 +300,14 @@ class Twin:
             R = A.max()
             A = np.exp(A - R)
             den = _block_sum(A * zn)
-            for c0 in range(0, DV, 32):
-                c = np.arange(c0, min(c0 + 32, DV))
-                vc = v[bh, c].astype(ta)
-                part = np.zeros((_WARPS, len(c)), ta)
-                for w in range(_WARPS):
-                    acc = np.zeros(len(c), ta)
-                    for i in range(w, DK, _WARPS):
-                        s2 = fa[i] * S[bh, i, c] + fb[i] * vc
-                        S[bh, i, c] = s2
-                        acc = A[i] * s2 + acc
-                    part[w] = acc
-                out[bh, c] = _warp_order_sum(part) / den
+
+            def row(i, c, vc):  # S'_ic, written back; the thread's term A_i S'_ic
+                s2 = fa[i] * S[bh, i, c] + fb[i] * vc
+                S[bh, i, c] = s2
+                return A[i] * s2
+
+            for c, vc, num in _tiles(v[bh], DK, DV, ta, row):
+                out[bh, c] = num / den
         off[0] += 1
 
     @staticmethod
@@ -331,28 +327,40 @@ class Twin:
                     wl[j] = lam[bh, min(j + 1, L - 1)]
             ea = np.exp(ta(a[bh, 0]))
             Sb = S[bh]
-            for c0 in range(0, DV, 32):
-                c = np.arange(c0, min(c0 + 32, DV))
-                vc = v[bh, c].astype(ta)
-                part = np.zeros((_WARPS, len(c)), ta)
-                for w in range(_WARPS):
-                    acc = np.zeros(len(c), ta)
-                    for i in range(w, DK, _WARPS):
-                        rd, fold = np.zeros(len(c), ta), np.zeros(len(c), ta)
-                        for j in range(n):
-                            if not (p >> j) & 1:
-                                continue
-                            x = Sb[j, i, c].copy()
-                            rd = wl[j] * x + rd
-                            if j < h - 1:
-                                fold = fold + x
-                                Sb[j, i, c] = 0
-                            else:
-                                Sb[j, i, c] = ea * x
-                        Sb[h - 1, i, c] = ea * fold + ks[i] * vc
-                        acc = qs[i] * rd + acc
-                    part[w] = acc
-                out[bh, c] = ea * _warp_order_sum(part) + ta(lam[bh, 0]) * qk * vc
+
+            def row(i, c, vc):  # the slots of the offset's bits at (i, c); the thread's term q_i rd_ic
+                rd, fold = np.zeros(len(c), ta), np.zeros(len(c), ta)
+                for j in range(n):
+                    if not (p >> j) & 1:
+                        continue
+                    x = Sb[j, i, c].copy()
+                    rd = wl[j] * x + rd
+                    if j < h - 1:
+                        fold = fold + x
+                        Sb[j, i, c] = 0
+                    else:
+                        Sb[j, i, c] = ea * x
+                Sb[h - 1, i, c] = ea * fold + ks[i] * vc
+                return qs[i] * rd
+
+            for c, vc, rdq in _tiles(v[bh], DK, DV, ta, row):
+                out[bh, c] = ea * rdq + ta(lam[bh, 0]) * qk * vc
+
+
+def _tiles(vrow, DK, DV, ta, row):
+    """The kernels' sweep of one row: per 32-column tile ``c`` (the lanes), per warp ``w`` the rows
+    ``i = w, w + 8, ...`` accumulated as the thread does (``acc = row(i, c, vc) + acc``), then
+    ``column_sum`` over the warps. Yields ``(c, v_c, column sums)``."""
+    for c0 in range(0, DV, 32):
+        c = np.arange(c0, min(c0 + 32, DV))
+        vc = vrow[c].astype(ta)
+        part = np.zeros((_WARPS, len(c)), ta)
+        for w in range(_WARPS):
+            acc = np.zeros(len(c), ta)
+            for i in range(w, DK, _WARPS):
+                acc = row(i, c, vc) + acc
+            part[w] = acc
+        yield c, vc, _warp_order_sum(part)
 
 
 def _warp_order_sum(part):
