@@ -3,6 +3,12 @@ step has no host branch on the offset, no host-device sync, no new State per tok
 ``torch.cuda.CUDAGraph`` captures it; replays (new tokens copied into the captured input tensors)
 give what the eager steps give, and the stepper's state (its device offset) follows the replays.
 
+On CUDA tensors ``exp_kernel_attention`` and ``loglinear_attention`` step through the cupy
+backend's fused kernel (one launch per token) when CuPy works; the capture test runs them forced
+onto the array-API step too, and the tests at the end check the fused step against the array-API
+step, the plain calls and the reference (torch and CuPy arrays, float32 / float64, 16-bit inputs,
+4096 rows).
+
 GPU-marked (skipped without CUDA). Bounds: replay vs eager steps 1e-6 relative (the same kernels;
 float32), both vs the plain ``state=`` calls at the float32 bounds of ``test_stepper``.
 """
