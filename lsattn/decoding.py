@@ -185,7 +185,7 @@ class Stepper:
         out_dtype = None
         for x in inputs:
             if x is not None and (type(x) is not self._type or x.dtype != self.dtype):
-                if not self._native(inputs, x.dtype):
+                if not self._native(inputs, x):
                     inputs, out_dtype = self._convert(inputs)
                 break
         for x, shape, lev, name in zip(inputs, self._shapes, self._levels, self._names):
@@ -204,10 +204,13 @@ class Stepper:
         self.offset = p + 1
         return out if out_dtype is None else self._xp.astype(out, out_dtype, copy=False)
 
-    def _native(self, inputs, dtype):
-        """True when the step reads inputs of ``dtype`` as they are (a backend step that takes 16-bit
+    def _native(self, inputs, x):
+        """True when the step reads inputs of ``x``'s dtype as they are (a backend step that takes 16-bit
         inputs into a float32 state, ``impl.native(dtype)``; its output then has that dtype): all
         inputs of the state's array type and of that one dtype. Checked fully once per dtype."""
+        if type(x) is not self._type:
+            return False
+        dtype = x.dtype
         if not all(x is None or (type(x) is self._type and x.dtype == dtype) for x in inputs):
             return False
         if dtype not in self._native_dtypes:

@@ -23,11 +23,11 @@ OPS = ["exp_kernel_attention", "loglinear_attention"]
 BASE = {"float64": 1e-12, "float32": 1e-5}
 
 
-def twin_stepper(op, state, max_tokens):
+def twin_stepper(op, state, max_tokens, twin=cstep.Twin):
     """A Stepper on the cupy step's host logic with the NumPy twin for the kernels."""
-    impl = getattr(cstep, op)(state, max_tokens, ops=cstep.Twin())
-    return Stepper(_operators()[op][1], state, impl, max_tokens, lsattn._validate.namespace(x=state.tensors[
-        next(iter(state.tensors))]), "cupy (twin)")
+    impl = getattr(cstep, op)(state, max_tokens, ops=twin())
+    xp = lsattn._validate.namespace(x=next(iter(state.tensors.values())))
+    return Stepper(_operators()[op][1], state, impl, max_tokens, xp, "cupy (twin)")
 
 
 def run(op, args, kw, nb, P, N, dtype, max_tokens):
@@ -123,3 +123,32 @@ def test_cupy_step_registered_and_declines_cpu_arrays():
     assert lsattn.stepper("exp_kernel_attention", state).backend != "cupy"
     with pytest.raises((RuntimeError, ValueError)):
         lsattn.stepper("exp_kernel_attention", state, backend="cupy")
+
+
+class _HalfTwin(cstep.Twin):
+    half_ok = True  # as the kernels of a float32 state: float16 inputs read as they are
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_twin_half_inputs_reach_the_step_as_they_are(op):
+    """float16 inputs into a float32 state (``native``): the Stepper passes them uncast (checked once),
+    the output is float16, equal to the float32 step on the same values to float16's rounding, and
+    the states are the same; mixed dtypes are cast as before."""
+    args, _ = make(op, 4, (2, 3), 12, 5, 7, "moderate")
+    args16 = [x.astype(np.float16) for x in args]
+    _, state = getattr(lsattn, op)(*[x.astype(np.float32) for x in tokens(args16, 2, 0, 6)], return_state=True,
+                                   backend="array_api")
+    s16 = twin_stepper(op, state, 12, _HalfTwin)
+    s32 = twin_stepper(op, state, 12)
+    for t in range(6, 11):
+        tok = tokens(args16, 2, t, t + 1)
+        o16 = s16(*tok)
+        o32 = s32(*[x.astype(np.float32) for x in tok])
+        assert o16.dtype == np.float16 and o32.dtype == np.float32
+        np.testing.assert_array_equal(o16, o32.astype(np.float16))
+    assert s16._native_dtypes == {np.dtype(np.float16)}
+    for name, x in s16.state.tensors.items():
+        np.testing.assert_array_equal(x, s32.state.tensors[name])
+    mixed = tokens(args16, 2, 11, 12)
+    mixed[0] = mixed[0].astype(np.float32)
+    assert s16(*mixed).dtype == np.float32  # cast to the state's dtype, output in the result type
