@@ -6,8 +6,10 @@ the log-linear operators) grows the state by a level now and then: fine for chun
 overhead for one token. The stepper does that work once; each step then checks only what is free
 (argument count, shapes, array type and dtype) and runs the backend's step, which updates the state
 buffers in place. The backend's step comes from the registry (``Backend.steps``: the array-API
-twin in :mod:`lsattn._steps`, Numba kernels in :mod:`lsattn.backends._numba_step`), chosen like the
-operators' implementations (``backend=None``: Numba for NumPy arrays, else the array-API path).
+twin in :mod:`lsattn._steps`, Numba kernels in :mod:`lsattn.backends._numba_step`, the CuPy
+backend's fused kernels in :mod:`lsattn.backends.cupy.step`), chosen like the operators'
+implementations (``backend=None``: Numba for NumPy arrays, CuPy for GPU arrays where it has a
+step, else the array-API path).
 """
 from __future__ import annotations
 
@@ -59,8 +61,10 @@ def stepper(op, state, *, max_tokens=None, backend=None):
         whose buffers hold ``bit_length(max_tokens)`` level slots up front; optional for the
         exp-kernel operators (constant-size state).
     backend : str, optional
-        Force a backend's step (``"array_api"``, ``"numba"``); None: the automatic choice (Numba
-        for NumPy arrays when installed, otherwise the array-API path).
+        Force a backend's step (``"array_api"``, ``"numba"``, ``"cupy"``); None: the automatic choice
+        (Numba for NumPy arrays when installed; the CuPy backend's fused one-launch step for CuPy
+        arrays and CUDA torch tensors of ``exp_kernel_attention`` and ``loglinear_attention``;
+        otherwise the array-API path).
 
     Returns
     -------
@@ -143,6 +147,7 @@ class Stepper:
         self.op, self.backend, self.offset = spec.name, backend, state.offset
         self.batch_shape, self.d_k, self.d_v, self.dtype = state.batch_shape, state.d_k, state.d_v, state.dtype
         self._impl, self._limit, self._xp = impl, max_tokens, xp
+        self._native_dtypes = set()  # input dtypes the step reads as they are (see _native)
         self._type = type(next(iter(state.tensors.values())))
         b = tuple(state.batch_shape)
         role_shape = {"q": b + (1, self.d_k), "k": b + (1, self.d_k), "v": b + (1, self.d_v), "tok": b + (1,),
@@ -180,7 +185,8 @@ class Stepper:
         out_dtype = None
         for x in inputs:
             if x is not None and (type(x) is not self._type or x.dtype != self.dtype):
-                inputs, out_dtype = self._convert(inputs)
+                if not self._native(inputs, x):
+                    inputs, out_dtype = self._convert(inputs)
                 break
         for x, shape, lev, name in zip(inputs, self._shapes, self._levels, self._names):
             if x is None:
@@ -197,6 +203,22 @@ class Stepper:
         out = self._impl.step(p, *inputs)
         self.offset = p + 1
         return out if out_dtype is None else self._xp.astype(out, out_dtype, copy=False)
+
+    def _native(self, inputs, x):
+        """True when the step reads inputs of ``x``'s dtype as they are (a backend step that takes 16-bit
+        inputs into a float32 state, ``impl.native(dtype)``; its output then has that dtype): all
+        inputs of the state's array type and of that one dtype. Checked fully once per dtype."""
+        if type(x) is not self._type:
+            return False
+        dtype = x.dtype
+        if not all(x is None or (type(x) is self._type and x.dtype == dtype) for x in inputs):
+            return False
+        if dtype not in self._native_dtypes:
+            if not getattr(self._impl, "native", lambda d: False)(dtype):
+                return False
+            self._convert(inputs)  # the full checks (floating, computes in the state's dtype)
+            self._native_dtypes.add(dtype)
+        return True
 
     def _convert(self, inputs):
         """Inputs of another type or dtype than the state's: full checks, cast to the state's dtype.

@@ -3,6 +3,12 @@ step has no host branch on the offset, no host-device sync, no new State per tok
 ``torch.cuda.CUDAGraph`` captures it; replays (new tokens copied into the captured input tensors)
 give what the eager steps give, and the stepper's state (its device offset) follows the replays.
 
+On CUDA tensors ``exp_kernel_attention`` and ``loglinear_attention`` step through the cupy
+backend's fused kernel (one launch per token) when CuPy works; the capture test runs them forced
+onto the array-API step too, and the tests at the end check the fused step against the array-API
+step, the plain calls and the reference (torch and CuPy arrays, float32 / float64, 16-bit inputs,
+4096 rows).
+
 GPU-marked (skipped without CUDA). Bounds: replay vs eager steps 1e-6 relative (the same kernels;
 float32), both vs the plain ``state=`` calls at the float32 bounds of ``test_stepper``.
 """
@@ -20,9 +26,20 @@ from test_stepper import OPS, check, make, tokens
 pytestmark = pytest.mark.gpu
 
 
+#: operators with the cupy backend's fused step (the automatic choice on CUDA tensors when CuPy works)
+CUPY_OPS = ("exp_kernel_attention", "loglinear_attention")
+
+
+def _auto_backend(op):
+    return "cupy" if op in CUPY_OPS and lsattn.backends.get("cupy").status()[0] else "array_api"
+
+
+@pytest.mark.parametrize("backend", [None, "array_api"])
 @pytest.mark.parametrize("P", [0, 37])
 @pytest.mark.parametrize("op", OPS)
-def test_steps_capture_and_replay_in_a_cuda_graph(op, P):
+def test_steps_capture_and_replay_in_a_cuda_graph(op, P, backend):
+    if backend is not None and op not in CUPY_OPS:
+        pytest.skip("the automatic choice is the array-API step already")
     torch = _torch()
     N = 12  # one warm-up step, then 11 replays: merges up to level 5 from P = 37
     batch = (2, 3)
@@ -35,9 +52,9 @@ def test_steps_capture_and_replay_in_a_cuda_graph(op, P):
     fn = getattr(lsattn, op)
     _, st = fn(*cuda(tokens(args, nb, 0, P)), **dict(zip(kw, cuda(tokens(list(kw.values()), nb, 0, P)))),
                return_state=True)
-    eager = lsattn.stepper(op, st, max_tokens=P + N)
-    graphed = lsattn.stepper(op, st, max_tokens=P + N)
-    assert eager.backend == graphed.backend == "array_api"
+    eager = lsattn.stepper(op, st, max_tokens=P + N, backend=backend)
+    graphed = lsattn.stepper(op, st, max_tokens=P + N, backend=backend)
+    assert eager.backend == graphed.backend == (backend or _auto_backend(op))
     npos = len(args)
 
     def call(step, xs):
@@ -73,3 +90,108 @@ def test_steps_capture_and_replay_in_a_cuda_graph(op, P):
     assert s_graph.offset == s_eager.offset == P + N  # read from the device offset the replays advanced
     for name, x in s_graph.tensors.items():
         assert_close(to_numpy(x), to_numpy(s_eager.tensors[name]), 1e-6, atol=1e-30, what=f"state {name}")
+
+
+# ---- the cupy backend's fused step (lsattn/backends/cupy/step.cu) ----------------------------------
+
+def _cupy_ready():
+    if not lsattn.backends.get("cupy").status()[0]:
+        pytest.skip(f"cupy backend unavailable: {lsattn.backends.get('cupy').status()[1]}")
+
+
+@pytest.mark.parametrize("kind", ["torch", "cupy"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("P", [0, 5, 63, 200])
+@pytest.mark.parametrize("op", CUPY_OPS)
+def test_cupy_step_equals_array_api_step_plain_calls_and_reference(op, P, dtype, kind):
+    """N = 9 fused steps (one launch each) = the array-API step (1e-6 / 1e-12 relative) = the plain
+    ``state=`` calls and the reference (test_stepper bounds); the states agree and continue a plain
+    call; head dims over several warps' rows and two column tiles."""
+    _cupy_ready()
+    if kind == "torch":
+        torch = _torch()
+        dev = lambda xs: [torch.tensor(x, device="cuda") for x in xs]  # noqa: E731
+    else:
+        cp = pytest.importorskip("cupy")
+        dev = lambda xs: [cp.asarray(x) for x in xs]  # noqa: E731
+    batch, N, nb = (2, 3), 9, 2
+    args, _ = make(op, 5, batch, P + N + 2, 19, 40, "moderate")
+    if op == "loglinear_attention":
+        args[3][..., P + 2] = -np.inf  # a hard reset among the steps
+    args = [x.astype(dtype) for x in args]
+    fn = getattr(lsattn, op)
+    _, st = fn(*dev(tokens(args, nb, 0, P)), return_state=True)
+    step = lsattn.stepper(op, st, max_tokens=P + N + 2)
+    ref_step = lsattn.stepper(op, st, max_tokens=P + N + 2, backend="array_api")
+    assert step.backend == "cupy"
+    got, want, plain, st_plain = [], [], [], st
+    for t in range(P, P + N):
+        xs = dev(tokens(args, nb, t, t + 1))
+        got.append(to_numpy(step(*xs)))
+        want.append(to_numpy(ref_step(*xs)))
+        o, st_plain = fn(*xs, state=st_plain, return_state=True)
+        plain.append(to_numpy(o))
+    got, want, plain = (np.concatenate(x, axis=-2) for x in (got, want, plain))
+    tol = {"float32": 1e-5, "float64": 1e-12}[dtype] * (10 if op == "exp_kernel_attention" and dtype == "float64" else 1)
+    assert_close(got, want, tol, what="cupy step vs array-API step")
+    f64 = [x.astype(np.float64) for x in args]
+    check(op, got, f64, {}, dtype, P, "cupy step vs reference")
+    check(op, plain, f64, {}, dtype, P, "plain calls vs reference")
+    s_c, s_a = step.state, ref_step.state
+    assert s_c.offset == s_a.offset == st_plain.offset == P + N
+    for name, x in s_c.tensors.items():
+        assert type(x) is type(st_plain.tensors[name]) and tuple(x.shape) == tuple(st_plain.tensors[name].shape)
+        assert_close(to_numpy(x), to_numpy(s_a.tensors[name]), 10 * tol, atol=1e-30, what=f"state {name}")
+    out = fn(*dev(tokens(args, nb, P + N, P + N + 2)), state=s_c)
+    check(op, to_numpy(out), f64, {}, dtype, P + N, "continued from the cupy step's state")
+
+
+@pytest.mark.parametrize("half", ["bfloat16", "float16"])
+@pytest.mark.parametrize("op", CUPY_OPS)
+def test_cupy_step_half_inputs_read_as_they_are(op, half):
+    """16-bit torch inputs reach the fused step as they are (float32 state): the output has their
+    dtype and equals the step on the same values in float32, to the output's rounding."""
+    _cupy_ready()
+    torch = _torch()
+    batch, N, nb, P = (2, 4), 5, 2, 21
+    args, _ = make(op, 8, batch, P + N, 16, 24, "moderate")
+    hd = getattr(torch, half)
+    dev = lambda xs, d: [torch.tensor(x, device="cuda", dtype=torch.float32).to(hd).to(d) for x in xs]  # noqa: E731
+    _, st = getattr(lsattn, op)(*dev(tokens(args, nb, 0, P), torch.float32), return_state=True)
+    s16 = lsattn.stepper(op, st, max_tokens=P + N)
+    s32 = lsattn.stepper(op, st, max_tokens=P + N)
+    for t in range(P, P + N):
+        o16 = s16(*dev(tokens(args, nb, t, t + 1), hd))
+        o32 = s32(*dev(tokens(args, nb, t, t + 1), torch.float32))
+        assert o16.dtype == hd
+        eps = float(torch.finfo(hd).eps)
+        assert_close(to_numpy(o16.float()), to_numpy(o32), eps, what=f"{half} step {t}")
+    assert_close(to_numpy(s16.state.tensors[next(iter(st.tensors))]), to_numpy(s32.state.tensors[next(iter(st.tensors))]),
+                 1e-6, atol=1e-30, what="states")
+
+
+@pytest.mark.parametrize("op", CUPY_OPS)
+def test_cupy_step_batched_4096_rows(op):
+    """4096 rows (256 x 16), d = 64, offset 1000: three fused steps = three array-API steps."""
+    _cupy_ready()
+    torch = _torch()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    batch, P = (256, 16), 1000
+    randn = lambda *s: torch.randn(*s, device="cuda", generator=gen)  # noqa: E731
+    if op == "exp_kernel_attention":
+        _, st = lsattn.exp_kernel_attention(randn(*batch, 8, 64), randn(*batch, 8, 64), randn(*batch, 8, 64),
+                                            return_state=True)
+    else:
+        n = P.bit_length()
+        occ = torch.tensor([(P >> j) & 1 for j in range(n)], device="cuda", dtype=torch.float32)
+        st = lsattn.state.State(op, P, batch, 64, 64, torch.float32, {"levels": 0.1 * randn(*batch, n, 64, 64) * occ[:, None, None]})
+    a = lsattn.stepper(op, st, max_tokens=P + 8)
+    b = lsattn.stepper(op, st, max_tokens=P + 8, backend="array_api")
+    assert a.backend == "cupy"
+    for _ in range(3):
+        xs = [randn(*batch, 1, 64) for _ in range(3)]
+        if op == "loglinear_attention":
+            xs += [-torch.rand(*batch, 1, device="cuda", generator=gen), torch.rand(*batch, 1, 12, device="cuda", generator=gen)]
+        assert_close(to_numpy(a(*xs)), to_numpy(b(*xs)), 1e-5, what="batched step")
+    for name, x in a.state.tensors.items():
+        assert_close(to_numpy(x), to_numpy(b.state.tensors[name]), 1e-5, atol=1e-30, what=name)

@@ -1,0 +1,154 @@
+"""The CuPy backend's fused decoding steps (``lsattn/backends/cupy/step.cu``), checked on the CPU
+through their NumPy twin (``step.Twin``: the kernels' loops, thread layout and summation order)
+driven by the same host logic (buffers, device offset, ``step.state``) inside a ``Stepper``:
+against the array-API step (same dtype; float64 1e-12, float32 1e-5 relative) and
+``lsattn.reference`` at the bounds of ``test_stepper`` (offsets across many Fenwick carries,
+``-inf`` decays, magnitudes). The GPU tests run the kernels themselves (``-m gpu``)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import lsattn
+from lsattn.backends.cupy import step as cstep
+from lsattn.decoding import Stepper, _operators
+from lsattn.state import State
+
+from helpers import assert_close, on, to_numpy
+from strategies import DECAYS, batch_shapes, seeds
+from test_stepper import check, make, tokens
+
+OPS = ["exp_kernel_attention", "loglinear_attention"]
+BASE = {"float64": 1e-12, "float32": 1e-5}
+
+
+def twin_stepper(op, state, max_tokens, twin=cstep.Twin):
+    """A Stepper on the cupy step's host logic with the NumPy twin for the kernels."""
+    impl = getattr(cstep, op)(state, max_tokens, ops=twin())
+    xp = lsattn._validate.namespace(x=next(iter(state.tensors.values())))
+    return Stepper(_operators()[op][1], state, impl, max_tokens, xp, "cupy (twin)")
+
+
+def run(op, args, kw, nb, P, N, dtype, max_tokens):
+    """Prefill P tokens (plain call), then N steps of the twin and of the array-API step."""
+    fn = getattr(lsattn, op)
+    cast = lambda xs: on(np, xs, dtype)  # noqa: E731
+    _, state = fn(*cast(tokens(args, nb, 0, P)), return_state=True, backend="array_api")  # no Numba compiles
+    twin = twin_stepper(op, state, max_tokens)
+    aapi = lsattn.stepper(op, state, max_tokens=max_tokens, backend="array_api")
+    got, want = [], []
+    for t in range(P, P + N):
+        xs = cast(tokens(args, nb, t, t + 1))
+        got.append(to_numpy(twin(*xs)))
+        want.append(to_numpy(aapi(*xs)))
+    return twin, aapi, state, np.concatenate(got, axis=-2), np.concatenate(want, axis=-2)
+
+
+@pytest.mark.parametrize("op", OPS)
+@given(seed=seeds, batch=batch_shapes, dk=st.sampled_from([1, 3, 8, 9, 17]), dv=st.sampled_from([1, 4, 32, 33]),
+       P=st.one_of(st.sampled_from([0, 1, 7, 15, 31, 63, 127]), st.integers(0, 140)), N=st.integers(1, 6),
+       dtype=st.sampled_from(["float64", "float32"]), decay=st.sampled_from(sorted(DECAYS)),
+       scale=st.sampled_from([1e-3, 1.0, 3.0, 20.0]), resets=st.booleans())
+def test_twin_step_equals_array_api_step_and_reference(op, seed, batch, dk, dv, P, N, dtype, decay, scale, resets):
+    """N twin steps after a prefill of P tokens = the array-API step = the reference; the twin's
+    state (device offset included) is the array-API step's and continues a plain call."""
+    T, nb = P + N + 2, len(batch)
+    args, _ = make(op, seed, batch, T, dk, dv, decay)
+    args[0], args[1] = scale * args[0], scale * args[1]
+    if op == "loglinear_attention" and resets:  # hard resets: -inf decays at some tokens
+        rng = np.random.default_rng(seed + 1)
+        args[3] = np.where(rng.random(args[3].shape) < 0.2, -np.inf, args[3])
+    args = [to_numpy(x) for x in on(np, args, dtype)]
+    twin, aapi, state0, got, want = run(op, args, {}, nb, P, N, dtype, P + N + 1)
+    assert_close(got, want, BASE[dtype] * (1 + (op == "exp_kernel_attention") * scale), what="twin vs array-API step")
+    check(op, got, [x.astype(np.float64) for x in args], {}, dtype, P, "twin vs reference")
+    st_t, st_a = twin.state, aapi.state
+    assert st_t.offset == st_a.offset == P + N and state0.offset == P
+    assert set(st_t.tensors) == set(st_a.tensors)
+    for name, x in st_t.tensors.items():
+        assert tuple(x.shape) == tuple(st_a.tensors[name].shape) and x.dtype == st_a.tensors[name].dtype, name
+        assert_close(x, st_a.tensors[name], BASE[dtype] * (1 + scale), atol=1e-300, what=f"state {name}")
+    rest = tokens(args, nb, P + N, T)
+    out = getattr(lsattn, op)(*rest, state=st_t, backend="array_api")
+    check(op, to_numpy(out), [x.astype(np.float64) for x in args], {}, dtype, P + N, "continued")
+
+
+@pytest.mark.parametrize("P", [(1 << 20) - 3, (1 << 16) - 1, (1 << 16) + 5, 3 * (1 << 14) - 2])
+def test_twin_loglinear_long_offsets_many_carries(P):
+    """Synthetic states at large offsets (random levels in the occupied slots): steps across carries
+    that fold up to 20 levels equal the array-API step, and the empty slots stay zero."""
+    rng = np.random.default_rng(P)
+    batch, dk, dv, N = (2,), 5, 34, 6
+    n = P.bit_length()
+    occ = np.array([(P >> j) & 1 for j in range(n)], dtype=float)
+    levels = rng.standard_normal(batch + (n, dk, dv)) * occ[:, None, None]
+    state = State("loglinear_attention", P, batch, dk, dv, np.dtype(np.float64), {"levels": levels})
+    L = lsattn.num_levels(P + N) + 1
+    xs = [rng.standard_normal(batch + (N, d)) for d in (dk, dk, dv)] + [-rng.random(batch + (N,)),
+                                                                       rng.standard_normal(batch + (N, L))]
+    xs[3][:, 2] = -np.inf
+    twin = twin_stepper("loglinear_attention", state, P + N)
+    aapi = lsattn.stepper("loglinear_attention", state, max_tokens=P + N, backend="array_api")
+    for t in range(N):
+        tok = tokens(xs, 1, t, t + 1)
+        assert_close(twin(*tok), aapi(*tok), 1e-12, what=f"step {t}")
+    K = twin._impl.slots
+    buf = twin._impl.buf["levels"]
+    p = P + N
+    empty = [j for j in range(K) if not (p >> j) & 1]
+    assert not buf[:, empty].any(), "slots of clear offset bits are zero"
+    assert_close(twin.state.tensors["levels"], aapi.state.tensors["levels"], 1e-12, what="levels")
+    assert twin._impl.offset_now() == p
+
+
+def test_twin_exp_kernel_extreme_magnitudes():
+    """Keys far above the running shift and far below it: the shift carried in the state keeps the
+    step exact (factor exactly 1 on the larger side), as the array-API step."""
+    rng = np.random.default_rng(3)
+    q, k, v = rng.standard_normal((3, 2, 12, 6))
+    k[:, 4] += 80.0
+    k[:, 7] -= 80.0
+    _, state = lsattn.exp_kernel_attention(q[:, :3], k[:, :3], v[:, :3], return_state=True, backend="array_api")
+    twin = twin_stepper("exp_kernel_attention", state, None)
+    got = np.concatenate([twin(q[:, t : t + 1], k[:, t : t + 1], v[:, t : t + 1]) for t in range(3, 12)], axis=-2)
+    check("exp_kernel_attention", got, [q, k, v], {}, "float64", 3, "twin vs reference")
+
+
+def test_cupy_step_registered_and_declines_cpu_arrays():
+    """The cupy backend lists a step for its two operators; NumPy states never pick it."""
+    b = lsattn.backends.get("cupy")
+    assert sorted(b.steps) == OPS
+    _, state = lsattn.exp_kernel_attention(*np.ones((3, 1, 2, 2)), return_state=True)
+    assert lsattn.stepper("exp_kernel_attention", state).backend != "cupy"
+    with pytest.raises((RuntimeError, ValueError)):
+        lsattn.stepper("exp_kernel_attention", state, backend="cupy")
+
+
+class _HalfTwin(cstep.Twin):
+    half_ok = True  # as the kernels of a float32 state: float16 inputs read as they are
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_twin_half_inputs_reach_the_step_as_they_are(op):
+    """float16 inputs into a float32 state (``native``): the Stepper passes them uncast (checked once),
+    the output is float16, equal to the float32 step on the same values to float16's rounding, and
+    the states are the same; mixed dtypes are cast as before."""
+    args, _ = make(op, 4, (2, 3), 12, 5, 7, "moderate")
+    args16 = [x.astype(np.float16) for x in args]
+    _, state = getattr(lsattn, op)(*[x.astype(np.float32) for x in tokens(args16, 2, 0, 6)], return_state=True,
+                                   backend="array_api")
+    s16 = twin_stepper(op, state, 12, _HalfTwin)
+    s32 = twin_stepper(op, state, 12)
+    for t in range(6, 11):
+        tok = tokens(args16, 2, t, t + 1)
+        o16 = s16(*tok)
+        o32 = s32(*[x.astype(np.float32) for x in tok])
+        assert o16.dtype == np.float16 and o32.dtype == np.float32
+        np.testing.assert_array_equal(o16, o32.astype(np.float16))
+    assert s16._native_dtypes == {np.dtype(np.float16)}
+    for name, x in s16.state.tensors.items():
+        np.testing.assert_array_equal(x, s32.state.tensors[name])
+    mixed = tokens(args16, 2, 11, 12)
+    mixed[0] = mixed[0].astype(np.float32)
+    assert s16(*mixed).dtype == np.float32  # cast to the state's dtype, output in the result type
