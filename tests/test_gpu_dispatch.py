@@ -195,7 +195,7 @@ def test_numba_cuda_probe_tells_the_truth():
     q = torch.zeros(2, 5, 3, device="cuda")
     from array_api_compat import torch as xt
 
-    chosen = backends.resolve("log_attention", xt, q).name
+    chosen = backends.resolve("loglinear_gated_delta", xt, q).name  # an operator cupy does not serve
     if ok:
         assert chosen == "numba_cuda"
     else:
