@@ -58,7 +58,7 @@ def _row_levels_used(offset, T, L, xp):
     """(T, L) bool: level ``l`` is used by row ``offset + t`` (``l <= bit_length(offset + t)``);
     NumPy for an int offset, ``xp`` arithmetic for a traced (JAX) one."""
     if isinstance(offset, np.ndarray):  # packed streams: the (T,) absolute position of each token
-        used = np.array([int(t).bit_length() for t in offset.tolist()], dtype=np.int64)
+        used = np.frexp(offset.astype(np.float64))[1]  # bit_length, exact below 2^53
         return np.arange(L)[None, :] <= used[:, None]
     if not isinstance(offset, int):
         from .fenwick import _bit_length

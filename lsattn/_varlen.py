@@ -24,10 +24,12 @@ outputs (``y = y+ - y-``: rounding relative to ``sum w |v| / sum w``, that of an
 **Streams** (``state=`` / ``return_state=True``, :func:`streams`). A packed state holds one stream
 per segment: its batch shape gains a trailing ``N`` axis and its ``offset`` is a NumPy int64 array
 of shape ``(N,)``, one position per stream (log-linear level axes: as many slots as the longest
-stream needs, the others' extra slots empty). Streams continued at different offsets do not share
-one packed layout (a segment's Fenwick levels depend on its absolute positions, and aligning each
-to them could pad a short segment to its whole offset), so such a call runs one ordinary call per
-segment, each continuing its own stream.
+stream needs, the others' extra slots empty). A backend that computes packed segments itself
+(``Backend.reset_ops``, :class:`Streams`: ``numba``) runs such a call as one call from the packed
+state to the packed state. Elsewhere streams continued at different offsets do not share one
+packed layout (a segment's Fenwick levels depend on its absolute positions, and aligning each to
+them could pad a short segment to its whole offset), so such a call runs one ordinary call per
+segment, each continuing its own stream (:func:`streams`).
 
 Index building is vectorised NumPy on the host (the offsets are read once, for validation anyway).
 """

@@ -214,10 +214,10 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, segment
         m0, S0, z0 = _flat(t["m"], 1), _flat(t["S"], 2), _flat(t["z"], 1)
         n0 = _flat(t["n"], 1) if log_values else _ro(np.full((R, d_v), lo, dt))
     m1, n1, S1, z1 = np.empty_like(m0), np.empty_like(n0), np.empty_like(S0), np.empty_like(z0)
-    if segments is None and Tq >= (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():
+    if Tq >= offs.shape[0] * (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():  # streams that long on average
         KC = _chunked()
         C = chunk_size or KC.chunk_for(d_k, d_v)
-        KC.ek_chunked(qf, kf, vf, rows, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
+        KC.ek_chunked(qf, kf, vf, rows, seg, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
     else:
         K.ek_causal(qf, kf, vf, rows, seg, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (Tq, d_v))
@@ -279,11 +279,11 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
     n_new = int(np.max(offs + np.diff(seg))).bit_length()
     lev1 = np.empty((R, n_new if return_state else 0, d_k, d_v), dt)
     out = np.empty((B, T, d_v), dt)
-    if segments is None and T >= (kernel_chunk or LL_CHUNKED_MIN_T[op]) and _has_blas():
+    if T >= offs.shape[0] * (kernel_chunk or LL_CHUNKED_MIN_T[op]) and _has_blas():  # streams that long on average
         KC = _chunked()
         C = kernel_chunk or KC.ll_chunk_for(d_k, d_v)
-        KC.ll_chunked(qf, kf, vf, af, bf, lf, rows, p, max(1, n_new), lev0, beta is not None, C, KC.parts(B) > 1, out,
-                      lev1)
+        KC.ll_chunked(qf, kf, vf, af, bf, lf, rows, seg, offs, max(1, n_new), lev0, beta is not None, C,
+                      KC.parts(B) > 1, out, lev1)
     else:
         K.loglinear_scan(qf, kf, vf, af, bf, lf, rows, seg, offs, max(1, n_new), lev0, beta is not None, out, lev1)
     out = out.reshape(batch + (T, d_v))
