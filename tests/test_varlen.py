@@ -510,18 +510,22 @@ def test_jax_jit_with_static_offsets():
         jax.jit(lambda q, c: lsattn.log_attention(q, q, q, cu_seqlens=c))(jnp.zeros((12, 2)), jnp.asarray(off))
 
 
+def _benchmark(name):
+    """The module ``benchmarks/<name>.py``, loaded as ``python benchmarks/<name>.py`` would run it."""
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).parent.parent / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_cpu_benchmark_smoke(tmp_path):
     """``benchmarks/bench_varlen_cpu.py --smoke``: every operator on numba and array_api, its packed
     call with states equal to the per-segment loop."""
     pytest.importorskip("numba")
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_varlen_cpu.py"
-    spec = importlib.util.spec_from_file_location("bench_varlen_cpu", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    res = mod.main(["--smoke", "--out", str(tmp_path)])
+    res = _benchmark("bench_varlen_cpu").main(["--smoke", "--out", str(tmp_path)])
     assert (tmp_path / "varlen_cpu.json").exists() and (tmp_path / "varlen_cpu.md").exists()
     assert len(res["rows"]) == 10 and all(r["rel_diff_vs_loop"] < 1e-5 for r in res["rows"]), res["rows"]
 
@@ -530,14 +534,7 @@ def test_gpu_benchmark_smoke(tmp_path):
     """``benchmarks/bench_varlen_gpu.py --smoke``: every code path of the GPU benchmark on the CPU
     (tiny sizes), so that the one GPU run does not fail on a typo; its packed call equals the loop."""
     pytest.importorskip("torch")
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_varlen_gpu.py"
-    spec = importlib.util.spec_from_file_location("bench_varlen_gpu", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    res = mod.main(["--smoke", "--out", str(tmp_path)])
+    res = _benchmark("bench_varlen_gpu").main(["--smoke", "--out", str(tmp_path)])
     assert (tmp_path / "varlen_gpu.json").exists() and (tmp_path / "varlen_gpu.md").exists()
     assert res["rows"]["packed"]["packed_vs_loop_rel_err"] < 1e-5
     assert res["rows"]["memory"]["shared_peak_bytes"] < res["rows"]["memory"]["materialised_peak_bytes"] + \

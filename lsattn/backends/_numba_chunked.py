@@ -426,12 +426,7 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
     T, dk = q.shape[1:]
     dv = v.shape[2]
     p = offs[0]
-    g = 0
-    while (1 << g) < C:
-        g += 1
-    head = min(T, (-p) % C)
-    nch = (T - head) // C
-    tail = head + nch * C
+    g, head, nch, tail = _ll_layout(p, T, C)
     S = np.zeros((B, nlev, dk, dv))
     D = np.zeros((B, nlev))
     for b in prange(B):  # the incoming levels, the tokens before the first aligned chunk
@@ -486,6 +481,18 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
                     levels1[b, j, a, c] = f * S[b, j, a, c]
 
 
+@numba.njit(inline="always")
+def _ll_layout(p, T, C):
+    """``(log2 C, head, nch, tail)`` of T tokens from offset p: the tokens before the first aligned
+    chunk, the number of whole aligned chunks, and the first token after them."""
+    g = 0
+    while (1 << g) < C:
+        g += 1
+    head = min(T, (-p) % C)
+    nch = (T - head) // C
+    return g, head, nch, head + nch * C
+
+
 @numba.njit
 def _ll_row(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, levels1):
     """One stream (one batch element, continued at offset p): q, k (T, d_k), v (T, d_v), log_decay,
@@ -495,12 +502,7 @@ def _ll_row(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, leve
     core is busy)."""
     T, dk = q.shape
     dv = v.shape[1]
-    g = 0
-    while (1 << g) < C:
-        g += 1
-    head = min(T, (-p) % C)
-    nch = (T - head) // C
-    tail = head + nch * C
+    g, head, nch, tail = _ll_layout(p, T, C)
     S = np.zeros((nlev, dk, dv))
     D = np.zeros(nlev)
     for j in range(levels0.shape[0]):
