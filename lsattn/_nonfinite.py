@@ -57,6 +57,9 @@ def _or(a, b):
 def _row_levels_used(offset, T, L, xp):
     """(T, L) bool: level ``l`` is used by row ``offset + t`` (``l <= bit_length(offset + t)``);
     NumPy for an int offset, ``xp`` arithmetic for a traced (JAX) one."""
+    if isinstance(offset, np.ndarray):  # packed streams: the (T,) absolute position of each token
+        used = np.frexp(offset.astype(np.float64))[1]  # bit_length, exact below 2^53
+        return np.arange(L)[None, :] <= used[:, None]
     if not isinstance(offset, int):
         from .fenwick import _bit_length
 
@@ -74,11 +77,13 @@ class Marks:
         self.state_all, self.state_cols = state_all, state_cols  # (...,), (..., d_v)
         self.value_state = value_state
 
-    def apply(self, xp, out, new_state, causal, cum_any=None):
+    def apply(self, xp, out, new_state, causal, cum_any=None, streams=None):
         """NaN where poisoned in ``out`` (..., T, d_v) and in ``new_state`` (None or a State).
 
         cum_any: ``(xp, m, axis) -> m[..., :i + 1].any()`` along ``axis`` by default; packed segments
-        (``lsattn._varlen``) pass one that restarts at every segment, so poison stays in its segment."""
+        (``lsattn._varlen``) pass one that restarts at every segment, so poison stays in its segment.
+        streams: packed streams with states (``lsattn._varlen.Streams``): the state marks have an N
+        axis (one stream per segment), read at each segment's tokens; the new state's are per segment."""
         _cum_any_ = cum_any or _cum_any
         mask = None
         if self.rows is not None:
@@ -88,16 +93,24 @@ class Marks:
             mask = _or(mask, (_cum_any_(xp, start, -1) if causal else xp.any(start, axis=-1)[..., None])[..., None])
         if cols is not None:
             mask = _or(mask, _cum_any_(xp, cols, -2) if causal else xp.any(cols, axis=-2)[..., None, :])
-        if self.state_all is not None:
-            mask = _or(mask, self.state_all[..., None, None])
-        if self.state_cols is not None:
-            mask = _or(mask, self.state_cols[..., None, :])
+        state_all, state_cols = self.state_all, self.state_cols
+        if streams is not None:  # per token: the marks of its segment's stream
+            state_all = None if state_all is None else streams.take(xp, state_all, -1)[..., None]
+            state_cols = None if state_cols is None else streams.take(xp, state_cols, -2)
+        if state_all is not None:
+            mask = _or(mask, state_all if streams is not None else state_all[..., None, None])
+        if state_cols is not None:
+            mask = _or(mask, state_cols if streams is not None else state_cols[..., None, :])
         if mask is not None:
             out = _where_nan(xp, mask, out)
         if new_state is None:
             return out, None
-        every = _or(self.state_all, None if start is None else xp.any(start, axis=-1))
-        feats = _or(self.state_cols, None if cols is None else xp.any(cols, axis=-2))
+        if streams is None:
+            every = _or(self.state_all, None if start is None else xp.any(start, axis=-1))
+            feats = _or(self.state_cols, None if cols is None else xp.any(cols, axis=-2))
+        else:
+            every = _or(self.state_all, None if start is None else streams.any(xp, start, -1))
+            feats = _or(self.state_cols, None if cols is None else streams.any(xp, cols, -2))
         if every is None and feats is None:
             return out, new_state
         nb = len(new_state.batch_shape)

@@ -20,6 +20,7 @@ backend receives float32 and the output is cast back.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -226,46 +227,56 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         if Tk == 0:
             raise ValueError("causal=False needs at least one key (k has Tk = 0): the output would be 0/0")
     present = [x for x in arrays if x is not None]
-    off = None
+    off = offsets = None  # offsets: the incoming offsets of packed streams the backend computes itself
+    sbatch = batch  # the state's batch axes (packed streams: followed by N)
     if cu_seqlens is not None:
         off = _varlen.check_offsets(cu_seqlens, xp, present[0], T, causal)
         if state is not None or return_state:  # one stream per segment, at offsets of its own
-            def call(seg, st):
-                return _run(op, seg, extra=extra, state=st, return_state=True, backend=backend)
+            chosen = backends.resolve(op.name, xp, present[0], backend, grad=_grad(present, state), varlen=True)
+            if op.name not in chosen.reset_ops:  # per-segment calls
+                def call(seg, st):
+                    return _run(op, seg, extra=extra, state=st, return_state=True, backend=backend)
 
-            return _varlen.streams(call, op, arrays, off, state, return_state, batch)
+                return _varlen.streams(call, op, arrays, off, state, return_state, batch)
+            N = off.shape[0] - 1
+            sbatch = batch + (N,)
+            state, offsets = (None, np.zeros(N, np.int64)) if state is None else _varlen.packed(state, op, batch, N)
     out_dtype = xp.result_type(*(x.dtype for x in present))
     state_dtype = compute_dtype(xp, out_dtype)
     capacity = 0  # JAX log-linear states keep a fixed number of level slots (lsattn.state)
     if state is not None:
-        if isinstance(state, State) and state.op in LEVEL_AXES and isinstance(state.tensors, dict):
-            with contextlib.suppress(Exception):
-                capacity = level_slots_of(state)
-        state = canonical(state)
-        _check_state_fields(op, state)
-        check_state(state, op.name, xp, batch, d_k, d_v, state_dtype)
-        _check_state_tensors(op, state, xp, present[0], batch, d_k, d_v, state_dtype)
+        if offsets is None:
+            if isinstance(state, State) and state.op in LEVEL_AXES and isinstance(state.tensors, dict):
+                with contextlib.suppress(Exception):
+                    capacity = level_slots_of(state)
+            state = canonical(state)
+            _check_state_fields(op, state)
+        check_state(state, op.name, xp, sbatch, d_k, d_v, state_dtype)
+        at = state if offsets is None else dataclasses.replace(state, offset=int(offsets.max()))  # the slots of the largest
+        _check_state_tensors(op, at, xp, present[0], sbatch, d_k, d_v, state_dtype)
     offset = 0 if state is None else state.offset
     if T > 0 and static_offset(offset) is not None:  # a traced offset cannot be checked
+        need = num_levels(offset + T) if offsets is None else _varlen.levels_needed(off, offsets)
         for (name, role), x in zip(op.inputs, arrays):
             if role == "lev":
-                check_levels(name, x, num_levels(offset + T))
-    grad = any(getattr(x, "requires_grad", False) for x in present)
-    if state is not None:
-        grad = grad or any(getattr(t, "requires_grad", False) for t in state.tensors.values())
-    chosen = backends.resolve(op.name, xp, present[0], backend, grad=grad, varlen=off is not None)
+                check_levels(name, x, need)
+    chosen = backends.resolve(op.name, xp, present[0], backend, grad=_grad(present, state), varlen=off is not None)
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
     args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]  # cast, then broadcast (views)
     args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
     run_op, finish, kw = op, None, {}
-    if off is not None:  # one call over the packed segments: restarted by the backend, or rewritten as reset streams
-        run_op, args, finish, cum_any, kw = _varlen.pack(op, xp, args, off, batch, native=op.name in chosen.reset_ops)
+    if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams
+        run_op, args, finish, cum_any, kw = _varlen.pack(op, xp, args, off, batch, native=op.name in chosen.reset_ops,
+                                                         offsets=offsets)
         extra = extra if run_op is op else ()
-    args, state, marks = prepare(run_op, args, state, xp, offset, causal, batch)
+    streams = kw.get("segments")
+    args, state, marks = prepare(run_op, args, state, xp, offset if streams is None else streams.positions, causal,
+                                 sbatch)
     with _full_precision(xp):
         out, new_state = chosen.implementation(run_op.name)(*args, *extra, state, return_state, **kw)
     if marks is not None:
-        out, new_state = marks.apply(xp, out, new_state, causal, cum_any=None if off is None else cum_any)
+        out, new_state = marks.apply(xp, out, new_state, causal, cum_any=None if off is None else cum_any,
+                                     streams=streams)
     if finish is not None:
         out = finish(out)
     out = xp.astype(out, out_dtype, copy=False)
@@ -273,6 +284,13 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         L = next(x.shape[-1] for (_, role), x in zip(op.inputs, arrays) if role == "lev")
         new_state = with_level_slots(new_state, max(capacity, L, level_slots_of(new_state)))
     return (out, new_state) if return_state else out
+
+
+def _grad(present, state):
+    """Whether an input or a state tensor requires grad (torch)."""
+    grad = any(getattr(x, "requires_grad", False) for x in present)
+    tensors = getattr(state, "tensors", None)
+    return grad or (isinstance(tensors, dict) and any(getattr(t, "requires_grad", False) for t in tensors.values()))
 
 
 def _full_precision(xp):

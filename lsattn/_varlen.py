@@ -24,10 +24,12 @@ outputs (``y = y+ - y-``: rounding relative to ``sum w |v| / sum w``, that of an
 **Streams** (``state=`` / ``return_state=True``, :func:`streams`). A packed state holds one stream
 per segment: its batch shape gains a trailing ``N`` axis and its ``offset`` is a NumPy int64 array
 of shape ``(N,)``, one position per stream (log-linear level axes: as many slots as the longest
-stream needs, the others' extra slots empty). Streams continued at different offsets do not share
-one packed layout (a segment's Fenwick levels depend on its absolute positions, and aligning each
-to them could pad a short segment to its whole offset), so such a call runs one ordinary call per
-segment, each continuing its own stream.
+stream needs, the others' extra slots empty). A backend that computes packed segments itself
+(``Backend.reset_ops``, :class:`Streams`: ``numba``) runs such a call as one call from the packed
+state to the packed state. Elsewhere streams continued at different offsets do not share one
+packed layout (a segment's Fenwick levels depend on its absolute positions, and aligning each to
+them could pad a short segment to its whole offset), so such a call runs one ordinary call per
+segment, each continuing its own stream (:func:`streams`).
 
 Index building is vectorised NumPy on the host (the offsets are read once, for validation anyway).
 """
@@ -159,12 +161,13 @@ def _reset(xp, a, starts, batch, T_pad, dtype, like):
     return xp.broadcast_to(xp.where(m, ninf, a), batch + (T_pad,))
 
 
-def pack(op, xp, args, off, batch, native=False):
+def pack(op, xp, args, off, batch, native=False, offsets=None):
     """The packed call as one ordinary call.
 
     op: the operator's ``Op``; args: its validated inputs (broadcast to ``batch``, compute dtype).
-    native: the backend restarts ``op``'s stream itself (``Backend.reset_ops``): the call is left as
-    it is and gets ``resets=`` (True at each segment's first token).
+    native: the backend computes the segments itself (``Backend.reset_ops``): the call is left as it
+    is and gets ``segments=`` (:class:`Streams`, with ``offsets`` (N,) the incoming streams'
+    offsets; None: fresh streams).
     Returns ``(run_op, run_args, finish, cum_any, kw)``: the operator whose implementation computes
     it (the hierarchical one for the exp-kernel operators), its inputs in that ``Op``'s order,
     ``finish(out) -> out (..., T, d_v)`` taking the packed tokens' outputs back (None: as it is),
@@ -175,10 +178,8 @@ def pack(op, xp, args, off, batch, native=False):
     q = args[0]
     T, dtype = q.shape[-2], q.dtype
     if native:
-        _, _, _, starts = layout(off, aligned=False)
-        resets = np.zeros(T, dtype=bool)
-        resets[starts] = True
-        return op, args, None, _segment_cum_any(starts, T), {"resets": resets}
+        streams = Streams(off, np.zeros(off.shape[0] - 1, np.int64) if offsets is None else offsets)
+        return op, args, None, streams.cum_any, {"segments": streams}
     if op.name in ("log_attention", "exp_kernel_attention"):
         _, _, _, starts = layout(off, aligned=False)
         vals = args[2]
@@ -223,6 +224,13 @@ def pack(op, xp, args, off, batch, native=False):
     return op, run_args, finish, _segment_cum_any(starts, T_pad), {}
 
 
+def levels_needed(off, offsets):
+    """The level weights' ``L`` that per-segment calls need: ``num_levels(offsets[i] + n_i)`` at most
+    (segments of length 0 need none)."""
+    ends = (offsets + np.diff(off))[np.diff(off) > 0]
+    return num_levels(int(ends.max())) if ends.size else 0
+
+
 def _segment_cum_any(starts, n):
     """``(xp, m, axis) -> any of m from the start of its segment to i`` along ``axis`` of length ``n``
     (the non-finite marks of :mod:`lsattn._nonfinite`: a poisoned token poisons its own segment only)."""
@@ -240,6 +248,33 @@ def _segment_cum_any(starts, n):
 
 
 # ---- streams: packed calls with state= / return_state=True -----------------------------------------
+
+class Streams:
+    """Packed segments that a backend computes itself (``Backend.reset_ops``), each its own stream:
+    ``starts`` (N + 1,) int64, the offsets ``cu_seqlens``; ``offsets`` (N,) int64, the position at
+    which each stream continues (its incoming state's offset; 0: a fresh stream). Also the
+    per-segment forms of the non-finite marks (:mod:`lsattn._nonfinite`)."""
+
+    def __init__(self, starts, offsets):
+        self.starts, self.offsets = starts, offsets
+        lens = np.diff(starts)
+        self.seg = np.repeat(np.arange(lens.shape[0]), lens)  # (T,) segment of each token
+        self.positions = offsets[self.seg] + np.arange(starts[-1], dtype=np.int64) - starts[:-1][self.seg]
+        self.cum_any = _segment_cum_any(starts[:-1][lens > 0], int(starts[-1]))
+
+    def any(self, xp, m, axis):
+        """``m`` (token axis ``axis``: -1 or -2) reduced to one ``any`` per segment (the N axis there)."""
+        shape = list(m.shape)
+        shape[axis] = 1
+        c = xp.cumulative_sum(xp.astype(m, xp.int32), axis=axis)
+        c = xp.concat([xp.zeros(tuple(shape), dtype=c.dtype, device=device_of(m)), c], axis=axis)
+        ax = m.ndim + axis
+        return xp.take(c, _index(xp, self.starts[1:], m), axis=ax) - xp.take(c, _index(xp, self.starts[:-1], m), axis=ax) > 0
+
+    def take(self, xp, m, axis):
+        """Per-segment ``m`` (N axis ``axis``) at each token of its segment (the token axis there)."""
+        return xp.take(m, _index(xp, self.seg, m), axis=m.ndim + axis)
+
 
 def streams(call, op, arrays, off, state, return_state, batch):
     """The packed call with ``state=`` and/or ``return_state=True``: segment ``i`` continues stream
@@ -266,6 +301,28 @@ def split(state, op, batch, N):
     """The ``N`` per-segment States of a packed ``state`` (checked against ``batch`` and ``N``)."""
     import dataclasses
 
+    offsets = check_packed(state, op, batch, N).tolist()
+    axis = len(batch)
+    out = []
+    for i, o in enumerate(offsets):
+        one = dataclasses.replace(state, offset=o, batch_shape=tuple(batch),
+                                  tensors={name: t[(slice(None),) * axis + (i, Ellipsis)] for name, t in state.tensors.items()})
+        out.append(with_level_slots(one, o.bit_length()) if op.name in LEVEL_AXES else one)
+    return out
+
+
+def packed(state, op, batch, N):
+    """``(state, offsets)``: a packed ``state`` checked against ``batch`` and ``N``, its log-linear level
+    axes cut to the ``bit_length`` of its largest offset (a view), and its offsets (N,) int64."""
+    offsets = check_packed(state, op, batch, N)
+    if op.name in LEVEL_AXES:
+        state = with_level_slots(state, int(offsets.max(initial=0)).bit_length())
+    return state, offsets
+
+
+def check_packed(state, op, batch, N):
+    """The offsets (N,) int64 of a packed ``state`` after checking it against ``batch`` and ``N``
+    (errors name ``state``)."""
     n = packed_streams(state) if isinstance(state, State) else None
     if n is None:
         if isinstance(state, State) and state.op == op.name:
@@ -291,12 +348,7 @@ def split(state, op, batch, N):
     if op.name in LEVEL_AXES and max(offsets).bit_length() > level_slots_of(state):
         raise ValueError(f"state tensors have {level_slots_of(state)} level slots, fewer than the "
                          f"{max(offsets).bit_length()} that offset {max(offsets)} needs")
-    out = []
-    for i, o in enumerate(offsets):
-        one = dataclasses.replace(state, offset=o, batch_shape=tuple(batch),
-                                  tensors={name: t[(slice(None),) * axis + (i, Ellipsis)] for name, t in state.tensors.items()})
-        out.append(with_level_slots(one, o.bit_length()) if op.name in LEVEL_AXES else one)
-    return out
+    return np.asarray(state.offset, dtype=np.int64)
 
 
 def merge(states, batch):

@@ -141,8 +141,9 @@ def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
     m0, n0 = np.full((1, 3), lo), np.full((1, 2), lo)
     out, m1, n1, S1, z1 = np.empty((1, T, 2)), np.empty((1, 3)), np.empty((1, 2)), np.empty((1, 3, 2)), np.empty((1, 3))
     rows = np.zeros((3, 1), np.int64)  # batch element 0 of q, k, vals: their row 0
-    KC.ek_chunked(q, k, vals, rows, m0, n0, np.zeros((1, 3, 2)), np.zeros((1, 3)), log_values, lo, C, P, out, m1, n1, S1,
-                  z1)
+    seg = np.array([0, T], np.int64)  # one stream
+    KC.ek_chunked(q, k, vals, rows, seg, m0, n0, np.zeros((1, 3, 2)), np.zeros((1, 3)), log_values, lo, C, P, out, m1, n1,
+                  S1, z1)
     rtol, atol = ek_tol(op, q, k, "float64")
     assert_close(out, EK[op][1](q, k, vals), rtol, atol=atol)
     _, want = EK[op][0](q, k, vals, return_state=True, backend="array_api")
@@ -294,8 +295,9 @@ def test_ll_chunked_split_or_not(op, T, C, split, seed):
     _, st0 = f(*cut(args, 0, 5), return_state=True, backend="array_api")
     out, lev1 = np.empty((3, T, 2)), np.empty((3, (T + 5).bit_length(), 3, 2))
     rows = np.tile(np.arange(3), (6, 1))  # batch element b of each input: its row b
-    KC.ll_chunked(*(np.ascontiguousarray(x[:, 5:]) for x in (q, k, v, a, beta, lam)), rows, 5, (T + 5).bit_length(),
-                  st0.tensors["levels"], gated, C, split, out, lev1)
+    seg, offs = np.array([0, T], np.int64), np.array([5], np.int64)  # one stream, at offset 5
+    KC.ll_chunked(*(np.ascontiguousarray(x[:, 5:]) for x in (q, k, v, a, beta, lam)), rows, seg, offs,
+                  (T + 5).bit_length(), st0.tensors["levels"], gated, C, split, out, lev1)
     assert_close(np.concatenate([f(*cut(args, 0, 5), backend="array_api"), out], axis=-2), r(*args), TOL["float64"])
     _, want = f(*args, return_state=True, backend="array_api")
     assert_close(lev1, want.tensors["levels"], TOL["float64"])

@@ -14,6 +14,8 @@
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -157,15 +159,19 @@ def _tok_axes(op):
     return {"loglinear_attention": (3,), "loglinear_gated_delta": (3, 4), "loglinear_log_attention": (4,)}.get(op, ())
 
 
-def _check_streams(xp, op, lens, cuts, batch, seed, backend, tol=TOL["float64"] * 10):
+def _check_streams(xp, op, lens, cuts, batch, seed, backend, tol=TOL["float64"] * 10, resets=()):
     """Streams of ``lens`` tokens split at ``cuts``: one packed call over the first parts with
     ``return_state=True``, one over the second parts with ``state=``; each stream's outputs equal
-    the reference on the whole stream, and the same backend's per-segment calls."""
+    the reference on the whole stream, and the same backend's per-segment calls. ``resets``:
+    packed tokens of the second call whose log decay is ``-inf`` (log-linear operators)."""
     first = [min(c, n) for c, n in zip(cuts, lens)]
     second = [n - c for c, n in zip(first, lens)]
     off1, off2 = ([0, *np.cumsum(p).tolist()] for p in (first, second))
     L = lsattn.num_levels(max(max(lens), 1))
     a1, a2 = inputs(op, batch, off1[-1], seed=seed, L=L), inputs(op, batch, off2[-1], seed=seed + 1, L=L)
+    if op in LEVEL_AXES:
+        for t in resets:
+            a2[3 if op != "loglinear_log_attention" else 4][..., t] = -np.inf
     f = getattr(lsattn, op)
     out1, st1 = call(f, op, on(xp, a1), cu_seqlens=off1, return_state=True, backend=backend)
     N = len(lens)
@@ -205,6 +211,62 @@ def test_streams_continue_per_segment(xp_eager, op, lens, cuts, batch, seed):
 def test_streams_continue_per_segment_numba(op, lens, cuts, batch, seed):
     pytest.importorskip("numba")
     _check_streams(np, op, lens, cuts, batch, seed, "numba")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_streams_long_segments_numba(op):
+    """Streams long enough on average for the chunked Numba kernels (one launch over all of them,
+    each from its own offset), segments of 0 and 1 tokens among them, hard resets in the second call."""
+    pytest.importorskip("numba")
+    long_ = 1100 if op == "loglinear_attention" else 300
+    lens, cuts = [3 * long_, 0, 1, long_ + 37], [long_ + 5, 0, 1, 3]
+    _check_streams(np, op, lens, cuts, (2,), 3, "numba", resets=(7, 2 * long_ - 1, 2 * long_ + 30))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_streams_numba_one_call(op, monkeypatch):
+    """On the numba backend a packed call with states is one implementation call (no per-segment
+    calls: ``_varlen.streams`` is not reached), equal to the per-segment calls."""
+    pytest.importorskip("numba")
+
+    def refuse(*args, **kw):
+        raise AssertionError("per-segment calls")
+
+    monkeypatch.setattr(_varlen, "streams", refuse)
+    impl = backends.get("numba").implementation(op)
+    calls = []
+    monkeypatch.setitem(backends.get("numba")._impls, (op, False), lambda *a, **kw: (calls.append(kw), impl(*a, **kw))[1])
+    _check_streams(np, op, [5, 0, 1, 9, 3], [2, 0, 1, 6, 3], (), 1, "numba", resets=(4,))
+    assert len(calls) == 2 + 4 and all("segments" in kw for kw in calls[:2])  # the packed calls, then one per stream
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_poisoned_state_stays_in_its_stream_numba(op):
+    """A NaN in one stream of a packed state poisons that stream's outputs and new state only, as a
+    per-segment call from that stream's state does."""
+    pytest.importorskip("numba")
+    f = getattr(lsattn, op)
+    off1, off2 = [0, 3, 8, 9], [0, 4, 4, 10]
+    a1, a2 = inputs(op, (2,), 9, seed=1, L=4), inputs(op, (2,), 10, seed=2, L=4)
+    _, st1 = call(f, op, a1, cu_seqlens=off1, return_state=True, backend="numba")
+    name = next(iter(st1.tensors))
+    bad = {n: t.copy() for n, t in st1.tensors.items()}
+    bad[name][(0, 2) + (0,) * (bad[name].ndim - 2)] = np.nan  # batch element 0, stream 2
+    import dataclasses
+
+    st_bad = dataclasses.replace(st1, tensors=bad)
+    out, st2 = call(f, op, a2, cu_seqlens=off2, state=st_bad, return_state=True, backend="numba")
+    for i in range(3):
+        one = _varlen.split(st_bad, SimpleNamespace(name=op), (2,), 3)[i]
+        ref, st_ref = call(f, op, tokens(op, a2, off2[i], off2[i + 1]), state=one, return_state=True, backend="numba")
+        np.testing.assert_array_equal(np.isnan(out[:, off2[i]:off2[i + 1]]), np.isnan(ref))
+        for n, t in st_ref.tensors.items():
+            got = st2.tensors[n][:, i]
+            ax = LEVEL_AXES.get(op, {}).get(n)
+            if ax is not None:
+                got = np.take(got, np.arange(t.shape[ax]), axis=ax)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(t), err_msg=f"{op} state {n} stream {i}")
+    assert np.isnan(out[0, off2[2]:]).any() and not np.isnan(out[:, :off2[2]]).any() and not np.isnan(out[1]).any()
 
 
 def test_streams_decode_one_token_per_segment():
@@ -448,18 +510,31 @@ def test_jax_jit_with_static_offsets():
         jax.jit(lambda q, c: lsattn.log_attention(q, q, q, cu_seqlens=c))(jnp.zeros((12, 2)), jnp.asarray(off))
 
 
+def _benchmark(name):
+    """The module ``benchmarks/<name>.py``, loaded as ``python benchmarks/<name>.py`` would run it."""
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).parent.parent / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cpu_benchmark_smoke(tmp_path):
+    """``benchmarks/bench_varlen_cpu.py --smoke``: every operator on numba and array_api, its packed
+    call with states equal to the per-segment loop."""
+    pytest.importorskip("numba")
+    res = _benchmark("bench_varlen_cpu").main(["--smoke", "--out", str(tmp_path)])
+    assert (tmp_path / "varlen_cpu.json").exists() and (tmp_path / "varlen_cpu.md").exists()
+    assert len(res["rows"]) == 10 and all(r["rel_diff_vs_loop"] < 1e-5 for r in res["rows"]), res["rows"]
+
+
 def test_gpu_benchmark_smoke(tmp_path):
     """``benchmarks/bench_varlen_gpu.py --smoke``: every code path of the GPU benchmark on the CPU
     (tiny sizes), so that the one GPU run does not fail on a typo; its packed call equals the loop."""
     pytest.importorskip("torch")
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_varlen_gpu.py"
-    spec = importlib.util.spec_from_file_location("bench_varlen_gpu", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    res = mod.main(["--smoke", "--out", str(tmp_path)])
+    res = _benchmark("bench_varlen_gpu").main(["--smoke", "--out", str(tmp_path)])
     assert (tmp_path / "varlen_gpu.json").exists() and (tmp_path / "varlen_gpu.md").exists()
     assert res["rows"]["packed"]["packed_vs_loop_rel_err"] < 1e-5
     assert res["rows"]["memory"]["shared_peak_bytes"] < res["rows"]["memory"]["materialised_peak_bytes"] + \

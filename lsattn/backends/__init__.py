@@ -55,9 +55,11 @@ class Backend:
         the exp-kernel operators run as ``loglinear_log_attention``, which it must implement).
     broadcast_ops: operators whose implementation takes inputs whose batch axes are broadcast
         views (stride 0 along stretched axes); the others receive contiguous materialised copies.
-    reset_ops: those of ``varlen_ops`` whose implementation restarts the stream itself: it takes
-        ``resets=`` (a host (T,) bool array, True at each segment's first token) and computes the
-        packed call on the packed tokens as they are (instead of ``lsattn._varlen``'s rewrite).
+    reset_ops: those of ``varlen_ops`` whose implementation computes packed segments itself: it
+        takes ``segments=`` (``lsattn._varlen.Streams``: host ``starts`` (N + 1,) and each stream's
+        incoming ``offsets`` (N,)) and computes the packed call on the packed tokens as they are
+        (instead of ``lsattn._varlen``'s rewrite), from a packed ``state`` (batch axes then N; None:
+        fresh streams) to a packed state, with no loop over the segments.
     """
 
     name: str

@@ -92,59 +92,70 @@ def _part_starts(nch, P):
 
 
 @numba.njit(**_JIT)
-def ek_chunked(q, k, vals, rows, m0, n0, S0, z0, log_values, lo, C, parts, out, m1, n1, S1, z1):
+def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, out, m1, n1, S1, z1):
     """Causal exp-kernel attention in chunks of C tokens. q, k (B, T, d_k); vals (B, T, d_v) (log
-    values when log_values); incoming state m0 (B, d_k), n0 (B, d_v) (unused unless log_values),
-    S0 (B, d_k, d_v), z0 (B, d_k); lo: the finite "minus infinity"; parts: parallel parts of each
-    sequence (see :func:`parts`). Writes out (B, T, d_v) and the final state into m1, n1, S1, z1
-    (the array-API layout)."""
-    T, dk = q.shape[1:]
+    values when log_values); seg (N + 1,) int64: the tokens ``seg[i] .. seg[i + 1] - 1`` are stream
+    ``i`` (``[0, T]``: one stream); incoming states of the ``B N`` streams (row ``b N + i``) m0
+    (B N, d_k), n0 (B N, d_v) (unused unless log_values), S0 (B N, d_k, d_v), z0 (B N, d_k); lo: the
+    finite "minus infinity"; parts: parallel parts of each sequence (see :func:`parts`; one stream
+    only). Writes out (B, T, d_v) and the final states into m1, n1, S1, z1 (the array-API layout).
+    One ``prange`` iteration per (batch element, stream, part)."""
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
-    dv = vals.shape[2]
+    N = seg.shape[0] - 1
+    P = max(parts, 1) if N == 1 else 1
+    for task in prange(B * N * P):
+        row, j = task // P, task % P
+        b, sg = row // N, row % N
+        s0, s1 = seg[sg], seg[sg + 1]
+        _ek_part(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], vals[rows[2, b], s0:s1], m0[row], n0[row], S0[row],
+                 z0[row], log_values, lo, C, P, j, out[b, s0:s1], m1[row], n1[row], S1[row], z1[row])
+
+
+@numba.njit
+def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, out, m1, n1, S1, z1):
+    """Part ``j`` of ``P`` of one stream (q, k (T, d_k), vals (T, d_v), its state m0 (d_k), ...): the
+    summaries of every earlier chunk, then its own chunks in full; the last part writes the state."""
+    T, dk = q.shape
+    dv = vals.shape[1]
     nch = (T + C - 1) // C
     wt = q.dtype
-    m = np.empty((B, dk))
-    n = np.zeros((B, dv + 1))  # column dv: the z column's (zero) shift
-    S = np.empty((B, dk, dv + 1))  # [S | z], float64
+    ms = np.empty(dk)
+    ns = np.zeros(dv + 1)  # column dv: the z column's (zero) shift
+    Ss = np.empty((dk, dv + 1))  # [S | z], float64
     zmax = 0.0
-    for b in range(B):
-        for i in range(dk):
-            m[b, i] = m0[b, i]
-            S[b, i, dv] = z0[b, i]
-            zmax = max(zmax, np.float64(z0[b, i]))
-            for j in range(dv):
-                S[b, i, j] = S0[b, i, j]
-        for j in range(dv):
-            n[b, j] = n0[b, j] if log_values else 0.0
+    for i in range(dk):
+        ms[i] = m0[i]
+        Ss[i, dv] = z0[i]
+        zmax = max(zmax, np.float64(z0[i]))
+        for c in range(dv):
+            Ss[i, c] = S0[i, c]
+    for c in range(dv):
+        ns[c] = n0[c] if log_values else 0.0
     # lost mass of one output entry, in units of its shift: each product that underflowed (or met
     # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
     # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    P = max(parts, 1)
     start = _part_starts(nch, P)
-    for task in prange(B * P):
-        b, j = task // P, task % P
-        ms, ns, Ss = m[b].copy(), n[b].copy(), S[b].copy()  # the state before this part
-        E = np.empty((C, dk), wt)  # exp(k - m^c), padded rows 0
-        SV = np.empty((dk + C, dv + 1), wt)  # rows dk..: [V | 1] (padded rows 0); rows :dk: [S | z]'
-        mc = np.empty(dk)
-        nc = np.zeros(dv + 1)
-        Sc = np.empty((dk, dv + 1))
-        for c in range(start[j + 1]):
-            t0 = c * C
-            L = min(T, t0 + C) - t0
-            _summarise(k[rows[1, b]], vals[rows[2, b]], t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
-            if c >= start[j]:  # this part's chunks; the earlier ones only move the state
-                _read(q[rows[0, b]], k[rows[1, b]], vals[rows[2, b]], t0, L, ms, ns, Ss, mc, nc, E, SV, bound, log_values, lo, out[b])
-            _merge(ms, ns, Ss, mc, nc, Sc)
-        if j == P - 1:  # the state after the last chunk, in the array-API layout
-            for i in range(dk):
-                m1[b, i] = ms[i]
-                z1[b, i] = Ss[i, dv]
-                for c in range(dv):
-                    S1[b, i, c] = Ss[i, c]
+    E = np.empty((C, dk), wt)  # exp(k - m^c), padded rows 0
+    SV = np.empty((dk + C, dv + 1), wt)  # rows dk..: [V | 1] (padded rows 0); rows :dk: [S | z]'
+    mc = np.empty(dk)
+    nc = np.zeros(dv + 1)
+    Sc = np.empty((dk, dv + 1))
+    for c in range(start[j + 1]):
+        t0 = c * C
+        L = min(T, t0 + C) - t0
+        _summarise(k, vals, t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
+        if c >= start[j]:  # this part's chunks; the earlier ones only move the state
+            _read(q, k, vals, t0, L, ms, ns, Ss, mc, nc, E, SV, bound, log_values, lo, out)
+        _merge(ms, ns, Ss, mc, nc, Sc)
+    if j == P - 1:  # the state after the last chunk, in the array-API layout
+        for i in range(dk):
+            m1[i] = ms[i]
+            z1[i] = Ss[i, dv]
             for c in range(dv):
-                n1[b, c] = ns[c] if log_values else lo
+                S1[i, c] = Ss[i, c]
+        for c in range(dv):
+            n1[c] = ns[c] if log_values else lo
 
 
 @numba.njit
@@ -397,22 +408,25 @@ LL_GROUP_LOG2 = 2
 
 
 @numba.njit(**_JIT)
-def ll_chunked(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated, C, split, out, levels1):
+def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, gated, C, split, out, levels1):
     """Log-linear Gated DeltaNet (gated) or Mamba-2, arguments as ``_numba_kernels.loglinear_scan``
-    plus C, the chunk size (a power of two), and split: parallel loops over batch x chunks (for a
-    batch smaller than the thread count, see :func:`parts`) or one over the batch. q, k (B, T, d_k);
-    v (B, T, d_v); log_decay, beta (B, T); lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0
-    (B, bit_length(p), d_k, d_v). Writes out (B, T, d_v) and, when levels1 has a slot axis, the
-    final levels (B, bit_length(p + T), d_k, d_v)."""
-    T, dk = q.shape[1:]
+    (streams ``seg``, ``offs``: one prange iteration per (batch element, stream), each a
+    :func:`_ll_row`) plus C, the chunk size (a power of two), and split (one stream only): parallel
+    loops over batch x chunks (for a batch smaller than the thread count, see :func:`parts`)."""
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
+    N = seg.shape[0] - 1
+    if not split or N > 1:
+        for row in prange(B * N):
+            b, sg = row // N, row % N
+            s0, s1 = seg[sg], seg[sg + 1]
+            _ll_row(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], v[rows[2, b], s0:s1], log_decay[rows[3, b], s0:s1],
+                    beta[rows[4, b], s0:s1], lam[rows[5, b], s0:s1], offs[sg], nlev, levels0[row], gated, C,
+                    out[b, s0:s1], levels1[row])
+        return
+    T, dk = q.shape[1:]
     dv = v.shape[2]
-    g = 0
-    while (1 << g) < C:
-        g += 1
-    head = min(T, (-p) % C)
-    nch = (T - head) // C
-    tail = head + nch * C
+    p = offs[0]
+    g, head, nch, tail = _ll_layout(p, T, C)
     S = np.zeros((B, nlev, dk, dv))
     D = np.zeros((B, nlev))
     for b in prange(B):  # the incoming levels, the tokens before the first aligned chunk
@@ -438,35 +452,22 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated, C, 
     H = np.empty((B, G, dk, dv))
     Ob = np.empty((B, G, C, dv))
     E = np.empty((B, G + 1, dP, dP))
-    if split:  # four parallel loops per group: one sequence uses every thread
-        c0 = 0
-        while c0 < nch:
-            n = _group_len(p + head, c0, nch, C, h)
-            for task in prange(B * n):
-                b, c = task // n, task % n
-                _ll_forms(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], head + (c0 + c) * C, gated, Qe[b, c],
-                          Pt[b, c], H[b, c], Ob[b, c])
-            for b in prange(B):
-                _group_chain(Pt[b], E[b], n, gated)
-            for task in prange(B * n):
-                b, c = task // n, task % n
-                _group_high(lam[rows[5, b]], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
-            for b in prange(B):
-                _group_low(lam[rows[5, b]], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
-            c0 += n
-    else:  # one parallel loop over the batch (one barrier per call: robust when a core is busy)
+    # four parallel loops per group: one sequence uses every thread
+    c0 = 0
+    while c0 < nch:
+        n = _group_len(p + head, c0, nch, C, h)
+        for task in prange(B * n):
+            b, c = task // n, task % n
+            _ll_forms(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], head + (c0 + c) * C, gated, Qe[b, c],
+                      Pt[b, c], H[b, c], Ob[b, c])
         for b in prange(B):
-            c0 = 0
-            while c0 < nch:
-                n = _group_len(p + head, c0, nch, C, h)
-                for c in range(n):
-                    _ll_forms(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], head + (c0 + c) * C, gated, Qe[b, c],
-                              Pt[b, c], H[b, c], Ob[b, c])
-                _group_chain(Pt[b], E[b], n, gated)
-                for c in range(n):
-                    _group_high(lam[rows[5, b]], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
-                _group_low(lam[rows[5, b]], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
-                c0 += n
+            _group_chain(Pt[b], E[b], n, gated)
+        for task in prange(B * n):
+            b, c = task // n, task % n
+            _group_high(lam[rows[5, b]], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
+        for b in prange(B):
+            _group_low(lam[rows[5, b]], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
+        c0 += n
     L1 = levels1.shape[1]
     end = p + T
     for b in prange(B):  # the tokens after the last aligned chunk, the levels layout
@@ -478,6 +479,72 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated, C, 
             for a in range(dk):
                 for c in range(dv):
                     levels1[b, j, a, c] = f * S[b, j, a, c]
+
+
+@numba.njit(inline="always")
+def _ll_layout(p, T, C):
+    """``(log2 C, head, nch, tail)`` of T tokens from offset p: the tokens before the first aligned
+    chunk, the number of whole aligned chunks, and the first token after them."""
+    g = 0
+    while (1 << g) < C:
+        g += 1
+    head = min(T, (-p) % C)
+    nch = (T - head) // C
+    return g, head, nch, head + nch * C
+
+
+@numba.njit
+def _ll_row(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, levels1):
+    """One stream (one batch element, continued at offset p): q, k (T, d_k), v (T, d_v), log_decay,
+    beta (T,), lam (T, L); levels0 (>= bit_length(p), d_k, d_v); writes out (T, d_v) and levels1
+    (slots: as many as it has, zeros where empty). The tokens before the first aligned chunk and
+    after the last run token by token; the chunks in groups (one barrier-free pass: robust when a
+    core is busy)."""
+    T, dk = q.shape
+    dv = v.shape[1]
+    g, head, nch, tail = _ll_layout(p, T, C)
+    S = np.zeros((nlev, dk, dv))
+    D = np.zeros(nlev)
+    for j in range(levels0.shape[0]):
+        if (p >> j) & 1:
+            for a in range(dk):
+                for c in range(dv):
+                    S[j, a, c] = levels0[j, a, c]
+    o, kS = np.empty(dv), np.empty(dv)
+    for i in range(head):
+        _token(q, k, v, log_decay, beta, lam, p, i, gated, S, D, o, kS, out)
+    for j in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
+        f = math.exp(D[j])
+        for a in range(dk):
+            for c in range(dv):
+                S[j, a, c] *= f
+        D[j] = 0.0
+    h = g + LL_GROUP_LOG2
+    G = min(nch, 1 << LL_GROUP_LOG2)
+    dP = dk if gated else 1  # Mamba-2's transitions are scalars
+    Qe = np.empty((G, C, dk))
+    Pt = np.empty((G, dP, dP))
+    H = np.empty((G, dk, dv))
+    Ob = np.empty((G, C, dv))
+    E = np.empty((G + 1, dP, dP))
+    c0 = 0
+    while c0 < nch:
+        n = _group_len(p + head, c0, nch, C, h)
+        for c in range(n):
+            _ll_forms(q, k, v, log_decay, beta, lam, head + (c0 + c) * C, gated, Qe[c], Pt[c], H[c], Ob[c])
+        _group_chain(Pt, E, n, gated)
+        for c in range(n):
+            _group_high(lam, p, head, c0, c, C, h, gated, Qe[c], E[c], S, Ob[c])
+        _group_low(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out)
+        c0 += n
+    for i in range(tail, T):
+        _token(q, k, v, log_decay, beta, lam, p, i, gated, S, D, o, kS, out)
+    end = p + T
+    for j in range(levels1.shape[0]):
+        f = math.exp(D[j]) if (end >> j) & 1 else 0.0
+        for a in range(dk):
+            for c in range(dv):
+                levels1[j, a, c] = f * S[j, a, c]
 
 
 @numba.njit(inline="always")

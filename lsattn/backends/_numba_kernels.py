@@ -32,29 +32,28 @@ _JIT = dict(parallel=True, cache=True, nogil=True)
 #   num_j = sum_i A_i S_ij, den = sum_i A_i z_i (>= 1 once a key is in), y_j = num_j / den.
 
 @numba.njit(**_JIT)
-def ek_causal(q, k, vals, rows, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1, z1):
-    """Causal scan. q, k (B, T, d_k); vals (B, T, d_v); state in m0, n0, S0, z0 (n unused unless
-    log_values); reset (T,) uint8 or empty: the stream restarts (empty state) at tokens where it is
-    set (packed segments); writes out (B, T, d_v) and the final state into m1, n1, S1, z1."""
-    T, dk = q.shape[1:]
+def ek_causal(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1):
+    """Causal scan. q, k (B, T, d_k); vals (B, T, d_v); seg (N + 1,) int64: the tokens
+    ``seg[i] .. seg[i + 1] - 1`` are stream ``i`` (packed segments; ``[0, T]``: one stream); the
+    incoming states of the ``B N`` streams (row ``b N + i``) in m0, n0, S0, z0 (n unused unless
+    log_values). Writes out (B, T, d_v) and the final states into m1, n1, S1, z1 (same rows).
+    One ``prange`` iteration per (batch element, stream)."""
+    dk = q.shape[2]
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
+    N = seg.shape[0] - 1
     dv = vals.shape[2]
-    for b in prange(B):
-        m = m0[b].astype(np.float64)  # float64 working state for every input dtype
-        n = n0[b].astype(np.float64)
-        S = S0[b].astype(np.float64)
-        z = z0[b].astype(np.float64)
+    for row in prange(B * N):
+        b, sg = row // N, row % N
+        m = m0[row].astype(np.float64)  # float64 working state for every input dtype
+        n = n0[row].astype(np.float64)
+        S = S0[row].astype(np.float64)
+        z = z0[row].astype(np.float64)
         f = np.empty(dk, np.float64)
         e = np.empty(dk, np.float64)
         g = np.empty(dv, np.float64)
         ev = np.empty(dv, np.float64)
         num = np.empty(dv, np.float64)
-        for t in range(T):
-            if reset.shape[0] > 0 and reset[t]:  # a new packed segment: the empty state
-                m[:] = lo
-                n[:] = lo
-                S[:, :] = 0.0
-                z[:] = 0.0
+        for t in range(seg[sg], seg[sg + 1]):
             # key t joins the state; a new per-feature maximum rescales that row (factor <= 1)
             for i in range(dk):
                 ki = k[rows[1, b], t, i]
@@ -96,10 +95,10 @@ def ek_causal(q, k, vals, rows, m0, n0, S0, z0, log_values, lo, reset, out, m1, 
                         S[i, j] = s
                         num[j] += a * s
             _ek_finish(num, den, n, log_values, lo, out[b, t])
-        m1[b] = m.astype(m1.dtype)  # the state is stored in the input dtype
-        n1[b] = n.astype(n1.dtype)
-        S1[b] = S.astype(S1.dtype)
-        z1[b] = z.astype(z1.dtype)
+        m1[row] = m.astype(m1.dtype)  # the state is stored in the input dtype
+        n1[row] = n.astype(n1.dtype)
+        S1[row] = S.astype(S1.dtype)
+        z1[row] = z.astype(z1.dtype)
 
 
 @numba.njit(inline="always")
@@ -180,16 +179,20 @@ BLOCK = 16
 
 
 @numba.njit(**_JIT)
-def loglinear_scan(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated, out, levels1):
+def loglinear_scan(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, gated, out, levels1):
     """q, k (B, T, d_k); v (B, T, d_v); log_decay, beta (B, T) (beta unused unless gated);
-    lam (B, T, L); nlev = max(1, bit_length(p + T)); levels0 (B, bit_length(p), d_k, d_v) in the
-    ``levels`` layout (slot j decayed to p - 1). Writes out (B, T, d_v) and, when levels1 has a slot
-    axis of bit_length(p + T) > 0, the final levels in the same layout (rescaled to p + T - 1).
+    lam (B, T, L); seg (N + 1,) int64: the tokens ``seg[i] .. seg[i + 1] - 1`` are stream ``i``,
+    continued at offset ``offs[i]`` (``[0, T]``, ``[p]``: one stream); nlev = max(1, bit_length of the
+    largest ``offs[i] + n_i``); levels0 (B N, >= bit_length(offs[i]), d_k, d_v) in the ``levels`` layout
+    (slot j decayed to p - 1; row ``b N + i``). Writes out (B, T, d_v) and, when levels1 has a slot
+    axis (>= every bit_length(offs[i] + n_i) > 0), the final levels in the same layout (rescaled to
+    p + n_i - 1; zeros where empty). One ``prange`` iteration per (batch element, stream).
 
     Mamba-2 (not gated) runs whole aligned blocks of BLOCK tokens at once (:func:`_mamba_block`)
     and the tokens before the first / after the last whole block one by one (:func:`_token`)."""
-    T, dk = q.shape[1:]
+    dk = q.shape[2]
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
+    N = seg.shape[0] - 1
     dv = v.shape[2]
     L1 = levels1.shape[1]
     G = BLOCK
@@ -201,14 +204,16 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated,
                 x >>= 1
                 n += 1
             lev[t, s2] = n
-    for b in prange(B):
+    for row in prange(B * N):
+        b, sg = row // N, row % N
+        s0, T, p = seg[sg], seg[sg + 1] - seg[sg], offs[sg]
         S = np.zeros((nlev, dk, dv), np.float64)  # float64 working state for every input dtype
         D = np.zeros(nlev, np.float64)
         for j in range(levels0.shape[1]):
             if (p >> j) & 1:  # the incoming levels are their own references (D = 0)
                 for a in range(dk):
                     for c in range(dv):
-                        S[j, a, c] = levels0[b, j, a, c]
+                        S[j, a, c] = levels0[row, j, a, c]
         o = np.empty(dv, np.float64)
         kS = np.empty(dv, np.float64)
         acc = np.empty((G, dv), np.float64)  # scratch of the block path
@@ -216,20 +221,22 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated,
         P = np.empty((G, G), np.float64)
         kT = np.empty((dk, G), np.float64)
         Wq = np.empty((G, dk), np.float64)
+        qb, kb, vb, ab = q[rows[0, b], s0:], k[rows[1, b], s0:], v[rows[2, b], s0:], log_decay[rows[3, b], s0:]
+        bb, lb, ob = beta[rows[4, b], s0:], lam[rows[5, b], s0:], out[b, s0:]
         i = 0
         while i < T:
             if not gated and (p + i) % G == 0 and i + G <= T:
-                _mamba_block(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], lam[rows[5, b]], p, i, S, D, lev, acc, cum, P, kT, Wq, out[b])
+                _mamba_block(qb, kb, vb, ab, lb, p, i, S, D, lev, acc, cum, P, kT, Wq, ob)
                 i += G
             else:
-                _token(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], p, i, gated, S, D, o, kS, out[b])
+                _token(qb, kb, vb, ab, bb, lb, p, i, gated, S, D, o, kS, ob)
                 i += 1
         end = p + T
         for j in range(L1):  # the levels layout: every slot decayed to p + T - 1, zeros where empty
             g = math.exp(D[j]) if (end >> j) & 1 else 0.0
             for a in range(dk):
                 for c in range(dv):
-                    levels1[b, j, a, c] = g * S[j, a, c]
+                    levels1[row, j, a, c] = g * S[j, a, c]
 
 
 @numba.njit(inline="always")
@@ -393,16 +400,23 @@ def _mamba_block(q, k, v, log_decay, lam, p, i0, S, D, lev, acc, cum, P, kT, Wq,
 # per-feature / per-column maxima (every factor <= 1).
 
 @numba.njit(**_JIT)
-def hier_scan(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, n1, S1, z1):
+def hier_scan(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, out, m1, n1, S1, z1):
     """q, k (B, T, d_k); lv (B, T, d_v) log values; lw (B, T, L) log level weights; a (B, T) log decay;
-    state slots m0 (B, bit_length(p), d_k), n0 (.., d_v), S0 (.., d_k, d_v), z0 (.., d_k) in the
-    array-API layout (keys decayed to p - 1); lo: the finite "minus infinity"; alo: the decay clamp
-    lo / (4 (p + T)). Writes out (B, T, d_v) (log y) and, when m1 has a slot axis, the final slots."""
-    T, dk = q.shape[1:]
+    seg, offs, nlev: the streams, as in :func:`loglinear_scan`; state slots m0 (B N, >= bit_length(p),
+    d_k), n0 (.., d_v), S0 (.., d_k, d_v), z0 (.., d_k) in the array-API layout (keys decayed to
+    p - 1; row ``b N + i``); lo: the finite "minus infinity" (each stream clamps its decays at
+    lo / (4 (p + n_i)), as the array-API path). Writes out (B, T, d_v) (log y) and, when m1 has a slot
+    axis, the final slots (empty ones at lo / 0)."""
+    dk = q.shape[2]
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
+    N = seg.shape[0] - 1
     dv = lv.shape[2]
     L1 = m1.shape[1]
-    for b in prange(B):
+    for row in prange(B * N):
+        b, sg = row // N, row % N
+        s0, T, p = seg[sg], seg[sg + 1] - seg[sg], offs[sg]
+        alo = lo / (4 * max(p + T, 1))
+        qb, kb, vb, wb, ab, ob = q[rows[0, b], s0:], k[rows[1, b], s0:], lv[rows[2, b], s0:], lw[rows[3, b], s0:], a[rows[4, b], s0:], out[b, s0:]
         m = np.full((nlev, dk), lo, np.float64)  # float64 working state for every input dtype
         n = np.full((nlev, dv), lo, np.float64)
         S = np.zeros((nlev, dk, dv), np.float64)
@@ -411,12 +425,12 @@ def hier_scan(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, 
         for j in range(m0.shape[1]):
             if (p >> j) & 1:
                 for i2 in range(dk):
-                    m[j, i2] = m0[b, j, i2]
-                    z[j, i2] = z0[b, j, i2]
+                    m[j, i2] = m0[row, j, i2]
+                    z[j, i2] = z0[row, j, i2]
                     for c in range(dv):
-                        S[j, i2, c] = S0[b, j, i2, c]
+                        S[j, i2, c] = S0[row, j, i2, c]
                 for c in range(dv):
-                    n[j, c] = n0[b, j, c]
+                    n[j, c] = n0[row, j, c]
         A = np.empty(dk, np.float64)
         num = np.empty(dv, np.float64)
         U = np.empty(dv, np.float64)
@@ -425,32 +439,32 @@ def hier_scan(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, 
         ev = np.empty(dv, np.float64)
         for i in range(T):
             t = p + i
-            at = max(np.float64(a[rows[4, b], i]), alo)
+            at = max(np.float64(ab[i]), alo)
             # the token itself: w(t, t) = exp(lw[t, 0]) sum_i exp(q_i + k_i)
-            r0 = np.float64(q[rows[0, b], i, 0]) + k[rows[1, b], i, 0]
+            r0 = np.float64(qb[i, 0]) + kb[i, 0]
             for i2 in range(1, dk):
-                r0 = max(r0, np.float64(q[rows[0, b], i, i2]) + k[rows[1, b], i, i2])
+                r0 = max(r0, np.float64(qb[i, i2]) + kb[i, i2])
             den0 = 0.0
             for i2 in range(dk):
-                den0 += math.exp(np.float64(q[rows[0, b], i, i2]) + k[rows[1, b], i, i2] - r0)
-            R = r0 + max(np.float64(lw[rows[3, b], i, 0]), lo)
+                den0 += math.exp(np.float64(qb[i, i2]) + kb[i, i2] - r0)
+            R = r0 + max(np.float64(wb[i, 0]), lo)
             Den = den0
             ld0 = R + math.log(den0)
             for c in range(dv):
-                U[c] = ld0 + max(np.float64(lv[rows[2, b], i, c]), lo)
+                U[c] = ld0 + max(np.float64(vb[i, c]), lo)
                 Num[c] = 1.0
             u, j = t, 0
             while u > 0:  # occupied slots: the set bits of t
                 if u & 1:
                     D[j] += at
-                    off = max(np.float64(lw[rows[3, b], i, j + 1]), lo) + D[j]
-                    r = np.float64(q[rows[0, b], i, 0]) + m[j, 0]
+                    off = max(np.float64(wb[i, j + 1]), lo) + D[j]
+                    r = np.float64(qb[i, 0]) + m[j, 0]
                     for i2 in range(1, dk):
-                        r = max(r, q[rows[0, b], i, i2] + m[j, i2])
+                        r = max(r, qb[i, i2] + m[j, i2])
                     den = 0.0
                     num[:] = 0.0
                     for i2 in range(dk):
-                        A_ = math.exp(q[rows[0, b], i, i2] + m[j, i2] - r)
+                        A_ = math.exp(qb[i, i2] + m[j, i2] - r)
                         den += A_ * z[j, i2]
                         for c in range(dv):
                             num[c] += A_ * S[j, i2, c]
@@ -473,20 +487,20 @@ def hier_scan(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, 
             ld = R + math.log(Den)
             for c in range(dv):
                 y = U[c] + math.log(Num[c]) - ld
-                out[b, i, c] = y if y > lo / 2 else -np.inf
+                ob[i, c] = y if y > lo / 2 else -np.inf
             # Fenwick merge: token t and slots 0 .. zt-1 (keys shifted by D_j) -> slot zt
             u, zt = t + 1, 0
             while (u & 1) == 0:
                 u >>= 1
                 zt += 1
             for i2 in range(dk):
-                mx = np.float64(k[rows[1, b], i, i2])
+                mx = np.float64(kb[i, i2])
                 for j in range(zt):
                     mx = max(mx, m[j, i2] + D[j])
                 m[zt, i2] = mx
-                ek[i2] = math.exp(k[rows[1, b], i, i2] - mx)
+                ek[i2] = math.exp(kb[i, i2] - mx)
             for c in range(dv):
-                lvc = max(np.float64(lv[rows[2, b], i, c]), lo)
+                lvc = max(np.float64(vb[i, c]), lo)
                 mx = lvc
                 for j in range(zt):
                     mx = max(mx, n[j, c])
@@ -511,9 +525,9 @@ def hier_scan(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, 
         for j in range(L1):  # the array-API layout: keys decayed to p + T - 1; empty slots at lo / 0
             occ = (end >> j) & 1
             for i2 in range(dk):
-                m1[b, j, i2] = max(m[j, i2] + D[j], lo) if occ else lo
-                z1[b, j, i2] = z[j, i2] if occ else 0.0
+                m1[row, j, i2] = max(m[j, i2] + D[j], lo) if occ else lo
+                z1[row, j, i2] = z[j, i2] if occ else 0.0
                 for c in range(dv):
-                    S1[b, j, i2, c] = S[j, i2, c] if occ else 0.0
+                    S1[row, j, i2, c] = S[j, i2, c] if occ else 0.0
             for c in range(dv):
-                n1[b, j, c] = n[j, c] if occ else lo
+                n1[row, j, c] = n[j, c] if occ else lo

@@ -55,8 +55,9 @@ OPS = {
 #: every operator with ``cu_seqlens`` (``lsattn._varlen``: one call over the reset-separated
 #: segments) and with broadcast batch views (``_inputs``: the kernels read shared rows, no copies)
 VARLEN_OPS = BROADCAST_OPS = tuple(OPS)
-#: operators whose implementation restarts its stream itself (``resets=``): the exp-kernel scan
-RESET_OPS = ("log_attention", "exp_kernel_attention")
+#: operators whose implementation computes packed segments itself (``segments=``: one kernel launch
+#: over every (batch element, segment) stream, each from its own incoming state): all of them
+RESET_OPS = tuple(OPS)
 
 _DTYPES = ("float16", "float32", "float64")
 
@@ -149,18 +150,36 @@ def _ro(x):
 #: causal calls of at least this many tokens run chunked, shorter ones (decoding) token by token
 EK_CHUNKED_MIN_T = 128
 
-def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None, resets=None):
+def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None, segments=None):
     """Numba twin of ``lsattn.exp_kernel._log_forward`` (same arguments, result and state).
 
-    resets: (T,) bool NumPy array or None: the stream restarts at the marked tokens (packed
-    segments, ``RESET_OPS``): one token-by-token scan, no chunks."""
-    return _ek(q, k, log_v, causal, state, return_state, True, chunk_size, resets)
+    segments: None, or the packed segments (``lsattn._varlen.Streams``, ``RESET_OPS``): each is its
+    own stream, continuing the packed ``state`` (None: fresh streams); the returned state is packed
+    too. One token-by-token scan over all (batch element, segment) streams, no chunks."""
+    return _ek(q, k, log_v, causal, state, return_state, True, chunk_size, segments)
 
 
-def exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None, resets=None):
-    """Numba twin of ``lsattn.exp_kernel._exp_forward`` (same arguments, result and state; ``resets``:
-    as :func:`log_forward`)."""
-    return _ek(q, k, v, causal, state, return_state, False, chunk_size, resets)
+def exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None, segments=None):
+    """Numba twin of ``lsattn.exp_kernel._exp_forward`` (same arguments, result and state;
+    ``segments``: as :func:`log_forward`)."""
+    return _ek(q, k, v, causal, state, return_state, False, chunk_size, segments)
+
+
+def _streams(segments, T, state):
+    """``(seg, offs)``: the kernels' stream table, ``seg`` (N + 1,) token starts and ``offs`` (N,)
+    incoming offsets, int64; one stream ``[0, T]`` at the state's offset when ``segments`` is None."""
+    if segments is None:
+        return _ro(np.array([0, T], np.int64)), _ro(np.array([0 if state is None else state.offset], np.int64))
+    return _ro(np.ascontiguousarray(segments.starts, np.int64)), _ro(np.ascontiguousarray(segments.offsets, np.int64))
+
+
+def _new_state(op, segments, seg, offs, batch, d_k, d_v, dt, tensors):
+    """The State after the call: ``tensors`` (name -> ((B N, *tail) array, tail)) shaped as the
+    batch axes (a packed state: followed by the N streams; offsets ``offs + n_i``)."""
+    ends = offs + np.diff(seg)
+    lead = batch if segments is None else batch + (len(offs),)
+    offset = int(ends[0]) if segments is None else ends
+    return State(op, offset, lead, d_k, d_v, dt, {name: t.reshape(lead + tail) for name, (t, tail) in tensors.items()})
 
 
 def _chunked():
@@ -175,7 +194,7 @@ def _has_blas():
     return importlib.util.find_spec("scipy") is not None
 
 
-def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, resets=None):
+def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, segments=None):
     K = _kernels()
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], vals.shape[-1]
     dt, lo = q.dtype, _minus_inf(np, q.dtype)
@@ -185,30 +204,30 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, resets=
     if not causal:
         K.ek_full(qf, kf, vf, rows, log_values, lo, out)
         return out.reshape(batch + (Tq, d_v)), None
+    seg, offs = _streams(segments, Tq, state)
+    R = B * offs.shape[0]  # one state row per (batch element, stream)
     if state is None:
-        m0, n0 = _ro(np.full((B, d_k), lo, dt)), _ro(np.full((B, d_v), lo, dt))
-        S0, z0, offset = _ro(np.zeros((B, d_k, d_v), dt)), _ro(np.zeros((B, d_k), dt)), 0
+        m0, n0 = _ro(np.full((R, d_k), lo, dt)), _ro(np.full((R, d_v), lo, dt))
+        S0, z0 = _ro(np.zeros((R, d_k, d_v), dt)), _ro(np.zeros((R, d_k), dt))
     else:
         t = state.tensors
         m0, S0, z0 = _flat(t["m"], 1), _flat(t["S"], 2), _flat(t["z"], 1)
-        n0 = _flat(t["n"], 1) if log_values else _ro(np.full((B, d_v), lo, dt))
-        offset = state.offset
+        n0 = _flat(t["n"], 1) if log_values else _ro(np.full((R, d_v), lo, dt))
     m1, n1, S1, z1 = np.empty_like(m0), np.empty_like(n0), np.empty_like(S0), np.empty_like(z0)
-    if resets is None and Tq >= (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():
+    if Tq >= offs.shape[0] * (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():  # streams that long on average
         KC = _chunked()
         C = chunk_size or KC.chunk_for(d_k, d_v)
-        KC.ek_chunked(qf, kf, vf, rows, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
+        KC.ek_chunked(qf, kf, vf, rows, seg, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
     else:
-        reset = _ro(np.zeros(0, np.uint8) if resets is None else np.ascontiguousarray(resets, dtype=np.uint8))
-        K.ek_causal(qf, kf, vf, rows, m0, n0, S0, z0, log_values, lo, reset, out, m1, n1, S1, z1)
+        K.ek_causal(qf, kf, vf, rows, seg, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (Tq, d_v))
     if not return_state:
         return out, None
-    tensors = {"m": m1.reshape(batch + (d_k,)), "S": S1.reshape(batch + (d_k, d_v)), "z": z1.reshape(batch + (d_k,))}
+    tensors = {"m": (m1, (d_k,)), "S": (S1, (d_k, d_v)), "z": (z1, (d_k,))}
     if log_values:
-        tensors["n"] = n1.reshape(batch + (d_v,))
+        tensors["n"] = (n1, (d_v,))
     op = "log_attention" if log_values else "exp_kernel_attention"
-    return out, State(op, offset + Tq, batch, d_k, d_v, dt, tensors)
+    return out, _new_state(op, segments, seg, offs, batch, d_k, d_v, dt, tensors)
 
 
 # ---- log-linear operators ------------------------------------------------------------------------
@@ -218,27 +237,29 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, resets=
 LL_CHUNKED_MIN_T = {"loglinear_attention": 1024, "loglinear_gated_delta": 128}
 
 
-def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state, *, kernel_chunk=None):
+def loglinear_forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state, *, kernel_chunk=None,
+                      segments=None):
     """Numba twin of ``lsattn.loglinear._forward`` (same arguments, result and state).
     ``kernel_chunk`` forces the chunked kernel with that chunk size (a power of two; tests);
-    ``chunk_size`` (the array-API path's) is ignored."""
+    ``chunk_size`` (the array-API path's) is ignored; ``segments``: as :func:`log_forward` (the
+    token-by-token scan, each stream at its own offset)."""
     return _loglinear("loglinear_attention", q, k, v, log_decay, None, level_weights, state, return_state,
-                      kernel_chunk)
+                      kernel_chunk, segments)
 
 
 def gated_delta_forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state, *,
-                        kernel_chunk=None):
+                        kernel_chunk=None, segments=None):
     """Numba twin of ``lsattn.gated_delta._forward`` (same arguments, result and state);
-    ``kernel_chunk`` as in :func:`loglinear_forward`."""
+    ``kernel_chunk``, ``segments`` as in :func:`loglinear_forward`."""
     return _loglinear("loglinear_gated_delta", q, k, v, log_decay, beta, level_weights, state, return_state,
-                      kernel_chunk)
+                      kernel_chunk, segments)
 
 
-def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state, kernel_chunk):
+def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state, kernel_chunk, segments):
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     dt = q.dtype
     p = 0 if state is None else state.offset
-    if T == 0:
+    if T == 0 and segments is None:
         out = np.zeros(batch + (0, d_v), dt)
         if not return_state:
             return out, None
@@ -249,36 +270,39 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
     (qf, kf, vf, af, bf, lf), rows = _inputs((q, 2), (k, 2), (v, 2), (log_decay, 1),
                                              (log_decay if beta is None else beta, 1), (level_weights, 2))
     B = rows.shape[1]  # bf: unused when not gated
-    if p == 0:
-        lev0 = _ro(np.zeros((B, 0, d_k, d_v), dt))
+    seg, offs = _streams(segments, T, state)
+    R = B * offs.shape[0]  # one state row per (batch element, stream)
+    if state is None or not offs.any():
+        lev0 = _ro(np.zeros((R, 0, d_k, d_v), dt))
     else:
         lev0 = _flat(state.tensors["levels"], 3)
-    n_new = (p + T).bit_length()
-    lev1 = np.empty((B, n_new if return_state else 0, d_k, d_v), dt)
+    n_new = int(np.max(offs + np.diff(seg))).bit_length()
+    lev1 = np.empty((R, n_new if return_state else 0, d_k, d_v), dt)
     out = np.empty((B, T, d_v), dt)
-    if T >= (kernel_chunk or LL_CHUNKED_MIN_T[op]) and _has_blas():
+    if T >= offs.shape[0] * (kernel_chunk or LL_CHUNKED_MIN_T[op]) and _has_blas():  # streams that long on average
         KC = _chunked()
         C = kernel_chunk or KC.ll_chunk_for(d_k, d_v)
-        KC.ll_chunked(qf, kf, vf, af, bf, lf, rows, p, max(1, n_new), lev0, beta is not None, C, KC.parts(B) > 1, out,
-                      lev1)
+        KC.ll_chunked(qf, kf, vf, af, bf, lf, rows, seg, offs, max(1, n_new), lev0, beta is not None, C,
+                      KC.parts(B) > 1, out, lev1)
     else:
-        K.loglinear_scan(qf, kf, vf, af, bf, lf, rows, p, max(1, n_new), lev0, beta is not None, out, lev1)
+        K.loglinear_scan(qf, kf, vf, af, bf, lf, rows, seg, offs, max(1, n_new), lev0, beta is not None, out, lev1)
     out = out.reshape(batch + (T, d_v))
     if not return_state:
         return out, None
-    levels = lev1.reshape(batch + (n_new, d_k, d_v))
-    return out, State(op, p + T, batch, d_k, d_v, dt, {"levels": levels})
+    return out, _new_state(op, segments, seg, offs, batch, d_k, d_v, dt, {"levels": (lev1, (n_new, d_k, d_v))})
 
 
 # ---- hierarchical exp-kernel attention -------------------------------------------------------------
 
-def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None):
-    """Numba twin of ``lsattn.hierarchical._forward`` (same arguments, result and state)."""
+def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None,
+                         segments=None):
+    """Numba twin of ``lsattn.hierarchical._forward`` (same arguments, result and state; ``segments``:
+    as :func:`loglinear_forward`)."""
     op = "loglinear_log_attention"
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], log_v.shape[-1]
     dt, lo = q.dtype, _minus_inf(np, q.dtype)
     p = 0 if state is None else state.offset
-    if T == 0:
+    if T == 0 and segments is None:
         out = np.zeros(batch + (0, d_v), dt)
         if not return_state:
             return out, None
@@ -290,22 +314,22 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     a = np.broadcast_to(np.zeros((), dt), batch + (T,)) if log_decay is None else log_decay  # no decay: one row
     (qf, kf, vf, lf, af), rows = _inputs((q, 2), (k, 2), (log_v, 2), (log_level_weights, 2), (a, 1))
     B = rows.shape[1]
-    if p == 0:
-        m0, n0 = _ro(np.zeros((B, 0, d_k), dt)), _ro(np.zeros((B, 0, d_v), dt))
-        S0, z0 = _ro(np.zeros((B, 0, d_k, d_v), dt)), _ro(np.zeros((B, 0, d_k), dt))
+    seg, offs = _streams(segments, T, state)
+    R = B * offs.shape[0]  # one state row per (batch element, stream)
+    if state is None or not offs.any():
+        m0, n0 = _ro(np.zeros((R, 0, d_k), dt)), _ro(np.zeros((R, 0, d_v), dt))
+        S0, z0 = _ro(np.zeros((R, 0, d_k, d_v), dt)), _ro(np.zeros((R, 0, d_k), dt))
     else:
         t = state.tensors
         m0, n0, S0, z0 = _flat(t["m"], 2), _flat(t["n"], 2), _flat(t["S"], 3), _flat(t["z"], 2)
-    n_new = (p + T).bit_length() if return_state else 0
-    m1, n1 = np.empty((B, n_new, d_k), dt), np.empty((B, n_new, d_v), dt)
-    S1, z1 = np.empty((B, n_new, d_k, d_v), dt), np.empty((B, n_new, d_k), dt)
+    n_end = int(np.max(offs + np.diff(seg))).bit_length()
+    n_new = n_end if return_state else 0
+    m1, n1 = np.empty((R, n_new, d_k), dt), np.empty((R, n_new, d_v), dt)
+    S1, z1 = np.empty((R, n_new, d_k, d_v), dt), np.empty((R, n_new, d_k), dt)
     out = np.empty((B, T, d_v), dt)
-    # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
-    K.hier_scan(qf, kf, vf, lf, af, rows, p, max(1, (p + T).bit_length()), m0, n0, S0, z0, lo, lo / (4 * (p + T)),
-                out, m1, n1, S1, z1)
+    K.hier_scan(qf, kf, vf, lf, af, rows, seg, offs, max(1, n_end), m0, n0, S0, z0, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (T, d_v))
     if not return_state:
         return out, None
-    tensors = {"m": m1.reshape(batch + (n_new, d_k)), "n": n1.reshape(batch + (n_new, d_v)),
-               "S": S1.reshape(batch + (n_new, d_k, d_v)), "z": z1.reshape(batch + (n_new, d_k))}
-    return out, State(op, p + T, batch, d_k, d_v, dt, tensors)
+    tensors = {"m": (m1, (n_new, d_k)), "n": (n1, (n_new, d_v)), "S": (S1, (n_new, d_k, d_v)), "z": (z1, (n_new, d_k))}
+    return out, _new_state(op, segments, seg, offs, batch, d_k, d_v, dt, tensors)
