@@ -75,11 +75,12 @@ SUMMARY_COST = 0.4
 
 
 @numba.njit
-def _part_starts(nch, P):
+def _part_starts(nch, P, cost):
     """First chunk of each of P parts of nch chunks, and nch (P + 1 entries). Part j runs the
-    summaries of every earlier chunk (cost SUMMARY_COST each) and then its own chunks in full, so
-    equal finishing times need part lengths in the ratio 1 : r : r^2 ... with r = 1 - SUMMARY_COST."""
-    r = 1.0 - SUMMARY_COST
+    summaries of every earlier chunk (``cost`` of a full chunk each, e.g. SUMMARY_COST) and then
+    its own chunks in full, so equal finishing times need part lengths in the ratio 1 : r : r^2 ...
+    with r = 1 - cost."""
+    r = 1.0 - cost
     total = (1.0 - r ** P) / (1.0 - r)
     start = np.empty(P + 1, np.int64)
     start[0] = 0
@@ -121,7 +122,7 @@ def ek_chunked(q, k, vals, rows, m0, n0, S0, z0, log_values, lo, C, parts, out, 
     # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
     P = max(parts, 1)
-    start = _part_starts(nch, P)
+    start = _part_starts(nch, P, SUMMARY_COST)
     for task in prange(B * P):
         b, j = task // P, task % P
         ms, ns, Ss = m[b].copy(), n[b].copy(), S[b].copy()  # the state before this part

@@ -415,7 +415,7 @@ def hier_scan(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, out, m1, 
         hier_store(m, n, S, z, D, p + T, lo, m1[b], n1[b], S1[b], z1[b])
 
 
-@numba.njit(inline="always")
+@numba.njit(cache=True)
 def hier_load(m0, n0, S0, z0, p, m, n, S, z):
     """The slots of an incoming state (m0 (bit_length(p), d_k), ...; array-API layout) into the
     float64 working slots m, n, S, z (empty slots stay at lo / 0)."""
@@ -427,7 +427,7 @@ def hier_load(m0, n0, S0, z0, p, m, n, S, z):
             z[j] = z0[j]
 
 
-@numba.njit(inline="always")
+@numba.njit(cache=True)
 def hier_store(m, n, S, z, D, end, lo, m1, n1, S1, z1):
     """The working slots after absolute position end - 1 in the array-API layout (keys decayed to
     end - 1, empty slots at lo / 0), as many slots as m1 has (none: nothing)."""
@@ -443,7 +443,7 @@ def hier_store(m, n, S, z, D, end, lo, m1, n1, S1, z1):
             n1[j, c] = n[j, c] if occ else lo
 
 
-@numba.njit(inline="always")
+@numba.njit(cache=True)
 def hier_token(q, k, lv, lw, a, i, t, lo, alo, m, n, S, z, D, w, out):
     """Token i (absolute position t) of one batch element (q, k (T, d_k), lv (T, d_v), lw (T, L),
     a (T,)): reads the occupied slots (m, n, S, z float64, lazy decays D) and itself, writes out[i],

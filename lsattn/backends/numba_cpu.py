@@ -272,8 +272,15 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
 
 # ---- hierarchical exp-kernel attention -------------------------------------------------------------
 
-def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None):
-    """Numba twin of ``lsattn.hierarchical._forward`` (same arguments, result and state)."""
+#: hierarchical calls of at least this many tokens run chunked (``_numba_hier_chunked``), shorter ones
+#: token by token (crossover measured at d = 64, float32, B = 1 and 8; docs/backends.md)
+HIER_CHUNKED_MIN_T = 128
+
+
+def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None,
+                         kernel_chunk=None):
+    """Numba twin of ``lsattn.hierarchical._forward`` (same arguments, result and state);
+    ``kernel_chunk`` as in :func:`loglinear_forward` (``chunk_size``, the array-API path's, is ignored)."""
     op = "loglinear_log_attention"
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], log_v.shape[-1]
     dt, lo = q.dtype, _minus_inf(np, q.dtype)
@@ -301,8 +308,13 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     S1, z1 = np.empty((B, n_new, d_k, d_v), dt), np.empty((B, n_new, d_k), dt)
     out = np.empty((B, T, d_v), dt)
     # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
-    K.hier_scan(qf, kf, vf, lf, af, rows, p, max(1, (p + T).bit_length()), m0, n0, S0, z0, lo, lo / (4 * (p + T)),
-                out, m1, n1, S1, z1)
+    args = (qf, kf, vf, lf, af, rows, p, max(1, (p + T).bit_length()), m0, n0, S0, z0, lo, lo / (4 * (p + T)))
+    if T >= (kernel_chunk or HIER_CHUNKED_MIN_T) and _has_blas():
+        from . import _numba_hier_chunked as KH
+
+        KH.hier_chunked(*args, kernel_chunk or KH.chunk_for(d_k, d_v), _chunked().parts(B), out, m1, n1, S1, z1)
+    else:
+        K.hier_scan(*args, out, m1, n1, S1, z1)
     out = out.reshape(batch + (T, d_v))
     if not return_state:
         return out, None
