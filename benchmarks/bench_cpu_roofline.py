@@ -120,28 +120,36 @@ def threads_check(args):
 
 def crossover(args):
     """Each of --ops with a chunked kernel (exp-kernel attention, log-linear Mamba-2 and Gated
-    DeltaNet), float32 on numba, token-by-token vs chunked kernel, B in --B, T = 16 .. 2048."""
+    DeltaNet, hierarchical), float32 on numba, token-by-token vs chunked kernel, B in --B,
+    T = 16 .. 2048."""
     import numpy as np
 
     from lsattn.backends import numba_cpu
 
-    keep_ek, keep_ll, rows = numba_cpu.EK_CHUNKED_MIN_T, dict(numba_cpu.LL_CHUNKED_MIN_T), []
+    keep_ek, keep_ll, keep_h, rows = (numba_cpu.EK_CHUNKED_MIN_T, dict(numba_cpu.LL_CHUNKED_MIN_T),
+                                      numba_cpu.HIER_CHUNKED_MIN_T, [])
+
+    def threshold(op, min_t):
+        if op == "exp_kernel_attention":
+            numba_cpu.EK_CHUNKED_MIN_T = min_t
+        elif op == "loglinear_log_attention":
+            numba_cpu.HIER_CHUNKED_MIN_T = min_t
+        else:
+            numba_cpu.LL_CHUNKED_MIN_T[op] = min_t
+
     try:
-        for op in (op for op in args.ops if op in ("exp_kernel_attention",) + tuple(keep_ll)):
+        for op in (op for op in args.ops if op in ("exp_kernel_attention", "loglinear_log_attention") + tuple(keep_ll)):
             for B in map(int, args.B.split(",")):
                 for T in (16, 32, 64, 128, 256, 512, 1024, 2048):
                     t = {}
                     for name, min_t in (("token", 1 << 62), ("chunked", 1)):
-                        if op == "exp_kernel_attention":
-                            numba_cpu.EK_CHUNKED_MIN_T = min_t
-                        else:
-                            numba_cpu.LL_CHUNKED_MIN_T[op] = min_t
+                        threshold(op, min_t)
                         t[name] = time_op(op, "numba", B, T, args.d, np.float32, max(args.repeat, 5))
                     rows.append(dict(op=op, B=B, T=T, token_ms=t["token"] * 1e3, chunked_ms=t["chunked"] * 1e3,
                                      load=os.getloadavg()[0]))
                     C.print_row(rows[-1])
     finally:
-        numba_cpu.EK_CHUNKED_MIN_T = keep_ek
+        numba_cpu.EK_CHUNKED_MIN_T, numba_cpu.HIER_CHUNKED_MIN_T = keep_ek, keep_h
         numba_cpu.LL_CHUNKED_MIN_T.update(keep_ll)
     return rows
 
@@ -160,7 +168,7 @@ def main():
     ap.add_argument("--threads-T", type=int, default=65536)
     ap.add_argument("--no-threads", action="store_true", help="skip the NUMBA_NUM_THREADS=1 vs 2 runs")
     ap.add_argument("--quick", action="store_true", help="B = 8, T = 4096, float32, one repeat, threads at T = 16384")
-    ap.add_argument("--crossover", action="store_true", help="token-by-token vs chunked kernels (exp-kernel, Mamba-2, Gated DeltaNet), T = 16 .. 2048")
+    ap.add_argument("--crossover", action="store_true", help="token-by-token vs chunked kernels (exp-kernel, Mamba-2, Gated DeltaNet, hierarchical), T = 16 .. 2048")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()

@@ -39,11 +39,11 @@ take it, large magnitudes and ``log_v = -inf`` columns do. Products run in the i
 slots are float64.
 
 Tokens before the first and after the last aligned chunk run token by token
-(``_numba_kernels.hier_token``). Parallel over batch elements, and for a batch smaller than the
-thread count over parts of each sequence as ``_numba_chunked.ek_chunked``: part ``j`` first runs
-only the summaries and merges of the chunks before it (which gives it its incoming slots), then
-its own chunks in full; the parts shrink geometrically (``_part_starts`` with
-:data:`SUMMARY_COST`) so that all finish together.
+(``_numba_kernels.hier_token``). One parallel loop over batch elements, and for a batch smaller
+than the thread count over parts of each sequence as ``_numba_chunked.ek_chunked``: part ``j``
+runs the head, then only the summaries and merges of the chunks before it (which gives it its
+incoming slots), then its own chunks in full (the last part also the tail); the parts shrink
+geometrically (``_part_starts`` with :data:`SUMMARY_COST`) so that all finish together.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ _JIT = dict(parallel=True, cache=True, nogil=True)
 
 #: cost of a chunk's summary and merge relative to its whole work (measured single-threaded at
 #: d = 64, C = 32, float32: see benchmarks/NOTES.md); sizes the parts of one sequence
-SUMMARY_COST = 0.25
+SUMMARY_COST = 0.2
 
 
 def chunk_for(d_k, d_v):
@@ -88,20 +88,6 @@ def hier_chunked(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, C, par
     head = min(T, (-p) % C)
     nch = (T - head) // C
     tail = head + nch * C
-    m = np.full((B, nlev, dk), lo)  # the slots after the head (float64)
-    n = np.full((B, nlev, dv), lo)
-    S = np.zeros((B, nlev, dk, dv))
-    z = np.zeros((B, nlev, dk))
-    for b in prange(B):  # the incoming slots, the tokens before the first aligned chunk
-        D = np.zeros(nlev)
-        hier_load(m0[b], n0[b], S0[b], z0[b], p, m[b], n[b], S[b], z[b])
-        w = np.empty((4, max(dk, dv)))
-        for i in range(head):
-            hier_token(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], a[rows[4, b]], i, p + i, lo, alo,
-                       m[b], n[b], S[b], z[b], D, w, out[b])
-        for j in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
-            for i2 in range(dk):
-                m[b, j, i2] += D[j]
     zmax = 0.0
     for b in range(z0.shape[0]):
         for j in range(z0.shape[1]):
@@ -122,10 +108,23 @@ def hier_chunked(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, C, par
             lev[t, s] = lv_
     P = max(parts, 1)
     start = _part_starts(nch, P, SUMMARY_COST)
-    m2, n2, S2, z2 = np.empty_like(m), np.empty_like(n), np.empty_like(S), np.empty_like(z)
-    for task in prange(B * P):
+    for task in prange(B * P):  # one parallel region per call (robust when another job holds a core)
         b, j = task // P, task % P
-        ms, ns, Ss, zs = m[b].copy(), n[b].copy(), S[b].copy(), z[b].copy()  # the slots before this part
+        m = np.full((nlev, dk), lo)  # float64 slots
+        n = np.full((nlev, dv), lo)
+        S = np.zeros((nlev, dk, dv))
+        z = np.zeros((nlev, dk))
+        D = np.zeros(nlev)
+        hier_load(m0[b], n0[b], S0[b], z0[b], p, m, n, S, z)
+        w = np.empty((4, max(dk, dv)))
+        ob = out[b] if j == 0 else np.empty((head, dv), out.dtype)  # every part runs the head, part 0 keeps it
+        for i in range(head):  # the tokens before the first aligned chunk
+            hier_token(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], a[rows[4, b]], i, p + i, lo, alo,
+                       m, n, S, z, D, w, ob)
+        for jj in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
+            for i2 in range(dk):
+                m[jj, i2] += D[jj]
+            D[jj] = 0.0
         ac = np.empty(C)
         EH = np.empty((C, dk), wt)
         VH = np.empty((C, dv + 1), wt)
@@ -135,18 +134,14 @@ def hier_chunked(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, C, par
             i0 = head + c * C
             Sc, gc = _summary(k[rows[1, b]], lv[rows[2, b]], a[rows[4, b]], i0, alo, lo, ac, EH, VH, mc, nc)
             if c >= start[j]:  # this part's chunks; the earlier ones only move the slots
-                _read(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], ac, i0, p + i0, g, lev, ms, ns, Ss,
-                      zs, VH, nc, bound, lo, out[b])
-            _merge(ms, ns, Ss, zs, p + i0, g, gc, mc, nc, Sc)
-        if j == P - 1:
-            m2[b], n2[b], S2[b], z2[b] = ms, ns, Ss, zs
-    for b in prange(B):  # the tokens after the last aligned chunk, the array-API layout
-        D = np.zeros(nlev)
-        w = np.empty((4, max(dk, dv)))
-        for i in range(tail, T):
-            hier_token(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], a[rows[4, b]], i, p + i, lo, alo,
-                       m2[b], n2[b], S2[b], z2[b], D, w, out[b])
-        hier_store(m2[b], n2[b], S2[b], z2[b], D, p + T, lo, m1[b], n1[b], S1[b], z1[b])
+                _read(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], ac, i0, p + i0, g, lev, m, n, S, z,
+                      VH, nc, bound, lo, out[b])
+            _merge(m, n, S, z, p + i0, g, gc, mc, nc, Sc)
+        if j == P - 1:  # the tokens after the last aligned chunk, the array-API layout
+            for i in range(tail, T):
+                hier_token(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], a[rows[4, b]], i, p + i, lo,
+                           alo, m, n, S, z, D, w, out[b])
+            hier_store(m, n, S, z, D, p + T, lo, m1[b], n1[b], S1[b], z1[b])
 
 
 @numba.njit
