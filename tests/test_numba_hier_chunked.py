@@ -167,3 +167,25 @@ def test_hier_long_calls_run_chunked_and_match(monkeypatch):
     for n in (T, least - 1):
         hier_check(hier(cut(args, 0, n)), cut(args, 0, n), "float64")
     assert calls == [T]
+
+
+def test_warm_compiles_the_chunked_kernel_once_per_dtype():
+    """``lsattn info --warm`` compiles (or loads) hier_chunked for float32 and float64; read-only
+    inputs (broadcast views) and a read-only state then compile nothing more."""
+    from lsattn.backends import _numba_hier_chunked as KH
+
+    rows = numba_cpu.warm()
+    assert {dt for name, dt, _ in rows if name == "hier_chunked"} == {"float32", "float64"}
+    before = len(KH.hier_chunked.signatures)
+    assert before == 2
+    rng = np.random.default_rng(0)
+    for dt in ("float32", "float64"):
+        q, k, lv = (np.broadcast_to(rng.standard_normal((1, 9, 2)).astype(dt), (2, 9, 2)) for _ in range(3))
+        lam = np.broadcast_to(rng.standard_normal((1, 9, 5)).astype(dt), (2, 9, 5))
+        a = np.broadcast_to(-rng.random((1, 9)).astype(dt), (2, 9))
+        _, st = chunked((q, k, lv, lam, a), 4, return_state=True)
+        for t in st.tensors.values():
+            t.flags.writeable = False
+        chunked((q, k, lv, lam, None), 4)
+        chunked((q, k, lv, lam, a), 4, state=st)
+    assert len(KH.hier_chunked.signatures) == before

@@ -23,11 +23,12 @@ keep all working state in float64, since float32 accumulators drift over long se
   key shift), reads combined in log space, Fenwick merge.
 
 Causal exp-kernel calls of at least ``EK_CHUNKED_MIN_T`` tokens and log-linear Mamba-2 / Gated
-DeltaNet calls of at least ``LL_CHUNKED_MIN_T[op]`` run the chunked kernels of ``_numba_chunked``
+DeltaNet calls of at least ``LL_CHUNKED_MIN_T[op]`` run the chunked kernels of ``_numba_chunked``,
+hierarchical calls of at least ``HIER_CHUNKED_MIN_T`` the one of ``_numba_hier_chunked``
 (small matrix products per chunk through BLAS; they need SciPy), shorter ones (decoding) the
 token-by-token scans above. ``chunk_size`` forces the chunked kernel with that chunk size for the
-exp-kernel operators and is ignored by the others; ``kernel_chunk`` does so for the log-linear ones
-(results do not depend on either).
+exp-kernel operators and is ignored by the others; ``kernel_chunk`` does so for the log-linear and
+hierarchical ones (results do not depend on either).
 """
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ def warm():
             ("loglinear_scan", lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="numba")),
             ("hier_scan", lambda: lsattn.loglinear_log_attention(q, k, v, lam, log_decay=a, backend="numba")),
         ) + ((("ek_chunked", lambda: log_forward(q, k, v, True, None, False, chunk_size=1)),
-              ("ll_chunked", lambda: gated_delta_forward(q, k, v, a, lam[..., 0], lam, 64, None, False, kernel_chunk=1)))
+              ("ll_chunked", lambda: gated_delta_forward(q, k, v, a, lam[..., 0], lam, 64, None, False, kernel_chunk=1)),
+              ("hier_chunked", lambda: hierarchical_forward(q, k, v, lam, a, None, False, kernel_chunk=1)))
              if _has_blas() else ()):
             t0 = time.perf_counter()
             call()
