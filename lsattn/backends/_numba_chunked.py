@@ -230,16 +230,8 @@ def _read(q, k, vals, t0, L, Pm, Pn, PS, mc, nc, E, SV, bound, log_values, lo, o
             for j in range(dv):
                 SV[dk + s, j] *= g[j]
     X = np.full((C, dk), -1e300)  # padded rows: A = 0
-    for t in range(L):
-        r = -np.inf
-        for i in range(dk):
-            x = np.float64(q[t0 + t, i]) + M[i]
-            X[t, i] = x
-            r = max(r, x)
-        for i in range(dk):
-            X[t, i] -= r
     A = np.empty((C, dk), wt)
-    _vexp(X, np.empty((C, dk)), A)
+    query_exps(q, t0, L, M, X, A)
     W = np.dot(A, E.T)
     AW = np.empty((C, dk + C), wt)  # [A | mask(A E'^T)]
     for t in range(C):
@@ -262,6 +254,22 @@ def _read(q, k, vals, t0, L, Pm, Pn, PS, mc, nc, E, SV, bound, log_values, lo, o
             _ek_finish(num, np.float64(Z[t, dv]), N, log_values, lo, out[t0 + t])
         else:
             _ek_row(q, k, vals, t0, t0 + t, Pm, Pn, PS, log_values, lo, out[t0 + t])
+
+
+@numba.njit(inline="always")
+def query_exps(q, t0, L, M, X, A):
+    """A = exp(X) with X[t] = q[t0 + t] + M - r_t, r_t = max_i (q_ti + M_i) for t < L (each row's
+    largest entry 1; q (T, d_k), M (d_k) float64 key shifts); rows of X from L are kept as they are
+    (X: float64 (C, d_k) scratch, overwritten)."""
+    for t in range(L):
+        r = -np.inf
+        for i in range(X.shape[1]):
+            x = np.float64(q[t0 + t, i]) + M[i]
+            X[t, i] = x
+            r = max(r, x)
+        for i in range(X.shape[1]):
+            X[t, i] -= r
+    _vexp(X, np.empty(X.shape), A)
 
 
 @numba.njit(inline="always")
@@ -408,12 +416,7 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated, C, 
     T, dk = q.shape[1:]
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     dv = v.shape[2]
-    g = 0
-    while (1 << g) < C:
-        g += 1
-    head = min(T, (-p) % C)
-    nch = (T - head) // C
-    tail = head + nch * C
+    g, head, nch, tail = aligned_chunks(p, T, C)
     S = np.zeros((B, nlev, dk, dv))
     D = np.zeros((B, nlev))
     for b in prange(B):  # the incoming levels, the tokens before the first aligned chunk
@@ -479,6 +482,18 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated, C, 
             for a in range(dk):
                 for c in range(dv):
                     levels1[b, j, a, c] = f * S[b, j, a, c]
+
+
+@numba.njit(inline="always")
+def aligned_chunks(p, T, C):
+    """A call of T tokens from offset p in aligned chunks of C = 2^g: (g, head, nch, tail), the
+    tokens 0 .. head - 1 before the first aligned chunk, nch chunks, the tokens tail .. T - 1 after."""
+    g = 0
+    while (1 << g) < C:
+        g += 1
+    head = min(T, (-p) % C)
+    nch = (T - head) // C
+    return g, head, nch, head + nch * C
 
 
 @numba.njit(inline="always")

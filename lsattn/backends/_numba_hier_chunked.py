@@ -53,8 +53,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._numba_chunked import _BLAS_SINGLE, _part_starts, _vexp
-from ._numba_kernels import _ek_finish, hier_load, hier_store, hier_token
+from ._numba_chunked import _BLAS_SINGLE, _part_starts, _shifted, _vexp, aligned_chunks, query_exps
+from ._numba_kernels import _ek_finish, hier_load, hier_store, hier_token, level_table
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
@@ -82,12 +82,7 @@ def hier_chunked(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, C, par
     T, dk = q.shape[1:]
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     dv = lv.shape[2]
-    g = 0
-    while (1 << g) < C:
-        g += 1
-    head = min(T, (-p) % C)
-    nch = (T - head) // C
-    tail = head + nch * C
+    g, head, nch, tail = aligned_chunks(p, T, C)
     zmax = 0.0
     for b in range(z0.shape[0]):
         for j in range(z0.shape[1]):
@@ -98,14 +93,7 @@ def hier_chunked(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, C, par
     # met an exponential flushed to 0) is below 4 tiny, and there are at most d_k per slot (weight
     # <= z <= zmax + p + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (nlev * dk * (zmax + p + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    lev = np.empty((C, C), np.int64)  # Fenwick level of chunk-local pairs: bit_length(t xor s)
-    for t in range(C):
-        for s in range(C):
-            x, lv_ = t ^ s, 0
-            while x > 0:
-                x >>= 1
-                lv_ += 1
-            lev[t, s] = lv_
+    lev = level_table(C)  # Fenwick levels of chunk-local pairs
     P = max(parts, 1)
     start = _part_starts(nch, P, SUMMARY_COST)
     for task in prange(B * P):  # one parallel region per call (robust when another job holds a core)
@@ -160,25 +148,11 @@ def _summary(k, lv, a, i0, alo, lo, ac, EH, VH, mc, nc):
         for i in range(dk):
             X[s, i] = np.float64(k[i0 + s, i]) + suf
         suf += ac[s]
-    for i in range(dk):
-        mc[i] = X[0, i]
-    for s in range(1, C):
-        for i in range(dk):
-            mc[i] = max(mc[i], X[s, i])
-    for s in range(C):
-        for i in range(dk):
-            X[s, i] -= mc[i]
+    _shifted(X, 0, C, -np.inf, mc, X)  # in place: X - mc
     _vexp(X, np.empty((C, dk)), EH)
     Xv = np.empty((C, dv + 1))
-    for c in range(dv):
-        nc[c] = max(np.float64(lv[i0, c]), lo)
-    for s in range(1, C):
-        for c in range(dv):
-            nc[c] = max(nc[c], np.float64(lv[i0 + s, c]))
-    for s in range(C):
-        for c in range(dv):
-            Xv[s, c] = max(np.float64(lv[i0 + s, c]), lo) - nc[c]
-        Xv[s, dv] = 0.0
+    _shifted(lv, i0, C, lo, nc, Xv)
+    Xv[:, dv] = 0.0
     _vexp(Xv, np.empty((C, dv + 1)), VH)
     Sc = np.empty((dk, dv + 1))
     Sc[:, :] = np.dot(EH.T, VH)
@@ -299,16 +273,8 @@ def _read(q, k, lv, lw, ac, i0, t0, g, lev, m, n, S, z, VH, nc, bound, lo, out):
             X[s, i] = np.float64(k[i0 + s, i]) - M[i]
     E = np.empty((C, dk), wt)
     _vexp(X, np.empty((C, dk)), E)
-    for t in range(C):
-        r = -np.inf
-        for i in range(dk):
-            x = np.float64(q[i0 + t, i]) + M[i]
-            X[t, i] = x
-            r = max(r, x)
-        for i in range(dk):
-            X[t, i] -= r
     A = np.empty((C, dk), wt)
-    _vexp(X, np.empty((C, dk)), A)
+    query_exps(q, i0, C, M, X, A)
     W = np.dot(A, E.T)
     for t in range(C):
         for s in range(C):

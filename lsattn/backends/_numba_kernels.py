@@ -193,14 +193,7 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated,
     dv = v.shape[2]
     L1 = levels1.shape[1]
     G = BLOCK
-    lev = np.empty((G, G), np.int64)  # Fenwick level of (t, s) inside an aligned block
-    for t in range(G):
-        for s2 in range(G):
-            x, n = t ^ s2, 0
-            while x > 0:
-                x >>= 1
-                n += 1
-            lev[t, s2] = n
+    lev = level_table(G)  # Fenwick levels of (t, s) inside an aligned block
     for b in prange(B):
         S = np.zeros((nlev, dk, dv), np.float64)  # float64 working state for every input dtype
         D = np.zeros(nlev, np.float64)
@@ -230,6 +223,20 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, rows, p, nlev, levels0, gated,
             for a in range(dk):
                 for c in range(dv):
                     levels1[b, j, a, c] = g * S[j, a, c]
+
+
+@numba.njit(cache=True)
+def level_table(G):
+    """(G, G) int64: the Fenwick level bit_length(t xor s) of positions t, s of an aligned block of G."""
+    lev = np.empty((G, G), np.int64)
+    for t in range(G):
+        for s in range(G):
+            x, n = t ^ s, 0
+            while x > 0:
+                x >>= 1
+                n += 1
+            lev[t, s] = n
+    return lev
 
 
 @numba.njit(inline="always")
