@@ -176,8 +176,7 @@ def test_warm_compiles_the_chunked_kernel_once_per_dtype():
 
     rows = numba_cpu.warm()
     assert {dt for name, dt, _ in rows if name == "hier_chunked"} == {"float32", "float64"}
-    before = len(KH.hier_chunked.signatures)
-    assert before == 2
+    before = len(KH.hier_chunked.signatures)  # 2, plus any a direct call of an earlier test compiled
     rng = np.random.default_rng(0)
     for dt in ("float32", "float64"):
         q, k, lv = (np.broadcast_to(rng.standard_normal((1, 9, 2)).astype(dt), (2, 9, 2)) for _ in range(3))
