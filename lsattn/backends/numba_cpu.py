@@ -276,7 +276,7 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
 
 #: hierarchical calls of at least this many tokens run chunked (``_numba_hier_chunked``), shorter ones
 #: token by token (crossover measured at d = 64, float32, B = 1 and 8; docs/backends.md)
-HIER_CHUNKED_MIN_T = 128
+HIER_CHUNKED_MIN_T = 64
 
 
 def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None,
