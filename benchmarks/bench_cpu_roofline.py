@@ -182,7 +182,8 @@ def main():
         return child(args)
     out = OUT.parent / args.name
     if args.crossover:
-        return C.write_json(str(out) + "_crossover.json", crossover(args))
+        rows = crossover(args)
+        return None if args.no_write else C.write_json(str(out) + "_crossover.json", rows)
     if args.quick:
         args.B, args.T, args.dtypes, args.repeat, args.threads_T = "8", "4096", "float32", 1, 16384
     import numpy as np
