@@ -18,7 +18,11 @@ kernel does; multiply and add count 2):
   occupied Fenwick level, ``P`` = the mean number of occupied levels (popcount of t) over the call.
 - ``loglinear_gated_delta``: ``(2 + 6 P) d_k d_v``: per occupied level ``k^T S`` and the rank-1
   projection update (4 d_k d_v) and the read (2 d_k d_v).
-- ``loglinear_log_attention``: ``(2 + 2 P) d_k d_v`` as ``loglinear_attention``.
+- ``loglinear_log_attention``: ``(2 + 2 P) d_k d_v`` as ``loglinear_attention`` (the summary
+  ``exp(k)^T exp(log v)`` and one read per occupied level). The chunked kernel runs about that
+  many in its products (per token ``2 d_k (d_v + 1)`` summary, ``2 P_c d_k (d_v + 1)`` slot reads,
+  ``P_c`` the occupied chunk levels, about ``P - log2 C / 2``, and ``2 C (d_k + d_v + 1)`` for the
+  pairs inside a chunk) plus ~``C + 3 d_k + d_v`` exponentials and ``d_v`` logarithms, not counted.
 
 The fraction is of the *float32* matmul rate for both dtypes (the machine's ceiling for the
 float32 target of issue 20). The machine is shared: other jobs run on the same cores, timings are
@@ -120,28 +124,36 @@ def threads_check(args):
 
 def crossover(args):
     """Each of --ops with a chunked kernel (exp-kernel attention, log-linear Mamba-2 and Gated
-    DeltaNet), float32 on numba, token-by-token vs chunked kernel, B in --B, T = 16 .. 2048."""
+    DeltaNet, hierarchical), float32 on numba, token-by-token vs chunked kernel, B in --B,
+    T = 16 .. 2048."""
     import numpy as np
 
     from lsattn.backends import numba_cpu
 
-    keep_ek, keep_ll, rows = numba_cpu.EK_CHUNKED_MIN_T, dict(numba_cpu.LL_CHUNKED_MIN_T), []
+    keep_ek, keep_ll, keep_h, rows = (numba_cpu.EK_CHUNKED_MIN_T, dict(numba_cpu.LL_CHUNKED_MIN_T),
+                                      numba_cpu.HIER_CHUNKED_MIN_T, [])
+
+    def threshold(op, min_t):
+        if op == "exp_kernel_attention":
+            numba_cpu.EK_CHUNKED_MIN_T = min_t
+        elif op == "loglinear_log_attention":
+            numba_cpu.HIER_CHUNKED_MIN_T = min_t
+        else:
+            numba_cpu.LL_CHUNKED_MIN_T[op] = min_t
+
     try:
-        for op in (op for op in args.ops if op in ("exp_kernel_attention",) + tuple(keep_ll)):
+        for op in (op for op in args.ops if op in ("exp_kernel_attention", "loglinear_log_attention") + tuple(keep_ll)):
             for B in map(int, args.B.split(",")):
                 for T in (16, 32, 64, 128, 256, 512, 1024, 2048):
                     t = {}
                     for name, min_t in (("token", 1 << 62), ("chunked", 1)):
-                        if op == "exp_kernel_attention":
-                            numba_cpu.EK_CHUNKED_MIN_T = min_t
-                        else:
-                            numba_cpu.LL_CHUNKED_MIN_T[op] = min_t
+                        threshold(op, min_t)
                         t[name] = time_op(op, "numba", B, T, args.d, np.float32, max(args.repeat, 5))
                     rows.append(dict(op=op, B=B, T=T, token_ms=t["token"] * 1e3, chunked_ms=t["chunked"] * 1e3,
                                      load=os.getloadavg()[0]))
                     C.print_row(rows[-1])
     finally:
-        numba_cpu.EK_CHUNKED_MIN_T = keep_ek
+        numba_cpu.EK_CHUNKED_MIN_T, numba_cpu.HIER_CHUNKED_MIN_T = keep_ek, keep_h
         numba_cpu.LL_CHUNKED_MIN_T.update(keep_ll)
     return rows
 
@@ -160,15 +172,18 @@ def main():
     ap.add_argument("--threads-T", type=int, default=65536)
     ap.add_argument("--no-threads", action="store_true", help="skip the NUMBA_NUM_THREADS=1 vs 2 runs")
     ap.add_argument("--quick", action="store_true", help="B = 8, T = 4096, float32, one repeat, threads at T = 16384")
-    ap.add_argument("--crossover", action="store_true", help="token-by-token vs chunked kernels (exp-kernel, Mamba-2, Gated DeltaNet), T = 16 .. 2048")
+    ap.add_argument("--crossover", action="store_true", help="token-by-token vs chunked kernels (exp-kernel, Mamba-2, Gated DeltaNet, hierarchical), T = 16 .. 2048")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--name", default=OUT.name, help="results file stem under benchmarks/results/ (default %(default)s)")
     args = ap.parse_args()
     args.ops = args.ops.split(",")
     if args.child:
         return child(args)
+    out = OUT.parent / args.name
     if args.crossover:
-        return C.write_json(str(OUT) + "_crossover.json", crossover(args))
+        rows = crossover(args)
+        return None if args.no_write else C.write_json(str(out) + "_crossover.json", rows)
     if args.quick:
         args.B, args.T, args.dtypes, args.repeat, args.threads_T = "8", "4096", "float32", 1, 16384
     import numpy as np
@@ -193,10 +208,10 @@ def main():
     threads = None if args.no_threads else threads_check(args)
     load.append(os.getloadavg())
     if not args.no_write:
-        write(args, mm, rows, threads, load)
+        write(args, mm, rows, threads, load, out)
 
 
-def write(args, mm, rows, threads, load):
+def write(args, mm, rows, threads, load, stem):
     import numba
 
     head = [
@@ -224,8 +239,8 @@ def write(args, mm, rows, threads, load):
         lines += C.md_table(["operator", "1 thread (ms)", "2 threads (ms)", "speed-up"],
                             [[op, f"{threads[1][op] * 1e3:.1f}", f"{threads[2][op] * 1e3:.1f}",
                               f"{threads[1][op] / threads[2][op]:.2f}x"] for op in args.ops], align="---:")
-    C.write_text(str(OUT) + ".md", lines)
-    C.write_json(str(OUT) + ".json", {"date": C.utc_now(), "machine": C.cpu_name(), "cpus": os.cpu_count(),
+    C.write_text(str(stem) + ".md", lines)
+    C.write_json(str(stem) + ".json", {"date": C.utc_now(), "machine": C.cpu_name(), "cpus": os.cpu_count(),
                                       "shared_machine": True, "command": sys.argv[1:], "matmul_f32_gflops": mm,
                                       "rows": rows, "threads": threads, "load_average": load})
     plt = C.pyplot()
@@ -245,7 +260,7 @@ def write(args, mm, rows, threads, load):
     ax.set_xlabel(f"% of the float32 matmul rate ({mm:.0f} GFLOP/s; blue numba, orange array_api)")
     ax.set_title(f"{C.utc_now()}, shared {os.cpu_count()}-core machine (noisy)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(str(OUT) + ".png", dpi=120)
+    fig.savefig(str(stem) + ".png", dpi=120)
 
 
 def _load(avg):

@@ -75,11 +75,12 @@ SUMMARY_COST = 0.4
 
 
 @numba.njit
-def _part_starts(nch, P):
+def _part_starts(nch, P, cost):
     """First chunk of each of P parts of nch chunks, and nch (P + 1 entries). Part j runs the
-    summaries of every earlier chunk (cost SUMMARY_COST each) and then its own chunks in full, so
-    equal finishing times need part lengths in the ratio 1 : r : r^2 ... with r = 1 - SUMMARY_COST."""
-    r = 1.0 - SUMMARY_COST
+    summaries of every earlier chunk (``cost`` of a full chunk each, e.g. SUMMARY_COST) and then
+    its own chunks in full, so equal finishing times need part lengths in the ratio 1 : r : r^2 ...
+    with r = 1 - cost."""
+    r = 1.0 - cost
     total = (1.0 - r ** P) / (1.0 - r)
     start = np.empty(P + 1, np.int64)
     start[0] = 0
@@ -135,7 +136,7 @@ def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, out, m1, n1, S
     # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
     # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    start = _part_starts(nch, P)
+    start = _part_starts(nch, P, SUMMARY_COST)
     E = np.empty((C, dk), wt)  # exp(k - m^c), padded rows 0
     SV = np.empty((dk + C, dv + 1), wt)  # rows dk..: [V | 1] (padded rows 0); rows :dk: [S | z]'
     mc = np.empty(dk)
@@ -240,16 +241,8 @@ def _read(q, k, vals, t0, L, Pm, Pn, PS, mc, nc, E, SV, bound, log_values, lo, o
             for j in range(dv):
                 SV[dk + s, j] *= g[j]
     X = np.full((C, dk), -1e300)  # padded rows: A = 0
-    for t in range(L):
-        r = -np.inf
-        for i in range(dk):
-            x = np.float64(q[t0 + t, i]) + M[i]
-            X[t, i] = x
-            r = max(r, x)
-        for i in range(dk):
-            X[t, i] -= r
     A = np.empty((C, dk), wt)
-    _vexp(X, np.empty((C, dk)), A)
+    query_exps(q, t0, L, M, X, A)
     W = np.dot(A, E.T)
     AW = np.empty((C, dk + C), wt)  # [A | mask(A E'^T)]
     for t in range(C):
@@ -272,6 +265,22 @@ def _read(q, k, vals, t0, L, Pm, Pn, PS, mc, nc, E, SV, bound, log_values, lo, o
             _ek_finish(num, np.float64(Z[t, dv]), N, log_values, lo, out[t0 + t])
         else:
             _ek_row(q, k, vals, t0, t0 + t, Pm, Pn, PS, log_values, lo, out[t0 + t])
+
+
+@numba.njit(inline="always")
+def query_exps(q, t0, L, M, X, A):
+    """A = exp(X) with X[t] = q[t0 + t] + M - r_t, r_t = max_i (q_ti + M_i) for t < L (each row's
+    largest entry 1; q (T, d_k), M (d_k) float64 key shifts); rows of X from L are kept as they are
+    (X: float64 (C, d_k) scratch, overwritten)."""
+    for t in range(L):
+        r = -np.inf
+        for i in range(X.shape[1]):
+            x = np.float64(q[t0 + t, i]) + M[i]
+            X[t, i] = x
+            r = max(r, x)
+        for i in range(X.shape[1]):
+            X[t, i] -= r
+    _vexp(X, np.empty(X.shape), A)
 
 
 @numba.njit(inline="always")
@@ -426,7 +435,7 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
     T, dk = q.shape[1:]
     dv = v.shape[2]
     p = offs[0]
-    g, head, nch, tail = _ll_layout(p, T, C)
+    g, head, nch, tail = aligned_chunks(p, T, C)
     S = np.zeros((B, nlev, dk, dv))
     D = np.zeros((B, nlev))
     for b in prange(B):  # the incoming levels, the tokens before the first aligned chunk
@@ -482,9 +491,9 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
 
 
 @numba.njit(inline="always")
-def _ll_layout(p, T, C):
-    """``(log2 C, head, nch, tail)`` of T tokens from offset p: the tokens before the first aligned
-    chunk, the number of whole aligned chunks, and the first token after them."""
+def aligned_chunks(p, T, C):
+    """A call of T tokens from offset p in aligned chunks of C = 2^g: (g, head, nch, tail), the
+    tokens 0 .. head - 1 before the first aligned chunk, nch chunks, the tokens tail .. T - 1 after."""
     g = 0
     while (1 << g) < C:
         g += 1
@@ -502,7 +511,7 @@ def _ll_row(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, leve
     core is busy)."""
     T, dk = q.shape
     dv = v.shape[1]
-    g, head, nch, tail = _ll_layout(p, T, C)
+    g, head, nch, tail = aligned_chunks(p, T, C)
     S = np.zeros((nlev, dk, dv))
     D = np.zeros(nlev)
     for j in range(levels0.shape[0]):

@@ -196,14 +196,7 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0
     dv = v.shape[2]
     L1 = levels1.shape[1]
     G = BLOCK
-    lev = np.empty((G, G), np.int64)  # Fenwick level of (t, s) inside an aligned block
-    for t in range(G):
-        for s2 in range(G):
-            x, n = t ^ s2, 0
-            while x > 0:
-                x >>= 1
-                n += 1
-            lev[t, s2] = n
+    lev = level_table(G)  # Fenwick levels of (t, s) inside an aligned block
     for row in prange(B * N):
         b, sg = row // N, row % N
         s0, T, p = seg[sg], seg[sg + 1] - seg[sg], offs[sg]
@@ -237,6 +230,20 @@ def loglinear_scan(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0
             for a in range(dk):
                 for c in range(dv):
                     levels1[row, j, a, c] = g * S[j, a, c]
+
+
+@numba.njit(cache=True)
+def level_table(G):
+    """(G, G) int64: the Fenwick level bit_length(t xor s) of positions t, s of an aligned block of G."""
+    lev = np.empty((G, G), np.int64)
+    for t in range(G):
+        for s in range(G):
+            x, n = t ^ s, 0
+            while x > 0:
+                x >>= 1
+                n += 1
+            lev[t, s] = n
+    return lev
 
 
 @numba.njit(inline="always")
@@ -411,123 +418,138 @@ def hier_scan(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, out, m
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     N = seg.shape[0] - 1
     dv = lv.shape[2]
-    L1 = m1.shape[1]
     for row in prange(B * N):
         b, sg = row // N, row % N
         s0, T, p = seg[sg], seg[sg + 1] - seg[sg], offs[sg]
         alo = lo / (4 * max(p + T, 1))
-        qb, kb, vb, wb, ab, ob = q[rows[0, b], s0:], k[rows[1, b], s0:], lv[rows[2, b], s0:], lw[rows[3, b], s0:], a[rows[4, b], s0:], out[b, s0:]
         m = np.full((nlev, dk), lo, np.float64)  # float64 working state for every input dtype
         n = np.full((nlev, dv), lo, np.float64)
         S = np.zeros((nlev, dk, dv), np.float64)
         z = np.zeros((nlev, dk), np.float64)
         D = np.zeros(nlev, np.float64)
-        for j in range(m0.shape[1]):
-            if (p >> j) & 1:
-                for i2 in range(dk):
-                    m[j, i2] = m0[row, j, i2]
-                    z[j, i2] = z0[row, j, i2]
-                    for c in range(dv):
-                        S[j, i2, c] = S0[row, j, i2, c]
-                for c in range(dv):
-                    n[j, c] = n0[row, j, c]
-        A = np.empty(dk, np.float64)
-        num = np.empty(dv, np.float64)
-        U = np.empty(dv, np.float64)
-        Num = np.empty(dv, np.float64)
-        ek = np.empty(dk, np.float64)
-        ev = np.empty(dv, np.float64)
+        hier_load(m0[row], n0[row], S0[row], z0[row], p, m, n, S, z)
+        w = np.empty((4, max(dk, dv)), np.float64)
         for i in range(T):
-            t = p + i
-            at = max(np.float64(ab[i]), alo)
-            # the token itself: w(t, t) = exp(lw[t, 0]) sum_i exp(q_i + k_i)
-            r0 = np.float64(qb[i, 0]) + kb[i, 0]
+            hier_token(q[rows[0, b], s0:], k[rows[1, b], s0:], lv[rows[2, b], s0:], lw[rows[3, b], s0:],
+                       a[rows[4, b], s0:], i, p + i, lo, alo, m, n, S, z, D, w, out[b, s0:])
+        hier_store(m, n, S, z, D, p + T, lo, m1[row], n1[row], S1[row], z1[row])
+
+
+@numba.njit(cache=True)
+def hier_load(m0, n0, S0, z0, p, m, n, S, z):
+    """The slots of an incoming state (m0 (bit_length(p), d_k), ...; array-API layout) into the
+    float64 working slots m, n, S, z (empty slots stay at lo / 0)."""
+    for j in range(m0.shape[0]):
+        if (p >> j) & 1:
+            m[j] = m0[j]
+            n[j] = n0[j]
+            S[j] = S0[j]
+            z[j] = z0[j]
+
+
+@numba.njit(cache=True)
+def hier_store(m, n, S, z, D, end, lo, m1, n1, S1, z1):
+    """The working slots after absolute position end - 1 in the array-API layout (keys decayed to
+    end - 1, empty slots at lo / 0), as many slots as m1 has (none: nothing)."""
+    dk, dv = m.shape[1], n.shape[1]
+    for j in range(m1.shape[0]):
+        occ = (end >> j) & 1
+        for i2 in range(dk):
+            m1[j, i2] = max(m[j, i2] + D[j], lo) if occ else lo
+            z1[j, i2] = z[j, i2] if occ else 0.0
+            for c in range(dv):
+                S1[j, i2, c] = S[j, i2, c] if occ else 0.0
+        for c in range(dv):
+            n1[j, c] = n[j, c] if occ else lo
+
+
+@numba.njit(cache=True)
+def hier_token(q, k, lv, lw, a, i, t, lo, alo, m, n, S, z, D, w, out):
+    """Token i (absolute position t) of one batch element (q, k (T, d_k), lv (T, d_v), lw (T, L),
+    a (T,)): reads the occupied slots (m, n, S, z float64, lazy decays D) and itself, writes out[i],
+    then merges itself and the slots below ctz(t + 1) into that slot. w: (4, max(d_k, d_v)) scratch."""
+    dk, dv = q.shape[1], lv.shape[1]
+    num, U, Num = w[0, :dv], w[1, :dv], w[2, :dv]
+    ek, ev = w[3, :dk], w[0, :dv]  # ev reuses num's row: the merge follows the reads
+    at = max(np.float64(a[i]), alo)
+    # the token itself: w(t, t) = exp(lw[t, 0]) sum_i exp(q_i + k_i)
+    r0 = np.float64(q[i, 0]) + k[i, 0]
+    for i2 in range(1, dk):
+        r0 = max(r0, np.float64(q[i, i2]) + k[i, i2])
+    den0 = 0.0
+    for i2 in range(dk):
+        den0 += math.exp(np.float64(q[i, i2]) + k[i, i2] - r0)
+    R = r0 + max(np.float64(lw[i, 0]), lo)
+    Den = den0
+    ld0 = R + math.log(den0)
+    for c in range(dv):
+        U[c] = ld0 + max(np.float64(lv[i, c]), lo)
+        Num[c] = 1.0
+    u, j = t, 0
+    while u > 0:  # occupied slots: the set bits of t
+        if u & 1:
+            D[j] += at
+            off = max(np.float64(lw[i, j + 1]), lo) + D[j]
+            r = np.float64(q[i, 0]) + m[j, 0]
             for i2 in range(1, dk):
-                r0 = max(r0, np.float64(qb[i, i2]) + kb[i, i2])
-            den0 = 0.0
+                r = max(r, q[i, i2] + m[j, i2])
+            den = 0.0
+            num[:] = 0.0
             for i2 in range(dk):
-                den0 += math.exp(np.float64(qb[i, i2]) + kb[i, i2] - r0)
-            R = r0 + max(np.float64(wb[i, 0]), lo)
-            Den = den0
-            ld0 = R + math.log(den0)
+                A_ = math.exp(q[i, i2] + m[j, i2] - r)
+                den += A_ * z[j, i2]
+                for c in range(dv):
+                    num[c] += A_ * S[j, i2, c]
+            x = r + off
+            if x > R:
+                Den = Den * math.exp(R - x) + den
+                R = x
+            else:
+                Den += den * math.exp(x - R)
             for c in range(dv):
-                U[c] = ld0 + max(np.float64(vb[i, c]), lo)
-                Num[c] = 1.0
-            u, j = t, 0
-            while u > 0:  # occupied slots: the set bits of t
-                if u & 1:
-                    D[j] += at
-                    off = max(np.float64(wb[i, j + 1]), lo) + D[j]
-                    r = np.float64(qb[i, 0]) + m[j, 0]
-                    for i2 in range(1, dk):
-                        r = max(r, qb[i, i2] + m[j, i2])
-                    den = 0.0
-                    num[:] = 0.0
-                    for i2 in range(dk):
-                        A_ = math.exp(qb[i, i2] + m[j, i2] - r)
-                        den += A_ * z[j, i2]
-                        for c in range(dv):
-                            num[c] += A_ * S[j, i2, c]
-                    x = r + off
-                    if x > R:
-                        Den = Den * math.exp(R - x) + den
-                        R = x
+                if num[c] > 0:
+                    xc = x + n[j, c] + math.log(num[c])
+                    if xc > U[c]:
+                        Num[c] = Num[c] * math.exp(U[c] - xc) + 1.0
+                        U[c] = xc
                     else:
-                        Den += den * math.exp(x - R)
-                    for c in range(dv):
-                        if num[c] > 0:
-                            xc = x + n[j, c] + math.log(num[c])
-                            if xc > U[c]:
-                                Num[c] = Num[c] * math.exp(U[c] - xc) + 1.0
-                                U[c] = xc
-                            else:
-                                Num[c] += math.exp(xc - U[c])
-                u >>= 1
-                j += 1
-            ld = R + math.log(Den)
+                        Num[c] += math.exp(xc - U[c])
+        u >>= 1
+        j += 1
+    ld = R + math.log(Den)
+    for c in range(dv):
+        y = U[c] + math.log(Num[c]) - ld
+        out[i, c] = y if y > lo / 2 else -np.inf
+    # Fenwick merge: token t and slots 0 .. zt-1 (keys shifted by D_j) -> slot zt
+    u, zt = t + 1, 0
+    while (u & 1) == 0:
+        u >>= 1
+        zt += 1
+    for i2 in range(dk):
+        mx = np.float64(k[i, i2])
+        for j in range(zt):
+            mx = max(mx, m[j, i2] + D[j])
+        m[zt, i2] = mx
+        ek[i2] = math.exp(k[i, i2] - mx)
+    for c in range(dv):
+        lvc = max(np.float64(lv[i, c]), lo)
+        mx = lvc
+        for j in range(zt):
+            mx = max(mx, n[j, c])
+        n[zt, c] = mx
+        ev[c] = math.exp(lvc - mx)
+    for i2 in range(dk):
+        z[zt, i2] = ek[i2]
+        for c in range(dv):
+            S[zt, i2, c] = ek[i2] * ev[c]
+    for j in range(zt):
+        for i2 in range(dk):
+            ek[i2] = math.exp(m[j, i2] + D[j] - m[zt, i2])
+            z[zt, i2] += ek[i2] * z[j, i2]
+        for c in range(dv):
+            ev[c] = math.exp(n[j, c] - n[zt, c])
+        for i2 in range(dk):
+            f = ek[i2]
             for c in range(dv):
-                y = U[c] + math.log(Num[c]) - ld
-                ob[i, c] = y if y > lo / 2 else -np.inf
-            # Fenwick merge: token t and slots 0 .. zt-1 (keys shifted by D_j) -> slot zt
-            u, zt = t + 1, 0
-            while (u & 1) == 0:
-                u >>= 1
-                zt += 1
-            for i2 in range(dk):
-                mx = np.float64(kb[i, i2])
-                for j in range(zt):
-                    mx = max(mx, m[j, i2] + D[j])
-                m[zt, i2] = mx
-                ek[i2] = math.exp(kb[i, i2] - mx)
-            for c in range(dv):
-                lvc = max(np.float64(vb[i, c]), lo)
-                mx = lvc
-                for j in range(zt):
-                    mx = max(mx, n[j, c])
-                n[zt, c] = mx
-                ev[c] = math.exp(lvc - mx)
-            for i2 in range(dk):
-                z[zt, i2] = ek[i2]
-                for c in range(dv):
-                    S[zt, i2, c] = ek[i2] * ev[c]
-            for j in range(zt):
-                for i2 in range(dk):
-                    ek[i2] = math.exp(m[j, i2] + D[j] - m[zt, i2])
-                    z[zt, i2] += ek[i2] * z[j, i2]
-                for c in range(dv):
-                    ev[c] = math.exp(n[j, c] - n[zt, c])
-                for i2 in range(dk):
-                    f = ek[i2]
-                    for c in range(dv):
-                        S[zt, i2, c] += f * ev[c] * S[j, i2, c]
-            D[zt] = 0.0
-        end = p + T
-        for j in range(L1):  # the array-API layout: keys decayed to p + T - 1; empty slots at lo / 0
-            occ = (end >> j) & 1
-            for i2 in range(dk):
-                m1[row, j, i2] = max(m[j, i2] + D[j], lo) if occ else lo
-                z1[row, j, i2] = z[j, i2] if occ else 0.0
-                for c in range(dv):
-                    S1[row, j, i2, c] = S[j, i2, c] if occ else 0.0
-            for c in range(dv):
-                n1[row, j, c] = n[j, c] if occ else lo
+                S[zt, i2, c] += f * ev[c] * S[j, i2, c]
+    D[zt] = 0.0

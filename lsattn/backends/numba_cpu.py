@@ -23,11 +23,12 @@ keep all working state in float64, since float32 accumulators drift over long se
   key shift), reads combined in log space, Fenwick merge.
 
 Causal exp-kernel calls of at least ``EK_CHUNKED_MIN_T`` tokens and log-linear Mamba-2 / Gated
-DeltaNet calls of at least ``LL_CHUNKED_MIN_T[op]`` run the chunked kernels of ``_numba_chunked``
+DeltaNet calls of at least ``LL_CHUNKED_MIN_T[op]`` run the chunked kernels of ``_numba_chunked``,
+hierarchical calls of at least ``HIER_CHUNKED_MIN_T`` the one of ``_numba_hier_chunked``
 (small matrix products per chunk through BLAS; they need SciPy), shorter ones (decoding) the
 token-by-token scans above. ``chunk_size`` forces the chunked kernel with that chunk size for the
-exp-kernel operators and is ignored by the others; ``kernel_chunk`` does so for the log-linear ones
-(results do not depend on either).
+exp-kernel operators and is ignored by the others; ``kernel_chunk`` does so for the log-linear and
+hierarchical ones (results do not depend on either).
 """
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ def warm():
             ("loglinear_scan", lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="numba")),
             ("hier_scan", lambda: lsattn.loglinear_log_attention(q, k, v, lam, log_decay=a, backend="numba")),
         ) + ((("ek_chunked", lambda: log_forward(q, k, v, True, None, False, chunk_size=1)),
-              ("ll_chunked", lambda: gated_delta_forward(q, k, v, a, lam[..., 0], lam, 64, None, False, kernel_chunk=1)))
+              ("ll_chunked", lambda: gated_delta_forward(q, k, v, a, lam[..., 0], lam, 64, None, False, kernel_chunk=1)),
+              ("hier_chunked", lambda: hierarchical_forward(q, k, v, lam, a, None, False, kernel_chunk=1)))
              if _has_blas() else ()):
             t0 = time.perf_counter()
             call()
@@ -258,7 +260,6 @@ def gated_delta_forward(q, k, v, log_decay, beta, level_weights, chunk_size, sta
 def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state, kernel_chunk, segments):
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     dt = q.dtype
-    p = 0 if state is None else state.offset
     if T == 0 and segments is None:
         out = np.zeros(batch + (0, d_v), dt)
         if not return_state:
@@ -294,14 +295,20 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
 
 # ---- hierarchical exp-kernel attention -------------------------------------------------------------
 
+#: hierarchical calls of at least this many tokens run chunked (``_numba_hier_chunked``), shorter ones
+#: token by token (crossover measured at d = 64, float32, B = 1 and 8; docs/backends.md)
+HIER_CHUNKED_MIN_T = 64
+
+
 def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None,
-                         segments=None):
+                         segments=None, kernel_chunk=None):
     """Numba twin of ``lsattn.hierarchical._forward`` (same arguments, result and state; ``segments``:
-    as :func:`loglinear_forward`)."""
+    as :func:`loglinear_forward`); ``kernel_chunk`` as in :func:`loglinear_forward` (``chunk_size``,
+    the array-API path's, is ignored). The chunked kernel takes one stream per row (no ``segments``);
+    packed streams run the token scan."""
     op = "loglinear_log_attention"
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], log_v.shape[-1]
     dt, lo = q.dtype, _minus_inf(np, q.dtype)
-    p = 0 if state is None else state.offset
     if T == 0 and segments is None:
         out = np.zeros(batch + (0, d_v), dt)
         if not return_state:
@@ -327,7 +334,15 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     m1, n1 = np.empty((R, n_new, d_k), dt), np.empty((R, n_new, d_v), dt)
     S1, z1 = np.empty((R, n_new, d_k, d_v), dt), np.empty((R, n_new, d_k), dt)
     out = np.empty((B, T, d_v), dt)
-    K.hier_scan(qf, kf, vf, lf, af, rows, seg, offs, max(1, n_end), m0, n0, S0, z0, lo, out, m1, n1, S1, z1)
+    if offs.shape[0] == 1 and T >= (kernel_chunk or HIER_CHUNKED_MIN_T) and _has_blas():
+        from . import _numba_hier_chunked as KH
+
+        p = int(offs[0])  # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
+        KH.hier_chunked(qf, kf, vf, lf, af, rows, p, max(1, (p + T).bit_length()), m0, n0, S0, z0, lo,
+                        lo / (4 * (p + T)), kernel_chunk or KH.chunk_for(d_k, d_v), _chunked().parts(B),
+                        out, m1, n1, S1, z1)
+    else:
+        K.hier_scan(qf, kf, vf, lf, af, rows, seg, offs, max(1, n_end), m0, n0, S0, z0, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (T, d_v))
     if not return_state:
         return out, None

@@ -1,0 +1,373 @@
+"""Numba CPU kernel for hierarchical exp-kernel attention (``loglinear_log_attention``) in chunked
+(blocked) form: the work of an aligned chunk of ``C`` tokens as small matrix products (``np.dot``
+inside ``@njit``, which Numba hands to BLAS), parallel over batch elements and, for a batch smaller
+than the thread count, over parts of each sequence.
+
+Imported only when the ``numba`` backend runs a call of at least ``numba_cpu.HIER_CHUNKED_MIN_T``
+tokens (shorter ones, decoding, run the token-by-token ``_numba_kernels.hier_scan``). Needs SciPy
+(Numba's ``np.dot`` calls SciPy's BLAS).
+
+The Fenwick slots are those of ``hier_scan`` and of the array-API state: slot ``j`` is an
+exp-kernel summary ``(m, n, S, z)`` of the bucket ``B^{j+1}``, keys decayed to the token before the
+current one (float64). At the start of an aligned chunk (absolute start ``t0``, a multiple of
+``C = 2^g``) the slots below ``g`` are empty and those from ``g`` up stay fixed through the chunk
+but for the decay, which every one of them gets alike. Per chunk (:func:`_summary`,
+:func:`_read`, :func:`_merge`):
+
+1. *summary* (keys decayed to the chunk's end by suffix sums of the decays inside the chunk):
+   ``mH = max_s (k_s + suf_s)``, ``EH = exp(k + suf - mH)``, ``nH`` the per-column value maxima,
+   ``VH = [exp(log_v - nH) | 1]``, ``[S_H | z_H] = EH^T VH`` (one ``(d_k x C)(C x (d_v + 1))`` product);
+2. *reads*: one per-feature key shift ``M`` (over the chunk's keys and the occupied slots), one
+   per-column value shift ``N``, and per query row the largest log weight ``l_t`` it has: over the
+   pairs inside the chunk ``lambda[t, level(t, s)] + (a_{s+1} + ... + a_t)`` (a sum over that
+   stretch, never a difference of cumulative sums: ``-inf`` decays give exact zeros) and over the
+   slots ``lambda[t, j + 1] + (a_{t0} + ... + a_t)``. With ``A = exp(q + M - r)`` (``r_t = max_i
+   (q_ti + M_i)``), ``G = exp(LG - l)`` (``<= 1``, 0 above the diagonal):
+   ``[num | den] = (G * (A E^T)) [V | 1] + sum_j (w_j A) [S_j | z_j]'`` (``'``: slot rows and
+   columns rescaled to ``M, N``, factors ``<= 1``; ``w_j`` the slot's row weights ``<= 1``);
+   ``log y = N + log num - log den`` (``r + l`` cancels);
+3. *merge*: every occupied slot decays by the chunk's total (``m += g_c``), then the summary and the
+   slots ``g .. z - 1`` become slot ``z = ctz(t0 + C)`` (shifted to the larger maxima, as
+   ``hier_scan``'s merge).
+
+``M``, ``N`` and ``l`` include keys, values and weights a query may not see, so a visible term can
+underflow where the token-by-token scan keeps it. Every lost term is below the working dtype's
+``tiny`` times a known count, so a row whose ``den`` or a numerator is not at least ``1 / eps``
+times that bound is recomputed exactly in log space (:func:`_row_exact`); ordinary inputs never
+take it, large magnitudes and ``log_v = -inf`` columns do. Products run in the input dtype
+(float32 inputs: float32 BLAS, entries in ``[0, 1]`` or bounded counts, rounding relative); the
+slots are float64.
+
+Tokens before the first and after the last aligned chunk run token by token
+(``_numba_kernels.hier_token``). One parallel loop over batch elements, and for a batch smaller
+than the thread count over parts of each sequence as ``_numba_chunked.ek_chunked``: part ``j``
+runs the head, then only the summaries and merges of the chunks before it (which gives it its
+incoming slots), then its own chunks in full (the last part also the tail); the parts shrink
+geometrically (``_part_starts`` with :data:`SUMMARY_COST`) so that all finish together.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from ._numba_chunked import _BLAS_SINGLE, _part_starts, _shifted, _vexp, aligned_chunks, query_exps
+from ._numba_kernels import _ek_finish, hier_load, hier_store, hier_token, level_table
+
+_JIT = dict(parallel=True, cache=True, nogil=True)
+
+#: cost of a chunk's summary and merge relative to its whole work (measured single-threaded at
+#: d = 64, C = 32, float32: see benchmarks/NOTES.md); sizes the parts of one sequence
+SUMMARY_COST = 0.2
+
+
+def chunk_for(d_k, d_v):
+    """The chunk size of :func:`hier_chunked`: the largest power of two from 8 up to 64 whose
+    products (C x d_k x C, C x C x d_v, C x d_k x d_v, not counting the denominator column) are at
+    most ``_BLAS_SINGLE`` (64 at d_k = d_v = 64: measured at B = 8, T = 4096, float32, 54 ms against
+    60-62 ms at C = 32; B = 1, T = 65536 223 / 253 ms), 8 where none is."""
+    C = 64
+    while C > 8 and max(C * d_k * C, C * C * d_v, C * d_k * d_v) > _BLAS_SINGLE:
+        C //= 2
+    return C
+
+
+@numba.njit(**_JIT)
+def hier_chunked(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, C, parts, out, m1, n1, S1, z1):
+    """Arguments as ``_numba_kernels.hier_scan`` plus C, the chunk size (a power of two), and
+    parts: parallel parts of each sequence (``_numba_chunked.parts``). q, k (B, T, d_k); lv
+    (B, T, d_v); lw (B, T, L); a (B, T); state slots m0 (B, bit_length(p), d_k), ... in the
+    array-API layout. Writes out (B, T, d_v) (log y) and, when m1 has a slot axis, the final slots."""
+    T, dk = q.shape[1:]
+    B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
+    dv = lv.shape[2]
+    g, head, nch, tail = aligned_chunks(p, T, C)
+    zmax = 0.0
+    for b in range(z0.shape[0]):
+        for j in range(z0.shape[1]):
+            for i2 in range(dk):
+                zmax = max(zmax, np.float64(z0[b, j, i2]))
+    wt = q.dtype
+    # lost mass of one output entry, in units of its shifts: each product term that underflowed (or
+    # met an exponential flushed to 0) is below 4 tiny, and there are at most d_k per slot (weight
+    # <= z <= zmax + p + T each) and C (d_k + 1) from the chunk
+    bound = 4 * np.finfo(wt).tiny * (nlev * dk * (zmax + p + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
+    lev = level_table(C)  # Fenwick levels of chunk-local pairs
+    P = max(parts, 1)
+    start = _part_starts(nch, P, SUMMARY_COST)
+    for task in prange(B * P):  # one parallel region per call (robust when another job holds a core)
+        b, j = task // P, task % P
+        m = np.full((nlev, dk), lo)  # float64 slots
+        n = np.full((nlev, dv), lo)
+        S = np.zeros((nlev, dk, dv))
+        z = np.zeros((nlev, dk))
+        D = np.zeros(nlev)
+        hier_load(m0[b], n0[b], S0[b], z0[b], p, m, n, S, z)
+        w = np.empty((4, max(dk, dv)))
+        ob = out[b] if j == 0 else np.empty((head, dv), out.dtype)  # every part runs the head, part 0 keeps it
+        for i in range(head):  # the tokens before the first aligned chunk
+            hier_token(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], a[rows[4, b]], i, p + i, lo, alo,
+                       m, n, S, z, D, w, ob)
+        for jj in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
+            for i2 in range(dk):
+                m[jj, i2] += D[jj]
+            D[jj] = 0.0
+        ac = np.empty(C)
+        EH = np.empty((C, dk), wt)
+        VH = np.empty((C, dv + 1), wt)
+        mc = np.empty(dk)
+        nc = np.empty(dv)
+        for c in range(start[j + 1]):
+            i0 = head + c * C
+            Sc, gc = _summary(k[rows[1, b]], lv[rows[2, b]], a[rows[4, b]], i0, alo, lo, ac, EH, VH, mc, nc)
+            if c >= start[j]:  # this part's chunks; the earlier ones only move the slots
+                _read(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], ac, i0, p + i0, g, lev, m, n, S, z,
+                      VH, nc, bound, lo, out[b])
+            _merge(m, n, S, z, p + i0, g, gc, mc, nc, Sc)
+        if j == P - 1:  # the tokens after the last aligned chunk, the array-API layout
+            for i in range(tail, T):
+                hier_token(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], a[rows[4, b]], i, p + i, lo,
+                           alo, m, n, S, z, D, w, out[b])
+            hier_store(m, n, S, z, D, p + T, lo, m1[b], n1[b], S1[b], z1[b])
+
+
+@numba.njit
+def _summary(k, lv, a, i0, alo, lo, ac, EH, VH, mc, nc):
+    """The summary of tokens i0 .. i0 + C - 1 of one batch element (k (T, d_k), lv (T, d_v), a (T,)),
+    keys decayed to the chunk's last token: writes ac (C) the clamped decays, mc (d_k) = max_s (k_s +
+    suf_s), EH (C, d_k) = exp(k + suf - mc), nc (d_v) the value maxima, VH (C, d_v + 1) = [exp(lv -
+    nc) | 1]; returns Sc = EH^T VH (d_k, d_v + 1; float64) and the chunk's total log decay."""
+    C, dk = EH.shape
+    dv = nc.shape[0]
+    X = np.empty((C, dk))
+    for s in range(C):
+        ac[s] = max(np.float64(a[i0 + s]), alo)
+    suf = 0.0  # a_{s+1} + ... + a_{C-1}, summed over that stretch
+    for s in range(C - 1, -1, -1):
+        for i in range(dk):
+            X[s, i] = np.float64(k[i0 + s, i]) + suf
+        suf += ac[s]
+    _shifted(X, 0, C, -np.inf, mc, X)  # in place: X - mc
+    _vexp(X, np.empty((C, dk)), EH)
+    Xv = np.empty((C, dv + 1))
+    _shifted(lv, i0, C, lo, nc, Xv)
+    Xv[:, dv] = 0.0
+    _vexp(Xv, np.empty((C, dv + 1)), VH)
+    Sc = np.empty((dk, dv + 1))
+    Sc[:, :] = np.dot(EH.T, VH)
+    return Sc, suf
+
+
+@numba.njit
+def _merge(m, n, S, z, t0, g, gc, mc, nc, Sc):
+    """After the aligned chunk at t0 (C = 2^g tokens): every occupied slot (the set bits of t0 from g
+    up) decays by gc, then the chunk's summary (mc, nc, Sc = [S | z]) and the slots g .. zt - 1
+    become slot zt = ctz(t0 + C), shifted to the larger maxima (factors <= 1)."""
+    dk, dv = m.shape[1], n.shape[1]
+    u, j = t0 >> g, g
+    while u > 0:
+        if u & 1:
+            for i in range(dk):
+                m[j, i] += gc
+        u >>= 1
+        j += 1
+    u, zt = (t0 >> g) + 1, g
+    while (u & 1) == 0:
+        u >>= 1
+        zt += 1
+    M = mc.copy()
+    N = nc.copy()
+    for j in range(g, zt):
+        for i in range(dk):
+            M[i] = max(M[i], m[j, i])
+        for c in range(dv):
+            N[c] = max(N[c], n[j, c])
+    f = np.empty(dk)
+    h = np.empty(dv)
+    for i in range(dk):
+        f[i] = math.exp(mc[i] - M[i])
+    for c in range(dv):
+        h[c] = math.exp(nc[c] - N[c])
+    for i in range(dk):
+        z[zt, i] = f[i] * Sc[i, dv]
+        for c in range(dv):
+            S[zt, i, c] = f[i] * h[c] * Sc[i, c]
+    for j in range(g, zt):
+        for i in range(dk):
+            f[i] = math.exp(m[j, i] - M[i])
+            z[zt, i] += f[i] * z[j, i]
+        for c in range(dv):
+            h[c] = math.exp(n[j, c] - N[c])
+        for i in range(dk):
+            for c in range(dv):
+                S[zt, i, c] += f[i] * h[c] * S[j, i, c]
+    m[zt] = M
+    n[zt] = N
+
+
+@numba.njit
+def _read(q, k, lv, lw, ac, i0, t0, g, lev, m, n, S, z, VH, nc, bound, lo, out):
+    """Outputs i0 .. i0 + C - 1 (absolute t0 ..) of one batch element (q, k (T, d_k), lv (T, d_v),
+    lw (T, L), out (T, d_v)) from the slots before the chunk (m, n, S, z; read only), the chunk's
+    clamped decays ac and its values VH = [exp(lv - nc) | 1] (from :func:`_summary`); rows whose
+    lost mass may exceed eps of den or of a numerator are recomputed by :func:`_row_exact`."""
+    C, dk = VH.shape[0], q.shape[1]
+    dv = nc.shape[0]
+    wt = VH.dtype
+    js = np.empty(m.shape[0], np.int64)  # occupied slots: the set bits of t0 from g up
+    ns_ = 0
+    u, j = t0 >> g, g
+    while u > 0:
+        if u & 1:
+            js[ns_] = j
+            ns_ += 1
+        u >>= 1
+        j += 1
+    M = np.empty(dk)
+    N = np.empty(dv)
+    for i in range(dk):
+        M[i] = np.float64(k[i0, i])
+    for s in range(1, C):
+        for i in range(dk):
+            M[i] = max(M[i], np.float64(k[i0 + s, i]))
+    for c in range(dv):
+        N[c] = nc[c]
+    for jj in range(ns_):
+        for i in range(dk):
+            M[i] = max(M[i], m[js[jj], i])
+        for c in range(dv):
+            N[c] = max(N[c], n[js[jj], c])
+    # row log weights: LG[t, s] = lambda[t, level] + (a_{s+1} + ... + a_t), the slots' lambda[t, j + 1] +
+    # (a_{t0} + ... + a_t); shifted by their row maximum l_t
+    pre = np.empty(C)
+    run = 0.0
+    for t in range(C):
+        run += ac[t]
+        pre[t] = run
+    LG = np.empty((C, C))
+    WS = np.empty((C, ns_))
+    for t in range(C):
+        seg = 0.0
+        mx = -np.inf
+        for s in range(t, -1, -1):
+            x = max(np.float64(lw[i0 + t, lev[t, s]]), lo) + seg
+            LG[t, s] = x
+            mx = max(mx, x)
+            seg += ac[s]
+        for jj in range(ns_):
+            x = max(np.float64(lw[i0 + t, js[jj] + 1]), lo) + pre[t]
+            WS[t, jj] = x
+            mx = max(mx, x)
+        for s in range(t + 1):
+            LG[t, s] -= mx
+        for s in range(t + 1, C):
+            LG[t, s] = -1e300
+        for jj in range(ns_):
+            WS[t, jj] = math.exp(WS[t, jj] - mx)
+    G = np.empty((C, C))
+    _vexp(LG, np.empty((C, C)), G)
+    X = np.empty((C, dk))
+    for s in range(C):
+        for i in range(dk):
+            X[s, i] = np.float64(k[i0 + s, i]) - M[i]
+    E = np.empty((C, dk), wt)
+    _vexp(X, np.empty((C, dk)), E)
+    A = np.empty((C, dk), wt)
+    query_exps(q, i0, C, M, X, A)
+    W = np.dot(A, E.T)
+    for t in range(C):
+        for s in range(C):
+            W[t, s] = W[t, s] * G[t, s]
+    V = np.empty((C, dv + 1), wt)
+    h = np.empty(dv)
+    for c in range(dv):
+        h[c] = math.exp(nc[c] - N[c])
+    for s in range(C):
+        for c in range(dv):
+            V[s, c] = VH[s, c] * h[c]
+        V[s, dv] = 1.0
+    Z = np.dot(W, V)  # (C, d_v + 1): [num | den] of the chunk's pairs
+    Sz = np.empty((dk, dv + 1), wt)
+    Aw = np.empty((C, dk), wt)
+    f = np.empty(dk)
+    for jj in range(ns_):
+        j = js[jj]
+        for i in range(dk):
+            f[i] = math.exp(m[j, i] - M[i])
+        for c in range(dv):
+            h[c] = math.exp(n[j, c] - N[c])
+        for i in range(dk):
+            for c in range(dv):
+                Sz[i, c] = S[j, i, c] * f[i] * h[c]
+            Sz[i, dv] = z[j, i] * f[i]
+        for t in range(C):
+            for i in range(dk):
+                Aw[t, i] = A[t, i] * WS[t, jj]
+        Z += np.dot(Aw, Sz)
+    num = np.empty(dv)
+    for t in range(C):
+        ok = Z[t, dv] >= bound
+        for c in range(dv):
+            ok = ok and Z[t, c] >= bound
+        if ok:
+            for c in range(dv):
+                num[c] = Z[t, c]
+            _ek_finish(num, np.float64(Z[t, dv]), N, True, lo, out[i0 + t])
+        else:
+            _row_exact(q, k, lv, lw, ac, i0, t, lev, js[:ns_], m, n, S, z, pre[t], lo, out[i0 + t])
+
+
+@numba.njit(inline="always")
+def _lse_add(R, Sm, x, w):
+    """(R, Sm) standing for Sm exp(R), plus w exp(x): the new pair, shifted to the larger exponent."""
+    if x > R:
+        return x, Sm * math.exp(R - x) + w
+    return R, Sm + w * math.exp(x - R)
+
+
+@numba.njit
+def _row_exact(q, k, lv, lw, ac, i0, t, lev, js, m, n, S, z, pre_t, lo, dst):
+    """Query i0 + t exactly (float64, log space): the chunk's keys i0 .. i0 + t, each with its own
+    shift, and the occupied slots js (read as ``hier_token`` reads them) with decay pre_t = a_{t0} +
+    ... + a_t."""
+    dk, dv = q.shape[1], lv.shape[1]
+    R, Den = -np.inf, 0.0
+    U = np.full(dv, -np.inf)
+    Num = np.zeros(dv)
+    qt = i0 + t
+    seg = 0.0
+    for s in range(t, -1, -1):
+        r = -np.inf
+        for i in range(dk):
+            r = max(r, np.float64(q[qt, i]) + k[i0 + s, i])
+        d = 0.0
+        for i in range(dk):
+            d += math.exp(np.float64(q[qt, i]) + k[i0 + s, i] - r)
+        x = r + math.log(d) + max(np.float64(lw[qt, lev[t, s]]), lo) + seg
+        seg += ac[s]
+        R, Den = _lse_add(R, Den, x, 1.0)
+        for c in range(dv):
+            U[c], Num[c] = _lse_add(U[c], Num[c], x + max(np.float64(lv[i0 + s, c]), lo), 1.0)
+    num = np.empty(dv)
+    for j in js:
+        r = -np.inf
+        for i in range(dk):
+            r = max(r, np.float64(q[qt, i]) + m[j, i])
+        den = 0.0
+        num[:] = 0.0
+        for i in range(dk):
+            A_ = math.exp(np.float64(q[qt, i]) + m[j, i] - r)
+            den += A_ * z[j, i]
+            for c in range(dv):
+                num[c] += A_ * S[j, i, c]
+        x = r + max(np.float64(lw[qt, j + 1]), lo) + pre_t
+        R, Den = _lse_add(R, Den, x, den)
+        for c in range(dv):
+            if num[c] > 0:
+                U[c], Num[c] = _lse_add(U[c], Num[c], x + n[j, c] + math.log(num[c]), 1.0)
+    ld = R + math.log(Den)
+    for c in range(dv):
+        y = U[c] + math.log(Num[c]) - ld if Num[c] > 0 else -np.inf
+        dst[c] = y if y > lo / 2 else -np.inf
