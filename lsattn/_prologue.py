@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -137,6 +138,21 @@ def _broadcast_inputs(op, arrays, xp, batch, materialise):
                 x = _contiguous(xp, x)
         out.append(x)
     return out
+
+
+def distinct_rows(x, tail):
+    """``(base, rows)`` of a (broadcast) view ``x`` (..., *tail) that has byte strides (NumPy, CuPy).
+
+    ``base``: the view of ``x``'s distinct rows (size 1 along every stretched, stride-0, batch axis);
+    ``rows``: (B,) int64 NumPy, element ``b`` of ``x``'s flattened batch being row ``rows[b]`` of
+    ``base``'s flattened batch. Kernels of broadcast inputs (q, k shared by grouped-query heads)
+    read shared rows through it instead of a broadcast copy."""
+    lead = x.shape[: x.ndim - tail]
+    keep = tuple(slice(0, 1) if st == 0 and n > 1 else slice(None) for st, n in zip(x.strides, lead))
+    base = x[keep]
+    blead = base.shape[: len(lead)]
+    rows = np.broadcast_to(np.arange(math.prod(blead)).reshape(blead), lead).reshape(-1)
+    return base, rows
 
 
 def _contiguous(xp, x):

@@ -24,6 +24,7 @@ from lsattn import reference as ref
 import lsattn.backends.cupy as cb
 from lsattn._chunktree import segsum, suffix_after
 from lsattn.backends.cupy import exp_kernel as cek, loglinear as cll
+from lsattn.backends.cupy._arrays import shared_inputs as cshared_inputs
 
 from helpers import assert_close, to_numpy
 from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
@@ -52,6 +53,11 @@ def _rows(x, g0, CH, T):
     return np.where(mask, vals, 0), ok
 
 
+def _seq(rows, *inputs):
+    """The kernels' ``seq_row``: inputs (index i, x (B_i, ...)) with one row per sequence."""
+    return [x if rows is None else x[rows[i]] for i, x in inputs]
+
+
 def _lo(x):
     """The finite stand-in for -inf of x's dtype (-finfo.max / 8, as the kernels' lo_v)."""
     return -np.finfo(x.dtype).max / 8
@@ -68,7 +74,8 @@ class Twin:
     xp = np
 
     # log-linear
-    def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH):
+    def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH, rows=None):
+        k, v, a = _seq(rows, (1, k), (2, v), (3, a))
         CH = cfg.CH
         for j in range(n):
             g0 = (F + j) * CH - p
@@ -86,7 +93,9 @@ class Twin:
             H[:, j] = np.exp(gr)[:, None, None] * H[:, j - stride] + H[:, j]
             gsum[:, j] = gsum[:, j - stride] + gr
 
-    def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH, X=None, Y=None, dl=None):
+    def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH, X=None, Y=None, dl=None,
+                  rows=None):
+        q, k, v, a, lam = _seq(rows, (0, q), (1, k), (2, v), (3, a), (4, lam))
         CH = cfg.CH
         logc = int(np.log2(CH))
         t_ = np.arange(CH)[:, None]
@@ -217,7 +226,8 @@ class Twin:
             dv[:, g[ok]] = dvc[:, ok]
             dk[:, g[ok]] = dkc[:, ok]
 
-    def ll_new_state(self, cfg, k, v, a, H, gsum, old, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH):
+    def ll_new_state(self, cfg, k, v, a, H, gsum, old, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH, rows=None):
+        k, v, a = _seq(rows, (1, k), (2, v), (3, a))
         CH = cfg.CH
         logc = int(np.log2(CH))
         pn = p + T
@@ -269,7 +279,8 @@ class Twin:
                     val = val + np.exp(total) * old[:, jl]
             newlev[:, l - 1] = val
 
-    def ll_decode(self, cfg, q, k, v, a, lam, old, newlev, out, DK, DV, L, p, n_old, h, Lnew, BH):
+    def ll_decode(self, cfg, q, k, v, a, lam, old, newlev, out, DK, DV, L, p, n_old, h, Lnew, BH, rows=None):
+        q, k, v, a, lam = _seq(rows, (0, q), (1, k), (2, v), (3, a), (4, lam))
         ea = np.exp(a[:, 0])[:, None]
         qk = np.sum(q[:, 0] * k[:, 0], axis=-1)
         rd = np.zeros((BH, DV), dtype=newlev.dtype)
@@ -486,7 +497,7 @@ def twin_ll_stream(arrays, cuts, chunk_size):
     bounds = [0] + list(cuts) + [T]
     outs, old, p = [], None, 0
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        sl = lambda x, ax: np.take(x, np.arange(lo, hi), axis=ax)  # noqa: E731
+        sl = lambda x, ax: x[..., lo:hi, :] if ax == -2 else x[..., lo:hi]  # noqa: E731  (views: broadcasts stay)
         o, levels = cll.compute(Twin(), sl(q, -2), sl(k, -2), sl(v, -2), sl(a, -1), sl(lam, -2), chunk_size,
                                    p, old if p > 0 else None, True)
         outs.append(o)
@@ -538,6 +549,32 @@ def test_twin_loglinear_packed_segments(lens, C, seed):
         if s1 > s0:
             seg = [x[..., s0:s1] if x.ndim == 2 else x[..., s0:s1, :] for x in arrays]
             assert_close(out[..., s0:s1, :], ref.loglinear_attention(*seg), F64, what=f"{lens} C={C}")
+
+
+@given(T=st.integers(1, 150), C=chunks, seed=seeds, shared=st.sets(st.sampled_from("qkval"), min_size=1), data=st.data())
+@settings(max_examples=12)
+def test_twin_loglinear_broadcast_rows(T, C, seed, shared, data):
+    """Grouped-query heads: inputs broadcast over a batch axis (stride-0 views, e.g. q, k
+    (2, 3, 1, T, d) for 4 value heads) are read through the row map (``seq_row``), never copied,
+    through the chunk kernels, the new state and decoding steps; equal to the reference on the
+    materialised inputs."""
+    q, k, v, a, lam = full = ll_inputs(seed, (2, 3, 4), T, 5, 3)
+    views = []
+    for name, x in zip("qkval", full):
+        tail = 1 if name == "a" else 2
+        if name in shared:  # one row per group, stretched over the 4 heads
+            x = np.broadcast_to(x[:, :, :1], x.shape)
+            assert x.strides[2] == 0
+        views.append(x)
+    expected = ref.loglinear_attention(*[np.ascontiguousarray(x) for x in views])
+    bases, rows = cshared_inputs(np, views, (2, 2, 2, 1, 2))
+    assert rows is not None and all(b.shape[0] == (6 if n in shared else 24) for b, n in zip(bases, "qkval"))
+    cuts = data.draw(split_points(T, max_splits=3))
+    out, levels = twin_ll_stream(views, cuts, C)
+    assert_close(out, expected, F64, what=f"shared={shared} cuts={cuts}")
+    _, st_api = lsattn.loglinear_attention(*[np.ascontiguousarray(x) for x in views], return_state=True,
+                                           backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], F64, what="levels")
 
 
 def test_twin_loglinear_long_offsets():
@@ -726,6 +763,63 @@ def test_gpu_loglinear_packed_segments(dtype):
             assert_close(out[..., s0:s1, :], ref.loglinear_attention(*seg), {"float32": 1e-5, "bfloat16": BF16}[dtype])
     with pytest.raises(ValueError, match="does not compute packed segments"):
         lsattn.exp_kernel_attention(*dev[:3], cu_seqlens=off.tolist(), backend="cupy")
+
+
+@pytest.mark.gpu
+def test_gpu_loglinear_grouped_heads_share_rows():
+    """Grouped-query heads on the GPU: q, k (B, G, 1, T, d) with 16 value heads per group. The
+    automatic call reads the shared rows (no 16-fold copy of q and k: the pool grows by less than
+    the materialised call's plus 1 MiB, where the copies alone are 64 MiB), its output is bitwise
+    the materialised call's, it equals the reference with streams (chunk kernels, new state,
+    decoding steps), and torch gradients through it equal the materialised call's."""
+    _gpu_ready()
+    cp = _cupy()
+    pool = cp.get_default_memory_pool()
+
+    def grown(fn):
+        cp.cuda.runtime.deviceSynchronize()
+        pool.free_all_blocks()
+        before = pool.total_bytes()
+        out = fn()
+        cp.cuda.runtime.deviceSynchronize()
+        return out, pool.total_bytes() - before
+
+    B, G, r, T, d = 1, 1, 16, 8192, 64
+    rng = np.random.default_rng(0)
+    q, k = (cp.asarray(rng.standard_normal((B, G, 1, T, d)) / 8, dtype=cp.float32) for _ in range(2))
+    v = cp.asarray(rng.standard_normal((B, G, r, T, d)), dtype=cp.float32)
+    a = cp.asarray(-rng.random((B, G, r, T)), dtype=cp.float32)
+    lam = cp.asarray(rng.random((B, G, r, T, lsattn.num_levels(T))), dtype=cp.float32)
+    out_b, mem_b = grown(lambda: lsattn.loglinear_attention(q, k, v, a, lam))
+    qf, kf = (cp.ascontiguousarray(cp.broadcast_to(x, v.shape)) for x in (q, k))
+    out_m, mem_m = grown(lambda: lsattn.loglinear_attention(qf, kf, v, a, lam))
+    assert bool(cp.all(out_b == out_m))
+    assert mem_b <= mem_m + 2**20, f"{mem_b / 2**20:.1f} MiB vs {mem_m / 2**20:.1f} MiB materialised"
+
+    q, k, v, a, lam = ll_inputs(4, (2, 2, 3), 300, 8, 8)
+    q, k = q[:, :, :1], k[:, :, :1]  # (2, 2, 1, T, d): shared by the 3 heads of a group
+    full = [np.broadcast_to(x, v.shape) for x in (q, k)] + [v, a, lam]
+    expected = ref.loglinear_attention(*full)
+    dev = [_cp(x) for x in (q, k, v, a, lam)]
+    outs, state = [], None
+    for lo, hi in zip([0, 1, 2, 150], [1, 2, 150, 300]):
+        part = [x[..., lo:hi, :] if x.ndim == 5 else x[..., lo:hi] for x in dev]
+        o, state = lsattn.loglinear_attention(*part, chunk_size=32, state=state, return_state=True)
+        outs.append(o.get())
+    assert_close(np.concatenate(outs, axis=-2), expected, F64)
+
+    torch = pytest.importorskip("torch")
+    grads = []
+    for materialise in (False, True):
+        t = [torch.tensor(x, device="cuda", requires_grad=True) for x in (q, k, v, a, lam)]
+        qk = [x.expand(v.shape) for x in t[:2]]
+        if materialise:
+            qk = [x.contiguous() for x in qk]
+        out = lsattn.loglinear_attention(*qk, *t[2:])
+        (out * torch.cos(out)).sum().backward()
+        grads.append([x.grad.cpu().numpy() for x in t])
+    for gb, gm, name in zip(*grads, "qkval"):
+        assert_close(gb, gm, F64, what=f"d{name}")
 
 
 @pytest.mark.gpu

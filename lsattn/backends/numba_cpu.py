@@ -37,6 +37,7 @@ import math
 
 import numpy as np
 
+from .._prologue import distinct_rows
 from ..exp_kernel import _minus_inf
 from ..state import State
 
@@ -129,11 +130,7 @@ def _inputs(*xs):
     rows = np.empty((len(xs), math.prod(batch)), np.int64)
     bases = []
     for i, (x, tail) in enumerate(xs):
-        lead = x.shape[: x.ndim - tail]
-        keep = tuple(slice(0, 1) if st == 0 and n > 1 else slice(None) for st, n in zip(x.strides, lead))
-        base = x[keep]  # the distinct rows (a view)
-        blead = base.shape[: len(lead)]
-        rows[i] = np.broadcast_to(np.arange(math.prod(blead)).reshape(blead), lead).reshape(-1)
+        base, rows[i] = distinct_rows(x, tail)
         bases.append(_flat(base, tail))
     return bases, _ro(rows)
 

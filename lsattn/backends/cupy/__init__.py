@@ -40,7 +40,8 @@ above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid lim
 value shifts in every chunk summary, exact rows recomputed where a later value of the chunk would
 underflow an earlier row's numerator); its bfloat16 inputs take the FFMA kernels (no tensor-core
 variant), its decoding steps the chunk kernels, and inputs that require grad the array-API path. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
-(``VARLEN_OPS``). Backward: ``loglinear_attention`` on CUDA torch tensors that require grad
+(``VARLEN_OPS``). Broadcast batch axes (grouped-query heads): ``loglinear_attention``'s forward
+kernels read shared rows (``BROADCAST_OPS``); other operators get contiguous copies. Backward: ``loglinear_attention`` on CUDA torch tensors that require grad
 (``GRAD_OPS``; ``_autograd.py``, ``loglinear_bwd.cu``); the registry sends other inputs that
 require grad to the array-API path.
 """
@@ -48,7 +49,7 @@ from __future__ import annotations
 
 from ._arrays import array_kind as _kind
 
-__all__ = ["OPS", "HALF_OPS", "GRAD_OPS", "VARLEN_OPS", "MAX_DK", "probe", "serves"]
+__all__ = ["OPS", "HALF_OPS", "GRAD_OPS", "VARLEN_OPS", "BROADCAST_OPS", "MAX_DK", "probe", "serves"]
 
 #: operators this backend implements -> "module:function"
 OPS = {
@@ -65,6 +66,10 @@ GRAD_OPS = ("loglinear_attention", "exp_kernel_attention")
 #: keep exact) in the array API of the inputs (torch, CuPy). ``exp_kernel_attention`` stays refused:
 #: the rewrite runs it as ``loglinear_log_attention``, which this backend does not implement.
 VARLEN_OPS = ("loglinear_attention",)
+#: operators whose kernels read broadcast batch views (grouped-query heads: q, k shared by several
+#: value heads) through a row map (``_arrays.shared_inputs``, the kernels' ``seq_row``), with no
+#: broadcast copy; the backward kernels read contiguous copies
+BROADCAST_OPS = ("loglinear_attention",)
 #: largest d_k of the shared-memory tiles
 MAX_DK = 128
 

@@ -35,6 +35,24 @@ def flat(xp, x, shape):
     return xp.ascontiguousarray(xp.reshape(x, shape))
 
 
+def shared_inputs(xp, arrays, tails):
+    """Per-sequence inputs (each ``(..., *tail)``, one batch shape, possibly broadcast views) as
+    ``(bases, rows)``: ``bases[i]`` C-contiguous ``(B_i, *tail)`` holding input ``i``'s distinct
+    rows only (no broadcast copy: q, k shared by grouped-query heads stay shared); ``rows``
+    ``(len(arrays), B)`` int32 on the device mapping sequences to rows (the kernels' ``seq_row``),
+    or None when no input is broadcast."""
+    from ..._prologue import distinct_rows
+
+    bases, maps = [], []
+    for x, tail in zip(arrays, tails):
+        base, rows = distinct_rows(x, tail)
+        bases.append(flat(xp, base, (math.prod(base.shape[: base.ndim - tail]),) + tuple(x.shape[x.ndim - tail:])))
+        maps.append(rows)
+    if all(b.shape[0] == m.size for b, m in zip(bases, maps)):
+        return bases, None
+    return bases, xp.asarray(np.stack(maps).astype(np.int32))
+
+
 def batch_layout(ops, q, half):
     """``(xp, batch, BH, ta_dtype)`` of a call: its namespace (CuPy), batch axes, the number of
     sequences (one grid row each) and the dtype the kernels compute and keep states in."""

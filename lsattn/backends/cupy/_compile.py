@@ -228,20 +228,22 @@ class CupyOps:
         return np.uint64(0) if x is None else x
 
     # log-linear
-    def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH):
+    def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH, rows=None):
+        """rows: (5, BH) int32, the inputs' row of every sequence (broadcast inputs), or None."""
         fn, block, smem = self._tk("loglinear", cfg, "ll_chunk_states")
-        fn((n, BH), block, (k, v, a, H, gsum, self._i(T), self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n)),
+        fn((n, BH), block, (k, v, a, H, gsum, self._i(T), self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n),
+                            self._p(rows)),
            shared_mem=smem)
 
     def ll_upsweep(self, cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH):
         self._k("loglinear", cfg, "ll_upsweep")(
             (count, BH), (_NT,), (H, gsum, self._i(DK), self._i(DV), self._i(n), self._l(j0), self._l(step), self._l(stride)))
 
-    def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH):
+    def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH, rows=None):
         fn, block, smem = self._tk("loglinear", cfg, "ll_output")
         fn((n, BH), block,
            (q, k, v, a, lam, H, gsum, old, out, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
-            self._l(F), self._i(n), self._i(n_old)),
+            self._l(F), self._i(n), self._i(n_old), self._p(rows)),
            shared_mem=smem)
 
     def _ll_grid_launch(self, name, cfg, grid, args):
@@ -262,17 +264,17 @@ class CupyOps:
             q, k, v, do, a, lam, G, gtot, dk, dv, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
             self._l(F), self._i(n)))
 
-    def ll_new_state(self, cfg, k, v, a, H, gsum, old, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH):
+    def ll_new_state(self, cfg, k, v, a, H, gsum, old, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH, rows=None):
         self._k("loglinear", cfg, "ll_new_state")(
             (Lnew, BH), (_NT,),
             (k, v, a, H, gsum, old, newlev, self._i(T), self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n),
-             self._i(n_old), self._i(h), self._i(Lnew)))
+             self._i(n_old), self._i(h), self._i(Lnew), self._p(rows)))
 
-    def ll_decode(self, cfg, q, k, v, a, lam, old, newlev, out, DK, DV, L, p, n_old, h, Lnew, BH):
+    def ll_decode(self, cfg, q, k, v, a, lam, old, newlev, out, DK, DV, L, p, n_old, h, Lnew, BH, rows=None):
         self._k("loglinear", cfg, "ll_decode")(
             (BH, -(-DV // 16)), (_NT,),
             (q, k, v, a, lam, old, newlev, out, self._i(DK), self._i(DV), self._i(L), self._l(p), self._i(n_old),
-             self._i(h), self._i(Lnew)))
+             self._i(h), self._i(Lnew), self._p(rows)))
 
     # exp-kernel
     def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None):

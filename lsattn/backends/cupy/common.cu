@@ -69,6 +69,13 @@ __device__ __forceinline__ ta ld(const ti* p) { return __ldg(p); }
 __device__ __forceinline__ void st(ti* p, ta x) { *p = x; }
 #endif
 
+// Row of input i (q, k, v, a, lam = 0 .. 4) that sequence bh of nseq reads. Broadcast batch axes
+// (q, k shared by grouped-query heads) keep their distinct rows only; rows (5 x nseq) maps
+// sequences to them; null: every input has one row per sequence.
+__device__ __forceinline__ i64 seq_row(const int* rows, int i, i64 bh, i64 nseq) {
+    return rows ? (i64)rows[i * nseq + bh] : bh;
+}
+
 __device__ __forceinline__ float ex(float x) { return expf(x); }
 __device__ __forceinline__ double ex(double x) { return exp(x); }
 __device__ __forceinline__ float lg(float x) { return logf(x); }

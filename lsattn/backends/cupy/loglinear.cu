@@ -142,7 +142,8 @@ __device__ __forceinline__ void add_level_dots(ta* dl, const ta (&tmp)[RM][RN], 
 
 extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
     const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
-    ta* __restrict__ H, ta* __restrict__ gsum, int T, int DK, int DV, i64 p, i64 F, int n) {
+    ta* __restrict__ H, ta* __restrict__ gsum, int T, int DK, int DV, i64 p, i64 F, int n,
+    const int* __restrict__ rows) {
     constexpr int RI = DKP / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Kw = reinterpret_cast<ta*>(smem_raw);  // CH x DKP: k_s * exp(A_end - A_s)
@@ -154,11 +155,12 @@ extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
     const i64 g0 = (F + j) * CH - p;
-    const ti* kb = k + bh * T * DK;
-    const ti* vb = v + bh * T * DV;
+    const i64 nseq = gridDim.y;
+    const ti* kb = k + seq_row(rows, 1, bh, nseq) * T * DK;
+    const ti* vb = v + seq_row(rows, 2, bh, nseq) * T * DV;
     staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK), [&](int idx, ta x) { Kw[idx] = x; });
     staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
-    chunk_sums(a + bh * T, g0, T, As, Bs, nullptr);
+    chunk_sums(a + seq_row(rows, 3, bh, nseq) * T, g0, T, As, Bs, nullptr);
     __syncthreads();
     const ta gend = As[CH - 1];
     for (int idx = tid; idx < CH * DKP; idx += NT) Kw[idx] *= ex(Bs[idx / DKP]);
@@ -207,7 +209,7 @@ __device__ __forceinline__ void ll_output_body(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
     const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
     ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old,
-    const ti* __restrict__ X, const ti* __restrict__ Y, ta* __restrict__ dl) {
+    const ti* __restrict__ X, const ti* __restrict__ Y, ta* __restrict__ dl, const int* __restrict__ rows) {
     constexpr int RM = CH / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_llo[];  // (own name: a template's extern array)
     ta* Qt = reinterpret_cast<ta*>(smem_llo);  // DKP x QLD: q transposed
@@ -228,16 +230,17 @@ __device__ __forceinline__ void ll_output_body(
     const i64 bh = blockIdx.y;
     const i64 cabs = F + j;
     const i64 g0 = cabs * CH - p;  // call index of the chunk's row 0 (negative in a first partial chunk)
-    const ti* qb = q + bh * T * DK;
-    const ti* kb = k + bh * T * DK;
-    const ti* vb = v + bh * T * DV;
-    const ti* lb = lam + bh * T * L;
+    const i64 nseq = gridDim.y;
+    const ti* qb = q + seq_row(rows, 0, bh, nseq) * T * DK;
+    const ti* kb = k + seq_row(rows, 1, bh, nseq) * T * DK;
+    const ti* vb = v + seq_row(rows, 2, bh, nseq) * T * DV;
+    const ti* lb = lam + seq_row(rows, 4, bh, nseq) * T * L;
     ta* dlb = DL ? dl + bh * T * L : nullptr;  // this sequence's rows of dl
     staged<CH * DKP, NT>(tile_loader<DKP>(qb, g0, T, DK), [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
     staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK), [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
     staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
     staged<CH * NLC, NT>(tile_loader<NLC>(lb, g0, T, L), [&](int idx, ta x) { lamS[idx] = x; });
-    chunk_sums(a + bh * T, g0, T, As, nullptr, Ar);
+    chunk_sums(a + seq_row(rows, 3, bh, nseq) * T, g0, T, As, nullptr, Ar);
     if (DL) {
         staged<CH * DVP, NT>(tile_loader<DVP>(X + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Xt[(idx % DVP) * QLD + idx / DVP] = x; });
         staged<CH * DVP, NT>(tile_loader<DVP>(Y + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Yt[(idx % DVP) * QLD + idx / DVP] = x; });
@@ -350,8 +353,8 @@ __device__ __forceinline__ void ll_output_body(
 extern "C" __global__ void __launch_bounds__(NT) ll_output(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
     const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
-    ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old) {
-    ll_output_body<false>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, nullptr, nullptr, nullptr);
+    ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, const int* __restrict__ rows) {
+    ll_output_body<false>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, nullptr, nullptr, nullptr, rows);
 }
 
 extern "C" __global__ void __launch_bounds__(NT) ll_output_dl(
@@ -359,7 +362,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output_dl(
     const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
     ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old,
     const ti* __restrict__ X, const ti* __restrict__ Y, ta* __restrict__ dl) {
-    ll_output_body<true>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, X, Y, dl);
+    ll_output_body<true>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, X, Y, dl, nullptr);
 }
 
 // The state at p' = p + T: one block per new level l = blockIdx.x + 1 (1 .. bit_length(p')).
@@ -370,7 +373,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output_dl(
 extern "C" __global__ void __launch_bounds__(NT) ll_new_state(
     const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a, const ta* __restrict__ H,
     const ta* __restrict__ gsum, const ta* __restrict__ old, ta* __restrict__ newlev,
-    int T, int DK, int DV, i64 p, i64 F, int n, int n_old, int h, int Lnew) {
+    int T, int DK, int DV, i64 p, i64 F, int n, int n_old, int h, int Lnew, const int* __restrict__ rows) {
     __shared__ ta decs[64];
     __shared__ ta wS[CH];
     __shared__ ta misc[2];  // A_part, total
@@ -380,7 +383,8 @@ extern "C" __global__ void __launch_bounds__(NT) ll_new_state(
     const i64 pn = p + T;
     const i64 cs = pn / CH;                 // absolute chunk of position p'
     const int rend = (int)(pn - cs * CH) - 1;  // local row of p' - 1 in chunk cs (-1: p' is chunk-aligned)
-    const ti* ab = a + bh * T;
+    const i64 nseq = gridDim.y;
+    const ti* ab = a + seq_row(rows, 3, bh, nseq) * T;
     if (tid == 0) {
         ta apart = (ta)0;  // a over [cs*CH, p') inside the call
         for (int r = 0; r <= rend; ++r) {
@@ -444,8 +448,8 @@ extern "C" __global__ void __launch_bounds__(NT) ll_new_state(
         }
     }
     __syncthreads();
-    const ti* kb = k + bh * T * DK;
-    const ti* vb = v + bh * T * DV;
+    const ti* kb = k + seq_row(rows, 1, bh, nseq) * T * DK;
+    const ti* vb = v + seq_row(rows, 2, bh, nseq) * T * DV;
     for (int x = tid; x < m; x += NT) {
         int i = x / DV, c = x % DV;
         ta val = (ta)0;
@@ -463,23 +467,27 @@ extern "C" __global__ void __launch_bounds__(NT) ll_new_state(
 extern "C" __global__ void __launch_bounds__(NT) ll_decode(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
     const ti* __restrict__ lam, const ta* __restrict__ old, ta* __restrict__ newlev, ti* __restrict__ out,
-    int DK, int DV, int L, i64 p, int n_old, int h, int Lnew) {
+    int DK, int DV, int L, i64 p, int n_old, int h, int Lnew, const int* __restrict__ rows) {
     __shared__ ta qs[DKP], ks[DKP], vs[DVP], outs[DVP], wl[64], red[NT / 32];
     const int tid = threadIdx.x;
-    const i64 bh = blockIdx.x;
+    const i64 bh = blockIdx.x, nseq = gridDim.x;
+    const ti* qr = q + seq_row(rows, 0, bh, nseq) * DK;
+    const ti* kr = k + seq_row(rows, 1, bh, nseq) * DK;
+    const ti* vr = v + seq_row(rows, 2, bh, nseq) * DV;
+    const ti* lr = lam + seq_row(rows, 4, bh, nseq) * L;
     ta part = (ta)0;
     for (int i = tid; i < DK; i += NT) {
-        qs[i] = ld(q + bh * DK + i);
-        ks[i] = ld(k + bh * DK + i);
+        qs[i] = ld(qr + i);
+        ks[i] = ld(kr + i);
         part = fma(qs[i], ks[i], part);
     }
     for (int c = tid; c < DV; c += NT) {
-        vs[c] = ld(v + bh * DV + c);
+        vs[c] = ld(vr + c);
         outs[c] = (ta)0;
     }
-    if (tid < n_old) wl[tid] = ((p >> tid) & 1) ? ld(lam + bh * L + tid + 1) : (ta)0;
+    if (tid < n_old) wl[tid] = ((p >> tid) & 1) ? ld(lr + tid + 1) : (ta)0;
     const ta qk = block_sum(part, red);  // synchronises: qs, ks, vs, wl visible
-    const ta ea = ex(ld(a + bh));
+    const ta ea = ex(ld(a + seq_row(rows, 3, bh, nseq)));
     const int m = DK * DV;
     const ta* ob = old + bh * (i64)n_old * m;
     ta* nb = newlev + bh * (i64)Lnew * m;
@@ -503,7 +511,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_decode(
         }
     }
     __syncthreads();
-    const ta lam0 = ld(lam + bh * L);
+    const ta lam0 = ld(lr);
     for (int c = c0 + tid; c < c0 + cw; c += NT) st(out + bh * DV + c, fma(ea, outs[c], lam0 * qk * vs[c]));
 }
 
@@ -523,7 +531,8 @@ __device__ __forceinline__ unsigned scale2(unsigned x, float w) {
 
 extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc4(
     const bf* __restrict__ k, const bf* __restrict__ v, const bf* __restrict__ a,
-    float* __restrict__ H, float* __restrict__ gsum, int T, int DK, int DV, i64 p, i64 F, int n) {
+    float* __restrict__ H, float* __restrict__ gsum, int T, int DK, int DV, i64 p, i64 F, int n,
+    const int* __restrict__ rows) {
     constexpr int LDK = DKP + 8, LDV = DVP + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf* Ks = reinterpret_cast<bf*>(smem_raw);  // CH x LDK: k, then k_s exp(A_end - A_s)
@@ -534,9 +543,10 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc4(
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
     const i64 g0 = (F + j) * CH - p;
-    tile_async<DKP>(Ks, LDK, k + bh * T * DK, g0, T, DK);
-    tile_async<DVP>(Vs, LDV, v + bh * T * DV, g0, T, DV);
-    chunk_sums(a + bh * T, g0, T, As, Bs, nullptr);
+    const i64 nseq = gridDim.y;
+    tile_async<DKP>(Ks, LDK, k + seq_row(rows, 1, bh, nseq) * T * DK, g0, T, DK);
+    tile_async<DVP>(Vs, LDV, v + seq_row(rows, 2, bh, nseq) * T * DV, g0, T, DV);
+    chunk_sums(a + seq_row(rows, 3, bh, nseq) * T, g0, T, As, Bs, nullptr);
     cp_async_wait_all();
     __syncthreads();
     const float gend = As[CH - 1];
@@ -555,7 +565,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc4(
 extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const bf* __restrict__ a,
     const bf* __restrict__ lam, const float* __restrict__ H, const float* __restrict__ gsum,
-    const float* __restrict__ old, bf* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old) {
+    const float* __restrict__ old, bf* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old,
+    const int* __restrict__ rows) {
     constexpr int LDK = DKP + 8, LDV = DVP + 8, LDF = DVP + 4;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float* Fs = reinterpret_cast<float*>(smem_raw);    // 2 x DKP x LDF: Fenwick block tiles (fp32)
@@ -580,7 +591,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
     const i64 bh = blockIdx.y;
     const i64 cabs = F + j;
     const i64 g0 = cabs * CH - p;
-    const bf* lb = lam + bh * T * L;
+    const i64 nseq = gridDim.y;
+    const bf* lb = lam + seq_row(rows, 4, bh, nseq) * T * L;
     if (threadIdx.x == 0) {  // the reads of this chunk, in order: Fenwick blocks of this call, then the old state
         int nr = 0;
         float dec = 0.f;
@@ -605,15 +617,15 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
         }
         nreads_s = nr;
     }
-    tile_async<DKP>(Qs, LDK, q + bh * T * DK, g0, T, DK);
-    tile_async<DKP>(Ks, LDK, k + bh * T * DK, g0, T, DK);
-    tile_async<DVP>(Vs, LDV, v + bh * T * DV, g0, T, DV);
+    tile_async<DKP>(Qs, LDK, q + seq_row(rows, 0, bh, nseq) * T * DK, g0, T, DK);
+    tile_async<DKP>(Ks, LDK, k + seq_row(rows, 1, bh, nseq) * T * DK, g0, T, DK);
+    tile_async<DVP>(Vs, LDV, v + seq_row(rows, 2, bh, nseq) * T * DV, g0, T, DV);
     for (int idx = threadIdx.x; idx < CH * NLC; idx += NTC) {
         int r = idx / NLC, l = idx % NLC;
         i64 gg = g0 + r;
         lamS[idx] = (gg >= 0 && gg < T && l < L) ? ld(lb + gg * L + l) : 0.f;
     }
-    chunk_sums(a + bh * T, g0, T, As, nullptr, Ar);
+    chunk_sums(a + seq_row(rows, 3, bh, nseq) * T, g0, T, As, nullptr, Ar);
     __syncthreads();
     decay_table(Ar, Ds, 1, CH + 1);
     cp_async_wait_all();

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...state import State
-from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name, widen
+from ._arrays import batch_layout, flat, inputs, on_gpu, shared_inputs, ta_name, widen
 from ._compile import DV_BLOCK, grad_fits, make_config
 
 __all__ = ["forward", "compute", "compute_dkdv", "backward", "upsweep_plan"]
@@ -29,15 +29,15 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
         outs, levs = [], []
         for c0 in range(0, DV, DV_BLOCK):
             c1 = min(DV, c0 + DV_BLOCK)
-            o, lv = compute(ops, q, k, xp.ascontiguousarray(v[..., c0:c1]), a, lam, chunk_size, p,
+            o, lv = compute(ops, q, k, v[..., c0:c1], a, lam, chunk_size, p,
                                 None if old is None else xp.ascontiguousarray(old[..., c0:c1]), want_state, half)
             outs.append(o)
             levs.append(lv)
         return xp.concatenate(outs, axis=-1), (xp.concatenate(levs, axis=-1) if want_state else None)
 
     cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half)
-    q3, k3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK))
-    v3, a2, l3 = flat(xp, v, (BH, T, DV)), flat(xp, a, (BH, T)), flat(xp, lam, (BH, T, L))
+    # broadcast inputs (grouped-query heads) are read through a row map, never copied
+    (q3, k3, v3, a2, l3), rows = shared_inputs(xp, (q, k, v, a, lam), (2, 2, 2, 1, 2))
     n_old = 0 if old is None else old.shape[-3]
     old4 = xp.zeros((1,), dtype=ta_dtype) if n_old == 0 else flat(xp, old, (BH, n_old, DK, DV))
     out = xp.empty((BH, T, DV), dtype=q.dtype)
@@ -45,28 +45,29 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
     h, Lnew = (p ^ pn).bit_length(), pn.bit_length()
     if T == 1:  # decoding step
         newlev = xp.empty((BH, Lnew, DK, DV), dtype=ta_dtype)
-        ops.ll_decode(cfg, q3, k3, v3, a2, l3, old4, newlev, out, DK, DV, L, p, n_old, h, Lnew, BH)
+        ops.ll_decode(cfg, q3, k3, v3, a2, l3, old4, newlev, out, DK, DV, L, p, n_old, h, Lnew, BH, rows=rows)
         levels = xp.reshape(newlev, batch + (Lnew, DK, DV)) if want_state else None
         return xp.reshape(out, batch + (T, DV)), levels
 
-    F, n, H, gsum = _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, T, DK, DV, p, BH)
-    ops.ll_output(cfg, q3, k3, v3, a2, l3, H, gsum, old4, out, T, DK, DV, L, p, F, n, n_old, BH)
+    F, n, H, gsum = _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, T, DK, DV, p, BH, rows=rows)
+    ops.ll_output(cfg, q3, k3, v3, a2, l3, H, gsum, old4, out, T, DK, DV, L, p, F, n, n_old, BH, rows=rows)
     levels = None
     if want_state:
         newlev = xp.empty((BH, Lnew, DK, DV), dtype=ta_dtype)
         if Lnew:
-            ops.ll_new_state(cfg, k3, v3, a2, H, gsum, old4, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH)
+            ops.ll_new_state(cfg, k3, v3, a2, H, gsum, old4, newlev, T, DK, DV, p, F, n, n_old, h, Lnew, BH, rows=rows)
         levels = xp.reshape(newlev, batch + (Lnew, DK, DV))
     return xp.reshape(out, batch + (T, DV)), levels
 
 
-def _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, T, DK, DV, p, BH):
-    """Chunk summaries of one call, up-swept into Fenwick blocks: (F, n, H (BH, n, DK, DV), gsum (BH, n))."""
+def _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, T, DK, DV, p, BH, rows=None):
+    """Chunk summaries of one call, up-swept into Fenwick blocks: (F, n, H (BH, n, DK, DV), gsum (BH, n)).
+    rows: the inputs' row map (``shared_inputs``) or None."""
     F = p // cfg.CH
     n = (p + T - 1) // cfg.CH - F + 1
     H = xp.empty((BH, n, DK, DV), dtype=ta_dtype)
     gsum = xp.empty((BH, n), dtype=ta_dtype)
-    ops.ll_chunk_states(cfg, k3, v3, a2, H, gsum, T, DK, DV, p, F, n, BH)
+    ops.ll_chunk_states(cfg, k3, v3, a2, H, gsum, T, DK, DV, p, F, n, BH, rows=rows)
     for stride, step, j0, count in upsweep_plan(F, n):
         ops.ll_upsweep(cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH)
     return F, n, H, gsum
