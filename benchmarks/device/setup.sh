@@ -2,7 +2,7 @@
 # $OUT/$NAME.tgz on exit; the wheels in .whl/ (array-api-compat, fla-core, dask, ...) installed.
 FINAL=${OUT:-/tmp/out}; OUT=/tmp/$NAME; mkdir -p "$OUT" "$FINAL"
 trap 'tar czf "$FINAL/$NAME.tgz" -C /tmp "$NAME"' EXIT
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     > "$OUT/log_pip.txt" 2>&1
 export PYTHONPATH=/tmp/site:$PWD
