@@ -144,7 +144,12 @@ def prepare(op, args, state, xp, offset, causal, batch):
     if state is not None:
         present += list(state.tensors.values())
     lazy = array_api_compat.is_dask_namespace(xp) or any(_traced(a) for a in present)
-    if not lazy and _all_finite(xp, present):  # the common case: one host read per call, nothing to do
+    # -inf where allowed and not clamped (a log decay's hard reset: packed segments put one at
+    # each segment's start) needs nothing either
+    passes = {name for name in op.neg_inf if name not in op.clamp}
+    named = [(x, n in passes) for (n, _), x in zip(op.inputs, args) if x is not None]
+    named += [(t, False) for t in ([] if state is None else state.tensors.values())]
+    if not lazy and _all_finite(xp, named):  # the common case: one host read per call, nothing to do
         return list(args), state, None
     inf = math.inf
     rows = start = cols = None
@@ -153,7 +158,7 @@ def prepare(op, args, state, xp, offset, causal, batch):
         if x is None:
             out_args.append(None)
             continue
-        if not lazy and _all_finite(xp, [x]):
+        if not lazy and _all_finite(xp, [(x, name in passes)]):
             out_args.append(x)
             continue
         neg_ok = name in op.neg_inf
@@ -182,7 +187,7 @@ def prepare(op, args, state, xp, offset, causal, batch):
         nb = len(batch)
         tensors = {}
         for name, t in state.tensors.items():
-            if not lazy and _all_finite(xp, [t]):
+            if not lazy and _all_finite(xp, [(t, False)]):
                 tensors[name] = t
                 continue
             bad = ~xp.isfinite(t)
@@ -201,11 +206,17 @@ def prepare(op, args, state, xp, offset, causal, batch):
 
 
 def _all_finite(xp, arrays):
-    """True when every entry of the concrete ``arrays`` is finite, with one read of a device value:
-    ``max x + min x`` is NaN or infinite when an entry is (maxima and minima propagate NaN in every
-    namespace; no temporary of the arrays' size). Finite entries near the top of the range can make
-    the sum overflow: then this says False and the caller's exact per-entry check finds nothing."""
-    flags = [xp.isfinite(xp.max(x) + xp.min(x)) for x in arrays if math.prod(x.shape) > 0]
+    """True when every entry of the concrete arrays is finite (``-inf`` allowed too where the pair
+    says so), with one read of a device value.
+
+    arrays: ``(x, minus_inf_ok)`` pairs. ``max x + min x`` is NaN or infinite when an entry is
+    (maxima and minima propagate NaN in every namespace; no temporary of the arrays' size);
+    ``max x < inf`` is False for NaN and ``+inf`` only. Finite entries near the top of the range
+    can make the sum overflow: then this says False and the caller's exact per-entry check finds
+    nothing."""
+    inf = math.inf
+    flags = [(xp.max(x) < inf) if neg_ok else xp.isfinite(xp.max(x) + xp.min(x))
+             for x, neg_ok in arrays if math.prod(x.shape) > 0]
     if not flags:
         return True
     return bool(xp.all(xp.stack(flags)))

@@ -134,27 +134,33 @@ def _index(xp, idx, like):
     return xp.asarray(np.ascontiguousarray(idx, dtype=np.int64), device=device_of(like))
 
 
-def _take_tokens(xp, x, src, axis, T, like):
-    """``x`` re-laid out along its token axis (``axis``: -2 or -1) at the positions ``src`` (``T``: 0)."""
+def _take_tokens(xp, x, src, axis, T, like, src_dev=None):
+    """``x`` re-laid out along its token axis (``axis``: -2 or -1) at the positions ``src`` (``T``: 0).
+    src_dev: ``src`` already on the device (one host-to-device copy for all inputs: each copy from
+    host memory waits for the device's queue)."""
     if x.shape[axis] == 0 or src.shape[0] == 0:
         shape = list(x.shape)
         shape[axis] = src.shape[0]
         return xp.zeros(tuple(shape), dtype=x.dtype, device=device_of(x))
+    idx = _index(xp, src, like) if src_dev is None else src_dev
     if np.all(src < T):
         if np.array_equal(src, np.arange(T)):
             return x
-        return xp.take(x, _index(xp, src, like), axis=x.ndim + axis)
+        return xp.take(x, idx, axis=x.ndim + axis)
     shape = list(x.shape)
     shape[axis] = 1
     ext = xp.concat([x, xp.zeros(tuple(shape), dtype=x.dtype, device=device_of(x))], axis=axis)
-    return xp.take(ext, _index(xp, src, like), axis=x.ndim + axis)
+    return xp.take(ext, idx, axis=x.ndim + axis)
 
 
-def _reset(xp, a, starts, batch, T_pad, dtype, like):
-    """Log decay ``a`` (``(..., T_pad)`` or None: zeros) with ``-inf`` at the segments' first tokens."""
-    mask = np.zeros(T_pad, dtype=bool)
-    mask[starts] = True
-    m = xp.asarray(mask, device=device_of(like))
+def _reset(xp, a, starts, batch, T_pad, dtype, like, mask_dev=None):
+    """Log decay ``a`` (``(..., T_pad)`` or None: zeros) with ``-inf`` at the segments' first tokens.
+    mask_dev: those tokens' mask (T_pad,) already on the device, or None."""
+    if mask_dev is None:
+        mask = np.zeros(T_pad, dtype=bool)
+        mask[starts] = True
+        mask_dev = xp.asarray(mask, device=device_of(like))
+    m = mask_dev
     ninf = xp.asarray(-math.inf, dtype=dtype, device=device_of(like))
     if a is None:
         a = xp.zeros((), dtype=dtype, device=device_of(like))
@@ -202,13 +208,18 @@ def pack(op, xp, args, off, batch, native=False, offsets=None):
         return hierarchical.SPEC, [args[0], args[1], vals, lam, a], finish, _segment_cum_any(starts, T), {}
 
     T_pad, src, back, starts = layout(off, aligned=True)
+    mask = np.zeros(T_pad, dtype=np.int64)
+    mask[starts] = 1
+    # the gather indices and the reset mask in ONE host-to-device copy
+    dev = _index(xp, np.concatenate([src, back, mask]), q)
+    src_dev, back_dev, mask_dev = dev[:T_pad], dev[T_pad : T_pad + T], dev[T_pad + T :] == 1
     run_args = []
     for (name, role), x in zip(op.inputs, args):
         if x is None:
             run_args.append(x)
             continue
         axis = -1 if role == "tok" else -2
-        x = _take_tokens(xp, x, src, axis, T, q)
+        x = _take_tokens(xp, x, src, axis, T, q, src_dev)
         if role == "lev":
             L = x.shape[-1]
             need = num_levels(T_pad)
@@ -216,10 +227,10 @@ def pack(op, xp, args, off, batch, native=False, offsets=None):
                 x = xp.concat([x, xp.zeros(tuple(x.shape[:-1]) + (need - L,), dtype=dtype, device=device_of(q))], axis=-1)
         run_args.append(x)
     i = [n for n, _ in op.inputs].index("log_decay")
-    run_args[i] = _reset(xp, run_args[i], starts, batch, T_pad, dtype, q)
+    run_args[i] = _reset(xp, run_args[i], starts, batch, T_pad, dtype, q, mask_dev)
 
     def finish(out):
-        return _take_tokens(xp, out, back, -2, T_pad, q)
+        return _take_tokens(xp, out, back, -2, T_pad, q, back_dev)
 
     return op, run_args, finish, _segment_cum_any(starts, T_pad), {}
 
