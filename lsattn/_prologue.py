@@ -282,12 +282,15 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams
+        mapped = op.name in chosen.layout_ops and state is None and not return_state and not _grad(present, None)
         run_op, args, finish, cum_any, kw = _varlen.pack(op, xp, args, off, batch, native=op.name in chosen.reset_ops,
-                                                         offsets=offsets)
+                                                         offsets=offsets, mapped=mapped)
         extra = extra if run_op is op else ()
     streams = kw.get("segments")
-    args, state, marks = prepare(run_op, args, state, xp, offset if streams is None else streams.positions, causal,
-                                 sbatch)
+    positions = offset if streams is None else streams.positions
+    if "token_map" in kw:  # the packed tokens as they are: positions in their own (fresh) streams
+        positions = _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64)).positions
+    args, state, marks = prepare(run_op, args, state, xp, positions, causal, sbatch)
     with _full_precision(xp):
         out, new_state = chosen.implementation(run_op.name)(*args, *extra, state, return_state, **kw)
     if marks is not None:

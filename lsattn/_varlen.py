@@ -130,6 +130,17 @@ def layout(off, aligned):
     return T_pad, src, back, start[lens > 0]
 
 
+def token_map(off):
+    """The aligned layout (fact 2) as one int32 map for kernels that read through it
+    (``Backend.layout_ops``): entry ``g`` of the ``T_pad`` laid-out positions is the packed token it
+    reads (``>= 0``), ``-1`` for a zero token of a gap, or ``-2 - r`` for a packed token ``r`` that
+    starts a segment (its log decay reads as ``-inf``: the reset of fact 1)."""
+    T_pad, src, _, starts = layout(off, aligned=True)
+    tmap = np.where(src < int(off[-1]), src, -1)
+    tmap[starts] = -2 - tmap[starts]
+    return tmap.astype(np.int32)
+
+
 def _index(xp, idx, like):
     return xp.asarray(np.ascontiguousarray(idx, dtype=np.int64), device=device_of(like))
 
@@ -167,13 +178,14 @@ def _reset(xp, a, starts, batch, T_pad, dtype, like, mask_dev=None):
     return xp.broadcast_to(xp.where(m, ninf, a), batch + (T_pad,))
 
 
-def pack(op, xp, args, off, batch, native=False, offsets=None):
+def pack(op, xp, args, off, batch, native=False, offsets=None, mapped=False):
     """The packed call as one ordinary call.
 
     op: the operator's ``Op``; args: its validated inputs (broadcast to ``batch``, compute dtype).
     native: the backend computes the segments itself (``Backend.reset_ops``): the call is left as it
     is and gets ``segments=`` (:class:`Streams`, with ``offsets`` (N,) the incoming streams'
-    offsets; None: fresh streams).
+    offsets; None: fresh streams). mapped: its kernels read the aligned layout through a token map
+    (``Backend.layout_ops``; no state): the call is left as it is and gets ``token_map=``.
     Returns ``(run_op, run_args, finish, cum_any, kw)``: the operator whose implementation computes
     it (the hierarchical one for the exp-kernel operators), its inputs in that ``Op``'s order,
     ``finish(out) -> out (..., T, d_v)`` taking the packed tokens' outputs back (None: as it is),
@@ -186,6 +198,8 @@ def pack(op, xp, args, off, batch, native=False, offsets=None):
     if native:
         streams = Streams(off, np.zeros(off.shape[0] - 1, np.int64) if offsets is None else offsets)
         return op, args, None, streams.cum_any, {"segments": streams}
+    if mapped:
+        return op, args, None, _segment_cum_any(off[:-1][np.diff(off) > 0], T), {"token_map": token_map(off)}
     if op.name in ("log_attention", "exp_kernel_attention"):
         _, _, _, starts = layout(off, aligned=False)
         vals = args[2]

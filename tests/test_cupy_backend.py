@@ -58,6 +58,21 @@ def _seq(rows, *inputs):
     return [x if rows is None else x[rows[i]] for i, x in inputs]
 
 
+def _laid_out(tmap, Ts, *inputs):
+    """The kernels' ``tok_row`` as copies: inputs (x (B, Ts, ...), is_log_decay) at the T_pad
+    positions of the token map (zero tokens: 0; a segment start's log decay: -inf). None: as is."""
+    if tmap is None:
+        return [x for x, _ in inputs]
+    rows = np.where(tmap >= -1, tmap, -2 - tmap)
+    out = []
+    for x, decay in inputs:
+        y = np.where((rows >= 0).reshape((1, -1) + (1,) * (x.ndim - 2)), x[:, np.maximum(rows, 0)], 0)
+        if decay:
+            y = np.where(tmap <= -2, -np.inf, y)
+        out.append(y)
+    return out
+
+
 def _lo(x):
     """The finite stand-in for -inf of x's dtype (-finfo.max / 8, as the kernels' lo_v)."""
     return -np.finfo(x.dtype).max / 8
@@ -74,8 +89,9 @@ class Twin:
     xp = np
 
     # log-linear
-    def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH, rows=None):
+    def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH, rows=None, tmap=None, Ts=None):
         k, v, a = _seq(rows, (1, k), (2, v), (3, a))
+        k, v, a = _laid_out(tmap, Ts, (k, False), (v, False), (a, True))
         CH = cfg.CH
         for j in range(n):
             g0 = (F + j) * CH - p
@@ -94,8 +110,15 @@ class Twin:
             gsum[:, j] = gsum[:, j - stride] + gr
 
     def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH, X=None, Y=None, dl=None,
-                  rows=None):
+                  rows=None, tmap=None, Ts=None):
         q, k, v, a, lam = _seq(rows, (0, q), (1, k), (2, v), (3, a), (4, lam))
+        if tmap is not None:  # outputs of the laid-out positions, then those of the input rows
+            q, k, v, a, lam = _laid_out(tmap, Ts, (q, False), (k, False), (v, False), (a, True), (lam, False))
+            full = np.zeros((BH, T, DV), dtype=out.dtype)
+            self.ll_output(cfg, q, k, v, a, lam, H, gsum, old, full, T, DK, DV, L, p, F, n, n_old, BH)
+            rows_ = np.where(tmap >= -1, tmap, -2 - tmap)
+            out[:, rows_[rows_ >= 0]] = full[:, rows_ >= 0]
+            return
         CH = cfg.CH
         logc = int(np.log2(CH))
         t_ = np.arange(CH)[:, None]
@@ -536,7 +559,9 @@ def test_twin_loglinear_stream_and_state(T, C, seed, data):
 def test_twin_loglinear_packed_segments(lens, C, seed):
     """``cu_seqlens`` on this backend: the prologue's packed rewrite (``lsattn._varlen.pack``: aligned
     segments, ``-inf`` decays at their starts) through the host logic and the twin equals the
-    reference on each segment (segments of length 0 and 1 included)."""
+    reference on each segment (segments of length 0 and 1 included); so does the same layout read
+    through the token map (``LAYOUT_OPS``: the inputs as they are, outputs on the packed rows), with
+    level weights only as wide as the longest segment needs."""
     from lsattn import _varlen
     from lsattn.loglinear import SPEC
 
@@ -545,6 +570,15 @@ def test_twin_loglinear_packed_segments(lens, C, seed):
     run_op, args, finish, _, kw = _varlen.pack(SPEC, np, list(arrays), off, (2,))
     assert run_op is SPEC and not kw
     out = finish(cll.compute(Twin(), *args, C, 0, None, False)[0])
+    L = lsattn.num_levels(int(np.diff(off).max()))
+    narrow = list(arrays[:4]) + [np.ascontiguousarray(arrays[4][..., :L])]
+    run_op, args, finish, _, kw = _varlen.pack(SPEC, np, narrow, off, (2,), mapped=True)
+    assert run_op is SPEC and finish is None and args[0] is narrow[0]
+    mapped = cll.compute(Twin(), *args, C, 0, None, False, tmap=kw["token_map"])[0]
+    for s0, s1 in zip(off[:-1], off[1:]):
+        if s1 > s0:
+            seg = [x[..., s0:s1] if x.ndim == 2 else x[..., s0:s1, :] for x in narrow]
+            assert_close(mapped[..., s0:s1, :], ref.loglinear_attention(*seg), F64, what=f"mapped {lens} C={C}")
     for s0, s1 in zip(off[:-1], off[1:]):
         if s1 > s0:
             seg = [x[..., s0:s1] if x.ndim == 2 else x[..., s0:s1, :] for x in arrays]
@@ -763,6 +797,36 @@ def test_gpu_loglinear_packed_segments(dtype):
             assert_close(out[..., s0:s1, :], ref.loglinear_attention(*seg), {"float32": 1e-5, "bfloat16": BF16}[dtype])
     with pytest.raises(ValueError, match="does not compute packed segments"):
         lsattn.exp_kernel_attention(*dev[:3], cu_seqlens=off.tolist(), backend="cupy")
+    if dtype != "float32":
+        return
+    # the token map (no state, no gradient): level weights as wide as the longest segment needs,
+    # a NaN key inside one segment poisons that segment's rows from it on, nothing else
+    L = lsattn.num_levels(max(lens))
+    narrow = [x.clone() for x in dev[:4]] + [dev[4][..., :L].contiguous()]
+    bad = int(off[3]) + 100
+    narrow[1][1, bad, 3] = float("nan")  # a key: every later row of its own segment reads it
+    out = lsattn.loglinear_attention(*narrow, cu_seqlens=off.tolist()).double().cpu().numpy()
+    for i, (s0, s1) in enumerate(zip(off[:-1], off[1:])):
+        if s1 > s0:
+            seg = [x[..., s0:s1] if x.ndim == 2 else x[..., s0:s1, :] for x in seen[:4]] + [seen[4][..., s0:s1, :L]]
+            want = ref.loglinear_attention(*seg)
+            if i == 3:
+                assert np.isnan(out[1, bad:s1]).all() and np.isfinite(out[0, s0:s1]).all()
+                assert_close(out[0, s0:s1], want[0], 1e-5)
+                assert_close(out[1, s0:bad], want[1, : bad - s0], 1e-5)
+                continue
+            assert_close(out[..., s0:s1, :], want, 1e-5, what=f"segment {i}")
+    # with gradients: the gathered layout through the backward kernels; equal to per-segment calls
+    t = [x.detach().clone().requires_grad_(True) for x in dev]
+    w = torch.cos(torch.arange(dev[2].numel(), device="cuda", dtype=torch.float32)).reshape(dev[2].shape)
+    (lsattn.loglinear_attention(*t, cu_seqlens=off.tolist()) * w).sum().backward()
+    u = [x.detach().clone().requires_grad_(True) for x in dev]
+    for s0, s1 in zip(off[:-1].tolist(), off[1:].tolist()):
+        if s1 > s0:
+            seg = [x[..., s0:s1] if x.ndim == 2 else x[..., s0:s1, :] for x in u]
+            (lsattn.loglinear_attention(*seg) * w[..., s0:s1, :]).sum().backward()
+    for name, x, y in zip("qkval", t, u):
+        assert_close(x.grad.double().cpu().numpy(), y.grad.double().cpu().numpy(), 1e-4, what=f"d{name}")
 
 
 @pytest.mark.gpu

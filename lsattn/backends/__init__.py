@@ -60,6 +60,10 @@ class Backend:
         incoming ``offsets`` (N,)) and computes the packed call on the packed tokens as they are
         (instead of ``lsattn._varlen``'s rewrite), from a packed ``state`` (batch axes then N; None:
         fresh streams) to a packed state, with no loop over the segments.
+    layout_ops: those of ``varlen_ops`` whose implementation reads the packed tokens through the
+        layout of ``lsattn._varlen`` itself: for calls without state and without gradients it takes
+        ``token_map=`` (``lsattn._varlen.token_map``) with the inputs as they are (no gathered,
+        re-laid-out copies) and returns the outputs of the packed tokens.
     """
 
     name: str
@@ -75,6 +79,7 @@ class Backend:
     varlen_ops: frozenset = frozenset()
     broadcast_ops: frozenset = frozenset()
     reset_ops: frozenset = frozenset()
+    layout_ops: frozenset = frozenset()
     _status: Optional[tuple] = field(default=None, repr=False)
     _impls: dict = field(default_factory=dict, repr=False)
 

@@ -43,7 +43,7 @@ register(
 
 #: specialised backends: (name, module, priority, description). Each module defines ``OPS``,
 #: ``probe``, ``serves`` (and optionally ``auto_serves``, ``HALF_OPS``, ``GRAD_OPS``, ``VARLEN_OPS``,
-#: ``BROADCAST_OPS``, ``RESET_OPS``: see ``Backend``; absent: none) and imports its framework only when a
+#: ``BROADCAST_OPS``, ``RESET_OPS``, ``LAYOUT_OPS``: see ``Backend``; absent: none) and imports its framework only when a
 #: kernel runs, so registering never needs CuPy, Numba or Dask.
 _SPECIALISED = [
     ("dask", "dask_backend", 5,
@@ -70,7 +70,8 @@ def _register_specialised():
                          half_ops=frozenset(getattr(m, "HALF_OPS", ())), grad_ops=frozenset(getattr(m, "GRAD_OPS", ())),
                          steps=STEP_OPS.get(name, {}), varlen_ops=frozenset(getattr(m, "VARLEN_OPS", ())),
                          broadcast_ops=frozenset(getattr(m, "BROADCAST_OPS", ())),
-                         reset_ops=frozenset(getattr(m, "RESET_OPS", ()))))
+                         reset_ops=frozenset(getattr(m, "RESET_OPS", ())),
+                         layout_ops=frozenset(getattr(m, "LAYOUT_OPS", ()))))
 
 
 _register_specialised()

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from ._arrays import array_kind as _kind
 
-__all__ = ["OPS", "HALF_OPS", "GRAD_OPS", "VARLEN_OPS", "BROADCAST_OPS", "MAX_DK", "probe", "serves"]
+__all__ = ["OPS", "HALF_OPS", "GRAD_OPS", "VARLEN_OPS", "LAYOUT_OPS", "BROADCAST_OPS", "MAX_DK", "probe", "serves"]
 
 #: operators this backend implements -> "module:function"
 OPS = {
@@ -66,6 +66,10 @@ GRAD_OPS = ("loglinear_attention", "exp_kernel_attention")
 #: keep exact) in the array API of the inputs (torch, CuPy). ``exp_kernel_attention`` stays refused:
 #: the rewrite runs it as ``loglinear_log_attention``, which this backend does not implement.
 VARLEN_OPS = ("loglinear_attention",)
+#: those whose kernels read the packed tokens through that layout's token map (``token_map=``: no
+#: gathered copies of the inputs, outputs written on the packed rows) when no state and no gradient
+#: is involved
+LAYOUT_OPS = ("loglinear_attention",)
 #: operators whose kernels read broadcast batch views (grouped-query heads: q, k shared by several
 #: value heads) through a row map (``_arrays.shared_inputs``, the kernels' ``seq_row``), with no
 #: broadcast copy; the backward kernels read contiguous copies

@@ -228,22 +228,25 @@ class CupyOps:
         return np.uint64(0) if x is None else x
 
     # log-linear
-    def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH, rows=None):
-        """rows: (5, BH) int32, the inputs' row of every sequence (broadcast inputs), or None."""
+    def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH, rows=None, tmap=None, Ts=None):
+        """rows: (5, BH) int32, the inputs' row of every sequence (broadcast inputs), or None.
+        tmap: (T,) int32, the input row of every token of the call (packed segments; ``tok_row``), or
+        None; Ts: the inputs' rows per sequence (None: T)."""
         fn, block, smem = self._tk("loglinear", cfg, "ll_chunk_states")
         fn((n, BH), block, (k, v, a, H, gsum, self._i(T), self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n),
-                            self._p(rows)),
+                            self._p(rows), self._p(tmap), self._i(T if Ts is None else Ts)),
            shared_mem=smem)
 
     def ll_upsweep(self, cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH):
         self._k("loglinear", cfg, "ll_upsweep")(
             (count, BH), (_NT,), (H, gsum, self._i(DK), self._i(DV), self._i(n), self._l(j0), self._l(step), self._l(stride)))
 
-    def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH, rows=None):
+    def ll_output(self, cfg, q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, BH, rows=None,
+                  tmap=None, Ts=None):
         fn, block, smem = self._tk("loglinear", cfg, "ll_output")
         fn((n, BH), block,
            (q, k, v, a, lam, H, gsum, old, out, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
-            self._l(F), self._i(n), self._i(n_old), self._p(rows)),
+            self._l(F), self._i(n), self._i(n_old), self._p(rows), self._p(tmap), self._i(T if Ts is None else Ts)),
            shared_mem=smem)
 
     def _ll_grid_launch(self, name, cfg, grid, args):

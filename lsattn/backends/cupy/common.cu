@@ -76,6 +76,20 @@ __device__ __forceinline__ i64 seq_row(const int* rows, int i, i64 bh, i64 nseq)
     return rows ? (i64)rows[i * nseq + bh] : bh;
 }
 
+// Token g of a call of T positions: the input row it reads, -1 for a zero token (outside [0, T)).
+// tmap (packed segments laid out for their Fenwick levels, lsattn._varlen.layout): tmap[g] >= 0 is
+// that row, -1 a zero token of a gap, -2 - r row r that starts a segment (its log decay reads as
+// -inf: a hard reset). Null: token g is row g.
+__device__ __forceinline__ i64 tok_row(const int* tmap, i64 g, i64 T) {
+    if (g < 0 || g >= T) return -1;
+    if (!tmap) return g;
+    const int m = tmap[g];
+    return m >= -1 ? (i64)m : (i64)(-2 - m);
+}
+__device__ __forceinline__ bool tok_reset(const int* tmap, i64 g, i64 T) {
+    return tmap && g >= 0 && g < T && tmap[g] <= -2;
+}
+
 __device__ __forceinline__ float ex(float x) { return expf(x); }
 __device__ __forceinline__ double ex(double x) { return exp(x); }
 __device__ __forceinline__ float lg(float x) { return logf(x); }
@@ -95,10 +109,11 @@ __device__ __forceinline__ ta neg_big() { return sizeof(ta) == 4 ? (ta)-3.0e38f 
 __device__ __forceinline__ ta lo_v() {
     return sizeof(ta) == 4 ? (ta)(-3.4028234663852886e38f / 8) : (ta)(-1.7976931348623157e308 / 8);
 }
-// A log output: values near the stand-in (every visible value was 0) are -inf.
-__device__ __forceinline__ ta log_out(ta x) {
-    return x > lo_v() / 2 ? x : (sizeof(ta) == 4 ? (ta)__int_as_float(0xff800000) : (ta)__longlong_as_double(0xfff0000000000000LL));
+__device__ __forceinline__ ta minus_inf() {
+    return sizeof(ta) == 4 ? (ta)__int_as_float(0xff800000) : (ta)__longlong_as_double(0xfff0000000000000LL);
 }
+// A log output: values near the stand-in (every visible value was 0) are -inf.
+__device__ __forceinline__ ta log_out(ta x) { return x > lo_v() / 2 ? x : minus_inf(); }
 
 __device__ __forceinline__ int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __clzll(x); }
 
@@ -208,14 +223,14 @@ __device__ __forceinline__ ta from_st(ta x) { return x; }
 template <typename ST>
 __device__ __forceinline__ ST to_st(ta x) { return x; }
 
-// staged<> loader of a tile of DP columns: element idx is row g0 + idx / DP, column idx % DP of the
-// (T x D) row-major input src, zero outside rows [0, T) and columns [0, D).
+// staged<> loader of a tile of DP columns: element idx is token g0 + idx / DP, column idx % DP of the
+// row-major input src (D columns; the token's row: tok_row), zero outside tokens [0, T) and columns [0, D).
 template <int DP>
-__device__ __forceinline__ auto tile_loader(const ti* src, i64 g0, i64 T, int D) {
+__device__ __forceinline__ auto tile_loader(const ti* src, i64 g0, i64 T, int D, const int* tmap = nullptr) {
     return [=](int idx) {
         const int c = idx % DP;
-        const i64 g = g0 + idx / DP;
-        return (g >= 0 && g < T && c < D) ? ld(src + g * D + c) : (ta)0;
+        const i64 r = tok_row(tmap, g0 + idx / DP, T);
+        return (r >= 0 && c < D) ? ld(src + r * D + c) : (ta)0;
     };
 }
 
@@ -315,25 +330,26 @@ __device__ __forceinline__ void frag_b(unsigned& b0, unsigned& b1, const bf* Y, 
     b1 = *reinterpret_cast<const unsigned*>(p + 8);
 }
 
-// Rows g0 .. g0+CH-1 (valid in [0, T)) of a (rows x D) bf16 matrix into X[r][c] (stride ldx),
-// zero outside; 32-bit loads (column pairs) when D is even (base pointers are 16-byte aligned).
+// Tokens g0 .. g0+CH-1 (valid in [0, T); their rows: tok_row) of a (rows x D) bf16 matrix into
+// X[r][c] (stride ldx), zero outside; 32-bit loads (column pairs) when D is even (base pointers are
+// 16-byte aligned).
 template <int DP>
-__device__ __forceinline__ void tile_rows(bf* X, int ldx, const bf* src, i64 g0, i64 T, int D) {
+__device__ __forceinline__ void tile_rows(bf* X, int ldx, const bf* src, i64 g0, i64 T, int D, const int* tmap = nullptr) {
     if ((D & 1) == 0) {
         constexpr int W = DP / 2;
         staged<CH * W, NTC>(
             [&](int idx) {
-                int r = idx / W, c = 2 * (idx % W);
-                i64 g = g0 + r;
-                return (g >= 0 && g < T && c < D) ? __ldg(reinterpret_cast<const unsigned*>(src + g * D + c)) : 0u;
+                int c = 2 * (idx % W);
+                i64 g = tok_row(tmap, g0 + idx / W, T);
+                return (g >= 0 && c < D) ? __ldg(reinterpret_cast<const unsigned*>(src + g * D + c)) : 0u;
             },
             [&](int idx, unsigned val) { *reinterpret_cast<unsigned*>(X + (idx / W) * ldx + 2 * (idx % W)) = val; });
     } else {
         staged<CH * DP, NTC>(
             [&](int idx) {
-                int r = idx / DP, c = idx % DP;
-                i64 g = g0 + r;
-                return (g >= 0 && g < T && c < D) ? __ldg(src + g * D + c) : (bf)0;
+                int c = idx % DP;
+                i64 g = tok_row(tmap, g0 + idx / DP, T);
+                return (g >= 0 && c < D) ? __ldg(src + g * D + c) : (bf)0;
             },
             [&](int idx, bf val) { X[(idx / DP) * ldx + idx % DP] = val; });
     }
@@ -371,17 +387,17 @@ __device__ __forceinline__ void frag_a_km(unsigned (&a)[4], const bf* X, int ld,
 // zero outside; asynchronous (16-byte pieces, D % 8 == 0) or, otherwise, staged. Completes with
 // cp_async_wait_all() + __syncthreads().
 template <int DP>
-__device__ __forceinline__ void tile_async(bf* X, int ldx, const bf* src, i64 g0, i64 T, int D) {
+__device__ __forceinline__ void tile_async(bf* X, int ldx, const bf* src, i64 g0, i64 T, int D, const int* tmap = nullptr) {
     if ((D & 7) == 0) {
         constexpr int W = DP / 8;
         for (int idx = threadIdx.x; idx < CH * W; idx += NTC) {
             int r = idx / W, c = 8 * (idx % W);
-            i64 g = g0 + r;
-            bool ok = g >= 0 && g < T && c < D;
+            i64 g = tok_row(tmap, g0 + r, T);
+            bool ok = g >= 0 && c < D;
             cp_async16(X + r * ldx + c, ok ? (const void*)(src + g * D + c) : (const void*)src, ok);
         }
     } else {
-        tile_rows<DP>(X, ldx, src, g0, T, D);
+        tile_rows<DP>(X, ldx, src, g0, T, D, tmap);
     }
 }
 // A DK x DV fp32 matrix into F[i][j] (stride ldf floats), zero outside; asynchronous when DV % 4 == 0.

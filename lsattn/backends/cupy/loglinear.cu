@@ -40,7 +40,7 @@ __device__ __forceinline__ int intra_level(int t, int s) { return s == t ? 0 : 3
 // Rows outside the call count as 0. Warp 0 writes As[r] = a_0 + ... + a_r (from the chunk start)
 // and, if Ar, Ar[r] = a_r; warp 1 writes Bs[r] = a_{r+1} + ... + a_{CH-1} (to the chunk end), if
 // Bs. Needs >= 64 threads; the others return at once.
-__device__ __forceinline__ void chunk_sums(const ti* ab, i64 g0, int T, ta* As, ta* Bs, ta* Ar) {
+__device__ __forceinline__ void chunk_sums(const ti* ab, i64 g0, int T, ta* As, ta* Bs, ta* Ar, const int* tmap = nullptr) {
     const int w = threadIdx.x >> 5;
     const bool rev = w == 1;  // warp 1 scans from the chunk end
     if (w > 1 || (rev && !Bs)) return;
@@ -51,8 +51,8 @@ __device__ __forceinline__ void chunk_sums(const ti* ab, i64 g0, int T, ta* As, 
 #pragma unroll
     for (int e = 0; e < E; ++e) {
         int i = lane * E + e, r = rev ? CH - 1 - i : i;
-        i64 g = g0 + r;
-        ta x = (i < CH && g >= 0 && g < T) ? ld(ab + g) : (ta)0;
+        const i64 g = g0 + r, row = i < CH ? tok_row(tmap, g, T) : -1;
+        ta x = row < 0 ? (ta)0 : (tok_reset(tmap, g, T) ? minus_inf() : ld(ab + row));
         if (rev) {  // exclusive: rows after r
             loc[e] = s;
             s += x;
@@ -143,7 +143,7 @@ __device__ __forceinline__ void add_level_dots(ta* dl, const ta (&tmp)[RM][RN], 
 extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
     const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
     ta* __restrict__ H, ta* __restrict__ gsum, int T, int DK, int DV, i64 p, i64 F, int n,
-    const int* __restrict__ rows) {
+    const int* __restrict__ rows, const int* __restrict__ tmap, int Ts) {
     constexpr int RI = DKP / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Kw = reinterpret_cast<ta*>(smem_raw);  // CH x DKP: k_s * exp(A_end - A_s)
@@ -156,11 +156,11 @@ extern "C" __global__ void __launch_bounds__(NT) ll_chunk_states(
     const i64 bh = blockIdx.y;
     const i64 g0 = (F + j) * CH - p;
     const i64 nseq = gridDim.y;
-    const ti* kb = k + seq_row(rows, 1, bh, nseq) * T * DK;
-    const ti* vb = v + seq_row(rows, 2, bh, nseq) * T * DV;
-    staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK), [&](int idx, ta x) { Kw[idx] = x; });
-    staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
-    chunk_sums(a + seq_row(rows, 3, bh, nseq) * T, g0, T, As, Bs, nullptr);
+    const ti* kb = k + seq_row(rows, 1, bh, nseq) * Ts * DK;
+    const ti* vb = v + seq_row(rows, 2, bh, nseq) * Ts * DV;
+    staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK, tmap), [&](int idx, ta x) { Kw[idx] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV, tmap), [&](int idx, ta x) { Vs[idx] = x; });
+    chunk_sums(a + seq_row(rows, 3, bh, nseq) * Ts, g0, T, As, Bs, nullptr, tmap);
     __syncthreads();
     const ta gend = As[CH - 1];
     for (int idx = tid; idx < CH * DKP; idx += NT) Kw[idx] *= ex(Bs[idx / DKP]);
@@ -209,7 +209,8 @@ __device__ __forceinline__ void ll_output_body(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
     const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
     ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old,
-    const ti* __restrict__ X, const ti* __restrict__ Y, ta* __restrict__ dl, const int* __restrict__ rows) {
+    const ti* __restrict__ X, const ti* __restrict__ Y, ta* __restrict__ dl, const int* __restrict__ rows,
+    const int* __restrict__ tmap, int Ts) {
     constexpr int RM = CH / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_llo[];  // (own name: a template's extern array)
     ta* Qt = reinterpret_cast<ta*>(smem_llo);  // DKP x QLD: q transposed
@@ -231,16 +232,16 @@ __device__ __forceinline__ void ll_output_body(
     const i64 cabs = F + j;
     const i64 g0 = cabs * CH - p;  // call index of the chunk's row 0 (negative in a first partial chunk)
     const i64 nseq = gridDim.y;
-    const ti* qb = q + seq_row(rows, 0, bh, nseq) * T * DK;
-    const ti* kb = k + seq_row(rows, 1, bh, nseq) * T * DK;
-    const ti* vb = v + seq_row(rows, 2, bh, nseq) * T * DV;
-    const ti* lb = lam + seq_row(rows, 4, bh, nseq) * T * L;
+    const ti* qb = q + seq_row(rows, 0, bh, nseq) * Ts * DK;
+    const ti* kb = k + seq_row(rows, 1, bh, nseq) * Ts * DK;
+    const ti* vb = v + seq_row(rows, 2, bh, nseq) * Ts * DV;
+    const ti* lb = lam + seq_row(rows, 4, bh, nseq) * Ts * L;
     ta* dlb = DL ? dl + bh * T * L : nullptr;  // this sequence's rows of dl
-    staged<CH * DKP, NT>(tile_loader<DKP>(qb, g0, T, DK), [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
-    staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK), [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
-    staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
-    staged<CH * NLC, NT>(tile_loader<NLC>(lb, g0, T, L), [&](int idx, ta x) { lamS[idx] = x; });
-    chunk_sums(a + seq_row(rows, 3, bh, nseq) * T, g0, T, As, nullptr, Ar);
+    staged<CH * DKP, NT>(tile_loader<DKP>(qb, g0, T, DK, tmap), [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
+    staged<CH * DKP, NT>(tile_loader<DKP>(kb, g0, T, DK, tmap), [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(vb, g0, T, DV, tmap), [&](int idx, ta x) { Vs[idx] = x; });
+    staged<CH * NLC, NT>(tile_loader<NLC>(lb, g0, T, L, tmap), [&](int idx, ta x) { lamS[idx] = x; });
+    chunk_sums(a + seq_row(rows, 3, bh, nseq) * Ts, g0, T, As, nullptr, Ar, tmap);
     if (DL) {
         staged<CH * DVP, NT>(tile_loader<DVP>(X + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Xt[(idx % DVP) * QLD + idx / DVP] = x; });
         staged<CH * DVP, NT>(tile_loader<DVP>(Y + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Yt[(idx % DVP) * QLD + idx / DVP] = x; });
@@ -299,10 +300,10 @@ __device__ __forceinline__ void ll_output_body(
 #pragma unroll
         for (int ii = 0; ii < RM; ++ii) {
             int t = ty * RM + ii;
-            i64 g = g0 + t;
+            i64 row = tok_row(tmap, g0 + t, T);
             lv[ii] = LOGC + lp;
             wd[ii] = ex(As[t] + dec);
-            w[ii] = (g >= 0 && g < T && lv[ii] < L) ? ld(lb + g * L + lv[ii]) * wd[ii] : (ta)0;
+            w[ii] = (row >= 0 && lv[ii] < L) ? ld(lb + row * L + lv[ii]) * wd[ii] : (ta)0;
         }
         read_matrix(tmp, Qt, Hs, H + (bh * n + slot) * (i64)DK * DV, DK, DV, ty, tx);
         add_weighted(acc, w, tmp);
@@ -318,10 +319,10 @@ __device__ __forceinline__ void ll_output_body(
 #pragma unroll
         for (int ii = 0; ii < RM; ++ii) {
             int t = ty * RM + ii;
-            i64 g = g0 + t;
+            i64 row = tok_row(tmap, g0 + t, T);
             lv[ii] = max(jl + 1, fen_level(cabs * CH + t, p));
             wd[ii] = ex(As[t] + dec);
-            w[ii] = (g >= 0 && g < T && lv[ii] < L) ? ld(lb + g * L + lv[ii]) * wd[ii] : (ta)0;
+            w[ii] = (row >= 0 && lv[ii] < L) ? ld(lb + row * L + lv[ii]) * wd[ii] : (ta)0;
         }
         read_matrix(tmp, Qt, Hs, old + (bh * n_old + jl) * (i64)DK * DV, DK, DV, ty, tx);
         add_weighted(acc, w, tmp);
@@ -336,16 +337,16 @@ __device__ __forceinline__ void ll_output_body(
         }
     }
 
-    ti* ob = out + bh * T * DV;
+    ti* ob = out + bh * Ts * DV;  // outputs of the input rows (a token map: zero tokens have none)
 #pragma unroll
     for (int ii = 0; ii < RM; ++ii) {
         int t = ty * RM + ii;
-        i64 g = g0 + t;
-        if (g < 0 || g >= T) continue;
+        i64 row = tok_row(tmap, g0 + t, T);
+        if (row < 0) continue;
 #pragma unroll
         for (int jj = 0; jj < RN; ++jj) {
             int c = tx * RN + jj;
-            if (c < DV) st(ob + g * DV + c, acc[ii][jj]);
+            if (c < DV) st(ob + row * DV + c, acc[ii][jj]);
         }
     }
 }
@@ -353,8 +354,10 @@ __device__ __forceinline__ void ll_output_body(
 extern "C" __global__ void __launch_bounds__(NT) ll_output(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ a,
     const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
-    ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, const int* __restrict__ rows) {
-    ll_output_body<false>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, nullptr, nullptr, nullptr, rows);
+    ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, const int* __restrict__ rows,
+    const int* __restrict__ tmap, int Ts) {
+    ll_output_body<false>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, nullptr, nullptr, nullptr, rows,
+                          tmap, Ts);
 }
 
 extern "C" __global__ void __launch_bounds__(NT) ll_output_dl(
@@ -362,7 +365,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_output_dl(
     const ti* __restrict__ lam, const ta* __restrict__ H, const ta* __restrict__ gsum, const ta* __restrict__ old,
     ti* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old,
     const ti* __restrict__ X, const ti* __restrict__ Y, ta* __restrict__ dl) {
-    ll_output_body<true>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, X, Y, dl, nullptr);
+    ll_output_body<true>(q, k, v, a, lam, H, gsum, old, out, T, DK, DV, L, p, F, n, n_old, X, Y, dl, nullptr, nullptr, T);
 }
 
 // The state at p' = p + T: one block per new level l = blockIdx.x + 1 (1 .. bit_length(p')).
@@ -532,7 +535,7 @@ __device__ __forceinline__ unsigned scale2(unsigned x, float w) {
 extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc4(
     const bf* __restrict__ k, const bf* __restrict__ v, const bf* __restrict__ a,
     float* __restrict__ H, float* __restrict__ gsum, int T, int DK, int DV, i64 p, i64 F, int n,
-    const int* __restrict__ rows) {
+    const int* __restrict__ rows, const int* __restrict__ tmap, int Ts) {
     constexpr int LDK = DKP + 8, LDV = DVP + 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf* Ks = reinterpret_cast<bf*>(smem_raw);  // CH x LDK: k, then k_s exp(A_end - A_s)
@@ -544,9 +547,9 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_chunk_states_tc4(
     const i64 bh = blockIdx.y;
     const i64 g0 = (F + j) * CH - p;
     const i64 nseq = gridDim.y;
-    tile_async<DKP>(Ks, LDK, k + seq_row(rows, 1, bh, nseq) * T * DK, g0, T, DK);
-    tile_async<DVP>(Vs, LDV, v + seq_row(rows, 2, bh, nseq) * T * DV, g0, T, DV);
-    chunk_sums(a + seq_row(rows, 3, bh, nseq) * T, g0, T, As, Bs, nullptr);
+    tile_async<DKP>(Ks, LDK, k + seq_row(rows, 1, bh, nseq) * Ts * DK, g0, T, DK, tmap);
+    tile_async<DVP>(Vs, LDV, v + seq_row(rows, 2, bh, nseq) * Ts * DV, g0, T, DV, tmap);
+    chunk_sums(a + seq_row(rows, 3, bh, nseq) * Ts, g0, T, As, Bs, nullptr, tmap);
     cp_async_wait_all();
     __syncthreads();
     const float gend = As[CH - 1];
@@ -566,7 +569,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const bf* __restrict__ a,
     const bf* __restrict__ lam, const float* __restrict__ H, const float* __restrict__ gsum,
     const float* __restrict__ old, bf* __restrict__ out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old,
-    const int* __restrict__ rows) {
+    const int* __restrict__ rows, const int* __restrict__ tmap, int Ts) {
     constexpr int LDK = DKP + 8, LDV = DVP + 8, LDF = DVP + 4;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     float* Fs = reinterpret_cast<float*>(smem_raw);    // 2 x DKP x LDF: Fenwick block tiles (fp32)
@@ -592,7 +595,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
     const i64 cabs = F + j;
     const i64 g0 = cabs * CH - p;
     const i64 nseq = gridDim.y;
-    const bf* lb = lam + seq_row(rows, 4, bh, nseq) * T * L;
+    const bf* lb = lam + seq_row(rows, 4, bh, nseq) * Ts * L;
     if (threadIdx.x == 0) {  // the reads of this chunk, in order: Fenwick blocks of this call, then the old state
         int nr = 0;
         float dec = 0.f;
@@ -617,15 +620,15 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
         }
         nreads_s = nr;
     }
-    tile_async<DKP>(Qs, LDK, q + seq_row(rows, 0, bh, nseq) * T * DK, g0, T, DK);
-    tile_async<DKP>(Ks, LDK, k + seq_row(rows, 1, bh, nseq) * T * DK, g0, T, DK);
-    tile_async<DVP>(Vs, LDV, v + seq_row(rows, 2, bh, nseq) * T * DV, g0, T, DV);
+    tile_async<DKP>(Qs, LDK, q + seq_row(rows, 0, bh, nseq) * Ts * DK, g0, T, DK, tmap);
+    tile_async<DKP>(Ks, LDK, k + seq_row(rows, 1, bh, nseq) * Ts * DK, g0, T, DK, tmap);
+    tile_async<DVP>(Vs, LDV, v + seq_row(rows, 2, bh, nseq) * Ts * DV, g0, T, DV, tmap);
     for (int idx = threadIdx.x; idx < CH * NLC; idx += NTC) {
-        int r = idx / NLC, l = idx % NLC;
-        i64 gg = g0 + r;
-        lamS[idx] = (gg >= 0 && gg < T && l < L) ? ld(lb + gg * L + l) : 0.f;
+        int l = idx % NLC;
+        i64 row = tok_row(tmap, g0 + idx / NLC, T);
+        lamS[idx] = (row >= 0 && l < L) ? ld(lb + row * L + l) : 0.f;
     }
-    chunk_sums(a + seq_row(rows, 3, bh, nseq) * T, g0, T, As, nullptr, Ar);
+    chunk_sums(a + seq_row(rows, 3, bh, nseq) * Ts, g0, T, As, nullptr, Ar, tmap);
     __syncthreads();
     decay_table(Ar, Ds, 1, CH + 1);
     cp_async_wait_all();
@@ -635,7 +638,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
     cp_async_commit();
 
     const int rlo = 16 * w + g, rhi = rlo + 8;
-    const bool vlo = g0 + rlo >= 0 && g0 + rlo < T, vhi = g0 + rhi >= 0 && g0 + rhi < T;
+    const i64 row_lo = tok_row(tmap, g0 + rlo, T), row_hi = tok_row(tmap, g0 + rhi, T);  // input rows (< 0: none)
+    const bool vlo = row_lo >= 0, vhi = row_hi >= 0;
     unsigned qa[DKP / 16][4];
 #pragma unroll
     for (int kk = 0; kk < DKP / 16; ++kk) frag_a(qa[kk], Qs, LDK, 16 * w, 16 * kk);
@@ -690,8 +694,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
             llo = max(-lev, fen_level(cabs * CH + rlo, p));
             lhi = max(-lev, fen_level(cabs * CH + rhi, p));
         }
-        const float wlo = (vlo && llo < L) ? ld(lb + (g0 + rlo) * L + llo) * ex(As[rlo] + dec) : 0.f;
-        const float whi = (vhi && lhi < L) ? ld(lb + (g0 + rhi) * L + lhi) * ex(As[rhi] + dec) : 0.f;
+        const float wlo = (vlo && llo < L) ? ld(lb + row_lo * L + llo) * ex(As[rlo] + dec) : 0.f;
+        const float whi = (vhi && lhi < L) ? ld(lb + row_hi * L + lhi) * ex(As[rhi] + dec) : 0.f;
 #pragma unroll
         for (int kk = 0; kk < DKP / 16; ++kk) {
             unsigned qw[4] = {scale2(qa[kk][0], wlo), scale2(qa[kk][1], whi), scale2(qa[kk][2], wlo), scale2(qa[kk][3], whi)};
@@ -705,13 +709,13 @@ extern "C" __global__ void __launch_bounds__(NTC) ll_output_tc4(
         __syncthreads();  // Hs and Fs[r & 1] are free again
     }
 
-    bf* ob = out + bh * T * DV;
+    bf* ob = out + bh * Ts * DV;
 #pragma unroll
     for (int nt = 0; nt < DVP / 8; ++nt)
 #pragma unroll
         for (int x = 0; x < 4; ++x) {
-            int tt = x < 2 ? rlo : rhi, c = 8 * nt + 2 * t4 + (x & 1);
-            if ((x < 2 ? vlo : vhi) && c < DV) st(ob + (g0 + tt) * DV + c, O[nt][x]);
+            int c = 8 * nt + 2 * t4 + (x & 1);
+            if ((x < 2 ? vlo : vhi) && c < DV) st(ob + (x < 2 ? row_lo : row_hi) * DV + c, O[nt][x]);
         }
 }
 #endif

@@ -9,7 +9,7 @@ from ._compile import DV_BLOCK, grad_fits, make_config
 __all__ = ["forward", "compute", "compute_dkdv", "backward", "upsweep_plan"]
 
 
-def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=None):
+def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=None, tmap=None):
     """Log-linear Mamba-2 over one call at offset ``p``.
 
     q, k (..., T, d_k), v (..., T, d_v), a (..., T), lam (..., T, L): arrays of ``ops.xp``, float32
@@ -20,6 +20,10 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
     dots: the backward's dq pass (FFMA kernels, any input kind, ``d_v <= 128``): ``(X, Y)``, both (..., T, d_v);
     then ``levels`` is replaced by ``dl`` (..., T, L): ``dl[t, l] = sum over s at level l of
     exp(a_{s+1} + ... + a_t) (q_t . k_s) (X_t . Y_s)`` (see ``loglinear_bwd.cu``).
+
+    tmap: packed segments (``p = 0``, no state): (T_pad,) int32 NumPy, the token map of
+    ``lsattn._varlen.token_map``; the kernels run over its T_pad positions, reading the inputs'
+    rows through it (segment starts with a -inf log decay), and write the outputs of the packed rows.
     """
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     T, DK, DV, L = q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
@@ -30,7 +34,7 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
         for c0 in range(0, DV, DV_BLOCK):
             c1 = min(DV, c0 + DV_BLOCK)
             o, lv = compute(ops, q, k, v[..., c0:c1], a, lam, chunk_size, p,
-                                None if old is None else xp.ascontiguousarray(old[..., c0:c1]), want_state, half)
+                                None if old is None else xp.ascontiguousarray(old[..., c0:c1]), want_state, half, tmap=tmap)
             outs.append(o)
             levs.append(lv)
         return xp.concatenate(outs, axis=-1), (xp.concatenate(levs, axis=-1) if want_state else None)
@@ -43,6 +47,11 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
     out = xp.empty((BH, T, DV), dtype=q.dtype)
     pn = p + T
     h, Lnew = (p ^ pn).bit_length(), pn.bit_length()
+    if tmap is not None:  # packed segments: the kernels run over the laid-out positions
+        Tc, tm = int(tmap.shape[0]), xp.asarray(tmap)
+        F, n, H, gsum = _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, Tc, DK, DV, 0, BH, rows=rows, tmap=tm, Ts=T)
+        ops.ll_output(cfg, q3, k3, v3, a2, l3, H, gsum, old4, out, Tc, DK, DV, L, 0, F, n, 0, BH, rows=rows, tmap=tm, Ts=T)
+        return xp.reshape(out, batch + (T, DV)), None
     if T == 1:  # decoding step
         newlev = xp.empty((BH, Lnew, DK, DV), dtype=ta_dtype)
         ops.ll_decode(cfg, q3, k3, v3, a2, l3, old4, newlev, out, DK, DV, L, p, n_old, h, Lnew, BH, rows=rows)
@@ -60,14 +69,15 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
     return xp.reshape(out, batch + (T, DV)), levels
 
 
-def _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, T, DK, DV, p, BH, rows=None):
-    """Chunk summaries of one call, up-swept into Fenwick blocks: (F, n, H (BH, n, DK, DV), gsum (BH, n)).
-    rows: the inputs' row map (``shared_inputs``) or None."""
+def _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, T, DK, DV, p, BH, rows=None, tmap=None, Ts=None):
+    """Chunk summaries of one call of ``T`` positions, up-swept into Fenwick blocks: (F, n,
+    H (BH, n, DK, DV), gsum (BH, n)). rows: the inputs' row map (``shared_inputs``) or None; tmap,
+    Ts: the token map (device) and the inputs' rows per sequence, or None."""
     F = p // cfg.CH
     n = (p + T - 1) // cfg.CH - F + 1
     H = xp.empty((BH, n, DK, DV), dtype=ta_dtype)
     gsum = xp.empty((BH, n), dtype=ta_dtype)
-    ops.ll_chunk_states(cfg, k3, v3, a2, H, gsum, T, DK, DV, p, F, n, BH, rows=rows)
+    ops.ll_chunk_states(cfg, k3, v3, a2, H, gsum, T, DK, DV, p, F, n, BH, rows=rows, tmap=tmap, Ts=Ts)
     for stride, step, j0, count in upsweep_plan(F, n):
         ops.ll_upsweep(cfg, H, gsum, DK, DV, n, j0, step, stride, count, BH)
     return F, n, H, gsum
@@ -188,10 +198,13 @@ def upsweep_plan(F, n):
     return plan
 
 
-def forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state):
+def forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state, *, token_map=None):
     """CuPy-kernel implementation of ``loglinear_attention``; the signature of
     ``lsattn.loglinear._forward`` (validated inputs of one dtype: float32 / float64, or float16 /
     bfloat16 as the caller gave them; ``state`` may be None; its tensors float32 / float64).
+
+    token_map: packed segments (``LAYOUT_OPS``; no state, no gradient): the host token map of
+    ``lsattn._varlen.token_map``, read by the kernels instead of gathered copies of the inputs.
 
     Returns
     -------
@@ -200,6 +213,8 @@ def forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state):
     """
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     p = 0 if state is None else state.offset
+    if token_map is not None and (state is not None or return_state or _tracks_grad(q, k, v, log_decay, level_weights, None)):
+        raise ValueError("token_map= is for packed calls without state and without gradients")
     if T > 0 and _tracks_grad(q, k, v, log_decay, level_weights, state):
         # the backward kernels cover the output and the incoming state; a returned state (whose
         # gradient they do not compute) or head dims beyond their tiles: the array-API
@@ -225,7 +240,7 @@ def forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state):
             levels = back(xp.zeros(batch + (0, d_k, d_v), dtype=sdtype), "")  # the caller's dtype object
             return out, State("loglinear_attention", 0, batch, d_k, d_v, levels.dtype, {"levels": levels})
         old = None if (state is None or p == 0) else to_cp(state.tensors["levels"])[0]
-        out, levels = compute(ops, *args, chunk_size, p, old, return_state, half)
+        out, levels = compute(ops, *args, chunk_size, p, old, return_state, half, tmap=token_map)
         out = back(out, half)
         if not return_state:
             return out, None
