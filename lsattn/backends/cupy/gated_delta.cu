@@ -29,9 +29,12 @@
 // padding. An incoming slot j (bucket B_p^{j+1}) is carried by the same transitions and read with
 // the level every key of it has from t: max(j + 1, bit_length(p XOR t)) (state_read_levels).
 //
-// Threads: NT = 256 as 16 value columns x 16 row groups; rows t = rg + 16 i (CH / 16 per thread)
-// in (a), rows kk = rg + 16 i (DKP / 16) in (b). Shared: qeff^T, eGK^T (DKP x CH), phi (DKP x CH),
-// the staged slot (DKP x GD_BV) and W = eGK S (CH x GD_BV).
+// Threads: NT = 256 as 16 value columns x 16 row groups; consecutive rows t = rg CH/16 + i in (a),
+// kk = rg DKP/16 + i in (b), so a thread's operands are one vector load per reduction index.
+// Shared: qeff^T and eGK^T (DKP x CH, [kk][t]), phi^T (CH x DKP, [t][kk]), the staged slot
+// (DKP x GD_BV) and W = eGK S (CH x GD_BV).
+// Cost per chunk and held slot (d_v columns in all): 3 products of 2 CH d_k d_v flops; the slots
+// held at chunk c are popcount(c) chunk levels (plus the incoming slots of a stream).
 #define GD_BV 16
 #define GD_RG (NT / GD_BV)
 
@@ -49,8 +52,8 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
     ta* EkT = QeT + DKP * CH;                   // [kk][t]
-    ta* Ph = EkT + DKP * CH;                    // [kk][t]
-    ta* Sb = Ph + DKP * CH;                     // [kk][col]
+    ta* PhT = EkT + DKP * CH;                   // [t][kk]
+    ta* Sb = PhT + DKP * CH;                    // [kk][col]
     ta* W = Sb + DKP * GD_BV;                   // [t][col]
     check_smem((3 * DKP * CH + DKP * GD_BV + CH * GD_BV) * sizeof(ta));
     constexpr int RA = CH / GD_RG, RB = DKP / GD_RG;
@@ -73,8 +76,8 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
             const bool ok = kk < DK;
             QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
             EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
-            const int kr = idx / CH, tc = idx % CH;
-            Ph[idx] = kr < DK ? phj[kr * CH + tc] : (ta)0;
+            const int kr = idx / CH, tc = idx % CH;  // coalesced along t
+            PhT[tc * DKP + kr] = kr < DK ? phj[kr * CH + tc] : (ta)0;
         }
         const ta eg = ex(gc[cj]);
         ta acc[RA];
@@ -101,17 +104,21 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
             ta r[RA], w[RA];
 #pragma unroll
             for (int i = 0; i < RA; ++i) r[i] = w[i] = (ta)0;
+#pragma unroll 4
             for (int kk = 0; kk < DK; ++kk) {
                 const ta sv = Sb[kk * GD_BV + col];
+                ta qa[RA], ea[RA];
+                ldv<RA>(QeT + kk * CH + rg * RA, qa);
+                ldv<RA>(EkT + kk * CH + rg * RA, ea);
 #pragma unroll
                 for (int i = 0; i < RA; ++i) {
-                    r[i] = fma(QeT[kk * CH + rg + GD_RG * i], sv, r[i]);
-                    w[i] = fma(EkT[kk * CH + rg + GD_RG * i], sv, w[i]);
+                    r[i] = fma(qa[i], sv, r[i]);
+                    w[i] = fma(ea[i], sv, w[i]);
                 }
             }
 #pragma unroll
             for (int i = 0; i < RA; ++i) {
-                const int t = rg + GD_RG * i;
+                const int t = rg * RA + i;
                 W[t * GD_BV + col] = w[i];
                 const i64 tabs = c * CH + t, g = tabs - p;
                 if (g >= 0 && g < T) {
@@ -121,19 +128,28 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
             }
             __syncthreads();
             // (b) S <- e^g S - phi W
+            ta x[RB];
+#pragma unroll
+            for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GD_BV + col];
+#pragma unroll 4
+            for (int t = 0; t < CH; ++t) {
+                const ta wv = W[t * GD_BV + col];
+                ta pa[RB];
+                ldv<RB>(PhT + t * DKP + rg * RB, pa);
+#pragma unroll
+                for (int i = 0; i < RB; ++i) x[i] = fma(-pa[i], wv, x[i]);
+            }
 #pragma unroll
             for (int i = 0; i < RB; ++i) {
-                const int kk = rg + GD_RG * i;
-                ta x = eg * Sb[kk * GD_BV + col];
-                for (int t = 0; t < CH; ++t) x = fma(-Ph[kk * CH + t], W[t * GD_BV + col], x);
-                if (kk < DK && cok) S[(i64)kk * DV + vc] = x;
+                const int kk = rg * RB + i;
+                if (kk < DK && cok) S[(i64)kk * DV + vc] = x[i];
             }
             __syncthreads();
         }
         if (cok) {
 #pragma unroll
             for (int i = 0; i < RA; ++i) {
-                const i64 o = (cj * CH + rg + GD_RG * i) * DV + vc;
+                const i64 o = (cj * CH + rg * RA + i) * DV + vc;
                 out[o] += acc[i];
             }
         }
@@ -142,7 +158,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
             const int z = __ffsll((long long)(c + 1)) - 1;  // trailing zeros of c + 1
             const ta* Hj = Hc + cj * slot_sz;
             if (cok) {
-                for (int kk = rg; kk < DK; kk += GD_RG) {
+                for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk) {  // the rows of (b)
                     ta x = Hj[(i64)kk * DV + vc];
                     for (int mm = 1; mm <= z; ++mm) {
                         if ((occ >> (mm - 1)) & 1ull) {
