@@ -294,12 +294,14 @@ def _unit_lower_inverse(xp, K, a, beta):
     return xp.reshape(inv, batch + (C, C))
 
 
-def _chunk_forms(xp, Qc, Kc, Vc, a_c, bc):
+def _chunk_forms(xp, Qc, Kc, Vc, a_c, bc, *, transition=True):
     """Per-chunk WY quantities (zero incoming state), every chunk at once.
 
     Qc, Kc: (..., n, C, d_k), Vc: (..., n, C, d_v), a_c (log decays), bc: (..., n, C) ->
     dict with ``attn`` (..., n, C, C), ``qeff`` (..., n, C, d_k), ``phi`` (..., n, d_k, C),
-    ``P`` (..., n, d_k, d_k), ``H`` (..., n, d_k, d_v) (see the module docstring)."""
+    ``eGK`` (..., n, C, d_k), ``g`` (..., n) the chunk's total log decay, ``H`` (..., n, d_k, d_v)
+    and, with ``transition``, ``P = e^g I - phi eGK`` (..., n, d_k, d_k) (see the module docstring;
+    the cupy backend's scan applies ``P`` as ``e^g S - phi (eGK S)`` without forming it)."""
     d_k = Kc.shape[-1]
     G = xp.cumulative_sum(a_c, axis=-1)  # (..., n, C) chunk-local, inclusive
     D = xp.exp(segsum(xp, a_c))  # e^{a_{s+1} + ... + a_t}, s <= t; 0 above the diagonal
@@ -311,10 +313,11 @@ def _chunk_forms(xp, Qc, Kc, Vc, a_c, bc):
     g = G[..., -1:]  # (..., n, 1) chunk total log decay
     Z = xp.exp(suffix_after(xp, a_c))[..., None] * Kc  # e^{a_{s+1} + ... + a_{C-1}} k_s
     phi = xp.matrix_transpose(Z) @ (Tinv * bc[..., None, :])  # column s: beta_s A_{C-1} .. A_{s+1} k_s
-    eye = xp.eye(d_k, dtype=Kc.dtype, device=device_of(Kc))
-    P = xp.exp(g)[..., None] * eye - phi @ eGK  # A_{C-1} ... A_0
-    H = phi @ Vc
-    return {"attn": attn, "qeff": qeff, "phi": phi, "P": P, "H": H}
+    res = {"attn": attn, "qeff": qeff, "phi": phi, "eGK": eGK, "g": g[..., 0], "H": phi @ Vc}
+    if transition:
+        eye = xp.eye(d_k, dtype=Kc.dtype, device=device_of(Kc))
+        res["P"] = xp.exp(g)[..., None] * eye - phi @ eGK  # A_{C-1} ... A_0
+    return res
 
 
 def _masked_intra(xp, attn, Vc, lam_c):
@@ -379,36 +382,49 @@ def _new_levels(xp, ch, Vc, walk, old, lay, p, T):
     """The state's levels at ``p' = p + T``: what a query at ``p'`` reads per level (no q, no lambda).
 
     -> (..., bit_length(p'), d_k, d_v)"""
+    P_last = ch["P"][..., -1, :, :]
+    chunk_levels = {level: P_last @ X for level, X in walk["last"].items()}
+    carried = None
+    if old is not None:
+        carried = (P_last @ walk["prefix"][..., -1, :, :])[..., None, :, :] @ old  # A_{p'-1} ... A_p Old
+    return assemble_levels(xp, ch["phi"][..., -1, :, :], Vc[..., -1, :, :], chunk_levels, carried, lay.C, p, T)
+
+
+def assemble_levels(xp, phi_last, V_last, chunk_levels, carried, C, p, T):
+    """The state's level slots at ``p' = p + T`` from their three sources.
+
+    phi_last (..., d_k, C), V_last (..., C, d_v): the chunk holding ``p'`` (read only when ``p'`` is
+    not a multiple of ``C``); its buckets inside the chunk are Phi's columns under a level mask.
+    chunk_levels: {token level > log2 C: (..., d_k, d_v)}, the chunk-level buckets of ``p'``
+    carried to ``p'``; carried: (..., n_old, d_k, d_v) the incoming slots carried to ``p'``, or None.
+    -> (..., bit_length(p'), d_k, d_v)"""
     end = p + T
-    i_end = end - (lay.first_chunk + lay.n_chunks - 1) * lay.C  # p' within the last chunk
-    P_last, phi_last, V_last = ch["P"][..., -1, :, :], ch["phi"][..., -1, :, :], Vc[..., -1, :, :]
-    batch, d_k, d_v = tuple(P_last.shape[:-2]), P_last.shape[-1], V_last.shape[-1]
-    dev = device_of(P_last)
+    log2_C = C.bit_length() - 1
+    i_end = end % C  # p' within its chunk
+    batch, d_k, d_v = tuple(phi_last.shape[:-2]), phi_last.shape[-2], V_last.shape[-1]
+    dev = device_of(phi_last)
     local = None
     if i_end > 0:  # buckets of p' inside its chunk: Phi's columns under a level mask
-        lev_row = _chunk_levels(lay.C)[i_end, :]
-        masks = np.stack([(lev_row == l) & (np.arange(lay.C) < i_end) for l in range(1, lay.log2_C + 1)])
+        lev_row = _chunk_levels(C)[i_end, :]
+        masks = np.stack([(lev_row == l) & (np.arange(C) < i_end) for l in range(1, log2_C + 1)])
         m = xp.asarray(masks.astype(np.float64), dtype=phi_last.dtype, device=dev)  # (log2 C, C)
         local = (phi_last[..., None, :, :] * m[:, None, :]) @ V_last[..., None, :, :]  # (..., log2 C, d_k, d_v)
-    if old is not None:
-        total = P_last @ walk["prefix"][..., -1, :, :]  # A_{p'-1} ... A_p
-        carried = total[..., None, :, :] @ old  # (..., n_old, d_k, d_v)
-        h = (p ^ end).bit_length()
+    h = (p ^ end).bit_length()
     slots = []
     for l in range(1, end.bit_length() + 1):
         slot = None
         if (end >> (l - 1)) & 1:
-            if l <= lay.log2_C:
+            if l <= log2_C:
                 slot = local[..., l - 1, :, :]
-            elif l in walk["last"]:
-                slot = P_last @ walk["last"][l]
-        if old is not None:
+            elif l in chunk_levels:
+                slot = chunk_levels[l]
+        if carried is not None:
             if l == h:
-                folded = xp.sum(carried[..., : min(h, old.shape[-3]), :, :], axis=-3)
+                folded = xp.sum(carried[..., : min(h, carried.shape[-3]), :, :], axis=-3)
                 slot = folded if slot is None else slot + folded
             elif l > h:
                 slot = carried[..., l - 1, :, :] if slot is None else slot + carried[..., l - 1, :, :]
         if slot is None:
-            slot = xp.zeros(batch + (d_k, d_v), dtype=P_last.dtype, device=dev)
+            slot = xp.zeros(batch + (d_k, d_v), dtype=phi_last.dtype, device=dev)
         slots.append(slot)
     return xp.stack(slots, axis=-3)

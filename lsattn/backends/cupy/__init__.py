@@ -1,5 +1,6 @@
-"""CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention`` and
-``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``).
+"""CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention``,
+``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``) and
+``loglinear_gated_delta`` (forward only: ``gated_delta.py`` + ``gated_delta.cu``, below).
 
 Layout of this package: one host module and one kernel file per operator family
 (``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu``), the device code they
@@ -32,6 +33,14 @@ JAX) are read and written as float16 by the FFMA kernels, which compute in float
 65504, cannot hold the unnormalised chunk and level states that the tensor-core kernels round to
 16 bits, and bf16 products would lose fp16's precision).
 
+Log-linear Gated DeltaNet: the per-chunk WY quantities are the array-API path's own
+(``lsattn.gated_delta._chunk_forms``: batched matmuls over all chunks, on the CuPy arrays); one
+kernel, ``gd_scan``, replaces the chunk tree by a sequential scan over chunks per (sequence, 16
+value columns) that keeps the chunk-level Fenwick states and the incoming state's slots, reads
+them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)`` and merges at chunk
+granularity. float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in
+``HALF_OPS``). No backward kernel yet: inputs that require grad take the array-API path.
+
 Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selection falls back to
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed
 knob here too: the kernels use ``CH = clip(chunk_size, 16, 64)`` (32 for float64 with a head dim
@@ -56,9 +65,11 @@ OPS = {
     "loglinear_attention": "lsattn.backends.cupy.loglinear:forward",
     "exp_kernel_attention": "lsattn.backends.cupy.exp_kernel:forward",
     "log_attention": "lsattn.backends.cupy.exp_kernel:log_forward",
+    "loglinear_gated_delta": "lsattn.backends.cupy.gated_delta:forward",
 }
-#: operators whose float16 / bfloat16 inputs reach the kernels as they are
-HALF_OPS = tuple(OPS)
+#: operators whose float16 / bfloat16 inputs reach the kernels as they are (the others receive
+#: float32 and their outputs are cast back by the registry)
+HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention")
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
 GRAD_OPS = ("loglinear_attention", "exp_kernel_attention")
 #: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` as one

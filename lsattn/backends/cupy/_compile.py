@@ -50,6 +50,8 @@ class Config:
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
     def smem(self, kernel):
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
+        if kernel == "gd_scan":  # gated_delta.cu (GD_BV = 16 value columns per block)
+            return (3 * DKP * CH + DKP * 16 + CH * 16) * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -154,6 +156,7 @@ _KERNELS = {
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
     "step": ("ek_step", "ll_step"),  # the stepper's fused steps (step.py); head dims at run time
+    "gated_delta": ("gd_scan",),  # gated_delta.py: the scan over chunks
 }
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu")}
@@ -278,6 +281,14 @@ class CupyOps:
             (BH, -(-DV // 16)), (_NT,),
             (q, k, v, a, lam, old, newlev, out, self._i(DK), self._i(DV), self._i(L), self._l(p), self._i(n_old),
              self._i(h), self._i(Lnew), self._p(rows)))
+
+    # log-linear Gated DeltaNet
+    def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
+        fn, block, smem = self._tk("gated_delta", cfg, "gd_scan")
+        fn((BH, -(-DV // 16)), block,
+           (qe, ek, ph, H, g, lam, out, lev, oldc, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
+            self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
+           shared_mem=smem)
 
     # exp-kernel
     def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None):

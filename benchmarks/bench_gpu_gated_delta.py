@@ -1,0 +1,139 @@
+"""GPU benchmark of log-linear Gated DeltaNet (forward), side by side in one run, with peak memory.
+
+    python benchmarks/bench_gpu_gated_delta.py [--out DIR] [--T 2048,8192,16384,32768]
+
+Shapes B=2, H=16, d_k=d_v=64, bfloat16 and float32, on CUDA torch tensors. Ours:
+``lsattn.loglinear_gated_delta`` exactly as a user calls it (no ``backend=``: the CuPy scan kernel,
+``gated_delta.cu``, after the array-API WY forms on the same device), and the array-API path
+(``backend="array_api"``, what CUDA arrays ran before the kernel). Peer: fla's plain (not
+log-linear) ``chunk_gated_delta_rule`` forward (layout (B, T, H, d), ``g`` = log decay, ``beta``),
+the reference point of the issue's targets. Keys are L2-normalised, ``g = logsigmoid(x + 3)``,
+``beta = sigmoid(x)``, level weights ``lambda`` uniform in [0.5, 1.5].
+
+Check column: with ``lambda == 1`` the log-linear operator is Gated DeltaNet, so ours (float32)
+and fla (float32) must agree: max |ours - fla| / max |fla| at each T.
+
+Timing: median of CUDA events (``bench_gpu.cuda_time``); peak memory: torch's allocator and
+CuPy's pool (``bench_gpu.peak_mem``). Writes ``gpu_gated_delta.json`` and ``gpu_gated_delta.md``
+to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from _common import utc_now, write_json, write_text
+from bench_gpu import B, D, H, cuda_time, device_info, peak_mem
+
+
+def inputs(T, dtype, seed=0):
+    """(B, H, T, d) q, k (L2-normalised), v; (B, H, T) log decay and beta; (B, H, T, L) weights."""
+    import torch
+
+    import lsattn
+
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    shp = (B, H, T, D)
+    q = torch.randn(shp, generator=g, device="cuda") * D**-0.5
+    k = torch.nn.functional.normalize(torch.randn(shp, generator=g, device="cuda"), dim=-1)
+    v = torch.randn(shp, generator=g, device="cuda")
+    a = torch.nn.functional.logsigmoid(torch.randn((B, H, T), generator=g, device="cuda") + 3.0)
+    beta = torch.sigmoid(torch.randn((B, H, T), generator=g, device="cuda"))
+    lam = 0.5 + torch.rand((B, H, T, lsattn.num_levels(T)), generator=g, device="cuda")
+    return [x.to(dtype) for x in (q, k, v, a, beta, lam)]
+
+
+def fla_args(q, k, v, a, beta):
+    """Our (B, H, T, ...) layout -> fla's (B, T, H, ...)."""
+    return [x.transpose(1, 2).contiguous() for x in (q, k, v, a, beta)]
+
+
+def _measure(name, fn, row, key, reps=10):
+    try:
+        mem = peak_mem(fn)
+        ms = cuda_time(fn, reps=reps)
+        row[key] = {"ms": ms, "gb": mem / 1e9}
+        print(f"  {name:40s} {ms:9.3f} ms  {mem / 1e9:7.2f} GB", flush=True)
+    except Exception as exc:  # recorded, not fatal
+        msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        row[key] = {"error": msg}
+        print(f"  {name:40s} fails: {msg}", flush=True)
+
+
+def main():
+    import torch
+
+    import lsattn
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=".")
+    ap.add_argument("--T", default="2048,8192,16384,32768")
+    ap.add_argument("--api-max-T", type=int, default=16384, help="largest T of the array-API column")
+    args = ap.parse_args()
+    info = device_info()
+    try:
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    except Exception as exc:
+        print("fla not importable:", exc)
+        chunk_gated_delta_rule = None
+    res = {"info": info, "date": utc_now(), "shape": {"B": B, "H": H, "d_k": D, "d_v": D}, "rows": {}}
+    torch.set_grad_enabled(False)
+    for T in [int(t) for t in args.T.split(",")]:
+        print(f"T = {T}", flush=True)
+        row = res["rows"].setdefault(str(T), {})
+        for dname, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+            x = inputs(T, dtype)
+            _measure(f"ours {dname}", lambda: lsattn.loglinear_gated_delta(*x), row, f"ours_{dname}")
+            if T <= args.api_max_T:
+                _measure(f"array_api {dname}", lambda: lsattn.loglinear_gated_delta(*x, backend="array_api"), row,
+                         f"api_{dname}", reps=3)
+            if chunk_gated_delta_rule is not None:
+                fx = fla_args(*x[:5])
+                _measure(f"fla chunk_gated_delta_rule {dname}",
+                         lambda: chunk_gated_delta_rule(*fx, scale=1.0), row, f"fla_{dname}")
+                if dtype == torch.float32:  # lambda == 1: the same function
+                    try:
+                        ones = torch.ones_like(x[5])
+                        ours = lsattn.loglinear_gated_delta(*x[:5], ones).double()
+                        theirs = chunk_gated_delta_rule(*fx, scale=1.0)[0].transpose(1, 2).double()
+                        row["check"] = float((ours - theirs).abs().max() / theirs.abs().max())
+                        print(f"  check lambda=1 vs fla fp32: {row['check']:.2e}", flush=True)
+                    except Exception as exc:
+                        row["check"] = f"{type(exc).__name__}: {exc}"[:160]
+            del x
+            torch.cuda.empty_cache()
+    write_json(os.path.join(args.out, "gpu_gated_delta.json"), res)
+    md = markdown(res)
+    write_text(os.path.join(args.out, "gpu_gated_delta.md"), md.splitlines())
+    print(md)
+
+
+def markdown(res):
+    info = res["info"]
+    lines = [f"# Log-linear Gated DeltaNet forward, {info.get('device')}, {res['date']}", "",
+             f"B={B}, H={H}, d={D}; torch {info.get('torch')}, cupy {info.get('cupy')}, fla {info.get('fla')}. "
+             "Median ms (peak GB). fla is plain Gated DeltaNet (no levels).", "",
+             "| T | ours bf16 | ours fp32 | fla bf16 | fla fp32 | array-API bf16 | array-API fp32 | ours / fla (bf16) "
+             "| array-API / ours (fp32) | lambda=1 vs fla (fp32) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(r, k):
+        d = r.get(k, {})
+        return f"{d['ms']:.2f} ({d['gb']:.2f})" if "ms" in d else ("fails" if "error" in d else "-")
+
+    def ratio(r, a, b):
+        if "ms" in r.get(a, {}) and "ms" in r.get(b, {}):
+            return f"{r[a]['ms'] / r[b]['ms']:.1f}x"
+        return "-"
+
+    for T, r in res["rows"].items():
+        chk = r.get("check", "-")
+        chk = f"{chk:.1e}" if isinstance(chk, float) else chk
+        lines.append(f"| {T} | {cell(r, 'ours_bf16')} | {cell(r, 'ours_fp32')} | {cell(r, 'fla_bf16')} | "
+                     f"{cell(r, 'fla_fp32')} | {cell(r, 'api_bf16')} | {cell(r, 'api_fp32')} | "
+                     f"{ratio(r, 'ours_bf16', 'fla_bf16')} | {ratio(r, 'api_fp32', 'ours_fp32')} | {chk} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

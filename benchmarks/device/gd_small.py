@@ -1,0 +1,23 @@
+"""A few small loglinear_gated_delta calls on the cupy scan kernel, for compute-sanitizer
+(memcheck / racecheck): float32 and float64, odd T, a stream with an incoming state, d_v not a
+multiple of the column block."""
+import numpy as np
+import cupy
+
+import lsattn
+
+rng = np.random.default_rng(0)
+for dtype, T, dk, dv, C in (("float32", 100, 64, 64, 64), ("float64", 37, 5, 19, 16), ("float32", 300, 128, 130, 32)):
+    q, k, v = (cupy.asarray(rng.standard_normal((2, T, d)), dtype=dtype) for d in (dk, dk, dv))
+    k /= cupy.linalg.norm(k, axis=-1, keepdims=True)
+    a = cupy.asarray(-rng.random((2, T)), dtype=dtype)
+    beta = cupy.asarray(rng.random((2, T)), dtype=dtype)
+    lam = cupy.asarray(rng.standard_normal((2, T, lsattn.num_levels(T))), dtype=dtype)
+    h = T // 3
+    o1, st = lsattn.loglinear_gated_delta(q[:, :h], k[:, :h], v[:, :h], a[:, :h], beta[:, :h], lam[:, :h], chunk_size=C,
+                                          return_state=True)
+    o2 = lsattn.loglinear_gated_delta(q[:, h:], k[:, h:], v[:, h:], a[:, h:], beta[:, h:], lam[:, h:], chunk_size=C,
+                                      state=st)
+    cupy.cuda.Device().synchronize()
+    print(dtype, T, float(cupy.abs(o2).max()))
+print("sanitize ok")

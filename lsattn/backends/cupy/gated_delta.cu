@@ -1,0 +1,177 @@
+// Log-linear Gated DeltaNet (loglinear_gated_delta): the scan over chunks (host: gated_delta.py).
+// Compiled after common.cu (TA, CH, DKP; the inputs are in the compute type TA: 16-bit inputs are
+// widened by the host, which computes the per-chunk WY quantities with array-API matmuls).
+//
+// gd_scan: one block per (sequence, column block of GD_BV value columns), a sequential loop over
+// the call's chunks c = F .. F + n - 1 (absolute indices, aligned to absolute multiples of CH,
+// padded with identity tokens). The block keeps the chunk-level Fenwick level states
+// S^m (d_k x GD_BV, m = 1 .. NLC) and the incoming state's slots (d_k x GD_BV each) in global
+// memory (its own columns of `lev` and `oldc`, which are the kernel's results: the final states),
+// staged one at a time through shared memory. For chunk c:
+//   (a) out[t] += sum_m lambda[t, log2 CH + m] qeff_t^T S^m
+//                 + sum_j lambda[t, max(j + 1, bit_length(p XOR t))] qeff_t^T Old_j
+//       (qeff_t = (A_t ... A_{cCH})^T q_t: reads a state carried to the chunk's start);
+//   (b) every slot S <- P_c S = e^{g_c} S - phi_c (eGK_c S)  (P_c never formed);
+//   (c) Fenwick merge at chunk granularity: z = trailing zeros of (c + 1),
+//       S^{z+1} <- H_c + sum_{m <= z} S^m, S^1 .. S^z <- 0 (skipped for the last chunk when the
+//       call ends inside it: the returned state is then read at the call's end, before the merge).
+//
+// Why this equals the chunk tree of gated_delta._across_chunks: a key of chunk c' < c is read
+// from chunk c at token level log2 CH + bit_length(c XOR c') (the tokens' high bits are the
+// chunk indices). Treat chunks as tokens of a recurrence whose transition is P_c and whose write
+// is H_c (chunk c's keys carried to its end): the merge above is exactly the token-level Fenwick
+// merge of gated_delta._merge applied to chunk indices, so before chunk c the slot S^m holds
+// sum over chunks c' of the chunk-level bucket {c' : bit_length(c XOR c') = m} of
+// P_{c-1} ... P_{c'+1} H_{c'} -- the bucket's write P_pre H_B carried to chunk c's start, which
+// the tree computes as combine() of the bucket's summaries and its prefix. qeff_t^T (that) with
+// weight lambda[t, log2 CH + m] is the tree's read. Buckets that lie before the call (chunks
+// < F) are empty here (their keys are in the incoming state's slots), as the tree's identity
+// padding. An incoming slot j (bucket B_p^{j+1}) is carried by the same transitions and read with
+// the level every key of it has from t: max(j + 1, bit_length(p XOR t)) (state_read_levels).
+//
+// Threads: NT = 256 as 16 value columns x 16 row groups; consecutive rows t = rg CH/16 + i in (a),
+// kk = rg DKP/16 + i in (b), so a thread's operands are one vector load per reduction index.
+// Shared: qeff^T and eGK^T (DKP x CH, [kk][t]), phi^T (CH x DKP, [t][kk]), the staged slot
+// (DKP x GD_BV) and W = eGK S (CH x GD_BV).
+// Cost per chunk and held slot (d_v columns in all): 3 products of 2 CH d_k d_v flops; the slots
+// held at chunk c are popcount(c) chunk levels (plus the incoming slots of a stream).
+#define GD_BV 16
+#define GD_RG (NT / GD_BV)
+
+extern "C" __global__ void __launch_bounds__(NT) gd_scan(
+    const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
+    const ta* __restrict__ ek,   // (BH, n, CH, DK)  e^G K
+    const ta* __restrict__ ph,   // (BH, n, DK, CH)  phi
+    const ta* __restrict__ Hc,   // (BH, n, DK, DV)  H = phi V
+    const ta* __restrict__ gc,   // (BH, n)          chunk total log decay
+    const ta* __restrict__ lam,  // (BH, T, L)
+    ta* __restrict__ out,        // (BH, n, CH, DV)  in: intra-chunk output; out: + the reads
+    ta* __restrict__ lev,        // (BH, NLC, DK, DV) in: zeros; out: chunk-level slots at the end
+    ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out: carried to the end
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
+    ta* EkT = QeT + DKP * CH;                   // [kk][t]
+    ta* PhT = EkT + DKP * CH;                   // [t][kk]
+    ta* Sb = PhT + DKP * CH;                    // [kk][col]
+    ta* W = Sb + DKP * GD_BV;                   // [t][col]
+    check_smem((3 * DKP * CH + DKP * GD_BV + CH * GD_BV) * sizeof(ta));
+    constexpr int RA = CH / GD_RG, RB = DKP / GD_RG;
+    constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+    const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
+    const i64 bh = blockIdx.x;
+    const int vc = blockIdx.y * GD_BV + col;  // this thread's value column
+    const bool cok = vc < DV;
+    const i64 slot_sz = (i64)DK * DV;
+    ta* levb = lev + bh * NLC * slot_sz;
+    ta* oldb = oldc + bh * n_old * slot_sz;
+    unsigned long long occ = 0;  // chunk-level slots holding keys (bit m - 1: S^m)
+    for (int j = 0; j < n; ++j) {
+        const i64 c = F + j, cj = bh * n + j;
+        const ta* qej = qe + cj * CH * DK;
+        const ta* ekj = ek + cj * CH * DK;
+        const ta* phj = ph + cj * DK * CH;
+        for (int idx = tid; idx < DKP * CH; idx += NT) {
+            const int t = idx / DKP, kk = idx % DKP;  // coalesced along kk in global
+            const bool ok = kk < DK;
+            QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
+            EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
+            const int kr = idx / CH, tc = idx % CH;  // coalesced along t
+            PhT[tc * DKP + kr] = kr < DK ? phj[kr * CH + tc] : (ta)0;
+        }
+        const ta eg = ex(gc[cj]);
+        ta acc[RA];
+#pragma unroll
+        for (int i = 0; i < RA; ++i) acc[i] = (ta)0;
+        __syncthreads();
+        for (int s = 0; s < n_old + NLC; ++s) {
+            ta* S;
+            int m = 0;
+            if (s < n_old) {
+                if (!((p >> s) & 1)) continue;  // empty incoming slot
+                S = oldb + s * slot_sz;
+            } else {
+                m = s - n_old + 1;
+                if (!((occ >> (m - 1)) & 1ull)) continue;
+                S = levb + (m - 1) * slot_sz;
+            }
+            for (int idx = tid; idx < DKP * GD_BV; idx += NT) {
+                const int kk = idx / GD_BV, cc = blockIdx.y * GD_BV + idx % GD_BV;
+                Sb[idx] = (kk < DK && cc < DV) ? S[(i64)kk * DV + cc] : (ta)0;
+            }
+            __syncthreads();
+            // (a) the read of this slot and W = eGK S
+            ta r[RA], w[RA];
+#pragma unroll
+            for (int i = 0; i < RA; ++i) r[i] = w[i] = (ta)0;
+#pragma unroll 4
+            for (int kk = 0; kk < DK; ++kk) {
+                const ta sv = Sb[kk * GD_BV + col];
+                ta qa[RA], ea[RA];
+                ldv<RA>(QeT + kk * CH + rg * RA, qa);
+                ldv<RA>(EkT + kk * CH + rg * RA, ea);
+#pragma unroll
+                for (int i = 0; i < RA; ++i) {
+                    r[i] = fma(qa[i], sv, r[i]);
+                    w[i] = fma(ea[i], sv, w[i]);
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < RA; ++i) {
+                const int t = rg * RA + i;
+                W[t * GD_BV + col] = w[i];
+                const i64 tabs = c * CH + t, g = tabs - p;
+                if (g >= 0 && g < T) {
+                    const int level = m ? LOG2C + m : max(s + 1, bitlen64(p ^ tabs));
+                    acc[i] = fma(lam[(bh * T + g) * L + level], r[i], acc[i]);
+                }
+            }
+            __syncthreads();
+            // (b) S <- e^g S - phi W
+            ta x[RB];
+#pragma unroll
+            for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GD_BV + col];
+#pragma unroll 4
+            for (int t = 0; t < CH; ++t) {
+                const ta wv = W[t * GD_BV + col];
+                ta pa[RB];
+                ldv<RB>(PhT + t * DKP + rg * RB, pa);
+#pragma unroll
+                for (int i = 0; i < RB; ++i) x[i] = fma(-pa[i], wv, x[i]);
+            }
+#pragma unroll
+            for (int i = 0; i < RB; ++i) {
+                const int kk = rg * RB + i;
+                if (kk < DK && cok) S[(i64)kk * DV + vc] = x[i];
+            }
+            __syncthreads();
+        }
+        if (cok) {
+#pragma unroll
+            for (int i = 0; i < RA; ++i) {
+                const i64 o = (cj * CH + rg * RA + i) * DV + vc;
+                out[o] += acc[i];
+            }
+        }
+        // (c) the Fenwick merge after chunk c
+        if (j < n - 1 || merge_last) {
+            const int z = __ffsll((long long)(c + 1)) - 1;  // trailing zeros of c + 1
+            const ta* Hj = Hc + cj * slot_sz;
+            if (cok) {
+                for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk) {  // the rows of (b)
+                    ta x = Hj[(i64)kk * DV + vc];
+                    for (int mm = 1; mm <= z; ++mm) {
+                        if ((occ >> (mm - 1)) & 1ull) {
+                            ta* Sm = levb + (mm - 1) * slot_sz + (i64)kk * DV + vc;
+                            x += *Sm;
+                            *Sm = (ta)0;
+                        }
+                    }
+                    levb[z * slot_sz + (i64)kk * DV + vc] = x;
+                }
+            }
+            occ = (occ & ~((1ull << z) - 1ull)) | (1ull << z);
+        }
+        __syncthreads();
+    }
+}

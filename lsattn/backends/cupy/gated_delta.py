@@ -1,0 +1,99 @@
+"""Log-linear Gated DeltaNet (``loglinear_gated_delta``) on the scan kernel of ``gated_delta.cu``.
+
+The per-chunk WY quantities are the array-API twin's own (``lsattn.gated_delta._chunk_forms`` and
+``_masked_intra``: batched matmuls over all chunks at once, here on CuPy arrays); the kernel
+replaces the chunk tree of ``d_k x d_k`` transition products by one sequential scan over the
+chunks that keeps the chunk-level Fenwick states (see ``gated_delta.cu``); the returned state is
+assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between
+backends). Inputs are float32 / float64 (the registry widens 16-bit inputs to float32 and casts
+the output back); inputs that require grad take the array-API path (no backward kernel yet).
+"""
+from __future__ import annotations
+
+import math
+
+from ..._chunktree import chunk_layout, from_chunks, to_chunks
+from ...gated_delta import _chunk_forms, _masked_intra, assemble_levels
+from ...loglinear import _ns
+from ...state import State
+from ._arrays import inputs, on_gpu, ta_name
+from ._compile import make_config
+
+__all__ = ["forward", "compute", "chunk_slots"]
+
+OP = "loglinear_gated_delta"
+
+
+def chunk_slots(F, n, merge_last):
+    """Chunk-level slots the scan needs: ``1 + max`` trailing zeros of ``c + 1`` over the merged
+    chunks ``c = F .. F + n - 2`` (and ``F + n - 1`` when ``merge_last``); at least 1."""
+    lo, hi = F + 1, F + n - (0 if merge_last else 1)  # the values of c + 1
+    if hi < lo:
+        return 1
+    z = hi.bit_length()
+    while (hi >> z) << z < lo:  # the largest power of two with a multiple in [lo, hi]
+        z -= 1
+    return z + 1
+
+
+def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
+    """Log-linear Gated DeltaNet over one call of ``T >= 1`` tokens at offset ``p``.
+
+    q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): float32 / float64 arrays
+    of ``ops.xp``; old (..., bit_length(p), d_k, d_v) or None.
+    Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None).
+    """
+    xp, ns = ops.xp, _ns(q)
+    batch = tuple(q.shape[:-2])
+    BH, T, DK, DV, L = math.prod(batch), q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
+    cfg = make_config(ta_name(xp, q.dtype), DK, 16, chunk_size)
+    C = cfg.CH
+    lay = chunk_layout(p, T, C)
+    F, n = lay.first_chunk, lay.n_chunks
+
+    def flat(x, tail):
+        return xp.reshape(x, (BH,) + tail)
+
+    Qc, Kc, Vc = (to_chunks(ns, flat(x, (T, x.shape[-1])), lay, -2) for x in (q, k, v))  # (BH, n, C, d)
+    a_c, bc = (to_chunks(ns, flat(x, (T,)), lay, -1) for x in (a, beta))  # (BH, n, C)
+    lam3 = xp.ascontiguousarray(flat(lam, (T, L)))
+    ch = _chunk_forms(ns, Qc, Kc, Vc, a_c, bc, transition=False)
+    out = xp.ascontiguousarray(_masked_intra(ns, ch["attn"], Vc, to_chunks(ns, lam3, lay, -2)))  # (BH, n, C, DV)
+    merge_last = (p + T) % C == 0
+    NLC = chunk_slots(F, n, merge_last)
+    lev = xp.zeros((BH, NLC, DK, DV), dtype=q.dtype)
+    n_old = 0 if old is None else old.shape[-3]
+    oldc = xp.zeros((1,), dtype=q.dtype) if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
+    qe, ek, ph, H, g = (xp.ascontiguousarray(ch[name]) for name in ("qeff", "eGK", "phi", "H", "g"))
+    ops.gd_scan(cfg, qe, ek, ph, H, g, lam3, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH)
+    out = xp.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV))
+    if not want_state:
+        return out, None
+    log2_C = C.bit_length() - 1
+    chunk_levels = {log2_C + m: lev[:, m - 1] for m in range(1, NLC + 1)}
+    levels = assemble_levels(ns, ch["phi"][:, -1], Vc[:, -1], chunk_levels, oldc if n_old else None, C, p, T)
+    return out, xp.reshape(levels, batch + tuple(levels.shape[-3:]))
+
+
+def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):
+    """CuPy-kernel implementation of ``loglinear_gated_delta``; the signature of
+    ``lsattn.gated_delta._forward`` (validated float32 / float64 inputs of one dtype; ``state`` may
+    be None). Returns (out (..., T, d_v), State or None), the state as in the array-API twin."""
+    batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
+    p = 0 if state is None else state.offset
+    with on_gpu(q) as (to_cp, back, ops):
+        xp = ops.xp
+        args, _ = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))
+        if T == 0:
+            out = back(xp.empty(batch + (0, d_v), dtype=args[0].dtype), "")
+            if not return_state or state is not None:
+                return out, state if return_state else None
+            levels = back(xp.zeros(batch + (0, d_k, d_v), dtype=args[0].dtype), "")
+            return out, State(OP, 0, batch, d_k, d_v, levels.dtype, {"levels": levels})
+        old = None if (state is None or p == 0) else to_cp(state.tensors["levels"])[0]
+        out, levels = compute(ops, *args, chunk_size, p, old, return_state)
+        out = back(out, "")
+        if not return_state:
+            return out, None
+        levels = back(levels, "")
+        return out, State(OP, p + T, batch, d_k, d_v, levels.dtype, {"levels": levels})

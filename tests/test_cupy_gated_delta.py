@@ -1,0 +1,289 @@
+"""loglinear_gated_delta on the CuPy backend (``gated_delta.cu`` + ``gated_delta.py``) against
+lsattn.reference.
+
+* CPU (runs in CI): the backend's host logic (``compute``: chunk layout, the WY forms on the
+  array API, slot counts, the state assembly) driven by ``Twin``, a NumPy transcription of the
+  ``gd_scan`` kernel (same loops over column blocks, chunks and slots, same index arithmetic),
+  against the float64 reference.
+* GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
+  without ``backend=`` on CuPy arrays and CUDA torch tensors, streams moving between backends,
+  strong decays and hard resets, float32 and bfloat16 bounds.
+
+Tolerances (max |out - ref| <= tol * max |ref|), those of tests/test_gated_delta.py: float64
+1e-10 (normalised keys with beta in [0, 1], and unnormalised keys of std up to 1); float32 1e-5
+(normalised keys, unnormalised keys of std up to 0.5); bfloat16 inputs (computed in float32,
+returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lsattn
+from lsattn import reference as ref
+from lsattn.backends.cupy import gated_delta as cgd
+
+from helpers import assert_close
+from strategies import DECAYS, batch_shapes, head_dims, seeds, seq_lens, split_points
+
+F64, F32, BF16 = 1e-10, 1e-5, 2e-2
+BV = 16  # GD_BV of gated_delta.cu
+
+
+def _bitlen(x):
+    x = np.asarray(x, dtype=np.int64)
+    out = np.zeros(x.shape, dtype=np.int64)
+    y = x.copy()
+    while np.any(y > 0):
+        out += y > 0
+        y >>= 1
+    return out
+
+
+class Twin:
+    """NumPy transcription of gd_scan (gated_delta.cu); the arguments of ``CupyOps.gd_scan``.
+    The kernel's blocks (sequence, column block) are the batch axis and the loop over c0."""
+
+    xp = np
+
+    def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
+        CH = cfg.CH
+        log2c = CH.bit_length() - 1
+        assert lev.shape == (BH, NLC, DK, DV) and out.shape == (BH, n, CH, DV)
+        for c0 in range(0, DV, BV):
+            cs = slice(c0, min(DV, c0 + BV))
+            occ = 0
+            for j in range(n):
+                c = F + j
+                eg = np.exp(g[:, j])[:, None, None]
+                acc = np.zeros((BH, CH, cs.stop - c0), dtype=out.dtype)
+                tabs = c * CH + np.arange(CH)
+                gi = tabs - p
+                ok = (gi >= 0) & (gi < T)
+                for s in range(n_old + NLC):
+                    if s < n_old:
+                        if not (p >> s) & 1:
+                            continue
+                        m, S = 0, oldc[:, s, :, cs]
+                        level = np.maximum(s + 1, _bitlen(p ^ tabs))
+                    else:
+                        m = s - n_old + 1
+                        if not (occ >> (m - 1)) & 1:
+                            continue
+                        S = lev[:, m - 1, :, cs]
+                        level = np.full(CH, log2c + m)
+                    Sb = S.copy()
+                    r = qe[:, j] @ Sb  # (BH, CH, w)
+                    W = ek[:, j] @ Sb
+                    w = np.zeros((BH, CH), dtype=out.dtype)
+                    w[:, ok] = lam[:, gi[ok], level[ok]]  # an IndexError: a level beyond L
+                    acc += w[..., None] * r
+                    S[...] = eg * Sb - ph[:, j] @ W
+                out[:, j, :, cs] += acc
+                if j < n - 1 or merge_last:
+                    z = ((c + 1) & -(c + 1)).bit_length() - 1
+                    assert z < NLC, (z, NLC)
+                    x = H[:, j, :, cs].copy()
+                    for mm in range(1, z + 1):
+                        if (occ >> (mm - 1)) & 1:
+                            x += lev[:, mm - 1, :, cs]
+                            lev[:, mm - 1, :, cs] = 0
+                    lev[:, z, :, cs] = x
+                    occ = (occ & ~((1 << z) - 1)) | (1 << z)
+
+
+def make(seed, batch, T, dk, dv, *, keys="normalised", key_scale=0.5, decay="moderate", resets=False, offset=0,
+         extra=0):
+    """float64 inputs q, k, v, log_decay, beta, level_weights (levels for offset + T, plus extra)."""
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal(batch + (T, dk))
+    k = rng.standard_normal(batch + (T, dk))
+    k = k / np.linalg.norm(k, axis=-1, keepdims=True) if keys == "normalised" else k * key_scale
+    v = rng.standard_normal(batch + (T, dv))
+    a = DECAYS[decay](rng, batch + (T,))
+    if resets and T:  # decays of -1e3 .. -1e6 and hard resets (-inf) anywhere
+        for _ in range(rng.integers(1, 4)):
+            a[..., rng.integers(T)] = rng.choice([-1e3, -1e6, -np.inf])
+    beta = rng.random(batch + (T,))
+    lam = rng.standard_normal(batch + (T, lsattn.num_levels(offset + T) + extra))
+    return q, k, v, a, beta, lam
+
+
+def _sl(arrays, lo, hi):
+    return [x[..., lo:hi] if x.ndim == arrays[3].ndim else x[..., lo:hi, :] for x in arrays]
+
+
+def twin_stream(arrays, cuts, C):
+    """The twin-driven host logic over a stream cut at ``cuts``: (outputs, final levels)."""
+    T = arrays[0].shape[-2]
+    bounds = [0] + list(cuts) + [T]
+    outs, old = [], None
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        o, old = cgd.compute(Twin(), *_sl(arrays, lo, hi), C, lo, old if lo > 0 else None, True)
+        outs.append(o)
+    return np.concatenate(outs, axis=-2), old
+
+
+key_kinds = st.sampled_from([("normalised", 0.5), ("raw", 0.3), ("raw", 1.0)])
+chunks = st.sampled_from([16, 32, 64])
+
+
+# ---- CPU: the host logic with the twin -------------------------------------------------------------
+
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=st.sampled_from([1, 3, 17, 33]), C=chunks, keys=key_kinds,
+       decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), extra=st.integers(0, 2), seed=seeds)
+@settings(max_examples=25)
+def test_twin_matches_reference(batch, T, dk, dv, C, keys, decay, resets, extra, seed):
+    arrays = make(seed, batch, T, dk, dv, keys=keys[0], key_scale=keys[1], decay=decay, resets=resets, extra=extra)
+    out, _ = cgd.compute(Twin(), *arrays, C, 0, None, False)
+    assert out.shape == batch + (T, dv)
+    assert_close(out, ref.loglinear_gated_delta(*arrays), F64, what=f"T={T} C={C}")
+
+
+@given(T=st.integers(1, 300), C=chunks, keys=key_kinds, resets=st.booleans(), seed=seeds, data=st.data())
+@settings(max_examples=12)
+def test_twin_stream_and_state(T, C, keys, resets, seed, data):
+    """Streams cut anywhere (single tokens included) equal one call; the final state equals the
+    array-API state (same tensors: streams move between backends)."""
+    arrays = make(seed, (2,), T, 3, 2, keys=keys[0], key_scale=keys[1], resets=resets)
+    cuts = data.draw(split_points(T, max_splits=5))
+    out, levels = twin_stream(arrays, cuts, C)
+    assert_close(out, ref.loglinear_gated_delta(*arrays), F64, what=f"cuts={cuts}")
+    _, st_api = lsattn.loglinear_gated_delta(*arrays, chunk_size=C, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], F64, what="levels")
+
+
+@given(p=st.integers(1, 1200), T=st.integers(1, 150), C=chunks, seed=seeds)
+@settings(max_examples=15)
+def test_twin_continues_array_api_states(p, T, C, seed):
+    """A state from the array-API backend at offset p (many incoming slots, chunks not aligned to
+    p) continued by the twin-driven host logic equals one call over p + T tokens."""
+    arrays = make(seed, (2,), p + T, 4, 3)
+    _, state = lsattn.loglinear_gated_delta(*_sl(arrays, 0, p), return_state=True, backend="array_api")
+    out, levels = cgd.compute(Twin(), *_sl(arrays, p, p + T), C, p, state.tensors["levels"], True)
+    assert_close(out, ref.loglinear_gated_delta(*arrays)[..., p:, :], F64, what=f"p={p} T={T}")
+    _, st_api = lsattn.loglinear_gated_delta(*arrays, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], F64, what="levels")
+
+
+@given(T=st.integers(1, 200), C=chunks, seed=seeds)
+@settings(max_examples=10)
+def test_twin_float32_bound(T, C, seed):
+    arrays = [x.astype(np.float32) for x in make(seed, (2,), T, 8, 5)]
+    out, _ = cgd.compute(Twin(), *arrays, C, 0, None, False)
+    assert out.dtype == np.float32
+    assert_close(out, ref.loglinear_gated_delta(*[x.astype(np.float64) for x in arrays]), F32)
+
+
+def test_chunk_slots():
+    """chunk_slots is 1 + the largest trailing-zero count of c + 1 over the merged chunks."""
+    for F in range(0, 70):
+        for n in range(1, 40):
+            for merge_last in (False, True):
+                cs = [c + 1 for c in range(F, F + n - (0 if merge_last else 1))]
+                want = 1 + max([((x & -x).bit_length() - 1) for x in cs], default=0)
+                assert cgd.chunk_slots(F, n, merge_last) == want, (F, n, merge_last)
+
+
+def test_registered_on_cupy():
+    import lsattn.backends.cupy as cb
+
+    assert "loglinear_gated_delta" in cb.OPS and "loglinear_gated_delta" not in cb.GRAD_OPS
+    assert "loglinear_gated_delta" not in cb.HALF_OPS  # 16-bit inputs arrive widened to float32
+
+
+# ---- GPU ------------------------------------------------------------------------------------------
+
+def _gpu_ready():
+    import lsattn.backends.cupy as cb
+
+    pytest.importorskip("cupy")
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+
+
+def _torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    return torch
+
+
+@pytest.mark.gpu
+@given(batch=batch_shapes, T=st.one_of(st.just(0), seq_lens, st.integers(100, 700)), dk=st.sampled_from([1, 5, 16, 64, 128]),
+       dv=st.sampled_from([1, 7, 16, 64, 130]), C=chunks, keys=key_kinds, decay=st.sampled_from(list(DECAYS)),
+       resets=st.booleans(), dtype=st.sampled_from(["float32", "float64"]), seed=seeds)
+@settings(max_examples=30, deadline=None)
+def test_gpu_matches_reference(batch, T, dk, dv, C, keys, decay, resets, dtype, seed):
+    """CuPy arrays, no backend=: the automatic choice is this backend's kernel."""
+    _gpu_ready()
+    import cupy
+
+    if dtype == "float32" and keys[1] > 0.5:
+        keys = ("raw", 0.5)
+    arrays = [x.astype(dtype) for x in make(seed, batch, T, dk, dv, keys=keys[0], key_scale=keys[1], decay=decay,
+                                            resets=resets)]
+    xp = cupy
+    import array_api_compat
+
+    assert lsattn.backends.resolve("loglinear_gated_delta", array_api_compat.array_namespace(xp.zeros(1)),
+                                   xp.zeros((2, dk))).name == "cupy"
+    out = lsattn.loglinear_gated_delta(*[cupy.asarray(x) for x in arrays], chunk_size=C)
+    assert isinstance(out, cupy.ndarray) and str(out.dtype) == dtype and out.shape == batch + (T, dv)
+    if T:
+        assert_close(out.get(), ref.loglinear_gated_delta(*arrays), F64 if dtype == "float64" else F32,
+                     what=f"T={T} C={C} {dtype}")
+
+
+@pytest.mark.gpu
+@given(T=st.integers(2, 500), C=chunks, dtype=st.sampled_from(["float32", "float64"]), resets=st.booleans(),
+       seed=seeds, data=st.data())
+@settings(max_examples=12, deadline=None)
+def test_gpu_stream_moves_between_backends(T, C, dtype, resets, seed, data):
+    """CUDA torch tensors streamed with random cuts (single tokens included); the state moves
+    cupy -> array_api -> cupy mid-stream; outputs and final state as one call."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    arrays = [x.astype(dtype) for x in make(seed, (2, 3), T, 16, 8, resets=resets)]
+    dev = [torch.as_tensor(x, device="cuda") for x in arrays]
+    cuts = data.draw(split_points(T, max_splits=6))
+    bounds = [0] + cuts + [T]
+    outs, state = [], None
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        backend = "array_api" if i % 3 == 1 else None
+        o, state = lsattn.loglinear_gated_delta(*_sl(dev, lo, hi), chunk_size=C, state=state, return_state=True,
+                                                backend=backend)
+        assert isinstance(o, torch.Tensor) and o.is_cuda
+        outs.append(o.cpu().numpy())
+    tol = F64 if dtype == "float64" else F32
+    assert_close(np.concatenate(outs, axis=-2), ref.loglinear_gated_delta(*arrays), tol, what=f"cuts={cuts}")
+    _, st_api = lsattn.loglinear_gated_delta(*arrays, return_state=True, backend="array_api")
+    assert_close(state.tensors["levels"].cpu().numpy(), st_api.tensors["levels"], tol, what="levels")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [1, 63, 64, 1000, 4096])
+def test_gpu_bfloat16_in_bfloat16_out(T):
+    """bfloat16 tensors: computed in float32, returned as bfloat16, within 2e-2 of the reference
+    on the rounded inputs."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in make(7, (2, 4), T, 64, 64)]
+    seen = [t.double().cpu().numpy() for t in tb]
+    out = lsattn.loglinear_gated_delta(*tb)
+    assert out.dtype == torch.bfloat16 and out.is_cuda
+    assert_close(out.double().cpu().numpy(), ref.loglinear_gated_delta(*seen), BF16)
+
+
+@pytest.mark.gpu
+def test_gpu_requires_grad_takes_array_api_path():
+    """Inputs that require grad go to the array-API path (no backward kernel yet); gradients flow."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    arrays = make(3, (2,), 40, 4, 3)
+    dev = [torch.as_tensor(x, device="cuda", dtype=torch.float64).requires_grad_(i == 0) for i, x in enumerate(arrays)]
+    out = lsattn.loglinear_gated_delta(*dev, chunk_size=16)
+    out.sum().backward()
+    assert dev[0].grad is not None and torch.isfinite(dev[0].grad).all()
+    assert_close(out.detach().cpu().numpy(), ref.loglinear_gated_delta(*arrays), F64)
