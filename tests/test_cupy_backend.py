@@ -437,19 +437,42 @@ class Twin:
         e = np.exp(x - x.max(-1, keepdims=True))
         out[:, 0] = (e[:, None, :] @ S2)[:, 0] / (e * z2[...]).sum(-1)[:, None]
 
-    # exp-kernel backward (exp_kernel_bwd.cu), per chunk as the kernels
+    # exp-kernel backward (exp_kernel_bwd.cu), per chunk as the kernels (cfg.logv: log_attention's mode)
     def _ekb_chunk(self, CH, c, T, q, k, v, do, lden=None):
         """Rows of chunk c, the mask of pairs s <= t inside it, and X[t, s, i] = q_ti + k_si."""
         (Q, ok), (K, _), (V, _), (O, _) = (_rows(x, c * CH, CH, T) for x in (q, k, v, do))
         mask = np.tril(np.ones((CH, CH), bool)) & ok[:, None] & ok[None, :]
         return Q, K, V, O, ok, mask, Q[:, :, None, :] + K[:, None, :, :]
 
-    def ekb_dq(self, cfg, q, k, v, y, do, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH):
+    @staticmethod
+    def _ekb_logv(V, O, Yo, ok, lo):
+        """LOGV: lv clamped to the stand-in, g over -inf outputs (and rows past T) 0, those outputs +big
+        (the kernels' logv_mask)."""
+        good = ok[None, :, None] & (Yo > lo / 2)
+        return np.maximum(V, lo), np.where(good, O, 0.0), np.where(good, Yo, -lo)
+
+    @staticmethod
+    def _ex_cap(x):
+        return np.exp(np.minimum(x, 640.0 if x.dtype == np.float64 else 64.0))
+
+    def _ekb_D(self, cfg, O, V, Yo, delta, mask):
+        """D[t, s] for s <= t: dO_t . v_s - delta_t (LOGV: sum_j g_tj exp(lv_sj - o_tj) - delta_t)."""
+        if cfg.logv:
+            G = np.einsum("btj,btsj->bts", O, self._ex_cap(V[:, None, :, :] - Yo[:, :, None, :]))
+        else:
+            G = O @ np.swapaxes(V, -1, -2)
+        return np.where(mask, G - delta[:, :, None], 0.0)
+
+    def ekb_dq(self, cfg, q, k, v, y, do, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH, n_in=None, Wc=None):
         CH = cfg.CH
         for c in range(n):
             Q, K, V, O, ok, mask, X = self._ekb_chunk(CH, c, T, q, k, v, do)
             Y, _ = _rows(y, c * CH, CH, T)
-            delta = np.sum(Y * O, axis=-1)  # (BH, CH)
+            if cfg.logv:
+                V, O, Y = self._ekb_logv(V, O, Y, ok, _lo(q))
+                delta = np.sum(O, axis=-1)
+            else:
+                delta = np.sum(Y * O, axis=-1)  # (BH, CH)
             mi, zi, Si = m_in[:, c], z[:, c].copy(), S[:, c].copy()
             inter = Q + mi[:, None, :]  # (BH, t, i), weight z_in
             with np.errstate(divide="ignore"):  # log z_in = -inf before any key; rows past T: -inf
@@ -458,35 +481,60 @@ class Twin:
                 mx = np.max(terms, axis=-1, keepdims=True)
                 mx = np.where(np.isfinite(mx), mx, 0.0)
                 L = np.where(ok, (mx + np.log(np.sum(np.exp(terms - mx), axis=-1, keepdims=True)))[..., 0], 0.0)
-            D = np.where(mask, O @ np.swapaxes(V, -1, -2) - delta[:, :, None], 0.0)
+            D = self._ekb_D(cfg, O, V, Y, delta, mask)
             P = np.where(mask[None, :, :, None], np.exp(X - L[:, :, None, None]), 0.0)  # (BH, t, s, i)
             A = np.where(ok[None, :, None], np.exp(inter - L[:, :, None]), 0.0)
-            g = np.einsum("btsi,bts->bti", P, D) + A * (O @ np.swapaxes(Si, -1, -2) - zi[:, None, :] * delta[:, :, None])
+            G = G2 = O
+            if cfg.logv:  # the state read with n_in; U^c with the chunk's column shift W^c
+                W = np.max(np.where(ok[None, :, None], -Y, _lo(q)), axis=1, initial=_lo(q))  # (BH, DV)
+                Wc[:, c] = W
+                G, G2 = O * self._ex_cap(n_in[:, c][:, None, :] - Y), O * np.exp(-Y - W[:, None, :])
+            g = np.einsum("btsi,bts->bti", P, D) + A * (G @ np.swapaxes(Si, -1, -2) - zi[:, None, :] * delta[:, :, None])
             rows = c * CH + np.arange(CH)
             dq[:, rows[ok]], lden[:, rows[ok]], dl[:, rows[ok]] = g[:, ok], L[:, ok], delta[:, ok]
-            S[:, c], z[:, c] = np.swapaxes(A, -1, -2) @ O, np.einsum("bti,bt->bi", A, delta)
+            S[:, c], z[:, c] = np.swapaxes(A, -1, -2) @ G2, np.einsum("bti,bt->bi", A, delta)
 
-    def ekb_rscan(self, cfg, U, Z, m_in, m_next, R0, DK, DV, n, BH):
+    def ekb_rscan(self, cfg, U, Z, m_in, m_next, R0, DK, DV, n, BH, Wc=None, Wn=None, W0=None):
         RU, RZ = np.zeros((BH, DK, DV), U.dtype), np.zeros((BH, DK), U.dtype)
+        Wr = np.full((BH, DV), _lo(U), U.dtype)
         for c in range(n - 1, -1, -1):
             f = np.exp(m_in[:, c] - m_next[:, c])
             u, zz = U[:, c].copy(), Z[:, c].copy()
             U[:, c], Z[:, c] = RU, RZ
-            RU, RZ = u + f[..., None] * RU, zz + f * RZ
+            if cfg.logv:  # merge the column shifts: W(b_c) = max(W^c, W(b_{c+1}))
+                Wn[:, c] = Wr
+                wn = np.maximum(Wr, Wc[:, c])
+                RU = u * np.exp(Wc[:, c] - wn)[:, None, :] + np.exp(m_in[:, c] - m_next[:, c])[..., None] * np.exp(Wr - wn)[:, None, :] * RU
+                Wr = wn
+            else:
+                RU = u + f[..., None] * RU
+            RZ = zz + f * RZ
         R0[:, : DK * DV], R0[:, DK * DV:] = RU.reshape(BH, -1), RZ
+        if cfg.logv:
+            W0[...] = Wr
 
-    def ekb_dkdv(self, cfg, q, k, v, do, lden, dl, U, Z, m_next, dk, dv, T, DK, DV, n, BH):
+    def ekb_dkdv(self, cfg, q, k, v, do, lden, dl, U, Z, m_next, dk, dv, T, DK, DV, n, BH, y=None, Wn=None):
         CH = cfg.CH
         for c in range(n):
             Q, K, V, O, ok, mask, X = self._ekb_chunk(CH, c, T, q, k, v, do)
             L, _ = _rows(lden, c * CH, CH, T)
             delta, _ = _rows(dl, c * CH, CH, T)
-            D = np.where(mask, O @ np.swapaxes(V, -1, -2) - delta[:, :, None], 0.0)
+            if cfg.logv:
+                Y, _ = _rows(y, c * CH, CH, T)
+                V, O, Y = self._ekb_logv(V, O, Y, ok, _lo(q))
+            D = self._ekb_D(cfg, O, V, Y if cfg.logv else None, delta, mask)
             P = np.where(mask[None, :, :, None], np.exp(X - L[:, :, None, None]), 0.0)  # (BH, t, s, i)
             B = np.where(ok[None, :, None], np.exp(K - m_next[:, c][:, None, :]), 0.0)  # (BH, s, i)
             Uc, Zc = U[:, c], Z[:, c]
-            gk = np.einsum("btsi,bts->bsi", P, D) + B * (V @ np.swapaxes(Uc, -1, -2) - Zc[:, None, :])
-            gv = np.swapaxes(P.sum(-1), -1, -2) @ O + B @ Uc
+            Pts = P.sum(-1)  # (BH, t, s)
+            if cfg.logv:  # intra: sum_t P(t,s) g_tj exp(lv_sj - o_tj); later queries: V' = exp(lv + W(b_{c+1}))
+                intra = np.einsum("bts,btj,btsj->bsj", Pts, O, self._ex_cap(V[:, None, :, :] - Y[:, :, None, :]))
+                Vp = np.where(ok[None, :, None], self._ex_cap(V + Wn[:, c][:, None, :]), 0.0)
+                gk = np.einsum("btsi,bts->bsi", P, D) + B * (Vp @ np.swapaxes(Uc, -1, -2) - Zc[:, None, :])
+                gv = intra + Vp * (B @ Uc)
+            else:
+                gk = np.einsum("btsi,bts->bsi", P, D) + B * (V @ np.swapaxes(Uc, -1, -2) - Zc[:, None, :])
+                gv = np.swapaxes(Pts, -1, -2) @ O + B @ Uc
             rows = c * CH + np.arange(CH)
             dk[:, rows[ok]], dv[:, rows[ok]] = gk[:, ok], gv[:, ok]
 

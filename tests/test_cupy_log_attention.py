@@ -23,7 +23,7 @@ from lsattn.backends.cupy import exp_kernel as cek
 
 from helpers import assert_close
 from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
-from test_cupy_backend import BF16, F64, Twin, _cp, _gpu_ready, chunks, ek_inputs, gpu_dtypes
+from test_cupy_backend import BF16, F64, GRAD_TOL, Twin, _cp, _gpu_ready, chunks, ek_inputs, gpu_dtypes
 
 
 # ---- CPU: the host logic with the twin -----------------------------------------------------------
@@ -122,6 +122,103 @@ def test_twin_log_attention_late_spikes():
     assert_close(out, expected, F64, atol=F64)
 
 
+# ---- backward (exp_kernel_bwd.cu in LOGV mode) ---------------------------------------------------------
+
+#: the finite stand-in the gradient oracle uses for log_v = -inf: exp(-1e5 - anything near 1e3) is 0 in float64
+ORACLE_NEG = -1e5
+
+
+def log_grad_oracle(torch, q, k, lv, do, prefix=None, device="cpu", dtype=None):
+    """Gradients of ``sum(log_attention(q, k, lv) * do)`` (and of the incoming state's m, S, z, n when
+    ``prefix`` = (q, k, lv) of the tokens before) by float64 torch autograd: of ``lsattn.reference``
+    without a state, of the array-API path with the state's tensors as inputs otherwise.
+
+    The reference takes ``log 0`` where an output has no non-zero visible value, whose gradient is
+    NaN; the oracle therefore uses ``ORACLE_NEG`` for ``-inf`` log values (their terms still vanish
+    exactly) and zero output gradients where the output is ``-inf`` (it depends on no input: the
+    kernels give those zero gradient whatever ``do`` holds). ``dtype``: compute in this torch dtype
+    (float32 / bfloat16 inputs rounded first) before the float64 autograd.
+    Returns (grads [dq, dk, dlv (, dm, dS, dz, dn)] float64 NumPy, output float64 NumPy)."""
+    from lsattn.state import State
+
+    from test_cupy_backend import _autograd
+
+    def safe(x):
+        return np.where(np.isneginf(x), ORACLE_NEG, x)
+
+    arrays, fn = [q, k, safe(lv)], ref.log_attention
+    if prefix is not None:
+        _, st0 = lsattn.log_attention(*[np.asarray(x, np.float64) for x in prefix[:2]] + [safe(prefix[2])],
+                                      return_state=True, backend="array_api")
+        arrays += [np.asarray(st0.tensors[n], np.float64) for n in "mSzn"]
+        P, batch, (dk, dv) = prefix[0].shape[-2], q.shape[:-2], (q.shape[-1], lv.shape[-1])
+
+        def fn(q, k, lv, m, S, z, n):
+            state = State("log_attention", P, batch, dk, dv, torch.float64, {"m": m, "S": S, "z": z, "n": n})
+            return lsattn.log_attention(q, k, lv, state=state, backend="array_api")
+
+    out = _ref_out(torch, q, k, lv, device) if prefix is None else None
+    if out is None:
+        _, st = lsattn.log_attention(*prefix, return_state=True, backend="array_api")
+        out = np.asarray(lsattn.log_attention(q, k, lv, state=st, backend="array_api"), np.float64)
+    do0 = np.where(np.isneginf(out), 0.0, do)
+    want, _ = _autograd(fn, arrays, do0, torch, device=device, dtype=dtype)
+    return want, out
+
+
+def _ref_out(torch, q, k, lv, device):
+    """The reference's float64 output, computed by torch on ``device`` (NumPy float64)."""
+    with torch.no_grad():
+        return ref.log_attention(*[torch.tensor(np.asarray(x, np.float64), device=device) for x in (q, k, lv)]).cpu().numpy()
+
+
+def check_log_grads(got, want, do, tol, what):
+    """Each gradient within ``tol * (max |ref| + d_v max |dO|)``: every one is a sum of terms
+    ``P_i(t,s) (sum_j g_tj pi_tsj - delta_t)`` or ``g_tj pi_tsj`` with weights in [0, 1]
+    (``pi_tsj = P(t,s) v_sj / y_tj``), so ``d_v max |dO|`` is the scale of one term; it matters where
+    a gradient cancels to 0."""
+    atol = tol * do.shape[-1] * float(np.max(np.abs(do), initial=0.0))
+    for name, g, w in zip(["dq", "dk", "dlv", "dm", "dS", "dz", "dn"], got, want):
+        assert_close(g, w, tol, atol=atol, what=f"{name} {what}")
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=head_dims, scale=magnitudes, lv_scale=lv_scales,
+       p_inf=st.sampled_from([0.0, 0.3]), P=st.sampled_from([0, 0, 1, 40]), seed=seeds)
+@settings(max_examples=12)
+def test_twin_log_attention_backward(batch, T, dk, dv, scale, lv_scale, p_inf, P, seed):
+    """The backward's host logic and the LOGV mode of the backward kernels (twin) equal float64 torch
+    autograd of the reference: log values up to 1e3, -inf entries and columns (exact zero
+    gradients), T not a multiple of the chunk, an incoming state (its m, S, z, n get gradients)."""
+    torch = pytest.importorskip("torch")
+    q, k, lv = lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf)
+    do = np.random.default_rng(seed + 2).standard_normal(batch + (T, dv))
+    prefix = init = None
+    if P:
+        prefix = lv_inputs(seed + 3, batch, P, dk, dv, scale, lv_scale, p_inf)
+        _, st0 = lsattn.log_attention(*prefix, return_state=True, backend="array_api")
+        init = tuple(np.asarray(st0.tensors[n], np.float64) for n in "mSzn")
+    want, out_ref = log_grad_oracle(torch, q, k, lv, do, prefix)
+    out, _ = cek.compute(Twin(), q, k, lv, True, init, False, logv=True)
+    assert_close(out, out_ref, F64, atol=F64)
+    dq, dk_, dlv, dst = cek.backward(Twin(), q, k, lv, init, out, do, P > 0, logv=True)
+    assert not np.any(dlv[np.isneginf(lv)]), "-inf log values get exactly zero gradient"
+    check_log_grads([dq, dk_, dlv] + (list(dst) if P else []), want, do, GRAD_TOL["float64"], f"T={T} P={P}")
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+def test_twin_log_attention_backward_spikes():
+    """Late value spikes (e^-700 before e^+700 in one chunk, zeros before token 20) and a key spike:
+    the per-pair exponents inside a chunk stay exact where a chunk-wide value shift would overflow."""
+    torch = pytest.importorskip("torch")
+    q, k, lv = log_spike_case()
+    do = np.random.default_rng(5).standard_normal(lv.shape)
+    want, _ = log_grad_oracle(torch, q, k, lv, do)
+    out, _ = cek.compute(Twin(), q, k, lv, True, None, False, logv=True)
+    got = cek.backward(Twin(), q, k, lv, None, out, do, False, logv=True)[:3]
+    check_log_grads(got, want, do, GRAD_TOL["float64"], "spikes")
+
+
 # ---- GPU: the kernels ------------------------------------------------------------------------------
 
 def _log_tol(dtype, q, k):
@@ -215,3 +312,87 @@ def test_gpu_log_attention_half_precision(half):
     out = lsattn.log_attention(*tb)
     assert out.dtype == dtype
     assert_close(out.double().cpu().numpy(), ref.log_attention(*back), tol, atol=tol)
+
+
+# ---- GPU: the backward kernels (torch autograd) ------------------------------------------------------
+
+def _cuda_torch():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _gpu_ready()
+    return torch
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T,P,scale,lv_scale", [(1, 0, 1.0, 1.0), (37, 0, 1.0, 30.0), (70, 0, 3.0, 1.0), (130, 0, 1.0, 30.0),
+                                                (1, 5, 1.0, 1.0), (40, 77, 1.0, 30.0), (70, 64, 2.0, 3.0)])
+def test_gpu_log_attention_gradcheck(T, P, scale, lv_scale):
+    """gradcheck (float64) through the public causal call, the cupy kernels chosen automatically;
+    with an incoming state (after P tokens) its m, S, z, n are inputs too; some -inf log values
+    (each column keeps a finite first value, so no output is -inf)."""
+    torch = _cuda_torch()
+    from lsattn.state import State
+
+    q, k, lv = lv_inputs(3, (2,), T, 3, 2, scale, lv_scale)
+    lv[..., 1::3, 0] = -np.inf
+    q, k, lv = (torch.tensor(x, device="cuda", requires_grad=True) for x in (q, k, lv))
+    assert lsattn.backends.resolve("log_attention", None, q, grad=True).name == "cupy"
+    inputs = [q, k, lv]
+    if P:
+        prefix = [torch.tensor(x, device="cuda") for x in lv_inputs(4, (2,), P, 3, 2, scale, lv_scale)]
+        _, st0 = lsattn.log_attention(*prefix, return_state=True)
+        inputs += [st0.tensors[n].clone().requires_grad_(True) for n in "mSzn"]
+
+    def f(q, k, lv, *mSzn):
+        state = None if not mSzn else State("log_attention", P, (2,), 3, 2, torch.float64, dict(zip("mSzn", mSzn)))
+        return lsattn.log_attention(q, k, lv, state=state)
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+    f(*inputs).sum().backward()
+    assert not lv.grad[torch.isneginf(lv)].any(), "-inf log values get exactly zero gradient"
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("T,scale,lv_scale,p_inf", [(2048, 1.0, 1.0, 0.0), (1000, 3.0, 1e3, 0.0), (777, 1.0, 30.0, 0.2),
+                                                    (300, 0.125, 1e3, 0.3)])
+def test_gpu_log_attention_grads_against_reference(dtype, T, scale, lv_scale, p_inf):
+    """B=2, H=2, d=64: dq, dk, d log_v against float64 autograd of the reference on the same
+    (rounded) inputs; log values up to 1e3, -inf entries and columns (exactly zero gradients, also
+    where the output gradient is non-zero at a -inf output), no overflow or NaN. Bound:
+    ``GRAD_TOL[dtype] + 16 eps32 (max |log v| + max |q| + max |k|)``: the kernels compute in float32,
+    and exp(log v - log y) carries log y's rounding."""
+    torch = _cuda_torch()
+    q, k, lv = lv_inputs(5, (2, 2), T, 64, 64, scale, lv_scale, p_inf)
+    td = getattr(torch, dtype)
+    xs = [torch.tensor(x, device="cuda").to(td).requires_grad_(True) for x in (q, k, lv)]
+    do = np.random.default_rng(1).standard_normal(lv.shape)
+    out = lsattn.log_attention(*xs)
+    assert out.dtype == td
+    (out.double() * torch.tensor(do, device="cuda")).sum().backward()
+    got = [x.grad.double().cpu().numpy() for x in xs]
+    rounded = [x.detach().double().cpu().numpy() for x in xs]
+    want, _ = log_grad_oracle(torch, *rounded, do, device="cuda")
+    for g in got:
+        assert np.isfinite(g).all()
+    assert not np.any(got[2][np.isneginf(rounded[2])]), "-inf log values get exactly zero gradient"
+    finite = [np.abs(x[np.isfinite(x)]).max(initial=0.0) for x in rounded]
+    tol = GRAD_TOL[dtype] + 16 * float(np.finfo(np.float32).eps) * sum(finite)
+    check_log_grads(got, want, do, tol, f"{dtype} T={T} lv_scale={lv_scale}")
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_log_attention_backward_spikes(dtype):
+    """The late-spike case (values e^-700 before e^+700 in one chunk, zeros, a key spike)."""
+    torch = _cuda_torch()
+    q, k, lv = (x.astype(dtype) for x in log_spike_case())
+    xs = [torch.tensor(x, device="cuda", requires_grad=True) for x in (q, k, lv)]
+    do = np.random.default_rng(5).standard_normal(lv.shape)
+    (lsattn.log_attention(*xs).double() * torch.tensor(do, device="cuda")).sum().backward()
+    want, _ = log_grad_oracle(torch, q, k, lv, do)
+    tol = GRAD_TOL["float64"] if dtype == "float64" else GRAD_TOL["float32"] + 16 * float(np.finfo(np.float32).eps) * 1100
+    check_log_grads([x.grad.double().cpu().numpy() for x in xs], want, do, tol, dtype)

@@ -1,11 +1,12 @@
 """Torch autograd for the CuPy kernels: ``loglinear_attention`` and (causal)
-``exp_kernel_attention`` forward and backward on the GPU.
+``exp_kernel_attention`` / ``log_attention`` forward and backward on the GPU.
 
 ``apply_loglinear`` / ``apply_exp_kernel`` run the forward kernels and record a
 ``torch.autograd.Function`` whose backward is ``loglinear.backward`` / ``exp_kernel.backward``
 (the host logic, tested on the CPU with the kernels' NumPy twin) on ``loglinear_bwd.cu`` /
-``exp_kernel_bwd.cu``, computing in float32 for 16-bit inputs (log-linear: from float32 copies made
-for the backward; exp-kernel: read as such) and in float64 for float64.
+``exp_kernel_bwd.cu`` (``log_attention``: its LOGV mode), computing in float32 for 16-bit inputs
+(log-linear and ``log_attention``: from float32 copies made for the backward, ``log_attention``'s
+output recomputed in float32; exp-kernel: read as such) and in float64 for float64.
 
 Saved for the backward: the inputs, the incoming state and the output, O(T (d_k + d_v + L)); the
 backward's temporaries are one ``d_k x d_v`` matrix per chunk, never ``T d_k d_v``. torch is
@@ -69,33 +70,52 @@ def _exp_function():
     import torch
 
     class ExpKernel(torch.autograd.Function):
+        """``exp_kernel_attention`` (v, y) or, ``logv``, ``log_attention`` (log values, log output; init
+        with n0)."""
+
         @staticmethod
-        def forward(ctx, q, k, v, m0, S0, z0, chunk_size):
+        def forward(ctx, q, k, v, m0, S0, z0, n0, chunk_size, logv):
             with on_gpu(q) as (to_cp, back, ops):
                 args, half = inputs(to_cp, (q, k, v))
-                init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in (m0, S0, z0))
-                out, _ = _ek.compute(ops, *args, True, init, False, chunk_size, half)
+                init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in _init(m0, S0, z0, n0, logv))
+                out, _ = _ek.compute(ops, *args, True, init, False, chunk_size, half, logv)
                 out = back(out, half)
-            ctx.save_for_backward(q, k, v, m0, S0, z0, out)
+            ctx.save_for_backward(q, k, v, m0, S0, z0, n0, out)
+            ctx.chunk_size, ctx.logv = chunk_size, logv
             return out
 
         @staticmethod
         def backward(ctx, do):
-            q, k, v, m0, S0, z0, out = ctx.saved_tensors
+            q, k, v, m0, S0, z0, n0, out = ctx.saved_tensors
+            logv = ctx.logv
+            f = lambda x: x.detach().contiguous()  # noqa: E731
+            # log_attention with 16-bit inputs: in float32, its output recomputed (a 16-bit log output
+            # carries an absolute error |log y| 2^-9 into every exp(log v - log y))
+            wide = logv and q.dtype in (torch.float16, torch.bfloat16)
+            if wide:
+                f = lambda x: x.detach().float().contiguous()  # noqa: E731
             with on_gpu(q) as (to_cp, back, ops):
-                arrays, half = inputs(to_cp, [x.detach().contiguous() for x in (q, k, v, out, do.to(out.dtype))])
-                init = None if m0 is None else tuple(to_cp(x.detach().contiguous())[0] for x in (m0, S0, z0))
-                want = m0 is not None and any(ctx.needs_input_grad[3:6])
-                dq, dk, dv, dst = _ek.backward(ops, *arrays[:3], init, *arrays[3:], want, half)
-                grads = [back(g, half) for g in (dq, dk, dv)] + [None if dst is None else back(g, "") for g in (dst or (None,) * 3)]
-            cast = lambda g, x: None if g is None else g.to(x.dtype)  # noqa: E731
-            return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, m0, S0, z0))) + (None,)
+                arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, out, do.to(out.dtype))])
+                init = None if m0 is None else tuple(to_cp(f(x))[0] for x in _init(m0, S0, z0, n0, logv))
+                if wide:
+                    arrays[3], _ = _ek.compute(ops, *arrays[:3], True, init, False, ctx.chunk_size, "", True)
+                want = m0 is not None and any(ctx.needs_input_grad[3:7])
+                dq, dk, dv, dst = _ek.backward(ops, *arrays[:3], init, *arrays[3:], want, half, logv)
+                grads = [back(g, half) for g in (dq, dk, dv)]
+                grads += [None if dst is None or i >= len(dst) else back(dst[i], "") for i in range(4)]
+            cast = lambda g, x: None if g is None or x is None else g.to(x.dtype)  # noqa: E731
+            return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, m0, S0, z0, n0))) + (None, None)
 
     return ExpKernel
 
 
-def apply_exp_kernel(q, k, v, init, chunk_size):
-    """Causal ``exp_kernel_attention``'s output on CUDA torch tensors, differentiable through the
-    kernels (init: the incoming state's (m, S, z) or None)."""
-    m0, S0, z0 = (None, None, None) if init is None else init
-    return _exp_function().apply(q, k, v, m0, S0, z0, chunk_size)
+def _init(m0, S0, z0, n0, logv):
+    return (m0, S0, z0, n0) if logv else (m0, S0, z0)
+
+
+def apply_exp_kernel(q, k, v, init, chunk_size, logv=False):
+    """Causal ``exp_kernel_attention``'s output on CUDA torch tensors (``logv``: ``log_attention``'s,
+    from log values), differentiable through the kernels (init: the incoming state's (m, S, z) /
+    (m, S, z, n) or None)."""
+    m0, S0, z0, n0 = (None,) * 4 if init is None else tuple(init) + (None,) * (4 - len(init))
+    return _exp_function().apply(q, k, v, m0, S0, z0, n0, chunk_size, logv)

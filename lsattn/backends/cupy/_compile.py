@@ -63,12 +63,13 @@ class Config:
         if kernel == "ll_bw_dkdv":
             return (2 * DKP * QLD + 2 * DVP * QLD + CH * DKP + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP + 3 * CH
                     + CH * self.NLC) * es
+        lv = DVP if self.logv else 0  # per-column value shifts
+        lo = CH * DVP if self.logv else 0  # the log outputs' tile of the backward
         if kernel == "ekb_dq":
-            return (4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH) * es
+            return (4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH + lo + 2 * lv) * es
         if kernel == "ekb_dkdv":
             return (3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP + 2 * DKP
-                    + 2 * CH) * es
-        lv = DVP if self.logv else 0  # per-column value shifts
+                    + 2 * CH + lo + lv) * es
         if kernel == "ek_chunk":
             return (CH * DKP + CH * DVP + DKP + lv) * es
         if kernel == "ek_output":
@@ -123,9 +124,9 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
     CH = min(max(int(chunk_size or 64), 16), ch_max)
     CH = 1 << (CH.bit_length() - 1)  # power of two
     if grad:  # FFMA kernels, 16-bit inputs read and written as such
-        while CH > 16 and max(Config(ta, "", CH, DKP, DVP).smem(k) for k in _GRAD_TILES[grad]) > SMEM_MAX:
+        while CH > 16 and max(Config(ta, "", CH, DKP, DVP, logv=logv).smem(k) for k in _GRAD_TILES[grad]) > SMEM_MAX:
             CH //= 2
-        return Config(ta, half, CH, DKP, DVP, tc=False)
+        return Config(ta, half, CH, DKP, DVP, tc=False, logv=logv)
     if logv:
         return Config(ta, half, CH, DKP, DVP, tc=False, logv=True)
     if half == "bf16":
@@ -133,12 +134,13 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
     return Config(ta, half, CH, DKP, DVP)
 
 
-def grad_fits(ta, DK, DV, family="loglinear"):
-    """True when the backward kernels of ``family`` fit shared memory for these head dims."""
+def grad_fits(ta, DK, DV, family="loglinear", logv=False):
+    """True when the backward kernels of ``family`` fit shared memory for these head dims
+    (``logv``: the exp-kernel's in log_attention's mode)."""
     if max(DK, DV) > DV_BLOCK:
         return False
     if family == "exp_kernel":
-        cfg = make_config(ta, DK, DV, 16, "", grad=family)
+        cfg = make_config(ta, DK, DV, 16, "", grad=family, logv=logv)
         return max(cfg.smem(k) for k in _GRAD_TILES[family]) <= SMEM_MAX
     cfg = make_config(ta, DK, DV, 16, "", grad=family)
     dq = make_config(ta, DV, DK, 16, "", grad=family)  # the dq pass runs the forward's kernel on (dO, v, k)
@@ -353,17 +355,21 @@ class CupyOps:
         fn, block, smem = self._tk("exp_kernel_bwd", cfg, name)
         fn(grid, block, args, shared_mem=smem)
 
-    def ekb_dq(self, cfg, q, k, v, y, do, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH):
+    def ekb_dq(self, cfg, q, k, v, y, do, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH, n_in=None, Wc=None):
+        """n_in, Wc (BH, n, DV): log_attention's column shift of every summary read, and the output
+        column shift of every chunk's U^c (``cfg.logv``)."""
         self._ekb(cfg, "ekb_dq", (n, BH), (q, k, v, y, do, m_in, S, z, dq, lden, dl, self._i(T), self._i(DK),
-                                           self._i(DV), self._i(n)))
+                                           self._i(DV), self._i(n), self._p(n_in), self._p(Wc)))
 
-    def ekb_rscan(self, cfg, U, Z, m_in, m_next, R0, DK, DV, n, BH):
+    def ekb_rscan(self, cfg, U, Z, m_in, m_next, R0, DK, DV, n, BH, Wc=None, Wn=None, W0=None):
+        """Wc (BH, n, DV) in; Wn (BH, n, DV), W0 (BH, DV) out: log_attention's column shifts (``cfg.logv``)."""
         self._ekb(cfg, "ekb_rscan", (-(-(DK * DV + DK) // _NT), BH), (U, Z, m_in, m_next, R0, self._i(DK), self._i(DV),
-                                                                        self._i(n)))
+                                                                        self._i(n), self._p(Wc), self._p(Wn), self._p(W0)))
 
-    def ekb_dkdv(self, cfg, q, k, v, do, lden, dl, U, Z, m_next, dk, dv, T, DK, DV, n, BH):
+    def ekb_dkdv(self, cfg, q, k, v, do, lden, dl, U, Z, m_next, dk, dv, T, DK, DV, n, BH, y=None, Wn=None):
+        """y: log_attention's output, Wn: the column shifts of U entering from the right (``cfg.logv``)."""
         self._ekb(cfg, "ekb_dkdv", (n, BH), (q, k, v, do, lden, dl, U, Z, m_next, dk, dv, self._i(T), self._i(DK),
-                                             self._i(DV), self._i(n)))
+                                             self._i(DV), self._i(n), self._p(y), self._p(Wn)))
 
     def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH):
         self._k("exp_kernel", cfg, "ek_decode")(

@@ -86,17 +86,20 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
     return xp.reshape(out, batch + (Tq, DV)), state
 
 
-def backward(ops, q, k, v, init, out, do, want_state, half=""):
+def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
     """Gradients of a causal call for the output gradient ``do`` (``exp_kernel_bwd.cu``).
 
     q, k (..., T, d_k), v, out (the forward's output), do (..., T, d_v), in one kind (``half`` as in
     :func:`compute`; ``d_k, d_v <= 128``); init: (m, S, z) of the incoming state or None.
-    Returns (dq, dk, dv in the inputs' kind, (dm, dS, dz) of the incoming state in the compute
-    dtype, or None unless ``want_state``). The forward's chunk summaries are recomputed (chunk
-    of the backward's tiles); temporaries: one d_k x d_v matrix per chunk and two numbers per token."""
+    ``logv``: ``log_attention`` (v holds log values, out the log output; the kernels' LOGV mode), init
+    (m, S, z, n); the gradient of ``v`` is then that of the log values.
+    Returns (dq, dk, dv in the inputs' kind, (dm, dS, dz) / (dm, dS, dz, dn) of the incoming state in
+    the compute dtype, or None unless ``want_state``). The forward's chunk summaries are recomputed
+    (chunk of the backward's tiles); temporaries: one d_k x d_v matrix per chunk and two numbers per
+    token (LOGV: and 2 d_v per chunk)."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     T, DK, DV = q.shape[-2], q.shape[-1], v.shape[-1]
-    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, 32, half, grad="exp_kernel")
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, 32, half, grad="exp_kernel", logv=logv)
     q3, k3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK))
     v3, y3, do3 = (flat(xp, x, (BH, T, DV)) for x in (v, out, do))
     dq, dk, dv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
@@ -105,24 +108,36 @@ def backward(ops, q, k, v, init, out, do, want_state, half=""):
     S = xp.empty((BH, n, DK, DV), dtype=ta_dtype)
     m_out, z_out = xp.empty((BH, DK), dtype=ta_dtype), xp.empty((BH, DK), dtype=ta_dtype)
     S_out = xp.empty((BH, DK, DV), dtype=ta_dtype)
-    m0 = S0 = z0 = None
+    m0 = S0 = z0 = n0 = None
     if init is not None:
         m0, S0, z0 = flat(xp, init[0], (BH, DK)), flat(xp, init[1], (BH, DK, DV)), flat(xp, init[2], (BH, DK))
-    ops.ek_chunk(cfg, k3, v3, mk, S, z, T, DK, DV, n, BH)
-    ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH)  # S, z: entering each chunk
+        n0 = flat(xp, init[3], (BH, DV)) if logv else None
+    nc = n_in = Wc = Wn = W0 = vshift = None
+    if logv:  # the value column shifts: forward (entering every chunk), backward (of U^c, of U entering from the right)
+        nc, n_in, Wc, Wn = (xp.empty((BH, n, DV), dtype=ta_dtype) for _ in range(4))
+        W0 = xp.empty((BH, DV), dtype=ta_dtype)
+        vshift = (nc, n0, n_in, xp.empty((BH, DV), dtype=ta_dtype))
+    ops.ek_chunk(cfg, k3, v3, mk, S, z, T, DK, DV, n, BH, nc)
+    ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift)  # S, z: entering each chunk
     lden, dl = xp.empty((BH, T), dtype=ta_dtype), xp.empty((BH, T), dtype=ta_dtype)
-    ops.ekb_dq(cfg, q3, k3, v3, y3, do3, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH)  # S, z: U^c, Z^c
+    ops.ekb_dq(cfg, q3, k3, v3, y3, do3, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH, n_in, Wc)  # S, z: U^c, Z^c
     m_next = xp.ascontiguousarray(xp.concatenate([m_in[:, 1:], m_out[:, None]], axis=1))
     R0 = xp.empty((BH, DK * DV + DK), dtype=ta_dtype)
-    ops.ekb_rscan(cfg, S, z, m_in, m_next, R0, DK, DV, n, BH)  # S, z: U, Z entering from the right
-    ops.ekb_dkdv(cfg, q3, k3, v3, do3, lden, dl, S, z, m_next, dk, dv, T, DK, DV, n, BH)
+    ops.ekb_rscan(cfg, S, z, m_in, m_next, R0, DK, DV, n, BH, Wc, Wn, W0)  # S, z: U, Z entering from the right
+    ops.ekb_dkdv(cfg, q3, k3, v3, do3, lden, dl, S, z, m_next, dk, dv, T, DK, DV, n, BH, y3 if logv else None, Wn)
     grads = tuple(xp.reshape(g, batch + (T, g.shape[-1])) for g in (dq, dk, dv))
     if not want_state:
         return grads + (None,)
     dS0 = xp.reshape(R0[:, : DK * DV], (BH, DK, DV))
+    if logv:  # U(b_0) carries the column shift W(b_0); the state's S the shift n0 (exponent <= B, capped as the kernels)
+        cap = 640.0 if cfg.ta == "double" else 64.0
+        dS0 = dS0 * xp.exp(xp.minimum(n0 + W0, cap))[:, None, :]
     dz0 = -R0[:, DK * DV:]
     dm0 = xp.sum(S0 * dS0, axis=-1) + z0 * dz0  # m scales S and z by exp(m)
-    return grads + (tuple(xp.reshape(g, batch + g.shape[1:]) for g in (dm0, dS0, dz0)),)
+    dst = (dm0, dS0, dz0)
+    if logv:
+        dst += (xp.sum(S0 * dS0, axis=-2),)  # n scales the columns of S by exp(n)
+    return grads + (tuple(xp.reshape(g, batch + g.shape[1:]) for g in dst),)
 
 
 def _tracks_grad(arrays):
@@ -157,8 +172,9 @@ def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
     -------
     (log_y (..., Tq, d_v) in the inputs' dtype, State or None); state tensors as :func:`forward`'s
     plus ``n (..., d_v)``, the running per-column maximum of ``log_v`` (before any token
-    ``m = n = -finfo.max / 8``), as in the array-API twin. Inputs that require grad run the
-    array-API formulation on the same device (no backward kernels for this operator).
+    ``m = n = -finfo.max / 8``), as in the array-API twin. Causal calls on CUDA torch tensors that
+    require grad record the backward kernels (``exp_kernel_bwd.cu`` in LOGV mode, ``_autograd``);
+    non-causal ones, and those returning a state, run the array-API formulation on the same device.
     """
     return _forward(q, k, log_v, causal, state, return_state, chunk_size, True)
 
@@ -172,12 +188,12 @@ def _forward(q, k, v, causal, state, return_state, chunk_size, logv):
         import torch
 
         f64 = q.dtype == torch.float64
-        if not logv and causal and not return_state and grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel"):
+        if causal and not return_state and grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel", logv):
             from ._autograd import apply_exp_kernel
 
-            return apply_exp_kernel(q, k, v, init_t, chunk_size), None
-        # log values, non-causal, a returned state (whose gradient the kernels do not compute), head
-        # dims beyond the backward's tiles: the array-API formulation on the same device, differentiated by torch
+            return apply_exp_kernel(q, k, v, init_t, chunk_size, logv), None
+        # non-causal, a returned state (whose gradient the kernels do not compute), head dims beyond
+        # the backward's tiles: the array-API formulation on the same device, differentiated by torch
         from ...exp_kernel import _exp_forward, _log_forward
 
         args = [x if f64 else x.float() for x in (q, k, v)]  # half: in float32

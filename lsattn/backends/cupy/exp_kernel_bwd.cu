@@ -21,9 +21,60 @@
 //             dq, and U^c, Z^c written over the chunk's S_in, z_in (read first)
 //   ekb_rscan per (sequence, element of U or Z): the reverse scan, U(b_{c+1}) over U^c; U(b_0) out
 //   ekb_dkdv  per chunk: dk, dv
+//
+// LOGV = 1 (log_attention: lv = log v in, o = log y out, g = dL/do). log_attention is the above with
+// v = exp(lv), y = exp(o), dy = g exp(-o) and d lv = v o dv, so with E_tsj = exp(lv_sj - o_tj):
+//   delta_t = sum_j g_tj,   D_ts = sum_j g_tj E_tsj - delta_t,   dq, dk as above,
+//   d lv_sj = sum_{t>=s} P(t,s) g_tj E_tsj.
+// Outputs o_tj = -inf (every visible value 0) do not depend on any input: their g counts as 0 (and
+// o as +big, so every factor exp(. - o) is 0). A -inf entry of lv (clamped to lo_v) gets exactly 0.
+// No raw exp(lv) or exp(-o) is formed; every exponent is a difference bounded while the forward
+// is exact (o_tj >= n_tj - B with n_tj the running column maximum over s <= t; see exp_kernel.py):
+//   inside a chunk  E_tsj per pair (lv_sj - o_tj <= n_tj - o_tj <= B), s <= t: no chunk-wide value
+//                   shift, whose later entries would overflow early rows
+//   earlier keys    the forward's summary (M_c, n_in, S_in, z_in), n_in its column shift:
+//                   dq_ti += A_ti (sum_j S_in[i,j] G_tj - z_in_i delta_t), G_tj = g_tj exp(n_in_j - o_tj)
+//   later queries   U^c = A^T G' with G'_tj = g_tj exp(-o_tj - W^c_j), W^c_j = max_{t in c} -o_tj (<= 1),
+//                   a column shift that the reverse scan merges like the forward's: W(b_c) =
+//                   max(W^c, W(b_{c+1})); a key of chunk c reads U(b_{c+1}) with V'_sj =
+//                   exp(lv_sj + W_j(b_{c+1})) in place of v_sj (lv_sj + W_j = lv_sj - min_{t>=b} o_tj <= B):
+//                   dk_si += B_si (sum_j V'_sj U[i,j] - Z_i),  d lv_sj += V'_sj sum_i B_si U[i,j]
+//   incoming state  dS0_ij = U(b_0)_ij exp(n0_j + W_j(b_0)), dz0 = -Z(b_0), dn0_j = sum_i S0_ij dS0_ij,
+//                   dm0_i = sum_j S0_ij dS0_ij + z0_i dz0_i (host).
+// Exponents are capped (ex_cap) so that outputs beyond the forward's bound give finite gradients.
 namespace {
 constexpr int QLD = CH + 4;
 }
+
+#if LOGV
+// exp(x) for an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
+__device__ __forceinline__ ta ex_cap(ta x) {
+    const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+    return ex(x < cap ? x : cap);
+}
+
+// g over -inf outputs -> 0, those outputs -> +big; rows past the chunk likewise (Or: g [t][j], Yo: o [t][j])
+__device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, int ns) {
+    for (int idx = threadIdx.x; idx < CH * DVP; idx += NT) {
+        const bool ok = idx / DVP < ns && Yo[idx] > lo_v() / 2;
+        Or[idx] = ok ? Or[idx] : (ta)0;
+        Yo[idx] = ok ? Yo[idx] : -lo_v();
+    }
+}
+
+// D_ts = sum_j g_tj exp(lv_sj - o_tj) - delta_t for s <= t < ns, else 0 (Lt: lv transposed [j][s])
+__device__ __forceinline__ void logv_D(ta* Dm, const ta* Or, const ta* Yo, const ta* Lt, const ta* Ds, int ns, int DV) {
+    for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        ta d = (ta)0;
+        if (s <= t && t < ns) {
+            d = -Ds[t];
+            for (int j = 0; j < DV; ++j) d = fma(Or[t * DVP + j], ex_cap(Lt[j * QLD + s] - Yo[t * DVP + j]), d);
+        }
+        Dm[t * QLD + s] = d;
+    }
+}
+#endif
 
 // The per-pair exponentials (arguments <= 0 where they matter): the hardware ex2 in float
 // (relative error ~1e-6 for arguments down to -87, far inside the float32 gradient bound), exp in double.
@@ -33,7 +84,8 @@ __device__ __forceinline__ double fex(double x) { return exp(x); }
 extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ y,
     const ti* __restrict__ dO, const ta* __restrict__ m_in, ta* __restrict__ S, ta* __restrict__ z,
-    ti* __restrict__ dq, ta* __restrict__ lden, ta* __restrict__ dl, int T, int DK, int DV, int n) {
+    ti* __restrict__ dq, ta* __restrict__ lden, ta* __restrict__ dl, int T, int DK, int DV, int n,
+    const ta* __restrict__ n_in, ta* __restrict__ Wc) {  // n_in (BH, n, DV) in, Wc (BH, n, DV) out: LOGV only
     constexpr int RM = CH / 16, RI = DKP / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qr = reinterpret_cast<ta*>(smem_raw);  // CH x DKP: q [t][i]
@@ -49,8 +101,13 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     ta* zi = mi + DKP;                         // DKP: z_in
     ta* Ls = zi + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
-    check_smem((unsigned)((4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH) *
-                          sizeof(ta)));
+#if LOGV  // Vt holds lv; Ot, Or hold g, then G^T, G'
+    ta* Yo = Ds + CH;                          // CH x DVP: o [t][j]
+    ta* Ni = Yo + CH * DVP;                    // DVP: n_in
+    ta* Ws = Ni + DVP;                         // DVP: W^c
+#endif
+    check_smem((unsigned)((4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH +
+                           (LOGV ? CH * DVP + 2 * DVP : 0)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4, lane = tid & 31, warp = tid >> 5;
     const int c = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -62,21 +119,32 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     staged<CH * DKP, NT>(tile_loader<DKP>(k + bh * T * DK, g0, T, DK), [&](int idx, ta x) { Kr[idx] = x; });
     staged<CH * DVP, NT>(tile_loader<DVP>(dO + bh * T * DV, g0, T, DV),
                          [&](int idx, ta x) { Ot[(idx % DVP) * QLD + idx / DVP] = x; Or[idx] = x; });
-    staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Vt[(idx % DVP) * QLD + idx / DVP] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * T * DV, g0, T, DV),
+                         [&](int idx, ta x) { Vt[(idx % DVP) * QLD + idx / DVP] = LOGV ? fmx(x, lo_v()) : x; });
     staged<DKP * DVP, NT>([&](int idx) { int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? Sc[(i64)i * DV + j] : (ta)0; },
                           [&](int idx, ta x) { St[(idx % DVP) * DKP + idx / DVP] = x; });
     if (tid < DKP) {
         mi[tid] = tid < DK ? m_in[(bh * n + c) * DK + tid] : (ta)0;
         zi[tid] = tid < DK ? zc[tid] : (ta)0;
     }
-    for (int r = warp; r < CH; r += NT / 32) {  // delta_t = dy_t . y_t, a warp per row
+#if LOGV
+    staged<CH * DVP, NT>(tile_loader<DVP>(y + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Yo[idx] = x; });
+    if (tid < DVP) Ni[tid] = tid < DV ? n_in[(bh * n + c) * DV + tid] : (ta)0;
+#endif
+    for (int r = warp; r < CH; r += NT / 32) {  // delta_t = dy_t . y_t (LOGV: sum_j g_tj over finite o_tj), a warp per row
         ta s = (ta)0;
         if (r < ns)
-            for (int j = lane; j < DV; j += 32) s += ld(y + (bh * T + g0 + r) * DV + j) * ld(dO + (bh * T + g0 + r) * DV + j);
+            for (int j = lane; j < DV; j += 32) {
+                const ta yv = ld(y + (bh * T + g0 + r) * DV + j), gv = ld(dO + (bh * T + g0 + r) * DV + j);
+                s += LOGV ? (yv > lo_v() / 2 ? gv : (ta)0) : yv * gv;
+            }
         s = warp_sum(s);
         if (lane == 0) Ds[r] = s;
     }
     __syncthreads();
+#if LOGV
+    logv_mask(Or, Yo, ns);
+#endif
     // (running max, sum) of q_ti + k_si over s <= t, started from the summary's term exp(q_ti + M_i) z_i
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int t = idx / DKP, i = idx % DKP;
@@ -108,6 +176,16 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
             dl[bh * T + g0 + t] = Ds[t];
         }
     }
+#if LOGV
+    if (tid >= NT - DVP) {  // W^c_j = max_t -o_tj (threads disjoint from tid < CH)
+        const int j = tid - (NT - DVP);
+        ta w = lo_v();
+        for (int t = 0; t < ns; ++t) w = fmx(w, -Yo[t * DVP + j]);
+        Ws[j] = w;
+        if (j < DV) Wc[(bh * n + c) * DV + j] = w;
+    }
+    logv_D(Dm, Or, Yo, Vt, Ds, ns, DV);
+#else
     // D = dO V^T - delta (masked)
     {
         ta acc[RM][RM];
@@ -124,6 +202,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
             }
         }
     }
+#endif
     __syncthreads();
     // A = exp(q + M - lden); the intra-chunk dq into Wm
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -137,6 +216,14 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
         Aq[idx] = a;
         Wm[idx] = g;
     }
+#if LOGV  // G^T over Ot (the state read), G' over Or (U^c); every read of g is above
+    for (int idx = tid; idx < CH * DVP; idx += NT) {
+        const int t = idx / DVP, j = idx % DVP;
+        const ta gv = Or[idx], o = Yo[idx];
+        Ot[j * QLD + t] = gv * ex_cap(Ni[j] - o);
+        Or[idx] = gv * ex(-o - Ws[j]);
+    }
+#endif
     __syncthreads();
     {  // dq = intra + A o (dO S_in^T - delta z_in)
         ta acc[RM][RI];
@@ -169,9 +256,11 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
 
 // Reverse scan per (sequence, element e): e < DK*DV an element of U (row i = e / DV), else Z[e - DK*DV].
 // X[c] holds U^c on entry and U(b_{c+1}) on exit; R0 receives U(b_0).
+// LOGV: U's column shifts, W^c in Wc (BH, n, DV); Wn[c] receives W(b_{c+1}), W0 W(b_0) (written by
+// the elements of row 0); Z has none.
 extern "C" __global__ void __launch_bounds__(NT) ekb_rscan(
     ta* __restrict__ U, ta* __restrict__ Z, const ta* __restrict__ m_in, const ta* __restrict__ m_next,
-    ta* __restrict__ R0, int DK, int DV, int n) {
+    ta* __restrict__ R0, int DK, int DV, int n, const ta* __restrict__ Wc, ta* __restrict__ Wn, ta* __restrict__ W0) {
     const i64 bh = blockIdx.y;
     const int e = blockIdx.x * NT + threadIdx.x;
     const int E = DK * DV;
@@ -180,31 +269,55 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_rscan(
     ta* X = e < E ? U + bh * n * (i64)E + e : Z + bh * n * (i64)DK + i;
     const i64 stride = e < E ? E : DK;
     ta R = (ta)0;
+#if LOGV
+    const bool col = e < E;  // an element of U: column j, shift Wr
+    const int j = col ? e % DV : 0;
+    ta Wr = lo_v();
+#endif
     constexpr int NB = 8;  // the loads of NB chunks are issued before their sequential update
     for (int c0 = n - 1; c0 >= 0; c0 -= NB) {
         ta u[NB], f[NB];
+#if LOGV
+        ta w[NB];
+#endif
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
             const int c = c0 - b;
             const i64 mc = (bh * n + max(c, 0)) * DK + i;
             u[b] = c >= 0 ? X[max(c, 0) * stride] : (ta)0;
             f[b] = c >= 0 ? m_in[mc] - m_next[mc] : (ta)0;
+#if LOGV
+            w[b] = (c >= 0 && col) ? Wc[(bh * n + max(c, 0)) * DV + j] : lo_v();
+#endif
         }
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
             const int c = c0 - b;
             if (c < 0) break;
             X[c * stride] = R;
+#if LOGV
+            if (col) {
+                if (e < DV) Wn[(bh * n + c) * DV + j] = Wr;
+                const ta wn = fmx(Wr, w[b]);
+                R = u[b] * ex(w[b] - wn) + ex(f[b] + (Wr - wn)) * R;
+                Wr = wn;
+                continue;
+            }
+#endif
             R = u[b] + ex(f[b]) * R;
         }
     }
     R0[bh * (i64)(E + DK) + e] = R;
+#if LOGV
+    if (e < DV) W0[bh * DV + j] = Wr;
+#endif
 }
 
 extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ dO,
     const ta* __restrict__ lden, const ta* __restrict__ dl, const ta* __restrict__ U, const ta* __restrict__ Z,
-    const ta* __restrict__ m_next, ti* __restrict__ dk, ti* __restrict__ dv, int T, int DK, int DV, int n) {
+    const ta* __restrict__ m_next, ti* __restrict__ dk, ti* __restrict__ dv, int T, int DK, int DV, int n,
+    const ti* __restrict__ y, const ta* __restrict__ Wn) {  // LOGV only: o (BH, T, DV), W(b_{c+1}) (BH, n, DV)
     constexpr int RM = CH / 16, RI = DKP / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qr = reinterpret_cast<ta*>(smem_raw);  // CH x DKP: q [t][i]
@@ -222,8 +335,12 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     ta* Mn = Zs + DKP;                         // DKP: M_{c+1}
     ta* Ls = Mn + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
+#if LOGV  // Vt holds lv, then V'; Or holds g; Ot the intra-chunk d lv [j][s]
+    ta* Yo = Ds + CH;                          // CH x DVP: o [t][j]
+    ta* Wj = Yo + CH * DVP;                    // DVP: W(b_{c+1})
+#endif
     check_smem((unsigned)((3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP +
-                           2 * DKP + 2 * CH) * sizeof(ta)));
+                           2 * DKP + 2 * CH + (LOGV ? CH * DVP + DVP : 0)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int c = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -235,9 +352,14 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
                          [&](int idx, ta x) { Kr[idx] = x; Kt[(idx % DKP) * QLD + idx / DKP] = x; });
     staged<CH * DVP, NT>(tile_loader<DVP>(dO + bh * T * DV, g0, T, DV),
                          [&](int idx, ta x) { Ot[(idx % DVP) * QLD + idx / DVP] = x; Or[idx] = x; });
-    staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Vt[(idx % DVP) * QLD + idx / DVP] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * T * DV, g0, T, DV),
+                         [&](int idx, ta x) { Vt[(idx % DVP) * QLD + idx / DVP] = LOGV ? fmx(x, lo_v()) : x; });
     staged<DKP * DVP, NT>([&](int idx) { int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? Uc[(i64)i * DV + j] : (ta)0; },
                           [&](int idx, ta x) { Us[idx] = x; Ut[(idx % DVP) * DKP + idx / DVP] = x; });
+#if LOGV
+    staged<CH * DVP, NT>(tile_loader<DVP>(y + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Yo[idx] = x; });
+    if (tid < DVP) Wj[tid] = tid < DV ? Wn[(bh * n + c) * DV + tid] : (ta)0;
+#endif
     if (tid < DKP) {
         Zs[tid] = tid < DK ? Z[(bh * n + c) * DK + tid] : (ta)0;
         Mn[tid] = tid < DK ? m_next[(bh * n + c) * DK + tid] : (ta)0;
@@ -247,6 +369,11 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
         Ds[tid] = tid < ns ? dl[bh * T + g0 + tid] : (ta)0;
     }
     __syncthreads();
+#if LOGV
+    logv_mask(Or, Yo, ns);
+    __syncthreads();
+    logv_D(Dm, Or, Yo, Vt, Ds, ns, DV);
+#else
     {  // D = dO V^T - delta (masked)
         ta acc[RM][RM];
         zero_acc(acc);
@@ -261,6 +388,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
             }
         }
     }
+#endif
     // P[t][s] = sum_i exp(q_ti + k_si - lden_t), s <= t
     for (int idx = tid; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;
@@ -283,6 +411,22 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
         Wk[idx] = g;
         Kt[i * QLD + s] = (s < ns && i < DK) ? ex(Kr[idx] - Mn[i]) : (ta)0;
     }
+#if LOGV
+    for (int idx = tid; idx < CH * DVP; idx += NT) {  // the intra-chunk d lv_sj = sum_{t>=s} P(t,s) g_tj E_tsj
+        const int s = idx / DVP, j = idx % DVP;
+        ta g = (ta)0;
+        if (s < ns && j < DV) {
+            const ta lv = Vt[j * QLD + s];
+            for (int t = s; t < ns; ++t) g = fma(Pm[t * QLD + s] * Or[t * DVP + j], ex_cap(lv - Yo[t * DVP + j]), g);
+        }
+        Ot[j * QLD + s] = g;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < CH * DVP; idx += NT) {  // V' = exp(lv + W) over Vt
+        const int s = idx / DVP, j = idx % DVP;
+        Vt[j * QLD + s] = (s < ns && j < DV) ? ex_cap(Vt[j * QLD + s] + Wj[j]) : (ta)0;
+    }
+#endif
     __syncthreads();
     {  // dk = intra + B o (V U^T - Z)
         ta acc[RM][RI];
@@ -300,10 +444,12 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
             }
         }
     }
-    {  // dv = P^T dO + B U
+    {  // dv = P^T dO + B U (LOGV: d lv = intra + V' o (B U))
         ta acc[RM][RN];
         zero_acc(acc);
+#if !LOGV
         mm_acc<RM, RN, CH>(acc, Pm, QLD, Or, DVP, ty, tx);
+#endif
         mm_acc<RM, RN, DKP>(acc, Kt, QLD, Us, DVP, ty, tx);
 #pragma unroll
         for (int ii = 0; ii < RM; ++ii) {
@@ -312,7 +458,11 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
 #pragma unroll
             for (int jj = 0; jj < RN; ++jj) {
                 const int j = tx * RN + jj;
+#if LOGV
+                if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, Ot[j * QLD + s] + Vt[j * QLD + s] * acc[ii][jj]);
+#else
                 if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, acc[ii][jj]);
+#endif
             }
         }
     }
