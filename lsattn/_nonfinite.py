@@ -56,7 +56,10 @@ def _or(a, b):
 
 def _row_levels_used(offset, T, L, xp):
     """(T, L) bool: level ``l`` is used by row ``offset + t`` (``l <= bit_length(offset + t)``);
-    NumPy for an int offset, ``xp`` arithmetic for a traced (JAX) one."""
+    NumPy for an int offset, ``xp`` arithmetic for a traced (JAX) one. ``offset`` may be a
+    function returning the (T,) positions (computed only here, when some level weight is not finite)."""
+    if callable(offset):
+        offset = offset()
     if isinstance(offset, np.ndarray):  # packed streams: the (T,) absolute position of each token
         used = np.frexp(offset.astype(np.float64))[1]  # bit_length, exact below 2^53
         return np.arange(L)[None, :] <= used[:, None]

@@ -288,8 +288,8 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         extra = extra if run_op is op else ()
     streams = kw.get("segments")
     positions = offset if streams is None else streams.positions
-    if "token_map" in kw:  # the packed tokens as they are: positions in their own (fresh) streams
-        positions = _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64)).positions
+    if "token_map" in kw:  # the packed tokens as they are: positions in their own (fresh) streams, when needed
+        positions = lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64)).positions  # noqa: E731
     args, state, marks = prepare(run_op, args, state, xp, positions, causal, sbatch)
     with _full_precision(xp):
         out, new_state = chosen.implementation(run_op.name)(*args, *extra, state, return_state, **kw)

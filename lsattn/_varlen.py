@@ -11,9 +11,10 @@ ordinary causal call that any backend computes, from two facts.
    ``exp(-inf) = 0`` (Gated DeltaNet: ``A_b = 0``), while no weight inside the segment reads it.
 2. Fenwick levels depend on the positions. A segment of ``n`` tokens placed at a position that is a
    multiple of ``P = 2^ceil(log2 n)`` has the levels of a stream of its own (the low bits of
-   ``t - start`` and ``t`` agree, and ``t XOR s < P``). The segments are laid out by decreasing
-   ``P``, each at the first multiple of its own ``P`` after the previous one's end, the gap filled
-   by zero tokens (their outputs are dropped; the next reset cuts them off): under ``2 T`` tokens.
+   ``t - start`` and ``t`` agree, and ``t XOR s < P``). The segments are laid out first-fit by
+   decreasing ``P``, each in the first ``P``-aligned slot that no longer one touches (the tails of
+   long segments hold short ones), the gaps filled by zero tokens (their outputs are dropped; the
+   next reset cuts them off): under ``2 T`` tokens, typically a few percent more than ``T``.
 
 The exp-kernel operators have no positions and no decay: they run as hierarchical exp-kernel
 attention (``loglinear_log_attention``) with zero log level weights (which is exactly causal
@@ -107,27 +108,39 @@ def layout(off, aligned):
     padded positions of the segments' first tokens. ``aligned``: levels matter (fact 2)."""
     lens = np.diff(off)
     T = int(off[-1])
-    N = lens.shape[0]
-    seg = np.repeat(np.arange(N), lens)  # (T,) segment of each token
-    rel = np.arange(T, dtype=np.int64) - off[:-1][seg]
-    if not aligned:
-        start = off[:-1]
-        T_pad = T
+    if aligned:
+        start, T_pad = _first_fit(lens)
     else:
-        size = _pow2(lens)
-        order = np.argsort(-size, kind="stable")
-        # decreasing sizes; a segment's slot is its length rounded up to the NEXT segment's size, so
-        # every start (a sum of multiples of sizes >= its own, all powers of two) is a multiple of its
-        # own size, and the gap after a segment is below the next one's size
-        nxt = np.maximum(np.append(size[order][1:], 1), 1)
-        slot = -(-lens[order] // nxt) * nxt
-        start = np.empty(N, dtype=np.int64)
-        start[order] = np.cumsum(slot) - slot
-        T_pad = int(slot.sum())
-    back = start[seg] + rel
+        start, T_pad = off[:-1], T
+    back = np.arange(T, dtype=np.int64) + np.repeat(start - off[:-1], lens)
     src = np.full(T_pad, T, dtype=np.int64)
     src[back] = np.arange(T, dtype=np.int64)
     return T_pad, src, back, start[lens > 0]
+
+
+def _first_fit(lens):
+    """Aligned starts of segments of lengths ``lens`` and the laid-out length: segment ``i`` at a
+    multiple of its ``P_i = 2^ceil(log2 n_i)`` (fact 2), packed first-fit by decreasing ``P``: a
+    segment takes the first ``P``-aligned slot that no earlier one touches (the tails left by longer
+    segments hold shorter ones), else the first one after them all. One vectorised pass per distinct
+    ``P`` (at most ``log2 T + 1``); under ``2 T`` positions (the slots of one size after the end
+    cost less than a slot of the size before)."""
+    size = _pow2(lens)
+    start = np.zeros(lens.shape[0], dtype=np.int64)
+    ps, ns = np.zeros(0, np.int64), np.zeros(0, np.int64)  # placed segments: starts, lengths
+    end = 0
+    for P in np.unique(size[lens > 0])[::-1].tolist():
+        idx = np.flatnonzero(size == P)
+        K = -(-end // P)  # P-slots up to the end of what is placed
+        touched = np.zeros(K + 1, dtype=np.int64)  # +1 / -1 at the first / after the last slot each placed one touches
+        np.add.at(touched, ps // P, 1)
+        np.add.at(touched, np.minimum((ps + ns - 1) // P + 1, K), -1)
+        free = np.flatnonzero(np.cumsum(touched[:K]) == 0)
+        slots = np.concatenate([free, K + np.arange(idx.shape[0])])[: idx.shape[0]]
+        start[idx] = slots * P
+        ps, ns = np.concatenate([ps, slots * P]), np.concatenate([ns, lens[idx]])
+        end = max(end, int((start[idx] + lens[idx]).max()))
+    return start, end
 
 
 def token_map(off):
@@ -258,12 +271,13 @@ def levels_needed(off, offsets):
 
 def _segment_cum_any(starts, n):
     """``(xp, m, axis) -> any of m from the start of its segment to i`` along ``axis`` of length ``n``
-    (the non-finite marks of :mod:`lsattn._nonfinite`: a poisoned token poisons its own segment only)."""
-    mask = np.zeros(n, dtype=bool)
-    mask[starts] = True
-    first = np.maximum.accumulate(np.where(mask, np.arange(n), 0)) if n else np.zeros(0, dtype=np.int64)
+    (the non-finite marks of :mod:`lsattn._nonfinite`: a poisoned token poisons its own segment only;
+    its index is built only when a call has non-finite inputs)."""
 
     def cum_any(xp, m, axis):
+        mask = np.zeros(n, dtype=bool)
+        mask[starts] = True
+        first = np.maximum.accumulate(np.where(mask, np.arange(n), 0)) if n else np.zeros(0, dtype=np.int64)
         c = xp.cumulative_sum(xp.astype(m, xp.int32), axis=axis)
         before = c - xp.astype(m, xp.int32)  # exclusive sums
         base = xp.take(before, _index(xp, first, m), axis=m.ndim + axis)  # at each token's segment start
