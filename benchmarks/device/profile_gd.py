@@ -1,0 +1,35 @@
+"""Where loglinear_gated_delta spends its time on the GPU (cupy path: array-API WY forms + gd_scan):
+wall time per call and the top kernels by CUDA time (torch profiler), B=2 H=16 d=64 bf16 and fp32."""
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import lsattn
+
+
+def inputs(T, dtype):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k = (torch.randn((2, 16, T, 64), generator=g, device="cuda") for _ in range(2))
+    k = k / k.norm(dim=-1, keepdim=True)
+    v = torch.randn((2, 16, T, 64), generator=g, device="cuda")
+    a = torch.nn.functional.logsigmoid(torch.randn((2, 16, T), generator=g, device="cuda") + 3.0)
+    b = torch.rand((2, 16, T), generator=g, device="cuda")
+    lam = torch.rand((2, 16, T, lsattn.num_levels(T)), generator=g, device="cuda") + 0.5
+    return [x.to(dtype) for x in (q, k, v, a, b, lam)]
+
+
+for T, dtype in ((2048, torch.bfloat16), (8192, torch.bfloat16), (8192, torch.float32)):
+    x = inputs(T, dtype)
+    f = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
+    f()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(3):
+        f()
+    torch.cuda.synchronize()
+    print(f"==== T={T} {dtype}: {1e3 * (time.perf_counter() - t) / 3:.2f} ms per call", flush=True)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        f()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60), flush=True)
