@@ -31,11 +31,13 @@
 //
 // Threads: NT = 256 as 16 value columns x 16 row groups; consecutive rows t = rg CH/16 + i in (a),
 // kk = rg DKP/16 + i in (b), so a thread's operands are one vector load per reduction index.
-// Shared: qeff^T and eGK^T (DKP x CH, [kk][t]), phi^T (CH x DKP, [t][kk]), the staged slot
-// (DKP x GD_BV) and W = eGK S (CH x GD_BV).
+// The held slots go GD_G at a time (one pass: 3 barriers, GD_G x more independent FMAs per
+// operand load). Shared: qeff^T and eGK^T (DKP x CH, [kk][t]), phi^T (CH x DKP, [t][kk]), the
+// staged slots (GD_G x DKP x GD_BV) and W = eGK S (GD_G x CH x GD_BV).
 // Cost per chunk and held slot (d_v columns in all): 3 products of 2 CH d_k d_v flops; the slots
 // held at chunk c are popcount(c) chunk levels (plus the incoming slots of a stream).
 #define GD_BV 16
+#define GD_G 4  // slots per pass
 #define GD_RG (NT / GD_BV)
 
 extern "C" __global__ void __launch_bounds__(NT) gd_scan(
@@ -53,9 +55,9 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
     ta* EkT = QeT + DKP * CH;                   // [kk][t]
     ta* PhT = EkT + DKP * CH;                   // [t][kk]
-    ta* Sb = PhT + DKP * CH;                    // [kk][col]
-    ta* W = Sb + DKP * GD_BV;                   // [t][col]
-    check_smem((3 * DKP * CH + DKP * GD_BV + CH * GD_BV) * sizeof(ta));
+    ta* Sb = PhT + DKP * CH;                    // [g][kk][col]
+    ta* W = Sb + GD_G * DKP * GD_BV;            // [g][t][col]
+    check_smem((3 * DKP * CH + GD_G * (DKP + CH) * GD_BV) * sizeof(ta));
     constexpr int RA = CH / GD_RG, RB = DKP / GD_RG;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
     const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
@@ -84,65 +86,96 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
 #pragma unroll
         for (int i = 0; i < RA; ++i) acc[i] = (ta)0;
         __syncthreads();
-        for (int s = 0; s < n_old + NLC; ++s) {
-            ta* S;
-            int m = 0;
-            if (s < n_old) {
-                if (!((p >> s) & 1)) continue;  // empty incoming slot
-                S = oldb + s * slot_sz;
-            } else {
-                m = s - n_old + 1;
-                if (!((occ >> (m - 1)) & 1ull)) continue;
-                S = levb + (m - 1) * slot_sz;
+        // the held slots, GD_G at a time: old slot s < n_old where bit s of p is set, chunk-level
+        // slot m = s - n_old + 1 where bit m - 1 of occ is set
+        for (int s = 0;;) {
+            ta* Sg[GD_G];  // the slots (nullptr: none)
+            int lv[GD_G];  // > 0: chunk level m; <= -2: incoming slot j = -2 - lv; -1: none
+            int cnt = 0;
+#pragma unroll
+            for (int g = 0; g < GD_G; ++g) {
+                Sg[g] = nullptr;
+                lv[g] = -1;
+                for (; s < n_old + NLC && Sg[g] == nullptr; ++s) {
+                    if (s < n_old ? ((p >> s) & 1) : ((occ >> (s - n_old)) & 1ull)) {
+                        Sg[g] = s < n_old ? oldb + s * slot_sz : levb + (s - n_old) * slot_sz;
+                        lv[g] = s < n_old ? -2 - s : s - n_old + 1;
+                        ++cnt;
+                    }
+                }
             }
-            for (int idx = tid; idx < DKP * GD_BV; idx += NT) {
-                const int kk = idx / GD_BV, cc = blockIdx.y * GD_BV + idx % GD_BV;
-                Sb[idx] = (kk < DK && cc < DV) ? S[(i64)kk * DV + cc] : (ta)0;
+            if (cnt == 0) break;
+            for (int idx = tid; idx < GD_G * DKP * GD_BV; idx += NT) {
+                const int g = idx / (DKP * GD_BV), kk = (idx / GD_BV) % DKP, cc = blockIdx.y * GD_BV + idx % GD_BV;
+                ta val = (ta)0;
+#pragma unroll
+                for (int h = 0; h < GD_G; ++h)
+                    if (h == g && Sg[h] != nullptr && kk < DK && cc < DV) val = Sg[h][(i64)kk * DV + cc];
+                Sb[idx] = val;  // [g][kk][col]
             }
             __syncthreads();
-            // (a) the read of this slot and W = eGK S
-            ta r[RA], w[RA];
+            // (a) the reads of these slots and W = eGK S
+            ta r[GD_G][RA], w[GD_G][RA];
 #pragma unroll
-            for (int i = 0; i < RA; ++i) r[i] = w[i] = (ta)0;
-#pragma unroll 4
+            for (int g = 0; g < GD_G; ++g)
+#pragma unroll
+                for (int i = 0; i < RA; ++i) r[g][i] = w[g][i] = (ta)0;
+#pragma unroll 2
             for (int kk = 0; kk < DK; ++kk) {
-                const ta sv = Sb[kk * GD_BV + col];
-                ta qa[RA], ea[RA];
+                ta qa[RA], ea[RA], sv[GD_G];
                 ldv<RA>(QeT + kk * CH + rg * RA, qa);
                 ldv<RA>(EkT + kk * CH + rg * RA, ea);
 #pragma unroll
-                for (int i = 0; i < RA; ++i) {
-                    r[i] = fma(qa[i], sv, r[i]);
-                    w[i] = fma(ea[i], sv, w[i]);
-                }
+                for (int g = 0; g < GD_G; ++g) sv[g] = Sb[(g * DKP + kk) * GD_BV + col];
+#pragma unroll
+                for (int g = 0; g < GD_G; ++g)
+#pragma unroll
+                    for (int i = 0; i < RA; ++i) {
+                        r[g][i] = fma(qa[i], sv[g], r[g][i]);
+                        w[g][i] = fma(ea[i], sv[g], w[g][i]);
+                    }
             }
 #pragma unroll
             for (int i = 0; i < RA; ++i) {
                 const int t = rg * RA + i;
-                W[t * GD_BV + col] = w[i];
-                const i64 tabs = c * CH + t, g = tabs - p;
-                if (g >= 0 && g < T) {
-                    const int level = m ? LOG2C + m : max(s + 1, bitlen64(p ^ tabs));
-                    acc[i] = fma(lam[(bh * T + g) * L + level], r[i], acc[i]);
+                const i64 tabs = c * CH + t, gt = tabs - p;
+                const bool real = gt >= 0 && gt < T;
+                const ta* lt = lam + (bh * T + (real ? gt : 0)) * L;
+#pragma unroll
+                for (int g = 0; g < GD_G; ++g) {
+                    W[(g * CH + t) * GD_BV + col] = w[g][i];
+                    if (real && lv[g] != -1) {
+                        const int level = lv[g] > 0 ? LOG2C + lv[g] : max(-1 - lv[g], bitlen64(p ^ tabs));
+                        acc[i] = fma(lt[level], r[g][i], acc[i]);
+                    }
                 }
             }
             __syncthreads();
             // (b) S <- e^g S - phi W
-            ta x[RB];
+            ta x[GD_G][RB];
 #pragma unroll
-            for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GD_BV + col];
-#pragma unroll 4
+            for (int g = 0; g < GD_G; ++g)
+#pragma unroll
+                for (int i = 0; i < RB; ++i) x[g][i] = eg * Sb[(g * DKP + rg * RB + i) * GD_BV + col];
+#pragma unroll 2
             for (int t = 0; t < CH; ++t) {
-                const ta wv = W[t * GD_BV + col];
-                ta pa[RB];
+                ta pa[RB], wv[GD_G];
                 ldv<RB>(PhT + t * DKP + rg * RB, pa);
 #pragma unroll
-                for (int i = 0; i < RB; ++i) x[i] = fma(-pa[i], wv, x[i]);
+                for (int g = 0; g < GD_G; ++g) wv[g] = W[(g * CH + t) * GD_BV + col];
+#pragma unroll
+                for (int g = 0; g < GD_G; ++g)
+#pragma unroll
+                    for (int i = 0; i < RB; ++i) x[g][i] = fma(-pa[i], wv[g], x[g][i]);
             }
 #pragma unroll
-            for (int i = 0; i < RB; ++i) {
-                const int kk = rg * RB + i;
-                if (kk < DK && cok) S[(i64)kk * DV + vc] = x[i];
+            for (int g = 0; g < GD_G; ++g) {
+                if (Sg[g] == nullptr || !cok) continue;
+#pragma unroll
+                for (int i = 0; i < RB; ++i) {
+                    const int kk = rg * RB + i;
+                    if (kk < DK) Sg[g][(i64)kk * DV + vc] = x[g][i];
+                }
             }
             __syncthreads();
         }
