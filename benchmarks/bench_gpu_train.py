@@ -1,12 +1,13 @@
 """GPU training benchmark: forward + backward of ``loss = o.square().mean()`` through the public
 functions, side by side with the peers in one run, with peak memory.
 
-    python benchmarks/bench_gpu_train.py [--out DIR] [--T 2048,8192,16384,32768,65536]
+    python benchmarks/bench_gpu_train.py [--out DIR] [--T 2048,8192,16384,32768,65536] [--ops ll,fla,ek,la,gla,sdpa]
 
 Shapes B=2, H=16, d_k=d_v=64, bfloat16 and float32. Ours: ``lsattn.loglinear_attention`` exactly as
 a user calls it (no ``backend=``) on CUDA torch tensors that require grad: the CuPy forward and
 backward kernels (``loglinear_bwd.cu``), and ``lsattn.exp_kernel_attention`` (causal): its CuPy
-forward and backward kernels (``exp_kernel_bwd.cu``). Peers: fla-core's ``chunk_log_linear_attn``
+forward and backward kernels (``exp_kernel_bwd.cu``), and ``lsattn.log_attention`` (causal, ``v`` taken as
+log values): the same kernels in their LOGV mode. Peers: fla-core's ``chunk_log_linear_attn``
 forward + backward (bf16); torch SDPA causal forward + backward (bf16); fla's ``chunk_simple_gla``
 forward + backward without a gate (the exp-kernel's closest linear-time peer; called without ``g`` it
 ran on the H200 with Triton 3.6, where the gated call refuses its backward). Timing: median of CUDA events, each repetition re-running forward
@@ -55,7 +56,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
     ap.add_argument("--T", default="2048,8192,16384,32768,65536")
+    ap.add_argument("--ops", default="ll,fla,ek,la,gla,sdpa",
+                    help="rows: ll (ours log-linear), fla (fla log-linear), ek (ours exp-kernel), la (ours log_attention), "
+                         "gla (fla simple_gla), sdpa")
     args = ap.parse_args()
+    ops = set(args.ops.split(","))
     info = device_info()
     try:
         from fla.ops.log_linear_attn import chunk_log_linear_attn
@@ -73,22 +78,28 @@ def main():
         row = res["rows"].setdefault(str(T), {})
         f32 = [x.requires_grad_(True) for x in ll_inputs_bhtd(T, torch.float32)]
         b16 = [x.detach().to(torch.bfloat16).requires_grad_(True) for x in f32]
-        _measure("ours loglinear bf16 fwd+bwd", lsattn.loglinear_attention, b16, row, "ours_ll_bf16")
-        _measure("ours loglinear fp32 fwd+bwd", lsattn.loglinear_attention, f32, row, "ours_ll_fp32")
-        if chunk_log_linear_attn is not None:
+        if "ll" in ops:
+            _measure("ours loglinear bf16 fwd+bwd", lsattn.loglinear_attention, b16, row, "ours_ll_bf16")
+            _measure("ours loglinear fp32 fwd+bwd", lsattn.loglinear_attention, f32, row, "ours_ll_fp32")
+        if chunk_log_linear_attn is not None and "fla" in ops:
             fl = [to_fla(x.detach()).requires_grad_(True) for x in b16]
             _measure("fla chunk_log_linear_attn bf16 fwd+bwd", lambda *x: _first(chunk_log_linear_attn(*x)), fl, row,
                      "fla_ll_bf16")
             del fl
-        _measure("ours exp-kernel bf16 fwd+bwd", lsattn.exp_kernel_attention, b16[:3], row, "ours_ek_bf16")
-        _measure("ours exp-kernel fp32 fwd+bwd", lsattn.exp_kernel_attention, f32[:3], row, "ours_ek_fp32")
-        if chunk_simple_gla is not None:
+        if "ek" in ops:
+            _measure("ours exp-kernel bf16 fwd+bwd", lsattn.exp_kernel_attention, b16[:3], row, "ours_ek_bf16")
+            _measure("ours exp-kernel fp32 fwd+bwd", lsattn.exp_kernel_attention, f32[:3], row, "ours_ek_fp32")
+        if "la" in ops:
+            _measure("ours log_attention bf16 fwd+bwd", lsattn.log_attention, b16[:3], row, "ours_la_bf16")
+            _measure("ours log_attention fp32 fwd+bwd", lsattn.log_attention, f32[:3], row, "ours_la_fp32")
+        if chunk_simple_gla is not None and "gla" in ops:
             fl = [to_fla(x.detach()).requires_grad_(True) for x in b16[:3]]
             _measure("fla chunk_simple_gla bf16 fwd+bwd", lambda q, k, v: _first(chunk_simple_gla(q, k, v)), fl, row,
                      "fla_gla_bf16")
             del fl
-        _measure("torch SDPA causal bf16 fwd+bwd", lambda q, k, v: Fn.scaled_dot_product_attention(q, k, v, is_causal=True),
-                 b16[:3], row, "sdpa_bf16")
+        if "sdpa" in ops:
+            _measure("torch SDPA causal bf16 fwd+bwd", lambda q, k, v: Fn.scaled_dot_product_attention(q, k, v, is_causal=True),
+                     b16[:3], row, "sdpa_bf16")
         del f32, b16
         torch.cuda.empty_cache()
     write_json(os.path.join(args.out, "gpu_train.json"), res)
@@ -100,8 +111,8 @@ def markdown(res):
     lines = [f"# GPU training (forward + backward), {info.get('device')}, {res['date']}", "",
              f"B={B}, H={H}, d={D}; torch {info.get('torch')}, cupy {info.get('cupy')}, fla {info.get('fla')}. "
              "Median ms (peak GB).", "",
-             "| T | ours log-linear bf16 | ours log-linear fp32 | fla log-linear bf16 | fla / ours (bf16) | ours exp-kernel bf16 | ours exp-kernel fp32 | fla simple_gla bf16 | SDPA bf16 | SDPA / ours exp-kernel (bf16) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| T | ours log-linear bf16 | ours log-linear fp32 | fla log-linear bf16 | fla / ours (bf16) | ours exp-kernel bf16 | ours exp-kernel fp32 | ours log_attention bf16 | ours log_attention fp32 | log / exp (fp32) | fla simple_gla bf16 | SDPA bf16 | SDPA / ours exp-kernel (bf16) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(r, k):
         d = r.get(k, {})
@@ -114,8 +125,12 @@ def markdown(res):
         ek = "-"
         if "ms" in r.get("ours_ek_bf16", {}) and "ms" in r.get("sdpa_bf16", {}):
             ek = f"{r['sdpa_bf16']['ms'] / r['ours_ek_bf16']['ms']:.2f}x"
+        la = "-"
+        if "ms" in r.get("ours_la_fp32", {}) and "ms" in r.get("ours_ek_fp32", {}):
+            la = f"{r['ours_la_fp32']['ms'] / r['ours_ek_fp32']['ms']:.2f}x"
         lines.append(f"| {T} | {cell(r, 'ours_ll_bf16')} | {cell(r, 'ours_ll_fp32')} | {cell(r, 'fla_ll_bf16')} | {ratio} | "
-                     f"{cell(r, 'ours_ek_bf16')} | {cell(r, 'ours_ek_fp32')} | {cell(r, 'fla_gla_bf16')} | {cell(r, 'sdpa_bf16')} | {ek} |")
+                     f"{cell(r, 'ours_ek_bf16')} | {cell(r, 'ours_ek_fp32')} | {cell(r, 'ours_la_bf16')} | "
+                     f"{cell(r, 'ours_la_fp32')} | {la} | {cell(r, 'fla_gla_bf16')} | {cell(r, 'sdpa_bf16')} | {ek} |")
     return "\n".join(lines)
 
 

@@ -219,6 +219,46 @@ def test_twin_log_attention_backward_spikes():
     check_log_grads(got, want, do, GRAD_TOL["float64"], "spikes")
 
 
+@pytest.fixture
+def twin_autograd(monkeypatch):
+    """``_autograd`` driving the NumPy twin on CPU torch tensors (its ``on_gpu`` replaced): the
+    autograd Function's plumbing (inputs, saved tensors, the state's gradients) runs on the CPU."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+
+    from lsattn.backends.cupy import _autograd
+
+    @contextlib.contextmanager
+    def on_twin(like):
+        yield (lambda x: (x.detach().numpy(), "")), (lambda a, half: torch.from_numpy(np.ascontiguousarray(a))), Twin()
+
+    monkeypatch.setattr(_autograd, "on_gpu", on_twin)
+    return torch, _autograd
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("T,P,lv_scale", [(1, 0, 1.0), (37, 0, 1e3), (70, 40, 30.0), (20, 1, 1e3)])
+def test_twin_log_attention_autograd(twin_autograd, T, P, lv_scale):
+    """The torch autograd Function of the cupy backend (``apply_exp_kernel(..., logv=True)``) on the
+    twin: gradients of q, k, log_v and the incoming state's m, S, z, n equal the oracle's, with
+    non-zero output gradients at -inf outputs."""
+    torch, _autograd = twin_autograd
+    q, k, lv = lv_inputs(8, (2,), T, 3, 4, 2.0, lv_scale, 0.3)
+    do = np.random.default_rng(9).standard_normal(lv.shape)
+    prefix = lv_inputs(10, (2,), P, 3, 4, 2.0, lv_scale, 0.3) if P else None
+    xs = [torch.tensor(x, requires_grad=True) for x in (q, k, lv)]
+    init = None
+    if P:
+        _, st0 = lsattn.log_attention(*prefix, return_state=True, backend="array_api")
+        init = [torch.tensor(np.asarray(st0.tensors[n], np.float64), requires_grad=True) for n in "mSzn"]
+    out = _autograd.apply_exp_kernel(*xs, init, None, logv=True)
+    out.backward(torch.tensor(do))
+    want, out_ref = log_grad_oracle(torch, q, k, lv, do, prefix)
+    assert_close(out.detach().numpy(), out_ref, F64, atol=F64)
+    got = [x.grad.numpy() for x in xs + (init or [])]
+    check_log_grads(got, want, do, GRAD_TOL["float64"], f"T={T} P={P}")
+
+
 # ---- GPU: the kernels ------------------------------------------------------------------------------
 
 def _log_tol(dtype, q, k):

@@ -48,11 +48,16 @@ above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid lim
 ``prod(batch) <= 65535``. ``log_attention`` runs the exp-kernel kernels in their LOGV mode (per-column
 value shifts in every chunk summary, exact rows recomputed where a later value of the chunk would
 underflow an earlier row's numerator); its bfloat16 inputs take the FFMA kernels (no tensor-core
-variant), its decoding steps the chunk kernels, and inputs that require grad the array-API path. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
-(``VARLEN_OPS``). Broadcast batch axes (grouped-query heads): ``loglinear_attention``'s forward
-kernels read shared rows (``BROADCAST_OPS``); other operators get contiguous copies. Backward: ``loglinear_attention`` on CUDA torch tensors that require grad
-(``GRAD_OPS``; ``_autograd.py``, ``loglinear_bwd.cu``); the registry sends other inputs that
-require grad to the array-API path.
+variant), its decoding steps the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
+(``VARLEN_OPS``; read through a token map, ``LAYOUT_OPS``, without state or gradient). Broadcast
+batch axes (grouped-query heads): ``loglinear_attention``'s forward kernels read shared rows
+(``BROADCAST_OPS``); other operators get contiguous copies. Backward (``GRAD_OPS``;
+``_autograd.py``) on CUDA torch tensors that require grad:
+``loglinear_attention`` (``loglinear_bwd.cu``), causal ``exp_kernel_attention`` and causal
+``log_attention`` (``exp_kernel_bwd.cu``, the latter in its LOGV mode: per-pair exponents inside
+chunks, column-shifted reverse state; 16-bit inputs from float32 copies); non-causal calls and calls
+returning a state take the array-API formulation on the same device under torch autograd, and the
+registry sends the other operators' inputs that require grad to the array-API path.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-// Backward of exp-kernel attention (lsattn.exp_kernel_attention, causal); compiled after common.cu.
+// Backward of exp-kernel attention (lsattn.exp_kernel_attention, causal; lsattn.log_attention, causal, in LOGV mode below); compiled after common.cu.
 // FFMA kernels computing in TA (float for 16-bit inputs, which they read and whose gradients they
 // write as such).
 //
