@@ -61,7 +61,7 @@ OPS = {
 #: float32 and their outputs are cast back by the registry)
 HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention")
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
-GRAD_OPS = ("loglinear_attention", "exp_kernel_attention")
+GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "loglinear_gated_delta")
 #: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` as one
 #: ordinary call (aligned segments, ``-inf`` decays at their starts: hard resets, which the kernels
 #: keep exact) in the array API of the inputs (torch, CuPy). ``exp_kernel_attention`` stays refused:
