@@ -242,7 +242,8 @@ def test_gpu_gradcheck(T, C, P):
         state = None if not lv else State("loglinear_gated_delta", P, (2,), 3, 2, torch.float64, {"levels": lv[0]})
         return lsattn.loglinear_gated_delta(q, k, v, a, beta, lam, chunk_size=C, state=state)
 
-    assert torch.autograd.gradcheck(f, xs, eps=1e-6, atol=1e-7, rtol=1e-5)
+    # fast mode (random projections of the Jacobian) above 40 tokens: thousands of inputs
+    assert torch.autograd.gradcheck(f, xs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=T > 40)
 
 
 @pytest.mark.gpu
