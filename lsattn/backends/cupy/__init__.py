@@ -40,9 +40,16 @@ above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid lim
 value shifts in every chunk summary, exact rows recomputed where a later value of the chunk would
 underflow an earlier row's numerator); its bfloat16 inputs take the FFMA kernels (no tensor-core
 variant), its decoding steps the chunk kernels, and inputs that require grad the array-API path. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
-(``VARLEN_OPS``). Backward: ``loglinear_attention`` on CUDA torch tensors that require grad
-(``GRAD_OPS``; ``_autograd.py``, ``loglinear_bwd.cu``); the registry sends other inputs that
-require grad to the array-API path.
+(``VARLEN_OPS``). Backward: ``loglinear_attention``, ``exp_kernel_attention`` and ``loglinear_gated_delta`` on CUDA
+torch tensors that require grad (``GRAD_OPS``; ``_autograd.py``, ``loglinear_bwd.cu``,
+``exp_kernel_bwd.cu``, ``gated_delta_bwd.py`` + ``gated_delta_bwd.cu``); the registry sends other
+inputs that require grad to the array-API path. ``loglinear_gated_delta``'s training path keeps
+the per-chunk WY forms as torch operations (differentiated by torch) and wraps the chunk scan in a
+``torch.autograd.Function`` whose backward, ``gd_scan_bwd``, is a reverse scan over the chunks
+with adjoint level states (gradients of ``qeff``, ``phi``, ``e^G K``, ``H``, the chunk decays, the
+level weights it reads and the incoming state); it recomputes the slot states before every chunk
+into a scratch of ``(n_old + NLC) / C`` of one ``T d_k d_v`` tensor (C = 64: ~10 / 64 at T = 32K),
+freed when the backward returns. A returned state under grad: the array-API path.
 """
 from __future__ import annotations
 
