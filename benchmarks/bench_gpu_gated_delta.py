@@ -1,6 +1,7 @@
 """GPU benchmark of log-linear Gated DeltaNet (forward), side by side in one run, with peak memory.
 
     python benchmarks/bench_gpu_gated_delta.py [--out DIR] [--T 2048,8192,16384,32768]
+    python benchmarks/bench_gpu_gated_delta.py --train [--out DIR] [--T 2048,8192,16384]   (fwd+bwd, ``train``)
 
 Shapes B=2, H=16, d_k=d_v=64, bfloat16 and float32, on CUDA torch tensors. Ours:
 ``lsattn.loglinear_gated_delta`` exactly as a user calls it (no ``backend=``: the CuPy scan kernel,
@@ -69,6 +70,7 @@ def main():
     ap.add_argument("--out", default=".")
     ap.add_argument("--T", default="2048,8192,16384,32768")
     ap.add_argument("--api-max-T", type=int, default=16384, help="largest T of the array-API column")
+    ap.add_argument("--train", action="store_true", help="forward + backward rows (train) instead of the forward")
     args = ap.parse_args()
     info = device_info()
     try:
@@ -76,6 +78,8 @@ def main():
     except Exception as exc:
         print("fla not importable:", exc)
         chunk_gated_delta_rule = None
+    if args.train:
+        return train(args, info, chunk_gated_delta_rule)
     res = {"info": info, "date": utc_now(), "shape": {"B": B, "H": H, "d_k": D, "d_v": D}, "rows": {}}
     torch.set_grad_enabled(False)
     for T in [int(t) for t in args.T.split(",")]:
@@ -132,6 +136,72 @@ def markdown(res):
         lines.append(f"| {T} | {cell(r, 'ours_bf16')} | {cell(r, 'ours_fp32')} | {cell(r, 'fla_bf16')} | "
                      f"{cell(r, 'fla_fp32')} | {cell(r, 'api_bf16')} | {cell(r, 'api_fp32')} | "
                      f"{ratio(r, 'ours_bf16', 'fla_bf16')} | {ratio(r, 'api_fp32', 'ours_fp32')} | {chk} |")
+    return "\n".join(lines)
+
+
+def train(args, info, chunk_gated_delta_rule):
+    """Forward + backward (``sum(out * dO)``, gradients of every input) side by side: ours (no
+    ``backend=``: the WY forms under torch autograd, the scan through ``gd_scan`` / ``gd_scan_bwd``),
+    the array-API path under torch autograd, fla's ``chunk_gated_delta_rule`` fwd+bwd (its refusal
+    recorded where its backward does not run). Writes ``gpu_gated_delta_train.{json,md}``."""
+    import torch
+
+    import lsattn
+
+    res = {"info": info, "date": utc_now(), "shape": {"B": B, "H": H, "d_k": D, "d_v": D}, "rows": {}}
+    for T in [int(t) for t in args.T.split(",")]:
+        print(f"T = {T} (fwd+bwd)", flush=True)
+        row = res["rows"].setdefault(str(T), {})
+        for dname, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+            x = [t.requires_grad_(True) for t in inputs(T, dtype)]
+            do = torch.randn(x[2].shape, device="cuda", dtype=dtype)
+
+            def step(fn, xs):
+                out = fn(xs)
+                (out.float() * do.float()).sum().backward()
+                for t in xs:
+                    t.grad = None
+
+            _measure(f"ours {dname} fwd+bwd", lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs), x), row,
+                     f"ours_{dname}")
+            if T <= args.api_max_T:
+                _measure(f"array_api {dname} fwd+bwd",
+                         lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs, backend="array_api"), x), row,
+                         f"api_{dname}", reps=3)
+            if chunk_gated_delta_rule is not None:
+                fx = [t.detach().requires_grad_(True) for t in fla_args(*x[:5])]
+                _measure(f"fla chunk_gated_delta_rule {dname} fwd+bwd",
+                         lambda: step(lambda xs: chunk_gated_delta_rule(*xs, scale=1.0)[0].transpose(1, 2), fx), row, f"fla_{dname}")
+            del x
+            torch.cuda.empty_cache()
+    write_json(os.path.join(args.out, "gpu_gated_delta_train.json"), res)
+    md = markdown_train(res)
+    write_text(os.path.join(args.out, "gpu_gated_delta_train.md"), md.splitlines())
+    print(md)
+
+
+def markdown_train(res):
+    info = res["info"]
+    lines = [f"# Log-linear Gated DeltaNet forward + backward, {info.get('device')}, {res['date']}", "",
+             f"B={B}, H={H}, d={D}; torch {info.get('torch')}, cupy {info.get('cupy')}, fla {info.get('fla')}. "
+             "Median ms (peak GB) of forward + backward of sum(out * dO). fla is plain Gated DeltaNet (no levels).", "",
+             "| T | ours bf16 | ours fp32 | fla bf16 | fla fp32 | array-API bf16 | array-API fp32 | ours / fla (bf16) "
+             "| array-API / ours (fp32) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(r, k):
+        d = r.get(k, {})
+        return f"{d['ms']:.2f} ({d['gb']:.2f})" if "ms" in d else ("fails: " + d["error"][:60] if "error" in d else "-")
+
+    def ratio(r, a, b):
+        if "ms" in r.get(a, {}) and "ms" in r.get(b, {}):
+            return f"{r[a]['ms'] / r[b]['ms']:.1f}x"
+        return "-"
+
+    for T, r in res["rows"].items():
+        lines.append(f"| {T} | {cell(r, 'ours_bf16')} | {cell(r, 'ours_fp32')} | {cell(r, 'fla_bf16')} | "
+                     f"{cell(r, 'fla_fp32')} | {cell(r, 'api_bf16')} | {cell(r, 'api_fp32')} | "
+                     f"{ratio(r, 'ours_bf16', 'fla_bf16')} | {ratio(r, 'api_fp32', 'ours_fp32')} |")
     return "\n".join(lines)
 
 

@@ -48,16 +48,7 @@ above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid lim
 ``prod(batch) <= 65535``. ``log_attention`` runs the exp-kernel kernels in their LOGV mode (per-column
 value shifts in every chunk summary, exact rows recomputed where a later value of the chunk would
 underflow an earlier row's numerator); its bfloat16 inputs take the FFMA kernels (no tensor-core
-variant), its decoding steps the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
-(``VARLEN_OPS``; read through a token map, ``LAYOUT_OPS``, without state or gradient). Broadcast
-batch axes (grouped-query heads): ``loglinear_attention``'s forward kernels read shared rows
-(``BROADCAST_OPS``); other operators get contiguous copies. Backward (``GRAD_OPS``;
-``_autograd.py``) on CUDA torch tensors that require grad:
-``loglinear_attention`` (``loglinear_bwd.cu``), causal ``exp_kernel_attention`` and causal
-``log_attention`` (``exp_kernel_bwd.cu``, the latter in its LOGV mode: per-pair exponents inside
-chunks, column-shifted reverse state; 16-bit inputs from float32 copies); non-causal calls and calls
-returning a state take the array-API formulation on the same device under torch autograd, and the
-registry sends the other operators' inputs that require grad to the array-API path.
+GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta")
 """
 from __future__ import annotations
 
@@ -76,7 +67,7 @@ OPS = {
 #: float32 and their outputs are cast back by the registry)
 HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention")
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
-GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention")
+GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta")
 #: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` as one
 #: ordinary call (aligned segments, ``-inf`` decays at their starts: hard resets, which the kernels
 #: keep exact) in the array API of the inputs (torch, CuPy). ``exp_kernel_attention`` stays refused:

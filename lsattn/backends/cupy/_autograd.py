@@ -1,5 +1,5 @@
-"""Torch autograd for the CuPy kernels: ``loglinear_attention`` and (causal)
-``exp_kernel_attention`` / ``log_attention`` forward and backward on the GPU.
+"""Torch autograd for the CuPy kernels: ``loglinear_attention``, (causal) ``exp_kernel_attention`` /
+``log_attention`` and the chunk scan of ``loglinear_gated_delta``, forward and backward on the GPU.
 
 ``apply_loglinear`` / ``apply_exp_kernel`` run the forward kernels and record a
 ``torch.autograd.Function`` whose backward is ``loglinear.backward`` / ``exp_kernel.backward``
@@ -8,7 +8,10 @@
 (log-linear and ``log_attention``: from float32 copies made for the backward, ``log_attention``'s
 output recomputed in float32; exp-kernel: read as such) and in float64 for float64.
 
-Saved for the backward: the inputs, the incoming state and the output, O(T (d_k + d_v + L)); the
+``apply_gated_delta_scan``: the chunk scan of ``loglinear_gated_delta`` (``gated_delta_bwd.py``;
+the WY forms around it are torch operations, differentiated by torch).
+
+Saved for the backward (log-linear, exp-kernel): the inputs, the incoming state and the output, O(T (d_k + d_v + L)); the
 backward's temporaries are one ``d_k x d_v`` matrix per chunk, never ``T d_k d_v``. torch is
 imported here only, when a CUDA tensor that requires grad arrives.
 """
@@ -19,7 +22,7 @@ import functools
 from . import exp_kernel as _ek, loglinear as _ll
 from ._arrays import inputs, on_gpu
 
-__all__ = ["apply_loglinear", "apply_exp_kernel"]
+__all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_scan"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,3 +122,41 @@ def apply_exp_kernel(q, k, v, init, chunk_size, logv=False):
     (m, S, z, n) or None)."""
     m0, S0, z0, n0 = (None,) * 4 if init is None else tuple(init) + (None,) * (4 - len(init))
     return _exp_function().apply(q, k, v, m0, S0, z0, n0, chunk_size, logv)
+
+
+@functools.lru_cache(maxsize=None)
+def _gd_function():
+    import torch
+
+    from . import gated_delta_bwd as _gdb
+
+    class GatedDeltaScan(torch.autograd.Function):
+        """The chunk scan of ``loglinear_gated_delta`` (``gd_scan``) and its backward (``gd_scan_bwd``)."""
+
+        @staticmethod
+        def forward(ctx, qe, ek, ph, H, g, lam, intra, old, sc, context):
+            xs = [None if x is None else x.detach().contiguous() for x in (qe, ek, ph, H, g, lam, intra, old)]
+            with context(qe) as (to_cp, back, ops):
+                cps = [None if x is None else to_cp(x)[0] for x in xs]
+                out = back(_gdb.scan(ops, sc, *cps), "")
+            ctx.save_for_backward(*xs[:6], xs[7])
+            ctx.sc, ctx.context = sc, context
+            return out
+
+        @staticmethod
+        def backward(ctx, dout):
+            xs = list(ctx.saved_tensors)
+            with ctx.context(xs[0]) as (to_cp, back, ops):
+                cps = [None if x is None else to_cp(x)[0] for x in xs + [dout.contiguous()]]
+                grads = _gdb.scan_backward(ops, ctx.sc, *cps)
+                grads = [None if x is None else back(ops.xp.ascontiguousarray(x), "") for x in grads]
+            dqe, dek, dph, dH, dg, dlam, dold = grads
+            return dqe, dek, dph, dH, dg, dlam, dout, dold, None, None
+
+    return GatedDeltaScan
+
+
+def apply_gated_delta_scan(sc, qe, ek, ph, H, g, lam, intra, old, context=None):
+    """The chunk scan of ``loglinear_gated_delta`` on torch tensors (``gated_delta_bwd.scan``),
+    differentiable through ``gd_scan_bwd``; ``context``: ``on_gpu`` (default) or a twin's."""
+    return _gd_function().apply(qe, ek, ph, H, g, lam, intra, old, sc, context or on_gpu)

@@ -52,6 +52,8 @@ class Config:
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
         if kernel == "gd_scan":  # gated_delta.cu (GD_BV = 16 value columns per block, GD_G = 4 slots per pass)
             return (3 * DKP * CH + 4 * (DKP + CH) * 16) * es
+        if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
+            return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -159,9 +161,10 @@ _KERNELS = {
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
     "step": ("ek_step", "ll_step"),  # the stepper's fused steps (step.py); head dims at run time
     "gated_delta": ("gd_scan",),  # gated_delta.py: the scan over chunks
+    "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
-_SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu")}
+_SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -290,6 +293,14 @@ class CupyOps:
         fn((BH, -(-DV // 16)), block,
            (qe, ek, ph, H, g, lam, out, lev, oldc, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
             self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
+           shared_mem=smem)
+
+    def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
+                    n, n_old, NLC, merge_last, BH):
+        fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_scan_bwd")
+        fn((BH, -(-DV // 16)), block,
+           (qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, self._i(T), self._i(DK), self._i(DV),
+            self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
            shared_mem=smem)
 
     # exp-kernel

@@ -6,7 +6,8 @@ replaces the chunk tree of ``d_k x d_k`` transition products by one sequential s
 chunks that keeps the chunk-level Fenwick states (see ``gated_delta.cu``); the returned state is
 assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between
 backends). Inputs are float32 / float64 (the registry widens 16-bit inputs to float32 and casts
-the output back); inputs that require grad take the array-API path (no backward kernel yet).
+the output back). CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the
+WY forms differentiated by torch, the scan by ``gd_scan_bwd``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ...gated_delta import _chunk_forms, _masked_intra, assemble_levels
 from ...loglinear import _ns
 from ...state import State
 from ._arrays import inputs, on_gpu, ta_name
+from .exp_kernel import _tracks_grad
 from ._compile import make_config
 
 __all__ = ["forward", "compute", "chunk_slots"]
@@ -81,6 +83,18 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
     be None). Returns (out (..., T, d_v), State or None), the state as in the array-API twin."""
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     p = 0 if state is None else state.offset
+    if T > 0 and _tracks_grad((q, k, v, log_decay, beta, level_weights) + (() if state is None else tuple(state.tensors.values()))):
+        # torch autograd: the WY forms as torch operations, the scan through gd_scan / gd_scan_bwd
+        # (gated_delta_bwd.py); a returned state (whose gradient the kernels do not compute): the
+        # array-API formulation on the same device, differentiated by torch
+        if return_state:
+            from ...gated_delta import _forward
+
+            return _forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state)
+        from .gated_delta_bwd import differentiable
+
+        old = None if (state is None or p == 0) else state.tensors["levels"]
+        return differentiable(q, k, v, log_decay, beta, level_weights, chunk_size, p, old), None
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         args, _ = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))

@@ -1,0 +1,30 @@
+"""A few small loglinear_gated_delta forward + backward calls on CUDA torch tensors (the scan's
+backward kernel gd_scan_bwd), for compute-sanitizer (memcheck / racecheck): float32 and float64,
+odd T, a continuation with an incoming state, d_v not a multiple of the column block."""
+import numpy as np
+import torch
+
+import lsattn
+from lsattn.state import State
+
+rng = np.random.default_rng(0)
+for dtype, T, dk, dv, C, P in (("float32", 100, 64, 64, 64, 0), ("float64", 37, 5, 19, 16, 45),
+                               ("float32", 300, 128, 130, 32, 77)):
+    def t(*shape):
+        return torch.tensor(rng.standard_normal(shape), device="cuda", dtype=getattr(torch, dtype))
+
+    q, k, v = t(2, T, dk), t(2, T, dk), t(2, T, dv)
+    k = k / k.norm(dim=-1, keepdim=True)
+    a, beta = -t(2, T).abs(), torch.sigmoid(t(2, T))
+    lam = t(2, T, lsattn.num_levels(P + T))
+    xs = [x.requires_grad_(True) for x in (q, k, v, a, beta, lam)]
+    state = None
+    if P:
+        levels = t(2, P.bit_length(), dk, dv).requires_grad_(True)
+        state = State("loglinear_gated_delta", P, (2,), dk, dv, levels.dtype, {"levels": levels})
+        xs.append(levels)
+    out = lsattn.loglinear_gated_delta(*xs[:6], chunk_size=C, state=state)
+    out.square().sum().backward()
+    torch.cuda.synchronize()
+    print(dtype, T, P, float(out.abs().max()), [float(x.grad.abs().max()) for x in xs])
+print("sanitize ok")

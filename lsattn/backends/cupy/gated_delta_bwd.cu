@@ -1,0 +1,275 @@
+// Log-linear Gated DeltaNet: the backward of the chunk scan gd_scan (gated_delta.cu), for torch
+// autograd (host: gated_delta_bwd.py). Compiled after common.cu and gated_delta.cu (GD_BV, GD_RG).
+//
+// The forward scan, per block (sequence, GD_BV value columns; every column evolves on its own),
+// over the call's chunks c = F + j, j = 0 .. n - 1, for every slot S held before chunk c (an
+// incoming slot s: bit s of p; a chunk-level slot m: gd_held(c, m, F)):
+//   (a) r = Qe S,  out[t] += lambda[t, lev] r[t]          (Qe = qeff_c: CH x d_k)
+//   (b) W = Ek S,  S' = e^g S - Ph W                      (Ek = e^G K: CH x d_k, Ph = phi: d_k x CH)
+//   (c) after (a), (b) of every slot, unless the call ends inside chunk c: z = trailing zeros of
+//       c + 1,  S^{z+1} <- H_c + sum_{m <= z held} S^m  (slot z + 1 is empty before: bit z of c
+//       is clear), and the slots m <= z are no longer held.
+// lev: the chunk-level slot m is read at level log2 CH + m, the incoming slot s at
+// max(s + 1, bit_length(p XOR t)); only rows t of the call (0 <= t - p < T) read.
+//
+// Backward: adjoint slots dS (d_k x GD_BV each, zero after the last chunk: the final states are
+// not outputs of the differentiated call), in reverse chunk order j = n - 1 .. 0:
+//   reverse of (c): dH_c = dS^{z+1}; dS^m = dS^{z+1} for the held m <= z; dS^{z+1} = 0;
+//   reverse of (a), (b) for every held slot, with S the slot before chunk c and dS' its adjoint
+//   after the chunk:
+//     dr[t]     = lambda[t, lev] dout[t]                  (rows of the call; 0 elsewhere)
+//     dlambda[t, lev] += sum_cols r[t] dout[t]
+//     dW        = -Ph^T dS'                                (CH x w)
+//     dQe      += dr S^T,  dEk += dW S^T,  dPh -= dS' W^T
+//     dg       += e^g sum(dS' * S)
+//     dS        = e^g dS' + Qe^T dr + Ek^T dW
+//   after chunk 0 the incoming slots' adjoints are d old.
+// The slots S before each chunk are recomputed first (phase 1: (b) and (c) for j < n - 1, the
+// reads skipped) into the scratch `sv` (n x NS slots of d_k x d_v, NS = n_old + NLC: a d_k x d_v
+// state per chunk and level, ~(NS / CH) of a T d_k d_v tensor; see gated_delta_bwd.py).
+// Column blocks own disjoint columns of sv, dS, dH and d old; the reductions over columns
+// (dQe, dEk, dPh, dg, dlambda) are written per column block (leading axis NB = gridDim.y) and
+// summed by the host.
+//
+// Threads as in gd_scan: 16 columns x 16 row groups; a thread owns rows kk = rg DKP/16 + i of
+// its column of every slot in global memory (the (b), (c) and dS writes), rows t = rg CH/16 + i
+// of the per-token products, and elements idx = tid + e NT of the CH x DKP outer products.
+// Shared: qeff^T, eGK^T ([kk][t]), phi^T ([t][kk]), the staged S and dS' (row stride GD_BV + 1:
+// the outer products read them along kk), W, dr, dW ([t][col]) and NT values for a reduction.
+#define GD_SBS (GD_BV + 1)
+
+// Chunk-level slot m (1-based) holds keys before chunk c of a call whose first chunk is F: bit
+// m - 1 of c is set (the Fenwick bucket [cl - 2^(m-1), cl), cl = c with its low m - 1 bits
+// cleared) and the bucket has chunks of the call (cl - 1 >= F).
+__device__ __forceinline__ bool gd_held(i64 c, int m, i64 F) {
+    return ((c >> (m - 1)) & 1) && ((c >> (m - 1)) << (m - 1)) > F;
+}
+
+// The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null), Ph^T as [t][kk]; zero-padded.
+__device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* PhT, const ta* qej, const ta* ekj, const ta* phj,
+                                         int DK, int tid) {
+    for (int idx = tid; idx < DKP * CH; idx += NT) {
+        const int t = idx / DKP, kk = idx % DKP;
+        const bool ok = kk < DK;
+        if (QeT) QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
+        EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
+        const int kr = idx / CH, tc = idx % CH;
+        PhT[tc * DKP + kr] = kr < DK ? phj[kr * CH + tc] : (ta)0;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
+    const ta* __restrict__ qe,    // (BH, n, CH, DK)  qeff
+    const ta* __restrict__ ek,    // (BH, n, CH, DK)  e^G K
+    const ta* __restrict__ ph,    // (BH, n, DK, CH)  phi
+    const ta* __restrict__ Hc,    // (BH, n, DK, DV)  H = phi V
+    const ta* __restrict__ gc,    // (BH, n)          chunk total log decay
+    const ta* __restrict__ lam,   // (BH, T, L)
+    const ta* __restrict__ dout,  // (BH, n, CH, DV)  gradient of the scan's output (chunked)
+    const ta* __restrict__ oldc,  // (BH, n_old, DK, DV) incoming slots
+    ta* __restrict__ sv,          // (BH, n, NS, DK, DV) scratch: the slots before each chunk
+    ta* __restrict__ dS,          // (BH, NS, DK, DV) in: zeros; out: adjoints before the call
+    ta* __restrict__ dqe,         // (NB, BH, n, CH, DK)
+    ta* __restrict__ dek,         // (NB, BH, n, CH, DK)
+    ta* __restrict__ dph,         // (NB, BH, n, DK, CH)
+    ta* __restrict__ dH,          // (BH, n, DK, DV)  in: zeros
+    ta* __restrict__ dg,          // (NB, BH, n)
+    ta* __restrict__ dlam,        // (NB, BH, T, L)   in: zeros
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
+    ta* EkT = QeT + DKP * CH;                   // [kk][t]
+    ta* PhT = EkT + DKP * CH;                   // [t][kk]
+    ta* Sb = PhT + DKP * CH;                    // [kk][col], stride GD_SBS
+    ta* dSb = Sb + DKP * GD_SBS;                // [kk][col], stride GD_SBS
+    ta* Wb = dSb + DKP * GD_SBS;                // [t][col]
+    ta* dRb = Wb + CH * GD_BV;                  // [t][col]
+    ta* dWb = dRb + CH * GD_BV;                 // [t][col]
+    ta* red = dWb + CH * GD_BV;                 // [NT]
+    check_smem((3 * DKP * CH + 2 * DKP * GD_SBS + 3 * CH * GD_BV + NT) * sizeof(ta));
+    constexpr int RA = CH / GD_RG, RB = DKP / GD_RG, E = CH * DKP / NT;
+    constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+    const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
+    const i64 bh = blockIdx.x, BH = gridDim.x, part = blockIdx.y * BH + bh;  // (column block, sequence)
+    const int vc = blockIdx.y * GD_BV + col;
+    const bool cok = vc < DV;
+    const int NS = n_old + NLC;
+    const i64 slot_sz = (i64)DK * DV;
+    const ta* oldb = oldc + bh * n_old * slot_sz;
+    ta* svb = sv + bh * n * NS * slot_sz;
+    ta* dSh = dS + bh * NS * slot_sz;
+    auto held = [&](i64 c, int s) { return s < n_old ? (((p >> s) & 1) != 0) : gd_held(c, s - n_old + 1, F); };
+    auto stage = [&](ta* dst, const ta* src) {  // a slot's columns of this block into [kk][col] (stride GD_SBS)
+        for (int idx = tid; idx < DKP * GD_BV; idx += NT) {
+            const int kk = idx / GD_BV, cc = idx % GD_BV, vcc = blockIdx.y * GD_BV + cc;
+            dst[kk * GD_SBS + cc] = (kk < DK && vcc < DV) ? src[(i64)kk * DV + vcc] : (ta)0;
+        }
+    };
+
+    // ---- phase 1: the slots before every chunk (sv[j]) ----
+    for (int s = 0; s < n_old; ++s) {
+        if (!((p >> s) & 1) || !cok) continue;
+        for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk)
+            svb[(i64)s * slot_sz + (i64)kk * DV + vc] = oldb[(i64)s * slot_sz + (i64)kk * DV + vc];
+    }
+    for (int j = 0; j + 1 < n; ++j) {
+        const i64 c = F + j, cj = bh * n + j;
+        gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid);
+        const ta eg = ex(gc[cj]);
+        __syncthreads();
+        for (int s = 0; s < NS; ++s) {
+            if (!held(c, s)) continue;
+            const ta* S0 = svb + ((i64)j * NS + s) * slot_sz;
+            stage(Sb, S0);
+            __syncthreads();
+            ta w[RA];
+#pragma unroll
+            for (int i = 0; i < RA; ++i) w[i] = (ta)0;
+            for (int kk = 0; kk < DK; ++kk) {
+                const ta sv_ = Sb[kk * GD_SBS + col];
+                ta ea[RA];
+                ldv<RA>(EkT + kk * CH + rg * RA, ea);
+#pragma unroll
+                for (int i = 0; i < RA; ++i) w[i] = fma(ea[i], sv_, w[i]);
+            }
+#pragma unroll
+            for (int i = 0; i < RA; ++i) Wb[(rg * RA + i) * GD_BV + col] = w[i];
+            __syncthreads();
+            ta x[RB];
+#pragma unroll
+            for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GD_SBS + col];
+            for (int t = 0; t < CH; ++t) {
+                const ta wv = Wb[t * GD_BV + col];
+                ta pa[RB];
+                ldv<RB>(PhT + t * DKP + rg * RB, pa);
+#pragma unroll
+                for (int i = 0; i < RB; ++i) x[i] = fma(-pa[i], wv, x[i]);
+            }
+            ta* S1 = svb + ((i64)(j + 1) * NS + s) * slot_sz;
+#pragma unroll
+            for (int i = 0; i < RB; ++i) {
+                const int kk = rg * RB + i;
+                if (kk < DK && cok) S1[(i64)kk * DV + vc] = x[i];
+            }
+            __syncthreads();
+        }
+        // (c): every chunk but the last merges
+        const int z = __ffsll((long long)(c + 1)) - 1;
+        ta* S1 = svb + (i64)(j + 1) * NS * slot_sz;
+        if (cok) {
+            for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk) {
+                ta x = Hc[cj * slot_sz + (i64)kk * DV + vc];
+                for (int m = 1; m <= z; ++m)
+                    if (gd_held(c, m, F)) x += S1[(i64)(n_old + m - 1) * slot_sz + (i64)kk * DV + vc];
+                S1[(i64)(n_old + z) * slot_sz + (i64)kk * DV + vc] = x;
+            }
+        }
+        __syncthreads();
+    }
+
+    // ---- phase 2: the reverse scan ----
+    for (int j = n - 1; j >= 0; --j) {
+        const i64 c = F + j, cj = bh * n + j;
+        if (j < n - 1 || merge_last) {  // reverse of (c)
+            const int z = __ffsll((long long)(c + 1)) - 1;
+            if (cok) {
+                for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk) {
+                    const i64 o = (i64)kk * DV + vc;
+                    const ta x = dSh[(i64)(n_old + z) * slot_sz + o];
+                    dH[cj * slot_sz + o] = x;
+                    dSh[(i64)(n_old + z) * slot_sz + o] = (ta)0;
+                    for (int m = 1; m <= z; ++m)
+                        if (gd_held(c, m, F)) dSh[(i64)(n_old + m - 1) * slot_sz + o] = x;
+                }
+            }
+        }
+        gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid);
+        const ta eg = ex(gc[cj]);
+        ta aq[E], ae[E], ap[E];
+#pragma unroll
+        for (int e = 0; e < E; ++e) aq[e] = ae[e] = ap[e] = (ta)0;
+        ta dga = (ta)0;
+        __syncthreads();
+        for (int s = 0; s < NS; ++s) {
+            if (!held(c, s)) continue;
+            stage(Sb, svb + ((i64)j * NS + s) * slot_sz);
+            stage(dSb, dSh + (i64)s * slot_sz);
+            __syncthreads();
+            // r = Qe S, W = Ek S, dW = -Ph^T dS' (rows t); dr, dlambda
+            ta r[RA], w[RA], dw[RA];
+#pragma unroll
+            for (int i = 0; i < RA; ++i) r[i] = w[i] = dw[i] = (ta)0;
+            for (int kk = 0; kk < DK; ++kk) {
+                const ta sv_ = Sb[kk * GD_SBS + col], ds = dSb[kk * GD_SBS + col];
+                ta qa[RA], ea[RA];
+                ldv<RA>(QeT + kk * CH + rg * RA, qa);
+                ldv<RA>(EkT + kk * CH + rg * RA, ea);
+#pragma unroll
+                for (int i = 0; i < RA; ++i) {
+                    r[i] = fma(qa[i], sv_, r[i]);
+                    w[i] = fma(ea[i], sv_, w[i]);
+                    dw[i] = fma(-PhT[(rg * RA + i) * DKP + kk], ds, dw[i]);
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < RA; ++i) {
+                const int t = rg * RA + i;
+                const i64 tabs = c * CH + t, gi = tabs - p;
+                const bool ok = gi >= 0 && gi < T;
+                const int level = s < n_old ? max(s + 1, bitlen64(p ^ tabs)) : LOG2C + s - n_old + 1;
+                const ta d_o = (ok && cok) ? dout[(cj * CH + t) * DV + vc] : (ta)0;
+                const ta lm = ok ? lam[(bh * T + gi) * L + level] : (ta)0;
+                ta contrib = r[i] * d_o;  // summed over the 16 columns (lanes rg * 16 .. + 15 of one warp)
+#pragma unroll
+                for (int off = GD_BV / 2; off > 0; off /= 2) contrib += __shfl_xor_sync(0xffffffffu, contrib, off, GD_BV);
+                if (col == 0 && ok) dlam[(part * T + gi) * L + level] += contrib;
+                Wb[t * GD_BV + col] = w[i];
+                dRb[t * GD_BV + col] = lm * d_o;
+                dWb[t * GD_BV + col] = dw[i];
+            }
+            __syncthreads();
+            // the outer products, reduced over this block's columns
+#pragma unroll
+            for (int e = 0; e < E; ++e) {
+                const int idx = tid + e * NT, t = idx / DKP, kk = idx % DKP;
+#pragma unroll 4
+                for (int cc = 0; cc < GD_BV; ++cc) {
+                    const ta sk = Sb[kk * GD_SBS + cc];
+                    aq[e] = fma(dRb[t * GD_BV + cc], sk, aq[e]);
+                    ae[e] = fma(dWb[t * GD_BV + cc], sk, ae[e]);
+                    ap[e] = fma(-dSb[kk * GD_SBS + cc], Wb[t * GD_BV + cc], ap[e]);
+                }
+            }
+            // dS = e^g dS' + Qe^T dr + Ek^T dW (rows kk)
+#pragma unroll
+            for (int i = 0; i < RB; ++i) {
+                const int kk = rg * RB + i;
+                const ta ds = dSb[kk * GD_SBS + col];
+                dga = fma(Sb[kk * GD_SBS + col], ds, dga);
+                ta x = eg * ds;
+                for (int t = 0; t < CH; ++t)
+                    x = fma(QeT[kk * CH + t], dRb[t * GD_BV + col], fma(EkT[kk * CH + t], dWb[t * GD_BV + col], x));
+                if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x;
+            }
+            __syncthreads();
+        }
+        const i64 pj = part * n + j;
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+            const int idx = tid + e * NT, t = idx / DKP, kk = idx % DKP;
+            if (kk < DK) {
+                dqe[(pj * CH + t) * DK + kk] = aq[e];
+                dek[(pj * CH + t) * DK + kk] = ae[e];
+                dph[(pj * DK + kk) * CH + t] = ap[e];
+            }
+        }
+        red[tid] = dga;
+        __syncthreads();
+        for (int h = NT / 2; h > 0; h /= 2) {
+            if (tid < h) red[tid] += red[tid + h];
+            __syncthreads();
+        }
+        if (tid == 0) dg[pj] = eg * red[0];
+        __syncthreads();
+    }
+}

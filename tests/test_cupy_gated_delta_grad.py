@@ -1,0 +1,288 @@
+"""The training path of loglinear_gated_delta on the CuPy backend (``gated_delta_bwd.py`` +
+``gated_delta_bwd.cu``) against float64 torch autograd of lsattn.reference.
+
+* CPU (runs in CI): ``gated_delta_bwd.differentiable`` on CPU torch tensors with ``twin_context``:
+  the WY forms as torch operations, the scan Function's forward driven by ``Twin`` (the NumPy
+  transcription of ``gd_scan``, tests/test_cupy_gated_delta.py) and its backward by
+  ``TwinOps.gd_scan_bwd`` (the NumPy transcription of ``gd_scan_bwd``: same phases, loops over
+  column blocks, chunks and slots, same index arithmetic). Gradients with respect to every input
+  and the incoming state's levels against float64 torch autograd of the reference (inputs) and of
+  the array-API path (the state).
+* GPU (``@pytest.mark.gpu``; skipped without CuPy or a CUDA device): the public operator on CUDA
+  torch tensors that require grad, backend chosen automatically: gradcheck in float64 (chunk
+  splits, incoming states), float32 gradients against float64 autograd of the reference up to
+  T = 1024, bfloat16 inputs (widened to float32 by the registry) against the reference on the
+  rounded inputs.
+
+Bounds (max |grad - ref| <= tol * max |ref| per gradient; the log-decay gradient, a difference of
+row and column sums, also within tol * sum_t |dO_t . o_t|): float64 ``F64``, float32 ``F32``,
+bfloat16 ``BF16``, those of tests/test_cupy_backend.GRAD_TOL.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lsattn
+from lsattn import reference as ref
+from lsattn.backends.cupy import gated_delta_bwd as gdb
+from lsattn.state import State
+
+from helpers import assert_close
+from strategies import seeds
+from test_cupy_gated_delta import BV, Twin, _bitlen, make
+
+F64, F32, BF16 = 1e-10, 1e-4, 5e-2
+torch = pytest.importorskip("torch")
+
+
+def held(c, m, F):
+    """gd_held of gated_delta_bwd.cu: chunk-level slot m holds keys before chunk c (first chunk F)."""
+    return bool((c >> (m - 1)) & 1) and ((c >> (m - 1)) << (m - 1)) > F
+
+
+class TwinOps(Twin):
+    """The twins of gd_scan (``Twin``) and gd_scan_bwd (``gd_scan_bwd``, below)."""
+
+    def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L,
+                    p, F, n, n_old, NLC, merge_last, BH):
+        CH = cfg.CH
+        log2c = CH.bit_length() - 1
+        NS = n_old + NLC
+        assert sv.shape == (BH, n, NS, DK, DV) and dS.shape == (BH, NS, DK, DV)
+
+        def holds(c, s):
+            return bool((p >> s) & 1) if s < n_old else held(c, s - n_old + 1, F)
+
+        for nb, c0 in enumerate(range(0, DV, BV)):
+            cs = slice(c0, min(DV, c0 + BV))
+            # phase 1: the slots before every chunk
+            for s in range(n_old):
+                if (p >> s) & 1:
+                    sv[:, 0, s, :, cs] = oldc[:, s, :, cs]
+            for j in range(n - 1):
+                c = F + j
+                eg = np.exp(g[:, j])[:, None, None]
+                for s in range(NS):
+                    if holds(c, s):
+                        S = sv[:, j, s, :, cs]
+                        sv[:, j + 1, s, :, cs] = eg * S - ph[:, j] @ (ek[:, j] @ S)
+                z = ((c + 1) & -(c + 1)).bit_length() - 1
+                x = H[:, j, :, cs].copy()
+                for m in range(1, z + 1):
+                    if held(c, m, F):
+                        x += sv[:, j + 1, n_old + m - 1, :, cs]
+                sv[:, j + 1, n_old + z, :, cs] = x
+            # phase 2: the reverse scan
+            for j in range(n - 1, -1, -1):
+                c = F + j
+                if j < n - 1 or merge_last:
+                    z = ((c + 1) & -(c + 1)).bit_length() - 1
+                    x = dS[:, n_old + z, :, cs].copy()
+                    dH[:, j, :, cs] = x
+                    dS[:, n_old + z, :, cs] = 0
+                    for m in range(1, z + 1):
+                        if held(c, m, F):
+                            dS[:, n_old + m - 1, :, cs] = x
+                eg = np.exp(g[:, j])
+                tabs = c * CH + np.arange(CH)
+                gi = tabs - p
+                ok = (gi >= 0) & (gi < T)
+                aq, ae = np.zeros((BH, CH, DK)), np.zeros((BH, CH, DK))
+                ap, dga = np.zeros((BH, DK, CH)), np.zeros(BH)
+                for s in range(NS):
+                    if not holds(c, s):
+                        continue
+                    S, dSn = sv[:, j, s, :, cs], dS[:, s, :, cs].copy()
+                    level = np.maximum(s + 1, _bitlen(p ^ tabs)) if s < n_old else np.full(CH, log2c + s - n_old + 1)
+                    r, W = qe[:, j] @ S, ek[:, j] @ S  # (BH, CH, w)
+                    dW = -(np.swapaxes(ph[:, j], -1, -2) @ dSn)
+                    dO = np.zeros_like(r)
+                    dO[:, ok] = dout[:, j, ok, cs]
+                    lm = np.zeros((BH, CH))
+                    lm[:, ok] = lam[:, gi[ok], level[ok]]  # an IndexError: a level beyond L
+                    dr = lm[..., None] * dO
+                    dlam[nb][:, gi[ok], level[ok]] += np.sum(r * dO, axis=-1)[:, ok]
+                    St = np.swapaxes(S, -1, -2)
+                    aq += dr @ St
+                    ae += dW @ St
+                    ap -= dSn @ np.swapaxes(W, -1, -2)
+                    dga += np.sum(S * dSn, axis=(-1, -2))
+                    dS[:, s, :, cs] = (eg[:, None, None] * dSn + np.swapaxes(qe[:, j], -1, -2) @ dr
+                                       + np.swapaxes(ek[:, j], -1, -2) @ dW)
+                dqe[nb, :, j], dek[nb, :, j], dph[nb, :, j], dg[nb, :, j] = aq, ae, ap, eg * dga
+
+
+@contextlib.contextmanager
+def twin_context(like):
+    """``on_gpu``'s interface on CPU torch tensors: NumPy views in, torch tensors out, the twins."""
+    yield (lambda x: (x.numpy(), "")), (lambda x, half: torch.from_numpy(np.ascontiguousarray(x))), TwinOps()
+
+
+def _grads(fn, arrays, do):
+    """Gradients of sum(fn(*arrays) * do) by torch autograd, float64 CPU; (grads, output)."""
+    ts = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in arrays]
+    out = fn(*ts)
+    (out * torch.tensor(do)).sum().backward()
+    return [np.zeros(t.shape) if t.grad is None else t.grad.numpy() for t in ts], out.detach().numpy()  # None: unused
+
+
+def check(got, want, out, do, tol, what):
+    """Each gradient within tol * max |ref|; the log-decay gradient (index 3) also within
+    tol * sum_t |dO_t . o_t| (a difference of row and column sums: zero where nothing decays)."""
+    rows = float(np.max(np.sum(np.abs(np.sum(do * out, axis=-1)), axis=-1), initial=0.0))
+    for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam", "dold"], got, want):
+        assert_close(g, w, tol, atol=tol * rows if name == "da" else 0.0, what=f"{name} {what}")
+
+
+def _sl(arrays, lo, hi):
+    return [x[..., lo:hi] if x.ndim == arrays[3].ndim else x[..., lo:hi, :] for x in arrays]
+
+
+# ---- CPU: the host logic and the Function with the twins -------------------------------------------
+
+def test_held_matches_the_forward_occupancy():
+    """gd_held (the backward's closed form) equals the occupancy gd_scan builds by its merges."""
+    for F in range(0, 70):
+        for n in range(1, 40):
+            occ = 0
+            for j in range(n):
+                c = F + j
+                assert occ == sum(1 << (m - 1) for m in range(1, 12) if held(c, m, F)), (F, j)
+                z = ((c + 1) & -(c + 1)).bit_length() - 1
+                occ = (occ & ~((1 << z) - 1)) | (1 << z)
+
+
+@given(batch=st.sampled_from([(), (2,), (1, 2)]), T=st.one_of(st.sampled_from([1, 15, 16, 17, 33, 64, 65]),
+       st.integers(1, 130)), dk=st.sampled_from([1, 3, 5]), dv=st.sampled_from([1, 2, 17]),
+       C=st.sampled_from([16, 32]), keys=st.sampled_from([("normalised", 0.5), ("raw", 0.3), ("raw", 1.0)]),
+       decay=st.sampled_from(["moderate", "strong", "mixed", "zero"]), resets=st.booleans(), P=st.sampled_from([0, 0, 1, 5, 16, 77]),
+       extra=st.integers(0, 1), seed=seeds)
+@settings(max_examples=12, deadline=None)
+def test_twin_gradients_match_reference(batch, T, dk, dv, C, keys, decay, resets, P, extra, seed):
+    """Gradients of every input (and of the incoming state's levels after P tokens) through the
+    twin-driven scan equal float64 torch autograd: of the reference over the P + T tokens (the
+    inputs), of the array-API path with the state's levels as an input (the state). Strong decays
+    (-1e3, -1e6 per token: finite, where autograd of the reference is defined)."""
+    arrays = make(seed, batch, P + T, dk, dv, keys=keys[0], key_scale=keys[1], decay=decay, extra=extra)
+    if resets:  # strong single-token decays (hard resets of -inf have no derivative in the reference)
+        rng = np.random.default_rng(seed + 1)
+        for _ in range(rng.integers(1, 4)):
+            arrays[3][..., rng.integers(P + T)] = rng.choice([-1e3, -1e6])
+    do = np.random.default_rng(seed + 2).standard_normal(batch + (T, dv))
+    prefix, cont = _sl(arrays, 0, P), _sl(arrays, P, P + T)
+    old = None
+    if P:
+        _, st0 = lsattn.loglinear_gated_delta(*prefix, return_state=True, backend="array_api")
+        old = st0.tensors["levels"]
+
+    def ours(q, k, v, a, beta, lam, *lv):
+        return gdb.differentiable(q, k, v, a, beta, lam, C, P, lv[0] if lv else None, context=twin_context)
+
+    got, out = _grads(ours, cont + ([old] if P else []), do)
+
+    def reference(*xs):
+        full = [torch.cat([torch.tensor(x0), x], dim=-1 if x.ndim == len(batch) + 1 else -2) for x0, x in zip(prefix, xs)]
+        return ref.loglinear_gated_delta(*full)[..., P:, :]
+
+    want, want_out = _grads(reference, cont, do)
+    assert_close(out, want_out, F64, what="out")
+    if P:
+        def api(lv, *xs):
+            state = State("loglinear_gated_delta", P, batch, dk, dv, torch.float64, {"levels": lv})
+            return lsattn.loglinear_gated_delta(*xs, chunk_size=C, state=state, backend="array_api")
+
+        want.append(_grads(api, [old] + cont, do)[0][0])
+    check(got, want, out, do, F64, f"T={T} C={C} P={P} {keys} {decay}")
+
+
+def test_inputs_unchanged_and_no_grad_path():
+    """The training path leaves its inputs as they were; without requires_grad the same call is
+    the plain forward (the twin scan), equal to the reference."""
+    arrays = make(5, (2,), 50, 3, 2)
+    ts = [torch.tensor(x, requires_grad=True) for x in arrays]
+    before = [t.detach().clone() for t in ts]
+    out = gdb.differentiable(*ts, 16, 0, None, context=twin_context)
+    out.square().sum().backward()
+    for t, b in zip(ts, before):
+        assert torch.equal(t.detach(), b)
+    assert_close(out.detach().numpy(), ref.loglinear_gated_delta(*arrays), F64)
+
+
+# ---- GPU ------------------------------------------------------------------------------------------
+
+def _cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    import lsattn.backends.cupy as cb
+
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T,C,P", [(1, 16, 0), (37, 16, 0), (70, 32, 0), (130, 16, 0), (1, 16, 5), (40, 16, 77),
+                                   (70, 64, 64), (33, 16, 31)])
+def test_gpu_gradcheck(T, C, P):
+    """torch.autograd.gradcheck (float64) through the public call, backend chosen automatically
+    (cupy); with an incoming state (offset P) its levels are an input too."""
+    _cuda()
+    arrays = make(3, (2,), T, 3, 2, keys="raw", key_scale=0.5, offset=P)
+    xs = [torch.tensor(x, device="cuda", requires_grad=True) for x in arrays]
+    assert lsattn.backends.resolve("loglinear_gated_delta", None, xs[0], grad=True).name == "cupy"
+    if P:
+        prefix = [torch.tensor(x, device="cuda") for x in make(4, (2,), P, 3, 2)]
+        _, st0 = lsattn.loglinear_gated_delta(*prefix, return_state=True)
+        xs.append(st0.tensors["levels"].clone().requires_grad_(True))
+
+    def f(q, k, v, a, beta, lam, *lv):
+        state = None if not lv else State("loglinear_gated_delta", P, (2,), 3, 2, torch.float64, {"levels": lv[0]})
+        return lsattn.loglinear_gated_delta(q, k, v, a, beta, lam, chunk_size=C, state=state)
+
+    # fast mode (random projections of the Jacobian) above 40 tokens: thousands of inputs
+    assert torch.autograd.gradcheck(f, xs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=T > 40)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("T,decay,resets", [(1024, "moderate", False), (1000, "strong", False), (777, "moderate", True),
+                                            (100, "mixed", False)])
+def test_gpu_grads_against_reference(dtype, T, decay, resets):
+    """B=1, H=2, d=64: every gradient against float64 autograd of the reference on the same
+    (rounded) inputs; strong decays and -1e3 .. -1e6 single-token decays give no NaN."""
+    _cuda()
+    arrays = make(5, (1, 2), T, 64, 64, decay=decay)
+    if resets:
+        for i in (100, 400, 401):
+            arrays[3][..., i] = -1e3 if i == 100 else -1e6
+    td = getattr(torch, dtype)
+    xs = [torch.tensor(x, device="cuda").to(td).requires_grad_(True) for x in arrays]
+    do = torch.randn(1, 2, T, 64, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(1))
+    out = lsattn.loglinear_gated_delta(*xs)
+    assert out.dtype == td
+    (out.double() * do).sum().backward()
+    got = [x.grad.double().cpu().numpy() for x in xs]
+    for g in got:
+        assert np.isfinite(g).all()
+    rs = [x.detach().double().requires_grad_(True) for x in xs]
+    want_out = ref.loglinear_gated_delta(*rs)
+    (want_out * do).sum().backward()
+    check(got, [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy(), do.cpu().numpy(),
+          F32 if dtype == "float32" else BF16, f"{dtype} T={T} {decay}")
+
+
+@pytest.mark.gpu
+def test_gpu_return_state_under_grad():
+    """return_state with inputs that require grad: the array-API formulation (differentiated by
+    torch), equal to the kernel path's output."""
+    _cuda()
+    arrays = make(6, (2,), 90, 4, 3)
+    xs = [torch.tensor(x, device="cuda", requires_grad=True) for x in arrays]
+    out, st1 = lsattn.loglinear_gated_delta(*xs, chunk_size=16, return_state=True)
+    out2 = lsattn.loglinear_gated_delta(*xs, chunk_size=16)
+    assert_close(out.detach().cpu().numpy(), out2.detach().cpu().numpy(), F64)
+    (out.sum() + st1.tensors["levels"].sum()).backward()
+    assert all(torch.isfinite(x.grad).all() for x in xs)
