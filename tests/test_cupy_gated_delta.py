@@ -220,8 +220,12 @@ def test_gpu_matches_reference(batch, T, dk, dv, C, keys, decay, resets, dtype, 
     _gpu_ready()
     import cupy
 
-    if dtype == "float32" and keys[1] > 0.5:
-        keys = ("raw", 0.5)
+    if dtype == "float32" and keys[0] == "raw":
+        # unnormalised keys with |k| around 0.5 whatever d_k: beta |k|^2 > 2 makes I - beta k k^T
+        # expand, and a product of such transitions over hundreds of tokens exceeds what float32
+        # holds relative to the output (any formulation: the array-API path fails the same bound);
+        # float64 keeps the large raw keys
+        keys = ("raw", 0.5 / np.sqrt(dk))
     arrays = [x.astype(dtype) for x in make(seed, batch, T, dk, dv, keys=keys[0], key_scale=keys[1], decay=decay,
                                             resets=resets)]
     xp = cupy

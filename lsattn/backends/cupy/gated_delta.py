@@ -68,7 +68,7 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
     oldc = xp.zeros((1,), dtype=q.dtype) if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
     qe, ek, ph, H, g = (xp.ascontiguousarray(ch[name]) for name in ("qeff", "eGK", "phi", "H", "g"))
     ops.gd_scan(cfg, qe, ek, ph, H, g, lam3, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH)
-    out = xp.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV))
+    out = xp.ascontiguousarray(xp.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV)))  # compact (JAX: no strided DLPack)
     if not want_state:
         return out, None
     log2_C = C.bit_length() - 1
