@@ -31,22 +31,13 @@ import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import gated_delta as cgd
 from lsattn.backends.cupy._compile import make_config
+from lsattn.fenwick import _bit_length
 
 from helpers import assert_close
 from strategies import DECAYS, batch_shapes, head_dims, seeds, seq_lens, split_points
 
 F64, F32, BF16 = 1e-10, 1e-5, 2e-2
 BV = 16  # GD_BV of gated_delta.cu
-
-
-def _bitlen(x):
-    x = np.asarray(x, dtype=np.int64)
-    out = np.zeros(x.shape, dtype=np.int64)
-    y = x.copy()
-    while np.any(y > 0):
-        out += y > 0
-        y >>= 1
-    return out
 
 
 class Twin:
@@ -74,7 +65,7 @@ class Twin:
                         if not (p >> s) & 1:
                             continue
                         m, S = 0, oldc[:, s, :, cs]
-                        level = np.maximum(s + 1, _bitlen(p ^ tabs))
+                        level = np.maximum(s + 1, _bit_length(np, p ^ tabs))
                     else:
                         m = s - n_old + 1
                         if not (occ >> (m - 1)) & 1:
