@@ -39,6 +39,100 @@
 #define GD_BV 16
 #define GD_G 4  // slots per pass
 #define GD_RG (NT / GD_BV)
+constexpr int GD_RA = CH / GD_RG, GD_RB = DKP / GD_RG;  // rows per thread in (a) and (b)
+constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+
+// The shared-memory tiles of gd_scan.
+struct GdTiles {
+    ta* QeT;  // [kk][t]
+    ta* EkT;  // [kk][t]
+    ta* PhT;  // [t][kk]
+    ta* Sb;   // [g][kk][col]
+    ta* W;    // [g][t][col]
+};
+
+// One pass over G held slots Sg[0 .. G-1] (level codes lv: > 0 chunk level m, <= -2 incoming slot
+// j = -2 - lv): stage them, (a) add their reads to acc and form W = eGK S, (b) S <- e^g S - phi W.
+template <int G>
+__device__ __forceinline__ void gd_pass(ta* const (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_RA],
+                                        const GdTiles& sm, const ta* __restrict__ lam, i64 bh, int T, int L, i64 p,
+                                        i64 c, ta eg, int DK, int DV) {
+    const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
+    const int vc = blockIdx.y * GD_BV + col;
+    for (int idx = tid; idx < G * DKP * GD_BV; idx += NT) {
+        const int g = idx / (DKP * GD_BV), kk = (idx / GD_BV) % DKP, cc = blockIdx.y * GD_BV + idx % GD_BV;
+        ta val = (ta)0;
+#pragma unroll
+        for (int h = 0; h < G; ++h)
+            if (h == g && kk < DK && cc < DV) val = Sg[h][(i64)kk * DV + cc];
+        sm.Sb[idx] = val;
+    }
+    __syncthreads();
+    // (a) the reads of these slots and W = eGK S
+    ta r[G][GD_RA], w[G][GD_RA];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < GD_RA; ++i) r[g][i] = w[g][i] = (ta)0;
+#pragma unroll 2
+    for (int kk = 0; kk < DK; ++kk) {
+        ta qa[GD_RA], ea[GD_RA], sv[G];
+        ldv<GD_RA>(sm.QeT + kk * CH + rg * GD_RA, qa);
+        ldv<GD_RA>(sm.EkT + kk * CH + rg * GD_RA, ea);
+#pragma unroll
+        for (int g = 0; g < G; ++g) sv[g] = sm.Sb[(g * DKP + kk) * GD_BV + col];
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int i = 0; i < GD_RA; ++i) {
+                r[g][i] = fma(qa[i], sv[g], r[g][i]);
+                w[g][i] = fma(ea[i], sv[g], w[g][i]);
+            }
+    }
+#pragma unroll
+    for (int i = 0; i < GD_RA; ++i) {
+        const int t = rg * GD_RA + i;
+        const i64 tabs = c * CH + t, gt = tabs - p;
+        const bool real = gt >= 0 && gt < T;  // padding rows read nothing
+        const ta* lt = lam + (bh * T + (real ? gt : 0)) * L;
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            sm.W[(g * CH + t) * GD_BV + col] = w[g][i];
+            if (real) {
+                const int level = lv[g] > 0 ? GD_LOG2C + lv[g] : max(-1 - lv[g], bitlen64(p ^ tabs));
+                acc[i] = fma(lt[level], r[g][i], acc[i]);
+            }
+        }
+    }
+    __syncthreads();
+    // (b) S <- e^g S - phi W
+    ta x[G][GD_RB];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < GD_RB; ++i) x[g][i] = eg * sm.Sb[(g * DKP + rg * GD_RB + i) * GD_BV + col];
+#pragma unroll 2
+    for (int t = 0; t < CH; ++t) {
+        ta pa[GD_RB], wv[G];
+        ldv<GD_RB>(sm.PhT + t * DKP + rg * GD_RB, pa);
+#pragma unroll
+        for (int g = 0; g < G; ++g) wv[g] = sm.W[(g * CH + t) * GD_BV + col];
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int i = 0; i < GD_RB; ++i) x[g][i] = fma(-pa[i], wv[g], x[g][i]);
+    }
+    if (vc < DV) {
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int i = 0; i < GD_RB; ++i) {
+                const int kk = rg * GD_RB + i;
+                if (kk < DK) Sg[g][(i64)kk * DV + vc] = x[g][i];
+            }
+    }
+    __syncthreads();
+}
 
 extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
@@ -52,14 +146,14 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out: carried to the end
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
-    ta* EkT = QeT + DKP * CH;                   // [kk][t]
-    ta* PhT = EkT + DKP * CH;                   // [t][kk]
-    ta* Sb = PhT + DKP * CH;                    // [g][kk][col]
-    ta* W = Sb + GD_G * DKP * GD_BV;            // [g][t][col]
+    GdTiles sm;
+    sm.QeT = reinterpret_cast<ta*>(smem_raw);
+    sm.EkT = sm.QeT + DKP * CH;
+    sm.PhT = sm.EkT + DKP * CH;
+    sm.Sb = sm.PhT + DKP * CH;
+    sm.W = sm.Sb + GD_G * DKP * GD_BV;
     check_smem((3 * DKP * CH + GD_G * (DKP + CH) * GD_BV) * sizeof(ta));
-    constexpr int RA = CH / GD_RG, RB = DKP / GD_RG;
-    constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+    constexpr int RA = GD_RA, RB = GD_RB;
     const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
     const i64 bh = blockIdx.x;
     const int vc = blockIdx.y * GD_BV + col;  // this thread's value column
@@ -76,10 +170,10 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
         for (int idx = tid; idx < DKP * CH; idx += NT) {
             const int t = idx / DKP, kk = idx % DKP;  // coalesced along kk in global
             const bool ok = kk < DK;
-            QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
-            EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
+            sm.QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
+            sm.EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
             const int kr = idx / CH, tc = idx % CH;  // coalesced along t
-            PhT[tc * DKP + kr] = kr < DK ? phj[kr * CH + tc] : (ta)0;
+            sm.PhT[tc * DKP + kr] = kr < DK ? phj[kr * CH + tc] : (ta)0;
         }
         const ta eg = ex(gc[cj]);
         ta acc[RA];
@@ -105,79 +199,12 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
                 }
             }
             if (cnt == 0) break;
-            for (int idx = tid; idx < GD_G * DKP * GD_BV; idx += NT) {
-                const int g = idx / (DKP * GD_BV), kk = (idx / GD_BV) % DKP, cc = blockIdx.y * GD_BV + idx % GD_BV;
-                ta val = (ta)0;
-#pragma unroll
-                for (int h = 0; h < GD_G; ++h)
-                    if (h == g && Sg[h] != nullptr && kk < DK && cc < DV) val = Sg[h][(i64)kk * DV + cc];
-                Sb[idx] = val;  // [g][kk][col]
+            switch (cnt) {  // one pass over the cnt slots found (no work for absent ones)
+                case 1: gd_pass<1>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
+                case 2: gd_pass<2>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
+                case 3: gd_pass<3>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
+                default: gd_pass<4>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
             }
-            __syncthreads();
-            // (a) the reads of these slots and W = eGK S
-            ta r[GD_G][RA], w[GD_G][RA];
-#pragma unroll
-            for (int g = 0; g < GD_G; ++g)
-#pragma unroll
-                for (int i = 0; i < RA; ++i) r[g][i] = w[g][i] = (ta)0;
-#pragma unroll 2
-            for (int kk = 0; kk < DK; ++kk) {
-                ta qa[RA], ea[RA], sv[GD_G];
-                ldv<RA>(QeT + kk * CH + rg * RA, qa);
-                ldv<RA>(EkT + kk * CH + rg * RA, ea);
-#pragma unroll
-                for (int g = 0; g < GD_G; ++g) sv[g] = Sb[(g * DKP + kk) * GD_BV + col];
-#pragma unroll
-                for (int g = 0; g < GD_G; ++g)
-#pragma unroll
-                    for (int i = 0; i < RA; ++i) {
-                        r[g][i] = fma(qa[i], sv[g], r[g][i]);
-                        w[g][i] = fma(ea[i], sv[g], w[g][i]);
-                    }
-            }
-#pragma unroll
-            for (int i = 0; i < RA; ++i) {
-                const int t = rg * RA + i;
-                const i64 tabs = c * CH + t, gt = tabs - p;
-                const bool real = gt >= 0 && gt < T;
-                const ta* lt = lam + (bh * T + (real ? gt : 0)) * L;
-#pragma unroll
-                for (int g = 0; g < GD_G; ++g) {
-                    W[(g * CH + t) * GD_BV + col] = w[g][i];
-                    if (real && lv[g] != -1) {
-                        const int level = lv[g] > 0 ? LOG2C + lv[g] : max(-1 - lv[g], bitlen64(p ^ tabs));
-                        acc[i] = fma(lt[level], r[g][i], acc[i]);
-                    }
-                }
-            }
-            __syncthreads();
-            // (b) S <- e^g S - phi W
-            ta x[GD_G][RB];
-#pragma unroll
-            for (int g = 0; g < GD_G; ++g)
-#pragma unroll
-                for (int i = 0; i < RB; ++i) x[g][i] = eg * Sb[(g * DKP + rg * RB + i) * GD_BV + col];
-#pragma unroll 2
-            for (int t = 0; t < CH; ++t) {
-                ta pa[RB], wv[GD_G];
-                ldv<RB>(PhT + t * DKP + rg * RB, pa);
-#pragma unroll
-                for (int g = 0; g < GD_G; ++g) wv[g] = W[(g * CH + t) * GD_BV + col];
-#pragma unroll
-                for (int g = 0; g < GD_G; ++g)
-#pragma unroll
-                    for (int i = 0; i < RB; ++i) x[g][i] = fma(-pa[i], wv[g], x[g][i]);
-            }
-#pragma unroll
-            for (int g = 0; g < GD_G; ++g) {
-                if (Sg[g] == nullptr || !cok) continue;
-#pragma unroll
-                for (int i = 0; i < RB; ++i) {
-                    const int kk = rg * RB + i;
-                    if (kk < DK) Sg[g][(i64)kk * DV + vc] = x[g][i];
-                }
-            }
-            __syncthreads();
         }
         if (cok) {
 #pragma unroll
