@@ -1,11 +1,12 @@
 """CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention`` and
 ``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``).
 
-Layout of this package: one host module and one kernel file per operator family
-(``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu``), the device code they
+Layout of this package: one host module per operator family and its kernel files
+(``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu`` and, for bfloat16
+inputs, ``exp_kernel_tc.cu``; the backward kernels in ``*_bwd.cu``), the device code they
 share in ``common.cu`` (loads and stores of every input dtype, tile loaders, the mma fragments,
 the Fenwick level arithmetic), the compile cache and the launches in ``_compile.py``, the array
-conversions in ``_arrays.py``. Each kernel file is compiled after ``common.cu`` once per (device,
+conversions in ``_arrays.py``. A family's kernel files are compiled after ``common.cu`` once per (device,
 compute dtype, input dtype, chunk, padded head dims) through ``cupy.RawModule``.
 
 Arrays served: CuPy arrays directly; CUDA torch tensors viewed from their pointer, shape and

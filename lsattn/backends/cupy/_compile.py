@@ -158,7 +158,7 @@ _KERNELS = {
     "step": ("ek_step", "ll_step"),  # the stepper's fused steps (step.py); head dims at run time
 }
 #: the kernel files of each family, compiled after common.cu in this order
-_SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu")}
+_SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu")}
 
 
 @functools.lru_cache(maxsize=None)
