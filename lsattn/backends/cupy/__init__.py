@@ -42,11 +42,12 @@ value shifts in every chunk summary, exact rows recomputed where a later value o
 underflow an earlier row's numerator); its bfloat16 inputs take the FFMA kernels (no tensor-core
 variant), its decoding steps the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
 (``VARLEN_OPS``). Backward (``GRAD_OPS``; ``_autograd.py``) on CUDA torch tensors that require grad:
-``loglinear_attention`` (``loglinear_bwd.cu``), causal ``exp_kernel_attention`` and causal
-``log_attention`` (``exp_kernel_bwd.cu``, the latter in its LOGV mode: per-pair exponents inside
-chunks, column-shifted reverse state; 16-bit inputs from float32 copies); non-causal calls and calls
-returning a state take the array-API formulation on the same device under torch autograd, and the
-registry sends the other operators' inputs that require grad to the array-API path.
+``loglinear_attention`` (``loglinear_bwd.cu``), ``exp_kernel_attention`` and ``log_attention``
+(causal: ``exp_kernel_bwd.cu``, the latter in its LOGV mode: per-pair exponents inside chunks,
+column-shifted reverse state, 16-bit inputs from float32 copies; non-causal:
+``exp_kernel.backward_noncausal``, CuPy array operations on the one summary); calls returning a
+state take the array-API formulation on the same device under torch autograd, and the registry
+sends the other operators' inputs that require grad to the array-API path.
 """
 from __future__ import annotations
 
