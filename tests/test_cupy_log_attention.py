@@ -485,7 +485,8 @@ def test_gpu_noncausal_backward(op):
     xs = [torch.tensor(x, device="cuda", requires_grad=True) for x in (q, k, lv)]
     assert torch.autograd.gradcheck(lambda *x: fn(*x, causal=False), xs, eps=1e-6, atol=1e-7, rtol=1e-5)
     for dtype in ("float32", "bfloat16"):
-        q, k, lv = lv_inputs(22, (2, 2), 300, 64, 64, 0.125, 1e3 if op == "log_attention" else 1.0, 0.3, Tk=500)
+        logv = op == "log_attention"
+        q, k, lv = lv_inputs(22, (2, 2), 300, 64, 64, 0.125, 1e3 if logv else 1.0, 0.3 if logv else 0.0, Tk=500)
         td = getattr(torch, dtype)
         xs = [torch.tensor(x, device="cuda").to(td).requires_grad_(True) for x in (q, k, lv)]
         do = np.random.default_rng(23).standard_normal((2, 2, 300, 64))
