@@ -46,11 +46,16 @@ namespace {
 constexpr int QLD = CH + 4;
 }
 
+// The per-pair exponentials (arguments <= 0 where they matter; LOGV: <= 64): the hardware ex2 in float
+// (relative error ~1e-6 for arguments down to -87, far inside the float32 gradient bound), exp in double.
+__device__ __forceinline__ float fex(float x) { return __expf(x); }
+__device__ __forceinline__ double fex(double x) { return exp(x); }
+
 #if LOGV
 // exp(x) for an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
 __device__ __forceinline__ ta ex_cap(ta x) {
     const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-    return ex(x < cap ? x : cap);
+    return fex(x < cap ? x : cap);
 }
 
 // g over -inf outputs -> 0, those outputs -> +big; rows past the chunk likewise (Or: g [t][j], Yo: o [t][j])
@@ -109,10 +114,6 @@ __device__ __forceinline__ void ekb_D(ta* Dm, const ta* Ot, const ta* Vt, const 
 #endif
 }
 
-// The per-pair exponentials (arguments <= 0 where they matter): the hardware ex2 in float
-// (relative error ~1e-6 for arguments down to -87, far inside the float32 gradient bound), exp in double.
-__device__ __forceinline__ float fex(float x) { return __expf(x); }
-__device__ __forceinline__ double fex(double x) { return exp(x); }
 
 extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ y,
