@@ -128,7 +128,7 @@ def test_twin_log_attention_late_spikes():
 ORACLE_NEG = -1e5
 
 
-def log_grad_oracle(torch, q, k, lv, do, prefix=None, device="cpu", dtype=None):
+def log_grad_oracle(torch, q, k, lv, do, prefix=None, device="cpu", dtype=None, causal=True):
     """Gradients of ``sum(log_attention(q, k, lv) * do)`` (and of the incoming state's m, S, z, n when
     ``prefix`` = (q, k, lv) of the tokens before) by float64 torch autograd: of ``lsattn.reference``
     without a state, of the array-API path with the state's tensors as inputs otherwise.
@@ -137,7 +137,8 @@ def log_grad_oracle(torch, q, k, lv, do, prefix=None, device="cpu", dtype=None):
     NaN; the oracle therefore uses ``ORACLE_NEG`` for ``-inf`` log values (their terms still vanish
     exactly) and zero output gradients where the output is ``-inf`` (it depends on no input: the
     kernels give those zero gradient whatever ``do`` holds). ``dtype``: compute in this torch dtype
-    (float32 / bfloat16 inputs rounded first) before the float64 autograd.
+    (float32 / bfloat16 inputs rounded first) before the float64 autograd. ``causal=False``: the
+    non-causal reference (no prefix).
     Returns (grads [dq, dk, dlv (, dm, dS, dz, dn)] float64 NumPy, output float64 NumPy)."""
     from lsattn.state import State
 
@@ -146,7 +147,7 @@ def log_grad_oracle(torch, q, k, lv, do, prefix=None, device="cpu", dtype=None):
     def safe(x):
         return np.where(np.isneginf(x), ORACLE_NEG, x)
 
-    arrays, fn = [q, k, safe(lv)], ref.log_attention
+    arrays, fn = [q, k, safe(lv)], (lambda *x: ref.log_attention(*x, causal=causal))
     if prefix is not None:
         _, st0 = lsattn.log_attention(*[np.asarray(x, np.float64) for x in prefix[:2]] + [safe(prefix[2])],
                                       return_state=True, backend="array_api")
@@ -157,7 +158,7 @@ def log_grad_oracle(torch, q, k, lv, do, prefix=None, device="cpu", dtype=None):
             state = State("log_attention", P, batch, dk, dv, torch.float64, {"m": m, "S": S, "z": z, "n": n})
             return lsattn.log_attention(q, k, lv, state=state, backend="array_api")
 
-    out = _ref_out(torch, q, k, lv, device) if prefix is None else None
+    out = _ref_out(torch, q, k, lv, device, causal) if prefix is None else None
     if out is None:
         _, st = lsattn.log_attention(*prefix, return_state=True, backend="array_api")
         out = np.asarray(lsattn.log_attention(q, k, lv, state=st, backend="array_api"), np.float64)
@@ -166,10 +167,11 @@ def log_grad_oracle(torch, q, k, lv, do, prefix=None, device="cpu", dtype=None):
     return want, out
 
 
-def _ref_out(torch, q, k, lv, device):
+def _ref_out(torch, q, k, lv, device, causal=True):
     """The reference's float64 output, computed by torch on ``device`` (NumPy float64)."""
     with torch.no_grad():
-        return ref.log_attention(*[torch.tensor(np.asarray(x, np.float64), device=device) for x in (q, k, lv)]).cpu().numpy()
+        xs = [torch.tensor(np.asarray(x, np.float64), device=device) for x in (q, k, lv)]
+        return ref.log_attention(*xs, causal=causal).cpu().numpy()
 
 
 def check_log_grads(got, want, do, tol, what):
@@ -219,6 +221,35 @@ def test_twin_log_attention_backward_spikes():
     check_log_grads(got, want, do, GRAD_TOL["float64"], "spikes")
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@given(Tq=st.integers(1, 70), Tk=st.integers(1, 70), dk=head_dims, dv=head_dims, scale=magnitudes, lv_scale=lv_scales,
+       p_inf=st.sampled_from([0.0, 0.3]), logv=st.booleans(), seed=seeds)
+@settings(max_examples=12)
+def test_noncausal_backward(Tq, Tk, dk, dv, scale, lv_scale, p_inf, logv, seed):
+    """``exp_kernel.backward_noncausal`` (the non-causal backward, array operations; NumPy here) equals
+    float64 torch autograd of the reference: log_attention (log values up to 1e3, -inf entries and
+    columns) and exp_kernel_attention, Tq != Tk."""
+    torch = pytest.importorskip("torch")
+    q, k, lv = lv_inputs(seed, (2,), Tq, dk, dv, scale, lv_scale, p_inf, Tk=Tk)
+    do = np.random.default_rng(seed + 2).standard_normal((2, Tq, dv))
+    if logv:
+        want, out = log_grad_oracle(torch, q, k, lv, do, causal=False)
+    else:
+        from test_cupy_backend import _autograd
+
+        lv = np.random.default_rng(seed + 3).standard_normal(lv.shape)  # values of any sign
+        want, out = _autograd(lambda *x: ref.exp_kernel_attention(*x, causal=False), [q, k, lv], do, torch)
+        out = out.detach().numpy()
+    got = cek.backward_noncausal(np, q, k, lv, out, do, logv)
+    if logv:
+        assert not np.any(got[2][np.isneginf(lv)]), "-inf log values get exactly zero gradient"
+        check_log_grads(got, want, do, GRAD_TOL["float64"], f"Tq={Tq} Tk={Tk}")
+    else:
+        from test_cupy_backend import check_ek_grads
+
+        check_ek_grads(got, want, out, do, lv, GRAD_TOL["float64"], f"Tq={Tq} Tk={Tk}")
+
+
 @pytest.fixture
 def twin_autograd(monkeypatch):
     """``_autograd`` driving the NumPy twin on CPU torch tensors (its ``on_gpu`` replaced): the
@@ -237,11 +268,12 @@ def twin_autograd(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
-@pytest.mark.parametrize("T,P,lv_scale", [(1, 0, 1.0), (37, 0, 1e3), (70, 40, 30.0), (20, 1, 1e3)])
-def test_twin_log_attention_autograd(twin_autograd, T, P, lv_scale):
+@pytest.mark.parametrize("T,P,lv_scale,causal", [(1, 0, 1.0, True), (37, 0, 1e3, True), (70, 40, 30.0, True),
+                                                 (20, 1, 1e3, True), (37, 0, 1e3, False)])
+def test_twin_log_attention_autograd(twin_autograd, T, P, lv_scale, causal):
     """The torch autograd Function of the cupy backend (``apply_exp_kernel(..., logv=True)``) on the
     twin: gradients of q, k, log_v and the incoming state's m, S, z, n equal the oracle's, with
-    non-zero output gradients at -inf outputs."""
+    non-zero output gradients at -inf outputs; non-causal."""
     torch, _autograd = twin_autograd
     q, k, lv = lv_inputs(8, (2,), T, 3, 4, 2.0, lv_scale, 0.3)
     do = np.random.default_rng(9).standard_normal(lv.shape)
@@ -251,9 +283,9 @@ def test_twin_log_attention_autograd(twin_autograd, T, P, lv_scale):
     if P:
         _, st0 = lsattn.log_attention(*prefix, return_state=True, backend="array_api")
         init = [torch.tensor(np.asarray(st0.tensors[n], np.float64), requires_grad=True) for n in "mSzn"]
-    out = _autograd.apply_exp_kernel(*xs, init, None, logv=True)
+    out = _autograd.apply_exp_kernel(*xs, init, None, logv=True, causal=causal)
     out.backward(torch.tensor(do))
-    want, out_ref = log_grad_oracle(torch, q, k, lv, do, prefix)
+    want, out_ref = log_grad_oracle(torch, q, k, lv, do, prefix, causal=causal)
     assert_close(out.detach().numpy(), out_ref, F64, atol=F64)
     got = [x.grad.numpy() for x in xs + (init or [])]
     check_log_grads(got, want, do, GRAD_TOL["float64"], f"T={T} P={P}")
@@ -436,3 +468,41 @@ def test_gpu_log_attention_backward_spikes(dtype):
     want, _ = log_grad_oracle(torch, q, k, lv, do)
     tol = GRAD_TOL["float64"] if dtype == "float64" else GRAD_TOL["float32"] + 16 * float(np.finfo(np.float32).eps) * 1100
     check_log_grads([x.grad.double().cpu().numpy() for x in xs], want, do, tol, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("op", ["log_attention", "exp_kernel_attention"])
+def test_gpu_noncausal_backward(op):
+    """Non-causal calls that require grad (kernels forward, ``backward_noncausal`` on CuPy): gradcheck
+    in float64 with Tq != Tk, and float32 / bfloat16 at d = 64 against float64 autograd of the
+    reference (log values up to 1e3 with -inf entries and columns for log_attention)."""
+    torch = _cuda_torch()
+    fn = getattr(lsattn, op)
+    q, k, lv = lv_inputs(21, (2,), 9, 3, 2, 2.0, 30.0, Tk=13)
+    if op == "log_attention":
+        lv[..., 1::3, 0] = -np.inf
+    xs = [torch.tensor(x, device="cuda", requires_grad=True) for x in (q, k, lv)]
+    assert torch.autograd.gradcheck(lambda *x: fn(*x, causal=False), xs, eps=1e-6, atol=1e-7, rtol=1e-5)
+    for dtype in ("float32", "bfloat16"):
+        logv = op == "log_attention"
+        q, k, lv = lv_inputs(22, (2, 2), 300, 64, 64, 0.125, 1e3 if logv else 1.0, 0.3 if logv else 0.0, Tk=500)
+        td = getattr(torch, dtype)
+        xs = [torch.tensor(x, device="cuda").to(td).requires_grad_(True) for x in (q, k, lv)]
+        do = np.random.default_rng(23).standard_normal((2, 2, 300, 64))
+        out = fn(*xs, causal=False)
+        assert out.dtype == td
+        out.double().backward(torch.tensor(do, device="cuda"))
+        got = [x.grad.double().cpu().numpy() for x in xs]
+        rounded = [x.detach().double().cpu().numpy() for x in xs]
+        finite = [np.abs(x[np.isfinite(x)]).max(initial=0.0) for x in rounded]
+        tol = GRAD_TOL[dtype] + 16 * float(np.finfo(np.float32).eps) * sum(finite)
+        if op == "log_attention":
+            want, _ = log_grad_oracle(torch, *rounded, do, device="cuda", causal=False)
+            assert not np.any(got[2][np.isneginf(rounded[2])])
+            check_log_grads(got, want, do, tol, dtype)
+        else:
+            from test_cupy_backend import _autograd, check_ek_grads
+
+            want, ref_out = _autograd(lambda *x: ref.exp_kernel_attention(*x, causal=False), rounded, do, torch, device="cuda")
+            check_ek_grads(got, want, ref_out.detach().cpu().numpy(), do, rounded[2], tol, dtype)

@@ -1,6 +1,7 @@
 """A small exp-kernel / log_attention forward + backward on the GPU (for compute-sanitizer): padded
 and full head dims, bf16 and fp32 (log_attention: and fp64), with and without an incoming state;
-log_attention with -inf log values and a column without any non-zero value (-inf outputs)."""
+log_attention with -inf log values and a column without any non-zero value (-inf outputs);
+non-causal with Tk != Tq."""
 import torch
 
 import lsattn
@@ -25,6 +26,7 @@ for op in (lsattn.exp_kernel_attention, lsattn.log_attention):
                 st.tensors[n].requires_grad_(True)
             loss(op(q, k, v)).backward()
             loss(op(q, k, v, state=st)).backward()
+            loss(op(q, k[:, :-7], v[:, :-7], causal=False)).backward()
             assert all(torch.isfinite(x.grad).all() for x in (q, k, v)), (op.__name__, dtype)
 torch.cuda.synchronize()
 print("ok")

@@ -20,6 +20,6 @@ if command -v compute-sanitizer > /dev/null; then
     echo "rc=$?"; grep -E "ERROR SUMMARY|^ok" "$OUT/log_sanitize.txt" | tail -4
 fi
 echo "=== train bench $(date -u +%T)"
-timeout 55 python3 benchmarks/bench_gpu_train.py --out "$OUT" --T 8192,32768 --ops ek,la,sdpa > "$OUT/log_train.txt" 2>&1
+timeout 55 python3 benchmarks/bench_gpu_train.py --out "$OUT" --T 8192,16384,32768 --ops ek,la,sdpa > "$OUT/log_train.txt" 2>&1
 echo "rc=$?"; tail -12 "$OUT/log_train.txt"
 echo "=== done $(date -u +%T)"

@@ -1,12 +1,13 @@
 """CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention``,
 ``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``) and
-``loglinear_gated_delta`` (forward only: ``gated_delta.py`` + ``gated_delta.cu``, below).
+``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu``, below).
 
-Layout of this package: one host module and one kernel file per operator family
-(``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu``), the device code they
+Layout of this package: one host module per operator family and its kernel files
+(``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu`` and, for bfloat16
+inputs, ``exp_kernel_tc.cu``; the backward kernels in ``*_bwd.cu``), the device code they
 share in ``common.cu`` (loads and stores of every input dtype, tile loaders, the mma fragments,
 the Fenwick level arithmetic), the compile cache and the launches in ``_compile.py``, the array
-conversions in ``_arrays.py``. Each kernel file is compiled after ``common.cu`` once per (device,
+conversions in ``_arrays.py``. A family's kernel files are compiled after ``common.cu`` once per (device,
 compute dtype, input dtype, chunk, padded head dims) through ``cupy.RawModule``.
 
 Arrays served: CuPy arrays directly; CUDA torch tensors viewed from their pointer, shape and
@@ -39,7 +40,7 @@ kernel, ``gd_scan``, replaces the chunk tree by a sequential scan over chunks pe
 value columns) that keeps the chunk-level Fenwick states and the incoming state's slots, reads
 them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)`` and merges at chunk
 granularity. float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in
-``HALF_OPS``). No backward kernel yet: inputs that require grad take the array-API path.
+``HALF_OPS``); its backward: below.
 
 Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selection falls back to
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed
@@ -48,7 +49,23 @@ above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid lim
 ``prod(batch) <= 65535``. ``log_attention`` runs the exp-kernel kernels in their LOGV mode (per-column
 value shifts in every chunk summary, exact rows recomputed where a later value of the chunk would
 underflow an earlier row's numerator); its bfloat16 inputs take the FFMA kernels (no tensor-core
-GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta")
+variant), its decoding steps the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
+(``VARLEN_OPS``; read through a token map, ``LAYOUT_OPS``, without state or gradient). Broadcast
+batch axes (grouped-query heads): ``loglinear_attention``'s forward kernels read shared rows
+(``BROADCAST_OPS``); other operators get contiguous copies. Backward (``GRAD_OPS``;
+``_autograd.py``) on CUDA torch tensors that require grad: ``loglinear_attention``
+(``loglinear_bwd.cu``), ``exp_kernel_attention`` and ``log_attention`` (causal:
+``exp_kernel_bwd.cu``, the latter in its LOGV mode: per-pair exponents inside chunks,
+column-shifted reverse state, 16-bit inputs from float32 copies; non-causal:
+``exp_kernel.backward_noncausal``, CuPy array operations on the one summary), and
+``loglinear_gated_delta``: its training path keeps the per-chunk WY forms as torch operations
+(differentiated by torch) and wraps the chunk scan in a ``torch.autograd.Function`` whose backward,
+``gd_scan_bwd`` (``gated_delta_bwd.py`` + ``gated_delta_bwd.cu``), is a reverse scan over the
+chunks with adjoint level states (gradients of ``qeff``, ``phi``, ``e^G K``, ``H``, the chunk
+decays, the level weights it reads and the incoming state); it recomputes the slot states before
+every chunk into a scratch of ``(n_old + NLC) / C`` of one ``T d_k d_v`` tensor (C = 64: ~10 / 64
+at T = 32K), freed when the backward returns. Calls returning a state take the array-API
+formulation on the same device under torch autograd.
 """
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Torch autograd for the CuPy kernels: ``loglinear_attention``, (causal) ``exp_kernel_attention`` /
-``log_attention`` and the chunk scan of ``loglinear_gated_delta``, forward and backward on the GPU.
+"""Torch autograd for the CuPy kernels: ``loglinear_attention``, ``exp_kernel_attention`` /
+``log_attention`` (causal: backward kernels; non-causal: ``exp_kernel.backward_noncausal``, CuPy
+array operations on the one summary) and the chunk scan of ``loglinear_gated_delta``, forward and
+backward on the GPU.
 
 ``apply_loglinear`` / ``apply_exp_kernel`` run the forward kernels and record a
 ``torch.autograd.Function`` whose backward is ``loglinear.backward`` / ``exp_kernel.backward``
@@ -20,7 +22,7 @@ from __future__ import annotations
 import functools
 
 from . import exp_kernel as _ek, loglinear as _ll
-from ._arrays import inputs, on_gpu
+from ._arrays import inputs, narrow, on_gpu, widen
 
 __all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_scan"]
 
@@ -77,37 +79,45 @@ def _exp_function():
         with n0)."""
 
         @staticmethod
-        def forward(ctx, q, k, v, m0, S0, z0, n0, chunk_size, logv):
+        def forward(ctx, q, k, v, m0, S0, z0, n0, chunk_size, logv, causal):
             with on_gpu(q) as (to_cp, back, ops):
                 args, half = inputs(to_cp, (q, k, v))
                 init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in _init(m0, S0, z0, n0, logv))
-                out, _ = _ek.compute(ops, *args, True, init, False, chunk_size, half, logv)
+                if causal:
+                    out, _ = _ek.compute(ops, *args, True, init, False, chunk_size, half, logv)
+                else:  # no 16-bit entry for the one-summary read: from float32 copies
+                    out, _ = _ek.compute(ops, *(widen(ops.xp, x, half) if half else x for x in args), False, None, False,
+                                         chunk_size, logv=logv)
+                    out = narrow(ops.xp, out, half) if half else out
                 out = back(out, half)
             ctx.save_for_backward(q, k, v, m0, S0, z0, n0, out)
-            ctx.chunk_size, ctx.logv = chunk_size, logv
+            ctx.chunk_size, ctx.logv, ctx.causal = chunk_size, logv, causal
             return out
 
         @staticmethod
         def backward(ctx, do):
             q, k, v, m0, S0, z0, n0, out = ctx.saved_tensors
-            logv = ctx.logv
+            logv, causal = ctx.logv, ctx.causal
             f = lambda x: x.detach().contiguous()  # noqa: E731
-            # log_attention with 16-bit inputs: in float32, its output recomputed (a 16-bit log output
-            # carries an absolute error |log y| 2^-9 into every exp(log v - log y))
-            wide = logv and q.dtype in (torch.float16, torch.bfloat16)
+            # 16-bit inputs of log_attention, or non-causal: in float32; log_attention's output recomputed
+            # (a 16-bit log output carries an absolute error |log y| 2^-9 into every exp(log v - log y))
+            wide = (logv or not causal) and q.dtype in (torch.float16, torch.bfloat16)
             if wide:
                 f = lambda x: x.detach().float().contiguous()  # noqa: E731
             with on_gpu(q) as (to_cp, back, ops):
                 arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, out, do.to(out.dtype))])
                 init = None if m0 is None else tuple(to_cp(f(x))[0] for x in _init(m0, S0, z0, n0, logv))
-                if wide:
-                    arrays[3], _ = _ek.compute(ops, *arrays[:3], True, init, False, ctx.chunk_size, "", True)
+                if wide and logv:
+                    arrays[3], _ = _ek.compute(ops, *arrays[:3], causal, init, False, ctx.chunk_size, "", True)
                 want = m0 is not None and any(ctx.needs_input_grad[3:7])
-                dq, dk, dv, dst = _ek.backward(ops, *arrays[:3], init, *arrays[3:], want, half, logv)
+                if causal:
+                    dq, dk, dv, dst = _ek.backward(ops, *arrays[:3], init, *arrays[3:], want, half, logv)
+                else:
+                    (dq, dk, dv), dst = _ek.backward_noncausal(ops.xp, *arrays, logv), None
                 grads = [back(g, half) for g in (dq, dk, dv)]
                 grads += [None if dst is None or i >= len(dst) else back(dst[i], "") for i in range(4)]
             cast = lambda g, x: None if g is None or x is None else g.to(x.dtype)  # noqa: E731
-            return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, m0, S0, z0, n0))) + (None, None)
+            return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, m0, S0, z0, n0))) + (None, None, None)
 
     return ExpKernel
 
@@ -116,12 +126,12 @@ def _init(m0, S0, z0, n0, logv):
     return (m0, S0, z0, n0) if logv else (m0, S0, z0)
 
 
-def apply_exp_kernel(q, k, v, init, chunk_size, logv=False):
-    """Causal ``exp_kernel_attention``'s output on CUDA torch tensors (``logv``: ``log_attention``'s,
-    from log values), differentiable through the kernels (init: the incoming state's (m, S, z) /
-    (m, S, z, n) or None)."""
+def apply_exp_kernel(q, k, v, init, chunk_size, logv=False, causal=True):
+    """``exp_kernel_attention``'s output on CUDA torch tensors (``logv``: ``log_attention``'s, from
+    log values), differentiable through the kernels (init: the incoming state's (m, S, z) /
+    (m, S, z, n) or None; causal only). Non-causal: the backward is ``exp_kernel.backward_noncausal``."""
     m0, S0, z0, n0 = (None,) * 4 if init is None else tuple(init) + (None,) * (4 - len(init))
-    return _exp_function().apply(q, k, v, m0, S0, z0, n0, chunk_size, logv)
+    return _exp_function().apply(q, k, v, m0, S0, z0, n0, chunk_size, logv, causal)
 
 
 @functools.lru_cache(maxsize=None)

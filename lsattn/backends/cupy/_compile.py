@@ -164,7 +164,8 @@ _KERNELS = {
     "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
-_SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu")}
+_SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu"),
+            "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu")}
 
 
 @functools.lru_cache(maxsize=None)

@@ -274,6 +274,18 @@ __device__ __forceinline__ void staged(L load, S store) {
     }
 }
 
+// The CH x DP tile of rows g0.. of src (tile_loader) into row-major R [r][c] and / or transposed
+// Tt [c][r] (leading dimension ldt); a null destination is skipped. clamp: log values, -inf (and
+// anything below) raised to the stand-in lo_v().
+template <int DP>
+__device__ __forceinline__ void load_rows(const ti* src, i64 g0, i64 T, int D, ta* R, ta* Tt, int ldt, bool clamp = false) {
+    staged<CH * DP, NT>(tile_loader<DP>(src, g0, T, D), [&](int idx, ta x) {
+        if (clamp) x = fmx(x, lo_v());
+        if (R) R[idx] = x;
+        if (Tt) Tt[(idx % DP) * ldt + idx / DP] = x;
+    });
+}
+
 // Trap when the launch gave less dynamic shared memory than the kernel's layout needs.
 __device__ __forceinline__ void check_smem(unsigned need) {
     unsigned have;

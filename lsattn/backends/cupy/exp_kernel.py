@@ -10,7 +10,7 @@ from ...state import State
 from ._arrays import batch_layout, flat, inputs, narrow, on_gpu, ta_name, widen
 from ._compile import DV_BLOCK, grad_fits, make_config
 
-__all__ = ["forward", "log_forward", "compute", "backward"]
+__all__ = ["forward", "log_forward", "compute", "backward", "backward_noncausal"]
 
 
 def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False):
@@ -140,6 +140,46 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
     return grads + (tuple(xp.reshape(g, batch + g.shape[1:]) for g in dst),)
 
 
+def backward_noncausal(xp, q, k, v, out, do, logv=False):
+    """Gradients of a non-causal call: every query reads the one summary of every key, so the
+    backward is that of linear attention with feature maps ``A = exp(q + m - lden) <= 1`` (queries)
+    and ``E = exp(k - m) <= 1`` (keys), in array operations of ``xp`` (CuPy here; NumPy in the tests),
+    with the causal kernels' shifts (``exp_kernel_bwd.cu``): ``logv``, the keys' column shift
+    ``n = max_s log_v`` on the queries' read, the queries' ``W = max_t (-o)`` on the keys' read;
+    ``-inf`` outputs get no gradient, ``-inf`` log values exactly zero.
+
+    q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (log values when ``logv``), out, do
+    (..., Tq, d_v), in the compute dtype (float32 / float64). Returns (dq, dk, dv). Memory
+    ``O((Tq + Tk)(d_k + d_v) + d_k d_v)``."""
+    mT = lambda x: xp.swapaxes(x, -1, -2)  # noqa: E731
+    m = xp.max(k, axis=-2, keepdims=True)  # (..., 1, d_k)
+    E = xp.exp(k - m)
+    z = xp.sum(E, axis=-2, keepdims=True)  # >= 1
+    qm = q + m
+    r = xp.max(qm, axis=-1, keepdims=True)
+    A = xp.exp(qm - (r + xp.log(xp.sum(xp.exp(qm - r) * z, axis=-1, keepdims=True))))  # exp(q + m - lden)
+    if logv:
+        lo = -float(xp.finfo(q.dtype).max) / 8
+        cap = 640.0 if q.dtype == xp.float64 else 64.0  # the kernels' ex_cap
+        lv = xp.maximum(v, lo)
+        ok = out > lo / 2
+        g, o = xp.where(ok, do, 0.0), xp.where(ok, out, -lo)
+        n = xp.max(lv, axis=-2, keepdims=True)  # (..., 1, d_v)
+        W = xp.max(-o, axis=-2, keepdims=True)
+        V, G = xp.exp(lv - n), g * xp.exp(xp.minimum(n - o, cap))  # keys' values, queries' read of them
+        Gp, Vp = g * xp.exp(-o - W), xp.exp(xp.minimum(lv + W, cap))  # queries' U, keys' read of it
+        delta = xp.sum(g, axis=-1, keepdims=True)
+    else:
+        V = Vp = v
+        G = Gp = do
+        delta = xp.sum(do * out, axis=-1, keepdims=True)
+    dq = A * (G @ mT(mT(E) @ V) - delta * z)
+    U, Z = mT(A) @ Gp, mT(A) @ delta  # (..., d_k, d_v), (..., d_k, 1)
+    dk = E * (Vp @ mT(U) - mT(Z))
+    dv = E @ U
+    return dq, dk, (Vp * dv if logv else dv)
+
+
 def _tracks_grad(arrays):
     """True for torch tensors when autograd records and some of ``arrays`` requires grad."""
     if not any(getattr(x, "requires_grad", False) for x in arrays):
@@ -172,9 +212,10 @@ def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
     -------
     (log_y (..., Tq, d_v) in the inputs' dtype, State or None); state tensors as :func:`forward`'s
     plus ``n (..., d_v)``, the running per-column maximum of ``log_v`` (before any token
-    ``m = n = -finfo.max / 8``), as in the array-API twin. Causal calls on CUDA torch tensors that
-    require grad record the backward kernels (``exp_kernel_bwd.cu`` in LOGV mode, ``_autograd``);
-    non-causal ones, and those returning a state, run the array-API formulation on the same device.
+    ``m = n = -finfo.max / 8``), as in the array-API twin. Calls on CUDA torch tensors that
+    require grad record the backward (``_autograd``; causal: ``exp_kernel_bwd.cu`` in LOGV mode,
+    non-causal: :func:`backward_noncausal`); those returning a state run the array-API formulation
+    on the same device.
     """
     return _forward(q, k, log_v, causal, state, return_state, chunk_size, True)
 
@@ -188,12 +229,12 @@ def _forward(q, k, v, causal, state, return_state, chunk_size, logv):
         import torch
 
         f64 = q.dtype == torch.float64
-        if causal and not return_state and grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel", logv):
+        if not return_state and (not causal or grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel", logv)):
             from ._autograd import apply_exp_kernel
 
-            return apply_exp_kernel(q, k, v, init_t, chunk_size, logv), None
-        # non-causal, a returned state (whose gradient the kernels do not compute), head dims beyond
-        # the backward's tiles: the array-API formulation on the same device, differentiated by torch
+            return apply_exp_kernel(q, k, v, init_t, chunk_size, logv, causal), None
+        # a returned state (whose gradient the kernels do not compute), head dims beyond the
+        # backward's tiles: the array-API formulation on the same device, differentiated by torch
         from ...exp_kernel import _exp_forward, _log_forward
 
         args = [x if f64 else x.float() for x in (q, k, v)]  # half: in float32

@@ -46,11 +46,16 @@ namespace {
 constexpr int QLD = CH + 4;
 }
 
+// The per-pair exponentials (arguments <= 0 where they matter; LOGV: <= 64): the hardware ex2 in float
+// (relative error ~1e-6 for arguments down to -87, far inside the float32 gradient bound), exp in double.
+__device__ __forceinline__ float fex(float x) { return __expf(x); }
+__device__ __forceinline__ double fex(double x) { return exp(x); }
+
 #if LOGV
 // exp(x) for an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
 __device__ __forceinline__ ta ex_cap(ta x) {
     const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-    return ex(x < cap ? x : cap);
+    return fex(x < cap ? x : cap);
 }
 
 // g over -inf outputs -> 0, those outputs -> +big; rows past the chunk likewise (Or: g [t][j], Yo: o [t][j])
@@ -62,24 +67,53 @@ __device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, int ns) {
     }
 }
 
-// D_ts = sum_j g_tj exp(lv_sj - o_tj) - delta_t for s <= t < ns, else 0 (Lt: lv transposed [j][s])
-__device__ __forceinline__ void logv_D(ta* Dm, const ta* Or, const ta* Yo, const ta* Lt, const ta* Ds, int ns, int DV) {
+#endif
+
+// The chunk's tiles of both backward kernels: q, k [t][i] (Kt: k transposed [i][s], or null), dO
+// transposed [j][t] and as is [t][j], v transposed [j][s] (LOGV: log values clamped, and Yo: the
+// log output [t][j]).
+__device__ __forceinline__ void ekb_tiles(const ti* q, const ti* k, const ti* v, const ti* dO, const ti* y, ta* Qr,
+                                          ta* Kr, ta* Kt, ta* Ot, ta* Vt, ta* Or, ta* Yo, i64 bh, i64 g0, int T, int DK,
+                                          int DV) {
+    load_rows<DKP>(q + bh * T * DK, g0, T, DK, Qr, nullptr, 0);
+    load_rows<DKP>(k + bh * T * DK, g0, T, DK, Kr, Kt, QLD);
+    load_rows<DVP>(dO + bh * T * DV, g0, T, DV, Or, Ot, QLD);
+    load_rows<DVP>(v + bh * T * DV, g0, T, DV, nullptr, Vt, QLD, LOGV);
+    if (Yo) load_rows<DVP>(y + bh * T * DV, g0, T, DV, Yo, nullptr, 0);
+}
+
+// D[t][s] for s <= t < ns (else 0): dO_t . v_s - delta_t (Ot, Vt); LOGV: sum_j g_tj exp(lv_sj - o_tj)
+// - delta_t (Or, Yo masked by logv_mask, Vt the log values), one exponent per (t, s, j)
+__device__ __forceinline__ void ekb_D(ta* Dm, const ta* Ot, const ta* Vt, const ta* Or, const ta* Yo, const ta* Ds,
+                                      int ns, int DV) {
+#if LOGV
     for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;
         ta d = (ta)0;
         if (s <= t && t < ns) {
             d = -Ds[t];
-            for (int j = 0; j < DV; ++j) d = fma(Or[t * DVP + j], ex_cap(Lt[j * QLD + s] - Yo[t * DVP + j]), d);
+            for (int j = 0; j < DV; ++j) d = fma(Or[t * DVP + j], ex_cap(Vt[j * QLD + s] - Yo[t * DVP + j]), d);
         }
         Dm[t * QLD + s] = d;
     }
-}
+#else
+    constexpr int RM = CH / 16;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    ta acc[RM][RM];
+    zero_acc(acc);
+    mm_acc<RM, RM, DVP>(acc, Ot, QLD, Vt, QLD, ty, tx);
+#pragma unroll
+    for (int ii = 0; ii < RM; ++ii) {
+        const int t = ty * RM + ii;
+#pragma unroll
+        for (int jj = 0; jj < RM; ++jj) {
+            const int s = tx * RM + jj;
+            Dm[t * QLD + s] = (s <= t && t < ns) ? acc[ii][jj] - Ds[t] : (ta)0;
+        }
+    }
 #endif
+}
 
-// The per-pair exponentials (arguments <= 0 where they matter): the hardware ex2 in float
-// (relative error ~1e-6 for arguments down to -87, far inside the float32 gradient bound), exp in double.
-__device__ __forceinline__ float fex(float x) { return __expf(x); }
-__device__ __forceinline__ double fex(double x) { return exp(x); }
 
 extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ y,
@@ -101,8 +135,8 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     ta* zi = mi + DKP;                         // DKP: z_in
     ta* Ls = zi + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
+    ta* Yo = LOGV ? Ds + CH : nullptr;         // LOGV: CH x DVP, o [t][j]
 #if LOGV  // Vt holds lv; Ot, Or hold g, then G^T, G'
-    ta* Yo = Ds + CH;                          // CH x DVP: o [t][j]
     ta* Ni = Yo + CH * DVP;                    // DVP: n_in
     ta* Ws = Ni + DVP;                         // DVP: W^c
 #endif
@@ -115,12 +149,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     const int ns = (int)min((i64)CH, (i64)T - g0);
     ta* Sc = S + (bh * n + c) * (i64)DK * DV;
     ta* zc = z + (bh * n + c) * DK;
-    staged<CH * DKP, NT>(tile_loader<DKP>(q + bh * T * DK, g0, T, DK), [&](int idx, ta x) { Qr[idx] = x; });
-    staged<CH * DKP, NT>(tile_loader<DKP>(k + bh * T * DK, g0, T, DK), [&](int idx, ta x) { Kr[idx] = x; });
-    staged<CH * DVP, NT>(tile_loader<DVP>(dO + bh * T * DV, g0, T, DV),
-                         [&](int idx, ta x) { Ot[(idx % DVP) * QLD + idx / DVP] = x; Or[idx] = x; });
-    staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * T * DV, g0, T, DV),
-                         [&](int idx, ta x) { Vt[(idx % DVP) * QLD + idx / DVP] = LOGV ? fmx(x, lo_v()) : x; });
+    ekb_tiles(q, k, v, dO, y, Qr, Kr, nullptr, Ot, Vt, Or, Yo, bh, g0, T, DK, DV);
     staged<DKP * DVP, NT>([&](int idx) { int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? Sc[(i64)i * DV + j] : (ta)0; },
                           [&](int idx, ta x) { St[(idx % DVP) * DKP + idx / DVP] = x; });
     if (tid < DKP) {
@@ -128,7 +157,6 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
         zi[tid] = tid < DK ? zc[tid] : (ta)0;
     }
 #if LOGV
-    staged<CH * DVP, NT>(tile_loader<DVP>(y + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Yo[idx] = x; });
     if (tid < DVP) Ni[tid] = tid < DV ? n_in[(bh * n + c) * DV + tid] : (ta)0;
 #endif
     for (int r = warp; r < CH; r += NT / 32) {  // delta_t = dy_t . y_t (LOGV: sum_j g_tj over finite o_tj), a warp per row
@@ -184,25 +212,8 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
         Ws[j] = w;
         if (j < DV) Wc[(bh * n + c) * DV + j] = w;
     }
-    logv_D(Dm, Or, Yo, Vt, Ds, ns, DV);
-#else
-    // D = dO V^T - delta (masked)
-    {
-        ta acc[RM][RM];
-        zero_acc(acc);
-        mm_acc<RM, RM, DVP>(acc, Ot, QLD, Vt, QLD, ty, tx);
-        __syncthreads();  // Ls, Ds written
-#pragma unroll
-        for (int ii = 0; ii < RM; ++ii) {
-            const int t = ty * RM + ii;
-#pragma unroll
-            for (int jj = 0; jj < RM; ++jj) {
-                const int s = tx * RM + jj;
-                Dm[t * QLD + s] = (s <= t && t < ns) ? acc[ii][jj] - Ds[t] : (ta)0;
-            }
-        }
-    }
 #endif
+    ekb_D(Dm, Ot, Vt, Or, Yo, Ds, ns, DV);
     __syncthreads();
     // A = exp(q + M - lden); the intra-chunk dq into Wm
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -335,8 +346,8 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     ta* Mn = Zs + DKP;                         // DKP: M_{c+1}
     ta* Ls = Mn + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
+    ta* Yo = LOGV ? Ds + CH : nullptr;         // LOGV: CH x DVP, o [t][j]
 #if LOGV  // Vt holds lv, then V'; Or holds g; Ot the intra-chunk d lv [j][s]
-    ta* Yo = Ds + CH;                          // CH x DVP: o [t][j]
     ta* Wj = Yo + CH * DVP;                    // DVP: W(b_{c+1})
 #endif
     check_smem((unsigned)((3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP +
@@ -347,17 +358,10 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     const i64 g0 = (i64)c * CH;
     const int ns = (int)min((i64)CH, (i64)T - g0);
     const ta* Uc = U + (bh * n + c) * (i64)DK * DV;
-    staged<CH * DKP, NT>(tile_loader<DKP>(q + bh * T * DK, g0, T, DK), [&](int idx, ta x) { Qr[idx] = x; });
-    staged<CH * DKP, NT>(tile_loader<DKP>(k + bh * T * DK, g0, T, DK),
-                         [&](int idx, ta x) { Kr[idx] = x; Kt[(idx % DKP) * QLD + idx / DKP] = x; });
-    staged<CH * DVP, NT>(tile_loader<DVP>(dO + bh * T * DV, g0, T, DV),
-                         [&](int idx, ta x) { Ot[(idx % DVP) * QLD + idx / DVP] = x; Or[idx] = x; });
-    staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * T * DV, g0, T, DV),
-                         [&](int idx, ta x) { Vt[(idx % DVP) * QLD + idx / DVP] = LOGV ? fmx(x, lo_v()) : x; });
+    ekb_tiles(q, k, v, dO, y, Qr, Kr, Kt, Ot, Vt, Or, Yo, bh, g0, T, DK, DV);
     staged<DKP * DVP, NT>([&](int idx) { int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? Uc[(i64)i * DV + j] : (ta)0; },
                           [&](int idx, ta x) { Us[idx] = x; Ut[(idx % DVP) * DKP + idx / DVP] = x; });
 #if LOGV
-    staged<CH * DVP, NT>(tile_loader<DVP>(y + bh * T * DV, g0, T, DV), [&](int idx, ta x) { Yo[idx] = x; });
     if (tid < DVP) Wj[tid] = tid < DV ? Wn[(bh * n + c) * DV + tid] : (ta)0;
 #endif
     if (tid < DKP) {
@@ -372,23 +376,8 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
 #if LOGV
     logv_mask(Or, Yo, ns);
     __syncthreads();
-    logv_D(Dm, Or, Yo, Vt, Ds, ns, DV);
-#else
-    {  // D = dO V^T - delta (masked)
-        ta acc[RM][RM];
-        zero_acc(acc);
-        mm_acc<RM, RM, DVP>(acc, Ot, QLD, Vt, QLD, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < RM; ++ii) {
-            const int t = ty * RM + ii;
-#pragma unroll
-            for (int jj = 0; jj < RM; ++jj) {
-                const int s = tx * RM + jj;
-                Dm[t * QLD + s] = (s <= t && t < ns) ? acc[ii][jj] - Ds[t] : (ta)0;
-            }
-        }
-    }
 #endif
+    ekb_D(Dm, Ot, Vt, Or, Yo, Ds, ns, DV);
     // P[t][s] = sum_i exp(q_ti + k_si - lden_t), s <= t
     for (int idx = tid; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;

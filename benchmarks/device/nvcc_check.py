@@ -1,0 +1,74 @@
+"""Compile-check the CuPy backend's kernel families with the local nvcc (no GPU needed): every
+family's sources, concatenated after ``common.cu`` as ``_compile._kernels`` does, for each variant
+the host can ask for (compute type float / double, 16-bit inputs, LOGV mode, padded head dims;
+the forward chunk and the backward's shrunken chunk), compiled to PTX for sm_90; every kernel the
+host launches for that variant must be in the PTX.
+
+    python benchmarks/device/nvcc_check.py [--ops exp_kernel,exp_kernel_bwd,loglinear,loglinear_bwd,step]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from lsattn.backends.cupy import _compile as cc  # noqa: E402
+
+GRAD = {"exp_kernel": "exp_kernel", "exp_kernel_bwd": "exp_kernel", "loglinear": "loglinear", "loglinear_bwd": "loglinear"}
+DIMS = [(16, 16), (64, 64), (128, 128), (64, 128), (128, 16)]
+
+
+def configs(op):
+    """The variants of ``op``: the forward's (chunk 64) and, for the families with a backward, the
+    backward's (its chunk shrinks until the tiles fit)."""
+    out = []
+    for ta, half, logv, (dk, dv) in itertools.product(["float", "double"], ["", "bf16", "f16"], [False, True], DIMS):
+        if (ta == "double" and half) or (logv and not op.startswith("exp_kernel")):
+            continue
+        if not op.endswith("_bwd"):
+            out.append(cc.make_config(ta, dk, dv, 64, half, logv=logv))
+        if op in GRAD:
+            out.append(cc.make_config(ta, dk, dv, 32, half, grad=GRAD[op], logv=logv))
+    return list(dict.fromkeys(out))
+
+
+def launched(op, cfg):
+    names = list(cc._KERNELS[op])
+    if cfg.bf16 and cfg.tc:
+        names += [cfg.kernel(n)[0] for n in names if cfg.kernel(n)[0] != n]
+        if op == "exp_kernel":
+            names += ["ek_scan_Shv", "ek_scan_Sh1"]
+    return names
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ops", default=",".join(cc._KERNELS))
+    args = ap.parse_args()
+    bad = total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for op in args.ops.split(","):
+            src = os.path.join(tmp, f"{op}.cu")
+            with open(src, "w") as f:
+                f.write("\n".join(open(os.path.join(cc._HERE, x)).read() for x in ("common.cu",) + cc._SOURCES.get(op, (f"{op}.cu",))))
+            for cfg in configs(op):
+                flags = [f"-DTA={cfg.ta}", f"-DTI_BF16={int(cfg.half == 'bf16')}", f"-DTI_F16={int(cfg.half == 'f16')}",
+                         f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}", f"-DLOGV={int(cfg.logv)}"]
+                ptx = os.path.join(tmp, "k.ptx")
+                r = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-ptx", *flags, src, "-o", ptx], capture_output=True, text=True)
+                missing = [] if r.returncode else [n for n in launched(op, cfg) if f".entry {n}(" not in open(ptx).read()]
+                ok = r.returncode == 0 and not missing
+                total += 1
+                bad += not ok
+                print(f"{'ok  ' if ok else 'FAIL'} {op:15s} {' '.join(flags)}{' tc' if cfg.bf16 and cfg.tc else ''}"
+                      f"{' missing ' + ','.join(missing) if missing else ''}{r.stderr[-400:] if r.returncode else ''}", flush=True)
+    print(f"{total - bad} of {total} variants compile with every kernel present")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+// Exp-kernel attention (lsattn.exp_kernel_attention): the tensor-core kernels for bfloat16 inputs
+// (ek_chunk_tc5, ek_output_tc5, ek_scan_Shv / ek_scan_Sh1); compiled after common.cu and exp_kernel.cu
+// (whose scan_S they share). The host picks them through Config.kernel.
+
+#if TI_BF16 && !LOGV  // (log_attention's bf16 inputs run the FFMA kernels of exp_kernel.cu)
+// ---- tensor-core versions for bfloat16 inputs (CH = 64, NTC = 128 threads, fp32 accumulation) -----
+// Rounded to bf16 on the way into a product: exp(k - m) <= 1, exp(q + mm - R) <= 1, the masked
+// scores, and the rescaled S_in (relative 2^-9 each); shifts, maxima, z and denominators of the
+// state part in fp32. The exact-row fallback is the fp32 one of exp_kernel.cu.
+
+// ---- v4: asynchronous row-major tiles (cp.async), transposed operands through ldmatrix.trans ----
+// Every global load of a block is issued at once; no transposed shared-memory stores.
+
+// ST: storage of the per-chunk summaries S (float; bf16 in v5); FAST: __expf for factors that are
+// rounded to bf16 right after (v5).
+template <typename ST, bool FAST>
+__device__ __forceinline__ void ek_chunk_body(
+    const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, ST* __restrict__ S,
+    float* __restrict__ z, int T, int DK, int DV, int n) {
+    constexpr int LDK = DKP + 8, LDV = DVP + 8, NP = NTC / DKP;
+    extern __shared__ __align__(16) unsigned char smem_t[];
+    bf* Ks = reinterpret_cast<bf*>(smem_t);  // CH x LDK: k, then exp(k - mk)
+    bf* Vs = Ks + CH * LDK;                    // CH x LDV
+    float* part = reinterpret_cast<float*>(Vs + CH * LDV);  // NTC partials
+    float* mS = part + NTC;                                  // DKP
+    check_smem((unsigned)((CH * LDK + CH * LDV) * 2 + (NTC + DKP) * 4));
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 r0 = (i64)j * CH;
+    const int ns = (int)min((i64)CH, (i64)T - r0);
+    tile_async<DKP>(Ks, LDK, k + bh * T * DK, r0, T, DK);
+    tile_async<DVP>(Vs, LDV, v + bh * T * DV, r0, T, DV);
+    cp_async_wait_all();
+    __syncthreads();
+    const int i = threadIdx.x % DKP, pp = threadIdx.x / DKP;
+    float m = neg_big();
+#pragma unroll
+    for (int s = pp; s < CH; s += NP)
+        if (s < ns) m = fmaxf(m, from_bf(Ks[s * LDK + i]));
+    part[pp * DKP + i] = m;
+    __syncthreads();
+    if (threadIdx.x < DKP) {
+        float mm = part[i];
+#pragma unroll
+        for (int u = 1; u < NP; ++u) mm = fmaxf(mm, part[u * DKP + i]);
+        mS[i] = mm;
+        if (i < DK) mk[(bh * n + j) * DK + i] = mm;
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < CH * DKP; idx += NTC) {
+        int ss = idx / DKP, ii = idx % DKP;
+        Ks[ss * LDK + ii] = to_bf((ii < DK && ss < ns) ? exf<FAST>(from_bf(Ks[ss * LDK + ii]) - mS[ii]) : 0.f);
+    }
+    __syncthreads();
+    float zz = 0.f;  // z from the rounded factors, consistent with S
+#pragma unroll
+    for (int s = pp; s < CH; s += NP) zz += from_bf(Ks[s * LDK + i]);
+    part[pp * DKP + i] = zz;
+    __syncthreads();
+    if (threadIdx.x < DK) {
+        float t = part[i];
+#pragma unroll
+        for (int u = 1; u < NP; ++u) t += part[u * DKP + i];
+        z[(bh * n + j) * DK + i] = t;
+    }
+    mma_state_kn(S + (bh * n + j) * (i64)DK * DV, Ks, LDK, Vs, LDV, DK, DV);
+}
+
+extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5(
+    const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, bf* __restrict__ S,
+    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ /* nc: LOGV only */) {
+    ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n);
+}
+
+template <typename ST, bool FAST>
+__device__ __forceinline__ void ek_output_body(
+    const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
+    const ST* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
+    int Tq, int Tk, int DK, int DV, int n_state, int causal) {
+    constexpr bool F32S = sizeof(ST) == 4;  // summaries in fp32: staged through Fs and converted
+    constexpr int LDK = DKP + 8, LDV = DVP + 8, LDF = DVP + 4, NW = NTC / 32, NF = F32S ? DKP * LDF : 0;
+    extern __shared__ __align__(16) unsigned char smem_t[];
+    float* Fs = reinterpret_cast<float*>(smem_t);  // DKP x LDF: S_in (fp32, as loaded), fp32 only
+    bf* Qs = reinterpret_cast<bf*>(Fs + NF);         // CH x LDK: q, then A = exp(q + mm - R)
+    bf* Ks = Qs + CH * LDK;                          // CH x LDK: k, then B = exp(k - mm)
+    bf* Vs = Ks + CH * LDK;                          // CH x LDV
+    bf* Hs = Vs + CH * LDV;                          // DKP x LDV: exp(m_in - mm) S_in, bf16
+    float* mmS = reinterpret_cast<float*>(Hs + DKP * LDV);
+    float* scS = mmS + DKP;
+    float* zS = scS + DKP;
+    float* RS = zS + DKP;
+    float* DS = RS + CH;
+    float* fb = DS + CH;  // NW x (DKP + CH)
+    int* flag = reinterpret_cast<int*>(fb + NW * (DKP + CH));
+    check_smem((unsigned)(NF * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 +
+                          (3 * DKP + 2 * CH + NW * (DKP + CH)) * 4 + CH * 4));
+    const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const i64 r0 = (i64)j * CH;
+    const int ns = (int)min((i64)CH, (i64)Tq - r0);
+    const i64 sidx = bh * n_state + (causal ? j : 0);
+    const float* mi_p = m_in + sidx * DK;
+    const float* zi_p = z_in + sidx * DK;
+    const ST* Si_p = S_in + sidx * (i64)DK * DV;
+    const bf* qb = q + (bh * Tq + r0) * DK;
+    const bf* kb = k + (bh * Tk + r0) * DK;
+    tile_async<DKP>(Qs, LDK, q + bh * Tq * DK, r0, Tq, DK);
+    if (causal) {
+        tile_async<DKP>(Ks, LDK, k + bh * Tk * DK, r0, Tk, DK);
+        tile_async<DVP>(Vs, LDV, v + bh * Tk * DV, r0, Tk, DV);
+    }
+    if constexpr (F32S) state_async(Fs, LDF, reinterpret_cast<const float*>(Si_p), DK, DV);
+    else state_async_bf(Hs, LDV, reinterpret_cast<const bf*>(Si_p), DK, DV);
+    if (tid < CH) flag[tid] = 0;
+    cp_async_wait_all();
+    __syncthreads();
+    {  // chunk maximum per feature, NTC / DKP threads per feature (partials in fb)
+        constexpr int NP = NTC / DKP;
+        const int i = tid % DKP, pp = tid / DKP;
+        float m = neg_big();
+        if (causal) {
+#pragma unroll
+            for (int r = pp; r < CH; r += NP)
+                if (r < ns) m = fmaxf(m, from_bf(Ks[r * LDK + i]));
+        }
+        fb[pp * DKP + i] = m;
+        __syncthreads();
+        if (tid < DKP) {
+            float mm = 0.f, sc = 0.f, zz = 0.f;
+            if (i < DK) {
+                float mi = mi_p[i];
+                mm = mi;
+#pragma unroll
+                for (int u = 0; u < NP; ++u) mm = fmaxf(mm, fb[u * DKP + i]);
+                sc = ex(mi - mm);
+                zz = sc * zi_p[i];
+            }
+            mmS[i] = mm;
+            scS[i] = sc;
+            zS[i] = zz;
+        }
+    }
+    __syncthreads();
+    {  // row shifts: two threads per row (adjacent lanes)
+        const int r = tid >> 1, h = tid & 1;
+        float R = neg_big();
+#pragma unroll
+        for (int i = h; i < DKP; i += 2)
+            if (i < DK) R = fmaxf(R, from_bf(Qs[r * LDK + i]) + mmS[i]);
+        R = fmaxf(R, __shfl_xor_sync(0xffffffffu, R, 1));
+        if (h == 0) RS[r] = R;
+    }
+    for (int idx = tid; idx < DKP * DVP; idx += NTC) {  // scaled state, bf16, row-major [i][j]
+        int i = idx / DVP, jj = idx % DVP;
+        if constexpr (F32S) Hs[i * LDV + jj] = to_bf(scS[i] * Fs[i * LDF + jj]);
+        else Hs[i * LDV + jj] = to_bf(scS[i] * from_bf(Hs[i * LDV + jj]));
+    }
+    __syncthreads();
+    for (int idx = tid; idx < CH * DKP; idx += NTC) {
+        int r = idx / DKP, i = idx % DKP;
+        bool ok = r < ns && i < DK;
+        Qs[r * LDK + i] = to_bf(ok ? exf<FAST>((from_bf(Qs[r * LDK + i]) + mmS[i]) - RS[r]) : 0.f);
+        if (causal) Ks[r * LDK + i] = to_bf(ok ? exf<FAST>(from_bf(Ks[r * LDK + i]) - mmS[i]) : 0.f);
+    }
+    __syncthreads();
+    {  // state part of the denominators, two threads per row
+        const int r = tid >> 1, h = tid & 1;
+        float d = 0.f;
+#pragma unroll
+        for (int i = h; i < DKP; i += 2) d = fmaf(from_bf(Qs[r * LDK + i]), zS[i], d);
+        d += __shfl_xor_sync(0xffffffffu, d, 1);
+        if (h == 0) DS[r] = d;
+    }
+    const int rlo = 16 * w + g, rhi = rlo + 8;
+    unsigned qa[DKP / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < DKP / 16; ++kk) frag_a(qa[kk], Qs, LDK, 16 * w, 16 * kk);
+    float O[DVP / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt) O[nt][0] = O[nt][1] = O[nt][2] = O[nt][3] = 0.f;
+    float rs_lo = 0.f, rs_hi = 0.f;
+    if (causal) {
+        float P[CH / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < CH / 8; ++nt) P[nt][0] = P[nt][1] = P[nt][2] = P[nt][3] = 0.f;
+        mma_rows<CH>(P, qa, Ks, LDK);
+#pragma unroll
+        for (int nt = 0; nt < CH / 8; ++nt)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                int tt = x < 2 ? rlo : rhi, s = 8 * nt + 2 * t4 + (x & 1);
+                if (s > tt) P[nt][x] = 0.f;
+                if (x < 2) rs_lo += P[nt][x];
+                else rs_hi += P[nt][x];
+            }
+        rs_lo += __shfl_xor_sync(0xffffffffu, rs_lo, 1);
+        rs_lo += __shfl_xor_sync(0xffffffffu, rs_lo, 2);
+        rs_hi += __shfl_xor_sync(0xffffffffu, rs_hi, 1);
+        rs_hi += __shfl_xor_sync(0xffffffffu, rs_hi, 2);
+#pragma unroll
+        for (int kk = 0; kk < CH / 16; ++kk) {
+            unsigned pa[4] = {pack2(P[2 * kk][0], P[2 * kk][1]), pack2(P[2 * kk][2], P[2 * kk][3]),
+                              pack2(P[2 * kk + 1][0], P[2 * kk + 1][1]), pack2(P[2 * kk + 1][2], P[2 * kk + 1][3])};
+#pragma unroll
+            for (int nt = 0; nt < DVP / 8; ++nt) {
+                unsigned b0, b1;
+                frag_b_kn(b0, b1, Vs, LDV, 16 * kk, 8 * nt);
+                mma_bf16(O[nt], pa, b0, b1);
+            }
+        }
+    }
+#pragma unroll
+    for (int kk = 0; kk < DKP / 16; ++kk)
+#pragma unroll
+        for (int nt = 0; nt < DVP / 8; ++nt) {
+            unsigned b0, b1;
+            frag_b_kn(b0, b1, Hs, LDV, 16 * kk, 8 * nt);
+            mma_bf16(O[nt], qa[kk], b0, b1);
+        }
+    __syncthreads();  // DS
+    const float dlo = rs_lo + DS[rlo], dhi = rs_hi + DS[rhi];
+    const bool blo = rlo < ns && !(dlo >= DEN_FLOOR), bhi = rhi < ns && !(dhi >= DEN_FLOOR);
+    const float ilo = 1.f / dlo, ihi = 1.f / dhi;
+    bf* ob = out + (bh * Tq + r0) * DV;
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt)
+#pragma unroll
+        for (int x = 0; x < 4; x += 2) {
+            int tt = x < 2 ? rlo : rhi, c = 8 * nt + 2 * t4;
+            bool bad = x < 2 ? blo : bhi;
+            if (tt >= ns || bad) continue;
+            float inv = x < 2 ? ilo : ihi;
+            if ((DV & 1) == 0 && c + 1 < DV) {
+                *reinterpret_cast<unsigned*>(ob + (i64)tt * DV + c) = pack2(O[nt][x] * inv, O[nt][x + 1] * inv);
+            } else {
+                if (c < DV) st(ob + (i64)tt * DV + c, O[nt][x] * inv);
+                if (c + 1 < DV) st(ob + (i64)tt * DV + c + 1, O[nt][x + 1] * inv);
+            }
+        }
+    if (t4 == 0) {
+        if (blo) flag[rlo] = 1;
+        if (bhi) flag[rhi] = 1;
+    }
+    if (!__syncthreads_or(blo || bhi)) return;  // flag[] is read only after this barrier
+
+    // exact recomputation of flagged rows (fp32), one warp per row
+    float* fe = fb + w * (DKP + CH);
+    float* fw = fe + DKP;
+    for (int t = w; t < ns; t += NW) {
+        if (!flag[t]) continue;
+        const bf* qr = qb + (i64)t * DK;
+        float xm = neg_big();
+        for (int i = lane; i < DK; i += 32) {
+            float mr = mi_p[i];
+            if (causal)
+                for (int s = 0; s <= t; ++s) mr = fmaxf(mr, ld(kb + (i64)s * DK + i));
+            xm = fmaxf(xm, ld(qr + i) + mr);
+        }
+        const float R = warp_max(xm);
+        float dst = 0.f;
+        for (int i = lane; i < DK; i += 32) {
+            float e = ex((ld(qr + i) + mi_p[i]) - R);
+            fe[i] = e;
+            dst = fmaf(e, zi_p[i], dst);
+        }
+        float den = warp_sum(dst);
+        if (causal) {
+            for (int s = 0; s <= t; ++s) {
+                float ws = 0.f;
+                for (int i = lane; i < DK; i += 32) ws += ex((ld(qr + i) + ld(kb + (i64)s * DK + i)) - R);
+                ws = warp_sum(ws);
+                if (lane == 0) fw[s] = ws;
+                den += ws;
+            }
+        }
+        __syncwarp();
+        const float inv = 1.f / den;
+        for (int c = lane; c < DV; c += 32) {
+            float num = 0.f;
+            if (causal)
+                for (int s = 0; s <= t; ++s) num = fmaf(fw[s], from_bf(Vs[s * LDV + c]), num);
+            for (int i = 0; i < DK; ++i) num = fmaf(fe[i], ldf32(Si_p + (i64)i * DV + c), num);
+            st(ob + (i64)t * DV + c, num * inv);
+        }
+        __syncwarp();
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5(
+    const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
+    const bf* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
+    int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ /* n_in: LOGV only */) {
+    ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal);
+}
+
+// The scan over bf16 summaries (S_c read and S_in written as bf16; VEC = 4 per 8 bytes when
+// d_v % 4 == 0, else 1).
+extern "C" __global__ void __launch_bounds__(NT) ek_scan_Shv(const float* __restrict__ al, const float* __restrict__ be,
+    bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init,
+    const ta* __restrict__ ga, const ta* __restrict__ gb) {
+    scan_S<bf, 4>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
+}
+extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sh1(const float* __restrict__ al, const float* __restrict__ be,
+    bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init,
+    const ta* __restrict__ ga, const ta* __restrict__ gb) {
+    scan_S<bf, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
+}
+#endif
