@@ -24,7 +24,7 @@ import argparse
 import os
 
 from _common import utc_now, write_json, write_text
-from bench_gpu import B, D, H, cuda_time, device_info, peak_mem
+from bench_gpu import B, D, H, device_info, measure
 
 
 def inputs(T, dtype, seed=0):
@@ -47,18 +47,6 @@ def inputs(T, dtype, seed=0):
 def fla_args(q, k, v, a, beta):
     """Our (B, H, T, ...) layout -> fla's (B, T, H, ...)."""
     return [x.transpose(1, 2).contiguous() for x in (q, k, v, a, beta)]
-
-
-def _measure(name, fn, row, key, reps=10):
-    try:
-        mem = peak_mem(fn)
-        ms = cuda_time(fn, reps=reps)
-        row[key] = {"ms": ms, "gb": mem / 1e9}
-        print(f"  {name:40s} {ms:9.3f} ms  {mem / 1e9:7.2f} GB", flush=True)
-    except Exception as exc:  # recorded, not fatal
-        msg = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-        row[key] = {"error": msg}
-        print(f"  {name:40s} fails: {msg}", flush=True)
 
 
 def main():
@@ -87,13 +75,13 @@ def main():
         row = res["rows"].setdefault(str(T), {})
         for dname, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
             x = inputs(T, dtype)
-            _measure(f"ours {dname}", lambda: lsattn.loglinear_gated_delta(*x), row, f"ours_{dname}")
+            measure(f"ours {dname}", lambda: lsattn.loglinear_gated_delta(*x), row, f"ours_{dname}")
             if T <= args.api_max_T:
-                _measure(f"array_api {dname}", lambda: lsattn.loglinear_gated_delta(*x, backend="array_api"), row,
+                measure(f"array_api {dname}", lambda: lsattn.loglinear_gated_delta(*x, backend="array_api"), row,
                          f"api_{dname}", reps=3)
             if chunk_gated_delta_rule is not None:
                 fx = fla_args(*x[:5])
-                _measure(f"fla chunk_gated_delta_rule {dname}",
+                measure(f"fla chunk_gated_delta_rule {dname}",
                          lambda: chunk_gated_delta_rule(*fx, scale=1.0), row, f"fla_{dname}")
                 if dtype == torch.float32:  # lambda == 1: the same function
                     try:

@@ -4,7 +4,9 @@ lsattn.reference.
 * CPU (runs in CI): the backend's host logic (``compute``: chunk layout, the WY forms on the
   array API, slot counts, the state assembly) driven by ``Twin``, a NumPy transcription of the
   ``gd_scan`` kernel (same loops over column blocks, chunks and slots, same index arithmetic),
-  against the float64 reference.
+  against the float64 reference; and driven by the kernel's CUDA source itself compiled for the
+  CPU (``cuda_emu_gd_scan.cpp``: a std::thread per CUDA thread, a barrier per block), which checks
+  the kernel's thread mapping, shared tiles and barriers without a GPU.
 * GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
   without ``backend=`` on CuPy arrays and CUDA torch tensors, streams moving between backends,
   strong decays and hard resets, float32 and bfloat16 bounds.
@@ -16,6 +18,11 @@ returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs.
 """
 from __future__ import annotations
 
+import ctypes
+import pathlib
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -23,22 +30,14 @@ from hypothesis import given, settings, strategies as st
 import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import gated_delta as cgd
+from lsattn.backends.cupy._compile import make_config
+from lsattn.fenwick import _bit_length
 
 from helpers import assert_close
 from strategies import DECAYS, batch_shapes, head_dims, seeds, seq_lens, split_points
 
 F64, F32, BF16 = 1e-10, 1e-5, 2e-2
 BV = 16  # GD_BV of gated_delta.cu
-
-
-def _bitlen(x):
-    x = np.asarray(x, dtype=np.int64)
-    out = np.zeros(x.shape, dtype=np.int64)
-    y = x.copy()
-    while np.any(y > 0):
-        out += y > 0
-        y >>= 1
-    return out
 
 
 class Twin:
@@ -66,7 +65,7 @@ class Twin:
                         if not (p >> s) & 1:
                             continue
                         m, S = 0, oldc[:, s, :, cs]
-                        level = np.maximum(s + 1, _bitlen(p ^ tabs))
+                        level = np.maximum(s + 1, _bit_length(np, p ^ tabs))
                     else:
                         m = s - n_old + 1
                         if not (occ >> (m - 1)) & 1:
@@ -174,6 +173,57 @@ def test_twin_float32_bound(T, C, seed):
     out, _ = cgd.compute(Twin(), *arrays, C, 0, None, False)
     assert out.dtype == np.float32
     assert_close(out, ref.loglinear_gated_delta(*[x.astype(np.float64) for x in arrays]), F32)
+
+
+class Emulated:
+    """``ops`` whose gd_scan runs the kernel's CUDA source on the CPU (``cuda_emu_gd_scan.cpp``),
+    built with g++ into ``folder`` once per (compute type, CH, DKP)."""
+
+    xp = np
+
+    def __init__(self, folder):
+        self.folder, self.libs = folder, {}
+
+    def _lib(self, cfg):
+        key = (cfg.ta, cfg.CH, cfg.DKP)
+        if key not in self.libs:
+            here = pathlib.Path(__file__).parent
+            so = self.folder / f"gd_scan_{cfg.ta}_{cfg.CH}_{cfg.DKP}.so"
+            kernel = here.parent / "lsattn" / "backends" / "cupy" / "gated_delta.cu"
+            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
+                   f"-DDKP={cfg.DKP}", f'-DKERNEL="{kernel}"', str(here / "cuda_emu_gd_scan.cpp"), "-o", str(so), "-pthread"]
+            built = subprocess.run(cmd, capture_output=True, text=True)
+            assert built.returncode == 0, built.stderr[-3000:]
+            self.libs[key] = ctypes.CDLL(str(so))
+        return self.libs[key]
+
+    def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
+        arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
+        assert all(a.flags.c_contiguous and a.dtype == qe.dtype for a in arrays)
+        ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), BH)]
+        self._lib(cfg).run(*[a.ctypes.data_as(ctypes.c_void_p) for a in arrays], *ints)
+
+
+@pytest.mark.parametrize("dtype, dk, dv, C", [("float32", 5, 20, 16), ("float64", 20, 3, 32)])
+def test_kernel_source_emulated_on_cpu(tmp_path, dtype, dk, dv, C):
+    """The CUDA source of gd_scan, run on the CPU through the host logic: a stream with single
+    tokens, an incoming state, two column blocks (float32) and padded head dims, against the
+    reference; its state equals the array-API state."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernel")
+    assert make_config("double" if dtype == "float64" else "float", dk, 16, C).CH == C
+    T = 150
+    arrays = [x.astype(dtype) for x in make(4, (2,), T, dk, dv, resets=True)]
+    ops, bounds, outs, old = Emulated(tmp_path), [0, 37, 38, 100, T], [], None
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        o, old = cgd.compute(ops, *_sl(arrays, lo, hi), C, lo, old if lo > 0 else None, True)
+        outs.append(o)
+    full = [x.astype(np.float64) for x in arrays]
+    tol = F64 if dtype == "float64" else F32
+    assert_close(np.concatenate(outs, axis=-2), ref.loglinear_gated_delta(*full), tol)
+    _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
+    assert_close(old, st_api.tensors["levels"], tol, what="levels")
 
 
 def test_chunk_slots():

@@ -29,11 +29,12 @@ from hypothesis import given, settings, strategies as st
 import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import gated_delta_bwd as gdb
+from lsattn.fenwick import _bit_length
 from lsattn.state import State
 
 from helpers import assert_close
 from strategies import seeds
-from test_cupy_gated_delta import BV, Twin, _bitlen, make
+from test_cupy_gated_delta import BV, Twin, make
 
 F64, F32, BF16 = 1e-10, 1e-4, 5e-2
 torch = pytest.importorskip("torch")
@@ -97,7 +98,7 @@ class TwinOps(Twin):
                     if not holds(c, s):
                         continue
                     S, dSn = sv[:, j, s, :, cs], dS[:, s, :, cs].copy()
-                    level = np.maximum(s + 1, _bitlen(p ^ tabs)) if s < n_old else np.full(CH, log2c + s - n_old + 1)
+                    level = np.maximum(s + 1, _bit_length(np, p ^ tabs)) if s < n_old else np.full(CH, log2c + s - n_old + 1)
                     r, W = qe[:, j] @ S, ek[:, j] @ S  # (BH, CH, w)
                     dW = -(np.swapaxes(ph[:, j], -1, -2) @ dSn)
                     dO = np.zeros_like(r)

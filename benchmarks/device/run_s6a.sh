@@ -15,7 +15,7 @@ else
 fi
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; python3 -m lsattn info; } > "$OUT/log_env.txt" 2>&1
 echo "=== tests $(date -u +%T)"
-timeout 110 python3 -m pytest -q -p no:cacheprovider -rs -x tests/test_cupy_gated_delta.py > "$OUT/log_tests.txt" 2>&1
+timeout 120 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cupy_gated_delta.py tests/test_gpu_dispatch.py -k "gated_delta or probe" > "$OUT/log_tests.txt" 2>&1
 echo "rc=$?"; tail -15 "$OUT/log_tests.txt"
 echo "=== sanitize $(date -u +%T)"
 if command -v compute-sanitizer > /dev/null; then

@@ -1,5 +1,7 @@
-"""CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention`` and
-``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``).
+"""CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention``,
+``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``) and
+``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu``, backward ``gated_delta_bwd.py`` +
+``gated_delta_bwd.cu``, below).
 
 Layout of this package: one host module and one kernel file per operator family
 (``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu``), the device code they
@@ -31,6 +33,14 @@ products, fp32 accumulation, fp32 states) and write bfloat16 outputs; float16 in
 JAX) are read and written as float16 by the FFMA kernels, which compute in float32 (fp16's range,
 65504, cannot hold the unnormalised chunk and level states that the tensor-core kernels round to
 16 bits, and bf16 products would lose fp16's precision).
+
+Log-linear Gated DeltaNet: the per-chunk WY quantities are the array-API path's own
+(``lsattn.gated_delta._chunk_forms``: batched matmuls over all chunks, on the CuPy arrays); one
+kernel, ``gd_scan``, replaces the chunk tree by a sequential scan over chunks per (sequence, 16
+value columns) that keeps the chunk-level Fenwick states and the incoming state's slots, reads
+them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)`` and merges at chunk
+granularity. float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in
+``HALF_OPS``). Inputs that require grad: the backward below.
 
 Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selection falls back to
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed

@@ -50,8 +50,8 @@ class Config:
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
     def smem(self, kernel):
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
-        if kernel == "gd_scan":  # gated_delta.cu (GD_BV = 16 value columns per block)
-            return (3 * DKP * CH + DKP * 16 + CH * 16) * es
+        if kernel == "gd_scan":  # gated_delta.cu (GD_BV = 16 value columns per block, GD_G = 4 slots per pass)
+            return (3 * DKP * CH + 4 * (DKP + CH) * 16) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
         if kernel == "ll_chunk_states":

@@ -31,12 +31,108 @@
 //
 // Threads: NT = 256 as 16 value columns x 16 row groups; consecutive rows t = rg CH/16 + i in (a),
 // kk = rg DKP/16 + i in (b), so a thread's operands are one vector load per reduction index.
-// Shared: qeff^T and eGK^T (DKP x CH, [kk][t]), phi^T (CH x DKP, [t][kk]), the staged slot
-// (DKP x GD_BV) and W = eGK S (CH x GD_BV).
+// The held slots go GD_G at a time (one pass: 3 barriers, GD_G x more independent FMAs per
+// operand load). Shared: qeff^T and eGK^T (DKP x CH, [kk][t]), phi^T (CH x DKP, [t][kk]), the
+// staged slots (GD_G x DKP x GD_BV) and W = eGK S (GD_G x CH x GD_BV).
 // Cost per chunk and held slot (d_v columns in all): 3 products of 2 CH d_k d_v flops; the slots
 // held at chunk c are popcount(c) chunk levels (plus the incoming slots of a stream).
 #define GD_BV 16
+#define GD_G 4  // slots per pass
 #define GD_RG (NT / GD_BV)
+constexpr int GD_RA = CH / GD_RG, GD_RB = DKP / GD_RG;  // rows per thread in (a) and (b)
+constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+
+// The shared-memory tiles of gd_scan.
+struct GdTiles {
+    ta* QeT;  // [kk][t]
+    ta* EkT;  // [kk][t]
+    ta* PhT;  // [t][kk]
+    ta* Sb;   // [g][kk][col]
+    ta* W;    // [g][t][col]
+};
+
+// One pass over G held slots Sg[0 .. G-1] (level codes lv: > 0 chunk level m, <= -2 incoming slot
+// j = -2 - lv): stage them, (a) add their reads to acc and form W = eGK S, (b) S <- e^g S - phi W.
+template <int G>
+__device__ __forceinline__ void gd_pass(ta* const (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_RA],
+                                        const GdTiles& sm, const ta* __restrict__ lam, i64 bh, int T, int L, i64 p,
+                                        i64 c, ta eg, int DK, int DV) {
+    const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
+    const int vc = blockIdx.y * GD_BV + col;
+    for (int idx = tid; idx < G * DKP * GD_BV; idx += NT) {
+        const int g = idx / (DKP * GD_BV), kk = (idx / GD_BV) % DKP, cc = blockIdx.y * GD_BV + idx % GD_BV;
+        ta val = (ta)0;
+#pragma unroll
+        for (int h = 0; h < G; ++h)
+            if (h == g && kk < DK && cc < DV) val = Sg[h][(i64)kk * DV + cc];
+        sm.Sb[idx] = val;
+    }
+    __syncthreads();
+    // (a) the reads of these slots and W = eGK S
+    ta r[G][GD_RA], w[G][GD_RA];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < GD_RA; ++i) r[g][i] = w[g][i] = (ta)0;
+#pragma unroll 2
+    for (int kk = 0; kk < DK; ++kk) {
+        ta qa[GD_RA], ea[GD_RA], sv[G];
+        ldv<GD_RA>(sm.QeT + kk * CH + rg * GD_RA, qa);
+        ldv<GD_RA>(sm.EkT + kk * CH + rg * GD_RA, ea);
+#pragma unroll
+        for (int g = 0; g < G; ++g) sv[g] = sm.Sb[(g * DKP + kk) * GD_BV + col];
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int i = 0; i < GD_RA; ++i) {
+                r[g][i] = fma(qa[i], sv[g], r[g][i]);
+                w[g][i] = fma(ea[i], sv[g], w[g][i]);
+            }
+    }
+#pragma unroll
+    for (int i = 0; i < GD_RA; ++i) {
+        const int t = rg * GD_RA + i;
+        const i64 tabs = c * CH + t, gt = tabs - p;
+        const bool real = gt >= 0 && gt < T;  // padding rows read nothing
+        const ta* lt = lam + (bh * T + (real ? gt : 0)) * L;
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            sm.W[(g * CH + t) * GD_BV + col] = w[g][i];
+            if (real) {
+                const int level = lv[g] > 0 ? GD_LOG2C + lv[g] : max(-1 - lv[g], bitlen64(p ^ tabs));
+                acc[i] = fma(lt[level], r[g][i], acc[i]);
+            }
+        }
+    }
+    __syncthreads();
+    // (b) S <- e^g S - phi W
+    ta x[G][GD_RB];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int i = 0; i < GD_RB; ++i) x[g][i] = eg * sm.Sb[(g * DKP + rg * GD_RB + i) * GD_BV + col];
+#pragma unroll 2
+    for (int t = 0; t < CH; ++t) {
+        ta pa[GD_RB], wv[G];
+        ldv<GD_RB>(sm.PhT + t * DKP + rg * GD_RB, pa);
+#pragma unroll
+        for (int g = 0; g < G; ++g) wv[g] = sm.W[(g * CH + t) * GD_BV + col];
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int i = 0; i < GD_RB; ++i) x[g][i] = fma(-pa[i], wv[g], x[g][i]);
+    }
+    if (vc < DV) {
+#pragma unroll
+        for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int i = 0; i < GD_RB; ++i) {
+                const int kk = rg * GD_RB + i;
+                if (kk < DK) Sg[g][(i64)kk * DV + vc] = x[g][i];
+            }
+    }
+    __syncthreads();
+}
 
 extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
@@ -50,14 +146,14 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out: carried to the end
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
-    ta* EkT = QeT + DKP * CH;                   // [kk][t]
-    ta* PhT = EkT + DKP * CH;                   // [t][kk]
-    ta* Sb = PhT + DKP * CH;                    // [kk][col]
-    ta* W = Sb + DKP * GD_BV;                   // [t][col]
-    check_smem((3 * DKP * CH + DKP * GD_BV + CH * GD_BV) * sizeof(ta));
-    constexpr int RA = CH / GD_RG, RB = DKP / GD_RG;
-    constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+    GdTiles sm;
+    sm.QeT = reinterpret_cast<ta*>(smem_raw);
+    sm.EkT = sm.QeT + DKP * CH;
+    sm.PhT = sm.EkT + DKP * CH;
+    sm.Sb = sm.PhT + DKP * CH;
+    sm.W = sm.Sb + GD_G * DKP * GD_BV;
+    check_smem((3 * DKP * CH + GD_G * (DKP + CH) * GD_BV) * sizeof(ta));
+    constexpr int RA = GD_RA, RB = GD_RB;
     const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
     const i64 bh = blockIdx.x;
     const int vc = blockIdx.y * GD_BV + col;  // this thread's value column
@@ -74,77 +170,41 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
         for (int idx = tid; idx < DKP * CH; idx += NT) {
             const int t = idx / DKP, kk = idx % DKP;  // coalesced along kk in global
             const bool ok = kk < DK;
-            QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
-            EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
+            sm.QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
+            sm.EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
             const int kr = idx / CH, tc = idx % CH;  // coalesced along t
-            PhT[tc * DKP + kr] = kr < DK ? phj[kr * CH + tc] : (ta)0;
+            sm.PhT[tc * DKP + kr] = kr < DK ? phj[kr * CH + tc] : (ta)0;
         }
         const ta eg = ex(gc[cj]);
         ta acc[RA];
 #pragma unroll
         for (int i = 0; i < RA; ++i) acc[i] = (ta)0;
         __syncthreads();
-        for (int s = 0; s < n_old + NLC; ++s) {
-            ta* S;
-            int m = 0;
-            if (s < n_old) {
-                if (!((p >> s) & 1)) continue;  // empty incoming slot
-                S = oldb + s * slot_sz;
-            } else {
-                m = s - n_old + 1;
-                if (!((occ >> (m - 1)) & 1ull)) continue;
-                S = levb + (m - 1) * slot_sz;
-            }
-            for (int idx = tid; idx < DKP * GD_BV; idx += NT) {
-                const int kk = idx / GD_BV, cc = blockIdx.y * GD_BV + idx % GD_BV;
-                Sb[idx] = (kk < DK && cc < DV) ? S[(i64)kk * DV + cc] : (ta)0;
-            }
-            __syncthreads();
-            // (a) the read of this slot and W = eGK S
-            ta r[RA], w[RA];
+        // the held slots, GD_G at a time: old slot s < n_old where bit s of p is set, chunk-level
+        // slot m = s - n_old + 1 where bit m - 1 of occ is set
+        for (int s = 0;;) {
+            ta* Sg[GD_G];  // the slots (nullptr: none)
+            int lv[GD_G];  // > 0: chunk level m; <= -2: incoming slot j = -2 - lv; -1: none
+            int cnt = 0;
 #pragma unroll
-            for (int i = 0; i < RA; ++i) r[i] = w[i] = (ta)0;
-#pragma unroll 4
-            for (int kk = 0; kk < DK; ++kk) {
-                const ta sv = Sb[kk * GD_BV + col];
-                ta qa[RA], ea[RA];
-                ldv<RA>(QeT + kk * CH + rg * RA, qa);
-                ldv<RA>(EkT + kk * CH + rg * RA, ea);
-#pragma unroll
-                for (int i = 0; i < RA; ++i) {
-                    r[i] = fma(qa[i], sv, r[i]);
-                    w[i] = fma(ea[i], sv, w[i]);
+            for (int g = 0; g < GD_G; ++g) {
+                Sg[g] = nullptr;
+                lv[g] = -1;
+                for (; s < n_old + NLC && Sg[g] == nullptr; ++s) {
+                    if (s < n_old ? ((p >> s) & 1) : ((occ >> (s - n_old)) & 1ull)) {
+                        Sg[g] = s < n_old ? oldb + s * slot_sz : levb + (s - n_old) * slot_sz;
+                        lv[g] = s < n_old ? -2 - s : s - n_old + 1;
+                        ++cnt;
+                    }
                 }
             }
-#pragma unroll
-            for (int i = 0; i < RA; ++i) {
-                const int t = rg * RA + i;
-                W[t * GD_BV + col] = w[i];
-                const i64 tabs = c * CH + t, g = tabs - p;
-                if (g >= 0 && g < T) {
-                    const int level = m ? LOG2C + m : max(s + 1, bitlen64(p ^ tabs));
-                    acc[i] = fma(lam[(bh * T + g) * L + level], r[i], acc[i]);
-                }
+            if (cnt == 0) break;
+            switch (cnt) {  // one pass over the cnt slots found (no work for absent ones)
+                case 1: gd_pass<1>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
+                case 2: gd_pass<2>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
+                case 3: gd_pass<3>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
+                default: gd_pass<4>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
             }
-            __syncthreads();
-            // (b) S <- e^g S - phi W
-            ta x[RB];
-#pragma unroll
-            for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GD_BV + col];
-#pragma unroll 4
-            for (int t = 0; t < CH; ++t) {
-                const ta wv = W[t * GD_BV + col];
-                ta pa[RB];
-                ldv<RB>(PhT + t * DKP + rg * RB, pa);
-#pragma unroll
-                for (int i = 0; i < RB; ++i) x[i] = fma(-pa[i], wv, x[i]);
-            }
-#pragma unroll
-            for (int i = 0; i < RB; ++i) {
-                const int kk = rg * RB + i;
-                if (kk < DK && cok) S[(i64)kk * DV + vc] = x[i];
-            }
-            __syncthreads();
         }
         if (cok) {
 #pragma unroll

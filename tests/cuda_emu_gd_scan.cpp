@@ -1,0 +1,79 @@
+// The CUDA source of gd_scan (lsattn/backends/cupy/gated_delta.cu) compiled as C++ for the CPU:
+// every CUDA thread of a block is a std::thread, __syncthreads a std::barrier, shared memory one
+// static buffer (blocks run one after another). Only the subset of common.cu that gated_delta.cu
+// uses is restated here. tests/test_cupy_gated_delta.py builds it with
+//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. -DKERNEL='"<path of the .cu>"'
+// and drives it through the backend's host logic, so the kernel's own index arithmetic, shared
+// tiles and barriers are checked without a GPU (vector loads abort when misaligned).
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+using std::max;
+using std::min;
+typedef TA ta;
+typedef long long i64;
+#define NT 256
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(x)
+#define __shared__
+#define __align__(x) __attribute__((aligned(x)))
+struct emu_idx { unsigned x, y, z; };
+thread_local emu_idx threadIdx, blockIdx;
+static std::barrier<>* emu_bar;
+inline void __syncthreads() { emu_bar->arrive_and_wait(); }
+alignas(16) unsigned char smem_raw[256 * 1024];
+struct float4 { float x, y, z, w; };
+struct float2 { float x, y; };
+struct double2 { double x, y; };
+inline float ex(float x) { return std::exp(x); }
+inline double ex(double x) { return std::exp(x); }
+inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
+inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+inline void check_smem(unsigned need) { if (need > sizeof(smem_raw)) std::abort(); }
+template <typename V, typename T>
+inline V vload(const T* p) {
+    if (reinterpret_cast<uintptr_t>(p) % sizeof(V)) std::abort();  // the GPU faults on a misaligned vector load
+    return *reinterpret_cast<const V*>(p);
+}
+template <int N> inline void ldv(const float* p, float (&o)[N]) {
+    if constexpr (N % 4 == 0) {
+        for (int u = 0; u < N; u += 4) { float4 t = vload<float4>(p + u); o[u] = t.x; o[u + 1] = t.y; o[u + 2] = t.z; o[u + 3] = t.w; }
+    } else if constexpr (N % 2 == 0) {
+        for (int u = 0; u < N; u += 2) { float2 t = vload<float2>(p + u); o[u] = t.x; o[u + 1] = t.y; }
+    } else {
+        for (int u = 0; u < N; ++u) o[u] = p[u];
+    }
+}
+template <int N> inline void ldv(const double* p, double (&o)[N]) {
+    if constexpr (N % 2 == 0) {
+        for (int u = 0; u < N; u += 2) { double2 t = vload<double2>(p + u); o[u] = t.x; o[u + 1] = t.y; }
+    } else {
+        for (int u = 0; u < N; ++u) o[u] = p[u];
+    }
+}
+
+#include KERNEL
+
+// gd_scan's launch: grid (BH, ceil(DV / 16)), NT threads per block.
+extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
+                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH) {
+    for (int bx = 0; bx < BH; ++bx)
+        for (int by = 0; by < (DV + 15) / 16; ++by) {
+            std::barrier<> bar(NT);
+            emu_bar = &bar;
+            std::vector<std::thread> threads;
+            for (int t = 0; t < NT; ++t)
+                threads.emplace_back([=] {
+                    threadIdx = {(unsigned)t, 0, 0};
+                    blockIdx = {(unsigned)bx, (unsigned)by, 0};
+                    gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last);
+                });
+            for (auto& th : threads) th.join();
+        }
+}
