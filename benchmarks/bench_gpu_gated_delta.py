@@ -150,15 +150,15 @@ def train(args, info, chunk_gated_delta_rule):
                 for t in xs:
                     t.grad = None
 
-            _measure(f"ours {dname} fwd+bwd", lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs), x), row,
+            measure(f"ours {dname} fwd+bwd", lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs), x), row,
                      f"ours_{dname}")
             if T <= args.api_max_T:
-                _measure(f"array_api {dname} fwd+bwd",
+                measure(f"array_api {dname} fwd+bwd",
                          lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs, backend="array_api"), x), row,
                          f"api_{dname}", reps=3)
             if chunk_gated_delta_rule is not None:
                 fx = [t.detach().requires_grad_(True) for t in fla_args(*x[:5])]
-                _measure(f"fla chunk_gated_delta_rule {dname} fwd+bwd",
+                measure(f"fla chunk_gated_delta_rule {dname} fwd+bwd",
                          lambda: step(lambda xs: chunk_gated_delta_rule(*xs, scale=1.0)[0].transpose(1, 2), fx), row, f"fla_{dname}")
             del x
             torch.cuda.empty_cache()
