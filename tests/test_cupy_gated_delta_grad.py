@@ -8,6 +8,8 @@
   column blocks, chunks and slots, same index arithmetic). Gradients with respect to every input
   and the incoming state's levels against float64 torch autograd of the reference (inputs) and of
   the array-API path (the state).
+  The CUDA sources of both kernels also run on the CPU (``cuda_emu_gd_scan_bwd.cpp``: a
+  std::thread per CUDA thread), driven the same way.
 * GPU (``@pytest.mark.gpu``; skipped without CuPy or a CUDA device): the public operator on CUDA
   torch tensors that require grad, backend chosen automatically: gradcheck in float64 (chunk
   splits, incoming states), float32 gradients against float64 autograd of the reference up to
@@ -21,6 +23,10 @@ bfloat16 ``BF16``, those of tests/test_cupy_backend.GRAD_TOL.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import pathlib
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -34,7 +40,7 @@ from lsattn.state import State
 
 from helpers import assert_close
 from strategies import seeds
-from test_cupy_gated_delta import BV, Twin, make
+from test_cupy_gated_delta import BV, Emulated, Twin, make
 
 F64, F32, BF16 = 1e-10, 1e-4, 5e-2
 torch = pytest.importorskip("torch")
@@ -211,6 +217,78 @@ def test_inputs_unchanged_and_no_grad_path():
     for t, b in zip(ts, before):
         assert torch.equal(t.detach(), b)
     assert_close(out.detach().numpy(), ref.loglinear_gated_delta(*arrays), F64)
+
+
+class EmulatedOps(Emulated):
+    """``ops`` whose gd_scan and gd_scan_bwd run the kernels' CUDA sources on the CPU
+    (``cuda_emu_gd_scan_bwd.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP)."""
+
+    def _lib(self, cfg):
+        key = (cfg.ta, cfg.CH, cfg.DKP)
+        if key not in self.libs:
+            here = pathlib.Path(__file__).parent
+            src = here.parent / "lsattn" / "backends" / "cupy"
+            so = self.folder / f"gd_scan_bwd_{cfg.ta}_{cfg.CH}_{cfg.DKP}.so"
+            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
+                   f"-DDKP={cfg.DKP}", f'-DKERNEL="{src / "gated_delta.cu"}"',
+                   f'-DBWD_KERNEL="{src / "gated_delta_bwd.cu"}"', str(here / "cuda_emu_gd_scan_bwd.cpp"), "-o", str(so),
+                   "-pthread"]
+            built = subprocess.run(cmd, capture_output=True, text=True)
+            assert built.returncode == 0, built.stderr[-3000:]
+            self.libs[key] = ctypes.CDLL(str(so))
+        return self.libs[key]
+
+    def gd_scan_bwd(self, cfg, *arrays_and_ints):
+        arrays, (T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH) = arrays_and_ints[:16], arrays_and_ints[16:]
+        assert all(a.flags.c_contiguous and a.dtype == arrays[0].dtype for a in arrays)
+        ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), BH)]
+        self._lib(cfg).run_bwd(*[a.ctypes.data_as(ctypes.c_void_p) for a in arrays], *ints)
+
+
+@pytest.mark.parametrize("dtype, dk, dv, C, P", [("float32", 5, 20, 16, 0), ("float64", 20, 17, 16, 21)])
+def test_kernel_sources_emulated_on_cpu(tmp_path, dtype, dk, dv, C, P):
+    """The CUDA sources of gd_scan and gd_scan_bwd, run on the CPU through the training path: two
+    column blocks (d_v > 16), padded head dims, an incoming state, strong single-token decays;
+    gradients against float64 autograd of the reference on the same (rounded) inputs."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    T = 60  # 4 chunks, 3 of them merged; 256 CPU threads per block make larger calls slow
+    arrays = make(8, (2,), P + T, dk, dv, keys="raw", key_scale=0.5)
+    arrays[3][..., [10, P + 40]] = [-1e3, -1e6]
+    arrays = [x.astype(dtype).astype(np.float64) for x in arrays]  # the rounded inputs are the reference's
+    do = np.random.default_rng(9).standard_normal((2, T, dv))
+    prefix, cont = _sl(arrays, 0, P), _sl(arrays, P, P + T)
+    old = None
+    if P:
+        _, st0 = lsattn.loglinear_gated_delta(*prefix, return_state=True, backend="array_api")
+        old = st0.tensors["levels"].astype(dtype).astype(np.float64)
+    ops = EmulatedOps(tmp_path)
+
+    @contextlib.contextmanager
+    def emulated(like):
+        yield (lambda x: (x.numpy(), "")), (lambda x, half: torch.from_numpy(np.ascontiguousarray(x))), ops
+
+    def ours(*xs):
+        xs = [x.to(getattr(torch, dtype)) for x in xs]
+        return gdb.differentiable(*xs[:6], C, P, xs[6] if P else None, context=emulated).double()
+
+    got, out = _grads(ours, cont + ([old] if P else []), do)
+
+    def reference(*xs):
+        full = [torch.cat([torch.tensor(x0), x], dim=-1 if x.ndim == 2 else -2) for x0, x in zip(prefix, xs)]
+        return ref.loglinear_gated_delta(*full)[..., P:, :]
+
+    want, want_out = _grads(reference, cont, do)
+    if P:
+        def api(lv, *xs):
+            state = State("loglinear_gated_delta", P, (2,), dk, dv, torch.float64, {"levels": lv})
+            return lsattn.loglinear_gated_delta(*xs, chunk_size=C, state=state, backend="array_api")
+
+        want.append(_grads(api, [old] + cont, do)[0][0])
+    tol = F64 if dtype == "float64" else F32
+    assert_close(out, want_out, tol, what="out")
+    check(got, want, out, do, tol, f"{dtype} C={C} P={P}")
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
