@@ -33,7 +33,8 @@
 //
 // Threads as in gd_scan: 16 columns x 16 row groups; a thread owns rows kk = rg DKP/16 + i of
 // its column of every slot in global memory (the (b), (c) and dS writes), rows t = rg CH/16 + i
-// of the per-token products, and elements idx = tid + e NT of the CH x DKP outer products.
+// of the per-token products, and elements (t, kk) = (tid / DKP + e NT / DKP, tid % DKP) of the CH x DKP
+// outer products (a fixed kk: the staged S and dS' values are loaded once per column).
 // Shared: qeff^T, eGK^T ([kk][t]), phi^T ([t][kk]), the staged S and dS' (row stride GD_BV + 1:
 // the outer products read them along kk), W, dr, dW ([t][col]) and NT values for a reduction.
 #define GD_SBS (GD_BV + 1)
@@ -90,6 +91,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     constexpr int RA = CH / GD_RG, RB = DKP / GD_RG, E = CH * DKP / NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
     const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
+    const int ekk = tid % DKP, et0 = tid / DKP;  // the outer products' column and first row (DKP divides NT)
     const i64 bh = blockIdx.x, BH = gridDim.x, part = blockIdx.y * BH + bh;  // (column block, sequence)
     const int vc = blockIdx.y * GD_BV + col;
     const bool cok = vc < DV;
@@ -228,16 +230,16 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 dWb[t * GD_BV + col] = dw[i];
             }
             __syncthreads();
-            // the outer products, reduced over this block's columns
-#pragma unroll
-            for (int e = 0; e < E; ++e) {
-                const int idx = tid + e * NT, t = idx / DKP, kk = idx % DKP;
+            // the outer products, reduced over this block's columns (element e: row t = t0 + e NT / DKP, column kk)
 #pragma unroll 4
-                for (int cc = 0; cc < GD_BV; ++cc) {
-                    const ta sk = Sb[kk * GD_SBS + cc];
+            for (int cc = 0; cc < GD_BV; ++cc) {
+                const ta sk = Sb[ekk * GD_SBS + cc], dsk = -dSb[ekk * GD_SBS + cc];
+#pragma unroll
+                for (int e = 0; e < E; ++e) {
+                    const int t = et0 + e * (NT / DKP);
                     aq[e] = fma(dRb[t * GD_BV + cc], sk, aq[e]);
                     ae[e] = fma(dWb[t * GD_BV + cc], sk, ae[e]);
-                    ap[e] = fma(-dSb[kk * GD_SBS + cc], Wb[t * GD_BV + cc], ap[e]);
+                    ap[e] = fma(dsk, Wb[t * GD_BV + cc], ap[e]);
                 }
             }
             // dS = e^g dS' + Qe^T dr + Ek^T dW (rows kk)
@@ -256,11 +258,11 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
         const i64 pj = part * n + j;
 #pragma unroll
         for (int e = 0; e < E; ++e) {
-            const int idx = tid + e * NT, t = idx / DKP, kk = idx % DKP;
-            if (kk < DK) {
-                dqe[(pj * CH + t) * DK + kk] = aq[e];
-                dek[(pj * CH + t) * DK + kk] = ae[e];
-                dph[(pj * DK + kk) * CH + t] = ap[e];
+            const int t = et0 + e * (NT / DKP);
+            if (ekk < DK) {
+                dqe[(pj * CH + t) * DK + ekk] = aq[e];
+                dek[(pj * CH + t) * DK + ekk] = ae[e];
+                dph[(pj * DK + ekk) * CH + t] = ap[e];
             }
         }
         red[tid] = dga;
