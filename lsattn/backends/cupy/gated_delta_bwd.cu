@@ -243,15 +243,34 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 }
             }
             // dS = e^g dS' + Qe^T dr + Ek^T dW (rows kk)
+            ta x[RB];
+#pragma unroll
+            for (int i = 0; i < RB; ++i) {
+                const ta ds = dSb[(rg * RB + i) * GD_SBS + col];
+                dga = fma(Sb[(rg * RB + i) * GD_SBS + col], ds, dga);
+                x[i] = eg * ds;
+            }
+#pragma unroll 2
+            for (int t0 = 0; t0 < CH; t0 += 4) {  // 4 rows t per step: vector loads of Qe^T, Ek^T along t
+                ta dr4[4], dw4[4];
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    dr4[u] = dRb[(t0 + u) * GD_BV + col];
+                    dw4[u] = dWb[(t0 + u) * GD_BV + col];
+                }
+#pragma unroll
+                for (int i = 0; i < RB; ++i) {
+                    ta qa[4], ea[4];
+                    ldv<4>(QeT + (rg * RB + i) * CH + t0, qa);
+                    ldv<4>(EkT + (rg * RB + i) * CH + t0, ea);
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) x[i] = fma(qa[u], dr4[u], fma(ea[u], dw4[u], x[i]));
+                }
+            }
 #pragma unroll
             for (int i = 0; i < RB; ++i) {
                 const int kk = rg * RB + i;
-                const ta ds = dSb[kk * GD_SBS + col];
-                dga = fma(Sb[kk * GD_SBS + col], ds, dga);
-                ta x = eg * ds;
-                for (int t = 0; t < CH; ++t)
-                    x = fma(QeT[kk * CH + t], dRb[t * GD_BV + col], fma(EkT[kk * CH + t], dWb[t * GD_BV + col], x));
-                if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x;
+                if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x[i];
             }
             __syncthreads();
         }
