@@ -35,7 +35,7 @@
 // its column of every slot in global memory (the (b), (c) and dS writes), rows t = rg CH/16 + i
 // of the per-token products, and elements (t, kk) = (tid / DKP + e NT / DKP, tid % DKP) of the CH x DKP
 // outer products (a fixed kk: the staged S and dS' values are loaded once per column).
-// Shared: qeff^T, eGK^T ([kk][t]), phi^T ([t][kk]), the staged S and dS' (row stride GD_BV + 1:
+// Shared: qeff^T, eGK^T ([kk][t]), phi ([t][kk] in phase 1, [kk][t] in phase 2), the staged S and dS' (row stride GD_BV + 1:
 // the outer products read them along kk), W, dr, dW ([t][col]) and NT values for a reduction.
 #define GD_SBS (GD_BV + 1)
 
@@ -46,16 +46,17 @@ __device__ __forceinline__ bool gd_held(i64 c, int m, i64 F) {
     return ((c >> (m - 1)) & 1) && ((c >> (m - 1)) << (m - 1)) > F;
 }
 
-// The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null), Ph^T as [t][kk]; zero-padded.
-__device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* PhT, const ta* qej, const ta* ekj, const ta* phj,
-                                         int DK, int tid) {
+// The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null), Ph as [t][kk] (phase 1, ph_t)
+// or [kk][t] (phase 2); zero-padded.
+__device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
+                                         int DK, int tid, bool ph_t) {
     for (int idx = tid; idx < DKP * CH; idx += NT) {
         const int t = idx / DKP, kk = idx % DKP;
         const bool ok = kk < DK;
         if (QeT) QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
         EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
         const int kr = idx / CH, tc = idx % CH;
-        PhT[tc * DKP + kr] = kr < DK ? phj[kr * CH + tc] : (ta)0;
+        Ph[ph_t ? tc * DKP + kr : idx] = kr < DK ? phj[kr * CH + tc] : (ta)0;
     }
 }
 
@@ -80,7 +81,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
     ta* EkT = QeT + DKP * CH;                   // [kk][t]
-    ta* PhT = EkT + DKP * CH;                   // [t][kk]
+    ta* PhT = EkT + DKP * CH;                   // phi: [t][kk] in phase 1, [kk][t] in phase 2
     ta* Sb = PhT + DKP * CH;                    // [kk][col], stride GD_SBS
     ta* dSb = Sb + DKP * GD_SBS;                // [kk][col], stride GD_SBS
     ta* Wb = dSb + DKP * GD_SBS;                // [t][col]
@@ -116,7 +117,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     }
     for (int j = 0; j + 1 < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid);
+        gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
         const ta eg = ex(gc[cj]);
         __syncthreads();
         for (int s = 0; s < NS; ++s) {
@@ -185,7 +186,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 }
             }
         }
-        gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid);
+        gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
         const ta eg = ex(gc[cj]);
         ta aq[E], ae[E], ap[E];
 #pragma unroll
@@ -203,14 +204,15 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
             for (int i = 0; i < RA; ++i) r[i] = w[i] = dw[i] = (ta)0;
             for (int kk = 0; kk < DK; ++kk) {
                 const ta sv_ = Sb[kk * GD_SBS + col], ds = dSb[kk * GD_SBS + col];
-                ta qa[RA], ea[RA];
+                ta qa[RA], ea[RA], pa[RA];
                 ldv<RA>(QeT + kk * CH + rg * RA, qa);
                 ldv<RA>(EkT + kk * CH + rg * RA, ea);
+                ldv<RA>(PhT + kk * CH + rg * RA, pa);  // phase 2: Ph as [kk][t]
 #pragma unroll
                 for (int i = 0; i < RA; ++i) {
                     r[i] = fma(qa[i], sv_, r[i]);
                     w[i] = fma(ea[i], sv_, w[i]);
-                    dw[i] = fma(-PhT[(rg * RA + i) * DKP + kk], ds, dw[i]);
+                    dw[i] = fma(-pa[i], ds, dw[i]);
                 }
             }
 #pragma unroll
