@@ -253,7 +253,7 @@ class EmulatedOps(Emulated):
         self._lib(cfg).run_bwd(*[a.ctypes.data_as(ctypes.c_void_p) for a in arrays], *ints)
 
 
-@pytest.mark.parametrize("dtype, dk, dv, C, P", [("float32", 5, 20, 16, 0), ("float64", 20, 17, 16, 21)])
+@pytest.mark.parametrize("dtype, dk, dv, C, P", [("float64", 20, 17, 16, 21)])  # one build: CI time
 def test_kernel_sources_emulated_on_cpu(tmp_path, dtype, dk, dv, C, P):
     """The CUDA sources of gd_scan and gd_scan_bwd, run on the CPU through the training path: two
     column blocks (d_v > 16), padded head dims, an incoming state, strong single-token decays;
