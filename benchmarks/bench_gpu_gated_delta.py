@@ -169,9 +169,10 @@ def train(args, info, chunk_gated_delta_rule):
                          lambda: step(lambda xs: chunk_gated_delta_rule(*xs, scale=1.0)[0].transpose(1, 2), fx), row, f"fla_{dname}")
             del x
             torch.cuda.empty_cache()
-    write_json(os.path.join(args.out, "gpu_gated_delta_train.json"), res)
-    md = markdown(res, "forward + backward of sum(out * dO)", check=False)
-    write_text(os.path.join(args.out, "gpu_gated_delta_train.md"), md.splitlines())
+        # after every T: a run cut short by its time limit keeps the rows it measured
+        write_json(os.path.join(args.out, "gpu_gated_delta_train.json"), res)
+        md = markdown(res, "forward + backward of sum(out * dO)", check=False)
+        write_text(os.path.join(args.out, "gpu_gated_delta_train.md"), md.splitlines())
     print(md)
 
 
