@@ -94,10 +94,9 @@ def main():
                         row["check"] = f"{type(exc).__name__}: {exc}"[:160]
             del x
             torch.cuda.empty_cache()
-    write_json(os.path.join(args.out, "gpu_gated_delta.json"), res)
-    md = markdown(res)
-    write_text(os.path.join(args.out, "gpu_gated_delta.md"), md.splitlines())
-    print(md)
+        write_json(os.path.join(args.out, "gpu_gated_delta.json"), res)  # after every T: a timeout keeps the rows
+        write_text(os.path.join(args.out, "gpu_gated_delta.md"), markdown(res).splitlines())
+    print(markdown(res))
 
 
 def markdown(res, what="forward", check=True):

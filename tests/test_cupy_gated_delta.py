@@ -261,10 +261,11 @@ def _torch_cuda():
 
 
 @pytest.mark.gpu
-@given(batch=batch_shapes, T=st.one_of(st.just(0), seq_lens, st.integers(100, 700)), dk=st.sampled_from([1, 5, 16, 64, 128]),
-       dv=st.sampled_from([1, 7, 16, 64, 130]), C=chunks, keys=key_kinds, decay=st.sampled_from(list(DECAYS)),
-       resets=st.booleans(), dtype=st.sampled_from(["float32", "float64"]), seed=seeds)
-@settings(max_examples=30, deadline=None)
+@given(batch=batch_shapes, T=st.one_of(st.just(0), seq_lens, st.integers(100, 400)), dk=st.sampled_from([1, 5, 64, 128]),
+       dv=st.sampled_from([1, 7, 16, 64, 130]), C=st.sampled_from([16, 64]), keys=key_kinds,
+       decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), dtype=st.sampled_from(["float32", "float64"]),
+       seed=seeds)
+@settings(max_examples=25, deadline=None)
 def test_gpu_matches_reference(batch, T, dk, dv, C, keys, decay, resets, dtype, seed):
     """CuPy arrays, no backend=: the automatic choice is this backend's kernel."""
     _gpu_ready()
@@ -313,14 +314,14 @@ def test_gpu_stream_moves_between_backends(T, C, dtype, resets, seed, data):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("T", [1, 63, 64, 1000, 4096])
+@pytest.mark.parametrize("T", [1, 63, 64, 1000, 2048])
 def test_gpu_bfloat16_in_bfloat16_out(T):
     """bfloat16 tensors: computed in float32, returned as bfloat16, within 2e-2 of the reference
-    on the rounded inputs."""
+    on the rounded inputs (the reference computed on the GPU in float64)."""
     _gpu_ready()
     torch = _torch_cuda()
-    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in make(7, (2, 4), T, 64, 64)]
-    seen = [t.double().cpu().numpy() for t in tb]
+    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in make(7, (2, 2), T, 64, 64)]
     out = lsattn.loglinear_gated_delta(*tb)
     assert out.dtype == torch.bfloat16 and out.is_cuda
-    assert_close(out.double().cpu().numpy(), ref.loglinear_gated_delta(*seen), BF16)
+    want = ref.loglinear_gated_delta(*[t.double() for t in tb])
+    assert_close(out.double().cpu().numpy(), want.cpu().numpy(), BF16)
