@@ -226,6 +226,50 @@ def test_inputs_unchanged_and_no_grad_path():
     assert_close(out.detach().numpy(), ref.loglinear_gated_delta(*arrays), F64)
 
 
+def _graph(fn, seen=None):
+    """The names of the autograd nodes reachable from ``fn``."""
+    seen = set() if seen is None else seen
+    if fn is not None and fn not in seen:
+        seen.add(fn)
+        for nxt, _ in fn.next_functions:
+            _graph(nxt, seen)
+    return {type(f).__name__ for f in seen}
+
+
+def test_backend_forward_takes_the_training_path(monkeypatch):
+    """The backend's ``forward`` on tensors that require grad (here CPU tensors, the kernels' twins
+    standing in for ``on_gpu``): the scan Function, gradients of the inputs and of the incoming
+    state's levels as the array-API path's; with ``return_state`` the array-API path itself."""
+    from lsattn.backends.cupy import _autograd, gated_delta as cgd
+
+    monkeypatch.setattr(_autograd, "on_gpu", twin_context)
+    P, T, C = 21, 50, 16
+    arrays = make(11, (2,), P + T, 3, 2)
+    _, st0 = lsattn.loglinear_gated_delta(*_sl(arrays, 0, P), return_state=True, backend="array_api")
+    do = np.random.default_rng(12).standard_normal((2, T, 2))
+
+    def run(fn, lv, *xs):
+        return fn(*xs, State("loglinear_gated_delta", P, (2,), 3, 2, torch.float64, {"levels": lv}))
+
+    def ours(lv, *xs):
+        out, st = run(lambda *a: cgd.forward(*a[:6], C, a[6], False), lv, *xs)
+        assert st is None and "GatedDeltaScanBackward" in _graph(out.grad_fn)
+        return out
+
+    def api(lv, *xs):
+        return run(lambda *a: lsattn.loglinear_gated_delta(*a[:6], chunk_size=C, state=a[6], backend="array_api"), lv, *xs)
+
+    inputs = [st0.tensors["levels"]] + _sl(arrays, P, P + T)
+    got, out = _grads(ours, inputs, do)
+    want, want_out = _grads(api, inputs, do)
+    assert_close(out, want_out, F64, what="out")
+    check(got[1:] + got[:1], want[1:] + want[:1], out, do, F64, "backend forward", P)
+    xs = [torch.tensor(x, requires_grad=True) for x in _sl(arrays, P, P + T)]
+    out2, st2 = cgd.forward(*xs, C, None, True)  # return_state under grad: the array-API path
+    _, st_api = lsattn.loglinear_gated_delta(*_sl(arrays, P, P + T), chunk_size=C, return_state=True, backend="array_api")
+    assert_close(st2.tensors["levels"].detach().numpy(), st_api.tensors["levels"], F64, what="state")
+
+
 class EmulatedOps(Emulated):
     """``ops`` whose gd_scan and gd_scan_bwd run the kernels' CUDA sources on the CPU
     (``cuda_emu_gd_scan_bwd.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP)."""
