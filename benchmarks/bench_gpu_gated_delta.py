@@ -99,17 +99,22 @@ def main():
     print(markdown(res))
 
 
-def markdown(res):
+def markdown(res, what="forward", check=True):
+    """The table of ``res``; ``what``: forward or forward + backward; ``check``: the lambda = 1
+    column (forward); the errors of failing cells listed below it."""
     info = res["info"]
-    lines = [f"# Log-linear Gated DeltaNet forward, {info.get('device')}, {res['date']}", "",
+    lines = [f"# Log-linear Gated DeltaNet {what}, {info.get('device')}, {res['date']}", "",
              f"B={B}, H={H}, d={D}; torch {info.get('torch')}, cupy {info.get('cupy')}, fla {info.get('fla')}. "
-             "Median ms (peak GB). fla is plain Gated DeltaNet (no levels).", "",
+             f"Median ms (peak GB) of the {what}. fla is plain Gated DeltaNet (no levels).", "",
              "| T | ours bf16 | ours fp32 | fla bf16 | fla fp32 | array-API bf16 | array-API fp32 | ours / fla (bf16) "
-             "| array-API / ours (fp32) | lambda=1 vs fla (fp32) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| array-API / ours (fp32) |" + (" lambda=1 vs fla (fp32) |" if check else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if check else "")]
+    errors = []
 
     def cell(r, k):
         d = r.get(k, {})
+        if "error" in d:
+            errors.append(f"- {k}: {d['error']}")
         return f"{d['ms']:.2f} ({d['gb']:.2f})" if "ms" in d else ("fails" if "error" in d else "-")
 
     def ratio(r, a, b):
@@ -119,10 +124,12 @@ def markdown(res):
 
     for T, r in res["rows"].items():
         chk = r.get("check", "-")
-        chk = f"{chk:.1e}" if isinstance(chk, float) else chk
+        chk = f" {chk:.1e} |" if isinstance(chk, float) else f" {chk} |"
         lines.append(f"| {T} | {cell(r, 'ours_bf16')} | {cell(r, 'ours_fp32')} | {cell(r, 'fla_bf16')} | "
                      f"{cell(r, 'fla_fp32')} | {cell(r, 'api_bf16')} | {cell(r, 'api_fp32')} | "
-                     f"{ratio(r, 'ours_bf16', 'fla_bf16')} | {ratio(r, 'api_fp32', 'ours_fp32')} | {chk} |")
+                     f"{ratio(r, 'ours_bf16', 'fla_bf16')} | {ratio(r, 'api_fp32', 'ours_fp32')} |" + (chk if check else ""))
+    if errors:
+        lines += ["", "Failures:"] + sorted(set(errors))
     return "\n".join(lines)
 
 
@@ -149,47 +156,23 @@ def train(args, info, chunk_gated_delta_rule):
                 for t in xs:
                     t.grad = None
 
-            _measure(f"ours {dname} fwd+bwd", lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs), x), row,
+            measure(f"ours {dname} fwd+bwd", lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs), x), row,
                      f"ours_{dname}")
             if T <= args.api_max_T:
-                _measure(f"array_api {dname} fwd+bwd",
+                measure(f"array_api {dname} fwd+bwd",
                          lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs, backend="array_api"), x), row,
                          f"api_{dname}", reps=3)
             if chunk_gated_delta_rule is not None:
                 fx = [t.detach().requires_grad_(True) for t in fla_args(*x[:5])]
-                _measure(f"fla chunk_gated_delta_rule {dname} fwd+bwd",
+                measure(f"fla chunk_gated_delta_rule {dname} fwd+bwd",
                          lambda: step(lambda xs: chunk_gated_delta_rule(*xs, scale=1.0)[0].transpose(1, 2), fx), row, f"fla_{dname}")
             del x
             torch.cuda.empty_cache()
-    write_json(os.path.join(args.out, "gpu_gated_delta_train.json"), res)
-    md = markdown_train(res)
-    write_text(os.path.join(args.out, "gpu_gated_delta_train.md"), md.splitlines())
+        # after every T: a run cut short by its time limit keeps the rows it measured
+        write_json(os.path.join(args.out, "gpu_gated_delta_train.json"), res)
+        md = markdown(res, "forward + backward of sum(out * dO)", check=False)
+        write_text(os.path.join(args.out, "gpu_gated_delta_train.md"), md.splitlines())
     print(md)
-
-
-def markdown_train(res):
-    info = res["info"]
-    lines = [f"# Log-linear Gated DeltaNet forward + backward, {info.get('device')}, {res['date']}", "",
-             f"B={B}, H={H}, d={D}; torch {info.get('torch')}, cupy {info.get('cupy')}, fla {info.get('fla')}. "
-             "Median ms (peak GB) of forward + backward of sum(out * dO). fla is plain Gated DeltaNet (no levels).", "",
-             "| T | ours bf16 | ours fp32 | fla bf16 | fla fp32 | array-API bf16 | array-API fp32 | ours / fla (bf16) "
-             "| array-API / ours (fp32) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-
-    def cell(r, k):
-        d = r.get(k, {})
-        return f"{d['ms']:.2f} ({d['gb']:.2f})" if "ms" in d else ("fails: " + d["error"][:60] if "error" in d else "-")
-
-    def ratio(r, a, b):
-        if "ms" in r.get(a, {}) and "ms" in r.get(b, {}):
-            return f"{r[a]['ms'] / r[b]['ms']:.1f}x"
-        return "-"
-
-    for T, r in res["rows"].items():
-        lines.append(f"| {T} | {cell(r, 'ours_bf16')} | {cell(r, 'ours_fp32')} | {cell(r, 'fla_bf16')} | "
-                     f"{cell(r, 'fla_fp32')} | {cell(r, 'api_bf16')} | {cell(r, 'api_fp32')} | "
-                     f"{ratio(r, 'ours_bf16', 'fla_bf16')} | {ratio(r, 'api_fp32', 'ours_fp32')} |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
   column blocks, chunks and slots, same index arithmetic). Gradients with respect to every input
   and the incoming state's levels against float64 torch autograd of the reference (inputs) and of
   the array-API path (the state).
+  The CUDA sources of both kernels also run on the CPU (``cuda_emu_gd_scan_bwd.cpp``: a
+  std::thread per CUDA thread), driven the same way.
 * GPU (``@pytest.mark.gpu``; skipped without CuPy or a CUDA device): the public operator on CUDA
   torch tensors that require grad, backend chosen automatically: gradcheck in float64 (chunk
   splits, incoming states), float32 gradients against float64 autograd of the reference up to
@@ -21,6 +23,10 @@ bfloat16 ``BF16``, those of tests/test_cupy_backend.GRAD_TOL.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import pathlib
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -29,11 +35,13 @@ from hypothesis import given, settings, strategies as st
 import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import gated_delta_bwd as gdb
+from lsattn.fenwick import _bit_length
 from lsattn.state import State
 
 from helpers import assert_close
 from strategies import seeds
-from test_cupy_gated_delta import BV, Twin, _bitlen, make
+from test_cupy_gated_delta import BV, Emulated, Twin, make
+from test_training import _cuda
 
 F64, F32, BF16 = 1e-10, 1e-4, 5e-2
 torch = pytest.importorskip("torch")
@@ -97,7 +105,7 @@ class TwinOps(Twin):
                     if not holds(c, s):
                         continue
                     S, dSn = sv[:, j, s, :, cs], dS[:, s, :, cs].copy()
-                    level = np.maximum(s + 1, _bitlen(p ^ tabs)) if s < n_old else np.full(CH, log2c + s - n_old + 1)
+                    level = np.maximum(s + 1, _bit_length(np, p ^ tabs)) if s < n_old else np.full(CH, log2c + s - n_old + 1)
                     r, W = qe[:, j] @ S, ek[:, j] @ S  # (BH, CH, w)
                     dW = -(np.swapaxes(ph[:, j], -1, -2) @ dSn)
                     dO = np.zeros_like(r)
@@ -130,11 +138,17 @@ def _grads(fn, arrays, do):
     return [np.zeros(t.shape) if t.grad is None else t.grad.numpy() for t in ts], out.detach().numpy()  # None: unused
 
 
-def check(got, want, out, do, tol, what):
+def check(got, want, out, do, tol, what, P=0):
     """Each gradient within tol * max |ref|; the log-decay gradient (index 3) also within
-    tol * sum_t |dO_t . o_t| (a difference of row and column sums: zero where nothing decays)."""
+    tol * sum_t |dO_t . o_t| (a difference of row and column sums: zero where nothing decays); the
+    incoming state's on its occupied levels (bits of the offset P: the others are zero in every
+    state, never read by the kernels, and get zero gradient; the array-API decode form reads them)."""
     rows = float(np.max(np.sum(np.abs(np.sum(do * out, axis=-1)), axis=-1), initial=0.0))
     for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam", "dold"], got, want):
+        if name == "dold":
+            occupied = [j for j in range(P.bit_length()) if (P >> j) & 1]
+            assert not np.any(np.delete(g, occupied, axis=-3)), "unoccupied levels get zero gradient"
+            g, w = np.take(g, occupied, axis=-3), np.take(w, occupied, axis=-3)
         assert_close(g, w, tol, atol=tol * rows if name == "da" else 0.0, what=f"{name} {what}")
 
 
@@ -196,7 +210,7 @@ def test_twin_gradients_match_reference(batch, T, dk, dv, C, keys, decay, resets
             return lsattn.loglinear_gated_delta(*xs, chunk_size=C, state=state, backend="array_api")
 
         want.append(_grads(api, [old] + cont, do)[0][0])
-    check(got, want, out, do, F64, f"T={T} C={C} P={P} {keys} {decay}")
+    check(got, want, out, do, F64, f"T={T} C={C} P={P} {keys} {decay}", P)
 
 
 def test_inputs_unchanged_and_no_grad_path():
@@ -212,16 +226,123 @@ def test_inputs_unchanged_and_no_grad_path():
     assert_close(out.detach().numpy(), ref.loglinear_gated_delta(*arrays), F64)
 
 
+def _graph(fn, seen=None):
+    """The names of the autograd nodes reachable from ``fn``."""
+    seen = set() if seen is None else seen
+    if fn is not None and fn not in seen:
+        seen.add(fn)
+        for nxt, _ in fn.next_functions:
+            _graph(nxt, seen)
+    return {type(f).__name__ for f in seen}
+
+
+def test_backend_forward_takes_the_training_path(monkeypatch):
+    """The backend's ``forward`` on tensors that require grad (here CPU tensors, the kernels' twins
+    standing in for ``on_gpu``): the scan Function, gradients of the inputs and of the incoming
+    state's levels as the array-API path's; with ``return_state`` the array-API path itself."""
+    from lsattn.backends.cupy import _autograd, gated_delta as cgd
+
+    monkeypatch.setattr(_autograd, "on_gpu", twin_context)
+    P, T, C = 21, 50, 16
+    arrays = make(11, (2,), P + T, 3, 2)
+    _, st0 = lsattn.loglinear_gated_delta(*_sl(arrays, 0, P), return_state=True, backend="array_api")
+    do = np.random.default_rng(12).standard_normal((2, T, 2))
+
+    def run(fn, lv, *xs):
+        return fn(*xs, State("loglinear_gated_delta", P, (2,), 3, 2, torch.float64, {"levels": lv}))
+
+    def ours(lv, *xs):
+        out, st = run(lambda *a: cgd.forward(*a[:6], C, a[6], False), lv, *xs)
+        assert st is None and "GatedDeltaScanBackward" in _graph(out.grad_fn)
+        return out
+
+    def api(lv, *xs):
+        return run(lambda *a: lsattn.loglinear_gated_delta(*a[:6], chunk_size=C, state=a[6], backend="array_api"), lv, *xs)
+
+    inputs = [st0.tensors["levels"]] + _sl(arrays, P, P + T)
+    got, out = _grads(ours, inputs, do)
+    want, want_out = _grads(api, inputs, do)
+    assert_close(out, want_out, F64, what="out")
+    check(got[1:] + got[:1], want[1:] + want[:1], out, do, F64, "backend forward", P)
+    xs = [torch.tensor(x, requires_grad=True) for x in _sl(arrays, P, P + T)]
+    out2, st2 = cgd.forward(*xs, C, None, True)  # return_state under grad: the array-API path
+    _, st_api = lsattn.loglinear_gated_delta(*_sl(arrays, P, P + T), chunk_size=C, return_state=True, backend="array_api")
+    assert_close(st2.tensors["levels"].detach().numpy(), st_api.tensors["levels"], F64, what="state")
+
+
+class EmulatedOps(Emulated):
+    """``ops`` whose gd_scan and gd_scan_bwd run the kernels' CUDA sources on the CPU
+    (``cuda_emu_gd_scan_bwd.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP)."""
+
+    def _lib(self, cfg):
+        key = (cfg.ta, cfg.CH, cfg.DKP)
+        if key not in self.libs:
+            here = pathlib.Path(__file__).parent
+            src = here.parent / "lsattn" / "backends" / "cupy"
+            so = self.folder / f"gd_scan_bwd_{cfg.ta}_{cfg.CH}_{cfg.DKP}.so"
+            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
+                   f"-DDKP={cfg.DKP}", f'-DKERNEL="{src / "gated_delta.cu"}"',
+                   f'-DBWD_KERNEL="{src / "gated_delta_bwd.cu"}"', str(here / "cuda_emu_gd_scan_bwd.cpp"), "-o", str(so),
+                   "-pthread"]
+            built = subprocess.run(cmd, capture_output=True, text=True)
+            assert built.returncode == 0, built.stderr[-3000:]
+            self.libs[key] = ctypes.CDLL(str(so))
+        return self.libs[key]
+
+    def gd_scan_bwd(self, cfg, *arrays_and_ints):
+        arrays, (T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH) = arrays_and_ints[:16], arrays_and_ints[16:]
+        assert all(a.flags.c_contiguous and a.dtype == arrays[0].dtype for a in arrays)
+        ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), BH)]
+        self._lib(cfg).run_bwd(*[a.ctypes.data_as(ctypes.c_void_p) for a in arrays], *ints)
+
+
+@pytest.mark.parametrize("dtype, dk, dv, C, P", [("float64", 20, 17, 16, 21)])  # one build: CI time
+def test_kernel_sources_emulated_on_cpu(tmp_path, dtype, dk, dv, C, P):
+    """The CUDA sources of gd_scan and gd_scan_bwd, run on the CPU through the training path: two
+    column blocks (d_v > 16), padded head dims, an incoming state, strong single-token decays;
+    gradients against float64 autograd of the reference on the same (rounded) inputs."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    T = 60  # 4 chunks, 3 of them merged; 256 CPU threads per block make larger calls slow
+    arrays = make(8, (2,), P + T, dk, dv, keys="raw", key_scale=0.5)
+    arrays[3][..., [10, P + 40]] = [-1e3, -1e6]
+    arrays = [x.astype(dtype).astype(np.float64) for x in arrays]  # the rounded inputs are the reference's
+    do = np.random.default_rng(9).standard_normal((2, T, dv))
+    prefix, cont = _sl(arrays, 0, P), _sl(arrays, P, P + T)
+    old = None
+    if P:
+        _, st0 = lsattn.loglinear_gated_delta(*prefix, return_state=True, backend="array_api")
+        old = st0.tensors["levels"].astype(dtype).astype(np.float64)
+    ops = EmulatedOps(tmp_path)
+
+    @contextlib.contextmanager
+    def emulated(like):
+        yield (lambda x: (x.numpy(), "")), (lambda x, half: torch.from_numpy(np.ascontiguousarray(x))), ops
+
+    def ours(*xs):
+        xs = [x.to(getattr(torch, dtype)) for x in xs]
+        return gdb.differentiable(*xs[:6], C, P, xs[6] if P else None, context=emulated).double()
+
+    got, out = _grads(ours, cont + ([old] if P else []), do)
+
+    def reference(*xs):
+        full = [torch.cat([torch.tensor(x0), x], dim=-1 if x.ndim == 2 else -2) for x0, x in zip(prefix, xs)]
+        return ref.loglinear_gated_delta(*full)[..., P:, :]
+
+    want, want_out = _grads(reference, cont, do)
+    if P:
+        def api(lv, *xs):
+            state = State("loglinear_gated_delta", P, (2,), dk, dv, torch.float64, {"levels": lv})
+            return lsattn.loglinear_gated_delta(*xs, chunk_size=C, state=state, backend="array_api")
+
+        want.append(_grads(api, [old] + cont, do)[0][0])
+    tol = F64 if dtype == "float64" else F32
+    assert_close(out, want_out, tol, what="out")
+    check(got, want, out, do, tol, f"{dtype} C={C} P={P}", P)
+
+
 # ---- GPU ------------------------------------------------------------------------------------------
-
-def _cuda():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    import lsattn.backends.cupy as cb
-
-    if cb.probe() is not None:
-        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
-
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("T,C,P", [(1, 16, 0), (37, 16, 0), (70, 32, 0), (130, 16, 0), (1, 16, 5), (40, 16, 77),
@@ -229,7 +350,7 @@ def _cuda():
 def test_gpu_gradcheck(T, C, P):
     """torch.autograd.gradcheck (float64) through the public call, backend chosen automatically
     (cupy); with an incoming state (offset P) its levels are an input too."""
-    _cuda()
+    _cuda(torch)
     arrays = make(3, (2,), T, 3, 2, keys="raw", key_scale=0.5, offset=P)
     xs = [torch.tensor(x, device="cuda", requires_grad=True) for x in arrays]
     assert lsattn.backends.resolve("loglinear_gated_delta", None, xs[0], grad=True).name == "cupy"
@@ -253,7 +374,7 @@ def test_gpu_gradcheck(T, C, P):
 def test_gpu_grads_against_reference(dtype, T, decay, resets):
     """B=1, H=2, d=64: every gradient against float64 autograd of the reference on the same
     (rounded) inputs; strong decays and -1e3 .. -1e6 single-token decays give no NaN."""
-    _cuda()
+    _cuda(torch)
     arrays = make(5, (1, 2), T, 64, 64, decay=decay)
     if resets:
         for i in (100, 400, 401):
@@ -278,7 +399,7 @@ def test_gpu_grads_against_reference(dtype, T, decay, resets):
 def test_gpu_return_state_under_grad():
     """return_state with inputs that require grad: the array-API formulation (differentiated by
     torch), equal to the kernel path's output."""
-    _cuda()
+    _cuda(torch)
     arrays = make(6, (2,), 90, 4, 3)
     xs = [torch.tensor(x, device="cuda", requires_grad=True) for x in arrays]
     out, st1 = lsattn.loglinear_gated_delta(*xs, chunk_size=16, return_state=True)

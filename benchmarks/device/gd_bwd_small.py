@@ -9,7 +9,7 @@ from lsattn.state import State
 
 rng = np.random.default_rng(0)
 for dtype, T, dk, dv, C, P in (("float32", 100, 64, 64, 64, 0), ("float64", 37, 5, 19, 16, 45),
-                               ("float32", 300, 128, 130, 32, 77)):
+                               ("float32", 150, 128, 40, 32, 77)):
     def t(*shape):
         return torch.tensor(rng.standard_normal(shape), device="cuda", dtype=getattr(torch, dtype))
 

@@ -1,6 +1,7 @@
 """CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention``,
 ``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``) and
-``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu``, below).
+``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu``, backward ``gated_delta_bwd.py`` +
+``gated_delta_bwd.cu``, below).
 
 Layout of this package: one host module per operator family and its kernel files
 (``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu`` and, for bfloat16
@@ -40,7 +41,7 @@ kernel, ``gd_scan``, replaces the chunk tree by a sequential scan over chunks pe
 value columns) that keeps the chunk-level Fenwick states and the incoming state's slots, reads
 them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)`` and merges at chunk
 granularity. float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in
-``HALF_OPS``); its backward: below.
+``HALF_OPS``). Inputs that require grad: the backward below.
 
 Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selection falls back to
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed

@@ -33,8 +33,9 @@
 //
 // Threads as in gd_scan: 16 columns x 16 row groups; a thread owns rows kk = rg DKP/16 + i of
 // its column of every slot in global memory (the (b), (c) and dS writes), rows t = rg CH/16 + i
-// of the per-token products, and elements idx = tid + e NT of the CH x DKP outer products.
-// Shared: qeff^T, eGK^T ([kk][t]), phi^T ([t][kk]), the staged S and dS' (row stride GD_BV + 1:
+// of the per-token products, and elements (t, kk) = (tid / DKP + e NT / DKP, tid % DKP) of the CH x DKP
+// outer products (a fixed kk: the staged S and dS' values are loaded once per column).
+// Shared: qeff^T, eGK^T ([kk][t]), phi ([t][kk] in phase 1, [kk][t] in phase 2), the staged S and dS' (row stride GD_BV + 1:
 // the outer products read them along kk), W, dr, dW ([t][col]) and NT values for a reduction.
 #define GD_SBS (GD_BV + 1)
 
@@ -45,16 +46,17 @@ __device__ __forceinline__ bool gd_held(i64 c, int m, i64 F) {
     return ((c >> (m - 1)) & 1) && ((c >> (m - 1)) << (m - 1)) > F;
 }
 
-// The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null), Ph^T as [t][kk]; zero-padded.
-__device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* PhT, const ta* qej, const ta* ekj, const ta* phj,
-                                         int DK, int tid) {
+// The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null), Ph as [t][kk] (phase 1, ph_t)
+// or [kk][t] (phase 2); zero-padded.
+__device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
+                                         int DK, int tid, bool ph_t) {
     for (int idx = tid; idx < DKP * CH; idx += NT) {
         const int t = idx / DKP, kk = idx % DKP;
         const bool ok = kk < DK;
         if (QeT) QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
         EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
         const int kr = idx / CH, tc = idx % CH;
-        PhT[tc * DKP + kr] = kr < DK ? phj[kr * CH + tc] : (ta)0;
+        Ph[ph_t ? tc * DKP + kr : idx] = kr < DK ? phj[kr * CH + tc] : (ta)0;
     }
 }
 
@@ -79,7 +81,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
     ta* EkT = QeT + DKP * CH;                   // [kk][t]
-    ta* PhT = EkT + DKP * CH;                   // [t][kk]
+    ta* PhT = EkT + DKP * CH;                   // phi: [t][kk] in phase 1, [kk][t] in phase 2
     ta* Sb = PhT + DKP * CH;                    // [kk][col], stride GD_SBS
     ta* dSb = Sb + DKP * GD_SBS;                // [kk][col], stride GD_SBS
     ta* Wb = dSb + DKP * GD_SBS;                // [t][col]
@@ -90,6 +92,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     constexpr int RA = CH / GD_RG, RB = DKP / GD_RG, E = CH * DKP / NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
     const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
+    const int ekk = tid % DKP, et0 = tid / DKP;  // the outer products' column and first row (DKP divides NT)
     const i64 bh = blockIdx.x, BH = gridDim.x, part = blockIdx.y * BH + bh;  // (column block, sequence)
     const int vc = blockIdx.y * GD_BV + col;
     const bool cok = vc < DV;
@@ -114,7 +117,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     }
     for (int j = 0; j + 1 < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid);
+        gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
         const ta eg = ex(gc[cj]);
         __syncthreads();
         for (int s = 0; s < NS; ++s) {
@@ -183,7 +186,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 }
             }
         }
-        gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid);
+        gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
         const ta eg = ex(gc[cj]);
         ta aq[E], ae[E], ap[E];
 #pragma unroll
@@ -201,14 +204,15 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
             for (int i = 0; i < RA; ++i) r[i] = w[i] = dw[i] = (ta)0;
             for (int kk = 0; kk < DK; ++kk) {
                 const ta sv_ = Sb[kk * GD_SBS + col], ds = dSb[kk * GD_SBS + col];
-                ta qa[RA], ea[RA];
+                ta qa[RA], ea[RA], pa[RA];
                 ldv<RA>(QeT + kk * CH + rg * RA, qa);
                 ldv<RA>(EkT + kk * CH + rg * RA, ea);
+                ldv<RA>(PhT + kk * CH + rg * RA, pa);  // phase 2: Ph as [kk][t]
 #pragma unroll
                 for (int i = 0; i < RA; ++i) {
                     r[i] = fma(qa[i], sv_, r[i]);
                     w[i] = fma(ea[i], sv_, w[i]);
-                    dw[i] = fma(-PhT[(rg * RA + i) * DKP + kk], ds, dw[i]);
+                    dw[i] = fma(-pa[i], ds, dw[i]);
                 }
             }
 #pragma unroll
@@ -228,39 +232,58 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 dWb[t * GD_BV + col] = dw[i];
             }
             __syncthreads();
-            // the outer products, reduced over this block's columns
-#pragma unroll
-            for (int e = 0; e < E; ++e) {
-                const int idx = tid + e * NT, t = idx / DKP, kk = idx % DKP;
+            // the outer products, reduced over this block's columns (element e: row t = t0 + e NT / DKP, column kk)
 #pragma unroll 4
-                for (int cc = 0; cc < GD_BV; ++cc) {
-                    const ta sk = Sb[kk * GD_SBS + cc];
+            for (int cc = 0; cc < GD_BV; ++cc) {
+                const ta sk = Sb[ekk * GD_SBS + cc], dsk = -dSb[ekk * GD_SBS + cc];
+#pragma unroll
+                for (int e = 0; e < E; ++e) {
+                    const int t = et0 + e * (NT / DKP);
                     aq[e] = fma(dRb[t * GD_BV + cc], sk, aq[e]);
                     ae[e] = fma(dWb[t * GD_BV + cc], sk, ae[e]);
-                    ap[e] = fma(-dSb[kk * GD_SBS + cc], Wb[t * GD_BV + cc], ap[e]);
+                    ap[e] = fma(dsk, Wb[t * GD_BV + cc], ap[e]);
                 }
             }
             // dS = e^g dS' + Qe^T dr + Ek^T dW (rows kk)
+            ta x[RB];
+#pragma unroll
+            for (int i = 0; i < RB; ++i) {
+                const ta ds = dSb[(rg * RB + i) * GD_SBS + col];
+                dga = fma(Sb[(rg * RB + i) * GD_SBS + col], ds, dga);
+                x[i] = eg * ds;
+            }
+#pragma unroll 2
+            for (int t0 = 0; t0 < CH; t0 += 4) {  // 4 rows t per step: vector loads of Qe^T, Ek^T along t
+                ta dr4[4], dw4[4];
+#pragma unroll
+                for (int u = 0; u < 4; ++u) {
+                    dr4[u] = dRb[(t0 + u) * GD_BV + col];
+                    dw4[u] = dWb[(t0 + u) * GD_BV + col];
+                }
+#pragma unroll
+                for (int i = 0; i < RB; ++i) {
+                    ta qa[4], ea[4];
+                    ldv<4>(QeT + (rg * RB + i) * CH + t0, qa);
+                    ldv<4>(EkT + (rg * RB + i) * CH + t0, ea);
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) x[i] = fma(qa[u], dr4[u], fma(ea[u], dw4[u], x[i]));
+                }
+            }
 #pragma unroll
             for (int i = 0; i < RB; ++i) {
                 const int kk = rg * RB + i;
-                const ta ds = dSb[kk * GD_SBS + col];
-                dga = fma(Sb[kk * GD_SBS + col], ds, dga);
-                ta x = eg * ds;
-                for (int t = 0; t < CH; ++t)
-                    x = fma(QeT[kk * CH + t], dRb[t * GD_BV + col], fma(EkT[kk * CH + t], dWb[t * GD_BV + col], x));
-                if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x;
+                if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x[i];
             }
             __syncthreads();
         }
         const i64 pj = part * n + j;
 #pragma unroll
         for (int e = 0; e < E; ++e) {
-            const int idx = tid + e * NT, t = idx / DKP, kk = idx % DKP;
-            if (kk < DK) {
-                dqe[(pj * CH + t) * DK + kk] = aq[e];
-                dek[(pj * CH + t) * DK + kk] = ae[e];
-                dph[(pj * DK + kk) * CH + t] = ap[e];
+            const int t = et0 + e * (NT / DKP);
+            if (ekk < DK) {
+                dqe[(pj * CH + t) * DK + ekk] = aq[e];
+                dek[(pj * CH + t) * DK + ekk] = ae[e];
+                dph[(pj * DK + ekk) * CH + t] = ap[e];
             }
         }
         red[tid] = dga;
