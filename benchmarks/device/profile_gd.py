@@ -29,6 +29,16 @@ for T, dtype in ((2048, torch.bfloat16), (8192, torch.bfloat16), (8192, torch.fl
         f()
     torch.cuda.synchronize()
     print(f"==== T={T} {dtype}: {1e3 * (time.perf_counter() - t) / 3:.2f} ms per call", flush=True)
+    import cupy
+
+    xc = [cupy.asarray(y.float()) for y in x]  # the same call on CuPy arrays (the WY forms on CuPy)
+    lsattn.loglinear_gated_delta(*xc)
+    cupy.cuda.runtime.deviceSynchronize()
+    t = time.perf_counter()
+    for _ in range(3):
+        lsattn.loglinear_gated_delta(*xc)
+    cupy.cuda.runtime.deviceSynchronize()
+    print(f"     cupy arrays (float32): {1e3 * (time.perf_counter() - t) / 3:.2f} ms per call", flush=True)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         f()
         torch.cuda.synchronize()

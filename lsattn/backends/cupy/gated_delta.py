@@ -17,7 +17,7 @@ from ..._chunktree import chunk_layout, from_chunks, to_chunks
 from ...gated_delta import _chunk_forms, _masked_intra, assemble_levels
 from ...loglinear import _ns
 from ...state import State
-from ._arrays import inputs, on_gpu, ta_name
+from ._arrays import array_kind, inputs, on_gpu, ta_name
 from .exp_kernel import _tracks_grad
 from ._compile import make_config
 
@@ -95,6 +95,16 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
 
         old = None if (state is None or p == 0) else state.tensors["levels"]
         return differentiable(q, k, v, log_decay, beta, level_weights, chunk_size, p, old), None
+    if T > 0 and not return_state and array_kind(q) == "torch":
+        # torch tensors: the same path without autograd (the WY forms as torch operations: CuPy's
+        # batched cumulative sums over the (.., C, C) decay tables cost more than the scan)
+        import torch
+
+        from .gated_delta_bwd import differentiable
+
+        old = None if (state is None or p == 0) else state.tensors["levels"]
+        with torch.no_grad():
+            return differentiable(q, k, v, log_decay, beta, level_weights, chunk_size, p, old), None
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         args, _ = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))
