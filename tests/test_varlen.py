@@ -116,7 +116,7 @@ def test_float32_and_long_segments(op):
 def test_layout_aligned_and_at_most_twice_as_long(lens):
     off = np.array([0, *np.cumsum(lens)], dtype=np.int64)
     T = int(off[-1])
-    T_pad, src, back, starts = _varlen.layout(off, aligned=True)
+    T_pad, src, back, starts = _varlen.layout(off)
     assert T_pad <= max(2 * T - 1, T)
     np.testing.assert_array_equal(src[back], np.arange(T))  # a bijection onto the real tokens
     assert np.all(src[np.setdiff1d(np.arange(T_pad), back)] == T)
