@@ -62,10 +62,7 @@ def forward(xp, q, k, vals, state, return_state, log_values, C, segments):
         if fin is not None:
             done.append(mine)
             finals.append(fin)
-    if not outs:
-        out = xp.zeros(batch + (0, d_v), dtype=q.dtype, device=device_of(q))
-    else:
-        out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-2)
+    out = E._join_tokens(xp, outs, q, d_v)
     if not return_state:
         return out, None
     empty = np.nonzero(lens == 0)[0]  # their streams as they came

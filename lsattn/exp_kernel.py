@@ -264,15 +264,19 @@ def _forward(q, k, vals, causal, state, return_state, log_values, chunk_size, se
         piece = [x[..., s0:s1, :] for x in (q, k, vals)]
         out, carry = _segment(xp, *piece, carry, log_values, C, s1 < T or return_state)
         outs.append(out)
-    if not outs:
-        out = xp.zeros(batch + (0, d_v), dtype=q.dtype, device=device_of(q))
-    else:
-        out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-2)
+    out = _join_tokens(xp, outs, q, d_v)
     if not return_state:
         return out, None
     if carry is None:
         carry = empty_summary(xp, batch, d_k, d_v, q.dtype, log_values, q)
     return out, _make_state(op, offset + T, carry, q.dtype)
+
+
+def _join_tokens(xp, outs, q, d_v):
+    """The outputs ``outs`` of consecutive stretches, concatenated along T (none: ``(..., 0, d_v)``)."""
+    if not outs:
+        return xp.zeros(tuple(q.shape[:-2]) + (0, d_v), dtype=q.dtype, device=device_of(q))
+    return outs[0] if len(outs) == 1 else xp.concat(outs, axis=-2)
 
 
 def _segment(xp, q, k, vals, carry, log_values, C, need_carry):
