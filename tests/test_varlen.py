@@ -618,6 +618,12 @@ def test_jax_jit_with_static_offsets():
     ref = per_segment(lsattn.reference.loglinear_attention, "loglinear_attention", arrays, off)
     f = jax.jit(lambda *x: lsattn.loglinear_attention(*x, cu_seqlens=off))
     assert_close(f(*(jnp.asarray(x, dtype=jnp.float32) for x in arrays)), ref, TOL["float32"])
+    for op in EK_OPS:  # the array-API path's own packed exp-kernel calls, with states
+        arrays = inputs(op, (2,), 12)
+        g = jax.jit(lambda *x, op=op: call(getattr(lsattn, op), op, x, cu_seqlens=off, return_state=True))
+        out, st_ = g(*(jnp.asarray(x, dtype=jnp.float32) for x in arrays))
+        assert_close(out, per_segment(getattr(lsattn.reference, op), op, arrays, off), TOL["float32"] * 10, what=op)
+        assert st_.batch_shape == (2, 3) and st_.offset.tolist() == [5, 1, 6]
     with pytest.raises(TypeError, match="cu_seqlens must be concrete"):
         jax.jit(lambda q, c: lsattn.log_attention(q, q, q, cu_seqlens=c))(jnp.zeros((12, 2)), jnp.asarray(off))
 
