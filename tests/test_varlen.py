@@ -352,25 +352,27 @@ def test_hierarchical_packed_numba_runs_chunked(monkeypatch):
     assert 3 not in calls
 
 
-@pytest.mark.parametrize("op", OPS)
-def test_poisoned_state_stays_in_its_stream_numba(op):
+@pytest.mark.parametrize("op, backend", [(op, "numba") for op in OPS] + [(op, "array_api") for op in EK_OPS])
+def test_poisoned_state_stays_in_its_stream(op, backend):
     """A NaN in one stream of a packed state poisons that stream's outputs and new state only, as a
-    per-segment call from that stream's state does."""
-    pytest.importorskip("numba")
+    per-segment call from that stream's state does (the backends that compute packed states in one
+    call)."""
+    if backend == "numba":
+        pytest.importorskip("numba")
     f = getattr(lsattn, op)
     off1, off2 = [0, 3, 8, 9], [0, 4, 4, 10]
     a1, a2 = inputs(op, (2,), 9, seed=1, L=4), inputs(op, (2,), 10, seed=2, L=4)
-    _, st1 = call(f, op, a1, cu_seqlens=off1, return_state=True, backend="numba")
+    _, st1 = call(f, op, a1, cu_seqlens=off1, return_state=True, backend=backend)
     name = next(iter(st1.tensors))
     bad = {n: t.copy() for n, t in st1.tensors.items()}
     bad[name][(0, 2) + (0,) * (bad[name].ndim - 2)] = np.nan  # batch element 0, stream 2
     import dataclasses
 
     st_bad = dataclasses.replace(st1, tensors=bad)
-    out, st2 = call(f, op, a2, cu_seqlens=off2, state=st_bad, return_state=True, backend="numba")
+    out, st2 = call(f, op, a2, cu_seqlens=off2, state=st_bad, return_state=True, backend=backend)
     for i in range(3):
         one = _varlen.split(st_bad, SimpleNamespace(name=op), (2,), 3)[i]
-        ref, st_ref = call(f, op, tokens(op, a2, off2[i], off2[i + 1]), state=one, return_state=True, backend="numba")
+        ref, st_ref = call(f, op, tokens(op, a2, off2[i], off2[i + 1]), state=one, return_state=True, backend=backend)
         np.testing.assert_array_equal(np.isnan(out[:, off2[i]:off2[i + 1]]), np.isnan(ref))
         for n, t in st_ref.tensors.items():
             got = st2.tensors[n][:, i]
