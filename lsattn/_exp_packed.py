@@ -71,8 +71,7 @@ def forward(xp, q, k, vals, state, return_state, log_values, C, segments):
         finals.append(_take(xp, init, empty, q) if init is not None else
                       E.empty_summary(xp, batch + (empty.size,), d_k, d_v, q.dtype, log_values, q))
     order = np.argsort(np.concatenate(done), kind="stable")
-    summ = tuple(None if xs[0] is None else xp.concat(list(xs), axis=-1 - t) for xs, t in zip(zip(*finals), _TAILS))
-    summ = _take(xp, summ, order, q)  # (..., N, ...) in segment order
+    summ = _take(xp, E._concat_summaries(xp, finals), order, q)  # (..., N, ...) in segment order
     op = E.LOG_OP if log_values else E.EXP_OP
     m, n, S, z = summ
     tensors = {"m": m, "S": S, "z": z} if n is None else {"m": m, "S": S, "z": z, "n": n}
