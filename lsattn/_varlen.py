@@ -16,21 +16,25 @@ ordinary causal call that any backend computes, from two facts.
    long segments hold short ones), the gaps filled by zero tokens (their outputs are dropped; the
    next reset cuts them off): under ``2 T`` tokens, typically a few percent more than ``T``.
 
-The exp-kernel operators have no positions and no decay: they run as hierarchical exp-kernel
-attention (``loglinear_log_attention``) with zero log level weights (which is exactly causal
-``log_attention``) and the reset decays, with no gaps. ``exp_kernel_attention`` (values of any sign)
-runs on ``log max(v, 0)`` and ``log max(-v, 0)`` side by side and returns the difference of their
-outputs (``y = y+ - y-``: rounding relative to ``sum w |v| / sum w``, that of any sum).
+The exp-kernel operators have no positions and no decay: no backend needs this rewrite for them.
+Each computes their packed segments itself (``Backend.reset_ops``: the array-API path in
+:mod:`lsattn._exp_packed`, the ``numba`` kernels with their stream tables), with or without states.
 
 **Streams** (``state=`` / ``return_state=True``, :func:`streams`). A packed state holds one stream
 per segment: its batch shape gains a trailing ``N`` axis and its ``offset`` is a NumPy int64 array
 of shape ``(N,)``, one position per stream (log-linear level axes: as many slots as the longest
 stream needs, the others' extra slots empty). A backend that computes packed segments itself
-(``Backend.reset_ops``, :class:`Streams`: ``numba``) runs such a call as one call from the packed
-state to the packed state. Elsewhere streams continued at different offsets do not share one
-packed layout (a segment's Fenwick levels depend on its absolute positions, and aligning each to
-them could pad a short segment to its whole offset), so such a call runs one ordinary call per
-segment, each continuing its own stream (:func:`streams`).
+(``Backend.reset_ops``, :class:`Streams`: ``numba``; the array-API path for the exp-kernel
+operators) runs such a call as one call from the packed state to the packed state. Elsewhere (the
+log-linear operators on the array-API path and on CuPy) streams continued at different offsets do
+not share one packed layout: a segment's Fenwick levels depend on its absolute positions, so
+aligning stream ``i`` (offset ``p_i``, ``n_i`` new tokens) to them pads it to a multiple of
+``2^bit_length(p_i + n_i - 1)``, up to ``p_i + n_i`` tokens (a decoding step of one token at
+offset ``p`` would become ``p`` tokens), and its incoming Fenwick slots (one ``d_k x d_v`` matrix
+per set bit of ``p_i``, Gated DeltaNet's not a sum of key-value products) have no token form to
+place in front of it. Such a call runs one ordinary call per segment, each continuing its own
+stream (:func:`streams`): ``N`` calls, each the cost of its segment plus a fixed overhead per call
+(validation, dispatch; about a millisecond on the array-API path).
 
 Index building is vectorised NumPy on the host (the offsets are read once, for validation anyway).
 """
@@ -102,16 +106,13 @@ def _pow2(n):
     return np.where(n > 0, np.left_shift(np.int64(1), bits), 0)
 
 
-def layout(off, aligned):
+def layout(off):
     """``(T_pad, src, back, starts)``: the padded stream's length, the packed token each padded
     position reads (``T``: a zero token), the padded position of each packed token, and the
-    padded positions of the segments' first tokens. ``aligned``: levels matter (fact 2)."""
+    padded positions of the segments' first tokens (fact 2)."""
     lens = np.diff(off)
     T = int(off[-1])
-    if aligned:
-        start, T_pad = _first_fit(lens)
-    else:
-        start, T_pad = off[:-1], T
+    start, T_pad = _first_fit(lens)
     back = np.arange(T, dtype=np.int64) + np.repeat(start - off[:-1], lens)
     src = np.full(T_pad, T, dtype=np.int64)
     src[back] = np.arange(T, dtype=np.int64)
@@ -148,7 +149,7 @@ def token_map(off):
     (``Backend.layout_ops``): entry ``g`` of the ``T_pad`` laid-out positions is the packed token it
     reads (``>= 0``), ``-1`` for a zero token of a gap, or ``-2 - r`` for a packed token ``r`` that
     starts a segment (its log decay reads as ``-inf``: the reset of fact 1)."""
-    T_pad, src, _, starts = layout(off, aligned=True)
+    T_pad, src, _, starts = layout(off)
     tmap = np.where(src < int(off[-1]), src, -1)
     tmap[starts] = -2 - tmap[starts]
     return tmap.astype(np.int32)
@@ -200,41 +201,21 @@ def pack(op, xp, args, off, batch, native=False, offsets=None, mapped=False):
     offsets; None: fresh streams). mapped: its kernels read the aligned layout through a token map
     (``Backend.layout_ops``; no state): the call is left as it is and gets ``token_map=``.
     Returns ``(run_op, run_args, finish, cum_any, kw)``: the operator whose implementation computes
-    it (the hierarchical one for the exp-kernel operators), its inputs in that ``Op``'s order,
+    it, its inputs in that ``Op``'s order,
     ``finish(out) -> out (..., T, d_v)`` taking the packed tokens' outputs back (None: as it is),
     the segment-restarting cumulative ``any`` for the non-finite marks of that call, and the
     implementation's extra keywords."""
-    from . import hierarchical  # noqa: PLC0415  (imports the prologue)
-
     q = args[0]
     T, dtype = q.shape[-2], q.dtype
     if native:
         streams = Streams(off, np.zeros(off.shape[0] - 1, np.int64) if offsets is None else offsets)
         return op, args, None, streams.cum_any, {"segments": streams}
+    if op.name not in LEVEL_AXES:
+        raise ValueError(f"{op.name} with cu_seqlens runs on backends that compute packed segments themselves "
+                         "(Backend.reset_ops)")
     if mapped:
         return op, args, None, _segment_cum_any(off[:-1][np.diff(off) > 0], T), {"token_map": token_map(off)}
-    if op.name in ("log_attention", "exp_kernel_attention"):
-        _, _, _, starts = layout(off, aligned=False)
-        vals = args[2]
-        d_v = vals.shape[-1]
-        if op.name == "exp_kernel_attention":  # y = y+ - y-, from the log of each sign's part
-            ninf = xp.asarray(-math.inf, dtype=dtype, device=device_of(q))
-            one = xp.ones((), dtype=dtype, device=device_of(q))
-            nan = xp.isnan(vals)  # stays NaN in both parts: poisoned as a value
-            parts = [xp.where(s > 0, xp.log(xp.where(s > 0, s, one)), xp.where(nan, s, ninf)) for s in (vals, -vals)]
-            vals = xp.concat(parts, axis=-1)
-        L = max(num_levels(T), 1)
-        lam = xp.broadcast_to(xp.zeros((), dtype=dtype, device=device_of(q)), batch + (T, L))
-        a = _reset(xp, None, starts, batch, T, dtype, q)
-
-        def finish(out):
-            if op.name == "log_attention":
-                return out
-            return xp.exp(out[..., :d_v]) - xp.exp(out[..., d_v:])
-
-        return hierarchical.SPEC, [args[0], args[1], vals, lam, a], finish, _segment_cum_any(starts, T), {}
-
-    T_pad, src, back, starts = layout(off, aligned=True)
+    T_pad, src, back, starts = layout(off)
     mask = np.zeros(T_pad, dtype=np.int64)
     mask[starts] = 1
     # the gather indices and the reset mask in ONE host-to-device copy

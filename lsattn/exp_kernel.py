@@ -201,7 +201,7 @@ _SPECS = {
 
 # ---- array-API implementation (the signature every backend implements) ---------------------------
 
-def _log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
+def _log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None, segments=None):
     """Array-API implementation of ``log_attention``.
 
     Parameters
@@ -214,17 +214,20 @@ def _log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
     return_state : bool
     chunk_size : int, optional
         Power of two; this backend's speed knob (results do not depend on it). None: the default.
+    segments : lsattn._varlen.Streams, optional
+        Packed segments (causal), each its own stream continuing the packed ``state`` (batch axes
+        then N; None: fresh streams); the returned state is packed too (:mod:`lsattn._exp_packed`).
 
     Returns
     -------
     (log_y (..., Tq, d_v), State or None)
     """
-    return _forward(q, k, log_v, causal, state, return_state, True, chunk_size)
+    return _forward(q, k, log_v, causal, state, return_state, True, chunk_size, segments)
 
 
-def _exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None):
+def _exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None, segments=None):
     """Array-API implementation of ``exp_kernel_attention``; arguments as :func:`_log_forward`."""
-    return _forward(q, k, v, causal, state, return_state, False, chunk_size)
+    return _forward(q, k, v, causal, state, return_state, False, chunk_size, segments)
 
 
 def default_chunk_size(d_k, d_v):
@@ -239,7 +242,7 @@ def default_chunk_size(d_k, d_v):
 SEGMENT_CHUNKS = 64
 
 
-def _forward(q, k, vals, causal, state, return_state, log_values, chunk_size):
+def _forward(q, k, vals, causal, state, return_state, log_values, chunk_size, segments=None):
     xp = array_namespace(q)
     op = LOG_OP if log_values else EXP_OP
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], vals.shape[-1]
@@ -247,9 +250,13 @@ def _forward(q, k, vals, causal, state, return_state, log_values, chunk_size):
         vals = _clamp_log_values(xp, vals, log_values)
         return _finish(xp, read(xp, q, summarise(xp, k, vals, log_values), log_values), log_values), None
 
+    C = _check_chunk_size(chunk_size if chunk_size is not None else default_chunk_size(d_k, d_v))
+    if segments is not None:
+        from . import _exp_packed
+
+        return _exp_packed.forward(xp, q, k, vals, state, return_state, log_values, C, segments)
     carry = None if state is None else _summary_of(state, log_values)
     offset = 0 if state is None else state.offset
-    C = _check_chunk_size(chunk_size if chunk_size is not None else default_chunk_size(d_k, d_v))
     outs = []
     L = SEGMENT_CHUNKS * C
     for s0 in range(0, T, L):
@@ -257,15 +264,19 @@ def _forward(q, k, vals, causal, state, return_state, log_values, chunk_size):
         piece = [x[..., s0:s1, :] for x in (q, k, vals)]
         out, carry = _segment(xp, *piece, carry, log_values, C, s1 < T or return_state)
         outs.append(out)
-    if not outs:
-        out = xp.zeros(batch + (0, d_v), dtype=q.dtype, device=device_of(q))
-    else:
-        out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-2)
+    out = _join_tokens(xp, outs, q, d_v)
     if not return_state:
         return out, None
     if carry is None:
         carry = empty_summary(xp, batch, d_k, d_v, q.dtype, log_values, q)
     return out, _make_state(op, offset + T, carry, q.dtype)
+
+
+def _join_tokens(xp, outs, q, d_v):
+    """The outputs ``outs`` of consecutive stretches, concatenated along T (none: ``(..., 0, d_v)``)."""
+    if not outs:
+        return xp.zeros(tuple(q.shape[:-2]) + (0, d_v), dtype=q.dtype, device=device_of(q))
+    return outs[0] if len(outs) == 1 else xp.concat(outs, axis=-2)
 
 
 def _segment(xp, q, k, vals, carry, log_values, C, need_carry):
@@ -353,18 +364,33 @@ def _split(xp, x, n, C):
 #     sum_s exp(k_s) v_s^T = exp(m)[:, None] * exp(n)[None, :] * S     (n = 0 for signed values)
 #     sum_s exp(k_s)       = exp(m) * z
 
-def summarise(xp, k, vals, log_values):
+def summarise(xp, k, vals, log_values, mask=None):
     """Summary of the keys along axis -2: k (..., N, d_k), vals (..., N, d_v) -> (m, n, S, z).
 
-    Rows whose key is the finite "minus infinity" contribute exactly 0 as long as one row is real."""
+    Rows whose key is the finite "minus infinity" contribute exactly 0 as long as one row is real.
+    mask: None or bool (..., N) (broadcast): only the rows where it holds are summarised (shifts
+    over them only; none: the empty summary)."""
+    k, vals, keep = _masked_keys(xp, k, vals, log_values, mask)
     m = xp.max(k, axis=-2)  # (..., d_k)
-    E = xp.exp(k - m[..., None, :])  # (..., N, d_k), <= 1
+    E = keep(xp.exp(k - m[..., None, :]))  # (..., N, d_k), <= 1
     z = xp.sum(E, axis=-2)
     n = None
     if log_values:
         n = xp.max(vals, axis=-2)  # (..., d_v)
         vals = xp.exp(vals - n[..., None, :])
     return m, n, xp.matrix_transpose(E) @ vals, z
+
+
+def _masked_keys(xp, k, vals, log_values, mask):
+    """``(k, vals, keep)``: keys (and log values) outside ``mask`` (bool (..., N), None: none) at the
+    finite "minus infinity", so that no shift is taken over them, and ``keep(E)``, which zeroes their
+    rows of the key exponentials ``E`` (..., N, d_k)."""
+    if mask is None:
+        return k, vals, lambda E: E
+    lo = xp.full((), _minus_inf(xp, k.dtype), dtype=k.dtype, device=device_of(k))
+    m = mask[..., None]
+    zero = xp.zeros((), dtype=k.dtype, device=device_of(k))
+    return xp.where(m, k, lo), xp.where(m, vals, lo) if log_values else vals, lambda E: xp.where(m, E, zero)
 
 
 def empty_summary(xp, batch, d_k, d_v, dtype, log_values, like):
@@ -447,16 +473,18 @@ def read(xp, q, summ, log_values):
     return r, den, _log(xp, A @ S) + n[..., None, :]
 
 
-def block_read(xp, q, k, vals, log_values):
+def block_read(xp, q, k, vals, log_values, kmask=None):
     """Queries q (..., G, h, d_k) read the keys k (..., G, h, d_k) of their group, all earlier than
     them, as one ``h x h`` product per group (cheaper than a summary while ``h < d_k d_v / (d_k + d_v)``).
 
-    vals (..., G, h, d_v) -> partial over (..., G, h). ``P[t, s] = w(t, s) exp(-r_t)``."""
+    vals (..., G, h, d_v) -> partial over (..., G, h). ``P[t, s] = w(t, s) exp(-r_t)``.
+    kmask: None or bool (G, h): only those keys are read (as :func:`summarise`'s ``mask``)."""
+    k, vals, keep = _masked_keys(xp, k, vals, log_values, kmask)
     mk = xp.max(k, axis=-2, keepdims=True)  # (..., G, 1, d_k): the group's per-feature key shift
     qm = q + mk
     r = xp.max(qm, axis=-1)  # (..., G, h)
     A = xp.exp(qm - r[..., None])
-    P = A @ xp.matrix_transpose(xp.exp(k - mk))  # (..., G, h, h), max entry of a row >= 1
+    P = A @ xp.matrix_transpose(keep(xp.exp(k - mk)))  # (..., G, h, h), max entry of a row >= 1
     den = xp.sum(P, axis=-1)
     if not log_values:
         return r, den, P @ vals
@@ -495,6 +523,12 @@ def _log(xp, x):
     return xp.where(pos, xp.log(xp.where(pos, x, one)), lo)
 
 
+def _none_read(xp, mask, r):
+    """The row shifts ``r`` of a read, ``-inf`` outside ``mask``: :func:`combine` then takes nothing
+    from those rows (factor ``exp(-inf) = 0``, their finite ``den`` and ``y`` dropped)."""
+    return xp.where(mask, r, xp.full((), -math.inf, dtype=r.dtype, device=device_of(r)))
+
+
 def _finish(xp, part, log_values):
     r, den, y = part
     if not log_values:
@@ -506,13 +540,15 @@ def _finish(xp, part, log_values):
 
 # ---- the tree inside chunks ------------------------------------------------------------------
 
-def _tree_level(xp, part, q, k, vals, h, log_values, key_shift=None, row_shift=None):
+def _tree_level(xp, part, q, k, vals, h, log_values, key_shift=None, row_shift=None, masks=None):
     """Queries of the upper half of every aligned block of ``2h`` tokens read its lower half.
 
     part: partial over (..., T'), q/k/vals (..., T', d) with ``T'`` a multiple of ``2h``.
     key_shift, row_shift: optional (..., T') log-weight offsets (used by ``lsattn.hierarchical``):
     a key ``s`` of a lower half reads as ``k_s + key_shift_s`` (all features) and a query's read
-    gets ``row_shift_t`` added to its shift ``r_t``, i.e. ``w(t, s) -> w(t, s) exp(key + row)``."""
+    gets ``row_shift_t`` added to its shift ``r_t``, i.e. ``w(t, s) -> w(t, s) exp(key + row)``.
+    masks: None or bool ``(kmask, qmask)`` (T',) (packed segments, ``lsattn._exp_packed``): only the
+    keys of ``kmask`` are read, and only by the queries of ``qmask`` (the others read nothing)."""
     Tp = q.shape[-2]
     G = Tp // (2 * h)
 
@@ -524,7 +560,10 @@ def _tree_level(xp, part, q, k, vals, h, log_values, key_shift=None, row_shift=N
     keys = halves(k, 1)[0]
     if key_shift is not None:
         keys = keys + halves(key_shift, 0)[0][..., None]
-    reading = block_read(xp, halves(q, 1)[1], keys, halves(vals, 1)[0], log_values)
+    kmask = None if masks is None else halves(masks[0], 0)[0]
+    reading = block_read(xp, halves(q, 1)[1], keys, halves(vals, 1)[0], log_values, kmask)
+    if masks is not None:
+        reading = (_none_read(xp, halves(masks[1], 0)[1], reading[0]),) + tuple(reading[1:])
     if row_shift is not None:
         reading = (reading[0] + halves(row_shift, 0)[1],) + tuple(reading[1:])
     tails = (0, 0, 1)  # r, den, y

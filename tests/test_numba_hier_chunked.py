@@ -145,8 +145,8 @@ def test_hier_chunked_parts_of_one_sequence(T, C, P, seed):
     out = np.empty((1, T, 2))
     m1, n1, S1, z1 = np.empty((1, nl, 3)), np.empty((1, nl, 2)), np.empty((1, nl, 3, 2)), np.empty((1, nl, 3))
     t = st0.tensors
-    KH.hier_chunked(q, k, lv, lam, a, np.zeros((5, 1), np.int64), p, nl, t["m"], t["n"], t["S"], t["z"], lo,
-                    lo / (4 * (p + T)), C, P, out, m1, n1, S1, z1)
+    KH.hier_chunked(q, k, lv, lam, a, np.zeros((5, 1), np.int64), np.array([0, T]), np.array([p]), nl, t["m"], t["n"],
+                    t["S"], t["z"], lo, C, P, out, m1, n1, S1, z1)
     hier_check(np.concatenate([hier(cut(args, 0, 5), backend="array_api"), out], axis=-2), args, "float64")
     _, want = hier(args, backend="array_api", return_state=True)
     for name, got in (("m", m1), ("n", n1), ("S", S1), ("z", z1)):

@@ -116,7 +116,7 @@ def test_float32_and_long_segments(op):
 def test_layout_aligned_and_at_most_twice_as_long(lens):
     off = np.array([0, *np.cumsum(lens)], dtype=np.int64)
     T = int(off[-1])
-    T_pad, src, back, starts = _varlen.layout(off, aligned=True)
+    T_pad, src, back, starts = _varlen.layout(off)
     assert T_pad <= max(2 * T - 1, T)
     np.testing.assert_array_equal(src[back], np.arange(T))  # a bijection onto the real tokens
     assert np.all(src[np.setdiff1d(np.arange(T_pad), back)] == T)
@@ -240,25 +240,139 @@ def test_streams_numba_one_call(op, monkeypatch):
     assert len(calls) == 2 + 4 and all("segments" in kw for kw in calls[:2])  # the packed calls, then one per stream
 
 
-@pytest.mark.parametrize("op", OPS)
-def test_poisoned_state_stays_in_its_stream_numba(op):
-    """A NaN in one stream of a packed state poisons that stream's outputs and new state only, as a
-    per-segment call from that stream's state does."""
+EK_OPS = ["log_attention", "exp_kernel_attention"]
+
+
+@pytest.mark.parametrize("op", EK_OPS)
+@pytest.mark.parametrize("stateful", [False, True])
+def test_exp_kernel_packed_array_api_one_call(op, stateful, monkeypatch):
+    """The array-API path computes packed exp-kernel calls itself (``lsattn._exp_packed``), with and
+    without states: one call of its own implementation with ``segments=``, no per-segment calls
+    (``_varlen.streams``) and no rewrite as another operator (hierarchical attention)."""
+    def refuse(*args, **kw):
+        raise AssertionError("per-segment calls")
+
+    monkeypatch.setattr(_varlen, "streams", refuse)
+    ab = backends.get("array_api")
+    impl = ab.implementation(op)
+    calls = []
+    monkeypatch.setitem(ab._impls, (op, False), lambda *a, **kw: (calls.append(kw), impl(*a, **kw))[1])
+    monkeypatch.setitem(ab._impls, ("loglinear_log_attention", False), refuse)
+    if stateful:
+        _check_streams(np, op, [5, 0, 1, 9, 3], [2, 0, 1, 6, 3], (), 1, "array_api")
+        assert len(calls) == 2 + 4 and all("segments" in kw for kw in calls[:2])  # packed, then per-stream checks
+    else:
+        _check(np, op, [5, 0, 1, 9, 3], (2,), 1, "array_api", as_array=False)
+        assert len(calls) == 1 + 4 and "segments" in calls[0]
+
+
+ek_lens = st.lists(st.integers(0, 140), min_size=1, max_size=5)
+
+
+@settings(max_examples=8)
+@given(op=st.sampled_from(EK_OPS), lens=ek_lens, cuts=st.lists(st.integers(0, 140), min_size=5, max_size=5),
+       scale=st.sampled_from([1.0, 30.0, 300.0]), stretch=st.booleans(), seed=st.integers(0, 2**16))
+def test_exp_kernel_packed_array_api_long_and_large(op, lens, cuts, scale, stretch, seed):
+    """The array-API packed exp-kernel path on segments of several chunks (C = 64 here), over
+    stretches of one chunk (``SEGMENT_CHUNKS = 1``) or of many, at large magnitudes (shifts taken
+    over a segment's keys only: a large key of another segment must not make them underflow), with
+    ``-inf`` keys and log values, from states: equal to the reference on each whole stream and to
+    the per-segment calls."""
+    from lsattn import exp_kernel
+
+    with pytest.MonkeyPatch.context() as mp:
+        if stretch:
+            mp.setattr(exp_kernel, "SEGMENT_CHUNKS", 1)
+        _check_ek_streams(op, lens, cuts, scale, seed)
+
+
+def _check_ek_streams(op, lens, cuts, scale, seed):
+    first = [min(c, n) for c, n in zip(cuts, lens)]
+    rng = np.random.default_rng(seed)
+    whole = [scale * x for x in inputs(op, (2,), sum(lens), seed=seed)[:2]] + [inputs(op, (2,), sum(lens), seed=seed)[2]]
+    # a few -inf features of keys, and of log values at magnitude 1 (larger ones would put outputs
+    # below the underflow regime that lsattn.exp_kernel documents for log_attention)
+    for i in range(2 if op == "log_attention" and scale == 1 else 1):
+        x = whole[1 + i]
+        x[rng.random(x.shape) < 0.1] = -np.inf
+    if scale > 1:  # one huge key per segment start: later segments must not see its shift
+        off = np.cumsum([0, *lens])[:-1]
+        for s0, n in zip(off, lens):
+            if n:
+                whole[1][..., s0, 0] = 10 * scale
+    off = [0, *np.cumsum(lens).tolist()]
+    parts = [[], []]
+    for s0, n, c in zip(off[:-1], lens, first):
+        parts[0].append(tokens(op, whole, s0, s0 + c))
+        parts[1].append(tokens(op, whole, s0 + c, s0 + n))
+    a1, a2 = ([np.concatenate([p[j] for p in ps], axis=-2) for j in range(3)] for ps in parts)
+    off1, off2 = ([0, *np.cumsum(p).tolist()] for p in (first, [n - c for n, c in zip(lens, first)]))
+    f = getattr(lsattn, op)
+    out1, st1 = f(*a1, cu_seqlens=off1, return_state=True, backend="array_api")
+    out2, st2 = f(*a2, cu_seqlens=off2, state=st1, return_state=True, backend="array_api")
+    tol = TOL["float64"] * 10 * (1 if scale == 1 else 100)
+    for i, n in enumerate(lens):
+        if n == 0:
+            continue
+        seg = tokens(op, whole, off[i], off[i + 1])
+        got = np.concatenate([out1[..., off1[i]:off1[i + 1], :], out2[..., off2[i]:off2[i + 1], :]], axis=-2)
+        ref = getattr(lsattn.reference, op)(*seg)
+        fin = np.isfinite(ref)
+        np.testing.assert_array_equal(np.isfinite(got), fin)
+        assert_close(got[fin], ref[fin], tol, what=f"{op} stream {i} of {lens}")
+        one, st_one = f(*seg, return_state=True, backend="array_api")
+        assert_close(got, one, tol, what=f"{op} per-segment call {i}")
+        for name, t in st_one.tensors.items():
+            assert_close(st2.tensors[name][:, i], t, tol, what=f"{op} state {name} {i}")
+
+
+def test_hierarchical_packed_numba_runs_chunked(monkeypatch):
+    """Packed ``loglinear_log_attention`` on numba runs the chunked kernel (``hier_chunked``, stream
+    tables) when the streams are at least ``HIER_CHUNKED_MIN_T`` tokens on average, with and without
+    states, segments of 0 and 1 tokens and hard resets among them: equal to the reference on each
+    whole stream and to the per-segment calls; shorter streams run the token scan."""
     pytest.importorskip("numba")
+    pytest.importorskip("scipy")
+    from lsattn.backends import _numba_hier_chunked as KH
+    from lsattn.backends import numba_cpu
+
+    op = "loglinear_log_attention"
+    calls = []
+    kernel = KH.hier_chunked
+    monkeypatch.setattr(KH, "hier_chunked", lambda *a: (calls.append(a[6].shape[0] - 1), kernel(*a))[1])
+    n = numba_cpu.HIER_CHUNKED_MIN_T
+    lens = [5 * n + 5, 0, 1, 4 * n + 37]  # both calls at least 4 n tokens over the 4 streams
+    _check_streams(np, op, lens, [2 * n + 3, 0, 1, 2 * n], (2,), 5, "numba", resets=(7, 2 * n + 1))
+    assert calls[:2] == [4, 4]  # both packed calls chunked, over the 4 streams
+    calls.clear()
+    _check(np, op, lens, (2,), 6, "numba", as_array=False)
+    assert calls[0] == 4
+    calls.clear()
+    _check(np, op, [5, 0, 9], (), 6, "numba", as_array=False)  # 14 tokens over 3 streams: the token scan
+    assert 3 not in calls
+
+
+@pytest.mark.parametrize("op, backend", [(op, "numba") for op in OPS] + [(op, "array_api") for op in EK_OPS])
+def test_poisoned_state_stays_in_its_stream(op, backend):
+    """A NaN in one stream of a packed state poisons that stream's outputs and new state only, as a
+    per-segment call from that stream's state does (the backends that compute packed states in one
+    call)."""
+    if backend == "numba":
+        pytest.importorskip("numba")
     f = getattr(lsattn, op)
     off1, off2 = [0, 3, 8, 9], [0, 4, 4, 10]
     a1, a2 = inputs(op, (2,), 9, seed=1, L=4), inputs(op, (2,), 10, seed=2, L=4)
-    _, st1 = call(f, op, a1, cu_seqlens=off1, return_state=True, backend="numba")
+    _, st1 = call(f, op, a1, cu_seqlens=off1, return_state=True, backend=backend)
     name = next(iter(st1.tensors))
     bad = {n: t.copy() for n, t in st1.tensors.items()}
     bad[name][(0, 2) + (0,) * (bad[name].ndim - 2)] = np.nan  # batch element 0, stream 2
     import dataclasses
 
     st_bad = dataclasses.replace(st1, tensors=bad)
-    out, st2 = call(f, op, a2, cu_seqlens=off2, state=st_bad, return_state=True, backend="numba")
+    out, st2 = call(f, op, a2, cu_seqlens=off2, state=st_bad, return_state=True, backend=backend)
     for i in range(3):
         one = _varlen.split(st_bad, SimpleNamespace(name=op), (2,), 3)[i]
-        ref, st_ref = call(f, op, tokens(op, a2, off2[i], off2[i + 1]), state=one, return_state=True, backend="numba")
+        ref, st_ref = call(f, op, tokens(op, a2, off2[i], off2[i + 1]), state=one, return_state=True, backend=backend)
         np.testing.assert_array_equal(np.isnan(out[:, off2[i]:off2[i + 1]]), np.isnan(ref))
         for n, t in st_ref.tensors.items():
             got = st2.tensors[n][:, i]
@@ -506,6 +620,12 @@ def test_jax_jit_with_static_offsets():
     ref = per_segment(lsattn.reference.loglinear_attention, "loglinear_attention", arrays, off)
     f = jax.jit(lambda *x: lsattn.loglinear_attention(*x, cu_seqlens=off))
     assert_close(f(*(jnp.asarray(x, dtype=jnp.float32) for x in arrays)), ref, TOL["float32"])
+    for op in EK_OPS:  # the array-API path's own packed exp-kernel calls, with states
+        arrays = inputs(op, (2,), 12)
+        g = jax.jit(lambda *x, op=op: call(getattr(lsattn, op), op, x, cu_seqlens=off, return_state=True))
+        out, st_ = g(*(jnp.asarray(x, dtype=jnp.float32) for x in arrays))
+        assert_close(out, per_segment(getattr(lsattn.reference, op), op, arrays, off), TOL["float32"] * 10, what=op)
+        assert st_.batch_shape == (2, 3) and st_.offset.tolist() == [5, 1, 6]
     with pytest.raises(TypeError, match="cu_seqlens must be concrete"):
         jax.jit(lambda q, c: lsattn.log_attention(q, q, q, cu_seqlens=c))(jnp.zeros((12, 2)), jnp.asarray(off))
 

@@ -28,7 +28,7 @@ lens = doc_lengths(16, 65536, 0)
 cu = np.concatenate([[0], np.cumsum(lens)])
 x = make_inputs(torch, 65536, 16, 64, torch.bfloat16, "cuda", 0)
 cu_dev = torch.as_tensor(cu, device="cuda")
-T_pad, src, back, starts = _varlen.layout(cu, aligned=True)
+T_pad, src, back, starts = _varlen.layout(cu)
 import array_api_compat  # noqa: E402
 
 xp = array_api_compat.array_namespace(x[0])
@@ -38,7 +38,7 @@ res = {
     "T": 65536, "T_pad": T_pad, "lengths": lens.tolist(),
     "public_packed_ms": ms(lambda: lsattn.loglinear_attention(*x, cu_seqlens=cu_dev)),
     "public_unpacked_ms": ms(lambda: lsattn.loglinear_attention(*x)),
-    "layout_host_ms": ms(lambda: _varlen.layout(cu, aligned=True)),
+    "layout_host_ms": ms(lambda: _varlen.layout(cu)),
     "pack_ms": ms(lambda: _varlen.pack(SPEC, xp, list(x), cu, (1, 16))),
     "padded_call_ms": ms(lambda: lsattn.loglinear_attention(*args)),
     "padded_call_cupy_ms": ms(lambda: lsattn.loglinear_attention(*args, backend="cupy")),

@@ -52,7 +52,8 @@ class Backend:
     grad_ops: operators whose results carry gradients (torch autograd) when an input requires grad.
     steps: operator -> ``"module:function"`` of its per-token step factory (``lsattn.stepper``).
     varlen_ops: operators it computes with ``cu_seqlens`` (packed segments, ``lsattn._varlen``:
-        the exp-kernel operators run as ``loglinear_log_attention``, which it must implement).
+        the log-linear operators through its rewrite; the exp-kernel operators have none, so a
+        backend lists them in ``reset_ops`` too).
     broadcast_ops: operators whose implementation takes inputs whose batch axes are broadcast
         views (stride 0 along stretched axes); the others receive contiguous materialised copies.
     reset_ops: those of ``varlen_ops`` whose implementation computes packed segments itself: it

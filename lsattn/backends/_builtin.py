@@ -37,6 +37,8 @@ register(
         steps=STEP_OPS["array_api"],
         varlen_ops=frozenset(ARRAY_API_OPS),
         broadcast_ops=frozenset(ARRAY_API_OPS),
+        # the exp-kernel operators compute packed segments themselves (``lsattn._exp_packed``)
+        reset_ops=frozenset({"log_attention", "exp_kernel_attention"}),
     )
 )
 

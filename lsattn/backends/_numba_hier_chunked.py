@@ -39,8 +39,10 @@ take it, large magnitudes and ``log_v = -inf`` columns do. Products run in the i
 slots are float64.
 
 Tokens before the first and after the last aligned chunk run token by token
-(``_numba_kernels.hier_token``). One parallel loop over batch elements, and for a batch smaller
-than the thread count over parts of each sequence as ``_numba_chunked.ek_chunked``: part ``j``
+(``_numba_kernels.hier_token``). One parallel loop over streams (batch elements, and packed
+segments (``cu_seqlens``) each from its own offset: the stream table ``seg``, ``offs`` of the token
+kernels), and for one stream per batch element and a batch smaller than the thread count over
+parts of each sequence as ``_numba_chunked.ek_chunked``: part ``j``
 runs the head, then only the summaries and merges of the chunks before it (which gives it its
 incoming slots), then its own chunks in full (the last part also the tail); the parts shrink
 geometrically (``_part_starts`` with :data:`SUMMARY_COST`) so that all finish together.
@@ -75,62 +77,75 @@ def chunk_for(d_k, d_v):
 
 
 @numba.njit(**_JIT)
-def hier_chunked(q, k, lv, lw, a, rows, p, nlev, m0, n0, S0, z0, lo, alo, C, parts, out, m1, n1, S1, z1):
-    """Arguments as ``_numba_kernels.hier_scan`` plus C, the chunk size (a power of two), and
-    parts: parallel parts of each sequence (``_numba_chunked.parts``). q, k (B, T, d_k); lv
-    (B, T, d_v); lw (B, T, L); a (B, T); state slots m0 (B, bit_length(p), d_k), ... in the
-    array-API layout. Writes out (B, T, d_v) (log y) and, when m1 has a slot axis, the final slots."""
-    T, dk = q.shape[1:]
+def hier_chunked(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, C, parts, out, m1, n1, S1, z1):
+    """Arguments as ``_numba_kernels.hier_scan`` (streams ``seg``, ``offs``: the tokens ``seg[i] ..
+    seg[i + 1] - 1`` are stream ``i``, continued at offset ``offs[i]``; state rows ``b N + i``) plus
+    C, the chunk size (a power of two), and parts: parallel parts of each sequence
+    (``_numba_chunked.parts``; one stream only). q, k (B, T, d_k); lv (B, T, d_v); lw (B, T, L);
+    a (B, T); state slots m0 (B N, >= bit_length(offs[i]), d_k), ... in the array-API layout. Writes
+    out (B, T, d_v) (log y) and, when m1 has a slot axis, the final slots. One ``prange`` iteration
+    per (batch element, stream, part)."""
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
-    dv = lv.shape[2]
+    N = seg.shape[0] - 1
+    P = max(parts, 1) if N == 1 else 1
+    lev = level_table(C)  # Fenwick levels of chunk-local pairs
+    for task in prange(B * N * P):  # one parallel region per call (robust when another job holds a core)
+        row, j = task // P, task % P
+        b, sg = row // N, row % N
+        s0, s1 = seg[sg], seg[sg + 1]
+        _stream(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], lv[rows[2, b], s0:s1], lw[rows[3, b], s0:s1],
+                a[rows[4, b], s0:s1], offs[sg], nlev, m0[row], n0[row], S0[row], z0[row], lo, C, lev, P, j,
+                out[b, s0:s1], m1[row], n1[row], S1[row], z1[row])
+
+
+@numba.njit
+def _stream(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, C, lev, P, j, out, m1, n1, S1, z1):
+    """Part ``j`` of ``P`` of one stream continued at offset p (q, k (T, d_k), lv (T, d_v), lw (T, L),
+    a (T,), its state m0 (bit_length(p), d_k), ...): the head, the summaries and merges of the
+    chunks before the part, its own chunks in full; the last part also the tail and the state."""
+    T, dk = q.shape
+    dv = lv.shape[1]
     g, head, nch, tail = aligned_chunks(p, T, C)
+    alo = lo / (4 * max(p + T, 1))  # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
     zmax = 0.0
-    for b in range(z0.shape[0]):
-        for j in range(z0.shape[1]):
-            for i2 in range(dk):
-                zmax = max(zmax, np.float64(z0[b, j, i2]))
+    for jj in range(z0.shape[0]):
+        for i2 in range(dk):
+            zmax = max(zmax, np.float64(z0[jj, i2]))
     wt = q.dtype
     # lost mass of one output entry, in units of its shifts: each product term that underflowed (or
     # met an exponential flushed to 0) is below 4 tiny, and there are at most d_k per slot (weight
     # <= z <= zmax + p + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (nlev * dk * (zmax + p + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    lev = level_table(C)  # Fenwick levels of chunk-local pairs
-    P = max(parts, 1)
     start = _part_starts(nch, P, SUMMARY_COST)
-    for task in prange(B * P):  # one parallel region per call (robust when another job holds a core)
-        b, j = task // P, task % P
-        m = np.full((nlev, dk), lo)  # float64 slots
-        n = np.full((nlev, dv), lo)
-        S = np.zeros((nlev, dk, dv))
-        z = np.zeros((nlev, dk))
-        D = np.zeros(nlev)
-        hier_load(m0[b], n0[b], S0[b], z0[b], p, m, n, S, z)
-        w = np.empty((4, max(dk, dv)))
-        ob = out[b] if j == 0 else np.empty((head, dv), out.dtype)  # every part runs the head, part 0 keeps it
-        for i in range(head):  # the tokens before the first aligned chunk
-            hier_token(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], a[rows[4, b]], i, p + i, lo, alo,
-                       m, n, S, z, D, w, ob)
-        for jj in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
-            for i2 in range(dk):
-                m[jj, i2] += D[jj]
-            D[jj] = 0.0
-        ac = np.empty(C)
-        EH = np.empty((C, dk), wt)
-        VH = np.empty((C, dv + 1), wt)
-        mc = np.empty(dk)
-        nc = np.empty(dv)
-        for c in range(start[j + 1]):
-            i0 = head + c * C
-            Sc, gc = _summary(k[rows[1, b]], lv[rows[2, b]], a[rows[4, b]], i0, alo, lo, ac, EH, VH, mc, nc)
-            if c >= start[j]:  # this part's chunks; the earlier ones only move the slots
-                _read(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], ac, i0, p + i0, g, lev, m, n, S, z,
-                      VH, nc, bound, lo, out[b])
-            _merge(m, n, S, z, p + i0, g, gc, mc, nc, Sc)
-        if j == P - 1:  # the tokens after the last aligned chunk, the array-API layout
-            for i in range(tail, T):
-                hier_token(q[rows[0, b]], k[rows[1, b]], lv[rows[2, b]], lw[rows[3, b]], a[rows[4, b]], i, p + i, lo,
-                           alo, m, n, S, z, D, w, out[b])
-            hier_store(m, n, S, z, D, p + T, lo, m1[b], n1[b], S1[b], z1[b])
+    m = np.full((nlev, dk), lo)  # float64 slots
+    n = np.full((nlev, dv), lo)
+    S = np.zeros((nlev, dk, dv))
+    z = np.zeros((nlev, dk))
+    D = np.zeros(nlev)
+    hier_load(m0, n0, S0, z0, p, m, n, S, z)
+    w = np.empty((4, max(dk, dv)))
+    ob = out if j == 0 else np.empty((head, dv), out.dtype)  # every part runs the head, part 0 keeps it
+    for i in range(head):  # the tokens before the first aligned chunk
+        hier_token(q, k, lv, lw, a, i, p + i, lo, alo, m, n, S, z, D, w, ob)
+    for jj in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
+        for i2 in range(dk):
+            m[jj, i2] += D[jj]
+        D[jj] = 0.0
+    ac = np.empty(C)
+    EH = np.empty((C, dk), wt)
+    VH = np.empty((C, dv + 1), wt)
+    mc = np.empty(dk)
+    nc = np.empty(dv)
+    for c in range(start[j + 1]):
+        i0 = head + c * C
+        Sc, gc = _summary(k, lv, a, i0, alo, lo, ac, EH, VH, mc, nc)
+        if c >= start[j]:  # this part's chunks; the earlier ones only move the slots
+            _read(q, k, lv, lw, ac, i0, p + i0, g, lev, m, n, S, z, VH, nc, bound, lo, out)
+        _merge(m, n, S, z, p + i0, g, gc, mc, nc, Sc)
+    if j == P - 1:  # the tokens after the last aligned chunk, the array-API layout
+        for i in range(tail, T):
+            hier_token(q, k, lv, lw, a, i, p + i, lo, alo, m, n, S, z, D, w, out)
+        hier_store(m, n, S, z, D, p + T, lo, m1, n1, S1, z1)
 
 
 @numba.njit

@@ -301,8 +301,8 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
                          segments=None, kernel_chunk=None):
     """Numba twin of ``lsattn.hierarchical._forward`` (same arguments, result and state; ``segments``:
     as :func:`loglinear_forward`); ``kernel_chunk`` as in :func:`loglinear_forward` (``chunk_size``,
-    the array-API path's, is ignored). The chunked kernel takes one stream per row (no ``segments``);
-    packed streams run the token scan."""
+    the array-API path's, is ignored). Packed streams run the chunked kernel too when they are at
+    least ``HIER_CHUNKED_MIN_T`` tokens long on average (one launch over all streams)."""
     op = "loglinear_log_attention"
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], log_v.shape[-1]
     dt, lo = q.dtype, _minus_inf(np, q.dtype)
@@ -331,13 +331,11 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     m1, n1 = np.empty((R, n_new, d_k), dt), np.empty((R, n_new, d_v), dt)
     S1, z1 = np.empty((R, n_new, d_k, d_v), dt), np.empty((R, n_new, d_k), dt)
     out = np.empty((B, T, d_v), dt)
-    if offs.shape[0] == 1 and T >= (kernel_chunk or HIER_CHUNKED_MIN_T) and _has_blas():
+    if T >= offs.shape[0] * (kernel_chunk or HIER_CHUNKED_MIN_T) and _has_blas():  # streams that long on average
         from . import _numba_hier_chunked as KH
 
-        p = int(offs[0])  # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
-        KH.hier_chunked(qf, kf, vf, lf, af, rows, p, max(1, (p + T).bit_length()), m0, n0, S0, z0, lo,
-                        lo / (4 * (p + T)), kernel_chunk or KH.chunk_for(d_k, d_v), _chunked().parts(B),
-                        out, m1, n1, S1, z1)
+        KH.hier_chunked(qf, kf, vf, lf, af, rows, seg, offs, max(1, n_end), m0, n0, S0, z0, lo,
+                        kernel_chunk or KH.chunk_for(d_k, d_v), _chunked().parts(B), out, m1, n1, S1, z1)
     else:
         K.hier_scan(qf, kf, vf, lf, af, rows, seg, offs, max(1, n_end), m0, n0, S0, z0, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (T, d_v))

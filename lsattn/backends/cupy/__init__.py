@@ -88,8 +88,8 @@ HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention")
 GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta")
 #: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` as one
 #: ordinary call (aligned segments, ``-inf`` decays at their starts: hard resets, which the kernels
-#: keep exact) in the array API of the inputs (torch, CuPy). ``exp_kernel_attention`` stays refused:
-#: the rewrite runs it as ``loglinear_log_attention``, which this backend does not implement.
+#: keep exact) in the array API of the inputs (torch, CuPy). The exp-kernel operators stay refused:
+#: they have no rewrite and these kernels no segment masks (the array-API path computes them).
 VARLEN_OPS = ("loglinear_attention",)
 #: those whose kernels read the packed tokens through that layout's token map (``token_map=``: no
 #: gathered copies of the inputs, outputs written on the packed rows) when no state and no gradient
