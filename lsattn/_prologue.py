@@ -277,6 +277,10 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
             if role == "lev":
                 check_levels(name, x, need)
     chosen = backends.resolve(op.name, xp, present[0], backend, grad=_grad(present, state), varlen=off is not None)
+    if math.prod(batch) == 0 and chosen.name != "array_api" and not array_api_compat.is_dask_namespace(xp):
+        # no sequence at all (a zero-size batch axis): nothing for a kernel to launch over (a grid
+        # of zero blocks is an error on CUDA); the array-API twin returns the empty output and state
+        chosen = backends.get("array_api")
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
     args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]  # cast, then broadcast (views)
     args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)

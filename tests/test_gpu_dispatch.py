@@ -124,6 +124,28 @@ def _half_case(torch, op, dtype, T, batch, seed):
     return t, [x.double().cpu().numpy() for x in t]
 
 
+@pytest.mark.parametrize("op", OPS)
+def test_zero_size_batch_on_the_gpu(op):
+    """A batch axis of size 0 (no sequence at all) on CUDA torch tensors and CuPy arrays: empty outputs
+    and states on the device, streams continue, no kernel launched over zero blocks (it faulted with
+    CUDA_ERROR_ILLEGAL_ADDRESS before the prologue routed such calls to the array-API twin)."""
+    torch = _torch()
+    args, kw = _inputs(op, T=20, batch=(3, 0))
+    for to in (lambda x: torch.tensor(x, dtype=torch.float32, device="cuda"), _cupy_or_skip()):
+        dev = [to(x) for x in args]
+        dkw = {n: to(x) for n, x in kw.items()}
+        out, st = getattr(lsattn, op)(*dev, **dkw, return_state=True)
+        assert tuple(out.shape) == (3, 0, 20, args[2].shape[-1]) and type(out) is type(dev[0])
+        out2 = getattr(lsattn, op)(*dev, **dkw, state=st)
+        assert tuple(out2.shape) == tuple(out.shape)
+        assert all(0 in tuple(t.shape) for t in st.tensors.values())
+
+
+def _cupy_or_skip():
+    cp = pytest.importorskip("cupy")
+    return lambda x: cp.asarray(x, dtype=cp.float32)
+
+
 @pytest.mark.parametrize("op", ["loglinear_attention", "exp_kernel_attention"])
 def test_bfloat16_reaches_the_kernels_at_benchmark_size(op):
     """bfloat16 in, bfloat16 out, within 1e-2 of the float64 reference at T = 8192."""
