@@ -34,7 +34,7 @@ JAX_EXAMPLES = max(2, settings.default.max_examples // 6)
 
 #: Set while a JAX property test runs: calls then go through jax.jit (one compilation per shape
 #: instead of one per operation and shape: measured 0.9 s against 4.8 s of CPU for one call of
-#: T = 6; the traced code is the same). test_T1_and_T0 and test_stream_splits_jax run JAX eagerly.
+#: T = 6; the traced code is the same). test_T1_and_T0 runs JAX eagerly.
 _JIT_JAX = [False]
 
 
@@ -75,10 +75,12 @@ def check(out, arrays, dtype, what=""):
     assert_close(out, expected, tol, atol=tol, what=what)
 
 
-def call(xp, arrays, dtype="float64", **kw):
+def call(xp, arrays, dtype="float64", *, state=None, **kw):
     q, k, lv, lam, a = on(xp, arrays, dtype)
     if _JIT_JAX[0]:
-        return jax_jit(_positional, "loglinear_log_attention", (q, k, lv, lam, a), **kw)
+        return jax_jit(_positional, "loglinear_log_attention", (q, k, lv, lam, a), state=state, **kw)
+    if state is not None:
+        kw["state"] = state
     return _positional(q, k, lv, lam, a, **kw)
 
 
@@ -113,7 +115,7 @@ def _stream(xp, arrays, cuts, dtype="float64", chunk_size=None):
         piece = [None if x is None else (x[..., s0:s1] if x.ndim == arrays[0].ndim - 1 else x[..., s0:s1, :]) for x in arrays]
         xs = on(xp, piece, dtype)
         if chunk_size is None:
-            out, state = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4], state=state, return_state=True)
+            out, state = call(xp, piece, dtype, state=state, return_state=True)
         else:
             out, state = _forward(*xs, state, True, chunk_size=chunk_size)
         assert state.offset == s1 and state.op == "loglinear_log_attention"
@@ -139,7 +141,8 @@ def test_stream_splits(xp_eager, T, decay, weights, seed, data):
 def test_stream_splits_jax(xp_jax, T, seed, data):
     cuts = data.draw(split_points(T, max_splits=2))
     arrays = make(seed, (), T, 2, 2, decay="moderate", weights="random")
-    out, _ = _stream(xp_jax, arrays, cuts)
+    with _jitting():  # eager JAX: test_T1_and_T0[jax]
+        out, _ = _stream(xp_jax, arrays, cuts)
     check(out, arrays, "float64", what=f"cuts={cuts}")
 
 
@@ -289,7 +292,7 @@ def test_jax_grad_and_jit():
     w = np.arange(1.0, 3.0)
     loss = lambda fn, w: (lambda *x: (fn(*x) * w).sum())
     # under jit: one compilation (measured 2.6 s of CPU; eager jax.grad compiles each operation of
-    # the backward pass, 12 s); the eager forward is test_T1_and_T0's and test_stream_splits_jax's
+    # the backward pass, 12 s); the eager forward is test_T1_and_T0's
     ours = jax.jit(jax.grad(loss(_positional, jnp.asarray(w)), argnums=(0, 1, 2, 3, 4)))(*arrays)
     # the reference through torch autograd (eager jax.grad of it compiles each of its operations)
     tt = [torch.tensor(x, requires_grad=True) for x in np_arrays]
