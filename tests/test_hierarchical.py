@@ -9,7 +9,6 @@ with TOL = 1e-12 (float64), 1e-5 (float32): the bound of log_attention (the seco
 conditioning of q + k). Streamed and chunked results meet the same bound. With zero log weights and
 no decay the output equals causal log_attention to 1e-13 (float64).
 """
-import contextlib
 import math
 
 import array_api_compat
@@ -22,7 +21,7 @@ from lsattn import reference as ref
 from lsattn.hierarchical import _forward
 
 from conftest import namespace
-from helpers import assert_close, jax_jit, on, property_tests, to_numpy, traced_peak
+from helpers import JIT_JAX, assert_close, jax_jit, jitting, on, property_tests, to_numpy, traced_peak
 from strategies import batch_shapes, decays_or_none, head_dims, log_decay, normal, seeds, seq_lens, split_points
 
 BASE = {"float64": 1e-12, "float32": 1e-5}
@@ -32,22 +31,9 @@ weight_kinds = st.sampled_from(["zero", "random", "off"])
 #: JAX eager compiles every op for every new shape (seconds per call): few examples, small shapes
 JAX_EXAMPLES = max(2, settings.default.max_examples // 6)
 
-#: Set while a JAX property test runs: calls then go through jax.jit (one compilation per shape
-#: instead of one per operation and shape: measured 0.9 s against 4.8 s of CPU for one call of
-#: T = 6; the traced code is the same). test_T1_and_T0 runs JAX eagerly.
-_JIT_JAX = [False]
-
-
-@contextlib.contextmanager
-def _jitting():
-    _JIT_JAX[0] = True
-    try:
-        yield
-    finally:
-        _JIT_JAX[0] = False
-
-
-every_namespace = property_tests(JAX_EXAMPLES, jax_context=_jitting)
+#: JAX property runs go through jax.jit (helpers.jitting; one call of T = 6: 0.9 s of CPU jitted,
+#: 4.8 s eager); test_T1_and_T0 runs JAX eagerly.
+every_namespace = property_tests(JAX_EXAMPLES, jax_context=jitting)
 
 
 def make(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", weights="random", L=None):
@@ -77,7 +63,7 @@ def check(out, arrays, dtype, what=""):
 
 def call(xp, arrays, dtype="float64", *, state=None, **kw):
     q, k, lv, lam, a = on(xp, arrays, dtype)
-    if _JIT_JAX[0]:
+    if JIT_JAX[0]:
         return jax_jit(_positional, "loglinear_log_attention", (q, k, lv, lam, a), state=state, **kw)
     if state is not None:
         kw["state"] = state
@@ -141,7 +127,7 @@ def test_stream_splits(xp_eager, T, decay, weights, seed, data):
 def test_stream_splits_jax(xp_jax, T, seed, data):
     cuts = data.draw(split_points(T, max_splits=2))
     arrays = make(seed, (), T, 2, 2, decay="moderate", weights="random")
-    with _jitting():  # eager JAX: test_T1_and_T0[jax]
+    with jitting():  # eager JAX: test_T1_and_T0[jax]
         out, _ = _stream(xp_jax, arrays, cuts)
     check(out, arrays, "float64", what=f"cuts={cuts}")
 
