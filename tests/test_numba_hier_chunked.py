@@ -14,6 +14,7 @@ import lsattn
 from lsattn import reference as ref
 from strategies import batch_shapes, magnitudes, seeds, split_points
 from test_numba_backend import dims, hier, hier_check, hier_decays, hier_inputs, hier_weights, small_T
+from test_numba_chunked import ro
 
 pytest.importorskip("numba")
 pytest.importorskip("scipy")  # Numba's np.dot calls SciPy's BLAS
@@ -138,8 +139,6 @@ def test_hier_chunked_parts_of_one_sequence(T, C, P, seed):
     from lsattn.backends import _numba_hier_chunked as KH
 
     args = hier_inputs(seed, (1,), T + 5, 3, 2)
-    # read-only C-contiguous, as the backend passes them: the specialisation it compiled, no other
-    ro = lambda x: numba_cpu._ro(np.ascontiguousarray(x))  # noqa: E731
     q, k, lv, lam, a = (ro(x[:, 5:]) for x in args)
     _, st0 = hier(cut(args, 0, 5), backend="array_api", return_state=True)
     p, nl = 5, (T + 5).bit_length()
