@@ -1,5 +1,5 @@
 """Helpers shared by the tests: conversions, tolerances, the comparison every test uses, the pair
-of eager and JAX property tests, calls under ``jax.jit``."""
+of eager and JAX property tests, calls under ``jax.jit`` (and the switch that routes them there)."""
 from __future__ import annotations
 
 import contextlib
@@ -92,6 +92,21 @@ def property_tests(jax_examples, *, jax_shapes=None, jax_context=None):
         return deco
 
     return every_namespace
+
+
+#: ``JIT_JAX[0]`` is True while :func:`jitting` runs (a JAX property test's body): the operator
+#: tests then call through :func:`jax_jit` (one compilation per shape instead of one per operation
+#: and shape, ~5x faster for one-off shapes; the traced code is the same).
+JIT_JAX = [False]
+
+
+@contextlib.contextmanager
+def jitting():
+    JIT_JAX[0] = True
+    try:
+        yield
+    finally:
+        JIT_JAX[0] = False
 
 
 def jax_jit(fn, op, arrays, *, state=None, return_state=False, **kw):

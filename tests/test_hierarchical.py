@@ -21,7 +21,7 @@ from lsattn import reference as ref
 from lsattn.hierarchical import _forward
 
 from conftest import namespace
-from helpers import assert_close, on, property_tests, to_numpy, traced_peak
+from helpers import JIT_JAX, assert_close, jax_jit, jitting, on, property_tests, to_numpy, traced_peak
 from strategies import batch_shapes, decays_or_none, head_dims, log_decay, normal, seeds, seq_lens, split_points
 
 BASE = {"float64": 1e-12, "float32": 1e-5}
@@ -31,8 +31,9 @@ weight_kinds = st.sampled_from(["zero", "random", "off"])
 #: JAX eager compiles every op for every new shape (seconds per call): few examples, small shapes
 JAX_EXAMPLES = max(2, settings.default.max_examples // 6)
 
-
-every_namespace = property_tests(JAX_EXAMPLES)
+#: JAX property runs go through jax.jit (helpers.jitting; one call of T = 6: 0.9 s of CPU jitted,
+#: 4.8 s eager); test_T1_and_T0 runs JAX eagerly.
+every_namespace = property_tests(JAX_EXAMPLES, jax_context=jitting)
 
 
 def make(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", weights="random", L=None):
@@ -60,8 +61,16 @@ def check(out, arrays, dtype, what=""):
     assert_close(out, expected, tol, atol=tol, what=what)
 
 
-def call(xp, arrays, dtype="float64", **kw):
+def call(xp, arrays, dtype="float64", *, state=None, **kw):
     q, k, lv, lam, a = on(xp, arrays, dtype)
+    if JIT_JAX[0]:
+        return jax_jit(_positional, "loglinear_log_attention", (q, k, lv, lam, a), state=state, **kw)
+    if state is not None:
+        kw["state"] = state
+    return _positional(q, k, lv, lam, a, **kw)
+
+
+def _positional(q, k, lv, lam, a, **kw):
     return lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a, **kw)
 
 
@@ -92,7 +101,7 @@ def _stream(xp, arrays, cuts, dtype="float64", chunk_size=None):
         piece = [None if x is None else (x[..., s0:s1] if x.ndim == arrays[0].ndim - 1 else x[..., s0:s1, :]) for x in arrays]
         xs = on(xp, piece, dtype)
         if chunk_size is None:
-            out, state = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4], state=state, return_state=True)
+            out, state = call(xp, piece, dtype, state=state, return_state=True)
         else:
             out, state = _forward(*xs, state, True, chunk_size=chunk_size)
         assert state.offset == s1 and state.op == "loglinear_log_attention"
@@ -118,7 +127,8 @@ def test_stream_splits(xp_eager, T, decay, weights, seed, data):
 def test_stream_splits_jax(xp_jax, T, seed, data):
     cuts = data.draw(split_points(T, max_splits=2))
     arrays = make(seed, (), T, 2, 2, decay="moderate", weights="random")
-    out, _ = _stream(xp_jax, arrays, cuts)
+    with jitting():  # eager JAX: test_T1_and_T0[jax]
+        out, _ = _stream(xp_jax, arrays, cuts)
     check(out, arrays, "float64", what=f"cuts={cuts}")
 
 
@@ -266,16 +276,17 @@ def test_jax_grad_and_jit():
     np_arrays = make(9, (), 6, 2, 2)
     arrays = [jnp.asarray(x) for x in np_arrays]
     w = np.arange(1.0, 3.0)
-    loss = lambda fn, w: (lambda *x: (fn(*x) * w).sum())  # JAX eager compiles per op: tiny sizes
-    ours = jax.grad(loss(lambda *x: lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]), jnp.asarray(w)),
-                    argnums=(0, 1, 2, 3, 4))(*arrays)
+    loss = lambda fn, w: (lambda *x: (fn(*x) * w).sum())
+    # under jit: one compilation (measured 2.6 s of CPU; eager jax.grad compiles each operation of
+    # the backward pass, 12 s); the eager forward is test_T1_and_T0's
+    ours = jax.jit(jax.grad(loss(_positional, jnp.asarray(w)), argnums=(0, 1, 2, 3, 4)))(*arrays)
     # the reference through torch autograd (eager jax.grad of it compiles each of its operations)
     tt = [torch.tensor(x, requires_grad=True) for x in np_arrays]
     loss(ref.loglinear_log_attention, torch.tensor(w))(*tt).backward()
     theirs = [t.grad for t in tt]
     for o, t in zip(ours, theirs):
         assert_close(o, t, 1e-10, atol=1e-12)
-    jitted = jax.jit(lambda *x: lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]))
+    jitted = jax.jit(_positional)
     check(jitted(*arrays), [np.asarray(x) for x in arrays], "float64")
 
 

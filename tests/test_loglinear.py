@@ -5,7 +5,6 @@ float64 inputs 1e-12; float32 inputs 1e-5 (observed <= 2e-6 in 400 random cases 
 at T = 8192; stated in docs/loglinear.md). Streamed outputs and states match one call to the same
 bounds.
 """
-import contextlib
 
 import array_api_compat
 import numpy as np
@@ -18,7 +17,7 @@ from lsattn.fenwick import bucket, levels_of_position
 from lsattn.state import State
 
 from conftest import namespace
-from helpers import assert_close, jax_jit, on, property_tests, to_numpy, traced_peak
+from helpers import JIT_JAX, assert_close, jax_jit, jitting, on, property_tests, to_numpy, traced_peak
 from strategies import batch_shapes, decays, head_dims, log_decay, magnitudes, normal, seeds, seq_lens, split_points
 
 F64, F32 = 1e-12, 1e-5
@@ -31,22 +30,8 @@ weight_kinds = st.sampled_from(["random", "ones", "negative"])
 JAX_EXAMPLES = max(2, settings.default.max_examples // 4)
 
 
-#: Set while a JAX property test runs: calls then go through jax.jit (one compilation per shape
-#: instead of one per operation and shape, ~5x faster for one-off shapes; the traced code is the
-#: same). test_jax_fixed_cases runs JAX eagerly.
-_JIT_JAX = [False]
-
-
-@contextlib.contextmanager
-def _jitting():
-    _JIT_JAX[0] = True
-    try:
-        yield
-    finally:
-        _JIT_JAX[0] = False
-
-
-every_namespace = property_tests(JAX_EXAMPLES, jax_context=_jitting)
+#: JAX property runs go through jax.jit (helpers.jitting); test_jax_fixed_cases runs JAX eagerly.
+every_namespace = property_tests(JAX_EXAMPLES, jax_context=jitting)
 
 
 def make(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", weights="random", extra_levels=0, offset=0):
@@ -65,7 +50,7 @@ def make(seed, batch, T, dk, dv, *, scale=1.0, decay="moderate", weights="random
 
 
 def call(xp, arrays, dtype="float64", **kw):
-    if _JIT_JAX[0]:
+    if JIT_JAX[0]:
         return jax_jit(lsattn.loglinear_attention, "loglinear_attention", on(xp, arrays, dtype), **kw)
     return lsattn.loglinear_attention(*on(xp, arrays, dtype), **kw)
 

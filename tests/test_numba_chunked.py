@@ -128,6 +128,12 @@ def test_warm_compiles_the_chunked_kernel_once_per_dtype():
     assert len(KC.ek_chunked.signatures) == before
 
 
+def ro(x):
+    """``x`` read-only and C-contiguous, as the backend hands the kernels what they only read (Numba
+    types read-only arrays apart: a writable one would compile a second specialisation)."""
+    return numba_cpu._ro(np.ascontiguousarray(x))
+
+
 @given(T=small_T, C=chunks, P=st.integers(1, 5), log_values=st.booleans(), seed=seeds)
 def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
     """A sequence split into P parallel parts (each first summarising the chunks before it) gives
@@ -138,12 +144,13 @@ def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
     op = "log" if log_values else "exp"
     q, k, vals = ek_inputs(seed, (1,), T, 3, 2, 1.0)
     lo = -np.finfo(np.float64).max / 8
-    m0, n0 = np.full((1, 3), lo), np.full((1, 2), lo)
+    # what the kernel only reads is read-only, as the backend passes it: its specialisation, no other
+    m0, n0 = ro(np.full((1, 3), lo)), ro(np.full((1, 2), lo))
     out, m1, n1, S1, z1 = np.empty((1, T, 2)), np.empty((1, 3)), np.empty((1, 2)), np.empty((1, 3, 2)), np.empty((1, 3))
-    rows = np.zeros((3, 1), np.int64)  # batch element 0 of q, k, vals: their row 0
-    seg = np.array([0, T], np.int64)  # one stream
-    KC.ek_chunked(q, k, vals, rows, seg, m0, n0, np.zeros((1, 3, 2)), np.zeros((1, 3)), log_values, lo, C, P, out, m1, n1,
-                  S1, z1)
+    rows = ro(np.zeros((3, 1), np.int64))  # batch element 0 of q, k, vals: their row 0
+    seg = ro(np.array([0, T], np.int64))  # one stream
+    KC.ek_chunked(ro(q), ro(k), ro(vals), rows, seg, m0, n0, ro(np.zeros((1, 3, 2))), ro(np.zeros((1, 3))), log_values, lo,
+                  C, P, out, m1, n1, S1, z1)
     rtol, atol = ek_tol(op, q, k, "float64")
     assert_close(out, EK[op][1](q, k, vals), rtol, atol=atol)
     _, want = EK[op][0](q, k, vals, return_state=True, backend="array_api")
@@ -294,10 +301,10 @@ def test_ll_chunked_split_or_not(op, T, C, split, seed):
     beta, lam = (args[4], args[5]) if gated else (args[3], args[4])
     _, st0 = f(*cut(args, 0, 5), return_state=True, backend="array_api")
     out, lev1 = np.empty((3, T, 2)), np.empty((3, (T + 5).bit_length(), 3, 2))
-    rows = np.tile(np.arange(3), (6, 1))  # batch element b of each input: its row b
-    seg, offs = np.array([0, T], np.int64), np.array([5], np.int64)  # one stream, at offset 5
-    KC.ll_chunked(*(np.ascontiguousarray(x[:, 5:]) for x in (q, k, v, a, beta, lam)), rows, seg, offs,
-                  (T + 5).bit_length(), st0.tensors["levels"], gated, C, split, out, lev1)
+    rows = ro(np.tile(np.arange(3), (6, 1)))  # batch element b of each input: its row b
+    seg, offs = ro(np.array([0, T], np.int64)), ro(np.array([5], np.int64))  # one stream, at offset 5
+    KC.ll_chunked(*(ro(x[:, 5:]) for x in (q, k, v, a, beta, lam)), rows, seg, offs,
+                  (T + 5).bit_length(), ro(st0.tensors["levels"]), gated, C, split, out, lev1)
     assert_close(np.concatenate([f(*cut(args, 0, 5), backend="array_api"), out], axis=-2), r(*args), TOL["float64"])
     _, want = f(*args, return_state=True, backend="array_api")
     assert_close(lev1, want.tensors["levels"], TOL["float64"])

@@ -2,7 +2,8 @@
 by token and lsattn.reference, on every CPU backend and namespace, at the operators' tolerances
 (float64 1e-12, Gated DeltaNet 1e-10; float32 1e-5; the exp-kernel operators add their
 conditioning term 2 eps (max |q| + max |k|), hierarchical attention bounds the absolute error of
-log y by tol * (1 + max |ref|)). Its state continues a plain call; its buffers are updated in place.
+log y by tol * (1 + max |ref|), the log-linear operators bound it by tol times the magnitude of
+their terms, :func:`terms`). Its state continues a plain call; its buffers are updated in place.
 """
 import numpy as np
 import pytest
@@ -46,6 +47,25 @@ def tokens(arrays, nb, i0, i1):
     return [x[..., i0:i1] if x.ndim == nb + 1 else x[..., i0:i1, :] for x in arrays]
 
 
+def terms(op, args):
+    """Magnitude of what each output of a log-linear operator adds up, (..., T, d_v) float64:
+    ``sum_{s <= t} |lam[t, level(t, s)]| e^{a_{s+1} + ... + a_t} ||q_t|| b_s ||k_s|| |v_s|`` with
+    ``b_s = beta_s`` (Gated DeltaNet) or 1 (Mamba-2): ``loglinear_attention`` of those norms.
+
+    It bounds the sum of the absolute values of the terms (Cauchy-Schwarz on ``q_t . k_s``; Gated
+    DeltaNet's transitions ``I - beta k k^T`` are contractions for unit keys, beta in [0, 1], as
+    :func:`make` draws them), hence ``|ref|``. Where the terms cancel (one-token calls: the
+    diagonal ``lam_0 (q . k) v`` against a level's read, or ``q . k`` itself), ``|ref|`` is far
+    below them and float32's rounding of the terms, a few eps times this magnitude, is not bounded
+    by ``1e-5 max |ref|``: measured up to 47x that bound (one token, plain calls and steps, both
+    backends), against at most 1.8 eps times this magnitude (3000 random streams, 18000 checks)."""
+    q, k, v, a, lam = args[0], args[1], args[2], args[3], args[-1]
+    k_norm = np.linalg.norm(k, axis=-1, keepdims=True)
+    if op == "loglinear_gated_delta":
+        k_norm = k_norm * args[4][..., None]
+    return ref.loglinear_attention(np.linalg.norm(q, axis=-1, keepdims=True), k_norm, np.abs(v), a, np.abs(lam))
+
+
 def check(op, out, args, kw, dtype, lo, what):
     """``out`` (tokens ``lo, lo + 1, ...``) against the reference over all tokens."""
     expected = getattr(ref, op)(*args, **kw)[..., lo : lo + out.shape[-2], :]
@@ -59,8 +79,9 @@ def check(op, out, args, kw, dtype, lo, what):
     elif op == "loglinear_log_attention":
         fin = np.isfinite(expected)
         assert_close(out, expected, 0.0, atol=base * (1 + np.abs(expected[fin]).max(initial=0)), what=what)
-    else:
-        assert_close(out, expected, base, what=what)
+    else:  # signed sums that may cancel: the bound scales with their terms (>= |ref|)
+        magnitude = terms(op, args)[..., lo : lo + out.shape[-2], :].max()
+        assert_close(out, expected, 0.0, atol=base * magnitude, what=what)
 
 
 def stream(xp, op, args, kw, nb, P, N, backend, dtype):
