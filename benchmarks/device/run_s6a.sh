@@ -2,17 +2,10 @@
 # issue 16 (log-linear Gated DeltaNet on the cupy scan kernel), one H200, < 4 minutes: the GPU tests
 # of this issue, compute-sanitizer memcheck + racecheck over small calls, then the forward benchmark
 # against fla's chunk_gated_delta_rule and the array-API path.
-#   OUT=... bash benchmarks/device/run_s6a.sh       (results: gpu_gated_delta.{md,json} and logs in $OUT)
+#   OUT=... bash benchmarks/device/run_s6a.sh       (results and logs: $OUT/s6a.tgz)
 set -u
-FINAL=${OUT:-/tmp/out}; OUT=/tmp/res16; mkdir -p "$OUT" "$FINAL"
-trap 'cp -r "$OUT"/. "$FINAL"/' EXIT
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
-if ls .whl/*.whl > /dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl > "$OUT/log_pip.txt" 2>&1
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD
-fi
+NAME=s6a; . benchmarks/device/setup.sh
+export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; python3 -m lsattn info; } > "$OUT/log_env.txt" 2>&1
 echo "=== tests $(date -u +%T)"
 timeout 100 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cupy_gated_delta.py tests/test_gpu_dispatch.py -k "gated_delta or probe" > "$OUT/log_tests.txt" 2>&1

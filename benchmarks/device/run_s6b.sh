@@ -4,12 +4,8 @@
 # kernels, compute-sanitizer over a small forward + backward, then the training benchmark's row of
 # log_attention beside exp_kernel_attention and torch SDPA (fwd+bwd).
 set -u
-FINAL=${OUT:-/tmp/out}; OUT=/tmp/ress6b; mkdir -p "$OUT" "$FINAL"
-trap 'tar czf "$FINAL/ress6b.tgz" -C /tmp ress6b' EXIT
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false CUDA_VISIBLE_DEVICES=0
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl > "$OUT/log_pip.txt" 2>&1
-export PYTHONPATH=/tmp/site:$PWD
-export HYPOTHESIS_PROFILE=ci
+NAME=s6b; . benchmarks/device/setup.sh
+export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 echo "=== tests $(date -u +%T)"
 timeout 130 python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests/test_cupy_log_attention.py tests/test_training.py tests/test_gpu_dispatch.py \
     -k "log_attention or exp_kernel" > "$OUT/log_tests.txt" 2>&1
