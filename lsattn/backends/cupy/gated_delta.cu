@@ -134,6 +134,20 @@ __device__ __forceinline__ void gd_pass(ta* const (&Sg)[GD_G], const int (&lv)[G
     __syncthreads();
 }
 
+// The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null; reads coalesced along kk), Ph as
+// [t][kk] (ph_t: the forward scan, the backward's phase 1) or [kk][t] (the backward's phase 2); zero-padded.
+__device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
+                                         int DK, int tid, bool ph_t) {
+    for (int idx = tid; idx < DKP * CH; idx += NT) {
+        const int t = idx / DKP, kk = idx % DKP;
+        const bool ok = kk < DK;
+        if (QeT) QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
+        EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
+        const int kr = idx / CH, tc = idx % CH;
+        Ph[ph_t ? tc * DKP + kr : idx] = kr < DK ? phj[kr * CH + tc] : (ta)0;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
     const ta* __restrict__ ek,   // (BH, n, CH, DK)  e^G K
@@ -167,14 +181,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
         const ta* qej = qe + cj * CH * DK;
         const ta* ekj = ek + cj * CH * DK;
         const ta* phj = ph + cj * DK * CH;
-        for (int idx = tid; idx < DKP * CH; idx += NT) {
-            const int t = idx / DKP, kk = idx % DKP;  // coalesced along kk in global
-            const bool ok = kk < DK;
-            sm.QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
-            sm.EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
-            const int kr = idx / CH, tc = idx % CH;  // coalesced along t
-            sm.PhT[tc * DKP + kr] = kr < DK ? phj[kr * CH + tc] : (ta)0;
-        }
+        gd_tiles(sm.QeT, sm.EkT, sm.PhT, qej, ekj, phj, DK, tid, true);
         const ta eg = ex(gc[cj]);
         ta acc[RA];
 #pragma unroll

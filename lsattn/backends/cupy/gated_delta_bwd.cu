@@ -46,20 +46,6 @@ __device__ __forceinline__ bool gd_held(i64 c, int m, i64 F) {
     return ((c >> (m - 1)) & 1) && ((c >> (m - 1)) << (m - 1)) > F;
 }
 
-// The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null), Ph as [t][kk] (phase 1, ph_t)
-// or [kk][t] (phase 2); zero-padded.
-__device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
-                                         int DK, int tid, bool ph_t) {
-    for (int idx = tid; idx < DKP * CH; idx += NT) {
-        const int t = idx / DKP, kk = idx % DKP;
-        const bool ok = kk < DK;
-        if (QeT) QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
-        EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
-        const int kr = idx / CH, tc = idx % CH;
-        Ph[ph_t ? tc * DKP + kr : idx] = kr < DK ? phj[kr * CH + tc] : (ta)0;
-    }
-}
-
 extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     const ta* __restrict__ qe,    // (BH, n, CH, DK)  qeff
     const ta* __restrict__ ek,    // (BH, n, CH, DK)  e^G K
