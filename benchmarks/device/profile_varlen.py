@@ -1,6 +1,8 @@
-"""Where the packed (cu_seqlens) loglinear_attention call spends its time on the GPU: the public
-call, the prologue's pack (index building + gathers), the kernels on the padded layout, the
-finish gather, and the padded length. Prints one dict. Run from the repo root on a GPU machine."""
+"""Where the packed (cu_seqlens) loglinear_attention call spends its time on the GPU, against the
+unpacked call of the same total length: wall time per call with the offsets as a CUDA tensor (a
+device-to-host read, as fla's) and as a host array (no read-back), the host time per call (launches
+queued without waiting), and torch-profiler tables of both calls. Prints dicts and tables. Run from
+the repo root on a GPU machine."""
 import sys
 import time
 
@@ -10,11 +12,11 @@ import torch
 sys.path.insert(0, "benchmarks")
 import lsattn  # noqa: E402
 from lsattn import _varlen  # noqa: E402
-from lsattn.loglinear import SPEC  # noqa: E402
 from bench_varlen_gpu import doc_lengths, make_inputs  # noqa: E402
 
 
 def ms(fn, reps=20):
+    """Wall time per call, the GPU drained before and after (ms)."""
     fn()
     torch.cuda.synchronize()
     t = time.perf_counter()
@@ -24,32 +26,39 @@ def ms(fn, reps=20):
     return 1e3 * (time.perf_counter() - t) / reps
 
 
+def host_ms(fn, reps=20):
+    """Host time per call: the loop's time before the final drain (ms)."""
+    fn()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    h = time.perf_counter() - t
+    torch.cuda.synchronize()
+    return 1e3 * h / reps
+
+
 lens = doc_lengths(16, 65536, 0)
 cu = np.concatenate([[0], np.cumsum(lens)])
 x = make_inputs(torch, 65536, 16, 64, torch.bfloat16, "cuda", 0)
 cu_dev = torch.as_tensor(cu, device="cuda")
-T_pad, src, back, starts = _varlen.layout(cu)
-import array_api_compat  # noqa: E402
-
-xp = array_api_compat.array_namespace(x[0])
-run_op, args, finish, _, kw = _varlen.pack(SPEC, xp, list(x), cu, (1, 16))
-out_pad = lsattn.loglinear_attention(*args)
-res = {
-    "T": 65536, "T_pad": T_pad, "lengths": lens.tolist(),
-    "public_packed_ms": ms(lambda: lsattn.loglinear_attention(*x, cu_seqlens=cu_dev)),
-    "public_unpacked_ms": ms(lambda: lsattn.loglinear_attention(*x)),
-    "layout_host_ms": ms(lambda: _varlen.layout(cu)),
-    "pack_ms": ms(lambda: _varlen.pack(SPEC, xp, list(x), cu, (1, 16))),
-    "padded_call_ms": ms(lambda: lsattn.loglinear_attention(*args)),
-    "padded_call_cupy_ms": ms(lambda: lsattn.loglinear_attention(*args, backend="cupy")),
-    "finish_ms": ms(lambda: finish(out_pad)),
+T_pad = _varlen.layout(cu)[0]
+calls = {
+    "packed_cuda_offsets": lambda: lsattn.loglinear_attention(*x, cu_seqlens=cu_dev),
+    "packed_host_offsets": lambda: lsattn.loglinear_attention(*x, cu_seqlens=cu),
+    "unpacked": lambda: lsattn.loglinear_attention(*x),
 }
+res = {"T": 65536, "T_pad": T_pad, "lengths": lens.tolist(),
+       "layout_host_ms": ms(lambda: _varlen.token_map(cu)),
+       "wall_ms": {n: ms(f) for n, f in calls.items()},
+       "host_ms": {n: host_ms(f) for n, f in calls.items()}}
 print(res, flush=True)
 
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-for name, fn in (("packed", lambda: lsattn.loglinear_attention(*x, cu_seqlens=cu_dev)),
-                 ("unpacked", lambda: lsattn.loglinear_attention(*x))):
+for name, fn in calls.items():
+    if name == "packed_host_offsets":
+        continue
     fn()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -57,5 +66,5 @@ for name, fn in (("packed", lambda: lsattn.loglinear_attention(*x, cu_seqlens=cu
             fn()
         torch.cuda.synchronize()
     print(f"==== {name}")
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18), flush=True)
-    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12), flush=True)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15), flush=True)
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15), flush=True)
