@@ -1,6 +1,6 @@
 """Where the packed (cu_seqlens) loglinear_attention call spends its time on the GPU, against the
 unpacked call of the same total length: wall time per call with the offsets as a CUDA tensor (a
-device-to-host read, as fla's) and as a host array (no read-back), the host time per call (launches
+device-to-host read, as fla's) and as a Python list (no read-back), the host time per call (launches
 queued without waiting), and torch-profiler tables of both calls. Prints dicts and tables. Run from
 the repo root on a GPU machine."""
 import sys
@@ -45,7 +45,7 @@ cu_dev = torch.as_tensor(cu, device="cuda")
 T_pad = _varlen.layout(cu)[0]
 calls = {
     "packed_cuda_offsets": lambda: lsattn.loglinear_attention(*x, cu_seqlens=cu_dev),
-    "packed_host_offsets": lambda: lsattn.loglinear_attention(*x, cu_seqlens=cu),
+    "packed_host_offsets": lambda: lsattn.loglinear_attention(*x, cu_seqlens=cu.tolist()),
     "unpacked": lambda: lsattn.loglinear_attention(*x),
 }
 res = {"T": 65536, "T_pad": T_pad, "lengths": lens.tolist(),
