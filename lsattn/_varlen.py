@@ -50,7 +50,7 @@ from ._validate import _device_or_none, device_of
 from .fenwick import num_levels
 from .state import LEVEL_AXES, State, check_state, level_slots_of, packed_streams, with_level_slots
 
-__all__ = ["check_offsets", "pack", "streams"]
+__all__ = ["check_offsets", "pack", "streams", "TokenMap"]
 
 
 def check_offsets(cu_seqlens, xp, like, T, causal):
@@ -144,15 +144,40 @@ def _first_fit(lens):
     return start, end
 
 
+class TokenMap:
+    """The aligned layout (fact 2) as kernels read it (``Backend.layout_ops``): entry ``g`` of the
+    ``size`` laid-out positions is the packed token it reads (``>= 0``), ``-1`` for a zero token of a
+    gap, or ``-2 - r`` for a packed token ``r`` that starts a segment (its log decay reads as
+    ``-inf``: the reset of fact 1).
+
+    Held as the non-empty segments' table only (laid-out start, packed start, length; sorted by
+    laid-out start): no ``T``-sized host work per call. :meth:`build` makes the map in the
+    namespace of the kernels (on the device: one copy of ``3 N`` integers, a few elementwise
+    operations over the positions)."""
+
+    def __init__(self, off):
+        lens = np.diff(off)
+        start, self.size = _first_fit(lens)
+        keep = lens > 0
+        order = np.argsort(start[keep], kind="stable")
+        self.table = np.stack([start[keep][order], off[:-1][keep][order], lens[keep][order]]).astype(np.int64)  # (3, N')
+
+    def build(self, xp):
+        """(size,) int32 array of ``xp`` (a NumPy-like module: NumPy, CuPy), on its current device."""
+        if self.size == 0:
+            return xp.zeros((0,), dtype=xp.int32)
+        tab = xp.asarray(self.table)
+        g = xp.arange(self.size, dtype=xp.int64)
+        i = xp.maximum(xp.searchsorted(tab[0], g, side="right") - 1, 0)  # the segment laid out at or before g
+        rel = g - xp.take(tab[0], i)
+        r = xp.take(tab[1], i) + rel
+        inside = (rel >= 0) & (rel < xp.take(tab[2], i))
+        return xp.where(inside, xp.where(rel == 0, -2 - r, r), -1).astype(xp.int32)
+
+
 def token_map(off):
-    """The aligned layout (fact 2) as one int32 map for kernels that read through it
-    (``Backend.layout_ops``): entry ``g`` of the ``T_pad`` laid-out positions is the packed token it
-    reads (``>= 0``), ``-1`` for a zero token of a gap, or ``-2 - r`` for a packed token ``r`` that
-    starts a segment (its log decay reads as ``-inf``: the reset of fact 1)."""
-    T_pad, src, _, starts = layout(off)
-    tmap = np.where(src < int(off[-1]), src, -1)
-    tmap[starts] = -2 - tmap[starts]
-    return tmap.astype(np.int32)
+    """The :class:`TokenMap` of offsets ``off`` (N + 1,) int64."""
+    return TokenMap(off)
 
 
 def _index(xp, idx, like):

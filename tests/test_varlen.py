@@ -125,6 +125,13 @@ def test_layout_aligned_and_at_most_twice_as_long(lens):
             p = 1 << (n - 1).bit_length()
             assert back[off[i]] % p == 0 and np.all(np.diff(back[off[i]:off[i + 1]]) == 1)
     assert sorted(starts.tolist()) == sorted(back[off[:-1][np.array(lens) > 0]].tolist())
+    # the token map the cupy kernels read, built from the segment table alone: the same layout
+    tmap = _varlen.TokenMap(off)
+    built = tmap.build(np)
+    assert tmap.size == T_pad and built.dtype == np.int32
+    expect = np.where(src < T, src, -1)
+    expect[starts] = -2 - expect[starts]
+    np.testing.assert_array_equal(built, expect)
 
 
 @pytest.mark.parametrize("op", OPS)

@@ -21,8 +21,8 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
     then ``levels`` is replaced by ``dl`` (..., T, L): ``dl[t, l] = sum over s at level l of
     exp(a_{s+1} + ... + a_t) (q_t . k_s) (X_t . Y_s)`` (see ``loglinear_bwd.cu``).
 
-    tmap: packed segments (``p = 0``, no state): (T_pad,) int32 NumPy, the token map of
-    ``lsattn._varlen.token_map``; the kernels run over its T_pad positions, reading the inputs'
+    tmap: packed segments (``p = 0``, no state): the ``lsattn._varlen.TokenMap`` of the layout
+    (``T_pad = tmap.size`` positions); the kernels run over its T_pad positions, reading the inputs'
     rows through it (segment starts with a -inf log decay), and write the outputs of the packed rows.
     """
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
@@ -48,7 +48,7 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
     pn = p + T
     h, Lnew = (p ^ pn).bit_length(), pn.bit_length()
     if tmap is not None:  # packed segments: the kernels run over the laid-out positions
-        Tc, tm = int(tmap.shape[0]), xp.asarray(tmap)
+        Tc, tm = tmap.size, tmap.build(xp)
         F, n, H, gsum = _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, Tc, DK, DV, 0, BH, rows=rows, tmap=tm, Ts=T)
         ops.ll_output(cfg, q3, k3, v3, a2, l3, H, gsum, old4, out, Tc, DK, DV, L, 0, F, n, 0, BH, rows=rows, tmap=tm, Ts=T)
         return xp.reshape(out, batch + (T, DV)), None
@@ -203,8 +203,8 @@ def forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state, 
     ``lsattn.loglinear._forward`` (validated inputs of one dtype: float32 / float64, or float16 /
     bfloat16 as the caller gave them; ``state`` may be None; its tensors float32 / float64).
 
-    token_map: packed segments (``LAYOUT_OPS``; no state, no gradient): the host token map of
-    ``lsattn._varlen.token_map``, read by the kernels instead of gathered copies of the inputs.
+    token_map: packed segments (``LAYOUT_OPS``; no state, no gradient): the ``lsattn._varlen.TokenMap``
+    of the layout, built on the device and read by the kernels instead of gathered copies of the inputs.
 
     Returns
     -------
