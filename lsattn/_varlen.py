@@ -151,9 +151,8 @@ class TokenMap:
     ``-inf``: the reset of fact 1).
 
     Held as the non-empty segments' table only (laid-out start, packed start, length; sorted by
-    laid-out start): no ``T``-sized host work per call. :meth:`build` makes the map in the
-    namespace of the kernels (on the device: one copy of ``3 N`` integers, a few elementwise
-    operations over the positions)."""
+    laid-out start): no ``T``-sized host work per call; the kernels' backend builds the map on the
+    device from one copy of ``3 N`` integers."""
 
     def __init__(self, off):
         lens = np.diff(off)
@@ -162,17 +161,17 @@ class TokenMap:
         order = np.argsort(start[keep], kind="stable")
         self.table = np.stack([start[keep][order], off[:-1][keep][order], lens[keep][order]]).astype(np.int64)  # (3, N')
 
-    def build(self, xp):
-        """(size,) int32 array of ``xp`` (a NumPy-like module: NumPy, CuPy), on its current device."""
-        if self.size == 0:
-            return xp.zeros((0,), dtype=xp.int32)
-        tab = xp.asarray(self.table)
-        g = xp.arange(self.size, dtype=xp.int64)
-        i = xp.maximum(xp.searchsorted(tab[0], g, side="right") - 1, 0)  # the segment laid out at or before g
-        rel = g - xp.take(tab[0], i)
-        r = xp.take(tab[1], i) + rel
-        inside = (rel >= 0) & (rel < xp.take(tab[2], i))
-        return xp.where(inside, xp.where(rel == 0, -2 - r, r), -1).astype(xp.int32)
+    def array(self):
+        """The map as a (size,) int32 NumPy array (the definition; the cupy backend builds it on the
+        device with one elementwise kernel over the table, ``CupyOps.token_map``)."""
+        if self.size == 0:  # no token at all
+            return np.zeros(0, np.int32)
+        st, pk, ln = self.table
+        g = np.arange(self.size, dtype=np.int64)
+        i = np.maximum(np.searchsorted(st, g, side="right") - 1, 0)  # the segment laid out at or before g
+        rel, r = g - st[i], pk[i] + g - st[i]
+        inside = (rel >= 0) & (rel < ln[i])
+        return np.where(inside, np.where(rel == 0, -2 - r, r), -1).astype(np.int32)
 
 
 def token_map(off):

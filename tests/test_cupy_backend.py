@@ -88,6 +88,9 @@ class Twin:
 
     xp = np
 
+    def token_map(self, tm):
+        return tm.array()
+
     # log-linear
     def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH, rows=None, tmap=None, Ts=None):
         k, v, a = _seq(rows, (1, k), (2, v), (3, a))
@@ -817,6 +820,20 @@ def test_gpu_loglinear_strong_decays_and_resets(T, C, dtype, seed, data):
     out = np.concatenate(outs, axis=-2)
     assert np.isfinite(out).all()
     assert_close(out, expected, {"float32": 1e-5, "float64": F64, "bfloat16": BF16}[dtype], what=f"T={T} C={C} cuts={cuts}")
+
+
+@pytest.mark.gpu
+@given(lens=st.lists(st.integers(0, 3000), min_size=1, max_size=40))
+@settings(max_examples=20, deadline=None)
+def test_gpu_token_map_kernel(lens):
+    """The token map built on the device (one elementwise kernel over the segment table) equals its
+    NumPy definition (``TokenMap.array``), empty segments and an all-empty batch included."""
+    _gpu_ready()
+    from lsattn import _varlen
+    from lsattn.backends.cupy._compile import CupyOps
+
+    tm = _varlen.TokenMap(np.array([0, *np.cumsum(lens)], dtype=np.int64))
+    np.testing.assert_array_equal(CupyOps(0).token_map(tm).get(), tm.array())
 
 
 @pytest.mark.gpu

@@ -201,6 +201,19 @@ def _kernels(op, device_id, cfg):
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _token_map_kernel():
+    import cupy
+
+    return cupy.ElementwiseKernel("raw int64 tab, int32 n", "int32 out", """
+        long long g = i;
+        int lo = 0, hi = n;  // tab: (3, n) laid-out starts (sorted), packed starts, lengths
+        while (hi - lo > 1) { int mid = (lo + hi) / 2; if (tab[mid] <= g) lo = mid; else hi = mid; }
+        long long rel = g - tab[lo], r = tab[n + lo] + rel;
+        out = (rel >= 0 && rel < tab[2 * n + lo]) ? (int)(rel == 0 ? -2 - r : r) : -1;
+        """, "lsattn_token_map")
+
+
 # ---- the kernel launches -------------------------------------------------------------------------
 
 _NT = 256
@@ -235,6 +248,16 @@ class CupyOps:
     def _p(x):
         """A pointer argument the kernel does not read in this mode: None -> a null pointer."""
         return np.uint64(0) if x is None else x
+
+    def token_map(self, tm):
+        """The (tm.size,) int32 map of a ``lsattn._varlen.TokenMap`` (``TokenMap.array`` on the
+        device): one elementwise launch over its segment table, each position binary-searching the
+        segment laid out at or before it."""
+        cp = self.xp
+        out = cp.empty((tm.size,), dtype=cp.int32)
+        if tm.size:
+            _token_map_kernel()(cp.asarray(tm.table), np.int32(tm.table.shape[1]), out)
+        return out
 
     # log-linear
     def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH, rows=None, tmap=None, Ts=None):

@@ -48,7 +48,7 @@ def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=
     pn = p + T
     h, Lnew = (p ^ pn).bit_length(), pn.bit_length()
     if tmap is not None:  # packed segments: the kernels run over the laid-out positions
-        Tc, tm = tmap.size, tmap.build(xp)
+        Tc, tm = tmap.size, ops.token_map(tmap)
         F, n, H, gsum = _fenwick_blocks(ops, cfg, xp, ta_dtype, k3, v3, a2, Tc, DK, DV, 0, BH, rows=rows, tmap=tm, Ts=T)
         ops.ll_output(cfg, q3, k3, v3, a2, l3, H, gsum, old4, out, Tc, DK, DV, L, 0, F, n, 0, BH, rows=rows, tmap=tm, Ts=T)
         return xp.reshape(out, batch + (T, DV)), None
