@@ -17,9 +17,9 @@ from lsattn.state import State
 
 from helpers import assert_close, on, to_numpy
 from strategies import DECAYS, batch_shapes, seeds
-from test_stepper import check, make, tokens
+from test_stepper import check, make, terms, tokens
 
-OPS = ["exp_kernel_attention", "loglinear_attention"]
+OPS = ["exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"]
 BASE = {"float64": 1e-12, "float32": 1e-5}
 
 
@@ -34,15 +34,39 @@ def run(op, args, kw, nb, P, N, dtype, max_tokens):
     """Prefill P tokens (plain call), then N steps of the twin and of the array-API step."""
     fn = getattr(lsattn, op)
     cast = lambda xs: on(np, xs, dtype)  # noqa: E731
-    _, state = fn(*cast(tokens(args, nb, 0, P)), return_state=True, backend="array_api")  # no Numba compiles
+    kwt = lambda i0, i1: dict(zip(kw, cast(tokens(list(kw.values()), nb, i0, i1))))  # noqa: E731
+    _, state = fn(*cast(tokens(args, nb, 0, P)), **kwt(0, P), return_state=True, backend="array_api")  # no Numba compiles
     twin = twin_stepper(op, state, max_tokens)
     aapi = lsattn.stepper(op, state, max_tokens=max_tokens, backend="array_api")
     got, want = [], []
     for t in range(P, P + N):
-        xs = cast(tokens(args, nb, t, t + 1))
-        got.append(to_numpy(twin(*xs)))
-        want.append(to_numpy(aapi(*xs)))
+        xs, kws = cast(tokens(args, nb, t, t + 1)), kwt(t, t + 1)
+        got.append(to_numpy(twin(*xs, **kws)))
+        want.append(to_numpy(aapi(*xs, **kws)))
     return twin, aapi, state, np.concatenate(got, axis=-2), np.concatenate(want, axis=-2)
+
+
+def twin_bound(op, dtype, args, want, lo, N):
+    """(rtol, atol) of the twin against the array-API step on tokens ``lo .. lo + N``: exp-kernel
+    ``BASE (1 + scale)`` relative; Gated DeltaNet the bound of ``test_stepper.check`` (``BASE`` times the
+    magnitude of its terms: signed sums that may cancel); hierarchical ``BASE + 2 eps (max |q| + max |k|)``
+    times ``1 + max |log y|`` absolute; log-linear Mamba-2 ``BASE`` relative."""
+    base = BASE[dtype]
+    if op == "loglinear_gated_delta":
+        return 0.0, base * terms(op, args)[..., lo : lo + N, :].max()
+    if op == "loglinear_log_attention":
+        base += 2 * float(np.finfo(dtype).eps) * (np.abs(args[0]).max() + np.abs(args[1]).max())
+        return 0.0, base * (1 + np.abs(want[np.isfinite(want)]).max(initial=0))
+    return base, 0.0
+
+
+def assert_state_close(got, want, tol, what):
+    """State tensors elementwise: ``|got - want| <= tol (1 + |want|)`` (shifts near the finite
+    "minus infinity" included, each at its own scale), infinities matching."""
+    got, want = to_numpy(got).astype(np.float64), to_numpy(want).astype(np.float64)
+    assert got.shape == want.shape, what
+    err = np.abs(got - want) / (1 + np.abs(want))
+    assert err.max(initial=0) <= tol, f"{what}: max relative error {err.max()} > {tol}"
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -52,26 +76,42 @@ def run(op, args, kw, nb, P, N, dtype, max_tokens):
        scale=st.sampled_from([1e-3, 1.0, 3.0, 20.0]), resets=st.booleans())
 def test_twin_step_equals_array_api_step_and_reference(op, seed, batch, dk, dv, P, N, dtype, decay, scale, resets):
     """N twin steps after a prefill of P tokens = the array-API step = the reference; the twin's
-    state (device offset included) is the array-API step's and continues a plain call."""
+    state (device offset included) is the array-API step's and continues a plain call. Magnitudes:
+    ``q, k`` scaled (Gated DeltaNet: ``q, v``, its keys unit: its transitions contract)."""
     T, nb = P + N + 2, len(batch)
-    args, _ = make(op, seed, batch, T, dk, dv, decay)
-    args[0], args[1] = scale * args[0], scale * args[1]
-    if op == "loglinear_attention" and resets:  # hard resets: -inf decays at some tokens
+    args, kw = make(op, seed, batch, T, dk, dv, decay)
+    scaled = (0, 2) if op == "loglinear_gated_delta" else (0, 1)
+    for i in scaled:
+        args[i] = scale * args[i]
+    if op != "exp_kernel_attention" and resets:  # hard resets: -inf decays at some tokens
         rng = np.random.default_rng(seed + 1)
-        args[3] = np.where(rng.random(args[3].shape) < 0.2, -np.inf, args[3])
+        if op == "loglinear_log_attention":
+            kw["log_decay"] = np.where(rng.random(kw["log_decay"].shape) < 0.2, -np.inf, kw["log_decay"])
+        else:
+            args[3] = np.where(rng.random(args[3].shape) < 0.2, -np.inf, args[3])
     args = [to_numpy(x) for x in on(np, args, dtype)]
-    twin, aapi, state0, got, want = run(op, args, {}, nb, P, N, dtype, P + N + 1)
-    assert_close(got, want, BASE[dtype] * (1 + (op == "exp_kernel_attention") * scale), what="twin vs array-API step")
-    check(op, got, [x.astype(np.float64) for x in args], {}, dtype, P, "twin vs reference")
+    kw = {n: to_numpy(x) for n, x in zip(kw, on(np, list(kw.values()), dtype))}
+    twin, aapi, state0, got, want = run(op, args, kw, nb, P, N, dtype, P + N + 1)
+    rtol, atol = twin_bound(op, dtype, [x.astype(np.float64) for x in args], want, P, N)
+    if op == "exp_kernel_attention":
+        rtol *= 1 + scale
+    assert_close(got, want, rtol, atol=atol, what="twin vs array-API step")
+    f64 = [x.astype(np.float64) for x in args]
+    kw64 = {n: x.astype(np.float64) for n, x in kw.items()}
+    check(op, got, f64, kw64, dtype, P, "twin vs reference")
     st_t, st_a = twin.state, aapi.state
     assert st_t.offset == st_a.offset == P + N and state0.offset == P
     assert set(st_t.tensors) == set(st_a.tensors)
     for name, x in st_t.tensors.items():
         assert tuple(x.shape) == tuple(st_a.tensors[name].shape) and x.dtype == st_a.tensors[name].dtype, name
-        assert_close(x, st_a.tensors[name], BASE[dtype] * (1 + scale), atol=1e-300, what=f"state {name}")
+        if op == "loglinear_log_attention":
+            assert_state_close(x, st_a.tensors[name], 10 * BASE[dtype] * (1 + scale), what=f"state {name}")
+        else:
+            assert_close(x, st_a.tensors[name], BASE[dtype] * (1 + scale), atol=1e-300, what=f"state {name}")
     rest = tokens(args, nb, P + N, T)
-    out = getattr(lsattn, op)(*rest, state=st_t, backend="array_api")
-    check(op, to_numpy(out), [x.astype(np.float64) for x in args], {}, dtype, P + N, "continued")
+    rest_kw = dict(zip(kw, tokens(list(kw.values()), nb, P + N, T)))
+    out = getattr(lsattn, op)(*rest, **rest_kw, state=st_t, backend="array_api")
+    check(op, to_numpy(out), f64, kw64, dtype, P + N, "continued")
 
 
 @pytest.mark.parametrize("P", [(1 << 20) - 3, (1 << 16) - 1, (1 << 16) + 5, 3 * (1 << 14) - 2])
