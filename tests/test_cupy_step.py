@@ -114,31 +114,51 @@ def test_twin_step_equals_array_api_step_and_reference(op, seed, batch, dk, dv, 
     check(op, to_numpy(out), f64, kw64, dtype, P + N, "continued")
 
 
+def synthetic_state(op, P, batch, dk, dv, rng):
+    """A State of ``op`` at offset ``P`` with random contents in the occupied level slots (bits of
+    ``P``) and empty ones elsewhere: log-linear levels; hierarchical summaries with shifts of any
+    size, positive ``S, z`` (a summary's rows and columns relative to its shifts)."""
+    n = P.bit_length()
+    occ = np.array([(P >> j) & 1 for j in range(n)], dtype=bool)
+    if op != "loglinear_log_attention":
+        levels = rng.standard_normal(batch + (n, dk, dv)) * occ[:, None, None]
+        return State(op, P, batch, dk, dv, np.dtype(np.float64), {"levels": levels})
+    lo = -np.finfo(np.float64).max / 8
+    m = np.where(occ[:, None], 5 * rng.standard_normal(batch + (n, dk)), lo)
+    nv = np.where(occ[:, None], 5 * rng.standard_normal(batch + (n, dv)), lo)
+    S = rng.random(batch + (n, dk, dv)) * occ[:, None, None]
+    z = (1 + rng.random(batch + (n, dk))) * occ[:, None]
+    return State(op, P, batch, dk, dv, np.dtype(np.float64), {"m": m, "n": nv, "S": S, "z": z})
+
+
+@pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
 @pytest.mark.parametrize("P", [(1 << 20) - 3, (1 << 16) - 1, (1 << 16) + 5, 3 * (1 << 14) - 2])
-def test_twin_loglinear_long_offsets_many_carries(P):
-    """Synthetic states at large offsets (random levels in the occupied slots): steps across carries
-    that fold up to 20 levels equal the array-API step, and the empty slots stay zero."""
+def test_twin_levels_long_offsets_many_carries(op, P):
+    """Synthetic states at large offsets: steps across carries that fold up to 20 levels (and
+    ``-inf`` decays) equal the array-API step, and the empty slots stay empty."""
     rng = np.random.default_rng(P)
     batch, dk, dv, N = (2,), 5, 34, 6
-    n = P.bit_length()
-    occ = np.array([(P >> j) & 1 for j in range(n)], dtype=float)
-    levels = rng.standard_normal(batch + (n, dk, dv)) * occ[:, None, None]
-    state = State("loglinear_attention", P, batch, dk, dv, np.dtype(np.float64), {"levels": levels})
+    state = synthetic_state(op, P, batch, dk, dv, rng)
     L = lsattn.num_levels(P + N) + 1
-    xs = [rng.standard_normal(batch + (N, d)) for d in (dk, dk, dv)] + [-rng.random(batch + (N,)),
-                                                                       rng.standard_normal(batch + (N, L))]
-    xs[3][:, 2] = -np.inf
-    twin = twin_stepper("loglinear_attention", state, P + N)
-    aapi = lsattn.stepper("loglinear_attention", state, max_tokens=P + N, backend="array_api")
+    q, k, v = (rng.standard_normal(batch + (N, d)) for d in (dk, dk, dv))
+    a, lam = -rng.random(batch + (N,)), rng.standard_normal(batch + (N, L))
+    a[:, 2] = -np.inf
+    xs, kw = {"loglinear_attention": ([q, k, v, a, lam], {}),
+              "loglinear_gated_delta": ([q, k / np.linalg.norm(k, axis=-1, keepdims=True), v, a, rng.random(batch + (N,)),
+                                         lam], {}),
+              "loglinear_log_attention": ([q, k, v, lam], {"log_decay": a})}[op]
+    twin = twin_stepper(op, state, P + N)
+    aapi = lsattn.stepper(op, state, max_tokens=P + N, backend="array_api")
     for t in range(N):
-        tok = tokens(xs, 1, t, t + 1)
-        assert_close(twin(*tok), aapi(*tok), 1e-12, what=f"step {t}")
-    K = twin._impl.slots
-    buf = twin._impl.buf["levels"]
-    p = P + N
+        tok, tkw = tokens(xs, 1, t, t + 1), dict(zip(kw, tokens(list(kw.values()), 1, t, t + 1)))
+        want = aapi(*tok, **tkw)
+        assert_close(twin(*tok, **tkw), want, 1e-12, atol=1e-12 * (op == "loglinear_log_attention"), what=f"step {t}")
+    K, p = twin._impl.slots, P + N
     empty = [j for j in range(K) if not (p >> j) & 1]
-    assert not buf[:, empty].any(), "slots of clear offset bits are zero"
-    assert_close(twin.state.tensors["levels"], aapi.state.tensors["levels"], 1e-12, what="levels")
+    for name, buf in twin._impl.buf.items():
+        fill = -np.finfo(np.float64).max / 8 if name in ("m", "n") else 0.0
+        assert (buf[:, empty] == fill).all(), f"slots of clear offset bits of {name} are empty"
+        assert_state_close(twin.state.tensors[name], aapi.state.tensors[name], 1e-12, what=name)
     assert twin._impl.offset_now() == p
 
 

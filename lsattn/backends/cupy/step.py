@@ -509,7 +509,8 @@ class Twin:
                     pos = N > 0
                     t = e[j] - R + nb[j, c] + np.log(np.where(pos, N, ta(1)))
                     up = pos & (t > M)
-                    s = np.where(up, s * np.exp(M - t) + 1, np.where(pos, s + np.exp(t - M), s))
+                    with np.errstate(over="ignore"):  # the branch np.where discards may overflow
+                        s = np.where(up, s * np.exp(M - t) + 1, np.where(pos, s + np.exp(t - M), s))
                     M = np.where(up, t, M)
                 o = M + np.log(s) - lden
                 out[bh, c] = np.where(o > lo / 2, o, -np.inf)
