@@ -114,7 +114,7 @@ def test_twin_step_equals_array_api_step_and_reference(op, seed, batch, dk, dv, 
     check(op, to_numpy(out), f64, kw64, dtype, P + N, "continued")
 
 
-def synthetic_state(op, P, batch, dk, dv, rng):
+def synthetic_state(op, P, batch, dk, dv, rng, dtype=np.float64):
     """A State of ``op`` at offset ``P`` with random contents in the occupied level slots (bits of
     ``P``) and empty ones elsewhere: log-linear levels; hierarchical summaries with shifts of any
     size, positive ``S, z`` (a summary's rows and columns relative to its shifts)."""
@@ -122,13 +122,13 @@ def synthetic_state(op, P, batch, dk, dv, rng):
     occ = np.array([(P >> j) & 1 for j in range(n)], dtype=bool)
     if op != "loglinear_log_attention":
         levels = rng.standard_normal(batch + (n, dk, dv)) * occ[:, None, None]
-        return State(op, P, batch, dk, dv, np.dtype(np.float64), {"levels": levels})
-    lo = -np.finfo(np.float64).max / 8
+        return State(op, P, batch, dk, dv, np.dtype(dtype), {"levels": levels.astype(dtype)})
+    lo = -np.finfo(dtype).max / 8
     m = np.where(occ[:, None], 5 * rng.standard_normal(batch + (n, dk)), lo)
     nv = np.where(occ[:, None], 5 * rng.standard_normal(batch + (n, dv)), lo)
     S = rng.random(batch + (n, dk, dv)) * occ[:, None, None]
     z = (1 + rng.random(batch + (n, dk))) * occ[:, None]
-    return State(op, P, batch, dk, dv, np.dtype(np.float64), {"m": m, "n": nv, "S": S, "z": z})
+    return State(op, P, batch, dk, dv, np.dtype(dtype), {n: x.astype(dtype) for n, x in zip("mnSz", (m, nv, S, z))})
 
 
 @pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])

@@ -3,8 +3,9 @@
 // the output, updates the buffers IN PLACE and advances the device offset. No host sync, no host
 // value of the offset, nothing allocated but the output: capturable in a CUDA graph.
 //
-// The per-row logic is twinned in NumPy (lsattn/backends/cupy/step.py: twin_ek_step,
-// twin_ll_step: the same loops and index math), tested against the array-API step in CI.
+// The per-row logic is twinned in NumPy (lsattn/backends/cupy/step.py, class Twin: ek_step,
+// ll_step, gd_step, hier_step with the same loops and index math), tested against the array-API
+// step in CI.
 //
 // Inputs are (BH, d) rows with a row stride (elements) and a contiguous last axis; states are
 // contiguous float32 / float64 (ta); the output (BH, DV) in the inputs' type (ti).
@@ -91,6 +92,24 @@ extern "C" __global__ void __launch_bounds__(NT) ek_step(
     if (bh == 0 && tid == 0) off[0] += 1;  // no block reads the offset here
 }
 
+// The offset of a step whose blocks all read it (a ticket per block): thread 0 reads p
+// into *ps, then takes a ticket; the last block to take one advances the offset and resets the
+// counter. Every thread calls it (synchronises).
+__device__ __forceinline__ i64 read_offset(i64* off, i64* ps) {
+    if (threadIdx.x == 0) {
+        const i64 p = *reinterpret_cast<volatile i64*>(off);
+        *ps = p;
+        __threadfence();  // p is read before this block's ticket
+        const unsigned long long t = atomicAdd(reinterpret_cast<unsigned long long*>(off + 1), 1ULL);
+        if (t == (unsigned long long)gridDim.x * gridDim.y - 1) {  // the last block: every block has read p
+            off[1] = 0;
+            off[0] = p + 1;
+        }
+    }
+    __syncthreads();
+    return *ps;
+}
+
 // Log-linear Mamba-2 attention, one token at p = off[0] (h = bit_length(p XOR (p + 1)): slots
 // 0 .. h - 2 are occupied and fold into slot h - 1), on K level slots (slot j = level j + 1):
 //   out_c = lam_0 (q . k) v_c + e^{a} sum_{j: bit j of p} lam_{j+1} sum_i q_i S_jic
@@ -110,18 +129,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_step(
     __shared__ i64 ps;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const i64 bh = blockIdx.y;
-    if (tid == 0) {
-        const i64 p = *reinterpret_cast<volatile i64*>(off);
-        ps = p;
-        __threadfence();  // p is read before this block's ticket
-        const unsigned long long t = atomicAdd(reinterpret_cast<unsigned long long*>(off + 1), 1ULL);
-        if (t == (unsigned long long)gridDim.x * gridDim.y - 1) {  // the last block: every block has read p
-            off[1] = 0;
-            off[0] = p + 1;
-        }
-    }
-    __syncthreads();
-    const i64 p = ps;
+    const i64 p = read_offset(off, &ps);
     // the host checks p < max_tokens on every eager step; a graph replayed past it must not write
     // beyond the K slots: such a step only advances the offset
     if (bitlen64(p + 1) > K) return;
@@ -163,24 +171,6 @@ extern "C" __global__ void __launch_bounds__(NT) ll_step(
     }
     const ta rdq = column_sum(acc, red);
     if (w == 0 && c < DV) st(out + bh * DV + c, fma(ea, rdq, ld(lam + bh * sl) * qk * vc));
-}
-
-// The offset of a step whose blocks all read it (ll_step's ticket, shared): thread 0 reads p
-// into *ps, then takes a ticket; the last block to take one advances the offset and resets the
-// counter. Every thread calls it (synchronises).
-__device__ __forceinline__ i64 read_offset(i64* off, i64* ps) {
-    if (threadIdx.x == 0) {
-        const i64 p = *reinterpret_cast<volatile i64*>(off);
-        *ps = p;
-        __threadfence();  // p is read before this block's ticket
-        const unsigned long long t = atomicAdd(reinterpret_cast<unsigned long long*>(off + 1), 1ULL);
-        if (t == (unsigned long long)gridDim.x * gridDim.y - 1) {
-            off[1] = 0;
-            off[0] = p + 1;
-        }
-    }
-    __syncthreads();
-    return *ps;
 }
 
 // Log-linear Gated DeltaNet, one token at p = off[0] (h, slots as ll_step). Every occupied slot

@@ -181,6 +181,13 @@ class _Hierarchical(_Slots):
 
     def __init__(self, state, max_tokens, ops=None):
         super().__init__(state, max_tokens, ("m", "n", "S", "z"), ops)
+        from ._compile import SMEM_MAX
+
+        need = hier_smem(self.dk, self.slots, 8 if getattr(self.ops, "ta", "float") == "double" else 4)
+        if isinstance(self.ops, GpuOps) and need > SMEM_MAX:
+            raise ValueError(f"the fused loglinear_log_attention step needs {need} bytes of shared memory for d_k = "
+                             f"{self.dk} and max_tokens = {max_tokens} ({self.slots} level slots), above {SMEM_MAX}: "
+                             "use backend='array_api'")
 
     def step(self, p, q, k, log_v, lam, log_decay):
         """q, k (..., 1, d_k), log_v (..., 1, d_v), lam (..., 1, L) log level weights, log_decay
