@@ -1,7 +1,12 @@
 """Fused decoding steps of the CuPy backend (``lsattn.stepper`` on CuPy arrays and CUDA torch tensors,
-the automatic choice there) for ``exp_kernel_attention`` and ``loglinear_attention``: ONE kernel
-launch per token (``step.cu``: ``ek_step``, ``ll_step``) reads the token's inputs, the state buffers
-and the device offset, writes the output, updates the buffers in place and advances the offset.
+the automatic choice there) for ``exp_kernel_attention``, ``loglinear_attention``,
+``loglinear_gated_delta`` and ``loglinear_log_attention``: ONE kernel launch per token (``step.cu``:
+``ek_step``, ``ll_step``, ``gd_step``, ``hier_step``) reads the token's inputs, the state buffers and
+the device offset, writes the output, updates the buffers in place and advances the offset.
+Gated DeltaNet applies the token's transition ``S <- e^a (S - beta k (k^T S))`` to every occupied
+level (``k^T S`` per level, then the read and the Fenwick merge, as the array-API step); the
+hierarchical step reads every level summary with its own row shift and combines the reads in log
+space (decays ``m -> m + a``, clamped as a plain call; ``-inf`` weights, decays and values exact).
 
 No host-device sync, no host branch on device values, nothing allocated but the output: a step is
 capturable in a ``torch.cuda.CUDAGraph``. Kernels are launched on torch's current stream for torch
@@ -10,8 +15,9 @@ tensors (CuPy's current stream otherwise) with the arrays' raw pointers (no per-
 Buffers: the State's tensors with the batch axes flattened, contiguous, in the state's framework
 (torch tensors or CuPy arrays; a JAX GPU state is copied into CuPy buffers and its tensors returned
 as JAX arrays), float32 / float64; log-linear: ``bit_length(max_tokens)`` level slots up front
-(zeros where empty), as the other backends. The offset lives in an int64 pair ``off`` on the device
-(``off[0]``: tokens seen; ``off[1]``: the ticket counter of ``ll_step``).
+(empty where the offset's bit is clear: zeros, hierarchical shifts at the finite "minus infinity"),
+as the other backends. The offset lives in an int64 pair ``off`` on the device (``off[0]``: tokens
+seen; ``off[1]``: the ticket counter of the level steps, whose blocks all read the offset).
 Inputs of the state's dtype, or (float32 state) bfloat16 / float16 inputs read as they are
 (``native``): the output then has their dtype, as the forward kernels.
 
