@@ -162,6 +162,56 @@ def test_twin_levels_long_offsets_many_carries(op, P):
     assert twin._impl.offset_now() == p
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("mag", [1.0, 1e3])
+def test_twin_hierarchical_infinities_and_magnitudes(dtype, mag):
+    """``hier_step``'s twin with ``-inf`` log values (entries, a whole column), level weights (one
+    level for all tokens; every level at one token), decays (a reset; with level 0 off, a row of
+    no visible weight), ``|q|, |k|`` up to ``mag``: infinities exact, the rows with no visible
+    weight NaN exactly where the reference's are (0 / 0, docs/hierarchical.md), every other row
+    within the reference's bound and equal to the array-API step's."""
+    args, kw, nb, P, T = hier_infinity_inputs(dtype, mag)
+    twin, aapi, _, got, want = run("loglinear_log_attention", args, kw, nb, P, T - P, dtype, T)
+    rows = check_hier_infinities(got, args, kw, P, dtype, "twin")
+    rtol, atol = twin_bound("loglinear_log_attention", dtype, [x.astype(np.float64) for x in args], want[rows], P, T - P)
+    assert_close(got[rows], want[rows], rtol, atol=atol, what="twin vs array-API step")
+
+
+def hier_infinity_inputs(dtype, mag):
+    """(args, kw, nb, P, T) of :func:`test_twin_hierarchical_infinities_and_magnitudes` (NumPy, ``dtype``)."""
+    batch, T, P, nb = (2, 2), 24, 9, 2
+    args, kw = make("loglinear_log_attention", 7, batch, T, 5, 6, "moderate")
+    args[0], args[1] = mag * args[0], mag * args[1]
+    args[2][..., 1] = -np.inf  # a column of zero values
+    args[2][0, 1, 13, 3] = -np.inf
+    args[3][..., 2] = -np.inf  # level 2 off for every token
+    args[3][:, :, 12, :] = -np.inf  # token 12: every level off
+    kw["log_decay"][..., 15] = -np.inf  # a reset ...
+    args[3][0, 0, 15, 0] = -np.inf  # ... with the diagonal off: no visible weight in that row
+    args = [to_numpy(x) for x in on(np, args, dtype)]
+    kw = {n: to_numpy(x) for n, x in zip(kw, on(np, list(kw.values()), dtype))}
+    return args, kw, nb, P, T
+
+
+def check_hier_infinities(got, args, kw, P, dtype, what):
+    """Steps ``P ..`` of :func:`hier_infinity_inputs` against the reference: NaN exactly in the rows of
+    no visible weight, the zero column ``-inf``, the rest within the reference's bound. Returns the
+    defined rows (mask over (..., T - P))."""
+    f64 = [x.astype(np.float64) for x in args]
+    kw64 = {n: x.astype(np.float64) for n, x in kw.items()}
+    with np.errstate(all="ignore"):
+        expected = lsattn.reference.loglinear_log_attention(*f64, **kw64)[..., P:, :]
+    undefined = np.isnan(expected)
+    assert undefined[..., 12 - P, :].all() and undefined[0, 0, 15 - P].all() and undefined.sum() == 2 * 2 * 6 + 6
+    np.testing.assert_array_equal(np.isnan(got), undefined, err_msg=f"{what}: NaN rows")
+    rows = ~undefined.any(axis=-1)
+    assert np.isneginf(got[rows][:, 1]).all(), f"{what}: the column of zero values"
+    base = BASE[dtype] + 2 * float(np.finfo(dtype).eps) * (np.abs(f64[0]).max() + np.abs(f64[1]).max())
+    ref = expected[rows]
+    assert_close(got[rows], ref, 0.0, atol=base * (1 + np.abs(ref[np.isfinite(ref)]).max()), what=f"{what} vs reference")
+    return rows
+
+
 def test_twin_exp_kernel_extreme_magnitudes():
     """Keys far above the running shift and far below it: the shift carried in the state keeps the
     step exact (factor exactly 1 on the larger side), as the array-API step."""

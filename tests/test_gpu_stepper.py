@@ -20,7 +20,7 @@ import lsattn
 
 from helpers import assert_close, to_numpy
 from test_gpu_dispatch import _torch
-from test_cupy_step import assert_state_close, synthetic_state, twin_bound
+from test_cupy_step import assert_state_close, check_hier_infinities, hier_infinity_inputs, synthetic_state, twin_bound
 from test_stepper import OPS, check, make, tokens
 
 pytestmark = pytest.mark.gpu
@@ -152,6 +152,25 @@ def test_cupy_step_equals_array_api_step_plain_calls_and_reference(op, P, dtype,
         assert_state_close(x, s_a.tensors[name], 10 * stol, what=f"state {name}")
     out = fn(*dev(tokens(args, nb, P + N, P + N + 2)), **kwt(P + N, P + N + 2), state=s_c)
     check(op, to_numpy(out), f64, kw64, dtype, P + N, "continued from the cupy step's state")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("mag", [1.0, 1e3])
+def test_cupy_hier_step_infinities_and_magnitudes(dtype, mag):
+    """``hier_step`` on the GPU with the twin test's inputs (``hier_infinity_inputs``: ``-inf`` log
+    values, level weights, decays, rows of no visible weight, ``|q|, |k|`` up to ``mag``): NaN exactly
+    in the rows the reference leaves undefined, ``-inf`` exact, the rest within its bound."""
+    _cupy_ready()
+    torch = _torch()
+    args, kw, nb, P, T = hier_infinity_inputs(dtype, mag)
+    dev = lambda xs: [torch.tensor(x, device="cuda") for x in xs]  # noqa: E731
+    _, st = lsattn.loglinear_log_attention(*dev(tokens(args, nb, 0, P)), log_decay=dev([kw["log_decay"][..., :P]])[0],
+                                           return_state=True)
+    step = lsattn.stepper("loglinear_log_attention", st, max_tokens=T)
+    assert step.backend == "cupy"
+    got = [to_numpy(step(*dev(tokens(args, nb, t, t + 1)), log_decay=dev([kw["log_decay"][..., t : t + 1]])[0]))
+           for t in range(P, T)]
+    check_hier_infinities(np.concatenate(got, axis=-2), args, kw, P, dtype, "cupy step")
 
 
 @pytest.mark.parametrize("half", ["bfloat16", "float16"])

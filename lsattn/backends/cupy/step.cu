@@ -249,6 +249,8 @@ extern "C" __global__ void __launch_bounds__(NT) gd_step(
 //     nn_c = max(lv_c, n_lc (l < h-1)); G = e^{lv_c - nn_c}, e^{n_lc - nn_c};
 //     slot h-1: m = max(mk, lo), n = nn, S_ic = F_key G_key + sum_l F_li G_lc S_lic, z_i = F_key + sum_l F_li z_li;
 //     slots l < h-1 emptied; slots l >= h: m <- max(m + a, lo).
+// A row whose weights are all switched off (lam_0 = -inf, and every occupied slot's lam or the
+// token's decay -inf) has no defined output (0 / 0, docs/hierarchical.md): NaN, as the reference.
 // Grid (BH): one block per row (m, z are shared by its columns); warp w takes the slots j = w, w + 8, ...
 // (its lanes over d_k) for r_j, A_j, d_j; then per 32-column tile the warps take the rows of d_k.
 // Dynamic shared memory: (2 K DK + 4 DK + 32 SW + 32 K) values of ta.
@@ -266,6 +268,7 @@ extern "C" __global__ void __launch_bounds__(NT) hier_step(
     ta* Gs = Fs + (i64)K * DK;                 // 32 K: G_lc of a column tile (the key's at h - 1)
     ta* red = Gs + 32 * K;                     // 32 SW
     __shared__ ta rls[64], dls[64];
+    __shared__ int live[64];  // slot j's weight is not switched off
     __shared__ i64 ps;
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const i64 bh = blockIdx.x;
@@ -273,7 +276,8 @@ extern "C" __global__ void __launch_bounds__(NT) hier_step(
     if (bitlen64(p + 1) > K) return;
     const int n = bitlen64(p), h = bitlen64(p ^ (p + 1));
     const ta lo = lo_v();
-    const ta ab = a ? fmx(ld(a + bh * sa), lo / ((ta)4 * (ta)(p + 1))) : (ta)0;
+    const ta alo = lo / ((ta)4 * (ta)(p + 1));
+    const ta ab = a ? fmx(ld(a + bh * sa), alo) : (ta)0;
     const ta* mb = m + bh * (i64)K * DK;
     const ta* zb = z + bh * (i64)K * DK;
     // the token's row, the diagonal's shift, the merge's per-row factors
@@ -300,7 +304,7 @@ extern "C" __global__ void __launch_bounds__(NT) hier_step(
     ta dp = (ta)0;
     for (int i = tid; i < DK; i += NT) dp += ex(qs[i] + ks[i] - rd);
     const ta den0 = block_sum(dp, red);
-    const ta r0 = rd + fmx(ld(lam + bh * sl), lo);
+    const ta l0 = fmx(ld(lam + bh * sl), lo), r0 = rd + l0;
     // each occupied slot's shift, weights and denominator (warp w: slots w, w + 8, ...)
     for (int j = w; j < n; j += SW) {
         if (!((p >> j) & 1)) continue;
@@ -315,14 +319,20 @@ extern "C" __global__ void __launch_bounds__(NT) hier_step(
         }
         dj = warp_sum(dj);
         if (lane == 0) {
-            rls[j] = rj + fmx(ld(lam + bh * sl + min(j + 1, L - 1)), lo) + ab;  // e_j
+            const ta lj = fmx(ld(lam + bh * sl + min(j + 1, L - 1)), lo);
+            rls[j] = rj + lj + ab;  // e_j
             dls[j] = dj;
+            live[j] = lj > lo && (!a || ab > alo);
         }
     }
     __syncthreads();  // As, Fs, rls, dls visible; m and z read by every thread that reads them
     ta R = r0;
+    bool on = l0 > lo;
     for (int j = 0; j < n; ++j)
-        if ((p >> j) & 1) R = fmx(R, rls[j]);
+        if ((p >> j) & 1) {
+            R = fmx(R, rls[j]);
+            on = on || live[j];
+        }
     ta den = ex(r0 - R) * den0;
     for (int j = 0; j < n; ++j)
         if ((p >> j) & 1) den = fma(ex(rls[j] - R), dls[j], den);
@@ -366,7 +376,7 @@ extern "C" __global__ void __launch_bounds__(NT) hier_step(
         }
         ta nn = vc;
         if (w == 0 && col) {
-            st(out + bh * DV + c, log_out(M + lg(s) - lden));
+            st(out + bh * DV + c, on ? log_out(M + lg(s) - lden) : minus_inf() - minus_inf());  // NaN: all off
             for (int l = 0; l < h - 1; ++l) nn = fmx(nn, nb[(i64)l * DV + c]);
             for (int l = 0; l < h - 1; ++l) Gs[l * 32 + lane] = ex(nb[(i64)l * DV + c] - nn);
             Gs[(h - 1) * 32 + lane] = ex(vc - nn);

@@ -476,8 +476,9 @@ class Twin:
         nl, h = p.bit_length(), (p ^ (p + 1)).bit_length()
         occ = [j for j in range(nl) if (p >> j) & 1]
         lo = ta(-np.finfo(ta).max / 8)
+        alo = lo / (ta(4) * ta(p + 1))
         for bh in range(B):
-            ab = np.maximum(ta(a[bh, 0]), lo / (ta(4) * ta(p + 1))) if a is not None else ta(0)
+            ab = np.maximum(ta(a[bh, 0]), alo) if a is not None else ta(0)
             qs, ks = q[bh].astype(ta), k[bh].astype(ta)
             mb, zb, Sb, nb = m[bh], z[bh], S[bh], n[bh]
             # the merge's per-row factors (F: folded slots, then the key's at row h - 1)
@@ -492,13 +493,17 @@ class Twin:
                 zz = F[l] * zb[l] + zz
             rd = (qs + ks).max()
             den0 = _block_sum(_per_thread(np.exp(qs + ks - rd)))
-            r0 = rd + np.maximum(ta(lam[bh, 0]), lo)
+            l0 = np.maximum(ta(lam[bh, 0]), lo)
+            r0 = rd + l0
+            on = l0 > lo  # some weight not switched off (else the output is NaN)
             A, e, d = {}, {}, {}
             for j in occ:  # warp j % 8, lanes over d_k
                 rj = (qs + mb[j]).max()
                 A[j] = np.exp(qs + mb[j] - rj)
                 d[j] = _lane_sum(A[j] * zb[j])
-                e[j] = rj + np.maximum(ta(lam[bh, min(j + 1, L - 1)]), lo) + ab
+                lj = np.maximum(ta(lam[bh, min(j + 1, L - 1)]), lo)
+                e[j] = rj + lj + ab
+                on = on or (lj > lo and (a is None or ab > alo))
             R = r0
             for j in occ:
                 R = np.maximum(R, e[j])
@@ -526,7 +531,7 @@ class Twin:
                         s = np.where(up, s * np.exp(M - t) + 1, np.where(pos, s + np.exp(t - M), s))
                     M = np.where(up, t, M)
                 o = M + np.log(s) - lden
-                out[bh, c] = np.where(o > lo / 2, o, -np.inf)
+                out[bh, c] = np.where(o > lo / 2, o, -np.inf) if on else np.nan
                 nn = vc.copy()
                 for l in range(h - 1):
                     nn = np.maximum(nn, nb[l, c])
