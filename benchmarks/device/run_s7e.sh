@@ -12,16 +12,16 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; python3 -m lsattn info; } > "$OUT/log_env.txt" 2>&1
 head -3 "$OUT/log_env.txt"
 echo "=== tests $(date -u +%T)"
-timeout 60 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu_stepper.py tests/test_cupy_step.py \
+timeout 70 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu_stepper.py tests/test_cupy_step.py \
     -k "gated_delta or log_attention or hier or registered" > "$OUT/log_tests.txt" 2>&1
 echo "rc=$?"; grep -vE "^SKIPPED|^$" "$OUT/log_tests.txt" | tail -30
 echo "=== bench $(date -u +%T)"
-timeout 40 python3 benchmarks/bench_stepper_gpu.py --out "$OUT" --ops loglinear_gated_delta,loglinear_log_attention \
+timeout 35 python3 benchmarks/bench_stepper_gpu.py --out "$OUT" --ops loglinear_gated_delta,loglinear_log_attention \
     --steps 50 > "$OUT/log_bench.txt" 2>&1
 echo "rc=$?"; tail -12 "$OUT/log_bench.txt"; cat "$OUT"/stepper_gpu_*.md 2>/dev/null
 echo "=== sanitize $(date -u +%T)"
-timeout 18 compute-sanitizer --tool memcheck --leak-check no --print-limit 5 python3 benchmarks/device/step_small.py > "$OUT/log_memcheck.txt" 2>&1
+timeout 15 compute-sanitizer --tool memcheck --leak-check no --print-limit 5 python3 benchmarks/device/step_small.py > "$OUT/log_memcheck.txt" 2>&1
 echo "rc=$?"; grep -E "ERROR SUMMARY|sanitize ok|Error" "$OUT/log_memcheck.txt" | tail -4
-timeout 18 compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/step_small.py > "$OUT/log_racecheck.txt" 2>&1
+timeout 15 compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/step_small.py > "$OUT/log_racecheck.txt" 2>&1
 echo "rc=$?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize ok|Error" "$OUT/log_racecheck.txt" | tail -4
 echo "=== done $(date -u +%T)"
