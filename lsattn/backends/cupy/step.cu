@@ -110,6 +110,24 @@ __device__ __forceinline__ i64 read_offset(i64* off, i64* ps) {
     return *ps;
 }
 
+// The level steps' token prologue (ll_step, gd_step; q, k, lam: the sequence's rows): q and k
+// into shared memory, wl[j] = lam_{j+1} for the occupied slots j (else 0; slots beyond level L - 1
+// take level L - 1's weight, as the array-API step: the host checks L > bit_length(p) on eager
+// steps, so only a replay past the inputs' levels meets them); returns q . k. Every thread calls it
+// (synchronises: qs, ks, wl visible).
+__device__ __forceinline__ ta level_prologue(const ti* q, const ti* k, const ti* lam, ta* qs, ta* ks, ta* wl, ta* red,
+                                             i64 p, int n, int DK, int L, int K) {
+    ta part = (ta)0;
+    for (int i = threadIdx.x; i < DK; i += NT) {
+        qs[i] = ld(q + i);
+        ks[i] = ld(k + i);
+        part = fma(qs[i], ks[i], part);
+    }
+    const int j = threadIdx.x;
+    if (j < K) wl[j] = (j < n && ((p >> j) & 1)) ? ld(lam + min(j + 1, L - 1)) : (ta)0;
+    return block_sum(part, red);
+}
+
 // Log-linear Mamba-2 attention, one token at p = off[0] (h = bit_length(p XOR (p + 1)): slots
 // 0 .. h - 2 are occupied and fold into slot h - 1), on K level slots (slot j = level j + 1):
 //   out_c = lam_0 (q . k) v_c + e^{a} sum_{j: bit j of p} lam_{j+1} sum_i q_i S_jic
@@ -134,16 +152,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_step(
     // beyond the K slots: such a step only advances the offset
     if (bitlen64(p + 1) > K) return;
     const int n = bitlen64(p), h = bitlen64(p ^ (p + 1));
-    ta part = (ta)0;
-    for (int i = tid; i < DK; i += NT) {
-        qs[i] = ld(q + bh * sq + i);
-        ks[i] = ld(k + bh * sk + i);
-        part = fma(qs[i], ks[i], part);
-    }
-    // slots beyond level L - 1 take level L - 1's weight (as the array-API step; the host checks
-    // L > bit_length(p) on eager steps, so only a replay past the inputs' levels meets them)
-    if (tid < K) wl[tid] = (tid < n && ((p >> tid) & 1)) ? ld(lam + bh * sl + min(tid + 1, L - 1)) : (ta)0;
-    const ta qk = block_sum(part, red);  // synchronises: qs, ks, wl visible
+    const ta qk = level_prologue(q + bh * sq, k + bh * sk, lam + bh * sl, qs, ks, wl, red, p, n, DK, L, K);
     const ta ea = ex(ld(a + bh * sa));
     const i64 mat = (i64)DK * DV;
     ta* Sb = S + bh * (i64)K * mat;
@@ -196,14 +205,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_step(
     const i64 p = read_offset(off, &ps);
     if (bitlen64(p + 1) > K) return;  // a graph replayed past max_tokens: only the offset advances
     const int n = bitlen64(p), h = bitlen64(p ^ (p + 1));
-    ta part = (ta)0;
-    for (int i = tid; i < DK; i += NT) {
-        qs[i] = ld(q + bh * sq + i);
-        ks[i] = ld(k + bh * sk + i);
-        part = fma(qs[i], ks[i], part);
-    }
-    if (tid < K) wl[tid] = (tid < n && ((p >> tid) & 1)) ? ld(lam + bh * sl + min(tid + 1, L - 1)) : (ta)0;
-    const ta qk = block_sum(part, red);  // synchronises: qs, ks, wl visible
+    const ta qk = level_prologue(q + bh * sq, k + bh * sk, lam + bh * sl, qs, ks, wl, red, p, n, DK, L, K);
     const ta ea = ex(ld(a + bh * sa)), bt = ld(beta + bh * sb);
     const i64 mat = (i64)DK * DV;
     ta* Sb = S + bh * (i64)K * mat;

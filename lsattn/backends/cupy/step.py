@@ -396,11 +396,10 @@ class Twin:
     @staticmethod
     def ll_step(q, k, v, a, lam, S, out, off, DK, DV, L, K, B):
         ta = S.dtype.type
-        p = int(off[0])
-        off[0] = p + 1
-        if (p + 1).bit_length() > K:  # a replay past max_tokens: only the offset advances
+        p = _read_offset(off, K)
+        if p is None:
             return
-        n, h = p.bit_length(), (p ^ (p + 1)).bit_length()
+        n, h, _ = _slots_of(p)
         for bh in range(B):
             qs, ks = q[bh].astype(ta), k[bh].astype(ta)
             qk = _block_sum(qs * ks)
@@ -432,12 +431,10 @@ class Twin:
     @staticmethod
     def gd_step(q, k, v, a, beta, lam, S, out, off, DK, DV, L, K, B):
         ta = S.dtype.type
-        p = int(off[0])
-        off[0] = p + 1
-        if (p + 1).bit_length() > K:
+        p = _read_offset(off, K)
+        if p is None:
             return
-        n, h = p.bit_length(), (p ^ (p + 1)).bit_length()
-        occ = [j for j in range(n) if (p >> j) & 1]
+        n, h, occ = _slots_of(p)
         for bh in range(B):
             qs, ks = q[bh].astype(ta), k[bh].astype(ta)
             qk = _block_sum(qs * ks)
@@ -469,12 +466,10 @@ class Twin:
     @staticmethod
     def hier_step(q, k, lv, lam, a, m, n, S, z, out, off, DK, DV, L, K, B):
         ta = S.dtype.type
-        p = int(off[0])
-        off[0] = p + 1
-        if (p + 1).bit_length() > K:
+        p = _read_offset(off, K)
+        if p is None:
             return
-        nl, h = p.bit_length(), (p ^ (p + 1)).bit_length()
-        occ = [j for j in range(nl) if (p >> j) & 1]
+        nl, h, occ = _slots_of(p)
         lo = ta(-np.finfo(ta).max / 8)
         alo = lo / (ta(4) * ta(p + 1))
         for bh in range(B):
@@ -546,6 +541,21 @@ class Twin:
                 Sb[h - 1][:, c] = acc
                 nb[: h - 1, c] = lo
                 nb[h - 1, c] = nn
+
+
+def _read_offset(off, K):
+    """``read_offset`` of the level steps: the token's offset ``p``, advanced on the device; None when
+    the step would pass the ``K`` slots (a replay past max_tokens: only the offset advances)."""
+    p = int(off[0])
+    off[0] = p + 1
+    return None if (p + 1).bit_length() > K else p
+
+
+def _slots_of(p):
+    """``(n, h, occupied)`` of the token at ``p``: ``bit_length(p)``, ``bit_length(p XOR (p + 1))``
+    (slots ``0 .. h - 2`` fold into ``h - 1``) and the occupied slots (bits of ``p``)."""
+    n = p.bit_length()
+    return n, (p ^ (p + 1)).bit_length(), [j for j in range(n) if (p >> j) & 1]
 
 
 def _per_thread(x):
