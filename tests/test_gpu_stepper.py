@@ -146,10 +146,13 @@ def test_cupy_step_equals_array_api_step_plain_calls_and_reference(op, P, dtype,
     check(op, plain, f64, kw64, dtype, P, "plain calls vs reference")
     s_c, s_a = step.state, ref_step.state
     assert s_c.offset == s_a.offset == st_plain.offset == P + N
-    stol = {"float32": 1e-5, "float64": 1e-12}[dtype]
+    stol = {"float32": 1e-5, "float64": 1e-12}[dtype] * (10 if op == "exp_kernel_attention" and dtype == "float64" else 1)
     for name, x in s_c.tensors.items():
         assert type(x) is type(st_plain.tensors[name]) and tuple(x.shape) == tuple(st_plain.tensors[name].shape)
-        assert_state_close(x, s_a.tensors[name], 10 * stol, what=f"state {name}")
+        if op == "loglinear_log_attention":  # shifts near the finite "minus infinity": each at its scale
+            assert_state_close(x, s_a.tensors[name], 10 * stol, what=f"state {name}")
+        else:
+            assert_close(to_numpy(x), to_numpy(s_a.tensors[name]), 10 * stol, atol=1e-30, what=f"state {name}")
     out = fn(*dev(tokens(args, nb, P + N, P + N + 2)), **kwt(P + N, P + N + 2), state=s_c)
     check(op, to_numpy(out), f64, kw64, dtype, P + N, "continued from the cupy step's state")
 
@@ -233,4 +236,7 @@ def test_cupy_step_batched_4096_rows(op):
         atol = 1e-5 * (1 + np.abs(want).max()) if op == "loglinear_log_attention" else 0.0
         assert_close(got, want, 1e-5 * (op != "loglinear_log_attention"), atol=atol, what="batched step")
     for name, x in a.state.tensors.items():
-        assert_state_close(x, b.state.tensors[name], 1e-4, what=name)
+        if op == "loglinear_log_attention":
+            assert_state_close(x, b.state.tensors[name], 1e-5, what=name)
+        else:
+            assert_close(to_numpy(x), to_numpy(b.state.tensors[name]), 1e-5, atol=1e-30, what=name)
