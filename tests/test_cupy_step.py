@@ -6,6 +6,11 @@ against the array-API step (same dtype; float64 1e-12, float32 1e-5 relative) an
 ``-inf`` decays, magnitudes). The GPU tests run the kernels themselves (``-m gpu``)."""
 from __future__ import annotations
 
+import ctypes
+import pathlib
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -210,6 +215,111 @@ def check_hier_infinities(got, args, kw, P, dtype, what):
     ref = expected[rows]
     assert_close(got[rows], ref, 0.0, atol=base * (1 + np.abs(ref[np.isfinite(ref)]).max()), what=f"{what} vs reference")
     return rows
+
+
+class Emulated(cstep.Twin):
+    """The twin's host side with the kernels of ``step.cu`` themselves, compiled for the CPU
+    (``tests/cuda_emu_step.cpp``: a std::thread per CUDA thread, barriers, the device offset's
+    ticket), built with g++ once per compute type into ``folder``."""
+
+    libs = {}
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def _lib(self, x):
+        ta = "double" if x.dtype == np.float64 else "float"
+        if ta not in self.libs:
+            here = pathlib.Path(__file__).parent
+            src = self.folder / "step_emu.cu"  # in-kernel ``extern __shared__`` -> ``extern`` (the rest: static)
+            src.write_text((here.parent / "lsattn" / "backends" / "cupy" / "step.cu").read_text()
+                           .replace("extern __shared__", "extern"))
+            so = self.folder / f"step_{ta}.so"
+            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={ta}", f'-DKERNEL="{src}"',
+                   str(here / "cuda_emu_step.cpp"), "-o", str(so), "-pthread"]
+            built = subprocess.run(cmd, capture_output=True, text=True)
+            assert built.returncode == 0, built.stderr[-3000:]
+            self.libs[ta] = ctypes.CDLL(str(so))
+        return self.libs[ta]
+
+    @staticmethod
+    def _args(*xs):
+        """Pointers of ``xs`` (None: null), then the row strides (elements) of the token inputs among them."""
+        for x in xs:
+            assert x is None or x.strides[-1] == x.itemsize or x.shape[-1] == 1
+        return [None if x is None else x.ctypes.data_as(ctypes.c_void_p) for x in xs]
+
+    @staticmethod
+    def _strides(*xs):
+        return [ctypes.c_longlong(0 if x is None else x.strides[0] // x.itemsize) for x in xs]
+
+    def ek_step(self, q, k, v, m, S, z, out, off, DK, DV, B):
+        es = S.itemsize
+        self._lib(S).run_ek(*self._args(q, k, v), *self._strides(q, k, v), *self._args(m, S, z, out, off),
+                            ctypes.c_int(DK), ctypes.c_int(DV), ctypes.c_int(B), ctypes.c_uint((4 * DK + cstep.NT) * es))
+
+    def ll_step(self, q, k, v, a, lam, S, out, off, DK, DV, L, K, B):
+        self._lib(S).run_ll(*self._args(q, k, v, a, lam), *self._strides(q, k, v, a, lam), *self._args(S, out, off),
+                            *(ctypes.c_int(x) for x in (DK, DV, L, K, B)), ctypes.c_uint((2 * DK + cstep.NT) * S.itemsize))
+
+    def gd_step(self, q, k, v, a, beta, lam, S, out, off, DK, DV, L, K, B):
+        self._lib(S).run_gd(*self._args(q, k, v, a, beta, lam), *self._strides(q, k, v, a, beta, lam),
+                            *self._args(S, out, off), *(ctypes.c_int(x) for x in (DK, DV, L, K, B)),
+                            ctypes.c_uint((2 * DK + cstep.NT) * S.itemsize))
+
+    def hier_step(self, q, k, lv, lam, a, m, n, S, z, out, off, DK, DV, L, K, B):
+        self._lib(S).run_hier(*self._args(q, k, lv, lam, a), *self._strides(q, k, lv, lam, a),
+                              *self._args(m, n, S, z, out, off), *(ctypes.c_int(x) for x in (DK, DV, L, K, B)),
+                              ctypes.c_uint(cstep.hier_smem(DK, K, S.itemsize)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("op", OPS)
+def test_kernel_source_emulated_on_cpu(tmp_path, op, dtype):
+    """The CUDA source of the fused steps run on the CPU (``Emulated``) through the host logic: five
+    steps from offset 59 (carries folding up to six levels; d_k = 19 over the 8 warps' rows, d_v = 40
+    in two column tiles, a ``-inf`` decay) equal the twin's (BASE relative; the twin bounds of
+    ``twin_bound``) and the reference; the states equal the twin's; a level step replayed past
+    ``max_tokens`` only advances the offset."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    batch, nb, P, N = (3,), 1, 59, 5
+    args, kw = make(op, 9, batch, P + N, 19, 40, "moderate")
+    if op == "loglinear_log_attention":
+        kw["log_decay"][..., P + 2] = -np.inf
+    elif op != "exp_kernel_attention":
+        args[3][..., P + 2] = -np.inf
+    args = [to_numpy(x) for x in on(np, args, dtype)]
+    kw = {n: to_numpy(x) for n, x in zip(kw, on(np, list(kw.values()), dtype))}
+    cast = lambda xs: on(np, xs, dtype)  # noqa: E731
+    kwt = lambda i0, i1: dict(zip(kw, cast(tokens(list(kw.values()), nb, i0, i1))))  # noqa: E731
+    fn = getattr(lsattn, op)
+    _, state = fn(*cast(tokens(args, nb, 0, P)), **kwt(0, P), return_state=True, backend="array_api")
+    emu = twin_stepper(op, state, P + N, lambda: Emulated(tmp_path))
+    twin = twin_stepper(op, state, P + N)
+    got, want = [], []
+    for t in range(P, P + N):
+        xs, kws = cast(tokens(args, nb, t, t + 1)), kwt(t, t + 1)
+        got.append(emu(*xs, **kws))
+        want.append(twin(*xs, **kws))
+    got, want = np.concatenate(got, axis=-2), np.concatenate(want, axis=-2)
+    f64 = [x.astype(np.float64) for x in args]
+    kw64 = {n: x.astype(np.float64) for n, x in kw.items()}
+    rtol, atol = twin_bound(op, dtype, f64, want, P, N)
+    assert_close(got, want, rtol, atol=atol, what="emulated kernels vs twin")
+    check(op, got, f64, kw64, dtype, P, "emulated kernels vs reference")
+    assert emu._impl.offset_now() == P + N
+    for name, x in emu.state.tensors.items():
+        assert_state_close(x, twin.state.tensors[name], 10 * BASE[dtype], what=f"state {name}")
+    if op != "exp_kernel_attention":  # past the slots (a graph replayed beyond max_tokens): the offset only
+        K = emu._impl.slots
+        emu._impl.off[0] = (1 << K) - 1  # the token at 2^K - 1 would merge into slot K
+        before = {n: b.copy() for n, b in emu._impl.buf.items()}
+        xs = cast(tokens(args, nb, P + N - 1, P + N))
+        emu._impl.step(P + N, *xs, *kwt(P + N - 1, P + N).values())
+        assert emu._impl.offset_now() == 1 << K
+        for n, b in emu._impl.buf.items():
+            np.testing.assert_array_equal(b, before[n])
 
 
 def test_twin_exp_kernel_extreme_magnitudes():
