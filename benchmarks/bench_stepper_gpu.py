@@ -15,7 +15,8 @@ for both GPU steps: the automatic choice (the CuPy backend's fused one-launch st
    move, averaged over the replayed offsets (token inputs, output, and per row: exp-kernel
    ``m, S, z`` read and written; log-linear the occupied level slots read, and those plus the merged
    slot written; Gated DeltaNet the same (its second read of a slot, for the transition after
-   ``k^T S``, is not counted); hierarchical the same for the summaries ``S, m, n, z``). The array-API step reads and rewrites every slot: its column ``state GB/s``
+   ``k^T S``, is not counted); hierarchical the occupied summaries ``S, m, n, z`` read, the folded
+   and merged ones written, the kept ones' ``m`` written (decay)). The array-API step reads and rewrites every slot: its column ``state GB/s``
    counts 2 x the state's bytes as before. Target: >= 50% of the copy bandwidth.
 
 States at large offsets are built directly (random level matrices in the occupied slots of the
@@ -145,8 +146,13 @@ def per_step(op, batch, offset, steps, torch, backend=None, plain=True):
     else:
         row["state_bytes"] = sum(t.numel() * t.element_size() for t in graphed._impl.buf.values())
         slot = row["state_bytes"] / (rows * graphed._impl.buf[next(iter(graphed._impl.buf))].shape[1])  # bytes per slot
-        pops = [bin(p).count("1") for p in range(first, first + steps)]
-        row["moved_bytes"] = rows * slot * (2 * sum(pops) / len(pops) + 1) + io
+        offs = range(first, first + steps)
+        if op == "loglinear_log_attention":  # occupied slots read; folded and merged written; kept: m only
+            per = [slot * (bin(p).count("1") + (p ^ (p + 1)).bit_length())
+                   + 4 * D * (bin(p).count("1") - (p ^ (p + 1)).bit_length() + 1) for p in offs]
+        else:  # occupied slots read and written, the merged one written
+            per = [slot * (2 * bin(p).count("1") + 1) for p in offs]
+        row["moved_bytes"] = rows * sum(per) / len(per) + io
     return row
 
 
