@@ -114,6 +114,7 @@ def per_step(op, batch, offset, steps, torch, backend=None, plain=True):
     """Times (seconds per step) of the eager step, the graph replay and the plain ``state=`` call;
     ``moved_bytes``: bytes a fused step moves, averaged over the replayed offsets."""
     import lsattn
+    from lsattn._steps import level_slots
 
     fn = getattr(lsattn, op)
     st = make_state(op, batch, offset, torch)
@@ -145,7 +146,7 @@ def per_step(op, batch, offset, steps, torch, backend=None, plain=True):
         row["moved_bytes"] = 2 * row["state_bytes"] + io
     else:
         row["state_bytes"] = sum(t.numel() * t.element_size() for t in graphed._impl.buf.values())
-        slot = row["state_bytes"] / (rows * graphed._impl.buf[next(iter(graphed._impl.buf))].shape[1])  # bytes per slot
+        slot = row["state_bytes"] / (rows * level_slots(st, limit))  # bytes per level slot and row
         offs = range(first, first + steps)
         if op == "loglinear_log_attention":  # occupied slots read; folded and merged written; kept: m only
             per = [slot * (bin(p).count("1") + (p ^ (p + 1)).bit_length())
