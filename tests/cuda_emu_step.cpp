@@ -26,7 +26,7 @@ typedef long long i64;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(x) __attribute__((aligned(x)))
 struct emu_idx { unsigned x, y, z; };

@@ -254,9 +254,12 @@ extern "C" __global__ void __launch_bounds__(NT) gd_step(
 // A row whose weights are all switched off (lam_0 = -inf, and every occupied slot's lam or the
 // token's decay -inf) has no defined output (0 / 0, docs/hierarchical.md): NaN, as the reference.
 // Grid (BH): one block per row (m, z are shared by its columns); warp w takes the slots j = w, w + 8, ...
-// (its lanes over d_k) for r_j, A_j, d_j; then per 32-column tile the warps take the rows of d_k.
-// Dynamic shared memory: (2 K DK + 4 DK + 32 SW + 32 K) values of ta.
-extern "C" __global__ void __launch_bounds__(NT) hier_step(
+// (its lanes over d_k) for r_j, A_j, d_j; then per 32-column tile the warps take the rows of d_k:
+// every occupied slot's partial numerators in one sweep (all the tile's loads in flight at once),
+// one barrier, warp 0 sums them over the warps (column_sum's order) into the log-sum-exp.
+// Dynamic shared memory: (2 K DK + 4 DK + 32 K + 32 SW (K + 1)) values of ta. At most 64 registers
+// (4 blocks of 256 threads per SM; unbounded, ptxas took 128: 2 blocks, latency-bound).
+extern "C" __global__ void __launch_bounds__(NT, 4) hier_step(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
     const ti* __restrict__ a, i64 sq, i64 sk, i64 sv, i64 sl, i64 sa, ta* __restrict__ m, ta* __restrict__ nv,
     ta* __restrict__ S, ta* __restrict__ z, ti* __restrict__ out, i64* __restrict__ off, int DK, int DV, int L, int K) {
@@ -269,6 +272,7 @@ extern "C" __global__ void __launch_bounds__(NT) hier_step(
     ta* Fs = As + (i64)K * DK;                 // K DK: F_li (l < h - 1), the key's at row h - 1
     ta* Gs = Fs + (i64)K * DK;                 // 32 K: G_lc of a column tile (the key's at h - 1)
     ta* red = Gs + 32 * K;                     // 32 SW
+    ta* Ps = red + 32 * SW;                    // 32 SW K: each slot's per-warp partial numerators
     __shared__ ta rls[64], dls[64];
     __shared__ int live[64];  // slot j's weight is not switched off
     __shared__ i64 ps;
@@ -358,32 +362,42 @@ extern "C" __global__ void __launch_bounds__(NT) hier_step(
         const int c = c0 + lane;
         const bool col = c < DV;
         const ta vc = col ? fmx(ld(lv + bh * sv + c), lo) : (ta)0;
-        // the read: log-sum-exp over the diagonal and the occupied slots (warp 0 keeps it)
-        ta M = ldiag + vc, s = (ta)1;
+        // the merge's column shift and factors (warp 0; the slots' n as they were)
+        ta nn = vc;
+        if (w == 0 && col) {
+            for (int l = 0; l < h - 1; ++l) nn = fmx(nn, nb[(i64)l * DV + c]);
+            for (int l = 0; l < h - 1; ++l) Gs[l * 32 + lane] = ex(nb[(i64)l * DV + c] - nn);
+            Gs[(h - 1) * 32 + lane] = ex(vc - nn);
+        }
+        // the read: every occupied slot's partial numerators (all the tile's loads at once)
         for (int j = 0; j < n; ++j) {
             if (!((p >> j) & 1)) continue;
             ta part = (ta)0;
             if (col)
                 for (int i = w; i < DK; i += SW) part = fma(As[(i64)j * DK + i], Sb[j * mat + (i64)i * DV + c], part);
-            const ta N = column_sum(part, red);
-            if (w == 0 && col && N > (ta)0) {
-                const ta t = rls[j] - R + nb[(i64)j * DV + c] + lg(N);
-                if (t > M) {
-                    s = fma(s, ex(M - t), (ta)1);
-                    M = t;
-                } else {
-                    s += ex(t - M);
+            Ps[(j * SW + w) * 32 + lane] = part;
+        }
+        __syncthreads();  // Ps, Gs visible
+        // warp 0: the log-sum-exp over the diagonal and the slots, the output
+        if (w == 0 && col) {
+            ta M = ldiag + vc, s = (ta)1;
+            for (int j = 0; j < n; ++j) {
+                if (!((p >> j) & 1)) continue;
+                ta N = (ta)0;
+                for (int u = 0; u < SW; ++u) N += Ps[(j * SW + u) * 32 + lane];
+                if (N > (ta)0) {
+                    const ta t = rls[j] - R + nb[(i64)j * DV + c] + lg(N);
+                    if (t > M) {
+                        s = fma(s, ex(M - t), (ta)1);
+                        M = t;
+                    } else {
+                        s += ex(t - M);
+                    }
                 }
             }
-        }
-        ta nn = vc;
-        if (w == 0 && col) {
             st(out + bh * DV + c, on ? log_out(M + lg(s) - lden) : minus_inf() - minus_inf());  // NaN: all off
-            for (int l = 0; l < h - 1; ++l) nn = fmx(nn, nb[(i64)l * DV + c]);
-            for (int l = 0; l < h - 1; ++l) Gs[l * 32 + lane] = ex(nb[(i64)l * DV + c] - nn);
-            Gs[(h - 1) * 32 + lane] = ex(vc - nn);
         }
-        __syncthreads();  // Gs visible
+        // the Fenwick merge of the folded slots and the key into slot h - 1 (S read a second time)
         if (col)
             for (int i = w; i < DK; i += SW) {
                 const i64 e = (i64)i * DV + c;
@@ -398,6 +412,6 @@ extern "C" __global__ void __launch_bounds__(NT) hier_step(
             for (int l = 0; l < h - 1; ++l) nb[(i64)l * DV + c] = lo;
             nb[(i64)(h - 1) * DV + c] = nn;
         }
-        __syncthreads();  // Gs reused by the next tile
+        __syncthreads();  // Ps, Gs reused by the next tile
     }
 }

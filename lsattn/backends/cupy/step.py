@@ -342,8 +342,9 @@ class GpuOps:
 
 
 def hier_smem(DK, K, es):
-    """Dynamic shared memory of ``hier_step`` in bytes: 2 K DK + 4 DK + 32 K values and the reduction."""
-    return (2 * K * DK + 4 * DK + 32 * K + NT) * es
+    """Dynamic shared memory of ``hier_step`` in bytes: 2 K DK + 4 DK + 32 K values, the reduction and
+    the slots' per-warp partial numerators (NT K)."""
+    return (2 * K * DK + 4 * DK + 32 * K + NT * (K + 1)) * es
 
 # ---- the NumPy twin of step.cu --------------------------------------------------------------------------
 
