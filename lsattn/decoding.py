@@ -63,8 +63,8 @@ def stepper(op, state, *, max_tokens=None, backend=None):
     backend : str, optional
         Force a backend's step (``"array_api"``, ``"numba"``, ``"cupy"``); None: the automatic choice
         (Numba for NumPy arrays when installed; the CuPy backend's fused one-launch step for CuPy
-        arrays and CUDA torch tensors of ``exp_kernel_attention`` and ``loglinear_attention``;
-        otherwise the array-API path).
+        arrays and CUDA torch tensors of every operator but ``log_attention``; otherwise the
+        array-API path).
 
     Returns
     -------

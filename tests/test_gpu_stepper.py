@@ -3,8 +3,7 @@ step has no host branch on the offset, no host-device sync, no new State per tok
 ``torch.cuda.CUDAGraph`` captures it; replays (new tokens copied into the captured input tensors)
 give what the eager steps give, and the stepper's state (its device offset) follows the replays.
 
-On CUDA tensors ``exp_kernel_attention`` and ``loglinear_attention`` step through the cupy
-backend's fused kernel (one launch per token) when CuPy works; the capture test runs them forced
+On CUDA tensors every operator but ``log_attention`` steps through the cupy backend's fused kernel (one launch per token) when CuPy works; the capture test runs them forced
 onto the array-API step too, and the tests at the end check the fused step against the array-API
 step, the plain calls and the reference (torch and CuPy arrays, float32 / float64, 16-bit inputs,
 4096 rows).
@@ -21,13 +20,14 @@ import lsattn
 
 from helpers import assert_close, to_numpy
 from test_gpu_dispatch import _torch
+from test_cupy_step import assert_state_close, check_hier_infinities, hier_infinity_inputs, synthetic_state, twin_bound
 from test_stepper import OPS, check, make, tokens
 
 pytestmark = pytest.mark.gpu
 
 
 #: operators with the cupy backend's fused step (the automatic choice on CUDA tensors when CuPy works)
-CUPY_OPS = ("exp_kernel_attention", "loglinear_attention")
+CUPY_OPS = ("exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention")
 
 
 def _auto_backend(op):
@@ -104,9 +104,10 @@ def _cupy_ready():
 @pytest.mark.parametrize("P", [0, 5, 63, 200])
 @pytest.mark.parametrize("op", CUPY_OPS)
 def test_cupy_step_equals_array_api_step_plain_calls_and_reference(op, P, dtype, kind):
-    """N = 9 fused steps (one launch each) = the array-API step (1e-6 / 1e-12 relative) = the plain
-    ``state=`` calls and the reference (test_stepper bounds); the states agree and continue a plain
-    call; head dims over several warps' rows and two column tiles."""
+    """N = 9 fused steps (one launch each) = the array-API step (the twin tests' bounds: 1e-5 / 1e-12,
+    ``twin_bound``) = the plain ``state=`` calls and the reference (test_stepper bounds); the states
+    agree and continue a plain call; head dims over several warps' rows and two column tiles; a
+    hard reset (``-inf`` decay) among the steps."""
     _cupy_ready()
     if kind == "torch":
         torch = _torch()
@@ -115,35 +116,64 @@ def test_cupy_step_equals_array_api_step_plain_calls_and_reference(op, P, dtype,
         cp = pytest.importorskip("cupy")
         dev = lambda xs: [cp.asarray(x) for x in xs]  # noqa: E731
     batch, N, nb = (2, 3), 9, 2
-    args, _ = make(op, 5, batch, P + N + 2, 19, 40, "moderate")
-    if op == "loglinear_attention":
+    args, kw = make(op, 5, batch, P + N + 2, 19, 40, "moderate")
+    if op == "loglinear_log_attention":
+        kw["log_decay"][..., P + 2] = -np.inf
+    elif op != "exp_kernel_attention":
         args[3][..., P + 2] = -np.inf  # a hard reset among the steps
     args = [x.astype(dtype) for x in args]
+    kw = {n: x.astype(dtype) for n, x in kw.items()}
+    kwt = lambda i0, i1: dict(zip(kw, dev(tokens(list(kw.values()), nb, i0, i1))))  # noqa: E731
     fn = getattr(lsattn, op)
-    _, st = fn(*dev(tokens(args, nb, 0, P)), return_state=True)
+    _, st = fn(*dev(tokens(args, nb, 0, P)), **kwt(0, P), return_state=True)
     step = lsattn.stepper(op, st, max_tokens=P + N + 2)
     ref_step = lsattn.stepper(op, st, max_tokens=P + N + 2, backend="array_api")
     assert step.backend == "cupy"
     got, want, plain, st_plain = [], [], [], st
     for t in range(P, P + N):
-        xs = dev(tokens(args, nb, t, t + 1))
-        got.append(to_numpy(step(*xs)))
-        want.append(to_numpy(ref_step(*xs)))
-        o, st_plain = fn(*xs, state=st_plain, return_state=True)
+        xs, kws = dev(tokens(args, nb, t, t + 1)), kwt(t, t + 1)
+        got.append(to_numpy(step(*xs, **kws)))
+        want.append(to_numpy(ref_step(*xs, **kws)))
+        o, st_plain = fn(*xs, **kws, state=st_plain, return_state=True)
         plain.append(to_numpy(o))
     got, want, plain = (np.concatenate(x, axis=-2) for x in (got, want, plain))
-    tol = {"float32": 1e-5, "float64": 1e-12}[dtype] * (10 if op == "exp_kernel_attention" and dtype == "float64" else 1)
-    assert_close(got, want, tol, what="cupy step vs array-API step")
     f64 = [x.astype(np.float64) for x in args]
-    check(op, got, f64, {}, dtype, P, "cupy step vs reference")
-    check(op, plain, f64, {}, dtype, P, "plain calls vs reference")
+    kw64 = {n: x.astype(np.float64) for n, x in kw.items()}
+    rtol, atol = twin_bound(op, dtype, f64, want, P, N)
+    tol = rtol * (10 if op == "exp_kernel_attention" and dtype == "float64" else 1)
+    assert_close(got, want, tol, atol=atol, what="cupy step vs array-API step")
+    check(op, got, f64, kw64, dtype, P, "cupy step vs reference")
+    check(op, plain, f64, kw64, dtype, P, "plain calls vs reference")
     s_c, s_a = step.state, ref_step.state
     assert s_c.offset == s_a.offset == st_plain.offset == P + N
+    stol = {"float32": 1e-5, "float64": 1e-12}[dtype] * (10 if op == "exp_kernel_attention" and dtype == "float64" else 1)
     for name, x in s_c.tensors.items():
         assert type(x) is type(st_plain.tensors[name]) and tuple(x.shape) == tuple(st_plain.tensors[name].shape)
-        assert_close(to_numpy(x), to_numpy(s_a.tensors[name]), 10 * tol, atol=1e-30, what=f"state {name}")
-    out = fn(*dev(tokens(args, nb, P + N, P + N + 2)), state=s_c)
-    check(op, to_numpy(out), f64, {}, dtype, P + N, "continued from the cupy step's state")
+        if op == "loglinear_log_attention":  # shifts near the finite "minus infinity": each at its scale
+            assert_state_close(x, s_a.tensors[name], 10 * stol, what=f"state {name}")
+        else:
+            assert_close(to_numpy(x), to_numpy(s_a.tensors[name]), 10 * stol, atol=1e-30, what=f"state {name}")
+    out = fn(*dev(tokens(args, nb, P + N, P + N + 2)), **kwt(P + N, P + N + 2), state=s_c)
+    check(op, to_numpy(out), f64, kw64, dtype, P + N, "continued from the cupy step's state")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("mag", [1.0, 1e3])
+def test_cupy_hier_step_infinities_and_magnitudes(dtype, mag):
+    """``hier_step`` on the GPU with the twin test's inputs (``hier_infinity_inputs``: ``-inf`` log
+    values, level weights, decays, rows of no visible weight, ``|q|, |k|`` up to ``mag``): NaN exactly
+    in the rows the reference leaves undefined, ``-inf`` exact, the rest within its bound."""
+    _cupy_ready()
+    torch = _torch()
+    args, kw, nb, P, T = hier_infinity_inputs(dtype, mag)
+    dev = lambda xs: [torch.tensor(x, device="cuda") for x in xs]  # noqa: E731
+    _, st = lsattn.loglinear_log_attention(*dev(tokens(args, nb, 0, P)), log_decay=dev([kw["log_decay"][..., :P]])[0],
+                                           return_state=True)
+    step = lsattn.stepper("loglinear_log_attention", st, max_tokens=T)
+    assert step.backend == "cupy"
+    got = [to_numpy(step(*dev(tokens(args, nb, t, t + 1)), log_decay=dev([kw["log_decay"][..., t : t + 1]])[0]))
+           for t in range(P, T)]
+    check_hier_infinities(np.concatenate(got, axis=-2), args, kw, P, dtype, "cupy step")
 
 
 @pytest.mark.parametrize("half", ["bfloat16", "float16"])
@@ -172,26 +202,41 @@ def test_cupy_step_half_inputs_read_as_they_are(op, half):
 
 @pytest.mark.parametrize("op", CUPY_OPS)
 def test_cupy_step_batched_4096_rows(op):
-    """4096 rows (256 x 16), d = 64, offset 1000: three fused steps = three array-API steps."""
+    """4096 rows (256 x 16), d = 64, offset 1000 (log-linear: a synthetic state, ``synthetic_state``):
+    three fused steps = three array-API steps."""
     _cupy_ready()
     torch = _torch()
     gen = torch.Generator(device="cuda").manual_seed(0)
     batch, P = (256, 16), 1000
     randn = lambda *s: torch.randn(*s, device="cuda", generator=gen)  # noqa: E731
+    rand = lambda *s: torch.rand(*s, device="cuda", generator=gen)  # noqa: E731
     if op == "exp_kernel_attention":
         _, st = lsattn.exp_kernel_attention(randn(*batch, 8, 64), randn(*batch, 8, 64), randn(*batch, 8, 64),
                                             return_state=True)
     else:
-        n = P.bit_length()
-        occ = torch.tensor([(P >> j) & 1 for j in range(n)], device="cuda", dtype=torch.float32)
-        st = lsattn.state.State(op, P, batch, 64, 64, torch.float32, {"levels": 0.1 * randn(*batch, n, 64, 64) * occ[:, None, None]})
+        st = synthetic_state(op, P, batch, 64, 64, np.random.default_rng(0), np.float32)
+        scale = 0.1 if op != "loglinear_log_attention" else 1.0
+        st = lsattn.state.State(op, P, batch, 64, 64, torch.float32,
+                                {n: scale * torch.tensor(x, device="cuda") for n, x in st.tensors.items()})
     a = lsattn.stepper(op, st, max_tokens=P + 8)
     b = lsattn.stepper(op, st, max_tokens=P + 8, backend="array_api")
     assert a.backend == "cupy"
     for _ in range(3):
         xs = [randn(*batch, 1, 64) for _ in range(3)]
-        if op == "loglinear_attention":
-            xs += [-torch.rand(*batch, 1, device="cuda", generator=gen), torch.rand(*batch, 1, 12, device="cuda", generator=gen)]
-        assert_close(to_numpy(a(*xs)), to_numpy(b(*xs)), 1e-5, what="batched step")
+        kws = {}
+        if op == "loglinear_gated_delta":
+            xs[1] = xs[1] / xs[1].norm(dim=-1, keepdim=True)
+            xs += [-rand(*batch, 1), rand(*batch, 1), rand(*batch, 1, 12)]
+        elif op == "loglinear_attention":
+            xs += [-rand(*batch, 1), rand(*batch, 1, 12)]
+        elif op == "loglinear_log_attention":
+            xs += [randn(*batch, 1, 12)]
+            kws = {"log_decay": -rand(*batch, 1)}
+        got, want = to_numpy(a(*xs, **kws)), to_numpy(b(*xs, **kws))
+        atol = 1e-5 * (1 + np.abs(want).max()) if op == "loglinear_log_attention" else 0.0
+        assert_close(got, want, 1e-5 * (op != "loglinear_log_attention"), atol=atol, what="batched step")
     for name, x in a.state.tensors.items():
-        assert_close(to_numpy(x), to_numpy(b.state.tensors[name]), 1e-5, atol=1e-30, what=name)
+        if op == "loglinear_log_attention":
+            assert_state_close(x, b.state.tensors[name], 1e-5, what=name)
+        else:
+            assert_close(to_numpy(x), to_numpy(b.state.tensors[name]), 1e-5, atol=1e-30, what=name)

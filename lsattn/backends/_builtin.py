@@ -22,7 +22,8 @@ _OPS = tuple(ARRAY_API_OPS)
 STEP_OPS = {
     "array_api": {op: f"{_S}:{op}" for op in _OPS},
     "numba": {op: f"{_N}:{op}" for op in _OPS},
-    "cupy": {op: f"lsattn.backends.cupy.step:{op}" for op in ("exp_kernel_attention", "loglinear_attention")},
+    "cupy": {op: f"lsattn.backends.cupy.step:{op}" for op in (
+        "exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention")},
 }
 
 register(

@@ -16,9 +16,11 @@ strides, and JAX GPU arrays through DLPack, without copies, returned as the call
 queued on torch's current stream for torch tensors and on CuPy's current stream otherwise.
 Nothing here imports CuPy, torch or JAX until a kernel is needed.
 
-Decoding: ``step.py`` + ``step.cu`` are the ``lsattn.stepper`` steps of both operators (the
-registry's ``STEP_OPS["cupy"]``): one fused kernel launch per token on preallocated buffers, in
-place, with the offset on the device (CUDA-graph capturable); their NumPy twin is ``step.Twin``.
+Decoding: ``step.py`` + ``step.cu`` are the ``lsattn.stepper`` steps of ``exp_kernel_attention``,
+``loglinear_attention``, ``loglinear_gated_delta`` and ``loglinear_log_attention`` (the registry's
+``STEP_OPS["cupy"]``; ``log_attention`` steps on the array-API path): one fused kernel launch per
+token on preallocated buffers, in place, with the offset on the device (CUDA-graph capturable);
+their NumPy twin is ``step.Twin``.
 
 ``loglinear.forward`` and ``exp_kernel.forward`` implement exactly the signatures of the
 array-API twins registered in ``_builtin.ARRAY_API_OPS`` and consume / produce the same

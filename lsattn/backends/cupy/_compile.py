@@ -159,7 +159,7 @@ _KERNELS = {
     "loglinear_bwd": ("ll_output_dl", "ll_bw_blocks", "ll_bw_dkdv"),
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
-    "step": ("ek_step", "ll_step"),  # the stepper's fused steps (step.py); head dims at run time
+    "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
     "gated_delta": ("gd_scan",),  # gated_delta.py: the scan over chunks
     "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
 }

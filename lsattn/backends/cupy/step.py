@@ -1,7 +1,12 @@
 """Fused decoding steps of the CuPy backend (``lsattn.stepper`` on CuPy arrays and CUDA torch tensors,
-the automatic choice there) for ``exp_kernel_attention`` and ``loglinear_attention``: ONE kernel
-launch per token (``step.cu``: ``ek_step``, ``ll_step``) reads the token's inputs, the state buffers
-and the device offset, writes the output, updates the buffers in place and advances the offset.
+the automatic choice there) for ``exp_kernel_attention``, ``loglinear_attention``,
+``loglinear_gated_delta`` and ``loglinear_log_attention``: ONE kernel launch per token (``step.cu``:
+``ek_step``, ``ll_step``, ``gd_step``, ``hier_step``) reads the token's inputs, the state buffers and
+the device offset, writes the output, updates the buffers in place and advances the offset.
+Gated DeltaNet applies the token's transition ``S <- e^a (S - beta k (k^T S))`` to every occupied
+level (``k^T S`` per level, then the read and the Fenwick merge, as the array-API step); the
+hierarchical step reads every level summary with its own row shift and combines the reads in log
+space (decays ``m -> m + a``, clamped as a plain call; ``-inf`` weights, decays and values exact).
 
 No host-device sync, no host branch on device values, nothing allocated but the output: a step is
 capturable in a ``torch.cuda.CUDAGraph``. Kernels are launched on torch's current stream for torch
@@ -10,14 +15,17 @@ tensors (CuPy's current stream otherwise) with the arrays' raw pointers (no per-
 Buffers: the State's tensors with the batch axes flattened, contiguous, in the state's framework
 (torch tensors or CuPy arrays; a JAX GPU state is copied into CuPy buffers and its tensors returned
 as JAX arrays), float32 / float64; log-linear: ``bit_length(max_tokens)`` level slots up front
-(zeros where empty), as the other backends. The offset lives in an int64 pair ``off`` on the device
-(``off[0]``: tokens seen; ``off[1]``: the ticket counter of ``ll_step``).
+(empty where the offset's bit is clear: zeros, hierarchical shifts at the finite "minus infinity"),
+as the other backends. The offset lives in an int64 pair ``off`` on the device (``off[0]``: tokens
+seen; ``off[1]``: the ticket counter of the level steps, whose blocks all read the offset).
 Inputs of the state's dtype, or (float32 state) bfloat16 / float16 inputs read as they are
 (``native``): the output then has their dtype, as the forward kernels.
 
 The kernels' per-row logic is twinned in NumPy (:class:`Twin`: the same loops, thread layout and
 summation order); the host logic here runs on NumPy arrays with the twin, which the CPU tests
-check against the array-API step and ``lsattn.reference``.
+check against the array-API step and ``lsattn.reference``; they also run ``step.cu`` itself on the
+CPU (``tests/cuda_emu_step.cpp``: a thread per CUDA thread, the kernels' barriers and shuffles)
+through the same host logic.
 """
 from __future__ import annotations
 
@@ -28,7 +36,8 @@ import numpy as np
 from ..._steps import level_slots
 from ...state import with_level_slots
 
-__all__ = ["exp_kernel_attention", "loglinear_attention", "Twin", "NT"]
+__all__ = ["exp_kernel_attention", "loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention", "Twin",
+           "NT"]
 
 #: threads per block (8 warps; a warp's lanes are 32 columns of d_v)
 NT = 256
@@ -135,25 +144,67 @@ class _ExpKernel(_Step):
         return self.ops.result(out)
 
 
-class _Levels(_Step):
-    def __init__(self, state, max_tokens, ops=None):
+class _Slots(_Step):
+    """Level buffers with ``level_slots(state, max_tokens)`` slots: the State's tensors with
+    ``tails`` trailing axes after the slot axis, empty slots appended (``with_level_slots``)."""
+
+    def __init__(self, state, max_tokens, tails, ops):
         kind = _framework(next(iter(state.tensors.values())))
         K = level_slots(state, max_tokens)
         B = math.prod(state.batch_shape)
-        lev = with_level_slots(state, K).tensors["levels"]
-        bufs = {"levels": _own(lev, (B, K, state.d_k, state.d_v), kind)}
+        dims = {"levels": (state.d_k, state.d_v), "S": (state.d_k, state.d_v), "m": (state.d_k,), "z": (state.d_k,),
+                "n": (state.d_v,)}
+        full = with_level_slots(state, K).tensors
+        bufs = {name: _own(full[name], (B, K) + dims[name], kind) for name in tails}
         super().__init__(state, bufs, K, ops)
         self.dk = state.d_k
 
-    def step(self, p, q, k, v, log_decay, lam):
-        """q, k (..., 1, d_k), v (..., 1, d_v), log_decay (..., 1), lam (..., 1, L) -> (..., 1, d_v);
-        ``p`` (host) is not read: the kernel reads the device offset."""
+    def _args(self, *xs):
+        """The token's inputs as (B, d) rows (None stays None)."""
+        return [None if x is None else _rows(self.ops.prep(x), self.B) for x in xs]
+
+
+class _Levels(_Slots):
+    def __init__(self, state, max_tokens, ops=None, gated=False):
+        super().__init__(state, max_tokens, ("levels",), ops)
+        self.gated = gated
+
+    def step(self, p, q, k, v, log_decay, *rest):
+        """q, k (..., 1, d_k), v (..., 1, d_v), log_decay (..., 1), [beta (..., 1),] lam (..., 1, L)
+        -> (..., 1, d_v); ``p`` (host) is not read: the kernel reads the device offset."""
         out, flat = self._out(v)
-        B = self.B
-        r = lambda x: _rows(self.ops.prep(x), B)  # noqa: E731
-        lam = r(lam)
-        self.ops.ll_step(r(q), r(k), r(v), r(log_decay), lam, self.buf["levels"], flat, self.off, self.dk,
-                         self.d_v, lam.shape[-1], self.slots, B)
+        q, k, v, a, *rest = self._args(q, k, v, log_decay, *rest)
+        lam, S = rest[-1], self.buf["levels"]
+        tail = (S, flat, self.off, self.dk, self.d_v, lam.shape[-1], self.slots, self.B)
+        if self.gated:
+            self.ops.gd_step(q, k, v, a, rest[0], lam, *tail)
+        else:
+            self.ops.ll_step(q, k, v, a, lam, *tail)
+        return self.ops.result(out)
+
+
+class _Hierarchical(_Slots):
+    """One exp-kernel summary per level slot: m (B, K, d_k), n (B, K, d_v), S (B, K, d_k, d_v),
+    z (B, K, d_k); empty slots ``m = n = lo``, ``S = z = 0``."""
+
+    def __init__(self, state, max_tokens, ops=None):
+        super().__init__(state, max_tokens, ("m", "n", "S", "z"), ops)
+        from ._compile import SMEM_MAX
+
+        need = hier_smem(self.dk, self.slots, 8 if getattr(self.ops, "ta", "float") == "double" else 4)
+        if isinstance(self.ops, GpuOps) and need > SMEM_MAX:
+            raise ValueError(f"the fused loglinear_log_attention step needs {need} bytes of shared memory for d_k = "
+                             f"{self.dk} and max_tokens = {max_tokens} ({self.slots} level slots), above {SMEM_MAX}: "
+                             "use backend='array_api'")
+
+    def step(self, p, q, k, log_v, lam, log_decay):
+        """q, k (..., 1, d_k), log_v (..., 1, d_v), lam (..., 1, L) log level weights, log_decay
+        (..., 1) or None -> log y (..., 1, d_v); ``p`` (host) is not read."""
+        out, flat = self._out(log_v)
+        q, k, lv, lam, a = self._args(q, k, log_v, lam, log_decay)
+        b = self.buf
+        self.ops.hier_step(q, k, lv, lam, a, b["m"], b["n"], b["S"], b["z"], flat, self.off, self.dk, self.d_v,
+                           lam.shape[-1], self.slots, self.B)
         return self.ops.result(out)
 
 
@@ -163,6 +214,14 @@ def exp_kernel_attention(state, max_tokens, ops=None):
 
 def loglinear_attention(state, max_tokens, ops=None):
     return _Levels(state, max_tokens, ops)
+
+
+def loglinear_gated_delta(state, max_tokens, ops=None):
+    return _Levels(state, max_tokens, ops, gated=True)
+
+
+def loglinear_log_attention(state, max_tokens, ops=None):
+    return _Hierarchical(state, max_tokens, ops)
 
 
 # ---- the launches -------------------------------------------------------------------------------------
@@ -235,7 +294,14 @@ class GpuOps:
         return x if self.kind != "jax" else self.result(x.copy())
 
     def _ptr(self, x):
+        """The raw device pointer (None: a null pointer, an absent input)."""
+        if x is None:
+            return np.uint64(0)
         return np.uint64(x.data_ptr() if self.kind == "torch" else x.data.ptr)
+
+    @staticmethod
+    def _row_strides(*xs):
+        return tuple(np.int64(0 if x is None else _strides(x)[0]) for x in xs)
 
     def _launch(self, name, half, grid, args, smem):
         fn = self._fn(half, name)
@@ -260,10 +326,30 @@ class GpuOps:
                      (2 * DK + NT) * es)
 
 
+    def gd_step(self, q, k, v, a, beta, lam, S, out, off, DK, DV, L, K, B):
+        P, es = self._ptr, 8 if self.ta == "double" else 4
+        self._launch("gd_step", _half(q.dtype), (-(-DV // 32), B),
+                     (P(q), P(k), P(v), P(a), P(beta), P(lam), *self._row_strides(q, k, v, a, beta, lam), P(S), P(out),
+                      P(off), np.int32(DK), np.int32(DV), np.int32(L), np.int32(K)),
+                     (2 * DK + NT) * es)
+
+    def hier_step(self, q, k, lv, lam, a, m, n, S, z, out, off, DK, DV, L, K, B):
+        P, es = self._ptr, 8 if self.ta == "double" else 4
+        self._launch("hier_step", _half(q.dtype), (B,),
+                     (P(q), P(k), P(lv), P(lam), P(a), *self._row_strides(q, k, lv, lam, a), P(m), P(n), P(S), P(z),
+                      P(out), P(off), np.int32(DK), np.int32(DV), np.int32(L), np.int32(K)),
+                     hier_smem(DK, K, es))
+
+
+def hier_smem(DK, K, es):
+    """Dynamic shared memory of ``hier_step`` in bytes: 2 K DK + 4 DK + 32 K values, the reduction and
+    the slots' per-warp partial numerators (NT K)."""
+    return (2 * K * DK + 4 * DK + 32 * K + NT * (K + 1)) * es
+
 # ---- the NumPy twin of step.cu --------------------------------------------------------------------------
 
 class Twin:
-    """``ek_step`` / ``ll_step`` on NumPy arrays: per block (row, 32-column tile) and per warp (rows
+    """``ek_step`` / ``ll_step`` / ``gd_step`` / ``hier_step`` on NumPy arrays: per block (row, 32-column tile) and per warp (rows
     ``i = w, w + 8, ...``), with the kernels' loops, masks and summation order; the 32 lanes are
     a vectorised column axis. Computes in the buffers' dtype, as the kernels in ``ta``."""
 
@@ -313,11 +399,10 @@ class Twin:
     @staticmethod
     def ll_step(q, k, v, a, lam, S, out, off, DK, DV, L, K, B):
         ta = S.dtype.type
-        p = int(off[0])
-        off[0] = p + 1
-        if (p + 1).bit_length() > K:  # a replay past max_tokens: only the offset advances
+        p = _read_offset(off, K)
+        if p is None:
             return
-        n, h = p.bit_length(), (p ^ (p + 1)).bit_length()
+        n, h, _ = _slots_of(p)
         for bh in range(B):
             qs, ks = q[bh].astype(ta), k[bh].astype(ta)
             qk = _block_sum(qs * ks)
@@ -345,6 +430,154 @@ class Twin:
 
             for c, vc, rdq in _tiles(v[bh], DK, DV, ta, row):
                 out[bh, c] = ea * rdq + ta(lam[bh, 0]) * qk * vc
+
+    @staticmethod
+    def gd_step(q, k, v, a, beta, lam, S, out, off, DK, DV, L, K, B):
+        ta = S.dtype.type
+        p = _read_offset(off, K)
+        if p is None:
+            return
+        n, h, occ = _slots_of(p)
+        for bh in range(B):
+            qs, ks = q[bh].astype(ta), k[bh].astype(ta)
+            qk = _block_sum(qs * ks)
+            ea, bt = np.exp(ta(a[bh, 0])), ta(beta[bh, 0])
+            Sb = S[bh]
+            for c0 in range(0, DV, 32):
+                c = np.arange(c0, min(c0 + 32, DV))
+                vc = v[bh, c].astype(ta)
+                Sb[h - 1][:, c] = (bt * ks)[:, None] * vc  # the write
+                acc = np.zeros((_WARPS, len(c)), ta)
+                for j in occ:
+                    wl = ta(lam[bh, min(j + 1, L - 1)])
+                    kp = np.zeros((_WARPS, len(c)), ta)
+                    for w in range(_WARPS):
+                        for i in range(w, DK, _WARPS):
+                            kp[w] = ks[i] * Sb[j, i, c] + kp[w]
+                    kS = _warp_order_sum(kp)
+                    for w in range(_WARPS):
+                        for i in range(w, DK, _WARPS):
+                            x = ea * (Sb[j, i, c] - (bt * ks[i]) * kS)
+                            acc[w] = (wl * qs[i]) * x + acc[w]
+                            if j < h - 1:
+                                Sb[h - 1, i, c] += x
+                                Sb[j, i, c] = 0
+                            else:
+                                Sb[j, i, c] = x
+                out[bh, c] = ta(lam[bh, 0]) * bt * qk * vc + _warp_order_sum(acc)
+
+    @staticmethod
+    def hier_step(q, k, lv, lam, a, m, n, S, z, out, off, DK, DV, L, K, B):
+        ta = S.dtype.type
+        p = _read_offset(off, K)
+        if p is None:
+            return
+        nl, h, occ = _slots_of(p)
+        lo = ta(-np.finfo(ta).max / 8)
+        alo = lo / (ta(4) * ta(p + 1))
+        for bh in range(B):
+            ab = np.maximum(ta(a[bh, 0]), alo) if a is not None else ta(0)
+            qs, ks = q[bh].astype(ta), k[bh].astype(ta)
+            mb, zb, Sb, nb = m[bh], z[bh], S[bh], n[bh]
+            # the merge's per-row factors (F: folded slots, then the key's at row h - 1)
+            mk = ks.copy()
+            for l in range(h - 1):
+                mk = np.maximum(mk, mb[l] + ab)
+            F = np.zeros((h, DK), ta)
+            F[h - 1] = np.exp(ks - mk)
+            zz = F[h - 1].copy()
+            for l in range(h - 1):
+                F[l] = np.exp(mb[l] + ab - mk)
+                zz = F[l] * zb[l] + zz
+            rd = (qs + ks).max()
+            den0 = _block_sum(_per_thread(np.exp(qs + ks - rd)))
+            l0 = np.maximum(ta(lam[bh, 0]), lo)
+            r0 = rd + l0
+            on = l0 > lo  # some weight not switched off (else the output is NaN)
+            A, e, d = {}, {}, {}
+            for j in occ:  # warp j % 8, lanes over d_k
+                rj = (qs + mb[j]).max()
+                A[j] = np.exp(qs + mb[j] - rj)
+                d[j] = _lane_sum(A[j] * zb[j])
+                lj = np.maximum(ta(lam[bh, min(j + 1, L - 1)]), lo)
+                e[j] = rj + lj + ab
+                on = on or (lj > lo and (a is None or ab > alo))
+            R = r0
+            for j in occ:
+                R = np.maximum(R, e[j])
+            den = np.exp(r0 - R) * den0
+            for j in occ:
+                den = np.exp(e[j] - R) * d[j] + den
+            ldiag, lden = np.log(den0) + r0 - R, np.log(den)
+            mb[: h - 1], zb[: h - 1] = lo, 0
+            mb[h - 1], zb[h - 1] = np.maximum(mk, lo), zz
+            mb[h:nl] = np.maximum(mb[h:nl] + ab, lo)
+            for c0 in range(0, DV, 32):
+                c = np.arange(c0, min(c0 + 32, DV))
+                vc = np.maximum(lv[bh, c].astype(ta), lo)
+                M, s = ldiag + vc, np.ones(len(c), ta)
+                for j in occ:
+                    part = np.zeros((_WARPS, len(c)), ta)
+                    for w in range(_WARPS):
+                        for i in range(w, DK, _WARPS):
+                            part[w] = A[j][i] * Sb[j, i, c] + part[w]
+                    N = _warp_order_sum(part)
+                    pos = N > 0
+                    t = e[j] - R + nb[j, c] + np.log(np.where(pos, N, ta(1)))
+                    up = pos & (t > M)
+                    with np.errstate(over="ignore"):  # the branch np.where discards may overflow
+                        s = np.where(up, s * np.exp(M - t) + 1, np.where(pos, s + np.exp(t - M), s))
+                    M = np.where(up, t, M)
+                o = M + np.log(s) - lden
+                out[bh, c] = np.where(o > lo / 2, o, -np.inf) if on else np.nan
+                nn = vc.copy()
+                for l in range(h - 1):
+                    nn = np.maximum(nn, nb[l, c])
+                G = np.zeros((h, len(c)), ta)
+                G[h - 1] = np.exp(vc - nn)
+                for l in range(h - 1):
+                    G[l] = np.exp(nb[l, c] - nn)
+                acc = F[h - 1][:, None] * G[h - 1]
+                for l in range(h - 1):
+                    acc = (F[l][:, None] * G[l]) * Sb[l][:, c] + acc
+                    Sb[l][:, c] = 0
+                Sb[h - 1][:, c] = acc
+                nb[: h - 1, c] = lo
+                nb[h - 1, c] = nn
+
+
+def _read_offset(off, K):
+    """``read_offset`` of the level steps: the token's offset ``p``, advanced on the device; None when
+    the step would pass the ``K`` slots (a replay past max_tokens: only the offset advances)."""
+    p = int(off[0])
+    off[0] = p + 1
+    return None if (p + 1).bit_length() > K else p
+
+
+def _slots_of(p):
+    """``(n, h, occupied)`` of the token at ``p``: ``bit_length(p)``, ``bit_length(p XOR (p + 1))``
+    (slots ``0 .. h - 2`` fold into ``h - 1``) and the occupied slots (bits of ``p``)."""
+    n = p.bit_length()
+    return n, (p ^ (p + 1)).bit_length(), [j for j in range(n) if (p >> j) & 1]
+
+
+def _per_thread(x):
+    """Per-thread partial sums of ``x[i]`` over ``i = tid, tid + NT, ...`` (in that order): (<= NT,)."""
+    x = np.concatenate([x, np.zeros(-len(x) % NT, x.dtype)]).reshape(-1, NT)
+    s = np.zeros(NT, x.dtype)
+    for row in x:
+        s = s + row
+    return s[: min(NT, x.size)]
+
+
+def _lane_sum(x):
+    """A warp's sum of ``x[i]`` with lanes over ``i = lane, lane + 32, ...`` (each lane's sum in order,
+    then over the lanes: the butterfly's order is not twinned)."""
+    x = np.concatenate([x, np.zeros(-len(x) % 32, x.dtype)]).reshape(-1, 32)
+    s = np.zeros(32, x.dtype)
+    for row in x:
+        s = s + row
+    return s.sum(dtype=x.dtype)
 
 
 def _tiles(vrow, DK, DV, ta, row):

@@ -1,0 +1,134 @@
+// The CUDA source of the stepper's fused steps (lsattn/backends/cupy/step.cu: ek_step, ll_step,
+// gd_step, hier_step) compiled as C++ for the CPU, in the manner of cuda_emu_gd_scan.cpp: every
+// CUDA thread of a block is a std::thread, __syncthreads a block-wide std::barrier, a warp shuffle
+// an exchange between two barriers of the warp's 32 threads (hier_step's warps reduce over
+// different numbers of slots), in-kernel __shared__ variables static (blocks run one after
+// another), the device offset's ticket an atomic add. Inputs in the compute type (ti = ta); the
+// subset of common.cu that step.cu uses is restated. tests/test_cupy_step.py builds it with
+//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DKERNEL='"<step.cu with `extern __shared__` -> `extern`>"'
+// and drives it through the stepper's host logic, so the kernels' own index arithmetic, shared
+// memory, barriers and offset bookkeeping are checked without a GPU.
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+using std::fma;
+using std::max;
+using std::min;
+typedef TA ta;
+typedef TA ti;
+typedef long long i64;
+#define NT 256
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __align__(x) __attribute__((aligned(x)))
+struct emu_idx { unsigned x, y, z; };
+thread_local emu_idx threadIdx, blockIdx, gridDim;
+static std::barrier<>* emu_bar;
+static std::barrier<>* emu_warp_bar[NT / 32];
+static double emu_shfl[NT];
+alignas(16) unsigned char smem_raw[256 * 1024];
+inline void __syncthreads() { emu_bar->arrive_and_wait(); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
+inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask) {
+    const int t = threadIdx.x;
+    std::barrier<>* bar = emu_warp_bar[t >> 5];
+    emu_shfl[t] = v;
+    bar->arrive_and_wait();
+    const ta r = (ta)emu_shfl[(t & ~31) | ((t & 31) ^ lane_mask)];
+    bar->arrive_and_wait();
+    return r;
+}
+inline ta ld(const ti* p) { return *p; }
+inline void st(ti* p, ta x) { *p = x; }
+inline float ex(float x) { return std::exp(x); }
+inline double ex(double x) { return std::exp(x); }
+inline float lg(float x) { return std::log(x); }
+inline double lg(double x) { return std::log(x); }
+inline float fmx(float a, float b) { return std::fmax(a, b); }
+inline double fmx(double a, double b) { return std::fmax(a, b); }
+inline ta neg_big() { return sizeof(ta) == 4 ? (ta)-3.0e38f : (ta)-1.0e308; }
+inline ta lo_v() { return sizeof(ta) == 4 ? (ta)(-3.4028234663852886e38f / 8) : (ta)(-1.7976931348623157e308 / 8); }
+inline ta minus_inf() { return -(ta)INFINITY; }
+inline ta log_out(ta x) { return x > lo_v() / 2 ? x : minus_inf(); }
+inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
+inline ta warp_sum(ta x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+inline ta warp_max(ta x) {
+    for (int o = 16; o > 0; o >>= 1) x = fmx(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+inline ta block_sum(ta x, ta* red) {
+    x = warp_sum(x);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+    __syncthreads();
+    ta s = (ta)0;
+    for (int w = 0; w < NT / 32; ++w) s += red[w];
+    return s;
+}
+inline ta block_max(ta x, ta* red) {
+    x = warp_max(x);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+    __syncthreads();
+    ta s = red[0];
+    for (int w = 1; w < NT / 32; ++w) s = fmx(s, red[w]);
+    return s;
+}
+
+#include KERNEL
+
+// One launch: the blocks of grid (gx, gy) in turn, NT std::threads each.
+template <typename F>
+static void launch(unsigned gx, unsigned gy, unsigned smem, F kernel) {
+    if (smem > sizeof(smem_raw)) std::abort();
+    for (unsigned by = 0; by < gy; ++by)
+        for (unsigned bx = 0; bx < gx; ++bx) {
+            std::barrier<> bar(NT);
+            emu_bar = &bar;
+            for (int w = 0; w < NT / 32; ++w) emu_warp_bar[w] = new std::barrier<>(32);
+            std::vector<std::thread> threads;
+            for (int t = 0; t < NT; ++t)
+                threads.emplace_back([=] {
+                    threadIdx = {(unsigned)t, 0, 0};
+                    blockIdx = {bx, by, 0};
+                    gridDim = {gx, gy, 1};
+                    kernel();
+                });
+            for (auto& th : threads) th.join();
+            for (int w = 0; w < NT / 32; ++w) delete emu_warp_bar[w];
+        }
+}
+
+extern "C" void run_ek(const ta* q, const ta* k, const ta* v, i64 sq, i64 sk, i64 sv, ta* m, ta* S, ta* z, ta* out,
+                       i64* off, int DK, int DV, int B, unsigned smem) {
+    launch(B, 1, smem, [=] { ek_step(q, k, v, sq, sk, sv, m, S, z, out, off, DK, DV); });
+}
+extern "C" void run_ll(const ta* q, const ta* k, const ta* v, const ta* a, const ta* lam, i64 sq, i64 sk, i64 sv, i64 sa,
+                       i64 sl, ta* S, ta* out, i64* off, int DK, int DV, int L, int K, int B, unsigned smem) {
+    launch((DV + 31) / 32, B, smem, [=] { ll_step(q, k, v, a, lam, sq, sk, sv, sa, sl, S, out, off, DK, DV, L, K); });
+}
+extern "C" void run_gd(const ta* q, const ta* k, const ta* v, const ta* a, const ta* beta, const ta* lam, i64 sq, i64 sk,
+                       i64 sv, i64 sa, i64 sb, i64 sl, ta* S, ta* out, i64* off, int DK, int DV, int L, int K, int B,
+                       unsigned smem) {
+    launch((DV + 31) / 32, B, smem,
+           [=] { gd_step(q, k, v, a, beta, lam, sq, sk, sv, sa, sb, sl, S, out, off, DK, DV, L, K); });
+}
+extern "C" void run_hier(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, i64 sq, i64 sk, i64 sv,
+                         i64 sl, i64 sa, ta* m, ta* n, ta* S, ta* z, ta* out, i64* off, int DK, int DV, int L, int K,
+                         int B, unsigned smem) {
+    launch(B, 1, smem, [=] { hier_step(q, k, lv, lam, a, sq, sk, sv, sl, sa, m, n, S, z, out, off, DK, DV, L, K); });
+}
