@@ -15,7 +15,8 @@ __all__ = ["forward", "log_forward", "compute", "backward", "backward_noncausal"
 
 def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False):
     """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
-    in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none); init: (m, S, z) of the incoming state or None.
+    in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none; broadcast batch views
+    are read through the kernels' row map, not copied); init: (m, S, z) of the incoming state or None.
     ``logv``: ``log_attention`` (v holds log values, the output is log y; the kernels' LOGV mode),
     whose states are (m, S, z, n) with n (..., d_v) the per-column value shift.
     Returns (out (..., Tq, d_v), (m, S, z) / (m, S, z, n) or None)."""
