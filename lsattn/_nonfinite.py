@@ -104,8 +104,9 @@ def undefined_rows(op, args, xp, offset):
     if T == 0:
         return None
     off = lam == -math.inf
-    lazy = array_api_compat.is_dask_array(lam) or _traced(lam) or _traced(offset)
-    if not lazy and not bool(xp.any(off[..., 0])):  # level 0 (its own token) is read by every row
+    own = xp.any(off[..., 0])  # level 0 (its own token) is read by every row
+    lazy = array_api_compat.is_dask_array(lam) or _traced(own) or _traced(offset)  # (under jit even constants trace)
+    if not lazy and not bool(own):
         return None
     read = _row_levels_read(offset, T, L, xp)
     if isinstance(read, np.ndarray):
