@@ -36,7 +36,7 @@ import numpy as np
 
 from ._validate import device_of
 
-__all__ = ["prepare"]
+__all__ = ["prepare", "undefined_rows"]
 
 
 def _traced(x):
@@ -70,6 +70,53 @@ def _row_levels_used(offset, T, L, xp):
         return xp.arange(L, dtype=rows.dtype)[None, :] <= rows[:, None]
     used = np.array([(offset + t).bit_length() for t in range(T)], dtype=np.int64)
     return np.arange(L)[None, :] <= used[:, None]
+
+
+def _row_levels_read(offset, T, L, xp):
+    """(T, L) bool: row ``offset + t`` reads level ``l`` (``l = 0``, its own token; ``l >= 1``: the
+    keys ``s < P`` with ``bit_length(P XOR s) = l``, which exist when bit ``l - 1`` of ``P`` is set).
+    ``offset`` as in :func:`_row_levels_used`."""
+    if callable(offset):
+        offset = offset()
+    lev = np.arange(L)
+    shift = np.clip(lev - 1, 0, 62)  # positions stay below 2^62: higher bits are clear
+    if isinstance(offset, (int, np.ndarray)):
+        P = np.asarray(offset, dtype=np.int64) + (0 if isinstance(offset, np.ndarray) else np.arange(T, dtype=np.int64))
+        return (lev == 0)[None, :] | (((P[:, None] >> shift[None, :]) & 1) == 1)
+    P = offset + xp.arange(T, dtype=xp.asarray(offset).dtype)  # traced (JAX)
+    bits = xp.bitwise_and(xp.bitwise_right_shift(P[:, None], xp.asarray(shift, dtype=P.dtype)[None, :]), 1) == 1
+    return xp.asarray(lev == 0)[None, :] | bits
+
+
+def undefined_rows(op, args, xp, offset):
+    """(..., T) bool, or None when there is none: the rows of a normalised operator
+    (``Op.normalised``: ``loglinear_log_attention``, a softmax over the level-weighted keys) whose
+    every readable level weight is ``-inf`` (``docs/hierarchical.md``: no weight at all, 0/0). Their
+    output is NaN on every backend, as in ``lsattn.reference``.
+
+    args: the inputs in ``op.inputs`` order; offset: the rows' positions (an int, a traced offset, a
+    (T,) NumPy array of packed streams' positions, or a function returning it). One host read for
+    concrete arrays (none when no row has its own level switched off)."""
+    if not op.normalised:
+        return None
+    lam = next(x for (_, role), x in zip(op.inputs, args) if role == "lev")
+    T, L = lam.shape[-2], lam.shape[-1]
+    if T == 0:
+        return None
+    off = lam == -math.inf
+    own = xp.any(off[..., 0])  # level 0 (its own token) is read by every row
+    lazy = array_api_compat.is_dask_array(lam) or _traced(own) or _traced(offset)  # (under jit even constants trace)
+    if not lazy and not bool(own):
+        return None
+    read = _row_levels_read(offset, T, L, xp)
+    if isinstance(read, np.ndarray):
+        read = _constant(xp, lam, read)
+    return xp.all(off | ~read, axis=-1)
+
+
+def where_undefined(xp, rows, out):
+    """``out`` (..., T, d_v) with NaN on the rows of :func:`undefined_rows` (None: as it is)."""
+    return out if rows is None else _where_nan(xp, rows[..., None], out)
 
 
 class Marks:

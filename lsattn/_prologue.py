@@ -30,7 +30,7 @@ import array_api_compat
 import numpy as np
 
 from . import _varlen, backends
-from ._nonfinite import prepare
+from ._nonfinite import prepare, undefined_rows, where_undefined
 from ._validate import _device_or_none, check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
 from .fenwick import num_levels
 from .state import (LEVEL_AXES, State, canonical, check_state, level_slots_of, packed_streams, static_offset,
@@ -50,6 +50,8 @@ class Op:
         non-finite entry poisons its outputs (:mod:`lsattn._nonfinite`).
     clamp: those of ``neg_inf`` whose ``-inf`` the prologue replaces by the finite stand-in.
     value_state: state tensors whose last axis is ``d_v`` (a non-finite entry poisons its feature).
+    normalised: the output is normalised over the level-weighted keys (a softmax): a row whose every
+        readable level weight is ``-inf`` has none, and is NaN (:func:`lsattn._nonfinite.undefined_rows`).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Op:
     neg_inf: tuple = ()
     clamp: tuple = ()
     value_state: tuple = ()
+    normalised: bool = False
 
 
 def check_flag(name, value):
@@ -284,6 +287,9 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
     args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]  # cast, then broadcast (views)
     args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
+    # rows with no weight at all (0/0), at the positions of their own streams
+    undefined = undefined_rows(op, args, xp, offset if off is None else (
+        lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64) if offsets is None else offsets).positions))
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams
         mapped = op.name in chosen.layout_ops and state is None and not return_state and not _grad(present, None)
@@ -302,6 +308,7 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
                                      streams=streams)
     if finish is not None:
         out = finish(out)
+    out = where_undefined(xp, undefined, out)
     out = xp.astype(out, out_dtype, copy=False)
     if return_state and op.name in LEVEL_AXES and array_api_compat.is_jax_namespace(xp):
         L = next(x.shape[-1] for (_, role), x in zip(op.inputs, arrays) if role == "lev")

@@ -36,6 +36,8 @@ the low ``h - 1`` bits of ``p`` are set, so levels ``1 .. h - 1`` are occupied a
 """
 from __future__ import annotations
 
+import math
+
 import array_api_compat
 import numpy as np
 
@@ -142,10 +144,13 @@ def hierarchical_step(xp, summ, masks, lo, q, k, log_v, lam, a):
     ``m = n = lo``, ``S = z = 0``; masks : :func:`offset_masks`; lo : 0-d array, the finite "minus
     infinity"; q, k (..., 1, d_k), log_v (..., 1, d_v), lam (..., 1, L) log level weights,
     a (..., 1) log decay already clamped, or None.
-    Returns (log y (..., 1, d_v), the summaries after the token)."""
+    Returns (log y (..., 1, d_v), the summaries after the token); NaN where every level the token
+    reads (its own, the occupied slots) is switched off (no weight at all: 0/0, as a plain call)."""
     occupied, low, top, high = masks
     K = summ[0].shape[-2]
     log_v = xp.maximum(log_v, lo)
+    off = lam[..., 0, :] == -math.inf
+    undefined = xp.logical_and(off[..., 0], xp.all(xp.logical_or(_slot_weights(xp, off, K), xp.logical_not(occupied)), axis=-1))
     lam = xp.maximum(lam[..., 0, :], lo)  # (..., L); -inf (level off) -> finite stand-in
     r, den, y = diagonal(xp, q, k, log_v, True)  # over (..., 1)
     r = r + lam[..., :1]
@@ -158,6 +163,7 @@ def hierarchical_step(xp, summ, masks, lo, q, k, log_v, lam, a):
     Y = xp.concat([(y + (r - R)[..., None])[..., None, :, :], yl + (rl - R[..., None, :])[..., None]], axis=-3)
     M = xp.max(Y, axis=-3)
     out = _finish(xp, (R, den, M + xp.log(xp.sum(xp.exp(Y - M[..., None, :, :]), axis=-3))), True)
+    out = xp.where(undefined[..., None, None], xp.asarray(math.nan, dtype=out.dtype, device=device_of(out)), out)
 
     # Fenwick merge: the key and levels below h (decayed by a) become level h, levels above decay
     m, n, S, z = summ

@@ -87,7 +87,8 @@ def stepper(op, state, *, max_tokens=None, backend=None):
     carry the plain operators' State instead). The buffers carry no autograd history (decoding).
     A step computes the operator's formulas on the values as given: the non-finite rule of the
     plain calls (``docs/api.md``, "Non-finite inputs and strong decays") is not applied, so the
-    stepper equals the plain calls on finite inputs (and ``-inf`` decays, a hard reset).
+    stepper equals the plain calls on finite inputs (and ``-inf`` decays, a hard reset);
+    ``loglinear_log_attention``'s token whose every readable level is switched off is NaN, as there.
 
     Examples
     --------

@@ -72,7 +72,8 @@ __all__ = ["loglinear_log_attention"]
 OP = "loglinear_log_attention"
 SPEC = Op(OP, (("q", "q"), ("k", "k"), ("log_v", "v"), ("log_level_weights", "lev"), ("log_decay", "tok")),
           lambda batch, offset, d_k, d_v: _state_shapes(batch, offset.bit_length(), d_k, d_v),
-          neg_inf=("q", "k", "log_v", "log_level_weights", "log_decay"), clamp=("q", "k"), value_state=("S", "n"))
+          neg_inf=("q", "k", "log_v", "log_level_weights", "log_decay"), clamp=("q", "k"), value_state=("S", "n"),
+          normalised=True)
 
 
 def loglinear_log_attention(
@@ -102,7 +103,7 @@ def loglinear_log_attention(
     -------
     log_y : array (..., T, d_v)
         In the inputs' namespace, device and floating dtype (half precision: see ``docs/api.md``).
-        A query whose every visible weight is 0 (all its levels switched off) has no defined output.
+        A query whose every readable level is switched off has no weight at all (0/0): its row is NaN.
     state : State, only with ``return_state=True``
         ``op="loglinear_log_attention"``; ``tensors``, one exp-kernel summary per Fenwick level of the
         offset ``p`` (slot ``l - 1`` is the bucket ``B_p^l``, keys decayed to ``p - 1``; empty slots

@@ -328,8 +328,9 @@ class Twin:
 
     # exp-kernel
     # exp-kernel (cfg.logv: log_attention's LOGV mode, log values clamped to the stand-in lo)
-    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None):
+    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None, rows=None):
         CH = cfg.CH
+        k, v = _seq(rows, (1, k), (2, v))
         for j in range(n):
             K, ok = _rows(k, j * CH, CH, T)
             V, _ = _rows(v, j * CH, CH, T)
@@ -366,8 +367,9 @@ class Twin:
         if vshift is not None:
             n_out[...] = nv
 
-    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None):
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None):
         CH = cfg.CH
+        q, k, v = _seq(rows, (0, q), (1, k), (2, v))
         floor = 1e-20
         lo = _lo(q)
         for j in range(-(-Tq // CH)):
@@ -430,7 +432,8 @@ class Twin:
             g = j * CH + np.arange(CH)
             out[:, g[ok]] = y[:, ok]
 
-    def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH):
+    def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH, rows=None):
+        q, k, v = _seq(rows, (0, q), (1, k), (2, v))
         kk, vv, qq = k[:, 0], v[:, 0], q[:, 0]
         mn = np.maximum(m, kk)
         a, b = np.exp(m - mn), np.exp(kk - mn)
@@ -720,6 +723,69 @@ def test_twin_exp_kernel_late_spike():
     assert_close(out, ref.exp_kernel_attention(q, k, v), F64)
 
 
+class _RowsTwin(Twin):
+    """The twin, recording the batch rows of the q / k / v every chunk, output and decoding launch reads."""
+
+    def __init__(self):
+        self.seen = []
+
+    def ek_chunk(self, cfg, k, v, *args, rows=None, **kw):
+        self.seen.append(("chunk", rows is not None, k.shape[0], v.shape[0]))
+        return super().ek_chunk(cfg, k, v, *args, rows=rows, **kw)
+
+    def ek_output(self, cfg, q, k, v, *args, rows=None, **kw):
+        self.seen.append(("output", rows is not None, q.shape[0], k.shape[0]))
+        return super().ek_output(cfg, q, k, v, *args, rows=rows, **kw)
+
+    def ek_decode(self, cfg, q, k, v, *args, rows=None, **kw):
+        self.seen.append(("decode", rows is not None, q.shape[0], k.shape[0]))
+        return super().ek_decode(cfg, q, k, v, *args, rows=rows, **kw)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the reference takes log 0
+@given(T=st.integers(1, 150), C=chunks, seed=seeds, logv=st.booleans(), causal=st.booleans(),
+       shared=st.sets(st.sampled_from("qkv"), min_size=1), data=st.data())
+@settings(max_examples=16)
+def test_twin_exp_kernel_broadcast_rows(T, C, seed, logv, causal, shared, data):
+    """Grouped-query heads on the exp-kernel kernels (``exp_kernel_attention``; ``log_attention``,
+    the LOGV mode): inputs broadcast over a batch axis (q, k (2, 3, 1, T, d) for 4 value heads) reach
+    the chunk, output and decoding kernels as their distinct rows only, read through the row map
+    (``seq_row``; no broadcast copy), in streams cut anywhere (decoding steps included), and equal the
+    reference on the materialised inputs; the state equals the array-API state."""
+    q, k, v = ek_inputs(seed, (2, 3, 4), T, 5, 3, 2.0)
+    if logv:
+        v = np.where(np.random.default_rng(seed).random(v.shape) < 0.2, -np.inf, v * 30.0)
+    views = [np.broadcast_to(x[:, :, :1], x.shape) if n in shared else x for n, x in zip("qkv", (q, k, v))]
+    full = [np.ascontiguousarray(x) for x in views]
+    op = lsattn.log_attention if logv else lsattn.exp_kernel_attention
+    refop = ref.log_attention if logv else ref.exp_kernel_attention
+    twin = _RowsTwin()
+    if not causal:
+        out, _ = cek.compute(twin, *views, False, None, False, C, logv=logv)
+        assert_close(out, refop(*full, causal=False), F64, what=f"non-causal shared={shared}")
+    else:
+        cuts = data.draw(split_points(T, max_splits=3))
+        bounds = [0] + cuts + [T]
+        outs, state = [], None
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            o, state = cek.compute(twin, *(x[..., lo:hi, :] for x in views), True, state, True, C, logv=logv)
+            outs.append(o)
+        assert_close(np.concatenate(outs, axis=-2), refop(*full), F64, what=f"shared={shared} cuts={cuts}")
+        _, st_api = op(*full, return_state=True, backend="array_api")
+        for name, mine in zip("mSzn", state):
+            assert_close(mine, st_api.tensors[name], F64, what=name)
+    assert twin.seen
+    for kind, mapped, n_first, n_second in twin.seen:
+        assert mapped, kind
+        first, second = ("k", "v") if kind == "chunk" else ("q", "k")
+        assert (n_first, n_second) == (6 if first in shared else 24, 6 if second in shared else 24), (kind, shared)
+
+
+def test_cupy_broadcast_ops():
+    """The exp-kernel operators read broadcast batch axes through the row map (no copies)."""
+    assert set(cb.BROADCAST_OPS) == {"loglinear_attention", "exp_kernel_attention", "log_attention"}
+
+
 def test_upsweep_plan_builds_fenwick_nodes():
     """After the plan, local slot j covers the absolute Fenwick node ending at F + j (2^tz(F+j+1)
     chunks), clipped to the call's chunks."""
@@ -894,6 +960,26 @@ def test_gpu_loglinear_packed_segments(dtype):
         assert_close(x.grad.double().cpu().numpy(), y.grad.double().cpu().numpy(), 1e-4, what=f"d{name}")
 
 
+def _grown(fn):
+    """(fn(), bytes the call grew the GPU memory by: CuPy's pool, plus torch's peak when torch is loaded)."""
+    import sys
+
+    cp = _cupy()
+    pool = cp.get_default_memory_pool()
+    torch = sys.modules.get("torch")
+    cp.cuda.runtime.deviceSynchronize()
+    pool.free_all_blocks()
+    before, t0 = pool.total_bytes(), None
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t0 = torch.cuda.memory_allocated()
+    out = fn()
+    cp.cuda.runtime.deviceSynchronize()
+    extra = 0 if t0 is None else torch.cuda.max_memory_allocated() - t0
+    return out, pool.total_bytes() - before + extra
+
+
 @pytest.mark.gpu
 def test_gpu_loglinear_grouped_heads_share_rows():
     """Grouped-query heads on the GPU: q, k (B, G, 1, T, d) with 16 value heads per group. The
@@ -903,16 +989,7 @@ def test_gpu_loglinear_grouped_heads_share_rows():
     decoding steps), and torch gradients through it equal the materialised call's."""
     _gpu_ready()
     cp = _cupy()
-    pool = cp.get_default_memory_pool()
-
-    def grown(fn):
-        cp.cuda.runtime.deviceSynchronize()
-        pool.free_all_blocks()
-        before = pool.total_bytes()
-        out = fn()
-        cp.cuda.runtime.deviceSynchronize()
-        return out, pool.total_bytes() - before
-
+    grown = _grown
     B, G, r, T, d = 1, 1, 16, 8192, 64
     rng = np.random.default_rng(0)
     q, k = (cp.asarray(rng.standard_normal((B, G, 1, T, d)) / 8, dtype=cp.float32) for _ in range(2))
@@ -949,6 +1026,58 @@ def test_gpu_loglinear_grouped_heads_share_rows():
         grads.append([x.grad.cpu().numpy() for x in t])
     for gb, gm, name in zip(*grads, "qkval"):
         assert_close(gb, gm, F64, what=f"d{name}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", ["exp_kernel_attention", "log_attention"])
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the reference takes log 0
+def test_gpu_exp_kernel_grouped_heads_share_rows(op):
+    """Grouped-query heads on the exp-kernel kernels (FFMA, LOGV, bf16 tensor-core): q, k
+    (B, G, 1, T, d) with 16 value heads per group. The automatic call reads the shared rows: the
+    memory it grows by (CuPy's pool, torch's peak) stays within 1 MiB of the materialised call's,
+    where the q, k copies alone are 64 MiB (float32; 32 MiB bf16); its output is bitwise the
+    materialised call's; with streams (chunk, output, decoding kernels) and non-causal it equals
+    the reference on the materialised inputs."""
+    _gpu_ready()
+    cp = _cupy()
+    fn, refop = getattr(lsattn, op), getattr(ref, op)
+    B, G, r, T, d = 1, 1, 16, 8192, 64
+    rng = np.random.default_rng(1)
+    q, k = (rng.standard_normal((B, G, 1, T, d)) / 8 for _ in range(2))
+    v = rng.uniform(-3, 3, (B, G, r, T, d))
+    torch = pytest.importorskip("torch")
+    for kind in ("cupy", "bfloat16"):
+        if kind == "cupy":
+            dev = [cp.asarray(x, dtype=cp.float32) for x in (q, k, v)]
+            wide = lambda x: cp.broadcast_to(x, v.shape)  # noqa: E731
+            mat = cp.ascontiguousarray
+        else:
+            dev = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in (q, k, v)]
+            wide = lambda x: x.expand(v.shape)  # noqa: E731
+            mat = lambda x: x.contiguous()  # noqa: E731
+        out_b, mem_b = _grown(lambda: fn(*dev))
+        qf, kf = (mat(wide(x)) for x in dev[:2])
+        out_m, mem_m = _grown(lambda: fn(qf, kf, dev[2]))
+        assert bool((out_b == out_m).all()), kind
+        assert mem_b <= mem_m + 2**20, f"{kind}: {mem_b / 2**20:.1f} MiB vs {mem_m / 2**20:.1f} MiB materialised"
+        del qf, kf, out_m
+        if kind == "bfloat16":  # the tensor-core kernels against the reference on the rounded inputs
+            part = [x[..., :512, :] for x in dev]
+            back = [np.broadcast_to(x.double().cpu().numpy(), part[2].shape) for x in part]
+            assert_close(fn(*part).double().cpu().numpy(), refop(*back), BF16, what=f"{op} bf16")
+
+    q, k, v = ek_inputs(4, (2, 2, 3), 300, 8, 8)
+    if op == "log_attention":
+        v = np.where(rng.random(v.shape) < 0.2, -np.inf, v * 30.0)
+    q, k = q[:, :, :1], k[:, :, :1]  # (2, 2, 1, T, d): shared by the 3 heads of a group
+    full = [np.broadcast_to(x, v.shape) for x in (q, k)] + [v]
+    dev = [_cp(x) for x in (q, k, v)]
+    outs, state = [], None
+    for lo, hi in zip([0, 1, 2, 150], [1, 2, 150, 300]):
+        o, state = fn(*(x[..., lo:hi, :] for x in dev), state=state, return_state=True)
+        outs.append(o.get())
+    assert_close(np.concatenate(outs, axis=-2), refop(*full), F64, what=op)
+    assert_close(fn(*dev, causal=False).get(), refop(*full, causal=False), F64, what=f"{op} non-causal")
 
 
 @pytest.mark.gpu

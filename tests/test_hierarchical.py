@@ -204,6 +204,60 @@ def test_minus_inf_values_and_levels():
     assert_close(out, lv, 1e-12, atol=1e-12)
 
 
+def _undefined_case(seed, T, L, p_off):
+    """Inputs whose log level weights switch levels off at random, level 0 with probability p_off
+    (rows whose every readable level is then off have no defined output)."""
+    q, k, lv, _, a = make(seed, (2,), T, 3, 2)
+    rng = np.random.default_rng(seed + 1)
+    lam = np.where(rng.random((2, T, L)) < np.where(np.arange(L) == 0, p_off, 0.7), -np.inf, rng.standard_normal((2, T, L)))
+    return q, k, lv, lam, a
+
+
+def _same_nan(out, expected, what):
+    out = to_numpy(out)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected), err_msg=f"{what}: NaN rows")
+    ok = ~np.isnan(expected)
+    assert_close(np.where(ok, out, 0.0), np.where(ok, expected, 0.0), 1e-12, atol=1e-12, what=what)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning", "ignore:divide by zero:RuntimeWarning")
+@given(T=st.integers(1, 40), seed=seeds, p_off=st.sampled_from([0.3, 0.8]), data=st.data())
+@settings(max_examples=15)
+def test_undefined_rows_are_nan(T, seed, p_off, data):
+    """A query whose every readable level is switched off (level 0 and the levels of the set bits of
+    its position: no weight at all, 0/0) is NaN, as in the reference, on every backend, in streams cut
+    anywhere, packed segments (positions restart) and the steppers; the other rows equal the reference."""
+    q, k, lv, lam, a = _undefined_case(seed, T, lsattn.num_levels(T) + 1, p_off)
+    expected = ref.loglinear_log_attention(q, k, lv, lam, a)
+    cuts = data.draw(split_points(T, max_splits=3))
+    for backend in ("array_api", "numba", "dask"):
+        xs = [q, k, lv, lam, a]
+        if backend == "dask":
+            da = pytest.importorskip("dask.array")
+            xs = [da.from_array(x, chunks=x.shape) for x in xs]
+        _same_nan(lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4], backend=backend), expected, backend)
+        if backend == "dask":
+            continue
+        outs, state = [], None
+        for lo, hi in zip([0] + cuts, cuts + [T]):
+            o, state = lsattn.loglinear_log_attention(q[:, lo:hi], k[:, lo:hi], lv[:, lo:hi], lam[:, lo:hi],
+                                                      log_decay=a[:, lo:hi], state=state, return_state=True,
+                                                      backend=backend)
+            outs.append(o)
+        _same_nan(np.concatenate(outs, axis=-2), expected, f"{backend} cuts={cuts}")
+        _, state = lsattn.loglinear_log_attention(q[:, :0], k[:, :0], lv[:, :0], lam[:, :0], log_decay=a[:, :0],
+                                                  return_state=True, backend=backend)
+        step = lsattn.stepper(lsattn.loglinear_log_attention, state, max_tokens=T, backend=backend)
+        tok = lambda x, t: x[:, t : t + 1]  # noqa: E731
+        outs = [step(tok(q, t), tok(k, t), tok(lv, t), tok(lam, t), log_decay=tok(a, t)) for t in range(T)]
+        _same_nan(np.concatenate(outs, axis=-2), expected, f"{backend} stepper")
+        off = np.array([0, *sorted(set(cuts)), T])
+        seg = [ref.loglinear_log_attention(q[:, s0:s1], k[:, s0:s1], lv[:, s0:s1], lam[:, s0:s1], a[:, s0:s1])
+               for s0, s1 in zip(off[:-1], off[1:])]
+        _same_nan(lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a, cu_seqlens=off, backend=backend),
+                  np.concatenate(seg, axis=-2), f"{backend} packed {off}")
+
+
 def test_extra_levels_ignored():
     q, k, lv, lam, a = make(5, (), 20, 2, 2, L=lsattn.num_levels(20) + 3)
     a_out = lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a)

@@ -205,8 +205,10 @@ def _kernels():
                 den0 += float(math.exp(A[i]))
             r[0] = rd + max(float(lam[b, 0]), lo)
             R = r[0]
+            undefined = float(lam[b, 0]) == -np.inf  # every level read switched off: 0/0, NaN
             for l in range(nl):
                 if (p >> l) & 1:
+                    undefined = undefined and float(lam[b, l + 1]) == -np.inf
                     rl = -np.inf
                     for i in range(dk):
                         rl = max(rl, float(q[b, i]) + float(m[b, l, i]))
@@ -256,7 +258,7 @@ def _kernels():
                 E[j] = s[j]
             for j in range(dv):
                 o = M[j] + float(math.log(E[j])) - lden
-                out[b, j] = o if o > lo / 2 else -np.inf
+                out[b, j] = np.nan if undefined else (o if o > lo / 2 else -np.inf)
             # Fenwick merge: the key and levels 0 .. h-2 (decayed by ab) become slot h-1
             for j in range(dv):
                 nn = vals[j]

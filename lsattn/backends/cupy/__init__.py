@@ -54,8 +54,9 @@ value shifts in every chunk summary, exact rows recomputed where a later value o
 underflow an earlier row's numerator); its bfloat16 inputs take the FFMA kernels (no tensor-core
 variant), its decoding steps the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
 (``VARLEN_OPS``; read through a token map, ``LAYOUT_OPS``, without state or gradient). Broadcast
-batch axes (grouped-query heads): ``loglinear_attention``'s forward kernels read shared rows
-(``BROADCAST_OPS``); other operators get contiguous copies. Backward (``GRAD_OPS``;
+batch axes (grouped-query heads): the forward kernels of ``loglinear_attention``,
+``exp_kernel_attention`` and ``log_attention`` (FFMA, LOGV and bf16 tensor-core chunk, output and
+decoding kernels) read shared rows (``BROADCAST_OPS``); ``loglinear_gated_delta`` gets contiguous copies. Backward (``GRAD_OPS``;
 ``_autograd.py``) on CUDA torch tensors that require grad: ``loglinear_attention``
 (``loglinear_bwd.cu``), ``exp_kernel_attention`` and ``log_attention`` (causal:
 ``exp_kernel_bwd.cu``, the latter in its LOGV mode: per-pair exponents inside chunks,
@@ -100,7 +101,7 @@ LAYOUT_OPS = ("loglinear_attention",)
 #: operators whose kernels read broadcast batch views (grouped-query heads: q, k shared by several
 #: value heads) through a row map (``_arrays.shared_inputs``, the kernels' ``seq_row``), with no
 #: broadcast copy; the backward kernels read contiguous copies
-BROADCAST_OPS = ("loglinear_attention",)
+BROADCAST_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention")
 #: largest d_k of the shared-memory tiles
 MAX_DK = 128
 

@@ -328,10 +328,11 @@ class CupyOps:
            shared_mem=smem)
 
     # exp-kernel
-    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None):
-        """nc (BH, n, DV): log_attention's chunk column maxima of log_v (``cfg.logv``), else None."""
+    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None, rows=None):
+        """nc (BH, n, DV): log_attention's chunk column maxima of log_v (``cfg.logv``), else None.
+        rows: (3, BH) int32, the row of q, k, v every sequence reads (broadcast inputs), or None."""
         fn, block, smem = self._tk("exp_kernel", cfg, "ek_chunk")
-        fn((n, BH), block, (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n), self._p(nc)),
+        fn((n, BH), block, (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n), self._p(nc), self._p(rows)),
            shared_mem=smem)
 
     def _scan_max(self, cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH):
@@ -377,13 +378,14 @@ class CupyOps:
             (-(-DK * DV // (vec * _NT)), BH), (_NT,),
             (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n), self._i(has), self._p(ga), self._p(gb)))
 
-    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None):
-        """n_in (BH, n_state, DV): log_attention's column shift of every summary read (``cfg.logv``)."""
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None):
+        """n_in (BH, n_state, DV): log_attention's column shift of every summary read (``cfg.logv``);
+        rows as in :meth:`ek_chunk`."""
         nq = -(-Tq // cfg.CH)
         fn, block, smem = self._tk("exp_kernel", cfg, "ek_output")
         fn((nq, BH), block,
            (q, k, v, m_in, S_in, z_in, out, self._i(Tq), self._i(Tk), self._i(DK), self._i(DV), self._i(n_state),
-            self._i(int(causal)), self._p(n_in)),
+            self._i(int(causal)), self._p(n_in), self._p(rows)),
            shared_mem=smem)
 
     def _ekb(self, cfg, name, grid, args):
@@ -406,6 +408,6 @@ class CupyOps:
         self._ekb(cfg, "ekb_dkdv", (n, BH), (q, k, v, do, lden, dl, U, Z, m_next, dk, dv, self._i(T), self._i(DK),
                                              self._i(DV), self._i(n), self._p(y), self._p(Wn)))
 
-    def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH):
+    def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH, rows=None):
         self._k("exp_kernel", cfg, "ek_decode")(
-            (BH, -(-DV // 16)), (_NT,), (q, k, v, m, S, z, m2, S2, z2, out, self._i(DK), self._i(DV)))
+            (BH, -(-DV // 16)), (_NT,), (q, k, v, m, S, z, m2, S2, z2, out, self._i(DK), self._i(DV), self._p(rows)))

@@ -69,9 +69,9 @@ __device__ __forceinline__ ta ld(const ti* p) { return __ldg(p); }
 __device__ __forceinline__ void st(ti* p, ta x) { *p = x; }
 #endif
 
-// Row of input i (q, k, v, a, lam = 0 .. 4) that sequence bh of nseq reads. Broadcast batch axes
-// (q, k shared by grouped-query heads) keep their distinct rows only; rows (5 x nseq) maps
-// sequences to them; null: every input has one row per sequence.
+// Row of input i (log-linear: q, k, v, a, lam = 0 .. 4; exp-kernel: q, k, v = 0 .. 2) that sequence
+// bh of nseq reads. Broadcast batch axes (q, k shared by grouped-query heads) keep their distinct
+// rows only; rows (5 or 3 x nseq) maps sequences to them; null: every input has one row per sequence.
 __device__ __forceinline__ i64 seq_row(const int* rows, int i, i64 bh, i64 nseq) {
     return rows ? (i64)rows[i * nseq + bh] : bh;
 }

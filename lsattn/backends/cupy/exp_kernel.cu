@@ -54,7 +54,8 @@ constexpr int HS = DKP < 32 ? DKP : 32;
 
 extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     const ti* __restrict__ k, const ti* __restrict__ v, ta* __restrict__ mk, ta* __restrict__ S,
-    ta* __restrict__ z, int T, int DK, int DV, int n, ta* __restrict__ nc) {  // nc: LOGV only
+    ta* __restrict__ z, int T, int DK, int DV, int n, ta* __restrict__ nc,  // nc: LOGV only
+    const int* __restrict__ rows) {  // rows: seq_row of q, k, v (0, 1, 2), or null
     constexpr int RI = DKP / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Kf = reinterpret_cast<ta*>(smem_raw);  // CH x DKP
@@ -69,8 +70,9 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     const i64 bh = blockIdx.y;
     const i64 r0 = (i64)j * CH;
     const int ns = (int)min((i64)CH, (i64)T - r0);
-    staged<CH * DKP, NT>(tile_loader<DKP>(k + bh * T * DK, r0, T, DK), [&](int idx, ta x) { Kf[idx] = x; });
-    staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * T * DV, r0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
+    const i64 kr = seq_row(rows, 1, bh, gridDim.y), vr = seq_row(rows, 2, bh, gridDim.y);
+    staged<CH * DKP, NT>(tile_loader<DKP>(k + kr * T * DK, r0, T, DK), [&](int idx, ta x) { Kf[idx] = x; });
+    staged<CH * DVP, NT>(tile_loader<DVP>(v + vr * T * DV, r0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
     __syncthreads();
     if (tid < DKP) {
         ta m = (ta)0;
@@ -237,7 +239,8 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict
 extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ta* __restrict__ m_in,
     const ta* __restrict__ S_in, const ta* __restrict__ z_in, ti* __restrict__ out,
-    int Tq, int Tk, int DK, int DV, int n_state, int causal, const ta* __restrict__ n_in) {  // n_in: LOGV only
+    int Tq, int Tk, int DK, int DV, int n_state, int causal, const ta* __restrict__ n_in,  // n_in: LOGV only
+    const int* __restrict__ rows) {  // rows: seq_row of q, k, v (0, 1, 2), or null
     constexpr int RM = CH / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qt = reinterpret_cast<ta*>(smem_raw);  // DKP x QLD: q, then A = exp(q + mm - R)
@@ -265,18 +268,19 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const ta* mi_p = m_in + sidx * DK;
     const ta* zi_p = z_in + sidx * DK;
     const ta* Si_p = S_in + sidx * (i64)DK * DV;
-    const ti* qb = q + (bh * Tq + r0) * DK;
-    const ti* kb = k + (bh * Tk + r0) * DK;  // causal only (Tk == Tq)
+    const i64 qr = seq_row(rows, 0, bh, gridDim.y), kr = seq_row(rows, 1, bh, gridDim.y), vr = seq_row(rows, 2, bh, gridDim.y);
+    const ti* qb = q + (qr * Tq + r0) * DK;
+    const ti* kb = k + (kr * Tk + r0) * DK;  // causal only (Tk == Tq)
 #if LOGV
-    const ti* vb = v + (bh * Tk + r0) * DV;  // causal only
+    const ti* vb = v + (vr * Tk + r0) * DV;  // causal only
     const ta* ni_p = n_in + sidx * DV;
 #endif
-    staged<CH * DKP, NT>(tile_loader<DKP>(q + bh * Tq * DK, r0, Tq, DK),
+    staged<CH * DKP, NT>(tile_loader<DKP>(q + qr * Tq * DK, r0, Tq, DK),
                          [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
     if (causal) {
-        staged<CH * DKP, NT>(tile_loader<DKP>(k + bh * Tk * DK, r0, Tk, DK),
+        staged<CH * DKP, NT>(tile_loader<DKP>(k + kr * Tk * DK, r0, Tk, DK),
                              [&](int idx, ta x) { Kt[(idx % DKP) * QLD + idx / DKP] = x; });
-        staged<CH * DVP, NT>(tile_loader<DVP>(v + bh * Tk * DV, r0, Tk, DV),
+        staged<CH * DVP, NT>(tile_loader<DVP>(v + vr * Tk * DV, r0, Tk, DV),
             [&](int idx, ta x) { Vs[idx] = x; });
     }
     if (tid < CH) flag[tid] = 0;
@@ -361,9 +365,9 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     }
     ta acc[RM][RN];
     zero_acc(acc);
-    ta rows[RM];
+    ta rsum[RM];
 #pragma unroll
-    for (int ii = 0; ii < RM; ++ii) rows[ii] = (ta)0;
+    for (int ii = 0; ii < RM; ++ii) rsum[ii] = (ta)0;
     if (causal) {
         ta P[RM][RM];
         zero_acc(P);
@@ -375,14 +379,14 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
             for (int jj = 0; jj < RM; ++jj) {
                 int s = tx * RM + jj;
                 ta x = (s <= t) ? P[ii][jj] : (ta)0;
-                rows[ii] += x;
+                rsum[ii] += x;
                 Pt[s * QLD + t] = x;
             }
         }
 #pragma unroll
         for (int ii = 0; ii < RM; ++ii)
 #pragma unroll
-            for (int o = 8; o > 0; o >>= 1) rows[ii] += __shfl_xor_sync(0xffffffffu, rows[ii], o);  // over tx
+            for (int o = 8; o > 0; o >>= 1) rsum[ii] += __shfl_xor_sync(0xffffffffu, rsum[ii], o);  // over tx
         __syncthreads();
         mm_acc<RM, RN, CH>(acc, Pt, QLD, Vs, DVP, ty, tx);
     }
@@ -403,7 +407,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     for (int ii = 0; ii < RM; ++ii) {
         int t = ty * RM + ii;
         if (t >= ns) continue;
-        ta den = rows[ii] + DS[t];
+        ta den = rsum[ii] + DS[t];
         if (!(den >= DEN_FLOOR)) {
             if (tx == 0) flag[t] = 1;
             flagged = 1;
@@ -499,13 +503,14 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
 extern "C" __global__ void __launch_bounds__(NT) ek_decode(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ta* __restrict__ m,
     const ta* __restrict__ S, const ta* __restrict__ z, ta* __restrict__ m2, ta* __restrict__ S2,
-    ta* __restrict__ z2, ti* __restrict__ out, int DK, int DV) {
+    ta* __restrict__ z2, ti* __restrict__ out, int DK, int DV, const int* __restrict__ rows) {  // rows: seq_row or null
     __shared__ ta so[DKP], sn[DKP], es[DKP], zn[DKP], vs[DVP], outs[DVP], red[NT / 32];
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.x;
+    const i64 qr = seq_row(rows, 0, bh, gridDim.x), kr = seq_row(rows, 1, bh, gridDim.x), vr = seq_row(rows, 2, bh, gridDim.x);
     ta x = neg_big();
     for (int i = tid; i < DK; i += NT) {
-        ta mi = m[bh * DK + i], ki = ld(k + bh * DK + i);
+        ta mi = m[bh * DK + i], ki = ld(k + kr * DK + i);
         ta mn = fmx(mi, ki);
         ta a = ex(mi - mn), b = ex(ki - mn);
         so[i] = a;
@@ -516,12 +521,12 @@ extern "C" __global__ void __launch_bounds__(NT) ek_decode(
             z2[bh * DK + i] = zi;
             m2[bh * DK + i] = mn;
         }
-        ta xi = ld(q + bh * DK + i) + mn;
+        ta xi = ld(q + qr * DK + i) + mn;
         es[i] = xi;
         x = fmx(x, xi);
     }
     for (int c = tid; c < DV; c += NT) {
-        vs[c] = ld(v + bh * DV + c);
+        vs[c] = ld(v + vr * DV + c);
         outs[c] = (ta)0;
     }
     const ta R = block_max(x, red);

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...state import State
-from ._arrays import batch_layout, flat, inputs, narrow, on_gpu, ta_name, widen
+from ._arrays import batch_layout, flat, inputs, narrow, on_gpu, shared_inputs, ta_name, widen
 from ._compile import DV_BLOCK, grad_fits, make_config
 
 __all__ = ["forward", "log_forward", "compute", "backward", "backward_noncausal"]
@@ -15,14 +15,15 @@ __all__ = ["forward", "log_forward", "compute", "backward", "backward_noncausal"
 
 def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False):
     """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
-    in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none); init: (m, S, z) of the incoming state or None.
+    in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none; broadcast batch views
+    are read through the kernels' row map, not copied); init: (m, S, z) of the incoming state or None.
     ``logv``: ``log_attention`` (v holds log values, the output is log y; the kernels' LOGV mode),
     whose states are (m, S, z, n) with n (..., d_v) the per-column value shift.
     Returns (out (..., Tq, d_v), (m, S, z) / (m, S, z, n) or None)."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     Tq, Tk, DK, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
     if DV > DV_BLOCK:  # independent column blocks: m, z shared, S (and n) split by columns
-        cols = lambda x, c0, c1: xp.ascontiguousarray(x[..., c0:c1])  # noqa: E731
+        cols = lambda x, c0, c1: x[..., c0:c1]  # noqa: E731  (views: flattened below, broadcasts stay shared)
         outs, parts, st = [], [], None
         for c0 in range(0, DV, DV_BLOCK):
             c1 = min(DV, c0 + DV_BLOCK)
@@ -36,7 +37,8 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         return xp.concatenate(outs, axis=-1), st if want_state else None
 
     cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, logv=logv)
-    q3, k3, v3 = flat(xp, q, (BH, Tq, DK)), flat(xp, k, (BH, Tk, DK)), flat(xp, v, (BH, Tk, DV))
+    # broadcast inputs (grouped-query heads) are read through a row map, never copied
+    (q3, k3, v3), rows = shared_inputs(xp, (q, k, v), (2, 2, 2))
     n0 = None if init is None or not logv else flat(xp, init[3], (BH, DV))
     if init is None:
         if causal and Tq == 1 and not logv:  # the decoding kernel reads a state: the one before any token
@@ -56,7 +58,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
     n_out = xp.empty((BH, DV), dtype=ta_dtype) if logv else None
 
     if causal and Tq == 1 and not logv:  # decoding step (log_attention: one token is one chunk)
-        ops.ek_decode(cfg, q3, k3, v3, m0, S0, z0, m_out, S_out, z_out, out, DK, DV, BH)
+        ops.ek_decode(cfg, q3, k3, v3, m0, S0, z0, m_out, S_out, z_out, out, DK, DV, BH, rows=rows)
     else:
         n = -(-Tk // cfg.CH)
         mk = xp.empty((BH, n, DK), dtype=ta_dtype)
@@ -68,16 +70,16 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         if logv:  # the chunks' column maxima of log v, then the column shift entering every chunk
             nc, n_in = xp.empty((BH, n, DV), dtype=ta_dtype), xp.empty((BH, n, DV), dtype=ta_dtype)
             vshift = (nc, n0, n_in, n_out)
-        ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH, nc)
+        ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH, nc, rows=rows)
         ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift)
         if causal:
-            ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH, n_in)
+            ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH, n_in, rows=rows)
         elif Tq > 0:
             if half:
                 raise NotImplementedError("non-causal calls take float32 / float64 inputs")
             one = lambda x: None if x is None else xp.reshape(x, (BH, 1) + x.shape[1:])  # noqa: E731  the final summary as 1 'chunk'
             ops.ek_output(cfg, q3, k3, v3, one(m_out), one(S_out), one(z_out), out, Tq, Tk, DK, DV, 1, False, BH,
-                          one(n_out))
+                          one(n_out), rows=rows)
     state = None
     if want_state:
         state = (xp.reshape(m_out, batch + (DK,)), xp.reshape(S_out, batch + (DK, DV)), xp.reshape(z_out, batch + (DK,)))

@@ -16,7 +16,7 @@
 template <typename ST, bool FAST>
 __device__ __forceinline__ void ek_chunk_body(
     const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, ST* __restrict__ S,
-    float* __restrict__ z, int T, int DK, int DV, int n) {
+    float* __restrict__ z, int T, int DK, int DV, int n, const int* __restrict__ rows) {
     constexpr int LDK = DKP + 8, LDV = DVP + 8, NP = NTC / DKP;
     extern __shared__ __align__(16) unsigned char smem_t[];
     bf* Ks = reinterpret_cast<bf*>(smem_t);  // CH x LDK: k, then exp(k - mk)
@@ -28,8 +28,8 @@ __device__ __forceinline__ void ek_chunk_body(
     const i64 bh = blockIdx.y;
     const i64 r0 = (i64)j * CH;
     const int ns = (int)min((i64)CH, (i64)T - r0);
-    tile_async<DKP>(Ks, LDK, k + bh * T * DK, r0, T, DK);
-    tile_async<DVP>(Vs, LDV, v + bh * T * DV, r0, T, DV);
+    tile_async<DKP>(Ks, LDK, k + seq_row(rows, 1, bh, gridDim.y) * T * DK, r0, T, DK);
+    tile_async<DVP>(Vs, LDV, v + seq_row(rows, 2, bh, gridDim.y) * T * DV, r0, T, DV);
     cp_async_wait_all();
     __syncthreads();
     const int i = threadIdx.x % DKP, pp = threadIdx.x / DKP;
@@ -68,15 +68,16 @@ __device__ __forceinline__ void ek_chunk_body(
 
 extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5(
     const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, bf* __restrict__ S,
-    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ /* nc: LOGV only */) {
-    ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n);
+    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ /* nc: LOGV only */,
+    const int* __restrict__ rows) {
+    ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n, rows);
 }
 
 template <typename ST, bool FAST>
 __device__ __forceinline__ void ek_output_body(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
     const ST* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
-    int Tq, int Tk, int DK, int DV, int n_state, int causal) {
+    int Tq, int Tk, int DK, int DV, int n_state, int causal, const int* __restrict__ rows) {
     constexpr bool F32S = sizeof(ST) == 4;  // summaries in fp32: staged through Fs and converted
     constexpr int LDK = DKP + 8, LDV = DVP + 8, LDF = DVP + 4, NW = NTC / 32, NF = F32S ? DKP * LDF : 0;
     extern __shared__ __align__(16) unsigned char smem_t[];
@@ -103,12 +104,13 @@ __device__ __forceinline__ void ek_output_body(
     const float* mi_p = m_in + sidx * DK;
     const float* zi_p = z_in + sidx * DK;
     const ST* Si_p = S_in + sidx * (i64)DK * DV;
-    const bf* qb = q + (bh * Tq + r0) * DK;
-    const bf* kb = k + (bh * Tk + r0) * DK;
-    tile_async<DKP>(Qs, LDK, q + bh * Tq * DK, r0, Tq, DK);
+    const i64 qr = seq_row(rows, 0, bh, gridDim.y), kr = seq_row(rows, 1, bh, gridDim.y), vr = seq_row(rows, 2, bh, gridDim.y);
+    const bf* qb = q + (qr * Tq + r0) * DK;
+    const bf* kb = k + (kr * Tk + r0) * DK;
+    tile_async<DKP>(Qs, LDK, q + qr * Tq * DK, r0, Tq, DK);
     if (causal) {
-        tile_async<DKP>(Ks, LDK, k + bh * Tk * DK, r0, Tk, DK);
-        tile_async<DVP>(Vs, LDV, v + bh * Tk * DV, r0, Tk, DV);
+        tile_async<DKP>(Ks, LDK, k + kr * Tk * DK, r0, Tk, DK);
+        tile_async<DVP>(Vs, LDV, v + vr * Tk * DV, r0, Tk, DV);
     }
     if constexpr (F32S) state_async(Fs, LDF, reinterpret_cast<const float*>(Si_p), DK, DV);
     else state_async_bf(Hs, LDV, reinterpret_cast<const bf*>(Si_p), DK, DV);
@@ -290,8 +292,9 @@ __device__ __forceinline__ void ek_output_body(
 extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
     const bf* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
-    int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ /* n_in: LOGV only */) {
-    ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal);
+    int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ /* n_in: LOGV only */,
+    const int* __restrict__ rows) {
+    ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, rows);
 }
 
 // The scan over bf16 summaries (S_c read and S_in written as bf16; VEC = 4 per 8 bytes when
