@@ -80,10 +80,11 @@ OPS = {
     "exp_kernel_attention": "lsattn.backends.cupy.exp_kernel:forward",
     "log_attention": "lsattn.backends.cupy.exp_kernel:log_forward",
     "loglinear_gated_delta": "lsattn.backends.cupy.gated_delta:forward",
+    "loglinear_log_attention": "lsattn.backends.cupy.hierarchical:forward",
 }
 #: operators whose float16 / bfloat16 inputs reach the kernels as they are (the others receive
 #: float32 and their outputs are cast back by the registry)
-HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention")
+HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_log_attention")
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
 GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta")
 #: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` as one

@@ -54,6 +54,10 @@ class Config:
             return (3 * DKP * CH + 4 * (DKP + CH) * 16) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
+        if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass)
+            return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + CH) * es
+        if kernel == "hi_scan":  # hierarchical.cu (HI_BV = 16 value columns per block)
+            return (3 * CH * (DKP + 1) + CH * 16 + DKP * 16 + 3 * DKP + 3 * 16 + 256 + 7 * CH + 1) * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -162,6 +166,7 @@ _KERNELS = {
     "step": ("ek_step", "ll_step"),  # the stepper's fused steps (step.py); head dims at run time
     "gated_delta": ("gd_scan",),  # gated_delta.py: the scan over chunks
     "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
+    "hierarchical": ("hi_intra", "hi_scan"),  # hierarchical.py: loglinear_log_attention
 }
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu"),
@@ -303,6 +308,24 @@ class CupyOps:
            (qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, self._i(T), self._i(DK), self._i(DV),
             self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
            shared_mem=smem)
+
+    # hierarchical exp-kernel attention
+    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, T, DK, DV, L, p, F, n, alo, BH):
+        """a: (BH, T) log decays or None (no decay); alo: their clamp (compute-dtype scalar)."""
+        fn, block, smem = self._tk("hierarchical", cfg, "hi_intra")
+        fn((n, BH), block, (q, k, lv, lam, self._p(a), lden, lnum, self._i(T), self._i(DK), self._i(DV), self._i(L),
+                            self._l(p), self._l(F), self._s(cfg, alo)), shared_mem=smem)
+
+    def hi_scan(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wn, wS, wz, out, T, DK, DV, L, p, F, n, n_old, NS, alo, BH):
+        fn, block, smem = self._tk("hierarchical", cfg, "hi_scan")
+        fn((BH, wm.shape[1]), block,
+           (q, k, lv, lam, self._p(a), lden, lnum, wm, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
+            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NS), self._s(cfg, alo)), shared_mem=smem)
+
+    @staticmethod
+    def _s(cfg, x):
+        """A compute-type scalar argument."""
+        return np.float64(x) if cfg.ta == "double" else np.float32(x)
 
     # exp-kernel
     def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None):
