@@ -30,7 +30,7 @@ from strategies import batch_shapes, decays_or_none, head_dims, seeds, seq_lens,
 from test_hierarchical import check, make
 
 weight_kinds = st.sampled_from(["zero", "random", "off"])
-chunks = st.sampled_from([16, 32])
+chunks = st.sampled_from([16, 32, 64])
 
 
 class Emu:

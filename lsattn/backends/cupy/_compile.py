@@ -56,8 +56,10 @@ class Config:
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass)
             return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + CH) * es
-        if kernel == "hi_scan":  # hierarchical.cu (HI_BV = 16 value columns per block)
-            return (3 * CH * (DKP + 1) + CH * 16 + DKP * 16 + 3 * DKP + 3 * 16 + 256 + 7 * CH + 1) * es
+        if kernel == "hi_scan":  # hierarchical.cu (HI_BV = 16 value columns, HI_G slots per pass, HI_LMAX = 64)
+            G = 2 if (es == 8 and CH * DKP > 2048) else 4
+            return ((2 + G) * CH * (DKP + 1) + CH * (16 + 64) + G * (DKP * 16 + 2 * DKP + 16 + 256 + 2 * CH)
+                    + 4 * CH + DKP + 16) * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":

@@ -53,6 +53,8 @@ constexpr int HI_P = NT / CH;  // threads per row of the row maxima
 constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int HI_KLD = DKP + 1;  // row stride of the q / k / e tiles (no bank conflicts)
 constexpr int HI_XLD = CH + 1;
+constexpr int HI_G = (sizeof(ta) == 8 && CH * DKP > 2048) ? 2 : 4;  // slots staged per pass of hi_scan
+#define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
 
 // (U, S) standing for S exp(U), plus w exp(x) (w > 0): the larger exponent becomes the shift.
 __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
@@ -150,14 +152,15 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
 
 // The shared tiles of hi_scan.
 struct HiTiles {
-    ta *Qs, *Ks, *E;        // CH x HI_KLD: queries, keys, exp(q + m - r) / exp(k + suf - M)
+    ta *Qs, *Ks;            // CH x HI_KLD: the chunk's queries, keys
+    ta *E;                  // HI_G x CH x HI_KLD: exp(q + m - r) per staged slot; the merge's exp(k + suf - M)
     ta *LVs;                // CH x HI_BV: clamped log values, then exp(lv - N)
-    ta *Ss, *Ms, *Zs, *Ns;  // the staged slot: DKP x HI_BV, DKP, DKP, HI_BV
-    ta *Rp, *Rr, *Xw;       // NT partial row maxima, CH row shifts, CH row log weights
+    ta *Lam;                // CH x HI_LMAX: the rows' level weights (clamped)
+    ta *Ss, *Ms, *Zs, *Ns;  // the staged slots: HI_G x (DKP x HI_BV, DKP, DKP, HI_BV)
+    ta *Rp, *Rr, *Xw;       // HI_G x NT partial row maxima, HI_G x CH row shifts and row log weights
     ta *ac, *pre, *suf;     // CH decays, prefix sums from the chunk's first token, suffix sums after
     ta *Ld;                 // CH: log den of the rows
-    ta *Mn, *Nn, *Nc;       // DKP, HI_BV, HI_BV: the merge's shifts, the chunk's column maxima
-    ta *G;                  // 1: the chunk's total decay
+    ta *Mn, *Nn;            // DKP, HI_BV: the merge's shifts
 };
 
 extern "C" __global__ void __launch_bounds__(NT) hi_scan(
@@ -176,29 +179,29 @@ extern "C" __global__ void __launch_bounds__(NT) hi_scan(
     ta* b = reinterpret_cast<ta*>(smem_raw);
     sm.Qs = b; b += CH * HI_KLD;
     sm.Ks = b; b += CH * HI_KLD;
-    sm.E = b; b += CH * HI_KLD;
+    sm.E = b; b += HI_G * CH * HI_KLD;
     sm.LVs = b; b += CH * HI_BV;
-    sm.Ss = b; b += DKP * HI_BV;
-    sm.Ms = b; b += DKP;
-    sm.Zs = b; b += DKP;
-    sm.Ns = b; b += HI_BV;
-    sm.Rp = b; b += NT;
-    sm.Rr = b; b += CH;
-    sm.Xw = b; b += CH;
+    sm.Lam = b; b += CH * HI_LMAX;
+    sm.Ss = b; b += HI_G * DKP * HI_BV;
+    sm.Ms = b; b += HI_G * DKP;
+    sm.Zs = b; b += HI_G * DKP;
+    sm.Ns = b; b += HI_G * HI_BV;
+    sm.Rp = b; b += HI_G * NT;
+    sm.Rr = b; b += HI_G * CH;
+    sm.Xw = b; b += HI_G * CH;
     sm.ac = b; b += CH;
     sm.pre = b; b += CH;
     sm.suf = b; b += CH;
     sm.Ld = b; b += CH;
     sm.Mn = b; b += DKP;
     sm.Nn = b; b += HI_BV;
-    sm.Nc = b; b += HI_BV;
-    sm.G = b; b += 1;
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
     const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
     const i64 bh = blockIdx.x;
     const int cb = blockIdx.y, ncb = gridDim.y;
     const int vc = cb * HI_BV + cc;  // this thread's value column
     const bool cok = vc < DV;
+    const int LL = min(L, HI_LMAX);  // levels read (< num_levels(p + T) <= 63)
     ta* mb = wm + (bh * ncb + cb) * NS * DK;
     ta* zb = wz + (bh * ncb + cb) * NS * DK;
     ta* nb = wn + bh * NS * DV;
@@ -216,21 +219,12 @@ extern "C" __global__ void __launch_bounds__(NT) hi_scan(
             const bool ok = s >= t0 && s < t1 && v2 < DV;
             sm.LVs[idx] = ok ? fmx(ld(lv + (bh * T + g0 + s) * DV + v2), lo_v()) : lo_v();
         }
-        if (tid == 0) {  // decays, their prefix sums from t0 and suffix sums after each token
-            ta run = (ta)0;
-            for (int s = 0; s < CH; ++s) {
-                const ta x = hi_decay(ab, g0 + s, T, alo);
-                sm.ac[s] = x;
-                run += x;
-                sm.pre[s] = run;
-            }
-            ta sf = (ta)0;
-            for (int s = CH - 1; s >= 0; --s) {
-                sm.suf[s] = sf;
-                sf += sm.ac[s];
-            }
-            sm.G[0] = sf;
+        for (int idx = tid; idx < CH * HI_LMAX; idx += NT) {
+            const int t = idx / HI_LMAX, l = idx % HI_LMAX;
+            const bool ok = t >= t0 && t < t1 && l < LL;
+            sm.Lam[idx] = ok ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
         }
+        for (int s = tid; s < CH; s += NT) sm.ac[s] = hi_decay(ab, g0 + s, T, alo);
         ta U[HI_RA], Nm[HI_RA], Ud[HI_RA], Dd[HI_RA];  // running (shift, sum) of num (column vc) and den
 #pragma unroll
         for (int i = 0; i < HI_RA; ++i) {
@@ -242,57 +236,76 @@ extern "C" __global__ void __launch_bounds__(NT) hi_scan(
             Dd[i] = (ta)1;
         }
         __syncthreads();
-        // (a) the reads of the held slots
-        for (int s = 0; s < NS; ++s) {
-            const bool held = s < n_old ? ((p >> s) & 1) : ((occ >> (s - n_old)) & 1ull);
-            if (!held) continue;  // uniform over the block
-            for (int i = tid; i < DKP; i += NT) {
-                sm.Ms[i] = i < DK ? mb[s * DK + i] : neg_big();
-                sm.Zs[i] = i < DK ? zb[s * DK + i] : (ta)0;
+        if (tid == 0) {  // prefix sums of the decays from t0 (padding rows hold 0)
+            ta run = (ta)0;
+            for (int s = 0; s < CH; ++s) sm.pre[s] = run += sm.ac[s];
+        } else if (tid == 32) {  // suffix sums after each token (another warp)
+            ta sf = (ta)0;
+            for (int s = CH - 1; s >= 0; --s) {
+                sm.suf[s] = sf;
+                sf += sm.ac[s];
             }
-            for (int idx = tid; idx < DKP * HI_BV; idx += NT) {
-                const int i = idx / HI_BV, v2 = cb * HI_BV + idx % HI_BV;
-                sm.Ss[idx] = (i < DK && v2 < DV) ? Sb[((i64)s * DK + i) * DV + v2] : (ta)0;
+        }
+        __syncthreads();
+        // (a) the reads of the held slots, HI_G at a time
+        for (int s = 0;;) {
+            int sl[HI_G], cnt = 0;
+            for (; s < NS && cnt < HI_G; ++s)
+                if (s < n_old ? ((p >> s) & 1) : ((occ >> (s - n_old)) & 1ull)) sl[cnt++] = s;
+            if (cnt == 0) break;  // uniform over the block
+            for (int idx = tid; idx < cnt * DKP; idx += NT) {
+                const int g = idx / DKP, i = idx % DKP;
+                sm.Ms[idx] = i < DK ? mb[sl[g] * DK + i] : neg_big();
+                sm.Zs[idx] = i < DK ? zb[sl[g] * DK + i] : (ta)0;
             }
-            if (tid < HI_BV) sm.Ns[tid] = cb * HI_BV + tid < DV ? nb[s * DV + cb * HI_BV + tid] : lo_v();
+            for (int idx = tid; idx < cnt * DKP * HI_BV; idx += NT) {
+                const int g = idx / (DKP * HI_BV), i = (idx / HI_BV) % DKP, v2 = cb * HI_BV + idx % HI_BV;
+                sm.Ss[idx] = (i < DK && v2 < DV) ? Sb[((i64)sl[g] * DK + i) * DV + v2] : (ta)0;
+            }
+            for (int idx = tid; idx < cnt * HI_BV; idx += NT) {
+                const int g = idx / HI_BV, v2 = cb * HI_BV + idx % HI_BV;
+                sm.Ns[idx] = v2 < DV ? nb[sl[g] * DV + v2] : lo_v();
+            }
             __syncthreads();
-            {  // partial row maxima of q + m
-                const int t = tid / HI_P, part = tid % HI_P;
+            for (int idx = tid; idx < cnt * NT; idx += NT) {  // partial row maxima of q + m
+                const int g = idx / NT, t = (idx % NT) / HI_P, part = idx % HI_P;
+                const ta* mg = sm.Ms + g * DKP;
                 ta mx = neg_big();
-                for (int i = part; i < DK; i += HI_P) mx = fmx(mx, sm.Qs[t * HI_KLD + i] + sm.Ms[i]);
-                sm.Rp[tid] = mx;
+                for (int i = part; i < DK; i += HI_P) mx = fmx(mx, sm.Qs[t * HI_KLD + i] + mg[i]);
+                sm.Rp[idx] = mx;
             }
             __syncthreads();
-            if (tid < CH) {
-                const int t = tid;
-                ta r = sm.Rp[t * HI_P];
-                for (int u = 1; u < HI_P; ++u) r = fmx(r, sm.Rp[t * HI_P + u]);
-                sm.Rr[t] = r;
-                ta x = neg_big();
-                if (t >= t0 && t < t1) {
-                    const int level = s < n_old ? max(s + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s - n_old + 1);
-                    x = r + fmx(ld(lam + (bh * T + g0 + t) * L + level), lo_v()) + sm.pre[t];
-                }
-                sm.Xw[t] = x;
+            for (int idx = tid; idx < cnt * CH; idx += NT) {  // row shifts and row log weights
+                const int g = idx / CH, t = idx % CH, s2 = sl[g];
+                ta r = sm.Rp[idx * HI_P];
+                for (int u = 1; u < HI_P; ++u) r = fmx(r, sm.Rp[idx * HI_P + u]);
+                sm.Rr[idx] = r;
+                const int level = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s2 - n_old + 1);
+                sm.Xw[idx] = (t >= t0 && t < t1) ? r + sm.Lam[t * HI_LMAX + level] + sm.pre[t] : neg_big();
             }
             __syncthreads();
-            for (int idx = tid; idx < CH * DKP; idx += NT) {
-                const int t = idx / DKP, i = idx % DKP;
-                sm.E[t * HI_KLD + i] = i < DK ? ex(sm.Qs[t * HI_KLD + i] + sm.Ms[i] - sm.Rr[t]) : (ta)0;
+            for (int idx = tid; idx < cnt * CH * DKP; idx += NT) {
+                const int g = idx / (CH * DKP), t = (idx / DKP) % CH, i = idx % DKP;
+                sm.E[(g * CH + t) * HI_KLD + i] = i < DK ? ex(sm.Qs[t * HI_KLD + i] + sm.Ms[g * DKP + i] - sm.Rr[g * CH + t]) : (ta)0;
             }
             __syncthreads();
 #pragma unroll
             for (int i = 0; i < HI_RA; ++i) {
                 const int t = rg * HI_RA + i;
                 if (t < t0 || t >= t1) continue;
-                const ta* et = sm.E + t * HI_KLD;
-                ta num = (ta)0;
-                for (int kk = 0; kk < DK; ++kk) num = fma(et[kk], sm.Ss[kk * HI_BV + cc], num);
-                if (cok && num > (ta)0) hi_lse_add(U[i], Nm[i], sm.Xw[t] + sm.Ns[cc], num);
-                if (cc == 0) {
-                    ta den = (ta)0;
-                    for (int kk = 0; kk < DK; ++kk) den = fma(et[kk], sm.Zs[kk], den);
-                    if (den > (ta)0) hi_lse_add(Ud[i], Dd[i], sm.Xw[t], den);
+                for (int g = 0; g < cnt; ++g) {
+                    const ta* et = sm.E + (g * CH + t) * HI_KLD;
+                    const ta* Sg = sm.Ss + g * DKP * HI_BV + cc;
+                    ta num = (ta)0;
+                    for (int kk = 0; kk < DK; ++kk) num = fma(et[kk], Sg[kk * HI_BV], num);
+                    const ta x = sm.Xw[g * CH + t];
+                    if (cok && num > (ta)0) hi_lse_add(U[i], Nm[i], x + sm.Ns[g * HI_BV + cc], num);
+                    if (cc == 0) {
+                        const ta* zg = sm.Zs + g * DKP;
+                        ta den = (ta)0;
+                        for (int kk = 0; kk < DK; ++kk) den = fma(et[kk], zg[kk], den);
+                        if (den > (ta)0) hi_lse_add(Ud[i], Dd[i], x, den);
+                    }
                 }
             }
             __syncthreads();
@@ -313,7 +326,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_scan(
         if (j == n - 1) break;  // the call's last chunk: no merge (the state is assembled on the host)
         // (b) decay the held slots by the chunk's total, then merge the chunk and slots 1 .. z into z + 1
         hi_rows(sm.Ks, kb, g0, T, DK);
-        const ta G = sm.G[0];
+        const ta G = sm.pre[CH - 1];  // the chunk's total decay
         const int z = __ffsll((long long)(c + 1)) - 1;  // trailing zeros of c + 1
         for (int i = tid; i < DK; i += NT)
             for (int s = 0; s < NS; ++s)

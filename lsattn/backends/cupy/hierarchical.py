@@ -20,7 +20,7 @@ from ..._chunktree import chunk_layout
 from ...hierarchical import OP, _advance_state, _make_state
 from ...state import State
 from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name, widen
-from ._compile import Config, _pad_dim
+from ._compile import SMEM_MAX, Config, _pad_dim
 from .exp_kernel import _tracks_grad
 from .gated_delta import chunk_slots
 
@@ -31,10 +31,14 @@ BV = 16
 
 
 def config(ta, DK, DV, chunk_size=None, half=""):
-    """The compiled variant: FFMA kernels, ``CH = clip(chunk_size, 16, 64)`` (default 32, a power
-    of two; 32 for float64 with a head dim above 64), 16-bit inputs read as they are."""
-    CH = min(max(int(chunk_size or 32), 16), 32 if (ta == "double" and max(DK, DV) > 64) else 64)
-    return Config(ta, half, 1 << (CH.bit_length() - 1), _pad_dim(DK), _pad_dim(min(DV, 128)), tc=False)
+    """The compiled variant: FFMA kernels, ``CH = clip(chunk_size, 16, 64)`` (default 64; a power of
+    two), halved while hi_scan's tiles exceed shared memory (d_k = 128: 32), 16-bit inputs read as
+    they are. A speed knob only: results do not depend on it beyond rounding."""
+    CH = min(max(int(chunk_size or 64), 16), 64)
+    cfg = Config(ta, half, 1 << (CH.bit_length() - 1), _pad_dim(DK), _pad_dim(min(DV, 128)), tc=False)
+    while cfg.CH > 16 and max(cfg.smem("hi_scan"), cfg.smem("hi_intra")) > SMEM_MAX:
+        cfg = Config(ta, half, cfg.CH // 2, cfg.DKP, cfg.DVP, tc=False)
+    return cfg
 
 
 def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
