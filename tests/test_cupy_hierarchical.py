@@ -27,6 +27,7 @@ from lsattn.backends.cupy import hierarchical as chi
 
 from helpers import assert_close
 from strategies import batch_shapes, decays_or_none, head_dims, seeds, seq_lens, split_points
+from test_cupy_gated_delta import _gpu_ready, _torch_cuda
 from test_hierarchical import check, make
 
 weight_kinds = st.sampled_from(["zero", "random", "off"])
@@ -177,21 +178,6 @@ def test_registered_on_cupy():
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
-
-def _gpu_ready():
-    import lsattn.backends.cupy as cb
-
-    pytest.importorskip("cupy")
-    if cb.probe() is not None:
-        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
-
-
-def _torch_cuda():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch without CUDA")
-    return torch
-
 
 @pytest.mark.gpu
 @given(batch=batch_shapes, T=st.one_of(st.just(0), seq_lens, st.integers(100, 600)), dk=st.sampled_from([1, 5, 64, 128]),

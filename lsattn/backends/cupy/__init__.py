@@ -1,7 +1,8 @@
 """CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention``,
-``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``) and
+``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``),
 ``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu``, backward ``gated_delta_bwd.py`` +
-``gated_delta_bwd.cu``, below).
+``gated_delta_bwd.cu``, below) and ``loglinear_log_attention`` (``hierarchical.py`` +
+``hierarchical.cu``, forward only, below).
 
 Layout of this package: one host module per operator family and its kernel files
 (``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu`` and, for bfloat16
@@ -42,6 +43,15 @@ value columns) that keeps the chunk-level Fenwick states and the incoming state'
 them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)`` and merges at chunk
 granularity. float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in
 ``HALF_OPS``). Inputs that require grad: the backward below.
+
+Hierarchical exp-kernel attention (``loglinear_log_attention``): ``hi_intra`` computes every pair
+inside each aligned chunk exactly in log space (parallel over chunks); ``hi_scan`` runs a sequential
+scan over the chunks per (sequence, 16 value columns) with one exp-kernel summary ``(m, n, S, z)``
+per chunk-level Fenwick slot and the incoming state's slots, reads them with per-row / per-column
+shifts and combines everything in log space (the module docstring of ``hierarchical.cu``). 16-bit
+inputs are read as they are (``HALF_OPS``) and computed in float32; the returned state is built on
+the host by the array-API twin's ``_advance_state``. No backward kernel (not in ``GRAD_OPS``):
+inputs that require grad take the array-API path, differentiated by torch.
 
 Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selection falls back to
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed
