@@ -1,4 +1,4 @@
-// The CUDA source of hi_intra and hi_scan (lsattn/backends/cupy/hierarchical.cu) compiled as C++
+// The CUDA source of hi_intra, hi_scan and hi_read (lsattn/backends/cupy/hierarchical.cu) compiled as C++
 // for the CPU, as cuda_emu_gd_scan.cpp does for gd_scan: every CUDA thread of a block is a
 // std::thread, __syncthreads a std::barrier, shared memory one static buffer (blocks run one
 // after another). Only the subset of common.cu that hierarchical.cu uses is restated here (inputs
@@ -49,33 +49,40 @@ inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(sme
 
 #include KERNEL
 
-static void launch(unsigned gx, unsigned gy, unsigned smem, const std::function<void()>& body) {
+static void launch(unsigned gx, unsigned gy, unsigned gz, unsigned smem, const std::function<void()>& body) {
     emu_smem = smem;
     for (unsigned bx = 0; bx < gx; ++bx)
-        for (unsigned by = 0; by < gy; ++by) {
-            std::barrier<> bar(NT);
-            emu_bar = &bar;
-            std::vector<std::thread> threads;
-            for (int t = 0; t < NT; ++t)
-                threads.emplace_back([=, &body] {
-                    threadIdx = {(unsigned)t, 0, 0};
-                    blockIdx = {bx, by, 0};
-                    gridDim = {gx, gy, 1};
-                    body();
-                });
-            for (auto& th : threads) th.join();
-        }
+        for (unsigned by = 0; by < gy; ++by)
+            for (unsigned bz = 0; bz < gz; ++bz) {
+                std::barrier<> bar(NT);
+                emu_bar = &bar;
+                std::vector<std::thread> threads;
+                for (int t = 0; t < NT; ++t)
+                    threads.emplace_back([=, &body] {
+                        threadIdx = {(unsigned)t, 0, 0};
+                        blockIdx = {bx, by, bz};
+                        gridDim = {gx, gy, gz};
+                        body();
+                    });
+                for (auto& th : threads) th.join();
+            }
 }
 
 // hi_intra's launch: grid (n, BH).
 extern "C" void run_intra(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, ta* lden, ta* lnum, int T,
                           int DK, int DV, int L, i64 p, i64 F, ta alo, int n, int BH, unsigned smem) {
-    launch(n, BH, smem, [=] { hi_intra(q, k, lv, lam, a, lden, lnum, T, DK, DV, L, p, F, alo); });
+    launch(n, BH, 1, smem, [=] { hi_intra(q, k, lv, lam, a, lden, lnum, T, DK, DV, L, p, F, alo); });
 }
 
 // hi_scan's launch: grid (BH, ncb).
-extern "C" void run_scan(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, const ta* lden,
-                         const ta* lnum, ta* wm, ta* wz, ta* wn, ta* wS, ta* out, int T, int DK, int DV, int L, i64 p, i64 F,
-                         int n, int n_old, int NS, ta alo, int BH, int ncb, unsigned smem) {
-    launch(BH, ncb, smem, [=] { hi_scan(q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NS, alo); });
+extern "C" void run_scan(const ta* k, const ta* lv, const ta* a, ta* wm, ta* wz, ta* wn, ta* wS, ta* msnap, int T, int DK,
+                         int DV, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int BH, int ncb, unsigned smem) {
+    launch(BH, ncb, 1, smem, [=] { hi_scan(k, lv, a, wm, wz, wn, wS, msnap, T, DK, DV, p, F, n, n_old, NLC, alo); });
+}
+
+// hi_read's launch: grid (n, BH, ncb).
+extern "C" void run_read(const ta* q, const ta* lam, const ta* a, const ta* lden, const ta* lnum, const ta* msnap,
+                         const ta* wz, const ta* wn, const ta* wS, ta* out, int T, int DK, int DV, int L, i64 p, i64 F,
+                         int n, int n_old, int NLC, ta alo, int BH, int ncb, unsigned smem) {
+    launch(n, BH, ncb, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo); });
 }

@@ -35,7 +35,7 @@ chunks = st.sampled_from([16, 32, 64])
 
 
 class Emu:
-    """``ops`` whose hi_intra / hi_scan run the kernels' CUDA source on the CPU
+    """``ops`` whose hi_intra / hi_scan / hi_read run the kernels' CUDA source on the CPU
     (``cuda_emu_hier.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP)."""
 
     xp = np
@@ -70,12 +70,18 @@ class Emu:
         self._lib(cfg).run_intra(*self._ptrs(cfg, (q, k, lv, lam, a, lden, lnum)), *ints, self._s(cfg, alo),
                                  ctypes.c_int(n), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("hi_intra")))
 
-    def hi_scan(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wn, wS, wz, out, T, DK, DV, L, p, F, n, n_old, NS, alo, BH):
+    def hi_scan(self, cfg, k, lv, a, wm, wz, wn, wS, msnap, T, DK, DV, p, F, n, n_old, NLC, alo, BH):
+        ints = [ctypes.c_int(x) for x in (T, DK, DV)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC)]
+        self._lib(cfg).run_scan(*self._ptrs(cfg, (k, lv, a, wm, wz, wn, wS, msnap)), *ints, self._s(cfg, alo),
+                                ctypes.c_int(BH), ctypes.c_int(wm.shape[1]), ctypes.c_uint(cfg.smem("hi_scan")))
+
+    def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
-        ints += [ctypes.c_int(x) for x in (n, n_old, NS)]
-        self._lib(cfg).run_scan(*self._ptrs(cfg, (q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, out)), *ints,
-                                self._s(cfg, alo), ctypes.c_int(BH), ctypes.c_int(wm.shape[1]),
-                                ctypes.c_uint(cfg.smem("hi_scan")))
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC)]
+        self._lib(cfg).run_read(*self._ptrs(cfg, (q, lam, a, lden, lnum, msnap, wz, wn, wS, out)), *ints,
+                                self._s(cfg, alo), ctypes.c_int(BH), ctypes.c_int(wz.shape[1]),
+                                ctypes.c_uint(cfg.smem("hi_read")))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +109,7 @@ def emu_stream(emu, arrays, cuts, C, dtype):
     return np.concatenate(outs, axis=-2), state
 
 
-def _with_neg_inf(arrays, rng):
+def _with_neg_inf(arrays, rng, values=True):
     """-inf at random tokens: log values (a zero value), decays (a hard reset), keys (a feature off;
     with d_k >= 2, so no key has weight 0 and every output stays defined), then the prologue's clamp
     of q, k (``-inf`` -> the finite stand-in)."""
@@ -112,7 +118,8 @@ def _with_neg_inf(arrays, rng):
     if T:
         for _ in range(rng.integers(1, 4)):
             t = rng.integers(T)
-            lv[..., t, rng.integers(lv.shape[-1])] = -np.inf
+            if values:
+                lv[..., t, rng.integers(lv.shape[-1])] = -np.inf
             if k.shape[-1] > 1:
                 k[..., t, rng.integers(k.shape[-1])] = -np.inf
             if a is not None:
@@ -128,12 +135,15 @@ def _with_neg_inf(arrays, rng):
 @settings(max_examples=20)
 def test_kernels_emulated_match_reference(emu, batch, T, dk, dv, C, decay, weights, dtype, scale, neg_inf, seed):
     """One call (T = 1, odd T, T not a multiple of C, several batch axes), magnitudes up to 1e3 in
-    float32, -inf at random tokens."""
+    float32, -inf at random tokens. Zero values (log_v = -inf) only at magnitude 1 in float32: a zero
+    value at a key whose weight exceeds every other visible key's by more than float32's range (e^87,
+    easy with |q|, |k| ~ 30) leaves the output to terms that underflow in the float32 slot summaries
+    (the array-API path's regime, docs/hierarchical.md)."""
     if dtype == "float64":
         scale = min(scale, 30.0)
     arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
     if neg_inf:
-        arrays = _with_neg_inf(arrays, np.random.default_rng(seed))
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=dtype == "float64" or scale == 1.0)
     out, _ = emu_stream(emu, arrays, [], C, dtype)
     assert out.shape == batch + (T, dv) and out.dtype == dtype
     check(out, [None if x is None else x.astype(dtype).astype(np.float64) for x in arrays], dtype, what=f"T={T} C={C}")
@@ -195,7 +205,7 @@ def test_gpu_matches_reference(batch, T, dk, dv, decay, weights, dtype, scale, n
         scale = 1.0
     arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
     if neg_inf:
-        arrays = _with_neg_inf(arrays, np.random.default_rng(seed))
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=scale == 1.0)
     arrays = [None if x is None else x.astype(dtype) for x in arrays]
     assert lsattn.backends.resolve("loglinear_log_attention", array_api_compat.array_namespace(cupy.zeros(1)),
                                    cupy.zeros((2, dk))).name == "cupy"

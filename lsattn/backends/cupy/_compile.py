@@ -56,10 +56,11 @@ class Config:
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass)
             return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + CH) * es
-        if kernel == "hi_scan":  # hierarchical.cu (HI_BV = 16 value columns, HI_G slots per pass, HI_LMAX = 64)
+        if kernel == "hi_scan":  # hierarchical.cu (HI_BV = 16 value columns per block)
+            return (CH * (DKP + 1) + CH * 16 + 3 * CH + DKP + 16) * es
+        if kernel == "hi_read":  # hierarchical.cu (HI_BV = 16 value columns, HI_G slots per pass, HI_LMAX = 64)
             G = 2 if (es == 8 and CH * DKP > 2048) else 4
-            return ((2 + G) * CH * (DKP + 1) + CH * (16 + 64) + G * (DKP * 16 + 2 * DKP + 16 + 256 + 2 * CH)
-                    + 4 * CH + DKP + 16) * es
+            return ((1 + G) * CH * (DKP + 1) + CH * 64 + G * (DKP * 16 + 2 * DKP + 16 + 512 + 2 * CH) + 3 * CH) * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -168,7 +169,7 @@ _KERNELS = {
     "step": ("ek_step", "ll_step"),  # the stepper's fused steps (step.py); head dims at run time
     "gated_delta": ("gd_scan",),  # gated_delta.py: the scan over chunks
     "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
-    "hierarchical": ("hi_intra", "hi_scan"),  # hierarchical.py: loglinear_log_attention
+    "hierarchical": ("hi_intra", "hi_scan", "hi_read"),  # hierarchical.py: loglinear_log_attention
 }
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu"),
@@ -318,11 +319,17 @@ class CupyOps:
         fn((n, BH), block, (q, k, lv, lam, self._p(a), lden, lnum, self._i(T), self._i(DK), self._i(DV), self._i(L),
                             self._l(p), self._l(F), self._s(cfg, alo)), shared_mem=smem)
 
-    def hi_scan(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wn, wS, wz, out, T, DK, DV, L, p, F, n, n_old, NS, alo, BH):
+    def hi_scan(self, cfg, k, lv, a, wm, wz, wn, wS, msnap, T, DK, DV, p, F, n, n_old, NLC, alo, BH):
         fn, block, smem = self._tk("hierarchical", cfg, "hi_scan")
         fn((BH, wm.shape[1]), block,
-           (q, k, lv, lam, self._p(a), lden, lnum, wm, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
-            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NS), self._s(cfg, alo)), shared_mem=smem)
+           (k, lv, self._p(a), wm, wz, wn, wS, msnap, self._i(T), self._i(DK), self._i(DV), self._l(p), self._l(F),
+            self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo)), shared_mem=smem)
+
+    def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
+        fn, block, smem = self._tk("hierarchical", cfg, "hi_read")
+        fn((n, BH, wz.shape[1]), block,
+           (q, lam, self._p(a), lden, lnum, msnap, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
+            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo)), shared_mem=smem)
 
     @staticmethod
     def _s(cfg, x):

@@ -1,7 +1,9 @@
 """Hierarchical exp-kernel attention (``loglinear_log_attention``) on the kernels of
 ``hierarchical.cu``: ``hi_intra`` (the pairs inside every aligned chunk, in log space, parallel
-over chunks) and ``hi_scan`` (a sequential scan over the chunks per (sequence, 16 value columns)
-with one exp-kernel summary per chunk-level Fenwick slot and the incoming state's slots).
+over chunks), ``hi_scan`` (a sequential scan over the chunks per (sequence, 16 value columns) that
+merges one exp-kernel summary per chunk-level Fenwick slot, each stored once, and snapshots the
+held slots' decayed shifts before every chunk) and ``hi_read`` (the reads of those slots and of the
+incoming state's, parallel over (chunk, sequence, 16 value columns)).
 
 Inputs reach the kernels in their own dtype (float32 / float64, bfloat16 / float16 read as 16-bit
 patterns, computed in float32) and the output is written in it. The returned state is assembled on
@@ -26,17 +28,17 @@ from .gated_delta import chunk_slots
 
 __all__ = ["forward", "compute", "config", "BV"]
 
-#: value columns per block of hi_scan (HI_BV of hierarchical.cu)
+#: value columns per block of hi_scan and hi_read (HI_BV of hierarchical.cu)
 BV = 16
 
 
 def config(ta, DK, DV, chunk_size=None, half=""):
     """The compiled variant: FFMA kernels, ``CH = clip(chunk_size, 16, 64)`` (default 64; a power of
-    two), halved while hi_scan's tiles exceed shared memory (d_k = 128: 32), 16-bit inputs read as
+    two), halved while hi_read's tiles exceed shared memory (d_k = 128: 32), 16-bit inputs read as
     they are. A speed knob only: results do not depend on it beyond rounding."""
     CH = min(max(int(chunk_size or 64), 16), 64)
     cfg = Config(ta, half, 1 << (CH.bit_length() - 1), _pad_dim(DK), _pad_dim(min(DV, 128)), tc=False)
-    while cfg.CH > 16 and max(cfg.smem("hi_scan"), cfg.smem("hi_intra")) > SMEM_MAX:
+    while cfg.CH > 16 and max(cfg.smem(x) for x in ("hi_intra", "hi_scan", "hi_read")) > SMEM_MAX:
         cfg = Config(ta, half, cfg.CH // 2, cfg.DKP, cfg.DVP, tc=False)
     return cfg
 
@@ -62,9 +64,9 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
     lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
     ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, T, DK, DV, L, p, F, n, alo, BH)
     n_old = 0 if old is None else old[0].shape[-2]
-    NS = n_old + chunk_slots(F, n, False)
+    NS, NLC = n_old + n, chunk_slots(F, n, False)
     ncb = -(-DV // BV)
-    wm = xp.empty((BH, ncb, NS, DK), dtype=ta_dtype)  # slots: the incoming ones, then the chunk levels
+    wm = xp.empty((BH, ncb, NS, DK), dtype=ta_dtype)  # slots by id: the incoming ones, then one per chunk
     wz = xp.empty((BH, ncb, NS, DK), dtype=ta_dtype)
     wn = xp.empty((BH, NS, DV), dtype=ta_dtype)
     wS = xp.empty((BH, NS, DK, DV), dtype=ta_dtype)
@@ -74,8 +76,10 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
         wz[:, :, :n_old] = z0[:, None]
         wn[:, :n_old] = n0
         wS[:, :n_old] = S0
+    msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m before every chunk
+    ops.hi_scan(cfg, k3, lv3, a2, wm, wz, wn, wS, msnap, T, DK, DV, p, F, n, n_old, NLC, alo, BH)
     out = xp.empty((BH, T, DV), dtype=q.dtype)
-    ops.hi_scan(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wn, wS, wz, out, T, DK, DV, L, p, F, n, n_old, NS, alo, BH)
+    ops.hi_read(cfg, q3, lam3, a2, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH)
     return xp.reshape(out, batch + (T, DV))
 
 
