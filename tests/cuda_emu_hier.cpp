@@ -69,15 +69,16 @@ static void launch(unsigned gx, unsigned gy, unsigned gz, unsigned smem, const s
 }
 
 // hi_intra's launch: grid (n, BH).
-extern "C" void run_intra(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, ta* lden, ta* lnum, int T,
-                          int DK, int DV, int L, i64 p, i64 F, ta alo, int n, int BH, unsigned smem) {
-    launch(n, BH, 1, smem, [=] { hi_intra(q, k, lv, lam, a, lden, lnum, T, DK, DV, L, p, F, alo); });
+extern "C" void run_intra(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, ta* lden, ta* lnum, ta* wm,
+                          ta* wz, ta* wn, ta* wS, ta* gch, int T, int DK, int DV, int L, i64 p, i64 F, ta alo, int n_old,
+                          int ncb, int n, int BH, unsigned smem) {
+    launch(n, BH, 1, smem, [=] { hi_intra(q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, alo, n_old, ncb); });
 }
 
 // hi_scan's launch: grid (BH, ncb).
-extern "C" void run_scan(const ta* k, const ta* lv, const ta* a, ta* wm, ta* wz, ta* wn, ta* wS, ta* msnap, int T, int DK,
-                         int DV, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int BH, int ncb, unsigned smem) {
-    launch(BH, ncb, 1, smem, [=] { hi_scan(k, lv, a, wm, wz, wn, wS, msnap, T, DK, DV, p, F, n, n_old, NLC, alo); });
+extern "C" void run_scan(ta* wm, ta* wz, ta* wn, ta* wS, const ta* gch, ta* msnap, int DK, int DV, i64 p, i64 F, int n,
+                         int n_old, int NLC, int BH, int ncb, unsigned smem) {
+    launch(BH, ncb, 1, smem, [=] { hi_scan(wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC); });
 }
 
 // hi_read's launch: grid (n, BH, ncb).

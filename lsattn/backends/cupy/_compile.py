@@ -55,9 +55,9 @@ class Config:
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass)
-            return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + CH) * es
+            return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64) * es
         if kernel == "hi_scan":  # hierarchical.cu (HI_BV = 16 value columns per block)
-            return (CH * (DKP + 1) + CH * 16 + 3 * CH + DKP + 16) * es
+            return (DKP + 16) * es
         if kernel == "hi_read":  # hierarchical.cu (HI_BV = 16 value columns, HI_G slots per pass, HI_LMAX = 64)
             G = 2 if (es == 8 and CH * DKP > 2048) else 4
             return ((1 + G) * CH * (DKP + 1) + CH * 64 + G * (DKP * 16 + 2 * DKP + 16 + 512 + 2 * CH) + 3 * CH) * es
@@ -313,17 +313,18 @@ class CupyOps:
            shared_mem=smem)
 
     # hierarchical exp-kernel attention
-    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, T, DK, DV, L, p, F, n, alo, BH):
+    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH):
         """a: (BH, T) log decays or None (no decay); alo: their clamp (compute-dtype scalar)."""
         fn, block, smem = self._tk("hierarchical", cfg, "hi_intra")
-        fn((n, BH), block, (q, k, lv, lam, self._p(a), lden, lnum, self._i(T), self._i(DK), self._i(DV), self._i(L),
-                            self._l(p), self._l(F), self._s(cfg, alo)), shared_mem=smem)
+        fn((n, BH), block, (q, k, lv, lam, self._p(a), lden, lnum, wm, wz, wn, wS, gch, self._i(T), self._i(DK),
+                            self._i(DV), self._i(L), self._l(p), self._l(F), self._s(cfg, alo), self._i(n_old),
+                            self._i(wm.shape[1])), shared_mem=smem)
 
-    def hi_scan(self, cfg, k, lv, a, wm, wz, wn, wS, msnap, T, DK, DV, p, F, n, n_old, NLC, alo, BH):
+    def hi_scan(self, cfg, wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC, BH):
         fn, block, smem = self._tk("hierarchical", cfg, "hi_scan")
         fn((BH, wm.shape[1]), block,
-           (k, lv, self._p(a), wm, wz, wn, wS, msnap, self._i(T), self._i(DK), self._i(DV), self._l(p), self._l(F),
-            self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo)), shared_mem=smem)
+           (wm, wz, wn, wS, gch, msnap, self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n), self._i(n_old),
+            self._i(NLC)), shared_mem=smem)
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
         fn, block, smem = self._tk("hierarchical", cfg, "hi_read")

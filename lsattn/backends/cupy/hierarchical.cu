@@ -90,14 +90,19 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     const ti* __restrict__ a,    // (BH, T) or null (no decay)
     ta* __restrict__ lden,       // (BH, T)      out
     ta* __restrict__ lnum,       // (BH, T, DV)  out
-    int T, int DK, int DV, int L, i64 p, i64 F, ta alo) {
+    ta* __restrict__ wm, ta* __restrict__ wz, ta* __restrict__ wn, ta* __restrict__ wS,  // hi_scan's slots (out: slot n_old + j)
+    ta* __restrict__ gch,        // (BH, n) out: the chunks' total decays
+    int T, int DK, int DV, int L, i64 p, i64 F, ta alo, int n_old, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD
+    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD (then exp(k + suf - mc))
     ta* Ks = Qs + CH * HI_KLD;                 // CH x HI_KLD
     ta* X = Ks + CH * HI_KLD;                  // CH x HI_XLD: log weights of the pairs
     ta* LVs = X + CH * HI_XLD;                 // CH x (HI_AV + 1)
     ta* ac = LVs + CH * (HI_AV + 1);           // CH
-    check_smem((2 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + CH) * sizeof(ta));
+    ta* suf = ac + CH;                         // CH
+    ta* mcs = suf + CH;                        // DKP
+    ta* ncs = mcs + DKP;                       // HI_AV
+    check_smem((2 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + 2 * CH + DKP + HI_AV) * sizeof(ta));
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y, c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);  // rows of the call
@@ -130,6 +135,44 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         for (int s = t0; s <= t; ++s) den += ex(X[t * HI_XLD + s] - mx);
         lden[bh * T + g0 + t] = mx + lg(den);
     }
+    // the chunk's summary (all chunks but the call's last): slot n_old + j of hi_scan, keys decayed
+    // to the chunk's end, m = mc (per feature), z, then per column pass n = nc and S
+    const int j = blockIdx.x, n = gridDim.x;
+    const bool summ = j + 1 < n;
+    const int NS = n_old + n;
+    const i64 id = n_old + j;
+    if (summ) {
+        __syncthreads();  // Qs is free
+        if (tid == 0) {
+            ta sf = (ta)0;
+            for (int s = CH - 1; s >= 0; --s) {
+                suf[s] = sf;
+                sf += ac[s];
+            }
+            gch[bh * n + j] = sf;
+        }
+        __syncthreads();
+        if (tid < DKP) {
+            ta M = neg_big();
+            if (tid < DK)
+                for (int s = t0; s < t1; ++s) M = fmx(M, Ks[s * HI_KLD + tid] + suf[s]);
+            mcs[tid] = M;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < CH * DKP; idx += NT) {
+            const int s = idx / DKP, i = idx % DKP;
+            Qs[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HI_KLD + i] + suf[s] - mcs[i]) : (ta)0;
+        }
+        __syncthreads();
+        if (tid < DK) {
+            ta zz = (ta)0;
+            for (int s = 0; s < CH; ++s) zz += Qs[s * HI_KLD + tid];
+            for (int cb = 0; cb < ncb; ++cb) {
+                wm[((bh * ncb + cb) * NS + id) * DK + tid] = mcs[tid];
+                wz[((bh * ncb + cb) * NS + id) * DK + tid] = zz;
+            }
+        }
+    }
     for (int c0 = 0; c0 < DV; c0 += HI_AV) {  // lnum, HI_AV columns at a time
         __syncthreads();
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
@@ -148,6 +191,27 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             for (int s = t0; s <= t; ++s) sum += ex(xt[s] + LVs[s * (HI_AV + 1) + cc] - U);
             lnum[(bh * T + g0 + t) * DV + c0 + cc] = U + lg(sum);
         }
+        if (!summ) continue;
+        __syncthreads();
+        if (tid < HI_AV) {  // the summary's column shifts
+            ta N = lo_v();
+            for (int s = t0; s < t1; ++s) N = fmx(N, LVs[s * (HI_AV + 1) + tid]);
+            ncs[tid] = N;
+            if (c0 + tid < DV) wn[(bh * NS + id) * DV + c0 + tid] = N;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < CH * HI_AV; idx += NT) {
+            const int s = idx / HI_AV, cc = idx % HI_AV;
+            LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? ex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < DKP * HI_AV; idx += NT) {  // S = exp(k + suf - mc)^T exp(lv - nc)
+            const int i = idx / HI_AV, cc = idx % HI_AV;
+            if (i >= DK || c0 + cc >= DV) continue;
+            ta x = (ta)0;
+            for (int s = 0; s < CH; ++s) x = fma(Qs[s * HI_KLD + i], LVs[s * (HI_AV + 1) + cc], x);
+            wS[((bh * NS + id) * DK + i) * DV + c0 + cc] = x;
+        }
     }
 }
 
@@ -162,20 +226,14 @@ __device__ __forceinline__ int hi_slot(i64 c, int m, i64 F, int n_old) {
 }
 
 // Chunk c's decays (one thread per token), then their prefix sums from the chunk's first token of
-// the call (thread 0) and suffix sums after each token (thread 32); ends with a barrier.
-__device__ __forceinline__ void hi_decays(ta* ac, ta* pre, ta* suf, const ti* ab, i64 g0, int T, ta alo) {
+// the call (thread 0); ends with a barrier.
+__device__ __forceinline__ void hi_decays(ta* ac, ta* pre, const ti* ab, i64 g0, int T, ta alo) {
     const int tid = threadIdx.x;
     for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(ab, g0 + s, T, alo);
     __syncthreads();
     if (tid == 0) {
         ta run = (ta)0;
         for (int s = 0; s < CH; ++s) pre[s] = run += ac[s];
-    } else if (tid == 32 && suf) {
-        ta sf = (ta)0;
-        for (int s = CH - 1; s >= 0; --s) {
-            suf[s] = sf;
-            sf += ac[s];
-        }
     }
     __syncthreads();
 }
@@ -183,26 +241,21 @@ __device__ __forceinline__ void hi_decays(ta* ac, ta* pre, ta* suf, const ti* ab
 // hi_scan: one block per (sequence, HI_BV value columns), sequential over the call's chunks but the
 // last: before chunk F + j it writes the held slots' m (decayed to the chunk's start) to
 // msnap[j] (slot order: incoming s, then chunk level m at n_old + m - 1; column block 0 only);
-// after it: every held slot decays by the chunk's total (m += g), then the chunk's summary (keys
-// decayed to its end) and the chunk-level slots 1 .. z (z = trailing zeros of c + 1) merge into
-// the new slot n_old + j (level z + 1), shifted to the larger maxima (factors <= 1).
+// after it every held slot decays by the chunk's total (m += g) and the chunk-level slots 1 .. z
+// (z = trailing zeros of c + 1) merge into the chunk's own summary (slot n_old + j, written by
+// hi_intra; level z + 1 now), in place, shifted to the larger maxima (factors <= 1).
 extern "C" __global__ void __launch_bounds__(NT) hi_scan(
-    const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ a,  // as hi_intra
     ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id; the incoming m first (every column block)
     ta* __restrict__ wz,     // (BH, ncb, n_old + n, DK) ... z
     ta* __restrict__ wn,     // (BH, n_old + n, DV)
     ta* __restrict__ wS,     // (BH, n_old + n, DK, DV)
+    const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
     ta* __restrict__ msnap,  // (BH, n, n_old + NLC, DK) out
-    int T, int DK, int DV, i64 p, i64 F, int n, int n_old, int NLC, ta alo) {
+    int DK, int DV, i64 p, i64 F, int n, int n_old, int NLC) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Ks = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD: keys, then exp(k + suf - M)
-    ta* LVs = Ks + CH * HI_KLD;                // CH x HI_BV: clamped log values, then exp(lv - N)
-    ta* ac = LVs + CH * HI_BV;                 // CH
-    ta* pre = ac + CH;                         // CH
-    ta* suf = pre + CH;                        // CH
-    ta* Mn = suf + CH;                         // DKP
+    ta* Mn = reinterpret_cast<ta*>(smem_raw);  // DKP: the merge's shifts
     ta* Nn = Mn + DKP;                         // HI_BV
-    check_smem((CH * HI_KLD + CH * HI_BV + 3 * CH + DKP + HI_BV) * sizeof(ta));
+    check_smem((DKP + HI_BV) * sizeof(ta));
     const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
     const i64 bh = blockIdx.x;
     const int cb = blockIdx.y, ncb = gridDim.y;
@@ -213,10 +266,8 @@ extern "C" __global__ void __launch_bounds__(NT) hi_scan(
     ta* zb = wz + (bh * ncb + cb) * NS * DK;
     ta* nb = wn + bh * NS * DV;
     ta* Sb = wS + bh * NS * (i64)DK * DV;
-    const ti* kb = k + bh * T * DK;
-    const ti* ab = a ? a + bh * T : nullptr;
     for (int j = 0; j < n; ++j) {
-        const i64 c = F + j, g0 = c * CH - p;
+        const i64 c = F + j;
         if (cb == 0)  // the held slots' m for hi_read
             for (int i = tid; i < DK; i += NT) {
                 ta* dst = msnap + ((bh * n + j) * NSL) * DK + i;
@@ -228,15 +279,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_scan(
                 }
             }
         if (j == n - 1) break;  // the call's last chunk: nothing merges (the state is assembled on the host)
-        const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
-        hi_rows(Ks, kb, g0, T, DK);
-        for (int idx = tid; idx < CH * HI_BV; idx += NT) {
-            const int s = idx / HI_BV, v2 = cb * HI_BV + idx % HI_BV;
-            const bool ok = s >= t0 && s < t1 && v2 < DV;
-            LVs[idx] = ok ? fmx(ld(lv + (bh * T + g0 + s) * DV + v2), lo_v()) : lo_v();
-        }
-        hi_decays(ac, pre, suf, ab, g0, T, alo);
-        const ta G = pre[CH - 1];  // the chunk's total decay
+        const ta G = gch[bh * n + j];
         const int z = __ffsll((long long)(c + 1)) - 1;  // trailing zeros of c + 1
         for (int i = tid; i < DK; i += NT) {  // decay the held slots
             for (int s = 0; s < n_old; ++s)
@@ -246,12 +289,16 @@ extern "C" __global__ void __launch_bounds__(NT) hi_scan(
                 if (id >= 0) mb[id * DK + i] += G;
             }
         }
+        int nz = 0;  // merged slots held
+        for (int m = 1; m <= z; ++m) nz += hi_slot(c, m, F, n_old) >= 0;
         __syncthreads();
-        if (tid < DKP) {  // per-feature shift: the chunk's decayed keys and the merged slots
+        if (nz == 0) continue;  // the chunk's summary is the new slot as it is
+        const i64 dst = n_old + j;
+        if (tid < DKP) {  // per-feature shift: the chunk's and the merged slots'
             const int i = tid;
             ta M = neg_big();
             if (i < DK) {
-                for (int s = t0; s < t1; ++s) M = fmx(M, Ks[s * HI_KLD + i] + suf[s]);
+                M = mb[dst * DK + i];
                 for (int m = 1; m <= z; ++m) {
                     const int id = hi_slot(c, m, F, n_old);
                     if (id >= 0) M = fmx(M, mb[id * DK + i]);
@@ -262,43 +309,33 @@ extern "C" __global__ void __launch_bounds__(NT) hi_scan(
         if (tid >= NT - HI_BV) {  // per-column shift
             const int c2 = tid - (NT - HI_BV), v2 = cb * HI_BV + c2;
             ta N = lo_v();
-            for (int s = t0; s < t1; ++s) N = fmx(N, LVs[s * HI_BV + c2]);
-            if (v2 < DV)
+            if (v2 < DV) {
+                N = nb[dst * DV + v2];
                 for (int m = 1; m <= z; ++m) {
                     const int id = hi_slot(c, m, F, n_old);
                     if (id >= 0) N = fmx(N, nb[id * DV + v2]);
                 }
+            }
             Nn[c2] = N;
         }
         __syncthreads();
-        for (int idx = tid; idx < CH * DKP; idx += NT) {
-            const int s = idx / DKP, i = idx % DKP;
-            Ks[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HI_KLD + i] + suf[s] - Mn[i]) : (ta)0;
-        }
-        for (int idx = tid; idx < CH * HI_BV; idx += NT) {
-            const int s = idx / HI_BV;
-            LVs[idx] = (s >= t0 && s < t1) ? ex(LVs[idx] - Nn[idx % HI_BV]) : (ta)0;
-        }
-        __syncthreads();
-        const i64 dst = n_old + j;  // the new slot (level z + 1)
 #pragma unroll
         for (int i = 0; i < HI_RB; ++i) {
             const int kk = rg * HI_RB + i;
             if (kk >= DK) continue;
             const ta M = Mn[kk];
             if (cok) {
-                ta x = (ta)0;
-                for (int s = 0; s < CH; ++s) x = fma(Ks[s * HI_KLD + kk], LVs[s * HI_BV + cc], x);
+                const i64 o = (dst * DK + kk) * DV + vc;
+                ta x = ex(mb[dst * DK + kk] - M) * ex(nb[dst * DV + vc] - Nn[cc]) * Sb[o];
                 for (int m = 1; m <= z; ++m) {
                     const int id = hi_slot(c, m, F, n_old);
                     if (id >= 0)
                         x = fma(ex(mb[id * DK + kk] - M) * ex(nb[id * DV + vc] - Nn[cc]), Sb[((i64)id * DK + kk) * DV + vc], x);
                 }
-                Sb[(dst * DK + kk) * DV + vc] = x;
+                Sb[o] = x;
             }
             if (cc == 0) {
-                ta x = (ta)0;
-                for (int s = 0; s < CH; ++s) x += Ks[s * HI_KLD + kk];
+                ta x = ex(mb[dst * DK + kk] - M) * zb[dst * DK + kk];
                 for (int m = 1; m <= z; ++m) {
                     const int id = hi_slot(c, m, F, n_old);
                     if (id >= 0) x = fma(ex(mb[id * DK + kk] - M), zb[id * DK + kk], x);
@@ -306,7 +343,8 @@ extern "C" __global__ void __launch_bounds__(NT) hi_scan(
                 zb[dst * DK + kk] = x;
             }
         }
-        for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];  // a new slot: no one reads it yet
+        __syncthreads();  // the old shifts of the chunk's slot are read: now the new ones
+        for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];
         if (tid < HI_BV && cb * HI_BV + tid < DV) nb[dst * DV + cb * HI_BV + tid] = Nn[tid];
         __syncthreads();
     }
@@ -379,7 +417,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_read(
     }
     ta Ud = neg_big(), Dd = (ta)1;  // running (shift, sum) of den of row tid (tid < CH)
     if (tid < CH && tid >= t0 && tid < t1) Ud = lden[bh * T + g0 + tid];
-    hi_decays(sm.ac, sm.pre, nullptr, a ? a + bh * T : nullptr, g0, T, alo);
+    hi_decays(sm.ac, sm.pre, a ? a + bh * T : nullptr, g0, T, alo);
     // the held slots, HI_G at a time (level code: s < n_old incoming slot s, else chunk level s - n_old + 1)
     for (int s = 0;;) {
         int sl[HI_G], id[HI_G], cnt = 0;

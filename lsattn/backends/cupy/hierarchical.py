@@ -60,9 +60,6 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
     lv3, lam3 = flat(xp, lv, (BH, T, DV)), flat(xp, lam, (BH, T, L))
     a2 = None if a is None else flat(xp, a, (BH, T))
     alo = -float(np.finfo(np.dtype(ta_dtype)).max) / 8 / (4 * (p + T))  # hierarchical._forward's clamp
-    lden = xp.empty((BH, T), dtype=ta_dtype)
-    lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
-    ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, T, DK, DV, L, p, F, n, alo, BH)
     n_old = 0 if old is None else old[0].shape[-2]
     NS, NLC = n_old + n, chunk_slots(F, n, False)
     ncb = -(-DV // BV)
@@ -76,8 +73,12 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
         wz[:, :, :n_old] = z0[:, None]
         wn[:, :n_old] = n0
         wS[:, :n_old] = S0
+    lden = xp.empty((BH, T), dtype=ta_dtype)
+    lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
+    gch = xp.empty((BH, n), dtype=ta_dtype)  # the chunks' total decays
+    ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH)
     msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m before every chunk
-    ops.hi_scan(cfg, k3, lv3, a2, wm, wz, wn, wS, msnap, T, DK, DV, p, F, n, n_old, NLC, alo, BH)
+    ops.hi_scan(cfg, wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC, BH)
     out = xp.empty((BH, T, DV), dtype=q.dtype)
     ops.hi_read(cfg, q3, lam3, a2, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH)
     return xp.reshape(out, batch + (T, DV))
