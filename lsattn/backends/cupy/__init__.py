@@ -45,10 +45,11 @@ granularity. float32 / float64 (FFMA); 16-bit inputs are computed in float32 (no
 ``HALF_OPS``). Inputs that require grad: the backward below.
 
 Hierarchical exp-kernel attention (``loglinear_log_attention``): ``hi_intra`` computes every pair
-inside each aligned chunk exactly in log space (parallel over chunks); ``hi_scan`` runs a sequential
-scan over the chunks per (sequence, 16 value columns) with one exp-kernel summary ``(m, n, S, z)``
-per chunk-level Fenwick slot and the incoming state's slots, reads them with per-row / per-column
-shifts and combines everything in log space (the module docstring of ``hierarchical.cu``). 16-bit
+inside each aligned chunk exactly in log space and the chunk's exp-kernel summary ``(m, n, S, z)``
+(parallel over chunks); ``hi_scan`` runs a sequential scan over the chunks per (sequence, 16 value
+columns) that only decays and merges those summaries into the chunk-level Fenwick slots; ``hi_read``
+(parallel over chunks) reads the held slots and the incoming state's with per-row / per-column
+shifts and combines everything in log space (the comments at the top of ``hierarchical.cu``). 16-bit
 inputs are read as they are (``HALF_OPS``) and computed in float32; the returned state is built on
 the host by the array-API twin's ``_advance_state``. No backward kernel (not in ``GRAD_OPS``):
 inputs that require grad take the array-API path, differentiated by torch.
