@@ -81,9 +81,9 @@ extern "C" void run_scan(ta* wm, ta* wz, ta* wn, ta* wS, const ta* gch, ta* msna
     launch(BH, ncb, 1, smem, [=] { hi_scan(wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC); });
 }
 
-// hi_read's launch: grid (n, BH, ncb).
+// hi_read's launch: grid (n ncb, BH).
 extern "C" void run_read(const ta* q, const ta* lam, const ta* a, const ta* lden, const ta* lnum, const ta* msnap,
                          const ta* wz, const ta* wn, const ta* wS, ta* out, int T, int DK, int DV, int L, i64 p, i64 F,
                          int n, int n_old, int NLC, ta alo, int BH, int ncb, unsigned smem) {
-    launch(n, BH, ncb, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo); });
+    launch(n * ncb, BH, 1, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, ncb); });
 }

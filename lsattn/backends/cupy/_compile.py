@@ -328,9 +328,10 @@ class CupyOps:
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
         fn, block, smem = self._tk("hierarchical", cfg, "hi_read")
-        fn((n, BH, wz.shape[1]), block,
+        fn((n * wz.shape[1], BH), block,
            (q, lam, self._p(a), lden, lnum, msnap, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
-            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo)), shared_mem=smem)
+            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1])),
+           shared_mem=smem)
 
     @staticmethod
     def _s(cfg, x):

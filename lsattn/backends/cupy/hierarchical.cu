@@ -361,7 +361,7 @@ struct HiTiles {
     ta *Ld;                 // CH: log den of the rows
 };
 
-// hi_read: one block per (chunk F + j, sequence, HI_BV value columns), in parallel: the reads of the
+// hi_read: one block per (chunk F + j, HI_BV value columns (ncb blocks), sequence), in parallel: the reads of the
 // slots held before the chunk (hi_scan's slots, m from its msnap), combined with hi_intra's partials.
 extern "C" __global__ void __launch_bounds__(NT) hi_read(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
@@ -369,7 +369,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_read(
     const ta* __restrict__ lnum,    // (BH, T, DV)  hi_intra's
     const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_scan's
     ti* __restrict__ out,           // (BH, T, DV)
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo) {
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     HiTiles sm;
     ta* b = reinterpret_cast<ta*>(smem_raw);
@@ -389,9 +389,8 @@ extern "C" __global__ void __launch_bounds__(NT) hi_read(
     sm.Ld = b; b += CH;
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
     const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
-    const int j = blockIdx.x;
+    const int j = blockIdx.x / ncb, cb = blockIdx.x % ncb;  // grid (n ncb, BH): any d_v
     const i64 bh = blockIdx.y;
-    const int cb = blockIdx.z, ncb = gridDim.z;
     const int vc = cb * HI_BV + cc;  // this thread's value column
     const bool cok = vc < DV;
     const int LL = min(L, HI_LMAX);  // levels read (< num_levels(p + T) <= 63)
