@@ -32,7 +32,7 @@ OPS = ["log_attention", "exp_kernel_attention", "loglinear_attention", "loglinea
        "loglinear_log_attention"]
 #: the backend the automatic choice must land on for CUDA arrays (numba_cuda when its probe ran)
 FASTEST = {"loglinear_attention": "cupy", "exp_kernel_attention": "cupy", "log_attention": "cupy",
-           "loglinear_gated_delta": "cupy"}
+           "loglinear_gated_delta": "cupy", "loglinear_log_attention": "cupy"}
 
 
 def _torch():

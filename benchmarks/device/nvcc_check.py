@@ -26,6 +26,13 @@ def configs(op):
     """The variants of ``op``: the forward's (chunk 64) and, for the families with a backward, the
     backward's (its chunk shrinks until the tiles fit)."""
     out = []
+    if op == "hierarchical":  # loglinear_log_attention: its own chunk choice (16, 32, 64)
+        from lsattn.backends.cupy.hierarchical import config
+
+        for ta, half, (dk, dv), ch in itertools.product(["float", "double"], ["", "bf16", "f16"], DIMS, [16, 32, 64]):
+            if not (ta == "double" and half):
+                out.append(config(ta, dk, dv, ch, half))
+        return list(dict.fromkeys(out))
     for ta, half, logv, (dk, dv) in itertools.product(["float", "double"], ["", "bf16", "f16"], [False, True], DIMS):
         if (ta == "double" and half) or (logv and not op.startswith("exp_kernel")):
             continue

@@ -1,7 +1,8 @@
 """CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention``,
-``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``) and
+``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``),
 ``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu``, backward ``gated_delta_bwd.py`` +
-``gated_delta_bwd.cu``, below).
+``gated_delta_bwd.cu``, below) and ``loglinear_log_attention`` (``hierarchical.py`` +
+``hierarchical.cu``, forward only, below).
 
 Layout of this package: one host module per operator family and its kernel files
 (``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu`` and, for bfloat16
@@ -45,6 +46,16 @@ them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)`` and
 granularity. float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in
 ``HALF_OPS``). Inputs that require grad: the backward below.
 
+Hierarchical exp-kernel attention (``loglinear_log_attention``): ``hi_intra`` computes every pair
+inside each aligned chunk exactly in log space and the chunk's exp-kernel summary ``(m, n, S, z)``
+(parallel over chunks); ``hi_scan`` runs a sequential scan over the chunks per (sequence, 16 value
+columns) that only decays and merges those summaries into the chunk-level Fenwick slots; ``hi_read``
+(parallel over chunks) reads the held slots and the incoming state's with per-row / per-column
+shifts and combines everything in log space (the comments at the top of ``hierarchical.cu``). 16-bit
+inputs are read as they are (``HALF_OPS``) and computed in float32; the returned state is built on
+the host by the array-API twin's ``_advance_state``. No backward kernel (not in ``GRAD_OPS``):
+inputs that require grad take the array-API path, differentiated by torch.
+
 Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selection falls back to
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed
 knob here too: the kernels use ``CH = clip(chunk_size, 16, 64)`` (32 for float64 with a head dim
@@ -83,10 +94,11 @@ OPS = {
     "exp_kernel_attention": "lsattn.backends.cupy.exp_kernel:forward",
     "log_attention": "lsattn.backends.cupy.exp_kernel:log_forward",
     "loglinear_gated_delta": "lsattn.backends.cupy.gated_delta:forward",
+    "loglinear_log_attention": "lsattn.backends.cupy.hierarchical:forward",
 }
 #: operators whose float16 / bfloat16 inputs reach the kernels as they are (the others receive
 #: float32 and their outputs are cast back by the registry)
-HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention")
+HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_log_attention")
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
 GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta")
 #: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` as one

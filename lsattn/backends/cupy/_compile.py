@@ -54,6 +54,13 @@ class Config:
             return (3 * DKP * CH + 4 * (DKP + CH) * 16) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
+        if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass)
+            return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64) * es
+        if kernel == "hi_scan":  # hierarchical.cu (HI_BV = 16 value columns per block)
+            return (DKP + 16) * es
+        if kernel == "hi_read":  # hierarchical.cu (HI_BV = 16 value columns, HI_G slots per pass, HI_LMAX = 64)
+            G = 2 if (es == 8 and CH * DKP > 2048) else 4
+            return ((1 + G) * CH * (DKP + 1) + CH * 64 + G * (DKP * 16 + 2 * DKP + 16 + 512 + 2 * CH) + 3 * CH) * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -162,6 +169,7 @@ _KERNELS = {
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
     "gated_delta": ("gd_scan",),  # gated_delta.py: the scan over chunks
     "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
+    "hierarchical": ("hi_intra", "hi_scan", "hi_read"),  # hierarchical.py: loglinear_log_attention
 }
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu"),
@@ -326,6 +334,32 @@ class CupyOps:
            (qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, self._i(T), self._i(DK), self._i(DV),
             self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
            shared_mem=smem)
+
+    # hierarchical exp-kernel attention
+    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH):
+        """a: (BH, T) log decays or None (no decay); alo: their clamp (compute-dtype scalar)."""
+        fn, block, smem = self._tk("hierarchical", cfg, "hi_intra")
+        fn((n, BH), block, (q, k, lv, lam, self._p(a), lden, lnum, wm, wz, wn, wS, gch, self._i(T), self._i(DK),
+                            self._i(DV), self._i(L), self._l(p), self._l(F), self._s(cfg, alo), self._i(n_old),
+                            self._i(wm.shape[1])), shared_mem=smem)
+
+    def hi_scan(self, cfg, wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC, BH):
+        fn, block, smem = self._tk("hierarchical", cfg, "hi_scan")
+        fn((BH, wm.shape[1]), block,
+           (wm, wz, wn, wS, gch, msnap, self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n), self._i(n_old),
+            self._i(NLC)), shared_mem=smem)
+
+    def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
+        fn, block, smem = self._tk("hierarchical", cfg, "hi_read")
+        fn((n * wz.shape[1], BH), block,
+           (q, lam, self._p(a), lden, lnum, msnap, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
+            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1])),
+           shared_mem=smem)
+
+    @staticmethod
+    def _s(cfg, x):
+        """A compute-type scalar argument."""
+        return np.float64(x) if cfg.ta == "double" else np.float32(x)
 
     # exp-kernel
     def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None, rows=None):

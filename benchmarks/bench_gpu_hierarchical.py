@@ -1,0 +1,161 @@
+"""GPU benchmark of ``loglinear_log_attention`` (hierarchical exp-kernel attention) on the CuPy
+kernels (``hierarchical.cu``) against ``loglinear_attention`` (cupy), torch SDPA and its own
+array-API path, in one run.
+
+    python benchmarks/bench_gpu_hierarchical.py [--out DIR] [--T 2048,4096,...] [--api-max 8192]
+    python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192]   # the kernels' forward at chunk 32 / 64
+
+Shapes: B=2, H=16, d_k=d_v=64, forward only, median of CUDA-event times after warm-up, CUDA torch
+tensors. Rows: ours (the public function, no ``backend=``) in float32 and bfloat16; the array-API
+path (``backend="array_api"``, float32, up to ``--api-max`` tokens); ``loglinear_attention``
+(public, float32 and bfloat16); torch SDPA (causal, float32 and bfloat16). Also the float32 error
+of ours against ``lsattn.reference`` (float64) at B=1, H=2, T=2048 (max |log y - ref|, and the
+test bound of tests/test_hierarchical.py). Writes ``bench_gpu_hierarchical.json`` and ``.md``
+(device name and date in both) under ``--out`` (default ``$OUT`` or benchmarks/results).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from _common import utc_now, write_json
+from bench_gpu import cuda_time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+B, H, D = 2, 16, 64
+
+
+def inputs(torch, T, dtype, batch=(B, H), seed=0):
+    """q, k, log_v, log_level_weights, log_decay (moderate decays, random level weights)."""
+    import lsattn
+
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    r = lambda *s: torch.randn(*s, device="cuda", generator=g)  # noqa: E731
+    q, k, lv = (r(*batch, T, D) * (D ** -0.5 if i < 2 else 1.0) for i in range(3))
+    lam = r(*batch, T, lsattn.num_levels(T))
+    a = -0.1 * torch.rand(*batch, T, device="cuda", generator=g)
+    return [x.to(dtype) for x in (q, k, lv, lam, a)]
+
+
+def timed(name, fn, row, key):
+    import torch
+
+    try:
+        ms = cuda_time(fn, reps=10)
+        row[key] = ms
+        print(f"  {name:40s} {ms:9.3f} ms", flush=True)
+    except Exception as exc:  # out of memory, unsupported: recorded, not fatal
+        row[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        print(f"  {name:40s} fails: {row[key]}", flush=True)
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+
+
+def accuracy(torch):
+    """float32 error of ours at B=1, H=2, T=2048 against the float64 reference, and the test bound."""
+    import lsattn
+    from lsattn import reference as ref
+
+    x = inputs(torch, 2048, torch.float32, batch=(1, 2), seed=1)
+    out = lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]).double().cpu().numpy()
+    x64 = [t.double() for t in x]  # the reference on the GPU (float64 torch)
+    want = ref.loglinear_log_attention(*x64[:4], log_decay=x64[4]).cpu().numpy()
+    x64 = [t.cpu().numpy() for t in x64]
+    tol = 1e-5 + 2 * np.finfo(np.float32).eps * (np.abs(x64[0]).max() + np.abs(x64[1]).max())
+    err = float(np.max(np.abs(out - want)))
+    return {"max_abs_err": err, "bound": tol * (1 + float(np.abs(want).max())), "T": 2048, "batch": [1, 2]}
+
+
+def bench(args):
+    import torch
+    import torch.nn.functional as Fn
+
+    import lsattn
+
+    props = torch.cuda.get_device_properties(0)
+    res = {"device": props.name, "date": utc_now(), "shape": {"B": B, "H": H, "d": D}, "rows": {}}
+    res["accuracy_fp32"] = accuracy(torch)
+    print(f"{props.name}  accuracy {res['accuracy_fp32']}", flush=True)
+    for T in args.T:
+        print(f"T={T}", flush=True)
+        row = res["rows"][str(T)] = {}
+        for dt, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            q, k, lv, lam, a = inputs(torch, T, dt)
+            timed(f"loglinear_log_attention {tag}", lambda: lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a),
+                  row, f"ours_{tag}")
+            if dt == torch.float32 and T <= args.api_max:
+                timed("  array-API path fp32", lambda: lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a,
+                                                                                       backend="array_api"),
+                      row, "array_api_fp32")
+            v, w = torch.exp(lv), torch.exp(lam)
+            timed(f"loglinear_attention {tag}", lambda: lsattn.loglinear_attention(q, k, v, a, w), row, f"loglinear_{tag}")
+            timed(f"torch SDPA causal {tag}", lambda: Fn.scaled_dot_product_attention(q, k, v, is_causal=True), row,
+                  f"sdpa_{tag}")
+            del q, k, lv, lam, a, v, w
+    write_json(os.path.join(args.out, "bench_gpu_hierarchical.json"), res)
+    lines = [f"# loglinear_log_attention on the cupy kernels ({props.name}, {res['date']})", "",
+             f"B={B}, H={H}, d_k=d_v={D}, forward, median ms (CUDA events), CUDA torch tensors. "
+             f"fp32 error at B=1, H=2, T=2048: {res['accuracy_fp32']['max_abs_err']:.2e} "
+             f"(test bound {res['accuracy_fp32']['bound']:.2e}).", "",
+             "| T | ours fp32 | ours bf16 | array-API fp32 | loglinear fp32 | loglinear bf16 | SDPA fp32 | SDPA bf16 | "
+             "ours / loglinear (fp32) | array-API / ours (fp32) |", "|---" * 10 + "|"]
+    fmt = lambda x: f"{x:.3f}" if isinstance(x, float) else ("-" if x is None else "fail")  # noqa: E731
+    for T, row in res["rows"].items():
+        o, ll, api = row.get("ours_fp32"), row.get("loglinear_fp32"), row.get("array_api_fp32")
+        r1 = f"{o / ll:.2f}" if isinstance(o, float) and isinstance(ll, float) else "-"
+        r2 = f"{api / o:.1f}" if isinstance(o, float) and isinstance(api, float) else "-"
+        cells = [row.get(x) for x in ("ours_fp32", "ours_bf16", "array_api_fp32", "loglinear_fp32", "loglinear_bf16",
+                                      "sdpa_fp32", "sdpa_bf16")]
+        lines.append(f"| {T} | " + " | ".join(fmt(x) for x in cells) + f" | {r1} | {r2} |")
+    with open(os.path.join(args.out, "bench_gpu_hierarchical.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def kernels(args):
+    """The forward's host logic and kernels (``hierarchical.compute`` on CuPy float32 arrays) at chunk
+    32 and 64 (the public call uses 64)."""
+    import cupy
+
+    from lsattn.backends.cupy import hierarchical as chi
+    from lsattn.backends.cupy._arrays import on_gpu
+
+    for T in args.T:
+        rng = np.random.default_rng(0)
+        x = [cupy.asarray(rng.standard_normal(s).astype(np.float32)) for s in
+             ((B, H, T, D), (B, H, T, D), (B, H, T, D), (B, H, T, T.bit_length() + 1))]
+        a = cupy.asarray(-0.1 * rng.random((B, H, T)).astype(np.float32))
+        with on_gpu(x[0]) as (_, _, ops):
+            for C in (32, 64):
+                full = lambda: chi.compute(ops, *x, a, 0, None, C)  # noqa: E731
+                start, end = cupy.cuda.Event(), cupy.cuda.Event()
+                for _ in range(2):
+                    full()
+                start.record()
+                for _ in range(5):
+                    full()
+                end.record()
+                end.synchronize()
+                cfg = chi.config("float", D, D, C)
+                print(f"T={T} C={cfg.CH}: forward {cupy.cuda.get_elapsed_time(start, end) / 5:.3f} ms "
+                      f"(hi_scan smem {cfg.smem('hi_scan')} B)", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="?", default="bench", choices=["bench", "kernels"])
+    ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(ROOT, "benchmarks", "results")))
+    ap.add_argument("--T", type=lambda s: [int(x) for x in s.split(",")], default=[2048, 4096, 8192, 16384, 32768, 65536])
+    ap.add_argument("--api-max", type=int, default=8192, help="longest T of the array-API row")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    (kernels if args.what == "kernels" else bench)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,512 @@
+// Hierarchical exp-kernel attention (loglinear_log_attention) as CUDA kernels; compiled after
+// common.cu (host: hierarchical.py). The inputs are read in their own dtype (ti, ld: float32,
+// float64, bfloat16 or float16), computed in ta (float for 16-bit inputs), the output written in
+// the inputs' dtype.
+//
+//   log w(t,s) = lam[t, level(t,s)] + (a_{s+1} + ... + a_t) + log sum_i exp(q_ti + k_si)
+//   log y_tc   = log sum_{s<=t} w(t,s) exp(lv_sc) - log sum_{s<=t} w(t,s)
+//
+// Chunks of CH tokens aligned to absolute multiples of CH (positions p .. p + T - 1 of the call;
+// rows outside the call are skipped). Clamps as the array-API path: lam and lv at the stand-in
+// lo = -finfo.max / 8 (lo_v), decays at alo = lo / (4 (p + T)) (a host argument): every sum stays
+// finite and exp of a stand-in minus a finite shift is 0, so -inf weights, decays and values are
+// exact zeros.
+//
+// hi_intra  one block per (chunk, sequence): the pairs (t, s) inside the chunk, exactly in log
+//           space. X_ts = log sum_i exp(q_ti + k_si) (shift max_i per pair) + lam[t, bit_length(t
+//           XOR s)] + (a_{s+1} + ... + a_t) (summed over the stretch: rounding relative to it);
+//           lden_t = log sum_{s<=t} exp(X_ts), lnum_tc = log sum_{s<=t} exp(X_ts + lv_sc), each
+//           with its own maximum as shift (no underflow of a visible term that matters).
+// hi_scan   one block per (sequence, HI_BV value columns): a sequential scan over the chunks
+//           that only merges: one exp-kernel summary (m, n, S, z) per chunk-level Fenwick slot (and
+//           the incoming state's slots), S_ic = sum_s exp(k_si + d_s - m_i) exp(lv_sc - n_c), z_i =
+//           sum_s exp(k_si + d_s - m_i), keys decayed (d_s) to the end of the last chunk merged; a
+//           slot is stored once, by id (the chunk whose merge made it), its m decayed in place
+//           (m += g after every chunk) and snapshot before every chunk (msnap) for hi_read. After
+//           chunk c the chunk's summary (keys decayed to its end by suffix sums inside it) and the
+//           chunk-level slots 1 .. z (z = trailing zeros of c + 1) become slot z + 1 with the
+//           larger per-feature and per-column maxima as shifts (factors <= 1): the Fenwick merge at
+//           chunk granularity of gated_delta.cu's gd_scan (see there why the slots are the chunk
+//           tree's buckets). The incoming slots are never merged (they stay separate, decayed).
+// hi_read   one block per (chunk, sequence, HI_BV value columns), in parallel: start from
+//           hi_intra's (lnum, lden) as running (shift, sum) pairs; for every slot held before the
+//           chunk (incoming slot j: bit j of p, read at level max(j + 1, bit_length(p XOR t));
+//           chunk-level slot m: read at level log2 CH + m), r_t = max_i (q_ti + m_i), e = exp(q + m
+//           - r) <= 1, den_t = e . z, num_tc = e . S_c, log weight x_t = r_t + lam[t, level] +
+//           (a_{t0} + ... + a_t) (t0: the chunk's first token of the call); add den_t exp(x_t) and
+//           num_tc exp(x_t + n_c) to the pairs (hi_lse_add: the larger exponent is the shift, zero
+//           terms skipped); log y = U_tc + log Num_tc - (U_t + log Den_t).
+// The returned state is assembled on the host (hierarchical.py).
+//
+// Zeros: a weight involving a clamped decay or level weight, or a clamped value, has a log at or
+// below alo (every other term is finite and far above it), so its exp is 0 beside any other term,
+// and an output whose every visible term is such a zero comes out at or below alo: written as
+// -inf (the threshold alo / 2 = lo / (8 (p + T)); log outputs of genuine inputs are far above it).
+// A row whose every level is switched off has no defined output (0 / 0: lden at the stand-in).
+// Costs per chunk: hi_intra CH^2 / 2 (d_k + d_v) exponentials; hi_read per held slot CH d_k
+// exponentials (e, once per column block) and 2 CH d_k (d_v + 1) flops; hi_scan's merge CH d_k
+// exponentials and 2 CH d_k d_v flops, on the scan's critical path.
+#define HI_BV 16  // value columns per block of hi_scan / hi_read
+#define HI_AV 64  // value columns per pass of hi_intra
+constexpr int HI_RA = CH / (NT / HI_BV);  // rows per thread of hi_read (16 row groups)
+constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_scan's merge
+constexpr int HI_P = NT / CH;  // threads per row of the row maxima
+constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+constexpr int HI_KLD = DKP + 1;  // row stride of the q / k / e tiles (no bank conflicts)
+constexpr int HI_XLD = CH + 1;
+constexpr int HI_G = (sizeof(ta) == 8 && CH * DKP > 2048) ? 2 : 4;  // slots staged per pass of hi_read
+#define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
+
+// (U, S) standing for S exp(U), plus w exp(x) (w > 0): the larger exponent becomes the shift.
+__device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
+    if (x > U) {
+        S = fma(S, ex(U - x), w);
+        U = x;
+    } else {
+        S = fma(w, ex(x - U), S);
+    }
+}
+
+// Rows g0 .. g0 + CH - 1 of one sequence's (T, D) input into X (row stride ldx, DKP columns);
+// rows outside [0, T) and columns >= D are 0.
+__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D) {
+    for (int idx = threadIdx.x; idx < CH * DKP; idx += NT) {
+        const int t = idx / DKP, i = idx % DKP;
+        const i64 g = g0 + t;
+        X[t * HI_KLD + i] = (i < D && g >= 0 && g < T) ? ld(src + g * D + i) : (ta)0;
+    }
+}
+
+// The clamped decay of row g of a sequence (0 outside the call and without decays).
+__device__ __forceinline__ ta hi_decay(const ti* a, i64 g, int T, ta alo) {
+    return (a && g >= 0 && g < T) ? fmx(ld(a + g), alo) : (ta)0;
+}
+
+extern "C" __global__ void __launch_bounds__(NT) hi_intra(
+    const ti* __restrict__ q,    // (BH, T, DK)
+    const ti* __restrict__ k,    // (BH, T, DK)
+    const ti* __restrict__ lv,   // (BH, T, DV)
+    const ti* __restrict__ lam,  // (BH, T, L)
+    const ti* __restrict__ a,    // (BH, T) or null (no decay)
+    ta* __restrict__ lden,       // (BH, T)      out
+    ta* __restrict__ lnum,       // (BH, T, DV)  out
+    ta* __restrict__ wm, ta* __restrict__ wz, ta* __restrict__ wn, ta* __restrict__ wS,  // hi_scan's slots (out: slot n_old + j)
+    ta* __restrict__ gch,        // (BH, n) out: the chunks' total decays
+    int T, int DK, int DV, int L, i64 p, i64 F, ta alo, int n_old, int ncb) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD (then exp(k + suf - mc))
+    ta* Ks = Qs + CH * HI_KLD;                 // CH x HI_KLD
+    ta* X = Ks + CH * HI_KLD;                  // CH x HI_XLD: log weights of the pairs
+    ta* LVs = X + CH * HI_XLD;                 // CH x (HI_AV + 1)
+    ta* ac = LVs + CH * (HI_AV + 1);           // CH
+    ta* suf = ac + CH;                         // CH
+    ta* mcs = suf + CH;                        // DKP
+    ta* ncs = mcs + DKP;                       // HI_AV
+    check_smem((2 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + 2 * CH + DKP + HI_AV) * sizeof(ta));
+    const int tid = threadIdx.x;
+    const i64 bh = blockIdx.y, c = F + blockIdx.x, g0 = c * CH - p;
+    const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);  // rows of the call
+    hi_rows(Qs, q + bh * T * DK, g0, T, DK);
+    hi_rows(Ks, k + bh * T * DK, g0, T, DK);
+    for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(a ? a + bh * T : nullptr, g0 + s, T, alo);
+    __syncthreads();
+    for (int idx = tid; idx < CH * CH; idx += NT) {  // X_ts = log sum_i exp(q_ti + k_si)
+        const int t = idx / CH, s = idx % CH;
+        if (s > t || s < t0 || t >= t1) continue;
+        const ta* qt = Qs + t * HI_KLD;
+        const ta* ks = Ks + s * HI_KLD;
+        ta mx = neg_big();
+        for (int i = 0; i < DK; ++i) mx = fmx(mx, qt[i] + ks[i]);
+        ta sum = (ta)0;
+        for (int i = 0; i < DK; ++i) sum += ex(qt[i] + ks[i] - mx);
+        X[t * HI_XLD + s] = mx + lg(sum);
+    }
+    __syncthreads();
+    for (int t = t0 + tid; t < t1; t += NT) {  // + level weight + decay over the stretch; lden
+        const ti* lt = lam + (bh * T + g0 + t) * L;
+        ta seg = (ta)0, mx = neg_big();
+        for (int s = t; s >= t0; --s) {
+            const ta x = X[t * HI_XLD + s] + fmx(ld(lt + bitlen64(t ^ s)), lo_v()) + seg;
+            X[t * HI_XLD + s] = x;
+            mx = fmx(mx, x);
+            seg += ac[s];
+        }
+        ta den = (ta)0;
+        for (int s = t0; s <= t; ++s) den += ex(X[t * HI_XLD + s] - mx);
+        lden[bh * T + g0 + t] = mx + lg(den);
+    }
+    // the chunk's summary (all chunks but the call's last): slot n_old + j of hi_scan, keys decayed
+    // to the chunk's end, m = mc (per feature), z, then per column pass n = nc and S
+    const int j = blockIdx.x, n = gridDim.x;
+    const bool summ = j + 1 < n;
+    const int NS = n_old + n;
+    const i64 id = n_old + j;
+    if (summ) {
+        __syncthreads();  // Qs is free
+        if (tid == 0) {
+            ta sf = (ta)0;
+            for (int s = CH - 1; s >= 0; --s) {
+                suf[s] = sf;
+                sf += ac[s];
+            }
+            gch[bh * n + j] = sf;
+        }
+        __syncthreads();
+        if (tid < DKP) {
+            ta M = neg_big();
+            if (tid < DK)
+                for (int s = t0; s < t1; ++s) M = fmx(M, Ks[s * HI_KLD + tid] + suf[s]);
+            mcs[tid] = M;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < CH * DKP; idx += NT) {
+            const int s = idx / DKP, i = idx % DKP;
+            Qs[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HI_KLD + i] + suf[s] - mcs[i]) : (ta)0;
+        }
+        __syncthreads();
+        if (tid < DK) {
+            ta zz = (ta)0;
+            for (int s = 0; s < CH; ++s) zz += Qs[s * HI_KLD + tid];
+            for (int cb = 0; cb < ncb; ++cb) {
+                wm[((bh * ncb + cb) * NS + id) * DK + tid] = mcs[tid];
+                wz[((bh * ncb + cb) * NS + id) * DK + tid] = zz;
+            }
+        }
+    }
+    for (int c0 = 0; c0 < DV; c0 += HI_AV) {  // lnum, HI_AV columns at a time
+        __syncthreads();
+        for (int idx = tid; idx < CH * HI_AV; idx += NT) {
+            const int s = idx / HI_AV, cc = idx % HI_AV;
+            const bool ok = s >= t0 && s < t1 && c0 + cc < DV;
+            LVs[s * (HI_AV + 1) + cc] = ok ? fmx(ld(lv + (bh * T + g0 + s) * DV + c0 + cc), lo_v()) : lo_v();
+        }
+        __syncthreads();
+        for (int idx = tid; idx < CH * HI_AV; idx += NT) {
+            const int t = idx / HI_AV, cc = idx % HI_AV;
+            if (t < t0 || t >= t1 || c0 + cc >= DV) continue;
+            const ta* xt = X + t * HI_XLD;
+            ta U = neg_big();
+            for (int s = t0; s <= t; ++s) U = fmx(U, xt[s] + LVs[s * (HI_AV + 1) + cc]);
+            ta sum = (ta)0;
+            for (int s = t0; s <= t; ++s) sum += ex(xt[s] + LVs[s * (HI_AV + 1) + cc] - U);
+            lnum[(bh * T + g0 + t) * DV + c0 + cc] = U + lg(sum);
+        }
+        if (!summ) continue;
+        __syncthreads();
+        if (tid < HI_AV) {  // the summary's column shifts
+            ta N = lo_v();
+            for (int s = t0; s < t1; ++s) N = fmx(N, LVs[s * (HI_AV + 1) + tid]);
+            ncs[tid] = N;
+            if (c0 + tid < DV) wn[(bh * NS + id) * DV + c0 + tid] = N;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < CH * HI_AV; idx += NT) {
+            const int s = idx / HI_AV, cc = idx % HI_AV;
+            LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? ex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < DKP * HI_AV; idx += NT) {  // S = exp(k + suf - mc)^T exp(lv - nc)
+            const int i = idx / HI_AV, cc = idx % HI_AV;
+            if (i >= DK || c0 + cc >= DV) continue;
+            ta x = (ta)0;
+            for (int s = 0; s < CH; ++s) x = fma(Qs[s * HI_KLD + i], LVs[s * (HI_AV + 1) + cc], x);
+            wS[((bh * NS + id) * DK + i) * DV + c0 + cc] = x;
+        }
+    }
+}
+
+// Slot ids of hi_scan / hi_read: s < n_old the incoming slot s; n_old + j the chunk-level slot the
+// merge after chunk F + j created (its level: 1 + trailing zeros of F + j + 1). Before chunk c the
+// chunk-level slot of level m is held iff bit m - 1 of c is set and the chunk that created it,
+// ((c >> (m - 1)) << (m - 1)) - 1, is one of the call's (>= F); hi_slot returns its id or -1.
+__device__ __forceinline__ int hi_slot(i64 c, int m, i64 F, int n_old) {
+    if (!((c >> (m - 1)) & 1)) return -1;
+    const i64 cr = ((c >> (m - 1)) << (m - 1)) - 1;
+    return cr >= F ? (int)(n_old + cr - F) : -1;
+}
+
+// Chunk c's decays (one thread per token), then their prefix sums from the chunk's first token of
+// the call (thread 0); ends with a barrier.
+__device__ __forceinline__ void hi_decays(ta* ac, ta* pre, const ti* ab, i64 g0, int T, ta alo) {
+    const int tid = threadIdx.x;
+    for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(ab, g0 + s, T, alo);
+    __syncthreads();
+    if (tid == 0) {
+        ta run = (ta)0;
+        for (int s = 0; s < CH; ++s) pre[s] = run += ac[s];
+    }
+    __syncthreads();
+}
+
+// hi_scan: one block per (sequence, HI_BV value columns), sequential over the call's chunks but the
+// last: before chunk F + j it writes the held slots' m (decayed to the chunk's start) to
+// msnap[j] (slot order: incoming s, then chunk level m at n_old + m - 1; column block 0 only);
+// after it every held slot decays by the chunk's total (m += g) and the chunk-level slots 1 .. z
+// (z = trailing zeros of c + 1) merge into the chunk's own summary (slot n_old + j, written by
+// hi_intra; level z + 1 now), in place, shifted to the larger maxima (factors <= 1).
+extern "C" __global__ void __launch_bounds__(NT) hi_scan(
+    ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id; the incoming m first (every column block)
+    ta* __restrict__ wz,     // (BH, ncb, n_old + n, DK) ... z
+    ta* __restrict__ wn,     // (BH, n_old + n, DV)
+    ta* __restrict__ wS,     // (BH, n_old + n, DK, DV)
+    const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
+    ta* __restrict__ msnap,  // (BH, n, n_old + NLC, DK) out
+    int DK, int DV, i64 p, i64 F, int n, int n_old, int NLC) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Mn = reinterpret_cast<ta*>(smem_raw);  // DKP: the merge's shifts
+    ta* Nn = Mn + DKP;                         // HI_BV
+    check_smem((DKP + HI_BV) * sizeof(ta));
+    const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
+    const i64 bh = blockIdx.x;
+    const int cb = blockIdx.y, ncb = gridDim.y;
+    const int vc = cb * HI_BV + cc;
+    const bool cok = vc < DV;
+    const int NS = n_old + n, NSL = n_old + NLC;
+    ta* mb = wm + (bh * ncb + cb) * NS * DK;
+    ta* zb = wz + (bh * ncb + cb) * NS * DK;
+    ta* nb = wn + bh * NS * DV;
+    ta* Sb = wS + bh * NS * (i64)DK * DV;
+    for (int j = 0; j < n; ++j) {
+        const i64 c = F + j;
+        if (cb == 0)  // the held slots' m for hi_read
+            for (int i = tid; i < DK; i += NT) {
+                ta* dst = msnap + ((bh * n + j) * NSL) * DK + i;
+                for (int s = 0; s < n_old; ++s)
+                    if ((p >> s) & 1) dst[s * DK] = mb[s * DK + i];
+                for (int m = 1; m <= NLC; ++m) {
+                    const int id = hi_slot(c, m, F, n_old);
+                    if (id >= 0) dst[(n_old + m - 1) * DK] = mb[id * DK + i];
+                }
+            }
+        if (j == n - 1) break;  // the call's last chunk: nothing merges (the state is assembled on the host)
+        const ta G = gch[bh * n + j];
+        const int z = __ffsll((long long)(c + 1)) - 1;  // trailing zeros of c + 1
+        for (int i = tid; i < DK; i += NT) {  // decay the held slots
+            for (int s = 0; s < n_old; ++s)
+                if ((p >> s) & 1) mb[s * DK + i] += G;
+            for (int m = 1; m <= NLC; ++m) {
+                const int id = hi_slot(c, m, F, n_old);
+                if (id >= 0) mb[id * DK + i] += G;
+            }
+        }
+        int nz = 0;  // merged slots held
+        for (int m = 1; m <= z; ++m) nz += hi_slot(c, m, F, n_old) >= 0;
+        __syncthreads();
+        if (nz == 0) continue;  // the chunk's summary is the new slot as it is
+        const i64 dst = n_old + j;
+        if (tid < DKP) {  // per-feature shift: the chunk's and the merged slots'
+            const int i = tid;
+            ta M = neg_big();
+            if (i < DK) {
+                M = mb[dst * DK + i];
+                for (int m = 1; m <= z; ++m) {
+                    const int id = hi_slot(c, m, F, n_old);
+                    if (id >= 0) M = fmx(M, mb[id * DK + i]);
+                }
+            }
+            Mn[i] = M;
+        }
+        if (tid >= NT - HI_BV) {  // per-column shift
+            const int c2 = tid - (NT - HI_BV), v2 = cb * HI_BV + c2;
+            ta N = lo_v();
+            if (v2 < DV) {
+                N = nb[dst * DV + v2];
+                for (int m = 1; m <= z; ++m) {
+                    const int id = hi_slot(c, m, F, n_old);
+                    if (id >= 0) N = fmx(N, nb[id * DV + v2]);
+                }
+            }
+            Nn[c2] = N;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < HI_RB; ++i) {
+            const int kk = rg * HI_RB + i;
+            if (kk >= DK) continue;
+            const ta M = Mn[kk];
+            if (cok) {
+                const i64 o = (dst * DK + kk) * DV + vc;
+                ta x = ex(mb[dst * DK + kk] - M) * ex(nb[dst * DV + vc] - Nn[cc]) * Sb[o];
+                for (int m = 1; m <= z; ++m) {
+                    const int id = hi_slot(c, m, F, n_old);
+                    if (id >= 0)
+                        x = fma(ex(mb[id * DK + kk] - M) * ex(nb[id * DV + vc] - Nn[cc]), Sb[((i64)id * DK + kk) * DV + vc], x);
+                }
+                Sb[o] = x;
+            }
+            if (cc == 0) {
+                ta x = ex(mb[dst * DK + kk] - M) * zb[dst * DK + kk];
+                for (int m = 1; m <= z; ++m) {
+                    const int id = hi_slot(c, m, F, n_old);
+                    if (id >= 0) x = fma(ex(mb[id * DK + kk] - M), zb[id * DK + kk], x);
+                }
+                zb[dst * DK + kk] = x;
+            }
+        }
+        __syncthreads();  // the old shifts of the chunk's slot are read: now the new ones
+        for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];
+        if (tid < HI_BV && cb * HI_BV + tid < DV) nb[dst * DV + cb * HI_BV + tid] = Nn[tid];
+        __syncthreads();
+    }
+}
+
+// The shared tiles of hi_read.
+struct HiTiles {
+    ta *Qs;                 // CH x HI_KLD: the chunk's queries
+    ta *E;                  // HI_G x CH x HI_KLD: exp(q + m - r) per staged slot
+    ta *Lam;                // CH x HI_LMAX: the rows' level weights (clamped)
+    ta *Ss, *Ms, *Zs, *Ns;  // the staged slots: HI_G x (DKP x HI_BV, DKP, DKP, HI_BV)
+    ta *Rp, *Rr, *Xw, *Dn;  // HI_G x NT partial row maxima / den; HI_G x CH row shifts, row log weights, den
+    ta *ac, *pre;           // CH decays, prefix sums from the chunk's first token of the call
+    ta *Ld;                 // CH: log den of the rows
+};
+
+// hi_read: one block per (chunk F + j, HI_BV value columns (ncb blocks), sequence), in parallel: the reads of the
+// slots held before the chunk (hi_scan's slots, m from its msnap), combined with hi_intra's partials.
+extern "C" __global__ void __launch_bounds__(NT) hi_read(
+    const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
+    const ta* __restrict__ lden,    // (BH, T)      hi_intra's
+    const ta* __restrict__ lnum,    // (BH, T, DV)  hi_intra's
+    const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_scan's
+    ti* __restrict__ out,           // (BH, T, DV)
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    HiTiles sm;
+    ta* b = reinterpret_cast<ta*>(smem_raw);
+    sm.Qs = b; b += CH * HI_KLD;
+    sm.E = b; b += HI_G * CH * HI_KLD;
+    sm.Lam = b; b += CH * HI_LMAX;
+    sm.Ss = b; b += HI_G * DKP * HI_BV;
+    sm.Ms = b; b += HI_G * DKP;
+    sm.Zs = b; b += HI_G * DKP;
+    sm.Ns = b; b += HI_G * HI_BV;
+    sm.Rp = b; b += HI_G * NT;
+    sm.Dn = b; b += HI_G * NT;
+    sm.Rr = b; b += HI_G * CH;
+    sm.Xw = b; b += HI_G * CH;
+    sm.ac = b; b += CH;
+    sm.pre = b; b += CH;
+    sm.Ld = b; b += CH;
+    check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
+    const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
+    const int j = blockIdx.x / ncb, cb = blockIdx.x % ncb;  // grid (n ncb, BH): any d_v
+    const i64 bh = blockIdx.y;
+    const int vc = cb * HI_BV + cc;  // this thread's value column
+    const bool cok = vc < DV;
+    const int LL = min(L, HI_LMAX);  // levels read (< num_levels(p + T) <= 63)
+    const int NS = n_old + n, NSL = n_old + NLC;
+    const ta* mj = msnap + (bh * n + j) * NSL * DK;
+    const ta* zb = wz + (bh * ncb + cb) * NS * DK;
+    const ta* nb = wn + bh * NS * DV;
+    const ta* Sb = wS + bh * NS * (i64)DK * DV;
+    const i64 c = F + j, g0 = c * CH - p;
+    const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
+    hi_rows(sm.Qs, q + bh * T * DK, g0, T, DK);
+    for (int idx = tid; idx < CH * HI_LMAX; idx += NT) {
+        const int t = idx / HI_LMAX, l = idx % HI_LMAX;
+        const bool ok = t >= t0 && t < t1 && l < LL;
+        sm.Lam[idx] = ok ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
+    }
+    ta U[HI_RA], Nm[HI_RA];  // running (shift, sum) of num (column vc)
+#pragma unroll
+    for (int i = 0; i < HI_RA; ++i) {
+        const int t = rg * HI_RA + i;
+        U[i] = t >= t0 && t < t1 && cok ? lnum[(bh * T + g0 + t) * DV + vc] : neg_big();
+        Nm[i] = (ta)1;
+    }
+    ta Ud = neg_big(), Dd = (ta)1;  // running (shift, sum) of den of row tid (tid < CH)
+    if (tid < CH && tid >= t0 && tid < t1) Ud = lden[bh * T + g0 + tid];
+    hi_decays(sm.ac, sm.pre, a ? a + bh * T : nullptr, g0, T, alo);
+    // the held slots, HI_G at a time (level code: s < n_old incoming slot s, else chunk level s - n_old + 1)
+    for (int s = 0;;) {
+        int sl[HI_G], id[HI_G], cnt = 0;
+        for (; s < NSL && cnt < HI_G; ++s) {
+            const int i2 = s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old);
+            if (i2 >= 0) {
+                sl[cnt] = s;
+                id[cnt++] = i2;
+            }
+        }
+        if (cnt == 0) break;  // uniform over the block
+        for (int idx = tid; idx < cnt * DKP; idx += NT) {
+            const int g = idx / DKP, i = idx % DKP;
+            sm.Ms[idx] = i < DK ? mj[sl[g] * DK + i] : neg_big();
+            sm.Zs[idx] = i < DK ? zb[id[g] * DK + i] : (ta)0;
+        }
+        for (int idx = tid; idx < cnt * DKP * HI_BV; idx += NT) {
+            const int g = idx / (DKP * HI_BV), i = (idx / HI_BV) % DKP, v2 = cb * HI_BV + idx % HI_BV;
+            sm.Ss[idx] = (i < DK && v2 < DV) ? Sb[((i64)id[g] * DK + i) * DV + v2] : (ta)0;
+        }
+        for (int idx = tid; idx < cnt * HI_BV; idx += NT) {
+            const int g = idx / HI_BV, v2 = cb * HI_BV + idx % HI_BV;
+            sm.Ns[idx] = v2 < DV ? nb[id[g] * DV + v2] : lo_v();
+        }
+        __syncthreads();
+        for (int idx = tid; idx < cnt * NT; idx += NT) {  // partial row maxima of q + m
+            const int g = idx / NT, t = (idx % NT) / HI_P, part = idx % HI_P;
+            const ta* mg = sm.Ms + g * DKP;
+            ta mx = neg_big();
+            for (int i = part; i < DK; i += HI_P) mx = fmx(mx, sm.Qs[t * HI_KLD + i] + mg[i]);
+            sm.Rp[idx] = mx;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < cnt * CH; idx += NT) {  // row shifts and row log weights
+            const int g = idx / CH, t = idx % CH, s2 = sl[g];
+            ta r = sm.Rp[idx * HI_P];
+            for (int u = 1; u < HI_P; ++u) r = fmx(r, sm.Rp[idx * HI_P + u]);
+            sm.Rr[idx] = r;
+            const int level = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s2 - n_old + 1);
+            sm.Xw[idx] = (t >= t0 && t < t1) ? r + sm.Lam[t * HI_LMAX + level] + sm.pre[t] : neg_big();
+        }
+        __syncthreads();
+        for (int idx = tid; idx < cnt * CH * DKP; idx += NT) {
+            const int g = idx / (CH * DKP), t = (idx / DKP) % CH, i = idx % DKP;
+            sm.E[(g * CH + t) * HI_KLD + i] = i < DK ? ex(sm.Qs[t * HI_KLD + i] + sm.Ms[g * DKP + i] - sm.Rr[g * CH + t]) : (ta)0;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < cnt * NT; idx += NT) {  // partial den: e . z
+            const int g = idx / NT, t = (idx % NT) / HI_P, part = idx % HI_P;
+            const ta* et = sm.E + (g * CH + t) * HI_KLD;
+            const ta* zg = sm.Zs + g * DKP;
+            ta x = (ta)0;
+            for (int i = part; i < DK; i += HI_P) x = fma(et[i], zg[i], x);
+            sm.Dn[idx] = x;
+        }
+        for (int g = 0; g < cnt; ++g) {  // num: e . S (the slot's column loaded once for the thread's rows)
+            const ta* Sg = sm.Ss + g * DKP * HI_BV + cc;
+            const ta* eg = sm.E + (g * CH + rg * HI_RA) * HI_KLD;
+            ta num[HI_RA];
+#pragma unroll
+            for (int i = 0; i < HI_RA; ++i) num[i] = (ta)0;
+            for (int kk = 0; kk < DK; ++kk) {
+                const ta sv = Sg[kk * HI_BV];
+#pragma unroll
+                for (int i = 0; i < HI_RA; ++i) num[i] = fma(eg[i * HI_KLD + kk], sv, num[i]);
+            }
+#pragma unroll
+            for (int i = 0; i < HI_RA; ++i) {
+                const int t = rg * HI_RA + i;
+                if (t >= t0 && t < t1 && cok && num[i] > (ta)0)
+                    hi_lse_add(U[i], Nm[i], sm.Xw[g * CH + t] + sm.Ns[g * HI_BV + cc], num[i]);
+            }
+        }
+        __syncthreads();
+        if (tid < CH && tid >= t0 && tid < t1)
+            for (int g = 0; g < cnt; ++g) {
+                ta den = (ta)0;
+                for (int u = 0; u < HI_P; ++u) den += sm.Dn[(g * CH + tid) * HI_P + u];
+                if (den > (ta)0) hi_lse_add(Ud, Dd, sm.Xw[g * CH + tid], den);
+            }
+        __syncthreads();
+    }
+    if (tid < CH) sm.Ld[tid] = Ud + lg(Dd);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < HI_RA; ++i) {
+        const int t = rg * HI_RA + i;
+        if (t >= t0 && t < t1 && cok) {
+            const ta y = U[i] + lg(Nm[i]) - sm.Ld[t];
+            st(out + (bh * T + g0 + t) * DV + vc, y > alo / 2 ? y : minus_inf());  // see "Zeros" above
+        }
+    }
+}

@@ -1,0 +1,142 @@
+"""Hierarchical exp-kernel attention (``loglinear_log_attention``) on the kernels of
+``hierarchical.cu``: ``hi_intra`` (the pairs inside every aligned chunk, in log space, parallel
+over chunks), ``hi_scan`` (a sequential scan over the chunks per (sequence, 16 value columns) that
+merges one exp-kernel summary per chunk-level Fenwick slot, each stored once, and snapshots the
+held slots' decayed shifts before every chunk) and ``hi_read`` (the reads of those slots and of the
+incoming state's, parallel over (chunk, sequence, 16 value columns)).
+
+Inputs reach the kernels in their own dtype (float32 / float64, bfloat16 / float16 read as 16-bit
+patterns, computed in float32) and the output is written in it. The returned state is assembled on
+the host from the call's inputs with the array-API twin's own ``_advance_state`` (CuPy arrays; the
+array-API layout, so a stream moves between backends). CUDA torch tensors that require grad run
+the array-API formulation on the same device, differentiated by torch (no backward kernel).
+"""
+from __future__ import annotations
+
+import math
+
+import array_api_compat
+import numpy as np
+
+from ..._chunktree import chunk_layout
+from ...hierarchical import OP, _advance_state, _make_state
+from ...state import State
+from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name, widen
+from ._compile import SMEM_MAX, Config, _pad_dim
+from .exp_kernel import _tracks_grad
+from .gated_delta import chunk_slots
+
+__all__ = ["forward", "compute", "config", "BV"]
+
+#: value columns per block of hi_scan and hi_read (HI_BV of hierarchical.cu)
+BV = 16
+
+
+def config(ta, DK, DV, chunk_size=None, half=""):
+    """The compiled variant: FFMA kernels, ``CH = clip(chunk_size, 16, 64)`` (default 32: the forward
+    at B=2, H=16, T=8192, d=64 fp32 took 5.1 ms against 5.7 ms at 64 on an H200; a power of two),
+    halved while hi_read's tiles exceed shared memory, 16-bit inputs read as they are. A speed knob
+    only: results do not depend on it beyond rounding."""
+    CH = min(max(int(chunk_size or 32), 16), 64)
+    cfg = Config(ta, half, 1 << (CH.bit_length() - 1), _pad_dim(DK), _pad_dim(min(DV, 128)), tc=False)
+    while cfg.CH > 16 and max(cfg.smem(x) for x in ("hi_intra", "hi_scan", "hi_read")) > SMEM_MAX:
+        cfg = Config(ta, half, cfg.CH // 2, cfg.DKP, cfg.DVP, tc=False)
+    return cfg
+
+
+def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
+    """Log outputs of one call of ``T >= 1`` tokens at offset ``p``.
+
+    q, k (..., T, d_k), lv (..., T, d_v), lam (..., T, L), a (..., T) or None: arrays of ``ops.xp``
+    of one dtype (``half``: their 16-bit kind); old: the incoming state's ``(m, n, S, z)``
+    (``(..., n_old, d_k)``, ``(..., n_old, d_v)``, ``(..., n_old, d_k, d_v)``, ``(..., n_old, d_k)``,
+    compute dtype) or None. Returns log y (..., T, d_v) in the inputs' dtype.
+    """
+    xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
+    T, DK, DV, L = q.shape[-2], q.shape[-1], lv.shape[-1], lam.shape[-1]
+    cfg = config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half)
+    lay = chunk_layout(p, T, cfg.CH)
+    F, n = lay.first_chunk, lay.n_chunks
+    q3, k3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK))
+    lv3, lam3 = flat(xp, lv, (BH, T, DV)), flat(xp, lam, (BH, T, L))
+    a2 = None if a is None else flat(xp, a, (BH, T))
+    alo = -float(np.finfo(np.dtype(ta_dtype)).max) / 8 / (4 * (p + T))  # hierarchical._forward's clamp
+    n_old = 0 if old is None else old[0].shape[-2]
+    NS, NLC = n_old + n, chunk_slots(F, n, False)
+    ncb = -(-DV // BV)
+    wm = xp.empty((BH, ncb, NS, DK), dtype=ta_dtype)  # slots by id: the incoming ones, then one per chunk
+    wz = xp.empty((BH, ncb, NS, DK), dtype=ta_dtype)
+    wn = xp.empty((BH, NS, DV), dtype=ta_dtype)
+    wS = xp.empty((BH, NS, DK, DV), dtype=ta_dtype)
+    if n_old:
+        m0, n0, S0, z0 = (flat(xp, x, (BH,) + tuple(x.shape[len(batch):])) for x in old)
+        wm[:, :, :n_old] = m0[:, None]
+        wz[:, :, :n_old] = z0[:, None]
+        wn[:, :n_old] = n0
+        wS[:, :n_old] = S0
+    lden = xp.empty((BH, T), dtype=ta_dtype)
+    lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
+    gch = xp.empty((BH, n), dtype=ta_dtype)  # the chunks' total decays
+    ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH)
+    msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m before every chunk
+    ops.hi_scan(cfg, wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC, BH)
+    out = xp.empty((BH, T, DV), dtype=q.dtype)
+    ops.hi_read(cfg, q3, lam3, a2, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH)
+    return xp.reshape(out, batch + (T, DV))
+
+
+def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None):
+    """CuPy-kernel implementation of ``loglinear_log_attention``; the signature of
+    ``lsattn.hierarchical._forward`` (validated inputs of one dtype: float32 / float64, or float16 /
+    bfloat16 as the caller gave them; ``state`` may be None, its tensors float32 / float64).
+
+    Returns
+    -------
+    (log_y (..., T, d_v) in the inputs' dtype, State or None); the state as the array-API twin's.
+    """
+    batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], log_v.shape[-1]
+    p = 0 if state is None else state.offset
+    names = ("m", "n", "S", "z")
+    old_t = None if (state is None or p == 0) else tuple(state.tensors[x] for x in names)
+    if T > 0 and _tracks_grad((q, k, log_v, log_level_weights, log_decay) + (old_t or ())):
+        import torch  # torch autograd: the array-API formulation on the same device, differentiated by torch
+
+        from ...hierarchical import _forward
+
+        args = [x if (x is None or x.dtype == torch.float64) else x.float() for x in (q, k, log_v, log_level_weights, log_decay)]
+        return _forward(*args, state, return_state, chunk_size=chunk_size)
+    with on_gpu(q) as (to_cp, back, ops):
+        xp = ops.xp
+        args, half = inputs(to_cp, (q, k, log_v, log_level_weights) + (() if log_decay is None else (log_decay,)))
+        a = args[4] if log_decay is not None else None
+        sdtype = xp.float32 if half else args[0].dtype
+        old = None if old_t is None else tuple(to_cp(x)[0] for x in old_t)
+        if T == 0:
+            out = back(xp.empty(batch + (0, d_v), dtype=args[0].dtype), half)
+            if not return_state or state is not None:
+                return out, state if return_state else None
+            st = _make_state(array_api_compat.array_namespace(args[0]), 0, batch, d_k, d_v, sdtype, None, args[0])
+            return out, _back_state(st, back)
+        out = back(compute(ops, *args[:4], a, p, old, chunk_size, half), half)
+        if not return_state:
+            return out, None
+        return out, _back_state(new_state(xp, args[1], args[2], a, old, p, half), back)
+
+
+def new_state(xp, k, lv, a, old, p, half=""):
+    """The state after a call (``lsattn.hierarchical._advance_state`` on the CuPy arrays, 16-bit
+    inputs widened to float32): k (..., T, d_k), lv (..., T, d_v), a (..., T) or None."""
+    ns = array_api_compat.array_namespace(k)
+    if half:
+        k, lv, a = (None if x is None else widen(xp, x, half) for x in (k, lv, a))
+    batch, T, d_k, d_v = tuple(k.shape[:-2]), k.shape[-2], k.shape[-1], lv.shape[-1]
+    lo = -float(np.finfo(np.dtype(k.dtype)).max) / 8
+    lv = xp.maximum(lv, lo)  # hierarchical._forward's clamps
+    a = xp.zeros(batch + (T,), dtype=k.dtype) if a is None else xp.maximum(a, lo / (4 * (p + T)))
+    levels = _advance_state(ns, k, lv, a, old, p)
+    return _make_state(ns, p + T, batch, d_k, d_v, k.dtype, levels, k)
+
+
+def _back_state(st, back):
+    tensors = {name: back(x, "") for name, x in st.tensors.items()}
+    return State(OP, st.offset, st.batch_shape, st.d_k, st.d_v, tensors["S"].dtype, tensors)

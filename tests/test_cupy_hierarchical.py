@@ -1,0 +1,260 @@
+"""loglinear_log_attention on the CuPy backend (``hierarchical.cu`` + ``hierarchical.py``) against
+lsattn.reference, with the bounds of tests/test_hierarchical.py (``check``: max |log y - ref| <=
+tol (1 + max |ref|), tol = TOL[dtype] + 2 eps (max |q| + max |k|)).
+
+* CPU (runs in CI): the backend's host logic (``compute``: chunk layout, work buffers, the
+  incoming slots; ``new_state``) driving the kernels' CUDA source compiled for the CPU
+  (``cuda_emu_hier.cpp``: a std::thread per CUDA thread, a barrier per block), which checks the
+  kernels' index arithmetic, shared tiles and barriers without a GPU.
+* GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
+  without ``backend=`` on CuPy arrays and CUDA torch tensors, streams moving between backends,
+  16-bit inputs.
+"""
+from __future__ import annotations
+
+import ctypes
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lsattn
+from lsattn import reference as ref
+from lsattn.backends.cupy import hierarchical as chi
+
+from helpers import assert_close
+from strategies import batch_shapes, decays_or_none, head_dims, seeds, seq_lens, split_points
+from test_cupy_gated_delta import _gpu_ready, _torch_cuda
+from test_hierarchical import check, make
+
+weight_kinds = st.sampled_from(["zero", "random", "off"])
+chunks = st.sampled_from([16, 32, 64])
+
+
+class Emu:
+    """``ops`` whose hi_intra / hi_scan / hi_read run the kernels' CUDA source on the CPU
+    (``cuda_emu_hier.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP)."""
+
+    xp = np
+    libs: dict = {}
+    folder = None
+
+    def _lib(self, cfg):
+        key = (cfg.ta, cfg.CH, cfg.DKP)
+        if key not in self.libs:
+            here = pathlib.Path(__file__).parent
+            kernel = here.parent / "lsattn" / "backends" / "cupy" / "hierarchical.cu"
+            so = pathlib.Path(self.folder) / f"hier_{cfg.ta}_{cfg.CH}_{cfg.DKP}.so"
+            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
+                   f"-DDKP={cfg.DKP}", f'-DKERNEL="{kernel}"', str(here / "cuda_emu_hier.cpp"), "-o", str(so), "-pthread"]
+            subprocess.run(cmd, check=True)
+            self.libs[key] = ctypes.CDLL(str(so))
+        return self.libs[key]
+
+    @staticmethod
+    def _ptrs(cfg, arrays):
+        want = np.float64 if cfg.ta == "double" else np.float32
+        for x in arrays:
+            assert x is None or (x.dtype == want and x.flags.c_contiguous)
+        return [None if x is None else x.ctypes.data_as(ctypes.c_void_p) for x in arrays]
+
+    @staticmethod
+    def _s(cfg, x):
+        return ctypes.c_double(x) if cfg.ta == "double" else ctypes.c_float(x)
+
+    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH):
+        ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
+        self._lib(cfg).run_intra(*self._ptrs(cfg, (q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch)), *ints,
+                                 self._s(cfg, alo), ctypes.c_int(n_old), ctypes.c_int(wm.shape[1]), ctypes.c_int(n),
+                                 ctypes.c_int(BH), ctypes.c_uint(cfg.smem("hi_intra")))
+
+    def hi_scan(self, cfg, wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC, BH):
+        ints = [ctypes.c_int(x) for x in (DK, DV)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC)]
+        self._lib(cfg).run_scan(*self._ptrs(cfg, (wm, wz, wn, wS, gch, msnap)), *ints, ctypes.c_int(BH),
+                                ctypes.c_int(wm.shape[1]), ctypes.c_uint(cfg.smem("hi_scan")))
+
+    def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
+        ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC)]
+        self._lib(cfg).run_read(*self._ptrs(cfg, (q, lam, a, lden, lnum, msnap, wz, wn, wS, out)), *ints,
+                                self._s(cfg, alo), ctypes.c_int(BH), ctypes.c_int(wz.shape[1]),
+                                ctypes.c_uint(cfg.smem("hi_read")))
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory):
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    Emu.folder = tmp_path_factory.mktemp("hier_emu")
+    return Emu()
+
+
+def _sl(arrays, lo, hi):
+    return [None if x is None else (x[..., lo:hi] if x.ndim == arrays[0].ndim - 1 else x[..., lo:hi, :]) for x in arrays]
+
+
+def emu_stream(emu, arrays, cuts, C, dtype):
+    """The emulated kernels through the host logic over a stream cut at ``cuts``: (outputs, state)."""
+    T = arrays[0].shape[-2]
+    bounds = [0] + list(cuts) + [T]
+    outs, state = [], None
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        q, k, lv, lam, a = (None if x is None else np.ascontiguousarray(x, dtype=dtype) for x in _sl(arrays, lo, hi))
+        old = None if lo == 0 else tuple(state.tensors[x] for x in ("m", "n", "S", "z"))
+        outs.append(chi.compute(emu, q, k, lv, lam, a, lo, old, C))
+        state = chi.new_state(np, k, lv, a, old, lo)
+    return np.concatenate(outs, axis=-2), state
+
+
+def _with_neg_inf(arrays, rng, values=True):
+    """-inf at random tokens: log values (a zero value), decays (a hard reset), keys (a feature off;
+    with d_k >= 2, so no key has weight 0 and every output stays defined), then the prologue's clamp
+    of q, k (``-inf`` -> the finite stand-in)."""
+    q, k, lv, lam, a = (None if x is None else x.copy() for x in arrays)
+    T = q.shape[-2]
+    if T:
+        for _ in range(rng.integers(1, 4)):
+            t = rng.integers(T)
+            if values:
+                lv[..., t, rng.integers(lv.shape[-1])] = -np.inf
+            if k.shape[-1] > 1:
+                k[..., t, rng.integers(k.shape[-1])] = -np.inf
+            if a is not None:
+                a[..., t] = -np.inf
+    return q, np.maximum(k, -np.finfo(np.float32).max / 8), lv, lam, a
+
+
+# ---- CPU: the kernels' source, emulated, through the host logic ------------------------------------
+
+@given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=st.sampled_from([1, 3, 17]), C=chunks, decay=decays_or_none,
+       weights=weight_kinds, dtype=st.sampled_from(["float64", "float32"]), scale=st.sampled_from([1.0, 30.0, 1e3]),
+       neg_inf=st.booleans(), seed=seeds)
+@settings(max_examples=20)
+def test_kernels_emulated_match_reference(emu, batch, T, dk, dv, C, decay, weights, dtype, scale, neg_inf, seed):
+    """One call (T = 1, odd T, T not a multiple of C, several batch axes), magnitudes up to 1e3 in
+    float32, -inf at random tokens. Zero values (log_v = -inf) only at magnitude 1 in float32: a zero
+    value at a key whose weight exceeds every other visible key's by more than float32's range (e^87,
+    easy with |q|, |k| ~ 30) leaves the output to terms that underflow in the float32 slot summaries
+    (the array-API path's regime, docs/hierarchical.md)."""
+    if dtype == "float64":
+        scale = min(scale, 30.0)
+    arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
+    if neg_inf:
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=dtype == "float64" or scale == 1.0)
+    out, _ = emu_stream(emu, arrays, [], C, dtype)
+    assert out.shape == batch + (T, dv) and out.dtype == dtype
+    check(out, [None if x is None else x.astype(dtype).astype(np.float64) for x in arrays], dtype, what=f"T={T} C={C}")
+
+
+@given(T=st.integers(1, 150), C=chunks, decay=decays_or_none, weights=weight_kinds, seed=seeds, data=st.data())
+@settings(max_examples=10)
+def test_kernels_emulated_stream_and_state(emu, T, C, decay, weights, seed, data):
+    """Streams cut anywhere (single tokens included) equal one call; the final state equals the
+    array-API state (same tensors: streams move between backends)."""
+    arrays = make(seed, (2,), T, 3, 2, decay=decay, weights=weights)
+    cuts = data.draw(split_points(T, max_splits=5))
+    out, state = emu_stream(emu, arrays, cuts, C, "float64")
+    check(out, arrays, "float64", what=f"cuts={cuts}")
+    _, st_api = lsattn.loglinear_log_attention(*arrays[:4], log_decay=arrays[4], return_state=True, backend="array_api")
+    for name in ("m", "n", "S", "z"):
+        assert_close(state.tensors[name], st_api.tensors[name], 1e-12, what=name)
+
+
+@given(p=st.integers(1, 600), T=st.integers(1, 80), C=chunks, seed=seeds)
+@settings(max_examples=8)
+def test_kernels_emulated_continue_array_api_states(emu, p, T, C, seed):
+    """A state from the array-API backend at offset p (many incoming slots, chunks not aligned to
+    p) continued by the emulated kernels equals one call over p + T tokens."""
+    arrays = make(seed, (2,), p + T, 4, 3, decay="mixed", weights="off")
+    _, state = lsattn.loglinear_log_attention(*_sl(arrays, 0, p)[:4], log_decay=arrays[4][..., :p], return_state=True,
+                                              backend="array_api")
+    old = tuple(state.tensors[x] for x in ("m", "n", "S", "z"))
+    q, k, lv, lam, a = (np.ascontiguousarray(x) for x in _sl(arrays, p, p + T))
+    out = chi.compute(emu, q, k, lv, lam, a, p, old, C)
+    tol = 1e-12 + 4e-16 * (np.abs(arrays[0]).max() + np.abs(arrays[1]).max())
+    assert_close(out, ref.loglinear_log_attention(*arrays[:4], log_decay=arrays[4])[..., p:, :], tol, atol=tol,
+                 what=f"p={p} T={T}")
+
+
+def test_registered_on_cupy():
+    import lsattn.backends.cupy as cb
+
+    assert cb.OPS["loglinear_log_attention"] == "lsattn.backends.cupy.hierarchical:forward"
+    assert "loglinear_log_attention" in cb.HALF_OPS  # 16-bit inputs are read as they are
+    assert "loglinear_log_attention" not in cb.GRAD_OPS  # autograd: the array-API path
+
+
+# ---- GPU ------------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@given(batch=batch_shapes, T=st.one_of(st.just(0), seq_lens, st.integers(100, 300)), dk=st.sampled_from([1, 5, 64, 128]),
+       dv=st.sampled_from([1, 7, 16, 64, 130]), decay=decays_or_none, weights=weight_kinds,
+       dtype=st.sampled_from(["float32", "float64"]), scale=st.sampled_from([1.0, 1e3]), neg_inf=st.booleans(),
+       seed=seeds)
+@settings(max_examples=12, deadline=None)
+def test_gpu_matches_reference(batch, T, dk, dv, decay, weights, dtype, scale, neg_inf, seed):
+    """CuPy arrays, no backend=: the automatic choice is this backend's kernels."""
+    _gpu_ready()
+    import array_api_compat
+    import cupy
+
+    if dtype == "float64":
+        scale = 1.0
+    arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
+    if neg_inf:
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=scale == 1.0)
+    arrays = [None if x is None else x.astype(dtype) for x in arrays]
+    assert lsattn.backends.resolve("loglinear_log_attention", array_api_compat.array_namespace(cupy.zeros(1)),
+                                   cupy.zeros((2, dk))).name == "cupy"
+    dev = [None if x is None else cupy.asarray(x) for x in arrays]
+    out = lsattn.loglinear_log_attention(*dev[:4], log_decay=dev[4])
+    assert isinstance(out, cupy.ndarray) and str(out.dtype) == dtype and out.shape == batch + (T, dv)
+    if T:
+        check(out.get(), [None if x is None else x.astype(np.float64) for x in arrays], dtype, what=f"T={T} {dtype}")
+
+
+@pytest.mark.gpu
+@given(T=st.integers(2, 300), dtype=st.sampled_from(["float32", "float64"]), seed=seeds, data=st.data())
+@settings(max_examples=6, deadline=None)
+def test_gpu_stream_moves_between_backends(T, dtype, seed, data):
+    """CUDA torch tensors streamed with random cuts (single tokens included); the state moves
+    cupy -> array_api -> cupy mid-stream; outputs and final state as one call."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    arrays = [x.astype(dtype) for x in make(seed, (2, 3), T, 16, 8, decay="mixed", weights="off")]
+    dev = [torch.as_tensor(x, device="cuda") for x in arrays]
+    cuts = data.draw(split_points(T, max_splits=6))
+    bounds = [0] + cuts + [T]
+    outs, state = [], None
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        backend = "array_api" if i % 3 == 1 else None
+        piece = _sl(dev, lo, hi)
+        o, state = lsattn.loglinear_log_attention(*piece[:4], log_decay=piece[4], state=state, return_state=True,
+                                                  backend=backend)
+        assert isinstance(o, torch.Tensor) and o.is_cuda
+        outs.append(o.cpu().numpy())
+    check(np.concatenate(outs, axis=-2), [x.astype(np.float64) for x in arrays], dtype, what=f"cuts={cuts}")
+    _, st_api = lsattn.loglinear_log_attention(*arrays[:4], log_decay=arrays[4], return_state=True, backend="array_api")
+    tol = 1e-10 if dtype == "float64" else 1e-4
+    for name in ("m", "n", "S", "z"):
+        assert_close(state.tensors[name].cpu().numpy(), st_api.tensors[name], tol, what=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("T", [1, 63, 64, 1000])
+def test_gpu_16bit_in_16bit_out(T, dtype):
+    """16-bit tensors read as they are, computed in float32, returned in their dtype, within 2e-2
+    (log space, relative to 1 + max |ref|) of the reference on the rounded inputs."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    half = getattr(torch, dtype)
+    tb = [torch.as_tensor(x, device="cuda").to(half) for x in make(7, (2, 2), T, 64, 64, decay="moderate")]
+    out = lsattn.loglinear_log_attention(*tb[:4], log_decay=tb[4])
+    assert out.dtype == half and out.is_cuda
+    want = ref.loglinear_log_attention(*[t.double().cpu().numpy() for t in tb[:4]], log_decay=tb[4].double().cpu().numpy())
+    assert_close(out.double().cpu().numpy(), want, 2e-2, atol=2e-2)
