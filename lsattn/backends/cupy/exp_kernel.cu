@@ -234,6 +234,75 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict
     scan_S<ta, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
 }
 
+// Exact recomputation of the rows of a chunk flagged in flag[] (ns rows), one warp per row (NW warps):
+// the row's own shift R' = max_i (q_ti + max(m_in_i, max_{s<=t} k_si)), den and (LOGV: the visible
+// column shift n'_tc) num from the inputs (qb, kb, vb: the chunk's first rows) and the summary
+// entering the chunk (mi_p, zi_p, Si_p: S_in stored as the compute type or bf16; ni_p: LOGV's
+// n_in); fb: NW x (DKP + CH) scratch. Shared by ek_output and the tensor-core ek_output_tc5.
+template <int NW, typename SI>
+__device__ __forceinline__ void ek_exact_rows(const int* flag, ta* fb, int ns, int causal, const ti* qb, const ti* kb,
+                                              const ti* vb, const ta* mi_p, const ta* zi_p, const SI* Si_p,
+                                              const ta* ni_p, ti* ob, int DK, int DV) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    ta* fe = fb + w * (DKP + CH);  // exp(q_ti + m_in_i - R')
+    ta* fw = fe + DKP;             // w(t, s) exp(-R'), s <= t
+    for (int t = w; t < ns; t += NW) {
+        if (!flag[t]) continue;
+        const ti* qr = qb + (i64)t * DK;
+        ta xm = neg_big();
+        for (int i = lane; i < DK; i += 32) {
+            ta mr = mi_p[i];
+            if (causal)
+                for (int s = 0; s <= t; ++s) mr = fmx(mr, ld(kb + (i64)s * DK + i));
+            xm = fmx(xm, ld(qr + i) + mr);
+        }
+        const ta R = warp_max(xm);
+        ta dst = (ta)0;
+        for (int i = lane; i < DK; i += 32) {
+            ta e = ex((ld(qr + i) + mi_p[i]) - R);
+            fe[i] = e;
+            dst = fma(e, zi_p[i], dst);
+        }
+        ta den = warp_sum(dst);
+        if (causal) {
+            for (int s = 0; s <= t; ++s) {
+                ta ws = (ta)0;
+                for (int i = lane; i < DK; i += 32) ws += ex((ld(qr + i) + ld(kb + (i64)s * DK + i)) - R);
+                ws = warp_sum(ws);
+                if (lane == 0) fw[s] = ws;
+                den += ws;
+            }
+        }
+        __syncwarp();
+#if LOGV
+        const ta lden = lg(den);
+        for (int c = lane; c < DV; c += 32) {  // the visible column shift n'
+            const ta ni = ni_p[c];
+            ta np = ni;
+            if (causal)
+                for (int s = 0; s <= t; ++s) np = fmx(np, ld(vb + (i64)s * DV + c));
+            ta num = (ta)0;
+            if (causal)
+                for (int s = 0; s <= t; ++s) num = fma(fw[s], ex(fmx(ld(vb + (i64)s * DV + c), lo_v()) - np), num);
+            ta sp = (ta)0;
+            for (int i = 0; i < DK; ++i) sp = fma(fe[i], (ta)from_st(Si_p[(i64)i * DV + c]), sp);
+            num = fma(ex(ni - np), sp, num);
+            st(ob + (i64)t * DV + c, log_out(lg(num) - lden + np));
+        }
+#else
+        const ta inv = (ta)1 / den;
+        for (int c = lane; c < DV; c += 32) {
+            ta num = (ta)0;
+            if (causal)
+                for (int s = 0; s <= t; ++s) num = fma(fw[s], ld(vb + (i64)s * DV + c), num);
+            for (int i = 0; i < DK; ++i) num = fma(fe[i], (ta)from_st(Si_p[(i64)i * DV + c]), num);
+            st(ob + (i64)t * DV + c, num * inv);
+        }
+#endif
+        __syncwarp();
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ta* __restrict__ m_in,
     const ta* __restrict__ S_in, const ta* __restrict__ z_in, ti* __restrict__ out,
@@ -267,10 +336,8 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const ta* Si_p = S_in + sidx * (i64)DK * DV;
     const ti* qb = q + (bh * Tq + r0) * DK;
     const ti* kb = k + (bh * Tk + r0) * DK;  // causal only (Tk == Tq)
-#if LOGV
     const ti* vb = v + (bh * Tk + r0) * DV;  // causal only
-    const ta* ni_p = n_in + sidx * DV;
-#endif
+    const ta* ni_p = LOGV ? n_in + sidx * DV : nullptr;
     staged<CH * DKP, NT>(tile_loader<DKP>(q + bh * Tq * DK, r0, Tq, DK),
                          [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
     if (causal) {
@@ -433,65 +500,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     }
     if (!__syncthreads_or(flagged)) return;
 
-    // exact recomputation of flagged rows, one warp per row
-    const int w = tid >> 5, lane = tid & 31;
-    ta* fe = fb + w * (DKP + CH);  // exp(q_ti + m_in_i - R')
-    ta* fw = fe + DKP;             // w(t, s) exp(-R'), s <= t
-    for (int t = w; t < ns; t += NT / 32) {
-        if (!flag[t]) continue;
-        const ti* qr = qb + (i64)t * DK;
-        ta xm = neg_big();
-        for (int i = lane; i < DK; i += 32) {
-            ta mr = mi_p[i];
-            if (causal)
-                for (int s = 0; s <= t; ++s) mr = fmx(mr, ld(kb + (i64)s * DK + i));
-            xm = fmx(xm, ld(qr + i) + mr);
-        }
-        const ta R = warp_max(xm);
-        ta dst = (ta)0;
-        for (int i = lane; i < DK; i += 32) {
-            ta e = ex((ld(qr + i) + mi_p[i]) - R);
-            fe[i] = e;
-            dst = fma(e, zi_p[i], dst);
-        }
-        ta den = warp_sum(dst);
-        if (causal) {
-            for (int s = 0; s <= t; ++s) {
-                ta ws = (ta)0;
-                for (int i = lane; i < DK; i += 32) ws += ex((ld(qr + i) + ld(kb + (i64)s * DK + i)) - R);
-                ws = warp_sum(ws);
-                if (lane == 0) fw[s] = ws;
-                den += ws;
-            }
-        }
-        __syncwarp();
-#if LOGV
-        const ta lden = lg(den);
-        for (int c = lane; c < DV; c += 32) {  // the visible column shift n'
-            const ta ni = ni_p[c];
-            ta np = ni;
-            if (causal)
-                for (int s = 0; s <= t; ++s) np = fmx(np, ld(vb + (i64)s * DV + c));
-            ta num = (ta)0;
-            if (causal)
-                for (int s = 0; s <= t; ++s) num = fma(fw[s], ex(fmx(ld(vb + (i64)s * DV + c), lo_v()) - np), num);
-            ta sp = (ta)0;
-            for (int i = 0; i < DK; ++i) sp = fma(fe[i], Si_p[(i64)i * DV + c], sp);
-            num = fma(ex(ni - np), sp, num);
-            st(ob + (i64)t * DV + c, log_out(lg(num) - lden + np));
-        }
-#else
-        const ta inv = (ta)1 / den;
-        for (int c = lane; c < DV; c += 32) {
-            ta num = (ta)0;
-            if (causal)
-                for (int s = 0; s <= t; ++s) num = fma(fw[s], Vs[s * DVP + c], num);
-            for (int i = 0; i < DK; ++i) num = fma(fe[i], Si_p[(i64)i * DV + c], num);
-            st(ob + (i64)t * DV + c, num * inv);
-        }
-#endif
-        __syncwarp();
-    }
+    ek_exact_rows<NT / 32>(flag, fb, ns, causal, qb, kb, vb, mi_p, zi_p, Si_p, ni_p, ob, DK, DV);
 }
 
 // One decoding step for every sequence: merge the token into (m, S, z), then read it; blocks
