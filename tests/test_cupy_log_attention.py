@@ -434,10 +434,8 @@ def test_gpu_log_attention_half_precision(half):
 
 @pytest.mark.gpu
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
-@given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([1, 3, 16, 33, 64, 100, 128]),
-       dv=st.sampled_from([2, 5, 16, 64, 100, 128, 200]), scale=magnitudes, lv_scale=lv_scales,
-       p_inf=st.sampled_from([0.0, 0.3]), seed=seeds)
-@settings(max_examples=20)
+@given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([1, 33, 64, 128]), dv=st.sampled_from([2, 64, 100, 200]),
+       scale=magnitudes, lv_scale=lv_scales, p_inf=st.sampled_from([0.0, 0.3]), seed=seeds)
 def test_gpu_log_attention_bf16_tensor_cores(batch, T, dk, dv, scale, lv_scale, p_inf, seed):
     """The mma.sync kernels in LOGV mode over head dims that pad to every tile width (d_v = 200: two
     column blocks), log values up to 1e3 with -inf entries and columns."""
