@@ -312,6 +312,39 @@ def test_twin_log_attention_autograd(twin_autograd, T, P, lv_scale, causal):
     check_log_grads(got, want, do, GRAD_TOL["float64"], f"T={T} P={P}")
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("causal", [True, False])
+def test_twin_log_attention_autograd_16bit(monkeypatch, causal):
+    """16-bit inputs through the autograd Function (float16 on the twin, which the host sees as
+    ``half = 'f16'``): the forward runs on float32 copies and returns its output rounded to float16,
+    the backward reads the forward's float32 output (with |log y| ~ 1e3, the float16 one is off by up
+    to 0.25 in log y, i.e. gradients off by e^0.25); gradients of the rounded inputs equal the
+    oracle's within the GPU tests' float32 bound."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+
+    from lsattn.backends.cupy import _autograd
+
+    @contextlib.contextmanager
+    def on_twin(like):
+        to = lambda x: (x.detach().numpy(), "f16" if x.dtype == torch.float16 else "")  # noqa: E731
+        yield to, (lambda a, half: torch.from_numpy(np.ascontiguousarray(a))), Twin()
+
+    monkeypatch.setattr(_autograd, "on_gpu", on_twin)
+    q, k, lv = lv_inputs(12, (2,), 70, 3, 4, 2.0, 1e3, 0.3)
+    xs = [torch.tensor(x).to(torch.float16).requires_grad_(True) for x in (q, k, lv)]
+    rounded = [x.detach().double().numpy() for x in xs]
+    do = np.random.default_rng(13).standard_normal(lv.shape)
+    out = _autograd.apply_exp_kernel(*xs, None, None, logv=True, causal=causal)
+    assert out.dtype == torch.float16
+    out.double().backward(torch.tensor(do))
+    want, out_ref = log_grad_oracle(torch, *rounded, do, causal=causal)
+    assert_close(out.detach().double().numpy(), out_ref, 2.0**-10, atol=1e-3)
+    got = [x.grad.double().numpy() for x in xs]
+    finite = [np.abs(x[np.isfinite(x)]).max(initial=0.0) for x in rounded]
+    check_log_grads(got, want, do, GRAD_TOL["float32"] + 16 * float(np.finfo(np.float32).eps) * sum(finite), f"causal={causal}")
+
+
 # ---- GPU: the kernels ------------------------------------------------------------------------------
 
 def _log_tol(dtype, q, k):
