@@ -59,7 +59,8 @@ batch axes (grouped-query heads): ``loglinear_attention``'s forward kernels read
 ``_autograd.py``) on CUDA torch tensors that require grad: ``loglinear_attention``
 (``loglinear_bwd.cu``), ``exp_kernel_attention`` and ``log_attention`` (causal:
 ``exp_kernel_bwd.cu``, the latter in its LOGV mode: per-pair exponents inside chunks,
-column-shifted reverse state, 16-bit inputs from float32 copies; non-causal:
+column-shifted reverse state, 16-bit inputs from float32 copies and the float32 output of a
+forward run once in float32 for calls that record the backward; non-causal:
 ``exp_kernel.backward_noncausal``, CuPy array operations on the one summary), and
 ``loglinear_gated_delta``: its training path keeps the per-chunk WY forms as torch operations
 (differentiated by torch) and wraps the chunk scan in a ``torch.autograd.Function`` whose backward,
