@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 
 from . import exp_kernel as _ek, loglinear as _ll
-from ._arrays import inputs, narrow, on_gpu, widen
+from ._arrays import inputs, on_gpu
 
 __all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_scan"]
 
@@ -84,21 +84,18 @@ def _exp_function():
 
         @staticmethod
         def forward(ctx, q, k, v, m0, S0, z0, n0, chunk_size, logv, causal):
+            # 16-bit log_attention (its backward needs the float32 log output) and non-causal calls (no
+            # 16-bit entry for the one-summary read): from float32 copies, the float32 output kept
+            wide = q.dtype in (torch.float16, torch.bfloat16) and (logv or not causal)
+            xs = tuple(x.detach().float() for x in (q, k, v)) if wide else (q, k, v)
             with on_gpu(q) as (to_cp, back, ops):
-                args, half = inputs(to_cp, (q, k, v))
+                args, half = inputs(to_cp, xs)
                 init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in _init(m0, S0, z0, n0, logv))
-                # 16-bit log_attention (its backward needs the float32 log output) and non-causal calls (no
-                # 16-bit entry for the one-summary read): from float32 copies, the float32 output kept
-                wide = bool(half) and (logv or not causal)
-                if wide:
-                    args = [widen(ops.xp, x, half) for x in args]
-                out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, "" if wide else half,
-                                     logv)
-                saved = back(out, "") if wide else None
-                out = back(narrow(ops.xp, out, half) if wide else out, half)
-            ctx.save_for_backward(q, k, v, m0, S0, z0, n0, out if saved is None else saved)
+                out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, half, logv)
+                out = back(out, half)
+            ctx.save_for_backward(q, k, v, m0, S0, z0, n0, out)
             ctx.chunk_size, ctx.logv, ctx.causal = chunk_size, logv, causal
-            return out
+            return out.to(q.dtype) if wide else out
 
         @staticmethod
         def backward(ctx, do):
