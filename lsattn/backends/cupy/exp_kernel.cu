@@ -159,7 +159,8 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
 //   S_c. VEC consecutive columns per thread (16 bytes of them when d_v allows, else 1); the loads of
 //   the next 8 chunks are issued before the current 8 are processed and stored. ST: storage of the
 //   summaries (the compute type, or bf16 in the bf16 path); the running sum stays in ta.
-// LOGV: the column factors ga, gb (BH, n, DV) of the value shifts multiply al, be.
+// LOGV: the column factors ga, gb (BH, n, DV) of the value shifts multiply al, be (VEC of them per
+//   chunk and thread, loaded with S: a load inside the dependent loop would stall every chunk).
 template <typename ST, int VEC>
 __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __restrict__ be, ST* __restrict__ S,
                                        const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n,
@@ -180,12 +181,23 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
     constexpr int G = 8;
     vec cur[G], nxt[G];
     ta ca[G], cb[G], na[G], nb[G];
+#if LOGV
+    typedef Pack<VEC, ta> fvec;  // e % DV is a multiple of VEC (DV % VEC == 0 for VEC > 1)
+    const fvec* gab = reinterpret_cast<const fvec*>(ga + bh * (i64)n * DV + e % DV);
+    const fvec* gbb = reinterpret_cast<const fvec*>(gb + bh * (i64)n * DV + e % DV);
+    const i64 gstride = DV / VEC;
+    fvec cga[G], cgb[G], nga[G], ngb[G];
+#endif
 #pragma unroll
     for (int u = 0; u < G; ++u)
         if (u < n) {
             cur[u] = Sb[u * vstride];
             ca[u] = alb[(i64)u * DK];
             cb[u] = beb[(i64)u * DK];
+#if LOGV
+            cga[u] = gab[u * gstride];
+            cgb[u] = gbb[u * gstride];
+#endif
         }
     for (int j0 = 0; j0 < n; j0 += G) {
 #pragma unroll
@@ -194,6 +206,10 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
                 nxt[u] = Sb[(i64)(j0 + G + u) * vstride];
                 na[u] = alb[(i64)(j0 + G + u) * DK];
                 nb[u] = beb[(i64)(j0 + G + u) * DK];
+#if LOGV
+                nga[u] = gab[(j0 + G + u) * gstride];
+                ngb[u] = gbb[(j0 + G + u) * gstride];
+#endif
             }
 #pragma unroll
         for (int u = 0; u < G; ++u)
@@ -203,9 +219,8 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
                 for (int x = 0; x < VEC; ++x) {
                     ta a = ca[u], b = cb[u];
 #if LOGV
-                    const i64 gi = (bh * n + j0 + u) * (i64)DV + e % DV + x;
-                    a *= ga[gi];
-                    b *= gb[gi];
+                    a *= cga[u].v[x];
+                    b *= cgb[u].v[x];
 #endif
                     o.v[x] = to_st<ST>(s[x]);
                     s[x] = fma(a, s[x], b * from_st(cur[u].v[x]));
@@ -217,6 +232,10 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
             cur[u] = nxt[u];
             ca[u] = na[u];
             cb[u] = nb[u];
+#if LOGV
+            cga[u] = nga[u];
+            cgb[u] = ngb[u];
+#endif
         }
     }
 #pragma unroll
