@@ -6,7 +6,8 @@ lsattn.reference.
   log values of magnitude up to 1e3, ``-inf`` entries and columns, T not a multiple of the chunk,
   streams and states, d_v above one column block, late value spikes (the exact rows).
 * GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the same on the kernels,
-  float64 / float32 / bfloat16 / float16.
+  float64 / float32 / bfloat16 / float16; bfloat16 on the tensor-core kernels in LOGV mode
+  (``exp_kernel_tc.cu``) against the bound :func:`assert_bf16_log`.
 
 Tolerances: log_attention's promised bound (tests/test_exp_kernel.py), relative to max |log y| and
 as an absolute error in log y; infinities must match exactly.
@@ -120,6 +121,26 @@ def test_twin_log_attention_late_spikes():
     assert np.isneginf(expected[..., :20, 1]).all() and expected[..., 39, 0] < -690
     out, _ = cek.compute(Twin(), q, k, lv, True, None, False, 64, logv=True)
     assert_close(out, expected, F64, atol=F64)
+
+
+def test_bf16_log_attention_takes_the_tensor_core_kernels():
+    """Host routing: the bfloat16 forward of log_attention runs the tensor-core kernels in LOGV mode
+    (CH = 64 whatever chunk_size, bf16 summaries), whose shared memory holds the column shifts and
+    fits; its backward, float16 and the fp32 / fp64 inputs keep the FFMA kernels."""
+    from lsattn.backends.cupy._compile import SMEM_MAX, make_config
+
+    for dk, dv in [(1, 2), (16, 16), (33, 100), (64, 64), (128, 128)]:
+        for C in (16, 64):
+            cfg = make_config("float", dk, dv, C, "bf16", logv=True)
+            assert cfg.logv and cfg.CH == 64
+            assert cfg.kernel("ek_chunk") == ("ek_chunk_tc5", 128) and cfg.kernel("ek_output") == ("ek_output_tc5", 128)
+            plain = make_config("float", dk, dv, C, "bf16")  # exp_kernel_attention's variant
+            for name in ("ek_chunk_tc5", "ek_output_tc5"):
+                assert plain.smem(name) < cfg.smem(name) <= SMEM_MAX
+            back = make_config("float", dk, dv, 32, "bf16", grad="exp_kernel", logv=True)
+            assert back.kernel("ek_chunk")[0] == "ek_chunk" and back.kernel("ek_output")[0] == "ek_output"
+            for ta, half in (("float", ""), ("float", "f16"), ("double", "")):
+                assert make_config(ta, dk, dv, C, half, logv=True).kernel("ek_output")[0] == "ek_output"
 
 
 # ---- backward (exp_kernel_bwd.cu in LOGV mode) ---------------------------------------------------------
@@ -291,6 +312,39 @@ def test_twin_log_attention_autograd(twin_autograd, T, P, lv_scale, causal):
     check_log_grads(got, want, do, GRAD_TOL["float64"], f"T={T} P={P}")
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("causal", [True, False])
+def test_twin_log_attention_autograd_16bit(monkeypatch, causal):
+    """16-bit inputs through the autograd Function (float16 on the twin, which the host sees as
+    ``half = 'f16'``): the forward runs on float32 copies and returns its output rounded to float16,
+    the backward reads the forward's float32 output (with |log y| ~ 1e3, the float16 one is off by up
+    to 0.25 in log y, i.e. gradients off by e^0.25); gradients of the rounded inputs equal the
+    oracle's within the GPU tests' float32 bound."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+
+    from lsattn.backends.cupy import _autograd
+
+    @contextlib.contextmanager
+    def on_twin(like):
+        to = lambda x: (x.detach().numpy(), "f16" if x.dtype == torch.float16 else "")  # noqa: E731
+        yield to, (lambda a, half: torch.from_numpy(np.ascontiguousarray(a))), Twin()
+
+    monkeypatch.setattr(_autograd, "on_gpu", on_twin)
+    q, k, lv = lv_inputs(12, (2,), 70, 3, 4, 2.0, 1e3, 0.3)
+    xs = [torch.tensor(x).to(torch.float16).requires_grad_(True) for x in (q, k, lv)]
+    rounded = [x.detach().double().numpy() for x in xs]
+    do = np.random.default_rng(13).standard_normal(lv.shape)
+    out = _autograd.apply_exp_kernel(*xs, None, None, logv=True, causal=causal)
+    assert out.dtype == torch.float16
+    out.double().backward(torch.tensor(do))
+    want, out_ref = log_grad_oracle(torch, *rounded, do, causal=causal)
+    assert_close(out.detach().double().numpy(), out_ref, 2.0**-10, atol=1e-3)
+    got = [x.grad.double().numpy() for x in xs]
+    finite = [np.abs(x[np.isfinite(x)]).max(initial=0.0) for x in rounded]
+    check_log_grads(got, want, do, GRAD_TOL["float32"] + 16 * float(np.finfo(np.float32).eps) * sum(finite), f"causal={causal}")
+
+
 # ---- GPU: the kernels ------------------------------------------------------------------------------
 
 def _log_tol(dtype, q, k):
@@ -367,23 +421,92 @@ def test_gpu_log_attention_late_spikes_and_wide_values(dtype):
     assert_log_state([st.tensors[n] for n in "mSzn"], q, k, lv, tol)
 
 
+def assert_bf16_log(out, want, what=""):
+    """The bound of the bfloat16 tensor-core path in log space, per element:
+    ``|log y - ref| <= BF16 + 2^-8 |ref|``, infinities exact. The exp-kernel tensor-core path is held
+    to ``BF16 = 2e-2`` relative to max |y|; here every term of y is positive (v = e^lv), so the
+    relative errors of the bf16 operands (2^-9 each: exp(k - m), exp(q + mm - R), exp(lv - nn), the
+    masked scores, the bf16 summaries) stay relative in num and den, i.e. absolute in log y (a few
+    2^-9: BF16), and the output's bf16 rounding adds 2^-9 |log y|."""
+    out, want = np.asarray(out, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    assert out.shape == want.shape and not np.isnan(out).any(), what
+    inf = np.isinf(want)
+    np.testing.assert_array_equal(out[inf], want[inf], err_msg=f"{what} infinities differ")
+    err = np.abs(out[~inf] - want[~inf]) - (BF16 + 2.0**-8 * np.abs(want[~inf]))
+    assert err.size == 0 or err.max() <= 0, f"{what} exceeds the bf16 bound by {err.max():.3e}"
+
+
+def _bf16_log(torch, seed, batch, T, dk, dv, scale, lv_scale, p_inf):
+    """bfloat16 CUDA tensors of :func:`lv_inputs` and the float64 arrays they round to."""
+    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf)]
+    return tb, [t.double().cpu().numpy() for t in tb]
+
+
 @pytest.mark.gpu
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
 @pytest.mark.parametrize("half", ["bfloat16", "float16"])
 def test_gpu_log_attention_half_precision(half):
-    """16-bit torch tensors (FFMA kernels, fp32 compute): 16-bit outputs within the exp-kernel's
-    bounds (bf16 2e-2, fp16 2e-3) of the reference on the rounded inputs, -inf entries exact."""
+    """16-bit torch tensors (bf16: the tensor-core kernels; fp16: FFMA kernels, fp32 compute): 16-bit
+    outputs of the reference on the rounded inputs within :func:`assert_bf16_log` (bf16) / the
+    exp-kernel's fp16 bound 2e-3, -inf entries exact."""
     _gpu_ready()
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch without CUDA")
-    dtype, tol = (torch.bfloat16, BF16) if half == "bfloat16" else (torch.float16, 2e-3)
+    dtype = torch.bfloat16 if half == "bfloat16" else torch.float16
     q, k, lv = lv_inputs(31, (2, 2), 300, 64, 64, 0.125, 30.0 if half == "bfloat16" else 5.0, 0.1)
     tb = [torch.tensor(x, device="cuda").to(dtype) for x in (q, k, lv)]
     back = [t.double().cpu().numpy() for t in tb]
     out = lsattn.log_attention(*tb)
     assert out.dtype == dtype
-    assert_close(out.double().cpu().numpy(), ref.log_attention(*back), tol, atol=tol)
+    if half == "bfloat16":
+        assert_bf16_log(out.double().cpu().numpy(), ref.log_attention(*back))
+    else:
+        assert_close(out.double().cpu().numpy(), ref.log_attention(*back), 2e-3, atol=2e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([1, 33, 64, 128]), dv=st.sampled_from([2, 64, 100, 200]),
+       scale=magnitudes, lv_scale=lv_scales, p_inf=st.sampled_from([0.0, 0.3]), seed=seeds)
+def test_gpu_log_attention_bf16_tensor_cores(batch, T, dk, dv, scale, lv_scale, p_inf, seed):
+    """The mma.sync kernels in LOGV mode over head dims that pad to every tile width (d_v = 200: two
+    column blocks), log values up to 1e3 with -inf entries and columns."""
+    _gpu_ready()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    tb, back = _bf16_log(torch, seed, batch or (1,), T, dk, dv, scale, lv_scale, p_inf)
+    out = lsattn.log_attention(*tb, backend="cupy")
+    assert out.dtype == torch.bfloat16
+    assert_bf16_log(out.double().cpu().numpy(), ref.log_attention(*back), f"T={T} dk={dk} dv={dv}")
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+def test_gpu_log_attention_bf16_spikes_and_streams():
+    """bfloat16 on the tensor-core kernels: the late-spike case (the exact rows, fp32 from the bf16
+    inputs) and a stream cut at 1, 64, 65, 130 tokens (single-token calls, states in float32) equal
+    to the reference; the final state equals the array-API backend's on the rounded inputs."""
+    _gpu_ready()
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch without CUDA")
+    tb = [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in log_spike_case()]
+    back = [t.double().cpu().numpy() for t in tb]
+    want = ref.log_attention(*back)
+    assert np.isneginf(want[..., :20, 1]).all() and want[..., 39, 0] < -690
+    assert_bf16_log(lsattn.log_attention(*tb, backend="cupy").double().cpu().numpy(), want, "spikes")
+    tb, back = _bf16_log(torch, 41, (2, 3), 200, 64, 64, 1.0, 30.0, 0.2)
+    outs, state = [], None
+    for lo, hi in zip([0, 1, 64, 65, 130], [1, 64, 65, 130, 200]):
+        o, state = lsattn.log_attention(*(t[..., lo:hi, :] for t in tb), state=state, return_state=True, backend="cupy")
+        outs.append(o.double().cpu().numpy())
+    assert_bf16_log(np.concatenate(outs, axis=-2), ref.log_attention(*back), "stream")
+    _, st_api = lsattn.log_attention(*(x.astype(np.float32) for x in back), return_state=True, backend="array_api")
+    for name in "mzn":  # shifts exact; S (bf16 products) and z within the bf16 bound
+        assert_close(state.tensors[name].cpu().numpy(), st_api.tensors[name], BF16, what=name)
+    assert_close(state.tensors["S"].cpu().numpy(), st_api.tensors["S"], BF16, what="S")
 
 
 # ---- GPU: the backward kernels (torch autograd) ------------------------------------------------------

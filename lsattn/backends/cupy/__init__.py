@@ -6,7 +6,7 @@
 
 Layout of this package: one host module per operator family and its kernel files
 (``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu`` and, for bfloat16
-inputs, ``exp_kernel_tc.cu``; the backward kernels in ``*_bwd.cu``), the device code they
+inputs of both modes, ``exp_kernel_tc.cu``; the backward kernels in ``*_bwd.cu``), the device code they
 share in ``common.cu`` (loads and stores of every input dtype, tile loaders, the mma fragments,
 the Fenwick level arithmetic), the compile cache and the launches in ``_compile.py``, the array
 conversions in ``_arrays.py``. A family's kernel files are compiled after ``common.cu`` once per (device,
@@ -62,8 +62,10 @@ knob here too: the kernels use ``CH = clip(chunk_size, 16, 64)`` (32 for float64
 above 64; 64 for bf16) and results do not depend on it beyond rounding. Grid limit:
 ``prod(batch) <= 65535``. ``log_attention`` runs the exp-kernel kernels in their LOGV mode (per-column
 value shifts in every chunk summary, exact rows recomputed where a later value of the chunk would
-underflow an earlier row's numerator); its bfloat16 inputs take the FFMA kernels (no tensor-core
-variant), its decoding steps the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
+underflow an earlier row's numerator); its bfloat16 inputs (``HALF_OPS``) take the tensor-core
+kernels in that mode (``exp_kernel_tc.cu`` with ``-DLOGV=1``: exponentiated, column-shifted values
+as bf16 mma operands, fp32 accumulation, the same shifts and exact-row rule), its decoding steps
+the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
 (``VARLEN_OPS``; read through a token map, ``LAYOUT_OPS``, without state or gradient). Broadcast
 batch axes (grouped-query heads): the forward kernels of ``loglinear_attention``,
 ``exp_kernel_attention`` and ``log_attention`` (FFMA, LOGV and bf16 tensor-core chunk, output and
@@ -71,7 +73,8 @@ decoding kernels) read shared rows (``BROADCAST_OPS``); ``loglinear_gated_delta`
 ``_autograd.py``) on CUDA torch tensors that require grad: ``loglinear_attention``
 (``loglinear_bwd.cu``), ``exp_kernel_attention`` and ``log_attention`` (causal:
 ``exp_kernel_bwd.cu``, the latter in its LOGV mode: per-pair exponents inside chunks,
-column-shifted reverse state, 16-bit inputs from float32 copies; non-causal:
+column-shifted reverse state, 16-bit inputs from float32 copies and the float32 output of a
+forward run once in float32 for calls that record the backward; non-causal:
 ``exp_kernel.backward_noncausal``, CuPy array operations on the one summary), and
 ``loglinear_gated_delta``: its training path keeps the per-chunk WY forms as torch operations
 (differentiated by torch) and wraps the chunk scan in a ``torch.autograd.Function`` whose backward,

@@ -7,8 +7,12 @@ backward on the GPU.
 ``torch.autograd.Function`` whose backward is ``loglinear.backward`` / ``exp_kernel.backward``
 (the host logic, tested on the CPU with the kernels' NumPy twin) on ``loglinear_bwd.cu`` /
 ``exp_kernel_bwd.cu`` (``log_attention``: its LOGV mode), computing in float32 for 16-bit inputs
-(log-linear and ``log_attention``: from float32 copies made for the backward, ``log_attention``'s
-output recomputed in float32; exp-kernel: read as such) and in float64 for float64.
+(log-linear and ``log_attention``: from float32 copies made for the backward; exp-kernel: read as
+such) and in float64 for float64. 16-bit ``log_attention`` (and non-causal exp-kernel) calls that
+record the backward run their forward on float32 copies and keep its float32 output for the
+backward (which needs log y to float32 accuracy: a 16-bit log output carries an absolute error
+``|log y| 2^-9`` into every ``exp(log v - log y)``): one float32 forward instead of the 16-bit one
+plus a float32 recomputation.
 
 ``apply_gated_delta_scan``: the chunk scan of ``loglinear_gated_delta`` (``gated_delta_bwd.py``;
 the WY forms around it are torch operations, differentiated by torch).
@@ -22,7 +26,7 @@ from __future__ import annotations
 import functools
 
 from . import exp_kernel as _ek, loglinear as _ll
-from ._arrays import inputs, narrow, on_gpu, widen
+from ._arrays import inputs, on_gpu
 
 __all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_scan"]
 
@@ -80,35 +84,30 @@ def _exp_function():
 
         @staticmethod
         def forward(ctx, q, k, v, m0, S0, z0, n0, chunk_size, logv, causal):
+            # 16-bit log_attention (its backward needs the float32 log output) and non-causal calls (no
+            # 16-bit entry for the one-summary read): from float32 copies, the float32 output kept
+            wide = q.dtype in (torch.float16, torch.bfloat16) and (logv or not causal)
+            xs = tuple(x.detach().float() for x in (q, k, v)) if wide else (q, k, v)
             with on_gpu(q) as (to_cp, back, ops):
-                args, half = inputs(to_cp, (q, k, v))
+                args, half = inputs(to_cp, xs)
                 init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in _init(m0, S0, z0, n0, logv))
-                if causal:
-                    out, _ = _ek.compute(ops, *args, True, init, False, chunk_size, half, logv)
-                else:  # no 16-bit entry for the one-summary read: from float32 copies
-                    out, _ = _ek.compute(ops, *(widen(ops.xp, x, half) if half else x for x in args), False, None, False,
-                                         chunk_size, logv=logv)
-                    out = narrow(ops.xp, out, half) if half else out
+                out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, half, logv)
                 out = back(out, half)
             ctx.save_for_backward(q, k, v, m0, S0, z0, n0, out)
             ctx.chunk_size, ctx.logv, ctx.causal = chunk_size, logv, causal
-            return out
+            return out.to(q.dtype) if wide else out
 
         @staticmethod
         def backward(ctx, do):
             q, k, v, m0, S0, z0, n0, out = ctx.saved_tensors
             logv, causal = ctx.logv, ctx.causal
             f = lambda x: x.detach().contiguous()  # noqa: E731
-            # 16-bit inputs of log_attention, or non-causal: in float32; log_attention's output recomputed
-            # (a 16-bit log output carries an absolute error |log y| 2^-9 into every exp(log v - log y))
-            wide = (logv or not causal) and q.dtype in (torch.float16, torch.bfloat16)
-            if wide:
+            # 16-bit inputs of log_attention, or non-causal: in float32 (out: the forward's float32 output)
+            if (logv or not causal) and q.dtype in (torch.float16, torch.bfloat16):
                 f = lambda x: x.detach().float().contiguous()  # noqa: E731
             with on_gpu(q) as (to_cp, back, ops):
                 arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, out, do.to(out.dtype))])
                 init = None if m0 is None else tuple(to_cp(f(x))[0] for x in _init(m0, S0, z0, n0, logv))
-                if wide and logv:
-                    arrays[3], _ = _ek.compute(ops, *arrays[:3], causal, init, False, ctx.chunk_size, "", True)
                 want = m0 is not None and any(ctx.needs_input_grad[3:7])
                 if causal:
                     dq, dk, dv, dst = _ek.backward(ops, *arrays[:3], init, *arrays[3:], want, half, logv)

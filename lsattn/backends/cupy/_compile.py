@@ -91,15 +91,15 @@ class Config:
                     + (2 * CH + (0 if DKP * (DVP + 4) >= CH * (CH + 1) else CH * (CH + 1)) + CH * self.NLC) * 4
                     + 128 * (4 + 4 + 8))
         if kernel == "ek_chunk_tc5":
-            return (CH * LDK + CH * LDV) * 2 + (128 + DKP) * 4
+            return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv) * 4
         if kernel == "ek_output_tc5":
-            return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH)) * 4 + CH * 4
+            return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + CH * 4
         return 0
 
     def kernel(self, name):
         """(kernel name, threads per block): the tensor-core variants for bf16 inputs (log-linear
-        ``*_tc4``; exp-kernel ``*_tc5``, whose chunk summaries are stored as bf16; the version
-        history is in ``benchmarks/NOTES.md``)."""
+        ``*_tc4``; exp-kernel ``*_tc5``, in both modes, whose chunk summaries are stored as bf16;
+        the version history is in ``benchmarks/NOTES.md``)."""
         if self.bf16 and self.tc and name in ("ll_chunk_states", "ll_output"):
             return name + "_tc4", 128
         if self.bf16 and self.tc and name in ("ek_chunk", "ek_output"):
@@ -127,7 +127,7 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
     'f16') and head dims (``DV <= 128``). ``grad``: a family ('loglinear' | 'exp_kernel') whose
     backward kernels (float / double) run: their larger tiles may need a smaller chunk (they may
     not fit even at CH = 16: ``grad_fits``). ``logv``: the exp-kernel kernels in log_attention's
-    mode (bf16 inputs then run the FFMA kernels)."""
+    mode (the forward's bf16 inputs run its tensor-core variants too)."""
     DKP, DVP = _pad_dim(DK), _pad_dim(DV)
     ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
     CH = min(max(int(chunk_size or 64), 16), ch_max)
@@ -136,11 +136,9 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
         while CH > 16 and max(Config(ta, "", CH, DKP, DVP, logv=logv).smem(k) for k in _GRAD_TILES[grad]) > SMEM_MAX:
             CH //= 2
         return Config(ta, half, CH, DKP, DVP, tc=False, logv=logv)
-    if logv:
-        return Config(ta, half, CH, DKP, DVP, tc=False, logv=True)
     if half == "bf16":
         CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
-    return Config(ta, half, CH, DKP, DVP)
+    return Config(ta, half, CH, DKP, DVP, logv=logv)
 
 
 def grad_fits(ta, DK, DV, family="loglinear", logv=False):

@@ -305,8 +305,6 @@ typedef unsigned short bf;
 
 template <bool FAST>
 __device__ __forceinline__ float exf(float x) { return FAST ? __expf(x) : expf(x); }
-__device__ __forceinline__ float ldf32(const float* p) { return *p; }
-__device__ __forceinline__ float ldf32(const unsigned short* p) { return __uint_as_float(((unsigned)*p) << 16); }
 
 __device__ __forceinline__ unsigned pack2(float lo, float hi) {
     unsigned r;

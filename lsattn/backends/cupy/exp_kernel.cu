@@ -161,7 +161,8 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
 //   S_c. VEC consecutive columns per thread (16 bytes of them when d_v allows, else 1); the loads of
 //   the next 8 chunks are issued before the current 8 are processed and stored. ST: storage of the
 //   summaries (the compute type, or bf16 in the bf16 path); the running sum stays in ta.
-// LOGV: the column factors ga, gb (BH, n, DV) of the value shifts multiply al, be.
+// LOGV: the column factors ga, gb (BH, n, DV) of the value shifts multiply al, be (VEC of them per
+//   chunk and thread, loaded with S: a load inside the dependent loop would stall every chunk).
 template <typename ST, int VEC>
 __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __restrict__ be, ST* __restrict__ S,
                                        const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n,
@@ -182,12 +183,23 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
     constexpr int G = 8;
     vec cur[G], nxt[G];
     ta ca[G], cb[G], na[G], nb[G];
+#if LOGV
+    typedef Pack<VEC, ta> fvec;  // e % DV is a multiple of VEC (DV % VEC == 0 for VEC > 1)
+    const fvec* gab = reinterpret_cast<const fvec*>(ga + bh * (i64)n * DV + e % DV);
+    const fvec* gbb = reinterpret_cast<const fvec*>(gb + bh * (i64)n * DV + e % DV);
+    const i64 gstride = DV / VEC;
+    fvec cga[G], cgb[G], nga[G], ngb[G];
+#endif
 #pragma unroll
     for (int u = 0; u < G; ++u)
         if (u < n) {
             cur[u] = Sb[u * vstride];
             ca[u] = alb[(i64)u * DK];
             cb[u] = beb[(i64)u * DK];
+#if LOGV
+            cga[u] = gab[u * gstride];
+            cgb[u] = gbb[u * gstride];
+#endif
         }
     for (int j0 = 0; j0 < n; j0 += G) {
 #pragma unroll
@@ -196,6 +208,10 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
                 nxt[u] = Sb[(i64)(j0 + G + u) * vstride];
                 na[u] = alb[(i64)(j0 + G + u) * DK];
                 nb[u] = beb[(i64)(j0 + G + u) * DK];
+#if LOGV
+                nga[u] = gab[(j0 + G + u) * gstride];
+                ngb[u] = gbb[(j0 + G + u) * gstride];
+#endif
             }
 #pragma unroll
         for (int u = 0; u < G; ++u)
@@ -205,9 +221,8 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
                 for (int x = 0; x < VEC; ++x) {
                     ta a = ca[u], b = cb[u];
 #if LOGV
-                    const i64 gi = (bh * n + j0 + u) * (i64)DV + e % DV + x;
-                    a *= ga[gi];
-                    b *= gb[gi];
+                    a *= cga[u].v[x];
+                    b *= cgb[u].v[x];
 #endif
                     o.v[x] = to_st<ST>(s[x]);
                     s[x] = fma(a, s[x], b * from_st(cur[u].v[x]));
@@ -219,6 +234,10 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
             cur[u] = nxt[u];
             ca[u] = na[u];
             cb[u] = nb[u];
+#if LOGV
+            cga[u] = nga[u];
+            cgb[u] = ngb[u];
+#endif
         }
     }
 #pragma unroll
@@ -234,6 +253,75 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict
     ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init,
     const ta* __restrict__ ga, const ta* __restrict__ gb) {
     scan_S<ta, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
+}
+
+// Exact recomputation of the rows of a chunk flagged in flag[] (ns rows), one warp per row (NW warps):
+// the row's own shift R' = max_i (q_ti + max(m_in_i, max_{s<=t} k_si)), den and (LOGV: the visible
+// column shift n'_tc) num from the inputs (qb, kb, vb: the chunk's first rows) and the summary
+// entering the chunk (mi_p, zi_p, Si_p: S_in stored as the compute type or bf16; ni_p: LOGV's
+// n_in); fb: NW x (DKP + CH) scratch. Shared by ek_output and the tensor-core ek_output_tc5.
+template <int NW, typename SI>
+__device__ __forceinline__ void ek_exact_rows(const int* flag, ta* fb, int ns, int causal, const ti* qb, const ti* kb,
+                                              const ti* vb, const ta* mi_p, const ta* zi_p, const SI* Si_p,
+                                              const ta* ni_p, ti* ob, int DK, int DV) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    ta* fe = fb + w * (DKP + CH);  // exp(q_ti + m_in_i - R')
+    ta* fw = fe + DKP;             // w(t, s) exp(-R'), s <= t
+    for (int t = w; t < ns; t += NW) {
+        if (!flag[t]) continue;
+        const ti* qr = qb + (i64)t * DK;
+        ta xm = neg_big();
+        for (int i = lane; i < DK; i += 32) {
+            ta mr = mi_p[i];
+            if (causal)
+                for (int s = 0; s <= t; ++s) mr = fmx(mr, ld(kb + (i64)s * DK + i));
+            xm = fmx(xm, ld(qr + i) + mr);
+        }
+        const ta R = warp_max(xm);
+        ta dst = (ta)0;
+        for (int i = lane; i < DK; i += 32) {
+            ta e = ex((ld(qr + i) + mi_p[i]) - R);
+            fe[i] = e;
+            dst = fma(e, zi_p[i], dst);
+        }
+        ta den = warp_sum(dst);
+        if (causal) {
+            for (int s = 0; s <= t; ++s) {
+                ta ws = (ta)0;
+                for (int i = lane; i < DK; i += 32) ws += ex((ld(qr + i) + ld(kb + (i64)s * DK + i)) - R);
+                ws = warp_sum(ws);
+                if (lane == 0) fw[s] = ws;
+                den += ws;
+            }
+        }
+        __syncwarp();
+#if LOGV
+        const ta lden = lg(den);
+        for (int c = lane; c < DV; c += 32) {  // the visible column shift n'
+            const ta ni = ni_p[c];
+            ta np = ni;
+            if (causal)
+                for (int s = 0; s <= t; ++s) np = fmx(np, ld(vb + (i64)s * DV + c));
+            ta num = (ta)0;
+            if (causal)
+                for (int s = 0; s <= t; ++s) num = fma(fw[s], ex(fmx(ld(vb + (i64)s * DV + c), lo_v()) - np), num);
+            ta sp = (ta)0;
+            for (int i = 0; i < DK; ++i) sp = fma(fe[i], (ta)from_st(Si_p[(i64)i * DV + c]), sp);
+            num = fma(ex(ni - np), sp, num);
+            st(ob + (i64)t * DV + c, log_out(lg(num) - lden + np));
+        }
+#else
+        const ta inv = (ta)1 / den;
+        for (int c = lane; c < DV; c += 32) {
+            ta num = (ta)0;
+            if (causal)
+                for (int s = 0; s <= t; ++s) num = fma(fw[s], ld(vb + (i64)s * DV + c), num);
+            for (int i = 0; i < DK; ++i) num = fma(fe[i], (ta)from_st(Si_p[(i64)i * DV + c]), num);
+            st(ob + (i64)t * DV + c, num * inv);
+        }
+#endif
+        __syncwarp();
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(NT) ek_output(
@@ -271,10 +359,8 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const i64 qr = seq_row(rows, 0, bh, gridDim.y), kr = seq_row(rows, 1, bh, gridDim.y), vr = seq_row(rows, 2, bh, gridDim.y);
     const ti* qb = q + (qr * Tq + r0) * DK;
     const ti* kb = k + (kr * Tk + r0) * DK;  // causal only (Tk == Tq)
-#if LOGV
     const ti* vb = v + (vr * Tk + r0) * DV;  // causal only
-    const ta* ni_p = n_in + sidx * DV;
-#endif
+    const ta* ni_p = LOGV ? n_in + sidx * DV : nullptr;
     staged<CH * DKP, NT>(tile_loader<DKP>(q + qr * Tq * DK, r0, Tq, DK),
                          [&](int idx, ta x) { Qt[(idx % DKP) * QLD + idx / DKP] = x; });
     if (causal) {
@@ -437,65 +523,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     }
     if (!__syncthreads_or(flagged)) return;
 
-    // exact recomputation of flagged rows, one warp per row
-    const int w = tid >> 5, lane = tid & 31;
-    ta* fe = fb + w * (DKP + CH);  // exp(q_ti + m_in_i - R')
-    ta* fw = fe + DKP;             // w(t, s) exp(-R'), s <= t
-    for (int t = w; t < ns; t += NT / 32) {
-        if (!flag[t]) continue;
-        const ti* qr = qb + (i64)t * DK;
-        ta xm = neg_big();
-        for (int i = lane; i < DK; i += 32) {
-            ta mr = mi_p[i];
-            if (causal)
-                for (int s = 0; s <= t; ++s) mr = fmx(mr, ld(kb + (i64)s * DK + i));
-            xm = fmx(xm, ld(qr + i) + mr);
-        }
-        const ta R = warp_max(xm);
-        ta dst = (ta)0;
-        for (int i = lane; i < DK; i += 32) {
-            ta e = ex((ld(qr + i) + mi_p[i]) - R);
-            fe[i] = e;
-            dst = fma(e, zi_p[i], dst);
-        }
-        ta den = warp_sum(dst);
-        if (causal) {
-            for (int s = 0; s <= t; ++s) {
-                ta ws = (ta)0;
-                for (int i = lane; i < DK; i += 32) ws += ex((ld(qr + i) + ld(kb + (i64)s * DK + i)) - R);
-                ws = warp_sum(ws);
-                if (lane == 0) fw[s] = ws;
-                den += ws;
-            }
-        }
-        __syncwarp();
-#if LOGV
-        const ta lden = lg(den);
-        for (int c = lane; c < DV; c += 32) {  // the visible column shift n'
-            const ta ni = ni_p[c];
-            ta np = ni;
-            if (causal)
-                for (int s = 0; s <= t; ++s) np = fmx(np, ld(vb + (i64)s * DV + c));
-            ta num = (ta)0;
-            if (causal)
-                for (int s = 0; s <= t; ++s) num = fma(fw[s], ex(fmx(ld(vb + (i64)s * DV + c), lo_v()) - np), num);
-            ta sp = (ta)0;
-            for (int i = 0; i < DK; ++i) sp = fma(fe[i], Si_p[(i64)i * DV + c], sp);
-            num = fma(ex(ni - np), sp, num);
-            st(ob + (i64)t * DV + c, log_out(lg(num) - lden + np));
-        }
-#else
-        const ta inv = (ta)1 / den;
-        for (int c = lane; c < DV; c += 32) {
-            ta num = (ta)0;
-            if (causal)
-                for (int s = 0; s <= t; ++s) num = fma(fw[s], Vs[s * DVP + c], num);
-            for (int i = 0; i < DK; ++i) num = fma(fe[i], Si_p[(i64)i * DV + c], num);
-            st(ob + (i64)t * DV + c, num * inv);
-        }
-#endif
-        __syncwarp();
-    }
+    ek_exact_rows<NT / 32>(flag, fb, ns, causal, qb, kb, vb, mi_p, zi_p, Si_p, ni_p, ob, DK, DV);
 }
 
 // One decoding step for every sequence: merge the token into (m, S, z), then read it; blocks

@@ -1,12 +1,17 @@
-// Exp-kernel attention (lsattn.exp_kernel_attention): the tensor-core kernels for bfloat16 inputs
-// (ek_chunk_tc5, ek_output_tc5, ek_scan_Shv / ek_scan_Sh1); compiled after common.cu and exp_kernel.cu
-// (whose scan_S they share). The host picks them through Config.kernel.
+// Exp-kernel attention (lsattn.exp_kernel_attention, and log_attention with -DLOGV=1): the
+// tensor-core kernels for bfloat16 inputs (ek_chunk_tc5, ek_output_tc5, ek_scan_Shv / ek_scan_Sh1);
+// compiled after common.cu and exp_kernel.cu (whose scan_S and ek_exact_rows they share). The host
+// picks them through Config.kernel.
 
-#if TI_BF16 && !LOGV  // (log_attention's bf16 inputs run the FFMA kernels of exp_kernel.cu)
+#if TI_BF16
 // ---- tensor-core versions for bfloat16 inputs (CH = 64, NTC = 128 threads, fp32 accumulation) -----
 // Rounded to bf16 on the way into a product: exp(k - m) <= 1, exp(q + mm - R) <= 1, the masked
 // scores, and the rescaled S_in (relative 2^-9 each); shifts, maxima, z and denominators of the
-// state part in fp32. The exact-row fallback is the fp32 one of exp_kernel.cu.
+// state part in fp32. The exact-row fallback is the fp32 one of exp_kernel.cu (ek_exact_rows).
+// LOGV (log_attention; the mode of exp_kernel.cu, same shifts and exact-row rule): the value operand
+// is exp(lv - nc) (chunk) / exp(lv - nn) (output) <= 1 in bf16, the state read exp(m_in - mm)
+// exp(n_in - nn) S_in in bf16; log y = log acc - log den + nn in fp32, and a row with some
+// acc < DEN_FLOOR (a later value of the chunk dominates its column) is recomputed exactly.
 
 // ---- v4: asynchronous row-major tiles (cp.async), transposed operands through ldmatrix.trans ----
 // Every global load of a block is issued at once; no transposed shared-memory stores.
@@ -16,14 +21,16 @@
 template <typename ST, bool FAST>
 __device__ __forceinline__ void ek_chunk_body(
     const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, ST* __restrict__ S,
-    float* __restrict__ z, int T, int DK, int DV, int n, const int* __restrict__ rows) {
+    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ nc,  // nc: LOGV only
+    const int* __restrict__ rows) {
     constexpr int LDK = DKP + 8, LDV = DVP + 8, NP = NTC / DKP;
     extern __shared__ __align__(16) unsigned char smem_t[];
     bf* Ks = reinterpret_cast<bf*>(smem_t);  // CH x LDK: k, then exp(k - mk)
     bf* Vs = Ks + CH * LDK;                    // CH x LDV
     float* part = reinterpret_cast<float*>(Vs + CH * LDV);  // NTC partials
     float* mS = part + NTC;                                  // DKP
-    check_smem((unsigned)((CH * LDK + CH * LDV) * 2 + (NTC + DKP) * 4));
+    float* nS = mS + DKP;                                    // LOGV: DVP column maxima of lv
+    check_smem((unsigned)((CH * LDK + CH * LDV) * 2 + (NTC + DKP + (LOGV ? DVP : 0)) * 4));
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
     const i64 r0 = (i64)j * CH;
@@ -38,6 +45,15 @@ __device__ __forceinline__ void ek_chunk_body(
     for (int s = pp; s < CH; s += NP)
         if (s < ns) m = fmaxf(m, from_bf(Ks[s * LDK + i]));
     part[pp * DKP + i] = m;
+#if LOGV
+    if (threadIdx.x < DVP) {  // the chunk's column maxima of lv (-inf: the stand-in)
+        const int c = threadIdx.x;
+        float mv = lo_v();
+        for (int s = 0; s < ns; ++s) mv = fmaxf(mv, from_bf(Vs[s * LDV + c]));
+        if (c < DV) nc[(bh * n + j) * DV + c] = mv;
+        nS[c] = mv;
+    }
+#endif
     __syncthreads();
     if (threadIdx.x < DKP) {
         float mm = part[i];
@@ -51,6 +67,12 @@ __device__ __forceinline__ void ek_chunk_body(
         int ss = idx / DKP, ii = idx % DKP;
         Ks[ss * LDK + ii] = to_bf((ii < DK && ss < ns) ? exf<FAST>(from_bf(Ks[ss * LDK + ii]) - mS[ii]) : 0.f);
     }
+#if LOGV
+    for (int idx = threadIdx.x; idx < CH * DVP; idx += NTC) {
+        int ss = idx / DVP, c = idx % DVP;
+        Vs[ss * LDV + c] = to_bf((c < DV && ss < ns) ? exf<FAST>(fmaxf(from_bf(Vs[ss * LDV + c]), lo_v()) - nS[c]) : 0.f);
+    }
+#endif
     __syncthreads();
     float zz = 0.f;  // z from the rounded factors, consistent with S
 #pragma unroll
@@ -68,16 +90,17 @@ __device__ __forceinline__ void ek_chunk_body(
 
 extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5(
     const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, bf* __restrict__ S,
-    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ /* nc: LOGV only */,
+    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ nc,  // nc: LOGV only
     const int* __restrict__ rows) {
-    ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n, rows);
+    ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n, nc, rows);
 }
 
 template <typename ST, bool FAST>
 __device__ __forceinline__ void ek_output_body(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
     const ST* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
-    int Tq, int Tk, int DK, int DV, int n_state, int causal, const int* __restrict__ rows) {
+    int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ n_in,  // n_in: LOGV only
+    const int* __restrict__ rows) {
     constexpr bool F32S = sizeof(ST) == 4;  // summaries in fp32: staged through Fs and converted
     constexpr int LDK = DKP + 8, LDV = DVP + 8, LDF = DVP + 4, NW = NTC / 32, NF = F32S ? DKP * LDF : 0;
     extern __shared__ __align__(16) unsigned char smem_t[];
@@ -92,9 +115,11 @@ __device__ __forceinline__ void ek_output_body(
     float* RS = zS + DKP;
     float* DS = RS + CH;
     float* fb = DS + CH;  // NW x (DKP + CH)
-    int* flag = reinterpret_cast<int*>(fb + NW * (DKP + CH));
+    float* nnS = fb + NW * (DKP + CH);  // LOGV: DVP column shifts nn
+    float* gS = nnS + (LOGV ? DVP : 0);  // LOGV: DVP, exp(n_in - nn)
+    int* flag = reinterpret_cast<int*>(gS + (LOGV ? DVP : 0));
     check_smem((unsigned)(NF * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 +
-                          (3 * DKP + 2 * CH + NW * (DKP + CH)) * 4 + CH * 4));
+                          (3 * DKP + 2 * CH + NW * (DKP + CH) + (LOGV ? 2 * DVP : 0)) * 4 + CH * 4));
     const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -107,6 +132,8 @@ __device__ __forceinline__ void ek_output_body(
     const i64 qr = seq_row(rows, 0, bh, gridDim.y), kr = seq_row(rows, 1, bh, gridDim.y), vr = seq_row(rows, 2, bh, gridDim.y);
     const bf* qb = q + (qr * Tq + r0) * DK;
     const bf* kb = k + (kr * Tk + r0) * DK;
+    const bf* vb = v + (vr * Tk + r0) * DV;  // causal only
+    const float* ni_p = LOGV ? n_in + sidx * DV : nullptr;
     tile_async<DKP>(Qs, LDK, q + qr * Tq * DK, r0, Tq, DK);
     if (causal) {
         tile_async<DKP>(Ks, LDK, k + kr * Tk * DK, r0, Tk, DK);
@@ -142,6 +169,21 @@ __device__ __forceinline__ void ek_output_body(
             scS[i] = sc;
             zS[i] = zz;
         }
+#if LOGV
+        if (tid < DVP) {  // the column shifts nn over the state and the chunk
+            const int c = tid;
+            float nn = 0.f, gg = 0.f;
+            if (c < DV) {
+                const float ni = ni_p[c];
+                nn = ni;
+                if (causal)
+                    for (int r = 0; r < ns; ++r) nn = fmaxf(nn, from_bf(Vs[r * LDV + c]));
+                gg = ex(ni - nn);
+            }
+            nnS[c] = nn;
+            gS[c] = gg;
+        }
+#endif
     }
     __syncthreads();
     {  // row shifts: two threads per row (adjacent lanes)
@@ -155,8 +197,9 @@ __device__ __forceinline__ void ek_output_body(
     }
     for (int idx = tid; idx < DKP * DVP; idx += NTC) {  // scaled state, bf16, row-major [i][j]
         int i = idx / DVP, jj = idx % DVP;
-        if constexpr (F32S) Hs[i * LDV + jj] = to_bf(scS[i] * Fs[i * LDF + jj]);
-        else Hs[i * LDV + jj] = to_bf(scS[i] * from_bf(Hs[i * LDV + jj]));
+        const float f = LOGV ? scS[i] * gS[jj] : scS[i];
+        if constexpr (F32S) Hs[i * LDV + jj] = to_bf(f * Fs[i * LDF + jj]);
+        else Hs[i * LDV + jj] = to_bf(f * from_bf(Hs[i * LDV + jj]));
     }
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NTC) {
@@ -165,6 +208,13 @@ __device__ __forceinline__ void ek_output_body(
         Qs[r * LDK + i] = to_bf(ok ? exf<FAST>((from_bf(Qs[r * LDK + i]) + mmS[i]) - RS[r]) : 0.f);
         if (causal) Ks[r * LDK + i] = to_bf(ok ? exf<FAST>(from_bf(Ks[r * LDK + i]) - mmS[i]) : 0.f);
     }
+#if LOGV
+    if (causal)
+        for (int idx = tid; idx < CH * DVP; idx += NTC) {
+            int r = idx / DVP, c = idx % DVP;
+            Vs[r * LDV + c] = to_bf((r < ns && c < DV) ? exf<FAST>(fmaxf(from_bf(Vs[r * LDV + c]), lo_v()) - nnS[c]) : 0.f);
+        }
+#endif
     __syncthreads();
     {  // state part of the denominators, two threads per row
         const int r = tid >> 1, h = tid & 1;
@@ -223,7 +273,12 @@ __device__ __forceinline__ void ek_output_body(
     __syncthreads();  // DS
     const float dlo = rs_lo + DS[rlo], dhi = rs_hi + DS[rhi];
     const bool blo = rlo < ns && !(dlo >= DEN_FLOOR), bhi = rhi < ns && !(dhi >= DEN_FLOOR);
+    bool flo = blo, fhi = bhi;  // rows for the exact path
+#if LOGV
+    const float llo = lg(dlo), lhi = lg(dhi);
+#else
     const float ilo = 1.f / dlo, ihi = 1.f / dhi;
+#endif
     bf* ob = out + (bh * Tq + r0) * DV;
 #pragma unroll
     for (int nt = 0; nt < DVP / 8; ++nt)
@@ -231,70 +286,40 @@ __device__ __forceinline__ void ek_output_body(
         for (int x = 0; x < 4; x += 2) {
             int tt = x < 2 ? rlo : rhi, c = 8 * nt + 2 * t4;
             bool bad = x < 2 ? blo : bhi;
-            if (tt >= ns || bad) continue;
-            float inv = x < 2 ? ilo : ihi;
+            if (tt >= ns || bad || c >= DV) continue;
+            float a = O[nt][x], b = O[nt][x + 1];
+#if LOGV
+            if (!(a >= DEN_FLOOR) || (c + 1 < DV && !(b >= DEN_FLOOR))) {  // underflow against a later value
+                (x < 2 ? flo : fhi) = true;
+                continue;
+            }
+            const float l = x < 2 ? llo : lhi;
+            a = log_out(lg(a) - l + nnS[c]);
+            b = c + 1 < DV ? log_out(lg(b) - l + nnS[c + 1]) : 0.f;
+#else
+            const float inv = x < 2 ? ilo : ihi;
+            a *= inv;
+            b *= inv;
+#endif
             if ((DV & 1) == 0 && c + 1 < DV) {
-                *reinterpret_cast<unsigned*>(ob + (i64)tt * DV + c) = pack2(O[nt][x] * inv, O[nt][x + 1] * inv);
+                *reinterpret_cast<unsigned*>(ob + (i64)tt * DV + c) = pack2(a, b);
             } else {
-                if (c < DV) st(ob + (i64)tt * DV + c, O[nt][x] * inv);
-                if (c + 1 < DV) st(ob + (i64)tt * DV + c + 1, O[nt][x + 1] * inv);
+                st(ob + (i64)tt * DV + c, a);
+                if (c + 1 < DV) st(ob + (i64)tt * DV + c + 1, b);
             }
         }
-    if (t4 == 0) {
-        if (blo) flag[rlo] = 1;
-        if (bhi) flag[rhi] = 1;
-    }
-    if (!__syncthreads_or(blo || bhi)) return;  // flag[] is read only after this barrier
-
-    // exact recomputation of flagged rows (fp32), one warp per row
-    float* fe = fb + w * (DKP + CH);
-    float* fw = fe + DKP;
-    for (int t = w; t < ns; t += NW) {
-        if (!flag[t]) continue;
-        const bf* qr = qb + (i64)t * DK;
-        float xm = neg_big();
-        for (int i = lane; i < DK; i += 32) {
-            float mr = mi_p[i];
-            if (causal)
-                for (int s = 0; s <= t; ++s) mr = fmaxf(mr, ld(kb + (i64)s * DK + i));
-            xm = fmaxf(xm, ld(qr + i) + mr);
-        }
-        const float R = warp_max(xm);
-        float dst = 0.f;
-        for (int i = lane; i < DK; i += 32) {
-            float e = ex((ld(qr + i) + mi_p[i]) - R);
-            fe[i] = e;
-            dst = fmaf(e, zi_p[i], dst);
-        }
-        float den = warp_sum(dst);
-        if (causal) {
-            for (int s = 0; s <= t; ++s) {
-                float ws = 0.f;
-                for (int i = lane; i < DK; i += 32) ws += ex((ld(qr + i) + ld(kb + (i64)s * DK + i)) - R);
-                ws = warp_sum(ws);
-                if (lane == 0) fw[s] = ws;
-                den += ws;
-            }
-        }
-        __syncwarp();
-        const float inv = 1.f / den;
-        for (int c = lane; c < DV; c += 32) {
-            float num = 0.f;
-            if (causal)
-                for (int s = 0; s <= t; ++s) num = fmaf(fw[s], from_bf(Vs[s * LDV + c]), num);
-            for (int i = 0; i < DK; ++i) num = fmaf(fe[i], ldf32(Si_p + (i64)i * DV + c), num);
-            st(ob + (i64)t * DV + c, num * inv);
-        }
-        __syncwarp();
-    }
+    if (flo) flag[rlo] = 1;  // (the same value from every lane that flags the row)
+    if (fhi) flag[rhi] = 1;
+    if (!__syncthreads_or(flo || fhi)) return;  // flag[] is read only after this barrier
+    ek_exact_rows<NW>(flag, fb, ns, causal, qb, kb, vb, mi_p, zi_p, Si_p, ni_p, ob, DK, DV);
 }
 
 extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
     const bf* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
-    int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ /* n_in: LOGV only */,
+    int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ n_in,  // n_in: LOGV only
     const int* __restrict__ rows) {
-    ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, rows);
+    ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, n_in, rows);
 }
 
 // The scan over bf16 summaries (S_c read and S_in written as bf16; VEC = 4 per 8 bytes when
