@@ -292,12 +292,7 @@ def _exp_row(x, tb, y):
     if np.finfo(y.dtype).eps < 1e-10:
         for c in range(n):
             xi = x[c]
-            xc = max(xi, -708.0)
-            t = xc * _INV_LN2 + _ROUND
-            kf = t - _ROUND
-            r = (xc - kf * _LN2_HI) - kf * _LN2_LO
-            p = 1.0 + r * (1.0 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
-                1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r / 479001600)))))))))))
+            p, t = _exp64(xi)
             x[c] = p if xi > -708.0 else 0.0
             tb[c] = t
     else:
@@ -359,6 +354,18 @@ _SQRT_HALF_BITS = 0x3FE6A09E667F3BCD  # the bit pattern of sqrt(1/2)
 
 
 @numba.njit(inline="always")
+def _exp64(xi):
+    """(p, t) for exp(xi) = p 2^k, xi >= -708 (clamped below): xi = k ln 2 + r, |r| <= ln 2 / 2,
+    p = Taylor to r^12 (within 1 ulp of float64), t = xi / ln 2 + _ROUND (k in its low bits)."""
+    xc = max(xi, -708.0)
+    t = xc * _INV_LN2 + _ROUND
+    kf = t - _ROUND
+    r = (xc - kf * _LN2_HI) - kf * _LN2_LO
+    return 1.0 + r * (1.0 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
+        1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r / 479001600))))))))))), t
+
+
+@numba.njit(inline="always")
 def _vexp(x, s, y):
     """y = exp(x) elementwise (2-D arrays of one shape; x, s float64 scratch, both overwritten),
     0 for x <= -708; within 1 ulp of float64. Loops of plain arithmetic, so LLVM vectorises them
@@ -368,12 +375,7 @@ def _vexp(x, s, y):
     for a in range(R):
         for c in range(Q):
             xi = x[a, c]
-            xc = max(xi, -708.0)
-            t = xc * _INV_LN2 + _ROUND
-            kf = t - _ROUND
-            r = (xc - kf * _LN2_HI) - kf * _LN2_LO
-            p = 1.0 + r * (1.0 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
-                1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r / 479001600)))))))))))
+            p, t = _exp64(xi)
             x[a, c] = p if xi > -708.0 else 0.0
             s[a, c] = t
     sb = s.view(np.int64)
