@@ -108,6 +108,43 @@ def test_long_calls_run_chunked_and_match(op):
                      atol=atol)
 
 
+@pytest.mark.parametrize("op", ["exp", "log"])
+@given(T=st.integers(numba_cpu.EK_CHUNKED_MIN_T, 2 * numba_cpu.EK_CHUNKED_MIN_T + 5), dk=dims, dv=dims, seed=seeds,
+       scale=st.sampled_from([1.0, 1e3]))
+def test_default_chunk_float32(op, T, dk, dv, seed, scale):
+    """The chunk size the backend picks (64 at these widths: float32 exponentials, the vectorised
+    logarithms, a partial last chunk) against the reference, with the float32 bounds above."""
+    from lsattn.backends import _numba_chunked as KC
+
+    assert KC.chunk_for(dk, dv) == 64
+    q, k, vals = (x.astype(np.float32) for x in ek_inputs(seed, (2,), T, dk, dv, scale))
+    rtol, atol = ek_tol(op, q, k, "float32")
+    out, _ = chunked(op, q, k, vals, None)
+    assert out.dtype == np.float32
+    assert_close(out, EK[op][1](*(x.astype(np.float64) for x in (q, k, vals))), rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectorised_exp_and_log(dtype):
+    """``_exp_row`` against np.exp over the whole range it is called on (x <= 0, below the flush
+    to zero too), ``_log_row`` against np.log over positive normal float64; within 2 ulp."""
+    from lsattn.backends import _numba_chunked as KC
+
+    rng = np.random.default_rng(0)
+    fi = np.finfo(dtype)
+    x = np.concatenate([-rng.uniform(0, 2 * np.log(1 / fi.tiny), 4000), -rng.uniform(0, 1, 1000), [0.0, -1e-300]])
+    y = np.empty(x.shape, dtype)
+    KC._exp_row(x.copy(), np.empty_like(x), y)
+    want = np.exp(x)
+    normal = want >= 2 * fi.tiny  # smaller ones may be flushed to 0
+    np.testing.assert_allclose(y[normal], want[normal].astype(dtype), rtol=2 * fi.eps, atol=0)
+    assert (y[~normal] <= 2 * fi.tiny).all() and (y[~normal] >= 0).all()
+    z = np.exp(rng.uniform(-700, 700, 4000))
+    ly = np.empty_like(z)
+    KC._log_row(z.copy(), np.empty_like(z), ly)
+    np.testing.assert_allclose(ly, np.log(z), rtol=2 * np.finfo(np.float64).eps, atol=2 * np.finfo(np.float64).eps)
+
+
 def test_warm_compiles_the_chunked_kernel_once_per_dtype():
     """``lsattn info --warm`` compiles (or loads) ek_chunked for float32 and float64; read-only inputs
     (broadcast views) and a read-only state then compile nothing more."""

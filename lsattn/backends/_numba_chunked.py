@@ -9,15 +9,19 @@ Imported only when the ``numba`` backend runs a long causal call (``numba_cpu`` 
 these and the token-by-token kernels of ``_numba_kernels`` by size). Needs SciPy (Numba's
 ``np.dot`` calls SciPy's BLAS).
 
-Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens, each:
+Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens (64 at
+d = 64), each with ONE shift per feature for the state and the chunk, ``M = max(m, key maxima of
+the chunk)`` (``N`` likewise for log values; ``f = exp(m - M)``, ``g = exp(n - N)``):
 
-1. *summary*: the chunk's per-feature key maximum ``m^c``, ``E = exp(k - m^c)`` (``C x d_k``), for
-   log values the per-column maximum ``n^c`` and ``V = exp(log_v - n^c)`` (else ``V = v``), a column
-   of ones appended to ``V``; ``[S^c | z^c] = E^T V`` (one ``(d_k x C)(C x (d_v + 1))`` product);
-2. *reads*: one shift for the running state and the chunk, ``M = max(m^s, m^c)`` (``N`` for
-   values), queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti + M_i)``; then ``[num | den] =
-   [A | mask(A E'^T)] [[S | z]' ; [V | 1]']`` (two products; ``'`` = rescaled to ``M, N``);
-3. *merge*: state and summary shifted to the larger maxima (factors <= 1), as the array-API ``merge``.
+1. ``E = exp(k - M)`` (``C x d_k``), ``V = exp(log_v - N)`` or ``v`` (``C x d_v``);
+2. *reads*: queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti + M_i)``; ``num = A S' +
+   mask(A E^T) V`` (three products, ``S' = f S g`` the state at the chunk's shifts), ``den = A z' +
+   row sums of mask(A E^T)`` (float64);
+3. *merge*: ``S <- f S g + E^T V``, ``z <- f z + column sums of E`` (the fourth product), ``m <- M``.
+
+Every product is ``C x d x d`` at most (``_BLAS_SINGLE``: OpenBLAS keeps it on the calling thread);
+the exponentials and the logarithms of log-value outputs are vectorised polynomials
+(:func:`_exp_row`: float32 ones for float32 inputs, :func:`_log_row`).
 
 Parallel over batch elements, and for a batch smaller than the thread count over *parts* of each
 sequence, in one parallel loop: part ``j`` first runs only the summaries and merges of every chunk
@@ -44,6 +48,8 @@ from numba import prange
 from ._numba_kernels import _ek_finish, _token
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
+#: fused multiply-add allowed (no other fast-math flag): LLVM then vectorises the exponentials
+_FM = {"contract"}
 
 
 #: OpenBLAS runs a product of m n k >= 262144 flops / 2 on its own threads; called from every Numba
@@ -53,11 +59,11 @@ _BLAS_SINGLE = 262144
 
 
 def chunk_for(d_k, d_v):
-    """The chunk size of :func:`ek_chunked`: the largest power of two from 8 up to 64 whose three
-    products (d_k x C x (d_v + 1), C x d_k x C, C x (d_k + C) x (d_v + 1)) stay below
-    ``_BLAS_SINGLE`` (32 at d_k = d_v = 64), 8 where none does."""
+    """The chunk size of :func:`ek_chunked`: the largest power of two from 8 up to 64 whose four
+    products (d_k x C x d_v, C x d_k x d_v, C x d_k x C, C x C x d_v) are at most ``_BLAS_SINGLE``
+    (64 at d_k = d_v = 64), 8 where none is."""
     C = 64
-    while C > 8 and max(d_k * C * (d_v + 1), C * d_k * C, C * (d_k + C) * (d_v + 1)) >= _BLAS_SINGLE:
+    while C > 8 and max(d_k * C * d_v, C * d_k * C, C * C * d_v) > _BLAS_SINGLE:
         C //= 2
     return C
 
@@ -112,7 +118,7 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
                  z0[row], log_values, lo, C, P, j, out[b, s0:s1], m1[row], n1[row], S1[row], z1[row])
 
 
-@numba.njit
+@numba.njit(fastmath=_FM)
 def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, out, m1, n1, S1, z1):
     """Part ``j`` of ``P`` of one stream (q, k (T, d_k), vals (T, d_v), its state m0 (d_k), ...): the
     summaries of every earlier chunk, then its own chunks in full; the last part writes the state."""
@@ -120,151 +126,191 @@ def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, out, m1, n1, S
     dv = vals.shape[1]
     nch = (T + C - 1) // C
     wt = q.dtype
-    ms = np.empty(dk)
-    ns = np.zeros(dv + 1)  # column dv: the z column's (zero) shift
+    m = np.empty(dk)
+    n = np.zeros(dv + 1)  # entry dv: the z column's (zero) shift, as _ek_row reads it
     Ss = np.empty((dk, dv + 1))  # [S | z], float64
     zmax = 0.0
     for i in range(dk):
-        ms[i] = m0[i]
+        m[i] = m0[i]
         Ss[i, dv] = z0[i]
         zmax = max(zmax, np.float64(z0[i]))
         for c in range(dv):
             Ss[i, c] = S0[i, c]
     for c in range(dv):
-        ns[c] = n0[c] if log_values else 0.0
+        n[c] = n0[c] if log_values else 0.0
     # lost mass of one output entry, in units of its shift: each product that underflowed (or met
-    # an exponential flushed to 0 below exp(-708)) is below 4 tiny, and there are at most d_k of
-    # them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
+    # an exponential flushed to 0 below the dtype's tiny) is below 4 tiny, and there are at most d_k
+    # of them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
     start = _part_starts(nch, P, SUMMARY_COST)
-    E = np.empty((C, dk), wt)  # exp(k - m^c), padded rows 0
-    SV = np.empty((dk + C, dv + 1), wt)  # rows dk..: [V | 1] (padded rows 0); rows :dk: [S | z]'
-    mc = np.empty(dk)
-    nc = np.zeros(dv + 1)
-    Sc = np.empty((dk, dv + 1))
+    E = np.zeros((C, dk), wt)  # exp(k - M), padded rows 0
+    V = np.zeros((C, dv), wt)  # exp(log_v - N) or v, padded rows 0
+    A = np.zeros((C, dk), wt)  # exp(q + M - r), padded rows 0
+    Sw = np.empty((dk, dv), wt)  # the state at the chunk's shifts
+    W = np.empty((C, C), wt)
+    Y1 = np.empty((C, dv), wt)
+    Y2 = np.empty((C, dv), wt)
+    U = np.empty((dk, dv), wt)
+    M, N = np.empty(dk), np.zeros(dv + 1)
+    f, g, zs = np.empty(dk), np.ones(dv), np.empty(dk)
+    x, tb = np.empty(max(dk, dv)), np.empty(max(dk, dv))
+    Z, den, ones = np.empty((C, dv)), np.empty(C), np.ones(C, wt)
     for c in range(start[j + 1]):
         t0 = c * C
         L = min(T, t0 + C) - t0
-        _summarise(k, vals, t0, L, log_values, lo, mc, nc, E, SV[dk:], Sc)
+        if L < C:
+            E[L:] = 0.0
+            V[L:] = 0.0
+            A[L:] = 0.0
+        _shifts(k, t0, L, -np.inf, m, M, f)  # M = max(m, key maxima), f = exp(m - M)
+        for s in range(L):
+            for i in range(dk):
+                x[i] = np.float64(k[t0 + s, i]) - M[i]
+            _exp_row(x, tb, E[s])
+        if log_values:
+            _shifts(vals, t0, L, lo, n, N, g)
+            for s in range(L):
+                for i in range(dv):
+                    x[i] = max(np.float64(vals[t0 + s, i]), lo) - N[i]
+                _exp_row(x, tb, V[s])
+        else:
+            V[:L] = vals[t0 : t0 + L]
         if c >= start[j]:  # this part's chunks; the earlier ones only move the state
-            _read(q, k, vals, t0, L, ms, ns, Ss, mc, nc, E, SV, bound, log_values, lo, out)
-        _merge(ms, ns, Ss, mc, nc, Sc)
+            for i in range(dk):
+                zs[i] = Ss[i, dv] * f[i]
+                for jj in range(dv):
+                    Sw[i, jj] = Ss[i, jj] * f[i] * g[jj]
+            for t in range(L):
+                r = -np.inf
+                for i in range(dk):
+                    x[i] = np.float64(q[t0 + t, i]) + M[i]
+                    r = max(r, x[i])
+                for i in range(dk):
+                    x[i] -= r
+                _exp_row(x, tb, A[t])
+            np.dot(A, Sw, Y1)
+            np.dot(A, E.T, W)
+            for t in range(C):
+                for s in range(t + 1, C):
+                    W[t, s] = 0.0
+            np.dot(W, V, Y2)
+            for t in range(L):
+                den[t] = _dot(A[t], zs) + _dot(W[t, : t + 1], ones)
+                ok = den[t] >= bound
+                for jj in range(dv):
+                    Z[t, jj] = np.float64(Y1[t, jj]) + np.float64(Y2[t, jj])
+                if log_values:
+                    for jj in range(dv):
+                        ok = ok and Z[t, jj] >= bound
+                if not ok:
+                    _ek_row(q, k, vals, t0, t0 + t, m, n, Ss, log_values, lo, out[t0 + t])
+                elif log_values:
+                    _log_row(Z[t], tb, x)
+                    ld = math.log(den[t])
+                    for jj in range(dv):
+                        y = x[jj] + N[jj] - ld
+                        out[t0 + t, jj] = y if y > lo / 2 else -np.inf
+                else:
+                    for jj in range(dv):
+                        out[t0 + t, jj] = Z[t, jj] / den[t]
+        np.dot(E.T, V, U)  # the chunk's summary at the shifts M, N: merged into the state
+        for i in range(dk):
+            zs[i] = 0.0
+        for s in range(L):
+            for i in range(dk):
+                zs[i] += np.float64(E[s, i])
+        for i in range(dk):
+            Ss[i, dv] = Ss[i, dv] * f[i] + zs[i]
+            for jj in range(dv):
+                Ss[i, jj] = Ss[i, jj] * f[i] * g[jj] + np.float64(U[i, jj])
+            m[i] = M[i]
+        for jj in range(dv):
+            n[jj] = N[jj]
     if j == P - 1:  # the state after the last chunk, in the array-API layout
         for i in range(dk):
-            m1[i] = ms[i]
+            m1[i] = m[i]
             z1[i] = Ss[i, dv]
             for c in range(dv):
                 S1[i, c] = Ss[i, c]
         for c in range(dv):
-            n1[c] = ns[c] if log_values else lo
+            n1[c] = n[c] if log_values else lo
 
 
-@numba.njit
-def _summarise(k, vals, t0, L, log_values, lo, mc, nc, E, Vc, Sc):
-    """The summary of tokens t0 .. t0 + L - 1 of one batch element (k (T, d_k), vals (T, d_v)):
-    mc (d_k) key maxima, nc (d_v + 1) value maxima (log values; last entry 0), E (C, d_k) =
-    exp(k - mc), Vc (C, d_v + 1) = [exp(log_v - nc) or v | 1] (rows from L: 0), Sc = E^T Vc (float64)."""
-    C, dk = E.shape
-    dv = vals.shape[1]
-    X = np.empty((C, dk))
-    _shifted(k, t0, L, -np.inf, mc, X)
-    _vexp(X, np.empty((C, dk)), E)
-    if log_values:
-        X2 = np.empty((C, dv + 1))
-        _shifted(vals, t0, L, lo, nc, X2)
-        X2[:L, dv] = 0.0
-        X2[L:, dv] = -1e300
-        _vexp(X2, np.empty((C, dv + 1)), Vc)
+@numba.njit(fastmath={"contract", "reassoc"})
+def _dot(a, b):
+    """sum_i a_i b_i in float64 (a, b 1-D of a's length; summed in any order, so vectorised)."""
+    acc = 0.0
+    for i in range(a.shape[0]):
+        acc += np.float64(a[i]) * np.float64(b[i])
+    return acc
+
+
+@numba.njit(fastmath=_FM)
+def _log_row(x, tb, y):
+    """y[:n] = log(x[:n]) for positive normal float64 x (n = x.shape[0]; tb float64 scratch of n):
+    x = 2^e m with m in [sqrt(1/2), sqrt(2)) from the bits, log m = 2 atanh(s), s = (m - 1) / (m + 1)
+    (|s| <= 0.172, series to s^21: within ~2 ulp of float64), plain arithmetic so that it vectorises
+    (Numba's math.log is a scalar libm call)."""
+    n = x.shape[0]
+    xb = x.view(np.int64)
+    mb = tb.view(np.int64)
+    yb = y.view(np.int64)
+    for c in range(n):
+        e = (xb[c] - _SQRT_HALF_BITS) >> 52
+        mb[c] = xb[c] - (e << 52)
+        yb[c] = e + _ROUND_BITS  # the float64 _ROUND + e
+    for c in range(n):
+        m = tb[c]
+        s = (m - 1.0) / (m + 1.0)
+        s2 = s * s
+        p = s2 * (1 / 3 + s2 * (1 / 5 + s2 * (1 / 7 + s2 * (1 / 9 + s2 * (1 / 11 + s2 * (1 / 13 + s2 * (
+            1 / 15 + s2 * (1 / 17 + s2 * (1 / 19 + s2 / 21)))))))))
+        ef = y[c] - _ROUND
+        y[c] = ef * _LN2_HI + (2 * s + (2 * s * p + ef * _LN2_LO))
+
+
+@numba.njit(inline="always")
+def _shifts(x, t0, L, floor, old, new, fac):
+    """new[:d] = max(old, floor, column maxima of x[t0 : t0 + L]) (x (T, d)), fac = exp(old - new)."""
+    d = x.shape[1]
+    for j in range(d):
+        new[j] = max(old[j], floor)
+    for s in range(L):
+        for j in range(d):
+            new[j] = max(new[j], np.float64(x[t0 + s, j]))
+    for j in range(d):
+        fac[j] = math.exp(old[j] - new[j])
+
+
+@numba.njit(fastmath=_FM)
+def _exp_row(x, tb, y):
+    """y = exp(x[:n]) for n = y.shape[0] (x float64 <= 0, tb float64 scratch of n, overwritten),
+    0 below the output dtype's smallest normal exponent. float64 y: as :func:`_vexp` (within 1 ulp);
+    float32 y: the reduction x = k ln 2 + r in float64 (exact arguments), r^7 Taylor in float32
+    (within 2 ulp of float32), 8 lanes per instruction instead of 4."""
+    n = y.shape[0]
+    if np.finfo(y.dtype).eps < 1e-10:
+        for c in range(n):
+            xi = x[c]
+            p, t = _exp64(xi)
+            x[c] = p if xi > -708.0 else 0.0
+            tb[c] = t
     else:
-        for s in range(L):
-            for j in range(dv):
-                Vc[s, j] = vals[t0 + s, j]
-            Vc[s, dv] = 1.0
-        Vc[L:] = 0.0
-    Sc[:, :] = np.dot(E.T, Vc)
-
-
-@numba.njit
-def _merge(m, n, S, mc, nc, Sc):
-    """The running state (m, n, S = [S | z], float64) merged in place with a chunk's summary, both
-    shifted to the larger maxima (factors <= 1), as the array-API ``merge``."""
-    dk, dv1 = S.shape
-    f = np.empty(dk)
-    fc = np.empty(dk)
-    g = np.empty(dv1)
-    gc = np.empty(dv1)
-    for i in range(dk):
-        x = max(m[i], mc[i])
-        f[i] = math.exp(m[i] - x)
-        fc[i] = math.exp(mc[i] - x)
-        m[i] = x
-    for j in range(dv1):
-        x = max(n[j], nc[j])
-        g[j] = math.exp(n[j] - x)
-        gc[j] = math.exp(nc[j] - x)
-        n[j] = x
-    for i in range(dk):
-        for j in range(dv1):
-            S[i, j] = S[i, j] * f[i] * g[j] + Sc[i, j] * fc[i] * gc[j]
-
-
-@numba.njit
-def _read(q, k, vals, t0, L, Pm, Pn, PS, mc, nc, E, SV, bound, log_values, lo, out):
-    """Outputs t0 .. t0 + L - 1 of one batch element (q, k (T, d_k), vals (T, d_v), out (T, d_v))
-    from the state before the chunk (Pm, Pn, PS = [S | z], read only) and the chunk's summary (mc,
-    nc, E, SV[dk:] = [V | 1]; E and SV are overwritten): one shift M = max(Pm, mc) (N for values),
-    A = exp(q + M - r), [num | den] = [A | mask(A E'^T)] [[S | z]' ; [V | 1]']; rows whose lost
-    mass may exceed eps of den (or of a log-value numerator) are recomputed by :func:`_ek_row`."""
-    C, dk = E.shape
-    dv = vals.shape[1]
-    wt = E.dtype
-    M = np.empty(dk)
-    N = np.empty(dv + 1)
-    g = np.empty(dv + 1)
-    for i in range(dk):
-        M[i] = max(Pm[i], mc[i])
-    for j in range(dv + 1):
-        N[j] = max(Pn[j], nc[j])
-        g[j] = math.exp(Pn[j] - N[j])
-    for i in range(dk):
-        fi = math.exp(Pm[i] - M[i])
-        for j in range(dv + 1):
-            SV[i, j] = PS[i, j] * fi * g[j]
-    for i in range(dk):
-        g[0] = math.exp(mc[i] - M[i])
-        for s in range(L):
-            E[s, i] *= g[0]
-    if log_values:
-        for j in range(dv):
-            g[j] = math.exp(nc[j] - N[j])
-        for s in range(L):
-            for j in range(dv):
-                SV[dk + s, j] *= g[j]
-    X = np.full((C, dk), -1e300)  # padded rows: A = 0
-    A = np.empty((C, dk), wt)
-    query_exps(q, t0, L, M, X, A)
-    W = np.dot(A, E.T)
-    AW = np.empty((C, dk + C), wt)  # [A | mask(A E'^T)]
-    for t in range(C):
-        for i in range(dk):
-            AW[t, i] = A[t, i]
-        for s in range(t + 1):
-            AW[t, dk + s] = W[t, s]
-        for s in range(t + 1, C):
-            AW[t, dk + s] = 0.0
-    Z = np.dot(AW, SV)
-    num = np.empty(dv)
-    for t in range(L):
-        ok = Z[t, dv] >= bound
-        if log_values:
-            for j in range(dv):
-                ok = ok and Z[t, j] >= bound
-        if ok:
-            for j in range(dv):
-                num[j] = Z[t, j]
-            _ek_finish(num, np.float64(Z[t, dv]), N, log_values, lo, out[t0 + t])
-        else:
-            _ek_row(q, k, vals, t0, t0 + t, Pm, Pn, PS, log_values, lo, out[t0 + t])
+        for c in range(n):
+            xi = x[c]
+            xc = max(xi, -87.0)
+            t = xc * _INV_LN2 + _ROUND
+            kf = t - _ROUND
+            r = np.float32((xc - kf * _LN2_HI) - kf * _LN2_LO)
+            p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (np.float32(1 / 6) + r * (
+                np.float32(1 / 24) + r * (np.float32(1 / 120) + r * (np.float32(1 / 720) + r * np.float32(1 / 5040)))))))
+            x[c] = p if xi > -87.0 else 0.0
+            tb[c] = t
+    sb = tb.view(np.int64)
+    for c in range(n):
+        sb[c] = (sb[c] - _ROUND_BITS + 1023) << 52
+    for c in range(n):
+        y[c] = x[c] * tb[c]
 
 
 @numba.njit(inline="always")
@@ -304,6 +350,19 @@ def _shifted(x, t0, L, floor, mx, X):
 _LN2_HI, _LN2_LO, _INV_LN2 = 0.6931471803691238, 1.9082149292705877e-10, 1.4426950408889634
 _ROUND = 6755399441055744.0  # 1.5 * 2^52: x + _ROUND - _ROUND rounds x to an integer
 _ROUND_BITS = 0x4338000000000000  # its bit pattern
+_SQRT_HALF_BITS = 0x3FE6A09E667F3BCD  # the bit pattern of sqrt(1/2)
+
+
+@numba.njit(inline="always")
+def _exp64(xi):
+    """(p, t) for exp(xi) = p 2^k, xi >= -708 (clamped below): xi = k ln 2 + r, |r| <= ln 2 / 2,
+    p = Taylor to r^12 (within 1 ulp of float64), t = xi / ln 2 + _ROUND (k in its low bits)."""
+    xc = max(xi, -708.0)
+    t = xc * _INV_LN2 + _ROUND
+    kf = t - _ROUND
+    r = (xc - kf * _LN2_HI) - kf * _LN2_LO
+    return 1.0 + r * (1.0 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
+        1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r / 479001600))))))))))), t
 
 
 @numba.njit(inline="always")
@@ -316,12 +375,7 @@ def _vexp(x, s, y):
     for a in range(R):
         for c in range(Q):
             xi = x[a, c]
-            xc = max(xi, -708.0)
-            t = xc * _INV_LN2 + _ROUND
-            kf = t - _ROUND
-            r = (xc - kf * _LN2_HI) - kf * _LN2_LO
-            p = 1.0 + r * (1.0 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r * (
-                1 / 5040 + r * (1 / 40320 + r * (1 / 362880 + r * (1 / 3628800 + r * (1 / 39916800 + r / 479001600)))))))))))
+            p, t = _exp64(xi)
             x[a, c] = p if xi > -708.0 else 0.0
             s[a, c] = t
     sb = s.view(np.int64)
