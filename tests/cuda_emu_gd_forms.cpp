@@ -1,7 +1,7 @@
 // The CUDA source of gd_forms (lsattn/backends/cupy/gated_delta_forms.cu) compiled as C++ for the
 // CPU: the emulation of cuda_emu_gd_scan.cpp (a std::thread per CUDA thread, __syncthreads a
 // std::barrier, shared memory one static buffer; it includes gated_delta.cu through KERNEL and
-// defines run(), gd_scan's launch) plus the helpers of common.cu that gd_forms uses besides, restated.
+// defines run(), gd_scan's launch, and emu_grid) plus the helpers of common.cu that gd_forms uses besides, restated.
 // tests/test_cupy_gated_delta.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DFORMS_KERNEL='"<gated_delta_forms.cu>"'
 #include "cuda_emu_gd_scan.cpp"
@@ -30,17 +30,5 @@ inline void zero_acc(ta (&acc)[RM][RN]) {
 // gd_forms' launch: grid (n, BH), NT threads per block.
 extern "C" void run_forms(const ta* q, const ta* k, const ta* v, const ta* a, const ta* bt, const ta* lam, ta* qe, ta* ek,
                           ta* ph, ta* Hc, ta* gc, ta* out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int BH) {
-    for (int by = 0; by < BH; ++by)
-        for (int bx = 0; bx < n; ++bx) {
-            std::barrier<> bar(NT);
-            emu_bar = &bar;
-            std::vector<std::thread> threads;
-            for (int t = 0; t < NT; ++t)
-                threads.emplace_back([=] {
-                    threadIdx = {(unsigned)t, 0, 0};
-                    blockIdx = {(unsigned)bx, (unsigned)by, 0};
-                    gd_forms(q, k, v, a, bt, lam, qe, ek, ph, Hc, gc, out, T, DK, DV, L, p, F, n);
-                });
-            for (auto& th : threads) th.join();
-        }
+    emu_grid(n, BH, [=] { gd_forms(q, k, v, a, bt, lam, qe, ek, ph, Hc, gc, out, T, DK, DV, L, p, F, n); });
 }

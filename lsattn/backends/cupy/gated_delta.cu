@@ -1,6 +1,7 @@
 // Log-linear Gated DeltaNet (loglinear_gated_delta): the scan over chunks (host: gated_delta.py).
 // Compiled after common.cu (TA, CH, DKP; the inputs are in the compute type TA: 16-bit inputs are
-// widened by the host, which computes the per-chunk WY quantities with array-API matmuls).
+// widened by the registry). Its per-chunk inputs come from gd_forms (gated_delta_forms.cu, compiled
+// after this file) or, on the autograd path, from the array-API WY forms as torch operations.
 //
 // gd_scan: one block per (sequence, column block of GD_BV value columns), a sequential loop over
 // the call's chunks c = F .. F + n - 1 (absolute indices, aligned to absolute multiples of CH,

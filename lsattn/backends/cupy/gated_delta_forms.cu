@@ -27,6 +27,19 @@ constexpr int GF_DT = (DKP * GF_LD > CH * GF_LK ? DKP * GF_LD : CH * GF_LK);  //
 constexpr int GF_CC = CH * GF_LD;                    // one CH x CH tile
 constexpr int GF_R = CH / 16, GF_RK = DKP / 16, GF_RV = GF_VB / 16;  // micro-tile sizes
 
+// One product of the block (mm_acc: A as [kk][row], B as [kk][col], KD reduction indices), each
+// result of this thread's RM x RN micro-tile handed to store(row, col, value).
+template <int RM, int RN, int KD, typename S>
+__device__ __forceinline__ void gf_product(const ta* A, int lda, const ta* B, int ldb, int ty, int tx, S store) {
+    ta acc[RM][RN];
+    zero_acc(acc);
+    mm_acc<RM, RN, KD>(acc, A, lda, B, ldb, ty, tx);
+#pragma unroll
+    for (int ii = 0; ii < RM; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < RN; ++jj) store(ty * RM + ii, tx * RN + jj, acc[ii][jj]);
+}
+
 extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     const ta* __restrict__ q,    // (BH, T, DK)
     const ta* __restrict__ k,    // (BH, T, DK)
@@ -99,27 +112,12 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     }
     __syncthreads();
     // N = beta_i E (K K^T) strictly below the diagonal; M^T = (E * Q K^T)^T
-    {
-        ta acc[GF_R][GF_R];
-        zero_acc(acc);
-        mm_acc<GF_R, GF_R, DKP>(acc, T1, GF_LD, T1, GF_LD, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < GF_R; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < GF_R; ++jj) {
-                const int i = ty * GF_R + ii, r = tx * GF_R + jj;
-                C1[i * GF_LD + r] = r < i ? (bb[i] * C0[i * GF_LD + r]) * acc[ii][jj] : (ta)0;
-            }
-        zero_acc(acc);
-        mm_acc<GF_R, GF_R, DKP>(acc, T0, GF_LD, T1, GF_LD, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < GF_R; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < GF_R; ++jj) {
-                const int t = ty * GF_R + ii, s = tx * GF_R + jj;
-                C2[s * GF_LD + t] = s <= t ? C0[t * GF_LD + s] * acc[ii][jj] : (ta)0;
-            }
-    }
+    gf_product<GF_R, GF_R, DKP>(T1, GF_LD, T1, GF_LD, ty, tx, [&](int i, int r, ta x) {
+        C1[i * GF_LD + r] = r < i ? (bb[i] * C0[i * GF_LD + r]) * x : (ta)0;
+    });
+    gf_product<GF_R, GF_R, DKP>(T0, GF_LD, T1, GF_LD, ty, tx, [&](int t, int s, ta x) {
+        C2[s * GF_LD + t] = s <= t ? C0[t * GF_LD + s] * x : (ta)0;
+    });
     __syncthreads();
     // X = (I + N)^{-1} into C0 (the decay table is read no more), column s by thread s; meanwhile
     // the other threads write e^G K and Z = e^{suffix} K as [t][kk] (Kt in T1 is read no more)
@@ -142,48 +140,24 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
         }
     }
     __syncthreads();
-    {  // attn^T [s][t] = beta_s ((M X)[t][s]) into C1 (N is read no more)
-        ta acc[GF_R][GF_R];
-        zero_acc(acc);
-        mm_acc<GF_R, GF_R, CH>(acc, C2, GF_LD, C0, GF_LD, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < GF_R; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < GF_R; ++jj) {
-                const int t = ty * GF_R + ii, s = tx * GF_R + jj;
-                C1[s * GF_LD + t] = bb[s] * acc[ii][jj];
-            }
-    }
+    // attn^T [s][t] = beta_s (M X)[t][s] into C1 (N is read no more)
+    gf_product<GF_R, GF_R, CH>(C2, GF_LD, C0, GF_LD, ty, tx, [&](int t, int s, ta x) { C1[s * GF_LD + t] = bb[s] * x; });
     __syncthreads();
     ta* qej = qe + cj * CH * DK;
-    ta* ekj = ek + cj * CH * DK;
     ta* phj = ph + cj * DK * CH;
-    {  // qeff = e^G * Q - attn (e^G K)
-        ta acc[GF_R][GF_RK];
-        zero_acc(acc);
-        mm_acc<GF_R, GF_RK, CH>(acc, C1, GF_LD, T2, GF_LK, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < GF_R; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < GF_RK; ++jj) {
-                const int t = ty * GF_R + ii, kk = tx * GF_RK + jj;
-                if (kk < DK) qej[t * DK + kk] = eG[t] * T0[kk * GF_LD + t] - acc[ii][jj];
-            }
-    }
-    ta acp[GF_RK][GF_R];  // phi [kk][s] = beta_s (Z^T X)[kk][s]
-    zero_acc(acp);
-    mm_acc<GF_RK, GF_R, CH>(acp, T1, GF_LK, C0, GF_LD, ty, tx);
-    __syncthreads();  // Qt (T0) and the unmasked attn^T (C1) are read no more
-#pragma unroll
-    for (int ii = 0; ii < GF_RK; ++ii)
-#pragma unroll
-        for (int jj = 0; jj < GF_R; ++jj) {
-            const int kk = ty * GF_RK + ii, s = tx * GF_R + jj;
-            const ta x = bb[s] * acp[ii][jj];
-            T0[s * GF_LK + kk] = x;
-            if (kk < DK) phj[kk * CH + s] = x;
-        }
-    for (int idx = tid; idx < CH * DK; idx += NT) ekj[idx] = T2[(idx / DK) * GF_LK + idx % DK];
+    // qeff = e^G * Q - attn (e^G K) (Q read again from the input: Qt's tile is phi's now)
+    gf_product<GF_R, GF_RK, CH>(C1, GF_LD, T2, GF_LK, ty, tx, [&](int t, int kk, ta x) {
+        const i64 g = g0 + t;
+        if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? q[(bh * T + g) * DK + kk] : (ta)0) - x;
+    });
+    // phi [kk][s] = beta_s (Z^T X)[kk][s], also as phi^T [s][kk] over Qt (read last by Q K^T)
+    gf_product<GF_RK, GF_R, CH>(T1, GF_LK, C0, GF_LD, ty, tx, [&](int kk, int s, ta x) {
+        x *= bb[s];
+        T0[s * GF_LK + kk] = x;
+        if (kk < DK) phj[kk * CH + s] = x;
+    });
+    for (int idx = tid; idx < CH * DK; idx += NT) ek[cj * CH * DK + idx] = T2[(idx / DK) * GF_LK + idx % DK];
+    __syncthreads();  // the unmasked attn^T (C1) is read no more
     for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
         const int s = idx / CH, t = idx % CH;
         const i64 g = g0 + t;
@@ -200,29 +174,11 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
             T1[s * GF_LV + c] = (g >= 0 && g < T && vb + c < DV) ? v[(bh * T + g) * DV + vb + c] : (ta)0;
         }
         __syncthreads();
-        {
-            ta acc[GF_RK][GF_RV];
-            zero_acc(acc);
-            mm_acc<GF_RK, GF_RV, CH>(acc, T0, GF_LK, T1, GF_LV, ty, tx);
-#pragma unroll
-            for (int ii = 0; ii < GF_RK; ++ii)
-#pragma unroll
-                for (int jj = 0; jj < GF_RV; ++jj) {
-                    const int kk = ty * GF_RK + ii, c = vb + tx * GF_RV + jj;
-                    if (kk < DK && c < DV) Hc[(cj * DK + kk) * DV + c] = acc[ii][jj];
-                }
-        }
-        {
-            ta acc[GF_R][GF_RV];
-            zero_acc(acc);
-            mm_acc<GF_R, GF_RV, CH>(acc, C1, GF_LD, T1, GF_LV, ty, tx);
-#pragma unroll
-            for (int ii = 0; ii < GF_R; ++ii)
-#pragma unroll
-                for (int jj = 0; jj < GF_RV; ++jj) {
-                    const int t = ty * GF_R + ii, c = vb + tx * GF_RV + jj;
-                    if (c < DV) out[(cj * CH + t) * DV + c] = acc[ii][jj];
-                }
-        }
+        gf_product<GF_RK, GF_RV, CH>(T0, GF_LK, T1, GF_LV, ty, tx, [&](int kk, int c, ta x) {
+            if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
+        });
+        gf_product<GF_R, GF_RV, CH>(C1, GF_LD, T1, GF_LV, ty, tx, [&](int t, int c, ta x) {
+            if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
+        });
     }
 }
