@@ -58,6 +58,26 @@ template <int N> inline void ldv(const double* p, double (&o)[N]) {
     }
 }
 
+// common.cu's staged<> as it is: batches of loads issued before their stores
+template <int TOTAL, int NTH, typename L, typename S>
+inline void staged(L load, S store) {
+    using V = decltype(load(0));
+    constexpr int N = (TOTAL + NTH - 1) / NTH;
+    constexpr int BW = 64 / (int)sizeof(V) < 1 ? 1 : (64 / (int)sizeof(V) > 16 ? 16 : 64 / (int)sizeof(V));
+    constexpr int B = N < BW ? N : BW;
+    for (int u0 = 0; u0 < N; u0 += B) {
+        V r[B];
+        for (int u = 0; u < B; ++u) {
+            const int idx = threadIdx.x + (u0 + u) * NTH;
+            r[u] = (u0 + u < N && idx < TOTAL) ? load(idx) : V();
+        }
+        for (int u = 0; u < B; ++u) {
+            const int idx = threadIdx.x + (u0 + u) * NTH;
+            if (u0 + u < N && idx < TOTAL) store(idx, r[u]);
+        }
+    }
+}
+
 #include KERNEL
 
 // A launch of grid (gx, gy): the blocks one after another, each as NT std::threads that call
