@@ -260,7 +260,7 @@ def emulated(tmp_path_factory):
 @given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([3, 16, 33]), dv=st.sampled_from([1, 17, 70]), C=chunks,
        keys=key_kinds, decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), p=st.sampled_from([0, 5, 64, 77]),
        seed=seeds)
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)  # a std::thread per CUDA thread: CI time
 def test_kernels_emulated_match_reference(emulated, batch, T, dk, dv, C, keys, decay, resets, p, seed):
     """The CUDA sources of gd_forms and gd_scan on the CPU through the host logic, float64: any T
     (1, odd, not a multiple of the chunk), several batch axes, an incoming array-API state at
