@@ -4,8 +4,8 @@
     python benchmarks/bench_gpu_gated_delta.py --train [--out DIR] [--T 2048,8192,16384]   (fwd+bwd, ``train``)
 
 Shapes B=2, H=16, d_k=d_v=64, bfloat16 and float32, on CUDA torch tensors. Ours:
-``lsattn.loglinear_gated_delta`` exactly as a user calls it (no ``backend=``: the CuPy scan kernel,
-``gated_delta.cu``, after the array-API WY forms on the same device), and the array-API path
+``lsattn.loglinear_gated_delta`` exactly as a user calls it (no ``backend=``: the CuPy kernels,
+``gd_forms`` for the per-chunk WY forms and the scan ``gd_scan``), and the array-API path
 (``backend="array_api"``, what CUDA arrays ran before the kernel). Peer: fla's plain (not
 log-linear) ``chunk_gated_delta_rule`` forward (layout (B, T, H, d), ``g`` = log decay, ``beta``),
 the reference point of the issue's targets. Keys are L2-normalised, ``g = logsigmoid(x + 3)``,

@@ -58,22 +58,53 @@ template <int N> inline void ldv(const double* p, double (&o)[N]) {
     }
 }
 
+// common.cu's staged<> as it is: batches of loads issued before their stores
+template <int TOTAL, int NTH, typename L, typename S>
+inline void staged(L load, S store) {
+    using V = decltype(load(0));
+    constexpr int N = (TOTAL + NTH - 1) / NTH;
+    constexpr int BW = 64 / (int)sizeof(V) < 1 ? 1 : (64 / (int)sizeof(V) > 16 ? 16 : 64 / (int)sizeof(V));
+    constexpr int B = N < BW ? N : BW;
+    for (int u0 = 0; u0 < N; u0 += B) {
+        V r[B];
+        for (int u = 0; u < B; ++u) {
+            const int idx = threadIdx.x + (u0 + u) * NTH;
+            r[u] = (u0 + u < N && idx < TOTAL) ? load(idx) : V();
+        }
+        for (int u = 0; u < B; ++u) {
+            const int idx = threadIdx.x + (u0 + u) * NTH;
+            if (u0 + u < N && idx < TOTAL) store(idx, r[u]);
+        }
+    }
+}
+
 #include KERNEL
 
-// gd_scan's launch: grid (BH, ceil(DV / 16)), NT threads per block.
-extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
-                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH) {
-    for (int bx = 0; bx < BH; ++bx)
-        for (int by = 0; by < (DV + 15) / 16; ++by) {
+// A launch of grid (gx, gy): the blocks one after another, each as NT std::threads that call
+// body() with threadIdx, blockIdx and gridDim set and one barrier per block.
+thread_local emu_idx gridDim;
+template <typename F>
+void emu_grid(unsigned gx, unsigned gy, F body) {
+    for (unsigned bx = 0; bx < gx; ++bx)
+        for (unsigned by = 0; by < gy; ++by) {
             std::barrier<> bar(NT);
             emu_bar = &bar;
             std::vector<std::thread> threads;
             for (int t = 0; t < NT; ++t)
                 threads.emplace_back([=] {
                     threadIdx = {(unsigned)t, 0, 0};
-                    blockIdx = {(unsigned)bx, (unsigned)by, 0};
-                    gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last);
+                    blockIdx = {bx, by, 0};
+                    gridDim = {gx, gy, 1};
+                    body();
                 });
             for (auto& th : threads) th.join();
         }
+}
+
+// gd_scan's launch: grid (BH, ceil(DV / 16)), NT threads per block.
+extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
+                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH) {
+    emu_grid(BH, (DV + 15) / 16, [=] {
+        gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last);
+    });
 }

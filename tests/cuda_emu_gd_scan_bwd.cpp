@@ -1,13 +1,12 @@
 // The CUDA sources of gd_scan and gd_scan_bwd (lsattn/backends/cupy/gated_delta.cu,
 // gated_delta_bwd.cu) compiled as C++ for the CPU: the emulation of cuda_emu_gd_scan.cpp (a
 // std::thread per CUDA thread, __syncthreads a std::barrier; it includes gated_delta.cu through
-// KERNEL and defines run(), gd_scan's launch) plus what the backward uses besides: gridDim and the
+// KERNEL and defines run(), gd_scan's launch, and emu_grid) plus what the backward uses besides: the
 // warp shuffle (every thread of a block calls it the same number of times, so an exchange through
 // a block-wide buffer between two barriers is exact). tests/test_cupy_gated_delta_grad.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DBWD_KERNEL='"<gated_delta_bwd.cu>"'
 #include "cuda_emu_gd_scan.cpp"
 
-thread_local emu_idx gridDim;
 static ta emu_shfl[NT];
 inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask, int width) {
     const int t = threadIdx.x;
@@ -26,20 +25,8 @@ extern "C" void run_bwd(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, 
                         const ta* dout, const ta* oldc, ta* sv, ta* dS, ta* dqe, ta* dek, ta* dph, ta* dH, ta* dg,
                         ta* dlam, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC,
                         int merge_last, int BH) {
-    const unsigned NB = (DV + 15) / 16;
-    for (int bx = 0; bx < BH; ++bx)
-        for (unsigned by = 0; by < NB; ++by) {
-            std::barrier<> bar(NT);
-            emu_bar = &bar;
-            std::vector<std::thread> threads;
-            for (int t = 0; t < NT; ++t)
-                threads.emplace_back([=] {
-                    threadIdx = {(unsigned)t, 0, 0};
-                    blockIdx = {(unsigned)bx, by, 0};
-                    gridDim = {(unsigned)BH, NB, 1};
-                    gd_scan_bwd(qe, ek, ph, Hc, gc, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L,
-                                p, F, n, n_old, NLC, merge_last);
-                });
-            for (auto& th : threads) th.join();
-        }
+    emu_grid(BH, (DV + 15) / 16, [=] {
+        gd_scan_bwd(qe, ek, ph, Hc, gc, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F, n, n_old,
+                    NLC, merge_last);
+    });
 }

@@ -1,12 +1,13 @@
 """loglinear_gated_delta on the CuPy backend (``gated_delta.cu`` + ``gated_delta.py``) against
 lsattn.reference.
 
-* CPU (runs in CI): the backend's host logic (``compute``: chunk layout, the WY forms on the
-  array API, slot counts, the state assembly) driven by ``Twin``, a NumPy transcription of the
-  ``gd_scan`` kernel (same loops over column blocks, chunks and slots, same index arithmetic),
-  against the float64 reference; and driven by the kernel's CUDA source itself compiled for the
-  CPU (``cuda_emu_gd_scan.cpp``: a std::thread per CUDA thread, a barrier per block), which checks
-  the kernel's thread mapping, shared tiles and barriers without a GPU.
+* CPU (runs in CI): the backend's host logic (``compute``: chunk layout, slot counts, the state
+  assembly) driven by ``Twin``, a NumPy transcription of the ``gd_scan`` kernel (same loops over
+  column blocks, chunks and slots, same index arithmetic) whose ``gd_forms`` is the array-API
+  formulation (``_chunk_forms``, ``_masked_intra``), against the float64 reference; and driven by
+  the kernels' CUDA sources themselves compiled for the CPU (``cuda_emu_gd_scan.cpp``,
+  ``cuda_emu_gd_forms.cpp``: a std::thread per CUDA thread, a barrier per block), which checks the
+  kernels' thread mapping, shared tiles and barriers without a GPU.
 * GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
   without ``backend=`` on CuPy arrays and CUDA torch tensors, streams moving between backends,
   strong decays and hard resets, float32 and bfloat16 bounds.
@@ -29,6 +30,8 @@ from hypothesis import given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
+from lsattn._chunktree import chunk_layout, to_chunks
+from lsattn.gated_delta import _chunk_forms, _masked_intra
 from lsattn.backends.cupy import gated_delta as cgd
 from lsattn.backends.cupy._compile import make_config
 from lsattn.fenwick import _bit_length
@@ -45,6 +48,16 @@ class Twin:
     The kernel's blocks (sequence, column block) are the batch axis and the loop over c0."""
 
     xp = np
+
+    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH):
+        """The array-API formulation of what gd_forms writes."""
+        lay = chunk_layout(p, T, cfg.CH)
+        assert (lay.first_chunk, lay.n_chunks) == (F, n)
+        Qc, Kc, Vc = (to_chunks(np, x, lay, -2) for x in (q, k, v))
+        ch = _chunk_forms(np, Qc, Kc, Vc, to_chunks(np, a, lay, -1), to_chunks(np, beta, lay, -1), transition=False)
+        for dst, name in ((qe, "qeff"), (ek, "eGK"), (ph, "phi"), (H, "H"), (g, "g")):
+            dst[...] = ch[name]
+        out[...] = _masked_intra(np, ch["attn"], Vc, to_chunks(np, lam, lay, -2))
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
         CH = cfg.CH
@@ -176,8 +189,9 @@ def test_twin_float32_bound(T, C, seed):
 
 
 class Emulated:
-    """``ops`` whose gd_scan runs the kernel's CUDA source on the CPU (``cuda_emu_gd_scan.cpp``),
-    built with g++ into ``folder`` once per (compute type, CH, DKP)."""
+    """``ops`` whose gd_forms and gd_scan run the kernels' CUDA sources on the CPU
+    (``cuda_emu_gd_forms.cpp``, which includes ``cuda_emu_gd_scan.cpp``), built with g++ into
+    ``folder`` once per (compute type, CH, DKP)."""
 
     xp = np
 
@@ -189,20 +203,30 @@ class Emulated:
         if key not in self.libs:
             here = pathlib.Path(__file__).parent
             so = self.folder / f"gd_scan_{cfg.ta}_{cfg.CH}_{cfg.DKP}.so"
-            kernel = here.parent / "lsattn" / "backends" / "cupy" / "gated_delta.cu"
+            src = here.parent / "lsattn" / "backends" / "cupy"
             cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
-                   f"-DDKP={cfg.DKP}", f'-DKERNEL="{kernel}"', str(here / "cuda_emu_gd_scan.cpp"), "-o", str(so), "-pthread"]
+                   f"-DDKP={cfg.DKP}", f'-DKERNEL="{src / "gated_delta.cu"}"', f'-DFORMS_KERNEL="{src / "gated_delta_forms.cu"}"',
+                   str(here / "cuda_emu_gd_forms.cpp"), "-o", str(so), "-pthread"]
             built = subprocess.run(cmd, capture_output=True, text=True)
             assert built.returncode == 0, built.stderr[-3000:]
             self.libs[key] = ctypes.CDLL(str(so))
         return self.libs[key]
 
+    @staticmethod
+    def _ptrs(arrays):
+        assert all(a.flags.c_contiguous and a.dtype == arrays[0].dtype for a in arrays)
+        return [a.ctypes.data_as(ctypes.c_void_p) for a in arrays]
+
+    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH):
+        ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
+        self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam, qe, ek, ph, H, g, out)), *ints, ctypes.c_int(n),
+                                 ctypes.c_int(BH))
+
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
-        assert all(a.flags.c_contiguous and a.dtype == qe.dtype for a in arrays)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), BH)]
-        self._lib(cfg).run(*[a.ctypes.data_as(ctypes.c_void_p) for a in arrays], *ints)
+        self._lib(cfg).run(*self._ptrs(arrays), *ints)
 
 
 @pytest.mark.parametrize("dtype, dk, dv, C", [("float32", 5, 20, 16), ("float64", 20, 3, 32)])
@@ -224,6 +248,35 @@ def test_kernel_source_emulated_on_cpu(tmp_path, dtype, dk, dv, C):
     assert_close(np.concatenate(outs, axis=-2), ref.loglinear_gated_delta(*full), tol)
     _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
     assert_close(old, st_api.tensors["levels"], tol, what="levels")
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    return Emulated(tmp_path_factory.mktemp("gd_emu"))
+
+
+@given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([3, 16, 33]), dv=st.sampled_from([1, 17, 70]), C=chunks,
+       keys=key_kinds, decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), p=st.sampled_from([0, 5, 64, 77]),
+       seed=seeds)
+@settings(max_examples=6, deadline=None)  # a std::thread per CUDA thread: CI time
+def test_kernels_emulated_match_reference(emulated, batch, T, dk, dv, C, keys, decay, resets, p, seed):
+    """The CUDA sources of gd_forms and gd_scan on the CPU through the host logic, float64: any T
+    (1, odd, not a multiple of the chunk), several batch axes, an incoming array-API state at
+    offset p (chunks not aligned to it), strong decays and hard resets, unnormalised keys, head
+    dims padded, value columns in several blocks; output and state against the reference and
+    the array-API state."""
+    arrays = make(seed, batch, p + T, dk, dv, keys=keys[0], key_scale=keys[1], decay=decay, resets=resets)
+    old = None
+    if p:
+        _, state = lsattn.loglinear_gated_delta(*_sl(arrays, 0, p), return_state=True, backend="array_api")
+        old = state.tensors["levels"]
+    out, levels = cgd.compute(emulated, *_sl(arrays, p, p + T), C, p, old, True)
+    what = f"p={p} T={T} C={C} dk={dk} dv={dv}"
+    assert_close(out, ref.loglinear_gated_delta(*arrays)[..., p:, :], F64, what=what)
+    _, st_api = lsattn.loglinear_gated_delta(*arrays, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], F64, what="levels " + what)
 
 
 def test_chunk_slots():
@@ -315,6 +368,32 @@ def test_gpu_stream_moves_between_backends(T, C, dtype, resets, seed, data):
     assert_close(np.concatenate(outs, axis=-2), ref.loglinear_gated_delta(*arrays), tol, what=f"cuts={cuts}")
     _, st_api = lsattn.loglinear_gated_delta(*arrays, return_state=True, backend="array_api")
     assert_close(state.tensors["levels"].cpu().numpy(), st_api.tensors["levels"], tol, what="levels")
+
+
+@pytest.mark.gpu
+@given(T=st.integers(1, 300), p=st.sampled_from([0, 37, 64]), C=chunks, dtype=st.sampled_from(["float32", "float64"]),
+       resets=st.booleans(), seed=seeds)
+@settings(max_examples=10, deadline=None)
+def test_gpu_torch_no_grad(T, p, C, dtype, resets, seed):
+    """CUDA torch tensors without grad (the fused kernels, no torch WY forms), with and without an
+    incoming state, under torch.no_grad() with tensors that require grad too: against the reference."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    arrays = make(seed, (2, 3), p + T, 16, 8, resets=resets)
+    dev = [torch.as_tensor(x.astype(dtype), device="cuda") for x in arrays]
+    state = None
+    if p:
+        _, state = lsattn.loglinear_gated_delta(*_sl(dev, 0, p), chunk_size=C, return_state=True)
+    out = lsattn.loglinear_gated_delta(*_sl(dev, p, p + T), chunk_size=C, state=state)
+    assert isinstance(out, torch.Tensor) and out.is_cuda and not out.requires_grad
+    tol = F64 if dtype == "float64" else F32
+    want = ref.loglinear_gated_delta(*[x.astype(dtype).astype(np.float64) for x in arrays])[..., p:, :]
+    assert_close(out.cpu().numpy(), want, tol, what=f"p={p} T={T} C={C}")
+    with torch.no_grad():
+        out2 = lsattn.loglinear_gated_delta(*[x.detach().clone().requires_grad_() for x in _sl(dev, p, p + T)],
+                                            chunk_size=C, state=state)
+    assert not out2.requires_grad
+    assert_close(out2.detach().cpu().numpy(), want, tol, what="no_grad()")
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""A few small loglinear_gated_delta calls on the cupy scan kernel, for compute-sanitizer
+"""A few small loglinear_gated_delta calls on the cupy kernels (gd_forms, gd_scan), for compute-sanitizer
 (memcheck / racecheck): float32 and float64, odd T, a stream with an incoming state, d_v not a
 multiple of the column block."""
 import numpy as np

@@ -1,4 +1,4 @@
-"""Where loglinear_gated_delta spends its time on the GPU (cupy path: array-API WY forms + gd_scan):
+"""Where loglinear_gated_delta spends its time on the GPU (cupy path: the fused WY forms gd_forms + gd_scan):
 wall time per call and the top kernels by CUDA time (torch profiler), B=2 H=16 d=64 bf16 and fp32."""
 import time
 

@@ -38,13 +38,17 @@ JAX) are read and written as float16 by the FFMA kernels, which compute in float
 65504, cannot hold the unnormalised chunk and level states that the tensor-core kernels round to
 16 bits, and bf16 products would lose fp16's precision).
 
-Log-linear Gated DeltaNet: the per-chunk WY quantities are the array-API path's own
-(``lsattn.gated_delta._chunk_forms``: batched matmuls over all chunks, on the CuPy arrays); one
-kernel, ``gd_scan``, replaces the chunk tree by a sequential scan over chunks per (sequence, 16
-value columns) that keeps the chunk-level Fenwick states and the incoming state's slots, reads
-them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)`` and merges at chunk
-granularity. float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in
-``HALF_OPS``). Inputs that require grad: the backward below.
+Log-linear Gated DeltaNet: two kernels. ``gd_forms`` (``gated_delta_forms.cu``) computes the
+per-chunk WY quantities of the array-API path (``lsattn.gated_delta._chunk_forms`` and
+``_masked_intra``: ``qeff``, ``e^G K``, ``phi``, ``H = phi V``, the chunk decay and the level-masked
+intra-chunk output) in one block per (sequence, chunk), from the (BH, T, d) inputs, in shared
+memory (``K K^T``, ``Q K^T``, the decay table as running sums over each stretch, ``(I + N)^{-1}`` by
+forward substitution, the products); ``gd_scan`` replaces the chunk tree by a sequential scan over
+chunks per (sequence, 16 value columns) that keeps the chunk-level Fenwick states and the incoming
+state's slots, reads them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)``
+and merges at chunk granularity. CuPy arrays, JAX arrays and torch tensors without grad take both.
+float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in ``HALF_OPS``). Inputs that
+require grad: the backward below.
 
 Hierarchical exp-kernel attention (``loglinear_log_attention``): ``hi_intra`` computes every pair
 inside each aligned chunk exactly in log space and the chunk's exp-kernel summary ``(m, n, S, z)``

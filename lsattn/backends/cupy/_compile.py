@@ -52,6 +52,9 @@ class Config:
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
         if kernel == "gd_scan":  # gated_delta.cu (GD_BV = 16 value columns per block, GD_G = 4 slots per pass)
             return (3 * DKP * CH + 4 * (DKP + CH) * 16) * es
+        if kernel == "gd_forms":  # gated_delta_forms.cu: three d tiles, three CH x CH tiles, four CH vectors
+            dt = max(DKP * (CH + 4), CH * (DKP + 4))
+            return (3 * dt + 3 * CH * (CH + 4) + 4 * CH) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass)
@@ -165,12 +168,13 @@ _KERNELS = {
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
-    "gated_delta": ("gd_scan",),  # gated_delta.py: the scan over chunks
+    "gated_delta": ("gd_forms", "gd_scan"),  # gated_delta.py: the per-chunk WY forms, the scan over chunks
     "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
     "hierarchical": ("hi_intra", "hi_scan", "hi_read"),  # hierarchical.py: loglinear_log_attention
 }
 #: the kernel files of each family, compiled after common.cu in this order
-_SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu"),
+_SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_forms.cu"),
+            "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu"),
             "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu")}
 
 
@@ -318,6 +322,15 @@ class CupyOps:
              self._i(h), self._i(Lnew), self._p(rows)))
 
     # log-linear Gated DeltaNet
+    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH):
+        """The per-chunk WY forms (gated_delta_forms.cu) of the contiguous (BH, T, ..) inputs into
+        qe, ek (BH, n, CH, DK), ph (BH, n, DK, CH), H (BH, n, DK, DV), g (BH, n), out (BH, n, CH, DV)."""
+        fn, block, smem = self._tk("gated_delta", cfg, "gd_forms")
+        fn((n, BH), block,
+           (q, k, v, a, beta, lam, qe, ek, ph, H, g, out, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
+            self._l(F), self._i(n)),
+           shared_mem=smem)
+
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
         fn, block, smem = self._tk("gated_delta", cfg, "gd_scan")
         fn((BH, -(-DV // 16)), block,

@@ -1,6 +1,7 @@
 // Log-linear Gated DeltaNet (loglinear_gated_delta): the scan over chunks (host: gated_delta.py).
 // Compiled after common.cu (TA, CH, DKP; the inputs are in the compute type TA: 16-bit inputs are
-// widened by the host, which computes the per-chunk WY quantities with array-API matmuls).
+// widened by the registry). Its per-chunk inputs come from gd_forms (gated_delta_forms.cu, compiled
+// after this file) or, on the autograd path, from the array-API WY forms as torch operations.
 //
 // gd_scan: one block per (sequence, column block of GD_BV value columns), a sequential loop over
 // the call's chunks c = F .. F + n - 1 (absolute indices, aligned to absolute multiples of CH,
@@ -59,13 +60,15 @@ __device__ __forceinline__ void gd_pass(ta* const (&Sg)[GD_G], const int (&lv)[G
                                         i64 c, ta eg, int DK, int DV) {
     const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
     const int vc = blockIdx.y * GD_BV + col;
-    for (int idx = tid; idx < G * DKP * GD_BV; idx += NT) {
-        const int g = idx / (DKP * GD_BV), kk = (idx / GD_BV) % DKP, cc = blockIdx.y * GD_BV + idx % GD_BV;
-        ta val = (ta)0;
 #pragma unroll
-        for (int h = 0; h < G; ++h)
-            if (h == g && kk < DK && cc < DV) val = Sg[h][(i64)kk * DV + cc];
-        sm.Sb[idx] = val;
+    for (int h = 0; h < G; ++h) {  // slot h, its loads in flight together
+        const ta* S = Sg[h];
+        staged<DKP * GD_BV, NT>(
+            [&](int idx) {
+                const int kk = idx / GD_BV, cc = blockIdx.y * GD_BV + idx % GD_BV;
+                return kk < DK && cc < DV ? S[(i64)kk * DV + cc] : (ta)0;
+            },
+            [&](int idx, ta x) { sm.Sb[h * DKP * GD_BV + idx] = x; });
     }
     __syncthreads();
     // (a) the reads of these slots and W = eGK S
@@ -138,14 +141,16 @@ __device__ __forceinline__ void gd_pass(ta* const (&Sg)[GD_G], const int (&lv)[G
 // [t][kk] (ph_t: the forward scan, the backward's phase 1) or [kk][t] (the backward's phase 2); zero-padded.
 __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
                                          int DK, int tid, bool ph_t) {
-    for (int idx = tid; idx < DKP * CH; idx += NT) {
-        const int t = idx / DKP, kk = idx % DKP;
-        const bool ok = kk < DK;
-        if (QeT) QeT[kk * CH + t] = ok ? qej[t * DK + kk] : (ta)0;
-        EkT[kk * CH + t] = ok ? ekj[t * DK + kk] : (ta)0;
-        const int kr = idx / CH, tc = idx % CH;
-        Ph[ph_t ? tc * DKP + kr : idx] = kr < DK ? phj[kr * CH + tc] : (ta)0;
-    }
+    (void)tid;  // staged<> spreads the indices over the block's threads
+    auto rows = [DK](const ta* src) {  // element idx = (t, kk) of a row-major CH x DK tile
+        return [=](int idx) { return idx % DKP < DK ? src[(idx / DKP) * DK + idx % DKP] : (ta)0; };
+    };
+    auto to_T = [](ta* dst) { return [=](int idx, ta x) { dst[(idx % DKP) * CH + idx / DKP] = x; }; };
+    // every load of a tile in flight before its stores (one L2 round trip per batch, not per element)
+    if (QeT) staged<DKP * CH, NT>(rows(qej), to_T(QeT));
+    staged<DKP * CH, NT>(rows(ekj), to_T(EkT));
+    staged<DKP * CH, NT>([=](int idx) { return idx / CH < DK ? phj[idx] : (ta)0; },  // (kr, tc) = (idx / CH, idx % CH)
+                         [=](int idx, ta x) { Ph[ph_t ? (idx % CH) * DKP + idx / CH : idx] = x; });
 }
 
 extern "C" __global__ void __launch_bounds__(NT) gd_scan(

@@ -1,23 +1,25 @@
-"""Log-linear Gated DeltaNet (``loglinear_gated_delta``) on the scan kernel of ``gated_delta.cu``.
+"""Log-linear Gated DeltaNet (``loglinear_gated_delta``) on the kernels ``gd_forms`` and ``gd_scan``.
 
-The per-chunk WY quantities are the array-API twin's own (``lsattn.gated_delta._chunk_forms`` and
-``_masked_intra``: batched matmuls over all chunks at once, here on CuPy arrays); the kernel
-replaces the chunk tree of ``d_k x d_k`` transition products by one sequential scan over the
-chunks that keeps the chunk-level Fenwick states (see ``gated_delta.cu``); the returned state is
-assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between
-backends). Inputs are float32 / float64 (the registry widens 16-bit inputs to float32 and casts
-the output back). CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the
-WY forms differentiated by torch, the scan by ``gd_scan_bwd``).
+``gd_forms`` (``gated_delta_forms.cu``) computes the per-chunk WY quantities of the array-API twin
+(``lsattn.gated_delta._chunk_forms`` and ``_masked_intra``) in one kernel, one block per
+(sequence, chunk), straight from the (BH, T, d) inputs; ``gd_scan`` (``gated_delta.cu``) replaces
+the chunk tree of ``d_k x d_k`` transition products by one sequential scan over the chunks that
+keeps the chunk-level Fenwick states; the returned state is assembled by
+``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
+Inputs are float32 / float64 (the registry widens 16-bit inputs to float32 and casts the output
+back). CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the WY forms
+as torch operations, differentiated by torch; the scan by ``gd_scan_bwd``); torch tensors without
+grad take the kernels here.
 """
 from __future__ import annotations
 
 import math
 
 from ..._chunktree import chunk_layout, from_chunks, to_chunks
-from ...gated_delta import _chunk_forms, _masked_intra, assemble_levels
+from ...gated_delta import assemble_levels
 from ...loglinear import _ns
 from ...state import State
-from ._arrays import array_kind, inputs, on_gpu, ta_name
+from ._arrays import inputs, on_gpu, ta_name
 from .exp_kernel import _tracks_grad
 from ._compile import make_config
 
@@ -54,26 +56,30 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
     F, n = lay.first_chunk, lay.n_chunks
 
     def flat(x, tail):
-        return xp.reshape(x, (BH,) + tail)
+        return xp.ascontiguousarray(xp.reshape(x, (BH,) + tail))
 
-    Qc, Kc, Vc = (to_chunks(ns, flat(x, (T, x.shape[-1])), lay, -2) for x in (q, k, v))  # (BH, n, C, d)
-    a_c, bc = (to_chunks(ns, flat(x, (T,)), lay, -1) for x in (a, beta))  # (BH, n, C)
-    lam3 = xp.ascontiguousarray(flat(lam, (T, L)))
-    ch = _chunk_forms(ns, Qc, Kc, Vc, a_c, bc, transition=False)
-    out = xp.ascontiguousarray(_masked_intra(ns, ch["attn"], Vc, to_chunks(ns, lam3, lay, -2)))  # (BH, n, C, DV)
+    q3, k3, v3 = (flat(x, (T, x.shape[-1])) for x in (q, k, v))
+    a2, b2 = flat(a, (T,)), flat(beta, (T,))
+    lam3 = flat(lam, (T, L))
+    dt = q.dtype
+    qe, ek = xp.empty((BH, n, C, DK), dtype=dt), xp.empty((BH, n, C, DK), dtype=dt)
+    ph, H = xp.empty((BH, n, DK, C), dtype=dt), xp.empty((BH, n, DK, DV), dtype=dt)
+    g, out = xp.empty((BH, n), dtype=dt), xp.empty((BH, n, C, DV), dtype=dt)
+    ops.gd_forms(cfg, q3, k3, v3, a2, b2, lam3, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH)
     merge_last = (p + T) % C == 0
     NLC = chunk_slots(F, n, merge_last)
     lev = xp.zeros((BH, NLC, DK, DV), dtype=q.dtype)
     n_old = 0 if old is None else old.shape[-3]
     oldc = xp.zeros((1,), dtype=q.dtype) if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
-    qe, ek, ph, H, g = (xp.ascontiguousarray(ch[name]) for name in ("qeff", "eGK", "phi", "H", "g"))
     ops.gd_scan(cfg, qe, ek, ph, H, g, lam3, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH)
     out = xp.ascontiguousarray(xp.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV)))  # compact (JAX: no strided DLPack)
     if not want_state:
         return out, None
     log2_C = C.bit_length() - 1
     chunk_levels = {log2_C + m: lev[:, m - 1] for m in range(1, NLC + 1)}
-    levels = assemble_levels(ns, ch["phi"][:, -1], Vc[:, -1], chunk_levels, oldc if n_old else None, C, p, T)
+    lo = max(0, (F + n - 1) * C - p)  # the last chunk's first token of the call
+    V_last = to_chunks(ns, v3[:, lo:], chunk_layout(p + lo, T - lo, C), -2)[:, -1]  # (BH, C, DV)
+    levels = assemble_levels(ns, ph[:, -1], V_last, chunk_levels, oldc if n_old else None, C, p, T)
     return out, xp.reshape(levels, batch + tuple(levels.shape[-3:]))
 
 
@@ -95,16 +101,6 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
 
         old = None if (state is None or p == 0) else state.tensors["levels"]
         return differentiable(q, k, v, log_decay, beta, level_weights, chunk_size, p, old), None
-    if T > 0 and not return_state and array_kind(q) == "torch":
-        # torch tensors: the same path without autograd (the WY forms as torch operations: CuPy's
-        # batched cumulative sums over the (.., C, C) decay tables cost more than the scan)
-        import torch
-
-        from .gated_delta_bwd import differentiable
-
-        old = None if (state is None or p == 0) else state.tensors["levels"]
-        with torch.no_grad():
-            return differentiable(q, k, v, log_decay, beta, level_weights, chunk_size, p, old), None
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         args, _ = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))

@@ -1,0 +1,34 @@
+// The CUDA source of gd_forms (lsattn/backends/cupy/gated_delta_forms.cu) compiled as C++ for the
+// CPU: the emulation of cuda_emu_gd_scan.cpp (a std::thread per CUDA thread, __syncthreads a
+// std::barrier, shared memory one static buffer; it includes gated_delta.cu through KERNEL and
+// defines run(), gd_scan's launch, and emu_grid) plus the helpers of common.cu that gd_forms uses besides, restated.
+// tests/test_cupy_gated_delta.py builds it with
+//   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DFORMS_KERNEL='"<gated_delta_forms.cu>"'
+#include "cuda_emu_gd_scan.cpp"
+
+inline int fen_level(i64 t, i64 s) { return bitlen64(t ^ s); }
+template <int RM, int RN, int KD>
+inline void mm_acc(ta (&acc)[RM][RN], const ta* A, int lda, const ta* B, int ldb, int ty, int tx) {
+    const ta* a0 = A + ty * RM;
+    const ta* b0 = B + tx * RN;
+    for (int kk = 0; kk < KD; ++kk) {
+        ta a[RM], b[RN];
+        ldv<RM>(a0 + kk * lda, a);
+        ldv<RN>(b0 + kk * ldb, b);
+        for (int i = 0; i < RM; ++i)
+            for (int j = 0; j < RN; ++j) acc[i][j] = std::fma(a[i], b[j], acc[i][j]);
+    }
+}
+template <int RM, int RN>
+inline void zero_acc(ta (&acc)[RM][RN]) {
+    for (int i = 0; i < RM; ++i)
+        for (int j = 0; j < RN; ++j) acc[i][j] = (ta)0;
+}
+
+#include FORMS_KERNEL
+
+// gd_forms' launch: grid (n, BH), NT threads per block.
+extern "C" void run_forms(const ta* q, const ta* k, const ta* v, const ta* a, const ta* bt, const ta* lam, ta* qe, ta* ek,
+                          ta* ph, ta* Hc, ta* gc, ta* out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int BH) {
+    emu_grid(n, BH, [=] { gd_forms(q, k, v, a, bt, lam, qe, ek, ph, Hc, gc, out, T, DK, DV, L, p, F, n); });
+}
