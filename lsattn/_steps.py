@@ -163,7 +163,8 @@ def hierarchical_step(xp, summ, masks, lo, q, k, log_v, lam, a):
     Y = xp.concat([(y + (r - R)[..., None])[..., None, :, :], yl + (rl - R[..., None, :])[..., None]], axis=-3)
     M = xp.max(Y, axis=-3)
     out = _finish(xp, (R, den, M + xp.log(xp.sum(xp.exp(Y - M[..., None, :, :]), axis=-3))), True)
-    out = xp.where(undefined[..., None, None], xp.asarray(math.nan, dtype=out.dtype, device=device_of(out)), out)
+    # full_like fills on the device (a host scalar copied in would break CUDA-graph capture)
+    out = xp.where(undefined[..., None, None], xp.full_like(out, math.nan), out)
 
     # Fenwick merge: the key and levels below h (decayed by a) become level h, levels above decay
     m, n, S, z = summ
