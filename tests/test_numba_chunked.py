@@ -1,4 +1,4 @@
-"""The chunked Numba CPU kernels (``lsattn.backends._numba_chunked``) against lsattn.reference, with
+"""The chunked Numba CPU kernels (``lsattn.backends._numba_chunked``, ``_numba_ll_chunked``) against lsattn.reference, with
 the bounds and strategies of tests/test_numba_backend.py. The chunk size is forced small (the
 backend functions take ``chunk_size``; the public operators choose by size), so short hypothesis
 cases cover T < C, T not a multiple of C, many segments of chunks, and the exact per-row fallback
@@ -310,7 +310,7 @@ def test_ll_chunked_state_equals_token_kernel_state(op, dtype):
 def test_ll_long_calls_run_chunked_and_match(op, monkeypatch):
     """The public operator on numba chooses the chunked kernel from LL_CHUNKED_MIN_T tokens on (and
     the token-by-token kernel below); both meet the reference."""
-    from lsattn.backends import _numba_chunked as KC
+    from lsattn.backends import _numba_ll_chunked as KC
 
     f, r, gated = LL[op]
     calls = []
@@ -330,7 +330,7 @@ def test_ll_chunked_split_or_not(op, T, C, split, seed):
     """Both schedules of ll_chunked (parallel loops over batch x chunks, or one over the batch; the
     backend picks by batch and thread count, so it is driven directly here) from an offset: the
     reference outputs and the array-API final levels."""
-    from lsattn.backends import _numba_chunked as KC
+    from lsattn.backends import _numba_ll_chunked as KC
 
     f, r, gated = LL[op]
     args = ll_inputs(seed, (3,), T + 5, 3, 2, gated=gated)

@@ -55,7 +55,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._numba_chunked import _BLAS_SINGLE, _part_starts, _shifted, _vexp, aligned_chunks, query_exps
+from ._numba_chunked import _BLAS_SINGLE, _part_starts, _shifted, _vexp, query_exps
+from ._numba_ll_chunked import aligned_chunks
 from ._numba_kernels import _ek_finish, hier_load, hier_store, hier_token, level_table
 
 _JIT = dict(parallel=True, cache=True, nogil=True)

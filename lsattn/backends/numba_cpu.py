@@ -23,7 +23,8 @@ keep all working state in float64, since float32 accumulators drift over long se
   key shift), reads combined in log space, Fenwick merge.
 
 Causal exp-kernel calls of at least ``EK_CHUNKED_MIN_T`` tokens and log-linear Mamba-2 / Gated
-DeltaNet calls of at least ``LL_CHUNKED_MIN_T[op]`` run the chunked kernels of ``_numba_chunked``,
+DeltaNet calls of at least ``LL_CHUNKED_MIN_T[op]`` run the chunked kernels of ``_numba_chunked`` and
+``_numba_ll_chunked``,
 hierarchical calls of at least ``HIER_CHUNKED_MIN_T`` the one of ``_numba_hier_chunked``
 (small matrix products per chunk through BLAS; they need SciPy), shorter ones (decoding) the
 token-by-token scans above. ``chunk_size`` forces the chunked kernel with that chunk size for the
@@ -181,10 +182,9 @@ def _new_state(op, segments, seg, offs, batch, d_k, d_v, dt, tensors):
     return State(op, offset, lead, d_k, d_v, dt, {name: t.reshape(lead + tail) for name, (t, tail) in tensors.items()})
 
 
-def _chunked():
-    from . import _numba_chunked
-
-    return _numba_chunked
+def _chunked(name="_numba_chunked"):
+    """A chunked-kernel module (``_numba_chunked``, ``_numba_ll_chunked``), imported on first use."""
+    return importlib.import_module(f".{name}", __package__)
 
 
 def _has_blas():
@@ -231,7 +231,7 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, segment
 
 # ---- log-linear operators ------------------------------------------------------------------------
 
-#: log-linear calls of at least this many tokens run chunked (``_numba_chunked.ll_chunked``), shorter
+#: log-linear calls of at least this many tokens run chunked (``_numba_ll_chunked.ll_chunked``), shorter
 #: ones token by token (crossover measured at d = 64, float32, B = 1 and 8; docs/backends.md)
 LL_CHUNKED_MIN_T = {"loglinear_attention": 1024, "loglinear_gated_delta": 128}
 
@@ -278,10 +278,10 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
     lev1 = np.empty((R, n_new if return_state else 0, d_k, d_v), dt)
     out = np.empty((B, T, d_v), dt)
     if T >= offs.shape[0] * (kernel_chunk or LL_CHUNKED_MIN_T[op]) and _has_blas():  # streams that long on average
-        KC = _chunked()
-        C = kernel_chunk or KC.ll_chunk_for(d_k, d_v)
-        KC.ll_chunked(qf, kf, vf, af, bf, lf, rows, seg, offs, max(1, n_new), lev0, beta is not None, C,
-                      KC.parts(B) > 1, out, lev1)
+        KL = _chunked("_numba_ll_chunked")
+        C = kernel_chunk or KL.ll_chunk_for(d_k, d_v)
+        KL.ll_chunked(qf, kf, vf, af, bf, lf, rows, seg, offs, max(1, n_new), lev0, beta is not None, C,
+                      _chunked().parts(B) > 1, out, lev1)
     else:
         K.loglinear_scan(qf, kf, vf, af, bf, lf, rows, seg, offs, max(1, n_new), lev0, beta is not None, out, lev1)
     out = out.reshape(batch + (T, d_v))

@@ -1,0 +1,411 @@
+"""Numba CPU kernels in chunked (blocked) form for log-linear Mamba-2 and Gated DeltaNet
+(:func:`ll_chunked`): the work of a chunk of ``C`` tokens as small matrix products (``np.dot``
+inside ``@njit``, which Numba hands to BLAS), parallel over batch elements *and* chunks. The
+exp-kernel kernels of the same form are in ``_numba_chunked``; both are imported only when the
+``numba`` backend runs a long causal call (``numba_cpu`` chooses by size). Needs SciPy.
+
+Chunks of C tokens aligned to absolute multiples of C (C a power of two, g = log2 C). At the start
+of an aligned chunk the Fenwick slots below g are empty and those from g up do not change inside
+it except by the chunk's transitions, which act on every slot alike; so with the WY / UT form of
+lsattn/gated_delta.py (chunk-local, zero incoming state: Attn, Qeff, Phi, the chunk transition
+P = A_{C-1} ... A_0 and write H = Phi V), per chunk:
+  out_t = ((Lambda * Attn) V)_t + sum_{occupied j >= g} lambda[t, j + 1] (Qeff S_j)_t,
+  S_j <- P S_j (every occupied slot), then the Fenwick merge at the chunk's end: H and the slots
+  g .. z - 1 become slot z = ctz(t0 + C).
+Groups of 2^LL_GROUP_LOG2 chunks (an aligned block of 2^h tokens), four parallel loops each: the
+chunk forms (independent: batch x chunks, so one sequence uses every thread); the group's prefix
+transitions E_c = P_{c-1} ... P_0 (per batch element); the reads of the slots from h up, which
+change inside the group only by its transitions, as (Qeff_c E_c) S_j (batch x chunks); the slots
+g .. h - 1 chunk by chunk with the merges, and the slots from h up carried by the group's total
+transition once (per batch element). Mamba-2 (A_t = e^{a_t} I) is the same with beta = 1, no
+solve and scalar transitions (P and E are 1 x 1). Tokens before the first / after the
+last aligned chunk run token by token (``_numba_kernels._token``). The state is float64;
+Gated DeltaNet's forms are float64 (the inputs are widened per chunk), Mamba-2's products and
+every slot read run in the input dtype (rounding relative, never accumulated). Every
+exponential is of a log-decay sum over the stretch it stands for (never a difference of
+cumulative sums), so -inf hard resets give exact zeros and strong decays cost no accuracy.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from ._numba_chunked import _BLAS_SINGLE, _JIT
+from ._numba_kernels import _token
+
+
+def ll_chunk_for(d_k, d_v):
+    """The chunk size of :func:`ll_chunked`: the largest power of two from 8 up to 64 whose chunk
+    products (C x d_k x C, C x C x C, d_k x C x d_k, C x C x d_v, C x d_k x d_v) are at most
+    ``_BLAS_SINGLE`` (64 at d_k = d_v = 64: measured at B = 8, T = 4096, float32, 104 ms against
+    128 ms at C = 32, 472 ms at C = 128 where OpenBLAS threads), 8 where none is."""
+    C = 64
+    while C > 8 and max(C * d_k * C, C * C * C, d_k * C * d_k, C * C * d_v, C * d_k * d_v) > _BLAS_SINGLE:
+        C //= 2
+    return C
+
+
+#: log2 of the chunks of a group of :func:`ll_chunked` (an aligned block of 2^(g + LL_GROUP_LOG2)
+#: tokens): slots from that level up are read through the group's transition products in
+#: parallel over its chunks, the lower ones chunk by chunk
+LL_GROUP_LOG2 = 2
+
+
+@numba.njit(**_JIT)
+def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, gated, C, split, out, levels1):
+    """Log-linear Gated DeltaNet (gated) or Mamba-2, arguments as ``_numba_kernels.loglinear_scan``
+    (streams ``seg``, ``offs``: one prange iteration per (batch element, stream), each a
+    :func:`_ll_row`) plus C, the chunk size (a power of two), and split (one stream only): parallel
+    loops over batch x chunks (for a batch smaller than the thread count, see :func:`parts`)."""
+    B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
+    N = seg.shape[0] - 1
+    if not split or N > 1:
+        for row in prange(B * N):
+            b, sg = row // N, row % N
+            s0, s1 = seg[sg], seg[sg + 1]
+            _ll_row(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], v[rows[2, b], s0:s1], log_decay[rows[3, b], s0:s1],
+                    beta[rows[4, b], s0:s1], lam[rows[5, b], s0:s1], offs[sg], nlev, levels0[row], gated, C,
+                    out[b, s0:s1], levels1[row])
+        return
+    T, dk = q.shape[1:]
+    dv = v.shape[2]
+    p = offs[0]
+    g, head, nch, tail = aligned_chunks(p, T, C)
+    S = np.zeros((B, nlev, dk, dv))
+    D = np.zeros((B, nlev))
+    for b in prange(B):  # the incoming levels, the tokens before the first aligned chunk
+        for j in range(levels0.shape[1]):
+            if (p >> j) & 1:
+                for a in range(dk):
+                    for c in range(dv):
+                        S[b, j, a, c] = levels0[b, j, a, c]
+        o, kS = np.empty(dv), np.empty(dv)
+        for i in range(head):
+            _token(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], p, i, gated, S[b], D[b], o, kS, out[b])
+        for j in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
+            f = math.exp(D[b, j])
+            for a in range(dk):
+                for c in range(dv):
+                    S[b, j, a, c] *= f
+            D[b, j] = 0.0
+    h = g + LL_GROUP_LOG2
+    G = min(nch, 1 << LL_GROUP_LOG2)  # scratch of one group, allocated once
+    dP = dk if gated else 1  # Mamba-2's transitions are scalars
+    Qe = np.empty((B, G, C, dk))
+    Pt = np.empty((B, G, dP, dP))
+    H = np.empty((B, G, dk, dv))
+    Ob = np.empty((B, G, C, dv))
+    E = np.empty((B, G + 1, dP, dP))
+    # four parallel loops per group: one sequence uses every thread
+    c0 = 0
+    while c0 < nch:
+        n = _group_len(p + head, c0, nch, C, h)
+        for task in prange(B * n):
+            b, c = task // n, task % n
+            _ll_forms(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], head + (c0 + c) * C, gated, Qe[b, c],
+                      Pt[b, c], H[b, c], Ob[b, c])
+        for b in prange(B):
+            _group_chain(Pt[b], E[b], n, gated)
+        for task in prange(B * n):
+            b, c = task // n, task % n
+            _group_high(lam[rows[5, b]], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
+        for b in prange(B):
+            _group_low(lam[rows[5, b]], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
+        c0 += n
+    L1 = levels1.shape[1]
+    end = p + T
+    for b in prange(B):  # the tokens after the last aligned chunk, the levels layout
+        o, kS = np.empty(dv), np.empty(dv)
+        for i in range(tail, T):
+            _token(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], p, i, gated, S[b], D[b], o, kS, out[b])
+        for j in range(L1):
+            f = math.exp(D[b, j]) if (end >> j) & 1 else 0.0
+            for a in range(dk):
+                for c in range(dv):
+                    levels1[b, j, a, c] = f * S[b, j, a, c]
+
+
+@numba.njit(inline="always")
+def aligned_chunks(p, T, C):
+    """A call of T tokens from offset p in aligned chunks of C = 2^g: (g, head, nch, tail), the
+    tokens 0 .. head - 1 before the first aligned chunk, nch chunks, the tokens tail .. T - 1 after."""
+    g = 0
+    while (1 << g) < C:
+        g += 1
+    head = min(T, (-p) % C)
+    nch = (T - head) // C
+    return g, head, nch, head + nch * C
+
+
+@numba.njit
+def _ll_row(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, levels1):
+    """One stream (one batch element, continued at offset p): q, k (T, d_k), v (T, d_v), log_decay,
+    beta (T,), lam (T, L); levels0 (>= bit_length(p), d_k, d_v); writes out (T, d_v) and levels1
+    (slots: as many as it has, zeros where empty). The tokens before the first aligned chunk and
+    after the last run token by token; the chunks in groups (one barrier-free pass: robust when a
+    core is busy)."""
+    T, dk = q.shape
+    dv = v.shape[1]
+    g, head, nch, tail = aligned_chunks(p, T, C)
+    S = np.zeros((nlev, dk, dv))
+    D = np.zeros(nlev)
+    for j in range(levels0.shape[0]):
+        if (p >> j) & 1:
+            for a in range(dk):
+                for c in range(dv):
+                    S[j, a, c] = levels0[j, a, c]
+    o, kS = np.empty(dv), np.empty(dv)
+    for i in range(head):
+        _token(q, k, v, log_decay, beta, lam, p, i, gated, S, D, o, kS, out)
+    for j in range(nlev):  # lazy decays folded in: the chunks keep every slot decayed to date
+        f = math.exp(D[j])
+        for a in range(dk):
+            for c in range(dv):
+                S[j, a, c] *= f
+        D[j] = 0.0
+    h = g + LL_GROUP_LOG2
+    G = min(nch, 1 << LL_GROUP_LOG2)
+    dP = dk if gated else 1  # Mamba-2's transitions are scalars
+    Qe = np.empty((G, C, dk))
+    Pt = np.empty((G, dP, dP))
+    H = np.empty((G, dk, dv))
+    Ob = np.empty((G, C, dv))
+    E = np.empty((G + 1, dP, dP))
+    c0 = 0
+    while c0 < nch:
+        n = _group_len(p + head, c0, nch, C, h)
+        for c in range(n):
+            _ll_forms(q, k, v, log_decay, beta, lam, head + (c0 + c) * C, gated, Qe[c], Pt[c], H[c], Ob[c])
+        _group_chain(Pt, E, n, gated)
+        for c in range(n):
+            _group_high(lam, p, head, c0, c, C, h, gated, Qe[c], E[c], S, Ob[c])
+        _group_low(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out)
+        c0 += n
+    for i in range(tail, T):
+        _token(q, k, v, log_decay, beta, lam, p, i, gated, S, D, o, kS, out)
+    end = p + T
+    for j in range(levels1.shape[0]):
+        f = math.exp(D[j]) if (end >> j) & 1 else 0.0
+        for a in range(dk):
+            for c in range(dv):
+                levels1[j, a, c] = f * S[j, a, c]
+
+
+@numba.njit(inline="always")
+def _group_len(t_first, c0, nch, C, h):
+    """Chunks of the group starting at chunk c0 (absolute start t_first + c0 C): up to the end of
+    its aligned block of 2^h tokens or of the nch chunks."""
+    t0 = t_first + c0 * C
+    return min(nch - c0, ((((t0 >> h) + 1) << h) - t0) // C)
+
+
+@numba.njit
+def _group_chain(Pt, E, n, gated):
+    """E[c] = P_{c-1} ... P_0 for c = 0 .. n (the group's transitions before chunk c; E[n] its total)."""
+    E[0] = np.eye(E.shape[1])
+    for c in range(n):
+        _carry(Pt[c], E[c], E[c + 1], gated)
+
+
+@numba.njit
+def _group_high(lam, p, head, c0, c, C, h, gated, Qe, E, S, Ob):
+    """Ob += the reads of the slots from h up by chunk c of the group (fixed in the group but for its
+    transitions): lambda[t, j + 1] ((Qe E_c) S_j)_t, the product in the input dtype."""
+    wt = lam.dtype
+    R = np.dot(Qe, E) if gated else Qe * E[0, 0]
+    i0 = head + (c0 + c) * C
+    u, j = (p + head + c0 * C) >> h, h
+    while u > 0:
+        if u & 1:
+            _add_read(np.dot(R.astype(wt), S[j].astype(wt)), lam, i0, j, Ob)
+        u >>= 1
+        j += 1
+
+
+@numba.njit
+def _group_low(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out):
+    """The group's slots g .. h - 1 chunk by chunk (reads, transitions, merges), the slots from h up
+    carried by the group's total transition E[n] before the last merge; writes the outputs."""
+    C, dv = Ob.shape[1], Ob.shape[2]
+    tmp = np.empty(S.shape[1:])
+    for c in range(n):
+        i0 = head + (c0 + c) * C
+        _ll_pass(lam, p + i0, i0, g, h, gated, Qe[c], Pt[c], Ob[c], S, tmp)
+        if c == n - 1:
+            u, j = (p + head + c0 * C) >> h, h
+            while u > 0:
+                if u & 1:
+                    _carry(E[n], S[j], tmp, gated)
+                    S[j, :, :] = tmp
+                u >>= 1
+                j += 1
+        _ll_merge(p + i0 + C, g, H[c], S)
+        for t in range(C):
+            for j in range(dv):
+                out[i0 + t, j] = Ob[c, t, j]
+
+
+@numba.njit
+def _ll_forms(q, k, v, log_decay, beta, lam, i0, gated, Qe, Pt, H, Ob):
+    """The forms of tokens i0 .. i0 + C - 1 of one batch element (q, k (T, d_k), v (T, d_v),
+    log_decay, beta (T,), lam (T, L)), C = Qe.shape[0], zero incoming state: Qe (C, d_k) =
+    (A_t ... A_0)^T q_t, Pt (d_k, d_k) = A_{C-1} ... A_0, H (d_k, d_v) = the chunk's write carried
+    to its end, Ob (C, d_v) = (Lambda * Attn) V (the outputs of pairs inside the chunk), Lambda[t, s]
+    = lambda[t, bit_length(t xor s)]. Gated: the WY forms of lsattn/gated_delta.py ``_chunk_forms``,
+    in float64. Mamba-2 (A_t = e^{a_t} I): Attn = D * Q K^T, Qe = e^G Q, H = (e^{suffix} K)^T V,
+    products in the input dtype, and Pt is 1 x 1: e^g (see :func:`_carry`)."""
+    C = Qe.shape[0]
+    Dm = np.zeros((C, C))  # e^{a_{s+1} + ... + a_t}, s <= t, summed over that stretch
+    for t in range(C):
+        seg = 0.0
+        for s in range(t, -1, -1):
+            Dm[t, s] = math.exp(seg)
+            seg += np.float64(log_decay[i0 + s])
+    eG = np.empty(C)  # e^{a_0 + ... + a_t}
+    suf = np.empty(C)  # e^{a_{s+1} + ... + a_{C-1}}
+    run = 0.0
+    for t in range(C):
+        run += np.float64(log_decay[i0 + t])
+        eG[t] = math.exp(run)
+    run = 0.0
+    for s in range(C - 1, -1, -1):
+        suf[s] = math.exp(run)
+        run += np.float64(log_decay[i0 + s])
+    if gated:
+        attn = _gd_forms(q, k, v, beta, i0, Dm, eG, suf, Qe, Pt, H)
+        _level_mask(attn, lam, i0)
+        V = np.empty((C, v.shape[1]))
+        V[:, :] = v[i0 : i0 + C]
+        Ob[:, :] = np.dot(attn, V)
+    else:
+        wt = q.dtype
+        vc = v[i0 : i0 + C]
+        A = np.dot(q[i0 : i0 + C], k[i0 : i0 + C].T)
+        for t in range(C):
+            for s in range(C):
+                A[t, s] *= Dm[t, s]
+        _level_mask(A, lam, i0)
+        SK = np.empty(k[i0 : i0 + C].shape, wt)
+        for s in range(C):
+            for i in range(SK.shape[1]):
+                SK[s, i] = suf[s] * k[i0 + s, i]
+                Qe[s, i] = eG[s] * q[i0 + s, i]
+        Pt[0, 0] = eG[C - 1]
+        H[:, :] = np.dot(SK.T, vc)
+        Ob[:, :] = np.dot(A, vc)
+
+
+@numba.njit(inline="always")
+def _level_mask(A, lam, i0):
+    """A[t, s] *= lambda[i0 + t, bit_length(t xor s)] for s <= t, 0 above the diagonal."""
+    C = A.shape[0]
+    for t in range(C):
+        for s in range(t + 1):
+            x, lv = t ^ s, 0
+            while x > 0:
+                x >>= 1
+                lv += 1
+            A[t, s] *= lam[i0 + t, lv]
+        for s in range(t + 1, C):
+            A[t, s] = 0.0
+
+
+@numba.njit
+def _gd_forms(q, k, v, beta, i0, Dm, eG, suf, Qe, Pt, H):
+    """Gated DeltaNet's WY forms (float64) of tokens i0 .. i0 + C - 1 from the decays Dm, eG, suf of
+    :func:`_ll_forms`: writes Qe, Pt, H; returns Attn (C, C), beta_s q_t^T A_t ... A_{s+1} k_s."""
+    C, dk = Qe.shape
+    dv = v.shape[1]
+    Q = np.empty((C, dk))
+    K = np.empty((C, dk))
+    V = np.empty((C, dv))
+    Q[:, :] = q[i0 : i0 + C]
+    K[:, :] = k[i0 : i0 + C]
+    V[:, :] = v[i0 : i0 + C]
+    QK = np.dot(Q, K.T)
+    KK = np.dot(K, K.T)
+    X = np.zeros((C, C))  # (I + N)^{-1} diag(beta), N[i, r] = beta_i Dm[i, r] (k_i . k_r), r < i
+    for i in range(C):
+        bi = np.float64(beta[i0 + i])
+        X[i, i] = bi
+        for r in range(i):
+            nir = bi * Dm[i, r] * KK[i, r]
+            if nir != 0.0:
+                for c in range(r + 1):
+                    X[i, c] -= nir * X[r, c]
+    SK = np.empty((C, dk))
+    for t in range(C):
+        for s in range(C):
+            QK[t, s] *= Dm[t, s]
+        for i in range(dk):
+            SK[t, i] = suf[t] * K[t, i]
+            K[t, i] *= eG[t]  # e^G K
+            Q[t, i] *= eG[t]  # e^G Q
+    attn = np.dot(QK, X)  # beta_s q_t^T A_t ... A_{s+1} k_s (lower triangular)
+    Qe[:, :] = Q - np.dot(attn, K)
+    phi = np.dot(SK.T, X)  # column s: beta_s A_{C-1} ... A_{s+1} k_s
+    Pt[:, :] = -np.dot(phi, K)
+    for i in range(dk):
+        Pt[i, i] += eG[C - 1]
+    H[:, :] = np.dot(phi, V)
+    return attn
+
+
+@numba.njit
+def _ll_pass(lam, t0, i0, g, h, gated, Qe, Pt, Ob, S, tmp):
+    """One aligned chunk (absolute start t0 = p + i0, a multiple of C = 2^g) through the slots g ..
+    h - 1 of S (nlev, d_k, d_v; float64, decayed to date): Ob += the reads of each occupied one
+    (lambda[t, j + 1] (Qe S_j)_t), each carried by Pt."""
+    u, j = (t0 >> g) & ((1 << (h - g)) - 1), g
+    while u > 0:  # occupied slots g .. h - 1: the set bits of t0
+        if u & 1:
+            _add_read(np.dot(Qe.astype(lam.dtype), S[j].astype(lam.dtype)), lam, i0, j, Ob)
+            _carry(Pt, S[j], tmp, gated)
+            S[j, :, :] = tmp
+        u >>= 1
+        j += 1
+
+
+@numba.njit(inline="always")
+def _add_read(Y, lam, i0, j, Ob):
+    """Ob[t] += lambda[i0 + t, j + 1] Y[t]: the read of slot j (level j + 1)."""
+    for t in range(Ob.shape[0]):
+        w = lam[i0 + t, j + 1]
+        for c in range(Ob.shape[1]):
+            Ob[t, c] += w * Y[t, c]
+
+
+@numba.njit(inline="always")
+def _ll_merge(end, g, H, S):
+    """The Fenwick merge at the end of a chunk (absolute end a multiple of 2^g): its write H and
+    the slots g .. z - 1 become slot z = ctz(end)."""
+    u, z = end, 0
+    while (u & 1) == 0:
+        u >>= 1
+        z += 1
+    S[z, :, :] = H
+    for j in range(g, z):
+        S[z] += S[j]
+
+
+@numba.njit(inline="always")
+def _carry(Pt, X, Y, gated):
+    """Y = Pt X (gated; in blocks of rows, each product at most ``_BLAS_SINGLE``), else Y = Pt[0, 0] X
+    (a Mamba-2 transition is a scalar)."""
+    if not gated:
+        f = Pt[0, 0]
+        for i in range(X.shape[0]):
+            for c in range(X.shape[1]):
+                Y[i, c] = f * X[i, c]
+        return
+    m, kk = Pt.shape
+    n = X.shape[1]
+    r = m
+    while r > 1 and r * kk * n > _BLAS_SINGLE:
+        r = (r + 1) // 2
+    for i in range(0, m, r):
+        e = min(m, i + r)
+        Y[i:e] = np.dot(Pt[i:e], X)
