@@ -270,7 +270,7 @@ def logattn(args):
         measure("ours exp-kernel fp32 (public API)", lambda: lsattn.exp_kernel_attention(q, k, v), row, "ours_ek_fp32")
         _log_rows(lsattn, row, (qb, kb, vb), (q, k, v))
         for h in ("bf16", "fp32"):
-            print(f"  log_attention / exp_kernel_attention {h}: {_ratio(row, f'ours_log_{h}', f'ours_ek_{h}')}", flush=True)
+            print(f"  log_attention / exp_kernel_attention {h}: {_ratio(row, f'ours_ek_{h}', f'ours_log_{h}')}", flush=True)
         del q, k, v, qb, kb, vb
         torch.cuda.empty_cache()
     path = os.path.join(args.out, "gpu_logattn.json")
