@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <thread>
 #include <vector>
 using std::max;
@@ -26,8 +27,15 @@ typedef long long i64;
 struct emu_idx { unsigned x, y, z; };
 thread_local emu_idx threadIdx, blockIdx;
 static std::barrier<>* emu_bar;
+static std::barrier<>* emu_named[16];  // named barriers 1 .. 15 of the running block (group_sync)
+static int emu_group;                  // their thread count
 inline void __syncthreads() { emu_bar->arrive_and_wait(); }
+inline void group_sync(int id, int nth) {
+    if (id < 1 || id > 15 || nth != emu_group) std::abort();
+    emu_named[id]->arrive_and_wait();
+}
 alignas(16) unsigned char smem_raw[256 * 1024];
+static unsigned emu_smem = sizeof(smem_raw);  // the running launch's dynamic shared memory
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
 struct double2 { double x, y; };
@@ -35,7 +43,7 @@ inline float ex(float x) { return std::exp(x); }
 inline double ex(double x) { return std::exp(x); }
 inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline void check_smem(unsigned need) { if (need > sizeof(smem_raw)) std::abort(); }
+inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_raw)) std::abort(); }
 template <typename V, typename T>
 inline V vload(const T* p) {
     if (reinterpret_cast<uintptr_t>(p) % sizeof(V)) std::abort();  // the GPU faults on a misaligned vector load
@@ -80,17 +88,24 @@ inline void staged(L load, S store) {
 
 #include KERNEL
 
-// A launch of grid (gx, gy): the blocks one after another, each as NT std::threads that call
-// body() with threadIdx, blockIdx and gridDim set and one barrier per block.
+// A launch of grid (gx, gy): the blocks one after another, each as nt std::threads (NT unless
+// given) that call body() with threadIdx, blockIdx and gridDim set, one barrier per block and named
+// barriers of group threads each (group_sync).
 thread_local emu_idx gridDim;
 template <typename F>
-void emu_grid(unsigned gx, unsigned gy, F body) {
+void emu_grid(unsigned gx, unsigned gy, F body, int nt = NT, int group = NT) {
     for (unsigned bx = 0; bx < gx; ++bx)
         for (unsigned by = 0; by < gy; ++by) {
-            std::barrier<> bar(NT);
+            std::barrier<> bar(nt);
             emu_bar = &bar;
+            std::vector<std::unique_ptr<std::barrier<>>> named;
+            emu_group = group;
+            for (int id = 1; id < 16; ++id) {
+                named.emplace_back(new std::barrier<>(group));
+                emu_named[id] = named.back().get();
+            }
             std::vector<std::thread> threads;
-            for (int t = 0; t < NT; ++t)
+            for (int t = 0; t < nt; ++t)
                 threads.emplace_back([=] {
                     threadIdx = {(unsigned)t, 0, 0};
                     blockIdx = {bx, by, 0};
@@ -101,10 +116,15 @@ void emu_grid(unsigned gx, unsigned gy, F body) {
         }
 }
 
-// gd_scan's launch: grid (BH, ceil(DV / 16)), NT threads per block.
+// gd_scan's launch: grid (BH, ceil(DV / 16)), GD_NT threads per block (slot groups of NT), smem
+// bytes of dynamic shared memory (the host's gd_scan_smem for nres resident slots).
 extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
-                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH) {
-    emu_grid(BH, (DV + 15) / 16, [=] {
-        gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last);
-    });
+                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH,
+                    int nres, unsigned smem) {
+    emu_smem = smem;
+    emu_grid(
+        BH, (DV + 15) / 16,
+        [=] { gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, nres); },
+        GD_NT, NT);
+    emu_smem = sizeof(smem_raw);
 }
