@@ -86,6 +86,26 @@ inline void staged(L load, S store) {
     }
 }
 
+// cp.async as the hardware may run it: an element copy is queued at issue (its source read then)
+// and lands in shared memory only when a wait_group retires its commit group, so a read of a
+// buffer before its wait sees stale data.
+struct emu_copy { void* dst; double val; int size; };
+thread_local std::vector<std::vector<emu_copy>> emu_groups;  // committed groups, oldest first
+thread_local std::vector<emu_copy> emu_open;                 // issued, not yet committed
+template <typename T>
+inline void cp_async_ta(T* dst, const T* src, bool valid) { emu_open.push_back({dst, valid ? (double)*src : 0.0, (int)sizeof(T)}); }
+inline void cp_async_commit() { emu_groups.push_back(std::move(emu_open)); emu_open.clear(); }
+template <int N>
+inline void cp_async_wait() {
+    while ((int)emu_groups.size() > N) {
+        for (const emu_copy& e : emu_groups.front()) {
+            if (e.size == 4) *static_cast<float*>(e.dst) = (float)e.val;
+            else *static_cast<double*>(e.dst) = e.val;
+        }
+        emu_groups.erase(emu_groups.begin());
+    }
+}
+
 #include KERNEL
 
 // A launch of grid (gx, gy): the blocks one after another, each as nt std::threads (NT unless
@@ -117,14 +137,19 @@ void emu_grid(unsigned gx, unsigned gy, F body, int nt = NT, int group = NT) {
 }
 
 // gd_scan's launch: grid (BH, ceil(DV / 16)), GD_NT threads per block (slot groups of NT), smem
-// bytes of dynamic shared memory (the host's gd_scan_smem for nres resident slots).
+// bytes of dynamic shared memory (the host's gd_scan_smem for nres resident slots, nbuf buffers).
 extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
                     ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH,
-                    int nres, unsigned smem) {
+                    int nres, int nbuf, unsigned smem) {
     emu_smem = smem;
     emu_grid(
         BH, (DV + 15) / 16,
-        [=] { gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, nres); },
+        [=] {
+            gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, nres, nbuf);
+            for (const auto& grp : emu_groups)
+                if (!grp.empty()) std::abort();  // copies never waited for
+            if (!emu_open.empty()) std::abort();  // or never committed
+        },
         GD_NT, NT);
     emu_smem = sizeof(smem_raw);
 }

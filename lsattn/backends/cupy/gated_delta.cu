@@ -149,9 +149,7 @@ __device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv
 }
 
 // The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null; reads coalesced along kk), Ph as
-// [t][kk] (ph_t: the forward scan, the backward's phase 1) or [kk][t] (the backward's phase 2);
-// zero-padded; loads spread over the NTH threads of the block.
-template <int NTH = NT>
+// [t][kk] (ph_t: the backward's phase 1) or [kk][t] (the backward's phase 2); zero-padded.
 __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
                                          int DK, int tid, bool ph_t) {
     (void)tid;  // staged<> spreads the indices over the block's threads
@@ -160,10 +158,29 @@ __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej
     };
     auto to_T = [](ta* dst) { return [=](int idx, ta x) { dst[(idx % DKP) * CH + idx / DKP] = x; }; };
     // every load of a tile in flight before its stores (one L2 round trip per batch, not per element)
-    if (QeT) staged<DKP * CH, NTH>(rows(qej), to_T(QeT));
-    staged<DKP * CH, NTH>(rows(ekj), to_T(EkT));
-    staged<DKP * CH, NTH>([=](int idx) { return idx / CH < DK ? phj[idx] : (ta)0; },  // (kr, tc) = (idx / CH, idx % CH)
-                          [=](int idx, ta x) { Ph[ph_t ? (idx % CH) * DKP + idx / CH : idx] = x; });
+    if (QeT) staged<DKP * CH, NT>(rows(qej), to_T(QeT));
+    staged<DKP * CH, NT>(rows(ekj), to_T(EkT));
+    staged<DKP * CH, NT>([=](int idx) { return idx / CH < DK ? phj[idx] : (ta)0; },  // (kr, tc) = (idx / CH, idx % CH)
+                         [=](int idx, ta x) { Ph[ph_t ? (idx % CH) * DKP + idx / CH : idx] = x; });
+}
+
+// Chunk j's tiles and lambda rows into the buffer d (asynchronous copies, one commit group):
+// Qe^T, Ek^T as [kk][t], phi^T as [t][kk] (zero-padded), lambda's first LS levels of its rows.
+__device__ __forceinline__ void gd_chunk_async(const GdTiles& d, const ta* qej, const ta* ekj, const ta* phj,
+                                               const ta* lamb, int T, int L, int LS, i64 g0, int DK) {
+    for (int idx = threadIdx.x; idx < DKP * CH; idx += GD_NT) {
+        const int t = idx / DKP, kk = idx % DKP, kr = idx / CH, tc = idx % CH;  // (t, kk): reads along kk
+        const bool ok = kk < DK, okr = kr < DK;
+        cp_async_ta(d.QeT + kk * CH + t, ok ? qej + t * DK + kk : qej, ok);
+        cp_async_ta(d.EkT + kk * CH + t, ok ? ekj + t * DK + kk : ekj, ok);
+        cp_async_ta(d.PhT + tc * DKP + kr, okr ? phj + idx : phj, okr);
+    }
+    for (int idx = threadIdx.x; idx < CH * LS; idx += GD_NT) {
+        const i64 gi = g0 + idx / LS;
+        const bool ok = gi >= 0 && gi < T;
+        cp_async_ta(d.Lm + idx, ok ? lamb + gi * L + idx % LS : lamb, ok);
+    }
+    cp_async_commit();
 }
 
 extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
@@ -177,18 +194,24 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
     ta* __restrict__ lev,        // (BH, NLC, DK, DV) in: zeros; out: chunk-level slots at the end
     ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out: carried to the end
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last,
-    int nres) {                  // slots 0 .. nres - 1 of the n_old + NLC live in shared memory
+    int nres,                    // slots 0 .. nres - 1 of the n_old + NLC live in shared memory
+    int nbuf) {                  // 2: chunk j + 1's tiles load while chunk j runs; 1: one buffer
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int SLOT = DKP * GD_BV, WG = GD_G * CH * GD_BV;  // a resident slot; a group's W
-    const int LS = min(L, GD_LMAX);
-    GdTiles sm;
-    sm.QeT = reinterpret_cast<ta*>(smem_raw);
-    sm.EkT = sm.QeT + DKP * CH;
-    sm.PhT = sm.EkT + DKP * CH;
-    sm.W = sm.PhT + DKP * CH;
-    ta* Sr = sm.W + GD_NG * WG;
-    sm.Lm = Sr + nres * SLOT;
-    check_smem((3 * DKP * CH + GD_NG * WG + nres * SLOT + CH * LS) * sizeof(ta));
+    const int LS = min(L, GD_LMAX), TB = 3 * DKP * CH + CH * LS;  // lambda levels staged; a tile buffer
+    ta* base = reinterpret_cast<ta*>(smem_raw);
+    ta* Wall = base + nbuf * TB;
+    ta* Sr = Wall + GD_NG * WG;
+    check_smem((nbuf * TB + GD_NG * WG + nres * SLOT) * sizeof(ta));
+    auto buf = [&](int b) {  // the tiles of buffer b
+        GdTiles d;
+        d.QeT = base + b * TB;
+        d.EkT = d.QeT + DKP * CH;
+        d.PhT = d.EkT + DKP * CH;
+        d.Lm = d.PhT + DKP * CH;
+        d.W = Wall;
+        return d;
+    };
     constexpr int RA = GD_RA, OE = (CH * GD_BV + GD_NT - 1) / GD_NT, HE = (DKP * GD_BV + GD_NT - 1) / GD_NT;
     const int tid = threadIdx.x, grp = tid / NT, gt = tid % NT, col = gt % GD_BV, rg = gt / GD_BV;
     const i64 bh = blockIdx.x;
@@ -200,16 +223,23 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
     ta* oldb = oldc + bh * n_old * slot_sz;
     auto glob = [&](int s) { return (s < n_old ? oldb + s * slot_sz : levb + (s - n_old) * slot_sz) + c0; };
     auto slot = [&](int s) { return s < nres ? GdSlot{Sr + s * SLOT, GD_BV} : GdSlot{glob(s), DV}; };
+    auto load = [&](int b, int jj) {  // chunk jj's tiles into buffer b
+        const i64 cjj = bh * n + jj;
+        gd_chunk_async(buf(b), qe + cjj * CH * DK, ek + cjj * CH * DK, ph + cjj * DK * CH, lam + bh * T * L, T, L, LS,
+                       (F + jj) * CH - p, DK);
+    };
     // the resident slots in: the incoming slots' columns, zero chunk-level slots (lev is zero)
     for (int idx = tid; idx < nres * SLOT; idx += GD_NT) {
         const int s = idx / SLOT, kk = idx % SLOT / GD_BV, cc = idx % GD_BV;
         Sr[idx] = s < n_old && kk < DK && c0 + cc < DV ? glob(s)[(i64)kk * DV + cc] : (ta)0;
     }
+    if (nbuf == 2) load(0, 0);
     unsigned long long occ = 0;  // chunk-level slots holding keys (bit m - 1: S^m)
     for (int j = 0; j < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        // the chunk's global inputs, loaded together: intra-chunk output and H (elements idx =
-        // tid + e GD_NT of CH x GD_BV and DKP x GD_BV), g, the tiles, lambda's rows
+        // chunk j's intra-chunk output and H (elements idx = tid + e GD_NT of CH x GD_BV and
+        // DKP x GD_BV) and g into registers (used after the passes), its tiles into shared memory:
+        // with two buffers issued during chunk j - 1 (and chunk j + 1's issued now), else now
         ta ov[OE], hv[HE];
 #pragma unroll
         for (int e = 0; e < OE; ++e) {
@@ -222,11 +252,15 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
             hv[e] = idx < DKP * GD_BV && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
         }
         const ta eg = ex(gc[cj]);
-        gd_tiles<GD_NT>(sm.QeT, sm.EkT, sm.PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
-        for (int idx = tid; idx < CH * LS; idx += GD_NT) {
-            const i64 gi = c * CH + idx / LS - p;
-            sm.Lm[idx] = gi >= 0 && gi < T ? lam[(bh * T + gi) * L + idx % LS] : (ta)0;
+        if (nbuf == 2) {
+            if (j + 1 < n) load((j + 1) & 1, j + 1);  // buffer (j + 1) & 1 was chunk j - 1's: its passes are done
+            else cp_async_commit();                    // an empty group: chunk j's is then the older one
+            cp_async_wait<1>();
+        } else {
+            load(0, j);
+            cp_async_wait<0>();
         }
+        const GdTiles sm = buf(nbuf == 2 ? (j & 1) : 0);
         ta acc[RA];
 #pragma unroll
         for (int i = 0; i < RA; ++i) acc[i] = (ta)0;
@@ -260,7 +294,7 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
             }
         }
         // the group's reads into its W buffer (its passes are done), summed over the groups
-        ta* red = sm.W + grp * WG;
+        ta* red = Wall + grp * WG;
 #pragma unroll
         for (int i = 0; i < RA; ++i) red[(rg * RA + i) * GD_BV + col] = acc[i];
         __syncthreads();
@@ -270,7 +304,7 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
             if (idx < CH * GD_BV && c0 + cc < DV) {
                 ta x = ov[e];
 #pragma unroll
-                for (int g = 0; g < GD_NG; ++g) x += sm.W[g * WG + idx];
+                for (int g = 0; g < GD_NG; ++g) x += Wall[g * WG + idx];
                 out[(cj * CH + t) * DV + c0 + cc] = x;
             }
         }
@@ -296,8 +330,8 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
             }
             occ = (occ & ~((1ull << z) - 1ull)) | (1ull << z);
         }
-        // the next chunk's loads write the tiles and lambda rows (read last before the barrier
-        // above); its passes start after its barrier
+        // the next chunk's loads write a tile buffer read last before the barrier above; its
+        // passes start after its barrier
     }
     __syncthreads();
     // the resident slots out
