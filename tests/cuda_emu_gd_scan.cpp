@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <memory>
 #include <thread>
 #include <vector>
 using std::max;
@@ -27,13 +26,7 @@ typedef long long i64;
 struct emu_idx { unsigned x, y, z; };
 thread_local emu_idx threadIdx, blockIdx;
 static std::barrier<>* emu_bar;
-static std::barrier<>* emu_named[16];  // named barriers 1 .. 15 of the running block (group_sync)
-static int emu_group;                  // their thread count
 inline void __syncthreads() { emu_bar->arrive_and_wait(); }
-inline void group_sync(int id, int nth) {
-    if (id < 1 || id > 15 || nth != emu_group) std::abort();
-    emu_named[id]->arrive_and_wait();
-}
 alignas(16) unsigned char smem_raw[256 * 1024];
 static unsigned emu_smem = sizeof(smem_raw);  // the running launch's dynamic shared memory
 struct float4 { float x, y, z, w; };
@@ -43,6 +36,7 @@ inline float ex(float x) { return std::exp(x); }
 inline double ex(double x) { return std::exp(x); }
 inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_raw)) std::abort(); }
 template <typename V, typename T>
 inline V vload(const T* p) {
@@ -109,21 +103,14 @@ inline void cp_async_wait() {
 #include KERNEL
 
 // A launch of grid (gx, gy): the blocks one after another, each as nt std::threads (NT unless
-// given) that call body() with threadIdx, blockIdx and gridDim set, one barrier per block and named
-// barriers of group threads each (group_sync).
+// given) that call body() with threadIdx, blockIdx and gridDim set and one barrier per block.
 thread_local emu_idx gridDim;
 template <typename F>
-void emu_grid(unsigned gx, unsigned gy, F body, int nt = NT, int group = NT) {
+void emu_grid(unsigned gx, unsigned gy, F body, int nt = NT) {
     for (unsigned bx = 0; bx < gx; ++bx)
         for (unsigned by = 0; by < gy; ++by) {
             std::barrier<> bar(nt);
             emu_bar = &bar;
-            std::vector<std::unique_ptr<std::barrier<>>> named;
-            emu_group = group;
-            for (int id = 1; id < 16; ++id) {
-                named.emplace_back(new std::barrier<>(group));
-                emu_named[id] = named.back().get();
-            }
             std::vector<std::thread> threads;
             for (int t = 0; t < nt; ++t)
                 threads.emplace_back([=] {
@@ -150,6 +137,6 @@ extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, cons
                 if (!grp.empty()) std::abort();  // copies never waited for
             if (!emu_open.empty()) std::abort();  // or never committed
         },
-        GD_NT, NT);
+        GD_NT);
     emu_smem = sizeof(smem_raw);
 }

@@ -108,11 +108,11 @@ class Config:
 
     def gd_scan_smem(self, nres, L, nbuf):
         """gd_scan's shared memory with ``nres`` resident slots, ``L`` level weights and ``nbuf``
-        tile buffers: per buffer the three tiles and the chunk's rows of the first min(L, 64) level
+        tile buffers: per buffer the three tiles (rows padded by 16 bytes) and the chunk's rows of the first min(L, 64) level
         weights; a W buffer per group (GD_G = 2 slots of CH x GD_BV, GD_BV = 16); the slots (DKP x
         GD_BV each)."""
-        CH, DKP = self.CH, self.DKP
-        tiles = 3 * DKP * CH + CH * min(L, 64)
+        CH, DKP, pad = self.CH, self.DKP, 16 // self.itemsize  # padded rows: Qe, Ek [t][kk], phi [kk][t]
+        tiles = 2 * CH * (DKP + pad) + DKP * (CH + pad) + CH * min(L, 64)
         return (nbuf * tiles + self.gd_groups * 2 * CH * 16 + nres * DKP * 16) * self.itemsize
 
     def gd_scan_layout(self, n_slots, L):

@@ -180,9 +180,6 @@ __device__ __forceinline__ void zero_acc(ta (&acc)[RM][RN]) {
         for (int j = 0; j < RN; ++j) acc[i][j] = (ta)0;
 }
 
-// Barrier of the nth threads (whole warps) that use named barrier id (1 .. 15; 0 is __syncthreads').
-__device__ __forceinline__ void group_sync(int id, int nth) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(nth) : "memory"); }
-
 // Block-wide sum / max over NT threads; `red` is NT/32 shared slots. Every thread gets the result.
 __device__ __forceinline__ ta warp_sum(ta x) {
 #pragma unroll

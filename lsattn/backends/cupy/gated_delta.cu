@@ -33,17 +33,20 @@
 // the level every key of it has from t: max(j + 1, bit_length(p XOR t)) (state_read_levels).
 //
 // Threads: GD_NT = GD_NG x 256, GD_NG slot groups of NT = 256 threads. The held slots of a chunk
-// are dealt round-robin over the groups (held slot number r to group r % GD_NG); a group does
-// (a) and (b) for its slots, up to GD_G per pass, with its own named barrier and W buffer, so the
-// groups run side by side. In a group, 16 value columns x 16 row groups; consecutive rows
-// t = rg CH/16 + i in (a), kk = rg DKP/16 + i in (b), so a thread's operands are one vector load
-// per reduction index. The groups' reads are summed through shared memory once per chunk; the
-// merge (c) is spread over all threads. The chunk's global inputs (tiles, lambda rows, H, the
-// intra-chunk output, g) are loaded together at its start: one round trip per chunk.
-// Shared: qeff^T and eGK^T (DKP x CH, [kk][t]), phi^T (CH x DKP, [t][kk]), lambda's first
-// LS = min(L, 64) levels of the chunk's rows ([t][l]; no level read exceeds 63), W = eGK S per
-// group (GD_G x CH x GD_BV, [g][t][col]; then the group's reads) and the nres resident slots
-// ([kk][col], DKP x GD_BV each): gd_scan_smem in _compile.py.
+// are dealt round-robin over the groups (held slot number r to group r % GD_NG); in a pass every
+// group does (a) and (b) for up to GD_G of its slots (W = eGK S in its own buffer), so the groups
+// run side by side; every group joins every pass's barriers (block-wide), with no slot when it has
+// none left. In a group, 16 value columns x 16 row groups: rows t = rg CH/16 + i in (a),
+// kk = rg DKP/16 + i in (b), the reductions over kk and t in steps of 4 (one vector load per row
+// and step). The groups' reads are summed through shared memory once per chunk; the merge (c) is
+// spread over all threads. The chunk's tiles and lambda rows are copied to shared memory
+// asynchronously (cp.async, as stored: no transposes), with two buffers during the previous
+// chunk's passes; H, the intra-chunk output and g go to registers at the chunk's start.
+// Shared: per buffer Qe and Ek ([t][kk], row stride DKP + 16 / sizeof(ta): the rows of the two
+// row groups of a warp fall on different banks), phi ([kk][t], row stride CH + 16 / sizeof(ta)),
+// lambda's first LS = min(L, 64) levels of the chunk's rows ([t][l]; no level read exceeds 63);
+// W per group (GD_G x CH x GD_BV, [g][t][col]; then the group's reads); the nres resident slots
+// ([kk][col], DKP x GD_BV each): Config.gd_scan_smem in _compile.py.
 // Cost per chunk and held slot (d_v columns in all): 3 products of 2 CH d_k d_v flops; the slots
 // held at chunk c are popcount(c) chunk levels (plus the incoming slots of a stream).
 #define GD_BV 16
@@ -52,19 +55,23 @@
 #define GD_LMAX 64  // lambda levels staged per row
 constexpr int GD_RA = CH / GD_RG, GD_RB = DKP / GD_RG;  // rows per thread in (a) and (b)
 constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
 // slot groups per block: a pass's per-thread arrays (RA + RB values of ta) bound the registers
-// (GD_NT threads may use 65536 / GD_NT registers each); _compile.Config.kernel mirrors this
+// (GD_NT threads may use 65536 / GD_NT registers each); _compile.Config.gd_groups mirrors this
 constexpr int GD_WORDS = (GD_RA + GD_RB) * (int)sizeof(ta) / 4;
+#ifdef GD_NG_SET  // benchmarks/device/ab_gd_scan.py compares group counts
+constexpr int GD_NG = GD_NG_SET;
+#else
 constexpr int GD_NG = GD_WORDS <= 8 ? 4 : (GD_WORDS <= 16 ? 2 : 1);
+#endif
 constexpr int GD_NT = NT * GD_NG;
 
-// The shared-memory tiles of gd_scan (and, QeT / EkT / PhT, of gd_scan_bwd).
+// The shared-memory tiles of one chunk of gd_scan.
 struct GdTiles {
-    ta* QeT;  // [kk][t]
-    ta* EkT;  // [kk][t]
-    ta* PhT;  // [t][kk]
-    ta* Lm;   // [t][l], LS levels
-    ta* W;    // [group][g][t][col]
+    ta* Qe;  // [t][kk], stride GD_LDQ
+    ta* Ek;  // [t][kk], stride GD_LDQ
+    ta* Ph;  // [kk][t], stride GD_LDP
+    ta* Lm;  // [t][l], LS levels
 };
 
 // A slot's columns of this block: element (kk, col) at p[kk * ld + col] (shared or global memory).
@@ -75,77 +82,91 @@ struct GdSlot {
 
 // One pass of a group over G of its held slots Sg[0 .. G-1] (level codes lv: > 0 chunk level m,
 // <= -2 incoming slot j = -2 - lv): (a) add their reads to acc and form W = eGK S, (b) S <- e^g S - phi W.
+// G = 0: the pass's barriers only. Two block-wide barriers.
 template <int G>
 __device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_RA],
-                                        const GdTiles& sm, int grp, int LS, i64 p, i64 c, int T, ta eg, int DK, bool cok) {
+                                        const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, bool cok) {
     const int gt = threadIdx.x % NT, col = gt % GD_BV, rg = gt / GD_BV;
-    ta* W = sm.W + grp * GD_G * CH * GD_BV;
-    // (a) the reads of these slots and W = eGK S
-    ta r[G][GD_RA], w[G][GD_RA];
-#pragma unroll
-    for (int g = 0; g < G; ++g)
-#pragma unroll
-        for (int i = 0; i < GD_RA; ++i) r[g][i] = w[g][i] = (ta)0;
-#pragma unroll 2
-    for (int kk = 0; kk < DK; ++kk) {
-        ta qa[GD_RA], ea[GD_RA], sv[G];
-        ldv<GD_RA>(sm.QeT + kk * CH + rg * GD_RA, qa);
-        ldv<GD_RA>(sm.EkT + kk * CH + rg * GD_RA, ea);
-#pragma unroll
-        for (int g = 0; g < G; ++g) sv[g] = cok ? Sg[g].p[kk * Sg[g].ld + col] : (ta)0;
+    if constexpr (G > 0) {
+        // (a) r = Qe S (the reads) and W = Ek S, rows t = rg RA + i
+        ta r[G][GD_RA], w[G][GD_RA];
 #pragma unroll
         for (int g = 0; g < G; ++g)
+#pragma unroll
+            for (int i = 0; i < GD_RA; ++i) r[g][i] = w[g][i] = (ta)0;
+        for (int k0 = 0; k0 < DK; k0 += 4) {  // rows k0 .. k0 + 3 (beyond DK: zero in the tiles and slots)
+            ta sv[G][4];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int u = 0; u < 4; ++u) sv[g][u] = cok && k0 + u < DK ? Sg[g].p[(k0 + u) * Sg[g].ld + col] : (ta)0;
 #pragma unroll
             for (int i = 0; i < GD_RA; ++i) {
-                r[g][i] = fma(qa[i], sv[g], r[g][i]);
-                w[g][i] = fma(ea[i], sv[g], w[g][i]);
+                ta qa[4], ea[4];
+                ldv<4>(sm.Qe + (rg * GD_RA + i) * GD_LDQ + k0, qa);
+                ldv<4>(sm.Ek + (rg * GD_RA + i) * GD_LDQ + k0, ea);
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) {
+                        r[g][i] = fma(qa[u], sv[g][u], r[g][i]);
+                        w[g][i] = fma(ea[u], sv[g][u], w[g][i]);
+                    }
             }
-    }
+        }
 #pragma unroll
-    for (int i = 0; i < GD_RA; ++i) {
-        const int t = rg * GD_RA + i;
-        const i64 tabs = c * CH + t, gi = tabs - p;
-        const bool real = gi >= 0 && gi < T;  // padding rows read nothing
+        for (int i = 0; i < GD_RA; ++i) {
+            const int t = rg * GD_RA + i;
+            const i64 tabs = c * CH + t, gi = tabs - p;
+            const bool real = gi >= 0 && gi < T;  // padding rows read nothing
 #pragma unroll
-        for (int g = 0; g < G; ++g) {
-            W[(g * CH + t) * GD_BV + col] = w[g][i];
-            if (real) {
-                const int level = lv[g] > 0 ? GD_LOG2C + lv[g] : max(-1 - lv[g], bitlen64(p ^ tabs));
-                acc[i] = fma(sm.Lm[t * LS + level], r[g][i], acc[i]);
+            for (int g = 0; g < G; ++g) {
+                W[(g * CH + t) * GD_BV + col] = w[g][i];
+                if (real) {
+                    const int level = lv[g] > 0 ? GD_LOG2C + lv[g] : max(-1 - lv[g], bitlen64(p ^ tabs));
+                    acc[i] = fma(sm.Lm[t * LS + level], r[g][i], acc[i]);
+                }
             }
         }
     }
-    group_sync(1 + grp, NT);
-    // (b) S <- e^g S - phi W, rows kk = rg RB + i of this thread's column
-    ta x[G][GD_RB];
-#pragma unroll
-    for (int g = 0; g < G; ++g)
-#pragma unroll
-        for (int i = 0; i < GD_RB; ++i) {
-            const int kk = rg * GD_RB + i;
-            x[g][i] = cok && kk < DK ? eg * Sg[g].p[kk * Sg[g].ld + col] : (ta)0;
-        }
-#pragma unroll 2
-    for (int t = 0; t < CH; ++t) {
-        ta pa[GD_RB], wv[G];
-        ldv<GD_RB>(sm.PhT + t * DKP + rg * GD_RB, pa);
-#pragma unroll
-        for (int g = 0; g < G; ++g) wv[g] = W[(g * CH + t) * GD_BV + col];
-#pragma unroll
-        for (int g = 0; g < G; ++g)
-#pragma unroll
-            for (int i = 0; i < GD_RB; ++i) x[g][i] = fma(-pa[i], wv[g], x[g][i]);
-    }
-    if (cok) {
+    __syncthreads();
+    if constexpr (G > 0) {
+        // (b) S <- e^g S - phi W, rows kk = rg RB + i of this thread's column
+        ta x[G][GD_RB];
 #pragma unroll
         for (int g = 0; g < G; ++g)
 #pragma unroll
             for (int i = 0; i < GD_RB; ++i) {
                 const int kk = rg * GD_RB + i;
-                if (kk < DK) Sg[g].p[kk * Sg[g].ld + col] = x[g][i];
+                x[g][i] = cok && kk < DK ? eg * Sg[g].p[kk * Sg[g].ld + col] : (ta)0;
             }
+        for (int t0 = 0; t0 < CH; t0 += 4) {
+            ta wv[G][4];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int u = 0; u < 4; ++u) wv[g][u] = W[(g * CH + t0 + u) * GD_BV + col];
+#pragma unroll
+            for (int i = 0; i < GD_RB; ++i) {
+                ta pa[4];
+                ldv<4>(sm.Ph + (rg * GD_RB + i) * GD_LDP + t0, pa);
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) x[g][i] = fma(-pa[u], wv[g][u], x[g][i]);
+            }
+        }
+        if (cok) {
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int i = 0; i < GD_RB; ++i) {
+                    const int kk = rg * GD_RB + i;
+                    if (kk < DK) Sg[g].p[kk * Sg[g].ld + col] = x[g][i];
+                }
+        }
     }
-    group_sync(1 + grp, NT);
+    __syncthreads();
 }
 
 // The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null; reads coalesced along kk), Ph as
@@ -164,16 +185,17 @@ __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej
                          [=](int idx, ta x) { Ph[ph_t ? (idx % CH) * DKP + idx / CH : idx] = x; });
 }
 
-// Chunk j's tiles and lambda rows into the buffer d (asynchronous copies, one commit group):
-// Qe^T, Ek^T as [kk][t], phi^T as [t][kk] (zero-padded), lambda's first LS levels of its rows.
+// Chunk j's tiles and lambda rows into the buffer d (asynchronous element copies, one commit group;
+// consecutive threads copy consecutive elements of a row): Qe, Ek as [t][kk], phi as [kk][t]
+// (zero-padded), lambda's first LS levels of its rows.
 __device__ __forceinline__ void gd_chunk_async(const GdTiles& d, const ta* qej, const ta* ekj, const ta* phj,
                                                const ta* lamb, int T, int L, int LS, i64 g0, int DK) {
-    for (int idx = threadIdx.x; idx < DKP * CH; idx += GD_NT) {
-        const int t = idx / DKP, kk = idx % DKP, kr = idx / CH, tc = idx % CH;  // (t, kk): reads along kk
+    for (int idx = threadIdx.x; idx < CH * DKP; idx += GD_NT) {
+        const int t = idx / DKP, kk = idx % DKP, kr = idx / CH, tc = idx % CH;
         const bool ok = kk < DK, okr = kr < DK;
-        cp_async_ta(d.QeT + kk * CH + t, ok ? qej + t * DK + kk : qej, ok);
-        cp_async_ta(d.EkT + kk * CH + t, ok ? ekj + t * DK + kk : ekj, ok);
-        cp_async_ta(d.PhT + tc * DKP + kr, okr ? phj + idx : phj, okr);
+        cp_async_ta(d.Qe + t * GD_LDQ + kk, ok ? qej + t * DK + kk : qej, ok);
+        cp_async_ta(d.Ek + t * GD_LDQ + kk, ok ? ekj + t * DK + kk : ekj, ok);
+        cp_async_ta(d.Ph + kr * GD_LDP + tc, okr ? phj + kr * CH + tc : phj, okr);
     }
     for (int idx = threadIdx.x; idx < CH * LS; idx += GD_NT) {
         const i64 gi = g0 + idx / LS;
@@ -198,18 +220,17 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
     int nbuf) {                  // 2: chunk j + 1's tiles load while chunk j runs; 1: one buffer
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int SLOT = DKP * GD_BV, WG = GD_G * CH * GD_BV;  // a resident slot; a group's W
-    const int LS = min(L, GD_LMAX), TB = 3 * DKP * CH + CH * LS;  // lambda levels staged; a tile buffer
+    const int LS = min(L, GD_LMAX), TB = 2 * CH * GD_LDQ + DKP * GD_LDP + CH * LS;  // lambda levels staged; a buffer
     ta* base = reinterpret_cast<ta*>(smem_raw);
     ta* Wall = base + nbuf * TB;
     ta* Sr = Wall + GD_NG * WG;
     check_smem((nbuf * TB + GD_NG * WG + nres * SLOT) * sizeof(ta));
     auto buf = [&](int b) {  // the tiles of buffer b
         GdTiles d;
-        d.QeT = base + b * TB;
-        d.EkT = d.QeT + DKP * CH;
-        d.PhT = d.EkT + DKP * CH;
-        d.Lm = d.PhT + DKP * CH;
-        d.W = Wall;
+        d.Qe = base + b * TB;
+        d.Ek = d.Qe + CH * GD_LDQ;
+        d.Ph = d.Ek + CH * GD_LDQ;
+        d.Lm = d.Ph + DKP * GD_LDP;
         return d;
     };
     constexpr int RA = GD_RA, OE = (CH * GD_BV + GD_NT - 1) / GD_NT, HE = (DKP * GD_BV + GD_NT - 1) / GD_NT;
@@ -265,9 +286,13 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
 #pragma unroll
         for (int i = 0; i < RA; ++i) acc[i] = (ta)0;
         __syncthreads();
-        // this group's held slots (held slot number r % GD_NG == grp), GD_G at a time: incoming slot
-        // s < n_old where bit s of p is set, chunk-level slot m = s - n_old + 1 where bit m - 1 of occ is
-        for (int s = 0, r = 0;;) {
+        // this group's held slots (held slot number r % GD_NG == grp), GD_G per pass: incoming slot
+        // s < n_old where bit s of p is set, chunk-level slot m = s - n_old + 1 where bit m - 1 of
+        // occ is; as many passes as group 0 (which has the most) needs
+        const int held = __popcll(n_old >= 64 ? p : p & ((1ll << n_old) - 1)) + __popcll(occ);
+        const int passes = (held + GD_NG * GD_G - 1) / (GD_NG * GD_G);
+        ta* W = Wall + grp * WG;
+        for (int pass = 0, s = 0, r = 0; pass < passes; ++pass) {
             GdSlot Sg[GD_G];
             int lv[GD_G];  // > 0: chunk level m; <= -2: incoming slot j = -2 - lv
             int cnt = 0;
@@ -283,20 +308,20 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
                 }
                 ++cnt;
             }
-            if (cnt == 0) break;
 #if GD_G != 2
-#error "gd_scan dispatches passes of 1 or 2 slots"
+#error "gd_scan dispatches passes of 0, 1 or 2 slots"
 #endif
-            if (cnt == 1) {
-                gd_pass<1>(Sg, lv, acc, sm, grp, LS, p, c, T, eg, DK, cok);
+            if (cnt == 2) {
+                gd_pass<2>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
+            } else if (cnt == 1) {
+                gd_pass<1>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
             } else {
-                gd_pass<2>(Sg, lv, acc, sm, grp, LS, p, c, T, eg, DK, cok);
+                gd_pass<0>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
             }
         }
         // the group's reads into its W buffer (its passes are done), summed over the groups
-        ta* red = Wall + grp * WG;
 #pragma unroll
-        for (int i = 0; i < RA; ++i) red[(rg * RA + i) * GD_BV + col] = acc[i];
+        for (int i = 0; i < RA; ++i) W[(rg * RA + i) * GD_BV + col] = acc[i];
         __syncthreads();
 #pragma unroll
         for (int e = 0; e < OE; ++e) {
@@ -308,8 +333,8 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
                 out[(cj * CH + t) * DV + c0 + cc] = x;
             }
         }
-        // (c) the Fenwick merge after chunk c (slots are read and written only by their groups'
-        // passes before the barrier above, and after it only here)
+        // (c) the Fenwick merge after chunk c (slots are read and written by the passes before the
+        // barrier above, and after it only here)
         if (j < n - 1 || merge_last) {
             const int z = __ffsll((long long)(c + 1)) - 1;  // trailing zeros of c + 1
 #pragma unroll

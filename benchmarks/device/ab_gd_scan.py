@@ -1,0 +1,69 @@
+"""gd_scan alone (CUDA events, ms per launch), B H = 32 sequences, d = 64, float32 (what the bf16
+forward computes in), T = 2K / 8K / 32K: the launch as the host picks it (two tile buffers, every
+slot in shared memory, 4 slot groups), one tile buffer, one buffer with every slot in global
+memory, and the host's layout with 2 slot groups of 256 threads (compiled with -DGD_NG_SET=2); then
+the public forward on the same float32 CuPy arrays."""
+import cupy
+import numpy as np
+
+import lsattn
+from lsattn._chunktree import chunk_layout
+from lsattn.backends.cupy import _compile as cc
+from lsattn.backends.cupy import gated_delta as cgd
+
+ops = cc.CupyOps(cupy.cuda.Device().id)
+BH, DK, DV = 32, 64, 64
+i32, i64 = np.int32, np.int64
+cfg = cc.make_config("float", DK, 16, 64)
+code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu"))
+opts = ("-std=c++17", "-DTA=float", "-DTI_BF16=0", "-DTI_F16=0", f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}",
+        "-DLOGV=0")
+ng2 = cupy.RawModule(code=code, options=opts + ("-DGD_NG_SET=2",)).get_function("gd_scan")
+ng2.max_dynamic_shared_size_bytes = cc.SMEM_MAX
+for T in (2048, 8192, 32768):
+    C, L = cfg.CH, lsattn.num_levels(T)
+    lay = chunk_layout(0, T, C)
+    F, n = lay.first_chunk, lay.n_chunks
+    rng = cupy.random.default_rng(0)
+    q, k, v = (rng.standard_normal((BH, T, d), dtype=cupy.float32) for d in (DK, DK, DV))
+    k /= cupy.linalg.norm(k, axis=-1, keepdims=True)
+    a = -cupy.log1p(cupy.exp(-(rng.standard_normal((BH, T), dtype=cupy.float32) + 3)))
+    b = rng.random((BH, T), dtype=cupy.float32)
+    lam = rng.random((BH, T, L), dtype=cupy.float32) + 0.5
+    qe, ek = cupy.empty((BH, n, C, DK), cupy.float32), cupy.empty((BH, n, C, DK), cupy.float32)
+    ph, H = cupy.empty((BH, n, DK, C), cupy.float32), cupy.empty((BH, n, DK, DV), cupy.float32)
+    g, out = cupy.empty((BH, n), cupy.float32), cupy.empty((BH, n, C, DV), cupy.float32)
+    ops.gd_forms(cfg, q, k, v, a, b, lam, qe, ek, ph, H, g, out, T, DK, DV, L, 0, F, n, BH)
+    NLC = cgd.chunk_slots(F, n, T % C == 0)
+    lev, oldc = cupy.zeros((BH, NLC, DK, DV), cupy.float32), cupy.zeros((1,), cupy.float32)
+    fn, block, _ = ops._tk("gated_delta", cfg, "gd_scan")
+    auto = cfg.gd_scan_layout(NLC, L)
+    fewer_w = (cfg.gd_groups - 2) * 2 * C * 16 * 4  # the W buffers of the groups NG = 2 lacks
+    row = [f"T={T:6d} n={n:4d} slots={NLC:2d}"]
+    for name, (nbuf, nres), f, threads, less in (
+            (f"host {auto}", auto, fn, block[0], 0), ("1 buffer", (1, NLC), fn, block[0], 0),
+            ("1 buffer, global slots", (1, 0), fn, block[0], 0), (f"2 groups {auto}", auto, ng2, 512, fewer_w)):
+        def launch():
+            f((BH, -(-DV // 16)), (threads,), (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L),
+                                               i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(nres),
+                                               i32(nbuf)),
+              shared_mem=cfg.gd_scan_smem(nres, L, nbuf) - less)
+        for _ in range(2):
+            launch()
+        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+        e0.record()
+        for _ in range(5):
+            launch()
+        e1.record()
+        e1.synchronize()
+        row.append(f"{name}: {cupy.cuda.get_elapsed_time(e0, e1) / 5:.3f} ms")
+    f = lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam)  # noqa: E731  the public forward, float32 CuPy arrays
+    f()
+    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+    e0.record()
+    for _ in range(3):
+        f()
+    e1.record()
+    e1.synchronize()
+    row.append(f"forward: {cupy.cuda.get_elapsed_time(e0, e1) / 3:.3f} ms")
+    print(" | ".join(row), flush=True)
