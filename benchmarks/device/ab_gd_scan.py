@@ -18,6 +18,21 @@ cfg = cc.make_config("float", DK, 16, 64)
 code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu"))
 opts = ("-std=c++17", "-DTA=float", "-DTI_BF16=0", "-DTI_F16=0", f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}",
         "-DLOGV=0")
+
+
+def ms(f, reps):
+    """Milliseconds per call of f (after two warm calls), by CUDA events."""
+    for _ in range(2):
+        f()
+    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+    e0.record()
+    for _ in range(reps):
+        f()
+    e1.record()
+    e1.synchronize()
+    return cupy.cuda.get_elapsed_time(e0, e1) / reps
+
+
 ng2 = cupy.RawModule(code=code, options=opts + ("-DGD_NG_SET=2",)).get_function("gd_scan")
 ng2.max_dynamic_shared_size_bytes = cc.SMEM_MAX
 for T in (2048, 8192, 32768):
@@ -48,22 +63,7 @@ for T in (2048, 8192, 32768):
                                                i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(nres),
                                                i32(nbuf)),
               shared_mem=cfg.gd_scan_smem(nres, L, nbuf) - less)
-        for _ in range(2):
-            launch()
-        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-        e0.record()
-        for _ in range(5):
-            launch()
-        e1.record()
-        e1.synchronize()
-        row.append(f"{name}: {cupy.cuda.get_elapsed_time(e0, e1) / 5:.3f} ms")
-    f = lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam)  # noqa: E731  the public forward, float32 CuPy arrays
-    f()
-    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-    e0.record()
-    for _ in range(3):
-        f()
-    e1.record()
-    e1.synchronize()
-    row.append(f"forward: {cupy.cuda.get_elapsed_time(e0, e1) / 3:.3f} ms")
+        row.append(f"{name}: {ms(launch, 5):.3f} ms")
+    # the public forward on the same float32 CuPy arrays
+    row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")
     print(" | ".join(row), flush=True)
