@@ -236,11 +236,12 @@ class Emulated:
                            ctypes.c_uint(cfg.gd_scan_smem(nres, L, nbuf)))
 
 
-@pytest.mark.parametrize("dtype, dk, dv, C", [("float32", 5, 20, 16), ("float64", 20, 3, 32)])
+@pytest.mark.parametrize("dtype, dk, dv, C", [("float32", 5, 20, 16), ("float64", 20, 3, 32), ("float64", 70, 3, 32)])
 def test_kernel_source_emulated_on_cpu(tmp_path, dtype, dk, dv, C):
     """The CUDA source of gd_scan, run on the CPU through the host logic: a stream with single
     tokens, an incoming state, two column blocks (float32) and padded head dims, against the
-    reference; its state equals the array-API state."""
+    reference; its state equals the array-API state. Slot groups per block: 4 (float32), 2 and 1
+    (float64, d_k = 128 padded: one tile buffer)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernel")
     assert make_config("double" if dtype == "float64" else "float", dk, 16, C).CH == C
