@@ -10,7 +10,7 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 echo "=== tests $(date -u +%T)"
 timeout 60 python3 -m pytest -q -p no:cacheprovider -rs -x -m gpu tests/test_cupy_gated_delta.py > "$OUT/log_tests.txt" 2>&1
 echo "rc=$?"; grep -E "Error|assert|passed|failed" "$OUT/log_tests.txt" | tail -12
-echo "=== gd_scan alone: host layout / one buffer / slots in global memory / 2 groups; forward $(date -u +%T)"
+echo "=== gd_scan alone: host layout / one buffer / slots in global memory / 4 groups; forward $(date -u +%T)"
 timeout 20 python3 benchmarks/device/ab_gd_scan.py > "$OUT/log_ab.txt" 2>&1
 echo "rc=$?"; tail -4 "$OUT/log_ab.txt"
 echo "=== profile $(date -u +%T)"

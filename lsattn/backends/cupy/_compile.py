@@ -104,7 +104,7 @@ class Config:
         """Slot groups of 256 threads in a gd_scan block (GD_NG of gated_delta.cu): 4, 2 or 1 by the
         size of a pass's per-thread arrays, CH / 16 + DKP / 16 values."""
         words = (self.CH // 16 + self.DKP // 16) * self.itemsize // 4
-        return 4 if words <= 8 else (2 if words <= 16 else 1)
+        return 4 if words <= 4 else (2 if words <= 16 else 1)
 
     def gd_scan_smem(self, nres, L, nbuf):
         """gd_scan's shared memory with ``nres`` resident slots, ``L`` level weights and ``nbuf``

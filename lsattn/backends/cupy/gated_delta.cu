@@ -57,12 +57,13 @@ constexpr int GD_RA = CH / GD_RG, GD_RB = DKP / GD_RG;  // rows per thread in (a
 constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
 // slot groups per block: a pass's per-thread arrays (RA + RB values of ta) bound the registers
-// (GD_NT threads may use 65536 / GD_NT registers each); _compile.Config.gd_groups mirrors this
+// (GD_NT threads may use 65536 / GD_NT registers each; the counts below keep ptxas from spilling
+// on sm_90); _compile.Config.gd_groups mirrors this
 constexpr int GD_WORDS = (GD_RA + GD_RB) * (int)sizeof(ta) / 4;
 #ifdef GD_NG_SET  // benchmarks/device/ab_gd_scan.py compares group counts
 constexpr int GD_NG = GD_NG_SET;
 #else
-constexpr int GD_NG = GD_WORDS <= 8 ? 4 : (GD_WORDS <= 16 ? 2 : 1);
+constexpr int GD_NG = GD_WORDS <= 4 ? 4 : (GD_WORDS <= 16 ? 2 : 1);
 #endif
 constexpr int GD_NT = NT * GD_NG;
 
