@@ -124,15 +124,15 @@ void emu_grid(unsigned gx, unsigned gy, F body, int nt = NT) {
 }
 
 // gd_scan's launch: grid (BH, ceil(DV / 16)), GD_NT threads per block (slot groups of NT), smem
-// bytes of dynamic shared memory (the host's gd_scan_smem for nres resident slots, nbuf buffers).
+// bytes of dynamic shared memory (the host's gd_scan_smem for nres resident slots).
 extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
                     ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH,
-                    int nres, int nbuf, unsigned smem) {
+                    int nres, unsigned smem) {
     emu_smem = smem;
     emu_grid(
         BH, (DV + 15) / 16,
         [=] {
-            gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, nres, nbuf);
+            gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, nres);
             for (const auto& grp : emu_groups)
                 if (!grp.empty()) std::abort();  // copies never waited for
             if (!emu_open.empty()) std::abort();  // or never committed

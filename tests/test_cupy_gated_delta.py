@@ -196,10 +196,10 @@ class Emulated:
 
     xp = np
 
-    def __init__(self, folder, resident=None, buffers=None):
-        """resident: at most this many of gd_scan's slots in shared memory, buffers: its tile
-        buffers (None: as the host launches it; fewer slots put the rest in global memory)."""
-        self.folder, self.libs, self.resident, self.buffers = folder, {}, resident, buffers
+    def __init__(self, folder, resident=None):
+        """resident: at most this many of gd_scan's slots in shared memory (None: as the host
+        launches it; fewer puts the rest in global memory)."""
+        self.folder, self.libs, self.resident = folder, {}, resident
 
     def _lib(self, cfg):
         key = (cfg.ta, cfg.CH, cfg.DKP)
@@ -229,19 +229,17 @@ class Emulated:
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), BH)]
-        nbuf, nres = cfg.gd_scan_layout(n_old + NLC, L)
+        nres = cfg.gd_scan_resident(n_old + NLC, L)
         nres = nres if self.resident is None else min(nres, self.resident)
-        nbuf = nbuf if self.buffers is None else self.buffers
-        self._lib(cfg).run(*self._ptrs(arrays), *ints, ctypes.c_int(nres), ctypes.c_int(nbuf),
-                           ctypes.c_uint(cfg.gd_scan_smem(nres, L, nbuf)))
+        self._lib(cfg).run(*self._ptrs(arrays), *ints, ctypes.c_int(nres), ctypes.c_uint(cfg.gd_scan_smem(nres, L)))
 
 
 @pytest.mark.parametrize("dtype, dk, dv, C", [("float32", 5, 20, 16), ("float64", 20, 3, 32), ("float64", 70, 3, 32)])
 def test_kernel_source_emulated_on_cpu(tmp_path, dtype, dk, dv, C):
     """The CUDA source of gd_scan, run on the CPU through the host logic: a stream with single
     tokens, an incoming state, two column blocks (float32) and padded head dims, against the
-    reference; its state equals the array-API state. Slot groups per block: 4 (float32), 2 and 1
-    (float64, d_k = 128 padded: one tile buffer)."""
+    reference; its state equals the array-API state. Slot groups per block: 4 (float32, d = 16
+    padded), 2 and 1 (float64, d_k = 32 and 128 padded)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernel")
     assert make_config("double" if dtype == "float64" else "float", dk, 16, C).CH == C
@@ -267,23 +265,21 @@ def emulated(tmp_path_factory):
 
 @given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([3, 16, 33]), dv=st.sampled_from([1, 17, 70]), C=chunks,
        keys=key_kinds, decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), p=st.sampled_from([0, 5, 64, 77]),
-       resident=st.sampled_from([None, 0, 2]), buffers=st.sampled_from([None, 1]), seed=seeds)
+       resident=st.sampled_from([None, 0, 2]), seed=seeds)
 @settings(max_examples=6, deadline=None)  # a std::thread per CUDA thread: CI time
-def test_kernels_emulated_match_reference(emulated, batch, T, dk, dv, C, keys, decay, resets, p, resident, buffers,
-                                          seed):
+def test_kernels_emulated_match_reference(emulated, batch, T, dk, dv, C, keys, decay, resets, p, resident, seed):
     """The CUDA sources of gd_forms and gd_scan on the CPU through the host logic, float64: any T
     (1, odd, not a multiple of the chunk), several batch axes, an incoming array-API state at
     offset p (chunks not aligned to it), strong decays and hard resets, unnormalised keys, head
     dims padded, value columns in several blocks, gd_scan's slots in shared memory, in global
-    memory or split, one or two tile buffers; output and state against the reference and the
-    array-API state."""
+    memory or split; output and state against the reference and the array-API state."""
     arrays = make(seed, batch, p + T, dk, dv, keys=keys[0], key_scale=keys[1], decay=decay, resets=resets)
     old = None
     if p:
         _, state = lsattn.loglinear_gated_delta(*_sl(arrays, 0, p), return_state=True, backend="array_api")
         old = state.tensors["levels"]
     ops = copy.copy(emulated)  # the same built libraries
-    ops.resident, ops.buffers = resident, buffers
+    ops.resident = resident
     out, levels = cgd.compute(ops, *_sl(arrays, p, p + T), C, p, old, True)
     what = f"p={p} T={T} C={C} dk={dk} dv={dv}"
     assert_close(out, ref.loglinear_gated_delta(*arrays)[..., p:, :], F64, what=what)

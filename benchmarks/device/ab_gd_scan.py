@@ -1,8 +1,8 @@
 """gd_scan alone (CUDA events, ms per launch), B H = 32 sequences, d = 64, float32 (what the bf16
-forward computes in), T = 2K / 8K / 32K: the launch as the host picks it (two tile buffers, every
-slot in shared memory, 2 slot groups of 256 threads), one tile buffer, one buffer with every slot
-in global memory, and the host's layout with 4 slot groups (compiled with -DGD_NG_SET=4: 64
-registers, ptxas spills 72 bytes); then the public forward on the same float32 CuPy arrays."""
+forward computes in), T = 2K / 8K / 32K: the launch as the host picks it (every slot in shared
+memory, 2 slot groups of 256 threads), every slot in global memory, and 4 slot groups (compiled
+with -DGD_NG_SET=4: 64 registers, ptxas spills 72 bytes); then the public forward on the same
+float32 CuPy arrays."""
 import cupy
 import numpy as np
 
@@ -53,17 +53,16 @@ for T in (2048, 8192, 32768):
     NLC = cgd.chunk_slots(F, n, T % C == 0)
     lev, oldc = cupy.zeros((BH, NLC, DK, DV), cupy.float32), cupy.zeros((1,), cupy.float32)
     fn, block, _ = ops._tk("gated_delta", cfg, "gd_scan")
-    auto = cfg.gd_scan_layout(NLC, L)
+    nres = cfg.gd_scan_resident(NLC, L)
     more_w = (NG_ALT - cfg.gd_groups) * 2 * C * 16 * 4  # the W buffers of the groups NG_ALT adds
     row = [f"T={T:6d} n={n:4d} slots={NLC:2d}"]
-    for name, (nbuf, nres), f, threads, extra in (
-            (f"host {auto}, {cfg.gd_groups} groups", auto, fn, block[0], 0), ("1 buffer", (1, NLC), fn, block[0], 0),
-            ("1 buffer, global slots", (1, 0), fn, block[0], 0), (f"{NG_ALT} groups {auto}", auto, alt, 256 * NG_ALT, more_w)):
+    for name, res, f, threads, extra in (
+            (f"host ({cfg.gd_groups} groups, {nres} slots resident)", nres, fn, block[0], 0),
+            ("slots in global memory", 0, fn, block[0], 0), (f"{NG_ALT} groups", nres, alt, 256 * NG_ALT, more_w)):
         def launch():
             f((BH, -(-DV // 16)), (threads,), (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L),
-                                               i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(nres),
-                                               i32(nbuf)),
-              shared_mem=cfg.gd_scan_smem(nres, L, nbuf) + extra)
+                                               i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(res)),
+              shared_mem=cfg.gd_scan_smem(res, L) + extra)
         row.append(f"{name}: {ms(launch, 5):.3f} ms")
     # the public forward on the same float32 CuPy arrays
     row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")

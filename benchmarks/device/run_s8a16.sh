@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# issue 16, gd_scan with slot groups, shared-memory-resident slots and cp.async tile buffers (branch
+# issue 16, gd_scan with slot groups, shared-memory-resident slots and cp.async tiles (branch
 # s8a16), one H200, < 120 s: the GPU tests of loglinear_gated_delta's cupy forward, gd_scan alone in
-# four layouts and the public forward at T = 2K / 8K / 32K (ab_gd_scan.py), the per-kernel profile,
-# compute-sanitizer racecheck of gd_small.py (cp.async buffers, shared slots, block barriers).
+# three layouts and the public forward at T = 2K / 8K / 32K (ab_gd_scan.py), the per-kernel profile,
+# compute-sanitizer racecheck of gd_small.py (cp.async tiles, shared slots, block barriers).
 #   OUT=... bash benchmarks/device/run_s8a16.sh       (logs under $OUT; summary on stdout)
 set -u
 NAME=s8a16; . benchmarks/device/setup.sh
@@ -10,7 +10,7 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 echo "=== tests $(date -u +%T)"
 timeout 60 python3 -m pytest -q -p no:cacheprovider -rs -x -m gpu tests/test_cupy_gated_delta.py > "$OUT/log_tests.txt" 2>&1
 echo "rc=$?"; grep -E "Error|assert|passed|failed" "$OUT/log_tests.txt" | tail -12
-echo "=== gd_scan alone: host layout / one buffer / slots in global memory / 4 groups; forward $(date -u +%T)"
+echo "=== gd_scan alone: host layout / slots in global memory / 4 groups; forward $(date -u +%T)"
 timeout 20 python3 benchmarks/device/ab_gd_scan.py > "$OUT/log_ab.txt" 2>&1
 echo "rc=$?"; tail -4 "$OUT/log_ab.txt"
 echo "=== profile $(date -u +%T)"

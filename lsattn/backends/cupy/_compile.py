@@ -106,23 +106,18 @@ class Config:
         words = (self.CH // 16 + self.DKP // 16) * self.itemsize // 4
         return 4 if words <= 4 else (2 if words <= 16 else 1)
 
-    def gd_scan_smem(self, nres, L, nbuf):
-        """gd_scan's shared memory with ``nres`` resident slots, ``L`` level weights and ``nbuf``
-        tile buffers: per buffer the three tiles (rows padded by 16 bytes) and the chunk's rows of the first min(L, 64) level
-        weights; a W buffer per group (GD_G = 2 slots of CH x GD_BV, GD_BV = 16); the slots (DKP x
-        GD_BV each)."""
+    def gd_scan_smem(self, nres, L):
+        """gd_scan's shared memory with ``nres`` resident slots and ``L`` level weights: the three
+        tiles (rows padded by 16 bytes) and the chunk's rows of the first min(L, 64) level weights;
+        a W buffer per group (GD_G = 2 slots of CH x GD_BV, GD_BV = 16); the slots (DKP x GD_BV each)."""
         CH, DKP, pad = self.CH, self.DKP, 16 // self.itemsize  # padded rows: Qe, Ek [t][kk], phi [kk][t]
         tiles = 2 * CH * (DKP + pad) + DKP * (CH + pad) + CH * min(L, 64)
-        return (nbuf * tiles + self.gd_groups * 2 * CH * 16 + nres * DKP * 16) * self.itemsize
+        return (tiles + self.gd_groups * 2 * CH * 16 + nres * DKP * 16) * self.itemsize
 
-    def gd_scan_layout(self, n_slots, L):
-        """(nbuf, nres) of a gd_scan launch with ``n_slots`` slots: two tile buffers (the next chunk's
-        tiles load during this one's passes) when every slot fits beside them in shared memory, else
-        one buffer and as many resident slots as fit (the rest in global memory)."""
-        if self.gd_scan_smem(n_slots, L, 2) <= SMEM_MAX:
-            return 2, n_slots
-        room = (SMEM_MAX - self.gd_scan_smem(0, L, 1)) // (self.DKP * 16 * self.itemsize)
-        return 1, max(0, min(n_slots, room))
+    def gd_scan_resident(self, n_slots, L):
+        """How many of gd_scan's ``n_slots`` slots live in shared memory (the rest in global memory)."""
+        room = (SMEM_MAX - self.gd_scan_smem(0, L)) // (self.DKP * 16 * self.itemsize)
+        return max(0, min(n_slots, room))
 
     def kernel(self, name):
         """(kernel name, threads per block): the tensor-core variants for bf16 inputs (log-linear
@@ -360,11 +355,11 @@ class CupyOps:
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
         fn, block, _ = self._tk("gated_delta", cfg, "gd_scan")
-        nbuf, nres = cfg.gd_scan_layout(n_old + NLC, L)
+        nres = cfg.gd_scan_resident(n_old + NLC, L)
         fn((BH, -(-DV // 16)), block,
            (qe, ek, ph, H, g, lam, out, lev, oldc, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
-            self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last)), self._i(nres), self._i(nbuf)),
-           shared_mem=cfg.gd_scan_smem(nres, L, nbuf))
+            self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last)), self._i(nres)),
+           shared_mem=cfg.gd_scan_smem(nres, L))
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
                     n, n_old, NLC, merge_last, BH):

@@ -40,9 +40,10 @@
 // kk = rg DKP/16 + i in (b), the reductions over kk and t in steps of 4 (one vector load per row
 // and step). The groups' reads are summed through shared memory once per chunk; the merge (c) is
 // spread over all threads. The chunk's tiles and lambda rows are copied to shared memory
-// asynchronously (cp.async, as stored: no transposes), with two buffers during the previous
-// chunk's passes; H, the intra-chunk output and g go to registers at the chunk's start.
-// Shared: per buffer Qe and Ek ([t][kk], row stride DKP + 16 / sizeof(ta): the rows of the two
+// asynchronously (cp.async element copies as stored: every copy in flight at once, no registers,
+// no transposing stores; a second buffer filled during the previous chunk's passes measured no
+// faster, benchmarks/NOTES.md); H, the intra-chunk output and g go to registers at the chunk's start.
+// Shared: Qe and Ek ([t][kk], row stride DKP + 16 / sizeof(ta): the rows of the two
 // row groups of a warp fall on different banks), phi ([kk][t], row stride CH + 16 / sizeof(ta)),
 // lambda's first LS = min(L, 64) levels of the chunk's rows ([t][l]; no level read exceeds 63);
 // W per group (GD_G x CH x GD_BV, [g][t][col]; then the group's reads); the nres resident slots
@@ -186,7 +187,7 @@ __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej
                          [=](int idx, ta x) { Ph[ph_t ? (idx % CH) * DKP + idx / CH : idx] = x; });
 }
 
-// Chunk j's tiles and lambda rows into the buffer d (asynchronous element copies, one commit group;
+// Chunk j's tiles and lambda rows into d (asynchronous element copies, one commit group;
 // consecutive threads copy consecutive elements of a row): Qe, Ek as [t][kk], phi as [kk][t]
 // (zero-padded), lambda's first LS levels of its rows.
 __device__ __forceinline__ void gd_chunk_async(const GdTiles& d, const ta* qej, const ta* ekj, const ta* phj,
@@ -217,23 +218,18 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
     ta* __restrict__ lev,        // (BH, NLC, DK, DV) in: zeros; out: chunk-level slots at the end
     ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out: carried to the end
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last,
-    int nres,                    // slots 0 .. nres - 1 of the n_old + NLC live in shared memory
-    int nbuf) {                  // 2: chunk j + 1's tiles load while chunk j runs; 1: one buffer
+    int nres) {                  // slots 0 .. nres - 1 of the n_old + NLC live in shared memory
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int SLOT = DKP * GD_BV, WG = GD_G * CH * GD_BV;  // a resident slot; a group's W
-    const int LS = min(L, GD_LMAX), TB = 2 * CH * GD_LDQ + DKP * GD_LDP + CH * LS;  // lambda levels staged; a buffer
-    ta* base = reinterpret_cast<ta*>(smem_raw);
-    ta* Wall = base + nbuf * TB;
+    const int LS = min(L, GD_LMAX);                              // lambda levels staged
+    GdTiles sm;
+    sm.Qe = reinterpret_cast<ta*>(smem_raw);
+    sm.Ek = sm.Qe + CH * GD_LDQ;
+    sm.Ph = sm.Ek + CH * GD_LDQ;
+    sm.Lm = sm.Ph + DKP * GD_LDP;
+    ta* Wall = sm.Lm + CH * LS;
     ta* Sr = Wall + GD_NG * WG;
-    check_smem((nbuf * TB + GD_NG * WG + nres * SLOT) * sizeof(ta));
-    auto buf = [&](int b) {  // the tiles of buffer b
-        GdTiles d;
-        d.Qe = base + b * TB;
-        d.Ek = d.Qe + CH * GD_LDQ;
-        d.Ph = d.Ek + CH * GD_LDQ;
-        d.Lm = d.Ph + DKP * GD_LDP;
-        return d;
-    };
+    check_smem((2 * CH * GD_LDQ + DKP * GD_LDP + CH * LS + GD_NG * WG + nres * SLOT) * sizeof(ta));
     constexpr int RA = GD_RA, OE = (CH * GD_BV + GD_NT - 1) / GD_NT, HE = (DKP * GD_BV + GD_NT - 1) / GD_NT;
     const int tid = threadIdx.x, grp = tid / NT, gt = tid % NT, col = gt % GD_BV, rg = gt / GD_BV;
     const i64 bh = blockIdx.x;
@@ -245,23 +241,17 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
     ta* oldb = oldc + bh * n_old * slot_sz;
     auto glob = [&](int s) { return (s < n_old ? oldb + s * slot_sz : levb + (s - n_old) * slot_sz) + c0; };
     auto slot = [&](int s) { return s < nres ? GdSlot{Sr + s * SLOT, GD_BV} : GdSlot{glob(s), DV}; };
-    auto load = [&](int b, int jj) {  // chunk jj's tiles into buffer b
-        const i64 cjj = bh * n + jj;
-        gd_chunk_async(buf(b), qe + cjj * CH * DK, ek + cjj * CH * DK, ph + cjj * DK * CH, lam + bh * T * L, T, L, LS,
-                       (F + jj) * CH - p, DK);
-    };
     // the resident slots in: the incoming slots' columns, zero chunk-level slots (lev is zero)
     for (int idx = tid; idx < nres * SLOT; idx += GD_NT) {
         const int s = idx / SLOT, kk = idx % SLOT / GD_BV, cc = idx % GD_BV;
         Sr[idx] = s < n_old && kk < DK && c0 + cc < DV ? glob(s)[(i64)kk * DV + cc] : (ta)0;
     }
-    if (nbuf == 2) load(0, 0);
     unsigned long long occ = 0;  // chunk-level slots holding keys (bit m - 1: S^m)
     for (int j = 0; j < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
         // chunk j's intra-chunk output and H (elements idx = tid + e GD_NT of CH x GD_BV and
-        // DKP x GD_BV) and g into registers (used after the passes), its tiles into shared memory:
-        // with two buffers issued during chunk j - 1 (and chunk j + 1's issued now), else now
+        // DKP x GD_BV) and g into registers (used after the passes); its tiles and lambda rows into
+        // shared memory (read last by the previous chunk's passes, before the barrier after them)
         ta ov[OE], hv[HE];
 #pragma unroll
         for (int e = 0; e < OE; ++e) {
@@ -274,15 +264,9 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
             hv[e] = idx < DKP * GD_BV && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
         }
         const ta eg = ex(gc[cj]);
-        if (nbuf == 2) {
-            if (j + 1 < n) load((j + 1) & 1, j + 1);  // buffer (j + 1) & 1 was chunk j - 1's: its passes are done
-            else cp_async_commit();                    // an empty group: chunk j's is then the older one
-            cp_async_wait<1>();
-        } else {
-            load(0, j);
-            cp_async_wait<0>();
-        }
-        const GdTiles sm = buf(nbuf == 2 ? (j & 1) : 0);
+        gd_chunk_async(sm, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, lam + bh * T * L, T, L, LS,
+                       c * CH - p, DK);
+        cp_async_wait<0>();
         ta acc[RA];
 #pragma unroll
         for (int i = 0; i < RA; ++i) acc[i] = (ta)0;
@@ -356,8 +340,8 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
             }
             occ = (occ & ~((1ull << z) - 1ull)) | (1ull << z);
         }
-        // the next chunk's loads write a tile buffer read last before the barrier above; its
-        // passes start after its barrier
+        // the next chunk's copies write the tiles read last before the barrier above; its passes
+        // start after its barrier
     }
     __syncthreads();
     // the resident slots out
