@@ -28,6 +28,7 @@ thread_local emu_idx threadIdx, blockIdx;
 static std::barrier<>* emu_bar;
 inline void __syncthreads() { emu_bar->arrive_and_wait(); }
 alignas(16) unsigned char smem_raw[256 * 1024];
+static unsigned emu_smem = sizeof(smem_raw);  // the running launch's dynamic shared memory
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
 struct double2 { double x, y; };
@@ -35,7 +36,8 @@ inline float ex(float x) { return std::exp(x); }
 inline double ex(double x) { return std::exp(x); }
 inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline void check_smem(unsigned need) { if (need > sizeof(smem_raw)) std::abort(); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_raw)) std::abort(); }
 template <typename V, typename T>
 inline V vload(const T* p) {
     if (reinterpret_cast<uintptr_t>(p) % sizeof(V)) std::abort();  // the GPU faults on a misaligned vector load
@@ -78,19 +80,39 @@ inline void staged(L load, S store) {
     }
 }
 
+// cp.async as the hardware may run it: an element copy is queued at issue (its source read then)
+// and lands in shared memory only when a wait_group retires its commit group, so a read of a
+// buffer before its wait sees stale data.
+struct emu_copy { void* dst; double val; int size; };
+thread_local std::vector<std::vector<emu_copy>> emu_groups;  // committed groups, oldest first
+thread_local std::vector<emu_copy> emu_open;                 // issued, not yet committed
+template <typename T>
+inline void cp_async_ta(T* dst, const T* src, bool valid) { emu_open.push_back({dst, valid ? (double)*src : 0.0, (int)sizeof(T)}); }
+inline void cp_async_commit() { emu_groups.push_back(std::move(emu_open)); emu_open.clear(); }
+template <int N>
+inline void cp_async_wait() {
+    while ((int)emu_groups.size() > N) {
+        for (const emu_copy& e : emu_groups.front()) {
+            if (e.size == 4) *static_cast<float*>(e.dst) = (float)e.val;
+            else *static_cast<double*>(e.dst) = e.val;
+        }
+        emu_groups.erase(emu_groups.begin());
+    }
+}
+
 #include KERNEL
 
-// A launch of grid (gx, gy): the blocks one after another, each as NT std::threads that call
-// body() with threadIdx, blockIdx and gridDim set and one barrier per block.
+// A launch of grid (gx, gy): the blocks one after another, each as nt std::threads (NT unless
+// given) that call body() with threadIdx, blockIdx and gridDim set and one barrier per block.
 thread_local emu_idx gridDim;
 template <typename F>
-void emu_grid(unsigned gx, unsigned gy, F body) {
+void emu_grid(unsigned gx, unsigned gy, F body, int nt = NT) {
     for (unsigned bx = 0; bx < gx; ++bx)
         for (unsigned by = 0; by < gy; ++by) {
-            std::barrier<> bar(NT);
+            std::barrier<> bar(nt);
             emu_bar = &bar;
             std::vector<std::thread> threads;
-            for (int t = 0; t < NT; ++t)
+            for (int t = 0; t < nt; ++t)
                 threads.emplace_back([=] {
                     threadIdx = {(unsigned)t, 0, 0};
                     blockIdx = {bx, by, 0};
@@ -101,10 +123,20 @@ void emu_grid(unsigned gx, unsigned gy, F body) {
         }
 }
 
-// gd_scan's launch: grid (BH, ceil(DV / 16)), NT threads per block.
+// gd_scan's launch: grid (BH, ceil(DV / 16)), GD_NT threads per block (slot groups of NT), smem
+// bytes of dynamic shared memory (the host's gd_scan_smem for nres resident slots).
 extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
-                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH) {
-    emu_grid(BH, (DV + 15) / 16, [=] {
-        gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last);
-    });
+                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH,
+                    int nres, unsigned smem) {
+    emu_smem = smem;
+    emu_grid(
+        BH, (DV + 15) / 16,
+        [=] {
+            gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, nres);
+            for (const auto& grp : emu_groups)
+                if (!grp.empty()) std::abort();  // copies never waited for
+            if (!emu_open.empty()) std::abort();  // or never committed
+        },
+        GD_NT);
+    emu_smem = sizeof(smem_raw);
 }

@@ -19,6 +19,7 @@ returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs.
 """
 from __future__ import annotations
 
+import copy
 import ctypes
 import pathlib
 import shutil
@@ -195,8 +196,10 @@ class Emulated:
 
     xp = np
 
-    def __init__(self, folder):
-        self.folder, self.libs = folder, {}
+    def __init__(self, folder, resident=None):
+        """resident: at most this many of gd_scan's slots in shared memory (None: as the host
+        launches it; fewer puts the rest in global memory)."""
+        self.folder, self.libs, self.resident = folder, {}, resident
 
     def _lib(self, cfg):
         key = (cfg.ta, cfg.CH, cfg.DKP)
@@ -226,14 +229,17 @@ class Emulated:
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), BH)]
-        self._lib(cfg).run(*self._ptrs(arrays), *ints)
+        nres = cfg.gd_scan_resident(n_old + NLC, L)
+        nres = nres if self.resident is None else min(nres, self.resident)
+        self._lib(cfg).run(*self._ptrs(arrays), *ints, ctypes.c_int(nres), ctypes.c_uint(cfg.gd_scan_smem(nres, L)))
 
 
-@pytest.mark.parametrize("dtype, dk, dv, C", [("float32", 5, 20, 16), ("float64", 20, 3, 32)])
+@pytest.mark.parametrize("dtype, dk, dv, C", [("float32", 5, 20, 16), ("float64", 20, 3, 32), ("float64", 70, 3, 32)])
 def test_kernel_source_emulated_on_cpu(tmp_path, dtype, dk, dv, C):
     """The CUDA source of gd_scan, run on the CPU through the host logic: a stream with single
     tokens, an incoming state, two column blocks (float32) and padded head dims, against the
-    reference; its state equals the array-API state."""
+    reference; its state equals the array-API state. Slot groups per block: 4 (float32, d = 16
+    padded), 2 and 1 (float64, d_k = 32 and 128 padded)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernel")
     assert make_config("double" if dtype == "float64" else "float", dk, 16, C).CH == C
@@ -259,20 +265,22 @@ def emulated(tmp_path_factory):
 
 @given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([3, 16, 33]), dv=st.sampled_from([1, 17, 70]), C=chunks,
        keys=key_kinds, decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), p=st.sampled_from([0, 5, 64, 77]),
-       seed=seeds)
+       resident=st.sampled_from([None, 0, 2]), seed=seeds)
 @settings(max_examples=6, deadline=None)  # a std::thread per CUDA thread: CI time
-def test_kernels_emulated_match_reference(emulated, batch, T, dk, dv, C, keys, decay, resets, p, seed):
+def test_kernels_emulated_match_reference(emulated, batch, T, dk, dv, C, keys, decay, resets, p, resident, seed):
     """The CUDA sources of gd_forms and gd_scan on the CPU through the host logic, float64: any T
     (1, odd, not a multiple of the chunk), several batch axes, an incoming array-API state at
     offset p (chunks not aligned to it), strong decays and hard resets, unnormalised keys, head
-    dims padded, value columns in several blocks; output and state against the reference and
-    the array-API state."""
+    dims padded, value columns in several blocks, gd_scan's slots in shared memory, in global
+    memory or split; output and state against the reference and the array-API state."""
     arrays = make(seed, batch, p + T, dk, dv, keys=keys[0], key_scale=keys[1], decay=decay, resets=resets)
     old = None
     if p:
         _, state = lsattn.loglinear_gated_delta(*_sl(arrays, 0, p), return_state=True, backend="array_api")
         old = state.tensors["levels"]
-    out, levels = cgd.compute(emulated, *_sl(arrays, p, p + T), C, p, old, True)
+    ops = copy.copy(emulated)  # the same built libraries
+    ops.resident = resident
+    out, levels = cgd.compute(ops, *_sl(arrays, p, p + T), C, p, old, True)
     what = f"p={p} T={T} C={C} dk={dk} dv={dv}"
     assert_close(out, ref.loglinear_gated_delta(*arrays)[..., p:, :], F64, what=what)
     _, st_api = lsattn.loglinear_gated_delta(*arrays, return_state=True, backend="array_api")

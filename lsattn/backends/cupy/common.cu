@@ -293,6 +293,30 @@ __device__ __forceinline__ void check_smem(unsigned need) {
     if (have < need) __trap();
 }
 
+// ---- asynchronous copies (global -> shared without registers; every load of a block in flight) ----
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    unsigned r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+// 16 bytes global -> shared, zero-filled when !valid (src-size 0: nothing is read)
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.commit_group;\n\tcp.async.wait_group 0;" ::: "memory");
+}
+// one element of the compute type (4 or 8 bytes) global -> shared, zero-filled when !valid
+__device__ __forceinline__ void cp_async_ta(ta* dst, const ta* src, bool valid) {
+    if constexpr (sizeof(ta) == 4)
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 4 : 0));
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 8 : 0));
+}
+
 #if TI_BF16
 // ---- tensor cores (bf16 inputs): mma.sync m16n8k16, bf16 operands, fp32 accumulators ----------
 // Tiles live in shared memory as bf16 with the reduction index contiguous: A as [m][k], B as [n][k];
@@ -364,22 +388,7 @@ __device__ __forceinline__ void tile_rows(bf* X, int ldx, const bf* src, i64 g0,
             [&](int idx, bf val) { X[(idx / DP) * ldx + idx % DP] = val; });
     }
 }
-// ---- asynchronous copies and ldmatrix (v4 tiles: row-major, every load of a block in flight) ----
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-    unsigned r;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-    return r;
-}
-// 16 bytes global -> shared, zero-filled when !valid (src-size 0: nothing is read)
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() {
-    asm volatile("cp.async.commit_group;\n\tcp.async.wait_group 0;" ::: "memory");
-}
+// ---- ldmatrix (v4 tiles: row-major, every load of a block in flight) ----
 // B fragment (k0..k0+15, n0..n0+7) of a row-major [k][n] bf16 tile (stride ld): ldmatrix.trans
 __device__ __forceinline__ void frag_b_kn(unsigned& b0, unsigned& b1, const bf* X, int ld, int k0, int n0) {
     const int lane = threadIdx.x & 31;

@@ -6,9 +6,11 @@
 // gd_scan: one block per (sequence, column block of GD_BV value columns), a sequential loop over
 // the call's chunks c = F .. F + n - 1 (absolute indices, aligned to absolute multiples of CH,
 // padded with identity tokens). The block keeps the chunk-level Fenwick level states
-// S^m (d_k x GD_BV, m = 1 .. NLC) and the incoming state's slots (d_k x GD_BV each) in global
-// memory (its own columns of `lev` and `oldc`, which are the kernel's results: the final states),
-// staged one at a time through shared memory. For chunk c:
+// S^m (d_k x GD_BV, m = 1 .. NLC) and the incoming state's slots (d_k x GD_BV each) in shared
+// memory for the whole call (the first nres of the n_old + NLC slots; any beyond the host's
+// shared-memory capacity stay in global memory, their own columns of `lev` / `oldc`, reached
+// through the same generic pointer); read in at the start, written out at the end (`lev`, `oldc`
+// are the kernel's results: the final states). For chunk c:
 //   (a) out[t] += sum_m lambda[t, log2 CH + m] qeff_t^T S^m
 //                 + sum_j lambda[t, max(j + 1, bit_length(p XOR t))] qeff_t^T Old_j
 //       (qeff_t = (A_t ... A_{cCH})^T q_t: reads a state carried to the chunk's start);
@@ -30,115 +32,147 @@
 // padding. An incoming slot j (bucket B_p^{j+1}) is carried by the same transitions and read with
 // the level every key of it has from t: max(j + 1, bit_length(p XOR t)) (state_read_levels).
 //
-// Threads: NT = 256 as 16 value columns x 16 row groups; consecutive rows t = rg CH/16 + i in (a),
-// kk = rg DKP/16 + i in (b), so a thread's operands are one vector load per reduction index.
-// The held slots go GD_G at a time (one pass: 3 barriers, GD_G x more independent FMAs per
-// operand load). Shared: qeff^T and eGK^T (DKP x CH, [kk][t]), phi^T (CH x DKP, [t][kk]), the
-// staged slots (GD_G x DKP x GD_BV) and W = eGK S (GD_G x CH x GD_BV).
+// Threads: GD_NT = GD_NG x 256, GD_NG slot groups of NT = 256 threads. The held slots of a chunk
+// are dealt round-robin over the groups (held slot number r to group r % GD_NG); in a pass every
+// group does (a) and (b) for up to GD_G of its slots (W = eGK S in its own buffer), so the groups
+// run side by side; every group joins every pass's barriers (block-wide), with no slot when it has
+// none left. In a group, 16 value columns x 16 row groups: rows t = rg CH/16 + i in (a),
+// kk = rg DKP/16 + i in (b), the reductions over kk and t in steps of 4 (one vector load per row
+// and step). The groups' reads are summed through shared memory once per chunk; the merge (c) is
+// spread over all threads. The chunk's tiles and lambda rows are copied to shared memory
+// asynchronously (cp.async element copies as stored: every copy in flight at once, no registers,
+// no transposing stores; a second buffer filled during the previous chunk's passes measured no
+// faster, benchmarks/NOTES.md); H, the intra-chunk output and g go to registers at the chunk's start.
+// Shared: Qe and Ek ([t][kk], row stride DKP + 16 / sizeof(ta): the rows of the two
+// row groups of a warp fall on different banks), phi ([kk][t], row stride CH + 16 / sizeof(ta)),
+// lambda's first LS = min(L, 64) levels of the chunk's rows ([t][l]; no level read exceeds 63);
+// W per group (GD_G x CH x GD_BV, [g][t][col]; then the group's reads); the nres resident slots
+// ([kk][col], DKP x GD_BV each): Config.gd_scan_smem in _compile.py.
 // Cost per chunk and held slot (d_v columns in all): 3 products of 2 CH d_k d_v flops; the slots
 // held at chunk c are popcount(c) chunk levels (plus the incoming slots of a stream).
 #define GD_BV 16
-#define GD_G 4  // slots per pass
+#define GD_G 2  // slots per pass of a group
 #define GD_RG (NT / GD_BV)
+#define GD_LMAX 64  // lambda levels staged per row
 constexpr int GD_RA = CH / GD_RG, GD_RB = DKP / GD_RG;  // rows per thread in (a) and (b)
 constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
+// slot groups per block: a pass's per-thread arrays (RA + RB values of ta) bound the registers
+// (GD_NT threads may use 65536 / GD_NT registers each; the counts below keep ptxas from spilling
+// on sm_90); _compile.Config.gd_groups mirrors this
+constexpr int GD_WORDS = (GD_RA + GD_RB) * (int)sizeof(ta) / 4;
+#ifdef GD_NG_SET  // benchmarks/device/ab_gd_scan.py compares group counts
+constexpr int GD_NG = GD_NG_SET;
+#else
+constexpr int GD_NG = GD_WORDS <= 4 ? 4 : (GD_WORDS <= 16 ? 2 : 1);
+#endif
+constexpr int GD_NT = NT * GD_NG;
 
-// The shared-memory tiles of gd_scan.
+// The shared-memory tiles of one chunk of gd_scan.
 struct GdTiles {
-    ta* QeT;  // [kk][t]
-    ta* EkT;  // [kk][t]
-    ta* PhT;  // [t][kk]
-    ta* Sb;   // [g][kk][col]
-    ta* W;    // [g][t][col]
+    ta* Qe;  // [t][kk], stride GD_LDQ
+    ta* Ek;  // [t][kk], stride GD_LDQ
+    ta* Ph;  // [kk][t], stride GD_LDP
+    ta* Lm;  // [t][l], LS levels
 };
 
-// One pass over G held slots Sg[0 .. G-1] (level codes lv: > 0 chunk level m, <= -2 incoming slot
-// j = -2 - lv): stage them, (a) add their reads to acc and form W = eGK S, (b) S <- e^g S - phi W.
+// A slot's columns of this block: element (kk, col) at p[kk * ld + col] (shared or global memory).
+struct GdSlot {
+    ta* p;
+    int ld;
+};
+
+// One pass of a group over G of its held slots Sg[0 .. G-1] (level codes lv: > 0 chunk level m,
+// <= -2 incoming slot j = -2 - lv): (a) add their reads to acc and form W = eGK S, (b) S <- e^g S - phi W.
+// G = 0: the pass's barriers only. Two block-wide barriers.
 template <int G>
-__device__ __forceinline__ void gd_pass(ta* const (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_RA],
-                                        const GdTiles& sm, const ta* __restrict__ lam, i64 bh, int T, int L, i64 p,
-                                        i64 c, ta eg, int DK, int DV) {
-    const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
-    const int vc = blockIdx.y * GD_BV + col;
-#pragma unroll
-    for (int h = 0; h < G; ++h) {  // slot h, its loads in flight together
-        const ta* S = Sg[h];
-        staged<DKP * GD_BV, NT>(
-            [&](int idx) {
-                const int kk = idx / GD_BV, cc = blockIdx.y * GD_BV + idx % GD_BV;
-                return kk < DK && cc < DV ? S[(i64)kk * DV + cc] : (ta)0;
-            },
-            [&](int idx, ta x) { sm.Sb[h * DKP * GD_BV + idx] = x; });
-    }
-    __syncthreads();
-    // (a) the reads of these slots and W = eGK S
-    ta r[G][GD_RA], w[G][GD_RA];
-#pragma unroll
-    for (int g = 0; g < G; ++g)
-#pragma unroll
-        for (int i = 0; i < GD_RA; ++i) r[g][i] = w[g][i] = (ta)0;
-#pragma unroll 2
-    for (int kk = 0; kk < DK; ++kk) {
-        ta qa[GD_RA], ea[GD_RA], sv[G];
-        ldv<GD_RA>(sm.QeT + kk * CH + rg * GD_RA, qa);
-        ldv<GD_RA>(sm.EkT + kk * CH + rg * GD_RA, ea);
-#pragma unroll
-        for (int g = 0; g < G; ++g) sv[g] = sm.Sb[(g * DKP + kk) * GD_BV + col];
+__device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_RA],
+                                        const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, bool cok) {
+    const int gt = threadIdx.x % NT, col = gt % GD_BV, rg = gt / GD_BV;
+    if constexpr (G > 0) {
+        // (a) r = Qe S (the reads) and W = Ek S, rows t = rg RA + i
+        ta r[G][GD_RA], w[G][GD_RA];
 #pragma unroll
         for (int g = 0; g < G; ++g)
 #pragma unroll
+            for (int i = 0; i < GD_RA; ++i) r[g][i] = w[g][i] = (ta)0;
+        for (int k0 = 0; k0 < DK; k0 += 4) {  // rows k0 .. k0 + 3 (beyond DK: zero in the tiles and slots)
+            ta sv[G][4];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int u = 0; u < 4; ++u) sv[g][u] = cok && k0 + u < DK ? Sg[g].p[(k0 + u) * Sg[g].ld + col] : (ta)0;
+#pragma unroll
             for (int i = 0; i < GD_RA; ++i) {
-                r[g][i] = fma(qa[i], sv[g], r[g][i]);
-                w[g][i] = fma(ea[i], sv[g], w[g][i]);
+                ta qa[4], ea[4];
+                ldv<4>(sm.Qe + (rg * GD_RA + i) * GD_LDQ + k0, qa);
+                ldv<4>(sm.Ek + (rg * GD_RA + i) * GD_LDQ + k0, ea);
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) {
+                        r[g][i] = fma(qa[u], sv[g][u], r[g][i]);
+                        w[g][i] = fma(ea[u], sv[g][u], w[g][i]);
+                    }
             }
-    }
+        }
 #pragma unroll
-    for (int i = 0; i < GD_RA; ++i) {
-        const int t = rg * GD_RA + i;
-        const i64 tabs = c * CH + t, gt = tabs - p;
-        const bool real = gt >= 0 && gt < T;  // padding rows read nothing
-        const ta* lt = lam + (bh * T + (real ? gt : 0)) * L;
+        for (int i = 0; i < GD_RA; ++i) {
+            const int t = rg * GD_RA + i;
+            const i64 tabs = c * CH + t, gi = tabs - p;
+            const bool real = gi >= 0 && gi < T;  // padding rows read nothing
 #pragma unroll
-        for (int g = 0; g < G; ++g) {
-            sm.W[(g * CH + t) * GD_BV + col] = w[g][i];
-            if (real) {
-                const int level = lv[g] > 0 ? GD_LOG2C + lv[g] : max(-1 - lv[g], bitlen64(p ^ tabs));
-                acc[i] = fma(lt[level], r[g][i], acc[i]);
+            for (int g = 0; g < G; ++g) {
+                W[(g * CH + t) * GD_BV + col] = w[g][i];
+                if (real) {
+                    const int level = lv[g] > 0 ? GD_LOG2C + lv[g] : max(-1 - lv[g], bitlen64(p ^ tabs));
+                    acc[i] = fma(sm.Lm[t * LS + level], r[g][i], acc[i]);
+                }
             }
         }
     }
     __syncthreads();
-    // (b) S <- e^g S - phi W
-    ta x[G][GD_RB];
-#pragma unroll
-    for (int g = 0; g < G; ++g)
-#pragma unroll
-        for (int i = 0; i < GD_RB; ++i) x[g][i] = eg * sm.Sb[(g * DKP + rg * GD_RB + i) * GD_BV + col];
-#pragma unroll 2
-    for (int t = 0; t < CH; ++t) {
-        ta pa[GD_RB], wv[G];
-        ldv<GD_RB>(sm.PhT + t * DKP + rg * GD_RB, pa);
-#pragma unroll
-        for (int g = 0; g < G; ++g) wv[g] = sm.W[(g * CH + t) * GD_BV + col];
-#pragma unroll
-        for (int g = 0; g < G; ++g)
-#pragma unroll
-            for (int i = 0; i < GD_RB; ++i) x[g][i] = fma(-pa[i], wv[g], x[g][i]);
-    }
-    if (vc < DV) {
+    if constexpr (G > 0) {
+        // (b) S <- e^g S - phi W, rows kk = rg RB + i of this thread's column
+        ta x[G][GD_RB];
 #pragma unroll
         for (int g = 0; g < G; ++g)
 #pragma unroll
             for (int i = 0; i < GD_RB; ++i) {
                 const int kk = rg * GD_RB + i;
-                if (kk < DK) Sg[g][(i64)kk * DV + vc] = x[g][i];
+                x[g][i] = cok && kk < DK ? eg * Sg[g].p[kk * Sg[g].ld + col] : (ta)0;
             }
+        for (int t0 = 0; t0 < CH; t0 += 4) {
+            ta wv[G][4];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int u = 0; u < 4; ++u) wv[g][u] = W[(g * CH + t0 + u) * GD_BV + col];
+#pragma unroll
+            for (int i = 0; i < GD_RB; ++i) {
+                ta pa[4];
+                ldv<4>(sm.Ph + (rg * GD_RB + i) * GD_LDP + t0, pa);
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) x[g][i] = fma(-pa[u], wv[g][u], x[g][i]);
+            }
+        }
+        if (cok) {
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int i = 0; i < GD_RB; ++i) {
+                    const int kk = rg * GD_RB + i;
+                    if (kk < DK) Sg[g].p[kk * Sg[g].ld + col] = x[g][i];
+                }
+        }
     }
     __syncthreads();
 }
 
 // The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null; reads coalesced along kk), Ph as
-// [t][kk] (ph_t: the forward scan, the backward's phase 1) or [kk][t] (the backward's phase 2); zero-padded.
+// [t][kk] (ph_t: the backward's phase 1) or [kk][t] (the backward's phase 2); zero-padded.
 __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
                                          int DK, int tid, bool ph_t) {
     (void)tid;  // staged<> spreads the indices over the block's threads
@@ -153,7 +187,27 @@ __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej
                          [=](int idx, ta x) { Ph[ph_t ? (idx % CH) * DKP + idx / CH : idx] = x; });
 }
 
-extern "C" __global__ void __launch_bounds__(NT) gd_scan(
+// Chunk j's tiles and lambda rows into d (asynchronous element copies, one commit group;
+// consecutive threads copy consecutive elements of a row): Qe, Ek as [t][kk], phi as [kk][t]
+// (zero-padded), lambda's first LS levels of its rows.
+__device__ __forceinline__ void gd_chunk_async(const GdTiles& d, const ta* qej, const ta* ekj, const ta* phj,
+                                               const ta* lamb, int T, int L, int LS, i64 g0, int DK) {
+    for (int idx = threadIdx.x; idx < CH * DKP; idx += GD_NT) {
+        const int t = idx / DKP, kk = idx % DKP, kr = idx / CH, tc = idx % CH;
+        const bool ok = kk < DK, okr = kr < DK;
+        cp_async_ta(d.Qe + t * GD_LDQ + kk, ok ? qej + t * DK + kk : qej, ok);
+        cp_async_ta(d.Ek + t * GD_LDQ + kk, ok ? ekj + t * DK + kk : ekj, ok);
+        cp_async_ta(d.Ph + kr * GD_LDP + tc, okr ? phj + kr * CH + tc : phj, okr);
+    }
+    for (int idx = threadIdx.x; idx < CH * LS; idx += GD_NT) {
+        const i64 gi = g0 + idx / LS;
+        const bool ok = gi >= 0 && gi < T;
+        cp_async_ta(d.Lm + idx, ok ? lamb + gi * L + idx % LS : lamb, ok);
+    }
+    cp_async_commit();
+}
+
+extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
     const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
     const ta* __restrict__ ek,   // (BH, n, CH, DK)  e^G K
     const ta* __restrict__ ph,   // (BH, n, DK, CH)  phi
@@ -163,87 +217,136 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     ta* __restrict__ out,        // (BH, n, CH, DV)  in: intra-chunk output; out: + the reads
     ta* __restrict__ lev,        // (BH, NLC, DK, DV) in: zeros; out: chunk-level slots at the end
     ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out: carried to the end
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last) {
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last,
+    int nres) {                  // slots 0 .. nres - 1 of the n_old + NLC live in shared memory
     extern __shared__ __align__(16) unsigned char smem_raw[];
+    constexpr int SLOT = DKP * GD_BV, WG = GD_G * CH * GD_BV;  // a resident slot; a group's W
+    const int LS = min(L, GD_LMAX);                              // lambda levels staged
     GdTiles sm;
-    sm.QeT = reinterpret_cast<ta*>(smem_raw);
-    sm.EkT = sm.QeT + DKP * CH;
-    sm.PhT = sm.EkT + DKP * CH;
-    sm.Sb = sm.PhT + DKP * CH;
-    sm.W = sm.Sb + GD_G * DKP * GD_BV;
-    check_smem((3 * DKP * CH + GD_G * (DKP + CH) * GD_BV) * sizeof(ta));
-    constexpr int RA = GD_RA, RB = GD_RB;
-    const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
+    sm.Qe = reinterpret_cast<ta*>(smem_raw);
+    sm.Ek = sm.Qe + CH * GD_LDQ;
+    sm.Ph = sm.Ek + CH * GD_LDQ;
+    sm.Lm = sm.Ph + DKP * GD_LDP;
+    ta* Wall = sm.Lm + CH * LS;
+    ta* Sr = Wall + GD_NG * WG;
+    check_smem((2 * CH * GD_LDQ + DKP * GD_LDP + CH * LS + GD_NG * WG + nres * SLOT) * sizeof(ta));
+    constexpr int RA = GD_RA, OE = (CH * GD_BV + GD_NT - 1) / GD_NT, HE = (DKP * GD_BV + GD_NT - 1) / GD_NT;
+    const int tid = threadIdx.x, grp = tid / NT, gt = tid % NT, col = gt % GD_BV, rg = gt / GD_BV;
     const i64 bh = blockIdx.x;
-    const int vc = blockIdx.y * GD_BV + col;  // this thread's value column
-    const bool cok = vc < DV;
+    const int c0 = blockIdx.y * GD_BV;  // the block's first value column
+    const bool cok = c0 + col < DV;     // this thread's column in (a), (b)
+    const int NS = n_old + NLC;
     const i64 slot_sz = (i64)DK * DV;
     ta* levb = lev + bh * NLC * slot_sz;
     ta* oldb = oldc + bh * n_old * slot_sz;
+    auto glob = [&](int s) { return (s < n_old ? oldb + s * slot_sz : levb + (s - n_old) * slot_sz) + c0; };
+    auto slot = [&](int s) { return s < nres ? GdSlot{Sr + s * SLOT, GD_BV} : GdSlot{glob(s), DV}; };
+    // the resident slots in: the incoming slots' columns, zero chunk-level slots (lev is zero)
+    for (int idx = tid; idx < nres * SLOT; idx += GD_NT) {
+        const int s = idx / SLOT, kk = idx % SLOT / GD_BV, cc = idx % GD_BV;
+        Sr[idx] = s < n_old && kk < DK && c0 + cc < DV ? glob(s)[(i64)kk * DV + cc] : (ta)0;
+    }
     unsigned long long occ = 0;  // chunk-level slots holding keys (bit m - 1: S^m)
     for (int j = 0; j < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        const ta* qej = qe + cj * CH * DK;
-        const ta* ekj = ek + cj * CH * DK;
-        const ta* phj = ph + cj * DK * CH;
-        gd_tiles(sm.QeT, sm.EkT, sm.PhT, qej, ekj, phj, DK, tid, true);
+        // chunk j's intra-chunk output and H (elements idx = tid + e GD_NT of CH x GD_BV and
+        // DKP x GD_BV) and g into registers (used after the passes); its tiles and lambda rows into
+        // shared memory (read last by the previous chunk's passes, before the barrier after them)
+        ta ov[OE], hv[HE];
+#pragma unroll
+        for (int e = 0; e < OE; ++e) {
+            const int idx = tid + e * GD_NT, t = idx / GD_BV, cc = idx % GD_BV;
+            ov[e] = idx < CH * GD_BV && c0 + cc < DV ? out[(cj * CH + t) * DV + c0 + cc] : (ta)0;
+        }
+#pragma unroll
+        for (int e = 0; e < HE; ++e) {
+            const int idx = tid + e * GD_NT, kk = idx / GD_BV, cc = idx % GD_BV;
+            hv[e] = idx < DKP * GD_BV && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+        }
         const ta eg = ex(gc[cj]);
+        gd_chunk_async(sm, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, lam + bh * T * L, T, L, LS,
+                       c * CH - p, DK);
+        cp_async_wait<0>();
         ta acc[RA];
 #pragma unroll
         for (int i = 0; i < RA; ++i) acc[i] = (ta)0;
         __syncthreads();
-        // the held slots, GD_G at a time: old slot s < n_old where bit s of p is set, chunk-level
-        // slot m = s - n_old + 1 where bit m - 1 of occ is set
-        for (int s = 0;;) {
-            ta* Sg[GD_G];  // the slots (nullptr: none)
-            int lv[GD_G];  // > 0: chunk level m; <= -2: incoming slot j = -2 - lv; -1: none
+        // this group's held slots (held slot number r % GD_NG == grp), GD_G per pass: incoming slot
+        // s < n_old where bit s of p is set, chunk-level slot m = s - n_old + 1 where bit m - 1 of
+        // occ is; as many passes as group 0 (which has the most) needs
+        const int held = __popcll(n_old >= 64 ? p : p & ((1ll << n_old) - 1)) + __popcll(occ);
+        const int passes = (held + GD_NG * GD_G - 1) / (GD_NG * GD_G);
+        ta* W = Wall + grp * WG;
+        for (int pass = 0, s = 0, r = 0; pass < passes; ++pass) {
+            GdSlot Sg[GD_G];
+            int lv[GD_G];  // > 0: chunk level m; <= -2: incoming slot j = -2 - lv
             int cnt = 0;
+            for (; s < NS && cnt < GD_G; ++s) {
+                if (!(s < n_old ? ((p >> s) & 1) : ((occ >> (s - n_old)) & 1ull))) continue;
+                if (r++ % GD_NG != grp) continue;
 #pragma unroll
-            for (int g = 0; g < GD_G; ++g) {
-                Sg[g] = nullptr;
-                lv[g] = -1;
-                for (; s < n_old + NLC && Sg[g] == nullptr; ++s) {
-                    if (s < n_old ? ((p >> s) & 1) : ((occ >> (s - n_old)) & 1ull)) {
-                        Sg[g] = s < n_old ? oldb + s * slot_sz : levb + (s - n_old) * slot_sz;
+                for (int g = 0; g < GD_G; ++g) {  // Sg[cnt], lv[cnt] with static indices: registers, not a stack frame
+                    if (g == cnt) {
+                        Sg[g] = slot(s);
                         lv[g] = s < n_old ? -2 - s : s - n_old + 1;
-                        ++cnt;
                     }
                 }
+                ++cnt;
             }
-            if (cnt == 0) break;
-            switch (cnt) {  // one pass over the cnt slots found (no work for absent ones)
-                case 1: gd_pass<1>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
-                case 2: gd_pass<2>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
-                case 3: gd_pass<3>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
-                default: gd_pass<4>(Sg, lv, acc, sm, lam, bh, T, L, p, c, eg, DK, DV); break;
+#if GD_G != 2
+#error "gd_scan dispatches passes of 0, 1 or 2 slots"
+#endif
+            if (cnt == 2) {
+                gd_pass<2>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
+            } else if (cnt == 1) {
+                gd_pass<1>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
+            } else {
+                gd_pass<0>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
             }
         }
-        if (cok) {
+        // the group's reads into its W buffer (its passes are done), summed over the groups
 #pragma unroll
-            for (int i = 0; i < RA; ++i) {
-                const i64 o = (cj * CH + rg * RA + i) * DV + vc;
-                out[o] += acc[i];
+        for (int i = 0; i < RA; ++i) W[(rg * RA + i) * GD_BV + col] = acc[i];
+        __syncthreads();
+#pragma unroll
+        for (int e = 0; e < OE; ++e) {
+            const int idx = tid + e * GD_NT, t = idx / GD_BV, cc = idx % GD_BV;
+            if (idx < CH * GD_BV && c0 + cc < DV) {
+                ta x = ov[e];
+#pragma unroll
+                for (int g = 0; g < GD_NG; ++g) x += Wall[g * WG + idx];
+                out[(cj * CH + t) * DV + c0 + cc] = x;
             }
         }
-        // (c) the Fenwick merge after chunk c
+        // (c) the Fenwick merge after chunk c (slots are read and written by the passes before the
+        // barrier above, and after it only here)
         if (j < n - 1 || merge_last) {
             const int z = __ffsll((long long)(c + 1)) - 1;  // trailing zeros of c + 1
-            const ta* Hj = Hc + cj * slot_sz;
-            if (cok) {
-                for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk) {  // the rows of (b)
-                    ta x = Hj[(i64)kk * DV + vc];
+#pragma unroll
+            for (int e = 0; e < HE; ++e) {
+                const int idx = tid + e * GD_NT, kk = idx / GD_BV, cc = idx % GD_BV;
+                if (idx < DKP * GD_BV && kk < DK && c0 + cc < DV) {
+                    ta x = hv[e];
                     for (int mm = 1; mm <= z; ++mm) {
                         if ((occ >> (mm - 1)) & 1ull) {
-                            ta* Sm = levb + (mm - 1) * slot_sz + (i64)kk * DV + vc;
-                            x += *Sm;
-                            *Sm = (ta)0;
+                            const GdSlot Sm = slot(n_old + mm - 1);
+                            x += Sm.p[kk * Sm.ld + cc];
+                            Sm.p[kk * Sm.ld + cc] = (ta)0;
                         }
                     }
-                    levb[z * slot_sz + (i64)kk * DV + vc] = x;
+                    const GdSlot Sz = slot(n_old + z);
+                    Sz.p[kk * Sz.ld + cc] = x;
                 }
             }
             occ = (occ & ~((1ull << z) - 1ull)) | (1ull << z);
         }
-        __syncthreads();
+        // the next chunk's copies write the tiles read last before the barrier above; its passes
+        // start after its barrier
+    }
+    __syncthreads();
+    // the resident slots out
+    for (int idx = tid; idx < nres * SLOT; idx += GD_NT) {
+        const int s = idx / SLOT, kk = idx % SLOT / GD_BV, cc = idx % GD_BV;
+        if (kk < DK && c0 + cc < DV) glob(s)[(i64)kk * DV + cc] = Sr[idx];
     }
 }
