@@ -107,8 +107,8 @@ def grad_oracle(torch, arrays, do, prefix=None, device="cpu", dtype=None):
             return ref.loglinear_log_attention(q, k, lv, lam, log_decay=a)
         return lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a, state=state, backend="array_api")
 
-    with torch.no_grad():
-        out = fn(*[torch.tensor(x, device=device) for x in (safe if has_a else safe[:4])]).double().cpu().numpy()
+    with torch.no_grad():  # with the -inf inputs themselves: which outputs are -inf
+        out = fn(*[torch.tensor(x, device=device) for x in (arrays if has_a else arrays[:4])]).double().cpu().numpy()
     want, _ = _autograd(fn, safe if has_a else safe[:4], np.where(np.isneginf(out), 0.0, do), torch, device=device,
                         dtype=dtype)
     return want, out
