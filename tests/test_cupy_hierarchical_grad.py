@@ -169,8 +169,149 @@ def test_backward_emulated_after_a_state(emu_bwd, P, T, C, seed):
     check_grads(got, want, do, GRAD_TOL["float64"], f"P={P} T={T} C={C}", T)
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("dtype,decay,P", [("float64", "moderate", 0), ("float32", "none", 0), ("float64", "mixed", 21)])
+def test_autograd_function_emulated(emu_bwd, monkeypatch, dtype, decay, P):
+    """The torch autograd Function (``hierarchical_bwd.apply``) on CPU torch tensors with the emulated
+    kernels (its ``on_gpu`` replaced): the plumbing (inputs widened, saved tensors, no decay, an
+    incoming state that does not require grad, gradients in the inputs' dtype) equals the oracle."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+
+    @contextlib.contextmanager
+    def on_emu(like):
+        yield (lambda x: (x.detach().numpy(), "")), (lambda x, half: torch.from_numpy(np.ascontiguousarray(x))), emu_bwd
+
+    monkeypatch.setattr(chb, "on_gpu", on_emu)
+    arrays = make(4, (2,), P + 40, 3, 2, decay=decay, weights="off")
+    arrays = [None if x is None else x.astype(dtype).astype(np.float64) for x in arrays]
+    cur = [None if x is None else (x[..., P:] if x.ndim == 2 else x[..., P:, :]) for x in arrays]
+    pre = [None if x is None else (x[..., :P] if x.ndim == 2 else x[..., :P, :]) for x in arrays]
+    old = None
+    if P:
+        _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True, backend="array_api")
+        old = tuple(torch.tensor(np.asarray(state.tensors[x], dtype)) for x in ("m", "n", "S", "z"))
+    xs = [None if x is None else torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True) for x in cur]
+    do = np.random.default_rng(5).standard_normal((2, 40, 2))
+    out = chb.apply(*xs, old, 16, P)
+    assert out.dtype == getattr(torch, dtype)
+    out.backward(torch.tensor(do, dtype=out.dtype))
+    got = [x.grad.double().numpy() for x in xs if x is not None]
+    assert all(x.grad.dtype == x.dtype for x in xs if x is not None)
+    want, _ = grad_oracle(torch, cur, do, prefix=pre if P else None)
+    check_grads(got, want, do, GRAD_TOL[dtype], f"{dtype} P={P}", 40)
+
+
 def test_backward_registered():
     assert chb.fits("float", 64, 64) and chb.fits("float", 128, 128) and not chb.fits("float", 64, 129)
     for ta in ("float", "double"):
         cfg = chb.config(ta, 64, 64)
         assert cfg.CH in (16, 32, 64) and max(cfg.smem(k) for k in chb._KERNELS) <= 227 * 1024
+
+
+# ---- GPU ------------------------------------------------------------------------------------------
+
+def _on_kernels(out):
+    """True when ``out`` was recorded by the backward kernels' autograd Function."""
+    return out.grad_fn is not None and "Hierarchical" in type(out.grad_fn).__name__
+
+
+def _gpu_grads(torch, arrays, do, dtype, **kw):
+    """Gradients of sum(out * do) through the public call on CUDA tensors of ``dtype`` (no backend=)."""
+    xs = [None if x is None else torch.tensor(x, device="cuda").to(dtype).requires_grad_(True) for x in arrays]
+    out = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4], **kw)
+    (out.double() * torch.tensor(do, device="cuda")).sum().backward()
+    return [x.grad.double().cpu().numpy() for x in xs if x is not None], out
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@given(batch=batch_shapes, T=st.one_of(st.integers(1, 70), st.integers(200, 700)), dk=st.sampled_from([1, 5, 64, 128]),
+       dv=st.sampled_from([1, 7, 64, 128]), decay=decays_or_none, weights=st.sampled_from(["zero", "random", "off"]),
+       dtype=st.sampled_from(["float32", "float64"]), scale=st.sampled_from([1.0, 30.0, 1e3]), neg_inf=st.booleans(),
+       seed=seeds)
+@settings(max_examples=10, deadline=None)
+def test_gpu_backward_matches_reference(batch, T, dk, dv, decay, weights, dtype, scale, neg_inf, seed):
+    """CUDA torch tensors that require grad, no backend=: the backward kernels, within GRAD_TOL[dtype]
+    plus the inputs' own rounding (4 eps (max |q| + max |k|): magnitudes up to 1e3 in float32) of
+    float64 autograd of the reference."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    if dtype == "float64":
+        scale = min(scale, 30.0)
+    arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
+    if neg_inf:
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=scale == 1.0)
+    arrays = [None if x is None else x.astype(dtype).astype(np.float64) for x in arrays]
+    do = np.random.default_rng(seed + 1).standard_normal(batch + (T, dv))
+    got, out = _gpu_grads(torch, arrays, do, getattr(torch, dtype))
+    assert _on_kernels(out)
+    want, _ = grad_oracle(torch, arrays, do)
+    tol = GRAD_TOL[dtype] + 4 * np.finfo(dtype).eps * (np.abs(arrays[0]).max() + np.abs(arrays[1]).max())
+    check_grads(got, want, do, tol, f"T={T} dk={dk} dv={dv} {dtype} scale={scale}", T)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T,P", [(1, 0), (37, 0), (70, 0), (40, 13)])
+def test_gpu_gradcheck(T, P):
+    """torch.autograd.gradcheck (float64) through the public call on the backward kernels (several
+    chunks: the default chunk is 32; P: after a state that does not require grad)."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    arrays = [torch.tensor(x, device="cuda") for x in make(5, (2,), P + T, 3, 2, decay="moderate", weights="random")]
+    state = None
+    if P:
+        pre = [x[..., :P] if x.ndim == 2 else x[..., :P, :] for x in arrays]
+        _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True)
+    xs = [(x[..., P:] if x.ndim == 2 else x[..., P:, :]).clone().requires_grad_(True) for x in arrays]
+
+    def f(q, k, lv, lam, a):
+        out = lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a, state=state)
+        assert _on_kernels(out)
+        return out
+
+    assert torch.autograd.gradcheck(f, xs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=T > 40)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_gpu_backward_16bit(dtype):
+    """16-bit inputs (forward and backward from float32 copies): gradients in the inputs' dtype within
+    GRAD_TOL['bfloat16'] of float64 autograd of the reference on the rounded inputs."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    half = getattr(torch, dtype)
+    arrays = [torch.tensor(x).to(half).double().numpy() for x in make(7, (2, 2), 300, 64, 64, decay="moderate")]
+    do = np.random.default_rng(8).standard_normal((2, 2, 300, 64))
+    xs = [torch.tensor(x, device="cuda").to(half).requires_grad_(True) for x in arrays]
+    out = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4])
+    assert _on_kernels(out) and out.dtype == half
+    (out.double() * torch.tensor(do, device="cuda")).sum().backward()
+    assert all(x.grad.dtype == half for x in xs)
+    want, _ = grad_oracle(torch, arrays, do)
+    check_grads([x.grad.double().cpu().numpy() for x in xs], want, do, GRAD_TOL["bfloat16"], dtype, 300)
+
+
+@pytest.mark.gpu
+def test_gpu_state_gradients_take_the_array_api_path():
+    """A returned state, or an incoming one that requires grad: the array-API formulation on the
+    device (its gradients, the state's included, by torch); the values equal the kernels'."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    arrays = [torch.tensor(x, device="cuda") for x in make(3, (2,), 90, 4, 3, decay="moderate")]
+    xs = [x[..., 50:] if x.ndim == 2 else x[..., 50:, :] for x in arrays]
+    pre = [x[..., :50] if x.ndim == 2 else x[..., :50, :] for x in arrays]
+    _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True)
+    q = xs[0].clone().requires_grad_(True)
+    out, _ = lsattn.loglinear_log_attention(q, *xs[1:4], log_decay=xs[4], state=state, return_state=True)
+    assert not _on_kernels(out)
+    S = state.tensors["S"].clone().requires_grad_(True)
+    st_g = state.__class__(state.op, state.offset, state.batch_shape, state.d_k, state.d_v, state.dtype,
+                           dict(state.tensors, S=S))
+    out2 = lsattn.loglinear_log_attention(q, *xs[1:4], log_decay=xs[4], state=st_g)
+    assert not _on_kernels(out2)
+    out2.sum().backward()
+    assert S.grad is not None and torch.isfinite(S.grad).all()
+    out3 = lsattn.loglinear_log_attention(q, *xs[1:4], log_decay=xs[4], state=state)
+    assert _on_kernels(out3)
+    assert_close(out3.detach().cpu().numpy(), out2.detach().cpu().numpy(), 1e-10)
