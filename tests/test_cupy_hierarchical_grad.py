@@ -226,11 +226,11 @@ def _gpu_grads(torch, arrays, do, dtype, **kw):
 
 @pytest.mark.gpu
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
-@given(batch=batch_shapes, T=st.one_of(st.integers(1, 70), st.integers(200, 700)), dk=st.sampled_from([1, 5, 64]),
-       dv=st.sampled_from([1, 7, 64]), decay=decays_or_none, weights=st.sampled_from(["zero", "random", "off"]),
+@given(batch=batch_shapes, T=st.one_of(st.integers(1, 70), st.integers(200, 700)), dk=st.sampled_from([5, 64]),
+       dv=st.sampled_from([7, 64]), decay=decays_or_none, weights=st.sampled_from(["zero", "random", "off"]),
        dtype=st.sampled_from(["float32", "float64"]), scale=st.sampled_from([1.0, 30.0, 1e3]), neg_inf=st.booleans(),
        seed=seeds)
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=8, deadline=None)
 def test_gpu_backward_matches_reference(batch, T, dk, dv, decay, weights, dtype, scale, neg_inf, seed):
     """CUDA torch tensors that require grad, no backend=: the backward kernels, within GRAD_TOL[dtype]
     plus the inputs' own rounding (4 eps (max |q| + max |k|): magnitudes up to 1e3 in float32) of

@@ -7,7 +7,7 @@ set -u
 NAME=s8c17; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 echo "=== tests $(date -u +%T)"
-timeout 70 python3 -m pytest -p no:cacheprovider -rs -m gpu -x -v tests/test_cupy_hierarchical_grad.py \
+timeout 75 python3 -m pytest -p no:cacheprovider -rs -m gpu -x -v tests/test_cupy_hierarchical_grad.py \
     > "$OUT/log_tests.txt" 2>&1
 echo "rc=$?"; grep -E "passed|failed|Error|assert|PASS|FAIL|SKIP" "$OUT/log_tests.txt" | tail -25
 echo "=== sanitize $(date -u +%T)"
@@ -16,6 +16,6 @@ if command -v compute-sanitizer > /dev/null; then
     echo "rc=$?"; grep -E "ERROR SUMMARY|sanitize ok|Error" "$OUT/log_memcheck.txt" | tail -4
 fi
 echo "=== train $(date -u +%T)"
-timeout 40 python3 benchmarks/bench_gpu_hierarchical.py train --out "$OUT" --T 8192 > "$OUT/log_train.txt" 2>&1
+timeout 35 python3 benchmarks/bench_gpu_hierarchical.py train --out "$OUT" --T 8192 > "$OUT/log_train.txt" 2>&1
 echo "rc=$?"; tail -12 "$OUT/log_train.txt"
 echo "=== done $(date -u +%T)"
