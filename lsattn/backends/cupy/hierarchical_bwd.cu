@@ -53,6 +53,31 @@ __device__ __forceinline__ void hib_rows(ta* X, int ldx, int W, const ti* src, i
     }
 }
 
+// The shared tiles of hib_dq and hib_dkdv (one layout; Av only in hib_dkdv, DL only in hib_dq).
+struct HibTiles {
+    ta *Qs, *Ks, *Ak;           // CH x HIB_KLD: q, k, the rows' dq (hib_dq) / dk (hib_dkdv)
+    ta *LVs, *Gs, *Os, *Av;     // CH x HIB_VLD: clamped lv, g, o; the rows' dlv (hib_dkdv)
+    ta *XP, *PP, *DD;           // CH x HIB_XLD: hib_pairs'
+    ta *Lam, *DL;               // CH x HI_LMAX: clamped level weights; their gradient (hib_dq)
+    ta *Sg, *Ms, *Zs, *Ns;      // a slot / right block: S or U (DKP x DVP), m or M, z or Z (DKP), n or W (DVP)
+    ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
+    unsigned bytes;
+};
+
+__device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
+    HibTiles m;
+    ta* b = reinterpret_cast<ta*>(raw);
+    auto take = [&](int count) { ta* x = b; b += count; return x; };
+    m.Qs = take(CH * HIB_KLD); m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD);
+    m.LVs = take(CH * HIB_VLD); m.Gs = take(CH * HIB_VLD); m.Os = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
+    m.XP = take(CH * HIB_XLD); m.PP = take(CH * HIB_XLD); m.DD = take(CH * HIB_XLD);
+    m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
+    m.Sg = take(DKP * DVP); m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
+    m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
+    m.bytes = (unsigned)((b - reinterpret_cast<ta*>(raw)) * sizeof(ta));
+    return m;
+}
+
 // The chunk's pairs (t, s), t0 <= s <= t < t1: XP = lam[t, level] + (a_{s+1} + ... + a_t) - lden_t,
 // PP = P_ts, DD = D_ts (XP = lo_v, PP = DD = 0 elsewhere). Ends with a barrier.
 __device__ __forceinline__ void hib_pairs(const ta* Qs, const ta* Ks, const ta* LVs, const ta* Gs, const ta* Os,
@@ -111,28 +136,11 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     ta* __restrict__ dlam,         // (BH, T, L) out (levels >= HI_LMAX untouched: zeroed by the host)
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* b = reinterpret_cast<ta*>(smem_raw);
-    ta* Qs = b; b += CH * HIB_KLD;
-    ta* Ks = b; b += CH * HIB_KLD;   // then the slot terms [t][i]
-    ta* DQ = b; b += CH * HIB_KLD;
-    ta* LVs = b; b += CH * HIB_VLD;  // then g_tj exp(n_j - o_tj) of a slot
-    ta* Gs = b; b += CH * HIB_VLD;
-    ta* Os = b; b += CH * HIB_VLD;
-    ta* XP = b; b += CH * HIB_XLD;
-    ta* PP = b; b += CH * HIB_XLD;
-    ta* DD = b; b += CH * HIB_XLD;
-    ta* Lam = b; b += CH * HI_LMAX;
-    ta* DL = b; b += CH * HI_LMAX;   // dlam of the rows
-    ta* Sg = b; b += DKP * DVP;      // a slot's S
-    ta* Ms = b; b += DKP;
-    ta* Zs = b; b += DKP;
-    ta* Ns = b; b += DVP;
-    ta* ac = b; b += CH;
-    ta* pre = b; b += CH;
-    ta* Ls = b; b += CH;
-    ta* Ds = b; b += CH;
-    ta* Xw = b; b += CH;
-    check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
+    const HibTiles sm = hib_tiles(smem_raw, true);
+    check_smem(sm.bytes);
+    ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
+    ta *Lam = sm.Lam, *DL = sm.DL, *Sg = sm.Sg, *Ms = sm.Ms, *Zs = sm.Zs, *Ns = sm.Ns;
+    ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
     const int tid = threadIdx.x;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -337,28 +345,11 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     ti* __restrict__ dk, ti* __restrict__ dlv,  // (BH, T, DK), (BH, T, DV) out
     int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* b = reinterpret_cast<ta*>(smem_raw);
-    ta* Qs = b; b += CH * HIB_KLD;   // then B [s][i]
-    ta* Ks = b; b += CH * HIB_KLD;
-    ta* DKs = b; b += CH * HIB_KLD;
-    ta* LVs = b; b += CH * HIB_VLD;
-    ta* Gs = b; b += CH * HIB_VLD;
-    ta* Os = b; b += CH * HIB_VLD;   // then V' [s][j]
-    ta* DVs = b; b += CH * HIB_VLD;
-    ta* XP = b; b += CH * HIB_XLD;
-    ta* PP = b; b += CH * HIB_XLD;
-    ta* DD = b; b += CH * HIB_XLD;
-    ta* Lam = b; b += CH * HI_LMAX;
-    ta* Us = b; b += DKP * DVP;
-    ta* Ms = b; b += DKP;
-    ta* Zs = b; b += DKP;
-    ta* Ws = b; b += DVP;
-    ta* ac = b; b += CH;
-    ta* pre = b; b += CH;
-    ta* suf = b; b += CH;
-    ta* Ls = b; b += CH;
-    ta* Ds = b; b += CH;
-    check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
+    const HibTiles sm = hib_tiles(smem_raw, false);
+    check_smem(sm.bytes);
+    ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;  // Qs: then B, Os: V'
+    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Us = sm.Sg, *Ms = sm.Ms, *Zs = sm.Zs, *Ws = sm.Ns;
+    ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
     const i64 c = F + blockIdx.x, g0 = c * CH - p;
