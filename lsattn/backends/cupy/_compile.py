@@ -66,9 +66,10 @@ class Config:
             return ((1 + G) * CH * (DKP + 1) + CH * 64 + G * (DKP * 16 + 2 * DKP + 16 + 512 + 2 * CH) + 3 * CH) * es
         if kernel in ("hib_dq", "hib_blocks", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
             K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)
-            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + DKP * DVP + 2 * DKP + DVP + 5 * CH,
+            S = DKP * (DVP + 1)
+            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + S + 2 * DKP + DVP + 5 * CH,
                     "hib_blocks": K + V + DKP * DVP + 2 * DKP + DVP + 4 * CH,
-                    "hib_dkdv": 3 * K + 4 * V + 3 * X + CH * 64 + DKP * DVP + 2 * DKP + DVP + 5 * CH}[kernel] * es
+                    "hib_dkdv": 3 * K + 4 * V + 3 * X + CH * 64 + S + 2 * DKP + DVP + 5 * CH}[kernel] * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":

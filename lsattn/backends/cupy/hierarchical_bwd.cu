@@ -36,6 +36,7 @@
 #define HIB_KLD (DKP + 1)
 #define HIB_VLD (DVP + 1)
 #define HIB_XLD (CH + 1)
+#define HIB_SLD (DVP + 1)  // row stride of a slot's S / a block's U: rows and columns both read without bank conflicts
 
 // exp of an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
 __device__ __forceinline__ ta hib_excap(ta x) {
@@ -59,7 +60,7 @@ struct HibTiles {
     ta *LVs, *Gs, *Os, *Av;     // CH x HIB_VLD: clamped lv, g, o; the rows' dlv (hib_dkdv)
     ta *XP, *PP, *DD;           // CH x HIB_XLD: hib_pairs'
     ta *Lam, *DL;               // CH x HI_LMAX: clamped level weights; their gradient (hib_dq)
-    ta *Sg, *Ms, *Zs, *Ns;      // a slot / right block: S or U (DKP x DVP), m or M, z or Z (DKP), n or W (DVP)
+    ta *Sg, *Ms, *Zs, *Ns;      // a slot / right block: S or U (DKP x HIB_SLD), m or M, z or Z (DKP), n or W (DVP)
     ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
     unsigned bytes;
 };
@@ -72,7 +73,7 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     m.LVs = take(CH * HIB_VLD); m.Gs = take(CH * HIB_VLD); m.Os = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
     m.XP = take(CH * HIB_XLD); m.PP = take(CH * HIB_XLD); m.DD = take(CH * HIB_XLD);
     m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
-    m.Sg = take(DKP * DVP); m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
+    m.Sg = take(DKP * HIB_SLD); m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
     m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
     m.bytes = (unsigned)((b - reinterpret_cast<ta*>(raw)) * sizeof(ta));
     return m;
@@ -213,7 +214,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
         for (int jj = tid; jj < DVP; jj += NT) Ns[jj] = jj < DV ? nb[id * DV + jj] : (ta)0;
         for (int idx = tid; idx < DKP * DVP; idx += NT) {
             const int i = idx / DVP, jj = idx % DVP;
-            Sg[idx] = (i < DK && jj < DV) ? Sb[((i64)id * DK + i) * DV + jj] : (ta)0;
+            Sg[i * HIB_SLD + jj] = (i < DK && jj < DV) ? Sb[((i64)id * DK + i) * DV + jj] : (ta)0;
         }
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
@@ -228,7 +229,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
             ta term = (ta)0;
             if (i < DK && t >= t0 && t < t1) {
                 ta h = -Zs[i] * Ds[t];
-                for (int jj = 0; jj < DV; ++jj) h = fma(Sg[i * DVP + jj], GR[t * HIB_VLD + jj], h);
+                for (int jj = 0; jj < DV; ++jj) h = fma(Sg[i * HIB_SLD + jj], GR[t * HIB_VLD + jj], h);
                 term = ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * h;
             }
             TT[t * HIB_KLD + i] = term;
@@ -390,7 +391,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
         __syncthreads();
         for (int idx = tid; idx < DKP * DVP; idx += NT) {
             const int i = idx / DVP, jj = idx % DVP;
-            Us[idx] = (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;
+            Us[i * HIB_SLD + jj] = (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;
         }
         for (int i = tid; i < DKP; i += NT) {
             Ms[i] = i < DK ? Mb[o * DK + i] : (ta)0;
@@ -410,13 +411,13 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int s = idx / DKP, i = idx % DKP;
             ta x = -Zs[i];
-            for (int jj = 0; jj < DV; ++jj) x = fma(Vp[s * HIB_VLD + jj], Us[i * DVP + jj], x);
+            for (int jj = 0; jj < DV; ++jj) x = fma(Vp[s * HIB_VLD + jj], Us[i * HIB_SLD + jj], x);
             DKs[s * HIB_KLD + i] = fma(Bt[s * HIB_KLD + i], x, DKs[s * HIB_KLD + i]);
         }
         for (int idx = tid; idx < CH * DVP; idx += NT) {
             const int s = idx / DVP, jj = idx % DVP;
             ta x = (ta)0;
-            for (int i = 0; i < DK; ++i) x = fma(Bt[s * HIB_KLD + i], Us[i * DVP + jj], x);
+            for (int i = 0; i < DK; ++i) x = fma(Bt[s * HIB_KLD + i], Us[i * HIB_SLD + jj], x);
             DVs[s * HIB_VLD + jj] = fma(Vp[s * HIB_VLD + jj], x, DVs[s * HIB_VLD + jj]);
         }
         gap += gt[o];
