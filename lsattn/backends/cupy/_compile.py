@@ -66,10 +66,11 @@ class Config:
             return ((1 + G) * CH * (DKP + 1) + CH * 64 + G * (DKP * 16 + 2 * DKP + 16 + 512 + 2 * CH) + 3 * CH) * es
         if kernel in ("hib_dq", "hib_blocks", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
             K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)
-            S = DKP * (DVP + 1)
-            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + S + 2 * DKP + DVP + 5 * CH,
-                    "hib_blocks": K + V + DKP * DVP + 2 * DKP + DVP + 4 * CH,
-                    "hib_dkdv": 3 * K + 4 * V + 3 * X + CH * 64 + S + 2 * DKP + DVP + 5 * CH}[kernel] * es
+            TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
+            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + DVP * (TK + TC) + 2 * DKP + DVP + 5 * CH,
+                    "hib_blocks": CH * (TK + TV) + 3 * DKP + 2 * DVP + 4 * CH,
+                    "hib_dkdv": 3 * K + 4 * V + 3 * X + CH * 64 + DVP * (TK + TC) + DKP * (TV + TC) + 2 * DKP + DVP
+                    + 5 * CH}[kernel] * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":

@@ -36,7 +36,12 @@
 #define HIB_KLD (DKP + 1)
 #define HIB_VLD (DVP + 1)
 #define HIB_XLD (CH + 1)
-#define HIB_SLD (DVP + 1)  // row stride of a slot's S / a block's U: rows and columns both read without bank conflicts
+// row strides of the k-major operands of common.cu's mm_acc (register tiles of a 16 x 16 thread grid;
+// multiples of 4: its vector loads): rows of d_k, d_v and CH entries
+#define HIB_TKL (DKP + 4)
+#define HIB_TVL (DVP + 4)
+#define HIB_TCL (CH + 4)
+constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // register tile rows / columns
 
 // exp of an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
 __device__ __forceinline__ ta hib_excap(ta x) {
@@ -60,7 +65,9 @@ struct HibTiles {
     ta *LVs, *Gs, *Os, *Av;     // CH x HIB_VLD: clamped lv, g, o; the rows' dlv (hib_dkdv)
     ta *XP, *PP, *DD;           // CH x HIB_XLD: hib_pairs'
     ta *Lam, *DL;               // CH x HI_LMAX: clamped level weights; their gradient (hib_dq)
-    ta *Sg, *Ms, *Zs, *Ns;      // a slot / right block: S or U (DKP x HIB_SLD), m or M, z or Z (DKP), n or W (DVP)
+    ta *Tk, *Tv, *Ta, *Tb;      // mm_acc operands: S^T / U^T (DVP x HIB_TKL), U (DKP x HIB_TVL, hib_dkdv),
+                                // (g exp(n - o))^T / V'^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
+    ta *Ms, *Zs, *Ns;           // a slot / right block: m or M, z or Z (DKP), n or W (DVP)
     ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
     unsigned bytes;
 };
@@ -73,7 +80,8 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     m.LVs = take(CH * HIB_VLD); m.Gs = take(CH * HIB_VLD); m.Os = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
     m.XP = take(CH * HIB_XLD); m.PP = take(CH * HIB_XLD); m.DD = take(CH * HIB_XLD);
     m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
-    m.Sg = take(DKP * HIB_SLD); m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
+    m.Tk = take(DVP * HIB_TKL); m.Tv = take(dq ? 0 : DKP * HIB_TVL); m.Ta = take(DVP * HIB_TCL);
+    m.Tb = take(dq ? 0 : DKP * HIB_TCL); m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
     m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
     m.bytes = (unsigned)((b - reinterpret_cast<ta*>(raw)) * sizeof(ta));
     return m;
@@ -140,9 +148,9 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     const HibTiles sm = hib_tiles(smem_raw, true);
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
-    ta *Lam = sm.Lam, *DL = sm.DL, *Sg = sm.Sg, *Ms = sm.Ms, *Zs = sm.Zs, *Ns = sm.Ns;
+    ta *Lam = sm.Lam, *DL = sm.DL, *St = sm.Tk, *GRt = sm.Ta, *Ms = sm.Ms, *Zs = sm.Zs, *Ns = sm.Ns;
     ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
-    const int tid = threadIdx.x;
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
     const int NS = n_old + n, NSL = n_old + NLC;
@@ -201,8 +209,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     if (tid < CH)  // dlam of the chunk's pairs
         for (int s = t0; s <= tid; ++s)
             DL[tid * HI_LMAX + (s == tid ? 0 : bitlen64((i64)(tid ^ s)))] += PP[tid * HIB_XLD + s] * DD[tid * HIB_XLD + s];
-    ta* TT = Ks;   // the slot terms [t][i] (the keys are read above)
-    ta* GR = LVs;  // g_tj exp(n_j - o_tj)
+    ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
     for (int s = 0; s < NSL; ++s) {
         const int id = slot_id(s);
         if (id < 0) continue;
@@ -214,27 +221,29 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
         for (int jj = tid; jj < DVP; jj += NT) Ns[jj] = jj < DV ? nb[id * DV + jj] : (ta)0;
         for (int idx = tid; idx < DKP * DVP; idx += NT) {
             const int i = idx / DVP, jj = idx % DVP;
-            Sg[i * HIB_SLD + jj] = (i < DK && jj < DV) ? Sb[((i64)id * DK + i) * DV + jj] : (ta)0;
+            St[jj * HIB_TKL + i] = (i < DK && jj < DV) ? Sb[((i64)id * DK + i) * DV + jj] : (ta)0;
         }
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
         __syncthreads();
-        for (int idx = tid; idx < CH * DVP; idx += NT) {
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed
             const int t = idx / DVP, jj = idx % DVP;
-            GR[t * HIB_VLD + jj] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(Ns[jj] - Os[t * HIB_VLD + jj]) : (ta)0;
+            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(Ns[jj] - Os[t * HIB_VLD + jj]) : (ta)0;
         }
         __syncthreads();
-        for (int idx = tid; idx < CH * DKP; idx += NT) {
-            const int t = idx / DKP, i = idx % DKP;
-            ta term = (ta)0;
-            if (i < DK && t >= t0 && t < t1) {
-                ta h = -Zs[i] * Ds[t];
-                for (int jj = 0; jj < DV; ++jj) h = fma(Sg[i * HIB_SLD + jj], GR[t * HIB_VLD + jj], h);
-                term = ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * h;
+        ta acc[HIB_RM][HIB_RI];  // (G S^T)[t][i]
+        zero_acc(acc);
+        mm_acc<HIB_RM, HIB_RI, DVP>(acc, GRt, HIB_TCL, St, HIB_TKL, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RI; ++jj) {
+                const int t = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
+                const ta term = (i < DK && t >= t0 && t < t1)
+                                    ? ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (acc[ii][jj] - Zs[i] * Ds[t]) : (ta)0;
+                TT[t * HIB_KLD + i] = term;
+                DQ[t * HIB_KLD + i] += term;
             }
-            TT[t * HIB_KLD + i] = term;
-            DQ[t * HIB_KLD + i] += term;
-        }
         __syncthreads();
         if (tid < CH && tid >= t0 && tid < t1) {
             ta x = (ta)0;
@@ -262,18 +271,19 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* b = reinterpret_cast<ta*>(smem_raw);
-    ta* E = b; b += CH * HIB_KLD;   // exp(x_ti - M_i)
-    ta* Gp = b; b += CH * HIB_VLD;  // g_tj exp(-o_tj - W_j)
-    ta* Us = b; b += DKP * DVP;
-    ta* Ms = b; b += DKP;
+    ta* E = b; b += CH * HIB_TKL;   // x_ti, then exp(x_ti - M_i) [t][i]
+    ta* Gp = b; b += CH * HIB_TVL;  // -o_tj, then g_tj exp(-o_tj - W_j) [t][j]
+    ta* Ms = b; b += DKP;            // running maxima M_i, W_j and the factors that rescale to new ones
     ta* Zs = b; b += DKP;
     ta* Ws = b; b += DVP;
+    ta* Sk = b; b += DKP;
+    ta* Sv = b; b += DVP;
     ta* ac = b; b += CH;
     ta* pre = b; b += CH;
     ta* Xr = b; b += CH;            // -lden_t + lam[t, lev] + decay from R's first token to t
     ta* Dr = b; b += CH;
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
-    const int tid = threadIdx.x;
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const i64 bh = blockIdx.y;
     const i64 r0 = F + 1 + blockIdx.x;
     const int lp = __ffsll((long long)r0);
@@ -281,55 +291,73 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     const i64 last = min(r0 + ((i64)1 << (lp - 1)), F + n) - 1;
     for (int i = tid; i < DKP; i += NT) { Ms[i] = neg_big(); Zs[i] = (ta)0; }
     for (int jj = tid; jj < DVP; jj += NT) Ws[jj] = lo_v();
-    for (int idx = tid; idx < DKP * DVP; idx += NT) Us[idx] = (ta)0;
-    for (int pass = 0; pass < 2; ++pass) {
-        ta G0 = (ta)0;
-        for (i64 cc = r0; cc <= last; ++cc) {
-            const i64 g0 = cc * CH - p;
-            const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
-            __syncthreads();
-            hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
-            for (int t = tid; t < CH; t += NT) {
-                const bool in = t < t1;
-                Xr[t] = in ? -lden[bh * T + g0 + t] + fmx(ld(lam + (bh * T + g0 + t) * L + lev), lo_v()) + G0 + pre[t] : (ta)0;
-                Dr[t] = in ? delta[bh * T + g0 + t] : (ta)0;
-            }
-            __syncthreads();
-            if (pass == 0) {
-                for (int i = tid; i < DK; i += NT)
-                    for (int t = 0; t < t1; ++t) Ms[i] = fmx(Ms[i], ld(q + (bh * T + g0 + t) * DK + i) + Xr[t]);
-                for (int jj = tid; jj < DV; jj += NT)
-                    for (int t = 0; t < t1; ++t) Ws[jj] = fmx(Ws[jj], -om[(bh * T + g0 + t) * DV + jj]);
-            } else {
-                for (int idx = tid; idx < CH * DKP; idx += NT) {
-                    const int t = idx / DKP, i = idx % DKP;
-                    E[t * HIB_KLD + i] = (t < t1 && i < DK) ? ex(ld(q + (bh * T + g0 + t) * DK + i) + Xr[t] - Ms[i]) : (ta)0;
-                }
-                for (int idx = tid; idx < CH * DVP; idx += NT) {
-                    const int t = idx / DVP, jj = idx % DVP;
-                    const i64 o = (bh * T + g0 + t) * DV + jj;
-                    Gp[t * HIB_VLD + jj] = (t < t1 && jj < DV) ? gm[o] * ex(-om[o] - Ws[jj]) : (ta)0;
-                }
-                __syncthreads();
-                for (int idx = tid; idx < DKP * DVP; idx += NT) {
-                    const int i = idx / DVP, jj = idx % DVP;
-                    ta x = Us[idx];
-                    for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_KLD + i], Gp[t * HIB_VLD + jj], x);
-                    Us[idx] = x;
-                }
-                for (int i = tid; i < DKP; i += NT) {
-                    ta x = Zs[i];
-                    for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_KLD + i], Dr[t], x);
-                    Zs[i] = x;
-                }
-            }
-            G0 += gch[bh * n + (cc - F)];
+    ta acc[HIB_RI][HIB_RN];  // U [i][j], shifted by the running maxima
+    zero_acc(acc);
+    ta G0 = (ta)0;
+    for (i64 cc = r0; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
+        const i64 g0 = cc * CH - p;
+        const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
+        __syncthreads();
+        hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
+        for (int t = tid; t < CH; t += NT) {
+            const bool in = t < t1;
+            Xr[t] = in ? -lden[bh * T + g0 + t] + fmx(ld(lam + (bh * T + g0 + t) * L + lev), lo_v()) + G0 + pre[t] : (ta)0;
+            Dr[t] = in ? delta[bh * T + g0 + t] : (ta)0;
         }
-        if (pass == 1 && tid == 0) gt[bh * n + (r0 - F)] = G0;
+        __syncthreads();
+        for (int idx = tid; idx < CH * DKP; idx += NT) {
+            const int t = idx / DKP, i = idx % DKP;
+            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ld(q + (bh * T + g0 + t) * DK + i) + Xr[t] : neg_big();
+        }
+        for (int idx = tid; idx < CH * DVP; idx += NT) {
+            const int t = idx / DVP, jj = idx % DVP;
+            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? -om[(bh * T + g0 + t) * DV + jj] : lo_v();
+        }
+        __syncthreads();
+        if (tid < DKP) {  // new feature maxima (threads DKP .. DKP + DVP - 1: column maxima; DKP + DVP <= NT)
+            ta m = Ms[tid];
+            for (int t = 0; t < t1; ++t) m = fmx(m, E[t * HIB_TKL + tid]);
+            Sk[tid] = ex(Ms[tid] - m);
+            Ms[tid] = m;
+        } else if (tid < DKP + DVP) {
+            const int jj = tid - DKP;
+            ta w = Ws[jj];
+            for (int t = 0; t < t1; ++t) w = fmx(w, Gp[t * HIB_TVL + jj]);
+            Sv[jj] = ex(Ws[jj] - w);
+            Ws[jj] = w;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < CH * DKP; idx += NT) {
+            const int t = idx / DKP, i = idx % DKP;
+            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ex(E[t * HIB_TKL + i] - Ms[i]) : (ta)0;
+        }
+        for (int idx = tid; idx < CH * DVP; idx += NT) {
+            const int t = idx / DVP, jj = idx % DVP;
+            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? gm[(bh * T + g0 + t) * DV + jj] * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
+        }
+#pragma unroll
+        for (int ii = 0; ii < HIB_RI; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RN; ++jj) acc[ii][jj] *= Sk[ty * HIB_RI + ii] * Sv[tx * HIB_RN + jj];
+        __syncthreads();
+        mm_acc<HIB_RI, HIB_RN, CH>(acc, E, HIB_TKL, Gp, HIB_TVL, ty, tx);
+        if (tid < DKP) {
+            ta x = Zs[tid] * Sk[tid];
+            for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
+            Zs[tid] = x;
+        }
+        G0 += gch[bh * n + (cc - F)];
     }
+    if (tid == 0) gt[bh * n + (r0 - F)] = G0;
     __syncthreads();
     const i64 o = bh * n + (r0 - F);
-    for (int idx = tid; idx < DK * DV; idx += NT) U[o * DK * DV + idx] = Us[(idx / DV) * DVP + idx % DV];
+#pragma unroll
+    for (int ii = 0; ii < HIB_RI; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < HIB_RN; ++jj) {
+            const int i = ty * HIB_RI + ii, c2 = tx * HIB_RN + jj;
+            if (i < DK && c2 < DV) U[(o * DK + i) * DV + c2] = acc[ii][jj];
+        }
     for (int i = tid; i < DK; i += NT) {
         Z[o * DK + i] = Zs[i];
         Mb[o * DK + i] = Ms[i];
@@ -348,10 +376,11 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const HibTiles sm = hib_tiles(smem_raw, false);
     check_smem(sm.bytes);
-    ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;  // Qs: then B, Os: V'
-    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Us = sm.Sg, *Ms = sm.Ms, *Zs = sm.Zs, *Ws = sm.Ns;
+    ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;
+    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Ms = sm.Ms, *Zs = sm.Zs, *Ws = sm.Ns;
+    ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U^T, U, V'^T, B^T
     ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
-    const int tid = threadIdx.x;
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const i64 bh = blockIdx.y;
     const i64 c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
@@ -380,8 +409,6 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
                 x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj], hib_excap(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj]), x);
         DVs[s * HIB_VLD + jj] = x;
     }
-    ta* Bt = Qs;  // the queries and o are read above
-    ta* Vp = Os;
     ta gap = (ta)0;  // decay of the right blocks between c and the next one
     for (int lp = 1;; ++lp) {
         const i64 r0 = ((c >> (lp - 1)) | 1) << (lp - 1);
@@ -391,7 +418,9 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
         __syncthreads();
         for (int idx = tid; idx < DKP * DVP; idx += NT) {
             const int i = idx / DVP, jj = idx % DVP;
-            Us[i * HIB_SLD + jj] = (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;
+            const ta u = (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;
+            Uv[i * HIB_TVL + jj] = u;
+            Ut[jj * HIB_TKL + i] = u;
         }
         for (int i = tid; i < DKP; i += NT) {
             Ms[i] = i < DK ? Mb[o * DK + i] : (ta)0;
@@ -401,24 +430,36 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
         __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int s = idx / DKP, i = idx % DKP;
-            Bt[s * HIB_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] + suf[s] + gap + Ms[i]) : (ta)0;
+            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] + suf[s] + gap + Ms[i]) : (ta)0;
         }
         for (int idx = tid; idx < CH * DVP; idx += NT) {
             const int s = idx / DVP, jj = idx % DVP;
-            Vp[s * HIB_VLD + jj] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + Ws[jj]) : (ta)0;
+            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + Ws[jj]) : (ta)0;
         }
         __syncthreads();
-        for (int idx = tid; idx < CH * DKP; idx += NT) {
-            const int s = idx / DKP, i = idx % DKP;
-            ta x = -Zs[i];
-            for (int jj = 0; jj < DV; ++jj) x = fma(Vp[s * HIB_VLD + jj], Us[i * HIB_SLD + jj], x);
-            DKs[s * HIB_KLD + i] = fma(Bt[s * HIB_KLD + i], x, DKs[s * HIB_KLD + i]);
+        {  // dk_si += B_si ((V' U^T)[s][i] - Z_i)
+            ta acc[HIB_RM][HIB_RI];
+            zero_acc(acc);
+            mm_acc<HIB_RM, HIB_RI, DVP>(acc, Vpt, HIB_TCL, Ut, HIB_TKL, ty, tx);
+#pragma unroll
+            for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+                for (int jj = 0; jj < HIB_RI; ++jj) {
+                    const int s = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
+                    DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], acc[ii][jj] - Zs[i], DKs[s * HIB_KLD + i]);
+                }
         }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {
-            const int s = idx / DVP, jj = idx % DVP;
-            ta x = (ta)0;
-            for (int i = 0; i < DK; ++i) x = fma(Bt[s * HIB_KLD + i], Us[i * HIB_SLD + jj], x);
-            DVs[s * HIB_VLD + jj] = fma(Vp[s * HIB_VLD + jj], x, DVs[s * HIB_VLD + jj]);
+        {  // dlv_sj += V'_sj (B U)[s][j]
+            ta acc[HIB_RM][HIB_RN];
+            zero_acc(acc);
+            mm_acc<HIB_RM, HIB_RN, DKP>(acc, Bt, HIB_TCL, Uv, HIB_TVL, ty, tx);
+#pragma unroll
+            for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+                for (int jj = 0; jj < HIB_RN; ++jj) {
+                    const int s = ty * HIB_RM + ii, c2 = tx * HIB_RN + jj;
+                    DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], acc[ii][jj], DVs[s * HIB_VLD + c2]);
+                }
         }
         gap += gt[o];
     }
