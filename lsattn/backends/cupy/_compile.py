@@ -69,8 +69,8 @@ class Config:
             TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
             return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + DVP * (TK + TC) + 2 * DKP + DVP + 5 * CH,
                     "hib_blocks": CH * (TK + TV) + 3 * DKP + 2 * DVP + 4 * CH,
-                    "hib_dkdv": 3 * K + 4 * V + 3 * X + CH * 64 + DVP * (TK + TC) + DKP * (TV + TC) + 2 * DKP + DVP
-                    + 5 * CH}[kernel] * es
+                    "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X, DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64
+                    + 2 * DKP + DVP + 5 * CH}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":

@@ -59,7 +59,8 @@ __device__ __forceinline__ void hib_rows(ta* X, int ldx, int W, const ti* src, i
     }
 }
 
-// The shared tiles of hib_dq and hib_dkdv (one layout; Av only in hib_dkdv, DL only in hib_dq).
+// The shared tiles of hib_dq and hib_dkdv (one layout; Av, Tv, Tb only in hib_dkdv, where Tk, Tv, Ta,
+// Tb overlay the pairs' tiles Qs, Gs, Os, XP, PP, DD; DL only in hib_dq).
 struct HibTiles {
     ta *Qs, *Ks, *Ak;           // CH x HIB_KLD: q, k, the rows' dq (hib_dq) / dk (hib_dkdv)
     ta *LVs, *Gs, *Os, *Av;     // CH x HIB_VLD: clamped lv, g, o; the rows' dlv (hib_dkdv)
@@ -76,12 +77,17 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     HibTiles m;
     ta* b = reinterpret_cast<ta*>(raw);
     auto take = [&](int count) { ta* x = b; b += count; return x; };
-    m.Qs = take(CH * HIB_KLD); m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD);
-    m.LVs = take(CH * HIB_VLD); m.Gs = take(CH * HIB_VLD); m.Os = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
+    ta* const pairs = b;  // the pairs' tiles: hib_dkdv's mm_acc operands reuse them after its own sums
+    m.Qs = take(CH * HIB_KLD); m.Gs = take(CH * HIB_VLD); m.Os = take(CH * HIB_VLD);
     m.XP = take(CH * HIB_XLD); m.PP = take(CH * HIB_XLD); m.DD = take(CH * HIB_XLD);
-    m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
+    ta* const after = b;
+    if (!dq) b = pairs;
     m.Tk = take(DVP * HIB_TKL); m.Tv = take(dq ? 0 : DKP * HIB_TVL); m.Ta = take(DVP * HIB_TCL);
-    m.Tb = take(dq ? 0 : DKP * HIB_TCL); m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
+    m.Tb = take(dq ? 0 : DKP * HIB_TCL);
+    if (!dq && b < after) b = after;
+    m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD); m.LVs = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
+    m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
+    m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
     m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
     m.bytes = (unsigned)((b - reinterpret_cast<ta*>(raw)) * sizeof(ta));
     return m;
