@@ -135,7 +135,7 @@ def _emu_grads(emu, arrays, do, dtype, C, p=0, old=None):
        C=st.sampled_from([16, 32]), decay=decays_or_none, weights=st.sampled_from(["zero", "random", "off"]),
        dtype=st.sampled_from(["float64", "float32"]), scale=st.sampled_from([1.0, 30.0]), neg_inf=st.booleans(),
        seed=seeds)
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 def test_backward_emulated_matches_reference(emu_bwd, batch, T, dk, dv, C, decay, weights, dtype, scale, neg_inf, seed):
     """dq, dk, d log_v, d log_level_weights, d log_decay of one call equal float64 torch autograd of
     the reference: several chunks (T up to 90 at C = 16: right blocks of several levels), levels
@@ -153,7 +153,7 @@ def test_backward_emulated_matches_reference(emu_bwd, batch, T, dk, dv, C, decay
 
 
 @given(P=st.integers(1, 200), T=st.integers(1, 70), C=st.sampled_from([16, 32]), seed=seeds)
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=4, deadline=None)
 def test_backward_emulated_after_a_state(emu_bwd, P, T, C, seed):
     """A call continuing an array-API state at offset P (incoming slots read by every query; chunks
     not aligned to P): the inputs' gradients equal float64 autograd of the array-API path."""
