@@ -15,6 +15,7 @@ requires grad (then the array-API formulation on the same device, differentiated
 from __future__ import annotations
 
 import math
+import types
 
 import array_api_compat
 import numpy as np
@@ -67,8 +68,6 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
     flattened inputs (``q3, k3, lv3, lam3, a2``), the chunks' own partials (``lden (BH, T)``,
     ``lnum (BH, T, DV)``), their total decays ``gch (BH, n)``, the slots by id (``wm, wz, wn, wS``)
     and the held slots' shifts before every chunk (``msnap``), with the call's sizes, as attributes."""
-    import types
-
     xp, batch, BH, ta_dtype = batch_layout(ops, q, cfg.half)
     T, DK, DV, L = q.shape[-2], q.shape[-1], lv.shape[-1], lam.shape[-1]
     lay = chunk_layout(p, T, cfg.CH)
@@ -120,7 +119,8 @@ def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, c
         from . import hierarchical_bwd
 
         f64 = q.dtype == torch.float64
-        if not return_state and not _tracks_grad(old_t or ()) and hierarchical_bwd.fits("double" if f64 else "float", d_k, d_v):
+        kernels = hierarchical_bwd.fits("double" if f64 else "float", d_k, d_v)
+        if kernels and not return_state and not _tracks_grad(old_t or ()):
             return hierarchical_bwd.apply(q, k, log_v, log_level_weights, log_decay, old_t, chunk_size, p), None
         # a returned state or an incoming one that requires grad (whose gradients the kernels do not
         # compute), head dims beyond the backward's tiles: the array-API formulation on the same
