@@ -5,28 +5,13 @@
 //       -DKERNEL_BWD='"<hierarchical_bwd.cu>"'
 #include "cuda_emu_hier.cpp"
 
-// common.cu's register-tiled product as it is (its vector loads as scalar ones, alignment checked)
+// common.cu's vector loads as scalar ones (alignment checked), then its register-tiled product
 template <int N> inline void ldv(const ta* p, ta (&o)[N]) {
     constexpr int V = (N % 4 == 0 && sizeof(ta) == 4) ? 4 : (N % 2 == 0 ? 2 : 1);
     if (reinterpret_cast<uintptr_t>(p) % (V * sizeof(ta))) std::abort();
     for (int u = 0; u < N; ++u) o[u] = p[u];
 }
-template <int RM, int RN> inline void zero_acc(ta (&acc)[RM][RN]) {
-    for (int i = 0; i < RM; ++i)
-        for (int j = 0; j < RN; ++j) acc[i][j] = (ta)0;
-}
-template <int RM, int RN, int KD>
-inline void mm_acc(ta (&acc)[RM][RN], const ta* A, int lda, const ta* B, int ldb, int ty, int tx) {
-    const ta* a0 = A + ty * RM;
-    const ta* b0 = B + tx * RN;
-    for (int kk = 0; kk < KD; ++kk) {
-        ta a[RM], b[RN];
-        ldv<RM>(a0 + kk * lda, a);
-        ldv<RN>(b0 + kk * ldb, b);
-        for (int i = 0; i < RM; ++i)
-            for (int j = 0; j < RN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
-    }
-}
+#include "cuda_emu_mm.h"
 
 #include KERNEL_BWD
 
