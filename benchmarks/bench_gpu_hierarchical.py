@@ -4,6 +4,7 @@ array-API path, in one run.
 
     python benchmarks/bench_gpu_hierarchical.py [--out DIR] [--T 2048,4096,...] [--api-max 8192]
     python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192]   # the kernels' forward at chunk 32 / 64
+    python benchmarks/bench_gpu_hierarchical.py train [--T 8192]     # forward + backward (see ``train``)
 
 Shapes: B=2, H=16, d_k=d_v=64, forward only, median of CUDA-event times after warm-up, CUDA torch
 tensors. Rows: ours (the public function, no ``backend=``) in float32 and bfloat16; the array-API
@@ -146,15 +147,97 @@ def kernels(args):
                       f"(hi_scan smem {cfg.smem('hi_scan')} B)", flush=True)
 
 
+def train(args):
+    """Forward + backward (one ``.backward()`` of ``sum(out * dO)``) at B=2, H=16, d=64: ours (the
+    backward kernels, float32 and bfloat16), ``loglinear_attention`` (its backward kernels, float32)
+    and the array-API path (float32, differentiated by torch, up to ``--api-max``); the backward's
+    host logic split by kernel (``hierarchical_bwd.backward`` on CuPy float32 arrays, CUDA events
+    around the forward's slots, hib_dq, hib_blocks, hib_dkdv); the peak memory of ours. Prints a
+    table and writes ``bench_gpu_hierarchical_train.json``."""
+    import cupy
+    import torch
+
+    import lsattn
+    from bench_gpu import peak_mem
+    from lsattn.backends.cupy import hierarchical as chi, hierarchical_bwd as chb
+    from lsattn.backends.cupy._arrays import on_gpu
+
+    res = {"device": torch.cuda.get_device_properties(0).name, "date": utc_now(), "shape": {"B": B, "H": H, "d": D},
+           "rows": {}}
+    for T in args.T:
+        row = res["rows"][str(T)] = {}
+        print(f"T={T}", flush=True)
+        for dt, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            x = [t.requires_grad_(True) for t in inputs(torch, T, dt)]
+            do = torch.randn(B, H, T, D, device="cuda", dtype=dt)
+
+            def ours():
+                lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]).backward(do)
+
+            timed(f"ours fwd+bwd {tag}", ours, row, f"ours_{tag}")
+            if dt == torch.float32:
+                row["ours_fp32_peak_GB"] = peak_mem(ours) / 1e9
+                if T <= args.api_max:
+                    timed("array-API fwd+bwd fp32", lambda: lsattn.loglinear_log_attention(
+                        *x[:4], log_decay=x[4], backend="array_api").backward(do), row, "array_api_fp32")
+                v, w = torch.exp(x[2].detach()).requires_grad_(True), torch.exp(x[3].detach()).requires_grad_(True)
+                timed("loglinear_attention fwd+bwd fp32",
+                      lambda: lsattn.loglinear_attention(x[0], x[1], v, x[4], w).backward(do), row, "loglinear_fp32")
+                timed("ours fwd fp32", lambda: lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]), row,
+                      "ours_fwd_fp32")
+            del x, do
+        try:
+            row["backward_split_fp32_ms"] = _split(cupy, chi, chb, on_gpu, [cupy.asarray(t.detach()) for t in
+                                                                            inputs(torch, T, torch.float32)])
+        except Exception as exc:  # recorded, not fatal
+            row["backward_split_fp32_ms"] = f"{type(exc).__name__}: {exc}"
+        print("  backward split (fp32, CuPy):", row["backward_split_fp32_ms"], flush=True)
+    write_json(os.path.join(args.out, "bench_gpu_hierarchical_train.json"), res)
+
+
+def _split(cupy, chi, chb, on_gpu, xc):
+    """ms of the backward's parts (``hierarchical_bwd.backward`` on CuPy float32 arrays, third run):
+    CUDA events recorded after each launch by wrappers set on the ``ops`` object (removed after)."""
+    names = ("hi_scan", "hib_dq", "hib_blocks", "hib_dkdv")
+    with on_gpu(xc[0]) as (_, _, ops):
+        out = chi.compute(ops, *xc[:4], xc[4], 0, None)
+        doc = cupy.asarray(np.random.default_rng(0).standard_normal(out.shape).astype(np.float32))
+        marks, orig = {}, {n: getattr(ops, n) for n in names}
+
+        def wrap(name):
+            def f(*a, **kw):
+                orig[name](*a, **kw)
+                marks[name] = cupy.cuda.Event()
+                marks[name].record()
+            return f
+
+        for n in names:
+            setattr(ops, n, wrap(n))
+        try:
+            for _ in range(3):
+                start, end = cupy.cuda.Event(), cupy.cuda.Event()
+                start.record()
+                chb.backward(ops, *xc[:4], xc[4], 0, None, out, doc)
+                end.record()
+                end.synchronize()
+        finally:
+            for n in names:
+                delattr(ops, n)
+    t = lambda a, b: round(cupy.cuda.get_elapsed_time(a, b), 3)  # noqa: E731
+    return {"slots (hi_intra + hi_scan)": t(start, marks["hi_scan"]), "hib_dq": t(marks["hi_scan"], marks["hib_dq"]),
+            "hib_blocks": t(marks["hib_dq"], marks["hib_blocks"]), "hib_dkdv": t(marks["hib_blocks"], marks["hib_dkdv"]),
+            "total": t(start, end)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="bench", choices=["bench", "kernels"])
+    ap.add_argument("what", nargs="?", default="bench", choices=["bench", "kernels", "train"])
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(ROOT, "benchmarks", "results")))
     ap.add_argument("--T", type=lambda s: [int(x) for x in s.split(",")], default=[2048, 4096, 8192, 16384, 32768, 65536])
     ap.add_argument("--api-max", type=int, default=8192, help="longest T of the array-API row")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    (kernels if args.what == "kernels" else bench)(args)
+    {"bench": bench, "kernels": kernels, "train": train}[args.what](args)
 
 
 if __name__ == "__main__":

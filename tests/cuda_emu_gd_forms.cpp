@@ -7,23 +7,7 @@
 #include "cuda_emu_gd_scan.cpp"
 
 inline int fen_level(i64 t, i64 s) { return bitlen64(t ^ s); }
-template <int RM, int RN, int KD>
-inline void mm_acc(ta (&acc)[RM][RN], const ta* A, int lda, const ta* B, int ldb, int ty, int tx) {
-    const ta* a0 = A + ty * RM;
-    const ta* b0 = B + tx * RN;
-    for (int kk = 0; kk < KD; ++kk) {
-        ta a[RM], b[RN];
-        ldv<RM>(a0 + kk * lda, a);
-        ldv<RN>(b0 + kk * ldb, b);
-        for (int i = 0; i < RM; ++i)
-            for (int j = 0; j < RN; ++j) acc[i][j] = std::fma(a[i], b[j], acc[i][j]);
-    }
-}
-template <int RM, int RN>
-inline void zero_acc(ta (&acc)[RM][RN]) {
-    for (int i = 0; i < RM; ++i)
-        for (int j = 0; j < RN; ++j) acc[i][j] = (ta)0;
-}
+#include "cuda_emu_mm.h"
 
 #include FORMS_KERNEL
 

@@ -4,7 +4,7 @@ the host can ask for (compute type float / double, 16-bit inputs, LOGV mode, pad
 the forward chunk and the backward's shrunken chunk), compiled to PTX for sm_90; every kernel the
 host launches for that variant must be in the PTX.
 
-    python benchmarks/device/nvcc_check.py [--ops exp_kernel,exp_kernel_bwd,loglinear,loglinear_bwd,step]
+    python benchmarks/device/nvcc_check.py [--ops exp_kernel,exp_kernel_bwd,loglinear,loglinear_bwd,step,hierarchical_bwd]
 """
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def configs(op):
     """The variants of ``op``: the forward's (chunk 64) and, for the families with a backward, the
     backward's (its chunk shrinks until the tiles fit)."""
     out = []
+    if op == "hierarchical_bwd":  # its backward: the forward's chunk, shrunk until the tiles fit
+        from lsattn.backends.cupy.hierarchical_bwd import config, fits
+
+        for ta, (dk, dv), ch in itertools.product(["float", "double"], DIMS, [16, 32, 64]):
+            if fits(ta, dk, dv):
+                out.append(config(ta, dk, dv, ch))
+        return list(dict.fromkeys(out))
     if op == "hierarchical":  # loglinear_log_attention: its own chunk choice (16, 32, 64)
         from lsattn.backends.cupy.hierarchical import config
 

@@ -2,7 +2,7 @@
 ``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``),
 ``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu``, backward ``gated_delta_bwd.py`` +
 ``gated_delta_bwd.cu``, below) and ``loglinear_log_attention`` (``hierarchical.py`` +
-``hierarchical.cu``, forward only, below).
+``hierarchical.cu``, backward ``hierarchical_bwd.cu``, below).
 
 Layout of this package: one host module per operator family and its kernel files
 (``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu`` and, for bfloat16
@@ -57,8 +57,10 @@ columns) that only decays and merges those summaries into the chunk-level Fenwic
 (parallel over chunks) reads the held slots and the incoming state's with per-row / per-column
 shifts and combines everything in log space (the comments at the top of ``hierarchical.cu``). 16-bit
 inputs are read as they are (``HALF_OPS``) and computed in float32; the returned state is built on
-the host by the array-API twin's ``_advance_state``. No backward kernel (not in ``GRAD_OPS``):
-inputs that require grad take the array-API path, differentiated by torch.
+the host by the array-API twin's ``_advance_state``. Backward (``GRAD_OPS``): ``hierarchical_bwd.cu``
+(``hierarchical_bwd.py``: the forward's slots recomputed, then dq / level weights, per-right-block
+query summaries, dk / d log_v; the decay's gradient on the host); calls that return a state or whose
+incoming state requires grad take the array-API formulation on the device, differentiated by torch.
 
 Limits: ``d_k <= 128`` (``serves`` declines larger ``d_k``, so automatic selection falls back to
 the array API); ``d_v`` of any size (split into column blocks of 128). ``chunk_size`` is a speed
@@ -107,7 +109,8 @@ OPS = {
 #: float32 and their outputs are cast back by the registry)
 HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_log_attention")
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
-GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta")
+GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta",
+            "loglinear_log_attention")
 #: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` as one
 #: ordinary call (aligned segments, ``-inf`` decays at their starts: hard resets, which the kernels
 #: keep exact) in the array API of the inputs (torch, CuPy). The exp-kernel operators stay refused:

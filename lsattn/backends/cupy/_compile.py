@@ -64,6 +64,13 @@ class Config:
         if kernel == "hi_read":  # hierarchical.cu (HI_BV = 16 value columns, HI_G slots per pass, HI_LMAX = 64)
             G = 2 if (es == 8 and CH * DKP > 2048) else 4
             return ((1 + G) * CH * (DKP + 1) + CH * 64 + G * (DKP * 16 + 2 * DKP + 16 + 512 + 2 * CH) + 3 * CH) * es
+        if kernel in ("hib_dq", "hib_blocks", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
+            K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)
+            TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
+            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + DVP * (TK + TC) + 2 * DKP + DVP + 5 * CH,
+                    "hib_blocks": CH * (TK + TV) + 3 * DKP + 2 * DVP + 4 * CH,
+                    "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X, DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64
+                    + 2 * DKP + DVP + 5 * CH}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -193,11 +200,12 @@ _KERNELS = {
     "gated_delta": ("gd_forms", "gd_scan"),  # gated_delta.py: the per-chunk WY forms, the scan over chunks
     "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
     "hierarchical": ("hi_intra", "hi_scan", "hi_read"),  # hierarchical.py: loglinear_log_attention
+    "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_forms.cu"),
             "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu"),
-            "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu")}
+            "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -388,6 +396,26 @@ class CupyOps:
         fn((n * wz.shape[1], BH), block,
            (q, lam, self._p(a), lden, lnum, msnap, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
             self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1])),
+           shared_mem=smem)
+
+    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, T, DK, DV, L, p, F,
+               n, n_old, NLC, alo, BH):
+        fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_dq")
+        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, self._i(T),
+                            self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old),
+                            self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1])), shared_mem=smem)
+
+    def hib_blocks(self, cfg, q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, T, DK, DV, L, p, F, n, alo, BH):
+        fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_blocks")
+        fn((n - 1, BH), block, (q, lam, self._p(a), gm, om, delta, lden, gch, U, Z, M, W, gt, self._i(T), self._i(DK),
+                                self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._s(cfg, alo)),
+           shared_mem=smem)
+
+    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, dk, dlv, T, DK, DV, L, p, F, n, alo,
+                 BH):
+        fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_dkdv")
+        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden, U, Z, M, W, gt, dk, dlv, self._i(T),
+                            self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._s(cfg, alo)),
            shared_mem=smem)
 
     @staticmethod

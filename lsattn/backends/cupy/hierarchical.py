@@ -9,11 +9,13 @@ Inputs reach the kernels in their own dtype (float32 / float64, bfloat16 / float
 patterns, computed in float32) and the output is written in it. The returned state is assembled on
 the host from the call's inputs with the array-API twin's own ``_advance_state`` (CuPy arrays; the
 array-API layout, so a stream moves between backends). CUDA torch tensors that require grad run
-the array-API formulation on the same device, differentiated by torch (no backward kernel).
+the backward kernels (``hierarchical_bwd``), unless they return a state or their incoming state
+requires grad (then the array-API formulation on the same device, differentiated by torch).
 """
 from __future__ import annotations
 
 import math
+import types
 
 import array_api_compat
 import numpy as np
@@ -52,9 +54,22 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
     (``(..., n_old, d_k)``, ``(..., n_old, d_v)``, ``(..., n_old, d_k, d_v)``, ``(..., n_old, d_k)``,
     compute dtype) or None. Returns log y (..., T, d_v) in the inputs' dtype.
     """
-    xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
+    xp = ops.xp
+    cfg = config(ta_name(xp, xp.float32 if half else q.dtype), q.shape[-1], lv.shape[-1], chunk_size, half)
+    w = slots(ops, cfg, q, k, lv, lam, a, p, old)
+    out = xp.empty((w.BH, w.T, w.DV), dtype=q.dtype)
+    ops.hi_read(cfg, w.q3, w.lam3, w.a2, w.lden, w.lnum, w.msnap, w.wz, w.wn, w.wS, out, w.T, w.DK, w.DV, w.L, p, w.F,
+                w.n, w.n_old, w.NLC, w.alo, w.BH)
+    return xp.reshape(out, w.batch + (w.T, w.DV))
+
+
+def slots(ops, cfg, q, k, lv, lam, a, p, old):
+    """hi_intra and hi_scan of one call (arguments as :func:`compute`, ``cfg`` its variant): the
+    flattened inputs (``q3, k3, lv3, lam3, a2``), the chunks' own partials (``lden (BH, T)``,
+    ``lnum (BH, T, DV)``), their total decays ``gch (BH, n)``, the slots by id (``wm, wz, wn, wS``)
+    and the held slots' shifts before every chunk (``msnap``), with the call's sizes, as attributes."""
+    xp, batch, BH, ta_dtype = batch_layout(ops, q, cfg.half)
     T, DK, DV, L = q.shape[-2], q.shape[-1], lv.shape[-1], lam.shape[-1]
-    cfg = config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half)
     lay = chunk_layout(p, T, cfg.CH)
     F, n = lay.first_chunk, lay.n_chunks
     q3, k3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK))
@@ -80,9 +95,9 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
     ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH)
     msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m before every chunk
     ops.hi_scan(cfg, wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC, BH)
-    out = xp.empty((BH, T, DV), dtype=q.dtype)
-    ops.hi_read(cfg, q3, lam3, a2, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH)
-    return xp.reshape(out, batch + (T, DV))
+    return types.SimpleNamespace(batch=batch, BH=BH, T=T, DK=DK, DV=DV, L=L, F=F, n=n, n_old=n_old, NLC=NLC, alo=alo,
+                                 q3=q3, k3=k3, lv3=lv3, lam3=lam3, a2=a2, lden=lden, lnum=lnum, gch=gch, wm=wm, wz=wz,
+                                 wn=wn, wS=wS, msnap=msnap)
 
 
 def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None):
@@ -99,8 +114,17 @@ def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, c
     names = ("m", "n", "S", "z")
     old_t = None if (state is None or p == 0) else tuple(state.tensors[x] for x in names)
     if T > 0 and _tracks_grad((q, k, log_v, log_level_weights, log_decay) + (old_t or ())):
-        import torch  # torch autograd: the array-API formulation on the same device, differentiated by torch
+        import torch
 
+        from . import hierarchical_bwd
+
+        f64 = q.dtype == torch.float64
+        kernels = hierarchical_bwd.fits("double" if f64 else "float", d_k, d_v)
+        if kernels and not return_state and not _tracks_grad(old_t or ()):
+            return hierarchical_bwd.apply(q, k, log_v, log_level_weights, log_decay, old_t, chunk_size, p), None
+        # a returned state or an incoming one that requires grad (whose gradients the kernels do not
+        # compute), head dims beyond the backward's tiles: the array-API formulation on the same
+        # device, differentiated by torch
         from ...hierarchical import _forward
 
         args = [x if (x is None or x.dtype == torch.float64) else x.float() for x in (q, k, log_v, log_level_weights, log_decay)]

@@ -1,0 +1,40 @@
+"""A few small loglinear_log_attention backward calls on the cupy kernels (hierarchical_bwd.cu), for
+compute-sanitizer (memcheck / racecheck), each checked against torch autograd of the array-API path
+on the same device: float32 and float64, odd T, several right-block levels, a call after a state
+that does not require grad, d_v and d_k not multiples of 16, d_k = d_v = 128, bfloat16 inputs, no
+decay. Prints the largest error of every gradient relative to its largest magnitude."""
+import numpy as np
+import torch
+
+import lsattn
+
+TOL = {"float32": 2e-3, "float64": 1e-9, "bfloat16": 5e-2}
+rng = np.random.default_rng(0)
+
+
+def grads(xs, state, backend):
+    ts = [x.detach().clone().requires_grad_(True) for x in xs]
+    out = lsattn.loglinear_log_attention(*ts[:4], log_decay=ts[4] if len(ts) > 4 else None, state=state, backend=backend)
+    out.float().square().sum().backward()
+    return out, [t.grad.double() for t in ts]
+
+
+for dtype, T, dk, dv, P, decay in (("float32", 200, 64, 64, 0, True), ("float64", 37, 5, 19, 0, True),
+                                   ("float32", 150, 128, 128, 41, True), ("bfloat16", 130, 64, 64, 0, False)):
+    dt = getattr(torch, dtype)
+    L = lsattn.num_levels(P + T)
+    x = [torch.tensor(rng.standard_normal((2, P + T, d)), device="cuda").to(dt) for d in (dk, dk, dv, L)]
+    a = torch.tensor(-rng.random((2, P + T)), device="cuda").to(dt) if decay else None
+    state = None
+    if P:
+        _, state = lsattn.loglinear_log_attention(*[y[:, :P] for y in x], log_decay=None if a is None else a[:, :P],
+                                                  return_state=True)
+    xs = [y[:, P:] for y in x] + ([a[:, P:]] if decay else [])
+    out, got = grads(xs, state, None)
+    assert "Hierarchical" in type(out.grad_fn).__name__, type(out.grad_fn).__name__
+    _, want = grads(xs, state, "array_api")
+    torch.cuda.synchronize()
+    errs = [float((g - w).abs().max() / w.abs().max().clamp_min(1e-30)) for g, w in zip(got, want)]
+    print(dtype, T, dk, dv, P, ["%.1e" % e for e in errs], flush=True)
+    assert max(errs) <= TOL[dtype], (dtype, errs)
+print("sanitize ok")

@@ -1,0 +1,481 @@
+// Backward of hierarchical exp-kernel attention (loglinear_log_attention); compiled after common.cu
+// and hierarchical.cu (hi_slot, hi_decay, hi_decays, hi_lse_add, HI_LOG2C, HI_LMAX). Host:
+// hierarchical_bwd.py, which first reruns the forward's hi_intra and hi_scan (the intra-chunk
+// log-normalisers and the Fenwick slots with their snapshots), then these three kernels. Inputs
+// and outputs in the compute type (ti = ta: the host widens 16-bit inputs to float32).
+//
+// With X_ts = lam[t, level(t,s)] + (a_{s+1} + ... + a_t) + log sum_i exp(q_ti + k_si), lden_t =
+// log sum_{s<=t} exp X_ts, o = log y, g = dL/do (g over -inf / NaN outputs -> 0 and those outputs
+// -> +big, on the host: gm, om), delta_t = sum_j g_tj, the pair's attention weight P_ts =
+// exp(X_ts - lden_t), its per-feature parts P_i(t,s) = exp(q_ti + k_si + X_ts - lse_ts - lden_t)
+// and D_ts = sum_j g_tj exp(lv_sj - o_tj) - delta_t (as log_attention's backward, exp_kernel_bwd.cu):
+//   dq_ti = sum_{s<=t} P_i(t,s) D_ts          dk_si = sum_{t>=s} P_i(t,s) D_ts
+//   dlv_sj = sum_{t>=s} P_ts g_tj exp(lv_sj - o_tj)
+//   dlam[t, l] = sum_{s: level(t,s) = l} P_ts D_ts
+//   da_r = sum_{t>=r} (sum_i dq_ti - sum_i dk_ti)                                  (host)
+// Every factor is formed from an exponent that is <= 0 (or <= B for the value factors, capped as in
+// exp_kernel_bwd.cu), never a raw exp(q), exp(k) or exp(lv).
+//
+// hib_dq      per (chunk, sequence): lden_t (hi_intra's intra part, then the held slots read as in
+//             hi_read), the chunk's pairs directly, then every held slot (m from msnap): with
+//             A_ti = exp(q_ti + m_i + lam[t, level] + (a_{t0} + ... + a_t) - lden_t) <= 1 (z_i >= 1)
+//             dq_ti += A_ti (sum_j S_ij g_tj exp(n_j - o_tj) - z_i delta_t), its sum over i into
+//             dlam[t, level]. Writes lden (+big for rows with g = 0: they add nothing anywhere).
+// hib_blocks  per right block R = [r0, r0 + 2^(l'-1)) of chunks (r0 > F, l' = 1 + trailing zeros of
+//             r0): every key chunk c < r0 of the block to its left meets all of R's queries at level
+//             log2 CH + l'. R's query summary, with M_i = max_{t in R} x_ti, x_ti = q_ti - lden_t +
+//             lam[t, lev] + (decay from R's first token to t), W_j = max_{t in R} -o_tj:
+//             U_ij = sum_t exp(x_ti - M_i) g_tj exp(-o_tj - W_j),  Z_i = sum_t exp(x_ti - M_i) delta_t
+//             and R's total decay (the sum of the chunks' totals, each summed inside its chunk).
+// hib_dkdv    per key chunk c: the chunk's pairs directly, then R for every level l' whose bit l'-1
+//             of c is clear (R inside the call), with B_si = exp(k_si + (a_{s+1} + ... to c's end) +
+//             (decay of the right blocks in between) + M_i) <= 1 (the pair of the query of M_i) and
+//             V'_sj = exp(lv_sj + W_j):  dk_si += B_si (sum_j V'_sj U_ij - Z_i),  dlv_sj += V'_sj sum_i B_si U_ij.
+// The incoming state's slots are read (dq, dlam, lden) but get no gradient here (the host refuses it).
+// Rows whose every level is switched off (NaN outputs) count as g = 0.
+#define HIB_KLD (DKP + 1)
+#define HIB_VLD (DVP + 1)
+#define HIB_XLD (CH + 1)
+// row strides of the k-major operands of common.cu's mm_acc (register tiles of a 16 x 16 thread grid;
+// multiples of 4: its vector loads): rows of d_k, d_v and CH entries
+#define HIB_TKL (DKP + 4)
+#define HIB_TVL (DVP + 4)
+#define HIB_TCL (CH + 4)
+constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // register tile rows / columns
+
+// exp of an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
+__device__ __forceinline__ ta hib_excap(ta x) {
+    const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+    return ex(x < cap ? x : cap);
+}
+
+// Rows g0 .. g0 + CH - 1 of a (T, D) sequence into X (row stride ldx, W columns), clamped below at lo
+// (pass neg_big() for none); rows outside [0, T) and columns >= D are `fill`.
+__device__ __forceinline__ void hib_rows(ta* X, int ldx, int W, const ti* src, i64 g0, int T, int D, ta lo, ta fill) {
+    for (int idx = threadIdx.x; idx < CH * W; idx += NT) {
+        const int t = idx / W, i = idx % W;
+        const i64 g = g0 + t;
+        X[t * ldx + i] = (i < D && g >= 0 && g < T) ? fmx(ld(src + g * D + i), lo) : fill;
+    }
+}
+
+// The shared tiles of hib_dq and hib_dkdv (one layout; Av, Tv, Tb only in hib_dkdv, where Tk, Tv, Ta,
+// Tb overlay the pairs' tiles Qs, Gs, Os, XP, PP, DD; DL only in hib_dq).
+struct HibTiles {
+    ta *Qs, *Ks, *Ak;           // CH x HIB_KLD: q, k, the rows' dq (hib_dq) / dk (hib_dkdv)
+    ta *LVs, *Gs, *Os, *Av;     // CH x HIB_VLD: clamped lv, g, o; the rows' dlv (hib_dkdv)
+    ta *XP, *PP, *DD;           // CH x HIB_XLD: hib_pairs'
+    ta *Lam, *DL;               // CH x HI_LMAX: clamped level weights; their gradient (hib_dq)
+    ta *Tk, *Tv, *Ta, *Tb;      // mm_acc operands: S^T / U^T (DVP x HIB_TKL), U (DKP x HIB_TVL, hib_dkdv),
+                                // (g exp(n - o))^T / V'^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
+    ta *Ms, *Zs, *Ns;           // a slot / right block: m or M, z or Z (DKP), n or W (DVP)
+    ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
+    unsigned bytes;
+};
+
+__device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
+    HibTiles m;
+    ta* b = reinterpret_cast<ta*>(raw);
+    auto take = [&](int count) { ta* x = b; b += count; return x; };
+    ta* const pairs = b;  // the pairs' tiles: hib_dkdv's mm_acc operands reuse them after its own sums
+    m.Qs = take(CH * HIB_KLD); m.Gs = take(CH * HIB_VLD); m.Os = take(CH * HIB_VLD);
+    m.XP = take(CH * HIB_XLD); m.PP = take(CH * HIB_XLD); m.DD = take(CH * HIB_XLD);
+    ta* const after = b;
+    if (!dq) b = pairs;
+    m.Tk = take(DVP * HIB_TKL); m.Tv = take(dq ? 0 : DKP * HIB_TVL); m.Ta = take(DVP * HIB_TCL);
+    m.Tb = take(dq ? 0 : DKP * HIB_TCL);
+    if (!dq && b < after) b = after;
+    m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD); m.LVs = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
+    m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
+    m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
+    m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
+    m.bytes = (unsigned)((b - reinterpret_cast<ta*>(raw)) * sizeof(ta));
+    return m;
+}
+
+// The chunk's pairs (t, s), t0 <= s <= t < t1: XP = lam[t, level] + (a_{s+1} + ... + a_t) - lden_t,
+// PP = P_ts, DD = D_ts (XP = lo_v, PP = DD = 0 elsewhere). Ends with a barrier.
+__device__ __forceinline__ void hib_pairs(const ta* Qs, const ta* Ks, const ta* LVs, const ta* Gs, const ta* Os,
+                                          const ta* Lam, const ta* ac, const ta* Ls, const ta* Ds, ta* XP, ta* PP,
+                                          ta* DD, int t0, int t1, int DK, int DV) {
+    for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        ta x = lo_v(), pp = (ta)0, dd = (ta)0;
+        if (s <= t && s >= t0 && t < t1) {
+            ta dec = (ta)0;  // summed over the stretch (rounding relative to it)
+            for (int u = s + 1; u <= t; ++u) dec += ac[u];
+            const int lev = s == t ? 0 : bitlen64((i64)(t ^ s));
+            x = Lam[t * HI_LMAX + lev] + dec - Ls[t];
+            ta mx = neg_big();
+            for (int i = 0; i < DK; ++i) mx = fmx(mx, Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i]);
+            ta sm = (ta)0;
+            for (int i = 0; i < DK; ++i) sm += ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] - mx);
+            pp = ex(mx + lg(sm) + x);
+            dd = -Ds[t];
+            for (int j = 0; j < DV; ++j) dd = fma(Gs[t * HIB_VLD + j], hib_excap(LVs[s * HIB_VLD + j] - Os[t * HIB_VLD + j]), dd);
+        }
+        XP[t * HIB_XLD + s] = x;
+        PP[t * HIB_XLD + s] = pp;
+        DD[t * HIB_XLD + s] = dd;
+    }
+    __syncthreads();
+}
+
+// The tiles of one chunk common to hib_dq and hib_dkdv: q, k, clamped lv, g, o, clamped lam, the
+// decays (ac, pre: prefix sums from the chunk's first token of the call), delta. Ends with a barrier.
+__device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv, const ti* lam, const ti* a,
+                                          const ta* gm, const ta* om, const ta* delta, ta* Qs, ta* Ks, ta* LVs, ta* Gs,
+                                          ta* Os, ta* Lam, ta* ac, ta* pre, ta* Ds, i64 bh, i64 g0, int T, int DK,
+                                          int DV, int L, ta alo) {
+    hib_rows(Qs, HIB_KLD, DKP, q + bh * T * DK, g0, T, DK, neg_big(), (ta)0);
+    hib_rows(Ks, HIB_KLD, DKP, k + bh * T * DK, g0, T, DK, neg_big(), (ta)0);
+    hib_rows(LVs, HIB_VLD, DVP, lv + bh * T * DV, g0, T, DV, lo_v(), lo_v());
+    hib_rows(Gs, HIB_VLD, DVP, gm + bh * T * DV, g0, T, DV, neg_big(), (ta)0);
+    hib_rows(Os, HIB_VLD, DVP, om + bh * T * DV, g0, T, DV, neg_big(), -lo_v());
+    hib_rows(Lam, HI_LMAX, HI_LMAX, lam + bh * T * L, g0, T, L, lo_v(), lo_v());
+    for (int t = threadIdx.x; t < CH; t += NT) {
+        const i64 g = g0 + t;
+        Ds[t] = (g >= 0 && g < T) ? delta[bh * T + g] : (ta)0;
+    }
+    hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
+}
+
+extern "C" __global__ void __launch_bounds__(NT) hib_dq(
+    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
+    const ti* __restrict__ a,      // (BH, T) or null
+    const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,  // (BH, T, DV) x2, (BH, T)
+    const ta* __restrict__ lden0,  // (BH, T) hi_intra's (the chunk's own pairs)
+    const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_scan's
+    ta* __restrict__ lden,         // (BH, T) out
+    ti* __restrict__ dq,           // (BH, T, DK) out
+    ta* __restrict__ dlam,         // (BH, T, L) out (levels >= HI_LMAX untouched: zeroed by the host)
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const HibTiles sm = hib_tiles(smem_raw, true);
+    check_smem(sm.bytes);
+    ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
+    ta *Lam = sm.Lam, *DL = sm.DL, *St = sm.Tk, *GRt = sm.Ta, *Ms = sm.Ms, *Zs = sm.Zs, *Ns = sm.Ns;
+    ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y;
+    const int NS = n_old + n, NSL = n_old + NLC;
+    const i64 c = F + j, g0 = c * CH - p;
+    const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
+    const ta* mj = msnap + (bh * n + j) * NSL * DK;
+    const ta* zb = wz + (bh * ncb) * NS * DK;  // column block 0's copy
+    const ta* nb = wn + bh * NS * DV;
+    const ta* Sb = wS + bh * NS * (i64)DK * DV;
+    hib_chunk(q, k, lv, lam, a, gm, om, delta, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
+    for (int idx = tid; idx < CH * HI_LMAX; idx += NT) DL[idx] = (ta)0;
+    // the held slots' ids (level code s as in hi_read)
+    auto slot_id = [&](int s) { return s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old); };
+    auto slot_level = [&](int s, int t) {
+        return s < n_old ? max(s + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s - n_old + 1);
+    };
+    // lden: hi_intra's, plus the held slots read as hi_read
+    ta Ud = neg_big(), Dd = (ta)1;
+    if (tid < CH && tid >= t0 && tid < t1) Ud = lden0[bh * T + g0 + tid];
+    for (int s = 0; s < NSL; ++s) {
+        const int id = slot_id(s);
+        if (id < 0) continue;
+        __syncthreads();
+        for (int i = tid; i < DKP; i += NT) {
+            Ms[i] = i < DK ? mj[s * DK + i] : neg_big();
+            Zs[i] = i < DK ? zb[id * DK + i] : (ta)0;
+        }
+        __syncthreads();
+        if (tid < CH && tid >= t0 && tid < t1) {
+            const int t = tid;
+            ta r = neg_big();
+            for (int i = 0; i < DK; ++i) r = fmx(r, Qs[t * HIB_KLD + i] + Ms[i]);
+            ta den = (ta)0;
+            for (int i = 0; i < DK; ++i) den = fma(ex(Qs[t * HIB_KLD + i] + Ms[i] - r), Zs[i], den);
+            if (den > (ta)0) hi_lse_add(Ud, Dd, r + Lam[t * HI_LMAX + slot_level(s, t)] + pre[t], den);
+        }
+    }
+    if (tid < CH) {
+        const int t = tid;
+        const bool in = t >= t0 && t < t1;
+        Ls[t] = in ? Ud + lg(Dd) : (ta)0;
+        bool live = false;
+        for (int jj = 0; jj < DV && in; ++jj) live |= Gs[t * HIB_VLD + jj] != (ta)0;
+        if (in) lden[bh * T + g0 + t] = live ? Ls[t] : -lo_v();  // rows with g = 0 add nothing: +big
+    }
+    __syncthreads();
+    hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV);
+    for (int idx = tid; idx < CH * DKP; idx += NT) {  // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts
+        const int t = idx / DKP, i = idx % DKP;
+        ta x = (ta)0;
+        if (i < DK)
+            for (int s = t0; s <= t; ++s)
+                x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
+        DQ[t * HIB_KLD + i] = x;
+    }
+    if (tid < CH)  // dlam of the chunk's pairs
+        for (int s = t0; s <= tid; ++s)
+            DL[tid * HI_LMAX + (s == tid ? 0 : bitlen64((i64)(tid ^ s)))] += PP[tid * HIB_XLD + s] * DD[tid * HIB_XLD + s];
+    ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
+    for (int s = 0; s < NSL; ++s) {
+        const int id = slot_id(s);
+        if (id < 0) continue;
+        __syncthreads();
+        for (int i = tid; i < DKP; i += NT) {
+            Ms[i] = i < DK ? mj[s * DK + i] : (ta)0;
+            Zs[i] = i < DK ? zb[id * DK + i] : (ta)0;
+        }
+        for (int jj = tid; jj < DVP; jj += NT) Ns[jj] = jj < DV ? nb[id * DV + jj] : (ta)0;
+        for (int idx = tid; idx < DKP * DVP; idx += NT) {
+            const int i = idx / DVP, jj = idx % DVP;
+            St[jj * HIB_TKL + i] = (i < DK && jj < DV) ? Sb[((i64)id * DK + i) * DV + jj] : (ta)0;
+        }
+        for (int t = tid; t < CH; t += NT)
+            Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
+        __syncthreads();
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed
+            const int t = idx / DVP, jj = idx % DVP;
+            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(Ns[jj] - Os[t * HIB_VLD + jj]) : (ta)0;
+        }
+        __syncthreads();
+        ta acc[HIB_RM][HIB_RI];  // (G S^T)[t][i]
+        zero_acc(acc);
+        mm_acc<HIB_RM, HIB_RI, DVP>(acc, GRt, HIB_TCL, St, HIB_TKL, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RI; ++jj) {
+                const int t = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
+                const ta term = (i < DK && t >= t0 && t < t1)
+                                    ? ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (acc[ii][jj] - Zs[i] * Ds[t]) : (ta)0;
+                TT[t * HIB_KLD + i] = term;
+                DQ[t * HIB_KLD + i] += term;
+            }
+        __syncthreads();
+        if (tid < CH && tid >= t0 && tid < t1) {
+            ta x = (ta)0;
+            for (int i = 0; i < DK; ++i) x += TT[tid * HIB_KLD + i];
+            DL[tid * HI_LMAX + slot_level(s, tid)] += x;
+        }
+    }
+    __syncthreads();
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        const int t = idx / DKP, i = idx % DKP;
+        if (i < DK && t >= t0 && t < t1) st(dq + (bh * T + g0 + t) * DK + i, DQ[t * HIB_KLD + i]);
+    }
+    const int LL = min(L, HI_LMAX);
+    for (int idx = tid; idx < CH * LL; idx += NT) {
+        const int t = idx / LL, l = idx % LL;
+        if (t >= t0 && t < t1) dlam[(bh * T + g0 + t) * L + l] = DL[t * HI_LMAX + l];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
+    const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,
+    const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta, const ta* __restrict__ lden,
+    const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
+    ta* __restrict__ U, ta* __restrict__ Z, ta* __restrict__ Mb, ta* __restrict__ Wb, ta* __restrict__ gt,  // by r0 - F
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* b = reinterpret_cast<ta*>(smem_raw);
+    ta* E = b; b += CH * HIB_TKL;   // x_ti, then exp(x_ti - M_i) [t][i]
+    ta* Gp = b; b += CH * HIB_TVL;  // -o_tj, then g_tj exp(-o_tj - W_j) [t][j]
+    ta* Ms = b; b += DKP;            // running maxima M_i, W_j and the factors that rescale to new ones
+    ta* Zs = b; b += DKP;
+    ta* Ws = b; b += DVP;
+    ta* Sk = b; b += DKP;
+    ta* Sv = b; b += DVP;
+    ta* ac = b; b += CH;
+    ta* pre = b; b += CH;
+    ta* Xr = b; b += CH;            // -lden_t + lam[t, lev] + decay from R's first token to t
+    ta* Dr = b; b += CH;
+    check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const i64 bh = blockIdx.y;
+    const i64 r0 = F + 1 + blockIdx.x;
+    const int lp = __ffsll((long long)r0);
+    const int lev = HI_LOG2C + lp;
+    const i64 last = min(r0 + ((i64)1 << (lp - 1)), F + n) - 1;
+    for (int i = tid; i < DKP; i += NT) { Ms[i] = neg_big(); Zs[i] = (ta)0; }
+    for (int jj = tid; jj < DVP; jj += NT) Ws[jj] = lo_v();
+    ta acc[HIB_RI][HIB_RN];  // U [i][j], shifted by the running maxima
+    zero_acc(acc);
+    ta G0 = (ta)0;
+    for (i64 cc = r0; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
+        const i64 g0 = cc * CH - p;
+        const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
+        __syncthreads();
+        hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
+        for (int t = tid; t < CH; t += NT) {
+            const bool in = t < t1;
+            Xr[t] = in ? -lden[bh * T + g0 + t] + fmx(ld(lam + (bh * T + g0 + t) * L + lev), lo_v()) + G0 + pre[t] : (ta)0;
+            Dr[t] = in ? delta[bh * T + g0 + t] : (ta)0;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < CH * DKP; idx += NT) {
+            const int t = idx / DKP, i = idx % DKP;
+            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ld(q + (bh * T + g0 + t) * DK + i) + Xr[t] : neg_big();
+        }
+        for (int idx = tid; idx < CH * DVP; idx += NT) {
+            const int t = idx / DVP, jj = idx % DVP;
+            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? -om[(bh * T + g0 + t) * DV + jj] : lo_v();
+        }
+        __syncthreads();
+        if (tid < DKP) {  // new feature maxima (threads DKP .. DKP + DVP - 1: column maxima; DKP + DVP <= NT)
+            ta m = Ms[tid];
+            for (int t = 0; t < t1; ++t) m = fmx(m, E[t * HIB_TKL + tid]);
+            Sk[tid] = ex(Ms[tid] - m);
+            Ms[tid] = m;
+        } else if (tid < DKP + DVP) {
+            const int jj = tid - DKP;
+            ta w = Ws[jj];
+            for (int t = 0; t < t1; ++t) w = fmx(w, Gp[t * HIB_TVL + jj]);
+            Sv[jj] = ex(Ws[jj] - w);
+            Ws[jj] = w;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < CH * DKP; idx += NT) {
+            const int t = idx / DKP, i = idx % DKP;
+            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ex(E[t * HIB_TKL + i] - Ms[i]) : (ta)0;
+        }
+        for (int idx = tid; idx < CH * DVP; idx += NT) {
+            const int t = idx / DVP, jj = idx % DVP;
+            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? gm[(bh * T + g0 + t) * DV + jj] * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
+        }
+#pragma unroll
+        for (int ii = 0; ii < HIB_RI; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RN; ++jj) acc[ii][jj] *= Sk[ty * HIB_RI + ii] * Sv[tx * HIB_RN + jj];
+        __syncthreads();
+        mm_acc<HIB_RI, HIB_RN, CH>(acc, E, HIB_TKL, Gp, HIB_TVL, ty, tx);
+        if (tid < DKP) {
+            ta x = Zs[tid] * Sk[tid];
+            for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
+            Zs[tid] = x;
+        }
+        G0 += gch[bh * n + (cc - F)];
+    }
+    if (tid == 0) gt[bh * n + (r0 - F)] = G0;
+    __syncthreads();
+    const i64 o = bh * n + (r0 - F);
+#pragma unroll
+    for (int ii = 0; ii < HIB_RI; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < HIB_RN; ++jj) {
+            const int i = ty * HIB_RI + ii, c2 = tx * HIB_RN + jj;
+            if (i < DK && c2 < DV) U[(o * DK + i) * DV + c2] = acc[ii][jj];
+        }
+    for (int i = tid; i < DK; i += NT) {
+        Z[o * DK + i] = Zs[i];
+        Mb[o * DK + i] = Ms[i];
+    }
+    for (int jj = tid; jj < DV; jj += NT) Wb[o * DV + jj] = Ws[jj];
+}
+
+extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
+    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
+    const ti* __restrict__ a, const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,
+    const ta* __restrict__ lden,  // hib_dq's
+    const ta* __restrict__ U, const ta* __restrict__ Z, const ta* __restrict__ Mb, const ta* __restrict__ Wb,
+    const ta* __restrict__ gt,    // hib_blocks'
+    ti* __restrict__ dk, ti* __restrict__ dlv,  // (BH, T, DK), (BH, T, DV) out
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const HibTiles sm = hib_tiles(smem_raw, false);
+    check_smem(sm.bytes);
+    ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;
+    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Ms = sm.Ms, *Zs = sm.Zs, *Ws = sm.Ns;
+    ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U^T, U, V'^T, B^T
+    ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const i64 bh = blockIdx.y;
+    const i64 c = F + blockIdx.x, g0 = c * CH - p;
+    const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
+    hib_chunk(q, k, lv, lam, a, gm, om, delta, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
+    for (int t = tid; t < CH; t += NT) {
+        Ls[t] = (t >= t0 && t < t1) ? lden[bh * T + g0 + t] : (ta)0;
+        ta x = (ta)0;  // a_{s+1} + ... + a_{chunk end}, summed over the stretch
+        for (int u = t + 1; u < CH; ++u) x += ac[u];
+        suf[t] = x;
+    }
+    __syncthreads();
+    hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV);
+    for (int idx = tid; idx < CH * DKP; idx += NT) {  // the chunk's pairs: dk_si = sum_t P_i(t,s) D_ts
+        const int s = idx / DKP, i = idx % DKP;
+        ta x = (ta)0;
+        if (i < DK && s >= t0)
+            for (int t = s; t < t1; ++t)
+                x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
+        DKs[s * HIB_KLD + i] = x;
+    }
+    for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj = sum_t P_ts g_tj exp(lv_sj - o_tj)
+        const int s = idx / DVP, jj = idx % DVP;
+        ta x = (ta)0;
+        if (jj < DV && s >= t0)
+            for (int t = s; t < t1; ++t)
+                x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj], hib_excap(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj]), x);
+        DVs[s * HIB_VLD + jj] = x;
+    }
+    ta gap = (ta)0;  // decay of the right blocks between c and the next one
+    for (int lp = 1;; ++lp) {
+        const i64 r0 = ((c >> (lp - 1)) | 1) << (lp - 1);
+        if (r0 > F + n - 1) break;
+        if ((c >> (lp - 1)) & 1) continue;
+        const i64 o = bh * n + (r0 - F);
+        __syncthreads();
+        for (int idx = tid; idx < DKP * DVP; idx += NT) {
+            const int i = idx / DVP, jj = idx % DVP;
+            const ta u = (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;
+            Uv[i * HIB_TVL + jj] = u;
+            Ut[jj * HIB_TKL + i] = u;
+        }
+        for (int i = tid; i < DKP; i += NT) {
+            Ms[i] = i < DK ? Mb[o * DK + i] : (ta)0;
+            Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
+        }
+        for (int jj = tid; jj < DVP; jj += NT) Ws[jj] = jj < DV ? Wb[o * DV + jj] : (ta)0;
+        __syncthreads();
+        for (int idx = tid; idx < CH * DKP; idx += NT) {
+            const int s = idx / DKP, i = idx % DKP;
+            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] + suf[s] + gap + Ms[i]) : (ta)0;
+        }
+        for (int idx = tid; idx < CH * DVP; idx += NT) {
+            const int s = idx / DVP, jj = idx % DVP;
+            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + Ws[jj]) : (ta)0;
+        }
+        __syncthreads();
+        {  // dk_si += B_si ((V' U^T)[s][i] - Z_i)
+            ta acc[HIB_RM][HIB_RI];
+            zero_acc(acc);
+            mm_acc<HIB_RM, HIB_RI, DVP>(acc, Vpt, HIB_TCL, Ut, HIB_TKL, ty, tx);
+#pragma unroll
+            for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+                for (int jj = 0; jj < HIB_RI; ++jj) {
+                    const int s = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
+                    DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], acc[ii][jj] - Zs[i], DKs[s * HIB_KLD + i]);
+                }
+        }
+        {  // dlv_sj += V'_sj (B U)[s][j]
+            ta acc[HIB_RM][HIB_RN];
+            zero_acc(acc);
+            mm_acc<HIB_RM, HIB_RN, DKP>(acc, Bt, HIB_TCL, Uv, HIB_TVL, ty, tx);
+#pragma unroll
+            for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+                for (int jj = 0; jj < HIB_RN; ++jj) {
+                    const int s = ty * HIB_RM + ii, c2 = tx * HIB_RN + jj;
+                    DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], acc[ii][jj], DVs[s * HIB_VLD + c2]);
+                }
+        }
+        gap += gt[o];
+    }
+    __syncthreads();
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        const int s = idx / DKP, i = idx % DKP;
+        if (i < DK && s >= t0 && s < t1) st(dk + (bh * T + g0 + s) * DK + i, DKs[s * HIB_KLD + i]);
+    }
+    for (int idx = tid; idx < CH * DVP; idx += NT) {
+        const int s = idx / DVP, jj = idx % DVP;
+        if (jj < DV && s >= t0 && s < t1) st(dlv + (bh * T + g0 + s) * DV + jj, DVs[s * HIB_VLD + jj]);
+    }
+}

@@ -1,0 +1,43 @@
+// hierarchical_bwd.cu's kernels (hib_dq, hib_blocks, hib_dkdv) compiled as C++ for the CPU, on top of
+// cuda_emu_hier.cpp (the emulation of hierarchical.cu, whose device helpers the backward uses).
+// tests/test_cupy_hierarchical_grad.py builds it with
+//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. -DDVP=.. -DKERNEL='"<hierarchical.cu>"'
+//       -DKERNEL_BWD='"<hierarchical_bwd.cu>"'
+#include "cuda_emu_hier.cpp"
+
+// common.cu's vector loads as scalar ones (alignment checked), then its register-tiled product
+template <int N> inline void ldv(const ta* p, ta (&o)[N]) {
+    constexpr int V = (N % 4 == 0 && sizeof(ta) == 4) ? 4 : (N % 2 == 0 ? 2 : 1);
+    if (reinterpret_cast<uintptr_t>(p) % (V * sizeof(ta))) std::abort();
+    for (int u = 0; u < N; ++u) o[u] = p[u];
+}
+#include "cuda_emu_mm.h"
+
+#include KERNEL_BWD
+
+// hib_dq's launch: grid (n, BH).
+extern "C" void run_dq(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, const ta* gm, const ta* om,
+                       const ta* delta, const ta* lden0, const ta* msnap, const ta* wz, const ta* wn, const ta* wS,
+                       ta* lden, ta* dq, ta* dlam, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC,
+                       ta alo, int ncb, int BH, unsigned smem) {
+    launch(n, BH, 1, smem, [=] {
+        hib_dq(q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, T, DK, DV, L, p, F, n, n_old, NLC,
+               alo, ncb);
+    });
+}
+
+// hib_blocks' launch: grid (n - 1, BH).
+extern "C" void run_blocks(const ta* q, const ta* lam, const ta* a, const ta* gm, const ta* om, const ta* delta,
+                           const ta* lden, const ta* gch, ta* U, ta* Z, ta* M, ta* W, ta* gt, int T, int DK, int DV, int L,
+                           i64 p, i64 F, int n, ta alo, int BH, unsigned smem) {
+    launch(n - 1, BH, 1, smem, [=] { hib_blocks(q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, T, DK, DV, L, p, F, n, alo); });
+}
+
+// hib_dkdv's launch: grid (n, BH).
+extern "C" void run_dkdv(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, const ta* gm, const ta* om,
+                         const ta* delta, const ta* lden, const ta* U, const ta* Z, const ta* M, const ta* W, const ta* gt,
+                         ta* dk, ta* dlv, int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo, int BH, unsigned smem) {
+    launch(n, BH, 1, smem, [=] {
+        hib_dkdv(q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, dk, dlv, T, DK, DV, L, p, F, n, alo);
+    });
+}

@@ -1,0 +1,317 @@
+"""Backward of loglinear_log_attention on the CuPy backend (``hierarchical_bwd.cu`` +
+``hierarchical_bwd.py``) against float64 torch autograd of ``lsattn.reference``.
+
+* CPU (runs in CI): the backward's host logic (``hierarchical_bwd.backward``) driving the kernels'
+  CUDA source compiled for the CPU (``cuda_emu_hier_bwd.cpp`` on ``cuda_emu_hier.cpp``).
+* GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): CUDA torch tensors
+  that require grad, no ``backend=``: float64 gradcheck, float32 / bfloat16 gradients against the
+  float64 oracle, the array-API fallbacks (a returned state, a state that requires grad).
+
+Bounds (``check_log_grads``, as ``log_attention``'s backward): each gradient within
+``tol (max |ref| + d_v max |dO|)``; the level weights' and the decay's gradients are sums of the same
+terms (the decay's over up to T rows: ``tol`` times T there).
+"""
+from __future__ import annotations
+
+import ctypes
+import pathlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lsattn
+from lsattn import reference as ref
+from lsattn.backends.cupy import hierarchical as chi, hierarchical_bwd as chb
+
+from helpers import assert_close
+from strategies import batch_shapes, decays_or_none, seeds
+from test_cupy_backend import GRAD_TOL, _autograd
+from test_cupy_gated_delta import _gpu_ready, _torch_cuda
+from test_cupy_hierarchical import Emu, _with_neg_inf
+from test_hierarchical import make
+
+#: the oracle's stand-in for -inf log values / level weights / decays (their terms vanish exactly in float64)
+ORACLE_NEG = -1e5
+
+
+class EmuBwd(Emu):
+    """``Emu`` (hi_intra, hi_scan, hi_read) plus hib_dq / hib_blocks / hib_dkdv on the CPU."""
+
+    libs: dict = {}
+
+    def _lib(self, cfg):
+        key = (cfg.ta, cfg.CH, cfg.DKP, cfg.DVP)
+        if key not in self.libs:
+            here = pathlib.Path(__file__).parent
+            src = here.parent / "lsattn" / "backends" / "cupy"
+            so = pathlib.Path(self.folder) / f"hierb_{cfg.ta}_{cfg.CH}_{cfg.DKP}_{cfg.DVP}.so"
+            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
+                   f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}", f'-DKERNEL="{src / "hierarchical.cu"}"',
+                   f'-DKERNEL_BWD="{src / "hierarchical_bwd.cu"}"', str(here / "cuda_emu_hier_bwd.cpp"), "-o", str(so),
+                   "-pthread"]
+            subprocess.run(cmd, check=True)
+            self.libs[key] = ctypes.CDLL(str(so))
+        return self.libs[key]
+
+    def _sizes(self, *xs):
+        return [ctypes.c_int(x) for x in xs[:4]] + [ctypes.c_longlong(x) for x in xs[4:6]] + [ctypes.c_int(xs[6])]
+
+    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, T, DK, DV, L, p, F,
+               n, n_old, NLC, alo, BH):
+        self._lib(cfg).run_dq(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam)),
+                              *self._sizes(T, DK, DV, L, p, F, n), ctypes.c_int(n_old), ctypes.c_int(NLC),
+                              self._s(cfg, alo), ctypes.c_int(wz.shape[1]), ctypes.c_int(BH),
+                              ctypes.c_uint(cfg.smem("hib_dq")))
+
+    def hib_blocks(self, cfg, q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, T, DK, DV, L, p, F, n, alo, BH):
+        self._lib(cfg).run_blocks(*self._ptrs(cfg, (q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt)),
+                                  *self._sizes(T, DK, DV, L, p, F, n), self._s(cfg, alo), ctypes.c_int(BH),
+                                  ctypes.c_uint(cfg.smem("hib_blocks")))
+
+    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, dk, dlv, T, DK, DV, L, p, F, n, alo,
+                 BH):
+        self._lib(cfg).run_dkdv(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, dk, dlv)),
+                                *self._sizes(T, DK, DV, L, p, F, n), self._s(cfg, alo), ctypes.c_int(BH),
+                                ctypes.c_uint(cfg.smem("hib_dkdv")))
+
+
+@pytest.fixture(scope="module")
+def emu_bwd(tmp_path_factory):
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    EmuBwd.folder = tmp_path_factory.mktemp("hierb_emu")
+    return EmuBwd()
+
+
+def grad_oracle(torch, arrays, do, prefix=None, device="cpu", dtype=None):
+    """Gradients of ``sum(loglinear_log_attention(*arrays) * do)`` by torch autograd (float64 unless
+    ``dtype``, then float64 autograd of the inputs rounded to it) of ``lsattn.reference``, or with
+    ``prefix`` (the P tokens before, NumPy) of the array-API path continuing their state (not
+    differentiated). ``-inf`` inputs become ``ORACLE_NEG`` (exactly zero terms, finite gradients) and
+    outputs ``-inf`` get zero output gradient (they depend on no input).
+    Returns (grads [dq, dk, dlv, dlam(, da)] float64 NumPy, the float64 output)."""
+    safe = [None if x is None else np.where(np.isneginf(x), ORACLE_NEG, x) for x in arrays]
+    has_a = arrays[4] is not None
+    state = None
+    if prefix is not None:
+        _, state = lsattn.loglinear_log_attention(*prefix[:4], log_decay=prefix[4], return_state=True,
+                                                  backend="array_api")
+        state = state.__class__(state.op, state.offset, state.batch_shape, state.d_k, state.d_v, torch.float64,
+                                {n_: torch.tensor(np.asarray(x), device=device) for n_, x in state.tensors.items()})
+
+    def fn(q, k, lv, lam, a=None):
+        if state is None:
+            return ref.loglinear_log_attention(q, k, lv, lam, log_decay=a)
+        return lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a, state=state, backend="array_api")
+
+    with torch.no_grad():  # with the -inf inputs themselves: which outputs are -inf
+        out = fn(*[torch.tensor(x, device=device) for x in (arrays if has_a else arrays[:4])]).double().cpu().numpy()
+    want, _ = _autograd(fn, safe if has_a else safe[:4], np.where(np.isneginf(out), 0.0, do), torch, device=device,
+                        dtype=dtype)
+    return want, out
+
+
+def check_grads(got, want, do, tol, what, T):
+    atol = tol * do.shape[-1] * float(np.max(np.abs(do), initial=0.0))
+    for name, g, w in zip(["dq", "dk", "dlv", "dlam", "da"], got, want):
+        f = T if name == "da" else 1
+        assert_close(g, w, tol * f, atol=atol * f, what=f"{name} {what}")
+
+
+def _emu_grads(emu, arrays, do, dtype, C, p=0, old=None):
+    q, k, lv, lam, a = (None if x is None else np.ascontiguousarray(x, dtype=dtype) for x in arrays)
+    out = chi.compute(emu, q, k, lv, lam, a, p, old, C)
+    got = chb.backward(emu, q, k, lv, lam, a, p, old, out, np.ascontiguousarray(do, dtype=dtype), C)
+    return [g for g in got if g is not None], out
+
+
+# ---- CPU: the kernels' source, emulated, through the host logic ------------------------------------
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@given(batch=batch_shapes, T=st.integers(1, 90), dk=st.sampled_from([1, 3, 16]), dv=st.sampled_from([1, 5]),
+       C=st.sampled_from([16, 32]), decay=decays_or_none, weights=st.sampled_from(["zero", "random", "off"]),
+       dtype=st.sampled_from(["float64", "float32"]), scale=st.sampled_from([1.0, 30.0]), neg_inf=st.booleans(),
+       seed=seeds)
+@settings(max_examples=8, deadline=None)
+def test_backward_emulated_matches_reference(emu_bwd, batch, T, dk, dv, C, decay, weights, dtype, scale, neg_inf, seed):
+    """dq, dk, d log_v, d log_level_weights, d log_decay of one call equal float64 torch autograd of
+    the reference: several chunks (T up to 90 at C = 16: right blocks of several levels), levels
+    switched off, -inf values / keys / decays (exactly zero gradients for -inf log values)."""
+    torch = pytest.importorskip("torch")
+    arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
+    if neg_inf:
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=True)
+    arrays = [None if x is None else x.astype(dtype).astype(np.float64) for x in arrays]
+    do = np.random.default_rng(seed + 1).standard_normal(batch + (T, dv))
+    got, out = _emu_grads(emu_bwd, arrays, do, dtype, C)
+    want, _ = grad_oracle(torch, arrays, do)
+    assert not np.any(got[2][np.isneginf(arrays[2])]), "-inf log values get exactly zero gradient"
+    check_grads(got, want, do, GRAD_TOL[dtype], f"T={T} C={C} {dtype}", T)
+
+
+@given(P=st.integers(1, 200), T=st.integers(1, 70), C=st.sampled_from([16, 32]), seed=seeds)
+@settings(max_examples=4, deadline=None)
+def test_backward_emulated_after_a_state(emu_bwd, P, T, C, seed):
+    """A call continuing an array-API state at offset P (incoming slots read by every query; chunks
+    not aligned to P): the inputs' gradients equal float64 autograd of the array-API path."""
+    torch = pytest.importorskip("torch")
+    arrays = make(seed, (2,), P + T, 4, 3, decay="mixed", weights="off")
+    pre = [x[..., :P] if x.ndim == 2 else x[..., :P, :] for x in arrays]
+    cur = [x[..., P:] if x.ndim == 2 else x[..., P:, :] for x in arrays]
+    _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True, backend="array_api")
+    old = tuple(np.ascontiguousarray(state.tensors[x]) for x in ("m", "n", "S", "z"))
+    do = np.random.default_rng(seed + 1).standard_normal((2, T, 3))
+    got, _ = _emu_grads(emu_bwd, cur, do, "float64", C, P, old)
+    want, _ = grad_oracle(torch, cur, do, prefix=pre)
+    check_grads(got, want, do, GRAD_TOL["float64"], f"P={P} T={T} C={C}", T)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("dtype,decay,P", [("float64", "moderate", 0), ("float32", "none", 0), ("float64", "mixed", 21)])
+def test_autograd_function_emulated(emu_bwd, monkeypatch, dtype, decay, P):
+    """The torch autograd Function (``hierarchical_bwd.apply``) on CPU torch tensors with the emulated
+    kernels (its ``on_gpu`` replaced): the plumbing (inputs widened, saved tensors, no decay, an
+    incoming state that does not require grad, gradients in the inputs' dtype) equals the oracle."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+
+    @contextlib.contextmanager
+    def on_emu(like):
+        yield (lambda x: (x.detach().numpy(), "")), (lambda x, half: torch.from_numpy(np.ascontiguousarray(x))), emu_bwd
+
+    monkeypatch.setattr(chb, "on_gpu", on_emu)
+    arrays = make(4, (2,), P + 40, 3, 2, decay=decay, weights="off")
+    arrays = [None if x is None else x.astype(dtype).astype(np.float64) for x in arrays]
+    cur = [None if x is None else (x[..., P:] if x.ndim == 2 else x[..., P:, :]) for x in arrays]
+    pre = [None if x is None else (x[..., :P] if x.ndim == 2 else x[..., :P, :]) for x in arrays]
+    old = None
+    if P:
+        _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True, backend="array_api")
+        old = tuple(torch.tensor(np.asarray(state.tensors[x], dtype)) for x in ("m", "n", "S", "z"))
+    xs = [None if x is None else torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True) for x in cur]
+    do = np.random.default_rng(5).standard_normal((2, 40, 2))
+    out = chb.apply(*xs, old, 16, P)
+    assert out.dtype == getattr(torch, dtype)
+    out.backward(torch.tensor(do, dtype=out.dtype))
+    got = [x.grad.double().numpy() for x in xs if x is not None]
+    assert all(x.grad.dtype == x.dtype for x in xs if x is not None)
+    want, _ = grad_oracle(torch, cur, do, prefix=pre if P else None)
+    check_grads(got, want, do, GRAD_TOL[dtype], f"{dtype} P={P}", 40)
+
+
+def test_backward_registered():
+    assert chb.fits("float", 64, 64) and chb.fits("float", 128, 128) and not chb.fits("float", 64, 129)
+    for ta in ("float", "double"):
+        cfg = chb.config(ta, 64, 64)
+        assert cfg.CH in (16, 32, 64) and max(cfg.smem(k) for k in chb._KERNELS) <= 227 * 1024
+
+
+# ---- GPU ------------------------------------------------------------------------------------------
+
+def _on_kernels(out):
+    """True when ``out`` was recorded by the backward kernels' autograd Function."""
+    return out.grad_fn is not None and "Hierarchical" in type(out.grad_fn).__name__
+
+
+def _gpu_grads(torch, arrays, do, dtype, **kw):
+    """Gradients of sum(out * do) through the public call on CUDA tensors of ``dtype`` (no backend=)."""
+    xs = [None if x is None else torch.tensor(x, device="cuda").to(dtype).requires_grad_(True) for x in arrays]
+    out = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4], **kw)
+    (out.double() * torch.tensor(do, device="cuda")).sum().backward()
+    return [x.grad.double().cpu().numpy() for x in xs if x is not None], out
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@given(batch=batch_shapes, T=st.one_of(st.integers(1, 70), st.integers(200, 700)), dk=st.sampled_from([5, 64]),
+       dv=st.sampled_from([7, 64]), decay=decays_or_none, weights=st.sampled_from(["zero", "random", "off"]),
+       dtype=st.sampled_from(["float32", "float64"]), scale=st.sampled_from([1.0, 30.0, 1e3]), neg_inf=st.booleans(),
+       seed=seeds)
+@settings(max_examples=8, deadline=None)
+def test_gpu_backward_matches_reference(batch, T, dk, dv, decay, weights, dtype, scale, neg_inf, seed):
+    """CUDA torch tensors that require grad, no backend=: the backward kernels, within GRAD_TOL[dtype]
+    plus the inputs' own rounding (4 eps (max |q| + max |k|): magnitudes up to 1e3 in float32) of
+    float64 autograd of the reference."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    if dtype == "float64":
+        scale = min(scale, 30.0)
+    arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
+    if neg_inf:
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=scale == 1.0)
+    arrays = [None if x is None else x.astype(dtype).astype(np.float64) for x in arrays]
+    do = np.random.default_rng(seed + 1).standard_normal(batch + (T, dv))
+    got, out = _gpu_grads(torch, arrays, do, getattr(torch, dtype))
+    assert _on_kernels(out)
+    want, _ = grad_oracle(torch, arrays, do)
+    tol = GRAD_TOL[dtype] + 4 * np.finfo(dtype).eps * (np.abs(arrays[0]).max() + np.abs(arrays[1]).max())
+    check_grads(got, want, do, tol, f"T={T} dk={dk} dv={dv} {dtype} scale={scale}", T)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T,P", [(1, 0), (37, 0), (70, 0), (40, 13)])
+def test_gpu_gradcheck(T, P):
+    """torch.autograd.gradcheck (float64) through the public call on the backward kernels (several
+    chunks: the default chunk is 32; P: after a state that does not require grad)."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    arrays = [torch.tensor(x, device="cuda") for x in make(5, (2,), P + T, 3, 2, decay="moderate", weights="random")]
+    state = None
+    if P:
+        pre = [x[..., :P] if x.ndim == 2 else x[..., :P, :] for x in arrays]
+        _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True)
+    xs = [(x[..., P:] if x.ndim == 2 else x[..., P:, :]).clone().requires_grad_(True) for x in arrays]
+
+    def f(q, k, lv, lam, a):
+        out = lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a, state=state)
+        assert _on_kernels(out)
+        return out
+
+    assert torch.autograd.gradcheck(f, xs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=T > 40)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_gpu_backward_16bit(dtype):
+    """16-bit inputs (forward and backward from float32 copies): gradients in the inputs' dtype within
+    GRAD_TOL['bfloat16'] of float64 autograd of the reference on the rounded inputs."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    half = getattr(torch, dtype)
+    arrays = [torch.tensor(x).to(half).double().numpy() for x in make(7, (2, 2), 300, 64, 64, decay="moderate")]
+    do = np.random.default_rng(8).standard_normal((2, 2, 300, 64))
+    xs = [torch.tensor(x, device="cuda").to(half).requires_grad_(True) for x in arrays]
+    out = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4])
+    assert _on_kernels(out) and out.dtype == half
+    (out.double() * torch.tensor(do, device="cuda")).sum().backward()
+    assert all(x.grad.dtype == half for x in xs)
+    want, _ = grad_oracle(torch, arrays, do)
+    check_grads([x.grad.double().cpu().numpy() for x in xs], want, do, GRAD_TOL["bfloat16"], dtype, 300)
+
+
+@pytest.mark.gpu
+def test_gpu_state_gradients_take_the_array_api_path():
+    """A returned state, or an incoming one that requires grad: the array-API formulation on the
+    device (its gradients, the state's included, by torch); the values equal the kernels'."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    arrays = [torch.tensor(x, device="cuda") for x in make(3, (2,), 90, 4, 3, decay="moderate")]
+    xs = [x[..., 50:] if x.ndim == 2 else x[..., 50:, :] for x in arrays]
+    pre = [x[..., :50] if x.ndim == 2 else x[..., :50, :] for x in arrays]
+    _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True)
+    q = xs[0].clone().requires_grad_(True)
+    out, _ = lsattn.loglinear_log_attention(q, *xs[1:4], log_decay=xs[4], state=state, return_state=True)
+    assert not _on_kernels(out)
+    S = state.tensors["S"].clone().requires_grad_(True)
+    st_g = state.__class__(state.op, state.offset, state.batch_shape, state.d_k, state.d_v, state.dtype,
+                           dict(state.tensors, S=S))
+    out2 = lsattn.loglinear_log_attention(q, *xs[1:4], log_decay=xs[4], state=st_g)
+    assert not _on_kernels(out2)
+    out2.sum().backward()
+    assert S.grad is not None and torch.isfinite(S.grad).all()
+    out3 = lsattn.loglinear_log_attention(q, *xs[1:4], log_decay=xs[4], state=state)
+    assert _on_kernels(out3)
+    assert_close(out3.detach().cpu().numpy(), out2.detach().cpu().numpy(), 1e-10)
