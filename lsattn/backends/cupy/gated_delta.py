@@ -6,8 +6,11 @@
 the chunk tree of ``d_k x d_k`` transition products by one sequential scan over the chunks that
 keeps the chunk-level Fenwick states; the returned state is assembled by
 ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
-Inputs are float32 / float64 (the registry widens 16-bit inputs to float32 and casts the output
-back). CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the WY forms
+float32 / float64 inputs run FFMA throughout. bfloat16 inputs (``HALF_OPS``) reach ``gd_forms`` as
+they are: its seven products on tensor cores (mma.sync bf16, fp32 accumulation, operands that are
+not bf16 inputs split into two bf16 halves), the solve and the outputs in float32; ``gd_scan`` runs
+in float32 and the output is rounded to bfloat16. float16 inputs are computed in float32 copies.
+CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the WY forms
 as torch operations, differentiated by torch; the scan by ``gd_scan_bwd``); torch tensors without
 grad take the kernels here.
 """
@@ -19,7 +22,7 @@ from ..._chunktree import chunk_layout, from_chunks, to_chunks
 from ...gated_delta import assemble_levels
 from ...loglinear import _ns
 from ...state import State
-from ._arrays import inputs, on_gpu, ta_name
+from ._arrays import inputs, narrow, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
 from ._compile import make_config
 
@@ -40,17 +43,20 @@ def chunk_slots(F, n, merge_last):
     return z + 1
 
 
-def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
+def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half=""):
     """Log-linear Gated DeltaNet over one call of ``T >= 1`` tokens at offset ``p``.
 
     q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): float32 / float64 arrays
-    of ``ops.xp``; old (..., bit_length(p), d_k, d_v) or None.
-    Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None).
+    of ``ops.xp``, or (``half="bf16"``) bfloat16 stored as 16-bit integers, which ``gd_forms`` reads
+    as they are (its tensor-core products); old (..., bit_length(p), d_k, d_v) or None.
+    Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None), float32 for
+    bfloat16 inputs (the caller rounds the output).
     """
     xp, ns = ops.xp, _ns(q)
     batch = tuple(q.shape[:-2])
     BH, T, DK, DV, L = math.prod(batch), q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
-    cfg = make_config(ta_name(xp, q.dtype), DK, 16, chunk_size)
+    dt = xp.float32 if half else q.dtype  # the compute type: gd_forms' outputs, gd_scan, the state
+    cfg = make_config(ta_name(xp, dt), DK, 16, chunk_size, half)
     C = cfg.CH
     lay = chunk_layout(p, T, C)
     F, n = lay.first_chunk, lay.n_chunks
@@ -61,16 +67,17 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
     q3, k3, v3 = (flat(x, (T, x.shape[-1])) for x in (q, k, v))
     a2, b2 = flat(a, (T,)), flat(beta, (T,))
     lam3 = flat(lam, (T, L))
-    dt = q.dtype
     qe, ek = xp.empty((BH, n, C, DK), dtype=dt), xp.empty((BH, n, C, DK), dtype=dt)
     ph, H = xp.empty((BH, n, DK, C), dtype=dt), xp.empty((BH, n, DK, DV), dtype=dt)
     g, out = xp.empty((BH, n), dtype=dt), xp.empty((BH, n, C, DV), dtype=dt)
     ops.gd_forms(cfg, q3, k3, v3, a2, b2, lam3, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH)
+    if half:
+        lam3 = widen(xp, lam3, half)  # gd_scan reads the level weights in the compute type
     merge_last = (p + T) % C == 0
     NLC = chunk_slots(F, n, merge_last)
-    lev = xp.zeros((BH, NLC, DK, DV), dtype=q.dtype)
+    lev = xp.zeros((BH, NLC, DK, DV), dtype=dt)
     n_old = 0 if old is None else old.shape[-3]
-    oldc = xp.zeros((1,), dtype=q.dtype) if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
+    oldc = xp.zeros((1,), dtype=dt) if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
     ops.gd_scan(cfg, qe, ek, ph, H, g, lam3, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH)
     out = xp.ascontiguousarray(xp.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV)))  # compact (JAX: no strided DLPack)
     if not want_state:
@@ -78,7 +85,8 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
     log2_C = C.bit_length() - 1
     chunk_levels = {log2_C + m: lev[:, m - 1] for m in range(1, NLC + 1)}
     lo = max(0, (F + n - 1) * C - p)  # the last chunk's first token of the call
-    V_last = to_chunks(ns, v3[:, lo:], chunk_layout(p + lo, T - lo, C), -2)[:, -1]  # (BH, C, DV)
+    v_last = v3[:, lo:] if not half else widen(xp, xp.ascontiguousarray(v3[:, lo:]), half)
+    V_last = to_chunks(ns, v_last, chunk_layout(p + lo, T - lo, C), -2)[:, -1]  # (BH, C, DV)
     levels = assemble_levels(ns, ph[:, -1], V_last, chunk_levels, oldc if n_old else None, C, p, T)
     return out, xp.reshape(levels, batch + tuple(levels.shape[-3:]))
 
@@ -93,26 +101,33 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
         # torch autograd: the WY forms as torch operations, the scan through gd_scan / gd_scan_bwd
         # (gated_delta_bwd.py); a returned state (whose gradient the kernels do not compute): the
         # array-API formulation on the same device, differentiated by torch
+        # 16-bit tensors: computed in float32 (copies torch differentiates), the output cast back
+        dtype, f64 = q.dtype, str(q.dtype) == "torch.float64"
+        args = [x if f64 else x.float() for x in (q, k, v, log_decay, beta, level_weights)]
         if return_state:
             from ...gated_delta import _forward
 
-            return _forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state)
+            out, new = _forward(*args, chunk_size, state, return_state)
+            return out.to(dtype), new
         from .gated_delta_bwd import differentiable
 
         old = None if (state is None or p == 0) else state.tensors["levels"]
-        return differentiable(q, k, v, log_decay, beta, level_weights, chunk_size, p, old), None
+        return differentiable(*args, chunk_size, p, old).to(dtype), None
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
-        args, _ = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))
+        args, half = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))
+        sdtype = xp.float32 if half else args[0].dtype
         if T == 0:
-            out = back(xp.empty(batch + (0, d_v), dtype=args[0].dtype), "")
+            out = back(xp.empty(batch + (0, d_v), dtype=args[0].dtype), half)
             if not return_state or state is not None:
                 return out, state if return_state else None
-            levels = back(xp.zeros(batch + (0, d_k, d_v), dtype=args[0].dtype), "")
+            levels = back(xp.zeros(batch + (0, d_k, d_v), dtype=sdtype), "")
             return out, State(OP, 0, batch, d_k, d_v, levels.dtype, {"levels": levels})
+        if half == "f16":  # float16: the FFMA kernels on float32 copies
+            args = [widen(xp, x, half) for x in args]
         old = None if (state is None or p == 0) else to_cp(state.tensors["levels"])[0]
-        out, levels = compute(ops, *args, chunk_size, p, old, return_state)
-        out = back(out, "")
+        out, levels = compute(ops, *args, chunk_size, p, old, return_state, "bf16" if half == "bf16" else "")
+        out = back(narrow(xp, out, half) if half else out, half)
         if not return_state:
             return out, None
         levels = back(levels, "")
