@@ -32,6 +32,18 @@ constexpr int GF_LV = GF_VB + 4;                     // row stride of the value 
 constexpr int GF_DT = (DKP * GF_LD > CH * GF_LK ? DKP * GF_LD : CH * GF_LK);  // one d tile
 constexpr int GF_CC = CH * GF_LD;                    // one CH x CH tile
 
+// staged<> loader of the CH x W tile of rows g0.. of src (row stride ld, default D): element idx is
+// token g0 + idx / W, column idx % W; zero outside tokens [0, T) and columns [0, D).
+template <int W = DKP>
+__device__ __forceinline__ auto gf_rows(const ti* src, i64 g0, int T, int D, int ld_ = -1) {
+    const int ldr = ld_ < 0 ? D : ld_;
+    return [=](int idx) {
+        const int c = idx % W;
+        const i64 g = g0 + idx / W;
+        return (g >= 0 && g < T && c < D) ? ld(src + g * ldr + c) : (ta)0;
+    };
+}
+
 // One product of the block: the M x N result of A (as [kk][row], stride lda) times B (as [kk][col],
 // stride ldb) over KD reduction indices, each element handed to store(row, col, value). SA / SB:
 // the operand is not an exact bf16 value (tensor-core path: split into two bf16 halves).
@@ -128,14 +140,10 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y, cj = bh * n + j;
     const i64 g0 = (F + j) * CH - p;  // the call's token index of the chunk's first row
-    // the chunk's rows: Qt, Kt transposed (zero outside the call and beyond DK), a, beta
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        const int t = idx / DKP, kk = idx % DKP;
-        const i64 g = g0 + t;
-        const bool ok = g >= 0 && g < T && kk < DK;
-        T0[kk * GF_LD + t] = ok ? ld(q + (bh * T + g) * DK + kk) : (ta)0;
-        T1[kk * GF_LD + t] = ok ? ld(k + (bh * T + g) * DK + kk) : (ta)0;
-    }
+    // the chunk's rows: Qt, Kt transposed (zero outside the call and beyond DK), a, beta; the loads
+    // batched (staged<>: several in flight per thread before their stores)
+    staged<CH * DKP, NT>(gf_rows(q + bh * T * DK, g0, T, DK), [&](int idx, ta x) { T0[(idx % DKP) * GF_LD + idx / DKP] = x; });
+    staged<CH * DKP, NT>(gf_rows(k + bh * T * DK, g0, T, DK), [&](int idx, ta x) { T1[(idx % DKP) * GF_LD + idx / DKP] = x; });
     if (tid < CH) {
         const i64 g = g0 + tid;
         const bool ok = g >= 0 && g < T;
@@ -216,21 +224,18 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     });
     for (int idx = tid; idx < CH * DK; idx += NT) ek[cj * CH * DK + idx] = T2[(idx / DK) * GF_LK + idx % DK];
     __syncthreads();  // the unmasked attn^T (C1) is read no more
-    for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
-        const int s = idx / CH, t = idx % CH;
-        const i64 g = g0 + t;
-        ta w = (ta)0;
-        if (s <= t && g >= 0 && g < T) w = ld(lam + (bh * T + g) * L + min(fen_level(t, s), L - 1));
-        C1[s * GF_LD + t] *= w;
-    }
+    staged<CH * CH, NT>(  // Lambda * attn, in place (zero above the diagonal)
+        [&](int idx) {
+            const int s = idx / CH, t = idx % CH;
+            const i64 g = g0 + t;
+            return (s <= t && g >= 0 && g < T) ? ld(lam + (bh * T + g) * L + min(fen_level(t, s), L - 1)) : (ta)0;
+        },
+        [&](int idx, ta w) { C1[(idx / CH) * GF_LD + idx % CH] *= w; });
     // the value columns, GF_VB at a time: H = phi V, out = (Lambda * attn) V
     for (int vb = 0; vb < DV; vb += GF_VB) {
         __syncthreads();  // phi^T, Lambda * attn written; the previous block's V read
-        for (int idx = tid; idx < CH * GF_VB; idx += NT) {
-            const int s = idx / GF_VB, c = idx % GF_VB;
-            const i64 g = g0 + s;
-            T1[s * GF_LV + c] = (g >= 0 && g < T && vb + c < DV) ? ld(v + (bh * T + g) * DV + vb + c) : (ta)0;
-        }
+        staged<CH * GF_VB, NT>(gf_rows<GF_VB>(v + bh * T * DV + vb, g0, T, DV - vb, DV),
+                               [&](int idx, ta x) { T1[(idx / GF_VB) * GF_LV + idx % GF_VB] = x; });
         __syncthreads();
         gf_product<DKP, GF_VB, CH, true, false>(T0, GF_LK, T1, GF_LV, ty, tx, [&](int kk, int c, ta x) {
             if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
