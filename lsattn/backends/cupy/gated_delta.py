@@ -26,7 +26,7 @@ from ._arrays import inputs, narrow, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
 from ._compile import make_config
 
-__all__ = ["forward", "compute", "chunk_slots"]
+__all__ = ["forward", "compute", "forms", "chunk_slots"]
 
 OP = "loglinear_gated_delta"
 
@@ -67,10 +67,7 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="")
     q3, k3, v3 = (flat(x, (T, x.shape[-1])) for x in (q, k, v))
     a2, b2 = flat(a, (T,)), flat(beta, (T,))
     lam3 = flat(lam, (T, L))
-    qe, ek = xp.empty((BH, n, C, DK), dtype=dt), xp.empty((BH, n, C, DK), dtype=dt)
-    ph, H = xp.empty((BH, n, DK, C), dtype=dt), xp.empty((BH, n, DK, DV), dtype=dt)
-    g, out = xp.empty((BH, n), dtype=dt), xp.empty((BH, n, C, DV), dtype=dt)
-    ops.gd_forms(cfg, q3, k3, v3, a2, b2, lam3, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH)
+    qe, ek, ph, H, g, out = forms(ops, cfg, q3, k3, v3, a2, b2, lam3, p)
     if half:
         lam3 = widen(xp, lam3, half)  # gd_scan reads the level weights in the compute type
     merge_last = (p + T) % C == 0
@@ -89,6 +86,23 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="")
     V_last = to_chunks(ns, v_last, chunk_layout(p + lo, T - lo, C), -2)[:, -1]  # (BH, C, DV)
     levels = assemble_levels(ns, ph[:, -1], V_last, chunk_levels, oldc if n_old else None, C, p, T)
     return out, xp.reshape(levels, batch + tuple(levels.shape[-3:]))
+
+
+def forms(ops, cfg, q, k, v, a, beta, lam, p):
+    """``gd_forms`` on contiguous (BH, T, ..) inputs of ``ops.xp`` (the compute type, or bfloat16
+    patterns for ``cfg.bf16``) at offset ``p``: (qe, ek (BH, n, C, d_k), ph (BH, n, d_k, C),
+    H (BH, n, d_k, d_v), g (BH, n), intra (BH, n, C, d_v)) in the compute type, chunked as
+    ``chunk_layout(p, T, cfg.CH)``."""
+    xp = ops.xp
+    (BH, T, DK), DV, L, C = q.shape, v.shape[-1], lam.shape[-1], cfg.CH
+    lay = chunk_layout(p, T, C)
+    F, n = lay.first_chunk, lay.n_chunks
+    dt = xp.float64 if cfg.ta == "double" else xp.float32
+    qe, ek = xp.empty((BH, n, C, DK), dtype=dt), xp.empty((BH, n, C, DK), dtype=dt)
+    ph, H = xp.empty((BH, n, DK, C), dtype=dt), xp.empty((BH, n, DK, DV), dtype=dt)
+    g, out = xp.empty((BH, n), dtype=dt), xp.empty((BH, n, C, DV), dtype=dt)
+    ops.gd_forms(cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH)
+    return qe, ek, ph, H, g, out
 
 
 def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):
