@@ -2,7 +2,8 @@
 ``gated_delta_bwd.cu``) against float64 torch autograd of lsattn.reference.
 
 * CPU (runs in CI): ``gated_delta_bwd.differentiable`` on CPU torch tensors with ``twin_context``:
-  the WY forms as torch operations, the scan Function's forward driven by ``Twin`` (the NumPy
+  the forms Function's forward driven by ``Twin.gd_forms`` (the array-API formulation) and its
+  backward by ``forms_backward`` (torch operations), the scan Function's forward driven by ``Twin`` (the NumPy
   transcription of ``gd_scan``, tests/test_cupy_gated_delta.py) and its backward by
   ``TwinOps.gd_scan_bwd`` (the NumPy transcription of ``gd_scan_bwd``: same phases, loops over
   column blocks, chunks and slots, same index arithmetic). Gradients with respect to every input
@@ -13,7 +14,7 @@
 * GPU (``@pytest.mark.gpu``; skipped without CuPy or a CUDA device): the public operator on CUDA
   torch tensors that require grad, backend chosen automatically: gradcheck in float64 (chunk
   splits, incoming states), float32 gradients against float64 autograd of the reference up to
-  T = 1024, bfloat16 inputs (widened to float32 by the registry) against the reference on the
+  T = 1024, bfloat16 inputs (computed in float32 copies) against the reference on the
   rounded inputs.
 
 Bounds (max |grad - ref| <= tol * max |ref| per gradient; the log-decay gradient, a difference of
@@ -272,7 +273,10 @@ def test_backend_forward_takes_the_training_path(monkeypatch):
 
 class EmulatedOps(Emulated):
     """``ops`` whose gd_scan and gd_scan_bwd run the kernels' CUDA sources on the CPU
-    (``cuda_emu_gd_scan_bwd.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP)."""
+    (``cuda_emu_gd_scan_bwd.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP);
+    gd_forms is the twin's (its CUDA source is emulated in tests/test_cupy_gated_delta.py)."""
+
+    gd_forms = Twin.gd_forms
 
     def _lib(self, cfg):
         key = (cfg.ta, cfg.CH, cfg.DKP)

@@ -10,9 +10,9 @@ float32 / float64 inputs run FFMA throughout. bfloat16 inputs (``HALF_OPS``) rea
 they are: its seven products on tensor cores (mma.sync bf16, fp32 accumulation, operands that are
 not bf16 inputs split into two bf16 halves), the solve and the outputs in float32; ``gd_scan`` runs
 in float32 and the output is rounded to bfloat16. float16 inputs are computed in float32 copies.
-CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the WY forms
-as torch operations, differentiated by torch; the scan by ``gd_scan_bwd``); torch tensors without
-grad take the kernels here.
+CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels,
+in float32 for 16-bit tensors; backward: ``forms_backward`` in torch operations and ``gd_scan_bwd``);
+torch tensors without grad take the kernels here.
 """
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     p = 0 if state is None else state.offset
     if T > 0 and _tracks_grad((q, k, v, log_decay, beta, level_weights) + (() if state is None else tuple(state.tensors.values()))):
-        # torch autograd: the WY forms as torch operations, the scan through gd_scan / gd_scan_bwd
+        # torch autograd: gd_forms / forms_backward, the scan through gd_scan / gd_scan_bwd
         # (gated_delta_bwd.py); a returned state (whose gradient the kernels do not compute): the
         # array-API formulation on the same device, differentiated by torch
         # 16-bit tensors: computed in float32 (copies torch differentiates), the output cast back
