@@ -315,7 +315,9 @@ TC_FORMS = 3 * F32
 
 @pytest.mark.parametrize("T, p, dk, dv, keys, decay", [(150, 0, 16, 20, "normalised", "moderate"),
                                                         (97, 77, 33, 17, "raw", "strong"),
-                                                        (130, 0, 64, 64, "normalised", "mixed")])
+                                                        (130, 0, 64, 64, "normalised", "mixed"),
+                                                        (70, 5, 20, 9, "raw", "moderate"),
+                                                        (40, 0, 100, 3, "normalised", "zero")])
 def test_tensor_core_forms_emulated(emulated, T, p, dk, dv, keys, decay):
     """The bfloat16 variant of gd_forms (tensor-core gf_product: the mma.sync fragments emulated warp
     by warp on the CPU, ``cuda_emu_gd_forms.cpp``) through the host logic with half="bf16": any T,
@@ -446,8 +448,8 @@ def test_gpu_torch_no_grad(T, p, C, dtype, resets, seed):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("T, p", [(1000, 0), (700, 77)])
-def test_gpu_tensor_core_forms(T, p):
+@pytest.mark.parametrize("T, p, dk, dv", [(1000, 0, 64, 64), (700, 77, 64, 64), (300, 0, 128, 70), (200, 5, 20, 16)])
+def test_gpu_tensor_core_forms(T, p, dk, dv):
     """The tensor-core gd_forms on the GPU (real mma.sync) through ``compute`` with half="bf16" on
     CuPy bfloat16 patterns: the float32 output (before the public call's rounding) within
     TC_FORMS of the reference on the rounded inputs, with an incoming state."""
@@ -456,7 +458,7 @@ def test_gpu_tensor_core_forms(T, p):
 
     from lsattn.backends.cupy._compile import CupyOps
 
-    bf = [bf16_patterns(x) for x in make(3, (2, 2), p + T, 64, 64)]
+    bf = [bf16_patterns(x) for x in make(3, (2, 2), p + T, dk, dv)]
     vals = [bf16_values(x) for x in bf]
     old = None
     if p:
@@ -465,7 +467,7 @@ def test_gpu_tensor_core_forms(T, p):
     with cupy.cuda.Device(0):
         out, _ = cgd.compute(CupyOps(0), *[cupy.asarray(x) for x in _sl(bf, p, p + T)], 64, p, old, False, "bf16")
     assert out.dtype == cupy.float32
-    assert_close(out.get(), ref.loglinear_gated_delta(*vals)[..., p:, :], TC_FORMS, what=f"T={T} p={p}")
+    assert_close(out.get(), ref.loglinear_gated_delta(*vals)[..., p:, :], TC_FORMS, what=f"T={T} p={p} dk={dk} dv={dv}")
 
 
 @pytest.mark.gpu
