@@ -60,6 +60,9 @@ def main():
     ap.add_argument("--T", default="2048,8192,16384,32768")
     ap.add_argument("--api-max-T", type=int, default=16384, help="largest T of the array-API column")
     ap.add_argument("--train", action="store_true", help="forward + backward rows (train) instead of the forward")
+    ap.add_argument("--rows", default="ours_bf16,ours_fp32,api,fla,fla_ll,sdpa",
+                    help="--train: the rows to measure, in this order of the columns (ours_bf16, ours_fp32, api, fla, "
+                         "fla_ll, sdpa)")
     args = ap.parse_args()
     info = device_info()
     try:
@@ -159,6 +162,7 @@ def train(args, info, chunk_gated_delta_rule):
         print("fla log_linear_attn not importable:", exc)
         chunk_log_linear_attn = None
     res = {"info": info, "date": utc_now(), "shape": {"B": B, "H": H, "d_k": D, "d_v": D}, "rows": {}}
+    rows = set(args.rows.split(","))
     for T in [int(t) for t in args.T.split(",")]:
         print(f"T = {T} (fwd+bwd)", flush=True)
         row = res["rows"].setdefault(str(T), {})
@@ -172,27 +176,30 @@ def train(args, info, chunk_gated_delta_rule):
                 for t in xs:
                     t.grad = None
 
-            measure(f"ours {dname} fwd+bwd", lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs), x), row,
-                     f"ours_{dname}")
-            if T <= args.api_max_T:
+            if f"ours_{dname}" in rows:
+                measure(f"ours {dname} fwd+bwd", lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs), x), row,
+                         f"ours_{dname}")
+            if T <= args.api_max_T and "api" in rows:
                 measure(f"array_api {dname} fwd+bwd",
                          lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs, backend="array_api"), x), row,
                          f"api_{dname}", reps=3)
-            if chunk_gated_delta_rule is not None:
+            if chunk_gated_delta_rule is not None and "fla" in rows:
                 fx = [t.detach().requires_grad_(True) for t in fla_args(*x[:5])]
                 measure(f"fla chunk_gated_delta_rule {dname} fwd+bwd",
                          lambda: step(lambda xs: chunk_gated_delta_rule(*xs, scale=1.0)[0].transpose(1, 2), fx), row, f"fla_{dname}")
             if dtype == torch.bfloat16:
-                if chunk_log_linear_attn is not None:  # (q, k, v, g, level weights) in fla's layout
+                if chunk_log_linear_attn is not None and "fla_ll" in rows:  # (q, k, v, g, level weights), fla's layout
                     fl = [t.detach().transpose(1, 2).contiguous().requires_grad_(True) for t in (x[0], x[1], x[2], x[3], x[5])]
                     measure("fla chunk_log_linear_attn bf16 fwd+bwd",
                              lambda: step(lambda xs: _first(chunk_log_linear_attn(*xs)).transpose(1, 2), fl), row,
                              "fla_ll_bf16")
                     del fl
-                sx = [t.detach().requires_grad_(True) for t in x[:3]]
-                measure("torch SDPA causal bf16 fwd+bwd",
-                         lambda: step(lambda xs: Fn.scaled_dot_product_attention(*xs, is_causal=True), sx), row, "sdpa_bf16")
-                del sx
+                if "sdpa" in rows:
+                    sx = [t.detach().requires_grad_(True) for t in x[:3]]
+                    measure("torch SDPA causal bf16 fwd+bwd",
+                             lambda: step(lambda xs: Fn.scaled_dot_product_attention(*xs, is_causal=True), sx), row,
+                             "sdpa_bf16")
+                    del sx
             del x
             torch.cuda.empty_cache()
         # after every T: a run cut short by its time limit keeps the rows it measured

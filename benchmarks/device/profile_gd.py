@@ -1,5 +1,7 @@
 """Where loglinear_gated_delta spends its time on the GPU (cupy path: the fused WY forms gd_forms + gd_scan):
-wall time per call and the top kernels by CUDA time (torch profiler), B=2 H=16 d=64 bf16 and fp32."""
+wall time per call and the top kernels by CUDA time (torch profiler), B=2 H=16 d=64 bf16 and fp32;
+with the argument ``train``: one fwd+bwd step at T = 8192 (bf16) instead."""
+import sys
 import time
 
 import torch
@@ -18,6 +20,27 @@ def inputs(T, dtype):
     lam = torch.rand((2, 16, T, lsattn.num_levels(T)), generator=g, device="cuda") + 0.5
     return [x.to(dtype) for x in (q, k, v, a, b, lam)]
 
+
+if sys.argv[1:] == ["train"]:  # one fwd+bwd step at T = 8192, bf16: wall time and the top kernels
+    x = [t.requires_grad_(True) for t in inputs(8192, torch.bfloat16)]
+
+    def step():
+        lsattn.loglinear_gated_delta(*x).float().square().mean().backward()
+        for t in x:
+            t.grad = None
+
+    step()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    print(f"==== train T=8192 bf16: {1e3 * (time.perf_counter() - t) / 3:.2f} ms per fwd+bwd step", flush=True)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60), flush=True)
+    sys.exit(0)
 
 for T, dtype in ((2048, torch.bfloat16), (8192, torch.bfloat16), (8192, torch.float32)):
     x = inputs(T, dtype)

@@ -53,8 +53,9 @@ __device__ __forceinline__ void gf_split(float x0, float x1, unsigned& hi, unsig
     hi = pack2(x0, x1);
     lo = pack2(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
-// Warp w owns m-tile w / WPM (16 rows) and NPW n-tiles (8 columns each) of it; warps past the
-// n-tiles idle (small DKP). A fragment element (row r, reduction k) is A[k lda + r].
+// Warp w owns m-tile w / WPM (16 rows) and NPW n-tiles (8 columns each) of it (warps past the
+// n-tiles, small DKP only, compute a clamped tile and store nothing). A fragment element (row r,
+// reduction k) is A[k lda + r].
 template <int M, int N, int KD, bool SA, bool SB, typename S>
 __device__ __forceinline__ void gf_product(const float* A, int lda, const float* B, int ldb, int, int, S store) {
     constexpr int MT = M / 16, NT8 = N / 8, NW = NT / 32, WPM = MT >= NW ? 1 : NW / MT, NPW = (NT8 + WPM - 1) / WPM;
@@ -66,26 +67,29 @@ __device__ __forceinline__ void gf_product(const float* A, int lda, const float*
         for (int u = 0; u < NPW; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
 #pragma unroll 2
         for (int k0 = 0; k0 < KD; k0 += 16) {
-            unsigned ah[4], al[4];
+            // every fragment of the step first (their shared loads in flight together), then the
+            // mma passes, each over the warp's independent accumulators
+            unsigned ah[4], al[4], bh[NPW][2], bl[NPW][2];
 #pragma unroll
             for (int x = 0; x < 4; ++x) {  // a0..a3: rows g / g + 8, reduction pairs 2t / 2t + 8
                 const int r = 16 * mt + g + 8 * (x & 1), kk = k0 + 2 * t + 8 * (x >> 1);
                 gf_split(A[kk * lda + r], A[(kk + 1) * lda + r], ah[x], al[x]);
             }
 #pragma unroll
-            for (int u = 0; u < NPW; ++u) {
-                const int c = 8 * (nt0 + u) + g;
-                if (nt0 + u >= NT8) break;  // warp-uniform
-                unsigned bh[2], bl[2];
+            for (int u = 0; u < NPW; ++u)
 #pragma unroll
                 for (int x = 0; x < 2; ++x) {  // b0, b1: column g, reduction pairs 2t / 2t + 8
-                    const int kk = k0 + 2 * t + 8 * x;
-                    gf_split(B[kk * ldb + c], B[(kk + 1) * ldb + c], bh[x], bl[x]);
+                    const int c = 8 * min(nt0 + u, NT8 - 1) + g, kk = k0 + 2 * t + 8 * x;
+                    gf_split(B[kk * ldb + c], B[(kk + 1) * ldb + c], bh[u][x], bl[u][x]);
                 }
-                if (SA) mma_bf16(acc[u], al, bh[0], bh[1]);
-                if (SB) mma_bf16(acc[u], ah, bl[0], bl[1]);
-                mma_bf16(acc[u], ah, bh[0], bh[1]);
-            }
+            if (SA)
+#pragma unroll
+                for (int u = 0; u < NPW; ++u) mma_bf16(acc[u], al, bh[u][0], bh[u][1]);
+            if (SB)
+#pragma unroll
+                for (int u = 0; u < NPW; ++u) mma_bf16(acc[u], ah, bl[u][0], bl[u][1]);
+#pragma unroll
+            for (int u = 0; u < NPW; ++u) mma_bf16(acc[u], ah, bh[u][0], bh[u][1]);
         }
 #pragma unroll
         for (int u = 0; u < NPW; ++u) {
