@@ -13,7 +13,7 @@
 // over the stretch they stand for (the decay table as a running sum down each column, in segsum's
 // order; Z's from the chunk's end, suffix_after's order), never of differences of cumulative sums:
 // a -inf log decay (hard reset) stays exact. X by forward substitution, one column per thread
-// (column j: x_j = 1, x_i = -sum_{r = j}^{i-1} N[i, r] x_r), in TA.
+// (column j: x_j = 1, x_i = -sum_{r = j}^{i-1} N[i, r] x_r in GF_SU partial sums), in TA.
 //
 // One block of NT = 256 threads per (chunk j, sequence bh). Shared memory (TA): three "d tiles"
 // (Qt / Kt as [kk][t], e^G K and Z as [t][kk], phi^T as [s][kk], V as [s][col]) and three CH x CH
@@ -29,6 +29,7 @@ constexpr int GF_LD = CH + 4;                        // row stride of the CH x C
 constexpr int GF_LK = DKP + 4;                       // row stride of the [t][kk] tiles
 constexpr int GF_VB = DKP < 64 ? DKP : 64;           // value columns per pass
 constexpr int GF_LV = GF_VB + 4;                     // row stride of the value tile
+constexpr int GF_SU = 8;                             // partial sums of the forward substitution
 constexpr int GF_DT = (DKP * GF_LD > CH * GF_LK ? DKP * GF_LD : CH * GF_LK);  // one d tile
 constexpr int GF_CC = CH * GF_LD;                    // one CH x CH tile
 
@@ -193,12 +194,26 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     // the other threads write e^G K and Z = e^{suffix} K as [t][kk] (Kt in T1 is read no more)
     if (tid < CH) {
         const int s = tid;
-        for (int i = 0; i < s; ++i) C0[i * GF_LD + s] = (ta)0;
-        C0[s * GF_LD + s] = (ta)1;
+        for (int i = 0; i < CH; ++i) C0[i * GF_LD + s] = (ta)(i == s);
         for (int i = s + 1; i < CH; ++i) {
-            ta x = (ta)0;
-            for (int r = s; r < i; ++r) x = fma(C1[i * GF_LD + r], C0[r * GF_LD + s], x);
-            C0[i * GF_LD + s] = -x;
+            // x_i = -sum_{r = s}^{i-1} N[i, r] x_r in GF_SU partial sums: GF_SU loads in flight per
+            // step instead of one dependent shared-memory round trip per term (past i: a zero term)
+            ta x[GF_SU];
+#pragma unroll
+            for (int u = 0; u < GF_SU; ++u) x[u] = (ta)0;
+            for (int r = s; r < i; r += GF_SU) {
+#pragma unroll
+                for (int u = 0; u < GF_SU; ++u) {
+                    const bool in = r + u < i;
+                    const int rc = in ? r + u : s;
+                    const ta n = C1[i * GF_LD + rc];
+                    x[u] = fma(in ? n : (ta)0, C0[rc * GF_LD + s], x[u]);
+                }
+            }
+            ta sum = (ta)0;
+#pragma unroll
+            for (int u = 0; u < GF_SU; ++u) sum += x[u];
+            C0[i * GF_LD + s] = -sum;
         }
     } else {
         for (int idx = tid - CH; idx < CH * DKP; idx += NT - CH) {
