@@ -15,9 +15,10 @@ lsattn.reference.
 
 Tolerances (max |out - ref| <= tol * max |ref|), those of tests/test_gated_delta.py: float64
 1e-10 (normalised keys with beta in [0, 1], and unnormalised keys of std up to 1); float32 1e-5
-(normalised keys, unnormalised keys of std up to 0.5); bfloat16 inputs (gd_forms on tensor cores,
-returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs, and the tensor-core
-forms' float32 output before that rounding ``TC_FORMS`` (emulated on the CPU and on the GPU).
+(normalised keys, unnormalised keys of std up to 0.5); bfloat16 inputs (computed in float32,
+returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs; gd_forms' tensor-core
+variant for bfloat16 inputs (not dispatched, ``gated_delta.py``), through ``compute(half="bf16")``,
+``TC_FORMS`` on its float32 output (emulated on the CPU and on the GPU).
 """
 from __future__ import annotations
 
@@ -343,7 +344,7 @@ def test_registered_on_cupy():
     import lsattn.backends.cupy as cb
 
     assert "loglinear_gated_delta" in cb.OPS and "loglinear_gated_delta" in cb.GRAD_OPS  # tests/test_cupy_gated_delta_grad.py
-    assert "loglinear_gated_delta" in cb.HALF_OPS  # bfloat16 reaches gd_forms' tensor cores as it is
+    assert "loglinear_gated_delta" not in cb.HALF_OPS  # 16-bit inputs arrive widened to float32 (FFMA: faster)
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
@@ -472,8 +473,8 @@ def test_gpu_tensor_core_forms(T, p, dk, dv):
 @pytest.mark.gpu
 @pytest.mark.parametrize("T", [1, 63, 64, 1000, 2048])
 def test_gpu_bfloat16_in_bfloat16_out(T):
-    """bfloat16 tensors (gd_forms on tensor cores, the scan in float32), returned as bfloat16, within
-    2e-2 of the reference on the rounded inputs (the reference computed on the GPU in float64)."""
+    """bfloat16 tensors: computed in float32, returned as bfloat16, within 2e-2 of the reference
+    on the rounded inputs (the reference computed on the GPU in float64)."""
     _gpu_ready()
     torch = _torch_cuda()
     tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in make(7, (2, 2), T, 64, 64)]

@@ -14,7 +14,7 @@
 * GPU (``@pytest.mark.gpu``; skipped without CuPy or a CUDA device): the public operator on CUDA
   torch tensors that require grad, backend chosen automatically: gradcheck in float64 (chunk
   splits, incoming states), float32 gradients against float64 autograd of the reference up to
-  T = 1024, bfloat16 inputs (computed in float32 copies) against the reference on the
+  T = 1024, bfloat16 inputs (widened to float32 by the registry) against the reference on the
   rounded inputs.
 
 Bounds (max |grad - ref| <= tol * max |ref| per gradient; the log-decay gradient, a difference of

@@ -47,10 +47,9 @@ forward substitution, the products); ``gd_scan`` replaces the chunk tree by a se
 chunks per (sequence, 16 value columns) that keeps the chunk-level Fenwick states and the incoming
 state's slots, reads them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)``
 and merges at chunk granularity. CuPy arrays, JAX arrays and torch tensors without grad take both.
-float32 / float64 (FFMA); bfloat16 inputs reach ``gd_forms`` as they are (``HALF_OPS``: its products
-on tensor cores, operands that are not inputs split into two bf16 halves, fp32 accumulation, the
-triangular solve and the scan in fp32), float16 inputs are computed in float32. Inputs that
-require grad: the backward below (in float32 for 16-bit inputs).
+float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in ``HALF_OPS``: ``gd_forms``'
+tensor-core variant for bfloat16 measured slower than its FFMA kernel, ``gated_delta.py``). Inputs
+that require grad: the backward below.
 
 Hierarchical exp-kernel attention (``loglinear_log_attention``): ``hi_intra`` computes every pair
 inside each aligned chunk exactly in log space and the chunk's exp-kernel summary ``(m, n, S, z)``
@@ -108,8 +107,7 @@ OPS = {
 }
 #: operators whose float16 / bfloat16 inputs reach the kernels as they are (the others receive
 #: float32 and their outputs are cast back by the registry)
-HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta",
-            "loglinear_log_attention")
+HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_log_attention")
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
 GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta")
 #: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` as one

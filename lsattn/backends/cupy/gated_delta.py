@@ -6,13 +6,15 @@
 the chunk tree of ``d_k x d_k`` transition products by one sequential scan over the chunks that
 keeps the chunk-level Fenwick states; the returned state is assembled by
 ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
-float32 / float64 inputs run FFMA throughout. bfloat16 inputs (``HALF_OPS``) reach ``gd_forms`` as
-they are: its seven products on tensor cores (mma.sync bf16, fp32 accumulation, operands that are
-not bf16 inputs split into two bf16 halves), the solve and the outputs in float32; ``gd_scan`` runs
-in float32 and the output is rounded to bfloat16. float16 inputs are computed in float32 copies.
-CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels,
-in float32 for 16-bit tensors; backward: ``forms_backward`` in torch operations and ``gd_scan_bwd``);
-torch tensors without grad take the kernels here.
+Inputs are float32 / float64 (the registry widens 16-bit inputs to float32 and casts the output
+back): FFMA throughout. ``compute(..., half="bf16")`` also runs ``gd_forms``' tensor-core variant on
+bfloat16 inputs (its seven products as mma.sync bf16 with split operands, fp32 accumulation); it
+is not dispatched: measured 1.97 ms against the FFMA kernel's 1.04 ms at T = 8K on an H200, whose
+products are ~10% of its time (benchmarks/NOTES.md, issue 16), and is kept tested (CPU emulation,
+GPU) and timed by ``benchmarks/device/gd_forms_variants.py``.
+CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels;
+backward: ``forms_backward`` in torch operations and ``gd_scan_bwd``); torch tensors without grad
+take the kernels here.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from ..._chunktree import chunk_layout, from_chunks, to_chunks
 from ...gated_delta import assemble_levels
 from ...loglinear import _ns
 from ...state import State
-from ._arrays import inputs, narrow, on_gpu, ta_name, widen
+from ._arrays import inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
 from ._compile import make_config
 
@@ -115,33 +117,26 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
         # torch autograd: gd_forms / forms_backward, the scan through gd_scan / gd_scan_bwd
         # (gated_delta_bwd.py); a returned state (whose gradient the kernels do not compute): the
         # array-API formulation on the same device, differentiated by torch
-        # 16-bit tensors: computed in float32 (copies torch differentiates), the output cast back
-        dtype, f64 = q.dtype, str(q.dtype) == "torch.float64"
-        args = [x if f64 else x.float() for x in (q, k, v, log_decay, beta, level_weights)]
         if return_state:
             from ...gated_delta import _forward
 
-            out, new = _forward(*args, chunk_size, state, return_state)
-            return out.to(dtype), new
+            return _forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state)
         from .gated_delta_bwd import differentiable
 
         old = None if (state is None or p == 0) else state.tensors["levels"]
-        return differentiable(*args, chunk_size, p, old).to(dtype), None
+        return differentiable(q, k, v, log_decay, beta, level_weights, chunk_size, p, old), None
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
-        args, half = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))
-        sdtype = xp.float32 if half else args[0].dtype
+        args, _ = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))
         if T == 0:
-            out = back(xp.empty(batch + (0, d_v), dtype=args[0].dtype), half)
+            out = back(xp.empty(batch + (0, d_v), dtype=args[0].dtype), "")
             if not return_state or state is not None:
                 return out, state if return_state else None
-            levels = back(xp.zeros(batch + (0, d_k, d_v), dtype=sdtype), "")
+            levels = back(xp.zeros(batch + (0, d_k, d_v), dtype=args[0].dtype), "")
             return out, State(OP, 0, batch, d_k, d_v, levels.dtype, {"levels": levels})
-        if half == "f16":  # float16: the FFMA kernels on float32 copies
-            args = [widen(xp, x, half) for x in args]
         old = None if (state is None or p == 0) else to_cp(state.tensors["levels"])[0]
-        out, levels = compute(ops, *args, chunk_size, p, old, return_state, "bf16" if half == "bf16" else "")
-        out = back(narrow(xp, out, half) if half else out, half)
+        out, levels = compute(ops, *args, chunk_size, p, old, return_state)
+        out = back(out, "")
         if not return_state:
             return out, None
         levels = back(levels, "")
