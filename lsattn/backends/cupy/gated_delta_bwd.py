@@ -24,6 +24,7 @@ per chunk) live only during the backward.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -120,6 +121,15 @@ def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None):
     return ns.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV))
 
 
+@functools.lru_cache(maxsize=64)
+def _chunk_level_index(C, L, device):
+    """The (C, C) int64 torch tensor of ``_masked_intra``'s level index ``clip(level(t, s), 0, L - 1)`` on
+    ``device``, made once (a host-to-device copy from pageable memory waits for the stream)."""
+    import torch
+
+    return torch.as_tensor(np.clip(_chunk_levels(C), 0, L - 1), device=device)
+
+
 def forms_backward(sc, q, k, v, a, beta, lam, grads):
     """Gradients of the WY forms (``gated_delta._chunk_forms`` + ``_masked_intra``, as ``gd_forms``
     computes them) by torch operations that recompute what they need from the inputs.
@@ -174,7 +184,7 @@ def forms_backward(sc, q, k, v, a, beta, lam, grads):
     W = M @ X
     attn, Y = W * bc, X * bc
     eGK, Z = eG * K, eS * K
-    lev = torch.as_tensor(np.clip(_chunk_levels(C), 0, L - 1), device=q.device)  # (C, C) level of (t, s) in the chunk
+    lev = _chunk_level_index(C, L, q.device)  # (C, C) level of (t, s) in the chunk
     Lam = torch.take_along_dim(Lc, lev.expand(Lc.shape[:-2] + (C, C)), dim=-1)  # lam[t, level(t, s)]
     # intra, H, qeff, eGK
     P = dI @ tr(V)
