@@ -21,6 +21,25 @@ def inputs(T, dtype):
     return [x.to(dtype) for x in (q, k, v, a, b, lam)]
 
 
+def wall_ms(f, reps=3):
+    """Wall time of f() per call (after one warm-up call), ms."""
+    f()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        f()
+    torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - t) / reps
+
+
+def kernels(f, rows):
+    """The top ``rows`` of one profiled call of f(), by CUDA time."""
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        f()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60), flush=True)
+
+
 if sys.argv[1:] == ["train"]:  # one fwd+bwd step at T = 8192, bf16: wall time and the top kernels
     x = [t.requires_grad_(True) for t in inputs(8192, torch.bfloat16)]
 
@@ -29,29 +48,14 @@ if sys.argv[1:] == ["train"]:  # one fwd+bwd step at T = 8192, bf16: wall time a
         for t in x:
             t.grad = None
 
-    step()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    print(f"==== train T=8192 bf16: {1e3 * (time.perf_counter() - t) / 3:.2f} ms per fwd+bwd step", flush=True)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        step()
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=60), flush=True)
+    print(f"==== train T=8192 bf16: {wall_ms(step):.2f} ms per fwd+bwd step", flush=True)
+    kernels(step, 30)
     sys.exit(0)
 
 for T, dtype in ((2048, torch.bfloat16), (8192, torch.bfloat16), (8192, torch.float32)):
     x = inputs(T, dtype)
     f = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
-    f()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(3):
-        f()
-    torch.cuda.synchronize()
-    print(f"==== T={T} {dtype}: {1e3 * (time.perf_counter() - t) / 3:.2f} ms per call", flush=True)
+    print(f"==== T={T} {dtype}: {wall_ms(f):.2f} ms per call", flush=True)
     import cupy
 
     xc = [cupy.asarray(y.float()) for y in x]  # the same call on CuPy arrays (the WY forms on CuPy)
@@ -62,7 +66,4 @@ for T, dtype in ((2048, torch.bfloat16), (8192, torch.bfloat16), (8192, torch.fl
         lsattn.loglinear_gated_delta(*xc)
     cupy.cuda.runtime.deviceSynchronize()
     print(f"     cupy arrays (float32): {1e3 * (time.perf_counter() - t) / 3:.2f} ms per call", flush=True)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        f()
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60), flush=True)
+    kernels(f, 25)
