@@ -175,46 +175,59 @@ def forms_backward(sc, q, k, v, a, beta, lam, grads):
     bc, br = Bt[..., None, :], Bt[..., :, None]  # beta as a column / row factor
     eG = torch.exp(torch.cumsum(A, -1))[..., None]
     eS = torch.exp(suffix_after(ns, A))[..., None]
+    eGK, Z = eG * K, eS * K
     D = torch.exp(segsum(ns, A))  # (BH, n, C, C), zero above the diagonal
-    KK, QK = K @ tr(K), Q @ tr(K)
+    KK = K @ tr(K)
     eye = torch.eye(C, dtype=q.dtype, device=q.device)
     X = torch.linalg.solve_triangular(eye + torch.where(strict, br * D * KK, zero), eye.expand(Q.shape[:-2] + (C, C)),
                                       upper=False, unitriangular=True)
+    # (the C x C temporaries are dropped after their last use: the backward's peak memory)
+    QK = Q @ tr(K)
     M = D * QK
     W = M @ X
-    attn, Y = W * bc, X * bc
-    eGK, Z = eG * K, eS * K
+    attn = W * bc
     lev = _chunk_level_index(C, L, q.device)  # (C, C) level of (t, s) in the chunk
     Lam = torch.take_along_dim(Lc, lev.expand(Lc.shape[:-2] + (C, C)), dim=-1)  # lam[t, level(t, s)]
     # intra, H, qeff, eGK
     P = dI @ tr(V)
-    dV = tr(Lam * attn) @ dI + tr(tr(Z) @ Y) @ dH
+    dV = tr(Lam * attn) @ dI + (tr(X * bc) @ Z) @ dH  # phi^T = (X diag(beta))^T Z
     dlam = torch.zeros_like(Lc).scatter_add_(-1, lev.expand(P.shape), attn * P)
-    dphi = dph + dH @ tr(V)
     dattn = Lam * P - dqe @ tr(eGK)
+    del Lam, P
     deGK = dek - tr(attn) @ dqe
+    del attn
     dQ = eG * dqe
     dG = eG[..., 0] * (torch.sum(Q * dqe, -1) + torch.sum(K * deGK, -1))
     dK = eG * deGK
     # attn, W, phi, Y, Z
-    dW = dattn * bc
     dbeta = torch.sum(W * dattn, -2)
+    del W
+    dW = dattn * bc
+    del dattn
     dM, dX = dW @ tr(X), tr(M) @ dW
-    dZ, dY = Y @ tr(dphi), Z @ dphi
+    del dW, M
+    dphi = dph + dH @ tr(V)
+    dZ, dY = (X * bc) @ tr(dphi), Z @ dphi
     dX = dX + dY * bc
     dbeta = dbeta + torch.sum(X * dY, -2)
+    del dY
     dK = dK + eS * dZ
     dS = eS[..., 0] * torch.sum(K * dZ, -1)
     # the solve, N, M
     dN = torch.where(strict, -(tr(X) @ dX @ tr(X)), zero)
-    dKK = dN * br * D
+    del dX, X
     dbeta = dbeta + torch.sum(dN * D * KK, -1)
+    dKK = dN * br * D
     dD = dN * br * KK + dM * QK
+    del dN, KK, QK
     dQK = dM * D
+    del dM
     dQ = dQ + dQK @ K
     dK = dK + (dKK + tr(dKK)) @ K + tr(dQK) @ Q
+    del dKK, dQK
     # the log decays
     E = torch.where(strict, D * dD, zero)
+    del D, dD
     below = torch.flip(torch.cumsum(torch.flip(E, [-2]), -2), [-2])  # [r, s]: sum over t >= r of E[t, s]
     da = torch.sum(torch.where(strict, below, zero), -1)
     da = da + torch.flip(torch.cumsum(torch.flip(dG, [-1]), -1), [-1]) + dg[..., None] + torch.cumsum(dS, -1) - dS
