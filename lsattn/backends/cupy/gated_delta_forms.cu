@@ -215,13 +215,23 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
             for (int u = 0; u < GF_SU; ++u) sum += x[u];
             C0[i * GF_LD + s] = -sum;
         }
-    } else {
-        for (int idx = tid - CH; idx < CH * DKP; idx += NT - CH) {
-            const int t = idx / DKP, kk = idx % DKP;
-            const i64 g = g0 + t;
-            const ta kv = (g >= 0 && g < T && kk < DK) ? ld(k + (bh * T + g) * DK + kk) : (ta)0;
-            T2[t * GF_LK + kk] = eG[t] * kv;
-            T1[t * GF_LK + kk] = eZ[t] * kv;
+    } else {  // GF_SU loads in flight per thread before their stores
+        const auto krow = gf_rows(k + bh * T * DK, g0, T, DK);
+        for (int i0 = tid - CH; i0 < CH * DKP; i0 += GF_SU * (NT - CH)) {
+            ta kv[GF_SU];
+#pragma unroll
+            for (int u = 0; u < GF_SU; ++u) {
+                const int idx = i0 + u * (NT - CH);
+                kv[u] = idx < CH * DKP ? krow(idx) : (ta)0;
+            }
+#pragma unroll
+            for (int u = 0; u < GF_SU; ++u) {
+                const int idx = i0 + u * (NT - CH), t = idx / DKP, kk = idx % DKP;
+                if (idx < CH * DKP) {
+                    T2[t * GF_LK + kk] = eG[t] * kv[u];
+                    T1[t * GF_LK + kk] = eZ[t] * kv[u];
+                }
+            }
         }
     }
     __syncthreads();
