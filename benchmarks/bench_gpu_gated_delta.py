@@ -1,7 +1,8 @@
 """GPU benchmark of log-linear Gated DeltaNet (forward), side by side in one run, with peak memory.
 
     python benchmarks/bench_gpu_gated_delta.py [--out DIR] [--T 2048,8192,16384,32768]
-    python benchmarks/bench_gpu_gated_delta.py --train [--out DIR] [--T 2048,8192,16384]   (fwd+bwd, ``train``)
+    python benchmarks/bench_gpu_gated_delta.py --train [--out DIR] [--T 2048,8192,16384]   (fwd+bwd, ``train``:
+        ours, array-API, fla plain GDN, fla chunk_log_linear_attn and torch SDPA, with peak memory)
 
 Shapes B=2, H=16, d_k=d_v=64, bfloat16 and float32, on CUDA torch tensors. Ours:
 ``lsattn.loglinear_gated_delta`` exactly as a user calls it (no ``backend=``: the CuPy kernels,
@@ -59,6 +60,9 @@ def main():
     ap.add_argument("--T", default="2048,8192,16384,32768")
     ap.add_argument("--api-max-T", type=int, default=16384, help="largest T of the array-API column")
     ap.add_argument("--train", action="store_true", help="forward + backward rows (train) instead of the forward")
+    ap.add_argument("--rows", default="ours_bf16,ours_fp32,api,fla,fla_ll,sdpa",
+                    help="--train: the rows to measure, in this order of the columns (ours_bf16, ours_fp32, api, fla, "
+                         "fla_ll, sdpa)")
     args = ap.parse_args()
     info = device_info()
     try:
@@ -99,16 +103,24 @@ def main():
     print(markdown(res))
 
 
-def markdown(res, what="forward", check=True):
-    """The table of ``res``; ``what``: forward or forward + backward; ``check``: the lambda = 1
-    column (forward); the errors of failing cells listed below it."""
+def markdown(res):
+    """The forward table of ``res`` (with the lambda = 1 check column)."""
+    cols = [("ours_bf16", "ours bf16"), ("ours_fp32", "ours fp32"), ("fla_bf16", "fla bf16"), ("fla_fp32", "fla fp32"),
+            ("api_bf16", "array-API bf16"), ("api_fp32", "array-API fp32")]
+    return table(res, "forward", "fla is plain Gated DeltaNet (no levels).", cols,
+                 [("ours_bf16", "fla_bf16", "ours / fla (bf16)"), ("api_fp32", "ours_fp32", "array-API / ours (fp32)")],
+                 check=True)
+
+
+def table(res, what, note, cols, ratios, check=False):
+    """Markdown table of ``res["rows"]``: ``cols`` (key, header) cells as ms (peak GB), ``ratios``
+    (key a, key b, header) as a / b, ``check`` the lambda = 1 column; failing cells listed below."""
     info = res["info"]
+    heads = [c for _, c in cols] + [h for _, _, h in ratios] + (["lambda=1 vs fla (fp32)"] if check else [])
     lines = [f"# Log-linear Gated DeltaNet {what}, {info.get('device')}, {res['date']}", "",
              f"B={B}, H={H}, d={D}; torch {info.get('torch')}, cupy {info.get('cupy')}, fla {info.get('fla')}. "
-             f"Median ms (peak GB) of the {what}. fla is plain Gated DeltaNet (no levels).", "",
-             "| T | ours bf16 | ours fp32 | fla bf16 | fla fp32 | array-API bf16 | array-API fp32 | ours / fla (bf16) "
-             "| array-API / ours (fp32) |" + (" lambda=1 vs fla (fp32) |" if check else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if check else "")]
+             f"Median ms (peak GB) of the {what}. {note}", "",
+             "| T | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     errors = []
 
     def cell(r, k):
@@ -118,16 +130,14 @@ def markdown(res, what="forward", check=True):
         return f"{d['ms']:.2f} ({d['gb']:.2f})" if "ms" in d else ("fails" if "error" in d else "-")
 
     def ratio(r, a, b):
-        if "ms" in r.get(a, {}) and "ms" in r.get(b, {}):
-            return f"{r[a]['ms'] / r[b]['ms']:.1f}x"
-        return "-"
+        return f"{r[a]['ms'] / r[b]['ms']:.1f}x" if "ms" in r.get(a, {}) and "ms" in r.get(b, {}) else "-"
 
     for T, r in res["rows"].items():
-        chk = r.get("check", "-")
-        chk = f" {chk:.1e} |" if isinstance(chk, float) else f" {chk} |"
-        lines.append(f"| {T} | {cell(r, 'ours_bf16')} | {cell(r, 'ours_fp32')} | {cell(r, 'fla_bf16')} | "
-                     f"{cell(r, 'fla_fp32')} | {cell(r, 'api_bf16')} | {cell(r, 'api_fp32')} | "
-                     f"{ratio(r, 'ours_bf16', 'fla_bf16')} | {ratio(r, 'api_fp32', 'ours_fp32')} |" + (chk if check else ""))
+        cells = [cell(r, k) for k, _ in cols] + [ratio(r, a, b) for a, b, _ in ratios]
+        if check:
+            chk = r.get("check", "-")
+            cells.append(f"{chk:.1e}" if isinstance(chk, float) else str(chk))
+        lines.append(f"| {T} | " + " | ".join(cells) + " |")
     if errors:
         lines += ["", "Failures:"] + sorted(set(errors))
     return "\n".join(lines)
@@ -137,12 +147,22 @@ def train(args, info, chunk_gated_delta_rule):
     """Forward + backward (``sum(out * dO)``, gradients of every input) side by side: ours (no
     ``backend=``: the WY forms under torch autograd, the scan through ``gd_scan`` / ``gd_scan_bwd``),
     the array-API path under torch autograd, fla's ``chunk_gated_delta_rule`` fwd+bwd (its refusal
-    recorded where its backward does not run). Writes ``gpu_gated_delta_train.{json,md}``."""
+    recorded where its backward does not run: on the H200 with Triton 3.x it refuses), and, since
+    that plain peer may not run, fla's ``chunk_log_linear_attn`` fwd+bwd (log-linear Mamba-2: the
+    same level structure without the delta rule, bf16) and torch SDPA causal fwd+bwd (bf16): the
+    measured floors of the training table. Writes ``gpu_gated_delta_train.{json,md}``."""
     import torch
+    import torch.nn.functional as Fn
 
     import lsattn
 
+    try:
+        from fla.ops.log_linear_attn import chunk_log_linear_attn
+    except Exception as exc:
+        print("fla log_linear_attn not importable:", exc)
+        chunk_log_linear_attn = None
     res = {"info": info, "date": utc_now(), "shape": {"B": B, "H": H, "d_k": D, "d_v": D}, "rows": {}}
+    rows = set(args.rows.split(","))
     for T in [int(t) for t in args.T.split(",")]:
         print(f"T = {T} (fwd+bwd)", flush=True)
         row = res["rows"].setdefault(str(T), {})
@@ -150,29 +170,59 @@ def train(args, info, chunk_gated_delta_rule):
             x = [t.requires_grad_(True) for t in inputs(T, dtype)]
             do = torch.randn(x[2].shape, device="cuda", dtype=dtype)
 
-            def step(fn, xs):
+            def step(fn, xs, dO=do):
                 out = fn(xs)
-                (out.float() * do.float()).sum().backward()
+                (out.float() * dO.float()).sum().backward()
                 for t in xs:
                     t.grad = None
 
-            measure(f"ours {dname} fwd+bwd", lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs), x), row,
-                     f"ours_{dname}")
-            if T <= args.api_max_T:
+            if f"ours_{dname}" in rows:
+                measure(f"ours {dname} fwd+bwd", lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs), x), row,
+                         f"ours_{dname}")
+            if T <= args.api_max_T and "api" in rows:
                 measure(f"array_api {dname} fwd+bwd",
                          lambda: step(lambda xs: lsattn.loglinear_gated_delta(*xs, backend="array_api"), x), row,
                          f"api_{dname}", reps=3)
-            if chunk_gated_delta_rule is not None:
+            if chunk_gated_delta_rule is not None and "fla" in rows:
                 fx = [t.detach().requires_grad_(True) for t in fla_args(*x[:5])]
                 measure(f"fla chunk_gated_delta_rule {dname} fwd+bwd",
                          lambda: step(lambda xs: chunk_gated_delta_rule(*xs, scale=1.0)[0].transpose(1, 2), fx), row, f"fla_{dname}")
+            if dtype == torch.bfloat16:
+                if chunk_log_linear_attn is not None and "fla_ll" in rows:  # (q, k, v, g, level weights), fla's layout
+                    fl = [t.detach().transpose(1, 2).contiguous().requires_grad_(True) for t in (x[0], x[1], x[2], x[3], x[5])]
+                    measure("fla chunk_log_linear_attn bf16 fwd+bwd",
+                             lambda: step(lambda xs: _first(chunk_log_linear_attn(*xs)).transpose(1, 2), fl), row,
+                             "fla_ll_bf16")
+                    del fl
+                if "sdpa" in rows:
+                    sx = [t.detach().requires_grad_(True) for t in x[:3]]
+                    measure("torch SDPA causal bf16 fwd+bwd",
+                             lambda: step(lambda xs: Fn.scaled_dot_product_attention(*xs, is_causal=True), sx), row,
+                             "sdpa_bf16")
+                    del sx
             del x
             torch.cuda.empty_cache()
         # after every T: a run cut short by its time limit keeps the rows it measured
         write_json(os.path.join(args.out, "gpu_gated_delta_train.json"), res)
-        md = markdown(res, "forward + backward of sum(out * dO)", check=False)
+        md = markdown_train(res)
         write_text(os.path.join(args.out, "gpu_gated_delta_train.md"), md.splitlines())
     print(md)
+
+
+def _first(o):
+    return o[0] if isinstance(o, tuple) else o
+
+
+def markdown_train(res):
+    """The fwd+bwd table: ours, the array-API path, fla's plain Gated DeltaNet (where its backward
+    runs), fla's log-linear Mamba-2 and SDPA (bf16)."""
+    cols = [("ours_bf16", "ours bf16"), ("ours_fp32", "ours fp32"), ("fla_bf16", "fla GDN bf16"),
+            ("fla_ll_bf16", "fla log-linear Mamba-2 bf16"), ("sdpa_bf16", "SDPA bf16"), ("api_bf16", "array-API bf16"),
+            ("api_fp32", "array-API fp32")]
+    note = ("fla GDN is plain Gated DeltaNet (no levels); fla log-linear Mamba-2 and SDPA are the measured floors "
+            "where fla's Gated DeltaNet backward does not run.")
+    return table(res, "forward + backward of sum(out * dO)", note, cols,
+                 [("ours_bf16", "fla_ll_bf16", "ours / fla log-linear (bf16)"), ("ours_bf16", "sdpa_bf16", "ours / SDPA (bf16)")])
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ lsattn.reference.
   column blocks, chunks and slots, same index arithmetic) whose ``gd_forms`` is the array-API
   formulation (``_chunk_forms``, ``_masked_intra``), against the float64 reference; and driven by
   the kernels' CUDA sources themselves compiled for the CPU (``cuda_emu_gd_scan.cpp``,
-  ``cuda_emu_gd_forms.cpp``: a std::thread per CUDA thread, a barrier per block), which checks the
-  kernels' thread mapping, shared tiles and barriers without a GPU.
+  ``cuda_emu_gd_forms.cpp``: a std::thread per CUDA thread, a barrier per block, mma.sync emulated
+  per warp for the bfloat16 tensor-core variant), which checks the kernels' thread mapping,
+  fragments, shared tiles and barriers without a GPU.
 * GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
   without ``backend=`` on CuPy arrays and CUDA torch tensors, streams moving between backends,
   strong decays and hard resets, float32 and bfloat16 bounds.
@@ -15,7 +16,9 @@ lsattn.reference.
 Tolerances (max |out - ref| <= tol * max |ref|), those of tests/test_gated_delta.py: float64
 1e-10 (normalised keys with beta in [0, 1], and unnormalised keys of std up to 1); float32 1e-5
 (normalised keys, unnormalised keys of std up to 0.5); bfloat16 inputs (computed in float32,
-returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs.
+returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs; gd_forms' tensor-core
+variant for bfloat16 inputs (not dispatched, ``gated_delta.py``), through ``compute(half="bf16")``,
+``TC_FORMS`` on its float32 output (emulated on the CPU and on the GPU).
 """
 from __future__ import annotations
 
@@ -202,14 +205,15 @@ class Emulated:
         self.folder, self.libs, self.resident = folder, {}, resident
 
     def _lib(self, cfg):
-        key = (cfg.ta, cfg.CH, cfg.DKP)
+        key = (cfg.ta, cfg.CH, cfg.DKP, cfg.bf16)
         if key not in self.libs:
             here = pathlib.Path(__file__).parent
-            so = self.folder / f"gd_scan_{cfg.ta}_{cfg.CH}_{cfg.DKP}.so"
+            so = self.folder / f"gd_scan_{cfg.ta}_{cfg.CH}_{cfg.DKP}_{int(cfg.bf16)}.so"
             src = here.parent / "lsattn" / "backends" / "cupy"
             cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
-                   f"-DDKP={cfg.DKP}", f'-DKERNEL="{src / "gated_delta.cu"}"', f'-DFORMS_KERNEL="{src / "gated_delta_forms.cu"}"',
-                   str(here / "cuda_emu_gd_forms.cpp"), "-o", str(so), "-pthread"]
+                   f"-DDKP={cfg.DKP}", f"-DTI_BF16={int(cfg.bf16)}", f'-DKERNEL="{src / "gated_delta.cu"}"',
+                   f'-DFORMS_KERNEL="{src / "gated_delta_forms.cu"}"', str(here / "cuda_emu_gd_forms.cpp"), "-o", str(so),
+                   "-pthread"]
             built = subprocess.run(cmd, capture_output=True, text=True)
             assert built.returncode == 0, built.stderr[-3000:]
             self.libs[key] = ctypes.CDLL(str(so))
@@ -222,8 +226,9 @@ class Emulated:
 
     def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
-        self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam, qe, ek, ph, H, g, out)), *ints, ctypes.c_int(n),
-                                 ctypes.c_int(BH))
+        ins = self._ptrs((q, k, v, a, beta, lam))  # bfloat16 (cfg.bf16): 16-bit patterns
+        assert (q.dtype.itemsize == 2) == cfg.bf16
+        self._lib(cfg).run_forms(*ins, *self._ptrs((qe, ek, ph, H, g, out)), *ints, ctypes.c_int(n), ctypes.c_int(BH))
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
@@ -297,11 +302,57 @@ def test_chunk_slots():
                 assert cgd.chunk_slots(F, n, merge_last) == want, (F, n, merge_last)
 
 
+def bf16_patterns(x):
+    """float array -> its bfloat16 rounding (nearest even) as int16 patterns (the CuPy view of torch's bfloat16)."""
+    from lsattn.backends.cupy._arrays import narrow
+
+    return narrow(np, np.ascontiguousarray(x, dtype=np.float32), "bf16")
+
+
+def bf16_values(x):
+    """int16 bfloat16 patterns -> float64 values."""
+    from lsattn.backends.cupy._arrays import widen
+
+    return widen(np, x, "bf16").astype(np.float64)
+
+
+#: the tensor-core gd_forms (bf16 inputs, split operands, fp32 accumulation) before the output's
+#: rounding, against the float64 reference on the rounded inputs: 3x the float32 bound (each split
+#: operand carries ~2^-17 relative; measured 3-5e-6 in the emulation, ~2e-3 without the low halves)
+TC_FORMS = 3 * F32
+
+
+@pytest.mark.parametrize("T, p, dk, dv, keys, decay", [(150, 0, 16, 20, "normalised", "moderate"),  # one per DKP: CI time
+                                                        (97, 77, 20, 17, "raw", "strong"),
+                                                        (130, 5, 64, 64, "normalised", "mixed"),
+                                                        (40, 0, 100, 3, "raw", "zero")])
+def test_tensor_core_forms_emulated(emulated, T, p, dk, dv, keys, decay):
+    """The bfloat16 variant of gd_forms (tensor-core gf_product: the mma.sync fragments emulated warp
+    by warp on the CPU, ``cuda_emu_gd_forms.cpp``) through the host logic with half="bf16": any T,
+    an incoming state, padded head dims, unnormalised keys, strong decays and resets; its float32
+    output and state against the reference on the rounded inputs. Skips the bfloat16 rounding of
+    the output (the public call's), so the bound is the split products' (TC_FORMS), not BF16."""
+    arrays = make(11, (2,), p + T, dk, dv, keys=keys, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
+    bf = [bf16_patterns(x) for x in arrays]
+    vals = [bf16_values(x) for x in bf]
+    old = None
+    if p:
+        _, state = lsattn.loglinear_gated_delta(*_sl(vals, 0, p), return_state=True, backend="array_api")
+        old = state.tensors["levels"].astype(np.float32)
+    assert make_config("float", dk, 16, 64, "bf16").bf16
+    out, levels = cgd.compute(emulated, *_sl(bf, p, p + T), 64, p, old, True, "bf16")
+    assert out.dtype == np.float32 and levels.dtype == np.float32
+    what = f"p={p} T={T} dk={dk} dv={dv} {keys}"
+    assert_close(out, ref.loglinear_gated_delta(*vals)[..., p:, :], TC_FORMS, what=what)
+    _, st_api = lsattn.loglinear_gated_delta(*vals, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], TC_FORMS, what="levels " + what)
+
+
 def test_registered_on_cupy():
     import lsattn.backends.cupy as cb
 
     assert "loglinear_gated_delta" in cb.OPS and "loglinear_gated_delta" in cb.GRAD_OPS  # tests/test_cupy_gated_delta_grad.py
-    assert "loglinear_gated_delta" not in cb.HALF_OPS  # 16-bit inputs arrive widened to float32
+    assert "loglinear_gated_delta" not in cb.HALF_OPS  # 16-bit inputs arrive widened to float32 (FFMA: faster)
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
@@ -402,6 +453,29 @@ def test_gpu_torch_no_grad(T, p, C, dtype, resets, seed):
                                             chunk_size=C, state=state)
     assert not out2.requires_grad
     assert_close(out2.detach().cpu().numpy(), want, tol, what="no_grad()")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T, p, dk, dv", [(1000, 0, 64, 64), (700, 77, 64, 64), (300, 0, 128, 70), (200, 5, 20, 16)])
+def test_gpu_tensor_core_forms(T, p, dk, dv):
+    """The tensor-core gd_forms on the GPU (real mma.sync) through ``compute`` with half="bf16" on
+    CuPy bfloat16 patterns: the float32 output (before the public call's rounding) within
+    TC_FORMS of the reference on the rounded inputs, with an incoming state."""
+    _gpu_ready()
+    import cupy
+
+    from lsattn.backends.cupy._compile import CupyOps
+
+    bf = [bf16_patterns(x) for x in make(3, (2, 2), p + T, dk, dv)]
+    vals = [bf16_values(x) for x in bf]
+    old = None
+    if p:
+        _, state = lsattn.loglinear_gated_delta(*_sl(vals, 0, p), return_state=True, backend="array_api")
+        old = cupy.asarray(state.tensors["levels"].astype(np.float32))
+    with cupy.cuda.Device(0):
+        out, _ = cgd.compute(CupyOps(0), *[cupy.asarray(x) for x in _sl(bf, p, p + T)], 64, p, old, False, "bf16")
+    assert out.dtype == cupy.float32
+    assert_close(out.get(), ref.loglinear_gated_delta(*vals)[..., p:, :], TC_FORMS, what=f"T={T} p={p} dk={dk} dv={dv}")
 
 
 @pytest.mark.gpu

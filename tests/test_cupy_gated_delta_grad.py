@@ -2,7 +2,8 @@
 ``gated_delta_bwd.cu``) against float64 torch autograd of lsattn.reference.
 
 * CPU (runs in CI): ``gated_delta_bwd.differentiable`` on CPU torch tensors with ``twin_context``:
-  the WY forms as torch operations, the scan Function's forward driven by ``Twin`` (the NumPy
+  the forms Function's forward driven by ``Twin.gd_forms`` (the array-API formulation) and its
+  backward by ``forms_backward`` (torch operations), the scan Function's forward driven by ``Twin`` (the NumPy
   transcription of ``gd_scan``, tests/test_cupy_gated_delta.py) and its backward by
   ``TwinOps.gd_scan_bwd`` (the NumPy transcription of ``gd_scan_bwd``: same phases, loops over
   column blocks, chunks and slots, same index arithmetic). Gradients with respect to every input
@@ -272,7 +273,10 @@ def test_backend_forward_takes_the_training_path(monkeypatch):
 
 class EmulatedOps(Emulated):
     """``ops`` whose gd_scan and gd_scan_bwd run the kernels' CUDA sources on the CPU
-    (``cuda_emu_gd_scan_bwd.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP)."""
+    (``cuda_emu_gd_scan_bwd.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP);
+    gd_forms is the twin's (its CUDA source is emulated in tests/test_cupy_gated_delta.py)."""
+
+    gd_forms = Twin.gd_forms
 
     def _lib(self, cfg):
         key = (cfg.ta, cfg.CH, cfg.DKP)

@@ -1,5 +1,7 @@
 """Where loglinear_gated_delta spends its time on the GPU (cupy path: the fused WY forms gd_forms + gd_scan):
-wall time per call and the top kernels by CUDA time (torch profiler), B=2 H=16 d=64 bf16 and fp32."""
+wall time per call and the top kernels by CUDA time (torch profiler), B=2 H=16 d=64 bf16 and fp32;
+with the argument ``train``: one fwd+bwd step at T = 8192 (bf16) instead."""
+import sys
 import time
 
 import torch
@@ -19,16 +21,41 @@ def inputs(T, dtype):
     return [x.to(dtype) for x in (q, k, v, a, b, lam)]
 
 
-for T, dtype in ((2048, torch.bfloat16), (8192, torch.bfloat16), (8192, torch.float32)):
-    x = inputs(T, dtype)
-    f = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
+def wall_ms(f, reps=3):
+    """Wall time of f() per call (after one warm-up call), ms."""
     f()
     torch.cuda.synchronize()
     t = time.perf_counter()
-    for _ in range(3):
+    for _ in range(reps):
         f()
     torch.cuda.synchronize()
-    print(f"==== T={T} {dtype}: {1e3 * (time.perf_counter() - t) / 3:.2f} ms per call", flush=True)
+    return 1e3 * (time.perf_counter() - t) / reps
+
+
+def kernels(f, rows):
+    """The top ``rows`` of one profiled call of f(), by CUDA time."""
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        f()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60), flush=True)
+
+
+if sys.argv[1:] == ["train"]:  # one fwd+bwd step at T = 8192, bf16: wall time and the top kernels
+    x = [t.requires_grad_(True) for t in inputs(8192, torch.bfloat16)]
+
+    def step():
+        lsattn.loglinear_gated_delta(*x).float().square().mean().backward()
+        for t in x:
+            t.grad = None
+
+    print(f"==== train T=8192 bf16: {wall_ms(step):.2f} ms per fwd+bwd step", flush=True)
+    kernels(step, 30)
+    sys.exit(0)
+
+for T, dtype in ((2048, torch.bfloat16), (8192, torch.bfloat16), (8192, torch.float32)):
+    x = inputs(T, dtype)
+    f = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
+    print(f"==== T={T} {dtype}: {wall_ms(f):.2f} ms per call", flush=True)
     import cupy
 
     xc = [cupy.asarray(y.float()) for y in x]  # the same call on CuPy arrays (the WY forms on CuPy)
@@ -39,7 +66,4 @@ for T, dtype in ((2048, torch.bfloat16), (8192, torch.bfloat16), (8192, torch.fl
         lsattn.loglinear_gated_delta(*xc)
     cupy.cuda.runtime.deviceSynchronize()
     print(f"     cupy arrays (float32): {1e3 * (time.perf_counter() - t) / 3:.2f} ms per call", flush=True)
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        f()
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60), flush=True)
+    kernels(f, 25)

@@ -47,8 +47,9 @@ forward substitution, the products); ``gd_scan`` replaces the chunk tree by a se
 chunks per (sequence, 16 value columns) that keeps the chunk-level Fenwick states and the incoming
 state's slots, reads them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)``
 and merges at chunk granularity. CuPy arrays, JAX arrays and torch tensors without grad take both.
-float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in ``HALF_OPS``). Inputs that
-require grad: the backward below.
+float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in ``HALF_OPS``: ``gd_forms``'
+tensor-core variant for bfloat16 measured slower than its FFMA kernel, ``gated_delta.py``). Inputs
+that require grad: the backward below.
 
 Hierarchical exp-kernel attention (``loglinear_log_attention``): ``hi_intra`` computes every pair
 inside each aligned chunk exactly in log space and the chunk's exp-kernel summary ``(m, n, S, z)``
@@ -82,8 +83,9 @@ decoding kernels) read shared rows (``BROADCAST_OPS``); ``loglinear_gated_delta`
 column-shifted reverse state, 16-bit inputs from float32 copies and the float32 output of a
 forward run once in float32 for calls that record the backward; non-causal:
 ``exp_kernel.backward_noncausal``, CuPy array operations on the one summary), and
-``loglinear_gated_delta``: its training path keeps the per-chunk WY forms as torch operations
-(differentiated by torch) and wraps the chunk scan in a ``torch.autograd.Function`` whose backward,
+``loglinear_gated_delta``: its training path runs ``gd_forms`` in a ``torch.autograd.Function``
+whose backward is torch operations recomputing from the saved inputs (``forms_backward``), and
+wraps the chunk scan in a second ``torch.autograd.Function`` whose backward,
 ``gd_scan_bwd`` (``gated_delta_bwd.py`` + ``gated_delta_bwd.cu``), is a reverse scan over the
 chunks with adjoint level states (gradients of ``qeff``, ``phi``, ``e^G K``, ``H``, the chunk
 decays, the level weights it reads and the incoming state); it recomputes the slot states before

@@ -14,8 +14,9 @@ backward (which needs log y to float32 accuracy: a 16-bit log output carries an 
 ``|log y| 2^-9`` into every ``exp(log v - log y)``): one float32 forward instead of the 16-bit one
 plus a float32 recomputation.
 
-``apply_gated_delta_scan``: the chunk scan of ``loglinear_gated_delta`` (``gated_delta_bwd.py``;
-the WY forms around it are torch operations, differentiated by torch).
+``apply_gated_delta_forms`` / ``apply_gated_delta_scan``: the WY forms (``gd_forms``, backward
+``gated_delta_bwd.forms_backward`` in torch operations) and the chunk scan (``gd_scan``, backward
+``gd_scan_bwd``) of ``loglinear_gated_delta`` (``gated_delta_bwd.py``).
 
 Saved for the backward (log-linear, exp-kernel): the inputs, the incoming state and the output, O(T (d_k + d_v + L)); the
 backward's temporaries are one ``d_k x d_v`` matrix per chunk, never ``T d_k d_v``. torch is
@@ -28,7 +29,7 @@ import functools
 from . import exp_kernel as _ek, loglinear as _ll
 from ._arrays import inputs, on_gpu
 
-__all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_scan"]
+__all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_forms", "apply_gated_delta_scan"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -137,7 +138,7 @@ def apply_exp_kernel(q, k, v, init, chunk_size, logv=False, causal=True):
 def _gd_function():
     import torch
 
-    from . import gated_delta_bwd as _gdb
+    from . import gated_delta as _gd, gated_delta_bwd as _gdb
 
     class GatedDeltaScan(torch.autograd.Function):
         """The chunk scan of ``loglinear_gated_delta`` (``gd_scan``) and its backward (``gd_scan_bwd``)."""
@@ -162,10 +163,33 @@ def _gd_function():
             dqe, dek, dph, dH, dg, dlam, dold = grads
             return dqe, dek, dph, dH, dg, dlam, dout, dold, None, None
 
-    return GatedDeltaScan
+    class GatedDeltaForms(torch.autograd.Function):
+        """The WY forms of ``loglinear_gated_delta`` (``gd_forms``) and their backward (``forms_backward``)."""
+
+        @staticmethod
+        def forward(ctx, q, k, v, a, beta, lam, sc, context):
+            xs = [x.detach().contiguous() for x in (q, k, v, a, beta, lam)]
+            with context(q) as (to_cp, back, ops):
+                outs = _gd.forms(ops, sc.cfg, *[to_cp(x)[0] for x in xs], sc.p)
+                outs = tuple(back(x, "") for x in outs)
+            ctx.save_for_backward(*xs)
+            ctx.sc = sc
+            return outs
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return _gdb.forms_backward(ctx.sc, *ctx.saved_tensors, grads) + (None, None)
+
+    return GatedDeltaScan, GatedDeltaForms
+
+
+def apply_gated_delta_forms(sc, q, k, v, a, beta, lam, context=None):
+    """``gd_forms`` on (BH, T, ..) torch tensors -> (qeff, eGK, phi, H, g, intra) chunked
+    (``gated_delta.forms``), differentiable through ``gated_delta_bwd.forms_backward``."""
+    return _gd_function()[1].apply(q, k, v, a, beta, lam, sc, context or on_gpu)
 
 
 def apply_gated_delta_scan(sc, qe, ek, ph, H, g, lam, intra, old, context=None):
     """The chunk scan of ``loglinear_gated_delta`` on torch tensors (``gated_delta_bwd.scan``),
     differentiable through ``gd_scan_bwd``; ``context``: ``on_gpu`` (default) or a twin's."""
-    return _gd_function().apply(qe, ek, ph, H, g, lam, intra, old, sc, context or on_gpu)
+    return _gd_function()[0].apply(qe, ek, ph, H, g, lam, intra, old, sc, context or on_gpu)

@@ -1,6 +1,6 @@
 // Log-linear Gated DeltaNet: the per-chunk WY / UT forms in one kernel (host: gated_delta.py).
-// Compiled after common.cu and gated_delta.cu (TA, CH, DKP; inputs in the compute type TA: 16-bit
-// inputs arrive widened by the registry). The quantities of lsattn.gated_delta._chunk_forms and
+// Compiled after common.cu and gated_delta.cu (TA, CH, DKP; inputs read through ld(): the compute
+// type TA, or bfloat16 with TI_BF16). The quantities of lsattn.gated_delta._chunk_forms and
 // _masked_intra (see that module's docstring), per chunk c = F + j of CH tokens aligned to
 // absolute multiples of CH, read straight from the (BH, T, d) inputs (tokens outside the call are
 // the identity padding: q = k = v = 0, a = 0, beta = 0), with chunk-local G_t = a_0 + ... + a_t:
@@ -9,28 +9,102 @@
 //   qeff     = e^G * Q - attn (e^G K);   eGK = e^G * K
 //   phi      = Z^T (X diag(beta)),  Z[s] = e^{a_{s+1} + ... + a_{CH-1}} k_s;   H = phi V
 //   g        = G_{CH-1};   out = (Lambda * attn) V,  Lambda[t, s] = lam[t, level(t, s)]
-// which are what gd_scan consumes. Exponentials are taken of sums over the stretch they stand for
-// (the decay table as a running sum down each column, in segsum's order; Z's from the chunk's end,
-// suffix_after's order), never of differences of cumulative sums: a -inf log decay (hard reset)
-// stays exact. X by forward substitution, one column per thread (column j: x_j = 1,
-// x_i = -sum_{r = j}^{i-1} N[i, r] x_r).
+// which are what gd_scan consumes (always in the compute type TA). Exponentials are taken of sums
+// over the stretch they stand for (the decay table as a running sum down each column, in segsum's
+// order; Z's from the chunk's end, suffix_after's order), never of differences of cumulative sums:
+// a -inf log decay (hard reset) stays exact. X by forward substitution, one column per thread
+// (column j: x_j = 1, x_i = -sum_{r = j}^{i-1} N[i, r] x_r in GF_SU partial sums), in TA.
 //
-// One block of NT = 256 threads (a 16 x 16 grid, register micro-tiles of mm_acc) per (chunk j,
-// sequence bh). Shared memory: three "d tiles" (Qt / Kt as [kk][t], e^G K and Z as [t][kk], phi^T
-// as [s][kk], V as [s][col]) and three CH x CH tiles (the decay table then X, N then attn^T,
-// (D * Q K^T)^T). Value columns in blocks of GF_VB.
+// One block of NT = 256 threads per (chunk j, sequence bh). Shared memory (TA): three "d tiles"
+// (Qt / Kt as [kk][t], e^G K and Z as [t][kk], phi^T as [s][kk], V as [s][col]) and three CH x CH
+// tiles (the decay table then X, N then attn^T, (D * Q K^T)^T). Value columns in blocks of GF_VB.
+// The seven products go through gf_product: FFMA register micro-tiles of mm_acc (float32 /
+// float64: a 16 x 16 thread grid), or, for bfloat16 inputs (TI_BF16), mma.sync m16n8k16 on the
+// same fp32 tiles (8 warps; fragments converted from fp32 shared memory, fp32 accumulation). An
+// operand that is not a bf16 input itself (X, attn, e^G K, Z, phi) is split as x = hi + lo, both
+// bf16, and the product summed as A_hi B_hi + A_hi B_lo + A_lo B_hi (the dropped A_lo B_lo and the
+// rounding of lo: ~2^-16 relative per operand, near float32); Q, K, V (exact bf16 values) are not
+// split. The solve, the decay table and everything elementwise stay in fp32.
 constexpr int GF_LD = CH + 4;                        // row stride of the CH x CH tiles and of Qt / Kt
 constexpr int GF_LK = DKP + 4;                       // row stride of the [t][kk] tiles
 constexpr int GF_VB = DKP < 64 ? DKP : 64;           // value columns per pass
 constexpr int GF_LV = GF_VB + 4;                     // row stride of the value tile
+constexpr int GF_SU = 8;                             // partial sums of the forward substitution
 constexpr int GF_DT = (DKP * GF_LD > CH * GF_LK ? DKP * GF_LD : CH * GF_LK);  // one d tile
 constexpr int GF_CC = CH * GF_LD;                    // one CH x CH tile
-constexpr int GF_R = CH / 16, GF_RK = DKP / 16, GF_RV = GF_VB / 16;  // micro-tile sizes
 
-// One product of the block (mm_acc: A as [kk][row], B as [kk][col], KD reduction indices), each
-// result of this thread's RM x RN micro-tile handed to store(row, col, value).
-template <int RM, int RN, int KD, typename S>
+// staged<> loader of the CH x W tile of rows g0.. of src (row stride ld, default D): element idx is
+// token g0 + idx / W, column idx % W; zero outside tokens [0, T) and columns [0, D).
+template <int W = DKP>
+__device__ __forceinline__ auto gf_rows(const ti* src, i64 g0, int T, int D, int ld_ = -1) {
+    const int ldr = ld_ < 0 ? D : ld_;
+    return [=](int idx) {
+        const int c = idx % W;
+        const i64 g = g0 + idx / W;
+        return (g >= 0 && g < T && c < D) ? ld(src + g * ldr + c) : (ta)0;
+    };
+}
+
+// One product of the block: the M x N result of A (as [kk][row], stride lda) times B (as [kk][col],
+// stride ldb) over KD reduction indices, each element handed to store(row, col, value). SA / SB:
+// the operand is not an exact bf16 value (tensor-core path: split into two bf16 halves).
+#if TI_BF16
+// bf16 halves of two fp32 values (columns c, c + 1 of a fragment row): hi = round(x), lo = round(x - hi)
+__device__ __forceinline__ void gf_split(float x0, float x1, unsigned& hi, unsigned& lo) {
+    hi = pack2(x0, x1);
+    lo = pack2(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
+}
+// Warp w owns m-tile w / WPM (16 rows) and NPW n-tiles (8 columns each) of it (warps past the
+// n-tiles, small DKP only, compute a clamped tile and store nothing). A fragment element (row r,
+// reduction k) is A[k lda + r].
+template <int M, int N, int KD, bool SA, bool SB, typename S>
+__device__ __forceinline__ void gf_product(const float* A, int lda, const float* B, int ldb, int, int, S store) {
+    constexpr int MT = M / 16, NT8 = N / 8, NW = NT / 32, WPM = MT >= NW ? 1 : NW / MT, NPW = (NT8 + WPM - 1) / WPM;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int nt0 = (w % WPM) * NPW;
+    for (int mt = w / WPM; mt < MT; mt += NW / WPM) {
+        float acc[NPW][4];
+#pragma unroll
+        for (int u = 0; u < NPW; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
+#pragma unroll 2
+        for (int k0 = 0; k0 < KD; k0 += 16) {
+            // every fragment of the step first (their shared loads in flight together), then the
+            // mma passes, each over the warp's independent accumulators
+            unsigned ah[4], al[4], bh[NPW][2], bl[NPW][2];
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {  // a0..a3: rows g / g + 8, reduction pairs 2t / 2t + 8
+                const int r = 16 * mt + g + 8 * (x & 1), kk = k0 + 2 * t + 8 * (x >> 1);
+                gf_split(A[kk * lda + r], A[(kk + 1) * lda + r], ah[x], al[x]);
+            }
+#pragma unroll
+            for (int u = 0; u < NPW; ++u)
+#pragma unroll
+                for (int x = 0; x < 2; ++x) {  // b0, b1: column g, reduction pairs 2t / 2t + 8
+                    const int c = 8 * min(nt0 + u, NT8 - 1) + g, kk = k0 + 2 * t + 8 * x;
+                    gf_split(B[kk * ldb + c], B[(kk + 1) * ldb + c], bh[u][x], bl[u][x]);
+                }
+            if (SA)
+#pragma unroll
+                for (int u = 0; u < NPW; ++u) mma_bf16(acc[u], al, bh[u][0], bh[u][1]);
+            if (SB)
+#pragma unroll
+                for (int u = 0; u < NPW; ++u) mma_bf16(acc[u], ah, bl[u][0], bl[u][1]);
+#pragma unroll
+            for (int u = 0; u < NPW; ++u) mma_bf16(acc[u], ah, bh[u][0], bh[u][1]);
+        }
+#pragma unroll
+        for (int u = 0; u < NPW; ++u) {
+            if (nt0 + u >= NT8) break;
+#pragma unroll
+            for (int x = 0; x < 4; ++x) store(16 * mt + g + 8 * (x >> 1), 8 * (nt0 + u) + 2 * t + (x & 1), acc[u][x]);
+        }
+    }
+}
+#else
+// FFMA: a 16 x 16 thread grid (ty, tx), register micro-tiles of (M / 16) x (N / 16) (mm_acc)
+template <int M, int N, int KD, bool SA, bool SB, typename S>
 __device__ __forceinline__ void gf_product(const ta* A, int lda, const ta* B, int ldb, int ty, int tx, S store) {
+    constexpr int RM = M / 16, RN = N / 16;
     ta acc[RM][RN];
     zero_acc(acc);
     mm_acc<RM, RN, KD>(acc, A, lda, B, ldb, ty, tx);
@@ -39,14 +113,15 @@ __device__ __forceinline__ void gf_product(const ta* A, int lda, const ta* B, in
 #pragma unroll
         for (int jj = 0; jj < RN; ++jj) store(ty * RM + ii, tx * RN + jj, acc[ii][jj]);
 }
+#endif
 
 extern "C" __global__ void __launch_bounds__(NT) gd_forms(
-    const ta* __restrict__ q,    // (BH, T, DK)
-    const ta* __restrict__ k,    // (BH, T, DK)
-    const ta* __restrict__ v,    // (BH, T, DV)
-    const ta* __restrict__ a,    // (BH, T) log decays
-    const ta* __restrict__ bt,   // (BH, T) beta
-    const ta* __restrict__ lam,  // (BH, T, L)
+    const ti* __restrict__ q,    // (BH, T, DK)
+    const ti* __restrict__ k,    // (BH, T, DK)
+    const ti* __restrict__ v,    // (BH, T, DV)
+    const ti* __restrict__ a,    // (BH, T) log decays
+    const ti* __restrict__ bt,   // (BH, T) beta
+    const ti* __restrict__ lam,  // (BH, T, L)
     ta* __restrict__ qe,         // (BH, n, CH, DK)  qeff
     ta* __restrict__ ek,         // (BH, n, CH, DK)  e^G K
     ta* __restrict__ ph,         // (BH, n, DK, CH)  phi
@@ -70,19 +145,15 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y, cj = bh * n + j;
     const i64 g0 = (F + j) * CH - p;  // the call's token index of the chunk's first row
-    // the chunk's rows: Qt, Kt transposed (zero outside the call and beyond DK), a, beta
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        const int t = idx / DKP, kk = idx % DKP;
-        const i64 g = g0 + t;
-        const bool ok = g >= 0 && g < T && kk < DK;
-        T0[kk * GF_LD + t] = ok ? q[(bh * T + g) * DK + kk] : (ta)0;
-        T1[kk * GF_LD + t] = ok ? k[(bh * T + g) * DK + kk] : (ta)0;
-    }
+    // the chunk's rows: Qt, Kt transposed (zero outside the call and beyond DK), a, beta; the loads
+    // batched (staged<>: several in flight per thread before their stores)
+    staged<CH * DKP, NT>(gf_rows(q + bh * T * DK, g0, T, DK), [&](int idx, ta x) { T0[(idx % DKP) * GF_LD + idx / DKP] = x; });
+    staged<CH * DKP, NT>(gf_rows(k + bh * T * DK, g0, T, DK), [&](int idx, ta x) { T1[(idx % DKP) * GF_LD + idx / DKP] = x; });
     if (tid < CH) {
         const i64 g = g0 + tid;
         const bool ok = g >= 0 && g < T;
-        aa[tid] = ok ? a[bh * T + g] : (ta)0;
-        bb[tid] = ok ? bt[bh * T + g] : (ta)0;
+        aa[tid] = ok ? ld(a + bh * T + g) : (ta)0;
+        bb[tid] = ok ? ld(bt + bh * T + g) : (ta)0;
     }
     __syncthreads();
     // the decay table E[t][s] = e^{a_{s+1} + ... + a_t} (s <= t, 0 above), one column per thread;
@@ -112,10 +183,10 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     }
     __syncthreads();
     // N = beta_i E (K K^T) strictly below the diagonal; M^T = (E * Q K^T)^T
-    gf_product<GF_R, GF_R, DKP>(T1, GF_LD, T1, GF_LD, ty, tx, [&](int i, int r, ta x) {
+    gf_product<CH, CH, DKP, false, false>(T1, GF_LD, T1, GF_LD, ty, tx, [&](int i, int r, ta x) {
         C1[i * GF_LD + r] = r < i ? (bb[i] * C0[i * GF_LD + r]) * x : (ta)0;
     });
-    gf_product<GF_R, GF_R, DKP>(T0, GF_LD, T1, GF_LD, ty, tx, [&](int t, int s, ta x) {
+    gf_product<CH, CH, DKP, false, false>(T0, GF_LD, T1, GF_LD, ty, tx, [&](int t, int s, ta x) {
         C2[s * GF_LD + t] = s <= t ? C0[t * GF_LD + s] * x : (ta)0;
     });
     __syncthreads();
@@ -123,61 +194,82 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     // the other threads write e^G K and Z = e^{suffix} K as [t][kk] (Kt in T1 is read no more)
     if (tid < CH) {
         const int s = tid;
-        for (int i = 0; i < s; ++i) C0[i * GF_LD + s] = (ta)0;
-        C0[s * GF_LD + s] = (ta)1;
+        for (int i = 0; i < CH; ++i) C0[i * GF_LD + s] = (ta)(i == s);
         for (int i = s + 1; i < CH; ++i) {
-            ta x = (ta)0;
-            for (int r = s; r < i; ++r) x = fma(C1[i * GF_LD + r], C0[r * GF_LD + s], x);
-            C0[i * GF_LD + s] = -x;
+            // x_i = -sum_{r = s}^{i-1} N[i, r] x_r in GF_SU partial sums: GF_SU loads in flight per
+            // step instead of one dependent shared-memory round trip per term (past i: a zero term)
+            ta x[GF_SU];
+#pragma unroll
+            for (int u = 0; u < GF_SU; ++u) x[u] = (ta)0;
+            for (int r = s; r < i; r += GF_SU) {
+#pragma unroll
+                for (int u = 0; u < GF_SU; ++u) {
+                    const bool in = r + u < i;
+                    const int rc = in ? r + u : s;
+                    const ta n = C1[i * GF_LD + rc];
+                    x[u] = fma(in ? n : (ta)0, C0[rc * GF_LD + s], x[u]);
+                }
+            }
+            ta sum = (ta)0;
+#pragma unroll
+            for (int u = 0; u < GF_SU; ++u) sum += x[u];
+            C0[i * GF_LD + s] = -sum;
         }
-    } else {
-        for (int idx = tid - CH; idx < CH * DKP; idx += NT - CH) {
-            const int t = idx / DKP, kk = idx % DKP;
-            const i64 g = g0 + t;
-            const ta kv = (g >= 0 && g < T && kk < DK) ? k[(bh * T + g) * DK + kk] : (ta)0;
-            T2[t * GF_LK + kk] = eG[t] * kv;
-            T1[t * GF_LK + kk] = eZ[t] * kv;
+    } else {  // GF_SU loads in flight per thread before their stores
+        const auto krow = gf_rows(k + bh * T * DK, g0, T, DK);
+        for (int i0 = tid - CH; i0 < CH * DKP; i0 += GF_SU * (NT - CH)) {
+            ta kv[GF_SU];
+#pragma unroll
+            for (int u = 0; u < GF_SU; ++u) {
+                const int idx = i0 + u * (NT - CH);
+                kv[u] = idx < CH * DKP ? krow(idx) : (ta)0;
+            }
+#pragma unroll
+            for (int u = 0; u < GF_SU; ++u) {
+                const int idx = i0 + u * (NT - CH), t = idx / DKP, kk = idx % DKP;
+                if (idx < CH * DKP) {
+                    T2[t * GF_LK + kk] = eG[t] * kv[u];
+                    T1[t * GF_LK + kk] = eZ[t] * kv[u];
+                }
+            }
         }
     }
     __syncthreads();
     // attn^T [s][t] = beta_s (M X)[t][s] into C1 (N is read no more)
-    gf_product<GF_R, GF_R, CH>(C2, GF_LD, C0, GF_LD, ty, tx, [&](int t, int s, ta x) { C1[s * GF_LD + t] = bb[s] * x; });
+    gf_product<CH, CH, CH, true, true>(C2, GF_LD, C0, GF_LD, ty, tx, [&](int t, int s, ta x) { C1[s * GF_LD + t] = bb[s] * x; });
     __syncthreads();
     ta* qej = qe + cj * CH * DK;
     ta* phj = ph + cj * DK * CH;
     // qeff = e^G * Q - attn (e^G K) (Q read again from the input: Qt's tile is phi's now)
-    gf_product<GF_R, GF_RK, CH>(C1, GF_LD, T2, GF_LK, ty, tx, [&](int t, int kk, ta x) {
+    gf_product<CH, DKP, CH, true, true>(C1, GF_LD, T2, GF_LK, ty, tx, [&](int t, int kk, ta x) {
         const i64 g = g0 + t;
-        if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? q[(bh * T + g) * DK + kk] : (ta)0) - x;
+        if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x;
     });
     // phi [kk][s] = beta_s (Z^T X)[kk][s], also as phi^T [s][kk] over Qt (read last by Q K^T)
-    gf_product<GF_RK, GF_R, CH>(T1, GF_LK, C0, GF_LD, ty, tx, [&](int kk, int s, ta x) {
+    gf_product<DKP, CH, CH, true, true>(T1, GF_LK, C0, GF_LD, ty, tx, [&](int kk, int s, ta x) {
         x *= bb[s];
         T0[s * GF_LK + kk] = x;
         if (kk < DK) phj[kk * CH + s] = x;
     });
     for (int idx = tid; idx < CH * DK; idx += NT) ek[cj * CH * DK + idx] = T2[(idx / DK) * GF_LK + idx % DK];
     __syncthreads();  // the unmasked attn^T (C1) is read no more
-    for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
-        const int s = idx / CH, t = idx % CH;
-        const i64 g = g0 + t;
-        ta w = (ta)0;
-        if (s <= t && g >= 0 && g < T) w = lam[(bh * T + g) * L + min(fen_level(t, s), L - 1)];
-        C1[s * GF_LD + t] *= w;
-    }
+    staged<CH * CH, NT>(  // Lambda * attn, in place (zero above the diagonal)
+        [&](int idx) {
+            const int s = idx / CH, t = idx % CH;
+            const i64 g = g0 + t;
+            return (s <= t && g >= 0 && g < T) ? ld(lam + (bh * T + g) * L + min(fen_level(t, s), L - 1)) : (ta)0;
+        },
+        [&](int idx, ta w) { C1[(idx / CH) * GF_LD + idx % CH] *= w; });
     // the value columns, GF_VB at a time: H = phi V, out = (Lambda * attn) V
     for (int vb = 0; vb < DV; vb += GF_VB) {
         __syncthreads();  // phi^T, Lambda * attn written; the previous block's V read
-        for (int idx = tid; idx < CH * GF_VB; idx += NT) {
-            const int s = idx / GF_VB, c = idx % GF_VB;
-            const i64 g = g0 + s;
-            T1[s * GF_LV + c] = (g >= 0 && g < T && vb + c < DV) ? v[(bh * T + g) * DV + vb + c] : (ta)0;
-        }
+        staged<CH * GF_VB, NT>(gf_rows<GF_VB>(v + bh * T * DV + vb, g0, T, DV - vb, DV),
+                               [&](int idx, ta x) { T1[(idx / GF_VB) * GF_LV + idx % GF_VB] = x; });
         __syncthreads();
-        gf_product<GF_RK, GF_RV, CH>(T0, GF_LK, T1, GF_LV, ty, tx, [&](int kk, int c, ta x) {
+        gf_product<DKP, GF_VB, CH, true, false>(T0, GF_LK, T1, GF_LV, ty, tx, [&](int kk, int c, ta x) {
             if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
         });
-        gf_product<GF_R, GF_RV, CH>(C1, GF_LD, T1, GF_LV, ty, tx, [&](int t, int c, ta x) {
+        gf_product<CH, GF_VB, CH, true, false>(C1, GF_LD, T1, GF_LV, ty, tx, [&](int t, int c, ta x) {
             if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
         });
     }
