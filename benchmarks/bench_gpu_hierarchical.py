@@ -3,7 +3,7 @@ kernels (``hierarchical.cu``) against ``loglinear_attention`` (cupy), torch SDPA
 array-API path, in one run.
 
     python benchmarks/bench_gpu_hierarchical.py [--out DIR] [--T 2048,4096,...] [--api-max 8192]
-    python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192]   # the kernels' forward at chunk 32 / 64
+    python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192]   # the kernels' forward at chunk 32 / 64, per kernel
 
 Shapes: B=2, H=16, d_k=d_v=64, forward only, median of CUDA-event times after warm-up, CUDA torch
 tensors. Rows: ours (the public function, no ``backend=``) in float32 and bfloat16; the array-API
@@ -117,9 +117,43 @@ def bench(args):
     print("\n".join(lines))
 
 
+class _Split:
+    """``ops`` whose hierarchical kernels record CUDA events around each launch (per-kernel times)."""
+
+    def __init__(self, ops):
+        self.ops, self.xp, self.ev = ops, ops.xp, []
+
+    def __getattr__(self, name):
+        fn = getattr(self.ops, name)
+        if not name.startswith("hi_"):
+            return fn
+
+        def timed_launch(*a, **kw):
+            import cupy
+
+            e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+            e0.record()
+            fn(*a, **kw)
+            e1.record()
+            self.ev.append((name, e0, e1))
+        return timed_launch
+
+    def times(self):
+        import cupy
+
+        out = {}
+        for name, e0, e1 in self.ev:
+            e1.synchronize()
+            out[name] = out.get(name, 0.0) + cupy.cuda.get_elapsed_time(e0, e1)
+        self.ev = []
+        return out
+
+
 def kernels(args):
     """The forward's host logic and kernels (``hierarchical.compute`` on CuPy float32 arrays) at chunk
-    32 and 64 (the public call uses 64)."""
+    32 and 64 (the public call uses 32), then the same call with each kernel timed apart (CUDA events
+    around each launch: ``hi_intra``, ``hi_scan``, ``hi_read``; the rest of the forward's time is the
+    host logic and allocations)."""
     import cupy
 
     from lsattn.backends.cupy import hierarchical as chi
@@ -132,7 +166,7 @@ def kernels(args):
         a = cupy.asarray(-0.1 * rng.random((B, H, T)).astype(np.float32))
         with on_gpu(x[0]) as (_, _, ops):
             for C in (32, 64):
-                full = lambda: chi.compute(ops, *x, a, 0, None, C)  # noqa: E731
+                full = lambda o=ops: chi.compute(o, *x, a, 0, None, C)  # noqa: E731
                 start, end = cupy.cuda.Event(), cupy.cuda.Event()
                 for _ in range(2):
                     full()
@@ -141,9 +175,15 @@ def kernels(args):
                     full()
                 end.record()
                 end.synchronize()
+                split = _Split(ops)
+                reps = 5
+                for _ in range(reps):
+                    chi.compute(split, *x, a, 0, None, C)
+                per = {k: v / reps for k, v in split.times().items()}
                 cfg = chi.config("float", D, D, C)
-                print(f"T={T} C={cfg.CH}: forward {cupy.cuda.get_elapsed_time(start, end) / 5:.3f} ms "
-                      f"(hi_scan smem {cfg.smem('hi_scan')} B)", flush=True)
+                print(f"T={T} C={cfg.CH}: forward {cupy.cuda.get_elapsed_time(start, end) / 5:.3f} ms; "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in per.items())
+                      + f" (kernels {sum(per.values()):.3f}) ms", flush=True)
 
 
 def main():
