@@ -37,6 +37,7 @@ static unsigned emu_smem = 0;  // the launch's dynamic shared memory (the host's
 inline ta ld(const ti* p) { return *p; }
 inline void st(ti* p, ta x) { *p = x; }
 inline ta ex(ta x) { return std::exp(x); }
+inline ta fex(ta x) { return std::exp(x); }
 inline ta lg(ta x) { return std::log(x); }
 inline ta fmx(ta a, ta b) { return std::fmax(a, b); }
 inline ta neg_big() { return sizeof(ta) == 4 ? (ta)-3.0e38f : (ta)-1.0e308; }

@@ -43,6 +43,7 @@
 // and an output whose every visible term is such a zero comes out at or below alo: written as
 // -inf (the threshold alo / 2 = lo / (8 (p + T)); log outputs of genuine inputs are far above it).
 // A row whose every level is switched off has no defined output (0 / 0: lden at the stand-in).
+// Every exponential has an argument <= 0 (a difference from a maximum): common.cu's fex.
 // Costs per chunk: hi_intra CH^2 / 2 (d_k + d_v) exponentials; hi_read per held slot CH d_k
 // exponentials (e, once per column block) and 2 CH d_k (d_v + 1) flops; hi_scan's merge CH d_k
 // exponentials and 2 CH d_k d_v flops, on the scan's critical path.
@@ -60,10 +61,10 @@ constexpr int HI_G = (sizeof(ta) == 8 && CH * DKP > 2048) ? 2 : 4;  // slots sta
 // (U, S) standing for S exp(U), plus w exp(x) (w > 0): the larger exponent becomes the shift.
 __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
     if (x > U) {
-        S = fma(S, ex(U - x), w);
+        S = fma(S, fex(U - x), w);
         U = x;
     } else {
-        S = fma(w, ex(x - U), S);
+        S = fma(w, fex(x - U), S);
     }
 }
 
@@ -110,15 +111,18 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     hi_rows(Ks, k + bh * T * DK, g0, T, DK);
     for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(a ? a + bh * T : nullptr, g0 + s, T, alo);
     __syncthreads();
-    for (int idx = tid; idx < CH * CH; idx += NT) {  // X_ts = log sum_i exp(q_ti + k_si)
-        const int t = idx / CH, s = idx % CH;
-        if (s > t || s < t0 || t >= t1) continue;
+    for (int idx = tid; idx < CH * (CH + 1) / 2; idx += NT) {  // X_ts = log sum_i exp(q_ti + k_si), pairs s <= t
+        int t = (int)((sqrtf(8.0f * idx + 1.0f) - 1.0f) * 0.5f);  // idx = t (t + 1) / 2 + s, 0 <= s <= t
+        t -= t * (t + 1) / 2 > idx;
+        t += (t + 1) * (t + 2) / 2 <= idx;
+        const int s = idx - t * (t + 1) / 2;
+        if (s < t0 || t >= t1) continue;
         const ta* qt = Qs + t * HI_KLD;
         const ta* ks = Ks + s * HI_KLD;
         ta mx = neg_big();
         for (int i = 0; i < DK; ++i) mx = fmx(mx, qt[i] + ks[i]);
         ta sum = (ta)0;
-        for (int i = 0; i < DK; ++i) sum += ex(qt[i] + ks[i] - mx);
+        for (int i = 0; i < DK; ++i) sum += fex(qt[i] + ks[i] - mx);
         X[t * HI_XLD + s] = mx + lg(sum);
     }
     __syncthreads();
@@ -132,7 +136,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             seg += ac[s];
         }
         ta den = (ta)0;
-        for (int s = t0; s <= t; ++s) den += ex(X[t * HI_XLD + s] - mx);
+        for (int s = t0; s <= t; ++s) den += fex(X[t * HI_XLD + s] - mx);
         lden[bh * T + g0 + t] = mx + lg(den);
     }
     // the chunk's summary (all chunks but the call's last): slot n_old + j of hi_scan, keys decayed
@@ -161,7 +165,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int s = idx / DKP, i = idx % DKP;
-            Qs[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HI_KLD + i] + suf[s] - mcs[i]) : (ta)0;
+            Qs[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? fex(Ks[s * HI_KLD + i] + suf[s] - mcs[i]) : (ta)0;
         }
         __syncthreads();
         if (tid < DK) {
@@ -188,7 +192,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             ta U = neg_big();
             for (int s = t0; s <= t; ++s) U = fmx(U, xt[s] + LVs[s * (HI_AV + 1) + cc]);
             ta sum = (ta)0;
-            for (int s = t0; s <= t; ++s) sum += ex(xt[s] + LVs[s * (HI_AV + 1) + cc] - U);
+            for (int s = t0; s <= t; ++s) sum += fex(xt[s] + LVs[s * (HI_AV + 1) + cc] - U);
             lnum[(bh * T + g0 + t) * DV + c0 + cc] = U + lg(sum);
         }
         if (!summ) continue;
@@ -202,7 +206,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         __syncthreads();
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
             const int s = idx / HI_AV, cc = idx % HI_AV;
-            LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? ex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
+            LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? fex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
         }
         __syncthreads();
         for (int idx = tid; idx < DKP * HI_AV; idx += NT) {  // S = exp(k + suf - mc)^T exp(lv - nc)
@@ -326,19 +330,19 @@ extern "C" __global__ void __launch_bounds__(NT) hi_scan(
             const ta M = Mn[kk];
             if (cok) {
                 const i64 o = (dst * DK + kk) * DV + vc;
-                ta x = ex(mb[dst * DK + kk] - M) * ex(nb[dst * DV + vc] - Nn[cc]) * Sb[o];
+                ta x = fex(mb[dst * DK + kk] - M) * fex(nb[dst * DV + vc] - Nn[cc]) * Sb[o];
                 for (int m = 1; m <= z; ++m) {
                     const int id = hi_slot(c, m, F, n_old);
                     if (id >= 0)
-                        x = fma(ex(mb[id * DK + kk] - M) * ex(nb[id * DV + vc] - Nn[cc]), Sb[((i64)id * DK + kk) * DV + vc], x);
+                        x = fma(fex(mb[id * DK + kk] - M) * fex(nb[id * DV + vc] - Nn[cc]), Sb[((i64)id * DK + kk) * DV + vc], x);
                 }
                 Sb[o] = x;
             }
             if (cc == 0) {
-                ta x = ex(mb[dst * DK + kk] - M) * zb[dst * DK + kk];
+                ta x = fex(mb[dst * DK + kk] - M) * zb[dst * DK + kk];
                 for (int m = 1; m <= z; ++m) {
                     const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0) x = fma(ex(mb[id * DK + kk] - M), zb[id * DK + kk], x);
+                    if (id >= 0) x = fma(fex(mb[id * DK + kk] - M), zb[id * DK + kk], x);
                 }
                 zb[dst * DK + kk] = x;
             }
@@ -461,7 +465,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_read(
         __syncthreads();
         for (int idx = tid; idx < cnt * CH * DKP; idx += NT) {
             const int g = idx / (CH * DKP), t = (idx / DKP) % CH, i = idx % DKP;
-            sm.E[(g * CH + t) * HI_KLD + i] = i < DK ? ex(sm.Qs[t * HI_KLD + i] + sm.Ms[g * DKP + i] - sm.Rr[g * CH + t]) : (ta)0;
+            sm.E[(g * CH + t) * HI_KLD + i] = i < DK ? fex(sm.Qs[t * HI_KLD + i] + sm.Ms[g * DKP + i] - sm.Rr[g * CH + t]) : (ta)0;
         }
         __syncthreads();
         for (int idx = tid; idx < cnt * NT; idx += NT) {  // partial den: e . z
