@@ -152,7 +152,7 @@ class _Split:
 def kernels(args):
     """The forward's host logic and kernels (``hierarchical.compute`` on CuPy float32 arrays) at chunk
     32 and 64 (the public call uses 32), then the same call with each kernel timed apart (CUDA events
-    around each launch: ``hi_intra``, ``hi_scan``, ``hi_read``; the rest of the forward's time is the
+    around each launch: ``hi_intra``, ``hi_merge`` (all its launches), ``hi_snap``, ``hi_read``; the rest of the forward's time is the
     host logic and allocations)."""
     import cupy
 

@@ -1,4 +1,4 @@
-// The CUDA source of hi_intra, hi_scan and hi_read (lsattn/backends/cupy/hierarchical.cu) compiled as C++
+// The CUDA source of hi_intra, hi_merge, hi_snap and hi_read (lsattn/backends/cupy/hierarchical.cu) compiled as C++
 // for the CPU, as cuda_emu_gd_scan.cpp does for gd_scan: every CUDA thread of a block is a
 // std::thread, __syncthreads a std::barrier, shared memory one static buffer (blocks run one
 // after another). Only the subset of common.cu that hierarchical.cu uses is restated here (inputs
@@ -76,10 +76,16 @@ extern "C" void run_intra(const ta* q, const ta* k, const ta* lv, const ta* lam,
     launch(n, BH, 1, smem, [=] { hi_intra(q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, alo, n_old, ncb); });
 }
 
-// hi_scan's launch: grid (BH, ncb).
-extern "C" void run_scan(ta* wm, ta* wz, ta* wn, ta* wS, const ta* gch, ta* msnap, int DK, int DV, i64 p, i64 F, int n,
-                         int n_old, int NLC, int BH, int ncb, unsigned smem) {
-    launch(BH, ncb, 1, smem, [=] { hi_scan(wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC); });
+// hi_merge's launch: grid (count, ncb, BH).
+extern "C" void run_merge(ta* wm, ta* wz, ta* wn, ta* wS, const ta* gch, ta* gnode, int DK, int DV, i64 F, int n, int n_old,
+                          i64 c0, int d, int count, int BH, int ncb, unsigned smem) {
+    launch(count, ncb, BH, smem, [=] { hi_merge(wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d); });
+}
+
+// hi_snap's launch: grid (n, BH).
+extern "C" void run_snap(const ta* wm, const ta* gnode, ta* msnap, int DK, i64 p, i64 F, int n, int n_old, int NLC,
+                         int ncb, int BH, unsigned smem) {
+    launch(n, BH, 1, smem, [=] { hi_snap(wm, gnode, msnap, DK, p, F, n, n_old, NLC, ncb); });
 }
 
 // hi_read's launch: grid (n ncb, BH).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # issue 17, branch s8d17, one H200, < 150 s: the GPU tests of loglinear_log_attention (hierarchical.cu:
-# fex, pairs over the triangle) and of 16-bit log_attention training (FFMA forward reading bf16 and
+# fex, pairs over the triangle, the chunk tree's merges hi_merge / hi_snap instead of the sequential hi_scan) and of 16-bit log_attention training (FFMA forward reading bf16 and
 # writing log y in float32, backward reading bf16), memcheck of small hierarchical calls, the
 # hierarchical forward per kernel, its host profile and its table, log_attention fwd+bwd against SDPA, the bf16 step's
 # profile. Everything to stdout (logs in $OUT/s8d17.tgz).

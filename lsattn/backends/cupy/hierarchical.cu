@@ -17,17 +17,22 @@
 //           XOR s)] + (a_{s+1} + ... + a_t) (summed over the stretch: rounding relative to it);
 //           lden_t = log sum_{s<=t} exp(X_ts), lnum_tc = log sum_{s<=t} exp(X_ts + lv_sc), each
 //           with its own maximum as shift (no underflow of a visible term that matters).
-// hi_scan   one block per (sequence, HI_BV value columns): a sequential scan over the chunks
-//           that only merges: one exp-kernel summary (m, n, S, z) per chunk-level Fenwick slot (and
-//           the incoming state's slots), S_ic = sum_s exp(k_si + d_s - m_i) exp(lv_sc - n_c), z_i =
-//           sum_s exp(k_si + d_s - m_i), keys decayed (d_s) to the end of the last chunk merged; a
-//           slot is stored once, by id (the chunk whose merge made it), its m decayed in place
-//           (m += g after every chunk) and snapshot before every chunk (msnap) for hi_read. After
-//           chunk c the chunk's summary (keys decayed to its end by suffix sums inside it) and the
-//           chunk-level slots 1 .. z (z = trailing zeros of c + 1) become slot z + 1 with the
-//           larger per-feature and per-column maxima as shifts (factors <= 1): the Fenwick merge at
-//           chunk granularity of gated_delta.cu's gd_scan (see there why the slots are the chunk
-//           tree's buckets). The incoming slots are never merged (they stay separate, decayed).
+// hi_merge  the chunk tree's merges, one launch per depth d = 1, 2, ... (parallel over the chunks
+//           of that depth, sequences and HI_BV value columns): one exp-kernel summary (m, n, S, z)
+//           per chunk-level Fenwick slot, S_ic = sum_s exp(k_si + d_s - m_i) exp(lv_sc - n_c), z_i =
+//           sum_s exp(k_si + d_s - m_i), keys decayed (d_s) to the end of the slot's last chunk; a
+//           slot is stored once, by id (the chunk whose merge made it). Chunk c (z = trailing zeros
+//           of c + 1 = d): its own summary (keys decayed to its end by suffix sums inside it, from
+//           hi_intra) and the chunk-level slots 1 .. z held before it (ids c - 2^(m-1), made at
+//           smaller depths) become slot z + 1, the slots' keys decayed to c's end by sums of the
+//           stretch totals between (the chunk's own and the held slots' below them), with the larger
+//           per-feature and per-column maxima as shifts (factors <= 1): the Fenwick merge at chunk
+//           granularity of gated_delta.cu's gd_scan (see there why the slots are the chunk tree's
+//           buckets), as a tree (no sequential chunk loop). gnode: each slot's total decay. The
+//           incoming state's slots are never merged.
+// hi_snap   one block per (chunk, sequence): the m of the slots held before the chunk, decayed to
+//           its start (msnap, for hi_read): a chunk-level slot by the totals of the held slots below
+//           it (the chunks between), an incoming slot by all of them.
 // hi_read   one block per (chunk, sequence, HI_BV value columns), in parallel: start from
 //           hi_intra's (lnum, lden) as running (shift, sum) pairs; for every slot held before the
 //           chunk (incoming slot j: bit j of p, read at level max(j + 1, bit_length(p XOR t));
@@ -45,12 +50,12 @@
 // A row whose every level is switched off has no defined output (0 / 0: lden at the stand-in).
 // Every exponential has an argument <= 0 (a difference from a maximum): common.cu's fex.
 // Costs per chunk: hi_intra CH^2 / 2 (d_k + d_v) exponentials; hi_read per held slot CH d_k
-// exponentials (e, once per column block) and 2 CH d_k (d_v + 1) flops; hi_scan's merge CH d_k
-// exponentials and 2 CH d_k d_v flops, on the scan's critical path.
-#define HI_BV 16  // value columns per block of hi_scan / hi_read
+// exponentials (e, once per column block) and 2 CH d_k (d_v + 1) flops; hi_merge per merged slot
+// d_k d_v exponentials and flops, in ~log2(n) launches (the tree's depth) instead of a chunk loop.
+#define HI_BV 16  // value columns per block of hi_merge / hi_read
 #define HI_AV 64  // value columns per pass of hi_intra
 constexpr int HI_RA = CH / (NT / HI_BV);  // rows per thread of hi_read (16 row groups)
-constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_scan's merge
+constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_merge
 constexpr int HI_P = NT / CH;  // threads per row of the row maxima
 constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int HI_KLD = DKP + 1;  // row stride of the q / k / e tiles (no bank conflicts)
@@ -91,7 +96,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     const ti* __restrict__ a,    // (BH, T) or null (no decay)
     ta* __restrict__ lden,       // (BH, T)      out
     ta* __restrict__ lnum,       // (BH, T, DV)  out
-    ta* __restrict__ wm, ta* __restrict__ wz, ta* __restrict__ wn, ta* __restrict__ wS,  // hi_scan's slots (out: slot n_old + j)
+    ta* __restrict__ wm, ta* __restrict__ wz, ta* __restrict__ wn, ta* __restrict__ wS,  // hi_merge's slots (out: slot n_old + j)
     ta* __restrict__ gch,        // (BH, n) out: the chunks' total decays
     int T, int DK, int DV, int L, i64 p, i64 F, ta alo, int n_old, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -139,7 +144,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         for (int s = t0; s <= t; ++s) den += fex(X[t * HI_XLD + s] - mx);
         lden[bh * T + g0 + t] = mx + lg(den);
     }
-    // the chunk's summary (all chunks but the call's last): slot n_old + j of hi_scan, keys decayed
+    // the chunk's summary (all chunks but the call's last): slot n_old + j of hi_merge, keys decayed
     // to the chunk's end, m = mc (per feature), z, then per column pass n = nc and S
     const int j = blockIdx.x, n = gridDim.x;
     const bool summ = j + 1 < n;
@@ -219,7 +224,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     }
 }
 
-// Slot ids of hi_scan / hi_read: s < n_old the incoming slot s; n_old + j the chunk-level slot the
+// Slot ids of hi_merge / hi_snap / hi_read: s < n_old the incoming slot s; n_old + j the chunk-level slot the
 // merge after chunk F + j created (its level: 1 + trailing zeros of F + j + 1). Before chunk c the
 // chunk-level slot of level m is held iff bit m - 1 of c is set and the chunk that created it,
 // ((c >> (m - 1)) << (m - 1)) - 1, is one of the call's (>= F); hi_slot returns its id or -1.
@@ -242,115 +247,135 @@ __device__ __forceinline__ void hi_decays(ta* ac, ta* pre, const ti* ab, i64 g0,
     __syncthreads();
 }
 
-// hi_scan: one block per (sequence, HI_BV value columns), sequential over the call's chunks but the
-// last: before chunk F + j it writes the held slots' m (decayed to the chunk's start) to
-// msnap[j] (slot order: incoming s, then chunk level m at n_old + m - 1; column block 0 only);
-// after it every held slot decays by the chunk's total (m += g) and the chunk-level slots 1 .. z
-// (z = trailing zeros of c + 1) merge into the chunk's own summary (slot n_old + j, written by
-// hi_intra; level z + 1 now), in place, shifted to the larger maxima (factors <= 1).
-extern "C" __global__ void __launch_bounds__(NT) hi_scan(
-    ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id; the incoming m first (every column block)
+// hi_merge: depth d of the chunk tree, one block per (chunk c = c0 + x 2^(d+1) (the call's chunks with
+// d trailing ones; not its last, whose summary nobody reads), HI_BV value columns (ncb blocks), sequence):
+// the chunk's summary (slot n_old + j, hi_intra's) and the held chunk-level slots 1 .. d (of the call;
+// final: made at depths < d) merge in place into slot n_old + j, level d + 1 (hi_merge's comment above).
+extern "C" __global__ void __launch_bounds__(NT) hi_merge(
+    ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id, m decayed to the slot's end (every column block a copy)
     ta* __restrict__ wz,     // (BH, ncb, n_old + n, DK) ... z
     ta* __restrict__ wn,     // (BH, n_old + n, DV)
     ta* __restrict__ wS,     // (BH, n_old + n, DK, DV)
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
-    ta* __restrict__ msnap,  // (BH, n, n_old + NLC, DK) out
-    int DK, int DV, i64 p, i64 F, int n, int n_old, int NLC) {
+    ta* __restrict__ gnode,  // (BH, n) the chunk-level slots' total decays (in: gch; out: slot n_old + j's)
+    int DK, int DV, i64 F, int n, int n_old, i64 c0, int d) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Mn = reinterpret_cast<ta*>(smem_raw);  // DKP: the merge's shifts
     ta* Nn = Mn + DKP;                         // HI_BV
-    check_smem((DKP + HI_BV) * sizeof(ta));
+    ta* Dm = Nn + HI_BV;                       // HI_LMAX: decay of held slot m to the chunk's end
+    check_smem((DKP + HI_BV + HI_LMAX) * sizeof(ta));
     const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
-    const i64 bh = blockIdx.x;
+    const i64 bh = blockIdx.z, c = c0 + ((i64)blockIdx.x << (d + 1)), j = c - F;
     const int cb = blockIdx.y, ncb = gridDim.y;
+    if (j < 0 || j >= n - 1) return;  // uniform over the block
     const int vc = cb * HI_BV + cc;
     const bool cok = vc < DV;
-    const int NS = n_old + n, NSL = n_old + NLC;
+    const int NS = n_old + n;
     ta* mb = wm + (bh * ncb + cb) * NS * DK;
     ta* zb = wz + (bh * ncb + cb) * NS * DK;
     ta* nb = wn + bh * NS * DV;
     ta* Sb = wS + bh * NS * (i64)DK * DV;
-    for (int j = 0; j < n; ++j) {
-        const i64 c = F + j;
-        if (cb == 0)  // the held slots' m for hi_read
-            for (int i = tid; i < DK; i += NT) {
-                ta* dst = msnap + ((bh * n + j) * NSL) * DK + i;
-                for (int s = 0; s < n_old; ++s)
-                    if ((p >> s) & 1) dst[s * DK] = mb[s * DK + i];
-                for (int m = 1; m <= NLC; ++m) {
-                    const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0) dst[(n_old + m - 1) * DK] = mb[id * DK + i];
-                }
-            }
-        if (j == n - 1) break;  // the call's last chunk: nothing merges (the state is assembled on the host)
-        const ta G = gch[bh * n + j];
-        const int z = __ffsll((long long)(c + 1)) - 1;  // trailing zeros of c + 1
-        for (int i = tid; i < DK; i += NT) {  // decay the held slots
-            for (int s = 0; s < n_old; ++s)
-                if ((p >> s) & 1) mb[s * DK + i] += G;
-            for (int m = 1; m <= NLC; ++m) {
+    const i64 dst = n_old + j;
+    int nz = 0;  // merged slots held
+    for (int m = 1; m <= d; ++m) nz += hi_slot(c, m, F, n_old) >= 0;
+    if (nz == 0) return;  // the chunk's summary is the new slot as it is (gnode: gch)
+    if (tid == 0) {  // slot m ends where the held slots below it begin: decayed by their totals and the chunk's
+        ta D = gch[bh * n + j];
+        for (int m = 1; m <= d; ++m) {
+            const int id = hi_slot(c, m, F, n_old);
+            Dm[m - 1] = D;
+            if (id >= 0) D += gnode[bh * n + id - n_old];
+        }
+        if (cb == 0) gnode[bh * n + j] = D;
+    }
+    __syncthreads();
+    if (tid < DKP) {  // per-feature shift: the chunk's and the merged slots'
+        const int i = tid;
+        ta M = neg_big();
+        if (i < DK) {
+            M = mb[dst * DK + i];
+            for (int m = 1; m <= d; ++m) {
                 const int id = hi_slot(c, m, F, n_old);
-                if (id >= 0) mb[id * DK + i] += G;
+                if (id >= 0) M = fmx(M, mb[id * DK + i] + Dm[m - 1]);
             }
         }
-        int nz = 0;  // merged slots held
-        for (int m = 1; m <= z; ++m) nz += hi_slot(c, m, F, n_old) >= 0;
-        __syncthreads();
-        if (nz == 0) continue;  // the chunk's summary is the new slot as it is
-        const i64 dst = n_old + j;
-        if (tid < DKP) {  // per-feature shift: the chunk's and the merged slots'
-            const int i = tid;
-            ta M = neg_big();
-            if (i < DK) {
-                M = mb[dst * DK + i];
-                for (int m = 1; m <= z; ++m) {
-                    const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0) M = fmx(M, mb[id * DK + i]);
-                }
+        Mn[i] = M;
+    }
+    if (tid >= NT - HI_BV) {  // per-column shift
+        const int c2 = tid - (NT - HI_BV), v2 = cb * HI_BV + c2;
+        ta N = lo_v();
+        if (v2 < DV) {
+            N = nb[dst * DV + v2];
+            for (int m = 1; m <= d; ++m) {
+                const int id = hi_slot(c, m, F, n_old);
+                if (id >= 0) N = fmx(N, nb[id * DV + v2]);
             }
-            Mn[i] = M;
         }
-        if (tid >= NT - HI_BV) {  // per-column shift
-            const int c2 = tid - (NT - HI_BV), v2 = cb * HI_BV + c2;
-            ta N = lo_v();
-            if (v2 < DV) {
-                N = nb[dst * DV + v2];
-                for (int m = 1; m <= z; ++m) {
-                    const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0) N = fmx(N, nb[id * DV + v2]);
-                }
-            }
-            Nn[c2] = N;
-        }
-        __syncthreads();
+        Nn[c2] = N;
+    }
+    __syncthreads();
 #pragma unroll
-        for (int i = 0; i < HI_RB; ++i) {
-            const int kk = rg * HI_RB + i;
-            if (kk >= DK) continue;
-            const ta M = Mn[kk];
-            if (cok) {
-                const i64 o = (dst * DK + kk) * DV + vc;
-                ta x = fex(mb[dst * DK + kk] - M) * fex(nb[dst * DV + vc] - Nn[cc]) * Sb[o];
-                for (int m = 1; m <= z; ++m) {
-                    const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0)
-                        x = fma(fex(mb[id * DK + kk] - M) * fex(nb[id * DV + vc] - Nn[cc]), Sb[((i64)id * DK + kk) * DV + vc], x);
-                }
-                Sb[o] = x;
+    for (int i = 0; i < HI_RB; ++i) {
+        const int kk = rg * HI_RB + i;
+        if (kk >= DK) continue;
+        const ta M = Mn[kk];
+        if (cok) {
+            const i64 o = (dst * DK + kk) * DV + vc;
+            ta x = fex(mb[dst * DK + kk] - M) * fex(nb[dst * DV + vc] - Nn[cc]) * Sb[o];
+            for (int m = 1; m <= d; ++m) {
+                const int id = hi_slot(c, m, F, n_old);
+                if (id >= 0)
+                    x = fma(fex(mb[id * DK + kk] + Dm[m - 1] - M) * fex(nb[id * DV + vc] - Nn[cc]),
+                            Sb[((i64)id * DK + kk) * DV + vc], x);
             }
-            if (cc == 0) {
-                ta x = fex(mb[dst * DK + kk] - M) * zb[dst * DK + kk];
-                for (int m = 1; m <= z; ++m) {
-                    const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0) x = fma(fex(mb[id * DK + kk] - M), zb[id * DK + kk], x);
-                }
-                zb[dst * DK + kk] = x;
-            }
+            Sb[o] = x;
         }
-        __syncthreads();  // the old shifts of the chunk's slot are read: now the new ones
-        for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];
-        if (tid < HI_BV && cb * HI_BV + tid < DV) nb[dst * DV + cb * HI_BV + tid] = Nn[tid];
-        __syncthreads();
+        if (cc == 0) {
+            ta x = fex(mb[dst * DK + kk] - M) * zb[dst * DK + kk];
+            for (int m = 1; m <= d; ++m) {
+                const int id = hi_slot(c, m, F, n_old);
+                if (id >= 0) x = fma(fex(mb[id * DK + kk] + Dm[m - 1] - M), zb[id * DK + kk], x);
+            }
+            zb[dst * DK + kk] = x;
+        }
+    }
+    __syncthreads();  // the old shifts of the chunk's slot are read: now the new ones
+    for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];
+    if (tid < HI_BV && cb * HI_BV + tid < DV) nb[dst * DV + cb * HI_BV + tid] = Nn[tid];
+}
+
+// hi_snap: one block per (chunk F + j, sequence): msnap[j] = the held slots' m decayed to the chunk's start
+// (slot order: incoming s, then chunk level m at n_old + m - 1; entries of slots not held are left as they are).
+extern "C" __global__ void __launch_bounds__(NT) hi_snap(
+    const ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) after hi_merge (column block 0 read)
+    const ta* __restrict__ gnode,  // (BH, n) after hi_merge
+    ta* __restrict__ msnap,        // (BH, n, n_old + NLC, DK) out
+    int DK, i64 p, i64 F, int n, int n_old, int NLC, int ncb) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Dm = reinterpret_cast<ta*>(smem_raw);  // HI_LMAX + 1: decay of held slot m (then of the incoming ones)
+    check_smem((HI_LMAX + 1) * sizeof(ta));
+    const int tid = threadIdx.x, j = blockIdx.x;
+    const i64 bh = blockIdx.y, c = F + j;
+    const int NS = n_old + n, NSL = n_old + NLC;
+    if (tid == 0) {  // the held slots below slot m cover the chunks between its end and the chunk's start
+        ta D = (ta)0;
+        for (int m = 1; m <= NLC; ++m) {
+            const int id = hi_slot(c, m, F, n_old);
+            Dm[m - 1] = D;
+            if (id >= 0) D += gnode[bh * n + id - n_old];
+        }
+        Dm[HI_LMAX] = D;
+    }
+    __syncthreads();
+    const ta* mb = wm + (bh * ncb) * NS * DK;
+    for (int i = tid; i < DK; i += NT) {
+        ta* dst = msnap + ((bh * n + j) * NSL) * DK + i;
+        for (int s = 0; s < n_old; ++s)
+            if ((p >> s) & 1) dst[s * DK] = mb[s * DK + i] + Dm[HI_LMAX];
+        for (int m = 1; m <= NLC; ++m) {
+            const int id = hi_slot(c, m, F, n_old);
+            if (id >= 0) dst[(n_old + m - 1) * DK] = mb[id * DK + i] + Dm[m - 1];
+        }
     }
 }
 
@@ -366,12 +391,12 @@ struct HiTiles {
 };
 
 // hi_read: one block per (chunk F + j, HI_BV value columns (ncb blocks), sequence), in parallel: the reads of the
-// slots held before the chunk (hi_scan's slots, m from its msnap), combined with hi_intra's partials.
+// slots held before the chunk (hi_merge's slots, m from hi_snap's msnap), combined with hi_intra's partials.
 extern "C" __global__ void __launch_bounds__(NT) hi_read(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
     const ta* __restrict__ lden,    // (BH, T)      hi_intra's
     const ta* __restrict__ lnum,    // (BH, T, DV)  hi_intra's
-    const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_scan's
+    const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_snap's, hi_merge's
     ti* __restrict__ out,           // (BH, T, DV)
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
