@@ -38,7 +38,6 @@ def configs(op):
             continue
         if not op.endswith("_bwd"):
             out.append(cc.make_config(ta, dk, dv, 64, half, logv=logv))
-            out.append(cc.make_config(ta, dk, dv, 64, half, logv=logv, wide=True))  # 16-bit log_attention training
         if op in GRAD:
             out.append(cc.make_config(ta, dk, dv, 32, half, grad=GRAD[op], logv=logv))
     return list(dict.fromkeys(out))
@@ -65,8 +64,7 @@ def main():
                 f.write("\n".join(open(os.path.join(cc._HERE, x)).read() for x in ("common.cu",) + cc._SOURCES.get(op, (f"{op}.cu",))))
             for cfg in configs(op):
                 flags = [f"-DTA={cfg.ta}", f"-DTI_BF16={int(cfg.half == 'bf16')}", f"-DTI_F16={int(cfg.half == 'f16')}",
-                         f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}", f"-DLOGV={int(cfg.logv)}",
-                         f"-DOUT_TA={int(cfg.wide)}"]
+                         f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}", f"-DLOGV={int(cfg.logv)}"]
                 ptx = os.path.join(tmp, "k.ptx")
                 r = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-ptx", *flags, src, "-o", ptx], capture_output=True, text=True)
                 missing = [] if r.returncode else [n for n in launched(op, cfg) if f".entry {n}(" not in open(ptx).read()]

@@ -7,12 +7,13 @@ backward on the GPU.
 ``torch.autograd.Function`` whose backward is ``loglinear.backward`` / ``exp_kernel.backward``
 (the host logic, tested on the CPU with the kernels' NumPy twin) on ``loglinear_bwd.cu`` /
 ``exp_kernel_bwd.cu`` (``log_attention``: its LOGV mode), computing in float32 for 16-bit inputs
-(log-linear: from float32 copies made for the backward; causal exp-kernel and ``log_attention``:
-read as such, gradients written as such) and in float64 for float64. 16-bit ``log_attention``
-calls that record the backward run the FFMA forward on the 16-bit inputs writing log y in float32
-(``compute(out32=True)``), kept for the backward (which needs log y to float32 accuracy: a 16-bit
-log output carries an absolute error ``|log y| 2^-9`` into every ``exp(log v - log y)``); the
-caller gets it rounded. Non-causal 16-bit calls run on float32 copies and keep the float32 output.
+(log-linear: from float32 copies made for the backward; ``log_attention``: the forward's; exp-kernel:
+read as such) and in float64 for float64. 16-bit ``log_attention`` (and non-causal exp-kernel) calls
+that record the backward run their forward on float32 copies and keep them and its float32 output
+for the backward (which needs log y to float32 accuracy: a 16-bit log output carries an absolute
+error ``|log y| 2^-9`` into every ``exp(log v - log y)``): one float32 forward instead of the 16-bit
+one plus a float32 recomputation, one widening of the inputs per step (the FFMA kernels reading
+bf16 measured ~1.5x slower than on float32 copies: benchmarks/NOTES.md).
 
 ``apply_gated_delta_scan``: the chunk scan of ``loglinear_gated_delta`` (``gated_delta_bwd.py``;
 the WY forms around it are torch operations, differentiated by torch).
@@ -84,34 +85,26 @@ def _exp_function():
 
         @staticmethod
         def forward(ctx, q, k, v, m0, S0, z0, n0, chunk_size, logv, causal):
-            # 16-bit causal log_attention: its backward needs log y to float32 accuracy, so the FFMA
-            # kernels read the 16-bit inputs as they are and write log y in float32 (kept for the
-            # backward; the caller gets it rounded). Non-causal 16-bit calls (no 16-bit entry for the
-            # one-summary read): from float32 copies, the float32 output kept
-            half16 = q.dtype in (torch.float16, torch.bfloat16)
-            wide = half16 and not causal
-            out32 = half16 and logv and causal
+            # 16-bit log_attention (its backward needs the float32 log output) and non-causal calls (no
+            # 16-bit entry for the one-summary read): from float32 copies, the float32 output kept
+            wide = q.dtype in (torch.float16, torch.bfloat16) and (logv or not causal)
             xs = tuple(x.detach().float() for x in (q, k, v)) if wide else (q, k, v)
             with on_gpu(q) as (to_cp, back, ops):
                 args, half = inputs(to_cp, xs)
                 init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in _init(m0, S0, z0, n0, logv))
-                out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, half, logv, out32)
-                out = back(out, "" if out32 else half)
-            ctx.save_for_backward(q, k, v, m0, S0, z0, n0, out)
-            ctx.chunk_size, ctx.logv, ctx.causal = chunk_size, logv, causal
-            return out.to(q.dtype) if (wide or out32) else out
+                out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, half, logv)
+                out = back(out, half)
+            ctx.save_for_backward(*xs, m0, S0, z0, n0, out)  # wide: the float32 copies, read again by the backward
+            ctx.chunk_size, ctx.logv, ctx.causal, ctx.dtype = chunk_size, logv, causal, q.dtype
+            return out.to(q.dtype) if wide else out
 
         @staticmethod
         def backward(ctx, do):
-            q, k, v, m0, S0, z0, n0, out = ctx.saved_tensors
+            q, k, v, m0, S0, z0, n0, out = ctx.saved_tensors  # 16-bit log_attention, non-causal: float32 copies
             logv, causal = ctx.logv, ctx.causal
             f = lambda x: x.detach().contiguous()  # noqa: E731
-            if not causal and q.dtype in (torch.float16, torch.bfloat16):  # non-causal 16-bit: in float32
-                f = lambda x: x.detach().float().contiguous()  # noqa: E731
-            # causal: q, k, v, do read as they are (16-bit log_attention: out is the forward's float32
-            # log y), the gradients written in the inputs' dtype by the kernels
             with on_gpu(q) as (to_cp, back, ops):
-                arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, out, do.to(q.dtype if causal else out.dtype))])
+                arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, out, do.to(out.dtype))])
                 init = None if m0 is None else tuple(to_cp(f(x))[0] for x in _init(m0, S0, z0, n0, logv))
                 want = m0 is not None and any(ctx.needs_input_grad[3:7])
                 if causal:
@@ -121,6 +114,7 @@ def _exp_function():
                 grads = [back(g, half) for g in (dq, dk, dv)]
                 grads += [None if dst is None or i >= len(dst) else back(dst[i], "") for i in range(4)]
             cast = lambda g, x: None if g is None or x is None else g.to(x.dtype)  # noqa: E731
+            grads[:3] = [g.to(ctx.dtype) for g in grads[:3]]
             return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, m0, S0, z0, n0))) + (None, None, None)
 
     return ExpKernel

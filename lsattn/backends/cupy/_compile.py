@@ -26,7 +26,6 @@ class Config:
     DVP: int
     tc: bool = True  # bf16: the tensor-core kernels (False: the FFMA kernels reading bf16, as the backward)
     logv: bool = False  # the exp-kernel kernels in log_attention's mode (-DLOGV=1: log values, log outputs)
-    wide: bool = False  # 16-bit inputs, log outputs written / read in the compute type (-DOUT_TA=1; FFMA kernels)
 
     @property
     def bf16(self):
@@ -128,14 +127,12 @@ SMEM_MAX = 227 * 1024
 _GRAD_TILES = {"loglinear": ("ll_bw_dkdv", "ll_output_dl"), "exp_kernel": ("ekb_dq", "ekb_dkdv")}
 
 
-def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False, wide=False):
+def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
     """The variant for compute type ``ta`` ('float'/'double'), 16-bit inputs ``half`` ('', 'bf16',
     'f16') and head dims (``DV <= 128``). ``grad``: a family ('loglinear' | 'exp_kernel') whose
     backward kernels (float / double) run: their larger tiles may need a smaller chunk (they may
     not fit even at CH = 16: ``grad_fits``). ``logv``: the exp-kernel kernels in log_attention's
-    mode (the forward's bf16 inputs run its tensor-core variants too). ``wide`` (16-bit ``logv``):
-    the FFMA forward writing log y in float32, as the 16-bit log_attention backward (``grad``)
-    reads it."""
+    mode (the forward's bf16 inputs run its tensor-core variants too)."""
     DKP, DVP = _pad_dim(DK), _pad_dim(DV)
     ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
     CH = min(max(int(chunk_size or 64), 16), ch_max)
@@ -143,9 +140,7 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False, wid
     if grad:  # FFMA kernels, 16-bit inputs read and written as such
         while CH > 16 and max(Config(ta, "", CH, DKP, DVP, logv=logv).smem(k) for k in _GRAD_TILES[grad]) > SMEM_MAX:
             CH //= 2
-        return Config(ta, half, CH, DKP, DVP, tc=False, logv=logv, wide=bool(half) and logv)
-    if wide and half and logv:
-        return Config(ta, half, CH, DKP, DVP, tc=False, logv=True, wide=True)
+        return Config(ta, half, CH, DKP, DVP, tc=False, logv=logv)
     if half == "bf16":
         CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
     return Config(ta, half, CH, DKP, DVP, logv=logv)
@@ -200,7 +195,6 @@ def _kernels(op, device_id, cfg):
         f"-DDKP={cfg.DKP}",
         f"-DDVP={cfg.DVP}",
         f"-DLOGV={int(cfg.logv)}",
-        f"-DOUT_TA={int(cfg.wide)}",
     )
     names = list(_KERNELS[op])
     if cfg.bf16 and cfg.tc:

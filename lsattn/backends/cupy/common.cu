@@ -11,9 +11,6 @@
 //   DKP,DVP  head dims padded to 16, 32, 64 or 128 (shared-memory tiles; the real dims are runtime)
 //   LOGV     1: the exp-kernel kernels serve log_attention (values given as log v, outputs log y;
 //            per-column value shifts, see exp_kernel.cu); 0: exp_kernel_attention
-//   OUT_TA   1: the exp-kernel FFMA output kernel writes, and the backward reads, the outputs in the
-//            compute type (16-bit log_attention in training: its backward needs log y to float32
-//            accuracy); 0: in the inputs' dtype (type ``to``)
 // Every kernel runs NT = 256 threads as a 16 x 16 grid (tx = tid % 16, ty = tid / 16); a tile
 // of R x C results gives each thread an (R/16) x (C/16) register micro-tile.
 #ifndef TA
@@ -37,9 +34,6 @@
 
 #ifndef LOGV
 #define LOGV 0
-#endif
-#ifndef OUT_TA
-#define OUT_TA 0
 #endif
 
 #define NT 256
@@ -73,16 +67,6 @@ __device__ __forceinline__ void st(ti* p, ta x) {
 typedef TA ti;
 __device__ __forceinline__ ta ld(const ti* p) { return __ldg(p); }
 __device__ __forceinline__ void st(ti* p, ta x) { *p = x; }
-#endif
-#if TI_BF16 || TI_F16
-// arrays of the compute type beside 16-bit inputs (OUT_TA's outputs)
-__device__ __forceinline__ ta ld(const ta* p) { return __ldg(p); }
-__device__ __forceinline__ void st(ta* p, ta x) { *p = x; }
-#endif
-#if OUT_TA
-typedef ta to;  // the exp-kernel outputs (OUT_TA above)
-#else
-typedef ti to;
 #endif
 
 // Row of input i (log-linear: q, k, v, a, lam = 0 .. 4; exp-kernel: q, k, v = 0 .. 2) that sequence
@@ -246,8 +230,8 @@ __device__ __forceinline__ ST to_st(ta x) { return x; }
 
 // staged<> loader of a tile of DP columns: element idx is token g0 + idx / DP, column idx % DP of the
 // row-major input src (D columns; the token's row: tok_row), zero outside tokens [0, T) and columns [0, D).
-template <int DP, typename TS>
-__device__ __forceinline__ auto tile_loader(const TS* src, i64 g0, i64 T, int D, const int* tmap = nullptr) {
+template <int DP>
+__device__ __forceinline__ auto tile_loader(const ti* src, i64 g0, i64 T, int D, const int* tmap = nullptr) {
     return [=](int idx) {
         const int c = idx % DP;
         const i64 r = tok_row(tmap, g0 + idx / DP, T);
@@ -298,8 +282,8 @@ __device__ __forceinline__ void staged(L load, S store) {
 // The CH x DP tile of rows g0.. of src (tile_loader) into row-major R [r][c] and / or transposed
 // Tt [c][r] (leading dimension ldt); a null destination is skipped. clamp: log values, -inf (and
 // anything below) raised to the stand-in lo_v().
-template <int DP, typename TS>
-__device__ __forceinline__ void load_rows(const TS* src, i64 g0, i64 T, int D, ta* R, ta* Tt, int ldt, bool clamp = false) {
+template <int DP>
+__device__ __forceinline__ void load_rows(const ti* src, i64 g0, i64 T, int D, ta* R, ta* Tt, int ldt, bool clamp = false) {
     staged<CH * DP, NT>(tile_loader<DP>(src, g0, T, D), [&](int idx, ta x) {
         if (clamp) x = fmx(x, lo_v());
         if (R) R[idx] = x;

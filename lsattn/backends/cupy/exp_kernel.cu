@@ -259,12 +259,11 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict
 // the row's own shift R' = max_i (q_ti + max(m_in_i, max_{s<=t} k_si)), den and (LOGV: the visible
 // column shift n'_tc) num from the inputs (qb, kb, vb: the chunk's first rows) and the summary
 // entering the chunk (mi_p, zi_p, Si_p: S_in stored as the compute type or bf16; ni_p: LOGV's
-// n_in); fb: NW x (DKP + CH) scratch; ob: the outputs (the inputs' dtype, or OUT_TA's compute type).
-// Shared by ek_output and the tensor-core ek_output_tc5.
-template <int NW, typename SI, typename TO>
+// n_in); fb: NW x (DKP + CH) scratch. Shared by ek_output and the tensor-core ek_output_tc5.
+template <int NW, typename SI>
 __device__ __forceinline__ void ek_exact_rows(const int* flag, ta* fb, int ns, int causal, const ti* qb, const ti* kb,
                                               const ti* vb, const ta* mi_p, const ta* zi_p, const SI* Si_p,
-                                              const ta* ni_p, TO* ob, int DK, int DV) {
+                                              const ta* ni_p, ti* ob, int DK, int DV) {
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     ta* fe = fb + w * (DKP + CH);  // exp(q_ti + m_in_i - R')
     ta* fw = fe + DKP;             // w(t, s) exp(-R'), s <= t
@@ -327,7 +326,7 @@ __device__ __forceinline__ void ek_exact_rows(const int* flag, ta* fb, int ns, i
 
 extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ta* __restrict__ m_in,
-    const ta* __restrict__ S_in, const ta* __restrict__ z_in, to* __restrict__ out,  // out: OUT_TA's type
+    const ta* __restrict__ S_in, const ta* __restrict__ z_in, ti* __restrict__ out,
     int Tq, int Tk, int DK, int DV, int n_state, int causal, const ta* __restrict__ n_in,  // n_in: LOGV only
     const int* __restrict__ rows) {  // rows: seq_row of q, k, v (0, 1, 2), or null
     constexpr int RM = CH / 16, RN = DVP / 16;
@@ -488,7 +487,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
         __syncthreads();
         mm_acc<RM, RN, HS>(acc, Qt + k0 * QLD, QLD, Hs, DVP, ty, tx);
     }
-    to* ob = out + (bh * Tq + r0) * DV;
+    ti* ob = out + (bh * Tq + r0) * DV;
     int flagged = 0;  // this thread's own knowledge: flag[] is read only after the barrier below
 #pragma unroll
     for (int ii = 0; ii < RM; ++ii) {

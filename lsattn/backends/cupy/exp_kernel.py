@@ -13,14 +13,12 @@ from ._compile import DV_BLOCK, grad_fits, make_config
 __all__ = ["forward", "log_forward", "compute", "backward", "backward_noncausal"]
 
 
-def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False, out32=False):
+def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False):
     """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
     in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none; broadcast batch views
     are read through the kernels' row map, not copied); init: (m, S, z) of the incoming state or None.
     ``logv``: ``log_attention`` (v holds log values, the output is log y; the kernels' LOGV mode),
-    whose states are (m, S, z, n) with n (..., d_v) the per-column value shift. ``out32`` (16-bit
-    causal ``logv``): the FFMA kernels write log y in float32 (the training forward: its backward
-    reads it so, ``Config.wide``).
+    whose states are (m, S, z, n) with n (..., d_v) the per-column value shift.
     Returns (out (..., Tq, d_v), (m, S, z) / (m, S, z, n) or None)."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     Tq, Tk, DK, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
@@ -30,7 +28,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         for c0 in range(0, DV, DV_BLOCK):
             c1 = min(DV, c0 + DV_BLOCK)
             sub = None if init is None else (init[0], cols(init[1], c0, c1), init[2]) + tuple(cols(x, c0, c1) for x in init[3:])
-            o, st = compute(ops, q, k, cols(v, c0, c1), causal, sub, want_state, chunk_size, half, logv, out32)
+            o, st = compute(ops, q, k, cols(v, c0, c1), causal, sub, want_state, chunk_size, half, logv)
             outs.append(o)
             parts.append(st)
         if want_state:
@@ -38,7 +36,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
             st = (st[0], split[0], st[2]) + tuple(split[1:])
         return xp.concatenate(outs, axis=-1), st if want_state else None
 
-    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, logv=logv, wide=out32)
+    cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, logv=logv)
     # broadcast inputs (grouped-query heads) are read through a row map, never copied
     (q3, k3, v3), rows = shared_inputs(xp, (q, k, v), (2, 2, 2))
     n0 = None if init is None or not logv else flat(xp, init[3], (BH, DV))
@@ -52,7 +50,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
             m0 = S0 = z0 = None
     else:
         m0, S0, z0 = flat(xp, init[0], (BH, DK)), flat(xp, init[1], (BH, DK, DV)), flat(xp, init[2], (BH, DK))
-    out = xp.empty((BH, Tq, DV), dtype=ta_dtype if cfg.wide else q.dtype)
+    out = xp.empty((BH, Tq, DV), dtype=q.dtype)
     m_out = xp.empty((BH, DK), dtype=ta_dtype)
     S_out = xp.empty((BH, DK, DV), dtype=ta_dtype)
     z_out = xp.empty((BH, DK), dtype=ta_dtype)
@@ -94,8 +92,7 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
     """Gradients of a causal call for the output gradient ``do`` (``exp_kernel_bwd.cu``).
 
     q, k (..., T, d_k), v, out (the forward's output), do (..., T, d_v), in one kind (``half`` as in
-    :func:`compute`; ``d_k, d_v <= 128``; 16-bit ``logv``: out in float32, as ``compute(out32=True)``
-    writes it); init: (m, S, z) of the incoming state or None.
+    :func:`compute`; ``d_k, d_v <= 128``); init: (m, S, z) of the incoming state or None.
     ``logv``: ``log_attention`` (v holds log values, out the log output; the kernels' LOGV mode), init
     (m, S, z, n); the gradient of ``v`` is then that of the log values.
     Returns (dq, dk, dv in the inputs' kind, (dm, dS, dz) / (dm, dS, dz, dn) of the incoming state in

@@ -1,6 +1,6 @@
 // Backward of exp-kernel attention (lsattn.exp_kernel_attention, causal; lsattn.log_attention, causal, in LOGV mode below); compiled after common.cu.
 // FFMA kernels computing in TA (float for 16-bit inputs, which they read and whose gradients they
-// write as such; the forward's output y of type ``to``: 16-bit log_attention keeps log y in float32, OUT_TA).
+// write as such).
 //
 // With P_i(t,s) = exp(q_ti + k_si - lden_t) (lden_t = log sum_{s<=t} w(t,s): P_i <= 1 for s <= t),
 // P = sum_i P_i (the attention weights), delta_t = dy_t . y_t and D_ts = dy_t . v_s - delta_t:
@@ -70,7 +70,7 @@ __device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, int ns) {
 // The chunk's tiles of both backward kernels: q, k [t][i] (Kt: k transposed [i][s], or null), dO
 // transposed [j][t] and as is [t][j], v transposed [j][s] (LOGV: log values clamped, and Yo: the
 // log output [t][j]).
-__device__ __forceinline__ void ekb_tiles(const ti* q, const ti* k, const ti* v, const ti* dO, const to* y, ta* Qr,
+__device__ __forceinline__ void ekb_tiles(const ti* q, const ti* k, const ti* v, const ti* dO, const ti* y, ta* Qr,
                                           ta* Kr, ta* Kt, ta* Ot, ta* Vt, ta* Or, ta* Yo, i64 bh, i64 g0, int T, int DK,
                                           int DV) {
     load_rows<DKP>(q + bh * T * DK, g0, T, DK, Qr, nullptr, 0);
@@ -114,7 +114,7 @@ __device__ __forceinline__ void ekb_D(ta* Dm, const ta* Ot, const ta* Vt, const 
 
 
 extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
-    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const to* __restrict__ y,
+    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ y,
     const ti* __restrict__ dO, const ta* __restrict__ m_in, ta* __restrict__ S, ta* __restrict__ z,
     ti* __restrict__ dq, ta* __restrict__ lden, ta* __restrict__ dl, int T, int DK, int DV, int n,
     const ta* __restrict__ n_in, ta* __restrict__ Wc) {  // n_in (BH, n, DV) in, Wc (BH, n, DV) out: LOGV only
@@ -326,7 +326,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ti* __restrict__ dO,
     const ta* __restrict__ lden, const ta* __restrict__ dl, const ta* __restrict__ U, const ta* __restrict__ Z,
     const ta* __restrict__ m_next, ti* __restrict__ dk, ti* __restrict__ dv, int T, int DK, int DV, int n,
-    const to* __restrict__ y, const ta* __restrict__ Wn) {  // LOGV only: o (BH, T, DV), W(b_{c+1}) (BH, n, DV)
+    const ti* __restrict__ y, const ta* __restrict__ Wn) {  // LOGV only: o (BH, T, DV), W(b_{c+1}) (BH, n, DV)
     constexpr int RM = CH / 16, RI = DKP / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qr = reinterpret_cast<ta*>(smem_raw);  // CH x DKP: q [t][i]
