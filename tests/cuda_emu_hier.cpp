@@ -24,7 +24,7 @@ typedef long long i64;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__
 #define __restrict__
 #define __align__(x) __attribute__((aligned(x)))
@@ -47,6 +47,10 @@ inline ta log_out(ta x) { return x > lo_v() / 2 ? x : minus_inf(); }
 inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_raw)) std::abort(); }
+template <int TOTAL, int NTH, typename L, typename S>
+inline void staged(L load, S store) {  // common.cu's, one element at a time
+    for (int idx = threadIdx.x; idx < TOTAL; idx += NTH) store(idx, load(idx));
+}
 
 #include KERNEL
 
@@ -88,9 +92,10 @@ extern "C" void run_snap(const ta* wm, const ta* gnode, ta* msnap, int DK, i64 p
     launch(n, BH, 1, smem, [=] { hi_snap(wm, gnode, msnap, DK, p, F, n, n_old, NLC, ncb); });
 }
 
-// hi_read's launch: grid (n ncb, BH).
+// hi_read's launch: grid (n nrb, BH).
 extern "C" void run_read(const ta* q, const ta* lam, const ta* a, const ta* lden, const ta* lnum, const ta* msnap,
                          const ta* wz, const ta* wn, const ta* wS, ta* out, int T, int DK, int DV, int L, i64 p, i64 F,
                          int n, int n_old, int NLC, ta alo, int BH, int ncb, unsigned smem) {
-    launch(n * ncb, BH, 1, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, ncb); });
+    const int nrb = (DV + 63) / 64;
+    launch(n * nrb, BH, 1, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, ncb, nrb); });
 }

@@ -184,6 +184,13 @@ def test_kernels_emulated_continue_array_api_states(emu, p, T, C, seed):
                  what=f"p={p} T={T}")
 
 
+def test_kernels_emulated_two_column_blocks(emu):
+    """d_v = 70: hi_read's two blocks of 64 value columns (the second partial), continued at an offset."""
+    arrays = make(12, (1,), 60, 3, 70, decay="mixed", weights="random")
+    out, _ = emu_stream(emu, arrays, [13], 16, "float64")
+    check(out, arrays, "float64", what="d_v=70")
+
+
 def test_kernels_emulated_deep_chunk_tree(emu):
     """35 chunks of 16 continued at an unaligned offset (incoming slots, a partial first chunk): the
     chunk tree's merges five levels deep (hi_merge's launches per depth) equal the reference."""

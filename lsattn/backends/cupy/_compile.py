@@ -63,9 +63,8 @@ class Config:
             return (DKP + 16 + 64) * es
         if kernel == "hi_snap":
             return 65 * es
-        if kernel == "hi_read":  # hierarchical.cu (HI_BV = 16 value columns, HI_G slots per pass, HI_LMAX = 64)
-            G = 2 if (es == 8 and CH * DKP > 2048) else 4
-            return ((1 + G) * CH * (DKP + 1) + CH * 64 + G * (DKP * 16 + 2 * DKP + 16 + 512 + 2 * CH) + 3 * CH) * es
+        if kernel == "hi_read":  # hierarchical.cu (HI_RW = 64 value columns per block, HI_LMAX = 64, NT = 256)
+            return (DKP * 64 + 2 * CH * (DKP + 1) + CH * 64 + 2 * DKP + 64 + 256 + 5 * CH) * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -370,10 +369,11 @@ class CupyOps:
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
         fn, block, smem = self._tk("hierarchical", cfg, "hi_read")
-        fn((n * wz.shape[1], BH), block,
+        nrb = -(-DV // 64)  # HI_RW value columns per block
+        fn((n * nrb, BH), block,
            (q, lam, self._p(a), lden, lnum, msnap, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
-            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1])),
-           shared_mem=smem)
+            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1]),
+            self._i(nrb)), shared_mem=smem)
 
     @staticmethod
     def _s(cfg, x):
