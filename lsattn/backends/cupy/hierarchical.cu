@@ -216,12 +216,32 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? fex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
         }
         __syncthreads();
-        for (int idx = tid; idx < DKP * HI_AV; idx += NT) {  // S = exp(k + suf - mc)^T exp(lv - nc)
-            const int i = idx / HI_AV, cc = idx % HI_AV;
-            if (i >= DK || c0 + cc >= DV) continue;
-            ta x = (ta)0;
-            for (int s = 0; s < CH; ++s) x = fma(Qs[s * HI_KLD + i], LVs[s * (HI_AV + 1) + cc], x);
-            wS[((bh * NS + id) * DK + i) * DV + c0 + cc] = x;
+        {  // S = exp(k + suf - mc)^T exp(lv - nc): thread (tid / 16, tid % 16) a DKP / 16 x HI_AV / 16 register tile
+            constexpr int RI = DKP / 16, RJ = HI_AV / 16;
+            const int ty = tid / 16, tx = tid % 16;
+            ta acc[RI][RJ];
+#pragma unroll
+            for (int r = 0; r < RI; ++r)
+#pragma unroll
+                for (int jj = 0; jj < RJ; ++jj) acc[r][jj] = (ta)0;
+            for (int s = 0; s < CH; ++s) {
+                ta qv[RI], vv[RJ];
+#pragma unroll
+                for (int r = 0; r < RI; ++r) qv[r] = Qs[s * HI_KLD + ty * RI + r];
+#pragma unroll
+                for (int jj = 0; jj < RJ; ++jj) vv[jj] = LVs[s * (HI_AV + 1) + tx * RJ + jj];
+#pragma unroll
+                for (int r = 0; r < RI; ++r)
+#pragma unroll
+                    for (int jj = 0; jj < RJ; ++jj) acc[r][jj] = fma(qv[r], vv[jj], acc[r][jj]);
+            }
+#pragma unroll
+            for (int r = 0; r < RI; ++r)
+#pragma unroll
+                for (int jj = 0; jj < RJ; ++jj) {
+                    const int i = ty * RI + r, cc = tx * RJ + jj;
+                    if (i < DK && c0 + cc < DV) wS[((bh * NS + id) * DK + i) * DV + c0 + cc] = acc[r][jj];
+                }
         }
     }
 }
