@@ -114,8 +114,8 @@ def _exp_function():
                 grads = [back(g, half) for g in (dq, dk, dv)]
                 grads += [None if dst is None or i >= len(dst) else back(dst[i], "") for i in range(4)]
             cast = lambda g, x: None if g is None or x is None else g.to(x.dtype)  # noqa: E731
-            grads[:3] = [g.to(ctx.dtype) for g in grads[:3]]
-            return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, m0, S0, z0, n0))) + (None, None, None)
+            grads = [g.to(ctx.dtype) for g in grads[:3]] + [cast(g, x) for g, x in zip(grads[3:], (m0, S0, z0, n0))]
+            return tuple(grads) + (None, None, None)
 
     return ExpKernel
 
