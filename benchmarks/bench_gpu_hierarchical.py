@@ -3,7 +3,7 @@ kernels (``hierarchical.cu``) against ``loglinear_attention`` (cupy), torch SDPA
 array-API path, in one run.
 
     python benchmarks/bench_gpu_hierarchical.py [--out DIR] [--T 2048,4096,...] [--api-max 8192]
-    python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192]   # the kernels' forward at chunk 32 / 64
+    python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192]   # the kernels' forward at chunk 32 / 64, per kernel
     python benchmarks/bench_gpu_hierarchical.py train [--T 8192]     # forward + backward (see ``train``)
 
 Shapes: B=2, H=16, d_k=d_v=64, forward only, median of CUDA-event times after warm-up, CUDA torch
@@ -118,9 +118,43 @@ def bench(args):
     print("\n".join(lines))
 
 
+class _Split:
+    """``ops`` whose hierarchical kernels record CUDA events around each launch (per-kernel times)."""
+
+    def __init__(self, ops):
+        self.ops, self.xp, self.ev = ops, ops.xp, []
+
+    def __getattr__(self, name):
+        fn = getattr(self.ops, name)
+        if not name.startswith("hi_"):
+            return fn
+
+        def timed_launch(*a, **kw):
+            import cupy
+
+            e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+            e0.record()
+            fn(*a, **kw)
+            e1.record()
+            self.ev.append((name, e0, e1))
+        return timed_launch
+
+    def times(self):
+        import cupy
+
+        out = {}
+        for name, e0, e1 in self.ev:
+            e1.synchronize()
+            out[name] = out.get(name, 0.0) + cupy.cuda.get_elapsed_time(e0, e1)
+        self.ev = []
+        return out
+
+
 def kernels(args):
     """The forward's host logic and kernels (``hierarchical.compute`` on CuPy float32 arrays) at chunk
-    32 and 64 (the public call uses 64)."""
+    32 and 64 (the public call uses 32), then the same call with each kernel timed apart (CUDA events
+    around each launch: ``hi_intra``, ``hi_merge`` (all its launches), ``hi_snap``, ``hi_read``; the rest of the forward's time is the
+    host logic and allocations)."""
     import cupy
 
     from lsattn.backends.cupy import hierarchical as chi
@@ -133,7 +167,7 @@ def kernels(args):
         a = cupy.asarray(-0.1 * rng.random((B, H, T)).astype(np.float32))
         with on_gpu(x[0]) as (_, _, ops):
             for C in (32, 64):
-                full = lambda: chi.compute(ops, *x, a, 0, None, C)  # noqa: E731
+                full = lambda o=ops: chi.compute(o, *x, a, 0, None, C)  # noqa: E731
                 start, end = cupy.cuda.Event(), cupy.cuda.Event()
                 for _ in range(2):
                     full()
@@ -142,9 +176,15 @@ def kernels(args):
                     full()
                 end.record()
                 end.synchronize()
+                split = _Split(ops)
+                reps = 5
+                for _ in range(reps):
+                    chi.compute(split, *x, a, 0, None, C)
+                per = {k: v / reps for k, v in split.times().items()}
                 cfg = chi.config("float", D, D, C)
-                print(f"T={T} C={cfg.CH}: forward {cupy.cuda.get_elapsed_time(start, end) / 5:.3f} ms "
-                      f"(hi_scan smem {cfg.smem('hi_scan')} B)", flush=True)
+                print(f"T={T} C={cfg.CH}: forward {cupy.cuda.get_elapsed_time(start, end) / 5:.3f} ms; "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in per.items())
+                      + f" (kernels {sum(per.values()):.3f}) ms", flush=True)
 
 
 def train(args):
@@ -198,7 +238,7 @@ def train(args):
 def _split(cupy, chi, chb, on_gpu, xc):
     """ms of the backward's parts (``hierarchical_bwd.backward`` on CuPy float32 arrays, third run):
     CUDA events recorded after each launch by wrappers set on the ``ops`` object (removed after)."""
-    names = ("hi_scan", "hib_dq", "hib_blocks", "hib_dkdv")
+    names = ("hi_snap", "hib_dq", "hib_blocks", "hib_dkdv")
     with on_gpu(xc[0]) as (_, _, ops):
         out = chi.compute(ops, *xc[:4], xc[4], 0, None)
         doc = cupy.asarray(np.random.default_rng(0).standard_normal(out.shape).astype(np.float32))
@@ -224,7 +264,7 @@ def _split(cupy, chi, chb, on_gpu, xc):
             for n in names:
                 delattr(ops, n)
     t = lambda a, b: round(cupy.cuda.get_elapsed_time(a, b), 3)  # noqa: E731
-    return {"slots (hi_intra + hi_scan)": t(start, marks["hi_scan"]), "hib_dq": t(marks["hi_scan"], marks["hib_dq"]),
+    return {"slots (hi_intra, hi_merge, hi_snap)": t(start, marks["hi_snap"]), "hib_dq": t(marks["hi_snap"], marks["hib_dq"]),
             "hib_blocks": t(marks["hib_dq"], marks["hib_blocks"]), "hib_dkdv": t(marks["hib_blocks"], marks["hib_dkdv"]),
             "total": t(start, end)}
 

@@ -1,4 +1,4 @@
-// The CUDA source of hi_intra, hi_scan and hi_read (lsattn/backends/cupy/hierarchical.cu) compiled as C++
+// The CUDA source of hi_intra, hi_merge, hi_snap and hi_read (lsattn/backends/cupy/hierarchical.cu) compiled as C++
 // for the CPU, as cuda_emu_gd_scan.cpp does for gd_scan: every CUDA thread of a block is a
 // std::thread, __syncthreads a std::barrier, shared memory one static buffer (blocks run one
 // after another). Only the subset of common.cu that hierarchical.cu uses is restated here (inputs
@@ -24,7 +24,7 @@ typedef long long i64;
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__
 #define __restrict__
 #define __align__(x) __attribute__((aligned(x)))
@@ -37,6 +37,7 @@ static unsigned emu_smem = 0;  // the launch's dynamic shared memory (the host's
 inline ta ld(const ti* p) { return *p; }
 inline void st(ti* p, ta x) { *p = x; }
 inline ta ex(ta x) { return std::exp(x); }
+inline ta fex(ta x) { return std::exp(x); }
 inline ta lg(ta x) { return std::log(x); }
 inline ta fmx(ta a, ta b) { return std::fmax(a, b); }
 inline ta neg_big() { return sizeof(ta) == 4 ? (ta)-3.0e38f : (ta)-1.0e308; }
@@ -46,6 +47,10 @@ inline ta log_out(ta x) { return x > lo_v() / 2 ? x : minus_inf(); }
 inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_raw)) std::abort(); }
+template <int TOTAL, int NTH, typename L, typename S>
+inline void staged(L load, S store) {  // common.cu's, one element at a time
+    for (int idx = threadIdx.x; idx < TOTAL; idx += NTH) store(idx, load(idx));
+}
 
 #include KERNEL
 
@@ -75,15 +80,22 @@ extern "C" void run_intra(const ta* q, const ta* k, const ta* lv, const ta* lam,
     launch(n, BH, 1, smem, [=] { hi_intra(q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, alo, n_old, ncb); });
 }
 
-// hi_scan's launch: grid (BH, ncb).
-extern "C" void run_scan(ta* wm, ta* wz, ta* wn, ta* wS, const ta* gch, ta* msnap, int DK, int DV, i64 p, i64 F, int n,
-                         int n_old, int NLC, int BH, int ncb, unsigned smem) {
-    launch(BH, ncb, 1, smem, [=] { hi_scan(wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC); });
+// hi_merge's launch: grid (count, ncb, BH).
+extern "C" void run_merge(ta* wm, ta* wz, ta* wn, ta* wS, const ta* gch, ta* gnode, int DK, int DV, i64 F, int n, int n_old,
+                          i64 c0, int d, int count, int BH, int ncb, unsigned smem) {
+    launch(count, ncb, BH, smem, [=] { hi_merge(wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d); });
 }
 
-// hi_read's launch: grid (n ncb, BH).
+// hi_snap's launch: grid (n, BH).
+extern "C" void run_snap(const ta* wm, const ta* gnode, ta* msnap, int DK, i64 p, i64 F, int n, int n_old, int NLC,
+                         int ncb, int BH, unsigned smem) {
+    launch(n, BH, 1, smem, [=] { hi_snap(wm, gnode, msnap, DK, p, F, n, n_old, NLC, ncb); });
+}
+
+// hi_read's launch: grid (n nrb, BH).
 extern "C" void run_read(const ta* q, const ta* lam, const ta* a, const ta* lden, const ta* lnum, const ta* msnap,
                          const ta* wz, const ta* wn, const ta* wS, ta* out, int T, int DK, int DV, int L, i64 p, i64 F,
                          int n, int n_old, int NLC, ta alo, int BH, int ncb, unsigned smem) {
-    launch(n * ncb, BH, 1, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, ncb); });
+    const int nrb = (DV + 63) / 64;
+    launch(n * nrb, BH, 1, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, ncb, nrb); });
 }

@@ -35,7 +35,7 @@ chunks = st.sampled_from([16, 32, 64])
 
 
 class Emu:
-    """``ops`` whose hi_intra / hi_scan / hi_read run the kernels' CUDA source on the CPU
+    """``ops`` whose hi_intra / hi_merge / hi_snap / hi_read run the kernels' CUDA source on the CPU
     (``cuda_emu_hier.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP)."""
 
     xp = np
@@ -71,11 +71,15 @@ class Emu:
                                  self._s(cfg, alo), ctypes.c_int(n_old), ctypes.c_int(wm.shape[1]), ctypes.c_int(n),
                                  ctypes.c_int(BH), ctypes.c_uint(cfg.smem("hi_intra")))
 
-    def hi_scan(self, cfg, wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC, BH):
-        ints = [ctypes.c_int(x) for x in (DK, DV)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
-        ints += [ctypes.c_int(x) for x in (n, n_old, NLC)]
-        self._lib(cfg).run_scan(*self._ptrs(cfg, (wm, wz, wn, wS, gch, msnap)), *ints, ctypes.c_int(BH),
-                                ctypes.c_int(wm.shape[1]), ctypes.c_uint(cfg.smem("hi_scan")))
+    def hi_merge(self, cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH):
+        ints = [ctypes.c_int(x) for x in (DK, DV)] + [ctypes.c_longlong(F)] + [ctypes.c_int(x) for x in (n, n_old)]
+        ints += [ctypes.c_longlong(c0)] + [ctypes.c_int(x) for x in (d, count, BH, wm.shape[1])]
+        self._lib(cfg).run_merge(*self._ptrs(cfg, (wm, wz, wn, wS, gch, gnode)), *ints, ctypes.c_uint(cfg.smem("hi_merge")))
+
+    def hi_snap(self, cfg, wm, gnode, msnap, DK, p, F, n, n_old, NLC, BH):
+        ints = [ctypes.c_int(DK), ctypes.c_longlong(p), ctypes.c_longlong(F)]
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, wm.shape[1], BH)]
+        self._lib(cfg).run_snap(*self._ptrs(cfg, (wm, gnode, msnap)), *ints, ctypes.c_uint(cfg.smem("hi_snap")))
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
@@ -178,6 +182,22 @@ def test_kernels_emulated_continue_array_api_states(emu, p, T, C, seed):
     tol = 1e-12 + 4e-16 * (np.abs(arrays[0]).max() + np.abs(arrays[1]).max())
     assert_close(out, ref.loglinear_log_attention(*arrays[:4], log_decay=arrays[4])[..., p:, :], tol, atol=tol,
                  what=f"p={p} T={T}")
+
+
+def test_kernels_emulated_two_column_blocks(emu):
+    """d_v = 70: hi_read's two blocks of 64 value columns (the second partial), continued at an offset."""
+    arrays = make(12, (1,), 60, 3, 70, decay="mixed", weights="random")
+    out, _ = emu_stream(emu, arrays, [13], 16, "float64")
+    check(out, arrays, "float64", what="d_v=70")
+
+
+def test_kernels_emulated_deep_chunk_tree(emu):
+    """35 chunks of 16 continued at an unaligned offset (incoming slots, a partial first chunk): the
+    chunk tree's merges five levels deep (hi_merge's launches per depth) equal the reference."""
+    p, dtype = 21, "float64"
+    arrays = make(11, (1,), p + 540, 3, 5, decay="mixed", weights="random")
+    out, _ = emu_stream(emu, arrays, [p], 16, dtype)
+    check(out, arrays, dtype, what=f"p={p}")
 
 
 def test_registered_on_cupy():

@@ -38,7 +38,7 @@ ORACLE_NEG = -1e5
 
 
 class EmuBwd(Emu):
-    """``Emu`` (hi_intra, hi_scan, hi_read) plus hib_dq / hib_blocks / hib_dkdv on the CPU."""
+    """``Emu`` (hi_intra, hi_merge, hi_snap, hi_read) plus hib_dq / hib_blocks / hib_dkdv on the CPU."""
 
     libs: dict = {}
 

@@ -32,6 +32,7 @@ calls = {
     "exp_kernel_8K": lambda: lsattn.exp_kernel_attention(q, k, v),
     "log_attention_8K": lambda: lsattn.log_attention(q, k, v),
     "gated_delta_8K": lambda: lsattn.loglinear_gated_delta(q, kn, v, a, beta, lam),
+    "hierarchical_8K": lambda: lsattn.loglinear_log_attention(q, k, v, lam.log(), log_decay=a),
 }
 for name, fn in calls.items():
     fn()

@@ -53,8 +53,9 @@ that require grad: the backward below.
 
 Hierarchical exp-kernel attention (``loglinear_log_attention``): ``hi_intra`` computes every pair
 inside each aligned chunk exactly in log space and the chunk's exp-kernel summary ``(m, n, S, z)``
-(parallel over chunks); ``hi_scan`` runs a sequential scan over the chunks per (sequence, 16 value
-columns) that only decays and merges those summaries into the chunk-level Fenwick slots; ``hi_read``
+(parallel over chunks); ``hi_merge`` merges those summaries into the chunk-level Fenwick slots as a
+tree (one launch per depth, parallel over its chunks, sequences and 16 value columns), ``hi_snap``
+decays the held slots' shifts to every chunk's start; ``hi_read``
 (parallel over chunks) reads the held slots and the incoming state's with per-row / per-column
 shifts and combines everything in log space (the comments at the top of ``hierarchical.cu``). 16-bit
 inputs are read as they are (``HALF_OPS``) and computed in float32; the returned state is built on

@@ -7,12 +7,13 @@ backward on the GPU.
 ``torch.autograd.Function`` whose backward is ``loglinear.backward`` / ``exp_kernel.backward``
 (the host logic, tested on the CPU with the kernels' NumPy twin) on ``loglinear_bwd.cu`` /
 ``exp_kernel_bwd.cu`` (``log_attention``: its LOGV mode), computing in float32 for 16-bit inputs
-(log-linear and ``log_attention``: from float32 copies made for the backward; exp-kernel: read as
-such) and in float64 for float64. 16-bit ``log_attention`` (and non-causal exp-kernel) calls that
-record the backward run their forward on float32 copies and keep its float32 output for the
-backward (which needs log y to float32 accuracy: a 16-bit log output carries an absolute error
-``|log y| 2^-9`` into every ``exp(log v - log y)``): one float32 forward instead of the 16-bit one
-plus a float32 recomputation.
+(log-linear: from float32 copies made for the backward; ``log_attention``: the forward's; exp-kernel:
+read as such) and in float64 for float64. 16-bit ``log_attention`` (and non-causal exp-kernel) calls
+that record the backward run their forward on float32 copies and keep them and its float32 output
+for the backward (which needs log y to float32 accuracy: a 16-bit log output carries an absolute
+error ``|log y| 2^-9`` into every ``exp(log v - log y)``): one float32 forward instead of the 16-bit
+one plus a float32 recomputation, one widening of the inputs per step (the FFMA kernels reading
+bf16 measured ~1.5x slower than on float32 copies: benchmarks/NOTES.md).
 
 ``apply_gated_delta_forms`` / ``apply_gated_delta_scan``: the WY forms (``gd_forms``, backward
 ``gated_delta_bwd.forms_backward`` in torch operations) and the chunk scan (``gd_scan``, backward
@@ -94,18 +95,15 @@ def _exp_function():
                 init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in _init(m0, S0, z0, n0, logv))
                 out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, half, logv)
                 out = back(out, half)
-            ctx.save_for_backward(q, k, v, m0, S0, z0, n0, out)
-            ctx.chunk_size, ctx.logv, ctx.causal = chunk_size, logv, causal
+            ctx.save_for_backward(*xs, m0, S0, z0, n0, out)  # wide: the float32 copies, read again by the backward
+            ctx.chunk_size, ctx.logv, ctx.causal, ctx.dtype = chunk_size, logv, causal, q.dtype
             return out.to(q.dtype) if wide else out
 
         @staticmethod
         def backward(ctx, do):
-            q, k, v, m0, S0, z0, n0, out = ctx.saved_tensors
+            q, k, v, m0, S0, z0, n0, out = ctx.saved_tensors  # 16-bit log_attention, non-causal: float32 copies
             logv, causal = ctx.logv, ctx.causal
             f = lambda x: x.detach().contiguous()  # noqa: E731
-            # 16-bit inputs of log_attention, or non-causal: in float32 (out: the forward's float32 output)
-            if (logv or not causal) and q.dtype in (torch.float16, torch.bfloat16):
-                f = lambda x: x.detach().float().contiguous()  # noqa: E731
             with on_gpu(q) as (to_cp, back, ops):
                 arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, out, do.to(out.dtype))])
                 init = None if m0 is None else tuple(to_cp(f(x))[0] for x in _init(m0, S0, z0, n0, logv))
@@ -117,7 +115,8 @@ def _exp_function():
                 grads = [back(g, half) for g in (dq, dk, dv)]
                 grads += [None if dst is None or i >= len(dst) else back(dst[i], "") for i in range(4)]
             cast = lambda g, x: None if g is None or x is None else g.to(x.dtype)  # noqa: E731
-            return tuple(cast(g, x) for g, x in zip(grads, (q, k, v, m0, S0, z0, n0))) + (None, None, None)
+            grads = [g.to(ctx.dtype) for g in grads[:3]] + [cast(g, x) for g, x in zip(grads[3:], (m0, S0, z0, n0))]
+            return tuple(grads) + (None, None, None)
 
     return ExpKernel
 

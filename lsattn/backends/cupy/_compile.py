@@ -59,11 +59,12 @@ class Config:
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass)
             return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64) * es
-        if kernel == "hi_scan":  # hierarchical.cu (HI_BV = 16 value columns per block)
-            return (DKP + 16) * es
-        if kernel == "hi_read":  # hierarchical.cu (HI_BV = 16 value columns, HI_G slots per pass, HI_LMAX = 64)
-            G = 2 if (es == 8 and CH * DKP > 2048) else 4
-            return ((1 + G) * CH * (DKP + 1) + CH * 64 + G * (DKP * 16 + 2 * DKP + 16 + 512 + 2 * CH) + 3 * CH) * es
+        if kernel == "hi_merge":  # hierarchical.cu (HI_BV = 16 value columns per block, HI_LMAX = 64 slot decays)
+            return (DKP + 16 + 64) * es
+        if kernel == "hi_snap":
+            return 65 * es
+        if kernel == "hi_read":  # hierarchical.cu (HI_RW = 64 value columns per block, HI_LMAX = 64, NT = 256)
+            return (DKP * 64 + 2 * CH * (DKP + 1) + CH * 64 + 2 * DKP + 64 + 256 + 5 * CH) * es
         if kernel in ("hib_dq", "hib_blocks", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
             K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)
             TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
@@ -199,7 +200,7 @@ _KERNELS = {
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
     "gated_delta": ("gd_forms", "gd_scan"),  # gated_delta.py: the per-chunk WY forms, the scan over chunks
     "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
-    "hierarchical": ("hi_intra", "hi_scan", "hi_read"),  # hierarchical.py: loglinear_log_attention
+    "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
@@ -385,18 +386,25 @@ class CupyOps:
                             self._i(DV), self._i(L), self._l(p), self._l(F), self._s(cfg, alo), self._i(n_old),
                             self._i(wm.shape[1])), shared_mem=smem)
 
-    def hi_scan(self, cfg, wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC, BH):
-        fn, block, smem = self._tk("hierarchical", cfg, "hi_scan")
-        fn((BH, wm.shape[1]), block,
-           (wm, wz, wn, wS, gch, msnap, self._i(DK), self._i(DV), self._l(p), self._l(F), self._i(n), self._i(n_old),
-            self._i(NLC)), shared_mem=smem)
+    def hi_merge(self, cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH):
+        """Depth d of the chunk tree: the chunks c0 + x 2^(d+1), x < count (``hierarchical.merge_levels``)."""
+        fn, block, smem = self._tk("hierarchical", cfg, "hi_merge")
+        fn((count, wm.shape[1], BH), block,
+           (wm, wz, wn, wS, gch, gnode, self._i(DK), self._i(DV), self._l(F), self._i(n), self._i(n_old), self._l(c0),
+            self._i(d)), shared_mem=smem)
+
+    def hi_snap(self, cfg, wm, gnode, msnap, DK, p, F, n, n_old, NLC, BH):
+        fn, block, smem = self._tk("hierarchical", cfg, "hi_snap")
+        fn((n, BH), block, (wm, gnode, msnap, self._i(DK), self._l(p), self._l(F), self._i(n), self._i(n_old),
+                            self._i(NLC), self._i(wm.shape[1])), shared_mem=smem)
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
         fn, block, smem = self._tk("hierarchical", cfg, "hi_read")
-        fn((n * wz.shape[1], BH), block,
+        nrb = -(-DV // 64)  # HI_RW value columns per block
+        fn((n * nrb, BH), block,
            (q, lam, self._p(a), lden, lnum, msnap, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
-            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1])),
-           shared_mem=smem)
+            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1]),
+            self._i(nrb)), shared_mem=smem)
 
     def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, T, DK, DV, L, p, F,
                n, n_old, NLC, alo, BH):

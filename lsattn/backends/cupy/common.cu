@@ -92,6 +92,11 @@ __device__ __forceinline__ bool tok_reset(const int* tmap, i64 g, i64 T) {
 
 __device__ __forceinline__ float ex(float x) { return expf(x); }
 __device__ __forceinline__ double ex(double x) { return exp(x); }
+// exp of an argument <= 0 where it matters (a difference from a maximum): the hardware ex2 in float
+// (relative error ~1e-6 for arguments down to -87; results below float's normal range flush to 0),
+// exp in double
+__device__ __forceinline__ float fex(float x) { return __expf(x); }
+__device__ __forceinline__ double fex(double x) { return exp(x); }
 __device__ __forceinline__ float lg(float x) { return logf(x); }
 __device__ __forceinline__ double lg(double x) { return log(x); }
 __device__ __forceinline__ float fmx(float a, float b) { return fmaxf(a, b); }

@@ -46,10 +46,8 @@ namespace {
 constexpr int QLD = CH + 4;
 }
 
-// The per-pair exponentials (arguments <= 0 where they matter; LOGV: <= 64): the hardware ex2 in float
-// (relative error ~1e-6 for arguments down to -87, far inside the float32 gradient bound), exp in double.
-__device__ __forceinline__ float fex(float x) { return __expf(x); }
-__device__ __forceinline__ double fex(double x) { return exp(x); }
+// The per-pair exponentials (arguments <= 0 where they matter; LOGV: <= 64): common.cu's fex
+// (relative error ~1e-6 for arguments down to -87, far inside the float32 gradient bound).
 
 #if LOGV
 // exp(x) for an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)

@@ -17,25 +17,31 @@
 //           XOR s)] + (a_{s+1} + ... + a_t) (summed over the stretch: rounding relative to it);
 //           lden_t = log sum_{s<=t} exp(X_ts), lnum_tc = log sum_{s<=t} exp(X_ts + lv_sc), each
 //           with its own maximum as shift (no underflow of a visible term that matters).
-// hi_scan   one block per (sequence, HI_BV value columns): a sequential scan over the chunks
-//           that only merges: one exp-kernel summary (m, n, S, z) per chunk-level Fenwick slot (and
-//           the incoming state's slots), S_ic = sum_s exp(k_si + d_s - m_i) exp(lv_sc - n_c), z_i =
-//           sum_s exp(k_si + d_s - m_i), keys decayed (d_s) to the end of the last chunk merged; a
-//           slot is stored once, by id (the chunk whose merge made it), its m decayed in place
-//           (m += g after every chunk) and snapshot before every chunk (msnap) for hi_read. After
-//           chunk c the chunk's summary (keys decayed to its end by suffix sums inside it) and the
-//           chunk-level slots 1 .. z (z = trailing zeros of c + 1) become slot z + 1 with the
-//           larger per-feature and per-column maxima as shifts (factors <= 1): the Fenwick merge at
-//           chunk granularity of gated_delta.cu's gd_scan (see there why the slots are the chunk
-//           tree's buckets). The incoming slots are never merged (they stay separate, decayed).
-// hi_read   one block per (chunk, sequence, HI_BV value columns), in parallel: start from
+// hi_merge  the chunk tree's merges, one launch per depth d = 1, 2, ... (parallel over the chunks
+//           of that depth, sequences and HI_BV value columns): one exp-kernel summary (m, n, S, z)
+//           per chunk-level Fenwick slot, S_ic = sum_s exp(k_si + d_s - m_i) exp(lv_sc - n_c), z_i =
+//           sum_s exp(k_si + d_s - m_i), keys decayed (d_s) to the end of the slot's last chunk; a
+//           slot is stored once, by id (the chunk whose merge made it). Chunk c (z = trailing zeros
+//           of c + 1 = d): its own summary (keys decayed to its end by suffix sums inside it, from
+//           hi_intra) and the chunk-level slots 1 .. z held before it (ids c - 2^(m-1), made at
+//           smaller depths) become slot z + 1, the slots' keys decayed to c's end by sums of the
+//           stretch totals between (the chunk's own and the held slots' below them), with the larger
+//           per-feature and per-column maxima as shifts (factors <= 1): the Fenwick merge at chunk
+//           granularity of gated_delta.cu's gd_scan (see there why the slots are the chunk tree's
+//           buckets), as a tree (no sequential chunk loop). gnode: each slot's total decay. The
+//           incoming state's slots are never merged.
+// hi_snap   one block per (chunk, sequence): the m of the slots held before the chunk, decayed to
+//           its start (msnap, for hi_read): a chunk-level slot by the totals of the held slots below
+//           it (the chunks between), an incoming slot by all of them.
+// hi_read   one block per (chunk, sequence, HI_RW value columns), in parallel: start from
 //           hi_intra's (lnum, lden) as running (shift, sum) pairs; for every slot held before the
 //           chunk (incoming slot j: bit j of p, read at level max(j + 1, bit_length(p XOR t));
 //           chunk-level slot m: read at level log2 CH + m), r_t = max_i (q_ti + m_i), e = exp(q + m
 //           - r) <= 1, den_t = e . z, num_tc = e . S_c, log weight x_t = r_t + lam[t, level] +
 //           (a_{t0} + ... + a_t) (t0: the chunk's first token of the call); add den_t exp(x_t) and
 //           num_tc exp(x_t + n_c) to the pairs (hi_lse_add: the larger exponent is the shift, zero
-//           terms skipped); log y = U_tc + log Num_tc - (U_t + log Den_t).
+//           terms skipped); log y = U_tc + log Num_tc - (U_t + log Den_t). One slot at a time, e once
+//           per block (all 64 columns of a head: no column block recomputes it).
 // The returned state is assembled on the host (hierarchical.py).
 //
 // Zeros: a weight involving a clamped decay or level weight, or a clamped value, has a log at or
@@ -43,27 +49,29 @@
 // and an output whose every visible term is such a zero comes out at or below alo: written as
 // -inf (the threshold alo / 2 = lo / (8 (p + T)); log outputs of genuine inputs are far above it).
 // A row whose every level is switched off has no defined output (0 / 0: lden at the stand-in).
+// Every exponential has an argument <= 0 (a difference from a maximum): common.cu's fex.
 // Costs per chunk: hi_intra CH^2 / 2 (d_k + d_v) exponentials; hi_read per held slot CH d_k
-// exponentials (e, once per column block) and 2 CH d_k (d_v + 1) flops; hi_scan's merge CH d_k
-// exponentials and 2 CH d_k d_v flops, on the scan's critical path.
-#define HI_BV 16  // value columns per block of hi_scan / hi_read
+// exponentials (e, once per 64 columns) and 2 CH d_k (d_v + 1) flops; hi_merge per merged slot
+// d_k d_v exponentials and flops, in ~log2(n) launches (the tree's depth) instead of a chunk loop.
+#define HI_BV 16  // value columns per block of hi_merge
 #define HI_AV 64  // value columns per pass of hi_intra
-constexpr int HI_RA = CH / (NT / HI_BV);  // rows per thread of hi_read (16 row groups)
-constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_scan's merge
+#define HI_RW 64  // value columns per block of hi_read
+constexpr int HI_RR = CH / 16;  // rows per thread of hi_read (16 row groups)
+constexpr int HI_RC = HI_RW / 16;  // columns per thread of hi_read (16 column groups)
+constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_merge
 constexpr int HI_P = NT / CH;  // threads per row of the row maxima
 constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int HI_KLD = DKP + 1;  // row stride of the q / k / e tiles (no bank conflicts)
 constexpr int HI_XLD = CH + 1;
-constexpr int HI_G = (sizeof(ta) == 8 && CH * DKP > 2048) ? 2 : 4;  // slots staged per pass of hi_read
 #define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
 
 // (U, S) standing for S exp(U), plus w exp(x) (w > 0): the larger exponent becomes the shift.
 __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
     if (x > U) {
-        S = fma(S, ex(U - x), w);
+        S = fma(S, fex(U - x), w);
         U = x;
     } else {
-        S = fma(w, ex(x - U), S);
+        S = fma(w, fex(x - U), S);
     }
 }
 
@@ -90,7 +98,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     const ti* __restrict__ a,    // (BH, T) or null (no decay)
     ta* __restrict__ lden,       // (BH, T)      out
     ta* __restrict__ lnum,       // (BH, T, DV)  out
-    ta* __restrict__ wm, ta* __restrict__ wz, ta* __restrict__ wn, ta* __restrict__ wS,  // hi_scan's slots (out: slot n_old + j)
+    ta* __restrict__ wm, ta* __restrict__ wz, ta* __restrict__ wn, ta* __restrict__ wS,  // hi_merge's slots (out: slot n_old + j)
     ta* __restrict__ gch,        // (BH, n) out: the chunks' total decays
     int T, int DK, int DV, int L, i64 p, i64 F, ta alo, int n_old, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -110,15 +118,18 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     hi_rows(Ks, k + bh * T * DK, g0, T, DK);
     for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(a ? a + bh * T : nullptr, g0 + s, T, alo);
     __syncthreads();
-    for (int idx = tid; idx < CH * CH; idx += NT) {  // X_ts = log sum_i exp(q_ti + k_si)
-        const int t = idx / CH, s = idx % CH;
-        if (s > t || s < t0 || t >= t1) continue;
+    for (int idx = tid; idx < CH * (CH + 1) / 2; idx += NT) {  // X_ts = log sum_i exp(q_ti + k_si), pairs s <= t
+        int t = (int)((sqrtf(8.0f * idx + 1.0f) - 1.0f) * 0.5f);  // idx = t (t + 1) / 2 + s, 0 <= s <= t
+        t -= t * (t + 1) / 2 > idx;
+        t += (t + 1) * (t + 2) / 2 <= idx;
+        const int s = idx - t * (t + 1) / 2;
+        if (s < t0 || t >= t1) continue;
         const ta* qt = Qs + t * HI_KLD;
         const ta* ks = Ks + s * HI_KLD;
         ta mx = neg_big();
         for (int i = 0; i < DK; ++i) mx = fmx(mx, qt[i] + ks[i]);
         ta sum = (ta)0;
-        for (int i = 0; i < DK; ++i) sum += ex(qt[i] + ks[i] - mx);
+        for (int i = 0; i < DK; ++i) sum += fex(qt[i] + ks[i] - mx);
         X[t * HI_XLD + s] = mx + lg(sum);
     }
     __syncthreads();
@@ -132,10 +143,10 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             seg += ac[s];
         }
         ta den = (ta)0;
-        for (int s = t0; s <= t; ++s) den += ex(X[t * HI_XLD + s] - mx);
+        for (int s = t0; s <= t; ++s) den += fex(X[t * HI_XLD + s] - mx);
         lden[bh * T + g0 + t] = mx + lg(den);
     }
-    // the chunk's summary (all chunks but the call's last): slot n_old + j of hi_scan, keys decayed
+    // the chunk's summary (all chunks but the call's last): slot n_old + j of hi_merge, keys decayed
     // to the chunk's end, m = mc (per feature), z, then per column pass n = nc and S
     const int j = blockIdx.x, n = gridDim.x;
     const bool summ = j + 1 < n;
@@ -161,7 +172,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int s = idx / DKP, i = idx % DKP;
-            Qs[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HI_KLD + i] + suf[s] - mcs[i]) : (ta)0;
+            Qs[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? fex(Ks[s * HI_KLD + i] + suf[s] - mcs[i]) : (ta)0;
         }
         __syncthreads();
         if (tid < DK) {
@@ -188,7 +199,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             ta U = neg_big();
             for (int s = t0; s <= t; ++s) U = fmx(U, xt[s] + LVs[s * (HI_AV + 1) + cc]);
             ta sum = (ta)0;
-            for (int s = t0; s <= t; ++s) sum += ex(xt[s] + LVs[s * (HI_AV + 1) + cc] - U);
+            for (int s = t0; s <= t; ++s) sum += fex(xt[s] + LVs[s * (HI_AV + 1) + cc] - U);
             lnum[(bh * T + g0 + t) * DV + c0 + cc] = U + lg(sum);
         }
         if (!summ) continue;
@@ -202,20 +213,40 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         __syncthreads();
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
             const int s = idx / HI_AV, cc = idx % HI_AV;
-            LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? ex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
+            LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? fex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
         }
         __syncthreads();
-        for (int idx = tid; idx < DKP * HI_AV; idx += NT) {  // S = exp(k + suf - mc)^T exp(lv - nc)
-            const int i = idx / HI_AV, cc = idx % HI_AV;
-            if (i >= DK || c0 + cc >= DV) continue;
-            ta x = (ta)0;
-            for (int s = 0; s < CH; ++s) x = fma(Qs[s * HI_KLD + i], LVs[s * (HI_AV + 1) + cc], x);
-            wS[((bh * NS + id) * DK + i) * DV + c0 + cc] = x;
+        {  // S = exp(k + suf - mc)^T exp(lv - nc): thread (tid / 16, tid % 16) a DKP / 16 x HI_AV / 16 register tile
+            constexpr int RI = DKP / 16, RJ = HI_AV / 16;
+            const int ty = tid / 16, tx = tid % 16;
+            ta acc[RI][RJ];
+#pragma unroll
+            for (int r = 0; r < RI; ++r)
+#pragma unroll
+                for (int jj = 0; jj < RJ; ++jj) acc[r][jj] = (ta)0;
+            for (int s = 0; s < CH; ++s) {
+                ta qv[RI], vv[RJ];
+#pragma unroll
+                for (int r = 0; r < RI; ++r) qv[r] = Qs[s * HI_KLD + ty * RI + r];
+#pragma unroll
+                for (int jj = 0; jj < RJ; ++jj) vv[jj] = LVs[s * (HI_AV + 1) + tx * RJ + jj];
+#pragma unroll
+                for (int r = 0; r < RI; ++r)
+#pragma unroll
+                    for (int jj = 0; jj < RJ; ++jj) acc[r][jj] = fma(qv[r], vv[jj], acc[r][jj]);
+            }
+#pragma unroll
+            for (int r = 0; r < RI; ++r)
+#pragma unroll
+                for (int jj = 0; jj < RJ; ++jj) {
+                    const int i = ty * RI + r, cc = tx * RJ + jj;
+                    if (i < DK && c0 + cc < DV) wS[((bh * NS + id) * DK + i) * DV + c0 + cc] = acc[r][jj];
+                }
         }
     }
 }
 
-// Slot ids of hi_scan / hi_read: s < n_old the incoming slot s; n_old + j the chunk-level slot the
+// Slot ids of hi_merge / hi_snap / hi_read: s < n_old the incoming slot s; n_old + j the chunk-level slot the
 // merge after chunk F + j created (its level: 1 + trailing zeros of F + j + 1). Before chunk c the
 // chunk-level slot of level m is held iff bit m - 1 of c is set and the chunk that created it,
 // ((c >> (m - 1)) << (m - 1)) - 1, is one of the call's (>= F); hi_slot returns its id or -1.
@@ -238,275 +269,283 @@ __device__ __forceinline__ void hi_decays(ta* ac, ta* pre, const ti* ab, i64 g0,
     __syncthreads();
 }
 
-// hi_scan: one block per (sequence, HI_BV value columns), sequential over the call's chunks but the
-// last: before chunk F + j it writes the held slots' m (decayed to the chunk's start) to
-// msnap[j] (slot order: incoming s, then chunk level m at n_old + m - 1; column block 0 only);
-// after it every held slot decays by the chunk's total (m += g) and the chunk-level slots 1 .. z
-// (z = trailing zeros of c + 1) merge into the chunk's own summary (slot n_old + j, written by
-// hi_intra; level z + 1 now), in place, shifted to the larger maxima (factors <= 1).
-extern "C" __global__ void __launch_bounds__(NT) hi_scan(
-    ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id; the incoming m first (every column block)
+// hi_merge: depth d of the chunk tree, one block per (chunk c = c0 + x 2^(d+1) (the call's chunks with
+// d trailing ones; not its last, whose summary nobody reads), HI_BV value columns (ncb blocks), sequence):
+// the chunk's summary (slot n_old + j, hi_intra's) and the held chunk-level slots 1 .. d (of the call;
+// final: made at depths < d) merge in place into slot n_old + j, level d + 1 (hi_merge's comment above).
+extern "C" __global__ void __launch_bounds__(NT) hi_merge(
+    ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id, m decayed to the slot's end (every column block a copy)
     ta* __restrict__ wz,     // (BH, ncb, n_old + n, DK) ... z
     ta* __restrict__ wn,     // (BH, n_old + n, DV)
     ta* __restrict__ wS,     // (BH, n_old + n, DK, DV)
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
-    ta* __restrict__ msnap,  // (BH, n, n_old + NLC, DK) out
-    int DK, int DV, i64 p, i64 F, int n, int n_old, int NLC) {
+    ta* __restrict__ gnode,  // (BH, n) the chunk-level slots' total decays (in: gch; out: slot n_old + j's)
+    int DK, int DV, i64 F, int n, int n_old, i64 c0, int d) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Mn = reinterpret_cast<ta*>(smem_raw);  // DKP: the merge's shifts
     ta* Nn = Mn + DKP;                         // HI_BV
-    check_smem((DKP + HI_BV) * sizeof(ta));
+    ta* Dm = Nn + HI_BV;                       // HI_LMAX: decay of held slot m to the chunk's end
+    check_smem((DKP + HI_BV + HI_LMAX) * sizeof(ta));
     const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
-    const i64 bh = blockIdx.x;
+    const i64 bh = blockIdx.z, c = c0 + ((i64)blockIdx.x << (d + 1)), j = c - F;
     const int cb = blockIdx.y, ncb = gridDim.y;
+    if (j < 0 || j >= n - 1) return;  // uniform over the block
     const int vc = cb * HI_BV + cc;
     const bool cok = vc < DV;
-    const int NS = n_old + n, NSL = n_old + NLC;
+    const int NS = n_old + n;
     ta* mb = wm + (bh * ncb + cb) * NS * DK;
     ta* zb = wz + (bh * ncb + cb) * NS * DK;
     ta* nb = wn + bh * NS * DV;
     ta* Sb = wS + bh * NS * (i64)DK * DV;
-    for (int j = 0; j < n; ++j) {
-        const i64 c = F + j;
-        if (cb == 0)  // the held slots' m for hi_read
-            for (int i = tid; i < DK; i += NT) {
-                ta* dst = msnap + ((bh * n + j) * NSL) * DK + i;
-                for (int s = 0; s < n_old; ++s)
-                    if ((p >> s) & 1) dst[s * DK] = mb[s * DK + i];
-                for (int m = 1; m <= NLC; ++m) {
-                    const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0) dst[(n_old + m - 1) * DK] = mb[id * DK + i];
-                }
-            }
-        if (j == n - 1) break;  // the call's last chunk: nothing merges (the state is assembled on the host)
-        const ta G = gch[bh * n + j];
-        const int z = __ffsll((long long)(c + 1)) - 1;  // trailing zeros of c + 1
-        for (int i = tid; i < DK; i += NT) {  // decay the held slots
-            for (int s = 0; s < n_old; ++s)
-                if ((p >> s) & 1) mb[s * DK + i] += G;
-            for (int m = 1; m <= NLC; ++m) {
+    const i64 dst = n_old + j;
+    int nz = 0;  // merged slots held
+    for (int m = 1; m <= d; ++m) nz += hi_slot(c, m, F, n_old) >= 0;
+    if (nz == 0) return;  // the chunk's summary is the new slot as it is (gnode: gch)
+    if (tid == 0) {  // slot m ends where the held slots below it begin: decayed by their totals and the chunk's
+        ta D = gch[bh * n + j];
+        for (int m = 1; m <= d; ++m) {
+            const int id = hi_slot(c, m, F, n_old);
+            Dm[m - 1] = D;
+            if (id >= 0) D += gnode[bh * n + id - n_old];
+        }
+        if (cb == 0) gnode[bh * n + j] = D;
+    }
+    __syncthreads();
+    if (tid < DKP) {  // per-feature shift: the chunk's and the merged slots'
+        const int i = tid;
+        ta M = neg_big();
+        if (i < DK) {
+            M = mb[dst * DK + i];
+            for (int m = 1; m <= d; ++m) {
                 const int id = hi_slot(c, m, F, n_old);
-                if (id >= 0) mb[id * DK + i] += G;
+                if (id >= 0) M = fmx(M, mb[id * DK + i] + Dm[m - 1]);
             }
         }
-        int nz = 0;  // merged slots held
-        for (int m = 1; m <= z; ++m) nz += hi_slot(c, m, F, n_old) >= 0;
-        __syncthreads();
-        if (nz == 0) continue;  // the chunk's summary is the new slot as it is
-        const i64 dst = n_old + j;
-        if (tid < DKP) {  // per-feature shift: the chunk's and the merged slots'
-            const int i = tid;
-            ta M = neg_big();
-            if (i < DK) {
-                M = mb[dst * DK + i];
-                for (int m = 1; m <= z; ++m) {
-                    const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0) M = fmx(M, mb[id * DK + i]);
-                }
+        Mn[i] = M;
+    }
+    if (tid >= NT - HI_BV) {  // per-column shift
+        const int c2 = tid - (NT - HI_BV), v2 = cb * HI_BV + c2;
+        ta N = lo_v();
+        if (v2 < DV) {
+            N = nb[dst * DV + v2];
+            for (int m = 1; m <= d; ++m) {
+                const int id = hi_slot(c, m, F, n_old);
+                if (id >= 0) N = fmx(N, nb[id * DV + v2]);
             }
-            Mn[i] = M;
         }
-        if (tid >= NT - HI_BV) {  // per-column shift
-            const int c2 = tid - (NT - HI_BV), v2 = cb * HI_BV + c2;
-            ta N = lo_v();
-            if (v2 < DV) {
-                N = nb[dst * DV + v2];
-                for (int m = 1; m <= z; ++m) {
-                    const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0) N = fmx(N, nb[id * DV + v2]);
-                }
-            }
-            Nn[c2] = N;
-        }
-        __syncthreads();
+        Nn[c2] = N;
+    }
+    __syncthreads();
 #pragma unroll
-        for (int i = 0; i < HI_RB; ++i) {
-            const int kk = rg * HI_RB + i;
-            if (kk >= DK) continue;
-            const ta M = Mn[kk];
-            if (cok) {
-                const i64 o = (dst * DK + kk) * DV + vc;
-                ta x = ex(mb[dst * DK + kk] - M) * ex(nb[dst * DV + vc] - Nn[cc]) * Sb[o];
-                for (int m = 1; m <= z; ++m) {
-                    const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0)
-                        x = fma(ex(mb[id * DK + kk] - M) * ex(nb[id * DV + vc] - Nn[cc]), Sb[((i64)id * DK + kk) * DV + vc], x);
-                }
-                Sb[o] = x;
+    for (int i = 0; i < HI_RB; ++i) {
+        const int kk = rg * HI_RB + i;
+        if (kk >= DK) continue;
+        const ta M = Mn[kk];
+        if (cok) {
+            const i64 o = (dst * DK + kk) * DV + vc;
+            ta x = fex(mb[dst * DK + kk] - M) * fex(nb[dst * DV + vc] - Nn[cc]) * Sb[o];
+            for (int m = 1; m <= d; ++m) {
+                const int id = hi_slot(c, m, F, n_old);
+                if (id >= 0)
+                    x = fma(fex(mb[id * DK + kk] + Dm[m - 1] - M) * fex(nb[id * DV + vc] - Nn[cc]),
+                            Sb[((i64)id * DK + kk) * DV + vc], x);
             }
-            if (cc == 0) {
-                ta x = ex(mb[dst * DK + kk] - M) * zb[dst * DK + kk];
-                for (int m = 1; m <= z; ++m) {
-                    const int id = hi_slot(c, m, F, n_old);
-                    if (id >= 0) x = fma(ex(mb[id * DK + kk] - M), zb[id * DK + kk], x);
-                }
-                zb[dst * DK + kk] = x;
-            }
+            Sb[o] = x;
         }
-        __syncthreads();  // the old shifts of the chunk's slot are read: now the new ones
-        for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];
-        if (tid < HI_BV && cb * HI_BV + tid < DV) nb[dst * DV + cb * HI_BV + tid] = Nn[tid];
-        __syncthreads();
+        if (cc == 0) {
+            ta x = fex(mb[dst * DK + kk] - M) * zb[dst * DK + kk];
+            for (int m = 1; m <= d; ++m) {
+                const int id = hi_slot(c, m, F, n_old);
+                if (id >= 0) x = fma(fex(mb[id * DK + kk] + Dm[m - 1] - M), zb[id * DK + kk], x);
+            }
+            zb[dst * DK + kk] = x;
+        }
+    }
+    __syncthreads();  // the old shifts of the chunk's slot are read: now the new ones
+    for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];
+    if (tid < HI_BV && cb * HI_BV + tid < DV) nb[dst * DV + cb * HI_BV + tid] = Nn[tid];
+}
+
+// hi_snap: one block per (chunk F + j, sequence): msnap[j] = the held slots' m decayed to the chunk's start
+// (slot order: incoming s, then chunk level m at n_old + m - 1; entries of slots not held are left as they are).
+extern "C" __global__ void __launch_bounds__(NT) hi_snap(
+    const ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) after hi_merge (column block 0 read)
+    const ta* __restrict__ gnode,  // (BH, n) after hi_merge
+    ta* __restrict__ msnap,        // (BH, n, n_old + NLC, DK) out
+    int DK, i64 p, i64 F, int n, int n_old, int NLC, int ncb) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Dm = reinterpret_cast<ta*>(smem_raw);  // HI_LMAX + 1: decay of held slot m (then of the incoming ones)
+    check_smem((HI_LMAX + 1) * sizeof(ta));
+    const int tid = threadIdx.x, j = blockIdx.x;
+    const i64 bh = blockIdx.y, c = F + j;
+    const int NS = n_old + n, NSL = n_old + NLC;
+    if (tid == 0) {  // the held slots below slot m cover the chunks between its end and the chunk's start
+        ta D = (ta)0;
+        for (int m = 1; m <= NLC; ++m) {
+            const int id = hi_slot(c, m, F, n_old);
+            Dm[m - 1] = D;
+            if (id >= 0) D += gnode[bh * n + id - n_old];
+        }
+        Dm[HI_LMAX] = D;
+    }
+    __syncthreads();
+    const ta* mb = wm + (bh * ncb) * NS * DK;
+    for (int i = tid; i < DK; i += NT) {
+        ta* dst = msnap + ((bh * n + j) * NSL) * DK + i;
+        for (int s = 0; s < n_old; ++s)
+            if ((p >> s) & 1) dst[s * DK] = mb[s * DK + i] + Dm[HI_LMAX];
+        for (int m = 1; m <= NLC; ++m) {
+            const int id = hi_slot(c, m, F, n_old);
+            if (id >= 0) dst[(n_old + m - 1) * DK] = mb[id * DK + i] + Dm[m - 1];
+        }
     }
 }
 
-// The shared tiles of hi_read.
-struct HiTiles {
-    ta *Qs;                 // CH x HI_KLD: the chunk's queries
-    ta *E;                  // HI_G x CH x HI_KLD: exp(q + m - r) per staged slot
-    ta *Lam;                // CH x HI_LMAX: the rows' level weights (clamped)
-    ta *Ss, *Ms, *Zs, *Ns;  // the staged slots: HI_G x (DKP x HI_BV, DKP, DKP, HI_BV)
-    ta *Rp, *Rr, *Xw, *Dn;  // HI_G x NT partial row maxima / den; HI_G x CH row shifts, row log weights, den
-    ta *ac, *pre;           // CH decays, prefix sums from the chunk's first token of the call
-    ta *Ld;                 // CH: log den of the rows
-};
-
-// hi_read: one block per (chunk F + j, HI_BV value columns (ncb blocks), sequence), in parallel: the reads of the
-// slots held before the chunk (hi_scan's slots, m from its msnap), combined with hi_intra's partials.
-extern "C" __global__ void __launch_bounds__(NT) hi_read(
+// hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
+// the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
+// hi_intra's partials. Thread (ty, tx) = (tid / 16, tid % 16) owns rows ty HI_RR .. and columns tx HI_RC .. of
+// the block's CH x HI_RW outputs; num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs).
+// Two blocks per SM (<= 128 registers: the staged slot loads hold many in flight).
+extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
     const ta* __restrict__ lden,    // (BH, T)      hi_intra's
     const ta* __restrict__ lnum,    // (BH, T, DV)  hi_intra's
-    const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_scan's
+    const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_snap's, hi_merge's
     ti* __restrict__ out,           // (BH, T, DV)
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb, int nrb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    HiTiles sm;
     ta* b = reinterpret_cast<ta*>(smem_raw);
-    sm.Qs = b; b += CH * HI_KLD;
-    sm.E = b; b += HI_G * CH * HI_KLD;
-    sm.Lam = b; b += CH * HI_LMAX;
-    sm.Ss = b; b += HI_G * DKP * HI_BV;
-    sm.Ms = b; b += HI_G * DKP;
-    sm.Zs = b; b += HI_G * DKP;
-    sm.Ns = b; b += HI_G * HI_BV;
-    sm.Rp = b; b += HI_G * NT;
-    sm.Dn = b; b += HI_G * NT;
-    sm.Rr = b; b += HI_G * CH;
-    sm.Xw = b; b += HI_G * CH;
-    sm.ac = b; b += CH;
-    sm.pre = b; b += CH;
-    sm.Ld = b; b += CH;
+    ta* Ss = b; b += DKP * HI_RW;     // the slot's S, columns of the block (first: 16-byte aligned rows)
+    ta* Qs = b; b += CH * HI_KLD;     // the chunk's queries
+    ta* E = b; b += CH * HI_KLD;      // exp(q + m - r)
+    ta* Lam = b; b += CH * HI_LMAX;   // the rows' level weights (clamped)
+    ta* Ms = b; b += DKP;             // the slot's m (decayed to the chunk's start), z
+    ta* Zs = b; b += DKP;
+    ta* Ns = b; b += HI_RW;           // its column shifts
+    ta* Rp = b; b += NT;              // partial row maxima, then partial den
+    ta* Rr = b; b += CH;              // row shifts
+    ta* Xw = b; b += CH;              // row log weights
+    ta* ac = b; b += CH;              // decays, prefix sums from the chunk's first token of the call
+    ta* pre = b; b += CH;
+    ta* Ld = b; b += CH;              // log den of the rows
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
-    const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
-    const int j = blockIdx.x / ncb, cb = blockIdx.x % ncb;  // grid (n ncb, BH): any d_v
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int j = blockIdx.x / nrb, cb = blockIdx.x % nrb;  // grid (n nrb, BH): any d_v
     const i64 bh = blockIdx.y;
-    const int vc = cb * HI_BV + cc;  // this thread's value column
-    const bool cok = vc < DV;
+    const int c0 = cb * HI_RW;  // the block's first value column
     const int LL = min(L, HI_LMAX);  // levels read (< num_levels(p + T) <= 63)
     const int NS = n_old + n, NSL = n_old + NLC;
     const ta* mj = msnap + (bh * n + j) * NSL * DK;
-    const ta* zb = wz + (bh * ncb + cb) * NS * DK;
+    const ta* zb = wz + (bh * ncb) * NS * DK;  // column block 0's copy (hi_merge's copies are equal)
     const ta* nb = wn + bh * NS * DV;
     const ta* Sb = wS + bh * NS * (i64)DK * DV;
     const i64 c = F + j, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
-    hi_rows(sm.Qs, q + bh * T * DK, g0, T, DK);
+    hi_rows(Qs, q + bh * T * DK, g0, T, DK);
     for (int idx = tid; idx < CH * HI_LMAX; idx += NT) {
         const int t = idx / HI_LMAX, l = idx % HI_LMAX;
         const bool ok = t >= t0 && t < t1 && l < LL;
-        sm.Lam[idx] = ok ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
+        Lam[idx] = ok ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
     }
-    ta U[HI_RA], Nm[HI_RA];  // running (shift, sum) of num (column vc)
+    ta U[HI_RR][HI_RC], Nm[HI_RR][HI_RC];  // running (shift, sum) of num
 #pragma unroll
-    for (int i = 0; i < HI_RA; ++i) {
-        const int t = rg * HI_RA + i;
-        U[i] = t >= t0 && t < t1 && cok ? lnum[(bh * T + g0 + t) * DV + vc] : neg_big();
-        Nm[i] = (ta)1;
-    }
+    for (int ii = 0; ii < HI_RR; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < HI_RC; ++jj) {
+            const int t = ty * HI_RR + ii, vc = c0 + tx * HI_RC + jj;
+            U[ii][jj] = t >= t0 && t < t1 && vc < DV ? lnum[(bh * T + g0 + t) * DV + vc] : neg_big();
+            Nm[ii][jj] = (ta)1;
+        }
     ta Ud = neg_big(), Dd = (ta)1;  // running (shift, sum) of den of row tid (tid < CH)
     if (tid < CH && tid >= t0 && tid < t1) Ud = lden[bh * T + g0 + tid];
-    hi_decays(sm.ac, sm.pre, a ? a + bh * T : nullptr, g0, T, alo);
-    // the held slots, HI_G at a time (level code: s < n_old incoming slot s, else chunk level s - n_old + 1)
-    for (int s = 0;;) {
-        int sl[HI_G], id[HI_G], cnt = 0;
-        for (; s < NSL && cnt < HI_G; ++s) {
-            const int i2 = s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old);
-            if (i2 >= 0) {
-                sl[cnt] = s;
-                id[cnt++] = i2;
-            }
+    hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
+    for (int s2 = 0; s2 < NSL; ++s2) {  // the held slots (s2 < n_old incoming slot s2, else chunk level s2 - n_old + 1)
+        const int id = s2 < n_old ? (((p >> s2) & 1) ? s2 : -1) : hi_slot(c, s2 - n_old + 1, F, n_old);
+        if (id < 0) continue;  // uniform over the block
+        for (int i = tid; i < DKP; i += NT) {
+            Ms[i] = i < DK ? mj[s2 * DK + i] : neg_big();
+            Zs[i] = i < DK ? zb[id * DK + i] : (ta)0;
         }
-        if (cnt == 0) break;  // uniform over the block
-        for (int idx = tid; idx < cnt * DKP; idx += NT) {
-            const int g = idx / DKP, i = idx % DKP;
-            sm.Ms[idx] = i < DK ? mj[sl[g] * DK + i] : neg_big();
-            sm.Zs[idx] = i < DK ? zb[id[g] * DK + i] : (ta)0;
-        }
-        for (int idx = tid; idx < cnt * DKP * HI_BV; idx += NT) {
-            const int g = idx / (DKP * HI_BV), i = (idx / HI_BV) % DKP, v2 = cb * HI_BV + idx % HI_BV;
-            sm.Ss[idx] = (i < DK && v2 < DV) ? Sb[((i64)id[g] * DK + i) * DV + v2] : (ta)0;
-        }
-        for (int idx = tid; idx < cnt * HI_BV; idx += NT) {
-            const int g = idx / HI_BV, v2 = cb * HI_BV + idx % HI_BV;
-            sm.Ns[idx] = v2 < DV ? nb[id[g] * DV + v2] : lo_v();
-        }
+        for (int cc = tid; cc < HI_RW; cc += NT) Ns[cc] = c0 + cc < DV ? nb[id * DV + c0 + cc] : lo_v();
+        staged<DKP * HI_RW, NT>(
+            [&](int idx) {
+                const int i = idx / HI_RW, v2 = c0 + idx % HI_RW;
+                return (i < DK && v2 < DV) ? Sb[((i64)id * DK + i) * DV + v2] : (ta)0;
+            },
+            [&](int idx, ta x) { Ss[idx] = x; });
         __syncthreads();
-        for (int idx = tid; idx < cnt * NT; idx += NT) {  // partial row maxima of q + m
-            const int g = idx / NT, t = (idx % NT) / HI_P, part = idx % HI_P;
-            const ta* mg = sm.Ms + g * DKP;
+        {  // partial row maxima of q + m
+            const int t = tid / HI_P, part = tid % HI_P;
             ta mx = neg_big();
-            for (int i = part; i < DK; i += HI_P) mx = fmx(mx, sm.Qs[t * HI_KLD + i] + mg[i]);
-            sm.Rp[idx] = mx;
+            for (int i = part; i < DK; i += HI_P) mx = fmx(mx, Qs[t * HI_KLD + i] + Ms[i]);
+            Rp[tid] = mx;
         }
         __syncthreads();
-        for (int idx = tid; idx < cnt * CH; idx += NT) {  // row shifts and row log weights
-            const int g = idx / CH, t = idx % CH, s2 = sl[g];
-            ta r = sm.Rp[idx * HI_P];
-            for (int u = 1; u < HI_P; ++u) r = fmx(r, sm.Rp[idx * HI_P + u]);
-            sm.Rr[idx] = r;
+        for (int t = tid; t < CH; t += NT) {  // row shifts and row log weights
+            ta r = Rp[t * HI_P];
+            for (int u = 1; u < HI_P; ++u) r = fmx(r, Rp[t * HI_P + u]);
+            Rr[t] = r;
             const int level = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s2 - n_old + 1);
-            sm.Xw[idx] = (t >= t0 && t < t1) ? r + sm.Lam[t * HI_LMAX + level] + sm.pre[t] : neg_big();
+            Xw[t] = (t >= t0 && t < t1) ? r + Lam[t * HI_LMAX + level] + pre[t] : neg_big();
         }
         __syncthreads();
-        for (int idx = tid; idx < cnt * CH * DKP; idx += NT) {
-            const int g = idx / (CH * DKP), t = (idx / DKP) % CH, i = idx % DKP;
-            sm.E[(g * CH + t) * HI_KLD + i] = i < DK ? ex(sm.Qs[t * HI_KLD + i] + sm.Ms[g * DKP + i] - sm.Rr[g * CH + t]) : (ta)0;
+        for (int idx = tid; idx < CH * DKP; idx += NT) {
+            const int t = idx / DKP, i = idx % DKP;
+            E[t * HI_KLD + i] = i < DK ? fex(Qs[t * HI_KLD + i] + Ms[i] - Rr[t]) : (ta)0;
         }
         __syncthreads();
-        for (int idx = tid; idx < cnt * NT; idx += NT) {  // partial den: e . z
-            const int g = idx / NT, t = (idx % NT) / HI_P, part = idx % HI_P;
-            const ta* et = sm.E + (g * CH + t) * HI_KLD;
-            const ta* zg = sm.Zs + g * DKP;
+        {  // partial den: e . z
+            const int t = tid / HI_P, part = tid % HI_P;
             ta x = (ta)0;
-            for (int i = part; i < DK; i += HI_P) x = fma(et[i], zg[i], x);
-            sm.Dn[idx] = x;
+            for (int i = part; i < DK; i += HI_P) x = fma(E[t * HI_KLD + i], Zs[i], x);
+            Rp[tid] = x;
         }
-        for (int g = 0; g < cnt; ++g) {  // num: e . S (the slot's column loaded once for the thread's rows)
-            const ta* Sg = sm.Ss + g * DKP * HI_BV + cc;
-            const ta* eg = sm.E + (g * CH + rg * HI_RA) * HI_KLD;
-            ta num[HI_RA];
+        ta acc[HI_RR][HI_RC];  // num = E S
 #pragma unroll
-            for (int i = 0; i < HI_RA; ++i) num[i] = (ta)0;
-            for (int kk = 0; kk < DK; ++kk) {
-                const ta sv = Sg[kk * HI_BV];
+        for (int ii = 0; ii < HI_RR; ++ii)
 #pragma unroll
-                for (int i = 0; i < HI_RA; ++i) num[i] = fma(eg[i * HI_KLD + kk], sv, num[i]);
-            }
+            for (int jj = 0; jj < HI_RC; ++jj) acc[ii][jj] = (ta)0;
+        for (int kk = 0; kk < DK; ++kk) {
+            ta sv[HI_RC], ev[HI_RR];
 #pragma unroll
-            for (int i = 0; i < HI_RA; ++i) {
-                const int t = rg * HI_RA + i;
-                if (t >= t0 && t < t1 && cok && num[i] > (ta)0)
-                    hi_lse_add(U[i], Nm[i], sm.Xw[g * CH + t] + sm.Ns[g * HI_BV + cc], num[i]);
+            for (int jj = 0; jj < HI_RC; ++jj) sv[jj] = Ss[kk * HI_RW + tx * HI_RC + jj];
+#pragma unroll
+            for (int ii = 0; ii < HI_RR; ++ii) ev[ii] = E[(ty * HI_RR + ii) * HI_KLD + kk];
+#pragma unroll
+            for (int ii = 0; ii < HI_RR; ++ii)
+#pragma unroll
+                for (int jj = 0; jj < HI_RC; ++jj) acc[ii][jj] = fma(ev[ii], sv[jj], acc[ii][jj]);
+        }
+#pragma unroll
+        for (int ii = 0; ii < HI_RR; ++ii) {
+            const int t = ty * HI_RR + ii;
+#pragma unroll
+            for (int jj = 0; jj < HI_RC; ++jj) {
+                const int cc = tx * HI_RC + jj;
+                if (t >= t0 && t < t1 && c0 + cc < DV && acc[ii][jj] > (ta)0)
+                    hi_lse_add(U[ii][jj], Nm[ii][jj], Xw[t] + Ns[cc], acc[ii][jj]);
             }
         }
         __syncthreads();
-        if (tid < CH && tid >= t0 && tid < t1)
-            for (int g = 0; g < cnt; ++g) {
-                ta den = (ta)0;
-                for (int u = 0; u < HI_P; ++u) den += sm.Dn[(g * CH + tid) * HI_P + u];
-                if (den > (ta)0) hi_lse_add(Ud, Dd, sm.Xw[g * CH + tid], den);
-            }
-        __syncthreads();
+        if (tid < CH && tid >= t0 && tid < t1) {
+            ta den = (ta)0;
+            for (int u = 0; u < HI_P; ++u) den += Rp[tid * HI_P + u];
+            if (den > (ta)0) hi_lse_add(Ud, Dd, Xw[tid], den);
+        }
+        __syncthreads();  // the slot's tiles are read: the next one may be staged
     }
-    if (tid < CH) sm.Ld[tid] = Ud + lg(Dd);
+    if (tid < CH) Ld[tid] = Ud + lg(Dd);
     __syncthreads();
 #pragma unroll
-    for (int i = 0; i < HI_RA; ++i) {
-        const int t = rg * HI_RA + i;
-        if (t >= t0 && t < t1 && cok) {
-            const ta y = U[i] + lg(Nm[i]) - sm.Ld[t];
-            st(out + (bh * T + g0 + t) * DV + vc, y > alo / 2 ? y : minus_inf());  // see "Zeros" above
+    for (int ii = 0; ii < HI_RR; ++ii) {
+        const int t = ty * HI_RR + ii;
+#pragma unroll
+        for (int jj = 0; jj < HI_RC; ++jj) {
+            const int vc = c0 + tx * HI_RC + jj;
+            if (t >= t0 && t < t1 && vc < DV) {
+                const ta y = U[ii][jj] + lg(Nm[ii][jj]) - Ld[t];
+                st(out + (bh * T + g0 + t) * DV + vc, y > alo / 2 ? y : minus_inf());  // see "Zeros" above
+            }
         }
     }
 }

@@ -1,9 +1,10 @@
 """Hierarchical exp-kernel attention (``loglinear_log_attention``) on the kernels of
-``hierarchical.cu``: ``hi_intra`` (the pairs inside every aligned chunk, in log space, parallel
-over chunks), ``hi_scan`` (a sequential scan over the chunks per (sequence, 16 value columns) that
-merges one exp-kernel summary per chunk-level Fenwick slot, each stored once, and snapshots the
-held slots' decayed shifts before every chunk) and ``hi_read`` (the reads of those slots and of the
-incoming state's, parallel over (chunk, sequence, 16 value columns)).
+``hierarchical.cu``: ``hi_intra`` (the pairs inside every aligned chunk, in log space, and every
+chunk's summary, parallel over chunks), ``hi_merge`` (the chunk tree's merges into one exp-kernel
+summary per chunk-level Fenwick slot, each stored once: one launch per depth, parallel over that
+depth's chunks, sequences and 16 value columns), ``hi_snap`` (the held slots' shifts decayed to
+every chunk's start) and ``hi_read`` (the reads of those slots and of the incoming state's,
+parallel over (chunk, sequence, 16 value columns)).
 
 Inputs reach the kernels in their own dtype (float32 / float64, bfloat16 / float16 read as 16-bit
 patterns, computed in float32) and the output is written in it. The returned state is assembled on
@@ -28,9 +29,9 @@ from ._compile import SMEM_MAX, Config, _pad_dim
 from .exp_kernel import _tracks_grad
 from .gated_delta import chunk_slots
 
-__all__ = ["forward", "compute", "config", "BV"]
+__all__ = ["forward", "compute", "config", "merge_levels", "BV"]
 
-#: value columns per block of hi_scan and hi_read (HI_BV of hierarchical.cu)
+#: value columns per block of hi_merge and hi_read (HI_BV of hierarchical.cu)
 BV = 16
 
 
@@ -41,7 +42,7 @@ def config(ta, DK, DV, chunk_size=None, half=""):
     only: results do not depend on it beyond rounding."""
     CH = min(max(int(chunk_size or 32), 16), 64)
     cfg = Config(ta, half, 1 << (CH.bit_length() - 1), _pad_dim(DK), _pad_dim(min(DV, 128)), tc=False)
-    while cfg.CH > 16 and max(cfg.smem(x) for x in ("hi_intra", "hi_scan", "hi_read")) > SMEM_MAX:
+    while cfg.CH > 16 and max(cfg.smem(x) for x in ("hi_intra", "hi_merge", "hi_read")) > SMEM_MAX:
         cfg = Config(ta, half, cfg.CH // 2, cfg.DKP, cfg.DVP, tc=False)
     return cfg
 
@@ -64,7 +65,7 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
 
 
 def slots(ops, cfg, q, k, lv, lam, a, p, old):
-    """hi_intra and hi_scan of one call (arguments as :func:`compute`, ``cfg`` its variant): the
+    """hi_intra, hi_merge and hi_snap of one call (arguments as :func:`compute`, ``cfg`` its variant): the
     flattened inputs (``q3, k3, lv3, lam3, a2``), the chunks' own partials (``lden (BH, T)``,
     ``lnum (BH, T, DV)``), their total decays ``gch (BH, n)``, the slots by id (``wm, wz, wn, wS``)
     and the held slots' shifts before every chunk (``msnap``), with the call's sizes, as attributes."""
@@ -93,11 +94,29 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
     lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
     gch = xp.empty((BH, n), dtype=ta_dtype)  # the chunks' total decays
     ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH)
-    msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m before every chunk
-    ops.hi_scan(cfg, wm, wz, wn, wS, gch, msnap, DK, DV, p, F, n, n_old, NLC, BH)
+    gnode = xp.array(gch, copy=True)  # the slots' total decays (a chunk's own until a merge makes it more)
+    for d, c0, count in merge_levels(F, n):
+        ops.hi_merge(cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH)
+    msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m at every chunk's start
+    ops.hi_snap(cfg, wm, gnode, msnap, DK, p, F, n, n_old, NLC, BH)
     return types.SimpleNamespace(batch=batch, BH=BH, T=T, DK=DK, DV=DV, L=L, F=F, n=n, n_old=n_old, NLC=NLC, alo=alo,
                                  q3=q3, k3=k3, lv3=lv3, lam3=lam3, a2=a2, lden=lden, lnum=lnum, gch=gch, wm=wm, wz=wz,
                                  wn=wn, wS=wS, msnap=msnap)
+
+
+def merge_levels(F, n):
+    """The launches of ``hi_merge`` for chunks ``F .. F + n - 1``: ``(d, c0, count)`` per depth d >= 1
+    with work, the chunks ``c = c0 + x 2^(d+1)`` (``x < count``) whose ``c + 1`` has exactly d trailing
+    zeros, all but the last chunk (whose summary no chunk of the call reads)."""
+    out, last = [], F + n - 2
+    d = 1
+    while (1 << d) - 1 <= last:
+        step = 1 << (d + 1)
+        c0 = (1 << d) - 1 + step * max(0, -(-(F + 1 - (1 << d)) // step))  # the first such c >= F
+        if c0 <= last:
+            out.append((d, c0, (last - c0) // step + 1))
+        d += 1
+    return out
 
 
 def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None):

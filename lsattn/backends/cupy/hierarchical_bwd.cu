@@ -1,6 +1,6 @@
 // Backward of hierarchical exp-kernel attention (loglinear_log_attention); compiled after common.cu
 // and hierarchical.cu (hi_slot, hi_decay, hi_decays, hi_lse_add, HI_LOG2C, HI_LMAX). Host:
-// hierarchical_bwd.py, which first reruns the forward's hi_intra and hi_scan (the intra-chunk
+// hierarchical_bwd.py, which first reruns the forward's hi_intra, hi_merge and hi_snap (the intra-chunk
 // log-normalisers and the Fenwick slots with their snapshots), then these three kernels. Inputs
 // and outputs in the compute type (ti = ta: the host widens 16-bit inputs to float32).
 //
@@ -145,7 +145,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     const ti* __restrict__ a,      // (BH, T) or null
     const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,  // (BH, T, DV) x2, (BH, T)
     const ta* __restrict__ lden0,  // (BH, T) hi_intra's (the chunk's own pairs)
-    const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_scan's
+    const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_snap/hi_merge's
     ta* __restrict__ lden,         // (BH, T) out
     ti* __restrict__ dq,           // (BH, T, DK) out
     ta* __restrict__ dlam,         // (BH, T, L) out (levels >= HI_LMAX untouched: zeroed by the host)

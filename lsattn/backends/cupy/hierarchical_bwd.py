@@ -3,7 +3,7 @@
 Function.
 
 The backward recomputes from the saved inputs and the forward's output: ``hierarchical.slots``
-(the forward's ``hi_intra`` and ``hi_scan``: the chunks' own log-normalisers and the Fenwick slots
+(the forward's ``hi_intra``, ``hi_merge`` and ``hi_snap``: the chunks' own log-normalisers and the Fenwick slots
 held before every chunk), then ``hib_dq`` (the full log-normalisers, dq and the level-weight
 gradient), ``hib_blocks`` (one ``d_k x d_v`` query summary per right block of the chunk tree) and
 ``hib_dkdv`` (dk and d log_v); the decay's gradient is a reverse cumulative sum on the host. Memory:
