@@ -63,7 +63,6 @@ def forward(op, impl, *rest, segments):
     d_v = args[2].shape[-1]
     dtype = compute_dtype(xp, q.dtype)
     starts, offsets = segments.starts, segments.offsets
-    lens = np.diff(starts)
     hier = op.name == "loglinear_log_attention"
     if T == 0:
         out = xp.zeros(batch + (0, d_v), dtype=q.dtype, device=device_of(q))

@@ -25,16 +25,13 @@ per segment: its batch shape gains a trailing ``N`` axis and its ``offset`` is a
 of shape ``(N,)``, one position per stream (log-linear level axes: as many slots as the longest
 stream needs, the others' extra slots empty). A backend that computes packed segments itself
 (``Backend.reset_ops``, :class:`Streams`: ``numba``; the array-API path for the exp-kernel
-operators) runs such a call as one call from the packed state to the packed state. Elsewhere (the
-log-linear operators on the array-API path and on CuPy) streams continued at different offsets do
-not share one packed layout: a segment's Fenwick levels depend on its absolute positions, so
-aligning stream ``i`` (offset ``p_i``, ``n_i`` new tokens) to them pads it to a multiple of
-``2^bit_length(p_i + n_i - 1)``, up to ``p_i + n_i`` tokens (a decoding step of one token at
-offset ``p`` would become ``p`` tokens), and its incoming Fenwick slots (one ``d_k x d_v`` matrix
-per set bit of ``p_i``, Gated DeltaNet's not a sum of key-value products) have no token form to
-place in front of it. Such a call runs one ordinary call per segment, each continuing its own
-stream (:func:`streams`): ``N`` calls, each the cost of its segment plus a fixed overhead per call
-(validation, dispatch; about a millisecond on the array-API path).
+operators) runs such a call as one call from the packed state to the packed state. Elsewhere
+(``array_api``, ``cupy``) ``loglinear_attention`` and ``loglinear_log_attention`` run it as one call
+too (:mod:`lsattn._ll_packed`, :data:`STREAM_OPS`): their new tokens among themselves through
+:func:`rewrite` (a continued stream placed where its new tokens keep the levels of their absolute
+positions, :func:`_blocks`), the incoming slots and the new state for all segments at once.
+Gated DeltaNet's incoming slots pass through the chunk transitions (no weight per token and
+level to read them with): its packed states run one ordinary call per segment (:func:`streams`).
 
 Index building is vectorised NumPy on the host (the offsets are read once, for validation anyway).
 """

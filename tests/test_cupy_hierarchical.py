@@ -13,9 +13,7 @@ tol (1 + max |ref|), tol = TOL[dtype] + 2 eps (max |q| + max |k|)).
 from __future__ import annotations
 
 import ctypes
-import pathlib
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -25,7 +23,7 @@ import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import hierarchical as chi
 
-from helpers import assert_close
+from helpers import assert_close, cupy_source, emulation
 from strategies import batch_shapes, decays_or_none, head_dims, seeds, seq_lens, split_points
 from test_cupy_gated_delta import _gpu_ready, _torch_cuda
 from test_hierarchical import check, make
@@ -36,23 +34,13 @@ chunks = st.sampled_from([16, 32, 64])
 
 class Emu:
     """``ops`` whose hi_intra / hi_scan / hi_read run the kernels' CUDA source on the CPU
-    (``cuda_emu_hier.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP)."""
+    (``cuda_emu_hier.cpp``), built with g++ once per session and (compute type, CH, DKP)."""
 
     xp = np
-    libs: dict = {}
-    folder = None
 
     def _lib(self, cfg):
-        key = (cfg.ta, cfg.CH, cfg.DKP)
-        if key not in self.libs:
-            here = pathlib.Path(__file__).parent
-            kernel = here.parent / "lsattn" / "backends" / "cupy" / "hierarchical.cu"
-            so = pathlib.Path(self.folder) / f"hier_{cfg.ta}_{cfg.CH}_{cfg.DKP}.so"
-            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
-                   f"-DDKP={cfg.DKP}", f'-DKERNEL="{kernel}"', str(here / "cuda_emu_hier.cpp"), "-o", str(so), "-pthread"]
-            subprocess.run(cmd, check=True)
-            self.libs[key] = ctypes.CDLL(str(so))
-        return self.libs[key]
+        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
+                         {"KERNEL": cupy_source("hierarchical.cu")})
 
     @staticmethod
     def _ptrs(cfg, arrays):
@@ -86,10 +74,9 @@ class Emu:
 
 
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory):
+def emu():
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
-    Emu.folder = tmp_path_factory.mktemp("hier_emu")
     return Emu()
 
 

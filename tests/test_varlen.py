@@ -244,19 +244,27 @@ def test_streams_long_segments_numba(op):
     _check_streams(np, op, lens, cuts, (2,), 3, "numba", resets=(7, 2 * long_ - 1, 2 * long_ + 30))
 
 
+def _refuse(*args, **kw):
+    raise AssertionError("per-segment calls")
+
+
+def _record_calls(monkeypatch, backend, op):
+    """Refuse per-segment calls (``_varlen.streams``) and record the keywords of every call of
+    ``backend``'s implementation of ``op`` (the returned list)."""
+    monkeypatch.setattr(_varlen, "streams", _refuse)
+    b = backends.get(backend)
+    impl = b.implementation(op)
+    calls = []
+    monkeypatch.setitem(b._impls, (op, False), lambda *a, **kw: (calls.append(kw), impl(*a, **kw))[1])
+    return calls
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_streams_numba_one_call(op, monkeypatch):
     """On the numba backend a packed call with states is one implementation call (no per-segment
     calls: ``_varlen.streams`` is not reached), equal to the per-segment calls."""
     pytest.importorskip("numba")
-
-    def refuse(*args, **kw):
-        raise AssertionError("per-segment calls")
-
-    monkeypatch.setattr(_varlen, "streams", refuse)
-    impl = backends.get("numba").implementation(op)
-    calls = []
-    monkeypatch.setitem(backends.get("numba")._impls, (op, False), lambda *a, **kw: (calls.append(kw), impl(*a, **kw))[1])
+    calls = _record_calls(monkeypatch, "numba", op)
     _check_streams(np, op, [5, 0, 1, 9, 3], [2, 0, 1, 6, 3], (), 1, "numba", resets=(4,))
     assert len(calls) == 2 + 4 and all("segments" in kw for kw in calls[:2])  # the packed calls, then one per stream
 
@@ -267,14 +275,7 @@ def test_streams_array_api_one_call(op, monkeypatch):
     implementation over the laid-out tokens (``lsattn._ll_packed``; no per-segment calls), equal to
     the reference on each whole stream and to the per-segment calls; hard resets among the new
     tokens and at a continued stream's first one."""
-    def refuse(*args, **kw):
-        raise AssertionError("per-segment calls")
-
-    monkeypatch.setattr(_varlen, "streams", refuse)
-    ab = backends.get("array_api")
-    impl = ab.implementation(op)
-    calls = []
-    monkeypatch.setitem(ab._impls, (op, False), lambda *a, **kw: (calls.append(a[0].shape[-2]), impl(*a, **kw))[1])
+    calls = _record_calls(monkeypatch, "array_api", op)
     _check_streams(np, op, [5, 0, 1, 9, 3], [2, 0, 1, 6, 3], (2,), 1, "array_api", resets=(0, 4))
     assert len(calls) == 2 + 4  # the two packed calls, then one per non-empty stream (the check's own)
 
@@ -332,15 +333,8 @@ def test_exp_kernel_packed_array_api_one_call(op, stateful, monkeypatch):
     """The array-API path computes packed exp-kernel calls itself (``lsattn._exp_packed``), with and
     without states: one call of its own implementation with ``segments=``, no per-segment calls
     (``_varlen.streams``) and no rewrite as another operator (hierarchical attention)."""
-    def refuse(*args, **kw):
-        raise AssertionError("per-segment calls")
-
-    monkeypatch.setattr(_varlen, "streams", refuse)
-    ab = backends.get("array_api")
-    impl = ab.implementation(op)
-    calls = []
-    monkeypatch.setitem(ab._impls, (op, False), lambda *a, **kw: (calls.append(kw), impl(*a, **kw))[1])
-    monkeypatch.setitem(ab._impls, ("loglinear_log_attention", False), refuse)
+    calls = _record_calls(monkeypatch, "array_api", op)
+    monkeypatch.setitem(backends.get("array_api")._impls, ("loglinear_log_attention", False), _refuse)
     if stateful:
         _check_streams(np, op, [5, 0, 1, 9, 3], [2, 0, 1, 6, 3], (), 1, "array_api")
         assert len(calls) == 2 + 4 and all("segments" in kw for kw in calls[:2])  # packed, then per-stream checks
