@@ -38,7 +38,6 @@ import numpy as np
 from . import _varlen
 from ._validate import compute_dtype, device_of
 from .exp_kernel import _clamp_log_values, _finish, _minus_inf, combine, empty_summary, merge, read, summarise
-from .fenwick import _bit_length
 from .loglinear import _gather_last, _state
 from .state import State
 
@@ -103,7 +102,7 @@ class _Tokens:
         self.first, self.last = starts[:-1][self.seg], starts[1:][self.seg] - 1
         self.pos = offsets[self.seg] + np.arange(starts[-1], dtype=np.int64) - self.first
         self.ends = offsets + self.lens
-        self.h = _bit_length(np, offsets ^ self.ends)
+        self.h = _varlen.bits(offsets ^ self.ends)
 
     def reading(self):
         """The segments that read an incoming state (``p > 0``, ``n > 0``)."""
@@ -112,7 +111,7 @@ class _Tokens:
     def read_levels(self, slots, L):
         """(T, slots): the level at which each token reads its stream's old slot ``l - 1``:
         ``max(l, bit_length(p XOR t))`` (clipped to ``L - 1``: only empty slots are past it)."""
-        moved = _bit_length(np, self.offsets[self.seg] ^ self.pos)
+        moved = _varlen.bits(self.offsets[self.seg] ^ self.pos)
         return np.minimum(np.maximum(np.arange(1, slots + 1)[None, :], moved[:, None]), L - 1)
 
     def ranges(self):
@@ -172,7 +171,7 @@ def _after(xp, a, tok):
 def _groups(start, length):
     """Token ranges ``[start, start + length)`` (R,) as rows grouped by ``length`` rounded up to a power
     of two: ``[(which (cnt,), idx (cnt, P))]``, ``idx`` the rows' tokens (``-1``: padding)."""
-    size = np.left_shift(np.int64(1), _bit_length(np, np.maximum(length - 1, 0)))
+    size = np.left_shift(np.int64(1), _varlen.bits(np.maximum(length - 1, 0)))
     out = []
     for P in np.unique(size).tolist():
         which = np.flatnonzero(size == P)

@@ -44,7 +44,7 @@ import array_api_compat
 import numpy as np
 
 from ._validate import _device_or_none, device_of
-from .fenwick import _bit_length, num_levels
+from .fenwick import num_levels
 from .state import LEVEL_AXES, State, check_state, level_slots_of, packed_streams, with_level_slots
 
 __all__ = ["check_offsets", "pack", "rewrite", "streams", "TokenMap", "STREAM_OPS"]
@@ -158,14 +158,19 @@ def _blocks(lens, offsets=None):
     n = np.asarray(lens, dtype=np.int64)
     p = np.zeros(n.shape[0], np.int64) if offsets is None else np.asarray(offsets, dtype=np.int64)
     one = np.int64(1)
-    b = _bit_length(np, p ^ (p + np.maximum(n, 1) - 1))
-    c = _bit_length(np, np.maximum(n - 1, 0))
+    b = bits(p ^ (p + np.maximum(n, 1) - 1))
+    c = bits(np.maximum(n - 1, 0))
     split = (n > 0) & (b > c + 1)
     size = np.where(n > 0, np.left_shift(one, np.where(split, c + 1, b)), 0)
     half = np.left_shift(one, np.maximum(b - 1, 0))
     k = np.where(split, half - (p & (half - 1)), 0)
     within = np.where(split, np.left_shift(one, c) - k, np.where(n > 0, p & (size - 1), 0))
     return size, within, k, c + 1, b
+
+
+def bits(x):
+    """``bit_length`` of each entry of a host array of non-negative ints (exact below 2^53)."""
+    return np.frexp(np.asarray(x, dtype=np.float64))[1].astype(np.int64)
 
 
 def _level_map(off, offsets, back):

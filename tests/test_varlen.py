@@ -280,6 +280,23 @@ def test_streams_array_api_one_call(op, monkeypatch):
     assert len(calls) == 2 + 4  # the two packed calls, then one per non-empty stream (the check's own)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", _varlen.STREAM_OPS)
+def test_streams_one_call_on_cupy_arrays(op, monkeypatch):
+    """CuPy arrays: packed streams in one call (``loglinear_attention``: the cupy kernels compute the
+    new tokens among themselves, ``lsattn._ll_packed`` the rest; ``loglinear_log_attention``: the
+    array-API path on the device), a long carry among them; equal to the reference per stream."""
+    cp = pytest.importorskip("cupy")
+    import lsattn.backends.cupy as cb
+
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+    backend = "cupy" if op == "loglinear_attention" else "array_api"
+    calls = _record_calls(monkeypatch, backend, op)
+    _check_streams(cp, op, [5, 0, 1, 40, 3], [2, 0, 1, 31, 3], (2,), 1, None, resets=(0, 4))
+    assert len(calls) == (2 + 4 if backend == "cupy" else 2)  # the packed calls (and the check's per-stream ones)
+
+
 @settings(max_examples=6)
 @given(op=st.sampled_from(_varlen.STREAM_OPS),
        cuts=st.lists(st.sampled_from([0, 1, 2, 3, 7, 8, 31, 32, 33, 63, 127, 128, 255]), min_size=1, max_size=4),
