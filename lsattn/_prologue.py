@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import sys
 from dataclasses import dataclass
@@ -252,7 +253,7 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         off = _varlen.check_offsets(cu_seqlens, xp, present[0], T, causal)
         if state is not None or return_state:  # one stream per segment, at offsets of its own
             chosen = backends.resolve(op.name, xp, present[0], backend, grad=_grad(present, state), varlen=True)
-            if op.name not in chosen.reset_ops:  # per-segment calls
+            if op.name not in chosen.reset_ops and op.name not in _varlen.STREAM_OPS:  # per-segment calls
                 def call(seg, st):
                     return _run(op, seg, extra=extra, state=st, return_state=True, backend=backend)
 
@@ -293,16 +294,22 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams
         mapped = op.name in chosen.layout_ops and state is None and not return_state and not _grad(present, None)
-        run_op, args, finish, cum_any, kw = _varlen.pack(op, xp, args, off, batch, native=op.name in chosen.reset_ops,
-                                                         offsets=offsets, mapped=mapped)
+        # packed streams: computed by the backend, or by lsattn._ll_packed around its implementation
+        run_op, args, finish, cum_any, kw = _varlen.pack(op, xp, args, off, batch, native=op.name in chosen.reset_ops
+                                                         or offsets is not None, offsets=offsets, mapped=mapped)
         extra = extra if run_op is op else ()
     streams = kw.get("segments")
     positions = offset if streams is None else streams.positions
     if "token_map" in kw:  # the packed tokens as they are: positions in their own (fresh) streams, when needed
         positions = lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64)).positions  # noqa: E731
     args, state, marks = prepare(run_op, args, state, xp, positions, causal, sbatch)
+    impl = chosen.implementation(run_op.name)
+    if offsets is not None and op.name not in chosen.reset_ops:
+        from ._ll_packed import forward
+
+        impl = functools.partial(forward, op, impl)
     with _full_precision(xp):
-        out, new_state = chosen.implementation(run_op.name)(*args, *extra, state, return_state, **kw)
+        out, new_state = impl(*args, *extra, state, return_state, **kw)
     if marks is not None:
         out, new_state = marks.apply(xp, out, new_state, causal, cum_any=None if off is None else cum_any,
                                      streams=streams)

@@ -25,16 +25,13 @@ per segment: its batch shape gains a trailing ``N`` axis and its ``offset`` is a
 of shape ``(N,)``, one position per stream (log-linear level axes: as many slots as the longest
 stream needs, the others' extra slots empty). A backend that computes packed segments itself
 (``Backend.reset_ops``, :class:`Streams`: ``numba``; the array-API path for the exp-kernel
-operators) runs such a call as one call from the packed state to the packed state. Elsewhere (the
-log-linear operators on the array-API path and on CuPy) streams continued at different offsets do
-not share one packed layout: a segment's Fenwick levels depend on its absolute positions, so
-aligning stream ``i`` (offset ``p_i``, ``n_i`` new tokens) to them pads it to a multiple of
-``2^bit_length(p_i + n_i - 1)``, up to ``p_i + n_i`` tokens (a decoding step of one token at
-offset ``p`` would become ``p`` tokens), and its incoming Fenwick slots (one ``d_k x d_v`` matrix
-per set bit of ``p_i``, Gated DeltaNet's not a sum of key-value products) have no token form to
-place in front of it. Such a call runs one ordinary call per segment, each continuing its own
-stream (:func:`streams`): ``N`` calls, each the cost of its segment plus a fixed overhead per call
-(validation, dispatch; about a millisecond on the array-API path).
+operators) runs such a call as one call from the packed state to the packed state. Elsewhere
+(``array_api``, ``cupy``) ``loglinear_attention`` and ``loglinear_log_attention`` run it as one call
+too (:mod:`lsattn._ll_packed`, :data:`STREAM_OPS`): their new tokens among themselves through
+:func:`rewrite` (a continued stream placed where its new tokens keep the levels of their absolute
+positions, :func:`_blocks`), the incoming slots and the new state for all segments at once.
+Gated DeltaNet's incoming slots pass through the chunk transitions (no weight per token and
+level to read them with): its packed states run one ordinary call per segment (:func:`streams`).
 
 Index building is vectorised NumPy on the host (the offsets are read once, for validation anyway).
 """
@@ -50,7 +47,12 @@ from ._validate import _device_or_none, device_of
 from .fenwick import num_levels
 from .state import LEVEL_AXES, State, check_state, level_slots_of, packed_streams, with_level_slots
 
-__all__ = ["check_offsets", "pack", "streams", "TokenMap"]
+__all__ = ["check_offsets", "pack", "rewrite", "streams", "TokenMap", "STREAM_OPS"]
+
+#: log-linear operators whose packed streams (``state=`` / ``return_state=True``) run as one call
+#: on backends that do not compute packed segments themselves (``lsattn._ll_packed``); Gated
+#: DeltaNet's run one call per segment (:func:`streams`)
+STREAM_OPS = ("loglinear_attention", "loglinear_log_attention")
 
 
 def check_offsets(cu_seqlens, xp, like, T, causal):
@@ -99,49 +101,87 @@ def _to_host(cu, xp, like):
     return np.asarray(cu)
 
 
-def _pow2(n):
-    """``2^ceil(log2 n)`` per entry (0 for 0)."""
-    n = np.asarray(n, dtype=np.int64)
-    bits = np.frexp(np.maximum(n - 1, 0).astype(np.float64))[1].astype(np.int64)  # bit_length(n - 1), exact < 2^53
-    return np.where(n > 0, np.left_shift(np.int64(1), bits), 0)
-
-
-def layout(off):
+def layout(off, offsets=None):
     """``(T_pad, src, back, starts)``: the padded stream's length, the packed token each padded
     position reads (``T``: a zero token), the padded position of each packed token, and the
-    padded positions of the segments' first tokens (fact 2)."""
+    padded positions of the segments' first tokens (fact 2; ``offsets`` (N,): the positions at
+    which continued streams resume, see :func:`_first_fit`)."""
     lens = np.diff(off)
     T = int(off[-1])
-    start, T_pad = _first_fit(lens)
+    start, T_pad = _first_fit(lens, offsets)
     back = np.arange(T, dtype=np.int64) + np.repeat(start - off[:-1], lens)
     src = np.full(T_pad, T, dtype=np.int64)
     src[back] = np.arange(T, dtype=np.int64)
     return T_pad, src, back, start[lens > 0]
 
 
-def _first_fit(lens):
-    """Aligned starts of segments of lengths ``lens`` and the laid-out length: segment ``i`` at a
-    multiple of its ``P_i = 2^ceil(log2 n_i)`` (fact 2), packed first-fit by decreasing ``P``: a
-    segment takes the first ``P``-aligned slot that no earlier one touches (the tails left by longer
-    segments hold shorter ones), else the first one after them all. One vectorised pass per distinct
-    ``P`` (at most ``log2 T + 1``); under ``2 T`` positions (the slots of one size after the end
-    cost less than a slot of the size before)."""
-    size = _pow2(lens)
+def _first_fit(lens, offsets=None):
+    """Starts of segments of lengths ``lens`` (continuing streams at ``offsets``, :func:`_blocks`)
+    in the laid-out stream, and its length: each segment in an aligned block of its size ``P``,
+    ``within`` tokens after the block's start. The blocks are packed first-fit by decreasing ``P``:
+    a segment takes the first ``P``-aligned block that no earlier one touches (the tails left by
+    longer segments hold shorter ones), else the first one after them all. One vectorised pass per
+    distinct ``P`` (at most ``log2 T + 2``); the length is at most the sum of the blocks (under
+    ``2 T`` for fresh segments, ``4 T`` for continued ones)."""
+    size, within, _, _, _ = _blocks(lens, offsets)
     start = np.zeros(lens.shape[0], dtype=np.int64)
     ps, ns = np.zeros(0, np.int64), np.zeros(0, np.int64)  # placed segments: starts, lengths
     end = 0
     for P in np.unique(size[lens > 0])[::-1].tolist():
         idx = np.flatnonzero(size == P)
-        K = -(-end // P)  # P-slots up to the end of what is placed
-        touched = np.zeros(K + 1, dtype=np.int64)  # +1 / -1 at the first / after the last slot each placed one touches
+        K = -(-end // P)  # P-blocks up to the end of what is placed
+        touched = np.zeros(K + 1, dtype=np.int64)  # +1 / -1 at the first / after the last block each placed one touches
         np.add.at(touched, ps // P, 1)
         np.add.at(touched, np.minimum((ps + ns - 1) // P + 1, K), -1)
         free = np.flatnonzero(np.cumsum(touched[:K]) == 0)
         slots = np.concatenate([free, K + np.arange(idx.shape[0])])[: idx.shape[0]]
-        start[idx] = slots * P
-        ps, ns = np.concatenate([ps, slots * P]), np.concatenate([ns, lens[idx]])
+        start[idx] = slots * P + within[idx]
+        ps, ns = np.concatenate([ps, start[idx]]), np.concatenate([ns, lens[idx]])
         end = max(end, int((start[idx] + lens[idx]).max()))
     return start, end
+
+
+def _blocks(lens, offsets=None):
+    """Where each segment goes so that its tokens have their own Fenwick levels among themselves:
+    ``(P, within, k, level, true_level)`` (N,) int64.
+
+    A fresh segment of ``n`` tokens: a block of ``P = 2^c``, ``c = bit_length(n - 1)``, from its
+    start (fact 2). A stream continued at absolute position ``p``: its new tokens ``p .. p + n - 1``
+    share every bit above ``b - 1`` with ``p``, ``b = bit_length(p XOR (p + n - 1))``. When
+    ``b <= c + 1``: ``P = 2^b``, ``p mod P`` after the block's start (``P < 4 n``), their levels
+    among themselves are those of their absolute positions. Otherwise (a long carry: ``p = 7``,
+    ``n = 2`` has ``b = 4``) a multiple ``B`` of ``2^(b-1)`` splits them, ``k`` before it and
+    ``n - k <= 2^c`` from it: each side keeps its own levels when placed in a block of
+    ``P = 2^(c+1)`` ``2^c - k`` after its start, and the pairs across ``B`` (absolute level ``b``)
+    sit at ``level = c + 1`` there, which the rewrite maps back to ``true_level = b`` in the level
+    weights of the tokens from ``B`` on. ``k = 0`` where no such split is needed."""
+    n = np.asarray(lens, dtype=np.int64)
+    p = np.zeros(n.shape[0], np.int64) if offsets is None else np.asarray(offsets, dtype=np.int64)
+    one = np.int64(1)
+    b = bits(p ^ (p + np.maximum(n, 1) - 1))
+    c = bits(np.maximum(n - 1, 0))
+    split = (n > 0) & (b > c + 1)
+    size = np.where(n > 0, np.left_shift(one, np.where(split, c + 1, b)), 0)
+    half = np.left_shift(one, np.maximum(b - 1, 0))
+    k = np.where(split, half - (p & (half - 1)), 0)
+    within = np.where(split, np.left_shift(one, c) - k, np.where(n > 0, p & (size - 1), 0))
+    return size, within, k, c + 1, b
+
+
+def bits(x):
+    """``bit_length`` of each entry of a host array of non-negative ints (exact below 2^53)."""
+    return np.frexp(np.asarray(x, dtype=np.float64))[1].astype(np.int64)
+
+
+def _level_map(off, offsets, back):
+    """``(g, level, true_level)`` host (M,): the laid-out tokens whose level weight column ``level``
+    must read column ``true_level`` (the split segments of :func:`_blocks`, tokens from ``B`` on)."""
+    lens = np.diff(off)
+    _, _, k, level, true = _blocks(lens, offsets)
+    seg = np.repeat(np.arange(lens.shape[0]), lens)
+    j = np.arange(int(off[-1])) - off[:-1][seg]
+    moved = (k[seg] > 0) & (j >= k[seg])
+    return back[moved], level[seg][moved], true[seg][moved]
 
 
 class TokenMap:
@@ -229,8 +269,7 @@ def pack(op, xp, args, off, batch, native=False, offsets=None, mapped=False):
     ``finish(out) -> out (..., T, d_v)`` taking the packed tokens' outputs back (None: as it is),
     the segment-restarting cumulative ``any`` for the non-finite marks of that call, and the
     implementation's extra keywords."""
-    q = args[0]
-    T, dtype = q.shape[-2], q.dtype
+    T = args[0].shape[-2]
     if native:
         streams = Streams(off, np.zeros(off.shape[0] - 1, np.int64) if offsets is None else offsets)
         return op, args, None, streams.cum_any, {"segments": streams}
@@ -239,7 +278,19 @@ def pack(op, xp, args, off, batch, native=False, offsets=None, mapped=False):
                          "(Backend.reset_ops)")
     if mapped:
         return op, args, None, _segment_cum_any(off[:-1][np.diff(off) > 0], T), {"token_map": token_map(off)}
-    T_pad, src, back, starts = layout(off)
+    run_args, finish, starts, T_pad = rewrite(op, xp, args, off, batch)
+    return op, run_args, finish, _segment_cum_any(starts, T_pad), {}
+
+
+def rewrite(op, xp, args, off, batch, offsets=None):
+    """The log-linear inputs ``args`` (``op.inputs`` order) laid out as one stream (facts 1 and 2):
+    ``(run_args, finish, starts, T_pad)``, with ``finish(x)`` taking ``x`` (..., T_pad, d) back to
+    the packed tokens (..., T, d) (``axis=-1``: ``x`` (..., T_pad)) and ``starts`` the laid-out
+    segments' first tokens. offsets: (N,) positions at which continued streams resume (their new
+    tokens among themselves; what they read of their incoming state is ``lsattn._ll_packed``'s)."""
+    q = args[0]
+    T, dtype = q.shape[-2], q.dtype
+    T_pad, src, back, starts = layout(off, offsets)
     mask = np.zeros(T_pad, dtype=np.int64)
     mask[starts] = 1
     # the gather indices and the reset mask in ONE host-to-device copy
@@ -257,14 +308,28 @@ def pack(op, xp, args, off, batch, native=False, offsets=None, mapped=False):
             need = num_levels(T_pad)
             if L < need:  # levels only cross-segment pairs (weight 0 by the reset) reach
                 x = xp.concat([x, xp.zeros(tuple(x.shape[:-1]) + (need - L,), dtype=dtype, device=device_of(q))], axis=-1)
+            if offsets is not None:
+                x = _map_levels(xp, x, *_level_map(off, offsets, back))
         run_args.append(x)
     i = [n for n, _ in op.inputs].index("log_decay")
     run_args[i] = _reset(xp, run_args[i], starts, batch, T_pad, dtype, q, mask_dev)
 
-    def finish(out):
-        return _take_tokens(xp, out, back, -2, T_pad, q, back_dev)
+    def finish(out, axis=-2):
+        return _take_tokens(xp, out, back, axis, T_pad, q, back_dev)
 
-    return op, run_args, finish, _segment_cum_any(starts, T_pad), {}
+    return run_args, finish, starts, T_pad
+
+
+def _map_levels(xp, lam, g, level, true_level):
+    """Level weights ``lam`` (..., T_pad, L) with column ``level[m]`` of token ``g[m]`` read from
+    column ``true_level[m]`` (one gather; ``lam`` itself where nothing moves)."""
+    if g.size == 0:
+        return lam
+    T_pad, L = lam.shape[-2], lam.shape[-1]
+    idx = np.arange(T_pad * L, dtype=np.int64).reshape(T_pad, L)
+    idx[g, level] = g * L + true_level
+    flat = xp.reshape(lam, tuple(lam.shape[:-2]) + (T_pad * L,))
+    return xp.reshape(xp.take(flat, _index(xp, idx.reshape(-1), lam), axis=flat.ndim - 1), lam.shape)
 
 
 def levels_needed(off, offsets):

@@ -135,7 +135,7 @@ def _state_shapes(batch, n_l, d_k, d_v):
 
 # ---- array-API implementation (the signature every backend implements) ---------------------------
 
-def _forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None):
+def _forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None, partial=False):
     """Array-API implementation of ``loglinear_log_attention``.
 
     Parameters
@@ -147,6 +147,10 @@ def _forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, 
     return_state : bool
     chunk_size : int, optional
         Power of two; a speed knob only (results do not depend on it). None: the exp-kernel default.
+    partial : bool
+        Return the unfinished partial ``(r (..., T), den (..., T), y (..., T, d_v))`` of
+        :mod:`lsattn.exp_kernel` instead of ``log_y`` (no state; ``lsattn._ll_packed`` adds the
+        reads of packed streams' incoming states to it).
 
     Returns
     -------
@@ -194,6 +198,8 @@ def _forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, 
     part = tuple(from_chunks(xp, x, lay, ax) for x, ax in zip(part, (-1, -1, -2)))  # over (..., T)
     if old is not None:
         part = _read_state(xp, part, q, old, lam, xp.cumulative_sum(a, axis=-1), p)
+    if partial:
+        return part, None
     out = _finish(xp, part, True)
     if not return_state:
         return out, None

@@ -2,8 +2,15 @@
 of eager and JAX property tests, calls under ``jax.jit`` (and the switch that routes them there)."""
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import functools
+import hashlib
+import pathlib
+import shutil
+import subprocess
+import tempfile
 import tracemalloc
 
 import array_api_compat
@@ -147,3 +154,43 @@ def traced_peak(fn):
         return out, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+# ---- the CPU emulations of the CUDA kernels (tests/cuda_emu_*.cpp) ---------------------------------
+
+_HERE = pathlib.Path(__file__).parent
+CUPY_SRC = _HERE.parent / "lsattn" / "backends" / "cupy"
+_EMULATIONS = {}  # source hash -> ctypes.CDLL, for the whole session
+_EMU_DIR = []
+
+
+def emulation(main, defines, kernels):
+    """The CUDA kernels ``kernels`` (macro -> source text) compiled for the CPU through the
+    emulation ``tests/<main>`` (a std::thread per CUDA thread) with g++ and ``defines`` (name ->
+    value), loaded with ctypes. Built once per session for each distinct build: cached by the hash
+    of the command, the kernels' texts and every emulation and CUDA source they may include."""
+    flags = [f"-D{k}={v}" for k, v in sorted(defines.items())]
+    digest = hashlib.sha256(repr((main, flags, sorted(kernels.items()))).encode())
+    for f in sorted(_HERE.glob("cuda_emu_*")) + sorted(CUPY_SRC.glob("*.cu*")):
+        digest.update(f.read_bytes())
+    key = digest.hexdigest()[:24]
+    if key not in _EMULATIONS:
+        if not _EMU_DIR:
+            _EMU_DIR.append(pathlib.Path(tempfile.mkdtemp(prefix="lsattn_emu_")))
+            atexit.register(shutil.rmtree, _EMU_DIR[0], True)
+        folder = _EMU_DIR[0]
+        for macro, text in kernels.items():
+            (folder / f"{key}_{macro}.cu").write_text(text)
+            flags.append(f'-D{macro}="{folder / f"{key}_{macro}.cu"}"')
+        so = folder / f"{key}.so"
+        cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", *flags, str(_HERE / main), "-o", str(so),
+               "-pthread"]
+        built = subprocess.run(cmd, capture_output=True, text=True)
+        assert built.returncode == 0, built.stderr[-3000:]
+        _EMULATIONS[key] = ctypes.CDLL(str(so))
+    return _EMULATIONS[key]
+
+
+def cupy_source(name):
+    """The text of ``lsattn/backends/cupy/<name>``."""
+    return (CUPY_SRC / name).read_text()

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
-import pathlib
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -40,7 +38,7 @@ from lsattn.backends.cupy import gated_delta as cgd
 from lsattn.backends.cupy._compile import make_config
 from lsattn.fenwick import _bit_length
 
-from helpers import assert_close
+from helpers import assert_close, cupy_source, emulation
 from strategies import DECAYS, batch_shapes, head_dims, seeds, seq_lens, split_points
 
 F64, F32, BF16 = 1e-10, 1e-5, 2e-2
@@ -194,30 +192,19 @@ def test_twin_float32_bound(T, C, seed):
 
 class Emulated:
     """``ops`` whose gd_forms and gd_scan run the kernels' CUDA sources on the CPU
-    (``cuda_emu_gd_forms.cpp``, which includes ``cuda_emu_gd_scan.cpp``), built with g++ into
-    ``folder`` once per (compute type, CH, DKP)."""
+    (``cuda_emu_gd_forms.cpp``, which includes ``cuda_emu_gd_scan.cpp``), built with g++ once per
+    session and (compute type, CH, DKP) (``helpers.emulation``)."""
 
     xp = np
 
-    def __init__(self, folder, resident=None):
+    def __init__(self, resident=None):
         """resident: at most this many of gd_scan's slots in shared memory (None: as the host
         launches it; fewer puts the rest in global memory)."""
-        self.folder, self.libs, self.resident = folder, {}, resident
+        self.resident = resident
 
     def _lib(self, cfg):
-        key = (cfg.ta, cfg.CH, cfg.DKP, cfg.bf16)
-        if key not in self.libs:
-            here = pathlib.Path(__file__).parent
-            so = self.folder / f"gd_scan_{cfg.ta}_{cfg.CH}_{cfg.DKP}_{int(cfg.bf16)}.so"
-            src = here.parent / "lsattn" / "backends" / "cupy"
-            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
-                   f"-DDKP={cfg.DKP}", f"-DTI_BF16={int(cfg.bf16)}", f'-DKERNEL="{src / "gated_delta.cu"}"',
-                   f'-DFORMS_KERNEL="{src / "gated_delta_forms.cu"}"', str(here / "cuda_emu_gd_forms.cpp"), "-o", str(so),
-                   "-pthread"]
-            built = subprocess.run(cmd, capture_output=True, text=True)
-            assert built.returncode == 0, built.stderr[-3000:]
-            self.libs[key] = ctypes.CDLL(str(so))
-        return self.libs[key]
+        return emulation("cuda_emu_gd_forms.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "TI_BF16": int(cfg.bf16)},
+                         {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
     @staticmethod
     def _ptrs(arrays):
@@ -240,7 +227,7 @@ class Emulated:
 
 
 @pytest.mark.parametrize("dtype, dk, dv, C", [("float32", 5, 20, 16), ("float64", 20, 3, 32), ("float64", 70, 3, 32)])
-def test_kernel_source_emulated_on_cpu(tmp_path, dtype, dk, dv, C):
+def test_kernel_source_emulated_on_cpu(dtype, dk, dv, C):
     """The CUDA source of gd_scan, run on the CPU through the host logic: a stream with single
     tokens, an incoming state, two column blocks (float32) and padded head dims, against the
     reference; its state equals the array-API state. Slot groups per block: 4 (float32, d = 16
@@ -250,7 +237,7 @@ def test_kernel_source_emulated_on_cpu(tmp_path, dtype, dk, dv, C):
     assert make_config("double" if dtype == "float64" else "float", dk, 16, C).CH == C
     T = 150
     arrays = [x.astype(dtype) for x in make(4, (2,), T, dk, dv, resets=True)]
-    ops, bounds, outs, old = Emulated(tmp_path), [0, 37, 38, 100, T], [], None
+    ops, bounds, outs, old = Emulated(), [0, 37, 38, 100, T], [], None
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         o, old = cgd.compute(ops, *_sl(arrays, lo, hi), C, lo, old if lo > 0 else None, True)
         outs.append(o)
@@ -262,10 +249,10 @@ def test_kernel_source_emulated_on_cpu(tmp_path, dtype, dk, dv, C):
 
 
 @pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
+def emulated():
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
-    return Emulated(tmp_path_factory.mktemp("gd_emu"))
+    return Emulated()
 
 
 @given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([3, 16, 33]), dv=st.sampled_from([1, 17, 70]), C=chunks,

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import pathlib
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -39,7 +37,7 @@ from lsattn.backends.cupy import gated_delta_bwd as gdb
 from lsattn.fenwick import _bit_length
 from lsattn.state import State
 
-from helpers import assert_close
+from helpers import assert_close, cupy_source, emulation
 from strategies import seeds
 from test_cupy_gated_delta import BV, Emulated, Twin, make
 from test_training import _cuda
@@ -273,25 +271,13 @@ def test_backend_forward_takes_the_training_path(monkeypatch):
 
 class EmulatedOps(Emulated):
     """``ops`` whose gd_scan and gd_scan_bwd run the kernels' CUDA sources on the CPU
-    (``cuda_emu_gd_scan_bwd.cpp``), built with g++ into ``folder`` once per (compute type, CH, DKP);
-    gd_forms is the twin's (its CUDA source is emulated in tests/test_cupy_gated_delta.py)."""
+    (``cuda_emu_gd_scan_bwd.cpp``), built with g++ once per session and (compute type, CH, DKP)."""
 
     gd_forms = Twin.gd_forms
 
     def _lib(self, cfg):
-        key = (cfg.ta, cfg.CH, cfg.DKP)
-        if key not in self.libs:
-            here = pathlib.Path(__file__).parent
-            src = here.parent / "lsattn" / "backends" / "cupy"
-            so = self.folder / f"gd_scan_bwd_{cfg.ta}_{cfg.CH}_{cfg.DKP}.so"
-            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
-                   f"-DDKP={cfg.DKP}", f'-DKERNEL="{src / "gated_delta.cu"}"',
-                   f'-DBWD_KERNEL="{src / "gated_delta_bwd.cu"}"', str(here / "cuda_emu_gd_scan_bwd.cpp"), "-o", str(so),
-                   "-pthread"]
-            built = subprocess.run(cmd, capture_output=True, text=True)
-            assert built.returncode == 0, built.stderr[-3000:]
-            self.libs[key] = ctypes.CDLL(str(so))
-        return self.libs[key]
+        return emulation("cuda_emu_gd_scan_bwd.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
+                         {"KERNEL": cupy_source("gated_delta.cu"), "BWD_KERNEL": cupy_source("gated_delta_bwd.cu")})
 
     def gd_scan_bwd(self, cfg, *arrays_and_ints):
         arrays, (T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH) = arrays_and_ints[:16], arrays_and_ints[16:]
@@ -302,7 +288,7 @@ class EmulatedOps(Emulated):
 
 
 @pytest.mark.parametrize("dtype, dk, dv, C, P", [("float64", 20, 17, 16, 21)])  # one build: CI time
-def test_kernel_sources_emulated_on_cpu(tmp_path, dtype, dk, dv, C, P):
+def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P):
     """The CUDA sources of gd_scan and gd_scan_bwd, run on the CPU through the training path: two
     column blocks (d_v > 16), padded head dims, an incoming state, strong single-token decays;
     gradients against float64 autograd of the reference on the same (rounded) inputs."""
@@ -318,7 +304,7 @@ def test_kernel_sources_emulated_on_cpu(tmp_path, dtype, dk, dv, C, P):
     if P:
         _, st0 = lsattn.loglinear_gated_delta(*prefix, return_state=True, backend="array_api")
         old = st0.tensors["levels"].astype(dtype).astype(np.float64)
-    ops = EmulatedOps(tmp_path)
+    ops = EmulatedOps()
 
     @contextlib.contextmanager
     def emulated(like):

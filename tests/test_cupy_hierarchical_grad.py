@@ -14,9 +14,7 @@ terms (the decay's over up to T rows: ``tol`` times T there).
 from __future__ import annotations
 
 import ctypes
-import pathlib
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -26,7 +24,7 @@ import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import hierarchical as chi, hierarchical_bwd as chb
 
-from helpers import assert_close
+from helpers import assert_close, cupy_source, emulation
 from strategies import batch_shapes, decays_or_none, seeds
 from test_cupy_backend import GRAD_TOL, _autograd
 from test_cupy_gated_delta import _gpu_ready, _torch_cuda
@@ -40,21 +38,9 @@ ORACLE_NEG = -1e5
 class EmuBwd(Emu):
     """``Emu`` (hi_intra, hi_merge, hi_snap, hi_read) plus hib_dq / hib_blocks / hib_dkdv on the CPU."""
 
-    libs: dict = {}
-
     def _lib(self, cfg):
-        key = (cfg.ta, cfg.CH, cfg.DKP, cfg.DVP)
-        if key not in self.libs:
-            here = pathlib.Path(__file__).parent
-            src = here.parent / "lsattn" / "backends" / "cupy"
-            so = pathlib.Path(self.folder) / f"hierb_{cfg.ta}_{cfg.CH}_{cfg.DKP}_{cfg.DVP}.so"
-            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={cfg.ta}", f"-DCH={cfg.CH}",
-                   f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}", f'-DKERNEL="{src / "hierarchical.cu"}"',
-                   f'-DKERNEL_BWD="{src / "hierarchical_bwd.cu"}"', str(here / "cuda_emu_hier_bwd.cpp"), "-o", str(so),
-                   "-pthread"]
-            subprocess.run(cmd, check=True)
-            self.libs[key] = ctypes.CDLL(str(so))
-        return self.libs[key]
+        return emulation("cuda_emu_hier_bwd.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP},
+                         {"KERNEL": cupy_source("hierarchical.cu"), "KERNEL_BWD": cupy_source("hierarchical_bwd.cu")})
 
     def _sizes(self, *xs):
         return [ctypes.c_int(x) for x in xs[:4]] + [ctypes.c_longlong(x) for x in xs[4:6]] + [ctypes.c_int(xs[6])]
@@ -79,10 +65,9 @@ class EmuBwd(Emu):
 
 
 @pytest.fixture(scope="module")
-def emu_bwd(tmp_path_factory):
+def emu_bwd():
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
-    EmuBwd.folder = tmp_path_factory.mktemp("hierb_emu")
     return EmuBwd()
 
 

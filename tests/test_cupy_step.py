@@ -7,9 +7,7 @@ against the array-API step (same dtype; float64 1e-12, float32 1e-5 relative) an
 from __future__ import annotations
 
 import ctypes
-import pathlib
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from lsattn.backends.cupy import step as cstep
 from lsattn.decoding import Stepper, _operators
 from lsattn.state import State
 
-from helpers import assert_close, on, to_numpy
+from helpers import assert_close, cupy_source, emulation, on, to_numpy
 from strategies import DECAYS, batch_shapes, seeds
 from test_stepper import check, make, terms, tokens
 
@@ -220,27 +218,13 @@ def check_hier_infinities(got, args, kw, P, dtype, what):
 class Emulated(cstep.Twin):
     """The twin's host side with the kernels of ``step.cu`` themselves, compiled for the CPU
     (``tests/cuda_emu_step.cpp``: a std::thread per CUDA thread, barriers, the device offset's
-    ticket), built with g++ once per compute type into ``folder``."""
-
-    libs = {}
-
-    def __init__(self, folder):
-        self.folder = folder
+    ticket), built with g++ once per session and compute type (``helpers.emulation``)."""
 
     def _lib(self, x):
         ta = "double" if x.dtype == np.float64 else "float"
-        if ta not in self.libs:
-            here = pathlib.Path(__file__).parent
-            src = self.folder / "step_emu.cu"  # in-kernel ``extern __shared__`` -> ``extern`` (the rest: static)
-            src.write_text((here.parent / "lsattn" / "backends" / "cupy" / "step.cu").read_text()
-                           .replace("extern __shared__", "extern"))
-            so = self.folder / f"step_{ta}.so"
-            cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", f"-DTA={ta}", f'-DKERNEL="{src}"',
-                   str(here / "cuda_emu_step.cpp"), "-o", str(so), "-pthread"]
-            built = subprocess.run(cmd, capture_output=True, text=True)
-            assert built.returncode == 0, built.stderr[-3000:]
-            self.libs[ta] = ctypes.CDLL(str(so))
-        return self.libs[ta]
+        # in-kernel ``extern __shared__`` -> ``extern`` (the rest: static)
+        return emulation("cuda_emu_step.cpp", {"TA": ta},
+                         {"KERNEL": cupy_source("step.cu").replace("extern __shared__", "extern")})
 
     @staticmethod
     def _args(*xs):
@@ -274,7 +258,7 @@ class Emulated(cstep.Twin):
 
 
 @pytest.mark.parametrize("op, dtype", [(op, "float64") for op in OPS] + [(op, "float32") for op in OPS[2:]])
-def test_kernel_source_emulated_on_cpu(tmp_path, op, dtype):
+def test_kernel_source_emulated_on_cpu(op, dtype):
     """The CUDA source of the fused steps run on the CPU (``Emulated``) through the host logic: five
     steps from offset 59 (carries folding up to six levels; d_k = 19 over the 8 warps' rows, d_v = 40
     in two column tiles, a ``-inf`` decay) equal the twin's (BASE relative; the twin bounds of
@@ -294,7 +278,7 @@ def test_kernel_source_emulated_on_cpu(tmp_path, op, dtype):
     kwt = lambda i0, i1: dict(zip(kw, cast(tokens(list(kw.values()), nb, i0, i1))))  # noqa: E731
     fn = getattr(lsattn, op)
     _, state = fn(*cast(tokens(args, nb, 0, P)), **kwt(0, P), return_state=True, backend="array_api")
-    emu = twin_stepper(op, state, P + N, lambda: Emulated(tmp_path))
+    emu = twin_stepper(op, state, P + N, Emulated)
     twin = twin_stepper(op, state, P + N)
     got, want = [], []
     for t in range(P, P + N):

@@ -9,7 +9,7 @@ import array_api_compat
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import lsattn
@@ -102,7 +102,12 @@ def state_close(dst, st_ref, rtol):
             assert_close(got, ref, rtol, atol=1e-300, what=f"state {name}")
 
 
+#: the two slowest Dask property tests (a graph per example and operator): a third of the profile's examples
+DASK_EXAMPLES = max(4, settings.default.max_examples // 3)
+
+
 @pytest.mark.parametrize("op", OPS)
+@settings(max_examples=DASK_EXAMPLES)
 @given(c=case())
 def test_random_chunkings_equal_one_call(op, c):
     batch, T, d_k, d_v, bchunks, tchunks, seed = c
@@ -117,6 +122,7 @@ def test_random_chunkings_equal_one_call(op, c):
 
 
 @pytest.mark.parametrize("op", OPS)
+@settings(max_examples=DASK_EXAMPLES)
 @given(c=case(), split=st.integers(1, 40), dask_state=st.booleans())
 def test_stream_continues(op, c, split, dask_state):
     """A stream cut at ``split``: NumPy (or Dask) first part, its state passed to a Dask call."""

@@ -28,8 +28,9 @@ BASE = {"float64": 1e-12, "float32": 1e-5}
 chunk_sizes = st.sampled_from([1, 2, 4, 8, 16, 64])
 decays = decays_or_none
 weight_kinds = st.sampled_from(["zero", "random", "off"])
-#: JAX eager compiles every op for every new shape (seconds per call): few examples, small shapes
-JAX_EXAMPLES = max(2, settings.default.max_examples // 6)
+#: JAX eager compiles every op for every new shape (seconds per call): few examples, small shapes;
+#: one per JAX test in the ci profile (each its own compilations, ~30 s: CI time)
+JAX_EXAMPLES = max(1, settings.default.max_examples // 12)
 
 #: JAX property runs go through jax.jit (helpers.jitting; one call of T = 6: 0.9 s of CPU jitted,
 #: 4.8 s eager); test_T1_and_T0 runs JAX eagerly.

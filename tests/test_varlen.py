@@ -199,7 +199,21 @@ def _check_streams(xp, op, lens, cuts, batch, seed, backend, tol=TOL["float64"] 
             ax = LEVEL_AXES.get(op, {}).get(name)
             if ax is not None:
                 t2 = np.take(t2, np.arange(t.shape[ax]), axis=ax)
+            if op == "loglinear_log_attention" and resets and name != "n":
+                t, t2 = _live(st_one, t, t2, name, lambda x: np.take(to_numpy(st2.tensors["m"])[
+                    (slice(None),) * len(batch) + (i,)], np.arange(x.shape[-2]), axis=-2))
             assert_close(t2, t, tol, what=f"{op} state {name}")
+
+
+def _live(st_one, t, t2, name, m_of):
+    """Hierarchical state tensors ``t`` (a per-segment call's) and ``t2`` (the packed call's) where a
+    key feature is live: behind a ``-inf`` decay a slot's shift ``m`` is the decays' finite stand-in
+    (``exp(m) = 0``, its ``S`` and ``z`` rounding noise of that stand-in). Dead in one is dead in both."""
+    m = to_numpy(st_one.tensors["m"])
+    live, live2 = m > -1e6, m_of(m) > -1e6
+    np.testing.assert_array_equal(live, live2, err_msg="live key features of the state")
+    mask = live if name != "S" else live[..., None]
+    return np.where(mask, t, 0.0), np.where(mask, t2, 0.0)
 
 
 streams_lens = st.lists(st.integers(0, 9), min_size=1, max_size=4)
@@ -230,21 +244,101 @@ def test_streams_long_segments_numba(op):
     _check_streams(np, op, lens, cuts, (2,), 3, "numba", resets=(7, 2 * long_ - 1, 2 * long_ + 30))
 
 
+def _refuse(*args, **kw):
+    raise AssertionError("per-segment calls")
+
+
+def _record_calls(monkeypatch, backend, op):
+    """Refuse per-segment calls (``_varlen.streams``) and record the keywords of every call of
+    ``backend``'s implementation of ``op`` (the returned list)."""
+    monkeypatch.setattr(_varlen, "streams", _refuse)
+    b = backends.get(backend)
+    impl = b.implementation(op)
+    calls = []
+    monkeypatch.setitem(b._impls, (op, False), lambda *a, **kw: (calls.append(kw), impl(*a, **kw))[1])
+    return calls
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_streams_numba_one_call(op, monkeypatch):
     """On the numba backend a packed call with states is one implementation call (no per-segment
     calls: ``_varlen.streams`` is not reached), equal to the per-segment calls."""
     pytest.importorskip("numba")
-
-    def refuse(*args, **kw):
-        raise AssertionError("per-segment calls")
-
-    monkeypatch.setattr(_varlen, "streams", refuse)
-    impl = backends.get("numba").implementation(op)
-    calls = []
-    monkeypatch.setitem(backends.get("numba")._impls, (op, False), lambda *a, **kw: (calls.append(kw), impl(*a, **kw))[1])
+    calls = _record_calls(monkeypatch, "numba", op)
     _check_streams(np, op, [5, 0, 1, 9, 3], [2, 0, 1, 6, 3], (), 1, "numba", resets=(4,))
     assert len(calls) == 2 + 4 and all("segments" in kw for kw in calls[:2])  # the packed calls, then one per stream
+
+
+@pytest.mark.parametrize("op", _varlen.STREAM_OPS)
+def test_streams_array_api_one_call(op, monkeypatch):
+    """On the array-API path a packed call of the log-linear operators with states is one call of the
+    implementation over the laid-out tokens (``lsattn._ll_packed``; no per-segment calls), equal to
+    the reference on each whole stream and to the per-segment calls; hard resets among the new
+    tokens and at a continued stream's first one."""
+    calls = _record_calls(monkeypatch, "array_api", op)
+    _check_streams(np, op, [5, 0, 1, 9, 3], [2, 0, 1, 6, 3], (2,), 1, "array_api", resets=(0, 4))
+    assert len(calls) == 2 + 4  # the two packed calls, then one per non-empty stream (the check's own)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", _varlen.STREAM_OPS)
+def test_streams_one_call_on_cupy_arrays(op, monkeypatch):
+    """CuPy arrays: packed streams in one call (``loglinear_attention``: the cupy kernels compute the
+    new tokens among themselves, ``lsattn._ll_packed`` the rest; ``loglinear_log_attention``: the
+    array-API path on the device), a long carry among them; equal to the reference per stream."""
+    cp = pytest.importorskip("cupy")
+    import lsattn.backends.cupy as cb
+
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+    backend = "cupy" if op == "loglinear_attention" else "array_api"
+    calls = _record_calls(monkeypatch, backend, op)
+    _check_streams(cp, op, [5, 0, 1, 40, 3], [2, 0, 1, 31, 3], (2,), 1, None, resets=(0, 4))
+    assert len(calls) == (2 + 4 if backend == "cupy" else 2)  # the packed calls (and the check's per-stream ones)
+
+
+@settings(max_examples=6)
+@given(op=st.sampled_from(_varlen.STREAM_OPS),
+       cuts=st.lists(st.sampled_from([0, 1, 2, 3, 7, 8, 31, 32, 33, 63, 127, 128, 255]), min_size=1, max_size=4),
+       more=st.lists(st.integers(0, 40), min_size=4, max_size=4), batch=batches, resets=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_streams_array_api_long_carries(op, cuts, more, batch, resets, seed):
+    """Streams continued at offsets whose next tokens carry through many bits (``2^k - 1``, ``2^k``)
+    with up to 40 new tokens (levels of the new tokens above a fresh stream's, old slots folded),
+    segments of 0 and 1 tokens, ``-inf`` decays at random new tokens: equal to the reference on each
+    whole stream and to the per-segment calls (array-API path, one call)."""
+    lens = [c + m for c, m in zip(cuts, more)]
+    T2 = sum(m for m in more[: len(cuts)])
+    rng = np.random.default_rng(seed)
+    hard = tuple(rng.choice(T2, size=min(T2, 3), replace=False).tolist()) if resets and T2 else ()
+    _check_streams(np, op, lens, cuts, batch, seed, "array_api", resets=hard)
+
+
+@settings(max_examples=20)
+@given(lens=st.lists(st.integers(0, 70), min_size=1, max_size=8),
+       offsets=st.lists(st.integers(0, 300), min_size=8, max_size=8))
+def test_layout_of_continued_streams(lens, offsets):
+    """Continued streams (offsets p) in the rewrite's layout: each segment's new tokens contiguous,
+    with the Fenwick levels among themselves of their absolute positions once the level map of
+    split segments (a long carry) is applied; at most the sum of the blocks (< 4 T)."""
+    off = np.array([0, *np.cumsum(lens)], dtype=np.int64)
+    p = np.array(offsets[: len(lens)], dtype=np.int64)
+    T = int(off[-1])
+    T_pad, src, back, starts = _varlen.layout(off, p)
+    np.testing.assert_array_equal(src[back], np.arange(T))  # a bijection onto the real tokens
+    g, level, true = _varlen._level_map(off, p, back)
+    moved = {(int(x), int(y)): int(z) for x, y, z in zip(g, level, true)}
+    blocks = 0
+    for i, n in enumerate(lens):
+        if n:
+            seg = back[off[i]:off[i + 1]]
+            assert np.all(np.diff(seg) == 1)
+            laid = lsattn.fenwick_level(seg[:, None], seg[None, :])
+            laid = np.vectorize(lambda t, l: moved.get((int(t), int(l)), int(l)))(np.broadcast_to(seg[:, None], laid.shape), laid)
+            pos = p[i] + np.arange(n)
+            np.testing.assert_array_equal(np.where(laid >= 0, laid, -1), lsattn.fenwick_level(pos[:, None], pos[None, :]))
+            blocks += _varlen._blocks(np.array([n]), p[i:i + 1])[0][0]
+    assert T_pad <= blocks < 4 * T + 1
 
 
 EK_OPS = ["log_attention", "exp_kernel_attention"]
@@ -256,15 +350,8 @@ def test_exp_kernel_packed_array_api_one_call(op, stateful, monkeypatch):
     """The array-API path computes packed exp-kernel calls itself (``lsattn._exp_packed``), with and
     without states: one call of its own implementation with ``segments=``, no per-segment calls
     (``_varlen.streams``) and no rewrite as another operator (hierarchical attention)."""
-    def refuse(*args, **kw):
-        raise AssertionError("per-segment calls")
-
-    monkeypatch.setattr(_varlen, "streams", refuse)
-    ab = backends.get("array_api")
-    impl = ab.implementation(op)
-    calls = []
-    monkeypatch.setitem(ab._impls, (op, False), lambda *a, **kw: (calls.append(kw), impl(*a, **kw))[1])
-    monkeypatch.setitem(ab._impls, ("loglinear_log_attention", False), refuse)
+    calls = _record_calls(monkeypatch, "array_api", op)
+    monkeypatch.setitem(backends.get("array_api")._impls, ("loglinear_log_attention", False), _refuse)
     if stateful:
         _check_streams(np, op, [5, 0, 1, 9, 3], [2, 0, 1, 6, 3], (), 1, "array_api")
         assert len(calls) == 2 + 4 and all("segments" in kw for kw in calls[:2])  # packed, then per-stream checks
@@ -359,7 +446,8 @@ def test_hierarchical_packed_numba_runs_chunked(monkeypatch):
     assert 3 not in calls
 
 
-@pytest.mark.parametrize("op, backend", [(op, "numba") for op in OPS] + [(op, "array_api") for op in EK_OPS])
+@pytest.mark.parametrize("op, backend", [(op, "numba") for op in OPS] +
+                         [(op, "array_api") for op in EK_OPS + list(_varlen.STREAM_OPS)])
 def test_poisoned_state_stays_in_its_stream(op, backend):
     """A NaN in one stream of a packed state poisons that stream's outputs and new state only, as a
     per-segment call from that stream's state does (the backends that compute packed states in one

@@ -1,0 +1,357 @@
+"""Packed streams of the log-linear operators on the array-API path (and CuPy): one call.
+
+``loglinear_attention`` / ``loglinear_log_attention`` with ``cu_seqlens`` and ``state=`` /
+``return_state=True``: segment ``i`` continues stream ``i`` at its absolute position ``p_i`` (0: a
+fresh stream) with ``n_i`` new tokens. Everything it computes splits into three parts, each done
+for all segments at once:
+
+1. *The new tokens among themselves*: the rewrite of :mod:`lsattn._varlen` (one ordinary call of
+   the backend's implementation, hard resets at the segments' first tokens). The new tokens
+   ``p .. p + n - 1`` share every bit above ``b - 1`` with ``p``, ``b = bit_length(p XOR (p + n - 1))
+   <= bit_length(n - 1) + 1``, so placed ``p mod 2^b`` after a multiple of ``2^b`` they have the
+   Fenwick levels among themselves that they have at their absolute positions: under ``4 n``
+   laid-out tokens per segment (``_varlen._first_fit``), not ``p + n``.
+2. *The incoming state*: query ``p + j`` reads the old bucket ``B_p^l`` at level
+   ``max(l, bit_length(p XOR (p + j)))`` with the decay ``a_p + ... + a_{p+j}``
+   (``_chunktree.state_read_levels``). Each token reads its own stream's slots: the tokens are
+   gathered as rows of their segment, segments grouped by their length rounded up to a power of
+   two (one batched product per group: at most ``log2 T + 1`` groups, under ``2 T`` rows in all, no
+   padding to the longest segment).
+3. *The new state* (``_chunktree.state_merge_plan`` for every stream at once): each new level's
+   tokens are one contiguous range of its segment, decayed to the segment's end and summed as rows
+   grouped like 2.; old levels above ``h = bit_length(p XOR (p + n))`` stay, decayed over the
+   segment, those below fold into level ``h``.
+
+Decay sums restart at each segment's first token and are taken by log-depth segmented scans over
+stretches (never as differences of cumulative sums: a ``-inf`` decay stays ``-inf``, not NaN).
+Python loops run over level slots and row groups only; the index arithmetic is host NumPy.
+
+Gated DeltaNet is not here: its incoming slots reach a query through the chunk transitions (products
+of ``I - beta k k^T``), not through one weight per token and level, so its packed states still run
+one call per segment (``_varlen.streams``).
+"""
+from __future__ import annotations
+
+import array_api_compat
+import numpy as np
+
+from . import _varlen
+from ._validate import compute_dtype, device_of
+from .exp_kernel import _clamp_log_values, _finish, _minus_inf, combine, empty_summary, merge, read, summarise
+from .loglinear import _gather_last, _state
+from .state import State
+
+__all__ = ["forward"]
+
+_TAILS = (1, 1, 2, 1)  # trailing axes of the summary tensors m, n, S, z after their slot axis
+
+
+def forward(op, impl, *rest, segments):
+    """The packed call of ``op`` (its ``Op``) from the packed ``state`` to the packed state.
+
+    impl: the backend's implementation of ``op`` (it computes part 1 of the module docstring on the
+    laid-out tokens, without state); rest: its arguments (inputs in ``op.inputs`` order, validated,
+    broadcast; the extra arguments; ``state``: None or the packed State, batch axes then N, level
+    slots of the largest offset; ``return_state``); segments: ``lsattn._varlen.Streams``.
+    Returns ``(out (..., T, d_v), packed State or None)``."""
+    n_in = len(op.inputs)
+    args, extra, (state, return_state) = list(rest[:n_in]), tuple(rest[n_in:-2]), rest[-2:]
+    xp = array_api_compat.array_namespace(args[0])
+    q = args[0]
+    batch, T, d_k = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1]
+    d_v = args[2].shape[-1]
+    dtype = compute_dtype(xp, q.dtype)
+    starts, offsets = segments.starts, segments.offsets
+    hier = op.name == "loglinear_log_attention"
+    if T == 0:
+        out = xp.zeros(batch + (0, d_v), dtype=q.dtype, device=device_of(q))
+        if state is None and return_state:
+            state = _fresh(xp, op.name, offsets, batch, d_k, d_v, dtype, q)
+        return out, (state if return_state else None)
+    run_args, finish, _, _ = _varlen.rewrite(op, xp, args, starts, batch, offsets)
+    if hier:
+        r, den, y = impl(*run_args, *extra, None, False, partial=True)[0]
+        new = (finish(r, -1), finish(den, -1), finish(y))
+    else:
+        new = xp.astype(finish(impl(*run_args, *extra, None, False)[0]), dtype, copy=False)
+    args = [None if x is None else xp.astype(x, dtype, copy=False) for x in args]
+    tok = _Tokens(starts, offsets)
+    fn = _hierarchical if hier else _loglinear
+    return fn(xp, args, new, state, return_state, tok, batch, d_k, d_v, dtype)
+
+
+def _fresh(xp, op, offsets, batch, d_k, d_v, dtype, like):
+    """The packed state of ``len(offsets)`` fresh streams (no level slots)."""
+    N = offsets.shape[0]
+    if op == "loglinear_attention":
+        return _state(xp, offsets, batch + (N,), d_k, d_v, dtype, None, like)
+    m, n, S, z = empty_summary(xp, batch + (N, 0), d_k, d_v, dtype, True, like)
+    return State(op, offsets, batch + (N,), d_k, d_v, dtype, {"m": m, "n": n, "S": S, "z": z})
+
+
+class _Tokens:
+    """Host index arithmetic of the packed tokens: ``seg``, ``first``, ``last`` (T,) each token's
+    segment and its first and last packed token, ``pos`` (T,) its absolute position in its stream;
+    ``lens``, ``offsets``, ``ends = offsets + lens``, ``h`` (N,) per stream
+    (``h = bit_length(p XOR (p + n))``: the state levels that change)."""
+
+    def __init__(self, starts, offsets):
+        self.starts, self.offsets = starts, offsets
+        self.lens = np.diff(starts)
+        self.seg = np.repeat(np.arange(self.lens.shape[0]), self.lens)
+        self.first, self.last = starts[:-1][self.seg], starts[1:][self.seg] - 1
+        self.pos = offsets[self.seg] + np.arange(starts[-1], dtype=np.int64) - self.first
+        self.ends = offsets + self.lens
+        self.h = _varlen.bits(offsets ^ self.ends)
+
+    def reading(self):
+        """The segments that read an incoming state (``p > 0``, ``n > 0``)."""
+        return np.flatnonzero((self.offsets > 0) & (self.lens > 0))
+
+    def read_levels(self, slots, L):
+        """(T, slots): the level at which each token reads its stream's old slot ``l - 1``:
+        ``max(l, bit_length(p XOR t))`` (clipped to ``L - 1``: only empty slots are past it)."""
+        moved = _varlen.bits(self.offsets[self.seg] ^ self.pos)
+        return np.minimum(np.maximum(np.arange(1, slots + 1)[None, :], moved[:, None]), L - 1)
+
+    def ranges(self):
+        """The new tokens of each stream's new levels ``l <= h`` (``state_merge_plan``, all streams):
+        ``(slot, start, length)`` host (R,), slot ``i * L_new + l - 1``, packed tokens
+        ``[start, start + length)``; and ``L_new = bit_length(max(offsets + lens))``."""
+        L_new = int(self.ends.max(initial=0)).bit_length()
+        slot, start, length = [], [], []
+        for l in range(1, L_new + 1):
+            i = np.flatnonzero((self.lens > 0) & (l <= self.h) & (((self.ends >> (l - 1)) & 1) == 1))
+            hi = (self.ends[i] >> (l - 1)) << (l - 1)
+            lo = np.maximum(hi - (1 << (l - 1)), self.offsets[i])
+            slot.append(i * L_new + l - 1)
+            start.append(self.starts[i] + lo - self.offsets[i])
+            length.append(hi - lo)
+        return np.concatenate(slot + [np.zeros(0, np.int64)]), np.concatenate(start + [np.zeros(0, np.int64)]), \
+            np.concatenate(length + [np.zeros(0, np.int64)]), L_new
+
+    def slot_sources(self, L_new, L_old):
+        """(N, L_new) where each new slot comes from, as an index into the slot axis of
+        ``[old slots (L_new, padded), new tokens' slots (L_new), the fold (1)]``: an old slot above
+        ``h`` (or any, for a stream without new tokens), the new tokens' slot below ``h``, the fold
+        of the old slots below ``h`` with the new tokens' slot at ``h``."""
+        l = np.arange(1, L_new + 1)[None, :]
+        h = self.h[:, None]
+        return np.where(l > h, l - 1, np.where(l == h, 2 * L_new, L_new + l - 1))
+
+
+def _scan(xp, a, first, reverse=False):
+    """Sums of ``a`` (..., T) restarting at each segment: ``a_first + ... + a_t`` (``reverse``:
+    ``a_t + ... + a_last``, ``first`` then holds the last tokens). Log-depth (Hillis-Steele) over
+    stretches of the segment: no differences, ``-inf`` stays ``-inf``."""
+    T = a.shape[-1]
+    if reverse:
+        return xp.flip(_scan(xp, xp.flip(a, axis=-1), (T - 1 - first)[::-1]), axis=-1)
+    pos = np.arange(T)
+    span = int((pos - first).max(initial=0)) + 1
+    zero = xp.zeros((), dtype=a.dtype, device=device_of(a))
+    step = 1
+    while step < span:
+        ok = _mask(xp, pos - step >= first, a)
+        moved = xp.concat([xp.zeros(tuple(a.shape[:-1]) + (step,), dtype=a.dtype, device=device_of(a)), a[..., :-step]],
+                          axis=-1)
+        a = a + xp.where(ok, moved, zero)
+        step *= 2
+    return a
+
+
+def _after(xp, a, tok):
+    """``a_{t+1} + ... + a_last`` (..., T) within each segment (0 at its last token)."""
+    incl = _scan(xp, a, tok.last, reverse=True)
+    zero = xp.zeros(tuple(a.shape[:-1]) + (1,), dtype=a.dtype, device=device_of(a))
+    moved = xp.concat([incl[..., 1:], zero], axis=-1)
+    return xp.where(_mask(xp, np.arange(a.shape[-1]) < tok.last, a), moved, xp.zeros_like(moved))
+
+
+def _groups(start, length):
+    """Token ranges ``[start, start + length)`` (R,) as rows grouped by ``length`` rounded up to a power
+    of two: ``[(which (cnt,), idx (cnt, P))]``, ``idx`` the rows' tokens (``-1``: padding)."""
+    size = np.left_shift(np.int64(1), _varlen.bits(np.maximum(length - 1, 0)))
+    out = []
+    for P in np.unique(size).tolist():
+        which = np.flatnonzero(size == P)
+        j = np.arange(P)[None, :]
+        out.append((which, np.where(j < length[which, None], start[which, None] + j, -1)))
+    return out
+
+
+def _rows(xp, x, idx):
+    """Rows of tokens: ``x`` (..., T + 1, d), its last row the padding, at ``idx`` (cnt, P) (-1:
+    padding) -> (..., cnt, P, d)."""
+    flat = np.where(idx < 0, x.shape[-2] - 1, idx).reshape(-1)
+    got = xp.take(x, _index(xp, flat, x), axis=x.ndim - 2)
+    return xp.reshape(got, tuple(x.shape[:-2]) + idx.shape + (x.shape[-1],))
+
+
+def _back(groups, T):
+    """(T,) where each token sits in the rows of ``groups`` flattened and concatenated (their
+    total: a token in none of them)."""
+    back = np.full(T, sum(idx.size for _, idx in groups), np.int64)
+    base = 0
+    for _, idx in groups:
+        flat = idx.reshape(-1)
+        back[flat[flat >= 0]] = base + np.flatnonzero(flat >= 0)
+        base += flat.shape[0]
+    return back
+
+
+def _pad_row(xp, x, value=0.0):
+    """``x`` (..., T, d) with one row of ``value`` appended (the padding that :func:`_rows` reads)."""
+    return xp.concat([x, xp.full(tuple(x.shape[:-2]) + (1, x.shape[-1]), value, dtype=x.dtype, device=device_of(x))],
+                     axis=-2)
+
+
+def _take(xp, x, idx, axis):
+    return xp.take(x, _index(xp, np.asarray(idx).reshape(-1), x), axis=axis)
+
+
+def _pick(xp, x, idx, nb):
+    """``x`` (*batch, N, K, *tail) -> (*batch, N, L): entry ``[i, l]`` is ``x[i, idx[i, l]]`` (host (N, L))."""
+    N, K = x.shape[nb], x.shape[nb + 1]
+    flat = xp.reshape(x, tuple(x.shape[:nb]) + (N * K,) + tuple(x.shape[nb + 2:]))
+    got = _take(xp, flat, np.arange(N)[:, None] * K + idx, nb)
+    return xp.reshape(got, tuple(x.shape[:nb]) + idx.shape + tuple(x.shape[nb + 2:]))
+
+
+def _index(xp, idx, like):
+    return xp.asarray(np.ascontiguousarray(idx, dtype=np.int64), device=device_of(like))
+
+
+def _mask(xp, m, like):
+    return xp.asarray(np.ascontiguousarray(m, dtype=bool), device=device_of(like))
+
+
+def _loglinear(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype):
+    """Parts 2 and 3 for ``loglinear_attention``: ``out`` (the new tokens among themselves) plus
+    the reads of the incoming slots; the new state."""
+    q, k, v, a, lam = args
+    nb, T, N = len(batch), q.shape[-2], tok.lens.shape[0]
+    old = None if state is None else state.tensors["levels"]  # (..., N, L_old, d_k, d_v)
+    L_old = 0 if old is None else old.shape[-3]
+    rows = tok.reading()
+    exp_cum = None
+    if L_old and rows.size:
+        exp_cum = xp.exp(_scan(xp, a, tok.first))  # (..., T): exp(a_p + ... + a_t), in the segment
+        w = _gather_last(xp, lam, tok.read_levels(L_old, lam.shape[-1])) * exp_cum[..., None]  # (..., T, L_old)
+        qw = xp.reshape(w[..., None] * q[..., None, :], batch + (T, L_old * d_k))
+        qw = _pad_row(xp, qw)
+        old_flat = xp.reshape(old, tuple(old.shape[:-3]) + (L_old * d_k, d_v))  # (..., N, L_old d_k, d_v)
+        groups = _groups(tok.starts[rows], tok.lens[rows])
+        parts = [xp.reshape(_rows(xp, qw, idx) @ _take(xp, old_flat, rows[which], nb), batch + (idx.size, d_v))
+                 for which, idx in groups]
+        parts.append(xp.zeros(batch + (1, d_v), dtype=dtype, device=device_of(q)))
+        out = out + _take(xp, xp.concat(parts, axis=-2), _back(groups, T), nb)
+    if not return_state:
+        return out, None
+    slot, start, length, L_new = tok.ranges()
+    levels = None
+    if slot.size:
+        kw = _pad_row(xp, k * xp.exp(_after(xp, a, tok))[..., None])  # k_s exp(a_{s+1} + ... + a_last)
+        vp = _pad_row(xp, v)
+        groups = _groups(start, length)
+        H = [xp.matrix_transpose(_rows(xp, kw, idx)) @ _rows(xp, vp, idx) for _, idx in groups]  # (..., cnt, d_k, d_v)
+        H.append(xp.zeros(batch + (1, d_k, d_v), dtype=dtype, device=device_of(q)))
+        where = np.full(N * L_new, slot.size, np.int64)
+        where[slot[np.concatenate([which for which, _ in groups])]] = np.arange(slot.size)
+        levels = xp.reshape(_take(xp, xp.concat(H, axis=nb), where, nb), batch + (N, L_new, d_k, d_v))
+    if L_old:
+        zero = xp.zeros(batch + (N, 1, d_k, d_v), dtype=dtype, device=device_of(q))
+        pad = xp.zeros(batch + (N, L_new - L_old, d_k, d_v), dtype=dtype, device=device_of(q))
+        folds = xp.cumulative_sum(old, axis=-3)  # [.., i, j]: old slots 0 .. j, the fold below level j + 2
+        cands = xp.concat([old, pad, folds, zero], axis=-3)  # (..., N, L_new + L_old + 1, d_k, d_v)
+        src = tok.slot_sources(L_new, L_old)
+        fold_at = np.minimum(tok.h - 1, L_old)[:, None]  # old slots below h - 1 fold into h
+        src = np.where(src < L_new, src, np.where((src == 2 * L_new) & (fold_at >= 1), L_new + fold_at - 1,
+                                                  L_new + L_old))
+        total = _scan(xp, a, tok.first)  # (..., T)
+        totals = xp.where(_mask(xp, tok.lens > 0, q), _take(xp, total, np.maximum(tok.starts[1:] - 1, 0), nb),
+                          xp.zeros((), dtype=dtype, device=device_of(q)))  # (..., N): decay over each segment
+        kept = _pick(xp, cands, src, nb) * xp.exp(totals)[..., None, None, None]
+        levels = kept if levels is None else levels + kept
+    if levels is None:
+        levels = xp.zeros(batch + (N, L_new, d_k, d_v), dtype=dtype, device=device_of(q))
+    return out, _state(xp, tok.ends, batch + (N,), d_k, d_v, dtype, levels, q)
+
+
+def _hierarchical(xp, args, part, state, return_state, tok, batch, d_k, d_v, dtype):
+    """Parts 2 and 3 for ``loglinear_log_attention``: the partial ``part`` (the new tokens among
+    themselves) combined with the reads of the incoming slots and finished; the new state."""
+    q, k, log_v, lam, a = args
+    nb, T, N = len(batch), q.shape[-2], tok.lens.shape[0]
+    lo = _minus_inf(xp, dtype)
+    log_v = _clamp_log_values(xp, log_v, True)
+    lam = xp.maximum(lam, xp.asarray(lo, dtype=dtype, device=device_of(q)))
+    # decays clamped as a per-segment call clamps them (its stand-in: lo / (4 (p + n)))
+    floor = xp.asarray(lo / (4.0 * tok.ends[tok.seg]), dtype=dtype, device=device_of(q))
+    a = xp.zeros(batch + (T,), dtype=dtype, device=device_of(q)) if a is None else xp.maximum(a, floor)
+    old = None if state is None else tuple(state.tensors[n] for n in ("m", "n", "S", "z"))
+    L_old = 0 if old is None else old[0].shape[-2]
+    rows = tok.reading()
+    if L_old and rows.size:
+        w = _pad_row(xp, _gather_last(xp, lam, tok.read_levels(L_old, lam.shape[-1])) + _scan(xp, a, tok.first)[..., None])
+        qp = _pad_row(xp, q)
+        groups = _groups(tok.starts[rows], tok.lens[rows])
+        got = []
+        for which, idx in groups:
+            qg, wg, acc = _rows(xp, qp, idx), _rows(xp, w, idx), None  # (..., cnt, P, d_k), (..., cnt, P, L_old)
+            for j in range(L_old):  # empty slots read as weight 0 (z = 0 at the finite "minus infinity")
+                summ = tuple(_take(xp, x[(..., j) + (slice(None),) * t], rows[which], nb) for x, t in zip(old, _TAILS))
+                r, den, y = read(xp, qg, summ, True)
+                acc = (r + wg[..., j], den, y) if acc is None else combine(xp, acc, (r + wg[..., j], den, y), True)
+            got.append(tuple(xp.reshape(x, batch + (idx.size,) + tuple(x.shape[nb + 2:])) for x in acc))
+        inf = xp.full(batch + (1,), -float("inf"), dtype=dtype, device=device_of(q))  # a token that reads nothing
+        none = (inf, xp.zeros(batch + (1,), dtype=dtype, device=device_of(q)),
+                xp.zeros(batch + (1, d_v), dtype=dtype, device=device_of(q)))
+        back = _back(groups, T)
+        seen = tuple(_take(xp, xp.concat([g[i] for g in got] + [none[i]], axis=nb), back, nb) for i in range(3))
+        part = combine(xp, part, seen, True)
+    out = _finish(xp, part, True)
+    if not return_state:
+        return out, None
+    slot, start, length, L_new = tok.ranges()
+    empty = empty_summary(xp, batch + (N, L_new), d_k, d_v, dtype, True, q)
+    summ = empty
+    if slot.size:
+        kd, lv = _pad_row(xp, k + _after(xp, a, tok)[..., None]), _pad_row(xp, log_v)  # keys decayed to the end
+        groups = _groups(start, length)
+        parts = [summarise(xp, _rows(xp, kd, idx), _rows(xp, lv, idx), True, mask=_mask(xp, idx >= 0, q))
+                 for _, idx in groups]
+        one = empty_summary(xp, batch + (1,), d_k, d_v, dtype, True, q)
+        where = np.full(N * L_new, slot.size, np.int64)
+        where[slot[np.concatenate([which for which, _ in groups])]] = np.arange(slot.size)
+        summ = tuple(xp.reshape(_take(xp, xp.concat([p[i] for p in parts] + [one[i]], axis=nb), where, nb),
+                                batch + (N, L_new) + tuple(one[i].shape[nb + 1:])) for i in range(4))
+    total = _scan(xp, a, tok.first)
+    totals = xp.where(_mask(xp, tok.lens > 0, q), _take(xp, total, np.maximum(tok.starts[1:] - 1, 0), nb),
+                      xp.zeros((), dtype=dtype, device=device_of(q)))  # (..., N)
+    if L_old:
+        shifted = (old[0] + totals[..., None, None],) + old[1:]  # decayed over the segment: m + total
+        folds, acc = [], None
+        for j in range(L_old):  # folds[j]: old slots 0 .. j merged
+            s = tuple(x[(..., slice(j, j + 1)) + (slice(None),) * t] for x, t in zip(shifted, _TAILS))
+            acc = s if acc is None else merge(xp, acc, s)
+            folds.append(acc)
+        olds = tuple(xp.concat([x, e[(..., slice(0, L_new - L_old)) + (slice(None),) * t]], axis=-1 - t)
+                     for x, e, t in zip(shifted, empty, _TAILS))
+        folds = tuple(xp.concat([f[i] for f in folds] + [empty[i][(..., slice(0, 1)) + (slice(None),) * t]],
+                                axis=-1 - t) for i, t in enumerate(_TAILS))
+        fold_at = np.minimum(tok.h - 1, L_old)  # old slots below h - 1 fold into h
+        fold = _slots(xp, folds, np.where(fold_at >= 1, fold_at - 1, L_old)[:, None], nb)
+    else:
+        olds, fold = empty, _slots(xp, empty, np.zeros((N, 1), np.int64), nb)
+    at_h = _slots(xp, summ, np.clip(tok.h - 1, 0, max(L_new - 1, 0))[:, None], nb) if L_new else fold
+    folded = merge(xp, fold, at_h)
+    cands = tuple(xp.concat([o, s, f], axis=-1 - t) for o, s, f, t in zip(olds, summ, folded, _TAILS))
+    new = _slots(xp, cands, tok.slot_sources(L_new, L_old), nb)
+    new = (xp.maximum(new[0], xp.asarray(lo, dtype=dtype, device=device_of(q))),) + tuple(new[1:])
+    return out, State("loglinear_log_attention", tok.ends, batch + (N,), d_k, d_v, dtype, dict(zip(("m", "n", "S", "z"), new)))
+
+
+def _slots(xp, summ, idx, nb):
+    """Summary tensors (*batch, N, K, *tail) at the slots ``idx`` (host (N, L)) -> (*batch, N, L, *tail)."""
+    return tuple(_pick(xp, x, idx, nb) for x in summ)
