@@ -23,11 +23,12 @@ Every product is ``C x d x d`` at most (``_BLAS_SINGLE``: OpenBLAS keeps it on t
 the exponentials and the logarithms of log-value outputs are vectorised polynomials
 (:func:`_exp_row`: float32 ones for float32 inputs, :func:`_log_row`).
 
-Parallel over batch elements, and for a batch smaller than the thread count over *parts* of each
-sequence, in one parallel loop: part ``j`` first runs only the summaries and merges of every chunk
-before it (which gives it its incoming state), then its own chunks in full; the parts shrink
-geometrically (:func:`_part_starts`) so that all finish together (one sequence on 2 threads: 62.5%
-/ 37.5% of the chunks, at best 1.6x). No scratch beyond one chunk per task.
+Parallel over batch elements, and for a batch smaller than the thread count over ``P`` *parts* of
+each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
+full while part ``j >= 1`` summarises the ``j``-th piece of chunks from the empty state, then part
+``j`` merges part 0's state with the summaries of pieces 1 .. ``j`` (:func:`_ek_merge`: its
+incoming state) and runs its own chunks in full (one sequence on 2 threads: 14% + 43% /
+43% of the chunks; no summary computed twice). No scratch beyond one chunk and one state per task.
 
 ``M`` includes keys of the chunk a query may not see yet, so a visible term can underflow where the
 token-by-token scan keeps it (the same reason the array-API path reads chunks as a tree). Every lost
@@ -77,26 +78,8 @@ def parts(B):
 
 #: cost of a chunk's summary (its keys' exponentials, ``E^T V`` and the merge) relative to its whole
 #: work (summary and reads): sizes the head start of :func:`_part_bounds` (measured single-threaded,
-#: B = 1, T = 65536, d = 64, float32: 0.43; benchmarks/NOTES.md)
-SUMMARY_COST = 0.4
-
-
-@numba.njit
-def _part_starts(nch, P, cost):
-    """First chunk of each of P parts of nch chunks, and nch (P + 1 entries). Part j runs the
-    summaries of every earlier chunk (``cost`` of a full chunk each, e.g. SUMMARY_COST) and then
-    its own chunks in full, so equal finishing times need part lengths in the ratio 1 : r : r^2 ...
-    with r = 1 - cost."""
-    r = 1.0 - cost
-    total = (1.0 - r ** P) / (1.0 - r)
-    start = np.empty(P + 1, np.int64)
-    start[0] = 0
-    acc = 0.0
-    for j in range(P):
-        acc += r ** j / total
-        start[j + 1] = min(nch, max(start[j], int(round(acc * nch))))
-    start[P] = nch
-    return start
+#: B = 1, T = 65536, d = 64, float32: 0.34 exp-kernel, 0.31 log values; benchmarks/NOTES.md)
+SUMMARY_COST = 0.33
 
 
 @numba.njit

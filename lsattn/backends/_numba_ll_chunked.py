@@ -241,12 +241,12 @@ def _group_high(lam, p, head, c0, c, C, h, gated, Qe, E, S, Ob):
     """Ob += the reads of the slots from h up by chunk c of the group (fixed in the group but for its
     transitions): lambda[t, j + 1] ((Qe E_c) S_j)_t, the product in the input dtype."""
     wt = lam.dtype
-    R = np.dot(Qe, E) if gated else Qe * E[0, 0]
+    R = (np.dot(Qe, E) if gated else Qe * E[0, 0]).astype(wt)
     i0 = head + (c0 + c) * C
     u, j = (p + head + c0 * C) >> h, h
     while u > 0:
         if u & 1:
-            _add_read(np.dot(R.astype(wt), S[j].astype(wt)), lam, i0, j, Ob)
+            _add_read(np.dot(R, S[j].astype(wt)), lam, i0, j, Ob)
         u >>= 1
         j += 1
 
@@ -388,9 +388,10 @@ def _ll_pass(lam, t0, i0, g, h, gated, Qe, Pt, Ob, S, tmp):
     h - 1 of S (nlev, d_k, d_v; float64, decayed to date): Ob += the reads of each occupied one
     (lambda[t, j + 1] (Qe S_j)_t), each carried by Pt."""
     u, j = (t0 >> g) & ((1 << (h - g)) - 1), g
+    Qw = Qe.astype(lam.dtype) if u > 0 else Qe[:0].astype(lam.dtype)
     while u > 0:  # occupied slots g .. h - 1: the set bits of t0
         if u & 1:
-            _add_read(np.dot(Qe.astype(lam.dtype), S[j].astype(lam.dtype)), lam, i0, j, Ob)
+            _add_read(np.dot(Qw, S[j].astype(lam.dtype)), lam, i0, j, Ob)
             _carry(Pt, S[j], tmp, gated)
             S[j, :, :] = tmp
         u >>= 1
