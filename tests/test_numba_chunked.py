@@ -173,8 +173,9 @@ def ro(x):
 
 @given(T=small_T, C=chunks, P=st.integers(1, 5), log_values=st.booleans(), seed=seeds)
 def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
-    """A sequence split into P parallel parts (each first summarising the chunks before it) gives
-    the reference output and the array-API final state, whatever P (the backend picks P from the
+    """A sequence split into P parallel parts (two passes: part 0's first chunks beside the other
+    parts' summaries of their pieces, then each part's own chunks from the merged state) gives the
+    reference output and the array-API final state, whatever P (the backend picks P from the
     thread count, so it is driven directly here)."""
     from lsattn.backends import _numba_chunked as KC
 
