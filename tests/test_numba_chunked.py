@@ -173,8 +173,9 @@ def ro(x):
 
 @given(T=small_T, C=chunks, P=st.integers(1, 5), log_values=st.booleans(), seed=seeds)
 def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
-    """A sequence split into P parallel parts (each first summarising the chunks before it) gives
-    the reference output and the array-API final state, whatever P (the backend picks P from the
+    """A sequence split into P parallel parts (two passes: part 0's first chunks beside the other
+    parts' summaries of their pieces, then each part's own chunks from the merged state) gives the
+    reference output and the array-API final state, whatever P (the backend picks P from the
     thread count, so it is driven directly here)."""
     from lsattn.backends import _numba_chunked as KC
 
@@ -325,23 +326,24 @@ def test_ll_long_calls_run_chunked_and_match(op, monkeypatch):
 
 
 @pytest.mark.parametrize("op", ["mamba2", "gated"])
-@given(T=small_T, C=ll_chunks, split=st.booleans(), seed=seeds)
-def test_ll_chunked_split_or_not(op, T, C, split, seed):
-    """Both schedules of ll_chunked (parallel loops over batch x chunks, or one over the batch; the
-    backend picks by batch and thread count, so it is driven directly here) from an offset: the
-    reference outputs and the array-API final levels."""
+@given(T=small_T, C=ll_chunks, parts=st.integers(1, 4), seed=seeds)
+def test_ll_chunked_split_or_not(op, T, C, parts, seed):
+    """Every schedule of ll_chunked (one parallel loop over the batch; for parts > 1 Gated DeltaNet's
+    loops over batch x chunks, Mamba-2's over batch x parts of the value columns; the backend picks
+    by batch and thread count, so it is driven directly here) from an offset: the reference outputs
+    and the array-API final levels."""
     from lsattn.backends import _numba_ll_chunked as KC
 
     f, r, gated = LL[op]
-    args = ll_inputs(seed, (3,), T + 5, 3, 2, gated=gated)
+    args = ll_inputs(seed, (3,), T + 5, 3, 3, gated=gated)  # 3 value columns: parts of 1 and 2 of them
     q, k, v, a = args[:4]
     beta, lam = (args[4], args[5]) if gated else (args[3], args[4])
     _, st0 = f(*cut(args, 0, 5), return_state=True, backend="array_api")
-    out, lev1 = np.empty((3, T, 2)), np.empty((3, (T + 5).bit_length(), 3, 2))
+    out, lev1 = np.empty((3, T, 3)), np.empty((3, (T + 5).bit_length(), 3, 3))
     rows = ro(np.tile(np.arange(3), (6, 1)))  # batch element b of each input: its row b
     seg, offs = ro(np.array([0, T], np.int64)), ro(np.array([5], np.int64))  # one stream, at offset 5
     KC.ll_chunked(*(ro(x[:, 5:]) for x in (q, k, v, a, beta, lam)), rows, seg, offs,
-                  (T + 5).bit_length(), ro(st0.tensors["levels"]), gated, C, split, out, lev1)
+                  (T + 5).bit_length(), ro(st0.tensors["levels"]), gated, C, parts, out, lev1)
     assert_close(np.concatenate([f(*cut(args, 0, 5), backend="array_api"), out], axis=-2), r(*args), TOL["float64"])
     _, want = f(*args, return_state=True, backend="array_api")
     assert_close(lev1, want.tensors["levels"], TOL["float64"])

@@ -195,6 +195,7 @@ def _check_streams(xp, op, lens, cuts, batch, seed, backend, tol=TOL["float64"] 
         assert_close(got, ref, tol, what=f"{op} stream {i} of {lens} cut at {first}")
         one, st_one = call(f, op, on(xp, whole), return_state=True, backend=backend)
         for name, t in st_one.tensors.items():  # the stream's own state (its first level slots)
+            t = to_numpy(t)  # CuPy arrays: the masks below are NumPy
             t2 = to_numpy(st2.tensors[name])[(slice(None),) * len(batch) + (i,)]
             ax = LEVEL_AXES.get(op, {}).get(name)
             if ax is not None:

@@ -23,11 +23,12 @@ Every product is ``C x d x d`` at most (``_BLAS_SINGLE``: OpenBLAS keeps it on t
 the exponentials and the logarithms of log-value outputs are vectorised polynomials
 (:func:`_exp_row`: float32 ones for float32 inputs, :func:`_log_row`).
 
-Parallel over batch elements, and for a batch smaller than the thread count over *parts* of each
-sequence, in one parallel loop: part ``j`` first runs only the summaries and merges of every chunk
-before it (which gives it its incoming state), then its own chunks in full; the parts shrink
-geometrically (:func:`_part_starts`) so that all finish together (one sequence on 2 threads: 62.5%
-/ 37.5% of the chunks, at best 1.6x). No scratch beyond one chunk per task.
+Parallel over batch elements, and for a batch smaller than the thread count over ``P`` *parts* of
+each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
+full while part ``j >= 1`` summarises the ``j``-th piece of chunks from the empty state, then part
+``j`` merges part 0's state with the summaries of pieces 1 .. ``j`` (:func:`_ek_merge`: its
+incoming state) and runs its own chunks in full (one sequence on 2 threads: 14% + 43% /
+43% of the chunks; no summary computed twice). No scratch beyond one chunk and one state per task.
 
 ``M`` includes keys of the chunk a query may not see yet, so a visible term can underflow where the
 token-by-token scan keeps it (the same reason the array-API path reads chunks as a tree). Every lost
@@ -75,27 +76,26 @@ def parts(B):
     return 1 if B >= threads else -(-threads // B)
 
 
-#: cost of a chunk's summary-and-merge relative to its whole work (summary, reads, merge); sizes
-#: the parts of a sequence (:func:`_part_starts`)
-SUMMARY_COST = 0.4
+#: cost of a chunk's summary (its keys' exponentials, ``E^T V`` and the merge) relative to its whole
+#: work (summary and reads): sizes the head start of :func:`_part_bounds` (measured single-threaded,
+#: B = 1, T = 65536, d = 64, float32: 0.34 exp-kernel, 0.31 log values; benchmarks/NOTES.md)
+SUMMARY_COST = 0.33
 
 
 @numba.njit
-def _part_starts(nch, P, cost):
-    """First chunk of each of P parts of nch chunks, and nch (P + 1 entries). Part j runs the
-    summaries of every earlier chunk (``cost`` of a full chunk each, e.g. SUMMARY_COST) and then
-    its own chunks in full, so equal finishing times need part lengths in the ratio 1 : r : r^2 ...
-    with r = 1 - cost."""
-    r = 1.0 - cost
-    total = (1.0 - r ** P) / (1.0 - r)
-    start = np.empty(P + 1, np.int64)
-    start[0] = 0
-    acc = 0.0
-    for j in range(P):
-        acc += r ** j / total
-        start[j + 1] = min(nch, max(start[j], int(round(acc * nch))))
-    start[P] = nch
-    return start
+def _part_bounds(nch, P, cost):
+    """Chunk bounds b (P + 2 entries) of :func:`ek_chunked`'s two passes over one sequence in P
+    parts: first part 0 runs chunks b[0] .. b[1] - 1 in full while part j >= 1 summarises chunks
+    b[j] .. b[j + 1] - 1 alone (``cost`` of a full chunk each); then part j runs b[j + 1] .. b[j + 2]
+    - 1 in full. Equal times: the head start b[1] = cost w and the rest in P pieces of w = nch /
+    (P + cost)."""
+    w = nch / (P + cost)
+    b = np.empty(P + 2, np.int64)
+    b[0] = 0
+    for j in range(1, P + 1):
+        b[j] = min(nch, int(round(cost * w + (j - 1) * w)))
+    b[P + 1] = nch
+    return b
 
 
 @numba.njit(**_JIT)
@@ -106,43 +106,133 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     (B N, d_k), n0 (B N, d_v) (unused unless log_values), S0 (B N, d_k, d_v), z0 (B N, d_k); lo: the
     finite "minus infinity"; parts: parallel parts of each sequence (see :func:`parts`; one stream
     only). Writes out (B, T, d_v) and the final states into m1, n1, S1, z1 (the array-API layout).
-    One ``prange`` iteration per (batch element, stream, part)."""
+    One ``prange`` iteration per (batch element, stream) when P = 1; otherwise two parallel loops
+    over (batch element, part) (:func:`_part_bounds`): the first runs part 0's first chunks and the
+    other parts' summaries of the chunks before them, the second every part's own chunks from the
+    state these summaries give it."""
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     N = seg.shape[0] - 1
     P = max(parts, 1) if N == 1 else 1
+    dk, dv = q.shape[2], vals.shape[2]
+    nch = (seg[N] - seg[0] + C - 1) // C  # one stream when P > 1
+    bd = _part_bounds(nch, P, SUMMARY_COST)
+    # after the first pass: part 0's state after its first chunks, part j's summary of its piece
+    Hm = np.empty((B * P if P > 1 else 0, dk))
+    Hn = np.empty((Hm.shape[0], dv + 1))
+    HS = np.empty((Hm.shape[0], dk, dv + 1))
+    if P > 1:
+        for task in prange(B * P):
+            b, j = task // P, task % P
+            s0, s1 = seg[0], seg[1]
+            _ek_first(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], vals[rows[2, b], s0:s1], m0[b], n0[b], S0[b], z0[b],
+                      log_values, lo, C, j, bd, Hm[task], Hn[task], HS[task], out[b, s0:s1])
     for task in prange(B * N * P):
         row, j = task // P, task % P
         b, sg = row // N, row % N
         s0, s1 = seg[sg], seg[sg + 1]
         _ek_part(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], vals[rows[2, b], s0:s1], m0[row], n0[row], S0[row],
-                 z0[row], log_values, lo, C, P, j, out[b, s0:s1], m1[row], n1[row], S1[row], z1[row])
+                 z0[row], log_values, lo, C, P, j, bd, Hm[b * P : b * P + P], Hn[b * P : b * P + P],
+                 HS[b * P : b * P + P], out[b, s0:s1], m1[row], n1[row], S1[row], z1[row])
 
 
-@numba.njit(fastmath=_FM)
-def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, out, m1, n1, S1, z1):
-    """Part ``j`` of ``P`` of one stream (q, k (T, d_k), vals (T, d_v), its state m0 (d_k), ...): the
-    summaries of every earlier chunk, then its own chunks in full; the last part writes the state."""
-    T, dk = q.shape
-    dv = vals.shape[1]
-    nch = (T + C - 1) // C
-    wt = q.dtype
-    m = np.empty(dk)
-    n = np.zeros(dv + 1)  # entry dv: the z column's (zero) shift, as _ek_row reads it
-    Ss = np.empty((dk, dv + 1))  # [S | z], float64
-    zmax = 0.0
+@numba.njit
+def _ek_first(q, k, vals, m0, n0, S0, z0, log_values, lo, C, j, bd, m, n, Ss, out):
+    """The first pass of part ``j`` of one stream (arguments as :func:`_ek_part`): part 0 runs chunks
+    bd[0] .. bd[1] - 1 in full from the incoming state, part j >= 1 summarises chunks bd[j] .. bd[j +
+    1] - 1 from the empty state; the state after them into m, n, Ss."""
+    if j == 0:
+        _ek_load(m0, n0, S0, z0, log_values, m, n, Ss)
+    else:
+        _ek_fresh(log_values, lo, m, n, Ss)
+    _ek_chunks(q, k, vals, bd[j], bd[j + 1], j == 0, m, n, Ss, z0, log_values, lo, C, out)
+
+
+@numba.njit
+def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, bd, Hm, Hn, HS, out, m1, n1, S1, z1):
+    """The second pass of part ``j`` of ``P`` of one stream (q, k (T, d_k), vals (T, d_v), its state
+    m0 (d_k), ...; P = 1: the whole stream): its own chunks from part 0's state after the first pass
+    (Hm[0], Hn[0], HS[0]) merged with the summaries of parts 1 .. j; the last part writes the state."""
+    dk, dv = S0.shape
+    m, n, Ss = np.empty(dk), np.empty(dv + 1), np.empty((dk, dv + 1))
+    if P == 1:
+        _ek_load(m0, n0, S0, z0, log_values, m, n, Ss)
+        c0, c1 = 0, (q.shape[0] + C - 1) // C
+    else:
+        m[:] = Hm[0]
+        n[:] = Hn[0]
+        Ss[:, :] = HS[0]
+        for i in range(1, j + 1):
+            _ek_merge(m, n, Ss, Hm[i], Hn[i], HS[i])
+        c0, c1 = bd[j + 1], bd[j + 2]
+    _ek_chunks(q, k, vals, c0, c1, True, m, n, Ss, z0, log_values, lo, C, out)
+    if j == P - 1:  # the state after the last chunk, in the array-API layout
+        for i in range(dk):
+            m1[i] = m[i]
+            z1[i] = Ss[i, dv]
+            for c in range(dv):
+                S1[i, c] = Ss[i, c]
+        for c in range(dv):
+            n1[c] = n[c] if log_values else lo
+
+
+@numba.njit
+def _ek_load(m0, n0, S0, z0, log_values, m, n, Ss):
+    """The incoming state m0 (d_k), n0 (d_v), S0 (d_k, d_v), z0 (d_k) as the float64 working state:
+    m, n (d_v + 1; entry d_v the z column's zero shift) and Ss = [S | z] (d_k, d_v + 1)."""
+    dk, dv = S0.shape
     for i in range(dk):
         m[i] = m0[i]
         Ss[i, dv] = z0[i]
-        zmax = max(zmax, np.float64(z0[i]))
         for c in range(dv):
             Ss[i, c] = S0[i, c]
     for c in range(dv):
         n[c] = n0[c] if log_values else 0.0
+    n[dv] = 0.0
+
+
+@numba.njit
+def _ek_fresh(log_values, lo, m, n, Ss):
+    """The empty working state (shifts lo, sums 0) that a piece's summary starts from."""
+    m[:] = lo
+    n[:] = lo if log_values else 0.0
+    n[n.shape[0] - 1] = 0.0
+    Ss[:, :] = 0.0
+
+
+@numba.njit
+def _ek_merge(m, n, Ss, m2, n2, Ss2):
+    """The working state (m, n, Ss) followed by the summary (m2, n2, Ss2) of the chunks after it:
+    both shifted to the larger maxima (factors <= 1) and added, in place."""
+    dk, dw = Ss.shape
+    g, g2 = np.empty(dw), np.empty(dw)
+    for c in range(dw):
+        N = max(n[c], n2[c])
+        g[c], g2[c] = math.exp(n[c] - N), math.exp(n2[c] - N)
+        n[c] = N
+    for i in range(dk):
+        M = max(m[i], m2[i])
+        f, f2 = math.exp(m[i] - M), math.exp(m2[i] - M)
+        m[i] = M
+        for c in range(dw):
+            Ss[i, c] = Ss[i, c] * f * g[c] + Ss2[i, c] * f2 * g2[c]
+
+
+@numba.njit(fastmath=_FM)
+def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, out):
+    """Chunks c_lo .. c_hi - 1 of one stream (q, k (T, d_k), vals (T, d_v)) from the float64 working
+    state m (d_k), n (d_v + 1), Ss = [S | z] (d_k, d_v + 1), updated in place: their outputs into out
+    (T, d_v) when ``full``, else only their summaries merged into the state. z0: the stream's incoming
+    z (the bound of the exact-row test)."""
+    T, dk = q.shape
+    dv = vals.shape[1]
+    wt = q.dtype
+    zmax = 0.0
+    for i in range(dk):
+        zmax = max(zmax, np.float64(z0[i]))
     # lost mass of one output entry, in units of its shift: each product that underflowed (or met
     # an exponential flushed to 0 below the dtype's tiny) is below 4 tiny, and there are at most d_k
     # of them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
-    start = _part_starts(nch, P, SUMMARY_COST)
     E = np.zeros((C, dk), wt)  # exp(k - M), padded rows 0
     V = np.zeros((C, dv), wt)  # exp(log_v - N) or v, padded rows 0
     A = np.zeros((C, dk), wt)  # exp(q + M - r), padded rows 0
@@ -155,7 +245,7 @@ def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, out, m1, n1, S
     f, g, zs = np.empty(dk), np.ones(dv), np.empty(dk)
     x, tb = np.empty(max(dk, dv)), np.empty(max(dk, dv))
     Z, den, ones = np.empty((C, dv)), np.empty(C), np.ones(C, wt)
-    for c in range(start[j + 1]):
+    for c in range(c_lo, c_hi):
         t0 = c * C
         L = min(T, t0 + C) - t0
         if L < C:
@@ -175,7 +265,7 @@ def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, out, m1, n1, S
                 _exp_row(x, tb, V[s])
         else:
             V[:L] = vals[t0 : t0 + L]
-        if c >= start[j]:  # this part's chunks; the earlier ones only move the state
+        if full:
             for i in range(dk):
                 zs[i] = Ss[i, dv] * f[i]
                 for jj in range(dv):
@@ -226,14 +316,6 @@ def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, out, m1, n1, S
             m[i] = M[i]
         for jj in range(dv):
             n[jj] = N[jj]
-    if j == P - 1:  # the state after the last chunk, in the array-API layout
-        for i in range(dk):
-            m1[i] = m[i]
-            z1[i] = Ss[i, dv]
-            for c in range(dv):
-                S1[i, c] = Ss[i, c]
-        for c in range(dv):
-            n1[c] = n[c] if log_values else lo
 
 
 @numba.njit(fastmath={"contract", "reassoc"})

@@ -42,7 +42,7 @@ Tokens before the first and after the last aligned chunk run token by token
 (``_numba_kernels.hier_token``). One parallel loop over streams (batch elements, and packed
 segments (``cu_seqlens``) each from its own offset: the stream table ``seg``, ``offs`` of the token
 kernels), and for one stream per batch element and a batch smaller than the thread count over
-parts of each sequence as ``_numba_chunked.ek_chunked``: part ``j``
+parts of each sequence: part ``j``
 runs the head, then only the summaries and merges of the chunks before it (which gives it its
 incoming slots), then its own chunks in full (the last part also the tail); the parts shrink
 geometrically (``_part_starts`` with :data:`SUMMARY_COST`) so that all finish together.
@@ -55,15 +55,34 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._numba_chunked import _BLAS_SINGLE, _part_starts, _shifted, _vexp, query_exps
+from ._numba_chunked import _BLAS_SINGLE, _shifted, _vexp, query_exps
 from ._numba_ll_chunked import aligned_chunks
 from ._numba_kernels import _ek_finish, hier_load, hier_store, hier_token, level_table
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
 #: cost of a chunk's summary and merge relative to its whole work (measured single-threaded at
-#: d = 64, C = 32, float32: see benchmarks/NOTES.md); sizes the parts of one sequence
-SUMMARY_COST = 0.2
+#: d = 64, float32, B = 1, T = 65536: 0.32 at C = 64, 0.1-0.23 at C = 32; see benchmarks/NOTES.md);
+#: sizes the parts of one sequence
+SUMMARY_COST = 0.3
+
+
+@numba.njit
+def _part_starts(nch, P, cost):
+    """First chunk of each of P parts of nch chunks, and nch (P + 1 entries). Part j runs the
+    summaries of every earlier chunk (``cost`` of a full chunk each, e.g. SUMMARY_COST) and then
+    its own chunks in full, so equal finishing times need part lengths in the ratio 1 : r : r^2 ...
+    with r = 1 - cost."""
+    r = 1.0 - cost
+    total = (1.0 - r ** P) / (1.0 - r)
+    start = np.empty(P + 1, np.int64)
+    start[0] = 0
+    acc = 0.0
+    for j in range(P):
+        acc += r ** j / total
+        start[j + 1] = min(nch, max(start[j], int(round(acc * nch))))
+    start[P] = nch
+    return start
 
 
 def chunk_for(d_k, d_v):

@@ -33,7 +33,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._numba_chunked import _BLAS_SINGLE, _JIT
+from ._numba_chunked import _BLAS_SINGLE, _JIT, _exp_row
 from ._numba_kernels import _token
 
 
@@ -55,14 +55,23 @@ LL_GROUP_LOG2 = 2
 
 
 @numba.njit(**_JIT)
-def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, gated, C, split, out, levels1):
+def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, gated, C, parts, out, levels1):
     """Log-linear Gated DeltaNet (gated) or Mamba-2, arguments as ``_numba_kernels.loglinear_scan``
     (streams ``seg``, ``offs``: one prange iteration per (batch element, stream), each a
-    :func:`_ll_row`) plus C, the chunk size (a power of two), and split (one stream only): parallel
-    loops over batch x chunks (for a batch smaller than the thread count, see :func:`parts`)."""
+    :func:`_ll_row`) plus C, the chunk size (a power of two), and parts (``_numba_chunked.parts``;
+    used for one stream only): when > 1, Gated DeltaNet runs parallel loops over batch x chunks,
+    Mamba-2 one parallel loop over (batch element, part of its value columns) (:func:`_ll_cols`)."""
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     N = seg.shape[0] - 1
-    if not split or N > 1:
+    dv = v.shape[2]
+    if parts > 1 and N == 1 and not gated:
+        P = min(parts, dv)
+        for task in prange(B * P):
+            b, j = task // P, task % P
+            _ll_cols(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], lam[rows[5, b]], offs[0], nlev,
+                     levels0[b], C, j * dv // P, (j + 1) * dv // P, out[b], levels1[b])
+        return
+    if parts <= 1 or N > 1:
         for row in prange(B * N):
             b, sg = row // N, row % N
             s0, s1 = seg[sg], seg[sg + 1]
@@ -71,7 +80,6 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
                     out[b, s0:s1], levels1[row])
         return
     T, dk = q.shape[1:]
-    dv = v.shape[2]
     p = offs[0]
     g, head, nch, tail = aligned_chunks(p, T, C)
     S = np.zeros((B, nlev, dk, dv))
@@ -126,6 +134,24 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
             for a in range(dk):
                 for c in range(dv):
                     levels1[b, j, a, c] = f * S[b, j, a, c]
+
+
+@numba.njit
+def _ll_cols(q, k, v, log_decay, lam, p, nlev, levels0, C, c0, c1, out, levels1):
+    """Mamba-2 on the value columns c0 .. c1 - 1 of one stream (arguments as :func:`_ll_row`; the
+    columns are independent: the outputs and slots of a column depend on its values only), through
+    contiguous copies of those columns."""
+    T = q.shape[0]
+    w = c1 - c0
+    vc = np.empty((T, w), v.dtype)
+    vc[:, :] = v[:, c0:c1]
+    l0 = np.empty((levels0.shape[0], levels0.shape[1], w), levels0.dtype)
+    l0[:, :, :] = levels0[:, :, c0:c1]
+    oc = np.empty((T, w), out.dtype)
+    l1 = np.empty((levels1.shape[0], levels1.shape[1], w), levels1.dtype)
+    _ll_row(q, k, vc, log_decay, log_decay, lam, p, nlev, l0, False, C, oc, l1)
+    out[:, c0:c1] = oc
+    levels1[:, :, c0:c1] = l1
 
 
 @numba.njit(inline="always")
@@ -215,12 +241,12 @@ def _group_high(lam, p, head, c0, c, C, h, gated, Qe, E, S, Ob):
     """Ob += the reads of the slots from h up by chunk c of the group (fixed in the group but for its
     transitions): lambda[t, j + 1] ((Qe E_c) S_j)_t, the product in the input dtype."""
     wt = lam.dtype
-    R = np.dot(Qe, E) if gated else Qe * E[0, 0]
+    R = (np.dot(Qe, E) if gated else Qe * E[0, 0]).astype(wt)
     i0 = head + (c0 + c) * C
     u, j = (p + head + c0 * C) >> h, h
     while u > 0:
         if u & 1:
-            _add_read(np.dot(R.astype(wt), S[j].astype(wt)), lam, i0, j, Ob)
+            _add_read(np.dot(R, S[j].astype(wt)), lam, i0, j, Ob)
         u >>= 1
         j += 1
 
@@ -259,11 +285,13 @@ def _ll_forms(q, k, v, log_decay, beta, lam, i0, gated, Qe, Pt, H, Ob):
     products in the input dtype, and Pt is 1 x 1: e^g (see :func:`_carry`)."""
     C = Qe.shape[0]
     Dm = np.zeros((C, C))  # e^{a_{s+1} + ... + a_t}, s <= t, summed over that stretch
+    x, tb = np.empty(C), np.empty(C)
     for t in range(C):
         seg = 0.0
         for s in range(t, -1, -1):
-            Dm[t, s] = math.exp(seg)
+            x[s] = seg
             seg += np.float64(log_decay[i0 + s])
+        _exp_row(x, tb, Dm[t, : t + 1])  # vectorised (math.exp is a scalar libm call), within 1 ulp
     eG = np.empty(C)  # e^{a_0 + ... + a_t}
     suf = np.empty(C)  # e^{a_{s+1} + ... + a_{C-1}}
     run = 0.0
@@ -360,9 +388,10 @@ def _ll_pass(lam, t0, i0, g, h, gated, Qe, Pt, Ob, S, tmp):
     h - 1 of S (nlev, d_k, d_v; float64, decayed to date): Ob += the reads of each occupied one
     (lambda[t, j + 1] (Qe S_j)_t), each carried by Pt."""
     u, j = (t0 >> g) & ((1 << (h - g)) - 1), g
+    Qw = Qe.astype(lam.dtype) if u > 0 else Qe[:0].astype(lam.dtype)
     while u > 0:  # occupied slots g .. h - 1: the set bits of t0
         if u & 1:
-            _add_read(np.dot(Qe.astype(lam.dtype), S[j].astype(lam.dtype)), lam, i0, j, Ob)
+            _add_read(np.dot(Qw, S[j].astype(lam.dtype)), lam, i0, j, Ob)
             _carry(Pt, S[j], tmp, gated)
             S[j, :, :] = tmp
         u >>= 1

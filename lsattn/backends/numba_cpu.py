@@ -281,7 +281,7 @@ def _loglinear(op, q, k, v, log_decay, beta, level_weights, state, return_state,
         KL = _chunked("_numba_ll_chunked")
         C = kernel_chunk or KL.ll_chunk_for(d_k, d_v)
         KL.ll_chunked(qf, kf, vf, af, bf, lf, rows, seg, offs, max(1, n_new), lev0, beta is not None, C,
-                      _chunked().parts(B) > 1, out, lev1)
+                      _chunked().parts(B), out, lev1)
     else:
         K.loglinear_scan(qf, kf, vf, af, bf, lf, rows, seg, offs, max(1, n_new), lev0, beta is not None, out, lev1)
     out = out.reshape(batch + (T, d_v))
