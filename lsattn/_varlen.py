@@ -50,9 +50,10 @@ from .state import LEVEL_AXES, State, check_state, level_slots_of, packed_stream
 __all__ = ["check_offsets", "pack", "rewrite", "streams", "TokenMap", "STREAM_OPS"]
 
 #: log-linear operators whose packed streams (``state=`` / ``return_state=True``) run as one call
-#: on backends that do not compute packed segments themselves (``lsattn._ll_packed``); Gated
-#: DeltaNet's run one call per segment (:func:`streams`)
-STREAM_OPS = ("loglinear_attention", "loglinear_log_attention")
+#: on backends that do not compute packed segments themselves (``lsattn._ll_packed``); a backend
+#: that lists another operator in ``varlen_ops`` but not in ``reset_ops`` gets one call per segment
+#: (:func:`streams`)
+STREAM_OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention")
 
 
 def check_offsets(cu_seqlens, xp, like, T, causal):
