@@ -374,9 +374,7 @@ def _exclusive(xp, P, nb, reverse=False):
     ``P_{c-1} ... P_0`` (``reverse``: ``P_{n-1} ... P_{c+1}``), the identity where there is none.
     Through the chunk Fenwick tree (``_chunktree.tree_levels``): ``O(n log n)`` products, the
     last read of a chunk (its highest level) covers all chunks before it."""
-    n, d = P.shape[nb], P.shape[-1]
-    dev = device_of(P)
-    eye = xp.eye(d, dtype=P.dtype, device=dev)
+    eye = xp.eye(P.shape[-1], dtype=P.dtype, device=device_of(P))
     if reverse:
         return xp.flip(_exclusive_in(xp, xp.flip(P, axis=nb), nb, eye, lambda e, l: (e[0] @ l[0],)), axis=nb)
     return _exclusive_in(xp, P, nb, eye, lambda e, l: (l[0] @ e[0],))
