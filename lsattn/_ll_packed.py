@@ -1,6 +1,6 @@
 """Packed streams of the log-linear operators on the array-API path (and CuPy): one call.
 
-``loglinear_attention`` / ``loglinear_log_attention`` with ``cu_seqlens`` and ``state=`` /
+``loglinear_attention`` / ``loglinear_gated_delta`` / ``loglinear_log_attention`` with ``cu_seqlens`` and ``state=`` /
 ``return_state=True``: segment ``i`` continues stream ``i`` at its absolute position ``p_i`` (0: a
 fresh stream) with ``n_i`` new tokens. Everything it computes splits into three parts, each done
 for all segments at once:
@@ -26,9 +26,11 @@ Decay sums restart at each segment's first token and are taken by log-depth segm
 stretches (never as differences of cumulative sums: a ``-inf`` decay stays ``-inf``, not NaN).
 Python loops run over level slots and row groups only; the index arithmetic is host NumPy.
 
-Gated DeltaNet is not here: its incoming slots reach a query through the chunk transitions (products
-of ``I - beta k k^T``), not through one weight per token and level, so its packed states still run
-one call per segment (``_varlen.streams``).
+Gated DeltaNet: its slots are carried through the transitions ``A_r = exp(a_r) (I - beta_r k_r
+k_r^T)``, not by scalar decays. Parts 2 and 3 are those of ``loglinear_attention`` (:func:`_streams`)
+with three products of transitions in place of the decay sums, none of which depends on positions:
+queries ``(A_t ... A_p)^T q_t``, keys ``beta_s A_last ... A_{s+1} k_s``, the segment's total
+``A_last ... A_p`` (:func:`_transfers`: the segments as rows of chunks, every segment at once).
 """
 from __future__ import annotations
 

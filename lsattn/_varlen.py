@@ -26,12 +26,13 @@ of shape ``(N,)``, one position per stream (log-linear level axes: as many slots
 stream needs, the others' extra slots empty). A backend that computes packed segments itself
 (``Backend.reset_ops``, :class:`Streams`: ``numba``; the array-API path for the exp-kernel
 operators) runs such a call as one call from the packed state to the packed state. Elsewhere
-(``array_api``, ``cupy``) ``loglinear_attention`` and ``loglinear_log_attention`` run it as one call
-too (:mod:`lsattn._ll_packed`, :data:`STREAM_OPS`): their new tokens among themselves through
+(``array_api``, ``cupy``) the three log-linear operators run it as one call too
+(:mod:`lsattn._ll_packed`, :data:`STREAM_OPS`): their new tokens among themselves through
 :func:`rewrite` (a continued stream placed where its new tokens keep the levels of their absolute
-positions, :func:`_blocks`), the incoming slots and the new state for all segments at once.
-Gated DeltaNet's incoming slots pass through the chunk transitions (no weight per token and
-level to read them with): its packed states run one ordinary call per segment (:func:`streams`).
+positions, :func:`_blocks`), the incoming slots and the new state for all segments at once (Gated
+DeltaNet's through the products of its transitions within each segment). :func:`streams`, one
+ordinary call per segment, is left for a backend that lists another operator in ``varlen_ops``
+without computing its packed segments itself.
 
 Index building is vectorised NumPy on the host (the offsets are read once, for validation anyway).
 """
