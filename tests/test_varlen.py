@@ -300,6 +300,35 @@ def test_streams_one_call_on_cupy_arrays(op, monkeypatch):
     assert len(calls) == (2 + 4 if backend == "cupy" else 2)  # the packed calls (and the check's per-stream ones)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["cupy", "torch"])
+def test_gated_delta_packed_on_the_cupy_kernels(kind, monkeypatch):
+    """Packed ``loglinear_gated_delta`` without state on CuPy arrays and CUDA torch tensors (float32):
+    the automatic choice is ``cupy``, one call of its kernels over the rewrite's laid-out tokens
+    (hard resets at the segments' starts), equal to the reference on each segment."""
+    import lsattn.backends.cupy as cb
+
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+    op = "loglinear_gated_delta"
+    lens = [100, 0, 1, 257, 64, 3]
+    off = [0, *np.cumsum(lens).tolist()]
+    arrays = inputs(op, (2,), off[-1], dk=16, dv=16, seed=4)
+    if kind == "cupy":
+        import cupy as cp
+
+        dev = [cp.asarray(x, dtype=cp.float32) for x in arrays]
+    else:
+        import torch
+
+        dev = [torch.as_tensor(x, dtype=torch.float32, device="cuda") for x in arrays]
+    calls = _record_calls(monkeypatch, "cupy", op)
+    out = to_numpy(lsattn.loglinear_gated_delta(*dev, cu_seqlens=off))
+    assert len(calls) == 1
+    seen = [to_numpy(x).astype(np.float64) for x in dev]
+    assert_close(out, per_segment(lsattn.reference.loglinear_gated_delta, op, seen, off), TOL["float32"], what=kind)
+
+
 @settings(max_examples=6)
 @given(op=st.sampled_from(_varlen.STREAM_OPS),
        cuts=st.lists(st.sampled_from([0, 1, 2, 3, 7, 8, 31, 32, 33, 63, 127, 128, 255]), min_size=1, max_size=4),
