@@ -38,7 +38,6 @@ import array_api_compat
 import numpy as np
 
 from . import _varlen
-from ._chunktree import tree_levels
 from ._validate import compute_dtype, device_of
 from .exp_kernel import _clamp_log_values, _finish, _minus_inf, combine, empty_summary, merge, read, summarise
 from .loglinear import _gather_last, _state
@@ -332,7 +331,8 @@ def _transfers(xp, q, k, a, beta, tok, batch, chunk_size, reads, writes):
     two (:func:`_groups`: under ``2 T`` rows, identity transitions as padding after a segment's end),
     cut into chunks of ``min(chunk_size, row length)``; inside a chunk the WY forms of
     ``lsattn.gated_delta._chunk_forms`` (``qeff``, ``phi``, the chunk's transition ``P``), across
-    the chunks of a row the exclusive prefix and suffix products of ``P`` (:func:`_exclusive`)."""
+    the chunks of a row the exclusive prefix and suffix products of ``P`` (:func:`_exclusive`:
+    ``O(n)`` products for ``n`` chunks)."""
     from .gated_delta import _chunk_forms
 
     nb, T, d_k = len(batch), q.shape[-2], q.shape[-1]
@@ -372,26 +372,34 @@ def _transfers(xp, q, k, a, beta, tok, batch, chunk_size, reads, writes):
 
 
 def _exclusive(xp, P, nb, reverse=False):
-    """Exclusive products of the transitions ``P`` (*batch, n, d, d) along axis ``nb``, chunk 0 first:
-    ``P_{c-1} ... P_0`` (``reverse``: ``P_{n-1} ... P_{c+1}``), the identity where there is none.
-    Through the chunk Fenwick tree (``_chunktree.tree_levels``): ``O(n log n)`` products, the
-    last read of a chunk (its highest level) covers all chunks before it."""
-    eye = xp.eye(P.shape[-1], dtype=P.dtype, device=device_of(P))
+    """Exclusive products of the transitions ``P`` (*batch, n, d, d) along axis ``nb`` (``n`` a power
+    of two), chunk 0 first: ``P_{c-1} ... P_0`` (``reverse``: ``P_{n-1} ... P_{c+1}``), the identity
+    where there is none."""
+    eye = xp.broadcast_to(xp.eye(P.shape[-1], dtype=P.dtype, device=device_of(P)),
+                          tuple(P.shape[:nb]) + (1,) + tuple(P.shape[-2:]))
     if reverse:
-        return xp.flip(_exclusive_in(xp, xp.flip(P, axis=nb), nb, eye, lambda e, l: (e[0] @ l[0],)), axis=nb)
-    return _exclusive_in(xp, P, nb, eye, lambda e, l: (l[0] @ e[0],))
+        incl = xp.flip(_inclusive(xp, xp.flip(P, axis=nb), nb, lambda e, l: e @ l), axis=nb)
+        return xp.concat([incl[(slice(None),) * nb + (slice(1, None),)], eye], axis=nb)
+    incl = _inclusive(xp, P, nb, lambda e, l: l @ e)
+    return xp.concat([eye, incl[(slice(None),) * nb + (slice(None, -1),)]], axis=nb)
 
 
-def _exclusive_in(xp, P, nb, eye, combine):
-    """:func:`_exclusive` in the order of ``P`` with ``combine(earlier, later)``."""
+def _inclusive(xp, P, nb, combine):
+    """Inclusive scan of ``P`` (*batch, n, d, d) along axis ``nb`` (``n`` a power of two) with the
+    associative ``combine(earlier, later)``: pairs combined, their scan (recursively), then the
+    even entries as ``combine(scan of the pairs before, entry)``. ``2 n`` products in ``2 log2 n``
+    rounds of reshapes, no gathers (the rows of :func:`_transfers` start at chunk 0)."""
     n = P.shape[nb]
-    out = xp.broadcast_to(eye, P.shape)
-    for lev in tree_levels(xp, (P,), combine, (eye,), first_chunk=0, batch_ndim=nb):
-        (P_B,), pre = lev.bucket, lev.prefix
-        X = P_B if lev.level == 1 else combine((P_B,), pre)[0]  # the bucket, then the chunks up to c
-        mask = np.isin(np.arange(n), lev.chunks)[:, None, None]
-        out = xp.where(_mask(xp, mask, P), lev.expand(X), out)
-    return out
+    if n == 1:
+        return P
+    head, tail = tuple(P.shape[:nb]), tuple(P.shape[nb + 1:])
+    pairs = xp.reshape(P, head + (n // 2, 2) + tail)
+    even, odd = pairs[(slice(None),) * (nb + 1) + (0,)], pairs[(slice(None),) * (nb + 1) + (1,)]
+    sub = _inclusive(xp, combine(even, odd), nb, combine)  # [j]: chunks 0 .. 2 j + 1
+    before = sub[(slice(None),) * nb + (slice(None, -1),)]
+    first = even[(slice(None),) * nb + (slice(0, 1),)]
+    evens = xp.concat([first, combine(before, even[(slice(None),) * nb + (slice(1, None),)])], axis=nb)
+    return xp.reshape(xp.stack([evens, sub], axis=nb + 1), P.shape)
 
 
 def _hierarchical(xp, args, part, state, return_state, tok, batch, d_k, d_v, dtype):
