@@ -688,23 +688,45 @@ def test_broadcast_with_packed_segments():
         assert_close(lsattn.loglinear_attention(*shared, cu_seqlens=off, backend=backend), ref, 1e-12)
 
 
-def test_broadcast_input_not_copied_by_the_prologue():
-    """Grouped-query heads (G = 1, r = 16) on the array-API path: the call on shared q, k (size-1
-    head axis) takes no more peak NumPy memory than the call on materialised copies made beforehand,
-    i.e. the prologue broadcasts views and copies nothing (a copy of q and k would add ``copy``)."""
-    rng = np.random.default_rng(0)
+def _blocks_of(op, arrays, T):
+    """Dask arrays of ``arrays`` cut into two blocks along their token axis."""
+    import dask.array as da
+
+    out = []
+    for i, x in enumerate(arrays):
+        chunks = list(x.shape)
+        chunks[-1 if i in _tok_axes(op) else -2] = T // 2
+        out.append(da.from_array(x, chunks=tuple(chunks)))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["array_api", "dask"])
+@pytest.mark.parametrize("op", OPS)
+def test_broadcast_input_not_copied_by_the_prologue(op, backend):
+    """Grouped-query heads (G = 1, r = 16) on the array-API path and on ``dask`` (its blocks computed
+    by the synchronous scheduler): every input but the values shared by the 16 heads. The call on
+    the shared inputs takes no more peak NumPy memory than the call on copies made beforehand, up
+    to a quarter of those copies of q and k (a copy by the prologue or the backend would add all of
+    it), and equals it."""
+    if backend == "dask":
+        pytest.importorskip("dask")
     T, d, r = 256, 32, 16
-    q, k = (rng.standard_normal((1, 1, T, d)) for _ in range(2))
-    v = rng.standard_normal((1, r, T, 4))
-    qf, kf = (np.broadcast_to(x, (1, r, T, d)).copy() for x in (q, k))
+    arrays = inputs(op, (1, 1), T, dk=d, dv=4, L=lsattn.num_levels(T))
+    arrays[2] = np.random.default_rng(2).standard_normal((1, r, T, 4))
+    full = [np.broadcast_to(x, (1, r) + x.shape[2:]).copy() for x in arrays]
     copy = 2 * r * T * d * 8
-    for op in ("exp_kernel_attention", "log_attention"):
-        f = getattr(lsattn, op)
-        f(q, k, v, backend="array_api")  # first call: imports and caches
-        out, peak = traced_peak(lambda: f(q, k, v, backend="array_api"))
-        ref, peak_full = traced_peak(lambda: f(qf, kf, v, backend="array_api"))
-        assert_close(out, ref, 0.0)
-        assert peak < peak_full + copy / 4, (op, peak, peak_full, copy)
+    f = getattr(lsattn, op)
+    if backend == "dask":
+        def run(xs):
+            return call(f, op, _blocks_of(op, xs, T), backend="dask").compute(scheduler="synchronous")
+    else:
+        def run(xs):
+            return call(f, op, xs, backend="array_api")
+    run(arrays)  # first call: imports and caches
+    out, peak = traced_peak(lambda: run(arrays))
+    ref, peak_full = traced_peak(lambda: run(full))
+    assert_close(out, ref, 1e-12, what=op)
+    assert peak < peak_full + copy / 4, (op, peak, peak_full, copy)
 
 
 @pytest.mark.parametrize("op", OPS)
