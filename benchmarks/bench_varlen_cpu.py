@@ -8,7 +8,8 @@ tokens (16K and 64K), packed along T, ``--heads`` heads, d_k = d_v = ``--d``, fl
 The incoming state: a packed prefill of a quarter of each segment's length (so the streams continue
 at different offsets); "one call + state" continues one stream at the sum of those. Times are
 wall-clock (``--clock process``: CPU time of the process, for a shared machine), best of ``--repeat``
-after a warm-up call; ``--count-calls`` adds the number of Python and C function calls of each run
+after a warm-up call; ``--decode P``: a decoding step of ``--docs`` streams at offset ``P`` instead;
+``--count-calls`` adds the number of Python and C function calls of each run
 (the array operations and the host work around them, independent of the load).
 
     python benchmarks/bench_varlen_cpu.py            # writes benchmarks/results/varlen_cpu.{md,json}
@@ -62,8 +63,11 @@ def tokens(x, s0, s1):
 def bench(args, lsattn, op, backend, total):
     from lsattn import _varlen
 
-    lens = doc_lengths(args.docs, total, args.seed)
-    pre = np.maximum(lens // 4, 0)
+    if args.decode:  # one new token per stream, every stream at offset args.decode
+        lens, pre = np.ones(args.docs, np.int64), np.full(args.docs, args.decode, np.int64)
+    else:
+        lens = doc_lengths(args.docs, total, args.seed)
+        pre = np.maximum(lens // 4, 0)
     cu, cu_pre = (np.concatenate([[0], np.cumsum(n)]) for n in (lens, pre))
     L = lsattn.num_levels(int(cu_pre[-1]) + total)  # the one-stream call with state reads up to there
     x = make_inputs(op, args.heads, total, args.d, L, args.seed)
@@ -125,9 +129,13 @@ def main(argv=None):
     ap.add_argument("--clock", choices=["wall", "process"], default="wall",
                     help="process: time.process_time (CPU seconds of this process, all threads; a shared machine)")
     ap.add_argument("--count-calls", action="store_true", help="also count the Python and C function calls of each run")
+    ap.add_argument("--decode", type=int, default=0, metavar="P",
+                    help="a decoding step instead: --docs streams at offset P, one new token each (T = --docs)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.totals, args.repeat, args.d = [512], 1, 16
+    if args.decode:
+        args.totals = [args.docs]
     import lsattn
 
     names = ["one call (T)", "one call + state (T)", "packed", "packed + state", "loop + state"]
