@@ -298,9 +298,9 @@ def _streams(xp, name, out, state, return_state, tok, batch, d_k, d_v, dtype, la
     slot, start, length, L_new = tok.ranges()
     levels = None
     if slot.size:
-        kw, vp = _pad_row(xp, writes()), _pad_row(xp, v)
+        kv = _pad_row(xp, xp.concat([writes(), v], axis=-1))  # keys and values: one gather per group
         groups = _groups(start, length)
-        H = [xp.matrix_transpose(_rows(xp, kw, idx)) @ _rows(xp, vp, idx) for _, idx in groups]  # (..., cnt, d_k, d_v)
+        H = [xp.matrix_transpose(r[..., :d_k]) @ r[..., d_k:] for r in (_rows(xp, kv, idx) for _, idx in groups)]
         H.append(xp.zeros(batch + (1, d_k, d_v), dtype=dtype, device=device_of(out)))
         where = np.full(N * L_new, slot.size, np.int64)
         where[slot[np.concatenate([which for which, _ in groups])]] = np.arange(slot.size)
@@ -338,16 +338,15 @@ def _transfers(xp, q, k, a, beta, tok, batch, chunk_size, reads, writes):
     nb, T, d_k = len(batch), q.shape[-2], q.shape[-1]
     segs = np.flatnonzero(tok.lens > 0)
     groups = _groups(tok.starts[segs], tok.lens[segs])
-    qp, kp = _pad_row(xp, q), _pad_row(xp, k)
-    ab = _pad_row(xp, xp.stack([a, beta], axis=-1))  # padding: a = 0, beta = 0, k = 0: A = I
+    # one gather per group (one index upload): q, k, a, beta side by side; padding a = beta = 0, k = 0: A = I
+    qkab = _pad_row(xp, xp.concat([q, k, a[..., None], beta[..., None]], axis=-1))
     got = {"reads": [], "writes": [], "total": []}
     for _, idx in groups:
         cnt, P = idx.shape
         C = min(chunk_size, P)
         shape = batch + (cnt, P // C, C)
-        Qc, Kc = (xp.reshape(_rows(xp, x, idx), shape + (d_k,)) for x in (qp, kp))
-        abc = _rows(xp, ab, idx)  # (..., cnt, P, 2)
-        ac, bc = xp.reshape(abc[..., 0], shape), xp.reshape(abc[..., 1], shape)
+        rows = xp.reshape(_rows(xp, qkab, idx), shape + (2 * d_k + 2,))
+        Qc, Kc, ac, bc = rows[..., :d_k], rows[..., d_k:2 * d_k], rows[..., 2 * d_k], rows[..., 2 * d_k + 1]
         ch = _chunk_forms(xp, Qc, Kc, Kc[..., :0], ac, bc)  # no values: H unused
         Pc = ch["P"]  # (..., cnt, n, d_k, d_k)
         if reads:
@@ -379,9 +378,9 @@ def _exclusive(xp, P, nb, reverse=False):
                           tuple(P.shape[:nb]) + (1,) + tuple(P.shape[-2:]))
     if reverse:
         incl = xp.flip(_inclusive(xp, xp.flip(P, axis=nb), nb, lambda e, l: e @ l), axis=nb)
-        return xp.concat([incl[(slice(None),) * nb + (slice(1, None),)], eye], axis=nb)
+        return xp.concat([incl[(slice(None),) * nb + (slice(1, None), ...)], eye], axis=nb)
     incl = _inclusive(xp, P, nb, lambda e, l: l @ e)
-    return xp.concat([eye, incl[(slice(None),) * nb + (slice(None, -1),)]], axis=nb)
+    return xp.concat([eye, incl[(slice(None),) * nb + (slice(None, -1), ...)]], axis=nb)
 
 
 def _inclusive(xp, P, nb, combine):
@@ -394,11 +393,11 @@ def _inclusive(xp, P, nb, combine):
         return P
     head, tail = tuple(P.shape[:nb]), tuple(P.shape[nb + 1:])
     pairs = xp.reshape(P, head + (n // 2, 2) + tail)
-    even, odd = pairs[(slice(None),) * (nb + 1) + (0,)], pairs[(slice(None),) * (nb + 1) + (1,)]
+    even, odd = pairs[(slice(None),) * (nb + 1) + (0, ...)], pairs[(slice(None),) * (nb + 1) + (1, ...)]
     sub = _inclusive(xp, combine(even, odd), nb, combine)  # [j]: chunks 0 .. 2 j + 1
-    before = sub[(slice(None),) * nb + (slice(None, -1),)]
-    first = even[(slice(None),) * nb + (slice(0, 1),)]
-    evens = xp.concat([first, combine(before, even[(slice(None),) * nb + (slice(1, None),)])], axis=nb)
+    before = sub[(slice(None),) * nb + (slice(None, -1), ...)]
+    first = even[(slice(None),) * nb + (slice(0, 1), ...)]
+    evens = xp.concat([first, combine(before, even[(slice(None),) * nb + (slice(1, None), ...)])], axis=nb)
     return xp.reshape(xp.stack([evens, sub], axis=nb + 1), P.shape)
 
 
