@@ -330,7 +330,8 @@ def _transfers(xp, q, k, a, beta, tok, batch, chunk_size, reads, writes):
     depends on positions: the segments are rows grouped by their length rounded up to a power of
     two (:func:`_groups`: under ``2 T`` rows, identity transitions as padding after a segment's end),
     cut into chunks of ``min(chunk_size, row length)``; inside a chunk the WY forms of
-    ``lsattn.gated_delta._chunk_forms`` (``qeff``, ``phi``, the chunk's transition ``P``), across
+    ``lsattn.gated_delta._chunk_forms`` (``qeff``, ``phi``, the chunk's transition ``P``; one call
+    for all chunks of one size, at most ``log2 chunk_size + 1`` calls), across
     the chunks of a row the exclusive prefix and suffix products of ``P`` (:func:`_exclusive`:
     ``O(n)`` products for ``n`` chunks)."""
     from .gated_delta import _chunk_forms
@@ -338,23 +339,33 @@ def _transfers(xp, q, k, a, beta, tok, batch, chunk_size, reads, writes):
     nb, T, d_k = len(batch), q.shape[-2], q.shape[-1]
     segs = np.flatnonzero(tok.lens > 0)
     groups = _groups(tok.starts[segs], tok.lens[segs])
-    # one gather per group (one index upload): q, k, a, beta side by side; padding a = beta = 0, k = 0: A = I
+    # q, k, a, beta side by side (one gather); padding a = beta = 0, k = 0: A = I
     qkab = _pad_row(xp, xp.concat([q, k, a[..., None], beta[..., None]], axis=-1))
+    sizes = [min(chunk_size, idx.shape[1]) for _, idx in groups]
+    forms = {}  # group -> its chunks' (qeff, phi, P) (..., cnt, n, ...)
+    for C in sorted(set(sizes)):  # the groups of one chunk size: one gather, one call of the chunk forms
+        mine = [g for g, c in enumerate(sizes) if c == C]
+        idx = np.concatenate([groups[g][1].reshape(-1, C) for g in mine])  # (chunks, C)
+        rows = _rows(xp, qkab, idx)  # (..., chunks, C, 2 d_k + 2)
+        ch = _chunk_forms(xp, rows[..., :d_k], rows[..., d_k:2 * d_k], rows[..., d_k:d_k], rows[..., 2 * d_k],
+                          rows[..., 2 * d_k + 1])  # no values: H unused
+        m0 = 0
+        for g in mine:
+            cnt, n = groups[g][1].shape[0], groups[g][1].shape[1] // C
+            cut = (slice(None),) * nb + (slice(m0, m0 + cnt * n), ...)
+            forms[g] = tuple(xp.reshape(ch[name][cut], batch + (cnt, n) + tuple(ch[name].shape[nb + 1:]))
+                             for name in ("qeff", "phi", "P"))
+            m0 += cnt * n
     got = {"reads": [], "writes": [], "total": []}
-    for _, idx in groups:
+    for g, (_, idx) in enumerate(groups):
         cnt, P = idx.shape
-        C = min(chunk_size, P)
-        shape = batch + (cnt, P // C, C)
-        rows = xp.reshape(_rows(xp, qkab, idx), shape + (2 * d_k + 2,))
-        Qc, Kc, ac, bc = rows[..., :d_k], rows[..., d_k:2 * d_k], rows[..., 2 * d_k], rows[..., 2 * d_k + 1]
-        ch = _chunk_forms(xp, Qc, Kc, Kc[..., :0], ac, bc)  # no values: H unused
-        Pc = ch["P"]  # (..., cnt, n, d_k, d_k)
+        qeff, phi, Pc = forms[g]  # (..., cnt, n, C, d_k), (..., cnt, n, d_k, C), (..., cnt, n, d_k, d_k)
         if reads:
             E = _exclusive(xp, Pc, nb + 1)  # P_{c-1} ... P_0
-            got["reads"].append(xp.reshape(ch["qeff"] @ E, batch + (cnt * P, d_k)))
+            got["reads"].append(xp.reshape(qeff @ E, batch + (cnt * P, d_k)))
         if writes:
             F = _exclusive(xp, Pc, nb + 1, reverse=True)  # P_{n-1} ... P_{c+1}
-            got["writes"].append(xp.reshape(xp.matrix_transpose(F @ ch["phi"]), batch + (cnt * P, d_k)))
+            got["writes"].append(xp.reshape(xp.matrix_transpose(F @ phi), batch + (cnt * P, d_k)))
             got["total"].append(F[..., 0, :, :] @ Pc[..., 0, :, :])  # (..., cnt, d_k, d_k)
     res = {}
     back = _back(groups, T)
