@@ -1,6 +1,6 @@
 """Packed streams of the log-linear operators on the array-API path (and CuPy): one call.
 
-``loglinear_attention`` / ``loglinear_log_attention`` with ``cu_seqlens`` and ``state=`` /
+``loglinear_attention`` / ``loglinear_gated_delta`` / ``loglinear_log_attention`` with ``cu_seqlens`` and ``state=`` /
 ``return_state=True``: segment ``i`` continues stream ``i`` at its absolute position ``p_i`` (0: a
 fresh stream) with ``n_i`` new tokens. Everything it computes splits into three parts, each done
 for all segments at once:
@@ -26,9 +26,11 @@ Decay sums restart at each segment's first token and are taken by log-depth segm
 stretches (never as differences of cumulative sums: a ``-inf`` decay stays ``-inf``, not NaN).
 Python loops run over level slots and row groups only; the index arithmetic is host NumPy.
 
-Gated DeltaNet is not here: its incoming slots reach a query through the chunk transitions (products
-of ``I - beta k k^T``), not through one weight per token and level, so its packed states still run
-one call per segment (``_varlen.streams``).
+Gated DeltaNet: its slots are carried through the transitions ``A_r = exp(a_r) (I - beta_r k_r
+k_r^T)``, not by scalar decays. Parts 2 and 3 are those of ``loglinear_attention`` (:func:`_streams`)
+with three products of transitions in place of the decay sums, none of which depends on positions:
+queries ``(A_t ... A_p)^T q_t``, keys ``beta_s A_last ... A_{s+1} k_s``, the segment's total
+``A_last ... A_p`` (:func:`_transfers`: the segments as rows of chunks, every segment at once).
 """
 from __future__ import annotations
 
@@ -76,15 +78,18 @@ def forward(op, impl, *rest, segments):
         new = xp.astype(finish(impl(*run_args, *extra, None, False)[0]), dtype, copy=False)
     args = [None if x is None else xp.astype(x, dtype, copy=False) for x in args]
     tok = _Tokens(starts, offsets)
-    fn = _hierarchical if hier else _loglinear
-    return fn(xp, args, new, state, return_state, tok, batch, d_k, d_v, dtype)
+    if hier:
+        return _hierarchical(xp, args, new, state, return_state, tok, batch, d_k, d_v, dtype)
+    if op.name == "loglinear_gated_delta":
+        return _gated_delta(xp, args, new, state, return_state, tok, batch, d_k, d_v, dtype, extra[0])
+    return _loglinear(xp, args, new, state, return_state, tok, batch, d_k, d_v, dtype)
 
 
 def _fresh(xp, op, offsets, batch, d_k, d_v, dtype, like):
     """The packed state of ``len(offsets)`` fresh streams (no level slots)."""
     N = offsets.shape[0]
-    if op == "loglinear_attention":
-        return _state(xp, offsets, batch + (N,), d_k, d_v, dtype, None, like)
+    if op != "loglinear_log_attention":
+        return _state(xp, offsets, batch + (N,), d_k, d_v, dtype, None, like, op)
     m, n, S, z = empty_summary(xp, batch + (N, 0), d_k, d_v, dtype, True, like)
     return State(op, offsets, batch + (N,), d_k, d_v, dtype, {"m": m, "n": n, "S": S, "z": z})
 
@@ -227,55 +232,184 @@ def _mask(xp, m, like):
 
 
 def _loglinear(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype):
-    """Parts 2 and 3 for ``loglinear_attention``: ``out`` (the new tokens among themselves) plus
-    the reads of the incoming slots; the new state."""
+    """Parts 2 and 3 for ``loglinear_attention``: a query reads the old slots as ``exp(a_p + ... +
+    a_t) q_t``, a key is written as ``exp(a_{s+1} + ... + a_last) k_s``, the old slots are carried
+    by ``exp(a_p + ... + a_last)`` (:func:`_streams`)."""
     q, k, v, a, lam = args
-    nb, T, N = len(batch), q.shape[-2], tok.lens.shape[0]
+    nb = len(batch)
+
+    def reads():
+        return xp.exp(_scan(xp, a, tok.first))[..., None] * q  # exp(a_p + ... + a_t) q_t, in the segment
+
+    def writes():
+        return k * xp.exp(_after(xp, a, tok))[..., None]  # k_s exp(a_{s+1} + ... + a_last)
+
+    def carry(old):
+        total = _scan(xp, a, tok.first)  # (..., T)
+        totals = xp.where(_mask(xp, tok.lens > 0, q), _take(xp, total, np.maximum(tok.starts[1:] - 1, 0), nb),
+                          xp.zeros((), dtype=dtype, device=device_of(q)))  # (..., N): decay over each segment
+        return old * xp.exp(totals)[..., None, None, None]
+
+    return _streams(xp, "loglinear_attention", out, state, return_state, tok, batch, d_k, d_v, dtype, lam, v,
+                    reads, writes, carry)
+
+
+def _gated_delta(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype, chunk_size):
+    """Parts 2 and 3 for ``loglinear_gated_delta``: as for ``loglinear_attention`` with the chunk
+    transitions ``A_r = exp(a_r) (I - beta_r k_r k_r^T)`` in place of the scalar decays: a query
+    reads the old slots as ``(A_t ... A_p)^T q_t``, a key is written as ``beta_s A_last ... A_{s+1}
+    k_s``, the old slots are carried by ``A_last ... A_p`` (:func:`_transfers`: every segment at once)."""
+    q, k, v, a, beta, lam = args
+    old = None if state is None else state.tensors["levels"]
+    need_reads = old is not None and old.shape[-3] > 0 and tok.reading().size > 0
+    got = _transfers(xp, q, k, a, beta, tok, batch, chunk_size, need_reads, return_state)
+
+    def carry(old):
+        return got["total"][..., None, :, :] @ old  # (..., N, 1, d_k, d_k) @ (..., N, L, d_k, d_v)
+
+    return _streams(xp, "loglinear_gated_delta", out, state, return_state, tok, batch, d_k, d_v, dtype, lam, v,
+                    lambda: got["reads"], lambda: got["writes"], carry)
+
+
+def _streams(xp, name, out, state, return_state, tok, batch, d_k, d_v, dtype, lam, v, reads, writes, carry):
+    """Parts 2 and 3 of the module docstring for an operator whose level slots are ``d_k x d_v``
+    matrices (``name``): ``out`` (the new tokens among themselves) plus each token's reads of its
+    stream's incoming slots; the new state.
+
+    reads: ``() -> (..., T, d_k)``, each query carried back to its stream's offset; writes: ``() ->
+    (..., T, d_k)``, each key (with its write strength) carried to its segment's end; carry: old
+    slots (..., N, L, d_k, d_v) -> the same carried over each stream's segment."""
+    nb, T, N = len(batch), out.shape[-2], tok.lens.shape[0]
     old = None if state is None else state.tensors["levels"]  # (..., N, L_old, d_k, d_v)
     L_old = 0 if old is None else old.shape[-3]
     rows = tok.reading()
-    exp_cum = None
     if L_old and rows.size:
-        exp_cum = xp.exp(_scan(xp, a, tok.first))  # (..., T): exp(a_p + ... + a_t), in the segment
-        w = _gather_last(xp, lam, tok.read_levels(L_old, lam.shape[-1])) * exp_cum[..., None]  # (..., T, L_old)
-        qw = xp.reshape(w[..., None] * q[..., None, :], batch + (T, L_old * d_k))
+        w = _gather_last(xp, lam, tok.read_levels(L_old, lam.shape[-1]))  # (..., T, L_old)
+        qw = xp.reshape(w[..., None] * reads()[..., None, :], batch + (T, L_old * d_k))
         qw = _pad_row(xp, qw)
         old_flat = xp.reshape(old, tuple(old.shape[:-3]) + (L_old * d_k, d_v))  # (..., N, L_old d_k, d_v)
         groups = _groups(tok.starts[rows], tok.lens[rows])
         parts = [xp.reshape(_rows(xp, qw, idx) @ _take(xp, old_flat, rows[which], nb), batch + (idx.size, d_v))
                  for which, idx in groups]
-        parts.append(xp.zeros(batch + (1, d_v), dtype=dtype, device=device_of(q)))
+        parts.append(xp.zeros(batch + (1, d_v), dtype=dtype, device=device_of(out)))
         out = out + _take(xp, xp.concat(parts, axis=-2), _back(groups, T), nb)
     if not return_state:
         return out, None
     slot, start, length, L_new = tok.ranges()
     levels = None
     if slot.size:
-        kw = _pad_row(xp, k * xp.exp(_after(xp, a, tok))[..., None])  # k_s exp(a_{s+1} + ... + a_last)
-        vp = _pad_row(xp, v)
+        kv = _pad_row(xp, xp.concat([writes(), v], axis=-1))  # keys and values: one gather per group
         groups = _groups(start, length)
-        H = [xp.matrix_transpose(_rows(xp, kw, idx)) @ _rows(xp, vp, idx) for _, idx in groups]  # (..., cnt, d_k, d_v)
-        H.append(xp.zeros(batch + (1, d_k, d_v), dtype=dtype, device=device_of(q)))
+        H = [xp.matrix_transpose(r[..., :d_k]) @ r[..., d_k:] for r in (_rows(xp, kv, idx) for _, idx in groups)]
+        H.append(xp.zeros(batch + (1, d_k, d_v), dtype=dtype, device=device_of(out)))
         where = np.full(N * L_new, slot.size, np.int64)
         where[slot[np.concatenate([which for which, _ in groups])]] = np.arange(slot.size)
         levels = xp.reshape(_take(xp, xp.concat(H, axis=nb), where, nb), batch + (N, L_new, d_k, d_v))
     if L_old:
-        zero = xp.zeros(batch + (N, 1, d_k, d_v), dtype=dtype, device=device_of(q))
-        pad = xp.zeros(batch + (N, L_new - L_old, d_k, d_v), dtype=dtype, device=device_of(q))
+        zero = xp.zeros(batch + (N, 1, d_k, d_v), dtype=dtype, device=device_of(out))
+        pad = xp.zeros(batch + (N, L_new - L_old, d_k, d_v), dtype=dtype, device=device_of(out))
         folds = xp.cumulative_sum(old, axis=-3)  # [.., i, j]: old slots 0 .. j, the fold below level j + 2
         cands = xp.concat([old, pad, folds, zero], axis=-3)  # (..., N, L_new + L_old + 1, d_k, d_v)
         src = tok.slot_sources(L_new, L_old)
         fold_at = np.minimum(tok.h - 1, L_old)[:, None]  # old slots below h - 1 fold into h
         src = np.where(src < L_new, src, np.where((src == 2 * L_new) & (fold_at >= 1), L_new + fold_at - 1,
                                                   L_new + L_old))
-        total = _scan(xp, a, tok.first)  # (..., T)
-        totals = xp.where(_mask(xp, tok.lens > 0, q), _take(xp, total, np.maximum(tok.starts[1:] - 1, 0), nb),
-                          xp.zeros((), dtype=dtype, device=device_of(q)))  # (..., N): decay over each segment
-        kept = _pick(xp, cands, src, nb) * xp.exp(totals)[..., None, None, None]
+        kept = carry(_pick(xp, cands, src, nb))
         levels = kept if levels is None else levels + kept
     if levels is None:
-        levels = xp.zeros(batch + (N, L_new, d_k, d_v), dtype=dtype, device=device_of(q))
-    return out, _state(xp, tok.ends, batch + (N,), d_k, d_v, dtype, levels, q)
+        levels = xp.zeros(batch + (N, L_new, d_k, d_v), dtype=dtype, device=device_of(out))
+    return out, _state(xp, tok.ends, batch + (N,), d_k, d_v, dtype, levels, out, name)
+
+
+def _transfers(xp, q, k, a, beta, tok, batch, chunk_size, reads, writes):
+    """Gated DeltaNet's products of transitions within each segment, every segment at once.
+
+    Returns a dict: ``reads`` (..., T, d_k), ``(A_t ... A_first)^T q_t`` (with ``reads``);
+    ``writes`` (..., T, d_k), ``beta_s A_last ... A_{s+1} k_s``, and ``total`` (..., N, d_k, d_k),
+    ``A_last ... A_first`` (the identity for an empty segment) (with ``writes``). None of them
+    depends on positions: the segments are rows grouped by their length rounded up to a power of
+    two (:func:`_groups`: under ``2 T`` rows, identity transitions as padding after a segment's end),
+    cut into chunks of ``min(chunk_size, row length)``; inside a chunk the WY forms of
+    ``lsattn.gated_delta._chunk_forms`` (``qeff``, ``phi``, the chunk's transition ``P``; one call
+    for all chunks of one size, at most ``log2 chunk_size + 1`` calls), across
+    the chunks of a row the exclusive prefix and suffix products of ``P`` (:func:`_exclusive`:
+    ``O(n)`` products for ``n`` chunks)."""
+    from .gated_delta import _chunk_forms
+
+    nb, T, d_k = len(batch), q.shape[-2], q.shape[-1]
+    segs = np.flatnonzero(tok.lens > 0)
+    groups = _groups(tok.starts[segs], tok.lens[segs])
+    # q, k, a, beta side by side (one gather); padding a = beta = 0, k = 0: A = I
+    qkab = _pad_row(xp, xp.concat([q, k, a[..., None], beta[..., None]], axis=-1))
+    sizes = [min(chunk_size, idx.shape[1]) for _, idx in groups]
+    forms = {}  # group -> its chunks' (qeff, phi, P) (..., cnt, n, ...)
+    for C in sorted(set(sizes)):  # the groups of one chunk size: one gather, one call of the chunk forms
+        mine = [g for g, c in enumerate(sizes) if c == C]
+        idx = np.concatenate([groups[g][1].reshape(-1, C) for g in mine])  # (chunks, C)
+        rows = _rows(xp, qkab, idx)  # (..., chunks, C, 2 d_k + 2)
+        ch = _chunk_forms(xp, rows[..., :d_k], rows[..., d_k:2 * d_k], rows[..., d_k:d_k], rows[..., 2 * d_k],
+                          rows[..., 2 * d_k + 1])  # no values: H unused
+        m0 = 0
+        for g in mine:
+            cnt, n = groups[g][1].shape[0], groups[g][1].shape[1] // C
+            cut = (slice(None),) * nb + (slice(m0, m0 + cnt * n), ...)
+            forms[g] = tuple(xp.reshape(ch[name][cut], batch + (cnt, n) + tuple(ch[name].shape[nb + 1:]))
+                             for name in ("qeff", "phi", "P"))
+            m0 += cnt * n
+    got = {"reads": [], "writes": [], "total": []}
+    for g, (_, idx) in enumerate(groups):
+        cnt, P = idx.shape
+        qeff, phi, Pc = forms[g]  # (..., cnt, n, C, d_k), (..., cnt, n, d_k, C), (..., cnt, n, d_k, d_k)
+        if reads:
+            E = _exclusive(xp, Pc, nb + 1)  # P_{c-1} ... P_0
+            got["reads"].append(xp.reshape(qeff @ E, batch + (cnt * P, d_k)))
+        if writes:
+            F = _exclusive(xp, Pc, nb + 1, reverse=True)  # P_{n-1} ... P_{c+1}
+            got["writes"].append(xp.reshape(xp.matrix_transpose(F @ phi), batch + (cnt * P, d_k)))
+            got["total"].append(F[..., 0, :, :] @ Pc[..., 0, :, :])  # (..., cnt, d_k, d_k)
+    res = {}
+    back = _back(groups, T)
+    zero = xp.zeros(batch + (1, d_k), dtype=q.dtype, device=device_of(q))
+    for name in ("reads", "writes"):
+        if got[name]:
+            res[name] = _take(xp, xp.concat(got[name] + [zero], axis=nb), back, nb)
+    if writes:
+        eye = xp.broadcast_to(xp.eye(d_k, dtype=q.dtype, device=device_of(q)), batch + (1, d_k, d_k))
+        where = np.full(tok.lens.shape[0], segs.size, np.int64)  # empty segments: the identity
+        where[segs[np.concatenate([which for which, _ in groups] + [np.zeros(0, np.int64)])]] = np.arange(segs.size)
+        res["total"] = _take(xp, xp.concat(got["total"] + [eye], axis=nb), where, nb)
+    return res
+
+
+def _exclusive(xp, P, nb, reverse=False):
+    """Exclusive products of the transitions ``P`` (*batch, n, d, d) along axis ``nb`` (``n`` a power
+    of two), chunk 0 first: ``P_{c-1} ... P_0`` (``reverse``: ``P_{n-1} ... P_{c+1}``), the identity
+    where there is none."""
+    eye = xp.broadcast_to(xp.eye(P.shape[-1], dtype=P.dtype, device=device_of(P)),
+                          tuple(P.shape[:nb]) + (1,) + tuple(P.shape[-2:]))
+    if reverse:
+        incl = xp.flip(_inclusive(xp, xp.flip(P, axis=nb), nb, lambda e, l: e @ l), axis=nb)
+        return xp.concat([incl[(slice(None),) * nb + (slice(1, None), ...)], eye], axis=nb)
+    incl = _inclusive(xp, P, nb, lambda e, l: l @ e)
+    return xp.concat([eye, incl[(slice(None),) * nb + (slice(None, -1), ...)]], axis=nb)
+
+
+def _inclusive(xp, P, nb, combine):
+    """Inclusive scan of ``P`` (*batch, n, d, d) along axis ``nb`` (``n`` a power of two) with the
+    associative ``combine(earlier, later)``: pairs combined, their scan (recursively), then the
+    even entries as ``combine(scan of the pairs before, entry)``. ``2 n`` products in ``2 log2 n``
+    rounds of reshapes, no gathers (the rows of :func:`_transfers` start at chunk 0)."""
+    n = P.shape[nb]
+    if n == 1:
+        return P
+    head, tail = tuple(P.shape[:nb]), tuple(P.shape[nb + 1:])
+    pairs = xp.reshape(P, head + (n // 2, 2) + tail)
+    even, odd = pairs[(slice(None),) * (nb + 1) + (0, ...)], pairs[(slice(None),) * (nb + 1) + (1, ...)]
+    sub = _inclusive(xp, combine(even, odd), nb, combine)  # [j]: chunks 0 .. 2 j + 1
+    before = sub[(slice(None),) * nb + (slice(None, -1), ...)]
+    first = even[(slice(None),) * nb + (slice(0, 1), ...)]
+    evens = xp.concat([first, combine(before, even[(slice(None),) * nb + (slice(1, None), ...)])], axis=nb)
+    return xp.reshape(xp.stack([evens, sub], axis=nb + 1), P.shape)
 
 
 def _hierarchical(xp, args, part, state, return_state, tok, batch, d_k, d_v, dtype):

@@ -26,12 +26,13 @@ of shape ``(N,)``, one position per stream (log-linear level axes: as many slots
 stream needs, the others' extra slots empty). A backend that computes packed segments itself
 (``Backend.reset_ops``, :class:`Streams`: ``numba``; the array-API path for the exp-kernel
 operators) runs such a call as one call from the packed state to the packed state. Elsewhere
-(``array_api``, ``cupy``) ``loglinear_attention`` and ``loglinear_log_attention`` run it as one call
-too (:mod:`lsattn._ll_packed`, :data:`STREAM_OPS`): their new tokens among themselves through
+(``array_api``, ``cupy``) the three log-linear operators run it as one call too
+(:mod:`lsattn._ll_packed`, :data:`STREAM_OPS`): their new tokens among themselves through
 :func:`rewrite` (a continued stream placed where its new tokens keep the levels of their absolute
-positions, :func:`_blocks`), the incoming slots and the new state for all segments at once.
-Gated DeltaNet's incoming slots pass through the chunk transitions (no weight per token and
-level to read them with): its packed states run one ordinary call per segment (:func:`streams`).
+positions, :func:`_blocks`), the incoming slots and the new state for all segments at once (Gated
+DeltaNet's through the products of its transitions within each segment). :func:`streams`, one
+ordinary call per segment, is left for a backend that lists another operator in ``varlen_ops``
+without computing its packed segments itself.
 
 Index building is vectorised NumPy on the host (the offsets are read once, for validation anyway).
 """
@@ -50,9 +51,10 @@ from .state import LEVEL_AXES, State, check_state, level_slots_of, packed_stream
 __all__ = ["check_offsets", "pack", "rewrite", "streams", "TokenMap", "STREAM_OPS"]
 
 #: log-linear operators whose packed streams (``state=`` / ``return_state=True``) run as one call
-#: on backends that do not compute packed segments themselves (``lsattn._ll_packed``); Gated
-#: DeltaNet's run one call per segment (:func:`streams`)
-STREAM_OPS = ("loglinear_attention", "loglinear_log_attention")
+#: on backends that do not compute packed segments themselves (``lsattn._ll_packed``); a backend
+#: that lists another operator in ``varlen_ops`` but not in ``reset_ops`` gets one call per segment
+#: (:func:`streams`)
+STREAM_OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention")
 
 
 def check_offsets(cu_seqlens, xp, like, T, causal):

@@ -166,11 +166,12 @@ def _tok_axes(op):
     return {"loglinear_attention": (3,), "loglinear_gated_delta": (3, 4), "loglinear_log_attention": (4,)}.get(op, ())
 
 
-def _check_streams(xp, op, lens, cuts, batch, seed, backend, tol=TOL["float64"] * 10, resets=()):
+def _check_streams(xp, op, lens, cuts, batch, seed, backend, tol=TOL["float64"] * 10, resets=(), **kw):
     """Streams of ``lens`` tokens split at ``cuts``: one packed call over the first parts with
     ``return_state=True``, one over the second parts with ``state=``; each stream's outputs equal
     the reference on the whole stream, and the same backend's per-segment calls. ``resets``:
-    packed tokens of the second call whose log decay is ``-inf`` (log-linear operators)."""
+    packed tokens of the second call whose log decay is ``-inf`` (log-linear operators). kw: more
+    keywords of the operator's calls (``chunk_size``)."""
     first = [min(c, n) for c, n in zip(cuts, lens)]
     second = [n - c for c, n in zip(first, lens)]
     off1, off2 = ([0, *np.cumsum(p).tolist()] for p in (first, second))
@@ -180,10 +181,10 @@ def _check_streams(xp, op, lens, cuts, batch, seed, backend, tol=TOL["float64"] 
         for t in resets:
             a2[3 if op != "loglinear_log_attention" else 4][..., t] = -np.inf
     f = getattr(lsattn, op)
-    out1, st1 = call(f, op, on(xp, a1), cu_seqlens=off1, return_state=True, backend=backend)
+    out1, st1 = call(f, op, on(xp, a1), cu_seqlens=off1, return_state=True, backend=backend, **kw)
     N = len(lens)
     assert st1.batch_shape == batch + (N,) and st1.offset.tolist() == first
-    out2, st2 = call(f, op, on(xp, a2), cu_seqlens=off2, state=st1, return_state=True, backend=backend)
+    out2, st2 = call(f, op, on(xp, a2), cu_seqlens=off2, state=st1, return_state=True, backend=backend, **kw)
     assert st2.offset.tolist() == lens
     out1, out2 = to_numpy(out1), to_numpy(out2)
     for i in range(N):
@@ -193,7 +194,7 @@ def _check_streams(xp, op, lens, cuts, batch, seed, backend, tol=TOL["float64"] 
         ref = to_numpy(call(getattr(lsattn.reference, op), op, whole))
         got = np.concatenate([out1[..., off1[i]:off1[i + 1], :], out2[..., off2[i]:off2[i + 1], :]], axis=-2)
         assert_close(got, ref, tol, what=f"{op} stream {i} of {lens} cut at {first}")
-        one, st_one = call(f, op, on(xp, whole), return_state=True, backend=backend)
+        one, st_one = call(f, op, on(xp, whole), return_state=True, backend=backend, **kw)
         for name, t in st_one.tensors.items():  # the stream's own state (its first level slots)
             t = to_numpy(t)  # CuPy arrays: the masks below are NumPy
             t2 = to_numpy(st2.tensors[name])[(slice(None),) * len(batch) + (i,)]
@@ -284,18 +285,48 @@ def test_streams_array_api_one_call(op, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("op", _varlen.STREAM_OPS)
 def test_streams_one_call_on_cupy_arrays(op, monkeypatch):
-    """CuPy arrays: packed streams in one call (``loglinear_attention``: the cupy kernels compute the
-    new tokens among themselves, ``lsattn._ll_packed`` the rest; ``loglinear_log_attention``: the
-    array-API path on the device), a long carry among them; equal to the reference per stream."""
+    """CuPy arrays: packed streams in one call (``loglinear_attention``, ``loglinear_gated_delta``:
+    the cupy kernels compute the new tokens among themselves, ``lsattn._ll_packed`` the rest;
+    ``loglinear_log_attention``: the array-API path on the device), a long carry among them; equal
+    to the reference per stream."""
     cp = pytest.importorskip("cupy")
     import lsattn.backends.cupy as cb
 
     if cb.probe() is not None:
         pytest.skip(f"cupy backend unavailable: {cb.probe()}")
-    backend = "cupy" if op == "loglinear_attention" else "array_api"
+    backend = "cupy" if op in backends.get("cupy").varlen_ops else "array_api"
     calls = _record_calls(monkeypatch, backend, op)
     _check_streams(cp, op, [5, 0, 1, 40, 3], [2, 0, 1, 31, 3], (2,), 1, None, resets=(0, 4))
     assert len(calls) == (2 + 4 if backend == "cupy" else 2)  # the packed calls (and the check's per-stream ones)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["cupy", "torch"])
+def test_gated_delta_packed_on_the_cupy_kernels(kind, monkeypatch):
+    """Packed ``loglinear_gated_delta`` without state on CuPy arrays and CUDA torch tensors (float32):
+    the automatic choice is ``cupy``, one call of its kernels over the rewrite's laid-out tokens
+    (hard resets at the segments' starts), equal to the reference on each segment."""
+    import lsattn.backends.cupy as cb
+
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+    op = "loglinear_gated_delta"
+    lens = [100, 0, 1, 257, 64, 3]
+    off = [0, *np.cumsum(lens).tolist()]
+    arrays = inputs(op, (2,), off[-1], dk=16, dv=16, seed=4)
+    if kind == "cupy":
+        import cupy as cp
+
+        dev = [cp.asarray(x, dtype=cp.float32) for x in arrays]
+    else:
+        import torch
+
+        dev = [torch.as_tensor(x, dtype=torch.float32, device="cuda") for x in arrays]
+    calls = _record_calls(monkeypatch, "cupy", op)
+    out = to_numpy(lsattn.loglinear_gated_delta(*dev, cu_seqlens=off))
+    assert len(calls) == 1
+    seen = [to_numpy(x).astype(np.float64) for x in dev]
+    assert_close(out, per_segment(lsattn.reference.loglinear_gated_delta, op, seen, off), TOL["float32"], what=kind)
 
 
 @settings(max_examples=6)
@@ -313,6 +344,23 @@ def test_streams_array_api_long_carries(op, cuts, more, batch, resets, seed):
     rng = np.random.default_rng(seed)
     hard = tuple(rng.choice(T2, size=min(T2, 3), replace=False).tolist()) if resets and T2 else ()
     _check_streams(np, op, lens, cuts, batch, seed, "array_api", resets=hard)
+
+
+@settings(max_examples=8)
+@given(cuts=st.lists(st.sampled_from([0, 1, 2, 3, 7, 8, 15, 16, 31, 33, 63, 64]), min_size=1, max_size=5),
+       more=st.lists(st.integers(0, 45), min_size=5, max_size=5), chunk=st.sampled_from([2, 4, 8]),
+       batch=batches, resets=st.booleans(), seed=st.integers(0, 2**16))
+def test_gated_delta_streams_many_chunks(cuts, more, chunk, batch, resets, seed):
+    """Gated DeltaNet's packed streams on the array-API path (one call, ``lsattn._ll_packed``) with
+    chunks of 2 to 8 tokens: the transitions within a segment cross many chunks (the prefix and
+    suffix products of ``_ll_packed._transfers``), segments of 0 and 1 tokens, long carries,
+    ``-inf`` decays at random new tokens; equal to the reference on each whole stream and to the
+    per-segment calls."""
+    lens = [c + m for c, m in zip(cuts, more)]
+    T2 = sum(more[: len(cuts)])
+    rng = np.random.default_rng(seed)
+    hard = tuple(rng.choice(T2, size=min(T2, 3), replace=False).tolist()) if resets and T2 else ()
+    _check_streams(np, "loglinear_gated_delta", lens, cuts, batch, seed, "array_api", resets=hard, chunk_size=chunk)
 
 
 @settings(max_examples=20)
@@ -566,11 +614,12 @@ def test_offsets_of_another_namespace():
 
 
 def test_backends_that_do_not_serve_packed_segments():
-    """numba_cuda and dask list no ``varlen_ops``, cupy loglinear_attention only (the automatic choice
-    takes another backend); forced: refused."""
+    """numba_cuda and dask list no ``varlen_ops``, cupy the log-linear Mamba-2 and Gated DeltaNet
+    (the automatic choice takes another backend); forced: refused, the error naming the backend,
+    ``cu_seqlens`` and the backends that compute it."""
     for name in ("numba_cuda", "dask"):
         assert not backends.get(name).varlen_ops
-    assert backends.get("cupy").varlen_ops == {"loglinear_attention"}
+    assert backends.get("cupy").varlen_ops == {"loglinear_attention", "loglinear_gated_delta"}
     assert backends.get("array_api").varlen_ops == frozenset(OPS)
     arrays = inputs("log_attention", (2,), 6)
     b = backends.resolve("log_attention", np, arrays[0], varlen=True)
@@ -579,8 +628,23 @@ def test_backends_that_do_not_serve_packed_segments():
     import dask.array as da
 
     darrays = [da.from_array(x, chunks=(2, 3, -1)) for x in arrays]
-    with pytest.raises(ValueError, match="backend 'dask' cannot compute log_attention.*cu_seqlens"):
+    with pytest.raises(ValueError, match=r"backend 'dask' cannot compute log_attention.*cu_seqlens.*that do: "
+                                         r"\['array_api', 'numba'\]"):
         lsattn.log_attention(*darrays, cu_seqlens=[0, 2, 6], backend="dask")
+
+
+def test_numba_cuda_refuses_packed_segments(monkeypatch):
+    """``numba_cuda`` forced with ``cu_seqlens`` (here as if it served NumPy arrays: no device needed
+    to reach the check) is a ValueError naming the backend, the operator and ``cu_seqlens``; the
+    same call without ``cu_seqlens`` gets past it."""
+    b = backends.get("numba_cuda")
+    monkeypatch.setattr(b, "_status", (True, "ok"))
+    monkeypatch.setattr(b, "serves", lambda xp, x: None)
+    for op in ("loglinear_attention", "exp_kernel_attention"):
+        with pytest.raises(ValueError, match=f"backend 'numba_cuda' cannot compute {op} on these arrays: it does not "
+                                             f"compute packed segments \\(cu_seqlens\\)"):
+            backends.resolve(op, np, np.zeros(1), "numba_cuda", varlen=True)
+        assert backends.resolve(op, np, np.zeros(1), "numba_cuda") is b
 
 
 # ---- broadcast batch axes -------------------------------------------------------------------------
@@ -624,23 +688,45 @@ def test_broadcast_with_packed_segments():
         assert_close(lsattn.loglinear_attention(*shared, cu_seqlens=off, backend=backend), ref, 1e-12)
 
 
-def test_broadcast_input_not_copied_by_the_prologue():
-    """Grouped-query heads (G = 1, r = 16) on the array-API path: the call on shared q, k (size-1
-    head axis) takes no more peak NumPy memory than the call on materialised copies made beforehand,
-    i.e. the prologue broadcasts views and copies nothing (a copy of q and k would add ``copy``)."""
-    rng = np.random.default_rng(0)
+def _blocks_of(op, arrays, T):
+    """Dask arrays of ``arrays`` cut into two blocks along their token axis."""
+    import dask.array as da
+
+    out = []
+    for i, x in enumerate(arrays):
+        chunks = list(x.shape)
+        chunks[-1 if i in _tok_axes(op) else -2] = T // 2
+        out.append(da.from_array(x, chunks=tuple(chunks)))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["array_api", "dask"])
+@pytest.mark.parametrize("op", OPS)
+def test_broadcast_input_not_copied_by_the_prologue(op, backend):
+    """Grouped-query heads (G = 1, r = 16) on the array-API path and on ``dask`` (its blocks computed
+    by the synchronous scheduler): every input but the values shared by the 16 heads. The call on
+    the shared inputs takes no more peak NumPy memory than the call on copies made beforehand, up
+    to a quarter of those copies of q and k (a copy by the prologue or the backend would add all of
+    it), and equals it."""
+    if backend == "dask":
+        pytest.importorskip("dask")
     T, d, r = 256, 32, 16
-    q, k = (rng.standard_normal((1, 1, T, d)) for _ in range(2))
-    v = rng.standard_normal((1, r, T, 4))
-    qf, kf = (np.broadcast_to(x, (1, r, T, d)).copy() for x in (q, k))
+    arrays = inputs(op, (1, 1), T, dk=d, dv=4, L=lsattn.num_levels(T))
+    arrays[2] = np.random.default_rng(2).standard_normal((1, r, T, 4))
+    full = [np.broadcast_to(x, (1, r) + x.shape[2:]).copy() for x in arrays]
     copy = 2 * r * T * d * 8
-    for op in ("exp_kernel_attention", "log_attention"):
-        f = getattr(lsattn, op)
-        f(q, k, v, backend="array_api")  # first call: imports and caches
-        out, peak = traced_peak(lambda: f(q, k, v, backend="array_api"))
-        ref, peak_full = traced_peak(lambda: f(qf, kf, v, backend="array_api"))
-        assert_close(out, ref, 0.0)
-        assert peak < peak_full + copy / 4, (op, peak, peak_full, copy)
+    f = getattr(lsattn, op)
+    if backend == "dask":
+        def run(xs):
+            return call(f, op, _blocks_of(op, xs, T), backend="dask").compute(scheduler="synchronous")
+    else:
+        def run(xs):
+            return call(f, op, xs, backend="array_api")
+    run(arrays)  # first call: imports and caches
+    out, peak = traced_peak(lambda: run(arrays))
+    ref, peak_full = traced_peak(lambda: run(full))
+    assert_close(out, ref, 1e-12, what=op)
+    assert peak < peak_full + copy / 4, (op, peak, peak_full, copy)
 
 
 @pytest.mark.parametrize("op", OPS)

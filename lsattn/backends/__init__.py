@@ -156,7 +156,9 @@ def resolve(op, xp, array, backend=None, *, grad=False, step=False, varlen=False
         if why is None and grad and op not in b.grad_ops:
             why = "an input requires grad and this backend has no backward for it"
         if why is None and varlen and op not in b.varlen_ops:
-            why = "it does not compute packed segments (cu_seqlens) yet"
+            able = sorted(n for n, o in _REGISTRY.items() if op in o.varlen_ops)
+            why = (f"it does not compute packed segments (cu_seqlens) of {op} (docs/api.md says why); "
+                   f"backends that do: {able}")
         if why is not None:
             raise ValueError(f"backend {backend!r} cannot compute {op} on these arrays: {why}")
         return b

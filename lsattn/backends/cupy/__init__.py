@@ -73,8 +73,9 @@ value shifts in every chunk summary, exact rows recomputed where a later value o
 underflow an earlier row's numerator); its bfloat16 inputs (``HALF_OPS``) take the tensor-core
 kernels in that mode (``exp_kernel_tc.cu`` with ``-DLOGV=1``: exponentiated, column-shifted values
 as bf16 mma operands, fp32 accumulation, the same shifts and exact-row rule), its decoding steps
-the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` only
-(``VARLEN_OPS``; read through a token map, ``LAYOUT_OPS``, without state or gradient). Broadcast
+the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` (``VARLEN_OPS``; read
+through a token map, ``LAYOUT_OPS``, without state or gradient) and ``loglinear_gated_delta`` (the
+rewrite's gathered copies). Broadcast
 batch axes (grouped-query heads): the forward kernels of ``loglinear_attention``,
 ``exp_kernel_attention`` and ``log_attention`` (FFMA, LOGV and bf16 tensor-core chunk, output and
 decoding kernels) read shared rows (``BROADCAST_OPS``); ``loglinear_gated_delta`` gets contiguous copies. Backward (``GRAD_OPS``;
@@ -114,11 +115,13 @@ HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "log
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
 GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta",
             "loglinear_log_attention")
-#: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` as one
-#: ordinary call (aligned segments, ``-inf`` decays at their starts: hard resets, which the kernels
-#: keep exact) in the array API of the inputs (torch, CuPy). The exp-kernel operators stay refused:
-#: they have no rewrite and these kernels no segment masks (the array-API path computes them).
-VARLEN_OPS = ("loglinear_attention",)
+#: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` or
+#: ``loglinear_gated_delta`` as one ordinary call (aligned segments, ``-inf`` decays at their starts:
+#: hard resets, which the kernels keep exact) in the array API of the inputs (torch, CuPy); with
+#: states, ``lsattn._ll_packed`` adds the incoming slots and the new state around that call. The
+#: exp-kernel operators stay refused: they have no rewrite and these kernels no segment masks (the
+#: array-API path computes them).
+VARLEN_OPS = ("loglinear_attention", "loglinear_gated_delta")
 #: those whose kernels read the packed tokens through that layout's token map (``token_map=``: no
 #: gathered copies of the inputs, outputs written on the packed rows) when no state and no gradient
 #: is involved
