@@ -126,8 +126,9 @@ def test_twin_log_attention_late_spikes():
 def test_bf16_log_attention_takes_the_tensor_core_kernels():
     """Host routing: the bfloat16 forward of log_attention runs the tensor-core kernels in LOGV mode
     (CH = 64 whatever chunk_size, bf16 summaries), whose shared memory holds the column shifts and
-    fits; its backward, float16 and the fp32 / fp64 inputs keep the FFMA kernels."""
-    from lsattn.backends.cupy._compile import SMEM_MAX, make_config
+    fits; so does its backward (both modes: ekb_dq_tc / ekb_dkdv_tc on fp32 summaries of
+    ek_chunk_tc5f) for every head dim up to 128; float16 and the fp32 / fp64 inputs keep the FFMA kernels."""
+    from lsattn.backends.cupy._compile import SMEM_MAX, grad_tc, make_config
 
     for dk, dv in [(1, 2), (16, 16), (33, 100), (64, 64), (128, 128)]:
         for C in (16, 64):
@@ -137,8 +138,14 @@ def test_bf16_log_attention_takes_the_tensor_core_kernels():
             plain = make_config("float", dk, dv, C, "bf16")  # exp_kernel_attention's variant
             for name in ("ek_chunk_tc5", "ek_output_tc5"):
                 assert plain.smem(name) < cfg.smem(name) <= SMEM_MAX
-            back = make_config("float", dk, dv, 32, "bf16", grad="exp_kernel", logv=True)
-            assert back.kernel("ek_chunk")[0] == "ek_chunk" and back.kernel("ek_output")[0] == "ek_output"
+            for logv in (False, True):
+                back = make_config("float", dk, dv, 32, "bf16", grad="exp_kernel", logv=logv)
+                assert back.bwd and back.CH == 64 and grad_tc(dk, dv, logv)
+                assert [back.kernel(n) for n in ("ek_chunk", "ekb_dq", "ekb_dkdv")] == [
+                    ("ek_chunk_tc5f", 128), ("ekb_dq_tc", 128), ("ekb_dkdv_tc", 128)]
+                assert max(back.smem(n) for n in ("ek_chunk_tc5f", "ekb_dq_tc", "ekb_dkdv_tc")) <= SMEM_MAX
+                f16 = make_config("float", dk, dv, 32, "f16", grad="exp_kernel", logv=logv)
+                assert not f16.bwd and f16.kernel("ekb_dq")[0] == "ekb_dq"
             for ta, half in (("float", ""), ("float", "f16"), ("double", "")):
                 assert make_config(ta, dk, dv, C, half, logv=True).kernel("ek_output")[0] == "ek_output"
 
@@ -580,16 +587,65 @@ def test_gpu_log_attention_grads_against_reference(dtype, T, scale, lv_scale, p_
 
 @pytest.mark.gpu
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_gpu_log_attention_backward_spikes(dtype):
-    """The late-spike case (values e^-700 before e^+700 in one chunk, zeros, a key spike)."""
+@given(op=st.sampled_from(["log_attention", "exp_kernel_attention"]), batch=batch_shapes,
+       T=st.one_of(seq_lens, st.sampled_from([129, 300])), dk=st.sampled_from([1, 24, 64, 128]),
+       dv=st.sampled_from([2, 40, 64, 128]), scale=magnitudes, lv_scale=lv_scales, p_inf=st.sampled_from([0.0, 0.3]),
+       spike=st.booleans(), seed=seeds)
+@settings(deadline=None)
+def test_gpu_bf16_backward_tensor_cores(op, batch, T, dk, dv, scale, lv_scale, p_inf, spike, seed):
+    """The bf16 backward on tensor cores (``exp_kernel_bwd_tc.cu``, both modes) over head dims that
+    pad to every tile width, T within / across chunks of 64, magnitudes, log values up to 1e3 with
+    -inf entries and columns; ``spike``: a late key (and, log_attention, value) spike inside a chunk,
+    whose earlier rows take the exact path. Against float64 autograd of the reference on the rounded
+    inputs within ``GRAD_TOL["bfloat16"]`` (plus, log_attention, the float32 rounding of log y as in
+    :func:`test_gpu_log_attention_grads_against_reference`); -inf log values get exactly zero gradient."""
     torch = _cuda_torch()
-    q, k, lv = (x.astype(dtype) for x in log_spike_case())
-    xs = [torch.tensor(x, device="cuda", requires_grad=True) for x in (q, k, lv)]
+    from lsattn.backends.cupy._compile import grad_tc
+    from test_cupy_backend import _autograd, check_ek_grads
+
+    logv = op == "log_attention"
+    batch = batch or (1,)
+    q, k, lv = lv_inputs(seed % 2**31, batch, T, dk, dv, scale, lv_scale, p_inf) if logv else \
+        ek_inputs(seed % 2**31, batch, T, dk, dv, scale)
+    if spike and T > 2:
+        s = (2 * T) // 3
+        k[..., s, :] += 20.0
+        if logv:
+            lv[..., s, 0] = 80.0 + lv_scale
+    assert grad_tc(dk, dv, logv)
+    xs = [torch.tensor(x, device="cuda").to(torch.bfloat16).requires_grad_(True) for x in (q, k, lv)]
+    do = np.random.default_rng(seed % 2**31 + 1).standard_normal(batch + (T, dv))
+    out = getattr(lsattn, op)(*xs)
+    assert out.dtype == torch.bfloat16
+    (out.double() * torch.tensor(do, device="cuda")).sum().backward()
+    got = [x.grad.double().cpu().numpy() for x in xs]
+    rounded = [x.detach().double().cpu().numpy() for x in xs]
+    for g in got:
+        assert np.isfinite(g).all()
+    what = f"{op} T={T} dk={dk} dv={dv} scale={scale} spike={spike}"
+    if logv:
+        want, _ = log_grad_oracle(torch, *rounded, do, device="cuda")
+        assert not np.any(got[2][np.isneginf(rounded[2])]), "-inf log values get exactly zero gradient"
+        finite = [np.abs(x[np.isfinite(x)]).max(initial=0.0) for x in rounded]
+        check_log_grads(got, want, do, GRAD_TOL["bfloat16"] + 16 * float(np.finfo(np.float32).eps) * sum(finite), what)
+    else:
+        want, ref_out = _autograd(ref.exp_kernel_attention, rounded, do, torch, device="cuda")
+        check_ek_grads(got, want, ref_out.detach().cpu().numpy(), do, rounded[2], GRAD_TOL["bfloat16"], what)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_gpu_log_attention_backward_spikes(dtype):
+    """The late-spike case (values e^-700 before e^+700 in one chunk, zeros, a key spike); bfloat16:
+    the tensor-core backward's exact rows, against the oracle on the rounded inputs."""
+    torch = _cuda_torch()
+    xs = [torch.tensor(x, device="cuda").to(getattr(torch, dtype)).requires_grad_(True) for x in log_spike_case()]
+    q, k, lv = (x.detach().double().cpu().numpy() for x in xs)
     do = np.random.default_rng(5).standard_normal(lv.shape)
     (lsattn.log_attention(*xs).double() * torch.tensor(do, device="cuda")).sum().backward()
     want, _ = log_grad_oracle(torch, q, k, lv, do)
-    tol = GRAD_TOL["float64"] if dtype == "float64" else GRAD_TOL["float32"] + 16 * float(np.finfo(np.float32).eps) * 1100
+    tol = GRAD_TOL["float64"] if dtype == "float64" else GRAD_TOL[dtype] + 16 * float(np.finfo(np.float32).eps) * 1100
     check_log_grads([x.grad.double().cpu().numpy() for x in xs], want, do, tol, dtype)
 
 

@@ -29,6 +29,7 @@ import functools
 
 from . import exp_kernel as _ek, loglinear as _ll
 from ._arrays import inputs, on_gpu
+from ._compile import grad_tc
 
 __all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_forms", "apply_gated_delta_scan"]
 
@@ -89,13 +90,16 @@ def _exp_function():
             # 16-bit log_attention (its backward needs the float32 log output) and non-causal calls (no
             # 16-bit entry for the one-summary read): from float32 copies, the float32 output kept
             wide = q.dtype in (torch.float16, torch.bfloat16) and (logv or not causal)
+            # bf16 causal log_attention whose backward runs on tensor cores: it reads the bf16 inputs
+            # (and the float32 log output), so the float32 copies are not kept
+            tc = wide and causal and q.dtype == torch.bfloat16 and grad_tc(q.shape[-1], v.shape[-1], logv)
             xs = tuple(x.detach().float() for x in (q, k, v)) if wide else (q, k, v)
             with on_gpu(q) as (to_cp, back, ops):
                 args, half = inputs(to_cp, xs)
                 init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in _init(m0, S0, z0, n0, logv))
                 out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, half, logv)
                 out = back(out, half)
-            ctx.save_for_backward(*xs, m0, S0, z0, n0, out)  # wide: the float32 copies, read again by the backward
+            ctx.save_for_backward(*((q, k, v) if tc else xs), m0, S0, z0, n0, out)  # wide: the float32 copies
             ctx.chunk_size, ctx.logv, ctx.causal, ctx.dtype = chunk_size, logv, causal, q.dtype
             return out.to(q.dtype) if wide else out
 
@@ -105,7 +109,8 @@ def _exp_function():
             logv, causal = ctx.logv, ctx.causal
             f = lambda x: x.detach().contiguous()  # noqa: E731
             with on_gpu(q) as (to_cp, back, ops):
-                arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, out, do.to(out.dtype))])
+                # do in the inputs' kind (the tensor-core log_attention backward: bf16 q, k, v, do, float32 out)
+                arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, out, do.to(q.dtype))])
                 init = None if m0 is None else tuple(to_cp(f(x))[0] for x in _init(m0, S0, z0, n0, logv))
                 want = m0 is not None and any(ctx.needs_input_grad[3:7])
                 if causal:

@@ -95,6 +95,13 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5(
     ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n, nc, rows);
 }
 
+// the backward's summaries (exp_kernel_bwd_tc.cu): fp32, overwritten by its U^c
+extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5f(
+    const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, float* __restrict__ S,
+    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ nc, const int* __restrict__ rows) {
+    ek_chunk_body<float, true>(k, v, mk, S, z, T, DK, DV, n, nc, rows);
+}
+
 template <typename ST, bool FAST>
 __device__ __forceinline__ void ek_output_body(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
