@@ -14,6 +14,9 @@ as an absolute error in log y; infinities must match exactly.
 """
 from __future__ import annotations
 
+import ctypes
+import shutil
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -21,8 +24,9 @@ from hypothesis import given, settings, strategies as st
 import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import exp_kernel as cek
+from lsattn.backends.cupy._arrays import narrow, widen
 
-from helpers import assert_close
+from helpers import assert_close, cupy_source, emulation
 from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
 from test_cupy_backend import BF16, F64, GRAD_TOL, Twin, _cp, _gpu_ready, chunks, ek_inputs, gpu_dtypes
 
@@ -234,6 +238,90 @@ def test_twin_log_attention_backward(batch, T, dk, dv, scale, lv_scale, p_inf, P
     dq, dk_, dlv, dst = cek.backward(Twin(), q, k, lv, init, out, do, P > 0, logv=True)
     assert not np.any(dlv[np.isneginf(lv)]), "-inf log values get exactly zero gradient"
     check_log_grads([dq, dk_, dlv] + (list(dst) if P else []), want, do, GRAD_TOL["float64"], f"T={T} P={P}")
+
+
+class EmuTC(Twin):
+    """The twin (``ek_chunk`` on the widened bf16 inputs, ``ek_scan``, ``ekb_rscan``) with the
+    tensor-core backward kernels ``ekb_dq_tc`` / ``ekb_dkdv_tc`` run on the CPU
+    (``tests/cuda_emu_ek_bwd.cpp``, built once per session and variant: ``helpers.emulation``)."""
+
+    def _lib(self, cfg):
+        return emulation("cuda_emu_ek_bwd.cpp", {"CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "LOGV": int(cfg.logv)},
+                         {"KERNEL": cupy_source("exp_kernel_bwd_tc.cu")})
+
+    @staticmethod
+    def _args(*xs):
+        return [ctypes.c_int(x) if isinstance(x, int) else (None if x is None else x.ctypes.data_as(ctypes.c_void_p))
+                for x in xs]
+
+    def ek_chunk(self, cfg, k, v, *args, **kw):
+        super().ek_chunk(cfg, widen(np, k, "bf16"), widen(np, v, "bf16"), *args, **kw)
+
+    def ekb_dq(self, cfg, q, k, v, y, do, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH, n_in=None, Wc=None):
+        assert cfg.kernel("ekb_dq") == ("ekb_dq_tc", 128)
+        self._lib(cfg).run_dq(*self._args(q, k, v, y, do, m_in, S, z, dq, lden, dl, T, DK, DV, n, n_in, Wc, BH),
+                              ctypes.c_uint(cfg.smem("ekb_dq_tc")))
+
+    def ekb_dkdv(self, cfg, q, k, v, do, lden, dl, U, Z, m_next, dk, dv, T, DK, DV, n, BH, y=None, Wn=None):
+        self._lib(cfg).run_dkdv(*self._args(q, k, v, do, lden, dl, U, Z, m_next, dk, dv, T, DK, DV, n, y, Wn, BH),
+                                ctypes.c_uint(cfg.smem("ekb_dkdv_tc")))
+
+
+def bf16_bits(x):
+    """float64 ``x`` rounded to bfloat16: (its 16-bit patterns, the float64 values they hold)."""
+    b = narrow(np, np.ascontiguousarray(x, np.float32), "bf16").view(np.uint16)
+    return b, widen(np, b, "bf16").astype(np.float64)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@given(logv=st.booleans(), batch=batch_shapes, T=st.one_of(st.integers(1, 80), st.sampled_from([129, 150])),
+       dk=st.sampled_from([3, 16, 24]), dv=st.sampled_from([2, 16, 40]), scale=magnitudes, lv_scale=lv_scales,
+       p_inf=st.sampled_from([0.0, 0.3]), spike=st.booleans(), P=st.sampled_from([0, 0, 40]), seed=seeds)
+@settings(max_examples=6, deadline=None)
+def test_emulated_bf16_backward_tensor_cores(logv, batch, T, dk, dv, scale, lv_scale, p_inf, spike, P, seed):
+    """The tensor-core backward kernels (both modes) on the CPU emulation through the backward's host
+    logic with bf16 inputs: T within / across chunks of 64, padded head dims, magnitudes, log values up
+    to 1e3 with -inf entries and columns, late key / value spikes (the exact rows), an incoming state
+    (log_attention, with its gradients). Against float64 autograd of the reference on the rounded
+    inputs within ``GRAD_TOL["bfloat16"]`` (log_attention: plus the float32 rounding of log y, as the
+    GPU test); -inf log values get exactly zero gradient."""
+    torch = pytest.importorskip("torch")
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from test_cupy_backend import _autograd, check_ek_grads
+
+    seed %= 2**31
+    q, k, v = lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf) if logv else ek_inputs(seed, batch, T, dk, dv, scale)
+    if spike and T > 2:
+        k[..., (2 * T) // 3, :] += 60.0
+        if logv:
+            v[..., (2 * T) // 3, 0] = 80.0 + lv_scale
+    (qb, q), (kb, k), (vb, v), (dob, do) = (bf16_bits(x) for x in (q, k, v, np.random.default_rng(seed + 1).standard_normal(
+        batch + (T, dv))))
+    prefix = init = None
+    if logv and P:
+        prefix = [bf16_bits(x)[1] for x in lv_inputs(seed + 3, batch, P, dk, dv, scale, lv_scale, p_inf)]
+        _, st0 = lsattn.log_attention(*prefix, return_state=True, backend="array_api")
+        lo = -float(np.finfo(np.float32).max) / 8  # the float32 states' "no key / no value yet"
+        init = tuple(np.maximum(np.asarray(st0.tensors[n]), lo).astype(np.float32) for n in "mSzn")
+    if logv:
+        want, out = log_grad_oracle(torch, q, k, v, do, prefix)
+        y = out.astype(np.float32)  # the float32 log output the backward reads
+    else:
+        want, out = _autograd(ref.exp_kernel_attention, [q, k, v], do, torch)
+        out = out.detach().numpy()
+        y = bf16_bits(out)[0]
+    dq, dk_, dv_, dst = cek.backward(EmuTC(), qb, kb, vb, init, y, dob, init is not None, "bf16", logv)
+    got = [widen(np, g, "bf16").astype(np.float64) for g in (dq, dk_, dv_)] + [np.asarray(g, np.float64) for g in dst or ()]
+    for g in got:
+        assert np.isfinite(g).all()
+    what = f"logv={logv} T={T} dk={dk} dv={dv} scale={scale} spike={spike} P={P}"
+    if logv:
+        assert not np.any(got[2][np.isneginf(v)]), "-inf log values get exactly zero gradient"
+        finite = [np.abs(x[np.isfinite(x)]).max(initial=0.0) for x in (q, k, v)]
+        check_log_grads(got, want, do, GRAD_TOL["bfloat16"] + 16 * float(np.finfo(np.float32).eps) * sum(finite), what)
+    else:
+        check_ek_grads(got, want, out, do, v, GRAD_TOL["bfloat16"], what)
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
@@ -609,7 +697,7 @@ def test_gpu_bf16_backward_tensor_cores(op, batch, T, dk, dv, scale, lv_scale, p
         ek_inputs(seed % 2**31, batch, T, dk, dv, scale)
     if spike and T > 2:
         s = (2 * T) // 3
-        k[..., s, :] += 20.0
+        k[..., s, :] += 60.0
         if logv:
             lv[..., s, 0] = 80.0 + lv_scale
     assert grad_tc(dk, dv, logv)
