@@ -139,6 +139,7 @@ def test_bf16_log_attention_takes_the_tensor_core_kernels():
             cfg = make_config("float", dk, dv, C, "bf16", logv=True)
             assert cfg.logv and cfg.CH == 64
             assert cfg.kernel("ek_chunk") == ("ek_chunk_tc5", 128) and cfg.kernel("ek_output") == ("ek_output_tc5", 128)
+            assert cfg.kernel("ek_output_f32") == ("ek_output_tc5f", 128)  # the training forward's float32 log y
             plain = make_config("float", dk, dv, C, "bf16")  # exp_kernel_attention's variant
             for name in ("ek_chunk_tc5", "ek_output_tc5"):
                 assert plain.smem(name) < cfg.smem(name) <= SMEM_MAX

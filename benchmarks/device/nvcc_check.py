@@ -57,7 +57,7 @@ def launched(op, cfg):
     if cfg.bf16 and cfg.tc:
         names += [cfg.kernel(n)[0] for n in names if cfg.kernel(n)[0] != n]
         if op == "exp_kernel":
-            names += ["ek_scan_Shv", "ek_scan_Sh1"]
+            names += ["ek_scan_Shv", "ek_scan_Sh1", "ek_output_tc5f"]
     return names
 
 

@@ -110,7 +110,7 @@ class Config:
             return bt + ft * 4 + CH * 4
         if kernel in ("ek_chunk_tc5", "ek_chunk_tc5f"):
             return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv) * 4
-        if kernel == "ek_output_tc5":
+        if kernel in ("ek_output_tc5", "ek_output_tc5f"):
             return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + CH * 4
         return 0
 
@@ -144,6 +144,8 @@ class Config:
             return name + "_tc4", 128
         if self.bf16 and self.tc and name in ("ek_chunk", "ek_output"):
             return name + "_tc5", 128
+        if self.bf16 and self.tc and name == "ek_output_f32":  # the float32 log output of bf16 log_attention training
+            return "ek_output_tc5f", 128
         if name == "gd_scan":
             return name, 256 * self.gd_groups
         return name, 256
@@ -251,7 +253,7 @@ def _kernels(op, device_id, cfg):
     elif cfg.bf16 and cfg.tc:
         names += [cfg.kernel(n)[0] for n in names if cfg.kernel(n)[0] != n]
         if op == "exp_kernel":
-            names += ["ek_scan_Shv", "ek_scan_Sh1"]
+            names += ["ek_scan_Shv", "ek_scan_Sh1", "ek_output_tc5f"]
     with cupy.cuda.Device(device_id):
         mod = cupy.RawModule(code=code, options=options)
         out = {}
@@ -504,11 +506,12 @@ class CupyOps:
             (-(-DK * DV // (vec * _NT)), BH), (_NT,),
             (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n), self._i(has), self._p(ga), self._p(gb)))
 
-    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None):
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None,
+                  name="ek_output"):
         """n_in (BH, n_state, DV): log_attention's column shift of every summary read (``cfg.logv``);
-        rows as in :meth:`ek_chunk`."""
+        rows as in :meth:`ek_chunk`; name 'ek_output_f32': a float32 ``out`` (bf16 tensor-core variants)."""
         nq = -(-Tq // cfg.CH)
-        fn, block, smem = self._tk("exp_kernel", cfg, "ek_output")
+        fn, block, smem = self._tk("exp_kernel", cfg, name)
         fn((nq, BH), block,
            (q, k, v, m_in, S_in, z_in, out, self._i(Tq), self._i(Tk), self._i(DK), self._i(DV), self._i(n_state),
             self._i(int(causal)), self._p(n_in), self._p(rows)),
