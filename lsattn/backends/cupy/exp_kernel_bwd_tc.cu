@@ -190,18 +190,21 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
         zS[tid] = ok ? zc[tid] : 0.f;
     }
 #if LOGV
-    if (tid < DVP) {
-        const int j = tid;
-        const float* n0 = n_in + (bh * n + c) * DV;
-        const float nn = ekt_value_shift(Vr, ns, n0, DV, j);
-        const float ni = j < DV ? n0[j] : lo_v();
-        nnS[j] = nn;
-        Ni[j] = ni;
-        gS[j] = j < DV ? __expf(ni - nn) : 0.f;
-        float wv = lo_v();
-        for (int t = 0; t < ns; ++t) wv = fmaxf(wv, -Yo[t * DVP + j]);
-        Ws[j] = wv;
-        if (j < DV) Wc[(bh * n + c) * DV + j] = wv;
+    for (int x = tid; x < 2 * DVP; x += NTC) {  // the column shifts nn (x < DVP) and W^c, a thread per column each
+        const int j = x % DVP;
+        if (x < DVP) {
+            const float* n0 = n_in + (bh * n + c) * DV;
+            const float nn = ekt_value_shift(Vr, ns, n0, DV, j);
+            const float ni = j < DV ? n0[j] : lo_v();
+            nnS[j] = nn;
+            Ni[j] = ni;
+            gS[j] = j < DV ? __expf(ni - nn) : 0.f;
+        } else {
+            float wv = lo_v();
+            for (int t = 0; t < ns; ++t) wv = fmaxf(wv, -Yo[t * DVP + j]);
+            Ws[j] = wv;
+            if (j < DV) Wc[(bh * n + c) * DV + j] = wv;
+        }
     }
 #endif
     __syncthreads();
@@ -212,14 +215,12 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
         R = fmaxf(R, __shfl_xor_sync(0xffffffffu, R, 1));
         if (h == 0) RS[r] = R;
     }
-    for (int idx = tid; idx < DKP * DVP; idx += NTC) {  // H, bf16 [i][j]
-        const int i = idx / DVP, j = idx % DVP;
-        float f = (i < DK && j < DV) ? scS[i] * Sc[(i64)i * DV + j] : 0.f;
-#if LOGV
-        f *= gS[j];
-#endif
-        Hs[i * BLV + j] = to_bf(f);
-    }
+    staged<DKP * DVP, NTC>(  // H, bf16 [i][j] (the loads of a batch in flight together)
+        [&](int idx) { const int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? Sc[(i64)i * DV + j] : 0.f; },
+        [&](int idx, float x) {
+            const int i = idx / DVP, j = idx % DVP;
+            Hs[i * BLV + j] = to_bf(LOGV ? scS[i] * gS[j] * x : scS[i] * x);
+        });
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NTC) {
         const int r = idx / DKP, i = idx % DKP;
@@ -353,7 +354,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
     }
 #endif
     __syncthreads();
-    for (int t = 0; t < ns; ++t) {  // the exact rows
+    const bool any = __syncthreads_or(tid < CH && flag[tid]);
+    for (int t = 0; any && t < ns; ++t) {  // the exact rows
         if (!flag[t]) continue;
         if (tid < DKP) {  // (max, sum) of q_ti + k_si over s <= t, from the state's term exp(q_ti + M_i) z_i
             const int i = tid;
@@ -481,14 +483,12 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
 #endif
     __syncthreads();
     const float* Uc = U + (bh * n + c) * (i64)DK * DV;
-    for (int idx = tid; idx < DKP * DVP; idx += NTC) {  // U'' [i][j]
-        const int i = idx / DVP, j = idx % DVP;
-        float f = (i < DK && j < DV) ? Mn[i] * __ldg(Uc + (i64)i * DV + j) : 0.f;
-#if LOGV
-        f *= __expf(fminf(Wj[j] + nnS[j], 64.f));
-#endif
-        Us[i * BLV + j] = to_bf(f);
-    }
+    staged<DKP * DVP, NTC>(  // U'' [i][j]
+        [&](int idx) { const int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? __ldg(Uc + (i64)i * DV + j) : 0.f; },
+        [&](int idx, float x) {
+            const int i = idx / DVP, j = idx % DVP;
+            Us[i * BLV + j] = to_bf(LOGV ? Mn[i] * __expf(fminf(Wj[j] + nnS[j], 64.f)) * x : Mn[i] * x);
+        });
     for (int idx = tid; idx < CH * DKP; idx += NTC) {
         const int r = idx / DKP, i = idx % DKP;
         Bb[r * BLK + i] = to_bf((r < ns && i < DK) ? __expf(from_bf(Kr[r * BLK + i]) - mmS[i]) : 0.f);
@@ -549,7 +549,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
                 mma_bf16(VX[nt], ba[kk], b0, b1);
             }
     }
-    {  // D^T = E G^T - delta (t >= s, rows t off the exact path); dk's bracket D^T A' + E U''^T
+    {  // D^T = E G^T - delta (t >= s; the exact rows' columns meet zero rows of A'); dk's bracket D^T A' + E U''^T
         unsigned ea[DVP / 16][4];
 #pragma unroll
         for (int kk = 0; kk < DVP / 16; ++kk) frag_a(ea[kk], Et, BLV, 16 * w, 16 * kk);
@@ -568,7 +568,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
 #pragma unroll
             for (int x = 0; x < 4; ++x) {
                 const int ss = x < 2 ? slo : shi, t = 8 * nt + 2 * t4 + (x & 1);
-                D[nt][x] = (t >= ss && t < ns && !flag[t]) ? D[nt][x] - DS[t] : 0.f;
+                D[nt][x] = (t >= ss && t < ns) ? D[nt][x] - DS[t] : 0.f;
             }
 #pragma unroll
         for (int kk = 0; kk < CH / 16; ++kk) {
