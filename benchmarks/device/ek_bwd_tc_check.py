@@ -2,9 +2,12 @@
 float64 autograd of the reference on the rounded inputs, and against the float32 kernels' gradients
 on the same inputs: the largest error of dq, dk, dv per case, relative to the largest reference
 gradient (a development aid; the tests hold the bound). ``--small``: two small cases only (for
-compute-sanitizer racecheck / memcheck).
+compute-sanitizer racecheck); ``--tiny``: one, bf16 only (memcheck). In log_attention's rows, an
+output that is -inf in the kernels (its visible values all -inf) is finite in the reference (-inf
+log values replaced by -1e5 there), so its d log_v differs by the output gradient: there fp32 and
+bf16 show the same large number.
 
-    python benchmarks/device/ek_bwd_tc_check.py [--small]
+    python benchmarks/device/ek_bwd_tc_check.py [--small | --tiny]
 """
 import sys
 
@@ -13,8 +16,8 @@ import torch
 import lsattn
 from lsattn import reference as ref
 
-small = "--small" in sys.argv
-cases = [(70, 40, 24, 1.0, False), (100, 64, 64, 1.0, True)] if small else [
+small, tiny = "--small" in sys.argv, "--tiny" in sys.argv
+cases = [(100, 40, 24, 1.0, True)] if tiny else [(70, 40, 24, 1.0, False), (100, 64, 64, 1.0, True)] if small else [
     (1, 64, 64, 1.0, False), (37, 16, 2, 1.0, False), (64, 64, 64, 1.0, False), (65, 64, 64, 3.0, False),
     (200, 24, 40, 1.0, True), (300, 128, 128, 1.0, False), (300, 64, 64, 30.0, False), (777, 64, 64, 1.0, True),
     (1000, 64, 64, 1e3, False)]
@@ -44,6 +47,9 @@ for op in ("exp_kernel_attention", "log_attention"):
         rounded = [x.double() for x in bf]
         do = torch.randn(2, 2, T, dv, device="cuda", generator=g, dtype=torch.float64)
         got = grads(fn, bf, do)
+        if tiny:  # compute-sanitizer: the bf16 kernels only
+            assert all(torch.isfinite(g).all() for g in got)
+            continue
         f32 = grads(fn, [x.float() for x in rounded], do)
         if op == "log_attention":
             safe = [rounded[0], rounded[1], torch.where(torch.isneginf(rounded[2]), -1e5, rounded[2])]
