@@ -118,6 +118,29 @@ __device__ __forceinline__ void ekt_zero(float (&X)[NN][4]) {
     for (int nt = 0; nt < NN; ++nt) X[nt][0] = X[nt][1] = X[nt][2] = X[nt][3] = 0.f;
 }
 
+// acc (16 x NN: this warp's rows) += A B: A as KD / 16 fragments of this warp's rows, B (KD x NN) from Y,
+// row-major [k][n] (KN, ldmatrix.trans) or [n][k]
+template <int KD, int NN, bool KN>
+__device__ __forceinline__ void ekt_mma(float (&acc)[NN / 8][4], const unsigned (&a)[KD / 16][4], const bf* Y, int ld) {
+#pragma unroll
+    for (int kk = 0; kk < KD / 16; ++kk)
+#pragma unroll
+        for (int nt = 0; nt < NN / 8; ++nt) {
+            unsigned b0, b1;
+            if constexpr (KN) frag_b_kn(b0, b1, Y, ld, 16 * kk, 8 * nt);
+            else frag_b(b0, b1, Y, ld, 8 * nt, 16 * kk);
+            mma_bf16(acc[nt], a[kk], b0, b1);
+        }
+}
+// acc += X B with X this warp's 16 x CH accumulator block (rounded to bf16), B row-major [CH][NN]
+template <int NN>
+__device__ __forceinline__ void ekt_mma_c(float (&acc)[NN / 8][4], const float (&X)[CH / 8][4], const bf* Y, int ld) {
+    unsigned a[CH / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < CH / 16; ++kk) ekt_pack(a[kk], X, kk);
+    ekt_mma<CH, NN, true>(acc, a, Y, ld);
+}
+
 extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const yt* __restrict__ y,
     const bf* __restrict__ dO, const float* __restrict__ m_in, float* __restrict__ S, float* __restrict__ z,
@@ -281,14 +304,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
         for (int kk = 0; kk < DVP / 16; ++kk) frag_a(ga[kk], Gt, BLV, 16 * w, 16 * kk);
         float D[CH / 8][4];
         ekt_zero(D);
-#pragma unroll
-        for (int kk = 0; kk < DVP / 16; ++kk)
-#pragma unroll
-            for (int nt = 0; nt < CH / 8; ++nt) {
-                unsigned b0, b1;
-                frag_b(b0, b1, Et, BLV, 8 * nt, 16 * kk);
-                mma_bf16(D[nt], ga[kk], b0, b1);
-            }
+        ekt_mma<DVP, CH, false>(D, ga, Et, BLV);
         const float dlo = DS[rlo], dhi = DS[rhi];
 #pragma unroll
         for (int nt = 0; nt < CH / 8; ++nt)
@@ -297,25 +313,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
                 const int tt = x < 2 ? rlo : rhi, s = 8 * nt + 2 * t4 + (x & 1);
                 D[nt][x] = s <= tt ? D[nt][x] - (x < 2 ? dlo : dhi) : 0.f;
             }
-#pragma unroll
-        for (int kk = 0; kk < CH / 16; ++kk) {
-            unsigned pa[4];
-            ekt_pack(pa, D, kk);
-#pragma unroll
-            for (int nt = 0; nt < DKP / 8; ++nt) {
-                unsigned b0, b1;
-                frag_b_kn(b0, b1, Bb, BLK, 16 * kk, 8 * nt);
-                mma_bf16(DQ[nt], pa, b0, b1);
-            }
-        }
-#pragma unroll
-        for (int kk = 0; kk < DVP / 16; ++kk)
-#pragma unroll
-            for (int nt = 0; nt < DKP / 8; ++nt) {
-                unsigned b0, b1;
-                frag_b(b0, b1, Hs, BLV, 8 * nt, 16 * kk);
-                mma_bf16(DQ[nt], ga[kk], b0, b1);
-            }
+        ekt_mma_c<DKP>(DQ, D, Bb, BLK);
+        ekt_mma<DVP, DKP, false>(DQ, ga, Hs, BLV);
     }
     __syncwarp();  // this warp's rows of Ab (A) and Gb (G) are read: A_s and G'' over them
     if (t4 == 0) {
@@ -529,25 +528,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
                 const int ss = x < 2 ? slo : shi, t = 8 * nt + 2 * t4 + (x & 1);
                 if (t < ss) P[nt][x] = 0.f;
             }
-#pragma unroll
-        for (int kk = 0; kk < CH / 16; ++kk) {
-            unsigned pa[4];
-            ekt_pack(pa, P, kk);
-#pragma unroll
-            for (int nt = 0; nt < DVP / 8; ++nt) {
-                unsigned b0, b1;
-                frag_b_kn(b0, b1, Gt, BLV, 16 * kk, 8 * nt);
-                mma_bf16(VX[nt], pa, b0, b1);
-            }
-        }
-#pragma unroll
-        for (int kk = 0; kk < DKP / 16; ++kk)
-#pragma unroll
-            for (int nt = 0; nt < DVP / 8; ++nt) {
-                unsigned b0, b1;
-                frag_b_kn(b0, b1, Us, BLV, 16 * kk, 8 * nt);
-                mma_bf16(VX[nt], ba[kk], b0, b1);
-            }
+        ekt_mma_c<DVP>(VX, P, Gt, BLV);
+        ekt_mma<DKP, DVP, true>(VX, ba, Us, BLV);
     }
     {  // D^T = E G^T - delta (t >= s; the exact rows' columns meet zero rows of A'); dk's bracket D^T A' + E U''^T
         unsigned ea[DVP / 16][4];
@@ -555,14 +537,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
         for (int kk = 0; kk < DVP / 16; ++kk) frag_a(ea[kk], Et, BLV, 16 * w, 16 * kk);
         float D[CH / 8][4];
         ekt_zero(D);
-#pragma unroll
-        for (int kk = 0; kk < DVP / 16; ++kk)
-#pragma unroll
-            for (int nt = 0; nt < CH / 8; ++nt) {
-                unsigned b0, b1;
-                frag_b(b0, b1, Gt, BLV, 8 * nt, 16 * kk);
-                mma_bf16(D[nt], ea[kk], b0, b1);
-            }
+        ekt_mma<DVP, CH, false>(D, ea, Gt, BLV);
 #pragma unroll
         for (int nt = 0; nt < CH / 8; ++nt)
 #pragma unroll
@@ -570,25 +545,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
                 const int ss = x < 2 ? slo : shi, t = 8 * nt + 2 * t4 + (x & 1);
                 D[nt][x] = (t >= ss && t < ns) ? D[nt][x] - DS[t] : 0.f;
             }
-#pragma unroll
-        for (int kk = 0; kk < CH / 16; ++kk) {
-            unsigned pa[4];
-            ekt_pack(pa, D, kk);
-#pragma unroll
-            for (int nt = 0; nt < DKP / 8; ++nt) {
-                unsigned b0, b1;
-                frag_b_kn(b0, b1, Ab, BLK, 16 * kk, 8 * nt);
-                mma_bf16(KX[nt], pa, b0, b1);
-            }
-        }
-#pragma unroll
-        for (int kk = 0; kk < DVP / 16; ++kk)
-#pragma unroll
-            for (int nt = 0; nt < DKP / 8; ++nt) {
-                unsigned b0, b1;
-                frag_b(b0, b1, Us, BLV, 8 * nt, 16 * kk);
-                mma_bf16(KX[nt], ea[kk], b0, b1);
-            }
+        ekt_mma_c<DKP>(KX, D, Ab, BLK);
+        ekt_mma<DVP, DKP, false>(KX, ea, Us, BLV);
     }
     // the exact rows' sums (Fk, Fv over the products' tiles, read by every warp until this barrier)
     const bool any = __syncthreads_or(tid < CH && flag[tid]);
