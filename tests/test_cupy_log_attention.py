@@ -19,7 +19,7 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
@@ -680,11 +680,12 @@ def test_gpu_log_attention_grads_against_reference(dtype, T, scale, lv_scale, p_
        T=st.one_of(seq_lens, st.sampled_from([129, 300])), dk=st.sampled_from([1, 24, 64]),
        dv=st.sampled_from([2, 64]), scale=magnitudes, lv_scale=lv_scales, p_inf=st.sampled_from([0.0, 0.3]),
        spike=st.booleans(), seed=seeds)
+@example(op="log_attention", batch=(2,), T=129, dk=128, dv=128, scale=1.0, lv_scale=30.0, p_inf=0.3, spike=True, seed=3)
 @settings(deadline=None)
 def test_gpu_bf16_backward_tensor_cores(op, batch, T, dk, dv, scale, lv_scale, p_inf, spike, seed):
     """The bf16 backward on tensor cores (``exp_kernel_bwd_tc.cu``, both modes) over head dims that
-    pad to 16, 32, 64 (128: ``benchmarks/device/ek_bwd_tc_check.py``, the emulation), T within / across chunks of 64, magnitudes, log values up to 1e3 with
-    -inf entries and columns; ``spike``: a late key (and, log_attention, value) spike inside a chunk,
+    pad to 16, 32, 64 (and one example at 128), T within / across chunks of 64, magnitudes, log values
+    up to 1e3 with -inf entries and columns; ``spike``: a late key (and, log_attention, value) spike inside a chunk,
     whose earlier rows take the exact path. Against float64 autograd of the reference on the rounded
     inputs within ``GRAD_TOL["bfloat16"]`` (plus, log_attention, the float32 rounding of log y as in
     :func:`test_gpu_log_attention_grads_against_reference`); -inf log values get exactly zero gradient."""
