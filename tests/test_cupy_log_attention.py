@@ -14,15 +14,19 @@ as an absolute error in log y; infinities must match exactly.
 """
 from __future__ import annotations
 
+import ctypes
+import shutil
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import exp_kernel as cek
+from lsattn.backends.cupy._arrays import narrow, widen
 
-from helpers import assert_close
+from helpers import assert_close, cupy_source, emulation
 from strategies import batch_shapes, head_dims, magnitudes, seeds, seq_lens, split_points
 from test_cupy_backend import BF16, F64, GRAD_TOL, Twin, _cp, _gpu_ready, chunks, ek_inputs, gpu_dtypes
 
@@ -126,19 +130,27 @@ def test_twin_log_attention_late_spikes():
 def test_bf16_log_attention_takes_the_tensor_core_kernels():
     """Host routing: the bfloat16 forward of log_attention runs the tensor-core kernels in LOGV mode
     (CH = 64 whatever chunk_size, bf16 summaries), whose shared memory holds the column shifts and
-    fits; its backward, float16 and the fp32 / fp64 inputs keep the FFMA kernels."""
-    from lsattn.backends.cupy._compile import SMEM_MAX, make_config
+    fits; so does its backward (both modes: ekb_dq_tc / ekb_dkdv_tc on fp32 summaries of
+    ek_chunk_tc5f) for every head dim up to 128; float16 and the fp32 / fp64 inputs keep the FFMA kernels."""
+    from lsattn.backends.cupy._compile import SMEM_MAX, grad_tc, make_config
 
     for dk, dv in [(1, 2), (16, 16), (33, 100), (64, 64), (128, 128)]:
         for C in (16, 64):
             cfg = make_config("float", dk, dv, C, "bf16", logv=True)
             assert cfg.logv and cfg.CH == 64
             assert cfg.kernel("ek_chunk") == ("ek_chunk_tc5", 128) and cfg.kernel("ek_output") == ("ek_output_tc5", 128)
+            assert cfg.kernel("ek_output_f32") == ("ek_output_tc5f", 128)  # the training forward's float32 log y
             plain = make_config("float", dk, dv, C, "bf16")  # exp_kernel_attention's variant
             for name in ("ek_chunk_tc5", "ek_output_tc5"):
                 assert plain.smem(name) < cfg.smem(name) <= SMEM_MAX
-            back = make_config("float", dk, dv, 32, "bf16", grad="exp_kernel", logv=True)
-            assert back.kernel("ek_chunk")[0] == "ek_chunk" and back.kernel("ek_output")[0] == "ek_output"
+            for logv in (False, True):
+                back = make_config("float", dk, dv, 32, "bf16", grad="exp_kernel", logv=logv)
+                assert back.bwd and back.CH == 64 and grad_tc(dk, dv, logv)
+                assert [back.kernel(n) for n in ("ek_chunk", "ekb_dq", "ekb_dkdv")] == [
+                    ("ek_chunk_tc5f", 128), ("ekb_dq_tc", 128), ("ekb_dkdv_tc", 128)]
+                assert max(back.smem(n) for n in ("ek_chunk_tc5f", "ekb_dq_tc", "ekb_dkdv_tc")) <= SMEM_MAX
+                f16 = make_config("float", dk, dv, 32, "f16", grad="exp_kernel", logv=logv)
+                assert not f16.bwd and f16.kernel("ekb_dq")[0] == "ekb_dq"
             for ta, half in (("float", ""), ("float", "f16"), ("double", "")):
                 assert make_config(ta, dk, dv, C, half, logv=True).kernel("ek_output")[0] == "ek_output"
 
@@ -227,6 +239,90 @@ def test_twin_log_attention_backward(batch, T, dk, dv, scale, lv_scale, p_inf, P
     dq, dk_, dlv, dst = cek.backward(Twin(), q, k, lv, init, out, do, P > 0, logv=True)
     assert not np.any(dlv[np.isneginf(lv)]), "-inf log values get exactly zero gradient"
     check_log_grads([dq, dk_, dlv] + (list(dst) if P else []), want, do, GRAD_TOL["float64"], f"T={T} P={P}")
+
+
+class EmuTC(Twin):
+    """The twin (``ek_chunk`` on the widened bf16 inputs, ``ek_scan``, ``ekb_rscan``) with the
+    tensor-core backward kernels ``ekb_dq_tc`` / ``ekb_dkdv_tc`` run on the CPU
+    (``tests/cuda_emu_ek_bwd.cpp``, built once per session and variant: ``helpers.emulation``)."""
+
+    def _lib(self, cfg):
+        return emulation("cuda_emu_ek_bwd.cpp", {"CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "LOGV": int(cfg.logv)},
+                         {"KERNEL": cupy_source("exp_kernel_bwd_tc.cu")})
+
+    @staticmethod
+    def _args(*xs):
+        return [ctypes.c_int(x) if isinstance(x, int) else (None if x is None else x.ctypes.data_as(ctypes.c_void_p))
+                for x in xs]
+
+    def ek_chunk(self, cfg, k, v, *args, **kw):
+        super().ek_chunk(cfg, widen(np, k, "bf16"), widen(np, v, "bf16"), *args, **kw)
+
+    def ekb_dq(self, cfg, q, k, v, y, do, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH, n_in=None, Wc=None):
+        assert cfg.kernel("ekb_dq") == ("ekb_dq_tc", 128)
+        self._lib(cfg).run_dq(*self._args(q, k, v, y, do, m_in, S, z, dq, lden, dl, T, DK, DV, n, n_in, Wc, BH),
+                              ctypes.c_uint(cfg.smem("ekb_dq_tc")))
+
+    def ekb_dkdv(self, cfg, q, k, v, do, lden, dl, U, Z, m_next, dk, dv, T, DK, DV, n, BH, y=None, Wn=None):
+        self._lib(cfg).run_dkdv(*self._args(q, k, v, do, lden, dl, U, Z, m_next, dk, dv, T, DK, DV, n, y, Wn, BH),
+                                ctypes.c_uint(cfg.smem("ekb_dkdv_tc")))
+
+
+def bf16_bits(x):
+    """float64 ``x`` rounded to bfloat16: (its 16-bit patterns, the float64 values they hold)."""
+    b = narrow(np, np.ascontiguousarray(x, np.float32), "bf16").view(np.uint16)
+    return b, widen(np, b, "bf16").astype(np.float64)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@given(logv=st.booleans(), batch=batch_shapes, T=st.one_of(st.integers(1, 80), st.sampled_from([129, 150])),
+       dk=st.sampled_from([3, 16, 24]), dv=st.sampled_from([2, 16, 40]), scale=magnitudes, lv_scale=lv_scales,
+       p_inf=st.sampled_from([0.0, 0.3]), spike=st.booleans(), P=st.sampled_from([0, 0, 40]), seed=seeds)
+@settings(max_examples=6, deadline=None)
+def test_emulated_bf16_backward_tensor_cores(logv, batch, T, dk, dv, scale, lv_scale, p_inf, spike, P, seed):
+    """The tensor-core backward kernels (both modes) on the CPU emulation through the backward's host
+    logic with bf16 inputs: T within / across chunks of 64, padded head dims, magnitudes, log values up
+    to 1e3 with -inf entries and columns, late key / value spikes (the exact rows), an incoming state
+    (log_attention, with its gradients). Against float64 autograd of the reference on the rounded
+    inputs within ``GRAD_TOL["bfloat16"]`` (log_attention: plus the float32 rounding of log y, as the
+    GPU test); -inf log values get exactly zero gradient."""
+    torch = pytest.importorskip("torch")
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from test_cupy_backend import _autograd, check_ek_grads
+
+    seed %= 2**31
+    q, k, v = lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf) if logv else ek_inputs(seed, batch, T, dk, dv, scale)
+    if spike and T > 2:
+        k[..., (2 * T) // 3, :] += 60.0
+        if logv:
+            v[..., (2 * T) // 3, 0] = 80.0 + lv_scale
+    (qb, q), (kb, k), (vb, v), (dob, do) = (bf16_bits(x) for x in (q, k, v, np.random.default_rng(seed + 1).standard_normal(
+        batch + (T, dv))))
+    prefix = init = None
+    if logv and P:
+        prefix = [bf16_bits(x)[1] for x in lv_inputs(seed + 3, batch, P, dk, dv, scale, lv_scale, p_inf)]
+        _, st0 = lsattn.log_attention(*prefix, return_state=True, backend="array_api")
+        lo = -float(np.finfo(np.float32).max) / 8  # the float32 states' "no key / no value yet"
+        init = tuple(np.maximum(np.asarray(st0.tensors[n]), lo).astype(np.float32) for n in "mSzn")
+    if logv:
+        want, out = log_grad_oracle(torch, q, k, v, do, prefix)
+        y = out.astype(np.float32)  # the float32 log output the backward reads
+    else:
+        want, out = _autograd(ref.exp_kernel_attention, [q, k, v], do, torch)
+        out = out.detach().numpy()
+        y = bf16_bits(out)[0]
+    dq, dk_, dv_, dst = cek.backward(EmuTC(), qb, kb, vb, init, y, dob, init is not None, "bf16", logv)
+    got = [widen(np, g, "bf16").astype(np.float64) for g in (dq, dk_, dv_)] + [np.asarray(g, np.float64) for g in dst or ()]
+    for g in got:
+        assert np.isfinite(g).all()
+    what = f"logv={logv} T={T} dk={dk} dv={dv} scale={scale} spike={spike} P={P}"
+    if logv:
+        assert not np.any(got[2][np.isneginf(v)]), "-inf log values get exactly zero gradient"
+        finite = [np.abs(x[np.isfinite(x)]).max(initial=0.0) for x in (q, k, v)]
+        check_log_grads(got, want, do, GRAD_TOL["bfloat16"] + 16 * float(np.finfo(np.float32).eps) * sum(finite), what)
+    else:
+        check_ek_grads(got, want, out, do, v, GRAD_TOL["bfloat16"], what)
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
@@ -580,16 +676,66 @@ def test_gpu_log_attention_grads_against_reference(dtype, T, scale, lv_scale, p_
 
 @pytest.mark.gpu
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_gpu_log_attention_backward_spikes(dtype):
-    """The late-spike case (values e^-700 before e^+700 in one chunk, zeros, a key spike)."""
+@given(op=st.sampled_from(["log_attention", "exp_kernel_attention"]), batch=batch_shapes,
+       T=st.one_of(seq_lens, st.sampled_from([129, 300])), dk=st.sampled_from([1, 24, 64]),
+       dv=st.sampled_from([2, 64]), scale=magnitudes, lv_scale=lv_scales, p_inf=st.sampled_from([0.0, 0.3]),
+       spike=st.booleans(), seed=seeds)
+@example(op="log_attention", batch=(2,), T=129, dk=128, dv=128, scale=1.0, lv_scale=30.0, p_inf=0.3, spike=True, seed=3)
+@settings(deadline=None)
+def test_gpu_bf16_backward_tensor_cores(op, batch, T, dk, dv, scale, lv_scale, p_inf, spike, seed):
+    """The bf16 backward on tensor cores (``exp_kernel_bwd_tc.cu``, both modes) over head dims that
+    pad to 16, 32, 64 (and one example at 128), T within / across chunks of 64, magnitudes, log values
+    up to 1e3 with -inf entries and columns; ``spike``: a late key (and, log_attention, value) spike inside a chunk,
+    whose earlier rows take the exact path. Against float64 autograd of the reference on the rounded
+    inputs within ``GRAD_TOL["bfloat16"]`` (plus, log_attention, the float32 rounding of log y as in
+    :func:`test_gpu_log_attention_grads_against_reference`); -inf log values get exactly zero gradient."""
     torch = _cuda_torch()
-    q, k, lv = (x.astype(dtype) for x in log_spike_case())
-    xs = [torch.tensor(x, device="cuda", requires_grad=True) for x in (q, k, lv)]
+    from lsattn.backends.cupy._compile import grad_tc
+    from test_cupy_backend import _autograd, check_ek_grads
+
+    logv = op == "log_attention"
+    batch = batch or (1,)
+    q, k, lv = lv_inputs(seed % 2**31, batch, T, dk, dv, scale, lv_scale, p_inf) if logv else \
+        ek_inputs(seed % 2**31, batch, T, dk, dv, scale)
+    if spike and T > 2:
+        s = (2 * T) // 3
+        k[..., s, :] += 60.0
+        if logv:
+            lv[..., s, 0] = 80.0 + lv_scale
+    assert grad_tc(dk, dv, logv)
+    xs = [torch.tensor(x, device="cuda").to(torch.bfloat16).requires_grad_(True) for x in (q, k, lv)]
+    do = np.random.default_rng(seed % 2**31 + 1).standard_normal(batch + (T, dv))
+    out = getattr(lsattn, op)(*xs)
+    assert out.dtype == torch.bfloat16
+    (out.double() * torch.tensor(do, device="cuda")).sum().backward()
+    got = [x.grad.double().cpu().numpy() for x in xs]
+    rounded = [x.detach().double().cpu().numpy() for x in xs]
+    for g in got:
+        assert np.isfinite(g).all()
+    what = f"{op} T={T} dk={dk} dv={dv} scale={scale} spike={spike}"
+    if logv:
+        want, _ = log_grad_oracle(torch, *rounded, do, device="cuda")
+        assert not np.any(got[2][np.isneginf(rounded[2])]), "-inf log values get exactly zero gradient"
+        finite = [np.abs(x[np.isfinite(x)]).max(initial=0.0) for x in rounded]
+        check_log_grads(got, want, do, GRAD_TOL["bfloat16"] + 16 * float(np.finfo(np.float32).eps) * sum(finite), what)
+    else:
+        want, ref_out = _autograd(ref.exp_kernel_attention, rounded, do, torch, device="cuda")
+        check_ek_grads(got, want, ref_out.detach().cpu().numpy(), do, rounded[2], GRAD_TOL["bfloat16"], what)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_gpu_log_attention_backward_spikes(dtype):
+    """The late-spike case (values e^-700 before e^+700 in one chunk, zeros, a key spike); bfloat16:
+    the tensor-core backward's exact rows, against the oracle on the rounded inputs."""
+    torch = _cuda_torch()
+    xs = [torch.tensor(x, device="cuda").to(getattr(torch, dtype)).requires_grad_(True) for x in log_spike_case()]
+    q, k, lv = (x.detach().double().cpu().numpy() for x in xs)
     do = np.random.default_rng(5).standard_normal(lv.shape)
     (lsattn.log_attention(*xs).double() * torch.tensor(do, device="cuda")).sum().backward()
     want, _ = log_grad_oracle(torch, q, k, lv, do)
-    tol = GRAD_TOL["float64"] if dtype == "float64" else GRAD_TOL["float32"] + 16 * float(np.finfo(np.float32).eps) * 1100
+    tol = GRAD_TOL["float64"] if dtype == "float64" else GRAD_TOL[dtype] + 16 * float(np.finfo(np.float32).eps) * 1100
     check_log_grads([x.grad.double().cpu().numpy() for x in xs], want, do, tol, dtype)
 
 

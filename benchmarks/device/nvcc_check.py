@@ -52,10 +52,12 @@ def configs(op):
 
 def launched(op, cfg):
     names = list(cc._KERNELS[op])
+    if cfg.bwd and op == "exp_kernel_bwd":
+        return [cfg.kernel(n)[0] for n in names]
     if cfg.bf16 and cfg.tc:
         names += [cfg.kernel(n)[0] for n in names if cfg.kernel(n)[0] != n]
         if op == "exp_kernel":
-            names += ["ek_scan_Shv", "ek_scan_Sh1"]
+            names += ["ek_scan_Shv", "ek_scan_Sh1", "ek_output_tc5f"]
     return names
 
 

@@ -8,12 +8,13 @@ backward on the GPU.
 (the host logic, tested on the CPU with the kernels' NumPy twin) on ``loglinear_bwd.cu`` /
 ``exp_kernel_bwd.cu`` (``log_attention``: its LOGV mode), computing in float32 for 16-bit inputs
 (log-linear: from float32 copies made for the backward; ``log_attention``: the forward's; exp-kernel:
-read as such) and in float64 for float64. 16-bit ``log_attention`` (and non-causal exp-kernel) calls
-that record the backward run their forward on float32 copies and keep them and its float32 output
-for the backward (which needs log y to float32 accuracy: a 16-bit log output carries an absolute
-error ``|log y| 2^-9`` into every ``exp(log v - log y)``): one float32 forward instead of the 16-bit
-one plus a float32 recomputation, one widening of the inputs per step (the FFMA kernels reading
-bf16 measured ~1.5x slower than on float32 copies: benchmarks/NOTES.md).
+read as such) and in float64 for float64; bfloat16 exp-kernel / ``log_attention`` backwards run on
+tensor cores (``exp_kernel_bwd_tc.cu``) reading the bf16 inputs. The backward of ``log_attention``
+needs log y to float32 accuracy (a 16-bit log output carries an absolute error ``|log y| 2^-9`` into
+every ``exp(log v - log y)``): bf16 calls that record it run the tensor-core forward writing the log
+output in float32 (``ek_output_tc5f``), keep that and return it rounded; float16 calls (and
+non-causal exp-kernel ones) run their forward on float32 copies and keep them and the float32 output
+(the FFMA kernels reading 16-bit inputs measured ~1.5x slower than on float32 copies: benchmarks/NOTES.md).
 
 ``apply_gated_delta_forms`` / ``apply_gated_delta_scan``: the WY forms (``gd_forms``, backward
 ``gated_delta_bwd.forms_backward`` in torch operations) and the chunk scan (``gd_scan``, backward
@@ -29,6 +30,7 @@ import functools
 
 from . import exp_kernel as _ek, loglinear as _ll
 from ._arrays import inputs, on_gpu
+from ._compile import grad_tc
 
 __all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_forms", "apply_gated_delta_scan"]
 
@@ -89,13 +91,16 @@ def _exp_function():
             # 16-bit log_attention (its backward needs the float32 log output) and non-causal calls (no
             # 16-bit entry for the one-summary read): from float32 copies, the float32 output kept
             wide = q.dtype in (torch.float16, torch.bfloat16) and (logv or not causal)
-            xs = tuple(x.detach().float() for x in (q, k, v)) if wide else (q, k, v)
+            # bf16 causal log_attention whose backward runs on tensor cores: the tensor-core forward on the
+            # bf16 inputs writing the log output in float32 (ek_output_tc5f); no float32 copies
+            tc = wide and causal and q.dtype == torch.bfloat16 and grad_tc(q.shape[-1], v.shape[-1], logv)
+            xs = (q, k, v) if tc or not wide else tuple(x.detach().float() for x in (q, k, v))
             with on_gpu(q) as (to_cp, back, ops):
                 args, half = inputs(to_cp, xs)
                 init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in _init(m0, S0, z0, n0, logv))
-                out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, half, logv)
-                out = back(out, half)
-            ctx.save_for_backward(*xs, m0, S0, z0, n0, out)  # wide: the float32 copies, read again by the backward
+                out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, half, logv, tc)
+                out = back(out, "" if tc else half)
+            ctx.save_for_backward(*xs, m0, S0, z0, n0, out)  # wide: the float32 copies
             ctx.chunk_size, ctx.logv, ctx.causal, ctx.dtype = chunk_size, logv, causal, q.dtype
             return out.to(q.dtype) if wide else out
 
@@ -105,7 +110,8 @@ def _exp_function():
             logv, causal = ctx.logv, ctx.causal
             f = lambda x: x.detach().contiguous()  # noqa: E731
             with on_gpu(q) as (to_cp, back, ops):
-                arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, out, do.to(out.dtype))])
+                # do in the inputs' kind (the tensor-core log_attention backward: bf16 q, k, v, do, float32 out)
+                arrays, half = inputs(to_cp, [f(x) for x in (q, k, v, out, do.to(q.dtype))])
                 init = None if m0 is None else tuple(to_cp(f(x))[0] for x in _init(m0, S0, z0, n0, logv))
                 want = m0 is not None and any(ctx.needs_input_grad[3:7])
                 if causal:

@@ -26,6 +26,7 @@ class Config:
     DVP: int
     tc: bool = True  # bf16: the tensor-core kernels (False: the FFMA kernels reading bf16, as the backward)
     logv: bool = False  # the exp-kernel kernels in log_attention's mode (-DLOGV=1: log values, log outputs)
+    bwd: bool = False  # bf16 exp-kernel backward on tensor cores (exp_kernel_bwd_tc.cu; fp32 chunk summaries)
 
     @property
     def bf16(self):
@@ -101,9 +102,15 @@ class Config:
             return (2 * DKP * (DVP + 4) * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2
                     + (2 * CH + (0 if DKP * (DVP + 4) >= CH * (CH + 1) else CH * (CH + 1)) + CH * self.NLC) * 4
                     + 128 * (4 + 4 + 8))
-        if kernel == "ek_chunk_tc5":
+        if kernel in ("ekb_dq_tc", "ekb_dkdv_tc"):  # exp_kernel_bwd_tc.cu (its layouts; NTC = 128)
+            bt, ft = (4 * CH * LDK + 2 * CH * LDV + DKP * LDV + 2 * lo // DVP * LDV) * 2, lo + 4 * DKP + 5 * CH + 256 + 4 * DVP
+            if kernel == "ekb_dkdv_tc":
+                prod = (2 * CH * LDK + DKP * LDV + 2 * lo // DVP * LDV) * 2
+                bt, ft = (2 * CH * LDK + 2 * CH * LDV) * 2 + max(prod, CH * (DKP + DVP) * 4), lo + 3 * DKP + 4 * CH + 128 + 2 * DVP
+            return bt + ft * 4 + CH * 4
+        if kernel in ("ek_chunk_tc5", "ek_chunk_tc5f"):
             return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv) * 4
-        if kernel == "ek_output_tc5":
+        if kernel in ("ek_output_tc5", "ek_output_tc5f"):
             return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + CH * 4
         return 0
 
@@ -131,10 +138,14 @@ class Config:
         """(kernel name, threads per block): the tensor-core variants for bf16 inputs (log-linear
         ``*_tc4``; exp-kernel ``*_tc5``, in both modes, whose chunk summaries are stored as bf16;
         the version history is in ``benchmarks/NOTES.md``)."""
+        if self.bwd and name in ("ekb_dq", "ekb_dkdv", "ek_chunk"):  # the backward's: fp32 summaries
+            return {"ekb_dq": "ekb_dq_tc", "ekb_dkdv": "ekb_dkdv_tc", "ek_chunk": "ek_chunk_tc5f"}[name], 128
         if self.bf16 and self.tc and name in ("ll_chunk_states", "ll_output"):
             return name + "_tc4", 128
         if self.bf16 and self.tc and name in ("ek_chunk", "ek_output"):
             return name + "_tc5", 128
+        if self.bf16 and self.tc and name == "ek_output_f32":  # the float32 log output of bf16 log_attention training
+            return "ek_output_tc5f", 128
         if name == "gd_scan":
             return name, 256 * self.gd_groups
         return name, 256
@@ -165,6 +176,10 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
     ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
     CH = min(max(int(chunk_size or 64), 16), ch_max)
     CH = 1 << (CH.bit_length() - 1)  # power of two
+    if grad == "exp_kernel" and half == "bf16" and ta == "float":  # tensor cores where the tiles fit
+        cfg = Config(ta, half, 64, DKP, DVP, logv=logv, bwd=True)
+        if max(cfg.smem(k) for k in ("ekb_dq_tc", "ekb_dkdv_tc")) <= SMEM_MAX:
+            return cfg
     if grad:  # FFMA kernels, 16-bit inputs read and written as such
         while CH > 16 and max(Config(ta, "", CH, DKP, DVP, logv=logv).smem(k) for k in _GRAD_TILES[grad]) > SMEM_MAX:
             CH //= 2
@@ -172,6 +187,12 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
     if half == "bf16":
         CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
     return Config(ta, half, CH, DKP, DVP, logv=logv)
+
+
+def grad_tc(DK, DV, logv=False):
+    """True when the exp-kernel backward of bfloat16 inputs with these head dims runs on tensor cores
+    (``exp_kernel_bwd_tc.cu``), which read the 16-bit inputs (and ``log_attention``'s float32 log output)."""
+    return max(DK, DV) <= DV_BLOCK and make_config("float", DK, DV, 64, "bf16", grad="exp_kernel", logv=logv).bwd
 
 
 def grad_fits(ta, DK, DV, family="loglinear", logv=False):
@@ -206,7 +227,8 @@ _KERNELS = {
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_forms.cu"),
             "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu"),
-            "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu")}
+            "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu"),
+            "exp_kernel_bwd": ("exp_kernel_bwd.cu", "exp_kernel_bwd_tc.cu")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -226,10 +248,12 @@ def _kernels(op, device_id, cfg):
         f"-DLOGV={int(cfg.logv)}",
     )
     names = list(_KERNELS[op])
-    if cfg.bf16 and cfg.tc:
+    if cfg.bwd and op == "exp_kernel_bwd":  # the tensor-core kernels replace the FFMA ones
+        names = [cfg.kernel(n)[0] for n in names]
+    elif cfg.bf16 and cfg.tc:
         names += [cfg.kernel(n)[0] for n in names if cfg.kernel(n)[0] != n]
         if op == "exp_kernel":
-            names += ["ek_scan_Shv", "ek_scan_Sh1"]
+            names += ["ek_scan_Shv", "ek_scan_Sh1", "ek_output_tc5f"]
     with cupy.cuda.Device(device_id):
         mod = cupy.RawModule(code=code, options=options)
         out = {}
@@ -482,11 +506,12 @@ class CupyOps:
             (-(-DK * DV // (vec * _NT)), BH), (_NT,),
             (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n), self._i(has), self._p(ga), self._p(gb)))
 
-    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None):
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None,
+                  name="ek_output"):
         """n_in (BH, n_state, DV): log_attention's column shift of every summary read (``cfg.logv``);
-        rows as in :meth:`ek_chunk`."""
+        rows as in :meth:`ek_chunk`; name 'ek_output_f32': a float32 ``out`` (bf16 tensor-core variants)."""
         nq = -(-Tq // cfg.CH)
-        fn, block, smem = self._tk("exp_kernel", cfg, "ek_output")
+        fn, block, smem = self._tk("exp_kernel", cfg, name)
         fn((nq, BH), block,
            (q, k, v, m_in, S_in, z_in, out, self._i(Tq), self._i(Tk), self._i(DK), self._i(DV), self._i(n_state),
             self._i(int(causal)), self._p(n_in), self._p(rows)),

@@ -259,11 +259,15 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict
 // the row's own shift R' = max_i (q_ti + max(m_in_i, max_{s<=t} k_si)), den and (LOGV: the visible
 // column shift n'_tc) num from the inputs (qb, kb, vb: the chunk's first rows) and the summary
 // entering the chunk (mi_p, zi_p, Si_p: S_in stored as the compute type or bf16; ni_p: LOGV's
-// n_in); fb: NW x (DKP + CH) scratch. Shared by ek_output and the tensor-core ek_output_tc5.
-template <int NW, typename SI>
+// n_in); fb: NW x (DKP + CH) scratch; ob: outputs of the input type or (ek_output_tc5f) float32. Shared by
+// ek_output and the tensor-core ek_output_tc5 / tc5f.
+#if TI_BF16 || TI_F16
+__device__ __forceinline__ void st(float* p, ta x) { *p = x; }  // float32 outputs of 16-bit inputs (ek_output_tc5f)
+#endif
+template <int NW, typename SI, typename OT>
 __device__ __forceinline__ void ek_exact_rows(const int* flag, ta* fb, int ns, int causal, const ti* qb, const ti* kb,
                                               const ti* vb, const ta* mi_p, const ta* zi_p, const SI* Si_p,
-                                              const ta* ni_p, ti* ob, int DK, int DV) {
+                                              const ta* ni_p, OT* ob, int DK, int DV) {
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     ta* fe = fb + w * (DKP + CH);  // exp(q_ti + m_in_i - R')
     ta* fw = fe + DKP;             // w(t, s) exp(-R'), s <= t

@@ -13,12 +13,14 @@ from ._compile import DV_BLOCK, grad_fits, make_config
 __all__ = ["forward", "log_forward", "compute", "backward", "backward_noncausal"]
 
 
-def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False):
+def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False, out_f32=False):
     """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
     in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none; broadcast batch views
     are read through the kernels' row map, not copied); init: (m, S, z) of the incoming state or None.
     ``logv``: ``log_attention`` (v holds log values, the output is log y; the kernels' LOGV mode),
-    whose states are (m, S, z, n) with n (..., d_v) the per-column value shift.
+    whose states are (m, S, z, n) with n (..., d_v) the per-column value shift. ``out_f32`` (bf16 causal
+    calls on the tensor-core kernels): the output in float32 (``ek_output_tc5f``; the log output that
+    ``log_attention``'s backward reads).
     Returns (out (..., Tq, d_v), (m, S, z) / (m, S, z, n) or None)."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     Tq, Tk, DK, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
@@ -28,7 +30,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         for c0 in range(0, DV, DV_BLOCK):
             c1 = min(DV, c0 + DV_BLOCK)
             sub = None if init is None else (init[0], cols(init[1], c0, c1), init[2]) + tuple(cols(x, c0, c1) for x in init[3:])
-            o, st = compute(ops, q, k, cols(v, c0, c1), causal, sub, want_state, chunk_size, half, logv)
+            o, st = compute(ops, q, k, cols(v, c0, c1), causal, sub, want_state, chunk_size, half, logv, out_f32)
             outs.append(o)
             parts.append(st)
         if want_state:
@@ -50,7 +52,8 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
             m0 = S0 = z0 = None
     else:
         m0, S0, z0 = flat(xp, init[0], (BH, DK)), flat(xp, init[1], (BH, DK, DV)), flat(xp, init[2], (BH, DK))
-    out = xp.empty((BH, Tq, DV), dtype=q.dtype)
+    out_f32 = out_f32 and causal and logv and cfg.kernel("ek_output_f32")[0] != "ek_output_f32"
+    out = xp.empty((BH, Tq, DV), dtype=xp.float32 if out_f32 else q.dtype)
     m_out = xp.empty((BH, DK), dtype=ta_dtype)
     S_out = xp.empty((BH, DK, DV), dtype=ta_dtype)
     z_out = xp.empty((BH, DK), dtype=ta_dtype)
@@ -73,7 +76,8 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH, nc, rows=rows)
         ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift)
         if causal:
-            ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH, n_in, rows=rows)
+            f32 = {"name": "ek_output_f32"} if out_f32 else {}
+            ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH, n_in, rows=rows, **f32)
         elif Tq > 0:
             if half:
                 raise NotImplementedError("non-causal calls take float32 / float64 inputs")

@@ -95,10 +95,18 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5(
     ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n, nc, rows);
 }
 
-template <typename ST, bool FAST>
+// the backward's summaries (exp_kernel_bwd_tc.cu): fp32, overwritten by its U^c
+extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5f(
+    const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, float* __restrict__ S,
+    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ nc, const int* __restrict__ rows) {
+    ek_chunk_body<float, true>(k, v, mk, S, z, T, DK, DV, n, nc, rows);
+}
+
+// OT: the output's type, bf16 or (ek_output_tc5f: bf16 log_attention training, whose backward reads log y) float32
+template <typename ST, bool FAST, typename OT = bf>
 __device__ __forceinline__ void ek_output_body(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
-    const ST* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
+    const ST* __restrict__ S_in, const float* __restrict__ z_in, OT* __restrict__ out,
     int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ n_in,  // n_in: LOGV only
     const int* __restrict__ rows) {
     constexpr bool F32S = sizeof(ST) == 4;  // summaries in fp32: staged through Fs and converted
@@ -279,7 +287,7 @@ __device__ __forceinline__ void ek_output_body(
 #else
     const float ilo = 1.f / dlo, ihi = 1.f / dhi;
 #endif
-    bf* ob = out + (bh * Tq + r0) * DV;
+    OT* ob = out + (bh * Tq + r0) * DV;
 #pragma unroll
     for (int nt = 0; nt < DVP / 8; ++nt)
 #pragma unroll
@@ -301,7 +309,9 @@ __device__ __forceinline__ void ek_output_body(
             a *= inv;
             b *= inv;
 #endif
-            if ((DV & 1) == 0 && c + 1 < DV) {
+            if constexpr (sizeof(OT) == 4) {
+                store_pair(ob, (i64)tt * DV + c, a, b, (DV & 1) == 0 && c + 1 < DV, c + 1 < DV);
+            } else if ((DV & 1) == 0 && c + 1 < DV) {
                 *reinterpret_cast<unsigned*>(ob + (i64)tt * DV + c) = pack2(a, b);
             } else {
                 st(ob + (i64)tt * DV + c, a);
@@ -320,6 +330,12 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5(
     int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ n_in,  // n_in: LOGV only
     const int* __restrict__ rows) {
     ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, n_in, rows);
+}
+extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5f(
+    const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
+    const bf* __restrict__ S_in, const float* __restrict__ z_in, float* __restrict__ out,
+    int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ n_in, const int* __restrict__ rows) {
+    ek_output_body<bf, true, float>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, n_in, rows);
 }
 
 // The scan over bf16 summaries (S_c read and S_in written as bf16; VEC = 4 per 8 bytes when
