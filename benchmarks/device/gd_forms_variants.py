@@ -3,6 +3,7 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 only; the substituted ones compute wrong values):
 
 - fp32:        float32 inputs, FFMA products (the production float32 kernel)
+- fp32_suN:    the same with N partial sums in the forward substitution (production: 8; 1 = one chain)
 - tc:          bfloat16 inputs, tensor-core products with split operands (the production bf16 kernel)
 - tc_nosplit:  bfloat16 inputs, tensor-core products without the low halves (1 mma per tile)
 - tc_nomma:    bfloat16 inputs, the mma instructions removed (the fragments then die too): the
@@ -28,7 +29,12 @@ from lsattn.backends.cupy._arrays import narrow, widen  # noqa: E402
 
 BH, T, D, CH = 32, 8192, 64, 64
 SUBS = {
-    "fp32": [], "tc": [],
+    "fp32": [],
+    # the forward substitution's partial sums (GF_SU; 1: session 8's measured kernel, one dependent chain)
+    "fp32_su1": [(r"GF_SU = 8;", "GF_SU = 1;")],
+    "fp32_su4": [(r"GF_SU = 8;", "GF_SU = 4;")],
+    "fp32_su16": [(r"GF_SU = 8;", "GF_SU = 16;")],
+    "tc": [],
     "tc_nosplit": [(r"if \(SA\)\n", "if (false)\n"), (r"if \(SB\)\n", "if (false)\n")],
     "tc_nomma": [(r"mma_bf16\(acc\[u\], [^;]*\);", ";")],
     "ffma_bf16": [(r"#if TI_BF16\n// bf16 halves", "#if 0\n// bf16 halves")],
@@ -60,7 +66,7 @@ def main():
     same = [widen(cupy, x, "bf16") for x in bf]  # the fp32 kernel on the bf16-rounded values: the same inputs
     want = None
     for name in SUBS:
-        half = "" if name == "fp32" else "bf16"
+        half = "" if name.startswith("fp32") else "bf16"
         cfg = cc.make_config("float", D, 16, CH, half)
         ins = bf if half else same
         outs = [cupy.empty(s, dtype=cupy.float32) for s in [(BH, n, CH, D), (BH, n, CH, D), (BH, n, D, CH),
