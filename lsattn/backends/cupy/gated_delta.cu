@@ -67,6 +67,10 @@ constexpr int GD_NG = GD_NG_SET;
 constexpr int GD_NG = GD_WORDS <= 4 ? 4 : (GD_WORDS <= 16 ? 2 : 1);
 #endif
 constexpr int GD_NT = NT * GD_NG;
+// float32: the passes' products on tensor cores (gd_pass_tc: mma.sync m16n8k8 tf32 with split
+// operands, ~2^-21 relative: the float32 bound holds); float64: FFMA (gd_pass_ffma)
+constexpr bool GD_TC = sizeof(ta) == 4;
+constexpr int GD_ACC = GD_TC ? 4 : GD_RA;  // a thread's read accumulators (TC: one C fragment)
 
 // The shared-memory tiles of one chunk of gd_scan.
 struct GdTiles {
@@ -82,12 +86,17 @@ struct GdSlot {
     int ld;
 };
 
+// The level of slot code lv (> 0 chunk level m; <= -2 incoming slot j = -2 - lv) read from token tabs.
+__device__ __forceinline__ int gd_level(int lv, i64 p, i64 tabs) {
+    return lv > 0 ? GD_LOG2C + lv : max(-1 - lv, bitlen64(p ^ tabs));
+}
+
 // One pass of a group over G of its held slots Sg[0 .. G-1] (level codes lv: > 0 chunk level m,
 // <= -2 incoming slot j = -2 - lv): (a) add their reads to acc and form W = eGK S, (b) S <- e^g S - phi W.
 // G = 0: the pass's barriers only. Two block-wide barriers.
 template <int G>
-__device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_RA],
-                                        const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, bool cok) {
+__device__ __forceinline__ void gd_pass_ffma(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_ACC],
+                                             const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, bool cok) {
     const int gt = threadIdx.x % NT, col = gt % GD_BV, rg = gt / GD_BV;
     if constexpr (G > 0) {
         // (a) r = Qe S (the reads) and W = Ek S, rows t = rg RA + i
@@ -125,8 +134,7 @@ __device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv
             for (int g = 0; g < G; ++g) {
                 W[(g * CH + t) * GD_BV + col] = w[g][i];
                 if (real) {
-                    const int level = lv[g] > 0 ? GD_LOG2C + lv[g] : max(-1 - lv[g], bitlen64(p ^ tabs));
-                    acc[i] = fma(sm.Lm[t * LS + level], r[g][i], acc[i]);
+                    acc[i] = fma(sm.Lm[t * LS + gd_level(lv[g], p, tabs)], r[g][i], acc[i]);
                 }
             }
         }
@@ -169,6 +177,112 @@ __device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv
         }
     }
     __syncthreads();
+}
+
+// gd_pass on tensor cores (float32): the group's 8 warps own C tiles of 16 x 8. (a) R = Qe S and
+// W = Ek S (CH x GD_BV each): tile w = (rows 16 (w / 2), columns 8 (w % 2)) to warp w (CH / 8 tiles);
+// (b) S <- e^g S - phi W (DK x GD_BV): tiles (rows 16 (i / 2), columns 8 (i % 2)) to warps i % 8.
+// Every operand is split (3 mma per k-step: all are float32 values, none exact in tf32). Rows past
+// DK are zero in the tiles (cp.async zero fill) and read as zero from the slots; acc holds the
+// warp's (a) tile of reads (c0..c3 as mma_tf32's C).
+template <int G>
+__device__ __forceinline__ void gd_pass_tc(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_ACC],
+                                           const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, int c0,
+                                           int DV) {
+    const int gt = threadIdx.x % NT, wg = gt / 32, lane = gt % 32, g8 = lane / 4, t4 = lane % 4;
+    auto sval = [&](const GdSlot& S, int kk, int cc) {  // slot element (kk, cc), zero past DK / DV
+        return kk < DK && c0 + cc < DV ? S.p[kk * S.ld + cc] : (ta)0;
+    };
+    if constexpr (G > 0) {
+        if (wg < CH / 8) {
+            const int r0 = 16 * (wg / 2), n0 = 8 * (wg % 2);
+            float r[G][4], w[G][4];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) r[g][x] = w[g][x] = 0.f;
+            for (int k0 = 0; k0 < DK; k0 += 8) {
+                unsigned qh[4], ql[4], eh[4], el[4];
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int o = (r0 + g8 + 8 * (x & 1)) * GD_LDQ + k0 + t4 + 4 * (x >> 1);
+                    tf32_split(sm.Qe[o], qh[x], ql[x]);
+                    tf32_split(sm.Ek[o], eh[x], el[x]);
+                }
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    unsigned bh0, bl0, bh1, bl1;
+                    tf32_split(sval(Sg[g], k0 + t4, n0 + g8), bh0, bl0);
+                    tf32_split(sval(Sg[g], k0 + t4 + 4, n0 + g8), bh1, bl1);
+                    mma_tf32(r[g], ql, bh0, bh1);
+                    mma_tf32(w[g], el, bh0, bh1);
+                    mma_tf32(r[g], qh, bl0, bl1);
+                    mma_tf32(w[g], eh, bl0, bl1);
+                    mma_tf32(r[g], qh, bh0, bh1);
+                    mma_tf32(w[g], eh, bh0, bh1);
+                }
+            }
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int t = r0 + g8 + 8 * (x >> 1), cc = n0 + 2 * t4 + (x & 1);
+                const i64 tabs = c * CH + t, gi = tabs - p;
+                const bool real = gi >= 0 && gi < T;  // padding rows read nothing
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    W[(g * CH + t) * GD_BV + cc] = w[g][x];
+                    if (real) acc[x] = fma(sm.Lm[t * LS + gd_level(lv[g], p, tabs)], r[g][x], acc[x]);
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if constexpr (G > 0) {
+        for (int tile = wg; tile < 2 * ((DK + 15) / 16); tile += 8) {
+            const int r0 = 16 * (tile / 2), n0 = 8 * (tile % 2);
+            float x4[G][4];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) x4[g][x] = 0.f;
+            for (int k0 = 0; k0 < CH; k0 += 8) {
+                unsigned ah[4], al[4];
+#pragma unroll
+                for (int x = 0; x < 4; ++x)
+                    tf32_split(sm.Ph[(r0 + g8 + 8 * (x & 1)) * GD_LDP + k0 + t4 + 4 * (x >> 1)], ah[x], al[x]);
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    unsigned bh0, bl0, bh1, bl1;
+                    tf32_split(W[(g * CH + k0 + t4) * GD_BV + n0 + g8], bh0, bl0);
+                    tf32_split(W[(g * CH + k0 + t4 + 4) * GD_BV + n0 + g8], bh1, bl1);
+                    mma_tf32(x4[g], al, bh0, bh1);
+                    mma_tf32(x4[g], ah, bl0, bl1);
+                    mma_tf32(x4[g], ah, bh0, bh1);
+                }
+            }
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int kk = r0 + g8 + 8 * (x >> 1), cc = n0 + 2 * t4 + (x & 1);
+                if (kk < DK && c0 + cc < DV)
+#pragma unroll
+                    for (int g = 0; g < G; ++g) {
+                        ta* e = Sg[g].p + kk * Sg[g].ld + cc;
+                        *e = eg * *e - x4[g][x];
+                    }
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// One pass of a group over G of its held slots (see gd_pass_ffma / gd_pass_tc); two block-wide barriers.
+template <int G>
+__device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_ACC],
+                                        const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, int c0,
+                                        int DV) {
+    if constexpr (GD_TC)
+        gd_pass_tc<G>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
+    else
+        gd_pass_ffma<G>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0 + threadIdx.x % NT % GD_BV < DV);
 }
 
 // The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null; reads coalesced along kk), Ph as
@@ -234,7 +348,6 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
     const int tid = threadIdx.x, grp = tid / NT, gt = tid % NT, col = gt % GD_BV, rg = gt / GD_BV;
     const i64 bh = blockIdx.x;
     const int c0 = blockIdx.y * GD_BV;  // the block's first value column
-    const bool cok = c0 + col < DV;     // this thread's column in (a), (b)
     const int NS = n_old + NLC;
     const i64 slot_sz = (i64)DK * DV;
     ta* levb = lev + bh * NLC * slot_sz;
@@ -267,9 +380,9 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
         gd_chunk_async(sm, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, lam + bh * T * L, T, L, LS,
                        c * CH - p, DK);
         cp_async_wait<0>();
-        ta acc[RA];
+        ta acc[GD_ACC];
 #pragma unroll
-        for (int i = 0; i < RA; ++i) acc[i] = (ta)0;
+        for (int i = 0; i < GD_ACC; ++i) acc[i] = (ta)0;
         __syncthreads();
         // this group's held slots (held slot number r % GD_NG == grp), GD_G per pass: incoming slot
         // s < n_old where bit s of p is set, chunk-level slot m = s - n_old + 1 where bit m - 1 of
@@ -297,16 +410,23 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
 #error "gd_scan dispatches passes of 0, 1 or 2 slots"
 #endif
             if (cnt == 2) {
-                gd_pass<2>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
+                gd_pass<2>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
             } else if (cnt == 1) {
-                gd_pass<1>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
+                gd_pass<1>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
             } else {
-                gd_pass<0>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
+                gd_pass<0>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
             }
         }
         // the group's reads into its W buffer (its passes are done), summed over the groups
+        if constexpr (GD_TC) {
+            const int wg = gt / 32, g8 = gt % 32 / 4, t4 = gt % 4;
+            if (wg < CH / 8)
 #pragma unroll
-        for (int i = 0; i < RA; ++i) W[(rg * RA + i) * GD_BV + col] = acc[i];
+                for (int x = 0; x < 4; ++x) W[(16 * (wg / 2) + g8 + 8 * (x >> 1)) * GD_BV + 8 * (wg % 2) + 2 * t4 + (x & 1)] = acc[x];
+        } else {
+#pragma unroll
+            for (int i = 0; i < RA; ++i) W[(rg * RA + i) * GD_BV + col] = acc[i];
+        }
         __syncthreads();
 #pragma unroll
         for (int e = 0; e < OE; ++e) {
