@@ -227,8 +227,8 @@ class Emulated:
 def test_kernel_source_emulated_on_cpu(dtype, dk, dv, C):
     """The CUDA source of gd_scan, run on the CPU through the host logic: a stream with single
     tokens, an incoming state, two column blocks (float32) and padded head dims, against the
-    reference; its state equals the array-API state. Slot groups per block: 4 (float32, d = 16
-    padded), 2 and 1 (float64, d_k = 32 and 128 padded)."""
+    reference; its state equals the array-API state. Slot groups per block: 2 (float32, tensor-core
+    passes, d = 16 padded), 2 and 1 (float64, d_k = 32 and 128 padded)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernel")
     assert make_config("double" if dtype == "float64" else "float", dk, 16, C).CH == C

@@ -61,10 +61,12 @@ constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeo
 // (GD_NT threads may use 65536 / GD_NT registers each; the counts below keep ptxas from spilling
 // on sm_90); _compile.Config.gd_groups mirrors this
 constexpr int GD_WORDS = (GD_RA + GD_RB) * (int)sizeof(ta) / 4;
-#ifdef GD_NG_SET  // benchmarks/device/ab_gd_scan.py compares group counts
+#ifdef GD_NG_SET  // a timing build may set the group count
 constexpr int GD_NG = GD_NG_SET;
 #else
-constexpr int GD_NG = GD_WORDS <= 4 ? 4 : (GD_WORDS <= 16 ? 2 : 1);
+// float32 (tensor-core passes): always 2, whose 128 registers hold the fragments without spilling
+// (4 groups at 64 registers spilled 80 bytes at CH = DKP = 16 / 32)
+constexpr int GD_NG = sizeof(ta) == 4 ? 2 : (GD_WORDS <= 4 ? 4 : (GD_WORDS <= 16 ? 2 : 1));
 #endif
 constexpr int GD_NT = NT * GD_NG;
 // float32: the passes' products on tensor cores (gd_pass_tc: mma.sync m16n8k8 tf32 with split
