@@ -1,6 +1,8 @@
 """GPU benchmark of log-linear Gated DeltaNet (forward), side by side in one run, with peak memory.
 
-    python benchmarks/bench_gpu_gated_delta.py [--out DIR] [--T 2048,8192,16384,32768]
+    python benchmarks/bench_gpu_gated_delta.py [--out DIR] [--T 2048,8192,16384,32768] [--fla-dtypes bf16]
+        (fla's fp32 row, which also gives the check column, compiles / autotunes Triton kernels on its first call per T:
+        with it the table's first T alone outran an 80 s limit on a fresh machine)
     python benchmarks/bench_gpu_gated_delta.py --train [--out DIR] [--T 2048,8192,16384]   (fwd+bwd, ``train``:
         ours, array-API, fla plain GDN, fla chunk_log_linear_attn and torch SDPA, with peak memory)
 

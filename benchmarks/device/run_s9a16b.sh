@@ -4,7 +4,7 @@
 # dispatch) in two pytest processes beside compute-sanitizer memcheck and racecheck (gd_scan, gd_forms)
 # of gd_small.py and one Nsight Compute profile of gd_forms / gd_scan at 8K (if ncu is installed);
 # gd_scan alone in four builds (ab_gd_scan.py: tensor cores, slots in global memory, FFMA, no
-# products); the forward table with fla (bf16 only: its fp32 row autotunes Triton for ~40 s per T) and
+# products); the forward table with fla (bf16 only: its fp32 row compiles / autotunes Triton per T) and
 # the array-API path at T = 8K, 16K, 32K (T = 2K: first run).
 #   OUT=... bash benchmarks/device/run_s9a16b.sh       (logs under $OUT; summary on stdout)
 set -u

@@ -36,9 +36,11 @@
 // are dealt round-robin over the groups (held slot number r to group r % GD_NG); in a pass every
 // group does (a) and (b) for up to GD_G of its slots (W = eGK S in its own buffer), so the groups
 // run side by side; every group joins every pass's barriers (block-wide), with no slot when it has
-// none left. In a group, 16 value columns x 16 row groups: rows t = rg CH/16 + i in (a),
-// kk = rg DKP/16 + i in (b), the reductions over kk and t in steps of 4 (one vector load per row
-// and step). The groups' reads are summed through shared memory once per chunk; the merge (c) is
+// none left. float32 (gd_pass_tc): the group's 8 warps own 16 x 8 tiles of the products on tensor
+// cores (mma.sync m16n8k8 tf32, every operand split into two tf32 halves: 3xTF32, ~2^-21 relative,
+// fp32 accumulation); float64 (gd_pass_ffma): 16 value columns x 16 row groups, rows t = rg CH/16 + i
+// in (a), kk = rg DKP/16 + i in (b), the reductions over kk and t in steps of 4 (one vector load per
+// row and step). The groups' reads are summed through shared memory once per chunk; the merge (c) is
 // spread over all threads. The chunk's tiles and lambda rows are copied to shared memory
 // asynchronously (cp.async element copies as stored: every copy in flight at once, no registers,
 // no transposing stores; a second buffer filled during the previous chunk's passes measured no
@@ -181,6 +183,30 @@ __device__ __forceinline__ void gd_pass_ffma(const GdSlot (&Sg)[GD_G], const int
     __syncthreads();
 }
 
+// The split (tf32 hi + lo) fragments of gd_pass_tc (lane = 4 g8 + t4, mma_tf32's layout): A (rows
+// r0 .., reductions k0 .. k0 + 7) of X [row][k] (row stride ld); B (reductions k0 .., columns n0 ..)
+// as at(k, n).
+// (templates on the element type: a float64 build compiles gd_pass_tc's text without running it)
+template <typename E>
+__device__ __forceinline__ void gd_frag_a(const E* X, int ld, int r0, int k0, unsigned (&h)[4], unsigned (&l)[4]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) tf32_split((float)X[(r0 + g8 + 8 * (x & 1)) * ld + k0 + t4 + 4 * (x >> 1)], h[x], l[x]);
+}
+template <typename F>
+__device__ __forceinline__ void gd_frag_b(F at, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    tf32_split((float)at(k0 + t4, n0 + g8), h[0], l[0]);
+    tf32_split((float)at(k0 + t4 + 4, n0 + g8), h[1], l[1]);
+}
+// c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22)
+__device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], const unsigned (&al)[4],
+                                        const unsigned (&bh)[2], const unsigned (&bl)[2]) {
+    mma_tf32(c, al, bh[0], bh[1]);
+    mma_tf32(c, ah, bl[0], bl[1]);
+    mma_tf32(c, ah, bh[0], bh[1]);
+}
+
 // gd_pass on tensor cores (float32): the group's 8 warps own C tiles of 16 x 8. (a) R = Qe S and
 // W = Ek S (CH x GD_BV each): tile w = (rows 16 (w / 2), columns 8 (w % 2)) to warp w (CH / 8 tiles);
 // (b) S <- e^g S - phi W (DK x GD_BV): tiles (rows 16 (i / 2), columns 8 (i % 2)) to warps i % 8.
@@ -191,10 +217,7 @@ template <int G>
 __device__ __forceinline__ void gd_pass_tc(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_ACC],
                                            const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, int c0,
                                            int DV) {
-    const int gt = threadIdx.x % NT, wg = gt / 32, lane = gt % 32, g8 = lane / 4, t4 = lane % 4;
-    auto sval = [&](const GdSlot& S, int kk, int cc) {  // slot element (kk, cc), zero past DK / DV
-        return kk < DK && c0 + cc < DV ? S.p[kk * S.ld + cc] : (ta)0;
-    };
+    const int wg = threadIdx.x % NT / 32, g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     if constexpr (G > 0) {
         if (wg < CH / 8) {
             const int r0 = 16 * (wg / 2), n0 = 8 * (wg % 2);
@@ -205,23 +228,16 @@ __device__ __forceinline__ void gd_pass_tc(const GdSlot (&Sg)[GD_G], const int (
                 for (int x = 0; x < 4; ++x) r[g][x] = w[g][x] = 0.f;
             for (int k0 = 0; k0 < DK; k0 += 8) {
                 unsigned qh[4], ql[4], eh[4], el[4];
-#pragma unroll
-                for (int x = 0; x < 4; ++x) {
-                    const int o = (r0 + g8 + 8 * (x & 1)) * GD_LDQ + k0 + t4 + 4 * (x >> 1);
-                    tf32_split(sm.Qe[o], qh[x], ql[x]);
-                    tf32_split(sm.Ek[o], eh[x], el[x]);
-                }
+                gd_frag_a(sm.Qe, GD_LDQ, r0, k0, qh, ql);
+                gd_frag_a(sm.Ek, GD_LDQ, r0, k0, eh, el);
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
-                    unsigned bh0, bl0, bh1, bl1;
-                    tf32_split(sval(Sg[g], k0 + t4, n0 + g8), bh0, bl0);
-                    tf32_split(sval(Sg[g], k0 + t4 + 4, n0 + g8), bh1, bl1);
-                    mma_tf32(r[g], ql, bh0, bh1);
-                    mma_tf32(w[g], el, bh0, bh1);
-                    mma_tf32(r[g], qh, bl0, bl1);
-                    mma_tf32(w[g], eh, bl0, bl1);
-                    mma_tf32(r[g], qh, bh0, bh1);
-                    mma_tf32(w[g], eh, bh0, bh1);
+                    const GdSlot S = Sg[g];
+                    unsigned bh[2], bl[2];  // slot elements, zero past DK / DV
+                    gd_frag_b([&](int kk, int cc) { return kk < DK && c0 + cc < DV ? S.p[kk * S.ld + cc] : 0.f; },
+                              k0, n0, bh, bl);
+                    gd_mma3(r[g], qh, ql, bh, bl);
+                    gd_mma3(w[g], eh, el, bh, bl);
                 }
             }
 #pragma unroll
@@ -248,17 +264,12 @@ __device__ __forceinline__ void gd_pass_tc(const GdSlot (&Sg)[GD_G], const int (
                 for (int x = 0; x < 4; ++x) x4[g][x] = 0.f;
             for (int k0 = 0; k0 < CH; k0 += 8) {
                 unsigned ah[4], al[4];
-#pragma unroll
-                for (int x = 0; x < 4; ++x)
-                    tf32_split(sm.Ph[(r0 + g8 + 8 * (x & 1)) * GD_LDP + k0 + t4 + 4 * (x >> 1)], ah[x], al[x]);
+                gd_frag_a(sm.Ph, GD_LDP, r0, k0, ah, al);
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
-                    unsigned bh0, bl0, bh1, bl1;
-                    tf32_split(W[(g * CH + k0 + t4) * GD_BV + n0 + g8], bh0, bl0);
-                    tf32_split(W[(g * CH + k0 + t4 + 4) * GD_BV + n0 + g8], bh1, bl1);
-                    mma_tf32(x4[g], al, bh0, bh1);
-                    mma_tf32(x4[g], ah, bl0, bl1);
-                    mma_tf32(x4[g], ah, bh0, bh1);
+                    unsigned bh[2], bl[2];
+                    gd_frag_b([&](int t, int cc) { return W[(g * CH + t) * GD_BV + cc]; }, k0, n0, bh, bl);
+                    gd_mma3(x4[g], ah, al, bh, bl);
                 }
             }
 #pragma unroll
