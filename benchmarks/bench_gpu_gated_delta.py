@@ -1,6 +1,8 @@
 """GPU benchmark of log-linear Gated DeltaNet (forward), side by side in one run, with peak memory.
 
-    python benchmarks/bench_gpu_gated_delta.py [--out DIR] [--T 2048,8192,16384,32768]
+    python benchmarks/bench_gpu_gated_delta.py [--out DIR] [--T 2048,8192,16384,32768] [--fla-dtypes bf16]
+        (fla's fp32 row, which also gives the check column, compiles / autotunes Triton kernels on its first call per T:
+        with it the table's first T alone outran an 80 s limit on a fresh machine)
     python benchmarks/bench_gpu_gated_delta.py --train [--out DIR] [--T 2048,8192,16384]   (fwd+bwd, ``train``:
         ours, array-API, fla plain GDN, fla chunk_log_linear_attn and torch SDPA, with peak memory)
 
@@ -59,6 +61,8 @@ def main():
     ap.add_argument("--out", default=".")
     ap.add_argument("--T", default="2048,8192,16384,32768")
     ap.add_argument("--api-max-T", type=int, default=16384, help="largest T of the array-API column")
+    ap.add_argument("--fla-dtypes", default="bf16,fp32",
+                    help="the forward's fla rows (fp32 also gives the check column; its first call per T autotunes Triton)")
     ap.add_argument("--train", action="store_true", help="forward + backward rows (train) instead of the forward")
     ap.add_argument("--rows", default="ours_bf16,ours_fp32,api,fla,fla_ll,sdpa",
                     help="--train: the rows to measure, in this order of the columns (ours_bf16, ours_fp32, api, fla, "
@@ -83,7 +87,7 @@ def main():
             if T <= args.api_max_T:
                 measure(f"array_api {dname}", lambda: lsattn.loglinear_gated_delta(*x, backend="array_api"), row,
                          f"api_{dname}", reps=3)
-            if chunk_gated_delta_rule is not None:
+            if chunk_gated_delta_rule is not None and dname in args.fla_dtypes.split(","):
                 fx = fla_args(*x[:5])
                 measure(f"fla chunk_gated_delta_rule {dname}",
                          lambda: chunk_gated_delta_rule(*fx, scale=1.0), row, f"fla_{dname}")

@@ -3,24 +3,12 @@
 // std::barrier, shared memory one static buffer; it includes gated_delta.cu through KERNEL and
 // defines run(), gd_scan's launch, and emu_grid) plus the helpers of common.cu that gd_forms uses besides, restated.
 // tests/test_cupy_gated_delta.py builds it with
-//   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. [-DTI_BF16=1] -DKERNEL='"<gated_delta.cu>"' -DFORMS_KERNEL='"<gated_delta_forms.cu>"'
-#include <cstring>
+//   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DFORMS_KERNEL='"<gated_delta_forms.cu>"'
 
 #include "cuda_emu_gd_scan.cpp"
 
-#ifndef TI_BF16
-#define TI_BF16 0
-#endif
-#if TI_BF16
-// bfloat16 inputs (-DTI_BF16=1, TA float): the tensor-core gf_product, its mma.sync emulated per
-// warp (below); inputs are 16-bit patterns
-typedef unsigned short ti;
-#include "cuda_emu_mma.h"
-inline ta ld(const ti* p) { return __uint_as_float(((unsigned)*p) << 16); }
-#else
 typedef ta ti;
 inline ta ld(const ti* p) { return *p; }
-#endif
 
 inline int fen_level(i64 t, i64 s) { return bitlen64(t ^ s); }
 #include "cuda_emu_mm.h"

@@ -7,7 +7,7 @@ lsattn.reference.
   formulation (``_chunk_forms``, ``_masked_intra``), against the float64 reference; and driven by
   the kernels' CUDA sources themselves compiled for the CPU (``cuda_emu_gd_scan.cpp``,
   ``cuda_emu_gd_forms.cpp``: a std::thread per CUDA thread, a barrier per block, mma.sync emulated
-  per warp for the bfloat16 tensor-core variant), which checks the kernels' thread mapping,
+  per warp for gd_scan's float32 tensor-core passes), which checks the kernels' thread mapping,
   fragments, shared tiles and barriers without a GPU.
 * GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
   without ``backend=`` on CuPy arrays and CUDA torch tensors, streams moving between backends,
@@ -16,9 +16,8 @@ lsattn.reference.
 Tolerances (max |out - ref| <= tol * max |ref|), those of tests/test_gated_delta.py: float64
 1e-10 (normalised keys with beta in [0, 1], and unnormalised keys of std up to 1); float32 1e-5
 (normalised keys, unnormalised keys of std up to 0.5); bfloat16 inputs (computed in float32,
-returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs; gd_forms' tensor-core
-variant for bfloat16 inputs (not dispatched, ``gated_delta.py``), through ``compute(half="bf16")``,
-``TC_FORMS`` on its float32 output (emulated on the CPU and on the GPU).
+returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs; float32's bound also
+covers gd_scan's tensor-core passes (3xTF32).
 """
 from __future__ import annotations
 
@@ -203,7 +202,7 @@ class Emulated:
         self.resident = resident
 
     def _lib(self, cfg):
-        return emulation("cuda_emu_gd_forms.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "TI_BF16": int(cfg.bf16)},
+        return emulation("cuda_emu_gd_forms.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
                          {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
     @staticmethod
@@ -213,9 +212,7 @@ class Emulated:
 
     def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
-        ins = self._ptrs((q, k, v, a, beta, lam))  # bfloat16 (cfg.bf16): 16-bit patterns
-        assert (q.dtype.itemsize == 2) == cfg.bf16
-        self._lib(cfg).run_forms(*ins, *self._ptrs((qe, ek, ph, H, g, out)), *ints, ctypes.c_int(n), ctypes.c_int(BH))
+        self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H, g, out)), *ints, ctypes.c_int(n), ctypes.c_int(BH))
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
@@ -230,8 +227,8 @@ class Emulated:
 def test_kernel_source_emulated_on_cpu(dtype, dk, dv, C):
     """The CUDA source of gd_scan, run on the CPU through the host logic: a stream with single
     tokens, an incoming state, two column blocks (float32) and padded head dims, against the
-    reference; its state equals the array-API state. Slot groups per block: 4 (float32, d = 16
-    padded), 2 and 1 (float64, d_k = 32 and 128 padded)."""
+    reference; its state equals the array-API state. Slot groups per block: 2 (float32, tensor-core
+    passes, d = 16 padded), 2 and 1 (float64, d_k = 32 and 128 padded)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernel")
     assert make_config("double" if dtype == "float64" else "float", dk, 16, C).CH == C
@@ -289,50 +286,33 @@ def test_chunk_slots():
                 assert cgd.chunk_slots(F, n, merge_last) == want, (F, n, merge_last)
 
 
-def bf16_patterns(x):
-    """float array -> its bfloat16 rounding (nearest even) as int16 patterns (the CuPy view of torch's bfloat16)."""
-    from lsattn.backends.cupy._arrays import narrow
-
-    return narrow(np, np.ascontiguousarray(x, dtype=np.float32), "bf16")
-
-
-def bf16_values(x):
-    """int16 bfloat16 patterns -> float64 values."""
-    from lsattn.backends.cupy._arrays import widen
-
-    return widen(np, x, "bf16").astype(np.float64)
-
-
-#: the tensor-core gd_forms (bf16 inputs, split operands, fp32 accumulation) before the output's
-#: rounding, against the float64 reference on the rounded inputs: 3x the float32 bound (each split
-#: operand carries ~2^-17 relative; measured 3-5e-6 in the emulation, ~2e-3 without the low halves)
-TC_FORMS = 3 * F32
-
-
-@pytest.mark.parametrize("T, p, dk, dv, keys, decay", [(150, 0, 16, 20, "normalised", "moderate"),  # one per DKP: CI time
-                                                        (97, 77, 20, 17, "raw", "strong"),
-                                                        (130, 5, 64, 64, "normalised", "mixed"),
-                                                        (40, 0, 100, 3, "raw", "zero")])
-def test_tensor_core_forms_emulated(emulated, T, p, dk, dv, keys, decay):
-    """The bfloat16 variant of gd_forms (tensor-core gf_product: the mma.sync fragments emulated warp
-    by warp on the CPU, ``cuda_emu_gd_forms.cpp``) through the host logic with half="bf16": any T,
-    an incoming state, padded head dims, unnormalised keys, strong decays and resets; its float32
-    output and state against the reference on the rounded inputs. Skips the bfloat16 rounding of
-    the output (the public call's), so the bound is the split products' (TC_FORMS), not BF16."""
+@pytest.mark.parametrize("T, p, dk, dv, C, keys, decay, resident", [
+    (150, 0, 16, 20, 64, "normalised", "moderate", None),  # one per DKP: CI time
+    (97, 77, 20, 17, 32, "raw", "strong", 0),
+    (130, 5, 64, 33, 64, "normalised", "mixed", 2),
+    (40, 0, 100, 3, 16, "raw", "zero", None)])
+def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay, resident):
+    """float32: gd_scan's passes on tensor cores (3xTF32 mma.sync, its fragments emulated warp by
+    warp on the CPU, ``cuda_emu_gd_scan.cpp``) with gd_forms, through the host logic: T not a
+    multiple of the chunk, an incoming state at an unaligned offset, every padded d_k (16 .. 128),
+    value columns in several blocks, unnormalised keys (|k| ~0.5, the float32 bound's), strong
+    decays and hard resets, slots in shared or global memory; output and state within the float32
+    bound of the reference and the array-API state."""
     arrays = make(11, (2,), p + T, dk, dv, keys=keys, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
-    bf = [bf16_patterns(x) for x in arrays]
-    vals = [bf16_values(x) for x in bf]
+    arrays = [x.astype(np.float32) for x in arrays]
+    full = [x.astype(np.float64) for x in arrays]
     old = None
     if p:
-        _, state = lsattn.loglinear_gated_delta(*_sl(vals, 0, p), return_state=True, backend="array_api")
+        _, state = lsattn.loglinear_gated_delta(*_sl(full, 0, p), return_state=True, backend="array_api")
         old = state.tensors["levels"].astype(np.float32)
-    assert make_config("float", dk, 16, 64, "bf16").bf16
-    out, levels = cgd.compute(emulated, *_sl(bf, p, p + T), 64, p, old, True, "bf16")
+    ops = copy.copy(emulated)
+    ops.resident = resident
+    out, levels = cgd.compute(ops, *_sl(arrays, p, p + T), C, p, old, True)
     assert out.dtype == np.float32 and levels.dtype == np.float32
-    what = f"p={p} T={T} dk={dk} dv={dv} {keys}"
-    assert_close(out, ref.loglinear_gated_delta(*vals)[..., p:, :], TC_FORMS, what=what)
-    _, st_api = lsattn.loglinear_gated_delta(*vals, return_state=True, backend="array_api")
-    assert_close(levels, st_api.tensors["levels"], TC_FORMS, what="levels " + what)
+    what = f"p={p} T={T} C={C} dk={dk} dv={dv} {keys}"
+    assert_close(out, ref.loglinear_gated_delta(*full)[..., p:, :], F32, what=what)
+    _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], F32, what="levels " + what)
 
 
 def test_registered_on_cupy():
@@ -440,29 +420,6 @@ def test_gpu_torch_no_grad(T, p, C, dtype, resets, seed):
                                             chunk_size=C, state=state)
     assert not out2.requires_grad
     assert_close(out2.detach().cpu().numpy(), want, tol, what="no_grad()")
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("T, p, dk, dv", [(1000, 0, 64, 64), (700, 77, 64, 64), (300, 0, 128, 70), (200, 5, 20, 16)])
-def test_gpu_tensor_core_forms(T, p, dk, dv):
-    """The tensor-core gd_forms on the GPU (real mma.sync) through ``compute`` with half="bf16" on
-    CuPy bfloat16 patterns: the float32 output (before the public call's rounding) within
-    TC_FORMS of the reference on the rounded inputs, with an incoming state."""
-    _gpu_ready()
-    import cupy
-
-    from lsattn.backends.cupy._compile import CupyOps
-
-    bf = [bf16_patterns(x) for x in make(3, (2, 2), p + T, dk, dv)]
-    vals = [bf16_values(x) for x in bf]
-    old = None
-    if p:
-        _, state = lsattn.loglinear_gated_delta(*_sl(vals, 0, p), return_state=True, backend="array_api")
-        old = cupy.asarray(state.tensors["levels"].astype(np.float32))
-    with cupy.cuda.Device(0):
-        out, _ = cgd.compute(CupyOps(0), *[cupy.asarray(x) for x in _sl(bf, p, p + T)], 64, p, old, False, "bf16")
-    assert out.dtype == cupy.float32
-    assert_close(out.get(), ref.loglinear_gated_delta(*vals)[..., p:, :], TC_FORMS, what=f"T={T} p={p} dk={dk} dv={dv}")
 
 
 @pytest.mark.gpu

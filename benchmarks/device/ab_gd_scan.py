@@ -1,8 +1,16 @@
 """gd_scan alone (CUDA events, ms per launch), B H = 32 sequences, d = 64, float32 (what the bf16
-forward computes in), T = 2K / 8K / 32K: the launch as the host picks it (every slot in shared
-memory, 2 slot groups of 256 threads), every slot in global memory, and 4 slot groups (compiled
-with -DGD_NG_SET=4: 64 registers, ptxas spills 72 bytes); then the public forward on the same
-float32 CuPy arrays."""
+forward computes in), T = 2K / 8K / 32K, in builds compiled from the production source by text
+substitution (timing only; the substituted ones compute wrong values where said):
+
+- tc:        the production kernel (float32: the passes' products on tensor cores, 3xTF32)
+- tc_global: the same launch with every slot in global memory
+- ffma:      the passes' products in FFMA (session 8's kernel: GD_TC false)
+- no_pass:   every pass without its products (gd_pass<0>: the barriers only; wrong values): what a
+             chunk costs besides the products (tile copies, barriers, reduction, merge)
+
+then the public forward on the same float32 CuPy arrays."""
+import re
+
 import cupy
 import numpy as np
 
@@ -15,9 +23,20 @@ ops = cc.CupyOps(cupy.cuda.Device().id)
 BH, DK, DV = 32, 64, 64
 i32, i64 = np.int32, np.int64
 cfg = cc.make_config("float", DK, 16, 64)
-code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu"))
 opts = ("-std=c++17", "-DTA=float", "-DTI_BF16=0", "-DTI_F16=0", f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}",
         "-DLOGV=0")
+SUBS = {"ffma": [(r"constexpr bool GD_TC = sizeof\(ta\) == 4;", "constexpr bool GD_TC = false;")],
+        "no_pass": [(r"gd_pass<[12]>\(", "gd_pass<0>(")]}
+
+
+def build(name):
+    src = cc._source("gated_delta.cu")
+    for pat, rep in SUBS[name]:
+        src, k = re.subn(pat, rep, src)
+        assert k, (name, pat)
+    fn = cupy.RawModule(code=cc._source("common.cu") + "\n" + src, options=opts).get_function("gd_scan")
+    fn.max_dynamic_shared_size_bytes = cc.SMEM_MAX
+    return fn
 
 
 def ms(f, reps):
@@ -33,9 +52,7 @@ def ms(f, reps):
     return cupy.cuda.get_elapsed_time(e0, e1) / reps
 
 
-NG_ALT = 4
-alt = cupy.RawModule(code=code, options=opts + (f"-DGD_NG_SET={NG_ALT}",)).get_function("gd_scan")
-alt.max_dynamic_shared_size_bytes = cc.SMEM_MAX
+alt = {name: build(name) for name in SUBS}
 for T in (2048, 8192, 32768):
     C, L = cfg.CH, lsattn.num_levels(T)
     lay = chunk_layout(0, T, C)
@@ -54,16 +71,13 @@ for T in (2048, 8192, 32768):
     lev, oldc = cupy.zeros((BH, NLC, DK, DV), cupy.float32), cupy.zeros((1,), cupy.float32)
     fn, block, _ = ops._tk("gated_delta", cfg, "gd_scan")
     nres = cfg.gd_scan_resident(NLC, L)
-    more_w = (NG_ALT - cfg.gd_groups) * 2 * C * 16 * 4  # the W buffers of the groups NG_ALT adds
     row = [f"T={T:6d} n={n:4d} slots={NLC:2d}"]
-    for name, res, f, threads, extra in (
-            (f"host ({cfg.gd_groups} groups, {nres} slots resident)", nres, fn, block[0], 0),
-            ("slots in global memory", 0, fn, block[0], 0), (f"{NG_ALT} groups", nres, alt, 256 * NG_ALT, more_w)):
+    for name, res, f in (("tc", nres, fn), ("tc_global", 0, fn), ("ffma", nres, alt["ffma"]),
+                         ("no_pass", nres, alt["no_pass"])):
         def launch():
-            f((BH, -(-DV // 16)), (threads,), (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L),
-                                               i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(res)),
-              shared_mem=cfg.gd_scan_smem(res, L) + extra)
+            f((BH, -(-DV // 16)), block, (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L),
+                                          i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(res)),
+              shared_mem=cfg.gd_scan_smem(res, L))
         row.append(f"{name}: {ms(launch, 5):.3f} ms")
-    # the public forward on the same float32 CuPy arrays
     row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")
     print(" | ".join(row), flush=True)

@@ -1,5 +1,7 @@
 """Where loglinear_gated_delta spends its time on the GPU (cupy path: the fused WY forms gd_forms + gd_scan):
-wall time per call and the top kernels by CUDA time (torch profiler), B=2 H=16 d=64 bf16 and fp32;
+wall time per call and the top kernels by CUDA time (torch profiler), B=2 H=16 d=64, bf16 and fp32 at
+T = 2K, 8K, 32K (or the T list given as the first argument, e.g. ``2048,8192``): the per-kernel split
+and, from the profiler's totals, how much of the wall time no kernel covers (host work between them);
 with the argument ``train``: one fwd+bwd step at T = 8192 (bf16) instead."""
 import sys
 import time
@@ -52,18 +54,10 @@ if sys.argv[1:] == ["train"]:  # one fwd+bwd step at T = 8192, bf16: wall time a
     kernels(step, 30)
     sys.exit(0)
 
-for T, dtype in ((2048, torch.bfloat16), (8192, torch.bfloat16), (8192, torch.float32)):
-    x = inputs(T, dtype)
-    f = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
-    print(f"==== T={T} {dtype}: {wall_ms(f):.2f} ms per call", flush=True)
-    import cupy
-
-    xc = [cupy.asarray(y.float()) for y in x]  # the same call on CuPy arrays (the WY forms on CuPy)
-    lsattn.loglinear_gated_delta(*xc)
-    cupy.cuda.runtime.deviceSynchronize()
-    t = time.perf_counter()
-    for _ in range(3):
-        lsattn.loglinear_gated_delta(*xc)
-    cupy.cuda.runtime.deviceSynchronize()
-    print(f"     cupy arrays (float32): {1e3 * (time.perf_counter() - t) / 3:.2f} ms per call", flush=True)
-    kernels(f, 25)
+Ts = [int(t) for t in sys.argv[1].split(",")] if sys.argv[1:] else [2048, 8192, 32768]
+for T in Ts:
+    for dtype in (torch.bfloat16, torch.float32):
+        x = inputs(T, dtype)
+        f = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
+        print(f"==== T={T} {dtype}: {wall_ms(f):.3f} ms per call (wall)", flush=True)
+        kernels(f, 14)

@@ -47,9 +47,8 @@ forward substitution, the products); ``gd_scan`` replaces the chunk tree by a se
 chunks per (sequence, 16 value columns) that keeps the chunk-level Fenwick states and the incoming
 state's slots, reads them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)``
 and merges at chunk granularity. CuPy arrays, JAX arrays and torch tensors without grad take both.
-float32 / float64 (FFMA); 16-bit inputs are computed in float32 (not in ``HALF_OPS``: ``gd_forms``'
-tensor-core variant for bfloat16 measured slower than its FFMA kernel, ``gated_delta.py``). Inputs
-that require grad: the backward below.
+float32 / float64 (``gd_scan``'s per-slot products on tensor cores in float32, 3xTF32); 16-bit
+inputs are computed in float32 (not in ``HALF_OPS``). Inputs that require grad: the backward below.
 
 Hierarchical exp-kernel attention (``loglinear_log_attention``): ``hi_intra`` computes every pair
 inside each aligned chunk exactly in log space and the chunk's exp-kernel summary ``(m, n, S, z)``

@@ -116,10 +116,10 @@ class Config:
 
     @property
     def gd_groups(self):
-        """Slot groups of 256 threads in a gd_scan block (GD_NG of gated_delta.cu): 4, 2 or 1 by the
-        size of a pass's per-thread arrays, CH / 16 + DKP / 16 values."""
+        """Slot groups of 256 threads in a gd_scan block (GD_NG of gated_delta.cu): float32 (tensor-core
+        passes) 2; float64 4, 2 or 1 by the size of a pass's per-thread arrays, CH / 16 + DKP / 16 values."""
         words = (self.CH // 16 + self.DKP // 16) * self.itemsize // 4
-        return 4 if words <= 4 else (2 if words <= 16 else 1)
+        return 2 if self.ta == "float" else (4 if words <= 4 else (2 if words <= 16 else 1))
 
     def gd_scan_smem(self, nres, L):
         """gd_scan's shared memory with ``nres`` resident slots and ``L`` level weights: the three

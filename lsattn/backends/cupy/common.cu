@@ -322,6 +322,27 @@ __device__ __forceinline__ void cp_async_ta(ta* dst, const ta* src, bool valid) 
         asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 8 : 0));
 }
 
+// ---- tensor cores in float32 (gd_scan): mma.sync m16n8k8 tf32, 3xTF32 split operands ----
+// x = hi + lo, both tf32 (cvt.rna: 10 mantissa bits); a product of split operands summed as
+// A_lo B_hi + A_hi B_lo + A_hi B_hi keeps ~2^-21 relative (the dropped A_lo B_lo ~2^-22).
+__device__ __forceinline__ unsigned to_tf32(float x) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+__device__ __forceinline__ void tf32_split(float x, unsigned& hi, unsigned& lo) {
+    hi = to_tf32(x);
+    lo = to_tf32(x - __uint_as_float(hi));
+}
+// Fragments (lane = 4 g + t): A a0..a3 = (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4); B b0, b1 =
+// (t, g), (t + 4, g); C c0..c3 = (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1).
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 #if TI_BF16
 // ---- tensor cores (bf16 inputs): mma.sync m16n8k16, bf16 operands, fp32 accumulators ----------
 // Tiles live in shared memory as bf16 with the reduction index contiguous: A as [m][k], B as [n][k];

@@ -36,9 +36,11 @@
 // are dealt round-robin over the groups (held slot number r to group r % GD_NG); in a pass every
 // group does (a) and (b) for up to GD_G of its slots (W = eGK S in its own buffer), so the groups
 // run side by side; every group joins every pass's barriers (block-wide), with no slot when it has
-// none left. In a group, 16 value columns x 16 row groups: rows t = rg CH/16 + i in (a),
-// kk = rg DKP/16 + i in (b), the reductions over kk and t in steps of 4 (one vector load per row
-// and step). The groups' reads are summed through shared memory once per chunk; the merge (c) is
+// none left. float32 (gd_pass_tc): the group's 8 warps own 16 x 8 tiles of the products on tensor
+// cores (mma.sync m16n8k8 tf32, every operand split into two tf32 halves: 3xTF32, ~2^-21 relative,
+// fp32 accumulation); float64 (gd_pass_ffma): 16 value columns x 16 row groups, rows t = rg CH/16 + i
+// in (a), kk = rg DKP/16 + i in (b), the reductions over kk and t in steps of 4 (one vector load per
+// row and step). The groups' reads are summed through shared memory once per chunk; the merge (c) is
 // spread over all threads. The chunk's tiles and lambda rows are copied to shared memory
 // asynchronously (cp.async element copies as stored: every copy in flight at once, no registers,
 // no transposing stores; a second buffer filled during the previous chunk's passes measured no
@@ -61,12 +63,18 @@ constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeo
 // (GD_NT threads may use 65536 / GD_NT registers each; the counts below keep ptxas from spilling
 // on sm_90); _compile.Config.gd_groups mirrors this
 constexpr int GD_WORDS = (GD_RA + GD_RB) * (int)sizeof(ta) / 4;
-#ifdef GD_NG_SET  // benchmarks/device/ab_gd_scan.py compares group counts
+#ifdef GD_NG_SET  // a timing build may set the group count
 constexpr int GD_NG = GD_NG_SET;
 #else
-constexpr int GD_NG = GD_WORDS <= 4 ? 4 : (GD_WORDS <= 16 ? 2 : 1);
+// float32 (tensor-core passes): always 2, whose 128 registers hold the fragments without spilling
+// (4 groups at 64 registers spilled 80 bytes at CH = DKP = 16 / 32)
+constexpr int GD_NG = sizeof(ta) == 4 ? 2 : (GD_WORDS <= 4 ? 4 : (GD_WORDS <= 16 ? 2 : 1));
 #endif
 constexpr int GD_NT = NT * GD_NG;
+// float32: the passes' products on tensor cores (gd_pass_tc: mma.sync m16n8k8 tf32 with split
+// operands, ~2^-21 relative: the float32 bound holds); float64: FFMA (gd_pass_ffma)
+constexpr bool GD_TC = sizeof(ta) == 4;
+constexpr int GD_ACC = GD_TC ? 4 : GD_RA;  // a thread's read accumulators (TC: one C fragment)
 
 // The shared-memory tiles of one chunk of gd_scan.
 struct GdTiles {
@@ -82,12 +90,17 @@ struct GdSlot {
     int ld;
 };
 
+// The level of slot code lv (> 0 chunk level m; <= -2 incoming slot j = -2 - lv) read from token tabs.
+__device__ __forceinline__ int gd_level(int lv, i64 p, i64 tabs) {
+    return lv > 0 ? GD_LOG2C + lv : max(-1 - lv, bitlen64(p ^ tabs));
+}
+
 // One pass of a group over G of its held slots Sg[0 .. G-1] (level codes lv: > 0 chunk level m,
 // <= -2 incoming slot j = -2 - lv): (a) add their reads to acc and form W = eGK S, (b) S <- e^g S - phi W.
 // G = 0: the pass's barriers only. Two block-wide barriers.
 template <int G>
-__device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_RA],
-                                        const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, bool cok) {
+__device__ __forceinline__ void gd_pass_ffma(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_ACC],
+                                             const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, bool cok) {
     const int gt = threadIdx.x % NT, col = gt % GD_BV, rg = gt / GD_BV;
     if constexpr (G > 0) {
         // (a) r = Qe S (the reads) and W = Ek S, rows t = rg RA + i
@@ -125,8 +138,7 @@ __device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv
             for (int g = 0; g < G; ++g) {
                 W[(g * CH + t) * GD_BV + col] = w[g][i];
                 if (real) {
-                    const int level = lv[g] > 0 ? GD_LOG2C + lv[g] : max(-1 - lv[g], bitlen64(p ^ tabs));
-                    acc[i] = fma(sm.Lm[t * LS + level], r[g][i], acc[i]);
+                    acc[i] = fma(sm.Lm[t * LS + gd_level(lv[g], p, tabs)], r[g][i], acc[i]);
                 }
             }
         }
@@ -169,6 +181,121 @@ __device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv
         }
     }
     __syncthreads();
+}
+
+// The split (tf32 hi + lo) fragments of gd_pass_tc (lane = 4 g8 + t4, mma_tf32's layout): A (rows
+// r0 .., reductions k0 .. k0 + 7) of X [row][k] (row stride ld); B (reductions k0 .., columns n0 ..)
+// as at(k, n).
+// (templates on the element type: a float64 build compiles gd_pass_tc's text without running it)
+template <typename E>
+__device__ __forceinline__ void gd_frag_a(const E* X, int ld, int r0, int k0, unsigned (&h)[4], unsigned (&l)[4]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) tf32_split((float)X[(r0 + g8 + 8 * (x & 1)) * ld + k0 + t4 + 4 * (x >> 1)], h[x], l[x]);
+}
+template <typename F>
+__device__ __forceinline__ void gd_frag_b(F at, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    tf32_split((float)at(k0 + t4, n0 + g8), h[0], l[0]);
+    tf32_split((float)at(k0 + t4 + 4, n0 + g8), h[1], l[1]);
+}
+// c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22)
+__device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], const unsigned (&al)[4],
+                                        const unsigned (&bh)[2], const unsigned (&bl)[2]) {
+    mma_tf32(c, al, bh[0], bh[1]);
+    mma_tf32(c, ah, bl[0], bl[1]);
+    mma_tf32(c, ah, bh[0], bh[1]);
+}
+
+// gd_pass on tensor cores (float32): the group's 8 warps own C tiles of 16 x 8. (a) R = Qe S and
+// W = Ek S (CH x GD_BV each): tile w = (rows 16 (w / 2), columns 8 (w % 2)) to warp w (CH / 8 tiles);
+// (b) S <- e^g S - phi W (DK x GD_BV): tiles (rows 16 (i / 2), columns 8 (i % 2)) to warps i % 8.
+// Every operand is split (3 mma per k-step: all are float32 values, none exact in tf32). Rows past
+// DK are zero in the tiles (cp.async zero fill) and read as zero from the slots; acc holds the
+// warp's (a) tile of reads (c0..c3 as mma_tf32's C).
+template <int G>
+__device__ __forceinline__ void gd_pass_tc(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_ACC],
+                                           const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, int c0,
+                                           int DV) {
+    const int wg = threadIdx.x % NT / 32, g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    if constexpr (G > 0) {
+        if (wg < CH / 8) {
+            const int r0 = 16 * (wg / 2), n0 = 8 * (wg % 2);
+            float r[G][4], w[G][4];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) r[g][x] = w[g][x] = 0.f;
+            for (int k0 = 0; k0 < DK; k0 += 8) {
+                unsigned qh[4], ql[4], eh[4], el[4];
+                gd_frag_a(sm.Qe, GD_LDQ, r0, k0, qh, ql);
+                gd_frag_a(sm.Ek, GD_LDQ, r0, k0, eh, el);
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    const GdSlot S = Sg[g];
+                    unsigned bh[2], bl[2];  // slot elements, zero past DK / DV
+                    gd_frag_b([&](int kk, int cc) { return kk < DK && c0 + cc < DV ? S.p[kk * S.ld + cc] : 0.f; },
+                              k0, n0, bh, bl);
+                    gd_mma3(r[g], qh, ql, bh, bl);
+                    gd_mma3(w[g], eh, el, bh, bl);
+                }
+            }
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int t = r0 + g8 + 8 * (x >> 1), cc = n0 + 2 * t4 + (x & 1);
+                const i64 tabs = c * CH + t, gi = tabs - p;
+                const bool real = gi >= 0 && gi < T;  // padding rows read nothing
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    W[(g * CH + t) * GD_BV + cc] = w[g][x];
+                    if (real) acc[x] = fma(sm.Lm[t * LS + gd_level(lv[g], p, tabs)], r[g][x], acc[x]);
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if constexpr (G > 0) {
+        for (int tile = wg; tile < 2 * ((DK + 15) / 16); tile += 8) {
+            const int r0 = 16 * (tile / 2), n0 = 8 * (tile % 2);
+            float x4[G][4];
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) x4[g][x] = 0.f;
+            for (int k0 = 0; k0 < CH; k0 += 8) {
+                unsigned ah[4], al[4];
+                gd_frag_a(sm.Ph, GD_LDP, r0, k0, ah, al);
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    unsigned bh[2], bl[2];
+                    gd_frag_b([&](int t, int cc) { return W[(g * CH + t) * GD_BV + cc]; }, k0, n0, bh, bl);
+                    gd_mma3(x4[g], ah, al, bh, bl);
+                }
+            }
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int kk = r0 + g8 + 8 * (x >> 1), cc = n0 + 2 * t4 + (x & 1);
+                if (kk < DK && c0 + cc < DV)
+#pragma unroll
+                    for (int g = 0; g < G; ++g) {
+                        ta* e = Sg[g].p + kk * Sg[g].ld + cc;
+                        *e = eg * *e - x4[g][x];
+                    }
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// One pass of a group over G of its held slots (see gd_pass_ffma / gd_pass_tc); two block-wide barriers.
+template <int G>
+__device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_ACC],
+                                        const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, int c0,
+                                        int DV) {
+    if constexpr (GD_TC)
+        gd_pass_tc<G>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
+    else
+        gd_pass_ffma<G>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0 + threadIdx.x % NT % GD_BV < DV);
 }
 
 // The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null; reads coalesced along kk), Ph as
@@ -234,7 +361,6 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
     const int tid = threadIdx.x, grp = tid / NT, gt = tid % NT, col = gt % GD_BV, rg = gt / GD_BV;
     const i64 bh = blockIdx.x;
     const int c0 = blockIdx.y * GD_BV;  // the block's first value column
-    const bool cok = c0 + col < DV;     // this thread's column in (a), (b)
     const int NS = n_old + NLC;
     const i64 slot_sz = (i64)DK * DV;
     ta* levb = lev + bh * NLC * slot_sz;
@@ -267,9 +393,9 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
         gd_chunk_async(sm, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, lam + bh * T * L, T, L, LS,
                        c * CH - p, DK);
         cp_async_wait<0>();
-        ta acc[RA];
+        ta acc[GD_ACC];
 #pragma unroll
-        for (int i = 0; i < RA; ++i) acc[i] = (ta)0;
+        for (int i = 0; i < GD_ACC; ++i) acc[i] = (ta)0;
         __syncthreads();
         // this group's held slots (held slot number r % GD_NG == grp), GD_G per pass: incoming slot
         // s < n_old where bit s of p is set, chunk-level slot m = s - n_old + 1 where bit m - 1 of
@@ -297,16 +423,23 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
 #error "gd_scan dispatches passes of 0, 1 or 2 slots"
 #endif
             if (cnt == 2) {
-                gd_pass<2>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
+                gd_pass<2>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
             } else if (cnt == 1) {
-                gd_pass<1>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
+                gd_pass<1>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
             } else {
-                gd_pass<0>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, cok);
+                gd_pass<0>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
             }
         }
         // the group's reads into its W buffer (its passes are done), summed over the groups
+        if constexpr (GD_TC) {
+            const int wg = gt / 32, g8 = gt % 32 / 4, t4 = gt % 4;
+            if (wg < CH / 8)
 #pragma unroll
-        for (int i = 0; i < RA; ++i) W[(rg * RA + i) * GD_BV + col] = acc[i];
+                for (int x = 0; x < 4; ++x) W[(16 * (wg / 2) + g8 + 8 * (x >> 1)) * GD_BV + 8 * (wg % 2) + 2 * t4 + (x & 1)] = acc[x];
+        } else {
+#pragma unroll
+            for (int i = 0; i < RA; ++i) W[(rg * RA + i) * GD_BV + col] = acc[i];
+        }
         __syncthreads();
 #pragma unroll
         for (int e = 0; e < OE; ++e) {

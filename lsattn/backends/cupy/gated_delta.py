@@ -7,11 +7,8 @@ the chunk tree of ``d_k x d_k`` transition products by one sequential scan over 
 keeps the chunk-level Fenwick states; the returned state is assembled by
 ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
 Inputs are float32 / float64 (the registry widens 16-bit inputs to float32 and casts the output
-back): FFMA throughout. ``compute(..., half="bf16")`` also runs ``gd_forms``' tensor-core variant on
-bfloat16 inputs (its seven products as mma.sync bf16 with split operands, fp32 accumulation); it
-is not dispatched: measured 1.97 ms against the FFMA kernel's 1.04 ms at T = 8K on an H200, whose
-products are ~10% of its time (benchmarks/NOTES.md, issue 16), and is kept tested (CPU emulation,
-GPU) and timed by ``benchmarks/device/gd_forms_variants.py``.
+back); ``gd_forms`` runs FFMA, ``gd_scan``'s per-slot products run on tensor cores in float32
+(3xTF32) and FFMA in float64.
 CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels;
 backward: ``forms_backward`` in torch operations and ``gd_scan_bwd``); torch tensors without grad
 take the kernels here.
@@ -24,7 +21,7 @@ from ..._chunktree import chunk_layout, from_chunks, to_chunks
 from ...gated_delta import assemble_levels
 from ...loglinear import _ns
 from ...state import State
-from ._arrays import inputs, on_gpu, ta_name, widen
+from ._arrays import inputs, on_gpu, ta_name
 from .exp_kernel import _tracks_grad
 from ._compile import make_config
 
@@ -45,20 +42,18 @@ def chunk_slots(F, n, merge_last):
     return z + 1
 
 
-def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half=""):
+def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
     """Log-linear Gated DeltaNet over one call of ``T >= 1`` tokens at offset ``p``.
 
     q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): float32 / float64 arrays
-    of ``ops.xp``, or (``half="bf16"``) bfloat16 stored as 16-bit integers, which ``gd_forms`` reads
-    as they are (its tensor-core products); old (..., bit_length(p), d_k, d_v) or None.
-    Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None), float32 for
-    bfloat16 inputs (the caller rounds the output).
+    of ``ops.xp``; old (..., bit_length(p), d_k, d_v) or None.
+    Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None).
     """
     xp, ns = ops.xp, _ns(q)
     batch = tuple(q.shape[:-2])
     BH, T, DK, DV, L = math.prod(batch), q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
-    dt = xp.float32 if half else q.dtype  # the compute type: gd_forms' outputs, gd_scan, the state
-    cfg = make_config(ta_name(xp, dt), DK, 16, chunk_size, half)
+    dt = q.dtype  # the compute type: gd_forms' outputs, gd_scan, the state
+    cfg = make_config(ta_name(xp, dt), DK, 16, chunk_size)
     C = cfg.CH
     lay = chunk_layout(p, T, C)
     F, n = lay.first_chunk, lay.n_chunks
@@ -70,8 +65,6 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="")
     a2, b2 = flat(a, (T,)), flat(beta, (T,))
     lam3 = flat(lam, (T, L))
     qe, ek, ph, H, g, out = forms(ops, cfg, q3, k3, v3, a2, b2, lam3, p)
-    if half:
-        lam3 = widen(xp, lam3, half)  # gd_scan reads the level weights in the compute type
     merge_last = (p + T) % C == 0
     NLC = chunk_slots(F, n, merge_last)
     lev = xp.zeros((BH, NLC, DK, DV), dtype=dt)
@@ -84,15 +77,13 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="")
     log2_C = C.bit_length() - 1
     chunk_levels = {log2_C + m: lev[:, m - 1] for m in range(1, NLC + 1)}
     lo = max(0, (F + n - 1) * C - p)  # the last chunk's first token of the call
-    v_last = v3[:, lo:] if not half else widen(xp, xp.ascontiguousarray(v3[:, lo:]), half)
-    V_last = to_chunks(ns, v_last, chunk_layout(p + lo, T - lo, C), -2)[:, -1]  # (BH, C, DV)
+    V_last = to_chunks(ns, v3[:, lo:], chunk_layout(p + lo, T - lo, C), -2)[:, -1]  # (BH, C, DV)
     levels = assemble_levels(ns, ph[:, -1], V_last, chunk_levels, oldc if n_old else None, C, p, T)
     return out, xp.reshape(levels, batch + tuple(levels.shape[-3:]))
 
 
 def forms(ops, cfg, q, k, v, a, beta, lam, p):
-    """``gd_forms`` on contiguous (BH, T, ..) inputs of ``ops.xp`` (the compute type, or bfloat16
-    patterns for ``cfg.bf16``) at offset ``p``: (qe, ek (BH, n, C, d_k), ph (BH, n, d_k, C),
+    """``gd_forms`` on contiguous (BH, T, ..) inputs of ``ops.xp`` (the compute type) at offset ``p``: (qe, ek (BH, n, C, d_k), ph (BH, n, d_k, C),
     H (BH, n, d_k, d_v), g (BH, n), intra (BH, n, C, d_v)) in the compute type, chunked as
     ``chunk_layout(p, T, cfg.CH)``."""
     xp = ops.xp

@@ -1,6 +1,6 @@
 // Log-linear Gated DeltaNet: the per-chunk WY / UT forms in one kernel (host: gated_delta.py).
-// Compiled after common.cu and gated_delta.cu (TA, CH, DKP; inputs read through ld(): the compute
-// type TA, or bfloat16 with TI_BF16). The quantities of lsattn.gated_delta._chunk_forms and
+// Compiled after common.cu and gated_delta.cu (TA, CH, DKP; inputs in the compute type TA, read
+// through ld(); 16-bit inputs are widened by the registry). The quantities of lsattn.gated_delta._chunk_forms and
 // _masked_intra (see that module's docstring), per chunk c = F + j of CH tokens aligned to
 // absolute multiples of CH, read straight from the (BH, T, d) inputs (tokens outside the call are
 // the identity padding: q = k = v = 0, a = 0, beta = 0), with chunk-local G_t = a_0 + ... + a_t:
@@ -18,13 +18,9 @@
 // One block of NT = 256 threads per (chunk j, sequence bh). Shared memory (TA): three "d tiles"
 // (Qt / Kt as [kk][t], e^G K and Z as [t][kk], phi^T as [s][kk], V as [s][col]) and three CH x CH
 // tiles (the decay table then X, N then attn^T, (D * Q K^T)^T). Value columns in blocks of GF_VB.
-// The seven products go through gf_product: FFMA register micro-tiles of mm_acc (float32 /
-// float64: a 16 x 16 thread grid), or, for bfloat16 inputs (TI_BF16), mma.sync m16n8k16 on the
-// same fp32 tiles (8 warps; fragments converted from fp32 shared memory, fp32 accumulation). An
-// operand that is not a bf16 input itself (X, attn, e^G K, Z, phi) is split as x = hi + lo, both
-// bf16, and the product summed as A_hi B_hi + A_hi B_lo + A_lo B_hi (the dropped A_lo B_lo and the
-// rounding of lo: ~2^-16 relative per operand, near float32); Q, K, V (exact bf16 values) are not
-// split. The solve, the decay table and everything elementwise stay in fp32.
+// The seven products go through gf_product: FFMA register micro-tiles of mm_acc (a 16 x 16 thread
+// grid); they are ~10% of the kernel's time (a tensor-core bf16 variant with split operands measured
+// 1.9x slower and was removed: benchmarks/NOTES.md, issue 16).
 constexpr int GF_LD = CH + 4;                        // row stride of the CH x CH tiles and of Qt / Kt
 constexpr int GF_LK = DKP + 4;                       // row stride of the [t][kk] tiles
 constexpr int GF_VB = DKP < 64 ? DKP : 64;           // value columns per pass
@@ -46,63 +42,9 @@ __device__ __forceinline__ auto gf_rows(const ti* src, i64 g0, int T, int D, int
 }
 
 // One product of the block: the M x N result of A (as [kk][row], stride lda) times B (as [kk][col],
-// stride ldb) over KD reduction indices, each element handed to store(row, col, value). SA / SB:
-// the operand is not an exact bf16 value (tensor-core path: split into two bf16 halves).
-#if TI_BF16
-// bf16 halves of two fp32 values (columns c, c + 1 of a fragment row): hi = round(x), lo = round(x - hi)
-__device__ __forceinline__ void gf_split(float x0, float x1, unsigned& hi, unsigned& lo) {
-    hi = pack2(x0, x1);
-    lo = pack2(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
-}
-// Warp w owns m-tile w / WPM (16 rows) and NPW n-tiles (8 columns each) of it (warps past the
-// n-tiles, small DKP only, compute a clamped tile and store nothing). A fragment element (row r,
-// reduction k) is A[k lda + r].
-template <int M, int N, int KD, bool SA, bool SB, typename S>
-__device__ __forceinline__ void gf_product(const float* A, int lda, const float* B, int ldb, int, int, S store) {
-    constexpr int MT = M / 16, NT8 = N / 8, NW = NT / 32, WPM = MT >= NW ? 1 : NW / MT, NPW = (NT8 + WPM - 1) / WPM;
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int nt0 = (w % WPM) * NPW;
-    for (int mt = w / WPM; mt < MT; mt += NW / WPM) {
-        float acc[NPW][4];
-#pragma unroll
-        for (int u = 0; u < NPW; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
-#pragma unroll 2
-        for (int k0 = 0; k0 < KD; k0 += 16) {
-            // every fragment of the step first (their shared loads in flight together), then the
-            // mma passes, each over the warp's independent accumulators
-            unsigned ah[4], al[4], bh[NPW][2], bl[NPW][2];
-#pragma unroll
-            for (int x = 0; x < 4; ++x) {  // a0..a3: rows g / g + 8, reduction pairs 2t / 2t + 8
-                const int r = 16 * mt + g + 8 * (x & 1), kk = k0 + 2 * t + 8 * (x >> 1);
-                gf_split(A[kk * lda + r], A[(kk + 1) * lda + r], ah[x], al[x]);
-            }
-#pragma unroll
-            for (int u = 0; u < NPW; ++u)
-#pragma unroll
-                for (int x = 0; x < 2; ++x) {  // b0, b1: column g, reduction pairs 2t / 2t + 8
-                    const int c = 8 * min(nt0 + u, NT8 - 1) + g, kk = k0 + 2 * t + 8 * x;
-                    gf_split(B[kk * ldb + c], B[(kk + 1) * ldb + c], bh[u][x], bl[u][x]);
-                }
-            if (SA)
-#pragma unroll
-                for (int u = 0; u < NPW; ++u) mma_bf16(acc[u], al, bh[u][0], bh[u][1]);
-            if (SB)
-#pragma unroll
-                for (int u = 0; u < NPW; ++u) mma_bf16(acc[u], ah, bl[u][0], bl[u][1]);
-#pragma unroll
-            for (int u = 0; u < NPW; ++u) mma_bf16(acc[u], ah, bh[u][0], bh[u][1]);
-        }
-#pragma unroll
-        for (int u = 0; u < NPW; ++u) {
-            if (nt0 + u >= NT8) break;
-#pragma unroll
-            for (int x = 0; x < 4; ++x) store(16 * mt + g + 8 * (x >> 1), 8 * (nt0 + u) + 2 * t + (x & 1), acc[u][x]);
-        }
-    }
-}
-#else
-// FFMA: a 16 x 16 thread grid (ty, tx), register micro-tiles of (M / 16) x (N / 16) (mm_acc)
-template <int M, int N, int KD, bool SA, bool SB, typename S>
+// stride ldb) over KD reduction indices, each element handed to store(row, col, value): FFMA on a
+// 16 x 16 thread grid (ty, tx), register micro-tiles of (M / 16) x (N / 16) (mm_acc).
+template <int M, int N, int KD, typename S>
 __device__ __forceinline__ void gf_product(const ta* A, int lda, const ta* B, int ldb, int ty, int tx, S store) {
     constexpr int RM = M / 16, RN = N / 16;
     ta acc[RM][RN];
@@ -113,7 +55,6 @@ __device__ __forceinline__ void gf_product(const ta* A, int lda, const ta* B, in
 #pragma unroll
         for (int jj = 0; jj < RN; ++jj) store(ty * RM + ii, tx * RN + jj, acc[ii][jj]);
 }
-#endif
 
 extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     const ti* __restrict__ q,    // (BH, T, DK)
@@ -183,10 +124,10 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     }
     __syncthreads();
     // N = beta_i E (K K^T) strictly below the diagonal; M^T = (E * Q K^T)^T
-    gf_product<CH, CH, DKP, false, false>(T1, GF_LD, T1, GF_LD, ty, tx, [&](int i, int r, ta x) {
+    gf_product<CH, CH, DKP>(T1, GF_LD, T1, GF_LD, ty, tx, [&](int i, int r, ta x) {
         C1[i * GF_LD + r] = r < i ? (bb[i] * C0[i * GF_LD + r]) * x : (ta)0;
     });
-    gf_product<CH, CH, DKP, false, false>(T0, GF_LD, T1, GF_LD, ty, tx, [&](int t, int s, ta x) {
+    gf_product<CH, CH, DKP>(T0, GF_LD, T1, GF_LD, ty, tx, [&](int t, int s, ta x) {
         C2[s * GF_LD + t] = s <= t ? C0[t * GF_LD + s] * x : (ta)0;
     });
     __syncthreads();
@@ -236,17 +177,17 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     }
     __syncthreads();
     // attn^T [s][t] = beta_s (M X)[t][s] into C1 (N is read no more)
-    gf_product<CH, CH, CH, true, true>(C2, GF_LD, C0, GF_LD, ty, tx, [&](int t, int s, ta x) { C1[s * GF_LD + t] = bb[s] * x; });
+    gf_product<CH, CH, CH>(C2, GF_LD, C0, GF_LD, ty, tx, [&](int t, int s, ta x) { C1[s * GF_LD + t] = bb[s] * x; });
     __syncthreads();
     ta* qej = qe + cj * CH * DK;
     ta* phj = ph + cj * DK * CH;
     // qeff = e^G * Q - attn (e^G K) (Q read again from the input: Qt's tile is phi's now)
-    gf_product<CH, DKP, CH, true, true>(C1, GF_LD, T2, GF_LK, ty, tx, [&](int t, int kk, ta x) {
+    gf_product<CH, DKP, CH>(C1, GF_LD, T2, GF_LK, ty, tx, [&](int t, int kk, ta x) {
         const i64 g = g0 + t;
         if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x;
     });
     // phi [kk][s] = beta_s (Z^T X)[kk][s], also as phi^T [s][kk] over Qt (read last by Q K^T)
-    gf_product<DKP, CH, CH, true, true>(T1, GF_LK, C0, GF_LD, ty, tx, [&](int kk, int s, ta x) {
+    gf_product<DKP, CH, CH>(T1, GF_LK, C0, GF_LD, ty, tx, [&](int kk, int s, ta x) {
         x *= bb[s];
         T0[s * GF_LK + kk] = x;
         if (kk < DK) phj[kk * CH + s] = x;
@@ -266,10 +207,10 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
         staged<CH * GF_VB, NT>(gf_rows<GF_VB>(v + bh * T * DV + vb, g0, T, DV - vb, DV),
                                [&](int idx, ta x) { T1[(idx / GF_VB) * GF_LV + idx % GF_VB] = x; });
         __syncthreads();
-        gf_product<DKP, GF_VB, CH, true, false>(T0, GF_LK, T1, GF_LV, ty, tx, [&](int kk, int c, ta x) {
+        gf_product<DKP, GF_VB, CH>(T0, GF_LK, T1, GF_LV, ty, tx, [&](int kk, int c, ta x) {
             if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
         });
-        gf_product<CH, GF_VB, CH, true, false>(C1, GF_LD, T1, GF_LV, ty, tx, [&](int t, int c, ta x) {
+        gf_product<CH, GF_VB, CH>(C1, GF_LD, T1, GF_LV, ty, tx, [&](int t, int c, ta x) {
             if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
         });
     }
