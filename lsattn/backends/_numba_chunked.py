@@ -21,7 +21,7 @@ the chunk)`` (``N`` likewise for log values; ``f = exp(m - M)``, ``g = exp(n - N
 
 Every product is ``C x d x d`` at most (``_BLAS_SINGLE``: OpenBLAS keeps it on the calling thread);
 the exponentials and the logarithms of log-value outputs are vectorised polynomials
-(:func:`_exp_row`: float32 ones for float32 inputs, :func:`_log_row`).
+(:func:`_expw`, :func:`_logw`: float32 ones for float32 inputs).
 
 Parallel over batch elements, and for a batch smaller than the thread count over ``P`` *parts* of
 each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
@@ -383,17 +383,20 @@ _LO32 = _F32(-87.0)
 _E32 = tuple(_F32(1 / math.factorial(i)) for i in range(8))
 
 
-def _expw(x):
-    """exp(x) of one float32 or float64 x <= 0, in x's dtype, 0 below the dtype's smallest normal
-    exponent (see :func:`_exp32`, :func:`_exp64`); plain arithmetic, so loops over it vectorise."""
-    raise NotImplementedError
+def _by_dtype(f32, f64, doc):
+    """A function of one float32 or float64 scalar for @njit code: ``f32`` on float32, ``f64`` on
+    float64 (each compiled separately and inlined by LLVM, so loops over it still vectorise)."""
 
+    def stub(x):
+        raise NotImplementedError
 
-@numba.extending.overload(_expw)
-def _expw_ol(x):
-    if x == types.float32:
-        return lambda x: _exp32(x)
-    return lambda x: _exp64s(x)
+    stub.__doc__ = doc
+
+    @numba.extending.overload(stub)
+    def _ol(x):
+        return (lambda x: f32(x)) if x == types.float32 else (lambda x: f64(x))
+
+    return stub
 
 
 @numba.njit(fastmath=_FM)
@@ -419,17 +422,8 @@ def _exp64s(x):
     return p * s if x > -708.0 else 0.0
 
 
-def _logw(x):
-    """log(x) of one positive normal float32 or float64 x, in x's dtype (:func:`_log32`,
-    :func:`_log64`)."""
-    raise NotImplementedError
-
-
-@numba.extending.overload(_logw)
-def _logw_ol(x):
-    if x == types.float32:
-        return lambda x: _log32(x)
-    return lambda x: _log64(x)
+_expw = _by_dtype(_exp32, _exp64s, """exp(x) of one float32 or float64 x <= 0, in x's dtype, 0 below the
+    dtype's smallest normal exponent (:func:`_exp32`, :func:`_exp64s`)""")
 
 
 _SQRT_HALF_BITS32 = np.int32(0x3F3504F3)  # the bit pattern of float32 sqrt(1/2)
@@ -453,7 +447,8 @@ def _log32(x):
 
 @numba.njit(fastmath=_FM, error_model="numpy")
 def _log64(x):
-    """log(x) for one positive normal float64 x (as :func:`_log_row`: within ~2 ulp)."""
+    """log(x) for one positive normal float64 x: x = 2^e m with m in [sqrt(1/2), sqrt(2)) from the bits,
+    log m = 2 atanh(s), s = (m - 1) / (m + 1) (|s| <= 0.172, series to s^21: within ~2 ulp)."""
     xb = np.float64(x).view(np.int64)
     e = (xb - _SQRT_HALF_BITS) >> 52
     m = np.int64(xb - (e << 52)).view(np.float64)
@@ -465,6 +460,10 @@ def _log64(x):
     return ef * _LN2_HI + (2 * s + (2 * s * p + ef * _LN2_LO))
 
 
+_logw = _by_dtype(_log32, _log64, """log(x) of one positive normal float32 or float64 x, in x's dtype
+    (:func:`_log32`, :func:`_log64`)""")
+
+
 @numba.njit(fastmath={"contract", "reassoc"})
 def _dot(a, b):
     """sum_i a_i b_i in float64 (a, b 1-D of a's length; summed in any order, so vectorised)."""
@@ -474,28 +473,14 @@ def _dot(a, b):
     return acc
 
 
-@numba.njit(fastmath=_FM)
-def _log_row(x, tb, y):
-    """y[:n] = log(x[:n]) for positive normal float64 x (n = x.shape[0]; tb float64 scratch of n):
-    x = 2^e m with m in [sqrt(1/2), sqrt(2)) from the bits, log m = 2 atanh(s), s = (m - 1) / (m + 1)
-    (|s| <= 0.172, series to s^21: within ~2 ulp of float64), plain arithmetic so that it vectorises
-    (Numba's math.log is a scalar libm call)."""
-    n = x.shape[0]
-    xb = x.view(np.int64)
-    mb = tb.view(np.int64)
-    yb = y.view(np.int64)
-    for c in range(n):
-        e = (xb[c] - _SQRT_HALF_BITS) >> 52
-        mb[c] = xb[c] - (e << 52)
-        yb[c] = e + _ROUND_BITS  # the float64 _ROUND + e
-    for c in range(n):
-        m = tb[c]
-        s = (m - 1.0) / (m + 1.0)
-        s2 = s * s
-        p = s2 * (1 / 3 + s2 * (1 / 5 + s2 * (1 / 7 + s2 * (1 / 9 + s2 * (1 / 11 + s2 * (1 / 13 + s2 * (
-            1 / 15 + s2 * (1 / 17 + s2 * (1 / 19 + s2 / 21)))))))))
-        ef = y[c] - _ROUND
-        y[c] = ef * _LN2_HI + (2 * s + (2 * s * p + ef * _LN2_LO))
+@numba.njit(fastmath=_FM, error_model="numpy")
+def _map_exp_log(x, y, z):
+    """y = exp(x), z = log(x) elementwise in x's dtype (:func:`_expw` where x <= 0, :func:`_logw`
+    where x > 0; tests)."""
+    zero = np.zeros(1, x.dtype)[0]
+    for c in range(x.shape[0]):
+        y[c] = _expw(min(x[c], zero))
+        z[c] = _logw(x[c]) if x[c] > 0 else zero
 
 
 @numba.njit(inline="always")
