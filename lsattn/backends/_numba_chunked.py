@@ -15,13 +15,15 @@ the chunk)`` (``N`` likewise for log values; ``f = exp(m - M)``, ``g = exp(n - N
 
 1. ``E = exp(k - M)`` (``C x d_k``), ``V = exp(log_v - N)`` or ``v`` (``C x d_v``);
 2. *reads*: queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti + M_i)``; ``num = A S' +
-   mask(A E^T) V`` (three products, ``S' = f S g`` the state at the chunk's shifts), ``den = A z' +
-   row sums of mask(A E^T)`` (float64);
-3. *merge*: ``S <- f S g + E^T V``, ``z <- f z + column sums of E`` (the fourth product), ``m <- M``.
+   mask(A E^T) V`` (``S' = f S g`` the state at the chunk's shifts; per block of C / 4 rows one
+   product ``[A_b | W_b] [S' ; V_<=b]``, ``W = A E^T`` only on the blocks on or below the diagonal),
+   ``den = A z' + row sums of mask(A E^T)`` (float64);
+3. *merge*: ``S <- f S g + E^T V``, ``z <- f z + column sums of E``, ``m <- M``.
 
-Every product is ``C x d x d`` at most (``_BLAS_SINGLE``: OpenBLAS keeps it on the calling thread);
-the exponentials and the logarithms of log-value outputs are vectorised polynomials
-(:func:`_expw`, :func:`_logw`: float32 ones for float32 inputs).
+Products through :func:`_gemm` (BLAS on strided sub-blocks), each at most ``_BLAS_SINGLE`` (OpenBLAS
+keeps it on the calling thread); the exponentials and the logarithms of log-value outputs are
+polynomials in the input dtype (:func:`_expw`, :func:`_logw`), one loop per tile so that they
+vectorise.
 
 Parallel over batch elements, and for a batch smaller than the thread count over ``P`` *parts* of
 each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
