@@ -29,6 +29,13 @@ float32 target of issue 20). The machine is shared: other jobs run on the same c
 noisy (best of ``--repeat``); the matmul rate is measured in the same process, just before.
 
     python benchmarks/bench_cpu_roofline.py [--quick] [--ops a,b] [--T 4096,65536] [--B 1,8]
+
+``--cpu-time``: the work on one core, robust to other jobs on the machine: Numba and OpenBLAS held
+to one thread (set before NumPy is imported), every time in seconds of ``time.process_time`` and
+the matmul rate re-measured before each operator (best of ``--repeat`` each); fractions of that
+one-core rate. Prints only (numba rows; no thread table):
+
+    python benchmarks/bench_cpu_roofline.py --cpu-time --B 8 --T 4096 --dtypes float32 --repeat 5
 """
 from __future__ import annotations
 
@@ -84,20 +91,40 @@ def inputs(op, B, T, d, dtype, seed=0):
     return (q, k, v, a, rng.uniform(0.0, 1.0, (B, T)).astype(dtype), lam), {}
 
 
-def time_op(op, backend, B, T, d, dtype, repeat):
+def time_op(op, backend, B, T, d, dtype, repeat, clock=C.CLOCKS["wall"]):
     import lsattn
 
     f = getattr(lsattn, op)
     x, kw = inputs(op, B, T, d, dtype)
-    return C.best_of(lambda: f(*x, backend=backend, **kw), repeat)
+    return C.best_of(lambda: f(*x, backend=backend, **kw), repeat, clock=clock)
 
 
-def matmul_rate(n, repeat):
+def matmul_rate(n, repeat, clock=C.CLOCKS["wall"]):
     """GFLOP/s of NumPy's float32 n x n x n matmul."""
     import numpy as np
 
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    return 2 * n ** 3 / C.best_of(lambda: a @ a, repeat) / 1e9
+    return 2 * n ** 3 / C.best_of(lambda: a @ a, repeat, clock=clock) / 1e9
+
+
+def cpu_time(args):
+    """--cpu-time: each operator on numba in CPU seconds on one thread, beside the one-thread float32
+    matmul rate measured just before it (the environment is set in main before NumPy is imported)."""
+    import numpy as np
+
+    import numba
+
+    assert numba.get_num_threads() == 1
+    clock = C.CLOCKS["cpu"]
+    for op in args.ops:
+        for dt in args.dtypes.split(","):
+            for B in map(int, args.B.split(",")):
+                for T in map(int, args.T.split(",")):
+                    mm = matmul_rate(args.mm, args.repeat, clock)
+                    t = time_op(op, "numba", B, T, args.d, np.dtype(dt), args.repeat, clock)
+                    gf = flops(op, B, T, args.d) / t / 1e9
+                    C.print_row(dict(op=op, dtype=dt, B=B, T=T, cpu_ms=t * 1e3, gflops=gf, matmul_1core=mm,
+                                     frac=gf / mm))
 
 
 def child(args):
@@ -173,6 +200,8 @@ def main():
     ap.add_argument("--no-threads", action="store_true", help="skip the NUMBA_NUM_THREADS=1 vs 2 runs")
     ap.add_argument("--quick", action="store_true", help="B = 8, T = 4096, float32, one repeat, threads at T = 16384")
     ap.add_argument("--crossover", action="store_true", help="token-by-token vs chunked kernels (exp-kernel, Mamba-2, Gated DeltaNet, hierarchical), T = 16 .. 2048")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread, CPU seconds (time.process_time), numba only, prints only (see above)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--name", default=OUT.name, help="results file stem under benchmarks/results/ (default %(default)s)")
@@ -180,6 +209,10 @@ def main():
     args.ops = args.ops.split(",")
     if args.child:
         return child(args)
+    if args.cpu_time:
+        for var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+            os.environ[var] = "1"
+        return cpu_time(args)
     out = OUT.parent / args.name
     if args.crossover:
         rows = crossover(args)

@@ -127,7 +127,7 @@ def test_default_chunk_float32(op, T, dk, dv, seed, scale):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_vectorised_exp_and_log(dtype):
     """``_exp_row`` against np.exp over the whole range it is called on (x <= 0, below the flush
-    to zero too), ``_log_row`` against np.log over positive normal float64; within 2 ulp."""
+    to zero too); ``_expw`` / ``_logw`` (``_map_exp_log``) in the input dtype against np.exp / np.log."""
     from lsattn.backends import _numba_chunked as KC
 
     rng = np.random.default_rng(0)
@@ -139,10 +139,19 @@ def test_vectorised_exp_and_log(dtype):
     normal = want >= 2 * fi.tiny  # smaller ones may be flushed to 0
     np.testing.assert_allclose(y[normal], want[normal].astype(dtype), rtol=2 * fi.eps, atol=0)
     assert (y[~normal] <= 2 * fi.tiny).all() and (y[~normal] >= 0).all()
-    z = np.exp(rng.uniform(-700, 700, 4000))
-    ly = np.empty_like(z)
-    KC._log_row(z.copy(), np.empty_like(z), ly)
-    np.testing.assert_allclose(ly, np.log(z), rtol=2 * np.finfo(np.float64).eps, atol=2 * np.finfo(np.float64).eps)
+    # the chunked exp-kernel's scalar exp / log (in the input dtype): exp within 2 ulp (float32
+    # flushed to 0 below -87), log within 2 ulp of its value plus 2 ulp of 1 (near x = 1)
+    z = np.exp(rng.uniform(-0.9, 0.9, 4000) * np.log(fi.max)).astype(dtype)
+    xs = np.concatenate([x.astype(dtype), z, 1 + rng.uniform(-0.01, 0.01, 200).astype(dtype)])
+    ey, ly = np.empty_like(xs), np.empty_like(xs)
+    KC._map_exp_log(xs, ey, ly)
+    neg = xs <= 0
+    want = np.exp(xs[neg].astype(np.float64))
+    normal = want >= (np.exp(-87.0) if dtype == np.float32 else 2 * fi.tiny)
+    np.testing.assert_allclose(ey[neg][normal], want[normal], rtol=2 * fi.eps, atol=0)
+    assert (ey[neg][~normal] <= 2 * fi.tiny).all() and (ey[neg][~normal] >= 0).all()
+    wl = np.log(xs[~neg].astype(np.float64))
+    assert (np.abs(ly[~neg] - wl) <= 2 * fi.eps * (np.abs(wl) + 1)).all()
 
 
 def test_warm_compiles_the_chunked_kernel_once_per_dtype():

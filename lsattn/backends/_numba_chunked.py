@@ -15,13 +15,15 @@ the chunk)`` (``N`` likewise for log values; ``f = exp(m - M)``, ``g = exp(n - N
 
 1. ``E = exp(k - M)`` (``C x d_k``), ``V = exp(log_v - N)`` or ``v`` (``C x d_v``);
 2. *reads*: queries ``A = exp(q + M - r)`` with ``r_t = max_i (q_ti + M_i)``; ``num = A S' +
-   mask(A E^T) V`` (three products, ``S' = f S g`` the state at the chunk's shifts), ``den = A z' +
-   row sums of mask(A E^T)`` (float64);
-3. *merge*: ``S <- f S g + E^T V``, ``z <- f z + column sums of E`` (the fourth product), ``m <- M``.
+   mask(A E^T) V`` (``S' = f S g`` the state at the chunk's shifts; per block of C / 4 rows one
+   product ``[A_b | W_b] [S' ; V_<=b]``, ``W = A E^T`` only on the blocks on or below the diagonal),
+   ``den = A z' + row sums of mask(A E^T)`` (float64);
+3. *merge*: ``S <- f S g + E^T V``, ``z <- f z + column sums of E``, ``m <- M``.
 
-Every product is ``C x d x d`` at most (``_BLAS_SINGLE``: OpenBLAS keeps it on the calling thread);
-the exponentials and the logarithms of log-value outputs are vectorised polynomials
-(:func:`_exp_row`: float32 ones for float32 inputs, :func:`_log_row`).
+Products through :func:`_gemm` (BLAS on strided sub-blocks), each at most ``_BLAS_SINGLE`` (OpenBLAS
+keeps it on the calling thread); the exponentials and the logarithms of log-value outputs are
+polynomials in the input dtype (:func:`_expw`, :func:`_logw`), one loop per tile so that they
+vectorise.
 
 Parallel over batch elements, and for a batch smaller than the thread count over ``P`` *parts* of
 each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
@@ -43,8 +45,9 @@ from __future__ import annotations
 import math
 
 import numba
+import numba.extending
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from ._numba_kernels import _ek_finish
 
@@ -217,15 +220,22 @@ def _ek_merge(m, n, Ss, m2, n2, Ss2):
             Ss[i, c] = Ss[i, c] * f * g[c] + Ss2[i, c] * f2 * g2[c]
 
 
-@numba.njit(fastmath=_FM)
+@numba.njit(fastmath=_FM, error_model="numpy")
 def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, out):
     """Chunks c_lo .. c_hi - 1 of one stream (q, k (T, d_k), vals (T, d_v)) from the float64 working
     state m (d_k), n (d_v + 1), Ss = [S | z] (d_k, d_v + 1), updated in place: their outputs into out
     (T, d_v) when ``full``, else only their summaries merged into the state. z0: the stream's incoming
-    z (the bound of the exact-row test)."""
+    z (the bound of the exact-row test).
+
+    Per chunk, in the input dtype: ``E = exp(k - M)``, ``[A | W]`` (C x (d_k + C): the queries'
+    exponentials, then ``W = A E^T`` computed only on the blocks of ``h`` rows on or below the
+    diagonal, its upper triangle zeroed) and ``[S' ; V]`` ((d_k + C) x d_v), so that the output rows of
+    block ``b`` are ONE product ``[A_b | W_b] [S' ; V_{<= b}]`` (``_gemm`` on sub-blocks: no copies);
+    ``den`` and the state in float64."""
     T, dk = q.shape
     dv = vals.shape[1]
     wt = q.dtype
+    h = _tri_block(C)
     zmax = 0.0
     for i in range(dk):
         zmax = max(zmax, np.float64(z0[i]))
@@ -234,76 +244,85 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     # of them from the state (weight <= z <= zmax + T each) and C (d_k + 1) from the chunk
     bound = 4 * np.finfo(wt).tiny * (dk * (zmax + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
     E = np.zeros((C, dk), wt)  # exp(k - M), padded rows 0
-    V = np.zeros((C, dv), wt)  # exp(log_v - N) or v, padded rows 0
-    A = np.zeros((C, dk), wt)  # exp(q + M - r), padded rows 0
-    Sw = np.empty((dk, dv), wt)  # the state at the chunk's shifts
-    W = np.empty((C, C), wt)
-    Y1 = np.empty((C, dv), wt)
-    Y2 = np.empty((C, dv), wt)
+    AW = np.zeros((C, dk + C), wt)  # [A | W]: A = exp(q + M - r), W = mask(A E^T) (blocks on or below the diagonal)
+    SV = np.zeros((dk + C, dv), wt)  # [S' ; V]: the state at the chunk's shifts, exp(log_v - N) or v (padded rows 0)
+    Y = np.empty((C, dv), wt)
     U = np.empty((dk, dv), wt)
+    one = np.array([1.0, 0.0], wt)  # alpha = 1, beta = 0 / 1 of _gemm
     M, N = np.empty(dk), np.zeros(dv + 1)
+    Mw, Nw = np.empty(dk, wt), np.empty(dv, wt)
     f, g, zs = np.empty(dk), np.ones(dv), np.empty(dk)
-    x, tb = np.empty(max(dk, dv)), np.empty(max(dk, dv))
-    Z, den, ones = np.empty((C, dv)), np.empty(C), np.ones(C, wt)
+    X, Xw, R = np.empty((C, dk)), np.empty((C, dk), wt), np.empty(C)
+    low = np.full(1, lo, wt)[0]
+    ones = np.ones(C, wt)
     for c in range(c_lo, c_hi):
         t0 = c * C
         L = min(T, t0 + C) - t0
-        if L < C:
-            E[L:] = 0.0
-            V[L:] = 0.0
-            A[L:] = 0.0
         _shifts(k, t0, L, -np.inf, m, M, f)  # M = max(m, key maxima), f = exp(m - M)
-        for s in range(L):
+        for i in range(dk):
+            Mw[i] = M[i]  # a maximum of inputs in their dtype (or the state's): exact
+        for s in range(L):  # in the input dtype: k - M rounded once, as the argument of exp
             for i in range(dk):
-                x[i] = np.float64(k[t0 + s, i]) - M[i]
-            _exp_row(x, tb, E[s])
+                E[s, i] = _expw(k[t0 + s, i] - Mw[i])
         if log_values:
             _shifts(vals, t0, L, lo, n, N, g)
+            for j in range(dv):
+                Nw[j] = N[j]
             for s in range(L):
-                for i in range(dv):
-                    x[i] = max(np.float64(vals[t0 + s, i]), lo) - N[i]
-                _exp_row(x, tb, V[s])
+                for j in range(dv):
+                    SV[dk + s, j] = _expw(max(vals[t0 + s, j], low) - Nw[j])
         else:
-            V[:L] = vals[t0 : t0 + L]
+            for s in range(L):
+                for j in range(dv):
+                    SV[dk + s, j] = vals[t0 + s, j]
+        if L < C:
+            E[L:] = 0.0
+            SV[dk + L:] = 0.0
+            AW[L:] = 0.0
         if full:
             for i in range(dk):
                 zs[i] = Ss[i, dv] * f[i]
-                for jj in range(dv):
-                    Sw[i, jj] = Ss[i, jj] * f[i] * g[jj]
+                for j in range(dv):
+                    SV[i, j] = Ss[i, j] * f[i] * g[j]
+            for t in range(L):  # arguments in float64 (exact), rounded once to the input dtype
+                for i in range(dk):
+                    X[t, i] = np.float64(q[t0 + t, i]) + M[i]
             for t in range(L):
                 r = -np.inf
                 for i in range(dk):
-                    x[i] = np.float64(q[t0 + t, i]) + M[i]
-                    r = max(r, x[i])
-                for i in range(dk):
-                    x[i] -= r
-                _exp_row(x, tb, A[t])
-            np.dot(A, Sw, Y1)
-            np.dot(A, E.T, W)
-            for t in range(C):
-                for s in range(t + 1, C):
-                    W[t, s] = 0.0
-            np.dot(W, V, Y2)
+                    r = max(r, X[t, i])
+                R[t] = r
             for t in range(L):
-                den[t] = _dot(A[t], zs) + _dot(W[t, : t + 1], ones)
-                ok = den[t] >= bound
-                for jj in range(dv):
-                    Z[t, jj] = np.float64(Y1[t, jj]) + np.float64(Y2[t, jj])
+                for i in range(dk):
+                    Xw[t, i] = X[t, i] - R[t]
+            for t in range(L):
+                for i in range(dk):
+                    AW[t, i] = _expw(Xw[t, i])
+            for r0 in range(0, L, h):
+                r1 = r0 + h
+                _gemm(False, True, AW[r0:r1, :dk], E[:r1], AW[r0:r1, dk : dk + r1], False, one)
+                for t in range(r0, r1):
+                    for s in range(t + 1, r1):
+                        AW[t, dk + s] = 0.0
+                _gemm(False, False, AW[r0:r1, : dk + r1], SV[: dk + r1], Y[r0:r1], False, one)
+            for t in range(L):
+                d = _dot(AW[t, :dk], zs) + _dot(AW[t, dk : dk + t + 1], ones)
+                ok = d >= bound
                 if log_values:
-                    for jj in range(dv):
-                        ok = ok and Z[t, jj] >= bound
+                    for j in range(dv):
+                        ok = ok and Y[t, j] >= bound
                 if not ok:
                     _ek_row(q, k, vals, t0, t0 + t, m, n, Ss, log_values, lo, out[t0 + t])
                 elif log_values:
-                    _log_row(Z[t], tb, x)
-                    ld = math.log(den[t])
-                    for jj in range(dv):
-                        y = x[jj] + N[jj] - ld
-                        out[t0 + t, jj] = y if y > lo / 2 else -np.inf
+                    ld = math.log(d)
+                    for j in range(dv):
+                        y = np.float64(_logw(Y[t, j])) + N[j] - ld
+                        out[t0 + t, j] = y if y > lo / 2 else -np.inf
                 else:
-                    for jj in range(dv):
-                        out[t0 + t, jj] = Z[t, jj] / den[t]
-        np.dot(E.T, V, U)  # the chunk's summary at the shifts M, N: merged into the state
+                    rd = 1.0 / d
+                    for j in range(dv):
+                        out[t0 + t, j] = np.float64(Y[t, j]) * rd
+        _gemm(True, False, E, SV[dk:], U, False, one)  # the chunk's summary at the shifts M, N: merged into the state
         for i in range(dk):
             zs[i] = 0.0
         for s in range(L):
@@ -311,11 +330,140 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                 zs[i] += np.float64(E[s, i])
         for i in range(dk):
             Ss[i, dv] = Ss[i, dv] * f[i] + zs[i]
-            for jj in range(dv):
-                Ss[i, jj] = Ss[i, jj] * f[i] * g[jj] + np.float64(U[i, jj])
+            for j in range(dv):
+                Ss[i, j] = Ss[i, j] * f[i] * g[j] + np.float64(U[i, j])
             m[i] = M[i]
-        for jj in range(dv):
-            n[jj] = N[jj]
+        for j in range(dv):
+            n[j] = N[j]
+
+
+@numba.njit
+def _tri_block(C):
+    """Rows per block of the intra-chunk triangle in :func:`_ek_chunks`: C / 4 for C = 16, 32, 64, ...
+    (the blocks above the diagonal skipped: 5/8 of the full C x C product), else the whole chunk."""
+    return C // 4 if C >= 16 and C % 4 == 0 else C
+
+
+def _gemm(ta, tb, a, b, c, acc, one):
+    """c (m x n) = op(a) op(b) (+ c when ``acc``), op = transpose when ``ta`` / ``tb``: BLAS gemm on
+    row-major 2-D views with unit stride along the last axis (any row stride: sub-blocks, no copies);
+    ``one`` = [1, 0] in c's dtype. Inside @njit only."""
+    raise NotImplementedError
+
+
+@numba.extending.overload(_gemm)
+def _gemm_ol(ta, tb, a, b, c, acc, one):
+    dt = c.dtype
+    fn = types.ExternalFunction("numba_xxgemm", types.intc(
+        types.char, types.char, types.char, types.intp, types.intp, types.intp, types.CPointer(dt),
+        types.CPointer(dt), types.intp, types.CPointer(dt), types.intp, types.CPointer(dt), types.CPointer(dt),
+        types.intp))
+    kind = ord("s" if dt == types.float32 else "d")
+
+    def impl(ta, tb, a, b, c, acc, one):
+        # row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T, each array's column-major
+        # view being its transpose (leading dimension = its row stride)
+        m, n = c.shape
+        kk = a.shape[0] if ta else a.shape[1]
+        if m == 0 or n == 0:
+            return
+        if kk == 0:
+            if not acc:
+                c[:, :] = 0.0
+            return
+        T, N_ = ord("t"), ord("n")
+        fn(kind, T if tb else N_, T if ta else N_, n, m, kk, one.ctypes, b.ctypes, b.strides[0] // b.itemsize,
+           a.ctypes, a.strides[0] // a.itemsize, one[0 if acc else 1 :].ctypes, c.ctypes, c.strides[0] // c.itemsize)
+
+    return impl
+
+
+_F32 = np.float32
+_MAGIC32 = _F32(12582912.0)  # 1.5 * 2^23: x + _MAGIC32 - _MAGIC32 rounds a float32 x to an integer
+_IL2_32, _L2H_32, _L2L_32 = _F32(1.4426950408889634), _F32(0.693359375), _F32(-2.12194440e-4)
+_LO32 = _F32(-87.0)
+_E32 = tuple(_F32(1 / math.factorial(i)) for i in range(8))
+
+
+def _by_dtype(f32, f64, doc):
+    """A function of one float32 or float64 scalar for @njit code: ``f32`` on float32, ``f64`` on
+    float64 (each compiled separately and inlined by LLVM, so loops over it still vectorise)."""
+
+    def stub(x):
+        raise NotImplementedError
+
+    stub.__doc__ = doc
+
+    @numba.extending.overload(stub)
+    def _ol(x):
+        return (lambda x: f32(x)) if x == types.float32 else (lambda x: f64(x))
+
+    return stub
+
+
+@numba.njit(fastmath=_FM)
+def _exp32(x):
+    """exp(x) for a float32 x, all in float32 (16 lanes of AVX-512): x = k ln 2 + r (Cody-Waite,
+    ln 2 in two parts), Taylor to r^7, times 2^k built in the exponent bits; within 2 ulp of float32
+    for -87 < x <= 0, 0 below."""
+    xc = max(x, _LO32)
+    kf = (xc * _IL2_32 + _MAGIC32) - _MAGIC32
+    r = (xc - kf * _L2H_32) - kf * _L2L_32
+    p = _E32[0] + r * (_E32[1] + r * (_E32[2] + r * (_E32[3] + r * (_E32[4] + r * (_E32[5] + r * (
+        _E32[6] + r * _E32[7]))))))
+    s = np.int32((np.int32(kf) + 127) << 23).view(np.float32)
+    return p * s if x > _LO32 else _F32(0.0)
+
+
+@numba.njit(fastmath=_FM)
+def _exp64s(x):
+    """exp(x) for a float64 x <= 0 (:func:`_exp64`, times 2^k built in the exponent bits), 0 for
+    x <= -708."""
+    p, t = _exp64(x)
+    s = np.int64((np.float64(t).view(np.int64) - _ROUND_BITS + 1023) << 52).view(np.float64)
+    return p * s if x > -708.0 else 0.0
+
+
+_expw = _by_dtype(_exp32, _exp64s, """exp(x) of one float32 or float64 x <= 0, in x's dtype, 0 below the
+    dtype's smallest normal exponent (:func:`_exp32`, :func:`_exp64s`)""")
+
+
+_SQRT_HALF_BITS32 = np.int32(0x3F3504F3)  # the bit pattern of float32 sqrt(1/2)
+_A32 = tuple(_F32(1 / (2 * i + 3)) for i in range(4))
+
+
+@numba.njit(fastmath=_FM, error_model="numpy")
+def _log32(x):
+    """log(x) for one positive normal float32 x, in float32: x = 2^e m, m in [sqrt(1/2), sqrt(2))
+    from the bits, log m = 2 atanh(s), s = (m - 1) / (m + 1), series to s^9 (|s| <= 0.172);
+    within 2 ulp of float32 away from x = 1, 4e-8 absolute near it."""
+    xb = np.float32(x).view(np.int32)
+    e = (xb - _SQRT_HALF_BITS32) >> 23
+    m = np.int32(xb - (e << 23)).view(np.float32)
+    s = (m - _E32[0]) / (m + _E32[0])
+    s2 = s * s
+    p = s2 * (_A32[0] + s2 * (_A32[1] + s2 * (_A32[2] + s2 * _A32[3])))
+    ef = _F32(e)
+    return ef * _L2H_32 + (_F32(2.0) * s + (_F32(2.0) * s * p + ef * _L2L_32))
+
+
+@numba.njit(fastmath=_FM, error_model="numpy")
+def _log64(x):
+    """log(x) for one positive normal float64 x: x = 2^e m with m in [sqrt(1/2), sqrt(2)) from the bits,
+    log m = 2 atanh(s), s = (m - 1) / (m + 1) (|s| <= 0.172, series to s^21: within ~2 ulp)."""
+    xb = np.float64(x).view(np.int64)
+    e = (xb - _SQRT_HALF_BITS) >> 52
+    m = np.int64(xb - (e << 52)).view(np.float64)
+    s = (m - 1.0) / (m + 1.0)
+    s2 = s * s
+    p = s2 * (1 / 3 + s2 * (1 / 5 + s2 * (1 / 7 + s2 * (1 / 9 + s2 * (1 / 11 + s2 * (1 / 13 + s2 * (
+        1 / 15 + s2 * (1 / 17 + s2 * (1 / 19 + s2 / 21)))))))))
+    ef = np.float64(e)
+    return ef * _LN2_HI + (2 * s + (2 * s * p + ef * _LN2_LO))
+
+
+_logw = _by_dtype(_log32, _log64, """log(x) of one positive normal float32 or float64 x, in x's dtype
+    (:func:`_log32`, :func:`_log64`)""")
 
 
 @numba.njit(fastmath={"contract", "reassoc"})
@@ -327,28 +475,14 @@ def _dot(a, b):
     return acc
 
 
-@numba.njit(fastmath=_FM)
-def _log_row(x, tb, y):
-    """y[:n] = log(x[:n]) for positive normal float64 x (n = x.shape[0]; tb float64 scratch of n):
-    x = 2^e m with m in [sqrt(1/2), sqrt(2)) from the bits, log m = 2 atanh(s), s = (m - 1) / (m + 1)
-    (|s| <= 0.172, series to s^21: within ~2 ulp of float64), plain arithmetic so that it vectorises
-    (Numba's math.log is a scalar libm call)."""
-    n = x.shape[0]
-    xb = x.view(np.int64)
-    mb = tb.view(np.int64)
-    yb = y.view(np.int64)
-    for c in range(n):
-        e = (xb[c] - _SQRT_HALF_BITS) >> 52
-        mb[c] = xb[c] - (e << 52)
-        yb[c] = e + _ROUND_BITS  # the float64 _ROUND + e
-    for c in range(n):
-        m = tb[c]
-        s = (m - 1.0) / (m + 1.0)
-        s2 = s * s
-        p = s2 * (1 / 3 + s2 * (1 / 5 + s2 * (1 / 7 + s2 * (1 / 9 + s2 * (1 / 11 + s2 * (1 / 13 + s2 * (
-            1 / 15 + s2 * (1 / 17 + s2 * (1 / 19 + s2 / 21)))))))))
-        ef = y[c] - _ROUND
-        y[c] = ef * _LN2_HI + (2 * s + (2 * s * p + ef * _LN2_LO))
+@numba.njit(fastmath=_FM, error_model="numpy")
+def _map_exp_log(x, y, z):
+    """y = exp(x), z = log(x) elementwise in x's dtype (:func:`_expw` where x <= 0, :func:`_logw`
+    where x > 0; tests)."""
+    zero = np.zeros(1, x.dtype)[0]
+    for c in range(x.shape[0]):
+        y[c] = _expw(min(x[c], zero))
+        z[c] = _logw(x[c]) if x[c] > 0 else zero
 
 
 @numba.njit(inline="always")
