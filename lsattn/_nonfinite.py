@@ -24,6 +24,12 @@ an ``isnan`` check catches). The backends never see a poisoned entry: it is repl
 the call, which changes only outputs that are NaN anyway, so outputs before the token are exactly
 those of the stream cut at that token, on every backend. NaN is sticky: a later ``-inf`` decay does
 not clear it (the state carries it).
+
+Legitimate ``-inf`` can leave a normalised output without any weight (0/0, NaN in
+``lsattn.reference``): a row of ``loglinear_log_attention`` whose every readable level is switched
+off, a row of the exp-kernel operators whose every kernel weight is 0 (no feature live in its query
+and in a key it sees). The backends compute such rows from the finite stand-ins (an average, not
+NaN); :func:`undefined_rows` finds them and the prologue writes NaN there, on every backend.
 """
 from __future__ import annotations
 
