@@ -289,7 +289,7 @@ def _packed_reference(op, arrays, cu):
                           axis=-2)
 
 
-@pytest.mark.parametrize("where", WHERE, ids=["-".join(w) for w in WHERE])
+@pytest.mark.parametrize("where", WHERE + GPU, ids=["-".join(w) for w in WHERE] + [p.id for p in GPU])
 @pytest.mark.parametrize("op", EXP_OPS)
 @settings(max_examples=max(3, settings.default.max_examples // 2))
 @given(case=zero_weight_cases(), jax_example=st.integers(0, 3))
@@ -343,7 +343,7 @@ def test_zero_weight_rows(op, where, case, jax_example):
     check(got, packed, np.isnan(packed), rtol, f"{op} on {where}, packed streams {cu} cut at {first}")
 
 
-@pytest.mark.parametrize("where", WHERE, ids=["-".join(w) for w in WHERE])
+@pytest.mark.parametrize("where", WHERE + GPU, ids=["-".join(w) for w in WHERE] + [p.id for p in GPU])
 @pytest.mark.parametrize("op", EXP_OPS)
 @settings(max_examples=max(3, settings.default.max_examples // 2))
 @given(case=zero_weight_cases(), Tq=st.integers(1, 6), jax_example=st.integers(0, 3))
@@ -388,6 +388,46 @@ def test_zero_weight_rows_stepper(op, backend, case):
     step = lsattn.stepper(op, state, backend=backend)
     outs = [first] + [step(*[x[..., t:t + 1, :] for x in arrays]) for t in range(cut, q.shape[-2])]
     check(np.concatenate(outs, axis=-2), expected, undefined, OPS[op][2], f"{op} stepper on {backend} from {cut}")
+
+
+def _on_gpu(ns, arrays, dtype):
+    """``arrays`` as CuPy arrays / CUDA torch tensors of ``dtype`` (bfloat16 through torch), and their
+    values as rounded, float64 NumPy (what the reference sees)."""
+    if ns == "cupy":
+        cp = pytest.importorskip("cupy")
+        xs = [cp.asarray(a.astype(dtype)) for a in arrays]
+        return xs, [cp.asnumpy(x).astype(np.float64) for x in xs]
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device for torch")
+    xs = [torch.as_tensor(a, device="cuda").to(getattr(torch, dtype)) for a in arrays]
+    return xs, [x.double().cpu().numpy() for x in xs]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ns, dtype", [("cupy", "float32"), ("cupy", "float16"), ("torch_cuda", "float32"),
+                                       ("torch_cuda", "bfloat16"), ("torch_cuda", "float16")])
+@pytest.mark.parametrize("op", EXP_OPS)
+@settings(max_examples=max(3, settings.default.max_examples // 2))
+@given(case=zero_weight_cases())
+def test_zero_weight_rows_gpu_kernels_and_steppers(op, ns, dtype, case):
+    """On the GPU (the automatic backend: the CuPy kernels, half precision as it is), a plain call up
+    to the cut and the stepper from its state (the CuPy fused step for ``exp_kernel_attention``):
+    NaN exactly on the rows without weight, the reference of the rounded inputs elsewhere
+    (float32 1e-5; float16 2e-3, bfloat16 1e-2: the output's rounding)."""
+    q, k, v, cut, _ = case
+    xs, rounded = _on_gpu(ns, [q, k, v], dtype)
+    expected = reference(op, rounded)
+    undefined = np.isnan(expected)
+    rtol = {"float32": OPS[op][3], "float16": 2e-3, "bfloat16": 1e-2}[dtype]
+    f = getattr(lsattn, op)
+    whole = to_numpy(f(*xs).float() if ns == "torch_cuda" else f(*xs)).astype(np.float64)
+    check(whole, expected, undefined, rtol, f"{op} {ns} {dtype}")
+    first, state = f(*[x[..., :cut, :] for x in xs], return_state=True)
+    step = lsattn.stepper(op, state)
+    outs = [first] + [step(*[x[..., t:t + 1, :] for x in xs]) for t in range(cut, q.shape[-2])]
+    outs = [to_numpy(o.float() if ns == "torch_cuda" else o).astype(np.float64) for o in outs]
+    check(np.concatenate(outs, axis=-2), expected, undefined, rtol, f"{op} {ns} {dtype} stepper ({step.backend}) from {cut}")
 
 
 def test_zero_weight_rows_examples():
