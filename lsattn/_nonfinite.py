@@ -42,7 +42,7 @@ import numpy as np
 
 from ._validate import device_of
 
-__all__ = ["prepare", "undefined_rows"]
+__all__ = ["prepare", "undefined_rows", "where_undefined", "canonical_shifts"]
 
 
 def _traced(x):
@@ -166,6 +166,21 @@ def _zero_weight_rows(xp, q, k, prepared, state, causal, segments):
             live = m > _minus_inf(xp, q.dtype)  # (..., d_k), packed: (..., N, d_k)
             seen = seen | (live[..., None, :] if streams is None else streams.take(xp, live, -2))
     return ~xp.any((q > -inf) & seen, axis=-1)
+
+
+def canonical_shifts(op, xp, state, dtype):
+    """An exp-kernel ``state`` returned by a call on 16-bit inputs (``dtype``; the state is float32),
+    its key shifts ``m`` at or below their stand-in (the prologue clamps ``-inf`` keys to
+    ``-finfo(dtype).max / 8``) set to the state's own stand-in: a feature without a key above
+    ``-inf`` then reads the same whatever dtype made the state (:func:`_zero_weight_rows`, the
+    steppers). Anything else: ``state`` as it is."""
+    if state is None or op.normalised or "q" not in op.clamp or state.tensors["m"].dtype == dtype:
+        return state
+    from .exp_kernel import _minus_inf
+
+    m = state.tensors["m"]
+    m = xp.where(m > _minus_inf(xp, dtype), m, _scalar(xp, m, _minus_inf(xp, m.dtype)))
+    return dataclasses.replace(state, tensors={**state.tensors, "m": m})
 
 
 def where_undefined(xp, rows, out, prepared=None):

@@ -516,3 +516,35 @@ def test_non_causal(op, where, seed, Tq, Tk, data):
     xs = on(where, [q, k, v])
     out = getattr(lsattn, op)(*xs, causal=False, backend=where[1])
     check(out, expected, mask, OPS[op][2], f"{op} non-causal on {where}")
+
+
+@pytest.mark.parametrize("op", EXP_OPS)
+@pytest.mark.parametrize("backend", ["array_api", "numba"])
+def test_state_from_half_precision_inputs_reads_no_key_as_float32(op, backend):
+    """A state made from 16-bit inputs (the GPU kernels: ``-inf`` keys clamped to float16's stand-in
+    ``-finfo.max / 8``, in a float32 state) marks a feature without a key above ``-inf`` as a float32
+    state does (``canonical_shifts``): plain calls and steppers from it give NaN on the rows without
+    weight, the reference elsewhere."""
+    from lsattn import _nonfinite, exp_kernel
+
+    rng = np.random.default_rng(11)
+    q, k, v = rng.standard_normal((3, 1, 5, 2))
+    k[0, :4, 1] = -math.inf  # feature 1: no key above -inf in tokens 0 .. 3
+    q[0, 3, 0] = -math.inf  # row 3 is live in feature 1 only: no weight
+    expected = reference(op, [q, k, v])
+    assert np.isnan(expected[0, 3]).all() and np.isnan(expected).sum() == 2
+    lo16, lo32 = -float(np.finfo(np.float16).max) / 8, -float(np.finfo(np.float32).max) / 8
+    f = getattr(lsattn, op)
+    k16 = np.maximum(k, lo16)  # what a half-precision kernel reads for these keys
+    _, state = f(*[x[:, :2].astype(np.float32) for x in (q, k16, v)], return_state=True, backend=backend)
+    assert state.tensors["m"][0, 1] == lo16
+    spec = exp_kernel._SPECS[op]
+    state = _nonfinite.canonical_shifts(spec, array_api_compat.array_namespace(q), state, np.float16)
+    assert state.tensors["m"][0, 1] == lo32 and state.tensors["m"][0, 0] > lo16
+    assert _nonfinite.canonical_shifts(spec, array_api_compat.array_namespace(q), state, np.float32) is state
+    rest = [x[:, 2:].astype(np.float32) for x in (q, k, v)]
+    want = expected[:, 2:]
+    check(f(*rest, state=state, backend=backend), want, np.isnan(want), OPS[op][3], f"{op} {backend} plain")
+    step = lsattn.stepper(op, state, backend=backend)
+    got = np.concatenate([step(*[x[:, t:t + 1] for x in rest]) for t in range(3)], axis=-2)
+    check(got, want, np.isnan(want), OPS[op][3], f"{op} {backend} stepper")
