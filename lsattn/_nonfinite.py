@@ -24,6 +24,12 @@ an ``isnan`` check catches). The backends never see a poisoned entry: it is repl
 the call, which changes only outputs that are NaN anyway, so outputs before the token are exactly
 those of the stream cut at that token, on every backend. NaN is sticky: a later ``-inf`` decay does
 not clear it (the state carries it).
+
+Legitimate ``-inf`` can leave a normalised output without any weight (0/0, NaN in
+``lsattn.reference``): a row of ``loglinear_log_attention`` whose every readable level is switched
+off, a row of the exp-kernel operators whose every kernel weight is 0 (no feature live in its query
+and in a key it sees). The backends compute such rows from the finite stand-ins (an average, not
+NaN); :func:`undefined_rows` finds them and the prologue writes NaN there, on every backend.
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ import numpy as np
 
 from ._validate import device_of
 
-__all__ = ["prepare", "undefined_rows"]
+__all__ = ["prepare", "undefined_rows", "where_undefined", "canonical_shifts"]
 
 
 def _traced(x):
@@ -88,17 +94,28 @@ def _row_levels_read(offset, T, L, xp):
     return xp.asarray(lev == 0)[None, :] | bits
 
 
-def undefined_rows(op, args, xp, offset):
-    """(..., T) bool, or None when there is none: the rows of a normalised operator
-    (``Op.normalised``: ``loglinear_log_attention``, a softmax over the level-weighted keys) whose
-    every readable level weight is ``-inf`` (``docs/hierarchical.md``: no weight at all, 0/0). Their
-    output is NaN on every backend, as in ``lsattn.reference``.
+def undefined_rows(op, args, xp, offset, state=None, causal=True, segments=None):
+    """The rows whose weights are all 0 (0/0): NaN on every backend, as in ``lsattn.reference``.
 
-    args: the inputs in ``op.inputs`` order; offset: the rows' positions (an int, a traced offset, a
-    (T,) NumPy array of packed streams' positions, or a function returning it). One host read for
-    concrete arrays (none when no row has its own level switched off)."""
+    Normalised operators (``Op.normalised``: ``loglinear_log_attention``, a softmax over the
+    level-weighted keys): (..., T) bool, or None when there is none, the rows whose every readable
+    level weight is ``-inf`` (``docs/hierarchical.md``). One host read for concrete arrays (none
+    when no row has its own level switched off).
+
+    The exp-kernel operators (``q`` in ``Op.clamp``, not normalised): a function of the inputs as
+    :func:`prepare` returns them, for :func:`where_undefined` (:func:`_zero_weight_rows`). Other
+    operators (unnormalised): None.
+
+    args: the inputs in ``op.inputs`` order (before :func:`prepare`); offset: the rows' positions
+    (an int, a traced offset, a (T,) NumPy array of packed streams' positions, or a function
+    returning it); state: the incoming State (packed streams: batch axes then N); segments: the
+    offsets ``cu_seqlens`` (N + 1,) int64 of packed segments, or None."""
     if not op.normalised:
-        return None
+        if "q" not in op.clamp:
+            return None
+        roles = [role for _, role in op.inputs]
+        q, k = args[roles.index("q")], args[roles.index("k")]
+        return lambda prepared: _zero_weight_rows(xp, q, k, prepared, state, causal, segments)
     lam = next(x for (_, role), x in zip(op.inputs, args) if role == "lev")
     T, L = lam.shape[-2], lam.shape[-1]
     if T == 0:
@@ -114,8 +131,63 @@ def undefined_rows(op, args, xp, offset):
     return xp.all(off | ~read, axis=-1)
 
 
-def where_undefined(xp, rows, out):
-    """``out`` (..., T, d_v) with NaN on the rows of :func:`undefined_rows` (None: as it is)."""
+def _zero_weight_rows(xp, q, k, prepared, state, causal, segments):
+    """(..., T) bool or None: the rows ``t`` of ``log_attention`` / ``exp_kernel_attention`` whose
+    every weight ``w(t, s) = sum_i exp(q_ti + k_si)`` is 0, ``s`` over the keys the row sees (its
+    segment's up to ``t``, the incoming state's, or all keys when non-causal): no feature ``i`` with
+    ``q_ti > -inf`` and some seen ``k_si > -inf``. A state's feature ``i`` holds a key above ``-inf``
+    when its running maximum ``m_i`` is above the stand-in ``-finfo.max / 8`` of the inputs' dtype
+    (keys at or below it count as ``-inf`` there). O(T d_k), lazy: no host read.
+
+    q, k: the inputs before :func:`prepare`; prepared: the inputs it returned (q, k first). Left as
+    they were (concrete arrays), q and k hold no ``-inf`` (it clamps each), every row sees its own
+    key with every feature above ``-inf``, and none is undefined: None, nothing computed."""
+    if q.shape[-2] == 0 or (prepared[0] is q and prepared[1] is k):
+        return None
+    inf = math.inf
+    seen = k > -inf  # (..., Tk, d_k); NaN: False (its rows are poisoned anyway)
+    if not causal:
+        seen = xp.any(seen, axis=-2)[..., None, :]
+    else:
+        streams = None
+        if segments is not None:
+            from ._varlen import Streams
+
+            streams = Streams(segments, np.zeros(segments.shape[0] - 1, np.int64))
+        seen = (_cum_any if streams is None else streams.cum_any)(xp, seen, -2)
+        if state is not None:
+            from .exp_kernel import _minus_inf
+
+            m = state.tensors["m"]
+            if array_api_compat.is_dask_array(q) and not array_api_compat.is_dask_array(m):
+                import dask.array as da
+
+                m = da.asarray(m)
+            live = m > _minus_inf(xp, q.dtype)  # (..., d_k), packed: (..., N, d_k)
+            seen = seen | (live[..., None, :] if streams is None else streams.take(xp, live, -2))
+    return ~xp.any((q > -inf) & seen, axis=-1)
+
+
+def canonical_shifts(op, xp, state, dtype):
+    """An exp-kernel ``state`` returned by a call on 16-bit inputs (``dtype``; the state is float32),
+    its key shifts ``m`` at or below their stand-in (the prologue clamps ``-inf`` keys to
+    ``-finfo(dtype).max / 8``) set to the state's own stand-in: a feature without a key above
+    ``-inf`` then reads the same whatever dtype made the state (:func:`_zero_weight_rows`, the
+    steppers). Anything else: ``state`` as it is."""
+    if state is None or op.normalised or "q" not in op.clamp or state.tensors["m"].dtype == dtype:
+        return state
+    from .exp_kernel import _minus_inf
+
+    m = state.tensors["m"]
+    m = xp.where(m > _minus_inf(xp, dtype), m, _scalar(xp, m, _minus_inf(xp, m.dtype)))
+    return dataclasses.replace(state, tensors={**state.tensors, "m": m})
+
+
+def where_undefined(xp, rows, out, prepared=None):
+    """``out`` (..., T, d_v) with NaN on the rows of :func:`undefined_rows` (None: as it is; a
+    function: of the inputs ``prepared`` as :func:`prepare` returned them)."""
+    if callable(rows):
+        rows = rows(prepared)
     return out if rows is None else _where_nan(xp, rows[..., None], out)
 
 

@@ -31,7 +31,7 @@ import array_api_compat
 import numpy as np
 
 from . import _varlen, backends
-from ._nonfinite import prepare, undefined_rows, where_undefined
+from ._nonfinite import canonical_shifts, prepare, undefined_rows, where_undefined
 from ._validate import _device_or_none, check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
 from .fenwick import num_levels
 from .state import (LEVEL_AXES, State, canonical, check_state, level_slots_of, packed_streams, static_offset,
@@ -290,7 +290,8 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
     # rows with no weight at all (0/0), at the positions of their own streams
     undefined = undefined_rows(op, args, xp, offset if off is None else (
-        lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64) if offsets is None else offsets).positions))
+        lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64) if offsets is None else offsets).positions),
+        state=state, causal=causal, segments=off)
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams
         mapped = op.name in chosen.layout_ops and state is None and not return_state and not _grad(present, None)
@@ -315,7 +316,8 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
                                      streams=streams)
     if finish is not None:
         out = finish(out)
-    out = where_undefined(xp, undefined, out)
+    out = where_undefined(xp, undefined, out, args)
+    new_state = canonical_shifts(op, xp, new_state, dtype)  # 16-bit inputs: key shifts of no key at the state's stand-in
     out = xp.astype(out, out_dtype, copy=False)
     if return_state and op.name in LEVEL_AXES and array_api_compat.is_jax_namespace(xp):
         L = next(x.shape[-1] for (_, role), x in zip(op.inputs, arrays) if role == "lev")

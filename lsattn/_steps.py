@@ -238,6 +238,10 @@ class _ExpKernel(_Buffers):
             n, S = None, fa * b["S"] + fb * vals
         z = fa[..., 0] * b["z"] + fb[..., 0]
         out = _finish(xp, read(xp, q, (mm, n, S, z), lv), lv)
+        # no feature live in both the query and the keys so far (m at the stand-in: none above -inf,
+        # as lsattn._nonfinite.undefined_rows): no weight at all, 0/0, NaN as a plain call
+        live = (q[..., 0, :] > -math.inf) & (mm > _minus_inf(xp, mm.dtype))
+        out = xp.where(xp.any(live, axis=-1)[..., None, None], out, xp.full_like(out, math.nan))
         for name, x in (("m", mm), ("n", n), ("S", S), ("z", z)):
             if x is not None:
                 self.put(name, ..., x)

@@ -305,6 +305,44 @@ def test_kernel_source_emulated_on_cpu(op, dtype):
             np.testing.assert_array_equal(b, before[n])
 
 
+@pytest.mark.parametrize("twin", ["twin", "emulated"])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_exp_step_rows_without_weight(twin, dtype):
+    """Rows whose every weight is 0 (a query all ``-inf``; queries live only in features whose keys
+    so far are all ``-inf``, from a plain call's state at the stand-in and from offset 0) are NaN,
+    as the reference; the others equal it (float16 inputs into a float32 state: as they are)."""
+    if twin == "emulated" and shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    rng = np.random.default_rng(5)
+    q, k, v = rng.standard_normal((3, 2, 12, 19))
+    k[:, :4, 3:] = -np.inf  # the first keys live in features 0..2 only
+    q[0, 2, :3] = -np.inf  # row 2 (batch 0) sees no live feature pair
+    q[1, 5] = -np.inf  # a query of weight 0
+    k[0, 6:9] = -np.inf
+    q[0, 7, :] = -np.inf
+    q[0, 7, 5] = 0.3  # live where the keys 4, 5 are
+    k[0, 4:6, 5] = -np.inf  # ... which are -inf there: row 7 has no weight
+    half = dtype == "float16"
+    sdt = "float32" if half else dtype
+    xs = [x.astype(dtype) for x in (q, k, v)]
+    expected = to_numpy(lsattn.reference.exp_kernel_attention(*xs))
+    undefined = np.isnan(expected)
+    assert undefined[0, [2, 7]].all() and undefined[1, 5].all() and undefined.any(-1).sum() == 3
+    cls = {"twin": _HalfTwin if half else cstep.Twin, "emulated": Emulated}[twin]
+    if half and twin == "emulated":
+        pytest.skip("the emulation builds float / double inputs only")
+    for P in (0, 3):
+        _, state = lsattn.exp_kernel_attention(*[x[:, :P].astype(sdt) for x in xs], return_state=True,
+                                               backend="array_api")
+        step = twin_stepper("exp_kernel_attention", state, None, cls)
+        got = np.concatenate([to_numpy(step(*[x[:, t:t + 1] for x in xs])) for t in range(P, 12)], axis=-2)
+        got = got.astype(np.float64)
+        np.testing.assert_array_equal(np.isnan(got), undefined[:, P:], err_msg=f"{twin} {dtype} from {P}")
+        tol = {"float64": 1e-12, "float32": 1e-5, "float16": 2e-3}[dtype]
+        ok = ~undefined[:, P:]
+        assert_close(got[ok], expected[:, P:][ok], tol, what=f"{twin} {dtype} from {P}")
+
+
 def test_twin_exp_kernel_extreme_magnitudes():
     """Keys far above the running shift and far below it: the shift carried in the state keeps the
     step exact (factor exactly 1 on the larger side), as the array-API step."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import array_api_compat
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -33,6 +34,8 @@ OPS = {
     "loglinear_log_attention": ((("q", "q"), ("k", "k"), ("log_v", "v"), ("log_level_weights", "lev"),
                                  ("log_decay", "tok")), ("q", "k", "log_v", "log_level_weights", "log_decay"), 1e-12, 1e-5),
 }
+#: the exp-kernel operators (a row whose every weight is 0 is 0/0: NaN, :func:`zero_weight_rows`)
+EXP_OPS = ("log_attention", "exp_kernel_attention")
 #: where an operator runs: (namespace, backend)
 WHERE = [("numpy", "array_api"), ("numpy", "numba"), ("array_api_strict", "array_api"), ("torch", "array_api"),
          ("dask", "dask"), ("jax", "array_api")]
@@ -40,6 +43,8 @@ WHERE = [("numpy", "array_api"), ("numpy", "numba"), ("array_api_strict", "array
 #: (the CuPy kernels where they serve the operator, the array-API path elsewhere)
 WHERE_GPU = [("cupy", None), ("torch_cuda", None)]
 GPU = [pytest.param(w, marks=pytest.mark.gpu, id="-".join(map(str, w))) for w in WHERE_GPU]
+#: where non-causal calls run (the dask backend computes causal calls only)
+NON_CAUSAL = [w for w in WHERE if w[0] != "dask"]
 BATCH = (2,)
 
 
@@ -69,13 +74,16 @@ def reference(op, arrays):
         return to_numpy(f(*arrays[:4], log_decay=arrays[4]) if op == "loglinear_log_attention" else f(*arrays))
 
 
-def poisoned(op, arg, s, j, value, T, dv):
-    """The rule of docs/api.md: which outputs (BATCH + (T, dv)) a special value at batch 0 poisons."""
+def poisoned(op, arg, s, j, value, T, dk, dv):
+    """The rule of docs/api.md: which outputs (BATCH + (T, dv)) a special value at batch 0 poisons,
+    or leaves without any weight (0/0, NaN too)."""
     (name, role), neg_ok = OPS[op][0][arg], OPS[op][1]
     mask = np.zeros(BATCH + (T, dv), dtype=bool)
     if value == -math.inf and name in neg_ok:
         if op == "loglinear_log_attention" and role == "lev" and s == 0 and j == 0:
             mask[0, 0, :] = True  # the first query reads level 0 only: no weight left, 0/0 (docs/hierarchical.md)
+        if op in EXP_OPS and dk == 1 and (role == "q" or (role == "k" and s == 0)):
+            mask[0, s, :] = True  # the query's only feature / the first row's only key is 0: 0/0 (docs/api.md)
         return mask
     if role == "q" or (role == "lev" and j <= s.bit_length()):
         mask[0, s, :] = True
@@ -156,7 +164,7 @@ special = st.sampled_from([math.nan, math.inf, -math.inf])
 @st.composite
 def cases(draw, op):
     T = draw(st.integers(1, 24))
-    dk, dv = draw(st.integers(2, 3)), draw(st.integers(1, 3))
+    dk, dv = draw(st.integers(1 if op in EXP_OPS else 2, 3)), draw(st.integers(1, 3))
     arg = draw(st.integers(0, len(OPS[op][0]) - 1))
     s = draw(st.integers(0, T - 1))
     role = OPS[op][0][arg][1]
@@ -185,7 +193,7 @@ def test_special_value_at_a_random_token(op, where, data):
     c = data.draw(cases(op))
     role = OPS[op][0][c["arg"]][1]
     arrays = _place(make(op, c["seed"], c["T"], c["dk"], c["dv"]), c["arg"], c["s"], c["j"], c["value"], role)
-    mask = poisoned(op, c["arg"], c["s"], c["j"], c["value"], c["T"], c["dv"])
+    mask = poisoned(op, c["arg"], c["s"], c["j"], c["value"], c["T"], c["dk"], c["dv"])
     expected = reference(op, arrays)
     rtol = OPS[op][2]
     check(to_numpy(run(op, where, arrays)), expected, mask, rtol, f"{op} on {where}")
@@ -238,16 +246,224 @@ def test_hard_resets_across_dask_blocks(op, seed, T, block, resets):
 @given(seed=st.integers(0, 2**32 - 1), T=st.integers(1, 24), s=st.integers(0, 23))
 def test_zero_key_row(op, where, seed, T, s):
     """A whole key row of ``-inf`` (a key of weight 0): every output the reference defines is
-    finite and matches it (a query that sees only that key is 0/0)."""
+    finite and matches it; a query that sees only that key (the first) is 0/0: NaN (the exp-kernel
+    operators; ``loglinear_log_attention`` does not mark such rows yet, see docs/api.md)."""
     s = min(s, T - 1)
     arrays = make(op, seed, T, 3, 2)
     arrays[1][:, s, :] = -math.inf
     expected = reference(op, arrays)
-    defined = np.isfinite(expected)
-    assert defined[:, :s].all() and defined[:, s + 1 :].all()
+    undefined = np.isnan(expected)
+    assert not undefined[:, 1:].any() and undefined[:, 0].all() == (s == 0)
     out = to_numpy(run(op, where, arrays)).astype(np.float64)
-    assert np.isfinite(out[defined]).all()
-    check(np.where(defined, out, 0.0), np.where(defined, expected, 0.0), np.zeros(out.shape, bool), OPS[op][2], op)
+    assert np.isfinite(out[~undefined]).all()
+    if op not in EXP_OPS:
+        out, expected, undefined = np.where(undefined, 0.0, out), np.where(undefined, 0.0, expected), undefined & False
+    check(out, expected, undefined, OPS[op][2], op)
+
+
+def zero_weight_rows(q, k, causal=True, state_keys=None):
+    """The rows (BATCH + (Tq,)) of the exp-kernel operators without any weight, by the rule of
+    docs/api.md: no feature ``i`` with ``q_ti > -inf`` and ``k_si > -inf`` for a key ``s`` the row
+    sees (``s <= t``, or every key when not causal; ``state_keys``: earlier keys before them)."""
+    keys = k if state_keys is None else np.concatenate([state_keys, k], axis=-2)
+    live = keys > -np.inf
+    seen = np.any(live, axis=-2, keepdims=True) if not causal else np.logical_or.accumulate(live, axis=-2)
+    if causal and state_keys is not None:
+        seen = seen[..., state_keys.shape[-2]:, :]
+    return ~np.any((q > -np.inf) & seen, axis=-1)
+
+
+@st.composite
+def zero_weight_cases(draw):
+    """Exp-kernel inputs with ``-inf`` in whole key / query rows and in single features at random
+    tokens (often enough that some rows see no live feature pair: 0/0), float64 NumPy."""
+    T, dk, dv = draw(st.integers(1, 24)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    feature, row = draw(st.sampled_from([0.0, 0.3, 0.6, 0.9])), draw(st.sampled_from([0.0, 0.2, 0.5]))
+    q, k, v = rng.standard_normal(BATCH + (T, dk)), rng.standard_normal(BATCH + (T, dk)), rng.standard_normal(BATCH + (T, dv))
+    for x in (q, k):
+        x[rng.random(x.shape) < feature] = -math.inf
+        x[rng.random(x.shape[:-1]) < row] = -math.inf
+    cut = draw(st.integers(0, T))
+    cu = [0] + sorted(draw(st.lists(st.integers(0, T), max_size=3))) + [T]
+    return q, k, v, cut, cu
+
+
+def _packed_reference(op, arrays, cu):
+    return np.concatenate([reference(op, [x[..., a:b, :] for x in arrays]) for a, b in zip(cu[:-1], cu[1:]) if b > a],
+                          axis=-2)
+
+
+@pytest.mark.parametrize("where", WHERE + GPU, ids=["-".join(w) for w in WHERE] + [p.id for p in GPU])
+@pytest.mark.parametrize("op", EXP_OPS)
+@settings(max_examples=max(3, settings.default.max_examples // 2))
+@given(case=zero_weight_cases(), jax_example=st.integers(0, 3))
+def test_zero_weight_rows(op, where, case, jax_example):
+    """Rows whose every weight is 0 (``-inf`` key / query rows and features): NaN exactly there, as
+    in the reference (whose NaN pattern is that of the rule), the reference elsewhere; the same for
+    the stream cut anywhere (the state's live features count as earlier keys) and for packed
+    segments (each its own stream)."""
+    if where[0] == "jax" and jax_example:  # a quarter of the examples: one jit each
+        return
+    q, k, v, cut, cu = case
+    arrays = [q, k, v]
+    expected = reference(op, arrays)
+    undefined = np.isnan(expected)
+    np.testing.assert_array_equal(undefined, np.broadcast_to(zero_weight_rows(q, k)[..., None], undefined.shape))
+    rtol = OPS[op][2]
+    check(to_numpy(run(op, where, arrays)), expected, undefined, rtol, f"{op} on {where}")
+    if where[0] == "dask":
+        return
+    xs = on(where, arrays)
+    f = getattr(lsattn, op)
+    if where[0] != "jax":
+        check(_stream(op, where, arrays, [cut] if 0 < cut < q.shape[-2] else []), expected, undefined, rtol,
+              f"{op} on {where}, cut at {cut}")
+        # a state before any token (offset 0) and a T = 0 call in the stream change nothing
+        _, st0 = f(*[x[..., :0, :] for x in xs], return_state=True, backend=where[1])
+        check(f(*xs, state=st0, backend=where[1]), expected, undefined, rtol, f"{op} on {where} after T = 0")
+    packed = _packed_reference(op, arrays, cu)
+    run_packed = lambda *a: f(*a, cu_seqlens=cu, backend=where[1])  # noqa: E731
+    if where[0] == "jax":
+        import jax
+
+        run_packed = jax.jit(run_packed)
+    check(to_numpy(run_packed(*xs)), packed, np.isnan(packed), rtol, f"{op} on {where}, packed {cu}")
+    if where[0] == "jax":
+        return
+    # packed streams continued from a packed state: segment i's tokens before / from its cut
+    first = [min(max(cut - a, 0), b - a) for a, b in zip(cu[:-1], cu[1:])]
+    parts = [[], []]
+    for a, b, c in zip(cu[:-1], cu[1:], first):
+        parts[0].append([x[..., a:a + c, :] for x in xs])
+        parts[1].append([x[..., a + c:b, :] for x in xs])
+    offs = [[0, *np.cumsum(n).tolist()] for n in (first, [b - a - c for a, b, c in zip(cu[:-1], cu[1:], first)])]
+    xp = array_api_compat.array_namespace(xs[0])
+    cat = [[xp.concat([p[j] for p in ps], axis=-2) for j in range(3)] for ps in parts]
+    o1, st1 = f(*cat[0], cu_seqlens=offs[0], return_state=True, backend=where[1])
+    o2 = f(*cat[1], cu_seqlens=offs[1], state=st1, backend=where[1])
+    o1, o2 = to_numpy(o1), to_numpy(o2)
+    got = np.concatenate([np.concatenate([o1[..., offs[0][i]:offs[0][i + 1], :], o2[..., offs[1][i]:offs[1][i + 1], :]],
+                                         axis=-2) for i in range(len(first))], axis=-2)
+    check(got, packed, np.isnan(packed), rtol, f"{op} on {where}, packed streams {cu} cut at {first}")
+
+
+@pytest.mark.parametrize("where", NON_CAUSAL + GPU, ids=["-".join(w) for w in NON_CAUSAL] + [p.id for p in GPU])
+@pytest.mark.parametrize("op", EXP_OPS)
+@settings(max_examples=max(3, settings.default.max_examples // 2))
+@given(case=zero_weight_cases(), Tq=st.integers(1, 6), jax_example=st.integers(0, 3))
+def test_zero_weight_rows_non_causal(op, where, case, Tq, jax_example):
+    """Non-causal: a row is 0/0 when no feature is live in its query and in some key of the call."""
+    if where[0] == "jax" and jax_example:
+        return
+    _, k, v, _, _ = case
+    q = np.random.default_rng(Tq).standard_normal(BATCH + (Tq, k.shape[-1]))
+    q[np.random.default_rng(Tq + 1).random(q.shape) < 0.5] = -math.inf
+    with np.errstate(all="ignore"):
+        expected = to_numpy(getattr(ref, op)(q, k, v, causal=False))
+    undefined = np.isnan(expected)
+    rule = zero_weight_rows(q, k, causal=False)
+    np.testing.assert_array_equal(undefined, np.broadcast_to(rule[..., None], undefined.shape))
+    f = getattr(lsattn, op)
+    xs = on(where, [q, k, v])
+    if where[0] == "jax":
+        import jax
+
+        out = jax.jit(lambda *a: f(*a, causal=False, backend=where[1]))(*xs)
+    else:
+        out = f(*xs, causal=False, backend=where[1])
+    check(to_numpy(out), expected, undefined, OPS[op][2], f"{op} non-causal on {where}")
+
+
+@pytest.mark.parametrize("backend", ["array_api", "numba"])
+@pytest.mark.parametrize("op", EXP_OPS)
+@settings(max_examples=max(3, settings.default.max_examples // 2))
+@given(case=zero_weight_cases())
+def test_zero_weight_rows_stepper(op, backend, case):
+    """The steppers, from a plain call's state at the cut (whose dead features hold keys at the
+    stand-in) or from offset 0: NaN on the rows without weight, the reference elsewhere."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    q, k, v, cut, _ = case
+    arrays = [q, k, v]
+    expected = reference(op, arrays)
+    undefined = np.isnan(expected)
+    f = getattr(lsattn, op)
+    first, state = f(*[x[..., :cut, :] for x in arrays], return_state=True, backend=backend)
+    step = lsattn.stepper(op, state, backend=backend)
+    outs = [first] + [step(*[x[..., t:t + 1, :] for x in arrays]) for t in range(cut, q.shape[-2])]
+    check(np.concatenate(outs, axis=-2), expected, undefined, OPS[op][2], f"{op} stepper on {backend} from {cut}")
+
+
+def _on_gpu(ns, arrays, dtype):
+    """``arrays`` as CuPy arrays / CUDA torch tensors of ``dtype`` (bfloat16 through torch), and their
+    values as rounded, float64 NumPy (what the reference sees)."""
+    if ns == "cupy":
+        cp = pytest.importorskip("cupy")
+        xs = [cp.asarray(a.astype(dtype)) for a in arrays]
+        return xs, [cp.asnumpy(x).astype(np.float64) for x in xs]
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device for torch")
+    xs = [torch.as_tensor(a, device="cuda").to(getattr(torch, dtype)) for a in arrays]
+    return xs, [x.double().cpu().numpy() for x in xs]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ns, dtype", [("cupy", "float32"), ("cupy", "float16"), ("torch_cuda", "float32"),
+                                       ("torch_cuda", "bfloat16"), ("torch_cuda", "float16")])
+@pytest.mark.parametrize("op", EXP_OPS)
+@settings(max_examples=max(3, settings.default.max_examples // 2))
+@given(case=zero_weight_cases())
+def test_zero_weight_rows_gpu_kernels_and_steppers(op, ns, dtype, case):
+    """On the GPU (the automatic backend: the CuPy kernels, half precision as it is), a plain call up
+    to the cut and the stepper from its state (the CuPy fused step for ``exp_kernel_attention``):
+    NaN exactly on the rows without weight, the reference of the rounded inputs elsewhere
+    (float32 1e-5; float16 2e-3, bfloat16 1e-2: the output's rounding)."""
+    q, k, v, cut, _ = case
+    xs, rounded = _on_gpu(ns, [q, k, v], dtype)
+    expected = reference(op, rounded)
+    undefined = np.isnan(expected)
+    rtol = {"float32": OPS[op][3], "float16": 2e-3, "bfloat16": 1e-2}[dtype]
+    f = getattr(lsattn, op)
+    whole = to_numpy(f(*xs).float() if ns == "torch_cuda" else f(*xs)).astype(np.float64)
+    check(whole, expected, undefined, rtol, f"{op} {ns} {dtype}")
+    first, state = f(*[x[..., :cut, :] for x in xs], return_state=True)
+    step = lsattn.stepper(op, state)
+    outs = [first] + [step(*[x[..., t:t + 1, :] for x in xs]) for t in range(cut, q.shape[-2])]
+    outs = [to_numpy(o.float() if ns == "torch_cuda" else o).astype(np.float64) for o in outs]
+    check(np.concatenate(outs, axis=-2), expected, undefined, rtol, f"{op} {ns} {dtype} stepper ({step.backend}) from {cut}")
+
+
+def test_zero_weight_rows_examples():
+    """The cases of docs/api.md, on NumPy (array_api and numba): the first keys all ``-inf``; a query
+    all ``-inf``; queries live only where every key so far is ``-inf``; a packed segment whose first
+    key is ``-inf``; a stream continued from a state that holds only ``-inf`` keys."""
+    rng = np.random.default_rng(7)
+    q, k, v = rng.standard_normal((3, 1, 8, 2))
+    k[0, :3] = -math.inf  # rows 0, 1, 2 see no key with weight
+    q[0, 5] = -math.inf  # row 5: a query of weight 0
+    k[0, 3:, 1] = -math.inf  # later keys live in feature 0 only ...
+    q[0, 6, 0] = -math.inf  # ... so row 6 (live in feature 1 only) has none either
+    want = np.zeros((1, 8), bool)
+    want[0, [0, 1, 2, 5, 6]] = True
+    np.testing.assert_array_equal(zero_weight_rows(q, k), want)
+    for op in EXP_OPS:
+        expected = reference(op, [q, k, v])
+        np.testing.assert_array_equal(np.isnan(expected).all(-1), want)
+        for backend in ("array_api", "numba"):
+            f = getattr(lsattn, op)
+            check(f(q, k, v, backend=backend), expected, np.isnan(expected), OPS[op][2], f"{op} {backend}")
+            # a state that holds only the -inf keys, then rows 3 .. 7 (live keys from row 3 on)
+            _, state = f(q[:, :3], k[:, :3], v[:, :3], return_state=True, backend=backend)
+            check(f(q[:, 3:], k[:, 3:], v[:, 3:], state=state, backend=backend), expected[:, 3:],
+                  np.isnan(expected[:, 3:]), OPS[op][2], f"{op} {backend} from a state")
+            # packed: segment [3, 8) starts at a live key; [0, 1) and [1, 3) hold only -inf keys
+            cu = [0, 1, 3, 8]
+            packed = _packed_reference(op, [q, k, v], cu)
+            assert np.isnan(packed[0, [0, 1, 2, 5, 6]]).all() and np.isfinite(packed[0, [3, 4, 7]]).all()
+            check(f(q, k, v, cu_seqlens=cu, backend=backend), packed, np.isnan(packed), OPS[op][2],
+                  f"{op} {backend} packed")
 
 
 STRONG = [-1e3, -1e4, -1e6]
@@ -300,3 +516,35 @@ def test_non_causal(op, where, seed, Tq, Tk, data):
     xs = on(where, [q, k, v])
     out = getattr(lsattn, op)(*xs, causal=False, backend=where[1])
     check(out, expected, mask, OPS[op][2], f"{op} non-causal on {where}")
+
+
+@pytest.mark.parametrize("op", EXP_OPS)
+@pytest.mark.parametrize("backend", ["array_api", "numba"])
+def test_state_from_half_precision_inputs_reads_no_key_as_float32(op, backend):
+    """A state made from 16-bit inputs (the GPU kernels: ``-inf`` keys clamped to float16's stand-in
+    ``-finfo.max / 8``, in a float32 state) marks a feature without a key above ``-inf`` as a float32
+    state does (``canonical_shifts``): plain calls and steppers from it give NaN on the rows without
+    weight, the reference elsewhere."""
+    from lsattn import _nonfinite, exp_kernel
+
+    rng = np.random.default_rng(11)
+    q, k, v = rng.standard_normal((3, 1, 5, 2))
+    k[0, :4, 1] = -math.inf  # feature 1: no key above -inf in tokens 0 .. 3
+    q[0, 3, 0] = -math.inf  # row 3 is live in feature 1 only: no weight
+    expected = reference(op, [q, k, v])
+    assert np.isnan(expected[0, 3]).all() and np.isnan(expected).sum() == 2
+    lo16, lo32 = -float(np.finfo(np.float16).max) / 8, -float(np.finfo(np.float32).max) / 8
+    f = getattr(lsattn, op)
+    k16 = np.maximum(k, lo16)  # what a half-precision kernel reads for these keys
+    _, state = f(*[x[:, :2].astype(np.float32) for x in (q, k16, v)], return_state=True, backend=backend)
+    assert state.tensors["m"][0, 1] == lo16
+    spec = exp_kernel._SPECS[op]
+    state = _nonfinite.canonical_shifts(spec, array_api_compat.array_namespace(q), state, np.float16)
+    assert state.tensors["m"][0, 1] == lo32 and state.tensors["m"][0, 0] > lo16
+    assert _nonfinite.canonical_shifts(spec, array_api_compat.array_namespace(q), state, np.float32) is state
+    rest = [x[:, 2:].astype(np.float32) for x in (q, k, v)]
+    want = expected[:, 2:]
+    check(f(*rest, state=state, backend=backend), want, np.isnan(want), OPS[op][3], f"{op} {backend} plain")
+    step = lsattn.stepper(op, state, backend=backend)
+    got = np.concatenate([step(*[x[:, t:t + 1] for x in rest]) for t in range(3)], axis=-2)
+    check(got, want, np.isnan(want), OPS[op][3], f"{op} {backend} stepper")

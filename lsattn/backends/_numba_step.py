@@ -75,6 +75,7 @@ def _kernels():
                 gs[j] = g[j] if log_values else 1.0
                 gvs[j] = gv[j]
             r = -np.inf
+            live = False  # a feature live in the query and in some key so far (m above the stand-in)
             for i in range(dk):
                 mi, ki = float(m[b, i]), float(k[b, i])
                 if ki > mi:
@@ -82,6 +83,7 @@ def _kernels():
                 else:
                     mm[i], fa[i], fb[i] = mi, 1.0, math.exp(ki - mi)
                 r = max(r, float(q[b, i]) + mm[i])
+                live = live or (float(q[b, i]) > -np.inf and mm[i] > lo)
             den = 0.0
             num[:] = 0.0
             pos[:] = 0.0
@@ -106,7 +108,9 @@ def _kernels():
                         row[j] = x
                         num[j] += A * x
             for j in range(dv):
-                if not log_values:
+                if not live:  # no weight at all: 0/0, NaN as a plain call
+                    out[b, j] = np.nan
+                elif not log_values:
                     out[b, j] = num[j] / den
                 elif pos[j] > 0.0:
                     o = math.log(float(pos[j])) + float(n[b, j]) - math.log(den)

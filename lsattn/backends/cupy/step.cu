@@ -34,7 +34,9 @@ __device__ __forceinline__ ta column_sum(ta acc, ta* red) {
 // larger of m_i, k_i gets factor exactly 1), then the query reads the updated summary:
 //   mm_i = max(m_i, k_i), fa_i = e^{m_i - mm_i}, fb_i = e^{k_i - mm_i}
 //   S'_ic = fa_i S_ic + fb_i v_c, z'_i = fa_i z_i + fb_i
-//   R = max_i (q_i + mm_i), A_i = e^{q_i + mm_i - R}, out_c = sum_i A_i S'_ic / sum_i A_i z'_i.
+//   R = max_i (q_i + mm_i), A_i = e^{q_i + mm_i - R}, out_c = sum_i A_i S'_ic / sum_i A_i z'_i;
+// NaN when no feature has q_i > -inf and mm_i above the inputs' stand-in (no key above -inf yet):
+// no weight at all, 0/0 as a plain call (lsattn._nonfinite.undefined_rows).
 // Grid (BH): one block per row (m and z are shared by all columns). Dynamic shared memory:
 // 4 DK + 32 SW values of ta.
 extern "C" __global__ void __launch_bounds__(NT) ek_step(
@@ -49,7 +51,15 @@ extern "C" __global__ void __launch_bounds__(NT) ek_step(
     ta* red = zn + DK;                         // 32 SW
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
     const i64 bh = blockIdx.x;
-    ta x = neg_big();
+    // the inputs' stand-in for -inf (-finfo.max / 8 of ti): a running maximum at or below it holds no key
+#if TI_F16
+    const ta lo_in = (ta)(-65504.0f / 8);
+#elif TI_BF16
+    const ta lo_in = (ta)(-3.3895313892515355e38f / 8);
+#else
+    const ta lo_in = lo_v();
+#endif
+    ta x = neg_big(), live = (ta)0;
     for (int i = tid; i < DK; i += NT) {
         const i64 e = bh * DK + i;
         const ta mi = m[e], ki = ld(k + bh * sk + i);
@@ -61,11 +71,13 @@ extern "C" __global__ void __launch_bounds__(NT) ek_step(
         zn[i] = zi;
         m[e] = mm;
         z[e] = zi;
-        const ta xi = ld(q + bh * sq + i) + mm;
+        const ta qi = ld(q + bh * sq + i), xi = qi + mm;
         A[i] = xi;
         x = fmx(x, xi);
+        if (qi > minus_inf() && mm > lo_in) live = (ta)1;
     }
     const ta R = block_max(x, red);  // synchronises: A visible
+    const bool defined = block_max(live, red) > (ta)0;
     ta dp = (ta)0;
     for (int i = tid; i < DK; i += NT) {
         const ta e = ex(A[i] - R);
@@ -87,7 +99,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_step(
             }
         }
         const ta num = column_sum(acc, red);
-        if (w == 0 && c < DV) st(out + bh * DV + c, num / den);
+        if (w == 0 && c < DV) st(out + bh * DV + c, defined ? num / den : minus_inf() - minus_inf());  // NaN: 0/0
     }
     if (bh == 0 && tid == 0) off[0] += 1;  // no block reads the offset here
 }

@@ -87,6 +87,13 @@ def _half(dtype):
     return {"bfloat16": "bf16", "float16": "f16"}.get(str(dtype).split(".")[-1], "")
 
 
+def _lo_in(dtype):
+    """The inputs' stand-in for ``-inf``, ``-finfo.max / 8`` of their dtype (``step.cu``'s ``lo_in``)."""
+    if _half(dtype) == "bf16":
+        return -3.3895313892515355e38 / 8
+    return -float(np.finfo(np.dtype(str(dtype).split(".")[-1])).max) / 8
+
+
 # ---- the host logic ---------------------------------------------------------------------------------
 
 class _Step:
@@ -386,6 +393,8 @@ class Twin:
             R = A.max()
             A = np.exp(A - R)
             den = _block_sum(A * zn)
+            # a feature live in the query and in a key so far (mm above the inputs' stand-in), else 0/0
+            defined = np.any((q[bh] > -np.inf) & (mm > _lo_in(q.dtype)))
 
             def row(i, c, vc):  # S'_ic, written back; the thread's term A_i S'_ic
                 s2 = fa[i] * S[bh, i, c] + fb[i] * vc
@@ -393,7 +402,7 @@ class Twin:
                 return A[i] * s2
 
             for c, vc, num in _tiles(v[bh], DK, DV, ta, row):
-                out[bh, c] = num / den
+                out[bh, c] = num / den if defined else np.nan
         off[0] += 1
 
     @staticmethod
