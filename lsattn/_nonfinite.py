@@ -24,6 +24,12 @@ an ``isnan`` check catches). The backends never see a poisoned entry: it is repl
 the call, which changes only outputs that are NaN anyway, so outputs before the token are exactly
 those of the stream cut at that token, on every backend. NaN is sticky: a later ``-inf`` decay does
 not clear it (the state carries it).
+
+How the checks run: on CPU namespaces one host read per call (``_all_finite``) skips everything
+when all is finite. On CUDA arrays (CuPy, torch) there is no host read: a read waits for every
+kernel queued before the call and leaves the GPU idle through the host work after it, so the
+masks are computed and applied on the device unconditionally (``_on_device``), as for Dask and JAX
+tracers; when every entry is finite they select nothing and the outputs are the same.
 """
 from __future__ import annotations
 
@@ -47,19 +53,44 @@ def _traced(x):
 
 def _cum_any(xp, m, axis):
     """``m[..., :i + 1].any()`` along ``axis``."""
-    return xp.cumulative_sum(xp.astype(m, xp.int32), axis=axis) > 0
+    return xp.cumulative_sum(xp.astype(m, xp.int32), axis=axis, dtype=xp.int32) > 0  # (int32: half the bytes)
 
 
 def _or(a, b):
     return b if a is None else (a if b is None else a | b)
 
 
+def _on_device(xp, arrays):
+    """True for CuPy arrays and CUDA torch tensors: their checks stay on the device (module docstring)."""
+    if array_api_compat.is_cupy_namespace(xp):
+        return True
+    return array_api_compat.is_torch_namespace(xp) and any(getattr(a, "is_cuda", False) for a in arrays)
+
+
+def _device_positions(xp, offset, T, like):
+    """``offset`` (an int) as the (T,) int64 positions ``offset + t`` built on ``like``'s device (no
+    host-to-device copy: torch waits for the stream on one); other offsets as they are."""
+    if isinstance(offset, int) and not isinstance(offset, bool):
+        return xp.arange(offset, offset + T, dtype=xp.int64, device=device_of(like))
+    return offset
+
+
+def _is_positions(offset):
+    """A (T,) device array of positions (from :func:`_device_positions`)."""
+    return not isinstance(offset, (int, np.ndarray)) and not callable(offset) and getattr(offset, "ndim", 0) == 1
+
+
 def _row_levels_used(offset, T, L, xp):
     """(T, L) bool: level ``l`` is used by row ``offset + t`` (``l <= bit_length(offset + t)``);
-    NumPy for an int offset, ``xp`` arithmetic for a traced (JAX) one. ``offset`` may be a
-    function returning the (T,) positions (computed only here, when some level weight is not finite)."""
+    NumPy for an int offset, ``xp`` arithmetic for a traced (JAX) one or device positions. ``offset``
+    may be a function returning the (T,) positions (computed only here, when some level weight is
+    not finite)."""
     if callable(offset):
         offset = offset()
+    if _is_positions(offset):  # l <= bit_length(P)  <=>  l == 0 or P >= 2^(l - 1)
+        lev = xp.arange(L, dtype=offset.dtype, device=device_of(offset))
+        low = xp.bitwise_left_shift(xp.ones_like(lev), xp.clip(lev - 1, min=0))
+        return (lev == 0)[None, :] | (offset[:, None] >= low[None, :])
     if isinstance(offset, np.ndarray):  # packed streams: the (T,) absolute position of each token
         used = np.frexp(offset.astype(np.float64))[1]  # bit_length, exact below 2^53
         return np.arange(L)[None, :] <= used[:, None]
@@ -83,6 +114,11 @@ def _row_levels_read(offset, T, L, xp):
     if isinstance(offset, (int, np.ndarray)):
         P = np.asarray(offset, dtype=np.int64) + (0 if isinstance(offset, np.ndarray) else np.arange(T, dtype=np.int64))
         return (lev == 0)[None, :] | (((P[:, None] >> shift[None, :]) & 1) == 1)
+    if _is_positions(offset):
+        dev = device_of(offset)
+        lev = xp.arange(L, dtype=offset.dtype, device=dev)
+        shift = xp.clip(lev - 1, min=0, max=62)
+        return (lev == 0)[None, :] | (xp.bitwise_and(xp.bitwise_right_shift(offset[:, None], shift[None, :]), 1) == 1)
     P = offset + xp.arange(T, dtype=xp.asarray(offset).dtype)  # traced (JAX)
     bits = xp.bitwise_and(xp.bitwise_right_shift(P[:, None], xp.asarray(shift, dtype=P.dtype)[None, :]), 1) == 1
     return xp.asarray(lev == 0)[None, :] | bits
@@ -96,7 +132,7 @@ def undefined_rows(op, args, xp, offset):
 
     args: the inputs in ``op.inputs`` order; offset: the rows' positions (an int, a traced offset, a
     (T,) NumPy array of packed streams' positions, or a function returning it). One host read for
-    concrete arrays (none when no row has its own level switched off)."""
+    CPU arrays (none when no row has its own level switched off); none on CUDA arrays (a device mask)."""
     if not op.normalised:
         return None
     lam = next(x for (_, role), x in zip(op.inputs, args) if role == "lev")
@@ -104,10 +140,13 @@ def undefined_rows(op, args, xp, offset):
     if T == 0:
         return None
     off = lam == -math.inf
-    own = xp.any(off[..., 0])  # level 0 (its own token) is read by every row
-    lazy = array_api_compat.is_dask_array(lam) or _traced(own) or _traced(offset)  # (under jit even constants trace)
-    if not lazy and not bool(own):
-        return None
+    if _on_device(xp, [lam]):
+        offset = _device_positions(xp, offset, T, lam)
+    else:
+        own = xp.any(off[..., 0])  # level 0 (its own token) is read by every row
+        lazy = array_api_compat.is_dask_array(lam) or _traced(own) or _traced(offset)  # (under jit even constants trace)
+        if not lazy and not bool(own):
+            return None
     read = _row_levels_read(offset, T, L, xp)
     if isinstance(read, np.ndarray):
         read = _constant(xp, lam, read)
@@ -126,6 +165,10 @@ class Marks:
         self.rows, self.start, self.cols = rows, start, cols  # (..., T), (..., T), (..., T, d_v)
         self.state_all, self.state_cols = state_all, state_cols  # (...,), (..., d_v)
         self.value_state = value_state
+
+    def also_rows(self, rows):
+        """Mark ``rows`` (..., T) too (None: nothing): one pass over the output for both masks."""
+        self.rows = _or(self.rows, rows)
 
     def apply(self, xp, out, new_state, causal, cum_any=None, streams=None):
         """NaN where poisoned in ``out`` (..., T, d_v) and in ``new_state`` (None or a State).
@@ -177,7 +220,7 @@ class Marks:
 def _where_nan(xp, mask, x):
     """NaN where ``mask`` (broadcast), else ``x``; Dask keeps ``x``'s chunks (the masks come from
     other inputs, which may be chunked otherwise)."""
-    out = xp.where(mask, _scalar(xp, x, math.nan), x)
+    out = xp.where(mask, math.nan if _on_device(xp, [x]) else _scalar(xp, x, math.nan), x)
     return out.rechunk(x.chunks) if array_api_compat.is_dask_array(x) else out
 
 
@@ -194,6 +237,8 @@ def prepare(op, args, state, xp, offset, causal, batch):
     if state is not None:
         present += list(state.tensors.values())
     lazy = array_api_compat.is_dask_namespace(xp) or any(_traced(a) for a in present)
+    device = not lazy and _on_device(xp, present)  # masks on the device, no host read (module docstring)
+    lazy = lazy or device
     # -inf where allowed and not clamped (a log decay's hard reset: packed segments put one at
     # each segment's start) needs nothing either
     passes = {name for name in op.neg_inf if name not in op.clamp}
@@ -219,13 +264,14 @@ def prepare(op, args, state, xp, offset, causal, batch):
             if not bool(xp.any(bad)):
                 out_args.append(_clamped(xp, x) if clamp else x)
                 continue
-        zero = _scalar(xp, x, 0)
-        out_args.append(xp.where(bad, zero, _clamped(xp, x) if clamp else x))
+        zero = 0.0 if device else _scalar(xp, x, 0)
+        out_args.append(xp.where(bad, zero, _clamped(xp, x, device) if clamp else x))
         if role == "q":
             rows = _or(rows, xp.any(bad, axis=-1))
         elif role == "lev":
-            used = _row_levels_used(offset, x.shape[-2], x.shape[-1], xp)
-            rows = _or(rows, xp.any(bad & _constant(xp, x, used), axis=-1))
+            T = x.shape[-2]
+            used = _row_levels_used(_device_positions(xp, offset, T, x) if device else offset, T, x.shape[-1], xp)
+            rows = _or(rows, xp.any(bad & (_constant(xp, x, used) if isinstance(used, np.ndarray) else used), axis=-1))
         elif role == "k":
             start = _or(start, xp.any(bad, axis=-1))
         elif role == "tok":
@@ -241,7 +287,7 @@ def prepare(op, args, state, xp, offset, causal, batch):
                 tensors[name] = t
                 continue
             bad = ~xp.isfinite(t)
-            tensors[name] = xp.where(bad, _scalar(xp, t, 0), t)
+            tensors[name] = xp.where(bad, 0.0 if device else _scalar(xp, t, 0), t)
             if name in op.value_state:
                 axes = tuple(range(nb, t.ndim - 1))
                 state_cols = _or(state_cols, xp.any(bad, axis=axes) if axes else bad)
@@ -272,11 +318,13 @@ def _all_finite(xp, arrays):
     return bool(xp.all(xp.stack(flags)))
 
 
-def _clamped(xp, x):
-    """``-inf`` -> the finite stand-in ``-finfo.max / 8`` (see :mod:`lsattn.exp_kernel`)."""
+def _clamped(xp, x, device=False):
+    """``-inf`` -> the finite stand-in ``-finfo.max / 8`` (see :mod:`lsattn.exp_kernel`); ``device``:
+    a Python bound (no host-to-device copy of a 0-d array)."""
     from .exp_kernel import _minus_inf
 
-    return xp.maximum(x, _scalar(xp, x, _minus_inf(xp, x.dtype)))
+    lo = _minus_inf(xp, x.dtype)
+    return xp.clip(x, min=float(lo)) if device else xp.maximum(x, _scalar(xp, x, lo))
 
 
 def _scalar(xp, x, value):

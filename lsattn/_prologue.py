@@ -303,6 +303,9 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     if "token_map" in kw:  # the packed tokens as they are: positions in their own (fresh) streams, when needed
         positions = lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64)).positions  # noqa: E731
     args, state, marks = prepare(run_op, args, state, xp, positions, causal, sbatch)
+    if marks is not None and off is None:  # the output's layout: one pass marks both
+        marks.also_rows(undefined)
+        undefined = None
     impl = chosen.implementation(run_op.name)
     if offsets is not None and op.name not in chosen.reset_ops:
         from ._ll_packed import forward

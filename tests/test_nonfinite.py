@@ -9,7 +9,9 @@ levels) poisons nothing. Strong decays (down to -1e6) among weak ones keep the p
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -17,6 +19,8 @@ from hypothesis import given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
+
+from lsattn import _nonfinite
 
 from conftest import NAMESPACES
 from helpers import to_numpy
@@ -35,7 +39,7 @@ OPS = {
 }
 #: where an operator runs: (namespace, backend)
 WHERE = [("numpy", "array_api"), ("numpy", "numba"), ("array_api_strict", "array_api"), ("torch", "array_api"),
-         ("dask", "dask"), ("jax", "array_api")]
+         ("dask", "dask"), ("jax", "array_api"), ("torch_device", "array_api")]
 #: on the GPU (``@pytest.mark.gpu``): the automatic choice on CuPy arrays and CUDA torch tensors
 #: (the CuPy kernels where they serve the operator, the array-API path elsewhere)
 WHERE_GPU = [("cupy", None), ("torch_cuda", None)]
@@ -116,14 +120,27 @@ def on(where, arrays, dtype="float64"):
         da = pytest.importorskip("dask.array")
         return [da.from_array(a.astype(dtype), chunks=BATCH + (max(1, a.shape[1] // 2),) + a.shape[2:]) for a in arrays]
     try:
-        xp = NAMESPACES[ns]()
+        xp = NAMESPACES["torch" if ns == "torch_device" else ns]()
     except ImportError as exc:
         pytest.skip(f"{ns} not installed: {exc}")
     return [xp.asarray(a, dtype=getattr(xp, dtype)) for a in arrays]
 
 
+def forced(where):
+    """``torch_device``: CPU torch tensors checked as CUDA arrays are (masks on the device, no host
+    read: ``_nonfinite._on_device`` forced), so that path runs on every machine."""
+    if where[0] != "torch_device":
+        return contextlib.nullcontext()
+    return mock.patch.object(_nonfinite, "_on_device", lambda xp, arrays: True)
+
+
 def run(op, where, arrays, dtype="float64"):
     """One call of ``op`` on ``where``; JAX through ``jax.jit`` (eager JAX compiles every op)."""
+    with forced(where):
+        return _run(op, where, arrays, dtype)
+
+
+def _run(op, where, arrays, dtype):
     backend = where[1]
     if where[0] == "jax":
         import jax
@@ -145,7 +162,8 @@ def _stream(op, where, arrays, cuts):
     outs, state = [], None
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         piece = [x[..., lo:hi] if x.ndim == 2 else x[..., lo:hi, :] for x in xs]
-        o, state = call(op, piece, backend=where[1], state=state, return_state=True)
+        with forced(where):
+            o, state = call(op, piece, backend=where[1], state=state, return_state=True)
         outs.append(to_numpy(o))
     return np.concatenate(outs, axis=-2)
 
