@@ -318,3 +318,52 @@ def test_non_causal(op, where, seed, Tq, Tk, data):
     xs = on(where, [q, k, v])
     out = getattr(lsattn, op)(*xs, causal=False, backend=where[1])
     check(out, expected, mask, OPS[op][2], f"{op} non-causal on {where}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["cupy", "torch"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("neg_ok,clamp", [(False, False), (True, False), (True, True), (False, True)])
+def test_fused_sanitise_matches_the_array_api_formulation(kind, dtype, neg_ok, clamp):
+    """CUDA arrays' one-pass sanitising kernel (``lsattn.backends.cupy._sanitise``, the masks of
+    every call without a host read) gives the array-API formulation's values and mask bit for bit:
+    every special value, values at, above and below the stand-in ``-finfo.max / 8`` and at the
+    range's ends, on contiguous, transposed and broadcast views."""
+    torch = pytest.importorskip("torch")
+    if kind == "cupy" and dtype == "bfloat16":
+        pytest.skip("CuPy has no bfloat16")
+    if kind == "cupy":
+        pytest.importorskip("cupy")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from lsattn.backends.cupy._sanitise import sanitise
+
+    tdt = getattr(torch, dtype)
+    big, lo = float(torch.finfo(tdt).max), -float(torch.finfo(tdt).max) / 8
+    special = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1.5, -2.5, lo, 2 * lo, lo / 2, -big, big,
+               float(torch.finfo(tdt).tiny)]
+    rng = np.random.default_rng(0)
+    vals = torch.tensor(rng.choice(special, size=(3, 7, 5)), dtype=tdt)  # CPU: the formulation's values
+    views = [(lambda t: t, lambda c: c), (lambda t: t.transpose(-1, -2), lambda c: c.swapaxes(-1, -2)),
+             (lambda t: t[:1].expand(4, 7, 5), lambda c: _broadcast(c[:1], (4, 7, 5)))]
+    for view, cview in views:
+        x = view(vals)
+        bad = ~(x < math.inf) if neg_ok else ~torch.isfinite(x)
+        want = torch.where(bad, 0.0, torch.clamp(x, min=lo) if clamp else x)
+        if kind == "torch":
+            y, got = sanitise(view(vals.cuda()), neg_ok, clamp, lo)
+            y, got = y.cpu(), got.cpu()
+        else:
+            import cupy
+
+            y, got = sanitise(cview(cupy.asarray(vals.numpy())), neg_ok, clamp, lo)
+            y, got = torch.as_tensor(cupy.asnumpy(y)), torch.as_tensor(cupy.asnumpy(got))
+        assert torch.equal(got, bad)
+        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[want.element_size()]
+        assert torch.equal(y.contiguous().view(bits), want.contiguous().view(bits))
+
+
+def _broadcast(c, shape):
+    import cupy
+
+    return cupy.broadcast_to(c, shape)

@@ -15,12 +15,14 @@ Per operator, dtype (float32, bfloat16) and prologue mode, the public call on CU
 - ``syncs``: torch's synchronizing calls in one call (``torch.cuda.set_sync_debug_mode``; CuPy
   reads are not seen by it).
 
-Modes: ``device`` (this branch: the non-finite masks on the device, no host read) and ``hostread``
+Modes: ``device`` (this branch: the non-finite masks on the device, no host read, the inputs
+sanitised by the fused CuPy kernel), ``device_xp`` (the same masks as array-API passes) and ``hostread``
 (``_nonfinite._on_device`` patched to False: the session-8 rule, one host read in ``prepare`` and
 one in ``undefined_rows``). Then a cProfile of the hierarchical 8K float32 call (device mode).
 """
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import io
 import pstats
@@ -117,9 +119,10 @@ def main():
             for name, fn in calls.items():
                 if ops and name not in ops:
                     continue
-                for mode in ("device", "hostread"):
-                    ctx = mock.patch.object(_nonfinite, "_on_device", lambda xp, arrays: False) if mode == "hostread" \
-                        else mock.patch.object(_nonfinite, "_on_device", _nonfinite._on_device)
+                for mode in ("device", "device_xp", "hostread"):
+                    ctx = {"hostread": mock.patch.object(_nonfinite, "_on_device", lambda xp, arrays: False),
+                           "device_xp": mock.patch.object(_nonfinite, "_fused_available", lambda: False),
+                           "device": contextlib.nullcontext()}[mode]
                     with ctx:
                         try:
                             lat = cuda_time(fn, reps=10)
