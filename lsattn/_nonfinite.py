@@ -25,11 +25,11 @@ the call, which changes only outputs that are NaN anyway, so outputs before the 
 those of the stream cut at that token, on every backend. NaN is sticky: a later ``-inf`` decay does
 not clear it (the state carries it).
 
-How the checks run: on CPU namespaces one host read per call (``_all_finite``) skips everything
-when all is finite. On CUDA arrays (CuPy, torch) there is no host read: a read waits for every
-kernel queued before the call and leaves the GPU idle through the host work after it, so the
-masks are computed and applied on the device unconditionally (``_on_device``), as for Dask and JAX
-tracers; when every entry is finite they select nothing and the outputs are the same.
+The checks read the device once per call (:func:`checks`: every input and state tensor finite, and
+``undefined_rows``' flag, together); on CUDA arrays through one fused pass per array of the CuPy
+backend's (``lsattn.backends.cupy._finite``). Applying masks unconditionally instead (no read at
+all) measured slower on an H200 at every size (``benchmarks/NOTES.md``, session 9, s9c17): the read
+costs a short wait, the masks' passes real bandwidth.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ import numpy as np
 
 from ._validate import device_of
 
-__all__ = ["prepare", "undefined_rows"]
+__all__ = ["checks", "prepare", "undefined_rows"]
 
 
 def _traced(x):
@@ -55,54 +55,19 @@ def _traced(x):
 
 def _cum_any(xp, m, axis):
     """``m[..., :i + 1].any()`` along ``axis``."""
-    return xp.cumulative_sum(xp.astype(m, xp.int32), axis=axis, dtype=xp.int32) > 0  # (int32: half the bytes)
-
-
-def _cum_any_first(xp, m, axis):
-    """:func:`_cum_any` as ``i >= (the first True along axis)``: ~5 bytes per entry of device traffic
-    against ~18 for the int32 cumulative sum (CUDA arrays, where the masks run on every call)."""
-    n = m.shape[axis]
-    first = xp.argmax(xp.astype(m, xp.uint8), axis=axis, keepdims=True)  # the first maximum
-    first = xp.where(xp.any(m, axis=axis, keepdims=True), first, n)
-    idx = xp.arange(n, dtype=first.dtype, device=device_of(m))
-    return xp.reshape(idx, (n,) + (1,) * (-axis - 1)) >= first
+    return xp.cumulative_sum(xp.astype(m, xp.int32), axis=axis) > 0
 
 
 def _or(a, b):
     return b if a is None else (a if b is None else a | b)
 
 
-def _on_device(xp, arrays):
-    """True for CuPy arrays and CUDA torch tensors: their checks stay on the device (module docstring)."""
-    if array_api_compat.is_cupy_namespace(xp):
-        return True
-    return array_api_compat.is_torch_namespace(xp) and any(getattr(a, "is_cuda", False) for a in arrays)
-
-
-def _device_positions(xp, offset, T, like):
-    """``offset`` (an int) as the (T,) int64 positions ``offset + t`` built on ``like``'s device (no
-    host-to-device copy: torch waits for the stream on one); other offsets as they are."""
-    if isinstance(offset, int) and not isinstance(offset, bool):
-        return xp.arange(offset, offset + T, dtype=xp.int64, device=device_of(like))
-    return offset
-
-
-def _is_positions(offset):
-    """A (T,) device array of positions (from :func:`_device_positions`)."""
-    return not isinstance(offset, (int, np.ndarray)) and not callable(offset) and getattr(offset, "ndim", 0) == 1
-
-
 def _row_levels_used(offset, T, L, xp):
     """(T, L) bool: level ``l`` is used by row ``offset + t`` (``l <= bit_length(offset + t)``);
-    NumPy for an int offset, ``xp`` arithmetic for a traced (JAX) one or device positions. ``offset``
-    may be a function returning the (T,) positions (computed only here, when some level weight is
-    not finite)."""
+    NumPy for an int offset, ``xp`` arithmetic for a traced (JAX) one. ``offset`` may be a
+    function returning the (T,) positions (computed only here, when some level weight is not finite)."""
     if callable(offset):
         offset = offset()
-    if _is_positions(offset):  # l <= bit_length(P)  <=>  l == 0 or P >= 2^(l - 1)
-        lev = xp.arange(L, dtype=offset.dtype, device=device_of(offset))
-        low = xp.bitwise_left_shift(xp.ones_like(lev), xp.clip(lev - 1, min=0))
-        return (lev == 0)[None, :] | (offset[:, None] >= low[None, :])
     if isinstance(offset, np.ndarray):  # packed streams: the (T,) absolute position of each token
         used = np.frexp(offset.astype(np.float64))[1]  # bit_length, exact below 2^53
         return np.arange(L)[None, :] <= used[:, None]
@@ -126,17 +91,59 @@ def _row_levels_read(offset, T, L, xp):
     if isinstance(offset, (int, np.ndarray)):
         P = np.asarray(offset, dtype=np.int64) + (0 if isinstance(offset, np.ndarray) else np.arange(T, dtype=np.int64))
         return (lev == 0)[None, :] | (((P[:, None] >> shift[None, :]) & 1) == 1)
-    if _is_positions(offset):
-        dev = device_of(offset)
-        lev = xp.arange(L, dtype=offset.dtype, device=dev)
-        shift = xp.clip(lev - 1, min=0, max=62)
-        return (lev == 0)[None, :] | (xp.bitwise_and(xp.bitwise_right_shift(offset[:, None], shift[None, :]), 1) == 1)
     P = offset + xp.arange(T, dtype=xp.asarray(offset).dtype)  # traced (JAX)
     bits = xp.bitwise_and(xp.bitwise_right_shift(P[:, None], xp.asarray(shift, dtype=P.dtype)[None, :]), 1) == 1
     return xp.asarray(lev == 0)[None, :] | bits
 
 
-def undefined_rows(op, args, xp, offset):
+class Checked:
+    """The host's answers of :func:`checks`: ``finite`` (every input and state tensor finite, ``-inf``
+    where it passes as it is) and ``own_off`` (some row's own level weight is ``-inf``)."""
+
+    def __init__(self, finite, own_off):
+        self.finite, self.own_off = finite, own_off
+
+
+def checks(op, args, state, xp):
+    """:class:`Checked` of a call's inputs on a CUDA device (CuPy arrays, CUDA torch tensors) with
+    CuPy installed, in one read of the device; None for other arrays (``prepare`` and
+    ``undefined_rows`` then read for themselves). args: the inputs in ``op.inputs`` order, as
+    ``prepare`` receives them."""
+    present = [a for a in args if a is not None] + ([] if state is None else list(state.tensors.values()))
+    if not _cuda_checks(xp, present):
+        return None
+    from .backends.cupy._finite import BELOW_INF, FINITE, NO_MINUS_INF, clean
+
+    passes = _passes(op)
+    items = [(x, BELOW_INF if name in passes else FINITE) for (name, _), x in zip(op.inputs, args) if x is not None]
+    items += [(t, FINITE) for t in ([] if state is None else state.tensors.values())]
+    lam = next((x for (_, role), x in zip(op.inputs, args) if role == "lev"), None) if op.normalised else None
+    if lam is not None:
+        items.append((lam[..., 0], NO_MINUS_INF))  # level 0 (its own token) is read by every row
+    ok = clean(items)
+    return Checked(bool(ok[: len(ok) - (lam is not None)].all()), lam is not None and not ok[-1])
+
+
+def _passes(op):
+    """The inputs whose ``-inf`` passes as it is (allowed, not clamped: a log decay's hard reset)."""
+    return {name for name in op.neg_inf if name not in op.clamp}
+
+
+@functools.lru_cache(maxsize=None)
+def _cupy_installed():
+    return importlib.util.find_spec("cupy") is not None
+
+
+def _cuda_checks(xp, arrays):
+    """Whether ``arrays`` are checked by the CuPy backend's fused pass: CuPy arrays, or torch tensors
+    all on a CUDA device, with CuPy installed."""
+    if array_api_compat.is_cupy_namespace(xp):
+        return True
+    return (array_api_compat.is_torch_namespace(xp) and bool(arrays) and _cupy_installed()
+            and all(getattr(a, "is_cuda", False) for a in arrays))
+
+
+def undefined_rows(op, args, xp, offset, own_off=None):
     """(..., T) bool, or None when there is none: the rows of a normalised operator
     (``Op.normalised``: ``loglinear_log_attention``, a softmax over the level-weighted keys) whose
     every readable level weight is ``-inf`` (``docs/hierarchical.md``: no weight at all, 0/0). Their
@@ -144,7 +151,8 @@ def undefined_rows(op, args, xp, offset):
 
     args: the inputs in ``op.inputs`` order; offset: the rows' positions (an int, a traced offset, a
     (T,) NumPy array of packed streams' positions, or a function returning it). One host read for
-    CPU arrays (none when no row has its own level switched off); none on CUDA arrays (a device mask)."""
+    concrete arrays (none when no row has its own level switched off, or ``own_off``, that flag read
+    by :func:`checks`, is given)."""
     if not op.normalised:
         return None
     lam = next(x for (_, role), x in zip(op.inputs, args) if role == "lev")
@@ -152,13 +160,13 @@ def undefined_rows(op, args, xp, offset):
     if T == 0:
         return None
     off = lam == -math.inf
-    if _on_device(xp, [lam]):
-        offset = _device_positions(xp, offset, T, lam)
-    else:
+    if own_off is None:
         own = xp.any(off[..., 0])  # level 0 (its own token) is read by every row
         lazy = array_api_compat.is_dask_array(lam) or _traced(own) or _traced(offset)  # (under jit even constants trace)
         if not lazy and not bool(own):
             return None
+    elif not own_off:
+        return None
     read = _row_levels_read(offset, T, L, xp)
     if isinstance(read, np.ndarray):
         read = _constant(xp, lam, read)
@@ -173,15 +181,10 @@ def where_undefined(xp, rows, out):
 class Marks:
     """Where the poison goes: per-row, from-row, per-feature masks of one call and its state."""
 
-    def __init__(self, rows, start, cols, state_all, state_cols, value_state, device=False):
+    def __init__(self, rows, start, cols, state_all, state_cols, value_state):
         self.rows, self.start, self.cols = rows, start, cols  # (..., T), (..., T), (..., T, d_v)
         self.state_all, self.state_cols = state_all, state_cols  # (...,), (..., d_v)
         self.value_state = value_state
-        self.device = device  # CUDA arrays: made on every call (``_on_device``)
-
-    def also_rows(self, rows):
-        """Mark ``rows`` (..., T) too (None: nothing): one pass over the output for both masks."""
-        self.rows = _or(self.rows, rows)
 
     def apply(self, xp, out, new_state, causal, cum_any=None, streams=None):
         """NaN where poisoned in ``out`` (..., T, d_v) and in ``new_state`` (None or a State).
@@ -190,7 +193,7 @@ class Marks:
         (``lsattn._varlen``) pass one that restarts at every segment, so poison stays in its segment.
         streams: packed streams with states (``lsattn._varlen.Streams``): the state marks have an N
         axis (one stream per segment), read at each segment's tokens; the new state's are per segment."""
-        _cum_any_ = cum_any or (_cum_any_first if self.device else _cum_any)
+        _cum_any_ = cum_any or _cum_any
         mask = None
         if self.rows is not None:
             mask = self.rows[..., None]
@@ -233,14 +236,15 @@ class Marks:
 def _where_nan(xp, mask, x):
     """NaN where ``mask`` (broadcast), else ``x``; Dask keeps ``x``'s chunks (the masks come from
     other inputs, which may be chunked otherwise)."""
-    out = xp.where(mask, math.nan if _on_device(xp, [x]) else _scalar(xp, x, math.nan), x)
+    out = xp.where(mask, _scalar(xp, x, math.nan), x)
     return out.rechunk(x.chunks) if array_api_compat.is_dask_array(x) else out
 
 
-def prepare(op, args, state, xp, offset, causal, batch):
+def prepare(op, args, state, xp, offset, causal, batch, finite=None):
     """Sanitised ``args`` and ``state`` for the backend, and the :class:`Marks` (None: nothing to mark).
 
-    args: the inputs in ``op.inputs`` order, cast to the compute dtype (None where omitted)."""
+    args: the inputs in ``op.inputs`` order, cast to the compute dtype (None where omitted);
+    finite: :func:`checks`' answer for these args and state (None: read here)."""
     present = [a for a in args if a is not None]
     if state is not None and array_api_compat.is_dask_namespace(xp):
         # an in-memory state (NumPy, CuPy) continuing a Dask stream: Dask arrays of its own type
@@ -250,14 +254,12 @@ def prepare(op, args, state, xp, offset, causal, batch):
     if state is not None:
         present += list(state.tensors.values())
     lazy = array_api_compat.is_dask_namespace(xp) or any(_traced(a) for a in present)
-    device = not lazy and _on_device(xp, present)  # masks on the device, no host read (module docstring)
-    lazy = lazy or device
     # -inf where allowed and not clamped (a log decay's hard reset: packed segments put one at
     # each segment's start) needs nothing either
-    passes = {name for name in op.neg_inf if name not in op.clamp}
+    passes = _passes(op)
     named = [(x, n in passes) for (n, _), x in zip(op.inputs, args) if x is not None]
     named += [(t, False) for t in ([] if state is None else state.tensors.values())]
-    if not lazy and _all_finite(xp, named):  # the common case: one host read per call, nothing to do
+    if not lazy and (_all_finite(xp, named) if finite is None else finite):  # the common case: nothing to do
         return list(args), state, None
     inf = math.inf
     rows = start = cols = None
@@ -270,24 +272,20 @@ def prepare(op, args, state, xp, offset, causal, batch):
             out_args.append(x)
             continue
         neg_ok = name in op.neg_inf
+        bad = ~(x < inf) if neg_ok else ~xp.isfinite(x)  # NaN compares False
         clamp = name in op.clamp
-        if device:
-            y, bad = _sanitised(xp, x, neg_ok, clamp)
-        else:
-            bad = ~(x < inf) if neg_ok else ~xp.isfinite(x)  # NaN compares False
-            if not lazy:
-                clamp = clamp and bool(xp.any(x == -inf))
-                if not bool(xp.any(bad)):
-                    out_args.append(_clamped(xp, x) if clamp else x)
-                    continue
-            y = xp.where(bad, _scalar(xp, x, 0), _clamped(xp, x) if clamp else x)
-        out_args.append(y)
+        if not lazy:
+            clamp = clamp and bool(xp.any(x == -inf))
+            if not bool(xp.any(bad)):
+                out_args.append(_clamped(xp, x) if clamp else x)
+                continue
+        zero = _scalar(xp, x, 0)
+        out_args.append(xp.where(bad, zero, _clamped(xp, x) if clamp else x))
         if role == "q":
             rows = _or(rows, xp.any(bad, axis=-1))
         elif role == "lev":
-            T = x.shape[-2]
-            used = _row_levels_used(_device_positions(xp, offset, T, x) if device else offset, T, x.shape[-1], xp)
-            rows = _or(rows, xp.any(bad & (_constant(xp, x, used) if isinstance(used, np.ndarray) else used), axis=-1))
+            used = _row_levels_used(offset, x.shape[-2], x.shape[-1], xp)
+            rows = _or(rows, xp.any(bad & _constant(xp, x, used), axis=-1))
         elif role == "k":
             start = _or(start, xp.any(bad, axis=-1))
         elif role == "tok":
@@ -303,7 +301,7 @@ def prepare(op, args, state, xp, offset, causal, batch):
                 tensors[name] = t
                 continue
             bad = ~xp.isfinite(t)
-            tensors[name] = xp.where(bad, 0.0 if device else _scalar(xp, t, 0), t)
+            tensors[name] = xp.where(bad, _scalar(xp, t, 0), t)
             if name in op.value_state:
                 axes = tuple(range(nb, t.ndim - 1))
                 state_cols = _or(state_cols, xp.any(bad, axis=axes) if axes else bad)
@@ -314,7 +312,7 @@ def prepare(op, args, state, xp, offset, causal, batch):
             state = dataclasses.replace(state, tensors=tensors)
     if rows is None and start is None and cols is None and state_all is None and state_cols is None:
         return out_args, state, None
-    return out_args, state, Marks(rows, start, cols, state_all, state_cols, op.value_state, device)
+    return out_args, state, Marks(rows, start, cols, state_all, state_cols, op.value_state)
 
 
 def _all_finite(xp, arrays):
@@ -326,6 +324,10 @@ def _all_finite(xp, arrays):
     ``max x < inf`` is False for NaN and ``+inf`` only. Finite entries near the top of the range
     can make the sum overflow: then this says False and the caller's exact per-entry check finds
     nothing."""
+    if _cuda_checks(xp, [x for x, _ in arrays]):  # one fused pass per array
+        from .backends.cupy._finite import BELOW_INF, FINITE, clean
+
+        return bool(clean([(x, BELOW_INF if neg_ok else FINITE) for x, neg_ok in arrays]).all()) if arrays else True
     inf = math.inf
     flags = [(xp.max(x) < inf) if neg_ok else xp.isfinite(xp.max(x) + xp.min(x))
              for x, neg_ok in arrays if math.prod(x.shape) > 0]
@@ -339,28 +341,6 @@ def _clamped(xp, x):
     from .exp_kernel import _minus_inf
 
     return xp.maximum(x, _scalar(xp, x, _minus_inf(xp, x.dtype)))
-
-
-def _sanitised(xp, x, neg_ok, clamp):
-    """``(y, bad)`` of a CUDA array ``x`` (``_on_device``) without a host read: ``bad`` where ``x`` is
-    not finite (``-inf`` allowed when ``neg_ok``), ``y = where(bad, 0, clip(x, min=stand-in) if
-    clamp else x)``. One fused pass of the CuPy backend's (``lsattn.backends.cupy._sanitise``) when
-    CuPy can serve ``x``; the array-API formulation (Python scalars: no 0-d host copies) otherwise."""
-    from .exp_kernel import _minus_inf
-
-    lo = _minus_inf(xp, x.dtype)
-    if _fused_available() and (array_api_compat.is_cupy_array(x) or getattr(x, "is_cuda", False)):
-        from .backends.cupy._sanitise import sanitise
-
-        return sanitise(x, neg_ok, clamp, lo)
-    bad = ~(x < math.inf) if neg_ok else ~xp.isfinite(x)  # NaN compares False
-    return xp.where(bad, 0.0, xp.clip(x, min=lo) if clamp else x), bad
-
-
-@functools.lru_cache(maxsize=None)
-def _fused_available():
-    """Whether CuPy is installed (the fused sanitising kernel)."""
-    return importlib.util.find_spec("cupy") is not None
 
 
 def _scalar(xp, x, value):

@@ -21,6 +21,7 @@ import lsattn
 from lsattn import reference as ref
 
 from lsattn import _nonfinite
+from lsattn.backends.cupy import _finite
 
 from conftest import NAMESPACES
 from helpers import to_numpy
@@ -39,7 +40,7 @@ OPS = {
 }
 #: where an operator runs: (namespace, backend)
 WHERE = [("numpy", "array_api"), ("numpy", "numba"), ("array_api_strict", "array_api"), ("torch", "array_api"),
-         ("dask", "dask"), ("jax", "array_api"), ("torch_device", "array_api")]
+         ("dask", "dask"), ("jax", "array_api"), ("torch_checks", "array_api")]
 #: on the GPU (``@pytest.mark.gpu``): the automatic choice on CuPy arrays and CUDA torch tensors
 #: (the CuPy kernels where they serve the operator, the array-API path elsewhere)
 WHERE_GPU = [("cupy", None), ("torch_cuda", None)]
@@ -120,18 +121,29 @@ def on(where, arrays, dtype="float64"):
         da = pytest.importorskip("dask.array")
         return [da.from_array(a.astype(dtype), chunks=BATCH + (max(1, a.shape[1] // 2),) + a.shape[2:]) for a in arrays]
     try:
-        xp = NAMESPACES["torch" if ns == "torch_device" else ns]()
+        xp = NAMESPACES["torch" if ns == "torch_checks" else ns]()
     except ImportError as exc:
         pytest.skip(f"{ns} not installed: {exc}")
     return [xp.asarray(a, dtype=getattr(xp, dtype)) for a in arrays]
 
 
+def clean_reference(items):
+    """The contract of ``lsattn.backends.cupy._finite.clean`` (CUDA arrays' fused checks) in NumPy."""
+    tests = {_finite.FINITE: lambda a: np.isfinite(a).all(), _finite.BELOW_INF: lambda a: (a < np.inf).all(),
+             _finite.NO_MINUS_INF: lambda a: not (a == -np.inf).any()}
+    return np.array([bool(tests[mode](to_numpy(x).astype(np.float64))) for x, mode in items])
+
+
 def forced(where):
-    """``torch_device``: CPU torch tensors checked as CUDA arrays are (masks on the device, no host
-    read: ``_nonfinite._on_device`` forced), so that path runs on every machine."""
-    if where[0] != "torch_device":
+    """``torch_checks``: CPU torch tensors checked as CUDA arrays are (``_nonfinite.checks``: every
+    flag of a call in one read, through ``_finite.clean``, here its NumPy contract), so that path's
+    plumbing runs on every machine; the fused pass itself is tested on the GPU below."""
+    if where[0] != "torch_checks":
         return contextlib.nullcontext()
-    return mock.patch.object(_nonfinite, "_on_device", lambda xp, arrays: True)
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True))
+    stack.enter_context(mock.patch.object(_finite, "clean", clean_reference))
+    return stack
 
 
 def run(op, where, arrays, dtype="float64"):
@@ -323,47 +335,37 @@ def test_non_causal(op, where, seed, Tq, Tk, data):
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["cupy", "torch"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
-@pytest.mark.parametrize("neg_ok,clamp", [(False, False), (True, False), (True, True), (False, True)])
-def test_fused_sanitise_matches_the_array_api_formulation(kind, dtype, neg_ok, clamp):
-    """CUDA arrays' one-pass sanitising kernel (``lsattn.backends.cupy._sanitise``, the masks of
-    every call without a host read) gives the array-API formulation's values and mask bit for bit:
-    every special value, values at, above and below the stand-in ``-finfo.max / 8`` and at the
-    range's ends, on contiguous, transposed and broadcast views."""
+def test_fused_checks_match_their_contract(kind, dtype):
+    """CUDA arrays' one-pass checks (``lsattn.backends.cupy._finite.clean``, one device read per
+    call) against their NumPy contract: each special value alone and together, empty arrays, on
+    contiguous, transposed, strided and broadcast views, every mode."""
     torch = pytest.importorskip("torch")
     if kind == "cupy" and dtype == "bfloat16":
         pytest.skip("CuPy has no bfloat16")
-    if kind == "cupy":
-        pytest.importorskip("cupy")
+    cp = pytest.importorskip("cupy") if kind == "cupy" else None
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from lsattn.backends.cupy._sanitise import sanitise
-
     tdt = getattr(torch, dtype)
-    big, lo = float(torch.finfo(tdt).max), -float(torch.finfo(tdt).max) / 8
-    special = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1.5, -2.5, lo, 2 * lo, lo / 2, -big, big,
-               float(torch.finfo(tdt).tiny)]
-    rng = np.random.default_rng(0)
-    vals = torch.tensor(rng.choice(special, size=(3, 7, 5)), dtype=tdt)  # CPU: the formulation's values
-    views = [(lambda t: t, lambda c: c), (lambda t: t.transpose(-1, -2), lambda c: c.swapaxes(-1, -2)),
-             (lambda t: t[:1].expand(4, 7, 5), lambda c: _broadcast(c[:1], (4, 7, 5)))]
-    for view, cview in views:
-        x = view(vals)
-        bad = ~(x < math.inf) if neg_ok else ~torch.isfinite(x)
-        want = torch.where(bad, 0.0, torch.clamp(x, min=lo) if clamp else x)
-        if kind == "torch":
-            y, got = sanitise(view(vals.cuda()), neg_ok, clamp, lo)
-            y, got = y.cpu(), got.cpu()
-        else:
-            import cupy
-
-            y, got = sanitise(cview(cupy.asarray(vals.numpy())), neg_ok, clamp, lo)
-            y, got = torch.as_tensor(cupy.asnumpy(y)), torch.as_tensor(cupy.asnumpy(got))
-        assert torch.equal(got, bad)
-        bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[want.element_size()]
-        assert torch.equal(y.contiguous().view(bits), want.contiguous().view(bits))
-
-
-def _broadcast(c, shape):
-    import cupy
-
-    return cupy.broadcast_to(c, shape)
+    big = float(torch.finfo(tdt).max)
+    views = [lambda t: t, lambda t: t.transpose(-1, -2), lambda t: t[:, ::2], lambda t: t[:1].expand(4, 6, 5)]
+    items, want = [], []
+    for special in (None, math.nan, math.inf, -math.inf, "all"):
+        base = np.random.default_rng(0).standard_normal((3, 6, 5)) * 3
+        base[0, 0, 0], base[1, 2, 3] = big, -big
+        if special == "all":
+            base[0, 1, 2], base[2, 4, 1], base[0, 5, 4] = math.nan, math.inf, -math.inf
+        elif special is not None:
+            base[0, 5, 4] = special  # reached by every view below
+        host = torch.tensor(base, dtype=tdt)
+        for view in views:
+            for mode in (_finite.FINITE, _finite.BELOW_INF, _finite.NO_MINUS_INF):
+                if kind == "torch":
+                    x = view(host.cuda())
+                else:
+                    x = cp.asarray(host.numpy())
+                    x = {0: x, 1: x.swapaxes(-1, -2), 2: x[:, ::2], 3: cp.broadcast_to(x[:1], (4, 6, 5))}[views.index(view)]
+                items.append((x, mode))
+                want.append(clean_reference([(view(host), mode)])[0])
+    items.append((items[0][0][:0], _finite.FINITE))
+    want.append(True)
+    np.testing.assert_array_equal(_finite.clean(items), np.array(want))

@@ -130,8 +130,7 @@ def _to_cupy(x, kind):
 
 
 #: torch dtype name -> the NumPy dtype CuPy sees (bfloat16 as its 16-bit patterns)
-_TORCH_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": np.int16,
-                 "bool": np.bool_}
+_TORCH_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": np.int16}
 
 
 def _torch_view(cupy, t):
