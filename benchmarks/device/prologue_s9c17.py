@@ -1,6 +1,6 @@
 """Where the public CUDA call's time goes beyond its kernels, for every operator (issue 17, s9c17).
 
-    python benchmarks/device/prologue_s9c17.py [T ...] [ops=hierarchical,...]   (default 8192 128; B=2, H=16, d=64)
+    python benchmarks/device/prologue_s9c17.py [T ...] [ops=hierarchical,...] [dtypes=fp32,bf16]   (default 8192 128; B=2, H=16, d=64)
 
 Per operator, dtype (float32, bfloat16) and prologue mode, the public call on CUDA torch tensors:
 
@@ -15,10 +15,12 @@ Per operator, dtype (float32, bfloat16) and prologue mode, the public call on CU
 - ``syncs``: torch's synchronizing calls in one call (``torch.cuda.set_sync_debug_mode``; CuPy
   reads are not seen by it).
 
-Modes: ``device`` (this branch: the non-finite masks on the device, no host read, the inputs
-sanitised by the fused CuPy kernel), ``device_xp`` (the same masks as array-API passes) and ``hostread``
-(``_nonfinite._on_device`` patched to False: the session-8 rule, one host read in ``prepare`` and
-one in ``undefined_rows``). Then a cProfile of the hierarchical 8K float32 call (device mode).
+Modes: ``onecheck`` (this branch: every finiteness flag and ``undefined_rows``' flag in one read,
+each array checked by one fused CuPy pass) and ``session8`` (``_prologue.checks`` and
+``_cuda_checks`` patched off: a maximum and a minimum per array, a read in ``prepare`` and one in
+``undefined_rows``). Run 1 (commit c9805b9) measured the device-mask modes (``device``,
+``device_xp``: no read at all, masks applied unconditionally) against the host reads: slower
+everywhere, removed. Then a cProfile of the hierarchical T = 128 float32 call (host time).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import torch
 sys.path.insert(0, "benchmarks")
 import lsattn  # noqa: E402
 from bench_gpu import cuda_time  # noqa: E402
-from lsattn import _nonfinite  # noqa: E402
+from lsattn import _nonfinite, _prologue  # noqa: E402
 
 B, H, D = 2, 16, 64
 
@@ -110,19 +112,23 @@ def syncs(fn):
 
 
 def main():
-    Ts = [int(x) for x in sys.argv[1:] if not x.startswith("ops=")] or [8192, 128]
+    Ts = [int(x) for x in sys.argv[1:] if not x.startswith(("ops=", "dtypes="))] or [8192, 128]
+    dts = next((x[7:].split(",") for x in sys.argv[1:] if x.startswith("dtypes=")), ["fp32", "bf16"])
     ops = next((x[4:].split(",") for x in sys.argv[1:] if x.startswith("ops=")), None)
     print(torch.cuda.get_device_name(0), flush=True)
     for T in Ts:
         for dtype, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            if tag not in dts:
+                continue
             calls = make(T, dtype)
             for name, fn in calls.items():
                 if ops and name not in ops:
                     continue
-                for mode in ("device", "device_xp", "hostread"):
-                    ctx = {"hostread": mock.patch.object(_nonfinite, "_on_device", lambda xp, arrays: False),
-                           "device_xp": mock.patch.object(_nonfinite, "_fused_available", lambda: False),
-                           "device": contextlib.nullcontext()}[mode]
+                for mode in ("onecheck", "session8"):
+                    ctx = contextlib.ExitStack()
+                    if mode == "session8":
+                        ctx.enter_context(mock.patch.object(_prologue, "checks", lambda *a: None))
+                        ctx.enter_context(mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: False))
                     with ctx:
                         try:
                             lat = cuda_time(fn, reps=10)
@@ -134,7 +140,7 @@ def main():
                             continue
                     print(f"T={T} {tag} {name:13s} {mode:8s} latency {lat:8.3f}  pipelined {pipe:8.3f}  host {host:7.3f}  "
                           f"kernels {kern:7.3f} ms  syncs {len(sy)}", flush=True)
-                    if mode == "device":
+                    if mode == "onecheck":
                         print(f"      top device: {top}", flush=True)
                         if sy:
                             print(f"      syncs: {sy[:4]}", flush=True)
@@ -142,7 +148,7 @@ def main():
             torch.cuda.empty_cache()
     if ops and "hierarchical" not in ops:
         return
-    fn = make(8192, torch.float32)["hierarchical"]
+    fn = make(128, torch.float32)["hierarchical"]
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
@@ -154,8 +160,7 @@ def main():
     pr.disable()
     s = io.StringIO()
     st = pstats.Stats(pr, stream=s)
-    st.sort_stats("tottime").print_stats(16)
-    st.sort_stats("cumtime").print_stats(30)
+    st.sort_stats("tottime").print_stats(14)
     print(s.getvalue())
 
 
