@@ -297,3 +297,22 @@ def test_gpu_16bit_in_16bit_out(T, dtype):
     assert out.dtype == half and out.is_cuda
     want = ref.loglinear_log_attention(*[t.double().cpu().numpy() for t in tb[:4]], log_decay=tb[4].double().cpu().numpy())
     assert_close(out.double().cpu().numpy(), want, 2e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C", [16, 32, 64])
+def test_gpu_bf16_tensor_core_read_every_chunk(C):
+    """bfloat16 through the backend at every chunk (hi_read's tensor-core tile has 8, 4 or 2 warps per
+    16-row tile at C = 16, 32, 64; the public call takes 64 from 8K tokens on), d_v = 70 (two column
+    blocks), within the 16-bit bound of ``test_gpu_16bit_in_16bit_out``; and against the float32 (FFMA)
+    kernels on the same rounded inputs to the output's bfloat16 rounding (2^-8 relative) plus 1e-4:
+    the split products are nearly float32-exact."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in make(11, (2, 2), 700, 64, 70, decay="moderate")]
+    out, _ = chi.forward(*tb[:4], tb[4], None, False, chunk_size=C)
+    want = ref.loglinear_log_attention(*[t.double().cpu().numpy() for t in tb[:4]], log_decay=tb[4].double().cpu().numpy())
+    assert_close(out.double().cpu().numpy(), want, 2e-2, atol=2e-2)
+    out32, _ = chi.forward(*[t.float() for t in tb[:4]], tb[4].float(), None, False, chunk_size=C)
+    err = (out.float() - out32).abs()
+    assert bool(torch.all(err <= 2.0 ** -8 * out32.abs() + 1e-4)), float(err.max())
