@@ -7,7 +7,8 @@ every chunk's start) and ``hi_read`` (the reads of those slots and of the incomi
 parallel over (chunk, sequence, 16 value columns)).
 
 Inputs reach the kernels in their own dtype (float32 / float64, bfloat16 / float16 read as 16-bit
-patterns, computed in float32) and the output is written in it. The returned state is assembled on
+patterns, computed in float32; bfloat16's ``hi_read`` products on tensor cores with split factors)
+and the output is written in it. The returned state is assembled on
 the host from the call's inputs with the array-API twin's own ``_advance_state`` (CuPy arrays; the
 array-API layout, so a stream moves between backends). CUDA torch tensors that require grad run
 the backward kernels (``hierarchical_bwd``), unless they return a state or their incoming state
