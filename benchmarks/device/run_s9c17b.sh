@@ -21,6 +21,7 @@ for f in s_mem s_race; do echo "-- $f: $(grep -E "ERROR SUMMARY|RACECHECK SUMMAR
 echo "=== prologue $(date -u +%T)"
 timeout 27 python3 benchmarks/device/prologue_s9c17.py 8192 ops=exp_kernel,log_attention,loglinear,gated_delta,hierarchical > "$OUT/prologue.txt" 2>&1; echo "rc=$?"
 grep -E "^T=|fails" "$OUT/prologue.txt" | cut -c1-150
+grep -A16 "ncalls" "$OUT/prologue.txt" | cut -c1-150 | head -18
 echo "=== hierarchical fwd $(date -u +%T)"
 timeout 38 python3 benchmarks/bench_gpu_hierarchical.py --out "$OUT" --T 2048,8192,16384,32768,65536 > "$OUT/hier.txt" 2>&1; echo "rc=$?"
 grep -E "^\||accuracy" "$OUT/hier.txt" | cut -c1-200
