@@ -118,6 +118,8 @@ def checks(op, args, state, xp):
     items = [(x, BELOW_INF if name in passes else FINITE) for (name, _), x in zip(op.inputs, args) if x is not None]
     items += [(t, FINITE) for t in ([] if state is None else state.tensors.values())]
     lam = next((x for (_, role), x in zip(op.inputs, args) if role == "lev"), None) if op.normalised else None
+    if lam is not None and 0 in lam.shape[-2:]:  # no rows (T = 0, then L may be 0 too): none undefined
+        lam = None
     if lam is not None:
         items.append((lam[..., 0], NO_MINUS_INF))  # level 0 (its own token) is read by every row
     ok = clean(items)

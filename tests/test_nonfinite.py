@@ -225,6 +225,19 @@ def test_special_value_at_a_random_token(op, where, data):
         check(to_numpy(_stream(op, where, arrays, [cut])), expected, mask, rtol, f"{op} on {where}, cut at {cut}")
 
 
+@pytest.mark.parametrize("where", [("torch_checks", "array_api")] + GPU, ids=["torch_checks"] + [p.id for p in GPU])
+@pytest.mark.parametrize("op", list(OPS))
+def test_empty_calls(op, where):
+    """T = 0 (level weights then (..., 0, 0)) and an empty batch axis: the checks have nothing to
+    read, the outputs are empty (a defect of the one-read checks found on the GPU: they indexed
+    level 0 of an empty level axis)."""
+    for batch, T in (((2,), 0), ((0,), 5)):
+        shapes = {"q": (T, 2), "k": (T, 2), "v": (T, 3), "tok": (T,), "lev": (T, lsattn.num_levels(T))}
+        arrays = [np.zeros(batch + shapes[role]) + (0.5 if role == "lev" else 0.0) for _, role in OPS[op][0]]
+        out = to_numpy(run(op, where, arrays))
+        assert out.shape == batch + (T, 3)
+
+
 @pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
 @pytest.mark.parametrize("where", WHERE[:2] + GPU, ids=["-".join(w) for w in WHERE[:2]] + [p.id for p in GPU])
 @given(seed=st.integers(0, 2**32 - 1), T=st.integers(2, 24), s=st.integers(1, 23))
