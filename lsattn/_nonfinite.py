@@ -25,17 +25,15 @@ the call, which changes only outputs that are NaN anyway, so outputs before the 
 those of the stream cut at that token, on every backend. NaN is sticky: a later ``-inf`` decay does
 not clear it (the state carries it).
 
-The checks read the device once per call (:func:`checks`: every input and state tensor finite, and
-``undefined_rows``' flag, together); on CUDA arrays through one fused pass per array of the CuPy
-backend's (``lsattn.backends.cupy._finite``). Applying masks unconditionally instead (no read at
-all) measured slower on an H200 at every size (``benchmarks/NOTES.md``, session 9, s9c17): the read
-costs a short wait, the masks' passes real bandwidth.
+The checks read the device once per call on CUDA arrays (:func:`checks`: every input and state
+tensor finite, and ``undefined_rows``' flag, from each array's minimum and maximum, stacked and read
+together). Applying masks unconditionally instead (no read at all) measured slower on an H200 at
+every size (``benchmarks/NOTES.md``, session 9, s9c17): the read costs a short wait, the masks'
+passes real bandwidth.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib.util
 import math
 import sys
 
@@ -105,25 +103,46 @@ class Checked:
 
 
 def checks(op, args, state, xp):
-    """:class:`Checked` of a call's inputs on a CUDA device (CuPy arrays, CUDA torch tensors) with
-    CuPy installed, in one read of the device; None for other arrays (``prepare`` and
-    ``undefined_rows`` then read for themselves). args: the inputs in ``op.inputs`` order, as
-    ``prepare`` receives them."""
+    """:class:`Checked` of a call's inputs on a CUDA device (CuPy arrays, CUDA torch tensors) in one
+    read of the device; None for other arrays (``prepare`` and ``undefined_rows`` then read for
+    themselves). args: the inputs in ``op.inputs`` order, as ``prepare`` receives them."""
     present = [a for a in args if a is not None] + ([] if state is None else list(state.tensors.values()))
     if not _cuda_checks(xp, present):
         return None
-    from .backends.cupy._finite import BELOW_INF, FINITE, NO_MINUS_INF, clean
-
     passes = _passes(op)
-    items = [(x, BELOW_INF if name in passes else FINITE) for (name, _), x in zip(op.inputs, args) if x is not None]
-    items += [(t, FINITE) for t in ([] if state is None else state.tensors.values())]
+    flags = [_clean(xp, x, -math.inf if name in passes else None) for (name, _), x in zip(op.inputs, args)
+             if x is not None]
+    flags += [_clean(xp, t) for t in ([] if state is None else state.tensors.values())]
+    flags = [f for f in flags if f is not None]
     lam = next((x for (_, role), x in zip(op.inputs, args) if role == "lev"), None) if op.normalised else None
-    if lam is not None and 0 in lam.shape[-2:]:  # no rows (T = 0, then L may be 0 too): none undefined
-        lam = None
-    if lam is not None:
-        items.append((lam[..., 0], NO_MINUS_INF))  # level 0 (its own token) is read by every row
-    ok = clean(items)
-    return Checked(bool(ok[: len(ok) - (lam is not None)].all()), lam is not None and not ok[-1])
+    # level 0 (its own token) is read by every row: its minimum above -inf (None: no rows, or T = 0
+    # with an empty level axis too)
+    own = None if lam is None or 0 in lam.shape[-2:] else _clean(xp, lam[..., 0], None, None)
+    every = flags + ([] if own is None else [own])
+    ok = _host(xp.stack(every)) if every else np.ones(0, bool)  # the one read
+    return Checked(bool(ok[: len(flags)].all()), own is not None and not ok[-1])
+
+
+def _clean(xp, x, low=None, high=math.inf):
+    """0-d bool on ``x``'s device, None for an empty ``x``: every entry at or above ``low`` (None:
+    above -inf) and below ``high`` (None: no bound), NaN failing; from the minimum and maximum
+    (both propagate NaN; torch: one pass for both)."""
+    if math.prod(x.shape) == 0:
+        return None
+    if array_api_compat.is_torch_array(x):
+        import torch
+
+        with torch.no_grad():  # flags only: nothing for autograd to record
+            lo, hi = torch.aminmax(x)
+    else:
+        lo, hi = xp.min(x), xp.max(x)
+    ok = lo > -math.inf if low is None else (lo >= low) & (lo == lo)  # (-inf >= -inf; NaN compares False)
+    return ok & (hi < high) if high is not None else ok
+
+
+def _host(x):
+    """A NumPy copy of a CuPy array or torch tensor (waits for the device)."""
+    return np.asarray(x.cpu()) if array_api_compat.is_torch_array(x) else x.get()
 
 
 def _passes(op):
@@ -131,17 +150,11 @@ def _passes(op):
     return {name for name in op.neg_inf if name not in op.clamp}
 
 
-@functools.lru_cache(maxsize=None)
-def _cupy_installed():
-    return importlib.util.find_spec("cupy") is not None
-
-
 def _cuda_checks(xp, arrays):
-    """Whether ``arrays`` are checked by the CuPy backend's fused pass: CuPy arrays, or torch tensors
-    all on a CUDA device, with CuPy installed."""
+    """Whether ``arrays`` are CuPy arrays or torch tensors all on a CUDA device (:func:`checks`)."""
     if array_api_compat.is_cupy_namespace(xp):
         return True
-    return (array_api_compat.is_torch_namespace(xp) and bool(arrays) and _cupy_installed()
+    return (array_api_compat.is_torch_namespace(xp) and bool(arrays)
             and all(getattr(a, "is_cuda", False) for a in arrays))
 
 
@@ -326,10 +339,6 @@ def _all_finite(xp, arrays):
     ``max x < inf`` is False for NaN and ``+inf`` only. Finite entries near the top of the range
     can make the sum overflow: then this says False and the caller's exact per-entry check finds
     nothing."""
-    if _cuda_checks(xp, [x for x, _ in arrays]):  # one fused pass per array
-        from .backends.cupy._finite import BELOW_INF, FINITE, clean
-
-        return bool(clean([(x, BELOW_INF if neg_ok else FINITE) for x, neg_ok in arrays]).all()) if arrays else True
     inf = math.inf
     flags = [(xp.max(x) < inf) if neg_ok else xp.isfinite(xp.max(x) + xp.min(x))
              for x, neg_ok in arrays if math.prod(x.shape) > 0]

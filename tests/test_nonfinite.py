@@ -21,7 +21,6 @@ import lsattn
 from lsattn import reference as ref
 
 from lsattn import _nonfinite
-from lsattn.backends.cupy import _finite
 
 from conftest import NAMESPACES
 from helpers import to_numpy
@@ -127,23 +126,12 @@ def on(where, arrays, dtype="float64"):
     return [xp.asarray(a, dtype=getattr(xp, dtype)) for a in arrays]
 
 
-def clean_reference(items):
-    """The contract of ``lsattn.backends.cupy._finite.clean`` (CUDA arrays' fused checks) in NumPy."""
-    tests = {_finite.FINITE: lambda a: np.isfinite(a).all(), _finite.BELOW_INF: lambda a: (a < np.inf).all(),
-             _finite.NO_MINUS_INF: lambda a: not (a == -np.inf).any()}
-    return np.array([bool(tests[mode](to_numpy(x).astype(np.float64))) for x, mode in items])
-
-
 def forced(where):
     """``torch_checks``: CPU torch tensors checked as CUDA arrays are (``_nonfinite.checks``: every
-    flag of a call in one read, through ``_finite.clean``, here its NumPy contract), so that path's
-    plumbing runs on every machine; the fused pass itself is tested on the GPU below."""
+    flag of a call from minima and maxima, read together once), so that path runs on every machine."""
     if where[0] != "torch_checks":
         return contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    stack.enter_context(mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True))
-    stack.enter_context(mock.patch.object(_finite, "clean", clean_reference))
-    return stack
+    return mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True)
 
 
 def run(op, where, arrays, dtype="float64"):
@@ -345,23 +333,25 @@ def test_non_causal(op, where, seed, Tq, Tk, data):
     check(out, expected, mask, OPS[op][2], f"{op} non-causal on {where}")
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("kind", ["cupy", "torch"])
+@pytest.mark.parametrize("where", ["torch", pytest.param("torch_cuda", marks=pytest.mark.gpu),
+                                   pytest.param("cupy", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
-def test_fused_checks_match_their_contract(kind, dtype):
-    """CUDA arrays' one-pass checks (``lsattn.backends.cupy._finite.clean``, one device read per
-    call) against their NumPy contract: each special value alone and together, empty arrays, on
-    contiguous, transposed, strided and broadcast views, every mode."""
+def test_one_read_flags(where, dtype):
+    """The flags of ``_nonfinite.checks`` (one read per call on CUDA arrays) from minima and maxima:
+    finite; no NaN / +inf (-inf allowed); no -inf; each special value alone and together, values at
+    the range's ends, on contiguous, transposed and broadcast views."""
     torch = pytest.importorskip("torch")
-    if kind == "cupy" and dtype == "bfloat16":
+    if where == "cupy" and dtype == "bfloat16":
         pytest.skip("CuPy has no bfloat16")
-    cp = pytest.importorskip("cupy") if kind == "cupy" else None
-    if not torch.cuda.is_available():
+    if where != "torch" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
+    import array_api_compat
+
     tdt = getattr(torch, dtype)
     big = float(torch.finfo(tdt).max)
-    views = [lambda t: t, lambda t: t.transpose(-1, -2), lambda t: t[:, ::2], lambda t: t[:1].expand(4, 6, 5)]
-    items, want = [], []
+    modes = {"finite": ((None, math.inf), lambda a: np.isfinite(a).all()),
+             "below_inf": ((-math.inf, math.inf), lambda a: (a < np.inf).all()),
+             "no_minus_inf": ((None, None), lambda a: not np.isnan(a).any() and not (a == -np.inf).any())}
     for special in (None, math.nan, math.inf, -math.inf, "all"):
         base = np.random.default_rng(0).standard_normal((3, 6, 5)) * 3
         base[0, 0, 0], base[1, 2, 3] = big, -big
@@ -370,15 +360,15 @@ def test_fused_checks_match_their_contract(kind, dtype):
         elif special is not None:
             base[0, 5, 4] = special  # reached by every view below
         host = torch.tensor(base, dtype=tdt)
-        for view in views:
-            for mode in (_finite.FINITE, _finite.BELOW_INF, _finite.NO_MINUS_INF):
-                if kind == "torch":
-                    x = view(host.cuda())
-                else:
-                    x = cp.asarray(host.numpy())
-                    x = {0: x, 1: x.swapaxes(-1, -2), 2: x[:, ::2], 3: cp.broadcast_to(x[:1], (4, 6, 5))}[views.index(view)]
-                items.append((x, mode))
-                want.append(clean_reference([(view(host), mode)])[0])
-    items.append((items[0][0][:0], _finite.FINITE))
-    want.append(True)
-    np.testing.assert_array_equal(_finite.clean(items), np.array(want))
+        for view in (lambda t: t, lambda t: t.transpose(-1, -2), lambda t: t[:1].expand(4, 6, 5)):
+            x = view(host if where == "torch" else host.cuda())
+            if where == "cupy":
+                import cupy
+
+                x = cupy.asarray(x.cpu().numpy())
+            xp = array_api_compat.array_namespace(x)
+            for name, ((low, high), want) in modes.items():
+                got = _nonfinite._host(_nonfinite._clean(xp, x, low, high))
+                assert bool(got) == bool(want(view(host).double().numpy())), (name, special)
+    empty = torch.zeros((2, 0, 3), dtype=tdt)
+    assert _nonfinite._clean(array_api_compat.array_namespace(empty), empty) is None
