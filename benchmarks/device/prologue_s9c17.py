@@ -15,8 +15,8 @@ Per operator, dtype (float32, bfloat16) and prologue mode, the public call on CU
 - ``syncs``: torch's synchronizing calls in one call (``torch.cuda.set_sync_debug_mode``; CuPy
   reads are not seen by it).
 
-Modes: ``onecheck`` (this branch: every finiteness flag and ``undefined_rows``' flag in one read,
-each array checked by one fused CuPy pass) and ``session8`` (``_prologue.checks`` and
+Modes: ``onecheck`` (this branch: every finiteness flag and ``undefined_rows``' flag in one read;
+in run 2 each array checked by a fused CuPy pass, since ed9db1c by its minimum and maximum) and ``session8`` (``_prologue.checks`` and
 ``_cuda_checks`` patched off: a maximum and a minimum per array, a read in ``prepare`` and one in
 ``undefined_rows``). Run 1 (commit c9805b9) measured the device-mask modes (``device``,
 ``device_xp``: no read at all, masks applied unconditionally) against the host reads: slower

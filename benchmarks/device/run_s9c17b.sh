@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # issue 17, branch s9c17, second request, one H200, <= 240 s. Everything that matters goes to stdout.
 # 1. GPU tests (3 pytest processes) beside compute-sanitizer memcheck + racecheck of hier_small.py (hi_read's
-#    tensor-core tile for bf16, chunk 32 and 64): the one-read checks (_finite.clean), hierarchical fwd / grads.
+#    tensor-core tile for bf16, chunk 32 and 64): the one-read checks (then _finite.clean), hierarchical fwd / grads.
 # 2. prologue_s9c17.py: one read with fused checks against session 8's two reads, every operator, 8K fp32 / bf16.
 # 3. The tables of issue 17: hierarchical fwd (2K..64K: ours, loglinear, SDPA fp32 / bf16, array-API at 8K),
 #    hierarchical fwd+bwd, log_attention fwd (against exp_kernel) and fwd+bwd (against SDPA), T = 2K..64K.
