@@ -189,11 +189,12 @@ def kernels(args):
 
 def train(args):
     """Forward + backward (one ``.backward()`` of ``sum(out * dO)``) at B=2, H=16, d=64: ours (the
-    backward kernels, float32 and bfloat16), ``loglinear_attention`` (its backward kernels, float32)
-    and the array-API path (float32, differentiated by torch, up to ``--api-max``); the backward's
+    backward kernels, float32 and bfloat16), ``loglinear_attention`` (its backward kernels, float32),
+    torch SDPA (causal, bfloat16) and the array-API path (float32, differentiated by torch, up to
+    ``--api-max``); the backward's
     host logic split by kernel (``hierarchical_bwd.backward`` on CuPy float32 arrays, CUDA events
     around the forward's slots, hib_dq, hib_blocks, hib_dkdv); the peak memory of ours. Prints a
-    table and writes ``bench_gpu_hierarchical_train.json``."""
+    table and writes ``bench_gpu_hierarchical_train.json`` and ``.md``."""
     import cupy
     import torch
 
@@ -225,6 +226,13 @@ def train(args):
                       lambda: lsattn.loglinear_attention(x[0], x[1], v, x[4], w).backward(do), row, "loglinear_fp32")
                 timed("ours fwd fp32", lambda: lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]), row,
                       "ours_fwd_fp32")
+            else:  # the softmax peer at the same shapes (fp32 SDPA's backward is minutes at 64K: bf16 only)
+                sd = [x[0].detach().clone(), x[1].detach().clone(), torch.exp(x[2].detach()), do]
+                for t in sd[:3]:
+                    t.requires_grad_(True)
+                timed("torch SDPA causal fwd+bwd bf16", lambda: torch.nn.functional.scaled_dot_product_attention(
+                    *sd[:3], is_causal=True).backward(sd[3]), row, "sdpa_bf16")
+                del sd
             del x, do
         try:
             row["backward_split_fp32_ms"] = _split(cupy, chi, chb, on_gpu, [cupy.asarray(t.detach()) for t in
@@ -233,6 +241,15 @@ def train(args):
             row["backward_split_fp32_ms"] = f"{type(exc).__name__}: {exc}"
         print("  backward split (fp32, CuPy):", row["backward_split_fp32_ms"], flush=True)
     write_json(os.path.join(args.out, "bench_gpu_hierarchical_train.json"), res)
+    keys = ("ours_fp32", "ours_bf16", "array_api_fp32", "loglinear_fp32", "sdpa_bf16", "ours_fwd_fp32")
+    fmt = lambda x: f"{x:.3f}" if isinstance(x, float) else ("-" if x is None else "fail")  # noqa: E731
+    lines = [f"# loglinear_log_attention forward + backward ({res['device']}, {res['date']})", "",
+             f"B={B}, H={H}, d_k=d_v={D}, median ms (CUDA events) of one forward + backward from leaf tensors.", "",
+             "| T | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {T} | " + " | ".join(fmt(row.get(k)) for k in keys) + " |" for T, row in res["rows"].items()]
+    with open(os.path.join(args.out, "bench_gpu_hierarchical_train.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def _split(cupy, chi, chb, on_gpu, xc):

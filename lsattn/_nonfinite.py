@@ -30,6 +30,12 @@ Legitimate ``-inf`` can leave a normalised output without any weight (0/0, NaN i
 off, a row of the exp-kernel operators whose every kernel weight is 0 (no feature live in its query
 and in a key it sees). The backends compute such rows from the finite stand-ins (an average, not
 NaN); :func:`undefined_rows` finds them and the prologue writes NaN there, on every backend.
+
+The checks read the device once per call on CUDA arrays (:func:`checks`: every input and state
+tensor finite, and ``undefined_rows``' flag, from each array's minimum and maximum, stacked and read
+together). Applying masks unconditionally instead (no read at all) measured slower on an H200 at
+every size (``benchmarks/NOTES.md``, session 9, s9c17): the read costs a short wait, the masks'
+passes real bandwidth.
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ import numpy as np
 
 from ._validate import device_of
 
-__all__ = ["prepare", "undefined_rows", "where_undefined", "canonical_shifts"]
+__all__ = ["checks", "prepare", "undefined_rows", "where_undefined", "canonical_shifts"]
 
 
 def _traced(x):
@@ -94,13 +100,78 @@ def _row_levels_read(offset, T, L, xp):
     return xp.asarray(lev == 0)[None, :] | bits
 
 
-def undefined_rows(op, args, xp, offset, state=None, causal=True, segments=None):
+class Checked:
+    """The host's answers of :func:`checks`: ``finite`` (every input and state tensor finite, ``-inf``
+    where it passes as it is) and ``own_off`` (some row's own level weight is ``-inf``)."""
+
+    def __init__(self, finite, own_off):
+        self.finite, self.own_off = finite, own_off
+
+
+def checks(op, args, state, xp):
+    """:class:`Checked` of a call's inputs on a CUDA device (CuPy arrays, CUDA torch tensors) in one
+    read of the device; None for other arrays (``prepare`` and ``undefined_rows`` then read for
+    themselves). args: the inputs in ``op.inputs`` order, as ``prepare`` receives them."""
+    present = [a for a in args if a is not None] + ([] if state is None else list(state.tensors.values()))
+    if not _cuda_checks(xp, present):
+        return None
+    passes = _passes(op)
+    flags = [_clean(xp, x, -math.inf if name in passes else None) for (name, _), x in zip(op.inputs, args)
+             if x is not None]
+    flags += [_clean(xp, t) for t in ([] if state is None else state.tensors.values())]
+    flags = [f for f in flags if f is not None]
+    lam = next((x for (_, role), x in zip(op.inputs, args) if role == "lev"), None) if op.normalised else None
+    # level 0 (its own token) is read by every row: its minimum above -inf (None: no rows, or T = 0
+    # with an empty level axis too)
+    own = None if lam is None or 0 in lam.shape[-2:] else _clean(xp, lam[..., 0], None, None)
+    every = flags + ([] if own is None else [own])
+    ok = _host(xp.stack(every)) if every else np.ones(0, bool)  # the one read
+    return Checked(bool(ok[: len(flags)].all()), own is not None and not ok[-1])
+
+
+def _clean(xp, x, low=None, high=math.inf):
+    """0-d bool on ``x``'s device, None for an empty ``x``: every entry at or above ``low`` (None:
+    above -inf) and below ``high`` (None: no bound), NaN failing; from the minimum and maximum
+    (both propagate NaN; torch: one pass for both)."""
+    if math.prod(x.shape) == 0:
+        return None
+    if array_api_compat.is_torch_array(x):
+        import torch
+
+        with torch.no_grad():  # flags only: nothing for autograd to record
+            lo, hi = torch.aminmax(x)
+    else:
+        lo, hi = xp.min(x), xp.max(x)
+    ok = lo > -math.inf if low is None else (lo >= low) & (lo == lo)  # (-inf >= -inf; NaN compares False)
+    return ok & (hi < high) if high is not None else ok
+
+
+def _host(x):
+    """A NumPy copy of a CuPy array or torch tensor (waits for the device)."""
+    return np.asarray(x.cpu()) if array_api_compat.is_torch_array(x) else x.get()
+
+
+def _passes(op):
+    """The inputs whose ``-inf`` passes as it is (allowed, not clamped: a log decay's hard reset)."""
+    return {name for name in op.neg_inf if name not in op.clamp}
+
+
+def _cuda_checks(xp, arrays):
+    """Whether ``arrays`` are CuPy arrays or torch tensors all on a CUDA device (:func:`checks`)."""
+    if array_api_compat.is_cupy_namespace(xp):
+        return True
+    return (array_api_compat.is_torch_namespace(xp) and bool(arrays)
+            and all(getattr(a, "is_cuda", False) for a in arrays))
+
+
+def undefined_rows(op, args, xp, offset, state=None, causal=True, segments=None, own_off=None):
     """The rows whose weights are all 0 (0/0): NaN on every backend, as in ``lsattn.reference``.
 
     Normalised operators (``Op.normalised``: ``loglinear_log_attention``, a softmax over the
     level-weighted keys): (..., T) bool, or None when there is none, the rows whose every readable
     level weight is ``-inf`` (``docs/hierarchical.md``). One host read for concrete arrays (none
-    when no row has its own level switched off).
+    when no row has its own level switched off, or ``own_off``, that flag read by :func:`checks`, is
+    given).
 
     The exp-kernel operators (``q`` in ``Op.clamp``, not normalised): a function of the inputs as
     :func:`prepare` returns them, for :func:`where_undefined` (:func:`_zero_weight_rows`). Other
@@ -121,9 +192,12 @@ def undefined_rows(op, args, xp, offset, state=None, causal=True, segments=None)
     if T == 0:
         return None
     off = lam == -math.inf
-    own = xp.any(off[..., 0])  # level 0 (its own token) is read by every row
-    lazy = array_api_compat.is_dask_array(lam) or _traced(own) or _traced(offset)  # (under jit even constants trace)
-    if not lazy and not bool(own):
+    if own_off is None:
+        own = xp.any(off[..., 0])  # level 0 (its own token) is read by every row
+        lazy = array_api_compat.is_dask_array(lam) or _traced(own) or _traced(offset)  # (under jit even constants trace)
+        if not lazy and not bool(own):
+            return None
+    elif not own_off:
         return None
     read = _row_levels_read(offset, T, L, xp)
     if isinstance(read, np.ndarray):
@@ -253,10 +327,11 @@ def _where_nan(xp, mask, x):
     return out.rechunk(x.chunks) if array_api_compat.is_dask_array(x) else out
 
 
-def prepare(op, args, state, xp, offset, causal, batch):
+def prepare(op, args, state, xp, offset, causal, batch, finite=None):
     """Sanitised ``args`` and ``state`` for the backend, and the :class:`Marks` (None: nothing to mark).
 
-    args: the inputs in ``op.inputs`` order, cast to the compute dtype (None where omitted)."""
+    args: the inputs in ``op.inputs`` order, cast to the compute dtype (None where omitted);
+    finite: :func:`checks`' answer for these args and state (None: read here)."""
     present = [a for a in args if a is not None]
     if state is not None and array_api_compat.is_dask_namespace(xp):
         # an in-memory state (NumPy, CuPy) continuing a Dask stream: Dask arrays of its own type
@@ -268,10 +343,10 @@ def prepare(op, args, state, xp, offset, causal, batch):
     lazy = array_api_compat.is_dask_namespace(xp) or any(_traced(a) for a in present)
     # -inf where allowed and not clamped (a log decay's hard reset: packed segments put one at
     # each segment's start) needs nothing either
-    passes = {name for name in op.neg_inf if name not in op.clamp}
+    passes = _passes(op)
     named = [(x, n in passes) for (n, _), x in zip(op.inputs, args) if x is not None]
     named += [(t, False) for t in ([] if state is None else state.tensors.values())]
-    if not lazy and _all_finite(xp, named):  # the common case: one host read per call, nothing to do
+    if not lazy and (_all_finite(xp, named) if finite is None else finite):  # the common case: nothing to do
         return list(args), state, None
     inf = math.inf
     rows = start = cols = None

@@ -31,7 +31,7 @@ import array_api_compat
 import numpy as np
 
 from . import _varlen, backends
-from ._nonfinite import canonical_shifts, prepare, undefined_rows, where_undefined
+from ._nonfinite import canonical_shifts, checks, prepare, undefined_rows, where_undefined
 from ._validate import _device_or_none, check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
 from .fenwick import num_levels
 from .state import (LEVEL_AXES, State, canonical, check_state, level_slots_of, packed_streams, static_offset,
@@ -288,10 +288,12 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
     args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]  # cast, then broadcast (views)
     args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
+    # CUDA arrays: the non-finite checks and the undefined rows' flag in one read of the device
+    checked = checks(op, args, state, xp) if off is None else None
     # rows with no weight at all (0/0), at the positions of their own streams
     undefined = undefined_rows(op, args, xp, offset if off is None else (
         lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64) if offsets is None else offsets).positions),
-        state=state, causal=causal, segments=off)
+        state=state, causal=causal, segments=off, own_off=None if checked is None else checked.own_off)
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams
         mapped = op.name in chosen.layout_ops and state is None and not return_state and not _grad(present, None)
@@ -303,7 +305,8 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     positions = offset if streams is None else streams.positions
     if "token_map" in kw:  # the packed tokens as they are: positions in their own (fresh) streams, when needed
         positions = lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64)).positions  # noqa: E731
-    args, state, marks = prepare(run_op, args, state, xp, positions, causal, sbatch)
+    args, state, marks = prepare(run_op, args, state, xp, positions, causal, sbatch,
+                                 finite=None if checked is None else checked.finite)
     impl = chosen.implementation(run_op.name)
     if offsets is not None and op.name not in chosen.reset_ops:
         from ._ll_packed import forward

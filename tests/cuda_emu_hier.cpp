@@ -3,7 +3,7 @@
 // std::thread, __syncthreads a std::barrier, shared memory one static buffer (blocks run one
 // after another). Only the subset of common.cu that hierarchical.cu uses is restated here (inputs
 // in the compute type: ti = ta). tests/test_cupy_hierarchical.py builds it with
-//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. -DKERNEL='"<path of the .cu>"'
+//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. [-DHI_TC=1] -DKERNEL='"<path of the .cu>"'
 // and drives it through the backend's host logic (hierarchical.compute).
 #include <algorithm>
 #include <barrier>
@@ -51,6 +51,13 @@ template <int TOTAL, int NTH, typename L, typename S>
 inline void staged(L load, S store) {  // common.cu's, one element at a time
     for (int idx = threadIdx.x; idx < TOTAL; idx += NTH) store(idx, load(idx));
 }
+
+#ifndef HI_TC
+#define HI_TC 0
+#endif
+#if HI_TC  // hi_read's tensor-core product (-DHI_TC=1, TA float): mma emulated per warp
+#include "cuda_emu_mma.h"
+#endif
 
 #include KERNEL
 

@@ -1,5 +1,5 @@
 // bfloat16 patterns and mma.sync m16n8k16 (bf16 operands, fp32 accumulators) for the CPU emulations
-// of the tensor-core kernels (cuda_emu_gd_forms.cpp, cuda_emu_ek_bwd.cpp); include after threadIdx and
+// of the tensor-core kernels (cuda_emu_ek_bwd.cpp, cuda_emu_hier.cpp); include after threadIdx and
 // NT (threads of the largest block) are defined.
 #pragma once
 #include <barrier>

@@ -77,11 +77,26 @@ class Emu:
                                 ctypes.c_uint(cfg.smem("hi_read")))
 
 
+class EmuTC(Emu):
+    """``Emu`` with hi_read's product on tensor cores (``HI_TC``: the bf16 inputs' variant on the GPU;
+    float32 operands split into bf16 halves, mma.sync emulated per warp, ``cuda_emu_mma.h``)."""
+
+    def _lib(self, cfg):
+        assert cfg.ta == "float"
+        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1},
+                         {"KERNEL": cupy_source("hierarchical.cu")})
+
+
 @pytest.fixture(scope="module")
 def emu():
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     return Emu()
+
+
+@pytest.fixture(scope="module")
+def emu_tc(emu):
+    return EmuTC()
 
 
 def _sl(arrays, lo, hi):
@@ -139,6 +154,23 @@ def test_kernels_emulated_match_reference(emu, batch, T, dk, dv, C, decay, weigh
     out, _ = emu_stream(emu, arrays, [], C, dtype)
     assert out.shape == batch + (T, dv) and out.dtype == dtype
     check(out, [None if x is None else x.astype(dtype).astype(np.float64) for x in arrays], dtype, what=f"T={T} C={C}")
+
+
+@given(batch=batch_shapes, T=st.integers(1, 150), dk=head_dims, dv=st.sampled_from([1, 3, 17, 70]), C=chunks,
+       decay=decays_or_none, weights=weight_kinds, scale=st.sampled_from([1.0, 30.0]), seed=seeds, data=st.data())
+@settings(max_examples=max(4, settings.default.max_examples // 4))  # a std::thread per CUDA thread: CI time
+def test_read_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, weights, scale, seed, data):
+    """hi_read's tensor-core product (bf16 inputs on the GPU: E and S as hi + lo bf16 halves, three
+    mma per step, fp32 accumulation; every product to ~2^-16) on float32 operands, over a stream cut
+    anywhere (incoming slots read too), d_v across two column blocks: the float32 bound of ``check``
+    plus 1e-4 (the split products' rounding, relative to 1 + max |ref|)."""
+    arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
+    cuts = data.draw(split_points(T, max_splits=2))
+    out, _ = emu_stream(emu_tc, arrays, cuts, C, "float32")
+    arrays = [None if x is None else x.astype(np.float32).astype(np.float64) for x in arrays]
+    tol = 1e-4 + 1e-5 + 2 * np.finfo(np.float32).eps * (np.abs(arrays[0]).max() + np.abs(arrays[1]).max())
+    assert_close(out, ref.loglinear_log_attention(*arrays[:4], log_decay=arrays[4]), tol, atol=tol,
+                 what=f"T={T} C={C} cuts={cuts}")
 
 
 @given(T=st.integers(1, 150), C=chunks, decay=decays_or_none, weights=weight_kinds, seed=seeds, data=st.data())
@@ -265,3 +297,22 @@ def test_gpu_16bit_in_16bit_out(T, dtype):
     assert out.dtype == half and out.is_cuda
     want = ref.loglinear_log_attention(*[t.double().cpu().numpy() for t in tb[:4]], log_decay=tb[4].double().cpu().numpy())
     assert_close(out.double().cpu().numpy(), want, 2e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C", [16, 32, 64])
+def test_gpu_bf16_tensor_core_read_every_chunk(C):
+    """bfloat16 through the backend at every chunk (hi_read's tensor-core tile has 8, 4 or 2 warps per
+    16-row tile at C = 16, 32, 64; the public call takes 64 from 8K tokens on), d_v = 70 (two column
+    blocks), within the 16-bit bound of ``test_gpu_16bit_in_16bit_out``; and against the float32 (FFMA)
+    kernels on the same rounded inputs to the output's bfloat16 rounding (2^-8 relative) plus 1e-4:
+    the split products are nearly float32-exact."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in make(11, (2, 2), 700, 64, 70, decay="moderate")]
+    out, _ = chi.forward(*tb[:4], tb[4], None, False, chunk_size=C)
+    want = ref.loglinear_log_attention(*[t.double().cpu().numpy() for t in tb[:4]], log_decay=tb[4].double().cpu().numpy())
+    assert_close(out.double().cpu().numpy(), want, 2e-2, atol=2e-2)
+    out32, _ = chi.forward(*[t.float() for t in tb[:4]], tb[4].float(), None, False, chunk_size=C)
+    err = (out.float() - out32).abs()
+    assert bool(torch.all(err <= 2.0 ** -8 * out32.abs() + 1e-4)), float(err.max())

@@ -9,7 +9,9 @@ levels) poisons nothing. Strong decays (down to -1e6) among weak ones keep the p
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from unittest import mock
 
 import array_api_compat
 import numpy as np
@@ -18,6 +20,8 @@ from hypothesis import given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
+
+from lsattn import _nonfinite
 
 from conftest import NAMESPACES
 from helpers import to_numpy
@@ -38,7 +42,7 @@ OPS = {
 EXP_OPS = ("log_attention", "exp_kernel_attention")
 #: where an operator runs: (namespace, backend)
 WHERE = [("numpy", "array_api"), ("numpy", "numba"), ("array_api_strict", "array_api"), ("torch", "array_api"),
-         ("dask", "dask"), ("jax", "array_api")]
+         ("dask", "dask"), ("jax", "array_api"), ("torch_checks", "array_api")]
 #: on the GPU (``@pytest.mark.gpu``): the automatic choice on CuPy arrays and CUDA torch tensors
 #: (the CuPy kernels where they serve the operator, the array-API path elsewhere)
 WHERE_GPU = [("cupy", None), ("torch_cuda", None)]
@@ -124,14 +128,27 @@ def on(where, arrays, dtype="float64"):
         da = pytest.importorskip("dask.array")
         return [da.from_array(a.astype(dtype), chunks=BATCH + (max(1, a.shape[1] // 2),) + a.shape[2:]) for a in arrays]
     try:
-        xp = NAMESPACES[ns]()
+        xp = NAMESPACES["torch" if ns == "torch_checks" else ns]()
     except ImportError as exc:
         pytest.skip(f"{ns} not installed: {exc}")
     return [xp.asarray(a, dtype=getattr(xp, dtype)) for a in arrays]
 
 
+def forced(where):
+    """``torch_checks``: CPU torch tensors checked as CUDA arrays are (``_nonfinite.checks``: every
+    flag of a call from minima and maxima, read together once), so that path runs on every machine."""
+    if where[0] != "torch_checks":
+        return contextlib.nullcontext()
+    return mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True)
+
+
 def run(op, where, arrays, dtype="float64"):
     """One call of ``op`` on ``where``; JAX through ``jax.jit`` (eager JAX compiles every op)."""
+    with forced(where):
+        return _run(op, where, arrays, dtype)
+
+
+def _run(op, where, arrays, dtype):
     backend = where[1]
     if where[0] == "jax":
         import jax
@@ -153,7 +170,8 @@ def _stream(op, where, arrays, cuts):
     outs, state = [], None
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         piece = [x[..., lo:hi] if x.ndim == 2 else x[..., lo:hi, :] for x in xs]
-        o, state = call(op, piece, backend=where[1], state=state, return_state=True)
+        with forced(where):
+            o, state = call(op, piece, backend=where[1], state=state, return_state=True)
         outs.append(to_numpy(o))
     return np.concatenate(outs, axis=-2)
 
@@ -201,6 +219,19 @@ def test_special_value_at_a_random_token(op, where, data):
         return
     for cut in {c["s"], c["s"] + 1} - {0, c["T"]}:
         check(to_numpy(_stream(op, where, arrays, [cut])), expected, mask, rtol, f"{op} on {where}, cut at {cut}")
+
+
+@pytest.mark.parametrize("where", [("torch_checks", "array_api")] + GPU, ids=["torch_checks"] + [p.id for p in GPU])
+@pytest.mark.parametrize("op", list(OPS))
+def test_empty_calls(op, where):
+    """T = 0 (level weights then (..., 0, 0)) and an empty batch axis: the checks have nothing to
+    read, the outputs are empty (a defect of the one-read checks found on the GPU: they indexed
+    level 0 of an empty level axis)."""
+    for batch, T in (((2,), 0), ((0,), 5)):
+        shapes = {"q": (T, 2), "k": (T, 2), "v": (T, 3), "tok": (T,), "lev": (T, lsattn.num_levels(T))}
+        arrays = [np.zeros(batch + shapes[role]) + (0.5 if role == "lev" else 0.0) for _, role in OPS[op][0]]
+        out = to_numpy(run(op, where, arrays))
+        assert out.shape == batch + (T, 3)
 
 
 @pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
@@ -548,3 +579,43 @@ def test_state_from_half_precision_inputs_reads_no_key_as_float32(op, backend):
     step = lsattn.stepper(op, state, backend=backend)
     got = np.concatenate([step(*[x[:, t:t + 1] for x in rest]) for t in range(3)], axis=-2)
     check(got, want, np.isnan(want), OPS[op][3], f"{op} {backend} stepper")
+
+@pytest.mark.parametrize("where", ["torch", pytest.param("torch_cuda", marks=pytest.mark.gpu),
+                                   pytest.param("cupy", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_one_read_flags(where, dtype):
+    """The flags of ``_nonfinite.checks`` (one read per call on CUDA arrays) from minima and maxima:
+    finite; no NaN / +inf (-inf allowed); no -inf; each special value alone and together, values at
+    the range's ends, on contiguous, transposed and broadcast views."""
+    torch = pytest.importorskip("torch")
+    if where == "cupy" and dtype == "bfloat16":
+        pytest.skip("CuPy has no bfloat16")
+    if where != "torch" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    import array_api_compat
+
+    tdt = getattr(torch, dtype)
+    big = float(torch.finfo(tdt).max)
+    modes = {"finite": ((None, math.inf), lambda a: np.isfinite(a).all()),
+             "below_inf": ((-math.inf, math.inf), lambda a: (a < np.inf).all()),
+             "no_minus_inf": ((None, None), lambda a: not np.isnan(a).any() and not (a == -np.inf).any())}
+    for special in (None, math.nan, math.inf, -math.inf, "all"):
+        base = np.random.default_rng(0).standard_normal((3, 6, 5)) * 3
+        base[0, 0, 0], base[1, 2, 3] = big, -big
+        if special == "all":
+            base[0, 1, 2], base[2, 4, 1], base[0, 5, 4] = math.nan, math.inf, -math.inf
+        elif special is not None:
+            base[0, 5, 4] = special  # reached by every view below
+        host = torch.tensor(base, dtype=tdt)
+        for view in (lambda t: t, lambda t: t.transpose(-1, -2), lambda t: t[:1].expand(4, 6, 5)):
+            x = view(host if where == "torch" else host.cuda())
+            if where == "cupy":
+                import cupy
+
+                x = cupy.asarray(x.cpu().numpy())
+            xp = array_api_compat.array_namespace(x)
+            for name, ((low, high), want) in modes.items():
+                got = _nonfinite._host(_nonfinite._clean(xp, x, low, high))
+                assert bool(got) == bool(want(view(host).double().numpy())), (name, special)
+    empty = torch.zeros((2, 0, 3), dtype=tdt)
+    assert _nonfinite._clean(array_api_compat.array_namespace(empty), empty) is None

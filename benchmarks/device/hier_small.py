@@ -1,6 +1,6 @@
 """A few small loglinear_log_attention calls on the cupy kernels (hierarchical.cu), for
 compute-sanitizer (memcheck / racecheck): float32, float64 and bfloat16, odd T, a stream with an
-incoming state, d_v not a multiple of the column block, d_k = 128 (chunk 32)."""
+incoming state, d_v not a multiple of the column block, d_k = 128 (chunk 32); bfloat16 at chunk 64."""
 import numpy as np
 import cupy
 
@@ -22,4 +22,14 @@ for dtype, T, dk, dv in (("float32", 100, 64, 64), ("float64", 37, 5, 19), ("flo
     o2 = lsattn.loglinear_log_attention(q[:, h:], k[:, h:], lv[:, h:], lam[:, h:], log_decay=a[:, h:], state=st)
     cupy.cuda.Device().synchronize()
     print(dtype, T, float(abs(o2.float() if hasattr(o2, "float") else o2).max()))
+# bf16 at chunk 64 (the default from 8K tokens; hi_read's tensor-core tile with 2 warps per m-tile), d_v = 70
+import torch  # noqa: E402
+
+from lsattn.backends.cupy import hierarchical as chi  # noqa: E402
+
+x = [torch.randn(2, 200, d, device="cuda").to(torch.bfloat16) for d in (64, 64, 70, lsattn.num_levels(200))]
+a = (-torch.rand(2, 200, device="cuda")).to(torch.bfloat16)
+o, _ = chi.forward(*x, a, None, False, chunk_size=64)
+torch.cuda.synchronize()
+print("bfloat16 C=64", float(o.float().abs().max()))
 print("sanitize ok")

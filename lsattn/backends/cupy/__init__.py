@@ -57,7 +57,8 @@ tree (one launch per depth, parallel over its chunks, sequences and 16 value col
 decays the held slots' shifts to every chunk's start; ``hi_read``
 (parallel over chunks) reads the held slots and the incoming state's with per-row / per-column
 shifts and combines everything in log space (the comments at the top of ``hierarchical.cu``). 16-bit
-inputs are read as they are (``HALF_OPS``) and computed in float32; the returned state is built on
+inputs are read as they are (``HALF_OPS``) and computed in float32 (bfloat16's slot reads on tensor
+cores, the float32 factors split into bf16 halves); the returned state is built on
 the host by the array-API twin's ``_advance_state``. Backward (``GRAD_OPS``): ``hierarchical_bwd.cu``
 (``hierarchical_bwd.py``: the forward's slots recomputed, then dq / level weights, per-right-block
 query summaries, dk / d log_v; the decay's gradient on the host); calls that return a state or whose

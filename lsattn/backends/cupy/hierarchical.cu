@@ -64,6 +64,70 @@ constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int HI_KLD = DKP + 1;  // row stride of the q / k / e tiles (no bank conflicts)
 constexpr int HI_XLD = CH + 1;
 #define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
+#ifndef HI_TC
+#define HI_TC TI_BF16  // hi_read's num = E S on tensor cores: bf16 inputs (the CPU emulation sets it for float)
+#endif
+
+// The outputs of hi_read's CH x HI_RW tile a thread owns, (ii, jj) -> (row, column). FFMA: a 16 x 16
+// (ty, tx) grid of HI_RR x HI_RC micro-tiles. Tensor cores: the accumulators of mma m16n8k16; warp w
+// owns m-tile w / HI_WPM and HI_NPW n-tiles, element e = ii HI_RC + jj is n-tile e / 4, entry e % 4
+// (c0, c1: row g, columns 2t, 2t + 1; c2, c3: row g + 8; lane = 4 g + t).
+#if HI_TC
+constexpr int HI_WPM = (NT / 32) / (CH / 16), HI_NPW = (HI_RW / 8) / HI_WPM;
+static_assert(4 * HI_NPW == HI_RR * HI_RC, "one mma accumulator per owned output");
+__device__ __forceinline__ int hr_row(int ii, int jj) {
+    const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
+    return 16 * ((int)(threadIdx.x >> 5) / HI_WPM) + (lane >> 2) + 8 * ((e & 3) >> 1);
+}
+__device__ __forceinline__ int hr_col(int ii, int jj) {
+    const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
+    return 8 * (((int)(threadIdx.x >> 5) % HI_WPM) * HI_NPW + (e >> 2)) + 2 * (lane & 3) + (e & 1);
+}
+// bf16 halves of two fp32 values: hi = round(x), lo = round(x - hi) (x = hi + lo to ~2^-17 relative)
+__device__ __forceinline__ void hi_split(float x0, float x1, unsigned& hi, unsigned& lo) {
+    hi = pack2(x0, x1);
+    lo = pack2(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
+}
+// acc = E S (E: CH x DKP, row stride HI_KLD; S: DKP x HI_RW) from the hi / lo bf16 halves of both,
+// three mma per step (hi hi + lo hi + hi lo: each product to ~2^-16, fp32 accumulation), in the
+// accumulator layout above. E in [0, 1] and S >= 0: the sum of nonnegative terms keeps that accuracy.
+__device__ __forceinline__ void hi_num_tc(ta (&acc)[HI_RR][HI_RC], const ta* E, const ta* S) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = 16 * (w / HI_WPM), n0 = 8 * ((w % HI_WPM) * HI_NPW);
+    float c[HI_NPW][4];
+#pragma unroll
+    for (int u = 0; u < HI_NPW; ++u) c[u][0] = c[u][1] = c[u][2] = c[u][3] = 0.f;
+#pragma unroll 2
+    for (int k0 = 0; k0 < DKP; k0 += 16) {
+        unsigned ah[4], al[4], bh[HI_NPW][2], bl[HI_NPW][2];
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {  // a0..a3: rows g / g + 8, reduction pairs 2t / 2t + 8
+            const int r = r0 + g + 8 * (x & 1), kk = k0 + 2 * t + 8 * (x >> 1);
+            hi_split(E[r * HI_KLD + kk], E[r * HI_KLD + kk + 1], ah[x], al[x]);
+        }
+#pragma unroll
+        for (int u = 0; u < HI_NPW; ++u)
+#pragma unroll
+            for (int x = 0; x < 2; ++x) {  // b0, b1: column g, reduction pairs 2t / 2t + 8
+                const int col = n0 + 8 * u + g, kk = k0 + 2 * t + 8 * x;
+                hi_split(S[kk * HI_RW + col], S[(kk + 1) * HI_RW + col], bh[u][x], bl[u][x]);
+            }
+#pragma unroll
+        for (int u = 0; u < HI_NPW; ++u) {
+            mma_bf16(c[u], al, bh[u][0], bh[u][1]);
+            mma_bf16(c[u], ah, bl[u][0], bl[u][1]);
+            mma_bf16(c[u], ah, bh[u][0], bh[u][1]);
+        }
+    }
+#pragma unroll
+    for (int ii = 0; ii < HI_RR; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < HI_RC; ++jj) acc[ii][jj] = c[(ii * HI_RC + jj) >> 2][(ii * HI_RC + jj) & 3];
+}
+#else
+__device__ __forceinline__ int hr_row(int ii, int) { return (int)(threadIdx.x / 16) * HI_RR + ii; }
+__device__ __forceinline__ int hr_col(int, int jj) { return (int)(threadIdx.x % 16) * HI_RC + jj; }
+#endif
 
 // (U, S) standing for S exp(U), plus w exp(x) (w > 0): the larger exponent becomes the shift.
 __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
@@ -403,8 +467,8 @@ extern "C" __global__ void __launch_bounds__(NT) hi_snap(
 
 // hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
 // the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
-// hi_intra's partials. Thread (ty, tx) = (tid / 16, tid % 16) owns rows ty HI_RR .. and columns tx HI_RC .. of
-// the block's CH x HI_RW outputs; num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs).
+// hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col); num =
+// E S as a register tile (FFMA: HI_RR + 1 shared loads per HI_RR HI_RC FMAs) or on tensor cores (HI_TC).
 // Two blocks per SM (<= 128 registers: the staged slot loads hold many in flight).
 extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
@@ -429,7 +493,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     ta* pre = b; b += CH;
     ta* Ld = b; b += CH;              // log den of the rows
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
-    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int tid = threadIdx.x;
     const int j = blockIdx.x / nrb, cb = blockIdx.x % nrb;  // grid (n nrb, BH): any d_v
     const i64 bh = blockIdx.y;
     const int c0 = cb * HI_RW;  // the block's first value column
@@ -452,7 +516,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     for (int ii = 0; ii < HI_RR; ++ii)
 #pragma unroll
         for (int jj = 0; jj < HI_RC; ++jj) {
-            const int t = ty * HI_RR + ii, vc = c0 + tx * HI_RC + jj;
+            const int t = hr_row(ii, jj), vc = c0 + hr_col(ii, jj);
             U[ii][jj] = t >= t0 && t < t1 && vc < DV ? lnum[(bh * T + g0 + t) * DV + vc] : neg_big();
             Nm[ii][jj] = (ta)1;
         }
@@ -501,6 +565,10 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             Rp[tid] = x;
         }
         ta acc[HI_RR][HI_RC];  // num = E S
+#if HI_TC
+        hi_num_tc(acc, E, Ss);
+#else
+        const int tx = tid % 16, ty = tid / 16;
 #pragma unroll
         for (int ii = 0; ii < HI_RR; ++ii)
 #pragma unroll
@@ -516,12 +584,12 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
 #pragma unroll
                 for (int jj = 0; jj < HI_RC; ++jj) acc[ii][jj] = fma(ev[ii], sv[jj], acc[ii][jj]);
         }
+#endif
 #pragma unroll
         for (int ii = 0; ii < HI_RR; ++ii) {
-            const int t = ty * HI_RR + ii;
 #pragma unroll
             for (int jj = 0; jj < HI_RC; ++jj) {
-                const int cc = tx * HI_RC + jj;
+                const int t = hr_row(ii, jj), cc = hr_col(ii, jj);
                 if (t >= t0 && t < t1 && c0 + cc < DV && acc[ii][jj] > (ta)0)
                     hi_lse_add(U[ii][jj], Nm[ii][jj], Xw[t] + Ns[cc], acc[ii][jj]);
             }
@@ -538,10 +606,9 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     __syncthreads();
 #pragma unroll
     for (int ii = 0; ii < HI_RR; ++ii) {
-        const int t = ty * HI_RR + ii;
 #pragma unroll
         for (int jj = 0; jj < HI_RC; ++jj) {
-            const int vc = c0 + tx * HI_RC + jj;
+            const int t = hr_row(ii, jj), vc = c0 + hr_col(ii, jj);
             if (t >= t0 && t < t1 && vc < DV) {
                 const ta y = U[ii][jj] + lg(Nm[ii][jj]) - Ld[t];
                 st(out + (bh * T + g0 + t) * DV + vc, y > alo / 2 ? y : minus_inf());  // see "Zeros" above

@@ -7,7 +7,8 @@ every chunk's start) and ``hi_read`` (the reads of those slots and of the incomi
 parallel over (chunk, sequence, 16 value columns)).
 
 Inputs reach the kernels in their own dtype (float32 / float64, bfloat16 / float16 read as 16-bit
-patterns, computed in float32) and the output is written in it. The returned state is assembled on
+patterns, computed in float32; bfloat16's ``hi_read`` products on tensor cores with split factors)
+and the output is written in it. The returned state is assembled on
 the host from the call's inputs with the array-API twin's own ``_advance_state`` (CuPy arrays; the
 array-API layout, so a stream moves between backends). CUDA torch tensors that require grad run
 the backward kernels (``hierarchical_bwd``), unless they return a state or their incoming state
@@ -36,10 +37,9 @@ BV = 16
 
 
 def config(ta, DK, DV, chunk_size=None, half=""):
-    """The compiled variant: FFMA kernels, ``CH = clip(chunk_size, 16, 64)`` (default 32: the forward
-    at B=2, H=16, T=8192, d=64 fp32 took 5.1 ms against 5.7 ms at 64 on an H200; a power of two),
-    halved while hi_read's tiles exceed shared memory, 16-bit inputs read as they are. A speed knob
-    only: results do not depend on it beyond rounding."""
+    """The compiled variant: FFMA kernels, ``CH = clip(chunk_size, 16, 64)`` (default 32; a power of
+    two), halved while hi_read's tiles exceed shared memory, 16-bit inputs read as they are. A speed
+    knob only: results do not depend on it beyond rounding."""
     CH = min(max(int(chunk_size or 32), 16), 64)
     cfg = Config(ta, half, 1 << (CH.bit_length() - 1), _pad_dim(DK), _pad_dim(min(DV, 128)), tc=False)
     while cfg.CH > 16 and max(cfg.smem(x) for x in ("hi_intra", "hi_merge", "hi_read")) > SMEM_MAX:
@@ -56,12 +56,21 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
     compute dtype) or None. Returns log y (..., T, d_v) in the inputs' dtype.
     """
     xp = ops.xp
-    cfg = config(ta_name(xp, xp.float32 if half else q.dtype), q.shape[-1], lv.shape[-1], chunk_size, half)
+    cfg = config(ta_name(xp, xp.float32 if half else q.dtype), q.shape[-1], lv.shape[-1],
+                 chunk_size or default_chunk(q.shape[-2]), half)
     w = slots(ops, cfg, q, k, lv, lam, a, p, old)
     out = xp.empty((w.BH, w.T, w.DV), dtype=q.dtype)
     ops.hi_read(cfg, w.q3, w.lam3, w.a2, w.lden, w.lnum, w.msnap, w.wz, w.wn, w.wS, out, w.T, w.DK, w.DV, w.L, p, w.F,
                 w.n, w.n_old, w.NLC, w.alo, w.BH)
     return xp.reshape(out, w.batch + (w.T, w.DV))
+
+
+def default_chunk(T):
+    """The forward's chunk when the caller gives none: 64 from 8K tokens on (hi_intra's work per token
+    grows with the chunk, hi_merge's and hi_read's shrink; H200, B=2, H=16, d=64 fp32, run i2: 1.89
+    against 1.98 ms at 8K, 7.78 against 8.40 ms at 32K), 32 below (unmeasured there: the session-7
+    default)."""
+    return 64 if T >= 8192 else 32
 
 
 def slots(ops, cfg, q, k, lv, lam, a, p, old):
