@@ -24,3 +24,13 @@ wait
 for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR" "$f" | head -8; tail -1 "$f"; done
 for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt; do echo "-- $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$f" | tail -1; done
 echo "=== done tests $(date -u +%T)"
+echo "=== hierarchical fwd $(date -u +%T)"
+timeout 45 python3 benchmarks/bench_gpu_hierarchical.py --out "$OUT" --T 8192,16384,32768 > "$OUT/log_hier.txt" 2>&1; echo "rc=$?"
+grep -E "^\|" "$OUT/log_hier.txt" | cut -c1-200
+echo "=== log_attention / exp-kernel fwd+bwd $(date -u +%T)"
+timeout 60 python3 benchmarks/bench_gpu_train.py --out "$OUT" --T 8192,16384,32768 --ops la,ek,sdpa > "$OUT/log_train.txt" 2>&1; echo "rc=$?"
+grep -E "^\|" "$OUT/log_train.txt" | grep -v "^|---" | cut -c1-220
+echo "=== public-call overhead at 8K $(date -u +%T)"
+timeout 40 python3 benchmarks/device/prologue_s9c17.py 8192 ops=exp_kernel,log_attention,loglinear,gated_delta,hierarchical > "$OUT/log_prologue.txt" 2>&1; echo "rc=$?"
+grep -E "^T=|fails" "$OUT/log_prologue.txt" | cut -c1-150
+echo "=== done $(date -u +%T)"
