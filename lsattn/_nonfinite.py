@@ -138,8 +138,16 @@ def _clean(xp, x, low=None, high=math.inf):
     if array_api_compat.is_torch_array(x):
         import torch
 
+        # a broadcast axis (stride 0) holds one copy of its entries: read that one; full reductions
+        # of a non-contiguous tensor copy it first (16 MiB for grouped bf16 heads at 8K), reductions
+        # over explicit dims do not
+        x = x[tuple(0 if st == 0 and n > 1 else slice(None) for st, n in zip(x.stride(), x.shape))]
         with torch.no_grad():  # flags only: nothing for autograd to record
-            lo, hi = torch.aminmax(x)
+            if x.is_contiguous():
+                lo, hi = torch.aminmax(x)  # one pass for both
+            else:
+                dims = tuple(range(x.ndim))
+                lo, hi = torch.amin(x, dim=dims), torch.amax(x, dim=dims)
     else:
         lo, hi = xp.min(x), xp.max(x)
     ok = lo > -math.inf if low is None else (lo >= low) & (lo == lo)  # (-inf >= -inf; NaN compares False)

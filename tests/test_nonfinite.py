@@ -619,3 +619,19 @@ def test_one_read_flags(where, dtype):
                 assert bool(got) == bool(want(view(host).double().numpy())), (name, special)
     empty = torch.zeros((2, 0, 3), dtype=tdt)
     assert _nonfinite._clean(array_api_compat.array_namespace(empty), empty) is None
+
+
+def test_one_read_flags_copy_nothing():
+    """The flags of a broadcast (grouped heads) or transposed torch tensor are read without a copy:
+    full reductions of a non-contiguous tensor copy it first (16 MiB for bf16 grouped heads at 8K,
+    caught on the GPU by ``test_gpu_exp_kernel_grouped_heads_share_rows``)."""
+    torch = pytest.importorskip("torch")
+    from torch.profiler import ProfilerActivity, profile
+
+    base = torch.randn(1, 1, 1, 4096, 64, dtype=torch.bfloat16)
+    xp = array_api_compat.array_namespace(base)
+    for x in (base.expand(1, 1, 16, 4096, 64), base[0, 0].transpose(-1, -2), base):
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            flag = _nonfinite._clean(xp, x)
+        grown = sum(max(0, e.self_cpu_memory_usage) for e in prof.key_averages())
+        assert bool(flag) and grown < 2**12, (tuple(x.stride()), grown)
