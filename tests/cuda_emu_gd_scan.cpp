@@ -1,43 +1,13 @@
-// The CUDA source of gd_scan (lsattn/backends/cupy/gated_delta.cu) compiled as C++ for the CPU:
-// every CUDA thread of a block is a std::thread, __syncthreads a std::barrier, shared memory one
-// static buffer (blocks run one after another). Only the subset of common.cu that gated_delta.cu
-// uses is restated here. tests/test_cupy_gated_delta.py builds it with
+// The CUDA source of gd_scan (lsattn/backends/cupy/gated_delta.cu) compiled as C++ for the CPU on
+// the emulation of cuda_emu.h (a std::thread per CUDA thread, blocks one after another); the rest
+// of common.cu that gated_delta.cu uses is restated here. tests/test_cupy_gated_delta.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. -DKERNEL='"<path of the .cu>"'
 // and drives it through the backend's host logic, so the kernel's own index arithmetic, shared
 // tiles and barriers are checked without a GPU (vector loads abort when misaligned).
-#include <algorithm>
-#include <barrier>
-#include <cmath>
-#include <cstdint>
-#include <cstdlib>
-#include <thread>
-#include <vector>
-using std::max;
-using std::min;
-typedef TA ta;
-typedef long long i64;
-#define NT 256
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(x)
-#define __shared__
-#define __align__(x) __attribute__((aligned(x)))
-struct emu_idx { unsigned x, y, z; };
-thread_local emu_idx threadIdx, blockIdx;
-static std::barrier<>* emu_bar;
-inline void __syncthreads() { emu_bar->arrive_and_wait(); }
-alignas(16) unsigned char smem_raw[256 * 1024];
-static unsigned emu_smem = sizeof(smem_raw);  // the running launch's dynamic shared memory
+#include "cuda_emu.h"
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
 struct double2 { double x, y; };
-inline float ex(float x) { return std::exp(x); }
-inline double ex(double x) { return std::exp(x); }
-inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
-inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
-inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_raw)) std::abort(); }
 template <typename V, typename T>
 inline V vload(const T* p) {
     if (reinterpret_cast<uintptr_t>(p) % sizeof(V)) std::abort();  // the GPU faults on a misaligned vector load
@@ -104,7 +74,6 @@ inline void cp_async_wait() {
 
 // A launch of grid (gx, gy): the blocks one after another, each as nt std::threads (NT unless
 // given) that call body() with threadIdx, blockIdx and gridDim set and one barrier per block.
-thread_local emu_idx gridDim;
 template <typename F>
 void emu_grid(unsigned gx, unsigned gy, F body, int nt = NT) {
     for (unsigned bx = 0; bx < gx; ++bx)
