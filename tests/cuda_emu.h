@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <thread>
 #include <vector>
 using std::fma;
@@ -56,3 +57,28 @@ inline ta log_out(ta x) { return x > lo_v() / 2 ? x : minus_inf(); }
 inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+
+// A launch of grid (gx, gy, gz): the blocks one after another, each as nt std::threads (NT unless
+// given) that call body() with threadIdx, blockIdx and gridDim set; one barrier per block (emu_bar)
+// and one per warp of 32 threads (emu_warp_bar, for the warp shuffles an emulation restates).
+static std::barrier<>* emu_warp_bar[1024 / 32];
+template <typename F>
+void emu_launch(unsigned gx, unsigned gy, unsigned gz, const F& body, int nt = NT) {
+    for (unsigned bx = 0; bx < gx; ++bx)
+        for (unsigned by = 0; by < gy; ++by)
+            for (unsigned bz = 0; bz < gz; ++bz) {
+                std::barrier<> bar(nt);
+                emu_bar = &bar;
+                std::vector<std::unique_ptr<std::barrier<>>> warps;
+                for (int w = 0; w < nt / 32; ++w) emu_warp_bar[w] = warps.emplace_back(new std::barrier<>(32)).get();
+                std::vector<std::thread> threads;
+                for (int t = 0; t < nt; ++t)
+                    threads.emplace_back([=, &body] {
+                        threadIdx = {(unsigned)t, 0, 0};
+                        blockIdx = {bx, by, bz};
+                        gridDim = {gx, gy, gz};
+                        body();
+                    });
+                for (auto& th : threads) th.join();
+            }
+}

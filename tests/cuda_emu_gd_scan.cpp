@@ -72,34 +72,14 @@ inline void cp_async_wait() {
 
 #include KERNEL
 
-// A launch of grid (gx, gy): the blocks one after another, each as nt std::threads (NT unless
-// given) that call body() with threadIdx, blockIdx and gridDim set and one barrier per block.
-template <typename F>
-void emu_grid(unsigned gx, unsigned gy, F body, int nt = NT) {
-    for (unsigned bx = 0; bx < gx; ++bx)
-        for (unsigned by = 0; by < gy; ++by) {
-            std::barrier<> bar(nt);
-            emu_bar = &bar;
-            std::vector<std::thread> threads;
-            for (int t = 0; t < nt; ++t)
-                threads.emplace_back([=] {
-                    threadIdx = {(unsigned)t, 0, 0};
-                    blockIdx = {bx, by, 0};
-                    gridDim = {gx, gy, 1};
-                    body();
-                });
-            for (auto& th : threads) th.join();
-        }
-}
-
 // gd_scan's launch: grid (BH, ceil(DV / 16)), GD_NT threads per block (slot groups of NT), smem
 // bytes of dynamic shared memory (the host's gd_scan_smem for nres resident slots).
 extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
                     ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH,
                     int nres, unsigned smem) {
     emu_smem = smem;
-    emu_grid(
-        BH, (DV + 15) / 16,
+    emu_launch(
+        BH, (DV + 15) / 16, 1,
         [=] {
             gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, nres);
             for (const auto& grp : emu_groups)

@@ -17,21 +17,7 @@ inline void staged(L load, S store) {  // common.cu's, one element at a time
 
 static void launch(unsigned gx, unsigned gy, unsigned gz, unsigned smem, const std::function<void()>& body) {
     emu_smem = smem;
-    for (unsigned bx = 0; bx < gx; ++bx)
-        for (unsigned by = 0; by < gy; ++by)
-            for (unsigned bz = 0; bz < gz; ++bz) {
-                std::barrier<> bar(NT);
-                emu_bar = &bar;
-                std::vector<std::thread> threads;
-                for (int t = 0; t < NT; ++t)
-                    threads.emplace_back([=, &body] {
-                        threadIdx = {(unsigned)t, 0, 0};
-                        blockIdx = {bx, by, bz};
-                        gridDim = {gx, gy, gz};
-                        body();
-                    });
-                for (auto& th : threads) th.join();
-            }
+    emu_launch(gx, gy, gz, body);
 }
 
 // hi_intra's launch: grid (n, BH).

@@ -9,7 +9,6 @@
 // memory, barriers and offset bookkeeping are checked without a GPU.
 #include "cuda_emu.h"
 typedef TA ti;
-static std::barrier<>* emu_warp_bar[NT / 32];
 static double emu_shfl[NT];
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
@@ -55,28 +54,12 @@ inline ta block_max(ta x, ta* red) {
 
 #include KERNEL
 
-// One launch: the blocks of grid (gx, gy) in turn, NT std::threads each.
+// One launch of grid (gx, gy) with smem bytes of dynamic shared memory.
 template <typename F>
 static void launch(unsigned gx, unsigned gy, unsigned smem, F kernel) {
     if (smem > sizeof(smem_raw)) std::abort();
-    for (unsigned by = 0; by < gy; ++by)
-        for (unsigned bx = 0; bx < gx; ++bx) {
-            std::barrier<> bar(NT);
-            emu_bar = &bar;
-            for (int w = 0; w < NT / 32; ++w) emu_warp_bar[w] = new std::barrier<>(32);
-            std::vector<std::thread> threads;
-            for (int t = 0; t < NT; ++t)
-                threads.emplace_back([=] {
-                    threadIdx = {(unsigned)t, 0, 0};
-                    blockIdx = {bx, by, 0};
-                    gridDim = {gx, gy, 1};
-                    kernel();
-                });
-            for (auto& th : threads) th.join();
-            for (int w = 0; w < NT / 32; ++w) delete emu_warp_bar[w];
-        }
+    emu_launch(gx, gy, 1, kernel);
 }
-
 extern "C" void run_ek(const ta* q, const ta* k, const ta* v, i64 sq, i64 sk, i64 sv, ta* m, ta* S, ta* z, ta* out,
                        i64* off, int DK, int DV, int B, unsigned smem) {
     launch(B, 1, smem, [=] { ek_step(q, k, v, sq, sk, sv, m, S, z, out, off, DK, DV); });
