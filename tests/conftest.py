@@ -12,7 +12,9 @@ Hypothesis profiles: ``ci`` (default; keeps the suite within CI's budget on 2 co
 """
 from __future__ import annotations
 
+import getpass
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -34,6 +36,17 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # 13 s -> 7 s, the JAX tests of test_exp_kernel 54 -> 44 CPU s. Read when JAX starts its backend
 # (after this file); set XLA_FLAGS yourself to override.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+# Numba likewise: LLVM's level-3 passes dominate the cold compilation of the parallel kernels (every
+# kernel in both dtypes on a fresh CI clone). Level 1 still drops the dead dispatcher constants that
+# would keep a kernel out of the on-disk cache (level 0 keeps them), so the subprocesses of the docs
+# examples load what this process compiled. Those kernels go to a cache of their own: Numba's cache
+# key ignores the level, and benchmarks or users must never load them. Set NUMBA_OPT to override.
+# Read when Numba is first imported (after this file).
+if "NUMBA_OPT" not in os.environ:
+    os.environ["NUMBA_OPT"] = "1"
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir(),
+                                                 f"lsattn-tests-numba-opt1-{getpass.getuser()}")
 
 
 def _namespaces():

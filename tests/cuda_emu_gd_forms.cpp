@@ -1,7 +1,7 @@
 // The CUDA source of gd_forms (lsattn/backends/cupy/gated_delta_forms.cu) compiled as C++ for the
 // CPU: the emulation of cuda_emu_gd_scan.cpp (a std::thread per CUDA thread, __syncthreads a
 // std::barrier, shared memory one static buffer; it includes gated_delta.cu through KERNEL and
-// defines run(), gd_scan's launch, and emu_grid) plus the helpers of common.cu that gd_forms uses besides, restated.
+// defines run(), gd_scan's launch) plus the helpers of common.cu that gd_forms uses besides, restated.
 // tests/test_cupy_gated_delta.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DFORMS_KERNEL='"<gated_delta_forms.cu>"'
 
@@ -18,5 +18,5 @@ inline int fen_level(i64 t, i64 s) { return bitlen64(t ^ s); }
 // gd_forms' launch: grid (n, BH), NT threads per block.
 extern "C" void run_forms(const ti* q, const ti* k, const ti* v, const ti* a, const ti* bt, const ti* lam, ta* qe, ta* ek,
                           ta* ph, ta* Hc, ta* gc, ta* out, int T, int DK, int DV, int L, i64 p, i64 F, int n, int BH) {
-    emu_grid(n, BH, [=] { gd_forms(q, k, v, a, bt, lam, qe, ek, ph, Hc, gc, out, T, DK, DV, L, p, F, n); });
+    emu_launch(n, BH, 1, [=] { gd_forms(q, k, v, a, bt, lam, qe, ek, ph, Hc, gc, out, T, DK, DV, L, p, F, n); });
 }

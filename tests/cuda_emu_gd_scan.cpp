@@ -1,44 +1,14 @@
-// The CUDA source of gd_scan (lsattn/backends/cupy/gated_delta.cu) compiled as C++ for the CPU:
-// every CUDA thread of a block is a std::thread, __syncthreads a std::barrier, shared memory one
-// static buffer (blocks run one after another). Only the subset of common.cu that gated_delta.cu
-// uses is restated here. tests/test_cupy_gated_delta.py builds it with
+// The CUDA source of gd_scan (lsattn/backends/cupy/gated_delta.cu) compiled as C++ for the CPU on
+// the emulation of cuda_emu.h (a std::thread per CUDA thread, blocks one after another); the rest
+// of common.cu that gated_delta.cu uses is restated here. tests/test_cupy_gated_delta.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. -DKERNEL='"<path of the .cu>"'
 // and drives it through the backend's host logic, so the kernel's own index arithmetic, shared
 // tiles and barriers are checked without a GPU (vector loads abort when misaligned).
-#include <algorithm>
-#include <barrier>
-#include <cmath>
-#include <cstdint>
-#include <cstdlib>
+#include "cuda_emu.h"
 #include <cstring>
-#include <thread>
-#include <vector>
-using std::max;
-using std::min;
-typedef TA ta;
-typedef long long i64;
-#define NT 256
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(x)
-#define __shared__
-#define __align__(x) __attribute__((aligned(x)))
-struct emu_idx { unsigned x, y, z; };
-thread_local emu_idx threadIdx, blockIdx;
-static std::barrier<>* emu_bar;
-inline void __syncthreads() { emu_bar->arrive_and_wait(); }
-alignas(16) unsigned char smem_raw[256 * 1024];
-static unsigned emu_smem = sizeof(smem_raw);  // the running launch's dynamic shared memory
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
 struct double2 { double x, y; };
-inline float ex(float x) { return std::exp(x); }
-inline double ex(double x) { return std::exp(x); }
-inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
-inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
-inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_raw)) std::abort(); }
 template <typename V, typename T>
 inline V vload(const T* p) {
     if (reinterpret_cast<uintptr_t>(p) % sizeof(V)) std::abort();  // the GPU faults on a misaligned vector load
@@ -142,35 +112,14 @@ inline void mma_tf32(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigne
 
 #include KERNEL
 
-// A launch of grid (gx, gy): the blocks one after another, each as nt std::threads (NT unless
-// given) that call body() with threadIdx, blockIdx and gridDim set and one barrier per block.
-thread_local emu_idx gridDim;
-template <typename F>
-void emu_grid(unsigned gx, unsigned gy, F body, int nt = NT) {
-    for (unsigned bx = 0; bx < gx; ++bx)
-        for (unsigned by = 0; by < gy; ++by) {
-            std::barrier<> bar(nt);
-            emu_bar = &bar;
-            std::vector<std::thread> threads;
-            for (int t = 0; t < nt; ++t)
-                threads.emplace_back([=] {
-                    threadIdx = {(unsigned)t, 0, 0};
-                    blockIdx = {bx, by, 0};
-                    gridDim = {gx, gy, 1};
-                    body();
-                });
-            for (auto& th : threads) th.join();
-        }
-}
-
 // gd_scan's launch: grid (BH, ceil(DV / 16)), GD_NT threads per block (slot groups of NT), smem
 // bytes of dynamic shared memory (the host's gd_scan_smem for nres resident slots).
 extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
                     ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH,
                     int nres, unsigned smem) {
     emu_smem = smem;
-    emu_grid(
-        BH, (DV + 15) / 16,
+    emu_launch(
+        BH, (DV + 15) / 16, 1,
         [=] {
             gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, nres);
             for (const auto& grp : emu_groups)

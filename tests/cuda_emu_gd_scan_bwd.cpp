@@ -1,7 +1,7 @@
 // The CUDA sources of gd_scan and gd_scan_bwd (lsattn/backends/cupy/gated_delta.cu,
 // gated_delta_bwd.cu) compiled as C++ for the CPU: the emulation of cuda_emu_gd_scan.cpp (a
 // std::thread per CUDA thread, __syncthreads a std::barrier; it includes gated_delta.cu through
-// KERNEL and defines run(), gd_scan's launch, and emu_grid) plus what the backward uses besides: the
+// KERNEL and defines run(), gd_scan's launch) plus what the backward uses besides: the
 // warp shuffle (every thread of a block calls it the same number of times, so an exchange through
 // a block-wide buffer between two barriers is exact). tests/test_cupy_gated_delta_grad.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DBWD_KERNEL='"<gated_delta_bwd.cu>"'
@@ -25,7 +25,7 @@ extern "C" void run_bwd(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, 
                         const ta* dout, const ta* oldc, ta* sv, ta* dS, ta* dqe, ta* dek, ta* dph, ta* dH, ta* dg,
                         ta* dlam, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC,
                         int merge_last, int BH) {
-    emu_grid(BH, (DV + 15) / 16, [=] {
+    emu_launch(BH, (DV + 15) / 16, 1, [=] {
         gd_scan_bwd(qe, ek, ph, Hc, gc, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F, n, n_old,
                     NLC, merge_last);
     });

@@ -1,52 +1,13 @@
 // The CUDA source of hi_intra, hi_merge, hi_snap and hi_read (lsattn/backends/cupy/hierarchical.cu) compiled as C++
-// for the CPU, as cuda_emu_gd_scan.cpp does for gd_scan: every CUDA thread of a block is a
-// std::thread, __syncthreads a std::barrier, shared memory one static buffer (blocks run one
-// after another). Only the subset of common.cu that hierarchical.cu uses is restated here (inputs
-// in the compute type: ti = ta). tests/test_cupy_hierarchical.py builds it with
+// for the CPU on the emulation of cuda_emu.h (a std::thread per CUDA thread, blocks one after
+// another); the rest of common.cu that hierarchical.cu uses is restated here (inputs in the
+// compute type: ti = ta). tests/test_cupy_hierarchical.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. [-DHI_TC=1] -DKERNEL='"<path of the .cu>"'
 // and drives it through the backend's host logic (hierarchical.compute).
-#include <algorithm>
-#include <barrier>
-#include <cmath>
-#include <cstdint>
-#include <cstdlib>
-#include <functional>
-#include <limits>
-#include <thread>
-#include <vector>
-using std::fma;
-using std::max;
-using std::min;
-typedef TA ta;
+#include "cuda_emu.h"
 typedef TA ti;
-typedef long long i64;
-#define NT 256
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __shared__
-#define __restrict__
-#define __align__(x) __attribute__((aligned(x)))
-struct emu_idx { unsigned x, y, z; };
-thread_local emu_idx threadIdx, blockIdx, gridDim;
-static std::barrier<>* emu_bar;
-inline void __syncthreads() { emu_bar->arrive_and_wait(); }
-alignas(16) unsigned char smem_raw[256 * 1024];
-static unsigned emu_smem = 0;  // the launch's dynamic shared memory (the host's Config.smem)
 inline ta ld(const ti* p) { return *p; }
 inline void st(ti* p, ta x) { *p = x; }
-inline ta ex(ta x) { return std::exp(x); }
-inline ta fex(ta x) { return std::exp(x); }
-inline ta lg(ta x) { return std::log(x); }
-inline ta fmx(ta a, ta b) { return std::fmax(a, b); }
-inline ta neg_big() { return sizeof(ta) == 4 ? (ta)-3.0e38f : (ta)-1.0e308; }
-inline ta lo_v() { return -std::numeric_limits<ta>::max() / 8; }
-inline ta minus_inf() { return -std::numeric_limits<ta>::infinity(); }
-inline ta log_out(ta x) { return x > lo_v() / 2 ? x : minus_inf(); }
-inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
-inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_raw)) std::abort(); }
 template <int TOTAL, int NTH, typename L, typename S>
 inline void staged(L load, S store) {  // common.cu's, one element at a time
     for (int idx = threadIdx.x; idx < TOTAL; idx += NTH) store(idx, load(idx));
@@ -63,21 +24,7 @@ inline void staged(L load, S store) {  // common.cu's, one element at a time
 
 static void launch(unsigned gx, unsigned gy, unsigned gz, unsigned smem, const std::function<void()>& body) {
     emu_smem = smem;
-    for (unsigned bx = 0; bx < gx; ++bx)
-        for (unsigned by = 0; by < gy; ++by)
-            for (unsigned bz = 0; bz < gz; ++bz) {
-                std::barrier<> bar(NT);
-                emu_bar = &bar;
-                std::vector<std::thread> threads;
-                for (int t = 0; t < NT; ++t)
-                    threads.emplace_back([=, &body] {
-                        threadIdx = {(unsigned)t, 0, 0};
-                        blockIdx = {bx, by, bz};
-                        gridDim = {gx, gy, gz};
-                        body();
-                    });
-                for (auto& th : threads) th.join();
-            }
+    emu_launch(gx, gy, gz, body);
 }
 
 // hi_intra's launch: grid (n, BH).

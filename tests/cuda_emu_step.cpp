@@ -1,41 +1,15 @@
 // The CUDA source of the stepper's fused steps (lsattn/backends/cupy/step.cu: ek_step, ll_step,
-// gd_step, hier_step) compiled as C++ for the CPU, in the manner of cuda_emu_gd_scan.cpp: every
-// CUDA thread of a block is a std::thread, __syncthreads a block-wide std::barrier, a warp shuffle
+// gd_step, hier_step) compiled as C++ for the CPU on the emulation of cuda_emu.h (a std::thread
+// per CUDA thread, blocks one after another, in-kernel __shared__ variables static): a warp shuffle
 // an exchange between two barriers of the warp's 32 threads (hier_step's warps reduce over
-// different numbers of slots), in-kernel __shared__ variables static (blocks run one after
-// another), the device offset's ticket an atomic add. Inputs in the compute type (ti = ta); the
-// subset of common.cu that step.cu uses is restated. tests/test_cupy_step.py builds it with
-//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DKERNEL='"<step.cu with `extern __shared__` -> `extern`>"'
+// different numbers of slots), the device offset's ticket an atomic add. Inputs in the compute
+// type (ti = ta); the rest of common.cu that step.cu uses is restated. tests/test_cupy_step.py builds it with
+//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DKERNEL='"<step.cu>"'
 // and drives it through the stepper's host logic, so the kernels' own index arithmetic, shared
 // memory, barriers and offset bookkeeping are checked without a GPU.
-#include <algorithm>
-#include <atomic>
-#include <barrier>
-#include <cmath>
-#include <cstdint>
-#include <cstdlib>
-#include <thread>
-#include <vector>
-using std::fma;
-using std::max;
-using std::min;
-typedef TA ta;
+#include "cuda_emu.h"
 typedef TA ti;
-typedef long long i64;
-#define NT 256
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(...)
-#define __shared__ static
-#define __align__(x) __attribute__((aligned(x)))
-struct emu_idx { unsigned x, y, z; };
-thread_local emu_idx threadIdx, blockIdx, gridDim;
-static std::barrier<>* emu_bar;
-static std::barrier<>* emu_warp_bar[NT / 32];
 static double emu_shfl[NT];
-alignas(16) unsigned char smem_raw[256 * 1024];
-inline void __syncthreads() { emu_bar->arrive_and_wait(); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
     return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
@@ -51,17 +25,6 @@ inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask) {
 }
 inline ta ld(const ti* p) { return *p; }
 inline void st(ti* p, ta x) { *p = x; }
-inline float ex(float x) { return std::exp(x); }
-inline double ex(double x) { return std::exp(x); }
-inline float lg(float x) { return std::log(x); }
-inline double lg(double x) { return std::log(x); }
-inline float fmx(float a, float b) { return std::fmax(a, b); }
-inline double fmx(double a, double b) { return std::fmax(a, b); }
-inline ta neg_big() { return sizeof(ta) == 4 ? (ta)-3.0e38f : (ta)-1.0e308; }
-inline ta lo_v() { return sizeof(ta) == 4 ? (ta)(-3.4028234663852886e38f / 8) : (ta)(-1.7976931348623157e308 / 8); }
-inline ta minus_inf() { return -(ta)INFINITY; }
-inline ta log_out(ta x) { return x > lo_v() / 2 ? x : minus_inf(); }
-inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
 inline ta warp_sum(ta x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;
@@ -91,28 +54,12 @@ inline ta block_max(ta x, ta* red) {
 
 #include KERNEL
 
-// One launch: the blocks of grid (gx, gy) in turn, NT std::threads each.
+// One launch of grid (gx, gy) with smem bytes of dynamic shared memory.
 template <typename F>
 static void launch(unsigned gx, unsigned gy, unsigned smem, F kernel) {
     if (smem > sizeof(smem_raw)) std::abort();
-    for (unsigned by = 0; by < gy; ++by)
-        for (unsigned bx = 0; bx < gx; ++bx) {
-            std::barrier<> bar(NT);
-            emu_bar = &bar;
-            for (int w = 0; w < NT / 32; ++w) emu_warp_bar[w] = new std::barrier<>(32);
-            std::vector<std::thread> threads;
-            for (int t = 0; t < NT; ++t)
-                threads.emplace_back([=] {
-                    threadIdx = {(unsigned)t, 0, 0};
-                    blockIdx = {bx, by, 0};
-                    gridDim = {gx, gy, 1};
-                    kernel();
-                });
-            for (auto& th : threads) th.join();
-            for (int w = 0; w < NT / 32; ++w) delete emu_warp_bar[w];
-        }
+    emu_launch(gx, gy, 1, kernel);
 }
-
 extern "C" void run_ek(const ta* q, const ta* k, const ta* v, i64 sq, i64 sk, i64 sv, ta* m, ta* S, ta* z, ta* out,
                        i64* off, int DK, int DV, int B, unsigned smem) {
     launch(B, 1, smem, [=] { ek_step(q, k, v, sq, sk, sv, m, S, z, out, off, DK, DV); });

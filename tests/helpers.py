@@ -168,10 +168,11 @@ def emulation(main, defines, kernels):
     """The CUDA kernels ``kernels`` (macro -> source text) compiled for the CPU through the
     emulation ``tests/<main>`` (a std::thread per CUDA thread) with g++ and ``defines`` (name ->
     value), loaded with ctypes. Built once per session for each distinct build: cached by the hash
-    of the command, the kernels' texts and every emulation and CUDA source they may include."""
+    of the command, the kernels' texts and every emulation and CUDA source they may include. The
+    kernels' ``extern __shared__`` reaches g++ as ``extern`` (cuda_emu.h: ``__shared__`` is static)."""
     flags = [f"-D{k}={v}" for k, v in sorted(defines.items())]
     digest = hashlib.sha256(repr((main, flags, sorted(kernels.items()))).encode())
-    for f in sorted(_HERE.glob("cuda_emu_*")) + sorted(CUPY_SRC.glob("*.cu*")):
+    for f in sorted(_HERE.glob("cuda_emu*")) + sorted(CUPY_SRC.glob("*.cu*")):
         digest.update(f.read_bytes())
     key = digest.hexdigest()[:24]
     if key not in _EMULATIONS:
@@ -180,7 +181,7 @@ def emulation(main, defines, kernels):
             atexit.register(shutil.rmtree, _EMU_DIR[0], True)
         folder = _EMU_DIR[0]
         for macro, text in kernels.items():
-            (folder / f"{key}_{macro}.cu").write_text(text)
+            (folder / f"{key}_{macro}.cu").write_text(text.replace("extern __shared__", "extern"))
             flags.append(f'-D{macro}="{folder / f"{key}_{macro}.cu"}"')
         so = folder / f"{key}.so"
         cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", *flags, str(_HERE / main), "-o", str(so),

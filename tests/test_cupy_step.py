@@ -222,9 +222,7 @@ class Emulated(cstep.Twin):
 
     def _lib(self, x):
         ta = "double" if x.dtype == np.float64 else "float"
-        # in-kernel ``extern __shared__`` -> ``extern`` (the rest: static)
-        return emulation("cuda_emu_step.cpp", {"TA": ta},
-                         {"KERNEL": cupy_source("step.cu").replace("extern __shared__", "extern")})
+        return emulation("cuda_emu_step.cpp", {"TA": ta}, {"KERNEL": cupy_source("step.cu")})
 
     @staticmethod
     def _args(*xs):
