@@ -5,7 +5,6 @@
 // and drives it through the backend's host logic, so the kernel's own index arithmetic, shared
 // tiles and barriers are checked without a GPU (vector loads abort when misaligned).
 #include "cuda_emu.h"
-#include <cstring>
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
 struct double2 { double x, y; };
@@ -71,44 +70,7 @@ inline void cp_async_wait() {
     }
 }
 
-// common.cu's tensor-core helpers of gd_scan (float32): cvt.rna.tf32.f32 (round to nearest, ties
-// away from zero, 10 mantissa bits) and mma.sync.m16n8k8.row.col.f32.tf32.tf32.f32, warp-collective:
-// the 32 lanes of a warp post their fragments, meet at the warp's barrier, each computes its four
-// accumulators from all of them (lane 4 g + t: A (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4); B
-// (t, g), (t + 4, g); C (g, 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)), and meet again.
-inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
-inline unsigned to_tf32(float x) {
-    unsigned u;
-    std::memcpy(&u, &x, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u) return (u & 0xffffe000u) | ((u & 0x1fffu) ? 0x2000u : 0u);  // inf; NaN stays NaN
-    return (u + 0x1000u) & 0xffffe000u;  // magnitude + half an ulp, truncated: ties away from zero
-}
-inline void tf32_split(float x, unsigned& hi, unsigned& lo) {
-    hi = to_tf32(x);
-    lo = to_tf32(x - __uint_as_float(hi));
-}
-struct EmuWarp {
-    std::barrier<> bar{32};
-    unsigned a[32][4], b[32][2];
-};
-static EmuWarp emu_warps[32];  // up to 1024 threads per block
-inline void mma_tf32(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    EmuWarp& W = emu_warps[threadIdx.x >> 5];
-    for (int x = 0; x < 4; ++x) W.a[lane][x] = a[x];
-    W.b[lane][0] = b0;
-    W.b[lane][1] = b1;
-    W.bar.arrive_and_wait();
-    auto A = [&](int r, int k) { return __uint_as_float(W.a[4 * (r % 8) + k % 4][(r >= 8) + 2 * (k >= 4)]); };
-    auto B = [&](int k, int n) { return __uint_as_float(W.b[4 * n + k % 4][k >= 4]); };
-    for (int x = 0; x < 4; ++x) {
-        const int r = g + 8 * (x >> 1), n = 2 * t + (x & 1);
-        double s = 0;  // tf32 products are exact in double; the sum rounded once
-        for (int k = 0; k < 8; ++k) s += (double)A(r, k) * B(k, n);
-        c[x] = (float)((double)c[x] + s);
-    }
-    W.bar.arrive_and_wait();
-}
+#include "cuda_emu_mma.h"  // tf32_split, mma_tf32 (common.cu's tensor-core helpers of gd_scan)
 
 #include KERNEL
 
