@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _upload
 from . import exp_kernel as E
-from ._validate import device_of
 from .state import State
 
 __all__ = ["forward"]
@@ -198,10 +198,5 @@ def _take(xp, summ, idx, like):
     return tuple(None if x is None else xp.take(x, i, axis=x.ndim - 1 - t) for x, t in zip(summ, _TAILS))
 
 
-def _index(xp, idx, like):
-    return xp.asarray(np.ascontiguousarray(idx, dtype=np.int64), device=device_of(like))
-
-
-def _mask(xp, m, like):
-    return xp.asarray(np.ascontiguousarray(m, dtype=bool), device=device_of(like))
+_index, _mask = _upload.index, _upload.mask
 

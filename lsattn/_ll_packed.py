@@ -37,7 +37,7 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
-from . import _varlen
+from . import _upload, _varlen
 from ._validate import compute_dtype, device_of
 from .exp_kernel import _clamp_log_values, _finish, _minus_inf, combine, empty_summary, merge, read, summarise
 from .loglinear import _gather_last, _state
@@ -223,12 +223,7 @@ def _pick(xp, x, idx, nb):
     return xp.reshape(got, tuple(x.shape[:nb]) + idx.shape + tuple(x.shape[nb + 2:]))
 
 
-def _index(xp, idx, like):
-    return xp.asarray(np.ascontiguousarray(idx, dtype=np.int64), device=device_of(like))
-
-
-def _mask(xp, m, like):
-    return xp.asarray(np.ascontiguousarray(m, dtype=bool), device=device_of(like))
+_index, _mask = _upload.index, _upload.mask
 
 
 def _loglinear(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype):
