@@ -282,6 +282,83 @@ def test_streams_array_api_one_call(op, monkeypatch):
     assert len(calls) == 2 + 4  # the two packed calls, then one per non-empty stream (the check's own)
 
 
+def _profiled_calls(fn):
+    """Python and C function calls (``sys.setprofile`` events) during ``fn()``: the array operations
+    of a call on NumPy and the host work around them, independent of the machine's load."""
+    import sys
+
+    count = [0]
+
+    def prof(frame, event, arg):
+        count[0] += event in ("call", "c_call")
+
+    sys.setprofile(prof)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return count[0]
+
+
+def _packed_streams_cost(op, N, monkeypatch, T=192):
+    """A packed call with states of ``N`` random segments of ``T`` tokens continuing ``N`` streams
+    (array-API path, NumPy): ``(function calls, uploads of the whole call, uploads of
+    ``lsattn._ll_packed``'s parts 2-3 alone or None)``."""
+    from lsattn import _ll_packed, _upload
+
+    rng = np.random.default_rng(N)
+    cu = np.concatenate([[0], np.sort(rng.choice(np.arange(1, T), N - 1, replace=False)), [T]])
+    pre = np.concatenate([[0], np.cumsum(rng.integers(0, 40, N))])
+    L = lsattn.num_levels(int(pre[-1]) + T)
+    fn = getattr(lsattn, op)
+    _, state = call(fn, op, inputs(op, (2,), int(pre[-1]), L=L, seed=1), cu_seqlens=pre, return_state=True,
+                    backend="array_api")
+    x = inputs(op, (2,), T, L=L)
+    inner = [0]
+    forward = _ll_packed.forward
+
+    def counted(op_, impl, *rest, **kw):  # the uploads of the ordinary call inside it do not count
+        def timed_impl(*a, **k):
+            c = _upload.count
+            try:
+                return impl(*a, **k)
+            finally:
+                inner[0] += _upload.count - c
+        c = _upload.count
+        try:
+            return forward(op_, timed_impl, *rest, **kw)
+        finally:
+            inner.append(_upload.count - c - inner[0])
+
+    monkeypatch.setattr(_ll_packed, "forward", counted)
+    run = lambda: call(fn, op, x, cu_seqlens=cu, state=state, return_state=True, backend="array_api")  # noqa: E731
+    c = _upload.count
+    run()
+    uploads = _upload.count - c
+    calls = _profiled_calls(run)
+    return calls, uploads, (inner[1] if len(inner) > 1 else None)
+
+
+#: index uploads of ``lsattn._ll_packed``'s parts 2-3 (each a queue drain on a CUDA device before
+#: ``lsattn._upload``; 35-50 per call in session 9, 7-10 since)
+MAX_PACKED_UPLOADS = 12
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_packed_streams_cost_about_one_call(op, monkeypatch):
+    """A packed call with states makes a bounded number of index uploads (parts 2-3 of
+    ``lsattn._ll_packed``: at most ``MAX_PACKED_UPLOADS``; ``lsattn._exp_packed``: the same for 4
+    and 48 segments) and about the same number of array operations for 48 segments as for 4 at the
+    same ``T`` (within 1.35x: no loop over segments; a per-segment loop makes ~10x), on the array-API
+    path (NumPy, counted, not timed)."""
+    few, many = _packed_streams_cost(op, 4, monkeypatch), _packed_streams_cost(op, 48, monkeypatch)
+    assert many[0] <= 1.35 * few[0], (few, many)
+    if op in _varlen.STREAM_OPS:
+        assert few[2] is not None and max(few[2], many[2]) <= MAX_PACKED_UPLOADS, (few, many)
+    else:
+        assert few[1] == many[1] and few[2] is None, (few, many)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("op", _varlen.STREAM_OPS)
 def test_streams_one_call_on_cupy_arrays(op, monkeypatch):
