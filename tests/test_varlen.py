@@ -360,6 +360,47 @@ def test_packed_streams_cost_about_one_call(op, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["cupy", "torch"])
+def test_uploads_behind_queued_work_arrive_intact(kind):
+    """``lsattn._upload.to_device`` on CUDA (pinned staging, asynchronous copies): 300 index arrays
+    uploaded while long products are queued before them, each a different content and size, equal
+    to their host arrays once the device is done (a staging buffer reused before its copy ran
+    would show another array's values)."""
+    from lsattn import _upload
+
+    if kind == "cupy":
+        xp = pytest.importorskip("cupy")
+        try:
+            like = xp.ones((2048, 2048), dtype=xp.float32)
+        except Exception as exc:
+            pytest.skip(f"no CUDA device for CuPy: {exc}")
+        sync, get = xp.cuda.Device().synchronize, lambda x: x.get()
+    else:
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device for torch")
+        import array_api_compat.torch as xp
+
+        like = torch.ones((2048, 2048), device="cuda")
+        sync, get = torch.cuda.synchronize, lambda x: x.cpu().numpy()
+    rng = np.random.default_rng(0)
+    hosts, outs = [], []
+    for i in range(300):
+        if i % 50 == 0:
+            for _ in range(4):
+                like = like @ like / 2048.0  # keep the queue busy
+        h = rng.integers(-2**40, 2**40, int(rng.integers(1, 5000)))
+        hosts.append(h)
+        outs.append(_upload.to_device(xp, h, like))
+        h2 = h.copy()
+        h[:] = -1  # the caller's array may change right after: the staged copy must not
+        hosts[-1] = h2
+    sync()
+    for h, o in zip(hosts, outs):
+        np.testing.assert_array_equal(get(o), h)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("op", _varlen.STREAM_OPS)
 def test_streams_one_call_on_cupy_arrays(op, monkeypatch):
     """CuPy arrays: packed streams in one call (``loglinear_attention``, ``loglinear_gated_delta``:
