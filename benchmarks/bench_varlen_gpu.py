@@ -126,7 +126,6 @@ def bench_packed(args, torch, lsattn, rows):
         row["loop_over_packed"] = row["ours_loop_ms"] / row["ours_packed_ms"]
         print({k: v for k, v in row.items() if k != "lengths"}, flush=True)
         rows["packed" if op == "loglinear_attention" else op] = row
-        del x, packed, ref
 
 
 def fla_row(args, x, cu_dev, packed, ms, row):
