@@ -403,10 +403,10 @@ def test_uploads_behind_queued_work_arrive_intact(kind):
 @pytest.mark.gpu
 @pytest.mark.parametrize("op", _varlen.STREAM_OPS)
 def test_streams_one_call_on_cupy_arrays(op, monkeypatch):
-    """CuPy arrays: packed streams in one call (``loglinear_attention``, ``loglinear_gated_delta``:
-    the cupy kernels compute the new tokens among themselves, ``lsattn._ll_packed`` the rest;
-    ``loglinear_log_attention``: the array-API path on the device), a long carry among them; equal
-    to the reference per stream."""
+    """CuPy arrays: packed streams in one call of the ``cupy`` implementation
+    (``loglinear_attention``, ``loglinear_gated_delta``: its kernels compute the new tokens among
+    themselves; ``loglinear_log_attention``: its array-API twin's partial), ``lsattn._ll_packed``
+    the rest, a long carry among them; equal to the reference per stream."""
     cp = pytest.importorskip("cupy")
     import lsattn.backends.cupy as cb
 
@@ -418,33 +418,67 @@ def test_streams_one_call_on_cupy_arrays(op, monkeypatch):
     assert len(calls) == (2 + 4 if backend == "cupy" else 2)  # the packed calls (and the check's per-stream ones)
 
 
+def _cuda_arrays(kind, arrays, **kw):
+    """NumPy ``arrays`` as float32 CuPy arrays or CUDA torch tensors (``kw``: torch.tensor's, e.g.
+    requires_grad)."""
+    if kind == "cupy":
+        import cupy as cp
+
+        return [cp.asarray(x, dtype=cp.float32) for x in arrays]
+    import torch
+
+    return [torch.tensor(x, dtype=torch.float32, device="cuda", **kw) for x in arrays]
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("op", ["loglinear_gated_delta", "loglinear_log_attention"])
 @pytest.mark.parametrize("kind", ["cupy", "torch"])
-def test_gated_delta_packed_on_the_cupy_kernels(kind, monkeypatch):
-    """Packed ``loglinear_gated_delta`` without state on CuPy arrays and CUDA torch tensors (float32):
-    the automatic choice is ``cupy``, one call of its kernels over the rewrite's laid-out tokens
-    (hard resets at the segments' starts), equal to the reference on each segment."""
+def test_packed_rewrite_on_the_cupy_kernels(op, kind, monkeypatch):
+    """Packed ``loglinear_gated_delta`` / ``loglinear_log_attention`` without state on CuPy arrays
+    and CUDA torch tensors (float32): the automatic choice is ``cupy``, one call of its kernels over
+    the rewrite's laid-out tokens (hard resets at the segments' starts), equal to the reference on
+    each segment."""
     import lsattn.backends.cupy as cb
 
     if cb.probe() is not None:
         pytest.skip(f"cupy backend unavailable: {cb.probe()}")
-    op = "loglinear_gated_delta"
     lens = [100, 0, 1, 257, 64, 3]
     off = [0, *np.cumsum(lens).tolist()]
     arrays = inputs(op, (2,), off[-1], dk=16, dv=16, seed=4)
-    if kind == "cupy":
-        import cupy as cp
-
-        dev = [cp.asarray(x, dtype=cp.float32) for x in arrays]
-    else:
-        import torch
-
-        dev = [torch.as_tensor(x, dtype=torch.float32, device="cuda") for x in arrays]
+    dev = _cuda_arrays(kind, arrays)
     calls = _record_calls(monkeypatch, "cupy", op)
-    out = to_numpy(lsattn.loglinear_gated_delta(*dev, cu_seqlens=off))
+    out = to_numpy(call(getattr(lsattn, op), op, dev, cu_seqlens=off))
     assert len(calls) == 1
     seen = [to_numpy(x).astype(np.float64) for x in dev]
-    assert_close(out, per_segment(lsattn.reference.loglinear_gated_delta, op, seen, off), TOL["float32"], what=kind)
+    assert_close(out, per_segment(getattr(lsattn.reference, op), op, seen, off), TOL["float32"], what=kind)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
+def test_packed_gradients_on_the_cupy_kernels(op):
+    """CUDA torch tensors that require grad, packed (``cupy``: the backward kernels over the laid-out
+    tokens, hard resets included): the gradients equal those of the per-segment calls (float32,
+    within 10x the float32 output bound: each gradient sums over a segment)."""
+    torch = pytest.importorskip("torch")
+    import lsattn.backends.cupy as cb
+
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+    off = [0, 37, 38, 38, 140, 201]
+    base = inputs(op, (2,), off[-1], dk=16, dv=16, seed=5)
+    w = torch.tensor(np.random.default_rng(1).standard_normal((2, off[-1], 16)), dtype=torch.float32, device="cuda")
+    grads = []
+    for packed in (True, False):
+        arrays = _cuda_arrays("torch", base, requires_grad=True)
+        if packed:
+            out = call(getattr(lsattn, op), op, arrays, cu_seqlens=off)
+        else:
+            out = torch.cat([call(getattr(lsattn, op), op, tokens(op, arrays, s0, s1))
+                             for s0, s1 in zip(off[:-1], off[1:]) if s1 > s0], dim=-2)
+        (out * w).sum().backward()
+        grads.append([x.grad for x in arrays])
+    for name, g, g_ref in zip(("q", "k", "v", "4th", "5th", "6th"), *grads):
+        assert_close(g, g_ref, TOL["float32"] * 10, what=f"{op} d/d{name}")
 
 
 @settings(max_examples=6)
@@ -741,12 +775,12 @@ def test_offsets_of_another_namespace():
 
 
 def test_backends_that_do_not_serve_packed_segments():
-    """numba_cuda and dask list no ``varlen_ops``, cupy the log-linear Mamba-2 and Gated DeltaNet
-    (the automatic choice takes another backend); forced: refused, the error naming the backend,
+    """numba_cuda and dask list no ``varlen_ops``, cupy the three log-linear operators (the
+    automatic choice takes another backend); forced: refused, the error naming the backend,
     ``cu_seqlens`` and the backends that compute it."""
     for name in ("numba_cuda", "dask"):
         assert not backends.get(name).varlen_ops
-    assert backends.get("cupy").varlen_ops == {"loglinear_attention", "loglinear_gated_delta"}
+    assert backends.get("cupy").varlen_ops == set(_varlen.STREAM_OPS)
     assert backends.get("array_api").varlen_ops == frozenset(OPS)
     arrays = inputs("log_attention", (2,), 6)
     b = backends.resolve("log_attention", np, arrays[0], varlen=True)
