@@ -10,13 +10,13 @@ NAME=s10g19; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; git log --oneline -1; } > "$OUT/log_env.txt" 2>&1
 echo "=== tests $(date -u +%T)"
-timeout 90 python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short tests/test_varlen.py > "$OUT/log_tests.txt" 2>&1
+timeout 105 python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short tests/test_varlen.py > "$OUT/log_tests.txt" 2>&1
 echo "rc=$?"; grep -E "^FAILED|^ERROR" "$OUT/log_tests.txt" | head -8; tail -3 "$OUT/log_tests.txt"
-# TIMINGS
+# TIMINGS (quiet GPU)
 echo "=== issue benchmark $(date -u +%T)"
-timeout 50 python3 benchmarks/bench_varlen_gpu.py --out "$OUT" --no-memory --ops loglinear_attention loglinear_gated_delta exp_kernel_attention log_attention loglinear_log_attention > "$OUT/log_bench.txt" 2>&1
+timeout 40 python3 benchmarks/bench_varlen_gpu.py --out "$OUT" --no-memory --ops loglinear_attention loglinear_gated_delta loglinear_log_attention exp_kernel_attention log_attention > "$OUT/log_bench.txt" 2>&1
 echo "rc=$?"; grep -E "^\||^\{|fla " "$OUT/log_bench.txt" | cut -c1-400 | head -24
 echo "=== streams $(date -u +%T)"
-( cd benchmarks/device && timeout 30 python3 streams_s10g19.py loglinear_gated_delta loglinear_attention loglinear_log_attention ) > "$OUT/log_streams.txt" 2>&1
+( cd benchmarks/device && timeout 25 python3 streams_s10g19.py loglinear_gated_delta loglinear_attention loglinear_log_attention ) > "$OUT/log_streams.txt" 2>&1
 echo "rc=$?"; cat "$OUT/log_streams.txt"
 echo "=== done $(date -u +%T)"
