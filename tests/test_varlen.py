@@ -282,24 +282,6 @@ def test_streams_array_api_one_call(op, monkeypatch):
     assert len(calls) == 2 + 4  # the two packed calls, then one per non-empty stream (the check's own)
 
 
-def _profiled_calls(fn):
-    """Python and C function calls (``sys.setprofile`` events) during ``fn()``: the array operations
-    of a call on NumPy and the host work around them, independent of the machine's load."""
-    import sys
-
-    count = [0]
-
-    def prof(frame, event, arg):
-        count[0] += event in ("call", "c_call")
-
-    sys.setprofile(prof)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return count[0]
-
-
 def _packed_streams_cost(op, N, monkeypatch, T=192):
     """A packed call with states of ``N`` random segments of ``T`` tokens continuing ``N`` streams
     (array-API path, NumPy): ``(function calls, uploads of the whole call, uploads of
@@ -335,7 +317,7 @@ def _packed_streams_cost(op, N, monkeypatch, T=192):
     c = _upload.count
     run()
     uploads = _upload.count - c
-    calls = _profiled_calls(run)
+    calls = _benchmark("bench_varlen_cpu").python_calls(run)  # Python and C calls: counted, not timed
     return calls, uploads, (inner[1] if len(inner) > 1 else None)
 
 

@@ -12,10 +12,10 @@ import sys
 import cupy as cp
 import numpy as np
 from cupyx.profiler import benchmark
-from streams_s9e19 import OPS, inputs
+from streams_s9e19 import OPS, inputs, per_segment
 
 import lsattn
-from lsattn import _upload, _varlen
+from lsattn import _upload
 
 
 def timed(fn, reps):
@@ -39,12 +39,7 @@ def case(op, N, p, n, H=16, d=64, reps=10):
     ups = _upload.count - c0
     pk = timed(call, reps)
     one = timed(lambda: f(*x, **kw, state=one_stream, return_state=True), reps)
-    keep = _varlen.STREAM_OPS
-    _varlen.STREAM_OPS = ()  # the per-segment calls it replaces: the result only
-    try:
-        out2, _ = call()
-    finally:
-        _varlen.STREAM_OPS = keep
+    out2, _ = per_segment(call)  # the per-segment calls it replaces: the result only
     err = float(cp.abs(out1 - out2).max() / cp.abs(out2).max())
     print(f"{op:24s} N={N:3d} p={p:5d} n={n:5d}: packed+state cpu {pk[0]:7.2f} gpu {pk[1]:7.2f} ms | one call + one "
           f"stream's state cpu {one[0]:6.2f} gpu {one[1]:6.2f} ms | gpu ratio {pk[1] / one[1]:4.1f} | uploads {ups} | "
