@@ -245,6 +245,14 @@ def _pad_row(xp, x, value=0.0):
                      axis=-2)
 
 
+def _streams_of(xp, x, idx, N, dev, nb):
+    """``x`` (*batch, N, ...) at the streams ``idx`` (host; ``dev`` on the device): ``x`` itself when
+    they are all ``N`` in order (a decoding step of every stream: no copy of the state)."""
+    if idx.shape[0] == N and np.array_equal(idx, np.arange(N)):
+        return x
+    return xp.take(x, dev, axis=nb)
+
+
 def _pick(xp, x, idx, nb, dev=None):
     """``x`` (*batch, N, K, *tail) -> (*batch, N, L): entry ``[i, l]`` is ``x[i, idx[i, l]]`` (host (N, L));
     dev: :func:`_pick_index` of ``idx`` already on the device."""
@@ -320,8 +328,8 @@ def _streams(xp, name, out, state, return_state, tok, batch, d_k, d_v, dtype, la
         G = len(groups)
         dev = _batch(xp, out, [_flat(idx, T) for _, idx in groups] + [rows[which] for which, _ in groups]
                      + [_back(groups, T)])
-        parts = [xp.reshape(_rows(xp, qw, idx, dev[g]) @ xp.take(old_flat, dev[G + g], axis=nb), batch + (idx.size, d_v))
-                 for g, (which, idx) in enumerate(groups)]
+        parts = [xp.reshape(_rows(xp, qw, idx, dev[g]) @ _streams_of(xp, old_flat, rows[which], N, dev[G + g], nb),
+                            batch + (idx.size, d_v)) for g, (which, idx) in enumerate(groups)]
         parts.append(xp.zeros(batch + (1, d_v), dtype=dtype, device=device_of(out)))
         out = out + xp.take(xp.concat(parts, axis=-2), dev[2 * G], axis=nb)
     if not return_state:
@@ -339,15 +347,21 @@ def _streams(xp, name, out, state, return_state, tok, batch, d_k, d_v, dtype, la
         H.append(xp.zeros(batch + (1, d_k, d_v), dtype=dtype, device=device_of(out)))
         levels = xp.reshape(xp.take(xp.concat(H, axis=nb), dev[-1], axis=nb), batch + (N, L_new, d_k, d_v))
     if L_old:
-        zero = xp.zeros(batch + (N, 1, d_k, d_v), dtype=dtype, device=device_of(out))
-        pad = xp.zeros(batch + (N, L_new - L_old, d_k, d_v), dtype=dtype, device=device_of(out))
-        folds = xp.cumulative_sum(old, axis=-3)  # [.., i, j]: old slots 0 .. j, the fold below level j + 2
-        cands = xp.concat([old, pad, folds, zero], axis=-3)  # (..., N, L_new + L_old + 1, d_k, d_v)
-        src = tok.slot_sources(L_new, L_old)
-        fold_at = np.minimum(tok.h - 1, L_old)[:, None]  # old slots below h - 1 fold into h
-        src = np.where(src < L_new, src, np.where((src == 2 * L_new) & (fold_at >= 1), L_new + fold_at - 1,
-                                                  L_new + L_old))
-        kept = carry(_pick(xp, cands, src, nb))
+        # old slot l - 1 stays where l > h (streams without new tokens: h = 0, all stay); level h
+        # gets the fold of the old slots below h - 1; selected by masks (two passes over the old
+        # slots, where the full cumulative sum, its concatenation and a gather made five)
+        lvl = np.arange(1, L_new + 1)[None, :]
+        fold = np.arange(L_old)[None, :] < np.clip(tok.h - 1, 0, L_old)[:, None]  # (N, L_old)
+        stay, at_h = (lvl > tok.h[:, None]) & (lvl <= L_old), lvl == tok.h[:, None]  # (N, L_new)
+        fold, stay, at_h = (m > 0 for m in _batch(xp, old, [fold, stay, at_h]))
+        zero = xp.zeros((), dtype=dtype, device=device_of(old))
+        folded = xp.sum(xp.where(xp.reshape(fold, (N, L_old, 1, 1)), old, zero), axis=-3, keepdims=True)
+        if L_new > L_old:
+            old = xp.concat([old, xp.zeros(batch + (N, L_new - L_old, d_k, d_v), dtype=dtype, device=device_of(old))],
+                            axis=-3)
+        kept = xp.where(xp.reshape(stay, (N, L_new, 1, 1)), old,
+                        xp.where(xp.reshape(at_h, (N, L_new, 1, 1)), folded, zero))
+        kept = carry(kept)
         levels = kept if levels is None else levels + kept
     if levels is None:
         levels = xp.zeros(batch + (N, L_new, d_k, d_v), dtype=dtype, device=device_of(out))
@@ -472,7 +486,7 @@ def _hierarchical(xp, args, part, state, return_state, tok, batch, d_k, d_v, dty
         got = []
         for g, (which, idx) in enumerate(groups):
             qg, wg, acc = _rows(xp, qp, idx, dev[g]), _rows(xp, w, idx, dev[g]), None  # (..., cnt, P, d_k), (..., cnt, P, L_old)
-            mine = tuple(xp.take(x, dev[G + g], axis=nb) for x in old)  # the group's streams' slots, one take each
+            mine = tuple(_streams_of(xp, x, rows[which], N, dev[G + g], nb) for x in old)  # the group's streams' slots
             for j in range(L_old):  # empty slots read as weight 0 (z = 0 at the finite "minus infinity")
                 summ = tuple(x[(..., j) + (slice(None),) * t] for x, t in zip(mine, _TAILS))
                 r, den, y = read(xp, qg, summ, True)
