@@ -1,11 +1,11 @@
 """Packed streams with states on the GPU (issue 19, session 10): where the time of a packed call with
 ``state=`` / ``return_state=True`` goes. For each case (``streams_s9e19``'s: N streams prefilled to
-``p`` tokens, then ``n`` new tokens each; CuPy float32, H = 16, d = 64) the packed call and one
+``p`` tokens (copies of one stream's state), then ``n`` new tokens each; CuPy float32, H = 16, d = 64) the packed call and one
 ordinary call on the packed length continuing one stream's state, each as ``cupyx.profiler.benchmark``
 reports it: host time of the call (CPU) and the stream's time from its start to its end (GPU), mean of
 ``reps``; the uploads per call (``lsattn._upload.count``) and the max relative difference to the
 per-segment loop (``_varlen.streams``, run once).
-    python3 benchmarks/device/streams_s10g19.py [op ...]
+    python3 benchmarks/device/streams_s10g19.py [op ...] [op:N,p,n ...]
 """
 import sys
 
@@ -15,11 +15,11 @@ from cupyx.profiler import benchmark
 from streams_s9e19 import OPS, inputs, per_segment
 
 import lsattn
-from lsattn import _upload
+from lsattn import _upload, _varlen
 
 
 def timed(fn, reps):
-    r = benchmark(fn, n_repeat=reps, n_warmup=2)
+    r = benchmark(fn, n_repeat=reps, n_warmup=1)
     return 1e3 * float(np.mean(r.cpu_times)), 1e3 * float(np.mean(r.gpu_times[0]))
 
 
@@ -27,13 +27,13 @@ def case(op, N, p, n, H=16, d=64, reps=10):
     rng = np.random.default_rng(0)
     f = getattr(lsattn, op)
     L = lsattn.num_levels(p + N * n)
-    x0, kw0 = inputs(op, rng, H, N * p, d, L)
-    _, state = f(*x0, **kw0, cu_seqlens=list(range(0, N * p + 1, p)), return_state=True)
+    x0, kw0 = inputs(op, rng, H, p, d, L)
+    # N copies of one stream prefilled to p tokens (a packed prefill of N p tokens costs seconds)
+    _, one_stream = f(*x0, **kw0, return_state=True)
+    state = _varlen.merge([one_stream] * N, (H,))
     x, kw = inputs(op, rng, H, N * n, d, L)
     cu = list(range(0, N * n + 1, n))
     call = lambda: f(*x, **kw, cu_seqlens=cu, state=state, return_state=True)  # noqa: E731
-    head = lambda y: y[..., :p] if y.ndim == 2 else y[..., :p, :]  # noqa: E731
-    _, one_stream = f(*map(head, x0), **{n_: head(y) for n_, y in kw0.items()}, return_state=True)
     c0 = _upload.count
     out1, _ = call()
     ups = _upload.count - c0
@@ -41,14 +41,17 @@ def case(op, N, p, n, H=16, d=64, reps=10):
     one = timed(lambda: f(*x, **kw, state=one_stream, return_state=True), reps)
     out2, _ = per_segment(call)  # the per-segment calls it replaces: the result only
     err = float(cp.abs(out1 - out2).max() / cp.abs(out2).max())
-    print(f"{op:24s} N={N:3d} p={p:5d} n={n:5d}: packed+state cpu {pk[0]:7.2f} gpu {pk[1]:7.2f} ms | one call + one "
+    backend = lsattn.backends.resolve(op, cp, x[0], None, varlen=True).name
+    print(f"{op:24s} ({backend}) N={N:3d} p={p:5d} n={n:5d}: packed+state cpu {pk[0]:7.2f} gpu {pk[1]:7.2f} ms | one call + one "
           f"stream's state cpu {one[0]:6.2f} gpu {one[1]:6.2f} ms | gpu ratio {pk[1] / one[1]:4.1f} | uploads {ups} | "
           f"max rel diff to the loop {err:.1e}", flush=True)
 
 
+CASES = [(16, 1023, 1), (64, 4096, 1), (16, 4095, 64), (16, 2000, 1024)]
+
 if __name__ == "__main__":
-    ops = [a for a in sys.argv[1:] if a in OPS] or OPS
-    for op in ops:
-        print(op, lsattn.backends.resolve(op, cp, cp.zeros(1), None, varlen=True).name, flush=True)
-        for N, p, n in [(16, 1023, 1), (64, 4096, 1), (16, 4095, 64), (16, 2000, 1024)]:
-            case(op, N, p, n)
+    # arguments: operators (every case each), or op:N,p,n for single cases
+    specs = [(a.split(":")[0], tuple(map(int, a.split(":")[1].split(",")))) for a in sys.argv[1:] if ":" in a]
+    specs += [(op, c) for op in [a for a in sys.argv[1:] if a in OPS] for c in CASES]
+    for op, c in specs or [(op, c) for op in OPS for c in CASES]:
+        case(op, *c)
