@@ -568,6 +568,24 @@ def test_exp_kernel_packed_array_api_long_and_large(op, lens, cuts, scale, stret
         _check_ek_streams(op, lens, cuts, scale, seed)
 
 
+@pytest.mark.parametrize("op", EK_OPS)
+def test_exp_kernel_packed_stretches_sized_by_bytes_off_the_cpu(op, monkeypatch):
+    """Off the CPU the packed exp-kernel path runs stretches sized by ``STRETCH_BYTES`` (fewer
+    stretches: less host work per call), never shorter than ``SEGMENT_CHUNKS`` chunks: here 3
+    chunks (not a power of two) against 1 on the CPU rule, the same streams equal to the reference
+    either way (the device rule forced on NumPy arrays)."""
+    from lsattn import _exp_packed, exp_kernel
+
+    monkeypatch.setattr(exp_kernel, "SEGMENT_CHUNKS", 1)
+    q = np.zeros((2, 5, 3))
+    assert _exp_packed.stretch_tokens(q, (2,), 64, 2) == 64  # NumPy: the CPU rule
+    monkeypatch.setattr(_exp_packed, "on_cpu", lambda x: False)
+    monkeypatch.setattr(_exp_packed, "STRETCH_BYTES", 4 * 64 * 2 * 3 * 64 + 100)
+    assert _exp_packed.stretch_tokens(q, (2,), 64, 2) == 3 * 64
+    assert _exp_packed.stretch_tokens(np.zeros((2, 5, 256)), (2,), 64, 256) == 64  # summaries bound it
+    _check_ek_streams(op, [140, 0, 77, 1, 130], [20, 0, 77, 0, 129], 30.0, 3)
+
+
 def _check_ek_streams(op, lens, cuts, scale, seed):
     first = [min(c, n) for c, n in zip(cuts, lens)]
     rng = np.random.default_rng(seed)
