@@ -9,25 +9,12 @@ import sys
 import time
 
 import cupy as cp
-import numpy as np
 import torch
-from streams_s9e19 import inputs
-
-import lsattn
-from lsattn import _varlen
+from streams_s10g19 import setup
 
 
 def profile(N, p, n, op="loglinear_gated_delta", H=16, d=64, calls=3):
-    rng = np.random.default_rng(0)
-    f = getattr(lsattn, op)
-    L = lsattn.num_levels(p + N * n)
-    x0, kw0 = inputs(op, rng, H, p, d, L)
-    # N copies of one stream prefilled to p tokens (a packed prefill of N p tokens costs seconds)
-    _, one_stream = f(*x0, **kw0, return_state=True)
-    state = _varlen.merge([one_stream] * N, (H,))
-    x, kw = inputs(op, rng, H, N * n, d, L)
-    cu = list(range(0, N * n + 1, n))
-    call = lambda: f(*x, **kw, cu_seqlens=cu, state=state, return_state=True)  # noqa: E731
+    call = setup(op, N, p, n, H, d)[3]
     call()
     cp.cuda.Device().synchronize()
     from torch.profiler import ProfilerActivity, profile as tprofile

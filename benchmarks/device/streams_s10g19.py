@@ -23,17 +23,23 @@ def timed(fn, reps):
     return 1e3 * float(np.mean(r.cpu_times)), 1e3 * float(np.mean(r.gpu_times[0]))
 
 
-def case(op, N, p, n, H=16, d=64, reps=10):
+def setup(op, N, p, n, H=16, d=64):
+    """``(f, x, kw, call, one_stream)``: the operator, the new tokens' inputs, the packed call with
+    states of the case, and the state of one stream at ``p`` (whose N copies are the packed state:
+    a packed prefill of N p tokens costs seconds)."""
     rng = np.random.default_rng(0)
     f = getattr(lsattn, op)
     L = lsattn.num_levels(p + N * n)
     x0, kw0 = inputs(op, rng, H, p, d, L)
-    # N copies of one stream prefilled to p tokens (a packed prefill of N p tokens costs seconds)
     _, one_stream = f(*x0, **kw0, return_state=True)
     state = _varlen.merge([one_stream] * N, (H,))
     x, kw = inputs(op, rng, H, N * n, d, L)
     cu = list(range(0, N * n + 1, n))
-    call = lambda: f(*x, **kw, cu_seqlens=cu, state=state, return_state=True)  # noqa: E731
+    return f, x, kw, lambda: f(*x, **kw, cu_seqlens=cu, state=state, return_state=True), one_stream
+
+
+def case(op, N, p, n, H=16, d=64, reps=10):
+    f, x, kw, call, one_stream = setup(op, N, p, n, H, d)
     c0 = _upload.count
     out1, _ = call()
     ups = _upload.count - c0
