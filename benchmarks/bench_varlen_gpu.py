@@ -13,7 +13,8 @@ Run (GPU, writes ``benchmarks/results/varlen_gpu.{json,md}`` with the device nam
 
     python benchmarks/bench_varlen_gpu.py
 
-``--smoke``: a tiny CPU run (torch CPU float32 tensors and NumPy arrays, 256 tokens, no fla, no
+``--ops``: the operators of the packed comparison (default: all five; fla runs beside
+``loglinear_attention`` only, the one it has). ``--smoke``: a tiny CPU run (torch CPU float32 tensors and NumPy arrays, 256 tokens, no fla, no
 GPU), which checks that every code path of the script runs; CI runs it (``tests/test_varlen.py``).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pathlib
 import sys
 import time
 
+import array_api_compat
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -40,8 +42,14 @@ def doc_lengths(n_docs, total, seed=0):
     return lens
 
 
-def make_inputs(torch, T, H, d, dtype, device, seed=0):
-    """Ours, ``(1, H, T, ...)``: q, k, v, log_decay ``(1, H, T)``, level weights ``(1, H, T, L)``."""
+OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention", "exp_kernel_attention",
+       "log_attention")
+
+
+def make_inputs(torch, T, H, d, dtype, device, seed=0, op="loglinear_attention"):
+    """Ours, ``(1, H, T, ...)`` in ``op``'s positional order: q, k, v (hierarchical / ``log_attention``:
+    log v), then log_decay ``(1, H, T)`` (Gated DeltaNet: and beta), level weights ``(1, H, T, L)``
+    (hierarchical: their logs, then log_decay)."""
     import lsattn
 
     g = torch.Generator(device=device).manual_seed(seed)
@@ -49,7 +57,24 @@ def make_inputs(torch, T, H, d, dtype, device, seed=0):
     v = torch.randn((1, H, T, d), generator=g, device=device)
     a = torch.nn.functional.logsigmoid(torch.randn((1, H, T), generator=g, device=device) + 3.0)
     lam = torch.rand((1, H, T, lsattn.num_levels(T)), generator=g, device=device) + 0.5
-    return [x.to(dtype) for x in (q, k, v, a, lam)]
+    if op == "loglinear_gated_delta":
+        k = k / k.norm(dim=-1, keepdim=True)
+        x = (q, k, v, a, torch.rand((1, H, T), generator=g, device=device), lam)
+    elif op == "loglinear_log_attention":
+        x = (q, k, v, lam.log(), a)
+    elif op in ("exp_kernel_attention", "log_attention"):
+        x = (q, k, v)
+    else:
+        x = (q, k, v, a, lam)
+    return [y.to(dtype) for y in x]
+
+
+def op_call(lsattn, op):
+    """``op`` as ``f(*inputs, **kw)`` in :func:`make_inputs`' order (hierarchical: log_decay by keyword)."""
+    f = getattr(lsattn, op)
+    if op == "loglinear_log_attention":
+        return lambda q, k, lv, lw, a, **kw: f(q, k, lv, lw, log_decay=a, **kw)
+    return f
 
 
 def timer(smoke):
@@ -58,7 +83,7 @@ def timer(smoke):
         return lambda fn: 1e3 * best_of(fn, 3)
     from bench_gpu import cuda_time
 
-    return cuda_time
+    return lambda fn: cuda_time(fn, warmup=1, reps=10, budget_s=1.5)  # median; >= 3 reps of a slow path
 
 
 def seg(x, s0, s1):
@@ -67,50 +92,62 @@ def seg(x, s0, s1):
 
 
 def bench_packed(args, torch, lsattn, rows):
+    """The issue's case for ``loglinear_attention`` (with fla and host offsets), and the same packed
+    batch for every other operator of ``--ops``: packed, the loop over documents, unpacked."""
     device, dtype = ("cpu", torch.float32) if args.smoke else ("cuda", torch.bfloat16)
     lens = doc_lengths(args.docs, args.total, args.seed)
     cu = np.concatenate([[0], np.cumsum(lens)])
     T = int(cu[-1])
-    x = make_inputs(torch, T, args.heads, args.d, dtype, device, args.seed)
     cu_dev = torch.as_tensor(cu, device=device)
     ms = timer(args.smoke)
-    f = lsattn.loglinear_attention
+    for op in args.ops:
+        x = make_inputs(torch, T, args.heads, args.d, dtype, device, args.seed, op)
+        f = op_call(lsattn, op)
 
-    def loop():
-        return torch.cat([f(*(seg(y, s0, s1) for y in x)) for s0, s1 in zip(cu[:-1].tolist(), cu[1:].tolist())], dim=-2)
+        def loop():
+            return torch.cat([f(*(seg(y, s0, s1) for y in x)) for s0, s1 in zip(cu[:-1].tolist(), cu[1:].tolist())],
+                             dim=-2)
 
-    packed = f(*x, cu_seqlens=cu_dev)
-    err = float((packed.float() - loop().float()).abs().max() / loop().float().abs().max())
-    row = {"T": T, "docs": len(lens), "lengths": lens.tolist(), "packed_vs_loop_rel_err": err,
-           "ours_packed_ms": ms(lambda: f(*x, cu_seqlens=cu_dev)),
-           # the offsets as a Python list (as FlashAttention's host max_seqlen): no device-to-host read
-           "ours_packed_host_ms": ms(lambda: f(*x, cu_seqlens=cu.tolist())),
-           "ours_loop_ms": ms(loop),
-           "ours_unpacked_ms": ms(lambda: f(*x))}
+        packed = f(*x, cu_seqlens=cu_dev)
+        ref = loop().float()
+        err = float((packed.float() - ref).abs().max() / ref.abs().max())
+        row = {"op": op, "T": T, "docs": len(lens), "lengths": lens.tolist(), "packed_vs_loop_rel_err": err,
+               "backend": lsattn.backends.resolve(op, array_api_compat.array_namespace(x[0]), x[0], None,
+                                                  varlen=True).name,
+               "ours_packed_ms": ms(lambda: f(*x, cu_seqlens=cu_dev))}
+        if op == "loglinear_attention":  # the offsets as a Python list (FlashAttention's host max_seqlen): no read-back
+            row["ours_packed_host_ms"] = ms(lambda: f(*x, cu_seqlens=cu.tolist()))
+        row["ours_loop_ms"] = ms(loop)
+        row["ours_unpacked_ms"] = ms(lambda: f(*x))
+        if op == "loglinear_attention":
+            fla_row(args, x, cu_dev, packed, ms, row)
+            row["packed_host_over_unpacked"] = row["ours_packed_host_ms"] / row["ours_unpacked_ms"]
+        row["packed_over_unpacked"] = row["ours_packed_ms"] / row["ours_unpacked_ms"]
+        row["loop_over_packed"] = row["ours_loop_ms"] / row["ours_packed_ms"]
+        print({k: v for k, v in row.items() if k != "lengths"}, flush=True)
+        rows["packed" if op == "loglinear_attention" else op] = row
+
+
+def fla_row(args, x, cu_dev, packed, ms, row):
+    """fla's ``chunk_log_linear_attn`` with the same ``cu_seqlens`` (GPU only; a failure is recorded)."""
     try:
         if args.smoke:
             raise ImportError("not in smoke mode")
         from fla.ops.log_linear_attn import chunk_log_linear_attn
     except Exception as exc:
         print("fla not run:", exc, flush=True)
-        chunk_log_linear_attn = None
-    if chunk_log_linear_attn is not None:
-        fl = [y.transpose(1, 2).contiguous() for y in x]  # (1, T, H, ...)
-        cu_long = cu_dev.long()
-        try:  # a peer that fails (e.g. no varlen in this fla) is recorded, not fatal
-            o_fla = chunk_log_linear_attn(*fl, cu_seqlens=cu_long)[0]
-            row["fla_vs_ours_rel_err"] = float((o_fla.transpose(1, 2).float() - packed.float()).abs().max()
-                                               / packed.float().abs().max())
-            row["fla_packed_ms"] = ms(lambda: chunk_log_linear_attn(*fl, cu_seqlens=cu_long))
-            row["fla_over_ours"] = row["fla_packed_ms"] / row["ours_packed_ms"]
-        except Exception as exc:
-            print("fla failed:", repr(exc), flush=True)
-            row["fla_error"] = repr(exc)
-    row["packed_over_unpacked"] = row["ours_packed_ms"] / row["ours_unpacked_ms"]
-    row["packed_host_over_unpacked"] = row["ours_packed_host_ms"] / row["ours_unpacked_ms"]
-    row["loop_over_packed"] = row["ours_loop_ms"] / row["ours_packed_ms"]
-    print({k: v for k, v in row.items() if k != "lengths"}, flush=True)
-    rows["packed"] = row
+        return
+    fl = [y.transpose(1, 2).contiguous() for y in x]  # (1, T, H, ...)
+    cu_long = cu_dev.long()
+    try:  # a peer that fails (e.g. no varlen in this fla) is recorded, not fatal
+        o_fla = chunk_log_linear_attn(*fl, cu_seqlens=cu_long)[0]
+        row["fla_vs_ours_rel_err"] = float((o_fla.transpose(1, 2).float() - packed.float()).abs().max()
+                                           / packed.float().abs().max())
+        row["fla_packed_ms"] = ms(lambda: chunk_log_linear_attn(*fl, cu_seqlens=cu_long))
+        row["fla_over_ours"] = row["fla_packed_ms"] / row["ours_packed_ms"]
+    except Exception as exc:
+        print("fla failed:", repr(exc), flush=True)
+        row["fla_error"] = repr(exc)
 
 
 def bench_memory(args, torch, lsattn, rows):
@@ -146,28 +183,43 @@ def bench_memory(args, torch, lsattn, rows):
 
 
 def markdown(res):
-    info, p, m = res["info"], res["rows"]["packed"], res["rows"]["memory"]
-    cell = lambda k: f"{p[k]:.2f}" if k in p else "n/a"  # noqa: E731
+    info, rows = res["info"], res["rows"]
+    any_row = next(r for r in rows.values() if "op" in r)
     lines = [f"# Packed variable-length batch ({info.get('device', 'cpu')}, {res['date']})", "",
-             f"{p['docs']} documents, {p['T']} tokens (lengths {p['lengths']}), H = {res['shape']['H']}, "
-             f"d = {res['shape']['d']}, {res['shape']['dtype']}, `loglinear_attention` forward through the public API. "
+             f"{any_row['docs']} documents, {any_row['T']} tokens (lengths {any_row['lengths']}), H = {res['shape']['H']}, "
+             f"d = {res['shape']['d']}, {res['shape']['dtype']}, forward through the public API. "
              f"torch {info.get('torch')}, cupy {info.get('cupy')}, fla {info.get('fla')}.", ""]
-    lines += md_table(["ours packed ms", "fla packed ms", "fla / ours", "loop over docs ms", "unpacked ms",
-                       "packed / unpacked", "ours packed, list offsets ms", "that / unpacked"],
-                      [[cell("ours_packed_ms"), cell("fla_packed_ms"), cell("fla_over_ours"), cell("ours_loop_ms"),
-                        cell("ours_unpacked_ms"), cell("packed_over_unpacked"), cell("ours_packed_host_ms"),
-                        cell("packed_host_over_unpacked")]], "---:")
-    lines += ["", "Offsets: `cu_seqlens` as a CUDA tensor (the first columns, as fla gets them: reading them "
-              "is a device-to-host copy that waits for the queued work) and as a Python list (no read-back)."]
-    lines += ["", f"Packed vs per-document loop: max relative difference {p['packed_vs_loop_rel_err']:.2e}"
-              + (f"; fla vs ours {p['fla_vs_ours_rel_err']:.2e}." if "fla_vs_ours_rel_err" in p else "."), "",
-              f"Grouped-query heads, G = 1, r = {m['r']}, T = {m['T']}: the call's peak allocation "
-              f"{m['shared_peak_bytes'] / 2**20:.1f} MiB with shared q, k (and decays, level weights) vs "
-              f"{m['materialised_peak_bytes'] / 2**20:.1f} MiB materialised (copies of q, k alone: "
-              f"{m['copy_bytes_of_q_k'] / 2**20:.1f} MiB)"
-              + (f"; with the inputs: {(m['shared_peak_bytes'] + m['shared_input_bytes']) / 2**20:.1f} vs "
-                 f"{(m['materialised_peak_bytes'] + m['materialised_input_bytes']) / 2**20:.1f} MiB." if "shared_input_bytes" in m
-                 else ".")]
+    p = rows.get("packed")
+    if p is not None:
+        cell = lambda k: f"{p[k]:.2f}" if k in p else "n/a"  # noqa: E731
+        lines += ["`loglinear_attention`:", ""]
+        lines += md_table(["ours packed ms", "fla packed ms", "fla / ours", "loop over docs ms", "unpacked ms",
+                           "packed / unpacked", "ours packed, list offsets ms", "that / unpacked"],
+                          [[cell("ours_packed_ms"), cell("fla_packed_ms"), cell("fla_over_ours"), cell("ours_loop_ms"),
+                            cell("ours_unpacked_ms"), cell("packed_over_unpacked"), cell("ours_packed_host_ms"),
+                            cell("packed_host_over_unpacked")]], "---:")
+        lines += ["", "Offsets: `cu_seqlens` as a CUDA tensor (the first columns, as fla gets them: reading them "
+                  "is a device-to-host copy that waits for the queued work) and as a Python list (no read-back).", "",
+                  f"Packed vs per-document loop: max relative difference {p['packed_vs_loop_rel_err']:.2e}"
+                  + (f"; fla vs ours {p['fla_vs_ours_rel_err']:.2e}." if "fla_vs_ours_rel_err" in p else ".")]
+    others = [r for k, r in rows.items() if k != "packed" and "op" in r]
+    if others:
+        lines += ["", "Every operator (offsets as a CUDA tensor; `backend`: the automatic choice for a packed call):", ""]
+        lines += md_table(["operator", "backend", "packed ms", "loop over docs ms", "unpacked ms", "packed / unpacked",
+                           "loop / packed", "packed vs loop rel diff"],
+                          [[r["op"], r["backend"], f"{r['ours_packed_ms']:.2f}", f"{r['ours_loop_ms']:.2f}",
+                            f"{r['ours_unpacked_ms']:.2f}", f"{r['packed_over_unpacked']:.2f}",
+                            f"{r['loop_over_packed']:.2f}", f"{r['packed_vs_loop_rel_err']:.1e}"]
+                           for r in ([p] if p is not None else []) + others], "---:")
+    m = rows.get("memory")
+    if m is not None:
+        lines += ["", f"Grouped-query heads, G = 1, r = {m['r']}, T = {m['T']}: the call's peak allocation "
+                  f"{m['shared_peak_bytes'] / 2**20:.1f} MiB with shared q, k (and decays, level weights) vs "
+                  f"{m['materialised_peak_bytes'] / 2**20:.1f} MiB materialised (copies of q, k alone: "
+                  f"{m['copy_bytes_of_q_k'] / 2**20:.1f} MiB)"
+                  + (f"; with the inputs: {(m['shared_peak_bytes'] + m['shared_input_bytes']) / 2**20:.1f} vs "
+                     f"{(m['materialised_peak_bytes'] + m['materialised_input_bytes']) / 2**20:.1f} MiB." if "shared_input_bytes" in m
+                     else ".")]
     return "\n".join(lines)
 
 
@@ -181,6 +233,8 @@ def main(argv=None):
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--mem-T", type=int, default=16384, help="T of the memory comparison")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS, help="operators of the packed comparison")
+    ap.add_argument("--no-memory", action="store_true", help="skip the grouped-heads memory comparison")
     args = ap.parse_args(argv)
     if args.smoke:
         args.total, args.docs, args.heads, args.d, args.mem_T = 256, 5, 2, 8, 64
@@ -204,7 +258,8 @@ def main(argv=None):
                                                        "dtype": "float32" if args.smoke else "bfloat16"}, "rows": {}}
     t0 = time.perf_counter()
     bench_packed(args, torch, lsattn, res["rows"])
-    bench_memory(args, torch, lsattn, res["rows"])
+    if not args.no_memory:
+        bench_memory(args, torch, lsattn, res["rows"])
     res["seconds"] = time.perf_counter() - t0
     write_json(os.path.join(args.out, "varlen_gpu.json"), res)
     text = markdown(res)

@@ -41,6 +41,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from . import _upload
 from ._validate import device_of
 from .fenwick import _bit_length
 
@@ -162,7 +163,7 @@ def suffix_after(xp, a):
 
 def _index(xp, idx, like):
     """A 1-D integer index array (``int32``: every namespace's ``take`` accepts it) on ``like``'s device."""
-    return xp.asarray(np.asarray(idx, dtype=np.int32), device=device_of(like))
+    return _upload.index(xp, idx, like, np.int32)
 
 
 def _take(xp, x, idx, axis):

@@ -28,10 +28,12 @@ blocks and on the chunk summaries), plus ``O(N C d)`` for steps 3 and 4.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from . import _upload
 from . import exp_kernel as E
-from ._validate import device_of
 from .state import State
 
 __all__ = ["forward"]
@@ -51,7 +53,7 @@ def forward(xp, q, k, vals, state, return_state, log_values, C, segments):
     carry = E.empty_summary(xp, batch, d_k, d_v, q.dtype, log_values, q)
     ends = starts[1:] - 1  # the last token of each segment
     outs, done, finals = [], [], []
-    L = E.SEGMENT_CHUNKS * C
+    L = stretch_tokens(q, batch, C, d_v)
     for s0 in range(0, T, L):
         s1 = min(s0 + L, T)
         mine = np.nonzero((lens > 0) & (ends >= s0) & (ends < s1) & return_state)[0]  # the segments ending here
@@ -79,6 +81,32 @@ def forward(xp, q, k, vals, state, return_state, log_values, C, segments):
 
 
 _TAILS = E._SUMMARY_TAILS
+
+#: working memory of one stretch on an accelerator: each ``(chunk, C, C)`` intermediate
+#: (``prod(batch) L C`` float32 entries) and each set of chunk summaries (``prod(batch) L / C d_k d_v``)
+#: at most this many bytes
+STRETCH_BYTES = 1 << 28
+
+
+def stretch_tokens(q, batch, C, d_v):
+    """Tokens per stretch: ``exp_kernel.SEGMENT_CHUNKS`` chunks on a CPU (cache-sized working
+    memory); on an accelerator as many as ``STRETCH_BYTES`` allows (at least that): each stretch
+    costs ~100 array operations of host work whatever its length, so the 16 stretches of a 64K
+    packed call were host-bound there (issue 19: 145-206 ms against 2-3 ms for one kernel call)."""
+    L = E.SEGMENT_CHUNKS * C
+    if on_cpu(q):
+        return L
+    B = 4 * max(1, math.prod(batch))
+    fit = min(STRETCH_BYTES // (B * C), STRETCH_BYTES * C // (B * q.shape[-1] * max(d_v, 1)))
+    return max(L, fit // C * C)
+
+
+def on_cpu(x):
+    """Whether the array ``x`` lives in host memory (NumPy, torch / JAX on the CPU, array-api-strict)."""
+    try:
+        return "cpu" in str(E.device_of(x)).lower()
+    except Exception:
+        return True
 
 
 def _stretch(xp, q, k, vals, carry, init, first, sid, mine, mine_first, mine_end, log_values, C):
@@ -198,10 +226,5 @@ def _take(xp, summ, idx, like):
     return tuple(None if x is None else xp.take(x, i, axis=x.ndim - 1 - t) for x, t in zip(summ, _TAILS))
 
 
-def _index(xp, idx, like):
-    return xp.asarray(np.ascontiguousarray(idx, dtype=np.int64), device=device_of(like))
-
-
-def _mask(xp, m, like):
-    return xp.asarray(np.ascontiguousarray(m, dtype=bool), device=device_of(like))
+_index, _mask = _upload.index, _upload.mask
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import array_api_compat
 import numpy as np
 
-from . import _varlen
+from . import _upload, _varlen
 from ._validate import compute_dtype, device_of
 from .exp_kernel import _clamp_log_values, _finish, _minus_inf, combine, empty_summary, merge, read, summarise
 from .loglinear import _gather_last, _state
@@ -108,6 +108,41 @@ class _Tokens:
         self.pos = offsets[self.seg] + np.arange(starts[-1], dtype=np.int64) - self.first
         self.ends = offsets + self.lens
         self.h = _varlen.bits(offsets ^ self.ends)
+        self._dev, self._sums = {}, {}  # this call's device indices and decay sums, made once
+
+    def device(self, xp, like, key, host):
+        """The host index ``host()`` on ``like``'s device, uploaded once per call (``key`` names it)."""
+        if key not in self._dev:
+            self._dev[key] = _upload.to_device(xp, host(), like)
+        return self._dev[key]
+
+    def sums(self, xp, a, after=False):
+        """``a_first + ... + a_t`` (``after``: ``a_{t+1} + ... + a_last``) (..., T) within each segment,
+        by :func:`_scan` (once per call and kind: ``a`` is the call's one log decay)."""
+        key = "after" if after else "first"
+        if key in self._sums:
+            assert self._sums[key][0] is a
+            return self._sums[key][1]
+        T = a.shape[-1]
+        to_last = self.last - np.arange(T)  # tokens after t in its segment
+        if after:  # the reversed stream's sums, shifted by one inside each segment
+            rel = xp.flip(self.device(xp, a, "to_last", lambda: to_last), axis=0)
+            incl = xp.flip(_scan(xp, xp.flip(a, axis=-1), rel, int(to_last.max(initial=0)) + 1), axis=-1)
+            moved = xp.concat([incl[..., 1:], xp.zeros(tuple(a.shape[:-1]) + (1,), dtype=a.dtype, device=device_of(a))],
+                              axis=-1)
+            got = xp.where(self.device(xp, a, "to_last", lambda: to_last) > 0, moved, xp.zeros_like(moved))
+        else:
+            rel = self.device(xp, a, "from_first", lambda: np.arange(T) - self.first)
+            got = _scan(xp, a, rel, int((np.arange(T) - self.first).max(initial=0)) + 1)
+        self._sums[key] = (a, got)
+        return got
+
+    def totals(self, xp, a):
+        """``a_first + ... + a_last`` (..., N) over each segment (0 for an empty one)."""
+        s = self.sums(xp, a)
+        ext = xp.concat([s, xp.zeros(tuple(s.shape[:-1]) + (1,), dtype=s.dtype, device=device_of(s))], axis=-1)
+        at = np.where(self.lens > 0, self.starts[1:] - 1, s.shape[-1])  # each segment's last token
+        return xp.take(ext, self.device(xp, s, "last_tokens", lambda: at), axis=ext.ndim - 1)
 
     def reading(self):
         """The segments that read an incoming state (``p > 0``, ``n > 0``)."""
@@ -145,32 +180,19 @@ class _Tokens:
         return np.where(l > h, l - 1, np.where(l == h, 2 * L_new, L_new + l - 1))
 
 
-def _scan(xp, a, first, reverse=False):
-    """Sums of ``a`` (..., T) restarting at each segment: ``a_first + ... + a_t`` (``reverse``:
-    ``a_t + ... + a_last``, ``first`` then holds the last tokens). Log-depth (Hillis-Steele) over
-    stretches of the segment: no differences, ``-inf`` stays ``-inf``."""
-    T = a.shape[-1]
-    if reverse:
-        return xp.flip(_scan(xp, xp.flip(a, axis=-1), (T - 1 - first)[::-1]), axis=-1)
-    pos = np.arange(T)
-    span = int((pos - first).max(initial=0)) + 1
+def _scan(xp, a, rel, span):
+    """Inclusive sums of ``a`` (..., T) restarting at each segment: ``rel`` (T,) on the device, each
+    token's distance from its segment's first token (``span``: its maximum + 1). Log-depth
+    (Hillis-Steele) over stretches of the segment, the masks compared on the device: no
+    differences (``-inf`` stays ``-inf``, not NaN), no upload per step."""
     zero = xp.zeros((), dtype=a.dtype, device=device_of(a))
     step = 1
     while step < span:
-        ok = _mask(xp, pos - step >= first, a)
         moved = xp.concat([xp.zeros(tuple(a.shape[:-1]) + (step,), dtype=a.dtype, device=device_of(a)), a[..., :-step]],
                           axis=-1)
-        a = a + xp.where(ok, moved, zero)
+        a = a + xp.where(rel >= step, moved, zero)
         step *= 2
     return a
-
-
-def _after(xp, a, tok):
-    """``a_{t+1} + ... + a_last`` (..., T) within each segment (0 at its last token)."""
-    incl = _scan(xp, a, tok.last, reverse=True)
-    zero = xp.zeros(tuple(a.shape[:-1]) + (1,), dtype=a.dtype, device=device_of(a))
-    moved = xp.concat([incl[..., 1:], zero], axis=-1)
-    return xp.where(_mask(xp, np.arange(a.shape[-1]) < tok.last, a), moved, xp.zeros_like(moved))
 
 
 def _groups(start, length):
@@ -185,12 +207,24 @@ def _groups(start, length):
     return out
 
 
-def _rows(xp, x, idx):
+def _rows(xp, x, idx, dev):
     """Rows of tokens: ``x`` (..., T + 1, d), its last row the padding, at ``idx`` (cnt, P) (-1:
-    padding) -> (..., cnt, P, d)."""
-    flat = np.where(idx < 0, x.shape[-2] - 1, idx).reshape(-1)
-    got = xp.take(x, _index(xp, flat, x), axis=x.ndim - 2)
+    padding), ``dev`` its :func:`_flat` form on the device -> (..., cnt, P, d)."""
+    got = xp.take(x, dev, axis=x.ndim - 2)
     return xp.reshape(got, tuple(x.shape[:-2]) + idx.shape + (x.shape[-1],))
+
+
+def _flat(idx, T):
+    """Row tokens ``idx`` (cnt, P) (-1: padding) flattened, padding at ``T`` (the row :func:`_pad_row` adds)."""
+    return np.where(idx < 0, T, idx).reshape(-1)
+
+
+def _batch(xp, like, hosts):
+    """Host int arrays ``hosts`` on ``like``'s device, flattened, in ONE upload (slices of it)."""
+    flat = [np.asarray(h, dtype=np.int64).reshape(-1) for h in hosts]
+    dev = _upload.to_device(xp, np.concatenate(flat + [np.zeros(0, np.int64)]), like)
+    ends = np.cumsum([0] + [f.size for f in flat]).tolist()
+    return [dev[a:b] for a, b in zip(ends[:-1], ends[1:])]
 
 
 def _back(groups, T):
@@ -211,24 +245,30 @@ def _pad_row(xp, x, value=0.0):
                      axis=-2)
 
 
-def _take(xp, x, idx, axis):
-    return xp.take(x, _index(xp, np.asarray(idx).reshape(-1), x), axis=axis)
+def _streams_of(xp, x, idx, N, dev, nb):
+    """``x`` (*batch, N, ...) at the streams ``idx`` (host; ``dev`` on the device): ``x`` itself when
+    they are all ``N`` in order (a decoding step of every stream: no copy of the state)."""
+    if idx.shape[0] == N and np.array_equal(idx, np.arange(N)):
+        return x
+    return xp.take(x, dev, axis=nb)
 
 
-def _pick(xp, x, idx, nb):
-    """``x`` (*batch, N, K, *tail) -> (*batch, N, L): entry ``[i, l]`` is ``x[i, idx[i, l]]`` (host (N, L))."""
+def _pick(xp, x, idx, nb, dev=None):
+    """``x`` (*batch, N, K, *tail) -> (*batch, N, L): entry ``[i, l]`` is ``x[i, idx[i, l]]`` (host (N, L));
+    dev: :func:`_pick_index` of ``idx`` already on the device."""
     N, K = x.shape[nb], x.shape[nb + 1]
     flat = xp.reshape(x, tuple(x.shape[:nb]) + (N * K,) + tuple(x.shape[nb + 2:]))
-    got = _take(xp, flat, np.arange(N)[:, None] * K + idx, nb)
+    dev = _index(xp, _pick_index(idx, K), x) if dev is None else dev
+    got = xp.take(flat, dev, axis=nb)
     return xp.reshape(got, tuple(x.shape[:nb]) + idx.shape + tuple(x.shape[nb + 2:]))
 
 
-def _index(xp, idx, like):
-    return xp.asarray(np.ascontiguousarray(idx, dtype=np.int64), device=device_of(like))
+def _pick_index(idx, K):
+    """The flat index of :func:`_pick` (N * L,) for ``idx`` (N, L) into ``K`` slots per stream."""
+    return (np.arange(idx.shape[0])[:, None] * K + idx).reshape(-1)
 
 
-def _mask(xp, m, like):
-    return xp.asarray(np.ascontiguousarray(m, dtype=bool), device=device_of(like))
+_index = _upload.index
 
 
 def _loglinear(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype):
@@ -236,19 +276,15 @@ def _loglinear(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype):
     a_t) q_t``, a key is written as ``exp(a_{s+1} + ... + a_last) k_s``, the old slots are carried
     by ``exp(a_p + ... + a_last)`` (:func:`_streams`)."""
     q, k, v, a, lam = args
-    nb = len(batch)
 
     def reads():
-        return xp.exp(_scan(xp, a, tok.first))[..., None] * q  # exp(a_p + ... + a_t) q_t, in the segment
+        return xp.exp(tok.sums(xp, a))[..., None] * q  # exp(a_p + ... + a_t) q_t, in the segment
 
     def writes():
-        return k * xp.exp(_after(xp, a, tok))[..., None]  # k_s exp(a_{s+1} + ... + a_last)
+        return k * xp.exp(tok.sums(xp, a, after=True))[..., None]  # k_s exp(a_{s+1} + ... + a_last)
 
     def carry(old):
-        total = _scan(xp, a, tok.first)  # (..., T)
-        totals = xp.where(_mask(xp, tok.lens > 0, q), _take(xp, total, np.maximum(tok.starts[1:] - 1, 0), nb),
-                          xp.zeros((), dtype=dtype, device=device_of(q)))  # (..., N): decay over each segment
-        return old * xp.exp(totals)[..., None, None, None]
+        return old * xp.exp(tok.totals(xp, a))[..., None, None, None]  # decayed over each segment
 
     return _streams(xp, "loglinear_attention", out, state, return_state, tok, batch, d_k, d_v, dtype, lam, v,
                     reads, writes, carry)
@@ -289,10 +325,13 @@ def _streams(xp, name, out, state, return_state, tok, batch, d_k, d_v, dtype, la
         qw = _pad_row(xp, qw)
         old_flat = xp.reshape(old, tuple(old.shape[:-3]) + (L_old * d_k, d_v))  # (..., N, L_old d_k, d_v)
         groups = _groups(tok.starts[rows], tok.lens[rows])
-        parts = [xp.reshape(_rows(xp, qw, idx) @ _take(xp, old_flat, rows[which], nb), batch + (idx.size, d_v))
-                 for which, idx in groups]
+        G = len(groups)
+        dev = _batch(xp, out, [_flat(idx, T) for _, idx in groups] + [rows[which] for which, _ in groups]
+                     + [_back(groups, T)])
+        parts = [xp.reshape(_rows(xp, qw, idx, dev[g]) @ _streams_of(xp, old_flat, rows[which], N, dev[G + g], nb),
+                            batch + (idx.size, d_v)) for g, (which, idx) in enumerate(groups)]
         parts.append(xp.zeros(batch + (1, d_v), dtype=dtype, device=device_of(out)))
-        out = out + _take(xp, xp.concat(parts, axis=-2), _back(groups, T), nb)
+        out = out + xp.take(xp.concat(parts, axis=-2), dev[2 * G], axis=nb)
     if not return_state:
         return out, None
     slot, start, length, L_new = tok.ranges()
@@ -300,21 +339,29 @@ def _streams(xp, name, out, state, return_state, tok, batch, d_k, d_v, dtype, la
     if slot.size:
         kv = _pad_row(xp, xp.concat([writes(), v], axis=-1))  # keys and values: one gather per group
         groups = _groups(start, length)
-        H = [xp.matrix_transpose(r[..., :d_k]) @ r[..., d_k:] for r in (_rows(xp, kv, idx) for _, idx in groups)]
-        H.append(xp.zeros(batch + (1, d_k, d_v), dtype=dtype, device=device_of(out)))
         where = np.full(N * L_new, slot.size, np.int64)
         where[slot[np.concatenate([which for which, _ in groups])]] = np.arange(slot.size)
-        levels = xp.reshape(_take(xp, xp.concat(H, axis=nb), where, nb), batch + (N, L_new, d_k, d_v))
+        dev = _batch(xp, kv, [_flat(idx, T) for _, idx in groups] + [where])
+        H = [xp.matrix_transpose(r[..., :d_k]) @ r[..., d_k:] for r in (_rows(xp, kv, idx, dev[g])
+                                                                        for g, (_, idx) in enumerate(groups))]
+        H.append(xp.zeros(batch + (1, d_k, d_v), dtype=dtype, device=device_of(out)))
+        levels = xp.reshape(xp.take(xp.concat(H, axis=nb), dev[-1], axis=nb), batch + (N, L_new, d_k, d_v))
     if L_old:
-        zero = xp.zeros(batch + (N, 1, d_k, d_v), dtype=dtype, device=device_of(out))
-        pad = xp.zeros(batch + (N, L_new - L_old, d_k, d_v), dtype=dtype, device=device_of(out))
-        folds = xp.cumulative_sum(old, axis=-3)  # [.., i, j]: old slots 0 .. j, the fold below level j + 2
-        cands = xp.concat([old, pad, folds, zero], axis=-3)  # (..., N, L_new + L_old + 1, d_k, d_v)
-        src = tok.slot_sources(L_new, L_old)
-        fold_at = np.minimum(tok.h - 1, L_old)[:, None]  # old slots below h - 1 fold into h
-        src = np.where(src < L_new, src, np.where((src == 2 * L_new) & (fold_at >= 1), L_new + fold_at - 1,
-                                                  L_new + L_old))
-        kept = carry(_pick(xp, cands, src, nb))
+        # old slot l - 1 stays where l > h (streams without new tokens: h = 0, all stay); level h
+        # gets the fold of the old slots below h - 1; selected by masks (two passes over the old
+        # slots, where the full cumulative sum, its concatenation and a gather made five)
+        lvl = np.arange(1, L_new + 1)[None, :]
+        fold = np.arange(L_old)[None, :] < np.clip(tok.h - 1, 0, L_old)[:, None]  # (N, L_old)
+        stay, at_h = (lvl > tok.h[:, None]) & (lvl <= L_old), lvl == tok.h[:, None]  # (N, L_new)
+        fold, stay, at_h = (m > 0 for m in _batch(xp, old, [fold, stay, at_h]))
+        zero = xp.zeros((), dtype=dtype, device=device_of(old))
+        folded = xp.sum(xp.where(xp.reshape(fold, (N, L_old, 1, 1)), old, zero), axis=-3, keepdims=True)
+        if L_new > L_old:
+            old = xp.concat([old, xp.zeros(batch + (N, L_new - L_old, d_k, d_v), dtype=dtype, device=device_of(old))],
+                            axis=-3)
+        kept = xp.where(xp.reshape(stay, (N, L_new, 1, 1)), old,
+                        xp.where(xp.reshape(at_h, (N, L_new, 1, 1)), folded, zero))
+        kept = carry(kept)
         levels = kept if levels is None else levels + kept
     if levels is None:
         levels = xp.zeros(batch + (N, L_new, d_k, d_v), dtype=dtype, device=device_of(out))
@@ -342,11 +389,17 @@ def _transfers(xp, q, k, a, beta, tok, batch, chunk_size, reads, writes):
     # q, k, a, beta side by side (one gather); padding a = beta = 0, k = 0: A = I
     qkab = _pad_row(xp, xp.concat([q, k, a[..., None], beta[..., None]], axis=-1))
     sizes = [min(chunk_size, idx.shape[1]) for _, idx in groups]
+    Cs = sorted(set(sizes))
+    where = np.full(tok.lens.shape[0], segs.size, np.int64)  # empty segments: the identity
+    where[segs[np.concatenate([which for which, _ in groups] + [np.zeros(0, np.int64)])]] = np.arange(segs.size)
+    # every index of the call in one upload: the rows of each chunk size, the way back, the totals' order
+    dev = _batch(xp, q, [_flat(np.concatenate([groups[g][1].reshape(-1, C) for g, c in enumerate(sizes) if c == C]), T)
+                         for C in Cs] + [_back(groups, T), where])
     forms = {}  # group -> its chunks' (qeff, phi, P) (..., cnt, n, ...)
-    for C in sorted(set(sizes)):  # the groups of one chunk size: one gather, one call of the chunk forms
+    for i, C in enumerate(Cs):  # the groups of one chunk size: one gather, one call of the chunk forms
         mine = [g for g, c in enumerate(sizes) if c == C]
-        idx = np.concatenate([groups[g][1].reshape(-1, C) for g in mine])  # (chunks, C)
-        rows = _rows(xp, qkab, idx)  # (..., chunks, C, 2 d_k + 2)
+        chunks = sum(groups[g][1].size for g in mine) // C
+        rows = _rows(xp, qkab, np.zeros((chunks, C)), dev[i])  # (..., chunks, C, 2 d_k + 2)
         ch = _chunk_forms(xp, rows[..., :d_k], rows[..., d_k:2 * d_k], rows[..., d_k:d_k], rows[..., 2 * d_k],
                           rows[..., 2 * d_k + 1])  # no values: H unused
         m0 = 0
@@ -368,16 +421,13 @@ def _transfers(xp, q, k, a, beta, tok, batch, chunk_size, reads, writes):
             got["writes"].append(xp.reshape(xp.matrix_transpose(F @ phi), batch + (cnt * P, d_k)))
             got["total"].append(F[..., 0, :, :] @ Pc[..., 0, :, :])  # (..., cnt, d_k, d_k)
     res = {}
-    back = _back(groups, T)
     zero = xp.zeros(batch + (1, d_k), dtype=q.dtype, device=device_of(q))
     for name in ("reads", "writes"):
         if got[name]:
-            res[name] = _take(xp, xp.concat(got[name] + [zero], axis=nb), back, nb)
+            res[name] = xp.take(xp.concat(got[name] + [zero], axis=nb), dev[-2], axis=nb)
     if writes:
         eye = xp.broadcast_to(xp.eye(d_k, dtype=q.dtype, device=device_of(q)), batch + (1, d_k, d_k))
-        where = np.full(tok.lens.shape[0], segs.size, np.int64)  # empty segments: the identity
-        where[segs[np.concatenate([which for which, _ in groups] + [np.zeros(0, np.int64)])]] = np.arange(segs.size)
-        res["total"] = _take(xp, xp.concat(got["total"] + [eye], axis=nb), where, nb)
+        res["total"] = xp.take(xp.concat(got["total"] + [eye], axis=nb), dev[-1], axis=nb)
     return res
 
 
@@ -427,22 +477,25 @@ def _hierarchical(xp, args, part, state, return_state, tok, batch, d_k, d_v, dty
     L_old = 0 if old is None else old[0].shape[-2]
     rows = tok.reading()
     if L_old and rows.size:
-        w = _pad_row(xp, _gather_last(xp, lam, tok.read_levels(L_old, lam.shape[-1])) + _scan(xp, a, tok.first)[..., None])
+        w = _pad_row(xp, _gather_last(xp, lam, tok.read_levels(L_old, lam.shape[-1])) + tok.sums(xp, a)[..., None])
         qp = _pad_row(xp, q)
         groups = _groups(tok.starts[rows], tok.lens[rows])
+        G = len(groups)
+        dev = _batch(xp, q, [_flat(idx, T) for _, idx in groups] + [rows[which] for which, _ in groups]
+                     + [_back(groups, T)])
         got = []
-        for which, idx in groups:
-            qg, wg, acc = _rows(xp, qp, idx), _rows(xp, w, idx), None  # (..., cnt, P, d_k), (..., cnt, P, L_old)
+        for g, (which, idx) in enumerate(groups):
+            qg, wg, acc = _rows(xp, qp, idx, dev[g]), _rows(xp, w, idx, dev[g]), None  # (..., cnt, P, d_k), (..., cnt, P, L_old)
+            mine = tuple(_streams_of(xp, x, rows[which], N, dev[G + g], nb) for x in old)  # the group's streams' slots
             for j in range(L_old):  # empty slots read as weight 0 (z = 0 at the finite "minus infinity")
-                summ = tuple(_take(xp, x[(..., j) + (slice(None),) * t], rows[which], nb) for x, t in zip(old, _TAILS))
+                summ = tuple(x[(..., j) + (slice(None),) * t] for x, t in zip(mine, _TAILS))
                 r, den, y = read(xp, qg, summ, True)
                 acc = (r + wg[..., j], den, y) if acc is None else combine(xp, acc, (r + wg[..., j], den, y), True)
             got.append(tuple(xp.reshape(x, batch + (idx.size,) + tuple(x.shape[nb + 2:])) for x in acc))
         inf = xp.full(batch + (1,), -float("inf"), dtype=dtype, device=device_of(q))  # a token that reads nothing
         none = (inf, xp.zeros(batch + (1,), dtype=dtype, device=device_of(q)),
                 xp.zeros(batch + (1, d_v), dtype=dtype, device=device_of(q)))
-        back = _back(groups, T)
-        seen = tuple(_take(xp, xp.concat([g[i] for g in got] + [none[i]], axis=nb), back, nb) for i in range(3))
+        seen = tuple(xp.take(xp.concat([g[i] for g in got] + [none[i]], axis=nb), dev[2 * G], axis=nb) for i in range(3))
         part = combine(xp, part, seen, True)
     out = _finish(xp, part, True)
     if not return_state:
@@ -451,18 +504,17 @@ def _hierarchical(xp, args, part, state, return_state, tok, batch, d_k, d_v, dty
     empty = empty_summary(xp, batch + (N, L_new), d_k, d_v, dtype, True, q)
     summ = empty
     if slot.size:
-        kd, lv = _pad_row(xp, k + _after(xp, a, tok)[..., None]), _pad_row(xp, log_v)  # keys decayed to the end
+        kd, lv = _pad_row(xp, k + tok.sums(xp, a, after=True)[..., None]), _pad_row(xp, log_v)  # keys decayed to the end
         groups = _groups(start, length)
-        parts = [summarise(xp, _rows(xp, kd, idx), _rows(xp, lv, idx), True, mask=_mask(xp, idx >= 0, q))
-                 for _, idx in groups]
-        one = empty_summary(xp, batch + (1,), d_k, d_v, dtype, True, q)
         where = np.full(N * L_new, slot.size, np.int64)
         where[slot[np.concatenate([which for which, _ in groups])]] = np.arange(slot.size)
-        summ = tuple(xp.reshape(_take(xp, xp.concat([p[i] for p in parts] + [one[i]], axis=nb), where, nb),
+        dev = _batch(xp, q, [_flat(idx, T) for _, idx in groups] + [where])
+        parts = [summarise(xp, _rows(xp, kd, idx, dev[g]), _rows(xp, lv, idx, dev[g]), True,
+                           mask=xp.reshape(dev[g] < T, idx.shape)) for g, (_, idx) in enumerate(groups)]
+        one = empty_summary(xp, batch + (1,), d_k, d_v, dtype, True, q)
+        summ = tuple(xp.reshape(xp.take(xp.concat([p[i] for p in parts] + [one[i]], axis=nb), dev[-1], axis=nb),
                                 batch + (N, L_new) + tuple(one[i].shape[nb + 1:])) for i in range(4))
-    total = _scan(xp, a, tok.first)
-    totals = xp.where(_mask(xp, tok.lens > 0, q), _take(xp, total, np.maximum(tok.starts[1:] - 1, 0), nb),
-                      xp.zeros((), dtype=dtype, device=device_of(q)))  # (..., N)
+    totals = tok.totals(xp, a)  # (..., N)
     if L_old:
         shifted = (old[0] + totals[..., None, None],) + old[1:]  # decayed over the segment: m + total
         folds, acc = [], None
@@ -488,4 +540,5 @@ def _hierarchical(xp, args, part, state, return_state, tok, batch, d_k, d_v, dty
 
 def _slots(xp, summ, idx, nb):
     """Summary tensors (*batch, N, K, *tail) at the slots ``idx`` (host (N, L)) -> (*batch, N, L, *tail)."""
-    return tuple(_pick(xp, x, idx, nb) for x in summ)
+    dev = _index(xp, _pick_index(idx, summ[0].shape[nb + 1]), summ[0])  # one upload for the four
+    return tuple(_pick(xp, x, idx, nb, dev) for x in summ)

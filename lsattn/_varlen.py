@@ -44,6 +44,7 @@ import sys
 import array_api_compat
 import numpy as np
 
+from . import _upload
 from ._validate import _device_or_none, device_of
 from .fenwick import num_levels
 from .state import LEVEL_AXES, State, check_state, level_slots_of, packed_streams, with_level_slots
@@ -221,8 +222,7 @@ def token_map(off):
     return TokenMap(off)
 
 
-def _index(xp, idx, like):
-    return xp.asarray(np.ascontiguousarray(idx, dtype=np.int64), device=device_of(like))
+_index = _upload.index
 
 
 def _take_tokens(xp, x, src, axis, T, like, src_dev=None):
@@ -250,7 +250,7 @@ def _reset(xp, a, starts, batch, T_pad, dtype, like, mask_dev=None):
     if mask_dev is None:
         mask = np.zeros(T_pad, dtype=bool)
         mask[starts] = True
-        mask_dev = xp.asarray(mask, device=device_of(like))
+        mask_dev = _upload.mask(xp, mask, like)
     m = mask_dev
     ninf = xp.asarray(-math.inf, dtype=dtype, device=device_of(like))
     if a is None:

@@ -47,7 +47,7 @@ import operator
 import array_api_compat
 import numpy as np
 
-from ._chunktree import (chunk_layout, from_chunks, segsum, state_merge_plan, state_read_levels, suffix_after, to_chunks,
+from ._chunktree import (_index, chunk_layout, from_chunks, segsum, state_merge_plan, state_read_levels, suffix_after, to_chunks,
                          tree_levels)
 from ._prologue import Op, levels_state_shapes, run
 from ._typing import Array
@@ -205,10 +205,6 @@ def _state(xp, offset, batch, d_k, d_v, dtype, levels, like, op=OP):
     if levels is None:
         levels = xp.zeros(batch + (0, d_k, d_v), dtype=dtype, device=device_of(like))
     return State(op, offset, batch, d_k, d_v, dtype, {"levels": levels})
-
-
-def _index(xp, idx, like):
-    return xp.asarray(np.asarray(idx, dtype=np.int32), device=device_of(like))
 
 
 def _gather_last(xp, x, idx):

@@ -282,13 +282,113 @@ def test_streams_array_api_one_call(op, monkeypatch):
     assert len(calls) == 2 + 4  # the two packed calls, then one per non-empty stream (the check's own)
 
 
+def _packed_streams_cost(op, N, monkeypatch, T=192):
+    """A packed call with states of ``N`` random segments of ``T`` tokens continuing ``N`` streams
+    (array-API path, NumPy): ``(function calls, uploads of the whole call, uploads of
+    ``lsattn._ll_packed``'s parts 2-3 alone or None)``."""
+    from lsattn import _ll_packed, _upload
+
+    rng = np.random.default_rng(N)
+    cu = np.concatenate([[0], np.sort(rng.choice(np.arange(1, T), N - 1, replace=False)), [T]])
+    pre = np.concatenate([[0], np.cumsum(rng.integers(0, 40, N))])
+    L = lsattn.num_levels(int(pre[-1]) + T)
+    fn = getattr(lsattn, op)
+    _, state = call(fn, op, inputs(op, (2,), int(pre[-1]), L=L, seed=1), cu_seqlens=pre, return_state=True,
+                    backend="array_api")
+    x = inputs(op, (2,), T, L=L)
+    inner = [0]
+    forward = _ll_packed.forward
+
+    def counted(op_, impl, *rest, **kw):  # the uploads of the ordinary call inside it do not count
+        def timed_impl(*a, **k):
+            c = _upload.count
+            try:
+                return impl(*a, **k)
+            finally:
+                inner[0] += _upload.count - c
+        c = _upload.count
+        try:
+            return forward(op_, timed_impl, *rest, **kw)
+        finally:
+            inner.append(_upload.count - c - inner[0])
+
+    monkeypatch.setattr(_ll_packed, "forward", counted)
+    run = lambda: call(fn, op, x, cu_seqlens=cu, state=state, return_state=True, backend="array_api")  # noqa: E731
+    c = _upload.count
+    run()
+    uploads = _upload.count - c
+    calls = _benchmark("bench_varlen_cpu").python_calls(run)  # Python and C calls: counted, not timed
+    return calls, uploads, (inner[1] if len(inner) > 1 else None)
+
+
+#: index uploads of ``lsattn._ll_packed``'s parts 2-3 (each a queue drain on a CUDA device before
+#: ``lsattn._upload``; 35-50 per call in session 9, 7-10 since)
+MAX_PACKED_UPLOADS = 12
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_packed_streams_cost_about_one_call(op, monkeypatch):
+    """A packed call with states makes a bounded number of index uploads (parts 2-3 of
+    ``lsattn._ll_packed``: at most ``MAX_PACKED_UPLOADS``; ``lsattn._exp_packed``: the same for 4
+    and 48 segments) and about the same number of array operations for 48 segments as for 4 at the
+    same ``T`` (within 1.35x: no loop over segments; a per-segment loop makes ~10x), on the array-API
+    path (NumPy, counted, not timed)."""
+    few, many = _packed_streams_cost(op, 4, monkeypatch), _packed_streams_cost(op, 48, monkeypatch)
+    assert many[0] <= 1.35 * few[0], (few, many)
+    if op in _varlen.STREAM_OPS:
+        assert few[2] is not None and max(few[2], many[2]) <= MAX_PACKED_UPLOADS, (few, many)
+    else:
+        assert few[1] == many[1] and few[2] is None, (few, many)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["cupy", "torch"])
+def test_uploads_behind_queued_work_arrive_intact(kind):
+    """``lsattn._upload.to_device`` on CUDA (pinned staging, asynchronous copies): 300 index arrays
+    uploaded while long products are queued before them, each a different content and size, equal
+    to their host arrays once the device is done (a staging buffer reused before its copy ran
+    would show another array's values)."""
+    from lsattn import _upload
+
+    if kind == "cupy":
+        xp = pytest.importorskip("cupy")
+        try:
+            like = xp.ones((2048, 2048), dtype=xp.float32)
+        except Exception as exc:
+            pytest.skip(f"no CUDA device for CuPy: {exc}")
+        sync, get = xp.cuda.Device().synchronize, lambda x: x.get()
+    else:
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device for torch")
+        import array_api_compat.torch as xp
+
+        like = torch.ones((2048, 2048), device="cuda")
+        sync, get = torch.cuda.synchronize, lambda x: x.cpu().numpy()
+    rng = np.random.default_rng(0)
+    hosts, outs = [], []
+    for i in range(300):
+        if i % 50 == 0:
+            for _ in range(4):
+                like = like @ like / 2048.0  # keep the queue busy
+        h = rng.integers(-2**40, 2**40, int(rng.integers(1, 5000)))
+        hosts.append(h)
+        outs.append(_upload.to_device(xp, h, like))
+        h2 = h.copy()
+        h[:] = -1  # the caller's array may change right after: the staged copy must not
+        hosts[-1] = h2
+    sync()
+    for h, o in zip(hosts, outs):
+        np.testing.assert_array_equal(get(o), h)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("op", _varlen.STREAM_OPS)
 def test_streams_one_call_on_cupy_arrays(op, monkeypatch):
-    """CuPy arrays: packed streams in one call (``loglinear_attention``, ``loglinear_gated_delta``:
-    the cupy kernels compute the new tokens among themselves, ``lsattn._ll_packed`` the rest;
-    ``loglinear_log_attention``: the array-API path on the device), a long carry among them; equal
-    to the reference per stream."""
+    """CuPy arrays: packed streams in one call of the ``cupy`` implementation
+    (``loglinear_attention``, ``loglinear_gated_delta``: its kernels compute the new tokens among
+    themselves; ``loglinear_log_attention``: its array-API twin's partial), ``lsattn._ll_packed``
+    the rest, a long carry among them; equal to the reference per stream."""
     cp = pytest.importorskip("cupy")
     import lsattn.backends.cupy as cb
 
@@ -300,33 +400,72 @@ def test_streams_one_call_on_cupy_arrays(op, monkeypatch):
     assert len(calls) == (2 + 4 if backend == "cupy" else 2)  # the packed calls (and the check's per-stream ones)
 
 
+def _cuda_arrays(kind, arrays, **kw):
+    """NumPy ``arrays`` as float32 CuPy arrays or CUDA torch tensors (``kw``: torch.tensor's, e.g.
+    requires_grad)."""
+    if kind == "cupy":
+        import cupy as cp
+
+        return [cp.asarray(x, dtype=cp.float32) for x in arrays]
+    import torch
+
+    return [torch.tensor(x, dtype=torch.float32, device="cuda", **kw) for x in arrays]
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("op", ["loglinear_gated_delta", "loglinear_log_attention"])
 @pytest.mark.parametrize("kind", ["cupy", "torch"])
-def test_gated_delta_packed_on_the_cupy_kernels(kind, monkeypatch):
-    """Packed ``loglinear_gated_delta`` without state on CuPy arrays and CUDA torch tensors (float32):
-    the automatic choice is ``cupy``, one call of its kernels over the rewrite's laid-out tokens
-    (hard resets at the segments' starts), equal to the reference on each segment."""
+def test_packed_rewrite_on_the_cupy_kernels(op, kind, monkeypatch):
+    """Packed ``loglinear_gated_delta`` / ``loglinear_log_attention`` without state on CuPy arrays
+    and CUDA torch tensors (float32): the automatic choice is ``cupy``, one call of its kernels over
+    the rewrite's laid-out tokens (hard resets at the segments' starts), equal to the reference on
+    each segment (GD: ``TOL["float32"]`` of max |ref|; hierarchical log outputs: the bound of
+    ``tests/test_cupy_hierarchical.py``, ``tol (1 + max |ref|)``, ``tol = TOL["float32"] + 2 eps
+    (max |q| + max |k|)``)."""
     import lsattn.backends.cupy as cb
 
     if cb.probe() is not None:
         pytest.skip(f"cupy backend unavailable: {cb.probe()}")
-    op = "loglinear_gated_delta"
     lens = [100, 0, 1, 257, 64, 3]
     off = [0, *np.cumsum(lens).tolist()]
     arrays = inputs(op, (2,), off[-1], dk=16, dv=16, seed=4)
-    if kind == "cupy":
-        import cupy as cp
-
-        dev = [cp.asarray(x, dtype=cp.float32) for x in arrays]
-    else:
-        import torch
-
-        dev = [torch.as_tensor(x, dtype=torch.float32, device="cuda") for x in arrays]
+    dev = _cuda_arrays(kind, arrays)
     calls = _record_calls(monkeypatch, "cupy", op)
-    out = to_numpy(lsattn.loglinear_gated_delta(*dev, cu_seqlens=off))
+    out = to_numpy(call(getattr(lsattn, op), op, dev, cu_seqlens=off))
     assert len(calls) == 1
     seen = [to_numpy(x).astype(np.float64) for x in dev]
-    assert_close(out, per_segment(lsattn.reference.loglinear_gated_delta, op, seen, off), TOL["float32"], what=kind)
+    tol, atol = TOL["float32"], 0.0
+    if op == "loglinear_log_attention":
+        tol = atol = TOL["float32"] + 2 * np.finfo(np.float32).eps * (np.abs(seen[0]).max() + np.abs(seen[1]).max())
+    assert_close(out, per_segment(getattr(lsattn.reference, op), op, seen, off), tol, atol=atol, what=kind)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
+def test_packed_gradients_on_the_cupy_kernels(op):
+    """CUDA torch tensors that require grad, packed (``cupy``: the backward kernels over the laid-out
+    tokens, hard resets included): the gradients equal those of the per-segment calls (float32,
+    within 10x the float32 output bound: each gradient sums over a segment)."""
+    torch = pytest.importorskip("torch")
+    import lsattn.backends.cupy as cb
+
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+    off = [0, 37, 38, 38, 140, 201]
+    base = inputs(op, (2,), off[-1], dk=16, dv=16, seed=5)
+    w = torch.tensor(np.random.default_rng(1).standard_normal((2, off[-1], 16)), dtype=torch.float32, device="cuda")
+    grads = []
+    for packed in (True, False):
+        arrays = _cuda_arrays("torch", base, requires_grad=True)
+        if packed:
+            out = call(getattr(lsattn, op), op, arrays, cu_seqlens=off)
+        else:
+            out = torch.cat([call(getattr(lsattn, op), op, tokens(op, arrays, s0, s1))
+                             for s0, s1 in zip(off[:-1], off[1:]) if s1 > s0], dim=-2)
+        (out * w).sum().backward()
+        grads.append([x.grad for x in arrays])
+    for name, g, g_ref in zip(("q", "k", "v", "4th", "5th", "6th"), *grads):
+        assert_close(g, g_ref, TOL["float32"] * 10, what=f"{op} d/d{name}")
 
 
 @settings(max_examples=6)
@@ -427,6 +566,24 @@ def test_exp_kernel_packed_array_api_long_and_large(op, lens, cuts, scale, stret
         if stretch:
             mp.setattr(exp_kernel, "SEGMENT_CHUNKS", 1)
         _check_ek_streams(op, lens, cuts, scale, seed)
+
+
+@pytest.mark.parametrize("op", EK_OPS)
+def test_exp_kernel_packed_stretches_sized_by_bytes_off_the_cpu(op, monkeypatch):
+    """Off the CPU the packed exp-kernel path runs stretches sized by ``STRETCH_BYTES`` (fewer
+    stretches: less host work per call), never shorter than ``SEGMENT_CHUNKS`` chunks: here 3
+    chunks (not a power of two) against 1 on the CPU rule, the same streams equal to the reference
+    either way (the device rule forced on NumPy arrays)."""
+    from lsattn import _exp_packed, exp_kernel
+
+    monkeypatch.setattr(exp_kernel, "SEGMENT_CHUNKS", 1)
+    q = np.zeros((2, 5, 3))
+    assert _exp_packed.stretch_tokens(q, (2,), 64, 2) == 64  # NumPy: the CPU rule
+    monkeypatch.setattr(_exp_packed, "on_cpu", lambda x: False)
+    monkeypatch.setattr(_exp_packed, "STRETCH_BYTES", 4 * 64 * 2 * 3 * 64 + 100)
+    assert _exp_packed.stretch_tokens(q, (2,), 64, 2) == 3 * 64
+    assert _exp_packed.stretch_tokens(np.zeros((2, 5, 256)), (2,), 64, 256) == 64  # summaries bound it
+    _check_ek_streams(op, [140, 0, 77, 1, 130], [20, 0, 77, 0, 129], 30.0, 3)
 
 
 def _check_ek_streams(op, lens, cuts, scale, seed):
@@ -623,12 +780,12 @@ def test_offsets_of_another_namespace():
 
 
 def test_backends_that_do_not_serve_packed_segments():
-    """numba_cuda and dask list no ``varlen_ops``, cupy the log-linear Mamba-2 and Gated DeltaNet
-    (the automatic choice takes another backend); forced: refused, the error naming the backend,
+    """numba_cuda and dask list no ``varlen_ops``, cupy the three log-linear operators (the
+    automatic choice takes another backend); forced: refused, the error naming the backend,
     ``cu_seqlens`` and the backends that compute it."""
     for name in ("numba_cuda", "dask"):
         assert not backends.get(name).varlen_ops
-    assert backends.get("cupy").varlen_ops == {"loglinear_attention", "loglinear_gated_delta"}
+    assert backends.get("cupy").varlen_ops == set(_varlen.STREAM_OPS)
     assert backends.get("array_api").varlen_ops == frozenset(OPS)
     arrays = inputs("log_attention", (2,), 6)
     b = backends.resolve("log_attention", np, arrays[0], varlen=True)

@@ -32,6 +32,17 @@ def inputs(op, rng, H, T, d, L):
     return (q, k, v, cp.log(lam)), {"log_decay": a}
 
 
+def per_segment(fn):
+    """``fn()`` with ``_varlen.STREAM_OPS`` emptied: a packed call with states as the per-segment
+    calls it replaces (``_varlen.streams``)."""
+    keep = _varlen.STREAM_OPS
+    _varlen.STREAM_OPS = ()
+    try:
+        return fn()
+    finally:
+        _varlen.STREAM_OPS = keep
+
+
 def case(op, N, p, n, H=16, d=64, reps=10):
     rng = np.random.default_rng(0)
     f = getattr(lsattn, op)
@@ -49,13 +60,8 @@ def case(op, N, p, n, H=16, d=64, reps=10):
     stream = median_ms(lambda: f(*x, **kw, state=one_stream, return_state=True, backend=backend), reps)
     one = median_ms(call, reps)
     out1, _ = call()
-    keep = _varlen.STREAM_OPS
-    _varlen.STREAM_OPS = ()  # the per-segment calls it replaces
-    try:
-        loop = median_ms(call, max(2, reps // 3))
-        out2, _ = call()
-    finally:
-        _varlen.STREAM_OPS = keep
+    loop = per_segment(lambda: median_ms(call, max(2, reps // 3)))
+    out2, _ = per_segment(call)
     err = float(cp.abs(out1 - out2).max() / cp.abs(out2).max())
     print(f"{op:24s} N={N:4d} p={p:5d} n={n:4d}: packed+state {one:8.2f} ms, per segment {loop:8.2f} ms "
           f"(x{loop / one:5.1f}), one call on N n tokens {plain:7.2f} ms, with one stream's state {stream:7.2f} ms "

@@ -74,8 +74,8 @@ underflow an earlier row's numerator); its bfloat16 inputs (``HALF_OPS``) take t
 kernels in that mode (``exp_kernel_tc.cu`` with ``-DLOGV=1``: exponentiated, column-shifted values
 as bf16 mma operands, fp32 accumulation, the same shifts and exact-row rule), its decoding steps
 the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` (``VARLEN_OPS``; read
-through a token map, ``LAYOUT_OPS``, without state or gradient) and ``loglinear_gated_delta`` (the
-rewrite's gathered copies). Broadcast
+through a token map, ``LAYOUT_OPS``, without state or gradient), ``loglinear_gated_delta`` and
+``loglinear_log_attention`` (the rewrite's gathered copies). Broadcast
 batch axes (grouped-query heads): the forward kernels of ``loglinear_attention``,
 ``exp_kernel_attention`` and ``log_attention`` (FFMA, LOGV and bf16 tensor-core chunk, output and
 decoding kernels) read shared rows (``BROADCAST_OPS``); ``loglinear_gated_delta`` gets contiguous copies. Backward (``GRAD_OPS``;
@@ -115,13 +115,14 @@ HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "log
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
 GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta",
             "loglinear_log_attention")
-#: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed ``loglinear_attention`` or
-#: ``loglinear_gated_delta`` as one ordinary call (aligned segments, ``-inf`` decays at their starts:
-#: hard resets, which the kernels keep exact) in the array API of the inputs (torch, CuPy); with
-#: states, ``lsattn._ll_packed`` adds the incoming slots and the new state around that call. The
-#: exp-kernel operators stay refused: they have no rewrite and these kernels no segment masks (the
-#: array-API path computes them).
-VARLEN_OPS = ("loglinear_attention", "loglinear_gated_delta")
+#: operators with ``cu_seqlens``: ``lsattn._varlen`` rewrites a packed log-linear call as one
+#: ordinary call (aligned segments, ``-inf`` decays at their starts: hard resets, which the kernels
+#: keep exact; ``hierarchical.cu`` clamps them as ``hierarchical._forward`` does) in the array API of
+#: the inputs (torch, CuPy); with states, ``lsattn._ll_packed`` adds the incoming slots and the new
+#: state around that call (``loglinear_log_attention``: around the array-API formulation's partial).
+#: The exp-kernel operators stay refused: they have no rewrite and these kernels no segment masks
+#: (the array-API path computes them).
+VARLEN_OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention")
 #: those whose kernels read the packed tokens through that layout's token map (``token_map=``: no
 #: gathered copies of the inputs, outputs written on the packed rows) when no state and no gradient
 #: is involved

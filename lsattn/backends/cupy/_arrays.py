@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from ..._upload import to_device
 from ._compile import CupyOps
 
 
@@ -50,7 +51,7 @@ def shared_inputs(xp, arrays, tails):
         maps.append(rows)
     if all(b.shape[0] == m.size for b, m in zip(bases, maps)):
         return bases, None
-    return bases, xp.asarray(np.stack(maps).astype(np.int32))
+    return bases, to_device(xp, np.stack(maps).astype(np.int32), bases[0])  # no queue drain
 
 
 def batch_layout(ops, q, half):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..._upload import to_device
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: value columns per launch (a wider v is split into independent column blocks)
 DV_BLOCK = 128
@@ -321,7 +323,7 @@ class CupyOps:
         cp = self.xp
         out = cp.empty((tm.size,), dtype=cp.int32)
         if tm.size:
-            _token_map_kernel()(cp.asarray(tm.table), np.int32(tm.table.shape[1]), out)
+            _token_map_kernel()(to_device(cp, tm.table, out), np.int32(tm.table.shape[1]), out)
         return out
 
     # log-linear

@@ -16,7 +16,6 @@ requires grad (then the array-API formulation on the same device, differentiated
 """
 from __future__ import annotations
 
-import math
 import types
 
 import array_api_compat
@@ -128,15 +127,24 @@ def merge_levels(F, n):
     return out
 
 
-def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None):
+def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None, partial=False):
     """CuPy-kernel implementation of ``loglinear_log_attention``; the signature of
     ``lsattn.hierarchical._forward`` (validated inputs of one dtype: float32 / float64, or float16 /
     bfloat16 as the caller gave them; ``state`` may be None, its tensors float32 / float64).
+    partial: the unfinished partial ``(r, den, y)`` (packed streams with states, ``lsattn._ll_packed``):
+    the kernels write finished outputs, so the array-API twin computes it (in float32 for 16-bit inputs).
 
     Returns
     -------
     (log_y (..., T, d_v) in the inputs' dtype, State or None); the state as the array-API twin's.
     """
+    if partial:
+        from ...hierarchical import _forward
+
+        xp = array_api_compat.array_namespace(q)
+        dt = xp.float64 if q.dtype == xp.float64 else xp.float32
+        args = [None if x is None else xp.astype(x, dt, copy=False) for x in (q, k, log_v, log_level_weights, log_decay)]
+        return _forward(*args, state, return_state, chunk_size=chunk_size, partial=True)
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], log_v.shape[-1]
     p = 0 if state is None else state.offset
     names = ("m", "n", "S", "z")
