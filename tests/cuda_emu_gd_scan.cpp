@@ -72,22 +72,23 @@ inline void cp_async_wait() {
 
 #include "cuda_emu_mma.h"  // tf32_split, mma_tf32 (common.cu's tensor-core helpers of gd_scan)
 
+// the read adds of gd_scan's chains (the block's threads run concurrently)
+template <typename T>
+inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
+
 #include KERNEL
 
-// gd_scan's launch: grid (BH, ceil(DV / 16)), GD_NT threads per block (slot groups of NT), smem
-// bytes of dynamic shared memory (the host's gd_scan_smem for nres resident slots).
+// gd_scan's launch: a 1-D grid of nblocks (chains x sequences x column blocks), NT threads per block,
+// smem bytes of dynamic shared memory (the host's Config.smem("gd_scan")).
 extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
-                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH,
-                    int nres, unsigned smem) {
+                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int keep,
+                    int BH, unsigned nblocks, unsigned smem) {
     emu_smem = smem;
-    emu_launch(
-        BH, (DV + 15) / 16, 1,
-        [=] {
-            gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, nres);
-            for (const auto& grp : emu_groups)
-                if (!grp.empty()) std::abort();  // copies never waited for
-            if (!emu_open.empty()) std::abort();  // or never committed
-        },
-        GD_NT);
+    emu_launch(nblocks, 1, 1, [=] {
+        gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, keep, BH);
+        for (const auto& grp : emu_groups)
+            if (!grp.empty()) std::abort();  // copies never waited for
+        if (!emu_open.empty()) std::abort();  // or never committed
+    });
     emu_smem = sizeof(smem_raw);
 }
