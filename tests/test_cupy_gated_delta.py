@@ -427,3 +427,28 @@ def test_gpu_bfloat16_in_bfloat16_out(T):
     assert out.dtype == torch.bfloat16 and out.is_cuda
     want = ref.loglinear_gated_delta(*[t.double() for t in tb])
     assert_close(out.double().cpu().numpy(), want.cpu().numpy(), BF16)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_many_levels_and_periods(dtype):
+    """A stream of 1500 + 2500 tokens at chunk 16 (250 chunks, 8 chunk levels: gd_scan's chains of
+    every length, periods cut by the call's start, incoming slots), two blocks of value columns,
+    with and without the returned state: against the reference (float64, on the GPU) and the
+    array-API state."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    p, T, C = 1500, 2500, 16
+    arrays = make(3, (2,), p + T, 8, 70, keys="raw", key_scale=0.5 / np.sqrt(8), decay="mixed", resets=True)
+    dev = [torch.as_tensor(x.astype(dtype), device="cuda") for x in arrays]
+    _, state = lsattn.loglinear_gated_delta(*_sl(dev, 0, p), chunk_size=C, return_state=True)
+    out, st2 = lsattn.loglinear_gated_delta(*_sl(dev, p, p + T), chunk_size=C, state=state, return_state=True)
+    out_ns = lsattn.loglinear_gated_delta(*_sl(dev, p, p + T), chunk_size=C, state=state)
+    full = [x.double() for x in dev]
+    want = ref.loglinear_gated_delta(*full)[..., p:, :].cpu().numpy()
+    tol = F64 if dtype == "float64" else F32
+    assert_close(out.double().cpu().numpy(), want, tol, what=dtype)
+    assert_close(out_ns.double().cpu().numpy(), want, tol, what=dtype + " without the state")
+    _, st_api = lsattn.loglinear_gated_delta(*full, chunk_size=C, return_state=True, backend="array_api")
+    assert_close(st2.tensors["levels"].double().cpu().numpy(), st_api.tensors["levels"].cpu().numpy(), tol,
+                 what="levels")

@@ -1,14 +1,16 @@
 """gd_scan alone (CUDA events, ms per launch), B H = 32 sequences, d = 64, float32 (what the bf16
-forward computes in), T = 2K / 8K / 32K, in builds compiled from the production source by text
-substitution (timing only; the substituted ones compute wrong values where said):
+forward computes in), T = 2K / 8K / 32K:
 
-- tc:        the production kernel (float32: the passes' products on tensor cores, 3xTF32)
-- tc_global: the same launch with every slot in global memory
-- ffma:      the passes' products in FFMA (session 8's kernel: GD_TC false)
-- no_pass:   every pass without its products (gd_pass<0>: the barriers only; wrong values): what a
-             chunk costs besides the products (tile copies, barriers, reduction, merge)
+- s9:       session 9's sequential scan (benchmarks/device/gd_scan_s9.cu, timing only: one block per
+            (sequence, 16 columns) walking every chunk, popcount(c) slots per chunk)
+- new:      the production level-parallel scan without the returned state (keep = 0: the public
+            forward's launch)
+- new_keep: the same with the returned state (keep = 1: the top level's accumulation chain too)
+- new_nomm: the production launch with its products removed (wrong values): what the chains cost
+            besides the products (tile copies, barriers, atomics)
 
 then the public forward on the same float32 CuPy arrays."""
+import os
 import re
 
 import cupy
@@ -25,18 +27,26 @@ i32, i64 = np.int32, np.int64
 cfg = cc.make_config("float", DK, 16, 64)
 opts = ("-std=c++17", "-DTA=float", "-DTI_BF16=0", "-DTI_F16=0", f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}",
         "-DLOGV=0")
-SUBS = {"ffma": [(r"constexpr bool GD_TC = sizeof\(ta\) == 4;", "constexpr bool GD_TC = false;")],
-        "no_pass": [(r"gd_pass<[12]>\(", "gd_pass<0>(")]}
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def build(name):
-    src = cc._source("gated_delta.cu")
-    for pat, rep in SUBS[name]:
-        src, k = re.subn(pat, rep, src)
-        assert k, (name, pat)
+def build(src):
     fn = cupy.RawModule(code=cc._source("common.cu") + "\n" + src, options=opts).get_function("gd_scan")
     fn.max_dynamic_shared_size_bytes = cc.SMEM_MAX
     return fn
+
+
+def nomm():
+    src, k = re.subn(r"gd_mm<(\d), (R[AB])>\(", r"if (0) gd_mm<\1, \2>(", cc._source("gated_delta.cu"))
+    assert k == 3, k
+    return build(src)
+
+
+def s9_smem(nres, L):
+    """Session 9's Config.gd_scan_smem (2 slot groups, GD_G = 2, GD_BV = 16) and resident slots."""
+    CH, DKP = cfg.CH, cfg.DKP
+    base = (2 * CH * (DKP + 4) + DKP * (CH + 4) + CH * min(L, 64) + 2 * 2 * CH * 16) * 4
+    return base, base + nres * DKP * 16 * 4
 
 
 def ms(f, reps):
@@ -52,7 +62,8 @@ def ms(f, reps):
     return cupy.cuda.get_elapsed_time(e0, e1) / reps
 
 
-alt = {name: build(name) for name in SUBS}
+old = build(open(os.path.join(HERE, "gd_scan_s9.cu")).read())
+no_mm = nomm()
 for T in (2048, 8192, 32768):
     C, L = cfg.CH, lsattn.num_levels(T)
     lay = chunk_layout(0, T, C)
@@ -69,15 +80,30 @@ for T in (2048, 8192, 32768):
     ops.gd_forms(cfg, q, k, v, a, b, lam, qe, ek, ph, H, g, out, T, DK, DV, L, 0, F, n, BH)
     NLC = cgd.chunk_slots(F, n, T % C == 0)
     lev, oldc = cupy.zeros((BH, NLC, DK, DV), cupy.float32), cupy.zeros((1,), cupy.float32)
-    fn, block, _ = ops._tk("gated_delta", cfg, "gd_scan")
-    nres = cfg.gd_scan_resident(NLC, L)
-    row = [f"T={T:6d} n={n:4d} slots={NLC:2d}"]
-    for name, res, f in (("tc", nres, fn), ("tc_global", 0, fn), ("ffma", nres, alt["ffma"]),
-                         ("no_pass", nres, alt["no_pass"])):
-        def launch():
-            f((BH, -(-DV // 16)), block, (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L),
-                                          i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(res)),
-              shared_mem=cfg.gd_scan_smem(res, L))
-        row.append(f"{name}: {ms(launch, 5):.3f} ms")
+    # the new scan's own result against the old one (same inputs; the reads add onto `out` copies)
+    o_new, o_old, l_new, l_old = out.copy(), out.copy(), lev.copy(), lev.copy()
+    ops.gd_scan(cfg, qe, ek, ph, H, g, lam, o_new, l_new, oldc, T, DK, DV, L, 0, F, n, 0, NLC, T % C == 0, BH, True)
+    base, _ = s9_smem(0, L)
+    nres = max(0, min(NLC, (cc.SMEM_MAX - base) // (cfg.DKP * 16 * 4)))
+
+    def launch_old(o=out, lv=lev):
+        old((BH, -(-DV // 16)), (512,), (qe, ek, ph, H, g, lam, o, lv, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0),
+                                          i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(nres)),
+            shared_mem=s9_smem(nres, L)[1])
+
+    launch_old(o_old, l_old)
+    dif = float(cupy.abs(o_new - o_old).max() / cupy.abs(o_old).max())
+    difl = float(cupy.abs(l_new - l_old).max() / cupy.abs(l_old).max())
+    row = [f"T={T:6d} n={n:4d} chains={cgd.scan_chains(F, n, 0, NLC):4d} new-vs-s9 out {dif:.1e} state {difl:.1e}"]
+    fn, block, smem = ops._tk("gated_delta", cfg, "gd_scan")
+    nb = cgd.scan_chains(F, n, 0, NLC) * BH
+
+    def launch_new(f, keep):
+        f((nb,), block, (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n),
+                         i32(0), i32(NLC), i32(T % C == 0), i32(keep), i32(BH)), shared_mem=smem)
+
+    for name, f in (("s9", launch_old), ("new", lambda: launch_new(fn, 0)), ("new_keep", lambda: launch_new(fn, 1)),
+                    ("new_nomm", lambda: launch_new(no_mm, 0))):
+        row.append(f"{name}: {ms(f, 5):.3f} ms")
     row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")
     print(" | ".join(row), flush=True)
