@@ -3,9 +3,9 @@
 ``gd_forms`` (``gated_delta_forms.cu``) computes the per-chunk WY quantities of the array-API twin
 (``lsattn.gated_delta._chunk_forms`` and ``_masked_intra``) in one kernel, one block per
 (sequence, chunk), straight from the (BH, T, d) inputs; ``gd_scan`` (``gated_delta.cu``) replaces
-the chunk tree of ``d_k x d_k`` transition products by one sequential scan over the chunks that
-keeps the chunk-level Fenwick states; the returned state is assembled by
-``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
+the chunk tree of ``d_k x d_k`` transition products by independent chains over the chunks, one per
+chunk-level Fenwick level and period and per incoming slot (the header of ``gated_delta.cu``); the
+returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
 Inputs are float32 / float64 (the registry widens 16-bit inputs to float32 and casts the output
 back); ``gd_forms`` runs FFMA, ``gd_scan``'s per-slot products run on tensor cores in float32
 (3xTF32) and FFMA in float64.
