@@ -5,6 +5,7 @@
 // and drives it through the backend's host logic, so the kernel's own index arithmetic, shared
 // tiles and barriers are checked without a GPU (vector loads abort when misaligned).
 #include "cuda_emu.h"
+#include <cstring>
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
 struct double2 { double x, y; };
@@ -50,22 +51,28 @@ inline void staged(L load, S store) {
     }
 }
 
-// cp.async as the hardware may run it: an element copy is queued at issue (its source read then)
-// and lands in shared memory only when a wait_group retires its commit group, so a read of a
-// buffer before its wait sees stale data.
-struct emu_copy { void* dst; double val; int size; };
+// cp.async as the hardware may run it: a copy is queued at issue (its source read then) and lands
+// in shared memory only when a wait_group retires its commit group, so a read of a buffer before
+// its wait sees stale data. 16-byte copies abort when misaligned (the GPU faults).
+struct emu_copy { void* dst; unsigned char bytes[16]; int size; };
 thread_local std::vector<std::vector<emu_copy>> emu_groups;  // committed groups, oldest first
 thread_local std::vector<emu_copy> emu_open;                 // issued, not yet committed
+inline void emu_queue(void* dst, const void* src, int size, bool valid) {
+    emu_copy e{dst, {}, size};
+    if (valid) std::memcpy(e.bytes, src, size);
+    emu_open.push_back(e);
+}
 template <typename T>
-inline void cp_async_ta(T* dst, const T* src, bool valid) { emu_open.push_back({dst, valid ? (double)*src : 0.0, (int)sizeof(T)}); }
+inline void cp_async_ta(T* dst, const T* src, bool valid) { emu_queue(dst, src, (int)sizeof(T), valid); }
+inline void cp_async16(void* dst, const void* src, bool valid) {
+    if (reinterpret_cast<uintptr_t>(dst) % 16 || (valid && reinterpret_cast<uintptr_t>(src) % 16)) std::abort();
+    emu_queue(dst, src, 16, valid);
+}
 inline void cp_async_commit() { emu_groups.push_back(std::move(emu_open)); emu_open.clear(); }
 template <int N>
 inline void cp_async_wait() {
     while ((int)emu_groups.size() > N) {
-        for (const emu_copy& e : emu_groups.front()) {
-            if (e.size == 4) *static_cast<float*>(e.dst) = (float)e.val;
-            else *static_cast<double*>(e.dst) = e.val;
-        }
+        for (const emu_copy& e : emu_groups.front()) std::memcpy(e.dst, e.bytes, e.size);
         emu_groups.erase(emu_groups.begin());
     }
 }

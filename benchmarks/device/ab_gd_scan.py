@@ -8,6 +8,9 @@ forward computes in), T = 2K / 8K / 32K:
 - new_keep: the same with the returned state (keep = 1: the top level's accumulation chain too)
 - new_nomm: the production launch with its products removed (wrong values): what the chains cost
             besides the products (tile copies, barriers, atomics)
+- new_elem: the production launch with element copies of the tiles instead of 16-byte ones
+- new_top:  only the two longest level chains per sequence (levels NLC, NLC - 1, keep = 1): the
+            critical path on an otherwise idle GPU
 
 then the public forward on the same float32 CuPy arrays."""
 import os
@@ -36,9 +39,9 @@ def build(src):
     return fn
 
 
-def nomm():
-    src, k = re.subn(r"gd_mm<(\d), (R[AB])>\(", r"if (0) gd_mm<\1, \2>(", cc._source("gated_delta.cu"))
-    assert k == 3, k
+def variant(pat, rep, count):
+    src, k = re.subn(pat, rep, cc._source("gated_delta.cu"))
+    assert k == count, (pat, k)
     return build(src)
 
 
@@ -63,7 +66,8 @@ def ms(f, reps):
 
 
 old = build(open(os.path.join(HERE, "gd_scan_s9.cu")).read())
-no_mm = nomm()
+no_mm = variant(r"gd_mm<(\d), (R[AB])>\(", r"if (0) gd_mm<\1, \2>(", 3)
+elem = variant(r"if \(DK % VW == 0\)", "if (false)", 1)
 for T in (2048, 8192, 32768):
     C, L = cfg.CH, lsattn.num_levels(T)
     lay = chunk_layout(0, T, C)
@@ -98,12 +102,13 @@ for T in (2048, 8192, 32768):
     fn, block, smem = ops._tk("gated_delta", cfg, "gd_scan")
     nb = cgd.scan_chains(F, n, 0, NLC) * BH
 
-    def launch_new(f, keep):
+    def launch_new(f, keep, nb=nb):
         f((nb,), block, (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n),
                          i32(0), i32(NLC), i32(T % C == 0), i32(keep), i32(BH)), shared_mem=smem)
 
     for name, f in (("s9", launch_old), ("new", lambda: launch_new(fn, 0)), ("new_keep", lambda: launch_new(fn, 1)),
-                    ("new_nomm", lambda: launch_new(no_mm, 0))):
+                    ("new_nomm", lambda: launch_new(no_mm, 0)), ("new_elem", lambda: launch_new(elem, 0)),
+                    ("new_top", lambda: launch_new(fn, 1, 2 * BH))):
         row.append(f"{name}: {ms(f, 5):.3f} ms")
     row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")
     print(" | ".join(row), flush=True)

@@ -21,7 +21,7 @@ for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|Error"
 for f in "$OUT"/log_memcheck.txt "$OUT"/log_racecheck.txt; do echo "-- $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize ok|Error" "$f" | tail -3; done
 # TIMINGS
 echo "=== gd_scan alone $(date -u +%T)"
-timeout 40 python3 benchmarks/device/ab_gd_scan.py > "$OUT/log_ab.txt" 2>&1
+timeout 45 python3 benchmarks/device/ab_gd_scan.py > "$OUT/log_ab.txt" 2>&1
 echo "rc=$?"; tail -4 "$OUT/log_ab.txt"
 echo "=== forward table $(date -u +%T)"
 timeout 200 python3 benchmarks/bench_gpu_gated_delta.py --T 2048,8192,32768 --api-max-T 0 --fla-dtypes bf16 --out "$OUT" \

@@ -151,17 +151,29 @@ __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej
 }
 
 
-// Chunk cj's tiles into shared memory (asynchronous element copies, one commit group; consecutive
-// threads copy consecutive elements of a row): Qe (unless null), Ek as [t][kk], phi as [kk][t],
-// zero-padded past DK.
+// Chunk cj's tiles into shared memory (asynchronous copies, one commit group; consecutive threads
+// copy consecutive pieces of a row): Qe (unless null), Ek as [t][kk], phi as [kk][t], zero-padded
+// past DK. 16-byte copies when d_k is a multiple of their width (the tiles' rows then start on
+// 16 bytes: CH and the padded shared rows are multiples of it), else element copies.
 __device__ __forceinline__ void gd_chunk_async(ta* Qe, ta* Ek, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
                                                int DK) {
-    for (int idx = threadIdx.x; idx < CH * DKP; idx += NT) {
-        const int t = idx / DKP, kk = idx % DKP, kr = idx / CH, tc = idx % CH;
-        const bool ok = kk < DK, okr = kr < DK;
-        if (Qe) cp_async_ta(Qe + t * GD_LDQ + kk, ok ? qej + t * DK + kk : qej, ok);
-        cp_async_ta(Ek + t * GD_LDQ + kk, ok ? ekj + t * DK + kk : ekj, ok);
-        cp_async_ta(Ph + kr * GD_LDP + tc, okr ? phj + kr * CH + tc : phj, okr);
+    constexpr int VW = 16 / (int)sizeof(ta);  // elements per 16-byte copy
+    if (DK % VW == 0) {
+        for (int idx = threadIdx.x; idx < CH * DKP / VW; idx += NT) {
+            const int t = idx / (DKP / VW), kk = idx % (DKP / VW) * VW, kr = idx / (CH / VW), tc = idx % (CH / VW) * VW;
+            const bool ok = kk < DK, okr = kr < DK;
+            if (Qe) cp_async16(Qe + t * GD_LDQ + kk, ok ? qej + t * DK + kk : qej, ok);
+            cp_async16(Ek + t * GD_LDQ + kk, ok ? ekj + t * DK + kk : ekj, ok);
+            cp_async16(Ph + kr * GD_LDP + tc, okr ? phj + kr * CH + tc : phj, okr);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < CH * DKP; idx += NT) {
+            const int t = idx / DKP, kk = idx % DKP, kr = idx / CH, tc = idx % CH;
+            const bool ok = kk < DK, okr = kr < DK;
+            if (Qe) cp_async_ta(Qe + t * GD_LDQ + kk, ok ? qej + t * DK + kk : qej, ok);
+            cp_async_ta(Ek + t * GD_LDQ + kk, ok ? ekj + t * DK + kk : ekj, ok);
+            cp_async_ta(Ph + kr * GD_LDP + tc, okr ? phj + kr * CH + tc : phj, okr);
+        }
     }
     cp_async_commit();
 }
