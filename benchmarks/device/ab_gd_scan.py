@@ -9,6 +9,8 @@ forward computes in), T = 2K / 8K / 32K:
 - new_nomm: the production launch with its products removed (wrong values): what the chains cost
             besides the products (tile copies, barriers, atomics)
 - new_elem: the production launch with element copies of the tiles instead of 16-byte ones
+- new_nopipe: the production launch without the copies of the next chunk's tiles during this one's
+            products (GD_PIPE_SET=0: every chunk's copies issued at its start)
 - new_top:  only the two longest level chains per sequence (levels NLC, NLC - 1, keep = 1): the
             critical path on an otherwise idle GPU
 
@@ -33,8 +35,8 @@ opts = ("-std=c++17", "-DTA=float", "-DTI_BF16=0", "-DTI_F16=0", f"-DCH={cfg.CH}
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def build(src):
-    fn = cupy.RawModule(code=cc._source("common.cu") + "\n" + src, options=opts).get_function("gd_scan")
+def build(src, extra=()):
+    fn = cupy.RawModule(code=cc._source("common.cu") + "\n" + src, options=opts + tuple(extra)).get_function("gd_scan")
     fn.max_dynamic_shared_size_bytes = cc.SMEM_MAX
     return fn
 
@@ -67,7 +69,8 @@ def ms(f, reps):
 
 old = build(open(os.path.join(HERE, "gd_scan_s9.cu")).read())
 no_mm = variant(r"gd_mm<(\d), (R[AB])>\(", r"if (0) gd_mm<\1, \2>(", 3)
-elem = variant(r"if \(DK % VW == 0\)", "if (false)", 1)
+elem = variant(r"const bool vec = DK % VW == 0;", "const bool vec = false;", 1)
+nopipe = build(cc._source("gated_delta.cu"), ("-DGD_PIPE_SET=0",))
 for T in (2048, 8192, 32768):
     C, L = cfg.CH, lsattn.num_levels(T)
     lay = chunk_layout(0, T, C)
@@ -108,6 +111,7 @@ for T in (2048, 8192, 32768):
 
     for name, f in (("s9", launch_old), ("new", lambda: launch_new(fn, 0)), ("new_keep", lambda: launch_new(fn, 1)),
                     ("new_nomm", lambda: launch_new(no_mm, 0)), ("new_elem", lambda: launch_new(elem, 0)),
+                    ("new_nopipe", lambda: launch_new(nopipe, 0)),
                     ("new_top", lambda: launch_new(fn, 1, 2 * BH))):
         row.append(f"{name}: {ms(f, 5):.3f} ms")
     row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")

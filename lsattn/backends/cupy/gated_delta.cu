@@ -151,32 +151,33 @@ __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej
 }
 
 
-// Chunk cj's tiles into shared memory (asynchronous copies, one commit group; consecutive threads
-// copy consecutive pieces of a row): Qe (unless null), Ek as [t][kk], phi as [kk][t], zero-padded
-// past DK. 16-byte copies when d_k is a multiple of their width (the tiles' rows then start on
-// 16 bytes: CH and the padded shared rows are multiples of it), else element copies.
-__device__ __forceinline__ void gd_chunk_async(ta* Qe, ta* Ek, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
-                                               int DK) {
+// A ROWS x COLS tile into shared memory dst (row stride dld) from the row-major src (row stride sld;
+// rows >= vr and columns >= vc zero), asynchronously, consecutive threads copying consecutive pieces
+// of a row: 16-byte copies when vec (sld and vc multiples of their width, rows starting on 16 bytes),
+// else element copies.
+template <int ROWS, int COLS>
+__device__ __forceinline__ void gd_copy(ta* dst, int dld, const ta* src, int sld, int vr, int vc, bool vec) {
     constexpr int VW = 16 / (int)sizeof(ta);  // elements per 16-byte copy
-    if (DK % VW == 0) {
-        for (int idx = threadIdx.x; idx < CH * DKP / VW; idx += NT) {
-            const int t = idx / (DKP / VW), kk = idx % (DKP / VW) * VW, kr = idx / (CH / VW), tc = idx % (CH / VW) * VW;
-            const bool ok = kk < DK, okr = kr < DK;
-            if (Qe) cp_async16(Qe + t * GD_LDQ + kk, ok ? qej + t * DK + kk : qej, ok);
-            cp_async16(Ek + t * GD_LDQ + kk, ok ? ekj + t * DK + kk : ekj, ok);
-            cp_async16(Ph + kr * GD_LDP + tc, okr ? phj + kr * CH + tc : phj, okr);
+    if (vec) {
+        for (int idx = threadIdx.x; idx < ROWS * COLS / VW; idx += NT) {
+            const int r = idx / (COLS / VW), k = idx % (COLS / VW) * VW;
+            const bool ok = r < vr && k < vc;
+            cp_async16(dst + r * dld + k, ok ? src + r * sld + k : src, ok);
         }
     } else {
-        for (int idx = threadIdx.x; idx < CH * DKP; idx += NT) {
-            const int t = idx / DKP, kk = idx % DKP, kr = idx / CH, tc = idx % CH;
-            const bool ok = kk < DK, okr = kr < DK;
-            if (Qe) cp_async_ta(Qe + t * GD_LDQ + kk, ok ? qej + t * DK + kk : qej, ok);
-            cp_async_ta(Ek + t * GD_LDQ + kk, ok ? ekj + t * DK + kk : ekj, ok);
-            cp_async_ta(Ph + kr * GD_LDP + tc, okr ? phj + kr * CH + tc : phj, okr);
+        for (int idx = threadIdx.x; idx < ROWS * COLS; idx += NT) {
+            const int r = idx / COLS, k = idx % COLS;
+            const bool ok = r < vr && k < vc;
+            cp_async_ta(dst + r * dld + k, ok ? src + r * sld + k : src, ok);
         }
     }
-    cp_async_commit();
 }
+
+#ifdef GD_PIPE_SET  // a timing build may turn the pipelining off
+constexpr bool GD_PIPE = GD_PIPE_SET;
+#else
+constexpr bool GD_PIPE = true;
+#endif
 
 extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
@@ -237,6 +238,24 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     const int K8 = (DK + 7) / 8 * 8;  // (a)'s reduction (rows past DK are zero)
     const GdWarpTiles<RA> wa;
     const GdWarpTiles<RB> wb;
+    // chunk c's tiles, two commit groups: Qe (when read) and Ek, needed by (a); phi, needed by (b).
+    // Pipelined (GD_PIPE): chunk c + 1's Qe, Ek are copied during chunk c's (b), its phi during its own (a).
+    constexpr int VW = 16 / (int)sizeof(ta);
+    const bool vec = DK % VW == 0;
+    auto copy_a = [&](i64 c) {
+        const i64 cj = bh * n + (c - F);
+        if (c >= mid) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+        cp_async_commit();
+    };
+    auto copy_p = [&](i64 c) {
+        gd_copy<DKP, CH>(Ph, GD_LDP, ph + (bh * n + (c - F)) * DK * CH, CH, DK, CH, vec);
+        cp_async_commit();
+    };
+    if (GD_PIPE && (live ? lo : lo + 1) < hi) {  // the first chunk with products
+        copy_a(live ? lo : lo + 1);
+        copy_p(live ? lo : lo + 1);
+    }
     for (i64 c = lo; c < hi; ++c) {
         const bool rd = c >= mid;  // read and carry; else accumulate
         const i64 cj = bh * n + (c - F);
@@ -258,14 +277,17 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
             __syncthreads();
             continue;
         }
-        gd_chunk_async(rd ? Qe : nullptr, Ek, Ph, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK);
+        if (!GD_PIPE) {
+            copy_a(c);
+            copy_p(c);
+        }
         if (rd && tid < CH) {  // token tid's read weight
             const i64 tabs = c * CH + tid, gi = tabs - p;
             const int l = s >= 0 ? max(s + 1, bitlen64(p ^ tabs)) : GD_LOG2C + m;
             lw[tid] = gi >= 0 && gi < T ? lam[(bh * T + gi) * L + l] : (ta)0;  // padding rows: unread
         }
         const ta eg = ex(gc[cj]);
-        cp_async_wait<0>();
+        cp_async_wait<1>();  // Qe, Ek (phi may be in flight)
         __syncthreads();
         // (a) W = Ek S (and R = Qe S, read into the output)
         {
@@ -292,6 +314,12 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
                 }
         }
         __syncthreads();
+        if (GD_PIPE && c + 1 < hi)
+            copy_a(c + 1);  // Qe, Ek no longer read
+        else if (GD_PIPE)
+            cp_async_commit();  // an empty group: the waits count groups
+        cp_async_wait<GD_PIPE ? 1 : 0>();  // phi
+        __syncthreads();
         // (b) S <- e^g S - phi W (+ H)
         {
             ta acc[1][RB][4] = {};
@@ -304,7 +332,8 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
                     *e = eg * *e - acc[0][i][x] + hv[i][x];
                 }
         }
-        __syncthreads();  // S read by the next chunk's (a); the tiles rewritten by its copies
+        __syncthreads();  // S read by the next chunk's (a); phi rewritten by its copies
+        if (GD_PIPE && c + 1 < hi) copy_p(c + 1);
     }
     // the returned state: an incoming slot carried to the end; level m's S^m(E) when bit m - 1 of E is set
     if (!keep || (s < 0 && !(hi == cL + 1 && ((E >> (m - 1)) & 1)))) return;
