@@ -11,6 +11,8 @@ forward computes in), T = 2K / 8K / 32K:
 - new_elem: the production launch with element copies of the tiles instead of 16-byte ones
 - new_nopipe: the production launch without the copies of the next chunk's tiles during this one's
             products (GD_PIPE_SET=0: every chunk's copies issued at its start)
+- new_minb1: the production launch compiled for one block per SM (179 registers, no spills) instead
+            of two (128 registers)
 - new_top:  only the two longest level chains per sequence (levels NLC, NLC - 1, keep = 1): the
             critical path on an otherwise idle GPU
 
@@ -71,6 +73,7 @@ old = build(open(os.path.join(HERE, "gd_scan_s9.cu")).read())
 no_mm = variant(r"gd_mm<(\d), (R[AB])>\(", r"if (0) gd_mm<\1, \2>(", 3)
 elem = variant(r"const bool vec = DK % VW == 0;", "const bool vec = false;", 1)
 nopipe = build(cc._source("gated_delta.cu"), ("-DGD_PIPE_SET=0",))
+minb1 = build(cc._source("gated_delta.cu"), ("-DGD_MINB_SET=1",))
 for T in (2048, 8192, 32768):
     C, L = cfg.CH, lsattn.num_levels(T)
     lay = chunk_layout(0, T, C)
@@ -111,7 +114,7 @@ for T in (2048, 8192, 32768):
 
     for name, f in (("s9", launch_old), ("new", lambda: launch_new(fn, 0)), ("new_keep", lambda: launch_new(fn, 1)),
                     ("new_nomm", lambda: launch_new(no_mm, 0)), ("new_elem", lambda: launch_new(elem, 0)),
-                    ("new_nopipe", lambda: launch_new(nopipe, 0)),
+                    ("new_nopipe", lambda: launch_new(nopipe, 0)), ("new_minb1", lambda: launch_new(minb1, 0)),
                     ("new_top", lambda: launch_new(fn, 1, 2 * BH))):
         row.append(f"{name}: {ms(f, 5):.3f} ms")
     row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")

@@ -3,7 +3,7 @@
 # period). Tests: the GPU tests of loglinear_gated_delta (forward, backward, dispatch -k gated) in two
 # pytest processes beside compute-sanitizer memcheck and racecheck of gd_small.py (~120 s, the first
 # ~60 s CUDA compilation). # TIMINGS (quiet GPU): gd_scan alone, session 9's scan against the new one and its variants in
-# one process (ab_gd_scan.py, ~45 s), then the forward table with fla (bf16; fla autotunes: ~150 s).
+# one process (ab_gd_scan.py, ~50 s), then the forward table with fla (bf16; fla autotunes: ~150 s).
 #   OUT=... bash benchmarks/device/run_s10a16.sh       (logs under $OUT/s10a16.tgz; summary on stdout)
 set -u
 NAME=s10a16; . benchmarks/device/setup.sh
@@ -21,7 +21,7 @@ for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|Error"
 for f in "$OUT"/log_memcheck.txt "$OUT"/log_racecheck.txt; do echo "-- $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize ok|Error" "$f" | tail -3; done
 # TIMINGS
 echo "=== gd_scan alone $(date -u +%T)"
-timeout 55 python3 benchmarks/device/ab_gd_scan.py > "$OUT/log_ab.txt" 2>&1
+timeout 65 python3 benchmarks/device/ab_gd_scan.py > "$OUT/log_ab.txt" 2>&1
 echo "rc=$?"; tail -4 "$OUT/log_ab.txt"
 echo "=== forward table $(date -u +%T)"
 timeout 200 python3 benchmarks/bench_gpu_gated_delta.py --T 2048,8192,32768 --api-max-T 0 --fla-dtypes bf16 --out "$OUT" \

@@ -97,7 +97,7 @@ struct GdWarpTiles {
 // c[a][i] += A_a[r0 .. r0 + 15][0 .. K) Y[0 .. K)[n0 + 8 i .. + 7] for a < NA (A_0 = X0, A_1 = X1,
 // [row][k] with row stride ldx), i < NTL (Y [k][col], row stride ldy); K a multiple of 8.
 template <int NA, int NTL, typename Acc>
-__device__ __forceinline__ void gd_mm(Acc (&c)[NA][NTL][4], const ta* X0, const ta* X1, int ldx, const ta* Y, int ldy,
+__device__ __forceinline__ void gd_mm(Acc (*c)[NTL][4], const ta* X0, const ta* X1, int ldx, const ta* Y, int ldy,
                                       int r0, int n0, int K) {
     const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     if constexpr (GD_TC) {
@@ -179,7 +179,14 @@ constexpr bool GD_PIPE = GD_PIPE_SET;
 constexpr bool GD_PIPE = true;
 #endif
 
-extern "C" __global__ void __launch_bounds__(NT) gd_scan(
+// float32: two blocks per SM (128 registers per thread, ~20 bytes spilled at d_k = 64; shared memory
+// ~89 KB at d_k = 64)
+#ifdef GD_MINB_SET  // a timing build may set it
+constexpr int GD_MINB = GD_MINB_SET;
+#else
+constexpr int GD_MINB = GD_TC ? 2 : 1;
+#endif
+extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
     const ta* __restrict__ ek,   // (BH, n, CH, DK)  e^G K
     const ta* __restrict__ ph,   // (BH, n, DK, CH)  phi
@@ -259,16 +266,19 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
     for (i64 c = lo; c < hi; ++c) {
         const bool rd = c >= mid;  // read and carry; else accumulate
         const i64 cj = bh * n + (c - F);
-        // (b)'s H (accumulating) in the C fragments' layout
+        // (b)'s H (accumulating) in the C fragments' layout (loaded after (a): fewer live registers there)
         ta hv[RB][4];
+        auto load_h = [&] {
 #pragma unroll
-        for (int i = 0; i < RB; ++i)
+            for (int i = 0; i < RB; ++i)
 #pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const int kk = wb.row(x), cc = wb.col(i, x);
-                hv[i][x] = !rd && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
-            }
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(i, x);
+                    hv[i][x] = !rd && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+                }
+        };
         if (!live) {  // the first chunk of a bucket: S = H_c
+            load_h();
 #pragma unroll
             for (int i = 0; i < RB; ++i)
 #pragma unroll
@@ -292,16 +302,10 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
         // (a) W = Ek S (and R = Qe S, read into the output)
         {
             ta acc[2][RA][4] = {};  // W, R
-            if (rd) {
+            if (rd)
                 gd_mm<2, RA>(acc, Ek, Qe, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
-            } else {
-                ta w1[1][RA][4] = {};
-                gd_mm<1, RA>(w1, Ek, nullptr, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
-#pragma unroll
-                for (int i = 0; i < RA; ++i)
-#pragma unroll
-                    for (int x = 0; x < 4; ++x) acc[0][i][x] = w1[0][i][x];
-            }
+            else
+                gd_mm<1, RA>(acc, Ek, nullptr, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
 #pragma unroll
             for (int i = 0; i < RA; ++i)
 #pragma unroll
@@ -314,6 +318,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan(
                 }
         }
         __syncthreads();
+        load_h();
         if (GD_PIPE && c + 1 < hi)
             copy_a(c + 1);  // Qe, Ek no longer read
         else if (GD_PIPE)
