@@ -33,7 +33,7 @@ from lsattn import reference as ref
 from lsattn._chunktree import chunk_layout, to_chunks
 from lsattn.gated_delta import _chunk_forms, _masked_intra
 from lsattn.backends.cupy import gated_delta as cgd
-from lsattn.backends.cupy._compile import make_config
+from lsattn.backends.cupy._compile import GD_BW, make_config
 from lsattn.fenwick import _bit_length
 
 from helpers import assert_close, cupy_source, emulation
@@ -41,7 +41,7 @@ from strategies import DECAYS, batch_shapes, head_dims, seeds, seq_lens, split_p
 
 F64, F32, BF16 = 1e-10, 1e-5, 2e-2
 BV = 16  # GD_BV of gated_delta.cu (gd_scan_bwd's column blocks)
-BW = 64  # GD_BW of gated_delta.cu (gd_scan's column blocks)
+BW = GD_BW  # gd_scan's column blocks
 
 
 class Twin:
@@ -194,9 +194,11 @@ class Emulated:
     session and (compute type, CH, DKP) (``helpers.emulation``)."""
 
     xp = np
+    bw = BW  # gd_scan's value columns per block (a timing build's GD_BW_SET when not the production one)
 
     def _lib(self, cfg):
-        return emulation("cuda_emu_gd_forms.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
+        defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP} | ({} if self.bw == BW else {"GD_BW_SET": self.bw})
+        return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
     @staticmethod
@@ -213,8 +215,9 @@ class Emulated:
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH)]
-        blocks = cgd.scan_chains(F, n, n_old, NLC) * BH * -(-DV // BW)
-        self._lib(cfg).run(*self._ptrs(arrays), *ints, ctypes.c_uint(blocks), ctypes.c_uint(cfg.smem("gd_scan")))
+        blocks = cgd.scan_chains(F, n, n_old, NLC) * BH * -(-DV // self.bw)
+        smem = cfg.smem("gd_scan") + (cfg.DKP + cfg.CH) * (self.bw - BW) * cfg.itemsize  # S and W are GD_BW + 8 wide
+        self._lib(cfg).run(*self._ptrs(arrays), *ints, ctypes.c_uint(blocks), ctypes.c_uint(smem))
 
 
 @pytest.mark.parametrize("dtype, dk, dv, C", [("float32", 5, 20, 16), ("float64", 20, 3, 32), ("float64", 70, 3, 32)])
@@ -291,7 +294,7 @@ def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay):
     warp on the CPU, ``cuda_emu_gd_scan.cpp``) with gd_forms, through the host logic: T not a
     multiple of the chunk, an incoming state at an unaligned offset, every padded d_k (16 .. 128),
     value columns in several blocks, unnormalised keys (|k| ~0.5, the float32 bound's), strong
-    decays and hard resets, two blocks of 64 value columns; output and state within the float32
+    decays and hard resets, value columns in several blocks; output and state within the float32
     bound of the reference and the array-API state."""
     arrays = make(11, (2,), p + T, dk, dv, keys=keys, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
     arrays = [x.astype(np.float32) for x in arrays]
@@ -306,6 +309,31 @@ def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay):
     assert_close(out, ref.loglinear_gated_delta(*full)[..., p:, :], F32, what=what)
     _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
     assert_close(levels, st_api.tensors["levels"], F32, what="levels " + what)
+
+
+@pytest.mark.parametrize("bw, dtype, T, p, dk, dv, C", [
+    (16, "float32", 70, 37, 5, 40, 16),  # (b) with 2 tiles: 6 warps idle
+    (64, "float32", 90, 0, 40, 70, 32),
+    (16, "float64", 50, 20, 20, 17, 32),
+    (64, "float64", 40, 0, 3, 5, 16)])
+def test_scan_column_widths_emulated(emulated, bw, dtype, T, p, dk, dv, C):
+    """gd_scan built for 16 and 64 value columns per block (the timing builds' GD_BW_SET; the
+    production width runs in the tests above): the warps' tiles dealt over fewer or more columns,
+    idle warps when a product has fewer than 8 tiles; against the reference and the array-API state."""
+    arrays = [x.astype(dtype) for x in make(5, (2,), p + T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk),
+                                            resets=True)]
+    full = [x.astype(np.float64) for x in arrays]
+    old = None
+    if p:
+        _, state = lsattn.loglinear_gated_delta(*_sl(full, 0, p), return_state=True, backend="array_api")
+        old = state.tensors["levels"].astype(dtype)
+    ops = Emulated()
+    ops.bw = bw
+    out, levels = cgd.compute(ops, *_sl(arrays, p, p + T), C, p, old, True)
+    tol = F64 if dtype == "float64" else F32
+    assert_close(out, ref.loglinear_gated_delta(*full)[..., p:, :], tol, what=f"bw={bw} {dtype}")
+    _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], tol, what="levels")
 
 
 def test_registered_on_cupy():

@@ -4,19 +4,17 @@ forward computes in), T = 2K / 8K / 32K:
 - s9:       session 9's sequential scan (benchmarks/device/gd_scan_s9.cu, timing only: one block per
             (sequence, 16 columns) walking every chunk, popcount(c) slots per chunk)
 - new:      the production level-parallel scan without the returned state (keep = 0: the public
-            forward's launch)
+            forward's launch; GD_BW = 32 columns per block, 3 blocks per SM)
 - new_keep: the same with the returned state (keep = 1: the top level's accumulation chain too)
+- new_bw16, new_bw64: builds with 16 / 64 value columns per block (GD_BW_SET; 64: 2 blocks per SM)
+- new_nopipe: without the copies of the next chunk's tiles during this one's products (GD_PIPE_SET=0)
 - new_nomm: the production launch with its products removed (wrong values): what the chains cost
             besides the products (tile copies, barriers, atomics)
-- new_elem: the production launch with element copies of the tiles instead of 16-byte ones
-- new_nopipe: the production launch without the copies of the next chunk's tiles during this one's
-            products (GD_PIPE_SET=0: every chunk's copies issued at its start)
-- new_minb1: the production launch compiled for one block per SM (179 registers, no spills) instead
-            of two (128 registers)
-- new_top:  only the two longest level chains per sequence (levels NLC, NLC - 1, keep = 1): the
-            critical path on an otherwise idle GPU
+- new_top, new_top_bw16: only the two longest level chains per sequence (levels NLC, NLC - 1,
+            keep = 1): the critical path on an otherwise idle GPU
 
-then the public forward on the same float32 CuPy arrays."""
+then the public forward on the same float32 CuPy arrays. The first columns: the production scan's
+output and state against session 9's (max |difference| / max |s9|)."""
 import os
 import re
 
@@ -43,10 +41,12 @@ def build(src, extra=()):
     return fn
 
 
-def variant(pat, rep, count):
-    src, k = re.subn(pat, rep, cc._source("gated_delta.cu"))
-    assert k == count, (pat, k)
-    return build(src)
+def variant(pat=None, rep=None, count=0, extra=()):
+    src = cc._source("gated_delta.cu")
+    if pat:
+        src, k = re.subn(pat, rep, src)
+        assert k == count, (pat, k)
+    return build(src, extra)
 
 
 def s9_smem(nres, L):
@@ -70,10 +70,10 @@ def ms(f, reps):
 
 
 old = build(open(os.path.join(HERE, "gd_scan_s9.cu")).read())
-no_mm = variant(r"gd_mm<(\d), (R[AB])>\(", r"if (0) gd_mm<\1, \2>(", 3)
-elem = variant(r"const bool vec = DK % VW == 0;", "const bool vec = false;", 1)
-nopipe = build(cc._source("gated_delta.cu"), ("-DGD_PIPE_SET=0",))
-minb1 = build(cc._source("gated_delta.cu"), ("-DGD_MINB_SET=1",))
+no_mm = variant(r"gd_mm<(\d), (TW[AB])>\(", r"if (0) gd_mm<\1, \2>(", 3)
+bw16 = variant(extra=("-DGD_BW_SET=16",))
+bw64 = variant(extra=("-DGD_BW_SET=64", "-DGD_MINB_SET=2"))
+nopipe = variant(extra=("-DGD_PIPE_SET=0",))
 for T in (2048, 8192, 32768):
     C, L = cfg.CH, lsattn.num_levels(T)
     lay = chunk_layout(0, T, C)
@@ -106,16 +106,27 @@ for T in (2048, 8192, 32768):
     difl = float(cupy.abs(l_new - l_old).max() / cupy.abs(l_old).max())
     row = [f"T={T:6d} n={n:4d} chains={cgd.scan_chains(F, n, 0, NLC):4d} new-vs-s9 out {dif:.1e} state {difl:.1e}"]
     fn, block, smem = ops._tk("gated_delta", cfg, "gd_scan")
-    nb = cgd.scan_chains(F, n, 0, NLC) * BH
+    nch = cgd.scan_chains(F, n, 0, NLC)
 
-    def launch_new(f, keep, nb=nb):
-        f((nb,), block, (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n),
-                         i32(0), i32(NLC), i32(T % C == 0), i32(keep), i32(BH)), shared_mem=smem)
+    def launch_new(f, keep, bw=cc.GD_BW, chains=nch):
+        per = BH * -(-DV // bw)
+        f((chains * per,), block, (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F),
+                                   i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(keep), i32(BH)),
+          shared_mem=smem + (cfg.DKP + C) * (bw - cc.GD_BW) * 4)
+
+    for name, f, bw in (("bw16", bw16, 16), ("bw64", bw64, 64), ("nopipe", nopipe, cc.GD_BW)):  # the builds' outputs
+        o_v, l_v = out.copy(), lev.copy()
+        f((nch * BH * -(-DV // bw),), block, (qe, ek, ph, H, g, lam, o_v, l_v, oldc, i32(T), i32(DK), i32(DV), i32(L),
+                                              i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(1), i32(BH)),
+          shared_mem=smem + (cfg.DKP + C) * (bw - cc.GD_BW) * 4)
+        row.append(f"{name}-vs-new {float(cupy.abs(o_v - o_new).max() / cupy.abs(o_new).max()):.0e} "
+                   f"{float(cupy.abs(l_v - l_new).max() / cupy.abs(l_new).max()):.0e}")
 
     for name, f in (("s9", launch_old), ("new", lambda: launch_new(fn, 0)), ("new_keep", lambda: launch_new(fn, 1)),
-                    ("new_nomm", lambda: launch_new(no_mm, 0)), ("new_elem", lambda: launch_new(elem, 0)),
-                    ("new_nopipe", lambda: launch_new(nopipe, 0)), ("new_minb1", lambda: launch_new(minb1, 0)),
-                    ("new_top", lambda: launch_new(fn, 1, 2 * BH))):
+                    ("new_bw16", lambda: launch_new(bw16, 0, 16)), ("new_bw64", lambda: launch_new(bw64, 0, 64)),
+                    ("new_nopipe", lambda: launch_new(nopipe, 0)), ("new_nomm", lambda: launch_new(no_mm, 0)),
+                    ("new_top", lambda: launch_new(fn, 1, chains=2)),
+                    ("new_top_bw16", lambda: launch_new(bw16, 1, 16, chains=2))):
         row.append(f"{name}: {ms(f, 5):.3f} ms")
     row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")
     print(" | ".join(row), flush=True)

@@ -13,6 +13,8 @@ import numpy as np
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: value columns per launch (a wider v is split into independent column blocks)
 DV_BLOCK = 128
+#: value columns per block of gd_scan (gated_delta.cu's GD_BW)
+GD_BW = 32
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Config:
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
         if kernel == "gd_scan":  # gated_delta.cu: Qe, Ek, phi (rows padded by 16 bytes), S, W (GD_BW + 8 columns), CH weights
             pad = 16 // es
-            return (2 * CH * (DKP + pad) + DKP * (CH + pad) + (DKP + CH) * 72 + CH) * es
+            return (2 * CH * (DKP + pad) + DKP * (CH + pad) + (DKP + CH) * (GD_BW + 8) + CH) * es
         if kernel == "gd_forms":  # gated_delta_forms.cu: three d tiles, three CH x CH tiles, four CH vectors
             dt = max(DKP * (CH + 4), CH * (DKP + 4))
             return (3 * dt + 3 * CH * (CH + 4) + 4 * CH) * es
@@ -368,12 +370,12 @@ class CupyOps:
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 keep=True):
         """The scan's independent chains (gated_delta.cu): ``gated_delta.scan_chains`` of them, each
-        for every sequence and block of 64 value columns; ``keep``: write the returned state into
+        for every sequence and block of GD_BW value columns; ``keep``: write the returned state into
         lev / oldc (else only the output)."""
         from .gated_delta import scan_chains
 
         fn, block, smem = self._tk("gated_delta", cfg, "gd_scan")
-        per = BH * -(-DV // 64)  # GD_BW
+        per = BH * -(-DV // GD_BW)
         fn((scan_chains(F, n, n_old, NLC) * per,), block,
            (qe, ek, ph, H, g, lam, out, lev, oldc, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
             self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last)), self._i(int(keep)),

@@ -36,8 +36,7 @@
 // critical path: the top level's ~n chunks of one slot each.
 //
 // Threads: NT = 256 (8 warps). Every product is an M x GD_BW one (M = CH in (a), DKP in (b)) in
-// tiles of 16 x 8: warp w owns row block w / (8 / RB) (RB = M / 16) and RB tiles of 8 columns from
-// 8 RB (w % (8 / RB)). float32: mma.sync m16n8k8 tf32 with every operand split into two tf32 halves
+// tiles of 16 x 8 dealt evenly over the warps (GdWarpTiles). float32: mma.sync m16n8k8 tf32 with every operand split into two tf32 halves
 // (3xTF32, ~2^-21 relative, fp32 accumulation); float64: FFMA on the same fragments.
 // Per chunk of a chain: (a) R = Qe S, W = Ek S (read mode; W only when accumulating), the reads
 // lambda R atomically added to the output, W to shared memory; (b) S <- e^g S - phi W (+ H).
@@ -47,7 +46,11 @@
 // weights: Config.smem("gd_scan") in _compile.py.
 #define GD_BV 16  // gd_scan_bwd's value columns per block
 #define GD_RG (NT / GD_BV)
-#define GD_BW 64  // gd_scan's value columns per block
+#ifdef GD_BW_SET  // a timing build may set it
+#define GD_BW GD_BW_SET
+#else
+#define GD_BW 32  // gd_scan's value columns per block (_compile.GD_BW)
+#endif
 constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
 constexpr int GD_LDS = GD_BW + 8;  // S and W row stride
@@ -78,16 +81,21 @@ __device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], 
     mma_tf32(c, ah, bh[0], bh[1]);
 }
 
-// The warp's tiles of an M x GD_BW product, M = 16 RB: row block r0 (16 rows), RB tiles of 8
-// columns from n0 (the header's split over 8 warps).
+// The warp's tiles of an M x GD_BW product, M = 16 RB, in tiles of 16 x 8: row block r0 (16 rows),
+// NTL tiles of 8 columns from n0, the RB x GD_BW / 8 tiles dealt evenly over the 8 warps (fewer
+// than 8 tiles: one each to the first warps, the others idle: `on` false).
 template <int RB>
 struct GdWarpTiles {
-    static constexpr int WPR = 8 / RB;  // warps per row block
+    static constexpr int NT8 = GD_BW / 8, TILES = RB * NT8;
+    static constexpr int NTL = TILES >= 8 ? TILES / 8 : 1;  // tiles per warp
+    static constexpr int WPR = NT8 / NTL;                    // warps per row block
     int r0, n0;
+    bool on;
     __device__ __forceinline__ GdWarpTiles() {
         const int w = threadIdx.x / 32;
+        on = w < TILES / NTL;
         r0 = 16 * (w / WPR);
-        n0 = 8 * RB * (w % WPR);
+        n0 = 8 * NTL * (w % WPR);
     }
     // the lane's element x of tile i: (row, column) as mma's C fragment
     __device__ __forceinline__ int row(int x) const { return r0 + threadIdx.x % 32 / 4 + 8 * (x >> 1); }
@@ -179,12 +187,12 @@ constexpr bool GD_PIPE = GD_PIPE_SET;
 constexpr bool GD_PIPE = true;
 #endif
 
-// float32: two blocks per SM (128 registers per thread, ~20 bytes spilled at d_k = 64; shared memory
-// ~89 KB at d_k = 64)
+// blocks per SM the registers must allow: float32 at d_k <= 64, 3 (<= 85 registers, no spills;
+// shared memory ~73 KB at d_k = 64 with GD_BW = 32); else 1
 #ifdef GD_MINB_SET  // a timing build may set it
 constexpr int GD_MINB = GD_MINB_SET;
 #else
-constexpr int GD_MINB = GD_TC ? 2 : 1;
+constexpr int GD_MINB = GD_TC && DKP <= 64 ? 3 : 1;
 #endif
 extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
@@ -205,7 +213,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     ta* W = S + DKP * GD_LDS;   // [t][col]
     ta* lw = W + CH * GD_LDS;   // the chunk's read weights (0 outside the call)
     check_smem((2 * CH * GD_LDQ + DKP * GD_LDP + (DKP + CH) * GD_LDS + CH) * sizeof(ta));
-    constexpr int RA = CH / 16, RB = DKP / 16;  // row blocks of (a), (b): also the tiles per warp
+    constexpr int RA = CH / 16, RB = DKP / 16;  // row blocks of (a), (b)
     const int tid = threadIdx.x;
     // the block: chain ci (slowest), sequence bh, column block
     const int NCB = (DV + GD_BW - 1) / GD_BW;
@@ -245,6 +253,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     const int K8 = (DK + 7) / 8 * 8;  // (a)'s reduction (rows past DK are zero)
     const GdWarpTiles<RA> wa;
     const GdWarpTiles<RB> wb;
+    constexpr int TWA = GdWarpTiles<RA>::NTL, TWB = GdWarpTiles<RB>::NTL;  // tiles per warp in (a), (b)
     // chunk c's tiles, two commit groups: Qe (when read) and Ek, needed by (a); phi, needed by (b).
     // Pipelined (GD_PIPE): chunk c + 1's Qe, Ek are copied during chunk c's (b), its phi during its own (a).
     constexpr int VW = 16 / (int)sizeof(ta);
@@ -267,22 +276,23 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
         const bool rd = c >= mid;  // read and carry; else accumulate
         const i64 cj = bh * n + (c - F);
         // (b)'s H (accumulating) in the C fragments' layout (loaded after (a): fewer live registers there)
-        ta hv[RB][4];
+        ta hv[TWB][4];
         auto load_h = [&] {
 #pragma unroll
-            for (int i = 0; i < RB; ++i)
+            for (int i = 0; i < TWB; ++i)
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
                     const int kk = wb.row(x), cc = wb.col(i, x);
-                    hv[i][x] = !rd && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+                    hv[i][x] = wb.on && !rd && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
                 }
         };
         if (!live) {  // the first chunk of a bucket: S = H_c
             load_h();
 #pragma unroll
-            for (int i = 0; i < RB; ++i)
+            for (int i = 0; i < TWB; ++i)
 #pragma unroll
-                for (int x = 0; x < 4; ++x) S[wb.row(x) * GD_LDS + wb.col(i, x)] = hv[i][x];
+                for (int x = 0; x < 4; ++x)
+                    if (wb.on) S[wb.row(x) * GD_LDS + wb.col(i, x)] = hv[i][x];
             live = true;
             __syncthreads();
             continue;
@@ -300,14 +310,14 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
         cp_async_wait<1>();  // Qe, Ek (phi may be in flight)
         __syncthreads();
         // (a) W = Ek S (and R = Qe S, read into the output)
-        {
-            ta acc[2][RA][4] = {};  // W, R
+        if (wa.on) {
+            ta acc[2][TWA][4] = {};  // W, R
             if (rd)
-                gd_mm<2, RA>(acc, Ek, Qe, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
+                gd_mm<2, TWA>(acc, Ek, Qe, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
             else
-                gd_mm<1, RA>(acc, Ek, nullptr, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
+                gd_mm<1, TWA>(acc, Ek, nullptr, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
 #pragma unroll
-            for (int i = 0; i < RA; ++i)
+            for (int i = 0; i < TWA; ++i)
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
                     const int t = wa.row(x), cc = wa.col(i, x);
@@ -326,11 +336,11 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
         cp_async_wait<GD_PIPE ? 1 : 0>();  // phi
         __syncthreads();
         // (b) S <- e^g S - phi W (+ H)
-        {
-            ta acc[1][RB][4] = {};
-            gd_mm<1, RB>(acc, Ph, nullptr, GD_LDP, W, GD_LDS, wb.r0, wb.n0, CH);
+        if (wb.on) {
+            ta acc[1][TWB][4] = {};
+            gd_mm<1, TWB>(acc, Ph, nullptr, GD_LDP, W, GD_LDS, wb.r0, wb.n0, CH);
 #pragma unroll
-            for (int i = 0; i < RB; ++i)
+            for (int i = 0; i < TWB; ++i)
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
                     ta* e = S + wb.row(x) * GD_LDS + wb.col(i, x);
