@@ -275,7 +275,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     for (i64 c = lo; c < hi; ++c) {
         const bool rd = c >= mid;  // read and carry; else accumulate
         const i64 cj = bh * n + (c - F);
-        // (b)'s H (accumulating) in the C fragments' layout, loaded at the step's start (its latency under (a))
+        // (b)'s H (accumulating) in the C fragments' layout (loaded after (a): fewer live registers there)
         ta hv[TWB][4];
         auto load_h = [&] {
 #pragma unroll
@@ -301,7 +301,6 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
             copy_a(c);
             copy_p(c);
         }
-        load_h();
         if (rd && tid < CH) {  // token tid's read weight
             const i64 tabs = c * CH + tid, gi = tabs - p;
             const int l = s >= 0 ? max(s + 1, bitlen64(p ^ tabs)) : GD_LOG2C + m;
@@ -329,6 +328,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
                 }
         }
         __syncthreads();
+        load_h();
         if (GD_PIPE && c + 1 < hi)
             copy_a(c + 1);  // Qe, Ek no longer read
         else if (GD_PIPE)
