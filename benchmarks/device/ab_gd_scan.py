@@ -1,8 +1,6 @@
 """gd_scan alone (CUDA events, ms per launch), B H = 32 sequences, d = 64, float32 (what the bf16
 forward computes in), T = 2K / 8K / 32K:
 
-- s9:       session 9's sequential scan (benchmarks/device/gd_scan_s9.cu, timing only: one block per
-            (sequence, 16 columns) walking every chunk, popcount(c) slots per chunk)
 - new:      the production level-parallel scan without the returned state (keep = 0: the public
             forward's launch; GD_BW = 32 columns per block, 3 blocks per SM)
 - new_keep: the same with the returned state (keep = 1: the top level's accumulation chain too)
@@ -13,9 +11,10 @@ forward computes in), T = 2K / 8K / 32K:
 - new_top, new_top_bw16: only the two longest level chains per sequence (levels NLC, NLC - 1,
             keep = 1): the critical path on an otherwise idle GPU
 
-then the public forward on the same float32 CuPy arrays. The first columns: the production scan's
-output and state against session 9's (max |difference| / max |s9|)."""
-import os
+then the public forward on the same float32 CuPy arrays. The first columns: the builds' outputs and
+states against the production one's (max |difference| / max |new|). Session 10's runs also timed
+session 9's sequential scan beside them (`git show 458e248:benchmarks/device/gd_scan_s9.cu`, launched as
+that commit's ab_gd_scan.py does; benchmarks/NOTES.md, "Session 10 — s10a16")."""
 import re
 
 import cupy
@@ -32,7 +31,6 @@ i32, i64 = np.int32, np.int64
 cfg = cc.make_config("float", DK, 16, 64)
 opts = ("-std=c++17", "-DTA=float", "-DTI_BF16=0", "-DTI_F16=0", f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}",
         "-DLOGV=0")
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def build(src, extra=()):
@@ -49,13 +47,6 @@ def variant(pat=None, rep=None, count=0, extra=()):
     return build(src, extra)
 
 
-def s9_smem(nres, L):
-    """Session 9's Config.gd_scan_smem (2 slot groups, GD_G = 2, GD_BV = 16) and resident slots."""
-    CH, DKP = cfg.CH, cfg.DKP
-    base = (2 * CH * (DKP + 4) + DKP * (CH + 4) + CH * min(L, 64) + 2 * 2 * CH * 16) * 4
-    return base, base + nres * DKP * 16 * 4
-
-
 def ms(f, reps):
     """Milliseconds per call of f (after two warm calls), by CUDA events."""
     for _ in range(2):
@@ -69,7 +60,6 @@ def ms(f, reps):
     return cupy.cuda.get_elapsed_time(e0, e1) / reps
 
 
-old = build(open(os.path.join(HERE, "gd_scan_s9.cu")).read())
 no_mm = variant(r"gd_mm<(\d), (TW[AB])>\(", r"if (0) gd_mm<\1, \2>(", 3)
 bw16 = variant(extra=("-DGD_BW_SET=16",))
 bw64 = variant(extra=("-DGD_BW_SET=64", "-DGD_MINB_SET=2"))
@@ -90,21 +80,10 @@ for T in (2048, 8192, 32768):
     ops.gd_forms(cfg, q, k, v, a, b, lam, qe, ek, ph, H, g, out, T, DK, DV, L, 0, F, n, BH)
     NLC = cgd.chunk_slots(F, n, T % C == 0)
     lev, oldc = cupy.zeros((BH, NLC, DK, DV), cupy.float32), cupy.zeros((1,), cupy.float32)
-    # the new scan's own result against the old one (same inputs; the reads add onto `out` copies)
-    o_new, o_old, l_new, l_old = out.copy(), out.copy(), lev.copy(), lev.copy()
+    # the production scan's output and state, for the builds' checks
+    o_new, l_new = out.copy(), lev.copy()
     ops.gd_scan(cfg, qe, ek, ph, H, g, lam, o_new, l_new, oldc, T, DK, DV, L, 0, F, n, 0, NLC, T % C == 0, BH, True)
-    base, _ = s9_smem(0, L)
-    nres = max(0, min(NLC, (cc.SMEM_MAX - base) // (cfg.DKP * 16 * 4)))
-
-    def launch_old(o=out, lv=lev):
-        old((BH, -(-DV // 16)), (512,), (qe, ek, ph, H, g, lam, o, lv, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0),
-                                          i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(nres)),
-            shared_mem=s9_smem(nres, L)[1])
-
-    launch_old(o_old, l_old)
-    dif = float(cupy.abs(o_new - o_old).max() / cupy.abs(o_old).max())
-    difl = float(cupy.abs(l_new - l_old).max() / cupy.abs(l_old).max())
-    row = [f"T={T:6d} n={n:4d} chains={cgd.scan_chains(F, n, 0, NLC):4d} new-vs-s9 out {dif:.1e} state {difl:.1e}"]
+    row = [f"T={T:6d} n={n:4d} chains={cgd.scan_chains(F, n, 0, NLC):4d}"]
     fn, block, smem = ops._tk("gated_delta", cfg, "gd_scan")
     nch = cgd.scan_chains(F, n, 0, NLC)
 
@@ -122,7 +101,7 @@ for T in (2048, 8192, 32768):
         row.append(f"{name}-vs-new {float(cupy.abs(o_v - o_new).max() / cupy.abs(o_new).max()):.0e} "
                    f"{float(cupy.abs(l_v - l_new).max() / cupy.abs(l_new).max()):.0e}")
 
-    for name, f in (("s9", launch_old), ("new", lambda: launch_new(fn, 0)), ("new_keep", lambda: launch_new(fn, 1)),
+    for name, f in (("new", lambda: launch_new(fn, 0)), ("new_keep", lambda: launch_new(fn, 1)),
                     ("new_bw16", lambda: launch_new(bw16, 0, 16)), ("new_bw64", lambda: launch_new(bw64, 0, 64)),
                     ("new_nopipe", lambda: launch_new(nopipe, 0)), ("new_nomm", lambda: launch_new(no_mm, 0)),
                     ("new_top", lambda: launch_new(fn, 1, chains=2)),
