@@ -5,7 +5,6 @@ forward computes in), T = 2K / 8K / 32K:
             forward's launch; GD_BW = 32 columns per block, 3 blocks per SM)
 - new_keep: the same with the returned state (keep = 1: the top level's accumulation chain too)
 - new_bw16, new_bw64: builds with 16 / 64 value columns per block (GD_BW_SET; 64: 2 blocks per SM)
-- new_nopipe: without the copies of the next chunk's tiles during this one's products (GD_PIPE_SET=0)
 - new_nomm: the production launch with its products removed (wrong values): what the chains cost
             besides the products (tile copies, barriers, atomics)
 - new_top, new_top_bw16: only the two longest level chains per sequence (levels NLC, NLC - 1,
@@ -63,7 +62,6 @@ def ms(f, reps):
 no_mm = variant(r"gd_mm<(\d), (TW[AB])>\(", r"if (0) gd_mm<\1, \2>(", 3)
 bw16 = variant(extra=("-DGD_BW_SET=16",))
 bw64 = variant(extra=("-DGD_BW_SET=64", "-DGD_MINB_SET=2"))
-nopipe = variant(extra=("-DGD_PIPE_SET=0",))
 for T in (2048, 8192, 32768):
     C, L = cfg.CH, lsattn.num_levels(T)
     lay = chunk_layout(0, T, C)
@@ -93,7 +91,7 @@ for T in (2048, 8192, 32768):
                                    i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(keep), i32(BH)),
           shared_mem=smem + (cfg.DKP + C) * (bw - cc.GD_BW) * 4)
 
-    for name, f, bw in (("bw16", bw16, 16), ("bw64", bw64, 64), ("nopipe", nopipe, cc.GD_BW)):  # the builds' outputs
+    for name, f, bw in (("bw16", bw16, 16), ("bw64", bw64, 64)):  # the builds' outputs
         o_v, l_v = out.copy(), lev.copy()
         f((nch * BH * -(-DV // bw),), block, (qe, ek, ph, H, g, lam, o_v, l_v, oldc, i32(T), i32(DK), i32(DV), i32(L),
                                               i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(1), i32(BH)),
@@ -103,7 +101,7 @@ for T in (2048, 8192, 32768):
 
     for name, f in (("new", lambda: launch_new(fn, 0)), ("new_keep", lambda: launch_new(fn, 1)),
                     ("new_bw16", lambda: launch_new(bw16, 0, 16)), ("new_bw64", lambda: launch_new(bw64, 0, 64)),
-                    ("new_nopipe", lambda: launch_new(nopipe, 0)), ("new_nomm", lambda: launch_new(no_mm, 0)),
+                    ("new_nomm", lambda: launch_new(no_mm, 0)),
                     ("new_top", lambda: launch_new(fn, 1, chains=2)),
                     ("new_top_bw16", lambda: launch_new(bw16, 1, 16, chains=2))):
         row.append(f"{name}: {ms(f, 5):.3f} ms")

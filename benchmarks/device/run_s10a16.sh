@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # issue 16, session 10 (one H200): the level-parallel gd_scan (independent chains per Fenwick level and
-# period; second run: 32 columns per block, 3 blocks per SM, pipelined tile copies). Tests: the GPU tests of loglinear_gated_delta (forward, backward, dispatch -k gated) in two
+# period; second run: 32 columns per block, 3 blocks per SM, pipelined tile copies, since removed: no gain). Tests: the GPU tests of loglinear_gated_delta (forward, backward, dispatch -k gated) in two
 # pytest processes beside compute-sanitizer memcheck and racecheck of gd_small.py (~120 s, the first
 # ~60 s CUDA compilation). # TIMINGS (quiet GPU): gd_scan alone and its timing builds (at 458e248 beside session 9's scan) in
-# one process (ab_gd_scan.py, ~50 s: widths 32 / 16 / 64, no pipelining, no products, critical path), then the forward table with fla (bf16; fla autotunes: ~150 s).
+# one process (ab_gd_scan.py, ~50 s: widths 32 / 16 / 64, no products, critical path), then the forward table with fla (bf16; fla autotunes: ~150 s).
 #   OUT=... bash benchmarks/device/run_s10a16.sh       (logs under $OUT/s10a16.tgz; summary on stdout)
 set -u
 NAME=s10a16; . benchmarks/device/setup.sh

@@ -181,12 +181,6 @@ __device__ __forceinline__ void gd_copy(ta* dst, int dld, const ta* src, int sld
     }
 }
 
-#ifdef GD_PIPE_SET  // a timing build may turn the pipelining off
-constexpr bool GD_PIPE = GD_PIPE_SET;
-#else
-constexpr bool GD_PIPE = true;
-#endif
-
 // blocks per SM the registers must allow: float32 at d_k <= 64, 3 (<= 85 registers, no spills;
 // shared memory ~73 KB at d_k = 64 with GD_BW = 32); else 1
 #ifdef GD_MINB_SET  // a timing build may set it
@@ -254,24 +248,10 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     const GdWarpTiles<RA> wa;
     const GdWarpTiles<RB> wb;
     constexpr int TWA = GdWarpTiles<RA>::NTL, TWB = GdWarpTiles<RB>::NTL;  // tiles per warp in (a), (b)
-    // chunk c's tiles, two commit groups: Qe (when read) and Ek, needed by (a); phi, needed by (b).
-    // Pipelined (GD_PIPE): chunk c + 1's Qe, Ek are copied during chunk c's (b), its phi during its own (a).
+    // (copying chunk c + 1's tiles during chunk c's products measured no faster: the 24 warps per SM
+    // hide the copies; benchmarks/NOTES.md)
     constexpr int VW = 16 / (int)sizeof(ta);
     const bool vec = DK % VW == 0;
-    auto copy_a = [&](i64 c) {
-        const i64 cj = bh * n + (c - F);
-        if (c >= mid) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
-        gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
-        cp_async_commit();
-    };
-    auto copy_p = [&](i64 c) {
-        gd_copy<DKP, CH>(Ph, GD_LDP, ph + (bh * n + (c - F)) * DK * CH, CH, DK, CH, vec);
-        cp_async_commit();
-    };
-    if (GD_PIPE && (live ? lo : lo + 1) < hi) {  // the first chunk with products
-        copy_a(live ? lo : lo + 1);
-        copy_p(live ? lo : lo + 1);
-    }
     for (i64 c = lo; c < hi; ++c) {
         const bool rd = c >= mid;  // read and carry; else accumulate
         const i64 cj = bh * n + (c - F);
@@ -297,17 +277,18 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
             __syncthreads();
             continue;
         }
-        if (!GD_PIPE) {
-            copy_a(c);
-            copy_p(c);
-        }
+        // the chunk's tiles: Qe (when read), Ek, phi
+        if (rd) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
+        cp_async_commit();
         if (rd && tid < CH) {  // token tid's read weight
             const i64 tabs = c * CH + tid, gi = tabs - p;
             const int l = s >= 0 ? max(s + 1, bitlen64(p ^ tabs)) : GD_LOG2C + m;
             lw[tid] = gi >= 0 && gi < T ? lam[(bh * T + gi) * L + l] : (ta)0;  // padding rows: unread
         }
         const ta eg = ex(gc[cj]);
-        cp_async_wait<1>();  // Qe, Ek (phi may be in flight)
+        cp_async_wait<0>();
         __syncthreads();
         // (a) W = Ek S (and R = Qe S, read into the output)
         if (wa.on) {
@@ -329,12 +310,6 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
         }
         __syncthreads();
         load_h();
-        if (GD_PIPE && c + 1 < hi)
-            copy_a(c + 1);  // Qe, Ek no longer read
-        else if (GD_PIPE)
-            cp_async_commit();  // an empty group: the waits count groups
-        cp_async_wait<GD_PIPE ? 1 : 0>();  // phi
-        __syncthreads();
         // (b) S <- e^g S - phi W (+ H)
         if (wb.on) {
             ta acc[1][TWB][4] = {};
@@ -347,8 +322,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
                     *e = eg * *e - acc[0][i][x] + hv[i][x];
                 }
         }
-        __syncthreads();  // S read by the next chunk's (a); phi rewritten by its copies
-        if (GD_PIPE && c + 1 < hi) copy_p(c + 1);
+        __syncthreads();  // S read by the next chunk's (a); the tiles rewritten by its copies
     }
     // the returned state: an incoming slot carried to the end; level m's S^m(E) when bit m - 1 of E is set
     if (!keep || (s < 0 && !(hi == cL + 1 && ((E >> (m - 1)) & 1)))) return;
