@@ -33,15 +33,18 @@
 // intra-chunk output (the order of those few adds varies between runs: last-bit differences).
 // Work per chunk and sequence: NLC (+ held incoming) slot updates of 2 (first half) or 3 (read)
 // products of 2 CH d_k d_v flops (the old sequential scan: popcount(c) slots of 3 products); the
-// critical path: the top level's ~n chunks of one slot each.
+// critical path: the top level's ~n chunks of one slot each. Measured (H200, benchmarks/NOTES.md,
+// session 10): the grid is bound by its total work, about half of it the chunk tiles every chain
+// step copies; the critical path (~4.7 us per step) is half the time at 8K.
 //
 // Threads: NT = 256 (8 warps). Every product is an M x GD_BW one (M = CH in (a), DKP in (b)) in
-// tiles of 16 x 8 dealt evenly over the warps (GdWarpTiles). float32: mma.sync m16n8k8 tf32 with every operand split into two tf32 halves
-// (3xTF32, ~2^-21 relative, fp32 accumulation); float64: FFMA on the same fragments.
+// tiles of 16 x 8 dealt evenly over the warps (GdWarpTiles). float32: mma.sync m16n8k8 tf32 with
+// every operand split into two tf32 halves (3xTF32, ~2^-21 relative, fp32 accumulation); float64:
+// FFMA on the same fragments.
 // Per chunk of a chain: (a) R = Qe S, W = Ek S (read mode; W only when accumulating), the reads
 // lambda R atomically added to the output, W to shared memory; (b) S <- e^g S - phi W (+ H).
 // Shared: Qe, Ek ([t][kk], row stride DKP + 16 / sizeof(ta)), phi ([kk][t], row stride
-// CH + 16 / sizeof(ta)), copied asynchronously (cp.async element copies as stored); S ([kk][col]) and
+// CH + 16 / sizeof(ta)), copied asynchronously as stored (cp.async, 16 bytes when d_k allows); S ([kk][col]) and
 // W ([t][col]), row stride GD_BW + 8 (the B fragments' 32 lanes on 32 banks); the chunk's CH read
 // weights: Config.smem("gd_scan") in _compile.py.
 #define GD_BV 16  // gd_scan_bwd's value columns per block
