@@ -5,6 +5,7 @@
 // and drives it through the backend's host logic, so the kernel's own index arithmetic, shared
 // tiles and barriers are checked without a GPU (vector loads abort when misaligned).
 #include "cuda_emu.h"
+#include <cstring>
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
 struct double2 { double x, y; };
@@ -50,44 +51,51 @@ inline void staged(L load, S store) {
     }
 }
 
-// cp.async as the hardware may run it: an element copy is queued at issue (its source read then)
-// and lands in shared memory only when a wait_group retires its commit group, so a read of a
-// buffer before its wait sees stale data.
-struct emu_copy { void* dst; double val; int size; };
+// cp.async as the hardware may run it: a copy is queued at issue (its source read then) and lands
+// in shared memory only when a wait_group retires its commit group, so a read of a buffer before
+// its wait sees stale data. 16-byte copies abort when misaligned (the GPU faults).
+struct emu_copy { void* dst; unsigned char bytes[16]; int size; };
 thread_local std::vector<std::vector<emu_copy>> emu_groups;  // committed groups, oldest first
 thread_local std::vector<emu_copy> emu_open;                 // issued, not yet committed
+inline void emu_queue(void* dst, const void* src, int size, bool valid) {
+    emu_copy e{dst, {}, size};
+    if (valid) std::memcpy(e.bytes, src, size);
+    emu_open.push_back(e);
+}
 template <typename T>
-inline void cp_async_ta(T* dst, const T* src, bool valid) { emu_open.push_back({dst, valid ? (double)*src : 0.0, (int)sizeof(T)}); }
+inline void cp_async_ta(T* dst, const T* src, bool valid) { emu_queue(dst, src, (int)sizeof(T), valid); }
+inline void cp_async16(void* dst, const void* src, bool valid) {
+    if (reinterpret_cast<uintptr_t>(dst) % 16 || (valid && reinterpret_cast<uintptr_t>(src) % 16)) std::abort();
+    emu_queue(dst, src, 16, valid);
+}
 inline void cp_async_commit() { emu_groups.push_back(std::move(emu_open)); emu_open.clear(); }
 template <int N>
 inline void cp_async_wait() {
     while ((int)emu_groups.size() > N) {
-        for (const emu_copy& e : emu_groups.front()) {
-            if (e.size == 4) *static_cast<float*>(e.dst) = (float)e.val;
-            else *static_cast<double*>(e.dst) = e.val;
-        }
+        for (const emu_copy& e : emu_groups.front()) std::memcpy(e.dst, e.bytes, e.size);
         emu_groups.erase(emu_groups.begin());
     }
 }
 
 #include "cuda_emu_mma.h"  // tf32_split, mma_tf32 (common.cu's tensor-core helpers of gd_scan)
 
+// the read adds of gd_scan's chains (the block's threads run concurrently)
+template <typename T>
+inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
+
 #include KERNEL
 
-// gd_scan's launch: grid (BH, ceil(DV / 16)), GD_NT threads per block (slot groups of NT), smem
-// bytes of dynamic shared memory (the host's gd_scan_smem for nres resident slots).
+// gd_scan's launch: a 1-D grid of nblocks (chains x sequences x column blocks), NT threads per block,
+// smem bytes of dynamic shared memory (the host's Config.smem("gd_scan")).
 extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
-                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int BH,
-                    int nres, unsigned smem) {
+                    ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int keep,
+                    int BH, unsigned nblocks, unsigned smem) {
     emu_smem = smem;
-    emu_launch(
-        BH, (DV + 15) / 16, 1,
-        [=] {
-            gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, nres);
-            for (const auto& grp : emu_groups)
-                if (!grp.empty()) std::abort();  // copies never waited for
-            if (!emu_open.empty()) std::abort();  // or never committed
-        },
-        GD_NT);
+    emu_launch(nblocks, 1, 1, [=] {
+        gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, keep, BH);
+        for (const auto& grp : emu_groups)
+            if (!grp.empty()) std::abort();  // copies never waited for
+        if (!emu_open.empty()) std::abort();  // or never committed
+    });
     emu_smem = sizeof(smem_raw);
 }

@@ -21,7 +21,6 @@ covers gd_scan's tensor-core passes (3xTF32).
 """
 from __future__ import annotations
 
-import copy
 import ctypes
 import shutil
 
@@ -34,14 +33,15 @@ from lsattn import reference as ref
 from lsattn._chunktree import chunk_layout, to_chunks
 from lsattn.gated_delta import _chunk_forms, _masked_intra
 from lsattn.backends.cupy import gated_delta as cgd
-from lsattn.backends.cupy._compile import make_config
+from lsattn.backends.cupy._compile import GD_BW, make_config
 from lsattn.fenwick import _bit_length
 
 from helpers import assert_close, cupy_source, emulation
 from strategies import DECAYS, batch_shapes, head_dims, seeds, seq_lens, split_points
 
 F64, F32, BF16 = 1e-10, 1e-5, 2e-2
-BV = 16  # GD_BV of gated_delta.cu
+BV = 16  # GD_BV of gated_delta.cu (gd_scan_bwd's column blocks)
+BW = GD_BW  # gd_scan's column blocks
 
 
 class Twin:
@@ -60,50 +60,49 @@ class Twin:
             dst[...] = ch[name]
         out[...] = _masked_intra(np, ch["attn"], Vc, to_chunks(np, lam, lay, -2))
 
-    def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
+    def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
+                keep=True):
         CH = cfg.CH
         log2c = CH.bit_length() - 1
         assert lev.shape == (BH, NLC, DK, DV) and out.shape == (BH, n, CH, DV)
-        for c0 in range(0, DV, BV):
-            cs = slice(c0, min(DV, c0 + BV))
-            occ = 0
-            for j in range(n):
-                c = F + j
-                eg = np.exp(g[:, j])[:, None, None]
-                acc = np.zeros((BH, CH, cs.stop - c0), dtype=out.dtype)
-                tabs = c * CH + np.arange(CH)
-                gi = tabs - p
-                ok = (gi >= 0) & (gi < T)
-                for s in range(n_old + NLC):
-                    if s < n_old:
-                        if not (p >> s) & 1:
-                            continue
-                        m, S = 0, oldc[:, s, :, cs]
-                        level = np.maximum(s + 1, _bit_length(np, p ^ tabs))
-                    else:
-                        m = s - n_old + 1
-                        if not (occ >> (m - 1)) & 1:
-                            continue
-                        S = lev[:, m - 1, :, cs]
-                        level = np.full(CH, log2c + m)
-                    Sb = S.copy()
-                    r = qe[:, j] @ Sb  # (BH, CH, w)
-                    W = ek[:, j] @ Sb
-                    w = np.zeros((BH, CH), dtype=out.dtype)
-                    w[:, ok] = lam[:, gi[ok], level[ok]]  # an IndexError: a level beyond L
-                    acc += w[..., None] * r
-                    S[...] = eg * Sb - ph[:, j] @ W
-                out[:, j, :, cs] += acc
-                if j < n - 1 or merge_last:
-                    z = ((c + 1) & -(c + 1)).bit_length() - 1
-                    assert z < NLC, (z, NLC)
-                    x = H[:, j, :, cs].copy()
-                    for mm in range(1, z + 1):
-                        if (occ >> (mm - 1)) & 1:
-                            x += lev[:, mm - 1, :, cs]
-                            lev[:, mm - 1, :, cs] = 0
-                    lev[:, z, :, cs] = x
-                    occ = (occ & ~((1 << z) - 1)) | (1 << z)
+        cL = F + n - 1
+        E = cL + int(merge_last)
+        chains = [(s, 0, 0) for s in range(n_old)]
+        chains += [(-1, m, k) for m in range(NLC, 0, -1) for k in range(F >> m, (cL >> m) + 1)]
+        assert len(chains) == cgd.scan_chains(F, n, n_old, NLC)
+        for c0 in range(0, DV, BW):
+            cs = slice(c0, min(DV, c0 + BW))
+            for s, m, k in chains:
+                if s >= 0:
+                    if not (p >> s) & 1:
+                        continue
+                    lo, mid, hi, live = F, F, cL + 1, True
+                    S = oldc[:, s, :, cs].copy()
+                else:
+                    base = k << m
+                    mid, lo, hi = base + (1 << (m - 1)), max(F, base), min(cL + 1, base + (1 << m))
+                    if lo >= mid or (hi <= mid and not (keep and E == mid)):
+                        continue
+                    S, live = np.zeros((BH, DK, cs.stop - c0), dtype=out.dtype), False
+                for c in range(lo, hi):
+                    j, rd = c - F, c >= mid
+                    if not live:  # the bucket's first chunk
+                        S, live = H[:, j, :, cs].copy(), True
+                        continue
+                    W = ek[:, j] @ S
+                    if rd:
+                        tabs = c * CH + np.arange(CH)
+                        gi = tabs - p
+                        ok = (gi >= 0) & (gi < T)
+                        level = np.maximum(s + 1, _bit_length(np, p ^ tabs)) if s >= 0 else np.full(CH, log2c + m)
+                        w = np.zeros((BH, CH), dtype=out.dtype)
+                        w[:, ok] = lam[:, gi[ok], level[ok]]  # an IndexError: a level beyond L
+                        out[:, j, :, cs] += w[..., None] * (qe[:, j] @ S)
+                    S = np.exp(g[:, j])[:, None, None] * S - ph[:, j] @ W + (0 if rd else H[:, j, :, cs])
+                if keep and s >= 0:
+                    oldc[:, s, :, cs] = S
+                elif keep and hi == cL + 1 and (E >> (m - 1)) & 1:
+                    lev[:, m - 1, :, cs] = S
 
 
 def make(seed, batch, T, dk, dv, *, keys="normalised", key_scale=0.5, decay="moderate", resets=False, offset=0,
@@ -195,14 +194,11 @@ class Emulated:
     session and (compute type, CH, DKP) (``helpers.emulation``)."""
 
     xp = np
-
-    def __init__(self, resident=None):
-        """resident: at most this many of gd_scan's slots in shared memory (None: as the host
-        launches it; fewer puts the rest in global memory)."""
-        self.resident = resident
+    bw = BW  # gd_scan's value columns per block (a timing build's GD_BW_SET when not the production one)
 
     def _lib(self, cfg):
-        return emulation("cuda_emu_gd_forms.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
+        defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP} | ({} if self.bw == BW else {"GD_BW_SET": self.bw})
+        return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
     @staticmethod
@@ -214,13 +210,14 @@ class Emulated:
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H, g, out)), *ints, ctypes.c_int(n), ctypes.c_int(BH))
 
-    def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
+    def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
+                keep=True):
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
-        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), BH)]
-        nres = cfg.gd_scan_resident(n_old + NLC, L)
-        nres = nres if self.resident is None else min(nres, self.resident)
-        self._lib(cfg).run(*self._ptrs(arrays), *ints, ctypes.c_int(nres), ctypes.c_uint(cfg.gd_scan_smem(nres, L)))
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH)]
+        blocks = cgd.scan_chains(F, n, n_old, NLC) * BH * -(-DV // self.bw)
+        smem = cfg.smem("gd_scan") + (cfg.DKP + cfg.CH) * (self.bw - BW) * cfg.itemsize  # S and W are GD_BW + 8 wide
+        self._lib(cfg).run(*self._ptrs(arrays), *ints, ctypes.c_uint(blocks), ctypes.c_uint(smem))
 
 
 @pytest.mark.parametrize("dtype, dk, dv, C", [("float32", 5, 20, 16), ("float64", 20, 3, 32), ("float64", 70, 3, 32)])
@@ -254,24 +251,25 @@ def emulated():
 
 @given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([3, 16, 33]), dv=st.sampled_from([1, 17, 70]), C=chunks,
        keys=key_kinds, decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), p=st.sampled_from([0, 5, 64, 77]),
-       resident=st.sampled_from([None, 0, 2]), seed=seeds)
+       keep=st.booleans(), seed=seeds)
 @settings(max_examples=6, deadline=None)  # a std::thread per CUDA thread: CI time
-def test_kernels_emulated_match_reference(emulated, batch, T, dk, dv, C, keys, decay, resets, p, resident, seed):
+def test_kernels_emulated_match_reference(emulated, batch, T, dk, dv, C, keys, decay, resets, p, keep, seed):
     """The CUDA sources of gd_forms and gd_scan on the CPU through the host logic, float64: any T
     (1, odd, not a multiple of the chunk), several batch axes, an incoming array-API state at
     offset p (chunks not aligned to it), strong decays and hard resets, unnormalised keys, head
-    dims padded, value columns in several blocks, gd_scan's slots in shared memory, in global
-    memory or split; output and state against the reference and the array-API state."""
+    dims padded, value columns in several blocks, with and without the returned state (``keep``);
+    output and state against the reference and the array-API state."""
     arrays = make(seed, batch, p + T, dk, dv, keys=keys[0], key_scale=keys[1], decay=decay, resets=resets)
     old = None
     if p:
         _, state = lsattn.loglinear_gated_delta(*_sl(arrays, 0, p), return_state=True, backend="array_api")
         old = state.tensors["levels"]
-    ops = copy.copy(emulated)  # the same built libraries
-    ops.resident = resident
-    out, levels = cgd.compute(ops, *_sl(arrays, p, p + T), C, p, old, True)
+    out, levels = cgd.compute(emulated, *_sl(arrays, p, p + T), C, p, old, keep)
     what = f"p={p} T={T} C={C} dk={dk} dv={dv}"
     assert_close(out, ref.loglinear_gated_delta(*arrays)[..., p:, :], F64, what=what)
+    if not keep:  # gd_scan without the returned state (its chains without reads skipped)
+        assert levels is None
+        return
     _, st_api = lsattn.loglinear_gated_delta(*arrays, return_state=True, backend="array_api")
     assert_close(levels, st_api.tensors["levels"], F64, what="levels " + what)
 
@@ -286,17 +284,17 @@ def test_chunk_slots():
                 assert cgd.chunk_slots(F, n, merge_last) == want, (F, n, merge_last)
 
 
-@pytest.mark.parametrize("T, p, dk, dv, C, keys, decay, resident", [
-    (150, 0, 16, 20, 64, "normalised", "moderate", None),  # one per DKP: CI time
-    (97, 77, 20, 17, 32, "raw", "strong", 0),
-    (130, 5, 64, 33, 64, "normalised", "mixed", 2),
-    (40, 0, 100, 3, 16, "raw", "zero", None)])
-def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay, resident):
+@pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [
+    (150, 0, 16, 20, 64, "normalised", "moderate"),  # one per DKP: CI time
+    (97, 77, 20, 17, 32, "raw", "strong"),
+    (130, 5, 64, 70, 64, "normalised", "mixed"),
+    (40, 0, 100, 3, 16, "raw", "zero")])
+def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay):
     """float32: gd_scan's passes on tensor cores (3xTF32 mma.sync, its fragments emulated warp by
     warp on the CPU, ``cuda_emu_gd_scan.cpp``) with gd_forms, through the host logic: T not a
     multiple of the chunk, an incoming state at an unaligned offset, every padded d_k (16 .. 128),
     value columns in several blocks, unnormalised keys (|k| ~0.5, the float32 bound's), strong
-    decays and hard resets, slots in shared or global memory; output and state within the float32
+    decays and hard resets, value columns in several blocks; output and state within the float32
     bound of the reference and the array-API state."""
     arrays = make(11, (2,), p + T, dk, dv, keys=keys, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
     arrays = [x.astype(np.float32) for x in arrays]
@@ -305,14 +303,37 @@ def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay, resid
     if p:
         _, state = lsattn.loglinear_gated_delta(*_sl(full, 0, p), return_state=True, backend="array_api")
         old = state.tensors["levels"].astype(np.float32)
-    ops = copy.copy(emulated)
-    ops.resident = resident
-    out, levels = cgd.compute(ops, *_sl(arrays, p, p + T), C, p, old, True)
+    out, levels = cgd.compute(emulated, *_sl(arrays, p, p + T), C, p, old, True)
     assert out.dtype == np.float32 and levels.dtype == np.float32
     what = f"p={p} T={T} C={C} dk={dk} dv={dv} {keys}"
     assert_close(out, ref.loglinear_gated_delta(*full)[..., p:, :], F32, what=what)
     _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
     assert_close(levels, st_api.tensors["levels"], F32, what="levels " + what)
+
+
+@pytest.mark.parametrize("bw, dtype, T, p, dk, dv, C", [
+    (16, "float32", 70, 37, 5, 40, 16),  # (b) with 2 tiles: 6 warps idle
+    (64, "float32", 90, 0, 40, 70, 32),
+    (16, "float64", 50, 20, 20, 17, 32),
+    (64, "float64", 40, 0, 3, 5, 16)])
+def test_scan_column_widths_emulated(emulated, bw, dtype, T, p, dk, dv, C):
+    """gd_scan built for 16 and 64 value columns per block (the timing builds' GD_BW_SET; the
+    production width runs in the tests above): the warps' tiles dealt over fewer or more columns,
+    idle warps when a product has fewer than 8 tiles; against the reference and the array-API state."""
+    arrays = [x.astype(dtype) for x in make(5, (2,), p + T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk),
+                                            resets=True)]
+    full = [x.astype(np.float64) for x in arrays]
+    old = None
+    if p:
+        _, state = lsattn.loglinear_gated_delta(*_sl(full, 0, p), return_state=True, backend="array_api")
+        old = state.tensors["levels"].astype(dtype)
+    ops = Emulated()
+    ops.bw = bw
+    out, levels = cgd.compute(ops, *_sl(arrays, p, p + T), C, p, old, True)
+    tol = F64 if dtype == "float64" else F32
+    assert_close(out, ref.loglinear_gated_delta(*full)[..., p:, :], tol, what=f"bw={bw} {dtype}")
+    _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], tol, what="levels")
 
 
 def test_registered_on_cupy():
@@ -434,3 +455,28 @@ def test_gpu_bfloat16_in_bfloat16_out(T):
     assert out.dtype == torch.bfloat16 and out.is_cuda
     want = ref.loglinear_gated_delta(*[t.double() for t in tb])
     assert_close(out.double().cpu().numpy(), want.cpu().numpy(), BF16)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_many_levels_and_periods(dtype):
+    """A stream of 1500 + 2500 tokens at chunk 16 (250 chunks, 8 chunk levels: gd_scan's chains of
+    every length, periods cut by the call's start, incoming slots), two blocks of value columns,
+    with and without the returned state: against the reference (float64, on the GPU) and the
+    array-API state."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    p, T, C = 1500, 2500, 16
+    arrays = make(3, (2,), p + T, 8, 70, keys="raw", key_scale=0.5 / np.sqrt(8), decay="mixed", resets=True)
+    dev = [torch.as_tensor(x.astype(dtype), device="cuda") for x in arrays]
+    _, state = lsattn.loglinear_gated_delta(*_sl(dev, 0, p), chunk_size=C, return_state=True)
+    out, st2 = lsattn.loglinear_gated_delta(*_sl(dev, p, p + T), chunk_size=C, state=state, return_state=True)
+    out_ns = lsattn.loglinear_gated_delta(*_sl(dev, p, p + T), chunk_size=C, state=state)
+    full = [x.double() for x in dev]
+    want = ref.loglinear_gated_delta(*full)[..., p:, :].cpu().numpy()
+    tol = F64 if dtype == "float64" else F32
+    assert_close(out.double().cpu().numpy(), want, tol, what=dtype)
+    assert_close(out_ns.double().cpu().numpy(), want, tol, what=dtype + " without the state")
+    _, st_api = lsattn.loglinear_gated_delta(*full, chunk_size=C, return_state=True, backend="array_api")
+    assert_close(st2.tensors["levels"].double().cpu().numpy(), st_api.tensors["levels"].cpu().numpy(), tol,
+                 what="levels")

@@ -1,14 +1,19 @@
 """gd_scan alone (CUDA events, ms per launch), B H = 32 sequences, d = 64, float32 (what the bf16
-forward computes in), T = 2K / 8K / 32K, in builds compiled from the production source by text
-substitution (timing only; the substituted ones compute wrong values where said):
+forward computes in), T = 2K / 8K / 32K:
 
-- tc:        the production kernel (float32: the passes' products on tensor cores, 3xTF32)
-- tc_global: the same launch with every slot in global memory
-- ffma:      the passes' products in FFMA (session 8's kernel: GD_TC false)
-- no_pass:   every pass without its products (gd_pass<0>: the barriers only; wrong values): what a
-             chunk costs besides the products (tile copies, barriers, reduction, merge)
+- new:      the production level-parallel scan without the returned state (keep = 0: the public
+            forward's launch; GD_BW = 32 columns per block, 3 blocks per SM)
+- new_keep: the same with the returned state (keep = 1: the top level's accumulation chain too)
+- new_bw16, new_bw64: builds with 16 / 64 value columns per block (GD_BW_SET; 64: 2 blocks per SM)
+- new_nomm: the production launch with its products removed (wrong values): what the chains cost
+            besides the products (tile copies, barriers, atomics)
+- new_top, new_top_bw16: only the two longest level chains per sequence (levels NLC, NLC - 1,
+            keep = 1): the critical path on an otherwise idle GPU
 
-then the public forward on the same float32 CuPy arrays."""
+then the public forward on the same float32 CuPy arrays. The first columns: the builds' outputs and
+states against the production one's (max |difference| / max |new|). Session 10's runs also timed
+session 9's sequential scan beside them (`git show 458e248:benchmarks/device/gd_scan_s9.cu`, launched as
+that commit's ab_gd_scan.py does; benchmarks/NOTES.md, "Session 10 — s10a16")."""
 import re
 
 import cupy
@@ -25,18 +30,20 @@ i32, i64 = np.int32, np.int64
 cfg = cc.make_config("float", DK, 16, 64)
 opts = ("-std=c++17", "-DTA=float", "-DTI_BF16=0", "-DTI_F16=0", f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}",
         "-DLOGV=0")
-SUBS = {"ffma": [(r"constexpr bool GD_TC = sizeof\(ta\) == 4;", "constexpr bool GD_TC = false;")],
-        "no_pass": [(r"gd_pass<[12]>\(", "gd_pass<0>(")]}
 
 
-def build(name):
-    src = cc._source("gated_delta.cu")
-    for pat, rep in SUBS[name]:
-        src, k = re.subn(pat, rep, src)
-        assert k, (name, pat)
-    fn = cupy.RawModule(code=cc._source("common.cu") + "\n" + src, options=opts).get_function("gd_scan")
+def build(src, extra=()):
+    fn = cupy.RawModule(code=cc._source("common.cu") + "\n" + src, options=opts + tuple(extra)).get_function("gd_scan")
     fn.max_dynamic_shared_size_bytes = cc.SMEM_MAX
     return fn
+
+
+def variant(pat=None, rep=None, count=0, extra=()):
+    src = cc._source("gated_delta.cu")
+    if pat:
+        src, k = re.subn(pat, rep, src)
+        assert k == count, (pat, k)
+    return build(src, extra)
 
 
 def ms(f, reps):
@@ -52,7 +59,9 @@ def ms(f, reps):
     return cupy.cuda.get_elapsed_time(e0, e1) / reps
 
 
-alt = {name: build(name) for name in SUBS}
+no_mm = variant(r"gd_mm<(\d), (TW[AB])>\(", r"if (0) gd_mm<\1, \2>(", 3)
+bw16 = variant(extra=("-DGD_BW_SET=16",))
+bw64 = variant(extra=("-DGD_BW_SET=64", "-DGD_MINB_SET=2"))
 for T in (2048, 8192, 32768):
     C, L = cfg.CH, lsattn.num_levels(T)
     lay = chunk_layout(0, T, C)
@@ -69,15 +78,32 @@ for T in (2048, 8192, 32768):
     ops.gd_forms(cfg, q, k, v, a, b, lam, qe, ek, ph, H, g, out, T, DK, DV, L, 0, F, n, BH)
     NLC = cgd.chunk_slots(F, n, T % C == 0)
     lev, oldc = cupy.zeros((BH, NLC, DK, DV), cupy.float32), cupy.zeros((1,), cupy.float32)
-    fn, block, _ = ops._tk("gated_delta", cfg, "gd_scan")
-    nres = cfg.gd_scan_resident(NLC, L)
-    row = [f"T={T:6d} n={n:4d} slots={NLC:2d}"]
-    for name, res, f in (("tc", nres, fn), ("tc_global", 0, fn), ("ffma", nres, alt["ffma"]),
-                         ("no_pass", nres, alt["no_pass"])):
-        def launch():
-            f((BH, -(-DV // 16)), block, (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L),
-                                          i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(res)),
-              shared_mem=cfg.gd_scan_smem(res, L))
-        row.append(f"{name}: {ms(launch, 5):.3f} ms")
+    # the production scan's output and state, for the builds' checks
+    o_new, l_new = out.copy(), lev.copy()
+    ops.gd_scan(cfg, qe, ek, ph, H, g, lam, o_new, l_new, oldc, T, DK, DV, L, 0, F, n, 0, NLC, T % C == 0, BH, True)
+    row = [f"T={T:6d} n={n:4d} chains={cgd.scan_chains(F, n, 0, NLC):4d}"]
+    fn, block, smem = ops._tk("gated_delta", cfg, "gd_scan")
+    nch = cgd.scan_chains(F, n, 0, NLC)
+
+    def launch_new(f, keep, bw=cc.GD_BW, chains=nch):
+        per = BH * -(-DV // bw)
+        f((chains * per,), block, (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F),
+                                   i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(keep), i32(BH)),
+          shared_mem=smem + (cfg.DKP + C) * (bw - cc.GD_BW) * 4)
+
+    for name, f, bw in (("bw16", bw16, 16), ("bw64", bw64, 64)):  # the builds' outputs
+        o_v, l_v = out.copy(), lev.copy()
+        f((nch * BH * -(-DV // bw),), block, (qe, ek, ph, H, g, lam, o_v, l_v, oldc, i32(T), i32(DK), i32(DV), i32(L),
+                                              i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(1), i32(BH)),
+          shared_mem=smem + (cfg.DKP + C) * (bw - cc.GD_BW) * 4)
+        row.append(f"{name}-vs-new {float(cupy.abs(o_v - o_new).max() / cupy.abs(o_new).max()):.0e} "
+                   f"{float(cupy.abs(l_v - l_new).max() / cupy.abs(l_new).max()):.0e}")
+
+    for name, f in (("new", lambda: launch_new(fn, 0)), ("new_keep", lambda: launch_new(fn, 1)),
+                    ("new_bw16", lambda: launch_new(bw16, 0, 16)), ("new_bw64", lambda: launch_new(bw64, 0, 64)),
+                    ("new_nomm", lambda: launch_new(no_mm, 0)),
+                    ("new_top", lambda: launch_new(fn, 1, chains=2)),
+                    ("new_top_bw16", lambda: launch_new(bw16, 1, 16, chains=2))):
+        row.append(f"{name}: {ms(f, 5):.3f} ms")
     row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")
     print(" | ".join(row), flush=True)

@@ -43,10 +43,10 @@ per-chunk WY quantities of the array-API path (``lsattn.gated_delta._chunk_forms
 ``_masked_intra``: ``qeff``, ``e^G K``, ``phi``, ``H = phi V``, the chunk decay and the level-masked
 intra-chunk output) in one block per (sequence, chunk), from the (BH, T, d) inputs, in shared
 memory (``K K^T``, ``Q K^T``, the decay table as running sums over each stretch, ``(I + N)^{-1}`` by
-forward substitution, the products); ``gd_scan`` replaces the chunk tree by a sequential scan over
-chunks per (sequence, 16 value columns) that keeps the chunk-level Fenwick states and the incoming
-state's slots, reads them per token, applies each chunk's transition as ``e^g S - phi (e^G K S)``
-and merges at chunk granularity. CuPy arrays, JAX arrays and torch tensors without grad take both.
+forward substitution, the products); ``gd_scan`` replaces the chunk tree by independent chains, one
+per Fenwick level and period of ``2^m`` chunks (accumulate the bucket, then read and carry it) and per
+incoming slot, one block per (chain, sequence, 32 value columns), each chunk's transition applied as
+``e^g S - phi (e^G K S)``, the reads added atomically. CuPy arrays, JAX arrays and torch tensors without grad take both.
 float32 / float64 (``gd_scan``'s per-slot products on tensor cores in float32, 3xTF32); 16-bit
 inputs are computed in float32 (not in ``HALF_OPS``). Inputs that require grad: the backward below.
 

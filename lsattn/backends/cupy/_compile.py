@@ -15,6 +15,8 @@ from ..._upload import to_device
 _HERE = os.path.dirname(os.path.abspath(__file__))
 #: value columns per launch (a wider v is split into independent column blocks)
 DV_BLOCK = 128
+#: value columns per block of gd_scan (gated_delta.cu's GD_BW)
+GD_BW = 32
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,9 @@ class Config:
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
     def smem(self, kernel):
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
-        if kernel == "gd_scan":  # gated_delta.cu: the launch's size depends on the call (gd_scan_smem); this bounds it
-            return SMEM_MAX
+        if kernel == "gd_scan":  # gated_delta.cu: Qe, Ek, phi (rows padded by 16 bytes), S, W (GD_BW + 8 columns), CH weights
+            pad = 16 // es
+            return (2 * CH * (DKP + pad) + DKP * (CH + pad) + (DKP + CH) * (GD_BW + 8) + CH) * es
         if kernel == "gd_forms":  # gated_delta_forms.cu: three d tiles, three CH x CH tiles, four CH vectors
             dt = max(DKP * (CH + 4), CH * (DKP + 4))
             return (3 * dt + 3 * CH * (CH + 4) + 4 * CH) * es
@@ -116,26 +119,6 @@ class Config:
             return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + CH * 4
         return 0
 
-    @property
-    def gd_groups(self):
-        """Slot groups of 256 threads in a gd_scan block (GD_NG of gated_delta.cu): float32 (tensor-core
-        passes) 2; float64 4, 2 or 1 by the size of a pass's per-thread arrays, CH / 16 + DKP / 16 values."""
-        words = (self.CH // 16 + self.DKP // 16) * self.itemsize // 4
-        return 2 if self.ta == "float" else (4 if words <= 4 else (2 if words <= 16 else 1))
-
-    def gd_scan_smem(self, nres, L):
-        """gd_scan's shared memory with ``nres`` resident slots and ``L`` level weights: the three
-        tiles (rows padded by 16 bytes) and the chunk's rows of the first min(L, 64) level weights;
-        a W buffer per group (GD_G = 2 slots of CH x GD_BV, GD_BV = 16); the slots (DKP x GD_BV each)."""
-        CH, DKP, pad = self.CH, self.DKP, 16 // self.itemsize  # padded rows: Qe, Ek [t][kk], phi [kk][t]
-        tiles = 2 * CH * (DKP + pad) + DKP * (CH + pad) + CH * min(L, 64)
-        return (tiles + self.gd_groups * 2 * CH * 16 + nres * DKP * 16) * self.itemsize
-
-    def gd_scan_resident(self, n_slots, L):
-        """How many of gd_scan's ``n_slots`` slots live in shared memory (the rest in global memory)."""
-        room = (SMEM_MAX - self.gd_scan_smem(0, L)) // (self.DKP * 16 * self.itemsize)
-        return max(0, min(n_slots, room))
-
     def kernel(self, name):
         """(kernel name, threads per block): the tensor-core variants for bf16 inputs (log-linear
         ``*_tc4``; exp-kernel ``*_tc5``, in both modes, whose chunk summaries are stored as bf16;
@@ -148,8 +131,6 @@ class Config:
             return name + "_tc5", 128
         if self.bf16 and self.tc and name == "ek_output_f32":  # the float32 log output of bf16 log_attention training
             return "ek_output_tc5f", 128
-        if name == "gd_scan":
-            return name, 256 * self.gd_groups
         return name, 256
 
 
@@ -388,13 +369,20 @@ class CupyOps:
             self._l(F), self._i(n)),
            shared_mem=smem)
 
-    def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH):
-        fn, block, _ = self._tk("gated_delta", cfg, "gd_scan")
-        nres = cfg.gd_scan_resident(n_old + NLC, L)
-        fn((BH, -(-DV // 16)), block,
+    def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
+                keep=True):
+        """The scan's independent chains (gated_delta.cu): ``gated_delta.scan_chains`` of them, each
+        for every sequence and block of GD_BW value columns; ``keep``: write the returned state into
+        lev / oldc (else only the output)."""
+        from .gated_delta import scan_chains
+
+        fn, block, smem = self._tk("gated_delta", cfg, "gd_scan")
+        per = BH * -(-DV // GD_BW)
+        fn((scan_chains(F, n, n_old, NLC) * per,), block,
            (qe, ek, ph, H, g, lam, out, lev, oldc, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
-            self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last)), self._i(nres)),
-           shared_mem=cfg.gd_scan_smem(nres, L))
+            self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last)), self._i(int(keep)),
+            self._i(BH)),
+           shared_mem=smem)
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
                     n, n_old, NLC, merge_last, BH):

@@ -3,201 +3,78 @@
 // widened by the registry). Its per-chunk inputs come from gd_forms (gated_delta_forms.cu, compiled
 // after this file) or, on the autograd path, from the array-API WY forms as torch operations.
 //
-// gd_scan: one block per (sequence, column block of GD_BV value columns), a sequential loop over
-// the call's chunks c = F .. F + n - 1 (absolute indices, aligned to absolute multiples of CH,
-// padded with identity tokens). The block keeps the chunk-level Fenwick level states
-// S^m (d_k x GD_BV, m = 1 .. NLC) and the incoming state's slots (d_k x GD_BV each) in shared
-// memory for the whole call (the first nres of the n_old + NLC slots; any beyond the host's
-// shared-memory capacity stay in global memory, their own columns of `lev` / `oldc`, reached
-// through the same generic pointer); read in at the start, written out at the end (`lev`, `oldc`
-// are the kernel's results: the final states). For chunk c:
-//   (a) out[t] += sum_m lambda[t, log2 CH + m] qeff_t^T S^m
-//                 + sum_j lambda[t, max(j + 1, bit_length(p XOR t))] qeff_t^T Old_j
-//       (qeff_t = (A_t ... A_{cCH})^T q_t: reads a state carried to the chunk's start);
-//   (b) every slot S <- P_c S = e^{g_c} S - phi_c (eGK_c S)  (P_c never formed);
-//   (c) Fenwick merge at chunk granularity: z = trailing zeros of (c + 1),
-//       S^{z+1} <- H_c + sum_{m <= z} S^m, S^1 .. S^z <- 0 (skipped for the last chunk when the
-//       call ends inside it: the returned state is then read at the call's end, before the merge).
+// The chunk-level Fenwick states. The call's chunks are c = F .. cL = F + n - 1 (absolute indices,
+// aligned to absolute multiples of CH, padded with identity tokens). Before chunk c the chunk-level
+// slot S^m (d_k x d_v, m = 1 .. NLC) holds the keys of the bucket
+//   B_m(c) = {c' : F <= c' < c, bit_length(c XOR c') = m} = [base, mid) with base = (c >> m) << m,
+//   mid = base + 2^(m-1), non-empty only when bit m - 1 of c is set (c >= mid),
+// carried to chunk c's start: S^m(c) = sum_{c' in B_m(c)} P_{c-1} .. P_{c'+1} H_{c'}, where P_c is
+// chunk c's transition S -> e^{g_c} S - phi_c (eGK_c S) (never formed) and H_c = phi_c V_c the
+// chunk's keys carried to its end. Chunk c's tokens t read it as
+//   out[t] += lambda[t, log2 CH + m] qeff_t^T S^m(c)   (qeff_t = (A_t ... A_{cCH})^T q_t)
+// (a key of chunk c' < c is read at token level log2 CH + bit_length(c XOR c'): the tokens' high
+// bits are the chunk indices; buckets before F are the incoming state's). An incoming slot j
+// (bit j of p set; bucket B_p^{j+1}) is carried by the same transitions and read at the level
+// every key of it has from t: max(j + 1, bit_length(p XOR t)) (state_read_levels).
 //
-// Why this equals the chunk tree of gated_delta._across_chunks: a key of chunk c' < c is read
-// from chunk c at token level log2 CH + bit_length(c XOR c') (the tokens' high bits are the
-// chunk indices). Treat chunks as tokens of a recurrence whose transition is P_c and whose write
-// is H_c (chunk c's keys carried to its end): the merge above is exactly the token-level Fenwick
-// merge of gated_delta._merge applied to chunk indices, so before chunk c the slot S^m holds
-// sum over chunks c' of the chunk-level bucket {c' : bit_length(c XOR c') = m} of
-// P_{c-1} ... P_{c'+1} H_{c'} -- the bucket's write P_pre H_B carried to chunk c's start, which
-// the tree computes as combine() of the bucket's summaries and its prefix. qeff_t^T (that) with
-// weight lambda[t, log2 CH + m] is the tree's read. Buckets that lie before the call (chunks
-// < F) are empty here (their keys are in the incoming state's slots), as the tree's identity
-// padding. An incoming slot j (bucket B_p^{j+1}) is carried by the same transitions and read with
-// the level every key of it has from t: max(j + 1, bit_length(p XOR t)) (state_read_levels).
+// So level m's slot is periodic with period 2^m chunks aligned to absolute multiples of 2^m: in a
+// period's first half [base, mid) it is read by nobody and accumulates its bucket (A <- P_c A + H_c
+// from A = 0 at max(base, F)); in the second half [mid, base + 2^m) it is read and carried
+// (A <- P_c A); at the period's end it is dropped (its keys are level m + 1's bucket, which that level
+// accumulates itself from the same chunks). No merges and no data between levels: gd_scan runs
+// every (level m, period) and every incoming slot as an independent chain, one block per
+// (chain, sequence, GD_BW value columns), a 1-D grid with the chain slowest and the longest chains
+// (incoming slots, then levels NLC .. 1) first, so they start first. A chain whose first half lies
+// before the call is empty (skipped), as is one without reads unless the returned state is kept
+// (`keep`). The returned state: incoming slots carried to the call's end (`oldc`, in place), and
+// S^m after chunk cL's transition (before its merge when the call ends inside it, after it when the
+// call ends at its end: E = cL + merge_last, S^m(E) = the chain's A when bit m - 1 of E is set, else
+// 0) into `lev` (zeros in). Several chains read into the same output rows: atomic adds onto the
+// intra-chunk output (the order of those few adds varies between runs: last-bit differences).
+// Work per chunk and sequence: NLC (+ held incoming) slot updates of 2 (first half) or 3 (read)
+// products of 2 CH d_k d_v flops (the old sequential scan: popcount(c) slots of 3 products); the
+// critical path: the top level's ~n chunks of one slot each. Measured (H200, benchmarks/NOTES.md,
+// session 10): the grid is bound by its total work, about half of it the chunk tiles every chain
+// step copies; the critical path (~4.7 us per step) is half the time at 8K.
 //
-// Threads: GD_NT = GD_NG x 256, GD_NG slot groups of NT = 256 threads. The held slots of a chunk
-// are dealt round-robin over the groups (held slot number r to group r % GD_NG); in a pass every
-// group does (a) and (b) for up to GD_G of its slots (W = eGK S in its own buffer), so the groups
-// run side by side; every group joins every pass's barriers (block-wide), with no slot when it has
-// none left. float32 (gd_pass_tc): the group's 8 warps own 16 x 8 tiles of the products on tensor
-// cores (mma.sync m16n8k8 tf32, every operand split into two tf32 halves: 3xTF32, ~2^-21 relative,
-// fp32 accumulation); float64 (gd_pass_ffma): 16 value columns x 16 row groups, rows t = rg CH/16 + i
-// in (a), kk = rg DKP/16 + i in (b), the reductions over kk and t in steps of 4 (one vector load per
-// row and step). The groups' reads are summed through shared memory once per chunk; the merge (c) is
-// spread over all threads. The chunk's tiles and lambda rows are copied to shared memory
-// asynchronously (cp.async element copies as stored: every copy in flight at once, no registers,
-// no transposing stores; a second buffer filled during the previous chunk's passes measured no
-// faster, benchmarks/NOTES.md); H, the intra-chunk output and g go to registers at the chunk's start.
-// Shared: Qe and Ek ([t][kk], row stride DKP + 16 / sizeof(ta): the rows of the two
-// row groups of a warp fall on different banks), phi ([kk][t], row stride CH + 16 / sizeof(ta)),
-// lambda's first LS = min(L, 64) levels of the chunk's rows ([t][l]; no level read exceeds 63);
-// W per group (GD_G x CH x GD_BV, [g][t][col]; then the group's reads); the nres resident slots
-// ([kk][col], DKP x GD_BV each): Config.gd_scan_smem in _compile.py.
-// Cost per chunk and held slot (d_v columns in all): 3 products of 2 CH d_k d_v flops; the slots
-// held at chunk c are popcount(c) chunk levels (plus the incoming slots of a stream).
-#define GD_BV 16
-#define GD_G 2  // slots per pass of a group
+// Threads: NT = 256 (8 warps). Every product is an M x GD_BW one (M = CH in (a), DKP in (b)) in
+// tiles of 16 x 8 dealt evenly over the warps (GdWarpTiles). float32: mma.sync m16n8k8 tf32 with
+// every operand split into two tf32 halves (3xTF32, ~2^-21 relative, fp32 accumulation); float64:
+// FFMA on the same fragments.
+// Per chunk of a chain: (a) R = Qe S, W = Ek S (read mode; W only when accumulating), the reads
+// lambda R atomically added to the output, W to shared memory; (b) S <- e^g S - phi W (+ H).
+// Shared: Qe, Ek ([t][kk], row stride DKP + 16 / sizeof(ta)), phi ([kk][t], row stride
+// CH + 16 / sizeof(ta)), copied asynchronously as stored (cp.async, 16 bytes when d_k allows); S ([kk][col]) and
+// W ([t][col]), row stride GD_BW + 8 (the B fragments' 32 lanes on 32 banks); the chunk's CH read
+// weights: Config.smem("gd_scan") in _compile.py.
+#define GD_BV 16  // gd_scan_bwd's value columns per block
 #define GD_RG (NT / GD_BV)
-#define GD_LMAX 64  // lambda levels staged per row
-constexpr int GD_RA = CH / GD_RG, GD_RB = DKP / GD_RG;  // rows per thread in (a) and (b)
+#ifdef GD_BW_SET  // a timing build may set it
+#define GD_BW GD_BW_SET
+#else
+#define GD_BW 32  // gd_scan's value columns per block (_compile.GD_BW)
+#endif
 constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
-// slot groups per block: a pass's per-thread arrays (RA + RB values of ta) bound the registers
-// (GD_NT threads may use 65536 / GD_NT registers each; the counts below keep ptxas from spilling
-// on sm_90); _compile.Config.gd_groups mirrors this
-constexpr int GD_WORDS = (GD_RA + GD_RB) * (int)sizeof(ta) / 4;
-#ifdef GD_NG_SET  // a timing build may set the group count
-constexpr int GD_NG = GD_NG_SET;
-#else
-// float32 (tensor-core passes): always 2, whose 128 registers hold the fragments without spilling
-// (4 groups at 64 registers spilled 80 bytes at CH = DKP = 16 / 32)
-constexpr int GD_NG = sizeof(ta) == 4 ? 2 : (GD_WORDS <= 4 ? 4 : (GD_WORDS <= 16 ? 2 : 1));
-#endif
-constexpr int GD_NT = NT * GD_NG;
-// float32: the passes' products on tensor cores (gd_pass_tc: mma.sync m16n8k8 tf32 with split
-// operands, ~2^-21 relative: the float32 bound holds); float64: FFMA (gd_pass_ffma)
+constexpr int GD_LDS = GD_BW + 8;  // S and W row stride
+// float32: the products on tensor cores (3xTF32: the float32 bound holds); float64: FFMA
 constexpr bool GD_TC = sizeof(ta) == 4;
-constexpr int GD_ACC = GD_TC ? 4 : GD_RA;  // a thread's read accumulators (TC: one C fragment)
 
-// The shared-memory tiles of one chunk of gd_scan.
-struct GdTiles {
-    ta* Qe;  // [t][kk], stride GD_LDQ
-    ta* Ek;  // [t][kk], stride GD_LDQ
-    ta* Ph;  // [kk][t], stride GD_LDP
-    ta* Lm;  // [t][l], LS levels
-};
-
-// A slot's columns of this block: element (kk, col) at p[kk * ld + col] (shared or global memory).
-struct GdSlot {
-    ta* p;
-    int ld;
-};
-
-// The level of slot code lv (> 0 chunk level m; <= -2 incoming slot j = -2 - lv) read from token tabs.
-__device__ __forceinline__ int gd_level(int lv, i64 p, i64 tabs) {
-    return lv > 0 ? GD_LOG2C + lv : max(-1 - lv, bitlen64(p ^ tabs));
-}
-
-// One pass of a group over G of its held slots Sg[0 .. G-1] (level codes lv: > 0 chunk level m,
-// <= -2 incoming slot j = -2 - lv): (a) add their reads to acc and form W = eGK S, (b) S <- e^g S - phi W.
-// G = 0: the pass's barriers only. Two block-wide barriers.
-template <int G>
-__device__ __forceinline__ void gd_pass_ffma(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_ACC],
-                                             const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, bool cok) {
-    const int gt = threadIdx.x % NT, col = gt % GD_BV, rg = gt / GD_BV;
-    if constexpr (G > 0) {
-        // (a) r = Qe S (the reads) and W = Ek S, rows t = rg RA + i
-        ta r[G][GD_RA], w[G][GD_RA];
-#pragma unroll
-        for (int g = 0; g < G; ++g)
-#pragma unroll
-            for (int i = 0; i < GD_RA; ++i) r[g][i] = w[g][i] = (ta)0;
-        for (int k0 = 0; k0 < DK; k0 += 4) {  // rows k0 .. k0 + 3 (beyond DK: zero in the tiles and slots)
-            ta sv[G][4];
-#pragma unroll
-            for (int g = 0; g < G; ++g)
-#pragma unroll
-                for (int u = 0; u < 4; ++u) sv[g][u] = cok && k0 + u < DK ? Sg[g].p[(k0 + u) * Sg[g].ld + col] : (ta)0;
-#pragma unroll
-            for (int i = 0; i < GD_RA; ++i) {
-                ta qa[4], ea[4];
-                ldv<4>(sm.Qe + (rg * GD_RA + i) * GD_LDQ + k0, qa);
-                ldv<4>(sm.Ek + (rg * GD_RA + i) * GD_LDQ + k0, ea);
-#pragma unroll
-                for (int g = 0; g < G; ++g)
-#pragma unroll
-                    for (int u = 0; u < 4; ++u) {
-                        r[g][i] = fma(qa[u], sv[g][u], r[g][i]);
-                        w[g][i] = fma(ea[u], sv[g][u], w[g][i]);
-                    }
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < GD_RA; ++i) {
-            const int t = rg * GD_RA + i;
-            const i64 tabs = c * CH + t, gi = tabs - p;
-            const bool real = gi >= 0 && gi < T;  // padding rows read nothing
-#pragma unroll
-            for (int g = 0; g < G; ++g) {
-                W[(g * CH + t) * GD_BV + col] = w[g][i];
-                if (real) {
-                    acc[i] = fma(sm.Lm[t * LS + gd_level(lv[g], p, tabs)], r[g][i], acc[i]);
-                }
-            }
-        }
-    }
-    __syncthreads();
-    if constexpr (G > 0) {
-        // (b) S <- e^g S - phi W, rows kk = rg RB + i of this thread's column
-        ta x[G][GD_RB];
-#pragma unroll
-        for (int g = 0; g < G; ++g)
-#pragma unroll
-            for (int i = 0; i < GD_RB; ++i) {
-                const int kk = rg * GD_RB + i;
-                x[g][i] = cok && kk < DK ? eg * Sg[g].p[kk * Sg[g].ld + col] : (ta)0;
-            }
-        for (int t0 = 0; t0 < CH; t0 += 4) {
-            ta wv[G][4];
-#pragma unroll
-            for (int g = 0; g < G; ++g)
-#pragma unroll
-                for (int u = 0; u < 4; ++u) wv[g][u] = W[(g * CH + t0 + u) * GD_BV + col];
-#pragma unroll
-            for (int i = 0; i < GD_RB; ++i) {
-                ta pa[4];
-                ldv<4>(sm.Ph + (rg * GD_RB + i) * GD_LDP + t0, pa);
-#pragma unroll
-                for (int g = 0; g < G; ++g)
-#pragma unroll
-                    for (int u = 0; u < 4; ++u) x[g][i] = fma(-pa[u], wv[g][u], x[g][i]);
-            }
-        }
-        if (cok) {
-#pragma unroll
-            for (int g = 0; g < G; ++g)
-#pragma unroll
-                for (int i = 0; i < GD_RB; ++i) {
-                    const int kk = rg * GD_RB + i;
-                    if (kk < DK) Sg[g].p[kk * Sg[g].ld + col] = x[g][i];
-                }
-        }
-    }
-    __syncthreads();
-}
-
-// The split (tf32 hi + lo) fragments of gd_pass_tc (lane = 4 g8 + t4, mma_tf32's layout): A (rows
-// r0 .., reductions k0 .. k0 + 7) of X [row][k] (row stride ld); B (reductions k0 .., columns n0 ..)
-// as at(k, n).
-// (templates on the element type: a float64 build compiles gd_pass_tc's text without running it)
+// The split (tf32 hi + lo) fragments (lane = 4 g8 + t4, mma_tf32's layout): A (rows r0 ..,
+// reductions k0 .. k0 + 7) of X [row][k] (row stride ld); B (reductions k0 .., columns n0 ..) of
+// Y [k][col] (row stride ld).
+// (templates on the element type: a float64 build compiles the tensor-core text without running it)
 template <typename E>
 __device__ __forceinline__ void gd_frag_a(const E* X, int ld, int r0, int k0, unsigned (&h)[4], unsigned (&l)[4]) {
     const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
 #pragma unroll
     for (int x = 0; x < 4; ++x) tf32_split((float)X[(r0 + g8 + 8 * (x & 1)) * ld + k0 + t4 + 4 * (x >> 1)], h[x], l[x]);
 }
-template <typename F>
-__device__ __forceinline__ void gd_frag_b(F at, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
+template <typename E>
+__device__ __forceinline__ void gd_frag_b(const E* Y, int ld, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
     const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-    tf32_split((float)at(k0 + t4, n0 + g8), h[0], l[0]);
-    tf32_split((float)at(k0 + t4 + 4, n0 + g8), h[1], l[1]);
+    tf32_split((float)Y[(k0 + t4) * ld + n0 + g8], h[0], l[0]);
+    tf32_split((float)Y[(k0 + t4 + 4) * ld + n0 + g8], h[1], l[1]);
 }
 // c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22)
 __device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], const unsigned (&al)[4],
@@ -207,97 +84,67 @@ __device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], 
     mma_tf32(c, ah, bh[0], bh[1]);
 }
 
-// gd_pass on tensor cores (float32): the group's 8 warps own C tiles of 16 x 8. (a) R = Qe S and
-// W = Ek S (CH x GD_BV each): tile w = (rows 16 (w / 2), columns 8 (w % 2)) to warp w (CH / 8 tiles);
-// (b) S <- e^g S - phi W (DK x GD_BV): tiles (rows 16 (i / 2), columns 8 (i % 2)) to warps i % 8.
-// Every operand is split (3 mma per k-step: all are float32 values, none exact in tf32). Rows past
-// DK are zero in the tiles (cp.async zero fill) and read as zero from the slots; acc holds the
-// warp's (a) tile of reads (c0..c3 as mma_tf32's C).
-template <int G>
-__device__ __forceinline__ void gd_pass_tc(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_ACC],
-                                           const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, int c0,
-                                           int DV) {
-    const int wg = threadIdx.x % NT / 32, g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-    if constexpr (G > 0) {
-        if (wg < CH / 8) {
-            const int r0 = 16 * (wg / 2), n0 = 8 * (wg % 2);
-            float r[G][4], w[G][4];
+// The warp's tiles of an M x GD_BW product, M = 16 RB, in tiles of 16 x 8: row block r0 (16 rows),
+// NTL tiles of 8 columns from n0, the RB x GD_BW / 8 tiles dealt evenly over the 8 warps (fewer
+// than 8 tiles: one each to the first warps, the others idle: `on` false).
+template <int RB>
+struct GdWarpTiles {
+    static constexpr int NT8 = GD_BW / 8, TILES = RB * NT8;
+    static constexpr int NTL = TILES >= 8 ? TILES / 8 : 1;  // tiles per warp
+    static constexpr int WPR = NT8 / NTL;                    // warps per row block
+    int r0, n0;
+    bool on;
+    __device__ __forceinline__ GdWarpTiles() {
+        const int w = threadIdx.x / 32;
+        on = w < TILES / NTL;
+        r0 = 16 * (w / WPR);
+        n0 = 8 * NTL * (w % WPR);
+    }
+    // the lane's element x of tile i: (row, column) as mma's C fragment
+    __device__ __forceinline__ int row(int x) const { return r0 + threadIdx.x % 32 / 4 + 8 * (x >> 1); }
+    __device__ __forceinline__ int col(int i, int x) const { return n0 + 8 * i + 2 * (threadIdx.x % 4) + (x & 1); }
+};
+
+// c[a][i] += A_a[r0 .. r0 + 15][0 .. K) Y[0 .. K)[n0 + 8 i .. + 7] for a < NA (A_0 = X0, A_1 = X1,
+// [row][k] with row stride ldx), i < NTL (Y [k][col], row stride ldy); K a multiple of 8.
+template <int NA, int NTL, typename Acc>
+__device__ __forceinline__ void gd_mm(Acc (*c)[NTL][4], const ta* X0, const ta* X1, int ldx, const ta* Y, int ldy,
+                                      int r0, int n0, int K) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    if constexpr (GD_TC) {
+        for (int k0 = 0; k0 < K; k0 += 8) {
+            unsigned ah[NA][4], al[NA][4];
+            gd_frag_a(X0, ldx, r0, k0, ah[0], al[0]);
+            if constexpr (NA > 1) gd_frag_a(X1, ldx, r0, k0, ah[NA - 1], al[NA - 1]);
 #pragma unroll
-            for (int g = 0; g < G; ++g)
+            for (int i = 0; i < NTL; ++i) {
+                unsigned bh[2], bl[2];
+                gd_frag_b(Y, ldy, k0, n0 + 8 * i, bh, bl);
 #pragma unroll
-                for (int x = 0; x < 4; ++x) r[g][x] = w[g][x] = 0.f;
-            for (int k0 = 0; k0 < DK; k0 += 8) {
-                unsigned qh[4], ql[4], eh[4], el[4];
-                gd_frag_a(sm.Qe, GD_LDQ, r0, k0, qh, ql);
-                gd_frag_a(sm.Ek, GD_LDQ, r0, k0, eh, el);
-#pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    const GdSlot S = Sg[g];
-                    unsigned bh[2], bl[2];  // slot elements, zero past DK / DV
-                    gd_frag_b([&](int kk, int cc) { return kk < DK && c0 + cc < DV ? S.p[kk * S.ld + cc] : 0.f; },
-                              k0, n0, bh, bl);
-                    gd_mma3(r[g], qh, ql, bh, bl);
-                    gd_mma3(w[g], eh, el, bh, bl);
-                }
-            }
-#pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const int t = r0 + g8 + 8 * (x >> 1), cc = n0 + 2 * t4 + (x & 1);
-                const i64 tabs = c * CH + t, gi = tabs - p;
-                const bool real = gi >= 0 && gi < T;  // padding rows read nothing
-#pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    W[(g * CH + t) * GD_BV + cc] = w[g][x];
-                    if (real) acc[x] = fma(sm.Lm[t * LS + gd_level(lv[g], p, tabs)], r[g][x], acc[x]);
-                }
+                for (int a = 0; a < NA; ++a) gd_mma3(c[a][i], ah[a], al[a], bh, bl);
             }
         }
-    }
-    __syncthreads();
-    if constexpr (G > 0) {
-        for (int tile = wg; tile < 2 * ((DK + 15) / 16); tile += 8) {
-            const int r0 = 16 * (tile / 2), n0 = 8 * (tile % 2);
-            float x4[G][4];
+    } else {
+        for (int k = 0; k < K; ++k) {
+            ta xa[NA][2], yv[NTL][2];
 #pragma unroll
-            for (int g = 0; g < G; ++g)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) x4[g][x] = 0.f;
-            for (int k0 = 0; k0 < CH; k0 += 8) {
-                unsigned ah[4], al[4];
-                gd_frag_a(sm.Ph, GD_LDP, r0, k0, ah, al);
-#pragma unroll
-                for (int g = 0; g < G; ++g) {
-                    unsigned bh[2], bl[2];
-                    gd_frag_b([&](int t, int cc) { return W[(g * CH + t) * GD_BV + cc]; }, k0, n0, bh, bl);
-                    gd_mma3(x4[g], ah, al, bh, bl);
-                }
+            for (int h = 0; h < 2; ++h) {
+                xa[0][h] = X0[(r0 + g8 + 8 * h) * ldx + k];
+                if constexpr (NA > 1) xa[NA - 1][h] = X1[(r0 + g8 + 8 * h) * ldx + k];
             }
 #pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const int kk = r0 + g8 + 8 * (x >> 1), cc = n0 + 2 * t4 + (x & 1);
-                if (kk < DK && c0 + cc < DV)
+            for (int i = 0; i < NTL; ++i)
 #pragma unroll
-                    for (int g = 0; g < G; ++g) {
-                        ta* e = Sg[g].p + kk * Sg[g].ld + cc;
-                        *e = eg * *e - x4[g][x];
-                    }
-            }
+                for (int h = 0; h < 2; ++h) yv[i][h] = Y[k * ldy + n0 + 8 * i + 2 * t4 + h];
+#pragma unroll
+            for (int a = 0; a < NA; ++a)
+#pragma unroll
+                for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) c[a][i][x] = fma(xa[a][x >> 1], yv[i][x & 1], c[a][i][x]);
         }
     }
-    __syncthreads();
 }
-
-// One pass of a group over G of its held slots (see gd_pass_ffma / gd_pass_tc); two block-wide barriers.
-template <int G>
-__device__ __forceinline__ void gd_pass(const GdSlot (&Sg)[GD_G], const int (&lv)[GD_G], ta (&acc)[GD_ACC],
-                                        const GdTiles& sm, ta* W, int LS, i64 p, i64 c, int T, ta eg, int DK, int c0,
-                                        int DV) {
-    if constexpr (GD_TC)
-        gd_pass_tc<G>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
-    else
-        gd_pass_ffma<G>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0 + threadIdx.x % NT % GD_BV < DV);
-}
-
 // The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null; reads coalesced along kk), Ph as
 // [t][kk] (ph_t: the backward's phase 1) or [kk][t] (the backward's phase 2); zero-padded.
 __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
@@ -314,27 +161,37 @@ __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej
                          [=](int idx, ta x) { Ph[ph_t ? (idx % CH) * DKP + idx / CH : idx] = x; });
 }
 
-// Chunk j's tiles and lambda rows into d (asynchronous element copies, one commit group;
-// consecutive threads copy consecutive elements of a row): Qe, Ek as [t][kk], phi as [kk][t]
-// (zero-padded), lambda's first LS levels of its rows.
-__device__ __forceinline__ void gd_chunk_async(const GdTiles& d, const ta* qej, const ta* ekj, const ta* phj,
-                                               const ta* lamb, int T, int L, int LS, i64 g0, int DK) {
-    for (int idx = threadIdx.x; idx < CH * DKP; idx += GD_NT) {
-        const int t = idx / DKP, kk = idx % DKP, kr = idx / CH, tc = idx % CH;
-        const bool ok = kk < DK, okr = kr < DK;
-        cp_async_ta(d.Qe + t * GD_LDQ + kk, ok ? qej + t * DK + kk : qej, ok);
-        cp_async_ta(d.Ek + t * GD_LDQ + kk, ok ? ekj + t * DK + kk : ekj, ok);
-        cp_async_ta(d.Ph + kr * GD_LDP + tc, okr ? phj + kr * CH + tc : phj, okr);
+
+// A ROWS x COLS tile into shared memory dst (row stride dld) from the row-major src (row stride sld;
+// rows >= vr and columns >= vc zero), asynchronously, consecutive threads copying consecutive pieces
+// of a row: 16-byte copies when vec (sld and vc multiples of their width, rows starting on 16 bytes),
+// else element copies.
+template <int ROWS, int COLS>
+__device__ __forceinline__ void gd_copy(ta* dst, int dld, const ta* src, int sld, int vr, int vc, bool vec) {
+    constexpr int VW = 16 / (int)sizeof(ta);  // elements per 16-byte copy
+    if (vec) {
+        for (int idx = threadIdx.x; idx < ROWS * COLS / VW; idx += NT) {
+            const int r = idx / (COLS / VW), k = idx % (COLS / VW) * VW;
+            const bool ok = r < vr && k < vc;
+            cp_async16(dst + r * dld + k, ok ? src + r * sld + k : src, ok);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < ROWS * COLS; idx += NT) {
+            const int r = idx / COLS, k = idx % COLS;
+            const bool ok = r < vr && k < vc;
+            cp_async_ta(dst + r * dld + k, ok ? src + r * sld + k : src, ok);
+        }
     }
-    for (int idx = threadIdx.x; idx < CH * LS; idx += GD_NT) {
-        const i64 gi = g0 + idx / LS;
-        const bool ok = gi >= 0 && gi < T;
-        cp_async_ta(d.Lm + idx, ok ? lamb + gi * L + idx % LS : lamb, ok);
-    }
-    cp_async_commit();
 }
 
-extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
+// blocks per SM the registers must allow: float32 at d_k <= 64, 3 (<= 85 registers, no spills;
+// shared memory ~73 KB at d_k = 64 with GD_BW = 32); else 1
+#ifdef GD_MINB_SET  // a timing build may set it
+constexpr int GD_MINB = GD_MINB_SET;
+#else
+constexpr int GD_MINB = GD_TC && DKP <= 64 ? 3 : 1;
+#endif
+extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
     const ta* __restrict__ ek,   // (BH, n, CH, DK)  e^G K
     const ta* __restrict__ ph,   // (BH, n, DK, CH)  phi
@@ -342,144 +199,138 @@ extern "C" __global__ void __launch_bounds__(GD_NT) gd_scan(
     const ta* __restrict__ gc,   // (BH, n)          chunk total log decay
     const ta* __restrict__ lam,  // (BH, T, L)
     ta* __restrict__ out,        // (BH, n, CH, DV)  in: intra-chunk output; out: + the reads
-    ta* __restrict__ lev,        // (BH, NLC, DK, DV) in: zeros; out: chunk-level slots at the end
-    ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out: carried to the end
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last,
-    int nres) {                  // slots 0 .. nres - 1 of the n_old + NLC live in shared memory
+    ta* __restrict__ lev,        // (BH, NLC, DK, DV) in: zeros; out (keep): chunk-level slots at the end
+    ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out (keep): carried to the end
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int keep, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int SLOT = DKP * GD_BV, WG = GD_G * CH * GD_BV;  // a resident slot; a group's W
-    const int LS = min(L, GD_LMAX);                              // lambda levels staged
-    GdTiles sm;
-    sm.Qe = reinterpret_cast<ta*>(smem_raw);
-    sm.Ek = sm.Qe + CH * GD_LDQ;
-    sm.Ph = sm.Ek + CH * GD_LDQ;
-    sm.Lm = sm.Ph + DKP * GD_LDP;
-    ta* Wall = sm.Lm + CH * LS;
-    ta* Sr = Wall + GD_NG * WG;
-    check_smem((2 * CH * GD_LDQ + DKP * GD_LDP + CH * LS + GD_NG * WG + nres * SLOT) * sizeof(ta));
-    constexpr int RA = GD_RA, OE = (CH * GD_BV + GD_NT - 1) / GD_NT, HE = (DKP * GD_BV + GD_NT - 1) / GD_NT;
-    const int tid = threadIdx.x, grp = tid / NT, gt = tid % NT, col = gt % GD_BV, rg = gt / GD_BV;
-    const i64 bh = blockIdx.x;
-    const int c0 = blockIdx.y * GD_BV;  // the block's first value column
-    const int NS = n_old + NLC;
-    const i64 slot_sz = (i64)DK * DV;
-    ta* levb = lev + bh * NLC * slot_sz;
-    ta* oldb = oldc + bh * n_old * slot_sz;
-    auto glob = [&](int s) { return (s < n_old ? oldb + s * slot_sz : levb + (s - n_old) * slot_sz) + c0; };
-    auto slot = [&](int s) { return s < nres ? GdSlot{Sr + s * SLOT, GD_BV} : GdSlot{glob(s), DV}; };
-    // the resident slots in: the incoming slots' columns, zero chunk-level slots (lev is zero)
-    for (int idx = tid; idx < nres * SLOT; idx += GD_NT) {
-        const int s = idx / SLOT, kk = idx % SLOT / GD_BV, cc = idx % GD_BV;
-        Sr[idx] = s < n_old && kk < DK && c0 + cc < DV ? glob(s)[(i64)kk * DV + cc] : (ta)0;
+    ta* Qe = reinterpret_cast<ta*>(smem_raw);
+    ta* Ek = Qe + CH * GD_LDQ;
+    ta* Ph = Ek + CH * GD_LDQ;
+    ta* S = Ph + DKP * GD_LDP;  // [kk][col]
+    ta* W = S + DKP * GD_LDS;   // [t][col]
+    ta* lw = W + CH * GD_LDS;   // the chunk's read weights (0 outside the call)
+    check_smem((2 * CH * GD_LDQ + DKP * GD_LDP + (DKP + CH) * GD_LDS + CH) * sizeof(ta));
+    constexpr int RA = CH / 16, RB = DKP / 16;  // row blocks of (a), (b)
+    const int tid = threadIdx.x;
+    // the block: chain ci (slowest), sequence bh, column block
+    const int NCB = (DV + GD_BW - 1) / GD_BW;
+    const i64 per = (i64)BH * NCB, ci = blockIdx.x / per;
+    const i64 bh = blockIdx.x % per / NCB;
+    const int c0 = (int)(blockIdx.x % NCB) * GD_BW;
+    const i64 cL = F + n - 1, E = cL + merge_last;
+    // the chain: incoming slot s (s >= 0) or level m's period from base; its chunks [lo, hi), reads from mid
+    int s = -1, m = 0;
+    i64 lo = F, mid = F, hi = cL + 1;
+    if (ci < n_old) {
+        s = (int)ci;
+        if (!((p >> s) & 1)) return;  // an empty incoming slot
+    } else {
+        i64 r = ci - n_old;
+        for (m = NLC; m > 1; --m) {  // levels NLC .. 1, (cL >> m) - (F >> m) + 1 periods each
+            const i64 cnt = (cL >> m) - (F >> m) + 1;
+            if (r < cnt) break;
+            r -= cnt;
+        }
+        const i64 base = ((F >> m) + r) << m;
+        mid = base + (1ll << (m - 1));
+        lo = max(F, base);
+        hi = min(cL + 1, base + (1ll << m));
+        if (lo >= mid) return;  // its bucket lies before the call: in the incoming slots
+        if (hi <= mid && !(keep && E == mid)) return;  // no reads in the call, nor a returned slot
     }
-    unsigned long long occ = 0;  // chunk-level slots holding keys (bit m - 1: S^m)
-    for (int j = 0; j < n; ++j) {
-        const i64 c = F + j, cj = bh * n + j;
-        // chunk j's intra-chunk output and H (elements idx = tid + e GD_NT of CH x GD_BV and
-        // DKP x GD_BV) and g into registers (used after the passes); its tiles and lambda rows into
-        // shared memory (read last by the previous chunk's passes, before the barrier after them)
-        ta ov[OE], hv[HE];
-#pragma unroll
-        for (int e = 0; e < OE; ++e) {
-            const int idx = tid + e * GD_NT, t = idx / GD_BV, cc = idx % GD_BV;
-            ov[e] = idx < CH * GD_BV && c0 + cc < DV ? out[(cj * CH + t) * DV + c0 + cc] : (ta)0;
-        }
-#pragma unroll
-        for (int e = 0; e < HE; ++e) {
-            const int idx = tid + e * GD_NT, kk = idx / GD_BV, cc = idx % GD_BV;
-            hv[e] = idx < DKP * GD_BV && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
-        }
-        const ta eg = ex(gc[cj]);
-        gd_chunk_async(sm, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, lam + bh * T * L, T, L, LS,
-                       c * CH - p, DK);
-        cp_async_wait<0>();
-        ta acc[GD_ACC];
-#pragma unroll
-        for (int i = 0; i < GD_ACC; ++i) acc[i] = (ta)0;
-        __syncthreads();
-        // this group's held slots (held slot number r % GD_NG == grp), GD_G per pass: incoming slot
-        // s < n_old where bit s of p is set, chunk-level slot m = s - n_old + 1 where bit m - 1 of
-        // occ is; as many passes as group 0 (which has the most) needs
-        const int held = __popcll(n_old >= 64 ? p : p & ((1ll << n_old) - 1)) + __popcll(occ);
-        const int passes = (held + GD_NG * GD_G - 1) / (GD_NG * GD_G);
-        ta* W = Wall + grp * WG;
-        for (int pass = 0, s = 0, r = 0; pass < passes; ++pass) {
-            GdSlot Sg[GD_G];
-            int lv[GD_G];  // > 0: chunk level m; <= -2: incoming slot j = -2 - lv
-            int cnt = 0;
-            for (; s < NS && cnt < GD_G; ++s) {
-                if (!(s < n_old ? ((p >> s) & 1) : ((occ >> (s - n_old)) & 1ull))) continue;
-                if (r++ % GD_NG != grp) continue;
-#pragma unroll
-                for (int g = 0; g < GD_G; ++g) {  // Sg[cnt], lv[cnt] with static indices: registers, not a stack frame
-                    if (g == cnt) {
-                        Sg[g] = slot(s);
-                        lv[g] = s < n_old ? -2 - s : s - n_old + 1;
-                    }
-                }
-                ++cnt;
-            }
-#if GD_G != 2
-#error "gd_scan dispatches passes of 0, 1 or 2 slots"
-#endif
-            if (cnt == 2) {
-                gd_pass<2>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
-            } else if (cnt == 1) {
-                gd_pass<1>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
-            } else {
-                gd_pass<0>(Sg, lv, acc, sm, W, LS, p, c, T, eg, DK, c0, DV);
-            }
-        }
-        // the group's reads into its W buffer (its passes are done), summed over the groups
-        if constexpr (GD_TC) {
-            const int wg = gt / 32, g8 = gt % 32 / 4, t4 = gt % 4;
-            if (wg < CH / 8)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) W[(16 * (wg / 2) + g8 + 8 * (x >> 1)) * GD_BV + 8 * (wg % 2) + 2 * t4 + (x & 1)] = acc[x];
-        } else {
-#pragma unroll
-            for (int i = 0; i < RA; ++i) W[(rg * RA + i) * GD_BV + col] = acc[i];
-        }
-        __syncthreads();
-#pragma unroll
-        for (int e = 0; e < OE; ++e) {
-            const int idx = tid + e * GD_NT, t = idx / GD_BV, cc = idx % GD_BV;
-            if (idx < CH * GD_BV && c0 + cc < DV) {
-                ta x = ov[e];
-#pragma unroll
-                for (int g = 0; g < GD_NG; ++g) x += Wall[g * WG + idx];
-                out[(cj * CH + t) * DV + c0 + cc] = x;
-            }
-        }
-        // (c) the Fenwick merge after chunk c (slots are read and written by the passes before the
-        // barrier above, and after it only here)
-        if (j < n - 1 || merge_last) {
-            const int z = __ffsll((long long)(c + 1)) - 1;  // trailing zeros of c + 1
-#pragma unroll
-            for (int e = 0; e < HE; ++e) {
-                const int idx = tid + e * GD_NT, kk = idx / GD_BV, cc = idx % GD_BV;
-                if (idx < DKP * GD_BV && kk < DK && c0 + cc < DV) {
-                    ta x = hv[e];
-                    for (int mm = 1; mm <= z; ++mm) {
-                        if ((occ >> (mm - 1)) & 1ull) {
-                            const GdSlot Sm = slot(n_old + mm - 1);
-                            x += Sm.p[kk * Sm.ld + cc];
-                            Sm.p[kk * Sm.ld + cc] = (ta)0;
-                        }
-                    }
-                    const GdSlot Sz = slot(n_old + z);
-                    Sz.p[kk * Sz.ld + cc] = x;
-                }
-            }
-            occ = (occ & ~((1ull << z) - 1ull)) | (1ull << z);
-        }
-        // the next chunk's copies write the tiles read last before the barrier above; its passes
-        // start after its barrier
+    const i64 slot_sz = (i64)DK * DV;
+    ta* fin = s >= 0 ? oldc + (bh * n_old + s) * slot_sz : lev + (bh * NLC + m - 1) * slot_sz;  // the slot's home
+    // S in: the incoming slot's columns or zero (columns past DV and rows past DK stay zero)
+    for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
+        const int kk = idx / GD_BW, cc = idx % GD_BW;
+        S[kk * GD_LDS + cc] = s >= 0 && kk < DK && c0 + cc < DV ? fin[(i64)kk * DV + c0 + cc] : (ta)0;
     }
     __syncthreads();
-    // the resident slots out
-    for (int idx = tid; idx < nres * SLOT; idx += GD_NT) {
-        const int s = idx / SLOT, kk = idx % SLOT / GD_BV, cc = idx % GD_BV;
-        if (kk < DK && c0 + cc < DV) glob(s)[(i64)kk * DV + cc] = Sr[idx];
+    bool live = s >= 0;  // S non-zero
+    const int K8 = (DK + 7) / 8 * 8;  // (a)'s reduction (rows past DK are zero)
+    const GdWarpTiles<RA> wa;
+    const GdWarpTiles<RB> wb;
+    constexpr int TWA = GdWarpTiles<RA>::NTL, TWB = GdWarpTiles<RB>::NTL;  // tiles per warp in (a), (b)
+    // (copying chunk c + 1's tiles during chunk c's products measured no faster: the 24 warps per SM
+    // hide the copies; benchmarks/NOTES.md)
+    constexpr int VW = 16 / (int)sizeof(ta);
+    const bool vec = DK % VW == 0;
+    for (i64 c = lo; c < hi; ++c) {
+        const bool rd = c >= mid;  // read and carry; else accumulate
+        const i64 cj = bh * n + (c - F);
+        // (b)'s H (accumulating) in the C fragments' layout (loaded after (a): fewer live registers there)
+        ta hv[TWB][4];
+        auto load_h = [&] {
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(i, x);
+                    hv[i][x] = wb.on && !rd && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+                }
+        };
+        if (!live) {  // the first chunk of a bucket: S = H_c
+            load_h();
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x)
+                    if (wb.on) S[wb.row(x) * GD_LDS + wb.col(i, x)] = hv[i][x];
+            live = true;
+            __syncthreads();
+            continue;
+        }
+        // the chunk's tiles: Qe (when read), Ek, phi
+        if (rd) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
+        cp_async_commit();
+        if (rd && tid < CH) {  // token tid's read weight
+            const i64 tabs = c * CH + tid, gi = tabs - p;
+            const int l = s >= 0 ? max(s + 1, bitlen64(p ^ tabs)) : GD_LOG2C + m;
+            lw[tid] = gi >= 0 && gi < T ? lam[(bh * T + gi) * L + l] : (ta)0;  // padding rows: unread
+        }
+        const ta eg = ex(gc[cj]);
+        cp_async_wait<0>();
+        __syncthreads();
+        // (a) W = Ek S (and R = Qe S, read into the output)
+        if (wa.on) {
+            ta acc[2][TWA][4] = {};  // W, R
+            if (rd)
+                gd_mm<2, TWA>(acc, Ek, Qe, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
+            else
+                gd_mm<1, TWA>(acc, Ek, nullptr, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
+#pragma unroll
+            for (int i = 0; i < TWA; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int t = wa.row(x), cc = wa.col(i, x);
+                    const i64 gi = c * CH + t - p;
+                    W[t * GD_LDS + cc] = acc[0][i][x];
+                    if (rd && c0 + cc < DV && gi >= 0 && gi < T)  // padding rows read nothing
+                        atomicAdd(out + (cj * CH + t) * DV + c0 + cc, lw[t] * acc[1][i][x]);
+                }
+        }
+        __syncthreads();
+        load_h();
+        // (b) S <- e^g S - phi W (+ H)
+        if (wb.on) {
+            ta acc[1][TWB][4] = {};
+            gd_mm<1, TWB>(acc, Ph, nullptr, GD_LDP, W, GD_LDS, wb.r0, wb.n0, CH);
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    ta* e = S + wb.row(x) * GD_LDS + wb.col(i, x);
+                    *e = eg * *e - acc[0][i][x] + hv[i][x];
+                }
+        }
+        __syncthreads();  // S read by the next chunk's (a); the tiles rewritten by its copies
+    }
+    // the returned state: an incoming slot carried to the end; level m's S^m(E) when bit m - 1 of E is set
+    if (!keep || (s < 0 && !(hi == cL + 1 && ((E >> (m - 1)) & 1)))) return;
+    for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
+        const int kk = idx / GD_BW, cc = idx % GD_BW;
+        if (kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = S[kk * GD_LDS + cc];
     }
 }

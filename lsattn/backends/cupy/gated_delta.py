@@ -3,9 +3,9 @@
 ``gd_forms`` (``gated_delta_forms.cu``) computes the per-chunk WY quantities of the array-API twin
 (``lsattn.gated_delta._chunk_forms`` and ``_masked_intra``) in one kernel, one block per
 (sequence, chunk), straight from the (BH, T, d) inputs; ``gd_scan`` (``gated_delta.cu``) replaces
-the chunk tree of ``d_k x d_k`` transition products by one sequential scan over the chunks that
-keeps the chunk-level Fenwick states; the returned state is assembled by
-``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
+the chunk tree of ``d_k x d_k`` transition products by independent chains over the chunks, one per
+chunk-level Fenwick level and period and per incoming slot (the header of ``gated_delta.cu``); the
+returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
 Inputs are float32 / float64 (the registry widens 16-bit inputs to float32 and casts the output
 back); ``gd_forms`` runs FFMA, ``gd_scan``'s per-slot products run on tensor cores in float32
 (3xTF32) and FFMA in float64.
@@ -25,7 +25,7 @@ from ._arrays import inputs, on_gpu, ta_name
 from .exp_kernel import _tracks_grad
 from ._compile import make_config
 
-__all__ = ["forward", "compute", "forms", "chunk_slots"]
+__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains"]
 
 OP = "loglinear_gated_delta"
 
@@ -40,6 +40,13 @@ def chunk_slots(F, n, merge_last):
     while (hi >> z) << z < lo:  # the largest power of two with a multiple in [lo, hi]
         z -= 1
     return z + 1
+
+
+def scan_chains(F, n, n_old, NLC):
+    """The chains of ``gd_scan`` (gated_delta.cu) over chunks ``F .. F + n - 1``: the ``n_old``
+    incoming slots, then for levels ``m = NLC .. 1`` their periods of ``2^m`` chunks that meet the call."""
+    cL = F + n - 1
+    return n_old + sum((cL >> m) - (F >> m) + 1 for m in range(1, NLC + 1))
 
 
 def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
@@ -70,7 +77,8 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
     lev = xp.zeros((BH, NLC, DK, DV), dtype=dt)
     n_old = 0 if old is None else old.shape[-3]
     oldc = xp.zeros((1,), dtype=dt) if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
-    ops.gd_scan(cfg, qe, ek, ph, H, g, lam3, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH)
+    ops.gd_scan(cfg, qe, ek, ph, H, g, lam3, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
+                want_state)
     out = xp.ascontiguousarray(xp.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV)))  # compact (JAX: no strided DLPack)
     if not want_state:
         return out, None

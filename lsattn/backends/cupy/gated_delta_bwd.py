@@ -64,7 +64,7 @@ def scan(ops, sc, qe, ek, ph, H, g, lam, intra, old):
     n_old = 0 if old is None else old.shape[1]
     oldc = xp.zeros((1,), dtype=qe.dtype) if old is None else xp.array(old, copy=True)
     ops.gd_scan(sc.cfg, qe, ek, ph, H, g, lam, out, lev, oldc, sc.T, DK, DV, lam.shape[-1], sc.p, sc.F, sc.n, n_old,
-                sc.NLC, sc.merge_last, BH)
+                sc.NLC, sc.merge_last, BH, False)
     return out
 
 
