@@ -88,37 +88,46 @@ __device__ __forceinline__ void hi_split(float x0, float x1, unsigned& hi, unsig
     hi = pack2(x0, x1);
     lo = pack2(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
-// acc = E S (E: CH x DKP, row stride HI_KLD; S: DKP x HI_RW) from the hi / lo bf16 halves of both,
-// three mma per step (hi hi + lo hi + hi lo: each product to ~2^-16, fp32 accumulation), in the
-// accumulator layout above. E in [0, 1] and S >= 0: the sum of nonnegative terms keeps that accuracy.
-__device__ __forceinline__ void hi_num_tc(ta (&acc)[HI_RR][HI_RC], const ta* E, const ta* S) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int r0 = 16 * (w / HI_WPM), n0 = 8 * ((w % HI_WPM) * HI_NPW);
-    float c[HI_NPW][4];
-#pragma unroll
-    for (int u = 0; u < HI_NPW; ++u) c[u][0] = c[u][1] = c[u][2] = c[u][3] = 0.f;
+// c[u] += A B over reduction indices k0 .. k1 - 1 (steps of 16) for the warp's rows r0 .. r0 + 15 and the NN
+// n-tiles of columns n0 + 8 u .. (A(r, k), B(k, n): fp32 operands read where they lie), from the hi / lo bf16
+// halves of both, three mma per step (hi hi + lo hi + hi lo: each product to ~2^-16, fp32 accumulation);
+// c[u][x]: row r0 + g + 8 (x >> 1), column n0 + 8 u + 2 t + (x & 1). Nonnegative operands keep that
+// accuracy in the sum. hi_read's E S and hi_intra's pair weights and W V (bf16 inputs) share it.
+template <int NN, typename FA, typename FB>
+__device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k0, int k1, FA A, FB B) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll 2
-    for (int k0 = 0; k0 < DKP; k0 += 16) {
-        unsigned ah[4], al[4], bh[HI_NPW][2], bl[HI_NPW][2];
+    for (int kb = k0; kb < k1; kb += 16) {
+        unsigned ah[4], al[4], bh[NN][2], bl[NN][2];
 #pragma unroll
         for (int x = 0; x < 4; ++x) {  // a0..a3: rows g / g + 8, reduction pairs 2t / 2t + 8
-            const int r = r0 + g + 8 * (x & 1), kk = k0 + 2 * t + 8 * (x >> 1);
-            hi_split(E[r * HI_KLD + kk], E[r * HI_KLD + kk + 1], ah[x], al[x]);
+            const int r = r0 + g + 8 * (x & 1), kk = kb + 2 * t + 8 * (x >> 1);
+            hi_split(A(r, kk), A(r, kk + 1), ah[x], al[x]);
         }
 #pragma unroll
-        for (int u = 0; u < HI_NPW; ++u)
+        for (int u = 0; u < NN; ++u)
 #pragma unroll
             for (int x = 0; x < 2; ++x) {  // b0, b1: column g, reduction pairs 2t / 2t + 8
-                const int col = n0 + 8 * u + g, kk = k0 + 2 * t + 8 * x;
-                hi_split(S[kk * HI_RW + col], S[(kk + 1) * HI_RW + col], bh[u][x], bl[u][x]);
+                const int col = n0 + 8 * u + g, kk = kb + 2 * t + 8 * x;
+                hi_split(B(kk, col), B(kk + 1, col), bh[u][x], bl[u][x]);
             }
 #pragma unroll
-        for (int u = 0; u < HI_NPW; ++u) {
+        for (int u = 0; u < NN; ++u) {
             mma_bf16(c[u], al, bh[u][0], bh[u][1]);
             mma_bf16(c[u], ah, bl[u][0], bl[u][1]);
             mma_bf16(c[u], ah, bh[u][0], bh[u][1]);
         }
     }
+}
+// acc = E S (E: CH x DKP, row stride HI_KLD; S: DKP x HI_RW) in the accumulator layout above. E in [0, 1]
+// and S >= 0.
+__device__ __forceinline__ void hi_num_tc(ta (&acc)[HI_RR][HI_RC], const ta* E, const ta* S) {
+    const int w = threadIdx.x >> 5;
+    float c[HI_NPW][4];
+#pragma unroll
+    for (int u = 0; u < HI_NPW; ++u) c[u][0] = c[u][1] = c[u][2] = c[u][3] = 0.f;
+    hi_mma3<HI_NPW>(c, 16 * (w / HI_WPM), 8 * ((w % HI_WPM) * HI_NPW), 0, DKP,
+                    [&](int r, int kk) { return E[r * HI_KLD + kk]; }, [&](int kk, int col) { return S[kk * HI_RW + col]; });
 #pragma unroll
     for (int ii = 0; ii < HI_RR; ++ii)
 #pragma unroll
@@ -154,6 +163,53 @@ __device__ __forceinline__ ta hi_decay(const ti* a, i64 g, int T, ta alo) {
     return (a && g >= 0 && g < T) ? fmx(ld(a + g), alo) : (ta)0;
 }
 
+#if HI_TC
+// hi_intra on tensor cores (bf16 inputs): the chunk's pair weights and W V as split products (hi_mma3), each
+// output row checked against DEN_FLOOR and recomputed exactly (hi_intra_exact_row) when below it.
+// Warp w: m-tile w % HI_MT (rows 16 (w % HI_MT) ..), part w / HI_MT of its key n-tiles (HI_PNW each) or of
+// the value pass's n-tiles (HI_VNW each).
+constexpr int HI_MT = CH / 16, HI_PNW = CH / 8 >= HI_WPM ? CH / 8 / HI_WPM : 1, HI_VNW = (HI_AV / 8) / HI_WPM;
+static_assert(HI_VNW >= 1 && HI_MT * HI_WPM == NT / 32, "hi_intra's warp tiles");
+
+// Row t of the chunk exactly in log space (hi_intra's FFMA formulation; the rows whose tensor-core sums fell
+// below DEN_FLOOR): X_s = log sum_i exp(q_ti + k_si) + lam[t, level] + (a_{s+1} + ... + a_t) into Xr, then lden_t
+// and every column's lnum_tc. Called by the whole block (barriers inside); q and lv re-read from global.
+__device__ __forceinline__ void hi_intra_exact_row(int t, int t0, const ti* qt, const ta* Ks, const ti* lt, const ti* lvb,
+                                                   const ta* ac, ta* Xr, ta* lden_t, ta* lnum_t, int DK, int DV) {
+    const int tid = threadIdx.x;
+    for (int s = t0 + tid; s <= t; s += NT) {
+        const ta* ks = Ks + s * HI_KLD;
+        ta mx = neg_big();
+        for (int i = 0; i < DK; ++i) mx = fmx(mx, ld(qt + i) + ks[i]);
+        ta sum = (ta)0;
+        for (int i = 0; i < DK; ++i) sum += fex(ld(qt + i) + ks[i] - mx);
+        Xr[s] = mx + lg(sum);
+    }
+    __syncthreads();
+    if (tid == 0) {
+        ta seg = (ta)0, mx = neg_big();
+        for (int s = t; s >= t0; --s) {
+            const ta x = Xr[s] + fmx(ld(lt + bitlen64(t ^ s)), lo_v()) + seg;
+            Xr[s] = x;
+            mx = fmx(mx, x);
+            seg += ac[s];
+        }
+        ta den = (ta)0;
+        for (int s = t0; s <= t; ++s) den += fex(Xr[s] - mx);
+        *lden_t = mx + lg(den);
+    }
+    __syncthreads();
+    for (int cc = tid; cc < DV; cc += NT) {
+        ta U = neg_big();
+        for (int s = t0; s <= t; ++s) U = fmx(U, Xr[s] + fmx(ld(lvb + (i64)s * DV + cc), lo_v()));
+        ta sum = (ta)0;
+        for (int s = t0; s <= t; ++s) sum += fex(Xr[s] + fmx(ld(lvb + (i64)s * DV + cc), lo_v()) - U);
+        lnum_t[cc] = U + lg(sum);
+    }
+    __syncthreads();
+}
+#endif
+
 extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     const ti* __restrict__ q,    // (BH, T, DK)
     const ti* __restrict__ k,    // (BH, T, DK)
@@ -166,15 +222,24 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     ta* __restrict__ gch,        // (BH, n) out: the chunks' total decays
     int T, int DK, int DV, int L, i64 p, i64 F, ta alo, int n_old, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD (then exp(k + suf - mc))
+    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD (tensor cores: then exp(q + mk - R); then exp(k + suf - mc))
     ta* Ks = Qs + CH * HI_KLD;                 // CH x HI_KLD
-    ta* X = Ks + CH * HI_KLD;                  // CH x HI_XLD: log weights of the pairs
+    ta* X = Ks + CH * HI_KLD;                  // CH x HI_XLD: log weights of the pairs (tensor cores: then the weights)
     ta* LVs = X + CH * HI_XLD;                 // CH x (HI_AV + 1)
     ta* ac = LVs + CH * (HI_AV + 1);           // CH
     ta* suf = ac + CH;                         // CH
     ta* mcs = suf + CH;                        // DKP
     ta* ncs = mcs + DKP;                       // HI_AV
+#if HI_TC
+    ta* Bs = ncs + HI_AV;  // CH x HI_KLD: exp(k - mk) (then the exact rows' scratch)
+    ta* mk = Bs + CH * HI_KLD;                 // DKP: the chunk's key maxima per feature
+    ta* Rs = mk + DKP;                         // CH: row shifts max_i (q_ti + mk_i)
+    ta* Gs = Rs + CH;                          // CH: row shifts of the log weight factors
+    int* flg = reinterpret_cast<int*>(Gs + CH);  // CH: rows for the exact path
+    check_smem((3 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + 5 * CH + 2 * DKP + HI_AV) * sizeof(ta));
+#else
     check_smem((2 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + 2 * CH + DKP + HI_AV) * sizeof(ta));
+#endif
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y, c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);  // rows of the call
@@ -182,6 +247,73 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     hi_rows(Ks, k + bh * T * DK, g0, T, DK);
     for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(a ? a + bh * T : nullptr, g0 + s, T, alo);
     __syncthreads();
+#if HI_TC
+    // exp(X_ts) = exp(R_t + G_t) P_ts f_ts: P = A B^T with A = exp(q + mk - R) <= 1, B = exp(k - mk) <= 1, and
+    // f_ts = exp(lam[t, level] + (a_{s+1} + ... + a_t) - G_t) <= 1 (the stretch summed as the FFMA path does;
+    // G_t the row's maximum of that log factor). Terms lost to underflow are < 2^-126 each against a row sum
+    // >= DEN_FLOOR (the exp-kernel chunks' rule); rows below it take the exact path.
+    const int w = tid >> 5, mt = w % HI_MT, wp = w / HI_MT;
+    if (tid < DKP) {
+        ta M = (ta)0;
+        if (tid < DK) {
+            M = neg_big();
+            for (int s = t0; s < t1; ++s) M = fmx(M, Ks[s * HI_KLD + tid]);
+        }
+        mk[tid] = M;
+    }
+    if (tid >= NT - CH) {  // one thread per row: the log factors (into X) and their maximum
+        const int t = tid - (NT - CH);
+        flg[t] = 0;
+        if (t >= t0 && t < t1) {
+            const ti* lt = lam + (bh * T + g0 + t) * L;
+            ta seg = (ta)0, G = neg_big();
+            for (int s = t; s >= t0; --s) {
+                const ta x = fmx(ld(lt + bitlen64(t ^ s)), lo_v()) + seg;
+                X[t * HI_XLD + s] = x;
+                G = fmx(G, x);
+                seg += ac[s];
+            }
+            Gs[t] = G;
+        }
+    }
+    __syncthreads();
+    if (tid < CH) {
+        ta R = neg_big();
+        for (int i = 0; i < DK; ++i) R = fmx(R, Qs[tid * HI_KLD + i] + mk[i]);
+        Rs[tid] = R;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        const int r = idx / DKP, i = idx % DKP;
+        const bool ok = i < DK && r >= t0 && r < t1;
+        Qs[r * HI_KLD + i] = ok ? fex(Qs[r * HI_KLD + i] + mk[i] - Rs[r]) : (ta)0;
+        Bs[r * HI_KLD + i] = ok ? fex(Ks[r * HI_KLD + i] - mk[i]) : (ta)0;
+    }
+    __syncthreads();
+    if (8 * HI_PNW * wp < CH && 8 * HI_PNW * wp <= 16 * mt + 15) {  // key tiles at or left of the diagonal
+        const int lane = tid & 31, n0 = 8 * HI_PNW * wp;
+        float P[HI_PNW][4];
+#pragma unroll
+        for (int u = 0; u < HI_PNW; ++u) P[u][0] = P[u][1] = P[u][2] = P[u][3] = 0.f;
+        hi_mma3<HI_PNW>(P, 16 * mt, n0, 0, DKP, [&](int r, int kk) { return Qs[r * HI_KLD + kk]; },
+                        [&](int kk, int s) { return Bs[s * HI_KLD + kk]; });
+#pragma unroll
+        for (int u = 0; u < HI_PNW; ++u)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {  // the weights W_ts = P_ts f_ts in place of the log factors
+                const int t = 16 * mt + (lane >> 2) + 8 * (x >> 1), s = n0 + 8 * u + 2 * (lane & 3) + (x & 1);
+                const bool ok = t >= t0 && t < t1 && s >= t0 && s <= t;
+                X[t * HI_XLD + s] = ok ? P[u][x] * fex(X[t * HI_XLD + s] - Gs[t]) : (ta)0;
+            }
+    }
+    __syncthreads();
+    if (tid < CH && tid >= t0 && tid < t1) {
+        ta den = (ta)0;
+        for (int s = t0; s <= tid; ++s) den += X[tid * HI_XLD + s];
+        if (den >= DEN_FLOOR) lden[bh * T + g0 + tid] = Rs[tid] + Gs[tid] + lg(den);
+        else flg[tid] = 1;
+    }
+#else
     for (int idx = tid; idx < CH * (CH + 1) / 2; idx += NT) {  // X_ts = log sum_i exp(q_ti + k_si), pairs s <= t
         int t = (int)((sqrtf(8.0f * idx + 1.0f) - 1.0f) * 0.5f);  // idx = t (t + 1) / 2 + s, 0 <= s <= t
         t -= t * (t + 1) / 2 > idx;
@@ -210,6 +342,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         for (int s = t0; s <= t; ++s) den += fex(X[t * HI_XLD + s] - mx);
         lden[bh * T + g0 + t] = mx + lg(den);
     }
+#endif
     // the chunk's summary (all chunks but the call's last): slot n_old + j of hi_merge, keys decayed
     // to the chunk's end, m = mc (per feature), z, then per column pass n = nc and S
     const int j = blockIdx.x, n = gridDim.x;
@@ -256,6 +389,40 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             LVs[s * (HI_AV + 1) + cc] = ok ? fmx(ld(lv + (bh * T + g0 + s) * DV + c0 + cc), lo_v()) : lo_v();
         }
         __syncthreads();
+#if HI_TC
+        // lnum_tc = R_t + G_t + nc_c + log (W V)_tc, V = exp(lv - nc) <= 1 (nc: the column's maximum over the
+        // chunk, the summary's shift too)
+        if (tid < HI_AV) {
+            ta N = lo_v();
+            for (int s = t0; s < t1; ++s) N = fmx(N, LVs[s * (HI_AV + 1) + tid]);
+            ncs[tid] = N;
+            if (summ && c0 + tid < DV) wn[(bh * NS + id) * DV + c0 + tid] = N;
+        }
+        __syncthreads();
+        for (int idx = tid; idx < CH * HI_AV; idx += NT) {
+            const int s = idx / HI_AV, cc = idx % HI_AV;
+            LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? fex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
+        }
+        __syncthreads();
+        {
+            const int lane = tid & 31, n0 = 8 * HI_VNW * wp;
+            float O[HI_VNW][4];
+#pragma unroll
+            for (int u = 0; u < HI_VNW; ++u) O[u][0] = O[u][1] = O[u][2] = O[u][3] = 0.f;
+            hi_mma3<HI_VNW>(O, 16 * mt, n0, 0, 16 * (mt + 1), [&](int r, int s) { return X[r * HI_XLD + s]; },
+                            [&](int s, int cc) { return LVs[s * (HI_AV + 1) + cc]; });
+#pragma unroll
+            for (int u = 0; u < HI_VNW; ++u)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int t = 16 * mt + (lane >> 2) + 8 * (x >> 1), cc = n0 + 8 * u + 2 * (lane & 3) + (x & 1);
+                    if (t < t0 || t >= t1 || c0 + cc >= DV) continue;
+                    if (O[u][x] >= DEN_FLOOR) lnum[(bh * T + g0 + t) * DV + c0 + cc] = Rs[t] + Gs[t] + ncs[cc] + lg(O[u][x]);
+                    else flg[t] = 1;  // (the same value from every thread that flags the row)
+                }
+        }
+        if (!summ) continue;
+#else
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
             const int t = idx / HI_AV, cc = idx % HI_AV;
             if (t < t0 || t >= t1 || c0 + cc >= DV) continue;
@@ -280,6 +447,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? fex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
         }
         __syncthreads();
+#endif
         {  // S = exp(k + suf - mc)^T exp(lv - nc): thread (tid / 16, tid % 16) a DKP / 16 x HI_AV / 16 register tile
             constexpr int RI = DKP / 16, RJ = HI_AV / 16;
             const int ty = tid / 16, tx = tid % 16;
@@ -308,6 +476,13 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
                 }
         }
     }
+#if HI_TC
+    __syncthreads();  // every flag is set; Bs is free (the exact rows' scratch)
+    for (int t = t0; t < t1; ++t)  // uniform over the block
+        if (flg[t])
+            hi_intra_exact_row(t, t0, q + (bh * T + g0 + t) * DK, Ks, lam + (bh * T + g0 + t) * L, lv + (bh * T + g0) * DV, ac,
+                               Bs, lden + bh * T + g0 + t, lnum + (bh * T + g0 + t) * DV, DK, DV);
+#endif
 }
 
 // Slot ids of hi_merge / hi_snap / hi_read: s < n_old the incoming slot s; n_old + j the chunk-level slot the
