@@ -164,15 +164,15 @@ def test_kernels_emulated_match_reference(emu, batch, T, dk, dv, C, decay, weigh
     check(out, [None if x is None else x.astype(dtype).astype(np.float64) for x in arrays], dtype, what=f"T={T} C={C}")
 
 
-@given(batch=batch_shapes, T=st.integers(1, 150), dk=head_dims, dv=st.sampled_from([1, 3, 17, 70]), C=chunks,
+@given(batch=batch_shapes, T=st.integers(1, 150), dk=head_dims, dv=st.sampled_from([1, 3, 8, 17, 70]), C=chunks,
        decay=decays_or_none, weights=weight_kinds, scale=st.sampled_from([1.0, 30.0]), seed=seeds, data=st.data())
 @settings(max_examples=max(4, settings.default.max_examples // 4))  # a std::thread per CUDA thread: CI time
-def test_read_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, weights, scale, seed, data):
+def test_kernels_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, weights, scale, seed, data):
     """The tensor-core products (bf16 inputs on the GPU: hi_read's E S, hi_intra's pair weights and
     W V, operands as hi + lo bf16 halves, three mma per step, fp32 accumulation; every product to
-    ~2^-16) on float32 operands, over a stream cut
-    anywhere (incoming slots read too), d_v across two column blocks: the float32 bound of ``check``
-    plus 1e-4 (the split products' rounding, relative to 1 + max |ref|)."""
+    ~2^-16; hi_read's slot tiles copied asynchronously, 16 bytes at a time when 4 divides d_v) on float32
+    operands, over a stream cut anywhere (incoming slots read too), d_v across two column blocks: the
+    float32 bound of ``check`` plus 1e-4 (the split products' rounding, relative to 1 + max |ref|)."""
     arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
     cuts = data.draw(split_points(T, max_splits=2))
     out, _ = emu_stream(emu_tc, arrays, cuts, C, "float32")
@@ -182,19 +182,25 @@ def test_read_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, weigh
                  what=f"T={T} C={C} cuts={cuts}")
 
 
+def _exact_row_inputs(batch, C, dk, dv):
+    """3 C + 5 tokens on which hi_intra's tensor-core sums fall below DEN_FLOOR: a value 150 above the others
+    at token C - 2 of every chunk (column 1), a key 100 below the others at token 3 with every level but
+    the diagonal 120 lower."""
+    q, k, lv, lam, a = make(5, batch, 3 * C + 5, dk, dv, decay="moderate", weights="random")
+    lv[..., C - 2::C, 1] = 150.0
+    k[..., 3::C, :] -= 100.0
+    lam[..., 1:] -= 120.0
+    return [q, k, lv, lam, a]
+
+
 @pytest.mark.parametrize("C", [16, 32, 64])
 def test_intra_exact_rows_on_tensor_cores_emulated(emu_tc, C):
     """hi_intra's rows whose tensor-core sums fall below DEN_FLOOR take the exact path: a value 150 above
     the others late in every chunk (the earlier rows' W V underflows in that column), and a key 100 below
     the others at row 3 of every chunk with every level but the diagonal 120 lower (its row sum
     underflows); without the exact rows those log outputs would be -inf. Against the reference at the
-    bound of ``test_read_on_tensor_cores_emulated``."""
-    T = 3 * C + 5
-    q, k, lv, lam, a = make(5, (2,), T, 8, 3, decay="moderate", weights="random")
-    lv[..., C - 2::C, 1] = 150.0
-    k[..., 3::C, :] -= 100.0
-    lam[..., 1:] -= 120.0
-    arrays = [q, k, lv, lam, a]
+    bound of ``test_kernels_on_tensor_cores_emulated``."""
+    arrays = _exact_row_inputs((2,), C, 8, 3)
     out, _ = emu_stream(emu_tc, arrays, [], C, "float32")
     arrays = [x.astype(np.float32).astype(np.float64) for x in arrays]
     tol = 1e-4 + 1e-5 + 2 * np.finfo(np.float32).eps * (np.abs(arrays[0]).max() + np.abs(arrays[1]).max())
@@ -335,9 +341,15 @@ def test_gpu_bf16_tensor_core_read_every_chunk(C):
     blocks), within the 16-bit bound of ``test_gpu_16bit_in_16bit_out``; and against the float32 (FFMA)
     kernels on the same rounded inputs to the output's bfloat16 rounding (2^-8 relative) plus 1e-4:
     the split products are nearly float32-exact."""
+    _bf16_against_reference_and_float32(make(11, (2, 2), 700, 64, 70, decay="moderate"), C)
+
+
+def _bf16_against_reference_and_float32(arrays, C):
+    """The arrays rounded to bfloat16 through the backend at chunk C: within 2e-2 of the reference (on the
+    rounded inputs) and within 2^-8 relative + 1e-4 of the float32 kernels on the same rounded inputs."""
     _gpu_ready()
     torch = _torch_cuda()
-    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in make(11, (2, 2), 700, 64, 70, decay="moderate")]
+    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
     out, _ = chi.forward(*tb[:4], tb[4], None, False, chunk_size=C)
     want = ref.loglinear_log_attention(*[t.double().cpu().numpy() for t in tb[:4]], log_decay=tb[4].double().cpu().numpy())
     assert_close(out.double().cpu().numpy(), want, 2e-2, atol=2e-2)
@@ -352,17 +364,5 @@ def test_gpu_bf16_intra_exact_rows(C):
     """bfloat16 hi_intra's exact rows on the GPU (the inputs of ``test_intra_exact_rows_on_tensor_cores_emulated``:
     tensor-core sums below DEN_FLOOR), d_k = d_v = 64: within the 16-bit bound of the reference and, on the
     same rounded inputs, of the float32 (FFMA) kernels as in ``test_gpu_bf16_tensor_core_read_every_chunk``."""
-    _gpu_ready()
-    torch = _torch_cuda()
-    q, k, lv, lam, a = make(5, (2, 2), 3 * C + 5, 64, 64, decay="moderate", weights="random")
-    lv[..., C - 2::C, 1] = 150.0
-    k[..., 3::C, :] -= 100.0
-    lam[..., 1:] -= 120.0
-    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in (q, k, lv, lam, a)]
-    out, _ = chi.forward(*tb[:4], tb[4], None, False, chunk_size=C)
-    want = ref.loglinear_log_attention(*[t.double().cpu().numpy() for t in tb[:4]], log_decay=tb[4].double().cpu().numpy())
-    assert_close(out.double().cpu().numpy(), want, 2e-2, atol=2e-2)
-    out32, _ = chi.forward(*[t.float() for t in tb[:4]], tb[4].float(), None, False, chunk_size=C)
-    err = (out.float() - out32).abs()
-    assert bool(torch.all(err <= 2.0 ** -8 * out32.abs() + 1e-4)), float(err.max())
+    _bf16_against_reference_and_float32(_exact_row_inputs((2, 2), C, 64, 64), C)
 

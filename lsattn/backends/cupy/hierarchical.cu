@@ -64,6 +64,7 @@ constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int HI_KLD = DKP + 1;  // row stride of the q / k / e tiles (no bank conflicts)
 constexpr int HI_XLD = CH + 1;
 #define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
+#define HI_HELD 128  // hi_read (tensor cores): slots held before a chunk, at most (incoming <= 63, chunk levels <= 64)
 #ifndef HI_TC
 #define HI_TC TI_BF16  // hi_read's num = E S on tensor cores: bf16 inputs (the CPU emulation sets it for float)
 #endif
@@ -118,20 +119,6 @@ __device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k
             mma_bf16(c[u], ah, bh[u][0], bh[u][1]);
         }
     }
-}
-// acc = E S (E: CH x DKP, row stride HI_KLD; S: DKP x HI_RW) in the accumulator layout above. E in [0, 1]
-// and S >= 0.
-__device__ __forceinline__ void hi_num_tc(ta (&acc)[HI_RR][HI_RC], const ta* E, const ta* S) {
-    const int w = threadIdx.x >> 5;
-    float c[HI_NPW][4];
-#pragma unroll
-    for (int u = 0; u < HI_NPW; ++u) c[u][0] = c[u][1] = c[u][2] = c[u][3] = 0.f;
-    hi_mma3<HI_NPW>(c, 16 * (w / HI_WPM), 8 * ((w % HI_WPM) * HI_NPW), 0, DKP,
-                    [&](int r, int kk) { return E[r * HI_KLD + kk]; }, [&](int kk, int col) { return S[kk * HI_RW + col]; });
-#pragma unroll
-    for (int ii = 0; ii < HI_RR; ++ii)
-#pragma unroll
-        for (int jj = 0; jj < HI_RC; ++jj) acc[ii][jj] = c[(ii * HI_RC + jj) >> 2][(ii * HI_RC + jj) & 3];
 }
 #else
 __device__ __forceinline__ int hr_row(int ii, int) { return (int)(threadIdx.x / 16) * HI_RR + ii; }
@@ -642,9 +629,11 @@ extern "C" __global__ void __launch_bounds__(NT) hi_snap(
 
 // hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
 // the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
-// hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col); num =
-// E S as a register tile (FFMA: HI_RR + 1 shared loads per HI_RR HI_RC FMAs) or on tensor cores (HI_TC).
-// Two blocks per SM (<= 128 registers: the staged slot loads hold many in flight).
+// hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col).
+// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_TC):
+// each warp its m-tile's rows alone (row maxima by shuffles, E made in the A fragments of hi_mma3, den
+// beside it), the next slot's S, m, z, n copied asynchronously into the other of two buffers meanwhile:
+// one barrier per slot. Two blocks per SM (<= 128 registers).
 extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
     const ta* __restrict__ lden,    // (BH, T)      hi_intra's
@@ -654,19 +643,28 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb, int nrb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* b = reinterpret_cast<ta*>(smem_raw);
-    ta* Ss = b; b += DKP * HI_RW;     // the slot's S, columns of the block (first: 16-byte aligned rows)
-    ta* Qs = b; b += CH * HI_KLD;     // the chunk's queries
+#if HI_TC
+    constexpr int NB = 2;             // buffers of the slot tiles
+#else
+    constexpr int NB = 1;
+#endif
+    ta* Ss = b; b += NB * DKP * HI_RW;  // the slot's S, columns of the block (16-byte aligned rows)
+    ta* Ms = b; b += NB * DKP;          // the slot's m (decayed to the chunk's start), z
+    ta* Zs = b; b += NB * DKP;
+    ta* Ns = b; b += NB * HI_RW;        // its column shifts
+    ta* Qs = b; b += CH * HI_KLD;       // the chunk's queries
+    ta* Lam = b; b += CH * HI_LMAX;     // the rows' level weights (clamped)
+    ta* ac = b; b += CH;                // decays, prefix sums from the chunk's first token of the call
+    ta* pre = b; b += CH;
+    ta* Ld = b; b += CH;                // log den of the rows
+#if HI_TC
+    int* hs = reinterpret_cast<int*>(b); b += 2 * HI_HELD + 1;  // the held slots: (s2, id) pairs, their count
+#else
     ta* E = b; b += CH * HI_KLD;      // exp(q + m - r)
-    ta* Lam = b; b += CH * HI_LMAX;   // the rows' level weights (clamped)
-    ta* Ms = b; b += DKP;             // the slot's m (decayed to the chunk's start), z
-    ta* Zs = b; b += DKP;
-    ta* Ns = b; b += HI_RW;           // its column shifts
     ta* Rp = b; b += NT;              // partial row maxima, then partial den
     ta* Rr = b; b += CH;              // row shifts
     ta* Xw = b; b += CH;              // row log weights
-    ta* ac = b; b += CH;              // decays, prefix sums from the chunk's first token of the call
-    ta* pre = b; b += CH;
-    ta* Ld = b; b += CH;              // log den of the rows
+#endif
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
     const int tid = threadIdx.x;
     const int j = blockIdx.x / nrb, cb = blockIdx.x % nrb;  // grid (n nrb, BH): any d_v
@@ -695,6 +693,112 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             U[ii][jj] = t >= t0 && t < t1 && vc < DV ? lnum[(bh * T + g0 + t) * DV + vc] : neg_big();
             Nm[ii][jj] = (ta)1;
         }
+#if HI_TC
+    if (tid == 0) {  // the held slots (s2 < n_old incoming slot s2, else chunk level s2 - n_old + 1)
+        int nh = 0;
+        for (int s2 = 0; s2 < NSL; ++s2) {
+            const int id = s2 < n_old ? (((p >> s2) & 1) ? s2 : -1) : hi_slot(c, s2 - n_old + 1, F, n_old);
+            if (id >= 0) {
+                hs[2 * nh] = s2;
+                hs[2 * nh + 1] = id;
+                ++nh;
+            }
+        }
+        hs[2 * HI_HELD] = nh;
+    }
+    __syncthreads();
+    const int nh = hs[2 * HI_HELD];
+    // slot h's S (the block's columns), m, z, n into buffer u, asynchronously (zeros outside DK x DV)
+    auto issue = [&](int h, int u) {
+        const int s2 = hs[2 * h], id = hs[2 * h + 1];
+        ta* S_ = Ss + u * DKP * HI_RW;
+        if ((DV & 3) == 0) {
+            constexpr int W = HI_RW / 4;
+            for (int idx = tid; idx < DKP * W; idx += NT) {
+                const int i = idx / W, v2 = 4 * (idx % W);
+                const bool ok = i < DK && c0 + v2 < DV;
+                cp_async16(S_ + i * HI_RW + v2, ok ? (const void*)(Sb + ((i64)id * DK + i) * DV + c0 + v2) : (const void*)Sb, ok);
+            }
+        } else {
+            for (int idx = tid; idx < DKP * HI_RW; idx += NT) {
+                const int i = idx / HI_RW, v2 = c0 + idx % HI_RW;
+                const bool ok = i < DK && v2 < DV;
+                cp_async_ta(S_ + idx, ok ? Sb + ((i64)id * DK + i) * DV + v2 : Sb, ok);
+            }
+        }
+        for (int i = tid; i < DKP; i += NT) {
+            cp_async_ta(Ms + u * DKP + i, mj + (i < DK ? s2 * DK + i : 0), i < DK);
+            cp_async_ta(Zs + u * DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
+        }
+        for (int cc = tid; cc < HI_RW; cc += NT) cp_async_ta(Ns + u * HI_RW + cc, nb + (c0 + cc < DV ? id * DV + c0 + cc : 0), c0 + cc < DV);
+        cp_async_commit();
+    };
+    if (nh > 0) issue(0, 0);
+    hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
+    const int w = tid >> 5, lane = tid & 31, mt = w / HI_WPM, wp = w % HI_WPM;
+    const int rA = 16 * mt + (lane >> 2), rB = rA + 8;  // the lane's rows (hr_row)
+    const bool vA = rA >= t0 && rA < t1, vB = rB >= t0 && rB < t1;
+    ta UdA = vA ? lden[bh * T + g0 + rA] : neg_big(), DdA = (ta)1;  // running (shift, sum) of den of the rows
+    ta UdB = vB ? lden[bh * T + g0 + rB] : neg_big(), DdB = (ta)1;
+    for (int h = 0; h < nh; ++h) {
+        cp_async_wait_all();
+        __syncthreads();  // slot h's tiles are in; every warp is done with slot h - 1's buffer
+        if (h + 1 < nh) issue(h + 1, (h + 1) & 1);
+        const int s2 = hs[2 * h];
+        const ta* S_ = Ss + (h & 1) * DKP * HI_RW;
+        const ta* M_ = Ms + (h & 1) * DKP;
+        const ta* Z_ = Zs + (h & 1) * DKP;
+        const ta* N_ = Ns + (h & 1) * HI_RW;
+        ta mA = neg_big(), mB = neg_big();  // row maxima of q + m over the lane's features, then the rows'
+        for (int kb = 0; kb < DKP; kb += 16)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int i = kb + 2 * (lane & 3) + (x & 1) + 8 * (x >> 1);
+                if (i < DK) {
+                    mA = fmx(mA, Qs[rA * HI_KLD + i] + M_[i]);
+                    mB = fmx(mB, Qs[rB * HI_KLD + i] + M_[i]);
+                }
+            }
+        mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 1));
+        mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 2));
+        mB = fmx(mB, __shfl_xor_sync(0xffffffffu, mB, 1));
+        mB = fmx(mB, __shfl_xor_sync(0xffffffffu, mB, 2));
+        float acc[HI_NPW][4];  // num = E S, E = exp(q + m - r) <= 1 made as hi_mma3 reads it; den = e . z beside
+#pragma unroll
+        for (int u = 0; u < HI_NPW; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
+        ta dA = (ta)0, dB = (ta)0;
+        hi_mma3<HI_NPW>(acc, 16 * mt, 8 * wp * HI_NPW, 0, DKP,
+                        [&](int r, int kk) {
+                            if (kk >= DK) return (ta)0;
+                            const bool up = r == rA;
+                            const ta e = fex(Qs[r * HI_KLD + kk] + M_[kk] - (up ? mA : mB));
+                            (up ? dA : dB) += e * Z_[kk];
+                            return e;
+                        },
+                        [&](int kk, int col) { return S_[kk * HI_RW + col]; });
+        dA += __shfl_xor_sync(0xffffffffu, dA, 1);
+        dA += __shfl_xor_sync(0xffffffffu, dA, 2);
+        dB += __shfl_xor_sync(0xffffffffu, dB, 1);
+        dB += __shfl_xor_sync(0xffffffffu, dB, 2);
+        const int lA = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rA))) : HI_LOG2C + (s2 - n_old + 1);
+        const int lB = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rB))) : HI_LOG2C + (s2 - n_old + 1);
+        const ta xA = mA + Lam[rA * HI_LMAX + lA] + pre[rA], xB = mB + Lam[rB * HI_LMAX + lB] + pre[rB];  // row log weights
+#pragma unroll
+        for (int ii = 0; ii < HI_RR; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HI_RC; ++jj) {
+                const int e = ii * HI_RC + jj, t = hr_row(ii, jj), cc = hr_col(ii, jj);
+                const ta v = acc[e >> 2][e & 3];
+                if (t >= t0 && t < t1 && c0 + cc < DV && v > (ta)0) hi_lse_add(U[ii][jj], Nm[ii][jj], (t == rA ? xA : xB) + N_[cc], v);
+            }
+        if (vA && dA > (ta)0) hi_lse_add(UdA, DdA, xA, dA);
+        if (vB && dB > (ta)0) hi_lse_add(UdB, DdB, xB, dB);
+    }
+    if (wp == 0 && (lane & 3) == 0) {
+        Ld[rA] = UdA + lg(DdA);
+        Ld[rB] = UdB + lg(DdB);
+    }
+#else
     ta Ud = neg_big(), Dd = (ta)1;  // running (shift, sum) of den of row tid (tid < CH)
     if (tid < CH && tid >= t0 && tid < t1) Ud = lden[bh * T + g0 + tid];
     hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
@@ -740,9 +844,6 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             Rp[tid] = x;
         }
         ta acc[HI_RR][HI_RC];  // num = E S
-#if HI_TC
-        hi_num_tc(acc, E, Ss);
-#else
         const int tx = tid % 16, ty = tid / 16;
 #pragma unroll
         for (int ii = 0; ii < HI_RR; ++ii)
@@ -759,7 +860,6 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
 #pragma unroll
                 for (int jj = 0; jj < HI_RC; ++jj) acc[ii][jj] = fma(ev[ii], sv[jj], acc[ii][jj]);
         }
-#endif
 #pragma unroll
         for (int ii = 0; ii < HI_RR; ++ii) {
 #pragma unroll
@@ -778,6 +878,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         __syncthreads();  // the slot's tiles are read: the next one may be staged
     }
     if (tid < CH) Ld[tid] = Ud + lg(Dd);
+#endif
     __syncthreads();
 #pragma unroll
     for (int ii = 0; ii < HI_RR; ++ii) {
