@@ -59,7 +59,7 @@ class Config:
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass; bf16: HI_TC's tiles too)
-            tc = (CH * (DKP + 1) + 3 * CH + DKP) if self.bf16 else 0
+            tc = (CH * (DKP + 1) + 11 * CH + DKP) if self.bf16 else 0
             return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64 + tc) * es
         if kernel == "hi_merge":  # hierarchical.cu (HI_BV = 16 value columns per block, HI_LMAX = 64 slot decays)
             return (DKP + 16 + 64) * es

@@ -157,6 +157,21 @@ __device__ __forceinline__ ta hi_decay(const ti* a, i64 g, int T, ta alo) {
 // the value pass's n-tiles (HI_VNW each).
 constexpr int HI_MT = CH / 16, HI_PNW = CH / 8 >= HI_WPM ? CH / 8 / HI_WPM : 1, HI_VNW = (HI_AV / 8) / HI_WPM;
 static_assert(HI_VNW >= 1 && HI_MT * HI_WPM == NT / 32, "hi_intra's warp tiles");
+constexpr int HI_KP = NT / DKP, HI_VP = NT / HI_AV;  // threads per feature, per value column (consecutive lanes)
+
+// max / sum over groups of P consecutive lanes (P a power of two <= 32; every lane of the warp calls it)
+template <int P>
+__device__ __forceinline__ float hi_group_max(float x) {
+#pragma unroll
+    for (int o = 1; o < P; o <<= 1) x = fmx(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+template <int P>
+__device__ __forceinline__ float hi_group_sum(float x) {
+#pragma unroll
+    for (int o = 1; o < P; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
 
 // Row t of the chunk exactly in log space (hi_intra's FFMA formulation; the rows whose tensor-core sums fell
 // below DEN_FLOOR): X_s = log sum_i exp(q_ti + k_si) + lam[t, level] + (a_{s+1} + ... + a_t) into Xr, then lden_t
@@ -223,7 +238,8 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     ta* Rs = mk + DKP;                         // CH: row shifts max_i (q_ti + mk_i)
     ta* Gs = Rs + CH;                          // CH: row shifts of the log weight factors
     int* flg = reinterpret_cast<int*>(Gs + CH);  // CH: rows for the exact path
-    check_smem((3 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + 5 * CH + 2 * DKP + HI_AV) * sizeof(ta));
+    ta* LamI = Gs + 2 * CH;                    // CH x 8: the rows' level weights 0 .. log2 CH (clamped)
+    check_smem((3 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + 13 * CH + 2 * DKP + HI_AV) * sizeof(ta));
 #else
     check_smem((2 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + 2 * CH + DKP + HI_AV) * sizeof(ta));
 #endif
@@ -233,6 +249,12 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     hi_rows(Qs, q + bh * T * DK, g0, T, DK);
     hi_rows(Ks, k + bh * T * DK, g0, T, DK);
     for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(a ? a + bh * T : nullptr, g0 + s, T, alo);
+#if HI_TC
+    for (int idx = tid; idx < CH * 8; idx += NT) {
+        const int t = idx / 8, l = idx % 8;
+        LamI[idx] = (t >= t0 && t < t1 && l < L && l <= HI_LOG2C) ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
+    }
+#endif
     __syncthreads();
 #if HI_TC
     // exp(X_ts) = exp(R_t + G_t) P_ts f_ts: P = A B^T with A = exp(q + mk - R) <= 1, B = exp(k - mk) <= 1, and
@@ -240,22 +262,22 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     // G_t the row's maximum of that log factor). Terms lost to underflow are < 2^-126 each against a row sum
     // >= DEN_FLOOR (the exp-kernel chunks' rule); rows below it take the exact path.
     const int w = tid >> 5, mt = w % HI_MT, wp = w / HI_MT;
-    if (tid < DKP) {
-        ta M = (ta)0;
-        if (tid < DK) {
-            M = neg_big();
-            for (int s = t0; s < t1; ++s) M = fmx(M, Ks[s * HI_KLD + tid]);
-        }
-        mk[tid] = M;
+    const int rt = tid / HI_P, rp = tid % HI_P;  // HI_P threads per row
+    {  // the key maxima per feature, HI_KP threads each
+        const int i = tid / HI_KP;
+        ta M = neg_big();
+        if (i < DK)
+            for (int s = t0 + tid % HI_KP; s < t1; s += HI_KP) M = fmx(M, Ks[s * HI_KLD + i]);
+        M = hi_group_max<HI_KP>(M);
+        if (tid % HI_KP == 0) mk[i] = i < DK ? M : (ta)0;
     }
     if (tid >= NT - CH) {  // one thread per row: the log factors (into X) and their maximum
         const int t = tid - (NT - CH);
         flg[t] = 0;
         if (t >= t0 && t < t1) {
-            const ti* lt = lam + (bh * T + g0 + t) * L;
             ta seg = (ta)0, G = neg_big();
             for (int s = t; s >= t0; --s) {
-                const ta x = fmx(ld(lt + bitlen64(t ^ s)), lo_v()) + seg;
+                const ta x = LamI[t * 8 + bitlen64(t ^ s)] + seg;
                 X[t * HI_XLD + s] = x;
                 G = fmx(G, x);
                 seg += ac[s];
@@ -264,10 +286,11 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         }
     }
     __syncthreads();
-    if (tid < CH) {
+    {
         ta R = neg_big();
-        for (int i = 0; i < DK; ++i) R = fmx(R, Qs[tid * HI_KLD + i] + mk[i]);
-        Rs[tid] = R;
+        for (int i = rp; i < DK; i += HI_P) R = fmx(R, Qs[rt * HI_KLD + i] + mk[i]);
+        R = hi_group_max<HI_P>(R);
+        if (rp == 0) Rs[rt] = R;
     }
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -294,11 +317,14 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             }
     }
     __syncthreads();
-    if (tid < CH && tid >= t0 && tid < t1) {
+    {
         ta den = (ta)0;
-        for (int s = t0; s <= tid; ++s) den += X[tid * HI_XLD + s];
-        if (den >= DEN_FLOOR) lden[bh * T + g0 + tid] = Rs[tid] + Gs[tid] + lg(den);
-        else flg[tid] = 1;
+        for (int s = t0 + rp; s <= rt; s += HI_P) den += X[rt * HI_XLD + s];
+        den = hi_group_sum<HI_P>(den);
+        if (rp == 0 && rt >= t0 && rt < t1) {
+            if (den >= DEN_FLOOR) lden[bh * T + g0 + rt] = Rs[rt] + Gs[rt] + lg(den);
+            else flg[rt] = 1;
+        }
     }
 #else
     for (int idx = tid; idx < CH * (CH + 1) / 2; idx += NT) {  // X_ts = log sum_i exp(q_ti + k_si), pairs s <= t
@@ -379,11 +405,15 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
 #if HI_TC
         // lnum_tc = R_t + G_t + nc_c + log (W V)_tc, V = exp(lv - nc) <= 1 (nc: the column's maximum over the
         // chunk, the summary's shift too)
-        if (tid < HI_AV) {
+        {  // HI_VP threads per column
+            const int cc = tid / HI_VP;
             ta N = lo_v();
-            for (int s = t0; s < t1; ++s) N = fmx(N, LVs[s * (HI_AV + 1) + tid]);
-            ncs[tid] = N;
-            if (summ && c0 + tid < DV) wn[(bh * NS + id) * DV + c0 + tid] = N;
+            for (int s = t0 + tid % HI_VP; s < t1; s += HI_VP) N = fmx(N, LVs[s * (HI_AV + 1) + cc]);
+            N = hi_group_max<HI_VP>(N);
+            if (tid % HI_VP == 0) {
+                ncs[cc] = N;
+                if (summ && c0 + cc < DV) wn[(bh * NS + id) * DV + c0 + cc] = N;
+            }
         }
         __syncthreads();
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
@@ -435,6 +465,24 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         }
         __syncthreads();
 #endif
+#if HI_TC
+        {  // S = exp(k + suf - mc)^T exp(lv - nc) as a split product: warp w features 16 (w % SMT) .., SNW n-tiles
+            constexpr int SMT = DKP / 16, SNW = (HI_AV / 8) / ((NT / 32) / SMT);
+            const int lane = tid & 31, i0 = 16 * (w % SMT), n0 = 8 * SNW * (w / SMT);
+            float Sa[SNW][4];
+#pragma unroll
+            for (int u = 0; u < SNW; ++u) Sa[u][0] = Sa[u][1] = Sa[u][2] = Sa[u][3] = 0.f;
+            hi_mma3<SNW>(Sa, i0, n0, 0, CH, [&](int i, int s) { return Qs[s * HI_KLD + i]; },
+                         [&](int s, int cc) { return LVs[s * (HI_AV + 1) + cc]; });
+#pragma unroll
+            for (int u = 0; u < SNW; ++u)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int i = i0 + (lane >> 2) + 8 * (x >> 1), cc = n0 + 8 * u + 2 * (lane & 3) + (x & 1);
+                    if (i < DK && c0 + cc < DV) wS[((bh * NS + id) * DK + i) * DV + c0 + cc] = Sa[u][x];
+                }
+        }
+#else
         {  // S = exp(k + suf - mc)^T exp(lv - nc): thread (tid / 16, tid % 16) a DKP / 16 x HI_AV / 16 register tile
             constexpr int RI = DKP / 16, RJ = HI_AV / 16;
             const int ty = tid / 16, tx = tid % 16;
@@ -462,6 +510,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
                     if (i < DK && c0 + cc < DV) wS[((bh * NS + id) * DK + i) * DV + c0 + cc] = acc[r][jj];
                 }
         }
+#endif
     }
 #if HI_TC
     __syncthreads();  // every flag is set; Bs is free (the exact rows' scratch)
