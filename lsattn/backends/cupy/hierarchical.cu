@@ -61,13 +61,18 @@ constexpr int HI_RC = HI_RW / 16;  // columns per thread of hi_read (16 column g
 constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_merge
 constexpr int HI_P = NT / CH;  // threads per row of the row maxima
 constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
-constexpr int HI_KLD = DKP + 1;  // row stride of the q / k / e tiles (no bank conflicts)
-constexpr int HI_XLD = CH + 1;
+#ifndef HI_TC
+#define HI_TC TI_BF16  // the tensor-core kernels: bf16 inputs (the CPU emulation sets it for float)
+#endif
+// Row strides (no bank conflicts): FFMA: odd, for column walks; tensor cores: 8 mod 32 words for the
+// fragments' 64-bit pair loads along a row (q / k / e tiles, the pair weights), 4 mod 32 for the scalar
+// loads down k-major tiles (values, hi_read's S).
+constexpr int HI_KLD = HI_TC ? DKP + 8 : DKP + 1;  // the q / k / e tiles
+constexpr int HI_XLD = HI_TC ? CH + 8 : CH + 1;    // the pairs
+constexpr int HI_VLD = HI_TC ? 64 + 4 : 64 + 1;    // hi_intra's value tile (HI_AV columns)
+constexpr int HI_SLD = HI_TC ? 64 + 4 : 64;        // hi_read's S tile (HI_RW columns)
 #define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
 #define HI_HELD 128  // hi_read (tensor cores): slots held before a chunk, at most (incoming <= 63, chunk levels <= 64)
-#ifndef HI_TC
-#define HI_TC TI_BF16  // hi_read's num = E S on tensor cores: bf16 inputs (the CPU emulation sets it for float)
-#endif
 
 // The outputs of hi_read's CH x HI_RW tile a thread owns, (ii, jj) -> (row, column). FFMA: a 16 x 16
 // (ty, tx) grid of HI_RR x HI_RC micro-tiles. Tensor cores: the accumulators of mma m16n8k16; warp w
@@ -89,8 +94,12 @@ __device__ __forceinline__ void hi_split(float x0, float x1, unsigned& hi, unsig
     hi = pack2(x0, x1);
     lo = pack2(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
+// The pair (X[o], X[o + 1]) (o even, X 8-byte aligned) and the pair (X[o], X[o + ld])
+__device__ __forceinline__ float2 hi_row2(const float* X, int o) { return *reinterpret_cast<const float2*>(X + o); }
+__device__ __forceinline__ float2 hi_col2(const float* X, int o, int ld) { return make_float2(X[o], X[o + ld]); }
 // c[u] += A B over reduction indices k0 .. k1 - 1 (steps of 16) for the warp's rows r0 .. r0 + 15 and the NN
-// n-tiles of columns n0 + 8 u .. (A(r, k), B(k, n): fp32 operands read where they lie), from the hi / lo bf16
+// n-tiles of columns n0 + 8 u .. (fp32 operands read where they lie, two at a time: A2(r, k) = (A(r, k),
+// A(r, k + 1)), B2(k, n) = (B(k, n), B(k + 1, n)); k even), from the hi / lo bf16
 // halves of both, three mma per step (hi hi + lo hi + hi lo: each product to ~2^-16, fp32 accumulation);
 // c[u][x]: row r0 + g + 8 (x >> 1), column n0 + 8 u + 2 t + (x & 1). Nonnegative operands keep that
 // accuracy in the sum. hi_read's E S and hi_intra's pair weights and W V (bf16 inputs) share it.
@@ -102,15 +111,15 @@ __device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k
         unsigned ah[4], al[4], bh[NN][2], bl[NN][2];
 #pragma unroll
         for (int x = 0; x < 4; ++x) {  // a0..a3: rows g / g + 8, reduction pairs 2t / 2t + 8
-            const int r = r0 + g + 8 * (x & 1), kk = kb + 2 * t + 8 * (x >> 1);
-            hi_split(A(r, kk), A(r, kk + 1), ah[x], al[x]);
+            const float2 v = A(r0 + g + 8 * (x & 1), kb + 2 * t + 8 * (x >> 1));
+            hi_split(v.x, v.y, ah[x], al[x]);
         }
 #pragma unroll
         for (int u = 0; u < NN; ++u)
 #pragma unroll
             for (int x = 0; x < 2; ++x) {  // b0, b1: column g, reduction pairs 2t / 2t + 8
-                const int col = n0 + 8 * u + g, kk = kb + 2 * t + 8 * x;
-                hi_split(B(kk, col), B(kk + 1, col), bh[u][x], bl[u][x]);
+                const float2 v = B(kb + 2 * t + 8 * x, n0 + 8 * u + g);
+                hi_split(v.x, v.y, bh[u][x], bl[u][x]);
             }
 #pragma unroll
         for (int u = 0; u < NN; ++u) {
@@ -227,8 +236,8 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     ta* Qs = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD (tensor cores: then exp(q + mk - R); then exp(k + suf - mc))
     ta* Ks = Qs + CH * HI_KLD;                 // CH x HI_KLD
     ta* X = Ks + CH * HI_KLD;                  // CH x HI_XLD: log weights of the pairs (tensor cores: then the weights)
-    ta* LVs = X + CH * HI_XLD;                 // CH x (HI_AV + 1)
-    ta* ac = LVs + CH * (HI_AV + 1);           // CH
+    ta* LVs = X + CH * HI_XLD;                 // CH x HI_VLD
+    ta* ac = LVs + CH * HI_VLD;           // CH
     ta* suf = ac + CH;                         // CH
     ta* mcs = suf + CH;                        // DKP
     ta* ncs = mcs + DKP;                       // HI_AV
@@ -239,9 +248,9 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     ta* Gs = Rs + CH;                          // CH: row shifts of the log weight factors
     int* flg = reinterpret_cast<int*>(Gs + CH);  // CH: rows for the exact path
     ta* LamI = Gs + 2 * CH;                    // CH x 8: the rows' level weights 0 .. log2 CH (clamped)
-    check_smem((3 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + 13 * CH + 2 * DKP + HI_AV) * sizeof(ta));
+    check_smem((3 * CH * HI_KLD + CH * HI_XLD + CH * HI_VLD + 13 * CH + 2 * DKP + HI_AV) * sizeof(ta));
 #else
-    check_smem((2 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + 2 * CH + DKP + HI_AV) * sizeof(ta));
+    check_smem((2 * CH * HI_KLD + CH * HI_XLD + CH * HI_VLD + 2 * CH + DKP + HI_AV) * sizeof(ta));
 #endif
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y, c = F + blockIdx.x, g0 = c * CH - p;
@@ -305,8 +314,8 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         float P[HI_PNW][4];
 #pragma unroll
         for (int u = 0; u < HI_PNW; ++u) P[u][0] = P[u][1] = P[u][2] = P[u][3] = 0.f;
-        hi_mma3<HI_PNW>(P, 16 * mt, n0, 0, DKP, [&](int r, int kk) { return Qs[r * HI_KLD + kk]; },
-                        [&](int kk, int s) { return Bs[s * HI_KLD + kk]; });
+        hi_mma3<HI_PNW>(P, 16 * mt, n0, 0, DKP, [&](int r, int kk) { return hi_row2(Qs, r * HI_KLD + kk); },
+                        [&](int kk, int s) { return hi_row2(Bs, s * HI_KLD + kk); });
 #pragma unroll
         for (int u = 0; u < HI_PNW; ++u)
 #pragma unroll
@@ -399,7 +408,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
             const int s = idx / HI_AV, cc = idx % HI_AV;
             const bool ok = s >= t0 && s < t1 && c0 + cc < DV;
-            LVs[s * (HI_AV + 1) + cc] = ok ? fmx(ld(lv + (bh * T + g0 + s) * DV + c0 + cc), lo_v()) : lo_v();
+            LVs[s * HI_VLD + cc] = ok ? fmx(ld(lv + (bh * T + g0 + s) * DV + c0 + cc), lo_v()) : lo_v();
         }
         __syncthreads();
 #if HI_TC
@@ -408,7 +417,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         {  // HI_VP threads per column
             const int cc = tid / HI_VP;
             ta N = lo_v();
-            for (int s = t0 + tid % HI_VP; s < t1; s += HI_VP) N = fmx(N, LVs[s * (HI_AV + 1) + cc]);
+            for (int s = t0 + tid % HI_VP; s < t1; s += HI_VP) N = fmx(N, LVs[s * HI_VLD + cc]);
             N = hi_group_max<HI_VP>(N);
             if (tid % HI_VP == 0) {
                 ncs[cc] = N;
@@ -418,7 +427,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         __syncthreads();
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
             const int s = idx / HI_AV, cc = idx % HI_AV;
-            LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? fex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
+            LVs[s * HI_VLD + cc] = (s >= t0 && s < t1) ? fex(LVs[s * HI_VLD + cc] - ncs[cc]) : (ta)0;
         }
         __syncthreads();
         {
@@ -426,8 +435,8 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             float O[HI_VNW][4];
 #pragma unroll
             for (int u = 0; u < HI_VNW; ++u) O[u][0] = O[u][1] = O[u][2] = O[u][3] = 0.f;
-            hi_mma3<HI_VNW>(O, 16 * mt, n0, 0, 16 * (mt + 1), [&](int r, int s) { return X[r * HI_XLD + s]; },
-                            [&](int s, int cc) { return LVs[s * (HI_AV + 1) + cc]; });
+            hi_mma3<HI_VNW>(O, 16 * mt, n0, 0, 16 * (mt + 1), [&](int r, int s) { return hi_row2(X, r * HI_XLD + s); },
+                            [&](int s, int cc) { return hi_col2(LVs, s * HI_VLD + cc, HI_VLD); });
 #pragma unroll
             for (int u = 0; u < HI_VNW; ++u)
 #pragma unroll
@@ -445,23 +454,23 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             if (t < t0 || t >= t1 || c0 + cc >= DV) continue;
             const ta* xt = X + t * HI_XLD;
             ta U = neg_big();
-            for (int s = t0; s <= t; ++s) U = fmx(U, xt[s] + LVs[s * (HI_AV + 1) + cc]);
+            for (int s = t0; s <= t; ++s) U = fmx(U, xt[s] + LVs[s * HI_VLD + cc]);
             ta sum = (ta)0;
-            for (int s = t0; s <= t; ++s) sum += fex(xt[s] + LVs[s * (HI_AV + 1) + cc] - U);
+            for (int s = t0; s <= t; ++s) sum += fex(xt[s] + LVs[s * HI_VLD + cc] - U);
             lnum[(bh * T + g0 + t) * DV + c0 + cc] = U + lg(sum);
         }
         if (!summ) continue;
         __syncthreads();
         if (tid < HI_AV) {  // the summary's column shifts
             ta N = lo_v();
-            for (int s = t0; s < t1; ++s) N = fmx(N, LVs[s * (HI_AV + 1) + tid]);
+            for (int s = t0; s < t1; ++s) N = fmx(N, LVs[s * HI_VLD + tid]);
             ncs[tid] = N;
             if (c0 + tid < DV) wn[(bh * NS + id) * DV + c0 + tid] = N;
         }
         __syncthreads();
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
             const int s = idx / HI_AV, cc = idx % HI_AV;
-            LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? fex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
+            LVs[s * HI_VLD + cc] = (s >= t0 && s < t1) ? fex(LVs[s * HI_VLD + cc] - ncs[cc]) : (ta)0;
         }
         __syncthreads();
 #endif
@@ -472,8 +481,8 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
             float Sa[SNW][4];
 #pragma unroll
             for (int u = 0; u < SNW; ++u) Sa[u][0] = Sa[u][1] = Sa[u][2] = Sa[u][3] = 0.f;
-            hi_mma3<SNW>(Sa, i0, n0, 0, CH, [&](int i, int s) { return Qs[s * HI_KLD + i]; },
-                         [&](int s, int cc) { return LVs[s * (HI_AV + 1) + cc]; });
+            hi_mma3<SNW>(Sa, i0, n0, 0, CH, [&](int i, int s) { return hi_col2(Qs, s * HI_KLD + i, HI_KLD); },
+                         [&](int s, int cc) { return hi_col2(LVs, s * HI_VLD + cc, HI_VLD); });
 #pragma unroll
             for (int u = 0; u < SNW; ++u)
 #pragma unroll
@@ -496,7 +505,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
 #pragma unroll
                 for (int r = 0; r < RI; ++r) qv[r] = Qs[s * HI_KLD + ty * RI + r];
 #pragma unroll
-                for (int jj = 0; jj < RJ; ++jj) vv[jj] = LVs[s * (HI_AV + 1) + tx * RJ + jj];
+                for (int jj = 0; jj < RJ; ++jj) vv[jj] = LVs[s * HI_VLD + tx * RJ + jj];
 #pragma unroll
                 for (int r = 0; r < RI; ++r)
 #pragma unroll
@@ -697,7 +706,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
 #else
     constexpr int NB = 1;
 #endif
-    ta* Ss = b; b += NB * DKP * HI_RW;  // the slot's S, columns of the block (16-byte aligned rows)
+    ta* Ss = b; b += NB * DKP * HI_SLD;  // the slot's S, columns of the block (16-byte aligned rows)
     ta* Ms = b; b += NB * DKP;          // the slot's m (decayed to the chunk's start), z
     ta* Zs = b; b += NB * DKP;
     ta* Ns = b; b += NB * HI_RW;        // its column shifts
@@ -760,19 +769,19 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     // slot h's S (the block's columns), m, z, n into buffer u, asynchronously (zeros outside DK x DV)
     auto issue = [&](int h, int u) {
         const int s2 = hs[2 * h], id = hs[2 * h + 1];
-        ta* S_ = Ss + u * DKP * HI_RW;
+        ta* S_ = Ss + u * DKP * HI_SLD;
         if ((DV & 3) == 0) {
             constexpr int W = HI_RW / 4;
             for (int idx = tid; idx < DKP * W; idx += NT) {
                 const int i = idx / W, v2 = 4 * (idx % W);
                 const bool ok = i < DK && c0 + v2 < DV;
-                cp_async16(S_ + i * HI_RW + v2, ok ? (const void*)(Sb + ((i64)id * DK + i) * DV + c0 + v2) : (const void*)Sb, ok);
+                cp_async16(S_ + i * HI_SLD + v2, ok ? (const void*)(Sb + ((i64)id * DK + i) * DV + c0 + v2) : (const void*)Sb, ok);
             }
         } else {
             for (int idx = tid; idx < DKP * HI_RW; idx += NT) {
                 const int i = idx / HI_RW, v2 = c0 + idx % HI_RW;
                 const bool ok = i < DK && v2 < DV;
-                cp_async_ta(S_ + idx, ok ? Sb + ((i64)id * DK + i) * DV + v2 : Sb, ok);
+                cp_async_ta(S_ + i * HI_SLD + idx % HI_RW, ok ? Sb + ((i64)id * DK + i) * DV + v2 : Sb, ok);
             }
         }
         for (int i = tid; i < DKP; i += NT) {
@@ -794,7 +803,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         __syncthreads();  // slot h's tiles are in; every warp is done with slot h - 1's buffer
         if (h + 1 < nh) issue(h + 1, (h + 1) & 1);
         const int s2 = hs[2 * h];
-        const ta* S_ = Ss + (h & 1) * DKP * HI_RW;
+        const ta* S_ = Ss + (h & 1) * DKP * HI_SLD;
         const ta* M_ = Ms + (h & 1) * DKP;
         const ta* Z_ = Zs + (h & 1) * DKP;
         const ta* N_ = Ns + (h & 1) * HI_RW;
@@ -818,13 +827,14 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         ta dA = (ta)0, dB = (ta)0;
         hi_mma3<HI_NPW>(acc, 16 * mt, 8 * wp * HI_NPW, 0, DKP,
                         [&](int r, int kk) {
-                            if (kk >= DK) return (ta)0;
                             const bool up = r == rA;
-                            const ta e = fex(Qs[r * HI_KLD + kk] + M_[kk] - (up ? mA : mB));
-                            (up ? dA : dB) += e * Z_[kk];
-                            return e;
+                            const float2 qq = hi_row2(Qs, r * HI_KLD + kk);
+                            const ta e0 = kk < DK ? fex(qq.x + M_[kk] - (up ? mA : mB)) : (ta)0;
+                            const ta e1 = kk + 1 < DK ? fex(qq.y + M_[kk + 1] - (up ? mA : mB)) : (ta)0;
+                            (up ? dA : dB) += e0 * Z_[kk] + e1 * Z_[kk + 1];
+                            return make_float2(e0, e1);
                         },
-                        [&](int kk, int col) { return S_[kk * HI_RW + col]; });
+                        [&](int kk, int col) { return hi_col2(S_, kk * HI_SLD + col, HI_SLD); });
         dA += __shfl_xor_sync(0xffffffffu, dA, 1);
         dA += __shfl_xor_sync(0xffffffffu, dA, 2);
         dB += __shfl_xor_sync(0xffffffffu, dB, 1);
