@@ -60,7 +60,7 @@ class Config:
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass; bf16: HI_TC's tiles and strides)
             if self.bf16:
-                return (3 * CH * (DKP + 8) + CH * (CH + 8) + CH * 68 + 13 * CH + 2 * DKP + 64) * es
+                return (CH * ((DKP + 8) + (DKP + 4) + (CH + 8) + max(DKP + 8, 68)) + 5 * CH + DKP + 64) * es
             return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64) * es
         if kernel == "hi_merge":  # hierarchical.cu (HI_BV = 16 value columns per block, HI_LMAX = 64 slot decays)
             return (DKP + 16 + 64) * es

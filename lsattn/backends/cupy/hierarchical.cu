@@ -67,10 +67,12 @@ constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 // Row strides (no bank conflicts): FFMA: odd, for column walks; tensor cores: 8 mod 32 words for the
 // fragments' 64-bit pair loads along a row (q / k / e tiles, the pair weights), 4 mod 32 for the scalar
 // loads down k-major tiles (values, hi_read's S).
-constexpr int HI_KLD = HI_TC ? DKP + 8 : DKP + 1;  // the q / k / e tiles
+constexpr int HI_KLD = HI_TC ? DKP + 8 : DKP + 1;  // the q / e tiles
+constexpr int HI_KKLD = HI_TC ? DKP + 4 : DKP + 1;  // hi_intra's k tile (no fragment reads)
 constexpr int HI_XLD = HI_TC ? CH + 8 : CH + 1;    // the pairs
 constexpr int HI_VLD = HI_TC ? 64 + 4 : 64 + 1;    // hi_intra's value tile (HI_AV columns)
 constexpr int HI_SLD = HI_TC ? 64 + 4 : 64;        // hi_read's S tile (HI_RW columns)
+constexpr int HI_BVL = HI_TC && HI_KLD > HI_VLD ? HI_KLD : HI_VLD;  // hi_intra's value tile (tensor cores: or exp(k - mk))
 #define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
 #define HI_HELD 128  // hi_read (tensor cores): slots held before a chunk, at most (incoming <= 63, chunk levels <= 64)
 
@@ -146,11 +148,11 @@ __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
 
 // Rows g0 .. g0 + CH - 1 of one sequence's (T, D) input into X (row stride ldx, DKP columns);
 // rows outside [0, T) and columns >= D are 0.
-__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D) {
+__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD) {
     for (int idx = threadIdx.x; idx < CH * DKP; idx += NT) {
         const int t = idx / DKP, i = idx % DKP;
         const i64 g = g0 + t;
-        X[t * HI_KLD + i] = (i < D && g >= 0 && g < T) ? ld(src + g * D + i) : (ta)0;
+        X[t * ldx + i] = (i < D && g >= 0 && g < T) ? ld(src + g * D + i) : (ta)0;
     }
 }
 
@@ -166,6 +168,7 @@ __device__ __forceinline__ ta hi_decay(const ti* a, i64 g, int T, ta alo) {
 // the value pass's n-tiles (HI_VNW each).
 constexpr int HI_MT = CH / 16, HI_PNW = CH / 8 >= HI_WPM ? CH / 8 / HI_WPM : 1, HI_VNW = (HI_AV / 8) / HI_WPM;
 static_assert(HI_VNW >= 1 && HI_MT * HI_WPM == NT / 32, "hi_intra's warp tiles");
+static_assert(HI_XLD - CH > HI_LOG2C, "hi_intra's level weights in the pairs' padding");
 constexpr int HI_KP = NT / DKP, HI_VP = NT / HI_AV;  // threads per feature, per value column (consecutive lanes)
 
 // max / sum over groups of P consecutive lanes (P a power of two <= 32; every lane of the warp calls it)
@@ -189,7 +192,7 @@ __device__ __forceinline__ void hi_intra_exact_row(int t, int t0, const ti* qt, 
                                                    const ta* ac, ta* Xr, ta* lden_t, ta* lnum_t, int DK, int DV) {
     const int tid = threadIdx.x;
     for (int s = t0 + tid; s <= t; s += NT) {
-        const ta* ks = Ks + s * HI_KLD;
+        const ta* ks = Ks + s * HI_KKLD;
         ta mx = neg_big();
         for (int i = 0; i < DK; ++i) mx = fmx(mx, ld(qt + i) + ks[i]);
         ta sum = (ta)0;
@@ -221,7 +224,12 @@ __device__ __forceinline__ void hi_intra_exact_row(int t, int t0, const ti* qt, 
 }
 #endif
 
-extern "C" __global__ void __launch_bounds__(NT) hi_intra(
+#if HI_TC
+#define HI_INTRA_BOUNDS __launch_bounds__(NT, 3)  // <= 85 registers (no spills at d_k = 64), < 75 KB of tiles
+#else
+#define HI_INTRA_BOUNDS __launch_bounds__(NT)
+#endif
+extern "C" __global__ void HI_INTRA_BOUNDS hi_intra(
     const ti* __restrict__ q,    // (BH, T, DK)
     const ti* __restrict__ k,    // (BH, T, DK)
     const ti* __restrict__ lv,   // (BH, T, DV)
@@ -234,34 +242,34 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     int T, int DK, int DV, int L, i64 p, i64 F, ta alo, int n_old, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qs = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD (tensor cores: then exp(q + mk - R); then exp(k + suf - mc))
-    ta* Ks = Qs + CH * HI_KLD;                 // CH x HI_KLD
-    ta* X = Ks + CH * HI_KLD;                  // CH x HI_XLD: log weights of the pairs (tensor cores: then the weights)
+    ta* Ks = Qs + CH * HI_KLD;                 // CH x HI_KKLD
+    ta* X = Ks + CH * HI_KKLD;                 // CH x HI_XLD: log weights of the pairs (tensor cores: then the weights)
     ta* LVs = X + CH * HI_XLD;                 // CH x HI_VLD
-    ta* ac = LVs + CH * HI_VLD;           // CH
+    ta* ac = LVs + CH * HI_BVL;                // CH
     ta* suf = ac + CH;                         // CH
     ta* mcs = suf + CH;                        // DKP
     ta* ncs = mcs + DKP;                       // HI_AV
-#if HI_TC
-    ta* Bs = ncs + HI_AV;  // CH x HI_KLD: exp(k - mk) (then the exact rows' scratch)
-    ta* mk = Bs + CH * HI_KLD;                 // DKP: the chunk's key maxima per feature
-    ta* Rs = mk + DKP;                         // CH: row shifts max_i (q_ti + mk_i)
+#if HI_TC  // 3 blocks per SM: tiles used at different times share space (< 75 KB at CH = d_k = 64)
+    ta* Bs = LVs;                              // CH x HI_KLD: exp(k - mk) before the value passes, then the exact rows' scratch
+    ta* mk = mcs;                              // DKP: the chunk's key maxima per feature (before the summary's)
+    ta* Rs = ncs + HI_AV;                      // CH: row shifts max_i (q_ti + mk_i)
     ta* Gs = Rs + CH;                          // CH: row shifts of the log weight factors
     int* flg = reinterpret_cast<int*>(Gs + CH);  // CH: rows for the exact path
-    ta* LamI = Gs + 2 * CH;                    // CH x 8: the rows' level weights 0 .. log2 CH (clamped)
-    check_smem((3 * CH * HI_KLD + CH * HI_XLD + CH * HI_VLD + 13 * CH + 2 * DKP + HI_AV) * sizeof(ta));
+    ta* LamI = X + CH;  // row t's level weights 0 .. log2 CH (clamped) at LamI[t HI_XLD + l]: X's padding columns
+    check_smem((CH * (HI_KLD + HI_KKLD + HI_XLD + HI_BVL) + 5 * CH + DKP + HI_AV) * sizeof(ta));
 #else
-    check_smem((2 * CH * HI_KLD + CH * HI_XLD + CH * HI_VLD + 2 * CH + DKP + HI_AV) * sizeof(ta));
+    check_smem((CH * (HI_KLD + HI_KKLD + HI_XLD + HI_VLD) + 2 * CH + DKP + HI_AV) * sizeof(ta));
 #endif
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y, c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);  // rows of the call
     hi_rows(Qs, q + bh * T * DK, g0, T, DK);
-    hi_rows(Ks, k + bh * T * DK, g0, T, DK);
+    hi_rows(Ks, k + bh * T * DK, g0, T, DK, HI_KKLD);
     for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(a ? a + bh * T : nullptr, g0 + s, T, alo);
 #if HI_TC
     for (int idx = tid; idx < CH * 8; idx += NT) {
         const int t = idx / 8, l = idx % 8;
-        LamI[idx] = (t >= t0 && t < t1 && l < L && l <= HI_LOG2C) ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
+        LamI[t * HI_XLD + l] = (t >= t0 && t < t1 && l < L && l <= HI_LOG2C) ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
     }
 #endif
     __syncthreads();
@@ -276,7 +284,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         const int i = tid / HI_KP;
         ta M = neg_big();
         if (i < DK)
-            for (int s = t0 + tid % HI_KP; s < t1; s += HI_KP) M = fmx(M, Ks[s * HI_KLD + i]);
+            for (int s = t0 + tid % HI_KP; s < t1; s += HI_KP) M = fmx(M, Ks[s * HI_KKLD + i]);
         M = hi_group_max<HI_KP>(M);
         if (tid % HI_KP == 0) mk[i] = i < DK ? M : (ta)0;
     }
@@ -286,7 +294,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         if (t >= t0 && t < t1) {
             ta seg = (ta)0, G = neg_big();
             for (int s = t; s >= t0; --s) {
-                const ta x = LamI[t * 8 + bitlen64(t ^ s)] + seg;
+                const ta x = LamI[t * HI_XLD + bitlen64(t ^ s)] + seg;
                 X[t * HI_XLD + s] = x;
                 G = fmx(G, x);
                 seg += ac[s];
@@ -306,7 +314,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         const int r = idx / DKP, i = idx % DKP;
         const bool ok = i < DK && r >= t0 && r < t1;
         Qs[r * HI_KLD + i] = ok ? fex(Qs[r * HI_KLD + i] + mk[i] - Rs[r]) : (ta)0;
-        Bs[r * HI_KLD + i] = ok ? fex(Ks[r * HI_KLD + i] - mk[i]) : (ta)0;
+        Bs[r * HI_KLD + i] = ok ? fex(Ks[r * HI_KKLD + i] - mk[i]) : (ta)0;
     }
     __syncthreads();
     if (8 * HI_PNW * wp < CH && 8 * HI_PNW * wp <= 16 * mt + 15) {  // key tiles at or left of the diagonal
@@ -343,7 +351,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         const int s = idx - t * (t + 1) / 2;
         if (s < t0 || t >= t1) continue;
         const ta* qt = Qs + t * HI_KLD;
-        const ta* ks = Ks + s * HI_KLD;
+        const ta* ks = Ks + s * HI_KKLD;
         ta mx = neg_big();
         for (int i = 0; i < DK; ++i) mx = fmx(mx, qt[i] + ks[i]);
         ta sum = (ta)0;
@@ -385,13 +393,13 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         if (tid < DKP) {
             ta M = neg_big();
             if (tid < DK)
-                for (int s = t0; s < t1; ++s) M = fmx(M, Ks[s * HI_KLD + tid] + suf[s]);
+                for (int s = t0; s < t1; ++s) M = fmx(M, Ks[s * HI_KKLD + tid] + suf[s]);
             mcs[tid] = M;
         }
         __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int s = idx / DKP, i = idx % DKP;
-            Qs[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? fex(Ks[s * HI_KLD + i] + suf[s] - mcs[i]) : (ta)0;
+            Qs[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? fex(Ks[s * HI_KKLD + i] + suf[s] - mcs[i]) : (ta)0;
         }
         __syncthreads();
         if (tid < DK) {
