@@ -16,7 +16,6 @@ requires grad (then the array-API formulation on the same device, differentiated
 """
 from __future__ import annotations
 
-import math
 import types
 
 import array_api_compat
