@@ -628,30 +628,38 @@ extern "C" __global__ void __launch_bounds__(NT) hi_merge(
         Nn[c2] = N;
     }
     __syncthreads();
+    // the thread's HI_RB features of column vc (and of z where cc == 0), slot by slot: the features' loads of
+    // one slot issued together
+    ta xs[HI_RB], xz[HI_RB];
+    {
+        const ta fv = cok ? fex(nb[dst * DV + vc] - Nn[cc]) : (ta)0;
+#pragma unroll
+        for (int i = 0; i < HI_RB; ++i) {
+            const int kk = rg * HI_RB + i;
+            const ta fk = kk < DK ? fex(mb[dst * DK + kk] - Mn[kk]) : (ta)0;
+            xs[i] = kk < DK && cok ? fk * fv * Sb[(dst * DK + kk) * DV + vc] : (ta)0;
+            xz[i] = kk < DK && cc == 0 ? fk * zb[dst * DK + kk] : (ta)0;
+        }
+    }
+    for (int m = 1; m <= d; ++m) {
+        const int id = hi_slot(c, m, F, n_old);
+        if (id < 0) continue;  // uniform over the block
+        const ta fv = cok ? fex(nb[id * DV + vc] - Nn[cc]) : (ta)0;
+#pragma unroll
+        for (int i = 0; i < HI_RB; ++i) {
+            const int kk = rg * HI_RB + i;
+            if (kk >= DK) continue;
+            const ta fk = fex(mb[id * DK + kk] + Dm[m - 1] - Mn[kk]);
+            if (cok) xs[i] = fma(fk * fv, Sb[((i64)id * DK + kk) * DV + vc], xs[i]);
+            if (cc == 0) xz[i] = fma(fk, zb[id * DK + kk], xz[i]);
+        }
+    }
 #pragma unroll
     for (int i = 0; i < HI_RB; ++i) {
         const int kk = rg * HI_RB + i;
         if (kk >= DK) continue;
-        const ta M = Mn[kk];
-        if (cok) {
-            const i64 o = (dst * DK + kk) * DV + vc;
-            ta x = fex(mb[dst * DK + kk] - M) * fex(nb[dst * DV + vc] - Nn[cc]) * Sb[o];
-            for (int m = 1; m <= d; ++m) {
-                const int id = hi_slot(c, m, F, n_old);
-                if (id >= 0)
-                    x = fma(fex(mb[id * DK + kk] + Dm[m - 1] - M) * fex(nb[id * DV + vc] - Nn[cc]),
-                            Sb[((i64)id * DK + kk) * DV + vc], x);
-            }
-            Sb[o] = x;
-        }
-        if (cc == 0) {
-            ta x = fex(mb[dst * DK + kk] - M) * zb[dst * DK + kk];
-            for (int m = 1; m <= d; ++m) {
-                const int id = hi_slot(c, m, F, n_old);
-                if (id >= 0) x = fma(fex(mb[id * DK + kk] + Dm[m - 1] - M), zb[id * DK + kk], x);
-            }
-            zb[dst * DK + kk] = x;
-        }
+        if (cok) Sb[(dst * DK + kk) * DV + vc] = xs[i];
+        if (cc == 0) zb[dst * DK + kk] = xz[i];
     }
     __syncthreads();  // the old shifts of the chunk's slot are read: now the new ones
     for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];
