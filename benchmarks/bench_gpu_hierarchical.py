@@ -3,7 +3,8 @@ kernels (``hierarchical.cu``) against ``loglinear_attention`` (cupy), torch SDPA
 array-API path, in one run.
 
     python benchmarks/bench_gpu_hierarchical.py [--out DIR] [--T 2048,4096,...] [--api-max 8192]
-    python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192]   # the kernels' forward at chunk 32 / 64, per kernel
+    python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192] [--dtypes float32,bfloat16] [--chunks 32,64]
+        # the kernels' forward per chunk, per kernel
     python benchmarks/bench_gpu_hierarchical.py train [--T 8192]     # forward + backward (see ``train``)
 
 Shapes: B=2, H=16, d_k=d_v=64, forward only, median of CUDA-event times after warm-up, CUDA torch
@@ -151,40 +152,43 @@ class _Split:
 
 
 def kernels(args):
-    """The forward's host logic and kernels (``hierarchical.compute`` on CuPy float32 arrays) at chunk
-    32 and 64 (the public call uses 32), then the same call with each kernel timed apart (CUDA events
-    around each launch: ``hi_intra``, ``hi_merge`` (all its launches), ``hi_snap``, ``hi_read``; the rest of the forward's time is the
-    host logic and allocations)."""
+    """The forward's host logic and kernels (``hierarchical.compute`` on CuPy arrays: float32, or bfloat16
+    patterns read as they are) at each of ``--chunks``, then the same call with each kernel timed apart
+    (CUDA events around each launch: ``hi_intra``, ``hi_merge`` (all its launches), ``hi_snap``,
+    ``hi_read``; the rest of the forward's time is the host logic and allocations)."""
     import cupy
 
     from lsattn.backends.cupy import hierarchical as chi
-    from lsattn.backends.cupy._arrays import on_gpu
+    from lsattn.backends.cupy._arrays import narrow, on_gpu
 
     for T in args.T:
         rng = np.random.default_rng(0)
         x = [cupy.asarray(rng.standard_normal(s).astype(np.float32)) for s in
              ((B, H, T, D), (B, H, T, D), (B, H, T, D), (B, H, T, T.bit_length() + 1))]
         a = cupy.asarray(-0.1 * rng.random((B, H, T)).astype(np.float32))
-        with on_gpu(x[0]) as (_, _, ops):
-            for C in (32, 64):
-                full = lambda o=ops: chi.compute(o, *x, a, 0, None, C)  # noqa: E731
-                start, end = cupy.cuda.Event(), cupy.cuda.Event()
-                for _ in range(2):
-                    full()
-                start.record()
-                for _ in range(5):
-                    full()
-                end.record()
-                end.synchronize()
-                split = _Split(ops)
-                reps = 5
-                for _ in range(reps):
-                    chi.compute(split, *x, a, 0, None, C)
-                per = {k: v / reps for k, v in split.times().items()}
-                cfg = chi.config("float", D, D, C)
-                print(f"T={T} C={cfg.CH}: forward {cupy.cuda.get_elapsed_time(start, end) / 5:.3f} ms; "
-                      + ", ".join(f"{k} {v:.3f}" for k, v in per.items())
-                      + f" (kernels {sum(per.values()):.3f}) ms", flush=True)
+        for dtype in args.dtypes:
+            half = {"float32": "", "bfloat16": "bf16"}[dtype]
+            xs = [narrow(cupy, t, half) for t in x + [a]] if half else x + [a]
+            with on_gpu(x[0]) as (_, _, ops):
+                for C in args.chunks:
+                    full = lambda o=ops: chi.compute(o, *xs[:4], xs[4], 0, None, C, half)  # noqa: E731
+                    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+                    for _ in range(2):
+                        full()
+                    start.record()
+                    for _ in range(5):
+                        full()
+                    end.record()
+                    end.synchronize()
+                    split = _Split(ops)
+                    reps = 5
+                    for _ in range(reps):
+                        chi.compute(split, *xs[:4], xs[4], 0, None, C, half)
+                    per = {k: v / reps for k, v in split.times().items()}
+                    cfg = chi.config("float", D, D, C, half)
+                    print(f"T={T} {dtype} C={cfg.CH}: forward {cupy.cuda.get_elapsed_time(start, end) / 5:.3f} ms; "
+                          + ", ".join(f"{k} {v:.3f}" for k, v in per.items())
+                          + f" (kernels {sum(per.values()):.3f}) ms", flush=True)
 
 
 def train(args):
@@ -292,6 +296,8 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(ROOT, "benchmarks", "results")))
     ap.add_argument("--T", type=lambda s: [int(x) for x in s.split(",")], default=[2048, 4096, 8192, 16384, 32768, 65536])
     ap.add_argument("--api-max", type=int, default=8192, help="longest T of the array-API row")
+    ap.add_argument("--dtypes", type=lambda s: s.split(","), default=["float32"], help="kernels: float32,bfloat16")
+    ap.add_argument("--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[32, 64], help="kernels: chunks")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     {"bench": bench, "kernels": kernels, "train": train}[args.what](args)

@@ -16,8 +16,26 @@ inline void staged(L load, S store) {  // common.cu's, one element at a time
 #ifndef HI_TC
 #define HI_TC 0
 #endif
-#if HI_TC  // hi_read's tensor-core product (-DHI_TC=1, TA float): mma emulated per warp
+#if HI_TC  // the tensor-core variant (-DHI_TC=1, TA float): mma and shuffles emulated per warp, copies at once
 #include "cuda_emu_mma.h"
+struct float2 { float x, y; };
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float __shfl_xor_sync(unsigned, float x, int o) {  // through the warp's mma exchange (cuda_emu_mma.h)
+    EmuWarp& W = emu_warps[threadIdx.x >> 5];
+    const int lane = threadIdx.x & 31;
+    W.b[lane][0] = __float_as_uint(x);
+    W.bar.arrive_and_wait();
+    const float r = __uint_as_float(W.b[lane ^ o][0]);
+    W.bar.arrive_and_wait();
+    return r;
+}
+inline void cp_async16(void* dst, const void* src, bool valid) {
+    if (valid) std::memcpy(dst, src, 16);
+    else std::memset(dst, 0, 16);
+}
+inline void cp_async_ta(ta* dst, const ta* src, bool valid) { *dst = valid ? *src : (ta)0; }
+inline void cp_async_commit() {}
+inline void cp_async_wait_all() {}
 #endif
 
 #include KERNEL

@@ -13,6 +13,7 @@ tol (1 + max |ref|), tol = TOL[dtype] + 2 eps (max |q| + max |k|)).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import shutil
 
 import numpy as np
@@ -53,38 +54,45 @@ class Emu:
     def _s(cfg, x):
         return ctypes.c_double(x) if cfg.ta == "double" else ctypes.c_float(x)
 
+    def _smem(self, cfg, kernel):
+        return ctypes.c_uint(cfg.smem(kernel))
+
     def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         self._lib(cfg).run_intra(*self._ptrs(cfg, (q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch)), *ints,
                                  self._s(cfg, alo), ctypes.c_int(n_old), ctypes.c_int(wm.shape[1]), ctypes.c_int(n),
-                                 ctypes.c_int(BH), ctypes.c_uint(cfg.smem("hi_intra")))
+                                 ctypes.c_int(BH), self._smem(cfg, "hi_intra"))
 
     def hi_merge(self, cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH):
         ints = [ctypes.c_int(x) for x in (DK, DV)] + [ctypes.c_longlong(F)] + [ctypes.c_int(x) for x in (n, n_old)]
         ints += [ctypes.c_longlong(c0)] + [ctypes.c_int(x) for x in (d, count, BH, wm.shape[1])]
-        self._lib(cfg).run_merge(*self._ptrs(cfg, (wm, wz, wn, wS, gch, gnode)), *ints, ctypes.c_uint(cfg.smem("hi_merge")))
+        self._lib(cfg).run_merge(*self._ptrs(cfg, (wm, wz, wn, wS, gch, gnode)), *ints, self._smem(cfg, "hi_merge"))
 
     def hi_snap(self, cfg, wm, gnode, msnap, DK, p, F, n, n_old, NLC, BH):
         ints = [ctypes.c_int(DK), ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, wm.shape[1], BH)]
-        self._lib(cfg).run_snap(*self._ptrs(cfg, (wm, gnode, msnap)), *ints, ctypes.c_uint(cfg.smem("hi_snap")))
+        self._lib(cfg).run_snap(*self._ptrs(cfg, (wm, gnode, msnap)), *ints, self._smem(cfg, "hi_snap"))
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC)]
         self._lib(cfg).run_read(*self._ptrs(cfg, (q, lam, a, lden, lnum, msnap, wz, wn, wS, out)), *ints,
                                 self._s(cfg, alo), ctypes.c_int(BH), ctypes.c_int(wz.shape[1]),
-                                ctypes.c_uint(cfg.smem("hi_read")))
+                                self._smem(cfg, "hi_read"))
 
 
 class EmuTC(Emu):
-    """``Emu`` with hi_read's product on tensor cores (``HI_TC``: the bf16 inputs' variant on the GPU;
-    float32 operands split into bf16 halves, mma.sync emulated per warp, ``cuda_emu_mma.h``)."""
+    """``Emu`` with the bf16 inputs' tensor-core variant (``HI_TC``): hi_read's E S and hi_intra's pair
+    weights and W V as split products (float32 operands split into bf16 halves, mma.sync emulated per
+    warp, ``cuda_emu_mma.h``), hi_intra's exact rows below DEN_FLOOR; the bf16 variant's shared memory."""
 
     def _lib(self, cfg):
         assert cfg.ta == "float"
         return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1},
                          {"KERNEL": cupy_source("hierarchical.cu")})
+
+    def _smem(self, cfg, kernel):
+        return ctypes.c_uint(dataclasses.replace(cfg, half="bf16").smem(kernel))
 
 
 @pytest.fixture(scope="module")
@@ -156,14 +164,15 @@ def test_kernels_emulated_match_reference(emu, batch, T, dk, dv, C, decay, weigh
     check(out, [None if x is None else x.astype(dtype).astype(np.float64) for x in arrays], dtype, what=f"T={T} C={C}")
 
 
-@given(batch=batch_shapes, T=st.integers(1, 150), dk=head_dims, dv=st.sampled_from([1, 3, 17, 70]), C=chunks,
+@given(batch=batch_shapes, T=st.integers(1, 150), dk=head_dims, dv=st.sampled_from([1, 3, 8, 17, 70]), C=chunks,
        decay=decays_or_none, weights=weight_kinds, scale=st.sampled_from([1.0, 30.0]), seed=seeds, data=st.data())
 @settings(max_examples=max(4, settings.default.max_examples // 4))  # a std::thread per CUDA thread: CI time
-def test_read_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, weights, scale, seed, data):
-    """hi_read's tensor-core product (bf16 inputs on the GPU: E and S as hi + lo bf16 halves, three
-    mma per step, fp32 accumulation; every product to ~2^-16) on float32 operands, over a stream cut
-    anywhere (incoming slots read too), d_v across two column blocks: the float32 bound of ``check``
-    plus 1e-4 (the split products' rounding, relative to 1 + max |ref|)."""
+def test_kernels_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, weights, scale, seed, data):
+    """The tensor-core products (bf16 inputs on the GPU: hi_read's E S, hi_intra's pair weights and
+    W V, operands as hi + lo bf16 halves, three mma per step, fp32 accumulation; every product to
+    ~2^-16; hi_read's slot tiles copied asynchronously, 16 bytes at a time when 4 divides d_v) on float32
+    operands, over a stream cut anywhere (incoming slots read too), d_v across two column blocks: the
+    float32 bound of ``check`` plus 1e-4 (the split products' rounding, relative to 1 + max |ref|)."""
     arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
     cuts = data.draw(split_points(T, max_splits=2))
     out, _ = emu_stream(emu_tc, arrays, cuts, C, "float32")
@@ -171,6 +180,31 @@ def test_read_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, weigh
     tol = 1e-4 + 1e-5 + 2 * np.finfo(np.float32).eps * (np.abs(arrays[0]).max() + np.abs(arrays[1]).max())
     assert_close(out, ref.loglinear_log_attention(*arrays[:4], log_decay=arrays[4]), tol, atol=tol,
                  what=f"T={T} C={C} cuts={cuts}")
+
+
+def _exact_row_inputs(batch, C, dk, dv):
+    """3 C + 5 tokens on which hi_intra's tensor-core sums fall below DEN_FLOOR: a value 150 above the others
+    at token C - 2 of every chunk (column 1), a key 100 below the others at token 3 with every level but
+    the diagonal 120 lower."""
+    q, k, lv, lam, a = make(5, batch, 3 * C + 5, dk, dv, decay="moderate", weights="random")
+    lv[..., C - 2::C, 1] = 150.0
+    k[..., 3::C, :] -= 100.0
+    lam[..., 1:] -= 120.0
+    return [q, k, lv, lam, a]
+
+
+@pytest.mark.parametrize("C", [16, 32, 64])
+def test_intra_exact_rows_on_tensor_cores_emulated(emu_tc, C):
+    """hi_intra's rows whose tensor-core sums fall below DEN_FLOOR take the exact path: a value 150 above
+    the others late in every chunk (the earlier rows' W V underflows in that column), and a key 100 below
+    the others at row 3 of every chunk with every level but the diagonal 120 lower (its row sum
+    underflows); without the exact rows those log outputs would be -inf. Against the reference at the
+    bound of ``test_kernels_on_tensor_cores_emulated``."""
+    arrays = _exact_row_inputs((2,), C, 8, 3)
+    out, _ = emu_stream(emu_tc, arrays, [], C, "float32")
+    arrays = [x.astype(np.float32).astype(np.float64) for x in arrays]
+    tol = 1e-4 + 1e-5 + 2 * np.finfo(np.float32).eps * (np.abs(arrays[0]).max() + np.abs(arrays[1]).max())
+    assert_close(out, ref.loglinear_log_attention(*arrays[:4], log_decay=arrays[4]), tol, atol=tol, what=f"C={C}")
 
 
 @given(T=st.integers(1, 150), C=chunks, decay=decays_or_none, weights=weight_kinds, seed=seeds, data=st.data())
@@ -307,12 +341,28 @@ def test_gpu_bf16_tensor_core_read_every_chunk(C):
     blocks), within the 16-bit bound of ``test_gpu_16bit_in_16bit_out``; and against the float32 (FFMA)
     kernels on the same rounded inputs to the output's bfloat16 rounding (2^-8 relative) plus 1e-4:
     the split products are nearly float32-exact."""
+    _bf16_against_reference_and_float32(make(11, (2, 2), 700, 64, 70, decay="moderate"), C)
+
+
+def _bf16_against_reference_and_float32(arrays, C):
+    """The arrays rounded to bfloat16 through the backend at chunk C: within 2e-2 of the reference (on the
+    rounded inputs) and within 2^-8 relative + 1e-4 of the float32 kernels on the same rounded inputs."""
     _gpu_ready()
     torch = _torch_cuda()
-    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in make(11, (2, 2), 700, 64, 70, decay="moderate")]
+    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
     out, _ = chi.forward(*tb[:4], tb[4], None, False, chunk_size=C)
     want = ref.loglinear_log_attention(*[t.double().cpu().numpy() for t in tb[:4]], log_decay=tb[4].double().cpu().numpy())
     assert_close(out.double().cpu().numpy(), want, 2e-2, atol=2e-2)
     out32, _ = chi.forward(*[t.float() for t in tb[:4]], tb[4].float(), None, False, chunk_size=C)
     err = (out.float() - out32).abs()
     assert bool(torch.all(err <= 2.0 ** -8 * out32.abs() + 1e-4)), float(err.max())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("C", [16, 32, 64])
+def test_gpu_bf16_intra_exact_rows(C):
+    """bfloat16 hi_intra's exact rows on the GPU (the inputs of ``test_intra_exact_rows_on_tensor_cores_emulated``:
+    tensor-core sums below DEN_FLOOR), d_k = d_v = 64: within the 16-bit bound of the reference and, on the
+    same rounded inputs, of the float32 (FFMA) kernels as in ``test_gpu_bf16_tensor_core_read_every_chunk``."""
+    _bf16_against_reference_and_float32(_exact_row_inputs((2, 2), C, 64, 64), C)
+

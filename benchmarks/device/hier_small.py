@@ -1,6 +1,7 @@
 """A few small loglinear_log_attention calls on the cupy kernels (hierarchical.cu), for
 compute-sanitizer (memcheck / racecheck): float32, float64 and bfloat16, odd T, a stream with an
-incoming state, d_v not a multiple of the column block, d_k = 128 (chunk 32); bfloat16 at chunk 64."""
+incoming state, d_v not a multiple of the column block, d_k = 128 (chunk 32); bfloat16 at chunk 64, with
+hi_intra's exact rows."""
 import numpy as np
 import cupy
 
@@ -32,4 +33,10 @@ a = (-torch.rand(2, 200, device="cuda")).to(torch.bfloat16)
 o, _ = chi.forward(*x, a, None, False, chunk_size=64)
 torch.cuda.synchronize()
 print("bfloat16 C=64", float(o.float().abs().max()))
+# bf16 hi_intra's exact rows (tensor-core sums below DEN_FLOOR: a late value far above the others, a key far below)
+x[2][:, 62::64, 1] = 150.0
+x[1][:, 3::64, :] -= 100.0
+o, _ = chi.forward(*x, a, None, False, chunk_size=64)
+torch.cuda.synchronize()
+print("bfloat16 C=64 exact rows", float(o.float().abs().max()))
 print("sanitize ok")

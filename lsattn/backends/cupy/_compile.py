@@ -63,13 +63,17 @@ class Config:
             return (3 * dt + 3 * CH * (CH + 4) + 4 * CH) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
-        if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass)
+        if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass; bf16: HI_TC's tiles and strides)
+            if self.bf16:
+                return (CH * ((DKP + 8) + (DKP + 4) + (CH + 8) + max(DKP + 8, 68)) + 5 * CH + DKP + 64) * es
             return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64) * es
         if kernel == "hi_merge":  # hierarchical.cu (HI_BV = 16 value columns per block, HI_LMAX = 64 slot decays)
             return (DKP + 16 + 64) * es
         if kernel == "hi_snap":
             return 65 * es
         if kernel == "hi_read":  # hierarchical.cu (HI_RW = 64 value columns per block, HI_LMAX = 64, NT = 256)
+            if self.bf16:  # HI_TC: two buffers of the slot tiles (S rows of 68), no E tile, the held slots (HI_HELD = 128)
+                return (2 * (DKP * 68 + 2 * DKP + 64) + CH * (DKP + 8) + CH * 64 + 3 * CH + 257) * es
             return (DKP * 64 + 2 * CH * (DKP + 1) + CH * 64 + 2 * DKP + 64 + 256 + 5 * CH) * es
         if kernel in ("hib_dq", "hib_blocks", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
             K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)

@@ -61,12 +61,20 @@ constexpr int HI_RC = HI_RW / 16;  // columns per thread of hi_read (16 column g
 constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_merge
 constexpr int HI_P = NT / CH;  // threads per row of the row maxima
 constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
-constexpr int HI_KLD = DKP + 1;  // row stride of the q / k / e tiles (no bank conflicts)
-constexpr int HI_XLD = CH + 1;
-#define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
 #ifndef HI_TC
-#define HI_TC TI_BF16  // hi_read's num = E S on tensor cores: bf16 inputs (the CPU emulation sets it for float)
+#define HI_TC TI_BF16  // the tensor-core kernels: bf16 inputs (the CPU emulation sets it for float)
 #endif
+// Row strides (no bank conflicts): FFMA: odd, for column walks; tensor cores: 8 mod 32 words for the
+// fragments' 64-bit pair loads along a row (q / k / e tiles, the pair weights), 4 mod 32 for the scalar
+// loads down k-major tiles (values, hi_read's S).
+constexpr int HI_KLD = HI_TC ? DKP + 8 : DKP + 1;  // the q / e tiles
+constexpr int HI_KKLD = HI_TC ? DKP + 4 : DKP + 1;  // hi_intra's k tile (no fragment reads)
+constexpr int HI_XLD = HI_TC ? CH + 8 : CH + 1;    // the pairs
+constexpr int HI_VLD = HI_TC ? 64 + 4 : 64 + 1;    // hi_intra's value tile (HI_AV columns)
+constexpr int HI_SLD = HI_TC ? 64 + 4 : 64;        // hi_read's S tile (HI_RW columns)
+constexpr int HI_BVL = HI_TC && HI_KLD > HI_VLD ? HI_KLD : HI_VLD;  // hi_intra's value tile (tensor cores: or exp(k - mk))
+#define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
+#define HI_HELD 128  // hi_read (tensor cores): slots held before a chunk, at most (incoming <= 63, chunk levels <= 64)
 
 // The outputs of hi_read's CH x HI_RW tile a thread owns, (ii, jj) -> (row, column). FFMA: a 16 x 16
 // (ty, tx) grid of HI_RR x HI_RC micro-tiles. Tensor cores: the accumulators of mma m16n8k16; warp w
@@ -88,41 +96,40 @@ __device__ __forceinline__ void hi_split(float x0, float x1, unsigned& hi, unsig
     hi = pack2(x0, x1);
     lo = pack2(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
-// acc = E S (E: CH x DKP, row stride HI_KLD; S: DKP x HI_RW) from the hi / lo bf16 halves of both,
-// three mma per step (hi hi + lo hi + hi lo: each product to ~2^-16, fp32 accumulation), in the
-// accumulator layout above. E in [0, 1] and S >= 0: the sum of nonnegative terms keeps that accuracy.
-__device__ __forceinline__ void hi_num_tc(ta (&acc)[HI_RR][HI_RC], const ta* E, const ta* S) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int r0 = 16 * (w / HI_WPM), n0 = 8 * ((w % HI_WPM) * HI_NPW);
-    float c[HI_NPW][4];
-#pragma unroll
-    for (int u = 0; u < HI_NPW; ++u) c[u][0] = c[u][1] = c[u][2] = c[u][3] = 0.f;
+// The pair (X[o], X[o + 1]) (o even, X 8-byte aligned) and the pair (X[o], X[o + ld])
+__device__ __forceinline__ float2 hi_row2(const float* X, int o) { return *reinterpret_cast<const float2*>(X + o); }
+__device__ __forceinline__ float2 hi_col2(const float* X, int o, int ld) { return make_float2(X[o], X[o + ld]); }
+// c[u] += A B over reduction indices k0 .. k1 - 1 (steps of 16) for the warp's rows r0 .. r0 + 15 and the NN
+// n-tiles of columns n0 + 8 u .. (fp32 operands read where they lie, two at a time: A2(r, k) = (A(r, k),
+// A(r, k + 1)), B2(k, n) = (B(k, n), B(k + 1, n)); k even), from the hi / lo bf16
+// halves of both, three mma per step (hi hi + lo hi + hi lo: each product to ~2^-16, fp32 accumulation);
+// c[u][x]: row r0 + g + 8 (x >> 1), column n0 + 8 u + 2 t + (x & 1). Nonnegative operands keep that
+// accuracy in the sum. hi_read's E S and hi_intra's pair weights and W V (bf16 inputs) share it.
+template <int NN, typename FA, typename FB>
+__device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k0, int k1, FA A, FB B) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll 2
-    for (int k0 = 0; k0 < DKP; k0 += 16) {
-        unsigned ah[4], al[4], bh[HI_NPW][2], bl[HI_NPW][2];
+    for (int kb = k0; kb < k1; kb += 16) {
+        unsigned ah[4], al[4], bh[NN][2], bl[NN][2];
 #pragma unroll
         for (int x = 0; x < 4; ++x) {  // a0..a3: rows g / g + 8, reduction pairs 2t / 2t + 8
-            const int r = r0 + g + 8 * (x & 1), kk = k0 + 2 * t + 8 * (x >> 1);
-            hi_split(E[r * HI_KLD + kk], E[r * HI_KLD + kk + 1], ah[x], al[x]);
+            const float2 v = A(r0 + g + 8 * (x & 1), kb + 2 * t + 8 * (x >> 1));
+            hi_split(v.x, v.y, ah[x], al[x]);
         }
 #pragma unroll
-        for (int u = 0; u < HI_NPW; ++u)
+        for (int u = 0; u < NN; ++u)
 #pragma unroll
             for (int x = 0; x < 2; ++x) {  // b0, b1: column g, reduction pairs 2t / 2t + 8
-                const int col = n0 + 8 * u + g, kk = k0 + 2 * t + 8 * x;
-                hi_split(S[kk * HI_RW + col], S[(kk + 1) * HI_RW + col], bh[u][x], bl[u][x]);
+                const float2 v = B(kb + 2 * t + 8 * x, n0 + 8 * u + g);
+                hi_split(v.x, v.y, bh[u][x], bl[u][x]);
             }
 #pragma unroll
-        for (int u = 0; u < HI_NPW; ++u) {
+        for (int u = 0; u < NN; ++u) {
             mma_bf16(c[u], al, bh[u][0], bh[u][1]);
             mma_bf16(c[u], ah, bl[u][0], bl[u][1]);
             mma_bf16(c[u], ah, bh[u][0], bh[u][1]);
         }
     }
-#pragma unroll
-    for (int ii = 0; ii < HI_RR; ++ii)
-#pragma unroll
-        for (int jj = 0; jj < HI_RC; ++jj) acc[ii][jj] = c[(ii * HI_RC + jj) >> 2][(ii * HI_RC + jj) & 3];
 }
 #else
 __device__ __forceinline__ int hr_row(int ii, int) { return (int)(threadIdx.x / 16) * HI_RR + ii; }
@@ -141,11 +148,11 @@ __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
 
 // Rows g0 .. g0 + CH - 1 of one sequence's (T, D) input into X (row stride ldx, DKP columns);
 // rows outside [0, T) and columns >= D are 0.
-__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D) {
+__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD) {
     for (int idx = threadIdx.x; idx < CH * DKP; idx += NT) {
         const int t = idx / DKP, i = idx % DKP;
         const i64 g = g0 + t;
-        X[t * HI_KLD + i] = (i < D && g >= 0 && g < T) ? ld(src + g * D + i) : (ta)0;
+        X[t * ldx + i] = (i < D && g >= 0 && g < T) ? ld(src + g * D + i) : (ta)0;
     }
 }
 
@@ -154,7 +161,75 @@ __device__ __forceinline__ ta hi_decay(const ti* a, i64 g, int T, ta alo) {
     return (a && g >= 0 && g < T) ? fmx(ld(a + g), alo) : (ta)0;
 }
 
-extern "C" __global__ void __launch_bounds__(NT) hi_intra(
+#if HI_TC
+// hi_intra on tensor cores (bf16 inputs): the chunk's pair weights and W V as split products (hi_mma3), each
+// output row checked against DEN_FLOOR and recomputed exactly (hi_intra_exact_row) when below it.
+// Warp w: m-tile w % HI_MT (rows 16 (w % HI_MT) ..), part w / HI_MT of its key n-tiles (HI_PNW each) or of
+// the value pass's n-tiles (HI_VNW each).
+constexpr int HI_MT = CH / 16, HI_PNW = CH / 8 >= HI_WPM ? CH / 8 / HI_WPM : 1, HI_VNW = (HI_AV / 8) / HI_WPM;
+static_assert(HI_VNW >= 1 && HI_MT * HI_WPM == NT / 32, "hi_intra's warp tiles");
+static_assert(HI_XLD - CH > HI_LOG2C, "hi_intra's level weights in the pairs' padding");
+constexpr int HI_KP = NT / DKP, HI_VP = NT / HI_AV;  // threads per feature, per value column (consecutive lanes)
+
+// max / sum over groups of P consecutive lanes (P a power of two <= 32; every lane of the warp calls it)
+template <int P>
+__device__ __forceinline__ float hi_group_max(float x) {
+#pragma unroll
+    for (int o = 1; o < P; o <<= 1) x = fmx(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+template <int P>
+__device__ __forceinline__ float hi_group_sum(float x) {
+#pragma unroll
+    for (int o = 1; o < P; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+// Row t of the chunk exactly in log space (hi_intra's FFMA formulation; the rows whose tensor-core sums fell
+// below DEN_FLOOR): X_s = log sum_i exp(q_ti + k_si) + lam[t, level] + (a_{s+1} + ... + a_t) into Xr, then lden_t
+// and every column's lnum_tc. Called by the whole block (barriers inside); q and lv re-read from global.
+__device__ __forceinline__ void hi_intra_exact_row(int t, int t0, const ti* qt, const ta* Ks, const ti* lt, const ti* lvb,
+                                                   const ta* ac, ta* Xr, ta* lden_t, ta* lnum_t, int DK, int DV) {
+    const int tid = threadIdx.x;
+    for (int s = t0 + tid; s <= t; s += NT) {
+        const ta* ks = Ks + s * HI_KKLD;
+        ta mx = neg_big();
+        for (int i = 0; i < DK; ++i) mx = fmx(mx, ld(qt + i) + ks[i]);
+        ta sum = (ta)0;
+        for (int i = 0; i < DK; ++i) sum += fex(ld(qt + i) + ks[i] - mx);
+        Xr[s] = mx + lg(sum);
+    }
+    __syncthreads();
+    if (tid == 0) {
+        ta seg = (ta)0, mx = neg_big();
+        for (int s = t; s >= t0; --s) {
+            const ta x = Xr[s] + fmx(ld(lt + bitlen64(t ^ s)), lo_v()) + seg;
+            Xr[s] = x;
+            mx = fmx(mx, x);
+            seg += ac[s];
+        }
+        ta den = (ta)0;
+        for (int s = t0; s <= t; ++s) den += fex(Xr[s] - mx);
+        *lden_t = mx + lg(den);
+    }
+    __syncthreads();
+    for (int cc = tid; cc < DV; cc += NT) {
+        ta U = neg_big();
+        for (int s = t0; s <= t; ++s) U = fmx(U, Xr[s] + fmx(ld(lvb + (i64)s * DV + cc), lo_v()));
+        ta sum = (ta)0;
+        for (int s = t0; s <= t; ++s) sum += fex(Xr[s] + fmx(ld(lvb + (i64)s * DV + cc), lo_v()) - U);
+        lnum_t[cc] = U + lg(sum);
+    }
+    __syncthreads();
+}
+#endif
+
+#if HI_TC
+#define HI_INTRA_BOUNDS __launch_bounds__(NT, 3)  // <= 85 registers (no spills at d_k = 64), < 75 KB of tiles
+#else
+#define HI_INTRA_BOUNDS __launch_bounds__(NT)
+#endif
+extern "C" __global__ void HI_INTRA_BOUNDS hi_intra(
     const ti* __restrict__ q,    // (BH, T, DK)
     const ti* __restrict__ k,    // (BH, T, DK)
     const ti* __restrict__ lv,   // (BH, T, DV)
@@ -166,22 +241,109 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
     ta* __restrict__ gch,        // (BH, n) out: the chunks' total decays
     int T, int DK, int DV, int L, i64 p, i64 F, ta alo, int n_old, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD (then exp(k + suf - mc))
-    ta* Ks = Qs + CH * HI_KLD;                 // CH x HI_KLD
-    ta* X = Ks + CH * HI_KLD;                  // CH x HI_XLD: log weights of the pairs
-    ta* LVs = X + CH * HI_XLD;                 // CH x (HI_AV + 1)
-    ta* ac = LVs + CH * (HI_AV + 1);           // CH
+    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD (tensor cores: then exp(q + mk - R); then exp(k + suf - mc))
+    ta* Ks = Qs + CH * HI_KLD;                 // CH x HI_KKLD
+    ta* X = Ks + CH * HI_KKLD;                 // CH x HI_XLD: log weights of the pairs (tensor cores: then the weights)
+    ta* LVs = X + CH * HI_XLD;                 // CH x HI_VLD
+    ta* ac = LVs + CH * HI_BVL;                // CH
     ta* suf = ac + CH;                         // CH
     ta* mcs = suf + CH;                        // DKP
     ta* ncs = mcs + DKP;                       // HI_AV
-    check_smem((2 * CH * HI_KLD + CH * HI_XLD + CH * (HI_AV + 1) + 2 * CH + DKP + HI_AV) * sizeof(ta));
+#if HI_TC  // 3 blocks per SM: tiles used at different times share space (< 75 KB at CH = d_k = 64)
+    ta* Bs = LVs;                              // CH x HI_KLD: exp(k - mk) before the value passes, then the exact rows' scratch
+    ta* mk = mcs;                              // DKP: the chunk's key maxima per feature (before the summary's)
+    ta* Rs = ncs + HI_AV;                      // CH: row shifts max_i (q_ti + mk_i)
+    ta* Gs = Rs + CH;                          // CH: row shifts of the log weight factors
+    int* flg = reinterpret_cast<int*>(Gs + CH);  // CH: rows for the exact path
+    ta* LamI = X + CH;  // row t's level weights 0 .. log2 CH (clamped) at LamI[t HI_XLD + l]: X's padding columns
+    check_smem((CH * (HI_KLD + HI_KKLD + HI_XLD + HI_BVL) + 5 * CH + DKP + HI_AV) * sizeof(ta));
+#else
+    check_smem((CH * (HI_KLD + HI_KKLD + HI_XLD + HI_VLD) + 2 * CH + DKP + HI_AV) * sizeof(ta));
+#endif
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y, c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);  // rows of the call
     hi_rows(Qs, q + bh * T * DK, g0, T, DK);
-    hi_rows(Ks, k + bh * T * DK, g0, T, DK);
+    hi_rows(Ks, k + bh * T * DK, g0, T, DK, HI_KKLD);
     for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(a ? a + bh * T : nullptr, g0 + s, T, alo);
+#if HI_TC
+    for (int idx = tid; idx < CH * 8; idx += NT) {
+        const int t = idx / 8, l = idx % 8;
+        LamI[t * HI_XLD + l] = (t >= t0 && t < t1 && l < L && l <= HI_LOG2C) ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
+    }
+#endif
     __syncthreads();
+#if HI_TC
+    // exp(X_ts) = exp(R_t + G_t) P_ts f_ts: P = A B^T with A = exp(q + mk - R) <= 1, B = exp(k - mk) <= 1, and
+    // f_ts = exp(lam[t, level] + (a_{s+1} + ... + a_t) - G_t) <= 1 (the stretch summed as the FFMA path does;
+    // G_t the row's maximum of that log factor). Terms lost to underflow are < 2^-126 each against a row sum
+    // >= DEN_FLOOR (the exp-kernel chunks' rule); rows below it take the exact path.
+    const int w = tid >> 5, mt = w % HI_MT, wp = w / HI_MT;
+    const int rt = tid / HI_P, rp = tid % HI_P;  // HI_P threads per row
+    {  // the key maxima per feature, HI_KP threads each
+        const int i = tid / HI_KP;
+        ta M = neg_big();
+        if (i < DK)
+            for (int s = t0 + tid % HI_KP; s < t1; s += HI_KP) M = fmx(M, Ks[s * HI_KKLD + i]);
+        M = hi_group_max<HI_KP>(M);
+        if (tid % HI_KP == 0) mk[i] = i < DK ? M : (ta)0;
+    }
+    if (tid >= NT - CH) {  // one thread per row: the log factors (into X) and their maximum
+        const int t = tid - (NT - CH);
+        flg[t] = 0;
+        if (t >= t0 && t < t1) {
+            ta seg = (ta)0, G = neg_big();
+            for (int s = t; s >= t0; --s) {
+                const ta x = LamI[t * HI_XLD + bitlen64(t ^ s)] + seg;
+                X[t * HI_XLD + s] = x;
+                G = fmx(G, x);
+                seg += ac[s];
+            }
+            Gs[t] = G;
+        }
+    }
+    __syncthreads();
+    {
+        ta R = neg_big();
+        for (int i = rp; i < DK; i += HI_P) R = fmx(R, Qs[rt * HI_KLD + i] + mk[i]);
+        R = hi_group_max<HI_P>(R);
+        if (rp == 0) Rs[rt] = R;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        const int r = idx / DKP, i = idx % DKP;
+        const bool ok = i < DK && r >= t0 && r < t1;
+        Qs[r * HI_KLD + i] = ok ? fex(Qs[r * HI_KLD + i] + mk[i] - Rs[r]) : (ta)0;
+        Bs[r * HI_KLD + i] = ok ? fex(Ks[r * HI_KKLD + i] - mk[i]) : (ta)0;
+    }
+    __syncthreads();
+    if (8 * HI_PNW * wp < CH && 8 * HI_PNW * wp <= 16 * mt + 15) {  // key tiles at or left of the diagonal
+        const int lane = tid & 31, n0 = 8 * HI_PNW * wp;
+        float P[HI_PNW][4];
+#pragma unroll
+        for (int u = 0; u < HI_PNW; ++u) P[u][0] = P[u][1] = P[u][2] = P[u][3] = 0.f;
+        hi_mma3<HI_PNW>(P, 16 * mt, n0, 0, DKP, [&](int r, int kk) { return hi_row2(Qs, r * HI_KLD + kk); },
+                        [&](int kk, int s) { return hi_row2(Bs, s * HI_KLD + kk); });
+#pragma unroll
+        for (int u = 0; u < HI_PNW; ++u)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {  // the weights W_ts = P_ts f_ts in place of the log factors
+                const int t = 16 * mt + (lane >> 2) + 8 * (x >> 1), s = n0 + 8 * u + 2 * (lane & 3) + (x & 1);
+                const bool ok = t >= t0 && t < t1 && s >= t0 && s <= t;
+                X[t * HI_XLD + s] = ok ? P[u][x] * fex(X[t * HI_XLD + s] - Gs[t]) : (ta)0;
+            }
+    }
+    __syncthreads();
+    {
+        ta den = (ta)0;
+        for (int s = t0 + rp; s <= rt; s += HI_P) den += X[rt * HI_XLD + s];
+        den = hi_group_sum<HI_P>(den);
+        if (rp == 0 && rt >= t0 && rt < t1) {
+            if (den >= DEN_FLOOR) lden[bh * T + g0 + rt] = Rs[rt] + Gs[rt] + lg(den);
+            else flg[rt] = 1;
+        }
+    }
+#else
     for (int idx = tid; idx < CH * (CH + 1) / 2; idx += NT) {  // X_ts = log sum_i exp(q_ti + k_si), pairs s <= t
         int t = (int)((sqrtf(8.0f * idx + 1.0f) - 1.0f) * 0.5f);  // idx = t (t + 1) / 2 + s, 0 <= s <= t
         t -= t * (t + 1) / 2 > idx;
@@ -189,7 +351,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         const int s = idx - t * (t + 1) / 2;
         if (s < t0 || t >= t1) continue;
         const ta* qt = Qs + t * HI_KLD;
-        const ta* ks = Ks + s * HI_KLD;
+        const ta* ks = Ks + s * HI_KKLD;
         ta mx = neg_big();
         for (int i = 0; i < DK; ++i) mx = fmx(mx, qt[i] + ks[i]);
         ta sum = (ta)0;
@@ -210,6 +372,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         for (int s = t0; s <= t; ++s) den += fex(X[t * HI_XLD + s] - mx);
         lden[bh * T + g0 + t] = mx + lg(den);
     }
+#endif
     // the chunk's summary (all chunks but the call's last): slot n_old + j of hi_merge, keys decayed
     // to the chunk's end, m = mc (per feature), z, then per column pass n = nc and S
     const int j = blockIdx.x, n = gridDim.x;
@@ -230,13 +393,13 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         if (tid < DKP) {
             ta M = neg_big();
             if (tid < DK)
-                for (int s = t0; s < t1; ++s) M = fmx(M, Ks[s * HI_KLD + tid] + suf[s]);
+                for (int s = t0; s < t1; ++s) M = fmx(M, Ks[s * HI_KKLD + tid] + suf[s]);
             mcs[tid] = M;
         }
         __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int s = idx / DKP, i = idx % DKP;
-            Qs[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? fex(Ks[s * HI_KLD + i] + suf[s] - mcs[i]) : (ta)0;
+            Qs[s * HI_KLD + i] = (i < DK && s >= t0 && s < t1) ? fex(Ks[s * HI_KKLD + i] + suf[s] - mcs[i]) : (ta)0;
         }
         __syncthreads();
         if (tid < DK) {
@@ -253,33 +416,90 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
             const int s = idx / HI_AV, cc = idx % HI_AV;
             const bool ok = s >= t0 && s < t1 && c0 + cc < DV;
-            LVs[s * (HI_AV + 1) + cc] = ok ? fmx(ld(lv + (bh * T + g0 + s) * DV + c0 + cc), lo_v()) : lo_v();
+            LVs[s * HI_VLD + cc] = ok ? fmx(ld(lv + (bh * T + g0 + s) * DV + c0 + cc), lo_v()) : lo_v();
         }
         __syncthreads();
+#if HI_TC
+        // lnum_tc = R_t + G_t + nc_c + log (W V)_tc, V = exp(lv - nc) <= 1 (nc: the column's maximum over the
+        // chunk, the summary's shift too)
+        {  // HI_VP threads per column
+            const int cc = tid / HI_VP;
+            ta N = lo_v();
+            for (int s = t0 + tid % HI_VP; s < t1; s += HI_VP) N = fmx(N, LVs[s * HI_VLD + cc]);
+            N = hi_group_max<HI_VP>(N);
+            if (tid % HI_VP == 0) {
+                ncs[cc] = N;
+                if (summ && c0 + cc < DV) wn[(bh * NS + id) * DV + c0 + cc] = N;
+            }
+        }
+        __syncthreads();
+        for (int idx = tid; idx < CH * HI_AV; idx += NT) {
+            const int s = idx / HI_AV, cc = idx % HI_AV;
+            LVs[s * HI_VLD + cc] = (s >= t0 && s < t1) ? fex(LVs[s * HI_VLD + cc] - ncs[cc]) : (ta)0;
+        }
+        __syncthreads();
+        {
+            const int lane = tid & 31, n0 = 8 * HI_VNW * wp;
+            float O[HI_VNW][4];
+#pragma unroll
+            for (int u = 0; u < HI_VNW; ++u) O[u][0] = O[u][1] = O[u][2] = O[u][3] = 0.f;
+            hi_mma3<HI_VNW>(O, 16 * mt, n0, 0, 16 * (mt + 1), [&](int r, int s) { return hi_row2(X, r * HI_XLD + s); },
+                            [&](int s, int cc) { return hi_col2(LVs, s * HI_VLD + cc, HI_VLD); });
+#pragma unroll
+            for (int u = 0; u < HI_VNW; ++u)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int t = 16 * mt + (lane >> 2) + 8 * (x >> 1), cc = n0 + 8 * u + 2 * (lane & 3) + (x & 1);
+                    if (t < t0 || t >= t1 || c0 + cc >= DV) continue;
+                    if (O[u][x] >= DEN_FLOOR) lnum[(bh * T + g0 + t) * DV + c0 + cc] = Rs[t] + Gs[t] + ncs[cc] + lg(O[u][x]);
+                    else flg[t] = 1;  // (the same value from every thread that flags the row)
+                }
+        }
+        if (!summ) continue;
+#else
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
             const int t = idx / HI_AV, cc = idx % HI_AV;
             if (t < t0 || t >= t1 || c0 + cc >= DV) continue;
             const ta* xt = X + t * HI_XLD;
             ta U = neg_big();
-            for (int s = t0; s <= t; ++s) U = fmx(U, xt[s] + LVs[s * (HI_AV + 1) + cc]);
+            for (int s = t0; s <= t; ++s) U = fmx(U, xt[s] + LVs[s * HI_VLD + cc]);
             ta sum = (ta)0;
-            for (int s = t0; s <= t; ++s) sum += fex(xt[s] + LVs[s * (HI_AV + 1) + cc] - U);
+            for (int s = t0; s <= t; ++s) sum += fex(xt[s] + LVs[s * HI_VLD + cc] - U);
             lnum[(bh * T + g0 + t) * DV + c0 + cc] = U + lg(sum);
         }
         if (!summ) continue;
         __syncthreads();
         if (tid < HI_AV) {  // the summary's column shifts
             ta N = lo_v();
-            for (int s = t0; s < t1; ++s) N = fmx(N, LVs[s * (HI_AV + 1) + tid]);
+            for (int s = t0; s < t1; ++s) N = fmx(N, LVs[s * HI_VLD + tid]);
             ncs[tid] = N;
             if (c0 + tid < DV) wn[(bh * NS + id) * DV + c0 + tid] = N;
         }
         __syncthreads();
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
             const int s = idx / HI_AV, cc = idx % HI_AV;
-            LVs[s * (HI_AV + 1) + cc] = (s >= t0 && s < t1) ? fex(LVs[s * (HI_AV + 1) + cc] - ncs[cc]) : (ta)0;
+            LVs[s * HI_VLD + cc] = (s >= t0 && s < t1) ? fex(LVs[s * HI_VLD + cc] - ncs[cc]) : (ta)0;
         }
         __syncthreads();
+#endif
+#if HI_TC
+        {  // S = exp(k + suf - mc)^T exp(lv - nc) as a split product: warp w features 16 (w % SMT) .., SNW n-tiles
+            constexpr int SMT = DKP / 16, SNW = (HI_AV / 8) / ((NT / 32) / SMT);
+            const int lane = tid & 31, i0 = 16 * (w % SMT), n0 = 8 * SNW * (w / SMT);
+            float Sa[SNW][4];
+#pragma unroll
+            for (int u = 0; u < SNW; ++u) Sa[u][0] = Sa[u][1] = Sa[u][2] = Sa[u][3] = 0.f;
+            hi_mma3<SNW>(Sa, i0, n0, 0, CH, [&](int i, int s) { return hi_col2(Qs, s * HI_KLD + i, HI_KLD); },
+                         [&](int s, int cc) { return hi_col2(LVs, s * HI_VLD + cc, HI_VLD); });
+#pragma unroll
+            for (int u = 0; u < SNW; ++u)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int i = i0 + (lane >> 2) + 8 * (x >> 1), cc = n0 + 8 * u + 2 * (lane & 3) + (x & 1);
+                    if (i < DK && c0 + cc < DV) wS[((bh * NS + id) * DK + i) * DV + c0 + cc] = Sa[u][x];
+                }
+        }
+#else
         {  // S = exp(k + suf - mc)^T exp(lv - nc): thread (tid / 16, tid % 16) a DKP / 16 x HI_AV / 16 register tile
             constexpr int RI = DKP / 16, RJ = HI_AV / 16;
             const int ty = tid / 16, tx = tid % 16;
@@ -293,7 +513,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
 #pragma unroll
                 for (int r = 0; r < RI; ++r) qv[r] = Qs[s * HI_KLD + ty * RI + r];
 #pragma unroll
-                for (int jj = 0; jj < RJ; ++jj) vv[jj] = LVs[s * (HI_AV + 1) + tx * RJ + jj];
+                for (int jj = 0; jj < RJ; ++jj) vv[jj] = LVs[s * HI_VLD + tx * RJ + jj];
 #pragma unroll
                 for (int r = 0; r < RI; ++r)
 #pragma unroll
@@ -307,7 +527,15 @@ extern "C" __global__ void __launch_bounds__(NT) hi_intra(
                     if (i < DK && c0 + cc < DV) wS[((bh * NS + id) * DK + i) * DV + c0 + cc] = acc[r][jj];
                 }
         }
+#endif
     }
+#if HI_TC
+    __syncthreads();  // every flag is set; Bs is free (the exact rows' scratch)
+    for (int t = t0; t < t1; ++t)  // uniform over the block
+        if (flg[t])
+            hi_intra_exact_row(t, t0, q + (bh * T + g0 + t) * DK, Ks, lam + (bh * T + g0 + t) * L, lv + (bh * T + g0) * DV, ac,
+                               Bs, lden + bh * T + g0 + t, lnum + (bh * T + g0 + t) * DV, DK, DV);
+#endif
 }
 
 // Slot ids of hi_merge / hi_snap / hi_read: s < n_old the incoming slot s; n_old + j the chunk-level slot the
@@ -400,30 +628,38 @@ extern "C" __global__ void __launch_bounds__(NT) hi_merge(
         Nn[c2] = N;
     }
     __syncthreads();
+    // the thread's HI_RB features of column vc (and of z where cc == 0), slot by slot: the features' loads of
+    // one slot issued together
+    ta xs[HI_RB], xz[HI_RB];
+    {
+        const ta fv = cok ? fex(nb[dst * DV + vc] - Nn[cc]) : (ta)0;
+#pragma unroll
+        for (int i = 0; i < HI_RB; ++i) {
+            const int kk = rg * HI_RB + i;
+            const ta fk = kk < DK ? fex(mb[dst * DK + kk] - Mn[kk]) : (ta)0;
+            xs[i] = kk < DK && cok ? fk * fv * Sb[(dst * DK + kk) * DV + vc] : (ta)0;
+            xz[i] = kk < DK && cc == 0 ? fk * zb[dst * DK + kk] : (ta)0;
+        }
+    }
+    for (int m = 1; m <= d; ++m) {
+        const int id = hi_slot(c, m, F, n_old);
+        if (id < 0) continue;  // uniform over the block
+        const ta fv = cok ? fex(nb[id * DV + vc] - Nn[cc]) : (ta)0;
+#pragma unroll
+        for (int i = 0; i < HI_RB; ++i) {
+            const int kk = rg * HI_RB + i;
+            if (kk >= DK) continue;
+            const ta fk = fex(mb[id * DK + kk] + Dm[m - 1] - Mn[kk]);
+            if (cok) xs[i] = fma(fk * fv, Sb[((i64)id * DK + kk) * DV + vc], xs[i]);
+            if (cc == 0) xz[i] = fma(fk, zb[id * DK + kk], xz[i]);
+        }
+    }
 #pragma unroll
     for (int i = 0; i < HI_RB; ++i) {
         const int kk = rg * HI_RB + i;
         if (kk >= DK) continue;
-        const ta M = Mn[kk];
-        if (cok) {
-            const i64 o = (dst * DK + kk) * DV + vc;
-            ta x = fex(mb[dst * DK + kk] - M) * fex(nb[dst * DV + vc] - Nn[cc]) * Sb[o];
-            for (int m = 1; m <= d; ++m) {
-                const int id = hi_slot(c, m, F, n_old);
-                if (id >= 0)
-                    x = fma(fex(mb[id * DK + kk] + Dm[m - 1] - M) * fex(nb[id * DV + vc] - Nn[cc]),
-                            Sb[((i64)id * DK + kk) * DV + vc], x);
-            }
-            Sb[o] = x;
-        }
-        if (cc == 0) {
-            ta x = fex(mb[dst * DK + kk] - M) * zb[dst * DK + kk];
-            for (int m = 1; m <= d; ++m) {
-                const int id = hi_slot(c, m, F, n_old);
-                if (id >= 0) x = fma(fex(mb[id * DK + kk] + Dm[m - 1] - M), zb[id * DK + kk], x);
-            }
-            zb[dst * DK + kk] = x;
-        }
+        if (cok) Sb[(dst * DK + kk) * DV + vc] = xs[i];
+        if (cc == 0) zb[dst * DK + kk] = xz[i];
     }
     __syncthreads();  // the old shifts of the chunk's slot are read: now the new ones
     for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];
@@ -467,9 +703,11 @@ extern "C" __global__ void __launch_bounds__(NT) hi_snap(
 
 // hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
 // the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
-// hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col); num =
-// E S as a register tile (FFMA: HI_RR + 1 shared loads per HI_RR HI_RC FMAs) or on tensor cores (HI_TC).
-// Two blocks per SM (<= 128 registers: the staged slot loads hold many in flight).
+// hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col).
+// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_TC):
+// each warp its m-tile's rows alone (row maxima by shuffles, E made in the A fragments of hi_mma3, den
+// beside it), the next slot's S, m, z, n copied asynchronously into the other of two buffers meanwhile:
+// one barrier per slot. Two blocks per SM (<= 128 registers).
 extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
     const ta* __restrict__ lden,    // (BH, T)      hi_intra's
@@ -479,19 +717,28 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb, int nrb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* b = reinterpret_cast<ta*>(smem_raw);
-    ta* Ss = b; b += DKP * HI_RW;     // the slot's S, columns of the block (first: 16-byte aligned rows)
-    ta* Qs = b; b += CH * HI_KLD;     // the chunk's queries
+#if HI_TC
+    constexpr int NB = 2;             // buffers of the slot tiles
+#else
+    constexpr int NB = 1;
+#endif
+    ta* Ss = b; b += NB * DKP * HI_SLD;  // the slot's S, columns of the block (16-byte aligned rows)
+    ta* Ms = b; b += NB * DKP;          // the slot's m (decayed to the chunk's start), z
+    ta* Zs = b; b += NB * DKP;
+    ta* Ns = b; b += NB * HI_RW;        // its column shifts
+    ta* Qs = b; b += CH * HI_KLD;       // the chunk's queries
+    ta* Lam = b; b += CH * HI_LMAX;     // the rows' level weights (clamped)
+    ta* ac = b; b += CH;                // decays, prefix sums from the chunk's first token of the call
+    ta* pre = b; b += CH;
+    ta* Ld = b; b += CH;                // log den of the rows
+#if HI_TC
+    int* hs = reinterpret_cast<int*>(b); b += 2 * HI_HELD + 1;  // the held slots: (s2, id) pairs, their count
+#else
     ta* E = b; b += CH * HI_KLD;      // exp(q + m - r)
-    ta* Lam = b; b += CH * HI_LMAX;   // the rows' level weights (clamped)
-    ta* Ms = b; b += DKP;             // the slot's m (decayed to the chunk's start), z
-    ta* Zs = b; b += DKP;
-    ta* Ns = b; b += HI_RW;           // its column shifts
     ta* Rp = b; b += NT;              // partial row maxima, then partial den
     ta* Rr = b; b += CH;              // row shifts
     ta* Xw = b; b += CH;              // row log weights
-    ta* ac = b; b += CH;              // decays, prefix sums from the chunk's first token of the call
-    ta* pre = b; b += CH;
-    ta* Ld = b; b += CH;              // log den of the rows
+#endif
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
     const int tid = threadIdx.x;
     const int j = blockIdx.x / nrb, cb = blockIdx.x % nrb;  // grid (n nrb, BH): any d_v
@@ -520,6 +767,113 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             U[ii][jj] = t >= t0 && t < t1 && vc < DV ? lnum[(bh * T + g0 + t) * DV + vc] : neg_big();
             Nm[ii][jj] = (ta)1;
         }
+#if HI_TC
+    if (tid == 0) {  // the held slots (s2 < n_old incoming slot s2, else chunk level s2 - n_old + 1)
+        int nh = 0;
+        for (int s2 = 0; s2 < NSL; ++s2) {
+            const int id = s2 < n_old ? (((p >> s2) & 1) ? s2 : -1) : hi_slot(c, s2 - n_old + 1, F, n_old);
+            if (id >= 0) {
+                hs[2 * nh] = s2;
+                hs[2 * nh + 1] = id;
+                ++nh;
+            }
+        }
+        hs[2 * HI_HELD] = nh;
+    }
+    __syncthreads();
+    const int nh = hs[2 * HI_HELD];
+    // slot h's S (the block's columns), m, z, n into buffer u, asynchronously (zeros outside DK x DV)
+    auto issue = [&](int h, int u) {
+        const int s2 = hs[2 * h], id = hs[2 * h + 1];
+        ta* S_ = Ss + u * DKP * HI_SLD;
+        if ((DV & 3) == 0) {
+            constexpr int W = HI_RW / 4;
+            for (int idx = tid; idx < DKP * W; idx += NT) {
+                const int i = idx / W, v2 = 4 * (idx % W);
+                const bool ok = i < DK && c0 + v2 < DV;
+                cp_async16(S_ + i * HI_SLD + v2, ok ? (const void*)(Sb + ((i64)id * DK + i) * DV + c0 + v2) : (const void*)Sb, ok);
+            }
+        } else {
+            for (int idx = tid; idx < DKP * HI_RW; idx += NT) {
+                const int i = idx / HI_RW, v2 = c0 + idx % HI_RW;
+                const bool ok = i < DK && v2 < DV;
+                cp_async_ta(S_ + i * HI_SLD + idx % HI_RW, ok ? Sb + ((i64)id * DK + i) * DV + v2 : Sb, ok);
+            }
+        }
+        for (int i = tid; i < DKP; i += NT) {
+            cp_async_ta(Ms + u * DKP + i, mj + (i < DK ? s2 * DK + i : 0), i < DK);
+            cp_async_ta(Zs + u * DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
+        }
+        for (int cc = tid; cc < HI_RW; cc += NT) cp_async_ta(Ns + u * HI_RW + cc, nb + (c0 + cc < DV ? id * DV + c0 + cc : 0), c0 + cc < DV);
+        cp_async_commit();
+    };
+    if (nh > 0) issue(0, 0);
+    hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
+    const int w = tid >> 5, lane = tid & 31, mt = w / HI_WPM, wp = w % HI_WPM;
+    const int rA = 16 * mt + (lane >> 2), rB = rA + 8;  // the lane's rows (hr_row)
+    const bool vA = rA >= t0 && rA < t1, vB = rB >= t0 && rB < t1;
+    ta UdA = vA ? lden[bh * T + g0 + rA] : neg_big(), DdA = (ta)1;  // running (shift, sum) of den of the rows
+    ta UdB = vB ? lden[bh * T + g0 + rB] : neg_big(), DdB = (ta)1;
+    for (int h = 0; h < nh; ++h) {
+        cp_async_wait_all();
+        __syncthreads();  // slot h's tiles are in; every warp is done with slot h - 1's buffer
+        if (h + 1 < nh) issue(h + 1, (h + 1) & 1);
+        const int s2 = hs[2 * h];
+        const ta* S_ = Ss + (h & 1) * DKP * HI_SLD;
+        const ta* M_ = Ms + (h & 1) * DKP;
+        const ta* Z_ = Zs + (h & 1) * DKP;
+        const ta* N_ = Ns + (h & 1) * HI_RW;
+        ta mA = neg_big(), mB = neg_big();  // row maxima of q + m over the lane's features, then the rows'
+        for (int kb = 0; kb < DKP; kb += 16)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int i = kb + 2 * (lane & 3) + (x & 1) + 8 * (x >> 1);
+                if (i < DK) {
+                    mA = fmx(mA, Qs[rA * HI_KLD + i] + M_[i]);
+                    mB = fmx(mB, Qs[rB * HI_KLD + i] + M_[i]);
+                }
+            }
+        mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 1));
+        mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 2));
+        mB = fmx(mB, __shfl_xor_sync(0xffffffffu, mB, 1));
+        mB = fmx(mB, __shfl_xor_sync(0xffffffffu, mB, 2));
+        float acc[HI_NPW][4];  // num = E S, E = exp(q + m - r) <= 1 made as hi_mma3 reads it; den = e . z beside
+#pragma unroll
+        for (int u = 0; u < HI_NPW; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
+        ta dA = (ta)0, dB = (ta)0;
+        hi_mma3<HI_NPW>(acc, 16 * mt, 8 * wp * HI_NPW, 0, DKP,
+                        [&](int r, int kk) {
+                            const bool up = r == rA;
+                            const float2 qq = hi_row2(Qs, r * HI_KLD + kk);
+                            const ta e0 = kk < DK ? fex(qq.x + M_[kk] - (up ? mA : mB)) : (ta)0;
+                            const ta e1 = kk + 1 < DK ? fex(qq.y + M_[kk + 1] - (up ? mA : mB)) : (ta)0;
+                            (up ? dA : dB) += e0 * Z_[kk] + e1 * Z_[kk + 1];
+                            return make_float2(e0, e1);
+                        },
+                        [&](int kk, int col) { return hi_col2(S_, kk * HI_SLD + col, HI_SLD); });
+        dA += __shfl_xor_sync(0xffffffffu, dA, 1);
+        dA += __shfl_xor_sync(0xffffffffu, dA, 2);
+        dB += __shfl_xor_sync(0xffffffffu, dB, 1);
+        dB += __shfl_xor_sync(0xffffffffu, dB, 2);
+        const int lA = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rA))) : HI_LOG2C + (s2 - n_old + 1);
+        const int lB = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rB))) : HI_LOG2C + (s2 - n_old + 1);
+        const ta xA = mA + Lam[rA * HI_LMAX + lA] + pre[rA], xB = mB + Lam[rB * HI_LMAX + lB] + pre[rB];  // row log weights
+#pragma unroll
+        for (int ii = 0; ii < HI_RR; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HI_RC; ++jj) {
+                const int e = ii * HI_RC + jj, t = hr_row(ii, jj), cc = hr_col(ii, jj);
+                const ta v = acc[e >> 2][e & 3];
+                if (t >= t0 && t < t1 && c0 + cc < DV && v > (ta)0) hi_lse_add(U[ii][jj], Nm[ii][jj], (t == rA ? xA : xB) + N_[cc], v);
+            }
+        if (vA && dA > (ta)0) hi_lse_add(UdA, DdA, xA, dA);
+        if (vB && dB > (ta)0) hi_lse_add(UdB, DdB, xB, dB);
+    }
+    if (wp == 0 && (lane & 3) == 0) {
+        Ld[rA] = UdA + lg(DdA);
+        Ld[rB] = UdB + lg(DdB);
+    }
+#else
     ta Ud = neg_big(), Dd = (ta)1;  // running (shift, sum) of den of row tid (tid < CH)
     if (tid < CH && tid >= t0 && tid < t1) Ud = lden[bh * T + g0 + tid];
     hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
@@ -565,9 +919,6 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             Rp[tid] = x;
         }
         ta acc[HI_RR][HI_RC];  // num = E S
-#if HI_TC
-        hi_num_tc(acc, E, Ss);
-#else
         const int tx = tid % 16, ty = tid / 16;
 #pragma unroll
         for (int ii = 0; ii < HI_RR; ++ii)
@@ -584,7 +935,6 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
 #pragma unroll
                 for (int jj = 0; jj < HI_RC; ++jj) acc[ii][jj] = fma(ev[ii], sv[jj], acc[ii][jj]);
         }
-#endif
 #pragma unroll
         for (int ii = 0; ii < HI_RR; ++ii) {
 #pragma unroll
@@ -603,6 +953,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         __syncthreads();  // the slot's tiles are read: the next one may be staged
     }
     if (tid < CH) Ld[tid] = Ud + lg(Dd);
+#endif
     __syncthreads();
 #pragma unroll
     for (int ii = 0; ii < HI_RR; ++ii) {
