@@ -1,4 +1,4 @@
-// hierarchical_bwd.cu's kernels (hib_dq, hib_blocks, hib_dkdv) compiled as C++ for the CPU, on top of
+// hierarchical_bwd.cu's kernels (hib_dq, hib_blocks, hib_bmerge, hib_dkdv) compiled as C++ for the CPU, on top of
 // cuda_emu_hier.cpp (the emulation of hierarchical.cu, whose device helpers the backward uses).
 // tests/test_cupy_hierarchical_grad.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. -DDVP=.. -DKERNEL='"<hierarchical.cu>"'
@@ -26,11 +26,20 @@ extern "C" void run_dq(const ta* q, const ta* k, const ta* lv, const ta* lam, co
     });
 }
 
-// hib_blocks' launch: grid (n - 1, BH).
+// hib_blocks' launch: grid (items, BH) (hierarchical_bwd.pieces).
 extern "C" void run_blocks(const ta* q, const ta* lam, const ta* a, const ta* gm, const ta* om, const ta* delta,
-                           const ta* lden, const ta* gch, ta* U, ta* Z, ta* M, ta* W, ta* gt, int T, int DK, int DV, int L,
-                           i64 p, i64 F, int n, ta alo, int BH, unsigned smem) {
-    launch(n - 1, BH, 1, smem, [=] { hib_blocks(q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, T, DK, DV, L, p, F, n, alo); });
+                           const ta* lden, const ta* gch, ta* U, ta* Z, ta* M, ta* W, ta* gt, ta* Up, ta* Zp, ta* Mp,
+                           ta* Wp, ta* gp, int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo, int items, int slots,
+                           int BH, unsigned smem) {
+    launch(items, BH, 1, smem, [=] {
+        hib_blocks(q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp, T, DK, DV, L, p, F, n, alo, slots);
+    });
+}
+
+// hib_bmerge's launch: grid (split, BH).
+extern "C" void run_bmerge(const ta* Up, const ta* Zp, const ta* Mp, const ta* Wp, const ta* gp, ta* U, ta* Z, ta* M,
+                           ta* W, ta* gt, int DK, int DV, i64 F, int n, int split, int slots, int BH, unsigned smem) {
+    launch(split, BH, 1, smem, [=] { hib_bmerge(Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, DK, DV, F, n, slots); });
 }
 
 // hib_dkdv's launch: grid (n, BH).

@@ -39,7 +39,8 @@ class EmuBwd(Emu):
     """``Emu`` (hi_intra, hi_merge, hi_snap, hi_read) plus hib_dq / hib_blocks / hib_dkdv on the CPU."""
 
     def _lib(self, cfg):
-        return emulation("cuda_emu_hier_bwd.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP},
+        defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "HIB_PMIN": chb.PMIN, "HIB_NPC": chb.NPC}
+        return emulation("cuda_emu_hier_bwd.cpp", defines,
                          {"KERNEL": cupy_source("hierarchical.cu"), "KERNEL_BWD": cupy_source("hierarchical_bwd.cu")})
 
     def _sizes(self, *xs):
@@ -52,10 +53,16 @@ class EmuBwd(Emu):
                               self._s(cfg, alo), ctypes.c_int(wz.shape[1]), ctypes.c_int(BH),
                               ctypes.c_uint(cfg.smem("hib_dq")))
 
-    def hib_blocks(self, cfg, q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, T, DK, DV, L, p, F, n, alo, BH):
-        self._lib(cfg).run_blocks(*self._ptrs(cfg, (q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt)),
-                                  *self._sizes(T, DK, DV, L, p, F, n), self._s(cfg, alo), ctypes.c_int(BH),
-                                  ctypes.c_uint(cfg.smem("hib_blocks")))
+    def hib_blocks(self, cfg, q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp, T, DK, DV, L, p,
+                   F, n, alo, items, slots, BH):
+        self._lib(cfg).run_blocks(*self._ptrs(cfg, (q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp)),
+                                  *self._sizes(T, DK, DV, L, p, F, n), self._s(cfg, alo), ctypes.c_int(items),
+                                  ctypes.c_int(slots), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("hib_blocks")))
+
+    def hib_bmerge(self, cfg, Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, DK, DV, F, n, split, slots, BH):
+        self._lib(cfg).run_bmerge(*self._ptrs(cfg, (Up, Zp, Mp, Wp, gp, U, Z, M, W, gt)), ctypes.c_int(DK),
+                                  ctypes.c_int(DV), ctypes.c_longlong(F), ctypes.c_int(n), ctypes.c_int(split),
+                                  ctypes.c_int(slots), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("hib_bmerge")))
 
     def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, dk, dlv, T, DK, DV, L, p, F, n, alo,
                  BH):
@@ -152,6 +159,47 @@ def test_backward_emulated_after_a_state(emu_bwd, P, T, C, seed):
     got, _ = _emu_grads(emu_bwd, cur, do, "float64", C, P, old)
     want, _ = grad_oracle(torch, cur, do, prefix=pre)
     check_grads(got, want, do, GRAD_TOL["float64"], f"P={P} T={T} C={C}", T)
+
+
+def test_pieces_cover_the_right_blocks():
+    """hib_blocks' grid (``pieces``): every right block r0 (F < r0 < F + n, 2^(l'-1) chunks, l' = 1 +
+    trailing zeros) once, in min(2^(l'-1) / PMIN, NPC) pieces when that is more than one."""
+    for F in range(0, 70):
+        for n in range(2, 140, 3):
+            items = split = 0
+            for r0 in range(F + 1, F + n):
+                h = r0 & -r0
+                np_ = min(chb.NPC, max(1, h // chb.PMIN))
+                items += np_
+                split += np_ > 1
+            got = chb.pieces(F, n)
+            assert got[:2] == (items, split), (F, n)
+            assert got[2] >= items - (n - 1)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("dtype,T,P,pmin,npc,seed", [("float64", 90, 0, 1, 4, 0), ("float32", 77, 0, 2, 2, 1),
+                                                    ("float64", 60, 19, 1, 8, 2)])
+def test_backward_emulated_split_blocks(emu_bwd, monkeypatch, dtype, T, P, pmin, npc, seed):
+    """hib_blocks' right blocks split into pieces (PMIN, NPC made small: blocks of 2 and 4 chunks at
+    C = 16) and merged by hib_bmerge: the gradients still equal the oracle (decay, random level weights,
+    magnitude 30, after a state)."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(chb, "PMIN", pmin)
+    monkeypatch.setattr(chb, "NPC", npc)
+    arrays = make(seed, (2,), P + T, 5, 3, scale=30.0, decay="mixed", weights="random")
+    arrays = [x.astype(dtype).astype(np.float64) for x in arrays]
+    pre = [x[..., :P] if x.ndim == 2 else x[..., :P, :] for x in arrays]
+    cur = [x[..., P:] if x.ndim == 2 else x[..., P:, :] for x in arrays]
+    old = None
+    if P:
+        _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True, backend="array_api")
+        old = tuple(np.ascontiguousarray(state.tensors[x], dtype=dtype) for x in ("m", "n", "S", "z"))
+    do = np.random.default_rng(seed + 1).standard_normal((2, T, 3))
+    assert chb.pieces(P // 16, -(-(P + T) // 16) - P // 16)[1] > 0, "some block is split"
+    got, _ = _emu_grads(emu_bwd, cur, do, dtype, 16, P, old)
+    want, _ = grad_oracle(torch, cur, do, prefix=pre if P else None)
+    check_grads(got, want, do, GRAD_TOL[dtype], f"{dtype} T={T} P={P} PMIN={pmin} NPC={npc}", T)
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")

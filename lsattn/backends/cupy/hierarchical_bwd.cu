@@ -269,12 +269,61 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     }
 }
 
+// hib_blocks' work items: right blocks of 2^(l'-1) chunks at level l' (r0 = (2m + 1) 2^(l'-1), F < r0 < F + n),
+// in order of l', then r0; a block of more than HIB_PMIN chunks is split into NP = min(2^(l'-1) / HIB_PMIN,
+// HIB_NPC) pieces of equal length (run in parallel: the top blocks' chain of chunk passes was the kernel's
+// critical path), merged by hib_bmerge. Single-piece blocks (l' <= log2 HIB_PMIN + 1) come first.
+#ifndef HIB_PMIN  // (the CPU emulation's tests build smaller ones: hierarchical_bwd.PMIN, NPC)
+#define HIB_PMIN 8
+#define HIB_NPC 8
+#endif
+struct HibPiece {
+    i64 r0;    // the block's first chunk
+    int lp;    // its level l'
+    int np;    // its pieces
+    int k;     // this piece (hib_blocks) / 0 (hib_bmerge)
+    i64 slot;  // the piece's (hib_bmerge: the block's first piece's) index among the pieces of split blocks; -1 unsplit
+};
+__device__ __forceinline__ int hib_np(int lp) {
+    const i64 h = (i64)1 << (lp - 1);
+    return (int)min((i64)HIB_NPC, max((i64)1, h / HIB_PMIN));
+}
+// Item x of hib_blocks (split: x counts the split blocks only, as hib_bmerge's grid); false past the last.
+__device__ __forceinline__ bool hib_piece(i64 x, i64 F, int n, bool split, HibPiece& P) {
+    i64 slot = 0;
+    for (int lp = 1; lp < 63; ++lp) {
+        const i64 h = (i64)1 << (lp - 1), hi = F + n - 1;
+        if (h > hi) return false;
+        const i64 mlo = max((i64)0, (F + 1 - h + 2 * h - 1) / (2 * h)), mhi = (hi - h) / (2 * h);
+        const i64 cnt = max((i64)0, mhi - mlo + 1);
+        const int np = hib_np(lp);
+        if (split && np == 1) continue;
+        const i64 items = split ? cnt : cnt * np;
+        if (x < items) {
+            const i64 m = mlo + (split ? x : x / np);
+            P.r0 = (2 * m + 1) * h;
+            P.lp = lp;
+            P.np = np;
+            P.k = split ? 0 : (int)(x % np);
+            P.slot = np == 1 ? -1 : slot + (split ? x * np : x);
+            return true;
+        }
+        x -= items;
+        if (np > 1) slot += cnt * np;
+    }
+    return false;
+}
+
+// hib_blocks: one block per piece (hib_piece) and sequence: the piece's summary, in R's frame (its x_ti
+// include the decay from R's first token); unsplit blocks to (U, Z, Mb, Wb, gt) by r0 - F, pieces to
+// (Up, Zp, Mp, Wp, gp) by their slot (gp: the piece's own total decay).
 extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,
     const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta, const ta* __restrict__ lden,
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
     ta* __restrict__ U, ta* __restrict__ Z, ta* __restrict__ Mb, ta* __restrict__ Wb, ta* __restrict__ gt,  // by r0 - F
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
+    ta* __restrict__ Up, ta* __restrict__ Zp, ta* __restrict__ Mp, ta* __restrict__ Wp, ta* __restrict__ gp,  // by slot
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo, int npieces) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* b = reinterpret_cast<ta*>(smem_raw);
     ta* E = b; b += CH * HIB_TKL;   // x_ti, then exp(x_ti - M_i) [t][i]
@@ -291,16 +340,24 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const i64 bh = blockIdx.y;
-    const i64 r0 = F + 1 + blockIdx.x;
-    const int lp = __ffsll((long long)r0);
-    const int lev = HI_LOG2C + lp;
-    const i64 last = min(r0 + ((i64)1 << (lp - 1)), F + n) - 1;
+    HibPiece P;
+    if (!hib_piece(blockIdx.x, F, n, false, P)) return;  // uniform over the block
+    const i64 r0 = P.r0;
+    const int lev = HI_LOG2C + P.lp;
+    const i64 len = ((i64)1 << (P.lp - 1)) / P.np;
+    const i64 first = r0 + P.k * len, last = min(first + len, F + n) - 1;
     for (int i = tid; i < DKP; i += NT) { Ms[i] = neg_big(); Zs[i] = (ta)0; }
     for (int jj = tid; jj < DVP; jj += NT) Ws[jj] = lo_v();
+    if (tid == 0) {  // the decay from R's first token to the piece's, in the order of an unsplit pass
+        ta g = (ta)0;
+        for (i64 cc = r0; cc < first; ++cc) g += gch[bh * n + (cc - F)];
+        Sk[0] = g;
+    }
+    __syncthreads();
+    ta G0 = Sk[0], Gl = (ta)0;  // the frame's decay before chunk cc; the piece's own total
     ta acc[HIB_RI][HIB_RN];  // U [i][j], shifted by the running maxima
     zero_acc(acc);
-    ta G0 = (ta)0;
-    for (i64 cc = r0; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
+    for (i64 cc = first; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
         const i64 g0 = cc * CH - p;
         const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
         __syncthreads();
@@ -352,23 +409,77 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
             for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
             Zs[tid] = x;
         }
-        G0 += gch[bh * n + (cc - F)];
+        const ta gc = gch[bh * n + (cc - F)];
+        G0 += gc;
+        Gl += gc;
     }
-    if (tid == 0) gt[bh * n + (r0 - F)] = G0;
     __syncthreads();
-    const i64 o = bh * n + (r0 - F);
+    const bool split = P.slot >= 0;
+    const i64 o = split ? bh * npieces + P.slot : bh * n + (r0 - F);
+    ta *Uo = split ? Up : U, *Zo = split ? Zp : Z, *Mo = split ? Mp : Mb, *Wo = split ? Wp : Wb;
+    if (tid == 0) (split ? gp : gt)[split ? o : bh * n + (r0 - F)] = Gl;
 #pragma unroll
     for (int ii = 0; ii < HIB_RI; ++ii)
 #pragma unroll
         for (int jj = 0; jj < HIB_RN; ++jj) {
             const int i = ty * HIB_RI + ii, c2 = tx * HIB_RN + jj;
-            if (i < DK && c2 < DV) U[(o * DK + i) * DV + c2] = acc[ii][jj];
+            if (i < DK && c2 < DV) Uo[(o * DK + i) * DV + c2] = acc[ii][jj];
         }
     for (int i = tid; i < DK; i += NT) {
-        Z[o * DK + i] = Zs[i];
-        Mb[o * DK + i] = Ms[i];
+        Zo[o * DK + i] = Zs[i];
+        Mo[o * DK + i] = Ms[i];
     }
-    for (int jj = tid; jj < DV; jj += NT) Wb[o * DV + jj] = Ws[jj];
+    for (int jj = tid; jj < DV; jj += NT) Wo[o * DV + jj] = Ws[jj];
+}
+
+// hib_bmerge: one block per split right block (hib_piece with split) and sequence: its pieces' summaries
+// (each in R's frame) into R's, M_i = max_k M_ki, W_j = max_k W_kj, U_ij = sum_k U_kij exp(M_ki - M_i)
+// exp(W_kj - W_j) (factors <= 1), Z_i likewise, R's total decay the sum of the pieces' (in order).
+extern "C" __global__ void __launch_bounds__(NT) hib_bmerge(
+    const ta* __restrict__ Up, const ta* __restrict__ Zp, const ta* __restrict__ Mp, const ta* __restrict__ Wp,
+    const ta* __restrict__ gp, ta* __restrict__ U, ta* __restrict__ Z, ta* __restrict__ Mb, ta* __restrict__ Wb,
+    ta* __restrict__ gt, int DK, int DV, i64 F, int n, int npieces) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Sk = reinterpret_cast<ta*>(smem_raw);  // HIB_NPC x DKP: exp(M_ki - M_i)
+    ta* Sv = Sk + HIB_NPC * DKP;               // HIB_NPC x DVP: exp(W_kj - W_j)
+    check_smem((unsigned)(HIB_NPC * (DKP + DVP) * sizeof(ta)));
+    const int tid = threadIdx.x;
+    const i64 bh = blockIdx.y;
+    HibPiece P;
+    if (!hib_piece(blockIdx.x, F, n, true, P)) return;
+    const i64 o = bh * n + (P.r0 - F), b0 = bh * npieces + P.slot;
+    for (int i = tid; i < DKP; i += NT) {
+        ta m = neg_big();
+        for (int k = 0; k < P.np; ++k) m = fmx(m, i < DK ? Mp[(b0 + k) * DK + i] : neg_big());
+        ta z = (ta)0;
+        for (int k = 0; k < P.np; ++k) {
+            const ta f = i < DK ? ex(Mp[(b0 + k) * DK + i] - m) : (ta)0;
+            Sk[k * DKP + i] = f;
+            if (i < DK) z = fma(Zp[(b0 + k) * DK + i], f, z);
+        }
+        if (i < DK) {
+            Mb[o * DK + i] = m;
+            Z[o * DK + i] = z;
+        }
+    }
+    for (int jj = tid; jj < DVP; jj += NT) {
+        ta w = lo_v();
+        for (int k = 0; k < P.np; ++k) w = fmx(w, jj < DV ? Wp[(b0 + k) * DV + jj] : lo_v());
+        for (int k = 0; k < P.np; ++k) Sv[k * DVP + jj] = jj < DV ? ex(Wp[(b0 + k) * DV + jj] - w) : (ta)0;
+        if (jj < DV) Wb[o * DV + jj] = w;
+    }
+    if (tid == 0) {
+        ta g = (ta)0;
+        for (int k = 0; k < P.np; ++k) g += gp[b0 + k];
+        gt[o] = g;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < DK * DV; idx += NT) {
+        const int i = idx / DV, jj = idx % DV;
+        ta u = (ta)0;
+        for (int k = 0; k < P.np; ++k) u = fma(Up[(b0 + k) * DK * DV + idx], Sk[k * DKP + i] * Sv[k * DVP + jj], u);
+        U[o * DK * DV + idx] = u;
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(

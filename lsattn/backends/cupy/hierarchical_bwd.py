@@ -5,7 +5,8 @@ Function.
 The backward recomputes from the saved inputs and the forward's output: ``hierarchical.slots``
 (the forward's ``hi_intra``, ``hi_merge`` and ``hi_snap``: the chunks' own log-normalisers and the Fenwick slots
 held before every chunk), then ``hib_dq`` (the full log-normalisers, dq and the level-weight
-gradient), ``hib_blocks`` (one ``d_k x d_v`` query summary per right block of the chunk tree) and
+gradient), ``hib_blocks`` (one ``d_k x d_v`` query summary per right block of the chunk tree; blocks of more than
+``PMIN`` chunks in parallel pieces, merged by ``hib_bmerge``) and
 ``hib_dkdv`` (dk and d log_v); the decay's gradient is a reverse cumulative sum on the host. Memory:
 the forward's slots (one ``d_k x d_v`` summary per chunk), one per right block, and ``O(T (d_k +
 d_v + L))``; never ``T d_k d_v`` or ``T x T``.
@@ -28,6 +29,27 @@ from ._compile import SMEM_MAX, Config
 __all__ = ["backward", "config", "fits", "apply"]
 
 _KERNELS = ("hib_dq", "hib_blocks", "hib_dkdv")
+
+#: hib_blocks' split of a right block (HIB_PMIN, HIB_NPC of hierarchical_bwd.cu): blocks of more than
+#: PMIN chunks in min(size / PMIN, NPC) pieces
+PMIN, NPC = 8, 8
+
+
+def pieces(F, n):
+    """hib_blocks' work for chunks ``F .. F + n - 1`` (the kernel's ``hib_piece``): ``(items, split,
+    slots)``: its grid (a block per piece, unsplit right blocks one piece), the split blocks (hib_bmerge's
+    grid) and their pieces (the scratch summaries)."""
+    items = split = slots = 0
+    lp, hi = 1, F + n - 1
+    while (h := 1 << (lp - 1)) <= hi:
+        count = max(0, (hi - h) // (2 * h) - max(0, -(-(F + 1 - h) // (2 * h))) + 1)
+        np_ = min(NPC, max(1, h // PMIN))
+        items += count * np_
+        if np_ > 1:
+            split += count
+            slots += count * np_
+        lp += 1
+    return items, split, slots
 
 
 def config(ta, DK, DV, chunk_size=None):
@@ -73,8 +95,15 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None):
     Z, M = xp.zeros((BH, n, DK), dtype=ta_dtype), xp.zeros((BH, n, DK), dtype=ta_dtype)
     W, gt = xp.zeros((BH, n, DV), dtype=ta_dtype), xp.zeros((BH, n), dtype=ta_dtype)
     if n > 1:
-        ops.hib_blocks(cfg, w.q3, w.lam3, w.a2, gm, om, delta, lden, w.gch, U, Z, M, W, gt, T, DK, DV, L, p, w.F, n,
-                       w.alo, BH)
+        items, split, slots = pieces(w.F, n)
+        Up = xp.empty((BH, slots, DK, DV), dtype=ta_dtype)  # the split blocks' pieces
+        Zp, Mp = xp.empty((BH, slots, DK), dtype=ta_dtype), xp.empty((BH, slots, DK), dtype=ta_dtype)
+        Wp, gp = xp.empty((BH, slots, DV), dtype=ta_dtype), xp.empty((BH, slots), dtype=ta_dtype)
+        ops.hib_blocks(cfg, w.q3, w.lam3, w.a2, gm, om, delta, lden, w.gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp, T, DK,
+                       DV, L, p, w.F, n, w.alo, items, slots, BH)
+        if split:
+            ops.hib_bmerge(cfg, Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, DK, DV, w.F, n, split, slots, BH)
+        del Up, Zp, Mp, Wp, gp
     dk = xp.empty((BH, T, DK), dtype=ta_dtype)
     dlv = xp.empty((BH, T, DV), dtype=ta_dtype)
     ops.hib_dkdv(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, lden, U, Z, M, W, gt, dk, dlv, T, DK, DV, L, p,
