@@ -94,10 +94,12 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
 }
 
 // The chunk's pairs (t, s), t0 <= s <= t < t1: XP = lam[t, level] + (a_{s+1} + ... + a_t) - lden_t,
-// PP = P_ts, DD = D_ts (XP = lo_v, PP = DD = 0 elsewhere). Ends with a barrier.
+// PP = P_ts, DD = D_ts (XP = lo_v, PP = DD = 0 elsewhere). Pg, Dg: the chunk's rows of the (BH, T, CH)
+// pair arrays (row g0 + t at t CH): hib_dq writes PP, DD there, hib_dkdv reads them (its per-pair
+// log-sum-exps and D sums were hib_dq's again). Ends with a barrier.
 __device__ __forceinline__ void hib_pairs(const ta* Qs, const ta* Ks, const ta* LVs, const ta* Gs, const ta* Os,
                                           const ta* Lam, const ta* ac, const ta* Ls, const ta* Ds, ta* XP, ta* PP,
-                                          ta* DD, int t0, int t1, int DK, int DV) {
+                                          ta* DD, int t0, int t1, int DK, int DV, ta* Pg, ta* Dg, bool read) {
     for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;
         ta x = lo_v(), pp = (ta)0, dd = (ta)0;
@@ -106,6 +108,13 @@ __device__ __forceinline__ void hib_pairs(const ta* Qs, const ta* Ks, const ta* 
             for (int u = s + 1; u <= t; ++u) dec += ac[u];
             const int lev = s == t ? 0 : bitlen64((i64)(t ^ s));
             x = Lam[t * HI_LMAX + lev] + dec - Ls[t];
+        }
+        if (read) {
+            if (s <= t && s >= t0 && t < t1) {
+                pp = Pg[(i64)t * CH + s];
+                dd = Dg[(i64)t * CH + s];
+            }
+        } else if (s <= t && s >= t0 && t < t1) {
             ta mx = neg_big();
             for (int i = 0; i < DK; ++i) mx = fmx(mx, Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i]);
             ta sm = (ta)0;
@@ -117,6 +126,10 @@ __device__ __forceinline__ void hib_pairs(const ta* Qs, const ta* Ks, const ta* 
         XP[t * HIB_XLD + s] = x;
         PP[t * HIB_XLD + s] = pp;
         DD[t * HIB_XLD + s] = dd;
+        if (!read && t >= t0 && t < t1) {
+            Pg[(i64)t * CH + s] = pp;
+            Dg[(i64)t * CH + s] = dd;
+        }
     }
     __syncthreads();
 }
@@ -149,6 +162,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     ta* __restrict__ lden,         // (BH, T) out
     ti* __restrict__ dq,           // (BH, T, DK) out
     ta* __restrict__ dlam,         // (BH, T, L) out (levels >= HI_LMAX untouched: zeroed by the host)
+    ta* __restrict__ Pg, ta* __restrict__ Dg,  // (BH, T, CH) out: the pairs' P_ts, D_ts (hib_pairs)
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const HibTiles sm = hib_tiles(smem_raw, true);
@@ -203,7 +217,8 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
         if (in) lden[bh * T + g0 + t] = live ? Ls[t] : -lo_v();  // rows with g = 0 add nothing: +big
     }
     __syncthreads();
-    hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV);
+    hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV, Pg + (bh * T + g0) * CH,
+              Dg + (bh * T + g0) * CH, false);
     for (int idx = tid; idx < CH * DKP; idx += NT) {  // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts
         const int t = idx / DKP, i = idx % DKP;
         ta x = (ta)0;
@@ -488,6 +503,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     const ta* __restrict__ lden,  // hib_dq's
     const ta* __restrict__ U, const ta* __restrict__ Z, const ta* __restrict__ Mb, const ta* __restrict__ Wb,
     const ta* __restrict__ gt,    // hib_blocks'
+    ta* __restrict__ Pg, ta* __restrict__ Dg,  // (BH, T, CH) hib_dq's pairs (read only)
     ti* __restrict__ dk, ti* __restrict__ dlv,  // (BH, T, DK), (BH, T, DV) out
     int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -509,7 +525,8 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
         suf[t] = x;
     }
     __syncthreads();
-    hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV);
+    hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV, Pg + (bh * T + g0) * CH,
+              Dg + (bh * T + g0) * CH, true);
     for (int idx = tid; idx < CH * DKP; idx += NT) {  // the chunk's pairs: dk_si = sum_t P_i(t,s) D_ts
         const int s = idx / DKP, i = idx % DKP;
         ta x = (ta)0;

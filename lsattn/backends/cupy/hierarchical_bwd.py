@@ -7,9 +7,10 @@ The backward recomputes from the saved inputs and the forward's output: ``hierar
 held before every chunk), then ``hib_dq`` (the full log-normalisers, dq and the level-weight
 gradient), ``hib_blocks`` (one ``d_k x d_v`` query summary per right block of the chunk tree; blocks of more than
 ``PMIN`` chunks in parallel pieces, merged by ``hib_bmerge``) and
-``hib_dkdv`` (dk and d log_v); the decay's gradient is a reverse cumulative sum on the host. Memory:
-the forward's slots (one ``d_k x d_v`` summary per chunk), one per right block, and ``O(T (d_k +
-d_v + L))``; never ``T d_k d_v`` or ``T x T``.
+``hib_dkdv`` (dk and d log_v, reading the chunks' pair weights and D terms ``hib_dq`` stored); the
+decay's gradient is a reverse cumulative sum on the host. Memory: the forward's slots (one ``d_k x
+d_v`` summary per chunk), one per right block, and ``O(T (C + d_k + d_v + L))`` (the pairs: two ``T x
+C``); never ``T d_k d_v`` or ``T x T``.
 
 16-bit inputs run forward and backward on float32 copies (the backward needs the log output to
 float32 accuracy, as ``log_attention``'s: ``_autograd``). The incoming state's tensors get no
@@ -89,8 +90,9 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None):
     lden = xp.empty((BH, T), dtype=ta_dtype)
     dq = xp.empty((BH, T, DK), dtype=ta_dtype)
     dlam = xp.zeros((BH, T, L), dtype=ta_dtype)
+    Pg, Dg = xp.empty((BH, T, cfg.CH), dtype=ta_dtype), xp.empty((BH, T, cfg.CH), dtype=ta_dtype)  # the chunks' pairs
     ops.hib_dq(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, w.lden, w.msnap, w.wz, w.wn, w.wS, lden, dq, dlam,
-               T, DK, DV, L, p, w.F, n, w.n_old, w.NLC, w.alo, BH)
+               Pg, Dg, T, DK, DV, L, p, w.F, n, w.n_old, w.NLC, w.alo, BH)
     U = xp.zeros((BH, n, DK, DV), dtype=ta_dtype)  # right block r0 at r0 - F (0 unused)
     Z, M = xp.zeros((BH, n, DK), dtype=ta_dtype), xp.zeros((BH, n, DK), dtype=ta_dtype)
     W, gt = xp.zeros((BH, n, DV), dtype=ta_dtype), xp.zeros((BH, n), dtype=ta_dtype)
@@ -106,8 +108,8 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None):
         del Up, Zp, Mp, Wp, gp
     dk = xp.empty((BH, T, DK), dtype=ta_dtype)
     dlv = xp.empty((BH, T, DV), dtype=ta_dtype)
-    ops.hib_dkdv(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, lden, U, Z, M, W, gt, dk, dlv, T, DK, DV, L, p,
-                 w.F, n, w.alo, BH)
+    ops.hib_dkdv(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, dk, dlv, T, DK,
+                 DV, L, p, w.F, n, w.alo, BH)
     da = None
     if a is not None:  # a_r enters every pair (t, s) with s < r <= t: rows t >= r minus columns s >= r
         d = xp.sum(dq, axis=-1) - xp.sum(dk, axis=-1)
