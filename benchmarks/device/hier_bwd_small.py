@@ -2,7 +2,7 @@
 compute-sanitizer (memcheck / racecheck), each checked against torch autograd of the array-API path
 on the same device: float32 and float64, odd T, several right-block levels, a call after a state
 that does not require grad, d_v and d_k not multiples of 16, d_k = d_v = 128, bfloat16 inputs, no
-decay. Prints the largest error of every gradient relative to its largest magnitude."""
+decay, right blocks split into pieces (hib_blocks, hib_bmerge; T = 1100). Prints the largest error of every gradient relative to its largest magnitude."""
 import numpy as np
 import torch
 
@@ -20,7 +20,8 @@ def grads(xs, state, backend):
 
 
 for dtype, T, dk, dv, P, decay in (("float32", 200, 64, 64, 0, True), ("float64", 37, 5, 19, 0, True),
-                                   ("float32", 150, 128, 128, 41, True), ("bfloat16", 130, 64, 64, 0, False)):
+                                   ("float32", 150, 128, 128, 41, True), ("bfloat16", 130, 64, 64, 0, False),
+                                   ("float32", 1100, 16, 16, 0, True)):  # 35 chunks: split right blocks, empty pieces
     dt = getattr(torch, dtype)
     L = lsattn.num_levels(P + T)
     x = [torch.tensor(rng.standard_normal((2, P + T, d)), device="cuda").to(dt) for d in (dk, dk, dv, L)]
