@@ -18,10 +18,10 @@ template <int N> inline void ldv(const ta* p, ta (&o)[N]) {
 // hib_dq's launch: grid (n, BH).
 extern "C" void run_dq(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, const ta* gm, const ta* om,
                        const ta* delta, const ta* lden0, const ta* msnap, const ta* wz, const ta* wn, const ta* wS,
-                       ta* lden, ta* dq, ta* dlam, ta* Pg, ta* Dg, int T, int DK, int DV, int L, i64 p, i64 F, int n,
+                       ta* lden, ta* dq, ta* dlam, ta* Pg, ta* Dg, ta* Fg, int T, int DK, int DV, int L, i64 p, i64 F, int n,
                        int n_old, int NLC, ta alo, int ncb, int BH, unsigned smem) {
     launch(n, BH, 1, smem, [=] {
-        hib_dq(q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, T, DK, DV, L, p, F, n,
+        hib_dq(q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV, L, p, F, n,
                n_old, NLC, alo, ncb);
     });
 }

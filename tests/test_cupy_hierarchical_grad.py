@@ -46,10 +46,10 @@ class EmuBwd(Emu):
     def _sizes(self, *xs):
         return [ctypes.c_int(x) for x in xs[:4]] + [ctypes.c_longlong(x) for x in xs[4:6]] + [ctypes.c_int(xs[6])]
 
-    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, T, DK, DV, L,
-               p, F, n, n_old, NLC, alo, BH):
+    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV,
+               L, p, F, n, n_old, NLC, alo, BH):
         self._lib(cfg).run_dq(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam,
-                                                Pg, Dg)),
+                                                Pg, Dg, Fg)),
                               *self._sizes(T, DK, DV, L, p, F, n), ctypes.c_int(n_old), ctypes.c_int(NLC),
                               self._s(cfg, alo), ctypes.c_int(wz.shape[1]), ctypes.c_int(BH),
                               ctypes.c_uint(cfg.smem("hib_dq")))
@@ -160,6 +160,36 @@ def test_backward_emulated_after_a_state(emu_bwd, P, T, C, seed):
     got, _ = _emu_grads(emu_bwd, cur, do, "float64", C, P, old)
     want, _ = grad_oracle(torch, cur, do, prefix=pre)
     check_grads(got, want, do, GRAD_TOL["float64"], f"P={P} T={T} C={C}", T)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("dtype,spike,seed", [("float64", 0.0, 0), ("float32", 0.0, 1), ("float32", 60.0, 2),
+                                              ("float64", 400.0, 3)])
+def test_backward_emulated_factorised_and_exact_rows(emu_bwd, monkeypatch, dtype, spike, seed):
+    """hib_dq's pairs as products (hib_fpairs) with the rows past HIB_LIM on the per-pair path: both
+    kinds of rows occur (a key spike late in a chunk, a large log value: the earlier rows of that chunk
+    are exact) and the gradients equal the oracle."""
+    torch = pytest.importorskip("torch")
+    q, k, lv, lam, a = make(seed, (2,), 70, 6, 5, decay="mixed", weights="random")
+    if spike:
+        k[0, 29, :] += spike / 10  # chunk [16, 32) of C = 16: rows 16 .. 28 meet a dominating later key
+        lv[1, 45, 2] += spike      # and a dominating later log value in [32, 48)
+    arrays = [x.astype(dtype).astype(np.float64) for x in (q, k, lv, lam, a)]
+    flags = []
+    orig = emu_bwd.hib_dq
+
+    def spy(cfg, *args):
+        orig(cfg, *args)
+        flags.append(np.array(args[18]))  # Fg
+    monkeypatch.setattr(emu_bwd, "hib_dq", spy)
+    do = np.random.default_rng(seed + 1).standard_normal((2, 70, 5))
+    got, _ = _emu_grads(emu_bwd, arrays, do, dtype, 16)
+    fl = flags[0]
+    assert np.any(fl == 0), "some rows on the products"
+    if spike:
+        assert np.any(fl == 1) and not np.all(fl == 1), "some rows exact, not all"
+    want, _ = grad_oracle(torch, arrays, do)
+    check_grads(got, want, do, GRAD_TOL[dtype], f"{dtype} spike={spike}", 70)
 
 
 def test_pieces_cover_the_right_blocks():

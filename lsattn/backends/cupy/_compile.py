@@ -69,11 +69,13 @@ class Config:
         if kernel in ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
             K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)
             TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
-            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + DVP * (TK + TC) + 2 * DKP + DVP + 5 * CH,
+            fp = 3 * DKP + 2 * DVP + 7 * CH  # the slot vectors, the CH vectors, hib_fpairs' shifts and flags
+            freg = max(DVP * (TK + TC), 2 * DKP * TC, 2 * DVP * TC, CH * (TC + TK))  # HIB_FREG
+            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
                     "hib_blocks": CH * (TK + TV) + 3 * DKP + 2 * DVP + 4 * CH,
                     "hib_bmerge": 8 * (DKP + DVP),  # HIB_NPC pieces' factors
                     "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X, DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64
-                    + 2 * DKP + DVP + 5 * CH}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
+                    + fp}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -431,10 +433,10 @@ class CupyOps:
             self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1]),
             self._i(nrb)), shared_mem=smem)
 
-    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, T, DK, DV, L,
-               p, F, n, n_old, NLC, alo, BH):
+    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV,
+               L, p, F, n, n_old, NLC, alo, BH):
         fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_dq")
-        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg,
+        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg,
                             self._i(T),
                             self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old),
                             self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1])), shared_mem=smem)

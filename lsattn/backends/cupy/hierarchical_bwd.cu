@@ -42,6 +42,15 @@
 #define HIB_TVL (DVP + 4)
 #define HIB_TCL (CH + 4)
 constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // register tile rows / columns
+// hib_fpairs' operands, one at a time: A^T, B^T (DKP x HIB_TCL each), G'^T, E^T (DVP x HIB_TCL), then W^T (CH x
+// HIB_TCL) and B (CH x HIB_TKL)
+constexpr int hib_cmax(int x, int y) { return x > y ? x : y; }
+constexpr int HIB_FREG = hib_cmax(hib_cmax(DVP * (HIB_TKL + HIB_TCL), 2 * DKP * HIB_TCL),
+                                  hib_cmax(2 * DVP * HIB_TCL, CH * (HIB_TCL + HIB_TKL)));
+// the factorised pairs' bound: a row whose factor exp(R_t + lam + decay - lden_t) or, where g_tj != 0,
+// exp(nn_j - o_tj) exceeds e^HIB_LIM (a later key or value of the chunk dominates it) takes the exact
+// per-pair path; below it the factors' underflow drops terms < e^(HIB_LIM - 87) (fp32) of the row's scale
+#define HIB_LIM (sizeof(ta) == 4 ? (ta)40 : (ta)300)
 
 // exp of an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
 __device__ __forceinline__ ta hib_excap(ta x) {
@@ -70,6 +79,7 @@ struct HibTiles {
                                 // (g exp(n - o))^T / V'^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
     ta *Ms, *Zs, *Ns;           // a slot / right block: m or M, z or Z (DKP), n or W (DVP)
     ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
+    ta *mm, *nn, *R, *Fl;       // hib_fpairs': key shifts (DKP), value shifts (DVP), row shifts, exact-row flags (CH)
     unsigned bytes;
 };
 
@@ -84,11 +94,13 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     if (!dq) b = pairs;
     m.Tk = take(DVP * HIB_TKL); m.Tv = take(dq ? 0 : DKP * HIB_TVL); m.Ta = take(DVP * HIB_TCL);
     m.Tb = take(dq ? 0 : DKP * HIB_TCL);
+    if (dq && b < m.Tk + HIB_FREG) b = m.Tk + HIB_FREG;  // hib_fpairs' operands over the slot products'
     if (!dq && b < after) b = after;
     m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD); m.LVs = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
     m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
     m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
     m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
+    m.mm = take(DKP); m.nn = take(DVP); m.R = take(CH); m.Fl = take(CH);
     m.bytes = (unsigned)((b - reinterpret_cast<ta*>(raw)) * sizeof(ta));
     return m;
 }
@@ -134,6 +146,138 @@ __device__ __forceinline__ void hib_pairs(const ta* Qs, const ta* Ks, const ta* 
     __syncthreads();
 }
 
+// The chunk's pairs of hib_dq factorised as products (exp_kernel_bwd_tc.cu's shifts, FFMA register tiles):
+// mm_i = max over the chunk's keys, R_t = max_i (q_ti + mm_i), nn_j = max over its log values;
+// A_ti = exp(q_ti + mm_i - R_t), B_si = exp(k_si - mm_i), E_sj = exp(lv_sj - nn_j), G'_tj = g_tj exp(nn_j - o_tj),
+// so that sum_i exp(q_ti + k_si) = e^R_t (A B^T)_ts, P_ts = (A B^T)_ts exp(c_ts) with c_ts = R_t + XP_ts,
+// D_ts = (G' E^T)_ts - delta_t and dq's pair part = A o (W B) with W_ts = exp(c_ts) D_ts: O(C (d_k + d_v))
+// exponentials per chunk instead of O(C^2 (d_k + d_v)). Rows past HIB_LIM (Fl = 1) take hib_pairs' per-pair
+// formulas. Writes XP, PP, DD (and the pair arrays Pg, Dg as hib_pairs), mm, R, Fl (and the row flags Fg),
+// W^T over sm.Tk (the slot products' operands) with B [s][i] after it; ends with a barrier.
+__device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, int DK, int DV, ta* Pg, ta* Dg, ta* Fg) {
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const ta *Qs = sm.Qs, *Ks = sm.Ks, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *Lam = sm.Lam, *ac = sm.ac;
+    const ta *Ls = sm.Ls, *Ds = sm.Ds;
+    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
+    ta* const F = sm.Tk;
+    for (int idx = tid; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        ta x = lo_v();
+        if (s <= t && s >= t0 && t < t1) {
+            ta dec = (ta)0;  // summed over the stretch (rounding relative to it)
+            for (int u = s + 1; u <= t; ++u) dec += ac[u];
+            x = Lam[t * HI_LMAX + (s == t ? 0 : bitlen64((i64)(t ^ s)))] + dec - Ls[t];
+        }
+        XP[t * HIB_XLD + s] = x;
+    }
+    if (tid < DKP) {  // threads DKP .. DKP + DVP - 1: the value shifts (DKP + DVP <= NT)
+        ta m = neg_big();
+        for (int s = t0; s < t1; ++s) m = fmx(m, Ks[s * HIB_KLD + tid]);
+        mm[tid] = tid < DK ? m : (ta)0;
+    } else if (tid < DKP + DVP) {
+        const int jj = tid - DKP;
+        ta m = lo_v();
+        for (int s = t0; s < t1; ++s) m = fmx(m, LVs[s * HIB_VLD + jj]);
+        nn[jj] = m;
+    }
+    __syncthreads();
+    if (tid < CH) {  // R_t and the exact-row flags
+        const int t = tid;
+        const bool in = t >= t0 && t < t1;
+        ta r = neg_big();
+        for (int i = 0; i < DK; ++i) r = fmx(r, Qs[t * HIB_KLD + i] + mm[i]);
+        bool f = in && !(r > neg_big() / 2);
+        for (int s = t0; s <= t && in && !f; ++s) f = r + XP[t * HIB_XLD + s] > HIB_LIM;
+        for (int jj = 0; jj < DV && in && !f; ++jj) f = Gs[t * HIB_VLD + jj] != (ta)0 && nn[jj] - Os[t * HIB_VLD + jj] > HIB_LIM;
+        R[t] = in && !f ? r : (ta)0;
+        Fl[t] = f ? (ta)1 : (ta)0;
+        if (in) Fg[t] = Fl[t];
+    }
+    __syncthreads();
+    ta* At = F;                  // A^T [i][t] (0 on exact rows)
+    ta* Bt = F + DKP * HIB_TCL;  // B^T [i][s]
+    for (int idx = tid; idx < DKP * CH; idx += NT) {
+        const int i = idx / CH, t = idx % CH;
+        const bool in = i < DK && t >= t0 && t < t1;
+        At[i * HIB_TCL + t] = in && Fl[t] == (ta)0 ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0;
+        Bt[i * HIB_TCL + t] = in ? ex(Ks[t * HIB_KLD + i] - mm[i]) : (ta)0;
+    }
+    __syncthreads();
+    ta ec[HIB_RM][HIB_RM];  // exp(c_ts) of this thread's pairs (0 off the product rows)
+    {
+        ta acc[HIB_RM][HIB_RM];
+        zero_acc(acc);
+        mm_acc<HIB_RM, HIB_RM, DKP>(acc, At, HIB_TCL, Bt, HIB_TCL, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RM; ++jj) {
+                const int t = ty * HIB_RM + ii, s = tx * HIB_RM + jj;
+                const bool on = s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0;
+                ec[ii][jj] = on ? ex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
+                PP[t * HIB_XLD + s] = acc[ii][jj] * ec[ii][jj];
+            }
+    }
+    __syncthreads();
+    ta* Gt = F;                  // G'^T [j][t] (0 on exact rows)
+    ta* Et = F + DVP * HIB_TCL;  // E^T [j][s]
+    for (int idx = tid; idx < DVP * CH; idx += NT) {
+        const int jj = idx / CH, t = idx % CH;
+        const bool in = jj < DV && t >= t0 && t < t1;
+        Gt[jj * HIB_TCL + t] = in && Fl[t] == (ta)0
+                                   ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
+        Et[jj * HIB_TCL + t] = in ? ex(LVs[t * HIB_VLD + jj] - nn[jj]) : (ta)0;
+    }
+    __syncthreads();
+    ta w[HIB_RM][HIB_RM];  // W_ts
+    {
+        ta acc[HIB_RM][HIB_RM];
+        zero_acc(acc);
+        mm_acc<HIB_RM, HIB_RM, DVP>(acc, Gt, HIB_TCL, Et, HIB_TCL, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RM; ++jj) {
+                const int t = ty * HIB_RM + ii, s = tx * HIB_RM + jj;
+                const bool on = s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0;
+                const ta d = on ? acc[ii][jj] - Ds[t] : (ta)0;
+                DD[t * HIB_XLD + s] = d;
+                w[ii][jj] = ec[ii][jj] * d;
+            }
+    }
+    __syncthreads();
+    ta* Wt = F;                  // W^T [s][t]
+    ta* Bk = F + CH * HIB_TCL;   // B [s][i]
+#pragma unroll
+    for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < HIB_RM; ++jj) Wt[(tx * HIB_RM + jj) * HIB_TCL + ty * HIB_RM + ii] = w[ii][jj];
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        const int s = idx / DKP, i = idx % DKP;
+        Bk[s * HIB_TKL + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) : (ta)0;
+    }
+    for (int idx = tid; idx < CH * CH; idx += NT) {  // the exact rows: hib_pairs' per-pair formulas
+        const int t = idx / CH, s = idx % CH;
+        if (!(s <= t && s >= t0 && t < t1) || Fl[t] == (ta)0) continue;
+        ta mx = neg_big();
+        for (int i = 0; i < DK; ++i) mx = fmx(mx, Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i]);
+        ta sm_ = (ta)0;
+        for (int i = 0; i < DK; ++i) sm_ += ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] - mx);
+        PP[t * HIB_XLD + s] = ex(mx + lg(sm_) + XP[t * HIB_XLD + s]);
+        ta dd = -Ds[t];
+        for (int j = 0; j < DV; ++j) dd = fma(Gs[t * HIB_VLD + j], hib_excap(LVs[s * HIB_VLD + j] - Os[t * HIB_VLD + j]), dd);
+        DD[t * HIB_XLD + s] = dd;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        if (t >= t0 && t < t1) {
+            Pg[(i64)t * CH + s] = PP[t * HIB_XLD + s];
+            Dg[(i64)t * CH + s] = DD[t * HIB_XLD + s];
+        }
+    }
+}
+
 // The tiles of one chunk common to hib_dq and hib_dkdv: q, k, clamped lv, g, o, clamped lam, the
 // decays (ac, pre: prefix sums from the chunk's first token of the call), delta. Ends with a barrier.
 __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv, const ti* lam, const ti* a,
@@ -162,7 +306,8 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     ta* __restrict__ lden,         // (BH, T) out
     ti* __restrict__ dq,           // (BH, T, DK) out
     ta* __restrict__ dlam,         // (BH, T, L) out (levels >= HI_LMAX untouched: zeroed by the host)
-    ta* __restrict__ Pg, ta* __restrict__ Dg,  // (BH, T, CH) out: the pairs' P_ts, D_ts (hib_pairs)
+    ta* __restrict__ Pg, ta* __restrict__ Dg,  // (BH, T, CH) out: the pairs' P_ts, D_ts (hib_fpairs)
+    ta* __restrict__ Fg,           // (BH, T) out: 1 on the rows whose pairs took the exact path
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const HibTiles sm = hib_tiles(smem_raw, true);
@@ -217,14 +362,27 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
         if (in) lden[bh * T + g0 + t] = live ? Ls[t] : -lo_v();  // rows with g = 0 add nothing: +big
     }
     __syncthreads();
-    hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV, Pg + (bh * T + g0) * CH,
-              Dg + (bh * T + g0) * CH, false);
-    for (int idx = tid; idx < CH * DKP; idx += NT) {  // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts
+    hib_fpairs(sm, t0, t1, DK, DV, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH, Fg + bh * T + g0);
+    {  // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
+        ta acc[HIB_RM][HIB_RI];
+        zero_acc(acc);
+        mm_acc<HIB_RM, HIB_RI, CH>(acc, sm.Tk, HIB_TCL, sm.Tk + CH * HIB_TCL, HIB_TKL, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RI; ++jj) {
+                const int t = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
+                const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
+                DQ[t * HIB_KLD + i] = on ? ex(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * acc[ii][jj] : (ta)0;
+            }
+    }
+    __syncthreads();
+    for (int idx = tid; idx < CH * DKP; idx += NT) {  // the exact rows: sum_s P_i(t,s) D_ts per pair
         const int t = idx / DKP, i = idx % DKP;
+        if (i >= DK || sm.Fl[t] == (ta)0) continue;
         ta x = (ta)0;
-        if (i < DK)
-            for (int s = t0; s <= t; ++s)
-                x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
+        for (int s = t0; s <= t; ++s)
+            x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
         DQ[t * HIB_KLD + i] = x;
     }
     if (tid < CH)  // dlam of the chunk's pairs

@@ -91,8 +91,9 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None):
     dq = xp.empty((BH, T, DK), dtype=ta_dtype)
     dlam = xp.zeros((BH, T, L), dtype=ta_dtype)
     Pg, Dg = xp.empty((BH, T, cfg.CH), dtype=ta_dtype), xp.empty((BH, T, cfg.CH), dtype=ta_dtype)  # the chunks' pairs
+    Fg = xp.empty((BH, T), dtype=ta_dtype)  # 1 on the rows whose pairs took the exact path
     ops.hib_dq(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, w.lden, w.msnap, w.wz, w.wn, w.wS, lden, dq, dlam,
-               Pg, Dg, T, DK, DV, L, p, w.F, n, w.n_old, w.NLC, w.alo, BH)
+               Pg, Dg, Fg, T, DK, DV, L, p, w.F, n, w.n_old, w.NLC, w.alo, BH)
     U = xp.zeros((BH, n, DK, DV), dtype=ta_dtype)  # right block r0 at r0 - F (0 unused)
     Z, M = xp.zeros((BH, n, DK), dtype=ta_dtype), xp.zeros((BH, n, DK), dtype=ta_dtype)
     W, gt = xp.zeros((BH, n, DV), dtype=ta_dtype), xp.zeros((BH, n), dtype=ta_dtype)
