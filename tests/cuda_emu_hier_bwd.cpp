@@ -45,9 +45,9 @@ extern "C" void run_bmerge(const ta* Up, const ta* Zp, const ta* Mp, const ta* W
 // hib_dkdv's launch: grid (n, BH).
 extern "C" void run_dkdv(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, const ta* gm, const ta* om,
                          const ta* delta, const ta* lden, const ta* U, const ta* Z, const ta* M, const ta* W, const ta* gt,
-                         ta* Pg, ta* Dg, ta* dk, ta* dlv, int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo,
+                         ta* Pg, ta* Dg, const ta* Fg, ta* dk, ta* dlv, int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo,
                          int BH, unsigned smem) {
     launch(n, BH, 1, smem, [=] {
-        hib_dkdv(q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, dk, dlv, T, DK, DV, L, p, F, n, alo);
+        hib_dkdv(q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK, DV, L, p, F, n, alo);
     });
 }

@@ -65,9 +65,10 @@ class EmuBwd(Emu):
                                   ctypes.c_int(DV), ctypes.c_longlong(F), ctypes.c_int(n), ctypes.c_int(split),
                                   ctypes.c_int(slots), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("hib_bmerge")))
 
-    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, dk, dlv, T, DK, DV, L, p, F,
-                 n, alo, BH):
-        self._lib(cfg).run_dkdv(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, dk, dlv)),
+    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK, DV, L, p,
+                 F, n, alo, BH):
+        self._lib(cfg).run_dkdv(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk,
+                                                  dlv)),
                                 *self._sizes(T, DK, DV, L, p, F, n), self._s(cfg, alo), ctypes.c_int(BH),
                                 ctypes.c_uint(cfg.smem("hib_dkdv")))
 

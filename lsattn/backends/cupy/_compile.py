@@ -74,7 +74,8 @@ class Config:
             return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
                     "hib_blocks": CH * (TK + TV) + 3 * DKP + 2 * DVP + 4 * CH,
                     "hib_bmerge": 8 * (DKP + DVP),  # HIB_NPC pieces' factors
-                    "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X, DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64
+                    "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X + CH * (TC + max(TK, TV)),  # + HIB_F2
+                                                     DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64
                     + fp}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
@@ -453,10 +454,10 @@ class CupyOps:
         fn((split, BH), block, (Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, self._i(DK), self._i(DV), self._l(F), self._i(n),
                                 self._i(slots)), shared_mem=smem)
 
-    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, dk, dlv, T, DK, DV, L, p, F,
-                 n, alo, BH):
+    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK, DV, L, p,
+                 F, n, alo, BH):
         fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_dkdv")
-        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, dk, dlv, self._i(T),
+        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, self._i(T),
                             self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._s(cfg, alo)),
            shared_mem=smem)
 

@@ -51,6 +51,8 @@ constexpr int HIB_FREG = hib_cmax(hib_cmax(DVP * (HIB_TKL + HIB_TCL), 2 * DKP * 
 // exp(nn_j - o_tj) exceeds e^HIB_LIM (a later key or value of the chunk dominates it) takes the exact
 // per-pair path; below it the factors' underflow drops terms < e^(HIB_LIM - 87) (fp32) of the row's scale
 #define HIB_LIM (sizeof(ta) == 4 ? (ta)40 : (ta)300)
+// hib_dkdv's pair products' operands: W or P (CH x HIB_TCL), then A or G' (CH x HIB_TKL or HIB_TVL)
+constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 
 // exp of an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
 __device__ __forceinline__ ta hib_excap(ta x) {
@@ -95,7 +97,7 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     m.Tk = take(DVP * HIB_TKL); m.Tv = take(dq ? 0 : DKP * HIB_TVL); m.Ta = take(DVP * HIB_TCL);
     m.Tb = take(dq ? 0 : DKP * HIB_TCL);
     if (dq && b < m.Tk + HIB_FREG) b = m.Tk + HIB_FREG;  // hib_fpairs' operands over the slot products'
-    if (!dq && b < after) b = after;
+    if (!dq && b < after + HIB_F2) b = after + HIB_F2;  // hib_dkdv's pair products after the pairs' tiles
     m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD); m.LVs = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
     m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
     m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
@@ -146,6 +148,29 @@ __device__ __forceinline__ void hib_pairs(const ta* Qs, const ta* Ks, const ta* 
     __syncthreads();
 }
 
+// hib_fpairs' shifts of the chunk (rows t0 .. t1 - 1): mm_i = max_s k_si (0 for i >= DK), nn_j = max_s lv_sj
+// (clamped), R_t = max_i (q_ti + mm_i); hib_dkdv takes the same ones. Ends with a barrier.
+__device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, int DK, int DV) {
+    const int tid = threadIdx.x;
+    if (tid < DKP) {  // threads DKP .. DKP + DVP - 1: the value shifts (DKP + DVP <= NT)
+        ta m = neg_big();
+        for (int s = t0; s < t1; ++s) m = fmx(m, sm.Ks[s * HIB_KLD + tid]);
+        sm.mm[tid] = tid < DK ? m : (ta)0;
+    } else if (tid < DKP + DVP) {
+        const int jj = tid - DKP;
+        ta m = lo_v();
+        for (int s = t0; s < t1; ++s) m = fmx(m, sm.LVs[s * HIB_VLD + jj]);
+        sm.nn[jj] = m;
+    }
+    __syncthreads();
+    if (tid < CH) {
+        ta r = neg_big();
+        for (int i = 0; i < DK; ++i) r = fmx(r, sm.Qs[tid * HIB_KLD + i] + sm.mm[i]);
+        sm.R[tid] = r;
+    }
+    __syncthreads();
+}
+
 // The chunk's pairs of hib_dq factorised as products (exp_kernel_bwd_tc.cu's shifts, FFMA register tiles):
 // mm_i = max over the chunk's keys, R_t = max_i (q_ti + mm_i), nn_j = max over its log values;
 // A_ti = exp(q_ti + mm_i - R_t), B_si = exp(k_si - mm_i), E_sj = exp(lv_sj - nn_j), G'_tj = g_tj exp(nn_j - o_tj),
@@ -170,26 +195,14 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         }
         XP[t * HIB_XLD + s] = x;
     }
-    if (tid < DKP) {  // threads DKP .. DKP + DVP - 1: the value shifts (DKP + DVP <= NT)
-        ta m = neg_big();
-        for (int s = t0; s < t1; ++s) m = fmx(m, Ks[s * HIB_KLD + tid]);
-        mm[tid] = tid < DK ? m : (ta)0;
-    } else if (tid < DKP + DVP) {
-        const int jj = tid - DKP;
-        ta m = lo_v();
-        for (int s = t0; s < t1; ++s) m = fmx(m, LVs[s * HIB_VLD + jj]);
-        nn[jj] = m;
-    }
-    __syncthreads();
-    if (tid < CH) {  // R_t and the exact-row flags
+    hib_shifts(sm, t0, t1, DK, DV);
+    if (tid < CH) {  // the exact-row flags
         const int t = tid;
         const bool in = t >= t0 && t < t1;
-        ta r = neg_big();
-        for (int i = 0; i < DK; ++i) r = fmx(r, Qs[t * HIB_KLD + i] + mm[i]);
+        const ta r = R[t];
         bool f = in && !(r > neg_big() / 2);
         for (int s = t0; s <= t && in && !f; ++s) f = r + XP[t * HIB_XLD + s] > HIB_LIM;
         for (int jj = 0; jj < DV && in && !f; ++jj) f = Gs[t * HIB_VLD + jj] != (ta)0 && nn[jj] - Os[t * HIB_VLD + jj] > HIB_LIM;
-        R[t] = in && !f ? r : (ta)0;
         Fl[t] = f ? (ta)1 : (ta)0;
         if (in) Fg[t] = Fl[t];
     }
@@ -662,6 +675,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     const ta* __restrict__ U, const ta* __restrict__ Z, const ta* __restrict__ Mb, const ta* __restrict__ Wb,
     const ta* __restrict__ gt,    // hib_blocks'
     ta* __restrict__ Pg, ta* __restrict__ Dg,  // (BH, T, CH) hib_dq's pairs (read only)
+    const ta* __restrict__ Fg,    // (BH, T) hib_dq's exact-row flags
     ti* __restrict__ dk, ti* __restrict__ dlv,  // (BH, T, DK), (BH, T, DV) out
     int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -685,21 +699,83 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     __syncthreads();
     hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV, Pg + (bh * T + g0) * CH,
               Dg + (bh * T + g0) * CH, true);
-    for (int idx = tid; idx < CH * DKP; idx += NT) {  // the chunk's pairs: dk_si = sum_t P_i(t,s) D_ts
-        const int s = idx / DKP, i = idx % DKP;
-        ta x = (ta)0;
-        if (i < DK && s >= t0)
-            for (int t = s; t < t1; ++t)
-                x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
-        DKs[s * HIB_KLD + i] = x;
+    hib_shifts(sm, t0, t1, DK, DV);  // hib_dq's (its exact rows in Fg)
+    ta *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
+    for (int t = tid; t < CH; t += NT) Fl[t] = (t >= t0 && t < t1) ? Fg[bh * T + g0 + t] : (ta)0;
+    __syncthreads();
+    // the chunk's pairs as products over the product rows t (Fl = 0): dk = B o (W^T A), dlv = E o (P^T G'),
+    // with hib_fpairs' factors; the operands after the pairs' tiles (Tk .. Tb overlay them later)
+    ta* const F2 = sm.XP + 3 * CH * HIB_XLD;
+    {
+        ta *Wk = F2, *Ak = F2 + CH * HIB_TCL;  // W [t][s], A [t][i]
+        for (int idx = tid; idx < CH * CH; idx += NT) {
+            const int t = idx / CH, s = idx % CH;
+            const bool on = s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0;
+            Wk[t * HIB_TCL + s] = on ? ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s] : (ta)0;
+        }
+        for (int idx = tid; idx < CH * DKP; idx += NT) {
+            const int t = idx / DKP, i = idx % DKP;
+            const bool on = i < DK && t >= t0 && t < t1 && Fl[t] == (ta)0;
+            Ak[t * HIB_TKL + i] = on ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0;
+        }
+        __syncthreads();
+        ta acc[HIB_RM][HIB_RI];
+        zero_acc(acc);
+        mm_acc<HIB_RM, HIB_RI, CH>(acc, Wk, HIB_TCL, Ak, HIB_TKL, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RI; ++jj) {
+                const int s = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
+                DKs[s * HIB_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) * acc[ii][jj] : (ta)0;
+            }
+        __syncthreads();
     }
-    for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj = sum_t P_ts g_tj exp(lv_sj - o_tj)
-        const int s = idx / DVP, jj = idx % DVP;
-        ta x = (ta)0;
-        if (jj < DV && s >= t0)
+    {
+        ta *Pk = F2, *Gk = F2 + CH * HIB_TCL;  // P [t][s], G' [t][j]
+        for (int idx = tid; idx < CH * CH; idx += NT) {
+            const int t = idx / CH, s = idx % CH;
+            Pk[t * HIB_TCL + s] = (s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0) ? PP[t * HIB_XLD + s] : (ta)0;
+        }
+        for (int idx = tid; idx < CH * DVP; idx += NT) {
+            const int t = idx / DVP, jj = idx % DVP;
+            const bool on = jj < DV && t >= t0 && t < t1 && Fl[t] == (ta)0;
+            Gk[t * HIB_TVL + jj] = on ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
+        }
+        __syncthreads();
+        ta acc[HIB_RM][HIB_RN];
+        zero_acc(acc);
+        mm_acc<HIB_RM, HIB_RN, CH>(acc, Pk, HIB_TCL, Gk, HIB_TVL, ty, tx);
+#pragma unroll
+        for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RN; ++jj) {
+                const int s = ty * HIB_RM + ii, c2 = tx * HIB_RN + jj;
+                DVs[s * HIB_VLD + c2] = (c2 < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + c2] - nn[c2]) * acc[ii][jj] : (ta)0;
+            }
+    }
+    __syncthreads();
+    bool any = false;
+    for (int t = 0; t < CH; ++t) any |= Fl[t] != (ta)0;
+    if (any) {  // the exact rows' pairs, per pair (hib_pairs' formulas)
+        for (int idx = tid; idx < CH * DKP; idx += NT) {  // dk_si += P_i(t,s) D_ts
+            const int s = idx / DKP, i = idx % DKP;
+            if (i >= DK || s < t0) continue;
+            ta x = DKs[s * HIB_KLD + i];
             for (int t = s; t < t1; ++t)
-                x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj], hib_excap(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj]), x);
-        DVs[s * HIB_VLD + jj] = x;
+                if (Fl[t] != (ta)0)
+                    x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
+            DKs[s * HIB_KLD + i] = x;
+        }
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj += P_ts g_tj exp(lv_sj - o_tj)
+            const int s = idx / DVP, jj = idx % DVP;
+            if (jj >= DV || s < t0) continue;
+            ta x = DVs[s * HIB_VLD + jj];
+            for (int t = s; t < t1; ++t)
+                if (Fl[t] != (ta)0)
+                    x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj], hib_excap(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj]), x);
+            DVs[s * HIB_VLD + jj] = x;
+        }
     }
     ta gap = (ta)0;  // decay of the right blocks between c and the next one
     for (int lp = 1;; ++lp) {

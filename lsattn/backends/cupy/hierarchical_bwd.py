@@ -109,7 +109,7 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None):
         del Up, Zp, Mp, Wp, gp
     dk = xp.empty((BH, T, DK), dtype=ta_dtype)
     dlv = xp.empty((BH, T, DV), dtype=ta_dtype)
-    ops.hib_dkdv(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, dk, dlv, T, DK,
+    ops.hib_dkdv(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK,
                  DV, L, p, w.F, n, w.alo, BH)
     da = None
     if a is not None:  # a_r enters every pair (t, s) with s < r <= t: rows t >= r minus columns s >= r
