@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Session 10, branch s10e17 (issue 17), first run: loglinear_log_attention's backward with hib_blocks'
-# right blocks split into parallel pieces (hib_bmerge) and hib_dkdv reading hib_dq's pair terms.
+# right blocks split into parallel pieces (hib_bmerge), the chunks' pairs as products in hib_dq / hib_dkdv
+# (hib_fpairs; exact rows per pair) and hib_dkdv reading hib_dq's pair terms.
 # Tests (the hierarchical gradient file's GPU tests) beside memcheck and racecheck of the small cases
 # (split blocks and empty pieces included); then # TIMINGS alone: fwd+bwd 8K..32K with the backward split.
 #   OUT=... bash benchmarks/device/run_s10e17.sh      (results and logs: $OUT/s10e17.tgz)

@@ -1,7 +1,7 @@
 // Backward of hierarchical exp-kernel attention (loglinear_log_attention); compiled after common.cu
 // and hierarchical.cu (hi_slot, hi_decay, hi_decays, hi_lse_add, HI_LOG2C, HI_LMAX). Host:
 // hierarchical_bwd.py, which first reruns the forward's hi_intra, hi_merge and hi_snap (the intra-chunk
-// log-normalisers and the Fenwick slots with their snapshots), then these three kernels. Inputs
+// log-normalisers and the Fenwick slots with their snapshots), then these four kernels. Inputs
 // and outputs in the compute type (ti = ta: the host widens 16-bit inputs to float32).
 //
 // With X_ts = lam[t, level(t,s)] + (a_{s+1} + ... + a_t) + log sum_i exp(q_ti + k_si), lden_t =
@@ -14,10 +14,11 @@
 //   dlam[t, l] = sum_{s: level(t,s) = l} P_ts D_ts
 //   da_r = sum_{t>=r} (sum_i dq_ti - sum_i dk_ti)                                  (host)
 // Every factor is formed from an exponent that is <= 0 (or <= B for the value factors, capped as in
-// exp_kernel_bwd.cu), never a raw exp(q), exp(k) or exp(lv).
+// exp_kernel_bwd.cu; <= HIB_LIM for the factorised pairs' row factors), never a raw exp(q), exp(k) or exp(lv).
 //
 // hib_dq      per (chunk, sequence): lden_t (hi_intra's intra part, then the held slots read as in
-//             hi_read), the chunk's pairs directly, then every held slot (m from msnap): with
+//             hi_read), the chunk's pairs as products with per-chunk shifts (hib_fpairs; rows past HIB_LIM
+//             per pair, flagged in Fg), their P_ts and D_ts stored for hib_dkdv, then every held slot (m from msnap): with
 //             A_ti = exp(q_ti + m_i + lam[t, level] + (a_{t0} + ... + a_t) - lden_t) <= 1 (z_i >= 1)
 //             dq_ti += A_ti (sum_j S_ij g_tj exp(n_j - o_tj) - z_i delta_t), its sum over i into
 //             dlam[t, level]. Writes lden (+big for rows with g = 0: they add nothing anywhere).
@@ -26,8 +27,11 @@
 //             log2 CH + l'. R's query summary, with M_i = max_{t in R} x_ti, x_ti = q_ti - lden_t +
 //             lam[t, lev] + (decay from R's first token to t), W_j = max_{t in R} -o_tj:
 //             U_ij = sum_t exp(x_ti - M_i) g_tj exp(-o_tj - W_j),  Z_i = sum_t exp(x_ti - M_i) delta_t
-//             and R's total decay (the sum of the chunks' totals, each summed inside its chunk).
-// hib_dkdv    per key chunk c: the chunk's pairs directly, then R for every level l' whose bit l'-1
+//             and R's total decay (the sum of the chunks' totals, each summed inside its chunk). A block of
+//             more than HIB_PMIN chunks runs as up to HIB_NPC pieces in parallel (hib_piece), which
+// hib_bmerge  merges into R's summary (the pieces' maxima and sums rescaled to the largest, factors <= 1).
+// hib_dkdv    per key chunk c: the chunk's pairs as products over hib_dq's P, D and flags (the exact rows
+//             per pair), then R for every level l' whose bit l'-1
 //             of c is clear (R inside the call), with B_si = exp(k_si + (a_{s+1} + ... to c's end) +
 //             (decay of the right blocks in between) + M_i) <= 1 (the pair of the query of M_i) and
 //             V'_sj = exp(lv_sj + W_j):  dk_si += B_si (sum_j V'_sj U_ij - Z_i),  dlv_sj += V'_sj sum_i B_si U_ij.

@@ -5,7 +5,8 @@ Function.
 The backward recomputes from the saved inputs and the forward's output: ``hierarchical.slots``
 (the forward's ``hi_intra``, ``hi_merge`` and ``hi_snap``: the chunks' own log-normalisers and the Fenwick slots
 held before every chunk), then ``hib_dq`` (the full log-normalisers, dq and the level-weight
-gradient), ``hib_blocks`` (one ``d_k x d_v`` query summary per right block of the chunk tree; blocks of more than
+gradient; the chunks' pairs as products with per-chunk shifts, rows whose factors would pass e^40
+(float32) per pair), ``hib_blocks`` (one ``d_k x d_v`` query summary per right block of the chunk tree; blocks of more than
 ``PMIN`` chunks in parallel pieces, merged by ``hib_bmerge``) and
 ``hib_dkdv`` (dk and d log_v, reading the chunks' pair weights and D terms ``hib_dq`` stored); the
 decay's gradient is a reverse cumulative sum on the host. Memory: the forward's slots (one ``d_k x
