@@ -18,8 +18,8 @@ template <int N> inline void ldv(const ta* p, ta (&o)[N]) {
 // hib_dq's launch: grid (n, BH).
 extern "C" void run_dq(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, const ta* gm, const ta* om,
                        const ta* delta, const ta* lden0, const ta* msnap, const ta* wz, const ta* wn, const ta* wS,
-                       ta* lden, ta* dq, ta* dlam, ta* Pg, ta* Dg, ta* Fg, int T, int DK, int DV, int L, i64 p, i64 F, int n,
-                       int n_old, int NLC, ta alo, int ncb, int BH, unsigned smem) {
+                       ta* lden, ta* dq, ta* dlam, ta* Pg, ta* Dg, ta* Fg, int T, int DK, int DV, int L, i64 p, i64 F,
+                       int n, int n_old, int NLC, ta alo, int ncb, int BH, unsigned smem) {
     launch(n, BH, 1, smem, [=] {
         hib_dq(q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV, L, p, F, n,
                n_old, NLC, alo, ncb);
@@ -45,8 +45,8 @@ extern "C" void run_bmerge(const ta* Up, const ta* Zp, const ta* Mp, const ta* W
 // hib_dkdv's launch: grid (n, BH).
 extern "C" void run_dkdv(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, const ta* gm, const ta* om,
                          const ta* delta, const ta* lden, const ta* U, const ta* Z, const ta* M, const ta* W, const ta* gt,
-                         ta* Pg, ta* Dg, const ta* Fg, ta* dk, ta* dlv, int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo,
-                         int BH, unsigned smem) {
+                         const ta* Pg, const ta* Dg, const ta* Fg, ta* dk, ta* dlv, int T, int DK, int DV, int L, i64 p,
+                         i64 F, int n, ta alo, int BH, unsigned smem) {
     launch(n, BH, 1, smem, [=] {
         hib_dkdv(q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK, DV, L, p, F, n, alo);
     });

@@ -79,7 +79,7 @@ __device__ __forceinline__ void hib_rows(ta* X, int ldx, int W, const ti* src, i
 struct HibTiles {
     ta *Qs, *Ks, *Ak;           // CH x HIB_KLD: q, k, the rows' dq (hib_dq) / dk (hib_dkdv)
     ta *LVs, *Gs, *Os, *Av;     // CH x HIB_VLD: clamped lv, g, o; the rows' dlv (hib_dkdv)
-    ta *XP, *PP, *DD;           // CH x HIB_XLD: hib_pairs'
+    ta *XP, *PP, *DD;           // CH x HIB_XLD: the pairs' XP, P, D (hib_fpairs, hib_pairs)
     ta *Lam, *DL;               // CH x HI_LMAX: clamped level weights; their gradient (hib_dq)
     ta *Tk, *Tv, *Ta, *Tb;      // mm_acc operands: S^T / U^T (DVP x HIB_TKL), U (DKP x HIB_TVL, hib_dkdv),
                                 // (g exp(n - o))^T / V'^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
@@ -111,43 +111,36 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     return m;
 }
 
-// The chunk's pairs (t, s), t0 <= s <= t < t1: XP = lam[t, level] + (a_{s+1} + ... + a_t) - lden_t,
-// PP = P_ts, DD = D_ts (XP = lo_v, PP = DD = 0 elsewhere). Pg, Dg: the chunk's rows of the (BH, T, CH)
-// pair arrays (row g0 + t at t CH): hib_dq writes PP, DD there, hib_dkdv reads them (its per-pair
-// log-sum-exps and D sums were hib_dq's again). Ends with a barrier.
-__device__ __forceinline__ void hib_pairs(const ta* Qs, const ta* Ks, const ta* LVs, const ta* Gs, const ta* Os,
-                                          const ta* Lam, const ta* ac, const ta* Ls, const ta* Ds, ta* XP, ta* PP,
-                                          ta* DD, int t0, int t1, int DK, int DV, ta* Pg, ta* Dg, bool read) {
+// XP_ts = lam[t, level] + (a_{s+1} + ... + a_t) - lden_t of a pair t0 <= s <= t < t1 (lo_v elsewhere)
+__device__ __forceinline__ ta hib_xp(const HibTiles& sm, int t, int s, int t0, int t1) {
+    if (!(s <= t && s >= t0 && t < t1)) return lo_v();
+    ta dec = (ta)0;  // summed over the stretch (rounding relative to it)
+    for (int u = s + 1; u <= t; ++u) dec += sm.ac[u];
+    return sm.Lam[t * HI_LMAX + (s == t ? 0 : bitlen64((i64)(t ^ s)))] + dec - sm.Ls[t];
+}
+
+// P_ts and D_ts of one pair per pair (per-pair log-sum-exp; the exact rows'), from its XP
+__device__ __forceinline__ void hib_pair_exact(const HibTiles& sm, int t, int s, ta xp, int DK, int DV, ta& pp, ta& dd) {
+    const ta *Qt = sm.Qs + t * HIB_KLD, *Ks = sm.Ks + s * HIB_KLD;
+    ta mx = neg_big();
+    for (int i = 0; i < DK; ++i) mx = fmx(mx, Qt[i] + Ks[i]);
+    ta sm_ = (ta)0;
+    for (int i = 0; i < DK; ++i) sm_ += ex(Qt[i] + Ks[i] - mx);
+    pp = ex(mx + lg(sm_) + xp);
+    dd = -sm.Ds[t];
+    for (int j = 0; j < DV; ++j)
+        dd = fma(sm.Gs[t * HIB_VLD + j], hib_excap(sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]), dd);
+}
+
+// hib_dkdv's pairs: XP, and PP = P_ts, DD = D_ts from hib_dq's (BH, T, CH) pair arrays (Pg, Dg: the chunk's rows,
+// row g0 + t at t CH; PP = DD = 0 off the pairs). Ends with a barrier.
+__device__ __forceinline__ void hib_pairs(const HibTiles& sm, int t0, int t1, const ta* Pg, const ta* Dg) {
     for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;
-        ta x = lo_v(), pp = (ta)0, dd = (ta)0;
-        if (s <= t && s >= t0 && t < t1) {
-            ta dec = (ta)0;  // summed over the stretch (rounding relative to it)
-            for (int u = s + 1; u <= t; ++u) dec += ac[u];
-            const int lev = s == t ? 0 : bitlen64((i64)(t ^ s));
-            x = Lam[t * HI_LMAX + lev] + dec - Ls[t];
-        }
-        if (read) {
-            if (s <= t && s >= t0 && t < t1) {
-                pp = Pg[(i64)t * CH + s];
-                dd = Dg[(i64)t * CH + s];
-            }
-        } else if (s <= t && s >= t0 && t < t1) {
-            ta mx = neg_big();
-            for (int i = 0; i < DK; ++i) mx = fmx(mx, Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i]);
-            ta sm = (ta)0;
-            for (int i = 0; i < DK; ++i) sm += ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] - mx);
-            pp = ex(mx + lg(sm) + x);
-            dd = -Ds[t];
-            for (int j = 0; j < DV; ++j) dd = fma(Gs[t * HIB_VLD + j], hib_excap(LVs[s * HIB_VLD + j] - Os[t * HIB_VLD + j]), dd);
-        }
-        XP[t * HIB_XLD + s] = x;
-        PP[t * HIB_XLD + s] = pp;
-        DD[t * HIB_XLD + s] = dd;
-        if (!read && t >= t0 && t < t1) {
-            Pg[(i64)t * CH + s] = pp;
-            Dg[(i64)t * CH + s] = dd;
-        }
+        const bool on = s <= t && s >= t0 && t < t1;
+        sm.XP[t * HIB_XLD + s] = hib_xp(sm, t, s, t0, t1);
+        sm.PP[t * HIB_XLD + s] = on ? Pg[(i64)t * CH + s] : (ta)0;
+        sm.DD[t * HIB_XLD + s] = on ? Dg[(i64)t * CH + s] : (ta)0;
     }
     __syncthreads();
 }
@@ -180,25 +173,15 @@ __device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, i
 // A_ti = exp(q_ti + mm_i - R_t), B_si = exp(k_si - mm_i), E_sj = exp(lv_sj - nn_j), G'_tj = g_tj exp(nn_j - o_tj),
 // so that sum_i exp(q_ti + k_si) = e^R_t (A B^T)_ts, P_ts = (A B^T)_ts exp(c_ts) with c_ts = R_t + XP_ts,
 // D_ts = (G' E^T)_ts - delta_t and dq's pair part = A o (W B) with W_ts = exp(c_ts) D_ts: O(C (d_k + d_v))
-// exponentials per chunk instead of O(C^2 (d_k + d_v)). Rows past HIB_LIM (Fl = 1) take hib_pairs' per-pair
-// formulas. Writes XP, PP, DD (and the pair arrays Pg, Dg as hib_pairs), mm, R, Fl (and the row flags Fg),
+// exponentials per chunk instead of O(C^2 (d_k + d_v)). Rows past HIB_LIM (Fl = 1) take the per-pair
+// formulas. Writes XP, PP, DD (and the pair arrays Pg, Dg that hib_pairs reads), mm, R, Fl (and the row flags Fg),
 // W^T over sm.Tk (the slot products' operands) with B [s][i] after it; ends with a barrier.
 __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, int DK, int DV, ta* Pg, ta* Dg, ta* Fg) {
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-    const ta *Qs = sm.Qs, *Ks = sm.Ks, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *Lam = sm.Lam, *ac = sm.ac;
-    const ta *Ls = sm.Ls, *Ds = sm.Ds;
+    const ta *Qs = sm.Qs, *Ks = sm.Ks, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *Ds = sm.Ds;
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
     ta* const F = sm.Tk;
-    for (int idx = tid; idx < CH * CH; idx += NT) {
-        const int t = idx / CH, s = idx % CH;
-        ta x = lo_v();
-        if (s <= t && s >= t0 && t < t1) {
-            ta dec = (ta)0;  // summed over the stretch (rounding relative to it)
-            for (int u = s + 1; u <= t; ++u) dec += ac[u];
-            x = Lam[t * HI_LMAX + (s == t ? 0 : bitlen64((i64)(t ^ s)))] + dec - Ls[t];
-        }
-        XP[t * HIB_XLD + s] = x;
-    }
+    for (int idx = tid; idx < CH * CH; idx += NT) XP[(idx / CH) * HIB_XLD + idx % CH] = hib_xp(sm, idx / CH, idx % CH, t0, t1);
     hib_shifts(sm, t0, t1, DK, DV);
     if (tid < CH) {  // the exact-row flags
         const int t = tid;
@@ -273,17 +256,10 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         const int s = idx / DKP, i = idx % DKP;
         Bk[s * HIB_TKL + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) : (ta)0;
     }
-    for (int idx = tid; idx < CH * CH; idx += NT) {  // the exact rows: hib_pairs' per-pair formulas
+    for (int idx = tid; idx < CH * CH; idx += NT) {  // the exact rows: per pair (hib_pair_exact)
         const int t = idx / CH, s = idx % CH;
         if (!(s <= t && s >= t0 && t < t1) || Fl[t] == (ta)0) continue;
-        ta mx = neg_big();
-        for (int i = 0; i < DK; ++i) mx = fmx(mx, Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i]);
-        ta sm_ = (ta)0;
-        for (int i = 0; i < DK; ++i) sm_ += ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] - mx);
-        PP[t * HIB_XLD + s] = ex(mx + lg(sm_) + XP[t * HIB_XLD + s]);
-        ta dd = -Ds[t];
-        for (int j = 0; j < DV; ++j) dd = fma(Gs[t * HIB_VLD + j], hib_excap(LVs[s * HIB_VLD + j] - Os[t * HIB_VLD + j]), dd);
-        DD[t * HIB_XLD + s] = dd;
+        hib_pair_exact(sm, t, s, XP[t * HIB_XLD + s], DK, DV, PP[t * HIB_XLD + s], DD[t * HIB_XLD + s]);
     }
     __syncthreads();
     for (int idx = tid; idx < CH * CH; idx += NT) {
@@ -293,6 +269,32 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
             Dg[(i64)t * CH + s] = DD[t * HIB_XLD + s];
         }
     }
+}
+
+// hib_dkdv's pair sums over the product rows (Fl_t = 0): X [t][s] = x(t, s) on the pairs t0 <= s <= t < t1 of
+// those rows (else 0), Y [t][c] = y(t, c) on those rows (else 0), both over F2; then out(s, c, (X^T Y)_sc) for
+// this thread's register tile. Ends with a barrier.
+template <int RN, int DP, int LDY, typename FX, typename FY, typename FO>
+__device__ __forceinline__ void hib_pair_product(ta* F2, FX x, FY y, FO out, int t0, int t1, const ta* Fl) {
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    ta *X = F2, *Y = F2 + CH * HIB_TCL;
+    for (int idx = tid; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        X[t * HIB_TCL + s] = (s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0) ? x(t, s) : (ta)0;
+    }
+    for (int idx = tid; idx < CH * DP; idx += NT) {
+        const int t = idx / DP, c = idx % DP;
+        Y[t * LDY + c] = (t >= t0 && t < t1 && Fl[t] == (ta)0) ? y(t, c) : (ta)0;
+    }
+    __syncthreads();
+    ta acc[HIB_RM][RN];
+    zero_acc(acc);
+    mm_acc<HIB_RM, RN, CH>(acc, X, HIB_TCL, Y, LDY, ty, tx);
+#pragma unroll
+    for (int ii = 0; ii < HIB_RM; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < RN; ++jj) out(ty * HIB_RM + ii, tx * RN + jj, acc[ii][jj]);
+    __syncthreads();
 }
 
 // The tiles of one chunk common to hib_dq and hib_dkdv: q, k, clamped lv, g, o, clamped lam, the
@@ -678,7 +680,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     const ta* __restrict__ lden,  // hib_dq's
     const ta* __restrict__ U, const ta* __restrict__ Z, const ta* __restrict__ Mb, const ta* __restrict__ Wb,
     const ta* __restrict__ gt,    // hib_blocks'
-    ta* __restrict__ Pg, ta* __restrict__ Dg,  // (BH, T, CH) hib_dq's pairs (read only)
+    const ta* __restrict__ Pg, const ta* __restrict__ Dg,  // (BH, T, CH) hib_dq's pairs
     const ta* __restrict__ Fg,    // (BH, T) hib_dq's exact-row flags
     ti* __restrict__ dk, ti* __restrict__ dlv,  // (BH, T, DK), (BH, T, DV) out
     int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
@@ -701,8 +703,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
         suf[t] = x;
     }
     __syncthreads();
-    hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV, Pg + (bh * T + g0) * CH,
-              Dg + (bh * T + g0) * CH, true);
+    hib_pairs(sm, t0, t1, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH);
     hib_shifts(sm, t0, t1, DK, DV);  // hib_dq's (its exact rows in Fg)
     ta *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
     for (int t = tid; t < CH; t += NT) Fl[t] = (t >= t0 && t < t1) ? Fg[bh * T + g0 + t] : (ta)0;
@@ -710,58 +711,25 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     // the chunk's pairs as products over the product rows t (Fl = 0): dk = B o (W^T A), dlv = E o (P^T G'),
     // with hib_fpairs' factors; the operands after the pairs' tiles (Tk .. Tb overlay them later)
     ta* const F2 = sm.XP + 3 * CH * HIB_XLD;
-    {
-        ta *Wk = F2, *Ak = F2 + CH * HIB_TCL;  // W [t][s], A [t][i]
-        for (int idx = tid; idx < CH * CH; idx += NT) {
-            const int t = idx / CH, s = idx % CH;
-            const bool on = s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0;
-            Wk[t * HIB_TCL + s] = on ? ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s] : (ta)0;
-        }
-        for (int idx = tid; idx < CH * DKP; idx += NT) {
-            const int t = idx / DKP, i = idx % DKP;
-            const bool on = i < DK && t >= t0 && t < t1 && Fl[t] == (ta)0;
-            Ak[t * HIB_TKL + i] = on ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0;
-        }
-        __syncthreads();
-        ta acc[HIB_RM][HIB_RI];
-        zero_acc(acc);
-        mm_acc<HIB_RM, HIB_RI, CH>(acc, Wk, HIB_TCL, Ak, HIB_TKL, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HIB_RI; ++jj) {
-                const int s = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
-                DKs[s * HIB_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) * acc[ii][jj] : (ta)0;
-            }
-        __syncthreads();
-    }
-    {
-        ta *Pk = F2, *Gk = F2 + CH * HIB_TCL;  // P [t][s], G' [t][j]
-        for (int idx = tid; idx < CH * CH; idx += NT) {
-            const int t = idx / CH, s = idx % CH;
-            Pk[t * HIB_TCL + s] = (s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0) ? PP[t * HIB_XLD + s] : (ta)0;
-        }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {
-            const int t = idx / DVP, jj = idx % DVP;
-            const bool on = jj < DV && t >= t0 && t < t1 && Fl[t] == (ta)0;
-            Gk[t * HIB_TVL + jj] = on ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
-        }
-        __syncthreads();
-        ta acc[HIB_RM][HIB_RN];
-        zero_acc(acc);
-        mm_acc<HIB_RM, HIB_RN, CH>(acc, Pk, HIB_TCL, Gk, HIB_TVL, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HIB_RN; ++jj) {
-                const int s = ty * HIB_RM + ii, c2 = tx * HIB_RN + jj;
-                DVs[s * HIB_VLD + c2] = (c2 < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + c2] - nn[c2]) * acc[ii][jj] : (ta)0;
-            }
-    }
-    __syncthreads();
-    bool any = false;
+    hib_pair_product<HIB_RI, DKP, HIB_TKL>(  // dk_si = B_si sum_t W_ts A_ti
+        F2, [&](int t, int s) { return ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s]; },
+        [&](int t, int i) { return i < DK ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0; },
+        [&](int s, int i, ta x) {
+            DKs[s * HIB_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) * x : (ta)0;
+        },
+        t0, t1, Fl);
+    hib_pair_product<HIB_RN, DVP, HIB_TVL>(  // dlv_sj = E_sj sum_t P_ts G'_tj
+        F2, [&](int t, int s) { return PP[t * HIB_XLD + s]; },
+        [&](int t, int jj) {
+            return jj < DV ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
+        },
+        [&](int s, int c2, ta x) {
+            DVs[s * HIB_VLD + c2] = (c2 < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + c2] - nn[c2]) * x : (ta)0;
+        },
+        t0, t1, Fl);
+    bool any = false;  // (hib_pair_product ends with a barrier)
     for (int t = 0; t < CH; ++t) any |= Fl[t] != (ta)0;
-    if (any) {  // the exact rows' pairs, per pair (hib_pairs' formulas)
+    if (any) {  // the exact rows' pairs, per pair
         for (int idx = tid; idx < CH * DKP; idx += NT) {  // dk_si += P_i(t,s) D_ts
             const int s = idx / DKP, i = idx % DKP;
             if (i >= DK || s < t0) continue;
