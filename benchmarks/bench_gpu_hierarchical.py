@@ -252,9 +252,10 @@ def train(args):
     print("\n".join(lines))
 
 
-def _split(cupy, chi, chb, on_gpu, xc):
-    """ms of the backward's parts (``hierarchical_bwd.backward`` on CuPy float32 arrays, third run):
-    CUDA events recorded after each launch by wrappers set on the ``ops`` object (removed after)."""
+def _split(cupy, chi, chb, on_gpu, xc, chunk_size=None):
+    """ms of the backward's parts (``hierarchical_bwd.backward`` on CuPy float32 arrays, third run; its
+    chunk ``chunk_size`` or the default): CUDA events recorded after each launch by wrappers set on the
+    ``ops`` object (removed after)."""
     names = ("hi_snap", "hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv")
     with on_gpu(xc[0]) as (_, _, ops):
         out = chi.compute(ops, *xc[:4], xc[4], 0, None)
@@ -274,7 +275,7 @@ def _split(cupy, chi, chb, on_gpu, xc):
             for _ in range(3):
                 start, end = cupy.cuda.Event(), cupy.cuda.Event()
                 start.record()
-                chb.backward(ops, *xc[:4], xc[4], 0, None, out, doc)
+                chb.backward(ops, *xc[:4], xc[4], 0, None, out, doc, chunk_size)
                 end.record()
                 end.synchronize()
         finally:
