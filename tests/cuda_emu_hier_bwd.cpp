@@ -1,7 +1,7 @@
 // hierarchical_bwd.cu's kernels (hib_dq, hib_blocks, hib_bmerge, hib_dkdv) compiled as C++ for the CPU, on top of
 // cuda_emu_hier.cpp (the emulation of hierarchical.cu, whose device helpers the backward uses).
 // tests/test_cupy_hierarchical_grad.py builds it with
-//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. -DDVP=.. -DKERNEL='"<hierarchical.cu>"'
+//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. -DDVP=.. [-DHIB_TC=1] -DKERNEL='"<hierarchical.cu>"'
 //       -DKERNEL_BWD='"<hierarchical_bwd.cu>"'
 #include "cuda_emu_hier.cpp"
 
@@ -12,6 +12,9 @@ template <int N> inline void ldv(const ta* p, ta (&o)[N]) {
     for (int u = 0; u < N; ++u) o[u] = p[u];
 }
 #include "cuda_emu_mm.h"
+#if HIB_TC  // the products on bf16 tensor cores (-DHIB_TC=1, TA float): mma emulated per warp
+#include "cuda_emu_mma.h"
+#endif
 
 #include KERNEL_BWD
 

@@ -39,7 +39,8 @@ class EmuBwd(Emu):
     """``Emu`` (hi_intra, hi_merge, hi_snap, hi_read) plus hib_dq / hib_blocks / hib_dkdv on the CPU."""
 
     def _lib(self, cfg):
-        defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "HIB_PMIN": chb.PMIN, "HIB_NPC": chb.NPC}
+        defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "HIB_PMIN": chb.PMIN, "HIB_NPC": chb.NPC,
+                   "HIB_TC": int(cfg.tc)}
         return emulation("cuda_emu_hier_bwd.cpp", defines,
                          {"KERNEL": cupy_source("hierarchical.cu"), "KERNEL_BWD": cupy_source("hierarchical_bwd.cu")})
 
@@ -115,10 +116,10 @@ def check_grads(got, want, do, tol, what, T):
         assert_close(g, w, tol * f, atol=atol * f, what=f"{name} {what}")
 
 
-def _emu_grads(emu, arrays, do, dtype, C, p=0, old=None):
+def _emu_grads(emu, arrays, do, dtype, C, p=0, old=None, tc=False):
     q, k, lv, lam, a = (None if x is None else np.ascontiguousarray(x, dtype=dtype) for x in arrays)
     out = chi.compute(emu, q, k, lv, lam, a, p, old, C)
-    got = chb.backward(emu, q, k, lv, lam, a, p, old, out, np.ascontiguousarray(do, dtype=dtype), C)
+    got = chb.backward(emu, q, k, lv, lam, a, p, old, out, np.ascontiguousarray(do, dtype=dtype), C, tc)
     return [g for g in got if g is not None], out
 
 
@@ -191,6 +192,34 @@ def test_backward_emulated_factorised_and_exact_rows(emu_bwd, monkeypatch, dtype
         assert np.any(fl == 1) and not np.all(fl == 1), "some rows exact, not all"
     want, _ = grad_oracle(torch, arrays, do)
     check_grads(got, want, do, GRAD_TOL[dtype], f"{dtype} spike={spike}", 70)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("T,C,dk,dv,scale,spike,P,seed", [(70, 16, 6, 5, 1.0, 0.0, 0, 0), (90, 16, 16, 16, 1.0, 60.0, 0, 1),
+                                                        (61, 32, 33, 17, 30.0, 0.0, 0, 2), (45, 16, 5, 3, 1.0, 0.0, 21, 3)])
+def test_backward_emulated_tensor_cores(emu_bwd, T, C, dk, dv, scale, spike, P, seed):
+    """The bfloat16 callers' variant (``tc=True``, -DHIB_TC=1: the products on bf16 mma.sync, emulated
+    per warp): on bf16-rounded inputs its gradients are within GRAD_TOL['bfloat16'] of float64 autograd
+    of the reference (pairs as products and exact rows, slots, right blocks, after a state)."""
+    torch = pytest.importorskip("torch")
+    arrays = make(seed, (2,), P + T, dk, dv, scale=scale, decay="mixed", weights="random")
+    if spike:
+        arrays[1][0, P + 29, :] += spike / 10
+        arrays[2][1, P + 45, 2] += spike
+    arrays = [torch.tensor(x).to(torch.bfloat16).double().numpy() for x in arrays]
+    pre = [x[..., :P] if x.ndim == 2 else x[..., :P, :] for x in arrays]
+    cur = [x[..., P:] if x.ndim == 2 else x[..., P:, :] for x in arrays]
+    old = None
+    if P:
+        _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True, backend="array_api")
+        old = tuple(np.ascontiguousarray(state.tensors[x], dtype="float32") for x in ("m", "n", "S", "z"))
+    do = np.random.default_rng(seed + 1).standard_normal((2, T, dv))
+    got, _ = _emu_grads(emu_bwd, cur, do, "float32", C, P, old, tc=True)
+    want, _ = grad_oracle(torch, cur, do, prefix=pre if P else None)
+    tol = GRAD_TOL["bfloat16"]
+    check_grads(got, want, do, tol, f"tc T={T} C={C} dk={dk} dv={dv} scale={scale} spike={spike} P={P}", T)
+    exact, _ = _emu_grads(emu_bwd, cur, do, "float32", C, P, old)  # the FFMA variant on the same inputs
+    assert max(float(np.max(np.abs(g - e))) for g, e in zip(got, exact)) > 0, "the tensor-core variant ran"
 
 
 def test_pieces_cover_the_right_blocks():

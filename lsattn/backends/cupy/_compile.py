@@ -250,6 +250,7 @@ def _kernels(op, device_id, cfg):
         f"-DDKP={cfg.DKP}",
         f"-DDVP={cfg.DVP}",
         f"-DLOGV={int(cfg.logv)}",
+        f"-DHIB_TC={int(op == 'hierarchical_bwd' and cfg.tc)}",  # its products on bf16 tensor cores (bf16 callers)
     )
     names = list(_KERNELS[op])
     if cfg.bwd and op == "exp_kernel_bwd":  # the tensor-core kernels replace the FFMA ones

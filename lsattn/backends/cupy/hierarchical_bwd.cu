@@ -58,6 +58,48 @@ constexpr int HIB_FREG = hib_cmax(hib_cmax(DVP * (HIB_TKL + HIB_TCL), 2 * DKP * 
 // hib_dkdv's pair products' operands: W or P (CH x HIB_TCL), then A or G' (CH x HIB_TKL or HIB_TVL)
 constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 
+#ifndef HIB_TC
+#define HIB_TC 0
+#endif
+// C = A^T B (A [k][m], B [k][n]: k-major fp32 tiles in shared memory, row strides lda, ldb), then epi(m, n, C_mn)
+// once per element of the M x N result, without a barrier: FFMA register tiles (common.cu's mm_acc, M / 16 x
+// N / 16 per thread of a 16 x 16 grid) or, HIB_TC (the variant for bfloat16 callers: float32 tiles, ta = float),
+// bf16 mma.sync m16n8k16 with fp32 accumulators, the operands rounded to bf16 as they are read (16 x 8 tiles,
+// warp w takes tiles w, w + 8, ...; the bank of A[(k0 + 2t) lda + m0 + g] is 2t lda + g mod 32: conflict-free
+// for lda = 4 mod 16).
+template <int M, int N, int K, typename E>
+__device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int ldb, E epi) {
+#if HIB_TC
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    for (int x = w; x < (M / 16) * (N / 8); x += NT / 32) {
+        const int m0 = (x / (N / 8)) * 16 + g, n0 = (x % (N / 8)) * 8 + g;
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+        for (int k0 = 2 * t; k0 < K; k0 += 16) {
+            const float *a0 = A + k0 * lda + m0, *a1 = a0 + lda, *a8 = a0 + 8 * lda, *a9 = a8 + lda;
+            const float *b0 = B + k0 * ldb + n0, *b8 = b0 + 8 * ldb;
+            const unsigned a[4] = {pack2(a0[0], a1[0]), pack2(a0[8], a1[8]), pack2(a8[0], a9[0]), pack2(a8[8], a9[8])};
+            mma_bf16(c, a, pack2(b0[0], b0[ldb]), pack2(b8[0], b8[ldb]));
+        }
+        const int r = m0, cc = (x % (N / 8)) * 8 + 2 * t;
+        epi(r, cc, c[0]);
+        epi(r, cc + 1, c[1]);
+        epi(r + 8, cc, c[2]);
+        epi(r + 8, cc + 1, c[3]);
+    }
+#else
+    constexpr int RM_ = M / 16, RN_ = N / 16;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    ta acc[RM_][RN_];
+    zero_acc(acc);
+    mm_acc<RM_, RN_, K>(acc, A, lda, B, ldb, ty, tx);
+#pragma unroll
+    for (int ii = 0; ii < RM_; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < RN_; ++jj) epi(ty * RM_ + ii, tx * RN_ + jj, acc[ii][jj]);
+#endif
+}
+
 // exp of an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
 __device__ __forceinline__ ta hib_excap(ta x) {
     const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
@@ -177,7 +219,7 @@ __device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, i
 // formulas. Writes XP, PP, DD (and the pair arrays Pg, Dg that hib_pairs reads), mm, R, Fl (and the row flags Fg),
 // W^T over sm.Tk (the slot products' operands) with B [s][i] after it; ends with a barrier.
 __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, int DK, int DV, ta* Pg, ta* Dg, ta* Fg) {
-    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int tid = threadIdx.x;
     const ta *Qs = sm.Qs, *Ks = sm.Ks, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *Ds = sm.Ds;
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
     ta* const F = sm.Tk;
@@ -203,21 +245,10 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         Bt[i * HIB_TCL + t] = in ? ex(Ks[t * HIB_KLD + i] - mm[i]) : (ta)0;
     }
     __syncthreads();
-    ta ec[HIB_RM][HIB_RM];  // exp(c_ts) of this thread's pairs (0 off the product rows)
-    {
-        ta acc[HIB_RM][HIB_RM];
-        zero_acc(acc);
-        mm_acc<HIB_RM, HIB_RM, DKP>(acc, At, HIB_TCL, Bt, HIB_TCL, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HIB_RM; ++jj) {
-                const int t = ty * HIB_RM + ii, s = tx * HIB_RM + jj;
-                const bool on = s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0;
-                ec[ii][jj] = on ? ex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
-                PP[t * HIB_XLD + s] = acc[ii][jj] * ec[ii][jj];
-            }
-    }
+    auto on = [&](int t, int s) { return s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0; };  // a product pair
+    hib_prod<CH, CH, DKP>(At, HIB_TCL, Bt, HIB_TCL, [&](int t, int s, ta v) {
+        PP[t * HIB_XLD + s] = on(t, s) ? v * ex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
+    });
     __syncthreads();
     ta* Gt = F;                  // G'^T [j][t] (0 on exact rows)
     ta* Et = F + DVP * HIB_TCL;  // E^T [j][s]
@@ -229,29 +260,16 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         Et[jj * HIB_TCL + t] = in ? ex(LVs[t * HIB_VLD + jj] - nn[jj]) : (ta)0;
     }
     __syncthreads();
-    ta w[HIB_RM][HIB_RM];  // W_ts
-    {
-        ta acc[HIB_RM][HIB_RM];
-        zero_acc(acc);
-        mm_acc<HIB_RM, HIB_RM, DVP>(acc, Gt, HIB_TCL, Et, HIB_TCL, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HIB_RM; ++jj) {
-                const int t = ty * HIB_RM + ii, s = tx * HIB_RM + jj;
-                const bool on = s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0;
-                const ta d = on ? acc[ii][jj] - Ds[t] : (ta)0;
-                DD[t * HIB_XLD + s] = d;
-                w[ii][jj] = ec[ii][jj] * d;
-            }
-    }
+    hib_prod<CH, CH, DVP>(Gt, HIB_TCL, Et, HIB_TCL, [&](int t, int s, ta v) {
+        DD[t * HIB_XLD + s] = on(t, s) ? v - Ds[t] : (ta)0;
+    });
     __syncthreads();
-    ta* Wt = F;                  // W^T [s][t]
+    ta* Wt = F;                  // W^T [s][t], W_ts = exp(c_ts) D_ts
     ta* Bk = F + CH * HIB_TCL;   // B [s][i]
-#pragma unroll
-    for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-        for (int jj = 0; jj < HIB_RM; ++jj) Wt[(tx * HIB_RM + jj) * HIB_TCL + ty * HIB_RM + ii] = w[ii][jj];
+    for (int idx = tid; idx < CH * CH; idx += NT) {
+        const int t = idx % CH, s = idx / CH;
+        Wt[s * HIB_TCL + t] = on(t, s) ? ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s] : (ta)0;
+    }
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int s = idx / DKP, i = idx % DKP;
         Bk[s * HIB_TKL + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) : (ta)0;
@@ -274,9 +292,9 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
 // hib_dkdv's pair sums over the product rows (Fl_t = 0): X [t][s] = x(t, s) on the pairs t0 <= s <= t < t1 of
 // those rows (else 0), Y [t][c] = y(t, c) on those rows (else 0), both over F2; then out(s, c, (X^T Y)_sc) for
 // this thread's register tile. Ends with a barrier.
-template <int RN, int DP, int LDY, typename FX, typename FY, typename FO>
+template <int DP, int LDY, typename FX, typename FY, typename FO>
 __device__ __forceinline__ void hib_pair_product(ta* F2, FX x, FY y, FO out, int t0, int t1, const ta* Fl) {
-    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int tid = threadIdx.x;
     ta *X = F2, *Y = F2 + CH * HIB_TCL;
     for (int idx = tid; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;
@@ -287,13 +305,7 @@ __device__ __forceinline__ void hib_pair_product(ta* F2, FX x, FY y, FO out, int
         Y[t * LDY + c] = (t >= t0 && t < t1 && Fl[t] == (ta)0) ? y(t, c) : (ta)0;
     }
     __syncthreads();
-    ta acc[HIB_RM][RN];
-    zero_acc(acc);
-    mm_acc<HIB_RM, RN, CH>(acc, X, HIB_TCL, Y, LDY, ty, tx);
-#pragma unroll
-    for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-        for (int jj = 0; jj < RN; ++jj) out(ty * HIB_RM + ii, tx * RN + jj, acc[ii][jj]);
+    hib_prod<CH, DP, CH>(X, HIB_TCL, Y, LDY, out);
     __syncthreads();
 }
 
@@ -334,7 +346,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
     ta *Lam = sm.Lam, *DL = sm.DL, *St = sm.Tk, *GRt = sm.Ta, *Ms = sm.Ms, *Zs = sm.Zs, *Ns = sm.Ns;
     ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
-    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int tid = threadIdx.x;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
     const int NS = n_old + n, NSL = n_old + NLC;
@@ -382,19 +394,11 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     }
     __syncthreads();
     hib_fpairs(sm, t0, t1, DK, DV, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH, Fg + bh * T + g0);
-    {  // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
-        ta acc[HIB_RM][HIB_RI];
-        zero_acc(acc);
-        mm_acc<HIB_RM, HIB_RI, CH>(acc, sm.Tk, HIB_TCL, sm.Tk + CH * HIB_TCL, HIB_TKL, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HIB_RI; ++jj) {
-                const int t = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
-                const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
-                DQ[t * HIB_KLD + i] = on ? ex(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * acc[ii][jj] : (ta)0;
-            }
-    }
+    // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
+    hib_prod<CH, DKP, CH>(sm.Tk, HIB_TCL, sm.Tk + CH * HIB_TCL, HIB_TKL, [&](int t, int i, ta v) {
+        const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
+        DQ[t * HIB_KLD + i] = on ? ex(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * v : (ta)0;
+    });
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {  // the exact rows: sum_s P_i(t,s) D_ts per pair
         const int t = idx / DKP, i = idx % DKP;
@@ -429,19 +433,11 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
             GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(Ns[jj] - Os[t * HIB_VLD + jj]) : (ta)0;
         }
         __syncthreads();
-        ta acc[HIB_RM][HIB_RI];  // (G S^T)[t][i]
-        zero_acc(acc);
-        mm_acc<HIB_RM, HIB_RI, DVP>(acc, GRt, HIB_TCL, St, HIB_TKL, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HIB_RI; ++jj) {
-                const int t = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
-                const ta term = (i < DK && t >= t0 && t < t1)
-                                    ? ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (acc[ii][jj] - Zs[i] * Ds[t]) : (ta)0;
-                TT[t * HIB_KLD + i] = term;
-                DQ[t * HIB_KLD + i] += term;
-            }
+        hib_prod<CH, DKP, DVP>(GRt, HIB_TCL, St, HIB_TKL, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
+            const ta term = (i < DK && t >= t0 && t < t1) ? ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (v - Zs[i] * Ds[t]) : (ta)0;
+            TT[t * HIB_KLD + i] = term;
+            DQ[t * HIB_KLD + i] += term;
+        });
         __syncthreads();
         if (tid < CH && tid >= t0 && tid < t1) {
             ta x = (ta)0;
@@ -691,7 +687,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Ms = sm.Ms, *Zs = sm.Zs, *Ws = sm.Ns;
     ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U^T, U, V'^T, B^T
     ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
-    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
     const i64 c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
@@ -711,14 +707,14 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     // the chunk's pairs as products over the product rows t (Fl = 0): dk = B o (W^T A), dlv = E o (P^T G'),
     // with hib_fpairs' factors; the operands after the pairs' tiles (Tk .. Tb overlay them later)
     ta* const F2 = sm.XP + 3 * CH * HIB_XLD;
-    hib_pair_product<HIB_RI, DKP, HIB_TKL>(  // dk_si = B_si sum_t W_ts A_ti
+    hib_pair_product<DKP, HIB_TKL>(  // dk_si = B_si sum_t W_ts A_ti
         F2, [&](int t, int s) { return ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s]; },
         [&](int t, int i) { return i < DK ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0; },
         [&](int s, int i, ta x) {
             DKs[s * HIB_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) * x : (ta)0;
         },
         t0, t1, Fl);
-    hib_pair_product<HIB_RN, DVP, HIB_TVL>(  // dlv_sj = E_sj sum_t P_ts G'_tj
+    hib_pair_product<DVP, HIB_TVL>(  // dlv_sj = E_sj sum_t P_ts G'_tj
         F2, [&](int t, int s) { return PP[t * HIB_XLD + s]; },
         [&](int t, int jj) {
             return jj < DV ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
@@ -777,30 +773,12 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
             Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + Ws[jj]) : (ta)0;
         }
         __syncthreads();
-        {  // dk_si += B_si ((V' U^T)[s][i] - Z_i)
-            ta acc[HIB_RM][HIB_RI];
-            zero_acc(acc);
-            mm_acc<HIB_RM, HIB_RI, DVP>(acc, Vpt, HIB_TCL, Ut, HIB_TKL, ty, tx);
-#pragma unroll
-            for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-                for (int jj = 0; jj < HIB_RI; ++jj) {
-                    const int s = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
-                    DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], acc[ii][jj] - Zs[i], DKs[s * HIB_KLD + i]);
-                }
-        }
-        {  // dlv_sj += V'_sj (B U)[s][j]
-            ta acc[HIB_RM][HIB_RN];
-            zero_acc(acc);
-            mm_acc<HIB_RM, HIB_RN, DKP>(acc, Bt, HIB_TCL, Uv, HIB_TVL, ty, tx);
-#pragma unroll
-            for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-                for (int jj = 0; jj < HIB_RN; ++jj) {
-                    const int s = ty * HIB_RM + ii, c2 = tx * HIB_RN + jj;
-                    DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], acc[ii][jj], DVs[s * HIB_VLD + c2]);
-                }
-        }
+        hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((V' U^T)_si - Z_i)
+            DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
+        });
+        hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, Uv, HIB_TVL, [&](int s, int c2, ta v) {  // dlv_sj += V'_sj (B U)_sj
+            DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
+        });
         gap += gt[o];
     }
     __syncthreads();

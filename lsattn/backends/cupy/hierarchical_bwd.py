@@ -14,7 +14,8 @@ d_v`` summary per chunk), one per right block, and ``O(T (C + d_k + d_v + L))`` 
 C``); never ``T d_k d_v`` or ``T x T``.
 
 16-bit inputs run forward and backward on float32 copies (the backward needs the log output to
-float32 accuracy, as ``log_attention``'s: ``_autograd``). The incoming state's tensors get no
+float32 accuracy, as ``log_attention``'s: ``_autograd``); bfloat16 ones take the backward's products
+on bf16 tensor cores (``config(tc=True)``: the operands rounded to bf16, fp32 accumulation). The incoming state's tensors get no
 gradient here: calls whose state requires grad, or that return a state, take the array-API path
 (``hierarchical.forward``). torch is imported only when a CUDA tensor that requires grad arrives.
 """
@@ -54,13 +55,14 @@ def pieces(F, n):
     return items, split, slots
 
 
-def config(ta, DK, DV, chunk_size=None):
+def config(ta, DK, DV, chunk_size=None, tc=False):
     """The forward's variant (``hierarchical.config``), its chunk halved while the backward's tiles
-    exceed shared memory (at least 16; :func:`fits` says whether 16 fits)."""
+    exceed shared memory (at least 16; :func:`fits` says whether 16 fits); ``tc`` (float32 only, for
+    bfloat16 callers): the products on bf16 tensor cores (``-DHIB_TC=1``; operands rounded to bf16)."""
     cfg = _hi.config(ta, DK, DV, chunk_size)
     while cfg.CH > 16 and max(cfg.smem(k) for k in _KERNELS) > SMEM_MAX:
         cfg = Config(ta, "", cfg.CH // 2, cfg.DKP, cfg.DVP, tc=False)
-    return cfg
+    return Config(ta, "", cfg.CH, cfg.DKP, cfg.DVP, tc=bool(tc) and ta == "float")
 
 
 def fits(ta, DK, DV):
@@ -70,17 +72,19 @@ def fits(ta, DK, DV):
     return max(config(ta, DK, DV, 16).smem(k) for k in _KERNELS) <= SMEM_MAX
 
 
-def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None):
+def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False):
     """Gradients of a call for the output gradient ``do``.
 
     q, k (..., T, d_k), lv, out (the forward's log output), do (..., T, d_v), lam (..., T, L), a
     (..., T) or None: arrays of ``ops.xp`` in one compute dtype (float32 / float64), ``T >= 1``;
     old: the incoming state's ``(m, n, S, z)`` (as ``hierarchical.compute``) or None, read but not
     differentiated. Outputs ``-inf`` (every visible value 0) or NaN (every level off) take no
-    gradient. Returns (dq, dk, dlv, dlam, da or None), shaped as the inputs."""
+    gradient. ``tc``: the products on bf16 tensor cores (float32 arrays of bfloat16 callers: the
+    gradients within the bfloat16 bound, not float32's). Returns (dq, dk, dlv, dlam, da or None),
+    shaped as the inputs."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, "")
-    cfg = config(ta_name(xp, ta_dtype), q.shape[-1], lv.shape[-1], chunk_size)
-    w = _hi.slots(ops, cfg, q, k, lv, lam, a, p, old)
+    cfg = config(ta_name(xp, ta_dtype), q.shape[-1], lv.shape[-1], chunk_size, tc)
+    w = _hi.slots(ops, Config(cfg.ta, "", cfg.CH, cfg.DKP, cfg.DVP, tc=False), q, k, lv, lam, a, p, old)
     T, DK, DV, L, n = w.T, w.DK, w.DV, w.L, w.n
     lo = -float(np.finfo(np.dtype(ta_dtype)).max) / 8
     o3, g3 = flat(xp, out, (BH, T, DV)), flat(xp, do, (BH, T, DV))
@@ -141,7 +145,8 @@ def _function():
             with on_gpu(q) as (to_cp, back, ops):
                 (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, ctx.old)
                 doc = to_cp(do.detach().to(out.dtype).contiguous())[0]
-                grads = backward(ops, qc, kc, lvc, lamc, ac, ctx.p, oldc, to_cp(out)[0], doc, ctx.chunk_size)
+                grads = backward(ops, qc, kc, lvc, lamc, ac, ctx.p, oldc, to_cp(out)[0], doc, ctx.chunk_size,
+                                 q.dtype == torch.bfloat16)
                 grads = [None if g is None else back(ops.xp.ascontiguousarray(g), "") for g in grads]
             cast = lambda g, x: None if g is None or x is None else g.to(x.dtype)  # noqa: E731
             return tuple(cast(g, x) for g, x in zip(grads, (q, k, lv, lam, a))) + (None, None, None)
