@@ -67,25 +67,36 @@ constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 // bf16 mma.sync m16n8k16 with fp32 accumulators, the operands rounded to bf16 as they are read (16 x 8 tiles,
 // warp w takes tiles w, w + 8, ...; the bank of A[(k0 + 2t) lda + m0 + g] is 2t lda + g mod 32: conflict-free
 // for lda = 4 mod 16).
+#if HIB_TC
+// c += the 16 x 8 tile (rows m0 .., columns n0 ..) of A^T B over K (operands as hib_prod's)
+template <int K>
+__device__ __forceinline__ void hib_mma_tile(float (&c)[4], const float* A, int lda, const float* B, int ldb, int m0, int n0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll 4
+    for (int k0 = 2 * t; k0 < K; k0 += 16) {
+        const float *a0 = A + k0 * lda + m0 + g, *a1 = a0 + lda, *a8 = a0 + 8 * lda, *a9 = a8 + lda;
+        const float *b0 = B + k0 * ldb + n0 + g, *b8 = b0 + 8 * ldb;
+        const unsigned a[4] = {pack2(a0[0], a1[0]), pack2(a0[8], a1[8]), pack2(a8[0], a9[0]), pack2(a8[8], a9[8])};
+        mma_bf16(c, a, pack2(b0[0], b0[ldb]), pack2(b8[0], b8[ldb]));
+    }
+}
+// f(m, n, c[e]) for the accumulators of this lane in the tile at (m0, n0)
+template <typename F>
+__device__ __forceinline__ void hib_tile_each(float (&c)[4], int m0, int n0, F f) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) f(m0 + g + 8 * (e >> 1), n0 + 2 * t + (e & 1), c[e]);
+}
+#endif
+
 template <int M, int N, int K, typename E>
 __device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int ldb, E epi) {
 #if HIB_TC
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    for (int x = w; x < (M / 16) * (N / 8); x += NT / 32) {
-        const int m0 = (x / (N / 8)) * 16 + g, n0 = (x % (N / 8)) * 8 + g;
+    for (int x = threadIdx.x >> 5; x < (M / 16) * (N / 8); x += NT / 32) {
+        const int m0 = (x / (N / 8)) * 16, n0 = (x % (N / 8)) * 8;
         float c[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll 4
-        for (int k0 = 2 * t; k0 < K; k0 += 16) {
-            const float *a0 = A + k0 * lda + m0, *a1 = a0 + lda, *a8 = a0 + 8 * lda, *a9 = a8 + lda;
-            const float *b0 = B + k0 * ldb + n0, *b8 = b0 + 8 * ldb;
-            const unsigned a[4] = {pack2(a0[0], a1[0]), pack2(a0[8], a1[8]), pack2(a8[0], a9[0]), pack2(a8[8], a9[8])};
-            mma_bf16(c, a, pack2(b0[0], b0[ldb]), pack2(b8[0], b8[ldb]));
-        }
-        const int r = m0, cc = (x % (N / 8)) * 8 + 2 * t;
-        epi(r, cc, c[0]);
-        epi(r, cc + 1, c[1]);
-        epi(r + 8, cc, c[2]);
-        epi(r + 8, cc + 1, c[3]);
+        hib_mma_tile<K>(c, A, lda, B, ldb, m0, n0);
+        hib_tile_each(c, m0, n0, [&](int m, int n, float& v) { epi(m, n, v); });
     }
 #else
     constexpr int RM_ = M / 16, RN_ = N / 16;
@@ -99,6 +110,44 @@ __device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int 
         for (int jj = 0; jj < RN_; ++jj) epi(ty * RM_ + ii, tx * RN_ + jj, acc[ii][jj]);
 #endif
 }
+
+// hib_blocks' running U (DKP x DVP) in registers: add(E, G) += E^T G over CH rows (E [t][i], G [t][j] in shared,
+// strides HIB_TKL, HIB_TVL), each(f) calls f(i, j, element&) for this thread's elements (rescaling, storing);
+// FFMA register tiles or (HIB_TC) this warp's 16 x 8 mma tiles.
+struct HibRun {
+#if HIB_TC
+    static constexpr int NTL = (DKP / 16) * (DVP / 8), PW = (NTL + NT / 32 - 1) / (NT / 32);
+    float c[PW][4];
+    template <typename F>
+    __device__ __forceinline__ void tiles(F f) {
+#pragma unroll
+        for (int p = 0; p < PW; ++p) {
+            const int x = (threadIdx.x >> 5) + p * (NT / 32);
+            if (x < NTL) f(c[p], (x / (DVP / 8)) * 16, (x % (DVP / 8)) * 8);
+        }
+    }
+    template <typename F>
+    __device__ __forceinline__ void each(F f) {
+        tiles([&](float (&cc)[4], int m0, int n0) { hib_tile_each(cc, m0, n0, f); });
+    }
+    __device__ __forceinline__ void add(const ta* E, const ta* G) {
+        tiles([&](float (&cc)[4], int m0, int n0) { hib_mma_tile<CH>(cc, E, HIB_TKL, G, HIB_TVL, m0, n0); });
+    }
+#else
+    ta c[HIB_RI][HIB_RN];
+    template <typename F>
+    __device__ __forceinline__ void each(F f) {
+        const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+        for (int ii = 0; ii < HIB_RI; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RN; ++jj) f(ty * HIB_RI + ii, tx * HIB_RN + jj, c[ii][jj]);
+    }
+    __device__ __forceinline__ void add(const ta* E, const ta* G) {
+        mm_acc<HIB_RI, HIB_RN, CH>(c, E, HIB_TKL, G, HIB_TVL, threadIdx.x >> 4, threadIdx.x & 15);
+    }
+#endif
+};
 
 // exp of an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
 __device__ __forceinline__ ta hib_excap(ta x) {
@@ -526,7 +575,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     ta* Xr = b; b += CH;            // -lden_t + lam[t, lev] + decay from R's first token to t
     ta* Dr = b; b += CH;
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
-    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
     HibPiece P;
     if (!hib_piece(blockIdx.x, F, n, false, P)) return;  // uniform over the block
@@ -543,8 +592,8 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     }
     __syncthreads();
     ta G0 = Sk[0], Gl = (ta)0;  // the frame's decay before chunk cc; the piece's own total
-    ta acc[HIB_RI][HIB_RN];  // U [i][j], shifted by the running maxima
-    zero_acc(acc);
+    HibRun acc;  // U [i][j], shifted by the running maxima
+    acc.each([](int, int, ta& x) { x = (ta)0; });
     for (i64 cc = first; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
         const i64 g0 = cc * CH - p;
         const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
@@ -586,12 +635,9 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
             const int t = idx / DVP, jj = idx % DVP;
             Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? gm[(bh * T + g0 + t) * DV + jj] * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
         }
-#pragma unroll
-        for (int ii = 0; ii < HIB_RI; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HIB_RN; ++jj) acc[ii][jj] *= Sk[ty * HIB_RI + ii] * Sv[tx * HIB_RN + jj];
+        acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
         __syncthreads();
-        mm_acc<HIB_RI, HIB_RN, CH>(acc, E, HIB_TKL, Gp, HIB_TVL, ty, tx);
+        acc.add(E, Gp);
         if (tid < DKP) {
             ta x = Zs[tid] * Sk[tid];
             for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
@@ -606,13 +652,9 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     const i64 o = split ? bh * npieces + P.slot : bh * n + (r0 - F);
     ta *Uo = split ? Up : U, *Zo = split ? Zp : Z, *Mo = split ? Mp : Mb, *Wo = split ? Wp : Wb;
     if (tid == 0) (split ? gp : gt)[split ? o : bh * n + (r0 - F)] = Gl;
-#pragma unroll
-    for (int ii = 0; ii < HIB_RI; ++ii)
-#pragma unroll
-        for (int jj = 0; jj < HIB_RN; ++jj) {
-            const int i = ty * HIB_RI + ii, c2 = tx * HIB_RN + jj;
-            if (i < DK && c2 < DV) Uo[(o * DK + i) * DV + c2] = acc[ii][jj];
-        }
+    acc.each([&](int i, int c2, ta& x) {
+        if (i < DK && c2 < DV) Uo[(o * DK + i) * DV + c2] = x;
+    });
     for (int i = tid; i < DK; i += NT) {
         Zo[o * DK + i] = Zs[i];
         Mo[o * DK + i] = Ms[i];
