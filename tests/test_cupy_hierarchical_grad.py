@@ -196,14 +196,18 @@ def test_backward_emulated_factorised_and_exact_rows(emu_bwd, monkeypatch, dtype
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
 @pytest.mark.parametrize("T,C,dk,dv,scale,spike,P,seed", [(70, 16, 6, 5, 1.0, 0.0, 0, 0), (90, 16, 16, 16, 1.0, 60.0, 0, 1),
-                                                        (61, 32, 33, 17, 30.0, 0.0, 0, 2), (45, 16, 5, 3, 1.0, 0.0, 21, 3)])
+                                                        (61, 32, 33, 17, 30.0, 0.0, 0, 2), (45, 16, 5, 3, 1.0, 0.0, 21, 3),
+                                                        (77, 16, 6, 5, 1.0, -1.0, 0, 4)])
 def test_backward_emulated_tensor_cores(emu_bwd, T, C, dk, dv, scale, spike, P, seed):
     """The bfloat16 callers' variant (``tc=True``, -DHIB_TC=1: the products on bf16 mma.sync, emulated
     per warp): on bf16-rounded inputs its gradients are within GRAD_TOL['bfloat16'] of float64 autograd
-    of the reference (pairs as products and exact rows, slots, right blocks, after a state)."""
+    of the reference (pairs as products and exact rows, slots, right blocks, after a state; spike -1:
+    -inf inputs and levels switched off, -inf log values with exactly zero gradient)."""
     torch = pytest.importorskip("torch")
-    arrays = make(seed, (2,), P + T, dk, dv, scale=scale, decay="mixed", weights="random")
-    if spike:
+    arrays = make(seed, (2,), P + T, dk, dv, scale=scale, decay="mixed", weights="off" if spike < 0 else "random")
+    if spike < 0:
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=True)
+    elif spike:
         arrays[1][0, P + 29, :] += spike / 10
         arrays[2][1, P + 45, 2] += spike
     arrays = [torch.tensor(x).to(torch.bfloat16).double().numpy() for x in arrays]
@@ -218,6 +222,7 @@ def test_backward_emulated_tensor_cores(emu_bwd, T, C, dk, dv, scale, spike, P, 
     want, _ = grad_oracle(torch, cur, do, prefix=pre if P else None)
     tol = GRAD_TOL["bfloat16"]
     check_grads(got, want, do, tol, f"tc T={T} C={C} dk={dk} dv={dv} scale={scale} spike={spike} P={P}", T)
+    assert not np.any(got[2][np.isneginf(cur[2])]), "-inf log values get exactly zero gradient"
     exact, _ = _emu_grads(emu_bwd, cur, do, "float32", C, P, old)  # the FFMA variant on the same inputs
     assert max(float(np.max(np.abs(g - e))) for g, e in zip(got, exact)) > 0, "the tensor-core variant ran"
 
