@@ -197,7 +197,7 @@ def train(args):
     torch SDPA (causal, bfloat16) and the array-API path (float32, differentiated by torch, up to
     ``--api-max``); the backward's
     host logic split by kernel (``hierarchical_bwd.backward`` on CuPy float32 arrays, CUDA events
-    around the forward's slots, hib_dq, hib_blocks, hib_dkdv); the peak memory of ours. Prints a
+    around the forward's slots, hib_dq, hib_blocks, hib_bmerge, hib_dkdv); the peak memory of ours. Prints a
     table and writes ``bench_gpu_hierarchical_train.json`` and ``.md``."""
     import cupy
     import torch
@@ -256,10 +256,11 @@ def train(args):
     print("\n".join(lines))
 
 
-def _split(cupy, chi, chb, on_gpu, xc):
-    """ms of the backward's parts (``hierarchical_bwd.backward`` on CuPy float32 arrays, third run):
-    CUDA events recorded after each launch by wrappers set on the ``ops`` object (removed after)."""
-    names = ("hi_snap", "hib_dq", "hib_blocks", "hib_dkdv")
+def _split(cupy, chi, chb, on_gpu, xc, chunk_size=None):
+    """ms of the backward's parts (``hierarchical_bwd.backward`` on CuPy float32 arrays, third run; its
+    chunk ``chunk_size`` or the default): CUDA events recorded after each launch by wrappers set on the
+    ``ops`` object (removed after)."""
+    names = ("hi_snap", "hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv")
     with on_gpu(xc[0]) as (_, _, ops):
         out = chi.compute(ops, *xc[:4], xc[4], 0, None)
         doc = cupy.asarray(np.random.default_rng(0).standard_normal(out.shape).astype(np.float32))
@@ -278,7 +279,7 @@ def _split(cupy, chi, chb, on_gpu, xc):
             for _ in range(3):
                 start, end = cupy.cuda.Event(), cupy.cuda.Event()
                 start.record()
-                chb.backward(ops, *xc[:4], xc[4], 0, None, out, doc)
+                chb.backward(ops, *xc[:4], xc[4], 0, None, out, doc, chunk_size)
                 end.record()
                 end.synchronize()
         finally:
@@ -286,7 +287,9 @@ def _split(cupy, chi, chb, on_gpu, xc):
                 delattr(ops, n)
     t = lambda a, b: round(cupy.cuda.get_elapsed_time(a, b), 3)  # noqa: E731
     return {"slots (hi_intra, hi_merge, hi_snap)": t(start, marks["hi_snap"]), "hib_dq": t(marks["hi_snap"], marks["hib_dq"]),
-            "hib_blocks": t(marks["hib_dq"], marks["hib_blocks"]), "hib_dkdv": t(marks["hib_blocks"], marks["hib_dkdv"]),
+            "hib_blocks": t(marks["hib_dq"], marks["hib_blocks"]),
+            "hib_bmerge": t(marks["hib_blocks"], marks.get("hib_bmerge", marks["hib_blocks"])),
+            "hib_dkdv": t(marks.get("hib_bmerge", marks["hib_blocks"]), marks["hib_dkdv"]),
             "total": t(start, end)}
 
 

@@ -39,27 +39,37 @@ class EmuBwd(Emu):
     """``Emu`` (hi_intra, hi_merge, hi_snap, hi_read) plus hib_dq / hib_blocks / hib_dkdv on the CPU."""
 
     def _lib(self, cfg):
-        return emulation("cuda_emu_hier_bwd.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP},
+        defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "HIB_PMIN": chb.PMIN, "HIB_NPC": chb.NPC,
+                   "HIB_TC": int(cfg.tc)}
+        return emulation("cuda_emu_hier_bwd.cpp", defines,
                          {"KERNEL": cupy_source("hierarchical.cu"), "KERNEL_BWD": cupy_source("hierarchical_bwd.cu")})
 
     def _sizes(self, *xs):
         return [ctypes.c_int(x) for x in xs[:4]] + [ctypes.c_longlong(x) for x in xs[4:6]] + [ctypes.c_int(xs[6])]
 
-    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, T, DK, DV, L, p, F,
-               n, n_old, NLC, alo, BH):
-        self._lib(cfg).run_dq(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam)),
+    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV,
+               L, p, F, n, n_old, NLC, alo, BH):
+        self._lib(cfg).run_dq(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam,
+                                                Pg, Dg, Fg)),
                               *self._sizes(T, DK, DV, L, p, F, n), ctypes.c_int(n_old), ctypes.c_int(NLC),
                               self._s(cfg, alo), ctypes.c_int(wz.shape[1]), ctypes.c_int(BH),
                               ctypes.c_uint(cfg.smem("hib_dq")))
 
-    def hib_blocks(self, cfg, q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, T, DK, DV, L, p, F, n, alo, BH):
-        self._lib(cfg).run_blocks(*self._ptrs(cfg, (q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt)),
-                                  *self._sizes(T, DK, DV, L, p, F, n), self._s(cfg, alo), ctypes.c_int(BH),
-                                  ctypes.c_uint(cfg.smem("hib_blocks")))
+    def hib_blocks(self, cfg, q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp, T, DK, DV, L, p,
+                   F, n, alo, items, slots, BH):
+        self._lib(cfg).run_blocks(*self._ptrs(cfg, (q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp)),
+                                  *self._sizes(T, DK, DV, L, p, F, n), self._s(cfg, alo), ctypes.c_int(items),
+                                  ctypes.c_int(slots), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("hib_blocks")))
 
-    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, dk, dlv, T, DK, DV, L, p, F, n, alo,
-                 BH):
-        self._lib(cfg).run_dkdv(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, dk, dlv)),
+    def hib_bmerge(self, cfg, Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, DK, DV, F, n, split, slots, BH):
+        self._lib(cfg).run_bmerge(*self._ptrs(cfg, (Up, Zp, Mp, Wp, gp, U, Z, M, W, gt)), ctypes.c_int(DK),
+                                  ctypes.c_int(DV), ctypes.c_longlong(F), ctypes.c_int(n), ctypes.c_int(split),
+                                  ctypes.c_int(slots), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("hib_bmerge")))
+
+    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK, DV, L, p,
+                 F, n, alo, BH):
+        self._lib(cfg).run_dkdv(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk,
+                                                  dlv)),
                                 *self._sizes(T, DK, DV, L, p, F, n), self._s(cfg, alo), ctypes.c_int(BH),
                                 ctypes.c_uint(cfg.smem("hib_dkdv")))
 
@@ -106,10 +116,10 @@ def check_grads(got, want, do, tol, what, T):
         assert_close(g, w, tol * f, atol=atol * f, what=f"{name} {what}")
 
 
-def _emu_grads(emu, arrays, do, dtype, C, p=0, old=None):
+def _emu_grads(emu, arrays, do, dtype, C, p=0, old=None, tc=False):
     q, k, lv, lam, a = (None if x is None else np.ascontiguousarray(x, dtype=dtype) for x in arrays)
     out = chi.compute(emu, q, k, lv, lam, a, p, old, C)
-    got = chb.backward(emu, q, k, lv, lam, a, p, old, out, np.ascontiguousarray(do, dtype=dtype), C)
+    got = chb.backward(emu, q, k, lv, lam, a, p, old, out, np.ascontiguousarray(do, dtype=dtype), C, tc)
     return [g for g in got if g is not None], out
 
 
@@ -152,6 +162,110 @@ def test_backward_emulated_after_a_state(emu_bwd, P, T, C, seed):
     got, _ = _emu_grads(emu_bwd, cur, do, "float64", C, P, old)
     want, _ = grad_oracle(torch, cur, do, prefix=pre)
     check_grads(got, want, do, GRAD_TOL["float64"], f"P={P} T={T} C={C}", T)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("dtype,spike,seed", [("float64", 0.0, 0), ("float32", 0.0, 1), ("float32", 60.0, 2),
+                                              ("float64", 400.0, 3)])
+def test_backward_emulated_factorised_and_exact_rows(emu_bwd, monkeypatch, dtype, spike, seed):
+    """hib_dq's pairs as products (hib_fpairs) with the rows past HIB_LIM on the per-pair path: both
+    kinds of rows occur (a key spike late in a chunk, a large log value: the earlier rows of that chunk
+    are exact) and the gradients equal the oracle."""
+    torch = pytest.importorskip("torch")
+    q, k, lv, lam, a = make(seed, (2,), 70, 6, 5, decay="mixed", weights="random")
+    if spike:
+        k[0, 29, :] += spike / 10  # chunk [16, 32) of C = 16: rows 16 .. 28 meet a dominating later key
+        lv[1, 45, 2] += spike      # and a dominating later log value in [32, 48)
+    arrays = [x.astype(dtype).astype(np.float64) for x in (q, k, lv, lam, a)]
+    flags = []
+    orig = emu_bwd.hib_dq
+
+    def spy(cfg, *args):
+        orig(cfg, *args)
+        flags.append(np.array(args[18]))  # Fg
+    monkeypatch.setattr(emu_bwd, "hib_dq", spy)
+    do = np.random.default_rng(seed + 1).standard_normal((2, 70, 5))
+    got, _ = _emu_grads(emu_bwd, arrays, do, dtype, 16)
+    fl = flags[0]
+    assert np.any(fl == 0), "some rows on the products"
+    if spike:
+        assert np.any(fl == 1) and not np.all(fl == 1), "some rows exact, not all"
+    want, _ = grad_oracle(torch, arrays, do)
+    check_grads(got, want, do, GRAD_TOL[dtype], f"{dtype} spike={spike}", 70)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("T,C,dk,dv,scale,spike,P,seed", [(70, 16, 6, 5, 1.0, 0.0, 0, 0), (90, 16, 16, 16, 1.0, 60.0, 0, 1),
+                                                        (61, 32, 33, 17, 30.0, 0.0, 0, 2), (45, 16, 5, 3, 1.0, 0.0, 21, 3),
+                                                        (77, 16, 6, 5, 1.0, -1.0, 0, 4)])
+def test_backward_emulated_tensor_cores(emu_bwd, T, C, dk, dv, scale, spike, P, seed):
+    """The bfloat16 callers' variant (``tc=True``, -DHIB_TC=1: the products on bf16 mma.sync, emulated
+    per warp): on bf16-rounded inputs its gradients are within GRAD_TOL['bfloat16'] of float64 autograd
+    of the reference (pairs as products and exact rows, slots, right blocks, after a state; spike -1:
+    -inf inputs and levels switched off, -inf log values with exactly zero gradient)."""
+    torch = pytest.importorskip("torch")
+    arrays = make(seed, (2,), P + T, dk, dv, scale=scale, decay="mixed", weights="off" if spike < 0 else "random")
+    if spike < 0:
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=True)
+    elif spike:
+        arrays[1][0, P + 29, :] += spike / 10
+        arrays[2][1, P + 45, 2] += spike
+    arrays = [torch.tensor(x).to(torch.bfloat16).double().numpy() for x in arrays]
+    pre = [x[..., :P] if x.ndim == 2 else x[..., :P, :] for x in arrays]
+    cur = [x[..., P:] if x.ndim == 2 else x[..., P:, :] for x in arrays]
+    old = None
+    if P:
+        _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True, backend="array_api")
+        old = tuple(np.ascontiguousarray(state.tensors[x], dtype="float32") for x in ("m", "n", "S", "z"))
+    do = np.random.default_rng(seed + 1).standard_normal((2, T, dv))
+    got, _ = _emu_grads(emu_bwd, cur, do, "float32", C, P, old, tc=True)
+    want, _ = grad_oracle(torch, cur, do, prefix=pre if P else None)
+    tol = GRAD_TOL["bfloat16"]
+    check_grads(got, want, do, tol, f"tc T={T} C={C} dk={dk} dv={dv} scale={scale} spike={spike} P={P}", T)
+    assert not np.any(got[2][np.isneginf(cur[2])]), "-inf log values get exactly zero gradient"
+    exact, _ = _emu_grads(emu_bwd, cur, do, "float32", C, P, old)  # the FFMA variant on the same inputs
+    assert max(float(np.max(np.abs(g - e))) for g, e in zip(got, exact)) > 0, "the tensor-core variant ran"
+
+
+def test_pieces_cover_the_right_blocks():
+    """hib_blocks' grid (``pieces``): every right block r0 (F < r0 < F + n, 2^(l'-1) chunks, l' = 1 +
+    trailing zeros) once, in min(2^(l'-1) / PMIN, NPC) pieces when that is more than one."""
+    for F in range(0, 70):
+        for n in range(2, 140, 3):
+            items = split = 0
+            for r0 in range(F + 1, F + n):
+                h = r0 & -r0
+                np_ = min(chb.NPC, max(1, h // chb.PMIN))
+                items += np_
+                split += np_ > 1
+            got = chb.pieces(F, n)
+            assert got[:2] == (items, split), (F, n)
+            assert got[2] >= items - (n - 1)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("dtype,T,P,pmin,npc,seed", [("float64", 90, 0, 1, 4, 0), ("float32", 77, 0, 2, 2, 1),
+                                                    ("float64", 60, 19, 1, 8, 2)])
+def test_backward_emulated_split_blocks(emu_bwd, monkeypatch, dtype, T, P, pmin, npc, seed):
+    """hib_blocks' right blocks split into pieces (PMIN, NPC made small: blocks of 2 and 4 chunks at
+    C = 16) and merged by hib_bmerge: the gradients still equal the oracle (decay, random level weights,
+    magnitude 30, after a state)."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(chb, "PMIN", pmin)
+    monkeypatch.setattr(chb, "NPC", npc)
+    arrays = make(seed, (2,), P + T, 5, 3, scale=30.0, decay="mixed", weights="random")
+    arrays = [x.astype(dtype).astype(np.float64) for x in arrays]
+    pre = [x[..., :P] if x.ndim == 2 else x[..., :P, :] for x in arrays]
+    cur = [x[..., P:] if x.ndim == 2 else x[..., P:, :] for x in arrays]
+    old = None
+    if P:
+        _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True, backend="array_api")
+        old = tuple(np.ascontiguousarray(state.tensors[x], dtype=dtype) for x in ("m", "n", "S", "z"))
+    do = np.random.default_rng(seed + 1).standard_normal((2, T, 3))
+    assert chb.pieces(P // 16, -(-(P + T) // 16) - P // 16)[1] > 0, "some block is split"
+    got, _ = _emu_grads(emu_bwd, cur, do, dtype, 16, P, old)
+    want, _ = grad_oracle(torch, cur, do, prefix=pre if P else None)
+    check_grads(got, want, do, GRAD_TOL[dtype], f"{dtype} T={T} P={P} PMIN={pmin} NPC={npc}", T)
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")

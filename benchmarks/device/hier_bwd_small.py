@@ -2,7 +2,12 @@
 compute-sanitizer (memcheck / racecheck), each checked against torch autograd of the array-API path
 on the same device: float32 and float64, odd T, several right-block levels, a call after a state
 that does not require grad, d_v and d_k not multiples of 16, d_k = d_v = 128, bfloat16 inputs, no
-decay. Prints the largest error of every gradient relative to its largest magnitude."""
+decay, right blocks split into pieces (hib_blocks, hib_bmerge; T = 1100), exact rows beside product
+rows (a key spike at T = 200). Prints the largest error of every gradient relative to its largest magnitude.
+
+    python benchmarks/device/hier_bwd_small.py [race]      (race: racecheck's two cases)"""
+import sys
+
 import numpy as np
 import torch
 
@@ -19,11 +24,16 @@ def grads(xs, state, backend):
     return out, [t.grad.double() for t in ts]
 
 
-for dtype, T, dk, dv, P, decay in (("float32", 200, 64, 64, 0, True), ("float64", 37, 5, 19, 0, True),
-                                   ("float32", 150, 128, 128, 41, True), ("bfloat16", 130, 64, 64, 0, False)):
+CASES = (("float32", 200, 64, 64, 0, True), ("float64", 37, 5, 19, 0, True), ("float32", 150, 128, 128, 41, True),
+         ("bfloat16", 130, 64, 64, 0, False), ("float32", 1100, 16, 16, 0, True))  # 35 chunks: split blocks, empty pieces
+if "race" in sys.argv[1:]:  # racecheck's shorter list: product and exact rows, a split block with an empty piece
+    CASES = (CASES[0], ("float32", 600, 16, 16, 0, True))
+for dtype, T, dk, dv, P, decay in CASES:
     dt = getattr(torch, dtype)
     L = lsattn.num_levels(P + T)
     x = [torch.tensor(rng.standard_normal((2, P + T, d)), device="cuda").to(dt) for d in (dk, dk, dv, L)]
+    if T == 200:  # a dominating key late in chunk [128, 160): its earlier rows take the exact per-pair path
+        x[1][:, 150] += 60.0
     a = torch.tensor(-rng.random((2, P + T)), device="cuda").to(dt) if decay else None
     state = None
     if P:

@@ -29,9 +29,9 @@ def configs(op):
     if op == "hierarchical_bwd":  # its backward: the forward's chunk, shrunk until the tiles fit
         from lsattn.backends.cupy.hierarchical_bwd import config, fits
 
-        for ta, (dk, dv), ch in itertools.product(["float", "double"], DIMS, [16, 32, 64]):
-            if fits(ta, dk, dv):
-                out.append(config(ta, dk, dv, ch))
+        for ta, (dk, dv), ch, tc in itertools.product(["float", "double"], DIMS, [16, 32, 64], [False, True]):
+            if fits(ta, dk, dv) and not (tc and ta == "double"):
+                out.append(config(ta, dk, dv, ch, tc))
         return list(dict.fromkeys(out))
     if op == "hierarchical":  # loglinear_log_attention: its own chunk choice (16, 32, 64)
         from lsattn.backends.cupy.hierarchical import config
@@ -73,7 +73,8 @@ def main():
                 f.write("\n".join(open(os.path.join(cc._HERE, x)).read() for x in ("common.cu",) + cc._SOURCES.get(op, (f"{op}.cu",))))
             for cfg in configs(op):
                 flags = [f"-DTA={cfg.ta}", f"-DTI_BF16={int(cfg.half == 'bf16')}", f"-DTI_F16={int(cfg.half == 'f16')}",
-                         f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}", f"-DLOGV={int(cfg.logv)}"]
+                         f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}", f"-DLOGV={int(cfg.logv)}",
+                         f"-DHIB_TC={int(op == 'hierarchical_bwd' and cfg.tc)}"]
                 ptx = os.path.join(tmp, "k.ptx")
                 r = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-ptx", *flags, src, "-o", ptx], capture_output=True, text=True)
                 missing = [] if r.returncode else [n for n in launched(op, cfg) if f".entry {n}(" not in open(ptx).read()]

@@ -75,13 +75,17 @@ class Config:
             if self.bf16:  # HI_TC: two buffers of the slot tiles (S rows of 68), no E tile, the held slots (HI_HELD = 128)
                 return (2 * (DKP * 68 + 2 * DKP + 64) + CH * (DKP + 8) + CH * 64 + 3 * CH + 257) * es
             return (DKP * 64 + 2 * CH * (DKP + 1) + CH * 64 + 2 * DKP + 64 + 256 + 5 * CH) * es
-        if kernel in ("hib_dq", "hib_blocks", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
+        if kernel in ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
             K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)
             TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
-            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + DVP * (TK + TC) + 2 * DKP + DVP + 5 * CH,
+            fp = 3 * DKP + 2 * DVP + 7 * CH  # the slot vectors, the CH vectors, hib_fpairs' shifts and flags
+            freg = max(DVP * (TK + TC), 2 * DKP * TC, 2 * DVP * TC, CH * (TC + TK))  # HIB_FREG
+            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
                     "hib_blocks": CH * (TK + TV) + 3 * DKP + 2 * DVP + 4 * CH,
-                    "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X, DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64
-                    + 2 * DKP + DVP + 5 * CH}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
+                    "hib_bmerge": 8 * (DKP + DVP),  # HIB_NPC pieces' factors
+                    "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X + CH * (TC + max(TK, TV)),  # + HIB_F2
+                                                     DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64
+                    + fp}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -209,7 +213,7 @@ _KERNELS = {
     "gated_delta": ("gd_forms", "gd_scan"),  # gated_delta.py: the per-chunk WY forms, the scan over chunks
     "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
-    "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_dkdv"),  # hierarchical_bwd.py: its backward
+    "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_forms.cu"),
@@ -233,6 +237,7 @@ def _kernels(op, device_id, cfg):
         f"-DDKP={cfg.DKP}",
         f"-DDVP={cfg.DVP}",
         f"-DLOGV={int(cfg.logv)}",
+        f"-DHIB_TC={int(op == 'hierarchical_bwd' and cfg.tc)}",  # its products on bf16 tensor cores (bf16 callers)
     )
     names = list(_KERNELS[op])
     if cfg.bwd and op == "exp_kernel_bwd":  # the tensor-core kernels replace the FFMA ones
@@ -424,23 +429,30 @@ class CupyOps:
             self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1]),
             self._i(nrb)), shared_mem=smem)
 
-    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, T, DK, DV, L, p, F,
-               n, n_old, NLC, alo, BH):
+    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV,
+               L, p, F, n, n_old, NLC, alo, BH):
         fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_dq")
-        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, self._i(T),
+        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg,
+                            self._i(T),
                             self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old),
                             self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1])), shared_mem=smem)
 
-    def hib_blocks(self, cfg, q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, T, DK, DV, L, p, F, n, alo, BH):
+    def hib_blocks(self, cfg, q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp, T, DK, DV, L, p,
+                   F, n, alo, items, slots, BH):
         fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_blocks")
-        fn((n - 1, BH), block, (q, lam, self._p(a), gm, om, delta, lden, gch, U, Z, M, W, gt, self._i(T), self._i(DK),
-                                self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._s(cfg, alo)),
-           shared_mem=smem)
+        fn((items, BH), block, (q, lam, self._p(a), gm, om, delta, lden, gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp,
+                                self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n),
+                                self._s(cfg, alo), self._i(slots)), shared_mem=smem)
 
-    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, dk, dlv, T, DK, DV, L, p, F, n, alo,
-                 BH):
+    def hib_bmerge(self, cfg, Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, DK, DV, F, n, split, slots, BH):
+        fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_bmerge")
+        fn((split, BH), block, (Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, self._i(DK), self._i(DV), self._l(F), self._i(n),
+                                self._i(slots)), shared_mem=smem)
+
+    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK, DV, L, p,
+                 F, n, alo, BH):
         fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_dkdv")
-        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden, U, Z, M, W, gt, dk, dlv, self._i(T),
+        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, self._i(T),
                             self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._s(cfg, alo)),
            shared_mem=smem)
 

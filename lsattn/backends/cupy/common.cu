@@ -343,7 +343,7 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], const unsigned (&a)[4], 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-#if TI_BF16
+#if TI_BF16 || HIB_TC  // (HIB_TC: hierarchical_bwd.cu's products for bf16 callers on float32 tiles)
 // ---- tensor cores (bf16 inputs): mma.sync m16n8k16, bf16 operands, fp32 accumulators ----------
 // Tiles live in shared memory as bf16 with the reduction index contiguous: A as [m][k], B as [n][k];
 // row strides are padded to 8 mod 16 elements so the 32-bit fragment loads hit 32 distinct banks.

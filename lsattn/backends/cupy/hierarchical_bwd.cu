@@ -1,7 +1,7 @@
 // Backward of hierarchical exp-kernel attention (loglinear_log_attention); compiled after common.cu
 // and hierarchical.cu (hi_slot, hi_decay, hi_decays, hi_lse_add, HI_LOG2C, HI_LMAX). Host:
 // hierarchical_bwd.py, which first reruns the forward's hi_intra, hi_merge and hi_snap (the intra-chunk
-// log-normalisers and the Fenwick slots with their snapshots), then these three kernels. Inputs
+// log-normalisers and the Fenwick slots with their snapshots), then these four kernels. Inputs
 // and outputs in the compute type (ti = ta: the host widens 16-bit inputs to float32).
 //
 // With X_ts = lam[t, level(t,s)] + (a_{s+1} + ... + a_t) + log sum_i exp(q_ti + k_si), lden_t =
@@ -14,10 +14,11 @@
 //   dlam[t, l] = sum_{s: level(t,s) = l} P_ts D_ts
 //   da_r = sum_{t>=r} (sum_i dq_ti - sum_i dk_ti)                                  (host)
 // Every factor is formed from an exponent that is <= 0 (or <= B for the value factors, capped as in
-// exp_kernel_bwd.cu), never a raw exp(q), exp(k) or exp(lv).
+// exp_kernel_bwd.cu; <= HIB_LIM for the factorised pairs' row factors), never a raw exp(q), exp(k) or exp(lv).
 //
 // hib_dq      per (chunk, sequence): lden_t (hi_intra's intra part, then the held slots read as in
-//             hi_read), the chunk's pairs directly, then every held slot (m from msnap): with
+//             hi_read), the chunk's pairs as products with per-chunk shifts (hib_fpairs; rows past HIB_LIM
+//             per pair, flagged in Fg), their P_ts and D_ts stored for hib_dkdv, then every held slot (m from msnap): with
 //             A_ti = exp(q_ti + m_i + lam[t, level] + (a_{t0} + ... + a_t) - lden_t) <= 1 (z_i >= 1)
 //             dq_ti += A_ti (sum_j S_ij g_tj exp(n_j - o_tj) - z_i delta_t), its sum over i into
 //             dlam[t, level]. Writes lden (+big for rows with g = 0: they add nothing anywhere).
@@ -26,8 +27,11 @@
 //             log2 CH + l'. R's query summary, with M_i = max_{t in R} x_ti, x_ti = q_ti - lden_t +
 //             lam[t, lev] + (decay from R's first token to t), W_j = max_{t in R} -o_tj:
 //             U_ij = sum_t exp(x_ti - M_i) g_tj exp(-o_tj - W_j),  Z_i = sum_t exp(x_ti - M_i) delta_t
-//             and R's total decay (the sum of the chunks' totals, each summed inside its chunk).
-// hib_dkdv    per key chunk c: the chunk's pairs directly, then R for every level l' whose bit l'-1
+//             and R's total decay (the sum of the chunks' totals, each summed inside its chunk). A block of
+//             more than HIB_PMIN chunks runs as up to HIB_NPC pieces in parallel (hib_piece), which
+// hib_bmerge  merges into R's summary (the pieces' maxima and sums rescaled to the largest, factors <= 1).
+// hib_dkdv    per key chunk c: the chunk's pairs as products over hib_dq's P, D and flags (the exact rows
+//             per pair), then R for every level l' whose bit l'-1
 //             of c is clear (R inside the call), with B_si = exp(k_si + (a_{s+1} + ... to c's end) +
 //             (decay of the right blocks in between) + M_i) <= 1 (the pair of the query of M_i) and
 //             V'_sj = exp(lv_sj + W_j):  dk_si += B_si (sum_j V'_sj U_ij - Z_i),  dlv_sj += V'_sj sum_i B_si U_ij.
@@ -42,6 +46,108 @@
 #define HIB_TVL (DVP + 4)
 #define HIB_TCL (CH + 4)
 constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // register tile rows / columns
+// hib_fpairs' operands, one at a time: A^T, B^T (DKP x HIB_TCL each), G'^T, E^T (DVP x HIB_TCL), then W^T (CH x
+// HIB_TCL) and B (CH x HIB_TKL)
+constexpr int hib_cmax(int x, int y) { return x > y ? x : y; }
+constexpr int HIB_FREG = hib_cmax(hib_cmax(DVP * (HIB_TKL + HIB_TCL), 2 * DKP * HIB_TCL),
+                                  hib_cmax(2 * DVP * HIB_TCL, CH * (HIB_TCL + HIB_TKL)));
+// the factorised pairs' bound: a row whose factor exp(R_t + lam + decay - lden_t) or, where g_tj != 0,
+// exp(nn_j - o_tj) exceeds e^HIB_LIM (a later key or value of the chunk dominates it) takes the exact
+// per-pair path; below it the factors' underflow drops terms < e^(HIB_LIM - 87) (fp32) of the row's scale
+#define HIB_LIM (sizeof(ta) == 4 ? (ta)40 : (ta)300)
+// hib_dkdv's pair products' operands: W or P (CH x HIB_TCL), then A or G' (CH x HIB_TKL or HIB_TVL)
+constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
+
+#ifndef HIB_TC
+#define HIB_TC 0
+#endif
+// C = A^T B (A [k][m], B [k][n]: k-major fp32 tiles in shared memory, row strides lda, ldb), then epi(m, n, C_mn)
+// once per element of the M x N result, without a barrier: FFMA register tiles (common.cu's mm_acc, M / 16 x
+// N / 16 per thread of a 16 x 16 grid) or, HIB_TC (the variant for bfloat16 callers: float32 tiles, ta = float),
+// bf16 mma.sync m16n8k16 with fp32 accumulators, the operands rounded to bf16 as they are read (16 x 8 tiles,
+// warp w takes tiles w, w + 8, ...; the bank of A[(k0 + 2t) lda + m0 + g] is 2t lda + g mod 32: conflict-free
+// for lda = 4 mod 16).
+#if HIB_TC
+// c += the 16 x 8 tile (rows m0 .., columns n0 ..) of A^T B over K (operands as hib_prod's)
+template <int K>
+__device__ __forceinline__ void hib_mma_tile(float (&c)[4], const float* A, int lda, const float* B, int ldb, int m0, int n0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll 4
+    for (int k0 = 2 * t; k0 < K; k0 += 16) {
+        const float *a0 = A + k0 * lda + m0 + g, *a1 = a0 + lda, *a8 = a0 + 8 * lda, *a9 = a8 + lda;
+        const float *b0 = B + k0 * ldb + n0 + g, *b8 = b0 + 8 * ldb;
+        const unsigned a[4] = {pack2(a0[0], a1[0]), pack2(a0[8], a1[8]), pack2(a8[0], a9[0]), pack2(a8[8], a9[8])};
+        mma_bf16(c, a, pack2(b0[0], b0[ldb]), pack2(b8[0], b8[ldb]));
+    }
+}
+// f(m, n, c[e]) for the accumulators of this lane in the tile at (m0, n0)
+template <typename F>
+__device__ __forceinline__ void hib_tile_each(float (&c)[4], int m0, int n0, F f) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) f(m0 + g + 8 * (e >> 1), n0 + 2 * t + (e & 1), c[e]);
+}
+#endif
+
+template <int M, int N, int K, typename E>
+__device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int ldb, E epi) {
+#if HIB_TC
+    for (int x = threadIdx.x >> 5; x < (M / 16) * (N / 8); x += NT / 32) {
+        const int m0 = (x / (N / 8)) * 16, n0 = (x % (N / 8)) * 8;
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+        hib_mma_tile<K>(c, A, lda, B, ldb, m0, n0);
+        hib_tile_each(c, m0, n0, [&](int m, int n, float& v) { epi(m, n, v); });
+    }
+#else
+    constexpr int RM_ = M / 16, RN_ = N / 16;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    ta acc[RM_][RN_];
+    zero_acc(acc);
+    mm_acc<RM_, RN_, K>(acc, A, lda, B, ldb, ty, tx);
+#pragma unroll
+    for (int ii = 0; ii < RM_; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < RN_; ++jj) epi(ty * RM_ + ii, tx * RN_ + jj, acc[ii][jj]);
+#endif
+}
+
+// hib_blocks' running U (DKP x DVP) in registers: add(E, G) += E^T G over CH rows (E [t][i], G [t][j] in shared,
+// strides HIB_TKL, HIB_TVL), each(f) calls f(i, j, element&) for this thread's elements (rescaling, storing);
+// FFMA register tiles or (HIB_TC) this warp's 16 x 8 mma tiles.
+struct HibRun {
+#if HIB_TC
+    static constexpr int NTL = (DKP / 16) * (DVP / 8), PW = (NTL + NT / 32 - 1) / (NT / 32);
+    float c[PW][4];
+    template <typename F>
+    __device__ __forceinline__ void tiles(F f) {
+#pragma unroll
+        for (int p = 0; p < PW; ++p) {
+            const int x = (threadIdx.x >> 5) + p * (NT / 32);
+            if (x < NTL) f(c[p], (x / (DVP / 8)) * 16, (x % (DVP / 8)) * 8);
+        }
+    }
+    template <typename F>
+    __device__ __forceinline__ void each(F f) {
+        tiles([&](float (&cc)[4], int m0, int n0) { hib_tile_each(cc, m0, n0, f); });
+    }
+    __device__ __forceinline__ void add(const ta* E, const ta* G) {
+        tiles([&](float (&cc)[4], int m0, int n0) { hib_mma_tile<CH>(cc, E, HIB_TKL, G, HIB_TVL, m0, n0); });
+    }
+#else
+    ta c[HIB_RI][HIB_RN];
+    template <typename F>
+    __device__ __forceinline__ void each(F f) {
+        const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+        for (int ii = 0; ii < HIB_RI; ++ii)
+#pragma unroll
+            for (int jj = 0; jj < HIB_RN; ++jj) f(ty * HIB_RI + ii, tx * HIB_RN + jj, c[ii][jj]);
+    }
+    __device__ __forceinline__ void add(const ta* E, const ta* G) {
+        mm_acc<HIB_RI, HIB_RN, CH>(c, E, HIB_TKL, G, HIB_TVL, threadIdx.x >> 4, threadIdx.x & 15);
+    }
+#endif
+};
 
 // exp of an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
 __device__ __forceinline__ ta hib_excap(ta x) {
@@ -64,12 +170,13 @@ __device__ __forceinline__ void hib_rows(ta* X, int ldx, int W, const ti* src, i
 struct HibTiles {
     ta *Qs, *Ks, *Ak;           // CH x HIB_KLD: q, k, the rows' dq (hib_dq) / dk (hib_dkdv)
     ta *LVs, *Gs, *Os, *Av;     // CH x HIB_VLD: clamped lv, g, o; the rows' dlv (hib_dkdv)
-    ta *XP, *PP, *DD;           // CH x HIB_XLD: hib_pairs'
+    ta *XP, *PP, *DD;           // CH x HIB_XLD: the pairs' XP, P, D (hib_fpairs, hib_pairs)
     ta *Lam, *DL;               // CH x HI_LMAX: clamped level weights; their gradient (hib_dq)
     ta *Tk, *Tv, *Ta, *Tb;      // mm_acc operands: S^T / U^T (DVP x HIB_TKL), U (DKP x HIB_TVL, hib_dkdv),
                                 // (g exp(n - o))^T / V'^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
     ta *Ms, *Zs, *Ns;           // a slot / right block: m or M, z or Z (DKP), n or W (DVP)
     ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
+    ta *mm, *nn, *R, *Fl;       // hib_fpairs': key shifts (DKP), value shifts (DVP), row shifts, exact-row flags (CH)
     unsigned bytes;
 };
 
@@ -84,40 +191,170 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     if (!dq) b = pairs;
     m.Tk = take(DVP * HIB_TKL); m.Tv = take(dq ? 0 : DKP * HIB_TVL); m.Ta = take(DVP * HIB_TCL);
     m.Tb = take(dq ? 0 : DKP * HIB_TCL);
-    if (!dq && b < after) b = after;
+    if (dq && b < m.Tk + HIB_FREG) b = m.Tk + HIB_FREG;  // hib_fpairs' operands over the slot products'
+    if (!dq && b < after + HIB_F2) b = after + HIB_F2;  // hib_dkdv's pair products after the pairs' tiles
     m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD); m.LVs = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
     m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
     m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
     m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
+    m.mm = take(DKP); m.nn = take(DVP); m.R = take(CH); m.Fl = take(CH);
     m.bytes = (unsigned)((b - reinterpret_cast<ta*>(raw)) * sizeof(ta));
     return m;
 }
 
-// The chunk's pairs (t, s), t0 <= s <= t < t1: XP = lam[t, level] + (a_{s+1} + ... + a_t) - lden_t,
-// PP = P_ts, DD = D_ts (XP = lo_v, PP = DD = 0 elsewhere). Ends with a barrier.
-__device__ __forceinline__ void hib_pairs(const ta* Qs, const ta* Ks, const ta* LVs, const ta* Gs, const ta* Os,
-                                          const ta* Lam, const ta* ac, const ta* Ls, const ta* Ds, ta* XP, ta* PP,
-                                          ta* DD, int t0, int t1, int DK, int DV) {
+// XP_ts = lam[t, level] + (a_{s+1} + ... + a_t) - lden_t of a pair t0 <= s <= t < t1 (lo_v elsewhere)
+__device__ __forceinline__ ta hib_xp(const HibTiles& sm, int t, int s, int t0, int t1) {
+    if (!(s <= t && s >= t0 && t < t1)) return lo_v();
+    ta dec = (ta)0;  // summed over the stretch (rounding relative to it)
+    for (int u = s + 1; u <= t; ++u) dec += sm.ac[u];
+    return sm.Lam[t * HI_LMAX + (s == t ? 0 : bitlen64((i64)(t ^ s)))] + dec - sm.Ls[t];
+}
+
+// P_ts and D_ts of one pair per pair (per-pair log-sum-exp; the exact rows'), from its XP
+__device__ __forceinline__ void hib_pair_exact(const HibTiles& sm, int t, int s, ta xp, int DK, int DV, ta& pp, ta& dd) {
+    const ta *Qt = sm.Qs + t * HIB_KLD, *Ks = sm.Ks + s * HIB_KLD;
+    ta mx = neg_big();
+    for (int i = 0; i < DK; ++i) mx = fmx(mx, Qt[i] + Ks[i]);
+    ta sm_ = (ta)0;
+    for (int i = 0; i < DK; ++i) sm_ += ex(Qt[i] + Ks[i] - mx);
+    pp = ex(mx + lg(sm_) + xp);
+    dd = -sm.Ds[t];
+    for (int j = 0; j < DV; ++j)
+        dd = fma(sm.Gs[t * HIB_VLD + j], hib_excap(sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]), dd);
+}
+
+// hib_dkdv's pairs: XP, and PP = P_ts, DD = D_ts from hib_dq's (BH, T, CH) pair arrays (Pg, Dg: the chunk's rows,
+// row g0 + t at t CH; PP = DD = 0 off the pairs). Ends with a barrier.
+__device__ __forceinline__ void hib_pairs(const HibTiles& sm, int t0, int t1, const ta* Pg, const ta* Dg) {
     for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;
-        ta x = lo_v(), pp = (ta)0, dd = (ta)0;
-        if (s <= t && s >= t0 && t < t1) {
-            ta dec = (ta)0;  // summed over the stretch (rounding relative to it)
-            for (int u = s + 1; u <= t; ++u) dec += ac[u];
-            const int lev = s == t ? 0 : bitlen64((i64)(t ^ s));
-            x = Lam[t * HI_LMAX + lev] + dec - Ls[t];
-            ta mx = neg_big();
-            for (int i = 0; i < DK; ++i) mx = fmx(mx, Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i]);
-            ta sm = (ta)0;
-            for (int i = 0; i < DK; ++i) sm += ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] - mx);
-            pp = ex(mx + lg(sm) + x);
-            dd = -Ds[t];
-            for (int j = 0; j < DV; ++j) dd = fma(Gs[t * HIB_VLD + j], hib_excap(LVs[s * HIB_VLD + j] - Os[t * HIB_VLD + j]), dd);
-        }
-        XP[t * HIB_XLD + s] = x;
-        PP[t * HIB_XLD + s] = pp;
-        DD[t * HIB_XLD + s] = dd;
+        const bool on = s <= t && s >= t0 && t < t1;
+        sm.XP[t * HIB_XLD + s] = hib_xp(sm, t, s, t0, t1);
+        sm.PP[t * HIB_XLD + s] = on ? Pg[(i64)t * CH + s] : (ta)0;
+        sm.DD[t * HIB_XLD + s] = on ? Dg[(i64)t * CH + s] : (ta)0;
     }
+    __syncthreads();
+}
+
+// hib_fpairs' shifts of the chunk (rows t0 .. t1 - 1): mm_i = max_s k_si (0 for i >= DK), nn_j = max_s lv_sj
+// (clamped), R_t = max_i (q_ti + mm_i); hib_dkdv takes the same ones. Ends with a barrier.
+__device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, int DK, int DV) {
+    const int tid = threadIdx.x;
+    if (tid < DKP) {  // threads DKP .. DKP + DVP - 1: the value shifts (DKP + DVP <= NT)
+        ta m = neg_big();
+        for (int s = t0; s < t1; ++s) m = fmx(m, sm.Ks[s * HIB_KLD + tid]);
+        sm.mm[tid] = tid < DK ? m : (ta)0;
+    } else if (tid < DKP + DVP) {
+        const int jj = tid - DKP;
+        ta m = lo_v();
+        for (int s = t0; s < t1; ++s) m = fmx(m, sm.LVs[s * HIB_VLD + jj]);
+        sm.nn[jj] = m;
+    }
+    __syncthreads();
+    if (tid < CH) {
+        ta r = neg_big();
+        for (int i = 0; i < DK; ++i) r = fmx(r, sm.Qs[tid * HIB_KLD + i] + sm.mm[i]);
+        sm.R[tid] = r;
+    }
+    __syncthreads();
+}
+
+// The chunk's pairs of hib_dq factorised as products (exp_kernel_bwd_tc.cu's shifts, FFMA register tiles):
+// mm_i = max over the chunk's keys, R_t = max_i (q_ti + mm_i), nn_j = max over its log values;
+// A_ti = exp(q_ti + mm_i - R_t), B_si = exp(k_si - mm_i), E_sj = exp(lv_sj - nn_j), G'_tj = g_tj exp(nn_j - o_tj),
+// so that sum_i exp(q_ti + k_si) = e^R_t (A B^T)_ts, P_ts = (A B^T)_ts exp(c_ts) with c_ts = R_t + XP_ts,
+// D_ts = (G' E^T)_ts - delta_t and dq's pair part = A o (W B) with W_ts = exp(c_ts) D_ts: O(C (d_k + d_v))
+// exponentials per chunk instead of O(C^2 (d_k + d_v)). Rows past HIB_LIM (Fl = 1) take the per-pair
+// formulas. Writes XP, PP, DD (and the pair arrays Pg, Dg that hib_pairs reads), mm, R, Fl (and the row flags Fg),
+// W^T over sm.Tk (the slot products' operands) with B [s][i] after it; ends with a barrier.
+__device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, int DK, int DV, ta* Pg, ta* Dg, ta* Fg) {
+    const int tid = threadIdx.x;
+    const ta *Qs = sm.Qs, *Ks = sm.Ks, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *Ds = sm.Ds;
+    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
+    ta* const F = sm.Tk;
+    for (int idx = tid; idx < CH * CH; idx += NT) XP[(idx / CH) * HIB_XLD + idx % CH] = hib_xp(sm, idx / CH, idx % CH, t0, t1);
+    hib_shifts(sm, t0, t1, DK, DV);
+    if (tid < CH) {  // the exact-row flags
+        const int t = tid;
+        const bool in = t >= t0 && t < t1;
+        const ta r = R[t];
+        bool f = in && !(r > neg_big() / 2);
+        for (int s = t0; s <= t && in && !f; ++s) f = r + XP[t * HIB_XLD + s] > HIB_LIM;
+        for (int jj = 0; jj < DV && in && !f; ++jj) f = Gs[t * HIB_VLD + jj] != (ta)0 && nn[jj] - Os[t * HIB_VLD + jj] > HIB_LIM;
+        Fl[t] = f ? (ta)1 : (ta)0;
+        if (in) Fg[t] = Fl[t];
+    }
+    __syncthreads();
+    ta* At = F;                  // A^T [i][t] (0 on exact rows)
+    ta* Bt = F + DKP * HIB_TCL;  // B^T [i][s]
+    for (int idx = tid; idx < DKP * CH; idx += NT) {
+        const int i = idx / CH, t = idx % CH;
+        const bool in = i < DK && t >= t0 && t < t1;
+        At[i * HIB_TCL + t] = in && Fl[t] == (ta)0 ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0;
+        Bt[i * HIB_TCL + t] = in ? ex(Ks[t * HIB_KLD + i] - mm[i]) : (ta)0;
+    }
+    __syncthreads();
+    auto on = [&](int t, int s) { return s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0; };  // a product pair
+    hib_prod<CH, CH, DKP>(At, HIB_TCL, Bt, HIB_TCL, [&](int t, int s, ta v) {
+        PP[t * HIB_XLD + s] = on(t, s) ? v * ex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
+    });
+    __syncthreads();
+    ta* Gt = F;                  // G'^T [j][t] (0 on exact rows)
+    ta* Et = F + DVP * HIB_TCL;  // E^T [j][s]
+    for (int idx = tid; idx < DVP * CH; idx += NT) {
+        const int jj = idx / CH, t = idx % CH;
+        const bool in = jj < DV && t >= t0 && t < t1;
+        Gt[jj * HIB_TCL + t] = in && Fl[t] == (ta)0
+                                   ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
+        Et[jj * HIB_TCL + t] = in ? ex(LVs[t * HIB_VLD + jj] - nn[jj]) : (ta)0;
+    }
+    __syncthreads();
+    hib_prod<CH, CH, DVP>(Gt, HIB_TCL, Et, HIB_TCL, [&](int t, int s, ta v) {
+        DD[t * HIB_XLD + s] = on(t, s) ? v - Ds[t] : (ta)0;
+    });
+    __syncthreads();
+    ta* Wt = F;                  // W^T [s][t], W_ts = exp(c_ts) D_ts
+    ta* Bk = F + CH * HIB_TCL;   // B [s][i]
+    for (int idx = tid; idx < CH * CH; idx += NT) {
+        const int t = idx % CH, s = idx / CH;
+        Wt[s * HIB_TCL + t] = on(t, s) ? ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s] : (ta)0;
+    }
+    for (int idx = tid; idx < CH * DKP; idx += NT) {
+        const int s = idx / DKP, i = idx % DKP;
+        Bk[s * HIB_TKL + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) : (ta)0;
+    }
+    for (int idx = tid; idx < CH * CH; idx += NT) {  // the exact rows: per pair (hib_pair_exact)
+        const int t = idx / CH, s = idx % CH;
+        if (!(s <= t && s >= t0 && t < t1) || Fl[t] == (ta)0) continue;
+        hib_pair_exact(sm, t, s, XP[t * HIB_XLD + s], DK, DV, PP[t * HIB_XLD + s], DD[t * HIB_XLD + s]);
+    }
+    __syncthreads();
+    for (int idx = tid; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        if (t >= t0 && t < t1) {
+            Pg[(i64)t * CH + s] = PP[t * HIB_XLD + s];
+            Dg[(i64)t * CH + s] = DD[t * HIB_XLD + s];
+        }
+    }
+}
+
+// hib_dkdv's pair sums over the product rows (Fl_t = 0): X [t][s] = x(t, s) on the pairs t0 <= s <= t < t1 of
+// those rows (else 0), Y [t][c] = y(t, c) on those rows (else 0), both over F2; then out(s, c, (X^T Y)_sc) for
+// this thread's register tile. Ends with a barrier.
+template <int DP, int LDY, typename FX, typename FY, typename FO>
+__device__ __forceinline__ void hib_pair_product(ta* F2, FX x, FY y, FO out, int t0, int t1, const ta* Fl) {
+    const int tid = threadIdx.x;
+    ta *X = F2, *Y = F2 + CH * HIB_TCL;
+    for (int idx = tid; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        X[t * HIB_TCL + s] = (s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0) ? x(t, s) : (ta)0;
+    }
+    for (int idx = tid; idx < CH * DP; idx += NT) {
+        const int t = idx / DP, c = idx % DP;
+        Y[t * LDY + c] = (t >= t0 && t < t1 && Fl[t] == (ta)0) ? y(t, c) : (ta)0;
+    }
+    __syncthreads();
+    hib_prod<CH, DP, CH>(X, HIB_TCL, Y, LDY, out);
     __syncthreads();
 }
 
@@ -149,6 +386,8 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     ta* __restrict__ lden,         // (BH, T) out
     ti* __restrict__ dq,           // (BH, T, DK) out
     ta* __restrict__ dlam,         // (BH, T, L) out (levels >= HI_LMAX untouched: zeroed by the host)
+    ta* __restrict__ Pg, ta* __restrict__ Dg,  // (BH, T, CH) out: the pairs' P_ts, D_ts (hib_fpairs)
+    ta* __restrict__ Fg,           // (BH, T) out: 1 on the rows whose pairs took the exact path
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const HibTiles sm = hib_tiles(smem_raw, true);
@@ -156,7 +395,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
     ta *Lam = sm.Lam, *DL = sm.DL, *St = sm.Tk, *GRt = sm.Ta, *Ms = sm.Ms, *Zs = sm.Zs, *Ns = sm.Ns;
     ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
-    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int tid = threadIdx.x;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
     const int NS = n_old + n, NSL = n_old + NLC;
@@ -203,13 +442,19 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
         if (in) lden[bh * T + g0 + t] = live ? Ls[t] : -lo_v();  // rows with g = 0 add nothing: +big
     }
     __syncthreads();
-    hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV);
-    for (int idx = tid; idx < CH * DKP; idx += NT) {  // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts
+    hib_fpairs(sm, t0, t1, DK, DV, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH, Fg + bh * T + g0);
+    // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
+    hib_prod<CH, DKP, CH>(sm.Tk, HIB_TCL, sm.Tk + CH * HIB_TCL, HIB_TKL, [&](int t, int i, ta v) {
+        const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
+        DQ[t * HIB_KLD + i] = on ? ex(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * v : (ta)0;
+    });
+    __syncthreads();
+    for (int idx = tid; idx < CH * DKP; idx += NT) {  // the exact rows: sum_s P_i(t,s) D_ts per pair
         const int t = idx / DKP, i = idx % DKP;
+        if (i >= DK || sm.Fl[t] == (ta)0) continue;
         ta x = (ta)0;
-        if (i < DK)
-            for (int s = t0; s <= t; ++s)
-                x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
+        for (int s = t0; s <= t; ++s)
+            x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
         DQ[t * HIB_KLD + i] = x;
     }
     if (tid < CH)  // dlam of the chunk's pairs
@@ -237,19 +482,11 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
             GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(Ns[jj] - Os[t * HIB_VLD + jj]) : (ta)0;
         }
         __syncthreads();
-        ta acc[HIB_RM][HIB_RI];  // (G S^T)[t][i]
-        zero_acc(acc);
-        mm_acc<HIB_RM, HIB_RI, DVP>(acc, GRt, HIB_TCL, St, HIB_TKL, ty, tx);
-#pragma unroll
-        for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HIB_RI; ++jj) {
-                const int t = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
-                const ta term = (i < DK && t >= t0 && t < t1)
-                                    ? ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (acc[ii][jj] - Zs[i] * Ds[t]) : (ta)0;
-                TT[t * HIB_KLD + i] = term;
-                DQ[t * HIB_KLD + i] += term;
-            }
+        hib_prod<CH, DKP, DVP>(GRt, HIB_TCL, St, HIB_TKL, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
+            const ta term = (i < DK && t >= t0 && t < t1) ? ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (v - Zs[i] * Ds[t]) : (ta)0;
+            TT[t * HIB_KLD + i] = term;
+            DQ[t * HIB_KLD + i] += term;
+        });
         __syncthreads();
         if (tid < CH && tid >= t0 && tid < t1) {
             ta x = (ta)0;
@@ -269,12 +506,61 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     }
 }
 
+// hib_blocks' work items: right blocks of 2^(l'-1) chunks at level l' (r0 = (2m + 1) 2^(l'-1), F < r0 < F + n),
+// in order of l', then r0; a block of more than HIB_PMIN chunks is split into NP = min(2^(l'-1) / HIB_PMIN,
+// HIB_NPC) pieces of equal length (run in parallel: the top blocks' chain of chunk passes was the kernel's
+// critical path), merged by hib_bmerge. Single-piece blocks (l' <= log2 HIB_PMIN + 1) come first.
+#ifndef HIB_PMIN  // (the CPU emulation's tests build smaller ones: hierarchical_bwd.PMIN, NPC)
+#define HIB_PMIN 8
+#define HIB_NPC 8
+#endif
+struct HibPiece {
+    i64 r0;    // the block's first chunk
+    int lp;    // its level l'
+    int np;    // its pieces
+    int k;     // this piece (hib_blocks) / 0 (hib_bmerge)
+    i64 slot;  // the piece's (hib_bmerge: the block's first piece's) index among the pieces of split blocks; -1 unsplit
+};
+__device__ __forceinline__ int hib_np(int lp) {
+    const i64 h = (i64)1 << (lp - 1);
+    return (int)min((i64)HIB_NPC, max((i64)1, h / HIB_PMIN));
+}
+// Item x of hib_blocks (split: x counts the split blocks only, as hib_bmerge's grid); false past the last.
+__device__ __forceinline__ bool hib_piece(i64 x, i64 F, int n, bool split, HibPiece& P) {
+    i64 slot = 0;
+    for (int lp = 1; lp < 63; ++lp) {
+        const i64 h = (i64)1 << (lp - 1), hi = F + n - 1;
+        if (h > hi) return false;
+        const i64 mlo = max((i64)0, (F + 1 - h + 2 * h - 1) / (2 * h)), mhi = (hi - h) / (2 * h);
+        const i64 cnt = max((i64)0, mhi - mlo + 1);
+        const int np = hib_np(lp);
+        if (split && np == 1) continue;
+        const i64 items = split ? cnt : cnt * np;
+        if (x < items) {
+            const i64 m = mlo + (split ? x : x / np);
+            P.r0 = (2 * m + 1) * h;
+            P.lp = lp;
+            P.np = np;
+            P.k = split ? 0 : (int)(x % np);
+            P.slot = np == 1 ? -1 : slot + (split ? x * np : x);
+            return true;
+        }
+        x -= items;
+        if (np > 1) slot += cnt * np;
+    }
+    return false;
+}
+
+// hib_blocks: one block per piece (hib_piece) and sequence: the piece's summary, in R's frame (its x_ti
+// include the decay from R's first token); unsplit blocks to (U, Z, Mb, Wb, gt) by r0 - F, pieces to
+// (Up, Zp, Mp, Wp, gp) by their slot (gp: the piece's own total decay).
 extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,
     const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta, const ta* __restrict__ lden,
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
     ta* __restrict__ U, ta* __restrict__ Z, ta* __restrict__ Mb, ta* __restrict__ Wb, ta* __restrict__ gt,  // by r0 - F
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
+    ta* __restrict__ Up, ta* __restrict__ Zp, ta* __restrict__ Mp, ta* __restrict__ Wp, ta* __restrict__ gp,  // by slot
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo, int npieces) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* b = reinterpret_cast<ta*>(smem_raw);
     ta* E = b; b += CH * HIB_TKL;   // x_ti, then exp(x_ti - M_i) [t][i]
@@ -289,18 +575,26 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     ta* Xr = b; b += CH;            // -lden_t + lam[t, lev] + decay from R's first token to t
     ta* Dr = b; b += CH;
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
-    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
-    const i64 r0 = F + 1 + blockIdx.x;
-    const int lp = __ffsll((long long)r0);
-    const int lev = HI_LOG2C + lp;
-    const i64 last = min(r0 + ((i64)1 << (lp - 1)), F + n) - 1;
+    HibPiece P;
+    if (!hib_piece(blockIdx.x, F, n, false, P)) return;  // uniform over the block
+    const i64 r0 = P.r0;
+    const int lev = HI_LOG2C + P.lp;
+    const i64 len = ((i64)1 << (P.lp - 1)) / P.np;
+    const i64 first = r0 + P.k * len, last = min(first + len, F + n) - 1;
     for (int i = tid; i < DKP; i += NT) { Ms[i] = neg_big(); Zs[i] = (ta)0; }
     for (int jj = tid; jj < DVP; jj += NT) Ws[jj] = lo_v();
-    ta acc[HIB_RI][HIB_RN];  // U [i][j], shifted by the running maxima
-    zero_acc(acc);
-    ta G0 = (ta)0;
-    for (i64 cc = r0; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
+    if (tid == 0) {  // the decay from R's first token to the piece's, in the order of an unsplit pass
+        ta g = (ta)0;
+        for (i64 cc = r0; cc < first; ++cc) g += gch[bh * n + (cc - F)];
+        Sk[0] = g;
+    }
+    __syncthreads();
+    ta G0 = Sk[0], Gl = (ta)0;  // the frame's decay before chunk cc; the piece's own total
+    HibRun acc;  // U [i][j], shifted by the running maxima
+    acc.each([](int, int, ta& x) { x = (ta)0; });
+    for (i64 cc = first; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
         const i64 g0 = cc * CH - p;
         const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
         __syncthreads();
@@ -341,34 +635,81 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
             const int t = idx / DVP, jj = idx % DVP;
             Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? gm[(bh * T + g0 + t) * DV + jj] * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
         }
-#pragma unroll
-        for (int ii = 0; ii < HIB_RI; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HIB_RN; ++jj) acc[ii][jj] *= Sk[ty * HIB_RI + ii] * Sv[tx * HIB_RN + jj];
+        acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
         __syncthreads();
-        mm_acc<HIB_RI, HIB_RN, CH>(acc, E, HIB_TKL, Gp, HIB_TVL, ty, tx);
+        acc.add(E, Gp);
         if (tid < DKP) {
             ta x = Zs[tid] * Sk[tid];
             for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
             Zs[tid] = x;
         }
-        G0 += gch[bh * n + (cc - F)];
+        const ta gc = gch[bh * n + (cc - F)];
+        G0 += gc;
+        Gl += gc;
     }
-    if (tid == 0) gt[bh * n + (r0 - F)] = G0;
     __syncthreads();
-    const i64 o = bh * n + (r0 - F);
-#pragma unroll
-    for (int ii = 0; ii < HIB_RI; ++ii)
-#pragma unroll
-        for (int jj = 0; jj < HIB_RN; ++jj) {
-            const int i = ty * HIB_RI + ii, c2 = tx * HIB_RN + jj;
-            if (i < DK && c2 < DV) U[(o * DK + i) * DV + c2] = acc[ii][jj];
-        }
+    const bool split = P.slot >= 0;
+    const i64 o = split ? bh * npieces + P.slot : bh * n + (r0 - F);
+    ta *Uo = split ? Up : U, *Zo = split ? Zp : Z, *Mo = split ? Mp : Mb, *Wo = split ? Wp : Wb;
+    if (tid == 0) (split ? gp : gt)[split ? o : bh * n + (r0 - F)] = Gl;
+    acc.each([&](int i, int c2, ta& x) {
+        if (i < DK && c2 < DV) Uo[(o * DK + i) * DV + c2] = x;
+    });
     for (int i = tid; i < DK; i += NT) {
-        Z[o * DK + i] = Zs[i];
-        Mb[o * DK + i] = Ms[i];
+        Zo[o * DK + i] = Zs[i];
+        Mo[o * DK + i] = Ms[i];
     }
-    for (int jj = tid; jj < DV; jj += NT) Wb[o * DV + jj] = Ws[jj];
+    for (int jj = tid; jj < DV; jj += NT) Wo[o * DV + jj] = Ws[jj];
+}
+
+// hib_bmerge: one block per split right block (hib_piece with split) and sequence: its pieces' summaries
+// (each in R's frame) into R's, M_i = max_k M_ki, W_j = max_k W_kj, U_ij = sum_k U_kij exp(M_ki - M_i)
+// exp(W_kj - W_j) (factors <= 1), Z_i likewise, R's total decay the sum of the pieces' (in order).
+extern "C" __global__ void __launch_bounds__(NT) hib_bmerge(
+    const ta* __restrict__ Up, const ta* __restrict__ Zp, const ta* __restrict__ Mp, const ta* __restrict__ Wp,
+    const ta* __restrict__ gp, ta* __restrict__ U, ta* __restrict__ Z, ta* __restrict__ Mb, ta* __restrict__ Wb,
+    ta* __restrict__ gt, int DK, int DV, i64 F, int n, int npieces) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Sk = reinterpret_cast<ta*>(smem_raw);  // HIB_NPC x DKP: exp(M_ki - M_i)
+    ta* Sv = Sk + HIB_NPC * DKP;               // HIB_NPC x DVP: exp(W_kj - W_j)
+    check_smem((unsigned)(HIB_NPC * (DKP + DVP) * sizeof(ta)));
+    const int tid = threadIdx.x;
+    const i64 bh = blockIdx.y;
+    HibPiece P;
+    if (!hib_piece(blockIdx.x, F, n, true, P)) return;
+    const i64 o = bh * n + (P.r0 - F), b0 = bh * npieces + P.slot;
+    for (int i = tid; i < DKP; i += NT) {
+        ta m = neg_big();
+        for (int k = 0; k < P.np; ++k) m = fmx(m, i < DK ? Mp[(b0 + k) * DK + i] : neg_big());
+        ta z = (ta)0;
+        for (int k = 0; k < P.np; ++k) {
+            const ta f = i < DK ? ex(Mp[(b0 + k) * DK + i] - m) : (ta)0;
+            Sk[k * DKP + i] = f;
+            if (i < DK) z = fma(Zp[(b0 + k) * DK + i], f, z);
+        }
+        if (i < DK) {
+            Mb[o * DK + i] = m;
+            Z[o * DK + i] = z;
+        }
+    }
+    for (int jj = tid; jj < DVP; jj += NT) {
+        ta w = lo_v();
+        for (int k = 0; k < P.np; ++k) w = fmx(w, jj < DV ? Wp[(b0 + k) * DV + jj] : lo_v());
+        for (int k = 0; k < P.np; ++k) Sv[k * DVP + jj] = jj < DV ? ex(Wp[(b0 + k) * DV + jj] - w) : (ta)0;
+        if (jj < DV) Wb[o * DV + jj] = w;
+    }
+    if (tid == 0) {
+        ta g = (ta)0;
+        for (int k = 0; k < P.np; ++k) g += gp[b0 + k];
+        gt[o] = g;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < DK * DV; idx += NT) {
+        const int i = idx / DV, jj = idx % DV;
+        ta u = (ta)0;
+        for (int k = 0; k < P.np; ++k) u = fma(Up[(b0 + k) * DK * DV + idx], Sk[k * DKP + i] * Sv[k * DVP + jj], u);
+        U[o * DK * DV + idx] = u;
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
@@ -377,6 +718,8 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     const ta* __restrict__ lden,  // hib_dq's
     const ta* __restrict__ U, const ta* __restrict__ Z, const ta* __restrict__ Mb, const ta* __restrict__ Wb,
     const ta* __restrict__ gt,    // hib_blocks'
+    const ta* __restrict__ Pg, const ta* __restrict__ Dg,  // (BH, T, CH) hib_dq's pairs
+    const ta* __restrict__ Fg,    // (BH, T) hib_dq's exact-row flags
     ti* __restrict__ dk, ti* __restrict__ dlv,  // (BH, T, DK), (BH, T, DV) out
     int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -386,7 +729,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Ms = sm.Ms, *Zs = sm.Zs, *Ws = sm.Ns;
     ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U^T, U, V'^T, B^T
     ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
-    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
     const i64 c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
@@ -398,22 +741,51 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
         suf[t] = x;
     }
     __syncthreads();
-    hib_pairs(Qs, Ks, LVs, Gs, Os, Lam, ac, Ls, Ds, XP, PP, DD, t0, t1, DK, DV);
-    for (int idx = tid; idx < CH * DKP; idx += NT) {  // the chunk's pairs: dk_si = sum_t P_i(t,s) D_ts
-        const int s = idx / DKP, i = idx % DKP;
-        ta x = (ta)0;
-        if (i < DK && s >= t0)
+    hib_pairs(sm, t0, t1, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH);
+    hib_shifts(sm, t0, t1, DK, DV);  // hib_dq's (its exact rows in Fg)
+    ta *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
+    for (int t = tid; t < CH; t += NT) Fl[t] = (t >= t0 && t < t1) ? Fg[bh * T + g0 + t] : (ta)0;
+    __syncthreads();
+    // the chunk's pairs as products over the product rows t (Fl = 0): dk = B o (W^T A), dlv = E o (P^T G'),
+    // with hib_fpairs' factors; the operands after the pairs' tiles (Tk .. Tb overlay them later)
+    ta* const F2 = sm.XP + 3 * CH * HIB_XLD;
+    hib_pair_product<DKP, HIB_TKL>(  // dk_si = B_si sum_t W_ts A_ti
+        F2, [&](int t, int s) { return ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s]; },
+        [&](int t, int i) { return i < DK ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0; },
+        [&](int s, int i, ta x) {
+            DKs[s * HIB_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) * x : (ta)0;
+        },
+        t0, t1, Fl);
+    hib_pair_product<DVP, HIB_TVL>(  // dlv_sj = E_sj sum_t P_ts G'_tj
+        F2, [&](int t, int s) { return PP[t * HIB_XLD + s]; },
+        [&](int t, int jj) {
+            return jj < DV ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
+        },
+        [&](int s, int c2, ta x) {
+            DVs[s * HIB_VLD + c2] = (c2 < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + c2] - nn[c2]) * x : (ta)0;
+        },
+        t0, t1, Fl);
+    bool any = false;  // (hib_pair_product ends with a barrier)
+    for (int t = 0; t < CH; ++t) any |= Fl[t] != (ta)0;
+    if (any) {  // the exact rows' pairs, per pair
+        for (int idx = tid; idx < CH * DKP; idx += NT) {  // dk_si += P_i(t,s) D_ts
+            const int s = idx / DKP, i = idx % DKP;
+            if (i >= DK || s < t0) continue;
+            ta x = DKs[s * HIB_KLD + i];
             for (int t = s; t < t1; ++t)
-                x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
-        DKs[s * HIB_KLD + i] = x;
-    }
-    for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj = sum_t P_ts g_tj exp(lv_sj - o_tj)
-        const int s = idx / DVP, jj = idx % DVP;
-        ta x = (ta)0;
-        if (jj < DV && s >= t0)
+                if (Fl[t] != (ta)0)
+                    x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
+            DKs[s * HIB_KLD + i] = x;
+        }
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj += P_ts g_tj exp(lv_sj - o_tj)
+            const int s = idx / DVP, jj = idx % DVP;
+            if (jj >= DV || s < t0) continue;
+            ta x = DVs[s * HIB_VLD + jj];
             for (int t = s; t < t1; ++t)
-                x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj], hib_excap(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj]), x);
-        DVs[s * HIB_VLD + jj] = x;
+                if (Fl[t] != (ta)0)
+                    x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj], hib_excap(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj]), x);
+            DVs[s * HIB_VLD + jj] = x;
+        }
     }
     ta gap = (ta)0;  // decay of the right blocks between c and the next one
     for (int lp = 1;; ++lp) {
@@ -443,30 +815,12 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
             Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + Ws[jj]) : (ta)0;
         }
         __syncthreads();
-        {  // dk_si += B_si ((V' U^T)[s][i] - Z_i)
-            ta acc[HIB_RM][HIB_RI];
-            zero_acc(acc);
-            mm_acc<HIB_RM, HIB_RI, DVP>(acc, Vpt, HIB_TCL, Ut, HIB_TKL, ty, tx);
-#pragma unroll
-            for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-                for (int jj = 0; jj < HIB_RI; ++jj) {
-                    const int s = ty * HIB_RM + ii, i = tx * HIB_RI + jj;
-                    DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], acc[ii][jj] - Zs[i], DKs[s * HIB_KLD + i]);
-                }
-        }
-        {  // dlv_sj += V'_sj (B U)[s][j]
-            ta acc[HIB_RM][HIB_RN];
-            zero_acc(acc);
-            mm_acc<HIB_RM, HIB_RN, DKP>(acc, Bt, HIB_TCL, Uv, HIB_TVL, ty, tx);
-#pragma unroll
-            for (int ii = 0; ii < HIB_RM; ++ii)
-#pragma unroll
-                for (int jj = 0; jj < HIB_RN; ++jj) {
-                    const int s = ty * HIB_RM + ii, c2 = tx * HIB_RN + jj;
-                    DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], acc[ii][jj], DVs[s * HIB_VLD + c2]);
-                }
-        }
+        hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((V' U^T)_si - Z_i)
+            DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
+        });
+        hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, Uv, HIB_TVL, [&](int s, int c2, ta v) {  // dlv_sj += V'_sj (B U)_sj
+            DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
+        });
         gap += gt[o];
     }
     __syncthreads();
