@@ -12,6 +12,9 @@ inline ta ld(const ti* p) { return *p; }
 
 inline int fen_level(i64 t, i64 s) { return bitlen64(t ^ s); }
 #include "cuda_emu_mm.h"
+// __syncwarp: the warp's barrier of cuda_emu.h (gd_forms calls it with all 32 lanes of a warp)
+inline void emu_gf_syncwarp() { emu_warp_bar[threadIdx.x >> 5]->arrive_and_wait(); }
+#define __syncwarp(...) emu_gf_syncwarp()
 
 #include FORMS_KERNEL
 
