@@ -34,6 +34,7 @@ from lsattn import reference as ref
 from lsattn._chunktree import chunk_layout, to_chunks
 from lsattn.gated_delta import _chunk_forms, _masked_intra
 from lsattn.backends.cupy import gated_delta as cgd
+from lsattn.backends.cupy._arrays import narrow, widen
 from lsattn.backends.cupy._compile import make_config
 from lsattn.fenwick import _bit_length
 
@@ -202,7 +203,7 @@ class Emulated:
         self.resident = resident
 
     def _lib(self, cfg):
-        return emulation("cuda_emu_gd_forms.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
+        return emulation("cuda_emu_gd_forms.cpp", {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP},
                          {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
     @staticmethod
@@ -315,11 +316,33 @@ def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay, resid
     assert_close(levels, st_api.tensors["levels"], F32, what="levels " + what)
 
 
+@pytest.mark.parametrize("T, p, dk, dv, C, decay", [(150, 0, 64, 20, 64, "moderate"), (97, 77, 20, 17, 32, "strong"),
+                                                    (40, 0, 100, 3, 16, "mixed")])
+def test_bfloat16_inputs_emulated(emulated, T, p, dk, dv, C, decay):
+    """bfloat16 inputs as 16-bit patterns read by gd_forms itself (``half='bf16'``: TI_BF16, the
+    emulation's ld() as common.cu's), computed in float32 through the host logic (the level weights
+    widened for gd_scan, the state's last chunk of values too): within the float32 bound of the
+    reference on the rounded inputs, with an incoming state at an unaligned offset, hard resets."""
+    arrays = make(5, (2,), p + T, dk, dv, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
+    bits = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
+    full = [widen(np, b, "bf16").astype(np.float64) for b in bits]
+    old = None
+    if p:
+        _, state = lsattn.loglinear_gated_delta(*_sl(full, 0, p), return_state=True, backend="array_api")
+        old = state.tensors["levels"].astype(np.float32)
+    out, levels = cgd.compute(copy.copy(emulated), *_sl(bits, p, p + T), C, p, old, True, "bf16")
+    assert out.dtype == np.float32 and levels.dtype == np.float32
+    what = f"p={p} T={T} C={C} dk={dk} dv={dv}"
+    assert_close(out, ref.loglinear_gated_delta(*full)[..., p:, :], F32, what=what)
+    _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], F32, what="levels " + what)
+
+
 def test_registered_on_cupy():
     import lsattn.backends.cupy as cb
 
     assert "loglinear_gated_delta" in cb.OPS and "loglinear_gated_delta" in cb.GRAD_OPS  # tests/test_cupy_gated_delta_grad.py
-    assert "loglinear_gated_delta" not in cb.HALF_OPS  # 16-bit inputs arrive widened to float32 (FFMA: faster)
+    assert "loglinear_gated_delta" in cb.HALF_OPS  # 16-bit inputs reach gd_forms as they are
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
