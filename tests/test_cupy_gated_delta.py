@@ -16,8 +16,9 @@ lsattn.reference.
 Tolerances (max |out - ref| <= tol * max |ref|), those of tests/test_gated_delta.py: float64
 1e-10 (normalised keys with beta in [0, 1], and unnormalised keys of std up to 1); float32 1e-5
 (normalised keys, unnormalised keys of std up to 0.5); bfloat16 inputs (computed in float32,
-returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs; float32's bound also
-covers gd_scan's tensor-core passes (3xTF32).
+returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs (float16: 2e-3), and
+the float32 state they return within float32's bound; float32's bound also covers gd_scan's
+tensor-core passes (3xTF32).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from lsattn.fenwick import _bit_length
 from helpers import assert_close, cupy_source, emulation
 from strategies import DECAYS, batch_shapes, head_dims, seeds, seq_lens, split_points
 
-F64, F32, BF16 = 1e-10, 1e-5, 2e-2
+F64, F32, BF16, F16 = 1e-10, 1e-5, 2e-2, 2e-3
 BV = 16  # GD_BV of gated_delta.cu
 
 
@@ -457,3 +458,26 @@ def test_gpu_bfloat16_in_bfloat16_out(T):
     assert out.dtype == torch.bfloat16 and out.is_cuda
     want = ref.loglinear_gated_delta(*[t.double() for t in tb])
     assert_close(out.double().cpu().numpy(), want.cpu().numpy(), BF16)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_gpu_half_inputs_read_as_they_are(dtype):
+    """16-bit CUDA tensors reach gd_forms as they are (``HALF_OPS``): a stream of three calls (an
+    incoming state at an unaligned offset, a single token, T not a multiple of the chunk, hard
+    resets) returns the inputs' dtype within the 16-bit output bound of the reference on the rounded
+    inputs, and a float32 state within the float32 bound of the array-API state."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    T = 300
+    th = [torch.as_tensor(x, device="cuda").to(getattr(torch, dtype)) for x in make(3, (2, 2), T, 64, 64, resets=True)]
+    full = [t.double().cpu().numpy() for t in th]
+    outs, state = [], None
+    for lo, hi in ((0, 77), (77, 78), (78, T)):
+        o, state = lsattn.loglinear_gated_delta(*_sl(th, lo, hi), state=state, return_state=True)
+        assert o.dtype == th[0].dtype and o.is_cuda
+        outs.append(o.double().cpu().numpy())
+    assert_close(np.concatenate(outs, axis=-2), ref.loglinear_gated_delta(*full), BF16 if dtype == "bfloat16" else F16)
+    assert state.tensors["levels"].dtype == torch.float32
+    _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
+    assert_close(state.tensors["levels"].cpu().numpy(), st_api.tensors["levels"], F32, what="levels")
