@@ -3,6 +3,7 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 
 - fp32:      the production kernel (float32; 3 blocks per SM by its launch bounds and shared memory)
 - fp32_lb2:  the same with __launch_bounds__(256, 2) (registers for 2 blocks per SM)
+- fp32_full: the same with the triangular products' reductions over every index (GF_TRI false)
 - bf16in:    float32 compute reading bfloat16 q, k, v, a, beta, lam (TI_BF16; not dispatched)
 - fp64:      the float64 build (the error reference)
 
@@ -27,6 +28,7 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions)
     "fp64": ("double", False, []),
     "fp32": ("float", False, []),
     "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),
+    "fp32_full": ("float", False, [("GF_TRI = true;", "GF_TRI = false;")]),
     "bf16in": ("float", True, []),
 }
 

@@ -24,7 +24,9 @@
 // as [t][f] with the 4-element groups of a row XOR-swizzled by row (gf_el): conflict-free both
 // when a product reduces over f (N, Q K^T: rows of the tile) and over t (qeff, phi: columns), so
 // neither needs a transposed copy; e^G K and Z = e^{suffix} K are K with a per-token scale in the
-// products (gf_mm's loaders). Products: FFMA register micro-tiles on a 16 x 16 thread grid.
+// products (gf_mm's loaders). Products: FFMA register micro-tiles on a 16 x 16 thread grid; those
+// reducing over a triangular factor (M X, attn e^G K, X^T Z, (Lambda * attn) V) run each warp's
+// reduction only over the indices its rows can reach (GF_TRI: ~56% of the terms; the rest are zeros).
 constexpr int GF_LD = CH + 4;                        // row stride of the CH x CH tiles
 constexpr int GF_LK = DKP + 4;                       // row stride of phi^T [s][kk]
 constexpr int GF_VB = DKP < 64 ? DKP : 64;           // value columns per pass
@@ -33,6 +35,7 @@ constexpr int GF_RC = CH / 16;                       // rows (columns) per threa
 constexpr int GF_G = DKP / 4;                        // 4-element groups per row of the Q / K tiles
 constexpr int GF_NL = CH == 16 ? 5 : (CH == 32 ? 6 : 7);  // the chunk-local levels 0 .. log2 CH
 constexpr int GF_SW = CH < 32 ? 32 : CH;             // threads of the warp stage of the solve
+constexpr bool GF_TRI = true;                        // triangular reduction ranges (false: full, for timing)
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
@@ -73,11 +76,11 @@ __device__ __forceinline__ auto gf_rows(const ti* src, i64 g0, int T, int D, int
     };
 }
 
-// acc[i][j] += sum_{kk < KD} a_kk[i] b_kk[j], the operands' rows from la(kk, a), lb(kk, b).
-template <int RM, int RN, int KD, typename LA, typename LB>
-__device__ __forceinline__ void gf_mm(ta (&acc)[RM][RN], LA la, LB lb) {
+// acc[i][j] += sum_{lo <= kk < hi} a_kk[i] b_kk[j], the operands' rows from la(kk, a), lb(kk, b).
+template <int RM, int RN, typename LA, typename LB>
+__device__ __forceinline__ void gf_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, LB lb) {
 #pragma unroll 4
-    for (int kk = 0; kk < KD; ++kk) {
+    for (int kk = lo; kk < hi; ++kk) {
         ta a[RM], b[RN];
         la(kk, a);
         lb(kk, b);
@@ -133,6 +136,9 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     ta* lamS = eZ + CH;                        // [t][l]: lam[t, min(l, L - 1)], l <= log2 CH (row stride 8)
     check_smem(GF_SMEM * sizeof(ta));
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    // the warp's rows of a CH x CH product: ty = 2w, 2w + 1, i.e. tokens [w0, w1) (GF_TRI: the
+    // reductions over s <= t stop at w1, those over r >= s start at w0)
+    const int w0 = GF_TRI ? (ty & ~1) * GF_RC : 0, w1 = GF_TRI ? ((ty | 1) + 1) * GF_RC : CH;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y, cj = bh * n + j;
     const i64 g0 = (F + j) * CH - p;  // the call's token index of the chunk's first row
@@ -298,7 +304,7 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     {  // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
         ta acc[GF_RC][GF_RC];
         zero_acc(acc);
-        gf_mm<GF_RC, GF_RC, CH>(acc, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R3 + kk * GF_LD + ty * GF_RC, x); },
+        gf_mm(acc, 0, w1, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R3 + kk * GF_LD + ty * GF_RC, x); },
                                 [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + tx * GF_RC, x); });
 #pragma unroll
         for (int i = 0; i < GF_RC; ++i)
@@ -313,7 +319,7 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         constexpr int RN = DKP / 16;
         ta acc[GF_RC][RN];
         zero_acc(acc);
-        gf_mm<GF_RC, RN, CH>(acc, [&](int kk, ta (&x)[GF_RC]) {
+        gf_mm(acc, 0, w1, [&](int kk, ta (&x)[GF_RC]) {
             ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x);
             const ta e = eG[kk];
 #pragma unroll
@@ -331,28 +337,27 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             }
         }
     }
-    {  // phi [kk][s] = beta_s (Z^T X)[kk][s], also as phi^T [s][kk] into R3 (M^T is read no more)
-        constexpr int RM = DKP / 16;
-        ta acc[RM][GF_RC];
+    {  // phi^T [s][kk] = beta_s (X^T Z)[s][kk] into R3 (M^T is read no more; phi goes out below)
+        constexpr int RN = DKP / 16;
+        ta acc[GF_RC][RN];
         zero_acc(acc);
-        gf_mm<RM, GF_RC, CH>(acc, [&](int kk, ta (&x)[RM]) {
-            gf_ldk<RM>(R1, kk, ty * RM, x);
-            const ta e = eZ[kk];
+        gf_mm(acc, w0, CH, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + ty * GF_RC, x); },
+              [&](int kk, ta (&x)[RN]) {
+                  gf_ldk<RN>(R1, kk, tx * RN, x);
+                  const ta e = eZ[kk];
 #pragma unroll
-            for (int i = 0; i < RM; ++i) x[i] *= e;
-        }, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + tx * GF_RC, x); });
-        ta* phj = ph + cj * DK * CH;
+                  for (int jj = 0; jj < RN; ++jj) x[jj] *= e;
+              });
 #pragma unroll
-        for (int i = 0; i < RM; ++i)
+        for (int i = 0; i < GF_RC; ++i)
 #pragma unroll
-            for (int jj = 0; jj < GF_RC; ++jj) {
-                const int kk = ty * RM + i, s = tx * GF_RC + jj;
-                const ta x = bb[s] * acc[i][jj];
-                R3[s * GF_LK + kk] = x;
-                if (kk < DK) phj[kk * CH + s] = x;
+            for (int jj = 0; jj < RN; ++jj) {
+                const int s = ty * GF_RC + i;
+                R3[s * GF_LK + tx * RN + jj] = bb[s] * acc[i][jj];
             }
     }
-    __syncthreads();  // attn^T unmasked, K are read no more
+    __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
+    for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
     for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
         const int s = idx / CH, t = idx % CH;
         R0[s * GF_LD + t] *= s <= t ? lamS[t * 8 + fen_level(t, s)] : (ta)0;
@@ -378,7 +383,7 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             constexpr int RM = DKP / 16, RN = GF_VB / 16;
             ta acc[RM][RN];
             zero_acc(acc);
-            gf_mm<RM, RN, CH>(acc, [&](int kk, ta (&x)[RM]) { ldv<RM>(R3 + kk * GF_LK + ty * RM, x); },
+            gf_mm(acc, 0, CH, [&](int kk, ta (&x)[RM]) { ldv<RM>(R3 + kk * GF_LK + ty * RM, x); },
                               [&](int kk, ta (&x)[RN]) { ldv<RN>(R1 + kk * GF_LV + tx * RN, x); });
 #pragma unroll
             for (int i = 0; i < RM; ++i)
@@ -392,7 +397,7 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             constexpr int RN = GF_VB / 16;
             ta acc[GF_RC][RN];
             zero_acc(acc);
-            gf_mm<GF_RC, RN, CH>(acc, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
+            gf_mm(acc, 0, w1, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
                                  [&](int kk, ta (&x)[RN]) { ldv<RN>(R1 + kk * GF_LV + tx * RN, x); });
 #pragma unroll
             for (int i = 0; i < GF_RC; ++i)
