@@ -11,8 +11,8 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; } > "$OUT/log_env.txt" 2>&1
 PT="python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short"
 echo "=== tests + sanitizers + ncu $(date -u +%T)"
-timeout 100 $PT tests/test_cupy_gated_delta.py > "$OUT/log_tests_fwd.txt" 2>&1 &
-timeout 100 $PT tests/test_cupy_gated_delta_grad.py > "$OUT/log_tests_grad.txt" 2>&1 &
+timeout 95 $PT tests/test_cupy_gated_delta.py > "$OUT/log_tests_fwd.txt" 2>&1 &
+timeout 95 $PT tests/test_cupy_gated_delta_grad.py > "$OUT/log_tests_grad.txt" 2>&1 &
 ( timeout 45 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/gd_small.py > "$OUT/log_memcheck.txt" 2>&1
   timeout 50 compute-sanitizer --tool racecheck --print-limit 5 --kernel-name kns=gd_forms python3 benchmarks/device/gd_small.py \
       > "$OUT/log_racecheck.txt" 2>&1 ) &
@@ -28,8 +28,8 @@ for f in "$OUT"/log_memcheck.txt "$OUT"/log_racecheck.txt; do echo "-- $f"; grep
 echo "-- ncu"; grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Warp Cycles Per Issued|No Eligible|Block Limit" "$OUT/log_ncu.txt" | head -16
 # TIMINGS
 echo "=== gd_forms alone $(date -u +%T)"
-timeout 35 python3 benchmarks/device/gd_forms_variants.py 8192 > "$OUT/log_variants.txt" 2>&1
-echo "rc=$?"; cat "$OUT/log_variants.txt" | tail -5
+timeout 45 python3 benchmarks/device/gd_forms_variants.py 8192 > "$OUT/log_variants.txt" 2>&1
+echo "rc=$?"; cat "$OUT/log_variants.txt" | tail -6
 echo "=== profile_gd 8192 $(date -u +%T)"
 timeout 35 python3 benchmarks/device/profile_gd.py 8192 > "$OUT/log_profile.txt" 2>&1
 echo "rc=$?"; tail -30 "$OUT/log_profile.txt"
