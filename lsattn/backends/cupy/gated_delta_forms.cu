@@ -91,6 +91,57 @@ __device__ __forceinline__ void gf_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, 
     }
 }
 
+// X_10 = -X_11 (N_10 X_00) in the 2 HB x 2 HB diagonal block at B0 (row stride GF_LD) of X, whose
+// diagonal HB x HB blocks are X's and lower left block N's: this thread's row i and columns j0 ..
+// j0 + NC - 1 of the HB x HB result, the intermediate through S (row stride HB + 4), sync() between.
+template <int HB, int NC, typename Sync>
+__device__ __forceinline__ void gf_offdiag(ta* B0, ta* S, int i, int j0, Sync sync) {
+    ta r[NC];
+#pragma unroll
+    for (int jj = 0; jj < NC; ++jj) r[jj] = (ta)0;
+#pragma unroll 4
+    for (int m = 0; m < HB; ++m) {  // N_10 X_00
+        const ta nv = B0[(HB + i) * GF_LD + m];
+        ta xv[NC];
+        ldv<NC>(B0 + m * GF_LD + j0, xv);
+#pragma unroll
+        for (int jj = 0; jj < NC; ++jj) r[jj] = fma(nv, xv[jj], r[jj]);
+    }
+#pragma unroll
+    for (int jj = 0; jj < NC; ++jj) S[i * (HB + 4) + j0 + jj] = r[jj];
+    sync();  // S written, N_10 read
+#pragma unroll
+    for (int jj = 0; jj < NC; ++jj) r[jj] = (ta)0;
+#pragma unroll 4
+    for (int m = 0; m < HB; ++m) {  // X_11 S
+        const ta xv = B0[(HB + i) * GF_LD + HB + m];
+        ta sv[NC];
+        ldv<NC>(S + m * (HB + 4) + j0, sv);
+#pragma unroll
+        for (int jj = 0; jj < NC; ++jj) r[jj] = fma(xv, sv[jj], r[jj]);
+    }
+#pragma unroll
+    for (int jj = 0; jj < NC; ++jj) B0[(HB + i) * GF_LD + j0 + jj] = -r[jj];
+}
+
+// The register tile of a product: element (ty RM + i, tx RN + j) handed to store(row, column, value).
+template <int RM, int RN, typename S>
+__device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx, S store) {
+#pragma unroll
+    for (int i = 0; i < RM; ++i)
+#pragma unroll
+        for (int j = 0; j < RN; ++j) store(ty * RM + i, tx * RN + j, acc[i][j]);
+}
+
+// One product of the block over reduction indices [lo, hi) (gf_mm), stored through gf_store.
+template <int RM, int RN, typename LA, typename LB, typename S>
+__device__ __forceinline__ void gf_product(int lo, int hi, int ty, int tx, LA la, LB lb, S store) {
+    ta acc[RM][RN];
+    zero_acc(acc);
+    gf_mm(acc, lo, hi, la, lb);
+    gf_store(acc, ty, tx, store);
+}
+
 // acc[i][j] = sum_f A[ty RC + i][f] B[tx RC + j][f] over two swizzled [t][f] tiles, 4 f at a time.
 __device__ __forceinline__ void gf_mm_rows(ta (&acc)[GF_RC][GF_RC], const ta* A, const ta* B, int ty, int tx) {
     zero_acc(acc);
@@ -187,21 +238,13 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     {  // N = beta_i D (K K^T) strictly below the diagonal; M^T = (D * Q K^T)^T
         ta acc[GF_RC][GF_RC];
         gf_mm_rows(acc, R1, R1, ty, tx);
-#pragma unroll
-        for (int i = 0; i < GF_RC; ++i)
-#pragma unroll
-            for (int jj = 0; jj < GF_RC; ++jj) {
-                const int t = ty * GF_RC + i, s = tx * GF_RC + jj;
-                R2[t * GF_LD + s] = s < t ? (bb[t] * dec(i, jj)) * acc[i][jj] : (ta)0;
-            }
+        gf_store(acc, ty, tx, [&](int t, int s, ta x) {
+            R2[t * GF_LD + s] = s < t ? (bb[t] * dec(t - ty * GF_RC, s - tx * GF_RC)) * x : (ta)0;
+        });
         gf_mm_rows(acc, R0, R1, ty, tx);
-#pragma unroll
-        for (int i = 0; i < GF_RC; ++i)
-#pragma unroll
-            for (int jj = 0; jj < GF_RC; ++jj) {
-                const int t = ty * GF_RC + i, s = tx * GF_RC + jj;
-                R3[s * GF_LD + t] = s <= t ? dec(i, jj) * acc[i][jj] : (ta)0;
-            }
+        gf_store(acc, ty, tx, [&](int t, int s, ta x) {
+            R3[s * GF_LD + t] = s <= t ? dec(t - ty * GF_RC, s - tx * GF_RC) * x : (ta)0;
+        });
     }
     __syncthreads();
     // X = (I + N)^{-1} in place of N. Warp stage (the first GF_SW threads): the 16 x 16 diagonal
@@ -233,33 +276,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             __syncwarp();
             const int w = tid >> 5, lane = tid & 31, i = lane >> 1, j0 = (lane & 1) * 8;
             ta* B0 = R2 + 32 * w * (GF_LD + 1);  // the warp's 32 x 32 diagonal block
-            ta* S = R0 + w * 16 * 16;            // its 16 x 16 scratch
-            ta r8[8];
-#pragma unroll
-            for (int jj = 0; jj < 8; ++jj) r8[jj] = (ta)0;
-#pragma unroll 4
-            for (int m = 0; m < 16; ++m) {  // N_10 X_00: row i, columns j0 ..
-                const ta nv = B0[(16 + i) * GF_LD + m];
-                ta xv[8];
-                ldv<8>(B0 + m * GF_LD + j0, xv);
-#pragma unroll
-                for (int jj = 0; jj < 8; ++jj) r8[jj] = fma(nv, xv[jj], r8[jj]);
-            }
-#pragma unroll
-            for (int jj = 0; jj < 8; ++jj) S[i * 16 + j0 + jj] = r8[jj];
-            __syncwarp();  // S written; N_10 read
-#pragma unroll
-            for (int jj = 0; jj < 8; ++jj) r8[jj] = (ta)0;
-#pragma unroll 4
-            for (int m = 0; m < 16; ++m) {  // X_11 S
-                const ta xv = B0[(16 + i) * GF_LD + 16 + m];
-                ta sv[8];
-                ldv<8>(S + m * 16 + j0, sv);
-#pragma unroll
-                for (int jj = 0; jj < 8; ++jj) r8[jj] = fma(xv, sv[jj], r8[jj]);
-            }
-#pragma unroll
-            for (int jj = 0; jj < 8; ++jj) B0[(16 + i) * GF_LD + j0 + jj] = -r8[jj];
+            ta* S = R0 + w * 16 * 20;            // its 16 x 16 scratch
+            gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });
         }
     } else {
         for (int idx = tid - GF_SW; idx < CH * DK; idx += NT - GF_SW) {
@@ -275,87 +293,41 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     __syncthreads();
     if constexpr (CH == 64) {  // the 64 x 64 block: X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks
         const int i = tid >> 3, j0 = (tid & 7) * 4;
-        ta r4[4] = {(ta)0, (ta)0, (ta)0, (ta)0};
-#pragma unroll 8
-        for (int m = 0; m < 32; ++m) {
-            const ta nv = R2[(32 + i) * GF_LD + m];
-            ta xv[4];
-            ldv<4>(R2 + m * GF_LD + j0, xv);
-#pragma unroll
-            for (int jj = 0; jj < 4; ++jj) r4[jj] = fma(nv, xv[jj], r4[jj]);
-        }
-#pragma unroll
-        for (int jj = 0; jj < 4; ++jj) R0[i * 36 + j0 + jj] = r4[jj];
-        __syncthreads();
-#pragma unroll
-        for (int jj = 0; jj < 4; ++jj) r4[jj] = (ta)0;
-#pragma unroll 8
-        for (int m = 0; m < 32; ++m) {
-            const ta xv = R2[(32 + i) * GF_LD + 32 + m];
-            ta sv[4];
-            ldv<4>(R0 + m * 36 + j0, sv);
-#pragma unroll
-            for (int jj = 0; jj < 4; ++jj) r4[jj] = fma(xv, sv[jj], r4[jj]);
-        }
-#pragma unroll
-        for (int jj = 0; jj < 4; ++jj) R2[(32 + i) * GF_LD + j0 + jj] = -r4[jj];
+        gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
         __syncthreads();
     }
-    {  // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
-        ta acc[GF_RC][GF_RC];
-        zero_acc(acc);
-        gf_mm(acc, 0, w1, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R3 + kk * GF_LD + ty * GF_RC, x); },
-                                [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + tx * GF_RC, x); });
-#pragma unroll
-        for (int i = 0; i < GF_RC; ++i)
-#pragma unroll
-            for (int jj = 0; jj < GF_RC; ++jj) {
-                const int s = tx * GF_RC + jj;
-                R0[s * GF_LD + ty * GF_RC + i] = bb[s] * acc[i][jj];
-            }
-    }
+    // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
+    gf_product<GF_RC, GF_RC>(
+        0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R3 + kk * GF_LD + ty * GF_RC, x); },
+        [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + tx * GF_RC, x); },
+        [&](int t, int s, ta x) { R0[s * GF_LD + t] = bb[s] * x; });
     __syncthreads();
-    {  // qeff = e^G * Q - attn (e^G K) (Q read again from the input)
-        constexpr int RN = DKP / 16;
-        ta acc[GF_RC][RN];
-        zero_acc(acc);
-        gf_mm(acc, 0, w1, [&](int kk, ta (&x)[GF_RC]) {
+    constexpr int RD = DKP / 16;  // columns per thread of a CH x DKP product
+    // qeff = e^G * Q - attn (e^G K) (Q read again from the input)
+    ta* qej = qe + cj * CH * DK;
+    gf_product<GF_RC, RD>(
+        0, w1, ty, tx,
+        [&](int kk, ta (&x)[GF_RC]) {
             ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x);
             const ta e = eG[kk];
 #pragma unroll
             for (int i = 0; i < GF_RC; ++i) x[i] *= e;
-        }, [&](int kk, ta (&x)[RN]) { gf_ldk<RN>(R1, kk, tx * RN, x); });
-        ta* qej = qe + cj * CH * DK;
-#pragma unroll
-        for (int i = 0; i < GF_RC; ++i) {
-            const int t = ty * GF_RC + i;
+        },
+        [&](int kk, ta (&x)[RD]) { gf_ldk<RD>(R1, kk, tx * RD, x); },
+        [&](int t, int kk, ta x) {
             const i64 g = g0 + t;
+            if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x;
+        });
+    // phi^T [s][kk] = beta_s (X^T Z)[s][kk] into R3 (M^T is read no more; phi goes out below)
+    gf_product<GF_RC, RD>(
+        w0, CH, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + ty * GF_RC, x); },
+        [&](int kk, ta (&x)[RD]) {
+            gf_ldk<RD>(R1, kk, tx * RD, x);
+            const ta e = eZ[kk];
 #pragma unroll
-            for (int jj = 0; jj < RN; ++jj) {
-                const int kk = tx * RN + jj;
-                if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - acc[i][jj];
-            }
-        }
-    }
-    {  // phi^T [s][kk] = beta_s (X^T Z)[s][kk] into R3 (M^T is read no more; phi goes out below)
-        constexpr int RN = DKP / 16;
-        ta acc[GF_RC][RN];
-        zero_acc(acc);
-        gf_mm(acc, w0, CH, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + ty * GF_RC, x); },
-              [&](int kk, ta (&x)[RN]) {
-                  gf_ldk<RN>(R1, kk, tx * RN, x);
-                  const ta e = eZ[kk];
-#pragma unroll
-                  for (int jj = 0; jj < RN; ++jj) x[jj] *= e;
-              });
-#pragma unroll
-        for (int i = 0; i < GF_RC; ++i)
-#pragma unroll
-            for (int jj = 0; jj < RN; ++jj) {
-                const int s = ty * GF_RC + i;
-                R3[s * GF_LK + tx * RN + jj] = bb[s] * acc[i][jj];
-            }
-    }
+            for (int jj = 0; jj < RD; ++jj) x[jj] *= e;
+        },
+        [&](int s, int kk, ta x) { R3[s * GF_LK + kk] = bb[s] * x; });
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
     for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
@@ -379,33 +351,15 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             }
         }
         __syncthreads();
-        {
-            constexpr int RM = DKP / 16, RN = GF_VB / 16;
-            ta acc[RM][RN];
-            zero_acc(acc);
-            gf_mm(acc, 0, CH, [&](int kk, ta (&x)[RM]) { ldv<RM>(R3 + kk * GF_LK + ty * RM, x); },
-                              [&](int kk, ta (&x)[RN]) { ldv<RN>(R1 + kk * GF_LV + tx * RN, x); });
-#pragma unroll
-            for (int i = 0; i < RM; ++i)
-#pragma unroll
-                for (int jj = 0; jj < RN; ++jj) {
-                    const int kk = ty * RM + i, c = tx * RN + jj;
-                    if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = acc[i][jj];
-                }
-        }
-        {
-            constexpr int RN = GF_VB / 16;
-            ta acc[GF_RC][RN];
-            zero_acc(acc);
-            gf_mm(acc, 0, w1, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
-                                 [&](int kk, ta (&x)[RN]) { ldv<RN>(R1 + kk * GF_LV + tx * RN, x); });
-#pragma unroll
-            for (int i = 0; i < GF_RC; ++i)
-#pragma unroll
-                for (int jj = 0; jj < RN; ++jj) {
-                    const int t = ty * GF_RC + i, c = tx * RN + jj;
-                    if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = acc[i][jj];
-                }
-        }
+        constexpr int RV = GF_VB / 16;  // value columns per thread
+        const auto vcols = [&](int kk, ta (&x)[RV]) { ldv<RV>(R1 + kk * GF_LV + tx * RV, x); };
+        gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
+                           [&](int kk, int c, ta x) {
+                               if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
+                           });
+        gf_product<GF_RC, RV>(0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
+                              vcols, [&](int t, int c, ta x) {
+                                  if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
+                              });
     }
 }
