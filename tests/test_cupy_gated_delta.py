@@ -466,7 +466,7 @@ def test_gpu_half_inputs_read_as_they_are(dtype):
     """16-bit CUDA tensors reach gd_forms as they are (``HALF_OPS``): a stream of three calls (an
     incoming state at an unaligned offset, a single token, T not a multiple of the chunk, hard
     resets) returns the inputs' dtype within the 16-bit output bound of the reference on the rounded
-    inputs, and a float32 state within the float32 bound of the array-API state."""
+    inputs, and a float32 state within the float32 bound of the array-API state; float16 CuPy arrays too."""
     _gpu_ready()
     torch = _torch_cuda()
     T = 300
@@ -481,3 +481,9 @@ def test_gpu_half_inputs_read_as_they_are(dtype):
     assert state.tensors["levels"].dtype == torch.float32
     _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
     assert_close(state.tensors["levels"].cpu().numpy(), st_api.tensors["levels"], F32, what="levels")
+    if dtype == "float16":  # CuPy float16 arrays take the same path
+        import cupy
+
+        out = lsattn.loglinear_gated_delta(*[cupy.asarray(x, dtype=cupy.float16) for x in full])
+        assert out.dtype == cupy.float16
+        assert_close(cupy.asnumpy(out).astype(np.float64), ref.loglinear_gated_delta(*full), F16, what="cupy float16")
