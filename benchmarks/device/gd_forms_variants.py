@@ -10,7 +10,7 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 The inputs are bf16-representable values (so every variant reads the same numbers). Each line: ms per
 launch (20 launches between two events) and max |x - fp64| / max |fp64| of qeff, eGK, phi, H, g, intra.
 
-    python benchmarks/device/gd_forms_variants.py [T]
+    python benchmarks/device/gd_forms_variants.py [T[,T...]]
 """
 import os
 import sys
@@ -23,7 +23,7 @@ import cupy  # noqa: E402
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
 
 BH, D, CH = 32, 64, 64
-T = int(sys.argv[1]) if len(sys.argv) > 1 else 8192
+TS = [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "8192").split(",")]
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions)
     "fp64": ("double", False, []),
     "fp32": ("float", False, []),
@@ -54,6 +54,12 @@ def bf16_bits(x):
 
 
 def main():
+    fns = {}
+    for T in TS:
+        run(T, fns)
+
+
+def run(T, fns):
     rng = np.random.default_rng(0)
     L = 1 + (T - 1).bit_length()
     k = rng.standard_normal((BH, T, D)).astype(np.float32)
@@ -70,7 +76,9 @@ def main():
                                                   (BH, n, CH, D)]]
         cfg = cc.make_config(ta, D, D, CH)
         try:
-            fn = build(ta, bf16, subs, cfg)
+            if name not in fns:
+                fns[name] = build(ta, bf16, subs, cfg)
+            fn = fns[name]
             args = (*ins, *outs, np.int32(T), np.int32(D), np.int32(D), np.int32(L), np.int64(0), np.int64(0), np.int32(n))
             launch = lambda: fn((n, BH), (256,), args, shared_mem=cfg.smem("gd_forms"))  # noqa: E731
             launch()
