@@ -111,7 +111,8 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
     """CuPy-kernel implementation of ``loglinear_gated_delta``; the signature of
     ``lsattn.gated_delta._forward`` (validated inputs of one dtype: float32 / float64, or 16-bit,
     whose states are float32; ``state`` may be None). Returns (out (..., T, d_v) in the inputs'
-    dtype, State or None), the state as in the array-API twin."""
+    dtype, float32 for 16-bit inputs (the registry casts it), State or None), the state as in the
+    array-API twin."""
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     p = 0 if state is None else state.offset
     if T > 0 and _tracks_grad((q, k, v, log_decay, beta, level_weights) + (() if state is None else tuple(state.tensors.values()))):
@@ -142,7 +143,7 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
             return out, State(OP, 0, batch, d_k, d_v, levels.dtype, {"levels": levels})
         old = None if (state is None or p == 0) else to_cp(state.tensors["levels"])[0]
         out, levels = compute(ops, *args, chunk_size, p, old, return_state, half)
-        out = back(out, half)
+        out = back(out, "")  # float32 for 16-bit inputs: the registry rounds it to their dtype
         if not return_state:
             return out, None
         levels = back(levels, "")
