@@ -64,16 +64,58 @@ __device__ __forceinline__ void gf_ldk(const ta* S, int t, int c0, ta (&o)[W]) {
     }
 }
 
-// staged<> loader of the CH x W tile of rows g0.. of src (row stride ld, default D): element idx is
-// token g0 + idx / W, column idx % W; zero outside tokens [0, T) and columns [0, D).
-template <int W = DKP>
-__device__ __forceinline__ auto gf_rows(const ti* src, i64 g0, int T, int D, int ld_ = -1) {
-    const int ldr = ld_ < 0 ? D : ld_;
-    return [=](int idx) {
-        const int c = idx % W;
-        const i64 g = g0 + idx / W;
-        return (g >= 0 && g < T && c < D) ? ld(src + g * ldr + c) : (ta)0;
-    };
+// Whether rows of D columns of src can be read 4 elements at a time (gf_ld4's vector loads).
+__device__ __forceinline__ bool gf_vec(const ti* src, int D) {
+    return D % 4 == 0 && reinterpret_cast<unsigned long long>(src) % (sizeof(ti) == 8 ? 16 : 4 * sizeof(ti)) == 0;
+}
+
+// Columns c .. c + 3 of row g of src (row stride ldr, D columns), zero outside tokens [0, T) and
+// columns [0, D): one 8- or 16-byte load when vec (gf_vec), else element by element.
+__device__ __forceinline__ void gf_ld4(const ti* src, i64 g, int c, int T, int D, int ldr, bool vec, ta (&o)[4]) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[e] = (ta)0;
+    if (g < 0 || g >= T || c >= D) return;
+    const ti* p = src + g * ldr + c;
+    if (vec) {
+#if defined(__CUDA_ARCH__) && TI_BF16
+        const uint2 u = __ldg(reinterpret_cast<const uint2*>(p));
+        o[0] = __uint_as_float(u.x << 16), o[1] = __uint_as_float(u.x & 0xffff0000u);
+        o[2] = __uint_as_float(u.y << 16), o[3] = __uint_as_float(u.y & 0xffff0000u);
+#elif defined(__CUDA_ARCH__) && !TI_F16
+        if constexpr (sizeof(ta) == 4) {
+            const float4 x = __ldg(reinterpret_cast<const float4*>(p));
+            o[0] = x.x, o[1] = x.y, o[2] = x.z, o[3] = x.w;
+        } else {
+            const double2 x = __ldg(reinterpret_cast<const double2*>(p)), y = __ldg(reinterpret_cast<const double2*>(p) + 1);
+            o[0] = x.x, o[1] = x.y, o[2] = y.x, o[3] = y.y;
+        }
+#else  // float16 (and the CPU emulation, which checks the alignment the GPU needs)
+#ifndef __CUDA_ARCH__
+        if (reinterpret_cast<unsigned long long>(p) % (sizeof(ti) == 8 ? 16 : 4 * sizeof(ti))) std::abort();
+#endif
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[e] = ld(p + e);
+#endif
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[e] = c + e < D ? ld(p + e) : (ta)0;
+}
+
+// x[0 .. 3] into shared memory at p (16-byte aligned): one vector store.
+__device__ __forceinline__ void gf_st4(ta* p, const ta (&x)[4]) {
+#ifdef __CUDA_ARCH__
+    if constexpr (sizeof(ta) == 4) {
+        *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
+    } else {
+        reinterpret_cast<double2*>(p)[0] = make_double2(x[0], x[1]);
+        reinterpret_cast<double2*>(p)[1] = make_double2(x[2], x[3]);
+    }
+#else
+    if (reinterpret_cast<unsigned long long>(p) % 16) std::abort();
+#pragma unroll
+    for (int e = 0; e < 4; ++e) p[e] = x[e];
+#endif
 }
 
 // acc[i][j] += sum_{lo <= kk < hi} a_kk[i] b_kk[j], the operands' rows from la(kk, a), lb(kk, b).
@@ -193,9 +235,17 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y, cj = bh * n + j;
     const i64 g0 = (F + j) * CH - p;  // the call's token index of the chunk's first row
-    // the chunk's rows of Q and K (zero outside the call and beyond DK), a, beta
-    staged<CH * DKP, NT>(gf_rows(q + bh * T * DK, g0, T, DK), [&](int idx, ta x) { R0[gf_el(idx / DKP, idx % DKP)] = x; });
-    staged<CH * DKP, NT>(gf_rows(k + bh * T * DK, g0, T, DK), [&](int idx, ta x) { R1[gf_el(idx / DKP, idx % DKP)] = x; });
+    // the chunk's rows of Q and K (zero outside the call and beyond DK) by groups of 4, a, beta
+    const bool qvec = gf_vec(q, DK), kvec = gf_vec(k, DK);
+#pragma unroll 2
+    for (int i4 = tid; i4 < CH * GF_G; i4 += NT) {
+        const int t = i4 / GF_G, gq = i4 % GF_G;
+        ta x[4], y[4];
+        gf_ld4(q + bh * T * DK, g0 + t, 4 * gq, T, DK, DK, qvec, x);
+        gf_ld4(k + bh * T * DK, g0 + t, 4 * gq, T, DK, DK, kvec, y);
+        gf_st4(R0 + gf_grp(t, gq), x);
+        gf_st4(R1 + gf_grp(t, gq), y);
+    }
     if (tid < CH) {
         const i64 g = g0 + tid;
         const bool ok = g >= 0 && g < T;
@@ -280,9 +330,13 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });
         }
     } else {
-        for (int idx = tid - GF_SW; idx < CH * DK; idx += NT - GF_SW) {
-            const int t = idx / DK, f = idx % DK;
-            ek[cj * CH * DK + idx] = eG[t] * R1[gf_el(t, f)];
+        for (int i4 = tid - GF_SW; i4 < CH * GF_G; i4 += NT - GF_SW) {  // by groups of 4
+            const int t = i4 / GF_G, gq = i4 % GF_G;
+            ta x[4];
+            ldv<4>(R1 + gf_grp(t, gq), x);
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (4 * gq + e < DK) ek[(cj * CH + t) * DK + 4 * gq + e] = eG[t] * x[e];
         }
         for (int idx = tid - GF_SW; idx < CH * GF_NL; idx += NT - GF_SW) {
             const int t = idx / GF_NL, l = idx % GF_NL;
@@ -303,21 +357,37 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         [&](int t, int s, ta x) { R0[s * GF_LD + t] = bb[s] * x; });
     __syncthreads();
     constexpr int RD = DKP / 16;  // columns per thread of a CH x DKP product
-    // qeff = e^G * Q - attn (e^G K) (Q read again from the input)
-    ta* qej = qe + cj * CH * DK;
-    gf_product<GF_RC, RD>(
-        0, w1, ty, tx,
-        [&](int kk, ta (&x)[GF_RC]) {
+    {  // qeff = e^G * Q - attn (e^G K) (Q read again from the input, by groups of 4 where RD allows)
+        ta* qej = qe + cj * CH * DK;
+        ta acc[GF_RC][RD];
+        zero_acc(acc);
+        gf_mm(acc, 0, w1, [&](int kk, ta (&x)[GF_RC]) {
             ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x);
             const ta e = eG[kk];
 #pragma unroll
             for (int i = 0; i < GF_RC; ++i) x[i] *= e;
-        },
-        [&](int kk, ta (&x)[RD]) { gf_ldk<RD>(R1, kk, tx * RD, x); },
-        [&](int t, int kk, ta x) {
-            const i64 g = g0 + t;
-            if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x;
-        });
+        }, [&](int kk, ta (&x)[RD]) { gf_ldk<RD>(R1, kk, tx * RD, x); });
+        if constexpr (RD % 4 == 0) {
+#pragma unroll
+            for (int i = 0; i < GF_RC; ++i) {
+                const int t = ty * GF_RC + i;
+#pragma unroll
+                for (int u = 0; u < RD; u += 4) {
+                    const int c = tx * RD + u;
+                    ta x[4];
+                    gf_ld4(q + bh * T * DK, g0 + t, c, T, DK, DK, gf_vec(q, DK), x);
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        if (c + e < DK) qej[t * DK + c + e] = eG[t] * x[e] - acc[i][u + e];
+                }
+            }
+        } else {
+            gf_store(acc, ty, tx, [&](int t, int kk, ta x) {
+                const i64 g = g0 + t;
+                if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x;
+            });
+        }
+    }
     // phi^T [s][kk] = beta_s (X^T Z)[s][kk] into R3 (M^T is read no more; phi goes out below)
     gf_product<GF_RC, RD>(
         w0, CH, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + ty * GF_RC, x); },
@@ -337,18 +407,13 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     // the value columns, GF_VB at a time: H = phi V, out = (Lambda * attn) V
     for (int vb = 0; vb < DV; vb += GF_VB) {
         if (vb) __syncthreads();  // the previous block's V read
-        {  // V's rows, 8 loads in flight per thread (staged<>'s 16 spill at 3 blocks per SM)
-            const auto vrow = gf_rows<GF_VB>(v + bh * T * DV + vb, g0, T, DV - vb, DV);
-            for (int i0 = tid; i0 < CH * GF_VB; i0 += 8 * NT) {
-                ta x[8];
+        const bool vvec = gf_vec(v + vb, DV);  // V's rows by groups of 4
 #pragma unroll
-                for (int u = 0; u < 8; ++u) x[u] = i0 + u * NT < CH * GF_VB ? vrow(i0 + u * NT) : (ta)0;
-#pragma unroll
-                for (int u = 0; u < 8; ++u) {
-                    const int idx = i0 + u * NT;
-                    if (idx < CH * GF_VB) R1[(idx / GF_VB) * GF_LV + idx % GF_VB] = x[u];
-                }
-            }
+        for (int i4 = tid; i4 < CH * GF_VB / 4; i4 += NT) {
+            const int t = i4 / (GF_VB / 4), c = 4 * (i4 % (GF_VB / 4));
+            ta x[4];
+            gf_ld4(v + bh * T * DV + vb, g0 + t, c, T, DV - vb, DV, vvec, x);
+            gf_st4(R1 + t * GF_LV + c, x);
         }
         __syncthreads();
         constexpr int RV = GF_VB / 16;  // value columns per thread
