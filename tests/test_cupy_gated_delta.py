@@ -317,13 +317,14 @@ def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay, resid
     assert_close(levels, st_api.tensors["levels"], F32, what="levels " + what)
 
 
-@pytest.mark.parametrize("T, p, dk, dv, C, decay", [(150, 0, 64, 20, 64, "moderate"), (97, 77, 20, 17, 32, "strong"),
-                                                    (40, 0, 100, 3, 16, "mixed")])
+@pytest.mark.parametrize("T, p, dk, dv, C, decay", [(150, 0, 64, 20, 64, "moderate"), (130, 5, 33, 7, 64, "strong"),
+                                                    (97, 77, 20, 17, 32, "strong"), (40, 0, 100, 3, 16, "mixed")])
 def test_bfloat16_inputs_emulated(emulated, T, p, dk, dv, C, decay):
     """bfloat16 inputs as 16-bit patterns read by gd_forms itself (``half='bf16'``: TI_BF16, the
-    emulation's ld() as common.cu's), computed in float32 through the host logic (the level weights
-    widened for gd_scan, the state's last chunk of values too): within the float32 bound of the
-    reference on the rounded inputs, with an incoming state at an unaligned offset, hard resets."""
+    emulation's ld() as common.cu's; at C = 64 K K^T and Q K^T on tensor cores, mma.sync emulated
+    per warp), computed in float32 through the host logic (the level weights widened for gd_scan,
+    the state's last chunk of values too): within the float32 bound of the reference on the rounded
+    inputs, with an incoming state at an unaligned offset, d_k padded, hard resets."""
     arrays = make(5, (2,), p + T, dk, dv, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
     bits = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
     full = [widen(np, b, "bf16").astype(np.float64) for b in bits]

@@ -4,7 +4,9 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 - fp32:      the production kernel (float32; 3 blocks per SM by its launch bounds and shared memory)
 - fp32_lb2:  the same with __launch_bounds__(256, 2) (registers for 2 blocks per SM)
 - fp32_full: the same with the triangular products' reductions over every index (GF_TRI false)
-- bf16in:    float32 compute reading bfloat16 q, k, v, a, beta, lam (TI_BF16; not dispatched)
+- bf16in:    float32 compute reading bfloat16 q, k, v, a, beta, lam (TI_BF16, the dispatched bf16 path:
+             K K^T and Q K^T on tensor cores, GF_TC)
+- bf16in_ffma: the same with every product in FFMA (GF_TC 0)
 - fp64:      the float64 build (the error reference)
 
 The inputs are bf16-representable values (so every variant reads the same numbers). Each line: ms per
@@ -30,6 +32,7 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions)
     "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),
     "fp32_full": ("float", False, [("GF_TRI = true;", "GF_TRI = false;")]),
     "bf16in": ("float", True, []),
+    "bf16in_ffma": ("float", True, [("#define GF_TC (TI_BF16 && CH == 64)", "#define GF_TC 0")]),
 }
 
 
@@ -95,9 +98,9 @@ def run(T, fns):
             elif want is not None:
                 err = " ".join(f"{float(cupy.abs(x - w).max() / cupy.abs(w).max()):.1e}" for x, w in zip(outs, want))
                 err = f"   vs fp64 (qeff eGK phi H g intra): {err}"
-            print(f"T={T} {name:9s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}", flush=True)
+            print(f"T={T} {name:11s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}", flush=True)
         except Exception as exc:
-            print(f"T={T} {name:9s} fails: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+            print(f"T={T} {name:11s} fails: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@
 // products (gf_mm's loaders). Products: FFMA register micro-tiles on a 16 x 16 thread grid; those
 // reducing over a triangular factor (M X, attn e^G K, X^T Z, (Lambda * attn) V) run each warp's
 // reduction only over the indices its rows can reach (GF_TRI: ~56% of the terms; the rest are zeros).
+// bfloat16 inputs (TI_BF16, CH = 64): K K^T and Q K^T on tensor cores (GF_TC), the decay scales after.
+// Global rows are read 4 elements at a time where D % 4 == 0 and the pointer allows (gf_ld4).
 constexpr int GF_LD = CH + 4;                        // row stride of the CH x CH tiles
 constexpr int GF_LK = DKP + 4;                       // row stride of phi^T [s][kk]
 constexpr int GF_VB = DKP < 64 ? DKP : 64;           // value columns per pass
@@ -36,6 +38,11 @@ constexpr int GF_G = DKP / 4;                        // 4-element groups per row
 constexpr int GF_NL = CH == 16 ? 5 : (CH == 32 ? 6 : 7);  // the chunk-local levels 0 .. log2 CH
 constexpr int GF_SW = CH < 32 ? 32 : CH;             // threads of the warp stage of the solve
 constexpr bool GF_TRI = true;                        // triangular reduction ranges (false: full, for timing)
+// bf16 inputs at CH = 64: K K^T and Q K^T on tensor cores (mma.sync m16n8k16: the tiles hold bf16
+// values, so the products are exact and summed in fp32, as FFMA on the widened values)
+#ifndef GF_TC
+#define GF_TC (TI_BF16 && CH == 64)
+#endif
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
@@ -285,7 +292,62 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         }
         return ex(suf[jj] + mid + pre[i]);
     };
-    {  // N = beta_i D (K K^T) strictly below the diagonal; M^T = (D * Q K^T)^T
+    // N = beta_i D (K K^T) strictly below the diagonal; M^T = (D * Q K^T)^T
+#if GF_TC
+    {  // K K^T and Q K^T unscaled on tensor cores (exact products of the bf16 inputs, fp32 sums): warp w
+       // owns the 16-row tile w / 2 and the 8-column tiles 4 (w % 2) .. + 3, those on or below the diagonal
+        const int lane = tid & 31, w = tid >> 5, g = lane >> 2, tq = lane & 3;
+        const int m0 = 16 * (w >> 1), n0 = 32 * (w & 1);
+        float cK[4][4], cQ[4][4];
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) cK[nt][e] = cQ[nt][e] = 0.f;
+        if (n0 <= m0 + 15) {
+            const auto pair = [&](const ta* S, int r, int f) {  // bf16 pair (f, f + 1) of row r of a swizzled tile
+                ta x[2];
+                ldv<2>(S + gf_grp(r, f >> 2) + (f & 3), x);
+                return pack2(x[0], x[1]);
+            };
+#pragma unroll
+            for (int k0 = 0; k0 < DKP; k0 += 16) {
+                const int f = k0 + 2 * tq;
+                const unsigned aK[4] = {pair(R1, m0 + g, f), pair(R1, m0 + g + 8, f), pair(R1, m0 + g, f + 8),
+                                        pair(R1, m0 + g + 8, f + 8)};
+                const unsigned aQ[4] = {pair(R0, m0 + g, f), pair(R0, m0 + g + 8, f), pair(R0, m0 + g, f + 8),
+                                        pair(R0, m0 + g + 8, f + 8)};
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt) {
+                    if (n0 + 8 * nt <= m0 + 15) {
+                        const unsigned b0 = pair(R1, n0 + 8 * nt + g, f), b1 = pair(R1, n0 + 8 * nt + g, f + 8);
+                        mma_bf16(cK[nt], aK, b0, b1);
+                        mma_bf16(cQ[nt], aQ, b0, b1);
+                    }
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = m0 + g + 8 * (e >> 1), c = n0 + 8 * nt + 2 * tq + (e & 1);
+                    R2[r * GF_LD + c] = cK[nt][e];
+                    R3[c * GF_LD + r] = cQ[nt][e];
+                }
+        }
+    }
+    __syncthreads();
+    // the decay table's scales in place (each thread its own piece; what lies above the diagonal,
+    // not computed, is set to zero)
+#pragma unroll
+    for (int i = 0; i < GF_RC; ++i)
+#pragma unroll
+        for (int jj = 0; jj < GF_RC; ++jj) {
+            const int t = ty * GF_RC + i, s = tx * GF_RC + jj;
+            R2[t * GF_LD + s] = s < t ? (bb[t] * dec(i, jj)) * R2[t * GF_LD + s] : (ta)0;
+            R3[s * GF_LD + t] = s <= t ? dec(i, jj) * R3[s * GF_LD + t] : (ta)0;
+        }
+#else
+    {
         ta acc[GF_RC][GF_RC];
         gf_mm_rows(acc, R1, R1, ty, tx);
         gf_store(acc, ty, tx, [&](int t, int s, ta x) {
@@ -296,6 +358,7 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             R3[s * GF_LD + t] = s <= t ? dec(t - ty * GF_RC, s - tx * GF_RC) * x : (ta)0;
         });
     }
+#endif
     __syncthreads();
     // X = (I + N)^{-1} in place of N. Warp stage (the first GF_SW threads): the 16 x 16 diagonal
     // blocks (thread 16 b + c: column c of block b, forward substitution in registers, a column's
