@@ -343,8 +343,9 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
 #pragma unroll
         for (int jj = 0; jj < GF_RC; ++jj) {
             const int t = ty * GF_RC + i, s = tx * GF_RC + jj;
-            R2[t * GF_LD + s] = s < t ? (bb[t] * dec(i, jj)) * R2[t * GF_LD + s] : (ta)0;
-            R3[s * GF_LD + t] = s <= t ? dec(i, jj) * R3[s * GF_LD + t] : (ta)0;
+            const ta e = dec(i, jj);  // once: the stores below could alias a_t for the compiler
+            R2[t * GF_LD + s] = s < t ? (bb[t] * e) * R2[t * GF_LD + s] : (ta)0;
+            R3[s * GF_LD + t] = s <= t ? e * R3[s * GF_LD + t] : (ta)0;
         }
 #else
     {
