@@ -272,22 +272,39 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         for (int r = CH - 1; r > t; --r) S += aa[r];
         eZ[t] = ex(S);
     }
-    // this thread's piece of the decay table, D[t][s] (t = ty RC + i, s = tx RC + jj): the sum over
-    // a_{s+1} .. a_t as (the rest of s's group) + (the groups between) + (t's group up to t)
+    // This thread's RC x RC piece (dr, dc) of the CH x CH products N and M: with tensor cores (ty, tx),
+    // else (FFMA) the 136 pieces on or below the diagonal on threads 0 .. 135 (5 of the 8 warps: the
+    // upper 120, zero, written by threads 136 ..). Its piece of the decay table, D[t][s] (t = dr RC + i,
+    // s = dc RC + jj): the sum over a_{s+1} .. a_t as (the rest of s's group) + (the groups between) +
+    // (t's group up to t).
+#if GF_TC
+    const int dr = ty, dc = tx;
+#else
+    constexpr int GF_NLOW = 136;
+    int dr = 0, dc;
+    if (tid < GF_NLOW) {  // lower piece tid = dr (dr + 1) / 2 + dc
+        while ((dr + 1) * (dr + 2) / 2 <= tid) ++dr;
+        dc = tid - dr * (dr + 1) / 2;
+    } else {  // upper piece tid - 136 = dc (dc - 1) / 2 + dr, dr < dc
+        dc = 1;
+        while (dc * (dc + 1) / 2 <= tid - GF_NLOW) ++dc;
+        dr = tid - GF_NLOW - dc * (dc - 1) / 2;
+    }
+#endif
     ta pre[GF_RC], suf[GF_RC], mid = (ta)0;
-    for (int r = (tx + 1) * GF_RC; r < ty * GF_RC; ++r) mid += aa[r];
+    for (int r = (dc + 1) * GF_RC; r < dr * GF_RC; ++r) mid += aa[r];
 #pragma unroll
-    for (int i = 0; i < GF_RC; ++i) pre[i] = (i ? pre[i - 1] : (ta)0) + aa[ty * GF_RC + i];
+    for (int i = 0; i < GF_RC; ++i) pre[i] = (i ? pre[i - 1] : (ta)0) + aa[dr * GF_RC + i];
     suf[GF_RC - 1] = (ta)0;
 #pragma unroll
-    for (int jj = GF_RC - 2; jj >= 0; --jj) suf[jj] = suf[jj + 1] + aa[tx * GF_RC + jj + 1];
-    const auto dec = [&](int i, int jj) -> ta {  // D[ty RC + i][tx RC + jj]
-        if (ty < tx || (ty == tx && jj > i)) return (ta)0;
-        if (ty == tx) {
+    for (int jj = GF_RC - 2; jj >= 0; --jj) suf[jj] = suf[jj + 1] + aa[dc * GF_RC + jj + 1];
+    const auto dec = [&](int i, int jj) -> ta {  // D[dr RC + i][dc RC + jj]
+        if (dr < dc || (dr == dc && jj > i)) return (ta)0;
+        if (dr == dc) {
             if (jj == i) return (ta)1;
             ta x = (ta)0;
 #pragma unroll
-            for (int r = jj + 1; r <= i; ++r) x += aa[tx * GF_RC + r];
+            for (int r = jj + 1; r <= i; ++r) x += aa[dc * GF_RC + r];
             return ex(x);
         }
         return ex(suf[jj] + mid + pre[i]);
@@ -342,22 +359,31 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     for (int i = 0; i < GF_RC; ++i)
 #pragma unroll
         for (int jj = 0; jj < GF_RC; ++jj) {
-            const int t = ty * GF_RC + i, s = tx * GF_RC + jj;
+            const int t = dr * GF_RC + i, s = dc * GF_RC + jj;
             const ta e = dec(i, jj);  // once: the stores below could alias a_t for the compiler
             R2[t * GF_LD + s] = s < t ? (bb[t] * e) * R2[t * GF_LD + s] : (ta)0;
             R3[s * GF_LD + t] = s <= t ? e * R3[s * GF_LD + t] : (ta)0;
         }
 #else
-    {
+    if (tid < GF_NLOW) {
         ta acc[GF_RC][GF_RC];
-        gf_mm_rows(acc, R1, R1, ty, tx);
-        gf_store(acc, ty, tx, [&](int t, int s, ta x) {
-            R2[t * GF_LD + s] = s < t ? (bb[t] * dec(t - ty * GF_RC, s - tx * GF_RC)) * x : (ta)0;
+        gf_mm_rows(acc, R1, R1, dr, dc);
+        gf_store(acc, dr, dc, [&](int t, int s, ta x) {
+            R2[t * GF_LD + s] = s < t ? (bb[t] * dec(t - dr * GF_RC, s - dc * GF_RC)) * x : (ta)0;
         });
-        gf_mm_rows(acc, R0, R1, ty, tx);
-        gf_store(acc, ty, tx, [&](int t, int s, ta x) {
-            R3[s * GF_LD + t] = s <= t ? dec(t - ty * GF_RC, s - tx * GF_RC) * x : (ta)0;
+        gf_mm_rows(acc, R0, R1, dr, dc);
+        gf_store(acc, dr, dc, [&](int t, int s, ta x) {
+            R3[s * GF_LD + t] = s <= t ? dec(t - dr * GF_RC, s - dc * GF_RC) * x : (ta)0;
         });
+    } else {
+#pragma unroll
+        for (int i = 0; i < GF_RC; ++i)
+#pragma unroll
+            for (int jj = 0; jj < GF_RC; ++jj) {
+                const int t = dr * GF_RC + i, s = dc * GF_RC + jj;
+                R2[t * GF_LD + s] = (ta)0;
+                R3[s * GF_LD + t] = (ta)0;
+            }
     }
 #endif
     __syncthreads();
