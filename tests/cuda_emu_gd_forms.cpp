@@ -3,15 +3,23 @@
 // std::barrier, shared memory one static buffer; it includes gated_delta.cu through KERNEL and
 // defines run(), gd_scan's launch) plus the helpers of common.cu that gd_forms uses besides, restated.
 // tests/test_cupy_gated_delta.py builds it with
-//   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DFORMS_KERNEL='"<gated_delta_forms.cu>"'
+//   g++ -std=c++20 -shared -fPIC -DTA=.. -DTI_BF16=0|1 -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DFORMS_KERNEL='"<gated_delta_forms.cu>"'
 
 #include "cuda_emu_gd_scan.cpp"
 
+#if TI_BF16  // bfloat16 inputs as 16-bit patterns (common.cu's ld)
+typedef unsigned short ti;
+inline ta ld(const ti* p) { return (ta)__uint_as_float(((unsigned)*p) << 16); }
+#else
 typedef ta ti;
 inline ta ld(const ti* p) { return *p; }
+#endif
 
 inline int fen_level(i64 t, i64 s) { return bitlen64(t ^ s); }
 #include "cuda_emu_mm.h"
+// __syncwarp: the warp's barrier of cuda_emu.h (gd_forms calls it with all 32 lanes of a warp)
+inline void emu_gf_syncwarp() { emu_warp_bar[threadIdx.x >> 5]->arrive_and_wait(); }
+#define __syncwarp(...) emu_gf_syncwarp()
 
 #include FORMS_KERNEL
 

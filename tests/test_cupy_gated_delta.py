@@ -16,11 +16,13 @@ lsattn.reference.
 Tolerances (max |out - ref| <= tol * max |ref|), those of tests/test_gated_delta.py: float64
 1e-10 (normalised keys with beta in [0, 1], and unnormalised keys of std up to 1); float32 1e-5
 (normalised keys, unnormalised keys of std up to 0.5); bfloat16 inputs (computed in float32,
-returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs; float32's bound also
-covers gd_scan's tensor-core passes (3xTF32).
+returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs (float16: 2e-3), and
+the float32 state they return within float32's bound; float32's bound also covers gd_scan's
+tensor-core passes (3xTF32).
 """
 from __future__ import annotations
 
+import copy
 import ctypes
 import shutil
 
@@ -33,13 +35,14 @@ from lsattn import reference as ref
 from lsattn._chunktree import chunk_layout, to_chunks
 from lsattn.gated_delta import _chunk_forms, _masked_intra
 from lsattn.backends.cupy import gated_delta as cgd
+from lsattn.backends.cupy._arrays import narrow, widen
 from lsattn.backends.cupy._compile import GD_BW, make_config
 from lsattn.fenwick import _bit_length
 
 from helpers import assert_close, cupy_source, emulation
 from strategies import DECAYS, batch_shapes, head_dims, seeds, seq_lens, split_points
 
-F64, F32, BF16 = 1e-10, 1e-5, 2e-2
+F64, F32, BF16, F16 = 1e-10, 1e-5, 2e-2, 2e-3
 BV = 16  # GD_BV of gated_delta.cu (gd_scan_bwd's column blocks)
 BW = GD_BW  # gd_scan's column blocks
 
@@ -197,7 +200,7 @@ class Emulated:
     bw = BW  # gd_scan's value columns per block (a timing build's GD_BW_SET when not the production one)
 
     def _lib(self, cfg):
-        defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP} | ({} if self.bw == BW else {"GD_BW_SET": self.bw})
+        defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP} | ({} if self.bw == BW else {"GD_BW_SET": self.bw})
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
@@ -336,11 +339,34 @@ def test_scan_column_widths_emulated(emulated, bw, dtype, T, p, dk, dv, C):
     assert_close(levels, st_api.tensors["levels"], tol, what="levels")
 
 
+@pytest.mark.parametrize("T, p, dk, dv, C, decay", [(150, 0, 64, 20, 64, "moderate"), (130, 5, 33, 7, 64, "strong"),
+                                                    (97, 77, 20, 17, 32, "strong"), (40, 0, 100, 3, 16, "mixed")])
+def test_bfloat16_inputs_emulated(emulated, T, p, dk, dv, C, decay):
+    """bfloat16 inputs as 16-bit patterns read by gd_forms itself (``half='bf16'``: TI_BF16, the
+    emulation's ld() as common.cu's; at C = 64 K K^T and Q K^T on tensor cores, mma.sync emulated
+    per warp), computed in float32 through the host logic (the level weights widened for gd_scan,
+    the state's last chunk of values too): within the float32 bound of the reference on the rounded
+    inputs, with an incoming state at an unaligned offset, d_k padded, hard resets."""
+    arrays = make(5, (2,), p + T, dk, dv, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
+    bits = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
+    full = [widen(np, b, "bf16").astype(np.float64) for b in bits]
+    old = None
+    if p:
+        _, state = lsattn.loglinear_gated_delta(*_sl(full, 0, p), return_state=True, backend="array_api")
+        old = state.tensors["levels"].astype(np.float32)
+    out, levels = cgd.compute(copy.copy(emulated), *_sl(bits, p, p + T), C, p, old, True, "bf16")
+    assert out.dtype == np.float32 and levels.dtype == np.float32
+    what = f"p={p} T={T} C={C} dk={dk} dv={dv}"
+    assert_close(out, ref.loglinear_gated_delta(*full)[..., p:, :], F32, what=what)
+    _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
+    assert_close(levels, st_api.tensors["levels"], F32, what="levels " + what)
+
+
 def test_registered_on_cupy():
     import lsattn.backends.cupy as cb
 
     assert "loglinear_gated_delta" in cb.OPS and "loglinear_gated_delta" in cb.GRAD_OPS  # tests/test_cupy_gated_delta_grad.py
-    assert "loglinear_gated_delta" not in cb.HALF_OPS  # 16-bit inputs arrive widened to float32 (FFMA: faster)
+    assert "loglinear_gated_delta" in cb.HALF_OPS  # 16-bit inputs reach gd_forms as they are
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
@@ -480,3 +506,31 @@ def test_gpu_many_levels_and_periods(dtype):
     _, st_api = lsattn.loglinear_gated_delta(*full, chunk_size=C, return_state=True, backend="array_api")
     assert_close(st2.tensors["levels"].double().cpu().numpy(), st_api.tensors["levels"].cpu().numpy(), tol,
                  what="levels")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_gpu_half_inputs_read_as_they_are(dtype):
+    """16-bit CUDA tensors reach gd_forms as they are (``HALF_OPS``): a stream of three calls (an
+    incoming state at an unaligned offset, a single token, T not a multiple of the chunk, hard
+    resets) returns the inputs' dtype within the 16-bit output bound of the reference on the rounded
+    inputs, and a float32 state within the float32 bound of the array-API state; float16 CuPy arrays too."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    T = 300
+    th = [torch.as_tensor(x, device="cuda").to(getattr(torch, dtype)) for x in make(3, (2, 2), T, 64, 64, resets=True)]
+    full = [t.double().cpu().numpy() for t in th]
+    outs, state = [], None
+    for lo, hi in ((0, 77), (77, 78), (78, T)):
+        o, state = lsattn.loglinear_gated_delta(*_sl(th, lo, hi), state=state, return_state=True)
+        assert o.dtype == th[0].dtype and o.is_cuda
+        outs.append(o.double().cpu().numpy())
+    assert_close(np.concatenate(outs, axis=-2), ref.loglinear_gated_delta(*full), BF16 if dtype == "bfloat16" else F16)
+    assert state.tensors["levels"].dtype == torch.float32
+    _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
+    assert_close(state.tensors["levels"].cpu().numpy(), st_api.tensors["levels"], F32, what="levels")
+    if dtype == "float16":  # CuPy float16 arrays take the same path
+        import cupy
+
+        out = lsattn.loglinear_gated_delta(*[cupy.asarray(x, dtype=cupy.float16) for x in full])
+        assert out.dtype == cupy.float16
+        assert_close(cupy.asnumpy(out).astype(np.float64), ref.loglinear_gated_delta(*full), F16, what="cupy float16")

@@ -1,19 +1,21 @@
 """Where gd_forms (gated_delta_forms.cu) spends its time: the kernel alone at B H = 32, T = 8192,
-d = 64, CH = 64, float32, in variants compiled from the production source by text substitution:
+d = 64, CH = 64, in variants compiled from the production source by text substitution:
 
-- fp32:        the production kernel (FFMA products; the forward substitution in GF_SU = 8 partial sums)
-- fp32_suN:    the same with N partial sums in the forward substitution (1: one dependent chain, the
-               kernel session 8 measured)
+- fp32:      the production kernel (float32; 3 blocks per SM by its launch bounds and shared memory)
+- fp32_lb2:  the same with __launch_bounds__(256, 2) (registers for 2 blocks per SM)
+- fp32_full: the same with the triangular products' reductions over every index (GF_TRI false)
+- bf16in:    float32 compute reading bfloat16 q, k, v, a, beta, lam (TI_BF16, the dispatched bf16 path:
+             K K^T and Q K^T on tensor cores, GF_TC)
+- bf16in_ffma: the same with every product in FFMA (GF_TC 0)
+- fp64:      the float64 build (the error reference)
 
-Each line: ms per launch (20 launches between two events) and max |x - fp32| / max |fp32| of each
-output against the production kernel's. (Session 8's bf16 tensor-core variants, measured 1.97 ms
-against 1.04 ms, were removed with the variant: benchmarks/NOTES.md, issue 16.)
+The inputs are bf16-representable values (so every variant reads the same numbers). Each line: ms per
+launch (20 launches between two events) and max |x - fp64| / max |fp64| of qeff, eGK, phi, H, g, intra.
 
-    python benchmarks/device/gd_forms_variants.py
+    python benchmarks/device/gd_forms_variants.py [T[,T...]]
 """
-import re
-import sys
 import os
+import sys
 
 import numpy as np
 
@@ -22,44 +24,64 @@ import cupy  # noqa: E402
 
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
 
-BH, T, D, CH = 32, 8192, 64, 64
-SUBS = {
-    "fp32": [],
-    "fp32_su1": [(r"GF_SU = 8;", "GF_SU = 1;")],
-    "fp32_su4": [(r"GF_SU = 8;", "GF_SU = 4;")],
-    "fp32_su16": [(r"GF_SU = 8;", "GF_SU = 16;")],
+BH, D, CH = 32, 64, 64
+TS = [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "8192").split(",")]
+VARIANTS = {  # name: (compute type, bf16 inputs, substitutions)
+    "fp64": ("double", False, []),
+    "fp32": ("float", False, []),
+    "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),
+    "fp32_full": ("float", False, [("GF_TRI = true;", "GF_TRI = false;")]),
+    "bf16in": ("float", True, []),
+    "bf16in_ffma": ("float", True, [("#define GF_TC (TI_BF16 && CH == 64)", "#define GF_TC 0")]),
 }
 
 
-def build(name, cfg):
+def build(ta, bf16, subs, cfg):
     forms = cc._source("gated_delta_forms.cu")
-    for pat, rep in SUBS[name]:
-        forms, k = re.subn(pat, rep, forms)
-        assert k, (name, pat)
+    for pat, rep in subs:
+        assert pat in forms, pat
+        forms = forms.replace(pat, rep)
     code = "\n".join([cc._source("common.cu"), cc._source("gated_delta.cu"), forms])
-    opts = ("-std=c++17", f"-DTA={cfg.ta}", "-DTI_BF16=0", "-DTI_F16=0", f"-DCH={cfg.CH}",
+    opts = ("-std=c++17", f"-DTA={ta}", f"-DTI_BF16={int(bf16)}", "-DTI_F16=0", f"-DCH={cfg.CH}",
             f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}", "-DLOGV=0")
     fn = cupy.RawModule(code=code, options=opts).get_function("gd_forms")
     fn.max_dynamic_shared_size_bytes = cfg.smem("gd_forms")
     return fn
 
 
+def bf16_bits(x):
+    """float32 -> (bf16-rounded float32, its bf16 bits as uint16)."""
+    u = x.astype(np.float32).view(np.uint32)
+    b = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return (b.astype(np.uint32) << 16).view(np.float32), b
+
+
 def main():
+    fns = {}
+    for T in TS:
+        run(T, fns)
+
+
+def run(T, fns):
     rng = np.random.default_rng(0)
     L = 1 + (T - 1).bit_length()
     k = rng.standard_normal((BH, T, D)).astype(np.float32)
     host = [rng.standard_normal((BH, T, D)).astype(np.float32) * D**-0.5, k / np.linalg.norm(k, axis=-1, keepdims=True),
             rng.standard_normal((BH, T, D)).astype(np.float32), -rng.random((BH, T)).astype(np.float32) * 0.1,
             rng.random((BH, T)).astype(np.float32), (0.5 + rng.random((BH, T, L))).astype(np.float32)]
+    pairs = [bf16_bits(x) for x in host]
     n = T // CH
-    ins = [cupy.asarray(x) for x in host]
-    cfg = cc.make_config("float", D, 16, CH)
     want = None
-    for name in SUBS:
-        outs = [cupy.empty(s, dtype=cupy.float32) for s in [(BH, n, CH, D), (BH, n, CH, D), (BH, n, D, CH),
-                                                               (BH, n, D, D), (BH, n), (BH, n, CH, D)]]
+    for name, (ta, bf16, subs) in VARIANTS.items():
+        dt = np.float64 if ta == "double" else np.float32
+        ins = [cupy.asarray(b if bf16 else f.astype(dt)) for f, b in pairs]
+        outs = [cupy.empty(s, dtype=dt) for s in [(BH, n, CH, D), (BH, n, CH, D), (BH, n, D, CH), (BH, n, D, D), (BH, n),
+                                                  (BH, n, CH, D)]]
+        cfg = cc.make_config(ta, D, D, CH)
         try:
-            fn = build(name, cfg)
+            if name not in fns:
+                fns[name] = build(ta, bf16, subs, cfg)
+            fn = fns[name]
             args = (*ins, *outs, np.int32(T), np.int32(D), np.int32(D), np.int32(L), np.int64(0), np.int64(0), np.int32(n))
             launch = lambda: fn((n, BH), (256,), args, shared_mem=cfg.smem("gd_forms"))  # noqa: E731
             launch()
@@ -71,14 +93,14 @@ def main():
             ev[1].record()
             ev[1].synchronize()
             err = ""
-            if name == "fp32":
+            if name == "fp64":
                 want = outs
-            elif want is not None:  # max |x - fp32| / max |fp32| of qeff, eGK, phi, H, g, intra
+            elif want is not None:
                 err = " ".join(f"{float(cupy.abs(x - w).max() / cupy.abs(w).max()):.1e}" for x, w in zip(outs, want))
-                err = f"   vs fp32 (qeff eGK phi H g intra): {err}"
-            print(f"{name:12s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}", flush=True)
+                err = f"   vs fp64 (qeff eGK phi H g intra): {err}"
+            print(f"T={T} {name:11s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}", flush=True)
         except Exception as exc:
-            print(f"{name:12s} fails: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+            print(f"T={T} {name:11s} fails: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
 
 
 if __name__ == "__main__":

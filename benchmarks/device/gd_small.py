@@ -1,13 +1,14 @@
 """A few small loglinear_gated_delta calls on the cupy kernels (gd_forms, gd_scan), for compute-sanitizer
-(memcheck / racecheck): float32 and float64, odd T, a stream with an incoming state, d_v not a
-multiple of the column block."""
+(memcheck / racecheck): float32, float64 and float16 (read as such), odd T, a stream with an incoming
+state, d_v not a multiple of the column block; one bfloat16 call on torch tensors when torch is there."""
 import numpy as np
 import cupy
 
 import lsattn
 
 rng = np.random.default_rng(0)
-for dtype, T, dk, dv, C in (("float32", 100, 64, 64, 64), ("float64", 37, 5, 19, 16), ("float32", 300, 128, 130, 32)):
+for dtype, T, dk, dv, C in (("float32", 100, 64, 64, 64), ("float64", 37, 5, 19, 16), ("float32", 300, 128, 130, 32),
+                            ("float16", 150, 64, 64, 64)):  # float16: gd_forms reads the 16-bit inputs
     q, k, v = (cupy.asarray(rng.standard_normal((2, T, d)), dtype=dtype) for d in (dk, dk, dv))
     k /= cupy.linalg.norm(k, axis=-1, keepdims=True)
     a = cupy.asarray(-rng.random((2, T)), dtype=dtype)
@@ -20,4 +21,17 @@ for dtype, T, dk, dv, C in (("float32", 100, 64, 64, 64), ("float64", 37, 5, 19,
                                       state=st)
     cupy.cuda.Device().synchronize()
     print(dtype, T, float(cupy.abs(o2).max()))
+try:  # bfloat16 (torch): gd_forms' tensor-core products of K K^T and Q K^T
+    import torch
+except ImportError:
+    torch = None
+if torch is not None:
+    T = 150
+    x = [torch.randn((2, T, 64), device="cuda") for _ in range(3)]
+    x[1] = torch.nn.functional.normalize(x[1], dim=-1)
+    x += [-torch.rand((2, T), device="cuda"), torch.rand((2, T), device="cuda"),
+          torch.rand((2, T, lsattn.num_levels(T)), device="cuda")]
+    o = lsattn.loglinear_gated_delta(*[t.to(torch.bfloat16) for t in x])
+    torch.cuda.synchronize()
+    print("bfloat16", T, float(o.abs().max()))
 print("sanitize ok")

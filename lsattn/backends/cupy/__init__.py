@@ -42,13 +42,14 @@ Log-linear Gated DeltaNet: two kernels. ``gd_forms`` (``gated_delta_forms.cu``) 
 per-chunk WY quantities of the array-API path (``lsattn.gated_delta._chunk_forms`` and
 ``_masked_intra``: ``qeff``, ``e^G K``, ``phi``, ``H = phi V``, the chunk decay and the level-masked
 intra-chunk output) in one block per (sequence, chunk), from the (BH, T, d) inputs, in shared
-memory (``K K^T``, ``Q K^T``, the decay table as running sums over each stretch, ``(I + N)^{-1}`` by
-forward substitution, the products); ``gd_scan`` replaces the chunk tree by independent chains, one
+memory (``K K^T``, ``Q K^T``, the decay table as sums over each stretch taken in the products'
+stores, ``(I + N)^{-1}`` by 16 / 32 / 64 blocks, the products); ``gd_scan`` replaces the chunk tree by independent chains, one
 per Fenwick level and period of ``2^m`` chunks (accumulate the bucket, then read and carry it) and per
 incoming slot, one block per (chain, sequence, 32 value columns), each chunk's transition applied as
 ``e^g S - phi (e^G K S)``, the reads added atomically. CuPy arrays, JAX arrays and torch tensors without grad take both.
 float32 / float64 (``gd_scan``'s per-slot products on tensor cores in float32, 3xTF32); 16-bit
-inputs are computed in float32 (not in ``HALF_OPS``). Inputs that require grad: the backward below.
+inputs reach ``gd_forms`` as they are (``HALF_OPS``) and are computed in float32. Inputs that
+require grad (16-bit ones widened to float32): the backward below.
 
 Hierarchical exp-kernel attention (``loglinear_log_attention``): ``hi_intra`` computes every pair
 inside each aligned chunk exactly in log space and the chunk's exp-kernel summary ``(m, n, S, z)``
@@ -111,7 +112,7 @@ OPS = {
 }
 #: operators whose float16 / bfloat16 inputs reach the kernels as they are (the others receive
 #: float32 and their outputs are cast back by the registry)
-HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_log_attention")
+HALF_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_log_attention", "loglinear_gated_delta")
 #: operators with backward kernels (torch autograd; ``_autograd.py``)
 GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "loglinear_gated_delta",
             "loglinear_log_attention")

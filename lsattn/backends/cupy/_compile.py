@@ -58,9 +58,10 @@ class Config:
         if kernel == "gd_scan":  # gated_delta.cu: Qe, Ek, phi (rows padded by 16 bytes), S, W (GD_BW + 8 columns), CH weights
             pad = 16 // es
             return (2 * CH * (DKP + pad) + DKP * (CH + pad) + (DKP + CH) * (GD_BW + 8) + CH) * es
-        if kernel == "gd_forms":  # gated_delta_forms.cu: three d tiles, three CH x CH tiles, four CH vectors
-            dt = max(DKP * (CH + 4), CH * (DKP + 4))
-            return (3 * dt + 3 * CH * (CH + 4) + 4 * CH) * es
+        if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels
+            cc, vb = CH * (CH + 4), CH * (min(DKP, 64) + 4)
+            tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + 4))
+            return (tiles + 12 * CH) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass; bf16: HI_TC's tiles and strides)

@@ -6,22 +6,24 @@
 the chunk tree of ``d_k x d_k`` transition products by independent chains over the chunks, one per
 chunk-level Fenwick level and period and per incoming slot (the header of ``gated_delta.cu``); the
 returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
-Inputs are float32 / float64 (the registry widens 16-bit inputs to float32 and casts the output
-back); ``gd_forms`` runs FFMA, ``gd_scan``'s per-slot products run on tensor cores in float32
-(3xTF32) and FFMA in float64.
+Inputs are float32 / float64, or float16 / bfloat16 (``HALF_OPS``): ``gd_forms`` reads those as they
+are and computes in float32 (the level weights get one float32 copy for ``gd_scan``; the output is
+rounded once); ``gd_forms`` runs FFMA, ``gd_scan``'s per-slot products run on tensor cores in
+float32 (3xTF32) and FFMA in float64. Under torch autograd 16-bit inputs are widened to float32.
 CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels;
 backward: ``forms_backward`` in torch operations and ``gd_scan_bwd``); torch tensors without grad
 take the kernels here.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from ..._chunktree import chunk_layout, from_chunks, to_chunks
 from ...gated_delta import assemble_levels
 from ...loglinear import _ns
 from ...state import State
-from ._arrays import inputs, on_gpu, ta_name
+from ._arrays import inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
 from ._compile import make_config
 
@@ -49,18 +51,21 @@ def scan_chains(F, n, n_old, NLC):
     return n_old + sum((cL >> m) - (F >> m) + 1 for m in range(1, NLC + 1))
 
 
-def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
+def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half=""):
     """Log-linear Gated DeltaNet over one call of ``T >= 1`` tokens at offset ``p``.
 
     q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): float32 / float64 arrays
-    of ``ops.xp``; old (..., bit_length(p), d_k, d_v) or None.
-    Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None).
+    of ``ops.xp``, or all 16-bit as ``half`` says ('f16', or 'bf16' as 16-bit patterns: read by
+    ``gd_forms`` as they are, computed in float32); old (..., bit_length(p), d_k, d_v) or None.
+    Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None) in the compute type.
     """
     xp, ns = ops.xp, _ns(q)
     batch = tuple(q.shape[:-2])
     BH, T, DK, DV, L = math.prod(batch), q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
-    dt = q.dtype  # the compute type: gd_forms' outputs, gd_scan, the state
+    dt = xp.float32 if half else q.dtype  # the compute type: gd_forms' outputs, gd_scan, the state
     cfg = make_config(ta_name(xp, dt), DK, 16, chunk_size)
+    if half:  # gd_forms reads the 16-bit inputs (TI_BF16 / TI_F16); the FFMA kernels, the chunk as asked
+        cfg = dataclasses.replace(cfg, half=half, tc=False)
     C = cfg.CH
     lay = chunk_layout(p, T, C)
     F, n = lay.first_chunk, lay.n_chunks
@@ -72,6 +77,8 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
     a2, b2 = flat(a, (T,)), flat(beta, (T,))
     lam3 = flat(lam, (T, L))
     qe, ek, ph, H, g, out = forms(ops, cfg, q3, k3, v3, a2, b2, lam3, p)
+    if half:  # gd_scan reads the level weights in the compute type
+        lam3 = widen(xp, lam3, half)
     merge_last = (p + T) % C == 0
     NLC = chunk_slots(F, n, merge_last)
     lev = xp.zeros((BH, NLC, DK, DV), dtype=dt)
@@ -86,6 +93,8 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state):
     chunk_levels = {log2_C + m: lev[:, m - 1] for m in range(1, NLC + 1)}
     lo = max(0, (F + n - 1) * C - p)  # the last chunk's first token of the call
     V_last = to_chunks(ns, v3[:, lo:], chunk_layout(p + lo, T - lo, C), -2)[:, -1]  # (BH, C, DV)
+    if half:
+        V_last = widen(xp, xp.ascontiguousarray(V_last), half)
     levels = assemble_levels(ns, ph[:, -1], V_last, chunk_levels, oldc if n_old else None, C, p, T)
     return out, xp.reshape(levels, batch + tuple(levels.shape[-3:]))
 
@@ -98,7 +107,7 @@ def forms(ops, cfg, q, k, v, a, beta, lam, p):
     (BH, T, DK), DV, L, C = q.shape, v.shape[-1], lam.shape[-1], cfg.CH
     lay = chunk_layout(p, T, C)
     F, n = lay.first_chunk, lay.n_chunks
-    dt = xp.float64 if cfg.ta == "double" else xp.float32
+    dt = xp.float64 if cfg.ta == "double" else xp.float32  # 16-bit inputs (cfg.half): float32 outputs
     qe, ek = xp.empty((BH, n, C, DK), dtype=dt), xp.empty((BH, n, C, DK), dtype=dt)
     ph, H = xp.empty((BH, n, DK, C), dtype=dt), xp.empty((BH, n, DK, DV), dtype=dt)
     g, out = xp.empty((BH, n), dtype=dt), xp.empty((BH, n, C, DV), dtype=dt)
@@ -108,34 +117,41 @@ def forms(ops, cfg, q, k, v, a, beta, lam, p):
 
 def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):
     """CuPy-kernel implementation of ``loglinear_gated_delta``; the signature of
-    ``lsattn.gated_delta._forward`` (validated float32 / float64 inputs of one dtype; ``state`` may
-    be None). Returns (out (..., T, d_v), State or None), the state as in the array-API twin."""
+    ``lsattn.gated_delta._forward`` (validated inputs of one dtype: float32 / float64, or 16-bit,
+    whose states are float32; ``state`` may be None). Returns (out (..., T, d_v) in the inputs'
+    dtype, float32 for 16-bit inputs (the registry casts it), State or None), the state as in the
+    array-API twin."""
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     p = 0 if state is None else state.offset
     if T > 0 and _tracks_grad((q, k, v, log_decay, beta, level_weights) + (() if state is None else tuple(state.tensors.values()))):
         # torch autograd: gd_forms / forms_backward, the scan through gd_scan / gd_scan_bwd
         # (gated_delta_bwd.py); a returned state (whose gradient the kernels do not compute): the
         # array-API formulation on the same device, differentiated by torch
+        # (16-bit inputs: in float32, a cast torch differentiates)
+        import torch
+
+        args = [x if x.dtype in (torch.float32, torch.float64) else x.float() for x in (q, k, v, log_decay, beta, level_weights)]
         if return_state:
             from ...gated_delta import _forward
 
-            return _forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state)
+            return _forward(*args, chunk_size, state, return_state)
         from .gated_delta_bwd import differentiable
 
         old = None if (state is None or p == 0) else state.tensors["levels"]
-        return differentiable(q, k, v, log_decay, beta, level_weights, chunk_size, p, old), None
+        return differentiable(*args, chunk_size, p, old), None
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
-        args, _ = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))
+        args, half = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))
+        sdtype = xp.float32 if half else args[0].dtype
         if T == 0:
-            out = back(xp.empty(batch + (0, d_v), dtype=args[0].dtype), "")
+            out = back(xp.empty(batch + (0, d_v), dtype=args[0].dtype), half)
             if not return_state or state is not None:
                 return out, state if return_state else None
-            levels = back(xp.zeros(batch + (0, d_k, d_v), dtype=args[0].dtype), "")
+            levels = back(xp.zeros(batch + (0, d_k, d_v), dtype=sdtype), "")
             return out, State(OP, 0, batch, d_k, d_v, levels.dtype, {"levels": levels})
         old = None if (state is None or p == 0) else to_cp(state.tensors["levels"])[0]
-        out, levels = compute(ops, *args, chunk_size, p, old, return_state)
-        out = back(out, "")
+        out, levels = compute(ops, *args, chunk_size, p, old, return_state, half)
+        out = back(out, "")  # float32 for 16-bit inputs: the registry rounds it to their dtype
         if not return_state:
             return out, None
         levels = back(levels, "")

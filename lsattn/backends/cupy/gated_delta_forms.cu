@@ -1,6 +1,6 @@
 // Log-linear Gated DeltaNet: the per-chunk WY / UT forms in one kernel (host: gated_delta.py).
-// Compiled after common.cu and gated_delta.cu (TA, CH, DKP; inputs in the compute type TA, read
-// through ld(); 16-bit inputs are widened by the registry). The quantities of lsattn.gated_delta._chunk_forms and
+// Compiled after common.cu and gated_delta.cu (TA, CH, DKP; inputs read through ld(); 16-bit
+// inputs are widened by the registry). The quantities of lsattn.gated_delta._chunk_forms and
 // _masked_intra (see that module's docstring), per chunk c = F + j of CH tokens aligned to
 // absolute multiples of CH, read straight from the (BH, T, d) inputs (tokens outside the call are
 // the identity padding: q = k = v = 0, a = 0, beta = 0), with chunk-local G_t = a_0 + ... + a_t:
@@ -10,53 +10,207 @@
 //   phi      = Z^T (X diag(beta)),  Z[s] = e^{a_{s+1} + ... + a_{CH-1}} k_s;   H = phi V
 //   g        = G_{CH-1};   out = (Lambda * attn) V,  Lambda[t, s] = lam[t, level(t, s)]
 // which are what gd_scan consumes (always in the compute type TA). Exponentials are taken of sums
-// over the stretch they stand for (the decay table as a running sum down each column, in segsum's
-// order; Z's from the chunk's end, suffix_after's order), never of differences of cumulative sums:
-// a -inf log decay (hard reset) stays exact. X by forward substitution, one column per thread
-// (column j: x_j = 1, x_i = -sum_{r = j}^{i-1} N[i, r] x_r in GF_SU partial sums), in TA.
+// over the stretch they stand for, never of differences of cumulative sums: a -inf log decay (hard
+// reset) stays exact. D is never stored: the thread that owns a 4 x 4 piece of the CH x CH
+// products sums its stretches (the tokens between its column and row groups once, then the few
+// inside each) and takes the exponentials in the products' stores.
 //
-// One block of NT = 256 threads per (chunk j, sequence bh). Shared memory (TA): three "d tiles"
-// (Qt / Kt as [kk][t], e^G K and Z as [t][kk], phi^T as [s][kk], V as [s][col]) and three CH x CH
-// tiles (the decay table then X, N then attn^T, (D * Q K^T)^T). Value columns in blocks of GF_VB.
-// The seven products go through gf_product: FFMA register micro-tiles of mm_acc (a 16 x 16 thread
-// grid); they are ~10% of the kernel's time (a tensor-core bf16 variant with split operands measured
-// 1.9x slower and was removed: benchmarks/NOTES.md, issue 16).
-constexpr int GF_LD = CH + 4;                        // row stride of the CH x CH tiles and of Qt / Kt
-constexpr int GF_LK = DKP + 4;                       // row stride of the [t][kk] tiles
+// X = (I + N)^{-1} by blocks (no serial chain over the chunk): the 16 x 16 diagonal blocks by
+// forward substitution in registers (thread = column), the 32 x 32 blocks by X_10 = -X_11 N_10 X_00
+// inside one warp, the 64 x 64 block by the same two products over the block's threads.
+//
+// One block of NT = 256 threads per (chunk j, sequence bh); 3 blocks per SM at CH = DKP = 64 in
+// float32 (four tiles, 73 KB: the layout below; Config.smem in _compile.py). Q and K are kept once,
+// as [t][f] with the 4-element groups of a row XOR-swizzled by row (gf_el): conflict-free both
+// when a product reduces over f (N, Q K^T: rows of the tile) and over t (qeff, phi: columns), so
+// neither needs a transposed copy; e^G K and Z = e^{suffix} K are K with a per-token scale in the
+// products (gf_mm's loaders). Products: FFMA register micro-tiles on a 16 x 16 thread grid; those
+// reducing over a triangular factor (M X, attn e^G K, X^T Z, (Lambda * attn) V) run each warp's
+// reduction only over the indices its rows can reach (GF_TRI: ~56% of the terms; the rest are zeros).
+// bfloat16 inputs (TI_BF16, CH = 64): K K^T and Q K^T on tensor cores (GF_TC), the decay scales after.
+// Global rows are read 4 elements at a time where D % 4 == 0 and the pointer allows (gf_ld4).
+constexpr int GF_LD = CH + 4;                        // row stride of the CH x CH tiles
+constexpr int GF_LK = DKP + 4;                       // row stride of phi^T [s][kk]
 constexpr int GF_VB = DKP < 64 ? DKP : 64;           // value columns per pass
 constexpr int GF_LV = GF_VB + 4;                     // row stride of the value tile
-constexpr int GF_SU = 8;                             // partial sums of the forward substitution
-constexpr int GF_DT = (DKP * GF_LD > CH * GF_LK ? DKP * GF_LD : CH * GF_LK);  // one d tile
-constexpr int GF_CC = CH * GF_LD;                    // one CH x CH tile
+constexpr int GF_RC = CH / 16;                       // rows (columns) per thread of a CH x CH product
+constexpr int GF_G = DKP / 4;                        // 4-element groups per row of the Q / K tiles
+constexpr int GF_NL = CH == 16 ? 5 : (CH == 32 ? 6 : 7);  // the chunk-local levels 0 .. log2 CH
+constexpr int GF_SW = CH < 32 ? 32 : CH;             // threads of the warp stage of the solve
+constexpr bool GF_TRI = true;                        // triangular reduction ranges (false: full, for timing)
+// bf16 inputs at CH = 64: K K^T and Q K^T on tensor cores (mma.sync m16n8k16: the tiles hold bf16
+// values, so the products are exact and summed in fp32, as FFMA on the widened values)
+#ifndef GF_TC
+#define GF_TC (TI_BF16 && CH == 64)
+#endif
+constexpr int gf_max(int a, int b) { return a > b ? a : b; }
+// the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
+// M^T = (D * Q K^T)^T, then phi^T
+constexpr int GF_S0 = gf_max(gf_max(CH * DKP, CH * GF_LD), 32 * 36);
+constexpr int GF_S1 = gf_max(CH * DKP, CH * GF_LV);
+constexpr int GF_S2 = CH * GF_LD;
+constexpr int GF_S3 = gf_max(CH * GF_LD, CH * GF_LK);
+constexpr int GF_SMEM = GF_S0 + GF_S1 + GF_S2 + GF_S3 + 4 * CH + 8 * CH;  // + a, beta, e^G, e^Z; Lambda's levels
 
-// staged<> loader of the CH x W tile of rows g0.. of src (row stride ld, default D): element idx is
-// token g0 + idx / W, column idx % W; zero outside tokens [0, T) and columns [0, D).
-template <int W = DKP>
-__device__ __forceinline__ auto gf_rows(const ti* src, i64 g0, int T, int D, int ld_ = -1) {
-    const int ldr = ld_ < 0 ? D : ld_;
-    return [=](int idx) {
-        const int c = idx % W;
-        const i64 g = g0 + idx / W;
-        return (g >= 0 && g < T && c < D) ? ld(src + g * ldr + c) : (ta)0;
-    };
+// Element (t, f) of a swizzled [t][f] tile: group f / 4 of row t at group (f / 4) XOR (t / GF_RC).
+__device__ __forceinline__ int gf_grp(int t, int g) { return t * DKP + ((g ^ ((t / GF_RC) & (GF_G - 1))) << 2); }
+__device__ __forceinline__ int gf_el(int t, int f) { return gf_grp(t, f >> 2) + (f & 3); }
+// W consecutive columns c0 .. c0 + W - 1 of row t of a swizzled tile (c0 a multiple of min(W, 4))
+template <int W>
+__device__ __forceinline__ void gf_ldk(const ta* S, int t, int c0, ta (&o)[W]) {
+    if constexpr (W >= 4) {
+#pragma unroll
+        for (int u = 0; u < W; u += 4) {
+            ta x[4];
+            ldv<4>(S + gf_grp(t, (c0 + u) >> 2), x);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[u + e] = x[e];
+        }
+    } else {
+        ldv<W>(S + gf_grp(t, c0 >> 2) + (c0 & 3), o);
+    }
 }
 
-// One product of the block: the M x N result of A (as [kk][row], stride lda) times B (as [kk][col],
-// stride ldb) over KD reduction indices, each element handed to store(row, col, value): FFMA on a
-// 16 x 16 thread grid (ty, tx), register micro-tiles of (M / 16) x (N / 16) (mm_acc).
-template <int M, int N, int KD, typename S>
-__device__ __forceinline__ void gf_product(const ta* A, int lda, const ta* B, int ldb, int ty, int tx, S store) {
-    constexpr int RM = M / 16, RN = N / 16;
+// Whether rows of D columns of src can be read 4 elements at a time (gf_ld4's vector loads).
+__device__ __forceinline__ bool gf_vec(const ti* src, int D) {
+    return D % 4 == 0 && reinterpret_cast<unsigned long long>(src) % (sizeof(ti) == 8 ? 16 : 4 * sizeof(ti)) == 0;
+}
+
+// Columns c .. c + 3 of row g of src (row stride ldr, D columns), zero outside tokens [0, T) and
+// columns [0, D): one 8- or 16-byte load when vec (gf_vec), else element by element.
+__device__ __forceinline__ void gf_ld4(const ti* src, i64 g, int c, int T, int D, int ldr, bool vec, ta (&o)[4]) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[e] = (ta)0;
+    if (g < 0 || g >= T || c >= D) return;
+    const ti* p = src + g * ldr + c;
+    if (vec) {
+#if defined(__CUDA_ARCH__) && TI_BF16
+        const uint2 u = __ldg(reinterpret_cast<const uint2*>(p));
+        o[0] = __uint_as_float(u.x << 16), o[1] = __uint_as_float(u.x & 0xffff0000u);
+        o[2] = __uint_as_float(u.y << 16), o[3] = __uint_as_float(u.y & 0xffff0000u);
+#elif defined(__CUDA_ARCH__) && !TI_F16
+        if constexpr (sizeof(ta) == 4) {
+            const float4 x = __ldg(reinterpret_cast<const float4*>(p));
+            o[0] = x.x, o[1] = x.y, o[2] = x.z, o[3] = x.w;
+        } else {
+            const double2 x = __ldg(reinterpret_cast<const double2*>(p)), y = __ldg(reinterpret_cast<const double2*>(p) + 1);
+            o[0] = x.x, o[1] = x.y, o[2] = y.x, o[3] = y.y;
+        }
+#else  // float16 (and the CPU emulation, which checks the alignment the GPU needs)
+#ifndef __CUDA_ARCH__
+        if (reinterpret_cast<unsigned long long>(p) % (sizeof(ti) == 8 ? 16 : 4 * sizeof(ti))) std::abort();
+#endif
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[e] = ld(p + e);
+#endif
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[e] = c + e < D ? ld(p + e) : (ta)0;
+}
+
+// x[0 .. 3] into shared memory at p (16-byte aligned): one vector store.
+__device__ __forceinline__ void gf_st4(ta* p, const ta (&x)[4]) {
+#ifdef __CUDA_ARCH__
+    if constexpr (sizeof(ta) == 4) {
+        *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
+    } else {
+        reinterpret_cast<double2*>(p)[0] = make_double2(x[0], x[1]);
+        reinterpret_cast<double2*>(p)[1] = make_double2(x[2], x[3]);
+    }
+#else
+    if (reinterpret_cast<unsigned long long>(p) % 16) std::abort();
+#pragma unroll
+    for (int e = 0; e < 4; ++e) p[e] = x[e];
+#endif
+}
+
+// acc[i][j] += sum_{lo <= kk < hi} a_kk[i] b_kk[j], the operands' rows from la(kk, a), lb(kk, b).
+template <int RM, int RN, typename LA, typename LB>
+__device__ __forceinline__ void gf_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, LB lb) {
+#pragma unroll 4
+    for (int kk = lo; kk < hi; ++kk) {
+        ta a[RM], b[RN];
+        la(kk, a);
+        lb(kk, b);
+#pragma unroll
+        for (int i = 0; i < RM; ++i)
+#pragma unroll
+            for (int j = 0; j < RN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
+    }
+}
+
+// X_10 = -X_11 (N_10 X_00) in the 2 HB x 2 HB diagonal block at B0 (row stride GF_LD) of X, whose
+// diagonal HB x HB blocks are X's and lower left block N's: this thread's row i and columns j0 ..
+// j0 + NC - 1 of the HB x HB result, the intermediate through S (row stride HB + 4), sync() between.
+template <int HB, int NC, typename Sync>
+__device__ __forceinline__ void gf_offdiag(ta* B0, ta* S, int i, int j0, Sync sync) {
+    ta r[NC];
+#pragma unroll
+    for (int jj = 0; jj < NC; ++jj) r[jj] = (ta)0;
+#pragma unroll 4
+    for (int m = 0; m < HB; ++m) {  // N_10 X_00
+        const ta nv = B0[(HB + i) * GF_LD + m];
+        ta xv[NC];
+        ldv<NC>(B0 + m * GF_LD + j0, xv);
+#pragma unroll
+        for (int jj = 0; jj < NC; ++jj) r[jj] = fma(nv, xv[jj], r[jj]);
+    }
+#pragma unroll
+    for (int jj = 0; jj < NC; ++jj) S[i * (HB + 4) + j0 + jj] = r[jj];
+    sync();  // S written, N_10 read
+#pragma unroll
+    for (int jj = 0; jj < NC; ++jj) r[jj] = (ta)0;
+#pragma unroll 4
+    for (int m = 0; m < HB; ++m) {  // X_11 S
+        const ta xv = B0[(HB + i) * GF_LD + HB + m];
+        ta sv[NC];
+        ldv<NC>(S + m * (HB + 4) + j0, sv);
+#pragma unroll
+        for (int jj = 0; jj < NC; ++jj) r[jj] = fma(xv, sv[jj], r[jj]);
+    }
+#pragma unroll
+    for (int jj = 0; jj < NC; ++jj) B0[(HB + i) * GF_LD + j0 + jj] = -r[jj];
+}
+
+// The register tile of a product: element (ty RM + i, tx RN + j) handed to store(row, column, value).
+template <int RM, int RN, typename S>
+__device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx, S store) {
+#pragma unroll
+    for (int i = 0; i < RM; ++i)
+#pragma unroll
+        for (int j = 0; j < RN; ++j) store(ty * RM + i, tx * RN + j, acc[i][j]);
+}
+
+// One product of the block over reduction indices [lo, hi) (gf_mm), stored through gf_store.
+template <int RM, int RN, typename LA, typename LB, typename S>
+__device__ __forceinline__ void gf_product(int lo, int hi, int ty, int tx, LA la, LB lb, S store) {
     ta acc[RM][RN];
     zero_acc(acc);
-    mm_acc<RM, RN, KD>(acc, A, lda, B, ldb, ty, tx);
-#pragma unroll
-    for (int ii = 0; ii < RM; ++ii)
-#pragma unroll
-        for (int jj = 0; jj < RN; ++jj) store(ty * RM + ii, tx * RN + jj, acc[ii][jj]);
+    gf_mm(acc, lo, hi, la, lb);
+    gf_store(acc, ty, tx, store);
 }
 
-extern "C" __global__ void __launch_bounds__(NT) gd_forms(
+// acc[i][j] = sum_f A[ty RC + i][f] B[tx RC + j][f] over two swizzled [t][f] tiles, 4 f at a time.
+__device__ __forceinline__ void gf_mm_rows(ta (&acc)[GF_RC][GF_RC], const ta* A, const ta* B, int ty, int tx) {
+    zero_acc(acc);
+#pragma unroll 1
+    for (int g = 0; g < GF_G; ++g) {
+        ta a[GF_RC][4], b[GF_RC][4];
+#pragma unroll
+        for (int i = 0; i < GF_RC; ++i) ldv<4>(A + gf_grp(ty * GF_RC + i, g), a[i]);
+#pragma unroll
+        for (int j = 0; j < GF_RC; ++j) ldv<4>(B + gf_grp(tx * GF_RC + j, g), b[j]);
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+            for (int i = 0; i < GF_RC; ++i)
+#pragma unroll
+                for (int j = 0; j < GF_RC; ++j) acc[i][j] = fma(a[i][u], b[j][u], acc[i][j]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeof(ta) == 4) ? 3 : 1) gd_forms(
     const ti* __restrict__ q,    // (BH, T, DK)
     const ti* __restrict__ k,    // (BH, T, DK)
     const ti* __restrict__ v,    // (BH, T, DV)
@@ -71,25 +225,34 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
     ta* __restrict__ out,        // (BH, n, CH, DV)  the intra-chunk output
     int T, int DK, int DV, int L, i64 p, i64 F, int n) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* T0 = reinterpret_cast<ta*>(smem_raw);  // Qt [kk][t], then phi^T [s][kk]
-    ta* T1 = T0 + GF_DT;                       // Kt [kk][t], then Z [s][kk], then V [s][col]
-    ta* T2 = T1 + GF_DT;                       // e^G K [t][kk]
-    ta* C0 = T2 + GF_DT;                       // the decay table E [t][s], then X [r][s]
-    ta* C1 = C0 + GF_CC;                       // N [i][r], then attn^T [s][t]
-    ta* C2 = C1 + GF_CC;                       // M^T [r][t], M = D * Q K^T
-    ta* aa = C2 + GF_CC;                       // a_t, beta_t, e^{G_t}, e^{suffix after t}
+    ta* R0 = reinterpret_cast<ta*>(smem_raw);  // Q [t][f] swizzled; the solve's scratch; attn^T [s][t]
+    ta* R1 = R0 + GF_S0;                       // K [t][f] swizzled; V [s][col]
+    ta* R2 = R1 + GF_S1;                       // N [i][r], then X [r][s]
+    ta* R3 = R2 + GF_S2;                       // M^T [s][t] (M = D * Q K^T), then phi^T [s][kk]
+    ta* aa = R3 + GF_S3;                       // a_t, beta_t, e^{G_t}, e^{a_{t+1} + ... + a_{CH-1}}
     ta* bb = aa + CH;
     ta* eG = bb + CH;
     ta* eZ = eG + CH;
-    check_smem((3 * GF_DT + 3 * GF_CC + 4 * CH) * sizeof(ta));
+    ta* lamS = eZ + CH;                        // [t][l]: lam[t, min(l, L - 1)], l <= log2 CH (row stride 8)
+    check_smem(GF_SMEM * sizeof(ta));
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    // the warp's rows of a CH x CH product: ty = 2w, 2w + 1, i.e. tokens [w0, w1) (GF_TRI: the
+    // reductions over s <= t stop at w1, those over r >= s start at w0)
+    const int w0 = GF_TRI ? (ty & ~1) * GF_RC : 0, w1 = GF_TRI ? ((ty | 1) + 1) * GF_RC : CH;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y, cj = bh * n + j;
     const i64 g0 = (F + j) * CH - p;  // the call's token index of the chunk's first row
-    // the chunk's rows: Qt, Kt transposed (zero outside the call and beyond DK), a, beta; the loads
-    // batched (staged<>: several in flight per thread before their stores)
-    staged<CH * DKP, NT>(gf_rows(q + bh * T * DK, g0, T, DK), [&](int idx, ta x) { T0[(idx % DKP) * GF_LD + idx / DKP] = x; });
-    staged<CH * DKP, NT>(gf_rows(k + bh * T * DK, g0, T, DK), [&](int idx, ta x) { T1[(idx % DKP) * GF_LD + idx / DKP] = x; });
+    // the chunk's rows of Q and K (zero outside the call and beyond DK) by groups of 4, a, beta
+    const bool qvec = gf_vec(q, DK), kvec = gf_vec(k, DK);
+#pragma unroll 2
+    for (int i4 = tid; i4 < CH * GF_G; i4 += NT) {
+        const int t = i4 / GF_G, gq = i4 % GF_G;
+        ta x[4], y[4];
+        gf_ld4(q + bh * T * DK, g0 + t, 4 * gq, T, DK, DK, qvec, x);
+        gf_ld4(k + bh * T * DK, g0 + t, 4 * gq, T, DK, DK, kvec, y);
+        gf_st4(R0 + gf_grp(t, gq), x);
+        gf_st4(R1 + gf_grp(t, gq), y);
+    }
     if (tid < CH) {
         const i64 g = g0 + tid;
         const bool ok = g >= 0 && g < T;
@@ -97,121 +260,261 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms(
         bb[tid] = ok ? ld(bt + bh * T + g) : (ta)0;
     }
     __syncthreads();
-    // the decay table E[t][s] = e^{a_{s+1} + ... + a_t} (s <= t, 0 above), one column per thread;
-    // G (inclusive, from the start) and the suffix sums (from the end) by one thread each
+    // e^{G_t} (G in token order) and e^{suffix after t} (from the chunk's end), a thread per token
     if (tid < CH) {
-        const int s = tid;
-        for (int t = 0; t < s; ++t) C0[t * GF_LD + s] = (ta)0;
-        C0[s * GF_LD + s] = (ta)1;
-        ta seg = (ta)0;
-        for (int t = s + 1; t < CH; ++t) {
-            seg += aa[t];
-            C0[t * GF_LD + s] = ex(seg);
-        }
-    } else if (tid == CH) {
         ta G = (ta)0;
-        for (int t = 0; t < CH; ++t) {
-            G += aa[t];
-            eG[t] = ex(G);
-        }
-        gc[cj] = G;
-    } else if (tid == CH + 1) {
+        for (int r = 0; r <= tid; ++r) G += aa[r];
+        eG[tid] = ex(G);
+        if (tid == CH - 1) gc[cj] = G;
+    } else if (tid < 2 * CH) {
+        const int t = tid - CH;
         ta S = (ta)0;
-        for (int t = CH - 1; t >= 0; --t) {
-            eZ[t] = ex(S);  // e^{a_{t+1} + ... + a_{CH-1}}
-            S += aa[t];
+        for (int r = CH - 1; r > t; --r) S += aa[r];
+        eZ[t] = ex(S);
+    }
+    // This thread's RC x RC piece (dr, dc) of the CH x CH products N and M: with tensor cores (ty, tx),
+    // else (FFMA) the 136 pieces on or below the diagonal on threads 0 .. 135 (5 of the 8 warps: the
+    // upper 120, zero, written by threads 136 ..). Its piece of the decay table, D[t][s] (t = dr RC + i,
+    // s = dc RC + jj): the sum over a_{s+1} .. a_t as (the rest of s's group) + (the groups between) +
+    // (t's group up to t).
+#if GF_TC
+    const int dr = ty, dc = tx;
+#else
+    constexpr int GF_NLOW = 136;
+    int dr = 0, dc;
+    if (tid < GF_NLOW) {  // lower piece tid = dr (dr + 1) / 2 + dc
+        while ((dr + 1) * (dr + 2) / 2 <= tid) ++dr;
+        dc = tid - dr * (dr + 1) / 2;
+    } else {  // upper piece tid - 136 = dc (dc - 1) / 2 + dr, dr < dc
+        dc = 1;
+        while (dc * (dc + 1) / 2 <= tid - GF_NLOW) ++dc;
+        dr = tid - GF_NLOW - dc * (dc - 1) / 2;
+    }
+#endif
+    ta pre[GF_RC], suf[GF_RC], mid = (ta)0;
+    for (int r = (dc + 1) * GF_RC; r < dr * GF_RC; ++r) mid += aa[r];
+#pragma unroll
+    for (int i = 0; i < GF_RC; ++i) pre[i] = (i ? pre[i - 1] : (ta)0) + aa[dr * GF_RC + i];
+    suf[GF_RC - 1] = (ta)0;
+#pragma unroll
+    for (int jj = GF_RC - 2; jj >= 0; --jj) suf[jj] = suf[jj + 1] + aa[dc * GF_RC + jj + 1];
+    const auto dec = [&](int i, int jj) -> ta {  // D[dr RC + i][dc RC + jj]
+        if (dr < dc || (dr == dc && jj > i)) return (ta)0;
+        if (dr == dc) {
+            if (jj == i) return (ta)1;
+            ta x = (ta)0;
+#pragma unroll
+            for (int r = jj + 1; r <= i; ++r) x += aa[dc * GF_RC + r];
+            return ex(x);
+        }
+        return ex(suf[jj] + mid + pre[i]);
+    };
+    // N = beta_i D (K K^T) strictly below the diagonal; M^T = (D * Q K^T)^T
+#if GF_TC
+    {  // K K^T and Q K^T unscaled on tensor cores (exact products of the bf16 inputs, fp32 sums): warp w
+       // owns the 16-row tile w / 2 and the 8-column tiles 4 (w % 2) .. + 3, those on or below the diagonal
+        const int lane = tid & 31, w = tid >> 5, g = lane >> 2, tq = lane & 3;
+        const int m0 = 16 * (w >> 1), n0 = 32 * (w & 1);
+        float cK[4][4], cQ[4][4];
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) cK[nt][e] = cQ[nt][e] = 0.f;
+        if (n0 <= m0 + 15) {
+            const auto pair = [&](const ta* S, int r, int f) {  // bf16 pair (f, f + 1) of row r of a swizzled tile
+                ta x[2];
+                ldv<2>(S + gf_grp(r, f >> 2) + (f & 3), x);
+                return pack2(x[0], x[1]);
+            };
+#pragma unroll
+            for (int k0 = 0; k0 < DKP; k0 += 16) {
+                const int f = k0 + 2 * tq;
+                const unsigned aK[4] = {pair(R1, m0 + g, f), pair(R1, m0 + g + 8, f), pair(R1, m0 + g, f + 8),
+                                        pair(R1, m0 + g + 8, f + 8)};
+                const unsigned aQ[4] = {pair(R0, m0 + g, f), pair(R0, m0 + g + 8, f), pair(R0, m0 + g, f + 8),
+                                        pair(R0, m0 + g + 8, f + 8)};
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt) {
+                    if (n0 + 8 * nt <= m0 + 15) {
+                        const unsigned b0 = pair(R1, n0 + 8 * nt + g, f), b1 = pair(R1, n0 + 8 * nt + g, f + 8);
+                        mma_bf16(cK[nt], aK, b0, b1);
+                        mma_bf16(cQ[nt], aQ, b0, b1);
+                    }
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = m0 + g + 8 * (e >> 1), c = n0 + 8 * nt + 2 * tq + (e & 1);
+                    R2[r * GF_LD + c] = cK[nt][e];
+                    R3[c * GF_LD + r] = cQ[nt][e];
+                }
         }
     }
     __syncthreads();
-    // N = beta_i E (K K^T) strictly below the diagonal; M^T = (E * Q K^T)^T
-    gf_product<CH, CH, DKP>(T1, GF_LD, T1, GF_LD, ty, tx, [&](int i, int r, ta x) {
-        C1[i * GF_LD + r] = r < i ? (bb[i] * C0[i * GF_LD + r]) * x : (ta)0;
-    });
-    gf_product<CH, CH, DKP>(T0, GF_LD, T1, GF_LD, ty, tx, [&](int t, int s, ta x) {
-        C2[s * GF_LD + t] = s <= t ? C0[t * GF_LD + s] * x : (ta)0;
-    });
-    __syncthreads();
-    // X = (I + N)^{-1} into C0 (the decay table is read no more), column s by thread s; meanwhile
-    // the other threads write e^G K and Z = e^{suffix} K as [t][kk] (Kt in T1 is read no more)
-    if (tid < CH) {
-        const int s = tid;
-        for (int i = 0; i < CH; ++i) C0[i * GF_LD + s] = (ta)(i == s);
-        for (int i = s + 1; i < CH; ++i) {
-            // x_i = -sum_{r = s}^{i-1} N[i, r] x_r in GF_SU partial sums: GF_SU loads in flight per
-            // step instead of one dependent shared-memory round trip per term (past i: a zero term)
-            ta x[GF_SU];
+    // the decay table's scales in place (each thread its own piece; what lies above the diagonal,
+    // not computed, is set to zero)
 #pragma unroll
-            for (int u = 0; u < GF_SU; ++u) x[u] = (ta)0;
-            for (int r = s; r < i; r += GF_SU) {
+    for (int i = 0; i < GF_RC; ++i)
 #pragma unroll
-                for (int u = 0; u < GF_SU; ++u) {
-                    const bool in = r + u < i;
-                    const int rc = in ? r + u : s;
-                    const ta n = C1[i * GF_LD + rc];
-                    x[u] = fma(in ? n : (ta)0, C0[rc * GF_LD + s], x[u]);
-                }
-            }
-            ta sum = (ta)0;
-#pragma unroll
-            for (int u = 0; u < GF_SU; ++u) sum += x[u];
-            C0[i * GF_LD + s] = -sum;
+        for (int jj = 0; jj < GF_RC; ++jj) {
+            const int t = dr * GF_RC + i, s = dc * GF_RC + jj;
+            const ta e = dec(i, jj);  // once: the stores below could alias a_t for the compiler
+            R2[t * GF_LD + s] = s < t ? (bb[t] * e) * R2[t * GF_LD + s] : (ta)0;
+            R3[s * GF_LD + t] = s <= t ? e * R3[s * GF_LD + t] : (ta)0;
         }
-    } else {  // GF_SU loads in flight per thread before their stores
-        const auto krow = gf_rows(k + bh * T * DK, g0, T, DK);
-        for (int i0 = tid - CH; i0 < CH * DKP; i0 += GF_SU * (NT - CH)) {
-            ta kv[GF_SU];
+#else
+    if (tid < GF_NLOW) {
+        ta acc[GF_RC][GF_RC];
+        gf_mm_rows(acc, R1, R1, dr, dc);
+        gf_store(acc, dr, dc, [&](int t, int s, ta x) {
+            R2[t * GF_LD + s] = s < t ? (bb[t] * dec(t - dr * GF_RC, s - dc * GF_RC)) * x : (ta)0;
+        });
+        gf_mm_rows(acc, R0, R1, dr, dc);
+        gf_store(acc, dr, dc, [&](int t, int s, ta x) {
+            R3[s * GF_LD + t] = s <= t ? dec(t - dr * GF_RC, s - dc * GF_RC) * x : (ta)0;
+        });
+    } else {
 #pragma unroll
-            for (int u = 0; u < GF_SU; ++u) {
-                const int idx = i0 + u * (NT - CH);
-                kv[u] = idx < CH * DKP ? krow(idx) : (ta)0;
-            }
+        for (int i = 0; i < GF_RC; ++i)
 #pragma unroll
-            for (int u = 0; u < GF_SU; ++u) {
-                const int idx = i0 + u * (NT - CH), t = idx / DKP, kk = idx % DKP;
-                if (idx < CH * DKP) {
-                    T2[t * GF_LK + kk] = eG[t] * kv[u];
-                    T1[t * GF_LK + kk] = eZ[t] * kv[u];
-                }
+            for (int jj = 0; jj < GF_RC; ++jj) {
+                const int t = dr * GF_RC + i, s = dc * GF_RC + jj;
+                R2[t * GF_LD + s] = (ta)0;
+                R3[s * GF_LD + t] = (ta)0;
             }
-        }
     }
+#endif
     __syncthreads();
-    // attn^T [s][t] = beta_s (M X)[t][s] into C1 (N is read no more)
-    gf_product<CH, CH, CH>(C2, GF_LD, C0, GF_LD, ty, tx, [&](int t, int s, ta x) { C1[s * GF_LD + t] = bb[s] * x; });
-    __syncthreads();
-    ta* qej = qe + cj * CH * DK;
-    ta* phj = ph + cj * DK * CH;
-    // qeff = e^G * Q - attn (e^G K) (Q read again from the input: Qt's tile is phi's now)
-    gf_product<CH, DKP, CH>(C1, GF_LD, T2, GF_LK, ty, tx, [&](int t, int kk, ta x) {
-        const i64 g = g0 + t;
-        if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x;
-    });
-    // phi [kk][s] = beta_s (Z^T X)[kk][s], also as phi^T [s][kk] over Qt (read last by Q K^T)
-    gf_product<DKP, CH, CH>(T1, GF_LK, C0, GF_LD, ty, tx, [&](int kk, int s, ta x) {
-        x *= bb[s];
-        T0[s * GF_LK + kk] = x;
-        if (kk < DK) phj[kk * CH + s] = x;
-    });
-    for (int idx = tid; idx < CH * DK; idx += NT) ek[cj * CH * DK + idx] = T2[(idx / DK) * GF_LK + idx % DK];
-    __syncthreads();  // the unmasked attn^T (C1) is read no more
-    staged<CH * CH, NT>(  // Lambda * attn, in place (zero above the diagonal)
-        [&](int idx) {
-            const int s = idx / CH, t = idx % CH;
+    // X = (I + N)^{-1} in place of N. Warp stage (the first GF_SW threads): the 16 x 16 diagonal
+    // blocks (thread 16 b + c: column c of block b, forward substitution in registers, a column's
+    // updates from rows r < c skipped: N is not read left of the column), then each warp's 32 x 32
+    // block X_10 = -X_11 (N_10 X_00). Meanwhile the other threads write e^G K and stage Lambda's levels.
+    if (tid < GF_SW) {
+        const int b = tid >> 4, c = tid & 15;
+        ta* Nb = R2 + 16 * b * (GF_LD + 1);  // diagonal block b
+        ta x[16];
+        if (tid < CH) {
+#pragma unroll
+            for (int i = 0; i < 16; ++i) x[i] = (ta)(i == c);
+#pragma unroll
+            for (int r = 0; r < 15; ++r) {
+                if (r >= c) {
+                    const ta xr = x[r];
+#pragma unroll
+                    for (int i = r + 1; i < 16; ++i) x[i] = fma(-Nb[i * GF_LD + r], xr, x[i]);
+                }
+            }
+        }
+        __syncwarp();  // the warp's reads of its diagonal blocks are done
+        if (tid < CH) {
+#pragma unroll
+            for (int i = 0; i < 16; ++i) Nb[i * GF_LD + c] = x[i];
+        }
+        if constexpr (CH >= 32) {
+            __syncwarp();
+            const int w = tid >> 5, lane = tid & 31, i = lane >> 1, j0 = (lane & 1) * 8;
+            ta* B0 = R2 + 32 * w * (GF_LD + 1);  // the warp's 32 x 32 diagonal block
+            ta* S = R0 + w * 16 * 20;            // its 16 x 16 scratch
+            gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });
+        }
+    } else {
+        for (int i4 = tid - GF_SW; i4 < CH * GF_G; i4 += NT - GF_SW) {  // by groups of 4
+            const int t = i4 / GF_G, gq = i4 % GF_G;
+            ta x[4];
+            ldv<4>(R1 + gf_grp(t, gq), x);
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (4 * gq + e < DK) ek[(cj * CH + t) * DK + 4 * gq + e] = eG[t] * x[e];
+        }
+        for (int idx = tid - GF_SW; idx < CH * GF_NL; idx += NT - GF_SW) {
+            const int t = idx / GF_NL, l = idx % GF_NL;
             const i64 g = g0 + t;
-            return (s <= t && g >= 0 && g < T) ? ld(lam + (bh * T + g) * L + min(fen_level(t, s), L - 1)) : (ta)0;
+            lamS[t * 8 + l] = (g >= 0 && g < T) ? ld(lam + (bh * T + g) * L + min(l, L - 1)) : (ta)0;
+        }
+    }
+    __syncthreads();
+    if constexpr (CH == 64) {  // the 64 x 64 block: X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks
+        const int i = tid >> 3, j0 = (tid & 7) * 4;
+        gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
+        __syncthreads();
+    }
+    // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
+    gf_product<GF_RC, GF_RC>(
+        0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R3 + kk * GF_LD + ty * GF_RC, x); },
+        [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + tx * GF_RC, x); },
+        [&](int t, int s, ta x) { R0[s * GF_LD + t] = bb[s] * x; });
+    __syncthreads();
+    constexpr int RD = DKP / 16;  // columns per thread of a CH x DKP product
+    {  // qeff = e^G * Q - attn (e^G K) (Q read again from the input, by groups of 4 where RD allows)
+        ta* qej = qe + cj * CH * DK;
+        ta acc[GF_RC][RD];
+        zero_acc(acc);
+        gf_mm(acc, 0, w1, [&](int kk, ta (&x)[GF_RC]) {
+            ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x);
+            const ta e = eG[kk];
+#pragma unroll
+            for (int i = 0; i < GF_RC; ++i) x[i] *= e;
+        }, [&](int kk, ta (&x)[RD]) { gf_ldk<RD>(R1, kk, tx * RD, x); });
+        if constexpr (RD % 4 == 0) {
+#pragma unroll
+            for (int i = 0; i < GF_RC; ++i) {
+                const int t = ty * GF_RC + i;
+#pragma unroll
+                for (int u = 0; u < RD; u += 4) {
+                    const int c = tx * RD + u;
+                    ta x[4];
+                    gf_ld4(q + bh * T * DK, g0 + t, c, T, DK, DK, gf_vec(q, DK), x);
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        if (c + e < DK) qej[t * DK + c + e] = eG[t] * x[e] - acc[i][u + e];
+                }
+            }
+        } else {
+            gf_store(acc, ty, tx, [&](int t, int kk, ta x) {
+                const i64 g = g0 + t;
+                if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x;
+            });
+        }
+    }
+    // phi^T [s][kk] = beta_s (X^T Z)[s][kk] into R3 (M^T is read no more; phi goes out below)
+    gf_product<GF_RC, RD>(
+        w0, CH, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + ty * GF_RC, x); },
+        [&](int kk, ta (&x)[RD]) {
+            gf_ldk<RD>(R1, kk, tx * RD, x);
+            const ta e = eZ[kk];
+#pragma unroll
+            for (int jj = 0; jj < RD; ++jj) x[jj] *= e;
         },
-        [&](int idx, ta w) { C1[(idx / CH) * GF_LD + idx % CH] *= w; });
+        [&](int s, int kk, ta x) { R3[s * GF_LK + kk] = bb[s] * x; });
+    __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
+    for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
+    for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
+        const int s = idx / CH, t = idx % CH;
+        R0[s * GF_LD + t] *= s <= t ? lamS[t * 8 + fen_level(t, s)] : (ta)0;
+    }
     // the value columns, GF_VB at a time: H = phi V, out = (Lambda * attn) V
     for (int vb = 0; vb < DV; vb += GF_VB) {
-        __syncthreads();  // phi^T, Lambda * attn written; the previous block's V read
-        staged<CH * GF_VB, NT>(gf_rows<GF_VB>(v + bh * T * DV + vb, g0, T, DV - vb, DV),
-                               [&](int idx, ta x) { T1[(idx / GF_VB) * GF_LV + idx % GF_VB] = x; });
+        if (vb) __syncthreads();  // the previous block's V read
+        const bool vvec = gf_vec(v + vb, DV);  // V's rows by groups of 4
+#pragma unroll
+        for (int i4 = tid; i4 < CH * GF_VB / 4; i4 += NT) {
+            const int t = i4 / (GF_VB / 4), c = 4 * (i4 % (GF_VB / 4));
+            ta x[4];
+            gf_ld4(v + bh * T * DV + vb, g0 + t, c, T, DV - vb, DV, vvec, x);
+            gf_st4(R1 + t * GF_LV + c, x);
+        }
         __syncthreads();
-        gf_product<DKP, GF_VB, CH>(T0, GF_LK, T1, GF_LV, ty, tx, [&](int kk, int c, ta x) {
-            if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
-        });
-        gf_product<CH, GF_VB, CH>(C1, GF_LD, T1, GF_LV, ty, tx, [&](int t, int c, ta x) {
-            if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
-        });
+        constexpr int RV = GF_VB / 16;  // value columns per thread
+        const auto vcols = [&](int kk, ta (&x)[RV]) { ldv<RV>(R1 + kk * GF_LV + tx * RV, x); };
+        gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
+                           [&](int kk, int c, ta x) {
+                               if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
+                           });
+        gf_product<GF_RC, RV>(0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
+                              vcols, [&](int t, int c, ta x) {
+                                  if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
+                              });
     }
 }
