@@ -22,8 +22,8 @@ the chunk)`` (``N`` likewise for log values; ``f = exp(m - M)``, ``g = exp(n - N
 
 Products through :func:`_gemm` (BLAS on strided sub-blocks), each at most ``_BLAS_SINGLE`` (OpenBLAS
 keeps it on the calling thread); the exponentials and the logarithms of log-value outputs are
-polynomials in the input dtype (:func:`_expw`, :func:`_logw`), one loop per tile so that they
-vectorise.
+polynomials in the input dtype (:func:`_expw`, :func:`_logw`; ``log den`` and the shift factors in
+float64, :func:`_log64`, :func:`_exp64s`), one loop per tile or row so that they vectorise.
 
 Parallel over batch elements, and for a batch smaller than the thread count over ``P`` *parts* of
 each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
