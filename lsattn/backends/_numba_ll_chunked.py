@@ -33,7 +33,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._numba_chunked import _BLAS_SINGLE, _JIT, _exp_row, _vexp
+from ._numba_chunked import _BLAS_SINGLE, _JIT, _exp_row
 from ._numba_kernels import _token
 
 
@@ -284,31 +284,24 @@ def _ll_forms(q, k, v, log_decay, beta, lam, i0, gated, Qe, Pt, H, Ob):
     in float64. Mamba-2 (A_t = e^{a_t} I): Attn = D * Q K^T, Qe = e^G Q, H = (e^{suffix} K)^T V,
     products in the input dtype, and Pt is 1 x 1: e^g (see :func:`_carry`)."""
     C = Qe.shape[0]
-    # X[t, s] = a_{s+1} + ... + a_t for s <= t, summed over that stretch (row t = row t - 1 + a_t:
-    # independent across s, so the loop vectorises), -1e300 above the diagonal (exponential 0)
-    X = np.empty((C, C))
-    for t in range(C):
-        at = np.float64(log_decay[i0 + t])
-        for s in range(t):
-            X[t, s] = X[t - 1, s] + at
-        X[t, t] = 0.0
-        for s in range(t + 1, C):
-            X[t, s] = -1e300
-    Dm = np.empty((C, C))  # e^{a_{s+1} + ... + a_t}, s <= t, 0 above the diagonal
-    _vexp(X, np.empty((C, C)), Dm)  # vectorised (math.exp is a scalar libm call), within 1 ulp
+    Dm = np.zeros((C, C))  # e^{a_{s+1} + ... + a_t}, s <= t, summed over that stretch
     x, tb = np.empty(C), np.empty(C)
+    for t in range(C):
+        seg = 0.0
+        for s in range(t, -1, -1):
+            x[s] = seg
+            seg += np.float64(log_decay[i0 + s])
+        _exp_row(x, tb, Dm[t, : t + 1])  # vectorised (math.exp is a scalar libm call), within 1 ulp
     eG = np.empty(C)  # e^{a_0 + ... + a_t}
     suf = np.empty(C)  # e^{a_{s+1} + ... + a_{C-1}}
     run = 0.0
     for t in range(C):
         run += np.float64(log_decay[i0 + t])
-        x[t] = run
-    _exp_row(x, tb, eG)
+        eG[t] = math.exp(run)
     run = 0.0
     for s in range(C - 1, -1, -1):
-        x[s] = run
+        suf[s] = math.exp(run)
         run += np.float64(log_decay[i0 + s])
-    _exp_row(x, tb, suf)
     if gated:
         attn = _gd_forms(q, k, v, beta, i0, Dm, eG, suf, Qe, Pt, H)
         _level_mask(attn, lam, i0)
@@ -339,8 +332,10 @@ def _level_mask(A, lam, i0):
     C = A.shape[0]
     for t in range(C):
         for s in range(t + 1):
-            # bit_length(t xor s) from the exponent of its float64 (exact below 2^53; 0 -> 0), no loop
-            lv = max((np.float64(t ^ s).view(np.int64) >> 52) - 1022, 0)
+            x, lv = t ^ s, 0
+            while x > 0:
+                x >>= 1
+                lv += 1
             A[t, s] *= lam[i0 + t, lv]
         for s in range(t + 1, C):
             A[t, s] = 0.0
