@@ -402,3 +402,35 @@ def test_inputs_and_states_not_modified(dtype):
         after = list(rest) + list(kw_rest.values()) + list(state.tensors.values())
         for b, a_ in zip(before, after):
             np.testing.assert_array_equal(a_, b, err_msg=fn.__name__)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@given(data=st.data(), seed=seeds)
+@settings(max_examples=12)
+def test_finite_check_of_large_numpy_inputs(dtype, data, seed):
+    """The prologue's finiteness check of a large NumPy array through the Numba backend's one parallel
+    pass (``_nonfinite.FAST_FINITE``) agrees with ``np.isfinite`` entry by entry: NaN, +inf and -inf
+    at random positions (``-inf`` passing where allowed); views it cannot read (not C-contiguous, other
+    dtypes) are left to NumPy. Then a public call of that size: a NaN key poisons its token on."""
+    from lsattn import _nonfinite
+    from lsattn.backends import _numba_kernels as K
+
+    assert _nonfinite.FAST_FINITE.get(np.ndarray) is K.all_finite  # registered when the kernels load
+    rng = np.random.default_rng(seed)
+    n = _nonfinite.FAST_FINITE_MIN + data.draw(st.integers(0, 70000))
+    x = rng.standard_normal(n).astype(dtype)
+    bad = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.sampled_from([np.nan, np.inf, -np.inf])),
+                             max_size=3))
+    for i, val in bad:
+        x[i] = val
+    for neg_ok in (False, True):
+        want = bool(np.all(x < np.inf)) if neg_ok else bool(np.all(np.isfinite(x)))
+        assert K.all_finite(x, neg_ok) is want
+        assert _nonfinite._all_finite(np, [(x, neg_ok)]) is want
+    assert K.all_finite(x[::2], False) is None and K.all_finite(x.astype(np.float16), False) is None
+    T = _nonfinite.FAST_FINITE_MIN // 4 + 3
+    q, k, v = (rng.standard_normal((1, T, 4)).astype(dtype) for _ in range(3))
+    s = data.draw(st.integers(0, T - 1))
+    k[0, s, data.draw(st.integers(0, 3))] = np.nan
+    y = lsattn.exp_kernel_attention(q, k, v, backend="numba")
+    assert np.isnan(y[0, s:]).all() and np.isfinite(y[0, :s]).all()

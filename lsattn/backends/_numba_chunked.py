@@ -22,8 +22,8 @@ the chunk)`` (``N`` likewise for log values; ``f = exp(m - M)``, ``g = exp(n - N
 
 Products through :func:`_gemm` (BLAS on strided sub-blocks), each at most ``_BLAS_SINGLE`` (OpenBLAS
 keeps it on the calling thread); the exponentials and the logarithms of log-value outputs are
-polynomials in the input dtype (:func:`_expw`, :func:`_logw`), one loop per tile so that they
-vectorise.
+polynomials in the input dtype (:func:`_expw`, :func:`_logw`; ``log den`` and the shift factors in
+float64, :func:`_log64`, :func:`_exp64s`), one loop per tile or row so that they vectorise.
 
 Parallel over batch elements, and for a batch smaller than the thread count over ``P`` *parts* of
 each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
@@ -253,6 +253,7 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     Mw, Nw = np.empty(dk, wt), np.empty(dv, wt)
     f, g, zs = np.empty(dk), np.ones(dv), np.empty(dk)
     X, Xw, R = np.empty((C, dk)), np.empty((C, dk), wt), np.empty(C)
+    D, LD = np.empty(C), np.empty(C)  # den per row (float64) and its logarithm
     low = np.full(1, lo, wt)[0]
     ones = np.ones(C, wt)
     for c in range(c_lo, c_hi):
@@ -306,22 +307,26 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                         AW[t, dk + s] = 0.0
                 _gemm(False, False, AW[r0:r1, : dk + r1], SV[: dk + r1], Y[r0:r1], False, one)
             for t in range(L):
-                d = _dot(AW[t, :dk], zs) + _dot(AW[t, dk : dk + t + 1], ones)
-                ok = d >= bound
+                D[t] = _dot(AW[t, :dk], zs) + _dot(AW[t, dk : dk + t + 1], ones)
+            if log_values:
+                for t in range(L):  # the polynomial: vectorised (math.log is a scalar libm call); D > 0 where used
+                    LD[t] = _log64(max(D[t], bound))
+            for t in range(L):
+                # each row in one vectorised pass; rows that fail the test (a count, not a short-circuit
+                # loop) are overwritten by the exact one
+                bad = 0
                 if log_values:
                     for j in range(dv):
-                        ok = ok and Y[t, j] >= bound
-                if not ok:
-                    _ek_row(q, k, vals, t0, t0 + t, m, n, Ss, log_values, lo, out[t0 + t])
-                elif log_values:
-                    ld = math.log(d)
-                    for j in range(dv):
-                        y = np.float64(_logw(Y[t, j])) + N[j] - ld
+                        yw = Y[t, j]
+                        bad += not (yw >= bound)
+                        y = np.float64(_logw(yw)) + (N[j] - LD[t])
                         out[t0 + t, j] = y if y > lo / 2 else -np.inf
                 else:
-                    rd = 1.0 / d
+                    rd = 1.0 / D[t]
                     for j in range(dv):
                         out[t0 + t, j] = np.float64(Y[t, j]) * rd
+                if bad or not D[t] >= bound:
+                    _ek_row(q, k, vals, t0, t0 + t, m, n, Ss, log_values, lo, out[t0 + t])
         _gemm(True, False, E, SV[dk:], U, False, one)  # the chunk's summary at the shifts M, N: merged into the state
         for i in range(dk):
             zs[i] = 0.0
@@ -487,7 +492,8 @@ def _map_exp_log(x, y, z):
 
 @numba.njit(inline="always")
 def _shifts(x, t0, L, floor, old, new, fac):
-    """new[:d] = max(old, floor, column maxima of x[t0 : t0 + L]) (x (T, d)), fac = exp(old - new)."""
+    """new[:d] = max(old, floor, column maxima of x[t0 : t0 + L]) (x (T, d)), fac = exp(old - new) (0 where
+    old - new <= -708)."""
     d = x.shape[1]
     for j in range(d):
         new[j] = max(old[j], floor)
@@ -495,7 +501,7 @@ def _shifts(x, t0, L, floor, old, new, fac):
         for j in range(d):
             new[j] = max(new[j], np.float64(x[t0 + s, j]))
     for j in range(d):
-        fac[j] = math.exp(old[j] - new[j])
+        fac[j] = _exp64s(old[j] - new[j])  # vectorised (math.exp: a scalar libm call per column)
 
 
 @numba.njit(fastmath=_FM)

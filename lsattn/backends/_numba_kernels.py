@@ -21,6 +21,57 @@ from numba import prange
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 
+#: entries per task of :func:`_count_nonfinite`
+_FINITE_BLOCK = 1 << 15
+
+
+@numba.njit(**_JIT)
+def _count_nonfinite(bits, expo, neg_inf):
+    """Entries of a float array, given as its bit patterns ``bits`` (1-D int32 / int64), that are NaN
+    or infinite (all exponent bits ``expo`` set), other than ``neg_inf`` (the pattern of -inf, or 0:
+    none allowed); one parallel pass over blocks, integer compares only (they vectorise)."""
+    n = bits.shape[0]
+    nb = (n + _FINITE_BLOCK - 1) // _FINITE_BLOCK
+    bad = np.zeros(nb, np.int64)
+    for b in prange(nb):
+        bad[b] = _count_block(bits[b * _FINITE_BLOCK : min(n, (b + 1) * _FINITE_BLOCK)], expo, neg_inf)
+    return bad.sum()
+
+
+@numba.njit
+def _count_block(w, expo, neg_inf):
+    """:func:`_count_nonfinite` of one block (its own loop from 0: the compares vectorise)."""
+    c = 0
+    for i in range(w.shape[0]):
+        c += ((w[i] & expo) == expo) & (w[i] != neg_inf)
+    return c
+
+
+#: per dtype: (the integer type of its bit patterns, the exponent mask, the pattern of -inf)
+_FLOAT_BITS = {"float32": (np.int32, np.int32(0x7F800000), np.int32(-0x800000)),
+               "float64": (np.int64, np.int64(0x7FF0000000000000), np.int64(-0x10000000000000))}
+
+
+def all_finite(x, neg_ok):
+    """``lsattn._nonfinite.FAST_FINITE``'s check of a NumPy array (registered below): whether every
+    entry of a C-contiguous float32 / float64 ``x`` is finite (``-inf`` allowed when neg_ok), on
+    every Numba thread; None for other arrays (the prologue's NumPy reductions check those)."""
+    if x.dtype.name not in _FLOAT_BITS or not x.flags.c_contiguous:
+        return None
+    it, expo, neg_inf = _FLOAT_BITS[x.dtype.name]
+    bits = x.reshape(-1).view(it)
+    bits.flags.writeable = False  # one specialisation per dtype (read-only and writable inputs)
+    return int(_count_nonfinite(bits, expo, neg_inf if neg_ok else it(0))) == 0
+
+
+def _register_finite():
+    from .._nonfinite import FAST_FINITE
+
+    FAST_FINITE[np.ndarray] = all_finite
+
+
+_register_finite()
+
 
 # ---- exp-kernel attention -------------------------------------------------------------------------
 #

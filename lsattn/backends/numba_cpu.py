@@ -98,6 +98,7 @@ def warm():
             ("ek_full", lambda: lsattn.exp_kernel_attention(q, k, v, causal=False, backend="numba")),
             ("loglinear_scan", lambda: lsattn.loglinear_attention(q, k, v, a, lam, backend="numba")),
             ("hier_scan", lambda: lsattn.loglinear_log_attention(q, k, v, lam, log_decay=a, backend="numba")),
+            ("finite_check", lambda: _kernels().all_finite(q, False)),  # the prologue's, on large inputs
         ) + ((("ek_chunked", lambda: log_forward(q, k, v, True, None, False, chunk_size=1)),
               ("ll_chunked", lambda: gated_delta_forward(q, k, v, a, lam[..., 0], lam, 64, None, False, kernel_chunk=1)),
               ("hier_chunked", lambda: hierarchical_forward(q, k, v, lam, a, None, False, kernel_chunk=1)))
