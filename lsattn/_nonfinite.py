@@ -32,10 +32,12 @@ and in a key it sees). The backends compute such rows from the finite stand-ins 
 NaN); :func:`undefined_rows` finds them and the prologue writes NaN there, on every backend.
 
 The checks read the device once per call on CUDA arrays (:func:`checks`: every input and state
-tensor finite, and ``undefined_rows``' flag, from each array's minimum and maximum, stacked and read
-together). Applying masks unconditionally instead (no read at all) measured slower on an H200 at
-every size (``benchmarks/NOTES.md``, session 9, s9c17): the read costs a short wait, the masks'
-passes real bandwidth.
+tensor finite, and ``undefined_rows``' flag, from each array's minimum and maximum, stacked and
+copied to the host together). The prologue launches the kernels on the inputs as they are before it
+waits for that copy; when some input is not finite it drops those results and computes again from
+the sanitised inputs. Applying masks unconditionally instead (no read at all) measured slower on an
+H200 at every size (``benchmarks/NOTES.md``, session 9, s9c17): the read costs a short wait, the
+masks' passes real bandwidth.
 """
 from __future__ import annotations
 
@@ -104,8 +106,8 @@ def _row_levels_read(offset, T, L, xp):
 class Checked:
     """The answers of :func:`checks`: ``finite`` (every input and state tensor finite, ``-inf`` where
     it passes as it is) and ``own_off`` (some row's own level weight is ``-inf``). The extrema they
-    come from are copied to the host without waiting (``ready`` says whether that copy is done):
-    the first access waits for it, so the caller can launch its kernels first."""
+    come from are copied to the host without waiting: the first access waits for that copy, so the
+    caller can launch its kernels first."""
 
     def __init__(self, wait, bounds, own):
         self._wait, self._bounds, self._own = wait, bounds, own
@@ -193,15 +195,16 @@ def _read(xp, x):
             return lambda: host
         pinned = x.to("cpu", non_blocking=True)  # pinned (torch's caching host allocator), asynchronous
         done = torch.cuda.Event()
-        done.record()
+        done.record(torch.cuda.current_stream(x.device))  # the copy's stream: x's device's, not the current device's
         return lambda: (done.synchronize(), pinned.double().numpy())[1]
     import cupy
     import cupyx
 
-    pinned = cupyx.empty_pinned(x.shape, x.dtype)
-    x.get(out=pinned, blocking=False)
-    done = cupy.cuda.Event(disable_timing=True)
-    done.record()
+    with x.device:  # the copy and the event on x's device's current stream
+        pinned = cupyx.empty_pinned(x.shape, x.dtype)
+        x.get(out=pinned, blocking=False)
+        done = cupy.cuda.Event(disable_timing=True)
+        done.record()
     return lambda: (done.synchronize(), pinned.astype(np.float64))[1]
 
 
