@@ -2,6 +2,7 @@
 
     python benchmarks/host_cost.py            # CPU: torch tensors checked as CUDA ones, kernels stubbed
     python benchmarks/host_cost.py --gpu      # CUDA torch tensors, the real call (kernels included)
+    python benchmarks/host_cost.py --gpu --train   # the training step (prologue_s10f17.train_calls)
     options: --T 128 --dtypes fp32,bf16 --ops exp_kernel,... --n 50 --profile (cProfile, top 25 by own time)
 
 Per operator and dtype (B=2, H=16, d=64): ``aten`` the torch operators one call dispatches (views
@@ -70,13 +71,20 @@ def main():
     ap.add_argument("--ops", default=None)
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--train", action="store_true", help="forward + backward (--gpu only)")
     a = ap.parse_args()
     device = "cuda" if a.gpu else "cpu"
     sync = torch.cuda.synchronize if a.gpu else (lambda: None)
     ctx = contextlib.nullcontext() if a.gpu else stubbed()
     with ctx:
         for tag in a.dtypes.split(","):
-            calls = make(a.T, {"fp32": torch.float32, "bf16": torch.bfloat16}[tag], device)
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[tag]
+            if a.train:
+                from prologue_s10f17 import train_calls
+
+                calls = train_calls(a.T, dtype)
+            else:
+                calls = make(a.T, dtype, device)
             for name, fn in calls.items():
                 if a.ops and name not in a.ops.split(","):
                     continue

@@ -43,6 +43,10 @@ def shared_inputs(xp, arrays, tails):
     or None when no input is broadcast."""
     from ..._prologue import distinct_rows
 
+    leads = [x.ndim - tail for x, tail in zip(arrays, tails)]
+    if not any(st == 0 and n > 1 for x, nb in zip(arrays, leads) for st, n in zip(x.strides[:nb], x.shape[:nb])):
+        # nothing broadcast (the common case): the inputs as they are, without the row maps' host work
+        return [flat(xp, x, (math.prod(x.shape[:nb]),) + tuple(x.shape[nb:])) for x, nb in zip(arrays, leads)], None
     bases, maps = [], []
     for x, tail in zip(arrays, tails):
         base, rows = distinct_rows(x, tail)
