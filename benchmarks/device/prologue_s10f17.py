@@ -34,7 +34,7 @@ sys.path.insert(0, "benchmarks/device")
 import lsattn  # noqa: E402
 from bench_gpu import cuda_time  # noqa: E402
 from lsattn import _nonfinite  # noqa: E402
-from prologue_s9c17 import kernels, make, pipelined, syncs  # noqa: E402
+from prologue_s9c17 import make, measure  # noqa: E402
 
 _checks = _nonfinite.checks
 
@@ -138,10 +138,7 @@ def main():
                 for m in modes:
                     with mode(m):
                         try:
-                            lat = cuda_time(fn, reps=10)
-                            pipe, host = pipelined(fn)
-                            kern, top = kernels(fn) if m == "spec" else (float("nan"), [])
-                            sy = syncs(fn)
+                            lat, pipe, host, kern, top, sy = measure(fn, runs=1, profile=m == "spec")
                         except Exception as exc:
                             print(f"T={T} {tag} {name:13s} {m:5s} fails: {type(exc).__name__}: {exc}"[:300], flush=True)
                             continue

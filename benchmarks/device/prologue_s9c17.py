@@ -114,6 +114,15 @@ def syncs(fn):
             if "synchroniz" in str(x.message) and "debug mode is a prototype" not in str(x.message)]
 
 
+def measure(fn, runs=3, profile=True):
+    """(latency, pipelined, host, kernels, top device kernels, syncs) of ``fn``; pipelined and host
+    from the median of ``runs`` runs; ``profile=False``: no kernels (NaN, [])."""
+    lat = cuda_time(fn, reps=10)
+    pipe, host = sorted(pipelined(fn) for _ in range(runs))[runs // 2]
+    kern, top = kernels(fn) if profile else (float("nan"), [])
+    return lat, pipe, host, kern, top, syncs(fn)
+
+
 def main():
     Ts = [int(x) for x in sys.argv[1:] if not x.startswith(("ops=", "dtypes="))] or [8192, 128]
     dts = next((x[7:].split(",") for x in sys.argv[1:] if x.startswith("dtypes=")), ["fp32", "bf16"])
@@ -134,10 +143,7 @@ def main():
                         ctx.enter_context(mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: False))
                     with ctx:
                         try:
-                            lat = cuda_time(fn, reps=10)
-                            pipe, host = sorted(pipelined(fn) for _ in range(3))[1]  # the median run
-                            kern, top = kernels(fn)
-                            sy = syncs(fn)
+                            lat, pipe, host, kern, top, sy = measure(fn)
                         except Exception as exc:
                             print(f"T={T} {tag} {name:13s} {mode:8s} fails: {type(exc).__name__}: {exc}"[:300], flush=True)
                             continue
