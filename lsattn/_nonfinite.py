@@ -115,7 +115,7 @@ class Checked:
 
     def _answer(self):
         if self._finite is None:
-            v = self._wait()  # (2 n + own,) float64: each array's minimum and maximum, then level 0's minimum
+            v = self._wait()  # (2 n + own,): each array's minimum and maximum, then level 0's minimum
             lo, hi = v[0:2 * len(self._bounds):2], v[1:2 * len(self._bounds):2]
             ok = [(lo[i] > -math.inf if low is None else lo[i] >= low) and (high is None or hi[i] < high)
                   for i, (low, high) in enumerate(self._bounds)]  # NaN compares False
@@ -185,18 +185,18 @@ def _clean(xp, x, low=None, high=math.inf):
 
 
 def _read(xp, x):
-    """``() -> float64 NumPy copy of x``: on a CUDA device the copy is queued on the current stream
+    """``() -> NumPy copy of x`` (bfloat16 as float32): on a CUDA device the copy is queued on the current stream
     into pinned memory and the function waits for it; elsewhere a plain copy."""
     if array_api_compat.is_torch_array(x):
         import torch
 
         if not x.is_cuda:
-            host = x.double().numpy()
+            host = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # NumPy has no bfloat16
             return lambda: host
         pinned = x.to("cpu", non_blocking=True)  # pinned (torch's caching host allocator), asynchronous
         done = torch.cuda.Event()
         done.record(torch.cuda.current_stream(x.device))  # the copy's stream: x's device's, not the current device's
-        return lambda: (done.synchronize(), pinned.double().numpy())[1]
+        return lambda: (done.synchronize(), (pinned.float() if pinned.dtype == torch.bfloat16 else pinned).numpy())[1]
     import cupy
     import cupyx
 
@@ -205,7 +205,7 @@ def _read(xp, x):
         x.get(out=pinned, blocking=False)
         done = cupy.cuda.Event(disable_timing=True)
         done.record()
-    return lambda: (done.synchronize(), pinned.astype(np.float64))[1]
+    return lambda: (done.synchronize(), pinned)[1]
 
 
 def _passes(op):

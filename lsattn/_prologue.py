@@ -286,7 +286,8 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         # of zero blocks is an error on CUDA); the array-API twin returns the empty output and state
         chosen = backends.get("array_api")
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
-    args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]  # cast, then broadcast (views)
+    # cast (asked only where the dtype differs: a no-op cast is still a dispatch), then broadcast (views)
+    args = [x if x is None or x.dtype == dtype else xp.astype(x, dtype, copy=False) for x in arrays]
     args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
     # CUDA arrays: the non-finite checks and the undefined rows' flag in one read of the device, which
     # is waited for only after the kernels are launched on the inputs as they are (finite: the common

@@ -15,7 +15,8 @@ host per call, kernels, syncs). Modes, all in one run:
 - ``s9``: session 9's checks (a 0-d flag per array from its extrema, ~4 torch ops each, stacked and
   read before the kernels; the function as it was at 885e11f, copied below);
 - ``s8`` (``trace`` only, or ``modes=``): session 8's reads in ``prepare`` (no ``checks``);
-- ``mm`` (``trace`` only, or ``modes=``): ``spec`` with ``amin`` and ``amax`` per array instead of ``aminmax``.
+- ``mm`` (``trace`` only, or ``modes=``): ``spec`` with ``amin`` and ``amax`` per array instead of ``aminmax``;
+- ``fe`` (``modes=``): ``spec`` with one ``torch._foreach_norm(ord=inf)`` over the arrays that must be finite.
 
 ``train``: forward + ``backward`` of ``out.float().square().mean()`` with q, k, v requiring grad.
 """
@@ -76,6 +77,58 @@ def _s9_clean(x, low=None, high=math.inf):
     return ok & (hi < high) if high is not None else ok
 
 
+class _Lazy:
+    """``finite`` / ``own_off`` from ``answer()``, waited for on first access (as ``_nonfinite.Checked``)."""
+
+    def __init__(self, answer):
+        self._answer, self._got = answer, None
+
+    def _get(self):
+        if self._got is None:
+            self._got = self._answer()
+        return self._got
+
+    finite = property(lambda self: self._get()[0])
+    own_off = property(lambda self: self._get()[1])
+
+
+def _fe_checks(op, args, state, xp):
+    """``spec`` with one ``torch._foreach_norm(ord=inf)`` (max |x|, one multi-tensor launch) over every
+    array whose every entry must be finite, the extrema of the others (a ``-inf`` that passes)."""
+    tensors = [] if state is None else list(state.tensors.values())
+    if not _nonfinite._cuda_checks(xp, [a for a in args if a is not None] + tensors):
+        return None
+    passes = _nonfinite._passes(op)
+    named = [(x, name in passes) for (name, _), x in zip(op.inputs, args) if x is not None] + [(t, False) for t in tensors]
+    full = [x for x, ok in named if not ok and x.numel()]
+    part = [x for x, ok in named if ok and x.numel()]
+    lam = next((x for (_, role), x in zip(op.inputs, args) if role == "lev"), None) if op.normalised else None
+    own = lam is not None and lam.numel() > 0
+    with torch.no_grad():
+        vals = list(torch._foreach_norm(full, math.inf)) if full else []
+        vals += [e for x in part for e in _nonfinite._extrema(xp, x)] + ([_nonfinite._extrema(xp, lam[..., 0], True)] if own else [])
+        wait = _nonfinite._read(xp, torch.stack(vals))
+    nf = len(full)
+
+    def answer():
+        v = wait()
+        ok = all(v[i] < math.inf for i in range(nf))  # NaN compares False
+        ok = ok and all(v[nf + 2 * j] >= -math.inf and v[nf + 2 * j + 1] < math.inf for j in range(len(part)))
+        return ok, own and not v[-1] > -math.inf
+
+    return _Lazy(answer)
+
+
+def foreach_propagates():
+    """Whether ``torch._foreach_norm(ord=inf)`` sees NaN, +inf and -inf on this device (the ``fe``
+    mode is exact only if it does): one line."""
+    xs = [torch.randn(4096, device="cuda") for _ in range(4)]
+    for x, bad in zip(xs[1:], (math.nan, math.inf, -math.inf)):
+        x[1234] = bad
+    got = [float(v) for v in torch._foreach_norm(xs + [xs[1].to(torch.bfloat16)], math.inf)]
+    print(f"_foreach_norm(inf) of finite / NaN / +inf / -inf / bf16 NaN: {got}", flush=True)
+
+
 def _two_passes(xp, x, low_only=False):
     if 0 in x.stride():
         x = x[tuple(0 if st == 0 and n > 1 else slice(None) for st, n in zip(x.stride(), x.shape))]
@@ -97,6 +150,8 @@ def mode(name):
         stack.enter_context(mock.patch("lsattn._prologue.checks", _waited))
     elif name == "s9":
         stack.enter_context(mock.patch("lsattn._prologue.checks", _s9_checks))
+    elif name == "fe":
+        stack.enter_context(mock.patch("lsattn._prologue.checks", _fe_checks))
     elif name == "mm":  # this branch with a separate minimum and maximum per array (aminmax's device time?)
         stack.enter_context(mock.patch.object(_nonfinite, "_extrema", _two_passes))
     elif name == "s8":  # session 8: no one-read checks (prepare reads a max and a min per array itself)
@@ -135,6 +190,8 @@ def main():
     opt = lambda key, default: next((x[len(key) + 1:].split(",") for x in argv if x.startswith(key + "=")), default)  # noqa: E731
     dts, ops, modes = opt("dtypes", ["fp32", "bf16"]), opt("ops", None), opt("modes", ["spec", "wait", "s9"])
     print(torch.cuda.get_device_name(0), what, flush=True)
+    if "fe" in modes:
+        foreach_propagates()
     if what == "trace":
         return trace(Ts[0])
     if what == "ratio":
