@@ -18,6 +18,8 @@ for f in t_dispatch t_cupy t_nonfinite; do echo "-- $f: $(tail -1 "$OUT/$f.txt")
 echo "=== prologue fwd $(date -u +%T)"
 timeout 50 python3 benchmarks/device/prologue_s10f17.py 128 8192 modes=spec,fe,s9 > "$OUT/prologue.txt" 2>&1; echo "rc=$?"
 grep -E "^T=|fails|^_foreach" "$OUT/prologue.txt" | cut -c1-150
+echo "=== session 9's exp_kernel fp32 regression: s9 against s8, twice $(date -u +%T)"
+for i in 1 2; do timeout 12 python3 benchmarks/device/prologue_s10f17.py 8192 ops=exp_kernel dtypes=fp32 modes=s9,s8,spec 2>&1 | grep -E "^T=|fails" | cut -c1-150; done
 echo "=== ratio $(date -u +%T)"
 timeout 12 python3 benchmarks/device/prologue_s10f17.py ratio 8192 > "$OUT/ratio.txt" 2>&1; echo "rc=$?"; grep "^T=" "$OUT/ratio.txt"
 echo "=== prologue train bf16 $(date -u +%T)"
