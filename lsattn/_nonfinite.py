@@ -32,13 +32,16 @@ and in a key it sees). The backends compute such rows from the finite stand-ins 
 NaN); :func:`undefined_rows` finds them and the prologue writes NaN there, on every backend.
 
 The checks read the device once per call on CUDA arrays (:func:`checks`: every input and state
-tensor finite, and ``undefined_rows``' flag, from each array's minimum and maximum, stacked and read
-together). Applying masks unconditionally instead (no read at all) measured slower on an H200 at
-every size (``benchmarks/NOTES.md``, session 9, s9c17): the read costs a short wait, the masks'
-passes real bandwidth.
+tensor finite, and ``undefined_rows``' flag, from each array's minimum and maximum, stacked and
+copied to the host together). The prologue launches the kernels on the inputs as they are before it
+waits for that copy; when some input is not finite it drops those results and computes again from
+the sanitised inputs. Applying masks unconditionally instead (no read at all) measured slower on an
+H200 at every size (``benchmarks/NOTES.md``, session 9, s9c17): the read costs a short wait, the
+masks' passes real bandwidth.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -101,62 +104,108 @@ def _row_levels_read(offset, T, L, xp):
 
 
 class Checked:
-    """The host's answers of :func:`checks`: ``finite`` (every input and state tensor finite, ``-inf``
-    where it passes as it is) and ``own_off`` (some row's own level weight is ``-inf``)."""
+    """The answers of :func:`checks`: ``finite`` (every input and state tensor finite, ``-inf`` where
+    it passes as it is) and ``own_off`` (some row's own level weight is ``-inf``). The extrema they
+    come from are copied to the host without waiting: the first access waits for that copy, so the
+    caller can launch its kernels first."""
 
-    def __init__(self, finite, own_off):
-        self.finite, self.own_off = finite, own_off
+    def __init__(self, wait, bounds, own):
+        self._wait, self._bounds, self._own = wait, bounds, own
+        self._finite = self._own_off = None
+
+    def _answer(self):
+        if self._finite is None:
+            v = self._wait()  # (2 n + own,): each array's minimum and maximum, then level 0's minimum
+            lo, hi = v[0:2 * len(self._bounds):2], v[1:2 * len(self._bounds):2]
+            ok = [(lo[i] > -math.inf if low is None else lo[i] >= low) and (high is None or hi[i] < high)
+                  for i, (low, high) in enumerate(self._bounds)]  # NaN compares False
+            self._finite = all(ok)
+            self._own_off = self._own and not v[-1] > -math.inf
+        return self._finite, self._own_off
+
+    @property
+    def finite(self):
+        return self._answer()[0]
+
+    @property
+    def own_off(self):
+        return self._answer()[1]
 
 
 def checks(op, args, state, xp):
-    """:class:`Checked` of a call's inputs on a CUDA device (CuPy arrays, CUDA torch tensors) in one
-    read of the device; None for other arrays (``prepare`` and ``undefined_rows`` then read for
-    themselves). args: the inputs in ``op.inputs`` order, as ``prepare`` receives them."""
+    """:class:`Checked` of a call's inputs on a CUDA device (CuPy arrays, CUDA torch tensors): every
+    array's minimum and maximum stacked and copied to the host in one read, which is not waited for
+    here; None for other arrays (``prepare`` and ``undefined_rows`` then read for themselves).
+    args: the inputs in ``op.inputs`` order, as ``prepare`` receives them."""
     present = [a for a in args if a is not None] + ([] if state is None else list(state.tensors.values()))
     if not _cuda_checks(xp, present):
         return None
     passes = _passes(op)
-    flags = [_clean(xp, x, -math.inf if name in passes else None) for (name, _), x in zip(op.inputs, args)
-             if x is not None]
-    flags += [_clean(xp, t) for t in ([] if state is None else state.tensors.values())]
-    flags = [f for f in flags if f is not None]
+    named = [(x, -math.inf if name in passes else None) for (name, _), x in zip(op.inputs, args) if x is not None]
+    named += [(t, None) for t in ([] if state is None else state.tensors.values())]
+    named = [(x, low) for x, low in named if math.prod(x.shape) > 0]
     lam = next((x for (_, role), x in zip(op.inputs, args) if role == "lev"), None) if op.normalised else None
-    # level 0 (its own token) is read by every row: its minimum above -inf (None: no rows, or T = 0
-    # with an empty level axis too)
-    own = None if lam is None or 0 in lam.shape[-2:] else _clean(xp, lam[..., 0], None, None)
-    every = flags + ([] if own is None else [own])
-    ok = _host(xp.stack(every)) if every else np.ones(0, bool)  # the one read
-    return Checked(bool(ok[: len(flags)].all()), own is not None and not ok[-1])
+    # level 0 (its own token) is read by every row: its minimum above -inf (not read without rows, or
+    # at T = 0 with an empty level axis too)
+    own = lam is not None and math.prod(lam.shape) > 0
+    torch = sys.modules.get("torch") if array_api_compat.is_torch_namespace(xp) else None
+    with contextlib.nullcontext() if torch is None else torch.no_grad():  # values only: nothing to record
+        every = [e for x, _ in named for e in _extrema(xp, x)] + ([_extrema(xp, lam[..., 0], True)] if own else [])
+        wait = _read(xp, xp.stack(every)) if every else (lambda: np.zeros(0))
+    return Checked(wait, [(low, math.inf) for _, low in named], own)
 
 
-def _clean(xp, x, low=None, high=math.inf):
-    """0-d bool on ``x``'s device, None for an empty ``x``: every entry at or above ``low`` (None:
-    above -inf) and below ``high`` (None: no bound), NaN failing; from the minimum and maximum
-    (both propagate NaN; torch: one pass for both)."""
-    if math.prod(x.shape) == 0:
-        return None
+def _extrema(xp, x, low_only=False):
+    """``(min, max)`` of ``x`` as 0-d arrays on its device (``low_only``: the minimum alone); both
+    propagate NaN (torch: one pass for both)."""
     if array_api_compat.is_torch_array(x):
         import torch
 
         # a broadcast axis (stride 0) holds one copy of its entries: read that one; full reductions
         # of a non-contiguous tensor copy it first (16 MiB for grouped bf16 heads at 8K), reductions
         # over explicit dims do not
-        x = x[tuple(0 if st == 0 and n > 1 else slice(None) for st, n in zip(x.stride(), x.shape))]
-        with torch.no_grad():  # flags only: nothing for autograd to record
-            if x.is_contiguous():
-                lo, hi = torch.aminmax(x)  # one pass for both
-            else:
-                dims = tuple(range(x.ndim))
-                lo, hi = torch.amin(x, dim=dims), torch.amax(x, dim=dims)
-    else:
-        lo, hi = xp.min(x), xp.max(x)
-    ok = lo > -math.inf if low is None else (lo >= low) & (lo == lo)  # (-inf >= -inf; NaN compares False)
-    return ok & (hi < high) if high is not None else ok
+        if 0 in x.stride():
+            x = x[tuple(0 if st == 0 and n > 1 else slice(None) for st, n in zip(x.stride(), x.shape))]
+        if low_only or not x.is_contiguous():
+            dims = tuple(range(x.ndim))
+            lo = torch.amin(x, dim=dims)
+            return lo if low_only else (lo, torch.amax(x, dim=dims))
+        return torch.aminmax(x)
+    return xp.min(x) if low_only else (xp.min(x), xp.max(x))
 
 
-def _host(x):
-    """A NumPy copy of a CuPy array or torch tensor (waits for the device)."""
-    return np.asarray(x.cpu()) if array_api_compat.is_torch_array(x) else x.get()
+def _clean(xp, x, low=None, high=math.inf):
+    """Whether every entry of ``x`` is at or above ``low`` (None: above -inf) and below ``high``
+    (None: no bound), NaN failing, from its extrema (:class:`Checked`'s rule); None for an empty ``x``.
+    Reads the device (the tests' check of that rule)."""
+    if math.prod(x.shape) == 0:
+        return None
+    wait = _read(xp, xp.stack(_extrema(xp, x)))
+    return Checked(wait, [(low, high)], False).finite
+
+
+def _read(xp, x):
+    """``() -> NumPy copy of x`` (bfloat16 as float32): on a CUDA device the copy is queued on the current stream
+    into pinned memory and the function waits for it; elsewhere a plain copy."""
+    if array_api_compat.is_torch_array(x):
+        import torch
+
+        if not x.is_cuda:
+            host = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # NumPy has no bfloat16
+            return lambda: host
+        pinned = x.to("cpu", non_blocking=True)  # pinned (torch's caching host allocator), asynchronous
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(x.device))  # the copy's stream: x's device's, not the current device's
+        return lambda: (done.synchronize(), (pinned.float() if pinned.dtype == torch.bfloat16 else pinned).numpy())[1]
+    import cupy
+    import cupyx
+
+    with x.device:  # the copy and the event on x's device's current stream
+        pinned = cupyx.empty_pinned(x.shape, x.dtype)
+        x.get(out=pinned, blocking=False)
+        done = cupy.cuda.Event(disable_timing=True)
+        done.record()
+    return lambda: (done.synchronize(), pinned)[1]
 
 
 def _passes(op):

@@ -286,14 +286,14 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         # of zero blocks is an error on CUDA); the array-API twin returns the empty output and state
         chosen = backends.get("array_api")
     dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
-    args = [None if x is None else xp.astype(x, dtype, copy=False) for x in arrays]  # cast, then broadcast (views)
+    # cast (asked only where the dtype differs: a no-op cast is still a dispatch), then broadcast (views)
+    args = [x if x is None or x.dtype == dtype else xp.astype(x, dtype, copy=False) for x in arrays]
     args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
-    # CUDA arrays: the non-finite checks and the undefined rows' flag in one read of the device
+    # CUDA arrays: the non-finite checks and the undefined rows' flag in one read of the device, which
+    # is waited for only after the kernels are launched on the inputs as they are (finite: the common
+    # case); when some input is not, those results are dropped and the call computes again, sanitised
     checked = checks(op, args, state, xp) if off is None else None
-    # rows with no weight at all (0/0), at the positions of their own streams
-    undefined = undefined_rows(op, args, xp, offset if off is None else (
-        lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64) if offsets is None else offsets).positions),
-        state=state, causal=causal, segments=off, own_off=None if checked is None else checked.own_off)
+    args0, state0 = args, state
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams
         mapped = op.name in chosen.layout_ops and state is None and not return_state and not _grad(present, None)
@@ -305,20 +305,30 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     positions = offset if streams is None else streams.positions
     if "token_map" in kw:  # the packed tokens as they are: positions in their own (fresh) streams, when needed
         positions = lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64)).positions  # noqa: E731
-    args, state, marks = prepare(run_op, args, state, xp, positions, causal, sbatch,
-                                 finite=None if checked is None else checked.finite)
     impl = chosen.implementation(run_op.name)
     if offsets is not None and op.name not in chosen.reset_ops:
         from ._ll_packed import forward
 
         impl = functools.partial(forward, op, impl)
-    with _full_precision(xp):
-        out, new_state = impl(*args, *extra, state, return_state, **kw)
-    if marks is not None:
-        out, new_state = marks.apply(xp, out, new_state, causal, cum_any=None if off is None else cum_any,
-                                     streams=streams)
-    if finish is not None:
-        out = finish(out)
+
+    def compute(finite):
+        """(out, new state, the inputs as the backend received them); finite: ``prepare``'s."""
+        args_, state_, marks = prepare(run_op, args, state, xp, positions, causal, sbatch, finite=finite)
+        with _full_precision(xp):
+            out, new_state = impl(*args_, *extra, state_, return_state, **kw)
+        if marks is not None:
+            out, new_state = marks.apply(xp, out, new_state, causal, cum_any=None if off is None else cum_any,
+                                         streams=streams)
+        return (out if finish is None else finish(out)), new_state, args_
+
+    out, new_state, args = compute(None if checked is None else True)
+    if checked is not None and not checked.finite:  # the one wait
+        out = new_state = None
+        out, new_state, args = compute(False)
+    # rows with no weight at all (0/0), at the positions of their own streams
+    undefined = undefined_rows(op, args0, xp, offset if off is None else (
+        lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64) if offsets is None else offsets).positions),
+        state=state0, causal=causal, segments=off, own_off=None if checked is None else checked.own_off)
     out = where_undefined(xp, undefined, out, args)
     new_state = canonical_shifts(op, xp, new_state, dtype)  # 16-bit inputs: key shifts of no key at the state's stand-in
     out = xp.astype(out, out_dtype, copy=False)

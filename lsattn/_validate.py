@@ -24,11 +24,14 @@ def namespace(**arrays):
     Parameters are keyword arrays so errors can name them: ``namespace(q=q, k=k)``.
     """
     named = {n: a for n, a in arrays.items() if a is not None}
-    spaces = {}
+    spaces, by_type = {}, {}  # one array type, one namespace: asked once per type (every call's path)
     for n, a in named.items():
-        if not array_api_compat.is_array_api_obj(a):
-            raise TypeError(f"{n} must be an array (NumPy, CuPy, PyTorch, JAX, ...), got {type(a).__name__}")
-        spaces[n] = array_api_compat.array_namespace(a)
+        xp = by_type.get(type(a))
+        if xp is None:
+            if not array_api_compat.is_array_api_obj(a):
+                raise TypeError(f"{n} must be an array (NumPy, CuPy, PyTorch, JAX, ...), got {type(a).__name__}")
+            xp = by_type[type(a)] = array_api_compat.array_namespace(a)
+        spaces[n] = xp
     distinct = {id(x): x for x in spaces.values()}
     if len(distinct) > 1:
         got = ", ".join(f"{n}: {getattr(x, '__name__', x)}" for n, x in spaces.items())

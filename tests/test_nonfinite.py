@@ -615,7 +615,7 @@ def test_one_read_flags(where, dtype):
                 x = cupy.asarray(x.cpu().numpy())
             xp = array_api_compat.array_namespace(x)
             for name, ((low, high), want) in modes.items():
-                got = _nonfinite._host(_nonfinite._clean(xp, x, low, high))
+                got = _nonfinite._clean(xp, x, low, high)
                 assert bool(got) == bool(want(view(host).double().numpy())), (name, special)
     empty = torch.zeros((2, 0, 3), dtype=tdt)
     assert _nonfinite._clean(array_api_compat.array_namespace(empty), empty) is None
@@ -635,3 +635,47 @@ def test_one_read_flags_copy_nothing():
             flag = _nonfinite._clean(xp, x)
         grown = sum(max(0, e.self_cpu_memory_usage) for e in prof.key_averages())
         assert bool(flag) and grown < 2**12, (tuple(x.stride()), grown)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+@pytest.mark.parametrize("special", [None, math.nan, -math.inf])
+def test_checks_waited_after_the_launch(op, special):
+    """CUDA arrays (here CPU torch tensors checked as CUDA ones): one copy of the extrema per call, waited
+    for after the implementation ran (its kernels launched); finite inputs (and ``-inf`` where it is a
+    legitimate zero that needs no clamp) run the implementation once, on the inputs as they are; any
+    other input runs it again on the sanitised ones, with the reference's outputs and NaN where poisoned."""
+    torch = pytest.importorskip("torch")
+    from lsattn import backends
+
+    arrays = make(op, 3, 9, 3, 2)
+    names = [name for name, _ in OPS[op][0]]
+    arg = names.index("log_decay" if op == "loglinear_attention" else "k")
+    if special is not None:
+        arrays[arg][0, 4] = special
+    expected = reference(op, arrays)
+    events, read, impl = [], _nonfinite._read, backends.Backend.implementation
+
+    def reading(*a):
+        wait = read(*a)
+        events.append("copy")
+        return lambda: (events.append("wait"), wait())[1]
+
+    def implementation(self, name, **kw):
+        f = impl(self, name, **kw)
+        return lambda *a, **k: (events.append("launch"), f(*a, **k))[1]
+
+    with mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True), \
+            mock.patch.object(_nonfinite, "_read", reading), \
+            mock.patch.object(backends.Backend, "implementation", implementation):
+        out = call(op, [torch.as_tensor(a) for a in arrays], backend="array_api")
+    legit = special == -math.inf and names[arg] in _nonfinite._passes(_ops()[op])
+    assert events == (["copy", "launch", "wait"] + ([] if special is None or legit else ["launch"])), events
+    check(out, expected, np.isnan(expected) if special is not None else np.zeros(expected.shape, bool),
+          OPS[op][2], f"{op} {special}")
+
+
+def _ops():
+    """The operators' ``Op`` descriptions by name."""
+    from lsattn import exp_kernel, gated_delta, hierarchical, loglinear
+
+    return {**exp_kernel._SPECS, **{m.OP: m.SPEC for m in (loglinear, gated_delta, hierarchical)}}

@@ -43,18 +43,18 @@ from lsattn import _nonfinite, _prologue  # noqa: E402
 B, H, D = 2, 16, 64
 
 
-def make(T, dtype):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    r = lambda *s: torch.randn(*s, generator=g, device="cuda")  # noqa: E731
+def make(T, dtype, device="cuda"):
+    g = torch.Generator(device=device).manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, device=device)  # noqa: E731
     q, k = (r(B, H, T, D) * D ** -0.5 for _ in range(2))
     v = r(B, H, T, D)
     a = torch.nn.functional.logsigmoid(r(B, H, T) + 3)
     beta = torch.sigmoid(r(B, H, T))
-    lam = torch.rand((B, H, T, lsattn.num_levels(T)), device="cuda", generator=g) + 0.5
+    lam = torch.rand((B, H, T, lsattn.num_levels(T)), device=device, generator=g) + 0.5
     kn = k / k.norm(dim=-1, keepdim=True)
     c = lambda x: x.to(dtype)  # noqa: E731
     q, k, v, a, beta, lam, kn = map(c, (q, k, v, a, beta, lam, kn))
-    lv, llam = c(r(B, H, T, D)), c(torch.randn(B, H, T, lam.shape[-1], device="cuda", generator=g))
+    lv, llam = c(r(B, H, T, D)), c(torch.randn(B, H, T, lam.shape[-1], device=device, generator=g))
     return {
         "exp_kernel": lambda: lsattn.exp_kernel_attention(q, k, v),
         "log_attention": lambda: lsattn.log_attention(q, k, lv),
@@ -108,7 +108,19 @@ def syncs(fn):
             fn()
         finally:
             torch.cuda.set_sync_debug_mode(0)
-    return [str(x.message).splitlines()[0][:80] for x in w if "synchroniz" in str(x.message)]
+    # not the mode's own notice ("Synchronization debug mode is a prototype feature ..."): session 9
+    # counted it as a sync (the first call of a process: exp_kernel fp32's "syncs 1" / "2" in runs s9c17b, j)
+    return [str(x.message).splitlines()[0][:80] for x in w
+            if "synchroniz" in str(x.message) and "debug mode is a prototype" not in str(x.message)]
+
+
+def measure(fn, runs=3, profile=True):
+    """(latency, pipelined, host, kernels, top device kernels, syncs) of ``fn``; pipelined and host
+    from the median of ``runs`` runs; ``profile=False``: no kernels (NaN, [])."""
+    lat = cuda_time(fn, reps=10)
+    pipe, host = sorted(pipelined(fn) for _ in range(runs))[runs // 2]
+    kern, top = kernels(fn) if profile else (float("nan"), [])
+    return lat, pipe, host, kern, top, syncs(fn)
 
 
 def main():
@@ -131,10 +143,7 @@ def main():
                         ctx.enter_context(mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: False))
                     with ctx:
                         try:
-                            lat = cuda_time(fn, reps=10)
-                            pipe, host = sorted(pipelined(fn) for _ in range(3))[1]  # the median run
-                            kern, top = kernels(fn)
-                            sy = syncs(fn)
+                            lat, pipe, host, kern, top, sy = measure(fn)
                         except Exception as exc:
                             print(f"T={T} {tag} {name:13s} {mode:8s} fails: {type(exc).__name__}: {exc}"[:300], flush=True)
                             continue

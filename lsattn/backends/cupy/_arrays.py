@@ -44,6 +44,10 @@ def shared_inputs(xp, arrays, tails):
     or None when no input is broadcast."""
     from ..._prologue import distinct_rows
 
+    leads = [x.ndim - tail for x, tail in zip(arrays, tails)]
+    if not any(st == 0 and n > 1 for x, nb in zip(arrays, leads) for st, n in zip(x.strides[:nb], x.shape[:nb])):
+        # nothing broadcast (the common case): the inputs as they are, without the row maps' host work
+        return [flat(xp, x, (math.prod(x.shape[:nb]),) + tuple(x.shape[nb:])) for x, nb in zip(arrays, leads)], None
     bases, maps = [], []
     for x, tail in zip(arrays, tails):
         base, rows = distinct_rows(x, tail)
@@ -80,18 +84,20 @@ def on_gpu(like):
     kind = array_kind(like)
     if kind is None:
         raise ValueError(f"the cupy backend needs GPU arrays, got {type(like).__name__}")
-    stream = contextlib.nullcontext()
+    stream, ptr = contextlib.nullcontext(), None
     if kind == "torch":
         import torch
 
-        dev = like.device.index if like.device.index is not None else torch.cuda.current_device()
-        stream = _external_stream(torch.cuda.current_stream(dev).cuda_stream, dev)
+        dev = like.get_device()  # the tensor's device index (an int: no torch.device object)
+        ptr = torch.cuda.current_stream(dev).cuda_stream
+        stream = _external_stream(ptr, dev)
     elif kind == "cupy":
         dev = like.device.id
     else:
         dev = next(iter(like.devices())).id
     with cupy.cuda.Device(dev), stream:
-        yield functools.partial(_to_cupy, kind=kind), functools.partial(_from_cupy, kind=kind), CupyOps(dev)
+        yield (functools.partial(_to_cupy, kind=kind), functools.partial(_from_cupy, kind=kind, stream=ptr),
+               CupyOps(dev))
 
 
 @functools.lru_cache(maxsize=64)
@@ -107,8 +113,11 @@ def _external_stream(ptr, dev):
 
 
 def _half(x):
-    name = str(x.dtype).split(".")[-1]
-    return {"bfloat16": "bf16", "float16": "f16"}.get(name, "")
+    return _HALF.get(str(x.dtype), "")
+
+
+#: str(dtype) of the 16-bit inputs (torch, CuPy / NumPy, JAX) -> their kind
+_HALF = {"bfloat16": "bf16", "torch.bfloat16": "bf16", "float16": "f16", "torch.float16": "f16"}
 
 
 def _to_cupy(x, kind):
@@ -145,18 +154,20 @@ def _torch_view(cupy, t):
         return cupy.empty(shape, dtype=dtype)
     strides = t.stride()
     extent = 1 + sum((n - 1) * s for n, s in zip(shape, strides))
-    mem = cupy.cuda.UnownedMemory(t.data_ptr(), extent * dtype.itemsize, t, t.device.index)
+    mem = cupy.cuda.UnownedMemory(t.data_ptr(), extent * dtype.itemsize, t, t.get_device())
     return cupy.ndarray(shape, dtype=dtype, memptr=cupy.cuda.MemoryPointer(mem, 0),
                         strides=tuple(s * dtype.itemsize for s in strides))
 
 
-def _from_cupy(x, half, kind):
+def _from_cupy(x, half, kind, stream=None):
+    """``x`` as the caller's array type (``stream``: the torch stream pointer CuPy's current stream
+    wraps, for torch, which then takes the DLPack capsule without querying its streams again)."""
     if x is None or kind == "cupy":
         return x
     if kind == "torch":
         import torch
 
-        t = torch.from_dlpack(x)
+        t = torch.from_dlpack(x if stream is None else x.__dlpack__(stream=stream or 1))  # 1: the legacy default stream
         return t.view(torch.bfloat16) if half == "bf16" else t
     import cupy
     import jax

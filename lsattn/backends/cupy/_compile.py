@@ -158,6 +158,7 @@ SMEM_MAX = 227 * 1024
 _GRAD_TILES = {"loglinear": ("ll_bw_dkdv", "ll_output_dl"), "exp_kernel": ("ekb_dq", "ekb_dkdv")}
 
 
+@functools.lru_cache(maxsize=256)  # on every call's path: the same few variants
 def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
     """The variant for compute type ``ta`` ('float'/'double'), 16-bit inputs ``half`` ('', 'bf16',
     'f16') and head dims (``DV <= 128``). ``grad``: a family ('loglinear' | 'exp_kernel') whose
@@ -181,12 +182,14 @@ def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
     return Config(ta, half, CH, DKP, DVP, logv=logv)
 
 
+@functools.lru_cache(maxsize=256)
 def grad_tc(DK, DV, logv=False):
     """True when the exp-kernel backward of bfloat16 inputs with these head dims runs on tensor cores
     (``exp_kernel_bwd_tc.cu``), which read the 16-bit inputs (and ``log_attention``'s float32 log output)."""
     return max(DK, DV) <= DV_BLOCK and make_config("float", DK, DV, 64, "bf16", grad="exp_kernel", logv=logv).bwd
 
 
+@functools.lru_cache(maxsize=256)
 def grad_fits(ta, DK, DV, family="loglinear", logv=False):
     """True when the backward kernels of ``family`` fit shared memory for these head dims
     (``logv``: the exp-kernel's in log_attention's mode)."""
@@ -274,6 +277,15 @@ def _token_map_kernel():
 
 # ---- the kernel launches -------------------------------------------------------------------------
 
+
+@functools.lru_cache(maxsize=None)
+def _launch(op, device_id, cfg, name):
+    """(kernel, block, shared bytes) of the variant of ``name`` for ``cfg`` (looked up once: every
+    launch asks)."""
+    real, threads = cfg.kernel(name)
+    return _kernels(op, device_id, cfg)[real], (threads,), cfg.smem(real)
+
+
 _NT = 256
 
 
@@ -291,8 +303,7 @@ class CupyOps:
 
     def _tk(self, op, cfg, name):
         """(kernel, block, shared bytes) of the variant of ``name`` for ``cfg``."""
-        real, threads = cfg.kernel(name)
-        return _kernels(op, self.device_id, cfg)[real], (threads,), cfg.smem(real)
+        return _launch(op, self.device_id, cfg, name)
 
     @staticmethod
     def _i(x):

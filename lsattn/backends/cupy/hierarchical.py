@@ -16,6 +16,7 @@ requires grad (then the array-API formulation on the same device, differentiated
 """
 from __future__ import annotations
 
+import functools
 import types
 
 import array_api_compat
@@ -35,6 +36,7 @@ __all__ = ["forward", "compute", "config", "merge_levels", "BV"]
 BV = 16
 
 
+@functools.lru_cache(maxsize=256)  # on every call's path
 def config(ta, DK, DV, chunk_size=None, half=""):
     """The compiled variant: FFMA kernels, ``CH = clip(chunk_size, 16, 64)`` (default 32; a power of
     two), halved while hi_read's tiles exceed shared memory, 16-bit inputs read as they are. A speed
