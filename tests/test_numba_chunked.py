@@ -337,8 +337,8 @@ def test_ll_long_calls_run_chunked_and_match(op, monkeypatch):
 @pytest.mark.parametrize("op", ["mamba2", "gated"])
 @given(T=small_T, C=ll_chunks, parts=st.integers(1, 4), seed=seeds)
 def test_ll_chunked_split_or_not(op, T, C, parts, seed):
-    """Every schedule of ll_chunked (one parallel loop over the batch; for parts > 1 Gated DeltaNet's
-    loops over batch x chunks, Mamba-2's over batch x parts of the value columns; the backend picks
+    """Every schedule of ll_chunked (one parallel loop over the batch; for parts > 1 loops over batch
+    x chunks and over batch x parts of the value columns, some parts empty; the backend picks
     by batch and thread count, so it is driven directly here) from an offset: the reference outputs
     and the array-API final levels."""
     from lsattn.backends import _numba_ll_chunked as KC

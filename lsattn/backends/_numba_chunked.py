@@ -20,7 +20,7 @@ the chunk)`` (``N`` likewise for log values; ``f = exp(m - M)``, ``g = exp(n - N
    ``den = A z' + row sums of mask(A E^T)`` (float64);
 3. *merge*: ``S <- f S g + E^T V``, ``z <- f z + column sums of E``, ``m <- M``.
 
-Products through :func:`_gemm` (BLAS on strided sub-blocks), each at most ``_BLAS_SINGLE`` (OpenBLAS
+Products through :func:`_gemm` (SciPy's BLAS gemm on strided sub-blocks), each at most ``_BLAS_SINGLE`` (OpenBLAS
 keeps it on the calling thread); the exponentials and the logarithms of log-value outputs are
 polynomials in the input dtype (:func:`_expw`, :func:`_logw`; ``log den`` and the shift factors in
 float64, :func:`_log64`, :func:`_exp64s`), one loop per tile or row so that they vectorise.
@@ -356,14 +356,25 @@ def _gemm(ta, tb, a, b, c, acc, one):
     raise NotImplementedError
 
 
+def _blas_symbols():
+    """Register SciPy's BLAS ``sgemm`` / ``dgemm`` (``scipy.linalg.cython_blas``, the routines Numba's
+    own ``np.dot`` calls) as the LLVM symbols ``lsattn_sgemm`` / ``lsattn_dgemm``: a call by symbol name
+    is resolved when a kernel is loaded, so the kernels stay cacheable (a function pointer would be
+    baked into the cache and differ per process)."""
+    import llvmlite.binding as ll
+
+    for name in ("sgemm", "dgemm"):
+        ll.add_symbol(f"lsattn_{name}", numba.extending.get_cython_function_address("scipy.linalg.cython_blas", name))
+
+
+_blas_symbols()
+#: Fortran gemm: transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, all by pointer
+_GEMM_SIG = types.void(*([types.voidptr] * 13))
+
+
 @numba.extending.overload(_gemm)
 def _gemm_ol(ta, tb, a, b, c, acc, one):
-    dt = c.dtype
-    fn = types.ExternalFunction("numba_xxgemm", types.intc(
-        types.char, types.char, types.char, types.intp, types.intp, types.intp, types.CPointer(dt),
-        types.CPointer(dt), types.intp, types.CPointer(dt), types.intp, types.CPointer(dt), types.CPointer(dt),
-        types.intp))
-    kind = ord("s" if dt == types.float32 else "d")
+    fn = types.ExternalFunction("lsattn_sgemm" if c.dtype == types.float32 else "lsattn_dgemm", _GEMM_SIG)
 
     def impl(ta, tb, a, b, c, acc, one):
         # row-major c = op(a) op(b) is column-major c^T = op(b)^T op(a)^T, each array's column-major
@@ -376,9 +387,14 @@ def _gemm_ol(ta, tb, a, b, c, acc, one):
             if not acc:
                 c[:, :] = 0.0
             return
-        T, N_ = ord("t"), ord("n")
-        fn(kind, T if tb else N_, T if ta else N_, n, m, kk, one.ctypes, b.ctypes, b.strides[0] // b.itemsize,
-           a.ctypes, a.strides[0] // a.itemsize, one[0 if acc else 1 :].ctypes, c.ctypes, c.strides[0] // c.itemsize)
+        d = np.empty(6, np.int32)  # m, n, k and the leading dimensions of b, a, c (column-major names)
+        d[0], d[1], d[2] = n, m, kk
+        d[3], d[4], d[5] = b.strides[0] // b.itemsize, a.strides[0] // a.itemsize, c.strides[0] // c.itemsize
+        tr = np.empty(2, np.uint8)
+        tr[0] = ord("T") if tb else ord("N")
+        tr[1] = ord("T") if ta else ord("N")
+        fn(tr[0:].ctypes, tr[1:].ctypes, d[0:].ctypes, d[1:].ctypes, d[2:].ctypes, one.ctypes, b.ctypes,
+           d[3:].ctypes, a.ctypes, d[4:].ctypes, one[0 if acc else 1 :].ctypes, c.ctypes, d[5:].ctypes)
 
     return impl
 

@@ -12,12 +12,15 @@ P = A_{C-1} ... A_0 and write H = Phi V), per chunk:
   out_t = ((Lambda * Attn) V)_t + sum_{occupied j >= g} lambda[t, j + 1] (Qeff S_j)_t,
   S_j <- P S_j (every occupied slot), then the Fenwick merge at the chunk's end: H and the slots
   g .. z - 1 become slot z = ctz(t0 + C).
-Groups of 2^LL_GROUP_LOG2 chunks (an aligned block of 2^h tokens), four parallel loops each: the
-chunk forms (independent: batch x chunks, so one sequence uses every thread); the group's prefix
-transitions E_c = P_{c-1} ... P_0 (per batch element); the reads of the slots from h up, which
-change inside the group only by its transitions, as (Qeff_c E_c) S_j (batch x chunks); the slots
-g .. h - 1 chunk by chunk with the merges, and the slots from h up carried by the group's total
-transition once (per batch element). Mamba-2 (A_t = e^{a_t} I) is the same with beta = 1, no
+Groups of 2^LL_GROUP_LOG2 chunks (an aligned block of 2^h tokens; Mamba-2 2^LL_COLS_GROUP_LOG2 when
+one sequence is split): the chunk forms (independent: batch x chunks, so one sequence uses every
+thread); the group's prefix transitions E_c = P_{c-1} ... P_0; the reads of the slots from h up,
+which change inside the group only by its transitions, as (Qeff_c E_c) S_j (batch x chunks); the
+slots g .. h - 1 chunk by chunk with the merges, and the slots from h up carried by the group's total
+transition once. On one sequence (parts > 1) the passes that walk the chunks in order run in parts
+of the value columns (each column of a slot, of E and of the outputs evolves on its own: no work
+repeated, no barrier inside a group's pass); several sequences run one per thread (:func:`_ll_row`).
+Mamba-2 (A_t = e^{a_t} I) is the same with beta = 1, no
 solve and scalar transitions (P and E are 1 x 1). Tokens before the first / after the
 last aligned chunk run token by token (``_numba_kernels._token``). The state is float64;
 Gated DeltaNet's forms are float64 (the inputs are widened per chunk), Mamba-2's products and
@@ -33,7 +36,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ._numba_chunked import _BLAS_SINGLE, _JIT, _exp_row
+from ._numba_chunked import _BLAS_SINGLE, _JIT, _exp_row, _gemm
 from ._numba_kernels import _token
 
 
@@ -52,6 +55,9 @@ def ll_chunk_for(d_k, d_v):
 #: tokens): slots from that level up are read through the group's transition products in
 #: parallel over its chunks, the lower ones chunk by chunk
 LL_GROUP_LOG2 = 2
+#: the same for Mamba-2 on one sequence in parts (``parts > 1``): its transitions are scalars, so every
+#: read is done in the column pass (:func:`_group_cols`) and larger groups only save barriers
+LL_COLS_GROUP_LOG2 = 4
 
 
 @numba.njit(**_JIT)
@@ -59,18 +65,13 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
     """Log-linear Gated DeltaNet (gated) or Mamba-2, arguments as ``_numba_kernels.loglinear_scan``
     (streams ``seg``, ``offs``: one prange iteration per (batch element, stream), each a
     :func:`_ll_row`) plus C, the chunk size (a power of two), and parts (``_numba_chunked.parts``;
-    used for one stream only): when > 1, Gated DeltaNet runs parallel loops over batch x chunks,
-    Mamba-2 one parallel loop over (batch element, part of its value columns) (:func:`_ll_cols`)."""
+    used for one stream only): when > 1, per group of chunks parallel loops over batch x chunks (the
+    forms; Gated DeltaNet also the high slots' reads) and over batch x parts of the value columns (the
+    passes that walk the chunks in order: Gated DeltaNet's transition chain, the low slots, carries,
+    merges and outputs; Mamba-2 also its high slots' reads), so nothing is computed twice."""
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     N = seg.shape[0] - 1
     dv = v.shape[2]
-    if parts > 1 and N == 1 and not gated:
-        P = min(parts, dv)
-        for task in prange(B * P):
-            b, j = task // P, task % P
-            _ll_cols(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], lam[rows[5, b]], offs[0], nlev,
-                     levels0[b], C, j * dv // P, (j + 1) * dv // P, out[b], levels1[b])
-        return
     if parts <= 1 or N > 1:
         for row in prange(B * N):
             b, sg = row // N, row % N
@@ -99,15 +100,18 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
                 for c in range(dv):
                     S[b, j, a, c] *= f
             D[b, j] = 0.0
-    h = g + LL_GROUP_LOG2
-    G = min(nch, 1 << LL_GROUP_LOG2)  # scratch of one group, allocated once
+    h = g + (LL_GROUP_LOG2 if gated else LL_COLS_GROUP_LOG2)
+    G = min(nch, 1 << (h - g))  # scratch of one group, allocated once
     dP = dk if gated else 1  # Mamba-2's transitions are scalars
+    P = min(parts, dv)  # parts of the value columns
     Qe = np.empty((B, G, C, dk))
     Pt = np.empty((B, G, dP, dP))
     H = np.empty((B, G, dk, dv))
     Ob = np.empty((B, G, C, dv))
     E = np.empty((B, G + 1, dP, dP))
-    # four parallel loops per group: one sequence uses every thread
+    # per group: the forms over chunks, then (Gated DeltaNet) the chain by columns of E and the high
+    # slots' reads over chunks, then every in-order pass by value columns: one sequence uses every
+    # thread and nothing is computed twice (each column of a slot evolves on its own)
     c0 = 0
     while c0 < nch:
         n = _group_len(p + head, c0, nch, C, h)
@@ -115,13 +119,17 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
             b, c = task // n, task % n
             _ll_forms(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], head + (c0 + c) * C, gated, Qe[b, c],
                       Pt[b, c], H[b, c], Ob[b, c])
-        for b in prange(B):
-            _group_chain(Pt[b], E[b], n, gated)
-        for task in prange(B * n):
-            b, c = task // n, task % n
-            _group_high(lam[rows[5, b]], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
-        for b in prange(B):
-            _group_low(lam[rows[5, b]], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b])
+        if gated:
+            for task in prange(B * P):
+                b, j = task // P, task % P
+                _chain_cols(Pt[b], E[b], n, j * dk // P, (j + 1) * dk // P)
+            for task in prange(B * n):
+                b, c = task // n, task % n
+                _group_high(lam[rows[5, b]], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
+        for task in prange(B * P):
+            b, j = task // P, task % P
+            _group_cols(lam[rows[5, b]], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b],
+                        j * dv // P, (j + 1) * dv // P)
         c0 += n
     L1 = levels1.shape[1]
     end = p + T
@@ -134,24 +142,6 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
             for a in range(dk):
                 for c in range(dv):
                     levels1[b, j, a, c] = f * S[b, j, a, c]
-
-
-@numba.njit
-def _ll_cols(q, k, v, log_decay, lam, p, nlev, levels0, C, c0, c1, out, levels1):
-    """Mamba-2 on the value columns c0 .. c1 - 1 of one stream (arguments as :func:`_ll_row`; the
-    columns are independent: the outputs and slots of a column depend on its values only), through
-    contiguous copies of those columns."""
-    T = q.shape[0]
-    w = c1 - c0
-    vc = np.empty((T, w), v.dtype)
-    vc[:, :] = v[:, c0:c1]
-    l0 = np.empty((levels0.shape[0], levels0.shape[1], w), levels0.dtype)
-    l0[:, :, :] = levels0[:, :, c0:c1]
-    oc = np.empty((T, w), out.dtype)
-    l1 = np.empty((levels1.shape[0], levels1.shape[1], w), levels1.dtype)
-    _ll_row(q, k, vc, log_decay, log_decay, lam, p, nlev, l0, False, C, oc, l1)
-    out[:, c0:c1] = oc
-    levels1[:, :, c0:c1] = l1
 
 
 @numba.njit(inline="always")
@@ -272,6 +262,123 @@ def _group_low(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out):
         for t in range(C):
             for j in range(dv):
                 out[i0 + t, j] = Ob[c, t, j]
+
+
+@numba.njit
+def _chain_cols(Pt, E, n, j0, j1):
+    """Columns j0 .. j1 - 1 of :func:`_group_chain`'s E[c] = P_{c-1} ... P_0 (Gated DeltaNet; each
+    column of E evolves on its own)."""
+    if j1 <= j0:
+        return
+    one = np.array([1.0, 0.0])
+    for i in range(E.shape[1]):
+        for j in range(j0, j1):
+            E[0, i, j] = 1.0 if i == j else 0.0
+    for c in range(n):
+        _gemm(False, False, Pt[c], E[c, :, j0:j1], E[c + 1, :, j0:j1], False, one)
+
+
+@numba.njit
+def _group_cols(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out, j0, j1):
+    """The value columns j0 .. j1 - 1 of :func:`_group_low` (the group's slots g .. h - 1 chunk by
+    chunk, the carry of the slots from h up, the merges, the outputs), and for Mamba-2 also of
+    :func:`_group_high` (its reads of the slots from h up, E_c a scalar): the columns of a slot, of
+    Ob and of the outputs depend on those columns only, so P parts of them run in parallel and
+    nothing is computed twice. Column blocks through explicit loops and :func:`_gemm` (strided
+    views: Numba's slice operations on them are generic and several times slower)."""
+    w = j1 - j0
+    if w <= 0:
+        return
+    C, dk = Qe.shape[1], Qe.shape[2]
+    wt = lam.dtype
+    one, onew = np.array([1.0, 0.0]), np.array([1.0, 0.0], wt)
+    Qw, Sw, Y, tmp = np.empty((C, dk), wt), np.empty((dk, w), wt), np.empty((C, w), wt), np.empty((dk, w))
+    e = 1.0  # Mamba-2: E_c, the group's decay before chunk c
+    hi = (p + head + c0 * C) >> h  # the occupied slots from h up: its set bits
+    for c in range(n):
+        i0 = head + (c0 + c) * C
+        for t in range(C):
+            for i in range(dk):
+                Qw[t, i] = Qe[c, t, i]
+        u, j = ((p + i0) >> g) & ((1 << (h - g)) - 1), g
+        while u > 0:  # occupied low slots: read, then carry by the chunk's transition
+            if u & 1:
+                _read_cols(Qw, S[j], lam, i0, j, 1.0, j0, Sw, Y, Ob[c], onew)
+                _carry_cols(Pt[c], S[j], tmp, gated, j0, one)
+            u >>= 1
+            j += 1
+        if not gated:  # Mamba-2: the reads of the slots from h up (fixed in the group but for e)
+            u, j = hi, h
+            while u > 0:
+                if u & 1:
+                    _read_cols(Qw, S[j], lam, i0, j, e, j0, Sw, Y, Ob[c], onew)
+                u >>= 1
+                j += 1
+            e *= Pt[c, 0, 0]
+        if c == n - 1:  # the slots from h up carried by the group's transition, before the last merge
+            u, j = hi, h
+            while u > 0:
+                if u & 1:
+                    if gated:
+                        _carry_cols(E[n], S[j], tmp, True, j0, one)
+                    else:
+                        for a in range(dk):
+                            Sr = S[j, a, j0:j1]
+                            for x in range(w):
+                                Sr[x] *= e
+                u >>= 1
+                j += 1
+        u, z = p + i0 + C, 0  # the Fenwick merge (_ll_merge) on the columns
+        while (u & 1) == 0:
+            u >>= 1
+            z += 1
+        for a in range(dk):
+            Sz, Hr = S[z, a, j0:j1], H[c, a, j0:j1]
+            for x in range(w):
+                Sz[x] = Hr[x]
+            for jj in range(g, z):
+                Sr = S[jj, a, j0:j1]
+                for x in range(w):
+                    Sz[x] += Sr[x]
+        for t in range(C):
+            Or, Obr = out[i0 + t, j0:j1], Ob[c, t, j0:j1]
+            for x in range(w):
+                Or[x] = Obr[x]
+
+
+@numba.njit(inline="always")
+def _read_cols(Qw, Sj, lam, i0, j, f, j0, Sw, Y, Ob, onew):
+    """Ob[t, j0 + x] += f lambda[i0 + t, j + 1] (Qw Sj[:, j0 + x])[t], x < Sw.shape[1]: the read of
+    slot j (level j + 1) on those columns, the product in the input dtype."""
+    dk, w = Sw.shape
+    for a in range(dk):  # row views: an index j0 + x keeps Numba's negative-index fix-up in the loop (4x slower)
+        Sr = Sj[a, j0 : j0 + w]
+        for x in range(w):
+            Sw[a, x] = Sr[x]
+    _gemm(False, False, Qw, Sw, Y, False, onew)
+    for t in range(Y.shape[0]):
+        r = f * lam[i0 + t, j + 1]
+        Obr = Ob[t, j0 : j0 + w]
+        for x in range(w):
+            Obr[x] += r * Y[t, x]
+
+
+@numba.njit(inline="always")
+def _carry_cols(Pt, Sj, tmp, gated, j0, one):
+    """Sj[:, j0 + x] <- Pt Sj[:, j0 + x] for x < tmp.shape[1] (gated; tmp scratch), else times Pt[0, 0]."""
+    dk, w = tmp.shape
+    if gated:
+        _gemm(False, False, Pt, Sj[:, j0 : j0 + w], tmp, False, one)
+        for a in range(dk):
+            Sr = Sj[a, j0 : j0 + w]
+            for x in range(w):
+                Sr[x] = tmp[a, x]
+    else:
+        f = Pt[0, 0]
+        for a in range(dk):
+            Sr = Sj[a, j0 : j0 + w]
+            for x in range(w):
+                Sr[x] *= f
 
 
 @numba.njit
