@@ -51,7 +51,7 @@ import numpy as np
 
 from ._validate import device_of
 
-__all__ = ["checks", "prepare", "undefined_rows", "where_undefined", "canonical_shifts"]
+__all__ = ["checks", "kernel_checks", "KernelCheck", "prepare", "undefined_rows", "where_undefined", "canonical_shifts"]
 
 
 def _traced(x):
@@ -153,6 +153,38 @@ def checks(op, args, state, xp):
         every = [e for x, _ in named for e in _extrema(xp, x)] + ([_extrema(xp, lam[..., 0], True)] if own else [])
         wait = _read(xp, xp.stack(every)) if every else (lambda: np.zeros(0))
     return Checked(wait, [(low, math.inf) for _, low in named], own)
+
+
+class KernelCheck:
+    """:class:`Checked` answered by the backend's kernels, which read every input entry anyway (an
+    implementation with ``checks_inputs``; ``loglinear_gated_delta``'s ``gd_forms``): the implementation
+    receives it as ``check=`` and calls :meth:`flag` with a (1,) int32 device array its kernels set
+    to 1 on a non-finite entry (``-inf`` passing where ``Op.neg_inf`` allows it, not clamped). A path
+    that never calls it (no kernel read the inputs) is answered by :func:`checks` at the first access."""
+
+    own_off = False  # only for operators that are not normalised (``kernel_checks``)
+
+    def __init__(self, fallback):
+        self._fallback, self._wait, self._finite = fallback, None, None
+
+    def flag(self, xp, bad):
+        """The kernels' flag ``bad``, copied to the host without waiting (after the kernels that set it)."""
+        self._wait = _read(xp, bad)
+
+    @property
+    def finite(self):
+        if self._finite is None:
+            self._finite = (not self._wait()[0]) if self._wait is not None else self._fallback().finite
+        return self._finite
+
+
+def kernel_checks(op, args, state, xp):
+    """A :class:`KernelCheck` where :func:`checks` would read a CUDA device for a call without state
+    of an operator that is not normalised, else :func:`checks`' answer."""
+    present = [a for a in args if a is not None]
+    if state is None and not op.normalised and _cuda_checks(xp, present):
+        return KernelCheck(lambda: checks(op, args, state, xp))
+    return checks(op, args, state, xp)
 
 
 def _extrema(xp, x, low_only=False):

@@ -29,6 +29,10 @@
 // reduction only over the indices its rows can reach (GF_TRI: ~56% of the terms; the rest are zeros).
 // bfloat16 inputs (TI_BF16, CH = 64): K K^T and Q K^T on tensor cores (GF_TC), the decay scales after.
 // Global rows are read 4 elements at a time where D % 4 == 0 and the pointer allows (gf_ld4).
+// The block also checks what it reads (`bad`, when given: every q, k, v, beta, level weight finite,
+// log decays below +inf; each entry of the call is read by exactly one block), replacing the
+// prologue's pass over the inputs, and writes the float32 level weights gd_scan reads (`lamw`, when
+// given: 16-bit inputs).
 constexpr int GF_LD = CH + 4;                        // row stride of the CH x CH tiles
 constexpr int GF_LK = DKP + 4;                       // row stride of phi^T [s][kk]
 constexpr int GF_VB = DKP < 64 ? DKP : 64;           // value columns per pass
@@ -223,6 +227,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     ta* __restrict__ Hc,         // (BH, n, DK, DV)  H = phi V
     ta* __restrict__ gc,         // (BH, n)          chunk total log decay
     ta* __restrict__ out,        // (BH, n, CH, DV)  the intra-chunk output
+    ta* __restrict__ lamw,       // (BH, T, L) lam in the compute type, or null
+    int* __restrict__ bad,       // set to 1 when some input read is not finite (log decays: +inf, NaN), or null
     int T, int DK, int DV, int L, i64 p, i64 F, int n) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* R0 = reinterpret_cast<ta*>(smem_raw);  // Q [t][f] swizzled; the solve's scratch; attn^T [s][t]
@@ -244,12 +250,15 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     const i64 g0 = (F + j) * CH - p;  // the call's token index of the chunk's first row
     // the chunk's rows of Q and K (zero outside the call and beyond DK) by groups of 4, a, beta
     const bool qvec = gf_vec(q, DK), kvec = gf_vec(k, DK);
+    ta nf = (ta)0;  // x * 0 summed over the inputs read: NaN when one is not finite
 #pragma unroll 2
     for (int i4 = tid; i4 < CH * GF_G; i4 += NT) {
         const int t = i4 / GF_G, gq = i4 % GF_G;
         ta x[4], y[4];
         gf_ld4(q + bh * T * DK, g0 + t, 4 * gq, T, DK, DK, qvec, x);
         gf_ld4(k + bh * T * DK, g0 + t, 4 * gq, T, DK, DK, kvec, y);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) nf = fma(x[e], (ta)0, fma(y[e], (ta)0, nf));
         gf_st4(R0 + gf_grp(t, gq), x);
         gf_st4(R1 + gf_grp(t, gq), y);
     }
@@ -258,6 +267,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         const bool ok = g >= 0 && g < T;
         aa[tid] = ok ? ld(a + bh * T + g) : (ta)0;
         bb[tid] = ok ? ld(bt + bh * T + g) : (ta)0;
+        nf = fma(bb[tid], (ta)0, nf);
+        if (!(aa[tid] <= (ta)(sizeof(ta) == 4 ? 3.4028234663852886e38 : 1.7976931348623157e308))) nf = aa[tid] - aa[tid];  // -inf passes
     }
     __syncthreads();
     // e^{G_t} (G in token order) and e^{suffix after t} (from the chunk's end), a thread per token
@@ -433,6 +444,14 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             const i64 g = g0 + t;
             lamS[t * 8 + l] = (g >= 0 && g < T) ? ld(lam + (bh * T + g) * L + min(l, L - 1)) : (ta)0;
         }
+        if (bad || lamw) {  // the chunk's rows of lam in the call, whole: checked, copied in the compute type
+            const i64 r0 = max(g0, (i64)0), r1 = min(g0 + CH, (i64)T);
+            for (i64 idx = (r0 + bh * T) * L + tid - GF_SW; idx < (r1 + bh * T) * L; idx += NT - GF_SW) {
+                const ta x = ld(lam + idx);
+                nf = fma(x, (ta)0, nf);
+                if (lamw) lamw[idx] = x;
+            }
+        }
     }
     __syncthreads();
     if constexpr (CH == 64) {  // the 64 x 64 block: X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks
@@ -503,6 +522,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             const int t = i4 / (GF_VB / 4), c = 4 * (i4 % (GF_VB / 4));
             ta x[4];
             gf_ld4(v + bh * T * DV + vb, g0 + t, c, T, DV - vb, DV, vvec, x);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) nf = fma(x[e], (ta)0, nf);
             gf_st4(R1 + t * GF_LV + c, x);
         }
         __syncthreads();
@@ -517,4 +538,5 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
                                   if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
                               });
     }
+    if (bad && nf != nf) *bad = 1;  // a plain store: every writer stores the same value
 }
