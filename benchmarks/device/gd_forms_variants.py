@@ -9,6 +9,7 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 - bf16in_ffma: the same with every product in FFMA (GF_TC 0)
 - fp64:      the float64 build (the error reference)
 - fp32_chk:  fp32 with the finiteness flag (``bad``: the prologue's check done by the kernel)
+- fp32_tf32, bf16in_tf32: the five products after the solve on tensor cores (3xTF32, GF_TF32 1)
 - bf16in_chk_lamw: bf16in with the flag and the float32 copy of the level weights for gd_scan (the
              dispatched bf16 path since s11b16)
 
@@ -33,6 +34,8 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "fp64": ("double", False, []),
     "fp32_chk": ("float", False, []),
     "bf16in_chk_lamw": ("float", True, []),
+    "fp32_tf32": ("float", False, [("#define GF_TF32 0", "#define GF_TF32 1")]),
+    "bf16in_tf32": ("float", True, [("#define GF_TF32 0", "#define GF_TF32 1")]),
     "fp32": ("float", False, []),
     "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),
     "fp32_full": ("float", False, [("GF_TRI = true;", "GF_TRI = false;")]),

@@ -47,6 +47,13 @@ constexpr bool GF_TRI = true;                        // triangular reduction ran
 #ifndef GF_TC
 #define GF_TC (TI_BF16 && CH == 64)
 #endif
+// float32 at CH = DKP = 64: the five products after the solve (M X, attn e^G K, X^T Z, phi V,
+// (Lambda * attn) V) on tensor cores, every operand split into tf32 halves (3xTF32: ~2^-21 relative,
+// fp32 sums, as gd_scan), each warp a 16 x 32 tile; else FFMA (GF_TF32 0: a timing build)
+#ifndef GF_TF32
+#define GF_TF32 0
+#endif
+constexpr bool GF_TF = GF_TF32 && sizeof(ta) == 4 && CH == 64 && DKP == 64;
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
@@ -184,6 +191,38 @@ __device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx
     for (int i = 0; i < RM; ++i)
 #pragma unroll
         for (int j = 0; j < RN; ++j) store(ty * RM + i, tx * RN + j, acc[i][j]);
+}
+
+// GF_TF: the warp's 16 x 32 tile (rows m0 .., columns n0 .., as 4 tiles of 16 x 8) of a 64 x 64
+// product over reduction indices [lo, hi) (multiples of 8), operand elements la(row, k), lb(k, column),
+// stored through store(row, column, value) (every element of the tile, zeros included).
+template <typename LA, typename LB, typename S>
+__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store) {
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    float c[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) c[i][x] = 0.f;
+#pragma unroll 1
+    for (int k0 = lo; k0 < hi; k0 += 8) {
+        unsigned ah[4], al[4];
+#pragma unroll
+        for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            unsigned bh[2], bl[2];
+            tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
+            tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
+            mma_tf32(c[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
+            mma_tf32(c[i], ah, bl[0], bl[1]);
+            mma_tf32(c[i], ah, bh[0], bh[1]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) store(m0 + g + 8 * (x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[i][x]);
 }
 
 // One product of the block over reduction indices [lo, hi) (gf_mm), stored through gf_store.
@@ -459,13 +498,31 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
         __syncthreads();
     }
+    // the warp's tile of the tensor-core products (GF_TF): rows m0 .. m0 + 15, columns n0 .. n0 + 31
+    const int m0 = 16 * (tid / 64), n0 = 32 * (tid / 32 % 2);
+    constexpr int RD = DKP / 16;  // FFMA: columns per thread of a CH x DKP product
+    if constexpr (GF_TF) {
+        // attn^T [s][t] = beta_s (M X)[t][s] (M[t][r] = 0 for r > t, X[r][s] = 0 for r < s)
+        gf_tc(m0, n0, n0, m0 + 16, [&](int t, int r) { return R3[r * GF_LD + t]; }, [&](int r, int s) { return R2[r * GF_LD + s]; },
+              [&](int t, int s, ta x) { R0[s * GF_LD + t] = bb[s] * x; });
+        __syncthreads();
+        // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
+        ta* qej = qe + cj * CH * DK;
+        gf_tc(m0, n0, 0, m0 + 16, [&](int t, int r) { return R0[r * GF_LD + t] * eG[r]; },
+              [&](int r, int f) { return R1[gf_el(r, f)]; }, [&](int t, int f, ta x) {
+                  const i64 g = g0 + t;
+                  if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
+              });
+        // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more)
+        gf_tc(m0, n0, m0, CH, [&](int s, int r) { return R2[r * GF_LD + s]; },
+              [&](int r, int f) { return eZ[r] * R1[gf_el(r, f)]; }, [&](int s, int f, ta x) { R3[s * GF_LK + f] = bb[s] * x; });
+    } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
     gf_product<GF_RC, GF_RC>(
         0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R3 + kk * GF_LD + ty * GF_RC, x); },
         [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + tx * GF_RC, x); },
         [&](int t, int s, ta x) { R0[s * GF_LD + t] = bb[s] * x; });
     __syncthreads();
-    constexpr int RD = DKP / 16;  // columns per thread of a CH x DKP product
     {  // qeff = e^G * Q - attn (e^G K) (Q read again from the input, by groups of 4 where RD allows)
         ta* qej = qe + cj * CH * DK;
         ta acc[GF_RC][RD];
@@ -507,6 +564,7 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             for (int jj = 0; jj < RD; ++jj) x[jj] *= e;
         },
         [&](int s, int kk, ta x) { R3[s * GF_LK + kk] = bb[s] * x; });
+    }
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
     for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
@@ -529,14 +587,22 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         __syncthreads();
         constexpr int RV = GF_VB / 16;  // value columns per thread
         const auto vcols = [&](int kk, ta (&x)[RV]) { ldv<RV>(R1 + kk * GF_LV + tx * RV, x); };
-        gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
-                           [&](int kk, int c, ta x) {
-                               if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
-                           });
-        gf_product<GF_RC, RV>(0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
-                              vcols, [&](int t, int c, ta x) {
-                                  if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
-                              });
+        const auto hstore = [&](int kk, int c, ta x) {
+            if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
+        };
+        const auto ostore = [&](int t, int c, ta x) {
+            if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
+        };
+        if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
+            const auto vel = [&](int s, int c) { return R1[s * GF_LV + c]; };
+            gf_tc(m0, n0, 0, CH, [&](int f, int s) { return R3[s * GF_LK + f]; }, vel, hstore);
+            gf_tc(m0, n0, 0, m0 + 16, [&](int t, int s) { return R0[s * GF_LD + t]; }, vel, ostore);
+        } else {
+            gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
+                               hstore);
+            gf_product<GF_RC, RV>(0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
+                                  vcols, ostore);
+        }
     }
     if (bad && nf != nf) *bad = 1;  // a plain store: every writer stores the same value
 }
