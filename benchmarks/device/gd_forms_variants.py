@@ -1,15 +1,16 @@
 """Where gd_forms (gated_delta_forms.cu) spends its time: the kernel alone at B H = 32, T = 8192,
 d = 64, CH = 64, in variants compiled from the production source by text substitution:
 
-- fp32:      the production kernel (float32; 3 blocks per SM by its launch bounds and shared memory)
+- fp32:      the production kernel (float32; 3 blocks per SM by its launch bounds and shared memory; every
+             product on tensor cores in 3xTF32 since s11b16, GF_TF32)
 - fp32_lb2:  the same with __launch_bounds__(256, 2) (registers for 2 blocks per SM)
-- fp32_full: the same with the triangular products' reductions over every index (GF_TRI false)
+- fp32_ffma: every product in FFMA (GF_TF32 0: session 10's kernel)
 - bf16in:    float32 compute reading bfloat16 q, k, v, a, beta, lam (TI_BF16, the dispatched bf16 path:
-             K K^T and Q K^T on tensor cores, GF_TC)
-- bf16in_ffma: the same with every product in FFMA (GF_TC 0)
+             K K^T and Q K^T on bf16 tensor cores, GF_TC; the other products 3xTF32)
+- bf16in_ffma: the same with the products after the solve in FFMA (GF_TF32 0: session 10's kernel)
+- bf16in_kk_tf32: bf16in with K K^T and Q K^T in 3xTF32 instead of bf16 mma (GF_TC 0)
 - fp64:      the float64 build (the error reference)
 - fp32_chk:  fp32 with the finiteness flag (``bad``: the prologue's check done by the kernel)
-- fp32_tf32, bf16in_tf32: the five products after the solve on tensor cores (3xTF32, GF_TF32 1)
 - bf16in_chk_lamw: bf16in with the flag and the float32 copy of the level weights for gd_scan (the
              dispatched bf16 path since s11b16)
 
@@ -34,13 +35,13 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "fp64": ("double", False, []),
     "fp32_chk": ("float", False, []),
     "bf16in_chk_lamw": ("float", True, []),
-    "fp32_tf32": ("float", False, [("#define GF_TF32 0", "#define GF_TF32 1")]),
-    "bf16in_tf32": ("float", True, [("#define GF_TF32 0", "#define GF_TF32 1")]),
+
     "fp32": ("float", False, []),
     "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),
-    "fp32_full": ("float", False, [("GF_TRI = true;", "GF_TRI = false;")]),
+    "fp32_ffma": ("float", False, [("#define GF_TF32 1", "#define GF_TF32 0")]),
     "bf16in": ("float", True, []),
-    "bf16in_ffma": ("float", True, [("#define GF_TC (TI_BF16 && CH == 64)", "#define GF_TC 0")]),
+    "bf16in_ffma": ("float", True, [("#define GF_TF32 1", "#define GF_TF32 0")]),
+    "bf16in_kk_tf32": ("float", True, [("#define GF_TC (TI_BF16 && CH == 64)", "#define GF_TC 0")]),
 }
 
 

@@ -49,9 +49,10 @@ constexpr bool GF_TRI = true;                        // triangular reduction ran
 #endif
 // float32 at CH = DKP = 64: the five products after the solve (M X, attn e^G K, X^T Z, phi V,
 // (Lambda * attn) V) on tensor cores, every operand split into tf32 halves (3xTF32: ~2^-21 relative,
-// fp32 sums, as gd_scan), each warp a 16 x 32 tile; else FFMA (GF_TF32 0: a timing build)
+// fp32 sums, as gd_scan), each warp a 16 x 32 tile, and for float32 inputs K K^T and Q K^T as well;
+// else FFMA (GF_TF32 0: a timing build)
 #ifndef GF_TF32
-#define GF_TF32 0
+#define GF_TF32 1
 #endif
 constexpr bool GF_TF = GF_TF32 && sizeof(ta) == 4 && CH == 64 && DKP == 64;
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
@@ -281,6 +282,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     ta* lamS = eZ + CH;                        // [t][l]: lam[t, min(l, L - 1)], l <= log2 CH (row stride 8)
     check_smem(GF_SMEM * sizeof(ta));
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    // the warp's tile of the tensor-core products (GF_TC, GF_TF): rows m0 .. m0 + 15, columns n0 .. n0 + 31
+    const int m0 = 16 * (tid / 64), n0 = 32 * (tid / 32 % 2);
     // the warp's rows of a CH x CH product: ty = 2w, 2w + 1, i.e. tokens [w0, w1) (GF_TRI: the
     // reductions over s <= t stop at w1, those over r >= s start at w0)
     const int w0 = GF_TRI ? (ty & ~1) * GF_RC : 0, w1 = GF_TRI ? ((ty | 1) + 1) * GF_RC : CH;
@@ -332,7 +335,9 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
 #else
     constexpr int GF_NLOW = 136;
     int dr = 0, dc;
-    if (tid < GF_NLOW) {  // lower piece tid = dr (dr + 1) / 2 + dc
+    if (GF_TF) {  // tensor cores (3xTF32): the thread's own piece, as GF_TC
+        dr = ty, dc = tx;
+    } else if (tid < GF_NLOW) {  // lower piece tid = dr (dr + 1) / 2 + dc
         while ((dr + 1) * (dr + 2) / 2 <= tid) ++dr;
         dc = tid - dr * (dr + 1) / 2;
     } else {  // upper piece tid - 136 = dc (dc - 1) / 2 + dr, dr < dc
@@ -402,6 +407,18 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
                 }
         }
     }
+#else
+    if constexpr (GF_TF) {  // float32: K K^T and Q K^T unscaled, 3xTF32, the warps' tiles on or below the diagonal
+        if (n0 <= m0) {
+            const auto kT = [&](int f, int c) { return R1[gf_el(c, f)]; };  // (K^T)[f][c]
+            gf_tc(m0, n0, 0, DKP, [&](int r, int f) { return R1[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R2[r * GF_LD + c] = x; });
+            gf_tc(m0, n0, 0, DKP, [&](int r, int f) { return R0[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R3[c * GF_LD + r] = x; });
+        }
+    }
+#endif
+#if !GF_TC
+    if constexpr (GF_TF) {
+#endif
     __syncthreads();
     // the decay table's scales in place (each thread its own piece; what lies above the diagonal,
     // not computed, is set to zero)
@@ -414,7 +431,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             R2[t * GF_LD + s] = s < t ? (bb[t] * e) * R2[t * GF_LD + s] : (ta)0;
             R3[s * GF_LD + t] = s <= t ? e * R3[s * GF_LD + t] : (ta)0;
         }
-#else
+#if !GF_TC
+    } else {
     if (tid < GF_NLOW) {
         ta acc[GF_RC][GF_RC];
         gf_mm_rows(acc, R1, R1, dr, dc);
@@ -434,6 +452,7 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
                 R2[t * GF_LD + s] = (ta)0;
                 R3[s * GF_LD + t] = (ta)0;
             }
+    }
     }
 #endif
     __syncthreads();
@@ -498,8 +517,6 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
         __syncthreads();
     }
-    // the warp's tile of the tensor-core products (GF_TF): rows m0 .. m0 + 15, columns n0 .. n0 + 31
-    const int m0 = 16 * (tid / 64), n0 = 32 * (tid / 32 % 2);
     constexpr int RD = DKP / 16;  // FFMA: columns per thread of a CH x DKP product
     if constexpr (GF_TF) {
         // attn^T [s][t] = beta_s (M X)[t][s] (M[t][r] = 0 for r > t, X[r][s] = 0 for r < s)
@@ -513,9 +530,14 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
                   const i64 g = g0 + t;
                   if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
               });
-        // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more)
+        // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
+        // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
         gf_tc(m0, n0, m0, CH, [&](int s, int r) { return R2[r * GF_LD + s]; },
-              [&](int r, int f) { return eZ[r] * R1[gf_el(r, f)]; }, [&](int s, int f, ta x) { R3[s * GF_LK + f] = bb[s] * x; });
+              [&](int r, int f) { return eZ[r] * R1[gf_el(r, f)]; }, [&](int s, int f, ta x) {
+                  x *= bb[s];
+                  R3[s * GF_LK + f] = x;
+                  if (f < DK) ph[(cj * DK + f) * CH + s] = x;
+              });
     } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
     gf_product<GF_RC, GF_RC>(
@@ -566,7 +588,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         [&](int s, int kk, ta x) { R3[s * GF_LK + kk] = bb[s] * x; });
     }
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
-    for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
+    if constexpr (!GF_TF)
+        for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
     for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
         const int s = idx / CH, t = idx % CH;
         R0[s * GF_LD + t] *= s <= t ? lamS[t * 8 + fen_level(t, s)] : (ta)0;
