@@ -26,8 +26,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(HERE)]
+sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 import lsattn  # noqa: E402
+from bench_gpu_gated_delta import inputs  # noqa: E402  (the forward table's inputs)
 from lsattn import _prologue  # noqa: E402
 from lsattn.backends.cupy import _arrays, _compile, gated_delta  # noqa: E402
 
@@ -58,17 +59,6 @@ for n in ("gd_forms", "gd_scan"):
     setattr(_compile.CupyOps, n, span("launch_" + n, getattr(_compile.CupyOps, n)))
 _arrays._from_cupy = span("from_cupy", _arrays._from_cupy)
 _prologue._run = span("_run", _prologue._run)
-
-
-def inputs(T, dtype):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q, k = (torch.randn((2, 16, T, 64), generator=g, device="cuda") for _ in range(2))
-    k = k / k.norm(dim=-1, keepdim=True)
-    v = torch.randn((2, 16, T, 64), generator=g, device="cuda")
-    a = torch.nn.functional.logsigmoid(torch.randn((2, 16, T), generator=g, device="cuda") + 3.0)
-    b = torch.rand((2, 16, T), generator=g, device="cuda")
-    lam = torch.rand((2, 16, T, lsattn.num_levels(T)), generator=g, device="cuda") + 0.5
-    return [x.to(dtype) for x in (q, k, v, a, b, lam)]
 
 
 def latency(f, reps=10):
