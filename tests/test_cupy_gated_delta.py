@@ -217,7 +217,7 @@ class Emulated:
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         opt = [None if x is None else x.ctypes.data_as(ctypes.c_void_p) for x in (lamw, bad)]
         self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H, g, out)), *opt, *ints,
-                                 ctypes.c_int(n), ctypes.c_int(BH))
+                                 ctypes.c_int(n), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("gd_forms")))
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 keep=True):

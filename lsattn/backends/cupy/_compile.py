@@ -59,8 +59,9 @@ class Config:
             pad = 16 // es
             return (2 * CH * (DKP + pad) + DKP * (CH + pad) + (DKP + CH) * (GD_BW + 8) + CH) * es
         if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels
-            cc, vb = CH * (CH + 4), CH * (min(DKP, 64) + 4)
-            tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + 4))
+            pad = 8 if self.ta == "float" and CH == DKP == 64 else 4  # GF_PAD (rows of the tensor-core operands)
+            cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
+            tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + pad))
             return (tiles + 12 * CH) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es

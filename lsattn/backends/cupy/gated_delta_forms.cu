@@ -33,10 +33,25 @@
 // log decays below +inf; each entry of the call is read by exactly one block), replacing the
 // prologue's pass over the inputs, and writes the float32 level weights gd_scan reads (`lamw`, when
 // given: 16-bit inputs).
-constexpr int GF_LD = CH + 4;                        // row stride of the CH x CH tiles
-constexpr int GF_LK = DKP + 4;                       // row stride of phi^T [s][kk]
+// float32 at CH = DKP = 64: the five products after the solve (M X, attn e^G K, X^T Z, phi V,
+// (Lambda * attn) V) on tensor cores, every operand split into tf32 halves (3xTF32: ~2^-21 relative,
+// fp32 sums, as gd_scan), each warp a 16 x 32 tile, and for float32 inputs K K^T and Q K^T as well;
+// else FFMA (GF_TF32 0: a timing build)
+#ifndef GF_TF32
+#define GF_TF32 1
+#endif
+constexpr bool GF_TF = GF_TF32 && sizeof(ta) == 4 && CH == 64 && DKP == 64;
+// GF_TF: rows padded by 8 (the fragments' 32 lanes on 32 banks; 75 KB, still 3 blocks per SM) and the Q /
+// K tiles swizzled by row (GF_WIDE 0: padded by 4, swizzled by groups of GF_RC rows, a timing build)
+#ifndef GF_WIDE
+#define GF_WIDE 1
+#endif
+constexpr bool GF_TFW = GF_TF && GF_WIDE;
+constexpr int GF_PAD = GF_TFW ? 8 : 4;
+constexpr int GF_LD = CH + GF_PAD;                   // row stride of the CH x CH tiles
+constexpr int GF_LK = DKP + GF_PAD;                  // row stride of phi^T [s][kk]
 constexpr int GF_VB = DKP < 64 ? DKP : 64;           // value columns per pass
-constexpr int GF_LV = GF_VB + 4;                     // row stride of the value tile
+constexpr int GF_LV = GF_VB + GF_PAD;                // row stride of the value tile
 constexpr int GF_RC = CH / 16;                       // rows (columns) per thread of a CH x CH product
 constexpr int GF_G = DKP / 4;                        // 4-element groups per row of the Q / K tiles
 constexpr int GF_NL = CH == 16 ? 5 : (CH == 32 ? 6 : 7);  // the chunk-local levels 0 .. log2 CH
@@ -47,14 +62,6 @@ constexpr bool GF_TRI = true;                        // triangular reduction ran
 #ifndef GF_TC
 #define GF_TC (TI_BF16 && CH == 64)
 #endif
-// float32 at CH = DKP = 64: the five products after the solve (M X, attn e^G K, X^T Z, phi V,
-// (Lambda * attn) V) on tensor cores, every operand split into tf32 halves (3xTF32: ~2^-21 relative,
-// fp32 sums, as gd_scan), each warp a 16 x 32 tile, and for float32 inputs K K^T and Q K^T as well;
-// else FFMA (GF_TF32 0: a timing build)
-#ifndef GF_TF32
-#define GF_TF32 1
-#endif
-constexpr bool GF_TF = GF_TF32 && sizeof(ta) == 4 && CH == 64 && DKP == 64;
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
@@ -65,7 +72,9 @@ constexpr int GF_S3 = gf_max(CH * GF_LD, CH * GF_LK);
 constexpr int GF_SMEM = GF_S0 + GF_S1 + GF_S2 + GF_S3 + 4 * CH + 8 * CH;  // + a, beta, e^G, e^Z; Lambda's levels
 
 // Element (t, f) of a swizzled [t][f] tile: group f / 4 of row t at group (f / 4) XOR (t / GF_RC).
-__device__ __forceinline__ int gf_grp(int t, int g) { return t * DKP + ((g ^ ((t / GF_RC) & (GF_G - 1))) << 2); }
+__device__ __forceinline__ int gf_grp(int t, int g) {
+    return t * DKP + ((g ^ ((GF_TFW ? t : t / GF_RC) & (GF_G - 1))) << 2);
+}
 __device__ __forceinline__ int gf_el(int t, int f) { return gf_grp(t, f >> 2) + (f & 3); }
 // W consecutive columns c0 .. c0 + W - 1 of row t of a swizzled tile (c0 a multiple of min(W, 4))
 template <int W>
