@@ -3,6 +3,7 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 
 - fp32:      the production kernel (float32; 3 blocks per SM by its launch bounds and shared memory; every
              product on tensor cores in 3xTF32 since s11b16, GF_TF32)
+- fp32_lb2:  the same with __launch_bounds__(256, 2) (registers for 2 blocks per SM: no spills)
 - fp32_narrow, bf16in_narrow: the tensor-core kernels with session 10's tile layout (rows padded by 4, Q / K
              swizzled by groups of 4 rows: 2- and 4-way bank conflicts on the fragments; GF_WIDE 0)
 - fp32_ffma: every product in FFMA (GF_TF32 0: session 10's kernel)
@@ -37,6 +38,7 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw": ("float", True, []),
 
     "fp32": ("float", False, []),
+    "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),
     "fp32_ffma": ("float", False, [("#define GF_TF32 1", "#define GF_TF32 0")]),
     "fp32_narrow": ("float", False, [("#define GF_WIDE 1", "#define GF_WIDE 0")]),
     "bf16in_narrow": ("float", True, [("#define GF_WIDE 1", "#define GF_WIDE 0")]),

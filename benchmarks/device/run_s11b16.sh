@@ -23,7 +23,7 @@ for f in "$OUT"/log_memcheck.txt "$OUT"/log_racecheck.txt; do echo "-- $f"; grep
 # TIMINGS
 echo "=== gd_forms alone $(date -u +%T)"
 timeout 60 python3 benchmarks/device/gd_forms_variants.py 8192 > "$OUT/log_variants.txt" 2>&1
-echo "rc=$?"; tail -11 "$OUT/log_variants.txt"
+echo "rc=$?"; tail -12 "$OUT/log_variants.txt"
 echo "=== public forward timeline 8192 $(date -u +%T)"
 OUT=$OUT timeout 50 python3 benchmarks/device/gd_timeline.py 8192 > "$OUT/log_timeline.txt" 2>&1
 echo "rc=$?"; grep -E "^====|host phases \(us|GPU:|call \(host" "$OUT/log_timeline.txt" | cut -c1-400
