@@ -89,7 +89,8 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="",
     NLC = chunk_slots(F, n, merge_last)
     lev = xp.zeros((BH, NLC, DK, DV), dtype=dt)
     n_old = 0 if old is None else old.shape[-3]
-    oldc = xp.zeros((1,), dtype=dt) if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
+    # no incoming slot: gd_scan reads none (any array of the compute type stands in; no allocation, no memset)
+    oldc = lev if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
     ops.gd_scan(cfg, qe, ek, ph, H, g, lam3, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 want_state)
     out = xp.ascontiguousarray(xp.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV)))  # compact (JAX: no strided DLPack)
