@@ -45,6 +45,7 @@ import contextlib
 import dataclasses
 import math
 import sys
+import threading
 
 import array_api_compat
 import numpy as np
@@ -155,26 +156,46 @@ def checks(op, args, state, xp):
     return Checked(wait, [(low, math.inf) for _, low in named], own)
 
 
+_FLAG = threading.local()  # each host thread's KernelCheck flag (a call reads its flag before it returns)
+
+
 class KernelCheck:
     """:class:`Checked` answered by the backend's kernels, which read every input entry anyway (an
     implementation with ``checks_inputs``; ``loglinear_gated_delta``'s ``gd_forms``): the implementation
-    receives it as ``check=`` and calls :meth:`flag` with a (1,) int32 device array its kernels set
-    to 1 on a non-finite entry (``-inf`` passing where ``Op.neg_inf`` allows it, not clamped). A path
-    that never calls it (no kernel read the inputs) is answered by :func:`checks` at the first access."""
+    receives it as ``check=``, passes :meth:`pointer` (an int32 its kernels set to 1 on a non-finite
+    entry; ``-inf`` passing where ``Op.neg_inf`` allows it, not clamped) to them and calls
+    :meth:`launched` after them. A path that never calls it (no kernel read the inputs) is answered by
+    :func:`checks` at the first access."""
 
     own_off = False  # only for operators that are not normalised (``kernel_checks``)
 
     def __init__(self, fallback):
         self._fallback, self._wait, self._finite = fallback, None, None
 
-    def flag(self, xp, bad):
-        """The kernels' flag ``bad``, copied to the host without waiting (after the kernels that set it)."""
-        self._wait = _read(xp, bad)
+    def pointer(self):
+        """The device address of a zeroed int32 in pinned host memory (unified addressing: the host's
+        address on every device), the thread's own: kernels set it directly, no device memset or copy."""
+        buf = getattr(_FLAG, "buf", None)
+        if buf is None:
+            import cupyx
+
+            buf = _FLAG.buf = cupyx.empty_pinned((1,), np.int32)
+        buf[0] = 0  # the thread's previous call read it before returning
+        self._buf = buf
+        return buf.ctypes.data
+
+    def launched(self):
+        """The kernels that set the flag are queued on CuPy's current stream: the answer waits for them."""
+        import cupy
+
+        done = cupy.cuda.Event(disable_timing=True)
+        done.record()
+        self._wait = lambda: (done.synchronize(), int(self._buf[0]))[1]
 
     @property
     def finite(self):
         if self._finite is None:
-            self._finite = (not self._wait()[0]) if self._wait is not None else self._fallback().finite
+            self._finite = (not self._wait()) if self._wait is not None else self._fallback().finite
         return self._finite
 
 

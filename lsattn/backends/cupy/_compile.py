@@ -385,8 +385,8 @@ class CupyOps:
     def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None):
         """The per-chunk WY forms (gated_delta_forms.cu) of the contiguous (BH, T, ..) inputs into
         qe, ek (BH, n, CH, DK), ph (BH, n, DK, CH), H (BH, n, DK, DV), g (BH, n), out (BH, n, CH, DV);
-        lamw (BH, T, L): lam in the compute type (or None); bad (1,) int32: set to 1 when some input is
-        not finite (log decays: +inf or NaN), else left as it is (or None)."""
+        lamw (BH, T, L): lam in the compute type (or None); bad: an int32 (a (1,) array or its address as
+        np.uint64) set to 1 when some input is not finite (log decays: +inf or NaN), else left as it is (or None)."""
         fn, block, smem = self._tk("gated_delta", cfg, "gd_forms")
         fn((n, BH), block,
            (q, k, v, a, beta, lam, qe, ek, ph, H, g, out, self._p(lamw), self._p(bad), self._i(T), self._i(DK),

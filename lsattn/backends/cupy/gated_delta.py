@@ -17,7 +17,10 @@ take the kernels here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+
+import numpy as np
 
 from ..._chunktree import chunk_layout, from_chunks, to_chunks
 from ...gated_delta import assemble_levels
@@ -64,9 +67,7 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="",
     batch = tuple(q.shape[:-2])
     BH, T, DK, DV, L = math.prod(batch), q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
     dt = xp.float32 if half else q.dtype  # the compute type: gd_forms' outputs, gd_scan, the state
-    cfg = make_config(ta_name(xp, dt), DK, 16, chunk_size)
-    if half:  # gd_forms reads the 16-bit inputs (TI_BF16 / TI_F16); the FFMA kernels, the chunk as asked
-        cfg = dataclasses.replace(cfg, half=half, tc=False)
+    cfg = _config(ta_name(xp, dt), DK, chunk_size, half)
     C = cfg.CH
     lay = chunk_layout(p, T, C)
     F, n = lay.first_chunk, lay.n_chunks
@@ -79,10 +80,10 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="",
     lam3 = flat(lam, (T, L))
     # gd_scan reads the level weights in the compute type: 16-bit ones copied by gd_forms
     lamw = xp.empty(lam3.shape, dtype=dt) if half else None
-    bad = None if check is None else xp.zeros((1,), dtype=xp.int32)
+    bad = None if check is None else np.uint64(check.pointer())
     qe, ek, ph, H, g, out = forms(ops, cfg, q3, k3, v3, a2, b2, lam3, p, lamw, bad)
-    if check is not None:  # its flag copied to the host now: the host waits for gd_forms only
-        check.flag(xp, bad)
+    if check is not None:  # the host waits for gd_forms only
+        check.launched()
     if half:
         lam3 = lamw
     merge_last = (p + T) % C == 0
@@ -106,11 +107,18 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="",
     return out, xp.reshape(levels, batch + tuple(levels.shape[-3:]))
 
 
+@functools.lru_cache(maxsize=None)
+def _config(ta, DK, chunk_size, half):
+    """The kernels' Config (16-bit inputs: gd_forms reads them (TI_BF16 / TI_F16); the chunk as asked)."""
+    cfg = make_config(ta, DK, 16, chunk_size)
+    return dataclasses.replace(cfg, half=half, tc=False) if half else cfg
+
+
 def forms(ops, cfg, q, k, v, a, beta, lam, p, lamw=None, bad=None):
     """``gd_forms`` on contiguous (BH, T, ..) inputs of ``ops.xp`` (the compute type) at offset ``p``: (qe, ek (BH, n, C, d_k), ph (BH, n, d_k, C),
     H (BH, n, d_k, d_v), g (BH, n), intra (BH, n, C, d_v)) in the compute type, chunked as
-    ``chunk_layout(p, T, cfg.CH)``; lamw (BH, T, L): filled with lam in the compute type; bad (1,) int32:
-    set to 1 when some input is not finite (``CupyOps.gd_forms``); both optional."""
+    ``chunk_layout(p, T, cfg.CH)``; lamw (BH, T, L): filled with lam in the compute type; bad: an int32 (a (1,)
+    array or its address) set to 1 when some input is not finite (``CupyOps.gd_forms``); both optional."""
     xp = ops.xp
     (BH, T, DK), DV, L, C = q.shape, v.shape[-1], lam.shape[-1], cfg.CH
     lay = chunk_layout(p, T, C)
