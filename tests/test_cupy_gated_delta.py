@@ -418,6 +418,42 @@ def test_forms_check_and_level_weights_emulated(emulated, half, ta, T, p, dk, dv
             assert flag(xs)[0] == 1, (i, val, idx)
 
 
+@pytest.mark.parametrize("flag, special", [(0, None), (1, np.nan), (None, np.nan), (None, None), (0, -np.inf)])
+def test_kernel_check_protocol(flag, special):
+    """The prologue's ``KernelCheck`` (CPU torch tensors checked as CUDA ones; the array-API implementation
+    standing in for one with ``checks_inputs`` whose kernels answer ``flag``, or never answer: None): finite
+    inputs (a hard reset included) run it once, with ``check=``; a set flag runs it again without it on the
+    sanitised inputs; no answer is the prologue's own checks' (at the first access). Outputs (NaN where
+    poisoned) equal the ordinary call's."""
+    torch = pytest.importorskip("torch")
+    from unittest import mock
+
+    from lsattn import _nonfinite, backends
+    from lsattn.gated_delta import _forward
+
+    arrays = [torch.as_tensor(x) for x in make(3, (2,), 40, 4, 3)]
+    if special is not None:
+        arrays[1 if special != -np.inf else 3][0, 17] = special  # a key feature, or a hard reset
+    want = lsattn.loglinear_gated_delta(*arrays, backend="array_api")
+    calls = []
+
+    def impl(*a, check=None):
+        calls.append(type(check).__name__)
+        if check is not None and flag is not None:
+            check._wait = lambda: flag  # what pointer() / launched() arrange on a GPU
+        return _forward(*a)
+
+    impl.checks_inputs = True
+    with mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True), \
+            mock.patch.object(backends.Backend, "implementation", lambda self, name, **kw: impl):
+        got = lsattn.loglinear_gated_delta(*arrays, backend="array_api")
+    bad = special is not None and special != -np.inf
+    assert calls == ["KernelCheck"] + (["NoneType"] if bad else []), calls
+    assert (torch.isnan(got) == torch.isnan(want)).all() and torch.isnan(got).any() == bad
+    ok = ~torch.isnan(want)
+    assert_close(got[ok].numpy(), want[ok].numpy(), F64)
+
+
 def test_registered_on_cupy():
     import lsattn.backends.cupy as cb
 

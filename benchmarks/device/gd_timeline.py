@@ -9,7 +9,7 @@ Per dtype:
 - one call under torch.profiler: every GPU operation (kernels, memsets, copies) with its start relative to
   the call's start and its duration, the host phases as annotations, and the GPU's idle time inside the call
   (before its first operation, between operations). The chrome trace goes to ``$OUT/trace_<dtype>.json``.
-- the same three times with the prologue's own finiteness checks (``checks_inputs`` off: the extrema of
+- the same with the prologue's own finiteness checks (``checks_inputs`` off: the extrema of
   every input read before the kernels) instead of ``gd_forms``' flag, in the same run.
 
     python benchmarks/device/gd_timeline.py [T]
@@ -111,7 +111,7 @@ def main():
     for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
         x = inputs(T, dtype)
         f = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
-        for mode in (True, False, True, False):
+        for mode in (True, False):
             gated_delta.forward.checks_inputs = mode
             measure(f, T, name + ("" if mode else " prologue-checks"), timeline_too=mode)
         gated_delta.forward.checks_inputs = True
