@@ -7,9 +7,10 @@ the chunk tree of ``d_k x d_k`` transition products by independent chains over t
 chunk-level Fenwick level and period and per incoming slot (the header of ``gated_delta.cu``); the
 returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
 Inputs are float32 / float64, or float16 / bfloat16 (``HALF_OPS``): ``gd_forms`` reads those as they
-are and computes in float32 (the level weights get one float32 copy for ``gd_scan``; the output is
-rounded once); ``gd_forms`` runs FFMA, ``gd_scan``'s per-slot products run on tensor cores in
-float32 (3xTF32) and FFMA in float64. Under torch autograd 16-bit inputs are widened to float32.
+are and computes in float32 (writing the float32 level weights ``gd_scan`` reads; the output is rounded
+once); both kernels' products run on tensor cores in float32 (3xTF32; ``gd_forms`` at C = d_k = 64) and
+FFMA in float64. ``gd_forms`` also answers the prologue's finiteness check (``KernelCheck``: it reads
+every input entry). Under torch autograd 16-bit inputs are widened to float32.
 CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels;
 backward: ``forms_backward`` in torch operations and ``gd_scan_bwd``); torch tensors without grad
 take the kernels here.

@@ -28,6 +28,9 @@
 // reducing over a triangular factor (M X, attn e^G K, X^T Z, (Lambda * attn) V) run each warp's
 // reduction only over the indices its rows can reach (GF_TRI: ~56% of the terms; the rest are zeros).
 // bfloat16 inputs (TI_BF16, CH = 64): K K^T and Q K^T on tensor cores (GF_TC), the decay scales after.
+// float32 compute at CH = DKP = 64 (GF_TF): every product on tensor cores instead (3xTF32, gf_tc; K K^T and
+// Q K^T of 16-bit inputs stay bf16 mma), the tiles padded by 8 and Q / K swizzled by row (conflict-free
+// fragments); measured at 8K (H200, session 11): 0.566 / 0.513 ms float32 / bf16 against FFMA's 0.582 / 0.537.
 // Global rows are read 4 elements at a time where D % 4 == 0 and the pointer allows (gf_ld4).
 // The block also checks what it reads (`bad`, when given: every q, k, v, beta, level weight finite,
 // log decays below +inf; each entry of the call is read by exactly one block), replacing the
