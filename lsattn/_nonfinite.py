@@ -45,13 +45,14 @@ import contextlib
 import dataclasses
 import math
 import sys
+import threading
 
 import array_api_compat
 import numpy as np
 
 from ._validate import device_of
 
-__all__ = ["checks", "prepare", "undefined_rows", "where_undefined", "canonical_shifts"]
+__all__ = ["checks", "kernel_checks", "KernelCheck", "prepare", "undefined_rows", "where_undefined", "canonical_shifts"]
 
 
 def _traced(x):
@@ -153,6 +154,58 @@ def checks(op, args, state, xp):
         every = [e for x, _ in named for e in _extrema(xp, x)] + ([_extrema(xp, lam[..., 0], True)] if own else [])
         wait = _read(xp, xp.stack(every)) if every else (lambda: np.zeros(0))
     return Checked(wait, [(low, math.inf) for _, low in named], own)
+
+
+_FLAG = threading.local()  # each host thread's KernelCheck flag (a call reads its flag before it returns)
+
+
+class KernelCheck:
+    """:class:`Checked` answered by the backend's kernels, which read every input entry anyway (an
+    implementation with ``checks_inputs``; ``loglinear_gated_delta``'s ``gd_forms``): the implementation
+    receives it as ``check=``, passes :meth:`pointer` (an int32 its kernels set to 1 on a non-finite
+    entry; ``-inf`` passing where ``Op.neg_inf`` allows it, not clamped) to them and calls
+    :meth:`launched` after them. A path that never calls it (no kernel read the inputs) is answered by
+    :func:`checks` at the first access."""
+
+    own_off = False  # only for operators that are not normalised (``kernel_checks``)
+
+    def __init__(self, fallback):
+        self._fallback, self._wait, self._finite = fallback, None, None
+
+    def pointer(self):
+        """The device address of a zeroed int32 in pinned host memory (unified addressing: the host's
+        address on every device), the thread's own: kernels set it directly, no device memset or copy."""
+        buf = getattr(_FLAG, "buf", None)
+        if buf is None:
+            import cupyx
+
+            buf = _FLAG.buf = cupyx.empty_pinned((1,), np.int32)
+        buf[0] = 0  # the thread's previous call read it before returning
+        self._buf = buf
+        return buf.ctypes.data
+
+    def launched(self):
+        """The kernels that set the flag are queued on CuPy's current stream: the answer waits for them."""
+        import cupy
+
+        done = cupy.cuda.Event(disable_timing=True)
+        done.record()
+        self._wait = lambda: (done.synchronize(), int(self._buf[0]))[1]
+
+    @property
+    def finite(self):
+        if self._finite is None:
+            self._finite = (not self._wait()) if self._wait is not None else self._fallback().finite
+        return self._finite
+
+
+def kernel_checks(op, args, state, xp):
+    """A :class:`KernelCheck` where :func:`checks` would read a CUDA device for a call without state
+    of an operator that is not normalised, else :func:`checks`' answer."""
+    present = [a for a in args if a is not None]
+    if state is None and not op.normalised and _cuda_checks(xp, present):
+        return KernelCheck(lambda: checks(op, args, state, xp))
+    return checks(op, args, state, xp)
 
 
 def _extrema(xp, x, low_only=False):

@@ -31,7 +31,7 @@ import array_api_compat
 import numpy as np
 
 from . import _varlen, backends
-from ._nonfinite import canonical_shifts, checks, prepare, undefined_rows, where_undefined
+from ._nonfinite import KernelCheck, canonical_shifts, checks, kernel_checks, prepare, undefined_rows, where_undefined
 from ._validate import _device_or_none, check_float, check_levels, check_shape, compute_dtype, namespace, seq_split
 from .fenwick import num_levels
 from .state import (LEVEL_AXES, State, canonical, check_state, level_slots_of, packed_streams, static_offset,
@@ -292,7 +292,9 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     # CUDA arrays: the non-finite checks and the undefined rows' flag in one read of the device, which
     # is waited for only after the kernels are launched on the inputs as they are (finite: the common
     # case); when some input is not, those results are dropped and the call computes again, sanitised
-    checked = checks(op, args, state, xp) if off is None else None
+    # (an implementation whose kernels check the inputs they read answers it itself: ``checks_inputs``)
+    own = off is None and not _grad(present, state) and getattr(chosen.implementation(op.name), "checks_inputs", False)
+    checked = (kernel_checks if own else checks)(op, args, state, xp) if off is None else None
     args0, state0 = args, state
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams
@@ -314,8 +316,9 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     def compute(finite):
         """(out, new state, the inputs as the backend received them); finite: ``prepare``'s."""
         args_, state_, marks = prepare(run_op, args, state, xp, positions, causal, sbatch, finite=finite)
+        kw_ = dict(kw, check=checked) if finite and isinstance(checked, KernelCheck) else kw
         with _full_precision(xp):
-            out, new_state = impl(*args_, *extra, state_, return_state, **kw)
+            out, new_state = impl(*args_, *extra, state_, return_state, **kw_)
         if marks is not None:
             out, new_state = marks.apply(xp, out, new_state, causal, cum_any=None if off is None else cum_any,
                                          streams=streams)

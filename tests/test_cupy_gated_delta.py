@@ -53,8 +53,12 @@ class Twin:
 
     xp = np
 
-    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH):
-        """The array-API formulation of what gd_forms writes."""
+    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None):
+        """The array-API formulation of what gd_forms writes (16-bit inputs: lamw, lam widened)."""
+        if lamw is not None:
+            lamw[...] = widen(np, lam, cfg.half)
+        if bad is not None and not (all(np.isfinite(x).all() for x in (q, k, v, beta, lam)) and (a < np.inf).all()):
+            bad[0] = 1  # log decays: -inf passes
         lay = chunk_layout(p, T, cfg.CH)
         assert (lay.first_chunk, lay.n_chunks) == (F, n)
         Qc, Kc, Vc = (to_chunks(np, x, lay, -2) for x in (q, k, v))
@@ -209,9 +213,11 @@ class Emulated:
         assert all(a.flags.c_contiguous and a.dtype == arrays[0].dtype for a in arrays)
         return [a.ctypes.data_as(ctypes.c_void_p) for a in arrays]
 
-    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH):
+    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
-        self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H, g, out)), *ints, ctypes.c_int(n), ctypes.c_int(BH))
+        opt = [None if x is None else x.ctypes.data_as(ctypes.c_void_p) for x in (lamw, bad)]
+        self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H, g, out)), *opt, *ints,
+                                 ctypes.c_int(n), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("gd_forms")))
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 keep=True):
@@ -360,6 +366,92 @@ def test_bfloat16_inputs_emulated(emulated, T, p, dk, dv, C, decay):
     assert_close(out, ref.loglinear_gated_delta(*full)[..., p:, :], F32, what=what)
     _, st_api = lsattn.loglinear_gated_delta(*full, return_state=True, backend="array_api")
     assert_close(levels, st_api.tensors["levels"], F32, what="levels " + what)
+
+
+@pytest.mark.parametrize("half, ta, T, p, dk, dv, C", [("bf16", "float", 150, 0, 64, 20, 64), ("", "float", 97, 77, 20, 17, 32),
+                                                       ("", "double", 40, 5, 3, 70, 16)])
+def test_forms_check_and_level_weights_emulated(emulated, half, ta, T, p, dk, dv, C):
+    """gd_forms' finiteness flag (``bad``, the prologue's ``KernelCheck``) and its compute-type copy of
+    the level weights (``lamw``, gd_scan's for 16-bit inputs), on the CPU emulation: finite inputs
+    (hard resets included: ``-inf`` log decays pass) leave the flag clear and copy lam exactly; one
+    NaN or +-inf at a random entry of any input (a level weight beyond the levels gd_forms uses
+    itself, the last token of a partial chunk), or +inf / NaN in a log decay, sets it."""
+    rng = np.random.default_rng(T)
+    arrays = make(7, (2,), T, dk, dv, resets=True)
+    if half:
+        arrays = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
+        bad_vals = [np.uint16(0x7FC0), np.uint16(0x7F80), np.uint16(0xFF80)]  # NaN, +inf, -inf
+    else:
+        dt = np.float32 if ta == "float" else np.float64
+        arrays = [x.astype(dt) for x in arrays]
+        bad_vals = [np.nan, np.inf, -np.inf]
+    L = arrays[5].shape[-1]
+    cfg = make_config(ta, dk, 16, C)
+    if half:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, half=half, tc=False)
+
+    def flag(xs):
+        BH = 2
+        flat = [np.ascontiguousarray(x.reshape((BH,) + x.shape[1:])) for x in xs]
+        lamw = np.full(flat[5].shape, np.nan, dtype=np.float32 if ta == "float" else np.float64) if half else None
+        bad = np.zeros(1, np.int32)
+        cgd.forms(emulated, cfg, *flat, p, lamw, bad)
+        return int(bad[0]), lamw
+
+    b, lamw = flag(arrays)
+    assert b == 0
+    if half:
+        np.testing.assert_array_equal(lamw, widen(np, arrays[5], "bf16"))
+    for i in range(6):
+        for j, val in enumerate(bad_vals):
+            if i == 3 and j == 2:  # a hard reset: passes
+                continue
+            xs = [x.copy() for x in arrays]
+            idx = tuple(int(rng.integers(n)) for n in xs[i].shape)
+            if i == 5:
+                idx = idx[:-1] + (L - 1,)  # the highest level, which only gd_scan reads
+            if i in (0, 2) and j == 0:
+                idx = idx[:-2] + (T - 1, idx[-1])  # the last token
+            xs[i][idx] = val
+            assert flag(xs)[0] == 1, (i, val, idx)
+
+
+@pytest.mark.parametrize("flag, special", [(0, None), (1, np.nan), (None, np.nan), (None, None), (0, -np.inf)])
+def test_kernel_check_protocol(flag, special):
+    """The prologue's ``KernelCheck`` (CPU torch tensors checked as CUDA ones; the array-API implementation
+    standing in for one with ``checks_inputs`` whose kernels answer ``flag``, or never answer: None): finite
+    inputs (a hard reset included) run it once, with ``check=``; a set flag runs it again without it on the
+    sanitised inputs; no answer is the prologue's own checks' (at the first access). Outputs (NaN where
+    poisoned) equal the ordinary call's."""
+    torch = pytest.importorskip("torch")
+    from unittest import mock
+
+    from lsattn import _nonfinite, backends
+    from lsattn.gated_delta import _forward
+
+    arrays = [torch.as_tensor(x) for x in make(3, (2,), 40, 4, 3)]
+    if special is not None:
+        arrays[1 if special != -np.inf else 3][0, 17] = special  # a key feature, or a hard reset
+    want = lsattn.loglinear_gated_delta(*arrays, backend="array_api")
+    calls = []
+
+    def impl(*a, check=None):
+        calls.append(type(check).__name__)
+        if check is not None and flag is not None:
+            check._wait = lambda: flag  # what pointer() / launched() arrange on a GPU
+        return _forward(*a)
+
+    impl.checks_inputs = True
+    with mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True), \
+            mock.patch.object(backends.Backend, "implementation", lambda self, name, **kw: impl):
+        got = lsattn.loglinear_gated_delta(*arrays, backend="array_api")
+    bad = special is not None and special != -np.inf
+    assert calls == ["KernelCheck"] + (["NoneType"] if bad else []), calls
+    assert (torch.isnan(got) == torch.isnan(want)).all() and torch.isnan(got).any() == bad
+    ok = ~torch.isnan(want)
+    assert_close(got[ok].numpy(), want[ok].numpy(), F64)
 
 
 def test_registered_on_cupy():

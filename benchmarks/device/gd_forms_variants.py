@@ -1,13 +1,19 @@
 """Where gd_forms (gated_delta_forms.cu) spends its time: the kernel alone at B H = 32, T = 8192,
 d = 64, CH = 64, in variants compiled from the production source by text substitution:
 
-- fp32:      the production kernel (float32; 3 blocks per SM by its launch bounds and shared memory)
-- fp32_lb2:  the same with __launch_bounds__(256, 2) (registers for 2 blocks per SM)
-- fp32_full: the same with the triangular products' reductions over every index (GF_TRI false)
+- fp32:      the production kernel (float32; 3 blocks per SM by its launch bounds and shared memory; every
+             product on tensor cores in 3xTF32 since s11b16, GF_TF32)
+- fp32_lb2:  the same with __launch_bounds__(256, 2) (registers for 2 blocks per SM: no spills)
+- fp32_narrow, bf16in_narrow: the tensor-core kernels with session 10's tile layout (rows padded by 4, Q / K
+             swizzled by groups of 4 rows: 2- and 4-way bank conflicts on the fragments; GF_WIDE 0)
+- fp32_ffma: every product in FFMA (GF_TF32 0: session 10's kernel)
 - bf16in:    float32 compute reading bfloat16 q, k, v, a, beta, lam (TI_BF16, the dispatched bf16 path:
-             K K^T and Q K^T on tensor cores, GF_TC)
-- bf16in_ffma: the same with every product in FFMA (GF_TC 0)
+             K K^T and Q K^T on bf16 tensor cores, GF_TC; the other products 3xTF32)
+- bf16in_ffma: the same with the products after the solve in FFMA (GF_TF32 0: session 10's kernel)
 - fp64:      the float64 build (the error reference)
+- fp32_chk:  fp32 with the finiteness flag (``bad``: the prologue's check done by the kernel)
+- bf16in_chk_lamw: bf16in with the flag and the float32 copy of the level weights for gd_scan (the
+             dispatched bf16 path since s11b16)
 
 The inputs are bf16-representable values (so every variant reads the same numbers). Each line: ms per
 launch (20 launches between two events) and max |x - fp64| / max |fp64| of qeff, eGK, phi, H, g, intra.
@@ -26,13 +32,18 @@ from lsattn.backends.cupy import _compile as cc  # noqa: E402
 
 BH, D, CH = 32, 64, 64
 TS = [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "8192").split(",")]
-VARIANTS = {  # name: (compute type, bf16 inputs, substitutions)
+VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
+    "fp32_chk": ("float", False, []),
+    "bf16in_chk_lamw": ("float", True, []),
+
     "fp32": ("float", False, []),
     "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),
-    "fp32_full": ("float", False, [("GF_TRI = true;", "GF_TRI = false;")]),
+    "fp32_ffma": ("float", False, [("#define GF_TF32 1", "#define GF_TF32 0")]),
+    "fp32_narrow": ("float", False, [("#define GF_WIDE 1", "#define GF_WIDE 0")]),
+    "bf16in_narrow": ("float", True, [("#define GF_WIDE 1", "#define GF_WIDE 0")]),
     "bf16in": ("float", True, []),
-    "bf16in_ffma": ("float", True, [("#define GF_TC (TI_BF16 && CH == 64)", "#define GF_TC 0")]),
+    "bf16in_ffma": ("float", True, [("#define GF_TF32 1", "#define GF_TF32 0")]),
 }
 
 
@@ -78,11 +89,14 @@ def run(T, fns):
         outs = [cupy.empty(s, dtype=dt) for s in [(BH, n, CH, D), (BH, n, CH, D), (BH, n, D, CH), (BH, n, D, D), (BH, n),
                                                   (BH, n, CH, D)]]
         cfg = cc.make_config(ta, D, D, CH)
+        extra = [cupy.empty((BH, T, L), dtype=dt) if "_lamw" in name else np.uint64(0),
+                 cupy.zeros((1,), dtype=cupy.int32) if "_chk" in name else np.uint64(0)]
         try:
-            if name not in fns:
-                fns[name] = build(ta, bf16, subs, cfg)
-            fn = fns[name]
-            args = (*ins, *outs, np.int32(T), np.int32(D), np.int32(D), np.int32(L), np.int64(0), np.int64(0), np.int32(n))
+            key = (ta, bf16, tuple(subs))
+            if key not in fns:
+                fns[key] = build(ta, bf16, subs, cfg)
+            fn = fns[key]
+            args = (*ins, *outs, *extra, np.int32(T), np.int32(D), np.int32(D), np.int32(L), np.int64(0), np.int64(0), np.int32(n))
             launch = lambda: fn((n, BH), (256,), args, shared_mem=cfg.smem("gd_forms"))  # noqa: E731
             launch()
             cupy.cuda.runtime.deviceSynchronize()
@@ -98,7 +112,8 @@ def run(T, fns):
             elif want is not None:
                 err = " ".join(f"{float(cupy.abs(x - w).max() / cupy.abs(w).max()):.1e}" for x, w in zip(outs, want))
                 err = f"   vs fp64 (qeff eGK phi H g intra): {err}"
-            print(f"T={T} {name:11s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}", flush=True)
+            flag = f" flag {int(extra[1][0])}" if "_chk" in name else ""
+            print(f"T={T} {name:15s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}{flag}", flush=True)
         except Exception as exc:
             print(f"T={T} {name:11s} fails: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
 

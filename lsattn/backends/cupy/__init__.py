@@ -43,7 +43,8 @@ per-chunk WY quantities of the array-API path (``lsattn.gated_delta._chunk_forms
 ``_masked_intra``: ``qeff``, ``e^G K``, ``phi``, ``H = phi V``, the chunk decay and the level-masked
 intra-chunk output) in one block per (sequence, chunk), from the (BH, T, d) inputs, in shared
 memory (``K K^T``, ``Q K^T``, the decay table as sums over each stretch taken in the products'
-stores, ``(I + N)^{-1}`` by 16 / 32 / 64 blocks, the products); ``gd_scan`` replaces the chunk tree by independent chains, one
+stores, ``(I + N)^{-1}`` by 16 / 32 / 64 blocks, the products: on tensor cores at C = d_k = 64; it also
+flags non-finite inputs for the prologue, ``_nonfinite.KernelCheck``); ``gd_scan`` replaces the chunk tree by independent chains, one
 per Fenwick level and period of ``2^m`` chunks (accumulate the bucket, then read and carry it) and per
 incoming slot, one block per (chain, sequence, 32 value columns), each chunk's transition applied as
 ``e^g S - phi (e^G K S)``, the reads added atomically. CuPy arrays, JAX arrays and torch tensors without grad take both.

@@ -59,8 +59,9 @@ class Config:
             pad = 16 // es
             return (2 * CH * (DKP + pad) + DKP * (CH + pad) + (DKP + CH) * (GD_BW + 8) + CH) * es
         if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels
-            cc, vb = CH * (CH + 4), CH * (min(DKP, 64) + 4)
-            tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + 4))
+            pad = 8 if self.ta == "float" and CH == DKP == 64 else 4  # GF_PAD (rows of the tensor-core operands)
+            cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
+            tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + pad))
             return (tiles + 12 * CH) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
@@ -381,13 +382,15 @@ class CupyOps:
              self._i(h), self._i(Lnew), self._p(rows)))
 
     # log-linear Gated DeltaNet
-    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH):
+    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None):
         """The per-chunk WY forms (gated_delta_forms.cu) of the contiguous (BH, T, ..) inputs into
-        qe, ek (BH, n, CH, DK), ph (BH, n, DK, CH), H (BH, n, DK, DV), g (BH, n), out (BH, n, CH, DV)."""
+        qe, ek (BH, n, CH, DK), ph (BH, n, DK, CH), H (BH, n, DK, DV), g (BH, n), out (BH, n, CH, DV);
+        lamw (BH, T, L): lam in the compute type (or None); bad: an int32 (a (1,) array or its address as
+        np.uint64) set to 1 when some input is not finite (log decays: +inf or NaN), else left as it is (or None)."""
         fn, block, smem = self._tk("gated_delta", cfg, "gd_forms")
         fn((n, BH), block,
-           (q, k, v, a, beta, lam, qe, ek, ph, H, g, out, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
-            self._l(F), self._i(n)),
+           (q, k, v, a, beta, lam, qe, ek, ph, H, g, out, self._p(lamw), self._p(bad), self._i(T), self._i(DK),
+            self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)),
            shared_mem=smem)
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,

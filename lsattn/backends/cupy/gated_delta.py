@@ -7,9 +7,10 @@ the chunk tree of ``d_k x d_k`` transition products by independent chains over t
 chunk-level Fenwick level and period and per incoming slot (the header of ``gated_delta.cu``); the
 returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
 Inputs are float32 / float64, or float16 / bfloat16 (``HALF_OPS``): ``gd_forms`` reads those as they
-are and computes in float32 (the level weights get one float32 copy for ``gd_scan``; the output is
-rounded once); ``gd_forms`` runs FFMA, ``gd_scan``'s per-slot products run on tensor cores in
-float32 (3xTF32) and FFMA in float64. Under torch autograd 16-bit inputs are widened to float32.
+are and computes in float32 (writing the float32 level weights ``gd_scan`` reads; the output is rounded
+once); both kernels' products run on tensor cores in float32 (3xTF32; ``gd_forms`` at C = d_k = 64) and
+FFMA in float64. ``gd_forms`` also answers the prologue's finiteness check (``KernelCheck``: it reads
+every input entry). Under torch autograd 16-bit inputs are widened to float32.
 CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels;
 backward: ``forms_backward`` in torch operations and ``gd_scan_bwd``); torch tensors without grad
 take the kernels here.
@@ -17,7 +18,10 @@ take the kernels here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+
+import numpy as np
 
 from ..._chunktree import chunk_layout, from_chunks, to_chunks
 from ...gated_delta import assemble_levels
@@ -51,21 +55,20 @@ def scan_chains(F, n, n_old, NLC):
     return n_old + sum((cL >> m) - (F >> m) + 1 for m in range(1, NLC + 1))
 
 
-def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half=""):
+def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="", check=None):
     """Log-linear Gated DeltaNet over one call of ``T >= 1`` tokens at offset ``p``.
 
     q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): float32 / float64 arrays
     of ``ops.xp``, or all 16-bit as ``half`` says ('f16', or 'bf16' as 16-bit patterns: read by
     ``gd_forms`` as they are, computed in float32); old (..., bit_length(p), d_k, d_v) or None.
     Returns (out (..., T, d_v), levels (..., bit_length(p + T), d_k, d_v) or None) in the compute type.
+    check: a ``lsattn._nonfinite.KernelCheck`` answered by ``gd_forms`` (which reads every input entry), or None.
     """
     xp, ns = ops.xp, _ns(q)
     batch = tuple(q.shape[:-2])
     BH, T, DK, DV, L = math.prod(batch), q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
     dt = xp.float32 if half else q.dtype  # the compute type: gd_forms' outputs, gd_scan, the state
-    cfg = make_config(ta_name(xp, dt), DK, 16, chunk_size)
-    if half:  # gd_forms reads the 16-bit inputs (TI_BF16 / TI_F16); the FFMA kernels, the chunk as asked
-        cfg = dataclasses.replace(cfg, half=half, tc=False)
+    cfg = _config(ta_name(xp, dt), DK, chunk_size, half)
     C = cfg.CH
     lay = chunk_layout(p, T, C)
     F, n = lay.first_chunk, lay.n_chunks
@@ -76,14 +79,20 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="")
     q3, k3, v3 = (flat(x, (T, x.shape[-1])) for x in (q, k, v))
     a2, b2 = flat(a, (T,)), flat(beta, (T,))
     lam3 = flat(lam, (T, L))
-    qe, ek, ph, H, g, out = forms(ops, cfg, q3, k3, v3, a2, b2, lam3, p)
-    if half:  # gd_scan reads the level weights in the compute type
-        lam3 = widen(xp, lam3, half)
+    # gd_scan reads the level weights in the compute type: 16-bit ones copied by gd_forms
+    lamw = xp.empty(lam3.shape, dtype=dt) if half else None
+    bad = None if check is None else np.uint64(check.pointer())
+    qe, ek, ph, H, g, out = forms(ops, cfg, q3, k3, v3, a2, b2, lam3, p, lamw, bad)
+    if check is not None:  # the host waits for gd_forms only
+        check.launched()
+    if half:
+        lam3 = lamw
     merge_last = (p + T) % C == 0
     NLC = chunk_slots(F, n, merge_last)
     lev = xp.zeros((BH, NLC, DK, DV), dtype=dt)
     n_old = 0 if old is None else old.shape[-3]
-    oldc = xp.zeros((1,), dtype=dt) if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
+    # no incoming slot: gd_scan reads none (any array of the compute type stands in; no allocation, no memset)
+    oldc = lev if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
     ops.gd_scan(cfg, qe, ek, ph, H, g, lam3, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 want_state)
     out = xp.ascontiguousarray(xp.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV)))  # compact (JAX: no strided DLPack)
@@ -99,10 +108,18 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="")
     return out, xp.reshape(levels, batch + tuple(levels.shape[-3:]))
 
 
-def forms(ops, cfg, q, k, v, a, beta, lam, p):
+@functools.lru_cache(maxsize=None)
+def _config(ta, DK, chunk_size, half):
+    """The kernels' Config (16-bit inputs: gd_forms reads them (TI_BF16 / TI_F16); the chunk as asked)."""
+    cfg = make_config(ta, DK, 16, chunk_size)
+    return dataclasses.replace(cfg, half=half, tc=False) if half else cfg
+
+
+def forms(ops, cfg, q, k, v, a, beta, lam, p, lamw=None, bad=None):
     """``gd_forms`` on contiguous (BH, T, ..) inputs of ``ops.xp`` (the compute type) at offset ``p``: (qe, ek (BH, n, C, d_k), ph (BH, n, d_k, C),
     H (BH, n, d_k, d_v), g (BH, n), intra (BH, n, C, d_v)) in the compute type, chunked as
-    ``chunk_layout(p, T, cfg.CH)``."""
+    ``chunk_layout(p, T, cfg.CH)``; lamw (BH, T, L): filled with lam in the compute type; bad: an int32 (a (1,)
+    array or its address) set to 1 when some input is not finite (``CupyOps.gd_forms``); both optional."""
     xp = ops.xp
     (BH, T, DK), DV, L, C = q.shape, v.shape[-1], lam.shape[-1], cfg.CH
     lay = chunk_layout(p, T, C)
@@ -111,16 +128,17 @@ def forms(ops, cfg, q, k, v, a, beta, lam, p):
     qe, ek = xp.empty((BH, n, C, DK), dtype=dt), xp.empty((BH, n, C, DK), dtype=dt)
     ph, H = xp.empty((BH, n, DK, C), dtype=dt), xp.empty((BH, n, DK, DV), dtype=dt)
     g, out = xp.empty((BH, n), dtype=dt), xp.empty((BH, n, C, DV), dtype=dt)
-    ops.gd_forms(cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH)
+    ops.gd_forms(cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw, bad)
     return qe, ek, ph, H, g, out
 
 
-def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state):
+def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_state, check=None):
     """CuPy-kernel implementation of ``loglinear_gated_delta``; the signature of
     ``lsattn.gated_delta._forward`` (validated inputs of one dtype: float32 / float64, or 16-bit,
     whose states are float32; ``state`` may be None). Returns (out (..., T, d_v) in the inputs'
     dtype, float32 for 16-bit inputs (the registry casts it), State or None), the state as in the
-    array-API twin."""
+    array-API twin. check: the prologue's ``KernelCheck`` (``checks_inputs``), answered by ``gd_forms``
+    on the kernel path (left unanswered elsewhere: the prologue then checks for itself)."""
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     p = 0 if state is None else state.offset
     if T > 0 and _tracks_grad((q, k, v, log_decay, beta, level_weights) + (() if state is None else tuple(state.tensors.values()))):
@@ -150,9 +168,13 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
             levels = back(xp.zeros(batch + (0, d_k, d_v), dtype=sdtype), "")
             return out, State(OP, 0, batch, d_k, d_v, levels.dtype, {"levels": levels})
         old = None if (state is None or p == 0) else to_cp(state.tensors["levels"])[0]
-        out, levels = compute(ops, *args, chunk_size, p, old, return_state, half)
+        out, levels = compute(ops, *args, chunk_size, p, old, return_state, half, check)
         out = back(out, "")  # float32 for 16-bit inputs: the registry rounds it to their dtype
         if not return_state:
             return out, None
         levels = back(levels, "")
         return out, State(OP, p + T, batch, d_k, d_v, levels.dtype, {"levels": levels})
+
+
+#: the prologue passes ``check=`` (a ``KernelCheck``) instead of reading the inputs' extrema itself
+forward.checks_inputs = True

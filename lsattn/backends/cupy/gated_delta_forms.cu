@@ -28,11 +28,33 @@
 // reducing over a triangular factor (M X, attn e^G K, X^T Z, (Lambda * attn) V) run each warp's
 // reduction only over the indices its rows can reach (GF_TRI: ~56% of the terms; the rest are zeros).
 // bfloat16 inputs (TI_BF16, CH = 64): K K^T and Q K^T on tensor cores (GF_TC), the decay scales after.
+// float32 compute at CH = DKP = 64 (GF_TF): every product on tensor cores instead (3xTF32, gf_tc; K K^T and
+// Q K^T of 16-bit inputs stay bf16 mma), the tiles padded by 8 and Q / K swizzled by row (conflict-free
+// fragments); measured at 8K (H200, session 11): 0.566 / 0.513 ms float32 / bf16 against FFMA's 0.582 / 0.537.
 // Global rows are read 4 elements at a time where D % 4 == 0 and the pointer allows (gf_ld4).
-constexpr int GF_LD = CH + 4;                        // row stride of the CH x CH tiles
-constexpr int GF_LK = DKP + 4;                       // row stride of phi^T [s][kk]
+// The block also checks what it reads (`bad`, when given: every q, k, v, beta, level weight finite,
+// log decays below +inf; each entry of the call is read by exactly one block), replacing the
+// prologue's pass over the inputs, and writes the float32 level weights gd_scan reads (`lamw`, when
+// given: 16-bit inputs).
+// float32 at CH = DKP = 64: the five products after the solve (M X, attn e^G K, X^T Z, phi V,
+// (Lambda * attn) V) on tensor cores, every operand split into tf32 halves (3xTF32: ~2^-21 relative,
+// fp32 sums, as gd_scan), each warp a 16 x 32 tile, and for float32 inputs K K^T and Q K^T as well;
+// else FFMA (GF_TF32 0: a timing build)
+#ifndef GF_TF32
+#define GF_TF32 1
+#endif
+constexpr bool GF_TF = GF_TF32 && sizeof(ta) == 4 && CH == 64 && DKP == 64;
+// GF_TF: rows padded by 8 (the fragments' 32 lanes on 32 banks; 75 KB, still 3 blocks per SM) and the Q /
+// K tiles swizzled by row (GF_WIDE 0: padded by 4, swizzled by groups of GF_RC rows, a timing build)
+#ifndef GF_WIDE
+#define GF_WIDE 1
+#endif
+constexpr bool GF_TFW = GF_TF && GF_WIDE;
+constexpr int GF_PAD = GF_TFW ? 8 : 4;
+constexpr int GF_LD = CH + GF_PAD;                   // row stride of the CH x CH tiles
+constexpr int GF_LK = DKP + GF_PAD;                  // row stride of phi^T [s][kk]
 constexpr int GF_VB = DKP < 64 ? DKP : 64;           // value columns per pass
-constexpr int GF_LV = GF_VB + 4;                     // row stride of the value tile
+constexpr int GF_LV = GF_VB + GF_PAD;                // row stride of the value tile
 constexpr int GF_RC = CH / 16;                       // rows (columns) per thread of a CH x CH product
 constexpr int GF_G = DKP / 4;                        // 4-element groups per row of the Q / K tiles
 constexpr int GF_NL = CH == 16 ? 5 : (CH == 32 ? 6 : 7);  // the chunk-local levels 0 .. log2 CH
@@ -53,7 +75,9 @@ constexpr int GF_S3 = gf_max(CH * GF_LD, CH * GF_LK);
 constexpr int GF_SMEM = GF_S0 + GF_S1 + GF_S2 + GF_S3 + 4 * CH + 8 * CH;  // + a, beta, e^G, e^Z; Lambda's levels
 
 // Element (t, f) of a swizzled [t][f] tile: group f / 4 of row t at group (f / 4) XOR (t / GF_RC).
-__device__ __forceinline__ int gf_grp(int t, int g) { return t * DKP + ((g ^ ((t / GF_RC) & (GF_G - 1))) << 2); }
+__device__ __forceinline__ int gf_grp(int t, int g) {
+    return t * DKP + ((g ^ ((GF_TFW ? t : t / GF_RC) & (GF_G - 1))) << 2);
+}
 __device__ __forceinline__ int gf_el(int t, int f) { return gf_grp(t, f >> 2) + (f & 3); }
 // W consecutive columns c0 .. c0 + W - 1 of row t of a swizzled tile (c0 a multiple of min(W, 4))
 template <int W>
@@ -182,6 +206,38 @@ __device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx
         for (int j = 0; j < RN; ++j) store(ty * RM + i, tx * RN + j, acc[i][j]);
 }
 
+// GF_TF: the warp's 16 x 32 tile (rows m0 .., columns n0 .., as 4 tiles of 16 x 8) of a 64 x 64
+// product over reduction indices [lo, hi) (multiples of 8), operand elements la(row, k), lb(k, column),
+// stored through store(row, column, value) (every element of the tile, zeros included).
+template <typename LA, typename LB, typename S>
+__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store) {
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    float c[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) c[i][x] = 0.f;
+#pragma unroll 1
+    for (int k0 = lo; k0 < hi; k0 += 8) {
+        unsigned ah[4], al[4];
+#pragma unroll
+        for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            unsigned bh[2], bl[2];
+            tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
+            tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
+            mma_tf32(c[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
+            mma_tf32(c[i], ah, bl[0], bl[1]);
+            mma_tf32(c[i], ah, bh[0], bh[1]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) store(m0 + g + 8 * (x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[i][x]);
+}
+
 // One product of the block over reduction indices [lo, hi) (gf_mm), stored through gf_store.
 template <int RM, int RN, typename LA, typename LB, typename S>
 __device__ __forceinline__ void gf_product(int lo, int hi, int ty, int tx, LA la, LB lb, S store) {
@@ -223,6 +279,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     ta* __restrict__ Hc,         // (BH, n, DK, DV)  H = phi V
     ta* __restrict__ gc,         // (BH, n)          chunk total log decay
     ta* __restrict__ out,        // (BH, n, CH, DV)  the intra-chunk output
+    ta* __restrict__ lamw,       // (BH, T, L) lam in the compute type, or null
+    int* __restrict__ bad,       // set to 1 when some input read is not finite (log decays: +inf, NaN), or null
     int T, int DK, int DV, int L, i64 p, i64 F, int n) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* R0 = reinterpret_cast<ta*>(smem_raw);  // Q [t][f] swizzled; the solve's scratch; attn^T [s][t]
@@ -236,6 +294,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     ta* lamS = eZ + CH;                        // [t][l]: lam[t, min(l, L - 1)], l <= log2 CH (row stride 8)
     check_smem(GF_SMEM * sizeof(ta));
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    // the warp's tile of the tensor-core products (GF_TC, GF_TF): rows m0 .. m0 + 15, columns n0 .. n0 + 31
+    const int m0 = 16 * (tid / 64), n0 = 32 * (tid / 32 % 2);
     // the warp's rows of a CH x CH product: ty = 2w, 2w + 1, i.e. tokens [w0, w1) (GF_TRI: the
     // reductions over s <= t stop at w1, those over r >= s start at w0)
     const int w0 = GF_TRI ? (ty & ~1) * GF_RC : 0, w1 = GF_TRI ? ((ty | 1) + 1) * GF_RC : CH;
@@ -244,12 +304,15 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     const i64 g0 = (F + j) * CH - p;  // the call's token index of the chunk's first row
     // the chunk's rows of Q and K (zero outside the call and beyond DK) by groups of 4, a, beta
     const bool qvec = gf_vec(q, DK), kvec = gf_vec(k, DK);
+    ta nf = (ta)0;  // x * 0 summed over the inputs read: NaN when one is not finite
 #pragma unroll 2
     for (int i4 = tid; i4 < CH * GF_G; i4 += NT) {
         const int t = i4 / GF_G, gq = i4 % GF_G;
         ta x[4], y[4];
         gf_ld4(q + bh * T * DK, g0 + t, 4 * gq, T, DK, DK, qvec, x);
         gf_ld4(k + bh * T * DK, g0 + t, 4 * gq, T, DK, DK, kvec, y);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) nf = fma(x[e], (ta)0, fma(y[e], (ta)0, nf));
         gf_st4(R0 + gf_grp(t, gq), x);
         gf_st4(R1 + gf_grp(t, gq), y);
     }
@@ -258,6 +321,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         const bool ok = g >= 0 && g < T;
         aa[tid] = ok ? ld(a + bh * T + g) : (ta)0;
         bb[tid] = ok ? ld(bt + bh * T + g) : (ta)0;
+        nf = fma(bb[tid], (ta)0, nf);
+        if (!(aa[tid] <= (ta)(sizeof(ta) == 4 ? 3.4028234663852886e38 : 1.7976931348623157e308))) nf = aa[tid] - aa[tid];  // -inf passes
     }
     __syncthreads();
     // e^{G_t} (G in token order) and e^{suffix after t} (from the chunk's end), a thread per token
@@ -282,7 +347,9 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
 #else
     constexpr int GF_NLOW = 136;
     int dr = 0, dc;
-    if (tid < GF_NLOW) {  // lower piece tid = dr (dr + 1) / 2 + dc
+    if (GF_TF) {  // tensor cores (3xTF32): the thread's own piece, as GF_TC
+        dr = ty, dc = tx;
+    } else if (tid < GF_NLOW) {  // lower piece tid = dr (dr + 1) / 2 + dc
         while ((dr + 1) * (dr + 2) / 2 <= tid) ++dr;
         dc = tid - dr * (dr + 1) / 2;
     } else {  // upper piece tid - 136 = dc (dc - 1) / 2 + dr, dr < dc
@@ -352,6 +419,18 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
                 }
         }
     }
+#else
+    if constexpr (GF_TF) {  // float32: K K^T and Q K^T unscaled, 3xTF32, the warps' tiles on or below the diagonal
+        if (n0 <= m0) {
+            const auto kT = [&](int f, int c) { return R1[gf_el(c, f)]; };  // (K^T)[f][c]
+            gf_tc(m0, n0, 0, DKP, [&](int r, int f) { return R1[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R2[r * GF_LD + c] = x; });
+            gf_tc(m0, n0, 0, DKP, [&](int r, int f) { return R0[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R3[c * GF_LD + r] = x; });
+        }
+    }
+#endif
+#if !GF_TC
+    if constexpr (GF_TF) {
+#endif
     __syncthreads();
     // the decay table's scales in place (each thread its own piece; what lies above the diagonal,
     // not computed, is set to zero)
@@ -364,7 +443,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             R2[t * GF_LD + s] = s < t ? (bb[t] * e) * R2[t * GF_LD + s] : (ta)0;
             R3[s * GF_LD + t] = s <= t ? e * R3[s * GF_LD + t] : (ta)0;
         }
-#else
+#if !GF_TC
+    } else {
     if (tid < GF_NLOW) {
         ta acc[GF_RC][GF_RC];
         gf_mm_rows(acc, R1, R1, dr, dc);
@@ -384,6 +464,7 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
                 R2[t * GF_LD + s] = (ta)0;
                 R3[s * GF_LD + t] = (ta)0;
             }
+    }
     }
 #endif
     __syncthreads();
@@ -433,6 +514,14 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             const i64 g = g0 + t;
             lamS[t * 8 + l] = (g >= 0 && g < T) ? ld(lam + (bh * T + g) * L + min(l, L - 1)) : (ta)0;
         }
+        if (bad || lamw) {  // the chunk's rows of lam in the call, whole: checked, copied in the compute type
+            const i64 r0 = max(g0, (i64)0), r1 = min(g0 + CH, (i64)T);
+            for (i64 idx = (r0 + bh * T) * L + tid - GF_SW; idx < (r1 + bh * T) * L; idx += NT - GF_SW) {
+                const ta x = ld(lam + idx);
+                nf = fma(x, (ta)0, nf);
+                if (lamw) lamw[idx] = x;
+            }
+        }
     }
     __syncthreads();
     if constexpr (CH == 64) {  // the 64 x 64 block: X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks
@@ -440,13 +529,34 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
         __syncthreads();
     }
+    constexpr int RD = DKP / 16;  // FFMA: columns per thread of a CH x DKP product
+    if constexpr (GF_TF) {
+        // attn^T [s][t] = beta_s (M X)[t][s] (M[t][r] = 0 for r > t, X[r][s] = 0 for r < s)
+        gf_tc(m0, n0, n0, m0 + 16, [&](int t, int r) { return R3[r * GF_LD + t]; }, [&](int r, int s) { return R2[r * GF_LD + s]; },
+              [&](int t, int s, ta x) { R0[s * GF_LD + t] = bb[s] * x; });
+        __syncthreads();
+        // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
+        ta* qej = qe + cj * CH * DK;
+        gf_tc(m0, n0, 0, m0 + 16, [&](int t, int r) { return R0[r * GF_LD + t] * eG[r]; },
+              [&](int r, int f) { return R1[gf_el(r, f)]; }, [&](int t, int f, ta x) {
+                  const i64 g = g0 + t;
+                  if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
+              });
+        // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
+        // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
+        gf_tc(m0, n0, m0, CH, [&](int s, int r) { return R2[r * GF_LD + s]; },
+              [&](int r, int f) { return eZ[r] * R1[gf_el(r, f)]; }, [&](int s, int f, ta x) {
+                  x *= bb[s];
+                  R3[s * GF_LK + f] = x;
+                  if (f < DK) ph[(cj * DK + f) * CH + s] = x;
+              });
+    } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
     gf_product<GF_RC, GF_RC>(
         0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R3 + kk * GF_LD + ty * GF_RC, x); },
         [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R2 + kk * GF_LD + tx * GF_RC, x); },
         [&](int t, int s, ta x) { R0[s * GF_LD + t] = bb[s] * x; });
     __syncthreads();
-    constexpr int RD = DKP / 16;  // columns per thread of a CH x DKP product
     {  // qeff = e^G * Q - attn (e^G K) (Q read again from the input, by groups of 4 where RD allows)
         ta* qej = qe + cj * CH * DK;
         ta acc[GF_RC][RD];
@@ -488,8 +598,10 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             for (int jj = 0; jj < RD; ++jj) x[jj] *= e;
         },
         [&](int s, int kk, ta x) { R3[s * GF_LK + kk] = bb[s] * x; });
+    }
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
-    for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
+    if constexpr (!GF_TF)
+        for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
     for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
         const int s = idx / CH, t = idx % CH;
         R0[s * GF_LD + t] *= s <= t ? lamS[t * 8 + fen_level(t, s)] : (ta)0;
@@ -503,18 +615,29 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             const int t = i4 / (GF_VB / 4), c = 4 * (i4 % (GF_VB / 4));
             ta x[4];
             gf_ld4(v + bh * T * DV + vb, g0 + t, c, T, DV - vb, DV, vvec, x);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) nf = fma(x[e], (ta)0, nf);
             gf_st4(R1 + t * GF_LV + c, x);
         }
         __syncthreads();
         constexpr int RV = GF_VB / 16;  // value columns per thread
         const auto vcols = [&](int kk, ta (&x)[RV]) { ldv<RV>(R1 + kk * GF_LV + tx * RV, x); };
-        gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
-                           [&](int kk, int c, ta x) {
-                               if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
-                           });
-        gf_product<GF_RC, RV>(0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
-                              vcols, [&](int t, int c, ta x) {
-                                  if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
-                              });
+        const auto hstore = [&](int kk, int c, ta x) {
+            if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
+        };
+        const auto ostore = [&](int t, int c, ta x) {
+            if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
+        };
+        if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
+            const auto vel = [&](int s, int c) { return R1[s * GF_LV + c]; };
+            gf_tc(m0, n0, 0, CH, [&](int f, int s) { return R3[s * GF_LK + f]; }, vel, hstore);
+            gf_tc(m0, n0, 0, m0 + 16, [&](int t, int s) { return R0[s * GF_LD + t]; }, vel, ostore);
+        } else {
+            gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
+                               hstore);
+            gf_product<GF_RC, RV>(0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
+                                  vcols, ostore);
+        }
     }
+    if (bad && nf != nf) *bad = 1;  // a plain store: every writer stores the same value
 }
