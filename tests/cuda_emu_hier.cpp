@@ -2,7 +2,7 @@
 // for the CPU on the emulation of cuda_emu.h (a std::thread per CUDA thread, blocks one after
 // another); the rest of common.cu that hierarchical.cu uses is restated here (inputs in the
 // compute type: ti = ta). tests/test_cupy_hierarchical.py builds it with
-//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. [-DHI_TC=1] -DKERNEL='"<path of the .cu>"'
+//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. [-DHI_TC=1 [-DHI_TF32=1]] -DKERNEL='"<path of the .cu>"'
 // and drives it through the backend's host logic (hierarchical.compute).
 #include "cuda_emu.h"
 typedef TA ti;

@@ -61,8 +61,11 @@ constexpr int HI_RC = HI_RW / 16;  // columns per thread of hi_read (16 column g
 constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_merge
 constexpr int HI_P = NT / CH;  // threads per row of the row maxima
 constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+#ifndef HI_TF32
+#define HI_TF32 0  // the tensor-core kernels' products as 3xTF32 (float32 / float16 inputs; host: -DHI_TF32=1)
+#endif
 #ifndef HI_TC
-#define HI_TC TI_BF16  // the tensor-core kernels: bf16 inputs (the CPU emulation sets it for float)
+#define HI_TC (TI_BF16 || HI_TF32)  // the tensor-core kernels (the CPU emulation sets it for float)
 #endif
 // Row strides (no bank conflicts): FFMA: odd, for column walks; tensor cores: 8 mod 32 words for the
 // fragments' 64-bit pair loads along a row (q / k / e tiles, the pair weights), 4 mod 32 for the scalar
@@ -91,11 +94,13 @@ __device__ __forceinline__ int hr_col(int ii, int jj) {
     const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
     return 8 * (((int)(threadIdx.x >> 5) % HI_WPM) * HI_NPW + (e >> 2)) + 2 * (lane & 3) + (e & 1);
 }
+#if !HI_TF32
 // bf16 halves of two fp32 values: hi = round(x), lo = round(x - hi) (x = hi + lo to ~2^-17 relative)
 __device__ __forceinline__ void hi_split(float x0, float x1, unsigned& hi, unsigned& lo) {
     hi = pack2(x0, x1);
     lo = pack2(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
+#endif
 // The pair (X[o], X[o + 1]) (o even, X 8-byte aligned) and the pair (X[o], X[o + ld])
 __device__ __forceinline__ float2 hi_row2(const float* X, int o) { return *reinterpret_cast<const float2*>(X + o); }
 __device__ __forceinline__ float2 hi_col2(const float* X, int o, int ld) { return make_float2(X[o], X[o + ld]); }
@@ -105,9 +110,38 @@ __device__ __forceinline__ float2 hi_col2(const float* X, int o, int ld) { retur
 // halves of both, three mma per step (hi hi + lo hi + hi lo: each product to ~2^-16, fp32 accumulation);
 // c[u][x]: row r0 + g + 8 (x >> 1), column n0 + 8 u + 2 t + (x & 1). Nonnegative operands keep that
 // accuracy in the sum. hi_read's E S and hi_intra's pair weights and W V (bf16 inputs) share it.
+// HI_TF32 (float32 / float16 inputs: the float32 bound): tf32 halves instead (3xTF32, ~2^-21 relative, as
+// gd_scan), two m16n8k8 triples per step: m16n8k8's reduction slots t / t + 4 stand for the step's indices
+// 2t / 2t + 8 in the first triple and 2t + 1 / 2t + 9 in the second (the same pairs, the same fragment rows
+// and columns, the same accumulators).
 template <int NN, typename FA, typename FB>
 __device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k0, int k1, FA A, FB B) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#if HI_TF32
+#pragma unroll 1
+    for (int kb = k0; kb < k1; kb += 16) {
+        unsigned ah[2][4], al[2][4];  // [h]: the step's even reduction indices (h = 0), its odd ones
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            const float2 v = A(r0 + g + 8 * (x & 1), kb + 2 * t + 8 * (x >> 1));
+            tf32_split(v.x, ah[0][x], al[0][x]);
+            tf32_split(v.y, ah[1][x], al[1][x]);
+        }
+#pragma unroll
+        for (int u = 0; u < NN; ++u) {
+            const float2 v0 = B(kb + 2 * t, n0 + 8 * u + g), v1 = B(kb + 2 * t + 8, n0 + 8 * u + g);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                unsigned bh0, bl0, bh1, bl1;
+                tf32_split(h ? v0.y : v0.x, bh0, bl0);
+                tf32_split(h ? v1.y : v1.x, bh1, bl1);
+                mma_tf32(c[u], al[h], bh0, bh1);
+                mma_tf32(c[u], ah[h], bl0, bl1);
+                mma_tf32(c[u], ah[h], bh0, bh1);
+            }
+        }
+    }
+#else
 #pragma unroll 2
     for (int kb = k0; kb < k1; kb += 16) {
         unsigned ah[4], al[4], bh[NN][2], bl[NN][2];
@@ -130,6 +164,7 @@ __device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k
             mma_bf16(c[u], ah, bh[u][0], bh[u][1]);
         }
     }
+#endif
 }
 #else
 __device__ __forceinline__ int hr_row(int ii, int) { return (int)(threadIdx.x / 16) * HI_RR + ii; }
