@@ -10,27 +10,27 @@ NAME=s11c17; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 PT="python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short"
 echo "=== tests, sanitizers $(date -u +%T)"
-timeout 95 $PT tests/test_cupy_hierarchical.py > "$OUT/t_hier.txt" 2>&1 &
-timeout 95 $PT tests/test_cupy_hierarchical_grad.py > "$OUT/t_grad.txt" 2>&1 &
-( timeout 55 compute-sanitizer --tool memcheck --print-limit 3 python3 benchmarks/device/hier_small.py > "$OUT/s_mem.txt" 2>&1
-  timeout 40 compute-sanitizer --tool racecheck --print-limit 3 python3 benchmarks/device/hier_small.py > "$OUT/s_race.txt" 2>&1 ) &
+timeout 90 $PT tests/test_cupy_hierarchical.py > "$OUT/t_hier.txt" 2>&1 &
+timeout 90 $PT tests/test_cupy_hierarchical_grad.py > "$OUT/t_grad.txt" 2>&1 &
+( timeout 50 compute-sanitizer --tool memcheck --print-limit 3 python3 benchmarks/device/hier_small.py > "$OUT/s_mem.txt" 2>&1
+  timeout 38 compute-sanitizer --tool racecheck --print-limit 3 python3 benchmarks/device/hier_small.py > "$OUT/s_race.txt" 2>&1 ) &
 wait
 for f in t_hier t_grad; do echo "-- $f: $(tail -1 "$OUT/$f.txt")"; grep -E "^FAILED|^ERROR|^E  " "$OUT/$f.txt" | head -8; done
 for f in s_mem s_race; do echo "-- $f: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize ok" "$OUT/$f.txt" | tr '\n' ' ')"; done
 # TIMINGS
 echo "=== kernels $(date -u +%T)"
-timeout 40 python3 benchmarks/bench_gpu_hierarchical.py kernels --T 8192,16384,32768 --dtypes bfloat16,float32,float32-ffma \
+timeout 35 python3 benchmarks/bench_gpu_hierarchical.py kernels --T 8192,16384,32768 --dtypes bfloat16,float32,float32-ffma \
     --chunks 64 > "$OUT/kernels.txt" 2>&1; echo "rc=$?"
 grep -E "^T=" "$OUT/kernels.txt"
 echo "=== public forward $(date -u +%T)"
-timeout 35 python3 benchmarks/bench_gpu_hierarchical.py --out "$OUT" --T 8192,16384,32768 --api-max 8192 > "$OUT/hier.txt" 2>&1
+timeout 30 python3 benchmarks/bench_gpu_hierarchical.py --out "$OUT" --T 8192,16384,32768 --api-max 8192 > "$OUT/hier.txt" 2>&1
 echo "rc=$?"; grep -E "^\|" "$OUT/hier.txt" | cut -c1-200
 echo "=== ncu 16K $(date -u +%T)"
 if command -v ncu > /dev/null; then
-  timeout 45 ncu --kernel-name regex:"hi_read|hi_intra" --launch-count 4 --section SpeedOfLight --section WarpStateStats \
+  timeout 25 ncu --kernel-name regex:"hi_read|hi_intra" --launch-count 4 --section SpeedOfLight --section WarpStateStats \
       --section SchedulerStats --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
       --section InstructionStats python3 benchmarks/device/ncu_hier_s11c17.py 16384 > "$OUT/ncu.txt" 2>&1
-  echo "rc=$?"; grep -E "hi_read|hi_intra|Duration|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Executed Ipc A|Stall" "$OUT/ncu.txt" | head -40
+  echo "rc=$?"; grep -E "hi_read|hi_intra|Duration|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Executed Ipc A|Executed Instructions|Block Limit|Stall" "$OUT/ncu.txt" | head -60
 else
   echo "no ncu"
 fi
