@@ -19,6 +19,8 @@ inline void staged(L load, S store) {  // common.cu's, one element at a time
 #if HI_TC  // the tensor-core variant (-DHI_TC=1, TA float): mma and shuffles emulated per warp, copies at once
 #include "cuda_emu_mma.h"
 struct float2 { float x, y; };
+struct float4 { float x, y, z, w; };
+struct uint2 { unsigned x, y; };
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float __shfl_xor_sync(unsigned, float x, int o) {  // through the warp's mma exchange (cuda_emu_mma.h)
     EmuWarp& W = emu_warps[threadIdx.x >> 5];

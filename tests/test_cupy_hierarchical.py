@@ -104,6 +104,9 @@ class EmuTF32(EmuTC):
         return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1, "HI_TF32": 1},
                          {"KERNEL": cupy_source("hierarchical.cu")})
 
+    def _smem(self, cfg, kernel):  # float32's (tf32 planes)
+        return ctypes.c_uint(dataclasses.replace(cfg, tc=True).smem(kernel))
+
 
 @pytest.fixture(scope="module")
 def emu():
@@ -197,7 +200,7 @@ def test_kernels_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, we
                  what=f"T={T} C={C} cuts={cuts}")
 
 
-@given(batch=batch_shapes, T=st.integers(1, 150), dk=head_dims, dv=st.sampled_from([1, 3, 17, 70]), C=chunks,
+@given(batch=batch_shapes, T=st.integers(1, 150), dk=head_dims, dv=st.sampled_from([1, 3, 8, 17, 70]), C=chunks,
        decay=decays_or_none, weights=weight_kinds, scale=st.sampled_from([1.0, 30.0, 1e3]), neg_inf=st.booleans(),
        seed=seeds, data=st.data())
 @settings(max_examples=max(4, settings.default.max_examples // 4))  # a std::thread per CUDA thread: CI time
