@@ -68,16 +68,6 @@ inline float __shfl_xor_sync(unsigned, float x, int o) {
     W.bar.arrive_and_wait();
     return r;
 }
-static std::atomic<int> emu_or{0};
-inline bool __syncthreads_or(int p) {
-    __syncthreads();
-    if (p) emu_or.store(1);
-    __syncthreads();
-    const bool r = emu_or.load() != 0;
-    __syncthreads();
-    if (threadIdx.x == 0) emu_or.store(0);  // the next call's first barrier waits for it
-    return r;
-}
 inline ta warp_sum(ta x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     return x;

@@ -182,8 +182,26 @@ __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
 }
 
 // Rows g0 .. g0 + CH - 1 of one sequence's (T, D) input into X (row stride ldx, DKP columns);
-// rows outside [0, T) and columns >= D are 0.
+// rows outside [0, T) and columns >= D are 0. bf16 inputs (HI_TC): 16-byte loads of 8 and stores of 4 where the
+// rows allow (float32 / float16: scalar loads, the 3xTF32 kernels' registers are at their bound).
 __device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD) {
+#if TI_BF16  // (the CPU emulation reads float32: the scalar loads)
+    if (DKP % 8 == 0 && D % 8 == 0 && ldx % 4 == 0 && (reinterpret_cast<unsigned long long>(src) & 15) == 0) {
+        for (int idx = threadIdx.x; idx < CH * DKP / 8; idx += NT) {
+            const int t = idx / (DKP / 8), i = 8 * (idx % (DKP / 8));
+            const i64 g = g0 + t;
+            uint4 w = {0u, 0u, 0u, 0u};
+            if (i < D && g >= 0 && g < T) w = *reinterpret_cast<const uint4*>(src + g * D + i);
+            const unsigned u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int e = 0; e < 8; e += 4)  // element e of the 16 bytes as ld converts it
+                *reinterpret_cast<float4*>(X + t * ldx + i + e) =
+                    make_float4(__uint_as_float(u[e >> 1] << 16), __uint_as_float(u[e >> 1] & 0xffff0000u),
+                                __uint_as_float(u[(e >> 1) + 1] << 16), __uint_as_float(u[(e >> 1) + 1] & 0xffff0000u));
+        }
+        return;
+    }
+#endif
     for (int idx = threadIdx.x; idx < CH * DKP; idx += NT) {
         const int t = idx / DKP, i = idx % DKP;
         const i64 g = g0 + t;
@@ -566,6 +584,7 @@ extern "C" __global__ void HI_INTRA_BOUNDS hi_intra(
     }
 #if HI_TC
     __syncthreads();  // every flag is set; Bs is free (the exact rows' scratch)
+    if (!__syncthreads_or(tid < CH && flg[tid])) return;  // (the common case: no row for the exact path)
     for (int t = t0; t < t1; ++t)  // uniform over the block
         if (flg[t])
             hi_intra_exact_row(t, t0, q + (bh * T + g0 + t) * DK, Ks, lam + (bh * T + g0 + t) * L, lv + (bh * T + g0) * DV, ac,
