@@ -2,7 +2,8 @@
 # Session 11, branch s11c17 (issue 17: loglinear_log_attention forward kernels), one H200, <= 180 s.
 # Tests: the hierarchical GPU tests (float32 / float16 now on tensor cores as 3xTF32, at the float32 bound), the
 # gradient tests, memcheck + racecheck of hier_small.py. TIMINGS: per-kernel forward at 8K / 16K / 32K, chunk 64,
-# float32 (3xTF32), float32-ffma (session 10's float32 kernels) and bfloat16 (session 10's changes 4-6, never timed);
+# float32 (3xTF32), float32-ffma (session 10's float32 kernels) and bfloat16, and main's bf16 kernels (4c495c3 = session
+# 10's changes 4-6, never timed; benchmarks/device/s11c17_base.patch reversed on a copy);
 # the public forward at 8K / 16K / 32K against SDPA; ncu on hi_intra / hi_read at 16K (bf16, fp32).
 #   OUT=... bash benchmarks/device/run_s11c17.sh      (results and logs: $OUT/s11c17.tgz)
 set -u
@@ -22,12 +23,17 @@ echo "=== kernels $(date -u +%T)"
 timeout 35 python3 benchmarks/bench_gpu_hierarchical.py kernels --T 8192,16384,32768 --dtypes bfloat16,float32,float32-ffma \
     --chunks 64 > "$OUT/kernels.txt" 2>&1; echo "rc=$?"
 grep -E "^T=" "$OUT/kernels.txt"
+echo "=== kernels of main (4c495c3: s11c17_base.patch reversed), bf16 $(date -u +%T)"
+B=/tmp/s11c17_base; rm -rf $B; mkdir -p $B && cp -r lsattn benchmarks $B/ && patch -s -R -p1 -d $B < benchmarks/device/s11c17_base.patch \
+  && PYTHONPATH=/tmp/site:$B timeout 20 python3 $B/benchmarks/bench_gpu_hierarchical.py kernels --T 8192,16384,32768 --dtypes bfloat16 \
+     --chunks 64 > "$OUT/kernels_base.txt" 2>&1; echo "rc=$?"
+grep -E "^T=" "$OUT/kernels_base.txt"
 echo "=== public forward $(date -u +%T)"
 timeout 30 python3 benchmarks/bench_gpu_hierarchical.py --out "$OUT" --T 8192,16384,32768 --api-max 8192 > "$OUT/hier.txt" 2>&1
 echo "rc=$?"; grep -E "^\|" "$OUT/hier.txt" | cut -c1-200
 echo "=== ncu 16K $(date -u +%T)"
 if command -v ncu > /dev/null; then
-  timeout 25 ncu --kernel-name regex:"hi_read|hi_intra" --launch-count 4 --section SpeedOfLight --section WarpStateStats \
+  timeout 22 ncu --kernel-name regex:"hi_read|hi_intra" --launch-count 4 --section SpeedOfLight --section WarpStateStats \
       --section SchedulerStats --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
       --section InstructionStats python3 benchmarks/device/ncu_hier_s11c17.py 16384 > "$OUT/ncu.txt" 2>&1
   echo "rc=$?"; grep -E "hi_read|hi_intra|Duration|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Executed Ipc A|Executed Instructions|Block Limit|Stall" "$OUT/ncu.txt" | head -60
