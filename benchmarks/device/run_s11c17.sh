@@ -28,6 +28,12 @@ B=/tmp/s11c17_base; rm -rf $B; mkdir -p $B && cp -r lsattn benchmarks $B/ && pat
   && PYTHONPATH=/tmp/site:$B timeout 20 python3 $B/benchmarks/bench_gpu_hierarchical.py kernels --T 8192,16384,32768 --dtypes bfloat16 \
      --chunks 64 > "$OUT/kernels_base.txt" 2>&1; echo "rc=$?"
 grep -E "^T=" "$OUT/kernels_base.txt"
+echo "=== variant: bf16 hi_read at 3 blocks per SM (__launch_bounds__(NT, 3): 80 registers, 28 bytes of spills) $(date -u +%T)"
+V=/tmp/s11c17_v3; rm -rf $V; mkdir -p $V && cp -r lsattn benchmarks $V/ \
+  && sed -i 's/__launch_bounds__(NT, 2) hi_read(/__launch_bounds__(NT, 3) hi_read(/' $V/lsattn/backends/cupy/hierarchical.cu \
+  && PYTHONPATH=/tmp/site:$V timeout 15 python3 $V/benchmarks/bench_gpu_hierarchical.py kernels --T 16384,32768 --dtypes bfloat16 \
+     --chunks 64 > "$OUT/kernels_v3.txt" 2>&1; echo "rc=$?"
+grep -E "^T=" "$OUT/kernels_v3.txt"
 echo "=== public forward $(date -u +%T)"
 timeout 30 python3 benchmarks/bench_gpu_hierarchical.py --out "$OUT" --T 8192,16384,32768 --api-max 8192 > "$OUT/hier.txt" 2>&1
 echo "rc=$?"; grep -E "^\|" "$OUT/hier.txt" | cut -c1-200
