@@ -11,8 +11,8 @@ NAME=s11c17; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 PT="python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short"
 echo "=== tests, sanitizers $(date -u +%T)"
-timeout 90 $PT tests/test_cupy_hierarchical.py > "$OUT/t_hier.txt" 2>&1 &
-timeout 90 $PT tests/test_cupy_hierarchical_grad.py > "$OUT/t_grad.txt" 2>&1 &
+timeout 82 $PT tests/test_cupy_hierarchical.py > "$OUT/t_hier.txt" 2>&1 &
+timeout 82 $PT tests/test_cupy_hierarchical_grad.py > "$OUT/t_grad.txt" 2>&1 &
 ( timeout 50 compute-sanitizer --tool memcheck --print-limit 3 python3 benchmarks/device/hier_small.py > "$OUT/s_mem.txt" 2>&1
   timeout 38 compute-sanitizer --tool racecheck --print-limit 3 python3 benchmarks/device/hier_small.py > "$OUT/s_race.txt" 2>&1 ) &
 wait
@@ -25,17 +25,17 @@ timeout 35 python3 benchmarks/bench_gpu_hierarchical.py kernels --T 8192,16384,3
 grep -E "^T=" "$OUT/kernels.txt"
 echo "=== kernels of main (4c495c3: s11c17_base.patch reversed), bf16 $(date -u +%T)"
 B=/tmp/s11c17_base; rm -rf $B; mkdir -p $B && cp -r lsattn benchmarks $B/ && patch -s -R -p1 -d $B < benchmarks/device/s11c17_base.patch \
-  && PYTHONPATH=/tmp/site:$B timeout 20 python3 $B/benchmarks/bench_gpu_hierarchical.py kernels --T 8192,16384,32768 --dtypes bfloat16 \
+  && PYTHONPATH=/tmp/site:$B timeout 15 python3 $B/benchmarks/bench_gpu_hierarchical.py kernels --T 8192,16384 --dtypes bfloat16 \
      --chunks 64 > "$OUT/kernels_base.txt" 2>&1; echo "rc=$?"
 grep -E "^T=" "$OUT/kernels_base.txt"
 echo "=== variant: bf16 hi_read at 3 blocks per SM (__launch_bounds__(NT, 3): 80 registers, 28 bytes of spills) $(date -u +%T)"
 V=/tmp/s11c17_v3; rm -rf $V; mkdir -p $V && cp -r lsattn benchmarks $V/ \
   && sed -i 's/__launch_bounds__(NT, 2) hi_read(/__launch_bounds__(NT, 3) hi_read(/' $V/lsattn/backends/cupy/hierarchical.cu \
-  && PYTHONPATH=/tmp/site:$V timeout 15 python3 $V/benchmarks/bench_gpu_hierarchical.py kernels --T 16384,32768 --dtypes bfloat16 \
+  && PYTHONPATH=/tmp/site:$V timeout 12 python3 $V/benchmarks/bench_gpu_hierarchical.py kernels --T 16384 --dtypes bfloat16 \
      --chunks 64 > "$OUT/kernels_v3.txt" 2>&1; echo "rc=$?"
 grep -E "^T=" "$OUT/kernels_v3.txt"
 echo "=== public forward $(date -u +%T)"
-timeout 30 python3 benchmarks/bench_gpu_hierarchical.py --out "$OUT" --T 8192,16384,32768 --api-max 8192 > "$OUT/hier.txt" 2>&1
+timeout 25 python3 benchmarks/bench_gpu_hierarchical.py --out "$OUT" --T 8192,16384,32768 --api-max 8192 > "$OUT/hier.txt" 2>&1
 echo "rc=$?"; grep -E "^\|" "$OUT/hier.txt" | cut -c1-200
 echo "=== ncu 16K $(date -u +%T)"
 if command -v ncu > /dev/null; then
