@@ -958,6 +958,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             hi_put(Sh, Sl, v2 + 2, i, x0.z, x1.z);
             hi_put(Sh, Sl, v2 + 3, i, x0.w, x1.w);
         }
+        asm volatile("" ::: "memory");  // (the copies below overwrite the units just read: after the reads)
         if (h + 1 < nh) issue(h + 1);
         const int s2 = hs[2 * h];
         const ta* M_ = Ms + (h & 1) * DKP;
