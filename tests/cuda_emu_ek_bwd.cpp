@@ -35,6 +35,7 @@ struct emu_idx { unsigned x, y, z; };
 thread_local emu_idx threadIdx, blockIdx, gridDim;
 static std::barrier<>* emu_bar;
 inline void __syncthreads() { emu_bar->arrive_and_wait(); }
+#include "cuda_emu_sync.h"
 alignas(16) unsigned char smem_b[256 * 1024];
 static unsigned emu_smem = 0;  // the launch's dynamic shared memory (the host's Config.smem)
 inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_b)) std::abort(); }
