@@ -67,6 +67,9 @@ constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 #ifndef HI_TC
 #define HI_TC (TI_BF16 || HI_TF32)  // the tensor-core kernels (the CPU emulation sets it for float)
 #endif
+// hi_read on tensor cores: bf16 inputs only (float32 / float16: its FFMA form, measured faster there than the
+// 3xTF32 products: benchmarks/NOTES.md, session 11)
+#define HI_RTC (HI_TC && !HI_TF32)
 // Row strides (no bank conflicts): FFMA: odd, for column walks; tensor cores: 8 mod 32 words for the
 // fragments' 64-bit pair loads along a row (q / k / e tiles, the pair weights), 4 mod 32 for the scalar
 // loads down k-major tiles (values, hi_read's S).
@@ -74,7 +77,8 @@ constexpr int HI_KLD = HI_TC ? DKP + 8 : DKP + 1;  // the q / e tiles
 constexpr int HI_KKLD = HI_TC ? DKP + 4 : DKP + 1;  // hi_intra's k tile (no fragment reads)
 constexpr int HI_XLD = HI_TC ? CH + 8 : CH + 1;    // the pairs
 constexpr int HI_VLD = HI_TC ? 64 + 4 : 64 + 1;    // hi_intra's value tile (HI_AV columns)
-constexpr int HI_SLD = HI_TC ? 64 + 4 : 64;        // hi_read's S tile (HI_RW columns)
+constexpr int HI_SLD = HI_RTC ? 64 + 4 : 64;       // hi_read's S tile (HI_RW columns)
+constexpr int HI_RKLD = HI_RTC ? HI_KLD : DKP + 1;  // hi_read's q / e tiles
 constexpr int HI_BVL = HI_TC && HI_KLD > HI_VLD ? HI_KLD : HI_VLD;  // hi_intra's value tile (tensor cores: or exp(k - mk))
 #define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
 #define HI_HELD 128  // hi_read (tensor cores): slots held before a chunk, at most (incoming <= 63, chunk levels <= 64)
@@ -86,6 +90,7 @@ constexpr int HI_BVL = HI_TC && HI_KLD > HI_VLD ? HI_KLD : HI_VLD;  // hi_intra'
 #if HI_TC
 constexpr int HI_WPM = (NT / 32) / (CH / 16), HI_NPW = (HI_RW / 8) / HI_WPM;
 static_assert(4 * HI_NPW == HI_RR * HI_RC, "one mma accumulator per owned output");
+#if HI_RTC
 __device__ __forceinline__ int hr_row(int ii, int jj) {
     const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
     return 16 * ((int)(threadIdx.x >> 5) / HI_WPM) + (lane >> 2) + 8 * ((e & 3) >> 1);
@@ -94,6 +99,7 @@ __device__ __forceinline__ int hr_col(int ii, int jj) {
     const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
     return 8 * (((int)(threadIdx.x >> 5) % HI_WPM) * HI_NPW + (e >> 2)) + 2 * (lane & 3) + (e & 1);
 }
+#endif
 #if !HI_TF32
 // bf16 halves of two fp32 values: hi = round(x), lo = round(x - hi) (x = hi + lo to ~2^-17 relative)
 __device__ __forceinline__ void hi_split(float x0, float x1, unsigned& hi, unsigned& lo) {
@@ -166,7 +172,8 @@ __device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k
     }
 #endif
 }
-#else
+#endif
+#if !HI_RTC
 __device__ __forceinline__ int hr_row(int ii, int) { return (int)(threadIdx.x / 16) * HI_RR + ii; }
 __device__ __forceinline__ int hr_col(int, int jj) { return (int)(threadIdx.x % 16) * HI_RC + jj; }
 #endif
@@ -182,11 +189,12 @@ __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
 }
 
 // Rows g0 .. g0 + CH - 1 of one sequence's (T, D) input into X (row stride ldx, DKP columns);
-// rows outside [0, T) and columns >= D are 0. bf16 inputs (HI_TC): 16-byte loads of 8 and stores of 4 where the
-// rows allow (float32 / float16: scalar loads, the 3xTF32 kernels' registers are at their bound).
-__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD) {
+// rows outside [0, T) and columns >= D are 0. wide, bf16 inputs: 16-byte loads of 8 and stores of 4 where the
+// rows allow (hi_intra; float32 / float16: scalar loads, the 3xTF32 kernels' registers are at their bound; hi_read:
+// scalar, its registers too).
+__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD, bool wide = false) {
 #if TI_BF16  // (the CPU emulation reads float32: the scalar loads)
-    if (DKP % 8 == 0 && D % 8 == 0 && ldx % 4 == 0 && (reinterpret_cast<unsigned long long>(src) & 15) == 0) {
+    if (wide && DKP % 8 == 0 && D % 8 == 0 && ldx % 4 == 0 && (reinterpret_cast<unsigned long long>(src) & 15) == 0) {
         for (int idx = threadIdx.x; idx < CH * DKP / 8; idx += NT) {
             const int t = idx / (DKP / 8), i = 8 * (idx % (DKP / 8));
             const i64 g = g0 + t;
@@ -316,8 +324,8 @@ extern "C" __global__ void HI_INTRA_BOUNDS hi_intra(
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y, c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);  // rows of the call
-    hi_rows(Qs, q + bh * T * DK, g0, T, DK);
-    hi_rows(Ks, k + bh * T * DK, g0, T, DK, HI_KKLD);
+    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_KLD, true);
+    hi_rows(Ks, k + bh * T * DK, g0, T, DK, HI_KKLD, true);
     for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(a ? a + bh * T : nullptr, g0 + s, T, alo);
 #if HI_TC
     for (int idx = tid; idx < CH * 8; idx += NT) {
@@ -755,81 +763,13 @@ extern "C" __global__ void __launch_bounds__(NT) hi_snap(
     }
 }
 
-#if HI_TC
-// hi_read's products from planes made once per slot (bf16: hi / lo halves, two reduction indices per 32-bit word;
-// HI_TF32: tf32 halves, one per word): E (CH x DKP, rows t) and the slot's S transposed (HI_RW x DKP, rows = value
-// columns), the reduction index contiguous, rows of HI_PW words (bank-conflict-free fragment loads). The E phase:
-// HI_EQ threads per row, HI_EF features each; the slot copy: units of two S rows x 4 columns, HI_SU of them.
-constexpr int HI_PW = HI_TF32 ? DKP + 8 : DKP / 2 + 4;
-constexpr int HI_EQ = NT / CH < DKP / 2 ? NT / CH : DKP / 2, HI_EF = DKP / HI_EQ;
-constexpr int HI_SU = (DKP / 2) * (HI_RW / 4);
-static_assert(HI_EF % 2 == 0 && CH * HI_EQ % 32 == 0, "hi_read's E phase: feature pairs, whole warps");
-
-// Split x0, x1 (reduction indices k, k + 1; k even) of row r into the planes Ph (hi) / Pl (lo)
-__device__ __forceinline__ void hi_put(unsigned* Ph, unsigned* Pl, int r, int k, float x0, float x1) {
-#if HI_TF32
-    tf32_split(x0, Ph[r * HI_PW + k], Pl[r * HI_PW + k]);
-    tf32_split(x1, Ph[r * HI_PW + k + 1], Pl[r * HI_PW + k + 1]);
-#else
-    hi_split(x0, x1, Ph[r * HI_PW + k / 2], Pl[r * HI_PW + k / 2]);
-#endif
-}
-
-// c[u] += A B^T over reduction indices k0 .. k1 - 1 (steps of 16) for the warp's rows r0 .. r0 + 15 of A and rows
-// n0 + 8 u .. of B (columns of the product), both as planes (hi_put): the products of hi_mma3 from fragments
-// loaded as they are (tf32: the step's even indices for the first triple, the odd ones for the second).
-template <int NN>
-__device__ __forceinline__ void hi_mma_planes(float (&c)[NN][4], const unsigned* Ah, const unsigned* Al,
-                                              const unsigned* Bh, const unsigned* Bl, int r0, int n0, int k0, int k1) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-#pragma unroll 1
-    for (int kb = k0; kb < k1; kb += 16) {
-#if HI_TF32
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {  // the step's even reduction indices, then its odd ones
-            unsigned ah[4], al[4];
-#pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const int o = (r0 + g + 8 * (x & 1)) * HI_PW + kb + 2 * t + 8 * (x >> 1) + h;
-                ah[x] = Ah[o];
-                al[x] = Al[o];
-            }
-#pragma unroll
-            for (int u = 0; u < NN; ++u) {
-                const int o = (n0 + 8 * u + g) * HI_PW + kb + 2 * t + h;
-                mma_tf32(c[u], al, Bh[o], Bh[o + 8]);
-                mma_tf32(c[u], ah, Bl[o], Bl[o + 8]);
-                mma_tf32(c[u], ah, Bh[o], Bh[o + 8]);
-            }
-        }
-#else
-        unsigned ah[4], al[4];
-#pragma unroll
-        for (int x = 0; x < 4; ++x) {
-            const int o = (r0 + g + 8 * (x & 1)) * HI_PW + kb / 2 + t + 4 * (x >> 1);
-            ah[x] = Ah[o];
-            al[x] = Al[o];
-        }
-#pragma unroll
-        for (int u = 0; u < NN; ++u) {
-            const int o = (n0 + 8 * u + g) * HI_PW + kb / 2 + t;
-            mma_bf16(c[u], al, Bh[o], Bh[o + 4]);
-            mma_bf16(c[u], ah, Bl[o], Bl[o + 4]);
-            mma_bf16(c[u], ah, Bh[o], Bh[o + 4]);
-        }
-#endif
-    }
-}
-#endif
-
 // hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
 // the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
 // hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col).
-// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_TC), per
-// slot: the S rows this thread copied (asynchronously, during the previous slot) split into the S planes; the
-// next slot's copy issued; the E phase (row maxima of q + m, E into its planes, den = e . z, the row's log weight
-// and its den, HI_EQ threads per row); one barrier; E S from the planes (each warp an m-tile's rows, HI_NPW
-// n-tiles) and the running sums: two barriers per slot, every exponential and split made once. Two blocks per SM.
+// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_TC):
+// each warp its m-tile's rows alone (row maxima by shuffles, E made in the A fragments of hi_mma3, den
+// beside it), the next slot's S, m, z, n copied asynchronously into the other of two buffers meanwhile:
+// one barrier per slot. Two blocks per SM (<= 128 registers).
 extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
     const ta* __restrict__ lden,    // (BH, T)      hi_intra's
@@ -839,29 +779,24 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb, int nrb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* b = reinterpret_cast<ta*>(smem_raw);
-#if HI_TC
-    constexpr int NB = 2;             // buffers of m, z, n
+#if HI_RTC
+    constexpr int NB = 2;             // buffers of the slot tiles
 #else
     constexpr int NB = 1;
 #endif
-    ta* Ss = b; b += DKP * HI_SLD;      // the slot's S, columns of the block (16-byte aligned rows; HI_TC: as copied)
+    ta* Ss = b; b += NB * DKP * HI_SLD;  // the slot's S, columns of the block (16-byte aligned rows)
     ta* Ms = b; b += NB * DKP;          // the slot's m (decayed to the chunk's start), z
     ta* Zs = b; b += NB * DKP;
     ta* Ns = b; b += NB * HI_RW;        // its column shifts
-    ta* Qs = b; b += CH * HI_KLD;       // the chunk's queries
+    ta* Qs = b; b += CH * HI_RKLD;       // the chunk's queries
+    ta* Lam = b; b += CH * HI_LMAX;     // the rows' level weights (clamped)
     ta* ac = b; b += CH;                // decays, prefix sums from the chunk's first token of the call
     ta* pre = b; b += CH;
     ta* Ld = b; b += CH;                // log den of the rows
-#if HI_TC
-    ta* Xr = b; b += CH;                // the rows' log weights of the slot
-    unsigned* Sh = reinterpret_cast<unsigned*>(b); b += HI_RW * HI_PW;  // the planes of S^T and E
-    unsigned* Sl = reinterpret_cast<unsigned*>(b); b += HI_RW * HI_PW;
-    unsigned* Eh = reinterpret_cast<unsigned*>(b); b += CH * HI_PW;
-    unsigned* El = reinterpret_cast<unsigned*>(b); b += CH * HI_PW;
+#if HI_RTC
     int* hs = reinterpret_cast<int*>(b); b += 2 * HI_HELD + 1;  // the held slots: (s2, id) pairs, their count
 #else
-    ta* Lam = b; b += CH * HI_LMAX;   // the rows' level weights (clamped)
-    ta* E = b; b += CH * HI_KLD;      // exp(q + m - r)
+    ta* E = b; b += CH * HI_RKLD;      // exp(q + m - r)
     ta* Rp = b; b += NT;              // partial row maxima, then partial den
     ta* Rr = b; b += CH;              // row shifts
     ta* Xw = b; b += CH;              // row log weights
@@ -879,14 +814,12 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ta* Sb = wS + bh * NS * (i64)DK * DV;
     const i64 c = F + j, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
-    hi_rows(Qs, q + bh * T * DK, g0, T, DK);
-#if !HI_TC
+    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_RKLD);
     for (int idx = tid; idx < CH * HI_LMAX; idx += NT) {
         const int t = idx / HI_LMAX, l = idx % HI_LMAX;
         const bool ok = t >= t0 && t < t1 && l < LL;
         Lam[idx] = ok ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
     }
-#endif
     ta U[HI_RR][HI_RC], Nm[HI_RR][HI_RC];  // running (shift, sum) of num
 #pragma unroll
     for (int ii = 0; ii < HI_RR; ++ii)
@@ -896,7 +829,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             U[ii][jj] = t >= t0 && t < t1 && vc < DV ? lnum[(bh * T + g0 + t) * DV + vc] : neg_big();
             Nm[ii][jj] = (ta)1;
         }
-#if HI_TC
+#if HI_RTC
     if (tid == 0) {  // the held slots (s2 < n_old incoming slot s2, else chunk level s2 - n_old + 1)
         int nh = 0;
         for (int s2 = 0; s2 < NSL; ++s2) {
@@ -911,25 +844,22 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     }
     __syncthreads();
     const int nh = hs[2 * HI_HELD];
-    // slot h's m, z, n into buffer h & 1 and the S units this thread splits (rows i, i + 1, columns v2 .. v2 + 3)
-    // into Ss, asynchronously (zeros outside DK x DV)
-    auto issue = [&](int h) {
-        const int s2 = hs[2 * h], id = hs[2 * h + 1], u = h & 1;
-        for (int w = tid; w < HI_SU; w += NT) {
-            const int i = 2 * (w / (HI_RW / 4)), v2 = 4 * (w % (HI_RW / 4));
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const bool rok = i + r < DK;
-                const ta* src = Sb + ((i64)id * DK + i + r) * DV + c0 + v2;
-                if ((DV & 3) == 0) {
-                    cp_async16(Ss + (i + r) * HI_SLD + v2, rok && c0 + v2 < DV ? (const void*)src : (const void*)Sb, rok && c0 + v2 < DV);
-                } else {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const bool ok = rok && c0 + v2 + e < DV;
-                        cp_async_ta(Ss + (i + r) * HI_SLD + v2 + e, ok ? src + e : Sb, ok);
-                    }
-                }
+    // slot h's S (the block's columns), m, z, n into buffer u, asynchronously (zeros outside DK x DV)
+    auto issue = [&](int h, int u) {
+        const int s2 = hs[2 * h], id = hs[2 * h + 1];
+        ta* S_ = Ss + u * DKP * HI_SLD;
+        if ((DV & 3) == 0) {
+            constexpr int W = HI_RW / 4;
+            for (int idx = tid; idx < DKP * W; idx += NT) {
+                const int i = idx / W, v2 = 4 * (idx % W);
+                const bool ok = i < DK && c0 + v2 < DV;
+                cp_async16(S_ + i * HI_SLD + v2, ok ? (const void*)(Sb + ((i64)id * DK + i) * DV + c0 + v2) : (const void*)Sb, ok);
+            }
+        } else {
+            for (int idx = tid; idx < DKP * HI_RW; idx += NT) {
+                const int i = idx / HI_RW, v2 = c0 + idx % HI_RW;
+                const bool ok = i < DK && v2 < DV;
+                cp_async_ta(S_ + i * HI_SLD + idx % HI_RW, ok ? Sb + ((i64)id * DK + i) * DV + v2 : Sb, ok);
             }
         }
         for (int i = tid; i < DKP; i += NT) {
@@ -939,61 +869,57 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         for (int cc = tid; cc < HI_RW; cc += NT) cp_async_ta(Ns + u * HI_RW + cc, nb + (c0 + cc < DV ? id * DV + c0 + cc : 0), c0 + cc < DV);
         cp_async_commit();
     };
-    if (nh > 0) issue(0);
+    if (nh > 0) issue(0, 0);
     hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
     const int w = tid >> 5, lane = tid & 31, mt = w / HI_WPM, wp = w % HI_WPM;
     const int rA = 16 * mt + (lane >> 2), rB = rA + 8;  // the lane's rows (hr_row)
-    const int rt = tid / HI_EQ, qq = tid % HI_EQ, f0 = qq * HI_EF;  // the E phase's row and features
-    const bool eth = tid < CH * HI_EQ, vrow = eth && rt >= t0 && rt < t1;  // (eth: whole warps)
-    ta Ud = vrow ? lden[bh * T + g0 + rt] : neg_big(), Dd = (ta)1;  // running (shift, sum) of den of row rt (qq = 0)
+    const bool vA = rA >= t0 && rA < t1, vB = rB >= t0 && rB < t1;
+    ta UdA = vA ? lden[bh * T + g0 + rA] : neg_big(), DdA = (ta)1;  // running (shift, sum) of den of the rows
+    ta UdB = vB ? lden[bh * T + g0 + rB] : neg_big(), DdB = (ta)1;
     for (int h = 0; h < nh; ++h) {
         cp_async_wait_all();
-        __syncthreads();  // slot h's m, z, n are in; every warp is done with slot h - 1's planes
-        for (int w2 = tid; w2 < HI_SU; w2 += NT) {  // the units this thread copied: S^T's planes
-            const int i = 2 * (w2 / (HI_RW / 4)), v2 = 4 * (w2 % (HI_RW / 4));
-            const float4 x0 = *reinterpret_cast<const float4*>(Ss + i * HI_SLD + v2);
-            const float4 x1 = *reinterpret_cast<const float4*>(Ss + (i + 1) * HI_SLD + v2);
-            hi_put(Sh, Sl, v2, i, x0.x, x1.x);
-            hi_put(Sh, Sl, v2 + 1, i, x0.y, x1.y);
-            hi_put(Sh, Sl, v2 + 2, i, x0.z, x1.z);
-            hi_put(Sh, Sl, v2 + 3, i, x0.w, x1.w);
-        }
-        asm volatile("" ::: "memory");  // (the copies below overwrite the units just read: after the reads)
-        if (h + 1 < nh) issue(h + 1);
+        __syncthreads();  // slot h's tiles are in; every warp is done with slot h - 1's buffer
+        if (h + 1 < nh) issue(h + 1, (h + 1) & 1);
         const int s2 = hs[2 * h];
+        const ta* S_ = Ss + (h & 1) * DKP * HI_SLD;
         const ta* M_ = Ms + (h & 1) * DKP;
         const ta* Z_ = Zs + (h & 1) * DKP;
         const ta* N_ = Ns + (h & 1) * HI_RW;
-        if (eth) {  // E = exp(q + m - r) <= 1 into its planes, den = e . z, the row's log weight x
-            const ta* qr = Qs + rt * HI_KLD + f0;
-            ta mx = neg_big();
+        ta mA = neg_big(), mB = neg_big();  // row maxima of q + m over the lane's features, then the rows'
+        for (int kb = 0; kb < DKP; kb += 16)
 #pragma unroll
-            for (int i = 0; i < HI_EF; ++i)
-                if (f0 + i < DK) mx = fmx(mx, qr[i] + M_[f0 + i]);
-            mx = hi_group_max<HI_EQ>(mx);
-            ta den = (ta)0;
-#pragma unroll
-            for (int i = 0; i < HI_EF; i += 2) {
-                const ta e0 = f0 + i < DK ? fex(qr[i] + M_[f0 + i] - mx) : (ta)0;
-                const ta e1 = f0 + i + 1 < DK ? fex(qr[i + 1] + M_[f0 + i + 1] - mx) : (ta)0;
-                den += e0 * Z_[f0 + i] + e1 * Z_[f0 + i + 1];
-                hi_put(Eh, El, rt, f0 + i, e0, e1);
+            for (int x = 0; x < 4; ++x) {
+                const int i = kb + 2 * (lane & 3) + (x & 1) + 8 * (x >> 1);
+                if (i < DK) {
+                    mA = fmx(mA, Qs[rA * HI_RKLD + i] + M_[i]);
+                    mB = fmx(mB, Qs[rB * HI_RKLD + i] + M_[i]);
+                }
             }
-            den = hi_group_sum<HI_EQ>(den);
-            if (qq == 0) {
-                const int lev = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rt))) : HI_LOG2C + (s2 - n_old + 1);
-                const ta lw = vrow && lev < LL ? fmx(ld(lam + (bh * T + g0 + rt) * L + lev), lo_v()) : lo_v();
-                const ta x = mx + lw + pre[rt];
-                Xr[rt] = x;
-                if (vrow && den > (ta)0) hi_lse_add(Ud, Dd, x, den);
-            }
-        }
-        __syncthreads();  // the planes and the rows' log weights are in
-        float acc[HI_NPW][4];  // num = E S
+        mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 1));
+        mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 2));
+        mB = fmx(mB, __shfl_xor_sync(0xffffffffu, mB, 1));
+        mB = fmx(mB, __shfl_xor_sync(0xffffffffu, mB, 2));
+        float acc[HI_NPW][4];  // num = E S, E = exp(q + m - r) <= 1 made as hi_mma3 reads it; den = e . z beside
 #pragma unroll
         for (int u = 0; u < HI_NPW; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
-        hi_mma_planes<HI_NPW>(acc, Eh, El, Sh, Sl, 16 * mt, 8 * wp * HI_NPW, 0, DKP);
-        const ta xA = Xr[rA], xB = Xr[rB];
+        ta dA = (ta)0, dB = (ta)0;
+        hi_mma3<HI_NPW>(acc, 16 * mt, 8 * wp * HI_NPW, 0, DKP,
+                        [&](int r, int kk) {
+                            const bool up = r == rA;
+                            const float2 qq = hi_row2(Qs, r * HI_RKLD + kk);
+                            const ta e0 = kk < DK ? fex(qq.x + M_[kk] - (up ? mA : mB)) : (ta)0;
+                            const ta e1 = kk + 1 < DK ? fex(qq.y + M_[kk + 1] - (up ? mA : mB)) : (ta)0;
+                            (up ? dA : dB) += e0 * Z_[kk] + e1 * Z_[kk + 1];
+                            return make_float2(e0, e1);
+                        },
+                        [&](int kk, int col) { return hi_col2(S_, kk * HI_SLD + col, HI_SLD); });
+        dA += __shfl_xor_sync(0xffffffffu, dA, 1);
+        dA += __shfl_xor_sync(0xffffffffu, dA, 2);
+        dB += __shfl_xor_sync(0xffffffffu, dB, 1);
+        dB += __shfl_xor_sync(0xffffffffu, dB, 2);
+        const int lA = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rA))) : HI_LOG2C + (s2 - n_old + 1);
+        const int lB = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rB))) : HI_LOG2C + (s2 - n_old + 1);
+        const ta xA = mA + Lam[rA * HI_LMAX + lA] + pre[rA], xB = mB + Lam[rB * HI_LMAX + lB] + pre[rB];  // row log weights
 #pragma unroll
         for (int ii = 0; ii < HI_RR; ++ii)
 #pragma unroll
@@ -1002,8 +928,13 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
                 const ta v = acc[e >> 2][e & 3];
                 if (t >= t0 && t < t1 && c0 + cc < DV && v > (ta)0) hi_lse_add(U[ii][jj], Nm[ii][jj], (t == rA ? xA : xB) + N_[cc], v);
             }
+        if (vA && dA > (ta)0) hi_lse_add(UdA, DdA, xA, dA);
+        if (vB && dB > (ta)0) hi_lse_add(UdB, DdB, xB, dB);
     }
-    if (eth && qq == 0) Ld[rt] = Ud + lg(Dd);
+    if (wp == 0 && (lane & 3) == 0) {
+        Ld[rA] = UdA + lg(DdA);
+        Ld[rB] = UdB + lg(DdB);
+    }
 #else
     ta Ud = neg_big(), Dd = (ta)1;  // running (shift, sum) of den of row tid (tid < CH)
     if (tid < CH && tid >= t0 && tid < t1) Ud = lden[bh * T + g0 + tid];
@@ -1026,7 +957,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         {  // partial row maxima of q + m
             const int t = tid / HI_P, part = tid % HI_P;
             ta mx = neg_big();
-            for (int i = part; i < DK; i += HI_P) mx = fmx(mx, Qs[t * HI_KLD + i] + Ms[i]);
+            for (int i = part; i < DK; i += HI_P) mx = fmx(mx, Qs[t * HI_RKLD + i] + Ms[i]);
             Rp[tid] = mx;
         }
         __syncthreads();
@@ -1040,13 +971,13 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int t = idx / DKP, i = idx % DKP;
-            E[t * HI_KLD + i] = i < DK ? fex(Qs[t * HI_KLD + i] + Ms[i] - Rr[t]) : (ta)0;
+            E[t * HI_RKLD + i] = i < DK ? fex(Qs[t * HI_RKLD + i] + Ms[i] - Rr[t]) : (ta)0;
         }
         __syncthreads();
         {  // partial den: e . z
             const int t = tid / HI_P, part = tid % HI_P;
             ta x = (ta)0;
-            for (int i = part; i < DK; i += HI_P) x = fma(E[t * HI_KLD + i], Zs[i], x);
+            for (int i = part; i < DK; i += HI_P) x = fma(E[t * HI_RKLD + i], Zs[i], x);
             Rp[tid] = x;
         }
         ta acc[HI_RR][HI_RC];  // num = E S
@@ -1060,7 +991,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
 #pragma unroll
             for (int jj = 0; jj < HI_RC; ++jj) sv[jj] = Ss[kk * HI_RW + tx * HI_RC + jj];
 #pragma unroll
-            for (int ii = 0; ii < HI_RR; ++ii) ev[ii] = E[(ty * HI_RR + ii) * HI_KLD + kk];
+            for (int ii = 0; ii < HI_RR; ++ii) ev[ii] = E[(ty * HI_RR + ii) * HI_RKLD + kk];
 #pragma unroll
             for (int ii = 0; ii < HI_RR; ++ii)
 #pragma unroll
