@@ -766,7 +766,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_snap(
 // hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
 // the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
 // hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col).
-// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_TC):
+// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_RTC, bf16):
 // each warp its m-tile's rows alone (row maxima by shuffles, E made in the A fragments of hi_mma3, den
 // beside it), the next slot's S, m, z, n copied asynchronously into the other of two buffers meanwhile:
 // one barrier per slot. Two blocks per SM (<= 128 registers).
