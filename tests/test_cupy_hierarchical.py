@@ -96,8 +96,8 @@ class EmuTC(Emu):
 
 
 class EmuTF32(EmuTC):
-    """``EmuTC`` with the float32 / float16 inputs' variant (``HI_TF32``: hi_intra's products with tf32 halves,
-    3xTF32, two m16n8k8 triples per 16 reduction indices, emulated per warp; hi_read's FFMA form)."""
+    """``EmuTC`` with the float32 / float16 inputs' variant (``HI_TF32``: the products with tf32 halves, 3xTF32,
+    two m16n8k8 triples per 16 reduction indices, emulated per warp)."""
 
     def _lib(self, cfg):
         assert cfg.ta == "float"
@@ -205,7 +205,7 @@ def test_kernels_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, we
        seed=seeds, data=st.data())
 @settings(max_examples=max(4, settings.default.max_examples // 4))  # a std::thread per CUDA thread: CI time
 def test_kernels_tf32_emulated_match_reference(emu_tf32, batch, T, dk, dv, C, decay, weights, scale, neg_inf, seed, data):
-    """The float32 (and float16) inputs' kernels (``HI_TF32``: hi_intra's products of
+    """The float32 (and float16) inputs' kernels (``HI_TF32``: the products of
     ``test_kernels_on_tensor_cores_emulated`` with tf32 halves, ~2^-21 relative) at the float32 bound of
     ``check`` itself: magnitudes up to 1e3, -inf at random tokens (zero values at magnitude 1, as
     ``test_kernels_emulated_match_reference``), a stream cut anywhere (incoming slots), d_v across two

@@ -67,9 +67,9 @@ constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 #ifndef HI_TC
 #define HI_TC (TI_BF16 || HI_TF32)  // the tensor-core kernels (the CPU emulation sets it for float)
 #endif
-// hi_read on tensor cores: bf16 inputs only (float32 / float16: its FFMA form, measured faster there than the
-// 3xTF32 products: benchmarks/NOTES.md, session 11)
-#define HI_RTC (HI_TC && !HI_TF32)
+// hi_read on tensor cores: every HI_TC variant (float32 / float16: 3xTF32, measured ~25% faster than its FFMA form;
+// its shared-memory planes variant was slower: benchmarks/NOTES.md, session 11)
+#define HI_RTC HI_TC
 // Row strides (no bank conflicts): FFMA: odd, for column walks; tensor cores: 8 mod 32 words for the
 // fragments' 64-bit pair loads along a row (q / k / e tiles, the pair weights), 4 mod 32 for the scalar
 // loads down k-major tiles (values, hi_read's S).
@@ -766,7 +766,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_snap(
 // hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
 // the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
 // hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col).
-// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_RTC, bf16):
+// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_RTC):
 // each warp its m-tile's rows alone (row maxima by shuffles, E made in the A fragments of hi_mma3, den
 // beside it), the next slot's S, m, z, n copied asynchronously into the other of two buffers meanwhile:
 // one barrier per slot. Two blocks per SM (<= 128 registers).
