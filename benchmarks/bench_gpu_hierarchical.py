@@ -3,7 +3,7 @@ kernels (``hierarchical.cu``) against ``loglinear_attention`` (cupy), torch SDPA
 array-API path, in one run.
 
     python benchmarks/bench_gpu_hierarchical.py [--out DIR] [--T 2048,4096,...] [--api-max 8192]
-    python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192] [--dtypes float32,bfloat16] [--chunks 32,64]
+    python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192] [--dtypes float32,float32-ffma,bfloat16] [--chunks 32,64]
         # the kernels' forward per chunk, per kernel
     python benchmarks/bench_gpu_hierarchical.py train [--T 8192]     # forward + backward (see ``train``)
 
@@ -155,7 +155,10 @@ def kernels(args):
     """The forward's host logic and kernels (``hierarchical.compute`` on CuPy arrays: float32, or bfloat16
     patterns read as they are) at each of ``--chunks``, then the same call with each kernel timed apart
     (CUDA events around each launch: ``hi_intra``, ``hi_merge`` (all its launches), ``hi_snap``,
-    ``hi_read``; the rest of the forward's time is the host logic and allocations)."""
+    ``hi_read``; the rest of the forward's time is the host logic and allocations). dtype ``float32-ffma``:
+    float32 on the FFMA kernels (``Config.tc`` off: session 10's float32 path, for comparison)."""
+    import dataclasses
+
     import cupy
 
     from lsattn.backends.cupy import hierarchical as chi
@@ -167,8 +170,11 @@ def kernels(args):
              ((B, H, T, D), (B, H, T, D), (B, H, T, D), (B, H, T, T.bit_length() + 1))]
         a = cupy.asarray(-0.1 * rng.random((B, H, T)).astype(np.float32))
         for dtype in args.dtypes:
-            half = {"float32": "", "bfloat16": "bf16"}[dtype]
+            half = {"float32": "", "float32-ffma": "", "bfloat16": "bf16"}[dtype]
             xs = [narrow(cupy, t, half) for t in x + [a]] if half else x + [a]
+            config = chi.config
+            if dtype == "float32-ffma":
+                chi.config = lambda *c, f=config: dataclasses.replace(f(*c), tc=False)  # noqa: E731
             with on_gpu(x[0]) as (_, _, ops):
                 for C in args.chunks:
                     full = lambda o=ops: chi.compute(o, *xs[:4], xs[4], 0, None, C, half)  # noqa: E731
@@ -189,6 +195,7 @@ def kernels(args):
                     print(f"T={T} {dtype} C={cfg.CH}: forward {cupy.cuda.get_elapsed_time(start, end) / 5:.3f} ms; "
                           + ", ".join(f"{k} {v:.3f}" for k, v in per.items())
                           + f" (kernels {sum(per.values()):.3f}) ms", flush=True)
+            chi.config = config
 
 
 def train(args):
@@ -299,7 +306,7 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(ROOT, "benchmarks", "results")))
     ap.add_argument("--T", type=lambda s: [int(x) for x in s.split(",")], default=[2048, 4096, 8192, 16384, 32768, 65536])
     ap.add_argument("--api-max", type=int, default=8192, help="longest T of the array-API row")
-    ap.add_argument("--dtypes", type=lambda s: s.split(","), default=["float32"], help="kernels: float32,bfloat16")
+    ap.add_argument("--dtypes", type=lambda s: s.split(","), default=["float32"], help="kernels: float32,float32-ffma,bfloat16")
     ap.add_argument("--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[32, 64], help="kernels: chunks")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)

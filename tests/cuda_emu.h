@@ -37,6 +37,7 @@ struct emu_idx { unsigned x, y, z; };
 thread_local emu_idx threadIdx, blockIdx, gridDim;
 static std::barrier<>* emu_bar;  // the running block's
 inline void __syncthreads() { emu_bar->arrive_and_wait(); }
+#include "cuda_emu_sync.h"
 alignas(16) unsigned char smem_raw[256 * 1024];
 static unsigned emu_smem = sizeof(smem_raw);  // the running launch's dynamic shared memory (bytes)
 inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_raw)) std::abort(); }

@@ -35,6 +35,7 @@ struct emu_idx { unsigned x, y, z; };
 thread_local emu_idx threadIdx, blockIdx, gridDim;
 static std::barrier<>* emu_bar;
 inline void __syncthreads() { emu_bar->arrive_and_wait(); }
+#include "cuda_emu_sync.h"
 alignas(16) unsigned char smem_b[256 * 1024];
 static unsigned emu_smem = 0;  // the launch's dynamic shared memory (the host's Config.smem)
 inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_b)) std::abort(); }
@@ -66,16 +67,6 @@ inline float __shfl_xor_sync(unsigned, float x, int o) {
     W.bar.arrive_and_wait();
     const float r = W.v[lane ^ o];
     W.bar.arrive_and_wait();
-    return r;
-}
-static std::atomic<int> emu_or{0};
-inline bool __syncthreads_or(int p) {
-    __syncthreads();
-    if (p) emu_or.store(1);
-    __syncthreads();
-    const bool r = emu_or.load() != 0;
-    __syncthreads();
-    if (threadIdx.x == 0) emu_or.store(0);  // the next call's first barrier waits for it
     return r;
 }
 inline ta warp_sum(ta x) {

@@ -2,7 +2,7 @@
 // for the CPU on the emulation of cuda_emu.h (a std::thread per CUDA thread, blocks one after
 // another); the rest of common.cu that hierarchical.cu uses is restated here (inputs in the
 // compute type: ti = ta). tests/test_cupy_hierarchical.py builds it with
-//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. [-DHI_TC=1] -DKERNEL='"<path of the .cu>"'
+//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. [-DHI_TC=1 [-DHI_TF32=1]] -DKERNEL='"<path of the .cu>"'
 // and drives it through the backend's host logic (hierarchical.compute).
 #include "cuda_emu.h"
 typedef TA ti;
@@ -19,6 +19,7 @@ inline void staged(L load, S store) {  // common.cu's, one element at a time
 #if HI_TC  // the tensor-core variant (-DHI_TC=1, TA float): mma and shuffles emulated per warp, copies at once
 #include "cuda_emu_mma.h"
 struct float2 { float x, y; };
+struct float4 { float x, y, z, w; };
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float __shfl_xor_sync(unsigned, float x, int o) {  // through the warp's mma exchange (cuda_emu_mma.h)
     EmuWarp& W = emu_warps[threadIdx.x >> 5];

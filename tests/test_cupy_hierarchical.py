@@ -54,8 +54,8 @@ class Emu:
     def _s(cfg, x):
         return ctypes.c_double(x) if cfg.ta == "double" else ctypes.c_float(x)
 
-    def _smem(self, cfg, kernel):
-        return ctypes.c_uint(cfg.smem(kernel))
+    def _smem(self, cfg, kernel):  # the FFMA kernels' (float32's config asks for the tensor-core ones)
+        return ctypes.c_uint(dataclasses.replace(cfg, tc=False).smem(kernel))
 
     def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
@@ -95,6 +95,19 @@ class EmuTC(Emu):
         return ctypes.c_uint(dataclasses.replace(cfg, half="bf16").smem(kernel))
 
 
+class EmuTF32(EmuTC):
+    """``EmuTC`` with the float32 / float16 inputs' variant (``HI_TF32``: the products with tf32 halves, 3xTF32,
+    two m16n8k8 triples per 16 reduction indices, emulated per warp)."""
+
+    def _lib(self, cfg):
+        assert cfg.ta == "float"
+        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1, "HI_TF32": 1},
+                         {"KERNEL": cupy_source("hierarchical.cu")})
+
+    def _smem(self, cfg, kernel):  # float32's (tf32 planes)
+        return ctypes.c_uint(dataclasses.replace(cfg, tc=True).smem(kernel))
+
+
 @pytest.fixture(scope="module")
 def emu():
     if shutil.which("g++") is None:
@@ -105,6 +118,11 @@ def emu():
 @pytest.fixture(scope="module")
 def emu_tc(emu):
     return EmuTC()
+
+
+@pytest.fixture(scope="module")
+def emu_tf32(emu):
+    return EmuTF32()
 
 
 def _sl(arrays, lo, hi):
@@ -182,6 +200,25 @@ def test_kernels_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, we
                  what=f"T={T} C={C} cuts={cuts}")
 
 
+@given(batch=batch_shapes, T=st.integers(1, 150), dk=head_dims, dv=st.sampled_from([1, 3, 8, 17, 70]), C=chunks,
+       decay=decays_or_none, weights=weight_kinds, scale=st.sampled_from([1.0, 30.0, 1e3]), neg_inf=st.booleans(),
+       seed=seeds, data=st.data())
+@settings(max_examples=max(4, settings.default.max_examples // 4))  # a std::thread per CUDA thread: CI time
+def test_kernels_tf32_emulated_match_reference(emu_tf32, batch, T, dk, dv, C, decay, weights, scale, neg_inf, seed, data):
+    """The float32 (and float16) inputs' kernels (``HI_TF32``: the products of
+    ``test_kernels_on_tensor_cores_emulated`` with tf32 halves, ~2^-21 relative) at the float32 bound of
+    ``check`` itself: magnitudes up to 1e3, -inf at random tokens (zero values at magnitude 1, as
+    ``test_kernels_emulated_match_reference``), a stream cut anywhere (incoming slots), d_v across two
+    column blocks."""
+    arrays = make(seed, batch, T, dk, dv, scale=scale, decay=decay, weights=weights)
+    if neg_inf:
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=scale == 1.0)
+    cuts = data.draw(split_points(T, max_splits=2))
+    out, _ = emu_stream(emu_tf32, arrays, cuts, C, "float32")
+    check(out, [None if x is None else x.astype(np.float32).astype(np.float64) for x in arrays], "float32",
+          what=f"T={T} C={C} cuts={cuts}")
+
+
 def _exact_row_inputs(batch, C, dk, dv):
     """3 C + 5 tokens on which hi_intra's tensor-core sums fall below DEN_FLOOR: a value 150 above the others
     at token C - 2 of every chunk (column 1), a key 100 below the others at token 3 with every level but
@@ -191,6 +228,14 @@ def _exact_row_inputs(batch, C, dk, dv):
     k[..., 3::C, :] -= 100.0
     lam[..., 1:] -= 120.0
     return [q, k, lv, lam, a]
+
+
+@pytest.mark.parametrize("C", [16, 32, 64])
+def test_intra_exact_rows_tf32_emulated(emu_tf32, C):
+    """``test_intra_exact_rows_on_tensor_cores_emulated`` on the 3xTF32 variant, at the float32 bound of ``check``."""
+    arrays = _exact_row_inputs((2,), C, 8, 3)
+    out, _ = emu_stream(emu_tf32, arrays, [], C, "float32")
+    check(out, [x.astype(np.float32).astype(np.float64) for x in arrays], "float32", what=f"C={C}")
 
 
 @pytest.mark.parametrize("C", [16, 32, 64])
@@ -339,7 +384,7 @@ def test_gpu_bf16_tensor_core_read_every_chunk(C):
     """bfloat16 through the backend at every chunk (hi_read's tensor-core tile has 8, 4 or 2 warps per
     16-row tile at C = 16, 32, 64; the public call takes 64 from 8K tokens on), d_v = 70 (two column
     blocks), within the 16-bit bound of ``test_gpu_16bit_in_16bit_out``; and against the float32 (FFMA)
-    kernels on the same rounded inputs to the output's bfloat16 rounding (2^-8 relative) plus 1e-4:
+    kernels (3xTF32) on the same rounded inputs to the output's bfloat16 rounding (2^-8 relative) plus 1e-4:
     the split products are nearly float32-exact."""
     _bf16_against_reference_and_float32(make(11, (2, 2), 700, 64, 70, decay="moderate"), C)
 
@@ -359,10 +404,31 @@ def _bf16_against_reference_and_float32(arrays, C):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+@pytest.mark.parametrize("C", [16, 32, 64])
+def test_gpu_float32_tensor_cores_every_chunk(C, scale):
+    """float32 on the 3xTF32 kernels at every chunk (the public call takes 64 from 8K tokens on), d_k = 64, d_v = 70
+    (two column blocks), magnitudes to 1e3, -inf at random tokens, a stream cut at 300 (incoming slots read):
+    the float32 bound of ``check``; then the exact-row inputs of ``test_gpu_bf16_intra_exact_rows`` at that bound."""
+    _gpu_ready()
+    import cupy
+
+    arrays = make(13, (2, 2), 700, 64, 70, scale=scale, decay="moderate", weights="off")
+    arrays = [x.astype(np.float32) for x in _with_neg_inf(arrays, np.random.default_rng(13), values=scale == 1.0)]
+    dev = [cupy.asarray(x) for x in arrays]
+    o1, state = chi.forward(*_sl(dev, 0, 300), state=None, return_state=True, chunk_size=C)
+    o2, _ = chi.forward(*_sl(dev, 300, 700), state=state, return_state=False, chunk_size=C)
+    check(cupy.concatenate([o1, o2], axis=-2).get(), [x.astype(np.float64) for x in arrays], "float32", what=f"C={C}")
+    arrays = [x.astype(np.float32) for x in _exact_row_inputs((2, 2), C, 64, 64)]
+    out, _ = chi.forward(*[cupy.asarray(x) for x in arrays], state=None, return_state=False, chunk_size=C)
+    check(out.get(), [x.astype(np.float64) for x in arrays], "float32", what=f"exact rows C={C}")
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("C", [16, 32, 64])
 def test_gpu_bf16_intra_exact_rows(C):
     """bfloat16 hi_intra's exact rows on the GPU (the inputs of ``test_intra_exact_rows_on_tensor_cores_emulated``:
     tensor-core sums below DEN_FLOOR), d_k = d_v = 64: within the 16-bit bound of the reference and, on the
-    same rounded inputs, of the float32 (FFMA) kernels as in ``test_gpu_bf16_tensor_core_read_every_chunk``."""
+    same rounded inputs, of the float32 kernels as in ``test_gpu_bf16_tensor_core_read_every_chunk``."""
     _bf16_against_reference_and_float32(_exact_row_inputs((2, 2), C, 64, 64), C)
 

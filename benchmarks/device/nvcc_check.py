@@ -72,9 +72,7 @@ def main():
             with open(src, "w") as f:
                 f.write("\n".join(open(os.path.join(cc._HERE, x)).read() for x in ("common.cu",) + cc._SOURCES.get(op, (f"{op}.cu",))))
             for cfg in configs(op):
-                flags = [f"-DTA={cfg.ta}", f"-DTI_BF16={int(cfg.half == 'bf16')}", f"-DTI_F16={int(cfg.half == 'f16')}",
-                         f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}", f"-DLOGV={int(cfg.logv)}",
-                         f"-DHIB_TC={int(op == 'hierarchical_bwd' and cfg.tc)}"]
+                flags = list(cc.defines(op, cfg))
                 ptx = os.path.join(tmp, "k.ptx")
                 r = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-ptx", *flags, src, "-o", ptx], capture_output=True, text=True)
                 missing = [] if r.returncode else [n for n in launched(op, cfg) if f".entry {n}(" not in open(ptx).read()]

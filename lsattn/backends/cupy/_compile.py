@@ -37,6 +37,11 @@ class Config:
         return self.half == "bf16"
 
     @property
+    def hi_tc(self):
+        """hierarchical.cu's tensor-core kernels (HI_TC): bf16 inputs, float32 / float16 inputs with ``tc``."""
+        return self.bf16 or (self.tc and self.ta == "float")
+
+    @property
     def itemsize(self):
         return 8 if self.ta == "double" else 4
 
@@ -65,8 +70,8 @@ class Config:
             return (tiles + 12 * CH) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
-        if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass; bf16: HI_TC's tiles and strides)
-            if self.bf16:
+        if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass; HI_TC's tiles and strides)
+            if self.hi_tc:
                 return (CH * ((DKP + 8) + (DKP + 4) + (CH + 8) + max(DKP + 8, 68)) + 5 * CH + DKP + 64) * es
             return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64) * es
         if kernel == "hi_merge":  # hierarchical.cu (HI_BV = 16 value columns per block, HI_LMAX = 64 slot decays)
@@ -74,7 +79,7 @@ class Config:
         if kernel == "hi_snap":
             return 65 * es
         if kernel == "hi_read":  # hierarchical.cu (HI_RW = 64 value columns per block, HI_LMAX = 64, NT = 256)
-            if self.bf16:  # HI_TC: two buffers of the slot tiles (S rows of 68), no E tile, the held slots (HI_HELD = 128)
+            if self.hi_tc:  # HI_RTC: two buffers of the slot tiles (S rows of 68), no E tile, the held slots (HI_HELD = 128)
                 return (2 * (DKP * 68 + 2 * DKP + 64) + CH * (DKP + 8) + CH * 64 + 3 * CH + 257) * es
             return (DKP * 64 + 2 * CH * (DKP + 1) + CH * 64 + 2 * DKP + 64 + 256 + 5 * CH) * es
         if kernel in ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
@@ -227,14 +232,9 @@ _SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta"
             "exp_kernel_bwd": ("exp_kernel_bwd.cu", "exp_kernel_bwd_tc.cu")}
 
 
-@functools.lru_cache(maxsize=None)
-def _kernels(op, device_id, cfg):
-    """Compiled kernels of ``op`` ('loglinear' | 'exp_kernel') for ``cfg`` on one device."""
-    import cupy
-
-    code = "\n".join(_source(f) for f in ("common.cu",) + _SOURCES.get(op, (f"{op}.cu",)))
-    options = (
-        "-std=c++17",
+def defines(op, cfg):
+    """The ``-D`` options of ``op``'s sources for ``cfg`` (also benchmarks/device/nvcc_check.py's)."""
+    return (
         f"-DTA={cfg.ta}",
         f"-DTI_BF16={int(cfg.half == 'bf16')}",
         f"-DTI_F16={int(cfg.half == 'f16')}",
@@ -243,7 +243,18 @@ def _kernels(op, device_id, cfg):
         f"-DDVP={cfg.DVP}",
         f"-DLOGV={int(cfg.logv)}",
         f"-DHIB_TC={int(op == 'hierarchical_bwd' and cfg.tc)}",  # its products on bf16 tensor cores (bf16 callers)
+        # the forward's tensor-core kernels for float32 / float16 inputs: products as 3xTF32
+        f"-DHI_TF32={int(op == 'hierarchical' and cfg.hi_tc and not cfg.bf16)}",
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(op, device_id, cfg):
+    """Compiled kernels of ``op`` ('loglinear' | 'exp_kernel') for ``cfg`` on one device."""
+    import cupy
+
+    code = "\n".join(_source(f) for f in ("common.cu",) + _SOURCES.get(op, (f"{op}.cu",)))
+    options = ("-std=c++17",) + defines(op, cfg)
     names = list(_KERNELS[op])
     if cfg.bwd and op == "exp_kernel_bwd":  # the tensor-core kernels replace the FFMA ones
         names = [cfg.kernel(n)[0] for n in names]

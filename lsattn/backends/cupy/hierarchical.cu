@@ -61,9 +61,15 @@ constexpr int HI_RC = HI_RW / 16;  // columns per thread of hi_read (16 column g
 constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_merge
 constexpr int HI_P = NT / CH;  // threads per row of the row maxima
 constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
-#ifndef HI_TC
-#define HI_TC TI_BF16  // the tensor-core kernels: bf16 inputs (the CPU emulation sets it for float)
+#ifndef HI_TF32
+#define HI_TF32 0  // the tensor-core kernels' products as 3xTF32 (float32 / float16 inputs; host: -DHI_TF32=1)
 #endif
+#ifndef HI_TC
+#define HI_TC (TI_BF16 || HI_TF32)  // the tensor-core kernels (the CPU emulation sets it for float)
+#endif
+// hi_read on tensor cores: every HI_TC variant (float32 / float16: 3xTF32, measured ~25% faster than its FFMA form;
+// its shared-memory planes variant was slower: benchmarks/NOTES.md, session 11)
+#define HI_RTC HI_TC
 // Row strides (no bank conflicts): FFMA: odd, for column walks; tensor cores: 8 mod 32 words for the
 // fragments' 64-bit pair loads along a row (q / k / e tiles, the pair weights), 4 mod 32 for the scalar
 // loads down k-major tiles (values, hi_read's S).
@@ -71,7 +77,8 @@ constexpr int HI_KLD = HI_TC ? DKP + 8 : DKP + 1;  // the q / e tiles
 constexpr int HI_KKLD = HI_TC ? DKP + 4 : DKP + 1;  // hi_intra's k tile (no fragment reads)
 constexpr int HI_XLD = HI_TC ? CH + 8 : CH + 1;    // the pairs
 constexpr int HI_VLD = HI_TC ? 64 + 4 : 64 + 1;    // hi_intra's value tile (HI_AV columns)
-constexpr int HI_SLD = HI_TC ? 64 + 4 : 64;        // hi_read's S tile (HI_RW columns)
+constexpr int HI_SLD = HI_RTC ? 64 + 4 : 64;       // hi_read's S tile (HI_RW columns)
+constexpr int HI_RKLD = HI_RTC ? HI_KLD : DKP + 1;  // hi_read's q / e tiles
 constexpr int HI_BVL = HI_TC && HI_KLD > HI_VLD ? HI_KLD : HI_VLD;  // hi_intra's value tile (tensor cores: or exp(k - mk))
 #define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
 #define HI_HELD 128  // hi_read (tensor cores): slots held before a chunk, at most (incoming <= 63, chunk levels <= 64)
@@ -83,6 +90,7 @@ constexpr int HI_BVL = HI_TC && HI_KLD > HI_VLD ? HI_KLD : HI_VLD;  // hi_intra'
 #if HI_TC
 constexpr int HI_WPM = (NT / 32) / (CH / 16), HI_NPW = (HI_RW / 8) / HI_WPM;
 static_assert(4 * HI_NPW == HI_RR * HI_RC, "one mma accumulator per owned output");
+#if HI_RTC
 __device__ __forceinline__ int hr_row(int ii, int jj) {
     const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
     return 16 * ((int)(threadIdx.x >> 5) / HI_WPM) + (lane >> 2) + 8 * ((e & 3) >> 1);
@@ -91,11 +99,14 @@ __device__ __forceinline__ int hr_col(int ii, int jj) {
     const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
     return 8 * (((int)(threadIdx.x >> 5) % HI_WPM) * HI_NPW + (e >> 2)) + 2 * (lane & 3) + (e & 1);
 }
+#endif
+#if !HI_TF32
 // bf16 halves of two fp32 values: hi = round(x), lo = round(x - hi) (x = hi + lo to ~2^-17 relative)
 __device__ __forceinline__ void hi_split(float x0, float x1, unsigned& hi, unsigned& lo) {
     hi = pack2(x0, x1);
     lo = pack2(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
 }
+#endif
 // The pair (X[o], X[o + 1]) (o even, X 8-byte aligned) and the pair (X[o], X[o + ld])
 __device__ __forceinline__ float2 hi_row2(const float* X, int o) { return *reinterpret_cast<const float2*>(X + o); }
 __device__ __forceinline__ float2 hi_col2(const float* X, int o, int ld) { return make_float2(X[o], X[o + ld]); }
@@ -105,9 +116,38 @@ __device__ __forceinline__ float2 hi_col2(const float* X, int o, int ld) { retur
 // halves of both, three mma per step (hi hi + lo hi + hi lo: each product to ~2^-16, fp32 accumulation);
 // c[u][x]: row r0 + g + 8 (x >> 1), column n0 + 8 u + 2 t + (x & 1). Nonnegative operands keep that
 // accuracy in the sum. hi_read's E S and hi_intra's pair weights and W V (bf16 inputs) share it.
+// HI_TF32 (float32 / float16 inputs: the float32 bound): tf32 halves instead (3xTF32, ~2^-21 relative, as
+// gd_scan), two m16n8k8 triples per step: m16n8k8's reduction slots t / t + 4 stand for the step's indices
+// 2t / 2t + 8 in the first triple and 2t + 1 / 2t + 9 in the second (the same pairs, the same fragment rows
+// and columns, the same accumulators).
 template <int NN, typename FA, typename FB>
 __device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k0, int k1, FA A, FB B) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#if HI_TF32
+#pragma unroll 1
+    for (int kb = k0; kb < k1; kb += 16) {
+        unsigned ah[2][4], al[2][4];  // [h]: the step's even reduction indices (h = 0), its odd ones
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            const float2 v = A(r0 + g + 8 * (x & 1), kb + 2 * t + 8 * (x >> 1));
+            tf32_split(v.x, ah[0][x], al[0][x]);
+            tf32_split(v.y, ah[1][x], al[1][x]);
+        }
+#pragma unroll
+        for (int u = 0; u < NN; ++u) {
+            const float2 v0 = B(kb + 2 * t, n0 + 8 * u + g), v1 = B(kb + 2 * t + 8, n0 + 8 * u + g);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                unsigned bh0, bl0, bh1, bl1;
+                tf32_split(h ? v0.y : v0.x, bh0, bl0);
+                tf32_split(h ? v1.y : v1.x, bh1, bl1);
+                mma_tf32(c[u], al[h], bh0, bh1);
+                mma_tf32(c[u], ah[h], bl0, bl1);
+                mma_tf32(c[u], ah[h], bh0, bh1);
+            }
+        }
+    }
+#else
 #pragma unroll 2
     for (int kb = k0; kb < k1; kb += 16) {
         unsigned ah[4], al[4], bh[NN][2], bl[NN][2];
@@ -130,8 +170,10 @@ __device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k
             mma_bf16(c[u], ah, bh[u][0], bh[u][1]);
         }
     }
+#endif
 }
-#else
+#endif
+#if !HI_RTC
 __device__ __forceinline__ int hr_row(int ii, int) { return (int)(threadIdx.x / 16) * HI_RR + ii; }
 __device__ __forceinline__ int hr_col(int, int jj) { return (int)(threadIdx.x % 16) * HI_RC + jj; }
 #endif
@@ -147,8 +189,27 @@ __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
 }
 
 // Rows g0 .. g0 + CH - 1 of one sequence's (T, D) input into X (row stride ldx, DKP columns);
-// rows outside [0, T) and columns >= D are 0.
-__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD) {
+// rows outside [0, T) and columns >= D are 0. wide, bf16 inputs: 16-byte loads of 8 and stores of 4 where the
+// rows allow (hi_intra; float32 / float16: scalar loads, the 3xTF32 kernels' registers are at their bound; hi_read:
+// scalar, its registers too).
+__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD, bool wide = false) {
+#if TI_BF16  // (the CPU emulation reads float32: the scalar loads)
+    if (wide && DKP % 8 == 0 && D % 8 == 0 && ldx % 4 == 0 && (reinterpret_cast<unsigned long long>(src) & 15) == 0) {
+        for (int idx = threadIdx.x; idx < CH * DKP / 8; idx += NT) {
+            const int t = idx / (DKP / 8), i = 8 * (idx % (DKP / 8));
+            const i64 g = g0 + t;
+            uint4 w = {0u, 0u, 0u, 0u};
+            if (i < D && g >= 0 && g < T) w = *reinterpret_cast<const uint4*>(src + g * D + i);
+            const unsigned u[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int e = 0; e < 8; e += 4)  // element e of the 16 bytes as ld converts it
+                *reinterpret_cast<float4*>(X + t * ldx + i + e) =
+                    make_float4(__uint_as_float(u[e >> 1] << 16), __uint_as_float(u[e >> 1] & 0xffff0000u),
+                                __uint_as_float(u[(e >> 1) + 1] << 16), __uint_as_float(u[(e >> 1) + 1] & 0xffff0000u));
+        }
+        return;
+    }
+#endif
     for (int idx = threadIdx.x; idx < CH * DKP; idx += NT) {
         const int t = idx / DKP, i = idx % DKP;
         const i64 g = g0 + t;
@@ -263,8 +324,8 @@ extern "C" __global__ void HI_INTRA_BOUNDS hi_intra(
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y, c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);  // rows of the call
-    hi_rows(Qs, q + bh * T * DK, g0, T, DK);
-    hi_rows(Ks, k + bh * T * DK, g0, T, DK, HI_KKLD);
+    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_KLD, true);
+    hi_rows(Ks, k + bh * T * DK, g0, T, DK, HI_KKLD, true);
     for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(a ? a + bh * T : nullptr, g0 + s, T, alo);
 #if HI_TC
     for (int idx = tid; idx < CH * 8; idx += NT) {
@@ -531,6 +592,7 @@ extern "C" __global__ void HI_INTRA_BOUNDS hi_intra(
     }
 #if HI_TC
     __syncthreads();  // every flag is set; Bs is free (the exact rows' scratch)
+    if (!__syncthreads_or(tid < CH && flg[tid])) return;  // (the common case: no row for the exact path)
     for (int t = t0; t < t1; ++t)  // uniform over the block
         if (flg[t])
             hi_intra_exact_row(t, t0, q + (bh * T + g0 + t) * DK, Ks, lam + (bh * T + g0 + t) * L, lv + (bh * T + g0) * DV, ac,
@@ -704,7 +766,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_snap(
 // hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
 // the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
 // hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col).
-// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_TC):
+// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_RTC):
 // each warp its m-tile's rows alone (row maxima by shuffles, E made in the A fragments of hi_mma3, den
 // beside it), the next slot's S, m, z, n copied asynchronously into the other of two buffers meanwhile:
 // one barrier per slot. Two blocks per SM (<= 128 registers).
@@ -717,7 +779,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb, int nrb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* b = reinterpret_cast<ta*>(smem_raw);
-#if HI_TC
+#if HI_RTC
     constexpr int NB = 2;             // buffers of the slot tiles
 #else
     constexpr int NB = 1;
@@ -726,15 +788,15 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     ta* Ms = b; b += NB * DKP;          // the slot's m (decayed to the chunk's start), z
     ta* Zs = b; b += NB * DKP;
     ta* Ns = b; b += NB * HI_RW;        // its column shifts
-    ta* Qs = b; b += CH * HI_KLD;       // the chunk's queries
+    ta* Qs = b; b += CH * HI_RKLD;       // the chunk's queries
     ta* Lam = b; b += CH * HI_LMAX;     // the rows' level weights (clamped)
     ta* ac = b; b += CH;                // decays, prefix sums from the chunk's first token of the call
     ta* pre = b; b += CH;
     ta* Ld = b; b += CH;                // log den of the rows
-#if HI_TC
+#if HI_RTC
     int* hs = reinterpret_cast<int*>(b); b += 2 * HI_HELD + 1;  // the held slots: (s2, id) pairs, their count
 #else
-    ta* E = b; b += CH * HI_KLD;      // exp(q + m - r)
+    ta* E = b; b += CH * HI_RKLD;      // exp(q + m - r)
     ta* Rp = b; b += NT;              // partial row maxima, then partial den
     ta* Rr = b; b += CH;              // row shifts
     ta* Xw = b; b += CH;              // row log weights
@@ -752,7 +814,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ta* Sb = wS + bh * NS * (i64)DK * DV;
     const i64 c = F + j, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
-    hi_rows(Qs, q + bh * T * DK, g0, T, DK);
+    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_RKLD);
     for (int idx = tid; idx < CH * HI_LMAX; idx += NT) {
         const int t = idx / HI_LMAX, l = idx % HI_LMAX;
         const bool ok = t >= t0 && t < t1 && l < LL;
@@ -767,7 +829,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             U[ii][jj] = t >= t0 && t < t1 && vc < DV ? lnum[(bh * T + g0 + t) * DV + vc] : neg_big();
             Nm[ii][jj] = (ta)1;
         }
-#if HI_TC
+#if HI_RTC
     if (tid == 0) {  // the held slots (s2 < n_old incoming slot s2, else chunk level s2 - n_old + 1)
         int nh = 0;
         for (int s2 = 0; s2 < NSL; ++s2) {
@@ -829,8 +891,8 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             for (int x = 0; x < 4; ++x) {
                 const int i = kb + 2 * (lane & 3) + (x & 1) + 8 * (x >> 1);
                 if (i < DK) {
-                    mA = fmx(mA, Qs[rA * HI_KLD + i] + M_[i]);
-                    mB = fmx(mB, Qs[rB * HI_KLD + i] + M_[i]);
+                    mA = fmx(mA, Qs[rA * HI_RKLD + i] + M_[i]);
+                    mB = fmx(mB, Qs[rB * HI_RKLD + i] + M_[i]);
                 }
             }
         mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 1));
@@ -844,7 +906,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         hi_mma3<HI_NPW>(acc, 16 * mt, 8 * wp * HI_NPW, 0, DKP,
                         [&](int r, int kk) {
                             const bool up = r == rA;
-                            const float2 qq = hi_row2(Qs, r * HI_KLD + kk);
+                            const float2 qq = hi_row2(Qs, r * HI_RKLD + kk);
                             const ta e0 = kk < DK ? fex(qq.x + M_[kk] - (up ? mA : mB)) : (ta)0;
                             const ta e1 = kk + 1 < DK ? fex(qq.y + M_[kk + 1] - (up ? mA : mB)) : (ta)0;
                             (up ? dA : dB) += e0 * Z_[kk] + e1 * Z_[kk + 1];
@@ -895,7 +957,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         {  // partial row maxima of q + m
             const int t = tid / HI_P, part = tid % HI_P;
             ta mx = neg_big();
-            for (int i = part; i < DK; i += HI_P) mx = fmx(mx, Qs[t * HI_KLD + i] + Ms[i]);
+            for (int i = part; i < DK; i += HI_P) mx = fmx(mx, Qs[t * HI_RKLD + i] + Ms[i]);
             Rp[tid] = mx;
         }
         __syncthreads();
@@ -909,13 +971,13 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int t = idx / DKP, i = idx % DKP;
-            E[t * HI_KLD + i] = i < DK ? fex(Qs[t * HI_KLD + i] + Ms[i] - Rr[t]) : (ta)0;
+            E[t * HI_RKLD + i] = i < DK ? fex(Qs[t * HI_RKLD + i] + Ms[i] - Rr[t]) : (ta)0;
         }
         __syncthreads();
         {  // partial den: e . z
             const int t = tid / HI_P, part = tid % HI_P;
             ta x = (ta)0;
-            for (int i = part; i < DK; i += HI_P) x = fma(E[t * HI_KLD + i], Zs[i], x);
+            for (int i = part; i < DK; i += HI_P) x = fma(E[t * HI_RKLD + i], Zs[i], x);
             Rp[tid] = x;
         }
         ta acc[HI_RR][HI_RC];  // num = E S
@@ -929,7 +991,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
 #pragma unroll
             for (int jj = 0; jj < HI_RC; ++jj) sv[jj] = Ss[kk * HI_RW + tx * HI_RC + jj];
 #pragma unroll
-            for (int ii = 0; ii < HI_RR; ++ii) ev[ii] = E[(ty * HI_RR + ii) * HI_KLD + kk];
+            for (int ii = 0; ii < HI_RR; ++ii) ev[ii] = E[(ty * HI_RR + ii) * HI_RKLD + kk];
 #pragma unroll
             for (int ii = 0; ii < HI_RR; ++ii)
 #pragma unroll

@@ -38,13 +38,15 @@ BV = 16
 
 @functools.lru_cache(maxsize=256)  # on every call's path
 def config(ta, DK, DV, chunk_size=None, half=""):
-    """The compiled variant: FFMA kernels, ``CH = clip(chunk_size, 16, 64)`` (default 32; a power of
-    two), halved while hi_read's tiles exceed shared memory, 16-bit inputs read as they are. A speed
-    knob only: results do not depend on it beyond rounding."""
+    """The compiled variant: ``CH = clip(chunk_size, 16, 64)`` (default 32; a power of two), halved
+    while hi_read's tiles exceed shared memory, 16-bit inputs read as they are. Products on tensor
+    cores (``Config.hi_tc``) for bfloat16 (bf16 halves) and for float32 / float16 (``tc``: 3xTF32, the
+    float32 bound); float64 on FFMA. A speed knob only: results do not depend on it beyond rounding."""
     CH = min(max(int(chunk_size or 32), 16), 64)
-    cfg = Config(ta, half, 1 << (CH.bit_length() - 1), _pad_dim(DK), _pad_dim(min(DV, 128)), tc=False)
+    tc = ta == "float" and half != "bf16"  # (bf16: HI_TC by its inputs' type)
+    cfg = Config(ta, half, 1 << (CH.bit_length() - 1), _pad_dim(DK), _pad_dim(min(DV, 128)), tc=tc)
     while cfg.CH > 16 and max(cfg.smem(x) for x in ("hi_intra", "hi_merge", "hi_read")) > SMEM_MAX:
-        cfg = Config(ta, half, cfg.CH // 2, cfg.DKP, cfg.DVP, tc=False)
+        cfg = Config(ta, half, cfg.CH // 2, cfg.DKP, cfg.DVP, tc=tc)
     return cfg
 
 
