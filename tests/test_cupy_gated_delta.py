@@ -36,7 +36,7 @@ from lsattn._chunktree import chunk_layout, to_chunks
 from lsattn.gated_delta import _chunk_forms, _masked_intra
 from lsattn.backends.cupy import gated_delta as cgd
 from lsattn.backends.cupy._arrays import narrow, widen
-from lsattn.backends.cupy._compile import GD_BW, make_config
+from lsattn.backends.cupy._compile import GD_BW, GD_G, make_config
 from lsattn.fenwick import _bit_length
 
 from helpers import assert_close, cupy_source, emulation
@@ -198,9 +198,11 @@ class Emulated:
 
     xp = np
     bw = BW  # gd_scan's value columns per block (a timing build's GD_BW_SET when not the production one)
+    g = GD_G  # gd_scan's slots per block (GD_G_SET likewise)
 
     def _lib(self, cfg):
-        defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP} | ({} if self.bw == BW else {"GD_BW_SET": self.bw})
+        defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
+        defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g == GD_G else {"GD_G_SET": self.g})
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
@@ -218,8 +220,8 @@ class Emulated:
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH)]
-        blocks = cgd.scan_chains(F, n, n_old, NLC) * BH * -(-DV // self.bw)
-        smem = cfg.smem("gd_scan") + (cfg.DKP + cfg.CH) * (self.bw - BW) * cfg.itemsize  # S and W are GD_BW + 8 wide
+        blocks = cgd.scan_blocks(F, n, n_old, NLC, self.g) * BH * -(-DV // self.bw)
+        smem = cfg.gd_smem(self.g, self.bw)
         self._lib(cfg).run(*self._ptrs(arrays), *ints, ctypes.c_uint(blocks), ctypes.c_uint(smem))
 
 
@@ -314,15 +316,19 @@ def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay):
     assert_close(levels, st_api.tensors["levels"], F32, what="levels " + what)
 
 
-@pytest.mark.parametrize("bw, dtype, T, p, dk, dv, C", [
-    (16, "float32", 70, 37, 5, 40, 16),  # (b) with 2 tiles: 6 warps idle
-    (64, "float32", 90, 0, 40, 70, 32),
-    (16, "float64", 50, 20, 20, 17, 32),
-    (64, "float64", 40, 0, 3, 5, 16)])
-def test_scan_column_widths_emulated(emulated, bw, dtype, T, p, dk, dv, C):
-    """gd_scan built for 16 and 64 value columns per block (the timing builds' GD_BW_SET; the
-    production width runs in the tests above): the warps' tiles dealt over fewer or more columns,
-    idle warps when a product has fewer than 8 tiles; against the reference and the array-API state."""
+@pytest.mark.parametrize("bw, g, dtype, T, p, dk, dv, C", [
+    (16, GD_G, "float32", 70, 37, 5, 40, 16),  # (b) with 2 tiles: 6 warps idle
+    (64, GD_G, "float32", 90, 0, 40, 70, 32),
+    (16, GD_G, "float64", 50, 20, 20, 17, 32),
+    (64, GD_G, "float64", 40, 0, 3, 5, 16),
+    (BW, 1, "float64", 200, 700, 9, 5, 16),  # one slot per block; 10 incoming slots, 6 held
+    (BW, 3, "float64", 300, 1234, 9, 5, 16),  # 3 levels a block: groups 5-3, 2-1; 11 incoming slots, 5 held
+    (BW, 3, "float32", 77, 90, 16, 33, 16)])
+def test_scan_column_widths_emulated(emulated, bw, g, dtype, T, p, dk, dv, C):
+    """gd_scan built for 16 and 64 value columns per block and for 1 and 3 slots per block (the
+    timing builds' GD_BW_SET, GD_G_SET; the production build runs in the tests above): the warps'
+    tiles dealt over fewer or more columns, idle warps when a product has fewer than 8 tiles, the
+    levels and incoming slots grouped otherwise; against the reference and the array-API state."""
     arrays = [x.astype(dtype) for x in make(5, (2,), p + T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk),
                                             resets=True)]
     full = [x.astype(np.float64) for x in arrays]
@@ -331,7 +337,7 @@ def test_scan_column_widths_emulated(emulated, bw, dtype, T, p, dk, dv, C):
         _, state = lsattn.loglinear_gated_delta(*_sl(full, 0, p), return_state=True, backend="array_api")
         old = state.tensors["levels"].astype(dtype)
     ops = Emulated()
-    ops.bw = bw
+    ops.bw, ops.g = bw, g
     out, levels = cgd.compute(ops, *_sl(arrays, p, p + T), C, p, old, True)
     tol = F64 if dtype == "float64" else F32
     assert_close(out, ref.loglinear_gated_delta(*full)[..., p:, :], tol, what=f"bw={bw} {dtype}")

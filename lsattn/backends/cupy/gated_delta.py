@@ -25,9 +25,9 @@ from ...loglinear import _ns
 from ...state import State
 from ._arrays import inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
-from ._compile import make_config
+from ._compile import GD_G, make_config
 
-__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains"]
+__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks"]
 
 OP = "loglinear_gated_delta"
 
@@ -49,6 +49,14 @@ def scan_chains(F, n, n_old, NLC):
     incoming slots, then for levels ``m = NLC .. 1`` their periods of ``2^m`` chunks that meet the call."""
     cL = F + n - 1
     return n_old + sum((cL >> m) - (F >> m) + 1 for m in range(1, NLC + 1))
+
+
+def scan_blocks(F, n, n_old, NLC, G=GD_G):
+    """The blocks of ``gd_scan`` per sequence and column block: the incoming slots ``G`` at a time,
+    then the groups of ``G`` levels with top levels ``m = NLC, NLC - G, ..`` (lower ones cut at level
+    1), one per period of ``2^m`` chunks that meets the call."""
+    cL = F + n - 1
+    return -(-n_old // G) + sum((cL >> m) - (F >> m) + 1 for m in range(NLC, 0, -G))
 
 
 def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half=""):
