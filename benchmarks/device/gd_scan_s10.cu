@@ -1,0 +1,337 @@
+// Session 10's gd_scan (lsattn/backends/cupy/gated_delta.cu at 4c495c3), kept for ab_gd_scan.py's comparison only (grid: scan_chains).
+// Log-linear Gated DeltaNet (loglinear_gated_delta): the scan over chunks (host: gated_delta.py).
+// Compiled after common.cu (TA, CH, DKP; the inputs are in the compute type TA: 16-bit inputs are
+// widened by the registry). Its per-chunk inputs come from gd_forms (gated_delta_forms.cu, compiled
+// after this file) or, on the autograd path, from the array-API WY forms as torch operations.
+//
+// The chunk-level Fenwick states. The call's chunks are c = F .. cL = F + n - 1 (absolute indices,
+// aligned to absolute multiples of CH, padded with identity tokens). Before chunk c the chunk-level
+// slot S^m (d_k x d_v, m = 1 .. NLC) holds the keys of the bucket
+//   B_m(c) = {c' : F <= c' < c, bit_length(c XOR c') = m} = [base, mid) with base = (c >> m) << m,
+//   mid = base + 2^(m-1), non-empty only when bit m - 1 of c is set (c >= mid),
+// carried to chunk c's start: S^m(c) = sum_{c' in B_m(c)} P_{c-1} .. P_{c'+1} H_{c'}, where P_c is
+// chunk c's transition S -> e^{g_c} S - phi_c (eGK_c S) (never formed) and H_c = phi_c V_c the
+// chunk's keys carried to its end. Chunk c's tokens t read it as
+//   out[t] += lambda[t, log2 CH + m] qeff_t^T S^m(c)   (qeff_t = (A_t ... A_{cCH})^T q_t)
+// (a key of chunk c' < c is read at token level log2 CH + bit_length(c XOR c'): the tokens' high
+// bits are the chunk indices; buckets before F are the incoming state's). An incoming slot j
+// (bit j of p set; bucket B_p^{j+1}) is carried by the same transitions and read at the level
+// every key of it has from t: max(j + 1, bit_length(p XOR t)) (state_read_levels).
+//
+// So level m's slot is periodic with period 2^m chunks aligned to absolute multiples of 2^m: in a
+// period's first half [base, mid) it is read by nobody and accumulates its bucket (A <- P_c A + H_c
+// from A = 0 at max(base, F)); in the second half [mid, base + 2^m) it is read and carried
+// (A <- P_c A); at the period's end it is dropped (its keys are level m + 1's bucket, which that level
+// accumulates itself from the same chunks). No merges and no data between levels: gd_scan runs
+// every (level m, period) and every incoming slot as an independent chain, one block per
+// (chain, sequence, GD_BW value columns), a 1-D grid with the chain slowest and the longest chains
+// (incoming slots, then levels NLC .. 1) first, so they start first. A chain whose first half lies
+// before the call is empty (skipped), as is one without reads unless the returned state is kept
+// (`keep`). The returned state: incoming slots carried to the call's end (`oldc`, in place), and
+// S^m after chunk cL's transition (before its merge when the call ends inside it, after it when the
+// call ends at its end: E = cL + merge_last, S^m(E) = the chain's A when bit m - 1 of E is set, else
+// 0) into `lev` (zeros in). Several chains read into the same output rows: atomic adds onto the
+// intra-chunk output (the order of those few adds varies between runs: last-bit differences).
+// Work per chunk and sequence: NLC (+ held incoming) slot updates of 2 (first half) or 3 (read)
+// products of 2 CH d_k d_v flops (the old sequential scan: popcount(c) slots of 3 products); the
+// critical path: the top level's ~n chunks of one slot each. Measured (H200, benchmarks/NOTES.md,
+// session 10): the grid is bound by its total work, about half of it the chunk tiles every chain
+// step copies; the critical path (~4.7 us per step) is half the time at 8K.
+//
+// Threads: NT = 256 (8 warps). Every product is an M x GD_BW one (M = CH in (a), DKP in (b)) in
+// tiles of 16 x 8 dealt evenly over the warps (GdWarpTiles). float32: mma.sync m16n8k8 tf32 with
+// every operand split into two tf32 halves (3xTF32, ~2^-21 relative, fp32 accumulation); float64:
+// FFMA on the same fragments.
+// Per chunk of a chain: (a) R = Qe S, W = Ek S (read mode; W only when accumulating), the reads
+// lambda R atomically added to the output, W to shared memory; (b) S <- e^g S - phi W (+ H).
+// Shared: Qe, Ek ([t][kk], row stride DKP + 16 / sizeof(ta)), phi ([kk][t], row stride
+// CH + 16 / sizeof(ta)), copied asynchronously as stored (cp.async, 16 bytes when d_k allows); S ([kk][col]) and
+// W ([t][col]), row stride GD_BW + 8 (the B fragments' 32 lanes on 32 banks); the chunk's CH read
+// weights: Config.smem("gd_scan") in _compile.py.
+#define GD_BV 16  // gd_scan_bwd's value columns per block
+#define GD_RG (NT / GD_BV)
+#ifdef GD_BW_SET  // a timing build may set it
+#define GD_BW GD_BW_SET
+#else
+#define GD_BW 32  // gd_scan's value columns per block (_compile.GD_BW)
+#endif
+constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
+constexpr int GD_LDS = GD_BW + 8;  // S and W row stride
+// float32: the products on tensor cores (3xTF32: the float32 bound holds); float64: FFMA
+constexpr bool GD_TC = sizeof(ta) == 4;
+
+// The split (tf32 hi + lo) fragments (lane = 4 g8 + t4, mma_tf32's layout): A (rows r0 ..,
+// reductions k0 .. k0 + 7) of X [row][k] (row stride ld); B (reductions k0 .., columns n0 ..) of
+// Y [k][col] (row stride ld).
+// (templates on the element type: a float64 build compiles the tensor-core text without running it)
+template <typename E>
+__device__ __forceinline__ void gd_frag_a(const E* X, int ld, int r0, int k0, unsigned (&h)[4], unsigned (&l)[4]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) tf32_split((float)X[(r0 + g8 + 8 * (x & 1)) * ld + k0 + t4 + 4 * (x >> 1)], h[x], l[x]);
+}
+template <typename E>
+__device__ __forceinline__ void gd_frag_b(const E* Y, int ld, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    tf32_split((float)Y[(k0 + t4) * ld + n0 + g8], h[0], l[0]);
+    tf32_split((float)Y[(k0 + t4 + 4) * ld + n0 + g8], h[1], l[1]);
+}
+// c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22)
+__device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], const unsigned (&al)[4],
+                                        const unsigned (&bh)[2], const unsigned (&bl)[2]) {
+    mma_tf32(c, al, bh[0], bh[1]);
+    mma_tf32(c, ah, bl[0], bl[1]);
+    mma_tf32(c, ah, bh[0], bh[1]);
+}
+
+// The warp's tiles of an M x GD_BW product, M = 16 RB, in tiles of 16 x 8: row block r0 (16 rows),
+// NTL tiles of 8 columns from n0, the RB x GD_BW / 8 tiles dealt evenly over the 8 warps (fewer
+// than 8 tiles: one each to the first warps, the others idle: `on` false).
+template <int RB>
+struct GdWarpTiles {
+    static constexpr int NT8 = GD_BW / 8, TILES = RB * NT8;
+    static constexpr int NTL = TILES >= 8 ? TILES / 8 : 1;  // tiles per warp
+    static constexpr int WPR = NT8 / NTL;                    // warps per row block
+    int r0, n0;
+    bool on;
+    __device__ __forceinline__ GdWarpTiles() {
+        const int w = threadIdx.x / 32;
+        on = w < TILES / NTL;
+        r0 = 16 * (w / WPR);
+        n0 = 8 * NTL * (w % WPR);
+    }
+    // the lane's element x of tile i: (row, column) as mma's C fragment
+    __device__ __forceinline__ int row(int x) const { return r0 + threadIdx.x % 32 / 4 + 8 * (x >> 1); }
+    __device__ __forceinline__ int col(int i, int x) const { return n0 + 8 * i + 2 * (threadIdx.x % 4) + (x & 1); }
+};
+
+// c[a][i] += A_a[r0 .. r0 + 15][0 .. K) Y[0 .. K)[n0 + 8 i .. + 7] for a < NA (A_0 = X0, A_1 = X1,
+// [row][k] with row stride ldx), i < NTL (Y [k][col], row stride ldy); K a multiple of 8.
+template <int NA, int NTL, typename Acc>
+__device__ __forceinline__ void gd_mm(Acc (*c)[NTL][4], const ta* X0, const ta* X1, int ldx, const ta* Y, int ldy,
+                                      int r0, int n0, int K) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    if constexpr (GD_TC) {
+        for (int k0 = 0; k0 < K; k0 += 8) {
+            unsigned ah[NA][4], al[NA][4];
+            gd_frag_a(X0, ldx, r0, k0, ah[0], al[0]);
+            if constexpr (NA > 1) gd_frag_a(X1, ldx, r0, k0, ah[NA - 1], al[NA - 1]);
+#pragma unroll
+            for (int i = 0; i < NTL; ++i) {
+                unsigned bh[2], bl[2];
+                gd_frag_b(Y, ldy, k0, n0 + 8 * i, bh, bl);
+#pragma unroll
+                for (int a = 0; a < NA; ++a) gd_mma3(c[a][i], ah[a], al[a], bh, bl);
+            }
+        }
+    } else {
+        for (int k = 0; k < K; ++k) {
+            ta xa[NA][2], yv[NTL][2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                xa[0][h] = X0[(r0 + g8 + 8 * h) * ldx + k];
+                if constexpr (NA > 1) xa[NA - 1][h] = X1[(r0 + g8 + 8 * h) * ldx + k];
+            }
+#pragma unroll
+            for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) yv[i][h] = Y[k * ldy + n0 + 8 * i + 2 * t4 + h];
+#pragma unroll
+            for (int a = 0; a < NA; ++a)
+#pragma unroll
+                for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) c[a][i][x] = fma(xa[a][x >> 1], yv[i][x & 1], c[a][i][x]);
+        }
+    }
+}
+// The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null; reads coalesced along kk), Ph as
+// [t][kk] (ph_t: the backward's phase 1) or [kk][t] (the backward's phase 2); zero-padded.
+__device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
+                                         int DK, int tid, bool ph_t) {
+    (void)tid;  // staged<> spreads the indices over the block's threads
+    auto rows = [DK](const ta* src) {  // element idx = (t, kk) of a row-major CH x DK tile
+        return [=](int idx) { return idx % DKP < DK ? src[(idx / DKP) * DK + idx % DKP] : (ta)0; };
+    };
+    auto to_T = [](ta* dst) { return [=](int idx, ta x) { dst[(idx % DKP) * CH + idx / DKP] = x; }; };
+    // every load of a tile in flight before its stores (one L2 round trip per batch, not per element)
+    if (QeT) staged<DKP * CH, NT>(rows(qej), to_T(QeT));
+    staged<DKP * CH, NT>(rows(ekj), to_T(EkT));
+    staged<DKP * CH, NT>([=](int idx) { return idx / CH < DK ? phj[idx] : (ta)0; },  // (kr, tc) = (idx / CH, idx % CH)
+                         [=](int idx, ta x) { Ph[ph_t ? (idx % CH) * DKP + idx / CH : idx] = x; });
+}
+
+
+// A ROWS x COLS tile into shared memory dst (row stride dld) from the row-major src (row stride sld;
+// rows >= vr and columns >= vc zero), asynchronously, consecutive threads copying consecutive pieces
+// of a row: 16-byte copies when vec (sld and vc multiples of their width, rows starting on 16 bytes),
+// else element copies.
+template <int ROWS, int COLS>
+__device__ __forceinline__ void gd_copy(ta* dst, int dld, const ta* src, int sld, int vr, int vc, bool vec) {
+    constexpr int VW = 16 / (int)sizeof(ta);  // elements per 16-byte copy
+    if (vec) {
+        for (int idx = threadIdx.x; idx < ROWS * COLS / VW; idx += NT) {
+            const int r = idx / (COLS / VW), k = idx % (COLS / VW) * VW;
+            const bool ok = r < vr && k < vc;
+            cp_async16(dst + r * dld + k, ok ? src + r * sld + k : src, ok);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < ROWS * COLS; idx += NT) {
+            const int r = idx / COLS, k = idx % COLS;
+            const bool ok = r < vr && k < vc;
+            cp_async_ta(dst + r * dld + k, ok ? src + r * sld + k : src, ok);
+        }
+    }
+}
+
+// blocks per SM the registers must allow: float32 at d_k <= 64, 3 (<= 85 registers, no spills;
+// shared memory ~73 KB at d_k = 64 with GD_BW = 32); else 1
+#ifdef GD_MINB_SET  // a timing build may set it
+constexpr int GD_MINB = GD_MINB_SET;
+#else
+constexpr int GD_MINB = GD_TC && DKP <= 64 ? 3 : 1;
+#endif
+extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
+    const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
+    const ta* __restrict__ ek,   // (BH, n, CH, DK)  e^G K
+    const ta* __restrict__ ph,   // (BH, n, DK, CH)  phi
+    const ta* __restrict__ Hc,   // (BH, n, DK, DV)  H = phi V
+    const ta* __restrict__ gc,   // (BH, n)          chunk total log decay
+    const ta* __restrict__ lam,  // (BH, T, L)
+    ta* __restrict__ out,        // (BH, n, CH, DV)  in: intra-chunk output; out: + the reads
+    ta* __restrict__ lev,        // (BH, NLC, DK, DV) in: zeros; out (keep): chunk-level slots at the end
+    ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out (keep): carried to the end
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int keep, int BH) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Qe = reinterpret_cast<ta*>(smem_raw);
+    ta* Ek = Qe + CH * GD_LDQ;
+    ta* Ph = Ek + CH * GD_LDQ;
+    ta* S = Ph + DKP * GD_LDP;  // [kk][col]
+    ta* W = S + DKP * GD_LDS;   // [t][col]
+    ta* lw = W + CH * GD_LDS;   // the chunk's read weights (0 outside the call)
+    check_smem((2 * CH * GD_LDQ + DKP * GD_LDP + (DKP + CH) * GD_LDS + CH) * sizeof(ta));
+    constexpr int RA = CH / 16, RB = DKP / 16;  // row blocks of (a), (b)
+    const int tid = threadIdx.x;
+    // the block: chain ci (slowest), sequence bh, column block
+    const int NCB = (DV + GD_BW - 1) / GD_BW;
+    const i64 per = (i64)BH * NCB, ci = blockIdx.x / per;
+    const i64 bh = blockIdx.x % per / NCB;
+    const int c0 = (int)(blockIdx.x % NCB) * GD_BW;
+    const i64 cL = F + n - 1, E = cL + merge_last;
+    // the chain: incoming slot s (s >= 0) or level m's period from base; its chunks [lo, hi), reads from mid
+    int s = -1, m = 0;
+    i64 lo = F, mid = F, hi = cL + 1;
+    if (ci < n_old) {
+        s = (int)ci;
+        if (!((p >> s) & 1)) return;  // an empty incoming slot
+    } else {
+        i64 r = ci - n_old;
+        for (m = NLC; m > 1; --m) {  // levels NLC .. 1, (cL >> m) - (F >> m) + 1 periods each
+            const i64 cnt = (cL >> m) - (F >> m) + 1;
+            if (r < cnt) break;
+            r -= cnt;
+        }
+        const i64 base = ((F >> m) + r) << m;
+        mid = base + (1ll << (m - 1));
+        lo = max(F, base);
+        hi = min(cL + 1, base + (1ll << m));
+        if (lo >= mid) return;  // its bucket lies before the call: in the incoming slots
+        if (hi <= mid && !(keep && E == mid)) return;  // no reads in the call, nor a returned slot
+    }
+    const i64 slot_sz = (i64)DK * DV;
+    ta* fin = s >= 0 ? oldc + (bh * n_old + s) * slot_sz : lev + (bh * NLC + m - 1) * slot_sz;  // the slot's home
+    // S in: the incoming slot's columns or zero (columns past DV and rows past DK stay zero)
+    for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
+        const int kk = idx / GD_BW, cc = idx % GD_BW;
+        S[kk * GD_LDS + cc] = s >= 0 && kk < DK && c0 + cc < DV ? fin[(i64)kk * DV + c0 + cc] : (ta)0;
+    }
+    __syncthreads();
+    bool live = s >= 0;  // S non-zero
+    const int K8 = (DK + 7) / 8 * 8;  // (a)'s reduction (rows past DK are zero)
+    const GdWarpTiles<RA> wa;
+    const GdWarpTiles<RB> wb;
+    constexpr int TWA = GdWarpTiles<RA>::NTL, TWB = GdWarpTiles<RB>::NTL;  // tiles per warp in (a), (b)
+    // (copying chunk c + 1's tiles during chunk c's products measured no faster: the 24 warps per SM
+    // hide the copies; benchmarks/NOTES.md)
+    constexpr int VW = 16 / (int)sizeof(ta);
+    const bool vec = DK % VW == 0;
+    for (i64 c = lo; c < hi; ++c) {
+        const bool rd = c >= mid;  // read and carry; else accumulate
+        const i64 cj = bh * n + (c - F);
+        // (b)'s H (accumulating) in the C fragments' layout (loaded after (a): fewer live registers there)
+        ta hv[TWB][4];
+        auto load_h = [&] {
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(i, x);
+                    hv[i][x] = wb.on && !rd && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+                }
+        };
+        if (!live) {  // the first chunk of a bucket: S = H_c
+            load_h();
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x)
+                    if (wb.on) S[wb.row(x) * GD_LDS + wb.col(i, x)] = hv[i][x];
+            live = true;
+            __syncthreads();
+            continue;
+        }
+        // the chunk's tiles: Qe (when read), Ek, phi
+        if (rd) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
+        cp_async_commit();
+        if (rd && tid < CH) {  // token tid's read weight
+            const i64 tabs = c * CH + tid, gi = tabs - p;
+            const int l = s >= 0 ? max(s + 1, bitlen64(p ^ tabs)) : GD_LOG2C + m;
+            lw[tid] = gi >= 0 && gi < T ? lam[(bh * T + gi) * L + l] : (ta)0;  // padding rows: unread
+        }
+        const ta eg = ex(gc[cj]);
+        cp_async_wait<0>();
+        __syncthreads();
+        // (a) W = Ek S (and R = Qe S, read into the output)
+        if (wa.on) {
+            ta acc[2][TWA][4] = {};  // W, R
+            if (rd)
+                gd_mm<2, TWA>(acc, Ek, Qe, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
+            else
+                gd_mm<1, TWA>(acc, Ek, nullptr, GD_LDQ, S, GD_LDS, wa.r0, wa.n0, K8);
+#pragma unroll
+            for (int i = 0; i < TWA; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int t = wa.row(x), cc = wa.col(i, x);
+                    const i64 gi = c * CH + t - p;
+                    W[t * GD_LDS + cc] = acc[0][i][x];
+                    if (rd && c0 + cc < DV && gi >= 0 && gi < T)  // padding rows read nothing
+                        atomicAdd(out + (cj * CH + t) * DV + c0 + cc, lw[t] * acc[1][i][x]);
+                }
+        }
+        __syncthreads();
+        load_h();
+        // (b) S <- e^g S - phi W (+ H)
+        if (wb.on) {
+            ta acc[1][TWB][4] = {};
+            gd_mm<1, TWB>(acc, Ph, nullptr, GD_LDP, W, GD_LDS, wb.r0, wb.n0, CH);
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    ta* e = S + wb.row(x) * GD_LDS + wb.col(i, x);
+                    *e = eg * *e - acc[0][i][x] + hv[i][x];
+                }
+        }
+        __syncthreads();  // S read by the next chunk's (a); the tiles rewritten by its copies
+    }
+    // the returned state: an incoming slot carried to the end; level m's S^m(E) when bit m - 1 of E is set
+    if (!keep || (s < 0 && !(hi == cL + 1 && ((E >> (m - 1)) & 1)))) return;
+    for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
+        const int kk = idx / GD_BW, cc = idx % GD_BW;
+        if (kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = S[kk * GD_LDS + cc];
+    }
+}
