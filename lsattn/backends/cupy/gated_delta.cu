@@ -21,32 +21,38 @@
 // period's first half [base, mid) it is read by nobody and accumulates its bucket (A <- P_c A + H_c
 // from A = 0 at max(base, F)); in the second half [mid, base + 2^m) it is read and carried
 // (A <- P_c A); at the period's end it is dropped (its keys are level m + 1's bucket, which that level
-// accumulates itself from the same chunks). No merges and no data between levels: gd_scan runs
-// every (level m, period) and every incoming slot as an independent chain, one block per
-// (chain, sequence, GD_BW value columns), a 1-D grid with the chain slowest and the longest chains
-// (incoming slots, then levels NLC .. 1) first, so they start first. A chain whose first half lies
-// before the call is empty (skipped), as is one without reads unless the returned state is kept
-// (`keep`). The returned state: incoming slots carried to the call's end (`oldc`, in place), and
-// S^m after chunk cL's transition (before its merge when the call ends inside it, after it when the
-// call ends at its end: E = cL + merge_last, S^m(E) = the chain's A when bit m - 1 of E is set, else
-// 0) into `lev` (zeros in). Several chains read into the same output rows: atomic adds onto the
-// intra-chunk output (the order of those few adds varies between runs: last-bit differences).
+// accumulates itself from the same chunks). No merges and no data between levels: each (level m,
+// period) and each incoming slot is an independent chain. gd_scan runs GD_G of them per block (a
+// slot group): levels mh, mh - 1, .., mh - GD_G + 1 (groups from the top: mh = NLC, NLC - GD_G, ..,
+// the last cut at level 1) over one period of level mh, in which the lower levels' periods lie back
+// to back, or GD_G consecutive incoming slots; one block per (group, period, sequence, GD_BW value
+// columns), a 1-D grid with the group slowest and the longest (incoming slots, then the top levels)
+// first, so they start first. The block walks its chunks once: each chunk's tiles are copied once
+// for the group, and every slot is in one of four modes (block-uniform): off (its bucket lies before
+// the call: in the incoming slots; or no reads in the call and not returned (`keep`)), start (a
+// bucket's first chunk in the call: S = H_c), accumulate, read. The returned state: incoming slots
+// carried to the call's end (`oldc`, in place), and S^m after chunk cL's transition (before its
+// merge when the call ends inside it, after it when the call ends at its end: E = cL + merge_last,
+// S^m(E) = the slot when bit m - 1 of E is set, else 0) into `lev` (zeros in). Several groups read
+// into the same output rows: their summed reads are added atomically onto the intra-chunk output
+// (the order of those few adds varies between runs: last-bit differences).
 // Work per chunk and sequence: NLC (+ held incoming) slot updates of 2 (first half) or 3 (read)
 // products of 2 CH d_k d_v flops (the old sequential scan: popcount(c) slots of 3 products); the
-// critical path: the top level's ~n chunks of one slot each. Measured (H200, benchmarks/NOTES.md,
-// session 10): the grid is bound by its total work, about half of it the chunk tiles every chain
-// step copies; the critical path (~4.7 us per step) is half the time at 8K.
+// critical path: the top group's ~n chunks. Measured (H200, benchmarks/NOTES.md, session 10, one
+// chain per block): the grid is bound by its total work, about half of it the chunk tiles every chain
+// step copies, which a group copies once for its GD_G slots (session 11).
 //
-// Threads: NT = 256 (8 warps). Every product is an M x GD_BW one (M = CH in (a), DKP in (b)) in
-// tiles of 16 x 8 dealt evenly over the warps (GdWarpTiles). float32: mma.sync m16n8k8 tf32 with
-// every operand split into two tf32 halves (3xTF32, ~2^-21 relative, fp32 accumulation); float64:
-// FFMA on the same fragments.
-// Per chunk of a chain: (a) R = Qe S, W = Ek S (read mode; W only when accumulating), the reads
-// lambda R atomically added to the output, W to shared memory; (b) S <- e^g S - phi W (+ H).
-// Shared: Qe, Ek ([t][kk], row stride DKP + 16 / sizeof(ta)), phi ([kk][t], row stride
-// CH + 16 / sizeof(ta)), copied asynchronously as stored (cp.async, 16 bytes when d_k allows); S ([kk][col]) and
-// W ([t][col]), row stride GD_BW + 8 (the B fragments' 32 lanes on 32 banks); the chunk's CH read
-// weights: Config.smem("gd_scan") in _compile.py.
+// Threads: NT = 256 (8 warps). Every product is an M x GD_BW one per slot (M = CH in (a), DKP in
+// (b)) in tiles of 16 x 8 dealt evenly over the warps (GdWarpTiles), each warp taking the same
+// tiles of every slot (its A fragments split once for the group). float32: mma.sync m16n8k8 tf32
+// with every operand split into two tf32 halves (3xTF32, ~2^-21 relative, fp32 accumulation);
+// float64: FFMA on the same fragments.
+// Per chunk and slot: (a) R = Qe S, W = Ek S (read mode; W only when accumulating), the slots' reads
+// lambda R summed and atomically added to the output, W to shared memory; (b) S <- e^g S - phi W (+ H).
+// Shared: Qe, Ek ([t][kk], row stride DKP + 16 / sizeof(ta); the slots' W ([t][col]) over them once
+// (a) has read them), phi ([kk][t], row stride CH + 16 / sizeof(ta)), copied asynchronously as
+// stored (cp.async, 16 bytes when d_k allows); the slots' S ([kk][col]) and W, row stride GD_BW + 8
+// (the B fragments' 32 lanes on 32 banks); the slots' CH read weights: Config.gd_smem in _compile.py.
 #define GD_BV 16  // gd_scan_bwd's value columns per block
 #define GD_RG (NT / GD_BV)
 #ifdef GD_BW_SET  // a timing build may set it
