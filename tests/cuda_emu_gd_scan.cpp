@@ -9,6 +9,7 @@
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
 struct double2 { double x, y; };
+struct uint2 { unsigned x, y; };  // gd_scan's W as tf32 pairs
 template <typename V, typename T>
 inline V vload(const T* p) {
     if (reinterpret_cast<uintptr_t>(p) % sizeof(V)) std::abort();  // the GPU faults on a misaligned vector load

@@ -3,10 +3,12 @@ forward computes in), T from argv (default 2K / 8K / 32K):
 
 - s10:      session 10's scan (one block per level chain and period, ``gd_scan_s10.cu``), keep = 0
 - new:      the production scan without the returned state (keep = 0: the public forward's launch;
-            GD_G = 2 levels per block, GD_BW = 32 columns, 3 blocks per SM)
+            GD_G = 2 levels per block, GD_BW = 32 columns, W stored as tf32 pairs, 3 blocks per SM)
 - new_keep, s10_keep: the same with the returned state (keep = 1)
-- g1, g3, g4: builds with 1 / 3 / 4 slots per block (GD_G_SET; 3, 4: 2 blocks per SM)
-- g2_bw64, g1_bw64: 64 value columns per block (GD_BW_SET; 2 blocks per SM)
+- g2_ws0:   W stored unsplit (GD_WS_SET=0: each warp splits its B fragments in (b), as in session 10)
+- g2_sr:    S in the registers of (b)'s threads, shared as tf32 pairs (GD_SR_SET=1; 2 blocks per SM)
+- g1, g3, g3_ws0, g4_ws0: builds with 1 / 3 / 4 slots per block (GD_G_SET; 3, 4: 2 blocks per SM)
+- g2_bw64, g1_bw64: 64 value columns per block (GD_BW_SET; W unsplit; 2 blocks per SM)
 - nomm:     the production launch with its products removed (wrong values): what the walk costs
             besides the products (tile copies, barriers, atomics)
 - new_top, s10_top: only the top group's (the two top chains') blocks, keep = 1: the critical path
@@ -64,18 +66,23 @@ def ms(f, reps):
 
 
 # name -> (function, slots per block, columns per block); s10: session 10's kernel and grid (g = 0)
-builds = {"new": (ops._tk("gated_delta", cfg, "gd_scan")[0], cc.GD_G, cc.GD_BW)}
+# name -> (function, slots per block, columns per block, W split or "sr"); s10: session 10's kernel and grid (g = 0)
+builds = {"new": (ops._tk("gated_delta", cfg, "gd_scan")[0], cc.GD_G, cc.GD_BW, True)}
 s10 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gd_scan_s10.cu")
-for name, mk, g, bw in (
-        ("s10", lambda: build(open(s10).read()), 0, 32),
-        ("g1", lambda: variant(extra=("-DGD_G_SET=1",)), 1, 32),
-        ("g3", lambda: variant(extra=("-DGD_G_SET=3", "-DGD_MINB_SET=2")), 3, 32),
-        ("g4", lambda: variant(extra=("-DGD_G_SET=4", "-DGD_MINB_SET=2")), 4, 32),
-        ("g2_bw64", lambda: variant(extra=("-DGD_BW_SET=64", "-DGD_MINB_SET=2")), 2, 64),
-        ("g1_bw64", lambda: variant(extra=("-DGD_G_SET=1", "-DGD_BW_SET=64", "-DGD_MINB_SET=2")), 1, 64),
-        ("nomm", lambda: variant(r"gd_mm<(\d), (TW[AB])>\(", r"if (0) gd_mm<\1, \2>(", 2), cc.GD_G, cc.GD_BW)):
+ws0, two = "-DGD_WS_SET=0", "-DGD_MINB_SET=2"
+for name, mk, g, bw, ws in (
+        ("s10", lambda: build(open(s10).read()), 0, 32, False),
+        ("g2_ws0", lambda: variant(extra=(ws0,)), 2, 32, False),
+        ("g2_sr", lambda: variant(extra=("-DGD_SR_SET=1", two)), 2, 32, "sr"),
+        ("g1", lambda: variant(extra=("-DGD_G_SET=1",)), 1, 32, True),
+        ("g3", lambda: variant(extra=("-DGD_G_SET=3", two)), 3, 32, True),
+        ("g3_ws0", lambda: variant(extra=("-DGD_G_SET=3", two, ws0)), 3, 32, False),
+        ("g4_ws0", lambda: variant(extra=("-DGD_G_SET=4", two, ws0)), 4, 32, False),
+        ("g2_bw64", lambda: variant(extra=("-DGD_BW_SET=64", two, ws0)), 2, 64, False),
+        ("g1_bw64", lambda: variant(extra=("-DGD_G_SET=1", "-DGD_BW_SET=64", two, ws0)), 1, 64, False),
+        ("nomm", lambda: variant(r"gd_mm<(\d), (TW[AB])>\(", r"if (0) gd_mm<\1, \2>(", 2), cc.GD_G, cc.GD_BW, True)):
     if want is None or name in want:
-        builds[name] = (mk(), g, bw)
+        builds[name] = (mk(), g, bw, ws)
 block = (256,)
 for T in Ts:
     C, L = cfg.CH, lsattn.num_levels(T)
@@ -99,9 +106,9 @@ for T in Ts:
     row = [f"T={T:6d} n={n:4d} blocks/seq g2={cgd.scan_blocks(F, n, 0, NLC, 2)} s10={cgd.scan_chains(F, n, 0, NLC)}"]
 
     def launch(name, o, lv, keep, top=False):
-        f, gs, bw = builds[name]
+        f, gs, bw, ws = builds[name]
         nb = (2 if gs == 0 else 1) if top else (cgd.scan_chains(F, n, 0, NLC) if gs == 0 else cgd.scan_blocks(F, n, 0, NLC, gs))
-        smem = cfg.gd_smem(1, bw) + cfg.CH * (bw + 8) * 4 if gs == 0 else cfg.gd_smem(gs, bw)  # s10: W apart
+        smem = cfg.gd_smem(1, bw, False) + cfg.CH * (bw + 8) * 4 if gs == 0 else cfg.gd_smem(gs, bw, bool(ws), ws == "sr")  # s10: W apart
         f((nb * BH * -(-DV // bw),), block, (qe, ek, ph, H, g, lam, o, lv, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0),
                                              i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(keep), i32(BH)),
           shared_mem=smem)

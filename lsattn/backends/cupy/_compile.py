@@ -54,12 +54,15 @@ class Config:
     def NLC(self):
         return int(math.log2(self.CH)) + 1
 
-    def gd_smem(self, G=GD_G, BW=GD_BW):
+    def gd_smem(self, G=GD_G, BW=GD_BW, wsplit=True, sreg=False):
         """gd_scan's shared memory (gated_delta.cu) with G slots of BW columns per block: Qe, Ek (rows
-        padded by 16 bytes; the slots' W, BW + 8 columns, over them), phi, the slots' S and CH weights."""
+        padded by 16 bytes; the slots' W over them: float32 as tf32 pairs, BW + 4 a row, unless a timing
+        build keeps it unsplit (``wsplit``); float64 BW + 8), phi, the slots' S (BW + 8 a row; a timing
+        build's tf32 pairs, ``sreg``) and CH weights."""
         CH, DKP, es = self.CH, self.DKP, self.itemsize
         pad = 16 // es
-        return (max(2 * CH * (DKP + pad), G * CH * (BW + 8)) + DKP * (CH + pad) + G * (DKP * (BW + 8) + CH)) * es
+        w, sw = ((2 * (BW + 4) if f and es == 4 else BW + 8) for f in (wsplit, sreg))
+        return (max(2 * CH * (DKP + pad), G * CH * w) + DKP * (CH + pad) + G * (DKP * sw + CH)) * es
 
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
     def smem(self, kernel):

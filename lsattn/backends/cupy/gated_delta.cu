@@ -68,9 +68,30 @@ constexpr int GD_G = 2;  // gd_scan's slots per block: levels walked together (_
 constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
 constexpr int GD_LDS = GD_BW + 8;  // S and W row stride
-constexpr int GD_QW = 2 * CH * GD_LDQ > GD_G * CH * GD_LDS ? 2 * CH * GD_LDQ : GD_G * CH * GD_LDS;  // Qe, Ek or W
 // float32: the products on tensor cores (3xTF32: the float32 bound holds); float64: FFMA
 constexpr bool GD_TC = sizeof(ta) == 4;
+// W, (b)'s B operand: float32, its tf32 halves (hi, lo) split once when stored (row stride GD_BW + 4
+// pairs: a half-warp's 64-bit fragment loads on 32 banks); float64, as computed (row stride GD_LDS)
+// (a timing build may store it unsplit: GD_WS_SET=0)
+#ifndef GD_WS_SET
+#define GD_WS_SET 1
+#endif
+template <bool TC> struct GdW { using T = ta; static constexpr int LD = GD_LDS; };
+template <> struct GdW<true> { using T = uint2; static constexpr int LD = GD_BW + 4; };
+using gd_w = GdW<GD_TC && GD_WS_SET>::T;
+constexpr int GD_LDW = GdW<GD_TC && GD_WS_SET>::LD;
+// S, (a)'s B operand: in shared memory as computed, or (a timing build, GD_SR_SET=1, float32) in the
+// registers of (b)'s threads, shared as its tf32 pairs
+#ifndef GD_SR_SET
+#define GD_SR_SET 0
+#endif
+constexpr bool GD_SR = GD_TC && GD_SR_SET;
+using gd_s = GdW<GD_SR>::T;
+constexpr int GD_LDSS = GdW<GD_SR>::LD, GD_SW = DKP * GD_LDSS * (int)(sizeof(gd_s) / sizeof(ta));  // a slot's S (in ta)
+constexpr int GD_QW_ = 2 * CH * GD_LDQ, GD_WW = GD_G * CH * GD_LDW * (int)(sizeof(gd_w) / sizeof(ta));
+constexpr int GD_QW = GD_QW_ > GD_WW ? GD_QW_ : GD_WW;  // Qe and Ek, or the slots' W (in ta)
+__device__ __forceinline__ void gd_put(ta* w, ta x) { *w = x; }
+__device__ __forceinline__ void gd_put(uint2* w, float x) { tf32_split(x, w->x, w->y); }
 
 // The split (tf32 hi + lo) fragments (lane = 4 g8 + t4, mma_tf32's layout): A (rows r0 ..,
 // reductions k0 .. k0 + 7) of X [row][k] (row stride ld); B (reductions k0 .., columns n0 ..) of
@@ -87,6 +108,12 @@ __device__ __forceinline__ void gd_frag_b(const E* Y, int ld, int k0, int n0, un
     const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     tf32_split((float)Y[(k0 + t4) * ld + n0 + g8], h[0], l[0]);
     tf32_split((float)Y[(k0 + t4 + 4) * ld + n0 + g8], h[1], l[1]);
+}
+// the same of Y stored split (gd_put)
+__device__ __forceinline__ void gd_frag_b(const uint2* Y, int ld, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    const uint2 y0 = Y[(k0 + t4) * ld + n0 + g8], y1 = Y[(k0 + t4 + 4) * ld + n0 + g8];
+    h[0] = y0.x, l[0] = y0.y, h[1] = y1.x, l[1] = y1.y;
 }
 // c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22)
 __device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], const unsigned (&al)[4],
@@ -119,10 +146,10 @@ struct GdWarpTiles {
 
 // c[j][a][i] += A_a[r0 .. r0 + 15][0 .. K) Y_j[0 .. K)[n0 + 8 i .. + 7] for the slots j < GD_G whose
 // bit is set in use[a] (A_0 = X0, A_1 = X1, [row][k] with row stride ldx; Y_j = Y + j ys, [k][col]
-// with row stride ldy; use[1] a subset of use[0]), i < NTL; K a multiple of 8. Each A fragment is
-// split once per k-step for all the slots.
-template <int NA, int NTL, typename Acc>
-__device__ __forceinline__ void gd_mm(Acc (*c)[NA][NTL][4], const ta* X0, const ta* X1, int ldx, const ta* Y, int ys,
+// with row stride ldy, of ta or pre-split (uint2, tensor cores only); use[1] a subset of use[0]),
+// i < NTL; K a multiple of 8. Each A fragment is split once per k-step for all the slots.
+template <int NA, int NTL, typename Acc, typename YT>
+__device__ __forceinline__ void gd_mm(Acc (*c)[NA][NTL][4], const ta* X0, const ta* X1, int ldx, const YT* Y, int ys,
                                       int ldy, int r0, int n0, int K, const unsigned (&use)[NA]) {
     const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     if constexpr (GD_TC) {
@@ -233,13 +260,13 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qe = reinterpret_cast<ta*>(smem_raw);
     ta* Ek = Qe + CH * GD_LDQ;
-    ta* W = Qe;  // [slot][t][col]: over Qe and Ek once (a) has read them
+    gd_w* W = reinterpret_cast<gd_w*>(Qe);  // [slot][t][col]: over Qe and Ek once (a) has read them
     ta* Ph = Qe + GD_QW;
-    ta* S = Ph + DKP * GD_LDP;           // [slot][kk][col]
-    ta* lw = S + GD_G * DKP * GD_LDS;    // [slot][t] the chunk's read weights (0 outside the call)
-    check_smem((GD_QW + DKP * GD_LDP + GD_G * (DKP * GD_LDS + CH)) * sizeof(ta));
+    gd_s* S = reinterpret_cast<gd_s*>(Ph + DKP * GD_LDP);  // [slot][kk][col]
+    ta* lw = Ph + DKP * GD_LDP + GD_G * GD_SW;                // [slot][t] the chunk's read weights (0 outside the call)
+    check_smem((GD_QW + DKP * GD_LDP + GD_G * (GD_SW + CH)) * sizeof(ta));
     constexpr int RA = CH / 16, RB = DKP / 16;  // row blocks of (a), (b)
-    constexpr int SS = DKP * GD_LDS, WS = CH * GD_LDS;  // a slot's S, W
+    constexpr int SS = DKP * GD_LDSS, WS = CH * GD_LDW;  // a slot's S, W
     const int tid = threadIdx.x;
     // the block: slot group ci (slowest), sequence bh, column block
     const int NCB = (DV + GD_BW - 1) / GD_BW;
@@ -295,28 +322,45 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     }
     if (wlo >= whi) return;
     const i64 slot_sz = (i64)DK * DV;
-    // S in: the incoming slots' columns or zero (columns past DV and rows past DK stay zero)
-    for (int idx = tid; idx < GD_G * DKP * GD_BW; idx += NT) {
-        const int j = idx / (DKP * GD_BW), kk = idx / GD_BW % DKP, cc = idx % GD_BW;
-        const bool ld = inc && s0 + j < n_old && kk < DK && c0 + cc < DV;
-        S[j * SS + kk * GD_LDS + cc] = ld ? oldc[(bh * n_old + s0 + j) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
-    }
-    __syncthreads();
     const int K8 = (DK + 7) / 8 * 8;  // (a)'s reduction (rows past DK are zero)
     const GdWarpTiles<RA> wa;
     const GdWarpTiles<RB> wb;
     constexpr int TWA = GdWarpTiles<RA>::NTL, TWB = GdWarpTiles<RB>::NTL;  // tiles per warp and slot in (a), (b)
+    // S in: the incoming slots' columns or zero (columns past DV and rows past DK stay zero)
+    auto s_in = [&](int j, int kk, int cc) {
+        const bool ld = inc && s0 + j < n_old && kk < DK && c0 + cc < DV;
+        return ld ? oldc[(bh * n_old + s0 + j) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+    };
+    ta sv[GD_SR ? GD_G : 1][TWB][4];  // GD_SR: S of (b)'s tiles (the thread's C fragments)
+    if constexpr (GD_SR) {
+#pragma unroll
+        for (int j = 0; j < GD_G; ++j)
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x)
+                    if (wb.on) {
+                        sv[j][i][x] = s_in(j, wb.row(x), wb.col(i, x));
+                        gd_put(S + j * SS + wb.row(x) * GD_LDSS + wb.col(i, x), sv[j][i][x]);
+                    }
+    } else {
+        for (int idx = tid; idx < GD_G * DKP * GD_BW; idx += NT) {
+            const int j = idx / (DKP * GD_BW), kk = idx / GD_BW % DKP, cc = idx % GD_BW;
+            gd_put(S + j * SS + kk * GD_LDSS + cc, s_in(j, kk, cc));
+        }
+    }
+    __syncthreads();
     constexpr int VW = 16 / (int)sizeof(ta);
     const bool vec = DK % VW == 0;
     for (i64 c = wlo; c < whi; ++c) {
-        int md[GD_G];
-        unsigned use[2] = {0u, 0u}, hs = 0u;  // slots with products, with reads; slots that add H
+        // the slots' modes as masks: with products (accumulate, read), read, taking H (start, accumulate)
+        unsigned use[2] = {0u, 0u}, hs = 0u;
 #pragma unroll
         for (int j = 0; j < GD_G; ++j) {
-            md[j] = mode(j, c);
-            use[0] |= (unsigned)(md[j] >= GD_ACC) << j;
-            use[1] |= (unsigned)(md[j] == GD_READ) << j;
-            hs |= (unsigned)(md[j] == GD_START || md[j] == GD_ACC) << j;
+            const int md = mode(j, c);
+            use[0] |= (unsigned)(md >= GD_ACC) << j;
+            use[1] |= (unsigned)(md == GD_READ) << j;
+            hs |= (unsigned)(md == GD_START || md == GD_ACC) << j;
         }
         if (!(use[0] | hs)) continue;  // no slot at this chunk (uniform)
         const i64 cj = bh * n + (c - F);
@@ -337,7 +381,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
             __syncthreads();
             // (a) W_j = Ek S_j; R_j = Qe S_j for the slots read, their weighted sum into the output
             ta acc[GD_G][2][TWA][4] = {};  // W, R
-            if (wa.on) gd_mm<2, TWA>(acc, Ek, Qe, GD_LDQ, S, SS, GD_LDS, wa.r0, wa.n0, K8, use);
+            if (wa.on) gd_mm<2, TWA>(acc, Ek, Qe, GD_LDQ, (const gd_s*)S, SS, GD_LDSS, wa.r0, wa.n0, K8, use);
             __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
 #pragma unroll
@@ -348,7 +392,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
                         ta r = 0;
 #pragma unroll
                         for (int j = 0; j < GD_G; ++j) {
-                            if ((use[0] >> j) & 1) W[j * WS + t * GD_LDS + cc] = acc[j][0][i][x];
+                            if ((use[0] >> j) & 1) gd_put(W + j * WS + t * GD_LDW + cc, acc[j][0][i][x]);
                             if ((use[1] >> j) & 1) r += lw[j * CH + t] * acc[j][1][i][x];
                         }
                         const i64 gi = c * CH + t - p;
@@ -360,7 +404,10 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
         }
         // (b) S_j <- e^g S_j - phi W_j (+ H); S_j = H at a bucket's first chunk
         if (wb.on) {
-            ta hv[TWB][4];
+            ta acc[GD_G][1][TWB][4] = {};
+            const unsigned ub[1] = {use[0]};
+            if (use[0]) gd_mm<1, TWB>(acc, Ph, nullptr, GD_LDP, (const gd_w*)W, WS, GD_LDW, wb.r0, wb.n0, CH, ub);
+            ta hv[TWB][4];  // H in the C fragments' layout (loaded after the product: fewer live registers)
 #pragma unroll
             for (int i = 0; i < TWB; ++i)
 #pragma unroll
@@ -368,18 +415,23 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
                     const int kk = wb.row(x), cc = wb.col(i, x);
                     hv[i][x] = hs && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
                 }
-            ta acc[GD_G][1][TWB][4] = {};
-            const unsigned ub[1] = {use[0]};
-            if (use[0]) gd_mm<1, TWB>(acc, Ph, nullptr, GD_LDP, W, WS, GD_LDS, wb.r0, wb.n0, CH, ub);
 #pragma unroll
             for (int j = 0; j < GD_G; ++j) {
-                if (md[j] == GD_OFF) continue;
+                const bool pr = (use[0] >> j) & 1, ad = (hs >> j) & 1;  // products, + H (neither: off)
+                if (!pr && !ad) continue;
 #pragma unroll
                 for (int i = 0; i < TWB; ++i)
 #pragma unroll
                     for (int x = 0; x < 4; ++x) {
-                        ta* e = S + j * SS + wb.row(x) * GD_LDS + wb.col(i, x);
-                        *e = md[j] == GD_START ? hv[i][x] : eg * *e - acc[j][0][i][x] + (md[j] == GD_ACC ? hv[i][x] : (ta)0);
+                        gd_s* e = S + j * SS + wb.row(x) * GD_LDSS + wb.col(i, x);
+                        if constexpr (GD_SR) {
+                            ta& v = sv[GD_SR ? j : 0][i][x];
+                            v = pr ? eg * v - acc[j][0][i][x] + (ad ? hv[i][x] : (ta)0) : hv[i][x];
+                            gd_put(e, v);
+                        } else {
+                            ta* f = reinterpret_cast<ta*>(e);
+                            *f = pr ? eg * *f - acc[j][0][i][x] + (ad ? hv[i][x] : (ta)0) : hv[i][x];
+                        }
                     }
             }
         }
@@ -393,9 +445,19 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
         if (inc ? mode(j, lo) == GD_OFF : (hi != cL + 1 || m < 1 || !((E >> (m - 1)) & 1) || mode(j, cL) == GD_OFF))
             continue;
         ta* fin = inc ? oldc + (bh * n_old + s0 + j) * slot_sz : lev + (bh * NLC + m - 1) * slot_sz;  // the slot's home
-        for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
-            const int kk = idx / GD_BW, cc = idx % GD_BW;
-            if (kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = S[j * SS + kk * GD_LDS + cc];
+        if constexpr (GD_SR) {
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(i, x);
+                    if (wb.on && kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = sv[GD_SR ? j : 0][i][x];
+                }
+        } else {
+            for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
+                const int kk = idx / GD_BW, cc = idx % GD_BW;
+                if (kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = reinterpret_cast<const ta*>(S)[j * SS + kk * GD_LDSS + cc];
+            }
         }
     }
 }
