@@ -198,13 +198,13 @@ class Emulated:
 
     xp = np
     bw = BW  # gd_scan's value columns per block (a timing build's GD_BW_SET when not the production one)
-    g = GD_G  # gd_scan's slots per block (GD_G_SET likewise)
+    g = GD_G  # gd_scan's slots per block, at run time (a build of more: GD_G_SET) whatever the call's chunks
     ws = True  # float32: W stored as tf32 pairs (GD_WS_SET=0: unsplit)
     sr = False  # float32: S in registers, shared as tf32 pairs (GD_SR_SET=1)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
-        defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g == GD_G else {"GD_G_SET": self.g})
+        defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g <= GD_G else {"GD_G_SET": self.g})
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
@@ -222,9 +222,9 @@ class Emulated:
                 keep=True):
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
-        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH)]
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH, self.g)]
         blocks = cgd.scan_blocks(F, n, n_old, NLC, self.g) * BH * -(-DV // self.bw)
-        smem = cfg.gd_smem(self.g, self.bw, self.ws, self.sr)
+        smem = cfg.gd_smem(max(self.g, GD_G), self.bw, self.ws, self.sr)
         self._lib(cfg).run(*self._ptrs(arrays), *ints, ctypes.c_uint(blocks), ctypes.c_uint(smem))
 
 
@@ -324,7 +324,8 @@ def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay):
     (64, GD_G, True, "float32", 90, 0, 40, 70, 32),
     (16, GD_G, True, "float64", 50, 20, 20, 17, 32),
     (64, GD_G, True, "float64", 40, 0, 3, 5, 16),
-    (BW, 1, True, "float64", 200, 700, 9, 5, 16),  # one slot per block; 10 incoming slots, 6 held
+    (BW, 1, True, "float64", 200, 700, 9, 5, 16),  # one slot per block (at run time); 10 incoming slots, 6 held
+    (BW, 1, True, "float32", 130, 5, 64, 70, 64),
     (BW, 3, True, "float64", 300, 1234, 9, 5, 16),  # 3 levels a block: groups 5-3, 2-1; 11 incoming slots, 5 held
     (BW, 3, False, "float32", 77, 90, 16, 33, 16),  # W unsplit
     (BW, GD_G, "sr", "float32", 130, 77, 20, 40, 32),  # S in registers (tf32 pairs shared)

@@ -2,16 +2,17 @@
 forward computes in), T from argv (default 2K / 8K / 32K):
 
 - s10:      session 10's scan (one block per level chain and period, ``gd_scan_s10.cu``), keep = 0
-- new:      the production scan without the returned state (keep = 0: the public forward's launch;
-            GD_G = 2 levels per block, GD_BW = 32 columns, W stored as tf32 pairs, 3 blocks per SM)
-- new_keep, s10_keep: the same with the returned state (keep = 1)
+- new_g1, new_g2: the production build (GD_BW = 32 columns, W stored as tf32 pairs, 3 blocks per SM)
+            launched with 1 and 2 (GD_G) slots per block, keep = 0 (the public forward's launch); the
+            production launch takes ``scan_group(n)`` of them
+- *_keep:   the same with the returned state (keep = 1)
 - g2_ws0:   W stored unsplit (GD_WS_SET=0: each warp splits its B fragments in (b), as in session 10)
 - g2_sr:    S in the registers of (b)'s threads, shared as tf32 pairs (GD_SR_SET=1; 2 blocks per SM)
-- g1, g3, g3_ws0, g4_ws0: builds with 1 / 3 / 4 slots per block (GD_G_SET; 3, 4: 2 blocks per SM)
+- g3, g3_ws0, g4_ws0: builds with 3 / 4 slots per block (GD_G_SET; 2 blocks per SM)
 - g2_bw64, g1_bw64: 64 value columns per block (GD_BW_SET; W unsplit; 2 blocks per SM)
-- nomm:     the production launch with its products removed (wrong values): what the walk costs
-            besides the products (tile copies, barriers, atomics)
-- new_top, s10_top: only the top group's (the two top chains') blocks, keep = 1: the critical path
+- nomm:     new_g2 with its products removed (wrong values): what the walk costs besides the products
+            (tile copies, barriers, atomics)
+- *_top:    only the top group's blocks (s10: the two top chains'), keep = 1: the critical path
 
 then the public forward on the same float32 CuPy arrays. The first columns: the builds' outputs and
 states against the production one's (max |difference| / max |new|).
@@ -65,16 +66,16 @@ def ms(f, reps):
     return cupy.cuda.get_elapsed_time(e0, e1) / reps
 
 
-# name -> (function, slots per block, columns per block); s10: session 10's kernel and grid (g = 0)
-# name -> (function, slots per block, columns per block, W split or "sr"); s10: session 10's kernel and grid (g = 0)
-builds = {"new": (ops._tk("gated_delta", cfg, "gd_scan")[0], cc.GD_G, cc.GD_BW, True)}
+# name -> (function, slots per block at run time, columns per block, W split or "sr"); s10: session 10's kernel
+# and grid (g = 0)
+prod = ops._tk("gated_delta", cfg, "gd_scan")[0]
+builds = {"new_g2": (prod, cc.GD_G, cc.GD_BW, True), "new_g1": (prod, 1, cc.GD_BW, True)}
 s10 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gd_scan_s10.cu")
 ws0, two = "-DGD_WS_SET=0", "-DGD_MINB_SET=2"
 for name, mk, g, bw, ws in (
         ("s10", lambda: build(open(s10).read()), 0, 32, False),
         ("g2_ws0", lambda: variant(extra=(ws0,)), 2, 32, False),
         ("g2_sr", lambda: variant(extra=("-DGD_SR_SET=1", two)), 2, 32, "sr"),
-        ("g1", lambda: variant(extra=("-DGD_G_SET=1",)), 1, 32, True),
         ("g3", lambda: variant(extra=("-DGD_G_SET=3", two)), 3, 32, True),
         ("g3_ws0", lambda: variant(extra=("-DGD_G_SET=3", two, ws0)), 3, 32, False),
         ("g4_ws0", lambda: variant(extra=("-DGD_G_SET=4", two, ws0)), 4, 32, False),
@@ -108,20 +109,21 @@ for T in Ts:
     def launch(name, o, lv, keep, top=False):
         f, gs, bw, ws = builds[name]
         nb = (2 if gs == 0 else 1) if top else (cgd.scan_chains(F, n, 0, NLC) if gs == 0 else cgd.scan_blocks(F, n, 0, NLC, gs))
-        smem = cfg.gd_smem(1, bw, False) + cfg.CH * (bw + 8) * 4 if gs == 0 else cfg.gd_smem(gs, bw, bool(ws), ws == "sr")  # s10: W apart
-        f((nb * BH * -(-DV // bw),), block, (qe, ek, ph, H, g, lam, o, lv, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0),
-                                             i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(keep), i32(BH)),
-          shared_mem=smem)
+        smem = (cfg.gd_smem(1, bw, False) + cfg.CH * (bw + 8) * 4 if gs == 0  # s10: W apart
+                else cfg.gd_smem(max(gs, cc.GD_G), bw, bool(ws), ws == "sr"))
+        args = (qe, ek, ph, H, g, lam, o, lv, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n), i32(0),
+                i32(NLC), i32(T % C == 0), i32(keep), i32(BH))
+        f((nb * BH * -(-DV // bw),), block, args + (() if gs == 0 else (i32(gs),)), shared_mem=smem)
 
     for name in builds:  # the builds' outputs and states
-        if name in ("new", "nomm"):
+        if name in ("new_g2", "nomm"):
             continue
         o_v, l_v = out.copy(), lev.copy()
         launch(name, o_v, l_v, 1)
         row.append(f"{name}-vs-new {float(cupy.abs(o_v - o_new).max() / cupy.abs(o_new).max()):.0e} "
                    f"{float(cupy.abs(l_v - l_new).max() / cupy.abs(l_new).max()):.0e}")
-    timed = [(name, 0, False) for name in builds] + [("new", 1, False), ("s10", 1, False), ("new", 1, True),
-                                                     ("s10", 1, True)]
+    timed = [(name, 0, False) for name in builds] + [(x, 1, False) for x in ("new_g2", "new_g1", "s10")]
+    timed += [(x, 1, True) for x in ("new_g2", "new_g1", "s10")]
     for name, keep, top in timed:
         if name in builds:
             row.append(f"{name}{'_keep' if keep and not top else ''}{'_top' if top else ''}: "

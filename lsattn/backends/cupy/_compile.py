@@ -403,17 +403,17 @@ class CupyOps:
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 keep=True):
-        """The scan's independent chains (gated_delta.cu) in groups of GD_G slots: ``gated_delta.scan_blocks``
-        of them, each for every sequence and block of GD_BW value columns; ``keep``: write the returned
-        state into lev / oldc (else only the output)."""
-        from .gated_delta import scan_blocks
+        """The scan's independent chains (gated_delta.cu) in groups of ``gated_delta.scan_group(n)``
+        slots: ``gated_delta.scan_blocks`` of them, each for every sequence and block of GD_BW value
+        columns; ``keep``: write the returned state into lev / oldc (else only the output)."""
+        from .gated_delta import scan_blocks, scan_group
 
         fn, block, smem = self._tk("gated_delta", cfg, "gd_scan")
-        per = BH * -(-DV // GD_BW)
-        fn((scan_blocks(F, n, n_old, NLC) * per,), block,
+        per, G = BH * -(-DV // GD_BW), scan_group(n)
+        fn((scan_blocks(F, n, n_old, NLC, G) * per,), block,
            (qe, ek, ph, H, g, lam, out, lev, oldc, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
             self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last)), self._i(int(keep)),
-            self._i(BH)),
+            self._i(BH), self._i(G)),
            shared_mem=smem)
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,

@@ -256,7 +256,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     ta* __restrict__ out,        // (BH, n, CH, DV)  in: intra-chunk output; out: + the reads
     ta* __restrict__ lev,        // (BH, NLC, DK, DV) in: zeros; out (keep): chunk-level slots at the end
     ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out (keep): carried to the end
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int keep, int BH) {
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int keep, int BH,
+    int G) {  // slots per block (1 .. GD_G; _compile.gd_group)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qe = reinterpret_cast<ta*>(smem_raw);
     ta* Ek = Qe + CH * GD_LDQ;
@@ -276,15 +277,15 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     const i64 cL = F + n - 1, E = cL + merge_last;
     // the slots: incoming slots s0 + j (inc), or levels mh - j of the period of level mh from its base;
     // the chunks [lo, hi)
-    const int NBO = (n_old + GD_G - 1) / GD_G;  // blocks of incoming slots
+    const int NBO = (n_old + G - 1) / G;  // blocks of incoming slots
     const bool inc = ci < NBO;
     int s0 = 0, mh = NLC;
     i64 lo = F, hi = cL + 1;
     if (inc) {
-        s0 = (int)ci * GD_G;
+        s0 = (int)ci * G;
     } else {
         i64 r = ci - NBO;
-        for (; mh > GD_G; mh -= GD_G) {  // groups of top levels NLC, NLC - GD_G, ..: (cL >> mh) - (F >> mh) + 1 periods each
+        for (; mh > G; mh -= G) {  // groups of top levels NLC, NLC - G, ..: (cL >> mh) - (F >> mh) + 1 periods each
             const i64 cnt = (cL >> mh) - (F >> mh) + 1;
             if (r < cnt) break;
             r -= cnt;
@@ -298,6 +299,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     // when its bucket lies before the call (in the incoming slots) or it has no reads in the call
     // and is not returned
     auto mode = [&](int j, i64 c) -> int {
+        if (j >= G) return GD_OFF;
         if (inc) return s0 + j < n_old && ((p >> (s0 + j)) & 1) ? GD_READ : GD_OFF;
         const int m = mh - j;
         if (m < 1) return GD_OFF;

@@ -28,7 +28,7 @@ from ._arrays import inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
 from ._compile import GD_G, make_config
 
-__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks"]
+__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group"]
 
 OP = "loglinear_gated_delta"
 
@@ -50,6 +50,16 @@ def scan_chains(F, n, n_old, NLC):
     incoming slots, then for levels ``m = NLC .. 1`` their periods of ``2^m`` chunks that meet the call."""
     cL = F + n - 1
     return n_old + sum((cL >> m) - (F >> m) + 1 for m in range(1, NLC + 1))
+
+
+#: gd_scan runs GD_G slots per block from this many chunks per call, one below (fewer, longer-running
+#: blocks pay at small n: H200, T = 2K / 8K / 32K at C = 64, benchmarks/NOTES.md "Session 11 — s11a16")
+GROUP_MIN_CHUNKS = 128
+
+
+def scan_group(n):
+    """gd_scan's slots per block for a call of ``n`` chunks."""
+    return GD_G if n >= GROUP_MIN_CHUNKS else 1
 
 
 def scan_blocks(F, n, n_old, NLC, G=GD_G):
