@@ -292,6 +292,20 @@ def test_chunk_slots():
                 assert cgd.chunk_slots(F, n, merge_last) == want, (F, n, merge_last)
 
 
+def test_scan_blocks():
+    """gd_scan's level groups cover every level once, the top two alone; one slot per block is one
+    block per chain (scan_chains)."""
+    for NLC in range(1, 12):
+        for G in (1, 2, 3):
+            tops = cgd.group_tops(NLC, G)
+            levels = [m for i, t in enumerate(tops) for m in range(t, tops[i + 1] if i + 1 < len(tops) else 0, -1)]
+            assert levels == list(range(NLC, 0, -1)) and all(t - u <= (1 if t > NLC - 2 else G)
+                                                             for t, u in zip(tops, tops[1:] + [0])), (NLC, G, tops)
+        for F, n, n_old in ((0, 1, 0), (5, 37, 3), (77, 19, 11)):
+            assert cgd.scan_blocks(F, n, n_old, NLC, 1) == cgd.scan_chains(F, n, n_old, NLC)
+    assert cgd.scan_group(cgd.GROUP_MIN_CHUNKS - 1) == 1 and cgd.scan_group(cgd.GROUP_MIN_CHUNKS) == GD_G
+
+
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [
     (150, 0, 16, 20, 64, "normalised", "moderate"),  # one per DKP: CI time
     (97, 77, 20, 17, 32, "raw", "strong"),

@@ -22,10 +22,11 @@
 // from A = 0 at max(base, F)); in the second half [mid, base + 2^m) it is read and carried
 // (A <- P_c A); at the period's end it is dropped (its keys are level m + 1's bucket, which that level
 // accumulates itself from the same chunks). No merges and no data between levels: each (level m,
-// period) and each incoming slot is an independent chain. gd_scan runs GD_G of them per block (a
-// slot group): levels mh, mh - 1, .., mh - GD_G + 1 (groups from the top: mh = NLC, NLC - GD_G, ..,
-// the last cut at level 1) over one period of level mh, in which the lower levels' periods lie back
-// to back, or GD_G consecutive incoming slots; one block per (group, period, sequence, GD_BW value
+// period) and each incoming slot is an independent chain. gd_scan runs G <= GD_G of them per block
+// (a slot group; G chosen per call by the host: scan_group): levels mh, mh - 1, .., mh - G + 1
+// (groups from the top: mh = NLC, NLC - 1 alone, then NLC - 2, NLC - 2 - G, .., the last cut at
+// level 1) over one period of level mh, in which the lower levels' periods lie back to back, or G
+// consecutive incoming slots; one block per (group, period, sequence, GD_BW value
 // columns), a 1-D grid with the group slowest and the longest (incoming slots, then the top levels)
 // first, so they start first. The block walks its chunks once: each chunk's tiles are copied once
 // for the group, and every slot is in one of four modes (block-uniform): off (its bucket lies before
@@ -279,13 +280,18 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     // the chunks [lo, hi)
     const int NBO = (n_old + G - 1) / G;  // blocks of incoming slots
     const bool inc = ci < NBO;
-    int s0 = 0, mh = NLC;
+    int s0 = 0, mh = NLC, gs = G;  // gs: the block's slots
     i64 lo = F, hi = cL + 1;
     if (inc) {
         s0 = (int)ci * G;
     } else {
+        // the levels' groups from the top: levels NLC and NLC - 1 alone (the longest chains: the
+        // critical path keeps one slot per step), then G at a time from NLC - 2 (the last cut at
+        // level 1), each with (cL >> mh) - (F >> mh) + 1 periods of its top level mh
         i64 r = ci - NBO;
-        for (; mh > G; mh -= G) {  // groups of top levels NLC, NLC - G, ..: (cL >> mh) - (F >> mh) + 1 periods each
+        for (;; mh -= gs) {
+            gs = mh > NLC - 2 ? 1 : G;
+            if (mh <= gs) break;
             const i64 cnt = (cL >> mh) - (F >> mh) + 1;
             if (r < cnt) break;
             r -= cnt;
@@ -299,7 +305,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     // when its bucket lies before the call (in the incoming slots) or it has no reads in the call
     // and is not returned
     auto mode = [&](int j, i64 c) -> int {
-        if (j >= G) return GD_OFF;
+        if (j >= gs) return GD_OFF;
         if (inc) return s0 + j < n_old && ((p >> (s0 + j)) & 1) ? GD_READ : GD_OFF;
         const int m = mh - j;
         if (m < 1) return GD_OFF;

@@ -28,7 +28,7 @@ from ._arrays import inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
 from ._compile import GD_G, make_config
 
-__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group"]
+__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops"]
 
 OP = "loglinear_gated_delta"
 
@@ -62,12 +62,22 @@ def scan_group(n):
     return GD_G if n >= GROUP_MIN_CHUNKS else 1
 
 
+def group_tops(NLC, G):
+    """The top levels of ``gd_scan``'s level groups: ``NLC`` and ``NLC - 1`` alone (the longest
+    chains), then groups of ``G`` from ``NLC - 2`` down (the last cut at level 1)."""
+    tops, m = [], NLC
+    while m >= 1:
+        tops.append(m)
+        m -= 1 if m > NLC - 2 else G
+    return tops
+
+
 def scan_blocks(F, n, n_old, NLC, G=GD_G):
     """The blocks of ``gd_scan`` per sequence and column block: the incoming slots ``G`` at a time,
-    then the groups of ``G`` levels with top levels ``m = NLC, NLC - G, ..`` (lower ones cut at level
-    1), one per period of ``2^m`` chunks that meets the call."""
+    then the level groups (``group_tops``), one per period of ``2^m`` chunks of the group's top
+    level ``m`` that meets the call."""
     cL = F + n - 1
-    return -(-n_old // G) + sum((cL >> m) - (F >> m) + 1 for m in range(NLC, 0, -G))
+    return -(-n_old // G) + sum((cL >> m) - (F >> m) + 1 for m in group_tops(NLC, G))
 
 
 def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half=""):
