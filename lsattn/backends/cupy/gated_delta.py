@@ -4,8 +4,8 @@
 (``lsattn.gated_delta._chunk_forms`` and ``_masked_intra``) in one kernel, one block per
 (sequence, chunk), straight from the (BH, T, d) inputs; ``gd_scan`` (``gated_delta.cu``) replaces
 the chunk tree of ``d_k x d_k`` transition products by independent chains over the chunks, one per
-chunk-level Fenwick level and period and per incoming slot, run two per block (``scan_blocks``; the
-header of ``gated_delta.cu``); the
+chunk-level Fenwick level and period and per incoming slot, run two per block from 128 chunks per call
+(``scan_group``, ``group_tops``, ``scan_blocks``; the header of ``gated_delta.cu``); the
 returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
 Inputs are float32 / float64, or float16 / bfloat16 (``HALF_OPS``): ``gd_forms`` reads those as they
 are and computes in float32 (the level weights get one float32 copy for ``gd_scan``; the output is
