@@ -1,7 +1,8 @@
 """gd_scan alone (CUDA events, ms per launch), B H = 32 sequences, d = 64, float32 (what the bf16
 forward computes in), T from argv (default 2K / 8K / 32K):
 
-- s10:      session 10's scan (one block per level chain and period, ``gd_scan_s10.cu``), keep = 0
+- s10:      session 10's scan (one block per level chain and period), keep = 0, when ``gd_scan_s10.cu``
+            is beside this file (``git show 3e2fd13:benchmarks/device/gd_scan_s10.cu``)
 - new_g1, new_g2: the production build (GD_BW = 32 columns, W stored as tf32 pairs, 3 blocks per SM)
             launched with 1 and 2 (GD_G) slots per block, keep = 0 (the public forward's launch); the
             production launch takes ``scan_group(n)`` of them
@@ -82,7 +83,7 @@ for name, mk, g, bw, ws in (
         ("g2_bw64", lambda: variant(extra=("-DGD_BW_SET=64", two, ws0)), 2, 64, False),
         ("g1_bw64", lambda: variant(extra=("-DGD_G_SET=1", "-DGD_BW_SET=64", two, ws0)), 1, 64, False),
         ("nomm", lambda: variant(r"gd_mm<(\d), (TW[AB])>\(", r"if (0) gd_mm<\1, \2>(", 2), cc.GD_G, cc.GD_BW, True)):
-    if want is None or name in want:
+    if (want is None or name in want) and (name != "s10" or os.path.exists(s10)):
         builds[name] = (mk(), g, bw, ws)
 block = (256,)
 for T in Ts:

@@ -1,7 +1,7 @@
 """A few small loglinear_gated_delta calls on the cupy kernels (gd_forms, gd_scan), for compute-sanitizer
 (memcheck / racecheck): float32, float64 and float16 (read as such), odd T, a stream with an incoming
 state, d_v not a multiple of the column block; one bfloat16 call on torch tensors when torch is there.
-gd_scan runs both its group sizes: one slot per block (these calls' chunks) and, forced, GD_G."""
+gd_scan runs at its group size per call (scan_group), then forced to GD_G."""
 import numpy as np
 import cupy
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # issue 16, session 11 (one H200): gd_scan with GD_G = 2 levels (or incoming slots) per block walking
-# their chunks once (tiles copied once per group) from 128 chunks per call, one below; W as tf32 pairs.
+# their chunks once (tiles copied once per group); W as tf32 pairs.
 # Tests: the GPU tests of loglinear_gated_delta (forward, backward, dispatch -k gated) in two pytest
 # processes beside compute-sanitizer memcheck and racecheck of gd_small.py (both group sizes) (<= 135 s,
 # the first ~60 s CUDA compilation).

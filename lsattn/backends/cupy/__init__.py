@@ -45,7 +45,7 @@ intra-chunk output) in one block per (sequence, chunk), from the (BH, T, d) inpu
 memory (``K K^T``, ``Q K^T``, the decay table as sums over each stretch taken in the products'
 stores, ``(I + N)^{-1}`` by 16 / 32 / 64 blocks, the products); ``gd_scan`` replaces the chunk tree by independent chains, one
 per Fenwick level and period of ``2^m`` chunks (accumulate the bucket, then read and carry it) and per
-incoming slot, from 128 chunks per call two chains per block (consecutive levels: one walk over the chunks,
+incoming slot, two chains per block (consecutive levels: one walk over the chunks,
 the tiles copied once; or two incoming slots) and per (sequence, 32 value columns), each chunk's transition applied as
 ``e^g S - phi (e^G K S)``, the reads added atomically. CuPy arrays, JAX arrays and torch tensors without grad take both.
 float32 / float64 (``gd_scan``'s per-slot products on tensor cores in float32, 3xTF32); 16-bit

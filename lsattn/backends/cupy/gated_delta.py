@@ -4,7 +4,7 @@
 (``lsattn.gated_delta._chunk_forms`` and ``_masked_intra``) in one kernel, one block per
 (sequence, chunk), straight from the (BH, T, d) inputs; ``gd_scan`` (``gated_delta.cu``) replaces
 the chunk tree of ``d_k x d_k`` transition products by independent chains over the chunks, one per
-chunk-level Fenwick level and period and per incoming slot, run two per block from 128 chunks per call
+chunk-level Fenwick level and period and per incoming slot, run two per block
 (``scan_group``, ``group_tops``, ``scan_blocks``; the header of ``gated_delta.cu``); the
 returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
 Inputs are float32 / float64, or float16 / bfloat16 (``HALF_OPS``): ``gd_forms`` reads those as they
@@ -52,9 +52,10 @@ def scan_chains(F, n, n_old, NLC):
     return n_old + sum((cL >> m) - (F >> m) + 1 for m in range(1, NLC + 1))
 
 
-#: gd_scan runs GD_G slots per block from this many chunks per call, one below (fewer, longer-running
-#: blocks pay at small n: H200, T = 2K / 8K / 32K at C = 64, benchmarks/NOTES.md "Session 11 — s11a16")
-GROUP_MIN_CHUNKS = 128
+#: gd_scan runs GD_G slots per block from this many chunks per call, one below: GD_G at every size
+#: measured (H200, T = 2K / 8K / 32K at C = 64: 2 slots 5% / 23% / 25% faster than 1; benchmarks/NOTES.md
+#: "Session 11 — s11a16"); 1 stays for timing
+GROUP_MIN_CHUNKS = 0
 
 
 def scan_group(n):
