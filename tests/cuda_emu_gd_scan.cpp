@@ -9,6 +9,7 @@
 struct float4 { float x, y, z, w; };
 struct float2 { float x, y; };
 struct double2 { double x, y; };
+struct uint2 { unsigned x, y; };  // gd_scan's W as tf32 pairs
 template <typename V, typename T>
 inline V vload(const T* p) {
     if (reinterpret_cast<uintptr_t>(p) % sizeof(V)) std::abort();  // the GPU faults on a misaligned vector load
@@ -89,10 +90,10 @@ inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
 // smem bytes of dynamic shared memory (the host's Config.smem("gd_scan")).
 extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* lev,
                     ta* oldc, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int keep,
-                    int BH, unsigned nblocks, unsigned smem) {
+                    int BH, int G, unsigned nblocks, unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] {
-        gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, keep, BH);
+        gd_scan(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, keep, BH, G);
         for (const auto& grp : emu_groups)
             if (!grp.empty()) std::abort();  // copies never waited for
         if (!emu_open.empty()) std::abort();  // or never committed

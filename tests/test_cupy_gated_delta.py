@@ -36,7 +36,7 @@ from lsattn._chunktree import chunk_layout, to_chunks
 from lsattn.gated_delta import _chunk_forms, _masked_intra
 from lsattn.backends.cupy import gated_delta as cgd
 from lsattn.backends.cupy._arrays import narrow, widen
-from lsattn.backends.cupy._compile import GD_BW, make_config
+from lsattn.backends.cupy._compile import GD_BW, GD_G, make_config
 from lsattn.fenwick import _bit_length
 
 from helpers import assert_close, cupy_source, emulation
@@ -202,9 +202,14 @@ class Emulated:
 
     xp = np
     bw = BW  # gd_scan's value columns per block (a timing build's GD_BW_SET when not the production one)
+    g = GD_G  # gd_scan's slots per block, at run time (a build of more: GD_G_SET) whatever the call's chunks
+    ws = True  # float32: W stored as tf32 pairs (GD_WS_SET=0: unsplit)
+    sr = False  # float32: S in registers, shared as tf32 pairs (GD_SR_SET=1)
 
     def _lib(self, cfg):
-        defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP} | ({} if self.bw == BW else {"GD_BW_SET": self.bw})
+        defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
+        defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g <= GD_G else {"GD_G_SET": self.g})
+        defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
@@ -223,9 +228,9 @@ class Emulated:
                 keep=True):
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
-        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH)]
-        blocks = cgd.scan_chains(F, n, n_old, NLC) * BH * -(-DV // self.bw)
-        smem = cfg.smem("gd_scan") + (cfg.DKP + cfg.CH) * (self.bw - BW) * cfg.itemsize  # S and W are GD_BW + 8 wide
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH, self.g)]
+        blocks = cgd.scan_blocks(F, n, n_old, NLC, self.g) * BH * -(-DV // self.bw)
+        smem = cfg.gd_smem(max(self.g, GD_G), self.bw, self.ws, self.sr)
         self._lib(cfg).run(*self._ptrs(arrays), *ints, ctypes.c_uint(blocks), ctypes.c_uint(smem))
 
 
@@ -293,6 +298,20 @@ def test_chunk_slots():
                 assert cgd.chunk_slots(F, n, merge_last) == want, (F, n, merge_last)
 
 
+def test_scan_blocks():
+    """gd_scan's level groups cover every level once, the top two alone; one slot per block is one
+    block per chain (scan_chains)."""
+    for NLC in range(1, 12):
+        for G in (1, 2, 3):
+            tops = cgd.group_tops(NLC, G)
+            levels = [m for i, t in enumerate(tops) for m in range(t, tops[i + 1] if i + 1 < len(tops) else 0, -1)]
+            assert levels == list(range(NLC, 0, -1)) and all(t - u <= (1 if t > NLC - 2 else G)
+                                                             for t, u in zip(tops, tops[1:] + [0])), (NLC, G, tops)
+        for F, n, n_old in ((0, 1, 0), (5, 37, 3), (77, 19, 11)):
+            assert cgd.scan_blocks(F, n, n_old, NLC, 1) == cgd.scan_chains(F, n, n_old, NLC)
+    assert cgd.scan_group(cgd.GROUP_MIN_CHUNKS - 1) == 1 and cgd.scan_group(cgd.GROUP_MIN_CHUNKS) == GD_G
+
+
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [
     (150, 0, 16, 20, 64, "normalised", "moderate"),  # one per DKP: CI time
     (97, 77, 20, 17, 32, "raw", "strong"),
@@ -320,15 +339,23 @@ def test_tensor_core_scan_emulated(emulated, T, p, dk, dv, C, keys, decay):
     assert_close(levels, st_api.tensors["levels"], F32, what="levels " + what)
 
 
-@pytest.mark.parametrize("bw, dtype, T, p, dk, dv, C", [
-    (16, "float32", 70, 37, 5, 40, 16),  # (b) with 2 tiles: 6 warps idle
-    (64, "float32", 90, 0, 40, 70, 32),
-    (16, "float64", 50, 20, 20, 17, 32),
-    (64, "float64", 40, 0, 3, 5, 16)])
-def test_scan_column_widths_emulated(emulated, bw, dtype, T, p, dk, dv, C):
-    """gd_scan built for 16 and 64 value columns per block (the timing builds' GD_BW_SET; the
-    production width runs in the tests above): the warps' tiles dealt over fewer or more columns,
-    idle warps when a product has fewer than 8 tiles; against the reference and the array-API state."""
+@pytest.mark.parametrize("bw, g, ws, dtype, T, p, dk, dv, C", [
+    (16, GD_G, True, "float32", 70, 37, 5, 40, 16),  # (b) with 2 tiles: 6 warps idle
+    (64, GD_G, True, "float32", 90, 0, 40, 70, 32),
+    (16, GD_G, True, "float64", 50, 20, 20, 17, 32),
+    (64, GD_G, True, "float64", 40, 0, 3, 5, 16),
+    (BW, 1, True, "float64", 200, 700, 9, 5, 16),  # one slot per block (at run time); 10 incoming slots, 6 held
+    (BW, 1, True, "float32", 130, 5, 64, 70, 64),
+    (BW, 3, True, "float64", 300, 1234, 9, 5, 16),  # 3 levels a block: groups 5-3, 2-1; 11 incoming slots, 5 held
+    (BW, 3, False, "float32", 77, 90, 16, 33, 16),  # W unsplit
+    (BW, GD_G, "sr", "float32", 130, 77, 20, 40, 32),  # S in registers (tf32 pairs shared)
+    (16, GD_G, "sr", "float32", 70, 37, 5, 17, 16)])
+def test_scan_column_widths_emulated(emulated, bw, g, ws, dtype, T, p, dk, dv, C):
+    """gd_scan built for 16 and 64 value columns per block, for 1 and 3 slots per block, with W
+    unsplit or S in registers in float32 (``ws`` False / "sr": the timing builds' GD_BW_SET,
+    GD_G_SET, GD_WS_SET, GD_SR_SET; the production build runs in the tests above): the warps' tiles
+    dealt over fewer or more columns, idle warps when a product has fewer than 8 tiles, the levels
+    and incoming slots grouped otherwise; against the reference and the array-API state."""
     arrays = [x.astype(dtype) for x in make(5, (2,), p + T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk),
                                             resets=True)]
     full = [x.astype(np.float64) for x in arrays]
@@ -337,7 +364,7 @@ def test_scan_column_widths_emulated(emulated, bw, dtype, T, p, dk, dv, C):
         _, state = lsattn.loglinear_gated_delta(*_sl(full, 0, p), return_state=True, backend="array_api")
         old = state.tensors["levels"].astype(dtype)
     ops = Emulated()
-    ops.bw = bw
+    ops.bw, ops.g, ops.ws, ops.sr = bw, g, bool(ws), ws == "sr"
     out, levels = cgd.compute(ops, *_sl(arrays, p, p + T), C, p, old, True)
     tol = F64 if dtype == "float64" else F32
     assert_close(out, ref.loglinear_gated_delta(*full)[..., p:, :], tol, what=f"bw={bw} {dtype}")

@@ -1,20 +1,26 @@
 """gd_scan alone (CUDA events, ms per launch), B H = 32 sequences, d = 64, float32 (what the bf16
-forward computes in), T = 2K / 8K / 32K:
+forward computes in), T from argv (default 2K / 8K / 32K):
 
-- new:      the production level-parallel scan without the returned state (keep = 0: the public
-            forward's launch; GD_BW = 32 columns per block, 3 blocks per SM)
-- new_keep: the same with the returned state (keep = 1: the top level's accumulation chain too)
-- new_bw16, new_bw64: builds with 16 / 64 value columns per block (GD_BW_SET; 64: 2 blocks per SM)
-- new_nomm: the production launch with its products removed (wrong values): what the chains cost
-            besides the products (tile copies, barriers, atomics)
-- new_top, new_top_bw16: only the two longest level chains per sequence (levels NLC, NLC - 1,
-            keep = 1): the critical path on an otherwise idle GPU
+- s10:      session 10's scan (one block per level chain and period), keep = 0, when ``gd_scan_s10.cu``
+            is beside this file (``git show 3e2fd13:benchmarks/device/gd_scan_s10.cu``)
+- new_g1, new_g2: the production build (GD_BW = 32 columns, W stored as tf32 pairs, 3 blocks per SM)
+            launched with 1 and 2 (GD_G) slots per block, keep = 0 (the public forward's launch); the
+            production launch takes ``scan_group(n)`` of them
+- *_keep:   the same with the returned state (keep = 1)
+- g2_ws0:   W stored unsplit (GD_WS_SET=0: each warp splits its B fragments in (b), as in session 10)
+- g2_sr:    S in the registers of (b)'s threads, shared as tf32 pairs (GD_SR_SET=1; 2 blocks per SM)
+- g3, g3_ws0, g4_ws0: builds with 3 / 4 slots per block (GD_G_SET; 2 blocks per SM)
+- g2_bw64, g1_bw64: 64 value columns per block (GD_BW_SET; W unsplit; 2 blocks per SM)
+- nomm:     new_g2 with its products removed (wrong values): what the walk costs besides the products
+            (tile copies, barriers, atomics)
+- *_top:    only the top group's blocks (s10: the two top chains'), keep = 1: the critical path
 
 then the public forward on the same float32 CuPy arrays. The first columns: the builds' outputs and
-states against the production one's (max |difference| / max |new|). Session 10's runs also timed
-session 9's sequential scan beside them (`git show 458e248:benchmarks/device/gd_scan_s9.cu`, launched as
-that commit's ab_gd_scan.py does; benchmarks/NOTES.md, "Session 10 — s10a16")."""
+states against the production one's (max |difference| / max |new|).
+    python benchmarks/device/ab_gd_scan.py [T,T,..] [build,build,..]"""
+import os
 import re
+import sys
 
 import cupy
 import numpy as np
@@ -30,6 +36,8 @@ i32, i64 = np.int32, np.int64
 cfg = cc.make_config("float", DK, 16, 64)
 opts = ("-std=c++17", "-DTA=float", "-DTI_BF16=0", "-DTI_F16=0", f"-DCH={cfg.CH}", f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}",
         "-DLOGV=0")
+Ts = [int(x) for x in sys.argv[1].split(",")] if len(sys.argv) > 1 else [2048, 8192, 32768]
+want = sys.argv[2].split(",") if len(sys.argv) > 2 else None
 
 
 def build(src, extra=()):
@@ -59,10 +67,26 @@ def ms(f, reps):
     return cupy.cuda.get_elapsed_time(e0, e1) / reps
 
 
-no_mm = variant(r"gd_mm<(\d), (TW[AB])>\(", r"if (0) gd_mm<\1, \2>(", 3)
-bw16 = variant(extra=("-DGD_BW_SET=16",))
-bw64 = variant(extra=("-DGD_BW_SET=64", "-DGD_MINB_SET=2"))
-for T in (2048, 8192, 32768):
+# name -> (function, slots per block at run time, columns per block, W split or "sr"); s10: session 10's kernel
+# and grid (g = 0)
+prod = ops._tk("gated_delta", cfg, "gd_scan")[0]
+builds = {"new_g2": (prod, cc.GD_G, cc.GD_BW, True), "new_g1": (prod, 1, cc.GD_BW, True)}
+s10 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gd_scan_s10.cu")
+ws0, two = "-DGD_WS_SET=0", "-DGD_MINB_SET=2"
+for name, mk, g, bw, ws in (
+        ("s10", lambda: build(open(s10).read()), 0, 32, False),
+        ("g2_ws0", lambda: variant(extra=(ws0,)), 2, 32, False),
+        ("g2_sr", lambda: variant(extra=("-DGD_SR_SET=1", two)), 2, 32, "sr"),
+        ("g3", lambda: variant(extra=("-DGD_G_SET=3", two)), 3, 32, True),
+        ("g3_ws0", lambda: variant(extra=("-DGD_G_SET=3", two, ws0)), 3, 32, False),
+        ("g4_ws0", lambda: variant(extra=("-DGD_G_SET=4", two, ws0)), 4, 32, False),
+        ("g2_bw64", lambda: variant(extra=("-DGD_BW_SET=64", two, ws0)), 2, 64, False),
+        ("g1_bw64", lambda: variant(extra=("-DGD_G_SET=1", "-DGD_BW_SET=64", two, ws0)), 1, 64, False),
+        ("nomm", lambda: variant(r"gd_mm<(\d), (TW[AB])>\(", r"if (0) gd_mm<\1, \2>(", 2), cc.GD_G, cc.GD_BW, True)):
+    if (want is None or name in want) and (name != "s10" or os.path.exists(s10)):
+        builds[name] = (mk(), g, bw, ws)
+block = (256,)
+for T in Ts:
     C, L = cfg.CH, lsattn.num_levels(T)
     lay = chunk_layout(0, T, C)
     F, n = lay.first_chunk, lay.n_chunks
@@ -81,29 +105,29 @@ for T in (2048, 8192, 32768):
     # the production scan's output and state, for the builds' checks
     o_new, l_new = out.copy(), lev.copy()
     ops.gd_scan(cfg, qe, ek, ph, H, g, lam, o_new, l_new, oldc, T, DK, DV, L, 0, F, n, 0, NLC, T % C == 0, BH, True)
-    row = [f"T={T:6d} n={n:4d} chains={cgd.scan_chains(F, n, 0, NLC):4d}"]
-    fn, block, smem = ops._tk("gated_delta", cfg, "gd_scan")
-    nch = cgd.scan_chains(F, n, 0, NLC)
+    row = [f"T={T:6d} n={n:4d} blocks/seq g2={cgd.scan_blocks(F, n, 0, NLC, 2)} s10={cgd.scan_chains(F, n, 0, NLC)}"]
 
-    def launch_new(f, keep, bw=cc.GD_BW, chains=nch):
-        per = BH * -(-DV // bw)
-        f((chains * per,), block, (qe, ek, ph, H, g, lam, out, lev, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F),
-                                   i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(keep), i32(BH)),
-          shared_mem=smem + (cfg.DKP + C) * (bw - cc.GD_BW) * 4)
+    def launch(name, o, lv, keep, top=False):
+        f, gs, bw, ws = builds[name]
+        nb = (2 if gs == 0 else 1) if top else (cgd.scan_chains(F, n, 0, NLC) if gs == 0 else cgd.scan_blocks(F, n, 0, NLC, gs))
+        smem = (cfg.gd_smem(1, bw, False) + cfg.CH * (bw + 8) * 4 if gs == 0  # s10: W apart
+                else cfg.gd_smem(max(gs, cc.GD_G), bw, bool(ws), ws == "sr"))
+        args = (qe, ek, ph, H, g, lam, o, lv, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n), i32(0),
+                i32(NLC), i32(T % C == 0), i32(keep), i32(BH))
+        f((nb * BH * -(-DV // bw),), block, args + (() if gs == 0 else (i32(gs),)), shared_mem=smem)
 
-    for name, f, bw in (("bw16", bw16, 16), ("bw64", bw64, 64)):  # the builds' outputs
+    for name in builds:  # the builds' outputs and states
+        if name in ("new_g2", "nomm"):
+            continue
         o_v, l_v = out.copy(), lev.copy()
-        f((nch * BH * -(-DV // bw),), block, (qe, ek, ph, H, g, lam, o_v, l_v, oldc, i32(T), i32(DK), i32(DV), i32(L),
-                                              i64(0), i64(F), i32(n), i32(0), i32(NLC), i32(T % C == 0), i32(1), i32(BH)),
-          shared_mem=smem + (cfg.DKP + C) * (bw - cc.GD_BW) * 4)
+        launch(name, o_v, l_v, 1)
         row.append(f"{name}-vs-new {float(cupy.abs(o_v - o_new).max() / cupy.abs(o_new).max()):.0e} "
                    f"{float(cupy.abs(l_v - l_new).max() / cupy.abs(l_new).max()):.0e}")
-
-    for name, f in (("new", lambda: launch_new(fn, 0)), ("new_keep", lambda: launch_new(fn, 1)),
-                    ("new_bw16", lambda: launch_new(bw16, 0, 16)), ("new_bw64", lambda: launch_new(bw64, 0, 64)),
-                    ("new_nomm", lambda: launch_new(no_mm, 0)),
-                    ("new_top", lambda: launch_new(fn, 1, chains=2)),
-                    ("new_top_bw16", lambda: launch_new(bw16, 1, 16, chains=2))):
-        row.append(f"{name}: {ms(f, 5):.3f} ms")
+    timed = [(name, 0, False) for name in builds] + [(x, 1, False) for x in ("new_g2", "new_g1", "s10")]
+    timed += [(x, 1, True) for x in ("new_g2", "new_g1", "s10")]
+    for name, keep, top in timed:
+        if name in builds:
+            row.append(f"{name}{'_keep' if keep and not top else ''}{'_top' if top else ''}: "
+                       f"{ms(lambda: launch(name, out, lev, keep, top), 5):.3f} ms")
     row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")
     print(" | ".join(row), flush=True)

@@ -1,26 +1,29 @@
 """A few small loglinear_gated_delta calls on the cupy kernels (gd_forms, gd_scan), for compute-sanitizer
 (memcheck / racecheck): float32, float64 and float16 (read as such), odd T, a stream with an incoming
-state, d_v not a multiple of the column block; one bfloat16 call on torch tensors when torch is there."""
+state, d_v not a multiple of the column block; one bfloat16 call on torch tensors when torch is there.
+gd_scan runs at its group size per call (scan_group), then forced to GD_G."""
 import numpy as np
 import cupy
 
 import lsattn
+from lsattn.backends.cupy import gated_delta as cgd
 
 rng = np.random.default_rng(0)
-for dtype, T, dk, dv, C in (("float32", 100, 64, 64, 64), ("float64", 37, 5, 19, 16), ("float32", 300, 128, 130, 32),
-                            ("float16", 150, 64, 64, 64)):  # float16: gd_forms reads the 16-bit inputs
-    q, k, v = (cupy.asarray(rng.standard_normal((2, T, d)), dtype=dtype) for d in (dk, dk, dv))
-    k /= cupy.linalg.norm(k, axis=-1, keepdims=True)
-    a = cupy.asarray(-rng.random((2, T)), dtype=dtype)
-    beta = cupy.asarray(rng.random((2, T)), dtype=dtype)
-    lam = cupy.asarray(rng.standard_normal((2, T, lsattn.num_levels(T))), dtype=dtype)
-    h = T // 3
-    o1, st = lsattn.loglinear_gated_delta(q[:, :h], k[:, :h], v[:, :h], a[:, :h], beta[:, :h], lam[:, :h], chunk_size=C,
-                                          return_state=True)
-    o2 = lsattn.loglinear_gated_delta(q[:, h:], k[:, h:], v[:, h:], a[:, h:], beta[:, h:], lam[:, h:], chunk_size=C,
-                                      state=st)
-    cupy.cuda.Device().synchronize()
-    print(dtype, T, float(cupy.abs(o2).max()))
+for cgd.GROUP_MIN_CHUNKS in (cgd.GROUP_MIN_CHUNKS, 0):  # the calls' group size, then GD_G
+    for dtype, T, dk, dv, C in (("float32", 100, 64, 64, 64), ("float64", 37, 5, 19, 16), ("float32", 300, 128, 130, 32),
+                                ("float16", 150, 64, 64, 64)):  # float16: gd_forms reads the 16-bit inputs
+        q, k, v = (cupy.asarray(rng.standard_normal((2, T, d)), dtype=dtype) for d in (dk, dk, dv))
+        k /= cupy.linalg.norm(k, axis=-1, keepdims=True)
+        a = cupy.asarray(-rng.random((2, T)), dtype=dtype)
+        beta = cupy.asarray(rng.random((2, T)), dtype=dtype)
+        lam = cupy.asarray(rng.standard_normal((2, T, lsattn.num_levels(T))), dtype=dtype)
+        h = T // 3
+        o1, st = lsattn.loglinear_gated_delta(q[:, :h], k[:, :h], v[:, :h], a[:, :h], beta[:, :h], lam[:, :h], chunk_size=C,
+                                              return_state=True)
+        o2 = lsattn.loglinear_gated_delta(q[:, h:], k[:, h:], v[:, h:], a[:, h:], beta[:, h:], lam[:, h:], chunk_size=C,
+                                          state=st)
+        cupy.cuda.Device().synchronize()
+        print(dtype, T, float(cupy.abs(o2).max()))
 try:  # bfloat16 (torch): gd_forms' tensor-core products of K K^T and Q K^T
     import torch
 except ImportError:

@@ -46,7 +46,8 @@ memory (``K K^T``, ``Q K^T``, the decay table as sums over each stretch taken in
 stores, ``(I + N)^{-1}`` by 16 / 32 / 64 blocks, the products: on tensor cores at C = d_k = 64; it also
 flags non-finite inputs for the prologue, ``_nonfinite.KernelCheck``); ``gd_scan`` replaces the chunk tree by independent chains, one
 per Fenwick level and period of ``2^m`` chunks (accumulate the bucket, then read and carry it) and per
-incoming slot, one block per (chain, sequence, 32 value columns), each chunk's transition applied as
+incoming slot, two chains per block (consecutive levels: one walk over the chunks,
+the tiles copied once; or two incoming slots) and per (sequence, 32 value columns), each chunk's transition applied as
 ``e^g S - phi (e^G K S)``, the reads added atomically. CuPy arrays, JAX arrays and torch tensors without grad take both.
 float32 / float64 (``gd_scan``'s per-slot products on tensor cores in float32, 3xTF32); 16-bit
 inputs reach ``gd_forms`` as they are (``HALF_OPS``) and are computed in float32. Inputs that

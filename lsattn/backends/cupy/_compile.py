@@ -17,6 +17,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 DV_BLOCK = 128
 #: value columns per block of gd_scan (gated_delta.cu's GD_BW)
 GD_BW = 32
+#: slots (Fenwick levels, or incoming slots) per block of gd_scan (gated_delta.cu's GD_G)
+GD_G = 2
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,21 @@ class Config:
     def NLC(self):
         return int(math.log2(self.CH)) + 1
 
+    def gd_smem(self, G=GD_G, BW=GD_BW, wsplit=True, sreg=False):
+        """gd_scan's shared memory (gated_delta.cu) with G slots of BW columns per block: Qe, Ek (rows
+        padded by 16 bytes; the slots' W over them: float32 as tf32 pairs, BW + 4 a row, unless a timing
+        build keeps it unsplit (``wsplit``); float64 BW + 8), phi, the slots' S (BW + 8 a row; a timing
+        build's tf32 pairs, ``sreg``) and CH weights."""
+        CH, DKP, es = self.CH, self.DKP, self.itemsize
+        pad = 16 // es
+        w, sw = ((2 * (BW + 4) if f and es == 4 else BW + 8) for f in (wsplit, sreg))
+        return (max(2 * CH * (DKP + pad), G * CH * w) + DKP * (CH + pad) + G * (DKP * sw + CH)) * es
+
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
     def smem(self, kernel):
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
-        if kernel == "gd_scan":  # gated_delta.cu: Qe, Ek, phi (rows padded by 16 bytes), S, W (GD_BW + 8 columns), CH weights
-            pad = 16 // es
-            return (2 * CH * (DKP + pad) + DKP * (CH + pad) + (DKP + CH) * (GD_BW + 8) + CH) * es
+        if kernel == "gd_scan":
+            return self.gd_smem()
         if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels
             pad = 8 if self.ta == "float" and CH == DKP == 64 else 4  # GF_PAD (rows of the tensor-core operands)
             cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
@@ -406,17 +417,17 @@ class CupyOps:
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 keep=True):
-        """The scan's independent chains (gated_delta.cu): ``gated_delta.scan_chains`` of them, each
-        for every sequence and block of GD_BW value columns; ``keep``: write the returned state into
-        lev / oldc (else only the output)."""
-        from .gated_delta import scan_chains
+        """The scan's independent chains (gated_delta.cu) in groups of ``gated_delta.scan_group(n)``
+        slots: ``gated_delta.scan_blocks`` of them, each for every sequence and block of GD_BW value
+        columns; ``keep``: write the returned state into lev / oldc (else only the output)."""
+        from .gated_delta import scan_blocks, scan_group
 
         fn, block, smem = self._tk("gated_delta", cfg, "gd_scan")
-        per = BH * -(-DV // GD_BW)
-        fn((scan_chains(F, n, n_old, NLC) * per,), block,
+        per, G = BH * -(-DV // GD_BW), scan_group(n)
+        fn((scan_blocks(F, n, n_old, NLC, G) * per,), block,
            (qe, ek, ph, H, g, lam, out, lev, oldc, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
             self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last)), self._i(int(keep)),
-            self._i(BH)),
+            self._i(BH), self._i(G)),
            shared_mem=smem)
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,

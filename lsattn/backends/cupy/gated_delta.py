@@ -4,7 +4,8 @@
 (``lsattn.gated_delta._chunk_forms`` and ``_masked_intra``) in one kernel, one block per
 (sequence, chunk), straight from the (BH, T, d) inputs; ``gd_scan`` (``gated_delta.cu``) replaces
 the chunk tree of ``d_k x d_k`` transition products by independent chains over the chunks, one per
-chunk-level Fenwick level and period and per incoming slot (the header of ``gated_delta.cu``); the
+chunk-level Fenwick level and period and per incoming slot, run two per block
+(``scan_group``, ``group_tops``, ``scan_blocks``; the header of ``gated_delta.cu``); the
 returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
 Inputs are float32 / float64, or float16 / bfloat16 (``HALF_OPS``): ``gd_forms`` reads those as they
 are and computes in float32 (writing the float32 level weights ``gd_scan`` reads; the output is rounded
@@ -29,9 +30,9 @@ from ...loglinear import _ns
 from ...state import State
 from ._arrays import inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
-from ._compile import make_config
+from ._compile import GD_G, make_config
 
-__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains"]
+__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops"]
 
 OP = "loglinear_gated_delta"
 
@@ -53,6 +54,35 @@ def scan_chains(F, n, n_old, NLC):
     incoming slots, then for levels ``m = NLC .. 1`` their periods of ``2^m`` chunks that meet the call."""
     cL = F + n - 1
     return n_old + sum((cL >> m) - (F >> m) + 1 for m in range(1, NLC + 1))
+
+
+#: gd_scan runs GD_G slots per block from this many chunks per call, one below: GD_G at every size
+#: measured (H200, T = 2K / 8K / 32K at C = 64: 2 slots 5% / 23% / 25% faster than 1; benchmarks/NOTES.md
+#: "Session 11 — s11a16"); 1 stays for timing
+GROUP_MIN_CHUNKS = 0
+
+
+def scan_group(n):
+    """gd_scan's slots per block for a call of ``n`` chunks."""
+    return GD_G if n >= GROUP_MIN_CHUNKS else 1
+
+
+def group_tops(NLC, G):
+    """The top levels of ``gd_scan``'s level groups: ``NLC`` and ``NLC - 1`` alone (the longest
+    chains), then groups of ``G`` from ``NLC - 2`` down (the last cut at level 1)."""
+    tops, m = [], NLC
+    while m >= 1:
+        tops.append(m)
+        m -= 1 if m > NLC - 2 else G
+    return tops
+
+
+def scan_blocks(F, n, n_old, NLC, G=GD_G):
+    """The blocks of ``gd_scan`` per sequence and column block: the incoming slots ``G`` at a time,
+    then the level groups (``group_tops``), one per period of ``2^m`` chunks of the group's top
+    level ``m`` that meets the call."""
+    cL = F + n - 1
+    return -(-n_old // G) + sum((cL >> m) - (F >> m) + 1 for m in group_tops(NLC, G))
 
 
 def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="", check=None):
