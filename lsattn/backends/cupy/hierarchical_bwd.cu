@@ -156,13 +156,41 @@ __device__ __forceinline__ ta hib_excap(ta x) {
 }
 
 // Rows g0 .. g0 + CH - 1 of a (T, D) sequence into X (row stride ldx, W columns), clamped below at lo
-// (pass neg_big() for none); rows outside [0, T) and columns >= D are `fill`.
-__device__ __forceinline__ void hib_rows(ta* X, int ldx, int W, const ti* src, i64 g0, int T, int D, ta lo, ta fill) {
-    for (int idx = threadIdx.x; idx < CH * W; idx += NT) {
-        const int t = idx / W, i = idx % W;
-        const i64 g = g0 + t;
-        X[t * ldx + i] = (i < D && g >= 0 && g < T) ? fmx(ld(src + g * D + i), lo) : fill;
+// (pass neg_big() for none); rows outside [0, T) and columns >= D are `fill`. Loads in batches (staged).
+template <int W>
+__device__ __forceinline__ void hib_rows(ta* X, int ldx, const ti* src, i64 g0, int T, int D, ta lo, ta fill) {
+    staged<CH * W, NT>(
+        [&](int idx) {
+            const int i = idx % W;
+            const i64 g = g0 + idx / W;
+            return (i < D && g >= 0 && g < T) ? fmx(ld(src + g * D + i), lo) : fill;
+        },
+        [&](int idx, ta x) { X[(idx / W) * ldx + idx % W] = x; });
+}
+
+// The count elements from p into L2 (prefetch.global.L2: no registers held), e.g. the next slot's S while this
+// one's is in use; nothing on the CPU emulation.
+__device__ __forceinline__ void hib_prefetch(const ta* p, int count) {
+#ifdef __CUDA_ARCH__
+    constexpr int LINE = 128 / (int)sizeof(ta);
+    for (int x = threadIdx.x * LINE; x < count; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + x));
+#endif
+}
+
+// Rows spread over the block: HIB_TPR = NT / CH consecutive lanes per row (thread tid: row tid / HIB_TPR,
+// lane tid % HIB_TPR, which takes columns lane, lane + HIB_TPR, ...) instead of one thread per row (the
+// serial 64-step loops on one warp of eight); hib_rred combines a row's lanes by shuffles. Every thread
+// of the block calls it (the CPU emulation's shuffle is block-wide).
+constexpr int HIB_TPR = NT / CH;
+static_assert(HIB_TPR * CH == NT && HIB_TPR <= 32, "rows over the block");
+template <bool MAX>
+__device__ __forceinline__ ta hib_rred(ta x) {
+#pragma unroll
+    for (int o = 1; o < HIB_TPR; o <<= 1) {
+        const ta y = __shfl_xor_sync(0xffffffffu, x, o);
+        x = MAX ? fmx(x, y) : x + y;
     }
+    return x;
 }
 
 // The shared tiles of hib_dq and hib_dkdv (one layout; Av, Tv, Tb only in hib_dkdv, where Tk, Tv, Ta,
@@ -251,11 +279,11 @@ __device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, i
         sm.nn[jj] = m;
     }
     __syncthreads();
-    if (tid < CH) {
-        ta r = neg_big();
-        for (int i = 0; i < DK; ++i) r = fmx(r, sm.Qs[tid * HIB_KLD + i] + sm.mm[i]);
-        sm.R[tid] = r;
-    }
+    const int t = tid / HIB_TPR, r0 = tid % HIB_TPR;
+    ta r = neg_big();
+    for (int i = r0; i < DK; i += HIB_TPR) r = fmx(r, sm.Qs[t * HIB_KLD + i] + sm.mm[i]);
+    r = hib_rred<true>(r);
+    if (r0 == 0) sm.R[t] = r;
     __syncthreads();
 }
 
@@ -274,15 +302,18 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
     ta* const F = sm.Tk;
     for (int idx = tid; idx < CH * CH; idx += NT) XP[(idx / CH) * HIB_XLD + idx % CH] = hib_xp(sm, idx / CH, idx % CH, t0, t1);
     hib_shifts(sm, t0, t1, DK, DV);
-    if (tid < CH) {  // the exact-row flags
-        const int t = tid;
+    {  // the exact-row flags (row t over its lanes)
+        const int t = tid / HIB_TPR, r0 = tid % HIB_TPR;
         const bool in = t >= t0 && t < t1;
         const ta r = R[t];
-        bool f = in && !(r > neg_big() / 2);
-        for (int s = t0; s <= t && in && !f; ++s) f = r + XP[t * HIB_XLD + s] > HIB_LIM;
-        for (int jj = 0; jj < DV && in && !f; ++jj) f = Gs[t * HIB_VLD + jj] != (ta)0 && nn[jj] - Os[t * HIB_VLD + jj] > HIB_LIM;
-        Fl[t] = f ? (ta)1 : (ta)0;
-        if (in) Fg[t] = Fl[t];
+        bool f = false;
+        for (int s = t0 + r0; s <= t && in; s += HIB_TPR) f |= r + XP[t * HIB_XLD + s] > HIB_LIM;
+        for (int jj = r0; jj < DV && in; jj += HIB_TPR) f |= Gs[t * HIB_VLD + jj] != (ta)0 && nn[jj] - Os[t * HIB_VLD + jj] > HIB_LIM;
+        f = in && (hib_rred<true>(f ? (ta)1 : (ta)0) > (ta)0 || !(r > neg_big() / 2));
+        if (r0 == 0) {
+            Fl[t] = f ? (ta)1 : (ta)0;
+            if (in) Fg[t] = Fl[t];
+        }
     }
     __syncthreads();
     ta* At = F;                  // A^T [i][t] (0 on exact rows)
@@ -364,12 +395,12 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
                                           const ta* gm, const ta* om, const ta* delta, ta* Qs, ta* Ks, ta* LVs, ta* Gs,
                                           ta* Os, ta* Lam, ta* ac, ta* pre, ta* Ds, i64 bh, i64 g0, int T, int DK,
                                           int DV, int L, ta alo) {
-    hib_rows(Qs, HIB_KLD, DKP, q + bh * T * DK, g0, T, DK, neg_big(), (ta)0);
-    hib_rows(Ks, HIB_KLD, DKP, k + bh * T * DK, g0, T, DK, neg_big(), (ta)0);
-    hib_rows(LVs, HIB_VLD, DVP, lv + bh * T * DV, g0, T, DV, lo_v(), lo_v());
-    hib_rows(Gs, HIB_VLD, DVP, gm + bh * T * DV, g0, T, DV, neg_big(), (ta)0);
-    hib_rows(Os, HIB_VLD, DVP, om + bh * T * DV, g0, T, DV, neg_big(), -lo_v());
-    hib_rows(Lam, HI_LMAX, HI_LMAX, lam + bh * T * L, g0, T, L, lo_v(), lo_v());
+    hib_rows<DKP>(Qs, HIB_KLD, q + bh * T * DK, g0, T, DK, neg_big(), (ta)0);
+    hib_rows<DKP>(Ks, HIB_KLD, k + bh * T * DK, g0, T, DK, neg_big(), (ta)0);
+    hib_rows<DVP>(LVs, HIB_VLD, lv + bh * T * DV, g0, T, DV, lo_v(), lo_v());
+    hib_rows<DVP>(Gs, HIB_VLD, gm + bh * T * DV, g0, T, DV, neg_big(), (ta)0);
+    hib_rows<DVP>(Os, HIB_VLD, om + bh * T * DV, g0, T, DV, neg_big(), -lo_v());
+    hib_rows<HI_LMAX>(Lam, HI_LMAX, lam + bh * T * L, g0, T, L, lo_v(), lo_v());
     for (int t = threadIdx.x; t < CH; t += NT) {
         const i64 g = g0 + t;
         Ds[t] = (g >= 0 && g < T) ? delta[bh * T + g] : (ta)0;
@@ -377,7 +408,7 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
     hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
 }
 
-extern "C" __global__ void __launch_bounds__(NT) hib_dq(
+extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
     const ti* __restrict__ a,      // (BH, T) or null
     const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,  // (BH, T, DV) x2, (BH, T)
@@ -412,34 +443,59 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     auto slot_level = [&](int s, int t) {
         return s < n_old ? max(s + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s - n_old + 1);
     };
-    // lden: hi_intra's, plus the held slots read as hi_read
-    ta Ud = neg_big(), Dd = (ta)1;
-    if (tid < CH && tid >= t0 && tid < t1) Ud = lden0[bh * T + g0 + tid];
-    for (int s = 0; s < NSL; ++s) {
+    for (int s = 0; s < NSL; ++s)  // every held slot's S into L2 now (read after the pairs)
+        if (slot_id(s) >= 0) hib_prefetch(Sb + (i64)slot_id(s) * DK * DV, DK * DV);
+    const int tr = tid / HIB_TPR, rl = tid % HIB_TPR;  // this thread's row and lane (hib_rred)
+    const bool rin = tr >= t0 && tr < t1;
+    auto next_slot = [&](int s) {  // the first held slot from level code s on (NSL: none)
+        while (s < NSL && slot_id(s) < 0) ++s;
+        return s;
+    };
+    // lden: hi_intra's, plus the held slots read as hi_read, row tr over its lanes' features; each slot's m, z
+    // read from global by the lanes that use them (no barrier), the next held slot's loads in flight meanwhile
+    constexpr int KPT = DKP / HIB_TPR;  // features per lane
+    ta qr[KPT], mc[KPT], zc[KPT], mn[KPT], zn[KPT];
+    auto slot_mz = [&](int s, ta (&m)[KPT], ta (&z)[KPT]) {
         const int id = slot_id(s);
-        if (id < 0) continue;
-        __syncthreads();
-        for (int i = tid; i < DKP; i += NT) {
-            Ms[i] = i < DK ? mj[s * DK + i] : neg_big();
-            Zs[i] = i < DK ? zb[id * DK + i] : (ta)0;
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) {
+            const int i = rl + u * HIB_TPR;
+            m[u] = i < DK ? mj[s * DK + i] : neg_big();
+            z[u] = i < DK ? zb[id * DK + i] : (ta)0;
         }
-        __syncthreads();
-        if (tid < CH && tid >= t0 && tid < t1) {
-            const int t = tid;
-            ta r = neg_big();
-            for (int i = 0; i < DK; ++i) r = fmx(r, Qs[t * HIB_KLD + i] + Ms[i]);
-            ta den = (ta)0;
-            for (int i = 0; i < DK; ++i) den = fma(ex(Qs[t * HIB_KLD + i] + Ms[i] - r), Zs[i], den);
-            if (den > (ta)0) hi_lse_add(Ud, Dd, r + Lam[t * HI_LMAX + slot_level(s, t)] + pre[t], den);
+    };
+#pragma unroll
+    for (int u = 0; u < KPT; ++u) qr[u] = Qs[tr * HIB_KLD + rl + u * HIB_TPR];
+    ta Ud = rin ? lden0[bh * T + g0 + tr] : neg_big(), Dd = (ta)1;
+    int sc = next_slot(0);
+    if (sc < NSL) slot_mz(sc, mc, zc);
+    while (sc < NSL) {
+        const int sn = next_slot(sc + 1);
+        if (sn < NSL) slot_mz(sn, mn, zn);
+        ta r = neg_big();
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) r = fmx(r, qr[u] + mc[u]);
+        r = hib_rred<true>(r);
+        ta den = (ta)0;
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) den = fma(ex(qr[u] + mc[u] - r), zc[u], den);
+        den = hib_rred<false>(den);
+        if (rin && den > (ta)0) hi_lse_add(Ud, Dd, r + Lam[tr * HI_LMAX + slot_level(sc, tr)] + pre[tr], den);
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) {
+            mc[u] = mn[u];
+            zc[u] = zn[u];
         }
+        sc = sn;
     }
-    if (tid < CH) {
-        const int t = tid;
-        const bool in = t >= t0 && t < t1;
-        Ls[t] = in ? Ud + lg(Dd) : (ta)0;
+    {
         bool live = false;
-        for (int jj = 0; jj < DV && in; ++jj) live |= Gs[t * HIB_VLD + jj] != (ta)0;
-        if (in) lden[bh * T + g0 + t] = live ? Ls[t] : -lo_v();  // rows with g = 0 add nothing: +big
+        for (int jj = rl; jj < DV && rin; jj += HIB_TPR) live |= Gs[tr * HIB_VLD + jj] != (ta)0;
+        live = hib_rred<true>(live ? (ta)1 : (ta)0) > (ta)0;
+        if (rl == 0) {
+            Ls[tr] = rin ? Ud + lg(Dd) : (ta)0;
+            if (rin) lden[bh * T + g0 + tr] = live ? Ls[tr] : -lo_v();  // rows with g = 0 add nothing: +big
+        }
     }
     __syncthreads();
     hib_fpairs(sm, t0, t1, DK, DV, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH, Fg + bh * T + g0);
@@ -457,23 +513,55 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
             x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
         DQ[t * HIB_KLD + i] = x;
     }
-    if (tid < CH)  // dlam of the chunk's pairs
-        for (int s = t0; s <= tid; ++s)
-            DL[tid * HI_LMAX + (s == tid ? 0 : bitlen64((i64)(tid ^ s)))] += PP[tid * HIB_XLD + s] * DD[tid * HIB_XLD + s];
+    {  // dlam of the chunk's pairs (levels 0 .. HI_LOG2C), row tr over its lanes
+        ta acc[HI_LOG2C + 1];
+#pragma unroll
+        for (int l = 0; l <= HI_LOG2C; ++l) acc[l] = (ta)0;
+        for (int s = t0 + rl; s <= tr; s += HIB_TPR) {
+            const int lv_ = s == tr ? 0 : bitlen64((i64)(tr ^ s));
+            const ta v = PP[tr * HIB_XLD + s] * DD[tr * HIB_XLD + s];
+#pragma unroll
+            for (int l = 0; l <= HI_LOG2C; ++l) acc[l] += l == lv_ ? v : (ta)0;
+        }
+#pragma unroll
+        for (int l = 0; l <= HI_LOG2C; ++l) {
+            const ta x = hib_rred<false>(acc[l]);
+            if (rl == 0 && rin) DL[tr * HI_LMAX + l] += x;
+        }
+    }
     ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
-    for (int s = 0; s < NSL; ++s) {
+    // the held slot's S (DKP x DVP: SPT elements per thread), m, z (thread i < DKP) and n (thread j < DVP) in
+    // registers: the next slot's loads are issued before this slot's products (one latency hidden per slot)
+    constexpr int SPT = DKP * DVP / NT;
+    static_assert(SPT * NT == DKP * DVP && DKP <= NT && DVP <= NT, "hib_dq's slot loads");
+    ta Sr[SPT], mr = (ta)0, zr = (ta)0, nr = (ta)0;
+    auto slot_load = [&](int s) {
         const int id = slot_id(s);
-        if (id < 0) continue;
+#pragma unroll
+        for (int u = 0; u < SPT; ++u) {
+            const int idx = tid + u * NT, i = idx / DVP, jj = idx % DVP;
+            Sr[u] = (i < DK && jj < DV) ? Sb[((i64)id * DK + i) * DV + jj] : (ta)0;
+        }
+        mr = tid < DK ? mj[s * DK + tid] : (ta)0;
+        zr = tid < DK ? zb[id * DK + tid] : (ta)0;
+        nr = tid < DV ? nb[id * DV + tid] : (ta)0;
+    };
+    sc = next_slot(0);
+    if (sc < NSL) slot_load(sc);
+    for (int s = sc; s < NSL; s = sc) {
         __syncthreads();
-        for (int i = tid; i < DKP; i += NT) {
-            Ms[i] = i < DK ? mj[s * DK + i] : (ta)0;
-            Zs[i] = i < DK ? zb[id * DK + i] : (ta)0;
+        if (tid < DKP) {
+            Ms[tid] = mr;
+            Zs[tid] = zr;
         }
-        for (int jj = tid; jj < DVP; jj += NT) Ns[jj] = jj < DV ? nb[id * DV + jj] : (ta)0;
-        for (int idx = tid; idx < DKP * DVP; idx += NT) {
-            const int i = idx / DVP, jj = idx % DVP;
-            St[jj * HIB_TKL + i] = (i < DK && jj < DV) ? Sb[((i64)id * DK + i) * DV + jj] : (ta)0;
+        if (tid < DVP) Ns[tid] = nr;
+#pragma unroll
+        for (int u = 0; u < SPT; ++u) {
+            const int idx = tid + u * NT;
+            St[(idx % DVP) * HIB_TKL + idx / DVP] = Sr[u];
         }
+        sc = next_slot(s + 1);
+        if (sc < NSL) slot_load(sc);
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
         __syncthreads();
@@ -488,11 +576,10 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
             DQ[t * HIB_KLD + i] += term;
         });
         __syncthreads();
-        if (tid < CH && tid >= t0 && tid < t1) {
-            ta x = (ta)0;
-            for (int i = 0; i < DK; ++i) x += TT[tid * HIB_KLD + i];
-            DL[tid * HI_LMAX + slot_level(s, tid)] += x;
-        }
+        ta x = (ta)0;  // dlam: the row's terms over its lanes
+        for (int i = rl; i < DK; i += HIB_TPR) x += TT[tr * HIB_KLD + i];
+        x = hib_rred<false>(x);
+        if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(s, tr)] += x;
     }
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -712,7 +799,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_bmerge(
     }
 }
 
-extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
+extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
     const ti* __restrict__ a, const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,
     const ta* __restrict__ lden,  // hib_dq's
@@ -733,6 +820,16 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     const i64 bh = blockIdx.y;
     const i64 c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
+    auto next_lp = [&](int lp) {  // the first level from lp on whose bit lp - 1 of c is clear (R inside the call; 0: none)
+        for (;; ++lp) {
+            const i64 r0 = ((c >> (lp - 1)) | 1) << (lp - 1);
+            if (r0 > F + n - 1) return 0;
+            if (!((c >> (lp - 1)) & 1)) return lp;
+        }
+    };
+    auto block_of = [&](int lp) { return bh * n + ((((c >> (lp - 1)) | 1) << (lp - 1)) - F); };
+    int lq = next_lp(1);
+    if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the first R's U into L2 during the pairs
     hib_chunk(q, k, lv, lam, a, gm, om, delta, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
     for (int t = tid; t < CH; t += NT) {
         Ls[t] = (t >= t0 && t < t1) ? lden[bh * T + g0 + t] : (ta)0;
@@ -788,18 +885,21 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
         }
     }
     ta gap = (ta)0;  // decay of the right blocks between c and the next one
-    for (int lp = 1;; ++lp) {
-        const i64 r0 = ((c >> (lp - 1)) | 1) << (lp - 1);
-        if (r0 > F + n - 1) break;
-        if ((c >> (lp - 1)) & 1) continue;
-        const i64 o = bh * n + (r0 - F);
+    for (int lp = lq; lp; lp = lq) {
+        const i64 o = block_of(lp);
+        lq = next_lp(lp + 1);
+        if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the next R's U into L2 meanwhile
         __syncthreads();
-        for (int idx = tid; idx < DKP * DVP; idx += NT) {
-            const int i = idx / DVP, jj = idx % DVP;
-            const ta u = (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;
-            Uv[i * HIB_TVL + jj] = u;
-            Ut[jj * HIB_TKL + i] = u;
-        }
+        staged<DKP * DVP, NT>(
+            [&](int idx) {
+                const int i = idx / DVP, jj = idx % DVP;
+                return (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;
+            },
+            [&](int idx, ta u) {
+                const int i = idx / DVP, jj = idx % DVP;
+                Uv[i * HIB_TVL + jj] = u;
+                Ut[jj * HIB_TKL + i] = u;
+            });
         for (int i = tid; i < DKP; i += NT) {
             Ms[i] = i < DK ? Mb[o * DK + i] : (ta)0;
             Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;

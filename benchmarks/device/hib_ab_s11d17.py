@@ -1,0 +1,78 @@
+"""Session 11, branch s11d17 (issue 17): the hierarchical backward's kernels, before / after, in one run
+(a development aid; results in NOTES.md).
+
+    python benchmarks/device/hib_ab_s11d17.py ab 8192,16384,32768 BASE.cu
+        # the backward's split by kernel (bench_gpu_hierarchical._split: FFMA and the bf16 callers'
+        # tensor-core variant) with hierarchical_bwd.cu from BASE.cu (the code before the change: same
+        # host interface), from the tree, and the tree's without hib_dq's slot loads one slot ahead
+    python benchmarks/device/hib_ab_s11d17.py one 16384 0|1 SRC_OUT.cu
+        # two backward calls (FFMA or tensor cores) for ncu, compiled with -lineinfo; the compiled source
+        # written to SRC_OUT.cu (its #line directive: ncu's source view finds it there)
+"""
+import os
+import sys
+
+import cupy
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from bench_gpu_hierarchical import _split, inputs  # noqa: E402  (puts the repository on sys.path)
+from lsattn.backends.cupy import _compile, hierarchical as chi, hierarchical_bwd as chb  # noqa: E402
+from lsattn.backends.cupy._arrays import on_gpu  # noqa: E402
+
+what, Ts = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
+source = _compile._source
+
+
+def no_prefetch(text):
+    """The tree's hib_dq with each held slot's S, m, z, n loaded at the slot's start, not one slot ahead."""
+    for old, new in (("        sc = next_slot(s + 1);\n        if (sc < NSL) slot_load(sc);\n", "        sc = next_slot(s + 1);\n"),
+                     ("    for (int s = sc; s < NSL; s = sc) {\n        __syncthreads();",
+                      "    for (int s = sc; s < NSL; s = sc) {\n        slot_load(s);\n        __syncthreads();"),
+                     ("    sc = next_slot(0);\n    if (sc < NSL) slot_load(sc);\n", "    sc = next_slot(0);\n")):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return text
+
+
+def use(path):
+    """hierarchical_bwd.cu from ``path`` (None: the tree's; "noprefetch": the tree's, no_prefetch); the compiled
+    kernels dropped."""
+    def src(n):
+        if n != "hierarchical_bwd.cu" or path is None:
+            return source(n)
+        return no_prefetch(source(n)) if path == "noprefetch" else open(path).read()
+
+    _compile._source = src
+    _compile._kernels.cache_clear()
+    _compile._launch.cache_clear()
+
+
+if what == "ab":
+    for T in Ts:
+        xc = [cupy.asarray(t.detach()) for t in inputs(torch, T, torch.float32)]
+        for name, path in (("base", sys.argv[3]), ("new", None), ("noprefetch", "noprefetch")):
+            use(path)
+            for tc in (False, True):
+                print(f"T={T} {name} {'tc' if tc else 'fp32'}", _split(cupy, chi, chb, on_gpu, xc, tc=tc), flush=True)
+        del xc
+else:
+    tc, src_out = sys.argv[3] == "1", os.path.abspath(sys.argv[4])
+    raw = cupy.RawModule
+
+    def lineinfo(code, options=(), **kw):
+        if "hib_dq" in code:
+            with open(src_out, "w") as f:
+                f.write(code)
+            code, options = f'#line 1 "{src_out}"\n' + code, tuple(options) + ("-lineinfo",)
+        return raw(code=code, options=options, **kw)
+
+    cupy.RawModule = lineinfo
+    xc = [cupy.asarray(t.detach()) for t in inputs(torch, Ts[0], torch.float32)]
+    with on_gpu(xc[0]) as (_, _, ops):
+        out = chi.compute(ops, *xc[:4], xc[4], 0, None)
+        do = cupy.random.default_rng(0).standard_normal(out.shape, dtype=cupy.float32)
+        for _ in range(2):
+            chb.backward(ops, *xc[:4], xc[4], 0, None, out, do, None, tc)
+    cupy.cuda.Device().synchronize()
+    print("done", Ts[0], "tc" if tc else "fp32")
