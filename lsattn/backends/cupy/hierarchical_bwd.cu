@@ -309,7 +309,8 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         bool f = false;
         for (int s = t0 + r0; s <= t && in; s += HIB_TPR) f |= r + XP[t * HIB_XLD + s] > HIB_LIM;
         for (int jj = r0; jj < DV && in; jj += HIB_TPR) f |= Gs[t * HIB_VLD + jj] != (ta)0 && nn[jj] - Os[t * HIB_VLD + jj] > HIB_LIM;
-        f = in && (hib_rred<true>(f ? (ta)1 : (ta)0) > (ta)0 || !(r > neg_big() / 2));
+        f = hib_rred<true>(f ? (ta)1 : (ta)0) > (ta)0;  // every lane calls it (not behind the && below)
+        f = in && (f || !(r > neg_big() / 2));
         if (r0 == 0) {
             Fl[t] = f ? (ta)1 : (ta)0;
             if (in) Fg[t] = Fl[t];
