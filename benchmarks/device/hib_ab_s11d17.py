@@ -26,9 +26,10 @@ source = _compile._source
 
 def no_prefetch(text):
     """The tree's hib_dq with each held slot's S, m, z, n loaded at the slot's start, not one slot ahead."""
+    head = "    for (int s = sc; s < NSL; s = sc) {"
+    line = text[text.index(head):text.index("\n", text.index(head)) + 1]
     for old, new in (("        sc = next_slot(s + 1);\n        if (sc < NSL) slot_load(sc);\n", "        sc = next_slot(s + 1);\n"),
-                     ("    for (int s = sc; s < NSL; s = sc) {\n        __syncthreads();",
-                      "    for (int s = sc; s < NSL; s = sc) {\n        slot_load(s);\n        __syncthreads();"),
+                     (line, line + "        slot_load(s);\n"),
                      ("    sc = next_slot(0);\n    if (sc < NSL) slot_load(sc);\n", "    sc = next_slot(0);\n")):
         assert text.count(old) == 1, old
         text = text.replace(old, new)

@@ -425,7 +425,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
     const HibTiles sm = hib_tiles(smem_raw, true);
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
-    ta *Lam = sm.Lam, *DL = sm.DL, *St = sm.Tk, *GRt = sm.Ta, *Ms = sm.Ms, *Zs = sm.Zs, *Ns = sm.Ns;
+    ta *Lam = sm.Lam, *DL = sm.DL, *St = sm.Tk, *GRt = sm.Ta, *Ms = sm.Ms, *Zs = sm.Zs;
     ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
     const int tid = threadIdx.x;
     const int j = blockIdx.x;
@@ -531,10 +531,11 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
         }
     }
     ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
-    // the held slot's S (DKP x DVP: SPT elements per thread), m, z (thread i < DKP) and n (thread j < DVP) in
-    // registers: the next slot's loads are issued before this slot's products (one latency hidden per slot)
+    // the held slot's S (DKP x DVP: SPT elements per thread), m, z (thread i < DKP) and n (column tid % DVP, the one
+    // of this thread's g exp(n - o) terms) in registers: the next slot's loads are issued before this slot's
+    // products (one latency hidden per slot). Two barriers per slot: operands stored, products done.
     constexpr int SPT = DKP * DVP / NT;
-    static_assert(SPT * NT == DKP * DVP && DKP <= NT && DVP <= NT, "hib_dq's slot loads");
+    static_assert(SPT * NT == DKP * DVP && DKP <= NT && NT % DVP == 0, "hib_dq's slot loads");
     ta Sr[SPT], mr = (ta)0, zr = (ta)0, nr = (ta)0;
     auto slot_load = [&](int s) {
         const int id = slot_id(s);
@@ -545,31 +546,28 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
         }
         mr = tid < DK ? mj[s * DK + tid] : (ta)0;
         zr = tid < DK ? zb[id * DK + tid] : (ta)0;
-        nr = tid < DV ? nb[id * DV + tid] : (ta)0;
+        nr = tid % DVP < DV ? nb[id * DV + tid % DVP] : (ta)0;
     };
     sc = next_slot(0);
     if (sc < NSL) slot_load(sc);
-    for (int s = sc; s < NSL; s = sc) {
-        __syncthreads();
+    for (int s = sc; s < NSL; s = sc) {  // (the barrier after the dq product, then after each slot's products)
         if (tid < DKP) {
             Ms[tid] = mr;
             Zs[tid] = zr;
         }
-        if (tid < DVP) Ns[tid] = nr;
 #pragma unroll
         for (int u = 0; u < SPT; ++u) {
             const int idx = tid + u * NT;
             St[(idx % DVP) * HIB_TKL + idx / DVP] = Sr[u];
         }
-        sc = next_slot(s + 1);
-        if (sc < NSL) slot_load(sc);
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        __syncthreads();
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed (jj = tid % DVP)
             const int t = idx / DVP, jj = idx % DVP;
-            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(Ns[jj] - Os[t * HIB_VLD + jj]) : (ta)0;
+            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(nr - Os[t * HIB_VLD + jj]) : (ta)0;
         }
+        sc = next_slot(s + 1);
+        if (sc < NSL) slot_load(sc);
         __syncthreads();
         hib_prod<CH, DKP, DVP>(GRt, HIB_TCL, St, HIB_TKL, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
             const ta term = (i < DK && t >= t0 && t < t1) ? ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (v - Zs[i] * Ds[t]) : (ta)0;
@@ -580,7 +578,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
         ta x = (ta)0;  // dlam: the row's terms over its lanes
         for (int i = rl; i < DK; i += HIB_TPR) x += TT[tr * HIB_KLD + i];
         x = hib_rred<false>(x);
-        if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(s, tr)] += x;
+        if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(s, tr)] += x;  // (TT next written after a barrier)
     }
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -814,7 +812,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
     const HibTiles sm = hib_tiles(smem_raw, false);
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;
-    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Ms = sm.Ms, *Zs = sm.Zs, *Ws = sm.Ns;
+    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Zs = sm.Zs;
     ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U^T, U, V'^T, B^T
     ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
     const int tid = threadIdx.x;
@@ -886,11 +884,16 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
         }
     }
     ta gap = (ta)0;  // decay of the right blocks between c and the next one
+    // each R: its operands stored, a barrier, the products, a barrier (the first R's stores after the pairs' reads of
+    // the tiles these overlay); M_i and W_j read from global by the threads that use them (i = tid % DKP, j = tid % DVP)
+    static_assert(NT % DKP == 0 && NT % DVP == 0, "hib_dkdv's B^T and V'^T columns per thread");
+    __syncthreads();
     for (int lp = lq; lp; lp = lq) {
         const i64 o = block_of(lp);
         lq = next_lp(lp + 1);
         if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the next R's U into L2 meanwhile
-        __syncthreads();
+        const int im = tid % DKP, jw = tid % DVP;
+        const ta mi = im < DK ? Mb[o * DK + im] : (ta)0, wj = jw < DV ? Wb[o * DV + jw] : (ta)0;
         staged<DKP * DVP, NT>(
             [&](int idx) {
                 const int i = idx / DVP, jj = idx % DVP;
@@ -901,19 +904,14 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
                 Uv[i * HIB_TVL + jj] = u;
                 Ut[jj * HIB_TKL + i] = u;
             });
-        for (int i = tid; i < DKP; i += NT) {
-            Ms[i] = i < DK ? Mb[o * DK + i] : (ta)0;
-            Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
-        }
-        for (int jj = tid; jj < DVP; jj += NT) Ws[jj] = jj < DV ? Wb[o * DV + jj] : (ta)0;
-        __syncthreads();
-        for (int idx = tid; idx < CH * DKP; idx += NT) {
+        for (int i = tid; i < DKP; i += NT) Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
+        for (int idx = tid; idx < CH * DKP; idx += NT) {  // i = im
             const int s = idx / DKP, i = idx % DKP;
-            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] + suf[s] + gap + Ms[i]) : (ta)0;
+            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
         }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // jj = jw
             const int s = idx / DVP, jj = idx % DVP;
-            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + Ws[jj]) : (ta)0;
+            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + wj) : (ta)0;
         }
         __syncthreads();
         hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((V' U^T)_si - Z_i)
@@ -923,6 +921,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
             DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
         });
         gap += gt[o];
+        __syncthreads();
     }
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
