@@ -1,10 +1,12 @@
 """Session 11, branch s11d17 (issue 17): the hierarchical backward's kernels, before / after, in one run
 (a development aid; results in NOTES.md).
 
-    python benchmarks/device/hib_ab_s11d17.py ab 8192,16384,32768 BASE.cu
-        # the backward's split by kernel (bench_gpu_hierarchical._split: FFMA and the bf16 callers'
-        # tensor-core variant) with hierarchical_bwd.cu from BASE.cu (the code before the change: same
-        # host interface), from the tree, and the tree's without hib_dq's slot loads one slot ahead
+    python benchmarks/device/hib_ab_s11d17.py ab 8192,16384 BASE.cu [VARIANT:fp32,tc ...]
+        # the backward's split by kernel (bench_gpu_hierarchical._split: FFMA and / or the bf16 callers'
+        # tensor-core variant) with hierarchical_bwd.cu from BASE.cu ("base": the code before the change,
+        # same host interface), the tree's ("new"), the tree's without hib_dq's slot loads one slot ahead
+        # ("noprefetch"), the tree's with hib_blocks at __launch_bounds__(NT) ("blocks2"); default
+        # base:fp32,tc new:fp32,tc noprefetch:fp32,tc
     python benchmarks/device/hib_ab_s11d17.py one 16384 0|1 SRC_OUT.cu
         # two backward calls (FFMA or tensor cores) for ncu, compiled with -lineinfo; the compiled source
         # written to SRC_OUT.cu (its #line directive: ncu's source view finds it there)
@@ -36,13 +38,22 @@ def no_prefetch(text):
     return text
 
 
+def blocks2(text):
+    """The tree's with hib_blocks free to take 128 registers (two blocks of NT threads per SM, not three)."""
+    old = "__launch_bounds__(NT, 3) hib_blocks("
+    assert text.count(old) == 1
+    return text.replace(old, "__launch_bounds__(NT) hib_blocks(")
+
+
 def use(path):
-    """hierarchical_bwd.cu from ``path`` (None: the tree's; "noprefetch": the tree's, no_prefetch); the compiled
-    kernels dropped."""
+    """hierarchical_bwd.cu from ``path`` (None: the tree's; "noprefetch" / "blocks2": the tree's, transformed);
+    the compiled kernels dropped."""
     def src(n):
         if n != "hierarchical_bwd.cu" or path is None:
             return source(n)
-        return no_prefetch(source(n)) if path == "noprefetch" else open(path).read()
+        if path in ("noprefetch", "blocks2"):
+            return {"noprefetch": no_prefetch, "blocks2": blocks2}[path](source(n))
+        return open(path).read()
 
     _compile._source = src
     _compile._kernels.cache_clear()
@@ -52,9 +63,10 @@ def use(path):
 if what == "ab":
     for T in Ts:
         xc = [cupy.asarray(t.detach()) for t in inputs(torch, T, torch.float32)]
-        for name, path in (("base", sys.argv[3]), ("new", None), ("noprefetch", "noprefetch")):
-            use(path)
-            for tc in (False, True):
+        for spec in sys.argv[4:] or ["base:fp32,tc", "new:fp32,tc", "noprefetch:fp32,tc"]:
+            name, modes = spec.split(":")
+            use({"base": sys.argv[3], "new": None}.get(name, name))
+            for tc in [m == "tc" for m in modes.split(",")]:
                 print(f"T={T} {name} {'tc' if tc else 'fp32'}", _split(cupy, chi, chb, on_gpu, xc, tc=tc), flush=True)
         del xc
 else:

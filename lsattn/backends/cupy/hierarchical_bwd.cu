@@ -640,7 +640,7 @@ __device__ __forceinline__ bool hib_piece(i64 x, i64 F, int n, bool split, HibPi
 // hib_blocks: one block per piece (hib_piece) and sequence: the piece's summary, in R's frame (its x_ti
 // include the decay from R's first token); unsplit blocks to (U, Z, Mb, Wb, gt) by r0 - F, pieces to
 // (Up, Zp, Mp, Wp, gp) by their slot (gp: the piece's own total decay).
-extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
+extern "C" __global__ void __launch_bounds__(NT, 3) hib_blocks(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,
     const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta, const ta* __restrict__ lden,
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
@@ -651,14 +651,15 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     ta* b = reinterpret_cast<ta*>(smem_raw);
     ta* E = b; b += CH * HIB_TKL;   // x_ti, then exp(x_ti - M_i) [t][i]
     ta* Gp = b; b += CH * HIB_TVL;  // -o_tj, then g_tj exp(-o_tj - W_j) [t][j]
+    ta* Gr = b; b += CH * HIB_TVL;  // g_tj
     ta* Ms = b; b += DKP;            // running maxima M_i, W_j and the factors that rescale to new ones
     ta* Zs = b; b += DKP;
     ta* Ws = b; b += DVP;
     ta* Sk = b; b += DKP;
     ta* Sv = b; b += DVP;
     ta* ac = b; b += CH;
-    ta* pre = b; b += CH;
-    ta* Xr = b; b += CH;            // -lden_t + lam[t, lev] + decay from R's first token to t
+    ta* Xr = b; b += CH;            // -lden_t + lam[t, lev]
+    ta* Xf = b; b += CH;            // x_t - q_t: Xr_t + decay from R's first token to t
     ta* Dr = b; b += CH;
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
     const int tid = threadIdx.x;
@@ -683,26 +684,47 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     for (i64 cc = first; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
         const i64 g0 = cc * CH - p;
         const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
-        __syncthreads();
-        hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
+        __syncthreads();  // (the previous pass's product has read E and Gp)
+        // every input of the chunk at once (one memory latency per pass, not four in a row): q (x_ti without its
+        // row part Xf_t, added where read), -o, g, the decays, -lden + lam, delta
+        staged<CH * DKP, NT>(
+            [&](int idx) {
+                const int t = idx / DKP, i = idx % DKP;
+                return (t < t1 && i < DK) ? ld(q + (bh * T + g0 + t) * DK + i) : neg_big();
+            },
+            [&](int idx, ta x) { E[(idx / DKP) * HIB_TKL + idx % DKP] = x; });
+        staged<CH * DVP, NT>(
+            [&](int idx) {
+                const int t = idx / DVP, jj = idx % DVP;
+                return (t < t1 && jj < DV) ? -om[(bh * T + g0 + t) * DV + jj] : lo_v();
+            },
+            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = x; });
+        staged<CH * DVP, NT>(
+            [&](int idx) {
+                const int t = idx / DVP, jj = idx % DVP;
+                return (t < t1 && jj < DV) ? gm[(bh * T + g0 + t) * DV + jj] : (ta)0;
+            },
+            [&](int idx, ta x) { Gr[(idx / DVP) * HIB_TVL + idx % DVP] = x; });
         for (int t = tid; t < CH; t += NT) {
             const bool in = t < t1;
-            Xr[t] = in ? -lden[bh * T + g0 + t] + fmx(ld(lam + (bh * T + g0 + t) * L + lev), lo_v()) + G0 + pre[t] : (ta)0;
+            ac[t] = hi_decay(a ? a + bh * T : nullptr, g0 + t, T, alo);
+            Xr[t] = in ? -lden[bh * T + g0 + t] + fmx(ld(lam + (bh * T + g0 + t) * L + lev), lo_v()) : (ta)0;
             Dr[t] = in ? delta[bh * T + g0 + t] : (ta)0;
         }
         __syncthreads();
-        for (int idx = tid; idx < CH * DKP; idx += NT) {
-            const int t = idx / DKP, i = idx % DKP;
-            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ld(q + (bh * T + g0 + t) * DK + i) + Xr[t] : neg_big();
+        // the decays' prefix sums in hi_decays' order (each thread its own: no barrier), x_ti = q_ti + Xf_t as the
+        // unsplit pass formed it (bit for bit)
+        if (tid < CH) {
+            ta run = (ta)0;
+            for (int u = 0; u <= tid; ++u) run += ac[u];
+            Xf[tid] = tid < t1 ? Xr[tid] + G0 + run : (ta)0;
         }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {
-            const int t = idx / DVP, jj = idx % DVP;
-            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? -om[(bh * T + g0 + t) * DV + jj] : lo_v();
-        }
-        __syncthreads();
         if (tid < DKP) {  // new feature maxima (threads DKP .. DKP + DVP - 1: column maxima; DKP + DVP <= NT)
-            ta m = Ms[tid];
-            for (int t = 0; t < t1; ++t) m = fmx(m, E[t * HIB_TKL + tid]);
+            ta m = Ms[tid], run = (ta)0;
+            for (int t = 0; t < t1; ++t) {
+                run += ac[t];
+                m = fmx(m, E[t * HIB_TKL + tid] + (Xr[t] + G0 + run));
+            }
             Sk[tid] = ex(Ms[tid] - m);
             Ms[tid] = m;
         } else if (tid < DKP + DVP) {
@@ -715,11 +737,11 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
         __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int t = idx / DKP, i = idx % DKP;
-            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ex(E[t * HIB_TKL + i] - Ms[i]) : (ta)0;
+            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ex(E[t * HIB_TKL + i] + Xf[t] - Ms[i]) : (ta)0;
         }
         for (int idx = tid; idx < CH * DVP; idx += NT) {
             const int t = idx / DVP, jj = idx % DVP;
-            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? gm[(bh * T + g0 + t) * DV + jj] * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
+            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? Gr[t * HIB_TVL + jj] * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
         }
         acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
         __syncthreads();
