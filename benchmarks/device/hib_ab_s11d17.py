@@ -4,9 +4,9 @@
     python benchmarks/device/hib_ab_s11d17.py ab 8192,16384 BASE.cu [VARIANT:fp32,tc ...]
         # the backward's split by kernel (bench_gpu_hierarchical._split: FFMA and / or the bf16 callers'
         # tensor-core variant) with hierarchical_bwd.cu from BASE.cu ("base": the code before the change,
-        # same host interface), the tree's ("new"), the tree's without hib_dq's slot loads one slot ahead
-        # ("noprefetch"), the tree's with hib_blocks at __launch_bounds__(NT) ("blocks2"); default
-        # base:fp32,tc new:fp32,tc noprefetch:fp32,tc
+        # same host interface), the tree's ("new"), the tree's with hib_blocks at __launch_bounds__(NT)
+        # ("blocks2"); default base:fp32,tc new:fp32,tc blocks2:fp32,tc (request 1 of s11d17 also timed the
+        # held slots' loads one slot ahead in registers, since removed)
     python benchmarks/device/hib_ab_s11d17.py one 16384 0|1 SRC_OUT.cu
         # two backward calls (FFMA or tensor cores) for ncu, compiled with -lineinfo; the compiled source
         # written to SRC_OUT.cu (its #line directive: ncu's source view finds it there)
@@ -26,18 +26,6 @@ what, Ts = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
 source = _compile._source
 
 
-def no_prefetch(text):
-    """The tree's hib_dq with each held slot's S, m, z, n loaded at the slot's start, not one slot ahead."""
-    head = "    for (int s = sc; s < NSL; s = sc) {"
-    line = text[text.index(head):text.index("\n", text.index(head)) + 1]
-    for old, new in (("        sc = next_slot(s + 1);\n        if (sc < NSL) slot_load(sc);\n", "        sc = next_slot(s + 1);\n"),
-                     (line, line + "        slot_load(s);\n"),
-                     ("    sc = next_slot(0);\n    if (sc < NSL) slot_load(sc);\n", "    sc = next_slot(0);\n")):
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    return text
-
-
 def blocks2(text):
     """The tree's with hib_blocks free to take 128 registers (two blocks of NT threads per SM, not three)."""
     old = "__launch_bounds__(NT, 3) hib_blocks("
@@ -46,13 +34,13 @@ def blocks2(text):
 
 
 def use(path):
-    """hierarchical_bwd.cu from ``path`` (None: the tree's; "noprefetch" / "blocks2": the tree's, transformed);
+    """hierarchical_bwd.cu from ``path`` (None: the tree's; "blocks2": the tree's, transformed);
     the compiled kernels dropped."""
     def src(n):
         if n != "hierarchical_bwd.cu" or path is None:
             return source(n)
-        if path in ("noprefetch", "blocks2"):
-            return {"noprefetch": no_prefetch, "blocks2": blocks2}[path](source(n))
+        if path == "blocks2":
+            return blocks2(source(n))
         return open(path).read()
 
     _compile._source = src
@@ -63,7 +51,7 @@ def use(path):
 if what == "ab":
     for T in Ts:
         xc = [cupy.asarray(t.detach()) for t in inputs(torch, T, torch.float32)]
-        for spec in sys.argv[4:] or ["base:fp32,tc", "new:fp32,tc", "noprefetch:fp32,tc"]:
+        for spec in sys.argv[4:] or ["base:fp32,tc", "new:fp32,tc", "blocks2:fp32,tc"]:
             name, modes = spec.split(":")
             use({"base": sys.argv[3], "new": None}.get(name, name))
             for tc in [m == "tc" for m in modes.split(",")]:

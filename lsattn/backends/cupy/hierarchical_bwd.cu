@@ -155,17 +155,35 @@ __device__ __forceinline__ ta hib_excap(ta x) {
     return ex(x < cap ? x : cap);
 }
 
-// Rows g0 .. g0 + CH - 1 of a (T, D) sequence into X (row stride ldx, W columns), clamped below at lo
-// (pass neg_big() for none); rows outside [0, T) and columns >= D are `fill`. Loads in batches (staged).
+// src[off] where ok, else fill: an unconditional load of a valid address (src[0] where !ok; src is never empty) and
+// a select after it, so that a batch of these has its loads in flight together (Nsight Compute, request 1: the
+// conditional loads of the chunk's tiles compiled to a branch per element, each waiting for its own load; ~27% of
+// hib_dq's and hib_dkdv's stall samples)
+template <typename T>
+__device__ __forceinline__ ta hib_ld(const T* src, i64 off, bool ok, ta fill) {
+    const ta x = ld(src + (ok ? off : (i64)0));
+    return ok ? x : fill;
+}
+
+// Rows g0 .. g0 + CH - 1 of a (T, D) sequence (W columns) into registers (hib_rows_ld: rows outside [0, T) and
+// columns >= D are `fill`), then into X (row stride ldx), clamped below at lo (hib_rows_st; every fill passed is >= lo).
 template <int W>
-__device__ __forceinline__ void hib_rows(ta* X, int ldx, const ti* src, i64 g0, int T, int D, ta lo, ta fill) {
-    staged<CH * W, NT>(
-        [&](int idx) {
-            const int i = idx % W;
-            const i64 g = g0 + idx / W;
-            return (i < D && g >= 0 && g < T) ? fmx(ld(src + g * D + i), lo) : fill;
-        },
-        [&](int idx, ta x) { X[(idx / W) * ldx + idx % W] = x; });
+__device__ __forceinline__ void hib_rows_ld(ta (&r)[CH * W / NT], const ti* src, i64 g0, int T, int D, ta fill) {
+    static_assert(CH * W % NT == 0, "hib_rows' elements per thread");
+#pragma unroll
+    for (int u = 0; u < CH * W / NT; ++u) {
+        const int idx = threadIdx.x + u * NT, i = idx % W;
+        const i64 g = g0 + idx / W;
+        r[u] = hib_ld(src, g * D + i, (i < D) & (g >= 0) & (g < T), fill);
+    }
+}
+template <int W>
+__device__ __forceinline__ void hib_rows_st(const ta (&r)[CH * W / NT], ta* X, int ldx, ta lo) {
+#pragma unroll
+    for (int u = 0; u < CH * W / NT; ++u) {
+        const int idx = threadIdx.x + u * NT;
+        X[(idx / W) * ldx + idx % W] = fmx(r[u], lo);
+    }
 }
 
 // The count elements from p into L2 (prefetch.global.L2: no registers held), e.g. the next slot's S while this
@@ -251,15 +269,24 @@ __device__ __forceinline__ void hib_pair_exact(const HibTiles& sm, int t, int s,
         dd = fma(sm.Gs[t * HIB_VLD + j], hib_excap(sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]), dd);
 }
 
-// hib_dkdv's pairs: XP, and PP = P_ts, DD = D_ts from hib_dq's (BH, T, CH) pair arrays (Pg, Dg: the chunk's rows,
-// row g0 + t at t CH; PP = DD = 0 off the pairs). Ends with a barrier.
-__device__ __forceinline__ void hib_pairs(const HibTiles& sm, int t0, int t1, const ta* Pg, const ta* Dg) {
-    for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
-        const int t = idx / CH, s = idx % CH;
-        const bool on = s <= t && s >= t0 && t < t1;
+// hib_dkdv's pairs: XP, and PP = P_ts, DD = D_ts from hib_dq's (BH, T, CH) pair arrays (Pg, Dg: the sequence's,
+// the chunk's row t at (g0 + t) CH; PP = DD = 0 off the pairs). Ends with a barrier.
+__device__ __forceinline__ void hib_pairs(const HibTiles& sm, int t0, int t1, const ta* Pg, const ta* Dg, i64 g0) {
+    constexpr int N = CH * CH / NT;
+    ta p[N], d[N];  // the loads first (in flight together), then XP beside them
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+        const int idx = threadIdx.x + u * NT, t = idx / CH, s = idx % CH;
+        const bool on = (s <= t) & (s >= t0) & (t < t1);
+        p[u] = hib_ld(Pg, (g0 + t) * CH + s, on, (ta)0);
+        d[u] = hib_ld(Dg, (g0 + t) * CH + s, on, (ta)0);
+    }
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+        const int idx = threadIdx.x + u * NT, t = idx / CH, s = idx % CH;
         sm.XP[t * HIB_XLD + s] = hib_xp(sm, t, s, t0, t1);
-        sm.PP[t * HIB_XLD + s] = on ? Pg[(i64)t * CH + s] : (ta)0;
-        sm.DD[t * HIB_XLD + s] = on ? Dg[(i64)t * CH + s] : (ta)0;
+        sm.PP[t * HIB_XLD + s] = p[u];
+        sm.DD[t * HIB_XLD + s] = d[u];
     }
     __syncthreads();
 }
@@ -396,12 +423,24 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
                                           const ta* gm, const ta* om, const ta* delta, ta* Qs, ta* Ks, ta* LVs, ta* Gs,
                                           ta* Os, ta* Lam, ta* ac, ta* pre, ta* Ds, i64 bh, i64 g0, int T, int DK,
                                           int DV, int L, ta alo) {
-    hib_rows<DKP>(Qs, HIB_KLD, q + bh * T * DK, g0, T, DK, neg_big(), (ta)0);
-    hib_rows<DKP>(Ks, HIB_KLD, k + bh * T * DK, g0, T, DK, neg_big(), (ta)0);
-    hib_rows<DVP>(LVs, HIB_VLD, lv + bh * T * DV, g0, T, DV, lo_v(), lo_v());
-    hib_rows<DVP>(Gs, HIB_VLD, gm + bh * T * DV, g0, T, DV, neg_big(), (ta)0);
-    hib_rows<DVP>(Os, HIB_VLD, om + bh * T * DV, g0, T, DV, neg_big(), -lo_v());
-    hib_rows<HI_LMAX>(Lam, HI_LMAX, lam + bh * T * L, g0, T, L, lo_v(), lo_v());
+    {  // two batches of three tiles' loads (in flight together), then their stores
+        ta r1[CH * DKP / NT], r2[CH * DKP / NT], r3[CH * DVP / NT];
+        hib_rows_ld<DKP>(r1, q + bh * T * DK, g0, T, DK, (ta)0);
+        hib_rows_ld<DKP>(r2, k + bh * T * DK, g0, T, DK, (ta)0);
+        hib_rows_ld<DVP>(r3, lv + bh * T * DV, g0, T, DV, lo_v());
+        hib_rows_st<DKP>(r1, Qs, HIB_KLD, neg_big());
+        hib_rows_st<DKP>(r2, Ks, HIB_KLD, neg_big());
+        hib_rows_st<DVP>(r3, LVs, HIB_VLD, lo_v());
+    }
+    {
+        ta r1[CH * DVP / NT], r2[CH * DVP / NT], r3[CH * HI_LMAX / NT];
+        hib_rows_ld<DVP>(r1, gm + bh * T * DV, g0, T, DV, (ta)0);
+        hib_rows_ld<DVP>(r2, om + bh * T * DV, g0, T, DV, -lo_v());
+        hib_rows_ld<HI_LMAX>(r3, lam + bh * T * L, g0, T, L, lo_v());
+        hib_rows_st<DVP>(r1, Gs, HIB_VLD, neg_big());
+        hib_rows_st<DVP>(r2, Os, HIB_VLD, neg_big());
+        hib_rows_st<HI_LMAX>(r3, Lam, HI_LMAX, lo_v());
+    }
     for (int t = threadIdx.x; t < CH; t += NT) {
         const i64 g = g0 + t;
         Ds[t] = (g >= 0 && g < T) ? delta[bh * T + g] : (ta)0;
@@ -461,8 +500,8 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
 #pragma unroll
         for (int u = 0; u < KPT; ++u) {
             const int i = rl + u * HIB_TPR;
-            m[u] = i < DK ? mj[s * DK + i] : neg_big();
-            z[u] = i < DK ? zb[id * DK + i] : (ta)0;
+            m[u] = hib_ld(mj, s * DK + i, i < DK, neg_big());
+            z[u] = hib_ld(zb, id * DK + i, i < DK, (ta)0);
         }
     };
 #pragma unroll
@@ -531,9 +570,10 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
         }
     }
     ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
-    // the held slot's S (DKP x DVP: SPT elements per thread), m, z (thread i < DKP) and n (column tid % DVP, the one
-    // of this thread's g exp(n - o) terms) in registers: the next slot's loads are issued before this slot's
-    // products (one latency hidden per slot). Two barriers per slot: operands stored, products done.
+    // the held slot's S (DKP x DVP: SPT elements per thread; prefetched into L2 at the kernel's start), m, z (thread
+    // i < DKP) and n (column tid % DVP, the one of this thread's g exp(n - o) terms) loaded together, then stored.
+    // Two barriers per slot: operands stored, products done. (Loading the next slot's one slot ahead in registers
+    // was ~4% slower in request 1: 128 registers, spills.)
     constexpr int SPT = DKP * DVP / NT;
     static_assert(SPT * NT == DKP * DVP && DKP <= NT && NT % DVP == 0, "hib_dq's slot loads");
     ta Sr[SPT], mr = (ta)0, zr = (ta)0, nr = (ta)0;
@@ -542,15 +582,14 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
 #pragma unroll
         for (int u = 0; u < SPT; ++u) {
             const int idx = tid + u * NT, i = idx / DVP, jj = idx % DVP;
-            Sr[u] = (i < DK && jj < DV) ? Sb[((i64)id * DK + i) * DV + jj] : (ta)0;
+            Sr[u] = hib_ld(Sb, ((i64)id * DK + i) * DV + jj, (i < DK) & (jj < DV), (ta)0);
         }
-        mr = tid < DK ? mj[s * DK + tid] : (ta)0;
-        zr = tid < DK ? zb[id * DK + tid] : (ta)0;
-        nr = tid % DVP < DV ? nb[id * DV + tid % DVP] : (ta)0;
+        mr = hib_ld(mj, s * DK + tid, tid < DK, (ta)0);
+        zr = hib_ld(zb, id * DK + tid, tid < DK, (ta)0);
+        nr = hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
     };
-    sc = next_slot(0);
-    if (sc < NSL) slot_load(sc);
-    for (int s = sc; s < NSL; s = sc) {  // (the barrier after the dq product, then after each slot's products)
+    for (int s = next_slot(0); s < NSL; s = next_slot(s + 1)) {  // (the barrier after the dq product, then each slot's)
+        slot_load(s);
         if (tid < DKP) {
             Ms[tid] = mr;
             Zs[tid] = zr;
@@ -566,8 +605,6 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
             const int t = idx / DVP, jj = idx % DVP;
             GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(nr - Os[t * HIB_VLD + jj]) : (ta)0;
         }
-        sc = next_slot(s + 1);
-        if (sc < NSL) slot_load(sc);
         __syncthreads();
         hib_prod<CH, DKP, DVP>(GRt, HIB_TCL, St, HIB_TKL, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
             const ta term = (i < DK && t >= t0 && t < t1) ? ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (v - Zs[i] * Ds[t]) : (ta)0;
@@ -690,26 +727,29 @@ extern "C" __global__ void __launch_bounds__(NT, 3) hib_blocks(
         staged<CH * DKP, NT>(
             [&](int idx) {
                 const int t = idx / DKP, i = idx % DKP;
-                return (t < t1 && i < DK) ? ld(q + (bh * T + g0 + t) * DK + i) : neg_big();
+                return hib_ld(q, (bh * T + g0 + t) * DK + i, (t < t1) & (i < DK), neg_big());
             },
             [&](int idx, ta x) { E[(idx / DKP) * HIB_TKL + idx % DKP] = x; });
         staged<CH * DVP, NT>(
             [&](int idx) {
                 const int t = idx / DVP, jj = idx % DVP;
-                return (t < t1 && jj < DV) ? -om[(bh * T + g0 + t) * DV + jj] : lo_v();
+                return hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
             },
-            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = x; });
+            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = -x; });
         staged<CH * DVP, NT>(
             [&](int idx) {
                 const int t = idx / DVP, jj = idx % DVP;
-                return (t < t1 && jj < DV) ? gm[(bh * T + g0 + t) * DV + jj] : (ta)0;
+                return hib_ld(gm, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), (ta)0);
             },
             [&](int idx, ta x) { Gr[(idx / DVP) * HIB_TVL + idx % DVP] = x; });
-        for (int t = tid; t < CH; t += NT) {
+        for (int t = tid; t < CH; t += NT) {  // (hi_decay's value, its loads unconditional as hib_ld's)
             const bool in = t < t1;
-            ac[t] = hi_decay(a ? a + bh * T : nullptr, g0 + t, T, alo);
-            Xr[t] = in ? -lden[bh * T + g0 + t] + fmx(ld(lam + (bh * T + g0 + t) * L + lev), lo_v()) : (ta)0;
-            Dr[t] = in ? delta[bh * T + g0 + t] : (ta)0;
+            const ta av = a ? fmx(hib_ld(a, bh * T + g0 + t, in, (ta)0), alo) : (ta)0;
+            const ta x = hib_ld(lden, bh * T + g0 + t, in, (ta)0), l = hib_ld(lam, (bh * T + g0 + t) * L + lev, in, (ta)0);
+            const ta d = hib_ld(delta, bh * T + g0 + t, in, (ta)0);
+            ac[t] = in ? av : (ta)0;
+            Xr[t] = in ? -x + fmx(l, lo_v()) : (ta)0;
+            Dr[t] = in ? d : (ta)0;
         }
         __syncthreads();
         // the decays' prefix sums in hi_decays' order (each thread its own: no barrier), x_ti = q_ti + Xf_t as the
@@ -859,7 +899,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
         suf[t] = x;
     }
     __syncthreads();
-    hib_pairs(sm, t0, t1, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH);
+    hib_pairs(sm, t0, t1, Pg + bh * T * CH, Dg + bh * T * CH, g0);
     hib_shifts(sm, t0, t1, DK, DV);  // hib_dq's (its exact rows in Fg)
     ta *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
     for (int t = tid; t < CH; t += NT) Fl[t] = (t >= t0 && t < t1) ? Fg[bh * T + g0 + t] : (ta)0;
@@ -915,11 +955,11 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
         lq = next_lp(lp + 1);
         if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the next R's U into L2 meanwhile
         const int im = tid % DKP, jw = tid % DVP;
-        const ta mi = im < DK ? Mb[o * DK + im] : (ta)0, wj = jw < DV ? Wb[o * DV + jw] : (ta)0;
+        const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0), wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0);
         staged<DKP * DVP, NT>(
             [&](int idx) {
                 const int i = idx / DVP, jj = idx % DVP;
-                return (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;
+                return (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;  // (as hib_ld: 128 B more spilled)
             },
             [&](int idx, ta u) {
                 const int i = idx / DVP, jj = idx % DVP;
