@@ -204,7 +204,8 @@ def train(args):
     torch SDPA (causal, bfloat16) and the array-API path (float32, differentiated by torch, up to
     ``--api-max``); the backward's
     host logic split by kernel (``hierarchical_bwd.backward`` on CuPy float32 arrays, CUDA events
-    around the forward's slots, hib_dq, hib_blocks, hib_bmerge, hib_dkdv); the peak memory of ours. Prints a
+    around the forward's slots, hib_dq, hib_blocks, hib_bmerge, hib_dkdv; FFMA and the bfloat16
+    callers' tensor-core variant); the peak memory of ours. Prints a
     table and writes ``bench_gpu_hierarchical_train.json`` and ``.md``."""
     import cupy
     import torch
@@ -245,12 +246,14 @@ def train(args):
                     *sd[:3], is_causal=True).backward(sd[3]), row, "sdpa_bf16")
                 del sd
             del x, do
-        try:
-            row["backward_split_fp32_ms"] = _split(cupy, chi, chb, on_gpu, [cupy.asarray(t.detach()) for t in
-                                                                            inputs(torch, T, torch.float32)])
-        except Exception as exc:  # recorded, not fatal
-            row["backward_split_fp32_ms"] = f"{type(exc).__name__}: {exc}"
-        print("  backward split (fp32, CuPy):", row["backward_split_fp32_ms"], flush=True)
+        xc = [cupy.asarray(t.detach()) for t in inputs(torch, T, torch.float32)]
+        for tc, key in ((False, "backward_split_fp32_ms"), (True, "backward_split_tc_ms")):
+            try:
+                row[key] = _split(cupy, chi, chb, on_gpu, xc, tc=tc)
+            except Exception as exc:  # recorded, not fatal
+                row[key] = f"{type(exc).__name__}: {exc}"
+            print(f"  backward split ({'tensor cores (bf16 callers)' if tc else 'fp32'}, CuPy):", row[key], flush=True)
+        del xc
     write_json(os.path.join(args.out, "bench_gpu_hierarchical_train.json"), res)
     keys = ("ours_fp32", "ours_bf16", "array_api_fp32", "loglinear_fp32", "sdpa_bf16", "ours_fwd_fp32")
     fmt = lambda x: f"{x:.3f}" if isinstance(x, float) else ("-" if x is None else "fail")  # noqa: E731
@@ -263,10 +266,10 @@ def train(args):
     print("\n".join(lines))
 
 
-def _split(cupy, chi, chb, on_gpu, xc, chunk_size=None):
+def _split(cupy, chi, chb, on_gpu, xc, chunk_size=None, tc=False):
     """ms of the backward's parts (``hierarchical_bwd.backward`` on CuPy float32 arrays, third run; its
-    chunk ``chunk_size`` or the default): CUDA events recorded after each launch by wrappers set on the
-    ``ops`` object (removed after)."""
+    chunk ``chunk_size`` or the default; ``tc``: the bfloat16 callers' variant, products on tensor cores):
+    CUDA events recorded after each launch by wrappers set on the ``ops`` object (removed after)."""
     names = ("hi_snap", "hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv")
     with on_gpu(xc[0]) as (_, _, ops):
         out = chi.compute(ops, *xc[:4], xc[4], 0, None)
@@ -286,7 +289,7 @@ def _split(cupy, chi, chb, on_gpu, xc, chunk_size=None):
             for _ in range(3):
                 start, end = cupy.cuda.Event(), cupy.cuda.Event()
                 start.record()
-                chb.backward(ops, *xc[:4], xc[4], 0, None, out, doc, chunk_size)
+                chb.backward(ops, *xc[:4], xc[4], 0, None, out, doc, chunk_size, tc)
                 end.record()
                 end.synchronize()
         finally:

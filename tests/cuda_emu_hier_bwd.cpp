@@ -16,6 +16,19 @@ template <int N> inline void ldv(const ta* p, ta (&o)[N]) {
 #include "cuda_emu_mma.h"
 #endif
 
+#if !HI_TC  // the warp shuffle (hib_rred: every thread of the block calls it alike, so an exchange through a
+            // block-wide buffer between two barriers is exact)
+static ta emu_shfl[NT];
+inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask) {
+    const int t = threadIdx.x;
+    emu_shfl[t] = v;
+    __syncthreads();
+    const ta r = emu_shfl[t ^ lane_mask];
+    __syncthreads();
+    return r;
+}
+#endif
+
 #include KERNEL_BWD
 
 // hib_dq's launch: grid (n, BH).

@@ -99,7 +99,7 @@ class Config:
             fp = 3 * DKP + 2 * DVP + 7 * CH  # the slot vectors, the CH vectors, hib_fpairs' shifts and flags
             freg = max(DVP * (TK + TC), 2 * DKP * TC, 2 * DVP * TC, CH * (TC + TK))  # HIB_FREG
             return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
-                    "hib_blocks": CH * (TK + TV) + 3 * DKP + 2 * DVP + 4 * CH,
+                    "hib_blocks": CH * (TK + 2 * TV) + 3 * DKP + 2 * DVP + 4 * CH,
                     "hib_bmerge": 8 * (DKP + DVP),  # HIB_NPC pieces' factors
                     "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X + CH * (TC + max(TK, TV)),  # + HIB_F2
                                                      DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64

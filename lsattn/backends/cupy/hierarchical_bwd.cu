@@ -155,14 +155,60 @@ __device__ __forceinline__ ta hib_excap(ta x) {
     return ex(x < cap ? x : cap);
 }
 
-// Rows g0 .. g0 + CH - 1 of a (T, D) sequence into X (row stride ldx, W columns), clamped below at lo
-// (pass neg_big() for none); rows outside [0, T) and columns >= D are `fill`.
-__device__ __forceinline__ void hib_rows(ta* X, int ldx, int W, const ti* src, i64 g0, int T, int D, ta lo, ta fill) {
-    for (int idx = threadIdx.x; idx < CH * W; idx += NT) {
-        const int t = idx / W, i = idx % W;
-        const i64 g = g0 + t;
-        X[t * ldx + i] = (i < D && g >= 0 && g < T) ? fmx(ld(src + g * D + i), lo) : fill;
+// src[off] where ok, else fill: an unconditional load of a valid address (src[0] where !ok; src is never empty) and
+// a select after it, so that a batch of these has its loads in flight together (Nsight Compute, request 1: the
+// conditional loads of the chunk's tiles compiled to a branch per element, each waiting for its own load; ~27% of
+// hib_dq's and hib_dkdv's stall samples)
+template <typename T>
+__device__ __forceinline__ ta hib_ld(const T* src, i64 off, bool ok, ta fill) {
+    const ta x = ld(src + (ok ? off : (i64)0));
+    return ok ? x : fill;
+}
+
+// Rows g0 .. g0 + CH - 1 of a (T, D) sequence (W columns) into registers (hib_rows_ld: rows outside [0, T) and
+// columns >= D are `fill`), then into X (row stride ldx), clamped below at lo (hib_rows_st; every fill passed is >= lo).
+template <int W>
+__device__ __forceinline__ void hib_rows_ld(ta (&r)[CH * W / NT], const ti* src, i64 g0, int T, int D, ta fill) {
+    static_assert(CH * W % NT == 0, "hib_rows' elements per thread");
+#pragma unroll
+    for (int u = 0; u < CH * W / NT; ++u) {
+        const int idx = threadIdx.x + u * NT, i = idx % W;
+        const i64 g = g0 + idx / W;
+        r[u] = hib_ld(src, g * D + i, (i < D) & (g >= 0) & (g < T), fill);
     }
+}
+template <int W>
+__device__ __forceinline__ void hib_rows_st(const ta (&r)[CH * W / NT], ta* X, int ldx, ta lo) {
+#pragma unroll
+    for (int u = 0; u < CH * W / NT; ++u) {
+        const int idx = threadIdx.x + u * NT;
+        X[(idx / W) * ldx + idx % W] = fmx(r[u], lo);
+    }
+}
+
+// The count elements from p into L2 (prefetch.global.L2: no registers held), e.g. the next slot's S while this
+// one's is in use; nothing on the CPU emulation.
+__device__ __forceinline__ void hib_prefetch(const ta* p, int count) {
+#ifdef __CUDA_ARCH__
+    constexpr int LINE = 128 / (int)sizeof(ta);
+    for (int x = threadIdx.x * LINE; x < count; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + x));
+#endif
+}
+
+// Rows spread over the block: HIB_TPR = NT / CH consecutive lanes per row (thread tid: row tid / HIB_TPR,
+// lane tid % HIB_TPR, which takes columns lane, lane + HIB_TPR, ...) instead of one thread per row (the
+// serial 64-step loops on one warp of eight); hib_rred combines a row's lanes by shuffles. Every thread
+// of the block calls it (the CPU emulation's shuffle is block-wide).
+constexpr int HIB_TPR = NT / CH;
+static_assert(HIB_TPR * CH == NT && HIB_TPR <= 32, "rows over the block");
+template <bool MAX>
+__device__ __forceinline__ ta hib_rred(ta x) {
+#pragma unroll
+    for (int o = 1; o < HIB_TPR; o <<= 1) {
+        const ta y = __shfl_xor_sync(0xffffffffu, x, o);
+        x = MAX ? fmx(x, y) : x + y;
+    }
+    return x;
 }
 
 // The shared tiles of hib_dq and hib_dkdv (one layout; Av, Tv, Tb only in hib_dkdv, where Tk, Tv, Ta,
@@ -223,15 +269,24 @@ __device__ __forceinline__ void hib_pair_exact(const HibTiles& sm, int t, int s,
         dd = fma(sm.Gs[t * HIB_VLD + j], hib_excap(sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]), dd);
 }
 
-// hib_dkdv's pairs: XP, and PP = P_ts, DD = D_ts from hib_dq's (BH, T, CH) pair arrays (Pg, Dg: the chunk's rows,
-// row g0 + t at t CH; PP = DD = 0 off the pairs). Ends with a barrier.
-__device__ __forceinline__ void hib_pairs(const HibTiles& sm, int t0, int t1, const ta* Pg, const ta* Dg) {
-    for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
-        const int t = idx / CH, s = idx % CH;
-        const bool on = s <= t && s >= t0 && t < t1;
+// hib_dkdv's pairs: XP, and PP = P_ts, DD = D_ts from hib_dq's (BH, T, CH) pair arrays (Pg, Dg: the sequence's,
+// the chunk's row t at (g0 + t) CH; PP = DD = 0 off the pairs). Ends with a barrier.
+__device__ __forceinline__ void hib_pairs(const HibTiles& sm, int t0, int t1, const ta* Pg, const ta* Dg, i64 g0) {
+    constexpr int N = CH * CH / NT;
+    ta p[N], d[N];  // the loads first (in flight together), then XP beside them
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+        const int idx = threadIdx.x + u * NT, t = idx / CH, s = idx % CH;
+        const bool on = (s <= t) & (s >= t0) & (t < t1);
+        p[u] = hib_ld(Pg, (g0 + t) * CH + s, on, (ta)0);
+        d[u] = hib_ld(Dg, (g0 + t) * CH + s, on, (ta)0);
+    }
+#pragma unroll
+    for (int u = 0; u < N; ++u) {
+        const int idx = threadIdx.x + u * NT, t = idx / CH, s = idx % CH;
         sm.XP[t * HIB_XLD + s] = hib_xp(sm, t, s, t0, t1);
-        sm.PP[t * HIB_XLD + s] = on ? Pg[(i64)t * CH + s] : (ta)0;
-        sm.DD[t * HIB_XLD + s] = on ? Dg[(i64)t * CH + s] : (ta)0;
+        sm.PP[t * HIB_XLD + s] = p[u];
+        sm.DD[t * HIB_XLD + s] = d[u];
     }
     __syncthreads();
 }
@@ -251,11 +306,11 @@ __device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, i
         sm.nn[jj] = m;
     }
     __syncthreads();
-    if (tid < CH) {
-        ta r = neg_big();
-        for (int i = 0; i < DK; ++i) r = fmx(r, sm.Qs[tid * HIB_KLD + i] + sm.mm[i]);
-        sm.R[tid] = r;
-    }
+    const int t = tid / HIB_TPR, r0 = tid % HIB_TPR;
+    ta r = neg_big();
+    for (int i = r0; i < DK; i += HIB_TPR) r = fmx(r, sm.Qs[t * HIB_KLD + i] + sm.mm[i]);
+    r = hib_rred<true>(r);
+    if (r0 == 0) sm.R[t] = r;
     __syncthreads();
 }
 
@@ -274,15 +329,19 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
     ta* const F = sm.Tk;
     for (int idx = tid; idx < CH * CH; idx += NT) XP[(idx / CH) * HIB_XLD + idx % CH] = hib_xp(sm, idx / CH, idx % CH, t0, t1);
     hib_shifts(sm, t0, t1, DK, DV);
-    if (tid < CH) {  // the exact-row flags
-        const int t = tid;
+    {  // the exact-row flags (row t over its lanes)
+        const int t = tid / HIB_TPR, r0 = tid % HIB_TPR;
         const bool in = t >= t0 && t < t1;
         const ta r = R[t];
-        bool f = in && !(r > neg_big() / 2);
-        for (int s = t0; s <= t && in && !f; ++s) f = r + XP[t * HIB_XLD + s] > HIB_LIM;
-        for (int jj = 0; jj < DV && in && !f; ++jj) f = Gs[t * HIB_VLD + jj] != (ta)0 && nn[jj] - Os[t * HIB_VLD + jj] > HIB_LIM;
-        Fl[t] = f ? (ta)1 : (ta)0;
-        if (in) Fg[t] = Fl[t];
+        bool f = false;
+        for (int s = t0 + r0; s <= t && in; s += HIB_TPR) f |= r + XP[t * HIB_XLD + s] > HIB_LIM;
+        for (int jj = r0; jj < DV && in; jj += HIB_TPR) f |= Gs[t * HIB_VLD + jj] != (ta)0 && nn[jj] - Os[t * HIB_VLD + jj] > HIB_LIM;
+        f = hib_rred<true>(f ? (ta)1 : (ta)0) > (ta)0;  // every lane calls it (not behind the && below)
+        f = in && (f || !(r > neg_big() / 2));
+        if (r0 == 0) {
+            Fl[t] = f ? (ta)1 : (ta)0;
+            if (in) Fg[t] = Fl[t];
+        }
     }
     __syncthreads();
     ta* At = F;                  // A^T [i][t] (0 on exact rows)
@@ -364,12 +423,24 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
                                           const ta* gm, const ta* om, const ta* delta, ta* Qs, ta* Ks, ta* LVs, ta* Gs,
                                           ta* Os, ta* Lam, ta* ac, ta* pre, ta* Ds, i64 bh, i64 g0, int T, int DK,
                                           int DV, int L, ta alo) {
-    hib_rows(Qs, HIB_KLD, DKP, q + bh * T * DK, g0, T, DK, neg_big(), (ta)0);
-    hib_rows(Ks, HIB_KLD, DKP, k + bh * T * DK, g0, T, DK, neg_big(), (ta)0);
-    hib_rows(LVs, HIB_VLD, DVP, lv + bh * T * DV, g0, T, DV, lo_v(), lo_v());
-    hib_rows(Gs, HIB_VLD, DVP, gm + bh * T * DV, g0, T, DV, neg_big(), (ta)0);
-    hib_rows(Os, HIB_VLD, DVP, om + bh * T * DV, g0, T, DV, neg_big(), -lo_v());
-    hib_rows(Lam, HI_LMAX, HI_LMAX, lam + bh * T * L, g0, T, L, lo_v(), lo_v());
+    {  // two batches of three tiles' loads (in flight together), then their stores
+        ta r1[CH * DKP / NT], r2[CH * DKP / NT], r3[CH * DVP / NT];
+        hib_rows_ld<DKP>(r1, q + bh * T * DK, g0, T, DK, (ta)0);
+        hib_rows_ld<DKP>(r2, k + bh * T * DK, g0, T, DK, (ta)0);
+        hib_rows_ld<DVP>(r3, lv + bh * T * DV, g0, T, DV, lo_v());
+        hib_rows_st<DKP>(r1, Qs, HIB_KLD, neg_big());
+        hib_rows_st<DKP>(r2, Ks, HIB_KLD, neg_big());
+        hib_rows_st<DVP>(r3, LVs, HIB_VLD, lo_v());
+    }
+    {
+        ta r1[CH * DVP / NT], r2[CH * DVP / NT], r3[CH * HI_LMAX / NT];
+        hib_rows_ld<DVP>(r1, gm + bh * T * DV, g0, T, DV, (ta)0);
+        hib_rows_ld<DVP>(r2, om + bh * T * DV, g0, T, DV, -lo_v());
+        hib_rows_ld<HI_LMAX>(r3, lam + bh * T * L, g0, T, L, lo_v());
+        hib_rows_st<DVP>(r1, Gs, HIB_VLD, neg_big());
+        hib_rows_st<DVP>(r2, Os, HIB_VLD, neg_big());
+        hib_rows_st<HI_LMAX>(r3, Lam, HI_LMAX, lo_v());
+    }
     for (int t = threadIdx.x; t < CH; t += NT) {
         const i64 g = g0 + t;
         Ds[t] = (g >= 0 && g < T) ? delta[bh * T + g] : (ta)0;
@@ -377,7 +448,7 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
     hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
 }
 
-extern "C" __global__ void __launch_bounds__(NT) hib_dq(
+extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
     const ti* __restrict__ a,      // (BH, T) or null
     const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,  // (BH, T, DV) x2, (BH, T)
@@ -393,7 +464,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     const HibTiles sm = hib_tiles(smem_raw, true);
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
-    ta *Lam = sm.Lam, *DL = sm.DL, *St = sm.Tk, *GRt = sm.Ta, *Ms = sm.Ms, *Zs = sm.Zs, *Ns = sm.Ns;
+    ta *Lam = sm.Lam, *DL = sm.DL, *St = sm.Tk, *GRt = sm.Ta, *Ms = sm.Ms, *Zs = sm.Zs;
     ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
     const int tid = threadIdx.x;
     const int j = blockIdx.x;
@@ -412,34 +483,59 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
     auto slot_level = [&](int s, int t) {
         return s < n_old ? max(s + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s - n_old + 1);
     };
-    // lden: hi_intra's, plus the held slots read as hi_read
-    ta Ud = neg_big(), Dd = (ta)1;
-    if (tid < CH && tid >= t0 && tid < t1) Ud = lden0[bh * T + g0 + tid];
-    for (int s = 0; s < NSL; ++s) {
+    for (int s = 0; s < NSL; ++s)  // every held slot's S into L2 now (read after the pairs)
+        if (slot_id(s) >= 0) hib_prefetch(Sb + (i64)slot_id(s) * DK * DV, DK * DV);
+    const int tr = tid / HIB_TPR, rl = tid % HIB_TPR;  // this thread's row and lane (hib_rred)
+    const bool rin = tr >= t0 && tr < t1;
+    auto next_slot = [&](int s) {  // the first held slot from level code s on (NSL: none)
+        while (s < NSL && slot_id(s) < 0) ++s;
+        return s;
+    };
+    // lden: hi_intra's, plus the held slots read as hi_read, row tr over its lanes' features; each slot's m, z
+    // read from global by the lanes that use them (no barrier), the next held slot's loads in flight meanwhile
+    constexpr int KPT = DKP / HIB_TPR;  // features per lane
+    ta qr[KPT], mc[KPT], zc[KPT], mn[KPT], zn[KPT];
+    auto slot_mz = [&](int s, ta (&m)[KPT], ta (&z)[KPT]) {
         const int id = slot_id(s);
-        if (id < 0) continue;
-        __syncthreads();
-        for (int i = tid; i < DKP; i += NT) {
-            Ms[i] = i < DK ? mj[s * DK + i] : neg_big();
-            Zs[i] = i < DK ? zb[id * DK + i] : (ta)0;
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) {
+            const int i = rl + u * HIB_TPR;
+            m[u] = hib_ld(mj, s * DK + i, i < DK, neg_big());
+            z[u] = hib_ld(zb, id * DK + i, i < DK, (ta)0);
         }
-        __syncthreads();
-        if (tid < CH && tid >= t0 && tid < t1) {
-            const int t = tid;
-            ta r = neg_big();
-            for (int i = 0; i < DK; ++i) r = fmx(r, Qs[t * HIB_KLD + i] + Ms[i]);
-            ta den = (ta)0;
-            for (int i = 0; i < DK; ++i) den = fma(ex(Qs[t * HIB_KLD + i] + Ms[i] - r), Zs[i], den);
-            if (den > (ta)0) hi_lse_add(Ud, Dd, r + Lam[t * HI_LMAX + slot_level(s, t)] + pre[t], den);
+    };
+#pragma unroll
+    for (int u = 0; u < KPT; ++u) qr[u] = Qs[tr * HIB_KLD + rl + u * HIB_TPR];
+    ta Ud = rin ? lden0[bh * T + g0 + tr] : neg_big(), Dd = (ta)1;
+    int sc = next_slot(0);
+    if (sc < NSL) slot_mz(sc, mc, zc);
+    while (sc < NSL) {
+        const int sn = next_slot(sc + 1);
+        if (sn < NSL) slot_mz(sn, mn, zn);
+        ta r = neg_big();
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) r = fmx(r, qr[u] + mc[u]);
+        r = hib_rred<true>(r);
+        ta den = (ta)0;
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) den = fma(ex(qr[u] + mc[u] - r), zc[u], den);
+        den = hib_rred<false>(den);
+        if (rin && den > (ta)0) hi_lse_add(Ud, Dd, r + Lam[tr * HI_LMAX + slot_level(sc, tr)] + pre[tr], den);
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) {
+            mc[u] = mn[u];
+            zc[u] = zn[u];
         }
+        sc = sn;
     }
-    if (tid < CH) {
-        const int t = tid;
-        const bool in = t >= t0 && t < t1;
-        Ls[t] = in ? Ud + lg(Dd) : (ta)0;
+    {
         bool live = false;
-        for (int jj = 0; jj < DV && in; ++jj) live |= Gs[t * HIB_VLD + jj] != (ta)0;
-        if (in) lden[bh * T + g0 + t] = live ? Ls[t] : -lo_v();  // rows with g = 0 add nothing: +big
+        for (int jj = rl; jj < DV && rin; jj += HIB_TPR) live |= Gs[tr * HIB_VLD + jj] != (ta)0;
+        live = hib_rred<true>(live ? (ta)1 : (ta)0) > (ta)0;
+        if (rl == 0) {
+            Ls[tr] = rin ? Ud + lg(Dd) : (ta)0;
+            if (rin) lden[bh * T + g0 + tr] = live ? Ls[tr] : -lo_v();  // rows with g = 0 add nothing: +big
+        }
     }
     __syncthreads();
     hib_fpairs(sm, t0, t1, DK, DV, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH, Fg + bh * T + g0);
@@ -457,29 +553,57 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
             x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
         DQ[t * HIB_KLD + i] = x;
     }
-    if (tid < CH)  // dlam of the chunk's pairs
-        for (int s = t0; s <= tid; ++s)
-            DL[tid * HI_LMAX + (s == tid ? 0 : bitlen64((i64)(tid ^ s)))] += PP[tid * HIB_XLD + s] * DD[tid * HIB_XLD + s];
-    ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
-    for (int s = 0; s < NSL; ++s) {
-        const int id = slot_id(s);
-        if (id < 0) continue;
-        __syncthreads();
-        for (int i = tid; i < DKP; i += NT) {
-            Ms[i] = i < DK ? mj[s * DK + i] : (ta)0;
-            Zs[i] = i < DK ? zb[id * DK + i] : (ta)0;
+    {  // dlam of the chunk's pairs (levels 0 .. HI_LOG2C), row tr over its lanes
+        ta acc[HI_LOG2C + 1];
+#pragma unroll
+        for (int l = 0; l <= HI_LOG2C; ++l) acc[l] = (ta)0;
+        for (int s = t0 + rl; s <= tr; s += HIB_TPR) {
+            const int lv_ = s == tr ? 0 : bitlen64((i64)(tr ^ s));
+            const ta v = PP[tr * HIB_XLD + s] * DD[tr * HIB_XLD + s];
+#pragma unroll
+            for (int l = 0; l <= HI_LOG2C; ++l) acc[l] += l == lv_ ? v : (ta)0;
         }
-        for (int jj = tid; jj < DVP; jj += NT) Ns[jj] = jj < DV ? nb[id * DV + jj] : (ta)0;
-        for (int idx = tid; idx < DKP * DVP; idx += NT) {
-            const int i = idx / DVP, jj = idx % DVP;
-            St[jj * HIB_TKL + i] = (i < DK && jj < DV) ? Sb[((i64)id * DK + i) * DV + jj] : (ta)0;
+#pragma unroll
+        for (int l = 0; l <= HI_LOG2C; ++l) {
+            const ta x = hib_rred<false>(acc[l]);
+            if (rl == 0 && rin) DL[tr * HI_LMAX + l] += x;
+        }
+    }
+    ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
+    // the held slot's S (DKP x DVP: SPT elements per thread; prefetched into L2 at the kernel's start), m, z (thread
+    // i < DKP) and n (column tid % DVP, the one of this thread's g exp(n - o) terms) loaded together, then stored.
+    // Two barriers per slot: operands stored, products done. (Loading the next slot's one slot ahead in registers
+    // was ~4% slower in request 1: 128 registers, spills.)
+    constexpr int SPT = DKP * DVP / NT;
+    static_assert(SPT * NT == DKP * DVP && DKP <= NT && NT % DVP == 0, "hib_dq's slot loads");
+    ta Sr[SPT], mr = (ta)0, zr = (ta)0, nr = (ta)0;
+    auto slot_load = [&](int s) {
+        const int id = slot_id(s);
+#pragma unroll
+        for (int u = 0; u < SPT; ++u) {
+            const int idx = tid + u * NT, i = idx / DVP, jj = idx % DVP;
+            Sr[u] = hib_ld(Sb, ((i64)id * DK + i) * DV + jj, (i < DK) & (jj < DV), (ta)0);
+        }
+        mr = hib_ld(mj, s * DK + tid, tid < DK, (ta)0);
+        zr = hib_ld(zb, id * DK + tid, tid < DK, (ta)0);
+        nr = hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
+    };
+    for (int s = next_slot(0); s < NSL; s = next_slot(s + 1)) {  // (the barrier after the dq product, then each slot's)
+        slot_load(s);
+        if (tid < DKP) {
+            Ms[tid] = mr;
+            Zs[tid] = zr;
+        }
+#pragma unroll
+        for (int u = 0; u < SPT; ++u) {
+            const int idx = tid + u * NT;
+            St[(idx % DVP) * HIB_TKL + idx / DVP] = Sr[u];
         }
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        __syncthreads();
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed (jj = tid % DVP)
             const int t = idx / DVP, jj = idx % DVP;
-            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(Ns[jj] - Os[t * HIB_VLD + jj]) : (ta)0;
+            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(nr - Os[t * HIB_VLD + jj]) : (ta)0;
         }
         __syncthreads();
         hib_prod<CH, DKP, DVP>(GRt, HIB_TCL, St, HIB_TKL, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
@@ -488,11 +612,10 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dq(
             DQ[t * HIB_KLD + i] += term;
         });
         __syncthreads();
-        if (tid < CH && tid >= t0 && tid < t1) {
-            ta x = (ta)0;
-            for (int i = 0; i < DK; ++i) x += TT[tid * HIB_KLD + i];
-            DL[tid * HI_LMAX + slot_level(s, tid)] += x;
-        }
+        ta x = (ta)0;  // dlam: the row's terms over its lanes
+        for (int i = rl; i < DK; i += HIB_TPR) x += TT[tr * HIB_KLD + i];
+        x = hib_rred<false>(x);
+        if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(s, tr)] += x;  // (TT next written after a barrier)
     }
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -554,7 +677,7 @@ __device__ __forceinline__ bool hib_piece(i64 x, i64 F, int n, bool split, HibPi
 // hib_blocks: one block per piece (hib_piece) and sequence: the piece's summary, in R's frame (its x_ti
 // include the decay from R's first token); unsplit blocks to (U, Z, Mb, Wb, gt) by r0 - F, pieces to
 // (Up, Zp, Mp, Wp, gp) by their slot (gp: the piece's own total decay).
-extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
+extern "C" __global__ void __launch_bounds__(NT, 3) hib_blocks(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,
     const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta, const ta* __restrict__ lden,
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
@@ -565,14 +688,15 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     ta* b = reinterpret_cast<ta*>(smem_raw);
     ta* E = b; b += CH * HIB_TKL;   // x_ti, then exp(x_ti - M_i) [t][i]
     ta* Gp = b; b += CH * HIB_TVL;  // -o_tj, then g_tj exp(-o_tj - W_j) [t][j]
+    ta* Gr = b; b += CH * HIB_TVL;  // g_tj
     ta* Ms = b; b += DKP;            // running maxima M_i, W_j and the factors that rescale to new ones
     ta* Zs = b; b += DKP;
     ta* Ws = b; b += DVP;
     ta* Sk = b; b += DKP;
     ta* Sv = b; b += DVP;
     ta* ac = b; b += CH;
-    ta* pre = b; b += CH;
-    ta* Xr = b; b += CH;            // -lden_t + lam[t, lev] + decay from R's first token to t
+    ta* Xr = b; b += CH;            // -lden_t + lam[t, lev]
+    ta* Xf = b; b += CH;            // x_t - q_t: Xr_t + decay from R's first token to t
     ta* Dr = b; b += CH;
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
     const int tid = threadIdx.x;
@@ -597,26 +721,50 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
     for (i64 cc = first; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
         const i64 g0 = cc * CH - p;
         const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
-        __syncthreads();
-        hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
-        for (int t = tid; t < CH; t += NT) {
+        __syncthreads();  // (the previous pass's product has read E and Gp)
+        // every input of the chunk at once (one memory latency per pass, not four in a row): q (x_ti without its
+        // row part Xf_t, added where read), -o, g, the decays, -lden + lam, delta
+        staged<CH * DKP, NT>(
+            [&](int idx) {
+                const int t = idx / DKP, i = idx % DKP;
+                return hib_ld(q, (bh * T + g0 + t) * DK + i, (t < t1) & (i < DK), neg_big());
+            },
+            [&](int idx, ta x) { E[(idx / DKP) * HIB_TKL + idx % DKP] = x; });
+        staged<CH * DVP, NT>(
+            [&](int idx) {
+                const int t = idx / DVP, jj = idx % DVP;
+                return hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
+            },
+            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = -x; });
+        staged<CH * DVP, NT>(
+            [&](int idx) {
+                const int t = idx / DVP, jj = idx % DVP;
+                return hib_ld(gm, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), (ta)0);
+            },
+            [&](int idx, ta x) { Gr[(idx / DVP) * HIB_TVL + idx % DVP] = x; });
+        for (int t = tid; t < CH; t += NT) {  // (hi_decay's value, its loads unconditional as hib_ld's)
             const bool in = t < t1;
-            Xr[t] = in ? -lden[bh * T + g0 + t] + fmx(ld(lam + (bh * T + g0 + t) * L + lev), lo_v()) + G0 + pre[t] : (ta)0;
-            Dr[t] = in ? delta[bh * T + g0 + t] : (ta)0;
+            const ta av = a ? fmx(hib_ld(a, bh * T + g0 + t, in, (ta)0), alo) : (ta)0;
+            const ta x = hib_ld(lden, bh * T + g0 + t, in, (ta)0), l = hib_ld(lam, (bh * T + g0 + t) * L + lev, in, (ta)0);
+            const ta d = hib_ld(delta, bh * T + g0 + t, in, (ta)0);
+            ac[t] = in ? av : (ta)0;
+            Xr[t] = in ? -x + fmx(l, lo_v()) : (ta)0;
+            Dr[t] = in ? d : (ta)0;
         }
         __syncthreads();
-        for (int idx = tid; idx < CH * DKP; idx += NT) {
-            const int t = idx / DKP, i = idx % DKP;
-            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ld(q + (bh * T + g0 + t) * DK + i) + Xr[t] : neg_big();
+        // the decays' prefix sums in hi_decays' order (each thread its own: no barrier), x_ti = q_ti + Xf_t as the
+        // unsplit pass formed it (bit for bit)
+        if (tid < CH) {
+            ta run = (ta)0;
+            for (int u = 0; u <= tid; ++u) run += ac[u];
+            Xf[tid] = tid < t1 ? Xr[tid] + G0 + run : (ta)0;
         }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {
-            const int t = idx / DVP, jj = idx % DVP;
-            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? -om[(bh * T + g0 + t) * DV + jj] : lo_v();
-        }
-        __syncthreads();
         if (tid < DKP) {  // new feature maxima (threads DKP .. DKP + DVP - 1: column maxima; DKP + DVP <= NT)
-            ta m = Ms[tid];
-            for (int t = 0; t < t1; ++t) m = fmx(m, E[t * HIB_TKL + tid]);
+            ta m = Ms[tid], run = (ta)0;
+            for (int t = 0; t < t1; ++t) {
+                run += ac[t];
+                m = fmx(m, E[t * HIB_TKL + tid] + (Xr[t] + G0 + run));
+            }
             Sk[tid] = ex(Ms[tid] - m);
             Ms[tid] = m;
         } else if (tid < DKP + DVP) {
@@ -629,11 +777,11 @@ extern "C" __global__ void __launch_bounds__(NT) hib_blocks(
         __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int t = idx / DKP, i = idx % DKP;
-            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ex(E[t * HIB_TKL + i] - Ms[i]) : (ta)0;
+            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ex(E[t * HIB_TKL + i] + Xf[t] - Ms[i]) : (ta)0;
         }
         for (int idx = tid; idx < CH * DVP; idx += NT) {
             const int t = idx / DVP, jj = idx % DVP;
-            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? gm[(bh * T + g0 + t) * DV + jj] * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
+            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? Gr[t * HIB_TVL + jj] * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
         }
         acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
         __syncthreads();
@@ -712,7 +860,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_bmerge(
     }
 }
 
-extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
+extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
     const ti* __restrict__ a, const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,
     const ta* __restrict__ lden,  // hib_dq's
@@ -726,13 +874,23 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
     const HibTiles sm = hib_tiles(smem_raw, false);
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;
-    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Ms = sm.Ms, *Zs = sm.Zs, *Ws = sm.Ns;
+    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Zs = sm.Zs;
     ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U^T, U, V'^T, B^T
     ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
     const i64 c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
+    auto next_lp = [&](int lp) {  // the first level from lp on whose bit lp - 1 of c is clear (R inside the call; 0: none)
+        for (;; ++lp) {
+            const i64 r0 = ((c >> (lp - 1)) | 1) << (lp - 1);
+            if (r0 > F + n - 1) return 0;
+            if (!((c >> (lp - 1)) & 1)) return lp;
+        }
+    };
+    auto block_of = [&](int lp) { return bh * n + ((((c >> (lp - 1)) | 1) << (lp - 1)) - F); };
+    int lq = next_lp(1);
+    if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the first R's U into L2 during the pairs
     hib_chunk(q, k, lv, lam, a, gm, om, delta, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
     for (int t = tid; t < CH; t += NT) {
         Ls[t] = (t >= t0 && t < t1) ? lden[bh * T + g0 + t] : (ta)0;
@@ -741,7 +899,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
         suf[t] = x;
     }
     __syncthreads();
-    hib_pairs(sm, t0, t1, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH);
+    hib_pairs(sm, t0, t1, Pg + bh * T * CH, Dg + bh * T * CH, g0);
     hib_shifts(sm, t0, t1, DK, DV);  // hib_dq's (its exact rows in Fg)
     ta *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
     for (int t = tid; t < CH; t += NT) Fl[t] = (t >= t0 && t < t1) ? Fg[bh * T + g0 + t] : (ta)0;
@@ -788,31 +946,34 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
         }
     }
     ta gap = (ta)0;  // decay of the right blocks between c and the next one
-    for (int lp = 1;; ++lp) {
-        const i64 r0 = ((c >> (lp - 1)) | 1) << (lp - 1);
-        if (r0 > F + n - 1) break;
-        if ((c >> (lp - 1)) & 1) continue;
-        const i64 o = bh * n + (r0 - F);
-        __syncthreads();
-        for (int idx = tid; idx < DKP * DVP; idx += NT) {
-            const int i = idx / DVP, jj = idx % DVP;
-            const ta u = (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;
-            Uv[i * HIB_TVL + jj] = u;
-            Ut[jj * HIB_TKL + i] = u;
-        }
-        for (int i = tid; i < DKP; i += NT) {
-            Ms[i] = i < DK ? Mb[o * DK + i] : (ta)0;
-            Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
-        }
-        for (int jj = tid; jj < DVP; jj += NT) Ws[jj] = jj < DV ? Wb[o * DV + jj] : (ta)0;
-        __syncthreads();
-        for (int idx = tid; idx < CH * DKP; idx += NT) {
+    // each R: its operands stored, a barrier, the products, a barrier (the first R's stores after the pairs' reads of
+    // the tiles these overlay); M_i and W_j read from global by the threads that use them (i = tid % DKP, j = tid % DVP)
+    static_assert(NT % DKP == 0 && NT % DVP == 0, "hib_dkdv's B^T and V'^T columns per thread");
+    __syncthreads();
+    for (int lp = lq; lp; lp = lq) {
+        const i64 o = block_of(lp);
+        lq = next_lp(lp + 1);
+        if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the next R's U into L2 meanwhile
+        const int im = tid % DKP, jw = tid % DVP;
+        const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0), wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0);
+        staged<DKP * DVP, NT>(
+            [&](int idx) {
+                const int i = idx / DVP, jj = idx % DVP;
+                return (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;  // (as hib_ld: 128 B more spilled)
+            },
+            [&](int idx, ta u) {
+                const int i = idx / DVP, jj = idx % DVP;
+                Uv[i * HIB_TVL + jj] = u;
+                Ut[jj * HIB_TKL + i] = u;
+            });
+        for (int i = tid; i < DKP; i += NT) Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
+        for (int idx = tid; idx < CH * DKP; idx += NT) {  // i = im
             const int s = idx / DKP, i = idx % DKP;
-            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] + suf[s] + gap + Ms[i]) : (ta)0;
+            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
         }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // jj = jw
             const int s = idx / DVP, jj = idx % DVP;
-            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + Ws[jj]) : (ta)0;
+            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + wj) : (ta)0;
         }
         __syncthreads();
         hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((V' U^T)_si - Z_i)
@@ -822,6 +983,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_dkdv(
             DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
         });
         gap += gt[o];
+        __syncthreads();
     }
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
