@@ -248,14 +248,14 @@ def undefined_rows(op, args, xp, offset, state=None, causal=True, segments=None,
     T, L = lam.shape[-2], lam.shape[-1]
     if T == 0:
         return None
+    if own_off is not None and not own_off:  # the flag read by ``checks``: no mask to build (a launch on CUDA)
+        return None
     off = lam == -math.inf
     if own_off is None:
         own = xp.any(off[..., 0])  # level 0 (its own token) is read by every row
         lazy = array_api_compat.is_dask_array(lam) or _traced(own) or _traced(offset)  # (under jit even constants trace)
         if not lazy and not bool(own):
             return None
-    elif not own_off:
-        return None
     read = _row_levels_read(offset, T, L, xp)
     if isinstance(read, np.ndarray):
         read = _constant(xp, lam, read)
