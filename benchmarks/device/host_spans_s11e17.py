@@ -69,7 +69,7 @@ class Spans:
 def instrument(spans, cpu=False):
     for name in ("_run", "namespace", "_shapes", "checks", "prepare", "undefined_rows", "where_undefined",
                  "canonical_shifts", "_broadcast_inputs", "check_float", "compute_dtype", "check_levels", "_grad",
-                 "_fast_plan", "_plan"):
+                 "_validate", "_plan_key", "_compute"):
         spans.wrap(_prologue, name, f"prologue.{name}")
     spans.wrap(backends, "resolve", "backends.resolve")
     for name in ("_extrema", "_read"):
