@@ -22,7 +22,6 @@ import time
 import torch
 
 sys.path[:0] = ["benchmarks", "benchmarks/device"]
-import lsattn  # noqa: E402,F401
 from lsattn import _nonfinite, _prologue, backends  # noqa: E402
 
 _ns = time.perf_counter_ns
@@ -179,7 +178,21 @@ def prims():
         k((1,), (32,), (cx, out) + tuple(np.int32(i) for i in range(8)) + (np.int64(1), np.int64(2), np.float32(0.5)))
 
     ev = torch.cuda.Event()
+    from lsattn.hierarchical import SPEC
+
+    lam = torch.randn(2, 16, 8192, 14, device="cuda")
+    a = torch.randn(2, 16, 8192, device="cuda")
+    hier = [x, x.clone(), x.clone(), lam, a]
+    try:
+        from prologue_s10f17 import _fe_checks
+    except Exception:  # noqa: BLE001
+        _fe_checks = None
     tests = {
+        "checks(hierarchical fp32 8K) + wait": lambda: _nonfinite.checks(SPEC, hier, None, torch).finite,
+        "checks(hierarchical fp32 8K), no wait": lambda: _nonfinite.checks(SPEC, hier, None, torch),
+        "fe checks(hierarchical fp32 8K) + wait": lambda: _fe_checks(SPEC, hier, None, torch).finite,
+        "_arrays.inputs(5 views) in on_gpu": lambda: _in_gpu(_arrays, hier),
+        "torch._foreach_max 3x8K": lambda: torch._foreach_max([x, x, x]),
         "torch.cuda.current_stream(0)": lambda: torch.cuda.current_stream(0),
         "torch.cuda.current_stream(0).cuda_stream": lambda: torch.cuda.current_stream(0).cuda_stream,
         "torch._C._cuda_getCurrentRawStream(0)": lambda: torch._C._cuda_getCurrentRawStream(0),
@@ -234,6 +247,11 @@ def prims():
         except Exception as exc:
             print(f"  {name:44s} fails: {type(exc).__name__}: {exc}"[:200], flush=True)
     del args_py
+
+
+def _in_gpu(_arrays, xs):
+    with _arrays.on_gpu(xs[0]) as (to_cp, back, ops):
+        return _arrays.inputs(to_cp, xs)
 
 
 def _with(*ctxs):
