@@ -193,6 +193,9 @@ def prims():
         "fe checks(hierarchical fp32 8K) + wait": lambda: _fe_checks(SPEC, hier, None, torch).finite,
         "_arrays.inputs(5 views) in on_gpu": lambda: _in_gpu(_arrays, hier),
         "torch._foreach_max 3x8K": lambda: torch._foreach_max([x, x, x]),
+        "output: cupy.empty + torch.from_dlpack(stream)": lambda: torch.from_dlpack(
+            cupy.empty((2, 16, 8192, 64), dtype=cupy.float32).__dlpack__(stream=ptr)),
+        "output: torch.empty + _torch_view": lambda: _arrays._torch_view(cupy, torch.empty((2, 16, 8192, 64), device="cuda")),
         "torch.cuda.current_stream(0)": lambda: torch.cuda.current_stream(0),
         "torch.cuda.current_stream(0).cuda_stream": lambda: torch.cuda.current_stream(0).cuda_stream,
         "torch._C._cuda_getCurrentRawStream(0)": lambda: torch._C._cuda_getCurrentRawStream(0),
