@@ -2,7 +2,7 @@
 
     python benchmarks/device/host_spans_s11e17.py spans [T ...] [ops=...] [dtypes=fp32,bf16] [train] [cpu]
     python benchmarks/device/host_spans_s11e17.py prims          # the host cost of the primitives a call uses
-    python benchmarks/device/host_spans_s11e17.py latency [T ...] [ops=...] [dtypes=...] [train]
+    python benchmarks/device/host_spans_s11e17.py latency [T ...] [ops=...] [dtypes=...] [train] [prof]
 
 ``spans``: the library's host functions wrapped by timers (``time.perf_counter_ns``; the wrapper
 costs ~0.3 us a call, included), 30 calls each after a warm-up, the queue drained after every call
@@ -10,7 +10,7 @@ costs ~0.3 us a call, included), 30 calls each after a warm-up, the queue draine
 per public call, inclusive and exclusive (own, minus wrapped children) microseconds per public call.
 ``prims``: host microseconds of single primitives on this machine (torch and CuPy launches, views,
 DLPack, allocations, events), each the median of 200. ``latency``: the tables' numbers of
-``prologue_s9c17.measure`` (latency, pipelined, host per call, kernels), one mode.
+``prologue_s9c17.measure`` (latency, pipelined, host per call; kernels with ``prof``: torch.profiler).
 B=2, H=16, d=64 CUDA torch tensors (``prologue_s9c17.make``; ``train``: ``prologue_s10f17.train_calls``).
 """
 from __future__ import annotations
@@ -88,6 +88,10 @@ def instrument(spans, cpu=False):
                        (_autograd, ("apply_exp_kernel", "apply_loglinear"))):
         for n in names:
             spans.wrap(mod, n, f"{mod.__name__.split('.')[-1]}.{n}")
+    for mod in (cek, cll, cgd, chi, chb, _autograd):  # their own bindings of the _arrays helpers
+        for n in ("inputs", "flat", "batch_layout", "shared_inputs", "widen", "narrow"):
+            if hasattr(mod, n):
+                spans.wrap(mod, n, f"_arrays.{n}")
     for n in dir(_compile.CupyOps):
         if n[:3] in ("ll_", "ek_", "ekb", "hi_", "hib", "gd_"):
             spans.wrap(_compile.CupyOps, n, f"launch.{n}")
@@ -155,6 +159,7 @@ def _spans_loop(spans, Ts, ops, dts, train, cpu, make, sync):
 
 def prims():
     """Host microseconds of the primitives of a call (median of 200 after 20)."""
+    import array_api_compat
     import cupy
     import numpy as np
 
@@ -169,7 +174,6 @@ def prims():
         int n4, int n5, int n6, int n7, long long n8, long long n9, float s) { if (threadIdx.x == 0 && n0 < 0) b[0] = a[0]; }''', "f")
     out = cupy.empty(1, dtype=cupy.float32)
     args20 = (cx, out) + tuple(np.int32(i) for i in range(8)) + (np.int64(1), np.int64(2), np.float32(0.5))
-    args_py = (cx, out) + tuple(range(8)) + (1, 2)
 
     def rawlaunch():
         k((1,), (32,), args20)
@@ -183,14 +187,15 @@ def prims():
     lam = torch.randn(2, 16, 8192, 14, device="cuda")
     a = torch.randn(2, 16, 8192, device="cuda")
     hier = [x, x.clone(), x.clone(), lam, a]
+    xp = array_api_compat.array_namespace(x)
     try:
         from prologue_s10f17 import _fe_checks
     except Exception:  # noqa: BLE001
         _fe_checks = None
     tests = {
-        "checks(hierarchical fp32 8K) + wait": lambda: _nonfinite.checks(SPEC, hier, None, torch).finite,
-        "checks(hierarchical fp32 8K), no wait": lambda: _nonfinite.checks(SPEC, hier, None, torch),
-        "fe checks(hierarchical fp32 8K) + wait": lambda: _fe_checks(SPEC, hier, None, torch).finite,
+        "checks(hierarchical fp32 8K) + wait": lambda: _nonfinite.checks(SPEC, hier, None, xp).finite,
+        "checks(hierarchical fp32 8K), no wait": lambda: _nonfinite.checks(SPEC, hier, None, xp),
+        "fe checks(hierarchical fp32 8K) + wait": lambda: _fe_checks(SPEC, hier, None, xp).finite,
         "_arrays.inputs(5 views) in on_gpu": lambda: _in_gpu(_arrays, hier),
         "torch._foreach_max 3x8K": lambda: torch._foreach_max([x, x, x]),
         "output: cupy.empty + torch.from_dlpack(stream)": lambda: torch.from_dlpack(
@@ -249,7 +254,6 @@ def prims():
             print(f"  {name:44s} {statistics.median(ts) / 1e3:8.2f} us", flush=True)
         except Exception as exc:
             print(f"  {name:44s} fails: {type(exc).__name__}: {exc}"[:200], flush=True)
-    del args_py
 
 
 def _in_gpu(_arrays, xs):
@@ -264,7 +268,7 @@ def _with(*ctxs):
         c.__exit__(None, None, None)
 
 
-def latency_main(Ts, ops, dts, train):
+def latency_main(Ts, ops, dts, train, prof):
     from prologue_s9c17 import make, measure
     from prologue_s10f17 import train_calls
 
@@ -276,7 +280,7 @@ def latency_main(Ts, ops, dts, train):
                 if ops and name not in ops:
                     continue
                 try:
-                    lat, pipe, host, kern, top, sy = measure(fn, runs=1, profile=True)
+                    lat, pipe, host, kern, top, sy = measure(fn, runs=1, profile=prof)
                 except Exception as exc:
                     print(f"T={T} {tag} {name:13s} fails: {type(exc).__name__}: {exc}"[:300], flush=True)
                     continue
@@ -297,7 +301,7 @@ def main():
     if what == "prims":
         return prims()
     if what == "latency":
-        return latency_main(Ts, ops, dts, train)
+        return latency_main(Ts, ops, dts, train, "prof" in argv)
     return spans_main(Ts, ops, dts, train, cpu)
 
 
