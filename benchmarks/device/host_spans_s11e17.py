@@ -256,6 +256,22 @@ def prims():
             print(f"  {name:44s} fails: {type(exc).__name__}: {exc}"[:200], flush=True)
 
 
+def propagation():
+    """Whether ``torch._foreach_max`` / ``_foreach_norm(inf)`` see NaN, +inf, -inf (fp32, bf16, a
+    non-contiguous view): one line each."""
+    for dt in (torch.float32, torch.bfloat16):
+        xs = [torch.randn(2, 16, 8192, 64, device="cuda").to(dt) for _ in range(4)]
+        for x, bad in zip(xs[1:], (float("nan"), float("inf"), float("-inf"))):
+            x[1, 3, 4000, 7] = bad
+        xs.append(xs[1][..., 0])  # a strided view holding the NaN
+        xs[-1][1, 3, 4000] = float("nan")
+        for name, f in (("_foreach_max", torch._foreach_max), ("_foreach_norm(inf)", lambda v: torch._foreach_norm(v, float("inf")))):
+            try:
+                print(f"  {dt} {name} of finite / NaN / +inf / -inf / strided NaN: {[float(v) for v in f(xs)]}", flush=True)
+            except Exception as exc:  # noqa: BLE001
+                print(f"  {dt} {name} fails: {type(exc).__name__}: {exc}"[:200], flush=True)
+
+
 def _in_gpu(_arrays, xs):
     with _arrays.on_gpu(xs[0]) as (to_cp, back, ops):
         return _arrays.inputs(to_cp, xs)
@@ -299,6 +315,7 @@ def main():
     cpu = "cpu" in argv
     print("cpu (stubbed)" if cpu else torch.cuda.get_device_name(0), what, " ".join(argv), flush=True)
     if what == "prims":
+        propagation()
         return prims()
     if what == "latency":
         return latency_main(Ts, ops, dts, train, "prof" in argv)
