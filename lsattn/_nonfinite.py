@@ -109,17 +109,20 @@ class Checked:
     come from are copied to the host without waiting: the first access waits for that copy, so the
     caller can launch its kernels first."""
 
-    def __init__(self, wait, bounds, own):
-        self._wait, self._bounds, self._own = wait, bounds, own
+    def __init__(self, wait, bounds, own, singles=0):
+        self._wait, self._bounds, self._own, self._singles = wait, bounds, own, singles
         self._finite = self._own_off = None
 
     def _answer(self):
         if self._finite is None:
-            v = self._wait()  # (2 n + own,): each array's minimum and maximum, then level 0's minimum
-            lo, hi = v[0:2 * len(self._bounds):2], v[1:2 * len(self._bounds):2]
+            # (singles + 2 n + own,): ``singles`` values below +inf when their arrays pass (max |x| or
+            # max x, :data:`FOREACH`), each other array's minimum and maximum, then level 0's minimum
+            v = self._wait()
+            k = self._singles
+            lo, hi = v[k:k + 2 * len(self._bounds):2], v[k + 1:k + 2 * len(self._bounds):2]
             ok = [(lo[i] > -math.inf if low is None else lo[i] >= low) and (high is None or hi[i] < high)
                   for i, (low, high) in enumerate(self._bounds)]  # NaN compares False
-            self._finite = all(ok)
+            self._finite = all(ok) and all(v[i] < math.inf for i in range(k))
             self._own_off = self._own and not v[-1] > -math.inf
         return self._finite, self._own_off
 
@@ -149,10 +152,32 @@ def checks(op, args, state, xp):
     # at T = 0 with an empty level axis too)
     own = lam is not None and math.prod(lam.shape) > 0
     torch = sys.modules.get("torch") if array_api_compat.is_torch_namespace(xp) else None
+    singles = 0
     with contextlib.nullcontext() if torch is None else torch.no_grad():  # values only: nothing to record
-        every = [e for x, _ in named for e in _extrema(xp, x)] + ([_extrema(xp, lam[..., 0], True)] if own else [])
-        wait = _read(xp, xp.stack(every)) if every else (lambda: np.zeros(0))
-    return Checked(wait, [(low, math.inf) for _, low in named], own)
+        if torch is not None and FOREACH and named:
+            full = [_distinct(x) for x, low in named if low is None]  # every entry finite: max |x| < inf
+            part = [_distinct(x) for x, low in named if low is not None]  # -inf passes: max x < inf
+            every = (list(torch._foreach_norm(full, math.inf)) if full else []) + (list(torch._foreach_max(part)) if part else [])
+            singles, named = len(every), []
+        else:
+            every = [e for x, _ in named for e in _extrema(xp, x)]
+        every += [_extrema(xp, lam[..., 0], True)] if own else []
+        wait = _read(xp, torch.stack(every) if torch is not None else xp.stack(every)) if every else (lambda: np.zeros(0))
+    return Checked(wait, [(low, math.inf) for _, low in named], own, singles)
+
+
+#: torch tensors: the arrays whose every entry must be finite checked together by one
+#: ``torch._foreach_norm(ord=inf)`` (max |x|: NaN or +inf when one is not), those whose ``-inf``
+#: passes by one ``torch._foreach_max`` (NaN or +inf when one is NaN or +inf): two multi-tensor
+#: launches instead of one reduction per array (``benchmarks/NOTES.md``, session 11, s11e17)
+FOREACH = False
+
+
+def _distinct(x):
+    """A torch tensor ``x`` without its broadcast (stride-0) axes' copies: the entries it holds."""
+    if 0 in x.stride():
+        x = x[tuple(0 if st == 0 and n > 1 else slice(None) for st, n in zip(x.stride(), x.shape))]
+    return x
 
 
 def _extrema(xp, x, low_only=False):
@@ -164,8 +189,7 @@ def _extrema(xp, x, low_only=False):
         # a broadcast axis (stride 0) holds one copy of its entries: read that one; full reductions
         # of a non-contiguous tensor copy it first (16 MiB for grouped bf16 heads at 8K), reductions
         # over explicit dims do not
-        if 0 in x.stride():
-            x = x[tuple(0 if st == 0 and n > 1 else slice(None) for st, n in zip(x.stride(), x.shape))]
+        x = _distinct(x)
         if low_only or not x.is_contiguous():
             dims = tuple(range(x.ndim))
             lo = torch.amin(x, dim=dims)

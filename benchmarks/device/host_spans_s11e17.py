@@ -2,7 +2,7 @@
 
     python benchmarks/device/host_spans_s11e17.py spans [T ...] [ops=...] [dtypes=fp32,bf16] [train] [cpu]
     python benchmarks/device/host_spans_s11e17.py prims          # the host cost of the primitives a call uses
-    python benchmarks/device/host_spans_s11e17.py latency [T ...] [ops=...] [dtypes=...] [train] [prof]
+    python benchmarks/device/host_spans_s11e17.py latency [T ...] [ops=...] [dtypes=...] [train] [prof] [foreach]
 
 ``spans``: the library's host functions wrapped by timers (``time.perf_counter_ns``; the wrapper
 costs ~0.3 us a call, included), 30 calls each after a warm-up, the queue drained after every call
@@ -317,6 +317,8 @@ def main():
     if what == "prims":
         propagation()
         return prims()
+    if "foreach" in argv:  # the checks from torch's multi-tensor max |x| and max (``_nonfinite.FOREACH``)
+        _nonfinite.FOREACH = True
     if what == "latency":
         return latency_main(Ts, ops, dts, train, "prof" in argv)
     return spans_main(Ts, ops, dts, train, cpu)

@@ -9,9 +9,9 @@ PT="python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short"
 BASE=/tmp/base_s11e17; rm -rf "$BASE"; mkdir -p "$BASE"; cp -r lsattn "$BASE/"
 (cd "$BASE" && patch -R -p1 -s < "$OLDPWD/benchmarks/device/s11e17_base.patch") && echo "base rebuilt" || echo "base patch FAILED"
 echo "=== tests $(date -u +%T)"
-timeout 85 $PT tests/test_nonfinite.py > "$OUT/t_nonfinite.txt" 2>&1 &
-timeout 85 $PT tests/test_gpu_dispatch.py tests/test_training.py > "$OUT/t_dispatch.txt" 2>&1 &
-timeout 85 $PT tests/test_bad_input.py tests/test_cupy_backend.py -k "interop or bfloat16_public or grouped_heads or noncausal or empty" > "$OUT/t_cupy.txt" 2>&1 &
+timeout 80 $PT tests/test_nonfinite.py > "$OUT/t_nonfinite.txt" 2>&1 &
+timeout 80 $PT tests/test_gpu_dispatch.py tests/test_training.py > "$OUT/t_dispatch.txt" 2>&1 &
+timeout 80 $PT tests/test_bad_input.py tests/test_cupy_backend.py -k "interop or bfloat16_public or grouped_heads or noncausal or empty" > "$OUT/t_cupy.txt" 2>&1 &
 wait
 for f in t_nonfinite t_dispatch t_cupy; do echo "-- $f: $(tail -1 "$OUT/$f.txt" | cut -c1-200)"; grep -E "^FAILED|^ERROR|^E  " "$OUT/$f.txt" | head -8 | cut -c1-240; done
 # TIMINGS (alone on the GPU; in order of importance)
@@ -22,6 +22,9 @@ timeout 30 python3 benchmarks/device/host_spans_s11e17.py latency 128 8192 prof 
 grep -E "^T=|fails" "$OUT/lat_branch.txt" | cut -c1-150
 PYTHONPATH=/tmp/site:$BASE timeout 25 python3 benchmarks/device/host_spans_s11e17.py latency 128 8192 > "$OUT/lat_base.txt" 2>&1; echo "rc=$?"
 grep -E "^T=|fails" "$OUT/lat_base.txt" | cut -c1-150
+echo "=== latency fwd: branch with _nonfinite.FOREACH (checks by torch's foreach max |x| / max) $(date -u +%T)"
+timeout 25 python3 benchmarks/device/host_spans_s11e17.py latency 128 8192 foreach > "$OUT/lat_foreach.txt" 2>&1; echo "rc=$?"
+grep -E "^T=|fails" "$OUT/lat_foreach.txt" | cut -c1-150
 echo "=== spans fwd $(date -u +%T)"
 timeout 20 python3 benchmarks/device/host_spans_s11e17.py spans 128 > "$OUT/spans_fwd.txt" 2>&1; echo "rc=$?"
 timeout 10 python3 benchmarks/device/host_spans_s11e17.py spans 8192 dtypes=fp32 >> "$OUT/spans_fwd.txt" 2>&1; echo "rc=$?"
