@@ -413,6 +413,8 @@ def prepare(op, args, state, xp, offset, causal, batch, finite=None):
 
     args: the inputs in ``op.inputs`` order, cast to the compute dtype (None where omitted);
     finite: :func:`checks`' answer for these args and state (None: read here)."""
+    if finite is True:  # checks' answer (concrete CUDA arrays, never lazy): nothing to sanitise
+        return list(args), state, None
     present = [a for a in args if a is not None]
     if state is not None and array_api_compat.is_dask_namespace(xp):
         # an in-memory state (NumPy, CuPy) continuing a Dask stream: Dask arrays of its own type
