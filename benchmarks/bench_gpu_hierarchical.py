@@ -363,7 +363,7 @@ def table(args):
                 if op == "sdpa" and dt == "fp32" and T > args.sdpa_fp32_max:
                     continue
                 fn, xs = calls[op]
-                measure(label, _train(torch, fn, xs) if train else (lambda fn=fn, xs=xs: fn(*xs)), row, key)
+                measure(label, _train(torch, fn, xs) if train else (lambda fn=fn, xs=xs: fn(*xs)), row, key, reps=args.reps)
             if dt == "fp32" and T == args.api_T:  # issue 17's 20x: the array-API path on the same tensors
                 fn, xs = calls["hier"]
                 lw, a = calls["hier_extra"]
@@ -475,6 +475,7 @@ def main():
     ap.add_argument("--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[32, 64], help="kernels: chunks")
     ap.add_argument("--api-T", type=int, default=8192, help="table: T of the array-API row")
     ap.add_argument("--sdpa-fp32-max", type=int, default=16384, help="table: longest T of fp32 SDPA")
+    ap.add_argument("--reps", type=int, default=10, help="table: timed repetitions per cell (median)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     {"bench": bench, "kernels": kernels, "train": train, "table": table, "report": report}[args.what](args)

@@ -152,6 +152,10 @@ def checks(op, args, state, xp):
     # at T = 0 with an empty level axis too)
     own = lam is not None and math.prod(lam.shape) > 0
     torch = sys.modules.get("torch") if array_api_compat.is_torch_namespace(xp) else None
+    if KERNEL and named:
+        got = _kernel_checks(xp, torch, named, lam[..., 0] if own else None)
+        if got is not None:
+            return Checked(got, [(low, math.inf) for _, low in named], own)
     singles = 0
     with contextlib.nullcontext() if torch is None else torch.no_grad():  # values only: nothing to record
         if torch is not None and FOREACH and named:
@@ -166,11 +170,47 @@ def checks(op, args, state, xp):
     return Checked(wait, [(low, math.inf) for _, low in named], own, singles)
 
 
+#: CUDA arrays: every extremum from one kernel launch per dtype reading raw pointers
+#: (``lsattn.backends.cupy._extrema``) instead of one torch / CuPy reduction per array, a stack, a
+#: copy and an event (``benchmarks/NOTES.md``, session 11, s11e17); arrays whose entries are not at
+#: one flat stride (transposed, broadcast views) keep the reductions
+KERNEL = False
+
+
+def _kernel_checks(xp, torch, named, own):
+    """``wait`` of :class:`Checked` from ``lsattn.backends.cupy._extrema`` (each array's minimum and
+    maximum, then ``own``'s minimum), or None when an array is not at one flat stride."""
+    from .backends.cupy import _arrays, _extrema
+
+    arrays = [x for x, _ in named] + ([] if own is None else [own])
+    flats = [_extrema.flat(x) for x in arrays]
+    if any(f is None for f in flats):
+        return None
+    import cupy
+
+    if torch is not None:
+        dev = arrays[0].get_device()
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        ptr = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
+        stream = _arrays._external_stream(ptr, dev)
+    else:
+        dev, stream = arrays[0].device.id, contextlib.nullcontext()
+    with cupy.cuda.Device(dev), stream:
+        wait = _extrema.extrema(flats, dev)
+    n = len(named)
+
+    def values():
+        r = wait()  # (arrays, 2)
+        return np.concatenate([r[:n].reshape(-1), r[n:, 0]])
+
+    return values
+
+
 #: torch tensors: the arrays whose every entry must be finite checked together by one
 #: ``torch._foreach_norm(ord=inf)`` (max |x|: NaN or +inf when one is not), those whose ``-inf``
 #: passes by one ``torch._foreach_max`` (NaN or +inf when one is NaN or +inf): two multi-tensor
 #: launches instead of one reduction per array (``benchmarks/NOTES.md``, session 11, s11e17)
-FOREACH = False
+FOREACH = True
 
 
 def _distinct(x):

@@ -46,7 +46,7 @@ WHERE = [("numpy", "array_api"), ("numpy", "numba"), ("array_api_strict", "array
          ("dask", "dask"), ("jax", "array_api"), ("torch_checks", "array_api"), ("torch_foreach", "array_api")]
 #: on the GPU (``@pytest.mark.gpu``): the automatic choice on CuPy arrays and CUDA torch tensors
 #: (the CuPy kernels where they serve the operator, the array-API path elsewhere)
-WHERE_GPU = [("cupy", None), ("torch_cuda", None)]
+WHERE_GPU = [("cupy", None), ("torch_cuda", None), ("cupy_kernel", None), ("torch_cuda_kernel", None)]
 GPU = [pytest.param(w, marks=pytest.mark.gpu, id="-".join(map(str, w))) for w in WHERE_GPU]
 #: where non-causal calls run (the dask backend computes causal calls only)
 NON_CAUSAL = [w for w in WHERE if w[0] != "dask"]
@@ -122,7 +122,7 @@ def check(out, expected, mask, rtol, what):
 
 def on(where, arrays, dtype="float64"):
     """The NumPy ``arrays`` in the namespace of ``where`` (Dask: chunked in two along T)."""
-    ns = where[0]
+    ns = where[0].replace("_kernel", "")  # *_kernel: the checks by _nonfinite.KERNEL (``forced``)
     if ns == "cupy":
         cp = pytest.importorskip("cupy")
         return [cp.asarray(a.astype(dtype)) for a in arrays]
@@ -148,6 +148,7 @@ def forced(where):
     if where[0] in ("torch_checks", "torch_foreach"):
         stack.enter_context(mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True))
         stack.enter_context(mock.patch.object(_nonfinite, "FOREACH", where[0] == "torch_foreach"))
+    stack.enter_context(mock.patch.object(_nonfinite, "KERNEL", where[0].endswith("_kernel")))
     return stack
 
 
@@ -627,15 +628,41 @@ def test_one_read_flags(where, dtype):
             for name, ((low, high), want) in modes.items():
                 got = _nonfinite._clean(xp, x, low, high)
                 assert bool(got) == bool(want(view(host).double().numpy())), (name, special)
-            if where != "cupy":  # the same flags from torch's multi-tensor max |x| and max (FOREACH)
+            # the same flags from torch's multi-tensor max |x| and max (FOREACH), and on the GPU from
+            # the one-launch kernel (KERNEL; views not at one flat stride: the reductions)
+            for how in ("foreach",) * (where != "cupy") + ("kernel",) * (where != "torch"):
                 for name, passes in (("finite", ()), ("below_inf", ("a",))):
                     op = Op("flags", (("a", "q"),), lambda *a: {}, neg_inf=passes)
                     with mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True), \
-                            mock.patch.object(_nonfinite, "FOREACH", True):
+                            mock.patch.object(_nonfinite, "FOREACH", how == "foreach"), \
+                            mock.patch.object(_nonfinite, "KERNEL", how == "kernel"):
                         got = _nonfinite.checks(op, [x], None, xp).finite
-                    assert got == bool(modes[name][1](view(host).double().numpy())), (name, special, "foreach")
+                    assert got == bool(modes[name][1](view(host).double().numpy())), (name, special, how)
     empty = torch.zeros((2, 0, 3), dtype=tdt)
     assert _nonfinite._clean(array_api_compat.array_namespace(empty), empty) is None
+
+
+def test_kernel_checks_host_side():
+    """``_nonfinite.KERNEL``'s host pieces without a GPU: which arrays the one-launch kernel reads at one
+    flat stride (contiguous, a level axis's first entries; not transposed or broadcast views), and the
+    host reduction of its per-block partials (NaN propagates; an empty block is (+inf, -inf))."""
+    torch = pytest.importorskip("torch")
+    from lsattn.backends.cupy import _extrema
+
+    lam = torch.randn(2, 3, 5, 4)
+    for x, stride in ((lam, 1), (lam[..., 0], 4), (lam[:1], 1), (lam[:, :1], None), (lam[0, 0, :, 0], 4), (lam[:1, :, :, :1], 4),
+                      (lam.transpose(-1, -2), None), (lam[:1].expand(3, 3, 5, 4), None), (lam[..., :2], None)):
+        got = _extrema.flat(x)
+        assert (got is None) == (stride is None), tuple(x.stride())
+        if got is not None:
+            ptr, n, s, name = got
+            assert (ptr, n, s, name) == (x.data_ptr(), x.numel(), stride, "float32"), (got, tuple(x.stride()))
+    assert _extrema.flat(lam.to(torch.bfloat16))[3] == "bfloat16" and _extrema.flat(lam.to(torch.int32)) is None
+    inf, nan = math.inf, math.nan
+    partials = np.array([[[1.0, 2.0], [-3.0, 0.5], [inf, -inf]], [[0.0, 1.0], [nan, nan], [2.0, 3.0]],
+                         [[inf, -inf], [inf, -inf], [inf, -inf]]])
+    r = _extrema.reduce_twin(partials)
+    assert r[0].tolist() == [-3.0, 2.0] and np.isnan(r[1]).all() and r[2].tolist() == [inf, -inf]
 
 
 def test_one_read_flags_copy_nothing():

@@ -2,7 +2,7 @@
 
     python benchmarks/device/host_spans_s11e17.py spans [T ...] [ops=...] [dtypes=fp32,bf16] [train] [cpu]
     python benchmarks/device/host_spans_s11e17.py prims          # the host cost of the primitives a call uses
-    python benchmarks/device/host_spans_s11e17.py latency [T ...] [ops=...] [dtypes=...] [train] [prof] [foreach]
+    python benchmarks/device/host_spans_s11e17.py latency [T ...] [ops=...] [dtypes=...] [train] [prof] [foreach|noforeach] [kernel]
 
 ``spans``: the library's host functions wrapped by timers (``time.perf_counter_ns``; the wrapper
 costs ~0.3 us a call, included), 30 calls each after a warm-up, the queue drained after every call
@@ -196,6 +196,8 @@ def prims():
         "checks(hierarchical fp32 8K) + wait": lambda: _nonfinite.checks(SPEC, hier, None, xp).finite,
         "checks(hierarchical fp32 8K), no wait": lambda: _nonfinite.checks(SPEC, hier, None, xp),
         "fe checks(hierarchical fp32 8K) + wait": lambda: _fe_checks(SPEC, hier, None, xp).finite,
+        "kernel checks(hierarchical fp32 8K) + wait": lambda: _kernel_mode(SPEC, hier, xp),
+        "kernel checks(hierarchical fp32 8K), no wait": lambda: _kernel_mode(SPEC, hier, xp, False),
         "_arrays.inputs(5 views) in on_gpu": lambda: _in_gpu(_arrays, hier),
         "torch._foreach_max 3x8K": lambda: torch._foreach_max([x, x, x]),
         "output: cupy.empty + torch.from_dlpack(stream)": lambda: torch.from_dlpack(
@@ -272,6 +274,16 @@ def propagation():
                 print(f"  {dt} {name} fails: {type(exc).__name__}: {exc}"[:200], flush=True)
 
 
+def _kernel_mode(spec, xs, xp, wait=True):
+    old = _nonfinite.KERNEL
+    _nonfinite.KERNEL = True
+    try:
+        c = _nonfinite.checks(spec, xs, None, xp)
+        return c.finite if wait else c
+    finally:
+        _nonfinite.KERNEL = old
+
+
 def _in_gpu(_arrays, xs):
     with _arrays.on_gpu(xs[0]) as (to_cp, back, ops):
         return _arrays.inputs(to_cp, xs)
@@ -319,6 +331,10 @@ def main():
         return prims()
     if "foreach" in argv:  # the checks from torch's multi-tensor max |x| and max (``_nonfinite.FOREACH``)
         _nonfinite.FOREACH = True
+    if "noforeach" in argv:
+        _nonfinite.FOREACH = False
+    if "kernel" in argv and hasattr(_nonfinite, "KERNEL"):  # the checks by one launch (``_nonfinite.KERNEL``)
+        _nonfinite.KERNEL = True
     if what == "latency":
         return latency_main(Ts, ops, dts, train, "prof" in argv)
     return spans_main(Ts, ops, dts, train, cpu)
