@@ -33,7 +33,8 @@ NaN); :func:`undefined_rows` finds them and the prologue writes NaN there, on ev
 
 The checks read the device once per call on CUDA arrays (:func:`checks`: every input and state
 tensor finite, and ``undefined_rows``' flag, from each array's minimum and maximum, stacked and
-copied to the host together). The prologue launches the kernels on the inputs as they are before it
+copied to the host together; torch tensors: from one multi-tensor max |x| and one max, :data:`FOREACH`;
+optionally from one kernel launch, :data:`KERNEL`). The prologue launches the kernels on the inputs as they are before it
 waits for that copy; when some input is not finite it drops those results and computes again from
 the sanitised inputs. Applying masks unconditionally instead (no read at all) measured slower on an
 H200 at every size (``benchmarks/NOTES.md``, session 9, s9c17): the read costs a short wait, the
