@@ -6,6 +6,8 @@ array-API path, in one run.
     python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192] [--dtypes float32,float32-ffma,bfloat16] [--chunks 32,64]
         # the kernels' forward per chunk, per kernel
     python benchmarks/bench_gpu_hierarchical.py train [--T 8192]     # forward + backward (see ``train``)
+    python benchmarks/bench_gpu_hierarchical.py table [--T 2048,...,65536] [--out DIR]   # issue 17's full table
+    python benchmarks/bench_gpu_hierarchical.py report DIR/gpu_issue17.json [--md F] [--png F]   # its table + plot again
 
 Shapes: B=2, H=16, d_k=d_v=64, forward only, median of CUDA-event times after warm-up, CUDA torch
 tensors. Rows: ours (the public function, no ``backend=``) in float32 and bfloat16; the array-API
@@ -23,8 +25,8 @@ import sys
 
 import numpy as np
 
-from _common import utc_now, write_json
-from bench_gpu import cuda_time
+from _common import pyplot, utc_now, write_json
+from bench_gpu import cuda_time, device_info, measure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -303,17 +305,190 @@ def _split(cupy, chi, chb, on_gpu, xc, chunk_size=None, tc=False):
             "total": t(start, end)}
 
 
+#: issue 17's table: (key, label, operator, dtype, fwd+bwd); the peers of each target on the same shapes
+TABLE = [(f"{op}_{dt}_{m}", f"{label} {dt} {m}", op, dt, m == "train")
+         for op, label in (("ek", "exp_kernel_attention"), ("la", "log_attention"), ("hier", "loglinear_log_attention"),
+                           ("ll", "loglinear_attention"), ("sdpa", "torch SDPA causal"))
+         for dt in ("bf16", "fp32") for m in ("fwd", "train")]
+#: the issue's targets: (label, ours, peer, ours / peer must be at most this)
+TARGETS = [("log_attention within 1.2x of exp_kernel_attention", "la", "ek", 1.2),
+           ("loglinear_log_attention within 2x of loglinear_attention", "hier", "ll", 2.0)]
+
+
+def _table_calls(torch, T, dt):
+    """The calls of one row (T, dtype): operator -> (forward of q, k, v, (q, k, v)); ``hier_extra``: the
+    level weights and decays of ``loglinear_log_attention`` (the array-API row's too)."""
+    import lsattn
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    r = lambda *s: torch.randn(*s, device="cuda", generator=g)  # noqa: E731
+    q, k = (r(B, H, T, D) * D ** -0.5 for _ in range(2))
+    v = r(B, H, T, D)  # values of both signs; log_attention takes them as log values
+    a = torch.nn.functional.logsigmoid(r(B, H, T) + 3)
+    L = lsattn.num_levels(T)
+    w = torch.rand(B, H, T, L, device="cuda", generator=g) + 0.5  # loglinear_attention's level weights
+    lw = torch.randn(B, H, T, L, device="cuda", generator=g)  # loglinear_log_attention's log level weights
+    q, k, v, a, w, lw = (x.to(dt) for x in (q, k, v, a, w, lw))
+    sd = torch.nn.functional.scaled_dot_product_attention
+    return {"ek": (lambda q, k, v: lsattn.exp_kernel_attention(q, k, v), (q, k, v)),
+            "la": (lambda q, k, v: lsattn.log_attention(q, k, v), (q, k, v)),
+            "hier": (lambda q, k, v: lsattn.loglinear_log_attention(q, k, v, lw, log_decay=a), (q, k, v)),
+            "ll": (lambda q, k, v: lsattn.loglinear_attention(q, k, v, a, w), (q, k, v)),
+            "sdpa": (lambda q, k, v: sd(q, k, v, is_causal=True), (q, k, v)),
+            "hier_extra": (lw, a)}
+
+
+def _train(torch, fn, xs):
+    """fwd+bwd from leaf tensors: ``loss = out.float().square().mean()`` (bench_gpu_train's)."""
+    leaves = [x.detach().clone().requires_grad_(True) for x in xs]
+
+    def run():
+        for x in leaves:
+            x.grad = None
+        fn(*leaves).float().square().mean().backward()
+    return run
+
+
+def table(args):
+    """Issue 17's table in one run: bf16 and fp32, B=2, H=16, d=64, T = ``--T``, forward and forward +
+    backward, median ms (CUDA events) and peak GB of each public call (no ``backend=``): ``log_attention``
+    against ``exp_kernel_attention``, ``loglinear_log_attention`` against ``loglinear_attention`` and its
+    own array-API path (``backend="array_api"``, fp32 at ``--api-T``, forward and forward + backward),
+    both against torch SDPA (causal; fp32 SDPA up to ``--sdpa-fp32-max`` tokens: its fp32 kernels take
+    seconds beyond). Writes ``gpu_issue17.json``, ``.md`` and ``.png`` under ``--out``."""
+    import torch
+
+    import lsattn
+
+    res = {"info": device_info(), "shape": {"B": B, "H": H, "d": D}, "rows": {}, "api": {}}
+    print(f"{res['info']['device']}, {res['info']['date']}", flush=True)
+    for T in args.T:
+        print(f"T = {T}", flush=True)
+        row = res["rows"][str(T)] = {}
+        for dt in ("bf16", "fp32"):
+            calls = _table_calls(torch, T, {"bf16": torch.bfloat16, "fp32": torch.float32}[dt])
+            for key, label, op, d, train in TABLE:
+                if d != dt:
+                    continue
+                if op == "sdpa" and dt == "fp32" and T > args.sdpa_fp32_max:
+                    continue
+                fn, xs = calls[op]
+                measure(label, _train(torch, fn, xs) if train else (lambda fn=fn, xs=xs: fn(*xs)), row, key, reps=args.reps)
+            if dt == "fp32" and T == args.api_T:  # issue 17's 20x: the array-API path on the same tensors
+                fn, xs = calls["hier"]
+                lw, a = calls["hier_extra"]
+                api = lambda q, k, v: lsattn.loglinear_log_attention(q, k, v, lw, log_decay=a, backend="array_api")  # noqa: E731
+                measure("loglinear_log_attention fp32 fwd, array-API path", lambda: api(*xs), res["api"], "fwd", reps=3)
+                measure("loglinear_log_attention fp32 train, array-API path", _train(torch, api, xs), res["api"], "train",
+                        reps=3)
+                res["api"]["T"] = T
+            del calls
+            torch.cuda.empty_cache()
+    write_json(os.path.join(args.out, "gpu_issue17.json"), res)
+    _report(res, args.out)
+
+
+def _ms(row, key):
+    d = row.get(key) or {}
+    return d.get("ms")
+
+
+def table_markdown(res):
+    info, rows = res["info"], res["rows"]
+    fmt = lambda d: "-" if not d else ("fails" if "error" in d else f"{d['ms']:.3f} ({d['gb']:.2f})")  # noqa: E731
+    lines = [f"# Issue 17's table ({info['device']}, {info['date']}; torch {info.get('torch')}, cupy {info.get('cupy')})",
+             "", f"B={B}, H={H}, d_k=d_v={D}, causal, public calls (no `backend=`), median ms of CUDA events (peak GB "
+             "allocated by the call, torch's allocator and CuPy's pool); `train` = forward + backward of "
+             "`out.float().square().mean()` from leaf q, k, v. `python benchmarks/bench_gpu_hierarchical.py table`.", ""]
+    for m in ("fwd", "train"):
+        keys = [(key, label) for key, label, _, _, train in TABLE if train == (m == "train")]
+        lines += [f"## {'forward' if m == 'fwd' else 'forward + backward'}", "",
+                  "| T | " + " | ".join(label.rsplit(" ", 1)[0] for _, label in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {T} | " + " | ".join(fmt(row.get(key)) for key, _ in keys) + " |" for T, row in rows.items()]
+        lines.append("")
+    lines += ["## Targets (ours / peer, same run)", "", "| T | " + " | ".join(
+        f"{o} / {p} {dt} {m} (<= {lim})" for _, o, p, lim in TARGETS for dt in ("bf16", "fp32") for m in ("fwd", "train"))
+        + " | hier / SDPA bf16 fwd | train | la / SDPA bf16 fwd | train |", "|---" * 13 + "|"]
+    for T, row in rows.items():
+        cells = []
+        for _, o, p, _ in TARGETS:
+            for dt in ("bf16", "fp32"):
+                for m in ("fwd", "train"):
+                    a, b = _ms(row, f"{o}_{dt}_{m}"), _ms(row, f"{p}_{dt}_{m}")
+                    cells.append(f"{a / b:.2f}" if a and b else "-")
+        for o in ("hier", "la"):
+            for m in ("fwd", "train"):
+                a, b = _ms(row, f"{o}_bf16_{m}"), _ms(row, f"sdpa_bf16_{m}")
+                cells.append(f"{a / b:.2f}" if a and b else "-")
+        lines.append(f"| {T} | " + " | ".join(cells) + " |")
+    api = res.get("api") or {}
+    if "T" in api:
+        row = rows[str(api["T"])]
+        for m in ("fwd", "train"):
+            o, x = _ms(row, f"hier_fp32_{m}"), _ms(api, m)
+            if o and x:
+                base = f"; against the issue's 46 ms: {46 / o:.1f}x" if m == "fwd" else ""
+                lines.append(f"\n`loglinear_log_attention` fp32 {m} at T = {api['T']}: ours {o:.3f} ms, array-API path "
+                             f"{x:.3f} ms: **{x / o:.1f}x** (target >= 20x{base})")
+    return "\n".join(lines) + "\n"
+
+
+def _report(res, out):
+    md = table_markdown(res)
+    print(md)
+    with open(os.path.join(out, "gpu_issue17.md"), "w") as f:
+        f.write(md)
+    plt = pyplot()
+    if plt is None:
+        return
+    Ts = [int(t) for t in res["rows"]]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for ax, m in zip(axes, ("fwd", "train")):
+        for key, label, op, dt, train in TABLE:
+            if train != (m == "train"):
+                continue
+            pts = [(T, _ms(res["rows"][str(T)], key)) for T in Ts]
+            pts = [(t, y) for t, y in pts if y]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=label.rsplit(" ", 1)[0],
+                        linestyle="-" if dt == "bf16" else "--")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("T")
+        ax.set_ylabel("ms")
+        ax.set_title("forward" if m == "fwd" else "forward + backward")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"issue 17: {res['info']['device']}, {res['info']['date']}, B={B} H={H} d={D} (solid bf16, dashed fp32)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "gpu_issue17.png"), dpi=120)
+    print("wrote", os.path.join(out, "gpu_issue17.png"))
+
+
+def report(args):
+    import json
+
+    with open(args.results) as f:
+        res = json.load(f)
+    out = os.path.dirname(os.path.abspath(args.results))
+    _report(res, out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="bench", choices=["bench", "kernels", "train"])
+    ap.add_argument("what", nargs="?", default="bench", choices=["bench", "kernels", "train", "table", "report"])
+    ap.add_argument("results", nargs="?", help="report: a gpu_issue17.json")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(ROOT, "benchmarks", "results")))
     ap.add_argument("--T", type=lambda s: [int(x) for x in s.split(",")], default=[2048, 4096, 8192, 16384, 32768, 65536])
     ap.add_argument("--api-max", type=int, default=8192, help="longest T of the array-API row")
     ap.add_argument("--dtypes", type=lambda s: s.split(","), default=["float32"], help="kernels: float32,float32-ffma,bfloat16")
     ap.add_argument("--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[32, 64], help="kernels: chunks")
+    ap.add_argument("--api-T", type=int, default=8192, help="table: T of the array-API row")
+    ap.add_argument("--sdpa-fp32-max", type=int, default=16384, help="table: longest T of fp32 SDPA")
+    ap.add_argument("--reps", type=int, default=10, help="table: timed repetitions per cell (median)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    {"bench": bench, "kernels": kernels, "train": train}[args.what](args)
+    {"bench": bench, "kernels": kernels, "train": train, "table": table, "report": report}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ NaN); :func:`undefined_rows` finds them and the prologue writes NaN there, on ev
 
 The checks read the device once per call on CUDA arrays (:func:`checks`: every input and state
 tensor finite, and ``undefined_rows``' flag, from each array's minimum and maximum, stacked and
-copied to the host together). The prologue launches the kernels on the inputs as they are before it
+copied to the host together; torch tensors: from one multi-tensor max |x| and one max, :data:`FOREACH`;
+optionally from one kernel launch, :data:`KERNEL`). The prologue launches the kernels on the inputs as they are before it
 waits for that copy; when some input is not finite it drops those results and computes again from
 the sanitised inputs. Applying masks unconditionally instead (no read at all) measured slower on an
 H200 at every size (``benchmarks/NOTES.md``, session 9, s9c17): the read costs a short wait, the
@@ -110,17 +111,20 @@ class Checked:
     come from are copied to the host without waiting: the first access waits for that copy, so the
     caller can launch its kernels first."""
 
-    def __init__(self, wait, bounds, own):
-        self._wait, self._bounds, self._own = wait, bounds, own
+    def __init__(self, wait, bounds, own, singles=0):
+        self._wait, self._bounds, self._own, self._singles = wait, bounds, own, singles
         self._finite = self._own_off = None
 
     def _answer(self):
         if self._finite is None:
-            v = self._wait()  # (2 n + own,): each array's minimum and maximum, then level 0's minimum
-            lo, hi = v[0:2 * len(self._bounds):2], v[1:2 * len(self._bounds):2]
+            # (singles + 2 n + own,): ``singles`` values below +inf when their arrays pass (max |x| or
+            # max x, :data:`FOREACH`), each other array's minimum and maximum, then level 0's minimum
+            v = self._wait()
+            k = self._singles
+            lo, hi = v[k:k + 2 * len(self._bounds):2], v[k + 1:k + 2 * len(self._bounds):2]
             ok = [(lo[i] > -math.inf if low is None else lo[i] >= low) and (high is None or hi[i] < high)
                   for i, (low, high) in enumerate(self._bounds)]  # NaN compares False
-            self._finite = all(ok)
+            self._finite = all(ok) and all(v[i] < math.inf for i in range(k))
             self._own_off = self._own and not v[-1] > -math.inf
         return self._finite, self._own_off
 
@@ -150,10 +154,72 @@ def checks(op, args, state, xp):
     # at T = 0 with an empty level axis too)
     own = lam is not None and math.prod(lam.shape) > 0
     torch = sys.modules.get("torch") if array_api_compat.is_torch_namespace(xp) else None
+    if KERNEL and named:
+        got = _kernel_checks(xp, torch, named, lam[..., 0] if own else None)
+        if got is not None:
+            return Checked(got, [(low, math.inf) for _, low in named], own)
+    singles = 0
     with contextlib.nullcontext() if torch is None else torch.no_grad():  # values only: nothing to record
-        every = [e for x, _ in named for e in _extrema(xp, x)] + ([_extrema(xp, lam[..., 0], True)] if own else [])
-        wait = _read(xp, xp.stack(every)) if every else (lambda: np.zeros(0))
-    return Checked(wait, [(low, math.inf) for _, low in named], own)
+        if torch is not None and FOREACH and named:
+            full = [_distinct(x) for x, low in named if low is None]  # every entry finite: max |x| < inf
+            part = [_distinct(x) for x, low in named if low is not None]  # -inf passes: max x < inf
+            every = (list(torch._foreach_norm(full, math.inf)) if full else []) + (list(torch._foreach_max(part)) if part else [])
+            singles, named = len(every), []
+        else:
+            every = [e for x, _ in named for e in _extrema(xp, x)]
+        every += [_extrema(xp, lam[..., 0], True)] if own else []
+        wait = _read(xp, torch.stack(every) if torch is not None else xp.stack(every)) if every else (lambda: np.zeros(0))
+    return Checked(wait, [(low, math.inf) for _, low in named], own, singles)
+
+
+#: CUDA arrays: every extremum from one kernel launch per dtype reading raw pointers
+#: (``lsattn.backends.cupy._extrema``) instead of one torch / CuPy reduction per array, a stack, a
+#: copy and an event (``benchmarks/NOTES.md``, session 11, s11e17); arrays whose entries are not at
+#: one flat stride (transposed, broadcast views) keep the reductions
+KERNEL = False
+
+
+def _kernel_checks(xp, torch, named, own):
+    """``wait`` of :class:`Checked` from ``lsattn.backends.cupy._extrema`` (each array's minimum and
+    maximum, then ``own``'s minimum), or None when an array is not at one flat stride."""
+    from .backends.cupy import _arrays, _extrema
+
+    arrays = [x for x, _ in named] + ([] if own is None else [own])
+    flats = [_extrema.flat(x) for x in arrays]
+    if any(f is None for f in flats):
+        return None
+    import cupy
+
+    if torch is not None:
+        dev = arrays[0].get_device()
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        ptr = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
+        stream = _arrays._external_stream(ptr, dev)
+    else:
+        dev, stream = arrays[0].device.id, contextlib.nullcontext()
+    with cupy.cuda.Device(dev), stream:
+        wait = _extrema.extrema(flats, dev)
+    n = len(named)
+
+    def values():
+        r = wait()  # (arrays, 2)
+        return np.concatenate([r[:n].reshape(-1), r[n:, 0]])
+
+    return values
+
+
+#: torch tensors: the arrays whose every entry must be finite checked together by one
+#: ``torch._foreach_norm(ord=inf)`` (max |x|: NaN or +inf when one is not), those whose ``-inf``
+#: passes by one ``torch._foreach_max`` (NaN or +inf when one is NaN or +inf): two multi-tensor
+#: launches instead of one reduction per array (``benchmarks/NOTES.md``, session 11, s11e17)
+FOREACH = True
+
+
+def _distinct(x):
+    """A torch tensor ``x`` without its broadcast (stride-0) axes' copies: the entries it holds."""
+    if 0 in x.stride():
+        x = x[tuple(0 if st == 0 and n > 1 else slice(None) for st, n in zip(x.stride(), x.shape))]
+    return x
 
 
 _FLAG = threading.local()  # each host thread's KernelCheck flag (a call reads its flag before it returns)
@@ -217,8 +283,7 @@ def _extrema(xp, x, low_only=False):
         # a broadcast axis (stride 0) holds one copy of its entries: read that one; full reductions
         # of a non-contiguous tensor copy it first (16 MiB for grouped bf16 heads at 8K), reductions
         # over explicit dims do not
-        if 0 in x.stride():
-            x = x[tuple(0 if st == 0 and n > 1 else slice(None) for st, n in zip(x.stride(), x.shape))]
+        x = _distinct(x)
         if low_only or not x.is_contiguous():
             dims = tuple(range(x.ndim))
             lo = torch.amin(x, dim=dims)
@@ -301,14 +366,14 @@ def undefined_rows(op, args, xp, offset, state=None, causal=True, segments=None,
     T, L = lam.shape[-2], lam.shape[-1]
     if T == 0:
         return None
+    if own_off is not None and not own_off:  # the flag read by ``checks``: no mask to build (a launch on CUDA)
+        return None
     off = lam == -math.inf
     if own_off is None:
         own = xp.any(off[..., 0])  # level 0 (its own token) is read by every row
         lazy = array_api_compat.is_dask_array(lam) or _traced(own) or _traced(offset)  # (under jit even constants trace)
         if not lazy and not bool(own):
             return None
-    elif not own_off:
-        return None
     read = _row_levels_read(offset, T, L, xp)
     if isinstance(read, np.ndarray):
         read = _constant(xp, lam, read)
@@ -442,6 +507,8 @@ def prepare(op, args, state, xp, offset, causal, batch, finite=None):
 
     args: the inputs in ``op.inputs`` order, cast to the compute dtype (None where omitted);
     finite: :func:`checks`' answer for these args and state (None: read here)."""
+    if finite is True:  # checks' answer (concrete CUDA arrays, never lazy): nothing to sanitise
+        return list(args), state, None
     present = [a for a in args if a is not None]
     if state is not None and array_api_compat.is_dask_namespace(xp):
         # an in-memory state (NumPy, CuPy) continuing a Dask stream: Dask arrays of its own type

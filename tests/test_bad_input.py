@@ -104,6 +104,56 @@ def test_batch_axes_broadcast_or_name_both_arguments(op):
         assert str(tuple(bad[i].shape)) in msg, msg
 
 
+@pytest.mark.parametrize("op", OPS)
+def test_repeated_calls_skip_the_validation_not_its_errors(op, monkeypatch):
+    """A call without state repeating an earlier call's array types, shapes, dtypes, devices and flags
+    skips the validation (``_prologue._PLANS``) and returns what the first call did; any other call is
+    validated again (a shape, a dtype, too few levels, mixed namespaces: the errors as before), and
+    the backend is still chosen per call (``LSATTN_BACKEND`` set later acts at once)."""
+    import torch
+    from unittest import mock
+
+    from lsattn import _prologue
+
+    monkeypatch.delenv("LSATTN_BACKEND", raising=False)
+    monkeypatch.setattr(_prologue, "_PLANS", {})
+    arrays = inputs(op)
+    with mock.patch.object(_prologue, "namespace", wraps=_prologue.namespace) as ns:
+        first = call(op, arrays)
+        again = call(op, [x.copy() for x in arrays])
+        assert ns.call_count == 1
+        assert_close(again, first, 0.0)
+        call(op, [arrays[0].astype(np.float32)] + arrays[1:])  # another dtype: validated
+        assert ns.call_count == 2
+        with_state = call(op, arrays, return_state=True)  # another flag: validated
+        assert ns.call_count == 3
+        call(op, more(op), state=with_state[1])  # a state: validated on every call
+        call(op, more(op), state=with_state[1])
+        assert ns.call_count == 5
+    bad = list(arrays)
+    bad[1] = bad[1][..., :-1, :]  # one key fewer
+    for _ in range(2):
+        with pytest.raises(ValueError, match=f"{ARGS[op][1]} must have shape"):
+            call(op, bad)
+    with pytest.raises(TypeError, match="different namespaces"):
+        call(op, [torch.asarray(arrays[0])] + arrays[1:])
+    lev = ARGS[op].index("log_level_weights" if op == "loglinear_log_attention" else "level_weights") \
+        if op not in ("log_attention", "exp_kernel_attention") else None
+    if lev is not None:
+        few = list(arrays)
+        few[lev] = few[lev][..., :2]
+        for _ in range(2):
+            with pytest.raises(ValueError, match="levels on its last axis"):
+                call(op, few)
+    t = [torch.asarray(x) for x in arrays]
+    t[0].requires_grad_(True)
+    grad_out = call(op, t)
+    assert grad_out.requires_grad and call(op, [x.detach() for x in t]).grad_fn is None
+    monkeypatch.setenv("LSATTN_BACKEND", "garbage")
+    with pytest.raises(ValueError, match="LSATTN_BACKEND='garbage' names no backend"):
+        call(op, arrays)
+
+
 def test_environment_variable_is_named(monkeypatch):
     monkeypatch.setenv("LSATTN_BACKEND", "garbage")
     with pytest.raises(ValueError, match="LSATTN_BACKEND='garbage' names no backend"):

@@ -22,6 +22,7 @@ import lsattn
 from lsattn import reference as ref
 
 from lsattn import _nonfinite
+from lsattn._prologue import Op
 
 from conftest import NAMESPACES
 from helpers import to_numpy
@@ -42,10 +43,10 @@ OPS = {
 EXP_OPS = ("log_attention", "exp_kernel_attention")
 #: where an operator runs: (namespace, backend)
 WHERE = [("numpy", "array_api"), ("numpy", "numba"), ("array_api_strict", "array_api"), ("torch", "array_api"),
-         ("dask", "dask"), ("jax", "array_api"), ("torch_checks", "array_api")]
+         ("dask", "dask"), ("jax", "array_api"), ("torch_checks", "array_api"), ("torch_foreach", "array_api")]
 #: on the GPU (``@pytest.mark.gpu``): the automatic choice on CuPy arrays and CUDA torch tensors
 #: (the CuPy kernels where they serve the operator, the array-API path elsewhere)
-WHERE_GPU = [("cupy", None), ("torch_cuda", None)]
+WHERE_GPU = [("cupy", None), ("torch_cuda", None), ("cupy_kernel", None), ("torch_cuda_kernel", None)]
 GPU = [pytest.param(w, marks=pytest.mark.gpu, id="-".join(map(str, w))) for w in WHERE_GPU]
 #: where non-causal calls run (the dask backend computes causal calls only)
 NON_CAUSAL = [w for w in WHERE if w[0] != "dask"]
@@ -121,7 +122,7 @@ def check(out, expected, mask, rtol, what):
 
 def on(where, arrays, dtype="float64"):
     """The NumPy ``arrays`` in the namespace of ``where`` (Dask: chunked in two along T)."""
-    ns = where[0]
+    ns = where[0].replace("_kernel", "")  # *_kernel: the checks by _nonfinite.KERNEL (``forced``)
     if ns == "cupy":
         cp = pytest.importorskip("cupy")
         return [cp.asarray(a.astype(dtype)) for a in arrays]
@@ -132,7 +133,7 @@ def on(where, arrays, dtype="float64"):
         da = pytest.importorskip("dask.array")
         return [da.from_array(a.astype(dtype), chunks=BATCH + (max(1, a.shape[1] // 2),) + a.shape[2:]) for a in arrays]
     try:
-        xp = NAMESPACES["torch" if ns == "torch_checks" else ns]()
+        xp = NAMESPACES["torch" if ns in ("torch_checks", "torch_foreach") else ns]()
     except ImportError as exc:
         pytest.skip(f"{ns} not installed: {exc}")
     return [xp.asarray(a, dtype=getattr(xp, dtype)) for a in arrays]
@@ -140,10 +141,15 @@ def on(where, arrays, dtype="float64"):
 
 def forced(where):
     """``torch_checks``: CPU torch tensors checked as CUDA arrays are (``_nonfinite.checks``: every
-    flag of a call from minima and maxima, read together once), so that path runs on every machine."""
-    if where[0] != "torch_checks":
-        return contextlib.nullcontext()
-    return mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True)
+    flag of a call from minima and maxima, read together once), so that path runs on every machine;
+    ``torch_foreach``: the same with the flags from torch's multi-tensor max |x| and max
+    (``_nonfinite.FOREACH``)."""
+    stack = contextlib.ExitStack()
+    if where[0] in ("torch_checks", "torch_foreach"):
+        stack.enter_context(mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True))
+        stack.enter_context(mock.patch.object(_nonfinite, "FOREACH", where[0] == "torch_foreach"))
+    stack.enter_context(mock.patch.object(_nonfinite, "KERNEL", where[0].endswith("_kernel")))
+    return stack
 
 
 def run(op, where, arrays, dtype="float64"):
@@ -225,7 +231,8 @@ def test_special_value_at_a_random_token(op, where, data):
         check(to_numpy(_stream(op, where, arrays, [cut])), expected, mask, rtol, f"{op} on {where}, cut at {cut}")
 
 
-@pytest.mark.parametrize("where", [("torch_checks", "array_api")] + GPU, ids=["torch_checks"] + [p.id for p in GPU])
+@pytest.mark.parametrize("where", [("torch_checks", "array_api"), ("torch_foreach", "array_api")] + GPU,
+                         ids=["torch_checks", "torch_foreach"] + [p.id for p in GPU])
 @pytest.mark.parametrize("op", list(OPS))
 def test_empty_calls(op, where):
     """T = 0 (level weights then (..., 0, 0)) and an empty batch axis: the checks have nothing to
@@ -621,8 +628,41 @@ def test_one_read_flags(where, dtype):
             for name, ((low, high), want) in modes.items():
                 got = _nonfinite._clean(xp, x, low, high)
                 assert bool(got) == bool(want(view(host).double().numpy())), (name, special)
+            # the same flags from torch's multi-tensor max |x| and max (FOREACH), and on the GPU from
+            # the one-launch kernel (KERNEL; views not at one flat stride: the reductions)
+            for how in ("foreach",) * (where != "cupy") + ("kernel",) * (where != "torch"):
+                for name, passes in (("finite", ()), ("below_inf", ("a",))):
+                    op = Op("flags", (("a", "q"),), lambda *a: {}, neg_inf=passes)
+                    with mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True), \
+                            mock.patch.object(_nonfinite, "FOREACH", how == "foreach"), \
+                            mock.patch.object(_nonfinite, "KERNEL", how == "kernel"):
+                        got = _nonfinite.checks(op, [x], None, xp).finite
+                    assert got == bool(modes[name][1](view(host).double().numpy())), (name, special, how)
     empty = torch.zeros((2, 0, 3), dtype=tdt)
     assert _nonfinite._clean(array_api_compat.array_namespace(empty), empty) is None
+
+
+def test_kernel_checks_host_side():
+    """``_nonfinite.KERNEL``'s host pieces without a GPU: which arrays the one-launch kernel reads at one
+    flat stride (contiguous, a level axis's first entries; not transposed or broadcast views), and the
+    host reduction of its per-block partials (NaN propagates; an empty block is (+inf, -inf))."""
+    torch = pytest.importorskip("torch")
+    from lsattn.backends.cupy import _extrema
+
+    lam = torch.randn(2, 3, 5, 4)
+    for x, stride in ((lam, 1), (lam[..., 0], 4), (lam[:1], 1), (lam[:, :1], None), (lam[0, 0, :, 0], 4), (lam[:1, :, :, :1], 4),
+                      (lam.transpose(-1, -2), None), (lam[:1].expand(3, 3, 5, 4), None), (lam[..., :2], None)):
+        got = _extrema.flat(x)
+        assert (got is None) == (stride is None), tuple(x.stride())
+        if got is not None:
+            ptr, n, s, name = got
+            assert (ptr, n, s, name) == (x.data_ptr(), x.numel(), stride, "float32"), (got, tuple(x.stride()))
+    assert _extrema.flat(lam.to(torch.bfloat16))[3] == "bfloat16" and _extrema.flat(lam.to(torch.int32)) is None
+    inf, nan = math.inf, math.nan
+    partials = np.array([[[1.0, 2.0], [-3.0, 0.5], [inf, -inf]], [[0.0, 1.0], [nan, nan], [2.0, 3.0]],
+                         [[inf, -inf], [inf, -inf], [inf, -inf]]])
+    r = _extrema.reduce_twin(partials)
+    assert r[0].tolist() == [-3.0, 2.0] and np.isnan(r[1]).all() and r[2].tolist() == [inf, -inf]
 
 
 def test_one_read_flags_copy_nothing():
@@ -641,9 +681,10 @@ def test_one_read_flags_copy_nothing():
         assert bool(flag) and grown < 2**12, (tuple(x.stride()), grown)
 
 
+@pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("op", list(OPS))
 @pytest.mark.parametrize("special", [None, math.nan, -math.inf])
-def test_checks_waited_after_the_launch(op, special):
+def test_checks_waited_after_the_launch(op, special, foreach):
     """CUDA arrays (here CPU torch tensors checked as CUDA ones): one copy of the extrema per call, waited
     for after the implementation ran (its kernels launched); finite inputs (and ``-inf`` where it is a
     legitimate zero that needs no clamp) run the implementation once, on the inputs as they are; any
@@ -669,6 +710,7 @@ def test_checks_waited_after_the_launch(op, special):
         return lambda *a, **k: (events.append("launch"), f(*a, **k))[1]
 
     with mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True), \
+            mock.patch.object(_nonfinite, "FOREACH", foreach), \
             mock.patch.object(_nonfinite, "_read", reading), \
             mock.patch.object(backends.Backend, "implementation", implementation):
         out = call(op, [torch.as_tensor(a) for a in arrays], backend="array_api")

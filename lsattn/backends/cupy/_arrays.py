@@ -89,7 +89,8 @@ def on_gpu(like):
         import torch
 
         dev = like.get_device()  # the tensor's device index (an int: no torch.device object)
-        ptr = torch.cuda.current_stream(dev).cuda_stream
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # the pointer without a Stream object
+        ptr = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
         stream = _external_stream(ptr, dev)
     elif kind == "cupy":
         dev = like.device.id
@@ -113,7 +114,14 @@ def _external_stream(ptr, dev):
 
 
 def _half(x):
-    return _HALF.get(str(x.dtype), "")
+    dt = x.dtype
+    half = _HALF_BY_DTYPE.get(dt)
+    if half is None:  # a dtype object seen for the first time (its name once, not on every call)
+        half = _HALF_BY_DTYPE[dt] = _HALF.get(str(dt), "")
+    return half
+
+
+_HALF_BY_DTYPE = {}
 
 
 #: str(dtype) of the 16-bit inputs (torch, CuPy / NumPy, JAX) -> their kind
@@ -141,6 +149,8 @@ def _to_cupy(x, kind):
 
 #: torch dtype name -> the NumPy dtype CuPy sees (bfloat16 as its 16-bit patterns)
 _TORCH_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": np.int16}
+#: torch dtype -> that NumPy dtype (filled as dtypes arrive: every view asks)
+_VIEW_DTYPES = {}
 
 
 def _torch_view(cupy, t):
@@ -148,7 +158,9 @@ def _torch_view(cupy, t):
 
     Built from the pointer, shape and strides directly: DLPack through torch costs tens of
     microseconds per tensor (stream queries), the dominant host cost of a decoding step."""
-    dtype = np.dtype(_TORCH_DTYPES[str(t.dtype).split(".")[-1]])
+    dtype = _VIEW_DTYPES.get(t.dtype)
+    if dtype is None:
+        dtype = _VIEW_DTYPES[t.dtype] = np.dtype(_TORCH_DTYPES[str(t.dtype).split(".")[-1]])
     shape = tuple(t.shape)
     if t.numel() == 0:
         return cupy.empty(shape, dtype=dtype)

@@ -1,0 +1,180 @@
+"""The prologue's finiteness checks of CUDA arrays in one kernel launch per dtype (``_nonfinite.KERNEL``).
+
+``lsattn._nonfinite.checks`` needs each input's minimum and maximum (NaN when it holds one) copied to
+the host once per call. torch reductions cost ~11 us of host time per array, plus a stack, a copy and
+an event (~190 us per ``loglinear_log_attention`` call on the H200's host, ``benchmarks/NOTES.md``,
+s11e17); here one launch reads up to six flat arrays (contiguous, or one fixed flat stride: a level
+axis's first entries), each block writing its partial ``(min, max)`` (NaN for both when it met a NaN),
+and the host reduces the partials after one asynchronous copy. Only raw pointers are passed: no
+CuPy view of a torch tensor is built.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+#: arrays per launch (the kernel's pointer arguments)
+MAXA = 6
+#: threads per block
+NT = 256
+
+_SOURCE = r"""
+// no headers (as common.cu): float16 converted by PTX, bfloat16 by a shift of its 16-bit pattern
+struct f16bits { unsigned short u; };
+struct bf16bits { unsigned short u; };
+__device__ __forceinline__ double ld(const float* p, long long i) { return (double)p[i]; }
+__device__ __forceinline__ double ld(const double* p, long long i) { return p[i]; }
+__device__ __forceinline__ double ld(const f16bits* p, long long i) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i].u));
+    return (double)f;
+}
+__device__ __forceinline__ double ld(const bf16bits* p, long long i) {
+    return (double)__int_as_float(((unsigned int)p[i].u) << 16);
+}
+
+// partial (min, max) of array blockIdx.y over the entries i = blockIdx.x * NT + t + k * gridDim.x * NT,
+// read at p[i * s]; NaN for both when a NaN was met (comparisons with NaN are false: tracked apart)
+template <typename T>
+__device__ void extrema(const T* p0, const T* p1, const T* p2, const T* p3, const T* p4, const T* p5,
+                        long long n0, long long n1, long long n2, long long n3, long long n4, long long n5,
+                        long long s0, long long s1, long long s2, long long s3, long long s4, long long s5,
+                        double* out) {
+    const int a = blockIdx.y;
+    const T* p = a == 0 ? p0 : a == 1 ? p1 : a == 2 ? p2 : a == 3 ? p3 : a == 4 ? p4 : p5;
+    const long long n = a == 0 ? n0 : a == 1 ? n1 : a == 2 ? n2 : a == 3 ? n3 : a == 4 ? n4 : n5;
+    const long long s = a == 0 ? s0 : a == 1 ? s1 : a == 2 ? s2 : a == 3 ? s3 : a == 4 ? s4 : s5;
+    const double inf = __longlong_as_double(0x7ff0000000000000LL);
+    double lo = inf, hi = -inf;
+    int nan = 0;
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+        const double x = ld(p, i * s);
+        nan |= (x != x);
+        lo = x < lo ? x : lo;
+        hi = x > hi ? x : hi;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const double l2 = __shfl_down_sync(0xffffffffu, lo, o), h2 = __shfl_down_sync(0xffffffffu, hi, o);
+        lo = l2 < lo ? l2 : lo;
+        hi = h2 > hi ? h2 : hi;
+    }
+    nan = __any_sync(0xffffffffu, nan);
+    __shared__ double slo[32], shi[32];
+    __shared__ int snan[32];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) { slo[w] = lo; shi[w] = hi; snan[w] = nan; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int k = 1; k < (int)(blockDim.x >> 5); ++k) {
+            lo = slo[k] < lo ? slo[k] : lo;
+            hi = shi[k] > hi ? shi[k] : hi;
+            nan |= snan[k];
+        }
+        const long long o = 2 * ((long long)a * gridDim.x + blockIdx.x);
+        const double q = __longlong_as_double(0x7ff8000000000000LL);
+        out[o] = nan ? q : lo;
+        out[o + 1] = nan ? q : hi;
+    }
+}
+
+#define EXTREMA(NAME, T) \
+extern "C" __global__ void NAME(const T* p0, const T* p1, const T* p2, const T* p3, const T* p4, const T* p5, \
+        long long n0, long long n1, long long n2, long long n3, long long n4, long long n5, \
+        long long s0, long long s1, long long s2, long long s3, long long s4, long long s5, double* out) { \
+    extrema<T>(p0, p1, p2, p3, p4, p5, n0, n1, n2, n3, n4, n5, s0, s1, s2, s3, s4, s5, out); }
+EXTREMA(lsattn_extrema_f32, float)
+EXTREMA(lsattn_extrema_f64, double)
+EXTREMA(lsattn_extrema_f16, f16bits)
+EXTREMA(lsattn_extrema_bf16, bf16bits)
+"""
+
+#: dtype name (torch's or NumPy's, without the module) -> kernel
+_KERNEL_OF = {"float32": "lsattn_extrema_f32", "float64": "lsattn_extrema_f64", "float16": "lsattn_extrema_f16",
+              "bfloat16": "lsattn_extrema_bf16"}
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(device_id, name):
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        return cupy.RawModule(code=_SOURCE, options=("-std=c++17",)).get_function(name)
+
+
+def flat(x):
+    """``(pointer, entries, flat stride, dtype name)`` of a torch tensor or CuPy array whose entries
+    sit at one fixed stride (contiguous: 1), else None."""
+    if hasattr(x, "data_ptr"):  # torch
+        n, shape, strides, ptr = x.numel(), x.shape, x.stride(), x.data_ptr()
+        name = str(x.dtype)[6:]
+    else:  # CuPy: byte strides
+        item = x.dtype.itemsize
+        n, shape, strides, ptr = x.size, x.shape, tuple(s // item for s in x.strides), x.data.ptr
+        name = x.dtype.name
+    if name not in _KERNEL_OF:
+        return None
+    s, want = None, None  # the flat stride: each axis's stride is the next one's times its size
+    for size, st in zip(reversed(shape), reversed(strides)):
+        if size == 1:
+            continue
+        if s is None:
+            s, want = st, st * size
+        elif st != want:
+            return None
+        else:
+            want = st * size
+    return ptr, n, (s or 1), name
+
+
+def extrema(arrays, device_id):
+    """``() -> (len(arrays), 2) float64 NumPy``: each array's (min, max), NaN for both when it holds a
+    NaN, (+inf, -inf) when empty; ``arrays``: :func:`flat` tuples on ``device_id``, computed on CuPy's
+    current stream and copied to pinned host memory without waiting (the function waits)."""
+    import cupy
+    import cupyx
+
+    nmax = max(n for _, n, _, _ in arrays)
+    nb = max(1, min(256, -(-nmax // (NT * 16))))
+    out = cupy.empty((len(arrays), nb, 2), dtype=cupy.float64)
+    groups = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(a[3], []).append(i)
+    for name, idx in groups.items():
+        fn = _kernel(device_id, _KERNEL_OF[name])
+        for c in range(0, len(idx), MAXA):
+            part = idx[c:c + MAXA]
+            if part != list(range(part[0], part[0] + len(part))):  # the kernel writes consecutive rows
+                for i in part:
+                    _launch(fn, [arrays[i]], out[i:i + 1], nb)
+                continue
+            _launch(fn, [arrays[i] for i in part], out[part[0]:part[0] + len(part)], nb)
+    pinned = cupyx.empty_pinned(out.shape, out.dtype)
+    out.get(out=pinned, blocking=False)
+    done = cupy.cuda.Event(disable_timing=True)
+    done.record()
+
+    def wait():
+        done.synchronize()
+        return reduce_twin(pinned)
+
+    return wait
+
+
+def _launch(fn, arrays, out, nb):
+    pad = MAXA - len(arrays)
+    ptrs = [np.uint64(p) for p, _, _, _ in arrays] + [np.uint64(0)] * pad
+    ns = [np.int64(n) for _, n, _, _ in arrays] + [np.int64(0)] * pad
+    ss = [np.int64(s) for _, _, s, _ in arrays] + [np.int64(1)] * pad
+    fn((nb, len(arrays)), (NT,), (*ptrs, *ns, *ss, out))
+
+
+def reduce_twin(partials):
+    """The host reduction of the kernel's partials ``(arrays, blocks, 2)`` (NumPy): (arrays, 2); NaN
+    propagates through NumPy's min and max."""
+    with np.errstate(invalid="ignore"):
+        return np.stack([partials[:, :, 0].min(axis=1), partials[:, :, 1].max(axis=1)], axis=1)
+
+
+__all__ = ["extrema", "flat", "reduce_twin", "MAXA", "NT"]
