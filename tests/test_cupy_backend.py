@@ -327,13 +327,29 @@ class Twin:
                 newlev[:, lv - 1] = ea[:, :, None] * old[:, lv - 1] if lv - 1 < n_old else 0
 
     # exp-kernel
-    # exp-kernel (cfg.logv: log_attention's LOGV mode, log values clamped to the stand-in lo)
-    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None, rows=None):
+    # exp-kernel (cfg.logv: log_attention's LOGV mode, log values clamped to the stand-in lo; tok: packed
+    # segments, (2, T) the first token of every token's segment, then its segment)
+    def seg_tokens(self, off, like):
+        lens = np.diff(off)
+        seg = np.repeat(np.arange(lens.shape[0]), lens)
+        return np.stack([off[:-1][seg], seg]).astype(np.int32).reshape(2, int(off[-1]))
+
+    @staticmethod
+    def _reset(tok, j, CH, T):
+        """exp_kernel.cu's chunk_reset: the segment starting in chunk j that holds its last token, or -1."""
+        if tok is None:
+            return -1
+        last = min((j + 1) * CH, T) - 1
+        return int(tok[1, last]) if tok[0, last] >= j * CH else -1
+
+    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None, rows=None, tok=None):
         CH = cfg.CH
         k, v = _seq(rows, (1, k), (2, v))
         for j in range(n):
             K, ok = _rows(k, j * CH, CH, T)
             V, _ = _rows(v, j * CH, CH, T)
+            if tok is not None:  # the chunk's last segment only
+                ok = ok & (j * CH + np.arange(CH) >= tok[0, min((j + 1) * CH, T) - 1])
             m = np.max(K[:, ok], axis=1)
             E = np.where(ok[None, :, None], np.exp(K - m[:, None, :]), 0.0)
             if cfg.logv:  # the chunk's column shift
@@ -342,32 +358,45 @@ class Twin:
                 V = np.where(ok[None, :, None], np.exp(np.where(ok[None, :, None], V, nc[:, j][:, None, :]) - nc[:, j][:, None, :]), 0.0)
             mk[:, j], z[:, j], S[:, j] = m, E.sum(axis=1), np.swapaxes(E, -1, -2) @ V
 
-    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift=None):
-        if m0 is None:  # no state: the summary of no keys
-            m0 = np.full((BH, DK), _lo(mk), dtype=mk.dtype)
-            S0, z0 = np.zeros((BH, DK, DV), dtype=mk.dtype), np.zeros((BH, DK), dtype=mk.dtype)
-        m, s, zz = m0.copy(), S0.copy(), z0.copy()
-        if vshift is not None:
+    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift=None, segs=None):
+        tok, T, N = (None, 0, 1) if segs is None else segs
+        logv, dt = vshift is not None, mk.dtype
+        if logv:
             nc, n0, n_in, n_out = vshift
-            nv = np.full((BH, DV), _lo(mk), dtype=mk.dtype) if n0 is None else n0.copy()
+
+        def start(g):  # a stream's summary before its first key: the incoming state (rows g; None: all) or none
+            if m0 is None or g == -1:
+                return (np.full((BH, DK), _lo(mk), dt), np.zeros((BH, DK, DV), dt), np.zeros((BH, DK), dt),
+                        np.full((BH, DV), _lo(mk), dt))
+            r = slice(None) if g is None else np.arange(BH) * N + g
+            nv = n0[r].copy() if logv and n0 is not None else np.full((BH, DV), _lo(mk), dt)
+            return m0[r].copy(), S0[r].copy(), z0[r].copy(), nv
+
+        m, s, zz, nv = start(None if tok is None else -1)
         for j in range(n):
+            Sc, zc = S[:, j].copy(), z[:, j].copy()
+            S[:, j], z[:, j], m_in[:, j] = s, zz, m  # entering chunk j (before a reset)
+            if logv:
+                n_in[:, j] = nv
+            g = self._reset(tok, j, cfg.CH, T)
+            if g >= 0:  # a segment starts in chunk j and holds its last token
+                m, s, zz, nv = start(g)
             mn = np.maximum(m, mk[:, j])
             al, be = np.exp(m - mn), np.exp(mk[:, j] - mn)
-            Sc, zc = S[:, j].copy(), z[:, j].copy()
-            S[:, j], z[:, j], m_in[:, j] = s, zz, m
             fa, fb = al[..., None], be[..., None]
-            if vshift is not None:
+            if logv:
                 nn = np.maximum(nv, nc[:, j])
                 fa, fb = fa * np.exp(nv - nn)[:, None, :], fb * np.exp(nc[:, j] - nn)[:, None, :]
-                n_in[:, j], nv = nv, nn
+                nv = nn
             s = fa * s + fb * Sc
             zz = al * zz + be * zc
             m = mn
         m_out[...], S_out[...], z_out[...] = m, s, zz
-        if vshift is not None:
+        if logv:
             n_out[...] = nv
 
-    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None):
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None,
+                  tok=None, init=None, nseg=1):
         CH = cfg.CH
         q, k, v = _seq(rows, (0, q), (1, k), (2, v))
         floor = 1e-20
@@ -375,32 +404,41 @@ class Twin:
         for j in range(-(-Tq // CH)):
             sj = j if causal else 0
             Q, ok = _rows(q, j * CH, CH, Tq)
+            g = j * CH + np.arange(CH)
+            # packed segments: each row's first token of its segment - j CH (-1: one stream); the
+            # entering summary is read only by rows whose segment started before the chunk
+            segl = np.where(ok, tok[0, np.clip(g, 0, Tq - 1)] - j * CH, -1) if tok is not None else np.full(CH, -1)
+            reads = segl[0] < 0
             mi, Si, zi = m_in[:, sj], S_in[:, sj], z_in[:, sj]
-            mm = mi.copy()
+            mr0 = mi if reads else np.full_like(mi, -1e308)
+            mm = mr0.copy()
             if causal:
                 K, _ = _rows(k, j * CH, CH, Tk)
                 V, _ = _rows(v, j * CH, CH, Tk)
                 mm = np.maximum(mm, np.max(K[:, ok], axis=1))
-            sc = np.exp(mi - mm)
+            sc = np.exp(mr0 - mm)
             if cfg.logv:  # the column shift nn over the state and the chunk; V = exp(log v - nn)
                 ni = n_in[:, sj]
-                nn = ni.copy()
+                nn = ni.copy() if reads else np.full_like(ni, lo)
+                ni0 = nn.copy()
                 if causal:
                     V = np.maximum(V, lo)
                     nn = np.maximum(nn, np.max(V[:, ok], axis=1))
                     Vl, V = V, np.where(ok[None, :, None], np.exp(np.where(ok[None, :, None], V, nn[:, None, :]) - nn[:, None, :]), 0.0)
-                Si = Si * np.exp(ni - nn)[:, None, :]
+                Si = Si * np.exp(ni0 - nn)[:, None, :]
             R = np.max(Q + mm[:, None, :], axis=-1)  # (BH, CH)
             A = np.where(ok[None, :, None], np.exp(Q + mm[:, None, :] - R[..., None]), 0.0)
-            num = A @ (sc[..., None] * Si)
-            den = A @ (sc * zi)[..., None]
-            den = den[..., 0]
+            own = (segl >= 0)[None, :]  # rows that do not read the entering summary
+            num = np.where(own[..., None], 0.0, A @ (sc[..., None] * Si))
+            den = np.where(own, 0.0, (A @ (sc * zi)[..., None])[..., 0])
             if causal:
                 B = np.where(ok[None, :, None], np.exp(K - mm[:, None, :]), 0.0)
-                P = np.tril(A @ np.swapaxes(B, -1, -2))
+                sidx = np.arange(CH)
+                pair = (sidx[None, :] <= sidx[:, None]) & (sidx[None, :] >= segl[:, None])  # its segment's keys
+                P = np.where(pair, A @ np.swapaxes(B, -1, -2), 0.0)
                 num = num + P @ V
                 den = den + P.sum(-1)
-            bad = ~(den >= floor)
+            bad = ~(den >= floor) | (own & (init is not None))
             with np.errstate(divide="ignore", invalid="ignore"):
                 if cfg.logv:
                     bad |= np.any(~(num >= floor), axis=-1)
@@ -409,27 +447,37 @@ class Twin:
                     y = num / den[..., None]
             for b in range(q.shape[0]):  # exact recomputation of the rows the kernel flags
                 for t in np.nonzero(ok & bad[b])[0]:
-                    mr = mi[b].copy()
+                    s0 = max(segl[t], 0)
+                    if segl[t] >= 0:  # its segment starts here: its incoming state, or none
+                        r = b * nseg + tok[1, j * CH + t]
+                        st_ = None if init is None else (init[0][r], init[2][r], init[1][r],
+                                                         init[3][r] if cfg.logv else None)
+                    else:
+                        st_ = (mi[b], zi[b], S_in[b, sj], n_in[b, sj] if cfg.logv else None)
+                    mrow = st_[0] if st_ is not None else np.full(DK, -1e308)
+                    mr = mrow.copy()
                     if causal:
-                        mr = np.maximum(mr, K[b, : t + 1].max(axis=0))
+                        mr = np.maximum(mr, K[b, s0: t + 1].max(axis=0))
                     Rt = np.max(Q[b, t] + mr)
-                    fe = np.exp(Q[b, t] + mi[b] - Rt)
-                    d, nm = fe @ zi[b], fe @ S_in[b, sj]
-                    fw = np.exp(Q[b, t][None, :] + K[b, : t + 1] - Rt).sum(-1) if causal else None
+                    d, nm = 0.0, np.zeros(DV)
+                    if st_ is not None:
+                        fe = np.exp(Q[b, t] + st_[0] - Rt)
+                        d, nm = fe @ st_[1], fe @ st_[2]
+                    fw = np.exp(Q[b, t][None, :] + K[b, s0: t + 1] - Rt).sum(-1) if causal else None
                     if causal:
                         d = d + fw.sum()
                     if cfg.logv:  # the visible column shift
-                        npr = ni[b] if not causal else np.maximum(ni[b], Vl[b, : t + 1].max(axis=0))
-                        nm = nm * np.exp(ni[b] - npr)
+                        nrow = st_[3] if st_ is not None else np.full(DV, lo)
+                        npr = nrow if not causal else np.maximum(nrow, Vl[b, s0: t + 1].max(axis=0))
+                        nm = nm * np.exp(nrow - npr)
                         if causal:
-                            nm = nm + fw @ np.exp(Vl[b, : t + 1] - npr)
+                            nm = nm + fw @ np.exp(Vl[b, s0: t + 1] - npr)
                         with np.errstate(divide="ignore"):
                             y[b, t] = _log_out(np.log(nm) - np.log(d) + npr, lo)
                     else:
                         if causal:
-                            nm = nm + fw @ V[b, : t + 1]
+                            nm = nm + fw @ V[b, s0: t + 1]
                         y[b, t] = nm / d
-            g = j * CH + np.arange(CH)
             out[:, g[ok]] = y[:, ok]
 
     def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH, rows=None):
@@ -721,6 +769,51 @@ def test_twin_exp_kernel_late_spike():
     q[..., 50:, :] += 0.0
     out, _ = cek.compute(Twin(), q, k, v, True, None, False, 64)
     assert_close(out, ref.exp_kernel_attention(q, k, v), F64)
+
+
+def _packed_case(seed, lens, logv, with_state, dk=3, dv=4, batch=(2,)):
+    """Packed inputs (segments ``lens``), their offsets and (``with_state``) a packed incoming state
+    of the array-API path (each stream after a prefix of its own, lengths 0 .. 40)."""
+    rng = np.random.default_rng(seed)
+    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    q, k, v = ek_inputs(seed, batch, int(off[-1]), dk, dv, 2.0)
+    if logv:
+        v = np.where(rng.random(v.shape) < 0.2, -np.inf, v * 30.0)
+    state = None
+    if with_state:
+        pl = rng.integers(0, 41, len(lens))
+        P = int(pl.sum())
+        qp, kp, vp = ek_inputs(seed + 1, batch, P, dk, dv, 2.0)
+        op = lsattn.log_attention if logv else lsattn.exp_kernel_attention
+        _, state = op(qp, kp, vp, cu_seqlens=np.concatenate([[0], np.cumsum(pl)]), return_state=True, backend="array_api")
+    return q, k, v, off, state
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the reference takes log 0
+@given(lens=st.lists(st.one_of(st.integers(0, 3), st.sampled_from([15, 16, 17, 31, 32, 33]), st.integers(0, 90)),
+                     min_size=1, max_size=7),
+       C=chunks, seed=seeds, logv=st.booleans(), with_state=st.booleans())
+@settings(max_examples=30)
+def test_twin_exp_kernel_packed_segments(lens, C, seed, logv, with_state):
+    """Packed segments (``cu_seqlens``) on the kernels' segment masks and scan resets: segments of
+    length 0 and 1, boundaries inside chunks and on their edges, fresh streams or a packed incoming
+    state; equal to the array-API packed path (output and the state of every segment) and, for
+    fresh streams, to the reference per segment."""
+    q, k, v, off, state = _packed_case(seed, lens, logv, with_state)
+    names = ("m", "S", "z", "n") if logv else ("m", "S", "z")
+    init = None if state is None else tuple(state.tensors[n] for n in names)
+    twin = Twin()
+    out, st_ = cek.compute(twin, q, k, v, True, init, True, C, logv=logv, segs=(off, twin.seg_tokens(off, q)))
+    op = lsattn.log_attention if logv else lsattn.exp_kernel_attention
+    want, st_api = op(q, k, v, cu_seqlens=off, state=state, return_state=True, backend="array_api")
+    assert_close(out, want, F64, what=f"lens={lens} C={C}")
+    for name, mine in zip(names, st_):
+        assert_close(mine, st_api.tensors[name], F64, what=name)
+    if state is None:
+        refop = ref.log_attention if logv else ref.exp_kernel_attention
+        for s0, s1 in zip(off[:-1], off[1:]):
+            if s1 > s0:
+                assert_close(out[..., s0:s1, :], refop(q[..., s0:s1, :], k[..., s0:s1, :], v[..., s0:s1, :]), F64)
 
 
 class _RowsTwin(Twin):

@@ -7,13 +7,14 @@ from __future__ import annotations
 import numpy as np
 
 from ...state import State
+from ..._upload import to_device
 from ._arrays import batch_layout, flat, inputs, narrow, on_gpu, shared_inputs, ta_name, widen
 from ._compile import DV_BLOCK, grad_fits, make_config
 
 __all__ = ["forward", "log_forward", "compute", "backward", "backward_noncausal"]
 
 
-def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False, out_f32=False):
+def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False, out_f32=False, segs=None):
     """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
     in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none; broadcast batch views
     are read through the kernels' row map, not copied); init: (m, S, z) of the incoming state or None.
@@ -21,6 +22,10 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
     whose states are (m, S, z, n) with n (..., d_v) the per-column value shift. ``out_f32`` (bf16 causal
     calls on the tensor-core kernels): the output in float32 (``ek_output_tc5f``; the log output that
     ``log_attention``'s backward reads).
+    ``segs``: None, or packed segments (causal; ``(starts, tok)``: the offsets (N + 1,) int64 on the
+    host and :meth:`~lsattn.backends.cupy._compile.CupyOps.seg_tokens` of them): each its own stream,
+    init and the returned state with an N axis after the batch axes (``exp_kernel.cu``'s segment masks,
+    the states by :func:`_segment_states`).
     Returns (out (..., Tq, d_v), (m, S, z) / (m, S, z, n) or None)."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     Tq, Tk, DK, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
@@ -30,7 +35,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         for c0 in range(0, DV, DV_BLOCK):
             c1 = min(DV, c0 + DV_BLOCK)
             sub = None if init is None else (init[0], cols(init[1], c0, c1), init[2]) + tuple(cols(x, c0, c1) for x in init[3:])
-            o, st = compute(ops, q, k, cols(v, c0, c1), causal, sub, want_state, chunk_size, half, logv, out_f32)
+            o, st = compute(ops, q, k, cols(v, c0, c1), causal, sub, want_state, chunk_size, half, logv, out_f32, segs)
             outs.append(o)
             parts.append(st)
         if want_state:
@@ -41,9 +46,13 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
     cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, logv=logv)
     # broadcast inputs (grouped-query heads) are read through a row map, never copied
     (q3, k3, v3), rows = shared_inputs(xp, (q, k, v), (2, 2, 2))
-    n0 = None if init is None or not logv else flat(xp, init[3], (BH, DV))
+    N = 1 if segs is None else segs[0].shape[0] - 1
+    R = BH * N  # rows of the incoming state (packed: one per segment)
+    tok = None if segs is None else segs[1]
+    decode = causal and Tq == 1 and not logv and segs is None
+    n0 = None if init is None or not logv else flat(xp, init[3], (R, DV))
     if init is None:
-        if causal and Tq == 1 and not logv:  # the decoding kernel reads a state: the one before any token
+        if decode:  # the decoding kernel reads a state: the one before any token
             lo = -float(np.finfo(np.float64 if cfg.ta == "double" else np.float32).max) / 8
             m0 = xp.full((BH, DK), lo, dtype=ta_dtype)
             S0 = xp.zeros((BH, DK, DV), dtype=ta_dtype)
@@ -51,7 +60,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         else:
             m0 = S0 = z0 = None
     else:
-        m0, S0, z0 = flat(xp, init[0], (BH, DK)), flat(xp, init[1], (BH, DK, DV)), flat(xp, init[2], (BH, DK))
+        m0, S0, z0 = flat(xp, init[0], (R, DK)), flat(xp, init[1], (R, DK, DV)), flat(xp, init[2], (R, DK))
     out_f32 = out_f32 and causal and logv and cfg.kernel("ek_output_f32")[0] != "ek_output_f32"
     out = xp.empty((BH, Tq, DV), dtype=xp.float32 if out_f32 else q.dtype)
     m_out = xp.empty((BH, DK), dtype=ta_dtype)
@@ -60,7 +69,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
 
     n_out = xp.empty((BH, DV), dtype=ta_dtype) if logv else None
 
-    if causal and Tq == 1 and not logv:  # decoding step (log_attention: one token is one chunk)
+    if decode:  # decoding step (log_attention: one token is one chunk)
         ops.ek_decode(cfg, q3, k3, v3, m0, S0, z0, m_out, S_out, z_out, out, DK, DV, BH, rows=rows)
     else:
         n = -(-Tk // cfg.CH)
@@ -73,11 +82,18 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         if logv:  # the chunks' column maxima of log v, then the column shift entering every chunk
             nc, n_in = xp.empty((BH, n, DV), dtype=ta_dtype), xp.empty((BH, n, DV), dtype=ta_dtype)
             vshift = (nc, n0, n_in, n_out)
-        ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH, nc, rows=rows)
-        ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift)
+        ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH, nc, rows=rows, tok=tok)
+        ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift,
+                    segs=None if tok is None else (tok, Tk, N))
         if causal:
             f32 = {"name": "ek_output_f32"} if out_f32 else {}
+            if tok is not None:  # packed segments: each row's own stream; incoming states read by the exact rows
+                f32.update(tok=tok, nseg=N, init=None if m0 is None else (m0, S0, z0) + ((n0,) if logv else ()))
             ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH, n_in, rows=rows, **f32)
+            if want_state and tok is not None:
+                st = _segment_states(xp, cfg, k3, v3, rows, half, (m_in, n_in, S, z),
+                                     None if m0 is None else (m0, n0, S0, z0), segs[0], BH)
+                return xp.reshape(out, batch + (Tq, DV)), tuple(xp.reshape(x, batch + (N,) + x.shape[2:]) for x in st)
         elif Tq > 0:
             if half:
                 raise NotImplementedError("non-causal calls take float32 / float64 inputs")
@@ -90,6 +106,80 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         if logv:
             state += (xp.reshape(n_out, batch + (DV,)),)
     return xp.reshape(out, batch + (Tq, DV)), state
+
+
+def _segment_states(xp, cfg, k3, v3, rows, half, entering, init, starts, BH):
+    """The state of every packed segment after its last token (``compute``'s ``segs``): the summary
+    entering that token's chunk (when the segment started before it; else the segment's incoming
+    state ``init`` or none) merged with the segment's keys in that chunk (at most ``CH``), gathered
+    as (BH, segments, rows) with a mask, in the compute dtype.
+
+    k3, v3 (B', T, d) as the kernels read them (``rows``: their row of every sequence, or None);
+    entering: (m_in, n_in or None, S, z) after ``ek_scan`` (BH, n, ...) (S possibly bf16 patterns);
+    init: (m0, n0 or None, S0, z0) (BH N, ...) or None. Returns (m, S, z[, n]) (BH, N, ...)."""
+    ta = xp.float32 if half else k3.dtype
+    lo = -float(np.finfo(np.dtype(ta)).max) / 8
+    logv = entering[1] is not None
+    lens = np.diff(starts)
+    N, CH = lens.shape[0], cfg.CH
+    DK, DV = k3.shape[-1], v3.shape[-1]
+    m = xp.full((BH, N, DK), lo, dtype=ta)  # segments of length 0: their incoming state, or no keys
+    S, z = xp.zeros((BH, N, DK, DV), dtype=ta), xp.zeros((BH, N, DK), dtype=ta)
+    nv = xp.full((BH, N, DV), lo, dtype=ta) if logv else None
+    if init is not None:
+        m, S, z = (xp.reshape(x, y.shape).astype(ta) for x, y in zip((init[0], init[2], init[3]), (m, S, z)))
+        nv = xp.reshape(init[1], nv.shape).astype(ta) if logv else None
+    g = np.nonzero(lens > 0)[0]
+    if g.size == 0:
+        return (m, S, z) + ((nv,) if logv else ())
+    last = starts[1:][g] - 1
+    c = last // CH
+    first = np.maximum(starts[:-1][g], c * CH)  # the segment's keys in its last chunk: first .. last
+    W = int((last - first).max()) + 1
+    pos = first[:, None] + np.arange(W)[None, :]  # (M, W)
+    keep = pos <= last[:, None]
+    idx = to_device(xp, np.minimum(pos, last[:, None]).reshape(-1), k3)
+    wide = lambda x: (widen(xp, x, half) if half else x.astype(ta))  # noqa: E731
+
+    def rows_of(x, i):  # (B', T, d) -> (BH, M, W, d) at the positions
+        y = xp.take(x, idx, axis=1)
+        y = y if rows is None else y[rows[i]]
+        return wide(xp.reshape(y, (BH, g.size, W, x.shape[-1])))
+
+    keep_d = to_device(xp, keep, k3)[None, :, :, None]
+    kt = xp.where(keep_d, rows_of(k3, 1), lo)
+    mt = kt.max(axis=2)  # (BH, M, DK)
+    E = xp.where(keep_d, xp.exp(kt - mt[:, :, None, :]), 0)
+    vt = rows_of(v3, 2)
+    nt = None
+    if logv:  # the column shift of the segment's values in the chunk (-inf at the stand-in)
+        vt = xp.where(keep_d, xp.maximum(vt, lo), lo)
+        nt = vt.max(axis=2)
+        vt = xp.exp(vt - nt[:, :, None, :])
+    St, zt = xp.swapaxes(E, -1, -2) @ vt, E.sum(axis=2)
+    # the head: the summary entering the chunk where the segment started before it
+    before = to_device(xp, starts[:-1][g] < c * CH, k3)[None, :, None]
+    cd = to_device(xp, c, k3)
+    gd = to_device(xp, g, k3)
+    m_in, n_in, S_in, z_in = entering
+    Sh = xp.take(S_in, cd, axis=1)
+    Sh = widen(xp, Sh, "bf16") if Sh.dtype == xp.uint16 else Sh
+    pick = lambda a, b: xp.where(before if a.ndim == 3 else before[..., None], a, b)  # noqa: E731
+    mh = pick(xp.take(m_in, cd, axis=1), xp.take(m, gd, axis=1))
+    zh = pick(xp.take(z_in, cd, axis=1), xp.take(z, gd, axis=1))
+    Sh = pick(Sh, xp.take(S, gd, axis=1))
+    mn = xp.maximum(mh, mt)
+    fa, fb = xp.exp(mh - mn), xp.exp(mt - mn)
+    z[:, gd] = fa * zh + fb * zt
+    m[:, gd] = mn
+    fa, fb = fa[..., None], fb[..., None]
+    if logv:
+        nh = pick(xp.take(n_in, cd, axis=1), xp.take(nv, gd, axis=1))
+        nn = xp.maximum(nh, nt)
+        fa, fb = fa * xp.exp(nh - nn)[:, :, None, :], fb * xp.exp(nt - nn)[:, :, None, :]
+        nv[:, gd] = nn
+    S[:, gd] = fa * Sh + fb * St
+    return (m, S, z) + ((nv,) if logv else ())
 
 
 def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
@@ -195,7 +285,7 @@ def _tracks_grad(arrays):
     return torch.is_grad_enabled()
 
 
-def forward(q, k, v, causal, state, return_state, *, chunk_size=None):
+def forward(q, k, v, causal, state, return_state, *, chunk_size=None, segments=None):
     """CuPy-kernel implementation of ``exp_kernel_attention``; the signature of
     ``lsattn.exp_kernel._exp_forward`` (inputs as in :func:`loglinear_forward`; non-causal calls
     with 16-bit inputs compute from float32 copies).
@@ -205,11 +295,16 @@ def forward(q, k, v, causal, state, return_state, *, chunk_size=None):
     (y (..., Tq, d_v) in the inputs' dtype, State or None); state tensors ``m (..., d_k)``,
     ``S (..., d_k, d_v)``, ``z (..., d_k)`` as in the array-API twin (before any token
     ``m = -finfo.max / 8``), float32 / float64.
+
+    segments: None, or packed segments (``lsattn._varlen.Streams``; ``RESET_OPS``): each its own
+    stream (the kernels' segment masks, ``exp_kernel.cu``), continuing the packed ``state`` (batch
+    axes then N; None: fresh streams); the returned state is packed too. Calls that record a
+    gradient take the array-API formulation on the same device.
     """
-    return _forward(q, k, v, causal, state, return_state, chunk_size, False)
+    return _forward(q, k, v, causal, state, return_state, chunk_size, False, segments)
 
 
-def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
+def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None, segments=None):
     """CuPy-kernel implementation of ``log_attention`` (the kernels' LOGV mode); the signature of
     ``lsattn.exp_kernel._log_forward``, arguments as :func:`forward` with ``log_v (..., Tk, d_v)``
     (``-inf`` allowed).
@@ -221,12 +316,12 @@ def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
     ``m = n = -finfo.max / 8``), as in the array-API twin. Calls on CUDA torch tensors that
     require grad record the backward (``_autograd``; causal: ``exp_kernel_bwd.cu`` in LOGV mode,
     non-causal: :func:`backward_noncausal`); those returning a state run the array-API formulation
-    on the same device.
+    on the same device. ``segments``: as :func:`forward`.
     """
-    return _forward(q, k, log_v, causal, state, return_state, chunk_size, True)
+    return _forward(q, k, log_v, causal, state, return_state, chunk_size, True, segments)
 
 
-def _forward(q, k, v, causal, state, return_state, chunk_size, logv):
+def _forward(q, k, v, causal, state, return_state, chunk_size, logv, segments=None):
     op, names = ("log_attention", ("m", "S", "z", "n")) if logv else ("exp_kernel_attention", ("m", "S", "z"))
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     offset = 0 if state is None else state.offset
@@ -235,16 +330,18 @@ def _forward(q, k, v, causal, state, return_state, chunk_size, logv):
         import torch
 
         f64 = q.dtype == torch.float64
-        if not return_state and (not causal or grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel", logv)):
+        if not return_state and segments is None and (not causal or grad_fits("double" if f64 else "float", d_k, d_v,
+                                                                               "exp_kernel", logv)):
             from ._autograd import apply_exp_kernel
 
             return apply_exp_kernel(q, k, v, init_t, chunk_size, logv, causal), None
         # a returned state (whose gradient the kernels do not compute), head dims beyond the
-        # backward's tiles: the array-API formulation on the same device, differentiated by torch
+        # backward's tiles, packed segments: the array-API formulation on the same device, differentiated by torch
         from ...exp_kernel import _exp_forward, _log_forward
 
         args = [x if f64 else x.float() for x in (q, k, v)]  # half: in float32
-        return (_log_forward if logv else _exp_forward)(*args, causal, state, return_state, chunk_size=chunk_size)
+        return (_log_forward if logv else _exp_forward)(*args, causal, state, return_state, chunk_size=chunk_size,
+                                                        segments=segments)
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         (qc, kc, vc), half = inputs(to_cp, (q, k, v))
@@ -254,20 +351,24 @@ def _forward(q, k, v, causal, state, return_state, chunk_size, logv):
             return back(narrow(xp, out, half), half), None
         sdtype = xp.float32 if half else qc.dtype
         init = None if state is None else tuple(to_cp(state.tensors[n])[0] for n in names)
+        lead = batch if segments is None else batch + (segments.starts.shape[0] - 1,)  # the state's batch axes
         if Tq == 0 and causal:
             out = back(xp.empty(batch + (0, d_v), dtype=qc.dtype), half)
             if not return_state or state is not None:
                 return out, state if return_state else None
             lo = -float(np.finfo(np.dtype(sdtype)).max) / 8
-            init = (xp.full(batch + (d_k,), lo, dtype=sdtype), xp.zeros(batch + (d_k, d_v), dtype=sdtype),
-                    xp.zeros(batch + (d_k,), dtype=sdtype))
+            init = (xp.full(lead + (d_k,), lo, dtype=sdtype), xp.zeros(lead + (d_k, d_v), dtype=sdtype),
+                    xp.zeros(lead + (d_k,), dtype=sdtype))
             if logv:
-                init += (xp.full(batch + (d_v,), lo, dtype=sdtype),)
+                init += (xp.full(lead + (d_v,), lo, dtype=sdtype),)
             tensors = dict(zip(names, (back(t, "") for t in init)))
-            return out, State(op, 0, batch, d_k, d_v, tensors["S"].dtype, tensors)
-        out, st = compute(ops, qc, kc, vc, causal, init, return_state, chunk_size, half, logv)
+            return out, State(op, 0 if segments is None else segments.offsets.copy(), lead, d_k, d_v,
+                              tensors["S"].dtype, tensors)
+        segs = None if segments is None else (segments.starts, ops.seg_tokens(segments.starts, qc))
+        out, st = compute(ops, qc, kc, vc, causal, init, return_state, chunk_size, half, logv, segs=segs)
         out = back(out, half)
         if not return_state:
             return out, None
         tensors = dict(zip(names, (back(t, "") for t in st)))
-        return out, State(op, offset + Tq, batch, d_k, d_v, tensors["S"].dtype, tensors)
+        ends = offset + Tq if segments is None else segments.offsets + np.diff(segments.starts)
+        return out, State(op, ends, lead, d_k, d_v, tensors["S"].dtype, tensors)
