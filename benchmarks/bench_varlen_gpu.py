@@ -119,6 +119,10 @@ def bench_packed(args, torch, lsattn, rows):
             row["ours_packed_host_ms"] = ms(lambda: f(*x, cu_seqlens=cu.tolist()))
         row["ours_loop_ms"] = ms(loop)
         row["ours_unpacked_ms"] = ms(lambda: f(*x))
+        if op in ("exp_kernel_attention", "log_attention"):  # peak memory of the three (issue 19: no padding, no T d_k d_v)
+            peak = traced_peak if args.smoke else __import__("bench_gpu").peak_mem
+            for name, fn in (("packed", lambda: f(*x, cu_seqlens=cu_dev)), ("loop", loop), ("unpacked", lambda: f(*x))):
+                row[f"{name}_peak_MiB"] = peak(fn) / 2**20
         if op == "loglinear_attention":
             fla_row(args, x, cu_dev, packed, ms, row)
             row["packed_host_over_unpacked"] = row["ours_packed_host_ms"] / row["ours_unpacked_ms"]
@@ -211,6 +215,12 @@ def markdown(res):
                             f"{r['ours_unpacked_ms']:.2f}", f"{r['packed_over_unpacked']:.2f}",
                             f"{r['loop_over_packed']:.2f}", f"{r['packed_vs_loop_rel_err']:.1e}"]
                            for r in ([p] if p is not None else []) + others], "---:")
+        mem = [r for r in others if "packed_peak_MiB" in r]
+        if mem:
+            lines += ["", "Peak memory allocated during one call (MiB; inputs excluded):", ""]
+            lines += md_table(["operator", "packed", "loop over docs", "unpacked"],
+                              [[r["op"], f"{r['packed_peak_MiB']:.1f}", f"{r['loop_peak_MiB']:.1f}",
+                                f"{r['unpacked_peak_MiB']:.1f}"] for r in mem], "---:")
     m = rows.get("memory")
     if m is not None:
         lines += ["", f"Grouped-query heads, G = 1, r = {m['r']}, T = {m['T']}: the call's peak allocation "

@@ -771,51 +771,6 @@ def test_twin_exp_kernel_late_spike():
     assert_close(out, ref.exp_kernel_attention(q, k, v), F64)
 
 
-def _packed_case(seed, lens, logv, with_state, dk=3, dv=4, batch=(2,)):
-    """Packed inputs (segments ``lens``), their offsets and (``with_state``) a packed incoming state
-    of the array-API path (each stream after a prefix of its own, lengths 0 .. 40)."""
-    rng = np.random.default_rng(seed)
-    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    q, k, v = ek_inputs(seed, batch, int(off[-1]), dk, dv, 2.0)
-    if logv:
-        v = np.where(rng.random(v.shape) < 0.2, -np.inf, v * 30.0)
-    state = None
-    if with_state:
-        pl = rng.integers(0, 41, len(lens))
-        P = int(pl.sum())
-        qp, kp, vp = ek_inputs(seed + 1, batch, P, dk, dv, 2.0)
-        op = lsattn.log_attention if logv else lsattn.exp_kernel_attention
-        _, state = op(qp, kp, vp, cu_seqlens=np.concatenate([[0], np.cumsum(pl)]), return_state=True, backend="array_api")
-    return q, k, v, off, state
-
-
-@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the reference takes log 0
-@given(lens=st.lists(st.one_of(st.integers(0, 3), st.sampled_from([15, 16, 17, 31, 32, 33]), st.integers(0, 90)),
-                     min_size=1, max_size=7),
-       C=chunks, seed=seeds, logv=st.booleans(), with_state=st.booleans())
-@settings(max_examples=30)
-def test_twin_exp_kernel_packed_segments(lens, C, seed, logv, with_state):
-    """Packed segments (``cu_seqlens``) on the kernels' segment masks and scan resets: segments of
-    length 0 and 1, boundaries inside chunks and on their edges, fresh streams or a packed incoming
-    state; equal to the array-API packed path (output and the state of every segment) and, for
-    fresh streams, to the reference per segment."""
-    q, k, v, off, state = _packed_case(seed, lens, logv, with_state)
-    names = ("m", "S", "z", "n") if logv else ("m", "S", "z")
-    init = None if state is None else tuple(state.tensors[n] for n in names)
-    twin = Twin()
-    out, st_ = cek.compute(twin, q, k, v, True, init, True, C, logv=logv, segs=(off, twin.seg_tokens(off, q)))
-    op = lsattn.log_attention if logv else lsattn.exp_kernel_attention
-    want, st_api = op(q, k, v, cu_seqlens=off, state=state, return_state=True, backend="array_api")
-    assert_close(out, want, F64, what=f"lens={lens} C={C}")
-    for name, mine in zip(names, st_):
-        assert_close(mine, st_api.tensors[name], F64, what=name)
-    if state is None:
-        refop = ref.log_attention if logv else ref.exp_kernel_attention
-        for s0, s1 in zip(off[:-1], off[1:]):
-            if s1 > s0:
-                assert_close(out[..., s0:s1, :], refop(q[..., s0:s1, :], k[..., s0:s1, :], v[..., s0:s1, :]), F64)
-
-
 class _RowsTwin(Twin):
     """The twin, recording the batch rows of the q / k / v every chunk, output and decoding launch reads."""
 
