@@ -279,11 +279,11 @@ def _token_map_kernel():
 def _seg_tokens_kernel():
     import cupy
 
-    return cupy.ElementwiseKernel("raw int64 off, int32 n, int32 T", "raw int32 out", """
-        int lo = 0, hi = n;  // off: (n + 1,) offsets; the last segment starting at or before token i
+    return cupy.ElementwiseKernel("raw int64 off, int32 nseg, int32 ntok", "raw int32 out", """
+        int lo = 0, hi = nseg;  // off: (nseg + 1,) offsets; the last segment starting at or before token i
         while (hi - lo > 1) { int mid = (lo + hi) / 2; if (off[mid] <= i) lo = mid; else hi = mid; }
         out[i] = (int)off[lo];
-        out[T + i] = lo;
+        out[ntok + i] = lo;
         """, "lsattn_seg_tokens")
 
 
