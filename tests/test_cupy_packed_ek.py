@@ -92,6 +92,45 @@ def test_twin_packed_segments(lens, C, seed, logv, with_state):
                 assert_close(out[..., s0:s1, :], refop(q[..., s0:s1, :], k[..., s0:s1, :], v[..., s0:s1, :]), F64)
 
 
+@pytest.fixture
+def twin_forward(monkeypatch):
+    """``exp_kernel._forward`` driving the NumPy twin on NumPy arrays (its ``on_gpu`` replaced): the
+    public implementation's packed plumbing (states, offsets, T = 0) runs on the CPU."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def on_twin(like):
+        yield (lambda x: (x, "")), (lambda a, half: a), Twin()
+
+    monkeypatch.setattr(cek, "on_gpu", on_twin)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("lens", [[5, 0, 1, 70, 3], [0, 0], [0]])
+def test_twin_forward_packed_streams(twin_forward, op, lens):
+    """``forward`` / ``log_forward`` with ``segments=`` (fresh streams, then continued ones, T = 0
+    included): outputs, offsets and states equal the array-API implementation's."""
+    from lsattn import _varlen
+    from lsattn.exp_kernel import _exp_forward, _log_forward
+
+    impl, api = (cek.log_forward, _log_forward) if op == "log_attention" else (cek.forward, _exp_forward)
+    q, k, v, off, _ = _packed_case(7, lens, op == "log_attention", False)
+    segs = _varlen.Streams(off, np.zeros(len(lens), np.int64))
+    o1, s1 = impl(q, k, v, True, None, True, chunk_size=16, segments=segs)
+    w1, t1 = api(q, k, v, True, None, True, chunk_size=16, segments=segs)
+    assert_close(o1, w1, F64)
+    assert s1.offset.tolist() == t1.offset.tolist() == list(lens) and s1.batch_shape == t1.batch_shape
+    assert_state(s1.tensors, t1.tensors, F64)
+    q2, k2, v2, off2, _ = _packed_case(8, lens[::-1], op == "log_attention", False)
+    segs2 = _varlen.Streams(off2, s1.offset)
+    o2, s2 = impl(q2, k2, v2, True, s1, True, chunk_size=16, segments=segs2)
+    w2, t2 = api(q2, k2, v2, True, t1, True, chunk_size=16, segments=segs2)
+    assert_close(o2, w2, F64)
+    assert s2.offset.tolist() == t2.offset.tolist()
+    assert_state(s2.tensors, t2.tensors, F64)
+
+
 def test_twin_packed_large_key_in_another_segment():
     """A key of magnitude 400 in one segment of a chunk: the other segment of that chunk (whose rows
     the shared chunk shift underflows) takes the exact path and stays exact."""
