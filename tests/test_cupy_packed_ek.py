@@ -142,6 +142,28 @@ def test_twin_packed_large_key_in_another_segment():
         assert_close(out[..., s0:s1, :], ref.exp_kernel_attention(q[..., s0:s1, :], k[..., s0:s1, :], v[..., s0:s1, :]), F64)
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("logv", [False, True])
+def test_twin_packed_shared_rows_and_wide_values(logv):
+    """Grouped-query heads (q, k broadcast over the heads: read through the row map) and d_v above
+    one column block (130: two launches of the kernels), packed with an incoming state: equal to the
+    array-API packed path on the materialised inputs."""
+    import dataclasses
+
+    lens = [30, 0, 1, 64, 45]
+    q, k, v, off, state = _packed_case(9, lens, logv, True, 4, 130, (2, 3))
+    views = [np.broadcast_to(x[:, :1], x.shape) for x in (q, k)] + [v]
+    op = "log_attention" if logv else "exp_kernel_attention"
+    init = tuple(state.tensors[n] for n in NAMES[op])
+    twin = Twin()
+    out, got = cek.compute(twin, *views, True, init, True, 32, logv=logv, segs=(off, twin.seg_tokens(off, q)))
+    full = [np.ascontiguousarray(x) for x in views]
+    want, st_api = getattr(lsattn, op)(*full, cu_seqlens=off, state=dataclasses.replace(state), return_state=True,
+                                       backend="array_api")
+    assert_close(out, want, F64)
+    assert_state(dict(zip(NAMES[op], got)), st_api.tensors, F64)
+
+
 def test_cupy_lists_the_exp_kernel_operators_as_reset_ops():
     """Packed exp-kernel calls on CUDA arrays choose the cupy kernels (no backend=)."""
     import lsattn.backends.cupy as cb
