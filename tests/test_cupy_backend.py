@@ -555,8 +555,11 @@ class Twin:
             f = np.exp(m_in[:, c] - m_next[:, c])
             u, zz = U[:, c].copy(), Z[:, c].copy()
             U[:, c], Z[:, c] = RU, RZ
+            cut = m_next[:, c, :1] >= -_lo(m_next)  # (BH, 1): a packed segment ends in chunk c (m_next at +big)
+            RU, RZ = np.where(cut[..., None], 0.0, RU), np.where(cut, 0.0, RZ)
             if cfg.logv:  # merge the column shifts: W(b_c) = max(W^c, W(b_{c+1}))
                 Wn[:, c] = Wr
+                Wr = np.where(cut, _lo(U), Wr)
                 wn = np.maximum(Wr, Wc[:, c])
                 RU = u * np.exp(Wc[:, c] - wn)[:, None, :] + np.exp(m_in[:, c] - m_next[:, c])[..., None] * np.exp(Wr - wn)[:, None, :] * RU
                 Wr = wn

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
@@ -164,6 +164,74 @@ def test_twin_packed_shared_rows_and_wide_values(logv):
     assert_state(dict(zip(NAMES[op], got)), st_api.tensors, F64)
 
 
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@given(lens=st.lists(st.one_of(st.integers(0, 3), st.sampled_from([15, 16, 17, 31, 32, 33]), st.integers(0, 80)),
+                     min_size=1, max_size=5),
+       logv=st.booleans(), seed=seeds)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_twin_packed_gradients(monkeypatch, lens, logv, seed):
+    """The packed autograd path (the forward's segment masks; the backward on a chunk-aligned layout
+    with scan resets and cut reverse carries) driving the twin on CPU torch float64 tensors: the
+    gradients of q, k, v equal those of the per-segment calls."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+
+    from lsattn.backends.cupy import _autograd
+
+    @contextlib.contextmanager
+    def on_twin(like):
+        yield (lambda x: (x.detach().numpy(), "")), (lambda a, half: torch.from_numpy(np.ascontiguousarray(a))), Twin()
+
+    monkeypatch.setattr(_autograd, "on_gpu", on_twin)  # the same replacement for every example
+    q, k, v, off, _ = _packed_case(seed, lens, logv, False, 4, 3)
+    T = int(off[-1])
+    if T == 0:
+        return
+    w = torch.tensor(np.random.default_rng(seed).standard_normal((2, T, 3)))
+    grads = []
+    for packed in (True, False):
+        xs = [torch.tensor(x, requires_grad=True) for x in (q, k, v)]
+        if packed:
+            out = _autograd.apply_exp_kernel(*xs, None, 16, logv, True, off)
+        else:
+            out = torch.cat([_autograd.apply_exp_kernel(*(x[..., s0:s1, :] for x in xs), None, 16, logv, True)
+                             for s0, s1 in zip(off[:-1].tolist(), off[1:].tolist()) if s1 > s0], dim=-2)
+        torch.where(torch.isfinite(out), out * w, 0.0).sum().backward()
+        grads.append([x.grad.numpy() for x in xs])
+    for name, g, g_ref in zip("qkv", *grads):
+        assert_close(g, g_ref, 1e-10, atol=1e-12, what=f"d/d{name} lens={lens}")
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("logv", [False, True])
+def test_emulated_bf16_packed_backward_tensor_cores(logv):
+    """The tensor-core backward kernels (CPU emulation, ``tests/cuda_emu_ek_bwd.cpp``) on the packed
+    backward's chunk-aligned layout, bf16 inputs, segments of 0, 1 and across chunks of 64: the
+    gradients equal those of the per-segment backward calls (the same chunks, the layout's gap tokens
+    neutral), to float32 rounding."""
+    import shutil
+
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from lsattn.backends.cupy._arrays import widen
+    from test_cupy_log_attention import EmuTC, bf16_bits
+
+    lens = [1, 70, 0, 64, 3]
+    q, k, v, off, _ = _packed_case(4, lens, logv, False, 16, 16, (2,), 1.0)
+    (qb, q), (kb, k), (vb, v), (dob, do) = (bf16_bits(x) for x in (q, k, v, np.random.default_rng(5).standard_normal(
+        v.shape)))
+    emu = EmuTC()
+    op = "log_attention" if logv else "exp_kernel_attention"
+    y = getattr(lsattn, op)(q, k, v, cu_seqlens=off, backend="array_api").astype(np.float32)
+    y = y if logv else bf16_bits(y)[0]
+    got = cek.backward(emu, qb, kb, vb, None, y, dob, False, "bf16", logv, starts=off)[:3]
+    parts = [cek.backward(emu, qb[:, s0:s1], kb[:, s0:s1], vb[:, s0:s1], None, y[:, s0:s1], dob[:, s0:s1], False, "bf16",
+                          logv)[:3] for s0, s1 in zip(off[:-1], off[1:]) if s1 > s0]
+    for name, g, per in zip("qkv", got, zip(*parts)):
+        want = np.concatenate([widen(np, x, "bf16") for x in per], axis=1)
+        assert_close(widen(np, g, "bf16"), want, 1e-2, atol=1e-6, what=f"d/d{name}")
+
+
 def test_cupy_lists_the_exp_kernel_operators_as_reset_ops():
     """Packed exp-kernel calls on CUDA arrays choose the cupy kernels (no backend=)."""
     import lsattn.backends.cupy as cb
@@ -277,26 +345,31 @@ def test_gpu_packed_bfloat16_tensor_cores(op, with_state):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("op", OPS)
-def test_gpu_packed_gradients_equal_per_segment(op):
-    """CUDA torch tensors that require grad, packed: the gradients equal those of the per-segment
-    calls (float32, within 10x the float32 output bound: each gradient sums over a segment)."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gpu_packed_gradients_equal_per_segment(op, dtype):
+    """CUDA torch tensors that require grad, packed (the forward's segment masks; the backward
+    kernels on a chunk-aligned layout, bf16: the tensor-core ones): the gradients equal those of the
+    per-segment calls (float32 within 10x the float32 output bound: each gradient sums over a segment;
+    bfloat16 within ``BF16``: the same kernels on the same chunks)."""
     _gpu_ready()
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch without CUDA")
-    off = [0, 37, 38, 38, 140, 201]
-    base = ek_inputs(5, (2,), off[-1], 16, 16)
-    w = torch.tensor(np.random.default_rng(1).standard_normal((2, off[-1], 16)), dtype=torch.float32, device="cuda")
+    off = [0, 37, 38, 38, 140, 201, 265]
+    d = 16 if dtype == "float32" else 64
+    base = ek_inputs(5, (2,), off[-1], d, d)
+    w = torch.tensor(np.random.default_rng(1).standard_normal((2, off[-1], d)), dtype=torch.float32, device="cuda")
     f = getattr(lsattn, op)
+    tdt = getattr(torch, dtype)
     grads = []
     for packed in (True, False):
-        arrays = [torch.tensor(x, dtype=torch.float32, device="cuda", requires_grad=True) for x in base]
+        arrays = [torch.tensor(x, device="cuda").to(tdt).requires_grad_(True) for x in base]
         if packed:
             out = f(*arrays, cu_seqlens=off)
         else:
             out = torch.cat([f(*(x[..., s0:s1, :] for x in arrays)) for s0, s1 in zip(off[:-1], off[1:]) if s1 > s0],
                             dim=-2)
-        (out * w).sum().backward()
-        grads.append([x.grad for x in arrays])
+        (out.float() * w).sum().backward()
+        grads.append([x.grad.float() for x in arrays])
     for name, g, g_ref in zip("qkv", *grads):
-        assert_close(g, g_ref, TOL["float32"] * 10, what=f"{op} d/d{name}")
+        assert_close(g, g_ref, TOL["float32"] * 10 if dtype == "float32" else BF16, what=f"{op} {dtype} d/d{name}")

@@ -1,6 +1,7 @@
 """Small packed (cu_seqlens) exp-kernel / log_attention calls on the cupy kernels (for
 compute-sanitizer, issue 19): fp32 and bf16, padded and full head dims, segments of length 0 and 1
-and across chunk edges, fresh streams and continued ones (return_state, state=), -inf log values.
+and across chunk edges, fresh streams and continued ones (return_state, state=), -inf log values;
+the backward of a packed call.
 Prints the max difference to the per-segment calls."""
 import torch
 
@@ -21,6 +22,10 @@ for op in (lsattn.exp_kernel_attention, lsattn.log_attention):
             o1, st = op(q, k, v, cu_seqlens=off, return_state=True)
             o2 = op(q, k, v, cu_seqlens=off, state=st)
             loop = torch.cat([op(q[:, a:b], k[:, a:b], v[:, a:b]) for a, b in zip(off[:-1], off[1:]) if b > a], dim=1)
+            xs = [x.detach().requires_grad_(True) for x in (q, k, v)]  # the backward on the chunk-aligned layout
+            o3 = op(*xs, cu_seqlens=off)
+            torch.where(torch.isfinite(o3), o3, 0).float().square().mean().backward()
+            assert all(torch.isfinite(x.grad).all() for x in xs), (op.__name__, dtype)
             fin = torch.isfinite(loop)
             diff = (torch.where(fin, o1.float() - loop.float(), 0)).abs().max().item()
             print(f"{op.__name__} {dtype} d={d}: max |packed - loop| {diff:.2e}, continued finite "

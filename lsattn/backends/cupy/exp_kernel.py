@@ -182,7 +182,7 @@ def _segment_states(xp, cfg, k3, v3, rows, half, entering, init, starts, BH):
     return (m, S, z) + ((nv,) if logv else ())
 
 
-def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
+def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False, starts=None):
     """Gradients of a causal call for the output gradient ``do`` (``exp_kernel_bwd.cu``).
 
     q, k (..., T, d_k), v, out (the forward's output), do (..., T, d_v), in one kind (``half`` as in
@@ -192,12 +192,22 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
     Returns (dq, dk, dv in the inputs' kind, (dm, dS, dz) / (dm, dS, dz, dn) of the incoming state in
     the compute dtype, or None unless ``want_state``). The forward's chunk summaries are recomputed
     (chunk of the backward's tiles); temporaries: one d_k x d_v matrix per chunk and two numbers per
-    token (LOGV: and 2 d_v per chunk)."""
+    token (LOGV: and 2 d_v per chunk).
+    ``starts``: None, or the offsets (N + 1,) int64 (host) of packed segments (no ``init``): the
+    tokens are laid out with every segment starting on a chunk of the backward's kernels (at most
+    ``CH - 1`` zero tokens after each, :func:`_chunk_layout`), the forward's scan resets where a
+    segment starts and the reverse scan is cut where one ends (its chunk's ``m_next`` at ``+big``: no
+    weight from a later segment), then the gradients are taken back to the packed rows."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     T, DK, DV = q.shape[-2], q.shape[-1], v.shape[-1]
     cfg = make_config(ta_name(xp, ta_dtype), DK, DV, 32, half, grad="exp_kernel", logv=logv)
     q3, k3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK))
     v3, y3, do3 = (flat(xp, x, (BH, T, DV)) for x in (v, out, do))
+    tok = cut = back_dev = None
+    T_packed = T
+    if starts is not None:
+        tok, cut, back_dev, q3, k3, v3, y3, do3 = _chunk_layout(xp, cfg.CH, starts, (q3, k3, v3, y3, do3), half, logv)
+        T = q3.shape[1]
     dq, dk, dv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
     n = -(-T // cfg.CH)
     mk, z, m_in = (xp.empty((BH, n, DK), dtype=ta_dtype) for _ in range(3))
@@ -213,15 +223,26 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
         nc, n_in, Wc, Wn = (xp.empty((BH, n, DV), dtype=ta_dtype) for _ in range(4))
         W0 = xp.empty((BH, DV), dtype=ta_dtype)
         vshift = (nc, n0, n_in, xp.empty((BH, DV), dtype=ta_dtype))
-    ops.ek_chunk(cfg, k3, v3, mk, S, z, T, DK, DV, n, BH, nc)
-    ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift)  # S, z: entering each chunk
+    ops.ek_chunk(cfg, k3, v3, mk, S, z, T, DK, DV, n, BH, nc, tok=tok)
+    ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift,
+                segs=None if tok is None else (tok, T, starts.shape[0] - 1))  # S, z: entering each chunk
+    big = float(np.finfo(np.dtype(ta_dtype)).max) / 8
+    if cut is not None:  # a segment's first chunk reads no summary (the scan wrote the previous segment's)
+        first = cut[1]
+        m_in[:, first], S[:, first], z[:, first] = -big, 0, 0
+        if logv:
+            n_in[:, first] = -big
     lden, dl = xp.empty((BH, T), dtype=ta_dtype), xp.empty((BH, T), dtype=ta_dtype)
     ops.ekb_dq(cfg, q3, k3, v3, y3, do3, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH, n_in, Wc)  # S, z: U^c, Z^c
     m_next = xp.ascontiguousarray(xp.concatenate([m_in[:, 1:], m_out[:, None]], axis=1))
+    if cut is not None:  # the last chunk of every segment reads nothing from later chunks
+        m_next[:, cut[0]] = big
     R0 = xp.empty((BH, DK * DV + DK), dtype=ta_dtype)
     ops.ekb_rscan(cfg, S, z, m_in, m_next, R0, DK, DV, n, BH, Wc, Wn, W0)  # S, z: U, Z entering from the right
     ops.ekb_dkdv(cfg, q3, k3, v3, do3, lden, dl, S, z, m_next, dk, dv, T, DK, DV, n, BH, y3 if logv else None, Wn)
-    grads = tuple(xp.reshape(g, batch + (T, g.shape[-1])) for g in (dq, dk, dv))
+    if back_dev is not None:  # the packed rows of the laid-out gradients
+        dq, dk, dv = (xp.take(g, back_dev, axis=1) for g in (dq, dk, dv))
+    grads = tuple(xp.reshape(g, batch + (T_packed, g.shape[-1])) for g in (dq, dk, dv))
     if not want_state:
         return grads + (None,)
     dS0 = xp.reshape(R0[:, : DK * DV], (BH, DK, DV))
@@ -234,6 +255,39 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
     if logv:
         dst += (xp.sum(S0 * dS0, axis=-2),)  # n scales the columns of S by exp(n)
     return grads + (tuple(xp.reshape(g, batch + g.shape[1:]) for g in dst),)
+
+
+def _chunk_layout(xp, CH, starts, arrays, half, logv):
+    """Packed tokens laid out for the backward kernels with every segment starting on a chunk of
+    ``CH``: arrays (q, k, v, y, do) (BH, T, d) -> ``(tok, cut, back, *laid-out arrays (BH, T', d))``
+    with ``T' = sum ceil(n_i / CH) CH``, the gaps' tokens neutral (q 0, k and log values at the
+    stand-in ``-finfo.max / 8`` of their dtype: no weight; v, y, do 0: no gradient); ``tok`` (2, T')
+    the layout's token table (``exp_kernel.cu``), ``cut`` the last and the first chunk of every
+    non-empty segment, ``back`` (T,) each packed token's laid-out row (device arrays)."""
+    lens = np.diff(starts)
+    padded = -(-lens // CH) * CH
+    lstart = np.concatenate([[0], np.cumsum(padded)])
+    T_pad = int(lstart[-1])
+    seg = np.repeat(np.arange(lens.shape[0]), lens)
+    back = np.arange(int(starts[-1]), dtype=np.int64) + (lstart[:-1] - starts[:-1])[seg]
+    seg_l = np.repeat(np.arange(lens.shape[0]), padded)
+    tok = np.stack([lstart[:-1][seg_l], seg_l]).astype(np.int32).reshape(2, T_pad)
+    cut = (lstart[1:][lens > 0] // CH - 1, lstart[:-1][lens > 0] // CH)  # the segments' last and first chunks
+    like = arrays[0]
+    back_dev = to_device(xp, back, like)
+    dt = np.float32 if half else np.dtype(like.dtype)
+    lo = np.array([-float(np.finfo(np.float16 if half == "f16" else dt).max) / 8], np.float32 if half else dt)
+    out = []
+    for i, x in enumerate(arrays):
+        fill = 0.0
+        if i == 1 or (i == 2 and logv):  # keys, log values: no weight
+            fill = np.asarray(narrow(np, lo, half)).view(np.dtype(x.dtype))[0] if half else lo[0]
+        if i == 3 and logv:  # log outputs at +big: no part in the column shifts of U (W = max -o)
+            fill = float(np.finfo(np.dtype(x.dtype)).max) / 8
+        y = xp.full((x.shape[0], T_pad, x.shape[2]), fill, dtype=x.dtype)
+        y[:, back_dev] = x
+        out.append(y)
+    return (to_device(xp, tok, like), tuple(to_device(xp, c, like) for c in cut), back_dev) + tuple(out)
 
 
 def backward_noncausal(xp, q, k, v, out, do, logv=False):
@@ -330,13 +384,15 @@ def _forward(q, k, v, causal, state, return_state, chunk_size, logv, segments=No
         import torch
 
         f64 = q.dtype == torch.float64
-        if not return_state and segments is None and (not causal or grad_fits("double" if f64 else "float", d_k, d_v,
-                                                                               "exp_kernel", logv)):
+        if not return_state and (segments is None or state is None) and (
+                not causal or grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel", logv)):
             from ._autograd import apply_exp_kernel
 
-            return apply_exp_kernel(q, k, v, init_t, chunk_size, logv, causal), None
+            starts = None if segments is None else segments.starts  # packed: the backward on a chunk-aligned layout
+            return apply_exp_kernel(q, k, v, init_t, chunk_size, logv, causal, starts), None
         # a returned state (whose gradient the kernels do not compute), head dims beyond the
-        # backward's tiles, packed segments: the array-API formulation on the same device, differentiated by torch
+        # backward's tiles, packed segments with an incoming state: the array-API formulation on the
+        # same device, differentiated by torch
         from ...exp_kernel import _exp_forward, _log_forward
 
         args = [x if f64 else x.float() for x in (q, k, v)]  # half: in float32
