@@ -18,6 +18,6 @@ for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|^E  " 
 echo "-- memcheck"; grep -E "ERROR SUMMARY|max \||Error|error" "$OUT/log_memcheck.txt" | head -12
 # TIMINGS (quiet GPU)
 echo "=== issue benchmark $(date -u +%T)"
-timeout 60 python3 benchmarks/bench_varlen_gpu.py --out "$OUT" --no-memory --ops exp_kernel_attention log_attention > "$OUT/log_bench.txt" 2>&1
+timeout 75 python3 benchmarks/bench_varlen_gpu.py --out "$OUT" --no-memory --ops exp_kernel_attention log_attention > "$OUT/log_bench.txt" 2>&1
 echo "rc=$?"; grep -E "^\||^\{" "$OUT/log_bench.txt" | cut -c1-600 | head -24
 echo "=== done $(date -u +%T)"
