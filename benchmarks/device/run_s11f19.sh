@@ -9,15 +9,15 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; git log --oneline -1; } > "$OUT/log_env.txt" 2>&1
 PT="python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short"
 echo "=== tests $(date -u +%T)"
-timeout 130 $PT tests/test_cupy_packed_ek.py > "$OUT/log_tests_packed.txt" 2>&1 &
-timeout 130 $PT tests/test_cupy_backend.py -k "exp or log" > "$OUT/log_tests_backend.txt" 2>&1 &
-timeout 130 $PT tests/test_varlen.py > "$OUT/log_tests_varlen.txt" 2>&1 &
-timeout 130 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/ek_packed_small.py > "$OUT/log_memcheck.txt" 2>&1 &
+timeout 110 $PT tests/test_cupy_packed_ek.py > "$OUT/log_tests_packed.txt" 2>&1 &
+timeout 110 $PT tests/test_cupy_backend.py -k "exp or log" > "$OUT/log_tests_backend.txt" 2>&1 &
+timeout 110 $PT tests/test_varlen.py > "$OUT/log_tests_varlen.txt" 2>&1 &
+timeout 110 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/ek_packed_small.py > "$OUT/log_memcheck.txt" 2>&1 &
 wait
 for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|^E  " "$f" | head -10 | cut -c1-220; tail -1 "$f"; done
 echo "-- memcheck"; grep -E "ERROR SUMMARY|max \||Error|error" "$OUT/log_memcheck.txt" | head -12
 # TIMINGS (quiet GPU)
 echo "=== issue benchmark $(date -u +%T)"
-timeout 75 python3 benchmarks/bench_varlen_gpu.py --out "$OUT" --no-memory --ops exp_kernel_attention log_attention > "$OUT/log_bench.txt" 2>&1
+timeout 70 python3 benchmarks/bench_varlen_gpu.py --out "$OUT" --no-memory --ops exp_kernel_attention log_attention > "$OUT/log_bench.txt" 2>&1
 echo "rc=$?"; grep -E "^\||^\{" "$OUT/log_bench.txt" | cut -c1-600 | head -24
 echo "=== done $(date -u +%T)"
