@@ -8,6 +8,7 @@ import numpy as np
 
 from ...state import State
 from ..._upload import to_device
+from ...exp_kernel import merge
 from ._arrays import batch_layout, flat, inputs, narrow, on_gpu, shared_inputs, ta_name, widen
 from ._compile import DV_BLOCK, grad_fits, make_config
 
@@ -168,17 +169,10 @@ def _segment_states(xp, cfg, k3, v3, rows, half, entering, init, starts, BH):
     mh = pick(xp.take(m_in, cd, axis=1), xp.take(m, gd, axis=1))
     zh = pick(xp.take(z_in, cd, axis=1), xp.take(z, gd, axis=1))
     Sh = pick(Sh, xp.take(S, gd, axis=1))
-    mn = xp.maximum(mh, mt)
-    fa, fb = xp.exp(mh - mn), xp.exp(mt - mn)
-    z[:, gd] = fa * zh + fb * zt
-    m[:, gd] = mn
-    fa, fb = fa[..., None], fb[..., None]
+    nh = pick(xp.take(n_in, cd, axis=1), xp.take(nv, gd, axis=1)) if logv else None
+    m[:, gd], nn, S[:, gd], z[:, gd] = merge(xp, (mh, nh, Sh, zh), (mt, nt, St, zt))  # the array-API merge
     if logv:
-        nh = pick(xp.take(n_in, cd, axis=1), xp.take(nv, gd, axis=1))
-        nn = xp.maximum(nh, nt)
-        fa, fb = fa * xp.exp(nh - nn)[:, :, None, :], fb * xp.exp(nt - nn)[:, :, None, :]
         nv[:, gd] = nn
-    S[:, gd] = fa * Sh + fb * St
     return (m, S, z) + ((nv,) if logv else ())
 
 
