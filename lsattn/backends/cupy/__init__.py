@@ -127,7 +127,8 @@ VARLEN_OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_att
               "log_attention")
 #: those whose implementation computes packed segments itself (``segments=``: the exp-kernel
 #: kernels' segment masks and resets, ``exp_kernel.cu``; with or without states; calls that record a
-#: gradient take the array-API formulation's packed path on the device)
+#: gradient: the backward kernels on a chunk-aligned layout, ``exp_kernel.backward``; with an
+#: incoming state too: the array-API formulation's packed path on the device)
 RESET_OPS = ("exp_kernel_attention", "log_attention")
 #: those whose kernels read the packed tokens through that layout's token map (``token_map=``: no
 #: gathered copies of the inputs, outputs written on the packed rows) when no state and no gradient

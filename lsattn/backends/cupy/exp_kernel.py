@@ -347,7 +347,8 @@ def forward(q, k, v, causal, state, return_state, *, chunk_size=None, segments=N
     segments: None, or packed segments (``lsattn._varlen.Streams``; ``RESET_OPS``): each its own
     stream (the kernels' segment masks, ``exp_kernel.cu``), continuing the packed ``state`` (batch
     axes then N; None: fresh streams); the returned state is packed too. Calls that record a
-    gradient take the array-API formulation on the same device.
+    gradient: the backward kernels on a chunk-aligned layout (:func:`backward`); with an incoming
+    state too, or a returned one: the array-API formulation on the same device.
     """
     return _forward(q, k, v, causal, state, return_state, chunk_size, False, segments)
 
