@@ -115,10 +115,21 @@ def bench_packed(args, torch, lsattn, rows):
                "backend": lsattn.backends.resolve(op, array_api_compat.array_namespace(x[0]), x[0], None,
                                                   varlen=True).name,
                "ours_packed_ms": ms(lambda: f(*x, cu_seqlens=cu_dev))}
-        if op == "loglinear_attention":  # the offsets as a Python list (FlashAttention's host max_seqlen): no read-back
-            row["ours_packed_host_ms"] = ms(lambda: f(*x, cu_seqlens=cu.tolist()))
+        # the offsets as a Python list (FlashAttention's host max_seqlen): no read-back
+        row["ours_packed_host_ms"] = ms(lambda: f(*x, cu_seqlens=cu.tolist()))
         row["ours_loop_ms"] = ms(loop)
         row["ours_unpacked_ms"] = ms(lambda: f(*x))
+        if op in ("exp_kernel_attention", "log_attention"):  # peak memory of the three (issue 19: no padding, no T d_k d_v)
+            peak = traced_peak if args.smoke else __import__("bench_gpu").peak_mem
+            for name, fn in (("packed", lambda: f(*x, cu_seqlens=cu_dev)), ("loop", loop), ("unpacked", lambda: f(*x))):
+                row[f"{name}_peak_MiB"] = peak(fn) / 2**20
+            xg = [y.detach().requires_grad_(True) for y in x]  # training: forward and backward
+
+            def train(**kw):
+                o = f(*xg, **kw)
+                torch.where(torch.isfinite(o), o, 0).float().square().mean().backward()
+
+            row["train_packed_ms"], row["train_unpacked_ms"] = ms(lambda: train(cu_seqlens=cu_dev)), ms(train)
         if op == "loglinear_attention":
             fla_row(args, x, cu_dev, packed, ms, row)
             row["packed_host_over_unpacked"] = row["ours_packed_host_ms"] / row["ours_unpacked_ms"]
@@ -205,12 +216,20 @@ def markdown(res):
     others = [r for k, r in rows.items() if k != "packed" and "op" in r]
     if others:
         lines += ["", "Every operator (offsets as a CUDA tensor; `backend`: the automatic choice for a packed call):", ""]
-        lines += md_table(["operator", "backend", "packed ms", "loop over docs ms", "unpacked ms", "packed / unpacked",
-                           "loop / packed", "packed vs loop rel diff"],
-                          [[r["op"], r["backend"], f"{r['ours_packed_ms']:.2f}", f"{r['ours_loop_ms']:.2f}",
-                            f"{r['ours_unpacked_ms']:.2f}", f"{r['packed_over_unpacked']:.2f}",
+        lines += md_table(["operator", "backend", "packed ms", "packed, list offsets ms", "loop over docs ms", "unpacked ms",
+                           "packed / unpacked", "loop / packed", "packed vs loop rel diff"],
+                          [[r["op"], r["backend"], f"{r['ours_packed_ms']:.2f}", f"{r['ours_packed_host_ms']:.2f}",
+                            f"{r['ours_loop_ms']:.2f}", f"{r['ours_unpacked_ms']:.2f}", f"{r['packed_over_unpacked']:.2f}",
                             f"{r['loop_over_packed']:.2f}", f"{r['packed_vs_loop_rel_err']:.1e}"]
                            for r in ([p] if p is not None else []) + others], "---:")
+        mem = [r for r in others if "packed_peak_MiB" in r]
+        if mem:
+            lines += ["", "Peak memory allocated during one forward call (MiB; inputs excluded), and a training step "
+                      "(forward and backward of a squared-output loss) packed and unpacked:", ""]
+            lines += md_table(["operator", "packed", "loop over docs", "unpacked", "train packed ms", "train unpacked ms"],
+                              [[r["op"], f"{r['packed_peak_MiB']:.1f}", f"{r['loop_peak_MiB']:.1f}",
+                                f"{r['unpacked_peak_MiB']:.1f}", f"{r['train_packed_ms']:.2f}",
+                                f"{r['train_unpacked_ms']:.2f}"] for r in mem], "---:")
     m = rows.get("memory")
     if m is not None:
         lines += ["", f"Grouped-query heads, G = 1, r = {m['r']}, T = {m['T']}: the call's peak allocation "

@@ -352,9 +352,10 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
     # CUDA arrays: the non-finite checks and the undefined rows' flag in one read of the device, which
     # is waited for only after the kernels are launched on the inputs as they are (finite: the common
     # case); when some input is not, those results are dropped and the call computes again, sanitised
-    # (an implementation whose kernels check the inputs they read answers it itself: ``checks_inputs``)
+    # (an implementation whose kernels check the inputs they read answers it itself: ``checks_inputs``;
+    # packed calls that the backend computes itself get the inputs as they are: the same one read)
     own = off is None and not _grad(present, state) and getattr(chosen.implementation(op.name), "checks_inputs", False)
-    checked = (kernel_checks if own else checks)(op, args, state, xp) if off is None else None
+    checked = (kernel_checks if own else checks)(op, args, state, xp) if off is None or op.name in chosen.reset_ops else None
     args0, state0 = args, state
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams

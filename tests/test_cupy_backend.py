@@ -327,13 +327,29 @@ class Twin:
                 newlev[:, lv - 1] = ea[:, :, None] * old[:, lv - 1] if lv - 1 < n_old else 0
 
     # exp-kernel
-    # exp-kernel (cfg.logv: log_attention's LOGV mode, log values clamped to the stand-in lo)
-    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None, rows=None):
+    # exp-kernel (cfg.logv: log_attention's LOGV mode, log values clamped to the stand-in lo; tok: packed
+    # segments, (2, T) the first token of every token's segment, then its segment)
+    def seg_tokens(self, off, like):
+        lens = np.diff(off)
+        seg = np.repeat(np.arange(lens.shape[0]), lens)
+        return np.stack([off[:-1][seg], seg]).astype(np.int32).reshape(2, int(off[-1]))
+
+    @staticmethod
+    def _reset(tok, j, CH, T):
+        """exp_kernel.cu's chunk_reset: the segment starting in chunk j that holds its last token, or -1."""
+        if tok is None:
+            return -1
+        last = min((j + 1) * CH, T) - 1
+        return int(tok[1, last]) if tok[0, last] >= j * CH else -1
+
+    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None, rows=None, tok=None):
         CH = cfg.CH
         k, v = _seq(rows, (1, k), (2, v))
         for j in range(n):
             K, ok = _rows(k, j * CH, CH, T)
             V, _ = _rows(v, j * CH, CH, T)
+            if tok is not None:  # the chunk's last segment only
+                ok = ok & (j * CH + np.arange(CH) >= tok[0, min((j + 1) * CH, T) - 1])
             m = np.max(K[:, ok], axis=1)
             E = np.where(ok[None, :, None], np.exp(K - m[:, None, :]), 0.0)
             if cfg.logv:  # the chunk's column shift
@@ -342,32 +358,45 @@ class Twin:
                 V = np.where(ok[None, :, None], np.exp(np.where(ok[None, :, None], V, nc[:, j][:, None, :]) - nc[:, j][:, None, :]), 0.0)
             mk[:, j], z[:, j], S[:, j] = m, E.sum(axis=1), np.swapaxes(E, -1, -2) @ V
 
-    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift=None):
-        if m0 is None:  # no state: the summary of no keys
-            m0 = np.full((BH, DK), _lo(mk), dtype=mk.dtype)
-            S0, z0 = np.zeros((BH, DK, DV), dtype=mk.dtype), np.zeros((BH, DK), dtype=mk.dtype)
-        m, s, zz = m0.copy(), S0.copy(), z0.copy()
-        if vshift is not None:
+    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift=None, segs=None):
+        tok, T, N = (None, 0, 1) if segs is None else segs
+        logv, dt = vshift is not None, mk.dtype
+        if logv:
             nc, n0, n_in, n_out = vshift
-            nv = np.full((BH, DV), _lo(mk), dtype=mk.dtype) if n0 is None else n0.copy()
+
+        def start(g):  # a stream's summary before its first key: the incoming state (rows g; None: all) or none
+            if m0 is None or g == -1:
+                return (np.full((BH, DK), _lo(mk), dt), np.zeros((BH, DK, DV), dt), np.zeros((BH, DK), dt),
+                        np.full((BH, DV), _lo(mk), dt))
+            r = slice(None) if g is None else np.arange(BH) * N + g
+            nv = n0[r].copy() if logv and n0 is not None else np.full((BH, DV), _lo(mk), dt)
+            return m0[r].copy(), S0[r].copy(), z0[r].copy(), nv
+
+        m, s, zz, nv = start(None if tok is None else -1)
         for j in range(n):
+            Sc, zc = S[:, j].copy(), z[:, j].copy()
+            S[:, j], z[:, j], m_in[:, j] = s, zz, m  # entering chunk j (before a reset)
+            if logv:
+                n_in[:, j] = nv
+            g = self._reset(tok, j, cfg.CH, T)
+            if g >= 0:  # a segment starts in chunk j and holds its last token
+                m, s, zz, nv = start(g)
             mn = np.maximum(m, mk[:, j])
             al, be = np.exp(m - mn), np.exp(mk[:, j] - mn)
-            Sc, zc = S[:, j].copy(), z[:, j].copy()
-            S[:, j], z[:, j], m_in[:, j] = s, zz, m
             fa, fb = al[..., None], be[..., None]
-            if vshift is not None:
+            if logv:
                 nn = np.maximum(nv, nc[:, j])
                 fa, fb = fa * np.exp(nv - nn)[:, None, :], fb * np.exp(nc[:, j] - nn)[:, None, :]
-                n_in[:, j], nv = nv, nn
+                nv = nn
             s = fa * s + fb * Sc
             zz = al * zz + be * zc
             m = mn
         m_out[...], S_out[...], z_out[...] = m, s, zz
-        if vshift is not None:
+        if logv:
             n_out[...] = nv
 
-    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None):
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None,
+                  tok=None, init=None, nseg=1):
         CH = cfg.CH
         q, k, v = _seq(rows, (0, q), (1, k), (2, v))
         floor = 1e-20
@@ -375,32 +404,41 @@ class Twin:
         for j in range(-(-Tq // CH)):
             sj = j if causal else 0
             Q, ok = _rows(q, j * CH, CH, Tq)
+            g = j * CH + np.arange(CH)
+            # packed segments: each row's first token of its segment - j CH (-1: one stream); the
+            # entering summary is read only by rows whose segment started before the chunk
+            segl = np.where(ok, tok[0, np.clip(g, 0, Tq - 1)] - j * CH, -1) if tok is not None else np.full(CH, -1)
+            reads = segl[0] < 0
             mi, Si, zi = m_in[:, sj], S_in[:, sj], z_in[:, sj]
-            mm = mi.copy()
+            mr0 = mi if reads else np.full_like(mi, -1e308)
+            mm = mr0.copy()
             if causal:
                 K, _ = _rows(k, j * CH, CH, Tk)
                 V, _ = _rows(v, j * CH, CH, Tk)
                 mm = np.maximum(mm, np.max(K[:, ok], axis=1))
-            sc = np.exp(mi - mm)
+            sc = np.exp(mr0 - mm)
             if cfg.logv:  # the column shift nn over the state and the chunk; V = exp(log v - nn)
                 ni = n_in[:, sj]
-                nn = ni.copy()
+                nn = ni.copy() if reads else np.full_like(ni, lo)
+                ni0 = nn.copy()
                 if causal:
                     V = np.maximum(V, lo)
                     nn = np.maximum(nn, np.max(V[:, ok], axis=1))
                     Vl, V = V, np.where(ok[None, :, None], np.exp(np.where(ok[None, :, None], V, nn[:, None, :]) - nn[:, None, :]), 0.0)
-                Si = Si * np.exp(ni - nn)[:, None, :]
+                Si = Si * np.exp(ni0 - nn)[:, None, :]
             R = np.max(Q + mm[:, None, :], axis=-1)  # (BH, CH)
             A = np.where(ok[None, :, None], np.exp(Q + mm[:, None, :] - R[..., None]), 0.0)
-            num = A @ (sc[..., None] * Si)
-            den = A @ (sc * zi)[..., None]
-            den = den[..., 0]
+            own = (segl >= 0)[None, :]  # rows that do not read the entering summary
+            num = np.where(own[..., None], 0.0, A @ (sc[..., None] * Si))
+            den = np.where(own, 0.0, (A @ (sc * zi)[..., None])[..., 0])
             if causal:
                 B = np.where(ok[None, :, None], np.exp(K - mm[:, None, :]), 0.0)
-                P = np.tril(A @ np.swapaxes(B, -1, -2))
+                sidx = np.arange(CH)
+                pair = (sidx[None, :] <= sidx[:, None]) & (sidx[None, :] >= segl[:, None])  # its segment's keys
+                P = np.where(pair, A @ np.swapaxes(B, -1, -2), 0.0)
                 num = num + P @ V
                 den = den + P.sum(-1)
-            bad = ~(den >= floor)
+            bad = ~(den >= floor) | (own & (init is not None))
             with np.errstate(divide="ignore", invalid="ignore"):
                 if cfg.logv:
                     bad |= np.any(~(num >= floor), axis=-1)
@@ -409,27 +447,37 @@ class Twin:
                     y = num / den[..., None]
             for b in range(q.shape[0]):  # exact recomputation of the rows the kernel flags
                 for t in np.nonzero(ok & bad[b])[0]:
-                    mr = mi[b].copy()
+                    s0 = max(segl[t], 0)
+                    if segl[t] >= 0:  # its segment starts here: its incoming state, or none
+                        r = b * nseg + tok[1, j * CH + t]
+                        st_ = None if init is None else (init[0][r], init[2][r], init[1][r],
+                                                         init[3][r] if cfg.logv else None)
+                    else:
+                        st_ = (mi[b], zi[b], S_in[b, sj], n_in[b, sj] if cfg.logv else None)
+                    mrow = st_[0] if st_ is not None else np.full(DK, -1e308)
+                    mr = mrow.copy()
                     if causal:
-                        mr = np.maximum(mr, K[b, : t + 1].max(axis=0))
+                        mr = np.maximum(mr, K[b, s0: t + 1].max(axis=0))
                     Rt = np.max(Q[b, t] + mr)
-                    fe = np.exp(Q[b, t] + mi[b] - Rt)
-                    d, nm = fe @ zi[b], fe @ S_in[b, sj]
-                    fw = np.exp(Q[b, t][None, :] + K[b, : t + 1] - Rt).sum(-1) if causal else None
+                    d, nm = 0.0, np.zeros(DV)
+                    if st_ is not None:
+                        fe = np.exp(Q[b, t] + st_[0] - Rt)
+                        d, nm = fe @ st_[1], fe @ st_[2]
+                    fw = np.exp(Q[b, t][None, :] + K[b, s0: t + 1] - Rt).sum(-1) if causal else None
                     if causal:
                         d = d + fw.sum()
                     if cfg.logv:  # the visible column shift
-                        npr = ni[b] if not causal else np.maximum(ni[b], Vl[b, : t + 1].max(axis=0))
-                        nm = nm * np.exp(ni[b] - npr)
+                        nrow = st_[3] if st_ is not None else np.full(DV, lo)
+                        npr = nrow if not causal else np.maximum(nrow, Vl[b, s0: t + 1].max(axis=0))
+                        nm = nm * np.exp(nrow - npr)
                         if causal:
-                            nm = nm + fw @ np.exp(Vl[b, : t + 1] - npr)
+                            nm = nm + fw @ np.exp(Vl[b, s0: t + 1] - npr)
                         with np.errstate(divide="ignore"):
                             y[b, t] = _log_out(np.log(nm) - np.log(d) + npr, lo)
                     else:
                         if causal:
-                            nm = nm + fw @ V[b, : t + 1]
+                            nm = nm + fw @ V[b, s0: t + 1]
                         y[b, t] = nm / d
-            g = j * CH + np.arange(CH)
             out[:, g[ok]] = y[:, ok]
 
     def ek_decode(self, cfg, q, k, v, m, S, z, m2, S2, z2, out, DK, DV, BH, rows=None):
@@ -507,8 +555,11 @@ class Twin:
             f = np.exp(m_in[:, c] - m_next[:, c])
             u, zz = U[:, c].copy(), Z[:, c].copy()
             U[:, c], Z[:, c] = RU, RZ
+            cut = m_next[:, c, :1] >= -_lo(m_next)  # (BH, 1): a packed segment ends in chunk c (m_next at +big)
+            RU, RZ = np.where(cut[..., None], 0.0, RU), np.where(cut, 0.0, RZ)
             if cfg.logv:  # merge the column shifts: W(b_c) = max(W^c, W(b_{c+1}))
                 Wn[:, c] = Wr
+                Wr = np.where(cut, _lo(U), Wr)
                 wn = np.maximum(Wr, Wc[:, c])
                 RU = u * np.exp(Wc[:, c] - wn)[:, None, :] + np.exp(m_in[:, c] - m_next[:, c])[..., None] * np.exp(Wr - wn)[:, None, :] * RU
                 Wr = wn
@@ -926,8 +977,12 @@ def test_gpu_loglinear_packed_segments(dtype):
         if s1 > s0:
             seg = [x[..., s0:s1] if x.ndim == 2 else x[..., s0:s1, :] for x in seen]
             assert_close(out[..., s0:s1, :], ref.loglinear_attention(*seg), {"float32": 1e-5, "bfloat16": BF16}[dtype])
-    with pytest.raises(ValueError, match="does not compute packed segments"):
-        lsattn.exp_kernel_attention(*dev[:3], cu_seqlens=off.tolist(), backend="cupy")
+    # the exp-kernel operators compute packed segments in their kernels too (tests/test_cupy_packed_ek.py)
+    y = lsattn.exp_kernel_attention(*dev[:3], cu_seqlens=off.tolist(), backend="cupy").double().cpu().numpy()
+    for s0, s1 in zip(off[:-1].tolist(), off[1:].tolist()):
+        if s1 > s0:
+            one = lsattn.exp_kernel_attention(*(x[..., s0:s1, :] for x in dev[:3]), backend="cupy")
+            assert_close(y[..., s0:s1, :], one.double().cpu().numpy(), {"float32": 1e-5, "bfloat16": BF16}[dtype])
     if dtype != "float32":
         return
     # the token map (no state, no gradient): level weights as wide as the longest segment needs,

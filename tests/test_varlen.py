@@ -780,12 +780,12 @@ def test_offsets_of_another_namespace():
 
 
 def test_backends_that_do_not_serve_packed_segments():
-    """numba_cuda and dask list no ``varlen_ops``, cupy the three log-linear operators (the
-    automatic choice takes another backend); forced: refused, the error naming the backend,
-    ``cu_seqlens`` and the backends that compute it."""
+    """numba_cuda and dask list no ``varlen_ops`` (the automatic choice takes another backend),
+    cupy every operator (the exp-kernel ones computing their segments in the kernels, ``reset_ops``);
+    forced: refused, the error naming the backend, ``cu_seqlens`` and the backends that compute it."""
     for name in ("numba_cuda", "dask"):
         assert not backends.get(name).varlen_ops
-    assert backends.get("cupy").varlen_ops == set(_varlen.STREAM_OPS)
+    assert backends.get("cupy").varlen_ops == set(OPS) and backends.get("cupy").reset_ops == set(EK_OPS)
     assert backends.get("array_api").varlen_ops == frozenset(OPS)
     arrays = inputs("log_attention", (2,), 6)
     b = backends.resolve("log_attention", np, arrays[0], varlen=True)
@@ -795,7 +795,7 @@ def test_backends_that_do_not_serve_packed_segments():
 
     darrays = [da.from_array(x, chunks=(2, 3, -1)) for x in arrays]
     with pytest.raises(ValueError, match=r"backend 'dask' cannot compute log_attention.*cu_seqlens.*that do: "
-                                         r"\['array_api', 'numba'\]"):
+                                         r"\['array_api', 'cupy', 'numba'\]"):
         lsattn.log_attention(*darrays, cu_seqlens=[0, 2, 6], backend="dask")
 
 

@@ -78,7 +78,8 @@ kernels in that mode (``exp_kernel_tc.cu`` with ``-DLOGV=1``: exponentiated, col
 as bf16 mma operands, fp32 accumulation, the same shifts and exact-row rule), its decoding steps
 the chunk kernels. Packed segments (``cu_seqlens``): ``loglinear_attention`` (``VARLEN_OPS``; read
 through a token map, ``LAYOUT_OPS``, without state or gradient), ``loglinear_gated_delta`` and
-``loglinear_log_attention`` (the rewrite's gathered copies). Broadcast
+``loglinear_log_attention`` (the rewrite's gathered copies), ``exp_kernel_attention`` and
+``log_attention`` (``RESET_OPS``: segment masks and scan resets in the kernels, states per segment). Broadcast
 batch axes (grouped-query heads): the forward kernels of ``loglinear_attention``,
 ``exp_kernel_attention`` and ``log_attention`` (FFMA, LOGV and bf16 tensor-core chunk, output and
 decoding kernels) read shared rows (``BROADCAST_OPS``); ``loglinear_gated_delta`` gets contiguous copies. Backward (``GRAD_OPS``;
@@ -102,7 +103,7 @@ from __future__ import annotations
 
 from ._arrays import array_kind as _kind
 
-__all__ = ["OPS", "HALF_OPS", "GRAD_OPS", "VARLEN_OPS", "LAYOUT_OPS", "BROADCAST_OPS", "MAX_DK", "probe", "serves"]
+__all__ = ["OPS", "HALF_OPS", "GRAD_OPS", "VARLEN_OPS", "RESET_OPS", "LAYOUT_OPS", "BROADCAST_OPS", "MAX_DK", "probe", "serves"]
 
 #: operators this backend implements -> "module:function"
 OPS = {
@@ -123,9 +124,14 @@ GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "log
 #: keep exact; ``hierarchical.cu`` clamps them as ``hierarchical._forward`` does) in the array API of
 #: the inputs (torch, CuPy); with states, ``lsattn._ll_packed`` adds the incoming slots and the new
 #: state around that call (``loglinear_log_attention``: around the array-API formulation's partial).
-#: The exp-kernel operators stay refused: they have no rewrite and these kernels no segment masks
-#: (the array-API path computes them).
-VARLEN_OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention")
+#: The exp-kernel operators compute their packed segments in the kernels (``RESET_OPS``).
+VARLEN_OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention", "exp_kernel_attention",
+              "log_attention")
+#: those whose implementation computes packed segments itself (``segments=``: the exp-kernel
+#: kernels' segment masks and resets, ``exp_kernel.cu``; with or without states; calls that record a
+#: gradient: the backward kernels on a chunk-aligned layout, ``exp_kernel.backward``; with an
+#: incoming state too: the array-API formulation's packed path on the device)
+RESET_OPS = ("exp_kernel_attention", "log_attention")
 #: those whose kernels read the packed tokens through that layout's token map (``token_map=``: no
 #: gathered copies of the inputs, outputs written on the packed rows) when no state and no gradient
 #: is involved

@@ -87,7 +87,7 @@ def _exp_function():
         with n0)."""
 
         @staticmethod
-        def forward(ctx, q, k, v, m0, S0, z0, n0, chunk_size, logv, causal):
+        def forward(ctx, q, k, v, m0, S0, z0, n0, chunk_size, logv, causal, starts):
             # 16-bit log_attention (its backward needs the float32 log output) and non-causal calls (no
             # 16-bit entry for the one-summary read): from float32 copies, the float32 output kept
             wide = q.dtype in (torch.float16, torch.bfloat16) and (logv or not causal)
@@ -98,10 +98,12 @@ def _exp_function():
             with on_gpu(q) as (to_cp, back, ops):
                 args, half = inputs(to_cp, xs)
                 init = None if m0 is None else tuple(to_cp(x.detach())[0] for x in _init(m0, S0, z0, n0, logv))
-                out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, half, logv, tc)
+                segs = None if starts is None else (starts, ops.seg_tokens(starts, args[0]))  # packed segments
+                out, _ = _ek.compute(ops, *args, causal, init if causal else None, False, chunk_size, half, logv, tc,
+                                     segs=segs)
                 out = back(out, "" if tc else half)
             ctx.save_for_backward(*xs, m0, S0, z0, n0, out)  # wide: the float32 copies
-            ctx.chunk_size, ctx.logv, ctx.causal, ctx.dtype = chunk_size, logv, causal, q.dtype
+            ctx.chunk_size, ctx.logv, ctx.causal, ctx.dtype, ctx.starts = chunk_size, logv, causal, q.dtype, starts
             return out.to(q.dtype) if wide else out
 
         @staticmethod
@@ -115,14 +117,14 @@ def _exp_function():
                 init = None if m0 is None else tuple(to_cp(f(x))[0] for x in _init(m0, S0, z0, n0, logv))
                 want = m0 is not None and any(ctx.needs_input_grad[3:7])
                 if causal:
-                    dq, dk, dv, dst = _ek.backward(ops, *arrays[:3], init, *arrays[3:], want, half, logv)
+                    dq, dk, dv, dst = _ek.backward(ops, *arrays[:3], init, *arrays[3:], want, half, logv, ctx.starts)
                 else:
                     (dq, dk, dv), dst = _ek.backward_noncausal(ops.xp, *arrays, logv), None
                 grads = [back(g, half) for g in (dq, dk, dv)]
                 grads += [None if dst is None or i >= len(dst) else back(dst[i], "") for i in range(4)]
             cast = lambda g, x: None if g is None or x is None else g.to(x.dtype)  # noqa: E731
             grads = [g.to(ctx.dtype) for g in grads[:3]] + [cast(g, x) for g, x in zip(grads[3:], (m0, S0, z0, n0))]
-            return tuple(grads) + (None, None, None)
+            return tuple(grads) + (None, None, None, None)
 
     return ExpKernel
 
@@ -131,12 +133,14 @@ def _init(m0, S0, z0, n0, logv):
     return (m0, S0, z0, n0) if logv else (m0, S0, z0)
 
 
-def apply_exp_kernel(q, k, v, init, chunk_size, logv=False, causal=True):
+def apply_exp_kernel(q, k, v, init, chunk_size, logv=False, causal=True, starts=None):
     """``exp_kernel_attention``'s output on CUDA torch tensors (``logv``: ``log_attention``'s, from
     log values), differentiable through the kernels (init: the incoming state's (m, S, z) /
-    (m, S, z, n) or None; causal only). Non-causal: the backward is ``exp_kernel.backward_noncausal``."""
+    (m, S, z, n) or None; causal only). Non-causal: the backward is ``exp_kernel.backward_noncausal``.
+    starts: None, or the offsets (N + 1,) int64 (host) of packed segments (causal, no init): the
+    forward's segment masks, the backward on a chunk-aligned layout (``exp_kernel.backward``)."""
     m0, S0, z0, n0 = (None,) * 4 if init is None else tuple(init) + (None,) * (4 - len(init))
-    return _exp_function().apply(q, k, v, m0, S0, z0, n0, chunk_size, logv, causal)
+    return _exp_function().apply(q, k, v, m0, S0, z0, n0, chunk_size, logv, causal, starts)
 
 
 @functools.lru_cache(maxsize=None)

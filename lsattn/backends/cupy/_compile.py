@@ -124,8 +124,8 @@ class Config:
                     + 2 * CH + lo + lv) * es
         if kernel == "ek_chunk":
             return (CH * DKP + CH * DVP + DKP + lv) * es
-        if kernel == "ek_output":
-            return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + 8 * (DKP + CH) + 2 * lv) * es + CH * 4
+        if kernel == "ek_output":  # (+ two int flags per row: exact path, segment start)
+            return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + 8 * (DKP + CH) + 2 * lv) * es + 2 * CH * 4
         LDK, LDV = DKP + 8, DVP + 8  # tensor-core kernels (bf16 tiles)
         if kernel == "ll_chunk_states_tc4":
             return (CH * LDK + CH * LDV) * 2 + 2 * CH * 4
@@ -142,7 +142,7 @@ class Config:
         if kernel in ("ek_chunk_tc5", "ek_chunk_tc5f"):
             return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv) * 4
         if kernel in ("ek_output_tc5", "ek_output_tc5f"):
-            return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + CH * 4
+            return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + 2 * CH * 4
         return 0
 
     def kernel(self, name):
@@ -298,6 +298,18 @@ def _token_map_kernel():
         """, "lsattn_token_map")
 
 
+@functools.lru_cache(maxsize=None)
+def _seg_tokens_kernel():
+    import cupy
+
+    return cupy.ElementwiseKernel("raw int64 off, int32 nseg, int32 ntok", "raw int32 out", """
+        int lo = 0, hi = nseg;  // off: (nseg + 1,) offsets; the last segment starting at or before token i
+        while (hi - lo > 1) { int mid = (lo + hi) / 2; if (off[mid] <= i) lo = mid; else hi = mid; }
+        out[i] = (int)off[lo];
+        out[ntok + i] = lo;
+        """, "lsattn_seg_tokens")
+
+
 # ---- the kernel launches -------------------------------------------------------------------------
 
 
@@ -349,6 +361,18 @@ class CupyOps:
         out = cp.empty((tm.size,), dtype=cp.int32)
         if tm.size:
             _token_map_kernel()(to_device(cp, tm.table, out), np.int32(tm.table.shape[1]), out)
+        return out
+
+    def seg_tokens(self, off, like):
+        """The exp-kernel kernels' ``tok`` (2, T) int32 of packed offsets ``off`` (N + 1,) int64 (host):
+        the first token of every token's segment, then its segment (``exp_kernel.cu``); one elementwise
+        launch over the tokens, each binary-searching the offsets (one copy of ``N + 1`` integers)."""
+        cp = self.xp
+        T = int(off[-1])
+        out = cp.empty((2, T), dtype=cp.int32)
+        if T:
+            _seg_tokens_kernel()(to_device(cp, np.asarray(off, np.int64), out), np.int32(off.shape[0] - 1), np.int32(T),
+                                 out, size=T)
         return out
 
     # log-linear
@@ -499,16 +523,19 @@ class CupyOps:
         return np.float64(x) if cfg.ta == "double" else np.float32(x)
 
     # exp-kernel
-    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None, rows=None):
+    def ek_chunk(self, cfg, k, v, mk, S, z, T, DK, DV, n, BH, nc=None, rows=None, tok=None):
         """nc (BH, n, DV): log_attention's chunk column maxima of log_v (``cfg.logv``), else None.
-        rows: (3, BH) int32, the row of q, k, v every sequence reads (broadcast inputs), or None."""
+        rows: (3, BH) int32, the row of q, k, v every sequence reads (broadcast inputs), or None.
+        tok: (2, T) int32 packed segments (the first token of every token's segment, then its
+        segment; ``exp_kernel.cu``), or None: one stream."""
         fn, block, smem = self._tk("exp_kernel", cfg, "ek_chunk")
-        fn((n, BH), block, (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n), self._p(nc), self._p(rows)),
-           shared_mem=smem)
+        fn((n, BH), block, (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n), self._p(nc), self._p(rows),
+                            self._p(tok)), shared_mem=smem)
 
-    def _scan_max(self, cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH):
+    def _scan_max(self, cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH, segs=None):
         """ek_scan_mz: the running maximum of mk (BH, n, DK) from m0 (None: no keys) -> m_in, and
-        the factors (al, be) of every merge; z scanned alongside."""
+        the factors (al, be) of every merge; z scanned alongside. segs: None, or (tok, T, N) packed
+        segments (m0, z0 then hold N rows per sequence: each segment's incoming state)."""
         xp = self.xp
         al = xp.empty((BH, n, DK), dtype=mk.dtype)
         be = xp.empty((BH, n, DK), dtype=mk.dtype)
@@ -519,22 +546,29 @@ class CupyOps:
         scalar = np.float64 if cfg.ta == "double" else np.float32
         self._k("exp_kernel", cfg, "ek_scan_mz")(
             (-(-DK // _NT), BH), (_NT,),
-            (mk, z, m0, z0, m_in, al, be, m_out, z_out, self._i(DK), self._i(n), self._i(has), scalar(lo)))
+            (mk, z, m0, z0, m_in, al, be, m_out, z_out, self._i(DK), self._i(n), self._i(has), scalar(lo))
+            + self._segs(segs))
         return al, be
 
-    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift=None):
+    def _segs(self, segs):
+        """The kernels' trailing (tok, T, nseg) arguments of packed segments ``segs`` (None: one stream)."""
+        tok, T, N = (None, 0, 1) if segs is None else segs
+        return (self._p(tok), self._i(T), self._i(N))
+
+    def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift=None, segs=None):
         """m0, S0, z0: the incoming state, or None (no keys yet: m = -finfo.max / 8, S = z = 0).
         vshift (``cfg.logv``): (nc, n0, n_in, n_out), the chunks' column maxima of log_v, the incoming
-        state's (or None), and the outputs: the column shift entering every chunk and the final one."""
+        state's (or None), and the outputs: the column shift entering every chunk and the final one.
+        segs: as :meth:`_scan_max` (the incoming states then (BH N, ...))."""
         xp = self.xp
         has = m0 is not None
-        al, be = self._scan_max(cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH)
+        al, be = self._scan_max(cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH, segs)
         ga = gb = None
         if vshift is not None:  # the same max-scan over the value columns (its z is scratch)
             nc, n0, n_in, n_out = vshift
             scratch = xp.zeros((BH, n, DV), dtype=mk.dtype)
-            ga, gb = self._scan_max(cfg, nc, scratch, n0, None if n0 is None else xp.zeros((BH, DV), dtype=mk.dtype),
-                                    n_in, n_out, xp.empty((BH, DV), dtype=mk.dtype), DV, n, BH)
+            ga, gb = self._scan_max(cfg, nc, scratch, n0, None if n0 is None else xp.zeros(n0.shape, dtype=mk.dtype),
+                                    n_in, n_out, xp.empty((BH, DV), dtype=mk.dtype), DV, n, BH, segs)
         if not has:
             S0 = m_in  # not read
         if S.dtype != mk.dtype:  # v5: bf16 summaries (stored as uint16)
@@ -547,17 +581,22 @@ class CupyOps:
             name, vec = "ek_scan_S1", 1
         self._k("exp_kernel", cfg, name)(
             (-(-DK * DV // (vec * _NT)), BH), (_NT,),
-            (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n), self._i(has), self._p(ga), self._p(gb)))
+            (al, be, S, S0, S_out, self._i(DK), self._i(DV), self._i(n), self._i(has), self._p(ga), self._p(gb))
+            + self._segs(segs))
 
     def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, BH, n_in=None, rows=None,
-                  name="ek_output"):
+                  name="ek_output", tok=None, init=None, nseg=1):
         """n_in (BH, n_state, DV): log_attention's column shift of every summary read (``cfg.logv``);
-        rows as in :meth:`ek_chunk`; name 'ek_output_f32': a float32 ``out`` (bf16 tensor-core variants)."""
+        rows, tok as in :meth:`ek_chunk`; name 'ek_output_f32': a float32 ``out`` (bf16 tensor-core
+        variants). init: packed segments' incoming states (m0, S0, z0[, n0]) (BH nseg, ...) or None."""
         nq = -(-Tq // cfg.CH)
         fn, block, smem = self._tk("exp_kernel", cfg, name)
+        m0, S0, z0 = (None, None, None) if init is None else init[:3]
+        n0 = init[3] if init is not None and len(init) > 3 else None
         fn((nq, BH), block,
            (q, k, v, m_in, S_in, z_in, out, self._i(Tq), self._i(Tk), self._i(DK), self._i(DV), self._i(n_state),
-            self._i(int(causal)), self._p(n_in), self._p(rows)),
+            self._i(int(causal)), self._p(n_in), self._p(rows), self._p(tok), self._p(m0), self._p(z0), self._p(S0),
+            self._p(n0), self._i(nseg)),
            shared_mem=smem)
 
     def _ekb(self, cfg, name, grid, args):

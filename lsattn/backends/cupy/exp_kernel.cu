@@ -46,16 +46,38 @@
 //              log y_tc = log num + n'_tc - log den'_t.
 //   Outputs at the stand-in (every visible value 0) are -inf (log_out). The decoding kernel has no
 //   LOGV mode (one token runs as one chunk).
+//
+// Packed segments (cu_seqlens; tok: (2, T) int32, the first token of every token's segment, then its
+// segment; null: one stream). Nothing flows across a boundary:
+//   ek_chunk   a chunk's summary holds the keys of its last token's segment only
+//   ek_scan_*  a chunk in which that segment starts resets the running summary to the segment's
+//              incoming state (rows bh nseg + segment of m0, S0, z0, n0; none: no keys) before merging
+//              it; the summary entering the chunk (m_in, ...) is written before the reset: it is the
+//              running segment's, which the chunk's rows of a segment started earlier read
+//   ek_output  a row t reads the entering summary only if its segment started before the chunk
+//              (segl[t] = first - r0 < 0); its intra-chunk keys are s in [first, t]; a row whose
+//              segment starts in the chunk with an incoming state takes the exact path, which reads
+//              that state (ek_exact_rows)
+//   The returned states (one per segment) are assembled on the host (exp_kernel.py).
 
 namespace {
 constexpr int QLD = CH + 4;
 constexpr int HS = DKP < 32 ? DKP : 32;
 }
 
+// Packed segments: the segment that starts in chunk j and holds its last token (the scan resets to
+// its incoming state there), or -1 (no reset; always -1 without tok).
+__device__ __forceinline__ int chunk_reset(const int* tok, int j, int T) {
+    if (!tok) return -1;
+    const int last = min((j + 1) * CH, T) - 1;
+    return tok[last] >= j * CH ? tok[T + last] : -1;
+}
+
 extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     const ti* __restrict__ k, const ti* __restrict__ v, ta* __restrict__ mk, ta* __restrict__ S,
     ta* __restrict__ z, int T, int DK, int DV, int n, ta* __restrict__ nc,  // nc: LOGV only
-    const int* __restrict__ rows) {  // rows: seq_row of q, k, v (0, 1, 2), or null
+    const int* __restrict__ rows,  // rows: seq_row of q, k, v (0, 1, 2), or null
+    const int* __restrict__ tok) {  // packed segments, or null
     constexpr int RI = DKP / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Kf = reinterpret_cast<ta*>(smem_raw);  // CH x DKP
@@ -70,6 +92,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     const i64 bh = blockIdx.y;
     const i64 r0 = (i64)j * CH;
     const int ns = (int)min((i64)CH, (i64)T - r0);
+    const int lo = tok ? (int)max((i64)0, (i64)tok[r0 + ns - 1] - r0) : 0;  // the rows of the last segment: lo .. ns - 1
     const i64 kr = seq_row(rows, 1, bh, gridDim.y), vr = seq_row(rows, 2, bh, gridDim.y);
     staged<CH * DKP, NT>(tile_loader<DKP>(k + kr * T * DK, r0, T, DK), [&](int idx, ta x) { Kf[idx] = x; });
     staged<CH * DVP, NT>(tile_loader<DVP>(v + vr * T * DV, r0, T, DV), [&](int idx, ta x) { Vs[idx] = x; });
@@ -77,10 +100,10 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     if (tid < DKP) {
         ta m = (ta)0;
         if (tid < DK) {
-            m = Kf[tid];
+            m = Kf[lo * DKP + tid];
 #pragma unroll 8
             for (int r = 1; r < CH; ++r)
-                if (r < ns) m = fmx(m, Kf[r * DKP + tid]);
+                if (r > lo && r < ns) m = fmx(m, Kf[r * DKP + tid]);
             mk[(bh * n + j) * DK + tid] = m;
         }
         mS[tid] = m;
@@ -89,7 +112,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     if (tid >= NT - DVP) {  // the chunk's column maxima of lv (threads disjoint from tid < DKP)
         const int c = tid - (NT - DVP);
         ta m = lo_v();
-        for (int r = 0; r < ns; ++r) m = fmx(m, Vs[r * DVP + c]);
+        for (int r = lo; r < ns; ++r) m = fmx(m, Vs[r * DVP + c]);
         if (c < DV) nc[(bh * n + j) * DV + c] = m;
         nS[c] = m;
     }
@@ -97,12 +120,12 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         int r = idx / DKP, i = idx % DKP;
-        Kf[idx] = (r < ns && i < DK) ? ex(Kf[idx] - mS[i]) : (ta)0;
+        Kf[idx] = (r >= lo && r < ns && i < DK) ? ex(Kf[idx] - mS[i]) : (ta)0;
     }
 #if LOGV
     for (int idx = tid; idx < CH * DVP; idx += NT) {
         int r = idx / DVP, c = idx % DVP;
-        Vs[idx] = (r < ns && c < DV) ? ex(fmx(Vs[idx], lo_v()) - nS[c]) : (ta)0;
+        Vs[idx] = (r >= lo && r < ns && c < DV) ? ex(fmx(Vs[idx], lo_v()) - nS[c]) : (ta)0;
     }
 #endif
     __syncthreads();
@@ -125,30 +148,38 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
     const ta* __restrict__ mk, ta* __restrict__ z, const ta* __restrict__ m0, const ta* __restrict__ z0,
     ta* __restrict__ m_in, ta* __restrict__ al, ta* __restrict__ be, ta* __restrict__ m_out, ta* __restrict__ z_out,
-    int DK, int n, int has_init, ta lo) {
+    int DK, int n, int has_init, ta lo, const int* __restrict__ tok, int T, int nseg) {  // tok: packed segments, or null
     const i64 bh = blockIdx.y;
     const int i = blockIdx.x * NT + threadIdx.x;
     if (i >= DK) return;
     const i64 base = bh * (i64)n * DK + i;
-    ta m = has_init ? m0[bh * DK + i] : lo, s = has_init ? z0[bh * DK + i] : (ta)0;  // no state: no keys yet
+    const bool from0 = has_init && !tok;
+    ta m = from0 ? m0[bh * DK + i] : lo, s = from0 ? z0[bh * DK + i] : (ta)0;  // no state: no keys yet
     for (int j0 = 0; j0 < n; j0 += 8) {
         ta mv[8], zv[8];
+        int rs[8];
 #pragma unroll
         for (int u = 0; u < 8; ++u)
             if (j0 + u < n) {
                 mv[u] = mk[base + (i64)(j0 + u) * DK];
                 zv[u] = z[base + (i64)(j0 + u) * DK];
+                rs[u] = chunk_reset(tok, j0 + u, T);
             }
 #pragma unroll
         for (int u = 0; u < 8; ++u)
             if (j0 + u < n) {
                 const i64 o = base + (i64)(j0 + u) * DK;
+                m_in[o] = m;
+                z[o] = s;  // z entering chunk j (shift m)
+                if (rs[u] >= 0) {  // a segment starts: its incoming state (or no keys)
+                    const i64 g = (bh * nseg + rs[u]) * DK + i;
+                    m = has_init ? m0[g] : lo;
+                    s = has_init ? z0[g] : (ta)0;
+                }
                 ta mn = fmx(m, mv[u]);
                 ta a = ex(m - mn), b = ex(mv[u] - mn);
-                m_in[o] = m;
                 al[o] = a;
                 be[o] = b;
-                z[o] = s;  // z entering chunk j (shift m)
                 s = fma(a, s, b * zv[u]);
                 m = mn;
             }
@@ -166,7 +197,8 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
 template <typename ST, int VEC>
 __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __restrict__ be, ST* __restrict__ S,
                                        const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n,
-                                       int has_init, const ta* __restrict__ ga, const ta* __restrict__ gb) {
+                                       int has_init, const ta* __restrict__ ga, const ta* __restrict__ gb,
+                                       const int* __restrict__ tok, int T, int nseg) {
     typedef Pack<VEC, ST> vec;
     const i64 bh = blockIdx.y;
     const int e = (blockIdx.x * NT + threadIdx.x) * VEC;
@@ -179,10 +211,11 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
     const i64 vstride = mstride / VEC;
     ta s[VEC];
 #pragma unroll
-    for (int x = 0; x < VEC; ++x) s[x] = has_init ? S0[bh * mstride + e + x] : (ta)0;
+    for (int x = 0; x < VEC; ++x) s[x] = has_init && !tok ? S0[bh * mstride + e + x] : (ta)0;
     constexpr int G = 8;
     vec cur[G], nxt[G];
     ta ca[G], cb[G], na[G], nb[G];
+    int crs[G], nrs[G];  // packed segments: chunk_reset
 #if LOGV
     typedef Pack<VEC, ta> fvec;  // e % DV is a multiple of VEC (DV % VEC == 0 for VEC > 1)
     const fvec* gab = reinterpret_cast<const fvec*>(ga + bh * (i64)n * DV + e % DV);
@@ -196,6 +229,7 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
             cur[u] = Sb[u * vstride];
             ca[u] = alb[(i64)u * DK];
             cb[u] = beb[(i64)u * DK];
+            crs[u] = chunk_reset(tok, u, T);
 #if LOGV
             cga[u] = gab[u * gstride];
             cgb[u] = gbb[u * gstride];
@@ -208,6 +242,7 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
                 nxt[u] = Sb[(i64)(j0 + G + u) * vstride];
                 na[u] = alb[(i64)(j0 + G + u) * DK];
                 nb[u] = beb[(i64)(j0 + G + u) * DK];
+                nrs[u] = chunk_reset(tok, j0 + G + u, T);
 #if LOGV
                 nga[u] = gab[(j0 + G + u) * gstride];
                 ngb[u] = gbb[(j0 + G + u) * gstride];
@@ -225,6 +260,8 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
                     b *= cgb[u].v[x];
 #endif
                     o.v[x] = to_st<ST>(s[x]);
+                    if (crs[u] >= 0)  // a segment starts: its incoming state (or no keys)
+                        s[x] = has_init ? S0[(bh * nseg + crs[u]) * mstride + e + x] : (ta)0;
                     s[x] = fma(a, s[x], b * from_st(cur[u].v[x]));
                 }
                 Sb[(i64)(j0 + u) * vstride] = o;
@@ -234,6 +271,7 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
             cur[u] = nxt[u];
             ca[u] = na[u];
             cb[u] = nb[u];
+            crs[u] = nrs[u];
 #if LOGV
             cga[u] = nga[u];
             cgb[u] = ngb[u];
@@ -246,85 +284,109 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
 
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sv(const ta* __restrict__ al, const ta* __restrict__ be,
     ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init,
-    const ta* __restrict__ ga, const ta* __restrict__ gb) {
-    scan_S<ta, 16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
+    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ tok, int T, int nseg) {
+    scan_S<ta, 16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, tok, T, nseg);
 }
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict__ al, const ta* __restrict__ be,
     ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init,
-    const ta* __restrict__ ga, const ta* __restrict__ gb) {
-    scan_S<ta, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
+    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ tok, int T, int nseg) {
+    scan_S<ta, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, tok, T, nseg);
 }
 
-// Exact recomputation of the rows of a chunk flagged in flag[] (ns rows), one warp per row (NW warps):
-// the row's own shift R' = max_i (q_ti + max(m_in_i, max_{s<=t} k_si)), den and (LOGV: the visible
-// column shift n'_tc) num from the inputs (qb, kb, vb: the chunk's first rows) and the summary
-// entering the chunk (mi_p, zi_p, Si_p: S_in stored as the compute type or bf16; ni_p: LOGV's
-// n_in); fb: NW x (DKP + CH) scratch; ob: outputs of the input type or (ek_output_tc5f) float32. Shared by
-// ek_output and the tensor-core ek_output_tc5 / tc5f.
 #if TI_BF16 || TI_F16
 __device__ __forceinline__ void st(float* p, ta x) { *p = x; }  // float32 outputs of 16-bit inputs (ek_output_tc5f)
 #endif
-template <int NW, typename SI, typename OT>
-__device__ __forceinline__ void ek_exact_rows(const int* flag, ta* fb, int ns, int causal, const ti* qb, const ti* kb,
-                                              const ti* vb, const ta* mi_p, const ta* zi_p, const SI* Si_p,
-                                              const ta* ni_p, OT* ob, int DK, int DV) {
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    ta* fe = fb + w * (DKP + CH);  // exp(q_ti + m_in_i - R')
-    ta* fw = fe + DKP;             // w(t, s) exp(-R'), s <= t
-    for (int t = w; t < ns; t += NW) {
-        if (!flag[t]) continue;
-        const ti* qr = qb + (i64)t * DK;
-        ta xm = neg_big();
-        for (int i = lane; i < DK; i += 32) {
-            ta mr = mi_p[i];
-            if (causal)
-                for (int s = 0; s <= t; ++s) mr = fmx(mr, ld(kb + (i64)s * DK + i));
-            xm = fmx(xm, ld(qr + i) + mr);
-        }
-        const ta R = warp_max(xm);
-        ta dst = (ta)0;
+
+// One row t of a chunk, exact, by a warp: the row's own shift R' = max_i (q_ti + max(m_i, max_{s0<=s<=t}
+// k_si)), den and (LOGV: with the visible column shift n'_tc) num from the chunk's keys s0 .. t (causal)
+// and a summary (mi_p, zi_p, Si_p: S stored as SI; ni_p: LOGV's n; mi_p null: none); fe, fw: the
+// warp's scratch (DKP, CH).
+template <typename SI, typename OT>
+__device__ __forceinline__ void ek_exact_row(int t, int s0, int causal, const ti* qb, const ti* kb, const ti* vb,
+                                             const ta* mi_p, const ta* zi_p, const SI* Si_p, const ta* ni_p, ta* fe,
+                                             ta* fw, OT* ob, int DK, int DV) {
+    const int lane = threadIdx.x & 31;
+    const ti* qr = qb + (i64)t * DK;
+    ta xm = neg_big();
+    for (int i = lane; i < DK; i += 32) {
+        ta mr = mi_p ? mi_p[i] : neg_big();
+        if (causal)
+            for (int s = s0; s <= t; ++s) mr = fmx(mr, ld(kb + (i64)s * DK + i));
+        xm = fmx(xm, ld(qr + i) + mr);
+    }
+    const ta R = warp_max(xm);
+    ta dst = (ta)0;
+    if (mi_p)
         for (int i = lane; i < DK; i += 32) {
             ta e = ex((ld(qr + i) + mi_p[i]) - R);
             fe[i] = e;
             dst = fma(e, zi_p[i], dst);
         }
-        ta den = warp_sum(dst);
-        if (causal) {
-            for (int s = 0; s <= t; ++s) {
-                ta ws = (ta)0;
-                for (int i = lane; i < DK; i += 32) ws += ex((ld(qr + i) + ld(kb + (i64)s * DK + i)) - R);
-                ws = warp_sum(ws);
-                if (lane == 0) fw[s] = ws;
-                den += ws;
-            }
+    ta den = warp_sum(dst);
+    if (causal) {
+        for (int s = s0; s <= t; ++s) {
+            ta ws = (ta)0;
+            for (int i = lane; i < DK; i += 32) ws += ex((ld(qr + i) + ld(kb + (i64)s * DK + i)) - R);
+            ws = warp_sum(ws);
+            if (lane == 0) fw[s] = ws;
+            den += ws;
         }
-        __syncwarp();
+    }
+    __syncwarp();
 #if LOGV
-        const ta lden = lg(den);
-        for (int c = lane; c < DV; c += 32) {  // the visible column shift n'
-            const ta ni = ni_p[c];
-            ta np = ni;
-            if (causal)
-                for (int s = 0; s <= t; ++s) np = fmx(np, ld(vb + (i64)s * DV + c));
-            ta num = (ta)0;
-            if (causal)
-                for (int s = 0; s <= t; ++s) num = fma(fw[s], ex(fmx(ld(vb + (i64)s * DV + c), lo_v()) - np), num);
-            ta sp = (ta)0;
+    const ta lden = lg(den);
+    for (int c = lane; c < DV; c += 32) {  // the visible column shift n'
+        const ta ni = mi_p ? ni_p[c] : lo_v();
+        ta np = ni;
+        if (causal)
+            for (int s = s0; s <= t; ++s) np = fmx(np, ld(vb + (i64)s * DV + c));
+        ta num = (ta)0;
+        if (causal)
+            for (int s = s0; s <= t; ++s) num = fma(fw[s], ex(fmx(ld(vb + (i64)s * DV + c), lo_v()) - np), num);
+        ta sp = (ta)0;
+        if (mi_p)
             for (int i = 0; i < DK; ++i) sp = fma(fe[i], (ta)from_st(Si_p[(i64)i * DV + c]), sp);
-            num = fma(ex(ni - np), sp, num);
-            st(ob + (i64)t * DV + c, log_out(lg(num) - lden + np));
-        }
+        num = fma(ex(ni - np), sp, num);
+        st(ob + (i64)t * DV + c, log_out(lg(num) - lden + np));
+    }
 #else
-        const ta inv = (ta)1 / den;
-        for (int c = lane; c < DV; c += 32) {
-            ta num = (ta)0;
-            if (causal)
-                for (int s = 0; s <= t; ++s) num = fma(fw[s], ld(vb + (i64)s * DV + c), num);
+    const ta inv = (ta)1 / den;
+    for (int c = lane; c < DV; c += 32) {
+        ta num = (ta)0;
+        if (causal)
+            for (int s = s0; s <= t; ++s) num = fma(fw[s], ld(vb + (i64)s * DV + c), num);
+        if (mi_p)
             for (int i = 0; i < DK; ++i) num = fma(fe[i], (ta)from_st(Si_p[(i64)i * DV + c]), num);
-            st(ob + (i64)t * DV + c, num * inv);
-        }
+        st(ob + (i64)t * DV + c, num * inv);
+    }
 #endif
-        __syncwarp();
+    __syncwarp();
+}
+
+// Exact recomputation of the rows of a chunk flagged in flag[] (ns rows), one warp per row (NW warps),
+// from the inputs (qb, kb, vb: the chunk's first rows) and the summary entering the chunk (mi_p, zi_p,
+// Si_p: S_in stored as the compute type or bf16; ni_p: LOGV's n_in); fb: NW x (DKP + CH) scratch; ob:
+// outputs of the input type or (ek_output_tc5f) float32. Packed segments (segl: each row's first
+// token of its segment minus the chunk's first, or null): a row with segl[t] >= 0 reads the keys
+// segl[t] .. t and its segment's incoming state (m0, z0, S0, n0 at the rows of this sequence; sid: the
+// rows' segments) or none (m0 null). Shared by ek_output and the tensor-core ek_output_tc5 / tc5f.
+template <int NW, typename SI, typename OT>
+__device__ __forceinline__ void ek_exact_rows(const int* flag, ta* fb, int ns, int causal, const ti* qb, const ti* kb,
+                                              const ti* vb, const ta* mi_p, const ta* zi_p, const SI* Si_p,
+                                              const ta* ni_p, OT* ob, int DK, int DV, const int* segl, const int* sid,
+                                              const ta* m0, const ta* z0, const ta* S0, const ta* n0) {
+    const int w = threadIdx.x >> 5;
+    ta* fe = fb + w * (DKP + CH);  // exp(q_ti + m_i - R')
+    ta* fw = fe + DKP;             // w(t, s) exp(-R'), s <= t
+    for (int t = w; t < ns; t += NW) {
+        if (!flag[t]) continue;
+        if (segl && segl[t] >= 0) {  // its segment starts in this chunk: its incoming state, or none
+            const i64 g = m0 ? sid[t] : 0;
+            ek_exact_row<ta, OT>(t, segl[t], causal, qb, kb, vb, m0 ? m0 + g * DK : nullptr, m0 ? z0 + g * DK : nullptr,
+                                 m0 ? S0 + g * DK * DV : nullptr, m0 && n0 ? n0 + g * DV : nullptr, fe, fw, ob, DK, DV);
+        } else {
+            ek_exact_row<SI, OT>(t, 0, causal, qb, kb, vb, mi_p, zi_p, Si_p, ni_p, fe, fw, ob, DK, DV);
+        }
     }
 }
 
@@ -332,7 +394,9 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ v, const ta* __restrict__ m_in,
     const ta* __restrict__ S_in, const ta* __restrict__ z_in, ti* __restrict__ out,
     int Tq, int Tk, int DK, int DV, int n_state, int causal, const ta* __restrict__ n_in,  // n_in: LOGV only
-    const int* __restrict__ rows) {  // rows: seq_row of q, k, v (0, 1, 2), or null
+    const int* __restrict__ rows,  // rows: seq_row of q, k, v (0, 1, 2), or null
+    const int* __restrict__ tok, const ta* __restrict__ m0, const ta* __restrict__ z0, const ta* __restrict__ S0,
+    const ta* __restrict__ n0, int nseg) {  // packed segments (causal) and their incoming states (m0 null: none), or null
     constexpr int RM = CH / 16, RN = DVP / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qt = reinterpret_cast<ta*>(smem_raw);  // DKP x QLD: q, then A = exp(q + mm - R)
@@ -349,8 +413,9 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     ta* nnS = fb + (NT / 32) * (DKP + CH);     // LOGV: DVP column shifts nn
     ta* gS = nnS + (LOGV ? DVP : 0);           // LOGV: DVP, exp(n_in - nn)
     int* flag = reinterpret_cast<int*>(gS + (LOGV ? DVP : 0));  // CH
+    int* segl = flag + CH;  // CH: first token of each row's segment - r0 (-1: one stream)
     check_smem((unsigned)((2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + (NT / 32) * (DKP + CH)
-                           + (LOGV ? 2 * DVP : 0)) * sizeof(ta) + CH * sizeof(int)));
+                           + (LOGV ? 2 * DVP : 0)) * sizeof(ta) + 2 * CH * sizeof(int)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -373,8 +438,12 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
         staged<CH * DVP, NT>(tile_loader<DVP>(v + vr * Tk * DV, r0, Tk, DV),
             [&](int idx, ta x) { Vs[idx] = x; });
     }
-    if (tid < CH) flag[tid] = 0;
+    if (tid < CH) {
+        flag[tid] = 0;
+        segl[tid] = tok && tid < ns ? (int)((i64)tok[r0 + tid] - r0) : -1;
+    }
     __syncthreads();
+    const bool reads = segl[0] < 0;  // some row reads the entering summary (its segment started earlier)
     {  // chunk maximum per feature: NT / DKP threads per feature, partials in fb
         constexpr int NP = NT / DKP;
         const int i = tid % DKP, pp = tid / DKP;
@@ -389,7 +458,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
         if (tid < DKP) {
             ta mm = (ta)0, sc = (ta)0, zz = (ta)0;
             if (i < DK) {
-                ta mi = mi_p[i];
+                ta mi = reads ? mi_p[i] : neg_big();
                 mm = mi;
 #pragma unroll
                 for (int u = 0; u < NP; ++u) mm = fmx(mm, fb[u * DKP + i]);
@@ -405,7 +474,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
             const int c = tid - (NT - DVP);
             ta nn = (ta)0, g = (ta)0;
             if (c < DV) {
-                const ta ni = ni_p[c];
+                const ta ni = reads ? ni_p[c] : lo_v();
                 nn = ni;
                 if (causal)
                     for (int r = 0; r < ns; ++r) nn = fmx(nn, Vs[r * DVP + c]);
@@ -451,13 +520,29 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
         for (int i = h; i < DKP; i += NR) d = fma(Qt[i * QLD + r], zS[i], d);
 #pragma unroll
         for (int o = 1; o < NR; o <<= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        if (h == 0) DS[r] = d;
+        if (h == 0) DS[r] = segl[r] >= 0 ? (ta)0 : d;
     }
     ta acc[RM][RN];
     zero_acc(acc);
     ta rsum[RM];
 #pragma unroll
     for (int ii = 0; ii < RM; ++ii) rsum[ii] = (ta)0;
+    for (int k0 = 0; k0 < DKP; k0 += HS) {  // the entering summary's part first: rows that do not read it drop it
+        __syncthreads();
+        staged<HS * DVP, NT>(
+            [&](int idx) {
+                int c = idx % DVP, i = k0 + idx / DVP;
+                return (i < DK && c < DV) ? Si_p[(i64)i * DV + c] : (ta)0;
+            },
+            [&](int idx, ta x) { Hs[idx] = scS[k0 + idx / DVP] * (LOGV ? gS[idx % DVP] : (ta)1) * x; });
+        __syncthreads();
+        mm_acc<RM, RN, HS>(acc, Qt + k0 * QLD, QLD, Hs, DVP, ty, tx);
+    }
+#pragma unroll
+    for (int ii = 0; ii < RM; ++ii)
+        if (segl[ty * RM + ii] >= 0)
+#pragma unroll
+            for (int jj = 0; jj < RN; ++jj) acc[ii][jj] = (ta)0;
     if (causal) {
         ta P[RM][RM];
         zero_acc(P);
@@ -468,7 +553,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
 #pragma unroll
             for (int jj = 0; jj < RM; ++jj) {
                 int s = tx * RM + jj;
-                ta x = (s <= t) ? P[ii][jj] : (ta)0;
+                ta x = (s <= t && s >= segl[t]) ? P[ii][jj] : (ta)0;  // its segment's keys
                 rsum[ii] += x;
                 Pt[s * QLD + t] = x;
             }
@@ -480,17 +565,6 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
         __syncthreads();
         mm_acc<RM, RN, CH>(acc, Pt, QLD, Vs, DVP, ty, tx);
     }
-    for (int k0 = 0; k0 < DKP; k0 += HS) {
-        __syncthreads();
-        staged<HS * DVP, NT>(
-            [&](int idx) {
-                int c = idx % DVP, i = k0 + idx / DVP;
-                return (i < DK && c < DV) ? Si_p[(i64)i * DV + c] : (ta)0;
-            },
-            [&](int idx, ta x) { Hs[idx] = scS[k0 + idx / DVP] * (LOGV ? gS[idx % DVP] : (ta)1) * x; });
-        __syncthreads();
-        mm_acc<RM, RN, HS>(acc, Qt + k0 * QLD, QLD, Hs, DVP, ty, tx);
-    }
     ti* ob = out + (bh * Tq + r0) * DV;
     int flagged = 0;  // this thread's own knowledge: flag[] is read only after the barrier below
 #pragma unroll
@@ -498,7 +572,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
         int t = ty * RM + ii;
         if (t >= ns) continue;
         ta den = rsum[ii] + DS[t];
-        if (!(den >= DEN_FLOOR)) {
+        if (!(den >= DEN_FLOOR) || (m0 && segl[t] >= 0)) {  // (a segment's incoming state: the exact path reads it)
             if (tx == 0) flag[t] = 1;
             flagged = 1;
             continue;
@@ -527,7 +601,10 @@ extern "C" __global__ void __launch_bounds__(NT) ek_output(
     }
     if (!__syncthreads_or(flagged)) return;
 
-    ek_exact_rows<NT / 32>(flag, fb, ns, causal, qb, kb, vb, mi_p, zi_p, Si_p, ni_p, ob, DK, DV);
+    const i64 g0 = bh * nseg;  // this sequence's rows of the incoming states
+    ek_exact_rows<NT / 32>(flag, fb, ns, causal, qb, kb, vb, mi_p, zi_p, Si_p, ni_p, ob, DK, DV, tok ? segl : nullptr,
+                           tok ? tok + Tq + r0 : nullptr, m0 ? m0 + g0 * DK : nullptr, m0 ? z0 + g0 * DK : nullptr,
+                           m0 ? S0 + g0 * DK * DV : nullptr, m0 && n0 ? n0 + g0 * DV : nullptr);
 }
 
 // One decoding step for every sequence: merge the token into (m, S, z), then read it; blocks

@@ -7,13 +7,15 @@ from __future__ import annotations
 import numpy as np
 
 from ...state import State
+from ..._upload import to_device
+from ...exp_kernel import merge
 from ._arrays import batch_layout, flat, inputs, narrow, on_gpu, shared_inputs, ta_name, widen
 from ._compile import DV_BLOCK, grad_fits, make_config
 
 __all__ = ["forward", "log_forward", "compute", "backward", "backward_noncausal"]
 
 
-def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False, out_f32=False):
+def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False, out_f32=False, segs=None):
     """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
     in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none; broadcast batch views
     are read through the kernels' row map, not copied); init: (m, S, z) of the incoming state or None.
@@ -21,6 +23,10 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
     whose states are (m, S, z, n) with n (..., d_v) the per-column value shift. ``out_f32`` (bf16 causal
     calls on the tensor-core kernels): the output in float32 (``ek_output_tc5f``; the log output that
     ``log_attention``'s backward reads).
+    ``segs``: None, or packed segments (causal; ``(starts, tok)``: the offsets (N + 1,) int64 on the
+    host and :meth:`~lsattn.backends.cupy._compile.CupyOps.seg_tokens` of them): each its own stream,
+    init and the returned state with an N axis after the batch axes (``exp_kernel.cu``'s segment masks,
+    the states by :func:`_segment_states`).
     Returns (out (..., Tq, d_v), (m, S, z) / (m, S, z, n) or None)."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     Tq, Tk, DK, DV = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
@@ -30,7 +36,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         for c0 in range(0, DV, DV_BLOCK):
             c1 = min(DV, c0 + DV_BLOCK)
             sub = None if init is None else (init[0], cols(init[1], c0, c1), init[2]) + tuple(cols(x, c0, c1) for x in init[3:])
-            o, st = compute(ops, q, k, cols(v, c0, c1), causal, sub, want_state, chunk_size, half, logv, out_f32)
+            o, st = compute(ops, q, k, cols(v, c0, c1), causal, sub, want_state, chunk_size, half, logv, out_f32, segs)
             outs.append(o)
             parts.append(st)
         if want_state:
@@ -41,9 +47,13 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
     cfg = make_config(ta_name(xp, ta_dtype), DK, DV, chunk_size, half, logv=logv)
     # broadcast inputs (grouped-query heads) are read through a row map, never copied
     (q3, k3, v3), rows = shared_inputs(xp, (q, k, v), (2, 2, 2))
-    n0 = None if init is None or not logv else flat(xp, init[3], (BH, DV))
+    N = 1 if segs is None else segs[0].shape[0] - 1
+    R = BH * N  # rows of the incoming state (packed: one per segment)
+    tok = None if segs is None else segs[1]
+    decode = causal and Tq == 1 and not logv and segs is None
+    n0 = None if init is None or not logv else flat(xp, init[3], (R, DV))
     if init is None:
-        if causal and Tq == 1 and not logv:  # the decoding kernel reads a state: the one before any token
+        if decode:  # the decoding kernel reads a state: the one before any token
             lo = -float(np.finfo(np.float64 if cfg.ta == "double" else np.float32).max) / 8
             m0 = xp.full((BH, DK), lo, dtype=ta_dtype)
             S0 = xp.zeros((BH, DK, DV), dtype=ta_dtype)
@@ -51,7 +61,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         else:
             m0 = S0 = z0 = None
     else:
-        m0, S0, z0 = flat(xp, init[0], (BH, DK)), flat(xp, init[1], (BH, DK, DV)), flat(xp, init[2], (BH, DK))
+        m0, S0, z0 = flat(xp, init[0], (R, DK)), flat(xp, init[1], (R, DK, DV)), flat(xp, init[2], (R, DK))
     out_f32 = out_f32 and causal and logv and cfg.kernel("ek_output_f32")[0] != "ek_output_f32"
     out = xp.empty((BH, Tq, DV), dtype=xp.float32 if out_f32 else q.dtype)
     m_out = xp.empty((BH, DK), dtype=ta_dtype)
@@ -60,7 +70,7 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
 
     n_out = xp.empty((BH, DV), dtype=ta_dtype) if logv else None
 
-    if causal and Tq == 1 and not logv:  # decoding step (log_attention: one token is one chunk)
+    if decode:  # decoding step (log_attention: one token is one chunk)
         ops.ek_decode(cfg, q3, k3, v3, m0, S0, z0, m_out, S_out, z_out, out, DK, DV, BH, rows=rows)
     else:
         n = -(-Tk // cfg.CH)
@@ -73,11 +83,18 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
         if logv:  # the chunks' column maxima of log v, then the column shift entering every chunk
             nc, n_in = xp.empty((BH, n, DV), dtype=ta_dtype), xp.empty((BH, n, DV), dtype=ta_dtype)
             vshift = (nc, n0, n_in, n_out)
-        ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH, nc, rows=rows)
-        ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift)
+        ops.ek_chunk(cfg, k3, v3, mk, S, z, Tk, DK, DV, n, BH, nc, rows=rows, tok=tok)
+        ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift,
+                    segs=None if tok is None else (tok, Tk, N))
         if causal:
             f32 = {"name": "ek_output_f32"} if out_f32 else {}
+            if tok is not None:  # packed segments: each row's own stream; incoming states read by the exact rows
+                f32.update(tok=tok, nseg=N, init=None if m0 is None else (m0, S0, z0) + ((n0,) if logv else ()))
             ops.ek_output(cfg, q3, k3, v3, m_in, S, z, out, Tq, Tk, DK, DV, n, True, BH, n_in, rows=rows, **f32)
+            if want_state and tok is not None:
+                st = _segment_states(xp, cfg, k3, v3, rows, half, (m_in, n_in, S, z),
+                                     None if m0 is None else (m0, n0, S0, z0), segs[0], BH)
+                return xp.reshape(out, batch + (Tq, DV)), tuple(xp.reshape(x, batch + (N,) + x.shape[2:]) for x in st)
         elif Tq > 0:
             if half:
                 raise NotImplementedError("non-causal calls take float32 / float64 inputs")
@@ -92,7 +109,74 @@ def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", lo
     return xp.reshape(out, batch + (Tq, DV)), state
 
 
-def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
+def _segment_states(xp, cfg, k3, v3, rows, half, entering, init, starts, BH):
+    """The state of every packed segment after its last token (``compute``'s ``segs``): the summary
+    entering that token's chunk (when the segment started before it; else the segment's incoming
+    state ``init`` or none) merged with the segment's keys in that chunk (at most ``CH``), gathered
+    as (BH, segments, rows) with a mask, in the compute dtype.
+
+    k3, v3 (B', T, d) as the kernels read them (``rows``: their row of every sequence, or None);
+    entering: (m_in, n_in or None, S, z) after ``ek_scan`` (BH, n, ...) (S possibly bf16 patterns);
+    init: (m0, n0 or None, S0, z0) (BH N, ...) or None. Returns (m, S, z[, n]) (BH, N, ...)."""
+    ta = xp.float32 if half else k3.dtype
+    lo = -float(np.finfo(np.dtype(ta)).max) / 8
+    logv = entering[1] is not None
+    lens = np.diff(starts)
+    N, CH = lens.shape[0], cfg.CH
+    DK, DV = k3.shape[-1], v3.shape[-1]
+    m = xp.full((BH, N, DK), lo, dtype=ta)  # segments of length 0: their incoming state, or no keys
+    S, z = xp.zeros((BH, N, DK, DV), dtype=ta), xp.zeros((BH, N, DK), dtype=ta)
+    nv = xp.full((BH, N, DV), lo, dtype=ta) if logv else None
+    if init is not None:
+        m, S, z = (xp.reshape(x, y.shape).astype(ta) for x, y in zip((init[0], init[2], init[3]), (m, S, z)))
+        nv = xp.reshape(init[1], nv.shape).astype(ta) if logv else None
+    g = np.nonzero(lens > 0)[0]
+    if g.size == 0:
+        return (m, S, z) + ((nv,) if logv else ())
+    last = starts[1:][g] - 1
+    c = last // CH
+    first = np.maximum(starts[:-1][g], c * CH)  # the segment's keys in its last chunk: first .. last
+    W = int((last - first).max()) + 1
+    pos = first[:, None] + np.arange(W)[None, :]  # (M, W)
+    keep = pos <= last[:, None]
+    idx = to_device(xp, np.minimum(pos, last[:, None]).reshape(-1), k3)
+    wide = lambda x: (widen(xp, x, half) if half else x.astype(ta))  # noqa: E731
+
+    def rows_of(x, i):  # (B', T, d) -> (BH, M, W, d) at the positions
+        y = xp.take(x, idx, axis=1)
+        y = y if rows is None else y[rows[i]]
+        return wide(xp.reshape(y, (BH, g.size, W, x.shape[-1])))
+
+    keep_d = to_device(xp, keep, k3)[None, :, :, None]
+    kt = xp.where(keep_d, rows_of(k3, 1), lo)
+    mt = kt.max(axis=2)  # (BH, M, DK)
+    E = xp.where(keep_d, xp.exp(kt - mt[:, :, None, :]), 0)
+    vt = rows_of(v3, 2)
+    nt = None
+    if logv:  # the column shift of the segment's values in the chunk (-inf at the stand-in)
+        vt = xp.where(keep_d, xp.maximum(vt, lo), lo)
+        nt = vt.max(axis=2)
+        vt = xp.exp(vt - nt[:, :, None, :])
+    St, zt = xp.swapaxes(E, -1, -2) @ vt, E.sum(axis=2)
+    # the head: the summary entering the chunk where the segment started before it
+    before = to_device(xp, starts[:-1][g] < c * CH, k3)[None, :, None]
+    cd = to_device(xp, c, k3)
+    gd = to_device(xp, g, k3)
+    m_in, n_in, S_in, z_in = entering
+    Sh = xp.take(S_in, cd, axis=1)
+    Sh = widen(xp, Sh, "bf16") if Sh.dtype == xp.uint16 else Sh
+    pick = lambda a, b: xp.where(before if a.ndim == 3 else before[..., None], a, b)  # noqa: E731
+    mh = pick(xp.take(m_in, cd, axis=1), xp.take(m, gd, axis=1))
+    zh = pick(xp.take(z_in, cd, axis=1), xp.take(z, gd, axis=1))
+    Sh = pick(Sh, xp.take(S, gd, axis=1))
+    nh = pick(xp.take(n_in, cd, axis=1), xp.take(nv, gd, axis=1)) if logv else None
+    m[:, gd], nn, S[:, gd], z[:, gd] = merge(xp, (mh, nh, Sh, zh), (mt, nt, St, zt))  # the array-API merge
+    if logv:
+        nv[:, gd] = nn
+    return (m, S, z) + ((nv,) if logv else ())
+
+
+def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False, starts=None):
     """Gradients of a causal call for the output gradient ``do`` (``exp_kernel_bwd.cu``).
 
     q, k (..., T, d_k), v, out (the forward's output), do (..., T, d_v), in one kind (``half`` as in
@@ -102,12 +186,22 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
     Returns (dq, dk, dv in the inputs' kind, (dm, dS, dz) / (dm, dS, dz, dn) of the incoming state in
     the compute dtype, or None unless ``want_state``). The forward's chunk summaries are recomputed
     (chunk of the backward's tiles); temporaries: one d_k x d_v matrix per chunk and two numbers per
-    token (LOGV: and 2 d_v per chunk)."""
+    token (LOGV: and 2 d_v per chunk).
+    ``starts``: None, or the offsets (N + 1,) int64 (host) of packed segments (no ``init``): the
+    tokens are laid out with every segment starting on a chunk of the backward's kernels (at most
+    ``CH - 1`` zero tokens after each, :func:`_chunk_layout`), the forward's scan resets where a
+    segment starts and the reverse scan is cut where one ends (its chunk's ``m_next`` at ``+big``: no
+    weight from a later segment), then the gradients are taken back to the packed rows."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     T, DK, DV = q.shape[-2], q.shape[-1], v.shape[-1]
     cfg = make_config(ta_name(xp, ta_dtype), DK, DV, 32, half, grad="exp_kernel", logv=logv)
     q3, k3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK))
     v3, y3, do3 = (flat(xp, x, (BH, T, DV)) for x in (v, out, do))
+    tok = cut = back_dev = None
+    T_packed = T
+    if starts is not None:
+        tok, cut, back_dev, q3, k3, v3, y3, do3 = _chunk_layout(xp, cfg.CH, starts, (q3, k3, v3, y3, do3), half, logv)
+        T = q3.shape[1]
     dq, dk, dv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
     n = -(-T // cfg.CH)
     mk, z, m_in = (xp.empty((BH, n, DK), dtype=ta_dtype) for _ in range(3))
@@ -123,15 +217,26 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
         nc, n_in, Wc, Wn = (xp.empty((BH, n, DV), dtype=ta_dtype) for _ in range(4))
         W0 = xp.empty((BH, DV), dtype=ta_dtype)
         vshift = (nc, n0, n_in, xp.empty((BH, DV), dtype=ta_dtype))
-    ops.ek_chunk(cfg, k3, v3, mk, S, z, T, DK, DV, n, BH, nc)
-    ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift)  # S, z: entering each chunk
+    ops.ek_chunk(cfg, k3, v3, mk, S, z, T, DK, DV, n, BH, nc, tok=tok)
+    ops.ek_scan(cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift,
+                segs=None if tok is None else (tok, T, starts.shape[0] - 1))  # S, z: entering each chunk
+    big = float(np.finfo(np.dtype(ta_dtype)).max) / 8
+    if cut is not None:  # a segment's first chunk reads no summary (the scan wrote the previous segment's)
+        first = cut[1]
+        m_in[:, first], S[:, first], z[:, first] = -big, 0, 0
+        if logv:
+            n_in[:, first] = -big
     lden, dl = xp.empty((BH, T), dtype=ta_dtype), xp.empty((BH, T), dtype=ta_dtype)
     ops.ekb_dq(cfg, q3, k3, v3, y3, do3, m_in, S, z, dq, lden, dl, T, DK, DV, n, BH, n_in, Wc)  # S, z: U^c, Z^c
     m_next = xp.ascontiguousarray(xp.concatenate([m_in[:, 1:], m_out[:, None]], axis=1))
+    if cut is not None:  # the last chunk of every segment reads nothing from later chunks
+        m_next[:, cut[0]] = big
     R0 = xp.empty((BH, DK * DV + DK), dtype=ta_dtype)
     ops.ekb_rscan(cfg, S, z, m_in, m_next, R0, DK, DV, n, BH, Wc, Wn, W0)  # S, z: U, Z entering from the right
     ops.ekb_dkdv(cfg, q3, k3, v3, do3, lden, dl, S, z, m_next, dk, dv, T, DK, DV, n, BH, y3 if logv else None, Wn)
-    grads = tuple(xp.reshape(g, batch + (T, g.shape[-1])) for g in (dq, dk, dv))
+    if back_dev is not None:  # the packed rows of the laid-out gradients
+        dq, dk, dv = (xp.take(g, back_dev, axis=1) for g in (dq, dk, dv))
+    grads = tuple(xp.reshape(g, batch + (T_packed, g.shape[-1])) for g in (dq, dk, dv))
     if not want_state:
         return grads + (None,)
     dS0 = xp.reshape(R0[:, : DK * DV], (BH, DK, DV))
@@ -144,6 +249,39 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False):
     if logv:
         dst += (xp.sum(S0 * dS0, axis=-2),)  # n scales the columns of S by exp(n)
     return grads + (tuple(xp.reshape(g, batch + g.shape[1:]) for g in dst),)
+
+
+def _chunk_layout(xp, CH, starts, arrays, half, logv):
+    """Packed tokens laid out for the backward kernels with every segment starting on a chunk of
+    ``CH``: arrays (q, k, v, y, do) (BH, T, d) -> ``(tok, cut, back, *laid-out arrays (BH, T', d))``
+    with ``T' = sum ceil(n_i / CH) CH``, the gaps' tokens neutral (q 0, k and log values at the
+    stand-in ``-finfo.max / 8`` of their dtype: no weight; v, y, do 0: no gradient); ``tok`` (2, T')
+    the layout's token table (``exp_kernel.cu``), ``cut`` the last and the first chunk of every
+    non-empty segment, ``back`` (T,) each packed token's laid-out row (device arrays)."""
+    lens = np.diff(starts)
+    padded = -(-lens // CH) * CH
+    lstart = np.concatenate([[0], np.cumsum(padded)])
+    T_pad = int(lstart[-1])
+    seg = np.repeat(np.arange(lens.shape[0]), lens)
+    back = np.arange(int(starts[-1]), dtype=np.int64) + (lstart[:-1] - starts[:-1])[seg]
+    seg_l = np.repeat(np.arange(lens.shape[0]), padded)
+    tok = np.stack([lstart[:-1][seg_l], seg_l]).astype(np.int32).reshape(2, T_pad)
+    cut = (lstart[1:][lens > 0] // CH - 1, lstart[:-1][lens > 0] // CH)  # the segments' last and first chunks
+    like = arrays[0]
+    back_dev = to_device(xp, back, like)
+    dt = np.float32 if half else np.dtype(like.dtype)
+    lo = np.array([-float(np.finfo(np.float16 if half == "f16" else dt).max) / 8], np.float32 if half else dt)
+    out = []
+    for i, x in enumerate(arrays):
+        fill = 0.0
+        if i == 1 or (i == 2 and logv):  # keys, log values: no weight
+            fill = np.asarray(narrow(np, lo, half)).view(np.dtype(x.dtype))[0] if half else lo[0]
+        if i == 3 and logv:  # log outputs at +big: no part in the column shifts of U (W = max -o)
+            fill = float(np.finfo(np.dtype(x.dtype)).max) / 8
+        y = xp.full((x.shape[0], T_pad, x.shape[2]), fill, dtype=x.dtype)
+        y[:, back_dev] = x
+        out.append(y)
+    return (to_device(xp, tok, like), tuple(to_device(xp, c, like) for c in cut), back_dev) + tuple(out)
 
 
 def backward_noncausal(xp, q, k, v, out, do, logv=False):
@@ -195,7 +333,7 @@ def _tracks_grad(arrays):
     return torch.is_grad_enabled()
 
 
-def forward(q, k, v, causal, state, return_state, *, chunk_size=None):
+def forward(q, k, v, causal, state, return_state, *, chunk_size=None, segments=None):
     """CuPy-kernel implementation of ``exp_kernel_attention``; the signature of
     ``lsattn.exp_kernel._exp_forward`` (inputs as in :func:`loglinear_forward`; non-causal calls
     with 16-bit inputs compute from float32 copies).
@@ -205,11 +343,17 @@ def forward(q, k, v, causal, state, return_state, *, chunk_size=None):
     (y (..., Tq, d_v) in the inputs' dtype, State or None); state tensors ``m (..., d_k)``,
     ``S (..., d_k, d_v)``, ``z (..., d_k)`` as in the array-API twin (before any token
     ``m = -finfo.max / 8``), float32 / float64.
+
+    segments: None, or packed segments (``lsattn._varlen.Streams``; ``RESET_OPS``): each its own
+    stream (the kernels' segment masks, ``exp_kernel.cu``), continuing the packed ``state`` (batch
+    axes then N; None: fresh streams); the returned state is packed too. Calls that record a
+    gradient: the backward kernels on a chunk-aligned layout (:func:`backward`); with an incoming
+    state too, or a returned one: the array-API formulation on the same device.
     """
-    return _forward(q, k, v, causal, state, return_state, chunk_size, False)
+    return _forward(q, k, v, causal, state, return_state, chunk_size, False, segments)
 
 
-def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
+def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None, segments=None):
     """CuPy-kernel implementation of ``log_attention`` (the kernels' LOGV mode); the signature of
     ``lsattn.exp_kernel._log_forward``, arguments as :func:`forward` with ``log_v (..., Tk, d_v)``
     (``-inf`` allowed).
@@ -221,12 +365,12 @@ def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None):
     ``m = n = -finfo.max / 8``), as in the array-API twin. Calls on CUDA torch tensors that
     require grad record the backward (``_autograd``; causal: ``exp_kernel_bwd.cu`` in LOGV mode,
     non-causal: :func:`backward_noncausal`); those returning a state run the array-API formulation
-    on the same device.
+    on the same device. ``segments``: as :func:`forward`.
     """
-    return _forward(q, k, log_v, causal, state, return_state, chunk_size, True)
+    return _forward(q, k, log_v, causal, state, return_state, chunk_size, True, segments)
 
 
-def _forward(q, k, v, causal, state, return_state, chunk_size, logv):
+def _forward(q, k, v, causal, state, return_state, chunk_size, logv, segments=None):
     op, names = ("log_attention", ("m", "S", "z", "n")) if logv else ("exp_kernel_attention", ("m", "S", "z"))
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
     offset = 0 if state is None else state.offset
@@ -235,16 +379,20 @@ def _forward(q, k, v, causal, state, return_state, chunk_size, logv):
         import torch
 
         f64 = q.dtype == torch.float64
-        if not return_state and (not causal or grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel", logv)):
+        if not return_state and (segments is None or state is None) and (
+                not causal or grad_fits("double" if f64 else "float", d_k, d_v, "exp_kernel", logv)):
             from ._autograd import apply_exp_kernel
 
-            return apply_exp_kernel(q, k, v, init_t, chunk_size, logv, causal), None
+            starts = None if segments is None else segments.starts  # packed: the backward on a chunk-aligned layout
+            return apply_exp_kernel(q, k, v, init_t, chunk_size, logv, causal, starts), None
         # a returned state (whose gradient the kernels do not compute), head dims beyond the
-        # backward's tiles: the array-API formulation on the same device, differentiated by torch
+        # backward's tiles, packed segments with an incoming state: the array-API formulation on the
+        # same device, differentiated by torch
         from ...exp_kernel import _exp_forward, _log_forward
 
         args = [x if f64 else x.float() for x in (q, k, v)]  # half: in float32
-        return (_log_forward if logv else _exp_forward)(*args, causal, state, return_state, chunk_size=chunk_size)
+        return (_log_forward if logv else _exp_forward)(*args, causal, state, return_state, chunk_size=chunk_size,
+                                                        segments=segments)
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         (qc, kc, vc), half = inputs(to_cp, (q, k, v))
@@ -254,20 +402,24 @@ def _forward(q, k, v, causal, state, return_state, chunk_size, logv):
             return back(narrow(xp, out, half), half), None
         sdtype = xp.float32 if half else qc.dtype
         init = None if state is None else tuple(to_cp(state.tensors[n])[0] for n in names)
+        lead = batch if segments is None else batch + (segments.starts.shape[0] - 1,)  # the state's batch axes
         if Tq == 0 and causal:
             out = back(xp.empty(batch + (0, d_v), dtype=qc.dtype), half)
             if not return_state or state is not None:
                 return out, state if return_state else None
             lo = -float(np.finfo(np.dtype(sdtype)).max) / 8
-            init = (xp.full(batch + (d_k,), lo, dtype=sdtype), xp.zeros(batch + (d_k, d_v), dtype=sdtype),
-                    xp.zeros(batch + (d_k,), dtype=sdtype))
+            init = (xp.full(lead + (d_k,), lo, dtype=sdtype), xp.zeros(lead + (d_k, d_v), dtype=sdtype),
+                    xp.zeros(lead + (d_k,), dtype=sdtype))
             if logv:
-                init += (xp.full(batch + (d_v,), lo, dtype=sdtype),)
+                init += (xp.full(lead + (d_v,), lo, dtype=sdtype),)
             tensors = dict(zip(names, (back(t, "") for t in init)))
-            return out, State(op, 0, batch, d_k, d_v, tensors["S"].dtype, tensors)
-        out, st = compute(ops, qc, kc, vc, causal, init, return_state, chunk_size, half, logv)
+            return out, State(op, 0 if segments is None else segments.offsets.copy(), lead, d_k, d_v,
+                              tensors["S"].dtype, tensors)
+        segs = None if segments is None else (segments.starts, ops.seg_tokens(segments.starts, qc))
+        out, st = compute(ops, qc, kc, vc, causal, init, return_state, chunk_size, half, logv, segs=segs)
         out = back(out, half)
         if not return_state:
             return out, None
         tensors = dict(zip(names, (back(t, "") for t in st)))
-        return out, State(op, offset + Tq, batch, d_k, d_v, tensors["S"].dtype, tensors)
+        ends = offset + Tq if segments is None else segments.offsets + np.diff(segments.starts)
+        return out, State(op, ends, lead, d_k, d_v, tensors["S"].dtype, tensors)

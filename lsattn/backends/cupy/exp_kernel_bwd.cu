@@ -267,6 +267,8 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
 // X[c] holds U^c on entry and U(b_{c+1}) on exit; R0 receives U(b_0).
 // LOGV: U's column shifts, W^c in Wc (BH, n, DV); Wn[c] receives W(b_{c+1}), W0 W(b_0) (written by
 // the elements of row 0); Z has none.
+// Packed segments (exp_kernel.py's chunk-aligned layout): m_next = +finfo.max / 8 (-lo_v) marks the
+// last chunk of a segment: U(b_c) = U^c there, its column shift W^c (nothing of a later segment).
 extern "C" __global__ void __launch_bounds__(NT) ekb_rscan(
     ta* __restrict__ U, ta* __restrict__ Z, const ta* __restrict__ m_in, const ta* __restrict__ m_next,
     ta* __restrict__ R0, int DK, int DV, int n, const ta* __restrict__ Wc, ta* __restrict__ Wn, ta* __restrict__ W0) {
@@ -286,6 +288,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_rscan(
     constexpr int NB = 8;  // the loads of NB chunks are issued before their sequential update
     for (int c0 = n - 1; c0 >= 0; c0 -= NB) {
         ta u[NB], f[NB];
+        bool cut[NB];
 #if LOGV
         ta w[NB];
 #endif
@@ -295,6 +298,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_rscan(
             const i64 mc = (bh * n + max(c, 0)) * DK + i;
             u[b] = c >= 0 ? X[max(c, 0) * stride] : (ta)0;
             f[b] = c >= 0 ? m_in[mc] - m_next[mc] : (ta)0;
+            cut[b] = c >= 0 && m_next[mc] >= -lo_v();
 #if LOGV
             w[b] = (c >= 0 && col) ? Wc[(bh * n + max(c, 0)) * DV + j] : lo_v();
 #endif
@@ -304,9 +308,11 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_rscan(
             const int c = c0 - b;
             if (c < 0) break;
             X[c * stride] = R;
+            if (cut[b]) R = (ta)0;  // a segment ends in chunk c
 #if LOGV
             if (col) {
                 if (e < DV) Wn[(bh * n + c) * DV + j] = Wr;
+                if (cut[b]) Wr = lo_v();
                 const ta wn = fmx(Wr, w[b]);
                 R = u[b] * ex(w[b] - wn) + ex(f[b] + (Wr - wn)) * R;
                 Wr = wn;

@@ -22,7 +22,7 @@ template <typename ST, bool FAST>
 __device__ __forceinline__ void ek_chunk_body(
     const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, ST* __restrict__ S,
     float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ nc,  // nc: LOGV only
-    const int* __restrict__ rows) {
+    const int* __restrict__ rows, const int* __restrict__ tok) {  // tok: packed segments (exp_kernel.cu), or null
     constexpr int LDK = DKP + 8, LDV = DVP + 8, NP = NTC / DKP;
     extern __shared__ __align__(16) unsigned char smem_t[];
     bf* Ks = reinterpret_cast<bf*>(smem_t);  // CH x LDK: k, then exp(k - mk)
@@ -35,6 +35,7 @@ __device__ __forceinline__ void ek_chunk_body(
     const i64 bh = blockIdx.y;
     const i64 r0 = (i64)j * CH;
     const int ns = (int)min((i64)CH, (i64)T - r0);
+    const int lo = tok ? (int)max((i64)0, (i64)tok[r0 + ns - 1] - r0) : 0;  // the rows of the last segment: lo .. ns - 1
     tile_async<DKP>(Ks, LDK, k + seq_row(rows, 1, bh, gridDim.y) * T * DK, r0, T, DK);
     tile_async<DVP>(Vs, LDV, v + seq_row(rows, 2, bh, gridDim.y) * T * DV, r0, T, DV);
     cp_async_wait_all();
@@ -43,13 +44,13 @@ __device__ __forceinline__ void ek_chunk_body(
     float m = neg_big();
 #pragma unroll
     for (int s = pp; s < CH; s += NP)
-        if (s < ns) m = fmaxf(m, from_bf(Ks[s * LDK + i]));
+        if (s >= lo && s < ns) m = fmaxf(m, from_bf(Ks[s * LDK + i]));
     part[pp * DKP + i] = m;
 #if LOGV
     if (threadIdx.x < DVP) {  // the chunk's column maxima of lv (-inf: the stand-in)
         const int c = threadIdx.x;
         float mv = lo_v();
-        for (int s = 0; s < ns; ++s) mv = fmaxf(mv, from_bf(Vs[s * LDV + c]));
+        for (int s = lo; s < ns; ++s) mv = fmaxf(mv, from_bf(Vs[s * LDV + c]));
         if (c < DV) nc[(bh * n + j) * DV + c] = mv;
         nS[c] = mv;
     }
@@ -65,12 +66,12 @@ __device__ __forceinline__ void ek_chunk_body(
     __syncthreads();
     for (int idx = threadIdx.x; idx < CH * DKP; idx += NTC) {
         int ss = idx / DKP, ii = idx % DKP;
-        Ks[ss * LDK + ii] = to_bf((ii < DK && ss < ns) ? exf<FAST>(from_bf(Ks[ss * LDK + ii]) - mS[ii]) : 0.f);
+        Ks[ss * LDK + ii] = to_bf((ii < DK && ss >= lo && ss < ns) ? exf<FAST>(from_bf(Ks[ss * LDK + ii]) - mS[ii]) : 0.f);
     }
 #if LOGV
     for (int idx = threadIdx.x; idx < CH * DVP; idx += NTC) {
         int ss = idx / DVP, c = idx % DVP;
-        Vs[ss * LDV + c] = to_bf((c < DV && ss < ns) ? exf<FAST>(fmaxf(from_bf(Vs[ss * LDV + c]), lo_v()) - nS[c]) : 0.f);
+        Vs[ss * LDV + c] = to_bf((c < DV && ss >= lo && ss < ns) ? exf<FAST>(fmaxf(from_bf(Vs[ss * LDV + c]), lo_v()) - nS[c]) : 0.f);
     }
 #endif
     __syncthreads();
@@ -91,15 +92,16 @@ __device__ __forceinline__ void ek_chunk_body(
 extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5(
     const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, bf* __restrict__ S,
     float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ nc,  // nc: LOGV only
-    const int* __restrict__ rows) {
-    ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n, nc, rows);
+    const int* __restrict__ rows, const int* __restrict__ tok) {
+    ek_chunk_body<bf, true>(k, v, mk, S, z, T, DK, DV, n, nc, rows, tok);
 }
 
 // the backward's summaries (exp_kernel_bwd_tc.cu): fp32, overwritten by its U^c
 extern "C" __global__ void __launch_bounds__(NTC) ek_chunk_tc5f(
     const bf* __restrict__ k, const bf* __restrict__ v, float* __restrict__ mk, float* __restrict__ S,
-    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ nc, const int* __restrict__ rows) {
-    ek_chunk_body<float, true>(k, v, mk, S, z, T, DK, DV, n, nc, rows);
+    float* __restrict__ z, int T, int DK, int DV, int n, float* __restrict__ nc, const int* __restrict__ rows,
+    const int* __restrict__ tok) {
+    ek_chunk_body<float, true>(k, v, mk, S, z, T, DK, DV, n, nc, rows, tok);
 }
 
 // OT: the output's type, bf16 or (ek_output_tc5f: bf16 log_attention training, whose backward reads log y) float32
@@ -108,7 +110,8 @@ __device__ __forceinline__ void ek_output_body(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
     const ST* __restrict__ S_in, const float* __restrict__ z_in, OT* __restrict__ out,
     int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ n_in,  // n_in: LOGV only
-    const int* __restrict__ rows) {
+    const int* __restrict__ rows, const int* __restrict__ tok, const float* __restrict__ m0, const float* __restrict__ z0,
+    const float* __restrict__ S0, const float* __restrict__ n0, int nseg) {  // packed segments as ek_output, or null
     constexpr bool F32S = sizeof(ST) == 4;  // summaries in fp32: staged through Fs and converted
     constexpr int LDK = DKP + 8, LDV = DVP + 8, LDF = DVP + 4, NW = NTC / 32, NF = F32S ? DKP * LDF : 0;
     extern __shared__ __align__(16) unsigned char smem_t[];
@@ -126,8 +129,9 @@ __device__ __forceinline__ void ek_output_body(
     float* nnS = fb + NW * (DKP + CH);  // LOGV: DVP column shifts nn
     float* gS = nnS + (LOGV ? DVP : 0);  // LOGV: DVP, exp(n_in - nn)
     int* flag = reinterpret_cast<int*>(gS + (LOGV ? DVP : 0));
+    int* segl = flag + CH;  // CH: first token of each row's segment - r0 (-1: one stream)
     check_smem((unsigned)(NF * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 +
-                          (3 * DKP + 2 * CH + NW * (DKP + CH) + (LOGV ? 2 * DVP : 0)) * 4 + CH * 4));
+                          (3 * DKP + 2 * CH + NW * (DKP + CH) + (LOGV ? 2 * DVP : 0)) * 4 + 2 * CH * 4));
     const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -149,9 +153,13 @@ __device__ __forceinline__ void ek_output_body(
     }
     if constexpr (F32S) state_async(Fs, LDF, reinterpret_cast<const float*>(Si_p), DK, DV);
     else state_async_bf(Hs, LDV, reinterpret_cast<const bf*>(Si_p), DK, DV);
-    if (tid < CH) flag[tid] = 0;
+    if (tid < CH) {
+        flag[tid] = 0;
+        segl[tid] = tok && tid < ns ? (int)((i64)tok[r0 + tid] - r0) : -1;
+    }
     cp_async_wait_all();
     __syncthreads();
+    const bool reads = segl[0] < 0;  // some row reads the entering summary (its segment started earlier)
     {  // chunk maximum per feature, NTC / DKP threads per feature (partials in fb)
         constexpr int NP = NTC / DKP;
         const int i = tid % DKP, pp = tid / DKP;
@@ -166,7 +174,7 @@ __device__ __forceinline__ void ek_output_body(
         if (tid < DKP) {
             float mm = 0.f, sc = 0.f, zz = 0.f;
             if (i < DK) {
-                float mi = mi_p[i];
+                float mi = reads ? mi_p[i] : neg_big();
                 mm = mi;
 #pragma unroll
                 for (int u = 0; u < NP; ++u) mm = fmaxf(mm, fb[u * DKP + i]);
@@ -182,7 +190,7 @@ __device__ __forceinline__ void ek_output_body(
             const int c = tid;
             float nn = 0.f, gg = 0.f;
             if (c < DV) {
-                const float ni = ni_p[c];
+                const float ni = reads ? ni_p[c] : lo_v();
                 nn = ni;
                 if (causal)
                     for (int r = 0; r < ns; ++r) nn = fmaxf(nn, from_bf(Vs[r * LDV + c]));
@@ -230,7 +238,7 @@ __device__ __forceinline__ void ek_output_body(
 #pragma unroll
         for (int i = h; i < DKP; i += 2) d = fmaf(from_bf(Qs[r * LDK + i]), zS[i], d);
         d += __shfl_xor_sync(0xffffffffu, d, 1);
-        if (h == 0) DS[r] = d;
+        if (h == 0) DS[r] = segl[r] >= 0 ? 0.f : d;
     }
     const int rlo = 16 * w + g, rhi = rlo + 8;
     unsigned qa[DKP / 16][4];
@@ -240,6 +248,20 @@ __device__ __forceinline__ void ek_output_body(
 #pragma unroll
     for (int nt = 0; nt < DVP / 8; ++nt) O[nt][0] = O[nt][1] = O[nt][2] = O[nt][3] = 0.f;
     float rs_lo = 0.f, rs_hi = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < DKP / 16; ++kk)  // the entering summary's part first: rows that do not read it drop it
+#pragma unroll
+        for (int nt = 0; nt < DVP / 8; ++nt) {
+            unsigned b0, b1;
+            frag_b_kn(b0, b1, Hs, LDV, 16 * kk, 8 * nt);
+            mma_bf16(O[nt], qa[kk], b0, b1);
+        }
+    const int sl_lo = segl[rlo], sl_hi = segl[rhi];
+#pragma unroll
+    for (int nt = 0; nt < DVP / 8; ++nt) {
+        if (sl_lo >= 0) O[nt][0] = O[nt][1] = 0.f;
+        if (sl_hi >= 0) O[nt][2] = O[nt][3] = 0.f;
+    }
     if (causal) {
         float P[CH / 8][4];
 #pragma unroll
@@ -250,7 +272,7 @@ __device__ __forceinline__ void ek_output_body(
 #pragma unroll
             for (int x = 0; x < 4; ++x) {
                 int tt = x < 2 ? rlo : rhi, s = 8 * nt + 2 * t4 + (x & 1);
-                if (s > tt) P[nt][x] = 0.f;
+                if (s > tt || s < (x < 2 ? sl_lo : sl_hi)) P[nt][x] = 0.f;  // its segment's keys
                 if (x < 2) rs_lo += P[nt][x];
                 else rs_hi += P[nt][x];
             }
@@ -270,17 +292,11 @@ __device__ __forceinline__ void ek_output_body(
             }
         }
     }
-#pragma unroll
-    for (int kk = 0; kk < DKP / 16; ++kk)
-#pragma unroll
-        for (int nt = 0; nt < DVP / 8; ++nt) {
-            unsigned b0, b1;
-            frag_b_kn(b0, b1, Hs, LDV, 16 * kk, 8 * nt);
-            mma_bf16(O[nt], qa[kk], b0, b1);
-        }
     __syncthreads();  // DS
     const float dlo = rs_lo + DS[rlo], dhi = rs_hi + DS[rhi];
-    const bool blo = rlo < ns && !(dlo >= DEN_FLOOR), bhi = rhi < ns && !(dhi >= DEN_FLOOR);
+    // (a row whose segment starts here with an incoming state: the exact path reads that state)
+    const bool blo = rlo < ns && (!(dlo >= DEN_FLOOR) || (m0 && sl_lo >= 0));
+    const bool bhi = rhi < ns && (!(dhi >= DEN_FLOOR) || (m0 && sl_hi >= 0));
     bool flo = blo, fhi = bhi;  // rows for the exact path
 #if LOGV
     const float llo = lg(dlo), lhi = lg(dhi);
@@ -321,33 +337,41 @@ __device__ __forceinline__ void ek_output_body(
     if (flo) flag[rlo] = 1;  // (the same value from every lane that flags the row)
     if (fhi) flag[rhi] = 1;
     if (!__syncthreads_or(flo || fhi)) return;  // flag[] is read only after this barrier
-    ek_exact_rows<NW>(flag, fb, ns, causal, qb, kb, vb, mi_p, zi_p, Si_p, ni_p, ob, DK, DV);
+    const i64 g0 = bh * nseg;  // this sequence's rows of the incoming states
+    ek_exact_rows<NW>(flag, fb, ns, causal, qb, kb, vb, mi_p, zi_p, Si_p, ni_p, ob, DK, DV, tok ? segl : nullptr,
+                      tok ? tok + Tq + r0 : nullptr, m0 ? m0 + g0 * DK : nullptr, m0 ? z0 + g0 * DK : nullptr,
+                      m0 ? S0 + g0 * DK * DV : nullptr, m0 && n0 ? n0 + g0 * DV : nullptr);
 }
 
 extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
     const bf* __restrict__ S_in, const float* __restrict__ z_in, bf* __restrict__ out,
     int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ n_in,  // n_in: LOGV only
-    const int* __restrict__ rows) {
-    ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, n_in, rows);
+    const int* __restrict__ rows, const int* __restrict__ tok, const float* __restrict__ m0, const float* __restrict__ z0,
+    const float* __restrict__ S0, const float* __restrict__ n0, int nseg) {
+    ek_output_body<bf, true>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, n_in, rows, tok, m0, z0, S0,
+                             n0, nseg);
 }
 extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5f(
     const bf* __restrict__ q, const bf* __restrict__ k, const bf* __restrict__ v, const float* __restrict__ m_in,
     const bf* __restrict__ S_in, const float* __restrict__ z_in, float* __restrict__ out,
-    int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ n_in, const int* __restrict__ rows) {
-    ek_output_body<bf, true, float>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, n_in, rows);
+    int Tq, int Tk, int DK, int DV, int n_state, int causal, const float* __restrict__ n_in, const int* __restrict__ rows,
+    const int* __restrict__ tok, const float* __restrict__ m0, const float* __restrict__ z0, const float* __restrict__ S0,
+    const float* __restrict__ n0, int nseg) {
+    ek_output_body<bf, true, float>(q, k, v, m_in, S_in, z_in, out, Tq, Tk, DK, DV, n_state, causal, n_in, rows, tok, m0,
+                                    z0, S0, n0, nseg);
 }
 
 // The scan over bf16 summaries (S_c read and S_in written as bf16; VEC = 4 per 8 bytes when
 // d_v % 4 == 0, else 1).
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Shv(const float* __restrict__ al, const float* __restrict__ be,
     bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init,
-    const ta* __restrict__ ga, const ta* __restrict__ gb) {
-    scan_S<bf, 4>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
+    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ tok, int T, int nseg) {
+    scan_S<bf, 4>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, tok, T, nseg);
 }
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sh1(const float* __restrict__ al, const float* __restrict__ be,
     bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init,
-    const ta* __restrict__ ga, const ta* __restrict__ gb) {
-    scan_S<bf, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb);
+    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ tok, int T, int nseg) {
+    scan_S<bf, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, tok, T, nseg);
 }
 #endif
