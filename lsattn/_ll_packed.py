@@ -34,6 +34,8 @@ queries ``(A_t ... A_p)^T q_t``, keys ``beta_s A_last ... A_{s+1} k_s``, the seg
 """
 from __future__ import annotations
 
+import sys
+
 import array_api_compat
 import numpy as np
 
@@ -276,6 +278,10 @@ def _loglinear(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype):
     a_t) q_t``, a key is written as ``exp(a_{s+1} + ... + a_last) k_s``, the old slots are carried
     by ``exp(a_p + ... + a_last)`` (:func:`_streams`)."""
     q, k, v, a, lam = args
+    run = _fused(args, state)
+    if run is not None:
+        return _fused_streams(xp, run, "loglinear_attention", out, state, return_state, tok, batch, d_k, d_v, dtype,
+                              (q, a, lam, k, v, None))
 
     def reads():
         return xp.exp(tok.sums(xp, a))[..., None] * q  # exp(a_p + ... + a_t) q_t, in the segment
@@ -299,12 +305,57 @@ def _gated_delta(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype
     old = None if state is None else state.tensors["levels"]
     need_reads = old is not None and old.shape[-3] > 0 and tok.reading().size > 0
     got = _transfers(xp, q, k, a, beta, tok, batch, chunk_size, need_reads, return_state)
+    run = _fused(args, state)
+    if run is not None:
+        return _fused_streams(xp, run, "loglinear_gated_delta", out, state, return_state, tok, batch, d_k, d_v, dtype,
+                              (got.get("reads"), None, lam, got.get("writes"), v, got.get("total")))
 
     def carry(old):
         return got["total"][..., None, :, :] @ old  # (..., N, 1, d_k, d_k) @ (..., N, L, d_k, d_v)
 
     return _streams(xp, "loglinear_gated_delta", out, state, return_state, tok, batch, d_k, d_v, dtype, lam, v,
                     lambda: got["reads"], lambda: got["writes"], carry)
+
+
+def _fused(arrays, state):
+    """The cupy backend's kernels for parts 2-3 (``backends.cupy.loglinear.packed_streams``) when the
+    inputs are CUDA arrays it serves (CuPy, torch) that autograd does not track; else None (the
+    array-API formulation: other devices, gradients through torch)."""
+    x = arrays[0]
+    mod = type(x).__module__
+    if not (mod.startswith("cupy") or (mod.startswith("torch") and x.is_cuda)):
+        return None
+    if mod.startswith("torch"):
+        held = [z for z in arrays if z is not None] + ([] if state is None else list(state.tensors.values()))
+        if any(z.requires_grad for z in held) and sys.modules["torch"].is_grad_enabled():
+            return None
+    from .backends.cupy import MAX_DK, probe
+
+    if x.shape[-1] > MAX_DK or probe() is not None:
+        return None
+    from .backends.cupy.loglinear import packed_streams
+
+    return packed_streams
+
+
+def _fused_streams(xp, run, name, out, state, return_state, tok, batch, d_k, d_v, dtype, inputs):
+    """Parts 2 and 3 for ``name`` by ``run`` (:func:`_fused`) on ``inputs = (x, a, lam, y, v, tot)``:
+    the queries, the log decays (None: Gated DeltaNet, whose ``x``, ``y``, ``tot`` carry its
+    transitions), the level weights, the keys, the values, the segments' transition products."""
+    x, a, lam, y, v, tot = inputs
+    N = tok.lens.shape[0]
+    old = None if state is None else state.tensors["levels"]
+    old = None if old is None or old.shape[-3] == 0 else old
+    seg = np.stack([tok.starts[:-1], tok.lens, tok.offsets, tok.h]).astype(np.int64)
+    L_new, rng = 0, np.zeros((2, 0), np.int64)
+    if return_state:
+        slot, start, length, L_new = tok.ranges()
+        rng = np.zeros((2, N * L_new), np.int64)
+        rng[0, slot], rng[1, slot] = start, length
+    out, levels = run(out, x, a, lam, old, y, v, tot, seg, rng, L_new, return_state)
+    if not return_state:
+        return out, None
+    return out, _state(xp, tok.ends, batch + (N,), d_k, d_v, dtype, levels, out, name)
 
 
 def _streams(xp, name, out, state, return_state, tok, batch, d_k, d_v, dtype, lam, v, reads, writes, carry):

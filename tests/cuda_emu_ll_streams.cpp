@@ -1,0 +1,50 @@
+// The CUDA source of the packed streams' kernels (lsattn/backends/cupy/loglinear_streams.cu:
+// ll_pk_read, ll_pk_state) compiled as C++ for the CPU on the emulation of cuda_emu.h (a std::thread
+// per CUDA thread, blocks one after another, __shared__ static, dynamic shared memory one buffer);
+// a warp shuffle an exchange between two barriers of the warp's 32 threads; the rest of common.cu
+// that the kernels use is restated. tests/test_varlen.py builds it with
+//   g++ -std=c++20 -shared -fPIC -DTA=float|double -DDKP=.. -DDVP=.. -DKERNEL='"<loglinear_streams.cu>"'
+// and drives it through the host logic (lsattn.backends.cupy.loglinear.run_streams) on NumPy arrays.
+#include "cuda_emu.h"
+template <int N> inline void ldv(const ta* p, ta (&o)[N]) {
+    for (int u = 0; u < N; ++u) o[u] = p[u];
+}
+#include "cuda_emu_mm.h"
+static double emu_shfl[NT];
+inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask) {
+    const int t = threadIdx.x;
+    std::barrier<>* bar = emu_warp_bar[t >> 5];
+    emu_shfl[t] = v;
+    bar->arrive_and_wait();
+    const ta r = (ta)emu_shfl[(t & ~31) | ((t & 31) ^ lane_mask)];
+    bar->arrive_and_wait();
+    return r;
+}
+inline ta warp_sum(ta x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+inline ta block_sum(ta x, ta* red) {
+    x = warp_sum(x);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+    __syncthreads();
+    ta s = (ta)0;
+    for (int w = 0; w < NT / 32; ++w) s += red[w];
+    return s;
+}
+#include KERNEL
+
+extern "C" void run_read(const ta* x, const ta* a, const ta* lam, const ta* old, ta* out, const i64* seg, const i64* tiles,
+                         int T, int DK, int DV, int L, int N, int L_old, int ntiles, int BH, unsigned smem) {
+    emu_smem = smem;
+    check_smem(smem);
+    emu_launch(ntiles, BH, (DV + DVP - 1) / DVP, [=] { ll_pk_read(x, a, lam, old, out, seg, tiles, T, DK, DV, L, N, L_old, ntiles); });
+}
+
+extern "C" void run_state(const ta* y, const ta* v, const ta* a, const ta* tot, const ta* old, ta* lev, const i64* seg,
+                          const i64* rng, int T, int DK, int DV, int N, int L_old, int L_new, int BH, unsigned smem) {
+    emu_smem = smem;
+    check_smem(smem);
+    emu_launch(N * L_new, BH, (DV + DVP - 1) / DVP, [=] { ll_pk_state(y, v, a, tot, old, lev, seg, rng, T, DK, DV, N, L_old, L_new); });
+}
