@@ -317,10 +317,10 @@ def _gated_delta(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype
                     lambda: got["reads"], lambda: got["writes"], carry)
 
 
-def _fused(arrays, state):
-    """The cupy backend's kernels for parts 2-3 (``backends.cupy.loglinear.packed_streams``) when the
-    inputs are CUDA arrays it serves (CuPy, torch) that autograd does not track; else None (the
-    array-API formulation: other devices, gradients through torch)."""
+def _fused(arrays, state, name="packed_streams"):
+    """The cupy backend's kernels for parts 2-3 (``backends.cupy.loglinear.<name>``: ``packed_streams``,
+    ``packed_hier``) when the inputs are CUDA arrays it serves (CuPy, torch) that autograd does not
+    track; else None (the array-API formulation: other devices, gradients through torch)."""
     x = arrays[0]
     mod = type(x).__module__
     if not (mod.startswith("cupy") or (mod.startswith("torch") and x.is_cuda)):
@@ -333,9 +333,9 @@ def _fused(arrays, state):
 
     if x.shape[-1] > MAX_DK or probe() is not None:
         return None
-    from .backends.cupy.loglinear import packed_streams
+    from .backends.cupy import loglinear
 
-    return packed_streams
+    return getattr(loglinear, name)
 
 
 def _fused_streams(xp, run, name, out, state, return_state, tok, batch, d_k, d_v, dtype, inputs):
@@ -346,16 +346,25 @@ def _fused_streams(xp, run, name, out, state, return_state, tok, batch, d_k, d_v
     N = tok.lens.shape[0]
     old = None if state is None else state.tensors["levels"]
     old = None if old is None or old.shape[-3] == 0 else old
+    seg, rng, L_new = _plan(tok, return_state)
+    out, levels = run(out, x, a, lam, old, y, v, tot, seg, rng, L_new, return_state)
+    if not return_state:
+        return out, None
+    return out, _state(xp, tok.ends, batch + (N,), d_k, d_v, dtype, levels, out, name)
+
+
+def _plan(tok, return_state):
+    """The host tables of ``loglinear_streams.cu``: ``seg`` (4, N) int64 (each stream's first packed
+    token, new tokens, offset, ``h``), ``rng`` (2, N L_new) int64 (each new slot's first packed token
+    and count of new tokens; empty without ``return_state``) and ``L_new``."""
+    N = tok.lens.shape[0]
     seg = np.stack([tok.starts[:-1], tok.lens, tok.offsets, tok.h]).astype(np.int64)
     L_new, rng = 0, np.zeros((2, 0), np.int64)
     if return_state:
         slot, start, length, L_new = tok.ranges()
         rng = np.zeros((2, N * L_new), np.int64)
         rng[0, slot], rng[1, slot] = start, length
-    out, levels = run(out, x, a, lam, old, y, v, tot, seg, rng, L_new, return_state)
-    if not return_state:
-        return out, None
-    return out, _state(xp, tok.ends, batch + (N,), d_k, d_v, dtype, levels, out, name)
+    return seg, rng, L_new
 
 
 def _streams(xp, name, out, state, return_state, tok, batch, d_k, d_v, dtype, lam, v, reads, writes, carry):
@@ -518,13 +527,20 @@ def _hierarchical(xp, args, part, state, return_state, tok, batch, d_k, d_v, dty
     themselves) combined with the reads of the incoming slots and finished; the new state."""
     q, k, log_v, lam, a = args
     nb, T, N = len(batch), q.shape[-2], tok.lens.shape[0]
+    old = None if state is None else tuple(state.tensors[n] for n in ("m", "n", "S", "z"))
+    run = _fused(args, state, "packed_hier")
+    if run is not None:  # the clamps below are the kernels'
+        seg, rng, L_new = _plan(tok, return_state)
+        out, new = run(part, q, k, log_v, lam, a, None if old is None or old[0].shape[-2] == 0 else old, seg, rng, L_new,
+                       return_state)
+        return out, (None if new is None else State("loglinear_log_attention", tok.ends, batch + (N,), d_k, d_v, dtype,
+                                                    dict(zip(("m", "n", "S", "z"), new))))
     lo = _minus_inf(xp, dtype)
     log_v = _clamp_log_values(xp, log_v, True)
     lam = xp.maximum(lam, xp.asarray(lo, dtype=dtype, device=device_of(q)))
     # decays clamped as a per-segment call clamps them (its stand-in: lo / (4 (p + n)))
     floor = xp.asarray(lo / (4.0 * tok.ends[tok.seg]), dtype=dtype, device=device_of(q))
     a = xp.zeros(batch + (T,), dtype=dtype, device=device_of(q)) if a is None else xp.maximum(a, floor)
-    old = None if state is None else tuple(state.tensors[n] for n in ("m", "n", "S", "z"))
     L_old = 0 if old is None else old[0].shape[-2]
     rows = tok.reading()
     if L_old and rows.size:

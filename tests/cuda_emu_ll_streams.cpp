@@ -1,5 +1,5 @@
 // The CUDA source of the packed streams' kernels (lsattn/backends/cupy/loglinear_streams.cu:
-// ll_pk_read, ll_pk_state) compiled as C++ for the CPU on the emulation of cuda_emu.h (a std::thread
+// ll_pk_read, ll_pk_state, hi_pk_read, hi_pk_state) compiled as C++ for the CPU on the emulation of cuda_emu.h (a std::thread
 // per CUDA thread, blocks one after another, __shared__ static, dynamic shared memory one buffer);
 // a warp shuffle an exchange between two barriers of the warp's 32 threads; the rest of common.cu
 // that the kernels use is restated. tests/test_varlen.py builds it with
@@ -33,6 +33,8 @@ inline ta block_sum(ta x, ta* red) {
     for (int w = 0; w < NT / 32; ++w) s += red[w];
     return s;
 }
+using std::fabs;
+using std::log1p;
 #include KERNEL
 
 extern "C" void run_read(const ta* x, const ta* a, const ta* lam, const ta* old, ta* out, const i64* seg, const i64* tiles,
@@ -47,4 +49,25 @@ extern "C" void run_state(const ta* y, const ta* v, const ta* a, const ta* tot, 
     emu_smem = smem;
     check_smem(smem);
     emu_launch(N * L_new, BH, (DV + DVP - 1) / DVP, [=] { ll_pk_state(y, v, a, tot, old, lev, seg, rng, T, DK, DV, N, L_old, L_new); });
+}
+
+extern "C" void run_hier_read(const ta* q, const ta* a, const ta* lam, const ta* om, const ta* on, const ta* oS,
+                              const ta* oz, const ta* pr, const ta* pden, const ta* py, ta* out, const i64* seg,
+                              const i64* tiles, int T, int DK, int DV, int L, int N, int L_old, int ntiles, int BH,
+                              unsigned smem) {
+    emu_smem = smem;
+    check_smem(smem);
+    emu_launch(ntiles, BH, (DV + DVP - 1) / DVP, [=] {
+        hi_pk_read(q, a, lam, om, on, oS, oz, pr, pden, py, out, seg, tiles, T, DK, DV, L, N, L_old, ntiles);
+    });
+}
+
+extern "C" void run_hier_state(const ta* k, const ta* lv, const ta* a, const ta* om, const ta* on, const ta* oS,
+                               const ta* oz, ta* nm, ta* nn, ta* nS, ta* nz, const i64* seg, const i64* rng, int T,
+                               int DK, int DV, int N, int L_old, int L_new, int BH, unsigned smem) {
+    emu_smem = smem;
+    check_smem(smem);
+    emu_launch(N * L_new, BH, (DV + DVP - 1) / DVP, [=] {
+        hi_pk_state(k, lv, a, om, on, oS, oz, nm, nn, nS, nz, seg, rng, T, DK, DV, N, L_old, L_new);
+    });
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Session 11, helper s11g19 (issue 19): packed streams with states in two fused kernels
-# (loglinear_streams.cu: ll_pk_read, ll_pk_state) for loglinear_attention and loglinear_gated_delta.
+# (loglinear_streams.cu: ll_pk_read, ll_pk_state; hi_pk_read, hi_pk_state) for loglinear_attention,
+# loglinear_gated_delta and loglinear_log_attention.
 # The GPU tests of tests/test_varlen.py (the fused kernels against the reference and the array-API
 # formulation), then # TIMINGS: the packed streams with states (host / device time against one call
 # with one stream's state) and kernel profiles (launches per call).
@@ -16,7 +17,7 @@ echo "rc=$?"; grep -E "^FAILED|^ERROR|^E  " "$OUT/log_tests.txt" | head -12; tai
 echo "=== streams $(date -u +%T)"
 ( cd benchmarks/device && timeout 40 python3 streams_s10g19.py loglinear_attention:16,1023,1 loglinear_attention:64,4096,1 \
     loglinear_attention:16,2000,1024 loglinear_gated_delta:16,1023,1 loglinear_gated_delta:64,4096,1 \
-    loglinear_gated_delta:16,2000,1024 ) > "$OUT/log_streams.txt" 2>&1
+    loglinear_gated_delta:16,2000,1024 loglinear_log_attention:16,1023,1 loglinear_log_attention:64,4096,1 ) > "$OUT/log_streams.txt" 2>&1
 echo "rc=$?"; cat "$OUT/log_streams.txt"
 echo "=== profile $(date -u +%T)"
 ( cd benchmarks/device && timeout 20 python3 -c "

@@ -89,8 +89,10 @@ class Config:
                     + fp}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
         if kernel == "ll_pk_read":  # loglinear_streams.cu: x transposed (PK_KROWS x PK_XLD), a stage of one old slot
             return (-(-DKP // 32) * 32 * 68 + 32 * DVP) * es
-        if kernel == "ll_pk_state":  # a stage of keys (or tot^T) and of values (or kept slots)
+        if kernel in ("ll_pk_state", "hi_pk_state"):  # a stage of keys (or tot^T) and of values (or kept slots)
             return 32 * (DKP + DVP) * es
+        if kernel == "hi_pk_read":  # the queries and their exponentials, k-major; a stage of one old S
+            return (2 * -(-DKP // 32) * 32 * 68 + 32 * DVP) * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -214,7 +216,7 @@ def _source(name):
 
 _KERNELS = {
     "loglinear": ("ll_chunk_states", "ll_upsweep", "ll_output", "ll_new_state", "ll_decode",
-                  "ll_pk_read", "ll_pk_state"),  # the last two: packed streams with states (loglinear_streams.cu)
+                  "ll_pk_read", "ll_pk_state", "hi_pk_read", "hi_pk_state"),  # packed streams with states (loglinear_streams.cu)
     "loglinear_bwd": ("ll_output_dl", "ll_bw_blocks", "ll_bw_dkdv"),
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
@@ -398,6 +400,23 @@ class CupyOps:
         fn((N * L_new, BH, -(-DV // cfg.DVP)), block,
            (y, v, self._p(a), self._p(tot), self._p(old), lev, seg, rng, self._i(T), self._i(DK), self._i(DV), self._i(N),
             self._i(L_old), self._i(L_new)), shared_mem=smem)
+
+    def hi_pk_read(self, cfg, q, a, lam, old, part, out, seg, tiles, T, DK, DV, L, N, L_old, ntiles, BH):
+        """Packed ``loglinear_log_attention`` streams: the partials ``part = (r, den, y)`` with the reads of
+        the old slots ``old = (m, n, S, z)`` (None: none), finished into ``out`` (``loglinear_streams.cu``)."""
+        fn, block, smem = self._tk("loglinear", cfg, "hi_pk_read")
+        om, on, oS, oz = (None,) * 4 if old is None else old
+        fn((ntiles, BH, -(-DV // cfg.DVP)), block,
+           (q, self._p(a), lam, self._p(om), self._p(on), self._p(oS), self._p(oz), *part, out, seg, tiles, self._i(T),
+            self._i(DK), self._i(DV), self._i(L), self._i(N), self._i(L_old), self._i(ntiles)), shared_mem=smem)
+
+    def hi_pk_state(self, cfg, k, lv, a, old, new, seg, rng, T, DK, DV, N, L_old, L_new, BH):
+        """Their new slots ``new = (m, n, S, z)`` (BH, N, L_new, ...) (``loglinear_streams.cu``)."""
+        fn, block, smem = self._tk("loglinear", cfg, "hi_pk_state")
+        om, on, oS, oz = (None,) * 4 if old is None else old
+        fn((N * L_new, BH, -(-DV // cfg.DVP)), block,
+           (k, lv, self._p(a), self._p(om), self._p(on), self._p(oS), self._p(oz), *new, seg, rng, self._i(T), self._i(DK),
+            self._i(DV), self._i(N), self._i(L_old), self._i(L_new)), shared_mem=smem)
 
     # log-linear Gated DeltaNet
     def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH):

@@ -11,7 +11,7 @@ from ...state import State
 from ._arrays import batch_layout, check_grid, flat, inputs, on_gpu, shared_inputs, ta_name, widen
 from ._compile import DV_BLOCK, grad_fits, make_config
 
-__all__ = ["forward", "compute", "compute_dkdv", "backward", "upsweep_plan", "packed_streams", "run_streams"]
+__all__ = ["forward", "compute", "compute_dkdv", "backward", "upsweep_plan", "packed_streams", "run_streams", "packed_hier", "run_hier"]
 
 
 def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=None, tmap=None):
@@ -278,6 +278,17 @@ def packed_streams(out, x, a, lam, old, y, v, tot, seg, rng, L_new, want_state):
         return res, (None if lev is None else back(lev, ""))
 
 
+def _tables(seg, rng, streams, upload):
+    """The tiles of ``PK_TILE`` new tokens of the streams where ``streams`` (bool (N,)) holds, (2, ntiles)
+    host; and ``seg``, the tiles, ``rng`` on the device in one upload."""
+    idx = np.flatnonzero(streams)
+    per = -(-seg[1][idx] // PK_TILE)
+    which = np.repeat(idx, per)
+    tiles = np.stack([which, seg[0][which] + PK_TILE * (np.arange(int(per.sum())) - np.repeat(np.cumsum(per) - per, per))])
+    dev = upload(np.concatenate([seg.reshape(-1), tiles.reshape(-1), rng.reshape(-1)]).astype(np.int64))
+    return tiles, (dev[:seg.size], dev[seg.size:seg.size + tiles.size], dev[seg.size + tiles.size:])
+
+
 def run_streams(ops, xp, out, x, a, lam, old, y, v, tot, seg, rng, L_new, want_state, upload):
     """:func:`packed_streams` on arrays of ``xp`` (CuPy; the CPU emulation's tests: NumPy) launched
     by ``ops``; ``upload``: host int64 -> ``xp`` on the arrays' device. Returns ``(out, levels)``."""
@@ -285,12 +296,7 @@ def run_streams(ops, xp, out, x, a, lam, old, y, v, tot, seg, rng, L_new, want_s
     BH, DK, N = math.prod(batch), x.shape[-1] if x is not None else y.shape[-1], seg.shape[1]
     check_grid(BH)
     cfg = make_config(ta_name(xp, out.dtype), DK, min(DV, DV_BLOCK))
-    reading = np.flatnonzero((seg[2] > 0) & (seg[1] > 0))  # the streams that read an incoming state
-    per = -(-seg[1][reading] // PK_TILE)
-    which = np.repeat(reading, per)
-    tiles = np.stack([which, seg[0][which] + PK_TILE * (np.arange(int(per.sum())) - np.repeat(np.cumsum(per) - per, per))])
-    dev = upload(np.concatenate([seg.reshape(-1), tiles.reshape(-1), rng.reshape(-1)]).astype(np.int64))
-    sg, tl, rg = dev[:seg.size], dev[seg.size:seg.size + tiles.size], dev[seg.size + tiles.size:]
+    tiles, (sg, tl, rg) = _tables(seg, rng, (seg[2] > 0) & (seg[1] > 0), upload)  # tiles: streams that read a state
 
     def c(z, shape):  # C-contiguous (a copy only where the caller's is not)
         return None if z is None else flat(xp, z, shape)
@@ -308,3 +314,46 @@ def run_streams(ops, xp, out, x, a, lam, old, y, v, tot, seg, rng, L_new, want_s
                             c(old, (BH, N, L_old, DK, DV)) if L_old else None, lev, sg, rg, T, DK, DV, N, L_old, L_new, BH)
         lev = xp.reshape(lev, batch + (N, L_new, DK, DV))
     return xp.reshape(o3, batch + (T, DV)), lev
+
+
+def packed_hier(part, q, k, lv, lam, a, old, seg, rng, L_new, want_state):
+    """Parts 2 and 3 of ``lsattn._ll_packed`` for ``loglinear_log_attention`` (two launches of
+    ``loglinear_streams.cu``): arrays of the caller (CuPy, CUDA torch), the compute dtype. part: the
+    partial ``(r (..., T), den (..., T), y (..., T, d_v))`` of the new tokens among themselves; q, k
+    (..., T, d_k), lv (..., T, d_v) log values, lam (..., T, L) log level weights, a (..., T) log decays
+    or None; old: the incoming slots ``(m, n, S, z)`` (..., N, L_old, ...) or None; seg, rng as in
+    :func:`packed_streams`. Returns ``(log_y (..., T, d_v), (m, n, S, z) (..., N, L_new, ...) or None)``."""
+    with on_gpu(q) as (to_cp, back, ops):
+        cp = ops.xp
+        cv = lambda z: None if z is None else to_cp(z)[0]  # noqa: E731
+        q = cv(q)
+        out, new = run_hier(ops, cp, tuple(cv(x) for x in part), q, *(cv(x) for x in (k, lv, lam, a)),
+                            None if old is None else tuple(cv(x) for x in old), seg, rng, L_new, want_state,
+                            lambda h: to_device(cp, h, q))
+        return back(out, ""), (None if new is None else tuple(back(x, "") for x in new))
+
+
+def run_hier(ops, xp, part, q, k, lv, lam, a, old, seg, rng, L_new, want_state, upload):
+    """:func:`packed_hier` on arrays of ``xp`` (as :func:`run_streams`)."""
+    batch, T, DK, DV = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], lv.shape[-1]
+    BH, N, L = math.prod(batch), seg.shape[1], lam.shape[-1]
+    check_grid(BH)
+    dt = part[2].dtype
+    cfg = make_config(ta_name(xp, dt), DK, min(DV, DV_BLOCK))
+    tiles, (sg, tl, rg) = _tables(seg, rng, seg[1] > 0, upload)  # every stream with new tokens: its outputs
+    L_old = 0 if old is None else old[0].shape[-2]
+    tails = ((DK,), (DV,), (DK, DV), (DK,))
+    olds = None if not L_old else tuple(flat(xp, x, (BH, N, L_old) + t) for x, t in zip(old, tails))
+    r, den, y = part
+    out = xp.empty((BH, T, DV), dtype=dt)
+    ops.hi_pk_read(cfg, flat(xp, q, (BH, T, DK)), None if a is None else flat(xp, a, (BH, T)), flat(xp, lam, (BH, T, L)),
+                   olds, (flat(xp, r, (BH, T)), flat(xp, den, (BH, T)), flat(xp, y, (BH, T, DV))), out, sg, tl, T, DK, DV,
+                   L, N, L_old, tiles.shape[1], BH)
+    out = xp.reshape(out, batch + (T, DV))
+    if not want_state:
+        return out, None
+    new = tuple(xp.empty((BH, N, L_new) + t, dtype=dt) for t in tails)
+    if N * L_new:
+        ops.hi_pk_state(cfg, flat(xp, k, (BH, T, DK)), flat(xp, lv, (BH, T, DV)), None if a is None else flat(xp, a, (BH, T)),
+                        olds, new, sg, rg, T, DK, DV, N, L_old, L_new, BH)
+    return out, tuple(xp.reshape(x, batch + (N, L_new) + t) for x, t in zip(new, tails))
