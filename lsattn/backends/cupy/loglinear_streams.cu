@@ -30,9 +30,10 @@ extern "C" __global__ void __launch_bounds__(NT) ll_pk_read(
     const ta* __restrict__ x, const ta* __restrict__ a, const ta* __restrict__ lam, const ta* __restrict__ old,
     ta* __restrict__ out, const i64* __restrict__ seg, const i64* __restrict__ tiles,
     int T, int DK, int DV, int L, int N, int L_old, int ntiles) {
-    extern __shared__ unsigned char smem_raw[];
+    extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Xt = (ta*)smem_raw;          // PK_KROWS x PK_XLD: the tile's x, k-major
     ta* Os = Xt + PK_KROWS * PK_XLD;  // PK_KC x DVP: rows of one old slot
+    check_smem((unsigned)((PK_KROWS * PK_XLD + PK_KC * DVP) * sizeof(ta)));
     __shared__ ta w[PK_TILE], dec[PK_TILE], red[NT / 32];
     constexpr int RM = PK_TILE / 16, RN = DVP / 16;
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -112,9 +113,10 @@ extern "C" __global__ void __launch_bounds__(NT) ll_pk_state(
     const ta* __restrict__ y, const ta* __restrict__ v, const ta* __restrict__ a, const ta* __restrict__ tot,
     const ta* __restrict__ old, ta* __restrict__ lev, const i64* __restrict__ seg, const i64* __restrict__ rng,
     int T, int DK, int DV, int N, int L_old, int L_new) {
-    extern __shared__ unsigned char smem_raw[];
+    extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* As = (ta*)smem_raw;   // PK_KC x DKP: a stretch's keys, or rows of tot^T
     ta* Bs = As + PK_KC * DKP;  // PK_KC x DVP: the stretch's values, or rows of the kept slots
+    check_smem((unsigned)(PK_KC * (DKP + DVP) * sizeof(ta)));
     __shared__ ta dec[PK_KC], red[NT / 32];
     constexpr int RM = DKP / 16, RN = DVP / 16;
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -228,10 +230,11 @@ extern "C" __global__ void __launch_bounds__(NT) hi_pk_read(
     const ta* __restrict__ on, const ta* __restrict__ oS, const ta* __restrict__ oz, const ta* __restrict__ pr,
     const ta* __restrict__ pden, const ta* __restrict__ py, ta* __restrict__ out, const i64* __restrict__ seg,
     const i64* __restrict__ tiles, int T, int DK, int DV, int L, int N, int L_old, int ntiles) {
-    extern __shared__ unsigned char smem_raw[];
+    extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qt = (ta*)smem_raw;           // PK_KROWS x PK_XLD: the tile's queries, k-major
     ta* At = Qt + PK_KROWS * PK_XLD;  // the same for exp(q + m_j - r_j)
     ta* Os = At + PK_KROWS * PK_XLD;  // PK_KC x DVP: rows of S_j
+    check_smem((unsigned)((2 * PK_KROWS * PK_XLD + PK_KC * DVP) * sizeof(ta)));
     __shared__ ta R[PK_TILE], D[PK_TILE], W[PK_TILE], rj[PK_TILE], dj[PK_TILE], sa[PK_TILE], sb[PK_TILE];
     __shared__ ta Ms[DKP], Zs[DKP], Ns[DVP], red[NT / 32];
     constexpr int RM = PK_TILE / 16, RN = DVP / 16;
@@ -354,9 +357,10 @@ extern "C" __global__ void __launch_bounds__(NT) hi_pk_state(
     const ta* __restrict__ on, const ta* __restrict__ oS, const ta* __restrict__ oz, ta* __restrict__ nm,
     ta* __restrict__ nn, ta* __restrict__ nS, ta* __restrict__ nz, const i64* __restrict__ seg,
     const i64* __restrict__ rng, int T, int DK, int DV, int N, int L_old, int L_new) {
-    extern __shared__ unsigned char smem_raw[];
+    extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* As = (ta*)smem_raw;     // PK_KC x DKP: exp(key - mf) of a stretch
     ta* Bs = As + PK_KC * DKP;  // PK_KC x DVP: exp(lv - nf)
+    check_smem((unsigned)(PK_KC * (DKP + DVP) * sizeof(ta)));
     __shared__ ta dec[PK_KC], mf[DKP], nf[DVP], red[NT / 32];
     constexpr int RM = DKP / 16, RN = DVP / 16;
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
