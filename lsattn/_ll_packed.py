@@ -25,6 +25,9 @@ for all segments at once:
 Decay sums restart at each segment's first token and are taken by log-depth segmented scans over
 stretches (never as differences of cumulative sums: a ``-inf`` decay stays ``-inf``, not NaN).
 Python loops run over level slots and row groups only; the index arithmetic is host NumPy.
+On CUDA arrays that autograd does not track (:func:`_fused`), parts 2 and 3 are two launches of the
+cupy backend's ``loglinear_streams.cu`` on the tables of :func:`_plan` (one upload); the array
+operations below stay the reference formulation (NumPy, JAX, torch gradients).
 
 Gated DeltaNet: its slots are carried through the transitions ``A_r = exp(a_r) (I - beta_r k_r
 k_r^T)``, not by scalar decays. Parts 2 and 3 are those of ``loglinear_attention`` (:func:`_streams`)

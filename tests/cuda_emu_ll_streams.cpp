@@ -1,8 +1,7 @@
 // The CUDA source of the packed streams' kernels (lsattn/backends/cupy/loglinear_streams.cu:
 // ll_pk_read, ll_pk_state, hi_pk_read, hi_pk_state) compiled as C++ for the CPU on the emulation of cuda_emu.h (a std::thread
 // per CUDA thread, blocks one after another, __shared__ static, dynamic shared memory one buffer);
-// a warp shuffle an exchange between two barriers of the warp's 32 threads; the rest of common.cu
-// that the kernels use is restated. tests/test_varlen.py builds it with
+// the rest of common.cu that the kernels use is restated (cuda_emu_mm.h, cuda_emu_reduce.h). tests/test_varlen.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=float|double -DDKP=.. -DDVP=.. -DKERNEL='"<loglinear_streams.cu>"'
 // and drives it through the host logic (lsattn.backends.cupy.loglinear.run_streams) on NumPy arrays.
 #include "cuda_emu.h"
@@ -10,29 +9,7 @@ template <int N> inline void ldv(const ta* p, ta (&o)[N]) {
     for (int u = 0; u < N; ++u) o[u] = p[u];
 }
 #include "cuda_emu_mm.h"
-static double emu_shfl[NT];
-inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask) {
-    const int t = threadIdx.x;
-    std::barrier<>* bar = emu_warp_bar[t >> 5];
-    emu_shfl[t] = v;
-    bar->arrive_and_wait();
-    const ta r = (ta)emu_shfl[(t & ~31) | ((t & 31) ^ lane_mask)];
-    bar->arrive_and_wait();
-    return r;
-}
-inline ta warp_sum(ta x) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
-inline ta block_sum(ta x, ta* red) {
-    x = warp_sum(x);
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
-    __syncthreads();
-    ta s = (ta)0;
-    for (int w = 0; w < NT / 32; ++w) s += red[w];
-    return s;
-}
+#include "cuda_emu_reduce.h"
 using std::fabs;
 using std::log1p;
 #include KERNEL

@@ -12,8 +12,11 @@ NAME=s11g19; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; git log --oneline -1; } > "$OUT/log_env.txt" 2>&1
 echo "=== tests $(date -u +%T)"
-timeout 100 python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short tests/test_varlen.py > "$OUT/log_tests.txt" 2>&1
-echo "rc=$?"; grep -E "^FAILED|^ERROR|^E  " "$OUT/log_tests.txt" | head -12; tail -3 "$OUT/log_tests.txt"
+PT="python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short tests/test_varlen.py"
+timeout 100 $PT -k "fused" > "$OUT/log_tests_fused.txt" 2>&1 &
+timeout 100 $PT -k "not fused" > "$OUT/log_tests_other.txt" 2>&1 &
+wait
+for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|^E  " "$f" | head -10; tail -2 "$f"; done
 # TIMINGS (quiet GPU)
 echo "=== streams $(date -u +%T)"
 ( cd benchmarks/device && timeout 35 python3 streams_s10g19.py loglinear_attention:16,1023,1 loglinear_attention:64,4096,1 \
@@ -27,6 +30,6 @@ profile(16, 1023, 1, op='loglinear_attention'); profile(64, 4096, 1, op='logline
 profile(16, 1023, 1); profile(16, 2000, 1024)" ) > "$OUT/log_profile.txt" 2>&1
 echo "rc=$?"; cat "$OUT/log_profile.txt"
 echo "=== issue call host cost $(date -u +%T)"
-timeout 25 python3 benchmarks/device/host_varlen_s11g19.py > "$OUT/log_host_varlen.txt" 2>&1
-echo "rc=$?"; head -3 "$OUT/log_host_varlen.txt"
+timeout 25 python3 benchmarks/device/profile_varlen.py --cprofile > "$OUT/log_host_varlen.txt" 2>&1
+echo "rc=$?"; head -1 "$OUT/log_host_varlen.txt" | cut -c1-600
 echo "=== done $(date -u +%T)"

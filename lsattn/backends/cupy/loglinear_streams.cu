@@ -12,12 +12,56 @@
 #define PK_XLD (PK_TILE + 4)
 #define PK_KROWS (((DKP + PK_KC - 1) / PK_KC) * PK_KC)
 
-// a[g0] + ... + a[g1 - 1] (one sequence's log decays), in every thread. Serial order per thread, then
-// block_sum: -inf stays -inf (no differences of cumulative sums).
-__device__ __forceinline__ ta pk_range_sum(const ta* a, i64 g0, i64 g1, ta* red) {
+// a'[g0] + ... + a'[g1 - 1], a' = max(a, fl) (one sequence's log decays, clamped; fl = -INFINITY: as
+// they are), in every thread. Serial order per thread, then block_sum: -inf stays -inf (no
+// differences of cumulative sums).
+__device__ __forceinline__ ta pk_range_sum(const ta* a, i64 g0, i64 g1, ta fl, ta* red) {
     ta s = (ta)0;
-    for (i64 g = g0 + threadIdx.x; g < g1; g += NT) s += a[g];
+    for (i64 g = g0 + threadIdx.x; g < g1; g += NT) s += fmx(a[g], fl);
     return block_sum(s, red);
+}
+
+// The tile of blockIdx.x (tiles: (2, ntiles) stream, first packed token): its stream i, first packed
+// token g0 and tokens cnt (<= PK_TILE); the stream's first packed token, new tokens n and offset p.
+struct PkTile {
+    int i, cnt;
+    i64 g0, first, n, p;
+};
+__device__ __forceinline__ PkTile pk_tile(const i64* seg, const i64* tiles, int N, int ntiles) {
+    PkTile t;
+    t.i = (int)tiles[blockIdx.x];
+    t.g0 = tiles[ntiles + blockIdx.x];
+    t.first = seg[t.i];
+    t.n = seg[N + t.i];
+    t.p = seg[2 * N + t.i];
+    t.cnt = (int)min((i64)PK_TILE, t.first + t.n - t.g0);
+    return t;
+}
+
+// W[r] = a'_first + ... + a'_{g0 + r} for the tile's tokens (ab null: 0). Callers synchronise.
+__device__ __forceinline__ void pk_prefix(const ta* ab, const PkTile& t, ta fl, ta* W, ta* red) {
+    if (ab == nullptr) {
+        if (threadIdx.x < PK_TILE) W[threadIdx.x] = (ta)0;
+        return;
+    }
+    const ta before = pk_range_sum(ab, t.first, t.g0, fl, red);
+    if (threadIdx.x == 0) {
+        ta c = before;
+        for (int r = 0; r < PK_TILE; ++r) {
+            if (r < t.cnt) c += fmx(ab[t.g0 + r], fl);
+            W[r] = c;
+        }
+    }
+}
+
+// Thread 0: dec[u] = a'_{s+1} + ... + a'_last for the stretch s = s0 + u < s0 + m, a' = max(a, fl)
+// (a null: 0), from run = a' after the stretch (updated to a' from s0 on). Callers synchronise.
+__device__ __forceinline__ void pk_suffix(const ta* ab, i64 s0, int m, ta fl, ta& run, ta* dec) {
+    if (threadIdx.x != 0) return;
+    for (int u = m - 1; u >= 0; --u) {
+        dec[u] = run;
+        if (ab != nullptr) run += fmx(ab[s0 + u], fl);
+    }
 }
 
 // Part 2: each token t of a stream with an incoming state adds
@@ -39,28 +83,15 @@ extern "C" __global__ void __launch_bounds__(NT) ll_pk_read(
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const i64 bh = blockIdx.y;
     const int c0 = blockIdx.z * DVP;
-    const int i = (int)tiles[blockIdx.x];
-    const i64 g0 = tiles[ntiles + blockIdx.x];
-    const i64 first = seg[i], n = seg[N + i], p = seg[2 * N + i];
-    const int cnt = (int)min((i64)PK_TILE, first + n - g0);
-    if (a != nullptr) {  // exp(a_first + ... + a_t) for the tile's tokens
-        const ta* ab = a + bh * T;
-        const ta before = pk_range_sum(ab, first, g0, red);
-        if (tid == 0) {
-            ta s = before;
-            for (int r = 0; r < PK_TILE; ++r) {
-                if (r < cnt) s += ab[g0 + r];
-                dec[r] = ex(s);
-            }
-        }
-        __syncthreads();
-    }
+    const PkTile tl = pk_tile(seg, tiles, N, ntiles);
+    const int i = tl.i, cnt = tl.cnt;
+    const i64 g0 = tl.g0, first = tl.first, p = tl.p;
+    pk_prefix(a == nullptr ? nullptr : a + bh * T, tl, -INFINITY, dec, red);  // a_first + ... + a_t
+    __syncthreads();
     const ta* xb = x + (bh * T + g0) * DK;
     for (int e = tid; e < PK_KROWS * PK_TILE; e += NT) {
         const int r = e % PK_TILE, kk = e / PK_TILE;
-        ta val = (ta)0;
-        if (r < cnt && kk < DK) val = a != nullptr ? xb[(i64)r * DK + kk] * dec[r] : xb[(i64)r * DK + kk];
-        Xt[kk * PK_XLD + r] = val;
+        Xt[kk * PK_XLD + r] = (r < cnt && kk < DK) ? xb[(i64)r * DK + kk] * ex(dec[r]) : (ta)0;
     }
     ta acc[RM][RN];
     zero_acc(acc);
@@ -140,7 +171,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_pk_state(
     };
     if (stay >= 0 || nfold > 0) {
         if (ab != nullptr) {  // a scalar carry
-            const ta f = ex(pk_range_sum(ab, first, first + n, red));
+            const ta f = ex(pk_range_sum(ab, first, first + n, -INFINITY, red));
 #pragma unroll
             for (int ii = 0; ii < RM; ++ii)
 #pragma unroll
@@ -166,24 +197,19 @@ extern "C" __global__ void __launch_bounds__(NT) ll_pk_state(
         }
     }
     if (rl > 0) {  // the new tokens, stretches of PK_KC from the slot's last token back
-        ta run = ab != nullptr ? pk_range_sum(ab, rs + rl, first + n, red) : (ta)0;  // a after the stretch
+        ta run = ab != nullptr ? pk_range_sum(ab, rs + rl, first + n, -INFINITY, red) : (ta)0;  // a after the stretch
         for (i64 e1 = rs + rl; e1 > rs; e1 -= PK_KC) {
             const i64 s0 = max(rs, e1 - PK_KC);
             const int m = (int)(e1 - s0);
             __syncthreads();  // the previous stretch is read
-            if (ab != nullptr && tid == 0) {
-                for (int u = m - 1; u >= 0; --u) {
-                    dec[u] = ex(run);
-                    run += ab[s0 + u];
-                }
-            }
+            pk_suffix(ab, s0, m, -INFINITY, run, dec);
             __syncthreads();
             for (int e = tid; e < PK_KC * DKP; e += NT) {
                 const int u = e / DKP, kk = e % DKP;
                 ta val = (ta)0;
                 if (u < m && kk < DK) {
                     val = y[(bh * T + s0 + u) * DK + kk];
-                    if (ab != nullptr) val *= dec[u];
+                    if (ab != nullptr) val *= ex(dec[u]);
                 }
                 As[e] = val;
             }
@@ -235,32 +261,17 @@ extern "C" __global__ void __launch_bounds__(NT) hi_pk_read(
     ta* At = Qt + PK_KROWS * PK_XLD;  // the same for exp(q + m_j - r_j)
     ta* Os = At + PK_KROWS * PK_XLD;  // PK_KC x DVP: rows of S_j
     check_smem((unsigned)((2 * PK_KROWS * PK_XLD + PK_KC * DVP) * sizeof(ta)));
-    __shared__ ta R[PK_TILE], D[PK_TILE], W[PK_TILE], rj[PK_TILE], dj[PK_TILE], sa[PK_TILE], sb[PK_TILE];
+    __shared__ ta R[PK_TILE], D[PK_TILE], W[PK_TILE], rj[PK_TILE], sa[PK_TILE], sb[PK_TILE];
     __shared__ ta Ms[DKP], Zs[DKP], Ns[DVP], red[NT / 32];
     constexpr int RM = PK_TILE / 16, RN = DVP / 16;
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     const i64 bh = blockIdx.y;
     const int c0 = blockIdx.z * DVP;
-    const int i = (int)tiles[blockIdx.x];
-    const i64 g0 = tiles[ntiles + blockIdx.x];
-    const i64 first = seg[i], n = seg[N + i], p = seg[2 * N + i];
-    const int cnt = (int)min((i64)PK_TILE, first + n - g0);
-    const ta lo = lo_v(), fl = pk_floor(p + n);
-    if (a != nullptr) {  // a'_first + ... + a'_t
-        const ta* ab = a + bh * T;
-        ta s = (ta)0;
-        for (i64 g = first + tid; g < g0; g += NT) s += fmx(ab[g], fl);
-        const ta before = block_sum(s, red);
-        if (tid == 0) {
-            ta c = before;
-            for (int r = 0; r < PK_TILE; ++r) {
-                if (r < cnt) c += fmx(ab[g0 + r], fl);
-                W[r] = c;
-            }
-        }
-    } else if (tid < PK_TILE) {
-        W[tid] = (ta)0;
-    }
+    const PkTile tl = pk_tile(seg, tiles, N, ntiles);
+    const int i = tl.i, cnt = tl.cnt;
+    const i64 g0 = tl.g0, first = tl.first, p = tl.p;
+    const ta lo = lo_v();
+    pk_prefix(a == nullptr ? nullptr : a + bh * T, tl, pk_floor(p + tl.n), W, red);  // a'_first + ... + a'_t
     if (tid < PK_TILE) {
         const bool in = tid < cnt;
         R[tid] = in ? pr[bh * T + g0 + tid] : (ta)0;
@@ -376,17 +387,8 @@ extern "C" __global__ void __launch_bounds__(NT) hi_pk_state(
     const int nfold = l == h ? min(h - 1, L_old) : 0;
     const int j0 = stay >= 0 ? stay : 0, j1 = stay >= 0 ? stay + 1 : nfold;  // the kept old slots
     const i64 sl = (bh * N + i) * (i64)L_old;
-    ta tot = (ta)0, tail = (ta)0;
-    if (ab != nullptr) {
-        ta s = (ta)0, t2 = (ta)0;
-        for (i64 g = first + tid; g < first + n; g += NT) {
-            const ta x = fmx(ab[g], fl);
-            s += x;
-            if (g >= rs + rl) t2 += x;
-        }
-        tot = block_sum(s, red);
-        tail = block_sum(t2, red);
-    }
+    const ta tot = ab != nullptr ? pk_range_sum(ab, first, first + n, fl, red) : (ta)0;
+    const ta tail = ab != nullptr ? pk_range_sum(ab, rs + rl, first + n, fl, red) : (ta)0;
     // the shifts: old slots' (tid < DKP: features; tid >= NT / 2: columns), then the new tokens'
     const int kf = tid, cf = tid - NT / 2;
     ta mk = lo, nv = lo;
@@ -401,12 +403,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_pk_state(
         const i64 s0 = max(rs, e1 - PK_KC);
         const int m = (int)(e1 - s0);
         __syncthreads();
-        if (tid == 0) {
-            for (int u = m - 1; u >= 0; --u) {
-                dec[u] = run;
-                if (ab != nullptr) run += fmx(ab[s0 + u], fl);
-            }
-        }
+        pk_suffix(ab, s0, m, fl, run, dec);
         __syncthreads();
         for (int u = 0; u < m; ++u) {
             if (kf < DK) mk = fmx(mk, kb[(s0 + u) * DK + kf] + dec[u]);
@@ -424,12 +421,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_pk_state(
         const i64 s0 = max(rs, e1 - PK_KC);
         const int m = (int)(e1 - s0);
         __syncthreads();
-        if (tid == 0) {
-            for (int u = m - 1; u >= 0; --u) {
-                dec[u] = run;
-                if (ab != nullptr) run += fmx(ab[s0 + u], fl);
-            }
-        }
+        pk_suffix(ab, s0, m, fl, run, dec);
         __syncthreads();
         for (int e = tid; e < PK_KC * DKP; e += NT) {
             const int u = e / DKP, kk = e % DKP;
