@@ -10,8 +10,6 @@ template <int N> inline void ldv(const ta* p, ta (&o)[N]) {
 }
 #include "cuda_emu_mm.h"
 #include "cuda_emu_reduce.h"
-using std::fabs;
-using std::log1p;
 #include KERNEL
 
 extern "C" void run_read(const ta* x, const ta* a, const ta* lam, const ta* old, ta* out, const i64* seg, const i64* tiles,

@@ -617,7 +617,7 @@ def _spy_fused(mp, used):
 
 
 @pytest.mark.gpu
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(op=st.sampled_from(_varlen.STREAM_OPS),
        cuts=st.lists(st.sampled_from([0, 1, 2, 3, 7, 8, 31, 32, 33, 63, 64, 127, 255, 1023]), min_size=1, max_size=4),
        more=st.lists(st.integers(0, 150), min_size=4, max_size=4), batch=batches, resets=st.booleans(),

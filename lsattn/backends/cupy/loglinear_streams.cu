@@ -12,7 +12,7 @@
 #define PK_XLD (PK_TILE + 4)
 #define PK_KROWS (((DKP + PK_KC - 1) / PK_KC) * PK_KC)
 
-// a'[g0] + ... + a'[g1 - 1], a' = max(a, fl) (one sequence's log decays, clamped; fl = -INFINITY: as
+// a'[g0] + ... + a'[g1 - 1], a' = max(a, fl) (one sequence's log decays, clamped; fl = minus_inf(): as
 // they are), in every thread. Serial order per thread, then block_sum: -inf stays -inf (no
 // differences of cumulative sums).
 __device__ __forceinline__ ta pk_range_sum(const ta* a, i64 g0, i64 g1, ta fl, ta* red) {
@@ -86,7 +86,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_pk_read(
     const PkTile tl = pk_tile(seg, tiles, N, ntiles);
     const int i = tl.i, cnt = tl.cnt;
     const i64 g0 = tl.g0, first = tl.first, p = tl.p;
-    pk_prefix(a == nullptr ? nullptr : a + bh * T, tl, -INFINITY, dec, red);  // a_first + ... + a_t
+    pk_prefix(a == nullptr ? nullptr : a + bh * T, tl, minus_inf(), dec, red);  // a_first + ... + a_t
     __syncthreads();
     const ta* xb = x + (bh * T + g0) * DK;
     for (int e = tid; e < PK_KROWS * PK_TILE; e += NT) {
@@ -171,7 +171,7 @@ extern "C" __global__ void __launch_bounds__(NT) ll_pk_state(
     };
     if (stay >= 0 || nfold > 0) {
         if (ab != nullptr) {  // a scalar carry
-            const ta f = ex(pk_range_sum(ab, first, first + n, -INFINITY, red));
+            const ta f = ex(pk_range_sum(ab, first, first + n, minus_inf(), red));
 #pragma unroll
             for (int ii = 0; ii < RM; ++ii)
 #pragma unroll
@@ -197,12 +197,12 @@ extern "C" __global__ void __launch_bounds__(NT) ll_pk_state(
         }
     }
     if (rl > 0) {  // the new tokens, stretches of PK_KC from the slot's last token back
-        ta run = ab != nullptr ? pk_range_sum(ab, rs + rl, first + n, -INFINITY, red) : (ta)0;  // a after the stretch
+        ta run = ab != nullptr ? pk_range_sum(ab, rs + rl, first + n, minus_inf(), red) : (ta)0;  // a after the stretch
         for (i64 e1 = rs + rl; e1 > rs; e1 -= PK_KC) {
             const i64 s0 = max(rs, e1 - PK_KC);
             const int m = (int)(e1 - s0);
             __syncthreads();  // the previous stretch is read
-            pk_suffix(ab, s0, m, -INFINITY, run, dec);
+            pk_suffix(ab, s0, m, minus_inf(), run, dec);
             __syncthreads();
             for (int e = tid; e < PK_KC * DKP; e += NT) {
                 const int u = e / DKP, kk = e % DKP;
@@ -239,10 +239,12 @@ extern "C" __global__ void __launch_bounds__(NT) ll_pk_state(
 __device__ __forceinline__ ta pk_floor(i64 end) { return (ta)((double)lo_v() / (4.0 * (double)end)); }
 
 // log(exp(x) + exp(y)) (NumPy's logaddexp: -inf on both sides stays -inf)
+__device__ __forceinline__ float pk_log1p(float x) { return log1pf(x); }
+__device__ __forceinline__ double pk_log1p(double x) { return log1p(x); }
 __device__ __forceinline__ ta pk_logaddexp(ta x, ta y) {
-    const ta mx = fmx(x, y);
-    if (mx == -INFINITY) return mx;
-    return mx + log1p(ex(-fabs(x - y)));
+    const ta mx = fmx(x, y), mn = x < y ? x : y;
+    if (mx == minus_inf()) return mx;
+    return mx + pk_log1p(ex(mn - mx));
 }
 
 // Part 2 and the finish: every packed token t of a non-empty stream combines its partial (r, den, y)
@@ -300,7 +302,7 @@ extern "C" __global__ void __launch_bounds__(NT) hi_pk_read(
         for (int e = tid; e < DVP; e += NT) Ns[e] = c0 + e < DV ? on[(sl + j) * DV + c0 + e] : (ta)0;
         __syncthreads();
         if (tid < PK_TILE) {
-            ta mx = -INFINITY;
+            ta mx = minus_inf();
             for (int kk = 0; kk < DK; ++kk) mx = fmx(mx, Qt[kk * PK_XLD + tid] + Ms[kk]);
             rj[tid] = mx;
         }
