@@ -25,6 +25,9 @@ for all segments at once:
 Decay sums restart at each segment's first token and are taken by log-depth segmented scans over
 stretches (never as differences of cumulative sums: a ``-inf`` decay stays ``-inf``, not NaN).
 Python loops run over level slots and row groups only; the index arithmetic is host NumPy.
+On CUDA arrays that autograd does not track (:func:`_fused`), parts 2 and 3 are two launches of the
+cupy backend's ``loglinear_streams.cu`` on the tables of :func:`_plan` (one upload); the array
+operations below stay the reference formulation (NumPy, JAX, torch gradients).
 
 Gated DeltaNet: its slots are carried through the transitions ``A_r = exp(a_r) (I - beta_r k_r
 k_r^T)``, not by scalar decays. Parts 2 and 3 are those of ``loglinear_attention`` (:func:`_streams`)
@@ -33,6 +36,8 @@ queries ``(A_t ... A_p)^T q_t``, keys ``beta_s A_last ... A_{s+1} k_s``, the seg
 ``A_last ... A_p`` (:func:`_transfers`: the segments as rows of chunks, every segment at once).
 """
 from __future__ import annotations
+
+import sys
 
 import array_api_compat
 import numpy as np
@@ -276,6 +281,10 @@ def _loglinear(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype):
     a_t) q_t``, a key is written as ``exp(a_{s+1} + ... + a_last) k_s``, the old slots are carried
     by ``exp(a_p + ... + a_last)`` (:func:`_streams`)."""
     q, k, v, a, lam = args
+    run = _fused(args, state)
+    if run is not None:
+        return _fused_streams(xp, run, "loglinear_attention", out, state, return_state, tok, batch, d_k, d_v, dtype,
+                              (q, a, lam, k, v, None))
 
     def reads():
         return xp.exp(tok.sums(xp, a))[..., None] * q  # exp(a_p + ... + a_t) q_t, in the segment
@@ -299,12 +308,66 @@ def _gated_delta(xp, args, out, state, return_state, tok, batch, d_k, d_v, dtype
     old = None if state is None else state.tensors["levels"]
     need_reads = old is not None and old.shape[-3] > 0 and tok.reading().size > 0
     got = _transfers(xp, q, k, a, beta, tok, batch, chunk_size, need_reads, return_state)
+    run = _fused(args, state)
+    if run is not None:
+        return _fused_streams(xp, run, "loglinear_gated_delta", out, state, return_state, tok, batch, d_k, d_v, dtype,
+                              (got.get("reads"), None, lam, got.get("writes"), v, got.get("total")))
 
     def carry(old):
         return got["total"][..., None, :, :] @ old  # (..., N, 1, d_k, d_k) @ (..., N, L, d_k, d_v)
 
     return _streams(xp, "loglinear_gated_delta", out, state, return_state, tok, batch, d_k, d_v, dtype, lam, v,
                     lambda: got["reads"], lambda: got["writes"], carry)
+
+
+def _fused(arrays, state, name="packed_streams"):
+    """The cupy backend's kernels for parts 2-3 (``backends.cupy.loglinear.<name>``: ``packed_streams``,
+    ``packed_hier``) when the inputs are CUDA arrays it serves (CuPy, torch) that autograd does not
+    track; else None (the array-API formulation: other devices, gradients through torch)."""
+    x = arrays[0]
+    mod = type(x).__module__
+    if not (mod.startswith("cupy") or (mod.startswith("torch") and x.is_cuda)):
+        return None
+    if mod.startswith("torch"):
+        held = [z for z in arrays if z is not None] + ([] if state is None else list(state.tensors.values()))
+        if any(z.requires_grad for z in held) and sys.modules["torch"].is_grad_enabled():
+            return None
+    from .backends.cupy import MAX_DK, probe
+
+    if x.shape[-1] > MAX_DK or probe() is not None:
+        return None
+    from .backends.cupy import loglinear
+
+    return getattr(loglinear, name)
+
+
+def _fused_streams(xp, run, name, out, state, return_state, tok, batch, d_k, d_v, dtype, inputs):
+    """Parts 2 and 3 for ``name`` by ``run`` (:func:`_fused`) on ``inputs = (x, a, lam, y, v, tot)``:
+    the queries, the log decays (None: Gated DeltaNet, whose ``x``, ``y``, ``tot`` carry its
+    transitions), the level weights, the keys, the values, the segments' transition products."""
+    x, a, lam, y, v, tot = inputs
+    N = tok.lens.shape[0]
+    old = None if state is None else state.tensors["levels"]
+    old = None if old is None or old.shape[-3] == 0 else old
+    seg, rng, L_new = _plan(tok, return_state)
+    out, levels = run(out, x, a, lam, old, y, v, tot, seg, rng, L_new, return_state)
+    if not return_state:
+        return out, None
+    return out, _state(xp, tok.ends, batch + (N,), d_k, d_v, dtype, levels, out, name)
+
+
+def _plan(tok, return_state):
+    """The host tables of ``loglinear_streams.cu``: ``seg`` (4, N) int64 (each stream's first packed
+    token, new tokens, offset, ``h``), ``rng`` (2, N L_new) int64 (each new slot's first packed token
+    and count of new tokens; empty without ``return_state``) and ``L_new``."""
+    N = tok.lens.shape[0]
+    seg = np.stack([tok.starts[:-1], tok.lens, tok.offsets, tok.h]).astype(np.int64)
+    L_new, rng = 0, np.zeros((2, 0), np.int64)
+    if return_state:
+        slot, start, length, L_new = tok.ranges()
+        rng = np.zeros((2, N * L_new), np.int64)
+        rng[0, slot], rng[1, slot] = start, length
+    return seg, rng, L_new
 
 
 def _streams(xp, name, out, state, return_state, tok, batch, d_k, d_v, dtype, lam, v, reads, writes, carry):
@@ -467,13 +530,20 @@ def _hierarchical(xp, args, part, state, return_state, tok, batch, d_k, d_v, dty
     themselves) combined with the reads of the incoming slots and finished; the new state."""
     q, k, log_v, lam, a = args
     nb, T, N = len(batch), q.shape[-2], tok.lens.shape[0]
+    old = None if state is None else tuple(state.tensors[n] for n in ("m", "n", "S", "z"))
+    run = _fused(args, state, "packed_hier")
+    if run is not None:  # the clamps below are the kernels'
+        seg, rng, L_new = _plan(tok, return_state)
+        out, new = run(part, q, k, log_v, lam, a, None if old is None or old[0].shape[-2] == 0 else old, seg, rng, L_new,
+                       return_state)
+        return out, (None if new is None else State("loglinear_log_attention", tok.ends, batch + (N,), d_k, d_v, dtype,
+                                                    dict(zip(("m", "n", "S", "z"), new))))
     lo = _minus_inf(xp, dtype)
     log_v = _clamp_log_values(xp, log_v, True)
     lam = xp.maximum(lam, xp.asarray(lo, dtype=dtype, device=device_of(q)))
     # decays clamped as a per-segment call clamps them (its stand-in: lo / (4 (p + n)))
     floor = xp.asarray(lo / (4.0 * tok.ends[tok.seg]), dtype=dtype, device=device_of(q))
     a = xp.zeros(batch + (T,), dtype=dtype, device=device_of(q)) if a is None else xp.maximum(a, floor)
-    old = None if state is None else tuple(state.tensors[n] for n in ("m", "n", "S", "z"))
     L_old = 0 if old is None else old[0].shape[-2]
     rows = tok.reading()
     if L_old and rows.size:

@@ -9,48 +9,13 @@
 // memory, barriers and offset bookkeeping are checked without a GPU.
 #include "cuda_emu.h"
 typedef TA ti;
-static double emu_shfl[NT];
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
     return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
 }
-inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask) {
-    const int t = threadIdx.x;
-    std::barrier<>* bar = emu_warp_bar[t >> 5];
-    emu_shfl[t] = v;
-    bar->arrive_and_wait();
-    const ta r = (ta)emu_shfl[(t & ~31) | ((t & 31) ^ lane_mask)];
-    bar->arrive_and_wait();
-    return r;
-}
+#include "cuda_emu_reduce.h"
 inline ta ld(const ti* p) { return *p; }
 inline void st(ti* p, ta x) { *p = x; }
-inline ta warp_sum(ta x) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-    return x;
-}
-inline ta warp_max(ta x) {
-    for (int o = 16; o > 0; o >>= 1) x = fmx(x, __shfl_xor_sync(0xffffffffu, x, o));
-    return x;
-}
-inline ta block_sum(ta x, ta* red) {
-    x = warp_sum(x);
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
-    __syncthreads();
-    ta s = (ta)0;
-    for (int w = 0; w < NT / 32; ++w) s += red[w];
-    return s;
-}
-inline ta block_max(ta x, ta* red) {
-    x = warp_max(x);
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
-    __syncthreads();
-    ta s = red[0];
-    for (int w = 1; w < NT / 32; ++w) s = fmx(s, red[w]);
-    return s;
-}
 
 #include KERNEL
 

@@ -73,12 +73,13 @@ class Emu:
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, wm.shape[1], BH)]
         self._lib(cfg).run_snap(*self._ptrs(cfg, (wm, gnode, msnap)), *ints, self._smem(cfg, "hi_snap"))
 
-    def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
+    def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH,
+                ltot=None):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC)]
         self._lib(cfg).run_read(*self._ptrs(cfg, (q, lam, a, lden, lnum, msnap, wz, wn, wS, out)), *ints,
                                 self._s(cfg, alo), ctypes.c_int(BH), ctypes.c_int(wz.shape[1]),
-                                self._smem(cfg, "hi_read"))
+                                self._smem(cfg, "hi_read"), *self._ptrs(cfg, (ltot,)))
 
 
 class EmuTC(Emu):
@@ -287,6 +288,23 @@ def test_kernels_emulated_two_column_blocks(emu):
     arrays = make(12, (1,), 60, 3, 70, decay="mixed", weights="random")
     out, _ = emu_stream(emu, arrays, [13], 16, "float64")
     check(out, arrays, "float64", what="d_v=70")
+
+
+def test_kernels_emulated_row_log_den(emu):
+    """hi_read's ``ltot`` (packed streams' partials, ``forward(partial=True)``): with d_v = 70 (two
+    column blocks, the first writes it), decays and level weights switched off at random, the partial
+    ``(ltot, 1, log y)`` stands for the array-API twin's ``(r, den, y)``: ``ltot = r + log den`` and
+    ``log y = y - log den`` (float64 bound of test_kernels_emulated_continue_array_api_states)."""
+    from lsattn.hierarchical import _forward
+
+    arrays = make(13, (2,), 90, 4, 70, decay="mixed", weights="random")
+    q, k, lv, lam, a = (np.ascontiguousarray(x) for x in arrays)
+    ltot = np.full(q.shape[:-1], np.nan)
+    out = chi.compute(emu, q, k, lv, lam, a, 0, None, 16, "", ltot)
+    (r, den, y), _ = _forward(q, k, lv, lam, a, None, False, chunk_size=16, partial=True)
+    tol = 1e-12 + 4e-16 * (np.abs(q).max() + np.abs(k).max())
+    assert_close(ltot, r + np.log(den), tol, atol=tol, what="log den")
+    assert_close(out, y - np.log(den)[..., None], tol, atol=tol, what="log y")
 
 
 def test_kernels_emulated_deep_chunk_tree(emu):

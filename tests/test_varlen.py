@@ -502,6 +502,193 @@ def test_gated_delta_streams_many_chunks(cuts, more, chunk, batch, resets, seed)
     _check_streams(np, "loglinear_gated_delta", lens, cuts, batch, seed, "array_api", resets=hard, chunk_size=chunk)
 
 
+class _EmuStreams:
+    """The packed streams' kernels (``loglinear_streams.cu``) on the CPU through
+    ``tests/cuda_emu_ll_streams.cpp`` (a std::thread per CUDA thread), launched by the cupy host
+    logic (``backends.cupy.loglinear.run_streams``) on NumPy arrays: the ``run`` of
+    ``lsattn._ll_packed._fused``."""
+
+    calls = 0
+
+    @staticmethod
+    def _lib(cfg):
+        from helpers import cupy_source, emulation
+
+        return emulation("cuda_emu_ll_streams.cpp", {"TA": cfg.ta, "DKP": cfg.DKP, "DVP": cfg.DVP},
+                         {"KERNEL": cupy_source("loglinear_streams.cu")})
+
+    @staticmethod
+    def _ptrs(*xs):
+        import ctypes
+
+        for x in xs:
+            assert x is None or x.flags.c_contiguous
+        return [None if x is None else x.ctypes.data_as(ctypes.c_void_p) for x in xs]
+
+    @staticmethod
+    def _ints(*xs):
+        import ctypes
+
+        return [ctypes.c_int(int(x)) for x in xs]
+
+    def ll_pk_read(self, cfg, x, a, lam, old, out, seg, tiles, T, DK, DV, L, N, L_old, ntiles, BH):
+        import ctypes
+
+        self._lib(cfg).run_read(*self._ptrs(x, a, lam, old, out, seg, tiles), *self._ints(T, DK, DV, L, N, L_old, ntiles, BH),
+                                ctypes.c_uint(cfg.smem("ll_pk_read")))
+
+    def ll_pk_state(self, cfg, y, v, a, tot, old, lev, seg, rng, T, DK, DV, N, L_old, L_new, BH):
+        import ctypes
+
+        self._lib(cfg).run_state(*self._ptrs(y, v, a, tot, old, lev, seg, rng), *self._ints(T, DK, DV, N, L_old, L_new, BH),
+                                 ctypes.c_uint(cfg.smem("ll_pk_state")))
+
+    def hi_pk_read(self, cfg, q, a, lam, old, part, out, seg, tiles, T, DK, DV, L, N, L_old, ntiles, BH):
+        import ctypes
+
+        old = (None,) * 4 if old is None else old
+        self._lib(cfg).run_hier_read(*self._ptrs(q, a, lam, *old, *part, out, seg, tiles),
+                                     *self._ints(T, DK, DV, L, N, L_old, ntiles, BH), ctypes.c_uint(cfg.smem("hi_pk_read")))
+
+    def hi_pk_state(self, cfg, k, lv, a, old, new, seg, rng, T, DK, DV, N, L_old, L_new, BH):
+        import ctypes
+
+        old = (None,) * 4 if old is None else old
+        self._lib(cfg).run_hier_state(*self._ptrs(k, lv, a, *old, *new, seg, rng), *self._ints(T, DK, DV, N, L_old, L_new, BH),
+                                      ctypes.c_uint(cfg.smem("hi_pk_state")))
+
+    @staticmethod
+    def _upload(h):
+        return np.ascontiguousarray(h, dtype=np.int64)
+
+    @classmethod
+    def run(cls, out, x, a, lam, old, y, v, tot, seg, rng, L_new, want_state):
+        from lsattn.backends.cupy.loglinear import run_streams
+
+        cls.calls += 1
+        return run_streams(cls(), np, out, x, a, lam, old, y, v, tot, seg, rng, L_new, want_state, cls._upload)
+
+    @classmethod
+    def run_hier(cls, part, q, k, lv, lam, a, old, seg, rng, L_new, want_state):
+        from lsattn.backends.cupy.loglinear import run_hier
+
+        cls.calls += 1
+        return run_hier(cls(), np, part, q, k, lv, lam, a, old, seg, rng, L_new, want_state, cls._upload)
+
+
+@settings(max_examples=4, deadline=None)
+@given(op=st.sampled_from(_varlen.STREAM_OPS),
+       cuts=st.lists(st.sampled_from([0, 1, 2, 3, 7, 8, 31, 32, 33, 63, 64, 127]), min_size=1, max_size=3),
+       more=st.lists(st.integers(0, 70), min_size=3, max_size=3), batch=st.sampled_from([(), (2,)]),
+       resets=st.booleans(), seed=st.integers(0, 2**16))
+def test_streams_fused_kernels_emulated(op, cuts, more, batch, resets, seed):
+    """The packed streams' fused kernels (``loglinear_streams.cu``: the reads of the old slots, the
+    new slots, the fold and the carry; ``loglinear_log_attention``'s in log space) on the CPU emulation, driven by the cupy host logic in place
+    of ``lsattn._ll_packed``'s array operations: streams continued at long carries (more than one
+    tile of 64 new tokens, old slots folded), segments of 0 and 1 tokens, ``-inf`` decays at random
+    new tokens; equal to the reference on each whole stream and to the per-segment calls (float64)."""
+    from lsattn import _ll_packed
+
+    lens = [c + m for c, m in zip(cuts, more)]
+    T2 = sum(more[: len(cuts)])
+    rng = np.random.default_rng(seed)
+    hard = tuple(rng.choice(T2, size=min(T2, 3), replace=False).tolist()) if resets and T2 else ()
+    before = _EmuStreams.calls
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_ll_packed, "_fused", lambda arrays, state, name="packed_streams": getattr(
+            _EmuStreams, {"packed_streams": "run", "packed_hier": "run_hier"}[name]))
+        _check_streams(np, op, lens, cuts, batch, seed, "array_api", resets=hard)
+    # every packed call with tokens (the first returns a state, the second reads one)
+    assert _EmuStreams.calls - before == (sum(cuts) > 0) + (T2 > 0)
+
+
+def _spy_fused(mp, used):
+    """Record whether ``lsattn._ll_packed._fused`` chose the kernels (``used``: one bool per packed call)."""
+    from lsattn import _ll_packed
+
+    real = _ll_packed._fused
+
+    def spy(arrays, state, name="packed_streams"):
+        run = real(arrays, state, name)
+        used.append(run is not None)
+        return run
+
+    mp.setattr(_ll_packed, "_fused", spy)
+
+
+@pytest.mark.gpu
+@settings(max_examples=5, deadline=None)
+@given(op=st.sampled_from(_varlen.STREAM_OPS),
+       cuts=st.lists(st.sampled_from([0, 1, 2, 3, 7, 8, 31, 32, 33, 63, 64, 127, 255, 1023]), min_size=1, max_size=4),
+       more=st.lists(st.integers(0, 150), min_size=4, max_size=4), batch=batches, resets=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_streams_fused_kernels_on_cupy(op, cuts, more, batch, resets, seed):
+    """CuPy arrays (float64): packed streams with states of the three log-linear operators through the
+    fused kernels of ``loglinear_streams.cu`` (chosen automatically: ``_ll_packed._fused``), long carries, several
+    tiles of new tokens, segments of 0 and 1 tokens, ``-inf`` decays at random new tokens; equal to
+    the reference on each whole stream and to the per-segment calls (float64 bound)."""
+    pytest.importorskip("cupy")
+    import lsattn.backends.cupy as cb
+
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+    import cupy as cp
+
+    lens = [c + m for c, m in zip(cuts, more)]
+    T2 = sum(more[: len(cuts)])
+    rng = np.random.default_rng(seed)
+    hard = tuple(rng.choice(T2, size=min(T2, 3), replace=False).tolist()) if resets and T2 else ()
+    used = []
+    with pytest.MonkeyPatch.context() as mp:
+        _spy_fused(mp, used)
+        _check_streams(cp, op, lens, cuts, batch, seed, None, resets=hard)
+    assert all(used) and len(used) == (sum(cuts) > 0) + (T2 > 0), used  # every packed call with tokens
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", _varlen.STREAM_OPS)
+@pytest.mark.parametrize("kind", ["cupy", "torch"])
+def test_streams_fused_kernels_float32(op, kind):
+    """float32 CuPy arrays / CUDA torch tensors, d = 64 (a full tile), 5 streams (a long one, empty
+    ones): the fused kernels' outputs and states equal the array-API formulation's on the same
+    arrays (``_fused`` off) within 10x float32's bound, for a prefill returning states and a
+    continuation reading them."""
+    import lsattn.backends.cupy as cb
+
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+    lens1, lens2 = [70, 0, 1, 300, 5], [200, 0, 0, 97, 1]
+    off1, off2 = ([0, *np.cumsum(x).tolist()] for x in (lens1, lens2))
+    L = lsattn.num_levels(max(a + b for a, b in zip(lens1, lens2)))
+    f = getattr(lsattn, op)
+    base = [inputs(op, (2,), off[-1], dk=64, dv=64, seed=seed, L=L) for off, seed in ((off1, 3), (off2, 4))]
+    got = {}
+    for fused in (True, False):
+        used = []
+        with pytest.MonkeyPatch.context() as mp:
+            if fused:
+                _spy_fused(mp, used)
+            else:
+                from lsattn import _ll_packed
+
+                mp.setattr(_ll_packed, "_fused", lambda arrays, state, name=None: None)
+            a1, a2 = (_cuda_arrays(kind, b) for b in base)
+            o1, s1 = call(f, op, a1, cu_seqlens=off1, return_state=True)
+            o2, s2 = call(f, op, a2, cu_seqlens=off2, state=s1, return_state=True)
+        assert not fused or (used and all(used))
+        got[fused] = {f"{name} {i}": to_numpy(x) for i, (o, st_) in enumerate(((o1, s1), (o2, s2)))
+                      for name, x in [("out", o), *st_.tensors.items()]}
+    # hierarchical log outputs and key shifts: also absolute, as test_packed_rewrite_on_the_cupy_kernels
+    qk = max(np.abs(b[0]).max() + np.abs(b[1]).max() for b in base)
+    atol = TOL["float32"] + 2 * np.finfo(np.float32).eps * qk if op == "loglinear_log_attention" else 0.0
+    stand_in = -float(np.finfo(np.float32).max) / 16  # below: an empty slot's shift (the same in both)
+    for name, x in got[True].items():
+        y = got[False][name]
+        np.testing.assert_array_equal(x < stand_in, y < stand_in, err_msg=f"{op} {kind} {name}: empty slots")
+        assert_close(np.where(x < stand_in, 0.0, x), np.where(y < stand_in, 0.0, y), TOL["float32"] * 10, atol=atol,
+                     what=f"{op} {kind} {name}")
+
+
 @settings(max_examples=20)
 @given(lens=st.lists(st.integers(0, 70), min_size=1, max_size=8),
        offsets=st.lists(st.integers(0, 300), min_size=8, max_size=8))

@@ -2,7 +2,9 @@
 family's sources, concatenated after ``common.cu`` as ``_compile._kernels`` does, for each variant
 the host can ask for (compute type float / double, 16-bit inputs, LOGV mode, padded head dims;
 the forward chunk and the backward's shrunken chunk), compiled to PTX for sm_90; every kernel the
-host launches for that variant must be in the PTX.
+host launches for that variant must be in the PTX. The host's math macros (``INFINITY``, ``NAN``,
+``HUGE_VAL``), which nvcc's implicit ``cuda_runtime.h`` brings and CuPy's NVRTC does not, are
+undefined first (session 11: a kernel that compiled here failed under NVRTC).
 
     python benchmarks/device/nvcc_check.py [--ops exp_kernel,exp_kernel_bwd,loglinear,loglinear_bwd,step,hierarchical_bwd]
 """
@@ -67,6 +69,9 @@ def main():
     args = ap.parse_args()
     bad = total = 0
     with tempfile.TemporaryDirectory() as tmp:
+        nortc = os.path.join(tmp, "nortc.h")  # what NVRTC lacks
+        with open(nortc, "w") as f:
+            f.write("".join(f"#undef {m}\n" for m in ("INFINITY", "NAN", "HUGE_VAL", "HUGE_VALF")))
         for op in args.ops.split(","):
             src = os.path.join(tmp, f"{op}.cu")
             with open(src, "w") as f:
@@ -74,7 +79,8 @@ def main():
             for cfg in configs(op):
                 flags = list(cc.defines(op, cfg))
                 ptx = os.path.join(tmp, "k.ptx")
-                r = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-ptx", *flags, src, "-o", ptx], capture_output=True, text=True)
+                r = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_90", "-ptx", "-include", nortc, *flags, src, "-o", ptx],
+                                   capture_output=True, text=True)
                 missing = [] if r.returncode else [n for n in launched(op, cfg) if f".entry {n}(" not in open(ptx).read()]
                 ok = r.returncode == 0 and not missing
                 total += 1

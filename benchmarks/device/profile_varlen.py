@@ -1,8 +1,9 @@
 """Where the packed (cu_seqlens) loglinear_attention call spends its time on the GPU, against the
 unpacked call of the same total length: wall time per call with the offsets as a CUDA tensor (a
 device-to-host read, as fla's) and as a Python list (no read-back), the host time per call (launches
-queued without waiting), and torch-profiler tables of both calls. Prints dicts and tables. Run from
-the repo root on a GPU machine."""
+queued without waiting), and torch-profiler tables of both calls (``--cprofile``: instead, cProfile of
+10 calls of each form, the host functions by own time). Prints dicts and tables. Run from the repo
+root on a GPU machine."""
 import sys
 import time
 
@@ -53,6 +54,25 @@ res = {"T": 65536, "T_pad": T_pad, "lengths": lens.tolist(),
        "wall_ms": {n: ms(f) for n, f in calls.items()},
        "host_ms": {n: host_ms(f) for n, f in calls.items()}}
 print(res, flush=True)
+
+if "--cprofile" in sys.argv:  # where the host time goes (session 11, s11g19)
+    import cProfile
+    import io
+    import pstats
+
+    for name, fn in calls.items():
+        fn()
+        torch.cuda.synchronize()
+        pr = cProfile.Profile()
+        pr.enable()
+        for _ in range(10):
+            fn()
+        pr.disable()
+        torch.cuda.synchronize()
+        out = io.StringIO()
+        pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(22)
+        print(f"==== {name} (10 calls, by own time)\n" + "\n".join(out.getvalue().splitlines()[6:]), flush=True)
+    sys.exit(0)
 
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 

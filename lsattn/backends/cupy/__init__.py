@@ -123,7 +123,9 @@ GRAD_OPS = ("loglinear_attention", "exp_kernel_attention", "log_attention", "log
 #: ordinary call (aligned segments, ``-inf`` decays at their starts: hard resets, which the kernels
 #: keep exact; ``hierarchical.cu`` clamps them as ``hierarchical._forward`` does) in the array API of
 #: the inputs (torch, CuPy); with states, ``lsattn._ll_packed`` adds the incoming slots and the new
-#: state around that call (``loglinear_log_attention``: around the array-API formulation's partial).
+#: state around that call (``loglinear_log_attention``: around its partial, the kernels' rows' log den
+#: beside their outputs; 16-bit inputs: the array-API formulation's), on CUDA arrays outside autograd
+#: by the kernels of ``loglinear_streams.cu``.
 #: The exp-kernel operators compute their packed segments in the kernels (``RESET_OPS``).
 VARLEN_OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention", "exp_kernel_attention",
               "log_attention")

@@ -104,6 +104,12 @@ class Config:
                     "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X + CH * (TC + max(TK, TV)),  # + HIB_F2
                                                      DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64
                     + fp}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
+        if kernel == "ll_pk_read":  # loglinear_streams.cu: x transposed (PK_KROWS x PK_XLD), a stage of one old slot
+            return (-(-DKP // 32) * 32 * 68 + 32 * DVP) * es
+        if kernel in ("ll_pk_state", "hi_pk_state"):  # a stage of keys (or tot^T) and of values (or kept slots)
+            return 32 * (DKP + DVP) * es
+        if kernel == "hi_pk_read":  # the queries and their exponentials, k-major; a stage of one old S
+            return (2 * -(-DKP // 32) * 32 * 68 + 32 * DVP) * es
         if kernel == "ll_chunk_states":
             return (CH * DKP + CH * DVP + 2 * CH) * es
         if kernel == "ll_output":
@@ -226,7 +232,8 @@ def _source(name):
 
 
 _KERNELS = {
-    "loglinear": ("ll_chunk_states", "ll_upsweep", "ll_output", "ll_new_state", "ll_decode"),
+    "loglinear": ("ll_chunk_states", "ll_upsweep", "ll_output", "ll_new_state", "ll_decode",
+                  "ll_pk_read", "ll_pk_state", "hi_pk_read", "hi_pk_state"),  # packed streams with states (loglinear_streams.cu)
     "loglinear_bwd": ("ll_output_dl", "ll_bw_blocks", "ll_bw_dkdv"),
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
@@ -237,7 +244,7 @@ _KERNELS = {
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
-_SOURCES = {"loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_forms.cu"),
+_SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_forms.cu"),
             "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu"),
             "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu"),
             "exp_kernel_bwd": ("exp_kernel_bwd.cu", "exp_kernel_bwd_tc.cu")}
@@ -427,6 +434,37 @@ class CupyOps:
             (q, k, v, a, lam, old, newlev, out, self._i(DK), self._i(DV), self._i(L), self._l(p), self._i(n_old),
              self._i(h), self._i(Lnew), self._p(rows)))
 
+    def ll_pk_read(self, cfg, x, a, lam, old, out, seg, tiles, T, DK, DV, L, N, L_old, ntiles, BH):
+        """Packed streams' reads of their old slots into ``out`` (in place; ``loglinear_streams.cu``)."""
+        fn, block, smem = self._tk("loglinear", cfg, "ll_pk_read")
+        fn((ntiles, BH, -(-DV // cfg.DVP)), block,
+           (x, self._p(a), lam, old, out, seg, tiles, self._i(T), self._i(DK), self._i(DV), self._i(L), self._i(N),
+            self._i(L_old), self._i(ntiles)), shared_mem=smem)
+
+    def ll_pk_state(self, cfg, y, v, a, tot, old, lev, seg, rng, T, DK, DV, N, L_old, L_new, BH):
+        """Packed streams' new slots ``lev`` (BH, N, L_new, DK, DV) (``loglinear_streams.cu``)."""
+        fn, block, smem = self._tk("loglinear", cfg, "ll_pk_state")
+        fn((N * L_new, BH, -(-DV // cfg.DVP)), block,
+           (y, v, self._p(a), self._p(tot), self._p(old), lev, seg, rng, self._i(T), self._i(DK), self._i(DV), self._i(N),
+            self._i(L_old), self._i(L_new)), shared_mem=smem)
+
+    def hi_pk_read(self, cfg, q, a, lam, old, part, out, seg, tiles, T, DK, DV, L, N, L_old, ntiles, BH):
+        """Packed ``loglinear_log_attention`` streams: the partials ``part = (r, den, y)`` with the reads of
+        the old slots ``old = (m, n, S, z)`` (None: none), finished into ``out`` (``loglinear_streams.cu``)."""
+        fn, block, smem = self._tk("loglinear", cfg, "hi_pk_read")
+        om, on, oS, oz = (None,) * 4 if old is None else old
+        fn((ntiles, BH, -(-DV // cfg.DVP)), block,
+           (q, self._p(a), lam, self._p(om), self._p(on), self._p(oS), self._p(oz), *part, out, seg, tiles, self._i(T),
+            self._i(DK), self._i(DV), self._i(L), self._i(N), self._i(L_old), self._i(ntiles)), shared_mem=smem)
+
+    def hi_pk_state(self, cfg, k, lv, a, old, new, seg, rng, T, DK, DV, N, L_old, L_new, BH):
+        """Their new slots ``new = (m, n, S, z)`` (BH, N, L_new, ...) (``loglinear_streams.cu``)."""
+        fn, block, smem = self._tk("loglinear", cfg, "hi_pk_state")
+        om, on, oS, oz = (None,) * 4 if old is None else old
+        fn((N * L_new, BH, -(-DV // cfg.DVP)), block,
+           (k, lv, self._p(a), self._p(om), self._p(on), self._p(oS), self._p(oz), *new, seg, rng, self._i(T), self._i(DK),
+            self._i(DV), self._i(N), self._i(L_old), self._i(L_new)), shared_mem=smem)
+
     # log-linear Gated DeltaNet
     def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None):
         """The per-chunk WY forms (gated_delta_forms.cu) of the contiguous (BH, T, ..) inputs into
@@ -482,13 +520,15 @@ class CupyOps:
         fn((n, BH), block, (wm, gnode, msnap, self._i(DK), self._l(p), self._l(F), self._i(n), self._i(n_old),
                             self._i(NLC), self._i(wm.shape[1])), shared_mem=smem)
 
-    def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH):
+    def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH,
+                ltot=None):
+        """ltot: (BH, T) compute dtype, the rows' log den (the partials of packed streams), or None."""
         fn, block, smem = self._tk("hierarchical", cfg, "hi_read")
         nrb = -(-DV // 64)  # HI_RW value columns per block
         fn((n * nrb, BH), block,
            (q, lam, self._p(a), lden, lnum, msnap, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
             self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1]),
-            self._i(nrb)), shared_mem=smem)
+            self._i(nrb), self._p(ltot)), shared_mem=smem)
 
     def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV,
                L, p, F, n, n_old, NLC, alo, BH):

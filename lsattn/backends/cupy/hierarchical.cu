@@ -776,7 +776,8 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ta* __restrict__ lnum,    // (BH, T, DV)  hi_intra's
     const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_snap's, hi_merge's
     ti* __restrict__ out,           // (BH, T, DV)
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb, int nrb) {
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb, int nrb,
+    ta* __restrict__ ltot) {        // (BH, T) the rows' log den, or null (packed streams' partials: loglinear_streams.cu)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* b = reinterpret_cast<ta*>(smem_raw);
 #if HI_RTC
@@ -1017,6 +1018,8 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     if (tid < CH) Ld[tid] = Ud + lg(Dd);
 #endif
     __syncthreads();
+    if (ltot != nullptr && cb == 0)
+        for (int t = t0 + tid; t < t1; t += NT) ltot[bh * T + g0 + t] = Ld[t];
 #pragma unroll
     for (int ii = 0; ii < HI_RR; ++ii) {
 #pragma unroll

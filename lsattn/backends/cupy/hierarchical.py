@@ -50,13 +50,14 @@ def config(ta, DK, DV, chunk_size=None, half=""):
     return cfg
 
 
-def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
+def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None):
     """Log outputs of one call of ``T >= 1`` tokens at offset ``p``.
 
     q, k (..., T, d_k), lv (..., T, d_v), lam (..., T, L), a (..., T) or None: arrays of ``ops.xp``
     of one dtype (``half``: their 16-bit kind); old: the incoming state's ``(m, n, S, z)``
     (``(..., n_old, d_k)``, ``(..., n_old, d_v)``, ``(..., n_old, d_k, d_v)``, ``(..., n_old, d_k)``,
-    compute dtype) or None. Returns log y (..., T, d_v) in the inputs' dtype.
+    compute dtype) or None; ltot: None, or (..., T) compute dtype, C-contiguous, given the rows' log
+    den (the partials of packed streams). Returns log y (..., T, d_v) in the inputs' dtype.
     """
     xp = ops.xp
     cfg = config(ta_name(xp, xp.float32 if half else q.dtype), q.shape[-1], lv.shape[-1],
@@ -64,7 +65,7 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half=""):
     w = slots(ops, cfg, q, k, lv, lam, a, p, old)
     out = xp.empty((w.BH, w.T, w.DV), dtype=q.dtype)
     ops.hi_read(cfg, w.q3, w.lam3, w.a2, w.lden, w.lnum, w.msnap, w.wz, w.wn, w.wS, out, w.T, w.DK, w.DV, w.L, p, w.F,
-                w.n, w.n_old, w.NLC, w.alo, w.BH)
+                w.n, w.n_old, w.NLC, w.alo, w.BH, ltot=None if ltot is None else xp.reshape(ltot, (w.BH, w.T)))
     return xp.reshape(out, w.batch + (w.T, w.DV))
 
 
@@ -135,13 +136,24 @@ def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, c
     """CuPy-kernel implementation of ``loglinear_log_attention``; the signature of
     ``lsattn.hierarchical._forward`` (validated inputs of one dtype: float32 / float64, or float16 /
     bfloat16 as the caller gave them; ``state`` may be None, its tensors float32 / float64).
-    partial: the unfinished partial ``(r, den, y)`` (packed streams with states, ``lsattn._ll_packed``):
-    the kernels write finished outputs, so the array-API twin computes it (in float32 for 16-bit inputs).
+    partial: the unfinished partial ``(r, den, y)`` (packed streams with states, ``lsattn._ll_packed``,
+    which calls it without state): float32 / float64 inputs outside autograd on the kernels, as
+    ``(log den, 1, log y)`` (``hi_read``'s ``ltot``); 16-bit inputs (whose kernels round the output to
+    16 bits) and gradients through the array-API twin (in float32 for 16-bit inputs).
 
     Returns
     -------
     (log_y (..., T, d_v) in the inputs' dtype, State or None); the state as the array-API twin's.
     """
+    if partial and state is None and not return_state and q.shape[-2] and not _tracks_grad(
+            (q, k, log_v, log_level_weights, log_decay)):
+        with on_gpu(q) as (to_cp, back, ops):
+            xp = ops.xp
+            args, half = inputs(to_cp, (q, k, log_v, log_level_weights) + (() if log_decay is None else (log_decay,)))
+            if not half:
+                ltot = xp.empty(tuple(q.shape[:-1]), dtype=args[0].dtype)
+                out = compute(ops, *args[:4], args[4] if log_decay is not None else None, 0, None, chunk_size, "", ltot)
+                return (back(ltot, ""), back(xp.ones_like(ltot), ""), back(out, "")), None
     if partial:
         from ...hierarchical import _forward
 

@@ -2,11 +2,16 @@
 (chunk layout, the Fenwick up-sweep plan, the state bookkeeping) and the backend's implementation."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
+from ..._upload import to_device
 from ...state import State
-from ._arrays import batch_layout, flat, inputs, on_gpu, shared_inputs, ta_name, widen
+from ._arrays import batch_layout, check_grid, flat, inputs, on_gpu, shared_inputs, ta_name, widen
 from ._compile import DV_BLOCK, grad_fits, make_config
 
-__all__ = ["forward", "compute", "compute_dkdv", "backward", "upsweep_plan"]
+__all__ = ["forward", "compute", "compute_dkdv", "backward", "upsweep_plan", "packed_streams", "run_streams", "packed_hier", "run_hier"]
 
 
 def compute(ops, q, k, v, a, lam, chunk_size, p, old, want_state, half="", dots=None, tmap=None):
@@ -246,3 +251,109 @@ def forward(q, k, v, log_decay, level_weights, chunk_size, state, return_state, 
             return out, None
         levels = back(levels, "")
         return out, State("loglinear_attention", p + T, batch, d_k, d_v, levels.dtype, {"levels": levels})
+
+
+#: tokens per block of ``ll_pk_read`` (loglinear_streams.cu's PK_TILE)
+PK_TILE = 64
+
+
+def packed_streams(out, x, a, lam, old, y, v, tot, seg, rng, L_new, want_state):
+    """Parts 2 and 3 of ``lsattn._ll_packed`` (packed streams with states of ``loglinear_attention``
+    and ``loglinear_gated_delta``) in two launches of ``loglinear_streams.cu``.
+
+    Arrays of the caller (CuPy, CUDA torch), the compute dtype, batch axes ``(...)`` of BH sequences:
+    out (..., T, d_v) the new tokens among themselves, to which the reads of the old slots are added
+    IN PLACE (``_ll_packed``'s own array); x (..., T, d_k) the queries; a (..., T) the log decays
+    (``loglinear_attention``: the kernels take the segments' decay sums) or None (Gated DeltaNet: x,
+    y, tot carry the transitions); lam (..., T, L); old (..., N, L_old, d_k, d_v) or None; y (..., T,
+    d_k) the keys; v (..., T, d_v); tot (..., N, d_k, d_k) or None (with ``a``). seg: host int64 (4, N)
+    per stream its first packed token, new tokens, offset and ``h``; rng: host int64 (2, N L_new) the
+    first packed token and the count of each new slot's new tokens (``loglinear_streams.cu``).
+    Returns ``(out, levels (..., N, L_new, d_k, d_v) or None)``."""
+    with on_gpu(out) as (to_cp, back, ops):
+        cp = ops.xp
+        o, *rest = (None if z is None else to_cp(z)[0] for z in (out, x, a, lam, old, y, v, tot))
+        res, lev = run_streams(ops, cp, o, *rest, seg, rng, L_new, want_state, lambda h: to_device(cp, h, o))
+        res = out if res.data.ptr == o.data.ptr else back(res, "")  # out was contiguous: updated in place
+        return res, (None if lev is None else back(lev, ""))
+
+
+def _tables(seg, rng, streams, upload):
+    """The tiles of ``PK_TILE`` new tokens of the streams where ``streams`` (bool (N,)) holds, (2, ntiles)
+    host; and ``seg``, the tiles, ``rng`` on the device in one upload."""
+    idx = np.flatnonzero(streams)
+    per = -(-seg[1][idx] // PK_TILE)
+    which = np.repeat(idx, per)
+    tiles = np.stack([which, seg[0][which] + PK_TILE * (np.arange(int(per.sum())) - np.repeat(np.cumsum(per) - per, per))])
+    dev = upload(np.concatenate([seg.reshape(-1), tiles.reshape(-1), rng.reshape(-1)]).astype(np.int64))
+    return tiles, (dev[:seg.size], dev[seg.size:seg.size + tiles.size], dev[seg.size + tiles.size:])
+
+
+def run_streams(ops, xp, out, x, a, lam, old, y, v, tot, seg, rng, L_new, want_state, upload):
+    """:func:`packed_streams` on arrays of ``xp`` (CuPy; the CPU emulation's tests: NumPy) launched
+    by ``ops``; ``upload``: host int64 -> ``xp`` on the arrays' device. Returns ``(out, levels)``."""
+    batch, T, DV = tuple(out.shape[:-2]), out.shape[-2], out.shape[-1]
+    BH, DK, N = math.prod(batch), x.shape[-1] if x is not None else y.shape[-1], seg.shape[1]
+    check_grid(BH)
+    cfg = make_config(ta_name(xp, out.dtype), DK, min(DV, DV_BLOCK))
+    tiles, (sg, tl, rg) = _tables(seg, rng, (seg[2] > 0) & (seg[1] > 0), upload)  # tiles: streams that read a state
+
+    def c(z, shape):  # C-contiguous (a copy only where the caller's is not)
+        return None if z is None else flat(xp, z, shape)
+
+    L_old = 0 if old is None else old.shape[-3]
+    o3, a2 = c(out, (BH, T, DV)), c(a, (BH, T))
+    if tiles.shape[1] and L_old:
+        ops.ll_pk_read(cfg, c(x, (BH, T, DK)), a2, c(lam, (BH, T, lam.shape[-1])), c(old, (BH, N, L_old, DK, DV)), o3, sg,
+                       tl, T, DK, DV, lam.shape[-1], N, L_old, tiles.shape[1], BH)
+    lev = None
+    if want_state:
+        lev = xp.empty((BH, N, L_new, DK, DV), dtype=out.dtype)
+        if N * L_new:
+            ops.ll_pk_state(cfg, c(y, (BH, T, DK)), c(v, (BH, T, DV)), a2, c(tot, (BH, N, DK, DK)),
+                            c(old, (BH, N, L_old, DK, DV)) if L_old else None, lev, sg, rg, T, DK, DV, N, L_old, L_new, BH)
+        lev = xp.reshape(lev, batch + (N, L_new, DK, DV))
+    return xp.reshape(o3, batch + (T, DV)), lev
+
+
+def packed_hier(part, q, k, lv, lam, a, old, seg, rng, L_new, want_state):
+    """Parts 2 and 3 of ``lsattn._ll_packed`` for ``loglinear_log_attention`` (two launches of
+    ``loglinear_streams.cu``): arrays of the caller (CuPy, CUDA torch), the compute dtype. part: the
+    partial ``(r (..., T), den (..., T), y (..., T, d_v))`` of the new tokens among themselves; q, k
+    (..., T, d_k), lv (..., T, d_v) log values, lam (..., T, L) log level weights, a (..., T) log decays
+    or None; old: the incoming slots ``(m, n, S, z)`` (..., N, L_old, ...) or None; seg, rng as in
+    :func:`packed_streams`. Returns ``(log_y (..., T, d_v), (m, n, S, z) (..., N, L_new, ...) or None)``."""
+    with on_gpu(q) as (to_cp, back, ops):
+        cp = ops.xp
+        cv = lambda z: None if z is None else to_cp(z)[0]  # noqa: E731
+        q = cv(q)
+        out, new = run_hier(ops, cp, tuple(cv(x) for x in part), q, *(cv(x) for x in (k, lv, lam, a)),
+                            None if old is None else tuple(cv(x) for x in old), seg, rng, L_new, want_state,
+                            lambda h: to_device(cp, h, q))
+        return back(out, ""), (None if new is None else tuple(back(x, "") for x in new))
+
+
+def run_hier(ops, xp, part, q, k, lv, lam, a, old, seg, rng, L_new, want_state, upload):
+    """:func:`packed_hier` on arrays of ``xp`` (as :func:`run_streams`)."""
+    batch, T, DK, DV = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], lv.shape[-1]
+    BH, N, L = math.prod(batch), seg.shape[1], lam.shape[-1]
+    check_grid(BH)
+    dt = part[2].dtype
+    cfg = make_config(ta_name(xp, dt), DK, min(DV, DV_BLOCK))
+    tiles, (sg, tl, rg) = _tables(seg, rng, seg[1] > 0, upload)  # every stream with new tokens: its outputs
+    L_old = 0 if old is None else old[0].shape[-2]
+    tails = ((DK,), (DV,), (DK, DV), (DK,))
+    olds = None if not L_old else tuple(flat(xp, x, (BH, N, L_old) + t) for x, t in zip(old, tails))
+    r, den, y = part
+    out = xp.empty((BH, T, DV), dtype=dt)
+    ops.hi_pk_read(cfg, flat(xp, q, (BH, T, DK)), None if a is None else flat(xp, a, (BH, T)), flat(xp, lam, (BH, T, L)),
+                   olds, (flat(xp, r, (BH, T)), flat(xp, den, (BH, T)), flat(xp, y, (BH, T, DV))), out, sg, tl, T, DK, DV,
+                   L, N, L_old, tiles.shape[1], BH)
+    out = xp.reshape(out, batch + (T, DV))
+    if not want_state:
+        return out, None
+    new = tuple(xp.empty((BH, N, L_new) + t, dtype=dt) for t in tails)
+    if N * L_new:
+        ops.hi_pk_state(cfg, flat(xp, k, (BH, T, DK)), flat(xp, lv, (BH, T, DV)), None if a is None else flat(xp, a, (BH, T)),
+                        olds, new, sg, rg, T, DK, DV, N, L_old, L_new, BH)
+    return out, tuple(xp.reshape(x, batch + (N, L_new) + t) for x, t in zip(new, tails))
