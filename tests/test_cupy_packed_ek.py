@@ -313,7 +313,8 @@ def test_gpu_packed_nonfinite_tokens(op):
 def test_gpu_packed_bfloat16_tensor_cores(op, with_state):
     """bfloat16 CUDA torch tensors (the tensor-core kernels), d = 64, segments across and on chunk
     edges: equal to the reference per segment on the bf16-rounded inputs (``BF16``; log outputs
-    ``assert_bf16_log``), continuing streams too (against the array-API packed path in float64)."""
+    ``assert_bf16_log``), continuing streams too (against the array-API packed path in float64; 16-bit
+    packed calls with states run that formulation in float32 on the device: see ``cupy.exp_kernel._forward``)."""
     _gpu_ready()
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
