@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Needs main's backward beside it, regenerated before sending (a copy is not kept in the tree):
+#   git show 4c495c3:lsattn/backends/cupy/hierarchical_bwd.cu > benchmarks/device/s11d17_base_bwd.cu.txt
 # Session 11, branch s11d17 (issue 17: the hierarchical backward toward SDPA fwd+bwd), first request, one H200.
 # Tests: the hierarchical gradient file's GPU tests beside memcheck and racecheck of hier_bwd_small.py (the rows
 # spread over the block's lanes, shuffles, the held slots' loads one slot ahead). TIMINGS: the backward's split

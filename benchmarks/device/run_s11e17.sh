@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Needs the patch from main to the branch beside it, regenerated before sending (not kept in the tree):
+#   git diff 4c495c3 bca5b09 -- lsattn > benchmarks/device/s11e17_base.patch
 # issue 17, branch s11e17, first request, one H200, <= 180 s. Tests above `# TIMINGS` (concurrent with other
 # helpers'), timings below it. Base: main at 4c495c3, rebuilt in /tmp/base_s11e17 by reversing
 # benchmarks/device/s11e17_base.patch (this branch's lsattn changes) on a copy of lsattn.

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Needs the patch from main to the branch beside it, regenerated before sending (not kept in the tree):
+#   git diff 4c495c3 bca5b09 -- lsattn > benchmarks/device/s11e17_base.patch
 # issue 17, branch s11e17, second (final) request, one H200. Tests first (concurrent with other helpers'),
 # then, alone on the GPU: issue 17's full table (bench_gpu_hierarchical.py table, ~100 s), then the public calls'
 # latency on this branch (checks by torch's foreach max |x| / max, the default), on main (4c495c3, rebuilt in
