@@ -72,13 +72,40 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     N = seg.shape[0] - 1
     dv = v.shape[2]
-    if parts <= 1 or N > 1:
+    n0 = levels0.shape[1]
+    sp = _splits(offs[0], seg[1] - seg[0], C, parts if N == 1 and not gated else 1)
+    if parts <= 1 or N > 1 or (not gated and sp.shape[0] == 2):
         for row in prange(B * N):
             b, sg = row // N, row % N
             s0, s1 = seg[sg], seg[sg + 1]
             _ll_row(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], v[rows[2, b], s0:s1], log_decay[rows[3, b], s0:s1],
-                    beta[rows[4, b], s0:s1], lam[rows[5, b], s0:s1], offs[sg], nlev, levels0[row], gated, C,
+                    beta[rows[4, b], s0:s1], lam[rows[5, b], s0:s1], offs[sg], nlev, levels0[row, :n0], gated, C,
                     out[b, s0:s1], levels1[row])
+        return
+    if not gated:  # Mamba-2, one stream: P pieces of it in time, one pass each, then the corrections
+        P = sp.shape[0] - 1
+        p, dk = offs[0], q.shape[2]
+        Lv = np.empty((B, P, nlev, dk, dv), out.dtype)  # each piece's own slots at its end
+        OS = np.empty((B, P, nlev, dk, dv), out.dtype)  # the whole stream's slots at the start of piece i
+        cum = np.empty((B, sp[P] - p))  # a_{s_i} + ... + a_t over piece i (i >= 1), from its start
+        for task in prange(B * P):
+            b, i = task // P, task % P
+            lo, hi = sp[i] - p, sp[i + 1] - p
+            _ll_row(q[rows[0, b], lo:hi], k[rows[1, b], lo:hi], v[rows[2, b], lo:hi], log_decay[rows[3, b], lo:hi],
+                    beta[rows[4, b], lo:hi], lam[rows[5, b], lo:hi], sp[i], nlev, levels0[b, : n0 if i == 0 else 0],
+                    False, C, out[b, lo:hi], Lv[b, i])
+            run = 0.0
+            for t in range(lo, hi):
+                run += np.float64(log_decay[rows[3, b], t])
+                cum[b, t] = run
+        for b in prange(B):
+            _piece_states(sp, cum[b], Lv[b], OS[b], levels1[b])
+        nb = (np.max(sp[2:] - sp[1:-1]) + C - 1) // C  # blocks of C tokens of the longest piece after the first
+        for task in prange(B * (P - 1) * nb):
+            b, i, c = task // ((P - 1) * nb), 1 + (task // nb) % (P - 1), task % nb
+            lo, hi = sp[i] - p + c * C, min(sp[i + 1] - p, sp[i] - p + (c + 1) * C)
+            if lo < hi:
+                _piece_reads(q[rows[0, b]], lam[rows[5, b]], cum[b], p, sp[i], lo, hi, OS[b, i], out[b])
         return
     T, dk = q.shape[1:]
     p = offs[0]
@@ -142,6 +169,114 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
             for a in range(dk):
                 for c in range(dv):
                     levels1[b, j, a, c] = f * S[b, j, a, c]
+
+
+#: Mamba-2 on one stream in pieces (:func:`_splits`): a token after a split reads each slot of the stream
+#: before it once more (:func:`_piece_reads`), costing about this fraction of a token's whole work (one
+#: d_k x d_v read of ~8 per token at T = 65536, halved: both threads share the reads)
+READ_SHARE = 0.0625
+
+
+@numba.njit
+def _splits(p, T, C, P):
+    """Split points of one Mamba-2 stream (absolute tokens p .. p + T - 1) into at most P pieces: sp[0] = p,
+    sp[-1] = p + T, each inner point a multiple of C near p + i T / P, chosen for balance and few set bits
+    (a token after split s reads popcount(s) extra slots): minimises |s - target| + READ_SHARE T / P
+    popcount(s) over the multiples of C within T / (2 P) of the target; no split where none lies after
+    the previous one (short streams: fewer pieces, P = 1 being one piece)."""
+    e = p + T
+    sp = np.empty(max(P, 1) + 1, np.int64)
+    sp[0] = p
+    n = 1
+    for i in range(1, P):
+        target = p + (i * T) // P
+        best, cost = -1, np.inf
+        s = max(sp[n - 1] + 1, target - T // (2 * P))
+        s = ((s + C - 1) // C) * C
+        while s < e and s <= target + T // (2 * P):
+            pc, u = 0, s
+            while u > 0:
+                pc += u & 1
+                u >>= 1
+            x = abs(s - target) + READ_SHARE * T / P * pc
+            if x < cost:
+                best, cost = s, x
+            s += C
+        if best > 0:
+            sp[n] = best
+            n += 1
+    sp[n] = e
+    return sp[: n + 1]
+
+
+@numba.njit
+def _piece_states(sp, cum, Lv, OS, levels1):
+    """The slots of one stream at the start of each piece i >= 1 (OS[i]) and at its end (levels1, its
+    first levels1.shape[0] slots) from the pieces' own slots Lv[i] at their ends and cum (each piece's
+    log decays summed from its start, tokens numbered from sp[0]): a slot j of the stream at split s
+    holds tokens u with level(t, u) = max(j + 1, bit_length(t xor s)) for every t >= s, so at the end
+    e of the piece it is in slot max(j, bit_length(e xor s) - 1), decayed by the piece's total."""
+    P, nlev, dk, dv = Lv.shape
+    St, New = np.empty((nlev, dk, dv)), np.empty((nlev, dk, dv))
+    _copy_slots(Lv[0], St)
+    for i in range(1, P):
+        s, e = sp[i], sp[i + 1]
+        _copy_slots(St, OS[i])
+        f = math.exp(cum[e - 1 - sp[0]])
+        z = _bit_length(e ^ s) - 1
+        _copy_slots(Lv[i], New)
+        for j in range(nlev):
+            if (s >> j) & 1:
+                for a in range(dk):
+                    Nr, Sr = New[max(j, z), a], St[j, a]
+                    for c in range(dv):
+                        Nr[c] += f * Sr[c]
+        St, New = New, St
+    _copy_slots(St[: levels1.shape[0]], levels1)
+
+
+@numba.njit(inline="always")
+def _copy_slots(src, dst):
+    """dst[...] = src (nlev, d_k, d_v) in dst's dtype."""
+    for j in range(dst.shape[0]):
+        for a in range(dst.shape[1]):
+            for c in range(dst.shape[2]):
+                dst[j, a, c] = src[j, a, c]
+
+
+@numba.njit
+def _piece_reads(q, lam, cum, p, s, lo, hi, OS, out):
+    """out[t] += sum over the slots j of the stream at split s (its set bits) of lambda[t, max(j + 1,
+    bit_length(t xor s))] e^{a_s + ... + a_t} (q_t . S_j) for the tokens lo .. hi - 1 (numbered from p)
+    of the piece that starts at s: their reads of the tokens before it. OS (nlev, d_k, d_v): those slots
+    in the input dtype (the dtype of every slot read); the product in it, the sum in float64."""
+    wt = out.dtype
+    n, dk = hi - lo, q.shape[1]
+    Qd = np.empty((n, dk), wt)
+    for t in range(n):
+        f = math.exp(cum[lo + t])
+        for i in range(dk):
+            Qd[t, i] = f * np.float64(q[lo + t, i])
+    Z = np.zeros((n, out.shape[1]))
+    for j in range(OS.shape[0]):
+        if (s >> j) & 1:
+            Y = np.dot(Qd, OS[j])
+            for t in range(n):
+                w = np.float64(lam[lo + t, max(j + 1, _bit_length((p + lo + t) ^ s))])
+                for c in range(Z.shape[1]):
+                    Z[t, c] += w * Y[t, c]
+    for t in range(n):
+        for c in range(Z.shape[1]):
+            out[lo + t, c] = np.float64(out[lo + t, c]) + Z[t, c]
+
+
+@numba.njit(inline="always")
+def _bit_length(x):
+    n = 0
+    while x > 0:
+        x >>= 1
+        n += 1
+    return n
 
 
 @numba.njit(inline="always")
