@@ -356,3 +356,27 @@ def test_ll_chunked_split_or_not(op, T, C, parts, seed):
     assert_close(np.concatenate([f(*cut(args, 0, 5), backend="array_api"), out], axis=-2), r(*args), TOL["float64"])
     _, want = f(*args, return_state=True, backend="array_api")
     assert_close(lev1, want.tensors["levels"], TOL["float64"])
+
+
+@given(T=st.integers(1, 300), p=st.integers(0, 70), C=st.sampled_from([4, 8, 16]), parts=st.integers(2, 4),
+       decay=decays, seed=seeds)
+def test_ll_chunked_mamba2_pieces(T, p, C, parts, decay, seed):
+    """Mamba-2 on one stream in pieces of time (``_splits``: split points with several set bits, slots of
+    the stream before a split at several levels, pieces ending anywhere) from an offset: the reference
+    outputs and the array-API final levels."""
+    from lsattn.backends import _numba_ll_chunked as KC
+
+    f, r, _ = LL["mamba2"]
+    args = ll_inputs(seed, (1,), p + T, 3, 2, decay=decay)
+    q, k, v, a, lam = args
+    _, st0 = f(*cut(args, 0, p), return_state=True, backend="array_api")
+    n = (p + T).bit_length()
+    out, lev1 = np.empty((1, T, 2)), np.empty((1, n, 3, 2))
+    lev0 = st0.tensors["levels"] if p else np.zeros((1, 0, 3, 2))
+    rows = ro(np.zeros((6, 1), np.int64))
+    seg, offs = ro(np.array([0, T], np.int64)), ro(np.array([p], np.int64))
+    KC.ll_chunked(*(ro(x[:, p:]) for x in (q, k, v, a, a, lam)), rows, seg, offs, n, ro(lev0), False, C, parts,
+                  out, lev1)
+    assert_close(out, r(*args)[:, p:], TOL["float64"])
+    _, want = f(*args, return_state=True, backend="array_api")
+    assert_close(lev1, want.tensors["levels"], TOL["float64"])
