@@ -358,25 +358,26 @@ def test_ll_chunked_split_or_not(op, T, C, parts, seed):
     assert_close(lev1, want.tensors["levels"], TOL["float64"])
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @given(T=st.integers(1, 300), p=st.integers(0, 70), C=st.sampled_from([4, 8, 16]), parts=st.integers(2, 4),
        decay=decays, seed=seeds)
-def test_ll_chunked_mamba2_pieces(T, p, C, parts, decay, seed):
+def test_ll_chunked_mamba2_pieces(dtype, T, p, C, parts, decay, seed):
     """Mamba-2 on one stream in pieces of time (``_splits``: split points with several set bits, slots of
     the stream before a split at several levels, pieces ending anywhere) from an offset: the reference
-    outputs and the array-API final levels."""
+    outputs and the array-API final levels, at the dtype's bound."""
     from lsattn.backends import _numba_ll_chunked as KC
 
     f, r, _ = LL["mamba2"]
-    args = ll_inputs(seed, (1,), p + T, 3, 2, decay=decay)
+    args = [x.astype(dtype) for x in ll_inputs(seed, (1,), p + T, 3, 2, decay=decay)]
     q, k, v, a, lam = args
     _, st0 = f(*cut(args, 0, p), return_state=True, backend="array_api")
     n = (p + T).bit_length()
-    out, lev1 = np.empty((1, T, 2)), np.empty((1, n, 3, 2))
-    lev0 = st0.tensors["levels"] if p else np.zeros((1, 0, 3, 2))
+    out, lev1 = np.empty((1, T, 2), dtype), np.empty((1, n, 3, 2), dtype)
+    lev0 = st0.tensors["levels"] if p else np.zeros((1, 0, 3, 2), dtype)
     rows = ro(np.zeros((6, 1), np.int64))
     seg, offs = ro(np.array([0, T], np.int64)), ro(np.array([p], np.int64))
     KC.ll_chunked(*(ro(x[:, p:]) for x in (q, k, v, a, a, lam)), rows, seg, offs, n, ro(lev0), False, C, parts,
                   out, lev1)
-    assert_close(out, r(*args)[:, p:], TOL["float64"])
-    _, want = f(*args, return_state=True, backend="array_api")
-    assert_close(lev1, want.tensors["levels"], TOL["float64"])
+    assert_close(out, r(*(x.astype(np.float64) for x in args))[:, p:], TOL[dtype])
+    _, want = f(*(x.astype(np.float64) for x in args), return_state=True, backend="array_api")
+    assert_close(lev1, want.tensors["levels"], TOL[dtype])

@@ -12,14 +12,22 @@ P = A_{C-1} ... A_0 and write H = Phi V), per chunk:
   out_t = ((Lambda * Attn) V)_t + sum_{occupied j >= g} lambda[t, j + 1] (Qeff S_j)_t,
   S_j <- P S_j (every occupied slot), then the Fenwick merge at the chunk's end: H and the slots
   g .. z - 1 become slot z = ctz(t0 + C).
-Groups of 2^LL_GROUP_LOG2 chunks (an aligned block of 2^h tokens; Mamba-2 2^LL_COLS_GROUP_LOG2 when
-one sequence is split): the chunk forms (independent: batch x chunks, so one sequence uses every
-thread); the group's prefix transitions E_c = P_{c-1} ... P_0; the reads of the slots from h up,
-which change inside the group only by its transitions, as (Qeff_c E_c) S_j (batch x chunks); the
-slots g .. h - 1 chunk by chunk with the merges, and the slots from h up carried by the group's total
-transition once. On one sequence (parts > 1) the passes that walk the chunks in order run in parts
-of the value columns (each column of a slot, of E and of the outputs evolves on its own: no work
-repeated, no barrier inside a group's pass); several sequences run one per thread (:func:`_ll_row`).
+Groups of 2^LL_GROUP_LOG2 chunks (an aligned block of 2^h tokens): the chunk forms; the group's
+prefix transitions E_c = P_{c-1} ... P_0; the reads of the slots from h up, which change inside the
+group only by its transitions, as (Qeff_c E_c) S_j; the slots g .. h - 1 chunk by chunk with the
+merges, and the slots from h up carried by the group's total transition once. Several sequences run
+one per thread (:func:`_ll_row`). One sequence on several threads (parts > 1):
+
+- Mamba-2: P pieces of it in time (:func:`_splits`: split points s multiple of C with few set bits),
+  each one :func:`_ll_row` from the empty state (the first from the incoming one), all in one parallel
+  loop; then the slots of the stream at each split (:func:`_piece_states`: the previous ones carried
+  by the piece's decay total and placed at their levels, the piece's own added) and, in a second
+  parallel loop over blocks of C tokens, each later piece's reads of the tokens before its split
+  (:func:`_piece_reads`: popcount(s) slot reads per token, the only work added). Two barriers per call.
+- Gated DeltaNet (its transitions are d_k x d_k: a piece's reads of earlier slots would need its
+  transition chain): per group the forms in parallel over chunks, then the passes that walk the
+  chunks in order in parts of the value columns (each column of a slot, of E and of the outputs
+  evolves on its own: no work repeated); four barriers per group.
 Mamba-2 (A_t = e^{a_t} I) is the same with beta = 1, no
 solve and scalar transitions (P and E are 1 x 1). Tokens before the first / after the
 last aligned chunk run token by token (``_numba_kernels._token``). The state is float64;
@@ -55,9 +63,6 @@ def ll_chunk_for(d_k, d_v):
 #: tokens): slots from that level up are read through the group's transition products in
 #: parallel over its chunks, the lower ones chunk by chunk
 LL_GROUP_LOG2 = 2
-#: the same for Mamba-2 on one sequence in parts (``parts > 1``): its transitions are scalars, so every
-#: read is done in the column pass (:func:`_group_cols`) and larger groups only save barriers
-LL_COLS_GROUP_LOG2 = 4
 
 
 @numba.njit(**_JIT)
@@ -65,10 +70,11 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
     """Log-linear Gated DeltaNet (gated) or Mamba-2, arguments as ``_numba_kernels.loglinear_scan``
     (streams ``seg``, ``offs``: one prange iteration per (batch element, stream), each a
     :func:`_ll_row`) plus C, the chunk size (a power of two), and parts (``_numba_chunked.parts``;
-    used for one stream only): when > 1, per group of chunks parallel loops over batch x chunks (the
-    forms; Gated DeltaNet also the high slots' reads) and over batch x parts of the value columns (the
-    passes that walk the chunks in order: Gated DeltaNet's transition chain, the low slots, carries,
-    merges and outputs; Mamba-2 also its high slots' reads), so nothing is computed twice."""
+    used for one stream only): when > 1, Mamba-2 runs the stream in pieces of time (:func:`_splits`;
+    one parallel loop over batch x pieces, then one over blocks of the later pieces for their reads of
+    the slots before them: :func:`_piece_reads`), Gated DeltaNet per group of chunks parallel loops
+    over batch x chunks (the forms, the high slots' reads) and over batch x parts of the value columns
+    (its transition chain, the low slots, carries, merges and outputs), so nothing is computed twice."""
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     N = seg.shape[0] - 1
     dv = v.shape[2]
@@ -127,18 +133,18 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
                 for c in range(dv):
                     S[b, j, a, c] *= f
             D[b, j] = 0.0
-    h = g + (LL_GROUP_LOG2 if gated else LL_COLS_GROUP_LOG2)
+    # Gated DeltaNet on one stream
+    h = g + LL_GROUP_LOG2
     G = min(nch, 1 << (h - g))  # scratch of one group, allocated once
-    dP = dk if gated else 1  # Mamba-2's transitions are scalars
     P = min(parts, dv)  # parts of the value columns
     Qe = np.empty((B, G, C, dk))
-    Pt = np.empty((B, G, dP, dP))
+    Pt = np.empty((B, G, dk, dk))
     H = np.empty((B, G, dk, dv))
     Ob = np.empty((B, G, C, dv))
-    E = np.empty((B, G + 1, dP, dP))
-    # per group: the forms over chunks, then (Gated DeltaNet) the chain by columns of E and the high
-    # slots' reads over chunks, then every in-order pass by value columns: one sequence uses every
-    # thread and nothing is computed twice (each column of a slot evolves on its own)
+    E = np.empty((B, G + 1, dk, dk))
+    # per group: the forms over chunks, then the chain by columns of E and the high slots' reads over
+    # chunks, then every in-order pass by value columns: one sequence uses every thread and nothing is
+    # computed twice (each column of a slot evolves on its own)
     c0 = 0
     while c0 < nch:
         n = _group_len(p + head, c0, nch, C, h)
@@ -146,16 +152,15 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
             b, c = task // n, task % n
             _ll_forms(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]], head + (c0 + c) * C, gated, Qe[b, c],
                       Pt[b, c], H[b, c], Ob[b, c])
-        if gated:
-            for task in prange(B * P):
-                b, j = task // P, task % P
-                _chain_cols(Pt[b], E[b], n, j * dk // P, (j + 1) * dk // P)
-            for task in prange(B * n):
-                b, c = task // n, task % n
-                _group_high(lam[rows[5, b]], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c])
         for task in prange(B * P):
             b, j = task // P, task % P
-            _group_cols(lam[rows[5, b]], p, head, c0, n, g, h, gated, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b],
+            _chain_cols(Pt[b], E[b], n, j * dk // P, (j + 1) * dk // P)
+        for task in prange(B * n):
+            b, c = task // n, task % n
+            _group_high(lam[rows[5, b]], p, head, c0, c, C, h, gated, Qe[b, c], E[b, c], S[b], Ob[b, c], 0)
+        for task in prange(B * P):
+            b, j = task // P, task % P
+            _group_cols(lam[rows[5, b]], p, head, c0, n, g, h, Qe[b], Pt[b], H[b], Ob[b], E[b], S[b], out[b],
                         j * dv // P, (j + 1) * dv // P)
         c0 += n
     L1 = levels1.shape[1]
@@ -308,6 +313,9 @@ def _ll_row(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, leve
             for a in range(dk):
                 for c in range(dv):
                     S[j, a, c] = levels0[j, a, c]
+    # slots of p's set bits beyond levels0 (a piece of a stream after a split: those before it) hold
+    # nothing until a merge writes them: their reads are skipped
+    empty = p & ~((1 << levels0.shape[0]) - 1)
     o, kS = np.empty(dv), np.empty(dv)
     for i in range(head):
         _token(q, k, v, log_decay, beta, lam, p, i, gated, S, D, o, kS, out)
@@ -332,8 +340,8 @@ def _ll_row(q, k, v, log_decay, beta, lam, p, nlev, levels0, gated, C, out, leve
             _ll_forms(q, k, v, log_decay, beta, lam, head + (c0 + c) * C, gated, Qe[c], Pt[c], H[c], Ob[c])
         _group_chain(Pt, E, n, gated)
         for c in range(n):
-            _group_high(lam, p, head, c0, c, C, h, gated, Qe[c], E[c], S, Ob[c])
-        _group_low(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out)
+            _group_high(lam, p, head, c0, c, C, h, gated, Qe[c], E[c], S, Ob[c], empty)
+        empty = _group_low(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out, empty)
         c0 += n
     for i in range(tail, T):
         _token(q, k, v, log_decay, beta, lam, p, i, gated, S, D, o, kS, out)
@@ -362,29 +370,31 @@ def _group_chain(Pt, E, n, gated):
 
 
 @numba.njit
-def _group_high(lam, p, head, c0, c, C, h, gated, Qe, E, S, Ob):
+def _group_high(lam, p, head, c0, c, C, h, gated, Qe, E, S, Ob, empty):
     """Ob += the reads of the slots from h up by chunk c of the group (fixed in the group but for its
-    transitions): lambda[t, j + 1] ((Qe E_c) S_j)_t, the product in the input dtype."""
+    transitions): lambda[t, j + 1] ((Qe E_c) S_j)_t, the product in the input dtype; slots of the set
+    bits of ``empty`` (known to hold nothing) skipped."""
     wt = lam.dtype
     R = (np.dot(Qe, E) if gated else Qe * E[0, 0]).astype(wt)
     i0 = head + (c0 + c) * C
     u, j = (p + head + c0 * C) >> h, h
     while u > 0:
-        if u & 1:
+        if u & 1 and not (empty >> j) & 1:
             _add_read(np.dot(R, S[j].astype(wt)), lam, i0, j, Ob)
         u >>= 1
         j += 1
 
 
 @numba.njit
-def _group_low(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out):
+def _group_low(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out, empty):
     """The group's slots g .. h - 1 chunk by chunk (reads, transitions, merges), the slots from h up
-    carried by the group's total transition E[n] before the last merge; writes the outputs."""
+    carried by the group's total transition E[n] before the last merge; writes the outputs. Returns
+    ``empty`` (the slots known to hold nothing, reads skipped) without the slots the merges wrote."""
     C, dv = Ob.shape[1], Ob.shape[2]
     tmp = np.empty(S.shape[1:])
     for c in range(n):
         i0 = head + (c0 + c) * C
-        _ll_pass(lam, p + i0, i0, g, h, gated, Qe[c], Pt[c], Ob[c], S, tmp)
+        _ll_pass(lam, p + i0, i0, g, h, gated, Qe[c], Pt[c], Ob[c], S, tmp, empty)
         if c == n - 1:
             u, j = (p + head + c0 * C) >> h, h
             while u > 0:
@@ -393,10 +403,11 @@ def _group_low(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out):
                     S[j, :, :] = tmp
                 u >>= 1
                 j += 1
-        _ll_merge(p + i0 + C, g, H[c], S)
+        empty &= ~(1 << _ll_merge(p + i0 + C, g, H[c], S))
         for t in range(C):
             for j in range(dv):
                 out[i0 + t, j] = Ob[c, t, j]
+    return empty
 
 
 @numba.njit
@@ -414,11 +425,10 @@ def _chain_cols(Pt, E, n, j0, j1):
 
 
 @numba.njit
-def _group_cols(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out, j0, j1):
-    """The value columns j0 .. j1 - 1 of :func:`_group_low` (the group's slots g .. h - 1 chunk by
-    chunk, the carry of the slots from h up, the merges, the outputs), and for Mamba-2 also of
-    :func:`_group_high` (its reads of the slots from h up, E_c a scalar): the columns of a slot, of
-    Ob and of the outputs depend on those columns only, so P parts of them run in parallel and
+def _group_cols(lam, p, head, c0, n, g, h, Qe, Pt, H, Ob, E, S, out, j0, j1):
+    """The value columns j0 .. j1 - 1 of :func:`_group_low` for Gated DeltaNet (the group's slots g ..
+    h - 1 chunk by chunk, the carry of the slots from h up, the merges, the outputs): the columns of a
+    slot, of Ob and of the outputs depend on those columns only, so P parts of them run in parallel and
     nothing is computed twice. Column blocks through explicit loops and :func:`_gemm` (strided
     views: Numba's slice operations on them are generic and several times slower)."""
     w = j1 - j0
@@ -428,7 +438,6 @@ def _group_cols(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out, j0, 
     wt = lam.dtype
     one, onew = np.array([1.0, 0.0]), np.array([1.0, 0.0], wt)
     Qw, Sw, Y, tmp = np.empty((C, dk), wt), np.empty((dk, w), wt), np.empty((C, w), wt), np.empty((dk, w))
-    e = 1.0  # Mamba-2: E_c, the group's decay before chunk c
     hi = (p + head + c0 * C) >> h  # the occupied slots from h up: its set bits
     for c in range(n):
         i0 = head + (c0 + c) * C
@@ -438,29 +447,15 @@ def _group_cols(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out, j0, 
         u, j = ((p + i0) >> g) & ((1 << (h - g)) - 1), g
         while u > 0:  # occupied low slots: read, then carry by the chunk's transition
             if u & 1:
-                _read_cols(Qw, S[j], lam, i0, j, 1.0, j0, Sw, Y, Ob[c], onew)
-                _carry_cols(Pt[c], S[j], tmp, gated, j0, one)
+                _read_cols(Qw, S[j], lam, i0, j, j0, Sw, Y, Ob[c], onew)
+                _carry_cols(Pt[c], S[j], tmp, j0, one)
             u >>= 1
             j += 1
-        if not gated:  # Mamba-2: the reads of the slots from h up (fixed in the group but for e)
-            u, j = hi, h
-            while u > 0:
-                if u & 1:
-                    _read_cols(Qw, S[j], lam, i0, j, e, j0, Sw, Y, Ob[c], onew)
-                u >>= 1
-                j += 1
-            e *= Pt[c, 0, 0]
         if c == n - 1:  # the slots from h up carried by the group's transition, before the last merge
             u, j = hi, h
             while u > 0:
                 if u & 1:
-                    if gated:
-                        _carry_cols(E[n], S[j], tmp, True, j0, one)
-                    else:
-                        for a in range(dk):
-                            Sr = S[j, a, j0:j1]
-                            for x in range(w):
-                                Sr[x] *= e
+                    _carry_cols(E[n], S[j], tmp, j0, one)
                 u >>= 1
                 j += 1
         u, z = p + i0 + C, 0  # the Fenwick merge (_ll_merge) on the columns
@@ -482,8 +477,8 @@ def _group_cols(lam, p, head, c0, n, g, h, gated, Qe, Pt, H, Ob, E, S, out, j0, 
 
 
 @numba.njit(inline="always")
-def _read_cols(Qw, Sj, lam, i0, j, f, j0, Sw, Y, Ob, onew):
-    """Ob[t, j0 + x] += f lambda[i0 + t, j + 1] (Qw Sj[:, j0 + x])[t], x < Sw.shape[1]: the read of
+def _read_cols(Qw, Sj, lam, i0, j, j0, Sw, Y, Ob, onew):
+    """Ob[t, j0 + x] += lambda[i0 + t, j + 1] (Qw Sj[:, j0 + x])[t], x < Sw.shape[1]: the read of
     slot j (level j + 1) on those columns, the product in the input dtype."""
     dk, w = Sw.shape
     for a in range(dk):  # row views: an index j0 + x keeps Numba's negative-index fix-up in the loop (4x slower)
@@ -492,28 +487,21 @@ def _read_cols(Qw, Sj, lam, i0, j, f, j0, Sw, Y, Ob, onew):
             Sw[a, x] = Sr[x]
     _gemm(False, False, Qw, Sw, Y, False, onew)
     for t in range(Y.shape[0]):
-        r = f * lam[i0 + t, j + 1]
+        r = lam[i0 + t, j + 1]
         Obr = Ob[t, j0 : j0 + w]
         for x in range(w):
             Obr[x] += r * Y[t, x]
 
 
 @numba.njit(inline="always")
-def _carry_cols(Pt, Sj, tmp, gated, j0, one):
-    """Sj[:, j0 + x] <- Pt Sj[:, j0 + x] for x < tmp.shape[1] (gated; tmp scratch), else times Pt[0, 0]."""
+def _carry_cols(Pt, Sj, tmp, j0, one):
+    """Sj[:, j0 + x] <- Pt Sj[:, j0 + x] for x < tmp.shape[1] (tmp scratch)."""
     dk, w = tmp.shape
-    if gated:
-        _gemm(False, False, Pt, Sj[:, j0 : j0 + w], tmp, False, one)
-        for a in range(dk):
-            Sr = Sj[a, j0 : j0 + w]
-            for x in range(w):
-                Sr[x] = tmp[a, x]
-    else:
-        f = Pt[0, 0]
-        for a in range(dk):
-            Sr = Sj[a, j0 : j0 + w]
-            for x in range(w):
-                Sr[x] *= f
+    _gemm(False, False, Pt, Sj[:, j0 : j0 + w], tmp, False, one)
+    for a in range(dk):
+        Sr = Sj[a, j0 : j0 + w]
+        for x in range(w):
+            Sr[x] = tmp[a, x]
 
 
 @numba.njit
@@ -625,15 +613,16 @@ def _gd_forms(q, k, v, beta, i0, Dm, eG, suf, Qe, Pt, H):
 
 
 @numba.njit
-def _ll_pass(lam, t0, i0, g, h, gated, Qe, Pt, Ob, S, tmp):
+def _ll_pass(lam, t0, i0, g, h, gated, Qe, Pt, Ob, S, tmp, empty):
     """One aligned chunk (absolute start t0 = p + i0, a multiple of C = 2^g) through the slots g ..
     h - 1 of S (nlev, d_k, d_v; float64, decayed to date): Ob += the reads of each occupied one
-    (lambda[t, j + 1] (Qe S_j)_t), each carried by Pt."""
+    (lambda[t, j + 1] (Qe S_j)_t; none of the set bits of ``empty``), each carried by Pt."""
     u, j = (t0 >> g) & ((1 << (h - g)) - 1), g
     Qw = Qe.astype(lam.dtype) if u > 0 else Qe[:0].astype(lam.dtype)
     while u > 0:  # occupied slots g .. h - 1: the set bits of t0
         if u & 1:
-            _add_read(np.dot(Qw, S[j].astype(lam.dtype)), lam, i0, j, Ob)
+            if not (empty >> j) & 1:
+                _add_read(np.dot(Qw, S[j].astype(lam.dtype)), lam, i0, j, Ob)
             _carry(Pt, S[j], tmp, gated)
             S[j, :, :] = tmp
         u >>= 1
@@ -652,7 +641,7 @@ def _add_read(Y, lam, i0, j, Ob):
 @numba.njit(inline="always")
 def _ll_merge(end, g, H, S):
     """The Fenwick merge at the end of a chunk (absolute end a multiple of 2^g): its write H and
-    the slots g .. z - 1 become slot z = ctz(end)."""
+    the slots g .. z - 1 become slot z = ctz(end); returns z."""
     u, z = end, 0
     while (u & 1) == 0:
         u >>= 1
@@ -660,6 +649,7 @@ def _ll_merge(end, g, H, S):
     S[z, :, :] = H
     for j in range(g, z):
         S[z] += S[j]
+    return z
 
 
 @numba.njit(inline="always")
