@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Session 12, the last H200 runs (merged main), on one warm machine:
+#   OUT=... bash benchmarks/device/run_m.sh tests [LIM]  every GPU-marked test file: wave 1, six verbose pytest processes beside
+#                                                        compute-sanitizer memcheck / racecheck of the small scripts; wave 2, the two
+#                                                        files whose float64 quadratic references need most GPU memory (session 11's
+#                                                        eight concurrent processes ran out of memory there), alone
+#   OUT=... bash benchmarks/device/run_m.sh bench        the tables alone on the GPU (peers in the same run): issue 17's, Gated DeltaNet
+#                                                        forward and fwd+bwd, the packed-batch table of issue 19
+# Results and logs: $OUT/m_<mode>.tgz.
+set -u
+MODE=${1:-tests}; LIM=${2:-130}
+NAME=m_$MODE; . benchmarks/device/setup.sh
+export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; git log --oneline -1 2>/dev/null; } > "$OUT/log_env.txt" 2>&1
+PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
+summary() {
+  for f in "$@"; do echo "-- $(basename $f) [$(grep -m1 -o 'tests/[a-z_]*\.py' $f)]: $(grep -c ' PASSED' "$f") passed, $(grep -c ' SKIPPED' "$f") skipped, $(grep -c ' FAILED' "$f") failed"
+    grep -E "^FAILED|^ERROR" "$f" | head -6 | cut -c1-220; tail -1 "$f" | cut -c1-160; done
+}
+if [ "$MODE" = tests ]; then
+  echo "=== tests, wave 1 $(date -u +%T)"
+  i=0
+  for grp in "tests/test_cupy_gated_delta.py tests/test_cupy_gated_delta_grad.py" \
+             "tests/test_gpu_dispatch.py tests/test_cupy_backend.py" \
+             "tests/test_cupy_hierarchical.py tests/test_cupy_hierarchical_grad.py" \
+             "tests/test_varlen.py tests/test_cupy_packed_ek.py" "tests/test_nonfinite.py" \
+             "tests/test_gpu_stepper.py tests/test_dask_gpu.py"; do
+    i=$((i + 1)); timeout "$LIM" $PT $grp > "$OUT/log_t$i.txt" 2>&1 &
+  done
+  ( for s in gd_small gd_bwd_small hier_small hier_bwd_small ek_packed_small; do
+      timeout 60 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/$s.py > "$OUT/log_memcheck_$s.txt" 2>&1
+    done ) &
+  ( for s in gd_small gd_bwd_small hier_small "hier_bwd_small race"; do
+      set -- $s; timeout 75 compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_racecheck_$1.txt" 2>&1
+    done ) &
+  wait
+  echo "=== tests, wave 2 $(date -u +%T)"
+  timeout "$LIM" $PT tests/test_cupy_log_attention.py > "$OUT/log_u1.txt" 2>&1 &
+  timeout "$LIM" $PT tests/test_training.py > "$OUT/log_u2.txt" 2>&1 &
+  wait
+  summary "$OUT"/log_t*.txt "$OUT"/log_u*.txt
+  for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$f" | tail -1)"; done
+elif [ "$MODE" = bench ]; then
+  echo "=== issue 17 table $(date -u +%T)"
+  mkdir -p "$OUT/table" "$OUT/gd" "$OUT/gd_train" "$OUT/varlen"
+  timeout 130 python3 benchmarks/bench_gpu_hierarchical.py table --reps 5 --out "$OUT/table" > "$OUT/log_table.txt" 2>&1; echo "rc=$?"
+  grep -E "^## Targets" -A9 "$OUT/log_table.txt" | cut -c1-230; grep -E "x \(target|fails" "$OUT/log_table.txt" | cut -c1-230
+  echo "=== gated delta fwd $(date -u +%T)"
+  timeout 60 python3 benchmarks/bench_gpu_gated_delta.py --T 8192,32768 --api-max-T 8192 --fla-dtypes bf16 --out "$OUT/gd" > "$OUT/log_gd.txt" 2>&1; echo "rc=$?"
+  grep -E "^\|" "$OUT/log_gd.txt" | cut -c1-200
+  echo "=== gated delta fwd+bwd $(date -u +%T)"
+  timeout 60 python3 benchmarks/bench_gpu_gated_delta.py --train --T 8192 --rows ours_bf16,ours_fp32,fla_ll,sdpa --out "$OUT/gd_train" > "$OUT/log_gd_train.txt" 2>&1; echo "rc=$?"
+  grep -E "^\|" "$OUT/log_gd_train.txt" | cut -c1-200
+  echo "=== varlen $(date -u +%T)"
+  timeout 70 python3 benchmarks/bench_varlen_gpu.py --out "$OUT/varlen" > "$OUT/log_varlen.txt" 2>&1; echo "rc=$?"
+  grep -E "^\|" "$OUT/log_varlen.txt" | cut -c1-220
+fi
+echo "=== done $(date -u +%T)"
