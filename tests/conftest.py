@@ -13,7 +13,10 @@ Hypothesis profiles: ``ci`` (default; keeps the suite within CI's budget on 2 co
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import os
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -47,6 +50,19 @@ if "NUMBA_OPT" not in os.environ:
     os.environ["NUMBA_OPT"] = "1"
     os.environ["NUMBA_CACHE_DIR"] = os.path.join(os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir(),
                                                  f"lsattn-tests-numba-opt1-{getpass.getuser()}")
+
+
+def pytest_sessionstart(session):
+    """Under pytest-xdist (``make test``), before the workers start: compile the Numba kernels into
+    the tests' cache (above), one process per dtype. Cold, that compilation is ~400 CPU s (about
+    half the suite's CPU time); left to the workers, both would compile a kernel they reach at the
+    same time. Warm, each process only loads the kernels (seconds)."""
+    cfg = session.config
+    if getattr(cfg.option, "numprocesses", None) and not hasattr(cfg, "workerinput") \
+            and importlib.util.find_spec("numba") is not None:
+        code = "import sys; from lsattn.backends import numba_cpu; numba_cpu.warm(dtypes=sys.argv[1:])"
+        for p in [subprocess.Popen([sys.executable, "-c", code, dt]) for dt in ("float32", "float64")]:
+            p.wait()  # a failure shows again in the tests that call the kernel
 
 
 def _namespaces():
