@@ -54,14 +54,19 @@ if "NUMBA_OPT" not in os.environ:
 
 def pytest_sessionstart(session):
     """Under pytest-xdist (``make test``), before the workers start: compile the Numba kernels into
-    the tests' cache (above), one process per dtype. Cold, that compilation is ~400 CPU s (about
-    half the suite's CPU time); left to the workers, both would compile a kernel they reach at the
-    same time. Warm, each process only loads the kernels (seconds)."""
+    the tests' cache (above), one process per dtype (``numba_warm.py``). Cold, that compilation is
+    ~400 CPU s (about half the suite's CPU time); left to the workers, both would compile a kernel
+    they reach at the same time. Warm, each process only loads the kernels (~2 CPU s)."""
     cfg = session.config
+    spec = importlib.util.find_spec("lsattn")
     if getattr(cfg.option, "numprocesses", None) and not hasattr(cfg, "workerinput") \
-            and importlib.util.find_spec("numba") is not None:
-        code = "import sys; from lsattn.backends import numba_cpu; numba_cpu.warm(dtypes=sys.argv[1:])"
-        for p in [subprocess.Popen([sys.executable, "-c", code, dt]) for dt in ("float32", "float64")]:
+            and importlib.util.find_spec("numba") is not None and spec is not None:
+        # the lsattn this process imports (a checkout on sys.path or the installed one)
+        path = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(spec.origin)),
+                                             os.environ.get("PYTHONPATH")]))
+        warm = os.path.join(os.path.dirname(__file__), "numba_warm.py")
+        for p in [subprocess.Popen([sys.executable, warm, dt], env=dict(os.environ, PYTHONPATH=path))
+                  for dt in ("float32", "float64")]:
             p.wait()  # a failure shows again in the tests that call the kernel
 
 
