@@ -13,7 +13,10 @@ Hypothesis profiles: ``ci`` (default; keeps the suite within CI's budget on 2 co
 from __future__ import annotations
 
 import getpass
+import importlib.util
 import os
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -47,6 +50,24 @@ if "NUMBA_OPT" not in os.environ:
     os.environ["NUMBA_OPT"] = "1"
     os.environ["NUMBA_CACHE_DIR"] = os.path.join(os.environ.get("NUMBA_CACHE_DIR") or tempfile.gettempdir(),
                                                  f"lsattn-tests-numba-opt1-{getpass.getuser()}")
+
+
+def pytest_sessionstart(session):
+    """Under pytest-xdist (``make test``), before the workers start: compile the Numba kernels into
+    the tests' cache (above), one process per dtype (``numba_warm.py``). Cold, that compilation is
+    ~400 CPU s (about half the suite's CPU time); left to the workers, both would compile a kernel
+    they reach at the same time. Warm, each process only loads the kernels (~2 CPU s)."""
+    cfg = session.config
+    spec = importlib.util.find_spec("lsattn")
+    if getattr(cfg.option, "numprocesses", None) and not hasattr(cfg, "workerinput") \
+            and importlib.util.find_spec("numba") is not None and spec is not None:
+        # the lsattn this process imports (a checkout on sys.path or the installed one)
+        path = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(spec.origin)),
+                                             os.environ.get("PYTHONPATH")]))
+        warm = os.path.join(os.path.dirname(__file__), "numba_warm.py")
+        for p in [subprocess.Popen([sys.executable, warm, dt], env=dict(os.environ, PYTHONPATH=path))
+                  for dt in ("float32", "float64")]:
+            p.wait()  # a failure shows again in the tests that call the kernel
 
 
 def _namespaces():

@@ -2,11 +2,12 @@
 of eager and JAX property tests, calls under ``jax.jit`` (and the switch that routes them there)."""
 from __future__ import annotations
 
-import atexit
 import contextlib
 import ctypes
 import functools
+import getpass
 import hashlib
+import os
 import pathlib
 import shutil
 import subprocess
@@ -160,34 +161,64 @@ def traced_peak(fn):
 
 _HERE = pathlib.Path(__file__).parent
 CUPY_SRC = _HERE.parent / "lsattn" / "backends" / "cupy"
-_EMULATIONS = {}  # source hash -> ctypes.CDLL, for the whole session
-_EMU_DIR = []
+_EMULATIONS = {}  # key -> ctypes.CDLL, this process's
+
+
+def _emu_dir():
+    """Where built emulations are kept: ``$LSATTN_EMU_CACHE``, else a folder of the temporary
+    directory (beside the tests' Numba cache, conftest.py), so that every test process of a run
+    (pytest-xdist's workers, ``make test``) and later runs build each variant once. Builds are
+    named by the hash of everything they are made of: a changed source never loads an old one."""
+    folder = pathlib.Path(os.environ.get("LSATTN_EMU_CACHE")
+                          or pathlib.Path(tempfile.gettempdir()) / f"lsattn-tests-emu-{getpass.getuser()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def _locked(path):
+    """An exclusive lock on ``path`` between processes (two workers wanting the same build: one
+    builds, the other waits and loads it)."""
+    try:
+        import fcntl
+    except ImportError:  # no fcntl (Windows): concurrent builders each build, the renames stay atomic
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def emulation(main, defines, kernels):
     """The CUDA kernels ``kernels`` (macro -> source text) compiled for the CPU through the
     emulation ``tests/<main>`` (a std::thread per CUDA thread) with g++ and ``defines`` (name ->
-    value), loaded with ctypes. Built once per session for each distinct build: cached by the hash
-    of the command, the kernels' texts and every emulation and CUDA source they may include. The
-    kernels' ``extern __shared__`` reaches g++ as ``extern`` (cuda_emu.h: ``__shared__`` is static)."""
-    flags = [f"-D{k}={v}" for k, v in sorted(defines.items())]
-    digest = hashlib.sha256(repr((main, flags, sorted(kernels.items()))).encode())
+    value), loaded with ctypes. Built once for each distinct build and kept on disk (``_emu_dir``):
+    named by the hash of the compiler, the command, the kernels' texts and every emulation and CUDA
+    source they may include. The kernels' ``extern __shared__`` reaches g++ as ``extern``
+    (cuda_emu.h: ``__shared__`` is static)."""
+    gxx = shutil.which("g++")
+    cmd = [gxx, "-std=c++20", "-O1", "-shared", "-fPIC", *(f"-D{k}={v}" for k, v in sorted(defines.items()))]
+    digest = hashlib.sha256(repr((cmd, os.stat(gxx).st_mtime_ns, main, sorted(kernels.items()))).encode())
     for f in sorted(_HERE.glob("cuda_emu*")) + sorted(CUPY_SRC.glob("*.cu*")):
         digest.update(f.read_bytes())
     key = digest.hexdigest()[:24]
     if key not in _EMULATIONS:
-        if not _EMU_DIR:
-            _EMU_DIR.append(pathlib.Path(tempfile.mkdtemp(prefix="lsattn_emu_")))
-            atexit.register(shutil.rmtree, _EMU_DIR[0], True)
-        folder = _EMU_DIR[0]
-        for macro, text in kernels.items():
-            (folder / f"{key}_{macro}.cu").write_text(text.replace("extern __shared__", "extern"))
-            flags.append(f'-D{macro}="{folder / f"{key}_{macro}.cu"}"')
+        folder = _emu_dir()
         so = folder / f"{key}.so"
-        cmd = [shutil.which("g++"), "-std=c++20", "-O1", "-shared", "-fPIC", *flags, str(_HERE / main), "-o", str(so),
-               "-pthread"]
-        built = subprocess.run(cmd, capture_output=True, text=True)
-        assert built.returncode == 0, built.stderr[-3000:]
+        if not so.exists():
+            with _locked(folder / f"{key}.lock"):
+                if not so.exists():
+                    for macro, text in kernels.items():
+                        (folder / f"{key}_{macro}.cu").write_text(text.replace("extern __shared__", "extern"))
+                        cmd.append(f'-D{macro}="{folder / f"{key}_{macro}.cu"}"')
+                    part = folder / f"{key}.{os.getpid()}.part"
+                    built = subprocess.run([*cmd, str(_HERE / main), "-o", str(part), "-pthread"],
+                                           capture_output=True, text=True)
+                    assert built.returncode == 0, built.stderr[-3000:]
+                    os.replace(part, so)  # atomic: a reader sees no .so or a whole one
         _EMULATIONS[key] = ctypes.CDLL(str(so))
     return _EMULATIONS[key]
 

@@ -40,3 +40,9 @@ def test_warm_then_read_only_inputs_compile_nothing_more(capsys):
         lsattn.exp_kernel_attention(q, k, v, causal=False, backend="numba")
         lsattn.loglinear_log_attention(q, k, v, lam, backend="numba")
     assert {k: len(getattr(K, k).signatures) for k in KERNELS} == before
+
+
+@pytest.mark.parametrize("dtypes", ["float32", ("float16",), ("float32", "int8")])
+def test_warm_rejects_other_dtypes(dtypes):
+    with pytest.raises(ValueError, match="float32 and/or float64"):
+        numba_cpu.warm(dtypes=dtypes)

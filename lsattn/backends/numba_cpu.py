@@ -79,18 +79,21 @@ def serves(xp, a):
     return None
 
 
-def warm():
-    """Compile every kernel of this backend for float32 and float64, or load it from Numba's on-disk
-    cache (``cache=True``: ``__pycache__`` beside ``_numba_kernels``, or ``$NUMBA_CACHE_DIR``).
-    ``lsattn info --warm`` runs it, e.g. once when an image is built, so that no first call pays
-    the compile. Returns ``[(kernel, dtype, seconds)]``."""
+def warm(dtypes=("float32", "float64")):
+    """Compile every kernel of this backend for ``dtypes`` (float32 and float64), or load it from
+    Numba's on-disk cache (``cache=True``: ``__pycache__`` beside ``_numba_kernels``, or
+    ``$NUMBA_CACHE_DIR``). ``lsattn info --warm`` runs it, e.g. once when an image is built, so that
+    no first call pays the compile; one process per dtype compiles both in parallel (the test
+    suite's ``conftest.py``). Returns ``[(kernel, dtype, seconds)]``."""
     import time
 
     import lsattn
 
+    if isinstance(dtypes, str) or not set(dtypes) <= {"float32", "float64"}:
+        raise ValueError(f"warm: dtypes must name float32 and/or float64, got {dtypes!r}")
     rng = np.random.default_rng(0)
     rows = []
-    for dt in ("float32", "float64"):
+    for dt in dtypes:
         q, k, v, lam = (rng.standard_normal((1, 2, 2)).astype(dt) for _ in range(4))
         a = -rng.random((1, 2)).astype(dt)
         for kernel, call in (
