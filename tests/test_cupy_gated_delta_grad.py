@@ -142,7 +142,7 @@ class TwinOps(Twin):
         def holds(c, s):
             return bool((p >> s) & 1) if s < n_old else held(c, s - n_old + 1, F)
 
-        for nb, c0 in enumerate(range(0, DV, BV)):
+        for c0 in range(0, DV, BV):
             cs = slice(c0, min(DV, c0 + BV))
             # phase 1: the slots before every chunk
             for s in range(n_old):
@@ -190,7 +190,7 @@ class TwinOps(Twin):
                     lm = np.zeros((BH, CH))
                     lm[:, ok] = lam[:, gi[ok], level[ok]]  # an IndexError: a level beyond L
                     dr = lm[..., None] * dO
-                    dlam[nb][:, gi[ok], level[ok]] += np.sum(r * dO, axis=-1)[:, ok]
+                    dlam[:, gi[ok], level[ok]] += np.sum(r * dO, axis=-1)[:, ok]  # the kernel's atomicAdd
                     St = np.swapaxes(S, -1, -2)
                     aq += dr @ St
                     ae += dW @ St
@@ -198,7 +198,10 @@ class TwinOps(Twin):
                     dga += np.sum(S * dSn, axis=(-1, -2))
                     dS[:, s, :, cs] = (eg[:, None, None] * dSn + np.swapaxes(qe[:, j], -1, -2) @ dr
                                        + np.swapaxes(ek[:, j], -1, -2) @ dW)
-                dqe[nb, :, j], dek[nb, :, j], dph[nb, :, j], dg[nb, :, j] = aq, ae, ap, eg * dga
+                dqe[:, j] += aq  # every column block adds its share (atomicAdd)
+                dek[:, j] += ae
+                dph[:, j] += ap
+                dg[:, j] += eg * dga
 
 
 @contextlib.contextmanager

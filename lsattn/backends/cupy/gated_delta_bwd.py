@@ -16,9 +16,9 @@ Memory: the backward recomputes the slot states before every chunk into a scratc
 ``n x (n_old + NLC)`` states of ``d_k x d_v`` (``n = T / C`` chunks, ``NLC ~ log2(T / C)`` chunk
 levels, ``n_old = bit_length(offset)`` incoming slots): ``(n_old + NLC) / C`` of one ``T d_k d_v``
 tensor (C = 64, T = 32768: 10 / 64), freed when the backward returns; nothing of it is held
-between forward and backward. The column-block partial sums of the reductions (``d qeff``,
-``d e^G K``, ``d phi``: ``ceil(d_v / 16)`` copies of a ``T d_k`` tensor each) are summed on the
-device. Saved between forward and backward: the inputs (forms) and the WY quantities the scan
+between forward and backward. The reductions over value columns (``d qeff``, ``d e^G K``, ``d phi``,
+``d g``, ``d lam``) are added by the column blocks into zeroed outputs (atomicAdd: no per-block
+copies, no host-side sum; the order of the adds, hence the last bits, varies from run to run). Saved between forward and backward: the inputs (forms) and the WY quantities the scan
 reads (``O(T (C + d_k) + n d_k d_v)``); ``forms_backward`` allocates only its outputs (its ``C x C``
 temporaries live in each block's shared memory).
 """
@@ -73,22 +73,21 @@ def scan_backward(ops, sc, qe, ek, ph, H, g, lam, old, dout):
     xp = ops.xp
     BH, n, C, DK = qe.shape
     DV, L = dout.shape[-1], lam.shape[-1]
-    NB = -(-DV // 16)  # column blocks (GD_BV)
     n_old = 0 if old is None else old.shape[1]
     NS, dt = n_old + sc.NLC, qe.dtype
     sv = xp.empty((BH, n, NS, DK, DV), dtype=dt)
     dS = xp.zeros((BH, NS, DK, DV), dtype=dt)
-    dqe, dek = xp.empty((NB, BH, n, C, DK), dtype=dt), xp.empty((NB, BH, n, C, DK), dtype=dt)
-    dph = xp.empty((NB, BH, n, DK, C), dtype=dt)
+    # the reductions over value columns: every column block adds its share (atomicAdd) into zeros
+    dqe, dek = xp.zeros((BH, n, C, DK), dtype=dt), xp.zeros((BH, n, C, DK), dtype=dt)
+    dph = xp.zeros((BH, n, DK, C), dtype=dt)
     dH = xp.zeros((BH, n, DK, DV), dtype=dt)
-    dg = xp.empty((NB, BH, n), dtype=dt)
-    dlam = xp.zeros((NB, BH, sc.T, L), dtype=dt)
+    dg = xp.zeros((BH, n), dtype=dt)
+    dlam = xp.zeros((BH, sc.T, L), dtype=dt)
     oldc = xp.zeros((1,), dtype=dt) if old is None else old
     ops.gd_scan_bwd(sc.cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, sc.T, DK, DV, L,
                     sc.p, sc.F, n, n_old, sc.NLC, sc.merge_last, BH)
     del sv
-    parts = [xp.sum(x, axis=0) for x in (dqe, dek, dph)]
-    return (*parts, dH, xp.sum(dg, axis=0), xp.sum(dlam, axis=0), dS[:, :n_old] if n_old else None)
+    return dqe, dek, dph, dH, dg, dlam, dS[:, :n_old] if n_old else None
 
 
 def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None):
