@@ -126,7 +126,7 @@ class TwinOps(Twin):
     (``torch_forms_backward``)."""
 
     def gd_forms_bwd(self, cfg, *arrays_and_ints):
-        arrays, (T, DK, DV, L, p, F, n, BH) = arrays_and_ints[:18], arrays_and_ints[18:]
+        arrays, p = arrays_and_ints[:18], arrays_and_ints[22]  # (.., T, DK, DV, L, p, F, n, BH)
         got = torch_forms_backward(cfg.CH, p, *[torch.from_numpy(x) for x in arrays[:6]],
                                    [torch.from_numpy(x) for x in arrays[6:12]])
         for out, g in zip(arrays[12:], got):
