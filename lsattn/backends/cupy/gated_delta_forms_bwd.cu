@@ -28,8 +28,10 @@
 //   sA   Q [t][f] (until M) -> W -> dM
 //   sP   phi [f][s] -> dqe [t][f] -> dphi [f][s] -> dX -> dN
 //   sS   the value passes' stages (dI | dH, V) -> P -> d attn -> X^T dX -> Q [t][f] -> E
-// Products: FFMA register tiles on 16 x 16 threads, element (ty + 16 i, tx + 16 j) of the output
-// (fb_mm); fp32 accumulation for float32 (float64 for float64). X by column-parallel forward
+// Products: FFMA register tiles on 16 x 16 threads, element (ty RM + i, tx + 16 j) of the output
+// (fb_row, fb_col: a warp's rows are 2 RM consecutive ones, so a product whose terms vanish above (or
+// below) the row's index stops (starts) its reduction at the warp's last (first) row: ~56% of the
+// terms); fp32 accumulation for float32 (float64 for float64). X by column-parallel forward
 // substitution, NT / CH threads per column (a warp shuffle per row).
 constexpr int fb_max(int a, int b) { return a > b ? a : b; }
 constexpr int FB_VB = 32;               // value columns per pass
@@ -46,17 +48,21 @@ constexpr int FB_TS = fb_max(FB_S1 + CH * FB_LV, FB_TA);
 // + a, beta, e^G, e^S, dG, dS, dbeta (CH each), lam's CH x 8 levels, a CH x 17 reduction
 constexpr int FB_SMEM = FB_TK + 2 * FB_TC + FB_TA + FB_TP + FB_TS + 7 * CH + 8 * CH + 17 * CH;
 
-// acc[i][j] += sum_{lo <= k < hi} la(ty + 16 i, k) lb(k, tx + 16 j)
+// Row i of this thread's register tile (RM rows), and its column j.
+template <int RM>
+__device__ __forceinline__ int fb_row(int i) { return threadIdx.x / 16 * RM + i; }
+__device__ __forceinline__ int fb_col(int j) { return threadIdx.x % 16 + 16 * j; }
+
+// acc[i][j] += sum_{lo <= k < hi} la(fb_row(i), k) lb(k, fb_col(j))
 template <int RM, int RN, typename LA, typename LB>
 __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, LB lb) {
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
 #pragma unroll 2
     for (int k = lo; k < hi; ++k) {
         ta x[RM], y[RN];
 #pragma unroll
-        for (int i = 0; i < RM; ++i) x[i] = la(ty + 16 * i, k);
+        for (int i = 0; i < RM; ++i) x[i] = la(fb_row<RM>(i), k);
 #pragma unroll
-        for (int j = 0; j < RN; ++j) y[j] = lb(k, tx + 16 * j);
+        for (int j = 0; j < RN; ++j) y[j] = lb(k, fb_col(j));
 #pragma unroll
         for (int i = 0; i < RM; ++i)
 #pragma unroll
@@ -67,19 +73,17 @@ __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, 
 // f(row, column, acc[i][j]) over this thread's elements of a register tile
 template <int RM, int RN, typename F>
 __device__ __forceinline__ void fb_each(ta (&acc)[RM][RN], F f) {
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
 #pragma unroll
     for (int i = 0; i < RM; ++i)
 #pragma unroll
-        for (int j = 0; j < RN; ++j) f(ty + 16 * i, tx + 16 * j, acc[i][j]);
+        for (int j = 0; j < RN; ++j) f(fb_row<RM>(i), fb_col(j), acc[i][j]);
 }
 
-// out[r] (+)= the sum over the block of part[i] for rows r = ty + 16 i (red: CH x 17)
+// out[r] (+)= the sum over the block of part[i] for rows r = fb_row(i) (red: CH x 17)
 template <int RM>
 __device__ __forceinline__ void fb_rows(const ta (&part)[RM], ta* red, ta* out, bool add) {
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
 #pragma unroll
-    for (int i = 0; i < RM; ++i) red[(ty + 16 * i) * 17 + tx] = part[i];
+    for (int i = 0; i < RM; ++i) red[fb_row<RM>(i) * 17 + threadIdx.x % 16] = part[i];
     __syncthreads();
     if (threadIdx.x < 16 * RM) {
         ta s = (ta)0;
@@ -89,12 +93,11 @@ __device__ __forceinline__ void fb_rows(const ta (&part)[RM], ta* red, ta* out, 
     __syncthreads();
 }
 
-// out[c] = the sum over the block of part[j] for columns c = tx + 16 j (red: 16 x (16 RN + 1))
+// out[c] = the sum over the block of part[j] for columns c = fb_col(j) (red: 16 x (16 RN + 1))
 template <int RN>
 __device__ __forceinline__ void fb_cols(const ta (&part)[RN], ta* red, ta* out) {
-    const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
 #pragma unroll
-    for (int j = 0; j < RN; ++j) red[ty * (16 * RN + 1) + tx + 16 * j] = part[j];
+    for (int j = 0; j < RN; ++j) red[threadIdx.x / 16 * (16 * RN + 1) + fb_col(j)] = part[j];
     __syncthreads();
     if (threadIdx.x < 16 * RN) {
         ta s = (ta)0;
@@ -133,6 +136,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
     check_smem(FB_SMEM * sizeof(ta));
     constexpr int R = FB_R, RK = FB_RK;
     const int tid = threadIdx.x;
+    const int wlo = tid / 32 * 2 * R, whi = wlo + 2 * R;  // the rows of this warp's register tiles
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y, cj = bh * n + j;
     const i64 t0 = (F + j) * CH - p;  // the call's index of the chunk's first token
@@ -206,7 +210,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         ta w[R][R], ph[RK][R];
         zero_acc(w);
         zero_acc(ph);
-        fb_mm(w, 0, CH, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
+        fb_mm(w, 0, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
         fb_mm(ph, 0, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, X);
         fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
         fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = x * vb[s]; });
@@ -230,7 +234,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         fb_mm(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
         ta dvv[R][FB_RV];
         zero_acc(dvv);
-        fb_mm(dvv, 0, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] * vb[s] : (ta)0; },
+        fb_mm(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] * vb[s] : (ta)0; },
               [&](int t, int c) { return S1[t * FB_LV + c]; });
         __syncthreads();
         for (int idx = tid; idx < DKP * FB_VB; idx += NT) {
@@ -276,17 +280,16 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         fb_mm(dat, 0, DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return veG[s] * sK[s * FB_LK + f]; });
         ta de[R][RK];
         zero_acc(de);
-        fb_mm(de, 0, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] * vb[t] : (ta)0; },
+        fb_mm(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] * vb[t] : (ta)0; },
               [&](int s, int f) { return sP[s * FB_LK + f]; });
         ta part[R];
 #pragma unroll
         for (int i = 0; i < R; ++i) part[i] = (ta)0;
-        const int ty = tid / 16, tx = tid % 16;
 #pragma unroll
         for (int i = 0; i < R; ++i)
 #pragma unroll
             for (int jj = 0; jj < RK; ++jj) {
-                const int t = ty + 16 * i, f = tx + 16 * jj;
+                const int t = fb_row<R>(i), f = fb_col(jj);
                 const ta dqv = sP[t * FB_LK + f];
                 const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - de[i][jj];
                 const ta qv = (in(t) && f < DK) ? q[row(t) * DK + f] : (ta)0;
@@ -310,18 +313,17 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         zero_acc(dM);
         zero_acc(dX);
         zero_acc(dY);
-        fb_mm(dM, 0, CH, dW, [&](int r, int s) { return X(s, r); });
-        fb_mm(dX, 0, CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
+        fb_mm(dM, 0, whi, dW, [&](int r, int s) { return X(s, r); });
+        fb_mm(dX, wlo, CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
         fb_mm(dY, 0, DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
         ta cpart[R];
 #pragma unroll
         for (int jj = 0; jj < R; ++jj) cpart[jj] = (ta)0;
-        const int ty = tid / 16, tx = tid % 16;
 #pragma unroll
         for (int i = 0; i < R; ++i)
 #pragma unroll
             for (int jj = 0; jj < R; ++jj) {
-                const int r = ty + 16 * i, s = tx + 16 * jj;
+                const int r = fb_row<R>(i), s = fb_col(jj);
                 const ta y = veS[r] * dY[i][jj];
                 if (s <= r) cpart[jj] += sA[r * FB_LC + s] * sS[r * FB_LC + s] + X(r, s) * y;
                 dX[i][jj] = s <= r ? fma(y, vb[s], dX[i][jj]) : (ta)0;
@@ -329,14 +331,14 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
             }
         ta dZ[R][RK];
         zero_acc(dZ);
-        fb_mm(dZ, 0, CH, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
+        fb_mm(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
         ta part[R];
 #pragma unroll
         for (int i = 0; i < R; ++i) {
             part[i] = (ta)0;
 #pragma unroll
             for (int jj = 0; jj < RK; ++jj) {
-                const int s = ty + 16 * i, f = tx + 16 * jj;
+                const int s = fb_row<R>(i), f = fb_col(jj);
                 part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
                 dK[i][jj] = fma(veS[s], dZ[i][jj], dK[i][jj]);
             }
@@ -353,22 +355,21 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
     {
         ta tm[R][R];
         zero_acc(tm);
-        fb_mm(tm, 0, CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
+        fb_mm(tm, wlo, CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
         fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = x; });  // d attn no longer read
     }
     __syncthreads();
     {
         ta dN[R][R];
         zero_acc(dN);
-        fb_mm(dN, 0, CH, [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
+        fb_mm(dN, 0, whi, [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
         ta part[R];
-        const int ty = tid / 16, tx = tid % 16;
 #pragma unroll
         for (int i = 0; i < R; ++i) {
             part[i] = (ta)0;
 #pragma unroll
             for (int jj = 0; jj < R; ++jj) {
-                const int t = ty + 16 * i, r = tx + 16 * jj;
+                const int t = fb_row<R>(i), r = fb_col(jj);
                 dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
                 part[i] = fma(dN[i][jj], r < t ? sDD[r * FB_LC + t] : (ta)0, part[i]);
             }
@@ -385,9 +386,9 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
         auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
         auto lk = [&](int s, int f) { return sK[s * FB_LK + f]; };
-        fb_mm(dQ, 0, CH, dQK, lk);
+        fb_mm(dQ, 0, whi, dQK, lk);
         fb_mm(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
-        fb_mm(dK, 0, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
+        fb_mm(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
         fb_each(dQ, [&](int t, int f, ta x) {
             if (in(t) && f < DK) dq[row(t) * DK + f] = x;
         });
