@@ -27,7 +27,7 @@
 //   sMX  M (lower) | X[r][s] at [s][r] (upper, r > s; X's diagonal is 1, not stored)
 //   sA   Q [t][f] (until M) -> W -> dM
 //   sP   phi [f][s] -> dqe [t][f] -> dphi [f][s] -> dX -> dN
-//   sS   the value passes' stages (dI | dH, V) -> P -> d attn -> X^T dX -> Q [t][f] -> E
+//   sS   the value passes' stages (dI | dH, V) -> P -> dW = d attn diag(beta) -> X^T dX -> Q [t][f] -> E
 // Products: FFMA register tiles on 16 x 16 threads, element (ty RM + i, tx + 16 j) of the output
 // (fb_row, fb_col: a warp's rows are 2 RM consecutive ones, so a product whose terms vanish above (or
 // below) the row's index stops (starts) its reduction at the warp's last (first) row: ~56% of the
@@ -93,18 +93,27 @@ __device__ __forceinline__ void fb_rows(const ta (&part)[RM], ta* red, ta* out, 
     __syncthreads();
 }
 
-// out[c] = the sum over the block of part[j] for columns c = fb_col(j) (red: 16 x (16 RN + 1))
+// out[c] (+)= the sum over the block of part[j] for columns c = fb_col(j) (red: 16 x (16 RN + 1))
 template <int RN>
-__device__ __forceinline__ void fb_cols(const ta (&part)[RN], ta* red, ta* out) {
+__device__ __forceinline__ void fb_cols(const ta (&part)[RN], ta* red, ta* out, bool add) {
 #pragma unroll
     for (int j = 0; j < RN; ++j) red[threadIdx.x / 16 * (16 * RN + 1) + fb_col(j)] = part[j];
     __syncthreads();
     if (threadIdx.x < 16 * RN) {
         ta s = (ta)0;
         for (int u = 0; u < 16; ++u) s += red[u * (16 * RN + 1) + threadIdx.x];
-        out[threadIdx.x] = s;
+        out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
     }
     __syncthreads();
+}
+
+// The Fenwick level of key s seen from query t inside a chunk: bit_length(t XOR s), 0 when equal.
+__device__ __forceinline__ int fb_level(int t, int s) {
+#ifdef __CUDA_ARCH__
+    return 32 - __clz(t ^ s);
+#else
+    return bitlen64(t ^ s);
+#endif
 }
 
 extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
@@ -143,7 +152,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
     auto in = [&](int t) { return t0 + t >= 0 && t0 + t < T; };
     auto row = [&](int t) { return bh * T + t0 + t; };  // the call's row of token t (in(t))
     auto X = [&](int r, int s) { return r > s ? sMX[s * FB_LC + r] : (r == s ? (ta)1 : (ta)0); };
-    auto lamat = [&](int t, int s) { return lamS[t * 8 + min(bitlen64(t ^ s), L - 1)]; };
+    auto lamat = [&](int t, int s) { return lamS[t * 8 + min(fb_level(t, s), L - 1)]; };
 
     // ---- the chunk's inputs, decays, D ----
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -234,8 +243,12 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         fb_mm(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
         ta dvv[R][FB_RV];
         zero_acc(dvv);
-        fb_mm(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] * vb[s] : (ta)0; },
+        fb_mm(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0; },
               [&](int t, int c) { return S1[t * FB_LV + c]; });
+#pragma unroll
+        for (int i = 0; i < R; ++i)
+#pragma unroll
+            for (int jj = 0; jj < FB_RV; ++jj) dvv[i][jj] *= vb[fb_row<R>(i)];  // attn = W diag(beta)
         __syncthreads();
         for (int idx = tid; idx < DKP * FB_VB; idx += NT) {
             const int f = idx / FB_VB, c = idx % FB_VB;
@@ -273,14 +286,15 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         }
         dlam[row(t) * L + l] = s;
     }
-    ta dQ[R][RK], dK[R][RK];
-    ta dat[R][R];
+    // dK's terms are summed in dk's rows of the call (each element by the one thread that owns it in
+    // every phase: no registers held across the phases); dQ's in phase H
     {
+        ta dat[R][R];
         zero_acc(dat);
-        fb_mm(dat, 0, DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return veG[s] * sK[s * FB_LK + f]; });
+        fb_mm(dat, 0, DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return sK[s * FB_LK + f]; });
         ta de[R][RK];
         zero_acc(de);
-        fb_mm(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] * vb[t] : (ta)0; },
+        fb_mm(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
               [&](int s, int f) { return sP[s * FB_LK + f]; });
         ta part[R];
 #pragma unroll
@@ -291,14 +305,27 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
             for (int jj = 0; jj < RK; ++jj) {
                 const int t = fb_row<R>(i), f = fb_col(jj);
                 const ta dqv = sP[t * FB_LK + f];
-                const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - de[i][jj];
-                const ta qv = (in(t) && f < DK) ? q[row(t) * DK + f] : (ta)0;
+                const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - vb[t] * de[i][jj];
+                const bool ok = in(t) && f < DK;
+                const ta qv = ok ? q[row(t) * DK + f] : (ta)0;
                 part[i] = fma(qv, dqv, fma(sK[t * FB_LK + f], dev, part[i]));
-                dQ[i][jj] = veG[t] * dqv;
-                dK[i][jj] = veG[t] * dev;
+                if (ok) dk[row(t) * DK + f] = veG[t] * dev;
             }
         fb_rows(part, red, vdG, false);  // (its barriers: every read of P, dqe is done)
-        fb_each(dat, [&](int t, int s, ta x) { sS[t * FB_LC + s] = s <= t ? lamat(t, s) * sS[t * FB_LC + s] - x : (ta)0; });
+        // d attn (lower), stored as dW = d attn diag(beta); dbeta's first column sums, colsum(W * d attn)
+        ta cpart[R];
+#pragma unroll
+        for (int jj = 0; jj < R; ++jj) cpart[jj] = (ta)0;
+#pragma unroll
+        for (int i = 0; i < R; ++i)
+#pragma unroll
+            for (int jj = 0; jj < R; ++jj) {
+                const int t = fb_row<R>(i), s = fb_col(jj);
+                const ta x = s <= t ? lamat(t, s) * sS[t * FB_LC + s] - veG[s] * dat[i][jj] : (ta)0;
+                cpart[jj] = fma(sA[t * FB_LC + s], x, cpart[jj]);
+                sS[t * FB_LC + s] = x * vb[s];
+            }
+        fb_cols(cpart, red, vdb, false);
         fb_each(dphi, [&](int f, int s, ta x) {
             sP[f * FB_LC + s] = x + (f < DK ? dph[(cj * DK + f) * CH + s] : (ta)0);
         });
@@ -306,15 +333,17 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
     }
     __syncthreads();
 
-    // ---- dM, dX (dY), dZ: dbeta's column sums, dS ----
+    // ---- dM, dY, dZ, dX: dbeta's second column sums, dS ----
     {
-        auto dW = [&](int t, int s) { return s <= t ? sS[t * FB_LC + s] * vb[s] : (ta)0; };
-        ta dM[R][R], dX[R][R], dY[R][R];
-        zero_acc(dM);
-        zero_acc(dX);
+        auto dW = [&](int t, int s) { return sS[t * FB_LC + s]; };  // zero above the diagonal
+        {  // dM = dW X^T -> sA (W is no longer read)
+            ta dM[R][R];
+            zero_acc(dM);
+            fb_mm(dM, 0, whi, dW, [&](int r, int s) { return X(s, r); });
+            fb_each(dM, [&](int t, int s, ta x) { sA[t * FB_LC + s] = s <= t ? x : (ta)0; });
+        }
+        ta dY[R][R];  // e^S_r (K dphi)[r][s]
         zero_acc(dY);
-        fb_mm(dM, 0, whi, dW, [&](int r, int s) { return X(s, r); });
-        fb_mm(dX, wlo, CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
         fb_mm(dY, 0, DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
         ta cpart[R];
 #pragma unroll
@@ -324,29 +353,37 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
 #pragma unroll
             for (int jj = 0; jj < R; ++jj) {
                 const int r = fb_row<R>(i), s = fb_col(jj);
-                const ta y = veS[r] * dY[i][jj];
-                if (s <= r) cpart[jj] += sA[r * FB_LC + s] * sS[r * FB_LC + s] + X(r, s) * y;
-                dX[i][jj] = s <= r ? fma(y, vb[s], dX[i][jj]) : (ta)0;
-                dM[i][jj] = s <= r ? dM[i][jj] : (ta)0;
+                dY[i][jj] *= veS[r];
+                if (s <= r) cpart[jj] = fma(X(r, s), dY[i][jj], cpart[jj]);
             }
-        ta dZ[R][RK];
-        zero_acc(dZ);
-        fb_mm(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
-        ta part[R];
+        {
+            ta dZ[R][RK];
+            zero_acc(dZ);
+            fb_mm(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
+            ta part[R];
 #pragma unroll
-        for (int i = 0; i < R; ++i) {
-            part[i] = (ta)0;
+            for (int i = 0; i < R; ++i) {
+                part[i] = (ta)0;
 #pragma unroll
-            for (int jj = 0; jj < RK; ++jj) {
-                const int s = fb_row<R>(i), f = fb_col(jj);
-                part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
-                dK[i][jj] = fma(veS[s], dZ[i][jj], dK[i][jj]);
+                for (int jj = 0; jj < RK; ++jj) {
+                    const int s = fb_row<R>(i), f = fb_col(jj);
+                    part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
+                    if (in(s) && f < DK) dk[row(s) * DK + f] += veS[s] * dZ[i][jj];
+                }
             }
+            fb_cols(cpart, red, vdb, true);
+            fb_rows(part, red, vdS, false);  // (its barriers: every read of dphi is done)
         }
-        fb_cols(cpart, red, vdb);  // (its barriers: every read of W, d attn, dphi is done)
-        fb_rows(part, red, vdS, false);
-        fb_each(dM, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
-        fb_each(dX, [&](int r, int s, ta x) { sP[r * FB_LC + s] = x; });
+        ta dX[R][R];  // M^T dW + dY diag(beta) -> sP
+        zero_acc(dX);
+        fb_mm(dX, wlo, CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
+#pragma unroll
+        for (int i = 0; i < R; ++i)
+#pragma unroll
+            for (int jj = 0; jj < R; ++jj) {
+                const int r = fb_row<R>(i), s = fb_col(jj);
+                sP[r * FB_LC + s] = s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0;
+            }
         if (tid < CH) vdS[tid] *= veS[tid];
     }
     __syncthreads();
@@ -386,14 +423,17 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
         auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
         auto lk = [&](int s, int f) { return sK[s * FB_LK + f]; };
+        ta dQ[R][RK], dK[R][RK];
+        zero_acc(dQ);
+        zero_acc(dK);
         fb_mm(dQ, 0, whi, dQK, lk);
         fb_mm(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
         fb_mm(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
-        fb_each(dQ, [&](int t, int f, ta x) {
-            if (in(t) && f < DK) dq[row(t) * DK + f] = x;
+        fb_each(dQ, [&](int t, int f, ta x) {  // + e^G dqe
+            if (in(t) && f < DK) dq[row(t) * DK + f] = fma(veG[t], dqe[(cj * CH + t) * DK + f], x);
         });
         fb_each(dK, [&](int t, int f, ta x) {
-            if (in(t) && f < DK) dk[row(t) * DK + f] = x;
+            if (in(t) && f < DK) dk[row(t) * DK + f] += x;
         });
     }
     __syncthreads();
