@@ -71,12 +71,18 @@ __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, 
 }
 
 // f(row, column, acc[i][j]) over this thread's elements of a register tile
+// f(i, j, fb_row(i), fb_col(j)) over the elements of an RM x RN register tile
 template <int RM, int RN, typename F>
-__device__ __forceinline__ void fb_each(ta (&acc)[RM][RN], F f) {
+__device__ __forceinline__ void fb_ij(F f) {
 #pragma unroll
     for (int i = 0; i < RM; ++i)
 #pragma unroll
-        for (int j = 0; j < RN; ++j) f(fb_row<RM>(i), fb_col(j), acc[i][j]);
+        for (int j = 0; j < RN; ++j) f(i, j, fb_row<RM>(i), fb_col(j));
+}
+
+template <int RM, int RN, typename F>
+__device__ __forceinline__ void fb_each(ta (&acc)[RM][RN], F f) {
+    fb_ij<RM, RN>([&](int i, int j, int r, int c) { f(r, c, acc[i][j]); });
 }
 
 // out[r] (+)= the sum over the block of part[i] for rows r = fb_row(i) (red: CH x 17)
@@ -245,10 +251,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         zero_acc(dvv);
         fb_mm(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0; },
               [&](int t, int c) { return S1[t * FB_LV + c]; });
-#pragma unroll
-        for (int i = 0; i < R; ++i)
-#pragma unroll
-            for (int jj = 0; jj < FB_RV; ++jj) dvv[i][jj] *= vb[fb_row<R>(i)];  // attn = W diag(beta)
+        fb_ij<R, FB_RV>([&](int i, int jj, int s, int c) { dvv[i][jj] *= vb[s]; });  // attn = W diag(beta)
         __syncthreads();
         for (int idx = tid; idx < DKP * FB_VB; idx += NT) {
             const int f = idx / FB_VB, c = idx % FB_VB;
@@ -296,35 +299,23 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         zero_acc(de);
         fb_mm(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
               [&](int s, int f) { return sP[s * FB_LK + f]; });
-        ta part[R];
-#pragma unroll
-        for (int i = 0; i < R; ++i) part[i] = (ta)0;
-#pragma unroll
-        for (int i = 0; i < R; ++i)
-#pragma unroll
-            for (int jj = 0; jj < RK; ++jj) {
-                const int t = fb_row<R>(i), f = fb_col(jj);
-                const ta dqv = sP[t * FB_LK + f];
-                const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - vb[t] * de[i][jj];
-                const bool ok = in(t) && f < DK;
-                const ta qv = ok ? q[row(t) * DK + f] : (ta)0;
-                part[i] = fma(qv, dqv, fma(sK[t * FB_LK + f], dev, part[i]));
-                if (ok) dk[row(t) * DK + f] = veG[t] * dev;
-            }
+        ta part[R] = {};
+        fb_ij<R, RK>([&](int i, int jj, int t, int f) {
+            const ta dqv = sP[t * FB_LK + f];
+            const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - vb[t] * de[i][jj];
+            const bool ok = in(t) && f < DK;
+            const ta qv = ok ? q[row(t) * DK + f] : (ta)0;
+            part[i] = fma(qv, dqv, fma(sK[t * FB_LK + f], dev, part[i]));
+            if (ok) dk[row(t) * DK + f] = veG[t] * dev;
+        });
         fb_rows(part, red, vdG, false);  // (its barriers: every read of P, dqe is done)
         // d attn (lower), stored as dW = d attn diag(beta); dbeta's first column sums, colsum(W * d attn)
-        ta cpart[R];
-#pragma unroll
-        for (int jj = 0; jj < R; ++jj) cpart[jj] = (ta)0;
-#pragma unroll
-        for (int i = 0; i < R; ++i)
-#pragma unroll
-            for (int jj = 0; jj < R; ++jj) {
-                const int t = fb_row<R>(i), s = fb_col(jj);
-                const ta x = s <= t ? lamat(t, s) * sS[t * FB_LC + s] - veG[s] * dat[i][jj] : (ta)0;
-                cpart[jj] = fma(sA[t * FB_LC + s], x, cpart[jj]);
-                sS[t * FB_LC + s] = x * vb[s];
-            }
+        ta cpart[R] = {};
+        fb_ij<R, R>([&](int i, int jj, int t, int s) {
+            const ta x = s <= t ? lamat(t, s) * sS[t * FB_LC + s] - veG[s] * dat[i][jj] : (ta)0;
+            cpart[jj] = fma(sA[t * FB_LC + s], x, cpart[jj]);
+            sS[t * FB_LC + s] = x * vb[s];
+        });
         fb_cols(cpart, red, vdb, false);
         fb_each(dphi, [&](int f, int s, ta x) {
             sP[f * FB_LC + s] = x + (f < DK ? dph[(cj * DK + f) * CH + s] : (ta)0);
@@ -345,45 +336,29 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         ta dY[R][R];  // e^S_r (K dphi)[r][s]
         zero_acc(dY);
         fb_mm(dY, 0, DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
-        ta cpart[R];
-#pragma unroll
-        for (int jj = 0; jj < R; ++jj) cpart[jj] = (ta)0;
-#pragma unroll
-        for (int i = 0; i < R; ++i)
-#pragma unroll
-            for (int jj = 0; jj < R; ++jj) {
-                const int r = fb_row<R>(i), s = fb_col(jj);
-                dY[i][jj] *= veS[r];
-                if (s <= r) cpart[jj] = fma(X(r, s), dY[i][jj], cpart[jj]);
-            }
+        ta cpart[R] = {};
+        fb_ij<R, R>([&](int i, int jj, int r, int s) {
+            dY[i][jj] *= veS[r];
+            if (s <= r) cpart[jj] = fma(X(r, s), dY[i][jj], cpart[jj]);
+        });
         {
             ta dZ[R][RK];
             zero_acc(dZ);
             fb_mm(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
-            ta part[R];
-#pragma unroll
-            for (int i = 0; i < R; ++i) {
-                part[i] = (ta)0;
-#pragma unroll
-                for (int jj = 0; jj < RK; ++jj) {
-                    const int s = fb_row<R>(i), f = fb_col(jj);
-                    part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
-                    if (in(s) && f < DK) dk[row(s) * DK + f] += veS[s] * dZ[i][jj];
-                }
-            }
+            ta part[R] = {};
+            fb_ij<R, RK>([&](int i, int jj, int s, int f) {
+                part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
+                if (in(s) && f < DK) dk[row(s) * DK + f] += veS[s] * dZ[i][jj];
+            });
             fb_cols(cpart, red, vdb, true);
             fb_rows(part, red, vdS, false);  // (its barriers: every read of dphi is done)
         }
         ta dX[R][R];  // M^T dW + dY diag(beta) -> sP
         zero_acc(dX);
         fb_mm(dX, wlo, CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
-#pragma unroll
-        for (int i = 0; i < R; ++i)
-#pragma unroll
-            for (int jj = 0; jj < R; ++jj) {
-                const int r = fb_row<R>(i), s = fb_col(jj);
-                sP[r * FB_LC + s] = s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0;
-            }
+        fb_ij<R, R>([&](int i, int jj, int r, int s) {
+            sP[r * FB_LC + s] = s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0;
+        });
         if (tid < CH) vdS[tid] *= veS[tid];
     }
     __syncthreads();
@@ -400,17 +375,11 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         ta dN[R][R];
         zero_acc(dN);
         fb_mm(dN, 0, whi, [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
-        ta part[R];
-#pragma unroll
-        for (int i = 0; i < R; ++i) {
-            part[i] = (ta)0;
-#pragma unroll
-            for (int jj = 0; jj < R; ++jj) {
-                const int t = fb_row<R>(i), r = fb_col(jj);
-                dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
-                part[i] = fma(dN[i][jj], r < t ? sDD[r * FB_LC + t] : (ta)0, part[i]);
-            }
-        }
+        ta part[R] = {};
+        fb_ij<R, R>([&](int i, int jj, int t, int r) {
+            dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
+            part[i] = fma(dN[i][jj], r < t ? sDD[r * FB_LC + t] : (ta)0, part[i]);
+        });
         fb_rows(part, red, vdb, true);  // (its barriers: X^T dX and dX no longer read)
         fb_each(dN, [&](int t, int r, ta x) { sP[t * FB_LC + r] = x; });
         for (int idx = tid; idx < CH * DKP; idx += NT) {  // Q -> sS
