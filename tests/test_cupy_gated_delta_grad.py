@@ -3,14 +3,16 @@
 
 * CPU (runs in CI): ``gated_delta_bwd.differentiable`` on CPU torch tensors with ``twin_context``:
   the forms Function's forward driven by ``Twin.gd_forms`` (the array-API formulation) and its
-  backward by ``forms_backward`` (torch operations), the scan Function's forward driven by ``Twin`` (the NumPy
+  backward by ``TwinOps.gd_forms_bwd`` (``torch_forms_backward``: the hand-derived torch operations
+  of gd_forms_bwd's formulas), the scan Function's forward driven by ``Twin`` (the NumPy
   transcription of ``gd_scan``, tests/test_cupy_gated_delta.py) and its backward by
   ``TwinOps.gd_scan_bwd`` (the NumPy transcription of ``gd_scan_bwd``: same phases, loops over
   column blocks, chunks and slots, same index arithmetic). Gradients with respect to every input
   and the incoming state's levels against float64 torch autograd of the reference (inputs) and of
   the array-API path (the state).
-  The CUDA sources of both kernels also run on the CPU (``cuda_emu_gd_scan_bwd.cpp``: a
-  std::thread per CUDA thread), driven the same way.
+  The CUDA sources of the backward kernels also run on the CPU (``cuda_emu_gd_forms_bwd.cpp``: a
+  std::thread per CUDA thread), driven the same way, and gd_forms_bwd's against the torch twin on
+  random output gradients (chunks 16 / 32 / 64, padded head dims, value passes, offsets, hard resets).
 * GPU (``@pytest.mark.gpu``; skipped without CuPy or a CUDA device): the public operator on CUDA
   torch tensors that require grad, backend chosen automatically: gradcheck in float64 (chunk
   splits, incoming states), float32 gradients against float64 autograd of the reference up to
@@ -33,7 +35,10 @@ from hypothesis import given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
+from lsattn._chunktree import chunk_layout, from_chunks, segsum, suffix_after, to_chunks
 from lsattn.backends.cupy import gated_delta_bwd as gdb
+from lsattn.backends.cupy._compile import make_config
+from lsattn.loglinear import _chunk_levels, _ns
 from lsattn.fenwick import _bit_length
 from lsattn.state import State
 
@@ -51,8 +56,81 @@ def held(c, m, F):
     return bool((c >> (m - 1)) & 1) and ((c >> (m - 1)) << (m - 1)) > F
 
 
+def torch_forms_backward(C, p, q, k, v, a, beta, lam, grads):
+    """The twin of gd_forms_bwd (gated_delta_forms_bwd.cu, the formulas in its header): torch operations
+    on (BH, T, ..) torch tensors (offset p, chunk C) and the gradients of (qeff, eGK, phi, H, g, intra),
+    chunked -> (dq, dk, dv, da, dbeta, dlam)."""
+    ns = _ns(q)
+    lay = chunk_layout(p, q.shape[-2], C)
+    Q, K, V = (to_chunks(ns, x, lay, -2) for x in (q, k, v))  # (BH, n, C, d)
+    A, Bt = (to_chunks(ns, x, lay, -1) for x in (a, beta))  # (BH, n, C)
+    Lc = to_chunks(ns, lam, lay, -2)  # (BH, n, C, L)
+    L = Lc.shape[-1]
+    dqe, dek, dph, dH, dg, dI = grads
+
+    def tr(x):
+        return x.transpose(-1, -2)
+
+    strict = torch.ones((C, C), dtype=torch.bool).tril(-1)
+    zero = torch.zeros((), dtype=q.dtype)
+    bc, br = Bt[..., None, :], Bt[..., :, None]  # beta as a column / row factor
+    eG = torch.exp(torch.cumsum(A, -1))[..., None]
+    eS = torch.exp(suffix_after(ns, A))[..., None]
+    eGK, Z = eG * K, eS * K
+    D = torch.exp(segsum(ns, A))  # (BH, n, C, C), zero above the diagonal
+    KK = K @ tr(K)
+    eye = torch.eye(C, dtype=q.dtype)
+    X = torch.linalg.solve_triangular(eye + torch.where(strict, br * D * KK, zero), eye.expand(Q.shape[:-2] + (C, C)),
+                                      upper=False, unitriangular=True)
+    QK = Q @ tr(K)
+    M = D * QK
+    W = M @ X
+    attn = W * bc
+    lev = torch.as_tensor(np.clip(_chunk_levels(C), 0, L - 1))  # (C, C) level of (t, s) in the chunk
+    Lam = torch.take_along_dim(Lc, lev.expand(Lc.shape[:-2] + (C, C)), dim=-1)  # lam[t, level(t, s)]
+    P = dI @ tr(V)
+    dV = tr(Lam * attn) @ dI + (tr(X * bc) @ Z) @ dH  # phi^T = (X diag(beta))^T Z
+    dlam = torch.zeros_like(Lc).scatter_add_(-1, lev.expand(P.shape), attn * P)
+    dattn = Lam * P - dqe @ tr(eGK)
+    deGK = dek - tr(attn) @ dqe
+    dQ = eG * dqe
+    dG = eG[..., 0] * (torch.sum(Q * dqe, -1) + torch.sum(K * deGK, -1))
+    dK = eG * deGK
+    dbeta = torch.sum(W * dattn, -2)
+    dW = dattn * bc
+    dM, dX = dW @ tr(X), tr(M) @ dW
+    dphi = dph + dH @ tr(V)
+    dZ, dY = (X * bc) @ tr(dphi), Z @ dphi
+    dX = dX + dY * bc
+    dbeta = dbeta + torch.sum(X * dY, -2)
+    dK = dK + eS * dZ
+    dS = eS[..., 0] * torch.sum(K * dZ, -1)
+    dN = torch.where(strict, -(tr(X) @ dX @ tr(X)), zero)
+    dbeta = dbeta + torch.sum(dN * D * KK, -1)
+    dKK = dN * br * D
+    dD = dN * br * KK + dM * QK
+    dQK = dM * D
+    dQ = dQ + dQK @ K
+    dK = dK + (dKK + tr(dKK)) @ K + tr(dQK) @ Q
+    E = torch.where(strict, D * dD, zero)
+    below = torch.flip(torch.cumsum(torch.flip(E, [-2]), -2), [-2])  # [r, s]: sum over t >= r of E[t, s]
+    da = torch.sum(torch.where(strict, below, zero), -1)
+    da = da + torch.flip(torch.cumsum(torch.flip(dG, [-1]), -1), [-1]) + dg[..., None] + torch.cumsum(dS, -1) - dS
+    back = [from_chunks(ns, x, lay, -2) for x in (dQ, dK, dV)]
+    back += [from_chunks(ns, x, lay, -1) for x in (da, dbeta)]
+    return tuple(back) + (from_chunks(ns, dlam, lay, -2),)
+
+
 class TwinOps(Twin):
-    """The twins of gd_scan (``Twin``) and gd_scan_bwd (``gd_scan_bwd``, below)."""
+    """The twins of gd_scan (``Twin``), gd_scan_bwd (``gd_scan_bwd``, below) and gd_forms_bwd
+    (``torch_forms_backward``)."""
+
+    def gd_forms_bwd(self, cfg, *arrays_and_ints):
+        arrays, p = arrays_and_ints[:18], arrays_and_ints[22]  # (.., T, DK, DV, L, p, F, n, BH)
+        got = torch_forms_backward(cfg.CH, p, *[torch.from_numpy(x) for x in arrays[:6]],
+                                   [torch.from_numpy(x) for x in arrays[6:12]])
+        for out, g in zip(arrays[12:], got):
+            out[...] = g.numpy()
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L,
                     p, F, n, n_old, NLC, merge_last, BH):
@@ -64,7 +142,7 @@ class TwinOps(Twin):
         def holds(c, s):
             return bool((p >> s) & 1) if s < n_old else held(c, s - n_old + 1, F)
 
-        for nb, c0 in enumerate(range(0, DV, BV)):
+        for c0 in range(0, DV, BV):
             cs = slice(c0, min(DV, c0 + BV))
             # phase 1: the slots before every chunk
             for s in range(n_old):
@@ -112,7 +190,7 @@ class TwinOps(Twin):
                     lm = np.zeros((BH, CH))
                     lm[:, ok] = lam[:, gi[ok], level[ok]]  # an IndexError: a level beyond L
                     dr = lm[..., None] * dO
-                    dlam[nb][:, gi[ok], level[ok]] += np.sum(r * dO, axis=-1)[:, ok]
+                    dlam[:, gi[ok], level[ok]] += np.sum(r * dO, axis=-1)[:, ok]  # the kernel's atomicAdd
                     St = np.swapaxes(S, -1, -2)
                     aq += dr @ St
                     ae += dW @ St
@@ -120,7 +198,10 @@ class TwinOps(Twin):
                     dga += np.sum(S * dSn, axis=(-1, -2))
                     dS[:, s, :, cs] = (eg[:, None, None] * dSn + np.swapaxes(qe[:, j], -1, -2) @ dr
                                        + np.swapaxes(ek[:, j], -1, -2) @ dW)
-                dqe[nb, :, j], dek[nb, :, j], dph[nb, :, j], dg[nb, :, j] = aq, ae, ap, eg * dga
+                dqe[:, j] += aq  # every column block adds its share (atomicAdd)
+                dek[:, j] += ae
+                dph[:, j] += ap
+                dg[:, j] += eg * dga
 
 
 @contextlib.contextmanager
@@ -270,14 +351,21 @@ def test_backend_forward_takes_the_training_path(monkeypatch):
 
 
 class EmulatedOps(Emulated):
-    """``ops`` whose gd_scan and gd_scan_bwd run the kernels' CUDA sources on the CPU
-    (``cuda_emu_gd_scan_bwd.cpp``), built with g++ once per session and (compute type, CH, DKP)."""
+    """``ops`` whose gd_scan, gd_scan_bwd and gd_forms_bwd run the kernels' CUDA sources on the CPU
+    (``cuda_emu_gd_forms_bwd.cpp``), built with g++ once per session and (compute type, CH, DKP)."""
 
     gd_forms = Twin.gd_forms
 
     def _lib(self, cfg):
-        return emulation("cuda_emu_gd_scan_bwd.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
-                         {"KERNEL": cupy_source("gated_delta.cu"), "BWD_KERNEL": cupy_source("gated_delta_bwd.cu")})
+        return emulation("cuda_emu_gd_forms_bwd.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
+                         {"KERNEL": cupy_source("gated_delta.cu"), "BWD_KERNEL": cupy_source("gated_delta_bwd.cu"),
+                          "FORMS_BWD_KERNEL": cupy_source("gated_delta_forms_bwd.cu")})
+
+    def gd_forms_bwd(self, cfg, *arrays_and_ints):
+        arrays, (T, DK, DV, L, p, F, n, BH) = arrays_and_ints[:18], arrays_and_ints[18:]
+        ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
+        self._lib(cfg).run_forms_bwd(*self._ptrs(arrays), *ints, ctypes.c_int(n), ctypes.c_int(BH),
+                                     ctypes.c_uint(cfg.smem("gd_forms_bwd")))
 
     def gd_scan_bwd(self, cfg, *arrays_and_ints):
         arrays, (T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH) = arrays_and_ints[:16], arrays_and_ints[16:]
@@ -330,6 +418,38 @@ def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P):
     tol = F64 if dtype == "float64" else F32
     assert_close(out, want_out, tol, what="out")
     check(got, want, out, do, tol, f"{dtype} C={C} P={P}", P)
+
+
+@pytest.mark.parametrize("dtype, C, dk, dv, T, P, L", [
+    ("float64", 16, 5, 40, 45, 21, 9),    # padded d_k, two value passes (the second partial), an offset, L > levels
+    ("float64", 32, 20, 3, 70, 0, 3),     # clipped levels (L = 3 < log2 C + 1), T not a multiple of C
+    ("float32", 64, 64, 33, 70, 100, 8),  # the production chunk and d_k; an offset inside a chunk
+])
+def test_forms_bwd_kernel_emulated_matches_twin(dtype, C, dk, dv, T, P, L):
+    """gd_forms_bwd's CUDA source on the CPU against the torch twin, on random output gradients
+    (padding rows included, as the scan's backward gives them), strong and -inf single-token decays
+    and zero betas: every gradient within F64 / F32 of max |twin|."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    rng = np.random.default_rng(C + T + P)
+    dt = np.dtype(dtype)
+    arrays = [x.astype(dt) for x in make(C + dk, (2,), T, dk, dv, keys="raw", key_scale=0.5)]
+    arrays[3][..., [3, T - 5]] = [-1e6, -np.inf]  # hard resets inside chunks
+    arrays[4][..., 7] = 0.0
+    arrays[5] = rng.standard_normal((2, T, L)).astype(dt)
+    cfg = make_config("double" if dtype == "float64" else "float", dk, 16, C)
+    lay = chunk_layout(P, T, C)
+    sc = gdb.Scan(cfg, T, P, lay.first_chunk, lay.n_chunks, 1, False)
+    n = lay.n_chunks
+    shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
+    grads = [rng.standard_normal(s).astype(dt) for s in shapes]
+    got = gdb.forms_backward(EmulatedOps(), sc, *arrays, grads)
+    want = torch_forms_backward(C, P, *[torch.from_numpy(x).double() for x in arrays],
+                                [torch.from_numpy(g).double() for g in grads])
+    tol = F64 if dtype == "float64" else F32
+    for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], got, want):
+        assert g.dtype == dt
+        assert_close(g, w.numpy(), tol, what=f"{name} {dtype} C={C} T={T} P={P} L={L}")
 
 
 # ---- GPU ------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """A few small loglinear_gated_delta forward + backward calls on CUDA torch tensors (the scan's
-backward kernel gd_scan_bwd), for compute-sanitizer (memcheck / racecheck): float32 and float64,
+backward kernels gd_scan_bwd and gd_forms_bwd), for compute-sanitizer (memcheck / racecheck): float32 and float64,
 odd T, a continuation with an incoming state, d_v not a multiple of the column block."""
 import numpy as np
 import torch

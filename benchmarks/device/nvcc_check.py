@@ -35,6 +35,9 @@ def configs(op):
             if fits(ta, dk, dv) and not (tc and ta == "double"):
                 out.append(config(ta, dk, dv, ch, tc))
         return list(dict.fromkeys(out))
+    if op == "gated_delta_bwd":  # the training path: float32 (16-bit inputs widened) / float64, the chunk as asked
+        return list(dict.fromkeys(cc.make_config(ta, dk, 16, ch) for ta, (dk, _), ch in
+                                  itertools.product(["float", "double"], DIMS, [16, 32, 64])))
     if op == "hierarchical":  # loglinear_log_attention: its own chunk choice (16, 32, 64)
         from lsattn.backends.cupy.hierarchical import config
 

@@ -17,7 +17,7 @@ non-causal exp-kernel ones) run their forward on float32 copies and keep them an
 (the FFMA kernels reading 16-bit inputs measured ~1.5x slower than on float32 copies: benchmarks/NOTES.md).
 
 ``apply_gated_delta_forms`` / ``apply_gated_delta_scan``: the WY forms (``gd_forms``, backward
-``gated_delta_bwd.forms_backward`` in torch operations) and the chunk scan (``gd_scan``, backward
+``gd_forms_bwd`` through ``gated_delta_bwd.forms_backward``) and the chunk scan (``gd_scan``, backward
 ``gd_scan_bwd``) of ``loglinear_gated_delta`` (``gated_delta_bwd.py``).
 
 Saved for the backward (log-linear, exp-kernel): the inputs, the incoming state and the output, O(T (d_k + d_v + L)); the
@@ -182,12 +182,17 @@ def _gd_function():
                 outs = _gd.forms(ops, sc.cfg, *[to_cp(x)[0] for x in xs], sc.p)
                 outs = tuple(back(x, "") for x in outs)
             ctx.save_for_backward(*xs)
-            ctx.sc = sc
+            ctx.sc, ctx.context = sc, context
             return outs
 
         @staticmethod
         def backward(ctx, *grads):
-            return _gdb.forms_backward(ctx.sc, *ctx.saved_tensors, grads) + (None, None)
+            xs = ctx.saved_tensors
+            with ctx.context(xs[0]) as (to_cp, back, ops):
+                cps = [to_cp(x)[0] for x in xs]
+                gs = [None if g is None else to_cp(g.contiguous())[0] for g in grads]
+                back_grads = tuple(back(x, "") for x in _gdb.forms_backward(ops, ctx.sc, *cps, gs))
+            return back_grads + (None, None)
 
     return GatedDeltaScan, GatedDeltaForms
 

@@ -81,6 +81,10 @@ class Config:
             return (tiles + 12 * CH) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
+        if kernel == "gd_forms_bwd":  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (odd row strides), 32 CH vectors
+            tc, tk, lv = CH * (CH + 1), CH * (DKP + 1), 33  # FB_VB = 32 value columns per pass
+            ta_, tp = max(tc, tk), max(DKP * (CH + 1), tk, tc)
+            return (tk + 2 * tc + ta_ + tp + max(max(CH, DKP) * lv + CH * lv, ta_) + 32 * CH) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass; HI_TC's tiles and strides)
             if self.hi_tc:
                 return (CH * ((DKP + 8) + (DKP + 4) + (CH + 8) + max(DKP + 8, 68)) + 5 * CH + DKP + 64) * es
@@ -239,13 +243,13 @@ _KERNELS = {
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
     "gated_delta": ("gd_forms", "gd_scan"),  # gated_delta.py: the per-chunk WY forms, the scan over chunks
-    "gated_delta_bwd": ("gd_scan_bwd",),  # gated_delta_bwd.py: its backward
+    "gated_delta_bwd": ("gd_scan_bwd", "gd_forms_bwd"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_forms.cu"),
-            "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu"),
+            "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_forms_bwd.cu"),
             "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu"),
             "exp_kernel_bwd": ("exp_kernel_bwd.cu", "exp_kernel_bwd_tc.cu")}
 
@@ -498,6 +502,16 @@ class CupyOps:
         fn((BH, -(-DV // 16)), block,
            (qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, self._i(T), self._i(DK), self._i(DV),
             self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
+           shared_mem=smem)
+
+    def gd_forms_bwd(self, cfg, q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV,
+                     L, p, F, n, BH):
+        """The backward of the WY forms (gated_delta_forms_bwd.cu): the (BH, T, ..) gradients of the
+        inputs from those of gd_forms' outputs (chunked), one block per (chunk, sequence)."""
+        fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_forms_bwd")
+        fn((n, BH), block,
+           (q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, self._i(T), self._i(DK),
+            self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)),
            shared_mem=smem)
 
     # hierarchical exp-kernel attention

@@ -27,9 +27,9 @@
 // The slots S before each chunk are recomputed first (phase 1: (b) and (c) for j < n - 1, the
 // reads skipped) into the scratch `sv` (n x NS slots of d_k x d_v, NS = n_old + NLC: a d_k x d_v
 // state per chunk and level, ~(NS / CH) of a T d_k d_v tensor; see gated_delta_bwd.py).
-// Column blocks own disjoint columns of sv, dS, dH and d old; the reductions over columns
-// (dQe, dEk, dPh, dg, dlambda) are written per column block (leading axis NB = gridDim.y) and
-// summed by the host.
+// Column blocks own disjoint columns of sv, dS, dH and d old; their shares of the reductions over
+// columns (dQe, dEk, dPh, dg, dlambda) are added with atomicAdd into zeroed outputs (ceil(d_v / 16)
+// adds per element: no per-column-block copies, no host-side sum; the order of the adds varies).
 //
 // Threads as in gd_scan: 16 columns x 16 row groups; a thread owns rows kk = rg DKP/16 + i of
 // its column of every slot in global memory (the (b), (c) and dS writes), rows t = rg CH/16 + i
@@ -57,12 +57,12 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     const ta* __restrict__ oldc,  // (BH, n_old, DK, DV) incoming slots
     ta* __restrict__ sv,          // (BH, n, NS, DK, DV) scratch: the slots before each chunk
     ta* __restrict__ dS,          // (BH, NS, DK, DV) in: zeros; out: adjoints before the call
-    ta* __restrict__ dqe,         // (NB, BH, n, CH, DK)
-    ta* __restrict__ dek,         // (NB, BH, n, CH, DK)
-    ta* __restrict__ dph,         // (NB, BH, n, DK, CH)
+    ta* __restrict__ dqe,         // (BH, n, CH, DK)  in: zeros (the column blocks add theirs)
+    ta* __restrict__ dek,         // (BH, n, CH, DK)  in: zeros
+    ta* __restrict__ dph,         // (BH, n, DK, CH)  in: zeros
     ta* __restrict__ dH,          // (BH, n, DK, DV)  in: zeros
-    ta* __restrict__ dg,          // (NB, BH, n)
-    ta* __restrict__ dlam,        // (NB, BH, T, L)   in: zeros
+    ta* __restrict__ dg,          // (BH, n)          in: zeros
+    ta* __restrict__ dlam,        // (BH, T, L)       in: zeros
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
@@ -79,7 +79,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
     const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
     const int ekk = tid % DKP, et0 = tid / DKP;  // the outer products' column and first row (DKP divides NT)
-    const i64 bh = blockIdx.x, BH = gridDim.x, part = blockIdx.y * BH + bh;  // (column block, sequence)
+    const i64 bh = blockIdx.x;
     const int vc = blockIdx.y * GD_BV + col;
     const bool cok = vc < DV;
     const int NS = n_old + NLC;
@@ -212,7 +212,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 ta contrib = r[i] * d_o;  // summed over the 16 columns (lanes rg * 16 .. + 15 of one warp)
 #pragma unroll
                 for (int off = GD_BV / 2; off > 0; off /= 2) contrib += __shfl_xor_sync(0xffffffffu, contrib, off, GD_BV);
-                if (col == 0 && ok) dlam[(part * T + gi) * L + level] += contrib;
+                if (col == 0 && ok) atomicAdd(dlam + (bh * T + gi) * L + level, contrib);
                 Wb[t * GD_BV + col] = w[i];
                 dRb[t * GD_BV + col] = lm * d_o;
                 dWb[t * GD_BV + col] = dw[i];
@@ -262,14 +262,13 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
             }
             __syncthreads();
         }
-        const i64 pj = part * n + j;
 #pragma unroll
         for (int e = 0; e < E; ++e) {
             const int t = et0 + e * (NT / DKP);
             if (ekk < DK) {
-                dqe[(pj * CH + t) * DK + ekk] = aq[e];
-                dek[(pj * CH + t) * DK + ekk] = ae[e];
-                dph[(pj * DK + ekk) * CH + t] = ap[e];
+                atomicAdd(dqe + (cj * CH + t) * DK + ekk, aq[e]);
+                atomicAdd(dek + (cj * CH + t) * DK + ekk, ae[e]);
+                atomicAdd(dph + (cj * DK + ekk) * CH + t, ap[e]);
             }
         }
         red[tid] = dga;
@@ -278,7 +277,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
             if (tid < h) red[tid] += red[tid + h];
             __syncthreads();
         }
-        if (tid == 0) dg[pj] = eg * red[0];
+        if (tid == 0) atomicAdd(dg + cj, eg * red[0]);
         __syncthreads();
     }
 }

@@ -1,0 +1,22 @@
+// The CUDA source of gd_forms_bwd (lsattn/backends/cupy/gated_delta_forms_bwd.cu) compiled as C++ for
+// the CPU after the sources it follows on the GPU (gated_delta.cu, gated_delta_bwd.cu): the emulation of
+// cuda_emu_gd_scan_bwd.cpp (a std::thread per CUDA thread, __syncthreads a std::barrier, the warp
+// shuffle through a block-wide buffer: gd_forms_bwd's solve calls it the same number of times in
+// every thread) plus common.cu's zero_acc. tests/test_cupy_gated_delta_grad.py builds it with
+//   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL=.. -DBWD_KERNEL=.. -DFORMS_BWD_KERNEL='"<gated_delta_forms_bwd.cu>"'
+#include "cuda_emu_gd_scan_bwd.cpp"
+#include "cuda_emu_mm.h"
+
+#include FORMS_BWD_KERNEL
+
+// gd_forms_bwd's launch: grid (n, BH), NT threads per block, smem bytes of dynamic shared memory.
+extern "C" void run_forms_bwd(const ta* q, const ta* k, const ta* v, const ta* a, const ta* bt, const ta* lam,
+                              const ta* dqe, const ta* dek, const ta* dph, const ta* dH, const ta* dg, const ta* dI,
+                              ta* dq, ta* dk, ta* dv, ta* da, ta* dbeta, ta* dlam, int T, int DK, int DV, int L, i64 p,
+                              i64 F, int n, int BH, unsigned smem) {
+    emu_smem = smem;  // the host's Config.smem("gd_forms_bwd"): check_smem aborts below the kernel's need
+    emu_launch(n, BH, 1, [=] {
+        gd_forms_bwd(q, k, v, a, bt, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV, L, p, F, n);
+    });
+    emu_smem = sizeof(smem_raw);
+}
