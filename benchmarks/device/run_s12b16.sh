@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# issue 16, session 12 (branch s12b16): the Gated DeltaNet forward's host path before gd_forms (CUDA torch tensors
+# without state launched on raw pointers from a cached plan). Tests (the GD ones this change touches) and memcheck above
+# # TIMINGS (<= 120 s); then the A/B of the host path, the forward table at 8K and the timeline (<= 60 s).
+#   OUT=... bash benchmarks/device/run_s12b16.sh       (logs in $OUT/s12b16.tgz; summary on stdout)
+set -u
+NAME=s12b16; . benchmarks/device/setup.sh
+export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; git log --oneline -1; } > "$OUT/log_env.txt" 2>&1
+PT="python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short"
+echo "=== tests + memcheck $(date -u +%T)"
+timeout 110 $PT tests/test_cupy_gated_delta.py -k "torch_direct or torch_no_grad or bfloat16_in or half_inputs or stream_moves" \
+    > "$OUT/log_tests_fwd.txt" 2>&1 &
+timeout 110 $PT tests/test_nonfinite.py -k "gated and torch_cuda" > "$OUT/log_tests_nonfinite.txt" 2>&1 &
+timeout 110 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/gd_small.py > "$OUT/log_memcheck.txt" 2>&1 &
+wait
+for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|Error" "$f" | head -6; tail -1 "$f"; done
+echo "-- memcheck"; grep -E "ERROR SUMMARY|sanitize ok|direct|Error" "$OUT/log_memcheck.txt" | tail -6
+# TIMINGS
+echo "=== host path A/B 8192 $(date -u +%T)"
+timeout 20 python3 benchmarks/device/gd_host_s12b16.py 8192 > "$OUT/log_host.txt" 2>&1; echo "rc=$?"; cat "$OUT/log_host.txt" | grep -E "^T="
+echo "=== forward table 8192 $(date -u +%T)"
+timeout 25 python3 benchmarks/bench_gpu_gated_delta.py --out "$OUT" --T 8192 --api-max-T 8192 --fla-dtypes bf16 > "$OUT/log_table.txt" 2>&1
+echo "rc=$?"; grep -E "^\| |ours|fla" "$OUT/log_table.txt" | tail -8
+echo "=== timeline 8192 $(date -u +%T)"
+OUT=$OUT timeout 15 python3 benchmarks/device/gd_timeline.py 8192 > "$OUT/log_timeline.txt" 2>&1
+echo "rc=$?"; grep -E "^====|GPU:|first launch" "$OUT/log_timeline.txt" | cut -c1-300
+echo "=== done $(date -u +%T)"
