@@ -13,9 +13,23 @@ timeout 110 $PT tests/test_cupy_gated_delta.py -k "torch_direct or torch_no_grad
     > "$OUT/log_tests_fwd.txt" 2>&1 &
 timeout 110 $PT tests/test_nonfinite.py -k "gated and torch_cuda" > "$OUT/log_tests_nonfinite.txt" 2>&1 &
 timeout 110 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/gd_small.py > "$OUT/log_memcheck.txt" 2>&1 &
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+if [ -n "$NCU" ]; then  # gd_forms' stall reasons (per issued instruction): barrier vs shared memory vs latency
+  M=smsp__average_warps_issue_stalled
+  MET=$(for r in barrier long_scoreboard short_scoreboard mio_throttle math_pipe_throttle wait not_selected lg_throttle \
+        no_instruction dispatch_stall branch_resolving membar drain imc_miss tex_throttle selected sleeping misc; do
+        printf "%s_%s_per_issue_active.ratio," $M $r; done)
+  ( timeout 60 "$NCU" --kernel-name gd_forms --launch-skip 1 --launch-count 1 --section SpeedOfLight --section WarpStateStats \
+      --metrics "${MET%,},smsp__inst_executed.sum,smsp__cycles_active.avg,sm__warps_active.avg.pct_of_peak_sustained_active" \
+      python3 benchmarks/device/gd_one_call.py > "$OUT/log_ncu.txt" 2>&1
+    if grep -q "==ERROR==" "$OUT/log_ncu.txt"; then  # a metric name unknown to this ncu: the section's own details
+      timeout 45 "$NCU" --kernel-name gd_forms --launch-skip 1 --launch-count 1 --section WarpStateStats --print-details all \
+          python3 benchmarks/device/gd_one_call.py > "$OUT/log_ncu2.txt" 2>&1; fi ) &
+fi
 wait
 for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|Error" "$f" | head -6; tail -1 "$f"; done
 echo "-- memcheck"; grep -E "ERROR SUMMARY|sanitize ok|direct|Error" "$OUT/log_memcheck.txt" | tail -6
+echo "-- ncu"; grep -E "stalled|inst_executed|cycles_active|warps_active|Duration|Warp Cycles Per Issued|==ERROR" "$OUT"/log_ncu*.txt | head -30
 # TIMINGS
 echo "=== host path A/B 8192 $(date -u +%T)"
 timeout 20 python3 benchmarks/device/gd_host_s12b16.py 8192 > "$OUT/log_host.txt" 2>&1; echo "rc=$?"; cat "$OUT/log_host.txt" | grep -E "^T="
