@@ -29,7 +29,7 @@ fi
 wait
 for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|Error" "$f" | head -6; tail -1 "$f"; done
 echo "-- memcheck"; grep -E "ERROR SUMMARY|sanitize ok|direct|Error" "$OUT/log_memcheck.txt" | tail -6
-echo "-- ncu"; grep -E "stalled|inst_executed|cycles_active|warps_active|Duration|Warp Cycles Per Issued|==ERROR" "$OUT"/log_ncu*.txt | head -30
+echo "-- ncu"; grep -iE "stall|inst_executed|cycles_active|warps_active|Duration|Warp Cycles Per Issued|==ERROR" "$OUT"/log_ncu*.txt | head -30
 # TIMINGS
 echo "=== host path A/B 8192 $(date -u +%T)"
 timeout 20 python3 benchmarks/device/gd_host_s12b16.py 8192 > "$OUT/log_host.txt" 2>&1; echo "rc=$?"; cat "$OUT/log_host.txt" | grep -E "^T="
