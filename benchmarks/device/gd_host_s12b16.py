@@ -3,8 +3,8 @@ tensors without state, B=2, H=16, d=64, bf16 and fp32, the direct path (``gated_
 launched on the tensors' pointers, cached plan, one scratch allocation) against the CuPy views (``TORCH_DIRECT``
 off), alternated in one run, no timers inside the library.
 
-Per dtype and path: ``latency`` = median CUDA-event time of one call from an idle GPU (the forward table's
-measure); ``pipelined`` = 20 calls back to back / 20 (the GPU's time per call when the host keeps up);
+Per dtype and path: ``latency`` = median CUDA-event time of one call (``bench_gpu.cuda_time``: the forward table's
+measure, each call after the previous one's end); ``pipelined`` = 20 calls back to back / 20 (the GPU's time per call when the host keeps up);
 ``host`` = median wall time of one call from an idle GPU (its one wait for gd_forms included); ``to_forms`` =
 the host's time from the call to gd_forms' launch (the launch wrapped by a perf_counter stamp, us; the only
 instrumentation: the kernel object's call). latency - pipelined ~ the GPU's idle time before gd_forms.
@@ -21,6 +21,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 import lsattn  # noqa: E402
+from bench_gpu import cuda_time  # noqa: E402
 from bench_gpu_gated_delta import inputs  # noqa: E402
 from lsattn.backends.cupy import _compile, gated_delta  # noqa: E402
 
@@ -51,19 +52,6 @@ def stamp_forms():
 
     gated_delta._launch = launch  # the direct path's plan
     _compile._launch = launch  # CupyOps._tk
-
-
-def latency(f, reps=15):
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        a.record()
-        f()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
 
 
 def host(f, reps=15):
@@ -108,7 +96,7 @@ def main():
                 gated_delta.TORCH_DIRECT = direct
                 for _ in range(3):
                     f()
-                rows[direct].append((latency(f), pipelined(f), *host(f)))
+                rows[direct].append((cuda_time(f, warmup=0, reps=15), pipelined(f), *host(f)))
         for direct in (True, False):
             r = rows[direct]
             print(f"T={T} {name} {'direct' if direct else 'views '}: latency " + " / ".join(f"{x[0]:.3f}" for x in r)
