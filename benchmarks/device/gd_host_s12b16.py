@@ -5,12 +5,13 @@ off), alternated in one run, no timers inside the library.
 
 Per dtype and path: ``latency`` = median CUDA-event time of one call (``bench_gpu.cuda_time``: the forward table's
 measure, each call after the previous one's end); ``pipelined`` = 20 calls back to back / 20 (the GPU's time per call when the host keeps up);
-``host`` = median wall time of one call from an idle GPU (its one wait for gd_forms included); ``to_forms`` =
-the host's time from the call to gd_forms' launch (the launch wrapped by a perf_counter stamp, us; the only
-instrumentation: the kernel object's call). latency - pipelined ~ the GPU's idle time before gd_forms.
+``host`` = median wall time of one call from an idle GPU (its one wait for gd_forms included); ``to_backend`` /
+``to_forms`` = the host's time from the call to the backend's ``forward`` / to gd_forms' launch (perf_counter
+stamps, us; the only instrumentation: the backend's entry and the kernel object's call). latency - pipelined ~ the GPU's idle time before gd_forms.
 
     python benchmarks/device/gd_host_s12b16.py [T]
 """
+import functools
 import os
 import statistics
 import sys
@@ -25,7 +26,7 @@ from bench_gpu import cuda_time  # noqa: E402
 from bench_gpu_gated_delta import inputs  # noqa: E402
 from lsattn.backends.cupy import _compile, gated_delta  # noqa: E402
 
-STAMP = []
+STAMP = []  # host times: the backend's entry ("backend"), gd_forms' launch ("forms")
 
 
 class Stamped:
@@ -35,7 +36,7 @@ class Stamped:
         self.fn = fn
 
     def __call__(self, *a, **kw):
-        STAMP.append(time.perf_counter())
+        STAMP.append(("forms", time.perf_counter()))
         return self.fn(*a, **kw)
 
     def __getattr__(self, name):
@@ -52,20 +53,30 @@ def stamp_forms():
 
     gated_delta._launch = launch  # the direct path's plan
     _compile._launch = launch  # CupyOps._tk
+    forward = gated_delta.forward  # the backend's entry (before the registry imports it: it keeps what it found)
+
+    @functools.wraps(forward)
+    def entry(*a, **kw):
+        STAMP.append(("backend", time.perf_counter()))
+        return forward(*a, **kw)
+
+    gated_delta.forward = entry
 
 
 def host(f, reps=15):
-    walls, firsts = [], []
+    """Median wall ms of one call from an idle GPU, and the median us from its start to the backend's entry and to
+    gd_forms' launch."""
+    walls, stamps = [], {"backend": [], "forms": []}
     for _ in range(reps):
         torch.cuda.synchronize()
         STAMP.clear()
         t = time.perf_counter()
         f()
         walls.append((time.perf_counter() - t) * 1e3)
-        if STAMP:
-            firsts.append((STAMP[0] - t) * 1e6)
+        for name, at in STAMP:
+            stamps[name].append((at - t) * 1e6)
     torch.cuda.synchronize()
-    return statistics.median(walls), (statistics.median(firsts) if firsts else float("nan"))
+    return (statistics.median(walls), *(statistics.median(v) if v else float("nan") for v in stamps.values()))
 
 
 def pipelined(f, reps=20):
@@ -101,7 +112,8 @@ def main():
             r = rows[direct]
             print(f"T={T} {name} {'direct' if direct else 'views '}: latency " + " / ".join(f"{x[0]:.3f}" for x in r)
                   + " ms, pipelined " + " / ".join(f"{x[1]:.3f}" for x in r) + " ms, host " + " / ".join(
-                      f"{x[2]:.3f}" for x in r) + " ms, to_forms " + " / ".join(f"{x[3]:.0f}" for x in r) + " us",
+                      f"{x[2]:.3f}" for x in r) + " ms, to_backend " + " / ".join(f"{x[3]:.0f}" for x in r) + " us, to_forms " + " / ".join(
+                      f"{x[4]:.0f}" for x in r) + " us",
                   flush=True)
     gated_delta.TORCH_DIRECT = True
 
