@@ -14,8 +14,6 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 - fp32_chk:  fp32 with the finiteness flag (``bad``: the prologue's check done by the kernel)
 - bf16in_chk_lamw: bf16in with the flag and the float32 copy of the level weights for gd_scan (the
              dispatched bf16 path since s11b16)
-- fp32_seq, bf16in_chk_lamw_seq: each tile's 3xTF32 mma back to back (GF_ILV 0: the order before s12b16, which
-             interleaves the warp's 4 tiles so that a mma does not wait for its own tile's previous one)
 - bf16in_split, bf16in_chk_lamw_split: the same with every B operand of the 3xTF32 products split (GF_BEXACT 0:
              the kernel before s12b16, which skips the split of K and V, exact tf32 values for 16-bit inputs)
 
@@ -50,8 +48,6 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in": ("float", True, []),
     "bf16in_ffma": ("float", True, [("#define GF_TF32 1", "#define GF_TF32 0")]),
     "bf16in_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
-    "fp32_seq": ("float", False, [("#define GF_ILV 1", "#define GF_ILV 0")]),
-    "bf16in_chk_lamw_seq": ("float", True, [("#define GF_ILV 1", "#define GF_ILV 0")]),
 }
 if len(sys.argv) > 2:
     VARIANTS = {k: VARIANTS[k] for k in ["fp64"] + [x for x in sys.argv[2].split(",") if x != "fp64"]}

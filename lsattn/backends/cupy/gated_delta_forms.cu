@@ -219,10 +219,6 @@ __device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx
 #define TI_F16 0
 #endif
 constexpr bool GF_BX = GF_BEXACT && (TI_BF16 || TI_F16);
-// GF_ILV 0: each tile's mma back to back (the order before s12b16, a timing build)
-#ifndef GF_ILV
-#define GF_ILV 1
-#endif
 template <bool BX = false, typename LA, typename LB, typename S>
 __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store) {
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
@@ -236,29 +232,6 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
         unsigned ah[4], al[4];
 #pragma unroll
         for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
-        if constexpr (GF_ILV) {
-            // the 4 tiles' mma interleaved: asm volatile keeps the source order, so each mma waits for the one 4
-            // before it (another tile's) instead of its own tile's previous one; each tile's sum in the same order
-            unsigned bh[4][2], bl[4][2];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                if constexpr (BX) {
-                    bh[i][0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
-                    bh[i][1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
-                } else {
-                    tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[i][0], bl[i][0]);
-                    tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[i][1], bl[i][1]);
-                }
-            }
-#pragma unroll
-            for (int i = 0; i < 4; ++i) mma_tf32(c[i], al, bh[i][0], bh[i][1]);
-            if constexpr (!BX) {
-#pragma unroll
-                for (int i = 0; i < 4; ++i) mma_tf32(c[i], ah, bl[i][0], bl[i][1]);
-            }
-#pragma unroll
-            for (int i = 0; i < 4; ++i) mma_tf32(c[i], ah, bh[i][0], bh[i][1]);
-        } else {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             unsigned bh[2], bl[2];
@@ -272,7 +245,6 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
             mma_tf32(c[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
             if constexpr (!BX) mma_tf32(c[i], ah, bl[0], bl[1]);
             mma_tf32(c[i], ah, bh[0], bh[1]);
-        }
         }
     }
 #pragma unroll
