@@ -481,6 +481,88 @@ def test_kernel_check_protocol(flag, special):
     assert_close(got[ok].numpy(), want[ok].numpy(), F64)
 
 
+class _EmuKernel:
+    """A kernel of ``_compile._launch`` as the CPU emulation (``Emulated``'s library): launched like a CuPy
+    RawKernel with the direct path's arguments (raw pointers as ints, NumPy scalars)."""
+
+    def __init__(self, lib, name):
+        self.lib, self.name = lib, name
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        ptr = lambda x: ctypes.c_void_p(int(x) or None)  # noqa: E731
+        if self.name == "gd_forms":  # 14 pointers, then T, DK, DV, L, p, F, n; grid (n, BH)
+            T, DK, DV, L, p, F, n = (int(x) for x in args[14:])
+            self.lib.run_forms(*map(ptr, args[:14]), *map(ctypes.c_int, (T, DK, DV, L)), ctypes.c_longlong(p),
+                               ctypes.c_longlong(F), ctypes.c_int(n), ctypes.c_int(grid[1]), ctypes.c_uint(shared_mem))
+        else:  # 9 pointers, then T, DK, DV, L, p, F, n, n_old, NLC, merge_last, keep, BH, G; a 1-D grid
+            T, DK, DV, L, p, F, *rest = (int(x) for x in args[9:])
+            self.lib.run(*map(ptr, args[:9]), *map(ctypes.c_int, (T, DK, DV, L)), ctypes.c_longlong(p),
+                         ctypes.c_longlong(F), *map(ctypes.c_int, rest), ctypes.c_uint(grid[0]), ctypes.c_uint(shared_mem))
+
+
+@pytest.mark.parametrize("dtype, batch, T, dk, dv, C", [("float32", (2, 1), 150, 20, 17, 32), ("float64", (3,), 64, 5, 3, 16),
+                                                         ("bfloat16", (2,), 97, 64, 20, 64), ("float32", (1,), 1, 64, 64, 64)])
+def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, dv, C):
+    """The direct path of torch tensors without state (``gated_delta._torch_call``: the cached plan, one scratch
+    allocation, the kernels launched on raw pointers) on CPU torch tensors, its launches run by the CPU emulation
+    (CuPy, the CUDA stream and device stood in for): output against the reference (T not a multiple of the chunk:
+    the padding rows trimmed; bfloat16 inputs: a float32 output of the rounded inputs), the plan reused by a
+    second call; the finiteness flag: clear for finite inputs (a hard reset included), set by one NaN; strided
+    inputs and misaligned bfloat16 rows are left to the general path (None)."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+    import sys
+    import types
+
+    from lsattn.backends.cupy import _compile
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: -1)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)  # CPU tensors: device -1
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda dev: 0, raising=False)
+    monkeypatch.setattr(cgd, "_external_stream", lambda ptr, dev: contextlib.nullcontext())
+    monkeypatch.setattr(cgd, "_launch", lambda op, dev, cfg, name: (_EmuKernel(emulated._lib(cfg), name), (256,),
+                                                                       cfg.smem(name)))
+    monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+    assert _compile.GD_BW == emulated.bw and _compile.GD_G == emulated.g
+    arrays = make(5, batch, T, dk, dv, resets=True)
+    tdt = getattr(torch, dtype)
+    xs = [torch.as_tensor(x).to(tdt) for x in arrays]
+    want = ref.loglinear_gated_delta(*[x.double().numpy() for x in xs])
+
+    class Check:  # KernelCheck's protocol: a zeroed int32 the kernel sets, launched() after gd_forms
+        def __init__(self):
+            self.flag, self.calls = np.zeros(1, np.int32), []
+
+        def pointer(self):
+            self.calls.append("pointer")
+            return self.flag.ctypes.data
+
+        def launched(self):
+            self.calls.append("launched")
+
+    check = Check()
+    out = cgd._torch_call(*xs, C, check)
+    assert out.dtype == (torch.float32 if dtype == "bfloat16" else tdt) and out.shape == batch + (T, dv)
+    assert out.is_contiguous() and check.calls == ["pointer", "launched"] and check.flag[0] == 0
+    tol = F64 if dtype == "float64" else F32
+    assert_close(out.double().numpy(), want, tol, what=f"{dtype} T={T} C={C}")
+    again = cgd._torch_call(*xs, C, None)
+    assert len(cgd._TORCH_PLANS) == 1
+    np.testing.assert_array_equal(again.numpy() if dtype != "bfloat16" else again.float().numpy(), out.numpy())
+    bad = [x.clone() for x in xs]
+    bad[2].view(-1)[-1] = float("nan")  # the last token's last value feature
+    check = Check()
+    cgd._torch_call(*bad, C, check)
+    assert check.flag[0] == 1
+    strided = [x.clone() for x in xs]
+    strided[0] = torch.cat([xs[0], xs[0]], dim=-1)[..., ::2]
+    assert not strided[0].is_contiguous() and cgd._torch_call(*strided, C, None) is None
+    if dtype == "bfloat16":
+        buf = torch.zeros(xs[1].numel() + 2, dtype=tdt)
+        buf[2:] = xs[1].reshape(-1)
+        assert cgd._torch_call(xs[0], buf[2:].view(xs[1].shape), *xs[2:], C, None) is None
+
+
 def test_registered_on_cupy():
     import lsattn.backends.cupy as cb
 
@@ -653,3 +735,44 @@ def test_gpu_half_inputs_read_as_they_are(dtype):
         out = lsattn.loglinear_gated_delta(*[cupy.asarray(x, dtype=cupy.float16) for x in full])
         assert out.dtype == cupy.float16
         assert_close(cupy.asnumpy(out).astype(np.float64), ref.loglinear_gated_delta(*full), F16, what="cupy float16")
+
+
+@pytest.mark.gpu
+@given(batch=batch_shapes, T=st.one_of(seq_lens, st.integers(60, 300)), dk=st.sampled_from([5, 64, 128]),
+       dv=st.sampled_from([1, 7, 64, 130]), C=st.sampled_from([16, 64]), decay=st.sampled_from(list(DECAYS)),
+       resets=st.booleans(), dtype=st.sampled_from(["float32", "float64", "bfloat16", "float16"]),
+       layout=st.sampled_from(["contiguous", "strided", "misaligned"]), seed=seeds)
+@settings(max_examples=16, deadline=None)
+def test_gpu_torch_direct_path(batch, T, dk, dv, C, decay, resets, dtype, layout, seed):
+    """CUDA torch tensors without state (``gated_delta._torch_call``: launched on the tensors' pointers from a
+    cached plan): against the reference at the dtype's bound and against the CuPy views' path (``TORCH_DIRECT``
+    off) at the same bound; strided inputs and bfloat16 rows off 16 bytes take the general path (same results);
+    the same shapes again reuse the plan."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    if T == 0:
+        T = 1
+    arrays = make(seed, batch, T, dk, dv, decay=decay, resets=resets)
+    tdt = getattr(torch, dtype)
+    dev = [torch.as_tensor(x, device="cuda").to(tdt) for x in arrays]
+    if layout == "strided":  # q not contiguous: its last axis every other element of a wider tensor
+        wide = torch.zeros(dev[0].shape[:-1] + (2 * dk,), dtype=tdt, device="cuda")
+        wide[..., ::2] = dev[0]
+        dev[0] = wide[..., ::2]
+    elif layout == "misaligned":  # k's rows start 2 elements into a buffer
+        buf = torch.zeros(dev[1].numel() + 2, dtype=tdt, device="cuda")
+        buf[2:] = dev[1].reshape(-1)
+        dev[1] = buf[2:].view(dev[1].shape)
+    want = ref.loglinear_gated_delta(*[t.double().cpu().numpy() for t in dev])
+    tol = {"float64": F64, "float32": F32, "bfloat16": BF16, "float16": F16}[dtype]
+    outs = []
+    for direct in (True, True, False):  # twice: a plan built, then reused
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(cgd, "TORCH_DIRECT", direct)
+            out = lsattn.loglinear_gated_delta(*dev, chunk_size=C)
+        assert isinstance(out, torch.Tensor) and out.dtype == tdt and out.shape == batch + (T, dv) and out.is_contiguous()
+        outs.append(out.double().cpu().numpy())
+    what = f"T={T} C={C} dk={dk} dv={dv} {dtype} {layout}"
+    assert_close(outs[0], want, tol, what=what)
+    assert_close(outs[1], outs[0], tol, what="plan reused " + what)
+    assert_close(outs[0], outs[2], tol, what="direct vs views " + what)

@@ -14,11 +14,13 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 - fp32_chk:  fp32 with the finiteness flag (``bad``: the prologue's check done by the kernel)
 - bf16in_chk_lamw: bf16in with the flag and the float32 copy of the level weights for gd_scan (the
              dispatched bf16 path since s11b16)
+- bf16in_split, bf16in_chk_lamw_split: the same with every B operand of the 3xTF32 products split (GF_BEXACT 0:
+             the kernel before s12b16, which skips the split of K and V, exact tf32 values for 16-bit inputs)
 
 The inputs are bf16-representable values (so every variant reads the same numbers). Each line: ms per
 launch (20 launches between two events) and max |x - fp64| / max |fp64| of qeff, eGK, phi, H, g, intra.
 
-    python benchmarks/device/gd_forms_variants.py [T[,T...]]
+    python benchmarks/device/gd_forms_variants.py [T[,T...]] [variant,variant...]   (default: all; fp64 first for the errors)
 """
 import os
 import sys
@@ -36,6 +38,7 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "fp64": ("double", False, []),
     "fp32_chk": ("float", False, []),
     "bf16in_chk_lamw": ("float", True, []),
+    "bf16in_chk_lamw_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
 
     "fp32": ("float", False, []),
     "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),
@@ -44,7 +47,10 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_narrow": ("float", True, [("#define GF_WIDE 1", "#define GF_WIDE 0")]),
     "bf16in": ("float", True, []),
     "bf16in_ffma": ("float", True, [("#define GF_TF32 1", "#define GF_TF32 0")]),
+    "bf16in_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
 }
+if len(sys.argv) > 2:
+    VARIANTS = {k: VARIANTS[k] for k in ["fp64"] + [x for x in sys.argv[2].split(",") if x != "fp64"]}
 
 
 def build(ta, bf16, subs, cfg):

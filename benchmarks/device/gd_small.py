@@ -37,4 +37,9 @@ if torch is not None:
     o = lsattn.loglinear_gated_delta(*[t.to(torch.bfloat16) for t in x])
     torch.cuda.synchronize()
     print("bfloat16", T, float(o.abs().max()))
+    # the direct path of torch tensors without state (gated_delta._torch_call): T not a multiple of the chunk, f32 / f16 / f64
+    for dt, C in ((torch.float32, 64), (torch.float16, 64), (torch.float64, 16)):
+        o = lsattn.loglinear_gated_delta(*[t.to(dt) for t in x], chunk_size=C)
+        torch.cuda.synchronize()
+        print("direct", dt, T, float(o.abs().max()))
 print("sanitize ok")

@@ -51,7 +51,7 @@ def span(name, fn):
 for mod, names in ((_prologue, ("namespace", "_shapes", "check_levels", "checks", "prepare", "undefined_rows",
                                 "where_undefined", "canonical_shifts", "_broadcast_inputs")),
                    (gated_delta, ("compute", "forms", "inputs", "widen", "assemble_levels", "from_chunks",
-                                  "_tracks_grad")),
+                                  "_tracks_grad", "_torch_call")),
                    (_prologue.backends, ("resolve",))):
     for n in names:
         setattr(mod, n, span(n, getattr(mod, n)))

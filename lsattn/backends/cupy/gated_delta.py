@@ -28,9 +28,9 @@ from ..._chunktree import chunk_layout, from_chunks, to_chunks
 from ...gated_delta import assemble_levels
 from ...loglinear import _ns
 from ...state import State
-from ._arrays import inputs, on_gpu, ta_name, widen
+from ._arrays import _external_stream, _half, array_kind, check_grid, inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
-from ._compile import GD_G, make_config
+from ._compile import GD_BW, GD_G, _launch, make_config
 
 __all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops"]
 
@@ -119,7 +119,8 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="",
         lam3 = lamw
     merge_last = (p + T) % C == 0
     NLC = chunk_slots(F, n, merge_last)
-    lev = xp.zeros((BH, NLC, DK, DV), dtype=dt)
+    # gd_scan reads no slot of lev (zeros in) and writes none without the returned state: no memset then
+    lev = (xp.zeros if want_state else xp.empty)((BH, NLC, DK, DV), dtype=dt)
     n_old = 0 if old is None else old.shape[-3]
     # no incoming slot: gd_scan reads none (any array of the compute type stands in; no allocation, no memset)
     oldc = lev if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
@@ -187,6 +188,10 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
 
         old = None if (state is None or p == 0) else state.tensors["levels"]
         return differentiable(*args, chunk_size, p, old), None
+    if TORCH_DIRECT and T > 0 and state is None and not return_state and array_kind(q) == "torch":
+        out = _torch_call(q, k, v, log_decay, beta, level_weights, chunk_size, check)
+        if out is not None:
+            return out, None
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         args, half = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))
@@ -204,6 +209,104 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
             return out, None
         levels = back(levels, "")
         return out, State(OP, p + T, batch, d_k, d_v, levels.dtype, {"levels": levels})
+
+
+# ---- CUDA torch tensors without state: the host path before gd_forms kept short (issue 16, session 12) ----
+
+
+class _Plan:
+    """What a call of ``_torch_call`` needs that depends only on its shapes, dtype, device and chunk:
+    the kernels (CuPy ``RawKernel``), grids, shared bytes, their scalar arguments as the kernels take
+    them, and the scratch's byte layout (qe, ek, ph, H, g, the float32 level weights of 16-bit inputs)."""
+
+    def __init__(self, q, v, lam, chunk_size, dev):
+        import torch
+
+        batch, (T, DK), DV, L = tuple(q.shape[:-2]), q.shape[-2:], v.shape[-1], lam.shape[-1]
+        BH = math.prod(batch)
+        check_grid(BH)
+        self.half = _half(q)
+        self.dtype = torch.float32 if self.half else q.dtype  # the compute type
+        cfg = _config("double" if self.dtype == torch.float64 else "float", DK, chunk_size, self.half)
+        C = cfg.CH
+        lay = chunk_layout(0, T, C)
+        F, n = lay.first_chunk, lay.n_chunks
+        merge_last = T % C == 0
+        NLC = chunk_slots(F, n, merge_last)
+        sizes = [BH * n * C * DK, BH * n * C * DK, BH * n * DK * C, BH * n * DK * DV, BH * n]
+        sizes += [BH * T * L] if self.half else []
+        self.offsets, at = [], 0
+        for size in sizes:  # each part 256-byte aligned (gd_scan's 16-byte asynchronous copies)
+            self.offsets.append(at)
+            at += -(-size * cfg.itemsize // 256) * 256
+        self.nbytes = at
+        self.out_shape, self.view = (BH, n * C, DV), batch + (T, DV)
+        self.trim = T if T % C else None  # the chunk layout's padding rows (p = 0: at the end only)
+        i32, i64 = np.int32, np.int64
+        self.forms, self.forms_block, self.forms_smem = _launch("gated_delta", dev, cfg, "gd_forms")
+        self.forms_grid = (n, BH)
+        # gated_delta_forms.cu's trailing scalars: T, DK, DV, L, p, F, n
+        self.forms_tail = (i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n))
+        self.scan, self.scan_block, self.scan_smem = _launch("gated_delta", dev, cfg, "gd_scan")
+        G = scan_group(n)
+        self.scan_grid = (scan_blocks(F, n, 0, NLC, G) * BH * -(-DV // GD_BW),)
+        # gated_delta.cu's: T, DK, DV, L, p, F, n, n_old, NLC, merge_last, keep, BH, G (keep 0: lev and oldc
+        # are neither read nor written, n_old 0: no incoming chain; null pointers stand for them)
+        self.scan_tail = (i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n), i32(0), i32(NLC),
+                          i32(int(merge_last)), i32(0), i32(BH), i32(G))
+
+
+#: CUDA torch tensors without state take ``_torch_call`` (False: the CuPy views, as every other call; for A/B timing)
+TORCH_DIRECT = True
+_TORCH_PLANS = {}
+_TORCH_PLANS_MAX = 64
+
+
+def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
+    """``forward`` of CUDA torch tensors without state or returned state: the kernels launched on the
+    tensors' pointers on torch's current stream (no CuPy views, no DLPack), gd_forms' outputs in one torch
+    allocation, everything that depends only on the shapes, dtype and device cached (``_Plan``).
+
+    q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): one dtype, ``T >= 1``.
+    Returns out (..., T, d_v) in the compute type (float32 for 16-bit inputs), or None where the general
+    path is needed: an input not contiguous, a misaligned bfloat16 one (``inputs``' rule), a device other
+    than the current one."""
+    import cupy
+    import torch
+
+    xs = (q, k, v, a, beta, lam)
+    dev = q.get_device()
+    if dev != cupy.cuda.runtime.getDevice():  # the kernels are launched in the current device's context
+        return None
+    key = (q.shape, v.shape[-1], lam.shape[-1], q.dtype, dev, chunk_size)
+    plan = _TORCH_PLANS.get(key)
+    if plan is None:
+        if len(_TORCH_PLANS) >= _TORCH_PLANS_MAX:
+            _TORCH_PLANS.clear()
+        plan = _TORCH_PLANS[key] = _Plan(q, v, lam, chunk_size, dev)
+    if not all(x.is_contiguous() for x in xs):
+        return None
+    ptrs = [x.data_ptr() for x in xs]
+    if plan.half == "bf16" and any(p % 16 for p in ptrs):
+        return None
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    stream = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
+    scratch = torch.empty(plan.nbytes, dtype=torch.uint8, device=q.device)
+    out = torch.empty(plan.out_shape, dtype=plan.dtype, device=q.device)
+    base, optr = scratch.data_ptr(), out.data_ptr()
+    qe, ek, ph, H, g, *lamw = (base + o for o in plan.offsets)
+    lamw = lamw[0] if lamw else 0
+    bad = 0 if check is None else check.pointer()
+    with _external_stream(stream, dev):  # CuPy's current stream: the launches' and the check's event
+        plan.forms(plan.forms_grid, plan.forms_block, (*ptrs, qe, ek, ph, H, g, optr, lamw, bad, *plan.forms_tail),
+                   shared_mem=plan.forms_smem)
+        if check is not None:
+            check.launched()
+        plan.scan(plan.scan_grid, plan.scan_block, (qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0, *plan.scan_tail),
+                  shared_mem=plan.scan_smem)
+    if plan.trim is None:
+        return out.view(plan.view)
+    return out[:, :plan.trim].contiguous().view(plan.view)  # compact: a copy without the last chunk's padding rows
 
 
 #: the prologue passes ``check=`` (a ``KernelCheck``) instead of reading the inputs' extrema itself

@@ -209,7 +209,17 @@ __device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx
 // GF_TF: the warp's 16 x 32 tile (rows m0 .., columns n0 .., as 4 tiles of 16 x 8) of a 64 x 64
 // product over reduction indices [lo, hi) (multiples of 8), operand elements la(row, k), lb(k, column),
 // stored through store(row, column, value) (every element of the tile, zeros included).
-template <typename LA, typename LB, typename S>
+// BX: every B element is exactly a tf32 value (16-bit inputs: K, V widened from bfloat16 / float16, whose
+// mantissas fit tf32's 10 bits): its low half is zero, so B is not split and A_hi B_lo is not issued (the same
+// sums: the dropped terms are exact zeros), 2 mma per tile and k-step instead of 3
+#ifndef GF_BEXACT
+#define GF_BEXACT 1
+#endif
+#ifndef TI_F16  // (common.cu's default; the CPU emulation defines TI_BF16 only)
+#define TI_F16 0
+#endif
+constexpr bool GF_BX = GF_BEXACT && (TI_BF16 || TI_F16);
+template <bool BX = false, typename LA, typename LB, typename S>
 __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store) {
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     float c[4][4];
@@ -225,10 +235,15 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             unsigned bh[2], bl[2];
-            tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
-            tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
+            if constexpr (BX) {  // exact tf32 values: the bits as they are
+                bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
+                bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
+            } else {
+                tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
+                tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
+            }
             mma_tf32(c[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
-            mma_tf32(c[i], ah, bl[0], bl[1]);
+            if constexpr (!BX) mma_tf32(c[i], ah, bl[0], bl[1]);
             mma_tf32(c[i], ah, bh[0], bh[1]);
         }
     }
@@ -423,8 +438,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     if constexpr (GF_TF) {  // float32: K K^T and Q K^T unscaled, 3xTF32, the warps' tiles on or below the diagonal
         if (n0 <= m0) {
             const auto kT = [&](int f, int c) { return R1[gf_el(c, f)]; };  // (K^T)[f][c]
-            gf_tc(m0, n0, 0, DKP, [&](int r, int f) { return R1[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R2[r * GF_LD + c] = x; });
-            gf_tc(m0, n0, 0, DKP, [&](int r, int f) { return R0[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R3[c * GF_LD + r] = x; });
+            gf_tc<GF_BX>(m0, n0, 0, DKP, [&](int r, int f) { return R1[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R2[r * GF_LD + c] = x; });
+            gf_tc<GF_BX>(m0, n0, 0, DKP, [&](int r, int f) { return R0[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R3[c * GF_LD + r] = x; });
         }
     }
 #endif
@@ -537,15 +552,16 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         __syncthreads();
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
         ta* qej = qe + cj * CH * DK;
-        gf_tc(m0, n0, 0, m0 + 16, [&](int t, int r) { return R0[r * GF_LD + t] * eG[r]; },
+        gf_tc<GF_BX>(m0, n0, 0, m0 + 16, [&](int t, int r) { return R0[r * GF_LD + t] * eG[r]; },
               [&](int r, int f) { return R1[gf_el(r, f)]; }, [&](int t, int f, ta x) {
                   const i64 g = g0 + t;
                   if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
               });
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
-        gf_tc(m0, n0, m0, CH, [&](int s, int r) { return R2[r * GF_LD + s]; },
-              [&](int r, int f) { return eZ[r] * R1[gf_el(r, f)]; }, [&](int s, int f, ta x) {
+        // (16-bit inputs: the suffix decay e^Z on X's side, K exact on B's; else on K's side, as before)
+        gf_tc<GF_BX>(m0, n0, m0, CH, [&](int s, int r) { return GF_BX ? R2[r * GF_LD + s] * eZ[r] : R2[r * GF_LD + s]; },
+              [&](int r, int f) { return GF_BX ? R1[gf_el(r, f)] : eZ[r] * R1[gf_el(r, f)]; }, [&](int s, int f, ta x) {
                   x *= bb[s];
                   R3[s * GF_LK + f] = x;
                   if (f < DK) ph[(cj * DK + f) * CH + s] = x;
@@ -630,8 +646,8 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) { return R1[s * GF_LV + c]; };
-            gf_tc(m0, n0, 0, CH, [&](int f, int s) { return R3[s * GF_LK + f]; }, vel, hstore);
-            gf_tc(m0, n0, 0, m0 + 16, [&](int t, int s) { return R0[s * GF_LD + t]; }, vel, ostore);
+            gf_tc<GF_BX>(m0, n0, 0, CH, [&](int f, int s) { return R3[s * GF_LK + f]; }, vel, hstore);  // B = V
+            gf_tc<GF_BX>(m0, n0, 0, m0 + 16, [&](int t, int s) { return R0[s * GF_LD + t]; }, vel, ostore);
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);
