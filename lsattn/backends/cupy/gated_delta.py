@@ -13,7 +13,7 @@ once); both kernels' products run on tensor cores in float32 (3xTF32; ``gd_forms
 FFMA in float64. ``gd_forms`` also answers the prologue's finiteness check (``KernelCheck``: it reads
 every input entry). Under torch autograd 16-bit inputs are widened to float32.
 CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels;
-backward: ``forms_backward`` in torch operations and ``gd_scan_bwd``); torch tensors without grad
+backward: ``gd_forms_bwd`` and ``gd_scan_bwd``); torch tensors without grad
 take the kernels here.
 """
 from __future__ import annotations
