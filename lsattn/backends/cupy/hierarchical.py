@@ -50,22 +50,25 @@ def config(ta, DK, DV, chunk_size=None, half=""):
     return cfg
 
 
-def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None):
+def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None, wide=False):
     """Log outputs of one call of ``T >= 1`` tokens at offset ``p``.
 
     q, k (..., T, d_k), lv (..., T, d_v), lam (..., T, L), a (..., T) or None: arrays of ``ops.xp``
     of one dtype (``half``: their 16-bit kind); old: the incoming state's ``(m, n, S, z)``
     (``(..., n_old, d_k)``, ``(..., n_old, d_v)``, ``(..., n_old, d_k, d_v)``, ``(..., n_old, d_k)``,
     compute dtype) or None; ltot: None, or (..., T) compute dtype, C-contiguous, given the rows' log
-    den (the partials of packed streams). Returns log y (..., T, d_v) in the inputs' dtype.
+    den (the partials of packed streams). Returns log y (..., T, d_v) in the inputs' dtype, or with
+    ``wide`` in float32 (16-bit inputs under autograd: the backward needs log y to float32 accuracy).
     """
     xp = ops.xp
     cfg = config(ta_name(xp, xp.float32 if half else q.dtype), q.shape[-1], lv.shape[-1],
                  chunk_size or default_chunk(q.shape[-2]), half)
     w = slots(ops, cfg, q, k, lv, lam, a, p, old)
-    out = xp.empty((w.BH, w.T, w.DV), dtype=q.dtype)
+    wide = bool(wide and half)
+    out = xp.empty((w.BH, w.T, w.DV), dtype=xp.float32 if wide else q.dtype)
     ops.hi_read(cfg, w.q3, w.lam3, w.a2, w.lden, w.lnum, w.msnap, w.wz, w.wn, w.wS, out, w.T, w.DK, w.DV, w.L, p, w.F,
-                w.n, w.n_old, w.NLC, w.alo, w.BH, ltot=None if ltot is None else xp.reshape(ltot, (w.BH, w.T)))
+                w.n, w.n_old, w.NLC, w.alo, w.BH, ltot=None if ltot is None else xp.reshape(ltot, (w.BH, w.T)),
+                wide=wide)
     return xp.reshape(out, w.batch + (w.T, w.DV))
 
 

@@ -13,9 +13,10 @@ decay's gradient is a reverse cumulative sum on the host. Memory: the forward's 
 d_v`` summary per chunk), one per right block, and ``O(T (C + d_k + d_v + L))`` (the pairs: two ``T x
 C``); never ``T d_k d_v`` or ``T x T``.
 
-16-bit inputs run forward and backward on float32 copies (the backward needs the log output to
-float32 accuracy, as ``log_attention``'s: ``_autograd``); bfloat16 ones take the backward's products
-on bf16 tensor cores (``config(tc=True)``: the operands rounded to bf16, fp32 accumulation). The incoming state's tensors get no
+16-bit inputs run the forward's 16-bit tensor-core kernels on the inputs as given, writing log y in
+float32 (the backward needs it to float32 accuracy, as ``log_attention``'s: ``_autograd``), and the
+backward on float32 copies; bfloat16 ones take the backward's products on bf16 tensor cores
+(``config(tc=True)``: the operands rounded to bf16, fp32 accumulation). The incoming state's tensors get no
 gradient here: calls whose state requires grad, or that return a state, take the array-API path
 (``hierarchical.forward``). torch is imported only when a CUDA tensor that requires grad arrives.
 """
@@ -84,7 +85,8 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False):
     shaped as the inputs."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, "")
     cfg = config(ta_name(xp, ta_dtype), q.shape[-1], lv.shape[-1], chunk_size, tc)
-    w = _hi.slots(ops, Config(cfg.ta, "", cfg.CH, cfg.DKP, cfg.DVP, tc=False), q, k, lv, lam, a, p, old)
+    # the forward's pieces on the forward's float32 kernels (3xTF32 tensor cores: the float32 bound)
+    w = _hi.slots(ops, Config(cfg.ta, "", cfg.CH, cfg.DKP, cfg.DVP, tc=cfg.ta == "float"), q, k, lv, lam, a, p, old)
     T, DK, DV, L, n = w.T, w.DK, w.DV, w.L, w.n
     lo = -float(np.finfo(np.dtype(ta_dtype)).max) / 8
     o3, g3 = flat(xp, out, (BH, T, DV)), flat(xp, do, (BH, T, DV))
@@ -133,8 +135,14 @@ def _function():
         @staticmethod
         def forward(ctx, q, k, lv, lam, a, old, chunk_size, p):
             with on_gpu(q) as (to_cp, back, ops):
-                (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, old)
-                out = back(_hi.compute(ops, qc, kc, lvc, lamc, ac, p, oldc, chunk_size), "")
+                if q.dtype in (torch.bfloat16, torch.float16):  # the 16-bit tensor-core forward, float32 log y
+                    xs, half = inputs(to_cp, [x.detach() for x in (q, k, lv, lam) + (() if a is None else (a,))])
+                    oldc = None if old is None else tuple(to_cp(x.detach().float().contiguous())[0] for x in old)
+                    y = _hi.compute(ops, *xs[:4], xs[4] if a is not None else None, p, oldc, chunk_size, half, wide=True)
+                else:
+                    (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, old)
+                    y = _hi.compute(ops, qc, kc, lvc, lamc, ac, p, oldc, chunk_size)
+                out = back(y, "")
             ctx.save_for_backward(q, k, lv, lam, a, out)
             ctx.old, ctx.chunk_size, ctx.p = old, chunk_size, p
             return out.to(q.dtype)

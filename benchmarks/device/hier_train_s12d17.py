@@ -1,0 +1,116 @@
+"""Session 12, branch s12d17 (issue 17): loglinear_log_attention bf16 training toward torch SDPA at 16K
+(a development aid; results in NOTES.md).
+
+    python benchmarks/device/hier_train_s12d17.py public 16384,32768
+        # issue 17's table cells of the hierarchical operator and SDPA, bf16 (``bench_gpu_hierarchical.table``'s
+        # calls and timing: fwd and fwd+bwd of q, k, v), plus ours fwd fp32 (the forward bf16 training ran before)
+    python benchmarks/device/hier_train_s12d17.py ab 8192,16384 [VARIANT:fp32,tc ...]
+        # the backward's split by kernel (bench_gpu_hierarchical._split, third run): "new" the tree's, "bl1" the
+        # tree's hib_blocks built with -DHIB_BL1=1 (session 11's one-load-phase form), "m4" / "m2" the tree's with
+        # hib_blocks bounded to 4 / 2 blocks per SM (64 / 128 registers; the tree: 3, 80), "ffma" the tree's with
+        # the backward's slots (hi_intra, hi_merge, hi_snap) on the FFMA kernels (before this branch)
+    python benchmarks/device/hier_train_s12d17.py warm 256
+        # compiles what the timings use (CuPy's kernel cache): ab's variants at T, one B=H=1 fwd+bwd at 8K per dtype
+    python benchmarks/device/hier_train_s12d17.py profile 16384
+        # torch.profiler of one public bf16 forward (no grad), then of one fwd+bwd (after two warm-up calls each):
+        # CUDA time per kernel
+"""
+import dataclasses
+import os
+import sys
+
+import cupy
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from bench_gpu import measure  # noqa: E402
+from bench_gpu_hierarchical import _split, _table_calls, _train, inputs  # noqa: E402  (puts the repository on sys.path)
+from lsattn.backends.cupy import _compile, hierarchical as chi, hierarchical_bwd as chb  # noqa: E402
+from lsattn.backends.cupy._arrays import on_gpu  # noqa: E402
+
+what, Ts = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
+source, slots = _compile._source, chi.slots
+
+
+def use(name):
+    """The variant ``name`` of the tree's code; the compiled kernels dropped."""
+    pre = {"bl1": "#define HIB_BL1 1\n", "m4": "#define HIB_BL_MINB 4\n", "m2": "#define HIB_BL_MINB 2\n"}.get(name, "")
+
+    def src(n):
+        text = source(n)
+        return pre + text if n == "hierarchical_bwd.cu" else text
+
+    _compile._source = src
+    _compile._kernels.cache_clear()
+    _compile._launch.cache_clear()
+    chi.slots = (lambda ops, cfg, *a: slots(ops, dataclasses.replace(cfg, tc=False), *a)) if name == "ffma" else slots
+
+
+if what == "public":
+    res = {}
+    for T in Ts:
+        print(f"T = {T}", flush=True)
+        for dt, tag in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+            calls = _table_calls(torch, T, dt)
+            for op in ("hier", "sdpa") if tag == "bf16" else ("hier",):
+                fn, xs = calls[op]
+                measure(f"{op} {tag} fwd", lambda fn=fn, xs=xs: fn(*xs), res, f"{T}_{op}_{tag}_fwd", reps=5)
+                if tag == "bf16":
+                    measure(f"{op} {tag} fwd+bwd", _train(torch, fn, xs), res, f"{T}_{op}_{tag}_train", reps=5)
+            del calls
+        r = lambda k: res.get(f"{T}_{k}", {}).get("ms")  # noqa: E731
+        if r("hier_bf16_fwd") and r("sdpa_bf16_fwd"):
+            print(f"T={T} hier / SDPA bf16: fwd {r('hier_bf16_fwd') / r('sdpa_bf16_fwd'):.2f}, fwd+bwd "
+                  f"{r('hier_bf16_train') / r('sdpa_bf16_train'):.2f}", flush=True)
+elif what == "warm":
+    import lsattn
+
+    for dt in (torch.bfloat16, torch.float32):
+        x = [t.requires_grad_(True) for t in inputs(torch, 8192, dt, batch=(1, 1))]
+        lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]).float().sum().backward()
+    xc = [cupy.asarray(t.detach()) for t in inputs(torch, Ts[0], torch.float32)]
+    for name in ("new", "bl1", "m4", "ffma"):
+        use(name)
+        for tc in (False, True):
+            _split(cupy, chi, chb, on_gpu, xc, tc=tc)
+    use("new")
+    print("warm", flush=True)
+elif what == "ab":
+    for T in Ts:
+        xc = [cupy.asarray(t.detach()) for t in inputs(torch, T, torch.float32)]
+        for spec in sys.argv[3:] or ["new:fp32,tc", "bl1:fp32,tc", "m4:fp32,tc", "ffma:tc"]:
+            name, modes = spec.split(":")
+            use(name)
+            for tc in [m == "tc" for m in modes.split(",")]:
+                print(f"T={T} {name} {'tc' if tc else 'fp32'}", _split(cupy, chi, chb, on_gpu, xc, tc=tc), flush=True)
+        use("new")
+        del xc
+else:
+    import lsattn
+
+    T = Ts[0]
+    x = [t.requires_grad_(True) for t in inputs(torch, T, torch.bfloat16)]
+    do = torch.randn_like(x[2])
+
+    def train():
+        lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]).backward(do)
+
+    def fwd():
+        with torch.no_grad():
+            lsattn.loglinear_log_attention(*x[:4], log_decay=x[4])
+
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    for name, step in (("fwd", fwd), ("fwd+bwd", train)):
+        for _ in range(2):
+            step()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=acts) as prof:
+            step()
+            torch.cuda.synchronize()
+        print(f"=== {name} bf16 T={T}", flush=True)
+        for key in ("device_time_total", "cuda_time_total"):
+            try:
+                print(prof.key_averages().table(sort_by=key, row_limit=22, max_name_column_width=40))
+                break
+            except (AttributeError, KeyError, ValueError):
+                continue
