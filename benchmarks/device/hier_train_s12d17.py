@@ -11,6 +11,9 @@
         # the backward's slots (hi_intra, hi_merge, hi_snap) on the FFMA kernels (before this branch)
     python benchmarks/device/hier_train_s12d17.py warm 256
         # compiles what the timings use (CuPy's kernel cache): ab's variants at T, one B=H=1 fwd+bwd at 8K per dtype
+    python benchmarks/device/hier_train_s12d17.py ncu 16384 SRC_OUT.cu
+        # for ncu: one bf16 forward of the kernels (hierarchical.compute, chunk 64) compiled with -lineinfo, the
+        # compiled source written to SRC_OUT.cu (its #line directive: ncu's source view finds it there)
     python benchmarks/device/hier_train_s12d17.py profile 16384
         # torch.profiler of one public bf16 forward (no grad), then of one fwd+bwd (after two warm-up calls each):
         # CUDA time per kernel
@@ -85,6 +88,24 @@ elif what == "ab":
                 print(f"T={T} {name} {'tc' if tc else 'fp32'}", _split(cupy, chi, chb, on_gpu, xc, tc=tc), flush=True)
         use("new")
         del xc
+elif what == "ncu":
+    from lsattn.backends.cupy._arrays import narrow
+
+    src_out, raw = os.path.abspath(sys.argv[3]), cupy.RawModule
+
+    def lineinfo(code, options=(), **kw):
+        if "hi_read" in code:
+            with open(src_out, "w") as f:
+                f.write(code)
+            code, options = f'#line 1 "{src_out}"\n' + code, tuple(options) + ("-lineinfo",)
+        return raw(code=code, options=options, **kw)
+
+    cupy.RawModule = lineinfo
+    xs = [narrow(cupy, cupy.asarray(t.detach()), "bf16") for t in inputs(torch, Ts[0], torch.float32)]
+    with on_gpu(xs[0]) as (_, _, ops):
+        chi.compute(ops, *xs[:4], xs[4], 0, None, 64, "bf16")
+    cupy.cuda.Device().synchronize()
+    print("done", Ts[0], flush=True)
 else:
     import lsattn
 
