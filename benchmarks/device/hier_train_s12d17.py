@@ -9,6 +9,9 @@
         # tree's hib_blocks built with -DHIB_BL1=1 (session 11's one-load-phase form), "m4" / "m2" the tree's with
         # hib_blocks bounded to 4 / 2 blocks per SM (64 / 128 registers; the tree: 3, 80), "ffma" the tree's with
         # the backward's slots (hi_intra, hi_merge, hi_snap) on the FFMA kernels (before this branch)
+    python benchmarks/device/hier_train_s12d17.py kab 16384 [VARIANT ...]
+        # the forward's kernels (bench_gpu_hierarchical.kernels, bf16 and fp32, chunk 64) for "new" (the tree's) and
+        # "rpro0" (hi_read's first loads one at a time: -DHI_RPRO=0, before this branch)
     python benchmarks/device/hier_train_s12d17.py warm 256
         # compiles what the timings use (CuPy's kernel cache): ab's variants at T, one B=H=1 fwd+bwd at 8K per dtype
     python benchmarks/device/hier_train_s12d17.py ncu 16384 SRC_OUT.cu
@@ -29,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from bench_gpu import measure  # noqa: E402
 from bench_gpu_hierarchical import _split, _table_calls, _train, inputs  # noqa: E402  (puts the repository on sys.path)
 from lsattn.backends.cupy import _compile, hierarchical as chi, hierarchical_bwd as chb  # noqa: E402
-from lsattn.backends.cupy._arrays import on_gpu  # noqa: E402
+from lsattn.backends.cupy._arrays import narrow, on_gpu  # noqa: E402
 
 what, Ts = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
 source, slots = _compile._source, chi.slots
@@ -38,10 +41,11 @@ source, slots = _compile._source, chi.slots
 def use(name):
     """The variant ``name`` of the tree's code; the compiled kernels dropped."""
     pre = {"bl1": "#define HIB_BL1 1\n", "m4": "#define HIB_BL_MINB 4\n", "m2": "#define HIB_BL_MINB 2\n"}.get(name, "")
+    fpre = {"rpro0": "#define HI_RPRO 0\n"}.get(name, "")
 
     def src(n):
         text = source(n)
-        return pre + text if n == "hierarchical_bwd.cu" else text
+        return pre + text if n == "hierarchical_bwd.cu" else (fpre + text if n == "hierarchical.cu" else text)
 
     _compile._source = src
     _compile._kernels.cache_clear()
@@ -65,6 +69,16 @@ if what == "public":
         if r("hier_bf16_fwd") and r("sdpa_bf16_fwd"):
             print(f"T={T} hier / SDPA bf16: fwd {r('hier_bf16_fwd') / r('sdpa_bf16_fwd'):.2f}, fwd+bwd "
                   f"{r('hier_bf16_train') / r('sdpa_bf16_train'):.2f}", flush=True)
+elif what == "kab":
+    import argparse
+
+    from bench_gpu_hierarchical import kernels
+
+    for name in sys.argv[3:] or ["new", "rpro0"]:
+        use(name)
+        print(name, flush=True)
+        kernels(argparse.Namespace(T=Ts, dtypes=["bfloat16", "float32"], chunks=[64]))
+    use("new")
 elif what == "warm":
     import lsattn
 
@@ -76,7 +90,12 @@ elif what == "warm":
         use(name)
         for tc in (False, True):
             _split(cupy, chi, chb, on_gpu, xc, tc=tc)
-    use("new")
+    for name in ("rpro0", "new"):  # the forward's chunk-64 kernels (bf16, fp32) of kab
+        use(name)
+        for half in ("bf16", ""):
+            ys = [narrow(cupy, t, half) for t in xc] if half else xc
+            with on_gpu(xc[0]) as (_, _, ops):
+                chi.compute(ops, *ys[:4], ys[4], 0, None, 64, half)
     print("warm", flush=True)
 elif what == "ab":
     for T in Ts:
@@ -89,8 +108,6 @@ elif what == "ab":
         use("new")
         del xc
 elif what == "ncu":
-    from lsattn.backends.cupy._arrays import narrow
-
     src_out, raw = os.path.abspath(sys.argv[3]), cupy.RawModule
 
     def lineinfo(code, options=(), **kw):
