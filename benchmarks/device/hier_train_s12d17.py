@@ -3,7 +3,8 @@
 
     python benchmarks/device/hier_train_s12d17.py public 16384,32768
         # issue 17's table cells of the hierarchical operator and SDPA, bf16 (``bench_gpu_hierarchical.table``'s
-        # calls and timing: fwd and fwd+bwd of q, k, v), plus ours fwd fp32 (the forward bf16 training ran before)
+        # calls and timing: fwd and fwd+bwd of q, k, v), plus ours fwd fp32 (the forward bf16 training ran before),
+        # ours bf16 fwd with the checks from one kernel (lsattn._nonfinite.KERNEL) and without again
     python benchmarks/device/hier_train_s12d17.py ab 8192,16384 [VARIANT:fp32,tc ...]
         # the backward's split by kernel (bench_gpu_hierarchical._split, third run): "new" the tree's, "bl1" the
         # tree's hib_blocks built with -DHIB_BL1=1 (session 11's one-load-phase form), "m4" / "m2" the tree's with
@@ -65,6 +66,15 @@ if what == "public":
                 if tag == "bf16":
                     measure(f"{op} {tag} fwd+bwd", _train(torch, fn, xs), res, f"{T}_{op}_{tag}_train", reps=5)
             del calls
+        import lsattn._nonfinite as nf  # the checks from one extrema kernel (off on main: s11e17's measurements were noisy)
+
+        calls = _table_calls(torch, T, torch.bfloat16)
+        fn, xs = calls["hier"]
+        nf.KERNEL = True
+        measure("hier bf16 fwd, _nonfinite.KERNEL", lambda: fn(*xs), res, f"{T}_hier_bf16_fwd_kernel", reps=5)
+        nf.KERNEL = False
+        measure("hier bf16 fwd (again)", lambda: fn(*xs), res, f"{T}_hier_bf16_fwd_again", reps=5)
+        del calls
         r = lambda k: res.get(f"{T}_{k}", {}).get("ms")  # noqa: E731
         if r("hier_bf16_fwd") and r("sdpa_bf16_fwd"):
             print(f"T={T} hier / SDPA bf16: fwd {r('hier_bf16_fwd') / r('sdpa_bf16_fwd'):.2f}, fwd+bwd "
