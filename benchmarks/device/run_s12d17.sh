@@ -2,7 +2,7 @@
 # Session 12, branch s12d17 (issue 17: hierarchical bf16 past SDPA at 16K, forward and training), request 1, one H200.
 # Tests: the 16-bit training forward (the 16-bit tensor-core forward writing log y in float32: new hypothesis
 # test), 16-bit / gradcheck / float32 property tests of the backward (its slots now on 3xTF32), the forward's
-# GPU property test; memcheck and racecheck of hier_bwd_small.py; beside them the kernels compiled for the timings
+# GPU property test; memcheck and racecheck of hier_bwd_small.py and hier_small.py; beside them the kernels compiled for the timings
 # and ncu of hi_intra / hi_read bf16 at 16K (warp states, stall samples by source line).
 # TIMINGS: issue 17's cells at 16K / 32K (hier bf16 fwd, fwd+bwd, SDPA bf16, hier fp32 fwd), the backward's
 # split A/B (tree / hib_blocks -DHIB_BL1=1 / hib_blocks at 4 blocks per SM / slots on FFMA), the forward's kernels A/B
@@ -19,6 +19,8 @@ timeout 105 $PT tests/test_cupy_hierarchical_grad.py -k "backward_matches_refere
 timeout 105 $PT tests/test_cupy_hierarchical.py -k "gpu_matches_reference or 16bit_in_16bit_out or tensor_core_read" > "$OUT/log_tests_c.txt" 2>&1 &
 timeout 105 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/hier_bwd_small.py > "$OUT/log_memcheck.txt" 2>&1 &
 timeout 105 compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/hier_bwd_small.py race > "$OUT/log_racecheck.txt" 2>&1 &
+( timeout 60 compute-sanitizer --tool memcheck --print-limit 3 python3 benchmarks/device/hier_small.py > "$OUT/log_fwd_memcheck.txt" 2>&1
+  timeout 40 compute-sanitizer --tool racecheck --print-limit 3 python3 benchmarks/device/hier_small.py > "$OUT/log_fwd_racecheck.txt" 2>&1 ) &
 timeout 105 python3 benchmarks/device/hier_train_s12d17.py warm 256 > "$OUT/log_warm.txt" 2>&1 &
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
 if [ -n "$NCU" ]; then  # stall samples of hi_read bf16 16K (proportions only: other processes share the GPU)
@@ -30,7 +32,7 @@ wait
 tail -2 "$OUT/log_warm.txt"
 for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|^E  " "$f" | head -8; tail -1 "$f"; done
 echo "-- ncu"; grep -E "hi_read|hi_intra|Duration|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Stall|stall" "$OUT/log_ncu.txt" | head -40 | cut -c1-200
-for f in "$OUT/log_memcheck.txt" "$OUT/log_racecheck.txt"; do echo "-- $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize ok|^float|^bfloat|Error" "$f" | tail -8; done
+for f in "$OUT/log_memcheck.txt" "$OUT/log_racecheck.txt" "$OUT/log_fwd_memcheck.txt" "$OUT/log_fwd_racecheck.txt"; do echo "-- $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize ok|^float|^bfloat|Error" "$f" | tail -8; done
 # TIMINGS (alone on the GPU)
 echo "=== TIMINGS: public calls $(date -u +%T)"
 timeout 18 python3 benchmarks/device/hier_train_s12d17.py public 16384,32768 > "$OUT/log_public.txt" 2>&1
