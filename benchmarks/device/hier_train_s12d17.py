@@ -9,7 +9,8 @@
         # the backward's split by kernel (bench_gpu_hierarchical._split, third run): "new" the tree's, "bl1" the
         # tree's hib_blocks built with -DHIB_BL1=1 (session 11's one-load-phase form), "m4" / "m2" the tree's with
         # hib_blocks bounded to 4 / 2 blocks per SM (64 / 128 registers; the tree: 3, 80), "ffma" the tree's with
-        # the backward's slots (hi_intra, hi_merge, hi_snap) on the FFMA kernels (before this branch)
+        # the backward's slots (hi_intra, hi_merge, hi_snap) on the FFMA kernels (before this branch), "c16" / "c64" the
+        # tree's at backward chunk 16 / 64 (the default: 32)
     python benchmarks/device/hier_train_s12d17.py kab 16384 [VARIANT ...]
         # the forward's kernels (bench_gpu_hierarchical.kernels, bf16 and fp32, chunk 64) for "new" (the tree's) and
         # "rpro0" (hi_read's first loads one at a time: -DHI_RPRO=0, before this branch)
@@ -96,10 +97,10 @@ elif what == "warm":
         x = [t.requires_grad_(True) for t in inputs(torch, 8192, dt, batch=(1, 1))]
         lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]).float().sum().backward()
     xc = [cupy.asarray(t.detach()) for t in inputs(torch, Ts[0], torch.float32)]
-    for name in ("new", "bl1", "m4", "ffma"):
+    for name in ("new", "bl1", "m4", "ffma", "c16"):
         use(name)
         for tc in (False, True):
-            _split(cupy, chi, chb, on_gpu, xc, tc=tc)
+            _split(cupy, chi, chb, on_gpu, xc, 16 if name == "c16" else None, tc=tc)
     for name in ("rpro0", "new"):  # the forward's chunk-64 kernels (bf16, fp32) of kab
         use(name)
         for half in ("bf16", ""):
@@ -113,8 +114,9 @@ elif what == "ab":
         for spec in sys.argv[3:] or ["new:fp32,tc", "bl1:fp32,tc", "m4:fp32,tc", "ffma:tc"]:
             name, modes = spec.split(":")
             use(name)
+            ch = {"c16": 16, "c64": 64}.get(name)
             for tc in [m == "tc" for m in modes.split(",")]:
-                print(f"T={T} {name} {'tc' if tc else 'fp32'}", _split(cupy, chi, chb, on_gpu, xc, tc=tc), flush=True)
+                print(f"T={T} {name} {'tc' if tc else 'fp32'}", _split(cupy, chi, chb, on_gpu, xc, ch, tc=tc), flush=True)
         use("new")
         del xc
 elif what == "ncu":

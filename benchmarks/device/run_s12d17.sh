@@ -5,7 +5,7 @@
 # GPU property test; memcheck and racecheck of hier_bwd_small.py and hier_small.py; beside them the kernels compiled for the timings
 # and ncu of hi_intra / hi_read bf16 at 16K (warp states, stall samples by source line).
 # TIMINGS: issue 17's cells at 16K / 32K (hier bf16 fwd, fwd+bwd, SDPA bf16, hier fp32 fwd), the backward's
-# split A/B (tree / hib_blocks -DHIB_BL1=1 / hib_blocks at 4 blocks per SM / slots on FFMA), the forward's kernels A/B
+# split A/B (tree / hib_blocks -DHIB_BL1=1 / hib_blocks at 4 blocks per SM / slots on FFMA / backward chunk 16), the forward's kernels A/B
 # (hi_read's first loads batched / -DHI_RPRO=0), torch.profiler of one bf16 forward and fwd+bwd at 16K.
 #   OUT=... bash benchmarks/device/run_s12d17.sh      (results and logs: $OUT/s12d17.tgz)
 set -u
@@ -38,7 +38,7 @@ echo "=== TIMINGS: public calls $(date -u +%T)"
 timeout 18 python3 benchmarks/device/hier_train_s12d17.py public 16384,32768 > "$OUT/log_public.txt" 2>&1
 echo "rc=$?"; grep -E "ms|hier / SDPA" "$OUT/log_public.txt" | cut -c1-200
 echo "=== backward split A/B $(date -u +%T)"
-timeout 16 python3 benchmarks/device/hier_train_s12d17.py ab 16384 new:tc,fp32 bl1:tc,fp32 m4:tc,fp32 ffma:tc > "$OUT/log_ab.txt" 2>&1
+timeout 16 python3 benchmarks/device/hier_train_s12d17.py ab 16384 new:tc,fp32 bl1:tc,fp32 m4:tc,fp32 ffma:tc c16:tc,fp32 > "$OUT/log_ab.txt" 2>&1
 echo "rc=$?"; cut -c1-260 "$OUT/log_ab.txt" | grep "^T="
 echo "=== forward kernels A/B (hi_read's first loads batched / one at a time) $(date -u +%T)"
 timeout 12 python3 benchmarks/device/hier_train_s12d17.py kab 16384 new rpro0 > "$OUT/log_kab.txt" 2>&1
