@@ -91,8 +91,8 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False):
     lo = -float(np.finfo(np.dtype(ta_dtype)).max) / 8
     o3, g3 = flat(xp, out, (BH, T, DV)), flat(xp, do, (BH, T, DV))
     ok = o3 > lo / 2  # False for -inf and NaN outputs
-    gm = xp.ascontiguousarray(xp.where(ok, g3, 0.0).astype(ta_dtype))
-    om = xp.ascontiguousarray(xp.where(ok, o3, -lo).astype(ta_dtype))
+    gm = xp.ascontiguousarray(xp.where(ok, g3, 0.0).astype(ta_dtype, copy=False))  # (no second copy)
+    om = xp.ascontiguousarray(xp.where(ok, o3, -lo).astype(ta_dtype, copy=False))
     delta = xp.ascontiguousarray(xp.sum(gm, axis=-1))
     lden = xp.empty((BH, T), dtype=ta_dtype)
     dq = xp.empty((BH, T, DK), dtype=ta_dtype)
