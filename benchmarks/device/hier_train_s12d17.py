@@ -6,17 +6,16 @@
         # calls and timing: fwd and fwd+bwd of q, k, v), plus ours fwd fp32 (the forward bf16 training ran before),
         # ours bf16 fwd with the checks from one kernel (lsattn._nonfinite.KERNEL) and without again
     python benchmarks/device/hier_train_s12d17.py ab 8192,16384 [VARIANT:fp32,tc ...]
-        # the backward's split by kernel (bench_gpu_hierarchical._split, third run): "new" the tree's, "bl1" the
-        # tree's hib_blocks built with -DHIB_BL1=1 (session 11's one-load-phase form), "m4" / "m2" the tree's with
-        # hib_blocks bounded to 4 / 2 blocks per SM (64 / 128 registers; the tree: 3, 80), "ffma" the tree's with
-        # the backward's slots (hi_intra, hi_merge, hi_snap) on the FFMA kernels (before this branch), "c16" / "c64" the
-        # tree's at backward chunk 16 / 64 (the default: 32)
+        # the backward's split by kernel (bench_gpu_hierarchical._split, third run): "new" the tree's, "ffma" the tree's
+        # with the backward's slots (hi_intra, hi_merge, hi_snap) on the FFMA kernels (before this branch), "c16" /
+        # "c64" the tree's at backward chunk 16 / 64 (the default: 32). (Request 1 also timed hib_blocks variants
+        # since removed: benchmarks/NOTES.md, session 12.)
     python benchmarks/device/hier_train_s12d17.py kab 16384 [VARIANT ...]
         # the forward's kernels (bench_gpu_hierarchical.kernels, bf16 and fp32, chunk 64) for "new" (the tree's) and
         # "rpro0" (hi_read's first loads one at a time: -DHI_RPRO=0, before this branch)
     python benchmarks/device/hier_train_s12d17.py warm 256 [AB_VARIANTS KAB_VARIANTS]
         # compiles what the timings use (CuPy's kernel cache): ab's variants at T, kab's (bf16, fp32, chunk 64), one
-        # B=H=1 fwd+bwd at 8K per dtype; variants comma-separated (default: every one of request 1)
+        # B=H=1 fwd+bwd at 8K per dtype; variants comma-separated (default: new,ffma and rpro0,new)
     python benchmarks/device/hier_train_s12d17.py ncu 16384 SRC_OUT.cu
         # for ncu: one bf16 forward of the kernels (hierarchical.compute, chunk 64) compiled with -lineinfo, the
         # compiled source written to SRC_OUT.cu (its #line directive: ncu's source view finds it there)
@@ -43,12 +42,11 @@ source, slots = _compile._source, chi.slots
 
 def use(name):
     """The variant ``name`` of the tree's code; the compiled kernels dropped."""
-    pre = {"bl1": "#define HIB_BL1 1\n", "m4": "#define HIB_BL_MINB 4\n", "m2": "#define HIB_BL_MINB 2\n"}.get(name, "")
-    fpre = {"rpro0": "#define HI_RPRO 0\n"}.get(name, "")
+    pre = {"rpro0": "#define HI_RPRO 0\n"}.get(name, "")
 
     def src(n):
         text = source(n)
-        return pre + text if n == "hierarchical_bwd.cu" else (fpre + text if n == "hierarchical.cu" else text)
+        return pre + text if n == "hierarchical.cu" else text
 
     _compile._source = src
     _compile._kernels.cache_clear()
@@ -98,7 +96,7 @@ elif what == "warm":
         x = [t.requires_grad_(True) for t in inputs(torch, 8192, dt, batch=(1, 1))]
         lsattn.loglinear_log_attention(*x[:4], log_decay=x[4]).float().sum().backward()
     xc = [cupy.asarray(t.detach()) for t in inputs(torch, Ts[0], torch.float32)]
-    for name in sys.argv[3].split(",") if len(sys.argv) > 3 else ("new", "bl1", "m4", "ffma", "c16"):
+    for name in sys.argv[3].split(",") if len(sys.argv) > 3 else ("new", "ffma"):
         use(name)
         for tc in (False, True):
             _split(cupy, chi, chb, on_gpu, xc, 16 if name == "c16" else None, tc=tc)
@@ -112,7 +110,7 @@ elif what == "warm":
 elif what == "ab":
     for T in Ts:
         xc = [cupy.asarray(t.detach()) for t in inputs(torch, T, torch.float32)]
-        for spec in sys.argv[3:] or ["new:fp32,tc", "bl1:fp32,tc", "m4:fp32,tc", "ffma:tc"]:
+        for spec in sys.argv[3:] or ["new:fp32,tc", "ffma:tc"]:
             name, modes = spec.split(":")
             use(name)
             ch = {"c16": 16, "c64": 64}.get(name)

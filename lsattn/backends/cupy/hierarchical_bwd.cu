@@ -677,16 +677,7 @@ __device__ __forceinline__ bool hib_piece(i64 x, i64 F, int n, bool split, HibPi
 // hib_blocks: one block per piece (hib_piece) and sequence: the piece's summary, in R's frame (its x_ti
 // include the decay from R's first token); unsplit blocks to (U, Z, Mb, Wb, gt) by r0 - F, pieces to
 // (Up, Zp, Mp, Wp, gp) by their slot (gp: the piece's own total decay).
-// HIB_BL1 (a timing build, session 12's A/B): every input of a chunk pass in one load phase, 3 blocks per SM
-// (session 11's change 3: measured 8% slower than the phased loop in float32); default: the phased loop (the
-// decays, the row vectors, the q / -o tiles, g where used), each phase's loads as hib_ld's (in flight together).
-#ifndef HIB_BL1
-#define HIB_BL1 0
-#endif
-#ifndef HIB_BL_MINB
-#define HIB_BL_MINB 3  // blocks per SM asked of ptxas (80 registers)
-#endif
-extern "C" __global__ void __launch_bounds__(NT, HIB_BL_MINB) hib_blocks(
+extern "C" __global__ void __launch_bounds__(NT, 3) hib_blocks(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,
     const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta, const ta* __restrict__ lden,
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
@@ -731,55 +722,6 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_BL_MINB) hib_blocks(
         const i64 g0 = cc * CH - p;
         const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
         __syncthreads();  // (the previous pass's product has read E and Gp)
-#if !HIB_BL1
-        hi_decays(ac, Xf, a ? a + bh * T : nullptr, g0, T, alo);  // Xf: the decays' prefix sums from the chunk's start
-        for (int t = tid; t < CH; t += NT) {
-            const bool in = t < t1;
-            const ta x = hib_ld(lden, bh * T + g0 + t, in, (ta)0), l = hib_ld(lam, (bh * T + g0 + t) * L + lev, in, (ta)0);
-            const ta d = hib_ld(delta, bh * T + g0 + t, in, (ta)0);
-            Xr[t] = in ? -x + fmx(l, lo_v()) + G0 + Xf[t] : (ta)0;  // x_t - q_t (R's frame)
-            Dr[t] = in ? d : (ta)0;
-        }
-        __syncthreads();
-        staged<CH * DKP, NT>(
-            [&](int idx) {
-                const int t = idx / DKP, i = idx % DKP;
-                return hib_ld(q, (bh * T + g0 + t) * DK + i, (t < t1) & (i < DK), neg_big());
-            },
-            [&](int idx, ta x) {
-                const int t = idx / DKP, i = idx % DKP;
-                E[t * HIB_TKL + i] = (t < t1 && i < DK) ? x + Xr[t] : neg_big();
-            });
-        staged<CH * DVP, NT>(
-            [&](int idx) {
-                const int t = idx / DVP, jj = idx % DVP;
-                return hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
-            },
-            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = -x; });
-        __syncthreads();
-        if (tid < DKP) {  // new feature maxima (threads DKP .. DKP + DVP - 1: column maxima; DKP + DVP <= NT)
-            ta m = Ms[tid];
-            for (int t = 0; t < t1; ++t) m = fmx(m, E[t * HIB_TKL + tid]);
-            Sk[tid] = ex(Ms[tid] - m);
-            Ms[tid] = m;
-        } else if (tid < DKP + DVP) {
-            const int jj = tid - DKP;
-            ta w = Ws[jj];
-            for (int t = 0; t < t1; ++t) w = fmx(w, Gp[t * HIB_TVL + jj]);
-            Sv[jj] = ex(Ws[jj] - w);
-            Ws[jj] = w;
-        }
-        __syncthreads();
-        for (int idx = tid; idx < CH * DKP; idx += NT) {
-            const int t = idx / DKP, i = idx % DKP;
-            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ex(E[t * HIB_TKL + i] - Ms[i]) : (ta)0;
-        }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {
-            const int t = idx / DVP, jj = idx % DVP;
-            const bool in = t < t1 && jj < DV;
-            Gp[t * HIB_TVL + jj] = in ? hib_ld(gm, (bh * T + g0 + t) * DV + jj, in, (ta)0) * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
-        }
-#else
         // every input of the chunk at once (one memory latency per pass, not four in a row): q (x_ti without its
         // row part Xf_t, added where read), -o, g, the decays, -lden + lam, delta
         staged<CH * DKP, NT>(
@@ -841,7 +783,6 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_BL_MINB) hib_blocks(
             const int t = idx / DVP, jj = idx % DVP;
             Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? Gr[t * HIB_TVL + jj] * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
         }
-#endif
         acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
         __syncthreads();
         acc.add(E, Gp);
