@@ -301,6 +301,27 @@ def test_autograd_function_emulated(emu_bwd, monkeypatch, dtype, decay, P):
     check_grads(got, want, do, GRAD_TOL[dtype], f"{dtype} P={P}", 40)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_backward_emulated_kept_slots(emu_bwd, dtype):
+    """The forward's slots kept for the backward (``hierarchical.compute(keep=True)`` at the backward's
+    chunk, ``hierarchical_bwd.keep``): the gradients equal those of the backward that recomputes them,
+    bit for bit (the same kernels on the same inputs), after an incoming state."""
+    P, T, C = 21, 70, 16
+    arrays = make(6, (2,), P + T, 3, 5, decay="mixed", weights="random")
+    _, state = lsattn.loglinear_log_attention(*[x[..., :P, :] for x in arrays[:4]], log_decay=arrays[4][..., :P],
+                                              return_state=True, backend="array_api")
+    old = tuple(np.ascontiguousarray(state.tensors[x], dtype=dtype) for x in ("m", "n", "S", "z"))
+    q, k, lv, lam = (np.ascontiguousarray(x[..., P:, :], dtype=dtype) for x in arrays[:4])
+    a = np.ascontiguousarray(arrays[4][..., P:], dtype=dtype)
+    do = np.random.default_rng(7).standard_normal((2, T, 5)).astype(dtype)
+    out, w = chi.compute(emu_bwd, q, k, lv, lam, a, P, old, C, keep=True)
+    assert w.CH == chb.config("double" if dtype == "float64" else "float", 3, 5, C).CH
+    got = chb.backward(emu_bwd, q, k, lv, lam, a, P, old, out, do, C, kept=chb.keep(w))
+    want = chb.backward(emu_bwd, q, k, lv, lam, a, P, old, out, do, C)
+    for g, x in zip(got, want):
+        np.testing.assert_array_equal(g, x)
+
+
 def test_backward_registered():
     assert chb.fits("float", 64, 64) and chb.fits("float", 128, 128) and not chb.fits("float", 64, 129)
     for ta in ("float", "double"):
