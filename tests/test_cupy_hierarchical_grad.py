@@ -421,7 +421,8 @@ def test_gpu_backward_16bit(dtype):
 @settings(max_examples=8, deadline=None)
 def test_gpu_16bit_training_forward(batch, T, P, dk, dv, decay, weights, dtype, scale, neg_inf, seed):
     """16-bit inputs under autograd run the 16-bit tensor-core forward writing log y in float32: the
-    returned output equals the call without grad bit for bit (the same kernels, the same rounding), and
+    returned output equals the call without grad bit for bit (the same kernels, the same rounding; under
+    autograd the forward runs at the backward's chunk, 32 as the default below 8K tokens), and
     the gradients (after an incoming state that does not require grad, -inf values / keys / decays)
     are within GRAD_TOL['bfloat16'] of float64 autograd of the reference on the rounded inputs."""
     _gpu_ready()

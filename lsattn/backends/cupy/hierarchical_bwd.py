@@ -2,9 +2,9 @@
 ``hierarchical_bwd.cu`` (the mathematics and the shifts are at its top), and its torch autograd
 Function.
 
-The backward recomputes from the saved inputs and the forward's output: ``hierarchical.slots``
-(the forward's ``hi_intra``, ``hi_merge`` and ``hi_snap``: the chunks' own log-normalisers and the Fenwick slots
-held before every chunk), then ``hib_dq`` (the full log-normalisers, dq and the level-weight
+The backward reads the forward's ``hierarchical.slots`` (``hi_intra``, ``hi_merge`` and ``hi_snap``: the chunks'
+own log-normalisers and the Fenwick slots held before every chunk; the autograd forward runs at the backward's
+chunk and keeps them, :func:`keep`; recomputed from the saved inputs otherwise), then ``hib_dq`` (the full log-normalisers, dq and the level-weight
 gradient; the chunks' pairs as products with per-chunk shifts, rows whose factors would pass e^40
 (float32) per pair), ``hib_blocks`` (one ``d_k x d_v`` query summary per right block of the chunk tree; blocks of more than
 ``PMIN`` chunks in parallel pieces, merged by ``hib_bmerge``) and
