@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 12, branch s12d17 (issue 17: hierarchical bf16 past SDPA at 16K, forward and training), request 2 (the final
-# code), one H200. Tests: the 16-bit training forward's hypothesis test alone (request 1 cut it), the 16-bit and
-# gradcheck backward tests, the forward's 16-bit / tensor-core read tests; memcheck and racecheck of hier_bwd_small.py
+# code: the autograd forward at the backward's chunk keeping its slots), one H200. Tests: the 16-bit training
+# forward's hypothesis test alone (request 1 cut it), the 16-bit and gradcheck backward tests, the float32 / float64
+# backward property test, the forward's 16-bit / tensor-core read tests; memcheck and racecheck of hier_bwd_small.py
 # (bf16 training forward included); beside them the kernels compiled for the timings.
 # TIMINGS: issue 17's cells at 16K / 32K (hier bf16 fwd, fwd+bwd, SDPA bf16, hier fp32 fwd, the checks from one
 # kernel), the backward's split (slots on 3xTF32 / FFMA), the forward's kernels (hi_read's first loads batched /
@@ -16,6 +17,7 @@ echo "=== tests $(date -u +%T)"
 timeout 110 $PT tests/test_cupy_hierarchical_grad.py -k "16bit_training_forward" > "$OUT/log_tests_a.txt" 2>&1 &
 timeout 110 $PT tests/test_cupy_hierarchical_grad.py -k "gpu_backward_16bit or gradcheck" > "$OUT/log_tests_b.txt" 2>&1 &
 timeout 110 $PT tests/test_cupy_hierarchical.py -k "16bit_in_16bit_out or tensor_core_read" > "$OUT/log_tests_c.txt" 2>&1 &
+timeout 110 $PT tests/test_cupy_hierarchical_grad.py -k "gpu_backward_matches_reference" > "$OUT/log_tests_d.txt" 2>&1 &
 timeout 110 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/hier_bwd_small.py > "$OUT/log_memcheck.txt" 2>&1 &
 timeout 110 compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/hier_bwd_small.py race > "$OUT/log_racecheck.txt" 2>&1 &
 timeout 110 python3 benchmarks/device/hier_train_s12d17.py warm 256 new,ffma rpro0,new > "$OUT/log_warm.txt" 2>&1 &
