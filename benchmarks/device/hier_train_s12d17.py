@@ -11,8 +11,8 @@
         # "c64" the tree's at backward chunk 16 / 64 (the default: 32). (Request 1 also timed hib_blocks variants
         # since removed: benchmarks/NOTES.md, session 12.)
     python benchmarks/device/hier_train_s12d17.py kab 16384 [VARIANT ...]
-        # the forward's kernels (bench_gpu_hierarchical.kernels, bf16 and fp32, chunk 64) for "new" (the tree's) and
-        # "rpro0" (hi_read's first loads one at a time: -DHI_RPRO=0, before this branch)
+        # the forward's kernels (bench_gpu_hierarchical.kernels, bf16 and fp32, chunk 64) for "new" (the tree's; also at
+        # chunk 32, the training forward's) and "rpro0" (hi_read's first loads one at a time: -DHI_RPRO=0, before)
     python benchmarks/device/hier_train_s12d17.py warm 256 [AB_VARIANTS KAB_VARIANTS]
         # compiles what the timings use (CuPy's kernel cache): kab's first variant (bf16, fp32, chunk 64), one B=H=1
         # fwd+bwd at 8K per dtype, kab's other variants, ab's at T; variants comma-separated ("" none; default:
@@ -88,7 +88,7 @@ elif what == "kab":
     for name in sys.argv[3:] or ["new", "rpro0"]:
         use(name)
         print(name, flush=True)
-        kernels(argparse.Namespace(T=Ts, dtypes=["bfloat16", "float32"], chunks=[64]))
+        kernels(argparse.Namespace(T=Ts, dtypes=["bfloat16", "float32"], chunks=[64] if name != "new" else [64, 32]))
     use("new")
 elif what == "warm":
     import lsattn
