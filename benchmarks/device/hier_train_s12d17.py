@@ -12,7 +12,8 @@
         # since removed: benchmarks/NOTES.md, session 12.)
     python benchmarks/device/hier_train_s12d17.py kab 16384 [VARIANT ...]
         # the forward's kernels (bench_gpu_hierarchical.kernels, bf16 and fp32, chunk 64) for "new" (the tree's; also at
-        # chunk 32, the training forward's) and "rpro0" (hi_read's first loads one at a time: -DHI_RPRO=0, before)
+        # chunk 32, the training forward's) and "rpro0" (requests 1-2: hi_read's first loads one at a time, -DHI_RPRO=0;
+        # that form is gone from hierarchical.cu since, so "rpro0" now builds the tree's)
     python benchmarks/device/hier_train_s12d17.py warm 256 [AB_VARIANTS KAB_VARIANTS]
         # compiles what the timings use (CuPy's kernel cache): kab's first variant (bf16, fp32, chunk 64), one B=H=1
         # fwd+bwd at 8K per dtype, kab's other variants, ab's at T; variants comma-separated ("" none; default:

@@ -80,9 +80,6 @@ constexpr int HI_VLD = HI_TC ? 64 + 4 : 64 + 1;    // hi_intra's value tile (HI_
 constexpr int HI_SLD = HI_RTC ? 64 + 4 : 64;       // hi_read's S tile (HI_RW columns)
 constexpr int HI_RKLD = HI_RTC ? HI_KLD : DKP + 1;  // hi_read's q / e tiles
 constexpr int HI_BVL = HI_TC && HI_KLD > HI_VLD ? HI_KLD : HI_VLD;  // hi_intra's value tile (tensor cores: or exp(k - mk))
-#ifndef HI_RPRO
-#define HI_RPRO 1  // hi_read's first loads batched (0: one at a time, a timing build of session 12's A/B)
-#endif
 #define HI_LMAX 64  // level weights staged per row (levels used: < num_levels(p + T) <= 63)
 #define HI_HELD 128  // hi_read (tensor cores): slots held before a chunk, at most (incoming <= 63, chunk levels <= 64)
 
@@ -820,8 +817,8 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ta* Sb = wS + bh * NS * (i64)DK * DV;
     const i64 c = F + j, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
-#if HI_RPRO  // the block's first loads as batches in flight together: unconditional loads of valid addresses
-            // (element 0 where out of range) and a select after, bf16 query rows 16 bytes at a time
+    // the block's first loads as batches in flight together (session 12: hi_read bf16 -10%): unconditional loads
+    // of valid addresses (element 0 where out of range) and a select after, bf16 query rows 16 bytes at a time
     hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_RKLD, true);
     {
         constexpr int NL = CH * HI_LMAX / NT;
@@ -838,14 +835,6 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             Lam[idx] = (t >= t0 && t < t1 && l < LL) ? fmx(lw[u], lo_v()) : lo_v();
         }
     }
-#else
-    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_RKLD);
-    for (int idx = tid; idx < CH * HI_LMAX; idx += NT) {
-        const int t = idx / HI_LMAX, l = idx % HI_LMAX;
-        const bool ok = t >= t0 && t < t1 && l < LL;
-        Lam[idx] = ok ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
-    }
-#endif
     ta U[HI_RR][HI_RC], Nm[HI_RR][HI_RC];  // running (shift, sum) of num
 #pragma unroll
     for (int ii = 0; ii < HI_RR; ++ii)
@@ -853,12 +842,8 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         for (int jj = 0; jj < HI_RC; ++jj) {
             const int t = hr_row(ii, jj), vc = c0 + hr_col(ii, jj);
             const bool ok = t >= t0 && t < t1 && vc < DV;
-#if HI_RPRO
             const ta x = lnum[ok ? (bh * T + g0 + t) * DV + vc : (i64)0];
             U[ii][jj] = ok ? x : neg_big();
-#else
-            U[ii][jj] = ok ? lnum[(bh * T + g0 + t) * DV + vc] : neg_big();
-#endif
             Nm[ii][jj] = (ta)1;
         }
 #if HI_RTC
