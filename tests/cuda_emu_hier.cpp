@@ -68,7 +68,7 @@ extern "C" void run_snap(const ta* wm, const ta* gnode, ta* msnap, int DK, i64 p
 // hi_read's launch: grid (n nrb, BH).
 extern "C" void run_read(const ta* q, const ta* lam, const ta* a, const ta* lden, const ta* lnum, const ta* msnap,
                          const ta* wz, const ta* wn, const ta* wS, ta* out, int T, int DK, int DV, int L, i64 p, i64 F,
-                         int n, int n_old, int NLC, ta alo, int BH, int ncb, unsigned smem, ta* ltot) {
+                         int n, int n_old, int NLC, ta alo, int BH, int ncb, unsigned smem, ta* ltot, ta* outf) {
     const int nrb = (DV + 63) / 64;
-    launch(n * nrb, BH, 1, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, ncb, nrb, ltot); });
+    launch(n * nrb, BH, 1, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, ncb, nrb, ltot, outf); });
 }

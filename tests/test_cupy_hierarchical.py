@@ -74,12 +74,13 @@ class Emu:
         self._lib(cfg).run_snap(*self._ptrs(cfg, (wm, gnode, msnap)), *ints, self._smem(cfg, "hi_snap"))
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH,
-                ltot=None):
+                ltot=None, wide=False):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC)]
-        self._lib(cfg).run_read(*self._ptrs(cfg, (q, lam, a, lden, lnum, msnap, wz, wn, wS, out)), *ints,
-                                self._s(cfg, alo), ctypes.c_int(BH), ctypes.c_int(wz.shape[1]),
-                                self._smem(cfg, "hi_read"), *self._ptrs(cfg, (ltot,)))
+        # wide: out through the kernel's outf (its out pointer null, so a store through it would fault)
+        self._lib(cfg).run_read(*self._ptrs(cfg, (q, lam, a, lden, lnum, msnap, wz, wn, wS, None if wide else out)),
+                                *ints, self._s(cfg, alo), ctypes.c_int(BH), ctypes.c_int(wz.shape[1]),
+                                self._smem(cfg, "hi_read"), *self._ptrs(cfg, (ltot, out if wide else None)))
 
 
 class EmuTC(Emu):
@@ -305,6 +306,34 @@ def test_kernels_emulated_row_log_den(emu):
     tol = 1e-12 + 4e-16 * (np.abs(q).max() + np.abs(k).max())
     assert_close(ltot, r + np.log(den), tol, atol=tol, what="log den")
     assert_close(out, y - np.log(den)[..., None], tol, atol=tol, what="log y")
+
+
+@pytest.mark.parametrize("which", ["ffma", "tc"])
+def test_kernels_emulated_wide_output(emu, emu_tc, which):
+    """hi_read's ``outf`` (16-bit inputs under autograd: log y in the compute type): with d_v = 70 (two
+    column blocks), an incoming state and -inf at random tokens, the output written through it equals the
+    one written through ``out``, bit for bit (the same values, stored elsewhere)."""
+    ops = emu if which == "ffma" else emu_tc
+
+    class Wide:
+        xp = np
+
+        def __getattr__(self, name):
+            return getattr(ops, name)
+
+        def hi_read(self, *args, **kw):
+            return ops.hi_read(*args, **dict(kw, wide=True))
+
+    p = 21
+    arrays = _with_neg_inf(make(14, (2,), p + 75, 4, 70, decay="mixed", weights="off"), np.random.default_rng(14))
+    arrays = [np.ascontiguousarray(x, dtype=np.float32) for x in arrays]
+    _, state = lsattn.loglinear_log_attention(*_sl(arrays, 0, p)[:4], log_decay=arrays[4][..., :p], return_state=True,
+                                              backend="array_api")
+    old = tuple(np.ascontiguousarray(state.tensors[x], dtype=np.float32) for x in ("m", "n", "S", "z"))
+    cur = [np.ascontiguousarray(x) for x in _sl(arrays, p, p + 75)]
+    want = chi.compute(ops, *cur, p, old, 16)
+    got = chi.compute(Wide(), *cur, p, old, 16)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_kernels_emulated_deep_chunk_tree(emu):

@@ -301,6 +301,27 @@ def test_autograd_function_emulated(emu_bwd, monkeypatch, dtype, decay, P):
     check_grads(got, want, do, GRAD_TOL[dtype], f"{dtype} P={P}", 40)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_backward_emulated_kept_slots(emu_bwd, dtype):
+    """The forward's slots kept for the backward (``hierarchical.compute(keep=True)`` at the backward's
+    chunk, ``hierarchical_bwd.keep``): the gradients equal those of the backward that recomputes them,
+    bit for bit (the same kernels on the same inputs), after an incoming state."""
+    P, T, C = 21, 70, 16
+    arrays = make(6, (2,), P + T, 3, 5, decay="mixed", weights="random")
+    _, state = lsattn.loglinear_log_attention(*[x[..., :P, :] for x in arrays[:4]], log_decay=arrays[4][..., :P],
+                                              return_state=True, backend="array_api")
+    old = tuple(np.ascontiguousarray(state.tensors[x], dtype=dtype) for x in ("m", "n", "S", "z"))
+    q, k, lv, lam = (np.ascontiguousarray(x[..., P:, :], dtype=dtype) for x in arrays[:4])
+    a = np.ascontiguousarray(arrays[4][..., P:], dtype=dtype)
+    do = np.random.default_rng(7).standard_normal((2, T, 5)).astype(dtype)
+    out, w = chi.compute(emu_bwd, q, k, lv, lam, a, P, old, C, keep=True)
+    assert w.CH == chb.config("double" if dtype == "float64" else "float", 3, 5, C).CH
+    got = chb.backward(emu_bwd, q, k, lv, lam, a, P, old, out, do, C, kept=chb.keep(w))
+    want = chb.backward(emu_bwd, q, k, lv, lam, a, P, old, out, do, C)
+    for g, x in zip(got, want):
+        np.testing.assert_array_equal(g, x)
+
+
 def test_backward_registered():
     assert chb.fits("float", 64, 64) and chb.fits("float", 128, 128) and not chb.fits("float", 64, 129)
     for ta in ("float", "double"):
@@ -375,7 +396,7 @@ def test_gpu_gradcheck(T, P):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_gpu_backward_16bit(dtype):
-    """16-bit inputs (forward and backward from float32 copies): gradients in the inputs' dtype within
+    """16-bit inputs (the 16-bit forward, the backward from float32 copies): gradients in the inputs' dtype within
     GRAD_TOL['bfloat16'] of float64 autograd of the reference on the rounded inputs."""
     _gpu_ready()
     torch = _torch_cuda()
@@ -389,6 +410,47 @@ def test_gpu_backward_16bit(dtype):
     assert all(x.grad.dtype == half for x in xs)
     want, _ = grad_oracle(torch, arrays, do)
     check_grads([x.grad.double().cpu().numpy() for x in xs], want, do, GRAD_TOL["bfloat16"], dtype, 300)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@given(batch=batch_shapes, T=st.one_of(st.integers(1, 70), st.integers(200, 400)), P=st.sampled_from([0, 21]),
+       dims=st.sampled_from([(5, 7), (64, 64)]), decay=decays_or_none, weights=st.sampled_from(["zero", "random"]),
+       dtype=st.sampled_from(["bfloat16", "float16"]), scale=st.sampled_from([1.0, 30.0]), neg_inf=st.booleans(),
+       seed=seeds)
+@settings(max_examples=8, deadline=None)  # (head dims in pairs: each pair and dtype compiles its kernels once)
+def test_gpu_16bit_training_forward(batch, T, P, dims, decay, weights, dtype, scale, neg_inf, seed):
+    """16-bit inputs under autograd run the 16-bit tensor-core forward writing log y in float32: the
+    returned output equals the call without grad bit for bit (the same kernels, the same rounding; under
+    autograd the forward runs at the backward's chunk, 32 as the default below 8K tokens), and
+    the gradients (after an incoming state that does not require grad, -inf values / keys / decays)
+    are within GRAD_TOL['bfloat16'] of float64 autograd of the reference on the rounded inputs."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    half = getattr(torch, dtype)
+    dk, dv = dims
+    arrays = make(seed, batch, P + T, dk, dv, scale=scale, decay=decay, weights=weights)
+    if neg_inf:
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=scale == 1.0)
+    arrays = [None if x is None else torch.tensor(x).to(half).double().numpy() for x in arrays]
+    cut = lambda x, s: None if x is None else (x[..., s] if x.ndim == len(batch) + 1 else x[..., s, :])  # noqa: E731
+    cur, pre = [cut(x, slice(P, None)) for x in arrays], [cut(x, slice(None, P)) for x in arrays]
+    state = None
+    if P:
+        pre_t = [None if x is None else torch.tensor(x, device="cuda").to(half) for x in pre]
+        _, state = lsattn.loglinear_log_attention(*pre_t[:4], log_decay=pre_t[4], return_state=True)
+    do = np.random.default_rng(seed + 1).standard_normal(batch + (T, dv))
+    xs = [None if x is None else torch.tensor(x, device="cuda").to(half).requires_grad_(True) for x in cur]
+    out = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4], state=state)
+    assert _on_kernels(out) and out.dtype == half
+    with torch.no_grad():
+        plain = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4], state=state)
+    np.testing.assert_array_equal(out.detach().float().cpu().numpy(), plain.float().cpu().numpy())
+    (out.double() * torch.tensor(do, device="cuda")).sum().backward()
+    assert all(x.grad.dtype == half for x in xs if x is not None)
+    want, _ = grad_oracle(torch, cur, do, prefix=pre if P else None)
+    check_grads([x.grad.double().cpu().numpy() for x in xs if x is not None], want, do, GRAD_TOL["bfloat16"],
+                f"{dtype} T={T} P={P} dk={dk} dv={dv} scale={scale}", T)
 
 
 @pytest.mark.gpu

@@ -535,14 +535,15 @@ class CupyOps:
                             self._i(NLC), self._i(wm.shape[1])), shared_mem=smem)
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH,
-                ltot=None):
-        """ltot: (BH, T) compute dtype, the rows' log den (the partials of packed streams), or None."""
+                ltot=None, wide=False):
+        """ltot: (BH, T) compute dtype, the rows' log den (the partials of packed streams), or None; wide: out
+        is in the compute dtype whatever the inputs' (16-bit inputs under autograd)."""
         fn, block, smem = self._tk("hierarchical", cfg, "hi_read")
         nrb = -(-DV // 64)  # HI_RW value columns per block
         fn((n * nrb, BH), block,
            (q, lam, self._p(a), lden, lnum, msnap, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
             self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1]),
-            self._i(nrb), self._p(ltot)), shared_mem=smem)
+            self._i(nrb), self._p(ltot), out if wide else self._p(None)), shared_mem=smem)
 
     def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV,
                L, p, F, n, n_old, NLC, alo, BH):

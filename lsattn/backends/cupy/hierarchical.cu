@@ -777,7 +777,9 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_snap's, hi_merge's
     ti* __restrict__ out,           // (BH, T, DV)
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb, int nrb,
-    ta* __restrict__ ltot) {        // (BH, T) the rows' log den, or null (packed streams' partials: loglinear_streams.cu)
+    ta* __restrict__ ltot,          // (BH, T) the rows' log den, or null (packed streams' partials: loglinear_streams.cu)
+    ta* __restrict__ outf) {        // (BH, T, DV) the output in the compute type instead of out, or null (16-bit
+                                    // inputs under autograd: the backward needs log y to float32 accuracy)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* b = reinterpret_cast<ta*>(smem_raw);
 #if HI_RTC
@@ -815,11 +817,23 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const ta* Sb = wS + bh * NS * (i64)DK * DV;
     const i64 c = F + j, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
-    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_RKLD);
-    for (int idx = tid; idx < CH * HI_LMAX; idx += NT) {
-        const int t = idx / HI_LMAX, l = idx % HI_LMAX;
-        const bool ok = t >= t0 && t < t1 && l < LL;
-        Lam[idx] = ok ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
+    // the block's first loads as batches in flight together (session 12: hi_read bf16 -10%): unconditional loads
+    // of valid addresses (element 0 where out of range) and a select after, bf16 query rows 16 bytes at a time
+    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_RKLD, true);
+    {
+        constexpr int NL = CH * HI_LMAX / NT;
+        ta lw[NL];
+#pragma unroll
+        for (int u = 0; u < NL; ++u) {
+            const int idx = tid + u * NT, t = idx / HI_LMAX, l = idx % HI_LMAX;
+            const bool ok = t >= t0 && t < t1 && l < LL;
+            lw[u] = ld(lam + (ok ? (bh * T + g0 + t) * L + l : (i64)0));
+        }
+#pragma unroll
+        for (int u = 0; u < NL; ++u) {
+            const int idx = tid + u * NT, t = idx / HI_LMAX, l = idx % HI_LMAX;
+            Lam[idx] = (t >= t0 && t < t1 && l < LL) ? fmx(lw[u], lo_v()) : lo_v();
+        }
     }
     ta U[HI_RR][HI_RC], Nm[HI_RR][HI_RC];  // running (shift, sum) of num
 #pragma unroll
@@ -827,7 +841,9 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
 #pragma unroll
         for (int jj = 0; jj < HI_RC; ++jj) {
             const int t = hr_row(ii, jj), vc = c0 + hr_col(ii, jj);
-            U[ii][jj] = t >= t0 && t < t1 && vc < DV ? lnum[(bh * T + g0 + t) * DV + vc] : neg_big();
+            const bool ok = t >= t0 && t < t1 && vc < DV;
+            const ta x = lnum[ok ? (bh * T + g0 + t) * DV + vc : (i64)0];
+            U[ii][jj] = ok ? x : neg_big();
             Nm[ii][jj] = (ta)1;
         }
 #if HI_RTC
@@ -1027,7 +1043,9 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
             const int t = hr_row(ii, jj), vc = c0 + hr_col(ii, jj);
             if (t >= t0 && t < t1 && vc < DV) {
                 const ta y = U[ii][jj] + lg(Nm[ii][jj]) - Ld[t];
-                st(out + (bh * T + g0 + t) * DV + vc, y > alo / 2 ? y : minus_inf());  // see "Zeros" above
+                const ta yo = y > alo / 2 ? y : minus_inf();  // see "Zeros" above
+                if (outf) outf[(bh * T + g0 + t) * DV + vc] = yo;
+                else st(out + (bh * T + g0 + t) * DV + vc, yo);
             }
         }
     }

@@ -50,23 +50,31 @@ def config(ta, DK, DV, chunk_size=None, half=""):
     return cfg
 
 
-def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None):
+def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None, wide=False, keep=False):
     """Log outputs of one call of ``T >= 1`` tokens at offset ``p``.
 
     q, k (..., T, d_k), lv (..., T, d_v), lam (..., T, L), a (..., T) or None: arrays of ``ops.xp``
     of one dtype (``half``: their 16-bit kind); old: the incoming state's ``(m, n, S, z)``
     (``(..., n_old, d_k)``, ``(..., n_old, d_v)``, ``(..., n_old, d_k, d_v)``, ``(..., n_old, d_k)``,
     compute dtype) or None; ltot: None, or (..., T) compute dtype, C-contiguous, given the rows' log
-    den (the partials of packed streams). Returns log y (..., T, d_v) in the inputs' dtype.
+    den (the partials of packed streams). Returns log y (..., T, d_v) in the inputs' dtype, or with
+    ``wide`` in float32 (16-bit inputs under autograd: the backward needs log y to float32 accuracy);
+    ``keep``: ``(log y, slots)``, the call's :func:`slots` with its chunk ``CH`` (kept for the backward).
     """
     xp = ops.xp
     cfg = config(ta_name(xp, xp.float32 if half else q.dtype), q.shape[-1], lv.shape[-1],
                  chunk_size or default_chunk(q.shape[-2]), half)
     w = slots(ops, cfg, q, k, lv, lam, a, p, old)
-    out = xp.empty((w.BH, w.T, w.DV), dtype=q.dtype)
+    wide = bool(wide and half)
+    out = xp.empty((w.BH, w.T, w.DV), dtype=xp.float32 if wide else q.dtype)
     ops.hi_read(cfg, w.q3, w.lam3, w.a2, w.lden, w.lnum, w.msnap, w.wz, w.wn, w.wS, out, w.T, w.DK, w.DV, w.L, p, w.F,
-                w.n, w.n_old, w.NLC, w.alo, w.BH, ltot=None if ltot is None else xp.reshape(ltot, (w.BH, w.T)))
-    return xp.reshape(out, w.batch + (w.T, w.DV))
+                w.n, w.n_old, w.NLC, w.alo, w.BH, ltot=None if ltot is None else xp.reshape(ltot, (w.BH, w.T)),
+                wide=wide)
+    out = xp.reshape(out, w.batch + (w.T, w.DV))
+    if keep:
+        w.CH = cfg.CH
+        return out, w
+    return out
 
 
 def default_chunk(T):
@@ -86,9 +94,7 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
     T, DK, DV, L = q.shape[-2], q.shape[-1], lv.shape[-1], lam.shape[-1]
     lay = chunk_layout(p, T, cfg.CH)
     F, n = lay.first_chunk, lay.n_chunks
-    q3, k3 = flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK))
-    lv3, lam3 = flat(xp, lv, (BH, T, DV)), flat(xp, lam, (BH, T, L))
-    a2 = None if a is None else flat(xp, a, (BH, T))
+    q3, k3, lv3, lam3, a2 = flats(xp, BH, q, k, lv, lam, a)
     alo = -float(np.finfo(np.dtype(ta_dtype)).max) / 8 / (4 * (p + T))  # hierarchical._forward's clamp
     n_old = 0 if old is None else old[0].shape[-2]
     NS, NLC = n_old + n, chunk_slots(F, n, False)
@@ -115,6 +121,13 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
     return types.SimpleNamespace(batch=batch, BH=BH, T=T, DK=DK, DV=DV, L=L, F=F, n=n, n_old=n_old, NLC=NLC, alo=alo,
                                  q3=q3, k3=k3, lv3=lv3, lam3=lam3, a2=a2, lden=lden, lnum=lnum, gch=gch, wm=wm, wz=wz,
                                  wn=wn, wS=wS, msnap=msnap)
+
+
+def flats(xp, BH, q, k, lv, lam, a):
+    """The inputs as C-contiguous ``(BH, T, ..)`` arrays (``(BH, T)`` for a; None stays None)."""
+    T, DK, DV, L = q.shape[-2], q.shape[-1], lv.shape[-1], lam.shape[-1]
+    return (flat(xp, q, (BH, T, DK)), flat(xp, k, (BH, T, DK)), flat(xp, lv, (BH, T, DV)), flat(xp, lam, (BH, T, L)),
+            None if a is None else flat(xp, a, (BH, T)))
 
 
 def merge_levels(F, n):

@@ -2,9 +2,9 @@
 ``hierarchical_bwd.cu`` (the mathematics and the shifts are at its top), and its torch autograd
 Function.
 
-The backward recomputes from the saved inputs and the forward's output: ``hierarchical.slots``
-(the forward's ``hi_intra``, ``hi_merge`` and ``hi_snap``: the chunks' own log-normalisers and the Fenwick slots
-held before every chunk), then ``hib_dq`` (the full log-normalisers, dq and the level-weight
+The backward reads the forward's ``hierarchical.slots`` (``hi_intra``, ``hi_merge`` and ``hi_snap``: the chunks'
+own log-normalisers and the Fenwick slots held before every chunk; the autograd forward runs at the backward's
+chunk and keeps them, :func:`keep`; recomputed from the saved inputs otherwise), then ``hib_dq`` (the full log-normalisers, dq and the level-weight
 gradient; the chunks' pairs as products with per-chunk shifts, rows whose factors would pass e^40
 (float32) per pair), ``hib_blocks`` (one ``d_k x d_v`` query summary per right block of the chunk tree; blocks of more than
 ``PMIN`` chunks in parallel pieces, merged by ``hib_bmerge``) and
@@ -13,15 +13,17 @@ decay's gradient is a reverse cumulative sum on the host. Memory: the forward's 
 d_v`` summary per chunk), one per right block, and ``O(T (C + d_k + d_v + L))`` (the pairs: two ``T x
 C``); never ``T d_k d_v`` or ``T x T``.
 
-16-bit inputs run forward and backward on float32 copies (the backward needs the log output to
-float32 accuracy, as ``log_attention``'s: ``_autograd``); bfloat16 ones take the backward's products
-on bf16 tensor cores (``config(tc=True)``: the operands rounded to bf16, fp32 accumulation). The incoming state's tensors get no
+16-bit inputs run the forward's 16-bit tensor-core kernels on the inputs as given, writing log y in
+float32 (the backward needs it to float32 accuracy, as ``log_attention``'s: ``_autograd``), and the
+backward on float32 copies; bfloat16 ones take the backward's products on bf16 tensor cores
+(``config(tc=True)``: the operands rounded to bf16, fp32 accumulation). The incoming state's tensors get no
 gradient here: calls whose state requires grad, or that return a state, take the array-API path
 (``hierarchical.forward``). torch is imported only when a CUDA tensor that requires grad arrives.
 """
 from __future__ import annotations
 
 import functools
+import types
 
 import numpy as np
 
@@ -72,7 +74,7 @@ def fits(ta, DK, DV):
     return max(config(ta, DK, DV, 16).smem(k) for k in _KERNELS) <= SMEM_MAX
 
 
-def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False):
+def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, kept=None):
     """Gradients of a call for the output gradient ``do``.
 
     q, k (..., T, d_k), lv, out (the forward's log output), do (..., T, d_v), lam (..., T, L), a
@@ -80,17 +82,22 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False):
     old: the incoming state's ``(m, n, S, z)`` (as ``hierarchical.compute``) or None, read but not
     differentiated. Outputs ``-inf`` (every visible value 0) or NaN (every level off) take no
     gradient. ``tc``: the products on bf16 tensor cores (float32 arrays of bfloat16 callers: the
-    gradients within the bfloat16 bound, not float32's). Returns (dq, dk, dlv, dlam, da or None),
-    shaped as the inputs."""
+    gradients within the bfloat16 bound, not float32's). kept: the forward's slots at this variant's
+    chunk (:func:`keep`), or None: recomputed. Returns (dq, dk, dlv, dlam, da or None), shaped as the
+    inputs."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, "")
     cfg = config(ta_name(xp, ta_dtype), q.shape[-1], lv.shape[-1], chunk_size, tc)
-    w = _hi.slots(ops, Config(cfg.ta, "", cfg.CH, cfg.DKP, cfg.DVP, tc=False), q, k, lv, lam, a, p, old)
+    if kept is not None and kept.CH == cfg.CH:  # the forward's, with the float32 inputs the kernels read
+        w = types.SimpleNamespace(**vars(kept))
+        w.q3, w.k3, w.lv3, w.lam3, w.a2 = _hi.flats(xp, BH, q, k, lv, lam, a)
+    else:  # the forward's pieces on the forward's float32 kernels (3xTF32 tensor cores: the float32 bound)
+        w = _hi.slots(ops, Config(cfg.ta, "", cfg.CH, cfg.DKP, cfg.DVP, tc=cfg.ta == "float"), q, k, lv, lam, a, p, old)
     T, DK, DV, L, n = w.T, w.DK, w.DV, w.L, w.n
     lo = -float(np.finfo(np.dtype(ta_dtype)).max) / 8
     o3, g3 = flat(xp, out, (BH, T, DV)), flat(xp, do, (BH, T, DV))
     ok = o3 > lo / 2  # False for -inf and NaN outputs
-    gm = xp.ascontiguousarray(xp.where(ok, g3, 0.0).astype(ta_dtype))
-    om = xp.ascontiguousarray(xp.where(ok, o3, -lo).astype(ta_dtype))
+    gm = xp.ascontiguousarray(xp.where(ok, g3, 0.0).astype(ta_dtype, copy=False))  # (no second copy)
+    om = xp.ascontiguousarray(xp.where(ok, o3, -lo).astype(ta_dtype, copy=False))
     delta = xp.ascontiguousarray(xp.sum(gm, axis=-1))
     lden = xp.empty((BH, T), dtype=ta_dtype)
     dq = xp.empty((BH, T, DK), dtype=ta_dtype)
@@ -125,6 +132,12 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False):
     return tuple(None if x is None else shape(x) for x in (dq, dk, dlv, dlam, da))
 
 
+def keep(w):
+    """What the backward reads of the forward's slots ``w`` (``hierarchical.compute(keep=True)``):
+    ``w`` without the inputs' views, hi_intra's ``lnum`` and the slots' ``wm`` (``O(T d_v)`` less)."""
+    return types.SimpleNamespace(**dict(vars(w), q3=None, k3=None, lv3=None, lam3=None, a2=None, lnum=None, wm=None))
+
+
 @functools.lru_cache(maxsize=None)
 def _function():
     import torch
@@ -132,11 +145,21 @@ def _function():
     class Hierarchical(torch.autograd.Function):
         @staticmethod
         def forward(ctx, q, k, lv, lam, a, old, chunk_size, p):
+            # the forward at the backward's chunk, its slots kept for the backward (no recomputation there)
+            ta = "double" if q.dtype == torch.float64 else "float"
+            CH = config(ta, q.shape[-1], lv.shape[-1], chunk_size).CH
             with on_gpu(q) as (to_cp, back, ops):
-                (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, old)
-                out = back(_hi.compute(ops, qc, kc, lvc, lamc, ac, p, oldc, chunk_size), "")
+                if q.dtype in (torch.bfloat16, torch.float16):  # the 16-bit tensor-core forward, float32 log y
+                    xs, half = inputs(to_cp, [x.detach() for x in (q, k, lv, lam) + (() if a is None else (a,))])
+                    oldc = None if old is None else tuple(to_cp(x.detach().float().contiguous())[0] for x in old)
+                    y, w = _hi.compute(ops, *xs[:4], xs[4] if a is not None else None, p, oldc, CH, half, wide=True,
+                                       keep=True)
+                else:
+                    (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, old)
+                    y, w = _hi.compute(ops, qc, kc, lvc, lamc, ac, p, oldc, CH, keep=True)
+                out = back(y, "")
             ctx.save_for_backward(q, k, lv, lam, a, out)
-            ctx.old, ctx.chunk_size, ctx.p = old, chunk_size, p
+            ctx.old, ctx.chunk_size, ctx.p, ctx.kept = old, chunk_size, p, keep(w)
             return out.to(q.dtype)
 
         @staticmethod
@@ -146,7 +169,8 @@ def _function():
                 (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, ctx.old)
                 doc = to_cp(do.detach().to(out.dtype).contiguous())[0]
                 grads = backward(ops, qc, kc, lvc, lamc, ac, ctx.p, oldc, to_cp(out)[0], doc, ctx.chunk_size,
-                                 q.dtype == torch.bfloat16)
+                                 q.dtype == torch.bfloat16, ctx.kept)
+                ctx.kept = None  # freed (a second backward of a retained graph recomputes them)
                 grads = [None if g is None else back(ops.xp.ascontiguousarray(g), "") for g in grads]
             cast = lambda g, x: None if g is None or x is None else g.to(x.dtype)  # noqa: E731
             return tuple(cast(g, x) for g, x in zip(grads, (q, k, lv, lam, a))) + (None, None, None)
