@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# issue 17, branch s12e17, request 1 (one H200). Tests first (concurrent with other helpers'; the float64
+# issue 17, branch s12e17, request 1 (one H200; the value-column max-scan now in the key scan's launch). Tests first (concurrent with other helpers'; the float64
 # quadratic references only at the selected cases), with a warm-up compiling every kernel the timings use;
 # then, alone on the GPU: where bf16 log_attention's time goes against exp_kernel_attention (torch.profiler
 # per kernel, fwd and fwd+bwd, 8K / 16K / 32K) and the prologue's checks, FOREACH against KERNEL (latency,
@@ -14,9 +14,10 @@ timeout 110 $PT tests/test_cupy_log_attention.py -k "bf16 or late_spikes or half
 timeout 110 $PT tests/test_nonfinite.py -k "kernel or one_read or checks_waited or empty_calls" > "$OUT/t_nonfinite.txt" 2>&1 &
 timeout 110 $PT tests/test_cupy_backend.py -k "exp and (bfloat16 or grouped or stream or extreme)" > "$OUT/t_cupy.txt" 2>&1 &
 timeout 110 $PT tests/test_training.py -k "log_attention or exp_kernel" > "$OUT/t_training.txt" 2>&1 &
+timeout 110 $PT tests/test_cupy_packed_ek.py -k "gpu_packed_segments or bfloat16_tensor_cores or gradients_equal" > "$OUT/t_packed.txt" 2>&1 &
 timeout 110 python3 benchmarks/device/ek_log_s12e17.py warm > "$OUT/warm.txt" 2>&1 &
 wait
-for f in t_log t_nonfinite t_cupy t_training warm; do echo "-- $f: $(tail -1 "$OUT/$f.txt" | cut -c1-200)"; grep -E "^FAILED|^ERROR|^E  |fails" "$OUT/$f.txt" | head -8 | cut -c1-240; done
+for f in t_log t_nonfinite t_cupy t_training t_packed warm; do echo "-- $f: $(tail -1 "$OUT/$f.txt" | cut -c1-200)"; grep -E "^FAILED|^ERROR|^E  |fails" "$OUT/$f.txt" | head -8 | cut -c1-240; done
 # TIMINGS (alone on the GPU, <= 60 s)
 echo "=== profile: exp vs log bf16, fwd and fwd+bwd, per kernel $(date -u +%T)"
 timeout 28 python3 benchmarks/device/ek_log_s12e17.py profile 8192 16384 32768 > "$OUT/profile.txt" 2>&1; echo "rc=$?"
