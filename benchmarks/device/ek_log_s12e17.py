@@ -25,7 +25,7 @@ sys.path[:0] = ["benchmarks", "benchmarks/device"]
 import lsattn  # noqa: E402
 from bench_gpu import cuda_time  # noqa: E402
 from lsattn import _nonfinite  # noqa: E402
-from prologue_s9c17 import make, pipelined  # noqa: E402
+from prologue_s9c17 import make, pipelined, profiled  # noqa: E402
 
 B, H, D = 2, 16, 64
 
@@ -54,14 +54,7 @@ def _calls(T, dtype):
 
 def per_kernel(fn, n=5, match=None):
     """{kernel name: (us per call, launches per call)} of ``fn`` (torch.profiler, CUDA activity)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
+    prof = profiled(fn, n)
     per = {}
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:
