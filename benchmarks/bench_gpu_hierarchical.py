@@ -411,7 +411,8 @@ def table(args):
             for train in (False, True):
                 group = {}
                 for key, label, op, d, tr in TABLE:
-                    if d != dt or tr != train or (op == "sdpa" and dt == "fp32" and T > args.sdpa_fp32_max):
+                    if d != dt or tr != train or (op == "sdpa" and dt == "fp32" and T > args.sdpa_fp32_max) or \
+                            (args.ops and op not in args.ops):
                         continue
                     fn, xs = calls[op]
                     group[key] = (label, _train(torch, fn, xs) if train else (lambda fn=fn, xs=xs: fn(*xs)))
@@ -432,7 +433,7 @@ def table(args):
                         row[key] = {"ms": ms, "gb": gb[key]}
                         print(f"  {label:42s} {ms:9.3f} ms  {gb[key]:7.2f} GB", flush=True)
                 _free(torch)
-            if dt == "fp32" and T == args.api_T:  # issue 17's 20x: the array-API path on the same tensors
+            if dt == "fp32" and T == args.api_T and (not args.ops or "hier" in args.ops):  # issue 17's 20x: the array-API path on the same tensors
                 fn, xs = calls["hier"]
                 lw, a = calls["hier_extra"]
                 api = lambda q, k, v: lsattn.loglinear_log_attention(q, k, v, lw, log_decay=a, backend="array_api")  # noqa: E731
@@ -555,6 +556,7 @@ def main():
     ap.add_argument("--reps", type=int, default=10, help="table: timed rounds per cell (median)")
     ap.add_argument("--small-reps", type=int, default=40, help="table: rounds per cell up to --small-T tokens")
     ap.add_argument("--small-T", type=int, default=8192, help="table: the longest T timed with --small-reps")
+    ap.add_argument("--ops", type=lambda s: s.split(","), default=None, help="table: only these (ek,la,hier,ll,sdpa)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     {"bench": bench, "kernels": kernels, "train": train, "table": table, "report": report}[args.what](args)
