@@ -3,12 +3,12 @@ the prologue's check modes (``_nonfinite.FOREACH`` against ``_nonfinite.KERNEL``
 
     python benchmarks/device/ek_log_s12e17.py warm                  # compile every kernel the timings use
     python benchmarks/device/ek_log_s12e17.py profile [T ...]       # bf16 fwd and fwd+bwd, per kernel (default 8192 16384 32768)
-    python benchmarks/device/ek_log_s12e17.py checks [T ...]        # FOREACH vs KERNEL, all five operators (default 128 8192)
+    python benchmarks/device/ek_log_s12e17.py checks [T ...]        # the check modes, all five operators (default 128 8192)
 
 B=2, H=16, d=64 CUDA torch tensors, public calls (no ``backend=``); inputs as ``prologue_s9c17.make``.
 ``profile``: per call, the latency (median CUDA-event time of one call, empty queue, 20 reps), then
 torch.profiler's device time per kernel (per call, of 5 calls), largest first, and the total.
-``checks``: per operator / T / dtype, the two modes interleaved (3 rounds, median of the rounds):
+``checks``: per operator / T / dtype, the check modes interleaved (3 rounds, median of the rounds; ``MODES``):
 latency (10 reps), pipelined (20 calls back to back, per call) and host per call, then the device
 time of the checks' own kernels and copies in one call (torch.profiler: reductions, ``_foreach``,
 ``lsattn_extrema``, the copy), and the host time of ``_nonfinite.checks`` alone (median of 200, with
@@ -70,14 +70,14 @@ def warm():
     for T in (128, 2048):
         for dt in (torch.float32, torch.bfloat16):
             for name, fn in list(make(T, dt).items()) + list(_calls(T, dt).items()):
-                for mode in ("foreach", "kernel"):
+                for mode in MODES:
                     _mode(mode)
                     try:
                         fn()
                     except Exception as exc:  # noqa: BLE001
                         print(f"warm T={T} {dt} {name} {mode} fails: {type(exc).__name__}: {exc}"[:200], flush=True)
     torch.cuda.synchronize()
-    _mode("foreach")
+    _mode(DEFAULT)
     print("warm done", flush=True)
 
 
@@ -96,10 +96,16 @@ def profile_main(Ts):
         torch.cuda.empty_cache()
 
 
+#: the check modes this tree has: "reduce" (one reduction per array), "foreach" (torch's multi-tensor
+#: max |x| / max, ``_nonfinite.FOREACH``), "kernel" (one launch, ``_nonfinite.KERNEL``)
+MODES = ("reduce",) + tuple(m for m, flag in (("foreach", "FOREACH"), ("kernel", "KERNEL")) if hasattr(_nonfinite, flag))
+DEFAULT = next((m for m, flag in (("kernel", "KERNEL"), ("foreach", "FOREACH")) if getattr(_nonfinite, flag, False)), "reduce")
+
+
 def _mode(mode):
-    _nonfinite.FOREACH = mode == "foreach"
-    if hasattr(_nonfinite, "KERNEL"):
-        _nonfinite.KERNEL = mode == "kernel"
+    for m, flag in (("foreach", "FOREACH"), ("kernel", "KERNEL")):
+        if hasattr(_nonfinite, flag):
+            setattr(_nonfinite, flag, mode == m)
 
 
 _CHECK_KERNELS = ("reduce", "foreach", "Reduce", "lsattn_extrema", "Memcpy", "aminmax", "CatArray")
@@ -110,7 +116,7 @@ def checks_main(Ts, rounds=3):
         for tag, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             calls = make(T, dt)
             for name, fn in calls.items():
-                res = {m: [] for m in ("foreach", "kernel")}
+                res = {m: [] for m in MODES}
                 for _ in range(rounds):
                     for mode in res:
                         _mode(mode)
@@ -126,7 +132,7 @@ def checks_main(Ts, rounds=3):
                           f"  checks' device {dev:6.1f} us ({sum(c for _, c in chk.values()):.0f} ops)", flush=True)
             del calls
             torch.cuda.empty_cache()
-    _mode("foreach")
+    _mode(DEFAULT)
 
 
 def main():
