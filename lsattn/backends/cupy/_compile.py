@@ -145,8 +145,8 @@ class Config:
                 prod = (2 * CH * LDK + DKP * LDV + 2 * lo // DVP * LDV) * 2
                 bt, ft = (2 * CH * LDK + 2 * CH * LDV) * 2 + max(prod, CH * (DKP + DVP) * 4), lo + 3 * DKP + 4 * CH + 128 + 2 * DVP
             return bt + ft * 4 + CH * 4
-        if kernel in ("ek_chunk_tc5", "ek_chunk_tc5f"):
-            return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv) * 4
+        if kernel in ("ek_chunk_tc5", "ek_chunk_tc5f"):  # (LOGV: the column maxima's 128 partials)
+            return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv + (128 if self.logv else 0)) * 4
         if kernel in ("ek_output_tc5", "ek_output_tc5f"):
             return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + 2 * CH * 4
         return 0
