@@ -6,7 +6,7 @@ array-API path, in one run.
     python benchmarks/bench_gpu_hierarchical.py kernels [--T 8192] [--dtypes float32,float32-ffma,bfloat16] [--chunks 32,64]
         # the kernels' forward per chunk, per kernel
     python benchmarks/bench_gpu_hierarchical.py train [--T 8192]     # forward + backward (see ``train``)
-    python benchmarks/bench_gpu_hierarchical.py table [--T 2048,...,65536] [--out DIR]   # issue 17's full table
+    python benchmarks/bench_gpu_hierarchical.py table [--T 2048,...,65536] [--out DIR] [--reps 10] [--small-reps 40]   # issue 17's full table
     python benchmarks/bench_gpu_hierarchical.py report DIR/gpu_issue17.json [--md F] [--png F]   # its table + plot again
 
 Shapes: B=2, H=16, d_k=d_v=64, forward only, median of CUDA-event times after warm-up, CUDA torch
@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 import numpy as np
 
 from _common import pyplot, utc_now, write_json
-from bench_gpu import cuda_time, device_info, measure
+from bench_gpu import cuda_time, device_info, measure, peak_mem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -349,13 +351,51 @@ def _train(torch, fn, xs):
     return run
 
 
+def interleaved_times(fns, reps, warmup=2, budget_s=8.0):
+    """{name: median ms} of the calls ``fns`` (name -> fn), timed in rounds: each round times every
+    call once (CUDA events around one call, empty queue: ``bench_gpu.cuda_time``'s setting), in an order
+    rotated every round, so a drift of the host (another process, clocks) reaches every call of a round
+    alike and the ratio of two medians compares calls measured side by side. At least 3 rounds, at most
+    ``reps``, stopping after ``budget_s``. Failing calls: the exception's text instead of a time."""
+    import torch
+
+    out, live = {}, {}
+    for name, fn in fns.items():
+        try:
+            for _ in range(warmup):
+                fn()
+            torch.cuda.synchronize()
+            live[name] = fn
+        except Exception as exc:  # out of memory, unsupported: recorded, not fatal
+            out[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            torch.cuda.synchronize()
+    times = {name: [] for name in live}
+    names = list(live)
+    t0 = time.perf_counter()
+    for r in range(reps):
+        for i in range(len(names)):
+            name = names[(i + r) % len(names)]
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            live[name]()
+            b.record()
+            b.synchronize()
+            times[name].append(a.elapsed_time(b))
+        if r >= 2 and time.perf_counter() - t0 > budget_s:
+            break
+    out.update({name: statistics.median(ts) for name, ts in times.items()})
+    return out
+
+
 def table(args):
     """Issue 17's table in one run: bf16 and fp32, B=2, H=16, d=64, T = ``--T``, forward and forward +
     backward, median ms (CUDA events) and peak GB of each public call (no ``backend=``): ``log_attention``
     against ``exp_kernel_attention``, ``loglinear_log_attention`` against ``loglinear_attention`` and its
     own array-API path (``backend="array_api"``, fp32 at ``--api-T``, forward and forward + backward),
     both against torch SDPA (causal; fp32 SDPA up to ``--sdpa-fp32-max`` tokens: its fp32 kernels take
-    seconds beyond). Writes ``gpu_issue17.json``, ``.md`` and ``.png`` under ``--out``."""
+    seconds beyond). The calls of one (dtype, fwd / fwd+bwd) are timed interleaved (:func:`interleaved_times`),
+    ``--reps`` rounds, ``--small-reps`` up to ``--small-T`` tokens (host-bound calls: the medians of more
+    rounds). Writes ``gpu_issue17.json``, ``.md`` and ``.png`` under ``--out``."""
     import torch
 
     import lsattn
@@ -365,16 +405,35 @@ def table(args):
     for T in args.T:
         print(f"T = {T}", flush=True)
         row = res["rows"][str(T)] = {}
+        reps = max(args.reps, args.small_reps) if T <= args.small_T else args.reps
         for dt in ("bf16", "fp32"):
             calls = _table_calls(torch, T, {"bf16": torch.bfloat16, "fp32": torch.float32}[dt])
-            for key, label, op, d, train in TABLE:
-                if d != dt:
-                    continue
-                if op == "sdpa" and dt == "fp32" and T > args.sdpa_fp32_max:
-                    continue
-                fn, xs = calls[op]
-                measure(label, _train(torch, fn, xs) if train else (lambda fn=fn, xs=xs: fn(*xs)), row, key, reps=args.reps)
-            if dt == "fp32" and T == args.api_T:  # issue 17's 20x: the array-API path on the same tensors
+            for train in (False, True):
+                group = {}
+                for key, label, op, d, tr in TABLE:
+                    if d != dt or tr != train or (op == "sdpa" and dt == "fp32" and T > args.sdpa_fp32_max) or \
+                            (args.ops and op not in args.ops):
+                        continue
+                    fn, xs = calls[op]
+                    group[key] = (label, _train(torch, fn, xs) if train else (lambda fn=fn, xs=xs: fn(*xs)))
+                gb = {}
+                for key, (label, fn) in group.items():  # peak memory, one call each (its pool emptied first)
+                    try:
+                        gb[key] = peak_mem(fn) / 1e9
+                    except Exception:  # noqa: BLE001  (the timing records the failure)
+                        gb[key] = float("nan")
+                    _free(torch)
+                got = interleaved_times({key: fn for key, (_, fn) in group.items()}, reps)
+                for key, (label, _) in group.items():
+                    ms = got[key]
+                    if isinstance(ms, str):
+                        row[key] = {"error": ms}
+                        print(f"  {label:42s} fails: {ms}", flush=True)
+                    else:
+                        row[key] = {"ms": ms, "gb": gb[key]}
+                        print(f"  {label:42s} {ms:9.3f} ms  {gb[key]:7.2f} GB", flush=True)
+                _free(torch)
+            if dt == "fp32" and T == args.api_T and (not args.ops or "hier" in args.ops):  # issue 17's 20x: the array-API path on the same tensors
                 fn, xs = calls["hier"]
                 lw, a = calls["hier_extra"]
                 api = lambda q, k, v: lsattn.loglinear_log_attention(q, k, v, lw, log_decay=a, backend="array_api")  # noqa: E731
@@ -386,6 +445,15 @@ def table(args):
             torch.cuda.empty_cache()
     write_json(os.path.join(args.out, "gpu_issue17.json"), res)
     _report(res, args.out)
+
+
+def _free(torch):
+    """Both pools emptied between groups (as ``bench_gpu.measure``)."""
+    import cupy
+
+    torch.cuda.synchronize()
+    cupy.get_default_memory_pool().free_all_blocks()
+    torch.cuda.empty_cache()
 
 
 def _ms(row, key):
@@ -485,7 +553,10 @@ def main():
     ap.add_argument("--chunks", type=lambda s: [int(x) for x in s.split(",")], default=[32, 64], help="kernels: chunks")
     ap.add_argument("--api-T", type=int, default=8192, help="table: T of the array-API row")
     ap.add_argument("--sdpa-fp32-max", type=int, default=16384, help="table: longest T of fp32 SDPA")
-    ap.add_argument("--reps", type=int, default=10, help="table: timed repetitions per cell (median)")
+    ap.add_argument("--reps", type=int, default=10, help="table: timed rounds per cell (median)")
+    ap.add_argument("--small-reps", type=int, default=40, help="table: rounds per cell up to --small-T tokens")
+    ap.add_argument("--small-T", type=int, default=8192, help="table: the longest T timed with --small-reps")
+    ap.add_argument("--ops", type=lambda s: s.split(","), default=None, help="table: only these (ek,la,hier,ll,sdpa)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     {"bench": bench, "kernels": kernels, "train": train, "table": table, "report": report}[args.what](args)

@@ -33,8 +33,8 @@ NaN); :func:`undefined_rows` finds them and the prologue writes NaN there, on ev
 
 The checks read the device once per call on CUDA arrays (:func:`checks`: every input and state
 tensor finite, and ``undefined_rows``' flag, from each array's minimum and maximum, stacked and
-copied to the host together; torch tensors: from one multi-tensor max |x| and one max, :data:`FOREACH`;
-optionally from one kernel launch, :data:`KERNEL`). The prologue launches the kernels on the inputs as they are before it
+copied to the host together: from one kernel launch per dtype, :data:`KERNEL`; arrays not at one flat
+stride from one reduction each). The prologue launches the kernels on the inputs as they are before it
 waits for that copy; when some input is not finite it drops those results and computes again from
 the sanitised inputs. Applying masks unconditionally instead (no read at all) measured slower on an
 H200 at every size (``benchmarks/NOTES.md``, session 9, s9c17): the read costs a short wait, the
@@ -111,20 +111,18 @@ class Checked:
     come from are copied to the host without waiting: the first access waits for that copy, so the
     caller can launch its kernels first."""
 
-    def __init__(self, wait, bounds, own, singles=0):
-        self._wait, self._bounds, self._own, self._singles = wait, bounds, own, singles
+    def __init__(self, wait, bounds, own):
+        self._wait, self._bounds, self._own = wait, bounds, own
         self._finite = self._own_off = None
 
     def _answer(self):
         if self._finite is None:
-            # (singles + 2 n + own,): ``singles`` values below +inf when their arrays pass (max |x| or
-            # max x, :data:`FOREACH`), each other array's minimum and maximum, then level 0's minimum
+            # (2 n + own,): each array's minimum and maximum, then level 0's minimum
             v = self._wait()
-            k = self._singles
-            lo, hi = v[k:k + 2 * len(self._bounds):2], v[k + 1:k + 2 * len(self._bounds):2]
+            lo, hi = v[0:2 * len(self._bounds):2], v[1:2 * len(self._bounds):2]
             ok = [(lo[i] > -math.inf if low is None else lo[i] >= low) and (high is None or hi[i] < high)
                   for i, (low, high) in enumerate(self._bounds)]  # NaN compares False
-            self._finite = all(ok) and all(v[i] < math.inf for i in range(k))
+            self._finite = all(ok)
             self._own_off = self._own and not v[-1] > -math.inf
         return self._finite, self._own_off
 
@@ -154,29 +152,25 @@ def checks(op, args, state, xp):
     # at T = 0 with an empty level axis too)
     own = lam is not None and math.prod(lam.shape) > 0
     torch = sys.modules.get("torch") if array_api_compat.is_torch_namespace(xp) else None
-    if KERNEL and named:
+    bounds = [(low, math.inf) for _, low in named]
+    # (tests check CPU torch tensors as CUDA ones: those take the reductions)
+    if KERNEL and named and (torch is None or named[0][0].is_cuda):
         got = _kernel_checks(xp, torch, named, lam[..., 0] if own else None)
         if got is not None:
-            return Checked(got, [(low, math.inf) for _, low in named], own)
-    singles = 0
+            return Checked(got, bounds, own)
     with contextlib.nullcontext() if torch is None else torch.no_grad():  # values only: nothing to record
-        if torch is not None and FOREACH and named:
-            full = [_distinct(x) for x, low in named if low is None]  # every entry finite: max |x| < inf
-            part = [_distinct(x) for x, low in named if low is not None]  # -inf passes: max x < inf
-            every = (list(torch._foreach_norm(full, math.inf)) if full else []) + (list(torch._foreach_max(part)) if part else [])
-            singles, named = len(every), []
-        else:
-            every = [e for x, _ in named for e in _extrema(xp, x)]
+        every = [e for x, _ in named for e in _extrema(xp, x)]
         every += [_extrema(xp, lam[..., 0], True)] if own else []
         wait = _read(xp, torch.stack(every) if torch is not None else xp.stack(every)) if every else (lambda: np.zeros(0))
-    return Checked(wait, [(low, math.inf) for _, low in named], own, singles)
+    return Checked(wait, bounds, own)
 
 
 #: CUDA arrays: every extremum from one kernel launch per dtype reading raw pointers
 #: (``lsattn.backends.cupy._extrema``) instead of one torch / CuPy reduction per array, a stack, a
-#: copy and an event (``benchmarks/NOTES.md``, session 11, s11e17); arrays whose entries are not at
-#: one flat stride (transposed, broadcast views) keep the reductions
-KERNEL = False
+#: copy and an event; arrays whose entries are not at one flat stride (transposed, broadcast views)
+#: keep the reductions. Measured against torch's multi-tensor ``_foreach_norm`` / ``_foreach_max``
+#: (removed) in ``benchmarks/NOTES.md``, session 12, s12e17
+KERNEL = True
 
 
 def _kernel_checks(xp, torch, named, own):
@@ -206,13 +200,6 @@ def _kernel_checks(xp, torch, named, own):
         return np.concatenate([r[:n].reshape(-1), r[n:, 0]])
 
     return values
-
-
-#: torch tensors: the arrays whose every entry must be finite checked together by one
-#: ``torch._foreach_norm(ord=inf)`` (max |x|: NaN or +inf when one is not), those whose ``-inf``
-#: passes by one ``torch._foreach_max`` (NaN or +inf when one is NaN or +inf): two multi-tensor
-#: launches instead of one reduction per array (``benchmarks/NOTES.md``, session 11, s11e17)
-FOREACH = True
 
 
 def _distinct(x):

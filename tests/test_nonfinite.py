@@ -43,7 +43,7 @@ OPS = {
 EXP_OPS = ("log_attention", "exp_kernel_attention")
 #: where an operator runs: (namespace, backend)
 WHERE = [("numpy", "array_api"), ("numpy", "numba"), ("array_api_strict", "array_api"), ("torch", "array_api"),
-         ("dask", "dask"), ("jax", "array_api"), ("torch_checks", "array_api"), ("torch_foreach", "array_api")]
+         ("dask", "dask"), ("jax", "array_api"), ("torch_checks", "array_api")]
 #: on the GPU (``@pytest.mark.gpu``): the automatic choice on CuPy arrays and CUDA torch tensors
 #: (the CuPy kernels where they serve the operator, the array-API path elsewhere)
 WHERE_GPU = [("cupy", None), ("torch_cuda", None), ("cupy_kernel", None), ("torch_cuda_kernel", None)]
@@ -133,7 +133,7 @@ def on(where, arrays, dtype="float64"):
         da = pytest.importorskip("dask.array")
         return [da.from_array(a.astype(dtype), chunks=BATCH + (max(1, a.shape[1] // 2),) + a.shape[2:]) for a in arrays]
     try:
-        xp = NAMESPACES["torch" if ns in ("torch_checks", "torch_foreach") else ns]()
+        xp = NAMESPACES["torch" if ns == "torch_checks" else ns]()
     except ImportError as exc:
         pytest.skip(f"{ns} not installed: {exc}")
     return [xp.asarray(a, dtype=getattr(xp, dtype)) for a in arrays]
@@ -141,13 +141,12 @@ def on(where, arrays, dtype="float64"):
 
 def forced(where):
     """``torch_checks``: CPU torch tensors checked as CUDA arrays are (``_nonfinite.checks``: every
-    flag of a call from minima and maxima, read together once), so that path runs on every machine;
-    ``torch_foreach``: the same with the flags from torch's multi-tensor max |x| and max
-    (``_nonfinite.FOREACH``)."""
+    flag of a call from minima and maxima, read together once), so that path runs on every machine
+    (the reductions: CPU tensors never take ``_nonfinite.KERNEL``'s launch); ``*_kernel``: the checks
+    by ``KERNEL`` (the default), the others by one reduction per array."""
     stack = contextlib.ExitStack()
-    if where[0] in ("torch_checks", "torch_foreach"):
+    if where[0] == "torch_checks":
         stack.enter_context(mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True))
-        stack.enter_context(mock.patch.object(_nonfinite, "FOREACH", where[0] == "torch_foreach"))
     stack.enter_context(mock.patch.object(_nonfinite, "KERNEL", where[0].endswith("_kernel")))
     return stack
 
@@ -231,8 +230,7 @@ def test_special_value_at_a_random_token(op, where, data):
         check(to_numpy(_stream(op, where, arrays, [cut])), expected, mask, rtol, f"{op} on {where}, cut at {cut}")
 
 
-@pytest.mark.parametrize("where", [("torch_checks", "array_api"), ("torch_foreach", "array_api")] + GPU,
-                         ids=["torch_checks", "torch_foreach"] + [p.id for p in GPU])
+@pytest.mark.parametrize("where", [("torch_checks", "array_api")] + GPU, ids=["torch_checks"] + [p.id for p in GPU])
 @pytest.mark.parametrize("op", list(OPS))
 def test_empty_calls(op, where):
     """T = 0 (level weights then (..., 0, 0)) and an empty batch axis: the checks have nothing to
@@ -628,13 +626,12 @@ def test_one_read_flags(where, dtype):
             for name, ((low, high), want) in modes.items():
                 got = _nonfinite._clean(xp, x, low, high)
                 assert bool(got) == bool(want(view(host).double().numpy())), (name, special)
-            # the same flags from torch's multi-tensor max |x| and max (FOREACH), and on the GPU from
-            # the one-launch kernel (KERNEL; views not at one flat stride: the reductions)
-            for how in ("foreach",) * (where != "cupy") + ("kernel",) * (where != "torch"):
+            # the same flags from the reductions and, on the GPU, from the one-launch kernel (KERNEL; views
+            # not at one flat stride: the reductions)
+            for how in ("reduce",) + ("kernel",) * (where != "torch"):
                 for name, passes in (("finite", ()), ("below_inf", ("a",))):
                     op = Op("flags", (("a", "q"),), lambda *a: {}, neg_inf=passes)
                     with mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True), \
-                            mock.patch.object(_nonfinite, "FOREACH", how == "foreach"), \
                             mock.patch.object(_nonfinite, "KERNEL", how == "kernel"):
                         got = _nonfinite.checks(op, [x], None, xp).finite
                     assert got == bool(modes[name][1](view(host).double().numpy())), (name, special, how)
@@ -681,10 +678,9 @@ def test_one_read_flags_copy_nothing():
         assert bool(flag) and grown < 2**12, (tuple(x.stride()), grown)
 
 
-@pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("op", list(OPS))
 @pytest.mark.parametrize("special", [None, math.nan, -math.inf])
-def test_checks_waited_after_the_launch(op, special, foreach):
+def test_checks_waited_after_the_launch(op, special):
     """CUDA arrays (here CPU torch tensors checked as CUDA ones): one copy of the extrema per call, waited
     for after the implementation ran (its kernels launched); finite inputs (and ``-inf`` where it is a
     legitimate zero that needs no clamp) run the implementation once, on the inputs as they are; any
@@ -710,7 +706,6 @@ def test_checks_waited_after_the_launch(op, special, foreach):
         return lambda *a, **k: (events.append("launch"), f(*a, **k))[1]
 
     with mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True), \
-            mock.patch.object(_nonfinite, "FOREACH", foreach), \
             mock.patch.object(_nonfinite, "_read", reading), \
             mock.patch.object(backends.Backend, "implementation", implementation):
         out = call(op, [torch.as_tensor(a) for a in arrays], backend="array_api")

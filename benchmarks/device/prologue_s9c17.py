@@ -78,8 +78,8 @@ def pipelined(fn, n=20):
     return e0.elapsed_time(e1) / n, 1e3 * host
 
 
-def kernels(fn, n=5):
-    """(device ms per call of all kernels and memcpys, top extra kernels) from torch.profiler."""
+def profiled(fn, n=5):
+    """torch.profiler (CUDA activity) of ``n`` calls of ``fn`` after one more."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
@@ -88,6 +88,12 @@ def kernels(fn, n=5):
         for _ in range(n):
             fn()
         torch.cuda.synchronize()
+    return prof
+
+
+def kernels(fn, n=5):
+    """(device ms per call of all kernels and memcpys, top extra kernels) from torch.profiler."""
+    prof = profiled(fn, n)
     tot, per = 0.0, {}
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:

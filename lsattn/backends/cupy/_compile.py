@@ -149,8 +149,8 @@ class Config:
                 prod = (2 * CH * LDK + DKP * LDV + 2 * lo // DVP * LDV) * 2
                 bt, ft = (2 * CH * LDK + 2 * CH * LDV) * 2 + max(prod, CH * (DKP + DVP) * 4), lo + 3 * DKP + 4 * CH + 128 + 2 * DVP
             return bt + ft * 4 + CH * 4
-        if kernel in ("ek_chunk_tc5", "ek_chunk_tc5f"):
-            return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv) * 4
+        if kernel in ("ek_chunk_tc5", "ek_chunk_tc5f"):  # (LOGV: the column maxima's 128 partials)
+            return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv + (128 if self.logv else 0)) * 4
         if kernel in ("ek_output_tc5", "ek_output_tc5f"):
             return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + 2 * CH * 4
         return 0
@@ -587,10 +587,12 @@ class CupyOps:
         fn((n, BH), block, (k, v, mk, S, z, self._i(T), self._i(DK), self._i(DV), self._i(n), self._p(nc), self._p(rows),
                             self._p(tok)), shared_mem=smem)
 
-    def _scan_max(self, cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH, segs=None):
+    def _scan_max(self, cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH, segs=None, vshift=None, DV=0):
         """ek_scan_mz: the running maximum of mk (BH, n, DK) from m0 (None: no keys) -> m_in, and
         the factors (al, be) of every merge; z scanned alongside. segs: None, or (tok, T, N) packed
-        segments (m0, z0 then hold N rows per sequence: each segment's incoming state)."""
+        segments (m0, z0 then hold N rows per sequence: each segment's incoming state). vshift: as
+        :meth:`ek_scan` (``cfg.logv``): the value columns' max-scan (no z) in the same launch.
+        Returns (al, be, ga, gb) (ga, gb: the value columns' factors, or None)."""
         xp = self.xp
         al = xp.empty((BH, n, DK), dtype=mk.dtype)
         be = xp.empty((BH, n, DK), dtype=mk.dtype)
@@ -599,11 +601,17 @@ class CupyOps:
             m0 = z0 = al  # not read
         lo = -float(np.finfo(mk.dtype).max) / 8
         scalar = np.float64 if cfg.ta == "double" else np.float32
+        ga = gb = None
+        vals = (None,) * 6
+        if vshift is not None:
+            nc, n0, n_in, n_out = vshift
+            ga, gb = xp.empty((BH, n, DV), dtype=mk.dtype), xp.empty((BH, n, DV), dtype=mk.dtype)
+            vals = (nc, n0 if has else al, n_in, ga, gb, n_out)
         self._k("exp_kernel", cfg, "ek_scan_mz")(
-            (-(-DK // _NT), BH), (_NT,),
+            (-(-max(DK, DV) // _NT), BH, 1 if vshift is None else 2), (_NT,),
             (mk, z, m0, z0, m_in, al, be, m_out, z_out, self._i(DK), self._i(n), self._i(has), scalar(lo))
-            + self._segs(segs))
-        return al, be
+            + self._segs(segs) + tuple(self._p(x) for x in vals) + (self._i(DV),))
+        return al, be, ga, gb
 
     def _segs(self, segs):
         """The kernels' trailing (tok, T, nseg) arguments of packed segments ``segs`` (None: one stream)."""
@@ -615,15 +623,9 @@ class CupyOps:
         vshift (``cfg.logv``): (nc, n0, n_in, n_out), the chunks' column maxima of log_v, the incoming
         state's (or None), and the outputs: the column shift entering every chunk and the final one.
         segs: as :meth:`_scan_max` (the incoming states then (BH N, ...))."""
-        xp = self.xp
         has = m0 is not None
-        al, be = self._scan_max(cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH, segs)
-        ga = gb = None
-        if vshift is not None:  # the same max-scan over the value columns (its z is scratch)
-            nc, n0, n_in, n_out = vshift
-            scratch = xp.zeros((BH, n, DV), dtype=mk.dtype)
-            ga, gb = self._scan_max(cfg, nc, scratch, n0, None if n0 is None else xp.zeros(n0.shape, dtype=mk.dtype),
-                                    n_in, n_out, xp.empty((BH, DV), dtype=mk.dtype), DV, n, BH, segs)
+        # the value columns' max-scan (log_attention) in the same launch
+        al, be, ga, gb = self._scan_max(cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH, segs, vshift, DV)
         if not has:
             S0 = m_in  # not read
         if S.dtype != mk.dtype:  # v5: bf16 summaries (stored as uint16)

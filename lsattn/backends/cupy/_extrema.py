@@ -4,8 +4,8 @@
 the host once per call. torch reductions cost ~11 us of host time per array, plus a stack, a copy and
 an event (~190 us per ``loglinear_log_attention`` call on the H200's host, ``benchmarks/NOTES.md``,
 s11e17); here one launch reads up to six flat arrays (contiguous, or one fixed flat stride: a level
-axis's first entries), each block writing its partial ``(min, max)`` (NaN for both when it met a NaN),
-and the host reduces the partials after one asynchronous copy. Only raw pointers are passed: no
+axis's first entries), each block writing its partial ``(min, max)`` (NaN for both when it met a NaN; contiguous arrays read
+16 bytes a load), and the host reduces the partials after one asynchronous copy. Only raw pointers are passed: no
 CuPy view of a torch tensor is built.
 """
 from __future__ import annotations
@@ -23,40 +23,58 @@ _SOURCE = r"""
 // no headers (as common.cu): float16 converted by PTX, bfloat16 by a shift of its 16-bit pattern
 struct f16bits { unsigned short u; };
 struct bf16bits { unsigned short u; };
-__device__ __forceinline__ double ld(const float* p, long long i) { return (double)p[i]; }
+// entries as float (exact for float16 / bfloat16 / float32: their min and max in float), float64 as double
+__device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
 __device__ __forceinline__ double ld(const double* p, long long i) { return p[i]; }
-__device__ __forceinline__ double ld(const f16bits* p, long long i) {
+__device__ __forceinline__ float ld(const f16bits* p, long long i) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i].u));
-    return (double)f;
+    return f;
 }
-__device__ __forceinline__ double ld(const bf16bits* p, long long i) {
-    return (double)__int_as_float(((unsigned int)p[i].u) << 16);
+__device__ __forceinline__ float ld(const bf16bits* p, long long i) {
+    return __int_as_float(((unsigned int)p[i].u) << 16);
+}
+
+template <typename A>
+__device__ __forceinline__ void take(A x, A& lo, A& hi, int& nan) {
+    nan |= (x != x);
+    lo = x < lo ? x : lo;
+    hi = x > hi ? x : hi;
 }
 
 // partial (min, max) of array blockIdx.y over the entries i = blockIdx.x * NT + t + k * gridDim.x * NT,
-// read at p[i * s]; NaN for both when a NaN was met (comparisons with NaN are false: tracked apart)
+// read at p[i * s]; NaN for both when a NaN was met (comparisons with NaN are false: tracked apart).
+// Contiguous 16-byte aligned arrays: 16 bytes a load (the scalar loads of 2-byte entries cost ~2x the
+// bandwidth's time, session 12), the tail entry by entry.
 template <typename T>
 __device__ void extrema(const T* p0, const T* p1, const T* p2, const T* p3, const T* p4, const T* p5,
                         long long n0, long long n1, long long n2, long long n3, long long n4, long long n5,
                         long long s0, long long s1, long long s2, long long s3, long long s4, long long s5,
                         double* out) {
+    typedef decltype(ld((const T*)nullptr, 0)) A;
     const int a = blockIdx.y;
     const T* p = a == 0 ? p0 : a == 1 ? p1 : a == 2 ? p2 : a == 3 ? p3 : a == 4 ? p4 : p5;
     const long long n = a == 0 ? n0 : a == 1 ? n1 : a == 2 ? n2 : a == 3 ? n3 : a == 4 ? n4 : n5;
     const long long s = a == 0 ? s0 : a == 1 ? s1 : a == 2 ? s2 : a == 3 ? s3 : a == 4 ? s4 : s5;
-    const double inf = __longlong_as_double(0x7ff0000000000000LL);
-    double lo = inf, hi = -inf;
+    const A inf = (A)__longlong_as_double(0x7ff0000000000000LL);
+    A lo = inf, hi = -inf;
     int nan = 0;
-    const long long step = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
-        const double x = ld(p, i * s);
-        nan |= (x != x);
-        lo = x < lo ? x : lo;
-        hi = x > hi ? x : hi;
+    const long long step = (long long)gridDim.x * blockDim.x, first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long done = 0;  // entries read 16 bytes at a time
+    if (s == 1 && ((unsigned long long)p & 15) == 0) {
+        constexpr int V = 16 / sizeof(T);
+        const uint4* pv = reinterpret_cast<const uint4*>(p);
+        done = n / V * V;
+        for (long long k = first; k < n / V; k += step) {
+            const uint4 w = __ldg(pv + k);
+            const T* e = reinterpret_cast<const T*>(&w);
+#pragma unroll
+            for (int u = 0; u < V; ++u) take(ld(e, u), lo, hi, nan);
+        }
     }
+    for (long long i = done + first; i < n; i += step) take(ld(p, i * s), lo, hi, nan);
     for (int o = 16; o > 0; o >>= 1) {
-        const double l2 = __shfl_down_sync(0xffffffffu, lo, o), h2 = __shfl_down_sync(0xffffffffu, hi, o);
+        const A l2 = __shfl_down_sync(0xffffffffu, lo, o), h2 = __shfl_down_sync(0xffffffffu, hi, o);
         lo = l2 < lo ? l2 : lo;
         hi = h2 > hi ? h2 : hi;
     }
@@ -67,15 +85,16 @@ __device__ void extrema(const T* p0, const T* p1, const T* p2, const T* p3, cons
     if (lane == 0) { slo[w] = lo; shi[w] = hi; snan[w] = nan; }
     __syncthreads();
     if (threadIdx.x == 0) {
+        double dlo = slo[0], dhi = shi[0];
         for (int k = 1; k < (int)(blockDim.x >> 5); ++k) {
-            lo = slo[k] < lo ? slo[k] : lo;
-            hi = shi[k] > hi ? shi[k] : hi;
+            dlo = slo[k] < dlo ? slo[k] : dlo;
+            dhi = shi[k] > dhi ? shi[k] : dhi;
             nan |= snan[k];
         }
         const long long o = 2 * ((long long)a * gridDim.x + blockIdx.x);
         const double q = __longlong_as_double(0x7ff8000000000000LL);
-        out[o] = nan ? q : lo;
-        out[o + 1] = nan ? q : hi;
+        out[o] = nan ? q : dlo;
+        out[o + 1] = nan ? q : dhi;
     }
 }
 

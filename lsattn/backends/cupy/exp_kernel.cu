@@ -30,7 +30,7 @@
 // must stay exact early on), so every summary carries its own per-column value shift n_j:
 //   summary (m, n, S, z):  S_ij = sum_s exp(k_si - m_i) exp(lv_sj - n_j),  n_j = max_s lv_sj
 //   ek_chunk   also writes the chunk's column maxima nc (BH, n, DV) and builds S with exp(lv - nc)
-//   ek_scan    the running column shift is the same max-scan as m (ek_scan_mz on nc, no z):
+//   ek_scan    the running column shift is the same max-scan as m (ek_scan_mz's blockIdx.z = 1, on nc, no z):
 //              n_{j+1} = max(n_j, nc_j), ga_j = exp(n_j - n_{j+1}), gb_j = exp(nc_j - n_{j+1}),
 //              S_{j+1}[i][c] = al_j[i] ga_j[c] S_j[i][c] + be_j[i] gb_j[c] S_c,j[i][c]
 //              (the array-API merge: S = (fa ga) Sa + (fb gb) Sb; n_in of chunk j = n_j)
@@ -144,17 +144,16 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
 // The scan over chunks, in two passes.
 // ek_scan_mz: thread per (sequence, feature i), sequential over chunks: the running maximum m, the
 //   rescale factors of every merge al_j = exp(m_j - m_{j+1}), be_j = exp(mk_j - m_{j+1}), and the
-//   running z; writes m_in, al, be, and z entering each chunk over z_c.
-extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
+//   running z; writes m_in, al, be, and z entering each chunk over z_c. LOGV: blockIdx.z = 1 runs the
+//   value columns' max-scan (nc -> n_in, ga, gb, n_out; no z) in the same launch: both serial scans
+//   side by side instead of one after the other (their time is the chunks' latency, not bandwidth).
+__device__ __forceinline__ void scan_max(
     const ta* __restrict__ mk, ta* __restrict__ z, const ta* __restrict__ m0, const ta* __restrict__ z0,
     ta* __restrict__ m_in, ta* __restrict__ al, ta* __restrict__ be, ta* __restrict__ m_out, ta* __restrict__ z_out,
-    int DK, int n, int has_init, ta lo, const int* __restrict__ tok, int T, int nseg) {  // tok: packed segments, or null
-    const i64 bh = blockIdx.y;
-    const int i = blockIdx.x * NT + threadIdx.x;
-    if (i >= DK) return;
+    int DK, int n, int has_init, ta lo, const int* __restrict__ tok, int T, int nseg, int i, i64 bh) {  // z null: no z
     const i64 base = bh * (i64)n * DK + i;
     const bool from0 = has_init && !tok;
-    ta m = from0 ? m0[bh * DK + i] : lo, s = from0 ? z0[bh * DK + i] : (ta)0;  // no state: no keys yet
+    ta m = from0 ? m0[bh * DK + i] : lo, s = from0 && z ? z0[bh * DK + i] : (ta)0;  // no state: no keys yet
     for (int j0 = 0; j0 < n; j0 += 8) {
         ta mv[8], zv[8];
         int rs[8];
@@ -162,7 +161,7 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
         for (int u = 0; u < 8; ++u)
             if (j0 + u < n) {
                 mv[u] = mk[base + (i64)(j0 + u) * DK];
-                zv[u] = z[base + (i64)(j0 + u) * DK];
+                zv[u] = z ? z[base + (i64)(j0 + u) * DK] : (ta)0;
                 rs[u] = chunk_reset(tok, j0 + u, T);
             }
 #pragma unroll
@@ -170,11 +169,11 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
             if (j0 + u < n) {
                 const i64 o = base + (i64)(j0 + u) * DK;
                 m_in[o] = m;
-                z[o] = s;  // z entering chunk j (shift m)
+                if (z) z[o] = s;  // z entering chunk j (shift m)
                 if (rs[u] >= 0) {  // a segment starts: its incoming state (or no keys)
                     const i64 g = (bh * nseg + rs[u]) * DK + i;
                     m = has_init ? m0[g] : lo;
-                    s = has_init ? z0[g] : (ta)0;
+                    s = has_init && z ? z0[g] : (ta)0;
                 }
                 ta mn = fmx(m, mv[u]);
                 ta a = ex(m - mn), b = ex(mv[u] - mn);
@@ -185,7 +184,22 @@ extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
             }
     }
     m_out[bh * DK + i] = m;
-    z_out[bh * DK + i] = s;
+    if (z) z_out[bh * DK + i] = s;
+}
+
+extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
+    const ta* __restrict__ mk, ta* __restrict__ z, const ta* __restrict__ m0, const ta* __restrict__ z0,
+    ta* __restrict__ m_in, ta* __restrict__ al, ta* __restrict__ be, ta* __restrict__ m_out, ta* __restrict__ z_out,
+    int DK, int n, int has_init, ta lo, const int* __restrict__ tok, int T, int nseg,  // tok: packed segments, or null
+    const ta* __restrict__ nc, const ta* __restrict__ n0, ta* __restrict__ n_in, ta* __restrict__ ga,
+    ta* __restrict__ gb, ta* __restrict__ n_out, int DV) {  // LOGV (blockIdx.z = 1): the value columns
+    const i64 bh = blockIdx.y;
+    const int i = blockIdx.x * NT + threadIdx.x;
+    if (blockIdx.z == 0) {
+        if (i < DK) scan_max(mk, z, m0, z0, m_in, al, be, m_out, z_out, DK, n, has_init, lo, tok, T, nseg, i, bh);
+    } else if (i < DV) {
+        scan_max(nc, nullptr, n0, nullptr, n_in, ga, gb, n_out, nullptr, DV, n, has_init, lo, tok, T, nseg, i, bh);
+    }
 }
 
 // ek_scan_S: S_{j+1} = al_j S_j + be_j S_c,j per element, writing the S entering each chunk over

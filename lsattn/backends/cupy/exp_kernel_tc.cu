@@ -30,7 +30,10 @@ __device__ __forceinline__ void ek_chunk_body(
     float* part = reinterpret_cast<float*>(Vs + CH * LDV);  // NTC partials
     float* mS = part + NTC;                                  // DKP
     float* nS = mS + DKP;                                    // LOGV: DVP column maxima of lv
-    check_smem((unsigned)((CH * LDK + CH * LDV) * 2 + (NTC + DKP + (LOGV ? DVP : 0)) * 4));
+#if LOGV
+    float* vp = nS + DVP;                                    // NTC partial column maxima
+#endif
+    check_smem((unsigned)((CH * LDK + CH * LDV) * 2 + (NTC + DKP + (LOGV ? DVP + NTC : 0)) * 4));
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
     const i64 r0 = (i64)j * CH;
@@ -47,12 +50,15 @@ __device__ __forceinline__ void ek_chunk_body(
         if (s >= lo && s < ns) m = fmaxf(m, from_bf(Ks[s * LDK + i]));
     part[pp * DKP + i] = m;
 #if LOGV
-    if (threadIdx.x < DVP) {  // the chunk's column maxima of lv (-inf: the stand-in)
-        const int c = threadIdx.x;
+    {  // the chunk's column maxima of lv (-inf: the stand-in): NTC / DVP threads per column, as the keys'
+        // (a fixed unrolled trip count: the loads in flight together, not one serial chain of 64)
+        constexpr int NV = NTC / DVP;
+        const int c = threadIdx.x % DVP, pv = threadIdx.x / DVP;
         float mv = lo_v();
-        for (int s = lo; s < ns; ++s) mv = fmaxf(mv, from_bf(Vs[s * LDV + c]));
-        if (c < DV) nc[(bh * n + j) * DV + c] = mv;
-        nS[c] = mv;
+#pragma unroll
+        for (int s = pv; s < CH; s += NV)
+            if (s >= lo && s < ns) mv = fmaxf(mv, from_bf(Vs[s * LDV + c]));
+        vp[pv * DVP + c] = mv;
     }
 #endif
     __syncthreads();
@@ -63,6 +69,16 @@ __device__ __forceinline__ void ek_chunk_body(
         mS[i] = mm;
         if (i < DK) mk[(bh * n + j) * DK + i] = mm;
     }
+#if LOGV
+    if (threadIdx.x < DVP) {
+        const int c = threadIdx.x;
+        float mv = vp[c];
+#pragma unroll
+        for (int u = 1; u < NTC / DVP; ++u) mv = fmaxf(mv, vp[u * DVP + c]);
+        if (c < DV) nc[(bh * n + j) * DV + c] = mv;
+        nS[c] = mv;
+    }
+#endif
     __syncthreads();
     for (int idx = threadIdx.x; idx < CH * DKP; idx += NTC) {
         int ss = idx / DKP, ii = idx % DKP;
@@ -170,6 +186,17 @@ __device__ __forceinline__ void ek_output_body(
                 if (r < ns) m = fmaxf(m, from_bf(Ks[r * LDK + i]));
         }
         fb[pp * DKP + i] = m;
+#if LOGV
+        if (causal) {  // the chunk's column maxima of lv, NTC / DVP threads per column (partials after the keys')
+            constexpr int NV = NTC / DVP;
+            const int c = tid % DVP, pv = tid / DVP;
+            float mv = lo_v();
+#pragma unroll
+            for (int r = pv; r < CH; r += NV)
+                if (r < ns) mv = fmaxf(mv, from_bf(Vs[r * LDV + c]));
+            fb[NTC + pv * DVP + c] = mv;
+        }
+#endif
         __syncthreads();
         if (tid < DKP) {
             float mm = 0.f, sc = 0.f, zz = 0.f;
@@ -193,7 +220,8 @@ __device__ __forceinline__ void ek_output_body(
                 const float ni = reads ? ni_p[c] : lo_v();
                 nn = ni;
                 if (causal)
-                    for (int r = 0; r < ns; ++r) nn = fmaxf(nn, from_bf(Vs[r * LDV + c]));
+#pragma unroll
+                    for (int u = 0; u < NTC / DVP; ++u) nn = fmaxf(nn, fb[NTC + u * DVP + c]);
                 gg = ex(ni - nn);
             }
             nnS[c] = nn;
