@@ -396,18 +396,6 @@ def _forward(q, k, v, causal, state, return_state, chunk_size, logv, segments=No
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         (qc, kc, vc), half = inputs(to_cp, (q, k, v))
-        if half and segments is not None and (state is not None or return_state):
-            # 16-bit packed streams with states: the tensor-core kernels' per-segment states failed the
-            # GPU test (a stream without any key read as holding keys; session 11): the array-API
-            # formulation on the same device, in float32, until that is found
-            from array_api_compat import array_namespace
-
-            from ...exp_kernel import _exp_forward, _log_forward
-
-            xq = array_namespace(q)
-            args = [xq.astype(x, xq.float32) for x in (q, k, v)]
-            return (_log_forward if logv else _exp_forward)(*args, causal, state, return_state, chunk_size=chunk_size,
-                                                            segments=segments)
         if half and not causal:  # no 16-bit entry for the one-summary read: compute from float32 copies
             qc, kc, vc = (widen(xp, x, half) for x in (qc, kc, vc))
             out, _ = compute(ops, qc, kc, vc, False, None, False, chunk_size, logv=logv)
