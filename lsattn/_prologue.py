@@ -365,7 +365,7 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
                                                          or offsets is not None, offsets=offsets, mapped=mapped)
         extra = extra if run_op is op else ()
     streams = kw.get("segments")
-    positions = offset if streams is None else streams.positions
+    positions = offset if streams is None else (lambda: streams.positions)  # built only when read
     if "token_map" in kw:  # the packed tokens as they are: positions in their own (fresh) streams, when needed
         positions = lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64)).positions  # noqa: E731
     impl = chosen.implementation(run_op.name)
