@@ -5,6 +5,7 @@ documents, 64K tokens, bf16, H = 16, d = 64, ``bench_varlen_gpu.py``'s inputs).
 For each operator and each of packed (offsets as a list: no read-back), packed (CUDA offsets) and
 unpacked, forward and (``train``) a training step:
 - ``latency``: CUDA events around one call on an idle GPU (as ``bench_varlen_gpu.py``), median;
+- ``pipelined``: 10 calls back to back, ms per call;
 - ``host``: the host time of one call (returns before the device is done: ``perf_counter``, the GPU
   drained before), median;
 - one call under ``torch.profiler`` (CPU + CUDA, CuPy's launches included through CUPTI): the call's
@@ -43,6 +44,17 @@ def latency(fn, reps=15):
         b.synchronize()
         ts.append(a.elapsed_time(b))
     return statistics.median(ts)
+
+
+def pipelined(fn, reps=10):
+    """Back-to-back calls (host and device overlap across calls): ms per call."""
+    fn()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - t) / reps
 
 
 def host(fn, reps=15):
@@ -102,7 +114,8 @@ for op in ops:
     calls = {"packed_list": lambda: f(*x, cu_seqlens=cu.tolist()), "packed_cuda": lambda: f(*x, cu_seqlens=cu_dev),
              "unpacked": lambda: f(*x), "train_packed": lambda: train(cu_seqlens=cu.tolist()), "train_unpacked": train}
     for name, fn in calls.items():
-        row = {"op": op, "form": name, "latency_ms": round(latency(fn), 3), "host_ms": round(host(fn), 3)}
+        row = {"op": op, "form": name, "latency_ms": round(latency(fn), 3), "pipelined_ms": round(pipelined(fn), 3),
+               "host_ms": round(host(fn), 3)}
         summary, kernels = traced(fn, f"{op}_{name}")
         row.update(summary)
         print(row, flush=True)
