@@ -464,3 +464,24 @@ def test_gpu_packed_gradients_equal_per_segment(op, dtype):
         grads.append([x.grad.float() for x in arrays])
     for name, g, g_ref in zip("qkv", *grads):
         assert_close(g, g_ref, TOL["float32"] * 10 if dtype == "float32" else BF16, what=f"{op} {dtype} d/d{name}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,d", [("float64", 3), ("float32", 3), ("float32", 16), ("uint16", 3), ("uint16", 64),
+                                     ("uint16", 130)])
+def test_gpu_gather_rows(dtype, d):
+    """``CupyOps.gather_rows`` (the packed backward's chunk layout and its way back) in units of 2, 4
+    and 8 bytes, offset views included: equal to the twin's NumPy gather, the fill's bit pattern at
+    ``src < 0``."""
+    _gpu_ready()
+    import cupy as cp
+
+    from lsattn.backends.cupy._compile import CupyOps
+
+    rng = np.random.default_rng(d)
+    x = rng.integers(0, 2**16, (3, 41, d)).astype(dtype)
+    src = rng.integers(-1, 40, 77).astype(np.int32)
+    fill = int(np.array([-7.5]).astype(dtype).view(f"u{np.dtype(dtype).itemsize}")[0])
+    for base in (cp.asarray(x), cp.asarray(np.concatenate([x[:, :1], x], axis=1))[:, 1:]):  # contiguous, offset by a row
+        got = CupyOps(0).gather_rows(cp.ascontiguousarray(base), cp.asarray(src), 77, fill).get()
+        np.testing.assert_array_equal(got, Twin.gather_rows(x, src, 77, fill))

@@ -317,6 +317,29 @@ def _seg_tokens_kernel():
         """, "lsattn_seg_tokens")
 
 
+@functools.lru_cache(maxsize=None)
+def _rows_kernels():
+    """``gather_rows``' kernels, one per unit of 2, 4 and 8 bytes (thread per unit of the output)."""
+    import cupy
+
+    return cupy.RawModule(code=r"""
+template <typename E>
+__device__ __forceinline__ void rows(const E* __restrict__ x, E* __restrict__ y, const int* __restrict__ src,
+                                     long long n, int t_in, int t_out, int w, E fill) {
+    const long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= n) return;
+    const long long r = g / w, b = r / t_out;  // the output row, its sequence
+    const int s = src[r - b * t_out];
+    y[g] = s < 0 ? fill : x[(b * t_in + s) * w + (g - r * w)];
+}
+#define ROWS(U, E) extern "C" __global__ void rows_##U(const E* x, E* y, const int* src, long long n, int t_in, \
+    int t_out, int w, E fill) { rows<E>(x, y, src, n, t_in, t_out, w, fill); }
+ROWS(2, unsigned short)
+ROWS(4, unsigned int)
+ROWS(8, unsigned long long)
+""")
+
+
 # ---- the kernel launches -------------------------------------------------------------------------
 
 
@@ -381,6 +404,24 @@ class CupyOps:
             _seg_tokens_kernel()(to_device(cp, np.asarray(off, np.int64), out), np.int32(off.shape[0] - 1), np.int32(T),
                                  out, size=T)
         return out
+
+    def gather_rows(self, x, src, t_out, fill=0):
+        """``(B, t_out, d)`` C-contiguous: row ``t`` of every sequence is row ``src[t]`` of ``x``
+        ``(B, t_in, d)`` (C-contiguous), or every element the bit pattern ``fill`` (an int) where
+        ``src[t] < 0``; ``src`` ``(t_out,)`` int32 on the device. One launch of plain row copies in units
+        of up to 8 bytes (the packed backward's chunk layout and its way back: no scatter)."""
+        cp = self.xp
+        B, t_in, d = x.shape
+        y = cp.empty((B, t_out, d), dtype=x.dtype)
+        e = x.dtype.itemsize
+        u = next(u for u in (8, 4, 2) if (d * e) % u == 0 and x.data.ptr % u == 0)
+        n = B * t_out * d * e // u
+        if n:
+            pattern = sum((int(fill) & ((1 << 8 * e) - 1)) << (8 * e * j) for j in range(u // e))
+            _rows_kernels().get_function(f"rows_{u}")(
+                (-(-n // _NT),), (_NT,), (x, y, src, np.int64(n), np.int32(t_in), np.int32(t_out), np.int32(d * e // u),
+                                         getattr(np, f"uint{8 * u}")(pattern)))
+        return y
 
     # log-linear
     def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH, rows=None, tmap=None, Ts=None):
