@@ -26,24 +26,11 @@ import torch
 
 sys.path.insert(0, "benchmarks")
 import lsattn  # noqa: E402
+from bench_gpu import cuda_time  # noqa: E402
 from bench_varlen_gpu import doc_lengths, make_inputs  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp")
 ops = [a for a in sys.argv[1:] if not a.startswith("--")] or ["exp_kernel_attention", "log_attention"]
-
-
-def latency(fn, reps=15):
-    fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
 
 
 def pipelined(fn, reps=10):
@@ -114,7 +101,7 @@ for op in ops:
     calls = {"packed_list": lambda: f(*x, cu_seqlens=cu.tolist()), "packed_cuda": lambda: f(*x, cu_seqlens=cu_dev),
              "unpacked": lambda: f(*x), "train_packed": lambda: train(cu_seqlens=cu.tolist()), "train_unpacked": train}
     for name, fn in calls.items():
-        row = {"op": op, "form": name, "latency_ms": round(latency(fn), 3), "pipelined_ms": round(pipelined(fn), 3),
+        row = {"op": op, "form": name, "latency_ms": round(cuda_time(fn, reps=15), 3), "pipelined_ms": round(pipelined(fn), 3),
                "host_ms": round(host(fn), 3)}
         summary, kernels = traced(fn, f"{op}_{name}")
         row.update(summary)
