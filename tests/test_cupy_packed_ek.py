@@ -470,9 +470,9 @@ def test_gpu_packed_gradients_equal_per_segment(op, dtype):
 @pytest.mark.parametrize("dtype,d", [("float64", 3), ("float32", 3), ("float32", 16), ("uint16", 3), ("uint16", 64),
                                      ("uint16", 130)])
 def test_gpu_gather_rows(dtype, d):
-    """``CupyOps.gather_rows`` (the packed backward's chunk layout and its way back) in units of 2, 4
-    and 8 bytes, offset views included: equal to the twin's NumPy gather, the fill's bit pattern at
-    ``src < 0``."""
+    """``CupyOps.gather_rows`` (the packed backward's chunk layout and its way back) in units of 2, 4,
+    8 and 16 bytes, on an aligned array and on one starting an element into its buffer: equal to the
+    twin's NumPy gather, the fill's bit pattern at ``src < 0``."""
     _gpu_ready()
     import cupy as cp
 
@@ -482,6 +482,8 @@ def test_gpu_gather_rows(dtype, d):
     x = rng.integers(0, 2**16, (3, 41, d)).astype(dtype)
     src = rng.integers(-1, 40, 77).astype(np.int32)
     fill = int(np.array([-7.5]).astype(dtype).view(f"u{np.dtype(dtype).itemsize}")[0])
-    for base in (cp.asarray(x), cp.asarray(np.concatenate([x[:, :1], x], axis=1))[:, 1:]):  # contiguous, offset by a row
-        got = CupyOps(0).gather_rows(cp.ascontiguousarray(base), cp.asarray(src), 77, fill).get()
+    shifted = cp.empty(x.size + 1, dtype=x.dtype)[1:].reshape(x.shape)  # C-contiguous, one element off
+    shifted[...] = cp.asarray(x)
+    for base in (cp.asarray(x), shifted):
+        got = CupyOps(0).gather_rows(base, cp.asarray(src), 77, fill).get()
         np.testing.assert_array_equal(got, Twin.gather_rows(x, src, 77, fill))
