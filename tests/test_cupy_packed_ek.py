@@ -487,3 +487,26 @@ def test_gpu_gather_rows(dtype, d):
     for base in (cp.asarray(x), shifted):
         got = CupyOps(0).gather_rows(base, cp.asarray(src), 77, fill).get()
         np.testing.assert_array_equal(got, Twin.gather_rows(x, src, 77, fill))
+
+
+@pytest.mark.gpu
+@given(lens=seg_lens, CH=st.sampled_from([16, 32, 64]))
+@settings(max_examples=20, deadline=None)
+def test_gpu_token_table_and_chunk_resets(lens, CH):
+    """The kernels' token table (``CupyOps.seg_tokens``) and the scans' per-chunk resets
+    (``CupyOps.chunk_resets``) equal the twin's (``Twin.seg_tokens``, ``Twin._reset``): segments of
+    length 0 and 1, on and across chunk edges."""
+    _gpu_ready()
+    import cupy as cp
+
+    from lsattn.backends.cupy._compile import CupyOps
+
+    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    T = int(off[-1])
+    if T == 0:
+        return
+    ops, n = CupyOps(0), -(-T // CH)
+    tok = ops.seg_tokens(off, cp.empty(1))
+    want = Twin().seg_tokens(off, None)
+    np.testing.assert_array_equal(tok.get(), want)
+    np.testing.assert_array_equal(ops.chunk_resets(tok, T, CH, n).get(), [Twin._reset(want, j, CH, T) for j in range(n)])

@@ -414,6 +414,15 @@ class CupyOps:
                 to_device(cp, np.asarray(off, np.int64), out), out, np.int32(off.shape[0] - 1), np.int32(T)))
         return out
 
+    def chunk_resets(self, tok, T, CH, n):
+        """(n,) int32: for each chunk of ``CH`` of the ``T`` tokens of the token table ``tok`` (2, T), the
+        segment that starts in it and holds its last token, else -1 (the scans' resets, one launch)."""
+        rst = self.xp.empty((n,), dtype=self.xp.int32)
+        if n:
+            _aux_kernels().get_function("chunk_resets")((-(-n // _NT),), (_NT,), (tok, rst, np.int32(T), np.int32(CH),
+                                                                                    np.int32(n)))
+        return rst
+
     def gather_rows(self, x, src, t_out, fill=0):
         """``(B, t_out, d)`` C-contiguous: row ``t`` of every sequence is row ``src[t]`` of ``x``
         ``(B, t_in, d)`` (C-contiguous), or every element the bit pattern ``fill`` (an int) where
@@ -654,12 +663,7 @@ class CupyOps:
         xp = self.xp
         has = m0 is not None
         if segs is not None:
-            tok, T, N = segs
-            rst = xp.empty((n,), dtype=xp.int32)
-            if n:
-                _aux_kernels().get_function("chunk_resets")((-(-n // _NT),), (_NT,), (tok, rst, np.int32(T),
-                                                                                        np.int32(cfg.CH), np.int32(n)))
-            segs = (rst, N)
+            segs = (self.chunk_resets(segs[0], segs[1], cfg.CH, n), segs[2])
         al, be = self._scan_max(cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH, segs)
         ga = gb = None
         if vshift is not None:  # the same max-scan over the value columns (its z is scratch)
