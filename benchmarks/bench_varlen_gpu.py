@@ -91,9 +91,10 @@ def seg(x, s0, s1):
     return x[..., s0:s1] if x.ndim == 3 else x[..., s0:s1, :]
 
 
-def bench_packed(args, torch, lsattn, rows):
+def bench_packed(args, torch, lsattn, rows, done=None):
     """The issue's case for ``loglinear_attention`` (with fla and host offsets), and the same packed
-    batch for every other operator of ``--ops``: packed, the loop over documents, unpacked."""
+    batch for every other operator of ``--ops``: packed, the loop over documents, unpacked. ``done()``
+    after each operator (the results so far written: a run cut by a time limit keeps them)."""
     device, dtype = ("cpu", torch.float32) if args.smoke else ("cuda", torch.bfloat16)
     lens = doc_lengths(args.docs, args.total, args.seed)
     cu = np.concatenate([[0], np.cumsum(lens)])
@@ -137,6 +138,8 @@ def bench_packed(args, torch, lsattn, rows):
         row["loop_over_packed"] = row["ours_loop_ms"] / row["ours_packed_ms"]
         print({k: v for k, v in row.items() if k != "lengths"}, flush=True)
         rows["packed" if op == "loglinear_attention" else op] = row
+        if done is not None:
+            done()
 
 
 def fla_row(args, x, cu_dev, packed, ms, row):
@@ -276,14 +279,18 @@ def main(argv=None):
     res = {"info": info, "date": utc_now(), "shape": {"H": args.heads, "d": args.d,
                                                        "dtype": "float32" if args.smoke else "bfloat16"}, "rows": {}}
     t0 = time.perf_counter()
-    bench_packed(args, torch, lsattn, res["rows"])
+
+    def save():
+        res["seconds"] = time.perf_counter() - t0
+        write_json(os.path.join(args.out, "varlen_gpu.json"), res)
+        text = markdown(res)
+        write_text(os.path.join(args.out, "varlen_gpu.md"), text.splitlines())
+        return text
+
+    bench_packed(args, torch, lsattn, res["rows"], save)
     if not args.no_memory:
         bench_memory(args, torch, lsattn, res["rows"])
-    res["seconds"] = time.perf_counter() - t0
-    write_json(os.path.join(args.out, "varlen_gpu.json"), res)
-    text = markdown(res)
-    write_text(os.path.join(args.out, "varlen_gpu.md"), text.splitlines())
-    print(text)
+    print(save())
     return res
 
 

@@ -233,12 +233,18 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     ``causal``). cu_seqlens: offsets of packed segments (``lsattn._varlen``), or None.
     Returns ``out`` or ``(out, state)`` with ``return_state=True``.
     """
-    key = _plan_key(op, arrays, causal, return_state) if state is None and cu_seqlens is None else None
+    key = None
+    if state is None and cu_seqlens is None:
+        key = _plan_key(op, arrays, causal, return_state)
+    elif state is None and return_state is False and type(cu_seqlens) in (list, tuple):
+        # packed, offsets as Python ints (as FlashAttention's host max_seqlen): the same offsets, checked
+        key = tuple(cu_seqlens) if all(type(c) is int for c in cu_seqlens) else None
+        key = None if key is None or (base := _plan_key(op, arrays, causal, return_state)) is None else base + key
     plan = _PLANS.get(key) if key is not None else None
     if plan is not None and plan[0] is op:  # the same op, array types, shapes, dtypes, devices, flags: validated
-        _, xp, batch, out_dtype, state_dtype = plan
+        _, xp, batch, out_dtype, state_dtype, off = plan
         present = [x for x in arrays if x is not None]
-        off = offsets = None
+        offsets = None
         sbatch, capacity, offset = batch, 0, 0
     else:
         xp, batch, out_dtype, state_dtype, present, off, offsets, sbatch, state, capacity, offset, early = _validate(
@@ -248,15 +254,18 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         if key is not None:
             if len(_PLANS) >= _PLANS_MAX:
                 _PLANS.clear()
-            _PLANS[key] = (op, xp, batch, out_dtype, state_dtype)
+            if off is not None:
+                off.flags.writeable = False  # the plan's: read by every call with these offsets
+            _PLANS[key] = (op, xp, batch, out_dtype, state_dtype, off)
         causal, return_state = bool(causal), bool(return_state)
     return _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offsets, sbatch, state, capacity,
                     offset, extra, return_state, backend, causal)
 
 
-#: validated calls without state or packed segments: ``_plan_key`` -> (op, xp, batch, out_dtype,
-#: state_dtype). Their checks depend only on the arrays' types, shapes, dtypes and devices and the
-#: flags, so a repeated call (a training loop, a benchmark) skips them (~30-40 us of host time)
+#: validated calls without state: ``_plan_key`` (packed: followed by the offsets, when given as Python
+#: ints) -> (op, xp, batch, out_dtype, state_dtype, offsets or None). Their checks depend only on the
+#: arrays' types, shapes, dtypes and devices, the flags and the offsets, so a repeated call (a training
+#: loop, a benchmark) skips them (~30-40 us of host time; packed calls ~0.1 ms, session 12)
 _PLANS = {}
 _PLANS_MAX = 256
 
@@ -365,7 +374,7 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
                                                          or offsets is not None, offsets=offsets, mapped=mapped)
         extra = extra if run_op is op else ()
     streams = kw.get("segments")
-    positions = offset if streams is None else streams.positions
+    positions = offset if streams is None else (lambda: streams.positions)  # built only when read
     if "token_map" in kw:  # the packed tokens as they are: positions in their own (fresh) streams, when needed
         positions = lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64)).positions  # noqa: E731
     impl = chosen.implementation(run_op.name)

@@ -38,6 +38,7 @@ Index building is vectorised NumPy on the host (the offsets are read once, for v
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -364,14 +365,26 @@ class Streams:
     """Packed segments that a backend computes itself (``Backend.reset_ops``), each its own stream:
     ``starts`` (N + 1,) int64, the offsets ``cu_seqlens``; ``offsets`` (N,) int64, the position at
     which each stream continues (its incoming state's offset; 0: a fresh stream). Also the
-    per-segment forms of the non-finite marks (:mod:`lsattn._nonfinite`)."""
+    per-segment forms of the non-finite marks (:mod:`lsattn._nonfinite`). The ``(T,)`` host tables
+    (``seg``, ``positions``) are built when first read: a call with finite inputs and a backend that
+    reads only ``starts`` and ``offsets`` builds none (issue 19: ~0.3-0.7 ms of NumPy per 64K call,
+    before the first kernel of a packed call)."""
 
     def __init__(self, starts, offsets):
         self.starts, self.offsets = starts, offsets
         lens = np.diff(starts)
-        self.seg = np.repeat(np.arange(lens.shape[0]), lens)  # (T,) segment of each token
-        self.positions = offsets[self.seg] + np.arange(starts[-1], dtype=np.int64) - starts[:-1][self.seg]
         self.cum_any = _segment_cum_any(starts[:-1][lens > 0], int(starts[-1]))
+
+    @functools.cached_property
+    def seg(self):
+        """(T,) int64: the segment of each token."""
+        lens = np.diff(self.starts)
+        return np.repeat(np.arange(lens.shape[0]), lens)
+
+    @functools.cached_property
+    def positions(self):
+        """(T,) int64: each token's position in its own stream."""
+        return self.offsets[self.seg] + np.arange(self.starts[-1], dtype=np.int64) - self.starts[:-1][self.seg]
 
     def any(self, xp, m, axis):
         """``m`` (token axis ``axis``: -1 or -2) reduced to one ``any`` per segment (the N axis there)."""

@@ -104,6 +104,36 @@ def test_batch_axes_broadcast_or_name_both_arguments(op):
         assert str(tuple(bad[i].shape)) in msg, msg
 
 
+@pytest.mark.parametrize("op", ["exp_kernel_attention", "loglinear_attention"])
+def test_repeated_packed_calls_skip_the_validation_not_its_errors(op, monkeypatch):
+    """A packed call without state whose offsets are Python ints, repeating an earlier call (arrays as
+    in the test above, the same offsets) skips the validation and returns what the first call did;
+    other offsets (or offsets as an array, a state, ``return_state``) are validated again, bad
+    offsets raise as before."""
+    from unittest import mock
+
+    from lsattn import _prologue
+
+    monkeypatch.delenv("LSATTN_BACKEND", raising=False)
+    monkeypatch.setattr(_prologue, "_PLANS", {})
+    arrays = inputs(op)
+    with mock.patch.object(_prologue, "namespace", wraps=_prologue.namespace) as ns:
+        first = call(op, arrays, cu_seqlens=[0, 2, 2, 6])
+        again = call(op, [x.copy() for x in arrays], cu_seqlens=(0, 2, 2, 6))
+        assert ns.call_count == 1
+        assert_close(again, first, 0.0)
+        other = call(op, arrays, cu_seqlens=[0, 3, 6])
+        assert ns.call_count == 2
+        assert not np.allclose(other, first)
+        call(op, arrays, cu_seqlens=np.array([0, 3, 6]))  # an array: read and checked on every call
+        call(op, arrays, cu_seqlens=[0, 3, 6], return_state=True)
+        assert ns.call_count == 4
+    for bad, msg in (([0, 2, 5], "must end at T = 6"), ([0, 4, 2, 6], "non-decreasing"), ([1, 6], "start at 0")):
+        for _ in range(2):
+            with pytest.raises(ValueError, match=msg):
+                call(op, arrays, cu_seqlens=bad)
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_repeated_calls_skip_the_validation_not_its_errors(op, monkeypatch):
     """A call without state repeating an earlier call's array types, shapes, dtypes, devices and flags

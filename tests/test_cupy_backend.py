@@ -335,6 +335,13 @@ class Twin:
         return np.stack([off[:-1][seg], seg]).astype(np.int32).reshape(2, int(off[-1]))
 
     @staticmethod
+    def gather_rows(x, src, t_out, fill=0):
+        """``CupyOps.gather_rows``: row ``src[t]`` of every sequence, or the bit pattern ``fill``."""
+        y = np.ascontiguousarray(x[:, np.maximum(src, 0)])  # (the kernels' emulations read C order)
+        y[:, src < 0] = np.array([fill], dtype=f"u{x.dtype.itemsize}").view(x.dtype)[0]
+        return y
+
+    @staticmethod
     def _reset(tok, j, CH, T):
         """exp_kernel.cu's chunk_reset: the segment starting in chunk j that holds its last token, or -1."""
         if tok is None:

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import exp_kernel as cek
+from lsattn.backends.cupy._arrays import narrow, widen
 
 from helpers import TOL, assert_close, to_numpy
 from strategies import seeds
@@ -34,10 +35,11 @@ seg_lens = st.lists(st.one_of(st.integers(0, 3), st.sampled_from([15, 16, 17, 31
                               st.integers(0, 150)), min_size=1, max_size=7)
 
 
-def _packed_case(seed, lens, logv, with_state, dk=3, dv=4, batch=(2,), scale=2.0, prefix=None):
+def _packed_case(seed, lens, logv, with_state, dk=3, dv=4, batch=(2,), scale=2.0, prefix=None, prefix_lens=None):
     """Packed inputs (segments ``lens``; ``logv``: log values with ``-inf`` entries), their offsets and
     (``with_state``) a packed incoming state of the array-API path (each stream after a prefix of its
-    own, of 0 .. 40 tokens); ``prefix``: a list that receives the prefix call's inputs and offsets."""
+    own, of 0 .. 40 tokens, or of ``prefix_lens``); ``prefix``: a list that receives the prefix call's
+    inputs and offsets."""
     rng = np.random.default_rng(seed)
     off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     q, k, v = ek_inputs(seed, batch, int(off[-1]), dk, dv, scale)
@@ -45,7 +47,7 @@ def _packed_case(seed, lens, logv, with_state, dk=3, dv=4, batch=(2,), scale=2.0
         v = np.where(rng.random(v.shape) < 0.2, -np.inf, v * 30.0)
     state = None
     if with_state:
-        pl = rng.integers(0, 41, len(lens))
+        pl = rng.integers(0, 41, len(lens)) if prefix_lens is None else np.asarray(prefix_lens)
         pre = list(ek_inputs(seed + 1, batch, int(pl.sum()), dk, dv, scale)) + [np.concatenate([[0], np.cumsum(pl)])]
         op = lsattn.log_attention if logv else lsattn.exp_kernel_attention
         _, state = op(*pre[:3], cu_seqlens=pre[3], return_state=True, backend="array_api")
@@ -59,13 +61,18 @@ def assert_state(mine, want, tol, what=""):
     reference holds a key / value (elsewhere both at the stand-in ``-finfo.max / 8``), the rest
     relative to their largest entry."""
     for name, w in want.items():
-        g0, w0 = to_numpy(mine[name]), to_numpy(w)
-        g, w = g0.astype(np.float64), w0.astype(np.float64)
-        if name in ("m", "n"):  # each at the stand-in of its own dtype
-            live = w > -np.finfo(w0.dtype).max / 16
-            np.testing.assert_array_equal(g > -np.finfo(g0.dtype).max / 16, live, err_msg=f"{what} {name}: keys seen")
+        g, gd, w, wd = to_numpy(mine[name]), _dtype(mine[name]), to_numpy(w), _dtype(w)
+        g, w = g.astype(np.float64), w.astype(np.float64)
+        if name in ("m", "n"):  # each at the stand-in of its own dtype (not of to_numpy's float64: torch)
+            live = w > -np.finfo(wd).max / 16
+            np.testing.assert_array_equal(g > -np.finfo(gd).max / 16, live, err_msg=f"{what} {name}: keys seen")
             g, w = np.where(live, g, 0.0), np.where(live, w, 0.0)
         assert_close(g, w, tol, atol=tol if name in ("m", "n") else 0.0, what=f"{what} state {name}")
+
+
+def _dtype(x):
+    """The NumPy dtype of an array of any library (torch's by name: ``torch.float32`` -> float32)."""
+    return np.dtype(str(x.dtype).split(".")[-1])
 
 
 # ---- CPU: the host logic with the twin -----------------------------------------------------------
@@ -239,6 +246,76 @@ def test_cupy_lists_the_exp_kernel_operators_as_reset_ops():
     assert set(OPS) <= set(cb.VARLEN_OPS) and set(cb.RESET_OPS) == set(OPS)
 
 
+class BF16Twin(Twin):
+    """The twin on the tensor-core path's bf16 layout: inputs and outputs as bf16 bit patterns (uint16)
+    and the chunk summaries ``S`` stored as bf16 (``ek_chunk_tc5``, ``ek_scan_Shv``), the rest float32;
+    ``calls`` counts the packed output launches."""
+
+    calls = 0
+
+    @staticmethod
+    def _wide(x):
+        return widen(np, x, "bf16").astype(np.float32) if x.dtype == np.uint16 else x
+
+    @staticmethod
+    def _bits(x):
+        return narrow(np, np.ascontiguousarray(x, np.float32), "bf16").view(np.uint16)
+
+    def ek_chunk(self, cfg, k, v, mk, S, z, *args, **kw):
+        Sf = np.empty(S.shape, np.float32)
+        super().ek_chunk(cfg, self._wide(k), self._wide(v), mk, Sf, z, *args, **kw)
+        S[...] = self._bits(Sf)
+
+    def ek_scan(self, cfg, mk, S, *args, **kw):
+        Sf = self._wide(S)
+        super().ek_scan(cfg, mk, Sf, *args, **kw)
+        S[...] = self._bits(Sf)
+
+    def ek_output(self, cfg, q, k, v, m_in, S_in, z_in, out, *args, **kw):
+        BF16Twin.calls += kw.get("tok") is not None
+        o = out if out.dtype == np.float32 else np.empty(out.shape, np.float32)
+        super().ek_output(cfg, *(self._wide(x) for x in (q, k, v)), m_in, self._wide(S_in), z_in, o, *args, **kw)
+        if o is not out:
+            out[...] = self._bits(o)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("with_state", [False, True])
+def test_twin_bf16_packed_torch_streams(monkeypatch, op, with_state):
+    """``test_gpu_packed_bfloat16_tensor_cores`` on the CPU: the public call on bfloat16 CPU torch
+    tensors, served by the cupy backend's implementation (``exp_kernel._forward``: the bf16 layout,
+    the prologue's 16-bit state handling, float32 torch states) driving :class:`BF16Twin` (session 11's
+    GPU failure of this case, a stream with no key in either call "holding keys", was the test reading a
+    float32 torch state's stand-in at float64's: ``assert_state``)."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+
+    from lsattn import backends
+
+    def to_np(x):
+        if x.dtype == torch.bfloat16:
+            return x.contiguous().view(torch.int16).numpy().view(np.uint16), "bf16"
+        return x.numpy(), ""
+
+    def back(a, half):
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        return t.view(torch.int16).view(torch.bfloat16) if half == "bf16" else t
+
+    @contextlib.contextmanager
+    def on_twin(like):
+        yield to_np, back, BF16Twin()
+
+    resolve, cupy_backend = backends.resolve, backends.get("cupy")
+    monkeypatch.setattr(cek, "on_gpu", on_twin)
+    monkeypatch.setattr(cek, "inputs", lambda to_cp, arrays: ([to_cp(x)[0] for x in arrays], to_cp(arrays[0])[1]))
+    monkeypatch.setattr(backends, "resolve", lambda op_, xp, a, backend=None, **kw: (
+        resolve(op_, xp, a, backend, **kw) if backend == "array_api" else cupy_backend))
+    BF16Twin.calls = 0
+    check_bf16_packed(torch, op, with_state, "cpu")
+    assert BF16Twin.calls == (2 if with_state else 1)  # the prefix, the call: no array-API detour
+
+
 # ---- GPU: the kernels ------------------------------------------------------------------------------
 
 def _tol(op, dtype, q, k):
@@ -313,16 +390,27 @@ def test_gpu_packed_nonfinite_tokens(op):
 def test_gpu_packed_bfloat16_tensor_cores(op, with_state):
     """bfloat16 CUDA torch tensors (the tensor-core kernels), d = 64, segments across and on chunk
     edges: equal to the reference per segment on the bf16-rounded inputs (``BF16``; log outputs
-    ``assert_bf16_log``), continuing streams too (against the array-API packed path in float64; 16-bit
-    packed calls with states run that formulation in float32 on the device: see ``cupy.exp_kernel._forward``)."""
+    ``assert_bf16_log``), continuing streams too (against the array-API packed path in float64), a
+    stream with no token in either call among them (``exp_kernel_attention``: the prefix's segment 2 is
+    empty too). CPU twin of this test: ``test_twin_bf16_packed_torch_streams``."""
     _gpu_ready()
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch without CUDA")
-    lens = [1, 200, 0, 63, 64, 65, 3, 300]
+    check_bf16_packed(torch, op, with_state, "cuda")
+
+
+#: the bfloat16 case: segments of 0, 1, across and on the edges of the tensor-core chunks (64); the
+#: prefixes of its continued streams, segment 2 empty in both calls (a stream that never had a key)
+BF16_LENS, BF16_PREFIX = [1, 200, 0, 63, 64, 65, 3, 300], [27, 33, 0, 33, 19, 21, 25, 11]
+
+
+def check_bf16_packed(torch, op, with_state, device):
+    """``test_gpu_packed_bfloat16_tensor_cores`` on bfloat16 torch tensors of ``device``."""
     pre = []
-    q, k, v, off, state = _packed_case(5, lens, op == "log_attention", with_state, 64, 64, (1, 2), 1.0, pre)
-    bf = lambda xs: [torch.tensor(x, device="cuda").to(torch.bfloat16) for x in xs]  # noqa: E731
+    q, k, v, off, state = _packed_case(5, BF16_LENS, op == "log_attention", with_state, 64, 64, (1, 2), 1.0, pre,
+                                       BF16_PREFIX)
+    bf = lambda xs: [torch.tensor(x, device=device).to(torch.bfloat16) for x in xs]  # noqa: E731
     tb = bf((q, k, v))
     back = [t.double().cpu().numpy() for t in tb]
     f = getattr(lsattn, op)
@@ -332,6 +420,7 @@ def test_gpu_packed_bfloat16_tensor_cores(op, with_state):
         _, state = f(*(t.double().cpu().numpy() for t in pb), cu_seqlens=pre[3], return_state=True, backend="array_api")
         out, st_ = f(*tb, cu_seqlens=off.tolist(), state=st_dev, return_state=True)
         want, st_api = f(*back, cu_seqlens=off, state=state, return_state=True, backend="array_api")
+        assert st_.tensors["m"].dtype == torch.float32
         assert_state(st_.tensors, st_api.tensors, BF16)
     else:
         out = f(*tb, cu_seqlens=off.tolist())
@@ -375,3 +464,49 @@ def test_gpu_packed_gradients_equal_per_segment(op, dtype):
         grads.append([x.grad.float() for x in arrays])
     for name, g, g_ref in zip("qkv", *grads):
         assert_close(g, g_ref, TOL["float32"] * 10 if dtype == "float32" else BF16, what=f"{op} {dtype} d/d{name}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,d", [("float64", 3), ("float32", 3), ("float32", 16), ("uint16", 3), ("uint16", 64),
+                                     ("uint16", 130)])
+def test_gpu_gather_rows(dtype, d):
+    """``CupyOps.gather_rows`` (the packed backward's chunk layout and its way back) in units of 2, 4,
+    8 and 16 bytes, on an aligned array and on one starting an element into its buffer: equal to the
+    twin's NumPy gather, the fill's bit pattern at ``src < 0``."""
+    _gpu_ready()
+    import cupy as cp
+
+    from lsattn.backends.cupy._compile import CupyOps
+
+    rng = np.random.default_rng(d)
+    x = rng.integers(0, 2**16, (3, 41, d)).astype(dtype)
+    src = rng.integers(-1, 40, 77).astype(np.int32)
+    fill = int(np.array([-7.5]).astype(dtype).view(f"u{np.dtype(dtype).itemsize}")[0])
+    shifted = cp.empty(x.size + 1, dtype=x.dtype)[1:].reshape(x.shape)  # C-contiguous, one element off
+    shifted[...] = cp.asarray(x)
+    for base in (cp.asarray(x), shifted):
+        got = CupyOps(0).gather_rows(base, cp.asarray(src), 77, fill).get()
+        np.testing.assert_array_equal(got, Twin.gather_rows(x, src, 77, fill))
+
+
+@pytest.mark.gpu
+@given(lens=seg_lens, CH=st.sampled_from([16, 32, 64]))
+@settings(max_examples=20, deadline=None)
+def test_gpu_token_table_and_chunk_resets(lens, CH):
+    """The kernels' token table (``CupyOps.seg_tokens``) and the scans' per-chunk resets
+    (``CupyOps.chunk_resets``) equal the twin's (``Twin.seg_tokens``, ``Twin._reset``): segments of
+    length 0 and 1, on and across chunk edges."""
+    _gpu_ready()
+    import cupy as cp
+
+    from lsattn.backends.cupy._compile import CupyOps
+
+    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    T = int(off[-1])
+    if T == 0:
+        return
+    ops, n = CupyOps(0), -(-T // CH)
+    tok = ops.seg_tokens(off, cp.empty(1))
+    want = Twin().seg_tokens(off, None)
+    np.testing.assert_array_equal(tok.get(), want)
+    np.testing.assert_array_equal(ops.chunk_resets(tok, T, CH, n).get(), [Twin._reset(want, j, CH, T) for j in range(n)])

@@ -310,15 +310,47 @@ def _token_map_kernel():
 
 
 @functools.lru_cache(maxsize=None)
-def _seg_tokens_kernel():
+def _aux_kernels():
+    """The packed exp-kernel calls' small kernels: ``seg_tokens`` (the token table), ``chunk_resets``
+    (the scans' resets, ``exp_kernel.cu``), ``rows_{2,4,8,16}`` (``gather_rows``, thread per unit of
+    the output)."""
     import cupy
 
-    return cupy.ElementwiseKernel("raw int64 off, int32 nseg, int32 ntok", "raw int32 out", """
-        int lo = 0, hi = nseg;  // off: (nseg + 1,) offsets; the last segment starting at or before token i
-        while (hi - lo > 1) { int mid = (lo + hi) / 2; if (off[mid] <= i) lo = mid; else hi = mid; }
-        out[i] = (int)off[lo];
-        out[ntok + i] = lo;
-        """, "lsattn_seg_tokens")
+    return cupy.RawModule(code=r"""
+extern "C" __global__ void seg_tokens(const long long* off, int* out, int nseg, int ntok) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= ntok) return;
+    int lo = 0, hi = nseg;  // off: (nseg + 1,) offsets; the last segment starting at or before token i
+    while (hi - lo > 1) { int mid = (lo + hi) / 2; if (off[mid] <= i) lo = mid; else hi = mid; }
+    out[i] = (int)off[lo];
+    out[ntok + i] = lo;
+}
+// rst[j]: the segment that starts in chunk j and holds its last token, else -1 (tok: (2, T) seg_tokens)
+extern "C" __global__ void chunk_resets(const int* tok, int* rst, int T, int CH, int n) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n) return;
+    const int last = min((j + 1) * CH, T) - 1;
+    rst[j] = tok[last] >= j * CH ? tok[T + last] : -1;
+}
+template <typename E>
+__device__ __forceinline__ void rows(const E* __restrict__ x, E* __restrict__ y, const int* __restrict__ src,
+                                     long long n, int t_in, int t_out, int w, E fill) {
+    const long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= n) return;
+    const long long r = g / w, b = r / t_out;  // the output row, its sequence
+    const int s = src[r - b * t_out];
+    y[g] = s < 0 ? fill : x[(b * t_in + s) * w + (g - r * w)];
+}
+#define ROWS(U, E) extern "C" __global__ void rows_##U(const E* x, E* y, const int* src, long long n, int t_in, \
+    int t_out, int w, E fill) { rows<E>(x, y, src, n, t_in, t_out, w, fill); }
+ROWS(2, unsigned short)
+ROWS(4, unsigned int)
+ROWS(8, unsigned long long)
+extern "C" __global__ void rows_16(const ulonglong2* x, ulonglong2* y, const int* src, long long n, int t_in, int t_out,
+                                   int w, unsigned long long fill) {
+    rows<ulonglong2>(x, y, src, n, t_in, t_out, w, make_ulonglong2(fill, fill));
+}
+""")
 
 
 # ---- the kernel launches -------------------------------------------------------------------------
@@ -381,10 +413,37 @@ class CupyOps:
         cp = self.xp
         T = int(off[-1])
         out = cp.empty((2, T), dtype=cp.int32)
-        if T:
-            _seg_tokens_kernel()(to_device(cp, np.asarray(off, np.int64), out), np.int32(off.shape[0] - 1), np.int32(T),
-                                 out, size=T)
+        if T:  # (a raw kernel: an ElementwiseKernel's call costs ~0.1 ms of host time, session 12's profile)
+            _aux_kernels().get_function("seg_tokens")((-(-T // _NT),), (_NT,), (
+                to_device(cp, np.asarray(off, np.int64), out), out, np.int32(off.shape[0] - 1), np.int32(T)))
         return out
+
+    def chunk_resets(self, tok, T, CH, n):
+        """(n,) int32: for each chunk of ``CH`` of the ``T`` tokens of the token table ``tok`` (2, T), the
+        segment that starts in it and holds its last token, else -1 (the scans' resets, one launch)."""
+        rst = self.xp.empty((n,), dtype=self.xp.int32)
+        if n:
+            _aux_kernels().get_function("chunk_resets")((-(-n // _NT),), (_NT,), (tok, rst, np.int32(T), np.int32(CH),
+                                                                                    np.int32(n)))
+        return rst
+
+    def gather_rows(self, x, src, t_out, fill=0):
+        """``(B, t_out, d)`` C-contiguous: row ``t`` of every sequence is row ``src[t]`` of ``x``
+        ``(B, t_in, d)`` (C-contiguous), or every element the bit pattern ``fill`` (an int) where
+        ``src[t] < 0``; ``src`` ``(t_out,)`` int32 on the device. One launch of plain row copies in units
+        of up to 16 bytes (the packed backward's chunk layout and its way back: no scatter)."""
+        cp = self.xp
+        B, t_in, d = x.shape
+        y = cp.empty((B, t_out, d), dtype=x.dtype)
+        e = x.dtype.itemsize
+        u = next(u for u in (16, 8, 4, 2) if (d * e) % u == 0 and x.data.ptr % u == 0)
+        n = B * t_out * d * e // u
+        if n:  # the fill's pattern over a unit (16 bytes: the 8-byte pattern twice)
+            pattern = sum((int(fill) & ((1 << 8 * e) - 1)) << (8 * e * j) for j in range(min(u, 8) // e))
+            _aux_kernels().get_function(f"rows_{u}")(
+                (-(-n // _NT),), (_NT,), (x, y, src, np.int64(n), np.int32(t_in), np.int32(t_out), np.int32(d * e // u),
+                                         getattr(np, f"uint{8 * min(u, 8)}")(pattern)))
+        return y
 
     # log-linear
     def ll_chunk_states(self, cfg, k, v, a, H, gsum, T, DK, DV, p, F, n, BH, rows=None, tmap=None, Ts=None):
@@ -589,9 +648,9 @@ class CupyOps:
 
     def _scan_max(self, cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH, segs=None, vshift=None, DV=0):
         """ek_scan_mz: the running maximum of mk (BH, n, DK) from m0 (None: no keys) -> m_in, and
-        the factors (al, be) of every merge; z scanned alongside. segs: None, or (tok, T, N) packed
-        segments (m0, z0 then hold N rows per sequence: each segment's incoming state). vshift: as
-        :meth:`ek_scan` (``cfg.logv``): the value columns' max-scan (no z) in the same launch.
+        the factors (al, be) of every merge; z scanned alongside. segs: None, or (rst, N) packed
+        segments (:meth:`ek_scan`; m0, z0 then hold N rows per sequence: each segment's incoming state).
+        vshift: as :meth:`ek_scan` (``cfg.logv``): the value columns' max-scan (no z) in the same launch.
         Returns (al, be, ga, gb) (ga, gb: the value columns' factors, or None)."""
         xp = self.xp
         al = xp.empty((BH, n, DK), dtype=mk.dtype)
@@ -614,16 +673,19 @@ class CupyOps:
         return al, be, ga, gb
 
     def _segs(self, segs):
-        """The kernels' trailing (tok, T, nseg) arguments of packed segments ``segs`` (None: one stream)."""
-        tok, T, N = (None, 0, 1) if segs is None else segs
-        return (self._p(tok), self._i(T), self._i(N))
+        """The scans' trailing (rst, nseg) arguments of packed segments ``segs`` (None: one stream)."""
+        rst, N = (None, 1) if segs is None else segs
+        return (self._p(rst), self._i(N))
 
     def ek_scan(self, cfg, mk, S, z, m0, S0, z0, m_in, m_out, S_out, z_out, DK, DV, n, BH, vshift=None, segs=None):
         """m0, S0, z0: the incoming state, or None (no keys yet: m = -finfo.max / 8, S = z = 0).
         vshift (``cfg.logv``): (nc, n0, n_in, n_out), the chunks' column maxima of log_v, the incoming
         state's (or None), and the outputs: the column shift entering every chunk and the final one.
-        segs: as :meth:`_scan_max` (the incoming states then (BH N, ...))."""
+        segs: None, or (tok, T, N) packed segments (the incoming states then (BH N, ...)); the scans
+        read the chunks' resets ``rst`` (n,) int32, one launch from ``tok`` (``exp_kernel.cu``)."""
         has = m0 is not None
+        if segs is not None:
+            segs = (self.chunk_resets(segs[0], segs[1], cfg.CH, n), segs[2])
         # the value columns' max-scan (log_attention) in the same launch
         al, be, ga, gb = self._scan_max(cfg, mk, z, m0, z0, m_in, m_out, z_out, DK, n, BH, segs, vshift, DV)
         if not has:

@@ -53,7 +53,10 @@
 //   ek_scan_*  a chunk in which that segment starts resets the running summary to the segment's
 //              incoming state (rows bh nseg + segment of m0, S0, z0, n0; none: no keys) before merging
 //              it; the summary entering the chunk (m_in, ...) is written before the reset: it is the
-//              running segment's, which the chunk's rows of a segment started earlier read
+//              running segment's, which the chunk's rows of a segment started earlier read. The scans
+//              read the resets from rst (n,) int32 (CupyOps.ek_scan builds it from tok, one launch):
+//              one load per chunk beside mk / z, not two dependent loads of tok inside the serial loop
+//              (those made the packed scans 2-3x slower, session 12)
 //   ek_output  a row t reads the entering summary only if its segment started before the chunk
 //              (segl[t] = first - r0 < 0); its intra-chunk keys are s in [first, t]; a row whose
 //              segment starts in the chunk with an incoming state takes the exact path, which reads
@@ -66,12 +69,8 @@ constexpr int HS = DKP < 32 ? DKP : 32;
 }
 
 // Packed segments: the segment that starts in chunk j and holds its last token (the scan resets to
-// its incoming state there), or -1 (no reset; always -1 without tok).
-__device__ __forceinline__ int chunk_reset(const int* tok, int j, int T) {
-    if (!tok) return -1;
-    const int last = min((j + 1) * CH, T) - 1;
-    return tok[last] >= j * CH ? tok[T + last] : -1;
-}
+// its incoming state there), or -1 (no reset; always -1 without rst).
+__device__ __forceinline__ int chunk_reset(const int* rst, int j) { return rst ? rst[j] : -1; }
 
 extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
     const ti* __restrict__ k, const ti* __restrict__ v, ta* __restrict__ mk, ta* __restrict__ S,
@@ -150,9 +149,9 @@ extern "C" __global__ void __launch_bounds__(NT) ek_chunk(
 __device__ __forceinline__ void scan_max(
     const ta* __restrict__ mk, ta* __restrict__ z, const ta* __restrict__ m0, const ta* __restrict__ z0,
     ta* __restrict__ m_in, ta* __restrict__ al, ta* __restrict__ be, ta* __restrict__ m_out, ta* __restrict__ z_out,
-    int DK, int n, int has_init, ta lo, const int* __restrict__ tok, int T, int nseg, int i, i64 bh) {  // z null: no z
+    int DK, int n, int has_init, ta lo, const int* __restrict__ rst, int nseg, int i, i64 bh) {  // z null: no z
     const i64 base = bh * (i64)n * DK + i;
-    const bool from0 = has_init && !tok;
+    const bool from0 = has_init && !rst;
     ta m = from0 ? m0[bh * DK + i] : lo, s = from0 && z ? z0[bh * DK + i] : (ta)0;  // no state: no keys yet
     for (int j0 = 0; j0 < n; j0 += 8) {
         ta mv[8], zv[8];
@@ -162,7 +161,7 @@ __device__ __forceinline__ void scan_max(
             if (j0 + u < n) {
                 mv[u] = mk[base + (i64)(j0 + u) * DK];
                 zv[u] = z ? z[base + (i64)(j0 + u) * DK] : (ta)0;
-                rs[u] = chunk_reset(tok, j0 + u, T);
+                rs[u] = chunk_reset(rst, j0 + u);
             }
 #pragma unroll
         for (int u = 0; u < 8; ++u)
@@ -190,15 +189,15 @@ __device__ __forceinline__ void scan_max(
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_mz(
     const ta* __restrict__ mk, ta* __restrict__ z, const ta* __restrict__ m0, const ta* __restrict__ z0,
     ta* __restrict__ m_in, ta* __restrict__ al, ta* __restrict__ be, ta* __restrict__ m_out, ta* __restrict__ z_out,
-    int DK, int n, int has_init, ta lo, const int* __restrict__ tok, int T, int nseg,  // tok: packed segments, or null
+    int DK, int n, int has_init, ta lo, const int* __restrict__ rst, int nseg,  // rst: packed segments' resets, or null
     const ta* __restrict__ nc, const ta* __restrict__ n0, ta* __restrict__ n_in, ta* __restrict__ ga,
     ta* __restrict__ gb, ta* __restrict__ n_out, int DV) {  // LOGV (blockIdx.z = 1): the value columns
     const i64 bh = blockIdx.y;
     const int i = blockIdx.x * NT + threadIdx.x;
     if (blockIdx.z == 0) {
-        if (i < DK) scan_max(mk, z, m0, z0, m_in, al, be, m_out, z_out, DK, n, has_init, lo, tok, T, nseg, i, bh);
+        if (i < DK) scan_max(mk, z, m0, z0, m_in, al, be, m_out, z_out, DK, n, has_init, lo, rst, nseg, i, bh);
     } else if (i < DV) {
-        scan_max(nc, nullptr, n0, nullptr, n_in, ga, gb, n_out, nullptr, DV, n, has_init, lo, tok, T, nseg, i, bh);
+        scan_max(nc, nullptr, n0, nullptr, n_in, ga, gb, n_out, nullptr, DV, n, has_init, lo, rst, nseg, i, bh);
     }
 }
 
@@ -212,7 +211,7 @@ template <typename ST, int VEC>
 __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __restrict__ be, ST* __restrict__ S,
                                        const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n,
                                        int has_init, const ta* __restrict__ ga, const ta* __restrict__ gb,
-                                       const int* __restrict__ tok, int T, int nseg) {
+                                       const int* __restrict__ rst, int nseg) {
     typedef Pack<VEC, ST> vec;
     const i64 bh = blockIdx.y;
     const int e = (blockIdx.x * NT + threadIdx.x) * VEC;
@@ -225,7 +224,7 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
     const i64 vstride = mstride / VEC;
     ta s[VEC];
 #pragma unroll
-    for (int x = 0; x < VEC; ++x) s[x] = has_init && !tok ? S0[bh * mstride + e + x] : (ta)0;
+    for (int x = 0; x < VEC; ++x) s[x] = has_init && !rst ? S0[bh * mstride + e + x] : (ta)0;
     constexpr int G = 8;
     vec cur[G], nxt[G];
     ta ca[G], cb[G], na[G], nb[G];
@@ -243,7 +242,7 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
             cur[u] = Sb[u * vstride];
             ca[u] = alb[(i64)u * DK];
             cb[u] = beb[(i64)u * DK];
-            crs[u] = chunk_reset(tok, u, T);
+            crs[u] = chunk_reset(rst, u);
 #if LOGV
             cga[u] = gab[u * gstride];
             cgb[u] = gbb[u * gstride];
@@ -256,7 +255,7 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
                 nxt[u] = Sb[(i64)(j0 + G + u) * vstride];
                 na[u] = alb[(i64)(j0 + G + u) * DK];
                 nb[u] = beb[(i64)(j0 + G + u) * DK];
-                nrs[u] = chunk_reset(tok, j0 + G + u, T);
+                nrs[u] = chunk_reset(rst, j0 + G + u);
 #if LOGV
                 nga[u] = gab[(j0 + G + u) * gstride];
                 ngb[u] = gbb[(j0 + G + u) * gstride];
@@ -298,13 +297,13 @@ __device__ __forceinline__ void scan_S(const ta* __restrict__ al, const ta* __re
 
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sv(const ta* __restrict__ al, const ta* __restrict__ be,
     ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init,
-    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ tok, int T, int nseg) {
-    scan_S<ta, 16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, tok, T, nseg);
+    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ rst, int nseg) {
+    scan_S<ta, 16 / sizeof(ta)>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, rst, nseg);
 }
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_S1(const ta* __restrict__ al, const ta* __restrict__ be,
     ta* __restrict__ S, const ta* __restrict__ S0, ta* __restrict__ S_out, int DK, int DV, int n, int has_init,
-    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ tok, int T, int nseg) {
-    scan_S<ta, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, tok, T, nseg);
+    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ rst, int nseg) {
+    scan_S<ta, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, rst, nseg);
 }
 
 #if TI_BF16 || TI_F16

@@ -200,7 +200,7 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False, start
     tok = cut = back_dev = None
     T_packed = T
     if starts is not None:
-        tok, cut, back_dev, q3, k3, v3, y3, do3 = _chunk_layout(xp, cfg.CH, starts, (q3, k3, v3, y3, do3), half, logv)
+        tok, cut, back_dev, q3, k3, v3, y3, do3 = _chunk_layout(ops, cfg.CH, starts, (q3, k3, v3, y3, do3), half, logv)
         T = q3.shape[1]
     dq, dk, dv = xp.empty_like(q3), xp.empty_like(k3), xp.empty_like(v3)
     n = -(-T // cfg.CH)
@@ -235,7 +235,7 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False, start
     ops.ekb_rscan(cfg, S, z, m_in, m_next, R0, DK, DV, n, BH, Wc, Wn, W0)  # S, z: U, Z entering from the right
     ops.ekb_dkdv(cfg, q3, k3, v3, do3, lden, dl, S, z, m_next, dk, dv, T, DK, DV, n, BH, y3 if logv else None, Wn)
     if back_dev is not None:  # the packed rows of the laid-out gradients
-        dq, dk, dv = (xp.take(g, back_dev, axis=1) for g in (dq, dk, dv))
+        dq, dk, dv = (ops.gather_rows(g, back_dev, T_packed) for g in (dq, dk, dv))
     grads = tuple(xp.reshape(g, batch + (T_packed, g.shape[-1])) for g in (dq, dk, dv))
     if not want_state:
         return grads + (None,)
@@ -251,24 +251,32 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False, start
     return grads + (tuple(xp.reshape(g, batch + g.shape[1:]) for g in dst),)
 
 
-def _chunk_layout(xp, CH, starts, arrays, half, logv):
+def _chunk_layout(ops, CH, starts, arrays, half, logv):
     """Packed tokens laid out for the backward kernels with every segment starting on a chunk of
     ``CH``: arrays (q, k, v, y, do) (BH, T, d) -> ``(tok, cut, back, *laid-out arrays (BH, T', d))``
     with ``T' = sum ceil(n_i / CH) CH``, the gaps' tokens neutral (q 0, k and log values at the
     stand-in ``-finfo.max / 8`` of their dtype: no weight; v, y, do 0: no gradient); ``tok`` (2, T')
     the layout's token table (``exp_kernel.cu``), ``cut`` the last and the first chunk of every
-    non-empty segment, ``back`` (T,) each packed token's laid-out row (device arrays)."""
+    non-empty segment, ``back`` (T,) int32 each packed token's laid-out row (device arrays, one
+    upload). Each laid-out array is one row gather (``CupyOps.gather_rows``: the packed row of every
+    laid-out one, or the fill)."""
+    xp = ops.xp
     lens = np.diff(starts)
     padded = -(-lens // CH) * CH
     lstart = np.concatenate([[0], np.cumsum(padded)])
-    T_pad = int(lstart[-1])
+    T, T_pad = int(starts[-1]), int(lstart[-1])
     seg = np.repeat(np.arange(lens.shape[0]), lens)
-    back = np.arange(int(starts[-1]), dtype=np.int64) + (lstart[:-1] - starts[:-1])[seg]
+    back = np.arange(T, dtype=np.int64) + (lstart[:-1] - starts[:-1])[seg]
+    src = np.full(T_pad, -1, dtype=np.int64)
+    src[back] = np.arange(T)
     seg_l = np.repeat(np.arange(lens.shape[0]), padded)
-    tok = np.stack([lstart[:-1][seg_l], seg_l]).astype(np.int32).reshape(2, T_pad)
     cut = (lstart[1:][lens > 0] // CH - 1, lstart[:-1][lens > 0] // CH)  # the segments' last and first chunks
     like = arrays[0]
-    back_dev = to_device(xp, back, like)
+    parts = (lstart[:-1][seg_l], seg_l, src, back) + cut  # tok (2, T'), src, back, cut: one upload
+    dev = to_device(xp, np.concatenate(parts).astype(np.int32), like)
+    ends = np.cumsum([p.shape[0] for p in parts])
+    tok_dev, src_dev, back_dev, last_dev, first_dev = (dev[:ends[1]].reshape(2, T_pad),) + tuple(
+        dev[a:b] for a, b in zip(ends[1:-1], ends[2:]))
     dt = np.float32 if half else np.dtype(like.dtype)
     lo = np.array([-float(np.finfo(np.float16 if half == "f16" else dt).max) / 8], np.float32 if half else dt)
     out = []
@@ -278,10 +286,9 @@ def _chunk_layout(xp, CH, starts, arrays, half, logv):
             fill = np.asarray(narrow(np, lo, half)).view(np.dtype(x.dtype))[0] if half else lo[0]
         if i == 3 and logv:  # log outputs at +big: no part in the column shifts of U (W = max -o)
             fill = float(np.finfo(np.dtype(x.dtype)).max) / 8
-        y = xp.full((x.shape[0], T_pad, x.shape[2]), fill, dtype=x.dtype)
-        y[:, back_dev] = x
-        out.append(y)
-    return (to_device(xp, tok, like), tuple(to_device(xp, c, like) for c in cut), back_dev) + tuple(out)
+        bits = int(np.asarray(fill, dtype=x.dtype).reshape(1).view(f"u{np.dtype(x.dtype).itemsize}")[0])
+        out.append(ops.gather_rows(x, src_dev, T_pad, bits))
+    return (tok_dev, (last_dev, first_dev), back_dev) + tuple(out)
 
 
 def backward_noncausal(xp, q, k, v, out, do, logv=False):
@@ -396,18 +403,6 @@ def _forward(q, k, v, causal, state, return_state, chunk_size, logv, segments=No
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         (qc, kc, vc), half = inputs(to_cp, (q, k, v))
-        if half and segments is not None and (state is not None or return_state):
-            # 16-bit packed streams with states: the tensor-core kernels' per-segment states failed the
-            # GPU test (a stream without any key read as holding keys; session 11): the array-API
-            # formulation on the same device, in float32, until that is found
-            from array_api_compat import array_namespace
-
-            from ...exp_kernel import _exp_forward, _log_forward
-
-            xq = array_namespace(q)
-            args = [xq.astype(x, xq.float32) for x in (q, k, v)]
-            return (_log_forward if logv else _exp_forward)(*args, causal, state, return_state, chunk_size=chunk_size,
-                                                            segments=segments)
         if half and not causal:  # no 16-bit entry for the one-summary read: compute from float32 copies
             qc, kc, vc = (widen(xp, x, half) for x in (qc, kc, vc))
             out, _ = compute(ops, qc, kc, vc, False, None, False, chunk_size, logv=logv)

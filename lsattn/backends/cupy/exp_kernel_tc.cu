@@ -394,12 +394,12 @@ extern "C" __global__ void __launch_bounds__(NTC) ek_output_tc5f(
 // d_v % 4 == 0, else 1).
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Shv(const float* __restrict__ al, const float* __restrict__ be,
     bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init,
-    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ tok, int T, int nseg) {
-    scan_S<bf, 4>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, tok, T, nseg);
+    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ rst, int nseg) {
+    scan_S<bf, 4>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, rst, nseg);
 }
 extern "C" __global__ void __launch_bounds__(NT) ek_scan_Sh1(const float* __restrict__ al, const float* __restrict__ be,
     bf* __restrict__ S, const float* __restrict__ S0, float* __restrict__ S_out, int DK, int DV, int n, int has_init,
-    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ tok, int T, int nseg) {
-    scan_S<bf, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, tok, T, nseg);
+    const ta* __restrict__ ga, const ta* __restrict__ gb, const int* __restrict__ rst, int nseg) {
+    scan_S<bf, 1>(al, be, S, S0, S_out, DK, DV, n, has_init, ga, gb, rst, nseg);
 }
 #endif
