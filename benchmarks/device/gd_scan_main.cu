@@ -1,0 +1,471 @@
+// Log-linear Gated DeltaNet (loglinear_gated_delta): the scan over chunks (host: gated_delta.py).
+// Compiled after common.cu (TA, CH, DKP; the inputs are in the compute type TA: 16-bit inputs are
+// widened by the registry). Its per-chunk inputs come from gd_forms (gated_delta_forms.cu, compiled
+// after this file) or, on the autograd path, from the array-API WY forms as torch operations.
+//
+// The chunk-level Fenwick states. The call's chunks are c = F .. cL = F + n - 1 (absolute indices,
+// aligned to absolute multiples of CH, padded with identity tokens). Before chunk c the chunk-level
+// slot S^m (d_k x d_v, m = 1 .. NLC) holds the keys of the bucket
+//   B_m(c) = {c' : F <= c' < c, bit_length(c XOR c') = m} = [base, mid) with base = (c >> m) << m,
+//   mid = base + 2^(m-1), non-empty only when bit m - 1 of c is set (c >= mid),
+// carried to chunk c's start: S^m(c) = sum_{c' in B_m(c)} P_{c-1} .. P_{c'+1} H_{c'}, where P_c is
+// chunk c's transition S -> e^{g_c} S - phi_c (eGK_c S) (never formed) and H_c = phi_c V_c the
+// chunk's keys carried to its end. Chunk c's tokens t read it as
+//   out[t] += lambda[t, log2 CH + m] qeff_t^T S^m(c)   (qeff_t = (A_t ... A_{cCH})^T q_t)
+// (a key of chunk c' < c is read at token level log2 CH + bit_length(c XOR c'): the tokens' high
+// bits are the chunk indices; buckets before F are the incoming state's). An incoming slot j
+// (bit j of p set; bucket B_p^{j+1}) is carried by the same transitions and read at the level
+// every key of it has from t: max(j + 1, bit_length(p XOR t)) (state_read_levels).
+//
+// So level m's slot is periodic with period 2^m chunks aligned to absolute multiples of 2^m: in a
+// period's first half [base, mid) it is read by nobody and accumulates its bucket (A <- P_c A + H_c
+// from A = 0 at max(base, F)); in the second half [mid, base + 2^m) it is read and carried
+// (A <- P_c A); at the period's end it is dropped (its keys are level m + 1's bucket, which that level
+// accumulates itself from the same chunks). No merges and no data between levels: each (level m,
+// period) and each incoming slot is an independent chain. gd_scan runs G <= GD_G of them per block
+// (a slot group; G chosen per call by the host: scan_group): levels mh, mh - 1, .., mh - G + 1
+// (groups from the top: mh = NLC, NLC - 1 alone, then NLC - 2, NLC - 2 - G, .., the last cut at
+// level 1) over one period of level mh, in which the lower levels' periods lie back to back, or G
+// consecutive incoming slots; one block per (group, period, sequence, GD_BW value
+// columns), a 1-D grid with the group slowest and the longest (incoming slots, then the top levels)
+// first, so they start first. The block walks its chunks once: each chunk's tiles are copied once
+// for the group, and every slot is in one of four modes (block-uniform): off (its bucket lies before
+// the call: in the incoming slots; or no reads in the call and not returned (`keep`)), start (a
+// bucket's first chunk in the call: S = H_c), accumulate, read. The returned state: incoming slots
+// carried to the call's end (`oldc`, in place), and S^m after chunk cL's transition (before its
+// merge when the call ends inside it, after it when the call ends at its end: E = cL + merge_last,
+// S^m(E) = the slot when bit m - 1 of E is set, else 0) into `lev` (zeros in). Several groups read
+// into the same output rows: their summed reads are added atomically onto the intra-chunk output
+// (the order of those few adds varies between runs: last-bit differences).
+// Work per chunk and sequence: NLC (+ held incoming) slot updates of 2 (first half) or 3 (read)
+// products of 2 CH d_k d_v flops (the old sequential scan: popcount(c) slots of 3 products); the
+// critical path: the top group's ~n chunks. Measured (H200, benchmarks/NOTES.md, session 10, one
+// chain per block): the grid is bound by its total work, about half of it the chunk tiles every chain
+// step copies, which a group copies once for its GD_G slots (session 11).
+//
+// Threads: NT = 256 (8 warps). Every product is an M x GD_BW one per slot (M = CH in (a), DKP in
+// (b)) in tiles of 16 x 8 dealt evenly over the warps (GdWarpTiles), each warp taking the same
+// tiles of every slot (its A fragments split once for the group). float32: mma.sync m16n8k8 tf32
+// with every operand split into two tf32 halves (3xTF32, ~2^-21 relative, fp32 accumulation);
+// float64: FFMA on the same fragments.
+// Per chunk and slot: (a) R = Qe S, W = Ek S (read mode; W only when accumulating), the slots' reads
+// lambda R summed and atomically added to the output, W to shared memory; (b) S <- e^g S - phi W (+ H).
+// Shared: Qe, Ek ([t][kk], row stride DKP + 16 / sizeof(ta); the slots' W ([t][col]) over them once
+// (a) has read them), phi ([kk][t], row stride CH + 16 / sizeof(ta)), copied asynchronously as
+// stored (cp.async, 16 bytes when d_k allows); the slots' S ([kk][col]) and W, row stride GD_BW + 8
+// (the B fragments' 32 lanes on 32 banks); the slots' CH read weights: Config.gd_smem in _compile.py.
+#define GD_BV 16  // gd_scan_bwd's value columns per block
+#define GD_RG (NT / GD_BV)
+#ifdef GD_BW_SET  // a timing build may set it
+#define GD_BW GD_BW_SET
+#else
+#define GD_BW 32  // gd_scan's value columns per block (_compile.GD_BW)
+#endif
+#ifdef GD_G_SET  // a timing build may set it
+constexpr int GD_G = GD_G_SET;
+#else
+constexpr int GD_G = 2;  // gd_scan's slots per block: levels walked together (_compile.GD_G)
+#endif
+constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
+constexpr int GD_LDS = GD_BW + 8;  // S and W row stride
+// float32: the products on tensor cores (3xTF32: the float32 bound holds); float64: FFMA
+constexpr bool GD_TC = sizeof(ta) == 4;
+// W, (b)'s B operand: float32, its tf32 halves (hi, lo) split once when stored (row stride GD_BW + 4
+// pairs: a half-warp's 64-bit fragment loads on 32 banks); float64, as computed (row stride GD_LDS)
+// (a timing build may store it unsplit: GD_WS_SET=0)
+#ifndef GD_WS_SET
+#define GD_WS_SET 1
+#endif
+template <bool TC> struct GdW { using T = ta; static constexpr int LD = GD_LDS; };
+template <> struct GdW<true> { using T = uint2; static constexpr int LD = GD_BW + 4; };
+using gd_w = GdW<GD_TC && GD_WS_SET>::T;
+constexpr int GD_LDW = GdW<GD_TC && GD_WS_SET>::LD;
+// S, (a)'s B operand: in shared memory as computed, or (a timing build, GD_SR_SET=1, float32) in the
+// registers of (b)'s threads, shared as its tf32 pairs
+#ifndef GD_SR_SET
+#define GD_SR_SET 0
+#endif
+constexpr bool GD_SR = GD_TC && GD_SR_SET;
+using gd_s = GdW<GD_SR>::T;
+constexpr int GD_LDSS = GdW<GD_SR>::LD, GD_SW = DKP * GD_LDSS * (int)(sizeof(gd_s) / sizeof(ta));  // a slot's S (in ta)
+constexpr int GD_QW_ = 2 * CH * GD_LDQ, GD_WW = GD_G * CH * GD_LDW * (int)(sizeof(gd_w) / sizeof(ta));
+constexpr int GD_QW = GD_QW_ > GD_WW ? GD_QW_ : GD_WW;  // Qe and Ek, or the slots' W (in ta)
+__device__ __forceinline__ void gd_put(ta* w, ta x) { *w = x; }
+__device__ __forceinline__ void gd_put(uint2* w, float x) { tf32_split(x, w->x, w->y); }
+
+// The split (tf32 hi + lo) fragments (lane = 4 g8 + t4, mma_tf32's layout): A (rows r0 ..,
+// reductions k0 .. k0 + 7) of X [row][k] (row stride ld); B (reductions k0 .., columns n0 ..) of
+// Y [k][col] (row stride ld).
+// (templates on the element type: a float64 build compiles the tensor-core text without running it)
+template <typename E>
+__device__ __forceinline__ void gd_frag_a(const E* X, int ld, int r0, int k0, unsigned (&h)[4], unsigned (&l)[4]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) tf32_split((float)X[(r0 + g8 + 8 * (x & 1)) * ld + k0 + t4 + 4 * (x >> 1)], h[x], l[x]);
+}
+template <typename E>
+__device__ __forceinline__ void gd_frag_b(const E* Y, int ld, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    tf32_split((float)Y[(k0 + t4) * ld + n0 + g8], h[0], l[0]);
+    tf32_split((float)Y[(k0 + t4 + 4) * ld + n0 + g8], h[1], l[1]);
+}
+// the same of Y stored split (gd_put)
+__device__ __forceinline__ void gd_frag_b(const uint2* Y, int ld, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    const uint2 y0 = Y[(k0 + t4) * ld + n0 + g8], y1 = Y[(k0 + t4 + 4) * ld + n0 + g8];
+    h[0] = y0.x, l[0] = y0.y, h[1] = y1.x, l[1] = y1.y;
+}
+// c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22)
+__device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], const unsigned (&al)[4],
+                                        const unsigned (&bh)[2], const unsigned (&bl)[2]) {
+    mma_tf32(c, al, bh[0], bh[1]);
+    mma_tf32(c, ah, bl[0], bl[1]);
+    mma_tf32(c, ah, bh[0], bh[1]);
+}
+
+// The warp's tiles of an M x GD_BW product, M = 16 RB, in tiles of 16 x 8: row block r0 (16 rows),
+// NTL tiles of 8 columns from n0, the RB x GD_BW / 8 tiles dealt evenly over the 8 warps (fewer
+// than 8 tiles: one each to the first warps, the others idle: `on` false).
+template <int RB>
+struct GdWarpTiles {
+    static constexpr int NT8 = GD_BW / 8, TILES = RB * NT8;
+    static constexpr int NTL = TILES >= 8 ? TILES / 8 : 1;  // tiles per warp
+    static constexpr int WPR = NT8 / NTL;                    // warps per row block
+    int r0, n0;
+    bool on;
+    __device__ __forceinline__ GdWarpTiles() {
+        const int w = threadIdx.x / 32;
+        on = w < TILES / NTL;
+        r0 = 16 * (w / WPR);
+        n0 = 8 * NTL * (w % WPR);
+    }
+    // the lane's element x of tile i: (row, column) as mma's C fragment
+    __device__ __forceinline__ int row(int x) const { return r0 + threadIdx.x % 32 / 4 + 8 * (x >> 1); }
+    __device__ __forceinline__ int col(int i, int x) const { return n0 + 8 * i + 2 * (threadIdx.x % 4) + (x & 1); }
+};
+
+// c[j][a][i] += A_a[r0 .. r0 + 15][0 .. K) Y_j[0 .. K)[n0 + 8 i .. + 7] for the slots j < GD_G whose
+// bit is set in use[a] (A_0 = X0, A_1 = X1, [row][k] with row stride ldx; Y_j = Y + j ys, [k][col]
+// with row stride ldy, of ta or pre-split (uint2, tensor cores only); use[1] a subset of use[0]),
+// i < NTL; K a multiple of 8. Each A fragment is split once per k-step for all the slots.
+template <int NA, int NTL, typename Acc, typename YT>
+__device__ __forceinline__ void gd_mm(Acc (*c)[NA][NTL][4], const ta* X0, const ta* X1, int ldx, const YT* Y, int ys,
+                                      int ldy, int r0, int n0, int K, const unsigned (&use)[NA]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    if constexpr (GD_TC) {
+        for (int k0 = 0; k0 < K; k0 += 8) {
+            unsigned ah[NA][4], al[NA][4];
+            gd_frag_a(X0, ldx, r0, k0, ah[0], al[0]);
+            if constexpr (NA > 1)
+                if (use[NA - 1]) gd_frag_a(X1, ldx, r0, k0, ah[NA - 1], al[NA - 1]);
+#pragma unroll
+            for (int j = 0; j < GD_G; ++j) {
+                if (!((use[0] >> j) & 1)) continue;
+#pragma unroll
+                for (int i = 0; i < NTL; ++i) {
+                    unsigned bh[2], bl[2];
+                    gd_frag_b(Y + j * ys, ldy, k0, n0 + 8 * i, bh, bl);
+#pragma unroll
+                    for (int a = 0; a < NA; ++a)
+                        if ((use[a] >> j) & 1) gd_mma3(c[j][a][i], ah[a], al[a], bh, bl);
+                }
+            }
+        }
+    } else {
+        for (int k = 0; k < K; ++k) {
+            ta xa[NA][2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                xa[0][h] = X0[(r0 + g8 + 8 * h) * ldx + k];
+                if constexpr (NA > 1) xa[NA - 1][h] = use[NA - 1] ? X1[(r0 + g8 + 8 * h) * ldx + k] : (ta)0;
+            }
+#pragma unroll
+            for (int j = 0; j < GD_G; ++j) {
+                if (!((use[0] >> j) & 1)) continue;
+                ta yv[NTL][2];
+#pragma unroll
+                for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) yv[i][h] = Y[j * ys + k * ldy + n0 + 8 * i + 2 * t4 + h];
+#pragma unroll
+                for (int a = 0; a < NA; ++a)
+                    if ((use[a] >> j) & 1)
+#pragma unroll
+                        for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                            for (int x = 0; x < 4; ++x) c[j][a][i][x] = fma(xa[a][x >> 1], yv[i][x & 1], c[j][a][i][x]);
+            }
+        }
+    }
+}
+// The chunk's tiles: Qe^T, Ek^T as [kk][t] (Qe^T skipped when null; reads coalesced along kk), Ph as
+// [t][kk] (ph_t: the backward's phase 1) or [kk][t] (the backward's phase 2); zero-padded.
+__device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej, const ta* ekj, const ta* phj,
+                                         int DK, int tid, bool ph_t) {
+    (void)tid;  // staged<> spreads the indices over the block's threads
+    auto rows = [DK](const ta* src) {  // element idx = (t, kk) of a row-major CH x DK tile
+        return [=](int idx) { return idx % DKP < DK ? src[(idx / DKP) * DK + idx % DKP] : (ta)0; };
+    };
+    auto to_T = [](ta* dst) { return [=](int idx, ta x) { dst[(idx % DKP) * CH + idx / DKP] = x; }; };
+    // every load of a tile in flight before its stores (one L2 round trip per batch, not per element)
+    if (QeT) staged<DKP * CH, NT>(rows(qej), to_T(QeT));
+    staged<DKP * CH, NT>(rows(ekj), to_T(EkT));
+    staged<DKP * CH, NT>([=](int idx) { return idx / CH < DK ? phj[idx] : (ta)0; },  // (kr, tc) = (idx / CH, idx % CH)
+                         [=](int idx, ta x) { Ph[ph_t ? (idx % CH) * DKP + idx / CH : idx] = x; });
+}
+
+
+// A ROWS x COLS tile into shared memory dst (row stride dld) from the row-major src (row stride sld;
+// rows >= vr and columns >= vc zero), asynchronously, consecutive threads copying consecutive pieces
+// of a row: 16-byte copies when vec (sld and vc multiples of their width, rows starting on 16 bytes),
+// else element copies.
+template <int ROWS, int COLS>
+__device__ __forceinline__ void gd_copy(ta* dst, int dld, const ta* src, int sld, int vr, int vc, bool vec) {
+    constexpr int VW = 16 / (int)sizeof(ta);  // elements per 16-byte copy
+    if (vec) {
+        for (int idx = threadIdx.x; idx < ROWS * COLS / VW; idx += NT) {
+            const int r = idx / (COLS / VW), k = idx % (COLS / VW) * VW;
+            const bool ok = r < vr && k < vc;
+            cp_async16(dst + r * dld + k, ok ? src + r * sld + k : src, ok);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < ROWS * COLS; idx += NT) {
+            const int r = idx / COLS, k = idx % COLS;
+            const bool ok = r < vr && k < vc;
+            cp_async_ta(dst + r * dld + k, ok ? src + r * sld + k : src, ok);
+        }
+    }
+}
+
+// blocks per SM the registers must allow: float32 at d_k <= 64, 3 (<= 80 registers; shared memory
+// ~73 KB at d_k = 64 with GD_BW = 32, GD_G = 2); else 1
+#ifdef GD_MINB_SET  // a timing build may set it
+constexpr int GD_MINB = GD_MINB_SET;
+#else
+constexpr int GD_MINB = GD_TC && DKP <= 64 ? 3 : 1;
+#endif
+static_assert(GD_G >= 1 && GD_G <= 8 && GD_G * CH <= NT, "a thread per slot and token for the read weights");
+enum { GD_OFF, GD_START, GD_ACC, GD_READ };  // a slot at a chunk: unused, S = H, accumulate, read and carry
+extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
+    const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
+    const ta* __restrict__ ek,   // (BH, n, CH, DK)  e^G K
+    const ta* __restrict__ ph,   // (BH, n, DK, CH)  phi
+    const ta* __restrict__ Hc,   // (BH, n, DK, DV)  H = phi V
+    const ta* __restrict__ gc,   // (BH, n)          chunk total log decay
+    const ta* __restrict__ lam,  // (BH, T, L)
+    ta* __restrict__ out,        // (BH, n, CH, DV)  in: intra-chunk output; out: + the reads
+    ta* __restrict__ lev,        // (BH, NLC, DK, DV) in: zeros; out (keep): chunk-level slots at the end
+    ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out (keep): carried to the end
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int keep, int BH,
+    int G) {  // slots per block (1 .. GD_G; _compile.gd_group)
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Qe = reinterpret_cast<ta*>(smem_raw);
+    ta* Ek = Qe + CH * GD_LDQ;
+    gd_w* W = reinterpret_cast<gd_w*>(Qe);  // [slot][t][col]: over Qe and Ek once (a) has read them
+    ta* Ph = Qe + GD_QW;
+    gd_s* S = reinterpret_cast<gd_s*>(Ph + DKP * GD_LDP);  // [slot][kk][col]
+    ta* lw = Ph + DKP * GD_LDP + GD_G * GD_SW;                // [slot][t] the chunk's read weights (0 outside the call)
+    check_smem((GD_QW + DKP * GD_LDP + GD_G * (GD_SW + CH)) * sizeof(ta));
+    constexpr int RA = CH / 16, RB = DKP / 16;  // row blocks of (a), (b)
+    constexpr int SS = DKP * GD_LDSS, WS = CH * GD_LDW;  // a slot's S, W
+    const int tid = threadIdx.x;
+    // the block: slot group ci (slowest), sequence bh, column block
+    const int NCB = (DV + GD_BW - 1) / GD_BW;
+    const i64 per = (i64)BH * NCB, ci = blockIdx.x / per;
+    const i64 bh = blockIdx.x % per / NCB;
+    const int c0 = (int)(blockIdx.x % NCB) * GD_BW;
+    const i64 cL = F + n - 1, E = cL + merge_last;
+    // the slots: incoming slots s0 + j (inc), or levels mh - j of the period of level mh from its base;
+    // the chunks [lo, hi)
+    const int NBO = (n_old + G - 1) / G;  // blocks of incoming slots
+    const bool inc = ci < NBO;
+    int s0 = 0, mh = NLC, gs = G;  // gs: the block's slots
+    i64 lo = F, hi = cL + 1;
+    if (inc) {
+        s0 = (int)ci * G;
+    } else {
+        // the levels' groups from the top: levels NLC and NLC - 1 alone (the longest chains: the
+        // critical path keeps one slot per step), then G at a time from NLC - 2 (the last cut at
+        // level 1), each with (cL >> mh) - (F >> mh) + 1 periods of its top level mh
+        i64 r = ci - NBO;
+        for (;; mh -= gs) {
+            gs = mh > NLC - 2 ? 1 : G;
+            if (mh <= gs) break;
+            const i64 cnt = (cL >> mh) - (F >> mh) + 1;
+            if (r < cnt) break;
+            r -= cnt;
+        }
+        const i64 base = ((F >> mh) + r) << mh;
+        lo = max(F, base);
+        hi = min(cL + 1, base + (1ll << mh));
+    }
+    // slot j at chunk c: an incoming slot is read throughout (when held); level m's period from
+    // base = (c >> m) << m accumulates from its first chunk in the call to mid, then is read; unused
+    // when its bucket lies before the call (in the incoming slots) or it has no reads in the call
+    // and is not returned
+    auto mode = [&](int j, i64 c) -> int {
+        if (j >= gs) return GD_OFF;
+        if (inc) return s0 + j < n_old && ((p >> (s0 + j)) & 1) ? GD_READ : GD_OFF;
+        const int m = mh - j;
+        if (m < 1) return GD_OFF;
+        const i64 base = (c >> m) << m, mid = base + (1ll << (m - 1));
+        const i64 plo = max(F, base), phi_ = min(cL + 1, base + (1ll << m));
+        if (plo >= mid || (phi_ <= mid && !(keep && E == mid))) return GD_OFF;
+        return c >= mid ? GD_READ : (c == plo ? GD_START : GD_ACC);
+    };
+    // the chunks some slot uses
+    i64 wlo = hi, whi = lo;
+#pragma unroll
+    for (int j = 0; j < GD_G; ++j) {
+        const int m = inc ? 0 : mh - j;
+        if (inc || m < 1) {
+            if (mode(j, lo) != GD_OFF) wlo = lo, whi = hi;
+            continue;
+        }
+        for (i64 base = (lo >> m) << m; base < hi; base += 1ll << m) {  // level m's periods in [lo, hi)
+            const i64 plo = max(lo, base);
+            if (mode(j, plo) != GD_OFF) wlo = min(wlo, plo), whi = max(whi, min(hi, base + (1ll << m)));
+        }
+    }
+    if (wlo >= whi) return;
+    const i64 slot_sz = (i64)DK * DV;
+    const int K8 = (DK + 7) / 8 * 8;  // (a)'s reduction (rows past DK are zero)
+    const GdWarpTiles<RA> wa;
+    const GdWarpTiles<RB> wb;
+    constexpr int TWA = GdWarpTiles<RA>::NTL, TWB = GdWarpTiles<RB>::NTL;  // tiles per warp and slot in (a), (b)
+    // S in: the incoming slots' columns or zero (columns past DV and rows past DK stay zero)
+    auto s_in = [&](int j, int kk, int cc) {
+        const bool ld = inc && s0 + j < n_old && kk < DK && c0 + cc < DV;
+        return ld ? oldc[(bh * n_old + s0 + j) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+    };
+    ta sv[GD_SR ? GD_G : 1][TWB][4];  // GD_SR: S of (b)'s tiles (the thread's C fragments)
+    if constexpr (GD_SR) {
+#pragma unroll
+        for (int j = 0; j < GD_G; ++j)
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x)
+                    if (wb.on) {
+                        sv[j][i][x] = s_in(j, wb.row(x), wb.col(i, x));
+                        gd_put(S + j * SS + wb.row(x) * GD_LDSS + wb.col(i, x), sv[j][i][x]);
+                    }
+    } else {
+        for (int idx = tid; idx < GD_G * DKP * GD_BW; idx += NT) {
+            const int j = idx / (DKP * GD_BW), kk = idx / GD_BW % DKP, cc = idx % GD_BW;
+            gd_put(S + j * SS + kk * GD_LDSS + cc, s_in(j, kk, cc));
+        }
+    }
+    __syncthreads();
+    constexpr int VW = 16 / (int)sizeof(ta);
+    const bool vec = DK % VW == 0;
+    for (i64 c = wlo; c < whi; ++c) {
+        // the slots' modes as masks: with products (accumulate, read), read, taking H (start, accumulate)
+        unsigned use[2] = {0u, 0u}, hs = 0u;
+#pragma unroll
+        for (int j = 0; j < GD_G; ++j) {
+            const int md = mode(j, c);
+            use[0] |= (unsigned)(md >= GD_ACC) << j;
+            use[1] |= (unsigned)(md == GD_READ) << j;
+            hs |= (unsigned)(md == GD_START || md == GD_ACC) << j;
+        }
+        if (!(use[0] | hs)) continue;  // no slot at this chunk (uniform)
+        const i64 cj = bh * n + (c - F);
+        const ta eg = ex(gc[cj]);
+        if (use[0]) {
+            // the chunk's tiles, once for the slots: Qe (when read), Ek, phi
+            if (use[1]) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+            gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+            gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
+            cp_async_commit();
+            if (tid < GD_G * CH) {  // token t's read weight for slot j
+                const int j = tid / CH, t = tid % CH;
+                const i64 tabs = c * CH + t, gi = tabs - p;
+                const int l = inc ? max(s0 + j + 1, bitlen64(p ^ tabs)) : GD_LOG2C + mh - j;
+                lw[tid] = (use[1] >> j) & 1 && gi >= 0 && gi < T ? lam[(bh * T + gi) * L + l] : (ta)0;  // padding rows: unread
+            }
+            cp_async_wait<0>();
+            __syncthreads();
+            // (a) W_j = Ek S_j; R_j = Qe S_j for the slots read, their weighted sum into the output
+            ta acc[GD_G][2][TWA][4] = {};  // W, R
+            if (wa.on) gd_mm<2, TWA>(acc, Ek, Qe, GD_LDQ, (const gd_s*)S, SS, GD_LDSS, wa.r0, wa.n0, K8, use);
+            __syncthreads();  // every warp has read Ek and Qe: W over them
+            if (wa.on) {
+#pragma unroll
+                for (int i = 0; i < TWA; ++i)
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) {
+                        const int t = wa.row(x), cc = wa.col(i, x);
+                        ta r = 0;
+#pragma unroll
+                        for (int j = 0; j < GD_G; ++j) {
+                            if ((use[0] >> j) & 1) gd_put(W + j * WS + t * GD_LDW + cc, acc[j][0][i][x]);
+                            if ((use[1] >> j) & 1) r += lw[j * CH + t] * acc[j][1][i][x];
+                        }
+                        const i64 gi = c * CH + t - p;
+                        if (use[1] && c0 + cc < DV && gi >= 0 && gi < T)  // padding rows read nothing
+                            atomicAdd(out + (cj * CH + t) * DV + c0 + cc, r);
+                    }
+            }
+            __syncthreads();
+        }
+        // (b) S_j <- e^g S_j - phi W_j (+ H); S_j = H at a bucket's first chunk
+        if (wb.on) {
+            ta acc[GD_G][1][TWB][4] = {};
+            const unsigned ub[1] = {use[0]};
+            if (use[0]) gd_mm<1, TWB>(acc, Ph, nullptr, GD_LDP, (const gd_w*)W, WS, GD_LDW, wb.r0, wb.n0, CH, ub);
+            ta hv[TWB][4];  // H in the C fragments' layout (loaded after the product: fewer live registers)
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(i, x);
+                    hv[i][x] = hs && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+                }
+#pragma unroll
+            for (int j = 0; j < GD_G; ++j) {
+                const bool pr = (use[0] >> j) & 1, ad = (hs >> j) & 1;  // products, + H (neither: off)
+                if (!pr && !ad) continue;
+#pragma unroll
+                for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) {
+                        gd_s* e = S + j * SS + wb.row(x) * GD_LDSS + wb.col(i, x);
+                        if constexpr (GD_SR) {
+                            ta& v = sv[GD_SR ? j : 0][i][x];
+                            v = pr ? eg * v - acc[j][0][i][x] + (ad ? hv[i][x] : (ta)0) : hv[i][x];
+                            gd_put(e, v);
+                        } else {
+                            ta* f = reinterpret_cast<ta*>(e);
+                            *f = pr ? eg * *f - acc[j][0][i][x] + (ad ? hv[i][x] : (ta)0) : hv[i][x];
+                        }
+                    }
+            }
+        }
+        __syncthreads();  // S read by the next chunk's (a); the tiles (and W) rewritten by its copies
+    }
+    // the returned state: incoming slots carried to the end; level m's S^m(E) when bit m - 1 of E is set
+    if (!keep) return;
+#pragma unroll
+    for (int j = 0; j < GD_G; ++j) {
+        const int m = mh - j;
+        if (inc ? mode(j, lo) == GD_OFF : (hi != cL + 1 || m < 1 || !((E >> (m - 1)) & 1) || mode(j, cL) == GD_OFF))
+            continue;
+        ta* fin = inc ? oldc + (bh * n_old + s0 + j) * slot_sz : lev + (bh * NLC + m - 1) * slot_sz;  // the slot's home
+        if constexpr (GD_SR) {
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(i, x);
+                    if (wb.on && kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = sv[GD_SR ? j : 0][i][x];
+                }
+        } else {
+            for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
+                const int kk = idx / GD_BW, cc = idx % GD_BW;
+                if (kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = reinterpret_cast<const ta*>(S)[j * SS + kk * GD_LDSS + cc];
+            }
+        }
+    }
+}
