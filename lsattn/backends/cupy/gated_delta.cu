@@ -267,17 +267,16 @@ enum { GD_OFF, GD_START, GD_ACC, GD_READ };  // a slot at a chunk: unused, S = H
 #ifndef GD_PF_SET
 #define GD_PF_SET 1
 #endif
+#ifndef GD_PIPE_SET
+#define GD_PIPE_SET 0
+#endif
 
-// The chunk's tiles (Qe when qv) into L2 (prefetch.global.L2: no registers held, nothing waits): the next
+// A chunk's tile (CH x DK elements) into L2 (prefetch.global.L2: no registers held, nothing waits): the next
 // chunk's while this one's products run; nothing on the CPU emulation.
-__device__ __forceinline__ void gd_prefetch(const ta* qej, const ta* ekj, const ta* phj, int DK, bool qv) {
+__device__ __forceinline__ void gd_prefetch(const ta* tile, int DK) {
 #ifdef __CUDA_ARCH__
     constexpr int LINE = 128 / (int)sizeof(ta);
-    for (int x = threadIdx.x * LINE; x < CH * DK; x += NT * LINE) {
-        if (qv) asm volatile("prefetch.global.L2 [%0];" ::"l"(qej + x));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(ekj + x));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(phj + x));
-    }
+    for (int x = threadIdx.x * LINE; x < CH * DK; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(tile + x));
 #endif
 }
 
@@ -387,6 +386,12 @@ __device__ __forceinline__ void gd_walk(const ta* __restrict__ qe, const ta* __r
                 hv[i][x] = hs && wb.on && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
             }
     };
+    // a timing build (GD_PIPE_SET=1): a one-slot walk with W apart (WOWN) copies the next chunk's Qe / Ek during
+    // (b) (the kernel then spills ~40 bytes at its 80 registers)
+    constexpr bool PIPE = GD_PIPE_SET && WOWN;
+    bool pend = false;  // PIPE: this chunk's Qe / Ek copies in flight
+    // PIPE's walk: one period of level mh (read from its mid) or one incoming slot (read throughout)
+    const i64 rmid = inc || mh < 1 ? lo : ((lo >> mh) << mh) + (1ll << (mh - 1));
     for (i64 c = wlo; c < whi; ++c) {
         unsigned use[2], hs;
         masks(c, use[0], use[1], hs);
@@ -395,9 +400,11 @@ __device__ __forceinline__ void gd_walk(const ta* __restrict__ qe, const ta* __r
             ta hv[TWB][4];
             if constexpr (NG == 1) load_h(hs, cj, hv);
             if (use[0]) {
-                // the chunk's tiles, once for the slots: Qe (when read), Ek, phi
-                if (use[1]) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
-                gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+                // the chunk's tiles, once for the slots: Qe (when read), Ek (unless in flight: PIPE), phi
+                if (!PIPE || !pend) {
+                    if (use[1]) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+                    gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+                }
                 gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
                 cp_async_commit();
                 if (tid < NG * CH) {  // token t's read weight for slot j
@@ -430,6 +437,15 @@ __device__ __forceinline__ void gd_walk(const ta* __restrict__ qe, const ta* __r
                         }
                 }
                 __syncthreads();
+                if constexpr (PIPE) {  // Qe and Ek are free: the next chunk's copies run during (b)
+                    pend = c + 1 < whi;  // one slot: every chunk after the first has products
+                    if (pend) {
+                        if (c + 1 >= rmid) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + (cj + 1) * CH * DK, DK, CH, DK, vec);
+                        gd_copy<CH, DKP>(Ek, GD_LDQ, ek + (cj + 1) * CH * DK, DK, CH, DK, vec);
+                        cp_async_commit();
+                        gd_prefetch(ph + (cj + 1) * DK * CH, DK);  // and its phi into L2 (copied after (b))
+                    }
+                }
             }
             // the next chunk's H (and tiles) into L2 during (b) and the next copies' issue (Qe and H as
             // this chunk needs them: the modes change once per half period)
@@ -438,8 +454,11 @@ __device__ __forceinline__ void gd_walk(const ta* __restrict__ qe, const ta* __r
                 if (NG > 1 && hs && tid < DK)  // a row of the block's columns of H (GD_BW * 4 = 128 bytes) a thread
                     asm volatile("prefetch.global.L2 [%0];" ::"l"(Hc + (cj + 1) * slot_sz + (i64)tid * DV + c0));
 #endif
-                if (GD_PF_SET > 2 || (GD_PF_SET == 2 && NG < GD_G))
-                    gd_prefetch(qe + (cj + 1) * CH * DK, ek + (cj + 1) * CH * DK, ph + (cj + 1) * DK * CH, DK, use[1]);
+                if (GD_PF_SET > 2 || (GD_PF_SET == 2 && NG < GD_G && !PIPE)) {
+                    if (use[1]) gd_prefetch(qe + (cj + 1) * CH * DK, DK);
+                    gd_prefetch(ek + (cj + 1) * CH * DK, DK);
+                    gd_prefetch(ph + (cj + 1) * DK * CH, DK);
+                }
             }
             // (b) S_j <- e^g S_j - phi W_j (+ H); S_j = H at a bucket's first chunk
             if (wb.on) {
