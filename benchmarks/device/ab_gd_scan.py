@@ -8,8 +8,8 @@ forward computes in), T from argv (default 2K / 8K / 32K):
 - pf0, pf2, pf3: the L2 prefetch of the next chunk (GD_PF_SET): none / H and the tiles in the one-slot
             walks / in every walk (production: H only)
 - wown0:    a one-slot walk's W over Qe / Ek as in session 11 (GD_WOWN_SET=0)
-- pipe:     a one-slot walk copies the next chunk's Qe / Ek during (b) (GD_PIPE_SET=1)
-- x1:       1xTF32 products (GD_X1_SET=1, W unsplit): what 16-bit inputs could take (its error column)
+- pipe:     a one-slot walk copies the next chunk's Qe / Ek during (b) (GD_PIPE_SET=1); x1pipe: with x1
+- x1:       1xTF32 products (GD_X1_SET=1, W unsplit): the scan of bfloat16 inputs (production since session 12)
 - new_g1, new_g2: the production build (GD_BW = 32 columns, W stored as tf32 pairs, 3 blocks per SM)
             launched with 1 and 2 (GD_G) slots per block, keep = 0 (the public forward's launch); the
             production launch takes ``scan_group(n)`` of them
@@ -90,6 +90,7 @@ for name, mk, g, bw, ws in (
         ("pf3", lambda: variant(extra=("-DGD_PF_SET=3",)), 2, 32, True),
         ("wown0", lambda: variant(extra=("-DGD_WOWN_SET=0",)), 2, 32, True),
         ("pipe", lambda: variant(extra=("-DGD_PIPE_SET=1",)), 2, 32, True),
+        ("x1pipe", lambda: variant(extra=("-DGD_X1_SET=1", "-DGD_PIPE_SET=1")), 2, 32, False),
         ("x1", lambda: variant(extra=("-DGD_X1_SET=1", ws0)), 2, 32, False),
         ("g2_ws0", lambda: variant(extra=(ws0,)), 2, 32, False),
         ("g2_sr", lambda: variant(extra=("-DGD_SR_SET=1", two)), 2, 32, "sr"),
@@ -141,7 +142,7 @@ for T in Ts:
                    f"{float(cupy.abs(l_v - l_new).max() / cupy.abs(l_new).max()):.0e}")
     timed = [(name, 0, False) for name in builds] + [(x, 1, False) for x in ("new_g2", "main", "new_g1", "s10")]
     timed += [(x, 1, True) for x in ("new_g2", "main", "pf2", "s10")]
-    timed += [(x, 0, 7) for x in ("new_g2", "main", "pf0", "pf2", "wown0", "pipe", "x1")]  # level NLC - 1 (NLC's blocks return at once)
+    timed += [(x, 0, 7) for x in ("new_g2", "main", "pf0", "pf2", "wown0", "pipe", "x1", "x1pipe")]  # level NLC - 1 (NLC's blocks return at once)
     for name, keep, top in timed:
         if name in builds:
             row.append(f"{name}{'_keep' if keep and not top else ''}{'_top' if top is True else ''}{'_top7' if top == 7 else ''}: "

@@ -71,13 +71,24 @@ constexpr int GD_G = 2;  // gd_scan's slots per block: levels walked together (_
 constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
 constexpr int GD_LDS = GD_BW + 8;  // S and W row stride
-// float32: the products on tensor cores (3xTF32: the float32 bound holds); float64: FFMA
+// float32: the products on tensor cores (3xTF32: the float32 bound holds); float64: FFMA. bfloat16 inputs
+// (TI_BF16: gd_forms reads them, gd_scan computes in float32): 1xTF32 (GD_X1, A_hi B_hi alone, ~2^-11
+// relative per product, under the output's rounding to 8 mantissa bits: 1.5x faster; benchmarks/NOTES.md
+// "Session 12 — s12a16"; float16's 11 bits keep 3xTF32); a timing build may set it (GD_X1_SET)
 constexpr bool GD_TC = sizeof(ta) == 4;
+#ifndef GD_X1_SET
+#if defined(TI_BF16) && TI_BF16
+#define GD_X1_SET 1
+#else
+#define GD_X1_SET 0
+#endif
+#endif
 // W, (b)'s B operand: float32, its tf32 halves (hi, lo) split once when stored (row stride GD_BW + 4
-// pairs: a half-warp's 64-bit fragment loads on 32 banks); float64, as computed (row stride GD_LDS)
-// (a timing build may store it unsplit: GD_WS_SET=0)
+// pairs: a half-warp's 64-bit fragment loads on 32 banks; 1xTF32: as computed, the hi half taken by
+// the fragment loads); float64, as computed (row stride GD_LDS) (a timing build may store it unsplit:
+// GD_WS_SET=0)
 #ifndef GD_WS_SET
-#define GD_WS_SET 1
+#define GD_WS_SET !GD_X1_SET
 #endif
 template <bool TC> struct GdW { using T = ta; static constexpr int LD = GD_LDS; };
 template <> struct GdW<true> { using T = uint2; static constexpr int LD = GD_BW + 4; };
@@ -118,11 +129,8 @@ __device__ __forceinline__ void gd_frag_b(const uint2* Y, int ld, int k0, int n0
     const uint2 y0 = Y[(k0 + t4) * ld + n0 + g8], y1 = Y[(k0 + t4 + 4) * ld + n0 + g8];
     h[0] = y0.x, l[0] = y0.y, h[1] = y1.x, l[1] = y1.y;
 }
-// c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22); a timing
-// build (GD_X1_SET=1: what 16-bit inputs could take, ~2^-11) A_hi B_hi alone, the lo halves then dead code
-#ifndef GD_X1_SET
-#define GD_X1_SET 0
-#endif
+// c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22); GD_X1
+// (16-bit inputs): A_hi B_hi alone, the lo halves then dead code
 __device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], const unsigned (&al)[4],
                                         const unsigned (&bh)[2], const unsigned (&bl)[2]) {
     if (GD_X1_SET) {
