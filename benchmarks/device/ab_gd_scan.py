@@ -9,6 +9,7 @@ forward computes in), T from argv (default 2K / 8K / 32K):
             walks / in every walk (production: H only)
 - wown0:    a one-slot walk's W over Qe / Ek as in session 11 (GD_WOWN_SET=0)
 - pipe:     a one-slot walk copies the next chunk's Qe / Ek during (b) (GD_PIPE_SET=1); x1pipe: with x1
+- x1g3:     x1 with 3 slots per block (its W, unsplit, fits over Qe / Ek; 2 blocks per SM)
 - x1:       1xTF32 products (GD_X1_SET=1, W unsplit): the scan of bfloat16 inputs (production since session 12)
 - new_g1, new_g2: the production build (GD_BW = 32 columns, W stored as tf32 pairs, 3 blocks per SM)
             launched with 1 and 2 (GD_G) slots per block, keep = 0 (the public forward's launch); the
@@ -91,6 +92,7 @@ for name, mk, g, bw, ws in (
         ("wown0", lambda: variant(extra=("-DGD_WOWN_SET=0",)), 2, 32, True),
         ("pipe", lambda: variant(extra=("-DGD_PIPE_SET=1",)), 2, 32, True),
         ("x1pipe", lambda: variant(extra=("-DGD_X1_SET=1", "-DGD_PIPE_SET=1")), 2, 32, False),
+        ("x1g3", lambda: variant(extra=("-DGD_X1_SET=1", "-DGD_G_SET=3", two)), 3, 32, False),
         ("x1", lambda: variant(extra=("-DGD_X1_SET=1", ws0)), 2, 32, False),
         ("g2_ws0", lambda: variant(extra=(ws0,)), 2, 32, False),
         ("g2_sr", lambda: variant(extra=("-DGD_SR_SET=1", two)), 2, 32, "sr"),

@@ -5,7 +5,7 @@
 # the backward's float32 GPU tests (-k), beside compute-sanitizer memcheck and racecheck of gd_small.py, and
 # racecheck of the pipe builds against the production kernel (gd_pipe_small.py).
 # # TIMINGS (quiet GPU, <= 60 s): the forward at 8K with fla bf16 first (fla autotunes; <= 40 s), then gd_scan
-# alone at 8K / 32K (ab_gd_scan.py, <= 20 s: main, x1 = the bf16 path's scan, pipe, x1pipe).
+# alone at 8K / 32K (ab_gd_scan.py, <= 20 s: main, x1 = the bf16 path's scan, pipe, x1pipe, x1g3).
 #   OUT=... bash benchmarks/device/run_s12a16b.sh       (logs under $OUT/s12a16b.tgz; summary on stdout)
 set -u
 NAME=s12a16b; . benchmarks/device/setup.sh
@@ -30,6 +30,6 @@ timeout 40 python3 benchmarks/bench_gpu_gated_delta.py --T ${BENCH_T:-8192} --ap
     > "$OUT/log_bench.txt" 2>&1
 echo "rc=$?"; tail -8 "$OUT/log_bench.txt"
 echo "=== gd_scan alone $(date -u +%T)"
-timeout 20 python3 benchmarks/device/ab_gd_scan.py ${AB_T:-8192,32768} ${AB_BUILDS:-main,x1,pipe,x1pipe} > "$OUT/log_ab.txt" 2>&1
+timeout 20 python3 benchmarks/device/ab_gd_scan.py ${AB_T:-8192,32768} ${AB_BUILDS:-main,x1,pipe,x1pipe,x1g3} > "$OUT/log_ab.txt" 2>&1
 echo "rc=$?"; tail -3 "$OUT/log_ab.txt"
 echo "=== done $(date -u +%T)"
