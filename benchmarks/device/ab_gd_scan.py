@@ -3,6 +3,14 @@ forward computes in), T from argv (default 2K / 8K / 32K):
 
 - s10:      session 10's scan (one block per level chain and period), keep = 0, when ``gd_scan_s10.cu``
             is beside this file (``git show 3e2fd13:benchmarks/device/gd_scan_s10.cu``)
+- main:     session 11's final scan (main's), when ``gd_scan_main.cu`` is beside this file (regenerate: git show 7c3e519:lsattn/backends/cupy/gated_delta.cu > benchmarks/device/gd_scan_main.cu)
+            (``git show 7c3e519:lsattn/backends/cupy/gated_delta.cu``): the same launch as new_g2
+- pf0, pf2, pf3: the L2 prefetch of the next chunk (GD_PF_SET): none / H and the tiles in the one-slot
+            walks / in every walk (production: H only)
+- wown0:    a one-slot walk's W over Qe / Ek as in session 11 (GD_WOWN_SET=0)
+- pipe:     a one-slot walk copies the next chunk's Qe / Ek during (b) (GD_PIPE_SET=1); x1pipe: with x1
+- x1g3:     x1 with 3 slots per block (its W, unsplit, fits over Qe / Ek; 2 blocks per SM)
+- x1:       1xTF32 products (GD_X1_SET=1, W unsplit): the scan of bfloat16 inputs (production since session 12)
 - new_g1, new_g2: the production build (GD_BW = 32 columns, W stored as tf32 pairs, 3 blocks per SM)
             launched with 1 and 2 (GD_G) slots per block, keep = 0 (the public forward's launch); the
             production launch takes ``scan_group(n)`` of them
@@ -14,6 +22,7 @@ forward computes in), T from argv (default 2K / 8K / 32K):
 - nomm:     new_g2 with its products removed (wrong values): what the walk costs besides the products
             (tile copies, barriers, atomics)
 - *_top:    only the top group's blocks (s10: the two top chains'), keep = 1: the critical path
+- *_top7:   only level NLC - 1's blocks (the longest chain without the state), keep = 0
 
 then the public forward on the same float32 CuPy arrays. The first columns: the builds' outputs and
 states against the production one's (max |difference| / max |new|).
@@ -72,9 +81,19 @@ def ms(f, reps):
 prod = ops._tk("gated_delta", cfg, "gd_scan")[0]
 builds = {"new_g2": (prod, cc.GD_G, cc.GD_BW, True), "new_g1": (prod, 1, cc.GD_BW, True)}
 s10 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gd_scan_s10.cu")
+main = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gd_scan_main.cu")
 ws0, two = "-DGD_WS_SET=0", "-DGD_MINB_SET=2"
 for name, mk, g, bw, ws in (
         ("s10", lambda: build(open(s10).read()), 0, 32, False),
+        ("main", lambda: build(open(main).read()), 2, 32, True),
+        ("pf0", lambda: variant(extra=("-DGD_PF_SET=0",)), 2, 32, True),
+        ("pf2", lambda: variant(extra=("-DGD_PF_SET=2",)), 2, 32, True),
+        ("pf3", lambda: variant(extra=("-DGD_PF_SET=3",)), 2, 32, True),
+        ("wown0", lambda: variant(extra=("-DGD_WOWN_SET=0",)), 2, 32, True),
+        ("pipe", lambda: variant(extra=("-DGD_PIPE_SET=1",)), 2, 32, True),
+        ("x1pipe", lambda: variant(extra=("-DGD_X1_SET=1", "-DGD_PIPE_SET=1")), 2, 32, False),
+        ("x1g3", lambda: variant(extra=("-DGD_X1_SET=1", "-DGD_G_SET=3", two)), 3, 32, False),
+        ("x1", lambda: variant(extra=("-DGD_X1_SET=1", ws0)), 2, 32, False),
         ("g2_ws0", lambda: variant(extra=(ws0,)), 2, 32, False),
         ("g2_sr", lambda: variant(extra=("-DGD_SR_SET=1", two)), 2, 32, "sr"),
         ("g3", lambda: variant(extra=("-DGD_G_SET=3", two)), 3, 32, True),
@@ -83,7 +102,7 @@ for name, mk, g, bw, ws in (
         ("g2_bw64", lambda: variant(extra=("-DGD_BW_SET=64", two, ws0)), 2, 64, False),
         ("g1_bw64", lambda: variant(extra=("-DGD_G_SET=1", "-DGD_BW_SET=64", two, ws0)), 1, 64, False),
         ("nomm", lambda: variant(r"gd_mm<(\d), (TW[AB])>\(", r"if (0) gd_mm<\1, \2>(", 2), cc.GD_G, cc.GD_BW, True)):
-    if (want is None or name in want) and (name != "s10" or os.path.exists(s10)):
+    if (want is None or name in want) and (name != "s10" or os.path.exists(s10)) and (name != "main" or os.path.exists(main)):
         builds[name] = (mk(), g, bw, ws)
 block = (256,)
 for T in Ts:
@@ -109,7 +128,7 @@ for T in Ts:
 
     def launch(name, o, lv, keep, top=False):
         f, gs, bw, ws = builds[name]
-        nb = (2 if gs == 0 else 1) if top else (cgd.scan_chains(F, n, 0, NLC) if gs == 0 else cgd.scan_blocks(F, n, 0, NLC, gs))
+        nb = (2 if gs == 0 or top == 7 else 1) if top else (cgd.scan_chains(F, n, 0, NLC) if gs == 0 else cgd.scan_blocks(F, n, 0, NLC, gs))
         smem = (cfg.gd_smem(1, bw, False) + cfg.CH * (bw + 8) * 4 if gs == 0  # s10: W apart
                 else cfg.gd_smem(max(gs, cc.GD_G), bw, bool(ws), ws == "sr"))
         args = (qe, ek, ph, H, g, lam, o, lv, oldc, i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n), i32(0),
@@ -123,11 +142,12 @@ for T in Ts:
         launch(name, o_v, l_v, 1)
         row.append(f"{name}-vs-new {float(cupy.abs(o_v - o_new).max() / cupy.abs(o_new).max()):.0e} "
                    f"{float(cupy.abs(l_v - l_new).max() / cupy.abs(l_new).max()):.0e}")
-    timed = [(name, 0, False) for name in builds] + [(x, 1, False) for x in ("new_g2", "new_g1", "s10")]
-    timed += [(x, 1, True) for x in ("new_g2", "new_g1", "s10")]
+    timed = [(name, 0, False) for name in builds] + [(x, 1, False) for x in ("new_g2", "main", "new_g1", "s10")]
+    timed += [(x, 1, True) for x in ("new_g2", "main", "pf2", "s10")]
+    timed += [(x, 0, 7) for x in ("new_g2", "main", "pf0", "pf2", "wown0", "pipe", "x1", "x1pipe")]  # level NLC - 1 (NLC's blocks return at once)
     for name, keep, top in timed:
         if name in builds:
-            row.append(f"{name}{'_keep' if keep and not top else ''}{'_top' if top else ''}: "
+            row.append(f"{name}{'_keep' if keep and not top else ''}{'_top' if top is True else ''}{'_top7' if top == 7 else ''}: "
                        f"{ms(lambda: launch(name, out, lev, keep, top), 5):.3f} ms")
     row.append(f"forward: {ms(lambda: lsattn.loglinear_gated_delta(q, k, v, a, b, lam), 3):.3f} ms")
     print(" | ".join(row), flush=True)

@@ -50,10 +50,12 @@
 // float64: FFMA on the same fragments.
 // Per chunk and slot: (a) R = Qe S, W = Ek S (read mode; W only when accumulating), the slots' reads
 // lambda R summed and atomically added to the output, W to shared memory; (b) S <- e^g S - phi W (+ H).
-// Shared: Qe, Ek ([t][kk], row stride DKP + 16 / sizeof(ta); the slots' W ([t][col]) over them once
-// (a) has read them), phi ([kk][t], row stride CH + 16 / sizeof(ta)), copied asynchronously as
-// stored (cp.async, 16 bytes when d_k allows); the slots' S ([kk][col]) and W, row stride GD_BW + 8
-// (the B fragments' 32 lanes on 32 banks); the slots' CH read weights: Config.gd_smem in _compile.py.
+// Shared: Qe, Ek ([t][kk], row stride DKP + 16 / sizeof(ta); a group's W ([t][col]) over them once
+// (a) has read them: a fourth barrier per chunk), phi ([kk][t], row stride CH + 16 / sizeof(ta)),
+// copied asynchronously as stored (cp.async, 16 bytes when d_k allows); the slots' S ([kk][col]) and
+// W, row stride GD_BW + 8 (the B fragments' 32 lanes on 32 banks); the slots' CH read weights:
+// Config.gd_smem in _compile.py. A block of one slot (the top levels: the critical path) runs its own
+// instantiation (gd_walk<1>) with its W, unsplit, in the second slot's S: three barriers per chunk.
 #define GD_BV 16  // gd_scan_bwd's value columns per block
 #define GD_RG (NT / GD_BV)
 #ifdef GD_BW_SET  // a timing build may set it
@@ -69,13 +71,24 @@ constexpr int GD_G = 2;  // gd_scan's slots per block: levels walked together (_
 constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
 constexpr int GD_LDS = GD_BW + 8;  // S and W row stride
-// float32: the products on tensor cores (3xTF32: the float32 bound holds); float64: FFMA
+// float32: the products on tensor cores (3xTF32: the float32 bound holds); float64: FFMA. bfloat16 inputs
+// (TI_BF16: gd_forms reads them, gd_scan computes in float32): 1xTF32 (GD_X1, A_hi B_hi alone, ~2^-11
+// relative per product, under the output's rounding to 8 mantissa bits: 1.5x faster; benchmarks/NOTES.md
+// "Session 12 — s12a16"; float16's 11 bits keep 3xTF32); a timing build may set it (GD_X1_SET)
 constexpr bool GD_TC = sizeof(ta) == 4;
+#ifndef GD_X1_SET
+#if defined(TI_BF16) && TI_BF16
+#define GD_X1_SET 1
+#else
+#define GD_X1_SET 0
+#endif
+#endif
 // W, (b)'s B operand: float32, its tf32 halves (hi, lo) split once when stored (row stride GD_BW + 4
-// pairs: a half-warp's 64-bit fragment loads on 32 banks); float64, as computed (row stride GD_LDS)
-// (a timing build may store it unsplit: GD_WS_SET=0)
+// pairs: a half-warp's 64-bit fragment loads on 32 banks; 1xTF32: as computed, the hi half taken by
+// the fragment loads); float64, as computed (row stride GD_LDS) (a timing build may store it unsplit:
+// GD_WS_SET=0)
 #ifndef GD_WS_SET
-#define GD_WS_SET 1
+#define GD_WS_SET !GD_X1_SET
 #endif
 template <bool TC> struct GdW { using T = ta; static constexpr int LD = GD_LDS; };
 template <> struct GdW<true> { using T = uint2; static constexpr int LD = GD_BW + 4; };
@@ -116,9 +129,14 @@ __device__ __forceinline__ void gd_frag_b(const uint2* Y, int ld, int k0, int n0
     const uint2 y0 = Y[(k0 + t4) * ld + n0 + g8], y1 = Y[(k0 + t4 + 4) * ld + n0 + g8];
     h[0] = y0.x, l[0] = y0.y, h[1] = y1.x, l[1] = y1.y;
 }
-// c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22)
+// c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22); GD_X1
+// (16-bit inputs): A_hi B_hi alone, the lo halves then dead code
 __device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], const unsigned (&al)[4],
                                         const unsigned (&bh)[2], const unsigned (&bl)[2]) {
+    if (GD_X1_SET) {
+        mma_tf32(c, ah, bh[0], bh[1]);
+        return;
+    }
     mma_tf32(c, al, bh[0], bh[1]);
     mma_tf32(c, ah, bl[0], bl[1]);
     mma_tf32(c, ah, bh[0], bh[1]);
@@ -145,11 +163,11 @@ struct GdWarpTiles {
     __device__ __forceinline__ int col(int i, int x) const { return n0 + 8 * i + 2 * (threadIdx.x % 4) + (x & 1); }
 };
 
-// c[j][a][i] += A_a[r0 .. r0 + 15][0 .. K) Y_j[0 .. K)[n0 + 8 i .. + 7] for the slots j < GD_G whose
+// c[j][a][i] += A_a[r0 .. r0 + 15][0 .. K) Y_j[0 .. K)[n0 + 8 i .. + 7] for the slots j < NG whose
 // bit is set in use[a] (A_0 = X0, A_1 = X1, [row][k] with row stride ldx; Y_j = Y + j ys, [k][col]
 // with row stride ldy, of ta or pre-split (uint2, tensor cores only); use[1] a subset of use[0]),
 // i < NTL; K a multiple of 8. Each A fragment is split once per k-step for all the slots.
-template <int NA, int NTL, typename Acc, typename YT>
+template <int NG, int NA, int NTL, typename Acc, typename YT>
 __device__ __forceinline__ void gd_mm(Acc (*c)[NA][NTL][4], const ta* X0, const ta* X1, int ldx, const YT* Y, int ys,
                                       int ldy, int r0, int n0, int K, const unsigned (&use)[NA]) {
     const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
@@ -160,7 +178,7 @@ __device__ __forceinline__ void gd_mm(Acc (*c)[NA][NTL][4], const ta* X0, const 
             if constexpr (NA > 1)
                 if (use[NA - 1]) gd_frag_a(X1, ldx, r0, k0, ah[NA - 1], al[NA - 1]);
 #pragma unroll
-            for (int j = 0; j < GD_G; ++j) {
+            for (int j = 0; j < NG; ++j) {
                 if (!((use[0] >> j) & 1)) continue;
 #pragma unroll
                 for (int i = 0; i < NTL; ++i) {
@@ -181,7 +199,7 @@ __device__ __forceinline__ void gd_mm(Acc (*c)[NA][NTL][4], const ta* X0, const 
                 if constexpr (NA > 1) xa[NA - 1][h] = use[NA - 1] ? X1[(r0 + g8 + 8 * h) * ldx + k] : (ta)0;
             }
 #pragma unroll
-            for (int j = 0; j < GD_G; ++j) {
+            for (int j = 0; j < NG; ++j) {
                 if (!((use[0] >> j) & 1)) continue;
                 ta yv[NTL][2];
 #pragma unroll
@@ -247,6 +265,264 @@ constexpr int GD_MINB = GD_TC && DKP <= 64 ? 3 : 1;
 #endif
 static_assert(GD_G >= 1 && GD_G <= 8 && GD_G * CH <= NT, "a thread per slot and token for the read weights");
 enum { GD_OFF, GD_START, GD_ACC, GD_READ };  // a slot at a chunk: unused, S = H, accumulate, read and carry
+// The L2 prefetch of the next chunk during (b): its H in the group walks (1, production; a one-slot walk
+// loads its H before its tile copies), and its tiles (gd_prefetch) in the one-slot walks (2) or in every
+// walk (3) (2, 3: the kernel then spills ~40-60 bytes at its 80 registers), or nothing (0).
+// GD_WOWN_SET=0: a one-slot walk's W over Qe / Ek (session 11). Both set by timing builds.
+#ifndef GD_WOWN_SET
+#define GD_WOWN_SET 1
+#endif
+#ifndef GD_PF_SET
+#define GD_PF_SET 1
+#endif
+#ifndef GD_PIPE_SET
+#define GD_PIPE_SET 0
+#endif
+
+// A chunk's tile (CH x DK elements) into L2 (prefetch.global.L2: no registers held, nothing waits): the next
+// chunk's while this one's products run; nothing on the CPU emulation.
+__device__ __forceinline__ void gd_prefetch(const ta* tile, int DK) {
+#ifdef __CUDA_ARCH__
+    constexpr int LINE = 128 / (int)sizeof(ta);
+    for (int x = threadIdx.x * LINE; x < CH * DK; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(tile + x));
+#endif
+}
+
+// One block's walk over its chunks [lo, hi) with NG (compile time) slots: incoming slots s0 + j (inc), or
+// levels mh - j of level mh's period (the kernel's header). A walk of fewer slots than the launch's GD_G
+// (the top levels, alone: the critical path) keeps its W, unsplit, where the unused slots' S would be
+// (when it fits): no barrier between (a)'s products and W's stores; a full group's W overlays Qe / Ek.
+template <int NG>
+__device__ __forceinline__ void gd_walk(const ta* __restrict__ qe, const ta* __restrict__ ek, const ta* __restrict__ ph,
+                                        const ta* __restrict__ Hc, const ta* __restrict__ gc, const ta* __restrict__ lam,
+                                        ta* __restrict__ out, ta* __restrict__ lev, ta* __restrict__ oldc, int T, int DK,
+                                        int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int keep,
+                                        bool inc, int s0, int mh, int gs, i64 lo, i64 hi, i64 bh, int c0) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    constexpr bool WOWN = GD_WOWN_SET && NG < GD_G && (GD_G - NG) * GD_SW >= NG * CH * GD_LDS;
+    using wt = typename GdW<GD_TC && GD_WS_SET && !WOWN>::T;  // W: tf32 pairs or unsplit
+    constexpr int LDW = GdW<GD_TC && GD_WS_SET && !WOWN>::LD;
+    ta* Qe = reinterpret_cast<ta*>(smem_raw);
+    ta* Ek = Qe + CH * GD_LDQ;
+    ta* Ph = Qe + GD_QW;
+    gd_s* S = reinterpret_cast<gd_s*>(Ph + DKP * GD_LDP);  // [slot][kk][col]
+    ta* lw = Ph + DKP * GD_LDP + GD_G * GD_SW;                // [slot][t] the chunk's read weights (0 outside the call)
+    wt* W = reinterpret_cast<wt*>(WOWN ? Ph + DKP * GD_LDP + NG * GD_SW : Qe);  // [slot][t][col]
+    constexpr int RA = CH / 16, RB = DKP / 16;  // row blocks of (a), (b)
+    constexpr int SS = DKP * GD_LDSS, WS = CH * LDW;  // a slot's S, W
+    const int tid = threadIdx.x;
+    const i64 cL = F + n - 1, E = cL + merge_last;
+    // slot j at chunk c: an incoming slot is read throughout (when held); level m's period from
+    // base = (c >> m) << m accumulates from its first chunk in the call to mid, then is read; unused
+    // when its bucket lies before the call (in the incoming slots) or it has no reads in the call
+    // and is not returned
+    auto mode = [&](int j, i64 c) -> int {
+        if (j >= gs) return GD_OFF;
+        if (inc) return s0 + j < n_old && ((p >> (s0 + j)) & 1) ? GD_READ : GD_OFF;
+        const int m = mh - j;
+        if (m < 1) return GD_OFF;
+        const i64 base = (c >> m) << m, mid = base + (1ll << (m - 1));
+        const i64 plo = max(F, base), phi_ = min(cL + 1, base + (1ll << m));
+        if (plo >= mid || (phi_ <= mid && !(keep && E == mid))) return GD_OFF;
+        return c >= mid ? GD_READ : (c == plo ? GD_START : GD_ACC);
+    };
+    // the slots' modes at chunk c as masks: with products (accumulate, read), read, taking H (start, accumulate)
+    auto masks = [&](i64 c, unsigned& u0, unsigned& u1, unsigned& h) {
+        u0 = u1 = h = 0u;
+#pragma unroll
+        for (int j = 0; j < NG; ++j) {
+            const int md = mode(j, c);
+            u0 |= (unsigned)(md >= GD_ACC) << j;
+            u1 |= (unsigned)(md == GD_READ) << j;
+            h |= (unsigned)(md == GD_START || md == GD_ACC) << j;
+        }
+    };
+    // the chunks some slot uses
+    i64 wlo = hi, whi = lo;
+#pragma unroll
+    for (int j = 0; j < NG; ++j) {
+        const int m = inc ? 0 : mh - j;
+        if (inc || m < 1) {
+            if (mode(j, lo) != GD_OFF) wlo = lo, whi = hi;
+            continue;
+        }
+        for (i64 base = (lo >> m) << m; base < hi; base += 1ll << m) {  // level m's periods in [lo, hi)
+            const i64 plo = max(lo, base);
+            if (mode(j, plo) != GD_OFF) wlo = min(wlo, plo), whi = max(whi, min(hi, base + (1ll << m)));
+        }
+    }
+    if (wlo >= whi) return;
+    const i64 slot_sz = (i64)DK * DV;
+    const int K8 = (DK + 7) / 8 * 8;  // (a)'s reduction (rows past DK are zero)
+    const GdWarpTiles<RA> wa;
+    const GdWarpTiles<RB> wb;
+    constexpr int TWA = GdWarpTiles<RA>::NTL, TWB = GdWarpTiles<RB>::NTL;  // tiles per warp and slot in (a), (b)
+    // S in: the incoming slots' columns or zero (columns past DV and rows past DK stay zero)
+    auto s_in = [&](int j, int kk, int cc) {
+        const bool ld = inc && s0 + j < n_old && kk < DK && c0 + cc < DV;
+        return ld ? oldc[(bh * n_old + s0 + j) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+    };
+    ta sv[GD_SR ? NG : 1][TWB][4];  // GD_SR: S of (b)'s tiles (the thread's C fragments)
+    if constexpr (GD_SR) {
+#pragma unroll
+        for (int j = 0; j < NG; ++j)
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x)
+                    if (wb.on) {
+                        sv[j][i][x] = s_in(j, wb.row(x), wb.col(i, x));
+                        gd_put(S + j * SS + wb.row(x) * GD_LDSS + wb.col(i, x), sv[j][i][x]);
+                    }
+    } else {
+        for (int idx = tid; idx < NG * DKP * GD_BW; idx += NT) {
+            const int j = idx / (DKP * GD_BW), kk = idx / GD_BW % DKP, cc = idx % GD_BW;
+            gd_put(S + j * SS + kk * GD_LDSS + cc, s_in(j, kk, cc));
+        }
+    }
+    __syncthreads();
+    constexpr int VW = 16 / (int)sizeof(ta);
+    const bool vec = DK % VW == 0;
+    // H in (b)'s C fragments' layout: a one-slot walk loads it before its tile copies (its latency under
+    // theirs); a group after (b)'s product (fewer live registers during the products)
+    auto load_h = [&](unsigned hs, i64 cj, ta (&hv)[TWB][4]) {
+#pragma unroll
+        for (int i = 0; i < TWB; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int kk = wb.row(x), cc = wb.col(i, x);
+                hv[i][x] = hs && wb.on && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+            }
+    };
+    // a timing build (GD_PIPE_SET=1): a one-slot walk with W apart (WOWN) copies the next chunk's Qe / Ek during
+    // (b) (the kernel then spills ~40 bytes at its 80 registers)
+    constexpr bool PIPE = GD_PIPE_SET && WOWN;
+    bool pend = false;  // PIPE: this chunk's Qe / Ek copies in flight
+    // PIPE's walk: one period of level mh (read from its mid) or one incoming slot (read throughout)
+    const i64 rmid = inc || mh < 1 ? lo : ((lo >> mh) << mh) + (1ll << (mh - 1));
+    for (i64 c = wlo; c < whi; ++c) {
+        unsigned use[2], hs;
+        masks(c, use[0], use[1], hs);
+        if (use[0] | hs) {
+            const i64 cj = bh * n + (c - F);
+            ta hv[TWB][4];
+            if constexpr (NG == 1) load_h(hs, cj, hv);
+            if (use[0]) {
+                // the chunk's tiles, once for the slots: Qe (when read), Ek (unless in flight: PIPE), phi
+                if (!PIPE || !pend) {
+                    if (use[1]) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+                    gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+                }
+                gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
+                cp_async_commit();
+                if (tid < NG * CH) {  // token t's read weight for slot j
+                    const int j = tid / CH, t = tid % CH;
+                    const i64 tabs = c * CH + t, gi = tabs - p;
+                    const int l = inc ? max(s0 + j + 1, bitlen64(p ^ tabs)) : GD_LOG2C + mh - j;
+                    lw[tid] = (use[1] >> j) & 1 && gi >= 0 && gi < T ? lam[(bh * T + gi) * L + l] : (ta)0;  // padding rows: unread
+                }
+                cp_async_wait<0>();
+                __syncthreads();
+                // (a) W_j = Ek S_j; R_j = Qe S_j for the slots read, their weighted sum into the output
+                ta acc[NG][2][TWA][4] = {};  // W, R
+                if (wa.on) gd_mm<NG, 2, TWA>(acc, Ek, Qe, GD_LDQ, (const gd_s*)S, SS, GD_LDSS, wa.r0, wa.n0, K8, use);
+                if constexpr (!WOWN) __syncthreads();  // every warp has read Ek and Qe: W over them
+                if (wa.on) {
+#pragma unroll
+                    for (int i = 0; i < TWA; ++i)
+#pragma unroll
+                        for (int x = 0; x < 4; ++x) {
+                            const int t = wa.row(x), cc = wa.col(i, x);
+                            ta r = 0;
+#pragma unroll
+                            for (int j = 0; j < NG; ++j) {
+                                if ((use[0] >> j) & 1) gd_put(W + j * WS + t * LDW + cc, acc[j][0][i][x]);
+                                if ((use[1] >> j) & 1) r += lw[j * CH + t] * acc[j][1][i][x];
+                            }
+                            const i64 gi = c * CH + t - p;
+                            if (use[1] && c0 + cc < DV && gi >= 0 && gi < T)  // padding rows read nothing
+                                atomicAdd(out + (cj * CH + t) * DV + c0 + cc, r);
+                        }
+                }
+                __syncthreads();
+                if constexpr (PIPE) {  // Qe and Ek are free: the next chunk's copies run during (b)
+                    pend = c + 1 < whi;  // one slot: every chunk after the first has products
+                    if (pend) {
+                        if (c + 1 >= rmid) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + (cj + 1) * CH * DK, DK, CH, DK, vec);
+                        gd_copy<CH, DKP>(Ek, GD_LDQ, ek + (cj + 1) * CH * DK, DK, CH, DK, vec);
+                        cp_async_commit();
+                        gd_prefetch(ph + (cj + 1) * DK * CH, DK);  // and its phi into L2 (copied after (b))
+                    }
+                }
+            }
+            // the next chunk's H (and tiles) into L2 during (b) and the next copies' issue (Qe and H as
+            // this chunk needs them: the modes change once per half period)
+            if (GD_PF_SET && c + 1 < whi) {
+#ifdef __CUDA_ARCH__
+                if (NG > 1 && hs && tid < DK)  // a row of the block's columns of H (GD_BW * 4 = 128 bytes) a thread
+                    asm volatile("prefetch.global.L2 [%0];" ::"l"(Hc + (cj + 1) * slot_sz + (i64)tid * DV + c0));
+#endif
+                if (GD_PF_SET > 2 || (GD_PF_SET == 2 && NG < GD_G && !PIPE)) {
+                    if (use[1]) gd_prefetch(qe + (cj + 1) * CH * DK, DK);
+                    gd_prefetch(ek + (cj + 1) * CH * DK, DK);
+                    gd_prefetch(ph + (cj + 1) * DK * CH, DK);
+                }
+            }
+            // (b) S_j <- e^g S_j - phi W_j (+ H); S_j = H at a bucket's first chunk
+            if (wb.on) {
+                const ta eg = ex(gc[cj]);  // (loaded here: one register fewer during (a))
+                ta acc[NG][1][TWB][4] = {};
+                const unsigned ub[1] = {use[0]};
+                if (use[0]) gd_mm<NG, 1, TWB>(acc, Ph, nullptr, GD_LDP, (const wt*)W, WS, LDW, wb.r0, wb.n0, CH, ub);
+                if constexpr (NG > 1) load_h(hs, cj, hv);
+#pragma unroll
+                for (int j = 0; j < NG; ++j) {
+                    const bool pr = (use[0] >> j) & 1, ad = (hs >> j) & 1;  // products, + H (neither: off)
+                    if (!pr && !ad) continue;
+#pragma unroll
+                    for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                        for (int x = 0; x < 4; ++x) {
+                            gd_s* e = S + j * SS + wb.row(x) * GD_LDSS + wb.col(i, x);
+                            if constexpr (GD_SR) {
+                                ta& v = sv[GD_SR ? j : 0][i][x];
+                                v = pr ? eg * v - acc[j][0][i][x] + (ad ? hv[i][x] : (ta)0) : hv[i][x];
+                                gd_put(e, v);
+                            } else {
+                                ta* f = reinterpret_cast<ta*>(e);
+                                *f = pr ? eg * *f - acc[j][0][i][x] + (ad ? hv[i][x] : (ta)0) : hv[i][x];
+                            }
+                        }
+                }
+            }
+            __syncthreads();  // S read by the next chunk's (a); the tiles (and W) rewritten by its copies
+        }
+    }
+    // the returned state: incoming slots carried to the end; level m's S^m(E) when bit m - 1 of E is set
+    if (!keep) return;
+#pragma unroll
+    for (int j = 0; j < NG; ++j) {
+        const int m = mh - j;
+        if (inc ? mode(j, lo) == GD_OFF : (hi != cL + 1 || m < 1 || !((E >> (m - 1)) & 1) || mode(j, cL) == GD_OFF))
+            continue;
+        ta* fin = inc ? oldc + (bh * n_old + s0 + j) * slot_sz : lev + (bh * NLC + m - 1) * slot_sz;  // the slot's home
+        if constexpr (GD_SR) {
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(i, x);
+                    if (wb.on && kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = sv[GD_SR ? j : 0][i][x];
+                }
+        } else {
+            for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
+                const int kk = idx / GD_BW, cc = idx % GD_BW;
+                if (kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = reinterpret_cast<const ta*>(S)[j * SS + kk * GD_LDSS + cc];
+            }
+        }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     const ta* __restrict__ qe,   // (BH, n, CH, DK)  qeff
     const ta* __restrict__ ek,   // (BH, n, CH, DK)  e^G K
@@ -259,23 +535,13 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
     ta* __restrict__ oldc,       // (BH, n_old, DK, DV) in: incoming slots; out (keep): carried to the end
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last, int keep, int BH,
     int G) {  // slots per block (1 .. GD_G; _compile.gd_group)
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Qe = reinterpret_cast<ta*>(smem_raw);
-    ta* Ek = Qe + CH * GD_LDQ;
-    gd_w* W = reinterpret_cast<gd_w*>(Qe);  // [slot][t][col]: over Qe and Ek once (a) has read them
-    ta* Ph = Qe + GD_QW;
-    gd_s* S = reinterpret_cast<gd_s*>(Ph + DKP * GD_LDP);  // [slot][kk][col]
-    ta* lw = Ph + DKP * GD_LDP + GD_G * GD_SW;                // [slot][t] the chunk's read weights (0 outside the call)
     check_smem((GD_QW + DKP * GD_LDP + GD_G * (GD_SW + CH)) * sizeof(ta));
-    constexpr int RA = CH / 16, RB = DKP / 16;  // row blocks of (a), (b)
-    constexpr int SS = DKP * GD_LDSS, WS = CH * GD_LDW;  // a slot's S, W
-    const int tid = threadIdx.x;
     // the block: slot group ci (slowest), sequence bh, column block
     const int NCB = (DV + GD_BW - 1) / GD_BW;
     const i64 per = (i64)BH * NCB, ci = blockIdx.x / per;
     const i64 bh = blockIdx.x % per / NCB;
     const int c0 = (int)(blockIdx.x % NCB) * GD_BW;
-    const i64 cL = F + n - 1, E = cL + merge_last;
+    const i64 cL = F + n - 1;
     // the slots: incoming slots s0 + j (inc), or levels mh - j of the period of level mh from its base;
     // the chunks [lo, hi)
     const int NBO = (n_old + G - 1) / G;  // blocks of incoming slots
@@ -300,172 +566,12 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
         lo = max(F, base);
         hi = min(cL + 1, base + (1ll << mh));
     }
-    // slot j at chunk c: an incoming slot is read throughout (when held); level m's period from
-    // base = (c >> m) << m accumulates from its first chunk in the call to mid, then is read; unused
-    // when its bucket lies before the call (in the incoming slots) or it has no reads in the call
-    // and is not returned
-    auto mode = [&](int j, i64 c) -> int {
-        if (j >= gs) return GD_OFF;
-        if (inc) return s0 + j < n_old && ((p >> (s0 + j)) & 1) ? GD_READ : GD_OFF;
-        const int m = mh - j;
-        if (m < 1) return GD_OFF;
-        const i64 base = (c >> m) << m, mid = base + (1ll << (m - 1));
-        const i64 plo = max(F, base), phi_ = min(cL + 1, base + (1ll << m));
-        if (plo >= mid || (phi_ <= mid && !(keep && E == mid))) return GD_OFF;
-        return c >= mid ? GD_READ : (c == plo ? GD_START : GD_ACC);
-    };
-    // the chunks some slot uses
-    i64 wlo = hi, whi = lo;
-#pragma unroll
-    for (int j = 0; j < GD_G; ++j) {
-        const int m = inc ? 0 : mh - j;
-        if (inc || m < 1) {
-            if (mode(j, lo) != GD_OFF) wlo = lo, whi = hi;
-            continue;
-        }
-        for (i64 base = (lo >> m) << m; base < hi; base += 1ll << m) {  // level m's periods in [lo, hi)
-            const i64 plo = max(lo, base);
-            if (mode(j, plo) != GD_OFF) wlo = min(wlo, plo), whi = max(whi, min(hi, base + (1ll << m)));
-        }
-    }
-    if (wlo >= whi) return;
-    const i64 slot_sz = (i64)DK * DV;
-    const int K8 = (DK + 7) / 8 * 8;  // (a)'s reduction (rows past DK are zero)
-    const GdWarpTiles<RA> wa;
-    const GdWarpTiles<RB> wb;
-    constexpr int TWA = GdWarpTiles<RA>::NTL, TWB = GdWarpTiles<RB>::NTL;  // tiles per warp and slot in (a), (b)
-    // S in: the incoming slots' columns or zero (columns past DV and rows past DK stay zero)
-    auto s_in = [&](int j, int kk, int cc) {
-        const bool ld = inc && s0 + j < n_old && kk < DK && c0 + cc < DV;
-        return ld ? oldc[(bh * n_old + s0 + j) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
-    };
-    ta sv[GD_SR ? GD_G : 1][TWB][4];  // GD_SR: S of (b)'s tiles (the thread's C fragments)
-    if constexpr (GD_SR) {
-#pragma unroll
-        for (int j = 0; j < GD_G; ++j)
-#pragma unroll
-            for (int i = 0; i < TWB; ++i)
-#pragma unroll
-                for (int x = 0; x < 4; ++x)
-                    if (wb.on) {
-                        sv[j][i][x] = s_in(j, wb.row(x), wb.col(i, x));
-                        gd_put(S + j * SS + wb.row(x) * GD_LDSS + wb.col(i, x), sv[j][i][x]);
-                    }
-    } else {
-        for (int idx = tid; idx < GD_G * DKP * GD_BW; idx += NT) {
-            const int j = idx / (DKP * GD_BW), kk = idx / GD_BW % DKP, cc = idx % GD_BW;
-            gd_put(S + j * SS + kk * GD_LDSS + cc, s_in(j, kk, cc));
-        }
-    }
-    __syncthreads();
-    constexpr int VW = 16 / (int)sizeof(ta);
-    const bool vec = DK % VW == 0;
-    for (i64 c = wlo; c < whi; ++c) {
-        // the slots' modes as masks: with products (accumulate, read), read, taking H (start, accumulate)
-        unsigned use[2] = {0u, 0u}, hs = 0u;
-#pragma unroll
-        for (int j = 0; j < GD_G; ++j) {
-            const int md = mode(j, c);
-            use[0] |= (unsigned)(md >= GD_ACC) << j;
-            use[1] |= (unsigned)(md == GD_READ) << j;
-            hs |= (unsigned)(md == GD_START || md == GD_ACC) << j;
-        }
-        if (!(use[0] | hs)) continue;  // no slot at this chunk (uniform)
-        const i64 cj = bh * n + (c - F);
-        const ta eg = ex(gc[cj]);
-        if (use[0]) {
-            // the chunk's tiles, once for the slots: Qe (when read), Ek, phi
-            if (use[1]) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
-            gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
-            gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
-            cp_async_commit();
-            if (tid < GD_G * CH) {  // token t's read weight for slot j
-                const int j = tid / CH, t = tid % CH;
-                const i64 tabs = c * CH + t, gi = tabs - p;
-                const int l = inc ? max(s0 + j + 1, bitlen64(p ^ tabs)) : GD_LOG2C + mh - j;
-                lw[tid] = (use[1] >> j) & 1 && gi >= 0 && gi < T ? lam[(bh * T + gi) * L + l] : (ta)0;  // padding rows: unread
-            }
-            cp_async_wait<0>();
-            __syncthreads();
-            // (a) W_j = Ek S_j; R_j = Qe S_j for the slots read, their weighted sum into the output
-            ta acc[GD_G][2][TWA][4] = {};  // W, R
-            if (wa.on) gd_mm<2, TWA>(acc, Ek, Qe, GD_LDQ, (const gd_s*)S, SS, GD_LDSS, wa.r0, wa.n0, K8, use);
-            __syncthreads();  // every warp has read Ek and Qe: W over them
-            if (wa.on) {
-#pragma unroll
-                for (int i = 0; i < TWA; ++i)
-#pragma unroll
-                    for (int x = 0; x < 4; ++x) {
-                        const int t = wa.row(x), cc = wa.col(i, x);
-                        ta r = 0;
-#pragma unroll
-                        for (int j = 0; j < GD_G; ++j) {
-                            if ((use[0] >> j) & 1) gd_put(W + j * WS + t * GD_LDW + cc, acc[j][0][i][x]);
-                            if ((use[1] >> j) & 1) r += lw[j * CH + t] * acc[j][1][i][x];
-                        }
-                        const i64 gi = c * CH + t - p;
-                        if (use[1] && c0 + cc < DV && gi >= 0 && gi < T)  // padding rows read nothing
-                            atomicAdd(out + (cj * CH + t) * DV + c0 + cc, r);
-                    }
-            }
-            __syncthreads();
-        }
-        // (b) S_j <- e^g S_j - phi W_j (+ H); S_j = H at a bucket's first chunk
-        if (wb.on) {
-            ta acc[GD_G][1][TWB][4] = {};
-            const unsigned ub[1] = {use[0]};
-            if (use[0]) gd_mm<1, TWB>(acc, Ph, nullptr, GD_LDP, (const gd_w*)W, WS, GD_LDW, wb.r0, wb.n0, CH, ub);
-            ta hv[TWB][4];  // H in the C fragments' layout (loaded after the product: fewer live registers)
-#pragma unroll
-            for (int i = 0; i < TWB; ++i)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) {
-                    const int kk = wb.row(x), cc = wb.col(i, x);
-                    hv[i][x] = hs && kk < DK && c0 + cc < DV ? Hc[cj * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
-                }
-#pragma unroll
-            for (int j = 0; j < GD_G; ++j) {
-                const bool pr = (use[0] >> j) & 1, ad = (hs >> j) & 1;  // products, + H (neither: off)
-                if (!pr && !ad) continue;
-#pragma unroll
-                for (int i = 0; i < TWB; ++i)
-#pragma unroll
-                    for (int x = 0; x < 4; ++x) {
-                        gd_s* e = S + j * SS + wb.row(x) * GD_LDSS + wb.col(i, x);
-                        if constexpr (GD_SR) {
-                            ta& v = sv[GD_SR ? j : 0][i][x];
-                            v = pr ? eg * v - acc[j][0][i][x] + (ad ? hv[i][x] : (ta)0) : hv[i][x];
-                            gd_put(e, v);
-                        } else {
-                            ta* f = reinterpret_cast<ta*>(e);
-                            *f = pr ? eg * *f - acc[j][0][i][x] + (ad ? hv[i][x] : (ta)0) : hv[i][x];
-                        }
-                    }
-            }
-        }
-        __syncthreads();  // S read by the next chunk's (a); the tiles (and W) rewritten by its copies
-    }
-    // the returned state: incoming slots carried to the end; level m's S^m(E) when bit m - 1 of E is set
-    if (!keep) return;
-#pragma unroll
-    for (int j = 0; j < GD_G; ++j) {
-        const int m = mh - j;
-        if (inc ? mode(j, lo) == GD_OFF : (hi != cL + 1 || m < 1 || !((E >> (m - 1)) & 1) || mode(j, cL) == GD_OFF))
-            continue;
-        ta* fin = inc ? oldc + (bh * n_old + s0 + j) * slot_sz : lev + (bh * NLC + m - 1) * slot_sz;  // the slot's home
-        if constexpr (GD_SR) {
-#pragma unroll
-            for (int i = 0; i < TWB; ++i)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) {
-                    const int kk = wb.row(x), cc = wb.col(i, x);
-                    if (wb.on && kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = sv[GD_SR ? j : 0][i][x];
-                }
-        } else {
-            for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
-                const int kk = idx / GD_BW, cc = idx % GD_BW;
-                if (kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = reinterpret_cast<const ta*>(S)[j * SS + kk * GD_LDSS + cc];
-            }
-        }
-    }
+    // one instantiation per slot count a block can have: 1 and GD_G (a timing build's 3 or 4 walks fewer than
+    // GD_G slots on GD_G, their modes off)
+    if (GD_G > 1 && gs == 1)
+        gd_walk<1>(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, keep, inc, s0,
+                   mh, 1, lo, hi, bh, c0);
+    else
+        gd_walk<GD_G>(qe, ek, ph, Hc, gc, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, keep, inc,
+                      s0, mh, gs, lo, hi, bh, c0);
 }
