@@ -279,6 +279,12 @@ def bf16_bits(x):
        dk=st.sampled_from([3, 16, 24]), dv=st.sampled_from([2, 16, 40]), scale=magnitudes, lv_scale=lv_scales,
        p_inf=st.sampled_from([0.0, 0.3]), spike=st.booleans(), P=st.sampled_from([0, 0, 40]), seed=seeds)
 @settings(max_examples=6, deadline=None)
+# A key spike (+60) behind a dominant log value: pair factors e^(lv_s - o_t) of e^65 .. e^69 (exact rows,
+# U'', the state's sum; the incoming state's dS0 on the host), beyond the float cap 64 they had (errors 0.8 .. 24)
+@example(logv=True, batch=(), T=129, dk=16, dv=2, scale=3.0, lv_scale=1e3, p_inf=0.0, spike=True, P=0, seed=0)
+@example(logv=True, batch=(), T=150, dk=3, dv=16, scale=3.0, lv_scale=30.0, p_inf=0.3, spike=True, P=0, seed=32)
+@example(logv=True, batch=(), T=129, dk=16, dv=40, scale=3.0, lv_scale=1e3, p_inf=0.0, spike=True, P=0, seed=376043)
+@example(logv=True, batch=(2,), T=150, dk=16, dv=2, scale=3.0, lv_scale=1e3, p_inf=0.0, spike=True, P=40, seed=149671270)
 def test_emulated_bf16_backward_tensor_cores(logv, batch, T, dk, dv, scale, lv_scale, p_inf, spike, P, seed):
     """The tensor-core backward kernels (both modes) on the CPU emulation through the backward's host
     logic with bf16 inputs: T within / across chunks of 64, padded head dims, magnitudes, log values up

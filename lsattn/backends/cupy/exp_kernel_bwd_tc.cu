@@ -1,7 +1,7 @@
 // Backward of exp-kernel attention (and log_attention, LOGV) on tensor cores for bfloat16 inputs:
 // ekb_dq_tc / ekb_dkdv_tc take the places of exp_kernel_bwd.cu's ekb_dq / ekb_dkdv (same arguments and
 // outputs; LOGV: y is the float32 log output, dO the bf16 output gradient); compiled after common.cu
-// and exp_kernel_bwd.cu (ex_cap). CH = 64 rows, NTC = 128 threads: warp w owns rows 16w .. 16w+15.
+// and exp_kernel_bwd.cu. CH = 64 rows, NTC = 128 threads: warp w owns rows 16w .. 16w+15.
 //
 // The notation of exp_kernel_bwd.cu. Every per-pair exponential is factorised with per-chunk shifts,
 // as the forward's tensor-core kernels do: mm_i >= every key of the chunk (and, in ekb_dq, >= M_c,i),
@@ -17,7 +17,7 @@
 //   ekb_dkdv  P^T = B A'^T, D^T = E G^T - delta, dk = B o (D^T A' + E U''^T - Z''), dv = P^T G + B U''
 //             (LOGV: d lv = E o (P^T G + B U'')), where U''_ij = U_ij exp(mm_i - M_{c+1,i}) [exp(W_j + nn_j)]
 //             folds the state factors B' = B exp(mm - M_{c+1}) and V' = E exp(W + nn) (column factors) into U
-//             (one d_k x d_v tile; W_j + nn_j = max_s lv_sj + W_j is bounded as the FFMA kernels' V' is: capped at 64)
+//             (one d_k x d_v tile, bf16; its magnitude capped at e^TC_CAP, ekt_scale)
 // A row whose factor exp(R_t - lden_t) or (LOGV, g_tj != 0) exp(nn_j - o_tj) exceeds e^TC_LIM (a later
 // key or value of the chunk dominates it) leaves the products (its A' and D rows are zero) and is
 // computed exactly, per pair in fp32 (the FFMA kernels' formulas), like the forward's exact rows.
@@ -25,6 +25,17 @@
 namespace {
 constexpr int BLK = DKP + 8, BLV = DVP + 8;  // bf16 tile strides (8 mod 16 elements: conflict-free fragments)
 constexpr float TC_LIM = 40.f;
+// LOGV: cap of the exponents lv_s - o_t (G, the exact rows' pairs) and of U'''s magnitude. A pair's factor
+// e^(lv_s - o_t) <= 1 / P(t,s) is exact up to e^80, weights P >= e^-80 (a key spike of +60 leaves the
+// earlier keys e^-65 while their values dominate the outputs; exp_kernel_bwd.cu's float cap, 64, was off
+// by e^(x - 64) there). Headroom as G's: d_v |dO| e^80 finite (an exact row's G meets A' = 0 in a product).
+constexpr float TC_CAP = 80.f;
+}
+__device__ __forceinline__ float ekt_cap(float x) { return __expf(fminf(x, TC_CAP)); }
+// x e^e with the magnitude capped at e^TC_CAP (finite whatever x), exact below it: U'' = U Mn e^(W + nn)
+// takes e = log Mn + W + nn, W + nn = max_s lv_s - min_t o_t beyond 64 behind a key spike
+__device__ __forceinline__ float ekt_scale(float x, float e) {
+    return x == 0.f ? 0.f : copysignf(ekt_cap(logf(fabsf(x)) + e), x);
 }
 #if LOGV
 typedef float yt;  // the log output, float32 (its bf16 rounding would carry |o| 2^-9 into exp(lv - o))
@@ -79,13 +90,13 @@ __device__ __forceinline__ void ekt_EG(bf* Eb, bf* Gb, const bf* Vr, const bf* G
         Eb[r * BLV + j] = to_bf((r < ns && j < DV && lv > lo_v() / 2) ? __expf(lv - nnS[j]) : 0.f);
         const float gv = ekt_g(Gr, Yo, r, j), x = nnS[j] - Yo[idx];
         if (gv != 0.f && x > TC_LIM) flag[r] = 1;
-        Gb[r * BLV + j] = to_bf(gv * __expf(fminf(x, 80.f)));
+        Gb[r * BLV + j] = to_bf(gv * ekt_cap(x));
     }
 }
 #endif
 
 // D_ts (s <= t) of one row t computed exactly into Df[s] (threads s < CH): dO_t . v_s - delta_t
-// (LOGV: sum_j g_tj exp(lv_sj - o_tj) - delta_t, exponents capped as the FFMA kernels')
+// (LOGV: sum_j g_tj exp(lv_sj - o_tj) - delta_t, exponents capped at TC_CAP)
 __device__ __forceinline__ void ekt_exact_D(float* Df, const bf* Vr, const bf* Gr, const float* Yo, float delta, int t,
                                             int DV) {
     const int s = threadIdx.x;
@@ -95,7 +106,7 @@ __device__ __forceinline__ void ekt_exact_D(float* Df, const bf* Vr, const bf* G
         d = -delta;
         for (int j = 0; j < DV; ++j) {
 #if LOGV
-            d = fmaf(ekt_g(Gr, Yo, t, j), ex_cap(fmaxf(from_bf(Vr[s * BLV + j]), lo_v()) - Yo[t * DVP + j]), d);
+            d = fmaf(ekt_g(Gr, Yo, t, j), ekt_cap(fmaxf(from_bf(Vr[s * BLV + j]), lo_v()) - Yo[t * DVP + j]), d);
 #else
             d = fmaf(from_bf(Gr[t * BLV + j]), from_bf(Vr[s * BLV + j]), d);
 #endif
@@ -387,12 +398,11 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
                 float gi = 0.f, sr = 0.f;
                 for (int u = 0; u <= t; ++u) gi = fmaf(__expf(qi + from_bf(Kr[u * BLK + i])), Df[u], gi);
                 for (int j = 0; j < DV; ++j) {
-#if LOGV
-                    const float gj = ekt_g(Gr, Yo, t, j) * ex_cap(Ni[j] - Yo[t * DVP + j]);
+#if LOGV  // S_in,ij e^(n_in_j - o_tj) capped as U'' (S_in <= the tokens before: e^80 alone could overflow)
+                    sr = fmaf(ekt_scale(Sc[(i64)i * DV + j], Ni[j] - Yo[t * DVP + j]), ekt_g(Gr, Yo, t, j), sr);
 #else
-                    const float gj = from_bf(Gr[t * BLV + j]);
+                    sr = fmaf(Sc[(i64)i * DV + j], from_bf(Gr[t * BLV + j]), sr);
 #endif
-                    sr = fmaf(Sc[(i64)i * DV + j], gj, sr);
                 }
                 a = __expf(qi + Ms[i]);
                 st(dq + (bh * T + g0 + t) * DK + i, gi + a * (sr - zS[i] * DS[t]));
@@ -486,7 +496,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
         [&](int idx) { const int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? __ldg(Uc + (i64)i * DV + j) : 0.f; },
         [&](int idx, float x) {
             const int i = idx / DVP, j = idx % DVP;
-            Us[i * BLV + j] = to_bf(LOGV ? Mn[i] * __expf(fminf(Wj[j] + nnS[j], 64.f)) * x : Mn[i] * x);
+            Us[i * BLV + j] = to_bf(LOGV ? ekt_scale(x, logf(Mn[i]) + Wj[j] + nnS[j]) : Mn[i] * x);
         });
     for (int idx = tid; idx < CH * DKP; idx += NTC) {
         const int r = idx / DKP, i = idx % DKP;
@@ -572,7 +582,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
                 const int s = idx / DVP, j = idx % DVP;
                 if (j < DV) {
 #if LOGV
-                    const float gv = ekt_g(Gr, Yo, t, j) * ex_cap(fmaxf(from_bf(Vr[s * BLV + j]), lo_v()) - Yo[t * DVP + j]);
+                    const float gv = ekt_g(Gr, Yo, t, j) * ekt_cap(fmaxf(from_bf(Vr[s * BLV + j]), lo_v()) - Yo[t * DVP + j]);
 #else
                     const float gv = from_bf(Gr[t * BLV + j]);
 #endif
