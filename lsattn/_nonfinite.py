@@ -217,8 +217,9 @@ class KernelCheck:
     implementation with ``checks_inputs``; ``loglinear_gated_delta``'s ``gd_forms``): the implementation
     receives it as ``check=``, passes :meth:`pointer` (an int32 its kernels set to 1 on a non-finite
     entry; ``-inf`` passing where ``Op.neg_inf`` allows it, not clamped) to them and calls
-    :meth:`launched` after them. A path that never calls it (no kernel read the inputs) is answered by
-    :func:`checks` at the first access."""
+    :meth:`launched` after them; CPU kernels (the ``numba`` backend's chunked exp-kernel) count the
+    entries and the implementation calls :meth:`found`. A path that never calls either (no kernel read
+    the inputs) is answered by :func:`checks` (NumPy: :func:`_all_finite`) at the first access."""
 
     own_off = False  # only for operators that are not normalised (``kernel_checks``)
 
@@ -245,6 +246,10 @@ class KernelCheck:
         done.record()
         self._wait = lambda: (done.synchronize(), int(self._buf[0]))[1]
 
+    def found(self, count):
+        """The answer of CPU kernels (done when they return): ``count`` non-finite entries read."""
+        self._finite = not count
+
     @property
     def finite(self):
         if self._finite is None:
@@ -252,12 +257,24 @@ class KernelCheck:
         return self._finite
 
 
+class _Answer:
+    """:class:`Checked`'s ``finite`` read on the host (NumPy: :func:`_all_finite`)."""
+
+    def __init__(self, finite):
+        self.finite = finite
+
+
 def kernel_checks(op, args, state, xp):
-    """A :class:`KernelCheck` where :func:`checks` would read a CUDA device for a call without state
-    of an operator that is not normalised, else :func:`checks`' answer."""
+    """A :class:`KernelCheck` where :func:`checks` would read a CUDA device, or for NumPy arrays (CPU
+    kernels answer with :meth:`KernelCheck.found`; else :func:`_all_finite`, the pass ``prepare``
+    would make), for a call without state of an operator that is not normalised; else :func:`checks`'
+    answer."""
     present = [a for a in args if a is not None]
-    if state is None and not op.normalised and _cuda_checks(xp, present):
-        return KernelCheck(lambda: checks(op, args, state, xp))
+    if state is None and not op.normalised:
+        if _cuda_checks(xp, present):
+            return KernelCheck(lambda: checks(op, args, state, xp))
+        if present and all(type(a) is np.ndarray for a in present):
+            return KernelCheck(lambda: _Answer(_all_finite(xp, _named(op, args))))
     return checks(op, args, state, xp)
 
 
@@ -316,6 +333,12 @@ def _read(xp, x):
 def _passes(op):
     """The inputs whose ``-inf`` passes as it is (allowed, not clamped: a log decay's hard reset)."""
     return {name for name in op.neg_inf if name not in op.clamp}
+
+
+def _named(op, args):
+    """``(x, minus_inf_ok)`` of :func:`_all_finite` for the inputs ``args`` (``op.inputs`` order)."""
+    passes = _passes(op)
+    return [(x, n in passes) for (n, _), x in zip(op.inputs, args) if x is not None]
 
 
 def _cuda_checks(xp, arrays):
@@ -508,8 +531,7 @@ def prepare(op, args, state, xp, offset, causal, batch, finite=None):
     # -inf where allowed and not clamped (a log decay's hard reset: packed segments put one at
     # each segment's start) needs nothing either
     passes = _passes(op)
-    named = [(x, n in passes) for (n, _), x in zip(op.inputs, args) if x is not None]
-    named += [(t, False) for t in ([] if state is None else state.tensors.values())]
+    named = _named(op, args) + [(t, False) for t in ([] if state is None else state.tensors.values())]
     if not lazy and (_all_finite(xp, named) if finite is None else finite):  # the common case: nothing to do
         return list(args), state, None
     inf = math.inf

@@ -230,6 +230,41 @@ def test_special_value_at_a_random_token(op, where, data):
         check(to_numpy(_stream(op, where, arrays, [cut])), expected, mask, rtol, f"{op} on {where}, cut at {cut}")
 
 
+@pytest.mark.parametrize("op", EXP_OPS)
+@settings(max_examples=max(3, settings.default.max_examples // 2))
+@given(data=st.data())
+def test_numba_chunked_kernel_answers_the_check(op, data):
+    """The numba backend's chunked exp-kernel counts the non-finite entries it reads (``KernelCheck``):
+    finite inputs make no pass of the prologue's own (``_all_finite`` never called), a special value
+    at a random token gives the outputs of :func:`test_special_value_at_a_random_token` (the call
+    computed again from the sanitised inputs); the token-by-token path (short calls) asks for the pass."""
+    pytest.importorskip("numba")
+    pytest.importorskip("scipy")
+    from lsattn.backends import numba_cpu
+
+    c = data.draw(cases(op))
+    finite = data.draw(st.booleans())
+    role = OPS[op][0][c["arg"]][1]
+    arrays, mask = make(op, c["seed"], c["T"], c["dk"], c["dv"]), np.zeros(BATCH + (c["T"], c["dv"]), bool)
+    if not finite:
+        arrays = _place(arrays, c["arg"], c["s"], c["j"], c["value"], role)
+        mask = poisoned(op, c["arg"], c["s"], c["j"], c["value"], c["T"], c["dk"], c["dv"])
+    expected = reference(op, arrays)
+    calls, real = [], _nonfinite._all_finite
+
+    def counted(*a):
+        calls.append(1)
+        return real(*a)
+
+    for min_t, passes in ((1, 0), (c["T"] + 1, 1)):  # chunked, then token by token
+        calls.clear()
+        with mock.patch.object(numba_cpu, "EK_CHUNKED_MIN_T", min_t), mock.patch.object(_nonfinite, "_all_finite", counted):
+            out = run(op, ("numpy", "numba"), arrays)
+        if finite:
+            assert len(calls) == passes, (min_t, calls)
+        check(to_numpy(out), expected, mask, OPS[op][2], f"{op} on numba, EK_CHUNKED_MIN_T = {min_t}")
+
+
 @pytest.mark.parametrize("where", [("torch_checks", "array_api")] + GPU, ids=["torch_checks"] + [p.id for p in GPU])
 @pytest.mark.parametrize("op", list(OPS))
 def test_empty_calls(op, where):

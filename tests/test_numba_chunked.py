@@ -205,6 +205,36 @@ def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
         np.testing.assert_allclose(got, want.tensors[name], rtol=1e-12, atol=1e-300, err_msg=name)
 
 
+@given(T=small_T.filter(lambda T: T > 0), C=chunks, P=st.integers(1, 5), log_values=st.booleans(), seed=seeds,
+       data=st.data())
+def test_chunked_counts_non_finite_inputs(T, C, P, log_values, seed, data):
+    """ek_chunked's count of non-finite input entries (the prologue's ``KernelCheck``, read by the
+    kernel instead of a pass of its own): 0 for finite inputs (the outputs then unchanged), at least
+    1 for NaN or +-inf at a random entry of q, k or vals, in any part of the sequence, except ``-inf``
+    log values (a zero value: counted 0, and the outputs those of the reference)."""
+    from lsattn.backends import _numba_chunked as KC
+
+    q, k, vals = ek_inputs(seed, (1,), T, 3, 2, 1.0)
+    arg, s = data.draw(st.integers(0, 2)), data.draw(st.integers(0, T - 1))
+    value = data.draw(st.sampled_from([None, np.nan, np.inf, -np.inf]))
+    x = [q, k, vals][arg]
+    if value is not None:
+        x[0, s, data.draw(st.integers(0, x.shape[-1] - 1))] = value
+    lo = -np.finfo(np.float64).max / 8
+    m0, n0 = ro(np.full((1, 3), lo)), ro(np.full((1, 2), lo))
+    out, m1, n1, S1, z1 = np.empty((1, T, 2)), np.empty((1, 3)), np.empty((1, 2)), np.empty((1, 3, 2)), np.empty((1, 3))
+    rows, seg = ro(np.zeros((3, 1), np.int64)), ro(np.array([0, T], np.int64))
+    bad = KC.ek_chunked(ro(q), ro(k), ro(vals), rows, seg, m0, n0, ro(np.zeros((1, 3, 2))), ro(np.zeros((1, 3))),
+                        log_values, lo, C, P, out, m1, n1, S1, z1)
+    # -inf in q or k counts: the prologue clamps it (a kernel reading it as it is would meet -inf - -inf)
+    passes = value is None or (value == -np.inf and arg == 2 and log_values)
+    assert (bad == 0) == passes, (bad, value, arg, s)
+    if passes:
+        op = "log" if log_values else "exp"
+        rtol, atol = ek_tol(op, q, k, "float64")
+        assert_close(out, EK[op][1](q, k, vals), rtol, atol=atol)
+
+
 # ---- log-linear Mamba-2 and Gated DeltaNet (ll_chunked) ---------------------------------------------
 #
 # Bounds of tests/test_numba_backend.py (test_loglinear.py, test_gated_delta.py): 1e-12 (float64),

@@ -112,7 +112,12 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     One ``prange`` iteration per (batch element, stream) when P = 1; otherwise two parallel loops
     over (batch element, part) (:func:`_part_bounds`): the first runs part 0's first chunks and the
     other parts' summaries of the chunks before them, the second every part's own chunks from the
-    state these summaries give it."""
+    state these summaries give it.
+
+    Returns the number of non-finite input entries found (``-inf`` log values pass; the prologue's
+    ``KernelCheck``, counted in each chunk's own first pass over its tiles): 0, or at least 1 when
+    some entry is NaN or infinite, and then out and the state are undefined (a part stops at its
+    first such chunk: the caller computes again from sanitised inputs)."""
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
     N = seg.shape[0] - 1
     P = max(parts, 1) if N == 1 else 1
@@ -123,38 +128,42 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     Hm = np.empty((B * P if P > 1 else 0, dk))
     Hn = np.empty((Hm.shape[0], dv + 1))
     HS = np.empty((Hm.shape[0], dk, dv + 1))
+    bad = np.zeros(B * N * P, np.int64)  # non-finite entries per task (B P first-pass tasks when P > 1, N = 1)
     if P > 1:
         for task in prange(B * P):
             b, j = task // P, task % P
             s0, s1 = seg[0], seg[1]
-            _ek_first(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], vals[rows[2, b], s0:s1], m0[b], n0[b], S0[b], z0[b],
-                      log_values, lo, C, j, bd, Hm[task], Hn[task], HS[task], out[b, s0:s1])
+            bad[task] += _ek_first(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], vals[rows[2, b], s0:s1], m0[b], n0[b],
+                                   S0[b], z0[b], log_values, lo, C, j, bd, Hm[task], Hn[task], HS[task], out[b, s0:s1])
     for task in prange(B * N * P):
         row, j = task // P, task % P
         b, sg = row // N, row % N
         s0, s1 = seg[sg], seg[sg + 1]
-        _ek_part(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], vals[rows[2, b], s0:s1], m0[row], n0[row], S0[row],
-                 z0[row], log_values, lo, C, P, j, bd, Hm[b * P : b * P + P], Hn[b * P : b * P + P],
-                 HS[b * P : b * P + P], out[b, s0:s1], m1[row], n1[row], S1[row], z1[row])
+        bad[task] += _ek_part(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], vals[rows[2, b], s0:s1], m0[row], n0[row],
+                              S0[row], z0[row], log_values, lo, C, P, j, bd, Hm[b * P : b * P + P],
+                              Hn[b * P : b * P + P], HS[b * P : b * P + P], out[b, s0:s1], m1[row], n1[row], S1[row],
+                              z1[row])
+    return bad.sum()
 
 
 @numba.njit
 def _ek_first(q, k, vals, m0, n0, S0, z0, log_values, lo, C, j, bd, m, n, Ss, out):
     """The first pass of part ``j`` of one stream (arguments as :func:`_ek_part`): part 0 runs chunks
     bd[0] .. bd[1] - 1 in full from the incoming state, part j >= 1 summarises chunks bd[j] .. bd[j +
-    1] - 1 from the empty state; the state after them into m, n, Ss."""
+    1] - 1 from the empty state; the state after them into m, n, Ss. Returns :func:`_ek_chunks`' count."""
     if j == 0:
         _ek_load(m0, n0, S0, z0, log_values, m, n, Ss)
     else:
         _ek_fresh(log_values, lo, m, n, Ss)
-    _ek_chunks(q, k, vals, bd[j], bd[j + 1], j == 0, m, n, Ss, z0, log_values, lo, C, out)
+    return _ek_chunks(q, k, vals, bd[j], bd[j + 1], j == 0, m, n, Ss, z0, log_values, lo, C, out)
 
 
 @numba.njit
 def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, bd, Hm, Hn, HS, out, m1, n1, S1, z1):
     """The second pass of part ``j`` of ``P`` of one stream (q, k (T, d_k), vals (T, d_v), its state
     m0 (d_k), ...; P = 1: the whole stream): its own chunks from part 0's state after the first pass
-    (Hm[0], Hn[0], HS[0]) merged with the summaries of parts 1 .. j; the last part writes the state."""
+    (Hm[0], Hn[0], HS[0]) merged with the summaries of parts 1 .. j; the last part writes the state.
+    Returns :func:`_ek_chunks`' count of non-finite entries (not 0: no state written)."""
     dk, dv = S0.shape
     m, n, Ss = np.empty(dk), np.empty(dv + 1), np.empty((dk, dv + 1))
     if P == 1:
@@ -167,7 +176,9 @@ def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, bd, Hm, Hn, HS
         for i in range(1, j + 1):
             _ek_merge(m, n, Ss, Hm[i], Hn[i], HS[i])
         c0, c1 = bd[j + 1], bd[j + 2]
-    _ek_chunks(q, k, vals, c0, c1, True, m, n, Ss, z0, log_values, lo, C, out)
+    bad = _ek_chunks(q, k, vals, c0, c1, True, m, n, Ss, z0, log_values, lo, C, out)
+    if bad:
+        return bad
     if j == P - 1:  # the state after the last chunk, in the array-API layout
         for i in range(dk):
             m1[i] = m[i]
@@ -176,6 +187,7 @@ def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, bd, Hm, Hn, HS
                 S1[i, c] = Ss[i, c]
         for c in range(dv):
             n1[c] = n[c] if log_values else lo
+    return 0
 
 
 @numba.njit
@@ -225,7 +237,9 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     """Chunks c_lo .. c_hi - 1 of one stream (q, k (T, d_k), vals (T, d_v)) from the float64 working
     state m (d_k), n (d_v + 1), Ss = [S | z] (d_k, d_v + 1), updated in place: their outputs into out
     (T, d_v) when ``full``, else only their summaries merged into the state. z0: the stream's incoming
-    z (the bound of the exact-row test).
+    z (the bound of the exact-row test). Returns the number of non-finite entries of the chunks' k,
+    vals (``-inf`` log values pass) and, when ``full``, q, counted in the loops that first read each
+    tile; a chunk with one ends the loop (the caller drops the results).
 
     Per chunk, in the input dtype: ``E = exp(k - M)``, ``[A | W]`` (C x (d_k + C): the queries'
     exponentials, then ``W = A E^T`` computed only on the blocks of ``h`` rows on or below the
@@ -255,7 +269,9 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     X, Xw, R = np.empty((C, dk)), np.empty((C, dk), wt), np.empty(C)
     D, LD = np.empty(C), np.empty(C)  # den per row (float64) and its logarithm
     low = np.full(1, lo, wt)[0]
+    inf = np.full(1, np.inf, wt)[0]
     ones = np.ones(C, wt)
+    nf = 0  # non-finite entries read (a count, not a branch: the compares vectorise with the loops)
     for c in range(c_lo, c_hi):
         t0 = c * C
         L = min(T, t0 + C) - t0
@@ -264,18 +280,26 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
             Mw[i] = M[i]  # a maximum of inputs in their dtype (or the state's): exact
         for s in range(L):  # in the input dtype: k - M rounded once, as the argument of exp
             for i in range(dk):
-                E[s, i] = _expw(k[t0 + s, i] - Mw[i])
+                x = k[t0 + s, i]
+                nf += not abs(x) < inf  # NaN compares False
+                E[s, i] = _expw(x - Mw[i])
         if log_values:
             _shifts(vals, t0, L, lo, n, N, g)
             for j in range(dv):
                 Nw[j] = N[j]
             for s in range(L):
                 for j in range(dv):
-                    SV[dk + s, j] = _expw(max(vals[t0 + s, j], low) - Nw[j])
+                    x = vals[t0 + s, j]
+                    nf += not x < inf  # -inf: a zero value
+                    SV[dk + s, j] = _expw(max(x, low) - Nw[j])
         else:
             for s in range(L):
                 for j in range(dv):
-                    SV[dk + s, j] = vals[t0 + s, j]
+                    x = vals[t0 + s, j]
+                    nf += not abs(x) < inf
+                    SV[dk + s, j] = x
+        if nf:
+            return nf
         if L < C:
             E[L:] = 0.0
             SV[dk + L:] = 0.0
@@ -287,7 +311,11 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                     SV[i, j] = Ss[i, j] * f[i] * g[j]
             for t in range(L):  # arguments in float64 (exact), rounded once to the input dtype
                 for i in range(dk):
-                    X[t, i] = np.float64(q[t0 + t, i]) + M[i]
+                    x = q[t0 + t, i]
+                    nf += not abs(x) < inf
+                    X[t, i] = np.float64(x) + M[i]
+            if nf:
+                return nf
             for t in range(L):
                 r = -np.inf
                 for i in range(dk):
@@ -340,6 +368,7 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
             m[i] = M[i]
         for j in range(dv):
             n[j] = N[j]
+    return nf
 
 
 @numba.njit

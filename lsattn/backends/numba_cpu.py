@@ -154,19 +154,26 @@ def _ro(x):
 #: causal calls of at least this many tokens run chunked, shorter ones (decoding) token by token
 EK_CHUNKED_MIN_T = 128
 
-def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None, segments=None):
+def log_forward(q, k, log_v, causal, state, return_state, *, chunk_size=None, segments=None, check=None):
     """Numba twin of ``lsattn.exp_kernel._log_forward`` (same arguments, result and state).
 
     segments: None, or the packed segments (``lsattn._varlen.Streams``, ``RESET_OPS``): each is its
     own stream, continuing the packed ``state`` (None: fresh streams); the returned state is packed
-    too. One token-by-token scan over all (batch element, segment) streams, no chunks."""
-    return _ek(q, k, log_v, causal, state, return_state, True, chunk_size, segments)
+    too. One token-by-token scan over all (batch element, segment) streams, no chunks.
+    check: the prologue's ``KernelCheck`` (``checks_inputs``; the inputs as they are, not checked):
+    the chunked kernel counts the non-finite entries it reads (:meth:`~KernelCheck.found`); the other
+    paths ask ``check.finite`` first. Non-finite inputs: ``(None, None)``, computed again sanitised."""
+    return _ek(q, k, log_v, causal, state, return_state, True, chunk_size, segments, check)
 
 
-def exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None, segments=None):
+def exp_forward(q, k, v, causal, state, return_state, *, chunk_size=None, segments=None, check=None):
     """Numba twin of ``lsattn.exp_kernel._exp_forward`` (same arguments, result and state;
-    ``segments``: as :func:`log_forward`)."""
-    return _ek(q, k, v, causal, state, return_state, False, chunk_size, segments)
+    ``segments``, ``check``: as :func:`log_forward`)."""
+    return _ek(q, k, v, causal, state, return_state, False, chunk_size, segments, check)
+
+
+# the chunked kernel reads every input entry: it answers the prologue's non-finite check (no pass of its own)
+log_forward.checks_inputs = exp_forward.checks_inputs = True
 
 
 def _streams(segments, T, state):
@@ -197,7 +204,7 @@ def _has_blas():
     return importlib.util.find_spec("scipy") is not None
 
 
-def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, segments=None):
+def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, segments=None, check=None):
     K = _kernels()
     batch, Tq, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], vals.shape[-1]
     dt, lo = q.dtype, _minus_inf(np, q.dtype)
@@ -205,6 +212,8 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, segment
     B = rows.shape[1]
     out = np.empty((B, Tq, d_v), dt)
     if not causal:
+        if check is not None and not check.finite:  # kernels that do not check: the prologue's pass first
+            return None, None
         K.ek_full(qf, kf, vf, rows, log_values, lo, out)
         return out.reshape(batch + (Tq, d_v)), None
     seg, offs = _streams(segments, Tq, state)
@@ -217,10 +226,17 @@ def _ek(q, k, vals, causal, state, return_state, log_values, chunk_size, segment
         m0, S0, z0 = _flat(t["m"], 1), _flat(t["S"], 2), _flat(t["z"], 1)
         n0 = _flat(t["n"], 1) if log_values else _ro(np.full((R, d_v), lo, dt))
     m1, n1, S1, z1 = np.empty_like(m0), np.empty_like(n0), np.empty_like(S0), np.empty_like(z0)
-    if Tq >= offs.shape[0] * (chunk_size or EK_CHUNKED_MIN_T) and _has_blas():  # streams that long on average
+    chunked = Tq >= offs.shape[0] * (chunk_size or EK_CHUNKED_MIN_T) and _has_blas()  # streams that long on average
+    if check is not None and not chunked and not check.finite:
+        return None, None
+    if chunked:
         KC = _chunked()
         C = chunk_size or KC.chunk_for(d_k, d_v)
-        KC.ek_chunked(qf, kf, vf, rows, seg, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
+        bad = KC.ek_chunked(qf, kf, vf, rows, seg, m0, n0, S0, z0, log_values, lo, C, KC.parts(B), out, m1, n1, S1, z1)
+        if check is not None:
+            check.found(bad)
+            if bad:
+                return None, None
     else:
         K.ek_causal(qf, kf, vf, rows, seg, m0, n0, S0, z0, log_values, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (Tq, d_v))
