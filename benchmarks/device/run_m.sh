@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 12, the last H200 runs (merged main), on one warm machine:
+# The last H200 runs of sessions 12 and 13 (merged main), on one warm machine:
 #   OUT=... bash benchmarks/device/run_m.sh tests [LIM]  every GPU-marked test file: wave 1, six verbose pytest processes beside
 #                                                        compute-sanitizer memcheck / racecheck of the small scripts; wave 2, the two
 #                                                        files whose float64 quadratic references need most GPU memory (session 11's
