@@ -62,6 +62,10 @@ constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 #ifndef HIB_TC
 #define HIB_TC 0
 #endif
+// blocks per SM of hib_dq / hib_dkdv and of hib_blocks: CH 64's tiles allow one / two (220 / 53 KB of shared memory), so
+// their registers are not capped for more (CH 32, the bounds of 128 / 80: ~700 B spilled at CH 64)
+#define HIB_MINB (CH >= 64 ? 1 : 2)
+#define HIB_MINB3 (CH >= 64 ? 2 : 3)
 // C = A^T B (A [k][m], B [k][n]: k-major fp32 tiles in shared memory, row strides lda, ldb), then epi(m, n, C_mn)
 // once per element of the M x N result, without a barrier: FFMA register tiles (common.cu's mm_acc, M / 16 x
 // N / 16 per thread of a 16 x 16 grid) or, HIB_TC (the variant for bfloat16 callers: float32 tiles, ta = float),
@@ -475,7 +479,7 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
     hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
 }
 
-extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
+extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
     const ti* __restrict__ a,      // (BH, T) or null
     const ti* __restrict__ gm, const ta* __restrict__ om,  // (BH, T, DV): dL/do, the forward's log output
@@ -715,7 +719,7 @@ __device__ __forceinline__ bool hib_piece(i64 x, i64 F, int n, bool split, HibPi
 // hib_blocks: one block per piece (hib_piece) and sequence: the piece's summary, in R's frame (its x_ti
 // include the decay from R's first token); unsplit blocks to (U, Z, Mb, Wb, gt) by r0 - F, pieces to
 // (Up, Zp, Mp, Wp, gp) by their slot (gp: the piece's own total decay).
-extern "C" __global__ void __launch_bounds__(NT, 3) hib_blocks(
+extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,
     const ti* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta, const ta* __restrict__ lden,
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
@@ -903,7 +907,7 @@ extern "C" __global__ void __launch_bounds__(NT) hib_bmerge(
     }
 }
 
-extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
+extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
     const ti* __restrict__ a, const ti* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,
     const ta* __restrict__ lden,  // hib_dq's (delta too)

@@ -26,8 +26,6 @@ from __future__ import annotations
 import functools
 import types
 
-import numpy as np
-
 from . import hierarchical as _hi
 from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name, widen
 from ._compile import SMEM_MAX, Config
