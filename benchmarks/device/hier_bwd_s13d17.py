@@ -3,11 +3,12 @@ aid; results in NOTES.md).
 
     python benchmarks/device/hier_bwd_s13d17.py warm 256
         # compiles what the timings use: one bf16 fwd+bwd of the public call at the training chunk 32 and 64
-    python benchmarks/device/hier_bwd_s13d17.py train 16384,32768 [CHUNKS]
+    python benchmarks/device/hier_bwd_s13d17.py train 16384,32768 [CHUNKS [VARIANTS]]
         # bf16 fwd+bwd (bench_gpu_hierarchical's table calls: grad of q, k, v; loss out.float().square().mean()),
         # ours with the autograd forward and the backward at each chunk of CHUNKS (default 32,64: the training
         # chunk when the caller gives none, hierarchical_bwd.config's default, set here) against torch SDPA,
-        # timed interleaved (bench_gpu_hierarchical.interleaved_times)
+        # timed interleaved (bench_gpu_hierarchical.interleaved_times); per variant of the code (default "new":
+        # the tree's; "pf0": hib_blocks without its prefetch of the next chunk, -DHIB_PF=0), one after another
 """
 import os
 import sys
@@ -16,11 +17,20 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from bench_gpu_hierarchical import _table_calls, _train, interleaved_times  # noqa: E402  (puts the repository on sys.path)
-from lsattn.backends.cupy import hierarchical_bwd as chb  # noqa: E402
+from lsattn.backends.cupy import _compile, hierarchical_bwd as chb  # noqa: E402
 
 what, Ts = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
 chunks = [int(x) for x in sys.argv[3].split(",")] if len(sys.argv) > 3 else [32, 64]
-config = chb.config
+variants = sys.argv[4].split(",") if len(sys.argv) > 4 else ["new"]
+config, source = chb.config, _compile._source
+
+
+def use(name):
+    """The variant ``name`` of the tree's backward; the compiled kernels dropped."""
+    pre = {"pf0": "#define HIB_PF 0\n"}.get(name, "")
+    _compile._source = lambda n: pre + source(n) if n == "hierarchical_bwd.cu" else source(n)
+    _compile._kernels.cache_clear()
+    _compile._launch.cache_clear()
 
 
 def at(ch):
@@ -38,18 +48,22 @@ def at(ch):
 
 for T in Ts:
     calls = _table_calls(torch, T, torch.bfloat16)
-    fns = {f"hier c{ch}": at(ch)(_train(torch, *calls["hier"])) for ch in chunks}
-    if what == "warm":
-        for name, fn in fns.items():
-            fn()
-            print("warm", name, flush=True)
-        torch.cuda.synchronize()
-        continue
-    fns["sdpa"] = _train(torch, *calls["sdpa"])
-    res = interleaved_times(fns, reps=7, budget_s=6.0)
-    print(f"T={T} bf16 fwd+bwd ms: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                                 for k, v in res.items()), flush=True)
-    if isinstance(res.get("sdpa"), float):
-        print(f"T={T} / SDPA: " + ", ".join(f"{k} {v / res['sdpa']:.3f}" for k, v in res.items()
-                                            if isinstance(v, float) and k != "sdpa"), flush=True)
-    del calls, fns
+    for var in variants:
+        use(var)
+        fns = {f"hier c{ch} {var}": at(ch)(_train(torch, *calls["hier"])) for ch in chunks}
+        if what == "warm":
+            for name, fn in fns.items():
+                fn()
+                print("warm", name, flush=True)
+            torch.cuda.synchronize()
+            continue
+        fns["sdpa"] = _train(torch, *calls["sdpa"])
+        res = interleaved_times(fns, reps=7, budget_s=5.0)
+        print(f"T={T} bf16 fwd+bwd ms: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                     for k, v in res.items()), flush=True)
+        if isinstance(res.get("sdpa"), float):
+            print(f"T={T} / SDPA: " + ", ".join(f"{k} {v / res['sdpa']:.3f}" for k, v in res.items()
+                                                if isinstance(v, float) and k != "sdpa"), flush=True)
+        del fns
+    use("new")
+    del calls
