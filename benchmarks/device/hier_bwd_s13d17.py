@@ -3,12 +3,13 @@ aid; results in NOTES.md).
 
     python benchmarks/device/hier_bwd_s13d17.py warm 256
         # compiles what the timings use: one bf16 fwd+bwd of the public call at the training chunk 32 and 64
-    python benchmarks/device/hier_bwd_s13d17.py train 16384,32768 [CHUNKS [VARIANTS]]
+    python benchmarks/device/hier_bwd_s13d17.py train 16384,32768 [SPECS]
         # bf16 fwd+bwd (bench_gpu_hierarchical's table calls: grad of q, k, v; loss out.float().square().mean()),
-        # ours with the autograd forward and the backward at each chunk of CHUNKS (default 32,64: the training
-        # chunk when the caller gives none, hierarchical_bwd.config's default, set here) against torch SDPA,
-        # timed interleaved (bench_gpu_hierarchical.interleaved_times); per variant of the code (default "new":
-        # the tree's; "pf0": hib_blocks without its prefetch of the next chunk, -DHIB_PF=0), one after another
+        # ours for each CHUNK:VARIANT of SPECS (default 32:new,64:new): the autograd forward and the backward at
+        # that chunk (the training chunk when the caller gives none, hierarchical_bwd.config's default, set here),
+        # the variant of the code ("new": the tree's; "pf0": hib_blocks without its prefetch of the next chunk,
+        # -DHIB_PF=0); the specs of one variant timed interleaved with torch SDPA
+        # (bench_gpu_hierarchical.interleaved_times), the variants one after another
 """
 import os
 import sys
@@ -20,8 +21,8 @@ from bench_gpu_hierarchical import _table_calls, _train, interleaved_times  # no
 from lsattn.backends.cupy import _compile, hierarchical_bwd as chb  # noqa: E402
 
 what, Ts = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
-chunks = [int(x) for x in sys.argv[3].split(",")] if len(sys.argv) > 3 else [32, 64]
-variants = sys.argv[4].split(",") if len(sys.argv) > 4 else ["new"]
+specs = [(int(c), v) for c, v in (x.split(":") for x in (sys.argv[3] if len(sys.argv) > 3 else "32:new,64:new").split(","))]
+variants = list(dict.fromkeys(v for _, v in specs))
 config, source = chb.config, _compile._source
 
 
@@ -50,7 +51,7 @@ for T in Ts:
     calls = _table_calls(torch, T, torch.bfloat16)
     for var in variants:
         use(var)
-        fns = {f"hier c{ch} {var}": at(ch)(_train(torch, *calls["hier"])) for ch in chunks}
+        fns = {f"hier c{ch} {var}": at(ch)(_train(torch, *calls["hier"])) for ch, v in specs if v == var}
         if what == "warm":
             for name, fn in fns.items():
                 fn()
