@@ -322,6 +322,39 @@ def test_backward_emulated_kept_slots(emu_bwd, dtype):
         np.testing.assert_array_equal(g, x)
 
 
+class _NanEmpty:
+    """NumPy whose ``empty`` is filled with NaN (an array read before it is written shows)."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype=float):
+        return np.full(shape, np.nan, dtype=dtype)
+
+
+@pytest.mark.parametrize("P,pmin,npc", [(0, 8, 8), (21, 1, 4)])
+def test_backward_emulated_scratch_written(emu_bwd, monkeypatch, P, pmin, npc):
+    """Every array the backward allocates uninitialised (the right blocks' U, Z, M, W, gt, delta, the decay's row
+    sums, dlam, the pairs, the outputs; the slots when recomputed) is written before it is read: filled with NaN
+    the gradients are bit-equal to those of ordinary ``empty`` arrays (split right blocks, after a state)."""
+    monkeypatch.setattr(chb, "PMIN", pmin)
+    monkeypatch.setattr(chb, "NPC", npc)
+    arrays = make(9, (2,), P + 70, 5, 3, decay="mixed", weights="random")
+    _, state = lsattn.loglinear_log_attention(*[x[..., :P, :] for x in arrays[:4]], log_decay=arrays[4][..., :P],
+                                              return_state=True, backend="array_api")
+    old = tuple(np.ascontiguousarray(state.tensors[x], dtype="float32") for x in ("m", "n", "S", "z")) if P else None
+    q, k, lv, lam = (np.ascontiguousarray(x[..., P:, :], dtype="float32") for x in arrays[:4])
+    a = np.ascontiguousarray(arrays[4][..., P:], dtype="float32")
+    do = np.random.default_rng(10).standard_normal((2, 70, 3)).astype("float32")
+    out = chi.compute(emu_bwd, q, k, lv, lam, a, P, old, 16)
+    want = chb.backward(emu_bwd, q, k, lv, lam, a, P, old, out, do, 16)
+    monkeypatch.setattr(emu_bwd, "xp", _NanEmpty())
+    got = chb.backward(emu_bwd, q, k, lv, lam, a, P, old, out, do, 16)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
 def test_backward_registered():
     assert chb.fits("float", 64, 64) and chb.fits("float", 128, 128) and not chb.fits("float", 64, 129)
     for ta in ("float", "double"):

@@ -228,17 +228,15 @@ __device__ __forceinline__ ta hib_rred(ta x) {
     return x;
 }
 
-// sum_{i < D} X[t][i] (row stride ld) of this thread's row t = tid / HIB_TPR, over its lanes; every thread calls it
-__device__ __forceinline__ ta hib_rsum(const ta* X, int ld, int D) {
-    ta x = (ta)0;
-    for (int i = threadIdx.x % HIB_TPR; i < D; i += HIB_TPR) x += X[(threadIdx.x / HIB_TPR) * ld + i];
-    return hib_rred<false>(x);
-}
-// The row sums of X (CH x D, stride HIB_KLD) into out[t] for t0 <= t < t1 (sub: out[t] -= them)
-__device__ __forceinline__ void hib_rowsum(const ta* X, ta* out, int t0, int t1, int D, bool sub) {
+// sum_{i < D} X[t][i] (row stride ld) of this thread's row t = tid / HIB_TPR over its lanes (every thread calls it),
+// returned and stored to out[t] for t0 <= t < t1 (sub: out[t] -= it)
+__device__ __forceinline__ ta hib_rowsum(const ta* X, int ld, int D, ta* out, int t0, int t1, bool sub) {
     const int t = threadIdx.x / HIB_TPR;
-    const ta x = hib_rsum(X, HIB_KLD, D);
+    ta x = (ta)0;
+    for (int i = threadIdx.x % HIB_TPR; i < D; i += HIB_TPR) x += X[t * ld + i];
+    x = hib_rred<false>(x);
     if (threadIdx.x % HIB_TPR == 0 && t >= t0 && t < t1) out[t] = sub ? out[t] - x : x;
+    return x;
 }
 
 // The shared tiles of hib_dq and hib_dkdv (one layout; Av, Tv, Tb only in hib_dkdv, where Tk, Tv, Ta,
@@ -513,13 +511,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     const ta* Sb = wS + bh * NS * (i64)DK * DV;
     hib_chunk(q, k, lv, lam, a, gm, om, nullptr, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
     for (int idx = tid; idx < CH * HI_LMAX; idx += NT) DL[idx] = (ta)0;
-    {  // delta_t (0 outside the call: g's fill), stored for hib_blocks and hib_dkdv; read after the barrier below
-        const int t = tid / HIB_TPR;
-        const ta x = hib_rsum(Gs, HIB_VLD, DV);
-        if (tid % HIB_TPR == 0) {
-            Ds[t] = x;
-            if (t >= t0 && t < t1) delta[bh * T + g0 + t] = x;
-        }
+    {  // delta_t (0 outside the call: g's fill), stored for hib_blocks and hib_dkdv; Ds read after the barrier below
+        const ta x = hib_rowsum(Gs, HIB_VLD, DV, delta + bh * T + g0, t0, t1, false);
+        if (tid % HIB_TPR == 0) Ds[tid / HIB_TPR] = x;
     }
     // the held slots' ids (level code s as in hi_read)
     auto slot_id = [&](int s) { return s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old); };
@@ -665,7 +659,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         const int t = idx / DKP, i = idx % DKP;
         if (i < DK && t >= t0 && t < t1) st(dq + (bh * T + g0 + t) * DK + i, DQ[t * HIB_KLD + i]);
     }
-    if (dsum) hib_rowsum(DQ, dsum + bh * T + g0, t0, t1, DK, false);
+    if (dsum) hib_rowsum(DQ, HIB_KLD, DK, dsum + bh * T + g0, t0, t1, false);
     const int LL = min(L, HI_LMAX);
     for (int idx = tid; idx < CH * LL; idx += NT) {
         const int t = idx / LL, l = idx % LL;
@@ -1052,5 +1046,5 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         const int s = idx / DVP, jj = idx % DVP;
         if (jj < DV && s >= t0 && s < t1) st(dlv + (bh * T + g0 + s) * DV + jj, DVs[s * HIB_VLD + jj]);
     }
-    if (dsum) hib_rowsum(DKs, dsum + bh * T + g0, t0, t1, DK, true);
+    if (dsum) hib_rowsum(DKs, HIB_KLD, DK, dsum + bh * T + g0, t0, t1, true);
 }
