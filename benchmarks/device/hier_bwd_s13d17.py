@@ -10,6 +10,11 @@ aid; results in NOTES.md).
         # the variant of the code ("new": the tree's; "pf0": hib_blocks without its prefetch of the next chunk,
         # -DHIB_PF=0); the specs of one variant timed interleaved with torch SDPA
         # (bench_gpu_hierarchical.interleaved_times), the variants one after another
+    python benchmarks/device/hier_bwd_s13d17.py kab 16384 [VARIANTS]
+        # the backward's kernels (CUDA events after each launch, median of 5 after a warm-up) of a bf16 call
+        # (B=2, H=16, d=64, decay, level weights; the slots kept by the bf16 training forward at chunk 32):
+        # "bf16" the inputs read as they are, "f32in" on float32 copies (main's kernel inputs before session 13;
+        # the copies not timed), for each variant of the code (default new,pf0)
 """
 import os
 import sys
@@ -21,8 +26,9 @@ from bench_gpu_hierarchical import _table_calls, _train, interleaved_times  # no
 from lsattn.backends.cupy import _compile, hierarchical_bwd as chb  # noqa: E402
 
 what, Ts = sys.argv[1], [int(x) for x in sys.argv[2].split(",")]
-specs = [(int(c), v) for c, v in (x.split(":") for x in (sys.argv[3] if len(sys.argv) > 3 else "32:new,64:new").split(","))]
-variants = list(dict.fromkeys(v for _, v in specs))
+arg = sys.argv[3] if len(sys.argv) > 3 else ("new,pf0" if what == "kab" else "32:new,64:new")
+specs = [] if what == "kab" else [(int(c), v) for c, v in (x.split(":") for x in arg.split(","))]
+variants = arg.split(",") if what == "kab" else list(dict.fromkeys(v for _, v in specs))
 config, source = chb.config, _compile._source
 
 
@@ -47,6 +53,63 @@ def at(ch):
     return run
 
 
+def kab(T):
+    import statistics
+
+    import cupy
+
+    from bench_gpu_hierarchical import inputs
+    from lsattn.backends.cupy import hierarchical as chi
+    from lsattn.backends.cupy._arrays import narrow, on_gpu, widen
+
+    names = ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv")
+    xc = [cupy.asarray(t.detach()) for t in inputs(torch, T, torch.float32)]
+    xh = [narrow(cupy, x, "bf16") for x in xc]
+    for var in variants:
+        use(var)
+        with on_gpu(xc[0]) as (_, _, ops):
+            out, w = chi.compute(ops, *xh[:4], xh[4], 0, None, 32, "bf16", wide=True, keep=True)
+            kept = chb.keep(w)
+            do16 = narrow(cupy, cupy.random.standard_normal(out.shape, dtype=cupy.float32), "bf16")
+            wide = [widen(cupy, x, "bf16") for x in xh] + [widen(cupy, do16, "bf16")]
+            marks, orig = {}, {n: getattr(ops, n) for n in names}
+
+            def wrap(name):
+                def f(*a, **kw):
+                    orig[name](*a, **kw)
+                    marks[name] = cupy.cuda.Event()
+                    marks[name].record()
+                return f
+
+            for n in names:
+                setattr(ops, n, wrap(n))
+            for kind in ("bf16", "f32in"):
+                rows = []
+                for _ in range(6):
+                    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+                    start.record()
+                    if kind == "bf16":
+                        chb.backward(ops, *xh[:4], xh[4], 0, None, out, do16, None, True, kept, "bf16")
+                    else:
+                        chb.backward(ops, *wide[:4], wide[4], 0, None, out, wide[5], None, True, kept, "")
+                    end.record()
+                    end.synchronize()
+                    t = cupy.cuda.get_elapsed_time
+                    rows.append([t(start, marks["hib_dq"]), t(marks["hib_dq"], marks["hib_blocks"]),
+                                 t(marks["hib_blocks"], marks["hib_bmerge"]), t(marks["hib_bmerge"], marks["hib_dkdv"]),
+                                 t(start, end)])
+                med = [statistics.median(r[i] for r in rows[1:]) for i in range(5)]
+                print(f"T={T} {var} {kind}: hib_dq {med[0]:.3f} hib_blocks {med[1]:.3f} hib_bmerge {med[2]:.3f} "
+                      f"hib_dkdv {med[3]:.3f} backward {med[4]:.3f} ms", flush=True)
+            for n in names:
+                delattr(ops, n)
+    use("new")
+
+
+if what == "kab":
+    for T in Ts:
+        kab(T)
+    sys.exit(0)
 for T in Ts:
     calls = _table_calls(torch, T, torch.bfloat16)
     for var in variants:

@@ -776,7 +776,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
                 return hib_ld(q, (bh * T + g0 + t) * DK + i, (t < t1) & (i < DK), neg_big());
             },
             [&](int idx, ta x) { E[(idx / DKP) * HIB_TKL + idx % DKP] = x; });
-        staged<CH * DVP, NT>(  // o and g as hib_go (o through L1 again beside g: no more registers in flight)
+        staged<CH * DVP, NT>(  // -o as hib_go (lo_v() where masked), then g masked by it (the thread's own element)
             [&](int idx) {
                 const int t = idx / DVP, jj = idx % DVP;
                 ta g = (ta)0, o = hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
@@ -787,12 +787,12 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
         staged<CH * DVP, NT>(
             [&](int idx) {
                 const int t = idx / DVP, jj = idx % DVP;
-                const bool in = (t < t1) & (jj < DV);
-                ta g = hib_ld(gm, (bh * T + g0 + t) * DV + jj, in, (ta)0), o = hib_ld(om, (bh * T + g0 + t) * DV + jj, in, -lo_v());
-                hib_go(g, o);
-                return g;
+                return hib_ld(gm, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), (ta)0);
             },
-            [&](int idx, ta x) { Gr[(idx / DVP) * HIB_TVL + idx % DVP] = x; });
+            [&](int idx, ta x) {
+                const int at = (idx / DVP) * HIB_TVL + idx % DVP;
+                Gr[at] = Gp[at] == lo_v() ? (ta)0 : x;
+            });
         for (int t = tid; t < CH; t += NT) {  // (hi_decay's value, its loads unconditional as hib_ld's)
             const bool in = t < t1;
             const ta av = a ? fmx(hib_ld(a, bh * T + g0 + t, in, (ta)0), alo) : (ta)0;
