@@ -94,10 +94,9 @@ def kab(T):
                         chb.backward(ops, *wide[:4], wide[4], 0, None, out, wide[5], None, True, kept, "")
                     end.record()
                     end.synchronize()
-                    t = cupy.cuda.get_elapsed_time
+                    t, bm = cupy.cuda.get_elapsed_time, marks.pop("hib_bmerge", marks["hib_blocks"])  # (no split block)
                     rows.append([t(start, marks["hib_dq"]), t(marks["hib_dq"], marks["hib_blocks"]),
-                                 t(marks["hib_blocks"], marks["hib_bmerge"]), t(marks["hib_bmerge"], marks["hib_dkdv"]),
-                                 t(start, end)])
+                                 t(marks["hib_blocks"], bm), t(bm, marks["hib_dkdv"]), t(start, end)])
                 med = [statistics.median(r[i] for r in rows[1:]) for i in range(5)]
                 print(f"T={T} {var} {kind}: hib_dq {med[0]:.3f} hib_blocks {med[1]:.3f} hib_bmerge {med[2]:.3f} "
                       f"hib_dkdv {med[3]:.3f} backward {med[4]:.3f} ms", flush=True)
