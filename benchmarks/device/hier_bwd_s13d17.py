@@ -7,8 +7,9 @@ aid; results in NOTES.md).
         # bf16 fwd+bwd (bench_gpu_hierarchical's table calls: grad of q, k, v; loss out.float().square().mean()),
         # ours for each CHUNK:VARIANT of SPECS (default 32:new,64:new): the autograd forward and the backward at
         # that chunk (the training chunk when the caller gives none, hierarchical_bwd.config's default, set here),
-        # the variant of the code ("new": the tree's; "pf0": hib_blocks without its prefetch of the next chunk,
-        # -DHIB_PF=0); the specs of one variant timed interleaved with torch SDPA
+        # the variant of the code ("new": the tree's; "pf0": in requests 1-2 hib_blocks without its prefetch of the
+        # next chunk, -DHIB_PF=0; the prefetch is gone since, so "pf0" builds the tree's); the specs of one variant
+        # timed interleaved with torch SDPA
         # (bench_gpu_hierarchical.interleaved_times), the variants one after another
     python benchmarks/device/hier_bwd_s13d17.py kab 16384 [VARIANTS]
         # the backward's kernels (CUDA events after each launch, median of 5 after a warm-up) of a bf16 call

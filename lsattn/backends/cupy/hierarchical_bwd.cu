@@ -66,9 +66,6 @@ constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 // their registers are not capped for more (CH 32, the bounds of 128 / 80: ~700 B spilled at CH 64)
 #define HIB_MINB (CH >= 64 ? 1 : 2)
 #define HIB_MINB3 (CH >= 64 ? 2 : 3)
-#ifndef HIB_PF  // hib_blocks' prefetch of its next chunk (0: a timing build without it)
-#define HIB_PF 1
-#endif
 // C = A^T B (A [k][m], B [k][n]: k-major fp32 tiles in shared memory, row strides lda, ldb), then epi(m, n, C_mn)
 // once per element of the M x N result, without a barrier: FFMA register tiles (common.cu's mm_acc, M / 16 x
 // N / 16 per thread of a 16 x 16 grid) or, HIB_TC (the variant for bfloat16 callers: float32 tiles, ta = float),
@@ -204,10 +201,9 @@ __device__ __forceinline__ void hib_rows_st(const ta (&r)[CH * W / NT], ta* X, i
 
 // The count elements from p into L2 (prefetch.global.L2: no registers held), e.g. the next slot's S while this
 // one's is in use; nothing on the CPU emulation.
-template <typename T>
-__device__ __forceinline__ void hib_prefetch(const T* p, int count) {
+__device__ __forceinline__ void hib_prefetch(const ta* p, int count) {
 #ifdef __CUDA_ARCH__
-    constexpr int LINE = 128 / (int)sizeof(T);
+    constexpr int LINE = 128 / (int)sizeof(ta);
     for (int x = threadIdx.x * LINE; x < count; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + x));
 #endif
 }
@@ -760,14 +756,6 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
         const i64 g0 = cc * CH - p;
         const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
         __syncthreads();  // (the previous pass's product has read E and Gp)
-#if HIB_PF  // the next chunk's rows into L2 while this one is used (no registers: the kernel is at its bound)
-        if (cc < last) {
-            const i64 r = bh * T + g0 + CH;
-            const int rows = (int)min((i64)CH, (i64)T - g0 - CH);
-            hib_prefetch(q + r * DK, rows * DK), hib_prefetch(om + r * DV, rows * DV), hib_prefetch(gm + r * DV, rows * DV);
-            hib_prefetch(lam + r * L, rows * L), hib_prefetch(lden + r, rows), hib_prefetch(delta + r, rows);
-        }
-#endif
         // every input of the chunk at once (one memory latency per pass, not four in a row): q (x_ti without its
         // row part Xf_t, added where read), -o, g, the decays, -lden + lam, delta
         staged<CH * DKP, NT>(
