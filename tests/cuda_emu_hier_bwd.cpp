@@ -33,12 +33,12 @@ inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask) {
 
 // hib_dq's launch: grid (n, BH).
 extern "C" void run_dq(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, const ta* gm, const ta* om,
-                       const ta* delta, const ta* lden0, const ta* msnap, const ta* wz, const ta* wn, const ta* wS,
-                       ta* lden, ta* dq, ta* dlam, ta* Pg, ta* Dg, ta* Fg, int T, int DK, int DV, int L, i64 p, i64 F,
-                       int n, int n_old, int NLC, ta alo, int ncb, int BH, unsigned smem) {
+                       ta* delta, const ta* lden0, const ta* msnap, const ta* wz, const ta* wn, const ta* wS,
+                       ta* lden, ta* dq, ta* dlam, ta* Pg, ta* Dg, ta* Fg, ta* dsum, int T, int DK, int DV, int L, i64 p,
+                       i64 F, int n, int n_old, int NLC, ta alo, int ncb, int BH, unsigned smem) {
     launch(n, BH, 1, smem, [=] {
-        hib_dq(q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV, L, p, F, n,
-               n_old, NLC, alo, ncb);
+        hib_dq(q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, dsum, T, DK, DV, L, p,
+               F, n, n_old, NLC, alo, ncb);
     });
 }
 
@@ -61,9 +61,9 @@ extern "C" void run_bmerge(const ta* Up, const ta* Zp, const ta* Mp, const ta* W
 // hib_dkdv's launch: grid (n, BH).
 extern "C" void run_dkdv(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, const ta* gm, const ta* om,
                          const ta* delta, const ta* lden, const ta* U, const ta* Z, const ta* M, const ta* W, const ta* gt,
-                         const ta* Pg, const ta* Dg, const ta* Fg, ta* dk, ta* dlv, int T, int DK, int DV, int L, i64 p,
-                         i64 F, int n, ta alo, int BH, unsigned smem) {
+                         const ta* Pg, const ta* Dg, const ta* Fg, ta* dk, ta* dlv, ta* dsum, int T, int DK, int DV,
+                         int L, i64 p, i64 F, int n, ta alo, int BH, unsigned smem) {
     launch(n, BH, 1, smem, [=] {
-        hib_dkdv(q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK, DV, L, p, F, n, alo);
+        hib_dkdv(q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, dsum, T, DK, DV, L, p, F, n, alo);
     });
 }

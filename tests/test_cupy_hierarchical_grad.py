@@ -47,10 +47,10 @@ class EmuBwd(Emu):
     def _sizes(self, *xs):
         return [ctypes.c_int(x) for x in xs[:4]] + [ctypes.c_longlong(x) for x in xs[4:6]] + [ctypes.c_int(xs[6])]
 
-    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV,
-               L, p, F, n, n_old, NLC, alo, BH):
+    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, dsum, T,
+               DK, DV, L, p, F, n, n_old, NLC, alo, BH):
         self._lib(cfg).run_dq(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam,
-                                                Pg, Dg, Fg)),
+                                                Pg, Dg, Fg, dsum)),
                               *self._sizes(T, DK, DV, L, p, F, n), ctypes.c_int(n_old), ctypes.c_int(NLC),
                               self._s(cfg, alo), ctypes.c_int(wz.shape[1]), ctypes.c_int(BH),
                               ctypes.c_uint(cfg.smem("hib_dq")))
@@ -66,10 +66,10 @@ class EmuBwd(Emu):
                                   ctypes.c_int(DV), ctypes.c_longlong(F), ctypes.c_int(n), ctypes.c_int(split),
                                   ctypes.c_int(slots), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("hib_bmerge")))
 
-    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK, DV, L, p,
-                 F, n, alo, BH):
+    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, dsum, T, DK, DV, L,
+                 p, F, n, alo, BH):
         self._lib(cfg).run_dkdv(*self._ptrs(cfg, (q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk,
-                                                  dlv)),
+                                                  dlv, dsum)),
                                 *self._sizes(T, DK, DV, L, p, F, n), self._s(cfg, alo), ctypes.c_int(BH),
                                 ctypes.c_uint(cfg.smem("hib_dkdv")))
 
@@ -320,6 +320,39 @@ def test_backward_emulated_kept_slots(emu_bwd, dtype):
     want = chb.backward(emu_bwd, q, k, lv, lam, a, P, old, out, do, C)
     for g, x in zip(got, want):
         np.testing.assert_array_equal(g, x)
+
+
+class _NanEmpty:
+    """NumPy whose ``empty`` is filled with NaN (an array read before it is written shows)."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype=float):
+        return np.full(shape, np.nan, dtype=dtype)
+
+
+@pytest.mark.parametrize("P,pmin,npc", [(0, 8, 8), (21, 1, 4)])
+def test_backward_emulated_scratch_written(emu_bwd, monkeypatch, P, pmin, npc):
+    """Every array the backward allocates uninitialised (the right blocks' U, Z, M, W, gt, delta, the decay's row
+    sums, dlam, the pairs, the outputs; the slots when recomputed) is written before it is read: filled with NaN
+    the gradients are bit-equal to those of ordinary ``empty`` arrays (split right blocks, after a state)."""
+    monkeypatch.setattr(chb, "PMIN", pmin)
+    monkeypatch.setattr(chb, "NPC", npc)
+    arrays = make(9, (2,), P + 70, 5, 3, decay="mixed", weights="random")
+    _, state = lsattn.loglinear_log_attention(*[x[..., :P, :] for x in arrays[:4]], log_decay=arrays[4][..., :P],
+                                              return_state=True, backend="array_api")
+    old = tuple(np.ascontiguousarray(state.tensors[x], dtype="float32") for x in ("m", "n", "S", "z")) if P else None
+    q, k, lv, lam = (np.ascontiguousarray(x[..., P:, :], dtype="float32") for x in arrays[:4])
+    a = np.ascontiguousarray(arrays[4][..., P:], dtype="float32")
+    do = np.random.default_rng(10).standard_normal((2, 70, 3)).astype("float32")
+    out = chi.compute(emu_bwd, q, k, lv, lam, a, P, old, 16)
+    want = chb.backward(emu_bwd, q, k, lv, lam, a, P, old, out, do, 16)
+    monkeypatch.setattr(emu_bwd, "xp", _NanEmpty())
+    got = chb.backward(emu_bwd, q, k, lv, lam, a, P, old, out, do, 16)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
 
 
 def test_backward_registered():

@@ -31,9 +31,10 @@ def configs(op):
     if op == "hierarchical_bwd":  # its backward: the forward's chunk, shrunk until the tiles fit
         from lsattn.backends.cupy.hierarchical_bwd import config, fits
 
-        for ta, (dk, dv), ch, tc in itertools.product(["float", "double"], DIMS, [16, 32, 64], [False, True]):
-            if fits(ta, dk, dv) and not (tc and ta == "double"):
-                out.append(config(ta, dk, dv, ch, tc))
+        for ta, (dk, dv), ch, tc, half in itertools.product(["float", "double"], DIMS, [16, 32, 64], [False, True],
+                                                            ["", "bf16", "f16"]):
+            if fits(ta, dk, dv) and not (tc and ta == "double") and not (half and ta == "double"):
+                out.append(config(ta, dk, dv, ch, tc, half))
         return list(dict.fromkeys(out))
     if op == "gated_delta_bwd":  # the training path: float32 (16-bit inputs widened) / float64, the chunk as asked
         return list(dict.fromkeys(cc.make_config(ta, dk, 16, ch) for ta, (dk, _), ch in

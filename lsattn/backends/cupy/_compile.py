@@ -604,11 +604,11 @@ class CupyOps:
             self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1]),
             self._i(nrb), self._p(ltot), out if wide else self._p(None)), shared_mem=smem)
 
-    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, T, DK, DV,
-               L, p, F, n, n_old, NLC, alo, BH):
+    def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, dsum, T,
+               DK, DV, L, p, F, n, n_old, NLC, alo, BH):
         fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_dq")
         fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg,
-                            self._i(T),
+                            self._p(dsum), self._i(T),
                             self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old),
                             self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1])), shared_mem=smem)
 
@@ -624,10 +624,11 @@ class CupyOps:
         fn((split, BH), block, (Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, self._i(DK), self._i(DV), self._l(F), self._i(n),
                                 self._i(slots)), shared_mem=smem)
 
-    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK, DV, L, p,
-                 F, n, alo, BH):
+    def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, dsum, T, DK, DV, L,
+                 p, F, n, alo, BH):
         fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_dkdv")
-        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, self._i(T),
+        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv,
+                            self._p(dsum), self._i(T),
                             self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._s(cfg, alo)),
            shared_mem=smem)
 

@@ -1,18 +1,19 @@
 // Backward of hierarchical exp-kernel attention (loglinear_log_attention); compiled after common.cu
 // and hierarchical.cu (hi_slot, hi_decay, hi_decays, hi_lse_add, HI_LOG2C, HI_LMAX). Host:
 // hierarchical_bwd.py, which first reruns the forward's hi_intra, hi_merge and hi_snap (the intra-chunk
-// log-normalisers and the Fenwick slots with their snapshots), then these four kernels. Inputs
-// and outputs in the compute type (ti = ta: the host widens 16-bit inputs to float32).
+// log-normalisers and the Fenwick slots with their snapshots), then these four kernels. q, k, lv, lam, a, the output
+// gradient g and dq, dk, dlv in the inputs' type ti (16-bit callers' tensors read and written as they are), the
+// forward's log output o and everything else in the compute type ta.
 //
 // With X_ts = lam[t, level(t,s)] + (a_{s+1} + ... + a_t) + log sum_i exp(q_ti + k_si), lden_t =
 // log sum_{s<=t} exp X_ts, o = log y, g = dL/do (g over -inf / NaN outputs -> 0 and those outputs
-// -> +big, on the host: gm, om), delta_t = sum_j g_tj, the pair's attention weight P_ts =
+// -> +big where read: hib_go), delta_t = sum_j g_tj (hib_dq's, stored for the others), the pair's attention weight P_ts =
 // exp(X_ts - lden_t), its per-feature parts P_i(t,s) = exp(q_ti + k_si + X_ts - lse_ts - lden_t)
 // and D_ts = sum_j g_tj exp(lv_sj - o_tj) - delta_t (as log_attention's backward, exp_kernel_bwd.cu):
 //   dq_ti = sum_{s<=t} P_i(t,s) D_ts          dk_si = sum_{t>=s} P_i(t,s) D_ts
 //   dlv_sj = sum_{t>=s} P_ts g_tj exp(lv_sj - o_tj)
 //   dlam[t, l] = sum_{s: level(t,s) = l} P_ts D_ts
-//   da_r = sum_{t>=r} (sum_i dq_ti - sum_i dk_ti)                                  (host)
+//   da_r = sum_{t>=r} (sum_i dq_ti - sum_i dk_ti)     (the row sums: hib_dq, hib_dkdv; the suffix sum: host)
 // Every factor is formed from an exponent that is <= 0 (or <= B for the value factors, capped as in
 // exp_kernel_bwd.cu; <= HIB_LIM for the factorised pairs' row factors), never a raw exp(q), exp(k) or exp(lv).
 //
@@ -61,6 +62,10 @@ constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 #ifndef HIB_TC
 #define HIB_TC 0
 #endif
+// blocks per SM of hib_dq / hib_dkdv and of hib_blocks: CH 64's tiles allow one / two (220 / 53 KB of shared memory), so
+// their registers are not capped for more (CH 32, the bounds of 128 / 80: ~700 B spilled at CH 64)
+#define HIB_MINB (CH >= 64 ? 1 : 2)
+#define HIB_MINB3 (CH >= 64 ? 2 : 3)
 // C = A^T B (A [k][m], B [k][n]: k-major fp32 tiles in shared memory, row strides lda, ldb), then epi(m, n, C_mn)
 // once per element of the M x N result, without a barrier: FFMA register tiles (common.cu's mm_acc, M / 16 x
 // N / 16 per thread of a 16 x 16 grid) or, HIB_TC (the variant for bfloat16 callers: float32 tiles, ta = float),
@@ -155,6 +160,9 @@ __device__ __forceinline__ ta hib_excap(ta x) {
     return ex(x < cap ? x : cap);
 }
 
+#if TI_BF16 || TI_F16  // (the compute-type arrays beside 16-bit inputs)
+__device__ __forceinline__ ta ld(const ta* p) { return __ldg(p); }
+#endif
 // src[off] where ok, else fill: an unconditional load of a valid address (src[0] where !ok; src is never empty) and
 // a select after it, so that a batch of these has its loads in flight together (Nsight Compute, request 1: the
 // conditional loads of the chunk's tiles compiled to a branch per element, each waiting for its own load; ~27% of
@@ -164,11 +172,16 @@ __device__ __forceinline__ ta hib_ld(const T* src, i64 off, bool ok, ta fill) {
     const ta x = ld(src + (ok ? off : (i64)0));
     return ok ? x : fill;
 }
+// The output gradient and the log output where the output is finite (o > lo_v() / 2: not -inf, not NaN), else 0
+// and +big (such outputs depend on no input; the host's masks before session 13, folded into the loads)
+__device__ __forceinline__ void hib_go(ta& g, ta& o) {
+    if (!(o > lo_v() / 2)) g = (ta)0, o = -lo_v();
+}
 
 // Rows g0 .. g0 + CH - 1 of a (T, D) sequence (W columns) into registers (hib_rows_ld: rows outside [0, T) and
 // columns >= D are `fill`), then into X (row stride ldx), clamped below at lo (hib_rows_st; every fill passed is >= lo).
-template <int W>
-__device__ __forceinline__ void hib_rows_ld(ta (&r)[CH * W / NT], const ti* src, i64 g0, int T, int D, ta fill) {
+template <int W, typename S>
+__device__ __forceinline__ void hib_rows_ld(ta (&r)[CH * W / NT], const S* src, i64 g0, int T, int D, ta fill) {
     static_assert(CH * W % NT == 0, "hib_rows' elements per thread");
 #pragma unroll
     for (int u = 0; u < CH * W / NT; ++u) {
@@ -208,6 +221,17 @@ __device__ __forceinline__ ta hib_rred(ta x) {
         const ta y = __shfl_xor_sync(0xffffffffu, x, o);
         x = MAX ? fmx(x, y) : x + y;
     }
+    return x;
+}
+
+// sum_{i < D} X[t][i] (row stride ld) of this thread's row t = tid / HIB_TPR over its lanes (every thread calls it),
+// returned and stored to out[t] for t0 <= t < t1 (sub: out[t] -= it)
+__device__ __forceinline__ ta hib_rowsum(const ta* X, int ld, int D, ta* out, int t0, int t1, bool sub) {
+    const int t = threadIdx.x / HIB_TPR;
+    ta x = (ta)0;
+    for (int i = threadIdx.x % HIB_TPR; i < D; i += HIB_TPR) x += X[t * ld + i];
+    x = hib_rred<false>(x);
+    if (threadIdx.x % HIB_TPR == 0 && t >= t0 && t < t1) out[t] = sub ? out[t] - x : x;
     return x;
 }
 
@@ -417,10 +441,11 @@ __device__ __forceinline__ void hib_pair_product(ta* F2, FX x, FY y, FO out, int
     __syncthreads();
 }
 
-// The tiles of one chunk common to hib_dq and hib_dkdv: q, k, clamped lv, g, o, clamped lam, the
-// decays (ac, pre: prefix sums from the chunk's first token of the call), delta. Ends with a barrier.
+// The tiles of one chunk common to hib_dq and hib_dkdv: q, k, clamped lv, g, o (hib_go), clamped lam, the
+// decays (ac, pre: prefix sums from the chunk's first token of the call), delta (unless null: hib_dq forms it).
+// Ends with a barrier.
 __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv, const ti* lam, const ti* a,
-                                          const ta* gm, const ta* om, const ta* delta, ta* Qs, ta* Ks, ta* LVs, ta* Gs,
+                                          const ti* gm, const ta* om, const ta* delta, ta* Qs, ta* Ks, ta* LVs, ta* Gs,
                                           ta* Os, ta* Lam, ta* ac, ta* pre, ta* Ds, i64 bh, i64 g0, int T, int DK,
                                           int DV, int L, ta alo) {
     {  // two batches of three tiles' loads (in flight together), then their stores
@@ -437,21 +462,24 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
         hib_rows_ld<DVP>(r1, gm + bh * T * DV, g0, T, DV, (ta)0);
         hib_rows_ld<DVP>(r2, om + bh * T * DV, g0, T, DV, -lo_v());
         hib_rows_ld<HI_LMAX>(r3, lam + bh * T * L, g0, T, L, lo_v());
+#pragma unroll
+        for (int u = 0; u < CH * DVP / NT; ++u) hib_go(r1[u], r2[u]);
         hib_rows_st<DVP>(r1, Gs, HIB_VLD, neg_big());
         hib_rows_st<DVP>(r2, Os, HIB_VLD, neg_big());
         hib_rows_st<HI_LMAX>(r3, Lam, HI_LMAX, lo_v());
     }
-    for (int t = threadIdx.x; t < CH; t += NT) {
+    for (int t = threadIdx.x; t < CH && delta; t += NT) {
         const i64 g = g0 + t;
         Ds[t] = (g >= 0 && g < T) ? delta[bh * T + g] : (ta)0;
     }
     hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
 }
 
-extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
+extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
     const ti* __restrict__ a,      // (BH, T) or null
-    const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,  // (BH, T, DV) x2, (BH, T)
+    const ti* __restrict__ gm, const ta* __restrict__ om,  // (BH, T, DV): dL/do, the forward's log output
+    ta* __restrict__ delta,        // (BH, T) out: sum_j g_tj (g masked as hib_go)
     const ta* __restrict__ lden0,  // (BH, T) hi_intra's (the chunk's own pairs)
     const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_snap/hi_merge's
     ta* __restrict__ lden,         // (BH, T) out
@@ -459,6 +487,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
     ta* __restrict__ dlam,         // (BH, T, L) out (levels >= HI_LMAX untouched: zeroed by the host)
     ta* __restrict__ Pg, ta* __restrict__ Dg,  // (BH, T, CH) out: the pairs' P_ts, D_ts (hib_fpairs)
     ta* __restrict__ Fg,           // (BH, T) out: 1 on the rows whose pairs took the exact path
+    ta* __restrict__ dsum,         // (BH, T) out or null: sum_i dq_ti (the decay's gradient)
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const HibTiles sm = hib_tiles(smem_raw, true);
@@ -476,8 +505,12 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
     const ta* zb = wz + (bh * ncb) * NS * DK;  // column block 0's copy
     const ta* nb = wn + bh * NS * DV;
     const ta* Sb = wS + bh * NS * (i64)DK * DV;
-    hib_chunk(q, k, lv, lam, a, gm, om, delta, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
+    hib_chunk(q, k, lv, lam, a, gm, om, nullptr, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
     for (int idx = tid; idx < CH * HI_LMAX; idx += NT) DL[idx] = (ta)0;
+    {  // delta_t (0 outside the call: g's fill), stored for hib_blocks and hib_dkdv; Ds read after the barrier below
+        const ta x = hib_rowsum(Gs, HIB_VLD, DV, delta + bh * T + g0, t0, t1, false);
+        if (tid % HIB_TPR == 0) Ds[tid / HIB_TPR] = x;
+    }
     // the held slots' ids (level code s as in hi_read)
     auto slot_id = [&](int s) { return s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old); };
     auto slot_level = [&](int s, int t) {
@@ -622,6 +655,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dq(
         const int t = idx / DKP, i = idx % DKP;
         if (i < DK && t >= t0 && t < t1) st(dq + (bh * T + g0 + t) * DK + i, DQ[t * HIB_KLD + i]);
     }
+    if (dsum) hib_rowsum(DQ, HIB_KLD, DK, dsum + bh * T + g0, t0, t1, false);
     const int LL = min(L, HI_LMAX);
     for (int idx = tid; idx < CH * LL; idx += NT) {
         const int t = idx / LL, l = idx % LL;
@@ -677,9 +711,9 @@ __device__ __forceinline__ bool hib_piece(i64 x, i64 F, int n, bool split, HibPi
 // hib_blocks: one block per piece (hib_piece) and sequence: the piece's summary, in R's frame (its x_ti
 // include the decay from R's first token); unsplit blocks to (U, Z, Mb, Wb, gt) by r0 - F, pieces to
 // (Up, Zp, Mp, Wp, gp) by their slot (gp: the piece's own total decay).
-extern "C" __global__ void __launch_bounds__(NT, 3) hib_blocks(
+extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,
-    const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta, const ta* __restrict__ lden,
+    const ti* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta, const ta* __restrict__ lden,
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
     ta* __restrict__ U, ta* __restrict__ Z, ta* __restrict__ Mb, ta* __restrict__ Wb, ta* __restrict__ gt,  // by r0 - F
     ta* __restrict__ Up, ta* __restrict__ Zp, ta* __restrict__ Mp, ta* __restrict__ Wp, ta* __restrict__ gp,  // by slot
@@ -730,10 +764,12 @@ extern "C" __global__ void __launch_bounds__(NT, 3) hib_blocks(
                 return hib_ld(q, (bh * T + g0 + t) * DK + i, (t < t1) & (i < DK), neg_big());
             },
             [&](int idx, ta x) { E[(idx / DKP) * HIB_TKL + idx % DKP] = x; });
-        staged<CH * DVP, NT>(
+        staged<CH * DVP, NT>(  // -o as hib_go (lo_v() where masked), then g masked by it (the thread's own element)
             [&](int idx) {
                 const int t = idx / DVP, jj = idx % DVP;
-                return hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
+                ta g = (ta)0, o = hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
+                hib_go(g, o);
+                return o;
             },
             [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = -x; });
         staged<CH * DVP, NT>(
@@ -741,7 +777,10 @@ extern "C" __global__ void __launch_bounds__(NT, 3) hib_blocks(
                 const int t = idx / DVP, jj = idx % DVP;
                 return hib_ld(gm, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), (ta)0);
             },
-            [&](int idx, ta x) { Gr[(idx / DVP) * HIB_TVL + idx % DVP] = x; });
+            [&](int idx, ta x) {
+                const int at = (idx / DVP) * HIB_TVL + idx % DVP;
+                Gr[at] = Gp[at] == lo_v() ? (ta)0 : x;
+            });
         for (int t = tid; t < CH; t += NT) {  // (hi_decay's value, its loads unconditional as hib_ld's)
             const bool in = t < t1;
             const ta av = a ? fmx(hib_ld(a, bh * T + g0 + t, in, (ta)0), alo) : (ta)0;
@@ -860,15 +899,16 @@ extern "C" __global__ void __launch_bounds__(NT) hib_bmerge(
     }
 }
 
-extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
+extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
-    const ti* __restrict__ a, const ta* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,
-    const ta* __restrict__ lden,  // hib_dq's
+    const ti* __restrict__ a, const ti* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,
+    const ta* __restrict__ lden,  // hib_dq's (delta too)
     const ta* __restrict__ U, const ta* __restrict__ Z, const ta* __restrict__ Mb, const ta* __restrict__ Wb,
     const ta* __restrict__ gt,    // hib_blocks'
     const ta* __restrict__ Pg, const ta* __restrict__ Dg,  // (BH, T, CH) hib_dq's pairs
     const ta* __restrict__ Fg,    // (BH, T) hib_dq's exact-row flags
     ti* __restrict__ dk, ti* __restrict__ dlv,  // (BH, T, DK), (BH, T, DV) out
+    ta* __restrict__ dsum,        // (BH, T) or null: hib_dq's sum_i dq_ti, minus sum_i dk_ti here
     int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const HibTiles sm = hib_tiles(smem_raw, false);
@@ -994,4 +1034,5 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hib_dkdv(
         const int s = idx / DVP, jj = idx % DVP;
         if (jj < DV && s >= t0 && s < t1) st(dlv + (bh * T + g0 + s) * DV + jj, DVs[s * HIB_VLD + jj]);
     }
+    if (dsum) hib_rowsum(DKs, HIB_KLD, DK, dsum + bh * T + g0, t0, t1, true);
 }

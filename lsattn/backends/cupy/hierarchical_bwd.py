@@ -15,7 +15,8 @@ C``); never ``T d_k d_v`` or ``T x T``.
 
 16-bit inputs run the forward's 16-bit tensor-core kernels on the inputs as given, writing log y in
 float32 (the backward needs it to float32 accuracy, as ``log_attention``'s: ``_autograd``), and the
-backward on float32 copies; bfloat16 ones take the backward's products on bf16 tensor cores
+backward on them as given too (read as 16-bit patterns, computed in float32, dq, dk, dlv written in
+their dtype; the output masks and delta in the kernels); bfloat16 ones take the backward's products on bf16 tensor cores
 (``config(tc=True)``: the operands rounded to bf16, fp32 accumulation). The incoming state's tensors get no
 gradient here: calls whose state requires grad, or that return a state, take the array-API path
 (``hierarchical.forward``). torch is imported only when a CUDA tensor that requires grad arrives.
@@ -25,10 +26,8 @@ from __future__ import annotations
 import functools
 import types
 
-import numpy as np
-
 from . import hierarchical as _hi
-from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name
+from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name, widen
 from ._compile import SMEM_MAX, Config
 
 __all__ = ["backward", "config", "fits", "apply"]
@@ -38,6 +37,8 @@ _KERNELS = ("hib_dq", "hib_blocks", "hib_dkdv")
 #: hib_blocks' split of a right block (HIB_PMIN, HIB_NPC of hierarchical_bwd.cu): blocks of more than
 #: PMIN chunks in min(size / PMIN, NPC) pieces
 PMIN, NPC = 8, 8
+#: level weights per row whose gradient hib_dq writes (HI_LMAX of hierarchical.cu; further levels' is 0)
+LMAX = 64
 
 
 def pieces(F, n):
@@ -57,14 +58,15 @@ def pieces(F, n):
     return items, split, slots
 
 
-def config(ta, DK, DV, chunk_size=None, tc=False):
+def config(ta, DK, DV, chunk_size=None, tc=False, half=""):
     """The forward's variant (``hierarchical.config``), its chunk halved while the backward's tiles
     exceed shared memory (at least 16; :func:`fits` says whether 16 fits); ``tc`` (float32 only, for
-    bfloat16 callers): the products on bf16 tensor cores (``-DHIB_TC=1``; operands rounded to bf16)."""
+    bfloat16 callers): the products on bf16 tensor cores (``-DHIB_TC=1``; operands rounded to bf16);
+    ``half``: 16-bit inputs read (and dq, dk, dlv written) as they are."""
     cfg = _hi.config(ta, DK, DV, chunk_size)
     while cfg.CH > 16 and max(cfg.smem(k) for k in _KERNELS) > SMEM_MAX:
         cfg = Config(ta, "", cfg.CH // 2, cfg.DKP, cfg.DVP, tc=False)
-    return Config(ta, "", cfg.CH, cfg.DKP, cfg.DVP, tc=bool(tc) and ta == "float")
+    return Config(ta, half, cfg.CH, cfg.DKP, cfg.DVP, tc=bool(tc) and ta == "float")
 
 
 def fits(ta, DK, DV):
@@ -74,41 +76,42 @@ def fits(ta, DK, DV):
     return max(config(ta, DK, DV, 16).smem(k) for k in _KERNELS) <= SMEM_MAX
 
 
-def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, kept=None):
+def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, kept=None, half=""):
     """Gradients of a call for the output gradient ``do``.
 
-    q, k (..., T, d_k), lv, out (the forward's log output), do (..., T, d_v), lam (..., T, L), a
-    (..., T) or None: arrays of ``ops.xp`` in one compute dtype (float32 / float64), ``T >= 1``;
-    old: the incoming state's ``(m, n, S, z)`` (as ``hierarchical.compute``) or None, read but not
-    differentiated. Outputs ``-inf`` (every visible value 0) or NaN (every level off) take no
-    gradient. ``tc``: the products on bf16 tensor cores (float32 arrays of bfloat16 callers: the
-    gradients within the bfloat16 bound, not float32's). kept: the forward's slots at this variant's
-    chunk (:func:`keep`), or None: recomputed. Returns (dq, dk, dlv, dlam, da or None), shaped as the
-    inputs."""
-    xp, batch, BH, ta_dtype = batch_layout(ops, q, "")
-    cfg = config(ta_name(xp, ta_dtype), q.shape[-1], lv.shape[-1], chunk_size, tc)
-    if kept is not None and kept.CH == cfg.CH:  # the forward's, with the float32 inputs the kernels read
+    q, k (..., T, d_k), lv, do (..., T, d_v), lam (..., T, L), a (..., T) or None: arrays of ``ops.xp``
+    in one dtype, float32 / float64 or the 16-bit patterns of ``half`` ('bf16', 'f16'; computed in
+    float32); out (..., T, d_v): the forward's log output in the compute dtype (float32 for 16-bit
+    inputs); ``T >= 1``; old: the incoming state's ``(m, n, S, z)`` (as ``hierarchical.compute``) or
+    None, read but not differentiated. Outputs ``-inf`` (every visible value 0) or NaN (every level off)
+    take no gradient (masked in the kernels' loads). ``tc``: the products on bf16 tensor cores (float32
+    compute of bfloat16 callers: the gradients within the bfloat16 bound, not float32's). kept: the
+    forward's slots at this variant's chunk (:func:`keep`), or None: recomputed (16-bit inputs on the
+    forward's 16-bit kernels). Returns (dq, dk, dlv in the inputs' dtype; dlam, da or None in the compute
+    dtype), shaped as the inputs."""
+    xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
+    cfg = config(ta_name(xp, ta_dtype), q.shape[-1], lv.shape[-1], chunk_size, tc, half)
+    if kept is not None and kept.CH == cfg.CH:  # the forward's, with the inputs' views the kernels read
         w = types.SimpleNamespace(**vars(kept))
         w.q3, w.k3, w.lv3, w.lam3, w.a2 = _hi.flats(xp, BH, q, k, lv, lam, a)
-    else:  # the forward's pieces on the forward's float32 kernels (3xTF32 tensor cores: the float32 bound)
-        w = _hi.slots(ops, Config(cfg.ta, "", cfg.CH, cfg.DKP, cfg.DVP, tc=cfg.ta == "float"), q, k, lv, lam, a, p, old)
+    else:  # the forward's pieces on its kernels (float32: 3xTF32 tensor cores, the float32 bound; 16-bit: the forward's)
+        w = _hi.slots(ops, _hi.config(cfg.ta, q.shape[-1], lv.shape[-1], cfg.CH, half) if half else
+                      Config(cfg.ta, "", cfg.CH, cfg.DKP, cfg.DVP, tc=cfg.ta == "float"), q, k, lv, lam, a, p, old)
     T, DK, DV, L, n = w.T, w.DK, w.DV, w.L, w.n
-    lo = -float(np.finfo(np.dtype(ta_dtype)).max) / 8
-    o3, g3 = flat(xp, out, (BH, T, DV)), flat(xp, do, (BH, T, DV))
-    ok = o3 > lo / 2  # False for -inf and NaN outputs
-    gm = xp.ascontiguousarray(xp.where(ok, g3, 0.0).astype(ta_dtype, copy=False))  # (no second copy)
-    om = xp.ascontiguousarray(xp.where(ok, o3, -lo).astype(ta_dtype, copy=False))
-    delta = xp.ascontiguousarray(xp.sum(gm, axis=-1))
+    om, gm = flat(xp, out, (BH, T, DV)), flat(xp, do, (BH, T, DV))  # (masked where loaded)
+    delta = xp.empty((BH, T), dtype=ta_dtype)  # hib_dq's sum_j g_tj
     lden = xp.empty((BH, T), dtype=ta_dtype)
-    dq = xp.empty((BH, T, DK), dtype=ta_dtype)
-    dlam = xp.zeros((BH, T, L), dtype=ta_dtype)
+    dq = xp.empty((BH, T, DK), dtype=q.dtype)
+    dlam = (xp.zeros if L > LMAX else xp.empty)((BH, T, L), dtype=ta_dtype)  # (hib_dq writes levels < LMAX)
     Pg, Dg = xp.empty((BH, T, cfg.CH), dtype=ta_dtype), xp.empty((BH, T, cfg.CH), dtype=ta_dtype)  # the chunks' pairs
     Fg = xp.empty((BH, T), dtype=ta_dtype)  # 1 on the rows whose pairs took the exact path
+    dsum = None if a is None else xp.empty((BH, T), dtype=ta_dtype)  # sum_i dq_ti - sum_i dk_ti (hib_dq, hib_dkdv)
     ops.hib_dq(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, w.lden, w.msnap, w.wz, w.wn, w.wS, lden, dq, dlam,
-               Pg, Dg, Fg, T, DK, DV, L, p, w.F, n, w.n_old, w.NLC, w.alo, BH)
-    U = xp.zeros((BH, n, DK, DV), dtype=ta_dtype)  # right block r0 at r0 - F (0 unused)
-    Z, M = xp.zeros((BH, n, DK), dtype=ta_dtype), xp.zeros((BH, n, DK), dtype=ta_dtype)
-    W, gt = xp.zeros((BH, n, DV), dtype=ta_dtype), xp.zeros((BH, n), dtype=ta_dtype)
+               Pg, Dg, Fg, dsum, T, DK, DV, L, p, w.F, n, w.n_old, w.NLC, w.alo, BH)
+    # right block r0 at r0 - F: every r0 of (F, F + n) is one (hib_blocks or hib_bmerge writes it), 0 unused
+    U = xp.empty((BH, n, DK, DV), dtype=ta_dtype)
+    Z, M = xp.empty((BH, n, DK), dtype=ta_dtype), xp.empty((BH, n, DK), dtype=ta_dtype)
+    W, gt = xp.empty((BH, n, DV), dtype=ta_dtype), xp.empty((BH, n), dtype=ta_dtype)
     if n > 1:
         items, split, slots = pieces(w.F, n)
         Up = xp.empty((BH, slots, DK, DV), dtype=ta_dtype)  # the split blocks' pieces
@@ -119,15 +122,15 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, 
         if split:
             ops.hib_bmerge(cfg, Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, DK, DV, w.F, n, split, slots, BH)
         del Up, Zp, Mp, Wp, gp
-    dk = xp.empty((BH, T, DK), dtype=ta_dtype)
-    dlv = xp.empty((BH, T, DV), dtype=ta_dtype)
-    ops.hib_dkdv(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, T, DK,
-                 DV, L, p, w.F, n, w.alo, BH)
+    dk = xp.empty((BH, T, DK), dtype=q.dtype)
+    dlv = xp.empty((BH, T, DV), dtype=q.dtype)
+    ops.hib_dkdv(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, dsum, T,
+                 DK, DV, L, p, w.F, n, w.alo, BH)
     da = None
     if a is not None:  # a_r enters every pair (t, s) with s < r <= t: rows t >= r minus columns s >= r
-        d = xp.sum(dq, axis=-1) - xp.sum(dk, axis=-1)
-        da = xp.flip(xp.cumsum(xp.flip(d, axis=-1), axis=-1), axis=-1)
-        da = xp.where(w.a2 > w.alo, da, 0.0)  # a clamped decay (-inf) has none
+        da = xp.flip(xp.cumsum(xp.flip(dsum, axis=-1), axis=-1), axis=-1)
+        a2 = widen(xp, w.a2, half) if half else w.a2
+        da = xp.where(a2 > w.alo, da, 0.0)  # a clamped decay (-inf) has none
     shape = lambda x: xp.reshape(x, batch + x.shape[1:])  # noqa: E731
     return tuple(None if x is None else shape(x) for x in (dq, dk, dlv, dlam, da))
 
@@ -166,12 +169,21 @@ def _function():
         def backward(ctx, do):
             q, k, lv, lam, a, out = ctx.saved_tensors
             with on_gpu(q) as (to_cp, back, ops):
-                (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, ctx.old)
-                doc = to_cp(do.detach().to(out.dtype).contiguous())[0]
+                half = q.dtype in (torch.bfloat16, torch.float16)
+                if half:  # the 16-bit tensors as they are (no float32 copies)
+                    xs, half = inputs(to_cp, [x.detach() for x in (q, k, lv, lam) + (() if a is None else (a,))])
+                    (qc, kc, lvc, lamc), ac = xs[:4], xs[4] if a is not None else None
+                    oldc = None if ctx.old is None else tuple(to_cp(x.detach().float().contiguous())[0] for x in ctx.old)
+                    doc = to_cp(do.detach().to(q.dtype).contiguous())[0]
+                else:
+                    half = ""
+                    (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, ctx.old)
+                    doc = to_cp(do.detach().to(out.dtype).contiguous())[0]
                 grads = backward(ops, qc, kc, lvc, lamc, ac, ctx.p, oldc, to_cp(out)[0], doc, ctx.chunk_size,
-                                 q.dtype == torch.bfloat16, ctx.kept)
+                                 q.dtype == torch.bfloat16, ctx.kept, half)
                 ctx.kept = None  # freed (a second backward of a retained graph recomputes them)
-                grads = [None if g is None else back(ops.xp.ascontiguousarray(g), "") for g in grads]
+                grads = [None if g is None else back(ops.xp.ascontiguousarray(g), half if i < 3 else "")
+                         for i, g in enumerate(grads)]
             cast = lambda g, x: None if g is None or x is None else g.to(x.dtype)  # noqa: E731
             return tuple(cast(g, x) for g, x in zip(grads, (q, k, lv, lam, a))) + (None, None, None)
 
@@ -179,13 +191,11 @@ def _function():
 
 
 def _compute_inputs(to_cp, q, k, lv, lam, a, old):
-    """CuPy float32 / float64 copies or views of the inputs (16-bit ones widened) and the state's levels."""
-    import torch
-
-    f = (lambda x: x.detach().contiguous()) if q.dtype == torch.float64 else (lambda x: x.detach().float().contiguous())  # noqa: E731
+    """CuPy float32 / float64 views (copies where not contiguous) of float32 / float64 inputs and the state's levels."""
+    f = lambda x: x.detach().contiguous()  # noqa: E731
     args, _ = inputs(to_cp, [f(x) for x in (q, k, lv, lam)])
     ac = None if a is None else to_cp(f(a))[0]
-    oldc = None if old is None else tuple(to_cp(f(x))[0] for x in old)
+    oldc = None if old is None else tuple(to_cp(f(x).to(q.dtype))[0] for x in old)
     return args, ac, oldc
 
 
