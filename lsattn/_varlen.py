@@ -59,11 +59,12 @@ __all__ = ["check_offsets", "pack", "rewrite", "streams", "TokenMap", "STREAM_OP
 STREAM_OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention")
 
 
-def check_offsets(cu_seqlens, xp, like, T, causal):
-    """The offsets as a host int64 array, after checking them (errors name ``cu_seqlens``)."""
+def check_offsets(cu_seqlens, xp, like, T, causal, host=None):
+    """The offsets as a host int64 array, after checking them (errors name ``cu_seqlens``).
+    host: the array ``cu_seqlens``' values already read (:func:`read_offsets`), or None: read here."""
     if not causal:
         raise ValueError("cu_seqlens needs causal=True: packed segments are causal streams")
-    host = _to_host(cu_seqlens, xp, like)
+    host = _to_host(cu_seqlens, xp, like, host)
     if host.dtype == np.bool_ or host.dtype.kind not in "iu":
         raise TypeError(f"cu_seqlens must hold integers, got dtype {host.dtype}")
     if host.ndim != 1 or host.shape[0] < 2:
@@ -79,8 +80,30 @@ def check_offsets(cu_seqlens, xp, like, T, causal):
     return off
 
 
-def _to_host(cu, xp, like):
-    """``cu_seqlens`` (an array of the inputs' namespace and device, or a Python sequence) on the host."""
+def read_offsets(cu):
+    """``(host copy, where)`` of ``cu_seqlens`` given as a NumPy array, a torch tensor or a CuPy array
+    (one device-to-host read of ``N + 1`` integers, which waits for the work queued before it, as
+    fla's does), ``where`` its type and device; None for anything else (a Python sequence, JAX) or
+    what cannot be read as it is. Nothing is checked here: the values key the prologue's plan of a
+    packed call (``_prologue._run``), whose first call with them checks them (:func:`check_offsets`
+    with ``host=``); keyed by the values read, not by the array, an array changed in place is seen."""
+    t = type(cu)
+    mod = t.__module__
+    try:
+        if t is np.ndarray:
+            return cu, (t, None)
+        if mod.startswith("torch"):
+            return cu.detach().cpu().numpy(), (t, cu.device)
+        if mod.startswith("cupy"):
+            return cu.get(), (t, cu.device.id)
+    except Exception:  # e.g. a dtype NumPy does not have: the validation says what is wrong
+        return None
+    return None
+
+
+def _to_host(cu, xp, like, host=None):
+    """``cu_seqlens`` (an array of the inputs' namespace and device, or a Python sequence) on the host
+    (``host``: its values already read, returned after the checks of the array itself)."""
     if not array_api_compat.is_array_api_obj(cu):
         if isinstance(cu, (str, bytes)) or not hasattr(cu, "__len__"):
             raise TypeError(f"cu_seqlens must be a 1-D integer array or a sequence of ints, got {type(cu).__name__}")
@@ -98,6 +121,8 @@ def _to_host(cu, xp, like):
         raise ValueError(f"cu_seqlens is on device {cdev} but the inputs are on {dev}")
     if "jax" in sys.modules and isinstance(cu, sys.modules["jax"].core.Tracer):
         raise TypeError("cu_seqlens must be concrete (a traced JAX array cannot be read): pass it as a static value")
+    if host is not None:
+        return host
     if array_api_compat.is_torch_array(cu):
         return cu.detach().cpu().numpy()
     if type(cu).__module__.startswith("cupy"):
@@ -204,6 +229,7 @@ class TokenMap:
         keep = lens > 0
         order = np.argsort(start[keep], kind="stable")
         self.table = np.stack([start[keep][order], off[:-1][keep][order], lens[keep][order]]).astype(np.int64)  # (3, N')
+        self.table.flags.writeable = False  # shared by the calls with these offsets (token_map)
 
     def array(self):
         """The map as a (size,) int32 NumPy array (the definition; the cupy backend builds it on the
@@ -219,8 +245,24 @@ class TokenMap:
 
 
 def token_map(off):
-    """The :class:`TokenMap` of offsets ``off`` (N + 1,) int64."""
-    return TokenMap(off)
+    """The :class:`TokenMap` of offsets ``off`` (N + 1,) int64 (the same object for the same offsets'
+    values: repeated packed calls skip the host layout, ~0.1-0.2 ms at 64K tokens, issue 19)."""
+    return _cached(("map", off.tobytes()), lambda: TokenMap(off))
+
+
+#: host layouts of packed calls, keyed by the offsets' values (and what was computed from them):
+#: built once per batch shape of a training loop; read-only
+_LAYOUTS = {}
+_LAYOUTS_MAX = 64
+
+
+def _cached(key, build):
+    got = _LAYOUTS.get(key)
+    if got is None:
+        if len(_LAYOUTS) >= _LAYOUTS_MAX:
+            _LAYOUTS.clear()
+        got = _LAYOUTS[key] = build()
+    return got
 
 
 _index = _upload.index
@@ -293,11 +335,12 @@ def rewrite(op, xp, args, off, batch, offsets=None):
     tokens among themselves; what they read of their incoming state is ``lsattn._ll_packed``'s)."""
     q = args[0]
     T, dtype = q.shape[-2], q.dtype
-    T_pad, src, back, starts = layout(off, offsets)
-    mask = np.zeros(T_pad, dtype=np.int64)
-    mask[starts] = 1
+    if offsets is None:  # fresh streams: the host layout of these offsets, built once
+        T_pad, src, back, starts, host = _cached(("rewrite", off.tobytes()), lambda: _rewrite_layout(off, None))
+    else:
+        T_pad, src, back, starts, host = _rewrite_layout(off, offsets)
     # the gather indices and the reset mask in ONE host-to-device copy
-    dev = _index(xp, np.concatenate([src, back, mask]), q)
+    dev = _index(xp, host, q)
     src_dev, back_dev, mask_dev = dev[:T_pad], dev[T_pad : T_pad + T], dev[T_pad + T :] == 1
     run_args = []
     for (name, role), x in zip(op.inputs, args):
@@ -321,6 +364,19 @@ def rewrite(op, xp, args, off, batch, offsets=None):
         return _take_tokens(xp, out, back, axis, T_pad, q, back_dev)
 
     return run_args, finish, starts, T_pad
+
+
+def _rewrite_layout(off, offsets):
+    """:func:`layout`'s ``(T_pad, src, back, starts)`` and the host index :func:`rewrite` uploads:
+    ``src``, ``back`` and the reset mask (T_pad,) (1 at ``starts``) in one int64 array (shared by the
+    calls with these offsets: nothing writes them; ``host`` left writeable, which torch's pinned
+    upload would otherwise copy first)."""
+    T_pad, src, back, starts = layout(off, offsets)
+    mask = np.zeros(T_pad, dtype=np.int64)
+    mask[starts] = 1
+    for x in (src, back, starts):
+        x.flags.writeable = False
+    return T_pad, src, back, starts, np.concatenate([src, back, mask])
 
 
 def _map_levels(xp, lam, g, level, true_level):
