@@ -268,17 +268,19 @@ def _cached(key, build):
 _index = _upload.index
 
 
-def _take_tokens(xp, x, src, axis, T, like, src_dev=None):
+def _take_tokens(xp, x, src, axis, T, like, src_dev=None, kind=None):
     """``x`` re-laid out along its token axis (``axis``: -2 or -1) at the positions ``src`` (``T``: 0).
     src_dev: ``src`` already on the device (one host-to-device copy for all inputs: each copy from
-    host memory waits for the device's queue)."""
+    host memory waits for the device's queue). kind: ``(every src < T, src == arange(T))`` if known
+    (:func:`_rewrite_layout`: no ``T``-sized host pass per input), else None."""
     if x.shape[axis] == 0 or src.shape[0] == 0:
         shape = list(x.shape)
         shape[axis] = src.shape[0]
         return xp.zeros(tuple(shape), dtype=x.dtype, device=device_of(x))
     idx = _index(xp, src, like) if src_dev is None else src_dev
-    if np.all(src < T):
-        if np.array_equal(src, np.arange(T)):
+    inside, same = kind if kind is not None else (bool(np.all(src < T)), None)
+    if inside:
+        if same or (same is None and np.array_equal(src, np.arange(T))):
             return x
         return xp.take(x, idx, axis=x.ndim + axis)
     shape = list(x.shape)
@@ -336,9 +338,9 @@ def rewrite(op, xp, args, off, batch, offsets=None):
     q = args[0]
     T, dtype = q.shape[-2], q.dtype
     if offsets is None:  # fresh streams: the host layout of these offsets, built once
-        T_pad, src, back, starts, host = _cached(("rewrite", off.tobytes()), lambda: _rewrite_layout(off, None))
+        T_pad, src, back, starts, host, same = _cached(("rewrite", off.tobytes()), lambda: _rewrite_layout(off, None))
     else:
-        T_pad, src, back, starts, host = _rewrite_layout(off, offsets)
+        T_pad, src, back, starts, host, same = _rewrite_layout(off, offsets)
     # the gather indices and the reset mask in ONE host-to-device copy
     dev = _index(xp, host, q)
     src_dev, back_dev, mask_dev = dev[:T_pad], dev[T_pad : T_pad + T], dev[T_pad + T :] == 1
@@ -348,7 +350,7 @@ def rewrite(op, xp, args, off, batch, offsets=None):
             run_args.append(x)
             continue
         axis = -1 if role == "tok" else -2
-        x = _take_tokens(xp, x, src, axis, T, q, src_dev)
+        x = _take_tokens(xp, x, src, axis, T, q, src_dev, (T_pad == T, same))  # T_pad > T: gaps (src == T)
         if role == "lev":
             L = x.shape[-1]
             need = num_levels(T_pad)
@@ -361,22 +363,23 @@ def rewrite(op, xp, args, off, batch, offsets=None):
     run_args[i] = _reset(xp, run_args[i], starts, batch, T_pad, dtype, q, mask_dev)
 
     def finish(out, axis=-2):
-        return _take_tokens(xp, out, back, axis, T_pad, q, back_dev)
+        return _take_tokens(xp, out, back, axis, T_pad, q, back_dev, (True, same))
 
     return run_args, finish, starts, T_pad
 
 
 def _rewrite_layout(off, offsets):
-    """:func:`layout`'s ``(T_pad, src, back, starts)`` and the host index :func:`rewrite` uploads:
-    ``src``, ``back`` and the reset mask (T_pad,) (1 at ``starts``) in one int64 array (shared by the
-    calls with these offsets: nothing writes them; ``host`` left writeable, which torch's pinned
-    upload would otherwise copy first)."""
+    """:func:`layout`'s ``(T_pad, src, back, starts)``, the host index :func:`rewrite` uploads (``src``,
+    ``back`` and the reset mask (T_pad,), 1 at ``starts``, in one int64 array) and whether the layout
+    is the identity (shared by the calls with these offsets: nothing writes them; the index left
+    writeable, which torch's pinned upload would otherwise copy first)."""
     T_pad, src, back, starts = layout(off, offsets)
     mask = np.zeros(T_pad, dtype=np.int64)
     mask[starts] = 1
     for x in (src, back, starts):
         x.flags.writeable = False
-    return T_pad, src, back, starts, np.concatenate([src, back, mask])
+    same = T_pad == src.shape[0] == back.shape[0] and bool(np.array_equal(back, np.arange(T_pad)))
+    return T_pad, src, back, starts, np.concatenate([src, back, mask]), same
 
 
 def _map_levels(xp, lam, g, level, true_level):
