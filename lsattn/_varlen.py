@@ -268,17 +268,20 @@ def _cached(key, build):
 _index = _upload.index
 
 
-def _take_tokens(xp, x, src, axis, T, like, src_dev=None, kind=None):
+def _take_tokens(xp, x, src, axis, T, like, src_dev=None, kind=None, gather=None):
     """``x`` re-laid out along its token axis (``axis``: -2 or -1) at the positions ``src`` (``T``: 0).
     src_dev: ``src`` already on the device (one host-to-device copy for all inputs: each copy from
     host memory waits for the device's queue). kind: ``(every src < T, src == arange(T))`` if known
-    (:func:`_rewrite_layout`: no ``T``-sized host pass per input), else None."""
+    (:func:`_rewrite_layout`: no ``T``-sized host pass per input), else None. gather: the cupy
+    backend's row gather (:func:`_row_gather`; ``src_dev`` int32 with -1 for ``T``), or None."""
     if x.shape[axis] == 0 or src.shape[0] == 0:
         shape = list(x.shape)
         shape[axis] = src.shape[0]
         return xp.zeros(tuple(shape), dtype=x.dtype, device=device_of(x))
     idx = _index(xp, src, like) if src_dev is None else src_dev
     inside, same = kind if kind is not None else (bool(np.all(src < T)), None)
+    if gather is not None:
+        return x if same else gather(x, idx, src.shape[0], axis == -1)
     if inside:
         if same or (same is None and np.array_equal(src, np.arange(T))):
             return x
@@ -289,6 +292,23 @@ def _take_tokens(xp, x, src, axis, T, like, src_dev=None, kind=None):
     return xp.take(ext, idx, axis=x.ndim + axis)
 
 
+#: CUDA arrays outside autograd: the rewrite's gathers as one launch each (the cupy backend's
+#: ``take_rows``); False: torch / CuPy array operations (for A/B timing)
+ROW_GATHER = True
+
+
+def _row_gather(arrays):
+    """The cupy backend's ``take_rows`` when it serves every one of ``arrays`` (CuPy arrays or CUDA torch
+    tensors outside autograd, C-contiguous; CuPy importable), else None."""
+    if not ROW_GATHER or not arrays or not all(type(x).__module__.startswith(("torch", "cupy")) for x in arrays):
+        return None
+    try:
+        from .backends.cupy import _arrays
+    except Exception:  # no CuPy: the array operations
+        return None
+    return _arrays.take_rows if _arrays.rows_gatherable(arrays) else None
+
+
 def _reset(xp, a, starts, batch, T_pad, dtype, like, mask_dev=None):
     """Log decay ``a`` (``(..., T_pad)`` or None: zeros) with ``-inf`` at the segments' first tokens.
     mask_dev: those tokens' mask (T_pad,) already on the device, or None."""
@@ -297,7 +317,9 @@ def _reset(xp, a, starts, batch, T_pad, dtype, like, mask_dev=None):
         mask[starts] = True
         mask_dev = _upload.mask(xp, mask, like)
     m = mask_dev
-    ninf = xp.asarray(-math.inf, dtype=dtype, device=device_of(like))
+    # a fill on the device, not ``asarray`` of a host scalar: on CUDA that is a blocking copy, which
+    # waits for the gathers queued before it (session 13's trace: the launches after it exposed)
+    ninf = xp.full((), -math.inf, dtype=dtype, device=device_of(like))
     if a is None:
         a = xp.zeros((), dtype=dtype, device=device_of(like))
     return xp.broadcast_to(xp.where(m, ninf, a), batch + (T_pad,))
@@ -338,11 +360,13 @@ def rewrite(op, xp, args, off, batch, offsets=None):
     q = args[0]
     T, dtype = q.shape[-2], q.dtype
     if offsets is None:  # fresh streams: the host layout of these offsets, built once
-        T_pad, src, back, starts, host, same = _cached(("rewrite", off.tobytes()), lambda: _rewrite_layout(off, None))
+        T_pad, src, back, starts, host, host32, same = _cached(("rewrite", off.tobytes()), lambda: _rewrite_layout(off, None))
     else:
-        T_pad, src, back, starts, host, same = _rewrite_layout(off, offsets)
+        T_pad, src, back, starts, host, host32, same = _rewrite_layout(off, offsets)
+    gather = _row_gather([x for x in args if x is not None])
+    host = host if gather is None else host32
     # the gather indices and the reset mask in ONE host-to-device copy
-    dev = _index(xp, host, q)
+    dev = _index(xp, host, q, host.dtype)
     src_dev, back_dev, mask_dev = dev[:T_pad], dev[T_pad : T_pad + T], dev[T_pad + T :] == 1
     run_args = []
     for (name, role), x in zip(op.inputs, args):
@@ -350,7 +374,7 @@ def rewrite(op, xp, args, off, batch, offsets=None):
             run_args.append(x)
             continue
         axis = -1 if role == "tok" else -2
-        x = _take_tokens(xp, x, src, axis, T, q, src_dev, (T_pad == T, same))  # T_pad > T: gaps (src == T)
+        x = _take_tokens(xp, x, src, axis, T, q, src_dev, (T_pad == T, same), gather)  # T_pad > T: gaps (src == T)
         if role == "lev":
             L = x.shape[-1]
             need = num_levels(T_pad)
@@ -363,23 +387,28 @@ def rewrite(op, xp, args, off, batch, offsets=None):
     run_args[i] = _reset(xp, run_args[i], starts, batch, T_pad, dtype, q, mask_dev)
 
     def finish(out, axis=-2):
-        return _take_tokens(xp, out, back, axis, T_pad, q, back_dev, (True, same))
+        g = gather if gather is not None and _row_gather([out]) is not None else None
+        return _take_tokens(xp, out, back, axis, T_pad, q, back_dev, (True, same), g)
 
     return run_args, finish, starts, T_pad
 
 
 def _rewrite_layout(off, offsets):
     """:func:`layout`'s ``(T_pad, src, back, starts)``, the host index :func:`rewrite` uploads (``src``,
-    ``back`` and the reset mask (T_pad,), 1 at ``starts``, in one int64 array) and whether the layout
-    is the identity (shared by the calls with these offsets: nothing writes them; the index left
+    ``back`` and the reset mask (T_pad,), 1 at ``starts``, in one int64 array; and as int32 with the
+    gaps' ``src`` at -1, for the row gathers of :func:`_row_gather`) and whether the layout is the
+    identity (shared by the calls with these offsets: nothing writes them; the indices left
     writeable, which torch's pinned upload would otherwise copy first)."""
     T_pad, src, back, starts = layout(off, offsets)
+    T = back.shape[0]
     mask = np.zeros(T_pad, dtype=np.int64)
     mask[starts] = 1
     for x in (src, back, starts):
         x.flags.writeable = False
-    same = T_pad == src.shape[0] == back.shape[0] and bool(np.array_equal(back, np.arange(T_pad)))
-    return T_pad, src, back, starts, np.concatenate([src, back, mask]), same
+    same = T_pad == src.shape[0] == T and bool(np.array_equal(back, np.arange(T_pad)))
+    host = np.concatenate([src, back, mask])
+    host32 = np.concatenate([np.where(src < T, src, -1), back, mask]).astype(np.int32)
+    return T_pad, src, back, starts, host, host32, same
 
 
 def _map_levels(xp, lam, g, level, true_level):
