@@ -302,10 +302,12 @@ def _row_gather(arrays):
     tensors outside autograd, C-contiguous; CuPy importable), else None."""
     if not ROW_GATHER or not arrays or not all(type(x).__module__.startswith(("torch", "cupy")) for x in arrays):
         return None
-    try:
-        from .backends.cupy import _arrays
-    except Exception:  # no CuPy: the array operations
+    from . import backends
+
+    if not backends.get("cupy").status()[0]:  # no CuPy or no device (probed once): the array operations
         return None
+    from .backends.cupy import _arrays
+
     return _arrays.take_rows if _arrays.rows_gatherable(arrays) else None
 
 
