@@ -361,6 +361,10 @@ def _launch(op, device_id, cfg, name):
 
 
 _NT = 256
+#: device token maps of recent packed layouts (``CupyOps.token_map``), least recently used first: a few,
+#: so the device memory held stays a few ``4 T`` bytes
+_TOKEN_MAPS = {}
+_TOKEN_MAPS_MAX = 4
 
 
 class CupyOps:
@@ -395,12 +399,20 @@ class CupyOps:
     def token_map(self, tm):
         """The (tm.size,) int32 map of a ``lsattn._varlen.TokenMap`` (``TokenMap.array`` on the
         device): one launch over its positions, each binary-searching the segment laid out at or
-        before it (a raw kernel: an ElementwiseKernel's call costs ~0.1 ms of host time)."""
+        before it (a raw kernel: an ElementwiseKernel's call costs ~0.1 ms of host time). Kept for
+        the next calls with the same layout on this device and stream (``_TOKEN_MAPS``: read-only to
+        the kernels; the stream orders its build before them): no upload or launch per call."""
         cp = self.xp
-        out = cp.empty((tm.size,), dtype=cp.int32)
-        if tm.size:
-            _aux_kernels().get_function("token_map")((-(-tm.size // _NT),), (_NT,), (
-                to_device(cp, tm.table, out), out, np.int32(tm.table.shape[1]), np.int64(tm.size)))
+        key = (tm.size, tm.table.tobytes(), self.device_id, cp.cuda.get_current_stream().ptr)
+        out = _TOKEN_MAPS.pop(key, None)
+        if out is None:
+            out = cp.empty((tm.size,), dtype=cp.int32)
+            if tm.size:
+                _aux_kernels().get_function("token_map")((-(-tm.size // _NT),), (_NT,), (
+                    to_device(cp, tm.table, out), out, np.int32(tm.table.shape[1]), np.int64(tm.size)))
+            while len(_TOKEN_MAPS) >= _TOKEN_MAPS_MAX:
+                _TOKEN_MAPS.pop(next(iter(_TOKEN_MAPS)))  # the least recently used
+        _TOKEN_MAPS[key] = out
         return out
 
     def seg_tokens(self, off, like):
