@@ -12,6 +12,7 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 PT="python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short"
 echo "=== tests $(date -u +%T)"
 timeout 100 $PT tests/test_varlen.py > "$OUT/log_tests_varlen.txt" 2>&1 &
+timeout 100 $PT tests/test_cupy_backend.py -k "gpu_token_map or gpu_loglinear_packed" > "$OUT/log_tests_cupy.txt" 2>&1 &
 timeout 100 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/ll_packed_small.py > "$OUT/log_memcheck.txt" 2>&1 &
 mkdir -p "$OUT/warm"
 timeout 100 python3 benchmarks/bench_varlen_gpu.py --out "$OUT/warm" --no-memory --total 16384 > "$OUT/log_warm.txt" 2>&1 &
