@@ -233,12 +233,13 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
     ``causal``). cu_seqlens: offsets of packed segments (``lsattn._varlen``), or None.
     Returns ``out`` or ``(out, state)`` with ``return_state=True``.
     """
-    key = None
+    key = host = None
     if state is None and cu_seqlens is None:
         key = _plan_key(op, arrays, causal, return_state)
-    elif state is None and return_state is False and type(cu_seqlens) in (list, tuple):
-        # packed, offsets as Python ints (as FlashAttention's host max_seqlen): the same offsets, checked
-        key = tuple(cu_seqlens) if all(type(c) is int for c in cu_seqlens) else None
+    elif state is None and return_state is False:
+        # packed: the same offsets' values (Python ints, as FlashAttention's host max_seqlen, or an
+        # array's, read back once), checked by the first call with them
+        key, host = _packed_key(cu_seqlens)
         key = None if key is None or (base := _plan_key(op, arrays, causal, return_state)) is None else base + key
     plan = _PLANS.get(key) if key is not None else None
     if plan is not None and plan[0] is op:  # the same op, array types, shapes, dtypes, devices, flags: validated
@@ -248,7 +249,7 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         sbatch, capacity, offset = batch, 0, 0
     else:
         xp, batch, out_dtype, state_dtype, present, off, offsets, sbatch, state, capacity, offset, early = _validate(
-            op, arrays, extra, state, return_state, backend, causal, cu_seqlens)
+            op, arrays, extra, state, return_state, backend, causal, cu_seqlens, host)
         if early is not None:  # packed streams computed segment by segment
             return early[0]
         if key is not None:
@@ -262,12 +263,25 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
                     offset, extra, return_state, backend, causal)
 
 
-#: validated calls without state: ``_plan_key`` (packed: followed by the offsets, when given as Python
-#: ints) -> (op, xp, batch, out_dtype, state_dtype, offsets or None). Their checks depend only on the
+#: validated calls without state: ``_plan_key`` (packed: followed by ``_packed_key``, the offsets'
+#: values) -> (op, xp, batch, out_dtype, state_dtype, offsets or None). Their checks depend only on the
 #: arrays' types, shapes, dtypes and devices, the flags and the offsets, so a repeated call (a training
 #: loop, a benchmark) skips them (~30-40 us of host time; packed calls ~0.1 ms, session 12)
 _PLANS = {}
 _PLANS_MAX = 256
+
+
+def _packed_key(cu):
+    """``(key, host)``: what a packed call's plan depends on beyond ``_plan_key`` (the offsets' values;
+    an array's type and device too), and an array's values as read (``_varlen.read_offsets``, for the
+    validation of a first call), or ``(None, None)``: not cached (JAX, ints that are not ``int``)."""
+    if type(cu) in (list, tuple):
+        return (tuple(cu) if all(type(c) is int for c in cu) else None), None
+    got = _varlen.read_offsets(cu)
+    if got is None:
+        return None, None
+    host, where = got
+    return ("array", where, host.dtype.str, host.shape, host.tobytes()), host
 
 
 def _plan_key(op, arrays, causal, return_state):
@@ -293,9 +307,9 @@ def _plan_key(op, arrays, causal, return_state):
     return tuple(key)
 
 
-def _validate(op, arrays, extra, state, return_state, backend, causal, cu_seqlens):
+def _validate(op, arrays, extra, state, return_state, backend, causal, cu_seqlens, host=None):
     """The checks of ``_run`` that depend on the arrays' metadata and the state; ``early``: None, or
-    ``(result,)`` of packed streams computed segment by segment."""
+    ``(result,)`` of packed streams computed segment by segment. host: ``cu_seqlens``' values if read."""
     named = {n: a for (n, _), a in zip(op.inputs, arrays)}
     xp = namespace(**named)
     for name, x in named.items():
@@ -313,7 +327,7 @@ def _validate(op, arrays, extra, state, return_state, backend, causal, cu_seqlen
     off = offsets = None  # offsets: the incoming offsets of packed streams the backend computes itself
     sbatch = batch  # the state's batch axes (packed streams: followed by N)
     if cu_seqlens is not None:
-        off = _varlen.check_offsets(cu_seqlens, xp, present[0], T, causal)
+        off = _varlen.check_offsets(cu_seqlens, xp, present[0], T, causal, host)
         if state is not None or return_state:  # one stream per segment, at offsets of its own
             chosen = backends.resolve(op.name, xp, present[0], backend, grad=_grad(present, state), varlen=True)
             if op.name not in chosen.reset_ops and op.name not in _varlen.STREAM_OPS:  # per-segment calls
@@ -362,9 +376,12 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
     # is waited for only after the kernels are launched on the inputs as they are (finite: the common
     # case); when some input is not, those results are dropped and the call computes again, sanitised
     # (an implementation whose kernels check the inputs they read answers it itself: ``checks_inputs``;
-    # packed calls that the backend computes itself get the inputs as they are: the same one read)
+    # packed calls: the same one read of the packed inputs, which are finite exactly when the laid-out
+    # ones are (gaps of zeros, -inf resets in the log decays, which pass); packed streams with states
+    # around a backend that does not compute them (``_ll_packed``) read for themselves in ``prepare``)
     own = off is None and not _grad(present, state) and getattr(chosen.implementation(op.name), "checks_inputs", False)
-    checked = (kernel_checks if own else checks)(op, args, state, xp) if off is None or op.name in chosen.reset_ops else None
+    one_read = off is None or op.name in chosen.reset_ops or offsets is None
+    checked = (kernel_checks if own else checks)(op, args, state, xp) if one_read else None
     args0, state0 = args, state
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams

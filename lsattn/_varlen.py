@@ -59,11 +59,12 @@ __all__ = ["check_offsets", "pack", "rewrite", "streams", "TokenMap", "STREAM_OP
 STREAM_OPS = ("loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention")
 
 
-def check_offsets(cu_seqlens, xp, like, T, causal):
-    """The offsets as a host int64 array, after checking them (errors name ``cu_seqlens``)."""
+def check_offsets(cu_seqlens, xp, like, T, causal, host=None):
+    """The offsets as a host int64 array, after checking them (errors name ``cu_seqlens``).
+    host: the array ``cu_seqlens``' values already read (:func:`read_offsets`), or None: read here."""
     if not causal:
         raise ValueError("cu_seqlens needs causal=True: packed segments are causal streams")
-    host = _to_host(cu_seqlens, xp, like)
+    host = _to_host(cu_seqlens, xp, like, host)
     if host.dtype == np.bool_ or host.dtype.kind not in "iu":
         raise TypeError(f"cu_seqlens must hold integers, got dtype {host.dtype}")
     if host.ndim != 1 or host.shape[0] < 2:
@@ -79,8 +80,30 @@ def check_offsets(cu_seqlens, xp, like, T, causal):
     return off
 
 
-def _to_host(cu, xp, like):
-    """``cu_seqlens`` (an array of the inputs' namespace and device, or a Python sequence) on the host."""
+def read_offsets(cu):
+    """``(host copy, where)`` of ``cu_seqlens`` given as a NumPy array, a torch tensor or a CuPy array
+    (one device-to-host read of ``N + 1`` integers, which waits for the work queued before it, as
+    fla's does), ``where`` its type and device; None for anything else (a Python sequence, JAX) or
+    what cannot be read as it is. Nothing is checked here: the values key the prologue's plan of a
+    packed call (``_prologue._run``), whose first call with them checks them (:func:`check_offsets`
+    with ``host=``); keyed by the values read, not by the array, an array changed in place is seen."""
+    t = type(cu)
+    mod = t.__module__
+    try:
+        if t is np.ndarray:
+            return cu, (t, None)
+        if mod.startswith("torch"):
+            return cu.detach().cpu().numpy(), (t, cu.device)
+        if mod.startswith("cupy"):
+            return cu.get(), (t, cu.device.id)
+    except Exception:  # e.g. a dtype NumPy does not have: the validation says what is wrong
+        return None
+    return None
+
+
+def _to_host(cu, xp, like, host=None):
+    """``cu_seqlens`` (an array of the inputs' namespace and device, or a Python sequence) on the host
+    (``host``: its values already read, returned after the checks of the array itself)."""
     if not array_api_compat.is_array_api_obj(cu):
         if isinstance(cu, (str, bytes)) or not hasattr(cu, "__len__"):
             raise TypeError(f"cu_seqlens must be a 1-D integer array or a sequence of ints, got {type(cu).__name__}")
@@ -98,6 +121,8 @@ def _to_host(cu, xp, like):
         raise ValueError(f"cu_seqlens is on device {cdev} but the inputs are on {dev}")
     if "jax" in sys.modules and isinstance(cu, sys.modules["jax"].core.Tracer):
         raise TypeError("cu_seqlens must be concrete (a traced JAX array cannot be read): pass it as a static value")
+    if host is not None:
+        return host
     if array_api_compat.is_torch_array(cu):
         return cu.detach().cpu().numpy()
     if type(cu).__module__.startswith("cupy"):
@@ -204,6 +229,7 @@ class TokenMap:
         keep = lens > 0
         order = np.argsort(start[keep], kind="stable")
         self.table = np.stack([start[keep][order], off[:-1][keep][order], lens[keep][order]]).astype(np.int64)  # (3, N')
+        self.table.flags.writeable = False  # shared by the calls with these offsets (token_map)
 
     def array(self):
         """The map as a (size,) int32 NumPy array (the definition; the cupy backend builds it on the
@@ -219,30 +245,70 @@ class TokenMap:
 
 
 def token_map(off):
-    """The :class:`TokenMap` of offsets ``off`` (N + 1,) int64."""
-    return TokenMap(off)
+    """The :class:`TokenMap` of offsets ``off`` (N + 1,) int64 (the same object for the same offsets'
+    values: repeated packed calls skip the host layout, ~0.1-0.2 ms at 64K tokens, issue 19)."""
+    return _cached(("map", off.tobytes()), lambda: TokenMap(off))
+
+
+#: host layouts of packed calls, keyed by the offsets' values (and what was computed from them):
+#: built once per batch shape of a training loop; read-only
+_LAYOUTS = {}
+_LAYOUTS_MAX = 64
+
+
+def _cached(key, build):
+    got = _LAYOUTS.get(key)
+    if got is None:
+        if len(_LAYOUTS) >= _LAYOUTS_MAX:
+            _LAYOUTS.clear()
+        got = _LAYOUTS[key] = build()
+    return got
 
 
 _index = _upload.index
 
 
-def _take_tokens(xp, x, src, axis, T, like, src_dev=None):
+def _take_tokens(xp, x, src, axis, T, like, src_dev=None, kind=None, gather=None):
     """``x`` re-laid out along its token axis (``axis``: -2 or -1) at the positions ``src`` (``T``: 0).
     src_dev: ``src`` already on the device (one host-to-device copy for all inputs: each copy from
-    host memory waits for the device's queue)."""
+    host memory waits for the device's queue). kind: ``(every src < T, src == arange(T))`` if known
+    (:func:`_rewrite_layout`: no ``T``-sized host pass per input), else None. gather: the cupy
+    backend's row gather (:func:`_row_gather`; ``src_dev`` int32 with -1 for ``T``), or None."""
     if x.shape[axis] == 0 or src.shape[0] == 0:
         shape = list(x.shape)
         shape[axis] = src.shape[0]
         return xp.zeros(tuple(shape), dtype=x.dtype, device=device_of(x))
     idx = _index(xp, src, like) if src_dev is None else src_dev
-    if np.all(src < T):
-        if np.array_equal(src, np.arange(T)):
+    inside, same = kind if kind is not None else (bool(np.all(src < T)), None)
+    if gather is not None:
+        return x if same else gather(x, idx, src.shape[0], axis == -1)
+    if inside:
+        if same or (same is None and np.array_equal(src, np.arange(T))):
             return x
         return xp.take(x, idx, axis=x.ndim + axis)
     shape = list(x.shape)
     shape[axis] = 1
     ext = xp.concat([x, xp.zeros(tuple(shape), dtype=x.dtype, device=device_of(x))], axis=axis)
     return xp.take(ext, idx, axis=x.ndim + axis)
+
+
+#: CUDA arrays outside autograd: the rewrite's gathers as one launch each (the cupy backend's
+#: ``take_rows``); False: torch / CuPy array operations (for A/B timing)
+ROW_GATHER = True
+
+
+def _row_gather(arrays):
+    """The cupy backend's ``take_rows`` when it serves every one of ``arrays`` (CuPy arrays or CUDA torch
+    tensors outside autograd, C-contiguous; CuPy importable), else None."""
+    if not ROW_GATHER or not arrays or not all(type(x).__module__.startswith(("torch", "cupy")) for x in arrays):
+        return None
+    from . import backends
+
+    if not backends.get("cupy").status()[0]:  # no CuPy or no device (probed once): the array operations
+        return None
+    from .backends.cupy import _arrays
+
+    return _arrays.take_rows if _arrays.rows_gatherable(arrays) else None
 
 
 def _reset(xp, a, starts, batch, T_pad, dtype, like, mask_dev=None):
@@ -253,7 +319,9 @@ def _reset(xp, a, starts, batch, T_pad, dtype, like, mask_dev=None):
         mask[starts] = True
         mask_dev = _upload.mask(xp, mask, like)
     m = mask_dev
-    ninf = xp.asarray(-math.inf, dtype=dtype, device=device_of(like))
+    # a fill on the device, not ``asarray`` of a host scalar: on CUDA that is a blocking copy, which
+    # waits for the gathers queued before it (session 13's trace: the launches after it exposed)
+    ninf = xp.full((), -math.inf, dtype=dtype, device=device_of(like))
     if a is None:
         a = xp.zeros((), dtype=dtype, device=device_of(like))
     return xp.broadcast_to(xp.where(m, ninf, a), batch + (T_pad,))
@@ -293,11 +361,14 @@ def rewrite(op, xp, args, off, batch, offsets=None):
     tokens among themselves; what they read of their incoming state is ``lsattn._ll_packed``'s)."""
     q = args[0]
     T, dtype = q.shape[-2], q.dtype
-    T_pad, src, back, starts = layout(off, offsets)
-    mask = np.zeros(T_pad, dtype=np.int64)
-    mask[starts] = 1
+    if offsets is None:  # fresh streams: the host layout of these offsets, built once
+        T_pad, src, back, starts, host, host32, same = _cached(("rewrite", off.tobytes()), lambda: _rewrite_layout(off, None))
+    else:
+        T_pad, src, back, starts, host, host32, same = _rewrite_layout(off, offsets)
+    gather = _row_gather([x for x in args if x is not None])
+    host = host if gather is None else host32
     # the gather indices and the reset mask in ONE host-to-device copy
-    dev = _index(xp, np.concatenate([src, back, mask]), q)
+    dev = _index(xp, host, q, host.dtype)
     src_dev, back_dev, mask_dev = dev[:T_pad], dev[T_pad : T_pad + T], dev[T_pad + T :] == 1
     run_args = []
     for (name, role), x in zip(op.inputs, args):
@@ -305,7 +376,7 @@ def rewrite(op, xp, args, off, batch, offsets=None):
             run_args.append(x)
             continue
         axis = -1 if role == "tok" else -2
-        x = _take_tokens(xp, x, src, axis, T, q, src_dev)
+        x = _take_tokens(xp, x, src, axis, T, q, src_dev, (T_pad == T, same), gather)  # T_pad > T: gaps (src == T)
         if role == "lev":
             L = x.shape[-1]
             need = num_levels(T_pad)
@@ -318,9 +389,28 @@ def rewrite(op, xp, args, off, batch, offsets=None):
     run_args[i] = _reset(xp, run_args[i], starts, batch, T_pad, dtype, q, mask_dev)
 
     def finish(out, axis=-2):
-        return _take_tokens(xp, out, back, axis, T_pad, q, back_dev)
+        g = gather if gather is not None and _row_gather([out]) is not None else None
+        return _take_tokens(xp, out, back, axis, T_pad, q, back_dev, (True, same), g)
 
     return run_args, finish, starts, T_pad
+
+
+def _rewrite_layout(off, offsets):
+    """:func:`layout`'s ``(T_pad, src, back, starts)``, the host index :func:`rewrite` uploads (``src``,
+    ``back`` and the reset mask (T_pad,), 1 at ``starts``, in one int64 array; and as int32 with the
+    gaps' ``src`` at -1, for the row gathers of :func:`_row_gather`) and whether the layout is the
+    identity (shared by the calls with these offsets: nothing writes them; the indices left
+    writeable, which torch's pinned upload would otherwise copy first)."""
+    T_pad, src, back, starts = layout(off, offsets)
+    T = back.shape[0]
+    mask = np.zeros(T_pad, dtype=np.int64)
+    mask[starts] = 1
+    for x in (src, back, starts):
+        x.flags.writeable = False
+    same = T_pad == src.shape[0] == T and bool(np.array_equal(back, np.arange(T_pad)))
+    host = np.concatenate([src, back, mask])
+    host32 = np.concatenate([np.where(src < T, src, -1), back, mask]).astype(np.int32)
+    return T_pad, src, back, starts, host, host32, same
 
 
 def _map_levels(xp, lam, g, level, true_level):

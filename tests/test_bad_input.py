@@ -106,10 +106,10 @@ def test_batch_axes_broadcast_or_name_both_arguments(op):
 
 @pytest.mark.parametrize("op", ["exp_kernel_attention", "loglinear_attention"])
 def test_repeated_packed_calls_skip_the_validation_not_its_errors(op, monkeypatch):
-    """A packed call without state whose offsets are Python ints, repeating an earlier call (arrays as
-    in the test above, the same offsets) skips the validation and returns what the first call did;
-    other offsets (or offsets as an array, a state, ``return_state``) are validated again, bad
-    offsets raise as before."""
+    """A packed call without state repeating an earlier call (arrays as in the test above, the same
+    offsets' values: Python ints, or an array's, read on every call) skips the validation and returns
+    what the first call did; other offsets (an array changed in place included), a state or
+    ``return_state`` are validated again, bad offsets raise as before."""
     from unittest import mock
 
     from lsattn import _prologue
@@ -125,13 +125,30 @@ def test_repeated_packed_calls_skip_the_validation_not_its_errors(op, monkeypatc
         other = call(op, arrays, cu_seqlens=[0, 3, 6])
         assert ns.call_count == 2
         assert not np.allclose(other, first)
-        call(op, arrays, cu_seqlens=np.array([0, 3, 6]))  # an array: read and checked on every call
         call(op, arrays, cu_seqlens=[0, 3, 6], return_state=True)
+        assert ns.call_count == 3
+        cu = np.array([0, 3, 6])  # an array: keyed by the values read, its type and device
+        assert_close(call(op, arrays, cu_seqlens=cu), other, 0.0)
+        assert_close(call(op, arrays, cu_seqlens=cu), other, 0.0)
         assert ns.call_count == 4
+        cu[1] = 2  # changed in place: other offsets
+        assert_close(call(op, arrays, cu_seqlens=cu), call(op, arrays, cu_seqlens=[0, 2, 6]), 0.0)
+        assert ns.call_count == 6
+        call(op, arrays, cu_seqlens=np.array([0, 2, 6], dtype=np.int32))  # another dtype: checked again
+        assert ns.call_count == 7
     for bad, msg in (([0, 2, 5], "must end at T = 6"), ([0, 4, 2, 6], "non-decreasing"), ([1, 6], "start at 0")):
         for _ in range(2):
             with pytest.raises(ValueError, match=msg):
                 call(op, arrays, cu_seqlens=bad)
+    cu = np.array([0, 2, 2, 6])
+    call(op, arrays, cu_seqlens=cu)
+    for bad, msg in (([0, 2, 2, 5], "must end at T = 6"), ([0, 4, 2, 6], "non-decreasing"), ([1, 2, 2, 6], "start at 0")):
+        cu[:] = bad  # the plan of the array's earlier values does not answer for these
+        for _ in range(2):
+            with pytest.raises(ValueError, match=msg):
+                call(op, arrays, cu_seqlens=cu)
+    with pytest.raises(TypeError, match="must hold integers"):
+        call(op, arrays, cu_seqlens=np.array([0.0, 2.0, 6.0]))
 
 
 @pytest.mark.parametrize("op", OPS)

@@ -950,7 +950,7 @@ def test_gpu_loglinear_strong_decays_and_resets(T, C, dtype, seed, data):
 @given(lens=st.lists(st.integers(0, 3000), min_size=1, max_size=40))
 @settings(max_examples=20, deadline=None)
 def test_gpu_token_map_kernel(lens):
-    """The token map built on the device (one elementwise kernel over the segment table) equals its
+    """The token map built on the device (one kernel over the positions, reading the segment table) equals its
     NumPy definition (``TokenMap.array``), empty segments and an all-empty batch included."""
     _gpu_ready()
     from lsattn import _varlen

@@ -441,6 +441,62 @@ def test_packed_rewrite_on_the_cupy_kernels(op, kind, monkeypatch):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("op", _varlen.STREAM_OPS)
+@pytest.mark.parametrize("kind", ["cupy", "torch"])
+def test_packed_device_offsets_plan_and_one_read(op, kind, monkeypatch):
+    """Packed log-linear calls without state on CUDA arrays (float32), the offsets an array on the
+    device: validated by the first call with those values only (the plan is keyed by the values read
+    back: an array changed in place is seen, bad values raise), the inputs' finiteness in the one
+    read after the launch (nothing reads them before: ``_nonfinite._all_finite`` is not called),
+    equal to the reference per segment (bounds of ``test_packed_rewrite_on_the_cupy_kernels``); a
+    NaN query poisons its own row only."""
+    from unittest import mock
+
+    from lsattn import _nonfinite, _prologue
+    import lsattn.backends.cupy as cb
+
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+    monkeypatch.setattr(_prologue, "_PLANS", {})
+    lens = [100, 0, 1, 257, 64, 3]
+    off = [0, *np.cumsum(lens).tolist()]
+    other = [0, 5, 5, 200, 300, 420, 425]
+    arrays = inputs(op, (2,), off[-1], dk=16, dv=16, seed=4)
+    dev = _cuda_arrays(kind, arrays)
+    if kind == "cupy":
+        import cupy as cp
+
+        cu, put = cp.asarray(off), (lambda c, v: c.__setitem__(slice(None), cp.asarray(v)))
+    else:
+        import torch
+
+        cu, put = torch.tensor(off, device="cuda"), (lambda c, v: c.copy_(torch.tensor(v)))
+    f, ref = getattr(lsattn, op), getattr(lsattn.reference, op)
+    seen = [to_numpy(x).astype(np.float64) for x in dev]
+    tol, atol = TOL["float32"], 0.0
+    if op == "loglinear_log_attention":
+        tol = atol = TOL["float32"] + 2 * np.finfo(np.float32).eps * (np.abs(seen[0]).max() + np.abs(seen[1]).max())
+    want = per_segment(ref, op, seen, off)
+    with mock.patch.object(_prologue, "namespace", wraps=_prologue.namespace) as ns, \
+            mock.patch.object(_nonfinite, "_all_finite", wraps=_nonfinite._all_finite) as reads:
+        for _ in range(2):
+            assert_close(to_numpy(call(f, op, dev, cu_seqlens=cu)), want, tol, atol=atol, what=kind)
+        assert (ns.call_count, reads.call_count) == (1, 0)
+        put(cu, other)
+        assert_close(to_numpy(call(f, op, dev, cu_seqlens=cu)), per_segment(ref, op, seen, other), tol, atol=atol)
+        assert ns.call_count == 2
+        put(cu, [0, 5, 500, 200, 300, 420, 425])
+        with pytest.raises(ValueError, match="non-decreasing"):
+            call(f, op, dev, cu_seqlens=cu)
+    bad = [x.copy() for x in seen]
+    bad[0][1, 120] = np.nan  # a query of segment 4 (tokens 101-357)
+    got = to_numpy(call(f, op, _cuda_arrays(kind, bad), cu_seqlens=off)).astype(np.float64)
+    assert np.argwhere(~np.isfinite(got).all(-1)).tolist() == [[1, 120]]
+    got[1, 120] = want[1, 120]
+    assert_close(got, want, tol, atol=atol, what=f"{kind}, NaN query")
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("op", ["loglinear_attention", "loglinear_gated_delta", "loglinear_log_attention"])
 def test_packed_gradients_on_the_cupy_kernels(op):
     """CUDA torch tensors that require grad, packed (``cupy``: the backward kernels over the laid-out

@@ -12,7 +12,9 @@ unpacked, forward and (``train``) a training step:
   host span, when its first and last kernels start / end relative to it, the device busy time, and
   the kernels (name, start, duration in us); chrome traces under ``$OUT`` (``--trace``);
 - ``--cprofile``: the host functions of 10 calls by own time.
-Prints one dict per (operator, form) and the tables. Run from the repo root on a GPU machine."""
+Prints one dict per (operator, form) and the tables. Run from the repo root on a GPU machine.
+Any of the five operators (s13f19: the log-linear ones); ``--forms=a,b``: only those forms (names
+as printed), ``--top=N``: cProfile rows."""
 from __future__ import annotations
 
 import json
@@ -27,10 +29,11 @@ import torch
 sys.path.insert(0, "benchmarks")
 import lsattn  # noqa: E402
 from bench_gpu import cuda_time  # noqa: E402
-from bench_varlen_gpu import doc_lengths, make_inputs  # noqa: E402
+from bench_varlen_gpu import doc_lengths, make_inputs, op_call  # noqa: E402
 
 OUT = os.environ.get("OUT", "/tmp")
 ops = [a for a in sys.argv[1:] if not a.startswith("--")] or ["exp_kernel_attention", "log_attention"]
+opt = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
 
 
 def pipelined(fn, reps=10):
@@ -85,13 +88,28 @@ def traced(fn, name):
         [(e["name"][:60], round(e["ts"] - t0, 1), round(e["dur"], 1)) for e in kern]
 
 
+def s12(fn):
+    """``fn()`` with session 13's packed host changes (s13f19) undone: CUDA offsets validated on every
+    call (no plan keyed by their values), the token map's host layout built per call, the packed
+    inputs' finiteness read before the launches (no one-read check). Not undone: the raw token-map
+    kernel (was an ElementwiseKernel)."""
+    from lsattn import _prologue, _varlen
+
+    saved = _varlen.read_offsets, _varlen.token_map, _prologue.checks
+    _varlen.read_offsets, _varlen.token_map, _prologue.checks = (lambda cu: None), _varlen.TokenMap, (lambda *a: None)
+    try:
+        return fn()
+    finally:
+        _varlen.read_offsets, _varlen.token_map, _prologue.checks = saved
+
+
 lens = doc_lengths(16, 65536, 0)
 cu = np.concatenate([[0], np.cumsum(lens)])
 cu_dev = torch.as_tensor(cu, device="cuda")
 print("lengths", lens.tolist(), flush=True)
 for op in ops:
     x = make_inputs(torch, 65536, 16, 64, torch.bfloat16, "cuda", 0, op)
-    f = getattr(lsattn, op)
+    f = op_call(lsattn, op)
     xg = [y.detach().requires_grad_(True) for y in x]
 
     def train(**kw):
@@ -100,7 +118,11 @@ for op in ops:
 
     calls = {"packed_list": lambda: f(*x, cu_seqlens=cu.tolist()), "packed_cuda": lambda: f(*x, cu_seqlens=cu_dev),
              "unpacked": lambda: f(*x), "train_packed": lambda: train(cu_seqlens=cu.tolist()), "train_unpacked": train}
-    for name, fn in calls.items():
+    # s13f19's A/B in one run: its packed host changes undone in-process (``s12`` forms)
+    calls["packed_list_s12"] = lambda: s12(lambda: f(*x, cu_seqlens=cu.tolist()))
+    calls["packed_cuda_s12"] = lambda: s12(lambda: f(*x, cu_seqlens=cu_dev))
+    forms = opt["forms"].split(",") if "forms" in opt else list(calls)
+    for name, fn in ((n, calls[n]) for n in forms):
         row = {"op": op, "form": name, "latency_ms": round(cuda_time(fn, reps=15), 3), "pipelined_ms": round(pipelined(fn), 3),
                "host_ms": round(host(fn), 3)}
         summary, kernels = traced(fn, f"{op}_{name}")
@@ -114,7 +136,7 @@ for op in ops:
         import io
         import pstats
 
-        for name in ("packed_list", "unpacked", "train_packed", "train_unpacked"):
+        for name in [n for n in ("packed_list", "packed_cuda", "unpacked", "train_packed", "train_unpacked") if n in forms]:
             fn = calls[name]
             fn()
             torch.cuda.synchronize()
@@ -125,5 +147,5 @@ for op in ops:
             pr.disable()
             torch.cuda.synchronize()
             s = io.StringIO()
-            pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(18)
+            pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(int(opt.get("top", 18)))
             print(f"==== {op} {name} (10 calls, by own time)\n" + "\n".join(s.getvalue().splitlines()[6:]), flush=True)

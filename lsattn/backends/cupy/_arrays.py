@@ -148,7 +148,8 @@ def _to_cupy(x, kind):
 
 
 #: torch dtype name -> the NumPy dtype CuPy sees (bfloat16 as its 16-bit patterns)
-_TORCH_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": np.int16}
+_TORCH_DTYPES = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": np.int16,
+                 "int32": np.int32}
 #: torch dtype -> that NumPy dtype (filled as dtypes arrive: every view asks)
 _VIEW_DTYPES = {}
 
@@ -187,6 +188,35 @@ def _from_cupy(x, half, kind, stream=None):
     cupy.cuda.get_current_stream().synchronize()  # JAX reads it on its own stream
     y = jax.dlpack.from_dlpack(x)
     return jax.lax.bitcast_convert_type(y, "bfloat16") if half == "bf16" else y
+
+
+def rows_gatherable(arrays):
+    """Whether :func:`take_rows` serves every one of ``arrays`` (not None): CuPy arrays, or CUDA torch
+    tensors outside autograd, all C-contiguous."""
+    for x in arrays:
+        kind = array_kind(x)
+        if kind == "cupy":
+            if not x.flags.c_contiguous:
+                return False
+        elif kind != "torch" or x.requires_grad or not x.is_contiguous():
+            return False
+    return True
+
+
+def take_rows(x, src, t_out, tok):
+    """``x`` (..., t_in, d), or (..., t_in) with ``tok``, a C-contiguous CUDA array (:func:`rows_gatherable`)
+    laid out along its token axis: row ``t`` is row ``src[t]`` of ``x``, zeros where ``src[t] < 0``;
+    ``src`` (t_out,) int32 on the device (CuPy, or a torch tensor for torch ``x``). One launch of plain
+    row copies (``CupyOps.gather_rows``) instead of a zero row concatenated and a take (two passes,
+    torch's ``index_select`` at ~1.2 TB/s; ``lsattn._varlen.rewrite``)."""
+    with on_gpu(x) as (to_cp, back, ops):
+        c, half = to_cp(x)
+        s = to_cp(src)[0]
+        t_in = c.shape[-1] if tok else c.shape[-2]
+        d = 1 if tok else c.shape[-1]
+        lead = c.shape[:-1] if tok else c.shape[:-2]
+        y = ops.gather_rows(c.reshape(math.prod(lead), t_in, d), s, t_out, 0)
+        return back(y.reshape(lead + ((t_out,) if tok else (t_out, d))), half)
 
 
 def inputs(to_cp, arrays):

@@ -297,26 +297,22 @@ def _kernels(op, device_id, cfg):
 
 
 @functools.lru_cache(maxsize=None)
-def _token_map_kernel():
-    import cupy
-
-    return cupy.ElementwiseKernel("raw int64 tab, int32 n", "int32 out", """
-        long long g = i;
-        int lo = 0, hi = n;  // tab: (3, n) laid-out starts (sorted), packed starts, lengths
-        while (hi - lo > 1) { int mid = (lo + hi) / 2; if (tab[mid] <= g) lo = mid; else hi = mid; }
-        long long rel = g - tab[lo], r = tab[n + lo] + rel;
-        out = (rel >= 0 && rel < tab[2 * n + lo]) ? (int)(rel == 0 ? -2 - r : r) : -1;
-        """, "lsattn_token_map")
-
-
-@functools.lru_cache(maxsize=None)
 def _aux_kernels():
-    """The packed exp-kernel calls' small kernels: ``seg_tokens`` (the token table), ``chunk_resets``
+    """The packed calls' small kernels: ``seg_tokens`` (the token table), ``chunk_resets``
     (the scans' resets, ``exp_kernel.cu``), ``rows_{2,4,8,16}`` (``gather_rows``, thread per unit of
-    the output)."""
+    the output), ``token_map`` (``CupyOps.token_map``)."""
     import cupy
 
     return cupy.RawModule(code=r"""
+// tab: (3, n) laid-out starts (sorted), packed starts, lengths; out[g] as lsattn._varlen.TokenMap says
+extern "C" __global__ void token_map(const long long* tab, int* out, int n, long long size) {
+    const long long g = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= size) return;
+    int lo = 0, hi = n;
+    while (hi - lo > 1) { int mid = (lo + hi) / 2; if (tab[mid] <= g) lo = mid; else hi = mid; }
+    const long long rel = g - tab[lo], r = tab[n + lo] + rel;
+    out[g] = (rel >= 0 && rel < tab[2 * n + lo]) ? (int)(rel == 0 ? -2 - r : r) : -1;
+}
 extern "C" __global__ void seg_tokens(const long long* off, int* out, int nseg, int ntok) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= ntok) return;
@@ -365,6 +361,10 @@ def _launch(op, device_id, cfg, name):
 
 
 _NT = 256
+#: device token maps of recent packed layouts (``CupyOps.token_map``), least recently used first: a few,
+#: so the device memory held stays a few ``4 T`` bytes
+_TOKEN_MAPS = {}
+_TOKEN_MAPS_MAX = 4
 
 
 class CupyOps:
@@ -398,12 +398,21 @@ class CupyOps:
 
     def token_map(self, tm):
         """The (tm.size,) int32 map of a ``lsattn._varlen.TokenMap`` (``TokenMap.array`` on the
-        device): one elementwise launch over its segment table, each position binary-searching the
-        segment laid out at or before it."""
+        device): one launch over its positions, each binary-searching the segment laid out at or
+        before it (a raw kernel: an ElementwiseKernel's call costs ~0.1 ms of host time). Kept for
+        the next calls with the same layout on this device and stream (``_TOKEN_MAPS``: read-only to
+        the kernels; the stream orders its build before them): no upload or launch per call."""
         cp = self.xp
-        out = cp.empty((tm.size,), dtype=cp.int32)
-        if tm.size:
-            _token_map_kernel()(to_device(cp, tm.table, out), np.int32(tm.table.shape[1]), out)
+        key = (tm.size, tm.table.tobytes(), self.device_id, cp.cuda.get_current_stream().ptr)
+        out = _TOKEN_MAPS.pop(key, None)
+        if out is None:
+            out = cp.empty((tm.size,), dtype=cp.int32)
+            if tm.size:
+                _aux_kernels().get_function("token_map")((-(-tm.size // _NT),), (_NT,), (
+                    to_device(cp, tm.table, out), out, np.int32(tm.table.shape[1]), np.int64(tm.size)))
+            while len(_TOKEN_MAPS) >= _TOKEN_MAPS_MAX:
+                _TOKEN_MAPS.pop(next(iter(_TOKEN_MAPS)))  # the least recently used
+        _TOKEN_MAPS[key] = out
         return out
 
     def seg_tokens(self, off, like):
