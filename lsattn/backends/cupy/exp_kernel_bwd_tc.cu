@@ -17,7 +17,7 @@
 //   ekb_dkdv  P^T = B A'^T, D^T = E G^T - delta, dk = B o (D^T A' + E U''^T - Z''), dv = P^T G + B U''
 //             (LOGV: d lv = E o (P^T G + B U'')), where U''_ij = U_ij exp(mm_i - M_{c+1,i}) [exp(W_j + nn_j)]
 //             folds the state factors B' = B exp(mm - M_{c+1}) and V' = E exp(W + nn) (column factors) into U
-//             (one d_k x d_v tile, bf16; its magnitude capped at e^TC_CAP, ekt_scale)
+//             (one d_k x d_v tile, bf16; its magnitude capped at e^80, ekt_scale)
 // A row whose factor exp(R_t - lden_t) or (LOGV, g_tj != 0) exp(nn_j - o_tj) exceeds e^TC_LIM (a later
 // key or value of the chunk dominates it) leaves the products (its A' and D rows are zero) and is
 // computed exactly, per pair in fp32 (the FFMA kernels' formulas), like the forward's exact rows.
@@ -25,17 +25,14 @@
 namespace {
 constexpr int BLK = DKP + 8, BLV = DVP + 8;  // bf16 tile strides (8 mod 16 elements: conflict-free fragments)
 constexpr float TC_LIM = 40.f;
-// LOGV: cap of the exponents lv_s - o_t (G, the exact rows' pairs) and of U'''s magnitude. A pair's factor
-// e^(lv_s - o_t) <= 1 / P(t,s) is exact up to e^80, weights P >= e^-80 (a key spike of +60 leaves the
-// earlier keys e^-65 while their values dominate the outputs; exp_kernel_bwd.cu's float cap, 64, was off
-// by e^(x - 64) there). Headroom as G's: d_v |dO| e^80 finite (an exact row's G meets A' = 0 in a product).
-constexpr float TC_CAP = 80.f;
 }
-__device__ __forceinline__ float ekt_cap(float x) { return __expf(fminf(x, TC_CAP)); }
-// x e^e with the magnitude capped at e^TC_CAP (finite whatever x), exact below it: U'' = U Mn e^(W + nn)
+// LOGV: the exponents lv_s - o_t (G, the exact rows' pairs) and U'''s magnitude are capped at exp_kernel_bwd.cu's
+// ex_capv() (80: pair factors e^(lv_s - o_t) <= 1 / P(t,s) exact for weights P >= e^-80, behind a key spike).
+// Headroom as G's: d_v |dO| e^80 finite (an exact row's G meets A' = 0 in a product).
+// x e^e with the magnitude capped at e^80 (finite whatever x), exact below it: U'' = U Mn e^(W + nn)
 // takes e = log Mn + W + nn, W + nn = max_s lv_s - min_t o_t beyond 64 behind a key spike
 __device__ __forceinline__ float ekt_scale(float x, float e) {
-    return x == 0.f ? 0.f : copysignf(ekt_cap(logf(fabsf(x)) + e), x);
+    return x == 0.f ? 0.f : copysignf(ex_cap(logf(fabsf(x)) + e), x);
 }
 #if LOGV
 typedef float yt;  // the log output, float32 (its bf16 rounding would carry |o| 2^-9 into exp(lv - o))
@@ -90,13 +87,13 @@ __device__ __forceinline__ void ekt_EG(bf* Eb, bf* Gb, const bf* Vr, const bf* G
         Eb[r * BLV + j] = to_bf((r < ns && j < DV && lv > lo_v() / 2) ? __expf(lv - nnS[j]) : 0.f);
         const float gv = ekt_g(Gr, Yo, r, j), x = nnS[j] - Yo[idx];
         if (gv != 0.f && x > TC_LIM) flag[r] = 1;
-        Gb[r * BLV + j] = to_bf(gv * ekt_cap(x));
+        Gb[r * BLV + j] = to_bf(gv * ex_cap(x));
     }
 }
 #endif
 
 // D_ts (s <= t) of one row t computed exactly into Df[s] (threads s < CH): dO_t . v_s - delta_t
-// (LOGV: sum_j g_tj exp(lv_sj - o_tj) - delta_t, exponents capped at TC_CAP)
+// (LOGV: sum_j g_tj exp(lv_sj - o_tj) - delta_t, exponents capped at 80)
 __device__ __forceinline__ void ekt_exact_D(float* Df, const bf* Vr, const bf* Gr, const float* Yo, float delta, int t,
                                             int DV) {
     const int s = threadIdx.x;
@@ -106,7 +103,7 @@ __device__ __forceinline__ void ekt_exact_D(float* Df, const bf* Vr, const bf* G
         d = -delta;
         for (int j = 0; j < DV; ++j) {
 #if LOGV
-            d = fmaf(ekt_g(Gr, Yo, t, j), ekt_cap(fmaxf(from_bf(Vr[s * BLV + j]), lo_v()) - Yo[t * DVP + j]), d);
+            d = fmaf(ekt_g(Gr, Yo, t, j), ex_cap(fmaxf(from_bf(Vr[s * BLV + j]), lo_v()) - Yo[t * DVP + j]), d);
 #else
             d = fmaf(from_bf(Gr[t * BLV + j]), from_bf(Vr[s * BLV + j]), d);
 #endif
@@ -582,7 +579,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
                 const int s = idx / DVP, j = idx % DVP;
                 if (j < DV) {
 #if LOGV
-                    const float gv = ekt_g(Gr, Yo, t, j) * ekt_cap(fmaxf(from_bf(Vr[s * BLV + j]), lo_v()) - Yo[t * DVP + j]);
+                    const float gv = ekt_g(Gr, Yo, t, j) * ex_cap(fmaxf(from_bf(Vr[s * BLV + j]), lo_v()) - Yo[t * DVP + j]);
 #else
                     const float gv = from_bf(Gr[t * BLV + j]);
 #endif
