@@ -25,13 +25,14 @@ q, k, v = (x.requires_grad_(True) for x in (q, k, v))
 o = lsattn.log_attention(q, k, v); torch.where(torch.isfinite(o), o, 0).square().mean().backward()
 torch.cuda.synchronize(); print('ok', all(bool(torch.isfinite(x.grad).all()) for x in (q, k, v)))
 " > "$OUT/racecheck.txt" 2>&1 &
+timeout 98 python3 benchmarks/device/ek_ab_s13a17.py benchmarks/device/s13a17_base 2048 fp32,bf16 1 > "$OUT/warm.txt" 2>&1 &  # compiles
 wait
-for f in t_spikes t_bwd memcheck racecheck; do echo "-- $f: $(tail -1 "$OUT/$f.txt" | cut -c1-200)"; grep -E "^FAILED|^ERROR|^E  |ERROR SUMMARY|RACECHECK SUMMARY|Error|hazard" "$OUT/$f.txt" | head -8 | cut -c1-240; done
+for f in t_spikes t_bwd memcheck racecheck warm; do echo "-- $f: $(tail -1 "$OUT/$f.txt" | cut -c1-200)"; grep -E "^FAILED|^ERROR|^E  |ERROR SUMMARY|RACECHECK SUMMARY|Error|hazard" "$OUT/$f.txt" | head -8 | cut -c1-240; done
 # TIMINGS (alone on the GPU, <= 40 s)
 echo "=== before / after: fwd+bwd, B=2 H=16 d=64 $(date -u +%T)"
-timeout 24 python3 benchmarks/device/ek_ab_s13a17.py benchmarks/device/s13a17_base 16384,32768 fp32 3 > "$OUT/ab.txt" 2>&1; echo "rc=$?"
+timeout 18 python3 benchmarks/device/ek_ab_s13a17.py benchmarks/device/s13a17_base 16384,32768 fp32 3 > "$OUT/ab.txt" 2>&1; echo "rc=$?"
 cut -c1-200 "$OUT/ab.txt"
 echo "=== bf16 per kernel (exp / log, fwd and fwd+bwd) $(date -u +%T)"
-timeout 14 python3 benchmarks/device/ek_log_s12e17.py profile 16384 > "$OUT/profile.txt" 2>&1; echo "rc=$?"
+timeout 18 python3 benchmarks/device/ek_log_s12e17.py profile 16384 > "$OUT/profile.txt" 2>&1; echo "rc=$?"
 cut -c1-150 "$OUT/profile.txt" | head -70
 echo "=== done $(date -u +%T)"
