@@ -144,10 +144,11 @@ class Config:
                     + (2 * CH + (0 if DKP * (DVP + 4) >= CH * (CH + 1) else CH * (CH + 1)) + CH * self.NLC) * 4
                     + 128 * (4 + 4 + 8))
         if kernel in ("ekb_dq_tc", "ekb_dkdv_tc"):  # exp_kernel_bwd_tc.cu (its layouts; NTC = 128)
-            bt, ft = (4 * CH * LDK + 2 * CH * LDV + DKP * LDV + 2 * lo // DVP * LDV) * 2, lo + 4 * DKP + 5 * CH + 256 + 4 * DVP
+            aby = max(2 * CH * LDK * 2, lo * 4)  # A and B's bytes, the float32 log output's over them (LOGV)
+            bt, ft = (2 * CH * LDK + 2 * CH * LDV + DKP * LDV) * 2 + aby, 4 * DKP + 5 * CH + 256 + 4 * DVP
             if kernel == "ekb_dkdv_tc":
-                prod = (2 * CH * LDK + DKP * LDV + 2 * lo // DVP * LDV) * 2
-                bt, ft = (2 * CH * LDK + 2 * CH * LDV) * 2 + max(prod, CH * (DKP + DVP) * 4), lo + 3 * DKP + 4 * CH + 128 + 2 * DVP
+                bt = (2 * CH * LDK + 2 * CH * LDV) * 2 + max(aby + DKP * LDV * 2, CH * (DKP + DVP) * 4)
+                ft = 3 * DKP + 4 * CH + 128 + 2 * DVP
             return bt + ft * 4 + CH * 4
         if kernel in ("ek_chunk_tc5", "ek_chunk_tc5f"):  # (LOGV: the column maxima's 128 partials)
             return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv + (128 if self.logv else 0)) * 4
