@@ -19,9 +19,8 @@ sys.path[:0] = ["benchmarks", "benchmarks/device"]
 from bench_gpu import cuda_time  # noqa: E402
 import lsattn  # noqa: E402
 from lsattn.backends.cupy import _compile  # noqa: E402
-from ek_log_s12e17 import per_kernel  # noqa: E402
+from ek_log_s12e17 import _calls, per_kernel  # noqa: E402
 
-B, H, D = 2, 16, 64
 FILES = ("exp_kernel_bwd.cu", "exp_kernel_bwd_tc.cu")
 source, smem = _compile._source, _compile.Config.smem
 
@@ -60,19 +59,9 @@ def use(base_dir):
 
 
 def calls(T, dtype):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    q, k = ((torch.randn(B, H, T, D, generator=g, device="cuda") * D ** -0.5).to(dtype) for _ in range(2))
-    v = torch.randn(B, H, T, D, generator=g, device="cuda").to(dtype)
-    xs = [x.requires_grad_(True) for x in (q, k, v)]
-
-    def train(f):
-        def run():
-            for x in xs:
-                x.grad = None
-            f(*xs).float().square().mean().backward()
-        return run
-
-    return {"log": train(lsattn.log_attention), "exp": train(lsattn.exp_kernel_attention)}
+    """fwd+bwd of log_attention and exp_kernel_attention (ek_log_s12e17's calls)."""
+    c = _calls(T, dtype)
+    return {"log": c["log train"], "exp": c["exp train"]}
 
 
 def main():
