@@ -17,7 +17,6 @@ import torch
 
 sys.path[:0] = ["benchmarks", "benchmarks/device"]
 from bench_gpu import cuda_time  # noqa: E402
-import lsattn  # noqa: E402
 from lsattn.backends.cupy import _compile  # noqa: E402
 from ek_log_s12e17 import _calls, per_kernel  # noqa: E402
 
