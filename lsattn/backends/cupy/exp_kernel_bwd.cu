@@ -66,31 +66,36 @@ __device__ __forceinline__ ta ex_capr(ta x, ta c) { return fex(x < c ? x : c); }
 __device__ __forceinline__ ta ex_cap(ta x) { return ex_capr(x, ex_capv()); }
 
 #if LOGV
-// Cr[t] = the cap of row t's terms g_tj e^x: 80 - max(0, log max_j |g_tj|), so that each is <= e^80
-// (masked g in Or [t][j]; a warp per row)
-__device__ __forceinline__ void logv_row_caps(ta* Cr, const ta* Or, int DV) {
+// g over -inf outputs -> 0, those outputs -> +big; rows past the chunk likewise (Or: g [t][j], Yo: o [t][j]);
+// Cr[t] = the cap of row t's terms g_tj e^x, 80 - max(0, log max_j |g_tj|), so that each is <= e^80 (a warp per row)
+__device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, ta* Cr, int ns) {
     const int lane = threadIdx.x & 31;
     for (int r = threadIdx.x >> 5; r < CH; r += NT / 32) {
         ta m = (ta)0;
-        for (int j = lane; j < DV; j += 32) m = fmx(m, fabs(Or[r * DVP + j]));
+        for (int j = lane; j < DVP; j += 32) {
+            const int idx = r * DVP + j;
+            const bool ok = r < ns && Yo[idx] > lo_v() / 2;
+            const ta g = ok ? Or[idx] : (ta)0;
+            Or[idx] = g;
+            Yo[idx] = ok ? Yo[idx] : -lo_v();
+            m = fmx(m, fabs(g));
+        }
         m = warp_max(m);
         if (lane == 0) Cr[r] = ex_capv() - (m > (ta)1 ? lg(m) : (ta)0);
     }
 }
 
-// the column scale of a summary tile: log max_i |x_ij| over rows i < DK read at x[i * ld] (0 for a zero column)
-__device__ __forceinline__ ta logv_col_scale(const ta* x, i64 ld, int DK) {
-    ta m = (ta)0;
-    for (int i = 0; i < DK; ++i) m = fmx(m, fabs(x[i * ld]));
-    return m > (ta)0 ? lg(m) : (ta)0;
-}
-
-// g over -inf outputs -> 0, those outputs -> +big; rows past the chunk likewise (Or: g [t][j], Yo: o [t][j])
-__device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, int ns) {
-    for (int idx = threadIdx.x; idx < CH * DVP; idx += NT) {
-        const bool ok = idx / DVP < ns && Yo[idx] > lo_v() / 2;
-        Or[idx] = ok ? Or[idx] : (ta)0;
-        Yo[idx] = ok ? Yo[idx] : -lo_v();
+// A summary's column scales: sigma_j = log max_i |X_ij| (0 for a zero column) into Sg[j], and X's columns
+// scaled by e^-sigma_j (Xt: X transposed [j][i], rows i < DK at stride DKP; a warp per column)
+__device__ __forceinline__ void logv_col_scale(ta* Xt, ta* Sg, int DK) {
+    const int lane = threadIdx.x & 31;
+    for (int j = threadIdx.x >> 5; j < DVP; j += NT / 32) {
+        ta m = (ta)0;
+        for (int i = lane; i < DK; i += 32) m = fmx(m, fabs(Xt[j * DKP + i]));
+        m = warp_max(m);
+        const ta sg = m > (ta)0 ? lg(m) : (ta)0, f = ex(-sg);
+        for (int i = lane; i < DK; i += 32) Xt[j * DKP + i] *= f;
+        if (lane == 0) Sg[j] = sg;
     }
 }
 
@@ -191,7 +196,6 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
 #if LOGV
     if (tid < DVP) {
         Ni[tid] = tid < DV ? n_in[(bh * n + c) * DV + tid] : (ta)0;
-        Sg[tid] = tid < DV ? logv_col_scale(Sc + tid, DV, DK) : (ta)0;  // from global: coalesced over j
     }
 #endif
     for (int r = warp; r < CH; r += NT / 32) {  // delta_t = dy_t . y_t (LOGV: sum_j g_tj over finite o_tj), a warp per row
@@ -206,8 +210,8 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     }
     __syncthreads();
 #if LOGV
-    logv_mask(Or, Yo, ns);
-    for (int idx = tid; idx < DVP * DKP; idx += NT) St[idx] *= ex(-Sg[idx / DKP]);  // S' = S_in e^-sigma
+    logv_mask(Or, Yo, Cr, ns);
+    logv_col_scale(St, Sg, DK);  // S' = S_in e^-sigma
 #endif
     // (running max, sum) of q_ti + k_si over s <= t, started from the summary's term exp(q_ti + M_i) z_i
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -248,8 +252,6 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
         Ws[j] = w;
         if (j < DV) Wc[(bh * n + c) * DV + j] = w;
     }
-    logv_row_caps(Cr, Or, DV);
-    __syncthreads();
 #endif
     ekb_D(Dm, Ot, Vt, Or, Yo, Ds, Cr, ns, DV);
     __syncthreads();
@@ -391,7 +393,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     ta* Ls = Mn + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
     ta* Yo = LOGV ? Ds + CH : nullptr;         // LOGV: CH x DVP, o [t][j]
-#if LOGV  // Vt holds lv, then V'; Or holds g; Ot the intra-chunk d lv [j][s]; Us, Ut U scaled by columns (U')
+#if LOGV  // Vt holds lv, then V'; Or holds g; Ot the intra-chunk d lv [j][s]; Ut U scaled by columns (U')
     ta* Wj = Yo + CH * DVP;                    // DVP: W(b_{c+1})
     ta* Tg = Wj + DVP;                         // DVP: tau, U's column scales
     ta* Cr = Tg + DVP;                         // CH: the rows' caps
@@ -422,10 +424,8 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     }
     __syncthreads();
 #if LOGV
-    logv_mask(Or, Yo, ns);
-    if (tid < DVP) Tg[tid] = logv_col_scale(Us + tid, DVP, DK);
-    __syncthreads();
-    logv_row_caps(Cr, Or, DV);
+    logv_mask(Or, Yo, Cr, ns);
+    logv_col_scale(Ut, Tg, DK);  // U' = U e^-tau over Ut (Us keeps U: its product B U is scaled after)
     __syncthreads();
 #endif
     ekb_D(Dm, Ot, Vt, Or, Yo, Ds, Cr, ns, DV);
@@ -467,12 +467,6 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
         const int s = idx / DVP, j = idx % DVP;
         Vt[j * QLD + s] = (s < ns && j < DV) ? ex_cap(Vt[j * QLD + s] + Wj[j] + Tg[j]) : (ta)0;
     }
-    for (int idx = tid; idx < DKP * DVP; idx += NT) {  // U' = U e^-tau over Us, Ut
-        const int i = idx / DVP, j = idx % DVP;
-        const ta f = ex(-Tg[j]);
-        Us[idx] *= f;
-        Ut[j * DKP + i] *= f;
-    }
 #endif
     __syncthreads();
     {  // dk = intra + B o (V U^T - Z)
@@ -491,7 +485,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
             }
         }
     }
-    {  // dv = P^T dO + B U (LOGV: d lv = intra + V' o (B U))
+    {  // dv = P^T dO + B U (LOGV: d lv = intra + V' o (B U) e^-tau, B U e^-tau <= d_k)
         ta acc[RM][RN];
         zero_acc(acc);
 #if !LOGV
@@ -506,7 +500,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
             for (int jj = 0; jj < RN; ++jj) {
                 const int j = tx * RN + jj;
 #if LOGV
-                if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, Ot[j * QLD + s] + Vt[j * QLD + s] * acc[ii][jj]);
+                if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, Ot[j * QLD + s] + Vt[j * QLD + s] * (acc[ii][jj] * ex(-Tg[j])));
 #else
                 if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, acc[ii][jj]);
 #endif
