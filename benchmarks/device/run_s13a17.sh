@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Needs session 12's backward sources beside it, regenerated before sending (a copy is not kept in the tree):
+#   mkdir -p benchmarks/device/s13a17_base; for f in exp_kernel_bwd.cu exp_kernel_bwd_tc.cu; do
+#     git show d812904:lsattn/backends/cupy/$f > benchmarks/device/s13a17_base/$f.txt; done
 # Session 13, branch s13a17 (issue 17), one H200.
 # Tests (concurrent with other helpers'): the float32 log_attention backward behind a key spike (FFMA kernels and
 # backward_noncausal, exponent cap 80, rows' caps, column scales: test_gpu_log_attention_float32_spikes), the
