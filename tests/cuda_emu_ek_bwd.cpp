@@ -5,6 +5,7 @@
 // kernels use is restated (cp.async tiles as plain copies; ldmatrix.trans by its fragment layout).
 // tests/test_cupy_log_attention.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DCH=64 -DDKP=.. -DDVP=.. -DLOGV=0|1 -DKERNEL='"<exp_kernel_bwd_tc.cu>"'
+//       -DCAPS='"<the lines of exp_kernel_bwd.cu that define its exponent caps>"'
 // and drives it through the backward's host logic (exp_kernel.backward with half='bf16').
 #include <algorithm>
 #include <atomic>
@@ -49,9 +50,7 @@ inline bf to_bf(float x) { return emu_to_bf(x); }
 inline void st(ti* p, ta x) { *p = emu_to_bf(x); }
 inline ta neg_big() { return -3.0e38f; }
 inline ta lo_v() { return -3.4028234663852886e38f / 8; }
-#if LOGV
-inline ta ex_cap(ta x) { return fex(x < 64.f ? x : 64.f); }  // exp_kernel_bwd.cu's
-#endif
+#include CAPS  // exp_kernel_bwd.cu's caps (ex_capv, ex_capr, ex_cap), their lines as they stand there
 
 // ---- warp operations: a barrier of the warp's 32 lanes around an exchange ----
 struct EmuLanes {

@@ -513,13 +513,16 @@ class Twin:
         return np.maximum(V, lo), np.where(good, O, 0.0), np.where(good, Yo, -lo)
 
     @staticmethod
-    def _ex_cap(x):
-        return np.exp(np.minimum(x, 640.0 if x.dtype == np.float64 else 64.0))
+    def _ex_cap(x, cap=None):
+        """exp_kernel_bwd.cu's ex_capr (cap: the rows' caps, cek.row_caps) / ex_cap."""
+        return np.exp(np.minimum(x, cek.ex_capv(x.dtype) if cap is None else cap))
 
     def _ekb_D(self, cfg, O, V, Yo, delta, mask):
-        """D[t, s] for s <= t: dO_t . v_s - delta_t (LOGV: sum_j g_tj exp(lv_sj - o_tj) - delta_t)."""
+        """D[t, s] for s <= t: dO_t . v_s - delta_t (LOGV: sum_j g_tj exp(lv_sj - o_tj) - delta_t, each
+        exponent capped at its row's cap)."""
         if cfg.logv:
-            G = np.einsum("btj,btsj->bts", O, self._ex_cap(V[:, None, :, :] - Yo[:, :, None, :]))
+            caps = cek.row_caps(np, O)[:, :, None, :]  # (BH, t, 1, 1)
+            G = np.einsum("btj,btsj->bts", O, self._ex_cap(V[:, None, :, :] - Yo[:, :, None, :], caps))
         else:
             G = O @ np.swapaxes(V, -1, -2)
         return np.where(mask, G - delta[:, :, None], 0.0)
@@ -546,10 +549,13 @@ class Twin:
             P = np.where(mask[None, :, :, None], np.exp(X - L[:, :, None, None]), 0.0)  # (BH, t, s, i)
             A = np.where(ok[None, :, None], np.exp(inter - L[:, :, None]), 0.0)
             G = G2 = O
-            if cfg.logv:  # the state read with n_in; U^c with the chunk's column shift W^c
+            if cfg.logv:  # the state read with n_in (S_in's columns scaled); U^c with the chunk's column shift W^c
                 W = np.max(np.where(ok[None, :, None], -Y, _lo(q)), axis=1, initial=_lo(q))  # (BH, DV)
                 Wc[:, c] = W
-                G, G2 = O * self._ex_cap(n_in[:, c][:, None, :] - Y), O * np.exp(-Y - W[:, None, :])
+                sg = cek.col_scale(np, Si)  # (BH, 1, DV)
+                Si = Si * np.exp(-sg)
+                G = O * self._ex_cap(n_in[:, c][:, None, :] - Y + sg, cek.row_caps(np, O))
+                G2 = O * np.exp(-Y - W[:, None, :])
             g = np.einsum("btsi,bts->bti", P, D) + A * (G @ np.swapaxes(Si, -1, -2) - zi[:, None, :] * delta[:, :, None])
             rows = c * CH + np.arange(CH)
             dq[:, rows[ok]], lden[:, rows[ok]], dl[:, rows[ok]] = g[:, ok], L[:, ok], delta[:, ok]
@@ -591,9 +597,12 @@ class Twin:
             B = np.where(ok[None, :, None], np.exp(K - m_next[:, c][:, None, :]), 0.0)  # (BH, s, i)
             Uc, Zc = U[:, c], Z[:, c]
             Pts = P.sum(-1)  # (BH, t, s)
-            if cfg.logv:  # intra: sum_t P(t,s) g_tj exp(lv_sj - o_tj); later queries: V' = exp(lv + W(b_{c+1}))
-                intra = np.einsum("bts,btj,btsj->bsj", Pts, O, self._ex_cap(V[:, None, :, :] - Y[:, :, None, :]))
-                Vp = np.where(ok[None, :, None], self._ex_cap(V + Wn[:, c][:, None, :]), 0.0)
+            if cfg.logv:  # intra: sum_t P(t,s) g_tj exp(lv_sj - o_tj); later queries: V' = exp(lv + W(b_{c+1}) + tau), U'
+                caps = cek.row_caps(np, O)[:, :, None, :]
+                intra = np.einsum("bts,btj,btsj->bsj", Pts, O, self._ex_cap(V[:, None, :, :] - Y[:, :, None, :], caps))
+                tau = cek.col_scale(np, Uc)  # (BH, 1, DV)
+                Uc = Uc * np.exp(-tau)
+                Vp = np.where(ok[None, :, None], self._ex_cap(V + Wn[:, c][:, None, :] + tau), 0.0)
                 gk = np.einsum("btsi,bts->bsi", P, D) + B * (Vp @ np.swapaxes(Uc, -1, -2) - Zc[:, None, :])
                 gv = intra + Vp * (B @ Uc)
             else:

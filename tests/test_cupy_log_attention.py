@@ -48,6 +48,23 @@ def lv_inputs(seed, batch, T, dk, dv, scale=1.0, lv_scale=1.0, p_inf=0.0, Tk=Non
 lv_scales = st.sampled_from([1.0, 30.0, 1e3])
 
 
+def key_spike(k, lv=None, lv_scale=1.0):
+    """A key spike (+60, every feature) at token 2T/3 (T > 2), and in ``lv`` a dominant log value
+    (80 + lv_scale, column 0) there: the earlier keys then weigh ~e^-65 while their log values dominate
+    the outputs, pair factors e^(lv_s - o_t) of e^65 .. e^69 (in place)."""
+    T = k.shape[-2]
+    if T > 2:
+        k[..., (2 * T) // 3, :] += 60.0
+        if lv is not None:
+            lv[..., (2 * T) // 3, 0] = 80.0 + lv_scale
+
+
+#: s12i17's failing draws (batch, T, d_k, d_v, scale, lv_scale, p_inf, P, seed) of the key spike: the float
+#: paths capped e^(lv_s - o_t) at e^64 (errors 0.35 .. 24)
+SPIKE_CASES = [((), 129, 16, 2, 3.0, 1e3, 0.0, 0, 0), ((), 150, 3, 16, 3.0, 30.0, 0.3, 0, 32),
+               ((), 129, 16, 40, 3.0, 1e3, 0.0, 0, 376043), ((2,), 150, 16, 2, 3.0, 1e3, 0.0, 40, 149671270)]
+
+
 def assert_log_state(tensors, q, k, lv, tol):
     """``tensors`` (m, S, z, n; any array kind) equal the array-API backend's state after q, k, lv."""
     _, st_api = lsattn.log_attention(q, k, lv, return_state=True, backend="array_api")
@@ -247,8 +264,10 @@ class EmuTC(Twin):
     (``tests/cuda_emu_ek_bwd.cpp``, built once per session and variant: ``helpers.emulation``)."""
 
     def _lib(self, cfg):
+        caps = [ln for ln in cupy_source("exp_kernel_bwd.cu").splitlines() if ln.startswith("__device__ __forceinline__ ta ex_cap")]
+        assert len(caps) == 3, "exp_kernel_bwd.cu's ex_capv, ex_capr, ex_cap (one line each)"
         return emulation("cuda_emu_ek_bwd.cpp", {"CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "LOGV": int(cfg.logv)},
-                         {"KERNEL": cupy_source("exp_kernel_bwd_tc.cu")})
+                         {"KERNEL": cupy_source("exp_kernel_bwd_tc.cu"), "CAPS": "\n".join(caps) + "\n"})
 
     @staticmethod
     def _args(*xs):
@@ -299,10 +318,8 @@ def test_emulated_bf16_backward_tensor_cores(logv, batch, T, dk, dv, scale, lv_s
 
     seed %= 2**31
     q, k, v = lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf) if logv else ek_inputs(seed, batch, T, dk, dv, scale)
-    if spike and T > 2:
-        k[..., (2 * T) // 3, :] += 60.0
-        if logv:
-            v[..., (2 * T) // 3, 0] = 80.0 + lv_scale
+    if spike:
+        key_spike(k, v if logv else None, lv_scale)
     (qb, q), (kb, k), (vb, v), (dob, do) = (bf16_bits(x) for x in (q, k, v, np.random.default_rng(seed + 1).standard_normal(
         batch + (T, dv))))
     prefix = init = None
@@ -342,6 +359,50 @@ def test_twin_log_attention_backward_spikes():
     out, _ = cek.compute(Twin(), q, k, lv, True, None, False, logv=True)
     got = cek.backward(Twin(), q, k, lv, None, out, do, False, logv=True)[:3]
     check_log_grads(got, want, do, GRAD_TOL["float64"], "spikes")
+
+
+def float32_tol(*arrays):
+    """The float32 gradient bound of log_attention: ``GRAD_TOL["float32"] + 16 eps32 (max |log v| + max |q|
+    + max |k|)`` over the finite entries (the kernels compute in float32; exp(log v - log y) carries log y's
+    rounding), as :func:`test_gpu_log_attention_grads_against_reference`."""
+    finite = [np.abs(x[np.isfinite(x)]).max(initial=0.0) for x in arrays]
+    return GRAD_TOL["float32"] + 16 * float(np.finfo(np.float32).eps) * sum(finite)
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("batch,T,dk,dv,scale,lv_scale,p_inf,P,seed", SPIKE_CASES)
+def test_twin_log_attention_backward_float32_spikes(causal, batch, T, dk, dv, scale, lv_scale, p_inf, P, seed):
+    """The float32 backward's formulas (causal: the twin of the FFMA kernels through the host logic, with
+    the incoming state's gradients; non-causal: :func:`exp_kernel.backward_noncausal` in NumPy) on
+    s12i17's key-spike draws, whose pair factors e^(lv_s - o_t) reach e^65 .. e^69: against float64
+    autograd of the reference on the float32 inputs within the float32 bound (the cap of 64 they had
+    was off by 0.35 .. 16 here)."""
+    torch = pytest.importorskip("torch")
+    q, k, lv = lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf)
+    key_spike(k, lv, lv_scale)
+    q, k, lv = (x.astype(np.float32) for x in (q, k, lv))
+    do = np.random.default_rng(seed + 1).standard_normal(batch + (T, dv)).astype(np.float32)
+    r64 = [x.astype(np.float64) for x in (q, k, lv)]
+    prefix = init = None
+    if P and causal:
+        prefix = [x.astype(np.float32).astype(np.float64) for x in lv_inputs(seed + 3, batch, P, dk, dv, scale, lv_scale, p_inf)]
+        _, st0 = lsattn.log_attention(*prefix, return_state=True, backend="array_api")
+        lo = -float(np.finfo(np.float32).max) / 8
+        init = tuple(np.maximum(np.asarray(st0.tensors[n]), lo).astype(np.float32) for n in "mSzn")
+    want, _ = log_grad_oracle(torch, *r64, do.astype(np.float64), prefix, causal=causal)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        y, _ = cek.compute(Twin(), q, k, lv, causal, init, False, logv=True)
+        if causal:
+            dq, dk_, dlv, dst = cek.backward(Twin(), q, k, lv, init, y, do, init is not None, logv=True)
+            got = [dq, dk_, dlv] + list(dst or ())
+        else:
+            got = list(cek.backward_noncausal(np, q, k, lv, y, do, True))
+    got = [np.asarray(g, np.float64) for g in got]
+    for g in got:
+        assert np.isfinite(g).all()
+    assert not np.any(got[2][np.isneginf(lv)]), "-inf log values get exactly zero gradient"
+    check_log_grads(got, want, do.astype(np.float64), float32_tol(*r64), f"causal={causal} T={T} P={P} seed={seed}")
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
@@ -727,6 +788,52 @@ def test_gpu_bf16_backward_tensor_cores(op, batch, T, dk, dv, scale, lv_scale, p
     else:
         want, ref_out = _autograd(ref.exp_kernel_attention, rounded, do, torch, device="cuda")
         check_ek_grads(got, want, ref_out.detach().cpu().numpy(), do, rounded[2], GRAD_TOL["bfloat16"], what)
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@given(causal=st.booleans(), batch=batch_shapes, T=st.one_of(st.integers(3, 80), st.sampled_from([129, 150, 300])),
+       dk=st.sampled_from([3, 16]), dv=st.sampled_from([2, 16, 40]), scale=magnitudes, lv_scale=st.sampled_from([30.0, 1e3]),
+       p_inf=st.sampled_from([0.0, 0.3]), P=st.sampled_from([0, 40]), seed=seeds)
+@example(causal=True, batch=(), T=129, dk=16, dv=2, scale=3.0, lv_scale=1e3, p_inf=0.0, P=0, seed=0)
+@example(causal=True, batch=(), T=150, dk=3, dv=16, scale=3.0, lv_scale=30.0, p_inf=0.3, P=0, seed=32)
+@example(causal=True, batch=(), T=129, dk=16, dv=40, scale=3.0, lv_scale=1e3, p_inf=0.0, P=0, seed=376043)
+@example(causal=True, batch=(2,), T=150, dk=16, dv=2, scale=3.0, lv_scale=1e3, p_inf=0.0, P=40, seed=149671270)
+@example(causal=False, batch=(), T=150, dk=3, dv=16, scale=3.0, lv_scale=30.0, p_inf=0.3, P=0, seed=32)
+@settings(max_examples=6, deadline=None)
+def test_gpu_log_attention_float32_spikes(causal, batch, T, dk, dv, scale, lv_scale, p_inf, P, seed):
+    """float32 on the FFMA backward kernels (causal, an incoming state's gradients with P) and
+    ``backward_noncausal``, behind a key spike (:func:`key_spike`: pair factors e^(lv_s - o_t) of e^65 ..
+    e^69, beyond the cap of 64 the kernels had): against float64 autograd of the reference on the float32
+    inputs within the float32 bound (:func:`float32_tol`); log values up to 1e3 with -inf entries and
+    columns (exactly zero gradients)."""
+    torch = _cuda_torch()
+    from lsattn.state import State
+
+    seed %= 2**31
+    batch = batch or (1,)
+    q, k, lv = lv_inputs(seed, batch, T, dk, dv, scale, lv_scale, p_inf)
+    key_spike(k, lv, lv_scale)
+    q, k, lv = (x.astype(np.float32).astype(np.float64) for x in (q, k, lv))
+    do = np.random.default_rng(seed + 1).standard_normal(batch + (T, dv)).astype(np.float32).astype(np.float64)
+    xs = [torch.tensor(x, device="cuda", dtype=torch.float32, requires_grad=True) for x in (q, k, lv)]
+    prefix, inputs, state = None, list(xs), None
+    if P and causal:
+        prefix = [x.astype(np.float32).astype(np.float64) for x in lv_inputs(seed + 3, batch, P, dk, dv, scale, lv_scale, p_inf)]
+        _, st0 = lsattn.log_attention(*prefix, return_state=True, backend="array_api")
+        lo = -float(np.finfo(np.float32).max) / 8  # the float32 states' "no key / no value yet"
+        ts = {n: torch.tensor(np.maximum(np.asarray(st0.tensors[n]), lo), device="cuda", dtype=torch.float32,
+                              requires_grad=True) for n in "mSzn"}
+        inputs += list(ts.values())
+        state = State("log_attention", P, batch, dk, dv, torch.float32, ts)
+    out = lsattn.log_attention(*xs, causal=causal, state=state)
+    (out.double() * torch.tensor(do, device="cuda")).sum().backward()
+    got = [x.grad.double().cpu().numpy() for x in inputs]
+    want, _ = log_grad_oracle(torch, q, k, lv, do, prefix, device="cuda", causal=causal)
+    for g in got:
+        assert np.isfinite(g).all()
+    assert not np.any(got[2][np.isneginf(lv)]), "-inf log values get exactly zero gradient"
+    check_log_grads(got, want, do, float32_tol(q, k, lv), f"causal={causal} T={T} dk={dk} dv={dv} P={P} seed={seed}")
 
 
 @pytest.mark.gpu

@@ -127,11 +127,13 @@ class Config:
                     + CH * self.NLC) * es
         lv = DVP if self.logv else 0  # per-column value shifts
         lo = CH * DVP if self.logv else 0  # the log outputs' tile of the backward
-        if kernel == "ekb_dq":
-            return (4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH + lo + 2 * lv) * es
-        if kernel == "ekb_dkdv":
+        lr = CH if self.logv else 0  # the backward's row caps
+        if kernel == "ekb_dq":  # (LOGV: n_in, W^c, S_in's column scales)
+            return (4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH + lo + 3 * lv
+                    + lr) * es
+        if kernel == "ekb_dkdv":  # (LOGV: W, U's column scales)
             return (3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP + 2 * DKP
-                    + 2 * CH + lo + lv) * es
+                    + 2 * CH + lo + 2 * lv + lr) * es
         if kernel == "ek_chunk":
             return (CH * DKP + CH * DVP + DKP + lv) * es
         if kernel == "ek_output":  # (+ two int flags per row: exact path, segment start)
@@ -144,10 +146,11 @@ class Config:
                     + (2 * CH + (0 if DKP * (DVP + 4) >= CH * (CH + 1) else CH * (CH + 1)) + CH * self.NLC) * 4
                     + 128 * (4 + 4 + 8))
         if kernel in ("ekb_dq_tc", "ekb_dkdv_tc"):  # exp_kernel_bwd_tc.cu (its layouts; NTC = 128)
-            bt, ft = (4 * CH * LDK + 2 * CH * LDV + DKP * LDV + 2 * lo // DVP * LDV) * 2, lo + 4 * DKP + 5 * CH + 256 + 4 * DVP
+            aby = max(2 * CH * LDK * 2, lo * 4)  # A and B's bytes, the float32 log output's over them (LOGV)
+            bt, ft = (2 * CH * LDK + 2 * CH * LDV + DKP * LDV) * 2 + aby, 4 * DKP + 5 * CH + 256 + 4 * DVP
             if kernel == "ekb_dkdv_tc":
-                prod = (2 * CH * LDK + DKP * LDV + 2 * lo // DVP * LDV) * 2
-                bt, ft = (2 * CH * LDK + 2 * CH * LDV) * 2 + max(prod, CH * (DKP + DVP) * 4), lo + 3 * DKP + 4 * CH + 128 + 2 * DVP
+                bt = (2 * CH * LDK + 2 * CH * LDV) * 2 + max(aby + DKP * LDV * 2, CH * (DKP + DVP) * 4)
+                ft = 3 * DKP + 4 * CH + 128 + 2 * DVP
             return bt + ft * 4 + CH * 4
         if kernel in ("ek_chunk_tc5", "ek_chunk_tc5f"):  # (LOGV: the column maxima's 128 partials)
             return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv + (128 if self.logv else 0)) * 4

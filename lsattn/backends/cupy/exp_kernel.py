@@ -15,6 +15,29 @@ from ._compile import DV_BLOCK, grad_fits, make_config
 __all__ = ["forward", "log_forward", "compute", "backward", "backward_noncausal"]
 
 
+def ex_capv(dtype):
+    """The cap of the ``log_attention`` backward's exponents ``lv - o`` (``exp_kernel_bwd.cu``'s
+    ``ex_capv``, the tensor-core kernels' too): 640 in float64, 80 in float32, where pair factors
+    ``e^(lv_s - o_t) <= 1 / P(t,s)`` are exact for weights ``P >= e^-80`` and 128 terms of ``e^80`` stay
+    below ``FLT_MAX = e^88.7``."""
+    return 640.0 if np.dtype(dtype) == np.float64 else 80.0
+
+
+def row_caps(xp, g):
+    """Each row's cap of the terms ``g_tj e^x`` (``exp_kernel_bwd.cu``'s ``logv_row_caps``):
+    ``ex_capv - max(0, log max_j |g_tj|)``, so that each term is at most ``e^ex_capv``. g (..., T, d_v)
+    -> (..., T, 1)."""
+    return ex_capv(g.dtype) - xp.log(xp.maximum(xp.max(xp.abs(g), axis=-1, keepdims=True), 1.0))
+
+
+def col_scale(xp, x):
+    """``log max_i |x_ij|`` over the d_k axis (-2) of summaries x (..., d_k, d_v) -> (..., 1, d_v), 0 for a
+    zero column (``exp_kernel_bwd.cu``'s ``logv_col_scale``): ``x e^-scale`` is at most 1, and the scale
+    joins a capped exponent, where it is exact up to the cap."""
+    m = xp.max(xp.abs(x), axis=-2, keepdims=True)
+    return xp.where(m > 0, xp.log(xp.where(m > 0, m, 1.0)), 0.0)
+
+
 def compute(ops, q, k, v, causal, init, want_state, chunk_size=None, half="", logv=False, out_f32=False, segs=None):
     """Exp-kernel attention. q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (16-bit inputs as
     in :func:`lsattn.backends.cupy.loglinear.compute`; non-causal calls take none; broadcast batch views
@@ -243,10 +266,10 @@ def backward(ops, q, k, v, init, out, do, want_state, half="", logv=False, start
     if logv:  # U(b_0) carries the column shift W(b_0); the state's S the shift n0: dS0 = U e^(n0 + W0)
         e = (n0 + W0)[:, None, :]
         if cfg.ta == "double":
-            dS0 = dS0 * xp.exp(xp.minimum(e, 640.0))
+            dS0 = dS0 * xp.exp(xp.minimum(e, ex_capv(np.float64)))
         else:  # |dS0| capped at e^80 (exp_kernel_bwd_tc.cu's U''): behind a key spike e passes 64 with U ~ e^-e
             tiny = float(np.finfo(np.float32).smallest_subnormal)
-            mag = xp.exp(xp.minimum(xp.log(xp.maximum(xp.abs(dS0), tiny)) + e, 80.0))
+            mag = xp.exp(xp.minimum(xp.log(xp.maximum(xp.abs(dS0), tiny)) + e, ex_capv(np.float32)))
             dS0 = xp.where(dS0 == 0, 0.0, xp.sign(dS0) * mag)
     dz0 = -R0[:, DK * DV:]
     dm0 = xp.sum(S0 * dS0, axis=-1) + z0 * dz0  # m scales S and z by exp(m)
@@ -301,8 +324,10 @@ def backward_noncausal(xp, q, k, v, out, do, logv=False):
     backward is that of linear attention with feature maps ``A = exp(q + m - lden) <= 1`` (queries)
     and ``E = exp(k - m) <= 1`` (keys), in array operations of ``xp`` (CuPy here; NumPy in the tests),
     with the causal kernels' shifts (``exp_kernel_bwd.cu``): ``logv``, the keys' column shift
-    ``n = max_s log_v`` on the queries' read, the queries' ``W = max_t (-o)`` on the keys' read;
-    ``-inf`` outputs get no gradient, ``-inf`` log values exactly zero.
+    ``n = max_s log_v`` on the queries' read, the queries' ``W = max_t (-o)`` on the keys' read, and
+    their exponents capped as the kernels' (each summary's columns scaled to at most 1, their scales
+    in the capped exponents; the rows' caps :func:`row_caps`); ``-inf`` outputs get no gradient,
+    ``-inf`` log values exactly zero.
 
     q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v) (log values when ``logv``), out, do
     (..., Tq, d_v), in the compute dtype (float32 / float64). Returns (dq, dk, dv). Memory
@@ -314,26 +339,27 @@ def backward_noncausal(xp, q, k, v, out, do, logv=False):
     qm = q + m
     r = xp.max(qm, axis=-1, keepdims=True)
     A = xp.exp(qm - (r + xp.log(xp.sum(xp.exp(qm - r) * z, axis=-1, keepdims=True))))  # exp(q + m - lden)
-    if logv:
-        lo = -float(xp.finfo(q.dtype).max) / 8
-        cap = 640.0 if q.dtype == xp.float64 else 64.0  # the kernels' ex_cap
-        lv = xp.maximum(v, lo)
-        ok = out > lo / 2
-        g, o = xp.where(ok, do, 0.0), xp.where(ok, out, -lo)
-        n = xp.max(lv, axis=-2, keepdims=True)  # (..., 1, d_v)
-        W = xp.max(-o, axis=-2, keepdims=True)
-        V, G = xp.exp(lv - n), g * xp.exp(xp.minimum(n - o, cap))  # keys' values, queries' read of them
-        Gp, Vp = g * xp.exp(-o - W), xp.exp(xp.minimum(lv + W, cap))  # queries' U, keys' read of it
-        delta = xp.sum(g, axis=-1, keepdims=True)
-    else:
-        V = Vp = v
-        G = Gp = do
-        delta = xp.sum(do * out, axis=-1, keepdims=True)
-    dq = A * (G @ mT(mT(E) @ V) - delta * z)
-    U, Z = mT(A) @ Gp, mT(A) @ delta  # (..., d_k, d_v), (..., d_k, 1)
-    dk = E * (Vp @ mT(U) - mT(Z))
-    dv = E @ U
-    return dq, dk, (Vp * dv if logv else dv)
+    if not logv:
+        H = mT(E) @ v  # (..., d_k, d_v)
+        dq = A * (do @ mT(H) - xp.sum(do * out, axis=-1, keepdims=True) * z)
+        U, Z = mT(A) @ do, mT(A) @ xp.sum(do * out, axis=-1, keepdims=True)  # (..., d_k, d_v), (..., d_k, 1)
+        return dq, E * (v @ mT(U) - mT(Z)), E @ U
+    lo = -float(xp.finfo(q.dtype).max) / 8
+    lv = xp.maximum(v, lo)
+    ok = out > lo / 2
+    g, o = xp.where(ok, do, 0.0), xp.where(ok, out, -lo)
+    n = xp.max(lv, axis=-2, keepdims=True)  # (..., 1, d_v)
+    W = xp.max(-o, axis=-2, keepdims=True)
+    H = mT(E) @ xp.exp(lv - n)  # the keys' summary, columns scaled by sg (<= 1 after)
+    sg = col_scale(xp, H)
+    G = g * xp.exp(xp.minimum(n - o + sg, row_caps(xp, g)))  # the queries' read of it
+    delta = xp.sum(g, axis=-1, keepdims=True)
+    dq = A * (G @ mT(H * xp.exp(-sg)) - delta * z)
+    U, Z = mT(A) @ (g * xp.exp(-o - W)), mT(A) @ delta  # the queries' summary, columns scaled by tau
+    tau = col_scale(xp, U)
+    U = U * xp.exp(-tau)
+    Vp = xp.exp(xp.minimum(lv + W + tau, ex_capv(q.dtype)))  # the keys' read of it
+    return dq, E * (Vp @ mT(U) - mT(Z)), Vp * (E @ U)
 
 
 def _tracks_grad(arrays):

@@ -41,27 +41,61 @@
 //                   dk_si += B_si (sum_j V'_sj U[i,j] - Z_i),  d lv_sj += V'_sj sum_i B_si U[i,j]
 //   incoming state  dS0_ij = U(b_0)_ij exp(n0_j + W_j(b_0)), dz0 = -Z(b_0), dn0_j = sum_i S0_ij dS0_ij,
 //                   dm0_i = sum_j S0_ij dS0_ij + z0_i dz0_i (host).
-// Exponents are capped (ex_cap) so that outputs beyond the forward's bound give finite gradients.
+// Exponents are capped (ex_cap) so that outputs beyond the forward's bound give finite gradients. A pair's
+// factor e^(lv_s - o_t) <= 1 / P(t,s) is exact up to the cap, i.e. for weights P >= e^-80 (float): behind a
+// key spike (+60) the earlier keys weigh e^-65 while their values dominate the outputs, and the former cap,
+// 64, was off by e^(x - 64). What keeps each sum finite in float (FLT_MAX = e^88.7; double: cap 640 of e^709.8):
+//   D, the intra d lv  g_tj e^(lv - o) with the row's cap c_t = 80 - max(0, log max_j |g_tj|) (ex_capr):
+//                   each term <= e^80, d_v <= 128 of them (D) or CH <= 64 times P <= 1 (d lv): <= e^84.9
+//   the state read  S_in's columns scaled to max_i |S'_ij| = 1 (sigma_j = log max_i |S_in_ij|), G_tj =
+//                   g_tj e^min(n_in_j - o_tj + sigma_j, c_t) (<= e^80): sum_j G S' <= d_v e^80
+//   later queries   U's columns likewise (tau_j), V'_sj = e^min(lv_sj + W_j + tau_j, 80): sum_j V' U'^T and
+//                   V' sum_i B U' <= 128 e^80
+// (the column scales move a summary's magnitude into the capped exponent, where it is exact up to e^80).
 namespace {
 constexpr int QLD = CH + 4;
 }
 
-// The per-pair exponentials (arguments <= 0 where they matter; LOGV: <= 64): common.cu's fex
+// The per-pair exponentials (arguments <= 0 where they matter; LOGV: <= the cap): common.cu's fex
 // (relative error ~1e-6 for arguments down to -87, far inside the float32 gradient bound).
 
+// The cap of the LOGV backward's exponents, shared with exp_kernel_bwd_tc.cu (see above)
+__device__ __forceinline__ ta ex_capv() { return sizeof(ta) == 4 ? (ta)80 : (ta)640; }
+// exp(min(x, c)): an exponent that is <= B while the forward is exact, capped beyond (finite, never NaN)
+__device__ __forceinline__ ta ex_capr(ta x, ta c) { return fex(x < c ? x : c); }
+__device__ __forceinline__ ta ex_cap(ta x) { return ex_capr(x, ex_capv()); }
+
 #if LOGV
-// exp(x) for an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
-__device__ __forceinline__ ta ex_cap(ta x) {
-    const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-    return fex(x < cap ? x : cap);
+// g over -inf outputs -> 0, those outputs -> +big; rows past the chunk likewise (Or: g [t][j], Yo: o [t][j]);
+// Cr[t] = the cap of row t's terms g_tj e^x, 80 - max(0, log max_j |g_tj|), so that each is <= e^80 (a warp per row)
+__device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, ta* Cr, int ns) {
+    const int lane = threadIdx.x & 31;
+    for (int r = threadIdx.x >> 5; r < CH; r += NT / 32) {
+        ta m = (ta)0;
+        for (int j = lane; j < DVP; j += 32) {
+            const int idx = r * DVP + j;
+            const bool ok = r < ns && Yo[idx] > lo_v() / 2;
+            const ta g = ok ? Or[idx] : (ta)0;
+            Or[idx] = g;
+            Yo[idx] = ok ? Yo[idx] : -lo_v();
+            m = fmx(m, fabs(g));
+        }
+        m = warp_max(m);
+        if (lane == 0) Cr[r] = ex_capv() - (m > (ta)1 ? lg(m) : (ta)0);
+    }
 }
 
-// g over -inf outputs -> 0, those outputs -> +big; rows past the chunk likewise (Or: g [t][j], Yo: o [t][j])
-__device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, int ns) {
-    for (int idx = threadIdx.x; idx < CH * DVP; idx += NT) {
-        const bool ok = idx / DVP < ns && Yo[idx] > lo_v() / 2;
-        Or[idx] = ok ? Or[idx] : (ta)0;
-        Yo[idx] = ok ? Yo[idx] : -lo_v();
+// A summary's column scales: sigma_j = log max_i |X_ij| (0 for a zero column) into Sg[j], and X's columns
+// scaled by e^-sigma_j (Xt: X transposed [j][i], rows i < DK at stride DKP; a warp per column)
+__device__ __forceinline__ void logv_col_scale(ta* Xt, ta* Sg, int DK) {
+    const int lane = threadIdx.x & 31;
+    for (int j = threadIdx.x >> 5; j < DVP; j += NT / 32) {
+        ta m = (ta)0;
+        for (int i = lane; i < DK; i += 32) m = fmx(m, fabs(Xt[j * DKP + i]));
+        m = warp_max(m);
+        const ta sg = m > (ta)0 ? lg(m) : (ta)0, f = ex(-sg);
+        for (int i = lane; i < DK; i += 32) Xt[j * DKP + i] *= f;
+        if (lane == 0) Sg[j] = sg;
     }
 }
 
@@ -81,16 +115,17 @@ __device__ __forceinline__ void ekb_tiles(const ti* q, const ti* k, const ti* v,
 }
 
 // D[t][s] for s <= t < ns (else 0): dO_t . v_s - delta_t (Ot, Vt); LOGV: sum_j g_tj exp(lv_sj - o_tj)
-// - delta_t (Or, Yo masked by logv_mask, Vt the log values), one exponent per (t, s, j)
+// - delta_t (Or, Yo masked by logv_mask, Vt the log values, Cr the rows' caps), one exponent per (t, s, j)
 __device__ __forceinline__ void ekb_D(ta* Dm, const ta* Ot, const ta* Vt, const ta* Or, const ta* Yo, const ta* Ds,
-                                      int ns, int DV) {
+                                      const ta* Cr, int ns, int DV) {
 #if LOGV
     for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;
         ta d = (ta)0;
         if (s <= t && t < ns) {
             d = -Ds[t];
-            for (int j = 0; j < DV; ++j) d = fma(Or[t * DVP + j], ex_cap(Vt[j * QLD + s] - Yo[t * DVP + j]), d);
+            const ta c = Cr[t];
+            for (int j = 0; j < DV; ++j) d = fma(Or[t * DVP + j], ex_capr(Vt[j * QLD + s] - Yo[t * DVP + j], c), d);
         }
         Dm[t * QLD + s] = d;
     }
@@ -134,12 +169,16 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     ta* Ls = zi + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
     ta* Yo = LOGV ? Ds + CH : nullptr;         // LOGV: CH x DVP, o [t][j]
-#if LOGV  // Vt holds lv; Ot, Or hold g, then G^T, G'
+#if LOGV  // Vt holds lv; Ot, Or hold g, then G^T, G'; St holds S_in scaled by columns (S')
     ta* Ni = Yo + CH * DVP;                    // DVP: n_in
     ta* Ws = Ni + DVP;                         // DVP: W^c
+    ta* Sg = Ws + DVP;                         // DVP: sigma, S_in's column scales
+    ta* Cr = Sg + DVP;                         // CH: the rows' caps
+#else
+    const ta* Cr = nullptr;
 #endif
     check_smem((unsigned)((4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH +
-                           (LOGV ? CH * DVP + 2 * DVP : 0)) * sizeof(ta)));
+                           (LOGV ? CH * DVP + 3 * DVP + CH : 0)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4, lane = tid & 31, warp = tid >> 5;
     const int c = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -155,7 +194,9 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
         zi[tid] = tid < DK ? zc[tid] : (ta)0;
     }
 #if LOGV
-    if (tid < DVP) Ni[tid] = tid < DV ? n_in[(bh * n + c) * DV + tid] : (ta)0;
+    if (tid < DVP) {
+        Ni[tid] = tid < DV ? n_in[(bh * n + c) * DV + tid] : (ta)0;
+    }
 #endif
     for (int r = warp; r < CH; r += NT / 32) {  // delta_t = dy_t . y_t (LOGV: sum_j g_tj over finite o_tj), a warp per row
         ta s = (ta)0;
@@ -169,7 +210,8 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     }
     __syncthreads();
 #if LOGV
-    logv_mask(Or, Yo, ns);
+    logv_mask(Or, Yo, Cr, ns);
+    logv_col_scale(St, Sg, DK);  // S' = S_in e^-sigma
 #endif
     // (running max, sum) of q_ti + k_si over s <= t, started from the summary's term exp(q_ti + M_i) z_i
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -211,7 +253,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
         if (j < DV) Wc[(bh * n + c) * DV + j] = w;
     }
 #endif
-    ekb_D(Dm, Ot, Vt, Or, Yo, Ds, ns, DV);
+    ekb_D(Dm, Ot, Vt, Or, Yo, Ds, Cr, ns, DV);
     __syncthreads();
     // A = exp(q + M - lden); the intra-chunk dq into Wm
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -229,7 +271,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     for (int idx = tid; idx < CH * DVP; idx += NT) {
         const int t = idx / DVP, j = idx % DVP;
         const ta gv = Or[idx], o = Yo[idx];
-        Ot[j * QLD + t] = gv * ex_cap(Ni[j] - o);
+        Ot[j * QLD + t] = gv * ex_capr(Ni[j] - o + Sg[j], Cr[t]);
         Or[idx] = gv * ex(-o - Ws[j]);
     }
 #endif
@@ -351,11 +393,15 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     ta* Ls = Mn + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
     ta* Yo = LOGV ? Ds + CH : nullptr;         // LOGV: CH x DVP, o [t][j]
-#if LOGV  // Vt holds lv, then V'; Or holds g; Ot the intra-chunk d lv [j][s]
+#if LOGV  // Vt holds lv, then V'; Or holds g; Ot the intra-chunk d lv [j][s]; Ut U scaled by columns (U')
     ta* Wj = Yo + CH * DVP;                    // DVP: W(b_{c+1})
+    ta* Tg = Wj + DVP;                         // DVP: tau, U's column scales
+    ta* Cr = Tg + DVP;                         // CH: the rows' caps
+#else
+    const ta* Cr = nullptr;
 #endif
     check_smem((unsigned)((3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP +
-                           2 * DKP + 2 * CH + (LOGV ? CH * DVP + DVP : 0)) * sizeof(ta)));
+                           2 * DKP + 2 * CH + (LOGV ? CH * DVP + 2 * DVP + CH : 0)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int c = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -378,10 +424,11 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     }
     __syncthreads();
 #if LOGV
-    logv_mask(Or, Yo, ns);
+    logv_mask(Or, Yo, Cr, ns);
+    logv_col_scale(Ut, Tg, DK);  // U' = U e^-tau over Ut (Us keeps U: its product B U is scaled after)
     __syncthreads();
 #endif
-    ekb_D(Dm, Ot, Vt, Or, Yo, Ds, ns, DV);
+    ekb_D(Dm, Ot, Vt, Or, Yo, Ds, Cr, ns, DV);
     // P[t][s] = sum_i exp(q_ti + k_si - lden_t), s <= t
     for (int idx = tid; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;
@@ -410,14 +457,15 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
         ta g = (ta)0;
         if (s < ns && j < DV) {
             const ta lv = Vt[j * QLD + s];
-            for (int t = s; t < ns; ++t) g = fma(Pm[t * QLD + s] * Or[t * DVP + j], ex_cap(lv - Yo[t * DVP + j]), g);
+            for (int t = s; t < ns; ++t)
+                g = fma(Pm[t * QLD + s] * Or[t * DVP + j], ex_capr(lv - Yo[t * DVP + j], Cr[t]), g);
         }
         Ot[j * QLD + s] = g;
     }
     __syncthreads();
-    for (int idx = tid; idx < CH * DVP; idx += NT) {  // V' = exp(lv + W) over Vt
+    for (int idx = tid; idx < CH * DVP; idx += NT) {  // V' = exp(lv + W + tau) over Vt
         const int s = idx / DVP, j = idx % DVP;
-        Vt[j * QLD + s] = (s < ns && j < DV) ? ex_cap(Vt[j * QLD + s] + Wj[j]) : (ta)0;
+        Vt[j * QLD + s] = (s < ns && j < DV) ? ex_cap(Vt[j * QLD + s] + Wj[j] + Tg[j]) : (ta)0;
     }
 #endif
     __syncthreads();
@@ -437,7 +485,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
             }
         }
     }
-    {  // dv = P^T dO + B U (LOGV: d lv = intra + V' o (B U))
+    {  // dv = P^T dO + B U (LOGV: d lv = intra + V' o (B U) e^-tau, B U e^-tau <= d_k)
         ta acc[RM][RN];
         zero_acc(acc);
 #if !LOGV
@@ -452,7 +500,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
             for (int jj = 0; jj < RN; ++jj) {
                 const int j = tx * RN + jj;
 #if LOGV
-                if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, Ot[j * QLD + s] + Vt[j * QLD + s] * acc[ii][jj]);
+                if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, Ot[j * QLD + s] + Vt[j * QLD + s] * (acc[ii][jj] * ex(-Tg[j])));
 #else
                 if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, acc[ii][jj]);
 #endif

@@ -17,7 +17,7 @@
 //   ekb_dkdv  P^T = B A'^T, D^T = E G^T - delta, dk = B o (D^T A' + E U''^T - Z''), dv = P^T G + B U''
 //             (LOGV: d lv = E o (P^T G + B U'')), where U''_ij = U_ij exp(mm_i - M_{c+1,i}) [exp(W_j + nn_j)]
 //             folds the state factors B' = B exp(mm - M_{c+1}) and V' = E exp(W + nn) (column factors) into U
-//             (one d_k x d_v tile, bf16; its magnitude capped at e^TC_CAP, ekt_scale)
+//             (one d_k x d_v tile, bf16; its magnitude capped at e^80, ekt_scale)
 // A row whose factor exp(R_t - lden_t) or (LOGV, g_tj != 0) exp(nn_j - o_tj) exceeds e^TC_LIM (a later
 // key or value of the chunk dominates it) leaves the products (its A' and D rows are zero) and is
 // computed exactly, per pair in fp32 (the FFMA kernels' formulas), like the forward's exact rows.
@@ -25,17 +25,14 @@
 namespace {
 constexpr int BLK = DKP + 8, BLV = DVP + 8;  // bf16 tile strides (8 mod 16 elements: conflict-free fragments)
 constexpr float TC_LIM = 40.f;
-// LOGV: cap of the exponents lv_s - o_t (G, the exact rows' pairs) and of U'''s magnitude. A pair's factor
-// e^(lv_s - o_t) <= 1 / P(t,s) is exact up to e^80, weights P >= e^-80 (a key spike of +60 leaves the
-// earlier keys e^-65 while their values dominate the outputs; exp_kernel_bwd.cu's float cap, 64, was off
-// by e^(x - 64) there). Headroom as G's: d_v |dO| e^80 finite (an exact row's G meets A' = 0 in a product).
-constexpr float TC_CAP = 80.f;
 }
-__device__ __forceinline__ float ekt_cap(float x) { return __expf(fminf(x, TC_CAP)); }
-// x e^e with the magnitude capped at e^TC_CAP (finite whatever x), exact below it: U'' = U Mn e^(W + nn)
+// LOGV: the exponents lv_s - o_t (G, the exact rows' pairs) and U'''s magnitude are capped at exp_kernel_bwd.cu's
+// ex_capv() (80: pair factors e^(lv_s - o_t) <= 1 / P(t,s) exact for weights P >= e^-80, behind a key spike).
+// Headroom as G's: d_v |dO| e^80 finite (an exact row's G meets A' = 0 in a product).
+// x e^e with the magnitude capped at e^80 (finite whatever x), exact below it: U'' = U Mn e^(W + nn)
 // takes e = log Mn + W + nn, W + nn = max_s lv_s - min_t o_t beyond 64 behind a key spike
 __device__ __forceinline__ float ekt_scale(float x, float e) {
-    return x == 0.f ? 0.f : copysignf(ekt_cap(logf(fabsf(x)) + e), x);
+    return x == 0.f ? 0.f : copysignf(ex_cap(logf(fabsf(x)) + e), x);
 }
 #if LOGV
 typedef float yt;  // the log output, float32 (its bf16 rounding would carry |o| 2^-9 into exp(lv - o))
@@ -61,6 +58,17 @@ __device__ __forceinline__ void ekt_key_shift(const bf* Kr, int ns, const float*
     __syncthreads();
 }
 
+// The chunk's rows in global memory (row t at t * DV), read where shared memory no longer holds them (E, G
+// over log v, g; A, B over o: 3 blocks per SM): o_tj, g_tj where o_tj is finite (else 0), log v clamped
+struct EktRows {
+    const bf* v;
+    const bf* g;
+    const float* o;
+    int DV;
+    __device__ float yo(int t, int j) const { return __ldg(o + (i64)t * DV + j); }
+    __device__ float gg(int t, int j) const { return yo(t, j) > lo_v() / 2 ? from_bf(__ldg(g + (i64)t * DV + j)) : 0.f; }
+    __device__ float lv(int s, int j) const { return fmaxf(from_bf(__ldg(v + (i64)s * DV + j)), lo_v()); }
+};
 #if LOGV
 // o rows of the chunk into Yo [t][DVP], -lo_v() (the mask of exp_kernel_bwd.cu's logv_mask) for -inf
 // outputs, rows past the chunk and padding columns: exp(. - o) of it is 0, -o is lo_v().
@@ -81,7 +89,8 @@ __device__ __forceinline__ float ekt_value_shift(const bf* Vr, int ns, const flo
     return nn;
 }
 // E = exp(lv - nn) (0 for -inf log values) over Eb, G = g exp(nn - o) over Gb (exponent capped at 80:
-// finite); rows with g_tj != 0 and nn_j - o_tj > TC_LIM flagged
+// finite); rows with g_tj != 0 and nn_j - o_tj > TC_LIM flagged. Eb, Gb may be Vr, Gr (each entry read
+// before it is written, by the same thread)
 __device__ __forceinline__ void ekt_EG(bf* Eb, bf* Gb, const bf* Vr, const bf* Gr, const float* Yo, const float* nnS,
                                        int* flag, int ns, int DV) {
     for (int idx = threadIdx.x; idx < CH * DVP; idx += NTC) {
@@ -90,15 +99,15 @@ __device__ __forceinline__ void ekt_EG(bf* Eb, bf* Gb, const bf* Vr, const bf* G
         Eb[r * BLV + j] = to_bf((r < ns && j < DV && lv > lo_v() / 2) ? __expf(lv - nnS[j]) : 0.f);
         const float gv = ekt_g(Gr, Yo, r, j), x = nnS[j] - Yo[idx];
         if (gv != 0.f && x > TC_LIM) flag[r] = 1;
-        Gb[r * BLV + j] = to_bf(gv * ekt_cap(x));
+        Gb[r * BLV + j] = to_bf(gv * ex_cap(x));
     }
 }
 #endif
 
 // D_ts (s <= t) of one row t computed exactly into Df[s] (threads s < CH): dO_t . v_s - delta_t
-// (LOGV: sum_j g_tj exp(lv_sj - o_tj) - delta_t, exponents capped at TC_CAP)
-__device__ __forceinline__ void ekt_exact_D(float* Df, const bf* Vr, const bf* Gr, const float* Yo, float delta, int t,
-                                            int DV) {
+// (LOGV: sum_j g_tj exp(lv_sj - o_tj) - delta_t from the rows X, exponents capped at 80)
+__device__ __forceinline__ void ekt_exact_D(float* Df, const bf* Vr, const bf* Gr, const EktRows& X, float delta,
+                                            int t, int DV) {
     const int s = threadIdx.x;
     if (s >= CH) return;
     float d = 0.f;
@@ -106,7 +115,7 @@ __device__ __forceinline__ void ekt_exact_D(float* Df, const bf* Vr, const bf* G
         d = -delta;
         for (int j = 0; j < DV; ++j) {
 #if LOGV
-            d = fmaf(ekt_g(Gr, Yo, t, j), ekt_cap(fmaxf(from_bf(Vr[s * BLV + j]), lo_v()) - Yo[t * DVP + j]), d);
+            d = fmaf(X.gg(t, j), ex_cap(X.lv(s, j) - X.yo(t, j)), d);
 #else
             d = fmaf(from_bf(Gr[t * BLV + j]), from_bf(Vr[s * BLV + j]), d);
 #endif
@@ -157,18 +166,21 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
     const bf* __restrict__ dO, const float* __restrict__ m_in, float* __restrict__ S, float* __restrict__ z,
     bf* __restrict__ dq, float* __restrict__ lden, float* __restrict__ dl, int T, int DK, int DV, int n,
     const float* __restrict__ n_in, float* __restrict__ Wc) {  // n_in, Wc (BH, n, DV): LOGV only
+    // LOGV: o shares A and B's bytes until they are formed, E and G log v and g's (then the rows' log v, g, o
+    // are read from global memory: X): 3 blocks per SM as without LOGV
+    constexpr int ABY = (2 * CH * BLK * 2 > (LOGV ? CH * DVP * 4 : 0)) ? 2 * CH * BLK * 2 : CH * DVP * 4;  // bytes
     extern __shared__ __align__(16) unsigned char smem_b[];
     bf* Qr = reinterpret_cast<bf*>(smem_b);  // CH x BLK: q
     bf* Kr = Qr + CH * BLK;                  // k
     bf* Ab = Kr + CH * BLK;                  // A, then A_s
     bf* Bb = Ab + CH * BLK;                  // B
-    bf* Vr = Bb + CH * BLK;                  // CH x BLV: v (LOGV: log v)
-    bf* Gr = Vr + CH * BLV;                  // dO (LOGV: g)
+    float* Yo = reinterpret_cast<float*>(Ab);  // LOGV: CH x DVP, o (masked), until ekt_EG
+    bf* Vr = reinterpret_cast<bf*>(reinterpret_cast<unsigned char*>(Ab) + ABY);  // CH x BLV: v (LOGV: log v, then E)
+    bf* Gr = Vr + CH * BLV;                  // dO (LOGV: g, then G, then G'')
     bf* Hs = Gr + CH * BLV;                  // DKP x BLV: H
-    bf* Eb = Hs + DKP * BLV;                 // LOGV: E
-    bf* Gb = Eb + (LOGV ? CH * BLV : 0);     // LOGV: G, then G''
-    float* Yo = reinterpret_cast<float*>(Gb + (LOGV ? CH * BLV : 0));  // LOGV: CH x DVP, o (masked)
-    float* mmS = Yo + (LOGV ? CH * DVP : 0);  // DKP: mm
+    bf* Eb = Vr;
+    bf* Gb = Gr;
+    float* mmS = reinterpret_cast<float*>(Hs + DKP * BLV);  // DKP: mm
     float* scS = mmS + DKP;                  // DKP: exp(M - mm)
     float* zS = scS + DKP;                   // DKP: z_in
     float* Ms = zS + DKP;                    // DKP: M
@@ -183,13 +195,18 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
     float* Ws = gS + DVP;                    // DVP: W^c
     float* Ni = Ws + DVP;                    // DVP: n_in
     int* flag = reinterpret_cast<int*>(Ni + DVP);  // CH: rows on the exact path
-    check_smem((unsigned)((4 * CH * BLK + 2 * CH * BLV + DKP * BLV + (LOGV ? 2 * CH * BLV : 0)) * 2 +
-                          ((LOGV ? CH * DVP : 0) + 4 * DKP + 5 * CH + 2 * NTC + 4 * DVP) * 4 + CH * 4));
+    check_smem((unsigned)((2 * CH * BLK + 2 * CH * BLV + DKP * BLV) * 2 + ABY + (4 * DKP + 5 * CH + 2 * NTC + 4 * DVP) * 4 +
+                          CH * 4));
     const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int c = blockIdx.x;
     const i64 bh = blockIdx.y;
     const i64 g0 = (i64)c * CH;
     const int ns = (int)min((i64)CH, (i64)T - g0);
+#if LOGV
+    const EktRows X{v + (bh * T + g0) * DV, dO + (bh * T + g0) * DV, y + (bh * T + g0) * DV, DV};
+#else
+    const EktRows X{nullptr, nullptr, nullptr, DV};
+#endif
     float* Sc = S + (bh * n + c) * (i64)DK * DV;
     float* zc = z + (bh * n + c) * DK;
     tile_async<DKP>(Qr, BLK, q + bh * T * DK, g0, T, DK);
@@ -255,6 +272,9 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
             const int i = idx / DVP, j = idx % DVP;
             Hs[i * BLV + j] = to_bf(LOGV ? scS[i] * gS[j] * x : scS[i] * x);
         });
+#if LOGV
+    ekt_EG(Eb, Gb, Vr, Gr, Yo, nnS, flag, ns, DV);  // the last read of Yo
+#endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NTC) {
         const int r = idx / DKP, i = idx % DKP;
@@ -262,9 +282,6 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
         Ab[r * BLK + i] = to_bf(ok ? __expf(from_bf(Qr[r * BLK + i]) + mmS[i] - RS[r]) : 0.f);
         Bb[r * BLK + i] = to_bf(ok ? __expf(from_bf(Kr[r * BLK + i]) - mmS[i]) : 0.f);
     }
-#if LOGV
-    ekt_EG(Eb, Gb, Vr, Gr, Yo, nnS, flag, ns, DV);
-#endif
     __syncthreads();
     {  // the state part of den, two threads per row (the warp of the row)
         const int r = tid >> 1, h = tid & 1;
@@ -358,9 +375,10 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
                 store_pair(dq, (bh * T + g0 + tt) * DK + i, o2[0], o2[1], (DK & 1) == 0 && i + 1 < DK, i + 1 < DK);
         }
 #if LOGV
-    for (int idx = lane; idx < 16 * DVP; idx += 32) {  // G'' over this warp's rows of Gb
+    for (int idx = lane; idx < 16 * DVP; idx += 32) {  // G'' over this warp's rows of Gb (g, o from X)
         const int t = 16 * w + idx / DVP, j = idx % DVP;
-        Gb[t * BLV + j] = to_bf(ekt_g(Gr, Yo, t, j) * __expf(-Yo[t * DVP + j] - Ws[j]));
+        const float o = (t < ns && j < DV) ? X.yo(t, j) : -lo_v();
+        Gb[t * BLV + j] = to_bf(o > lo_v() / 2 && o < -lo_v() / 2 ? X.gg(t, j) * __expf(-o - Ws[j]) : 0.f);
     }
 #endif
     __syncthreads();
@@ -383,7 +401,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
             fb[i] = m;
             fb[NTC + i] = s;
         }
-        ekt_exact_D(Df, Vr, Gr, Yo, DS[t], t, DV);
+        ekt_exact_D(Df, Vr, Gr, X, DS[t], t, DV);
         __syncthreads();
         float m = neg_big();
         for (int i = 0; i < DK; ++i) m = fmaxf(m, fb[i]);
@@ -399,7 +417,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
                 for (int u = 0; u <= t; ++u) gi = fmaf(__expf(qi + from_bf(Kr[u * BLK + i])), Df[u], gi);
                 for (int j = 0; j < DV; ++j) {
 #if LOGV  // S_in,ij e^(n_in_j - o_tj) capped as U'' (S_in <= the tokens before: e^80 alone could overflow)
-                    sr = fmaf(ekt_scale(Sc[(i64)i * DV + j], Ni[j] - Yo[t * DVP + j]), ekt_g(Gr, Yo, t, j), sr);
+                    sr = fmaf(ekt_scale(Sc[(i64)i * DV + j], Ni[j] - X.yo(t, j)), X.gg(t, j), sr);
 #else
                     sr = fmaf(Sc[(i64)i * DV + j], from_bf(Gr[t * BLV + j]), sr);
 #endif
@@ -429,24 +447,27 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
     const float* __restrict__ lden, const float* __restrict__ dl, const float* __restrict__ U,
     const float* __restrict__ Z, const float* __restrict__ m_next, bf* __restrict__ dk, bf* __restrict__ dv, int T,
     int DK, int DV, int n, const yt* __restrict__ y, const float* __restrict__ Wn) {  // LOGV only: o, W(b_{c+1})
-    constexpr int PROD = (2 * CH * BLK + DKP * BLV + (LOGV ? 2 * CH * BLV : 0)) * 2;  // bytes of the products' tiles
-    constexpr int FALL = (CH * DKP + CH * DVP) * 4;                                  // the exact rows' sums over them
+    // LOGV: o shares A' and B's bytes until they are formed, E and G log v and g's (then the rows' log v, g, o
+    // are read from global memory: X): 3 blocks per SM as without LOGV
+    constexpr int ABY = (2 * CH * BLK * 2 > (LOGV ? CH * DVP * 4 : 0)) ? 2 * CH * BLK * 2 : CH * DVP * 4;  // bytes
+    constexpr int PROD = ABY + DKP * BLV * 2;             // bytes of the products' tiles
+    constexpr int FALL = (CH * DKP + CH * DVP) * 4;       // the exact rows' sums over them
     constexpr int REG = PROD > FALL ? PROD : FALL;
     extern __shared__ __align__(16) unsigned char smem_b[];
     bf* Qr = reinterpret_cast<bf*>(smem_b);  // CH x BLK: q
     bf* Kr = Qr + CH * BLK;                  // k
-    bf* Vr = Kr + CH * BLK;                  // CH x BLV: v (LOGV: log v)
-    bf* Gr = Vr + CH * BLV;                  // dO (LOGV: g)
+    bf* Vr = Kr + CH * BLK;                  // CH x BLV: v (LOGV: log v, then E)
+    bf* Gr = Vr + CH * BLV;                  // dO (LOGV: g, then G)
     unsigned char* reg = reinterpret_cast<unsigned char*>(Gr + CH * BLV);
     bf* Ab = reinterpret_cast<bf*>(reg);     // CH x BLK: A' (0 on exact rows)
     bf* Bb = Ab + CH * BLK;                  // B
-    bf* Us = Bb + CH * BLK;                  // DKP x BLV: U''
-    bf* Eb = Us + DKP * BLV;                 // LOGV: E
-    bf* Gb = Eb + (LOGV ? CH * BLV : 0);     // LOGV: G
+    float* Yo = reinterpret_cast<float*>(reg);  // LOGV: CH x DVP, o (masked), until ekt_EG
+    bf* Us = reinterpret_cast<bf*>(reg + ABY);  // DKP x BLV: U''
+    bf* Eb = Vr;
+    bf* Gb = Gr;
     float* Fk = reinterpret_cast<float*>(reg);  // CH x DKP: the exact rows' dk (after the products)
     float* Fv = Fk + CH * DKP;               // CH x DVP: their dv
-    float* Yo = reinterpret_cast<float*>(reg + REG);  // LOGV: CH x DVP, o (masked)
-    float* mmS = Yo + (LOGV ? CH * DVP : 0);  // DKP: mm
+    float* mmS = reinterpret_cast<float*>(reg + REG);  // DKP: mm
     float* Mn = mmS + DKP;                   // DKP: exp(mm - M_{c+1})
     float* Zs = Mn + DKP;                    // DKP: Z''
     float* LS = Zs + DKP;                    // CH: lden
@@ -457,13 +478,17 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
     float* nnS = Pf + CH;                    // DVP: nn (LOGV)
     float* Wj = nnS + DVP;                   // DVP: W(b_{c+1})
     int* flag = reinterpret_cast<int*>(Wj + DVP);  // CH
-    check_smem((unsigned)((2 * CH * BLK + 2 * CH * BLV) * 2 + REG +
-                          ((LOGV ? CH * DVP : 0) + 3 * DKP + 4 * CH + NTC + 2 * DVP) * 4 + CH * 4));
+    check_smem((unsigned)((2 * CH * BLK + 2 * CH * BLV) * 2 + REG + (3 * DKP + 4 * CH + NTC + 2 * DVP) * 4 + CH * 4));
     const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int c = blockIdx.x;
     const i64 bh = blockIdx.y;
     const i64 g0 = (i64)c * CH;
     const int ns = (int)min((i64)CH, (i64)T - g0);
+#if LOGV
+    const EktRows X{v + (bh * T + g0) * DV, dO + (bh * T + g0) * DV, y + (bh * T + g0) * DV, DV};
+#else
+    const EktRows X{nullptr, nullptr, nullptr, DV};
+#endif
     const bool E_is_V = !LOGV;
     tile_async<DKP>(Qr, BLK, q + bh * T * DK, g0, T, DK);
     tile_async<DKP>(Kr, BLK, k + bh * T * DK, g0, T, DK);
@@ -498,14 +523,14 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
             const int i = idx / DVP, j = idx % DVP;
             Us[i * BLV + j] = to_bf(LOGV ? ekt_scale(x, logf(Mn[i]) + Wj[j] + nnS[j]) : Mn[i] * x);
         });
+#if LOGV
+    ekt_EG(Eb, Gb, Vr, Gr, Yo, nnS, flag, ns, DV);  // the last read of Yo
+#endif
+    __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NTC) {
         const int r = idx / DKP, i = idx % DKP;
         Bb[r * BLK + i] = to_bf((r < ns && i < DK) ? __expf(from_bf(Kr[r * BLK + i]) - mmS[i]) : 0.f);
     }
-#if LOGV
-    ekt_EG(Eb, Gb, Vr, Gr, Yo, nnS, flag, ns, DV);
-#endif
-    __syncthreads();
     {  // exact rows (exp(R_t - lden_t) > e^TC_LIM, or flagged above); A' (0 on them), two threads per row
         const int r = tid >> 1, h = tid & 1;
         float R = neg_big();
@@ -565,7 +590,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
         for (int t = 0; t < ns; ++t) {
             if (!flag[t]) continue;
             const float L = LS[t];
-            ekt_exact_D(Df, Vr, Gr, Yo, DS[t], t, DV);
+            ekt_exact_D(Df, Vr, Gr, X, DS[t], t, DV);
             if (tid < CH) {
                 float p = 0.f;
                 if (tid <= t)
@@ -582,7 +607,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
                 const int s = idx / DVP, j = idx % DVP;
                 if (j < DV) {
 #if LOGV
-                    const float gv = ekt_g(Gr, Yo, t, j) * ekt_cap(fmaxf(from_bf(Vr[s * BLV + j]), lo_v()) - Yo[t * DVP + j]);
+                    const float gv = X.gg(t, j) * ex_cap(X.lv(s, j) - X.yo(t, j));
 #else
                     const float gv = from_bf(Gr[t * BLV + j]);
 #endif
@@ -620,8 +645,8 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
                 const int jj = j + e;
                 float r = VX[nt][x + e];
 #if LOGV
-                const float lv = from_bf(Vr[s * BLV + jj]);
-                r *= (jj < DV && lv > lo_v() / 2) ? __expf(lv - nnS[jj]) : 0.f;
+                const float lv = jj < DV ? X.lv(s, jj) : lo_v();
+                r *= lv > lo_v() / 2 ? __expf(lv - nnS[jj]) : 0.f;
 #endif
                 o2[e] = jj < DV ? r + (any ? Fv[s * DVP + jj] : 0.f) : 0.f;
             }
