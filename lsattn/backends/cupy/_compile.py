@@ -81,8 +81,9 @@ class Config:
             return (tiles + 12 * CH) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
-        if kernel == "gd_forms_bwd":  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (odd row strides), 32 CH vectors
-            tc, tk, lv = CH * (CH + 1), CH * (DKP + 1), 33  # FB_VB = 32 value columns per pass
+        if kernel == "gd_forms_bwd":  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
+            pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)
+            tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass
             ta_, tp = max(tc, tk), max(DKP * (CH + 1), tk, tc)
             return (tk + 2 * tc + ta_ + tp + max(max(CH, DKP) * lv + CH * lv, ta_) + 32 * CH) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass; HI_TC's tiles and strides)

@@ -1,0 +1,86 @@
+"""gd_forms_bwd alone (CUDA events, ms per launch): B H = 32 sequences, d_k = d_v = 64, C = 64, float32 (what the
+bf16 training path computes in), T from argv (default 8K), L = num_levels(T), random output gradients.
+
+- s12:  session 12's kernel (main at the start of session 13: ``gd_forms_bwd_s12.cu`` beside this file,
+        ``git show d812904:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), FFMA register tiles, its own smem
+- ffma: this branch built with FB_TCM=0 (the FFMA register tiles, session 12's layout)
+- new:  this branch (the products on tensor cores, 3xTF32)
+
+Each build's gradients against new's (max |difference| / max |new| per output), then the times.
+    python benchmarks/device/ab_gd_forms_bwd.py [T,T,..] [reps]"""
+import os
+import sys
+
+import cupy
+import numpy as np
+
+import lsattn
+from lsattn._chunktree import chunk_layout
+from lsattn.backends.cupy import _compile as cc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BH, DK, DV, C = 32, 64, 64, 64
+cfg = cc.make_config("float", DK, 16, C)
+opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_bwd", cfg))
+Ts = [int(x) for x in sys.argv[1].split(",")] if len(sys.argv) > 1 else [8192]
+reps = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+SMEM_OLD = (C * (DK + 1) + 4 * C * (C + 1) + max(2 * C * 33, C * (C + 1)) + 32 * C) * 4  # session 12's FB_SMEM
+
+
+def build(src, extra=()):
+    code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_bwd.cu")) + "\n" + src
+    fn = cupy.RawModule(code=code, options=opts + tuple(extra)).get_function("gd_forms_bwd")
+    fn.max_dynamic_shared_size_bytes = cc.SMEM_MAX
+    return fn
+
+
+builds = {}
+s12 = os.path.join(HERE, "gd_forms_bwd_s12.cu")
+if os.path.exists(s12):
+    builds["s12"] = (build(open(s12).read()), SMEM_OLD)
+builds["ffma"] = (build(cc._source("gated_delta_forms_bwd.cu"), ("-DFB_TCM=0",)), SMEM_OLD)
+builds["new"] = (build(cc._source("gated_delta_forms_bwd.cu")), cfg.smem("gd_forms_bwd"))
+for name, (fn, smem) in builds.items():
+    print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local, smem {smem} B", flush=True)
+
+rng = np.random.default_rng(0)
+for T in Ts:
+    L = lsattn.num_levels(T)
+    lay = chunk_layout(0, T, C)
+    n = lay.n_chunks
+
+    def r(*shape, scale=1.0):
+        return cupy.asarray(rng.standard_normal(shape, dtype=np.float32) * scale)
+
+    q, v = r(BH, T, DK), r(BH, T, DV)
+    k = r(BH, T, DK)
+    k /= cupy.linalg.norm(k, axis=-1, keepdims=True)
+    a = -cupy.abs(r(BH, T, scale=0.1))
+    beta = 1 / (1 + cupy.exp(-r(BH, T)))
+    lam = cupy.abs(r(BH, T, L)) + 0.5
+    grads = [r(BH, n, C, DK), r(BH, n, C, DK), r(BH, n, DK, C), r(BH, n, DK, DV), r(BH, n), r(BH, n, C, DV)]
+    outs = {}
+    times = {}
+    for name, (fn, smem) in builds.items():
+        o = [cupy.empty_like(x) for x in (q, k, v, a, beta, lam)]
+        args = (q, k, v, a, beta, lam, *grads, *o, np.int32(T), np.int32(DK), np.int32(DV), np.int32(L), np.int64(0),
+                np.int64(lay.first_chunk), np.int32(n))
+
+        def f():
+            fn((n, BH), (256,), args, shared_mem=smem)
+
+        for _ in range(2):
+            f()
+        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+        e0.record()
+        for _ in range(reps):
+            f()
+        e1.record()
+        e1.synchronize()
+        times[name] = cupy.cuda.get_elapsed_time(e0, e1) / reps
+        outs[name] = o
+    names = ["dq", "dk", "dv", "da", "dbeta", "dlam"]
+    for name, o in outs.items():
+        err = [float(cupy.abs(x - y).max() / cupy.abs(y).max()) for x, y in zip(o, outs["new"])]
+        print(f"T={T} {name}: " + " ".join(f"{m} {e:.1e}" for m, e in zip(names, err)))
+    print(f"T={T} ms: " + " ".join(f"{name} {t:.3f}" for name, t in times.items()), flush=True)
