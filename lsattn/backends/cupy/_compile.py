@@ -80,7 +80,8 @@ class Config:
             tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + pad))
             return (tiles + 12 * CH) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
-            return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
+            bv = gd_scan_bwd_columns(self)
+            return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
         if kernel == "gd_forms_bwd":  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
             pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)
             tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass
@@ -180,6 +181,11 @@ def _pad_dim(d):
 
 #: dynamic shared memory a block may use (H100 / H200: 227 KB)
 SMEM_MAX = 227 * 1024
+
+
+def gd_scan_bwd_columns(cfg):
+    """gd_scan_bwd's value columns per block (gated_delta_bwd.cu's GDB_BV)."""
+    return 8 if cfg.CH >= 32 and cfg.DKP >= 32 else 16
 
 
 #: the backward kernels of each family whose shared memory bounds the chunk
@@ -559,7 +565,7 @@ class CupyOps:
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
                     n, n_old, NLC, merge_last, BH):
         fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_scan_bwd")
-        fn((BH, -(-DV // 16)), block,
+        fn((BH, -(-DV // gd_scan_bwd_columns(cfg))), block,
            (qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, self._i(T), self._i(DK), self._i(DV),
             self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
            shared_mem=smem)
