@@ -1,13 +1,19 @@
-"""gd_forms_bwd alone (CUDA events, ms per launch): B H = 32 sequences, d_k = d_v = 64, C = 64, float32 (what the
-bf16 training path computes in), T from argv (default 8K), L = num_levels(T), random output gradients.
+"""gd_forms_bwd and gd_scan_bwd alone (CUDA events, ms per launch): B H = 32 sequences, d_k = d_v = 64, C = 64,
+float32 (what the bf16 training path computes in), T from argv (default 8K), L = num_levels(T), random output
+gradients; gd_scan_bwd on the forms gd_forms computes from the same inputs (keep: bounded states).
 
+gd_forms_bwd:
 - s12:  session 12's kernel (main at the start of session 13: ``gd_forms_bwd_s12.cu`` beside this file,
         ``git show d812904:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), FFMA register tiles, its own smem
 - ffma: this branch built with FB_TCM=0 (the FFMA register tiles, session 12's layout)
 - new:  this branch (the products on tensor cores, 3xTF32)
 
-Each build's gradients against new's (max |difference| / max |new| per output), then the times.
-    python benchmarks/device/ab_gd_forms_bwd.py [T,T,..] [reps]"""
+
+gd_scan_bwd: bv16 (session 12's 16 value columns per block, GDB_BV=16: B H x 4 blocks) and bv8 (this branch:
+8 columns, B H x 8 blocks).
+
+Each build's gradients against new's / bv8's (max |difference| / max |new| per output), then the times.
+    python benchmarks/device/ab_gd_forms_bwd.py [T,T,..|compile] [reps]     (compile: build every variant, time none)"""
 import os
 import sys
 
@@ -17,19 +23,21 @@ import numpy as np
 import lsattn
 from lsattn._chunktree import chunk_layout
 from lsattn.backends.cupy import _compile as cc
+from lsattn.backends.cupy import gated_delta as cgd
+from lsattn.backends.cupy import gated_delta_bwd as gdb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BH, DK, DV, C = 32, 64, 64, 64
 cfg = cc.make_config("float", DK, 16, C)
 opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_bwd", cfg))
-Ts = [int(x) for x in sys.argv[1].split(",")] if len(sys.argv) > 1 else [8192]
+Ts = [] if sys.argv[1:2] == ["compile"] else [int(x) for x in sys.argv[1].split(",")] if len(sys.argv) > 1 else [8192]
 reps = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 SMEM_OLD = (C * (DK + 1) + 4 * C * (C + 1) + max(2 * C * 33, C * (C + 1)) + 32 * C) * 4  # session 12's FB_SMEM
 
 
-def build(src, extra=()):
+def build(src, extra=(), name="gd_forms_bwd"):
     code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_bwd.cu")) + "\n" + src
-    fn = cupy.RawModule(code=code, options=opts + tuple(extra)).get_function("gd_forms_bwd")
+    fn = cupy.RawModule(code=code, options=opts + tuple(extra)).get_function(name)
     fn.max_dynamic_shared_size_bytes = cc.SMEM_MAX
     return fn
 
@@ -42,6 +50,36 @@ builds["ffma"] = (build(cc._source("gated_delta_forms_bwd.cu"), ("-DFB_TCM=0",))
 builds["new"] = (build(cc._source("gated_delta_forms_bwd.cu")), cfg.smem("gd_forms_bwd"))
 for name, (fn, smem) in builds.items():
     print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local, smem {smem} B", flush=True)
+fsrc = cc._source("gated_delta_forms_bwd.cu")
+sbuilds = {f"bv{bv}": (build(fsrc, (f"-DGDB_BV={bv}",), "gd_scan_bwd"), bv) for bv in (16, 8)}
+ops = cc.CupyOps(cupy.cuda.Device().id)
+
+
+def ms(f):
+    for _ in range(2):
+        f()
+    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+    e0.record()
+    for _ in range(reps):
+        f()
+    e1.record()
+    e1.synchronize()
+    return cupy.cuda.get_elapsed_time(e0, e1) / reps
+
+
+class ScanOps:
+    """``ops`` for gdb.scan_backward with gd_scan_bwd from one build (bv value columns per block)."""
+    xp = cupy
+
+    def __init__(self, fn, bv):
+        self.fn, self.bv = fn, bv
+
+    def gd_scan_bwd(self, cfg, *a):
+        arrays, (T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH) = a[:16], a[16:]
+        smem = (3 * cfg.DKP * cfg.CH + 2 * cfg.DKP * (self.bv + 1) + 3 * cfg.CH * self.bv + 256) * 4
+        self.fn((BH, -(-DV // self.bv)), (256,), (*arrays, np.int32(T), np.int32(DK), np.int32(DV), np.int32(L),
+                np.int64(p), np.int64(F), np.int32(n), np.int32(n_old), np.int32(NLC), np.int32(merge_last)),
+                shared_mem=smem)
 
 rng = np.random.default_rng(0)
 for T in Ts:
@@ -66,21 +104,25 @@ for T in Ts:
         args = (q, k, v, a, beta, lam, *grads, *o, np.int32(T), np.int32(DK), np.int32(DV), np.int32(L), np.int64(0),
                 np.int64(lay.first_chunk), np.int32(n))
 
-        def f():
-            fn((n, BH), (256,), args, shared_mem=smem)
-
-        for _ in range(2):
-            f()
-        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-        e0.record()
-        for _ in range(reps):
-            f()
-        e1.record()
-        e1.synchronize()
-        times[name] = cupy.cuda.get_elapsed_time(e0, e1) / reps
+        times[name] = ms(lambda: fn((n, BH), (256,), args, shared_mem=smem))
         outs[name] = o
     names = ["dq", "dk", "dv", "da", "dbeta", "dlam"]
     for name, o in outs.items():
         err = [float(cupy.abs(x - y).max() / cupy.abs(y).max()) for x, y in zip(o, outs["new"])]
         print(f"T={T} {name}: " + " ".join(f"{m} {e:.1e}" for m, e in zip(names, err)))
     print(f"T={T} ms: " + " ".join(f"{name} {t:.3f}" for name, t in times.items()), flush=True)
+
+    # gd_scan_bwd on the forms of these inputs (the chunk scan's backward for the output gradient grads[5])
+    fq = cgd.forms(ops, cfg, q, k, v, a, beta, lam, 0)
+    sc = gdb.Scan(cfg, T, 0, lay.first_chunk, n, cgd.chunk_slots(lay.first_chunk, n, T % C == 0), T % C == 0)
+    souts, stimes = {}, {}
+    for name, (fn, bv) in sbuilds.items():
+        so = ScanOps(fn, bv)
+        souts[name] = gdb.scan_backward(so, sc, *fq[:5], lam, None, grads[5])
+        stimes[name] = ms(lambda: gdb.scan_backward(so, sc, *fq[:5], lam, None, grads[5]))
+    names = ["dqe", "dek", "dph", "dH", "dg", "dlam"]
+    for name, o in souts.items():
+        err = [float(cupy.abs(x - y).max() / cupy.abs(y).max()) for x, y in zip(o[:6], souts["bv8"][:6])]
+        print(f"T={T} scan {name}: " + " ".join(f"{m} {e:.1e}" for m, e in zip(names, err)))
+    print(f"T={T} scan_backward ms (with its zeroed outputs and scratch): "
+          + " ".join(f"{name} {t:.3f}" for name, t in stimes.items()), flush=True)
