@@ -10,7 +10,7 @@ gd_forms_bwd:
 
 
 gd_scan_bwd: bv16 (session 12's 16 value columns per block, GDB_BV=16: B H x 4 blocks) and bv8 (this branch:
-8 columns, B H x 8 blocks).
+8 columns, B H x 8 blocks), bv4 (4 columns, B H x 16 blocks, 4 per SM: a candidate at C = d_k = 64).
 
 Each build's gradients against new's / bv8's (max |difference| / max |new| per output), then the times.
     python benchmarks/device/ab_gd_forms_bwd.py [T,T,..|compile] [reps]     (compile: build every variant, time none)"""
@@ -51,7 +51,7 @@ builds["new"] = (build(cc._source("gated_delta_forms_bwd.cu")), cfg.smem("gd_for
 for name, (fn, smem) in builds.items():
     print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local, smem {smem} B", flush=True)
 fsrc = cc._source("gated_delta_forms_bwd.cu")
-sbuilds = {f"bv{bv}": (build(fsrc, (f"-DGDB_BV={bv}",), "gd_scan_bwd"), bv) for bv in (16, 8)}
+sbuilds = {f"bv{bv}": (build(fsrc, (f"-DGDB_BV={bv}",), "gd_scan_bwd"), bv) for bv in (16, 8, 4)}
 ops = cc.CupyOps(cupy.cuda.Device().id)
 
 
