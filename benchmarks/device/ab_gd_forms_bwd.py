@@ -7,6 +7,7 @@ gd_forms_bwd:
         ``git show d812904:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), FFMA register tiles, its own smem
 - ffma: this branch built with FB_TCM=0 (the FFMA register tiles, session 12's layout)
 - new:  this branch (the products on tensor cores, 3xTF32)
+- x1:   this branch's gd_forms_bwd_x1 (1xTF32 products: what bfloat16 callers run)
 
 
 gd_scan_bwd: bv16 (session 12's 16 value columns per block, GDB_BV=16: B H x 4 blocks) and bv8 (this branch:
@@ -48,6 +49,7 @@ if os.path.exists(s12):
     builds["s12"] = (build(open(s12).read()), SMEM_OLD)
 builds["ffma"] = (build(cc._source("gated_delta_forms_bwd.cu"), ("-DFB_TCM=0",)), SMEM_OLD)
 builds["new"] = (build(cc._source("gated_delta_forms_bwd.cu")), cfg.smem("gd_forms_bwd"))
+builds["x1"] = (build(cc._source("gated_delta_forms_bwd.cu"), name="gd_forms_bwd_x1"), cfg.smem("gd_forms_bwd"))
 for name, (fn, smem) in builds.items():
     print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local, smem {smem} B", flush=True)
 fsrc = cc._source("gated_delta_forms_bwd.cu")

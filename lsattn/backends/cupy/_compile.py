@@ -82,7 +82,7 @@ class Config:
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
             bv = gd_scan_bwd_columns(self)
             return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
-        if kernel == "gd_forms_bwd":  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
+        if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
             pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)
             tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass
             ta_, tp = max(tc, tk), max(DKP * (CH + 1), tk, tc)
@@ -250,7 +250,7 @@ _KERNELS = {
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
     "gated_delta": ("gd_forms", "gd_scan"),  # gated_delta.py: the per-chunk WY forms, the scan over chunks
-    "gated_delta_bwd": ("gd_scan_bwd", "gd_forms_bwd"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
+    "gated_delta_bwd": ("gd_scan_bwd", "gd_forms_bwd", "gd_forms_bwd_x1"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
@@ -571,10 +571,11 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_forms_bwd(self, cfg, q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV,
-                     L, p, F, n, BH):
+                     L, p, F, n, BH, x1=False):
         """The backward of the WY forms (gated_delta_forms_bwd.cu): the (BH, T, ..) gradients of the
-        inputs from those of gd_forms' outputs (chunked), one block per (chunk, sequence)."""
-        fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_forms_bwd")
+        inputs from those of gd_forms' outputs (chunked), one block per (chunk, sequence); x1: its
+        1xTF32 build (gd_forms_bwd_x1, bfloat16 callers)."""
+        fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_forms_bwd_x1" if x1 else "gd_forms_bwd")
         fn((n, BH), block,
            (q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, self._i(T), self._i(DK),
             self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)),

@@ -71,10 +71,28 @@ __device__ __forceinline__ int fb_col(int j) {
     else return threadIdx.x % 16 + 16 * j;
 }
 
-// acc[i][j] += sum_{lo <= k < hi} la(fb_row(i), k) lb(k, fb_col(j)) (FB_TC: lo, hi multiples of 8)
-template <int RM, int RN, typename LA, typename LB>
+// acc[i][j] += sum_{lo <= k < hi} la(fb_row(i), k) lb(k, fb_col(j)) (FB_TC: lo, hi multiples of 8; X1: 1xTF32,
+// the operands rounded to tf32 (~2^-11 relative), one mma per tile: gd_forms_bwd_x1, for bfloat16 callers)
+template <bool X1 = false, int RM, int RN, typename LA, typename LB>
 __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, LB lb) {
-    if constexpr (FB_TC) {  // the warp's 16 x 4 RN band: RN / 2 mma tiles of 16 x 8, 3xTF32
+    if constexpr (FB_TC && X1) {
+        static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
+#pragma unroll 1
+        for (int k0 = lo; k0 < hi; k0 += 8) {
+            unsigned ah[4];
+#pragma unroll
+            for (int x = 0; x < 4; ++x) ah[x] = to_tf32((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)));
+#pragma unroll
+            for (int nt = 0; nt < RN / 2; ++nt) {
+                const unsigned b0 = to_tf32((float)lb(k0 + t4, n0 + 8 * nt + g)), b1 = to_tf32((float)lb(k0 + t4 + 4, n0 + 8 * nt + g));
+                float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
+                mma_tf32(c, ah, b0, b1);
+                acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
+            }
+        }
+    } else if constexpr (FB_TC) {  // the warp's 16 x 4 RN band: RN / 2 mma tiles of 16 x 8, 3xTF32
         static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
         const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
         const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
@@ -194,21 +212,21 @@ __device__ __forceinline__ int fb_level(int t, int s) {
 #endif
 }
 
-extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
-    const ta* __restrict__ q, const ta* __restrict__ k,  // (BH, T, DK)
-    const ta* __restrict__ v,                             // (BH, T, DV)
-    const ta* __restrict__ a, const ta* __restrict__ bt,  // (BH, T) log decays, beta
-    const ta* __restrict__ lam,                           // (BH, T, L)
-    const ta* __restrict__ dqe, const ta* __restrict__ dek,  // (BH, n, CH, DK)
-    const ta* __restrict__ dph,                           // (BH, n, DK, CH)
-    const ta* __restrict__ dHc,                           // (BH, n, DK, DV)
-    const ta* __restrict__ dgc,                           // (BH, n)
-    const ta* __restrict__ dI,                            // (BH, n, CH, DV)
-    ta* __restrict__ dq, ta* __restrict__ dk,             // (BH, T, DK)
-    ta* __restrict__ dv,                                  // (BH, T, DV)
-    ta* __restrict__ da, ta* __restrict__ dbeta,          // (BH, T)
-    ta* __restrict__ dlam,                                // (BH, T, L): every level of the call's rows written
-    int T, int DK, int DV, int L, i64 p, i64 F, int n) {
+// The arguments of both entry points (gd_forms_bwd, gd_forms_bwd_x1 at the end):
+//   q, k (BH, T, DK); v (BH, T, DV); a, bt (BH, T) log decays, beta; lam (BH, T, L);
+//   dqe, dek (BH, n, CH, DK); dph (BH, n, DK, CH); dHc (BH, n, DK, DV); dgc (BH, n); dI (BH, n, CH, DV);
+//   out: dq, dk (BH, T, DK); dv (BH, T, DV); da, dbeta (BH, T); dlam (BH, T, L) (every level of the call's rows written)
+#define FB_PARAMS                                                                                                    \
+    const ta *__restrict__ q, const ta *__restrict__ k, const ta *__restrict__ v, const ta *__restrict__ a,          \
+        const ta *__restrict__ bt, const ta *__restrict__ lam, const ta *__restrict__ dqe, const ta *__restrict__ dek, \
+        const ta *__restrict__ dph, const ta *__restrict__ dHc, const ta *__restrict__ dgc, const ta *__restrict__ dI, \
+        ta *__restrict__ dq, ta *__restrict__ dk, ta *__restrict__ dv, ta *__restrict__ da, ta *__restrict__ dbeta,   \
+        ta *__restrict__ dlam, int T, int DK, int DV, int L, i64 p, i64 F, int n
+#define FB_ARGS q, k, v, a, bt, lam, dqe, dek, dph, dHc, dgc, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV, L, p, F, n
+
+// The kernel's body (gd_forms_bwd: X1 false, 3xTF32; gd_forms_bwd_x1: 1xTF32 products under FB_TC)
+template <bool X1>
+__device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* sK = reinterpret_cast<ta*>(smem_raw);
     ta* sDD = sK + FB_TK;
@@ -270,8 +288,8 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
         zero_acc(kk);
         zero_acc(qk);
         auto lk = [&](int f, int s) { return sK[s * FB_LK + f]; };
-        fb_mm(kk, 0, DKP, [&](int t, int f) { return sK[t * FB_LK + f]; }, lk);
-        fb_mm(qk, 0, DKP, [&](int t, int f) { return sA[t * FB_LK + f]; }, lk);
+        fb_mm<X1>(kk, 0, DKP, [&](int t, int f) { return sK[t * FB_LK + f]; }, lk);
+        fb_mm<X1>(qk, 0, DKP, [&](int t, int f) { return sA[t * FB_LK + f]; }, lk);
         fb_each(qk, [&](int t, int s, ta x) {
             if (s <= t) sMX[t * FB_LC + s] = sDD[t * FB_LC + s] * x;
         });
@@ -298,8 +316,8 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
         ta w[R][CC], ph[RK][CC];
         zero_acc(w);
         zero_acc(ph);
-        fb_mm(w, 0, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
-        fb_mm(ph, 0, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, X);
+        fb_mm<X1>(w, 0, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
+        fb_mm<X1>(ph, 0, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, X);
         fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
         fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = x * vb[s]; });
     }
@@ -319,10 +337,10 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
             S2[t * FB_LV + c] = ok ? v[row(t) * DV + c0 + c] : (ta)0;
         }
         __syncthreads();
-        fb_mm(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
+        fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
         ta dvv[R][FB_CV];
         zero_acc(dvv);
-        fb_mm(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0; },
+        fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0; },
               [&](int t, int c) { return S1[t * FB_LV + c]; });
         fb_ij<R, FB_CV>([&](int i, int jj, int s, int c) { dvv[i][jj] *= vb[s]; });  // attn = W diag(beta)
         __syncthreads();
@@ -331,8 +349,8 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
             S1[f * FB_LV + c] = (f < DK && c0 + c < DV) ? dHc[(cj * DK + f) * DV + c0 + c] : (ta)0;
         }
         __syncthreads();
-        fb_mm(dphi, 0, FB_VB, [&](int f, int c) { return S1[f * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
-        fb_mm(dvv, 0, DKP, [&](int s, int f) { return sP[f * FB_LC + s]; }, [&](int f, int c) { return S1[f * FB_LV + c]; });
+        fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return S1[f * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
+        fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return sP[f * FB_LC + s]; }, [&](int f, int c) { return S1[f * FB_LV + c]; });
         fb_each(dvv, [&](int s, int c, ta x) {
             if (in(s) && c0 + c < DV) dv[row(s) * DV + c0 + c] = x;
         });
@@ -367,10 +385,10 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
     {
         ta dat[R][CC];
         zero_acc(dat);
-        fb_mm(dat, 0, DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return sK[s * FB_LK + f]; });
+        fb_mm<X1>(dat, 0, DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return sK[s * FB_LK + f]; });
         ta de[R][CK];
         zero_acc(de);
-        fb_mm(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
+        fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
               [&](int s, int f) { return sP[s * FB_LK + f]; });
         ta part[R] = {};
         fb_ij<R, CK>([&](int i, int jj, int t, int f) {
@@ -403,12 +421,12 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
         {  // dM = dW X^T -> sA (W is no longer read)
             ta dM[R][CC];
             zero_acc(dM);
-            fb_mm(dM, 0, whi, dW, [&](int r, int s) { return X(s, r); });
+            fb_mm<X1>(dM, 0, whi, dW, [&](int r, int s) { return X(s, r); });
             fb_each(dM, [&](int t, int s, ta x) { sA[t * FB_LC + s] = s <= t ? x : (ta)0; });
         }
         ta dY[R][CC];  // e^S_r (K dphi)[r][s]
         zero_acc(dY);
-        fb_mm(dY, 0, DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
+        fb_mm<X1>(dY, 0, DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
         ta cpart[CC] = {};
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             dY[i][jj] *= veS[r];
@@ -417,7 +435,7 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
         {
             ta dZ[R][CK];
             zero_acc(dZ);
-            fb_mm(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
+            fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
             ta part[R] = {};
             fb_ij<R, CK>([&](int i, int jj, int s, int f) {
                 part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
@@ -428,7 +446,7 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
         }
         ta dX[R][CC];  // M^T dW + dY diag(beta) -> sP
         zero_acc(dX);
-        fb_mm(dX, wlo, CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
+        fb_mm<X1>(dX, wlo, CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             sP[r * FB_LC + s] = s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0;
         });
@@ -440,14 +458,14 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
     {
         ta tm[R][CC];
         zero_acc(tm);
-        fb_mm(tm, wlo, CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
+        fb_mm<X1>(tm, wlo, CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
         fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = x; });  // d attn no longer read
     }
     __syncthreads();
     {
         ta dN[R][CC];
         zero_acc(dN);
-        fb_mm(dN, 0, whi, [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
+        fb_mm<X1>(dN, 0, whi, [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
         ta part[R] = {};
         fb_ij<R, CC>([&](int i, int jj, int t, int r) {
             dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
@@ -468,9 +486,9 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
         ta dQ[R][CK], dK[R][CK];
         zero_acc(dQ);
         zero_acc(dK);
-        fb_mm(dQ, 0, whi, dQK, lk);
-        fb_mm(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
-        fb_mm(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
+        fb_mm<X1>(dQ, 0, whi, dQK, lk);
+        fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
+        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
         fb_each(dQ, [&](int t, int f, ta x) {  // + e^G dqe
             if (in(t) && f < DK) dq[row(t) * DK + f] = fma(veG[t], dqe[(cj * CH + t) * DK + f], x);
         });
@@ -504,3 +522,6 @@ extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(
         }
     }
 }
+
+extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(FB_PARAMS) { fb_kernel<false>(FB_ARGS); }
+extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd_x1(FB_PARAMS) { fb_kernel<true>(FB_ARGS); }
