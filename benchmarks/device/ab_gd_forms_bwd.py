@@ -11,10 +11,12 @@ gd_forms_bwd:
 
 
 gd_scan_bwd: bv16 (session 12's 16 value columns per block, GDB_BV=16: B H x 4 blocks) and bv8 (this branch:
-8 columns, B H x 8 blocks), bv4 (4 columns, B H x 16 blocks, 4 per SM: a candidate at C = d_k = 64).
+8 columns, B H x 8 blocks), bv4 (4 columns, B H x 16 blocks, 4 per SM: a candidate at C = d_k = 64); *pf: the
+next held slot's columns fetched during the current slot's products (GDB_PF=1).
 
 Each build's gradients against new's / bv8's (max |difference| / max |new| per output), then the times.
-    python benchmarks/device/ab_gd_forms_bwd.py [T,T,..|compile] [reps]     (compile: build every variant, time none)"""
+    python benchmarks/device/ab_gd_forms_bwd.py [T,T,..] [reps]
+    python benchmarks/device/ab_gd_forms_bwd.py compile [build,build,..]   (NVRTC only, into CuPy's cache; time none)"""
 import os
 import sys
 
@@ -31,8 +33,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BH, DK, DV, C = 32, 64, 64, 64
 cfg = cc.make_config("float", DK, 16, C)
 opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_bwd", cfg))
-Ts = [] if sys.argv[1:2] == ["compile"] else [int(x) for x in sys.argv[1].split(",")] if len(sys.argv) > 1 else [8192]
-reps = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+compile_only = sys.argv[1:2] == ["compile"]
+Ts = [] if compile_only else [int(x) for x in sys.argv[1].split(",")] if len(sys.argv) > 1 else [8192]
+reps = int(sys.argv[2]) if len(sys.argv) > 2 and not compile_only else 10
+only = sys.argv[2].split(",") if compile_only and len(sys.argv) > 2 else None  # compile these builds only
 SMEM_OLD = (C * (DK + 1) + 4 * C * (C + 1) + max(2 * C * 33, C * (C + 1)) + 32 * C) * 4  # session 12's FB_SMEM
 
 
@@ -43,17 +47,25 @@ def build(src, extra=(), name="gd_forms_bwd"):
     return fn
 
 
-builds = {}
+fsrc = cc._source("gated_delta_forms_bwd.cu")
 s12 = os.path.join(HERE, "gd_forms_bwd_s12.cu")
-if os.path.exists(s12):
-    builds["s12"] = (build(open(s12).read()), SMEM_OLD)
-builds["ffma"] = (build(cc._source("gated_delta_forms_bwd.cu"), ("-DFB_TCM=0",)), SMEM_OLD)
-builds["new"] = (build(cc._source("gated_delta_forms_bwd.cu")), cfg.smem("gd_forms_bwd"))
-builds["x1"] = (build(cc._source("gated_delta_forms_bwd.cu"), name="gd_forms_bwd_x1"), cfg.smem("gd_forms_bwd"))
+# name -> (source, options, kernel, smem or the scan's columns per block)
+plan = {"s12": (open(s12).read() if os.path.exists(s12) else None, (), "gd_forms_bwd", SMEM_OLD),
+        "ffma": (fsrc, ("-DFB_TCM=0",), "gd_forms_bwd", SMEM_OLD),
+        "new": (fsrc, (), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
+        "x1": (fsrc, (), "gd_forms_bwd_x1", cfg.smem("gd_forms_bwd"))}
+for bv in (16, 8, 4):
+    for pf in (0, 1):
+        plan[f"bv{bv}" + ("pf" if pf else "")] = (fsrc, (f"-DGDB_BV={bv}", f"-DGDB_PF={pf}"), "gd_scan_bwd", bv)
+builds, sbuilds = {}, {}
+for name, (src, extra, kern, x) in plan.items():
+    if src is None or (only and name not in only):
+        continue
+    (builds if kern.startswith("gd_forms") else sbuilds)[name] = (build(src, extra, kern), x)
 for name, (fn, smem) in builds.items():
     print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local, smem {smem} B", flush=True)
-fsrc = cc._source("gated_delta_forms_bwd.cu")
-sbuilds = {f"bv{bv}": (build(fsrc, (f"-DGDB_BV={bv}",), "gd_scan_bwd"), bv) for bv in (16, 8, 4)}
+for name, (fn, bv) in sbuilds.items():
+    print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local", flush=True)
 ops = cc.CupyOps(cupy.cuda.Device().id)
 
 

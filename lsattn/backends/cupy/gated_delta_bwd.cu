@@ -45,6 +45,9 @@
 #define GDB_BV ((CH >= 32 && DKP >= 32) ? 8 : 16)
 #endif
 #define GDB_RG (NT / GDB_BV)
+#ifndef GDB_PF  // 1: the next held slot fetched during the current one's products (a timing build)
+#define GDB_PF 0
+#endif
 #define GDB_SBS (GDB_BV + 1)
 
 // Chunk-level slot m (1-based) holds keys before chunk c of a call whose first chunk is F: bit
@@ -96,11 +99,24 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     ta* svb = sv + bh * n * NS * slot_sz;
     ta* dSh = dS + bh * NS * slot_sz;
     auto held = [&](i64 c, int s) { return s < n_old ? (((p >> s) & 1) != 0) : gd_held(c, s - n_old + 1, F); };
-    auto stage = [&](ta* dst, const ta* src) {  // a slot's columns of this block into [kk][col] (stride GDB_SBS)
-        for (int idx = tid; idx < DKP * GDB_BV; idx += NT) {
-            const int kk = idx / GDB_BV, cc = idx % GDB_BV, vcc = blockIdx.y * GDB_BV + cc;
-            dst[kk * GDB_SBS + cc] = (kk < DK && vcc < DV) ? src[(i64)kk * DV + vcc] : (ta)0;
+    // a slot's columns of this block, EPT values a thread, fetched into registers, then put into [kk][col] (stride
+    // GDB_SBS): with GDB_PF the next held slot's fetch is issued before the current slot's products (its latency
+    // under them; the slots of one chunk are independent: slot s writes only its own adjoint)
+    constexpr int EPT = DKP * GDB_BV / NT;
+    auto fetch = [&](ta(&r)[EPT], const ta* src) {
+#pragma unroll
+        for (int e = 0; e < EPT; ++e) {
+            const int idx = tid + e * NT, kk = idx / GDB_BV, vcc = blockIdx.y * GDB_BV + idx % GDB_BV;
+            r[e] = (kk < DK && vcc < DV) ? src[(i64)kk * DV + vcc] : (ta)0;
         }
+    };
+    auto put = [&](ta* dst, const ta(&r)[EPT]) {
+#pragma unroll
+        for (int e = 0; e < EPT; ++e) dst[(tid + e * NT) / GDB_BV * GDB_SBS + (tid + e * NT) % GDB_BV] = r[e];
+    };
+    auto next_held = [&](i64 c, int s) {  // the first slot >= s held before chunk c (NS: none)
+        while (s < NS && !held(c, s)) ++s;
+        return s;
     };
 
     // ---- phase 1: the slots before every chunk (sv[j]) ----
@@ -114,11 +130,16 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
         gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
         const ta eg = ex(gc[cj]);
         __syncthreads();
-        for (int s = 0; s < NS; ++s) {
-            if (!held(c, s)) continue;
-            const ta* S0 = svb + ((i64)j * NS + s) * slot_sz;
-            stage(Sb, S0);
+        ta rS[EPT];
+        const ta* svj = svb + (i64)j * NS * slot_sz;
+        int s = next_held(c, 0);
+        if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz);
+        for (int sn; s < NS; s = sn) {
+            sn = next_held(c, s + 1);
+            if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz);
+            put(Sb, rS);
             __syncthreads();
+            if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz);
             ta w[RA];
 #pragma unroll
             for (int i = 0; i < RA; ++i) w[i] = (ta)0;
@@ -187,11 +208,17 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
         for (int e = 0; e < E; ++e) aq[e] = ae[e] = ap[e] = (ta)0;
         ta dga = (ta)0;
         __syncthreads();
-        for (int s = 0; s < NS; ++s) {
-            if (!held(c, s)) continue;
-            stage(Sb, svb + ((i64)j * NS + s) * slot_sz);
-            stage(dSb, dSh + (i64)s * slot_sz);
+        ta rS[EPT], rD[EPT];
+        const ta* svj = svb + (i64)j * NS * slot_sz;
+        int s = next_held(c, 0);
+        if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
+        for (int sn; s < NS; s = sn) {
+            sn = next_held(c, s + 1);
+            if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
+            put(Sb, rS);
+            put(dSb, rD);
             __syncthreads();
+            if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz), fetch(rD, dSh + (i64)sn * slot_sz);
             // r = Qe S, W = Ek S, dW = -Ph^T dS' (rows t); dr, dlambda
             ta r[RA], w[RA], dw[RA];
 #pragma unroll
