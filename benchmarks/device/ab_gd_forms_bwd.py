@@ -6,7 +6,8 @@ gd_forms_bwd:
 - s12:  session 12's kernel (main at the start of session 13: ``gd_forms_bwd_s12.cu`` beside this file,
         ``git show d812904:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), FFMA register tiles, its own smem
 - ffma: this branch built with FB_TCM=0 (the FFMA register tiles, session 12's layout)
-- new:  this branch (the products on tensor cores, 3xTF32)
+- nocb: this branch's tensor-core products bounded by the warps' rows only (FB_CBND=0)
+- new:  this branch (the products on tensor cores, 3xTF32, bounded by the warps' rows and columns)
 - x1:   this branch's gd_forms_bwd_x1 (1xTF32 products: what bfloat16 callers run)
 
 
@@ -52,6 +53,7 @@ s12 = os.path.join(HERE, "gd_forms_bwd_s12.cu")
 # name -> (source, options, kernel, smem or the scan's columns per block)
 plan = {"s12": (open(s12).read() if os.path.exists(s12) else None, (), "gd_forms_bwd", SMEM_OLD),
         "ffma": (fsrc, ("-DFB_TCM=0",), "gd_forms_bwd", SMEM_OLD),
+        "nocb": (fsrc, ("-DFB_CBND=0",), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
         "new": (fsrc, (), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
         "x1": (fsrc, (), "gd_forms_bwd_x1", cfg.smem("gd_forms_bwd"))}
 for bv in (16, 8, 4):

@@ -3,7 +3,7 @@
 # Tests (<= 100 s, the first ~60 s CUDA compilation): tests/test_cupy_gated_delta_grad.py -m gpu (gradcheck, float32 /
 # bf16 gradients against the float64 reference) beside compute-sanitizer memcheck of gd_bwd_small.py, racecheck of
 # both backward kernels on it, and the A/B builds compiled (ab_gd_forms_bwd.py compile: NVRTC only, no timing).
-# # TIMINGS (quiet GPU, <= 40 s): gd_forms_bwd s12 / ffma / new / x1 and gd_scan_bwd bv16 / bv8 / bv4 (each with and
+# # TIMINGS (quiet GPU, <= 40 s): gd_forms_bwd s12 / ffma / nocb / new / x1 and gd_scan_bwd bv16 / bv8 / bv4 (each with and
 # without the next slot's prefetch, *pf) alone at 8K (B H = 32,
 # d = 64, float32 compute); one profiled fwd+bwd step at 8K bf16 (profile_gd.py train: the per-kernel split).
 #   OUT=... bash benchmarks/device/run_s13c16.sh       (logs under $OUT/s13c16.tgz; summary on stdout)
@@ -18,7 +18,7 @@ timeout 98 $PT tests/test_cupy_gated_delta_grad.py -k "against_reference" > "$OU
 timeout 98 $PT tests/test_cupy_gated_delta_grad.py -k "not against_reference" > "$OUT/log_tests_grad_check.txt" 2>&1 &
 timeout 98 $CS --tool memcheck python3 benchmarks/device/gd_bwd_small.py > "$OUT/log_memcheck.txt" 2>&1 &
 timeout 98 $CS --tool racecheck --kernel-name kns=_bwd python3 benchmarks/device/gd_bwd_small.py > "$OUT/log_racecheck.txt" 2>&1 &
-for b in s12 ffma new bv16 bv16pf bv8 bv8pf bv4 bv4pf; do  # the A/B builds into CuPy's cache, one process each
+for b in s12 ffma nocb new bv16 bv16pf bv8 bv8pf bv4 bv4pf; do  # the A/B builds into CuPy's cache, one process each
   timeout 98 python3 benchmarks/device/ab_gd_forms_bwd.py compile $b > "$OUT/log_ab_compile_$b.txt" 2>&1 &
 done
 wait

@@ -40,6 +40,9 @@ constexpr int fb_max(int a, int b) { return a > b ? a : b; }
 #ifndef FB_TCM
 #define FB_TCM 1
 #endif
+#ifndef FB_CBND  // FB_TC: the reductions bounded by the warp's columns too (0: by its rows only, a timing build)
+#define FB_CBND 1
+#endif
 constexpr bool FB_TC = FB_TCM && sizeof(ta) == 4 && CH == 64 && DKP == 64;
 constexpr int FB_PAD = FB_TC ? 4 : 1;   // row padding: mma fragments' [row][k] reads on 32 banks; FFMA: odd strides
 constexpr int FB_VB = 32;               // value columns per pass
@@ -243,6 +246,11 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     const int tid = threadIdx.x;
     // the rows of this warp's register tiles (FB_TC: its 16-row band)
     const int wlo = FB_TC ? 16 * (tid / 64) : tid / 32 * 2 * R, whi = wlo + (FB_TC ? 16 : 2 * R);
+    // the warp's columns of a CH-column product (FB_TC: one 32-column half; FFMA: every column): a reduction whose
+    // B operand vanishes left (right) of the column starts (stops) there; up: the warp's tile lies above the
+    // diagonal (every column past every row), skipped in products used only on or below it (FB_CBND 0: no column bounds)
+    const int cl = FB_TC && FB_CBND ? 32 * (tid / 32 % 2) : 0, ch = FB_TC && FB_CBND ? cl + 32 : CH;
+    const bool up = FB_TC && FB_CBND && cl >= whi;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y, cj = bh * n + j;
     const i64 t0 = (F + j) * CH - p;  // the call's index of the chunk's first token
@@ -288,8 +296,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         zero_acc(kk);
         zero_acc(qk);
         auto lk = [&](int f, int s) { return sK[s * FB_LK + f]; };
-        fb_mm<X1>(kk, 0, DKP, [&](int t, int f) { return sK[t * FB_LK + f]; }, lk);
-        fb_mm<X1>(qk, 0, DKP, [&](int t, int f) { return sA[t * FB_LK + f]; }, lk);
+        fb_mm<X1>(kk, 0, up ? 0 : DKP, [&](int t, int f) { return sK[t * FB_LK + f]; }, lk);
+        fb_mm<X1>(qk, 0, up ? 0 : DKP, [&](int t, int f) { return sA[t * FB_LK + f]; }, lk);
         fb_each(qk, [&](int t, int s, ta x) {
             if (s <= t) sMX[t * FB_LC + s] = sDD[t * FB_LC + s] * x;
         });
@@ -316,8 +324,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta w[R][CC], ph[RK][CC];
         zero_acc(w);
         zero_acc(ph);
-        fb_mm<X1>(w, 0, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
-        fb_mm<X1>(ph, 0, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, X);
+        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
+        fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, X);
         fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
         fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = x * vb[s]; });
     }
@@ -385,7 +393,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta dat[R][CC];
         zero_acc(dat);
-        fb_mm<X1>(dat, 0, DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return sK[s * FB_LK + f]; });
+        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return sK[s * FB_LK + f]; });
         ta de[R][CK];
         zero_acc(de);
         fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
@@ -421,12 +429,12 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         {  // dM = dW X^T -> sA (W is no longer read)
             ta dM[R][CC];
             zero_acc(dM);
-            fb_mm<X1>(dM, 0, whi, dW, [&](int r, int s) { return X(s, r); });
+            fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), dW, [&](int r, int s) { return X(s, r); });
             fb_each(dM, [&](int t, int s, ta x) { sA[t * FB_LC + s] = s <= t ? x : (ta)0; });
         }
         ta dY[R][CC];  // e^S_r (K dphi)[r][s]
         zero_acc(dY);
-        fb_mm<X1>(dY, 0, DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
+        fb_mm<X1>(dY, 0, up ? 0 : DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
         ta cpart[CC] = {};
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             dY[i][jj] *= veS[r];
@@ -446,7 +454,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
         ta dX[R][CC];  // M^T dW + dY diag(beta) -> sP
         zero_acc(dX);
-        fb_mm<X1>(dX, wlo, CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
+        fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             sP[r * FB_LC + s] = s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0;
         });
@@ -458,14 +466,14 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta tm[R][CC];
         zero_acc(tm);
-        fb_mm<X1>(tm, wlo, CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
+        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
         fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = x; });  // d attn no longer read
     }
     __syncthreads();
     {
         ta dN[R][CC];
         zero_acc(dN);
-        fb_mm<X1>(dN, 0, whi, [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
+        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
         ta part[R] = {};
         fb_ij<R, CC>([&](int i, int jj, int t, int r) {
             dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
