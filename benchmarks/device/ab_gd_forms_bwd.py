@@ -5,18 +5,18 @@ gradients; gd_scan_bwd on the forms gd_forms computes from the same inputs (keep
 gd_forms_bwd:
 - s12:  session 12's kernel (main at the start of session 13: ``gd_forms_bwd_s12.cu`` beside this file,
         ``git show d812904:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), FFMA register tiles, its own smem
-- ffma: this branch built with FB_TCM=0 (the FFMA register tiles, session 12's layout)
-- nocb: this branch's tensor-core products bounded by the warps' rows only (FB_CBND=0)
-- new:  this branch (the products on tensor cores, 3xTF32, bounded by the warps' rows and columns)
+- ffma: this branch built with FB_TCM=0 (the FFMA register tiles, session 12's layout; 186 registers: 1 block per SM)
+- cb:   this branch's tensor-core products bounded by the warps' columns as well as their rows (FB_CBND=1)
+- new:  this branch (the products on tensor cores, 3xTF32, bounded by the warps' rows)
 - x1:   this branch's gd_forms_bwd_x1 (1xTF32 products: what bfloat16 callers run)
 
 
-gd_scan_bwd: bv16 (session 12's 16 value columns per block, GDB_BV=16: B H x 4 blocks) and bv8 (this branch:
-8 columns, B H x 8 blocks), bv4 (4 columns, B H x 16 blocks, 4 per SM: a candidate at C = d_k = 64); *pf: the
-next held slot's columns fetched during the current slot's products (GDB_PF=1).
+gd_scan_bwd: bv16 (16 value columns per block, B H x 4 blocks: session 12's and the production grid), bv8 (8 columns,
+B H x 8 blocks), bv4 (4 columns, B H x 16 blocks); *pf: the next held slot's columns fetched during the current
+slot's products (GDB_PF=1: the production build is bv16pf).
 
-Each build's gradients against new's / bv8's (max |difference| / max |new| per output), then the times.
-    python benchmarks/device/ab_gd_forms_bwd.py [T,T,..] [reps]
+Each build's gradients against new's / bv16pf's (max |difference| / max |new| per output), then the times.
+    python benchmarks/device/ab_gd_forms_bwd.py [T,T,..] [reps] [build,build,..]
     python benchmarks/device/ab_gd_forms_bwd.py compile [build,build,..]   (NVRTC only, into CuPy's cache; time none)"""
 import os
 import sys
@@ -37,7 +37,8 @@ opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_bwd", cfg))
 compile_only = sys.argv[1:2] == ["compile"]
 Ts = [] if compile_only else [int(x) for x in sys.argv[1].split(",")] if len(sys.argv) > 1 else [8192]
 reps = int(sys.argv[2]) if len(sys.argv) > 2 and not compile_only else 10
-only = sys.argv[2].split(",") if compile_only and len(sys.argv) > 2 else None  # compile these builds only
+# the builds to compile (compile) or time (else: the third argument); None: all
+only = (sys.argv[2] if compile_only else sys.argv[3]).split(",") if len(sys.argv) > (2 if compile_only else 3) else None
 SMEM_OLD = (C * (DK + 1) + 4 * C * (C + 1) + max(2 * C * 33, C * (C + 1)) + 32 * C) * 4  # session 12's FB_SMEM
 
 
@@ -53,7 +54,7 @@ s12 = os.path.join(HERE, "gd_forms_bwd_s12.cu")
 # name -> (source, options, kernel, smem or the scan's columns per block)
 plan = {"s12": (open(s12).read() if os.path.exists(s12) else None, (), "gd_forms_bwd", SMEM_OLD),
         "ffma": (fsrc, ("-DFB_TCM=0",), "gd_forms_bwd", SMEM_OLD),
-        "nocb": (fsrc, ("-DFB_CBND=0",), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
+        "cb": (fsrc, ("-DFB_CBND=1",), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
         "new": (fsrc, (), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
         "x1": (fsrc, (), "gd_forms_bwd_x1", cfg.smem("gd_forms_bwd"))}
 for bv in (16, 8, 4):
@@ -138,7 +139,7 @@ for T in Ts:
         stimes[name] = ms(lambda: gdb.scan_backward(so, sc, *fq[:5], lam, None, grads[5]))
     names = ["dqe", "dek", "dph", "dH", "dg", "dlam"]
     for name, o in souts.items():
-        err = [float(cupy.abs(x - y).max() / cupy.abs(y).max()) for x, y in zip(o[:6], souts["bv8"][:6])]
+        err = [float(cupy.abs(x - y).max() / cupy.abs(y).max()) for x, y in zip(o[:6], souts["bv16pf"][:6])]
         print(f"T={T} scan {name}: " + " ".join(f"{m} {e:.1e}" for m, e in zip(names, err)))
     print(f"T={T} scan_backward ms (with its zeroed outputs and scratch): "
           + " ".join(f"{name} {t:.3f}" for name, t in stimes.items()), flush=True)

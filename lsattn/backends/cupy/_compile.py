@@ -184,8 +184,8 @@ SMEM_MAX = 227 * 1024
 
 
 def gd_scan_bwd_columns(cfg):
-    """gd_scan_bwd's value columns per block (gated_delta_bwd.cu's GDB_BV)."""
-    return 8 if cfg.CH >= 32 and cfg.DKP >= 32 else 16
+    """gd_scan_bwd's value columns per block (gated_delta_bwd.cu's GDB_BV; fewer were slower, session 13)."""
+    return 16
 
 
 #: the backward kernels of each family whose shared memory bounds the chunk

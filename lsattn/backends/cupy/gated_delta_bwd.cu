@@ -37,16 +37,15 @@
 // outer products (a fixed kk: the staged S and dS' values are loaded once per column).
 // Shared: qeff^T, eGK^T ([kk][t]), phi ([t][kk] in phase 1, [kk][t] in phase 2), the staged S and dS' (row stride GDB_BV + 1:
 // the outer products read them along kk), W, dr, dW ([t][col]) and NT values for a reduction.
-// Value columns per block: 8 where a row group still owns a row of the chunk and of d_k (CH, DKP >= 32):
-// twice the blocks of 16 (at 8K, B H = 32, d_v = 64: 256, 2 per SM), each with half the column work (the
-// kernel is bound by its per-chunk chain of dependent steps, not by the SMs' throughput), else 16.
-// The host's grid: ceil(d_v / GDB_BV) column blocks (_compile.py).
+// Value columns per block (the host's grid: ceil(d_v / 16) column blocks, _compile.gd_scan_bwd_columns). 8 or 4
+// (timing builds, CH and DKP >= 32 / 64) were slower at 8K (H200, session 13: 7.49 ms at 16, 11.8 at 8 (186
+// registers: 1 block per SM), 21.5 at 4): more blocks repeat the chunks' tile copies and the column sums' atomics.
 #ifndef GDB_BV
-#define GDB_BV ((CH >= 32 && DKP >= 32) ? 8 : 16)
+#define GDB_BV 16
 #endif
 #define GDB_RG (NT / GDB_BV)
-#ifndef GDB_PF  // 1: the next held slot fetched during the current one's products (a timing build)
-#define GDB_PF 0
+#ifndef GDB_PF  // the next held slot fetched during the current one's products (0: fetched before its own; 8K: 7.49 -> 7.14 ms)
+#define GDB_PF 1
 #endif
 #define GDB_SBS (GDB_BV + 1)
 

@@ -40,8 +40,8 @@ constexpr int fb_max(int a, int b) { return a > b ? a : b; }
 #ifndef FB_TCM
 #define FB_TCM 1
 #endif
-#ifndef FB_CBND  // FB_TC: the reductions bounded by the warp's columns too (0: by its rows only, a timing build)
-#define FB_CBND 1
+#ifndef FB_CBND  // FB_TC: the reductions bounded by the warp's columns too (a timing build: 8K 2.25 ms against 2.18 without,
+#define FB_CBND 0  // H200 session 13: ptxas spills 56 B against 32)
 #endif
 constexpr bool FB_TC = FB_TCM && sizeof(ta) == 4 && CH == 64 && DKP == 64;
 constexpr int FB_PAD = FB_TC ? 4 : 1;   // row padding: mma fragments' [row][k] reads on 32 banks; FFMA: odd strides
