@@ -7,7 +7,8 @@ gd_forms_bwd:
         ``git show d812904:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), FFMA register tiles, its own smem
 - ffma: this branch built with FB_TCM=0 (the FFMA register tiles, session 12's layout; 186 registers: 1 block per SM)
 - cb:   this branch's tensor-core products bounded by the warps' columns as well as their rows (FB_CBND=1)
-- new:  this branch (the products on tensor cores, 3xTF32, bounded by the warps' rows)
+- nost: this branch with its tile copies one element at a time (FB_STAGED=0: request 1's copies, unrolled by 4)
+- new:  this branch (the products on tensor cores, 3xTF32, bounded by the warps' rows; the tile copies batched)
 - x1:   this branch's gd_forms_bwd_x1 (1xTF32 products: what bfloat16 callers run)
 
 
@@ -55,6 +56,7 @@ s12 = os.path.join(HERE, "gd_forms_bwd_s12.cu")
 plan = {"s12": (open(s12).read() if os.path.exists(s12) else None, (), "gd_forms_bwd", SMEM_OLD),
         "ffma": (fsrc, ("-DFB_TCM=0",), "gd_forms_bwd", SMEM_OLD),
         "cb": (fsrc, ("-DFB_CBND=1",), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
+        "nost": (fsrc, ("-DFB_STAGED=0",), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
         "new": (fsrc, (), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
         "x1": (fsrc, (), "gd_forms_bwd_x1", cfg.smem("gd_forms_bwd"))}
 for bv in (16, 8, 4):

@@ -206,6 +206,23 @@ __device__ __forceinline__ void fb_cols(const ta (&part)[RN], ta* red, ta* out, 
     __syncthreads();
 }
 
+// dst[r ld + c] = src(r, c) over an RT x CW tile; ST (FB_STAGED): the global loads issued in batches before their
+// stores (common.cu's staged: a tile copy is one DRAM latency, not one per element the thread copies; registers for
+// 16 values in flight), else by a loop unrolled 4 times
+#ifndef FB_STAGED
+#define FB_STAGED 1
+#endif
+template <int RT, int CW, bool ST = FB_STAGED, typename L>
+__device__ __forceinline__ void fb_tile(ta* dst, int ld, L src) {
+    const auto put = [&](int idx, ta x) { dst[idx / CW * ld + idx % CW] = x; };
+    if constexpr (ST) {
+        staged<RT * CW, NT>([&](int idx) { return src(idx / CW, idx % CW); }, put);
+    } else {  // a few in flight
+#pragma unroll 4
+        for (int idx = threadIdx.x; idx < RT * CW; idx += NT) put(idx, src(idx / CW, idx % CW));
+    }
+}
+
 // The Fenwick level of key s seen from query t inside a chunk: bit_length(t XOR s), 0 when equal.
 __device__ __forceinline__ int fb_level(int t, int s) {
 #ifdef __CUDA_ARCH__
@@ -260,20 +277,14 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     auto lamat = [&](int t, int s) { return lamS[t * 8 + min(fb_level(t, s), L - 1)]; };
 
     // ---- the chunk's inputs, decays, D ----
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        const int t = idx / DKP, f = idx % DKP;
-        const bool ok = in(t) && f < DK;
-        sK[t * FB_LK + f] = ok ? k[row(t) * DK + f] : (ta)0;
-        sA[t * FB_LK + f] = ok ? q[row(t) * DK + f] : (ta)0;
-    }
+    const auto qat = [&](int t, int f) { return (in(t) && f < DK) ? q[row(t) * DK + f] : (ta)0; };
+    fb_tile<CH, DKP>(sK, FB_LK, [&](int t, int f) { return (in(t) && f < DK) ? k[row(t) * DK + f] : (ta)0; });
+    fb_tile<CH, DKP>(sA, FB_LK, qat);
     for (int t = tid; t < CH; t += NT) {
         va[t] = in(t) ? a[row(t)] : (ta)0;
         vb[t] = in(t) ? bt[row(t)] : (ta)0;
     }
-    for (int idx = tid; idx < CH * 8; idx += NT) {
-        const int t = idx / 8, l = idx % 8;
-        lamS[idx] = (in(t) && l < L) ? lam[row(t) * L + l] : (ta)0;
-    }
+    fb_tile<CH, 8>(lamS, 8, [&](int t, int l) { return (in(t) && l < L) ? lam[row(t) * L + l] : (ta)0; });
     __syncthreads();
     if (tid == 0) {  // e^{G_t}, G_t = a_0 + .. + a_t
         ta s = (ta)0;
@@ -338,12 +349,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     for (int c0 = 0; c0 < DV; c0 += FB_VB) {
         ta* S1 = sS;
         ta* S2 = sS + FB_S1;
-        for (int idx = tid; idx < CH * FB_VB; idx += NT) {
-            const int t = idx / FB_VB, c = idx % FB_VB;
-            const bool ok = in(t) && c0 + c < DV;
-            S1[t * FB_LV + c] = ok ? dI[(cj * CH + t) * DV + c0 + c] : (ta)0;
-            S2[t * FB_LV + c] = ok ? v[row(t) * DV + c0 + c] : (ta)0;
-        }
+        // (while P and dphi are held: fewer registers for loads in flight)
+        fb_tile<CH, FB_VB, false>(S1, FB_LV, [&](int t, int c) { return (in(t) && c0 + c < DV) ? dI[(cj * CH + t) * DV + c0 + c] : (ta)0; });
+        fb_tile<CH, FB_VB, false>(S2, FB_LV, [&](int t, int c) { return (in(t) && c0 + c < DV) ? v[row(t) * DV + c0 + c] : (ta)0; });
         __syncthreads();
         fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
         ta dvv[R][FB_CV];
@@ -352,10 +360,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
               [&](int t, int c) { return S1[t * FB_LV + c]; });
         fb_ij<R, FB_CV>([&](int i, int jj, int s, int c) { dvv[i][jj] *= vb[s]; });  // attn = W diag(beta)
         __syncthreads();
-        for (int idx = tid; idx < DKP * FB_VB; idx += NT) {
-            const int f = idx / FB_VB, c = idx % FB_VB;
-            S1[f * FB_LV + c] = (f < DK && c0 + c < DV) ? dHc[(cj * DK + f) * DV + c0 + c] : (ta)0;
-        }
+        fb_tile<DKP, FB_VB, false>(S1, FB_LV, [&](int f, int c) { return (f < DK && c0 + c < DV) ? dHc[(cj * DK + f) * DV + c0 + c] : (ta)0; });
         __syncthreads();
         fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return S1[f * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
         fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return sP[f * FB_LC + s]; }, [&](int f, int c) { return S1[f * FB_LV + c]; });
@@ -365,10 +370,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         __syncthreads();
     }
     fb_each(P, [&](int t, int s, ta x) { sS[t * FB_LC + s] = x; });
-    for (int idx = tid; idx < CH * DKP; idx += NT) {  // dqe -> sP (phi no longer read)
-        const int t = idx / DKP, f = idx % DKP;
-        sP[t * FB_LK + f] = f < DK ? dqe[(cj * CH + t) * DK + f] : (ta)0;
-    }
+    // dqe -> sP (phi no longer read)
+    fb_tile<CH, DKP>(sP, FB_LK, [&](int t, int f) { return f < DK ? dqe[(cj * CH + t) * DK + f] : (ta)0; });
     __syncthreads();
 
     // ---- dlam, d attn, d eGK: dQ, dK, dG ----
@@ -481,10 +484,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         });
         fb_rows(part, red, vdb, true);  // (its barriers: X^T dX and dX no longer read)
         fb_each(dN, [&](int t, int r, ta x) { sP[t * FB_LC + r] = x; });
-        for (int idx = tid; idx < CH * DKP; idx += NT) {  // Q -> sS
-            const int t = idx / DKP, f = idx % DKP;
-            sS[t * FB_LK + f] = (in(t) && f < DK) ? q[row(t) * DK + f] : (ta)0;
-        }
+        fb_tile<CH, DKP>(sS, FB_LK, qat);  // Q -> sS
     }
     __syncthreads();
     {
