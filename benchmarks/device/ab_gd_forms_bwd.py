@@ -14,7 +14,8 @@ gd_forms_bwd:
 
 gd_scan_bwd: bv16 (16 value columns per block, B H x 4 blocks: session 12's and the production grid), bv8 (8 columns,
 B H x 8 blocks), bv4 (4 columns, B H x 16 blocks); *pf: the next held slot's columns fetched during the current
-slot's products (GDB_PF=1: the production build is bv16pf).
+slot's products (GDB_PF=1: the production build is bv16pf); nt512: bv16pf with 512 threads a block (GDB_NT=512:
+16 warps on the same 16 columns, each thread half the rows).
 
 Each build's gradients against new's / bv16pf's (max |difference| / max |new| per output), then the times.
     python benchmarks/device/ab_gd_forms_bwd.py [T,T,..] [reps] [build,build,..]
@@ -61,7 +62,8 @@ plan = {"s12": (open(s12).read() if os.path.exists(s12) else None, (), "gd_forms
         "x1": (fsrc, (), "gd_forms_bwd_x1", cfg.smem("gd_forms_bwd"))}
 for bv in (16, 8, 4):
     for pf in (0, 1):
-        plan[f"bv{bv}" + ("pf" if pf else "")] = (fsrc, (f"-DGDB_BV={bv}", f"-DGDB_PF={pf}"), "gd_scan_bwd", bv)
+        plan[f"bv{bv}" + ("pf" if pf else "")] = (fsrc, (f"-DGDB_BV={bv}", f"-DGDB_PF={pf}"), "gd_scan_bwd", (bv, 256))
+plan["nt512"] = (fsrc, ("-DGDB_NT=512",), "gd_scan_bwd", (16, 512))  # 16 columns, prefetch, 512 threads a block
 builds, sbuilds = {}, {}
 for name, (src, extra, kern, x) in plan.items():
     if src is None or (only and name not in only):
@@ -69,7 +71,7 @@ for name, (src, extra, kern, x) in plan.items():
     (builds if kern.startswith("gd_forms") else sbuilds)[name] = (build(src, extra, kern), x)
 for name, (fn, smem) in builds.items():
     print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local, smem {smem} B", flush=True)
-for name, (fn, bv) in sbuilds.items():
+for name, (fn, bv) in sbuilds.items():  # bv: (columns, threads) per block
     print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local", flush=True)
 ops = cc.CupyOps(cupy.cuda.Device().id)
 
@@ -87,16 +89,16 @@ def ms(f):
 
 
 class ScanOps:
-    """``ops`` for gdb.scan_backward with gd_scan_bwd from one build (bv value columns per block)."""
+    """``ops`` for gdb.scan_backward with gd_scan_bwd from one build (bv value columns, nt threads per block)."""
     xp = cupy
 
-    def __init__(self, fn, bv):
-        self.fn, self.bv = fn, bv
+    def __init__(self, fn, bv_nt):
+        self.fn, (self.bv, self.nt) = fn, bv_nt
 
     def gd_scan_bwd(self, cfg, *a):
         arrays, (T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH) = a[:16], a[16:]
-        smem = (3 * cfg.DKP * cfg.CH + 2 * cfg.DKP * (self.bv + 1) + 3 * cfg.CH * self.bv + 256) * 4
-        self.fn((BH, -(-DV // self.bv)), (256,), (*arrays, np.int32(T), np.int32(DK), np.int32(DV), np.int32(L),
+        smem = (3 * cfg.DKP * cfg.CH + 2 * cfg.DKP * (self.bv + 1) + 3 * cfg.CH * self.bv + self.nt) * 4
+        self.fn((BH, -(-DV // self.bv)), (self.nt,), (*arrays, np.int32(T), np.int32(DK), np.int32(DV), np.int32(L),
                 np.int64(p), np.int64(F), np.int32(n), np.int32(n_old), np.int32(NLC), np.int32(merge_last)),
                 shared_mem=smem)
 

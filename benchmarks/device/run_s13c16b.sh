@@ -4,7 +4,7 @@
 # selections, compute-sanitizer memcheck and racecheck (both backward kernels) of gd_bwd_small.py, the A/B builds
 # compiled (NVRTC only), ncu on the second 8K bf16 step's gd_scan_bwd and gd_forms_bwd_x1 (gd_bwd_one.py).
 # # TIMINGS (quiet GPU, <= 40 s): the kernels alone at 8K and 32K (ab_gd_forms_bwd.py: gd_forms_bwd s12 / cb / nost /
-# new / x1, gd_scan_bwd without / with the prefetch), one profiled fwd+bwd step at 8K bf16 (profile_gd.py train).
+# new / x1, gd_scan_bwd without / with the prefetch, 512 threads a block), one profiled fwd+bwd step at 8K bf16 (profile_gd.py train).
 #   OUT=... bash benchmarks/device/run_s13c16b.sh       (logs under $OUT/s13c16b.tgz; summary on stdout)
 set -u
 NAME=s13c16b; . benchmarks/device/setup.sh
@@ -27,7 +27,7 @@ if [ -n "$NCU" ]; then  # the second step's gd_scan_bwd and gd_forms_bwd_x1 (8K 
       --section LaunchStats --section WarpStateStats --section SchedulerStats --section InstructionStats \
       python3 benchmarks/device/gd_bwd_one.py > "$OUT/log_ncu.txt" 2>&1 &
 fi
-for b in s12 cb nost new bv16 bv16pf; do
+for b in s12 cb nost new bv16 bv16pf nt512; do
   timeout 98 python3 $AB compile $b > "$OUT/log_ab_compile_$b.txt" 2>&1 &
 done
 wait
@@ -37,7 +37,7 @@ echo "-- ab compile"; tail -q -n 1 "$OUT"/log_ab_compile_*.txt
 echo "-- ncu"; grep -E "^  gd_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Executed Ipc|Executed Instructions  " "$OUT/log_ncu.txt" | head -30
 # TIMINGS
 echo "=== the backward kernels alone, 8K and 32K $(date -u +%T)"
-timeout 24 python3 $AB 8192,32768 5 s12,cb,nost,new,x1,bv16,bv16pf > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
+timeout 24 python3 $AB 8192,32768 5 s12,cb,nost,new,x1,bv16,bv16pf,nt512 > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
 tail -24 "$OUT/log_ab.txt"
 echo "=== one fwd+bwd step 8K bf16, per kernel $(date -u +%T)"
 timeout 15 python3 benchmarks/device/profile_gd.py train > "$OUT/log_profile_train.txt" 2>&1; echo "rc=$?"

@@ -43,7 +43,12 @@
 #ifndef GDB_BV
 #define GDB_BV 16
 #endif
-#define GDB_RG (NT / GDB_BV)
+// Threads per block: NT, or GDB_NT = 2 NT (a timing build at CH = DKP = 64: twice the warps on the same columns, each
+// thread half the rows; the chunk tiles still copied by the first NT threads, gd_tiles)
+#ifndef GDB_NT
+#define GDB_NT NT
+#endif
+#define GDB_RG (GDB_NT / GDB_BV)
 #ifndef GDB_PF  // the next held slot fetched during the current one's products (0: fetched before its own; 8K: 7.49 -> 7.14 ms)
 #define GDB_PF 1
 #endif
@@ -56,7 +61,7 @@ __device__ __forceinline__ bool gd_held(i64 c, int m, i64 F) {
     return ((c >> (m - 1)) & 1) && ((c >> (m - 1)) << (m - 1)) > F;
 }
 
-extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
+extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
     const ta* __restrict__ qe,    // (BH, n, CH, DK)  qeff
     const ta* __restrict__ ek,    // (BH, n, CH, DK)  e^G K
     const ta* __restrict__ ph,    // (BH, n, DK, CH)  phi
@@ -83,12 +88,12 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     ta* Wb = dSb + DKP * GDB_SBS;                // [t][col]
     ta* dRb = Wb + CH * GDB_BV;                  // [t][col]
     ta* dWb = dRb + CH * GDB_BV;                 // [t][col]
-    ta* red = dWb + CH * GDB_BV;                 // [NT]
-    check_smem((3 * DKP * CH + 2 * DKP * GDB_SBS + 3 * CH * GDB_BV + NT) * sizeof(ta));
-    constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / NT;
+    ta* red = dWb + CH * GDB_BV;                 // [GDB_NT]
+    check_smem((3 * DKP * CH + 2 * DKP * GDB_SBS + 3 * CH * GDB_BV + GDB_NT) * sizeof(ta));
+    constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / GDB_NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
     const int tid = threadIdx.x, col = tid % GDB_BV, rg = tid / GDB_BV;
-    const int ekk = tid % DKP, et0 = tid / DKP;  // the outer products' column and first row (DKP divides NT)
+    const int ekk = tid % DKP, et0 = tid / DKP;  // the outer products' column and first row (DKP divides GDB_NT)
     const i64 bh = blockIdx.x;
     const int vc = blockIdx.y * GDB_BV + col;
     const bool cok = vc < DV;
@@ -101,17 +106,17 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     // a slot's columns of this block, EPT values a thread, fetched into registers, then put into [kk][col] (stride
     // GDB_SBS): with GDB_PF the next held slot's fetch is issued before the current slot's products (its latency
     // under them; the slots of one chunk are independent: slot s writes only its own adjoint)
-    constexpr int EPT = DKP * GDB_BV / NT;
+    constexpr int EPT = DKP * GDB_BV / GDB_NT;
     auto fetch = [&](ta(&r)[EPT], const ta* src) {
 #pragma unroll
         for (int e = 0; e < EPT; ++e) {
-            const int idx = tid + e * NT, kk = idx / GDB_BV, vcc = blockIdx.y * GDB_BV + idx % GDB_BV;
+            const int idx = tid + e * GDB_NT, kk = idx / GDB_BV, vcc = blockIdx.y * GDB_BV + idx % GDB_BV;
             r[e] = (kk < DK && vcc < DV) ? src[(i64)kk * DV + vcc] : (ta)0;
         }
     };
     auto put = [&](ta* dst, const ta(&r)[EPT]) {
 #pragma unroll
-        for (int e = 0; e < EPT; ++e) dst[(tid + e * NT) / GDB_BV * GDB_SBS + (tid + e * NT) % GDB_BV] = r[e];
+        for (int e = 0; e < EPT; ++e) dst[(tid + e * GDB_NT) / GDB_BV * GDB_SBS + (tid + e * GDB_NT) % GDB_BV] = r[e];
     };
     auto next_held = [&](i64 c, int s) {  // the first slot >= s held before chunk c (NS: none)
         while (s < NS && !held(c, s)) ++s;
@@ -126,7 +131,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     }
     for (int j = 0; j + 1 < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
+        if (GDB_NT == NT || tid < NT) gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
         const ta eg = ex(gc[cj]);
         __syncthreads();
         ta rS[EPT];
@@ -200,7 +205,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 }
             }
         }
-        gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
+        if (GDB_NT == NT || tid < NT) gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
         const ta eg = ex(gc[cj]);
         ta aq[E], ae[E], ap[E];
 #pragma unroll
@@ -252,13 +257,13 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 dWb[t * GDB_BV + col] = dw[i];
             }
             __syncthreads();
-            // the outer products, reduced over this block's columns (element e: row t = t0 + e NT / DKP, column kk)
+            // the outer products, reduced over this block's columns (element e: row t = t0 + e GDB_NT / DKP, column kk)
 #pragma unroll 4
             for (int cc = 0; cc < GDB_BV; ++cc) {
                 const ta sk = Sb[ekk * GDB_SBS + cc], dsk = -dSb[ekk * GDB_SBS + cc];
 #pragma unroll
                 for (int e = 0; e < E; ++e) {
-                    const int t = et0 + e * (NT / DKP);
+                    const int t = et0 + e * (GDB_NT / DKP);
                     aq[e] = fma(dRb[t * GDB_BV + cc], sk, aq[e]);
                     ae[e] = fma(dWb[t * GDB_BV + cc], sk, ae[e]);
                     ap[e] = fma(dsk, Wb[t * GDB_BV + cc], ap[e]);
@@ -298,7 +303,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
         }
 #pragma unroll
         for (int e = 0; e < E; ++e) {
-            const int t = et0 + e * (NT / DKP);
+            const int t = et0 + e * (GDB_NT / DKP);
             if (ekk < DK) {
                 atomicAdd(dqe + (cj * CH + t) * DK + ekk, aq[e]);
                 atomicAdd(dek + (cj * CH + t) * DK + ekk, ae[e]);
@@ -307,7 +312,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
         }
         red[tid] = dga;
         __syncthreads();
-        for (int h = NT / 2; h > 0; h /= 2) {
+        for (int h = GDB_NT / 2; h > 0; h /= 2) {
             if (tid < h) red[tid] += red[tid + h];
             __syncthreads();
         }
