@@ -206,11 +206,11 @@ __device__ __forceinline__ void fb_cols(const ta (&part)[RN], ta* red, ta* out, 
     __syncthreads();
 }
 
-// dst[r ld + c] = src(r, c) over an RT x CW tile; ST (FB_STAGED): the global loads issued in batches before their
-// stores (common.cu's staged: a tile copy is one DRAM latency, not one per element the thread copies; registers for
-// 16 values in flight), else by a loop unrolled 4 times
+// dst[r ld + c] = src(r, c) over an RT x CW tile, by a loop unrolled 4 times; ST (FB_STAGED=1, a timing build): the
+// global loads issued in batches of 16 before their stores (common.cu's staged), measured slower (H200, 8K: 2.49 ms
+// against 2.24; 32K 9.83 against 8.68: the registers of the loads in flight)
 #ifndef FB_STAGED
-#define FB_STAGED 1
+#define FB_STAGED 0
 #endif
 template <int RT, int CW, bool ST = FB_STAGED, typename L>
 __device__ __forceinline__ void fb_tile(ta* dst, int ld, L src) {
@@ -349,7 +349,6 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     for (int c0 = 0; c0 < DV; c0 += FB_VB) {
         ta* S1 = sS;
         ta* S2 = sS + FB_S1;
-        // (while P and dphi are held: fewer registers for loads in flight)
         fb_tile<CH, FB_VB, false>(S1, FB_LV, [&](int t, int c) { return (in(t) && c0 + c < DV) ? dI[(cj * CH + t) * DV + c0 + c] : (ta)0; });
         fb_tile<CH, FB_VB, false>(S2, FB_LV, [&](int t, int c) { return (in(t) && c0 + c < DV) ? v[row(t) * DV + c0 + c] : (ta)0; });
         __syncthreads();
