@@ -9,14 +9,15 @@
 
 #include FORMS_BWD_KERNEL
 
-// gd_forms_bwd's launch: grid (n, BH), NT threads per block, smem bytes of dynamic shared memory.
+// gd_forms_bwd's launch (x1: gd_forms_bwd_x1's): grid (n, BH), NT threads per block, smem bytes of dynamic shared memory.
 extern "C" void run_forms_bwd(const ta* q, const ta* k, const ta* v, const ta* a, const ta* bt, const ta* lam,
                               const ta* dqe, const ta* dek, const ta* dph, const ta* dH, const ta* dg, const ta* dI,
                               ta* dq, ta* dk, ta* dv, ta* da, ta* dbeta, ta* dlam, int T, int DK, int DV, int L, i64 p,
-                              i64 F, int n, int BH, unsigned smem) {
+                              i64 F, int n, int BH, unsigned smem, int x1) {
     emu_smem = smem;  // the host's Config.smem("gd_forms_bwd"): check_smem aborts below the kernel's need
     emu_launch(n, BH, 1, [=] {
-        gd_forms_bwd(q, k, v, a, bt, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV, L, p, F, n);
+        (x1 ? gd_forms_bwd_x1 : gd_forms_bwd)(q, k, v, a, bt, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK,
+                                             DV, L, p, F, n);
     });
     emu_smem = sizeof(smem_raw);
 }

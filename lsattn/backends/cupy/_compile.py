@@ -80,9 +80,11 @@ class Config:
             tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + pad))
             return (tiles + 12 * CH) * es
         if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
-            return (3 * DKP * CH + 2 * DKP * 17 + 3 * CH * 16 + 256) * es
-        if kernel == "gd_forms_bwd":  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (odd row strides), 32 CH vectors
-            tc, tk, lv = CH * (CH + 1), CH * (DKP + 1), 33  # FB_VB = 32 value columns per pass
+            bv = gd_scan_bwd_columns(self)
+            return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
+        if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
+            pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)
+            tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass
             ta_, tp = max(tc, tk), max(DKP * (CH + 1), tk, tc)
             return (tk + 2 * tc + ta_ + tp + max(max(CH, DKP) * lv + CH * lv, ta_) + 32 * CH) * es
         if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass; HI_TC's tiles and strides)
@@ -184,6 +186,11 @@ def _pad_dim(d):
 SMEM_MAX = 227 * 1024
 
 
+def gd_scan_bwd_columns(cfg):
+    """gd_scan_bwd's value columns per block (gated_delta_bwd.cu's GDB_BV; fewer were slower, session 13)."""
+    return 16
+
+
 #: the backward kernels of each family whose shared memory bounds the chunk
 _GRAD_TILES = {"loglinear": ("ll_bw_dkdv", "ll_output_dl"), "exp_kernel": ("ekb_dq", "ekb_dkdv")}
 
@@ -246,7 +253,7 @@ _KERNELS = {
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
     "gated_delta": ("gd_forms", "gd_scan"),  # gated_delta.py: the per-chunk WY forms, the scan over chunks
-    "gated_delta_bwd": ("gd_scan_bwd", "gd_forms_bwd"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
+    "gated_delta_bwd": ("gd_scan_bwd", "gd_forms_bwd", "gd_forms_bwd_x1"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
@@ -570,16 +577,17 @@ class CupyOps:
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
                     n, n_old, NLC, merge_last, BH):
         fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_scan_bwd")
-        fn((BH, -(-DV // 16)), block,
+        fn((BH, -(-DV // gd_scan_bwd_columns(cfg))), block,
            (qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, self._i(T), self._i(DK), self._i(DV),
             self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
            shared_mem=smem)
 
     def gd_forms_bwd(self, cfg, q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV,
-                     L, p, F, n, BH):
+                     L, p, F, n, BH, x1=False):
         """The backward of the WY forms (gated_delta_forms_bwd.cu): the (BH, T, ..) gradients of the
-        inputs from those of gd_forms' outputs (chunked), one block per (chunk, sequence)."""
-        fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_forms_bwd")
+        inputs from those of gd_forms' outputs (chunked), one block per (chunk, sequence); x1: its
+        1xTF32 build (gd_forms_bwd_x1, bfloat16 callers)."""
+        fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_forms_bwd_x1" if x1 else "gd_forms_bwd")
         fn((n, BH), block,
            (q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, self._i(T), self._i(DK),
             self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)),

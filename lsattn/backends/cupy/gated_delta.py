@@ -187,7 +187,7 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
         from .gated_delta_bwd import differentiable
 
         old = None if (state is None or p == 0) else state.tensors["levels"]
-        return differentiable(*args, chunk_size, p, old), None
+        return differentiable(*args, chunk_size, p, old, x1=q.dtype == torch.bfloat16), None
     if TORCH_DIRECT and T > 0 and state is None and not return_state and array_kind(q) == "torch":
         out = _torch_call(q, k, v, log_decay, beta, level_weights, chunk_size, check)
         if out is not None:

@@ -1,7 +1,7 @@
 // Log-linear Gated DeltaNet: the backward of the chunk scan gd_scan (gated_delta.cu), for torch
-// autograd (host: gated_delta_bwd.py). Compiled after common.cu and gated_delta.cu (GD_BV, GD_RG).
+// autograd (host: gated_delta_bwd.py). Compiled after common.cu and gated_delta.cu.
 //
-// The forward scan, per block (sequence, GD_BV value columns; every column evolves on its own),
+// The forward scan, per block (sequence, GDB_BV value columns; every column evolves on its own),
 // over the call's chunks c = F + j, j = 0 .. n - 1, for every slot S held before chunk c (an
 // incoming slot s: bit s of p; a chunk-level slot m: gd_held(c, m, F)):
 //   (a) r = Qe S,  out[t] += lambda[t, lev] r[t]          (Qe = qeff_c: CH x d_k)
@@ -12,7 +12,7 @@
 // lev: the chunk-level slot m is read at level log2 CH + m, the incoming slot s at
 // max(s + 1, bit_length(p XOR t)); only rows t of the call (0 <= t - p < T) read.
 //
-// Backward: adjoint slots dS (d_k x GD_BV each, zero after the last chunk: the final states are
+// Backward: adjoint slots dS (d_k x GDB_BV each, zero after the last chunk: the final states are
 // not outputs of the differentiated call), in reverse chunk order j = n - 1 .. 0:
 //   reverse of (c): dH_c = dS^{z+1}; dS^m = dS^{z+1} for the held m <= z; dS^{z+1} = 0;
 //   reverse of (a), (b) for every held slot, with S the slot before chunk c and dS' its adjoint
@@ -28,16 +28,31 @@
 // reads skipped) into the scratch `sv` (n x NS slots of d_k x d_v, NS = n_old + NLC: a d_k x d_v
 // state per chunk and level, ~(NS / CH) of a T d_k d_v tensor; see gated_delta_bwd.py).
 // Column blocks own disjoint columns of sv, dS, dH and d old; their shares of the reductions over
-// columns (dQe, dEk, dPh, dg, dlambda) are added with atomicAdd into zeroed outputs (ceil(d_v / 16)
+// columns (dQe, dEk, dPh, dg, dlambda) are added with atomicAdd into zeroed outputs (ceil(d_v / GDB_BV)
 // adds per element: no per-column-block copies, no host-side sum; the order of the adds varies).
 //
-// Threads as in gd_scan: 16 columns x 16 row groups; a thread owns rows kk = rg DKP/16 + i of
-// its column of every slot in global memory (the (b), (c) and dS writes), rows t = rg CH/16 + i
+// Threads: GDB_BV columns x GDB_RG row groups; a thread owns rows kk = rg DKP/GDB_RG + i of
+// its column of every slot in global memory (the (b), (c) and dS writes), rows t = rg CH/GDB_RG + i
 // of the per-token products, and elements (t, kk) = (tid / DKP + e NT / DKP, tid % DKP) of the CH x DKP
 // outer products (a fixed kk: the staged S and dS' values are loaded once per column).
-// Shared: qeff^T, eGK^T ([kk][t]), phi ([t][kk] in phase 1, [kk][t] in phase 2), the staged S and dS' (row stride GD_BV + 1:
+// Shared: qeff^T, eGK^T ([kk][t]), phi ([t][kk] in phase 1, [kk][t] in phase 2), the staged S and dS' (row stride GDB_BV + 1:
 // the outer products read them along kk), W, dr, dW ([t][col]) and NT values for a reduction.
-#define GD_SBS (GD_BV + 1)
+// Value columns per block (the host's grid: ceil(d_v / 16) column blocks, _compile.gd_scan_bwd_columns). 8 or 4
+// (timing builds, CH and DKP >= 32 / 64) were slower at 8K (H200, session 13: 7.49 ms at 16, 11.8 at 8 (186
+// registers: 1 block per SM), 21.5 at 4): more blocks repeat the chunks' tile copies and the column sums' atomics.
+#ifndef GDB_BV
+#define GDB_BV 16
+#endif
+// Threads per block: NT, or GDB_NT = 2 NT (a timing build at CH = DKP = 64: twice the warps on the same columns, each
+// thread half the rows; the chunk tiles still copied by the first NT threads, gd_tiles)
+#ifndef GDB_NT
+#define GDB_NT NT
+#endif
+#define GDB_RG (GDB_NT / GDB_BV)
+#ifndef GDB_PF  // the next held slot fetched during the current one's products (0: fetched before its own; 8K: 7.49 -> 7.14 ms)
+#define GDB_PF 1
+#endif
+#define GDB_SBS (GDB_BV + 1)
 
 // Chunk-level slot m (1-based) holds keys before chunk c of a call whose first chunk is F: bit
 // m - 1 of c is set (the Fenwick bucket [cl - 2^(m-1), cl), cl = c with its low m - 1 bits
@@ -46,7 +61,7 @@ __device__ __forceinline__ bool gd_held(i64 c, int m, i64 F) {
     return ((c >> (m - 1)) & 1) && ((c >> (m - 1)) << (m - 1)) > F;
 }
 
-extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
+extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
     const ta* __restrict__ qe,    // (BH, n, CH, DK)  qeff
     const ta* __restrict__ ek,    // (BH, n, CH, DK)  e^G K
     const ta* __restrict__ ph,    // (BH, n, DK, CH)  phi
@@ -68,19 +83,19 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
     ta* EkT = QeT + DKP * CH;                   // [kk][t]
     ta* PhT = EkT + DKP * CH;                   // phi: [t][kk] in phase 1, [kk][t] in phase 2
-    ta* Sb = PhT + DKP * CH;                    // [kk][col], stride GD_SBS
-    ta* dSb = Sb + DKP * GD_SBS;                // [kk][col], stride GD_SBS
-    ta* Wb = dSb + DKP * GD_SBS;                // [t][col]
-    ta* dRb = Wb + CH * GD_BV;                  // [t][col]
-    ta* dWb = dRb + CH * GD_BV;                 // [t][col]
-    ta* red = dWb + CH * GD_BV;                 // [NT]
-    check_smem((3 * DKP * CH + 2 * DKP * GD_SBS + 3 * CH * GD_BV + NT) * sizeof(ta));
-    constexpr int RA = CH / GD_RG, RB = DKP / GD_RG, E = CH * DKP / NT;
+    ta* Sb = PhT + DKP * CH;                    // [kk][col], stride GDB_SBS
+    ta* dSb = Sb + DKP * GDB_SBS;                // [kk][col], stride GDB_SBS
+    ta* Wb = dSb + DKP * GDB_SBS;                // [t][col]
+    ta* dRb = Wb + CH * GDB_BV;                  // [t][col]
+    ta* dWb = dRb + CH * GDB_BV;                 // [t][col]
+    ta* red = dWb + CH * GDB_BV;                 // [GDB_NT]
+    check_smem((3 * DKP * CH + 2 * DKP * GDB_SBS + 3 * CH * GDB_BV + GDB_NT) * sizeof(ta));
+    constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / GDB_NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
-    const int tid = threadIdx.x, col = tid % GD_BV, rg = tid / GD_BV;
-    const int ekk = tid % DKP, et0 = tid / DKP;  // the outer products' column and first row (DKP divides NT)
+    const int tid = threadIdx.x, col = tid % GDB_BV, rg = tid / GDB_BV;
+    const int ekk = tid % DKP, et0 = tid / DKP;  // the outer products' column and first row (DKP divides GDB_NT)
     const i64 bh = blockIdx.x;
-    const int vc = blockIdx.y * GD_BV + col;
+    const int vc = blockIdx.y * GDB_BV + col;
     const bool cok = vc < DV;
     const int NS = n_old + NLC;
     const i64 slot_sz = (i64)DK * DV;
@@ -88,11 +103,24 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     ta* svb = sv + bh * n * NS * slot_sz;
     ta* dSh = dS + bh * NS * slot_sz;
     auto held = [&](i64 c, int s) { return s < n_old ? (((p >> s) & 1) != 0) : gd_held(c, s - n_old + 1, F); };
-    auto stage = [&](ta* dst, const ta* src) {  // a slot's columns of this block into [kk][col] (stride GD_SBS)
-        for (int idx = tid; idx < DKP * GD_BV; idx += NT) {
-            const int kk = idx / GD_BV, cc = idx % GD_BV, vcc = blockIdx.y * GD_BV + cc;
-            dst[kk * GD_SBS + cc] = (kk < DK && vcc < DV) ? src[(i64)kk * DV + vcc] : (ta)0;
+    // a slot's columns of this block, EPT values a thread, fetched into registers, then put into [kk][col] (stride
+    // GDB_SBS): with GDB_PF the next held slot's fetch is issued before the current slot's products (its latency
+    // under them; the slots of one chunk are independent: slot s writes only its own adjoint)
+    constexpr int EPT = DKP * GDB_BV / GDB_NT;
+    auto fetch = [&](ta(&r)[EPT], const ta* src) {
+#pragma unroll
+        for (int e = 0; e < EPT; ++e) {
+            const int idx = tid + e * GDB_NT, kk = idx / GDB_BV, vcc = blockIdx.y * GDB_BV + idx % GDB_BV;
+            r[e] = (kk < DK && vcc < DV) ? src[(i64)kk * DV + vcc] : (ta)0;
         }
+    };
+    auto put = [&](ta* dst, const ta(&r)[EPT]) {
+#pragma unroll
+        for (int e = 0; e < EPT; ++e) dst[(tid + e * GDB_NT) / GDB_BV * GDB_SBS + (tid + e * GDB_NT) % GDB_BV] = r[e];
+    };
+    auto next_held = [&](i64 c, int s) {  // the first slot >= s held before chunk c (NS: none)
+        while (s < NS && !held(c, s)) ++s;
+        return s;
     };
 
     // ---- phase 1: the slots before every chunk (sv[j]) ----
@@ -103,32 +131,37 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
     }
     for (int j = 0; j + 1 < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
+        if (GDB_NT == NT || tid < NT) gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
         const ta eg = ex(gc[cj]);
         __syncthreads();
-        for (int s = 0; s < NS; ++s) {
-            if (!held(c, s)) continue;
-            const ta* S0 = svb + ((i64)j * NS + s) * slot_sz;
-            stage(Sb, S0);
+        ta rS[EPT];
+        const ta* svj = svb + (i64)j * NS * slot_sz;
+        int s = next_held(c, 0);
+        if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz);
+        for (int sn; s < NS; s = sn) {
+            sn = next_held(c, s + 1);
+            if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz);
+            put(Sb, rS);
             __syncthreads();
+            if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz);
             ta w[RA];
 #pragma unroll
             for (int i = 0; i < RA; ++i) w[i] = (ta)0;
             for (int kk = 0; kk < DK; ++kk) {
-                const ta sv_ = Sb[kk * GD_SBS + col];
+                const ta sv_ = Sb[kk * GDB_SBS + col];
                 ta ea[RA];
                 ldv<RA>(EkT + kk * CH + rg * RA, ea);
 #pragma unroll
                 for (int i = 0; i < RA; ++i) w[i] = fma(ea[i], sv_, w[i]);
             }
 #pragma unroll
-            for (int i = 0; i < RA; ++i) Wb[(rg * RA + i) * GD_BV + col] = w[i];
+            for (int i = 0; i < RA; ++i) Wb[(rg * RA + i) * GDB_BV + col] = w[i];
             __syncthreads();
             ta x[RB];
 #pragma unroll
-            for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GD_SBS + col];
+            for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GDB_SBS + col];
             for (int t = 0; t < CH; ++t) {
-                const ta wv = Wb[t * GD_BV + col];
+                const ta wv = Wb[t * GDB_BV + col];
                 ta pa[RB];
                 ldv<RB>(PhT + t * DKP + rg * RB, pa);
 #pragma unroll
@@ -172,24 +205,30 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 }
             }
         }
-        gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
+        if (GDB_NT == NT || tid < NT) gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
         const ta eg = ex(gc[cj]);
         ta aq[E], ae[E], ap[E];
 #pragma unroll
         for (int e = 0; e < E; ++e) aq[e] = ae[e] = ap[e] = (ta)0;
         ta dga = (ta)0;
         __syncthreads();
-        for (int s = 0; s < NS; ++s) {
-            if (!held(c, s)) continue;
-            stage(Sb, svb + ((i64)j * NS + s) * slot_sz);
-            stage(dSb, dSh + (i64)s * slot_sz);
+        ta rS[EPT], rD[EPT];
+        const ta* svj = svb + (i64)j * NS * slot_sz;
+        int s = next_held(c, 0);
+        if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
+        for (int sn; s < NS; s = sn) {
+            sn = next_held(c, s + 1);
+            if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
+            put(Sb, rS);
+            put(dSb, rD);
             __syncthreads();
+            if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz), fetch(rD, dSh + (i64)sn * slot_sz);
             // r = Qe S, W = Ek S, dW = -Ph^T dS' (rows t); dr, dlambda
             ta r[RA], w[RA], dw[RA];
 #pragma unroll
             for (int i = 0; i < RA; ++i) r[i] = w[i] = dw[i] = (ta)0;
             for (int kk = 0; kk < DK; ++kk) {
-                const ta sv_ = Sb[kk * GD_SBS + col], ds = dSb[kk * GD_SBS + col];
+                const ta sv_ = Sb[kk * GDB_SBS + col], ds = dSb[kk * GDB_SBS + col];
                 ta qa[RA], ea[RA], pa[RA];
                 ldv<RA>(QeT + kk * CH + rg * RA, qa);
                 ldv<RA>(EkT + kk * CH + rg * RA, ea);
@@ -209,33 +248,33 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 const int level = s < n_old ? max(s + 1, bitlen64(p ^ tabs)) : LOG2C + s - n_old + 1;
                 const ta d_o = (ok && cok) ? dout[(cj * CH + t) * DV + vc] : (ta)0;
                 const ta lm = ok ? lam[(bh * T + gi) * L + level] : (ta)0;
-                ta contrib = r[i] * d_o;  // summed over the 16 columns (lanes rg * 16 .. + 15 of one warp)
+                ta contrib = r[i] * d_o;  // summed over the GDB_BV columns (lanes of one warp)
 #pragma unroll
-                for (int off = GD_BV / 2; off > 0; off /= 2) contrib += __shfl_xor_sync(0xffffffffu, contrib, off, GD_BV);
+                for (int off = GDB_BV / 2; off > 0; off /= 2) contrib += __shfl_xor_sync(0xffffffffu, contrib, off, GDB_BV);
                 if (col == 0 && ok) atomicAdd(dlam + (bh * T + gi) * L + level, contrib);
-                Wb[t * GD_BV + col] = w[i];
-                dRb[t * GD_BV + col] = lm * d_o;
-                dWb[t * GD_BV + col] = dw[i];
+                Wb[t * GDB_BV + col] = w[i];
+                dRb[t * GDB_BV + col] = lm * d_o;
+                dWb[t * GDB_BV + col] = dw[i];
             }
             __syncthreads();
-            // the outer products, reduced over this block's columns (element e: row t = t0 + e NT / DKP, column kk)
+            // the outer products, reduced over this block's columns (element e: row t = t0 + e GDB_NT / DKP, column kk)
 #pragma unroll 4
-            for (int cc = 0; cc < GD_BV; ++cc) {
-                const ta sk = Sb[ekk * GD_SBS + cc], dsk = -dSb[ekk * GD_SBS + cc];
+            for (int cc = 0; cc < GDB_BV; ++cc) {
+                const ta sk = Sb[ekk * GDB_SBS + cc], dsk = -dSb[ekk * GDB_SBS + cc];
 #pragma unroll
                 for (int e = 0; e < E; ++e) {
-                    const int t = et0 + e * (NT / DKP);
-                    aq[e] = fma(dRb[t * GD_BV + cc], sk, aq[e]);
-                    ae[e] = fma(dWb[t * GD_BV + cc], sk, ae[e]);
-                    ap[e] = fma(dsk, Wb[t * GD_BV + cc], ap[e]);
+                    const int t = et0 + e * (GDB_NT / DKP);
+                    aq[e] = fma(dRb[t * GDB_BV + cc], sk, aq[e]);
+                    ae[e] = fma(dWb[t * GDB_BV + cc], sk, ae[e]);
+                    ap[e] = fma(dsk, Wb[t * GDB_BV + cc], ap[e]);
                 }
             }
             // dS = e^g dS' + Qe^T dr + Ek^T dW (rows kk)
             ta x[RB];
 #pragma unroll
             for (int i = 0; i < RB; ++i) {
-                const ta ds = dSb[(rg * RB + i) * GD_SBS + col];
-                dga = fma(Sb[(rg * RB + i) * GD_SBS + col], ds, dga);
+                const ta ds = dSb[(rg * RB + i) * GDB_SBS + col];
+                dga = fma(Sb[(rg * RB + i) * GDB_SBS + col], ds, dga);
                 x[i] = eg * ds;
             }
 #pragma unroll 2
@@ -243,8 +282,8 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
                 ta dr4[4], dw4[4];
 #pragma unroll
                 for (int u = 0; u < 4; ++u) {
-                    dr4[u] = dRb[(t0 + u) * GD_BV + col];
-                    dw4[u] = dWb[(t0 + u) * GD_BV + col];
+                    dr4[u] = dRb[(t0 + u) * GDB_BV + col];
+                    dw4[u] = dWb[(t0 + u) * GDB_BV + col];
                 }
 #pragma unroll
                 for (int i = 0; i < RB; ++i) {
@@ -264,7 +303,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
         }
 #pragma unroll
         for (int e = 0; e < E; ++e) {
-            const int t = et0 + e * (NT / DKP);
+            const int t = et0 + e * (GDB_NT / DKP);
             if (ekk < DK) {
                 atomicAdd(dqe + (cj * CH + t) * DK + ekk, aq[e]);
                 atomicAdd(dek + (cj * CH + t) * DK + ekk, ae[e]);
@@ -273,7 +312,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(
         }
         red[tid] = dga;
         __syncthreads();
-        for (int h = NT / 2; h > 0; h /= 2) {
+        for (int h = GDB_NT / 2; h > 0; h /= 2) {
             if (tid < h) red[tid] += red[tid + h];
             __syncthreads();
         }

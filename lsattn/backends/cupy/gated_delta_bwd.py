@@ -38,7 +38,8 @@ __all__ = ["Scan", "scan", "scan_backward", "differentiable", "forms_backward"]
 @dataclasses.dataclass(frozen=True)
 class Scan:
     """The static arguments of one scan: the compiled variant, the call's length and offset, its
-    first absolute chunk, chunk count, chunk-level slots and whether the last chunk merges."""
+    first absolute chunk, chunk count, chunk-level slots and whether the last chunk merges; x1: the
+    forms' backward in 1xTF32 (``gd_forms_bwd_x1``: bfloat16 callers, whose gradients keep 8 bits)."""
 
     cfg: object
     T: int
@@ -47,6 +48,7 @@ class Scan:
     n: int
     NLC: int
     merge_last: bool
+    x1: bool = False
 
 
 def scan(ops, sc, qe, ek, ph, H, g, lam, intra, old):
@@ -90,12 +92,13 @@ def scan_backward(ops, sc, qe, ek, ph, H, g, lam, old, dout):
     return dqe, dek, dph, dH, dg, dlam, dS[:, :n_old] if n_old else None
 
 
-def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None):
+def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=False):
     """``loglinear_gated_delta``'s output on torch tensors, differentiable through the kernels.
 
     q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): float32 / float64 torch
     tensors (CUDA), ``T >= 1``; old (..., n_old, d_k, d_v) the incoming state's levels or None.
-    context: ``_arrays.on_gpu`` (default), or the tests' NumPy twin context. -> (..., T, d_v)
+    context: ``_arrays.on_gpu`` (default), or the tests' NumPy twin context; x1: ``gd_forms_bwd_x1`` for the
+    forms' backward (1xTF32 products at C = d_k = 64: the inputs were bfloat16). -> (..., T, d_v)
 
     The WY forms come from ``gd_forms`` (``_autograd.apply_gated_delta_forms``; nothing of them is
     recorded), their backward is ``forms_backward`` (the kernel ``gd_forms_bwd`` recomputing from the
@@ -108,7 +111,8 @@ def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None):
     cfg = make_config("double" if q.dtype == ns.float64 else "float", DK, 16, chunk_size)
     lay = chunk_layout(p, T, cfg.CH)
     merge_last = (p + T) % cfg.CH == 0
-    sc = Scan(cfg, T, p, lay.first_chunk, lay.n_chunks, chunk_slots(lay.first_chunk, lay.n_chunks, merge_last), merge_last)
+    sc = Scan(cfg, T, p, lay.first_chunk, lay.n_chunks, chunk_slots(lay.first_chunk, lay.n_chunks, merge_last), merge_last,
+              x1)
     q3, k3, v3 = (ns.reshape(x, (BH, T, x.shape[-1])) for x in (q, k, v))
     a2, b2 = (ns.reshape(x, (BH, T)) for x in (a, beta))
     lam3 = ns.reshape(lam, (BH, T, L))
@@ -132,5 +136,5 @@ def forms_backward(ops, sc, q, k, v, a, beta, lam, grads):
     shapes = [(BH, n, C, DK), (BH, n, C, DK), (BH, n, DK, C), (BH, n, DK, DV), (BH, n), (BH, n, C, DV)]
     gs = [xp.zeros(s, dtype=q.dtype) if g is None else xp.ascontiguousarray(g) for g, s in zip(grads, shapes)]
     outs = [xp.empty(x.shape, dtype=q.dtype) for x in (q, k, v, a, beta, lam)]  # every entry written
-    ops.gd_forms_bwd(sc.cfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH)
+    ops.gd_forms_bwd(sc.cfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1)
     return tuple(outs)

@@ -34,52 +34,114 @@
 // terms); fp32 accumulation for float32 (float64 for float64). X by column-parallel forward
 // substitution, NT / CH threads per column (a warp shuffle per row).
 constexpr int fb_max(int a, int b) { return a > b ? a : b; }
+// float32 at CH = DKP = 64: every product on tensor cores (3xTF32 as gd_forms' gf_tc: operands split into
+// tf32 halves, A_lo B_hi + A_hi B_lo + A_hi B_hi, ~2^-21 relative, fp32 sums); each warp owns a 16-row band
+// of every 64-row product (m16n8k8 accumulator fragments); FB_TCM 0: the FFMA register tiles (a timing build)
+#ifndef FB_TCM
+#define FB_TCM 1
+#endif
+#ifndef FB_CBND  // FB_TC: the reductions bounded by the warp's columns too (a timing build: 8K 2.25 ms against 2.18 without,
+#define FB_CBND 0  // H200 session 13: ptxas spills 56 B against 32)
+#endif
+constexpr bool FB_TC = FB_TCM && sizeof(ta) == 4 && CH == 64 && DKP == 64;
+constexpr int FB_PAD = FB_TC ? 4 : 1;   // row padding: mma fragments' [row][k] reads on 32 banks; FFMA: odd strides
 constexpr int FB_VB = 32;               // value columns per pass
-constexpr int FB_LC = CH + 1;           // row stride of the CH x CH tiles and of phi [f][s]
-constexpr int FB_LK = DKP + 1;          // row stride of the [t][f] tiles
-constexpr int FB_LV = FB_VB + 1;        // row stride of the value stages
-constexpr int FB_R = CH / 16, FB_RK = DKP / 16, FB_RV = FB_VB / 16;  // register tile extents
+constexpr int FB_LC = CH + FB_PAD;      // row stride of the CH x CH tiles and of phi [f][s]
+constexpr int FB_LK = DKP + FB_PAD;     // row stride of the [t][f] tiles
+constexpr int FB_LV = FB_VB + FB_PAD;   // row stride of the value stages
+// register tile extents: rows per thread of a CH- / DKP-row product, columns per thread of a CH- / DKP- /
+// FB_VB-column one (tensor cores: rows g, g + 8 of the warp's band, columns 2 t4, 2 t4 + 1 of each 8-column tile)
+constexpr int FB_R = FB_TC ? 2 : CH / 16, FB_RK = FB_TC ? 2 : DKP / 16;
+constexpr int FB_C = FB_TC ? CH / 8 : CH / 16, FB_CK = FB_TC ? DKP / 8 : DKP / 16, FB_CV = FB_TC ? FB_VB / 8 : FB_VB / 16;
 constexpr int FB_NL = CH == 16 ? 5 : (CH == 32 ? 6 : 7);            // chunk-local levels 0 .. log2 CH
-constexpr int FB_TC = CH * FB_LC, FB_TK = CH * FB_LK;
+constexpr int FB_TT = CH * FB_LC, FB_TK = CH * FB_LK;
 constexpr int FB_S1 = fb_max(CH, DKP) * FB_LV;                     // dI, then dH
-constexpr int FB_TA = fb_max(FB_TC, FB_TK);
-constexpr int FB_TP = fb_max(fb_max(DKP * FB_LC, FB_TK), FB_TC);
+constexpr int FB_TA = fb_max(FB_TT, FB_TK);
+constexpr int FB_TP = fb_max(fb_max(DKP * FB_LC, FB_TK), FB_TT);
 constexpr int FB_TS = fb_max(FB_S1 + CH * FB_LV, FB_TA);
 // + a, beta, e^G, e^S, dG, dS, dbeta (CH each), lam's CH x 8 levels, a CH x 17 reduction
-constexpr int FB_SMEM = FB_TK + 2 * FB_TC + FB_TA + FB_TP + FB_TS + 7 * CH + 8 * CH + 17 * CH;
+constexpr int FB_SMEM = FB_TK + 2 * FB_TT + FB_TA + FB_TP + FB_TS + 7 * CH + 8 * CH + 17 * CH;
 
-// Row i of this thread's register tile (RM rows), and its column j.
+// Row i of this thread's register tile (RM rows per thread), and its column j (RN columns per thread).
 template <int RM>
-__device__ __forceinline__ int fb_row(int i) { return threadIdx.x / 16 * RM + i; }
-__device__ __forceinline__ int fb_col(int j) { return threadIdx.x % 16 + 16 * j; }
+__device__ __forceinline__ int fb_row(int i) {
+    if constexpr (FB_TC) return 16 * (threadIdx.x / 64) + threadIdx.x % 32 / 4 + 8 * i;
+    else return threadIdx.x / 16 * RM + i;
+}
+template <int RN>
+__device__ __forceinline__ int fb_col(int j) {
+    if constexpr (FB_TC) return 4 * RN * (threadIdx.x / 32 % 2) + 8 * (j >> 1) + 2 * (threadIdx.x % 4) + (j & 1);
+    else return threadIdx.x % 16 + 16 * j;
+}
 
-// acc[i][j] += sum_{lo <= k < hi} la(fb_row(i), k) lb(k, fb_col(j))
-template <int RM, int RN, typename LA, typename LB>
+// acc[i][j] += sum_{lo <= k < hi} la(fb_row(i), k) lb(k, fb_col(j)) (FB_TC: lo, hi multiples of 8; X1: 1xTF32,
+// the operands rounded to tf32 (~2^-11 relative), one mma per tile: gd_forms_bwd_x1, for bfloat16 callers)
+template <bool X1 = false, int RM, int RN, typename LA, typename LB>
 __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, LB lb) {
+    if constexpr (FB_TC && X1) {
+        static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
+#pragma unroll 1
+        for (int k0 = lo; k0 < hi; k0 += 8) {
+            unsigned ah[4];
+#pragma unroll
+            for (int x = 0; x < 4; ++x) ah[x] = to_tf32((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)));
+#pragma unroll
+            for (int nt = 0; nt < RN / 2; ++nt) {
+                const unsigned b0 = to_tf32((float)lb(k0 + t4, n0 + 8 * nt + g)), b1 = to_tf32((float)lb(k0 + t4 + 4, n0 + 8 * nt + g));
+                float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
+                mma_tf32(c, ah, b0, b1);
+                acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
+            }
+        }
+    } else if constexpr (FB_TC) {  // the warp's 16 x 4 RN band: RN / 2 mma tiles of 16 x 8, 3xTF32
+        static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
+#pragma unroll 1
+        for (int k0 = lo; k0 < hi; k0 += 8) {
+            unsigned ah[4], al[4];
+#pragma unroll
+            for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+#pragma unroll
+            for (int nt = 0; nt < RN / 2; ++nt) {
+                unsigned bh[2], bl[2];
+                tf32_split((float)lb(k0 + t4, n0 + 8 * nt + g), bh[0], bl[0]);
+                tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * nt + g), bh[1], bl[1]);
+                float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
+                mma_tf32(c, al, bh[0], bh[1]);  // A_lo B_lo dropped (~2^-22)
+                mma_tf32(c, ah, bl[0], bl[1]);
+                mma_tf32(c, ah, bh[0], bh[1]);
+                acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
+            }
+        }
+    } else {
 #pragma unroll 2
-    for (int k = lo; k < hi; ++k) {
-        ta x[RM], y[RN];
+        for (int k = lo; k < hi; ++k) {
+            ta x[RM], y[RN];
 #pragma unroll
-        for (int i = 0; i < RM; ++i) x[i] = la(fb_row<RM>(i), k);
+            for (int i = 0; i < RM; ++i) x[i] = la(fb_row<RM>(i), k);
 #pragma unroll
-        for (int j = 0; j < RN; ++j) y[j] = lb(k, fb_col(j));
+            for (int j = 0; j < RN; ++j) y[j] = lb(k, fb_col<RN>(j));
 #pragma unroll
-        for (int i = 0; i < RM; ++i)
+            for (int i = 0; i < RM; ++i)
 #pragma unroll
-            for (int j = 0; j < RN; ++j) acc[i][j] = fma(x[i], y[j], acc[i][j]);
+                for (int j = 0; j < RN; ++j) acc[i][j] = fma(x[i], y[j], acc[i][j]);
+        }
     }
 }
 
-// f(row, column, acc[i][j]) over this thread's elements of a register tile
 // f(i, j, fb_row(i), fb_col(j)) over the elements of an RM x RN register tile
 template <int RM, int RN, typename F>
 __device__ __forceinline__ void fb_ij(F f) {
 #pragma unroll
     for (int i = 0; i < RM; ++i)
 #pragma unroll
-        for (int j = 0; j < RN; ++j) f(i, j, fb_row<RM>(i), fb_col(j));
+        for (int j = 0; j < RN; ++j) f(i, j, fb_row<RM>(i), fb_col<RN>(j));
 }
 
+// f(row, column, acc[i][j]) over this thread's elements of a register tile
 template <int RM, int RN, typename F>
 __device__ __forceinline__ void fb_each(ta (&acc)[RM][RN], F f) {
     fb_ij<RM, RN>([&](int i, int j, int r, int c) { f(r, c, acc[i][j]); });
@@ -88,29 +150,77 @@ __device__ __forceinline__ void fb_each(ta (&acc)[RM][RN], F f) {
 // out[r] (+)= the sum over the block of part[i] for rows r = fb_row(i) (red: CH x 17)
 template <int RM>
 __device__ __forceinline__ void fb_rows(const ta (&part)[RM], ta* red, ta* out, bool add) {
+    if constexpr (FB_TC) {  // a row's 8 parts: 4 lanes (shuffles), then the band's two warps
 #pragma unroll
-    for (int i = 0; i < RM; ++i) red[fb_row<RM>(i) * 17 + threadIdx.x % 16] = part[i];
-    __syncthreads();
-    if (threadIdx.x < 16 * RM) {
-        ta s = (ta)0;
-        for (int u = 0; u < 16; ++u) s += red[threadIdx.x * 17 + u];
-        out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
+        for (int i = 0; i < RM; ++i) {
+            ta x = part[i];
+            x += __shfl_xor_sync(0xffffffffu, x, 1, 32);
+            x += __shfl_xor_sync(0xffffffffu, x, 2, 32);
+            if (threadIdx.x % 4 == 0) red[fb_row<RM>(i) * 2 + threadIdx.x / 32 % 2] = x;
+        }
+        __syncthreads();
+        if (threadIdx.x < 16 * (NT / 64)) {
+            const ta s = red[2 * threadIdx.x] + red[2 * threadIdx.x + 1];
+            out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < RM; ++i) red[fb_row<RM>(i) * 17 + threadIdx.x % 16] = part[i];
+        __syncthreads();
+        if (threadIdx.x < 16 * RM) {
+            ta s = (ta)0;
+            for (int u = 0; u < 16; ++u) s += red[threadIdx.x * 17 + u];
+            out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
+        }
     }
     __syncthreads();
 }
 
-// out[c] (+)= the sum over the block of part[j] for columns c = fb_col(j) (red: 16 x (16 RN + 1))
+// out[c] (+)= the sum over the block of part[j] for columns c = fb_col(j) (red: 16 x (16 RN + 1), FB_TC 4 x 8 RN)
 template <int RN>
 __device__ __forceinline__ void fb_cols(const ta (&part)[RN], ta* red, ta* out, bool add) {
+    if constexpr (FB_TC) {  // a column's 32 parts: 8 lanes (shuffles), then the 4 bands' warps
 #pragma unroll
-    for (int j = 0; j < RN; ++j) red[threadIdx.x / 16 * (16 * RN + 1) + fb_col(j)] = part[j];
-    __syncthreads();
-    if (threadIdx.x < 16 * RN) {
-        ta s = (ta)0;
-        for (int u = 0; u < 16; ++u) s += red[u * (16 * RN + 1) + threadIdx.x];
-        out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
+        for (int j = 0; j < RN; ++j) {
+            ta x = part[j];
+#pragma unroll
+            for (int off = 4; off < 32; off *= 2) x += __shfl_xor_sync(0xffffffffu, x, off, 32);
+            if (threadIdx.x % 32 < 4) red[threadIdx.x / 64 * 8 * RN + fb_col<RN>(j)] = x;
+        }
+        __syncthreads();
+        if (threadIdx.x < 8 * RN) {
+            ta s = (ta)0;
+            for (int u = 0; u < NT / 64; ++u) s += red[u * 8 * RN + threadIdx.x];
+            out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < RN; ++j) red[threadIdx.x / 16 * (16 * RN + 1) + fb_col<RN>(j)] = part[j];
+        __syncthreads();
+        if (threadIdx.x < 16 * RN) {
+            ta s = (ta)0;
+            for (int u = 0; u < 16; ++u) s += red[u * (16 * RN + 1) + threadIdx.x];
+            out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
+        }
     }
     __syncthreads();
+}
+
+// dst[r ld + c] = src(r, c) over an RT x CW tile, by a loop unrolled 4 times; ST (FB_STAGED=1, a timing build): the
+// global loads issued in batches of 16 before their stores (common.cu's staged), measured slower (H200, 8K: 2.49 ms
+// against 2.24; 32K 9.83 against 8.68: the registers of the loads in flight)
+#ifndef FB_STAGED
+#define FB_STAGED 0
+#endif
+template <int RT, int CW, bool ST = FB_STAGED, typename L>
+__device__ __forceinline__ void fb_tile(ta* dst, int ld, L src) {
+    const auto put = [&](int idx, ta x) { dst[idx / CW * ld + idx % CW] = x; };
+    if constexpr (ST) {
+        staged<RT * CW, NT>([&](int idx) { return src(idx / CW, idx % CW); }, put);
+    } else {  // a few in flight
+#pragma unroll 4
+        for (int idx = threadIdx.x; idx < RT * CW; idx += NT) put(idx, src(idx / CW, idx % CW));
+    }
 }
 
 // The Fenwick level of key s seen from query t inside a chunk: bit_length(t XOR s), 0 when equal.
@@ -122,26 +232,26 @@ __device__ __forceinline__ int fb_level(int t, int s) {
 #endif
 }
 
-extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
-    const ta* __restrict__ q, const ta* __restrict__ k,  // (BH, T, DK)
-    const ta* __restrict__ v,                             // (BH, T, DV)
-    const ta* __restrict__ a, const ta* __restrict__ bt,  // (BH, T) log decays, beta
-    const ta* __restrict__ lam,                           // (BH, T, L)
-    const ta* __restrict__ dqe, const ta* __restrict__ dek,  // (BH, n, CH, DK)
-    const ta* __restrict__ dph,                           // (BH, n, DK, CH)
-    const ta* __restrict__ dHc,                           // (BH, n, DK, DV)
-    const ta* __restrict__ dgc,                           // (BH, n)
-    const ta* __restrict__ dI,                            // (BH, n, CH, DV)
-    ta* __restrict__ dq, ta* __restrict__ dk,             // (BH, T, DK)
-    ta* __restrict__ dv,                                  // (BH, T, DV)
-    ta* __restrict__ da, ta* __restrict__ dbeta,          // (BH, T)
-    ta* __restrict__ dlam,                                // (BH, T, L): every level of the call's rows written
-    int T, int DK, int DV, int L, i64 p, i64 F, int n) {
+// The arguments of both entry points (gd_forms_bwd, gd_forms_bwd_x1 at the end):
+//   q, k (BH, T, DK); v (BH, T, DV); a, bt (BH, T) log decays, beta; lam (BH, T, L);
+//   dqe, dek (BH, n, CH, DK); dph (BH, n, DK, CH); dHc (BH, n, DK, DV); dgc (BH, n); dI (BH, n, CH, DV);
+//   out: dq, dk (BH, T, DK); dv (BH, T, DV); da, dbeta (BH, T); dlam (BH, T, L) (every level of the call's rows written)
+#define FB_PARAMS                                                                                                    \
+    const ta *__restrict__ q, const ta *__restrict__ k, const ta *__restrict__ v, const ta *__restrict__ a,          \
+        const ta *__restrict__ bt, const ta *__restrict__ lam, const ta *__restrict__ dqe, const ta *__restrict__ dek, \
+        const ta *__restrict__ dph, const ta *__restrict__ dHc, const ta *__restrict__ dgc, const ta *__restrict__ dI, \
+        ta *__restrict__ dq, ta *__restrict__ dk, ta *__restrict__ dv, ta *__restrict__ da, ta *__restrict__ dbeta,   \
+        ta *__restrict__ dlam, int T, int DK, int DV, int L, i64 p, i64 F, int n
+#define FB_ARGS q, k, v, a, bt, lam, dqe, dek, dph, dHc, dgc, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV, L, p, F, n
+
+// The kernel's body (gd_forms_bwd: X1 false, 3xTF32; gd_forms_bwd_x1: 1xTF32 products under FB_TC)
+template <bool X1>
+__device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* sK = reinterpret_cast<ta*>(smem_raw);
     ta* sDD = sK + FB_TK;
-    ta* sMX = sDD + FB_TC;
-    ta* sA = sMX + FB_TC;
+    ta* sMX = sDD + FB_TT;
+    ta* sA = sMX + FB_TT;
     ta* sP = sA + FB_TA;
     ta* sS = sP + FB_TP;
     ta* va = sS + FB_TS;
@@ -149,9 +259,15 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
     ta* lamS = vdb + CH;  // [t][l], l < 8
     ta* red = lamS + 8 * CH;
     check_smem(FB_SMEM * sizeof(ta));
-    constexpr int R = FB_R, RK = FB_RK;
+    constexpr int R = FB_R, RK = FB_RK, CC = FB_C, CK = FB_CK;
     const int tid = threadIdx.x;
-    const int wlo = tid / 32 * 2 * R, whi = wlo + 2 * R;  // the rows of this warp's register tiles
+    // the rows of this warp's register tiles (FB_TC: its 16-row band)
+    const int wlo = FB_TC ? 16 * (tid / 64) : tid / 32 * 2 * R, whi = wlo + (FB_TC ? 16 : 2 * R);
+    // the warp's columns of a CH-column product (FB_TC: one 32-column half; FFMA: every column): a reduction whose
+    // B operand vanishes left (right) of the column starts (stops) there; up: the warp's tile lies above the
+    // diagonal (every column past every row), skipped in products used only on or below it (FB_CBND 0: no column bounds)
+    const int cl = FB_TC && FB_CBND ? 32 * (tid / 32 % 2) : 0, ch = FB_TC && FB_CBND ? cl + 32 : CH;
+    const bool up = FB_TC && FB_CBND && cl >= whi;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y, cj = bh * n + j;
     const i64 t0 = (F + j) * CH - p;  // the call's index of the chunk's first token
@@ -161,20 +277,14 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
     auto lamat = [&](int t, int s) { return lamS[t * 8 + min(fb_level(t, s), L - 1)]; };
 
     // ---- the chunk's inputs, decays, D ----
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        const int t = idx / DKP, f = idx % DKP;
-        const bool ok = in(t) && f < DK;
-        sK[t * FB_LK + f] = ok ? k[row(t) * DK + f] : (ta)0;
-        sA[t * FB_LK + f] = ok ? q[row(t) * DK + f] : (ta)0;
-    }
+    const auto qat = [&](int t, int f) { return (in(t) && f < DK) ? q[row(t) * DK + f] : (ta)0; };
+    fb_tile<CH, DKP>(sK, FB_LK, [&](int t, int f) { return (in(t) && f < DK) ? k[row(t) * DK + f] : (ta)0; });
+    fb_tile<CH, DKP>(sA, FB_LK, qat);
     for (int t = tid; t < CH; t += NT) {
         va[t] = in(t) ? a[row(t)] : (ta)0;
         vb[t] = in(t) ? bt[row(t)] : (ta)0;
     }
-    for (int idx = tid; idx < CH * 8; idx += NT) {
-        const int t = idx / 8, l = idx % 8;
-        lamS[idx] = (in(t) && l < L) ? lam[row(t) * L + l] : (ta)0;
-    }
+    fb_tile<CH, 8>(lamS, 8, [&](int t, int l) { return (in(t) && l < L) ? lam[row(t) * L + l] : (ta)0; });
     __syncthreads();
     if (tid == 0) {  // e^{G_t}, G_t = a_0 + .. + a_t
         ta s = (ta)0;
@@ -193,12 +303,12 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
     }
     __syncthreads();
     {  // M = D * Q K^T (lower), D * K K^T (strict, at [s][t])
-        ta kk[R][R], qk[R][R];
+        ta kk[R][CC], qk[R][CC];
         zero_acc(kk);
         zero_acc(qk);
         auto lk = [&](int f, int s) { return sK[s * FB_LK + f]; };
-        fb_mm(kk, 0, DKP, [&](int t, int f) { return sK[t * FB_LK + f]; }, lk);
-        fb_mm(qk, 0, DKP, [&](int t, int f) { return sA[t * FB_LK + f]; }, lk);
+        fb_mm<X1>(kk, 0, up ? 0 : DKP, [&](int t, int f) { return sK[t * FB_LK + f]; }, lk);
+        fb_mm<X1>(qk, 0, up ? 0 : DKP, [&](int t, int f) { return sA[t * FB_LK + f]; }, lk);
         fb_each(qk, [&](int t, int s, ta x) {
             if (s <= t) sMX[t * FB_LC + s] = sDD[t * FB_LC + s] * x;
         });
@@ -222,54 +332,45 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
     }
     __syncthreads();
     {  // W = M X -> sA (Q no longer read), phi = Z^T X diag(beta) -> sP [f][s]
-        ta w[R][R], ph[RK][R];
+        ta w[R][CC], ph[RK][CC];
         zero_acc(w);
         zero_acc(ph);
-        fb_mm(w, 0, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
-        fb_mm(ph, 0, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, X);
+        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
+        fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, X);
         fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
         fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = x * vb[s]; });
     }
     __syncthreads();
 
     // ---- the value passes: P = dI V^T, dphi = dph + dH V^T (registers), dV (written) ----
-    ta P[R][R], dphi[RK][R];
+    ta P[R][CC], dphi[RK][CC];
     zero_acc(P);
     zero_acc(dphi);
     for (int c0 = 0; c0 < DV; c0 += FB_VB) {
         ta* S1 = sS;
         ta* S2 = sS + FB_S1;
-        for (int idx = tid; idx < CH * FB_VB; idx += NT) {
-            const int t = idx / FB_VB, c = idx % FB_VB;
-            const bool ok = in(t) && c0 + c < DV;
-            S1[t * FB_LV + c] = ok ? dI[(cj * CH + t) * DV + c0 + c] : (ta)0;
-            S2[t * FB_LV + c] = ok ? v[row(t) * DV + c0 + c] : (ta)0;
-        }
+        fb_tile<CH, FB_VB, false>(S1, FB_LV, [&](int t, int c) { return (in(t) && c0 + c < DV) ? dI[(cj * CH + t) * DV + c0 + c] : (ta)0; });
+        fb_tile<CH, FB_VB, false>(S2, FB_LV, [&](int t, int c) { return (in(t) && c0 + c < DV) ? v[row(t) * DV + c0 + c] : (ta)0; });
         __syncthreads();
-        fb_mm(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
-        ta dvv[R][FB_RV];
+        fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
+        ta dvv[R][FB_CV];
         zero_acc(dvv);
-        fb_mm(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0; },
+        fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0; },
               [&](int t, int c) { return S1[t * FB_LV + c]; });
-        fb_ij<R, FB_RV>([&](int i, int jj, int s, int c) { dvv[i][jj] *= vb[s]; });  // attn = W diag(beta)
+        fb_ij<R, FB_CV>([&](int i, int jj, int s, int c) { dvv[i][jj] *= vb[s]; });  // attn = W diag(beta)
         __syncthreads();
-        for (int idx = tid; idx < DKP * FB_VB; idx += NT) {
-            const int f = idx / FB_VB, c = idx % FB_VB;
-            S1[f * FB_LV + c] = (f < DK && c0 + c < DV) ? dHc[(cj * DK + f) * DV + c0 + c] : (ta)0;
-        }
+        fb_tile<DKP, FB_VB, false>(S1, FB_LV, [&](int f, int c) { return (f < DK && c0 + c < DV) ? dHc[(cj * DK + f) * DV + c0 + c] : (ta)0; });
         __syncthreads();
-        fb_mm(dphi, 0, FB_VB, [&](int f, int c) { return S1[f * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
-        fb_mm(dvv, 0, DKP, [&](int s, int f) { return sP[f * FB_LC + s]; }, [&](int f, int c) { return S1[f * FB_LV + c]; });
+        fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return S1[f * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
+        fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return sP[f * FB_LC + s]; }, [&](int f, int c) { return S1[f * FB_LV + c]; });
         fb_each(dvv, [&](int s, int c, ta x) {
             if (in(s) && c0 + c < DV) dv[row(s) * DV + c0 + c] = x;
         });
         __syncthreads();
     }
     fb_each(P, [&](int t, int s, ta x) { sS[t * FB_LC + s] = x; });
-    for (int idx = tid; idx < CH * DKP; idx += NT) {  // dqe -> sP (phi no longer read)
-        const int t = idx / DKP, f = idx % DKP;
-        sP[t * FB_LK + f] = f < DK ? dqe[(cj * CH + t) * DK + f] : (ta)0;
-    }
+    // dqe -> sP (phi no longer read)
+    fb_tile<CH, DKP>(sP, FB_LK, [&](int t, int f) { return f < DK ? dqe[(cj * CH + t) * DK + f] : (ta)0; });
     __syncthreads();
 
     // ---- dlam, d attn, d eGK: dQ, dK, dG ----
@@ -292,15 +393,15 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
     // dK's terms are summed in dk's rows of the call (each element by the one thread that owns it in
     // every phase: no registers held across the phases); dQ's in phase H
     {
-        ta dat[R][R];
+        ta dat[R][CC];
         zero_acc(dat);
-        fb_mm(dat, 0, DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return sK[s * FB_LK + f]; });
-        ta de[R][RK];
+        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return sK[s * FB_LK + f]; });
+        ta de[R][CK];
         zero_acc(de);
-        fb_mm(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
+        fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
               [&](int s, int f) { return sP[s * FB_LK + f]; });
         ta part[R] = {};
-        fb_ij<R, RK>([&](int i, int jj, int t, int f) {
+        fb_ij<R, CK>([&](int i, int jj, int t, int f) {
             const ta dqv = sP[t * FB_LK + f];
             const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - vb[t] * de[i][jj];
             const bool ok = in(t) && f < DK;
@@ -310,8 +411,8 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         });
         fb_rows(part, red, vdG, false);  // (its barriers: every read of P, dqe is done)
         // d attn (lower), stored as dW = d attn diag(beta); dbeta's first column sums, colsum(W * d attn)
-        ta cpart[R] = {};
-        fb_ij<R, R>([&](int i, int jj, int t, int s) {
+        ta cpart[CC] = {};
+        fb_ij<R, CC>([&](int i, int jj, int t, int s) {
             const ta x = s <= t ? lamat(t, s) * sS[t * FB_LC + s] - veG[s] * dat[i][jj] : (ta)0;
             cpart[jj] = fma(sA[t * FB_LC + s], x, cpart[jj]);
             sS[t * FB_LC + s] = x * vb[s];
@@ -328,35 +429,35 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
     {
         auto dW = [&](int t, int s) { return sS[t * FB_LC + s]; };  // zero above the diagonal
         {  // dM = dW X^T -> sA (W is no longer read)
-            ta dM[R][R];
+            ta dM[R][CC];
             zero_acc(dM);
-            fb_mm(dM, 0, whi, dW, [&](int r, int s) { return X(s, r); });
+            fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), dW, [&](int r, int s) { return X(s, r); });
             fb_each(dM, [&](int t, int s, ta x) { sA[t * FB_LC + s] = s <= t ? x : (ta)0; });
         }
-        ta dY[R][R];  // e^S_r (K dphi)[r][s]
+        ta dY[R][CC];  // e^S_r (K dphi)[r][s]
         zero_acc(dY);
-        fb_mm(dY, 0, DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
-        ta cpart[R] = {};
-        fb_ij<R, R>([&](int i, int jj, int r, int s) {
+        fb_mm<X1>(dY, 0, up ? 0 : DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
+        ta cpart[CC] = {};
+        fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             dY[i][jj] *= veS[r];
             if (s <= r) cpart[jj] = fma(X(r, s), dY[i][jj], cpart[jj]);
         });
         {
-            ta dZ[R][RK];
+            ta dZ[R][CK];
             zero_acc(dZ);
-            fb_mm(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
+            fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
             ta part[R] = {};
-            fb_ij<R, RK>([&](int i, int jj, int s, int f) {
+            fb_ij<R, CK>([&](int i, int jj, int s, int f) {
                 part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
                 if (in(s) && f < DK) dk[row(s) * DK + f] += veS[s] * dZ[i][jj];
             });
             fb_cols(cpart, red, vdb, true);
             fb_rows(part, red, vdS, false);  // (its barriers: every read of dphi is done)
         }
-        ta dX[R][R];  // M^T dW + dY diag(beta) -> sP
+        ta dX[R][CC];  // M^T dW + dY diag(beta) -> sP
         zero_acc(dX);
-        fb_mm(dX, wlo, CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
-        fb_ij<R, R>([&](int i, int jj, int r, int s) {
+        fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
+        fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             sP[r * FB_LC + s] = s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0;
         });
         if (tid < CH) vdS[tid] *= veS[tid];
@@ -365,39 +466,36 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
 
     // ---- dN = strict(-X^T dX X^T): dbeta's row sums; dQ, dK through M and N ----
     {
-        ta tm[R][R];
+        ta tm[R][CC];
         zero_acc(tm);
-        fb_mm(tm, wlo, CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
+        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
         fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = x; });  // d attn no longer read
     }
     __syncthreads();
     {
-        ta dN[R][R];
+        ta dN[R][CC];
         zero_acc(dN);
-        fb_mm(dN, 0, whi, [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
+        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
         ta part[R] = {};
-        fb_ij<R, R>([&](int i, int jj, int t, int r) {
+        fb_ij<R, CC>([&](int i, int jj, int t, int r) {
             dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
             part[i] = fma(dN[i][jj], r < t ? sDD[r * FB_LC + t] : (ta)0, part[i]);
         });
         fb_rows(part, red, vdb, true);  // (its barriers: X^T dX and dX no longer read)
         fb_each(dN, [&](int t, int r, ta x) { sP[t * FB_LC + r] = x; });
-        for (int idx = tid; idx < CH * DKP; idx += NT) {  // Q -> sS
-            const int t = idx / DKP, f = idx % DKP;
-            sS[t * FB_LK + f] = (in(t) && f < DK) ? q[row(t) * DK + f] : (ta)0;
-        }
+        fb_tile<CH, DKP>(sS, FB_LK, qat);  // Q -> sS
     }
     __syncthreads();
     {
         auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
         auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
         auto lk = [&](int s, int f) { return sK[s * FB_LK + f]; };
-        ta dQ[R][RK], dK[R][RK];
+        ta dQ[R][CK], dK[R][CK];
         zero_acc(dQ);
         zero_acc(dK);
-        fb_mm(dQ, 0, whi, dQK, lk);
-        fb_mm(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
-        fb_mm(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
+        fb_mm<X1>(dQ, 0, whi, dQK, lk);
+        fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
+        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
         fb_each(dQ, [&](int t, int f, ta x) {  // + e^G dqe
             if (in(t) && f < DK) dq[row(t) * DK + f] = fma(veG[t], dqe[(cj * CH + t) * DK + f], x);
         });
@@ -431,3 +529,6 @@ extern "C" __global__ void __launch_bounds__(NT) gd_forms_bwd(
         }
     }
 }
+
+extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(FB_PARAMS) { fb_kernel<false>(FB_ARGS); }
+extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd_x1(FB_PARAMS) { fb_kernel<true>(FB_ARGS); }
