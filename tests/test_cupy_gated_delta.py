@@ -38,7 +38,7 @@ from lsattn._chunktree import chunk_layout, to_chunks
 from lsattn.gated_delta import _chunk_forms, _masked_intra
 from lsattn.backends.cupy import gated_delta as cgd
 from lsattn.backends.cupy._arrays import narrow, widen
-from lsattn.backends.cupy._compile import GD_BW, GD_G, make_config
+from lsattn.backends.cupy._compile import GD_BW, GD_G, CupyOps, make_config
 from lsattn.fenwick import _bit_length
 
 from helpers import assert_close, cupy_source, emulation
@@ -227,8 +227,17 @@ class Emulated:
         self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H, g, out)), *opt, *ints,
                                  ctypes.c_int(n), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("gd_forms")))
 
+    _i, _l = staticmethod(np.int32), staticmethod(np.int64)
+
+    def _tk(self, op, cfg, name):
+        """CupyOps' kernel lookup: the two-tier form's kernels (CupyOps.gd_tiers) on this emulation."""
+        return _EmuKernel(self._lib(cfg), name), (256,), cfg.smem(name)
+
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 keep=True):
+        tier = cgd.tier_plan(cfg, F, n, n_old, keep, DK, DV)
+        if tier is not None and self.bw == BW:  # the host logic of CupyOps.gd_scan, launches on this emulation
+            return CupyOps.gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH)
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH, self.g)]
@@ -494,7 +503,12 @@ class _EmuKernel:
 
     def __call__(self, grid, block, args, shared_mem=0):
         ptr = lambda x: ctypes.c_void_p(int(x) or None)  # noqa: E731
-        if self.name == "gd_forms":  # 14 pointers, then T, DK, DV, L, p, F, n; grid (n, BH)
+        if self.name in ("gd_tier1", "gd_coarse", "gd_tier3"):  # pointers (arrays or ints), then int32 scalars
+            conv = [ctypes.c_int(int(x)) if isinstance(x, np.int32) else
+                    x.ctypes.data_as(ctypes.c_void_p) if isinstance(x, np.ndarray) else ptr(x) for x in args]
+            getattr(self.lib, {"gd_tier1": "run_tier1", "gd_coarse": "run_coarse", "gd_tier3": "run_tier3"}[self.name])(
+                *conv, ctypes.c_uint(grid[0]), ctypes.c_uint(shared_mem))
+        elif self.name == "gd_forms":  # 14 pointers, then T, DK, DV, L, p, F, n; grid (n, BH)
             T, DK, DV, L, p, F, n = (int(x) for x in args[14:])
             self.lib.run_forms(*map(ptr, args[:14]), *map(ctypes.c_int, (T, DK, DV, L)), ctypes.c_longlong(p),
                                ctypes.c_longlong(F), ctypes.c_int(n), ctypes.c_int(grid[1]), ctypes.c_uint(shared_mem))

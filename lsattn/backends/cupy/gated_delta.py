@@ -30,9 +30,10 @@ from ...loglinear import _ns
 from ...state import State
 from ._arrays import _external_stream, _half, array_kind, check_grid, inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
-from ._compile import GD_BW, GD_G, _launch, make_config
+from ._compile import GD_BW, GD_G, SMEM_MAX, _launch, make_config
 
-__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops"]
+__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops",
+           "tier_plan"]
 
 OP = "loglinear_gated_delta"
 
@@ -83,6 +84,44 @@ def scan_blocks(F, n, n_old, NLC, G=GD_G):
     level ``m`` that meets the call."""
     cL = F + n - 1
     return -(-n_old // G) + sum((cL >> m) - (F >> m) + 1 for m in group_tops(NLC, G))
+
+
+#: calls from chunk 0 without incoming or returned state take gd_scan's two-tier form (gd_tier1, gd_coarse,
+#: gd_tier3; False: gd_scan, for A/B timing and tests)
+TIERED = True
+TIER_P = 4  # gated_delta.cu's GD_TP: the two-tier form's low period, in chunks
+
+
+def popsum(p):
+    """Sum of popcount(x) over ``0 <= x < p`` (gated_delta.cu's gd_popsum)."""
+    return sum(((p >> (b + 1)) << b) + max(0, (p & ((2 << b) - 1)) - (1 << b)) for b in range(max(p - 1, 0).bit_length()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tier:
+    """The two-tier scan of a call of ``n`` chunks: nP low periods of TIER_P chunks, NCL coarse levels (the
+    levels above log2 TIER_P that some chunk reads), NPR pairs of coarse slots per period (gd_tier3's blocks)."""
+
+    nP: int
+    NCL: int
+
+    @property
+    def NPR(self):
+        return -(-self.NCL // 2)
+
+    def shapes(self, DK, DV):
+        """Per sequence: the periods' transfers Z and keys Tot, and the coarse slots at the periods' starts Sb."""
+        return (self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV)
+
+
+def tier_plan(cfg, F, n, n_old, keep, DK, DV):
+    """The ``Tier`` of gd_scan's call, or None where gd_scan runs (a call not from chunk 0, incoming slots, the
+    returned state, the coarse slots past shared memory)."""
+    if not TIERED or F or n_old or keep:
+        return None
+    nP = -(-n // TIER_P)
+    tier = Tier(nP, (nP - 1).bit_length())
+    return tier if cfg.gd_coarse_smem(tier.NCL) <= SMEM_MAX else None
 
 
 def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="", check=None):
