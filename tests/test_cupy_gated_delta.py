@@ -324,6 +324,49 @@ def test_scan_blocks():
     assert cgd.scan_group(cgd.GROUP_MIN_CHUNKS - 1) == 1 and cgd.scan_group(cgd.GROUP_MIN_CHUNKS) == GD_G
 
 
+def test_tier_plan():
+    """The two-tier form takes calls from chunk 0 without incoming or returned state; its coarse levels are those
+    of the periods' indices; popsum counts gd_coarse's entries."""
+    cfg = make_config("float", 64, 16, 64)
+    assert cgd.tier_plan(cfg, 1, 10, 0, False, 64, 64) is None and cgd.tier_plan(cfg, 0, 10, 0, True, 64, 64) is None
+    assert cgd.tier_plan(cfg, 0, 10, 2, False, 64, 64) is None
+    for n in range(1, 300):
+        tier = cgd.tier_plan(cfg, 0, n, 0, False, 64, 64)
+        assert tier.nP * cgd.TIER_P >= n > (tier.nP - 1) * cgd.TIER_P
+        assert tier.NCL == max(((c >> 2).bit_length() for c in range(n)), default=0)  # chunk levels 3 .. read
+        assert cgd.popsum(tier.nP) == sum(bin(x).count("1") for x in range(tier.nP))
+
+
+@pytest.mark.parametrize("dtype, T, dk, dv, C, decay", [
+    ("float64", 700, 5, 19, 16, "moderate"),  # 44 chunks: 11 periods, 4 coarse levels, a partial last period
+    ("float64", 300, 33, 3, 32, "strong"),  # transfers in two column blocks (d_k > GD_BW)
+    ("float32", 420, 16, 40, 16, "mixed"),  # tensor cores (3xTF32); two value column blocks; 27 chunks
+    ("float32", 20, 20, 17, 16, "strong"),  # two chunks: one period, no coarse level
+    ("bfloat16", 600, 64, 20, 64, "moderate")])  # 1xTF32, 10 chunks at C = 64: 3 periods
+def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay):
+    """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; the public forward from chunk 0 without state) on the
+    CPU emulation through the host logic: against the reference (float64 / float32 bounds; bfloat16 inputs' float32
+    output within TF32, gd_scan's 1xTF32) and against gd_scan itself (TIERED off), hard resets included."""
+    calls, real = [], CupyOps.gd_tiers
+    monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
+    arrays = make(7, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
+    half = "bf16" if dtype == "bfloat16" else ""
+    if half:  # 16-bit patterns read by gd_forms; the reference on the rounded inputs
+        bits = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
+        full = [widen(np, b, "bf16").astype(np.float64) for b in bits]
+    else:
+        bits = [x.astype(dtype) for x in arrays]
+        full = [x.astype(np.float64) for x in bits]
+    out, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
+    assert calls == [1]
+    monkeypatch.setattr(cgd, "TIERED", False)
+    base, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
+    assert calls == [1]
+    tol = {"float64": F64, "float32": F32}.get(dtype, TF32)
+    assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
+    assert_close(out, base, tol, what="against gd_scan")
+
+
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [
     (150, 0, 16, 20, 64, "normalised", "moderate"),  # one per DKP: CI time
     (97, 77, 20, 17, 32, "raw", "strong"),

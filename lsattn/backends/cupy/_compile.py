@@ -70,9 +70,9 @@ class Config:
         return (max(2 * CH * (DKP + pad), G * CH * w) + DKP * (CH + pad) + G * (DKP * sw + CH)) * es
 
     def gd_coarse_smem(self, NCL, BW=GD_BW):
-        """gd_coarse's shared memory (gated_delta.cu) with NCL coarse slots: a transfer (DKP x DKP, rows padded by
-        16 bytes) and the slots (DKP x BW, BW + 8 a row)."""
-        return (self.DKP * (self.DKP + 16 // self.itemsize) + NCL * self.DKP * (BW + 8)) * self.itemsize
+        """gd_coarse's shared memory (gated_delta.cu) with NCL coarse slots: two buffers of a transfer (DKP x DKP,
+        rows padded by 16 bytes) and of the slots (DKP x BW, BW + 8 a row)."""
+        return 2 * (self.DKP * (self.DKP + 16 // self.itemsize) + NCL * self.DKP * (BW + 8)) * self.itemsize
 
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
     def smem(self, kernel):

@@ -746,72 +746,76 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_tier1(
     }
 }
 
-// gd_coarse's shared memory: Z_pp (DKP x DKP, row stride GD_LDQ), the NCL coarse slots (DKP x GD_BW, row stride
-// GD_LDS): Config.gd_coarse_smem(NCL)
+// gd_coarse's shared memory: two buffers of Z (DKP x DKP, row stride GD_LDQ: the next period's copied during this
+// one's products) and of the NCL coarse slots (DKP x GD_BW, row stride GD_LDS: a period's products read one and
+// write the other, no barrier between the slots): Config.gd_coarse_smem(NCL)
 extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
     int DK, int DV, int nP, int NCL, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Zs = reinterpret_cast<ta*>(smem_raw);
-    ta* Ss = Zs + DKP * GD_LDQ;  // [slot][kk][col]
-    constexpr int SS = DKP * GD_LDS, RB = DKP / 16, TWB = GdWarpTiles<RB>::NTL;
-    check_smem((DKP * GD_LDQ + NCL * SS) * sizeof(ta));
+    constexpr int ZS = DKP * GD_LDQ, SS = DKP * GD_LDS, RB = DKP / 16, TWB = GdWarpTiles<RB>::NTL;
+    ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
+    ta* Ss = Zs + 2 * ZS;                       // [buffer][slot][kk][col]
+    check_smem((2 * ZS + 2 * NCL * SS) * sizeof(ta));
     const int NCB = (DV + GD_BW - 1) / GD_BW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
     const i64 bh = blockIdx.x / NCB;
     const int c0 = (int)(blockIdx.x % NCB) * GD_BW;
     const i64 slot_sz = (i64)DK * DV;
     const GdWarpTiles<RB> wb;
-    for (int idx = tid; idx < NCL * SS; idx += NT) Ss[idx] = 0;
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
+    if (nP > 1) gd_copy<DKP, DKP>(Zs, GD_LDQ, Z + bh * nP * DK * DK, DK, DK, DK, vec);
+    cp_async_commit();
     i64 e = bh * gd_popsum(nP);  // Sb's entry of period pp's first held slot
     for (int pp = 0; pp < nP; e += __popcll(pp), ++pp) {
-        __syncthreads();  // the slots written by the last period's merge
-        for (int cl = 0, rk = 0; cl < NCL; ++cl) {
-            if (!((pp >> cl) & 1)) continue;
-            ta* dst = Sb + (e + rk++) * slot_sz;
-            for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
-                const int kk = idx / GD_BW, cc = idx % GD_BW;
-                if (kk < DK && c0 + cc < DV) dst[(i64)kk * DV + c0 + cc] = Ss[cl * SS + kk * GD_LDS + cc];
-            }
-        }
-        if (pp + 1 == nP) break;
-        gd_copy<DKP, DKP>(Zs, GD_LDQ, Z + (bh * nP + pp) * DK * DK, DK, DK, DK, vec);
-        cp_async_commit();
-        cp_async_wait<0>();
-        __syncthreads();
-        // S_cl <- Z S_cl; the slots below z = tz(pp + 1) with Tot_pp into slot z
-        const int z = __ffsll(pp + 1) - 1;
-        ta m[TWB][4];
+        ta* Si = Ss + (pp & 1) * NCL * SS;   // the slots at period pp's start
+        ta* So = Ss + (~pp & 1) * NCL * SS;  // at period pp + 1's
+        ta m[TWB][4];                        // the merge: Tot_pp + the slots below z = tz(pp + 1)
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
             for (int x = 0; x < 4; ++x) {
                 const int kk = wb.row(x), cc = wb.col(it, x);
-                m[it][x] = wb.on && kk < DK && c0 + cc < DV ? Tot[(bh * nP + pp) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+                const bool ok = pp + 1 < nP && wb.on && kk < DK && c0 + cc < DV;
+                m[it][x] = ok ? Tot[(bh * nP + pp) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
             }
-        for (int cl = 0; cl < NCL; ++cl) {
+        __syncthreads();  // the last period's products: Si written, Zs' other buffer free
+        for (int cl = 0, rk = 0; cl < NCL; ++cl) {
             if (!((pp >> cl) & 1)) continue;
+            ta* dst = Sb + (e + rk++) * slot_sz;
+            for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
+                const int kk = idx / GD_BW, cc = idx % GD_BW;
+                if (kk < DK && c0 + cc < DV) dst[(i64)kk * DV + c0 + cc] = Si[cl * SS + kk * GD_LDS + cc];
+            }
+        }
+        if (pp + 1 == nP) break;
+        if (pp + 2 < nP) gd_copy<DKP, DKP>(Zs + (~pp & 1) * ZS, GD_LDQ, Z + (bh * nP + pp + 1) * DK * DK, DK, DK, DK, vec);
+        cp_async_commit();
+        cp_async_wait<1>();  // Z_pp
+        __syncthreads();
+        // S_cl <- Z_pp S_cl into So; the slots below z with Tot_pp into slot z
+        const ta* Zp = Zs + (pp & 1) * ZS;
+        const int z = __ffsll(pp + 1) - 1;
+        for (int cl = 0; cl < NCL; ++cl) {
+            if (!((pp >> cl) & 1) || !wb.on) continue;
             ta acc[1][1][TWB][4] = {};
             const unsigned use[1] = {1u};
-            if (wb.on) gd_mm<1, 1, TWB>(acc, Zs, nullptr, GD_LDQ, (const ta*)(Ss + cl * SS), 0, GD_LDS, wb.r0, wb.n0, K8, use);
-            __syncthreads();  // every warp has read S_cl
-            if (wb.on)
+            gd_mm<1, 1, TWB>(acc, Zp, nullptr, GD_LDQ, (const ta*)(Si + cl * SS), 0, GD_LDS, wb.r0, wb.n0, K8, use);
 #pragma unroll
-                for (int it = 0; it < TWB; ++it)
+            for (int it = 0; it < TWB; ++it)
 #pragma unroll
-                    for (int x = 0; x < 4; ++x) {
-                        if (cl < z) m[it][x] += acc[0][0][it][x];
-                        else Ss[cl * SS + wb.row(x) * GD_LDS + wb.col(it, x)] = acc[0][0][it][x];
-                    }
+                for (int x = 0; x < 4; ++x) {
+                    if (cl < z) m[it][x] += acc[0][0][it][x];
+                    else So[cl * SS + wb.row(x) * GD_LDS + wb.col(it, x)] = acc[0][0][it][x];
+                }
         }
         if (wb.on)
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
-                for (int x = 0; x < 4; ++x) Ss[z * SS + wb.row(x) * GD_LDS + wb.col(it, x)] = m[it][x];
-        __syncthreads();  // Zs rewritten by the next period's copy
+                for (int x = 0; x < 4; ++x) So[z * SS + wb.row(x) * GD_LDS + wb.col(it, x)] = m[it][x];
     }
+    cp_async_wait<0>();
 }
 
 extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_tier3(

@@ -30,7 +30,7 @@ from ...loglinear import _ns
 from ...state import State
 from ._arrays import _external_stream, _half, array_kind, check_grid, inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
-from ._compile import GD_BW, GD_G, SMEM_MAX, _launch, make_config
+from ._compile import GD_BW, GD_G, SMEM_MAX, CupyOps, _launch, make_config
 
 __all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops",
            "tier_plan"]
@@ -274,6 +274,10 @@ class _Plan:
         NLC = chunk_slots(F, n, merge_last)
         sizes = [BH * n * C * DK, BH * n * C * DK, BH * n * DK * C, BH * n * DK * DV, BH * n]
         sizes += [BH * T * L] if self.half else []
+        # gd_scan's two-tier form: its scratch (Z, Tot, Sb) after gd_forms' outputs
+        self.tier = tier_plan(cfg, F, n, 0, False, DK, DV)
+        sizes += [BH * math.prod(shape) for shape in self.tier.shapes(DK, DV)] if self.tier else []
+        self.cfg, self.dims = cfg, (T, DK, DV, L, n, BH)
         self.offsets, at = [], 0
         for size in sizes:  # each part 256-byte aligned (gd_scan's 16-byte asynchronous copies)
             self.offsets.append(at)
@@ -293,6 +297,18 @@ class _Plan:
         # are neither read nor written, n_old 0: no incoming chain; null pointers stand for them)
         self.scan_tail = (i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n), i32(0), i32(NLC),
                           i32(int(merge_last)), i32(0), i32(BH), i32(G))
+
+
+class _Direct:
+    """``CupyOps.gd_tiers``' kernel lookup for ``_torch_call`` (its arguments raw pointers, its scratch given)."""
+
+    _i = staticmethod(np.int32)
+
+    def __init__(self, dev):
+        self.dev = dev
+
+    def _tk(self, op, cfg, name):
+        return _launch(op, self.dev, cfg, name)
 
 
 #: CUDA torch tensors without state take ``_torch_call`` (False: the CuPy views, as every other call; for A/B timing)
@@ -333,16 +349,22 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     scratch = torch.empty(plan.nbytes, dtype=torch.uint8, device=q.device)
     out = torch.empty(plan.out_shape, dtype=plan.dtype, device=q.device)
     base, optr = scratch.data_ptr(), out.data_ptr()
-    qe, ek, ph, H, g, *lamw = (base + o for o in plan.offsets)
-    lamw = lamw[0] if lamw else 0
+    qe, ek, ph, H, g, *rest = (base + o for o in plan.offsets)
+    lamw = rest[0] if plan.half else 0
+    tiers = rest[-3:] if plan.tier is not None else None
     bad = 0 if check is None else check.pointer()
     with _external_stream(stream, dev):  # CuPy's current stream: the launches' and the check's event
         plan.forms(plan.forms_grid, plan.forms_block, (*ptrs, qe, ek, ph, H, g, optr, lamw, bad, *plan.forms_tail),
                    shared_mem=plan.forms_smem)
         if check is not None:
             check.launched()
-        plan.scan(plan.scan_grid, plan.scan_block, (qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0, *plan.scan_tail),
-                  shared_mem=plan.scan_smem)
+        if plan.tier is not None:
+            T, DK, DV, L, n, BH = plan.dims
+            CupyOps.gd_tiers(_Direct(dev), plan.cfg, plan.tier, qe, ek, ph, H, g, lamw or ptrs[5], optr, T, DK, DV, L, n,
+                             BH, scratch=tiers)
+        else:
+            plan.scan(plan.scan_grid, plan.scan_block, (qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0, *plan.scan_tail),
+                      shared_mem=plan.scan_smem)
     if plan.trim is None:
         return out.view(plan.view)
     return out[:, :plan.trim].contiguous().view(plan.view)  # compact: a copy without the last chunk's padding rows
