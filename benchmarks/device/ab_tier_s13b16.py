@@ -81,10 +81,10 @@ for T in Ts:
         Z, Tot, Sb = scratch
         head = (qe, ek, ph, H, g, lam, out)
         f1, blk, sm1 = ops._tk("gated_delta", cfg, "gd_tier1")
-        fc, _, _ = ops._tk("gated_delta", cfg, "gd_coarse")
+        fc, _, smc = ops._tk("gated_delta", cfg, "gd_coarse")
         f3, _, sm3 = ops._tk("gated_delta", cfg, "gd_tier3")
-        t1 = lambda: f1(((tier.nP * NCB + (tier.nP - 1) * NCK) * BH,), blk, head + (Z, Tot, i(T), i(DK), i(DV), i(L), i(n), i(tier.nP), i(BH)), shared_mem=sm1)  # noqa: E731
-        tc = lambda: fc((BH * NCB,), blk, (Z, Tot, Sb, i(DK), i(DV), i(tier.nP), i(tier.NCL), i(BH)), shared_mem=cfg.gd_coarse_smem(tier.NCL))  # noqa: E731
+        t1 = lambda: f1((tier.nP * BH * (NCB + NCK),), blk, head + (Z, Tot, i(T), i(DK), i(DV), i(L), i(n), i(tier.nP), i(BH)), shared_mem=sm1)  # noqa: E731
+        tc = lambda: fc((tier.coarse_chains * BH * NCB,), blk, (Z, Tot, Sb, i(DK), i(DV), i(tier.nP), i(tier.NCL), i(BH)), shared_mem=smc)  # noqa: E731
         t3 = lambda: f3((tier.nP * tier.NPR * BH * NCB,), blk, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(tier.nP), i(tier.NPR), i(BH)), shared_mem=sm3)  # noqa: E731
         row.append(f"{key} t1/coarse/t3 {ms(t1, 5):.3f}/{ms(tc, 5):.3f}/{ms(t3, 5):.3f} ms")
     print(" | ".join(row), flush=True)

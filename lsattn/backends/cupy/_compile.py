@@ -69,10 +69,10 @@ class Config:
         w, sw = ((2 * (BW + 4) if f and es == 4 else BW + 8) for f in (wsplit, sreg))
         return (max(2 * CH * (DKP + pad), G * CH * w) + DKP * (CH + pad) + G * (DKP * sw + CH)) * es
 
-    def gd_coarse_smem(self, NCL, BW=GD_BW):
-        """gd_coarse's shared memory (gated_delta.cu) with NCL coarse slots: two buffers of a transfer (DKP x DKP,
-        rows padded by 16 bytes) and of the slots (DKP x BW, BW + 8 a row)."""
-        return 2 * (self.DKP * (self.DKP + 16 // self.itemsize) + NCL * self.DKP * (BW + 8)) * self.itemsize
+    def gd_coarse_smem(self, BW=GD_BW):
+        """gd_coarse's shared memory (gated_delta.cu): two buffers of a transfer (DKP x DKP, rows padded by 16
+        bytes) and of a slot (DKP x BW, BW + 8 a row)."""
+        return 2 * (self.DKP * (self.DKP + 16 // self.itemsize) + self.DKP * (BW + 8)) * self.itemsize
 
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
     def smem(self, kernel):
@@ -81,8 +81,8 @@ class Config:
             return self.gd_smem()
         if kernel in ("gd_tier1", "gd_tier3"):  # gd_walk<GD_TM>'s layout (GD_TM = 2 slots)
             return self.gd_smem(2)
-        if kernel == "gd_coarse":  # the most a call may take (gated_delta.tier_plan's bound); each launch its own
-            return SMEM_MAX
+        if kernel == "gd_coarse":  # (past SMEM_MAX: float64 at DKP = 128, which gated_delta.tier_plan leaves to gd_scan)
+            return min(self.gd_coarse_smem(), SMEM_MAX)
         if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels
             pad = 8 if self.ta == "float" and CH == DKP == 64 else 4  # GF_PAD (rows of the tensor-core operands)
             cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
@@ -576,12 +576,12 @@ class CupyOps:
         NCB, NCK, i = -(-DV // GD_BW), -(-DK // GD_BW), self._i
         head = (qe, ek, ph, H, g, lam, out)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
-        fn(((nP * NCB + (nP - 1) * NCK) * BH,), block, head + (Z, Tot, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)),
+        fn((nP * BH * (NCB + NCK),), block, head + (Z, Tot, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)),
            shared_mem=smem)
         if NCL == 0:  # one period: no level above GD_TM
             return
-        fn, block, _ = self._tk("gated_delta", cfg, "gd_coarse")
-        fn((BH * NCB,), block, (Z, Tot, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH)), shared_mem=cfg.gd_coarse_smem(NCL))
+        fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
+        fn((tier.coarse_chains * BH * NCB,), block, (Z, Tot, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH)), shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),
            shared_mem=smem)

@@ -586,14 +586,13 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
 //   tz(i + 1) + 1), whose last merge is the period's keys carried to its end, Tot_pp (DK x DV); and
 //   (b) per period but the last, its transfer Z_pp = P_{4pp+3} .. P_{4pp} (DK x DK, the identity's
 //   columns carried: 2 products per chunk, no H, no reads).
-// - gd_coarse: per (sequence, column block), the same Fenwick walk over the periods (transition Z_pp,
-//   keys Tot_pp) on FFMA / tensor cores, one DK x DK x GD_BW product per held coarse slot and period:
-//   it writes each slot of level GD_TM + cl (bit cl - 1 of pp set) at the start of period pp into Sb
-//   (compact: entry popsum(pp) + rank).
+// - gd_coarse: the slots of the levels GD_TM + cl (coarse level cl: bit cl - 1 of pp set) at every period
+//   pp's start into Sb (compact: entry popsum(pp) + rank), as gd_scan's chains over the periods
+//   (transition Z_pp, keys Tot_pp): one DK x DK x GD_BW product a period and chain, the chains in parallel.
 // - gd_tier3: per (period, pair of its held coarse slots): both read and carried over the period's
 //   chunks from Sb.
 // Work per chunk: 3 popcount(c) products + 2 (gd_scan: 3 popcount(c) + 2 (NLC - popcount(c))); longest
-// chain: 4 chunk steps + nP / 1 coarse steps + 4 chunk steps.
+// chain: 4 chunk steps + nP - 1 coarse steps of one product + 4 chunk steps.
 constexpr int GD_TM = 2, GD_TP = 1 << GD_TM;  // the low levels (gd_tier1's slots), the low period in chunks
 enum { GT_LOW, GT_XFER, GT_TOP };
 // sum of popcount(x) over 0 <= x < p: gd_coarse's entries of Sb before period p
@@ -726,29 +725,29 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_tier1(
     ta* __restrict__ Tot,                                   // (BH, nP, DK, DV) out: the periods' keys (but the last)
     int T, int DK, int DV, int L, int n, int nP, int BH) {
     check_smem(GD_TSMEM);
+    // the block: period pp (slowest), sequence bh, then its NCB low walks and NCK transfers side by side (the same
+    // chunks' tiles: read from L2 by all but the first)
     const int NCB = (DV + GD_BW - 1) / GD_BW, NCK = (DK + GD_BW - 1) / GD_BW;
-    i64 b = blockIdx.x;
-    const i64 nlow = (i64)nP * BH * NCB;
+    const int pp = (int)(blockIdx.x / ((i64)BH * (NCB + NCK))), role = (int)(blockIdx.x % (NCB + NCK));
+    const i64 bh = blockIdx.x / (NCB + NCK) % BH;
     int lev[GD_TM];
     for (int j = 0; j < GD_TM; ++j) lev[j] = j + 1;
-    if (b < nlow) {  // the low walk of period pp (the period slowest)
-        const int pp = (int)(b / ((i64)BH * NCB));
-        const i64 bh = b / NCB % BH;
+    if (role < NCB) {  // the low walk of period pp
         ta* fin = pp + 1 < nP ? Tot + (bh * nP + pp) * DK * DV : nullptr;
-        gd_tier_walk(GT_LOW, qe, ek, ph, Hc, gc, lam, out, fin, nullptr, 0, T, DK, DV, L, n, DV, bh,
-                     (int)(b % NCB) * GD_BW, pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, GD_TM);
-    } else {  // the transfer of period pp < nP - 1, DK columns
-        b -= nlow;
-        const int pp = (int)(b / ((i64)BH * NCK));
-        const i64 bh = b / NCK % BH;
+        gd_tier_walk(GT_LOW, qe, ek, ph, Hc, gc, lam, out, fin, nullptr, 0, T, DK, DV, L, n, DV, bh, role * GD_BW,
+                     pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, GD_TM);
+    } else if (pp + 1 < nP) {  // the transfer of period pp < nP - 1, DK columns
         gd_tier_walk(GT_XFER, qe, ek, ph, Hc, gc, lam, out, Z + (bh * nP + pp) * DK * DK, nullptr, 0, T, DK, DV, L, n, DK,
-                     bh, (int)(b % NCK) * GD_BW, pp * GD_TP, (pp + 1) * GD_TP, lev, 1);
+                     bh, (role - NCB) * GD_BW, pp * GD_TP, (pp + 1) * GD_TP, lev, 1);
     }
 }
 
-// gd_coarse's shared memory: two buffers of Z (DKP x DKP, row stride GD_LDQ: the next period's copied during this
-// one's products) and of the NCL coarse slots (DKP x GD_BW, row stride GD_LDS: a period's products read one and
-// write the other, no barrier between the slots): Config.gd_coarse_smem(NCL)
+// gd_coarse: the coarse slots at the periods' starts, gd_scan's chains at the periods' granularity: one block per
+// (coarse level cl, its period of 2^cl periods from base with reads, sequence, column block), the longest first:
+// S(base + 1) = Tot_base, S(pp + 1) = Z_pp S(pp) (+ Tot_pp in the first half, pp < mid = base + 2^(cl-1)), written
+// into Sb at each pp >= mid. One product per step (a sequential walk over the periods: popcount(pp)); two buffers
+// of Z (the next copied during this product) and of S (the product reads one, writes the other): one barrier a step.
+// Shared memory: Config.gd_coarse_smem().
 extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
@@ -756,64 +755,57 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int ZS = DKP * GD_LDQ, SS = DKP * GD_LDS, RB = DKP / 16, TWB = GdWarpTiles<RB>::NTL;
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
-    ta* Ss = Zs + 2 * ZS;                       // [buffer][slot][kk][col]
-    check_smem((2 * ZS + 2 * NCL * SS) * sizeof(ta));
+    ta* Ss = Zs + 2 * ZS;                       // [buffer][kk][col]
+    check_smem((2 * ZS + 2 * SS) * sizeof(ta));
     const int NCB = (DV + GD_BW - 1) / GD_BW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
-    const i64 bh = blockIdx.x / NCB;
-    const int c0 = (int)(blockIdx.x % NCB) * GD_BW;
-    const i64 slot_sz = (i64)DK * DV;
+    const i64 per = (i64)BH * NCB;
+    i64 r = blockIdx.x / per;
+    int cl = NCL;
+    for (; cl > 1; --cl) {  // level cl's periods with reads: base + 2^(cl-1) < nP
+        const i64 cnt = ((nP - 1 - (1ll << (cl - 1))) >> cl) + 1;
+        if (r < cnt) break;
+        r -= cnt;
+    }
+    const i64 bh = blockIdx.x / NCB % BH;
+    const int c0 = (int)(blockIdx.x % NCB) * GD_BW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
+    const int end = min(nP, base + (1 << cl));
+    const i64 slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
     const GdWarpTiles<RB> wb;
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
-    if (nP > 1) gd_copy<DKP, DKP>(Zs, GD_LDQ, Z + bh * nP * DK * DK, DK, DK, DK, vec);
+    if (base + 2 < end) gd_copy<DKP, DKP>(Zs + ((base + 1) & 1) * ZS, GD_LDQ, Z + (bh * nP + base + 1) * DK * DK, DK, DK, DK, vec);
     cp_async_commit();
-    i64 e = bh * gd_popsum(nP);  // Sb's entry of period pp's first held slot
-    for (int pp = 0; pp < nP; e += __popcll(pp), ++pp) {
-        ta* Si = Ss + (pp & 1) * NCL * SS;   // the slots at period pp's start
-        ta* So = Ss + (~pp & 1) * NCL * SS;  // at period pp + 1's
-        ta m[TWB][4];                        // the merge: Tot_pp + the slots below z = tz(pp + 1)
+    for (int idx = tid; idx < DKP * GD_BW; idx += NT) {  // S(base + 1) = Tot_base
+        const int kk = idx / GD_BW, cc = idx % GD_BW;
+        Ss[((base + 1) & 1) * SS + kk * GD_LDS + cc] =
+            kk < DK && c0 + cc < DV ? Tot[(bh * nP + base) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+    }
+    for (int pp = base + 1; pp < end; ++pp) {
+        const ta* Si = Ss + (pp & 1) * SS;
+        ta* So = Ss + (~pp & 1) * SS;
+        cp_async_wait<0>();
+        __syncthreads();  // Z_pp and S(pp) complete; the other buffers' last readers done
+        if (pp + 2 < end)
+            gd_copy<DKP, DKP>(Zs + (~pp & 1) * ZS, GD_LDQ, Z + (bh * nP + pp + 1) * DK * DK, DK, DK, DK, vec);
+        cp_async_commit();
+        if (pp >= mid) {  // the slot's entry: after those of pp's lower set bits
+            ta* dst = Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz;
+            for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
+                const int kk = idx / GD_BW, cc = idx % GD_BW;
+                if (kk < DK && c0 + cc < DV) dst[(i64)kk * DV + c0 + cc] = Si[kk * GD_LDS + cc];
+            }
+        }
+        if (pp + 1 == end || !wb.on) continue;
+        ta acc[1][1][TWB][4] = {};
+        const unsigned use[1] = {1u};
+        gd_mm<1, 1, TWB>(acc, Zs + (pp & 1) * ZS, nullptr, GD_LDQ, Si, 0, GD_LDS, wb.r0, wb.n0, K8, use);
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
             for (int x = 0; x < 4; ++x) {
                 const int kk = wb.row(x), cc = wb.col(it, x);
-                const bool ok = pp + 1 < nP && wb.on && kk < DK && c0 + cc < DV;
-                m[it][x] = ok ? Tot[(bh * nP + pp) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+                const bool tot = pp < mid && kk < DK && c0 + cc < DV;
+                So[kk * GD_LDS + cc] = acc[0][0][it][x] + (tot ? Tot[(bh * nP + pp) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0);
             }
-        __syncthreads();  // the last period's products: Si written, Zs' other buffer free
-        for (int cl = 0, rk = 0; cl < NCL; ++cl) {
-            if (!((pp >> cl) & 1)) continue;
-            ta* dst = Sb + (e + rk++) * slot_sz;
-            for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
-                const int kk = idx / GD_BW, cc = idx % GD_BW;
-                if (kk < DK && c0 + cc < DV) dst[(i64)kk * DV + c0 + cc] = Si[cl * SS + kk * GD_LDS + cc];
-            }
-        }
-        if (pp + 1 == nP) break;
-        if (pp + 2 < nP) gd_copy<DKP, DKP>(Zs + (~pp & 1) * ZS, GD_LDQ, Z + (bh * nP + pp + 1) * DK * DK, DK, DK, DK, vec);
-        cp_async_commit();
-        cp_async_wait<1>();  // Z_pp
-        __syncthreads();
-        // S_cl <- Z_pp S_cl into So; the slots below z with Tot_pp into slot z
-        const ta* Zp = Zs + (pp & 1) * ZS;
-        const int z = __ffsll(pp + 1) - 1;
-        for (int cl = 0; cl < NCL; ++cl) {
-            if (!((pp >> cl) & 1) || !wb.on) continue;
-            ta acc[1][1][TWB][4] = {};
-            const unsigned use[1] = {1u};
-            gd_mm<1, 1, TWB>(acc, Zp, nullptr, GD_LDQ, (const ta*)(Si + cl * SS), 0, GD_LDS, wb.r0, wb.n0, K8, use);
-#pragma unroll
-            for (int it = 0; it < TWB; ++it)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) {
-                    if (cl < z) m[it][x] += acc[0][0][it][x];
-                    else So[cl * SS + wb.row(x) * GD_LDS + wb.col(it, x)] = acc[0][0][it][x];
-                }
-        }
-        if (wb.on)
-#pragma unroll
-            for (int it = 0; it < TWB; ++it)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) So[z * SS + wb.row(x) * GD_LDS + wb.col(it, x)] = m[it][x];
     }
     cp_async_wait<0>();
 }

@@ -109,6 +109,12 @@ class Tier:
     def NPR(self):
         return -(-self.NCL // 2)
 
+    @property
+    def coarse_chains(self):
+        """gd_coarse's blocks per sequence and column block: the periods of 2^cl periods of each coarse level cl
+        with reads (base + 2^(cl-1) < nP)."""
+        return sum(((self.nP - 1 - (1 << (cl - 1))) >> cl) + 1 for cl in range(1, self.NCL + 1))
+
     def shapes(self, DK, DV):
         """Per sequence: the periods' transfers Z and keys Tot, and the coarse slots at the periods' starts Sb."""
         return (self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV)
@@ -116,12 +122,12 @@ class Tier:
 
 def tier_plan(cfg, F, n, n_old, keep, DK, DV):
     """The ``Tier`` of gd_scan's call, or None where gd_scan runs (a call not from chunk 0, incoming slots, the
-    returned state, the coarse slots past shared memory)."""
+    returned state, gd_coarse past shared memory: float64 at d_k > 64)."""
     if not TIERED or F or n_old or keep:
         return None
     nP = -(-n // TIER_P)
     tier = Tier(nP, (nP - 1).bit_length())
-    return tier if cfg.gd_coarse_smem(tier.NCL) <= SMEM_MAX else None
+    return tier if cfg.gd_coarse_smem() <= SMEM_MAX else None
 
 
 def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="", check=None):
