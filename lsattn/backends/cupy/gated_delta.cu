@@ -609,7 +609,8 @@ constexpr int GD_TSMEM = (GD_TQW + DKP * GD_LDP + GD_TM * (DKP * GD_LDS + CH)) *
 // NC columns from c0 (DV; GT_XFER: DK): GT_LOW (slots: levels 1, 2; Tot into fin unless null), GT_XFER (one
 // slot from the identity, no H, no reads; Z into fin), GT_TOP (gs slots of levels lev[j] from sin + j sst,
 // read throughout). Shared memory as gd_walk<GD_TM>'s: Qe, Ek (W over them), phi, S, the read weights.
-__device__ __forceinline__ void gd_tier_walk(int kind, const ta* __restrict__ qe, const ta* __restrict__ ek,
+template <int kind>
+__device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta* __restrict__ ek,
                                              const ta* __restrict__ ph, const ta* __restrict__ Hc,
                                              const ta* __restrict__ gc, const ta* __restrict__ lam, ta* __restrict__ out,
                                              ta* __restrict__ fin, const ta* __restrict__ sin, i64 sst, int T, int DK,
@@ -653,7 +654,10 @@ __device__ __forceinline__ void gd_tier_walk(int kind, const ta* __restrict__ qe
             if (tid < NG * CH) {  // token t's read weight for slot j
                 const int j = tid / CH, t = tid % CH;
                 const i64 gi = (i64)c * CH + t;
-                lw[tid] = (r >> j) & 1 && gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + lev[j]] : (ta)0;
+                int lv = 0;  // lev[j] without a local-memory array
+#pragma unroll
+                for (int jj = 0; jj < NG; ++jj) lv = jj == j ? (kind == GT_LOW ? jj + 1 : lev[jj]) : lv;
+                lw[tid] = (r >> j) & 1 && gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + lv] : (ta)0;
             }
             cp_async_wait<0>();
             __syncthreads();
@@ -734,10 +738,10 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_tier1(
     for (int j = 0; j < GD_TM; ++j) lev[j] = j + 1;
     if (role < NCB) {  // the low walk of period pp
         ta* fin = pp + 1 < nP ? Tot + (bh * nP + pp) * DK * DV : nullptr;
-        gd_tier_walk(GT_LOW, qe, ek, ph, Hc, gc, lam, out, fin, nullptr, 0, T, DK, DV, L, n, DV, bh, role * GD_BW,
+        gd_tier_walk<GT_LOW>(qe, ek, ph, Hc, gc, lam, out, fin, nullptr, 0, T, DK, DV, L, n, DV, bh, role * GD_BW,
                      pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, GD_TM);
     } else if (pp + 1 < nP) {  // the transfer of period pp < nP - 1, DK columns
-        gd_tier_walk(GT_XFER, qe, ek, ph, Hc, gc, lam, out, Z + (bh * nP + pp) * DK * DK, nullptr, 0, T, DK, DV, L, n, DK,
+        gd_tier_walk<GT_XFER>(qe, ek, ph, Hc, gc, lam, out, Z + (bh * nP + pp) * DK * DK, nullptr, 0, T, DK, DV, L, n, DK,
                      bh, (role - NCB) * GD_BW, pp * GD_TP, (pp + 1) * GD_TP, lev, 1);
     }
 }
@@ -830,6 +834,6 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_tier3(
             ++rk;
         }
     const i64 slot_sz = (i64)DK * DV;
-    gd_tier_walk(GT_TOP, qe, ek, ph, Hc, gc, lam, out, nullptr, Sb + (bh * gd_popsum(nP) + gd_popsum(pp) + GD_TM * g) * slot_sz,
+    gd_tier_walk<GT_TOP>(qe, ek, ph, Hc, gc, lam, out, nullptr, Sb + (bh * gd_popsum(nP) + gd_popsum(pp) + GD_TM * g) * slot_sz,
                  slot_sz, T, DK, DV, L, n, DV, bh, (int)(b % NCB) * GD_BW, pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, gs);
 }
