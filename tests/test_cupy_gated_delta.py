@@ -208,11 +208,13 @@ class Emulated:
     g = GD_G  # gd_scan's slots per block, at run time (a build of more: GD_G_SET) whatever the call's chunks
     ws = True  # float32: W stored as tf32 pairs (GD_WS_SET=0: unsplit)
     sr = False  # float32: S in registers, shared as tf32 pairs (GD_SR_SET=1)
+    tm = cgd.TIER_M  # the two-tier form's low levels (a timing build's GD_TM_SET)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
         defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g <= GD_G else {"GD_G_SET": self.g})
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
+        defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
@@ -231,11 +233,11 @@ class Emulated:
 
     def _tk(self, op, cfg, name):
         """CupyOps' kernel lookup: the two-tier form's kernels (CupyOps.gd_tiers) on this emulation."""
-        return _EmuKernel(self._lib(cfg), name), (256,), cfg.smem(name)
+        return _EmuKernel(self._lib(cfg), name), (256,), cfg.gd_smem(self.tm) if name != "gd_coarse" else cfg.smem(name)
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 keep=True):
-        tier = cgd.tier_plan(cfg, F, n, n_old, keep, DK, DV)
+        tier = cgd.tier_plan(cfg, F, n, n_old, keep, DK, DV, self.tm)
         if tier is not None and self.bw == BW:  # the host logic of CupyOps.gd_scan, launches on this emulation
             return CupyOps.gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH)
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
@@ -332,8 +334,8 @@ def test_tier_plan():
     assert cgd.tier_plan(cfg, 0, 10, 2, False, 64, 64) is None
     for n in range(1, 300):
         tier = cgd.tier_plan(cfg, 0, n, 0, False, 64, 64)
-        assert tier.nP * cgd.TIER_P >= n > (tier.nP - 1) * cgd.TIER_P
-        assert tier.NCL == max(((c >> 2).bit_length() for c in range(n)), default=0)  # chunk levels 3 .. read
+        assert tier.nP << cgd.TIER_M >= n > (tier.nP - 1) << cgd.TIER_M
+        assert tier.NCL == max(((c >> cgd.TIER_M).bit_length() for c in range(n)), default=0)  # the levels above read
         assert cgd.popsum(tier.nP) == sum(bin(x).count("1") for x in range(tier.nP))
 
 
@@ -342,11 +344,16 @@ def test_tier_plan():
     ("float64", 300, 33, 3, 32, "strong"),  # transfers in two column blocks (d_k > GD_BW)
     ("float32", 420, 16, 40, 16, "mixed"),  # tensor cores (3xTF32); two value column blocks; 27 chunks
     ("float32", 20, 20, 17, 16, "strong"),  # two chunks: one period, no coarse level
-    ("bfloat16", 600, 64, 20, 64, "moderate")])  # 1xTF32, 10 chunks at C = 64: 3 periods
+    ("bfloat16", 600, 64, 20, 64, "moderate"),  # 1xTF32, 10 chunks at C = 64: 3 periods
+    ("float64", 700, 5, 19, 16, "tm3"),  # the timing build of periods of 8 chunks (GD_TM_SET=3)
+    ("float32", 420, 16, 40, 16, "tm3")])
 def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay):
     """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; the public forward from chunk 0 without state) on the
     CPU emulation through the host logic: against the reference (float64 / float32 bounds; bfloat16 inputs' float32
     output within TF32, gd_scan's 1xTF32) and against gd_scan itself (TIERED off), hard resets included."""
+    if decay == "tm3":
+        emulated, decay = copy.copy(emulated), "mixed"
+        emulated.tm = 3
     calls, real = [], CupyOps.gd_tiers
     monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
     arrays = make(7, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)

@@ -593,7 +593,13 @@ extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_scan(
 //   chunks from Sb.
 // Work per chunk: 3 popcount(c) products + 2 (gd_scan: 3 popcount(c) + 2 (NLC - popcount(c))); longest
 // chain: 4 chunk steps + nP - 1 coarse steps of one product + 4 chunk steps.
-constexpr int GD_TM = 2, GD_TP = 1 << GD_TM;  // the low levels (gd_tier1's slots), the low period in chunks
+#ifdef GD_TM_SET  // a timing build may set it (3: periods of 8 chunks, 2 blocks per SM by shared memory)
+constexpr int GD_TM = GD_TM_SET;
+#else
+constexpr int GD_TM = 2;  // the low levels (gd_tier1's slots; gd_tier3's per block): gated_delta.TIER_M
+#endif
+constexpr int GD_TP = 1 << GD_TM;  // the low period in chunks
+static_assert(GD_TM * CH <= NT, "a thread per slot and token for the read weights");
 enum { GT_LOW, GT_XFER, GT_TOP };
 // sum of popcount(x) over 0 <= x < p: gd_coarse's entries of Sb before period p
 __device__ __forceinline__ i64 gd_popsum(i64 p) {
@@ -721,7 +727,13 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         }
 }
 
-extern "C" __global__ void __launch_bounds__(NT, GD_MINB) gd_tier1(
+// blocks per SM gd_tier1's registers must allow (a timing build may set it: 2, no spills)
+#ifdef GD_T1MINB_SET
+constexpr int GD_T1MINB = GD_T1MINB_SET;
+#else
+constexpr int GD_T1MINB = GD_MINB;
+#endif
+extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
     const ta* __restrict__ qe, const ta* __restrict__ ek, const ta* __restrict__ ph, const ta* __restrict__ Hc,
     const ta* __restrict__ gc, const ta* __restrict__ lam,  // as gd_scan's
     ta* __restrict__ out,                                   // (BH, n, CH, DV)  in: intra-chunk output; out: + levels 1, 2

@@ -89,7 +89,7 @@ def scan_blocks(F, n, n_old, NLC, G=GD_G):
 #: calls from chunk 0 without incoming or returned state take gd_scan's two-tier form (gd_tier1, gd_coarse,
 #: gd_tier3; False: gd_scan, for A/B timing and tests)
 TIERED = True
-TIER_P = 4  # gated_delta.cu's GD_TP: the two-tier form's low period, in chunks
+TIER_M = 2  # gated_delta.cu's GD_TM: the two-tier form's low levels (its low period: 2^TIER_M chunks)
 
 
 def popsum(p):
@@ -99,15 +99,16 @@ def popsum(p):
 
 @dataclasses.dataclass(frozen=True)
 class Tier:
-    """The two-tier scan of a call of ``n`` chunks: nP low periods of TIER_P chunks, NCL coarse levels (the
-    levels above log2 TIER_P that some chunk reads), NPR pairs of coarse slots per period (gd_tier3's blocks)."""
+    """The two-tier scan of a call of ``n`` chunks: nP low periods of 2^TM chunks, NCL coarse levels (the
+    levels above TM that some chunk reads), NPR groups of TM coarse slots per period (gd_tier3's blocks)."""
 
     nP: int
     NCL: int
+    TM: int = TIER_M  # (a timing build's GD_TM_SET)
 
     @property
     def NPR(self):
-        return -(-self.NCL // 2)
+        return -(-self.NCL // self.TM)
 
     @property
     def coarse_chains(self):
@@ -120,13 +121,13 @@ class Tier:
         return (self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV)
 
 
-def tier_plan(cfg, F, n, n_old, keep, DK, DV):
+def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
     """The ``Tier`` of gd_scan's call, or None where gd_scan runs (a call not from chunk 0, incoming slots, the
     returned state, gd_coarse past shared memory: float64 at d_k > 64)."""
     if not TIERED or F or n_old or keep:
         return None
-    nP = -(-n // TIER_P)
-    tier = Tier(nP, (nP - 1).bit_length())
+    nP = -(-n >> TM)
+    tier = Tier(nP, (nP - 1).bit_length(), TM)
     return tier if cfg.gd_coarse_smem() <= SMEM_MAX else None
 
 
