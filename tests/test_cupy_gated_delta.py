@@ -326,10 +326,13 @@ def test_scan_blocks():
     assert cgd.scan_group(cgd.GROUP_MIN_CHUNKS - 1) == 1 and cgd.scan_group(cgd.GROUP_MIN_CHUNKS) == GD_G
 
 
-def test_tier_plan():
-    """The two-tier form takes calls from chunk 0 without incoming or returned state; its coarse levels are those
-    of the periods' indices; popsum counts gd_coarse's entries."""
+def test_tier_plan(monkeypatch):
+    """The two-tier form takes calls from chunk 0 without incoming or returned state (of TIER_MIN_CHUNKS chunks or
+    more); its coarse levels are those of the periods' indices; popsum counts gd_coarse's entries."""
     cfg = make_config("float", 64, 16, 64)
+    assert cgd.tier_plan(cfg, 0, cgd.TIER_MIN_CHUNKS - 1, 0, False, 64, 64) is None
+    assert cgd.tier_plan(cfg, 0, cgd.TIER_MIN_CHUNKS, 0, False, 64, 64) is not None
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
     assert cgd.tier_plan(cfg, 1, 10, 0, False, 64, 64) is None and cgd.tier_plan(cfg, 0, 10, 0, True, 64, 64) is None
     assert cgd.tier_plan(cfg, 0, 10, 2, False, 64, 64) is None
     for n in range(1, 300):
@@ -354,6 +357,7 @@ def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, deca
     if decay == "tm3":
         emulated, decay = copy.copy(emulated), "mixed"
         emulated.tm = 3
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
     calls, real = [], CupyOps.gd_tiers
     monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
     arrays = make(7, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
@@ -591,6 +595,7 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     monkeypatch.setattr(cgd, "_launch", lambda op, dev, cfg, name: (_EmuKernel(emulated._lib(cfg), name), (256,),
                                                                        cfg.smem(name)))
     monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # gd_scan's two-tier form (its scratch in the plan's allocation)
     assert _compile.GD_BW == emulated.bw and _compile.GD_G == emulated.g
     arrays = make(5, batch, T, dk, dv, resets=True)
     tdt = getattr(torch, dtype)

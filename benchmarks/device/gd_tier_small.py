@@ -9,6 +9,7 @@ import lsattn
 from lsattn.backends.cupy import gated_delta as cgd
 
 rng = np.random.default_rng(0)
+cgd.TIER_MIN_CHUNKS = 0  # the two-tier form on these small calls
 
 
 def both(f):

@@ -90,6 +90,9 @@ def scan_blocks(F, n, n_old, NLC, G=GD_G):
 #: gd_tier3; False: gd_scan, for A/B timing and tests)
 TIERED = True
 TIER_M = 2  # gated_delta.cu's GD_TM: the two-tier form's low levels (its low period: 2^TIER_M chunks)
+#: the two-tier form from this many chunks (H200, B H = 32, d = 64, C = 64: 128 chunks 5-10% faster than gd_scan, 512
+#: 14-17%, 32 2-9% slower; benchmarks/NOTES.md "Session 13 — s13b16"; the tests set 0)
+TIER_MIN_CHUNKS = 128
 
 
 def popsum(p):
@@ -123,8 +126,8 @@ class Tier:
 
 def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
     """The ``Tier`` of gd_scan's call, or None where gd_scan runs (a call not from chunk 0, incoming slots, the
-    returned state, gd_coarse past shared memory: float64 at d_k > 64)."""
-    if not TIERED or F or n_old or keep:
+    returned state, fewer than TIER_MIN_CHUNKS chunks, gd_coarse past shared memory: float64 at d_k > 64)."""
+    if not TIERED or F or n_old or keep or n < TIER_MIN_CHUNKS:
         return None
     nP = -(-n >> TM)
     tier = Tier(nP, (nP - 1).bit_length(), TM)
