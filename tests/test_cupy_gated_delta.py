@@ -38,7 +38,7 @@ from lsattn._chunktree import chunk_layout, to_chunks
 from lsattn.gated_delta import _chunk_forms, _masked_intra
 from lsattn.backends.cupy import gated_delta as cgd
 from lsattn.backends.cupy._arrays import narrow, widen
-from lsattn.backends.cupy._compile import GD_BW, GD_G, make_config
+from lsattn.backends.cupy._compile import GD_BW, GD_G, CupyOps, make_config
 from lsattn.fenwick import _bit_length
 
 from helpers import assert_close, cupy_source, emulation
@@ -208,11 +208,13 @@ class Emulated:
     g = GD_G  # gd_scan's slots per block, at run time (a build of more: GD_G_SET) whatever the call's chunks
     ws = True  # float32: W stored as tf32 pairs (GD_WS_SET=0: unsplit)
     sr = False  # float32: S in registers, shared as tf32 pairs (GD_SR_SET=1)
+    tm = cgd.TIER_M  # the two-tier form's low levels (a timing build's GD_TM_SET)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
         defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g <= GD_G else {"GD_G_SET": self.g})
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
+        defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
@@ -227,8 +229,17 @@ class Emulated:
         self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H, g, out)), *opt, *ints,
                                  ctypes.c_int(n), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("gd_forms")))
 
+    _i, _l = staticmethod(np.int32), staticmethod(np.int64)
+
+    def _tk(self, op, cfg, name):
+        """CupyOps' kernel lookup: the two-tier form's kernels (CupyOps.gd_tiers) on this emulation."""
+        return _EmuKernel(self._lib(cfg), name), (256,), cfg.gd_smem(self.tm) if name != "gd_coarse" else cfg.smem(name)
+
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 keep=True):
+        tier = cgd.tier_plan(cfg, F, n, n_old, keep, DK, DV, self.tm)
+        if tier is not None and self.bw == BW:  # the host logic of CupyOps.gd_scan, launches on this emulation
+            return CupyOps.gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH)
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH, self.g)]
@@ -313,6 +324,58 @@ def test_scan_blocks():
         for F, n, n_old in ((0, 1, 0), (5, 37, 3), (77, 19, 11)):
             assert cgd.scan_blocks(F, n, n_old, NLC, 1) == cgd.scan_chains(F, n, n_old, NLC)
     assert cgd.scan_group(cgd.GROUP_MIN_CHUNKS - 1) == 1 and cgd.scan_group(cgd.GROUP_MIN_CHUNKS) == GD_G
+
+
+def test_tier_plan(monkeypatch):
+    """The two-tier form takes calls from chunk 0 without incoming or returned state (of TIER_MIN_CHUNKS chunks or
+    more); its coarse levels are those of the periods' indices; popsum counts gd_coarse's entries."""
+    cfg = make_config("float", 64, 16, 64)
+    assert cgd.tier_plan(cfg, 0, cgd.TIER_MIN_CHUNKS - 1, 0, False, 64, 64) is None
+    assert cgd.tier_plan(cfg, 0, cgd.TIER_MIN_CHUNKS, 0, False, 64, 64) is not None
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    assert cgd.tier_plan(cfg, 1, 10, 0, False, 64, 64) is None and cgd.tier_plan(cfg, 0, 10, 0, True, 64, 64) is None
+    assert cgd.tier_plan(cfg, 0, 10, 2, False, 64, 64) is None
+    for n in range(1, 300):
+        tier = cgd.tier_plan(cfg, 0, n, 0, False, 64, 64)
+        assert tier.nP << cgd.TIER_M >= n > (tier.nP - 1) << cgd.TIER_M
+        assert tier.NCL == max(((c >> cgd.TIER_M).bit_length() for c in range(n)), default=0)  # the levels above read
+        assert cgd.popsum(tier.nP) == sum(bin(x).count("1") for x in range(tier.nP))
+
+
+@pytest.mark.parametrize("dtype, T, dk, dv, C, decay", [
+    ("float64", 700, 5, 19, 16, "moderate"),  # 44 chunks: 11 periods, 4 coarse levels, a partial last period
+    ("float64", 300, 33, 3, 32, "strong"),  # transfers in two column blocks (d_k > GD_BW)
+    ("float32", 420, 16, 40, 16, "mixed"),  # tensor cores (3xTF32); two value column blocks; 27 chunks
+    ("float32", 20, 20, 17, 16, "strong"),  # two chunks: one period, no coarse level
+    ("bfloat16", 600, 64, 20, 64, "moderate"),  # 1xTF32, 10 chunks at C = 64: 3 periods
+    ("float64", 700, 5, 19, 16, "tm3"),  # the timing build of periods of 8 chunks (GD_TM_SET=3)
+    ("float32", 420, 16, 40, 16, "tm3")])
+def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay):
+    """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; the public forward from chunk 0 without state) on the
+    CPU emulation through the host logic: against the reference (float64 / float32 bounds; bfloat16 inputs' float32
+    output within TF32, gd_scan's 1xTF32) and against gd_scan itself (TIERED off), hard resets included."""
+    if decay == "tm3":
+        emulated, decay = copy.copy(emulated), "mixed"
+        emulated.tm = 3
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
+    calls, real = [], CupyOps.gd_tiers
+    monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
+    arrays = make(7, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
+    half = "bf16" if dtype == "bfloat16" else ""
+    if half:  # 16-bit patterns read by gd_forms; the reference on the rounded inputs
+        bits = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
+        full = [widen(np, b, "bf16").astype(np.float64) for b in bits]
+    else:
+        bits = [x.astype(dtype) for x in arrays]
+        full = [x.astype(np.float64) for x in bits]
+    out, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
+    assert calls == [1]
+    monkeypatch.setattr(cgd, "TIERED", False)
+    base, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
+    assert calls == [1]
+    tol = {"float64": F64, "float32": F32}.get(dtype, TF32)
+    assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
+    assert_close(out, base, tol, what="against gd_scan")
 
 
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [
@@ -494,7 +557,12 @@ class _EmuKernel:
 
     def __call__(self, grid, block, args, shared_mem=0):
         ptr = lambda x: ctypes.c_void_p(int(x) or None)  # noqa: E731
-        if self.name == "gd_forms":  # 14 pointers, then T, DK, DV, L, p, F, n; grid (n, BH)
+        if self.name in ("gd_tier1", "gd_coarse", "gd_tier3"):  # pointers (arrays or ints), then int32 scalars
+            conv = [ctypes.c_int(int(x)) if isinstance(x, np.int32) else
+                    x.ctypes.data_as(ctypes.c_void_p) if isinstance(x, np.ndarray) else ptr(x) for x in args]
+            getattr(self.lib, {"gd_tier1": "run_tier1", "gd_coarse": "run_coarse", "gd_tier3": "run_tier3"}[self.name])(
+                *conv, ctypes.c_uint(grid[0]), ctypes.c_uint(shared_mem))
+        elif self.name == "gd_forms":  # 14 pointers, then T, DK, DV, L, p, F, n; grid (n, BH)
             T, DK, DV, L, p, F, n = (int(x) for x in args[14:])
             self.lib.run_forms(*map(ptr, args[:14]), *map(ctypes.c_int, (T, DK, DV, L)), ctypes.c_longlong(p),
                                ctypes.c_longlong(F), ctypes.c_int(n), ctypes.c_int(grid[1]), ctypes.c_uint(shared_mem))
@@ -527,6 +595,7 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     monkeypatch.setattr(cgd, "_launch", lambda op, dev, cfg, name: (_EmuKernel(emulated._lib(cfg), name), (256,),
                                                                        cfg.smem(name)))
     monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # gd_scan's two-tier form (its scratch in the plan's allocation)
     assert _compile.GD_BW == emulated.bw and _compile.GD_G == emulated.g
     arrays = make(5, batch, T, dk, dv, resets=True)
     tdt = getattr(torch, dtype)

@@ -69,11 +69,20 @@ class Config:
         w, sw = ((2 * (BW + 4) if f and es == 4 else BW + 8) for f in (wsplit, sreg))
         return (max(2 * CH * (DKP + pad), G * CH * w) + DKP * (CH + pad) + G * (DKP * sw + CH)) * es
 
+    def gd_coarse_smem(self, BW=GD_BW):
+        """gd_coarse's shared memory (gated_delta.cu): two buffers of a transfer (DKP x DKP, rows padded by 16
+        bytes) and of a slot (DKP x BW, BW + 8 a row)."""
+        return 2 * (self.DKP * (self.DKP + 16 // self.itemsize) + self.DKP * (BW + 8)) * self.itemsize
+
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
     def smem(self, kernel):
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
         if kernel == "gd_scan":
             return self.gd_smem()
+        if kernel in ("gd_tier1", "gd_tier3"):  # gd_walk<GD_TM>'s layout (GD_TM = 2 slots)
+            return self.gd_smem(2)
+        if kernel == "gd_coarse":  # (past SMEM_MAX: float64 at DKP = 128, which gated_delta.tier_plan leaves to gd_scan)
+            return min(self.gd_coarse_smem(), SMEM_MAX)
         if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels
             pad = 8 if self.ta == "float" and CH == DKP == 64 else 4  # GF_PAD (rows of the tensor-core operands)
             cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
@@ -252,7 +261,8 @@ _KERNELS = {
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
-    "gated_delta": ("gd_forms", "gd_scan"),  # gated_delta.py: the per-chunk WY forms, the scan over chunks
+    "gated_delta": ("gd_forms", "gd_scan", "gd_tier1", "gd_coarse", "gd_tier3"),  # gated_delta.py: the per-chunk WY
+    # forms, the scan over chunks (its two-tier form from chunk 0 without states: gd_tier1, gd_coarse, gd_tier3)
     "gated_delta_bwd": ("gd_scan_bwd", "gd_forms_bwd", "gd_forms_bwd_x1"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
@@ -564,14 +574,35 @@ class CupyOps:
         """The scan's independent chains (gated_delta.cu) in groups of ``gated_delta.scan_group(n)``
         slots: ``gated_delta.scan_blocks`` of them, each for every sequence and block of GD_BW value
         columns; ``keep``: write the returned state into lev / oldc (else only the output)."""
-        from .gated_delta import scan_blocks, scan_group
+        from .gated_delta import scan_blocks, scan_group, tier_plan
 
+        tier = tier_plan(cfg, F, n, n_old, keep, DK, DV)
+        if tier is not None:
+            return self.gd_tiers(cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_scan")
         per, G = BH * -(-DV // GD_BW), scan_group(n)
         fn((scan_blocks(F, n, n_old, NLC, G) * per,), block,
            (qe, ek, ph, H, g, lam, out, lev, oldc, self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p),
             self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last)), self._i(int(keep)),
             self._i(BH), self._i(G)),
+           shared_mem=smem)
+
+    def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None):
+        """gd_scan's two-tier form (gated_delta.cu: gd_tier1, gd_coarse, gd_tier3) for ``tier =
+        gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb) of ``tier.shapes`` (None: allocated here)."""
+        nP, NCL, NPR = tier.nP, tier.NCL, tier.NPR
+        Z, Tot, Sb = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
+        NCB, NCK, i = -(-DV // GD_BW), -(-DK // GD_BW), self._i
+        head = (qe, ek, ph, H, g, lam, out)
+        fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
+        fn((nP * BH * (NCB + NCK),), block, head + (Z, Tot, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)),
+           shared_mem=smem)
+        if NCL == 0:  # one period: no level above GD_TM
+            return
+        fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
+        fn((tier.coarse_chains * BH * NCB,), block, (Z, Tot, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH)), shared_mem=smem)
+        fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
+        fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),
            shared_mem=smem)
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,

@@ -30,9 +30,10 @@ from ...loglinear import _ns
 from ...state import State
 from ._arrays import _external_stream, _half, array_kind, check_grid, inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
-from ._compile import GD_BW, GD_G, _launch, make_config
+from ._compile import GD_BW, GD_G, SMEM_MAX, CupyOps, _launch, make_config
 
-__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops"]
+__all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops",
+           "tier_plan"]
 
 OP = "loglinear_gated_delta"
 
@@ -83,6 +84,54 @@ def scan_blocks(F, n, n_old, NLC, G=GD_G):
     level ``m`` that meets the call."""
     cL = F + n - 1
     return -(-n_old // G) + sum((cL >> m) - (F >> m) + 1 for m in group_tops(NLC, G))
+
+
+#: calls from chunk 0 without incoming or returned state take gd_scan's two-tier form (gd_tier1, gd_coarse,
+#: gd_tier3; False: gd_scan, for A/B timing and tests)
+TIERED = True
+TIER_M = 2  # gated_delta.cu's GD_TM: the two-tier form's low levels (its low period: 2^TIER_M chunks)
+#: the two-tier form from this many chunks (H200, B H = 32, d = 64, C = 64: 128 chunks 5-10% faster than gd_scan, 512
+#: 14-17%, 32 2-9% slower; benchmarks/NOTES.md "Session 13 — s13b16"; the tests set 0)
+TIER_MIN_CHUNKS = 128
+
+
+def popsum(p):
+    """Sum of popcount(x) over ``0 <= x < p`` (gated_delta.cu's gd_popsum)."""
+    return sum(((p >> (b + 1)) << b) + max(0, (p & ((2 << b) - 1)) - (1 << b)) for b in range(max(p - 1, 0).bit_length()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tier:
+    """The two-tier scan of a call of ``n`` chunks: nP low periods of 2^TM chunks, NCL coarse levels (the
+    levels above TM that some chunk reads), NPR groups of TM coarse slots per period (gd_tier3's blocks)."""
+
+    nP: int
+    NCL: int
+    TM: int = TIER_M  # (a timing build's GD_TM_SET)
+
+    @property
+    def NPR(self):
+        return -(-self.NCL // self.TM)
+
+    @property
+    def coarse_chains(self):
+        """gd_coarse's blocks per sequence and column block: the periods of 2^cl periods of each coarse level cl
+        with reads (base + 2^(cl-1) < nP)."""
+        return sum(((self.nP - 1 - (1 << (cl - 1))) >> cl) + 1 for cl in range(1, self.NCL + 1))
+
+    def shapes(self, DK, DV):
+        """Per sequence: the periods' transfers Z and keys Tot, and the coarse slots at the periods' starts Sb."""
+        return (self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV)
+
+
+def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
+    """The ``Tier`` of gd_scan's call, or None where gd_scan runs (a call not from chunk 0, incoming slots, the
+    returned state, fewer than TIER_MIN_CHUNKS chunks, gd_coarse past shared memory: float64 at d_k > 64)."""
+    if not TIERED or F or n_old or keep or n < TIER_MIN_CHUNKS:
+        return None
+    nP = -(-n >> TM)
+    tier = Tier(nP, (nP - 1).bit_length(), TM)
+    return tier if cfg.gd_coarse_smem() <= SMEM_MAX else None
 
 
 def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="", check=None):
@@ -235,6 +284,10 @@ class _Plan:
         NLC = chunk_slots(F, n, merge_last)
         sizes = [BH * n * C * DK, BH * n * C * DK, BH * n * DK * C, BH * n * DK * DV, BH * n]
         sizes += [BH * T * L] if self.half else []
+        # gd_scan's two-tier form: its scratch (Z, Tot, Sb) after gd_forms' outputs
+        self.tier = tier_plan(cfg, F, n, 0, False, DK, DV)
+        sizes += [BH * math.prod(shape) for shape in self.tier.shapes(DK, DV)] if self.tier else []
+        self.cfg, self.dims = cfg, (T, DK, DV, L, n, BH)
         self.offsets, at = [], 0
         for size in sizes:  # each part 256-byte aligned (gd_scan's 16-byte asynchronous copies)
             self.offsets.append(at)
@@ -254,6 +307,18 @@ class _Plan:
         # are neither read nor written, n_old 0: no incoming chain; null pointers stand for them)
         self.scan_tail = (i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n), i32(0), i32(NLC),
                           i32(int(merge_last)), i32(0), i32(BH), i32(G))
+
+
+class _Direct:
+    """``CupyOps.gd_tiers``' kernel lookup for ``_torch_call`` (its arguments raw pointers, its scratch given)."""
+
+    _i = staticmethod(np.int32)
+
+    def __init__(self, dev):
+        self.dev = dev
+
+    def _tk(self, op, cfg, name):
+        return _launch(op, self.dev, cfg, name)
 
 
 #: CUDA torch tensors without state take ``_torch_call`` (False: the CuPy views, as every other call; for A/B timing)
@@ -294,16 +359,22 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     scratch = torch.empty(plan.nbytes, dtype=torch.uint8, device=q.device)
     out = torch.empty(plan.out_shape, dtype=plan.dtype, device=q.device)
     base, optr = scratch.data_ptr(), out.data_ptr()
-    qe, ek, ph, H, g, *lamw = (base + o for o in plan.offsets)
-    lamw = lamw[0] if lamw else 0
+    qe, ek, ph, H, g, *rest = (base + o for o in plan.offsets)
+    lamw = rest[0] if plan.half else 0
+    tiers = rest[-3:] if plan.tier is not None else None
     bad = 0 if check is None else check.pointer()
     with _external_stream(stream, dev):  # CuPy's current stream: the launches' and the check's event
         plan.forms(plan.forms_grid, plan.forms_block, (*ptrs, qe, ek, ph, H, g, optr, lamw, bad, *plan.forms_tail),
                    shared_mem=plan.forms_smem)
         if check is not None:
             check.launched()
-        plan.scan(plan.scan_grid, plan.scan_block, (qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0, *plan.scan_tail),
-                  shared_mem=plan.scan_smem)
+        if plan.tier is not None:
+            T, DK, DV, L, n, BH = plan.dims
+            CupyOps.gd_tiers(_Direct(dev), plan.cfg, plan.tier, qe, ek, ph, H, g, lamw or ptrs[5], optr, T, DK, DV, L, n,
+                             BH, scratch=tiers)
+        else:
+            plan.scan(plan.scan_grid, plan.scan_block, (qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0, *plan.scan_tail),
+                      shared_mem=plan.scan_smem)
     if plan.trim is None:
         return out.view(plan.view)
     return out[:, :plan.trim].contiguous().view(plan.view)  # compact: a copy without the last chunk's padding rows
