@@ -16,6 +16,8 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              dispatched bf16 path since s11b16)
 - bf16in_split, bf16in_chk_lamw_split: the same with every B operand of the 3xTF32 products split (GF_BEXACT 0:
              the kernel before s12b16, which skips the split of K and V, exact tf32 values for 16-bit inputs)
+- *_prev:    GF_PREV 1: the chunk's V and level-weight rows prefetched towards L2 at the block's start (s13h16)
+- *_u2:      the tensor-core products' k-step loop (gf_tc) unrolled by 2 instead of 1 (s13h16)
 
 The inputs are bf16-representable values (so every variant reads the same numbers). Each line: ms per
 launch (20 launches between two events) and max |x - fp64| / max |fp64| of qeff, eGK, phi, H, g, intra.
@@ -34,11 +36,19 @@ from lsattn.backends.cupy import _compile as cc  # noqa: E402
 
 BH, D, CH = 32, 64, 64
 TS = [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "8192").split(",")]
+PREV = ("#define GF_PREV 0", "#define GF_PREV 1")
+U2 = ("#pragma unroll 1\n    for (int k0 = lo; k0 < hi; k0 += 8)", "#pragma unroll 2\n    for (int k0 = lo; k0 < hi; k0 += 8)")
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
     "fp32_chk": ("float", False, []),
     "bf16in_chk_lamw": ("float", True, []),
     "bf16in_chk_lamw_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
+
+    "fp32_chk_prev": ("float", False, [PREV]),
+    "bf16in_chk_lamw_prev": ("float", True, [PREV]),
+    "fp32_chk_u2": ("float", False, [U2]),
+    "bf16in_chk_lamw_u2": ("float", True, [U2]),
+    "bf16in_chk_lamw_prev_u2": ("float", True, [PREV, U2]),
 
     "fp32": ("float", False, []),
     "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),
