@@ -257,7 +257,7 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
                 _PLANS.clear()
             if off is not None:
                 off.flags.writeable = False  # the plan's: read by every call with these offsets
-            memo = {}
+            memo = {}  # _compute's choices for these arrays, kept with the plan (a 7th entry)
             _PLANS[key] = (op, xp, batch, out_dtype, state_dtype, off, memo)
         causal, return_state = bool(causal), bool(return_state)
     return _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offsets, sbatch, state, capacity,
@@ -265,11 +265,9 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
 
 
 #: validated calls without state: ``_plan_key`` (packed: followed by the offsets, when given as Python
-#: ints) -> (op, xp, batch, out_dtype, state_dtype, offsets or None, memo). Their checks depend only on the
+#: ints) -> (op, xp, batch, out_dtype, state_dtype, offsets or None). Their checks depend only on the
 #: arrays' types, shapes, dtypes and devices, the flags and the offsets, so a repeated call (a training
-#: loop, a benchmark) skips them (~30-40 us of host time; packed calls ~0.1 ms, session 12). memo:
-#: ``_compute``'s choices for these arrays (backend, dtype, whether a cast or a broadcast is needed) per
-#: ``backend=`` and ``backends.generation()``
+#: loop, a benchmark) skips them (~30-40 us of host time; packed calls ~0.1 ms, session 12)
 _PLANS = {}
 _PLANS_MAX = 256
 
@@ -353,7 +351,9 @@ def _validate(op, arrays, extra, state, return_state, backend, causal, cu_seqlen
 def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offsets, sbatch, state, capacity, offset,
              extra, return_state, backend, causal, memo=None):
     """The rest of ``_run`` on validated inputs: pick the backend, cast, check, call, cast back.
-    memo: the plan's (``_PLANS``) choices, or None (a call with state: chosen afresh)."""
+    memo: the plan's (``_PLANS``) dict of earlier choices for these arrays (the backend, ``grad``, the compute
+    dtype, whether no input needs a cast or a broadcast), keyed by ``backend=`` and ``backends.generation()``
+    (a registry or backend change, ``$LSATTN_BACKEND``: chosen again); None (a call with state): chosen afresh."""
     gen = None if memo is None else (backend, backends.generation())
     got = None if gen is None else memo.get(gen)
     if got is not None:  # a repeated call: the same backend (nothing it depends on changed), dtype, casts

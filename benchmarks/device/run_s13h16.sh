@@ -10,7 +10,7 @@ NAME=s13h16; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; git log --oneline -1; } > "$OUT/log_env.txt" 2>&1
 PT="python3 -m pytest -q -p no:cacheprovider -rs --tb=short"
-VAR=fp32_chk,bf16in_chk_lamw,fp32_chk_prev,bf16in_chk_lamw_prev,fp32_chk_u2,bf16in_chk_lamw_u2,bf16in_chk_lamw_prev_u2
+VAR=fp32_chk,bf16in_chk_lamw,fp32_chk_prev,bf16in_chk_lamw_prev,fp32_chk_u2,bf16in_chk_lamw_u2,bf16in_chk_lamw_prev_u2,bf16in_chk_lamw_nosolve,bf16in_chk_lamw_noscan
 echo "=== tests + memcheck $(date -u +%T)"
 timeout 95 $PT tests/test_cupy_gated_delta.py -k "(gpu_torch_direct or bfloat16_in or half_inputs) and not emulated" \
     > "$OUT/log_tests_fwd.txt" 2>&1 &
@@ -23,9 +23,9 @@ echo "-- memcheck"; grep -E "ERROR SUMMARY|sanitize ok|Error" "$OUT/log_memcheck
 echo "-- variants 256"; grep -E "^T=" "$OUT/log_variants_256.txt"
 # TIMINGS
 echo "=== host A/B 8192 $(date -u +%T)"
-timeout 22 python3 benchmarks/device/gd_host_s13h16.py 8192 > "$OUT/log_host.txt" 2>&1; echo "rc=$?"
+timeout 20 python3 benchmarks/device/gd_host_s13h16.py 8192 > "$OUT/log_host.txt" 2>&1; echo "rc=$?"
 grep -E "^T=|^step" "$OUT/log_host.txt"; grep -A30 "Ordered by" "$OUT/log_host.txt" | head -32
 echo "=== gd_forms variants 8192 $(date -u +%T)"
-timeout 16 python3 benchmarks/device/gd_forms_variants.py 8192 $VAR > "$OUT/log_variants.txt" 2>&1; echo "rc=$?"
+timeout 18 python3 benchmarks/device/gd_forms_variants.py 8192 $VAR > "$OUT/log_variants.txt" 2>&1; echo "rc=$?"
 grep -E "^T=" "$OUT/log_variants.txt"
 echo "=== done $(date -u +%T)"
