@@ -354,7 +354,7 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
     memo: the plan's (``_PLANS``) dict of earlier choices for these arrays (the backend, ``grad``, the compute
     dtype, whether no input needs a cast or a broadcast), keyed by ``backend=`` and ``backends.generation()``
     (a registry or backend change, ``$LSATTN_BACKEND``: chosen again); None (a call with state): chosen afresh."""
-    gen = None if memo is None else (backend, backends.generation())
+    gen = None if memo is None or not (backend is None or type(backend) is str) else (backend, backends.generation())
     got = None if gen is None else memo.get(gen)
     if got is not None:  # a repeated call: the same backend (nothing it depends on changed), dtype, casts
         chosen, grad, dtype, plain = got
@@ -383,7 +383,7 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
     # case); when some input is not, those results are dropped and the call computes again, sanitised
     # (an implementation whose kernels check the inputs they read answers it itself: ``checks_inputs``;
     # packed calls that the backend computes itself get the inputs as they are: the same one read)
-    own = off is None and not grad and getattr(chosen.implementation(op.name), "checks_inputs", False)
+    own = off is None and not _grad(present, state) and getattr(chosen.implementation(op.name), "checks_inputs", False)
     checked = (kernel_checks if own else checks)(op, args, state, xp) if off is None or op.name in chosen.reset_ops else None
     args0, state0 = args, state
     run_op, finish, kw = op, None, {}
