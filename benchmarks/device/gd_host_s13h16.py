@@ -29,10 +29,10 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 import lsattn  # noqa: E402
 from bench_gpu import cuda_time  # noqa: E402
 from bench_gpu_gated_delta import inputs  # noqa: E402
+from gd_host_s12b16 import STAMP, Stamped, host, pipelined  # noqa: E402  (STAMP: the backend's entry, gd_forms' launch)
 from lsattn import backends  # noqa: E402
 from lsattn.backends.cupy import _rawlaunch, gated_delta  # noqa: E402
 
-STAMP = []  # host times: the backend's entry ("backend"), gd_forms' launch ("forms")
 GENERATION = backends.generation
 
 
@@ -58,42 +58,10 @@ def stamp():
     gated_delta._Plan.__init__ = plan_init
 
 
-class Stamped:
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, *a, **kw):
-        STAMP.append(("forms", time.perf_counter()))
-        return self.fn(*a, **kw)
-
-
 def configure(name):
     gated_delta.RAW_LAUNCH = name in ("new", "nomemo")
     gated_delta._TORCH_PLANS.clear()
     backends.generation = (lambda: object()) if name in ("nomemo", "old") else GENERATION
-
-
-def host(f, reps=15):
-    walls, stamps = [], {"backend": [], "forms": []}
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        STAMP.clear()
-        t = time.perf_counter()
-        f()
-        walls.append((time.perf_counter() - t) * 1e3)
-        for name, at in STAMP:
-            stamps[name].append((at - t) * 1e6)
-    torch.cuda.synchronize()
-    return (statistics.median(walls), *(statistics.median(v) if v else float("nan") for v in stamps.values()))
-
-
-def pipelined(f, reps=20):
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        f()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) * 1e3 / reps
 
 
 def steps(x):
