@@ -10,9 +10,10 @@ tensors without state, B=2, H=16, d=64, bf16 and fp32, four configurations alter
 Per configuration, as ``gd_host_s12b16.py``: ``latency`` (median CUDA-event ms of one call, the forward table's
 measure), ``pipelined`` (20 calls back to back / 20), ``host`` (median wall ms of one call from an idle GPU),
 ``to_backend`` / ``to_forms`` (host us from the call to the backend's ``forward`` / to gd_forms' launch).
-Then (``new``, bf16) the host cost of single steps (median us of 300) and a cProfile of 300 calls (top 25 by own time).
+Then (``new``) the host cost of single steps (median us of 300) per dtype and a cProfile of 300 bf16 calls (top 25 by
+own time). ``fp32first``: the float32 rounds before the bfloat16 ones.
 
-    python benchmarks/device/gd_host_s13h16.py [T]
+    python benchmarks/device/gd_host_s13h16.py [T] [fp32first]
 """
 import cProfile
 import functools
@@ -65,7 +66,7 @@ def configure(name):
 
 
 def steps(x):
-    """Median host us of single steps of the direct path (bf16 plan), 300 each, the GPU kept busy little."""
+    """Median host us of single steps of the direct path (the plan of ``x``), 300 each, the GPU kept busy little."""
     q, k, v, a, beta, lam = x
     plan = next(iter(gated_delta._TORCH_PLANS.values()))
     dev = q.get_device()
@@ -74,7 +75,7 @@ def steps(x):
     out = torch.empty(plan.out_shape, dtype=plan.dtype, device=q.device)
     base = scratch.data_ptr()
     ptrs = [t.data_ptr() for t in x]
-    args = (*ptrs, *(base + o for o in plan.offsets[:5]), out.data_ptr(), base + plan.offsets[5], 0)
+    args = (*ptrs, *(base + o for o in plan.offsets[:5]), out.data_ptr(), base + plan.offsets[5] if plan.half else 0, 0)
     raw = plan.raw_forms.fn if isinstance(plan.raw_forms, Stamped) else plan.raw_forms
     cp = plan.forms.fn if isinstance(plan.forms, Stamped) else plan.forms
     import cupy
@@ -118,7 +119,8 @@ def main():
     T = int(sys.argv[1]) if len(sys.argv) > 1 else 8192
     stamp()
     names = ("new", "cupy", "nomemo", "old")
-    for dtype, dname in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+    order = ((torch.bfloat16, "bf16"), (torch.float32, "fp32"))
+    for dtype, dname in order[::-1] if "fp32first" in sys.argv else order:
         x = inputs(T, dtype)
         f = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
         outs = {}
@@ -142,10 +144,11 @@ def main():
                   + " ms, pipelined " + " / ".join(f"{x[1]:.3f}" for x in r) + " ms, host " + " / ".join(
                       f"{x[2]:.3f}" for x in r) + " ms, to_backend " + " / ".join(f"{x[3]:.0f}" for x in r)
                   + " us, to_forms " + " / ".join(f"{x[4]:.0f}" for x in r) + " us", flush=True)
+        configure("new")
+        f()
+        print(f"steps {dname}:", flush=True)
+        steps(x)
         if dname == "bf16":
-            configure("new")
-            f()
-            steps(x)
             pr = cProfile.Profile()
             torch.cuda.synchronize()
             pr.enable()
