@@ -527,6 +527,44 @@ def _emulated_driver(kernels, stream):
     return launch
 
 
+def test_raw_launch_blocks_are_per_call():
+    """``_rawlaunch.RawLaunch``: the driver reads the pointers of the call that launched (several threads launching
+    through one plan's block, the driver yielding mid-launch), the scalars in their C types, and the geometry."""
+    import ctypes
+    import threading
+    import time
+    import types
+
+    from lsattn.backends.cupy import _rawlaunch
+
+    seen, bad = [], []
+
+    def driver(func, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        time.sleep(0)  # another thread may run here
+        got = [ctypes.c_uint64.from_address(params[i]).value for i in range(3)]
+        if got != [stream, stream + 1, 0] or ctypes.c_int32.from_address(params[3]).value != -5 \
+                or ctypes.c_int64.from_address(params[4]).value != 1 << 40:
+            bad.append((stream, got))
+        seen.append((func, gx, gy, gz, bx, by, bz, smem))
+        return 0
+
+    launch = _rawlaunch.RawLaunch(types.SimpleNamespace(ptr=99), (7, 3), (256,), 1024, 3,
+                                  (np.int32(-5), np.int64(1 << 40)), driver)
+
+    def work(base):
+        for i in range(200):
+            s = base + 16 * i
+            launch(s, s, s + 1, 0)
+
+    threads = [threading.Thread(target=work, args=(1 << (20 + t),)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad, bad[:3]
+    assert len(seen) == 800 and set(seen) == {(99, 7, 3, 1, 256, 1, 1, 1024)}
+
+
 @pytest.mark.parametrize("raw", [False, True])
 @pytest.mark.parametrize("dtype, batch, T, dk, dv, C", [("float32", (2, 1), 150, 20, 17, 32), ("float64", (3,), 64, 5, 3, 16),
                                                          ("bfloat16", (2,), 97, 64, 20, 64), ("float32", (1,), 1, 64, 64, 64)])

@@ -3,13 +3,15 @@
 A CuPy ``RawKernel`` call converts each argument on every launch (~11 us for 13 arguments on the
 H200's host, 17 with NumPy scalars: benchmarks/NOTES.md, s11e17's primitives): a launch whose
 geometry and scalar arguments are fixed (a cached plan) keeps them in one ctypes block and sets only
-the pointers per call. The call holds the GIL (``ctypes.PyDLL``): the block is filled and read by the
-driver without another thread in between.
+the pointers per call. A lock per block keeps another thread from refilling it before the driver has
+read it (the driver copies the arguments at the launch); the GIL is released during the driver call (a
+full launch queue blocks it).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
 
 import numpy as np
 
@@ -23,7 +25,7 @@ def _driver():
     if not _DRIVER:
         fn = None
         try:
-            lib = ctypes.PyDLL(ctypes.util.find_library("cuda") or "libcuda.so.1")
+            lib = ctypes.CDLL(ctypes.util.find_library("cuda") or "libcuda.so.1")
             fn = lib.cuLaunchKernel
             u = ctypes.c_uint
             fn.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
@@ -57,10 +59,12 @@ class RawLaunch:
         self.params = (ctypes.c_void_p * len(addrs))(*addrs)
         g, b = (tuple(grid) + (1, 1))[:3], (tuple(block) + (1, 1))[:3]
         self.geometry = (*g, *b, int(shared))
+        self._lock = threading.Lock()
 
     def __call__(self, stream, *pointers):
-        self.ptrs[:] = pointers
-        err = self._launch(self.func, *self.geometry, stream, self.params, None)
+        with self._lock:  # the block is this call's until the driver has copied it
+            self.ptrs[:] = pointers
+            err = self._launch(self.func, *self.geometry, stream, self.params, None)
         if err:
             from cupy.cuda.driver import CUDADriverError
 
