@@ -234,16 +234,21 @@ class KernelCheck:
             import cupyx
 
             buf = _FLAG.buf = cupyx.empty_pinned((1,), np.int32)
+            _FLAG.addr = buf.ctypes.data
         buf[0] = 0  # the thread's previous call read it before returning
         self._buf = buf
-        return buf.ctypes.data
+        return _FLAG.addr
 
-    def launched(self):
-        """The kernels that set the flag are queued on CuPy's current stream: the answer waits for them."""
+    def launched(self, stream=None):
+        """The kernels that set the flag are queued on CuPy's current stream (or on ``stream``, a raw
+        CUDA stream handle): the answer waits for them."""
         import cupy
 
         done = cupy.cuda.Event(disable_timing=True)
-        done.record()
+        if stream is None:
+            done.record()
+        else:
+            cupy.cuda.runtime.eventRecord(done.ptr, stream)
         self._wait = lambda: (done.synchronize(), int(self._buf[0]))[1]
 
     def found(self, count):

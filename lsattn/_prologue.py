@@ -242,8 +242,9 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
         key, host = _packed_key(cu_seqlens)
         key = None if key is None or (base := _plan_key(op, arrays, causal, return_state)) is None else base + key
     plan = _PLANS.get(key) if key is not None else None
+    memo = None
     if plan is not None and plan[0] is op:  # the same op, array types, shapes, dtypes, devices, flags: validated
-        _, xp, batch, out_dtype, state_dtype, off = plan
+        _, xp, batch, out_dtype, state_dtype, off, memo = plan
         present = [x for x in arrays if x is not None]
         offsets = None
         sbatch, capacity, offset = batch, 0, 0
@@ -257,10 +258,11 @@ def _run(op, arrays, *, extra=(), state=None, return_state=False, backend=None, 
                 _PLANS.clear()
             if off is not None:
                 off.flags.writeable = False  # the plan's: read by every call with these offsets
-            _PLANS[key] = (op, xp, batch, out_dtype, state_dtype, off)
+            memo = {}  # _compute's choices for these arrays, kept with the plan (a 7th entry)
+            _PLANS[key] = (op, xp, batch, out_dtype, state_dtype, off, memo)
         causal, return_state = bool(causal), bool(return_state)
     return _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offsets, sbatch, state, capacity,
-                    offset, extra, return_state, backend, causal)
+                    offset, extra, return_state, backend, causal, memo)
 
 
 #: validated calls without state: ``_plan_key`` (packed: followed by ``_packed_key``, the offsets'
@@ -361,17 +363,35 @@ def _validate(op, arrays, extra, state, return_state, backend, causal, cu_seqlen
 
 
 def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offsets, sbatch, state, capacity, offset,
-             extra, return_state, backend, causal):
-    """The rest of ``_run`` on validated inputs: pick the backend, cast, check, call, cast back."""
-    chosen = backends.resolve(op.name, xp, present[0], backend, grad=_grad(present, state), varlen=off is not None)
-    if math.prod(batch) == 0 and chosen.name != "array_api" and not array_api_compat.is_dask_namespace(xp):
-        # no sequence at all (a zero-size batch axis): nothing for a kernel to launch over (a grid
-        # of zero blocks is an error on CUDA); the array-API twin returns the empty output and state
-        chosen = backends.get("array_api")
-    dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
-    # cast (asked only where the dtype differs: a no-op cast is still a dispatch), then broadcast (views)
-    args = [x if x is None or x.dtype == dtype else xp.astype(x, dtype, copy=False) for x in arrays]
-    args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
+             extra, return_state, backend, causal, memo=None):
+    """The rest of ``_run`` on validated inputs: pick the backend, cast, check, call, cast back.
+    memo: the plan's (``_PLANS``) dict of earlier choices for these arrays (the backend, ``grad``, the compute
+    dtype, whether no input needs a cast or a broadcast), keyed by ``backend=`` and ``backends.generation()``
+    (a registry or backend change, ``$LSATTN_BACKEND``: chosen again); None (a call with state): chosen afresh."""
+    gen = None if memo is None or not (backend is None or type(backend) is str) else (backend, backends.generation())
+    got = None if gen is None else memo.get(gen)
+    if got is not None:  # a repeated call: the same backend (nothing it depends on changed), dtype, casts
+        chosen, grad, dtype, plain = got
+    else:
+        grad = _grad(present, state)
+        chosen = backends.resolve(op.name, xp, present[0], backend, grad=grad, varlen=off is not None)
+        if math.prod(batch) == 0 and chosen.name != "array_api" and not array_api_compat.is_dask_namespace(xp):
+            # no sequence at all (a zero-size batch axis): nothing for a kernel to launch over (a grid
+            # of zero blocks is an error on CUDA); the array-API twin returns the empty output and state
+            chosen = backends.get("array_api")
+        dtype = out_dtype if (out_dtype != state_dtype and op.name in chosen.half_ops) else state_dtype
+        plain = all(x is None or (x.dtype == dtype and tuple(x.shape[: x.ndim - _tail(role)]) == batch)
+                    for (_, role), x in zip(op.inputs, arrays))
+        if gen is not None:
+            if len(memo) >= 8:
+                memo.clear()
+            memo[gen] = (chosen, grad, dtype, plain)
+    if plain:  # every input in the compute dtype with the call's batch axes (the common case)
+        args = list(arrays)
+    else:
+        # cast (asked only where the dtype differs: a no-op cast is still a dispatch), then broadcast (views)
+        args = [x if x is None or x.dtype == dtype else xp.astype(x, dtype, copy=False) for x in arrays]
+        args = _broadcast_inputs(op, args, xp, batch, op.name not in chosen.broadcast_ops)
     # CUDA arrays: the non-finite checks and the undefined rows' flag in one read of the device, which
     # is waited for only after the kernels are launched on the inputs as they are (finite: the common
     # case); when some input is not, those results are dropped and the call computes again, sanitised
@@ -385,7 +405,7 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
     args0, state0 = args, state
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams
-        mapped = op.name in chosen.layout_ops and state is None and not return_state and not _grad(present, None)
+        mapped = op.name in chosen.layout_ops and state is None and not return_state and not grad
         # packed streams: computed by the backend, or by lsattn._ll_packed around its implementation
         run_op, args, finish, cum_any, kw = _varlen.pack(op, xp, args, off, batch, native=op.name in chosen.reset_ops
                                                          or offsets is not None, offsets=offsets, mapped=mapped)

@@ -572,12 +572,75 @@ class _EmuKernel:
                          ctypes.c_longlong(F), *map(ctypes.c_int, rest), ctypes.c_uint(grid[0]), ctypes.c_uint(shared_mem))
 
 
+#: the kernels' C signatures after their pointers (gated_delta_forms.cu, gated_delta.cu): (pointers, scalar types)
+_SIGNATURES = {"gd_forms": (14, "iiiiqqi"), "gd_scan": (9, "iiiiqqiiiiiii")}
+
+
+def _emulated_driver(kernels, stream):
+    """``cuLaunchKernel`` as the CPU emulation: the argument block decoded by the kernel's C signature (``_SIGNATURES``),
+    the launch handed to the ``_EmuKernel`` registered under the function handle; the stream must be ``stream``."""
+    import ctypes
+
+    def launch(func, gx, gy, gz, bx, by, bz, smem, strm, params, extra):
+        assert strm == stream and extra is None and (gz, by, bz) == (1, 1, 1)
+        kernel = kernels[func]
+        n_ptr, kinds = _SIGNATURES[kernel.name]
+        assert len(params) == n_ptr + len(kinds)
+        args = [ctypes.c_uint64.from_address(params[i]).value for i in range(n_ptr)]
+        args += [(ctypes.c_int32 if c == "i" else ctypes.c_int64).from_address(params[n_ptr + i]).value
+                 for i, c in enumerate(kinds)]
+        kernel((gx, gy), (bx,), args, shared_mem=smem)
+        return 0
+
+    return launch
+
+
+def test_raw_launch_blocks_are_per_call():
+    """``_rawlaunch.RawLaunch``: the driver reads the pointers of the call that launched (several threads launching
+    through one plan's block, the driver yielding mid-launch), the scalars in their C types, and the geometry."""
+    import ctypes
+    import threading
+    import time
+    import types
+
+    from lsattn.backends.cupy import _rawlaunch
+
+    seen, bad = [], []
+
+    def driver(func, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        time.sleep(0)  # another thread may run here
+        got = [ctypes.c_uint64.from_address(params[i]).value for i in range(3)]
+        if got != [stream, stream + 1, 0] or ctypes.c_int32.from_address(params[3]).value != -5 \
+                or ctypes.c_int64.from_address(params[4]).value != 1 << 40:
+            bad.append((stream, got))
+        seen.append((func, gx, gy, gz, bx, by, bz, smem))
+        return 0
+
+    launch = _rawlaunch.RawLaunch(types.SimpleNamespace(ptr=99), (7, 3), (256,), 1024, 3,
+                                  (np.int32(-5), np.int64(1 << 40)), driver)
+
+    def work(base):
+        for i in range(200):
+            s = base + 16 * i
+            launch(s, s, s + 1, 0)
+
+    threads = [threading.Thread(target=work, args=(1 << (20 + t),)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad, bad[:3]
+    assert len(seen) == 800 and set(seen) == {(99, 7, 3, 1, 256, 1, 1, 1024)}
+
+
+@pytest.mark.parametrize("raw", [False, True])
 @pytest.mark.parametrize("dtype, batch, T, dk, dv, C", [("float32", (2, 1), 150, 20, 17, 32), ("float64", (3,), 64, 5, 3, 16),
                                                          ("bfloat16", (2,), 97, 64, 20, 64), ("float32", (1,), 1, 64, 64, 64)])
-def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, dv, C):
+def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, dv, C, raw):
     """The direct path of torch tensors without state (``gated_delta._torch_call``: the cached plan, one scratch
     allocation, the kernels launched on raw pointers) on CPU torch tensors, its launches run by the CPU emulation
-    (CuPy, the CUDA stream and device stood in for): output against the reference (T not a multiple of the chunk:
+    (CuPy, the CUDA stream and device stood in for; ``raw``: through ``_rawlaunch``'s argument blocks, decoded by the
+    kernels' C signatures, on torch's stream): output against the reference (T not a multiple of the chunk:
     the padding rows trimmed; bfloat16 inputs: a float32 output of the rounded inputs, within TF32), the plan reused by a
     second call; the finiteness flag: clear for finite inputs (a hard reset included), set by one NaN; strided
     inputs and misaligned bfloat16 rows are left to the general path (None)."""
@@ -586,16 +649,25 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     import sys
     import types
 
-    from lsattn.backends.cupy import _compile
+    from lsattn.backends.cupy import _compile, _rawlaunch
 
     fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: -1)))
     monkeypatch.setitem(sys.modules, "cupy", fake)  # CPU tensors: device -1
-    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda dev: 0, raising=False)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda dev: 77, raising=False)
+    monkeypatch.setattr(cgd, "_RAW_STREAM", [])
     monkeypatch.setattr(cgd, "_external_stream", lambda ptr, dev: contextlib.nullcontext())
     monkeypatch.setattr(cgd, "_launch", lambda op, dev, cfg, name: (_EmuKernel(emulated._lib(cfg), name), (256,),
                                                                        cfg.smem(name)))
     monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # gd_scan's two-tier form (its scratch in the plan's allocation)
+    kernels = {}
+
+    def raw_launch(fn, grid, block, shared, n_ptr, scalars):
+        kernels[id(fn)] = fn
+        return _rawlaunch.RawLaunch(types.SimpleNamespace(ptr=id(fn)), grid, block, shared, n_ptr, scalars,
+                                    _emulated_driver(kernels, 77))
+
+    monkeypatch.setattr(cgd, "raw_launch", raw_launch if raw else lambda *a: None)
     assert _compile.GD_BW == emulated.bw and _compile.GD_G == emulated.g
     arrays = make(5, batch, T, dk, dv, resets=True)
     tdt = getattr(torch, dtype)
@@ -610,7 +682,8 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
             self.calls.append("pointer")
             return self.flag.ctypes.data
 
-        def launched(self):
+        def launched(self, stream=None):
+            assert stream == (77 if raw else None)
             self.calls.append("launched")
 
     check = Check()
@@ -620,7 +693,8 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     tol = {"float64": F64, "bfloat16": TF32}.get(dtype, F32)  # bfloat16: gd_scan's 1xTF32 products
     assert_close(out.double().numpy(), want, tol, what=f"{dtype} T={T} C={C}")
     again = cgd._torch_call(*xs, C, None)
-    assert len(cgd._TORCH_PLANS) == 1
+    assert len(cgd._TORCH_PLANS) == 1 and len(kernels) == (2 if raw else 0)
+    assert (next(iter(cgd._TORCH_PLANS.values())).raw_forms is not None) == raw
     np.testing.assert_array_equal(again.numpy() if dtype != "bfloat16" else again.float().numpy(), out.numpy())
     bad = [x.clone() for x in xs]
     bad[2].view(-1)[-1] = float("nan")  # the last token's last value feature
@@ -822,7 +896,7 @@ def test_gpu_torch_direct_path(batch, T, dk, dv, C, decay, resets, dtype, layout
     """CUDA torch tensors without state (``gated_delta._torch_call``: launched on the tensors' pointers from a
     cached plan): against the reference at the dtype's bound and against the CuPy views' path (``TORCH_DIRECT``
     off) at the same bound; strided inputs and bfloat16 rows off 16 bytes take the general path (same results);
-    the same shapes again reuse the plan."""
+    the same shapes again reuse the plan, on another torch stream."""
     _gpu_ready()
     torch = _torch_cuda()
     if T == 0:
@@ -841,10 +915,17 @@ def test_gpu_torch_direct_path(batch, T, dk, dv, C, decay, resets, dtype, layout
     want = ref.loglinear_gated_delta(*[t.double().cpu().numpy() for t in dev])
     tol = {"float64": F64, "float32": F32, "bfloat16": BF16, "float16": F16}[dtype]
     outs = []
-    for direct in (True, True, False):  # twice: a plan built, then reused
+    side = torch.cuda.Stream()
+    for direct, on_side in ((True, False), (True, True), (False, False)):  # twice: a plan built, then reused
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(cgd, "TORCH_DIRECT", direct)
-            out = lsattn.loglinear_gated_delta(*dev, chunk_size=C)
+            if on_side:  # on another torch stream: the launches and the finiteness flag's event there
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    out = lsattn.loglinear_gated_delta(*dev, chunk_size=C)
+                torch.cuda.current_stream().wait_stream(side)
+            else:
+                out = lsattn.loglinear_gated_delta(*dev, chunk_size=C)
         assert isinstance(out, torch.Tensor) and out.dtype == tdt and out.shape == batch + (T, dv) and out.is_contiguous()
         outs.append(out.double().cpu().numpy())
     what = f"T={T} C={C} dk={dk} dv={dv} {dtype} {layout}"

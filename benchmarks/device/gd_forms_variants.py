@@ -16,6 +16,13 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              dispatched bf16 path since s11b16)
 - bf16in_split, bf16in_chk_lamw_split: the same with every B operand of the 3xTF32 products split (GF_BEXACT 0:
              the kernel before s12b16, which skips the split of K and V, exact tf32 values for 16-bit inputs)
+- *_noprev:  GF_PREV 0: without the prefetch of the chunk's V and level-weight rows towards L2 at the block's
+             start (the production kernel's since s13h16: bf16 0.472 -> 0.462 ms at 8K, float32 unchanged)
+- *_u2:      the tensor-core products' k-step loop (gf_tc) unrolled by 2 instead of 1 (s13h16: no gain)
+- *_su:      the solve's off-diagonal block products (gf_offdiag) fully unrolled instead of by 4 (s13h16)
+- ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
+             substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
+             decays, G, the suffixes and the decay table's middle stretch, replaced by one term each)
 
 The inputs are bf16-representable values (so every variant reads the same numbers). Each line: ms per
 launch (20 launches between two events) and max |x - fp64| / max |fp64| of qeff, eGK, phi, H, g, intra.
@@ -34,11 +41,30 @@ from lsattn.backends.cupy import _compile as cc  # noqa: E402
 
 BH, D, CH = 32, 64, 64
 TS = [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "8192").split(",")]
+NOPREV = ("#define GF_PREV 1", "#define GF_PREV 0")
+SU = [("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00"),
+      ("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // X_11 S", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // X_11 S")]
+U2 = ("#pragma unroll 1\n    for (int k0 = lo; k0 < hi; k0 += 8)", "#pragma unroll 2\n    for (int k0 = lo; k0 < hi; k0 += 8)")
+NOSOLVE = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"),
+           ("gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", ""),
+           ("gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });", "")]
+NOSCAN = [("for (int r = 0; r <= tid; ++r) G += aa[r];", "G = aa[tid];"),
+          ("for (int r = CH - 1; r > t; --r) S += aa[r];", "S = aa[t];"),
+          ("for (int r = (dc + 1) * GF_RC; r < dr * GF_RC; ++r) mid += aa[r];", "mid = aa[dr];")]
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
     "fp32_chk": ("float", False, []),
     "bf16in_chk_lamw": ("float", True, []),
     "bf16in_chk_lamw_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
+
+    "fp32_chk_noprev": ("float", False, [NOPREV]),
+    "bf16in_chk_lamw_noprev": ("float", True, [NOPREV]),
+    "fp32_chk_u2": ("float", False, [U2]),
+    "bf16in_chk_lamw_u2": ("float", True, [U2]),
+    "fp32_chk_su": ("float", False, SU),
+    "bf16in_chk_lamw_su": ("float", True, SU),
+    "bf16in_chk_lamw_nosolve": ("float", True, NOSOLVE),
+    "bf16in_chk_lamw_noscan": ("float", True, NOSCAN),
 
     "fp32": ("float", False, []),
     "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-__all__ = ["Backend", "register", "available", "resolve", "select", "get", "ENV_VAR"]
+__all__ = ["Backend", "register", "available", "resolve", "select", "get", "generation", "ENV_VAR"]
 
 ENV_VAR = "LSATTN_BACKEND"
 
@@ -84,6 +84,12 @@ class Backend:
     _status: Optional[tuple] = field(default=None, repr=False)
     _impls: dict = field(default_factory=dict, repr=False)
 
+    def __setattr__(self, name, value):
+        # any change of a backend (its availability probed or set, what it serves) may change the
+        # automatic choice: ``generation`` tells the prologue's cached choices (``_impls`` is read per call)
+        _GENERATION[0] += 1
+        object.__setattr__(self, name, value)
+
     def status(self):
         """``(available, reason)``; probed once."""
         if self._status is None:
@@ -105,12 +111,21 @@ class Backend:
 
 
 _REGISTRY: dict = {}
+_GENERATION = [0]  # bumped by every register() and every attribute set on a Backend
 
 
 def register(backend):
     """Add (or replace) a backend in the registry."""
     _REGISTRY[backend.name] = backend
+    _GENERATION[0] += 1
     return backend
+
+
+def generation():
+    """What ``resolve(..., backend=None)`` depends on besides its arguments: changes whenever the
+    registry (or a backend in it) or ``$LSATTN_BACKEND`` changes, so a caller may keep a choice
+    made for the same arrays' metadata while it is equal (``lsattn._prologue``)."""
+    return _GENERATION[0], id(_REGISTRY), os.environ.get(ENV_VAR), resolve
 
 
 def get(name):

@@ -31,6 +31,7 @@ from ...state import State
 from ._arrays import _external_stream, _half, array_kind, check_grid, inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
 from ._compile import GD_BW, GD_G, SMEM_MAX, CupyOps, _launch, make_config
+from ._rawlaunch import raw_launch
 
 __all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops",
            "tier_plan"]
@@ -307,6 +308,15 @@ class _Plan:
         # are neither read nor written, n_old 0: no incoming chain; null pointers stand for them)
         self.scan_tail = (i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n), i32(0), i32(NLC),
                           i32(int(merge_last)), i32(0), i32(BH), i32(G))
+        self.device = torch.device("cuda", dev) if dev >= 0 else q.device
+        # the launches with their geometry and scalars in prebuilt argument blocks (None: through CuPy)
+        self.raw_forms = self.raw_scan = None
+        if RAW_LAUNCH:
+            self.raw_forms = raw_launch(self.forms, self.forms_grid, self.forms_block, self.forms_smem, 14,
+                                        self.forms_tail)
+            self.raw_scan = raw_launch(self.scan, self.scan_grid, self.scan_block, self.scan_smem, 9, self.scan_tail)
+            if self.raw_forms is None or self.raw_scan is None:
+                self.raw_forms = self.raw_scan = None
 
 
 class _Direct:
@@ -323,8 +333,12 @@ class _Direct:
 
 #: CUDA torch tensors without state take ``_torch_call`` (False: the CuPy views, as every other call; for A/B timing)
 TORCH_DIRECT = True
+#: ``_torch_call`` launches through the driver with prebuilt argument blocks (``_rawlaunch``; False: CuPy's
+#: RawKernel call in CuPy's current stream, for A/B timing; read when a plan is made)
+RAW_LAUNCH = True
 _TORCH_PLANS = {}
 _TORCH_PLANS_MAX = 64
+_RAW_STREAM = []  # torch's current raw stream getter, looked up once
 
 
 def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
@@ -339,7 +353,6 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     import cupy
     import torch
 
-    xs = (q, k, v, a, beta, lam)
     dev = q.get_device()
     if dev != cupy.cuda.runtime.getDevice():  # the kernels are launched in the current device's context
         return None
@@ -349,32 +362,43 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
         if len(_TORCH_PLANS) >= _TORCH_PLANS_MAX:
             _TORCH_PLANS.clear()
         plan = _TORCH_PLANS[key] = _Plan(q, v, lam, chunk_size, dev)
-    if not all(x.is_contiguous() for x in xs):
+    if not (q.is_contiguous() and k.is_contiguous() and v.is_contiguous() and a.is_contiguous()
+            and beta.is_contiguous() and lam.is_contiguous()):
         return None
-    ptrs = [x.data_ptr() for x in xs]
+    ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), a.data_ptr(), beta.data_ptr(), lam.data_ptr())
     if plan.half == "bf16" and any(p % 16 for p in ptrs):
         return None
-    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    if not _RAW_STREAM:
+        _RAW_STREAM.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
+    raw = _RAW_STREAM[0]
     stream = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
-    scratch = torch.empty(plan.nbytes, dtype=torch.uint8, device=q.device)
-    out = torch.empty(plan.out_shape, dtype=plan.dtype, device=q.device)
+    scratch = torch.empty(plan.nbytes, dtype=torch.uint8, device=plan.device)
+    out = torch.empty(plan.out_shape, dtype=plan.dtype, device=plan.device)
     base, optr = scratch.data_ptr(), out.data_ptr()
     qe, ek, ph, H, g, *rest = (base + o for o in plan.offsets)
     lamw = rest[0] if plan.half else 0
     tiers = rest[-3:] if plan.tier is not None else None
     bad = 0 if check is None else check.pointer()
-    with _external_stream(stream, dev):  # CuPy's current stream: the launches' and the check's event
-        plan.forms(plan.forms_grid, plan.forms_block, (*ptrs, qe, ek, ph, H, g, optr, lamw, bad, *plan.forms_tail),
-                   shared_mem=plan.forms_smem)
+    if plan.raw_forms is not None:  # the driver's launches on torch's stream
+        plan.raw_forms(stream, *ptrs, qe, ek, ph, H, g, optr, lamw, bad)
         if check is not None:
-            check.launched()
-        if plan.tier is not None:
-            T, DK, DV, L, n, BH = plan.dims
-            CupyOps.gd_tiers(_Direct(dev), plan.cfg, plan.tier, qe, ek, ph, H, g, lamw or ptrs[5], optr, T, DK, DV, L, n,
-                             BH, scratch=tiers)
-        else:
-            plan.scan(plan.scan_grid, plan.scan_block, (qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0, *plan.scan_tail),
-                      shared_mem=plan.scan_smem)
+            check.launched(stream)
+        if plan.tier is None:
+            plan.raw_scan(stream, qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0)
+    if plan.raw_forms is None or plan.tier is not None:
+        with _external_stream(stream, dev):  # CuPy's current stream: the launches' and the check's event
+            if plan.raw_forms is None:
+                plan.forms(plan.forms_grid, plan.forms_block, (*ptrs, qe, ek, ph, H, g, optr, lamw, bad, *plan.forms_tail),
+                           shared_mem=plan.forms_smem)
+                if check is not None:
+                    check.launched()
+            if plan.tier is not None:  # the two-tier scan (three launches through CuPy)
+                T, DK, DV, L, n, BH = plan.dims
+                CupyOps.gd_tiers(_Direct(dev), plan.cfg, plan.tier, qe, ek, ph, H, g, lamw or ptrs[5], optr, T, DK, DV,
+                                 L, n, BH, scratch=tiers)
+            else:
+                plan.scan(plan.scan_grid, plan.scan_block,
+                          (qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0, *plan.scan_tail), shared_mem=plan.scan_smem)
     if plan.trim is None:
         return out.view(plan.view)
     return out[:, :plan.trim].contiguous().view(plan.view)  # compact: a copy without the last chunk's padding rows
