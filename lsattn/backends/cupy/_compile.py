@@ -167,6 +167,8 @@ class Config:
             return name + "_tc5", 128
         if self.bf16 and self.tc and name == "ek_output_f32":  # the float32 log output of bf16 log_attention training
             return "ek_output_tc5f", 128
+        if name == "hi_read" and self.hi_tc:  # hierarchical_read.cu's HI_RNT: two warps per m-tile at every chunk
+            return name, max(4 * self.CH, 128)
         return name, 256
 
 

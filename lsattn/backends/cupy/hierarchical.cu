@@ -56,8 +56,6 @@
 #define HI_BV 16  // value columns per block of hi_merge
 #define HI_AV 64  // value columns per pass of hi_intra
 #define HI_RW 64  // value columns per block of hi_read
-constexpr int HI_RR = CH / 16;  // rows per thread of hi_read (16 row groups)
-constexpr int HI_RC = HI_RW / 16;  // columns per thread of hi_read (16 column groups)
 constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_merge
 constexpr int HI_P = NT / CH;  // threads per row of the row maxima
 constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
@@ -70,6 +68,12 @@ constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 // hi_read on tensor cores: every HI_TC variant (float32 / float16: 3xTF32, measured ~25% faster than its FFMA form;
 // its shared-memory planes variant was slower: benchmarks/NOTES.md, session 11)
 #define HI_RTC HI_TC
+// hi_read's threads: FFMA NT (a 16 x 16 grid of HI_RR x HI_RC micro-tiles); tensor cores 4 CH, at least 128: two
+// warps per m-tile of 16 rows at every chunk (with NT at CH = 32 / 16, four / eight warps made each row's E)
+constexpr int HI_RNT = HI_RTC ? (4 * CH > 128 ? 4 * CH : 128) : NT;
+constexpr int HI_RWPM = (HI_RNT / 32) / (CH / 16), HI_RNPW = (HI_RW / 8) / HI_RWPM;  // tensor cores: warps per m-tile, n-tiles per warp
+constexpr int HI_RC = HI_RTC ? 4 : HI_RW / 16;  // columns per thread of hi_read (FFMA: 16 column groups)
+constexpr int HI_RR = HI_RTC ? HI_RNPW : CH / 16;  // rows per thread (FFMA: 16 row groups)
 // Row strides (no bank conflicts): FFMA: odd, for column walks; tensor cores: 8 mod 32 words for the
 // fragments' 64-bit pair loads along a row (q / k / e tiles, the pair weights), 4 mod 32 for the scalar
 // loads down k-major tiles (values, hi_read's S).
@@ -85,19 +89,19 @@ constexpr int HI_BVL = HI_TC && HI_KLD > HI_VLD ? HI_KLD : HI_VLD;  // hi_intra'
 
 // The outputs of hi_read's CH x HI_RW tile a thread owns, (ii, jj) -> (row, column). FFMA: a 16 x 16
 // (ty, tx) grid of HI_RR x HI_RC micro-tiles. Tensor cores: the accumulators of mma m16n8k16; warp w
-// owns m-tile w / HI_WPM and HI_NPW n-tiles, element e = ii HI_RC + jj is n-tile e / 4, entry e % 4
+// owns m-tile w / HI_RWPM and HI_RNPW n-tiles, element e = ii HI_RC + jj is n-tile e / 4, entry e % 4
 // (c0, c1: row g, columns 2t, 2t + 1; c2, c3: row g + 8; lane = 4 g + t).
 #if HI_TC
-constexpr int HI_WPM = (NT / 32) / (CH / 16), HI_NPW = (HI_RW / 8) / HI_WPM;
-static_assert(4 * HI_NPW == HI_RR * HI_RC, "one mma accumulator per owned output");
+constexpr int HI_WPM = (NT / 32) / (CH / 16);  // hi_intra's warps per m-tile
+static_assert(4 * HI_RNPW == HI_RR * HI_RC, "one mma accumulator per owned output");
 #if HI_RTC
 __device__ __forceinline__ int hr_row(int ii, int jj) {
     const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
-    return 16 * ((int)(threadIdx.x >> 5) / HI_WPM) + (lane >> 2) + 8 * ((e & 3) >> 1);
+    return 16 * ((int)(threadIdx.x >> 5) / HI_RWPM) + (lane >> 2) + 8 * ((e & 3) >> 1);
 }
 __device__ __forceinline__ int hr_col(int ii, int jj) {
     const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
-    return 8 * (((int)(threadIdx.x >> 5) % HI_WPM) * HI_NPW + (e >> 2)) + 2 * (lane & 3) + (e & 1);
+    return 8 * (((int)(threadIdx.x >> 5) % HI_RWPM) * HI_RNPW + (e >> 2)) + 2 * (lane & 3) + (e & 1);
 }
 #endif
 #if !HI_TF32
@@ -188,14 +192,15 @@ __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
     }
 }
 
-// Rows g0 .. g0 + CH - 1 of one sequence's (T, D) input into X (row stride ldx, DKP columns);
+// Rows g0 .. g0 + CH - 1 of one sequence's (T, D) input into X (row stride ldx, DKP columns; the block's nt threads);
 // rows outside [0, T) and columns >= D are 0. wide, bf16 inputs: 16-byte loads of 8 and stores of 4 where the
 // rows allow (hi_intra; float32 / float16: scalar loads, the 3xTF32 kernels' registers are at their bound; hi_read:
 // scalar, its registers too).
-__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD, bool wide = false) {
+__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD, bool wide = false,
+                                        int nt = NT) {
 #if TI_BF16  // (the CPU emulation reads float32: the scalar loads)
     if (wide && DKP % 8 == 0 && D % 8 == 0 && ldx % 4 == 0 && (reinterpret_cast<unsigned long long>(src) & 15) == 0) {
-        for (int idx = threadIdx.x; idx < CH * DKP / 8; idx += NT) {
+        for (int idx = threadIdx.x; idx < CH * DKP / 8; idx += nt) {
             const int t = idx / (DKP / 8), i = 8 * (idx % (DKP / 8));
             const i64 g = g0 + t;
             uint4 w = {0u, 0u, 0u, 0u};
@@ -210,7 +215,7 @@ __device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int
         return;
     }
 #endif
-    for (int idx = threadIdx.x; idx < CH * DKP; idx += NT) {
+    for (int idx = threadIdx.x; idx < CH * DKP; idx += nt) {
         const int t = idx / DKP, i = idx % DKP;
         const i64 g = g0 + t;
         X[t * ldx + i] = (i < D && g >= 0 && g < T) ? ld(src + g * D + i) : (ta)0;

@@ -8,8 +8,8 @@
 // FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_RTC):
 // each warp its m-tile's rows alone (row maxima by shuffles, E made in the A fragments of hi_mma3, den
 // beside it), the next slot's S, m, z, n copied asynchronously into the other of two buffers meanwhile:
-// one barrier per slot. Two blocks per SM (<= 128 registers).
-extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
+// one barrier per slot; HI_RNT threads (4 CH), 512 / HI_RNT blocks per SM (<= 128 registers).
+extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
     const ta* __restrict__ lden,    // (BH, T)      hi_intra's
     const ta* __restrict__ lnum,    // (BH, T, DV)  hi_intra's
@@ -58,19 +58,19 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
     // the block's first loads as batches in flight together (session 12: hi_read bf16 -10%): unconditional loads
     // of valid addresses (element 0 where out of range) and a select after, bf16 query rows 16 bytes at a time
-    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_RKLD, true);
+    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_RKLD, true, HI_RNT);
     {
-        constexpr int NL = CH * HI_LMAX / NT;
+        constexpr int NL = CH * HI_LMAX / HI_RNT;
         ta lw[NL];
 #pragma unroll
         for (int u = 0; u < NL; ++u) {
-            const int idx = tid + u * NT, t = idx / HI_LMAX, l = idx % HI_LMAX;
+            const int idx = tid + u * HI_RNT, t = idx / HI_LMAX, l = idx % HI_LMAX;
             const bool ok = t >= t0 && t < t1 && l < LL;
             lw[u] = ld(lam + (ok ? (bh * T + g0 + t) * L + l : (i64)0));
         }
 #pragma unroll
         for (int u = 0; u < NL; ++u) {
-            const int idx = tid + u * NT, t = idx / HI_LMAX, l = idx % HI_LMAX;
+            const int idx = tid + u * HI_RNT, t = idx / HI_LMAX, l = idx % HI_LMAX;
             Lam[idx] = (t >= t0 && t < t1 && l < LL) ? fmx(lw[u], lo_v()) : lo_v();
         }
     }
@@ -106,28 +106,28 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         ta* S_ = Ss + u * DKP * HI_SLD;
         if ((DV & 3) == 0) {
             constexpr int W = HI_RW / 4;
-            for (int idx = tid; idx < DKP * W; idx += NT) {
+            for (int idx = tid; idx < DKP * W; idx += HI_RNT) {
                 const int i = idx / W, v2 = 4 * (idx % W);
                 const bool ok = i < DK && c0 + v2 < DV;
                 cp_async16(S_ + i * HI_SLD + v2, ok ? (const void*)(Sb + ((i64)id * DK + i) * DV + c0 + v2) : (const void*)Sb, ok);
             }
         } else {
-            for (int idx = tid; idx < DKP * HI_RW; idx += NT) {
+            for (int idx = tid; idx < DKP * HI_RW; idx += HI_RNT) {
                 const int i = idx / HI_RW, v2 = c0 + idx % HI_RW;
                 const bool ok = i < DK && v2 < DV;
                 cp_async_ta(S_ + i * HI_SLD + idx % HI_RW, ok ? Sb + ((i64)id * DK + i) * DV + v2 : Sb, ok);
             }
         }
-        for (int i = tid; i < DKP; i += NT) {
+        for (int i = tid; i < DKP; i += HI_RNT) {
             cp_async_ta(Ms + u * DKP + i, mj + (i < DK ? s2 * DK + i : 0), i < DK);
             cp_async_ta(Zs + u * DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
         }
-        for (int cc = tid; cc < HI_RW; cc += NT) cp_async_ta(Ns + u * HI_RW + cc, nb + (c0 + cc < DV ? id * DV + c0 + cc : 0), c0 + cc < DV);
+        for (int cc = tid; cc < HI_RW; cc += HI_RNT) cp_async_ta(Ns + u * HI_RW + cc, nb + (c0 + cc < DV ? id * DV + c0 + cc : 0), c0 + cc < DV);
         cp_async_commit();
     };
     if (nh > 0) issue(0, 0);
     hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
-    const int w = tid >> 5, lane = tid & 31, mt = w / HI_WPM, wp = w % HI_WPM;
+    const int w = tid >> 5, lane = tid & 31, mt = w / HI_RWPM, wp = w % HI_RWPM;
     const int rA = 16 * mt + (lane >> 2), rB = rA + 8;  // the lane's rows (hr_row)
     const bool vA = rA >= t0 && rA < t1, vB = rB >= t0 && rB < t1;
     ta UdA = vA ? lden[bh * T + g0 + rA] : neg_big(), DdA = (ta)1;  // running (shift, sum) of den of the rows
@@ -155,11 +155,11 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
         mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 2));
         mB = fmx(mB, __shfl_xor_sync(0xffffffffu, mB, 1));
         mB = fmx(mB, __shfl_xor_sync(0xffffffffu, mB, 2));
-        float acc[HI_NPW][4];  // num = E S, E = exp(q + m - r) <= 1 made as hi_mma3 reads it; den = e . z beside
+        float acc[HI_RNPW][4];  // num = E S, E = exp(q + m - r) <= 1 made as hi_mma3 reads it; den = e . z beside
 #pragma unroll
-        for (int u = 0; u < HI_NPW; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
+        for (int u = 0; u < HI_RNPW; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
         ta dA = (ta)0, dB = (ta)0;
-        hi_mma3<HI_NPW>(acc, 16 * mt, 8 * wp * HI_NPW, 0, DKP,
+        hi_mma3<HI_RNPW>(acc, 16 * mt, 8 * wp * HI_RNPW, 0, DKP,
                         [&](int r, int kk) {
                             const bool up = r == rA;
                             const float2 qq = hi_row2(Qs, r * HI_RKLD + kk);
@@ -274,7 +274,7 @@ extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
 #endif
     __syncthreads();
     if (ltot != nullptr && cb == 0)
-        for (int t = t0 + tid; t < t1; t += NT) ltot[bh * T + g0 + t] = Ld[t];
+        for (int t = t0 + tid; t < t1; t += HI_RNT) ltot[bh * T + g0 + t] = Ld[t];
 #pragma unroll
     for (int ii = 0; ii < HI_RR; ++ii) {
 #pragma unroll
