@@ -632,7 +632,11 @@ __device__ __forceinline__ void hi_decays(ta* ac, ta* pre, const ti* ab, i64 g0,
 // d trailing ones; not its last, whose summary nobody reads), HI_BV value columns (ncb blocks), sequence):
 // the chunk's summary (slot n_old + j, hi_intra's) and the held chunk-level slots 1 .. d (of the call;
 // final: made at depths < d) merge in place into slot n_old + j, level d + 1 (hi_merge's comment above).
-extern "C" __global__ void __launch_bounds__(NT) hi_merge(
+// Each thread its HI_RB features of one column, every shift and decay in its own registers (no staged
+// shifts, no serial loads by one thread): the held slots' loads HI_MG at a time in flight together, the
+// first group's kept from the shifts' pass to the sums' (d <= HI_MG, most blocks: one round of loads).
+#define HI_MG 2  // held slots loaded together by hi_merge
+extern "C" __global__ void __launch_bounds__(NT, 3) hi_merge(
     ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id, m decayed to the slot's end (every column block a copy)
     ta* __restrict__ wz,     // (BH, ncb, n_old + n, DK) ... z
     ta* __restrict__ wn,     // (BH, n_old + n, DV)
@@ -640,97 +644,116 @@ extern "C" __global__ void __launch_bounds__(NT) hi_merge(
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
     ta* __restrict__ gnode,  // (BH, n) the chunk-level slots' total decays (in: gch; out: slot n_old + j's)
     int DK, int DV, i64 F, int n, int n_old, i64 c0, int d) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Mn = reinterpret_cast<ta*>(smem_raw);  // DKP: the merge's shifts
-    ta* Nn = Mn + DKP;                         // HI_BV
-    ta* Dm = Nn + HI_BV;                       // HI_LMAX: decay of held slot m to the chunk's end
-    check_smem((DKP + HI_BV + HI_LMAX) * sizeof(ta));
     const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
     const i64 bh = blockIdx.z, c = c0 + ((i64)blockIdx.x << (d + 1)), j = c - F;
     const int cb = blockIdx.y, ncb = gridDim.y;
     if (j < 0 || j >= n - 1) return;  // uniform over the block
-    const int vc = cb * HI_BV + cc;
+    const int vc = cb * HI_BV + cc, vs = vc < DV ? vc : 0;
     const bool cok = vc < DV;
     const int NS = n_old + n;
     ta* mb = wm + (bh * ncb + cb) * NS * DK;
     ta* zb = wz + (bh * ncb + cb) * NS * DK;
     ta* nb = wn + bh * NS * DV;
     ta* Sb = wS + bh * NS * (i64)DK * DV;
+    const ta* gb = gnode + bh * n - n_old;  // by slot id
     const i64 dst = n_old + j;
     int nz = 0;  // merged slots held
     for (int m = 1; m <= d; ++m) nz += hi_slot(c, m, F, n_old) >= 0;
     if (nz == 0) return;  // the chunk's summary is the new slot as it is (gnode: gch)
-    if (tid == 0) {  // slot m ends where the held slots below it begin: decayed by their totals and the chunk's
-        ta D = gch[bh * n + j];
-        for (int m = 1; m <= d; ++m) {
-            const int id = hi_slot(c, m, F, n_old);
-            Dm[m - 1] = D;
-            if (id >= 0) D += gnode[bh * n + id - n_old];
-        }
-        if (cb == 0) gnode[bh * n + j] = D;
+    // the chunk's own summary (features rg HI_RB + i, those < DK loaded) and the held slots m0 .. m0 + HI_MG - 1
+    // (id -1: not held; slot m ends where the held slots below it begin, decayed by their totals and the chunk's)
+    bool kok[HI_RB];
+#pragma unroll
+    for (int i = 0; i < HI_RB; ++i) kok[i] = rg * HI_RB + i < DK;
+    ta om[HI_RB], oS[HI_RB], oz[HI_RB];
+    const ta on = nb[dst * DV + vs], g0 = gch[bh * n + j];
+    const ta* S0 = Sb + (dst * DK + rg * HI_RB) * DV + vs;
+#pragma unroll
+    for (int i = 0; i < HI_RB; ++i) {
+        om[i] = kok[i] ? mb[dst * DK + rg * HI_RB + i] : (ta)0;
+        oS[i] = kok[i] ? S0[i * DV] : (ta)0;
+        oz[i] = kok[i] ? zb[dst * DK + rg * HI_RB + i] : (ta)0;
     }
-    __syncthreads();
-    if (tid < DKP) {  // per-feature shift: the chunk's and the merged slots'
-        const int i = tid;
-        ta M = neg_big();
-        if (i < DK) {
-            M = mb[dst * DK + i];
-            for (int m = 1; m <= d; ++m) {
-                const int id = hi_slot(c, m, F, n_old);
-                if (id >= 0) M = fmx(M, mb[id * DK + i] + Dm[m - 1]);
+    int id[HI_MG];
+    ta gg[HI_MG], nn[HI_MG], mm[HI_MG][HI_RB], ss[HI_MG][HI_RB], zz[HI_MG][HI_RB];
+    auto load = [&](int m0) {
+#pragma unroll
+        for (int u = 0; u < HI_MG; ++u) {
+            id[u] = m0 + u <= d ? hi_slot(c, m0 + u, F, n_old) : -1;
+            const bool h = id[u] >= 0;
+            const i64 s = h ? id[u] : dst;
+            gg[u] = h ? gb[s] : (ta)0;
+            nn[u] = h ? nb[s * DV + vs] : (ta)0;
+            const ta* Ss = Sb + (s * DK + rg * HI_RB) * DV + vs;
+#pragma unroll
+            for (int i = 0; i < HI_RB; ++i) {
+                mm[u][i] = h && kok[i] ? mb[s * DK + rg * HI_RB + i] : (ta)0;
+                ss[u][i] = h && kok[i] ? Ss[i * DV] : (ta)0;
+                zz[u][i] = h && kok[i] ? zb[s * DK + rg * HI_RB + i] : (ta)0;
             }
         }
-        Mn[i] = M;
-    }
-    if (tid >= NT - HI_BV) {  // per-column shift
-        const int c2 = tid - (NT - HI_BV), v2 = cb * HI_BV + c2;
-        ta N = lo_v();
-        if (v2 < DV) {
-            N = nb[dst * DV + v2];
-            for (int m = 1; m <= d; ++m) {
-                const int id = hi_slot(c, m, F, n_old);
-                if (id >= 0) N = fmx(N, nb[id * DV + v2]);
+    };
+    load(1);
+    // the shifts: per feature the chunk's and the merged slots' m (decayed), per column their n
+    ta M[HI_RB], N = cok ? on : lo_v(), D = g0;
+#pragma unroll
+    for (int i = 0; i < HI_RB; ++i) M[i] = kok[i] ? om[i] : neg_big();
+    for (int m0 = 1;;) {
+#pragma unroll
+        for (int u = 0; u < HI_MG; ++u)
+            if (id[u] >= 0) {
+#pragma unroll
+                for (int i = 0; i < HI_RB; ++i)
+                    if (kok[i]) M[i] = fmx(M[i], mm[u][i] + D);
+                if (cok) N = fmx(N, nn[u]);
+                D += gg[u];
             }
-        }
-        Nn[c2] = N;
+        if ((m0 += HI_MG) > d) break;
+        load(m0);
     }
-    __syncthreads();
-    // the thread's HI_RB features of column vc (and of z where cc == 0), slot by slot: the features' loads of
-    // one slot issued together
+    if (tid == 0 && cb == 0) gnode[bh * n + j] = D;
+    // the thread's HI_RB features of column vc (and of z where cc == 0), slot by slot
     ta xs[HI_RB], xz[HI_RB];
     {
-        const ta fv = cok ? fex(nb[dst * DV + vc] - Nn[cc]) : (ta)0;
+        const ta fv = cok ? fex(on - N) : (ta)0;
 #pragma unroll
         for (int i = 0; i < HI_RB; ++i) {
-            const int kk = rg * HI_RB + i;
-            const ta fk = kk < DK ? fex(mb[dst * DK + kk] - Mn[kk]) : (ta)0;
-            xs[i] = kk < DK && cok ? fk * fv * Sb[(dst * DK + kk) * DV + vc] : (ta)0;
-            xz[i] = kk < DK && cc == 0 ? fk * zb[dst * DK + kk] : (ta)0;
+            const ta fk = kok[i] ? fex(om[i] - M[i]) : (ta)0;
+            xs[i] = kok[i] && cok ? fk * fv * oS[i] : (ta)0;
+            xz[i] = kok[i] && cc == 0 ? fk * oz[i] : (ta)0;
         }
     }
-    for (int m = 1; m <= d; ++m) {
-        const int id = hi_slot(c, m, F, n_old);
-        if (id < 0) continue;  // uniform over the block
-        const ta fv = cok ? fex(nb[id * DV + vc] - Nn[cc]) : (ta)0;
+    D = g0;
+    if (d > HI_MG) load(1);  // (else the first group is still in the registers)
+    for (int m0 = 1;;) {
 #pragma unroll
-        for (int i = 0; i < HI_RB; ++i) {
-            const int kk = rg * HI_RB + i;
-            if (kk >= DK) continue;
-            const ta fk = fex(mb[id * DK + kk] + Dm[m - 1] - Mn[kk]);
-            if (cok) xs[i] = fma(fk * fv, Sb[((i64)id * DK + kk) * DV + vc], xs[i]);
-            if (cc == 0) xz[i] = fma(fk, zb[id * DK + kk], xz[i]);
-        }
+        for (int u = 0; u < HI_MG; ++u)
+            if (id[u] >= 0) {
+                const ta fv = cok ? fex(nn[u] - N) : (ta)0;
+#pragma unroll
+                for (int i = 0; i < HI_RB; ++i) {
+                    if (!kok[i]) continue;
+                    const ta fk = fex(mm[u][i] + D - M[i]);
+                    if (cok) xs[i] = fma(fk * fv, ss[u][i], xs[i]);
+                    if (cc == 0) xz[i] = fma(fk, zz[u][i], xz[i]);
+                }
+                D += gg[u];
+            }
+        if ((m0 += HI_MG) > d) break;
+        load(m0);
     }
+    __syncthreads();  // every thread has read the chunk's old m and n (other threads write them now)
 #pragma unroll
     for (int i = 0; i < HI_RB; ++i) {
         const int kk = rg * HI_RB + i;
         if (kk >= DK) continue;
         if (cok) Sb[(dst * DK + kk) * DV + vc] = xs[i];
-        if (cc == 0) zb[dst * DK + kk] = xz[i];
+        if (cc == 0) {
+            zb[dst * DK + kk] = xz[i];
+            mb[dst * DK + kk] = M[i];
+        }
     }
-    __syncthreads();  // the old shifts of the chunk's slot are read: now the new ones
-    for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];
-    if (tid < HI_BV && cb * HI_BV + tid < DV) nb[dst * DV + cb * HI_BV + tid] = Nn[tid];
+    if (rg == 0 && cok) nb[dst * DV + vc] = N;
 }
 
 // hi_snap: one block per (chunk F + j, sequence): msnap[j] = the held slots' m decayed to the chunk's start
