@@ -2,6 +2,18 @@
 // comment describes all four kernels; hi_read uses its hi_mma3, hi_rows, hi_decays, hi_lse_add, hi_slot, hr_row,
 // hr_col and tile constants). Host: hierarchical.py.
 
+#if HI_RTC
+// hi_lse_add where w may be 0 (then U and S stay as they are), without branches: for w > 0 the same values as
+// hi_lse_add (fex(-|x - U|) is its fex(U - x) or fex(x - U), bit for bit)
+__device__ __forceinline__ void hi_lse_addz(ta& U, ta& S, ta x, ta w) {
+    const ta dx = x - U, e = fex(-fabs(dx));
+    const bool up = dx > (ta)0, on = w > (ta)0;
+    const ta s1 = up ? fma(S, e, w) : fma(w, e, S);
+    S = on ? s1 : S;
+    U = on && up ? x : U;
+}
+#endif
+
 // hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
 // the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
 // hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col).
@@ -100,16 +112,21 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
     }
     __syncthreads();
     const int nh = hs[2 * HI_HELD];
-    // slot h's S (the block's columns), m, z, n into buffer u, asynchronously (zeros outside DK x DV)
+    // slot h's S (the block's columns), m, z, n into buffer u, asynchronously (zeros outside DK x DV). 16-byte
+    // pieces: the thread's rows i0 + x RI, columns v4 .. v4 + 3, their offsets made once (per slot only its base)
+    constexpr int W = HI_RW / 4, RI = HI_RNT / W;
+    static_assert(HI_RNT % W == 0 && DKP % RI == 0, "hi_read's 16-byte pieces");
+    const int i0 = tid / W, v4 = 4 * (tid % W), so = i0 * DV + c0 + v4, sd = i0 * HI_SLD + v4;
+    const bool vok = c0 + v4 < DV;
     auto issue = [&](int h, int u) {
         const int s2 = hs[2 * h], id = hs[2 * h + 1];
         ta* S_ = Ss + u * DKP * HI_SLD;
         if ((DV & 3) == 0) {
-            constexpr int W = HI_RW / 4;
-            for (int idx = tid; idx < DKP * W; idx += HI_RNT) {
-                const int i = idx / W, v2 = 4 * (idx % W);
-                const bool ok = i < DK && c0 + v2 < DV;
-                cp_async16(S_ + i * HI_SLD + v2, ok ? (const void*)(Sb + ((i64)id * DK + i) * DV + c0 + v2) : (const void*)Sb, ok);
+            const ta* src = Sb + (i64)id * DK * DV + so;
+#pragma unroll
+            for (int x = 0; x < DKP / RI; ++x) {
+                const bool ok = vok && i0 + x * RI < DK;
+                cp_async16(S_ + sd + x * RI * HI_SLD, ok ? (const void*)(src + (i64)x * RI * DV) : (const void*)Sb, ok);
             }
         } else {
             for (int idx = tid; idx < DKP * HI_RW; idx += HI_RNT) {
@@ -146,10 +163,9 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
 #pragma unroll
             for (int x = 0; x < 4; ++x) {
                 const int i = kb + 2 * (lane & 3) + (x & 1) + 8 * (x >> 1);
-                if (i < DK) {
-                    mA = fmx(mA, Qs[rA * HI_RKLD + i] + M_[i]);
-                    mB = fmx(mB, Qs[rB * HI_RKLD + i] + M_[i]);
-                }
+                const ta ya = Qs[rA * HI_RKLD + i] + M_[i], yb = Qs[rB * HI_RKLD + i] + M_[i];
+                mA = i < DK ? fmx(mA, ya) : mA;  // (selects: no branch per feature)
+                mB = i < DK ? fmx(mB, yb) : mB;
             }
         mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 1));
         mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 2));
@@ -163,8 +179,9 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
                         [&](int r, int kk) {
                             const bool up = r == rA;
                             const float2 qq = hi_row2(Qs, r * HI_RKLD + kk);
-                            const ta e0 = kk < DK ? fex(qq.x + M_[kk] - (up ? mA : mB)) : (ta)0;
-                            const ta e1 = kk + 1 < DK ? fex(qq.y + M_[kk + 1] - (up ? mA : mB)) : (ta)0;
+                            // made for the padded features too (Qs, M_ hold zeros there), then selected: no branch
+                            const ta x0 = fex(qq.x + M_[kk] - (up ? mA : mB)), x1 = fex(qq.y + M_[kk + 1] - (up ? mA : mB));
+                            const ta e0 = kk < DK ? x0 : (ta)0, e1 = kk + 1 < DK ? x1 : (ta)0;
                             (up ? dA : dB) += e0 * Z_[kk] + e1 * Z_[kk + 1];
                             return make_float2(e0, e1);
                         },
@@ -179,13 +196,12 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
 #pragma unroll
         for (int ii = 0; ii < HI_RR; ++ii)
 #pragma unroll
-            for (int jj = 0; jj < HI_RC; ++jj) {
-                const int e = ii * HI_RC + jj, t = hr_row(ii, jj), cc = hr_col(ii, jj);
-                const ta v = acc[e >> 2][e & 3];
-                if (t >= t0 && t < t1 && c0 + cc < DV && v > (ta)0) hi_lse_add(U[ii][jj], Nm[ii][jj], (t == rA ? xA : xB) + N_[cc], v);
+            for (int jj = 0; jj < HI_RC; ++jj) {  // (rows outside the call and columns >= DV: never written)
+                const int e = ii * HI_RC + jj;
+                hi_lse_addz(U[ii][jj], Nm[ii][jj], ((e & 3) >> 1 ? xB : xA) + N_[hr_col(ii, jj)], acc[e >> 2][e & 3]);
             }
-        if (vA && dA > (ta)0) hi_lse_add(UdA, DdA, xA, dA);
-        if (vB && dB > (ta)0) hi_lse_add(UdB, DdB, xB, dB);
+        hi_lse_addz(UdA, DdA, xA, dA);
+        hi_lse_addz(UdB, DdB, xB, dB);
     }
     if (wp == 0 && (lane & 3) == 0) {
         Ld[rA] = UdA + lg(DdA);
