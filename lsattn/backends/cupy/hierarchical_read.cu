@@ -3,10 +3,23 @@
 // hr_col and tile constants). Host: hierarchical.py.
 
 #if HI_RTC
+// fex for the tensor-core hi_read's factors (float): ex2.approx.ftz, equal to fex's ex2.approx wherever the result is
+// normal; below 2^-126 (of the row's or the pair's largest term, 1) flushed to 0 instead of kept subnormal (fex's three
+// instructions more per exponential)
+__device__ __forceinline__ float hr_ex(float x) {
+#ifdef __CUDA_ARCH__
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * 1.4426950408889634f));
+    return y;
+#else
+    return fex(x);
+#endif
+}
+
 // hi_lse_add where w may be 0 (then U and S stay as they are), without branches: for w > 0 the same values as
-// hi_lse_add (fex(-|x - U|) is its fex(U - x) or fex(x - U), bit for bit)
+// hi_lse_add (-|x - U| is its U - x or x - U, bit for bit; hr_ex: fex where normal)
 __device__ __forceinline__ void hi_lse_addz(ta& U, ta& S, ta x, ta w) {
-    const ta dx = x - U, e = fex(-fabs(dx));
+    const ta dx = x - U, e = hr_ex(-fabs(dx));
     const bool up = dx > (ta)0, on = w > (ta)0;
     const ta s1 = up ? fma(S, e, w) : fma(w, e, S);
     S = on ? s1 : S;
@@ -180,7 +193,7 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
                             const bool up = r == rA;
                             const float2 qq = hi_row2(Qs, r * HI_RKLD + kk);
                             // made for the padded features too (Qs, M_ hold zeros there), then selected: no branch
-                            const ta x0 = fex(qq.x + M_[kk] - (up ? mA : mB)), x1 = fex(qq.y + M_[kk + 1] - (up ? mA : mB));
+                            const ta x0 = hr_ex(qq.x + M_[kk] - (up ? mA : mB)), x1 = hr_ex(qq.y + M_[kk + 1] - (up ? mA : mB));
                             const ta e0 = kk < DK ? x0 : (ta)0, e1 = kk + 1 < DK ? x1 : (ta)0;
                             (up ? dA : dB) += e0 * Z_[kk] + e1 * Z_[kk + 1];
                             return make_float2(e0, e1);
