@@ -3,11 +3,11 @@ forward of ``loglinear_log_attention`` against ``loglinear_attention`` (a develo
 
     python benchmarks/device/hier_fwd_s13e17.py warm BASE_DIR
         # compiles what the timings use (CuPy's kernel cache): the tree's and main's (the sources in BASE_DIR) bf16
-        # kernels at chunks 64 and 32, both public bf16 calls at 2K tokens
+        # kernels at chunks 64 and 32, "noftz" at 64, both public bf16 calls at 2K tokens
     python benchmarks/device/hier_fwd_s13e17.py kernels 65536,16384 BASE_DIR
         # the forward's kernels (bench_gpu_hierarchical.kernels: hierarchical.compute on bf16 CuPy arrays, each kernel
         # between CUDA events), chunks 64 and 32, for "tree" (this branch) then "base" (main's sources from BASE_DIR,
-        # hi_read at 256 threads as main launched it)
+        # hi_read at 256 threads as main launched it), then "noftz" (the tree's, hr_ex without .ftz; first T, chunk 64)
     python benchmarks/device/hier_fwd_s13e17.py public 16384,65536
         # the public bf16 forwards (bench_gpu_hierarchical._table_calls: the issue table's calls), timed interleaved
         # (bench_gpu_hierarchical.interleaved_times, 10 rounds): ours / loglinear_attention
@@ -27,10 +27,14 @@ source, kernel = _compile._source, _compile.Config.kernel
 
 
 def use(base=None):
-    """The tree's kernels, or main's from the directory ``base`` (its hierarchical.cu holds hi_read, launched
-    with 256 threads); the compiled kernels dropped."""
+    """The tree's kernels, main's from the directory ``base`` (its hierarchical.cu holds hi_read, launched with
+    256 threads), or with ``base="noftz"`` the tree's with hi_read's hr_ex as ex2.approx without .ftz (fex's
+    values everywhere); the compiled kernels dropped."""
     if base is None:
         _compile._source, _compile.Config.kernel = source, kernel
+    elif base == "noftz":
+        _compile._source = lambda n: source(n).replace("ex2.approx.ftz.f32", "ex2.approx.f32")
+        _compile.Config.kernel = kernel
     else:
         def src(n):
             path = os.path.join(base, n)
@@ -45,9 +49,9 @@ def use(base=None):
 if what == "warm":
     import torch
 
-    for base in (None, sys.argv[2]):
+    for base in (None, sys.argv[2], "noftz"):
         use(base)
-        kernels(argparse.Namespace(T=[2048], dtypes=["bfloat16"], chunks=[64, 32]))
+        kernels(argparse.Namespace(T=[2048], dtypes=["bfloat16"], chunks=[64, 32] if base != "noftz" else [64]))
     use()
     calls = _table_calls(torch, 2048, torch.bfloat16)
     for op in ("hier", "ll"):
@@ -57,10 +61,11 @@ if what == "warm":
     print("warm", flush=True)
 elif what == "kernels":
     Ts = [int(x) for x in sys.argv[2].split(",")]
-    for name, base in (("tree", None), ("base", sys.argv[3])):
+    for name, base in (("tree", None), ("base", sys.argv[3]), ("noftz", "noftz")):
         use(base)
         print(name, flush=True)
-        kernels(argparse.Namespace(T=Ts, dtypes=["bfloat16"], chunks=[64, 32]))
+        kernels(argparse.Namespace(T=Ts[:1] if base == "noftz" else Ts, dtypes=["bfloat16"],
+                                   chunks=[64] if base == "noftz" else [64, 32]))
     use()
 elif what == "public":
     import torch
