@@ -20,14 +20,14 @@ timeout 95 $PT tests/test_cupy_hierarchical.py -k "matches_reference or stream" 
 timeout 95 $PT tests/test_cupy_hierarchical_grad.py -k "16bit_training_forward" > "$OUT/log_tests_c.txt" 2>&1 &
 timeout 95 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/hier_small.py > "$OUT/log_memcheck.txt" 2>&1 &
 timeout 95 compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/hier_small.py > "$OUT/log_racecheck.txt" 2>&1 &
-timeout 95 python3 benchmarks/device/hier_fwd_s13e17.py warm $BASE > "$OUT/log_warm.txt" 2>&1 &
+timeout 95 python3 benchmarks/device/hier_fwd_s13e17.py warm tree,$BASE,noftz > "$OUT/log_warm.txt" 2>&1 &
 wait
 echo "base hi_read definitions: $(cat "$OUT/log_base.txt")"; tail -2 "$OUT/log_warm.txt"
 for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|^E  " "$f" | head -8; tail -1 "$f"; done
 for f in "$OUT/log_memcheck.txt" "$OUT/log_racecheck.txt"; do echo "-- $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize ok|Error" "$f" | tail -6; done
 # TIMINGS (alone on the GPU)
 echo "=== TIMINGS: forward kernels, tree then main's $(date -u +%T)"
-timeout 26 python3 benchmarks/device/hier_fwd_s13e17.py kernels 65536,16384 $BASE > "$OUT/log_kernels.txt" 2>&1
+timeout 26 python3 benchmarks/device/hier_fwd_s13e17.py kernels 65536,16384 tree,$BASE,noftz > "$OUT/log_kernels.txt" 2>&1
 echo "rc=$?"; grep -E "^tree|^base|^noftz|^T=" "$OUT/log_kernels.txt" | cut -c1-220
 echo "=== public bf16 forward $(date -u +%T)"
 timeout 13 python3 benchmarks/device/hier_fwd_s13e17.py public 16384,65536 > "$OUT/log_public.txt" 2>&1
