@@ -20,9 +20,7 @@ inline void staged(L load, S store) {  // common.cu's, one element at a time
 #include "cuda_emu_mma.h"
 struct float2 { float x, y; };
 struct float4 { float x, y, z, w; };
-struct uint2 { unsigned x, y; };
 inline float2 make_float2(float x, float y) { return {x, y}; }
-inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
 inline float __shfl_xor_sync(unsigned, float x, int o) {  // through the warp's mma exchange (cuda_emu_mma.h)
     EmuWarp& W = emu_warps[threadIdx.x >> 5];
     const int lane = threadIdx.x & 31;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 13, branch s13e17 (issue 17), request 2 (the final code), one H200. Tests (<= 100 s, concurrent): the forward's
-# GPU tests (16-bit / tensor-core reads; float32 at 1e3 on the 3xTF32 read; streams) with hi_read's exponentials as
+# Session 13, branch s13e17 (issue 17), request 2, one H200: ran at eac09b9 (its "noftz" / "rsh" variants and "rshcheck" are gone
+# from hier_fwd_s13e17.py since: benchmarks/NOTES.md, session 13 — s13e17).
+# Tests (<= 100 s, concurrent): the forward's GPU tests (16-bit / tensor-core reads; float32 at 1e3 on the 3xTF32 read; streams) with hi_read's exponentials as
 # ex2.approx.ftz (not in request 1), the 16-bit training forward and backward, memcheck of hier_small.py; beside them the
 # variants the timings use compiled.
 # TIMINGS (<= 40 s, alone): the forward's kernels at 64K / 16K bf16, chunks 64 and 32: the tree, hi_read without .ftz

@@ -123,13 +123,11 @@ __device__ __forceinline__ float2 hi_col2(const float* X, int o, int ld) { retur
 // HI_TF32 (float32 / float16 inputs: the float32 bound): tf32 halves instead (3xTF32, ~2^-21 relative, as
 // gd_scan), two m16n8k8 triples per step: m16n8k8's reduction slots t / t + 4 stand for the step's indices
 // 2t / 2t + 8 in the first triple and 2t + 1 / 2t + 9 in the second (the same pairs, the same fragment rows
-// and columns, the same accumulators). PRE (bf16 halves only): A(kb, x) gives fragment register x's halves
-// (hi, lo) made already (hi_read's E shared by the warps of an m-tile).
-template <int NN, bool PRE = false, typename FA, typename FB>
+// and columns, the same accumulators).
+template <int NN, typename FA, typename FB>
 __device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k0, int k1, FA A, FB B) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #if HI_TF32
-    static_assert(!PRE, "tf32 halves are made here");
 #pragma unroll 1
     for (int kb = k0; kb < k1; kb += 16) {
         unsigned ah[2][4], al[2][4];  // [h]: the step's even reduction indices (h = 0), its odd ones
@@ -159,14 +157,8 @@ __device__ __forceinline__ void hi_mma3(float (&c)[NN][4], int r0, int n0, int k
         unsigned ah[4], al[4], bh[NN][2], bl[NN][2];
 #pragma unroll
         for (int x = 0; x < 4; ++x) {  // a0..a3: rows g / g + 8, reduction pairs 2t / 2t + 8
-            if constexpr (PRE) {
-                const uint2 v = A(kb, x);
-                ah[x] = v.x;
-                al[x] = v.y;
-            } else {
-                const float2 v = A(r0 + g + 8 * (x & 1), kb + 2 * t + 8 * (x >> 1));
-                hi_split(v.x, v.y, ah[x], al[x]);
-            }
+            const float2 v = A(r0 + g + 8 * (x & 1), kb + 2 * t + 8 * (x >> 1));
+            hi_split(v.x, v.y, ah[x], al[x]);
         }
 #pragma unroll
         for (int u = 0; u < NN; ++u)

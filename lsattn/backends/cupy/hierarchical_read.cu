@@ -3,37 +3,16 @@
 // hr_col and tile constants). Host: hierarchical.py.
 
 #if HI_RTC
-// fex for the tensor-core hi_read's factors (float): ex2.approx.ftz, equal to fex's ex2.approx wherever the result is
-// normal; below 2^-126 (of the row's or the pair's largest term, 1) flushed to 0 instead of kept subnormal (fex's three
-// instructions more per exponential)
-__device__ __forceinline__ float hr_ex(float x) {
-#ifdef __CUDA_ARCH__
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * 1.4426950408889634f));
-    return y;
-#else
-    return fex(x);
-#endif
-}
-
 // hi_lse_add where w may be 0 (then U and S stay as they are), without branches: for w > 0 the same values as
-// hi_lse_add (-|x - U| is its U - x or x - U, bit for bit; hr_ex: fex where normal)
+// hi_lse_add (fex(-|x - U|) is its fex(U - x) or fex(x - U), bit for bit)
 __device__ __forceinline__ void hi_lse_addz(ta& U, ta& S, ta x, ta w) {
-    const ta dx = x - U, e = hr_ex(-fabs(dx));
+    const ta dx = x - U, e = fex(-fabs(dx));
     const bool up = dx > (ta)0, on = w > (ta)0;
     const ta s1 = up ? fma(S, e, w) : fma(w, e, S);
     S = on ? s1 : S;
     U = on && up ? x : U;
 }
 #endif
-
-// HI_RSH (a timing build, -DHI_RSH=1; bf16 halves, CH >= 32): each row's E made once, by one warp of its m-tile (the lane's row
-// rA in warp 0, rB in warp 1: its maximum, its E split into halves in the m-tile's shared planes Ep, its den), then a
-// barrier, both warps' mma reading the planes; off: each warp makes the E of both its rows in its A fragments.
-#ifndef HI_RSH
-#define HI_RSH 0
-#endif
-#define HI_RSHX (HI_RSH && HI_RTC && !HI_TF32 && CH >= 32)  // (two warps per m-tile)
 
 // hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
 // the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
@@ -68,10 +47,6 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
     ta* ac = b; b += CH;                // decays, prefix sums from the chunk's first token of the call
     ta* pre = b; b += CH;
     ta* Ld = b; b += CH;                // log den of the rows
-#if HI_RSHX
-    uint2* Ep = reinterpret_cast<uint2*>(b); b += CH * DKP;  // E's halves in fragment order: (m-tile, step, x, lane)
-    ta* Mr = b; b += CH;                // the rows' maxima of q + m
-#endif
 #if HI_RTC
     int* hs = reinterpret_cast<int*>(b); b += 2 * HI_HELD + 1;  // the held slots: (s2, id) pairs, their count
 #else
@@ -172,14 +147,8 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
     const int w = tid >> 5, lane = tid & 31, mt = w / HI_RWPM, wp = w % HI_RWPM;
     const int rA = 16 * mt + (lane >> 2), rB = rA + 8;  // the lane's rows (hr_row)
     const bool vA = rA >= t0 && rA < t1, vB = rB >= t0 && rB < t1;
-#if HI_RSHX
-    const int ro = wp ? rB : rA;  // the warp's own row of the lane
-    ta Udo = (wp ? vB : vA) ? lden[bh * T + g0 + ro] : neg_big(), Ddo = (ta)1;  // running (shift, sum) of its den
-    auto ep = [&](int kb, int x) -> uint2& { return Ep[((mt * (DKP / 16) + kb / 16) * 4 + x) * 32 + lane]; };
-#else
     ta UdA = vA ? lden[bh * T + g0 + rA] : neg_big(), DdA = (ta)1;  // running (shift, sum) of den of the rows
     ta UdB = vB ? lden[bh * T + g0 + rB] : neg_big(), DdB = (ta)1;
-#endif
     for (int h = 0; h < nh; ++h) {
         cp_async_wait_all();
         __syncthreads();  // slot h's tiles are in; every warp is done with slot h - 1's buffer
@@ -189,41 +158,6 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
         const ta* M_ = Ms + (h & 1) * DKP;
         const ta* Z_ = Zs + (h & 1) * DKP;
         const ta* N_ = Ns + (h & 1) * HI_RW;
-#if HI_RSHX
-        ta mo = neg_big();  // the own row's maximum of q + m over the lane's features, then the row's
-        for (int kb = 0; kb < DKP; kb += 16)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const int i = kb + 2 * (lane & 3) + (x & 1) + 8 * (x >> 1);
-                const ta y = Qs[ro * HI_RKLD + i] + M_[i];
-                mo = i < DK ? fmx(mo, y) : mo;
-            }
-        mo = fmx(mo, __shfl_xor_sync(0xffffffffu, mo, 1));
-        mo = fmx(mo, __shfl_xor_sync(0xffffffffu, mo, 2));
-        ta dO = (ta)0;  // the own row's den, E's halves into the planes (fragment registers x = wp, wp + 2)
-        for (int kb = 0; kb < DKP; kb += 16)
-#pragma unroll
-            for (int xh = 0; xh < 2; ++xh) {
-                const int kk = kb + 2 * (lane & 3) + 8 * xh;
-                const float2 qq = hi_row2(Qs, ro * HI_RKLD + kk);
-                const ta x0 = hr_ex(qq.x + M_[kk] - mo), x1 = hr_ex(qq.y + M_[kk + 1] - mo);
-                const ta e0 = kk < DK ? x0 : (ta)0, e1 = kk + 1 < DK ? x1 : (ta)0;
-                dO += e0 * Z_[kk] + e1 * Z_[kk + 1];
-                unsigned eh, el;
-                hi_split(e0, e1, eh, el);
-                ep(kb, wp + 2 * xh) = make_uint2(eh, el);
-            }
-        if ((lane & 3) == 0) Mr[ro] = mo;
-        __syncthreads();  // every row's E and maximum are in
-        const ta mA = wp ? Mr[rA] : mo, mB = wp ? mo : Mr[rB];
-        float acc[HI_RNPW][4];  // num = E S from the planes
-#pragma unroll
-        for (int u = 0; u < HI_RNPW; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
-        hi_mma3<HI_RNPW, true>(acc, 16 * mt, 8 * wp * HI_RNPW, 0, DKP, [&](int kb, int x) { return ep(kb, x); },
-                               [&](int kk, int col) { return hi_col2(S_, kk * HI_SLD + col, HI_SLD); });
-        dO += __shfl_xor_sync(0xffffffffu, dO, 1);
-        dO += __shfl_xor_sync(0xffffffffu, dO, 2);
-#else
         ta mA = neg_big(), mB = neg_big();  // row maxima of q + m over the lane's features, then the rows'
         for (int kb = 0; kb < DKP; kb += 16)
 #pragma unroll
@@ -246,7 +180,7 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
                             const bool up = r == rA;
                             const float2 qq = hi_row2(Qs, r * HI_RKLD + kk);
                             // made for the padded features too (Qs, M_ hold zeros there), then selected: no branch
-                            const ta x0 = hr_ex(qq.x + M_[kk] - (up ? mA : mB)), x1 = hr_ex(qq.y + M_[kk + 1] - (up ? mA : mB));
+                            const ta x0 = fex(qq.x + M_[kk] - (up ? mA : mB)), x1 = fex(qq.y + M_[kk + 1] - (up ? mA : mB));
                             const ta e0 = kk < DK ? x0 : (ta)0, e1 = kk + 1 < DK ? x1 : (ta)0;
                             (up ? dA : dB) += e0 * Z_[kk] + e1 * Z_[kk + 1];
                             return make_float2(e0, e1);
@@ -256,7 +190,6 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
         dA += __shfl_xor_sync(0xffffffffu, dA, 2);
         dB += __shfl_xor_sync(0xffffffffu, dB, 1);
         dB += __shfl_xor_sync(0xffffffffu, dB, 2);
-#endif
         const int lA = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rA))) : HI_LOG2C + (s2 - n_old + 1);
         const int lB = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rB))) : HI_LOG2C + (s2 - n_old + 1);
         const ta xA = mA + Lam[rA * HI_LMAX + lA] + pre[rA], xB = mB + Lam[rB * HI_LMAX + lB] + pre[rB];  // row log weights
@@ -267,11 +200,6 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
                 const int e = ii * HI_RC + jj;
                 hi_lse_addz(U[ii][jj], Nm[ii][jj], ((e & 3) >> 1 ? xB : xA) + N_[hr_col(ii, jj)], acc[e >> 2][e & 3]);
             }
-#if HI_RSHX
-        hi_lse_addz(Udo, Ddo, wp ? xB : xA, dO);
-    }
-    if ((lane & 3) == 0) Ld[ro] = Udo + lg(Ddo);
-#else
         hi_lse_addz(UdA, DdA, xA, dA);
         hi_lse_addz(UdB, DdB, xB, dB);
     }
@@ -279,7 +207,6 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
         Ld[rA] = UdA + lg(DdA);
         Ld[rB] = UdB + lg(DdB);
     }
-#endif
 #else
     ta Ud = neg_big(), Dd = (ta)1;  // running (shift, sum) of den of row tid (tid < CH)
     if (tid < CH && tid >= t0 && tid < t1) Ud = lden[bh * T + g0 + tid];
