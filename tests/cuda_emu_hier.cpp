@@ -41,9 +41,9 @@ inline void cp_async_wait_all() {}
 
 #include KERNEL
 
-static void launch(unsigned gx, unsigned gy, unsigned gz, unsigned smem, const std::function<void()>& body) {
+static void launch(unsigned gx, unsigned gy, unsigned gz, unsigned smem, const std::function<void()>& body, int nt = NT) {
     emu_smem = smem;
-    emu_launch(gx, gy, gz, body);
+    emu_launch(gx, gy, gz, body, nt);
 }
 
 // hi_intra's launch: grid (n, BH).
@@ -65,10 +65,10 @@ extern "C" void run_snap(const ta* wm, const ta* gnode, ta* msnap, int DK, i64 p
     launch(n, BH, 1, smem, [=] { hi_snap(wm, gnode, msnap, DK, p, F, n, n_old, NLC, ncb); });
 }
 
-// hi_read's launch: grid (n nrb, BH).
+// hi_read's launch: grid (n nrb, BH), HI_RNT threads.
 extern "C" void run_read(const ta* q, const ta* lam, const ta* a, const ta* lden, const ta* lnum, const ta* msnap,
                          const ta* wz, const ta* wn, const ta* wS, ta* out, int T, int DK, int DV, int L, i64 p, i64 F,
                          int n, int n_old, int NLC, ta alo, int BH, int ncb, unsigned smem, ta* ltot, ta* outf) {
     const int nrb = (DV + 63) / 64;
-    launch(n * nrb, BH, 1, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, ncb, nrb, ltot, outf); });
+    launch(n * nrb, BH, 1, smem, [=] { hi_read(q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, ncb, nrb, ltot, outf); }, HI_RNT);
 }

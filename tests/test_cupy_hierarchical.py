@@ -33,6 +33,11 @@ weight_kinds = st.sampled_from(["zero", "random", "off"])
 chunks = st.sampled_from([16, 32, 64])
 
 
+def hier_source():
+    """The forward's kernels as one source (``hierarchical.cu``, then its reads ``hierarchical_read.cu``)."""
+    return cupy_source("hierarchical.cu") + "\n" + cupy_source("hierarchical_read.cu")
+
+
 class Emu:
     """``ops`` whose hi_intra / hi_merge / hi_snap / hi_read run the kernels' CUDA source on the CPU
     (``cuda_emu_hier.cpp``), built with g++ once per session and (compute type, CH, DKP)."""
@@ -41,7 +46,7 @@ class Emu:
 
     def _lib(self, cfg):
         return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
-                         {"KERNEL": cupy_source("hierarchical.cu")})
+                         {"KERNEL": hier_source()})
 
     @staticmethod
     def _ptrs(cfg, arrays):
@@ -91,7 +96,7 @@ class EmuTC(Emu):
     def _lib(self, cfg):
         assert cfg.ta == "float"
         return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1},
-                         {"KERNEL": cupy_source("hierarchical.cu")})
+                         {"KERNEL": hier_source()})
 
     def _smem(self, cfg, kernel):
         return ctypes.c_uint(dataclasses.replace(cfg, half="bf16").smem(kernel))
@@ -104,7 +109,7 @@ class EmuTF32(EmuTC):
     def _lib(self, cfg):
         assert cfg.ta == "float"
         return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1, "HI_TF32": 1},
-                         {"KERNEL": cupy_source("hierarchical.cu")})
+                         {"KERNEL": hier_source()})
 
     def _smem(self, cfg, kernel):  # float32's (tf32 planes)
         return ctypes.c_uint(dataclasses.replace(cfg, tc=True).smem(kernel))

@@ -28,7 +28,7 @@ from helpers import assert_close, cupy_source, emulation
 from strategies import batch_shapes, decays_or_none, seeds
 from test_cupy_backend import GRAD_TOL, _autograd
 from test_cupy_gated_delta import _gpu_ready, _torch_cuda
-from test_cupy_hierarchical import Emu, _with_neg_inf
+from test_cupy_hierarchical import Emu, _with_neg_inf, hier_source
 from test_hierarchical import make
 
 #: the oracle's stand-in for -inf log values / level weights / decays (their terms vanish exactly in float64)
@@ -42,7 +42,7 @@ class EmuBwd(Emu):
         defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "HIB_PMIN": chb.PMIN, "HIB_NPC": chb.NPC,
                    "HIB_TC": int(cfg.tc)}
         return emulation("cuda_emu_hier_bwd.cpp", defines,
-                         {"KERNEL": cupy_source("hierarchical.cu"), "KERNEL_BWD": cupy_source("hierarchical_bwd.cu")})
+                         {"KERNEL": hier_source(), "KERNEL_BWD": cupy_source("hierarchical_bwd.cu")})
 
     def _sizes(self, *xs):
         return [ctypes.c_int(x) for x in xs[:4]] + [ctypes.c_longlong(x) for x in xs[4:6]] + [ctypes.c_int(xs[6])]

@@ -181,6 +181,8 @@ class Config:
             return name + "_tc5", 128
         if self.bf16 and self.tc and name == "ek_output_f32":  # the float32 log output of bf16 log_attention training
             return "ek_output_tc5f", 128
+        if name == "hi_read" and self.hi_tc:  # hierarchical_read.cu's HI_RNT: two warps per m-tile at every chunk
+            return name, max(4 * self.CH, 128)
         return name, 256
 
 
@@ -270,7 +272,8 @@ _KERNELS = {
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_forms.cu"),
             "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_forms_bwd.cu"),
-            "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu"),
+            "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical": ("hierarchical.cu", "hierarchical_read.cu"),
+            "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu"),
             "exp_kernel_bwd": ("exp_kernel_bwd.cu", "exp_kernel_bwd_tc.cu")}
 
 

@@ -56,8 +56,6 @@
 #define HI_BV 16  // value columns per block of hi_merge
 #define HI_AV 64  // value columns per pass of hi_intra
 #define HI_RW 64  // value columns per block of hi_read
-constexpr int HI_RR = CH / 16;  // rows per thread of hi_read (16 row groups)
-constexpr int HI_RC = HI_RW / 16;  // columns per thread of hi_read (16 column groups)
 constexpr int HI_RB = DKP / (NT / HI_BV);  // features per thread of hi_merge
 constexpr int HI_P = NT / CH;  // threads per row of the row maxima
 constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
@@ -70,6 +68,12 @@ constexpr int HI_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 // hi_read on tensor cores: every HI_TC variant (float32 / float16: 3xTF32, measured ~25% faster than its FFMA form;
 // its shared-memory planes variant was slower: benchmarks/NOTES.md, session 11)
 #define HI_RTC HI_TC
+// hi_read's threads: FFMA NT (a 16 x 16 grid of HI_RR x HI_RC micro-tiles); tensor cores 4 CH, at least 128: two
+// warps per m-tile of 16 rows at every chunk (with NT at CH = 32 / 16, four / eight warps made each row's E)
+constexpr int HI_RNT = HI_RTC ? (4 * CH > 128 ? 4 * CH : 128) : NT;
+constexpr int HI_RWPM = (HI_RNT / 32) / (CH / 16), HI_RNPW = (HI_RW / 8) / HI_RWPM;  // tensor cores: warps per m-tile, n-tiles per warp
+constexpr int HI_RC = HI_RTC ? 4 : HI_RW / 16;  // columns per thread of hi_read (FFMA: 16 column groups)
+constexpr int HI_RR = HI_RTC ? HI_RNPW : CH / 16;  // rows per thread (FFMA: 16 row groups)
 // Row strides (no bank conflicts): FFMA: odd, for column walks; tensor cores: 8 mod 32 words for the
 // fragments' 64-bit pair loads along a row (q / k / e tiles, the pair weights), 4 mod 32 for the scalar
 // loads down k-major tiles (values, hi_read's S).
@@ -85,19 +89,19 @@ constexpr int HI_BVL = HI_TC && HI_KLD > HI_VLD ? HI_KLD : HI_VLD;  // hi_intra'
 
 // The outputs of hi_read's CH x HI_RW tile a thread owns, (ii, jj) -> (row, column). FFMA: a 16 x 16
 // (ty, tx) grid of HI_RR x HI_RC micro-tiles. Tensor cores: the accumulators of mma m16n8k16; warp w
-// owns m-tile w / HI_WPM and HI_NPW n-tiles, element e = ii HI_RC + jj is n-tile e / 4, entry e % 4
+// owns m-tile w / HI_RWPM and HI_RNPW n-tiles, element e = ii HI_RC + jj is n-tile e / 4, entry e % 4
 // (c0, c1: row g, columns 2t, 2t + 1; c2, c3: row g + 8; lane = 4 g + t).
 #if HI_TC
-constexpr int HI_WPM = (NT / 32) / (CH / 16), HI_NPW = (HI_RW / 8) / HI_WPM;
-static_assert(4 * HI_NPW == HI_RR * HI_RC, "one mma accumulator per owned output");
+constexpr int HI_WPM = (NT / 32) / (CH / 16);  // hi_intra's warps per m-tile
+static_assert(4 * HI_RNPW == HI_RR * HI_RC, "one mma accumulator per owned output");
 #if HI_RTC
 __device__ __forceinline__ int hr_row(int ii, int jj) {
     const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
-    return 16 * ((int)(threadIdx.x >> 5) / HI_WPM) + (lane >> 2) + 8 * ((e & 3) >> 1);
+    return 16 * ((int)(threadIdx.x >> 5) / HI_RWPM) + (lane >> 2) + 8 * ((e & 3) >> 1);
 }
 __device__ __forceinline__ int hr_col(int ii, int jj) {
     const int e = ii * HI_RC + jj, lane = threadIdx.x & 31;
-    return 8 * (((int)(threadIdx.x >> 5) % HI_WPM) * HI_NPW + (e >> 2)) + 2 * (lane & 3) + (e & 1);
+    return 8 * (((int)(threadIdx.x >> 5) % HI_RWPM) * HI_RNPW + (e >> 2)) + 2 * (lane & 3) + (e & 1);
 }
 #endif
 #if !HI_TF32
@@ -188,14 +192,15 @@ __device__ __forceinline__ void hi_lse_add(ta& U, ta& S, ta x, ta w) {
     }
 }
 
-// Rows g0 .. g0 + CH - 1 of one sequence's (T, D) input into X (row stride ldx, DKP columns);
+// Rows g0 .. g0 + CH - 1 of one sequence's (T, D) input into X (row stride ldx, DKP columns; the block's nt threads);
 // rows outside [0, T) and columns >= D are 0. wide, bf16 inputs: 16-byte loads of 8 and stores of 4 where the
 // rows allow (hi_intra; float32 / float16: scalar loads, the 3xTF32 kernels' registers are at their bound; hi_read:
 // scalar, its registers too).
-__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD, bool wide = false) {
+__device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int D, int ldx = HI_KLD, bool wide = false,
+                                        int nt = NT) {
 #if TI_BF16  // (the CPU emulation reads float32: the scalar loads)
     if (wide && DKP % 8 == 0 && D % 8 == 0 && ldx % 4 == 0 && (reinterpret_cast<unsigned long long>(src) & 15) == 0) {
-        for (int idx = threadIdx.x; idx < CH * DKP / 8; idx += NT) {
+        for (int idx = threadIdx.x; idx < CH * DKP / 8; idx += nt) {
             const int t = idx / (DKP / 8), i = 8 * (idx % (DKP / 8));
             const i64 g = g0 + t;
             uint4 w = {0u, 0u, 0u, 0u};
@@ -210,7 +215,7 @@ __device__ __forceinline__ void hi_rows(ta* X, const ti* src, i64 g0, int T, int
         return;
     }
 #endif
-    for (int idx = threadIdx.x; idx < CH * DKP; idx += NT) {
+    for (int idx = threadIdx.x; idx < CH * DKP; idx += nt) {
         const int t = idx / DKP, i = idx % DKP;
         const i64 g = g0 + t;
         X[t * ldx + i] = (i < D && g >= 0 && g < T) ? ld(src + g * D + i) : (ta)0;
@@ -627,7 +632,11 @@ __device__ __forceinline__ void hi_decays(ta* ac, ta* pre, const ti* ab, i64 g0,
 // d trailing ones; not its last, whose summary nobody reads), HI_BV value columns (ncb blocks), sequence):
 // the chunk's summary (slot n_old + j, hi_intra's) and the held chunk-level slots 1 .. d (of the call;
 // final: made at depths < d) merge in place into slot n_old + j, level d + 1 (hi_merge's comment above).
-extern "C" __global__ void __launch_bounds__(NT) hi_merge(
+// Each thread its HI_RB features of one column, every shift and decay in its own registers (no staged
+// shifts, no serial loads by one thread): the held slots' loads HI_MG at a time in flight together, the
+// first group's kept from the shifts' pass to the sums' (d <= HI_MG, most blocks: one round of loads).
+#define HI_MG 2  // held slots loaded together by hi_merge
+extern "C" __global__ void __launch_bounds__(NT, 3) hi_merge(
     ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id, m decayed to the slot's end (every column block a copy)
     ta* __restrict__ wz,     // (BH, ncb, n_old + n, DK) ... z
     ta* __restrict__ wn,     // (BH, n_old + n, DV)
@@ -635,97 +644,116 @@ extern "C" __global__ void __launch_bounds__(NT) hi_merge(
     const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
     ta* __restrict__ gnode,  // (BH, n) the chunk-level slots' total decays (in: gch; out: slot n_old + j's)
     int DK, int DV, i64 F, int n, int n_old, i64 c0, int d) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Mn = reinterpret_cast<ta*>(smem_raw);  // DKP: the merge's shifts
-    ta* Nn = Mn + DKP;                         // HI_BV
-    ta* Dm = Nn + HI_BV;                       // HI_LMAX: decay of held slot m to the chunk's end
-    check_smem((DKP + HI_BV + HI_LMAX) * sizeof(ta));
     const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
     const i64 bh = blockIdx.z, c = c0 + ((i64)blockIdx.x << (d + 1)), j = c - F;
     const int cb = blockIdx.y, ncb = gridDim.y;
     if (j < 0 || j >= n - 1) return;  // uniform over the block
-    const int vc = cb * HI_BV + cc;
+    const int vc = cb * HI_BV + cc, vs = vc < DV ? vc : 0;
     const bool cok = vc < DV;
     const int NS = n_old + n;
     ta* mb = wm + (bh * ncb + cb) * NS * DK;
     ta* zb = wz + (bh * ncb + cb) * NS * DK;
     ta* nb = wn + bh * NS * DV;
     ta* Sb = wS + bh * NS * (i64)DK * DV;
+    const ta* gb = gnode + bh * n - n_old;  // by slot id
     const i64 dst = n_old + j;
     int nz = 0;  // merged slots held
     for (int m = 1; m <= d; ++m) nz += hi_slot(c, m, F, n_old) >= 0;
     if (nz == 0) return;  // the chunk's summary is the new slot as it is (gnode: gch)
-    if (tid == 0) {  // slot m ends where the held slots below it begin: decayed by their totals and the chunk's
-        ta D = gch[bh * n + j];
-        for (int m = 1; m <= d; ++m) {
-            const int id = hi_slot(c, m, F, n_old);
-            Dm[m - 1] = D;
-            if (id >= 0) D += gnode[bh * n + id - n_old];
-        }
-        if (cb == 0) gnode[bh * n + j] = D;
+    // the chunk's own summary (features rg HI_RB + i, those < DK loaded) and the held slots m0 .. m0 + HI_MG - 1
+    // (id -1: not held; slot m ends where the held slots below it begin, decayed by their totals and the chunk's)
+    bool kok[HI_RB];
+#pragma unroll
+    for (int i = 0; i < HI_RB; ++i) kok[i] = rg * HI_RB + i < DK;
+    ta om[HI_RB], oS[HI_RB], oz[HI_RB];
+    const ta on = nb[dst * DV + vs], g0 = gch[bh * n + j];
+    const ta* S0 = Sb + (dst * DK + rg * HI_RB) * DV + vs;
+#pragma unroll
+    for (int i = 0; i < HI_RB; ++i) {
+        om[i] = kok[i] ? mb[dst * DK + rg * HI_RB + i] : (ta)0;
+        oS[i] = kok[i] ? S0[i * DV] : (ta)0;
+        oz[i] = kok[i] ? zb[dst * DK + rg * HI_RB + i] : (ta)0;
     }
-    __syncthreads();
-    if (tid < DKP) {  // per-feature shift: the chunk's and the merged slots'
-        const int i = tid;
-        ta M = neg_big();
-        if (i < DK) {
-            M = mb[dst * DK + i];
-            for (int m = 1; m <= d; ++m) {
-                const int id = hi_slot(c, m, F, n_old);
-                if (id >= 0) M = fmx(M, mb[id * DK + i] + Dm[m - 1]);
+    int id[HI_MG];
+    ta gg[HI_MG], nn[HI_MG], mm[HI_MG][HI_RB], ss[HI_MG][HI_RB], zz[HI_MG][HI_RB];
+    auto load = [&](int m0) {
+#pragma unroll
+        for (int u = 0; u < HI_MG; ++u) {
+            id[u] = m0 + u <= d ? hi_slot(c, m0 + u, F, n_old) : -1;
+            const bool h = id[u] >= 0;
+            const i64 s = h ? id[u] : dst;
+            gg[u] = h ? gb[s] : (ta)0;
+            nn[u] = h ? nb[s * DV + vs] : (ta)0;
+            const ta* Ss = Sb + (s * DK + rg * HI_RB) * DV + vs;
+#pragma unroll
+            for (int i = 0; i < HI_RB; ++i) {
+                mm[u][i] = h && kok[i] ? mb[s * DK + rg * HI_RB + i] : (ta)0;
+                ss[u][i] = h && kok[i] ? Ss[i * DV] : (ta)0;
+                zz[u][i] = h && kok[i] ? zb[s * DK + rg * HI_RB + i] : (ta)0;
             }
         }
-        Mn[i] = M;
-    }
-    if (tid >= NT - HI_BV) {  // per-column shift
-        const int c2 = tid - (NT - HI_BV), v2 = cb * HI_BV + c2;
-        ta N = lo_v();
-        if (v2 < DV) {
-            N = nb[dst * DV + v2];
-            for (int m = 1; m <= d; ++m) {
-                const int id = hi_slot(c, m, F, n_old);
-                if (id >= 0) N = fmx(N, nb[id * DV + v2]);
+    };
+    load(1);
+    // the shifts: per feature the chunk's and the merged slots' m (decayed), per column their n
+    ta M[HI_RB], N = cok ? on : lo_v(), D = g0;
+#pragma unroll
+    for (int i = 0; i < HI_RB; ++i) M[i] = kok[i] ? om[i] : neg_big();
+    for (int m0 = 1;;) {
+#pragma unroll
+        for (int u = 0; u < HI_MG; ++u)
+            if (id[u] >= 0) {
+#pragma unroll
+                for (int i = 0; i < HI_RB; ++i)
+                    if (kok[i]) M[i] = fmx(M[i], mm[u][i] + D);
+                if (cok) N = fmx(N, nn[u]);
+                D += gg[u];
             }
-        }
-        Nn[c2] = N;
+        if ((m0 += HI_MG) > d) break;
+        load(m0);
     }
-    __syncthreads();
-    // the thread's HI_RB features of column vc (and of z where cc == 0), slot by slot: the features' loads of
-    // one slot issued together
+    if (tid == 0 && cb == 0) gnode[bh * n + j] = D;
+    // the thread's HI_RB features of column vc (and of z where cc == 0), slot by slot
     ta xs[HI_RB], xz[HI_RB];
     {
-        const ta fv = cok ? fex(nb[dst * DV + vc] - Nn[cc]) : (ta)0;
+        const ta fv = cok ? fex(on - N) : (ta)0;
 #pragma unroll
         for (int i = 0; i < HI_RB; ++i) {
-            const int kk = rg * HI_RB + i;
-            const ta fk = kk < DK ? fex(mb[dst * DK + kk] - Mn[kk]) : (ta)0;
-            xs[i] = kk < DK && cok ? fk * fv * Sb[(dst * DK + kk) * DV + vc] : (ta)0;
-            xz[i] = kk < DK && cc == 0 ? fk * zb[dst * DK + kk] : (ta)0;
+            const ta fk = kok[i] ? fex(om[i] - M[i]) : (ta)0;
+            xs[i] = kok[i] && cok ? fk * fv * oS[i] : (ta)0;
+            xz[i] = kok[i] && cc == 0 ? fk * oz[i] : (ta)0;
         }
     }
-    for (int m = 1; m <= d; ++m) {
-        const int id = hi_slot(c, m, F, n_old);
-        if (id < 0) continue;  // uniform over the block
-        const ta fv = cok ? fex(nb[id * DV + vc] - Nn[cc]) : (ta)0;
+    D = g0;
+    if (d > HI_MG) load(1);  // (else the first group is still in the registers)
+    for (int m0 = 1;;) {
 #pragma unroll
-        for (int i = 0; i < HI_RB; ++i) {
-            const int kk = rg * HI_RB + i;
-            if (kk >= DK) continue;
-            const ta fk = fex(mb[id * DK + kk] + Dm[m - 1] - Mn[kk]);
-            if (cok) xs[i] = fma(fk * fv, Sb[((i64)id * DK + kk) * DV + vc], xs[i]);
-            if (cc == 0) xz[i] = fma(fk, zb[id * DK + kk], xz[i]);
-        }
+        for (int u = 0; u < HI_MG; ++u)
+            if (id[u] >= 0) {
+                const ta fv = cok ? fex(nn[u] - N) : (ta)0;
+#pragma unroll
+                for (int i = 0; i < HI_RB; ++i) {
+                    if (!kok[i]) continue;
+                    const ta fk = fex(mm[u][i] + D - M[i]);
+                    if (cok) xs[i] = fma(fk * fv, ss[u][i], xs[i]);
+                    if (cc == 0) xz[i] = fma(fk, zz[u][i], xz[i]);
+                }
+                D += gg[u];
+            }
+        if ((m0 += HI_MG) > d) break;
+        load(m0);
     }
+    __syncthreads();  // every thread has read the chunk's old m and n (other threads write them now)
 #pragma unroll
     for (int i = 0; i < HI_RB; ++i) {
         const int kk = rg * HI_RB + i;
         if (kk >= DK) continue;
         if (cok) Sb[(dst * DK + kk) * DV + vc] = xs[i];
-        if (cc == 0) zb[dst * DK + kk] = xz[i];
+        if (cc == 0) {
+            zb[dst * DK + kk] = xz[i];
+            mb[dst * DK + kk] = M[i];
+        }
     }
-    __syncthreads();  // the old shifts of the chunk's slot are read: now the new ones
-    for (int i = tid; i < DK; i += NT) mb[dst * DK + i] = Mn[i];
-    if (tid < HI_BV && cb * HI_BV + tid < DV) nb[dst * DV + cb * HI_BV + tid] = Nn[tid];
+    if (rg == 0 && cok) nb[dst * DV + vc] = N;
 }
 
 // hi_snap: one block per (chunk F + j, sequence): msnap[j] = the held slots' m decayed to the chunk's start
@@ -759,294 +787,6 @@ extern "C" __global__ void __launch_bounds__(NT) hi_snap(
         for (int m = 1; m <= NLC; ++m) {
             const int id = hi_slot(c, m, F, n_old);
             if (id >= 0) dst[(n_old + m - 1) * DK] = mb[id * DK + i] + Dm[m - 1];
-        }
-    }
-}
-
-// hi_read: one block per (chunk F + j, HI_RW value columns (nrb blocks), sequence), in parallel: the reads of
-// the slots held before the chunk, one at a time (hi_merge's slots, m from hi_snap's msnap), combined with
-// hi_intra's partials. Each thread owns HI_RR HI_RC of the block's CH x HI_RW outputs (hr_row, hr_col).
-// FFMA: num = E S as a register tile (HI_RR + 1 shared loads per HI_RR HI_RC FMAs). Tensor cores (HI_RTC):
-// each warp its m-tile's rows alone (row maxima by shuffles, E made in the A fragments of hi_mma3, den
-// beside it), the next slot's S, m, z, n copied asynchronously into the other of two buffers meanwhile:
-// one barrier per slot. Two blocks per SM (<= 128 registers).
-extern "C" __global__ void __launch_bounds__(NT, 2) hi_read(
-    const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
-    const ta* __restrict__ lden,    // (BH, T)      hi_intra's
-    const ta* __restrict__ lnum,    // (BH, T, DV)  hi_intra's
-    const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_snap's, hi_merge's
-    ti* __restrict__ out,           // (BH, T, DV)
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb, int nrb,
-    ta* __restrict__ ltot,          // (BH, T) the rows' log den, or null (packed streams' partials: loglinear_streams.cu)
-    ta* __restrict__ outf) {        // (BH, T, DV) the output in the compute type instead of out, or null (16-bit
-                                    // inputs under autograd: the backward needs log y to float32 accuracy)
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* b = reinterpret_cast<ta*>(smem_raw);
-#if HI_RTC
-    constexpr int NB = 2;             // buffers of the slot tiles
-#else
-    constexpr int NB = 1;
-#endif
-    ta* Ss = b; b += NB * DKP * HI_SLD;  // the slot's S, columns of the block (16-byte aligned rows)
-    ta* Ms = b; b += NB * DKP;          // the slot's m (decayed to the chunk's start), z
-    ta* Zs = b; b += NB * DKP;
-    ta* Ns = b; b += NB * HI_RW;        // its column shifts
-    ta* Qs = b; b += CH * HI_RKLD;       // the chunk's queries
-    ta* Lam = b; b += CH * HI_LMAX;     // the rows' level weights (clamped)
-    ta* ac = b; b += CH;                // decays, prefix sums from the chunk's first token of the call
-    ta* pre = b; b += CH;
-    ta* Ld = b; b += CH;                // log den of the rows
-#if HI_RTC
-    int* hs = reinterpret_cast<int*>(b); b += 2 * HI_HELD + 1;  // the held slots: (s2, id) pairs, their count
-#else
-    ta* E = b; b += CH * HI_RKLD;      // exp(q + m - r)
-    ta* Rp = b; b += NT;              // partial row maxima, then partial den
-    ta* Rr = b; b += CH;              // row shifts
-    ta* Xw = b; b += CH;              // row log weights
-#endif
-    check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
-    const int tid = threadIdx.x;
-    const int j = blockIdx.x / nrb, cb = blockIdx.x % nrb;  // grid (n nrb, BH): any d_v
-    const i64 bh = blockIdx.y;
-    const int c0 = cb * HI_RW;  // the block's first value column
-    const int LL = min(L, HI_LMAX);  // levels read (< num_levels(p + T) <= 63)
-    const int NS = n_old + n, NSL = n_old + NLC;
-    const ta* mj = msnap + (bh * n + j) * NSL * DK;
-    const ta* zb = wz + (bh * ncb) * NS * DK;  // column block 0's copy (hi_merge's copies are equal)
-    const ta* nb = wn + bh * NS * DV;
-    const ta* Sb = wS + bh * NS * (i64)DK * DV;
-    const i64 c = F + j, g0 = c * CH - p;
-    const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
-    // the block's first loads as batches in flight together (session 12: hi_read bf16 -10%): unconditional loads
-    // of valid addresses (element 0 where out of range) and a select after, bf16 query rows 16 bytes at a time
-    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_RKLD, true);
-    {
-        constexpr int NL = CH * HI_LMAX / NT;
-        ta lw[NL];
-#pragma unroll
-        for (int u = 0; u < NL; ++u) {
-            const int idx = tid + u * NT, t = idx / HI_LMAX, l = idx % HI_LMAX;
-            const bool ok = t >= t0 && t < t1 && l < LL;
-            lw[u] = ld(lam + (ok ? (bh * T + g0 + t) * L + l : (i64)0));
-        }
-#pragma unroll
-        for (int u = 0; u < NL; ++u) {
-            const int idx = tid + u * NT, t = idx / HI_LMAX, l = idx % HI_LMAX;
-            Lam[idx] = (t >= t0 && t < t1 && l < LL) ? fmx(lw[u], lo_v()) : lo_v();
-        }
-    }
-    ta U[HI_RR][HI_RC], Nm[HI_RR][HI_RC];  // running (shift, sum) of num
-#pragma unroll
-    for (int ii = 0; ii < HI_RR; ++ii)
-#pragma unroll
-        for (int jj = 0; jj < HI_RC; ++jj) {
-            const int t = hr_row(ii, jj), vc = c0 + hr_col(ii, jj);
-            const bool ok = t >= t0 && t < t1 && vc < DV;
-            const ta x = lnum[ok ? (bh * T + g0 + t) * DV + vc : (i64)0];
-            U[ii][jj] = ok ? x : neg_big();
-            Nm[ii][jj] = (ta)1;
-        }
-#if HI_RTC
-    if (tid == 0) {  // the held slots (s2 < n_old incoming slot s2, else chunk level s2 - n_old + 1)
-        int nh = 0;
-        for (int s2 = 0; s2 < NSL; ++s2) {
-            const int id = s2 < n_old ? (((p >> s2) & 1) ? s2 : -1) : hi_slot(c, s2 - n_old + 1, F, n_old);
-            if (id >= 0) {
-                hs[2 * nh] = s2;
-                hs[2 * nh + 1] = id;
-                ++nh;
-            }
-        }
-        hs[2 * HI_HELD] = nh;
-    }
-    __syncthreads();
-    const int nh = hs[2 * HI_HELD];
-    // slot h's S (the block's columns), m, z, n into buffer u, asynchronously (zeros outside DK x DV)
-    auto issue = [&](int h, int u) {
-        const int s2 = hs[2 * h], id = hs[2 * h + 1];
-        ta* S_ = Ss + u * DKP * HI_SLD;
-        if ((DV & 3) == 0) {
-            constexpr int W = HI_RW / 4;
-            for (int idx = tid; idx < DKP * W; idx += NT) {
-                const int i = idx / W, v2 = 4 * (idx % W);
-                const bool ok = i < DK && c0 + v2 < DV;
-                cp_async16(S_ + i * HI_SLD + v2, ok ? (const void*)(Sb + ((i64)id * DK + i) * DV + c0 + v2) : (const void*)Sb, ok);
-            }
-        } else {
-            for (int idx = tid; idx < DKP * HI_RW; idx += NT) {
-                const int i = idx / HI_RW, v2 = c0 + idx % HI_RW;
-                const bool ok = i < DK && v2 < DV;
-                cp_async_ta(S_ + i * HI_SLD + idx % HI_RW, ok ? Sb + ((i64)id * DK + i) * DV + v2 : Sb, ok);
-            }
-        }
-        for (int i = tid; i < DKP; i += NT) {
-            cp_async_ta(Ms + u * DKP + i, mj + (i < DK ? s2 * DK + i : 0), i < DK);
-            cp_async_ta(Zs + u * DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
-        }
-        for (int cc = tid; cc < HI_RW; cc += NT) cp_async_ta(Ns + u * HI_RW + cc, nb + (c0 + cc < DV ? id * DV + c0 + cc : 0), c0 + cc < DV);
-        cp_async_commit();
-    };
-    if (nh > 0) issue(0, 0);
-    hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
-    const int w = tid >> 5, lane = tid & 31, mt = w / HI_WPM, wp = w % HI_WPM;
-    const int rA = 16 * mt + (lane >> 2), rB = rA + 8;  // the lane's rows (hr_row)
-    const bool vA = rA >= t0 && rA < t1, vB = rB >= t0 && rB < t1;
-    ta UdA = vA ? lden[bh * T + g0 + rA] : neg_big(), DdA = (ta)1;  // running (shift, sum) of den of the rows
-    ta UdB = vB ? lden[bh * T + g0 + rB] : neg_big(), DdB = (ta)1;
-    for (int h = 0; h < nh; ++h) {
-        cp_async_wait_all();
-        __syncthreads();  // slot h's tiles are in; every warp is done with slot h - 1's buffer
-        if (h + 1 < nh) issue(h + 1, (h + 1) & 1);
-        const int s2 = hs[2 * h];
-        const ta* S_ = Ss + (h & 1) * DKP * HI_SLD;
-        const ta* M_ = Ms + (h & 1) * DKP;
-        const ta* Z_ = Zs + (h & 1) * DKP;
-        const ta* N_ = Ns + (h & 1) * HI_RW;
-        ta mA = neg_big(), mB = neg_big();  // row maxima of q + m over the lane's features, then the rows'
-        for (int kb = 0; kb < DKP; kb += 16)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const int i = kb + 2 * (lane & 3) + (x & 1) + 8 * (x >> 1);
-                if (i < DK) {
-                    mA = fmx(mA, Qs[rA * HI_RKLD + i] + M_[i]);
-                    mB = fmx(mB, Qs[rB * HI_RKLD + i] + M_[i]);
-                }
-            }
-        mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 1));
-        mA = fmx(mA, __shfl_xor_sync(0xffffffffu, mA, 2));
-        mB = fmx(mB, __shfl_xor_sync(0xffffffffu, mB, 1));
-        mB = fmx(mB, __shfl_xor_sync(0xffffffffu, mB, 2));
-        float acc[HI_NPW][4];  // num = E S, E = exp(q + m - r) <= 1 made as hi_mma3 reads it; den = e . z beside
-#pragma unroll
-        for (int u = 0; u < HI_NPW; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
-        ta dA = (ta)0, dB = (ta)0;
-        hi_mma3<HI_NPW>(acc, 16 * mt, 8 * wp * HI_NPW, 0, DKP,
-                        [&](int r, int kk) {
-                            const bool up = r == rA;
-                            const float2 qq = hi_row2(Qs, r * HI_RKLD + kk);
-                            const ta e0 = kk < DK ? fex(qq.x + M_[kk] - (up ? mA : mB)) : (ta)0;
-                            const ta e1 = kk + 1 < DK ? fex(qq.y + M_[kk + 1] - (up ? mA : mB)) : (ta)0;
-                            (up ? dA : dB) += e0 * Z_[kk] + e1 * Z_[kk + 1];
-                            return make_float2(e0, e1);
-                        },
-                        [&](int kk, int col) { return hi_col2(S_, kk * HI_SLD + col, HI_SLD); });
-        dA += __shfl_xor_sync(0xffffffffu, dA, 1);
-        dA += __shfl_xor_sync(0xffffffffu, dA, 2);
-        dB += __shfl_xor_sync(0xffffffffu, dB, 1);
-        dB += __shfl_xor_sync(0xffffffffu, dB, 2);
-        const int lA = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rA))) : HI_LOG2C + (s2 - n_old + 1);
-        const int lB = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + rB))) : HI_LOG2C + (s2 - n_old + 1);
-        const ta xA = mA + Lam[rA * HI_LMAX + lA] + pre[rA], xB = mB + Lam[rB * HI_LMAX + lB] + pre[rB];  // row log weights
-#pragma unroll
-        for (int ii = 0; ii < HI_RR; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HI_RC; ++jj) {
-                const int e = ii * HI_RC + jj, t = hr_row(ii, jj), cc = hr_col(ii, jj);
-                const ta v = acc[e >> 2][e & 3];
-                if (t >= t0 && t < t1 && c0 + cc < DV && v > (ta)0) hi_lse_add(U[ii][jj], Nm[ii][jj], (t == rA ? xA : xB) + N_[cc], v);
-            }
-        if (vA && dA > (ta)0) hi_lse_add(UdA, DdA, xA, dA);
-        if (vB && dB > (ta)0) hi_lse_add(UdB, DdB, xB, dB);
-    }
-    if (wp == 0 && (lane & 3) == 0) {
-        Ld[rA] = UdA + lg(DdA);
-        Ld[rB] = UdB + lg(DdB);
-    }
-#else
-    ta Ud = neg_big(), Dd = (ta)1;  // running (shift, sum) of den of row tid (tid < CH)
-    if (tid < CH && tid >= t0 && tid < t1) Ud = lden[bh * T + g0 + tid];
-    hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
-    for (int s2 = 0; s2 < NSL; ++s2) {  // the held slots (s2 < n_old incoming slot s2, else chunk level s2 - n_old + 1)
-        const int id = s2 < n_old ? (((p >> s2) & 1) ? s2 : -1) : hi_slot(c, s2 - n_old + 1, F, n_old);
-        if (id < 0) continue;  // uniform over the block
-        for (int i = tid; i < DKP; i += NT) {
-            Ms[i] = i < DK ? mj[s2 * DK + i] : neg_big();
-            Zs[i] = i < DK ? zb[id * DK + i] : (ta)0;
-        }
-        for (int cc = tid; cc < HI_RW; cc += NT) Ns[cc] = c0 + cc < DV ? nb[id * DV + c0 + cc] : lo_v();
-        staged<DKP * HI_RW, NT>(
-            [&](int idx) {
-                const int i = idx / HI_RW, v2 = c0 + idx % HI_RW;
-                return (i < DK && v2 < DV) ? Sb[((i64)id * DK + i) * DV + v2] : (ta)0;
-            },
-            [&](int idx, ta x) { Ss[idx] = x; });
-        __syncthreads();
-        {  // partial row maxima of q + m
-            const int t = tid / HI_P, part = tid % HI_P;
-            ta mx = neg_big();
-            for (int i = part; i < DK; i += HI_P) mx = fmx(mx, Qs[t * HI_RKLD + i] + Ms[i]);
-            Rp[tid] = mx;
-        }
-        __syncthreads();
-        for (int t = tid; t < CH; t += NT) {  // row shifts and row log weights
-            ta r = Rp[t * HI_P];
-            for (int u = 1; u < HI_P; ++u) r = fmx(r, Rp[t * HI_P + u]);
-            Rr[t] = r;
-            const int level = s2 < n_old ? max(s2 + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s2 - n_old + 1);
-            Xw[t] = (t >= t0 && t < t1) ? r + Lam[t * HI_LMAX + level] + pre[t] : neg_big();
-        }
-        __syncthreads();
-        for (int idx = tid; idx < CH * DKP; idx += NT) {
-            const int t = idx / DKP, i = idx % DKP;
-            E[t * HI_RKLD + i] = i < DK ? fex(Qs[t * HI_RKLD + i] + Ms[i] - Rr[t]) : (ta)0;
-        }
-        __syncthreads();
-        {  // partial den: e . z
-            const int t = tid / HI_P, part = tid % HI_P;
-            ta x = (ta)0;
-            for (int i = part; i < DK; i += HI_P) x = fma(E[t * HI_RKLD + i], Zs[i], x);
-            Rp[tid] = x;
-        }
-        ta acc[HI_RR][HI_RC];  // num = E S
-        const int tx = tid % 16, ty = tid / 16;
-#pragma unroll
-        for (int ii = 0; ii < HI_RR; ++ii)
-#pragma unroll
-            for (int jj = 0; jj < HI_RC; ++jj) acc[ii][jj] = (ta)0;
-        for (int kk = 0; kk < DK; ++kk) {
-            ta sv[HI_RC], ev[HI_RR];
-#pragma unroll
-            for (int jj = 0; jj < HI_RC; ++jj) sv[jj] = Ss[kk * HI_RW + tx * HI_RC + jj];
-#pragma unroll
-            for (int ii = 0; ii < HI_RR; ++ii) ev[ii] = E[(ty * HI_RR + ii) * HI_RKLD + kk];
-#pragma unroll
-            for (int ii = 0; ii < HI_RR; ++ii)
-#pragma unroll
-                for (int jj = 0; jj < HI_RC; ++jj) acc[ii][jj] = fma(ev[ii], sv[jj], acc[ii][jj]);
-        }
-#pragma unroll
-        for (int ii = 0; ii < HI_RR; ++ii) {
-#pragma unroll
-            for (int jj = 0; jj < HI_RC; ++jj) {
-                const int t = hr_row(ii, jj), cc = hr_col(ii, jj);
-                if (t >= t0 && t < t1 && c0 + cc < DV && acc[ii][jj] > (ta)0)
-                    hi_lse_add(U[ii][jj], Nm[ii][jj], Xw[t] + Ns[cc], acc[ii][jj]);
-            }
-        }
-        __syncthreads();
-        if (tid < CH && tid >= t0 && tid < t1) {
-            ta den = (ta)0;
-            for (int u = 0; u < HI_P; ++u) den += Rp[tid * HI_P + u];
-            if (den > (ta)0) hi_lse_add(Ud, Dd, Xw[tid], den);
-        }
-        __syncthreads();  // the slot's tiles are read: the next one may be staged
-    }
-    if (tid < CH) Ld[tid] = Ud + lg(Dd);
-#endif
-    __syncthreads();
-    if (ltot != nullptr && cb == 0)
-        for (int t = t0 + tid; t < t1; t += NT) ltot[bh * T + g0 + t] = Ld[t];
-#pragma unroll
-    for (int ii = 0; ii < HI_RR; ++ii) {
-#pragma unroll
-        for (int jj = 0; jj < HI_RC; ++jj) {
-            const int t = hr_row(ii, jj), vc = c0 + hr_col(ii, jj);
-            if (t >= t0 && t < t1 && vc < DV) {
-                const ta y = U[ii][jj] + lg(Nm[ii][jj]) - Ld[t];
-                const ta yo = y > alo / 2 ? y : minus_inf();  // see "Zeros" above
-                if (outf) outf[(bh * T + g0 + t) * DV + vc] = yo;
-                else st(out + (bh * T + g0 + t) * DV + vc, yo);
-            }
         }
     }
 }
