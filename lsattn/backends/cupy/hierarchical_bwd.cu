@@ -35,7 +35,9 @@
 //             per pair), then R for every level l' whose bit l'-1
 //             of c is clear (R inside the call), with B_si = exp(k_si + (a_{s+1} + ... to c's end) +
 //             (decay of the right blocks in between) + M_i) <= 1 (the pair of the query of M_i) and
-//             V'_sj = exp(lv_sj + W_j):  dk_si += B_si (sum_j V'_sj U_ij - Z_i),  dlv_sj += V'_sj sum_i B_si U_ij.
+//             V'_sj = exp(lv_sj + W_j):  dk_si += B_si (sum_j V'_sj U_ij - Z_i),  dlv_sj += V'_sj sum_i B_si U_ij,
+//             as E_sj = exp(lv_sj - nn_j) <= 1 (nn: the chunk's value shifts) times U''_ij = U_ij e^(W_j + nn_j), whose
+//             magnitude is capped at e^HIB_CAP (hib_scale): the sums over j / i of the products stay finite.
 // The incoming state's slots are read (dq, dlam, lden) but get no gradient here (the host refuses it).
 // Rows whose every level is switched off (NaN outputs) count as g = 0.
 #define HIB_KLD (DKP + 1)
@@ -154,10 +156,17 @@ struct HibRun {
 #endif
 };
 
-// exp of an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
-__device__ __forceinline__ ta hib_excap(ta x) {
-    const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-    return ex(x < cap ? x : cap);
+// The value factors' cap: a pair's e^(lv_s - o_t) <= 1 / P(t,s) is exact for weights P >= e^-HIB_CAP. 80 in float32
+// (not 64: a spike leaves earlier tokens weights ~e^-77 while their values dominate an output, and every term was
+// off by e^(x - 64); issue 17, as s12i17's TC_CAP), within float32's e^88.7 with the headroom each use states.
+#define HIB_CAP (sizeof(ta) == 4 ? (ta)80 : (ta)640)
+// exp(min(x, HIB_CAP)) (finite, never NaN)
+__device__ __forceinline__ ta hib_excap(ta x) { return ex(x < HIB_CAP ? x : HIB_CAP); }
+// x e^e with the magnitude capped at e^HIB_CAP (finite whatever x and e), exact below it (a sum of d terms of
+// these: <= d e^80 < float32's max for d <= 6000)
+__device__ __forceinline__ ta hib_scale(ta x, ta e) {
+    const ta m = hib_excap(lg(x < (ta)0 ? -x : x) + e);
+    return x == (ta)0 ? (ta)0 : (x < (ta)0 ? -m : m);
 }
 
 #if TI_BF16 || TI_F16  // (the compute-type arrays beside 16-bit inputs)
@@ -243,7 +252,7 @@ struct HibTiles {
     ta *XP, *PP, *DD;           // CH x HIB_XLD: the pairs' XP, P, D (hib_fpairs, hib_pairs)
     ta *Lam, *DL;               // CH x HI_LMAX: clamped level weights; their gradient (hib_dq)
     ta *Tk, *Tv, *Ta, *Tb;      // mm_acc operands: S^T / U^T (DVP x HIB_TKL), U (DKP x HIB_TVL, hib_dkdv),
-                                // (g exp(n - o))^T / V'^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
+                                // (g exp(n - o))^T / E^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
     ta *Ms, *Zs, *Ns;           // a slot / right block: m or M, z or Z (DKP), n or W (DVP)
     ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
     ta *mm, *nn, *R, *Fl;       // hib_fpairs': key shifts (DKP), value shifts (DVP), row shifts, exact-row flags (CH)
@@ -288,9 +297,8 @@ __device__ __forceinline__ void hib_pair_exact(const HibTiles& sm, int t, int s,
     ta sm_ = (ta)0;
     for (int i = 0; i < DK; ++i) sm_ += ex(Qt[i] + Ks[i] - mx);
     pp = ex(mx + lg(sm_) + xp);
-    dd = -sm.Ds[t];
-    for (int j = 0; j < DV; ++j)
-        dd = fma(sm.Gs[t * HIB_VLD + j], hib_excap(sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]), dd);
+    dd = -sm.Ds[t];  // (its terms capped in magnitude: |dd| <= d_v e^80 + |delta_t| whatever g, e.g. f16 ones)
+    for (int j = 0; j < DV; ++j) dd += hib_scale(sm.Gs[t * HIB_VLD + j], sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]);
 }
 
 // hib_dkdv's pairs: XP, and PP = P_ts, DD = D_ts from hib_dq's (BH, T, CH) pair arrays (Pg, Dg: the sequence's,
@@ -636,7 +644,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
         for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed (jj = tid % DVP)
             const int t = idx / DVP, jj = idx % DVP;
-            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(nr - Os[t * HIB_VLD + jj]) : (ta)0;
+            // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
+            const ta x = nr - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * ex(x < cap ? x : cap) : (ta)0;
         }
         __syncthreads();
         hib_prod<CH, DKP, DVP>(GRt, HIB_TCL, St, HIB_TKL, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
@@ -915,7 +925,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Zs = sm.Zs;
-    ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U^T, U, V'^T, B^T
+    ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U''^T, U'', E^T, B^T
     ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
@@ -975,7 +985,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
                     x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
             DKs[s * HIB_KLD + i] = x;
         }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj += P_ts g_tj exp(lv_sj - o_tj)
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj += P_ts g_tj exp(lv_sj - o_tj) (P e^(lv - o) <= 1)
             const int s = idx / DVP, jj = idx % DVP;
             if (jj >= DV || s < t0) continue;
             ta x = DVs[s * HIB_VLD + jj];
@@ -1001,8 +1011,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
                 const int i = idx / DVP, jj = idx % DVP;
                 return (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;  // (as hib_ld: 128 B more spilled)
             },
-            [&](int idx, ta u) {
+            [&](int idx, ta u) {  // U''_ij = U_ij e^(W_j + nn_j) (jj = jw)
                 const int i = idx / DVP, jj = idx % DVP;
+                u = hib_scale(u, wj + nn[jj]);
                 Uv[i * HIB_TVL + jj] = u;
                 Ut[jj * HIB_TKL + i] = u;
             });
@@ -1013,13 +1024,13 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         }
         for (int idx = tid; idx < CH * DVP; idx += NT) {  // jj = jw
             const int s = idx / DVP, jj = idx % DVP;
-            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + wj) : (ta)0;
+            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
         }
         __syncthreads();
-        hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((V' U^T)_si - Z_i)
+        hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
             DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
         });
-        hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, Uv, HIB_TVL, [&](int s, int c2, ta v) {  // dlv_sj += V'_sj (B U)_sj
+        hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, Uv, HIB_TVL, [&](int s, int c2, ta v) {  // dlv_sj += E_sj (B U'')_sj
             DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
         });
         gap += gt[o];
