@@ -156,9 +156,10 @@ struct HibRun {
 #endif
 };
 
-// The value factors' cap: a pair's e^(lv_s - o_t) <= 1 / P(t,s) is exact for weights P >= e^-HIB_CAP. 80 in float32
+// The right blocks' value factors' cap: e^(lv_s - o_t) <= 1 / P(t,s) is exact for weights P >= e^-HIB_CAP. 80 in float32
 // (not 64: a spike leaves earlier tokens weights ~e^-77 while their values dominate an output, and every term was
-// off by e^(x - 64); issue 17, as s12i17's TC_CAP), within float32's e^88.7 with the headroom each use states.
+// off by e^(x - 64); issue 17, as s12i17's TC_CAP), within float32's e^88.7 (sums of d <= 6000 terms). The exact
+// rows need no cap (hib_pexp).
 #define HIB_CAP (sizeof(ta) == 4 ? (ta)80 : (ta)640)
 // exp(min(x, HIB_CAP)) (finite, never NaN)
 __device__ __forceinline__ ta hib_excap(ta x) { return ex(x < HIB_CAP ? x : HIB_CAP); }
@@ -289,16 +290,27 @@ __device__ __forceinline__ ta hib_xp(const HibTiles& sm, int t, int s, int t0, i
     return sm.Lam[t * HI_LMAX + (s == t ? 0 : bitlen64((i64)(t ^ s)))] + dec - sm.Ls[t];
 }
 
-// P_ts and D_ts of one pair per pair (per-pair log-sum-exp; the exact rows'), from its XP
-__device__ __forceinline__ void hib_pair_exact(const HibTiles& sm, int t, int s, ta xp, int DK, int DV, ta& pp, ta& dd) {
+// An exact pair's scale E_ts = max(0, max_j (lv_sj - o_tj)): its P_ts e^E <= 1 (P e^(lv - o) <= 1) and D_ts e^-E
+// (terms g e^(lv - o - E) <= |g|) are both in range whatever the exponents (e^93 behind a spike: past float32's e^88.7)
+__device__ __forceinline__ ta hib_pexp(const HibTiles& sm, int t, int s, int DV) {
+    ta e = (ta)0;
+    for (int j = 0; j < DV; ++j) e = fmx(e, sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]);
+    return e;
+}
+
+// P_ts e^E and D_ts e^-E of one pair per pair (per-pair log-sum-exp; the exact rows'), from its XP (then + E, so that
+// exp(q_ti + k_si + XP_ts) D_ts stays P_i(t,s) D_ts)
+__device__ __forceinline__ void hib_pair_exact(const HibTiles& sm, int t, int s, ta& xp, int DK, int DV, ta& pp, ta& dd) {
     const ta *Qt = sm.Qs + t * HIB_KLD, *Ks = sm.Ks + s * HIB_KLD;
     ta mx = neg_big();
     for (int i = 0; i < DK; ++i) mx = fmx(mx, Qt[i] + Ks[i]);
     ta sm_ = (ta)0;
     for (int i = 0; i < DK; ++i) sm_ += ex(Qt[i] + Ks[i] - mx);
+    const ta e = hib_pexp(sm, t, s, DV);
+    xp += e;
     pp = ex(mx + lg(sm_) + xp);
-    dd = -sm.Ds[t];  // (its terms capped in magnitude: |dd| <= d_v e^80 + |delta_t| whatever g, e.g. f16 ones)
-    for (int j = 0; j < DV; ++j) dd += hib_scale(sm.Gs[t * HIB_VLD + j], sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]);
+    dd = -sm.Ds[t] * ex(-e);
+    for (int j = 0; j < DV; ++j) dd = fma(sm.Gs[t * HIB_VLD + j], ex(sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j] - e), dd);
 }
 
 // hib_dkdv's pairs: XP, and PP = P_ts, DD = D_ts from hib_dq's (BH, T, CH) pair arrays (Pg, Dg: the sequence's,
@@ -975,7 +987,15 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         t0, t1, Fl);
     bool any = false;  // (hib_pair_product ends with a barrier)
     for (int t = 0; t < CH; ++t) any |= Fl[t] != (ta)0;
-    if (any) {  // the exact rows' pairs, per pair
+    if (any) {  // the exact rows' pairs, per pair (PP, DD: P e^E, D e^-E of hib_pair_exact)
+        ta* const Ex = F2;  // E_ts (hib_pexp; XP += E)
+        for (int idx = tid; idx < CH * CH; idx += NT) {
+            const int t = idx / CH, s = idx % CH;
+            if (s < t0 || s > t || t >= t1 || Fl[t] == (ta)0) continue;
+            Ex[t * HIB_TCL + s] = hib_pexp(sm, t, s, DV);
+            XP[t * HIB_XLD + s] += Ex[t * HIB_TCL + s];
+        }
+        __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {  // dk_si += P_i(t,s) D_ts
             const int s = idx / DKP, i = idx % DKP;
             if (i >= DK || s < t0) continue;
@@ -985,13 +1005,14 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
                     x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
             DKs[s * HIB_KLD + i] = x;
         }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj += P_ts g_tj exp(lv_sj - o_tj) (P e^(lv - o) <= 1)
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj += (P_ts e^E) g_tj exp(lv_sj - o_tj - E)
             const int s = idx / DVP, jj = idx % DVP;
             if (jj >= DV || s < t0) continue;
             ta x = DVs[s * HIB_VLD + jj];
             for (int t = s; t < t1; ++t)
                 if (Fl[t] != (ta)0)
-                    x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj], hib_excap(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj]), x);
+                    x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj],
+                            ex(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj] - Ex[t * HIB_TCL + s]), x);
             DVs[s * HIB_VLD + jj] = x;
         }
     }
