@@ -14,8 +14,9 @@
 //   dlv_sj = sum_{t>=s} P_ts g_tj exp(lv_sj - o_tj)
 //   dlam[t, l] = sum_{s: level(t,s) = l} P_ts D_ts
 //   da_r = sum_{t>=r} (sum_i dq_ti - sum_i dk_ti)     (the row sums: hib_dq, hib_dkdv; the suffix sum: host)
-// Every factor is formed from an exponent that is <= 0 (or <= B for the value factors, capped as in
-// exp_kernel_bwd.cu; <= HIB_LIM for the factorised pairs' row factors), never a raw exp(q), exp(k) or exp(lv).
+// Every factor is formed from an exponent that is <= 0 (or <= B for the value factors: the slots' capped at 64, the
+// right blocks' capped in magnitude at e^HIB_CAP, the exact pairs' scaled by hib_pexp; <= HIB_LIM for the factorised
+// pairs' row factors), never a raw exp(q), exp(k) or exp(lv).
 //
 // hib_dq      per (chunk, sequence): lden_t (hi_intra's intra part, then the held slots read as in
 //             hi_read), the chunk's pairs as products with per-chunk shifts (hib_fpairs; rows past HIB_LIM
