@@ -14,8 +14,9 @@
 //   dlv_sj = sum_{t>=s} P_ts g_tj exp(lv_sj - o_tj)
 //   dlam[t, l] = sum_{s: level(t,s) = l} P_ts D_ts
 //   da_r = sum_{t>=r} (sum_i dq_ti - sum_i dk_ti)     (the row sums: hib_dq, hib_dkdv; the suffix sum: host)
-// Every factor is formed from an exponent that is <= 0 (or <= B for the value factors, capped as in
-// exp_kernel_bwd.cu; <= HIB_LIM for the factorised pairs' row factors), never a raw exp(q), exp(k) or exp(lv).
+// Every factor is formed from an exponent that is <= 0 (or <= B for the value factors: the slots' capped at 64, the
+// right blocks' capped in magnitude at e^HIB_CAP, the exact pairs' scaled by hib_pexp; <= HIB_LIM for the factorised
+// pairs' row factors), never a raw exp(q), exp(k) or exp(lv).
 //
 // hib_dq      per (chunk, sequence): lden_t (hi_intra's intra part, then the held slots read as in
 //             hi_read), the chunk's pairs as products with per-chunk shifts (hib_fpairs; rows past HIB_LIM
@@ -35,7 +36,9 @@
 //             per pair), then R for every level l' whose bit l'-1
 //             of c is clear (R inside the call), with B_si = exp(k_si + (a_{s+1} + ... to c's end) +
 //             (decay of the right blocks in between) + M_i) <= 1 (the pair of the query of M_i) and
-//             V'_sj = exp(lv_sj + W_j):  dk_si += B_si (sum_j V'_sj U_ij - Z_i),  dlv_sj += V'_sj sum_i B_si U_ij.
+//             V'_sj = exp(lv_sj + W_j):  dk_si += B_si (sum_j V'_sj U_ij - Z_i),  dlv_sj += V'_sj sum_i B_si U_ij,
+//             as E_sj = exp(lv_sj - nn_j) <= 1 (nn: the chunk's value shifts) times U''_ij = U_ij e^(W_j + nn_j), whose
+//             magnitude is capped at e^HIB_CAP (hib_scale): the sums over j / i of the products stay finite.
 // The incoming state's slots are read (dq, dlam, lden) but get no gradient here (the host refuses it).
 // Rows whose every level is switched off (NaN outputs) count as g = 0.
 #define HIB_KLD (DKP + 1)
@@ -154,10 +157,18 @@ struct HibRun {
 #endif
 };
 
-// exp of an exponent that is <= B while the forward is exact; capped beyond (finite, never NaN)
-__device__ __forceinline__ ta hib_excap(ta x) {
-    const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-    return ex(x < cap ? x : cap);
+// The right blocks' value factors' cap: e^(lv_s - o_t) <= 1 / P(t,s) is exact for weights P >= e^-HIB_CAP. 80 in float32
+// (not 64: a spike leaves earlier tokens weights ~e^-77 while their values dominate an output, and every term was
+// off by e^(x - 64); issue 17, as s12i17's TC_CAP), within float32's e^88.7 (sums of d <= 6000 terms). The exact
+// rows need no cap (hib_pexp).
+#define HIB_CAP (sizeof(ta) == 4 ? (ta)80 : (ta)640)
+// exp(min(x, HIB_CAP)) (finite, never NaN)
+__device__ __forceinline__ ta hib_excap(ta x) { return ex(x < HIB_CAP ? x : HIB_CAP); }
+// x e^e with the magnitude capped at e^HIB_CAP (finite whatever x and e), exact below it (a sum of d terms of
+// these: <= d e^80 < float32's max for d <= 6000)
+__device__ __forceinline__ ta hib_scale(ta x, ta e) {
+    const ta m = hib_excap(lg(x < (ta)0 ? -x : x) + e);
+    return x == (ta)0 ? (ta)0 : (x < (ta)0 ? -m : m);
 }
 
 #if TI_BF16 || TI_F16  // (the compute-type arrays beside 16-bit inputs)
@@ -243,7 +254,7 @@ struct HibTiles {
     ta *XP, *PP, *DD;           // CH x HIB_XLD: the pairs' XP, P, D (hib_fpairs, hib_pairs)
     ta *Lam, *DL;               // CH x HI_LMAX: clamped level weights; their gradient (hib_dq)
     ta *Tk, *Tv, *Ta, *Tb;      // mm_acc operands: S^T / U^T (DVP x HIB_TKL), U (DKP x HIB_TVL, hib_dkdv),
-                                // (g exp(n - o))^T / V'^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
+                                // (g exp(n - o))^T / E^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
     ta *Ms, *Zs, *Ns;           // a slot / right block: m or M, z or Z (DKP), n or W (DVP)
     ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
     ta *mm, *nn, *R, *Fl;       // hib_fpairs': key shifts (DKP), value shifts (DVP), row shifts, exact-row flags (CH)
@@ -280,17 +291,27 @@ __device__ __forceinline__ ta hib_xp(const HibTiles& sm, int t, int s, int t0, i
     return sm.Lam[t * HI_LMAX + (s == t ? 0 : bitlen64((i64)(t ^ s)))] + dec - sm.Ls[t];
 }
 
-// P_ts and D_ts of one pair per pair (per-pair log-sum-exp; the exact rows'), from its XP
-__device__ __forceinline__ void hib_pair_exact(const HibTiles& sm, int t, int s, ta xp, int DK, int DV, ta& pp, ta& dd) {
+// An exact pair's scale E_ts = max(0, max_j (lv_sj - o_tj)): its P_ts e^E <= 1 (P e^(lv - o) <= 1) and D_ts e^-E
+// (terms g e^(lv - o - E) <= |g|) are both in range whatever the exponents (e^93 behind a spike: past float32's e^88.7)
+__device__ __forceinline__ ta hib_pexp(const HibTiles& sm, int t, int s, int DV) {
+    ta e = (ta)0;
+    for (int j = 0; j < DV; ++j) e = fmx(e, sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]);
+    return e;
+}
+
+// P_ts e^E and D_ts e^-E of one pair per pair (per-pair log-sum-exp; the exact rows'), from its XP (then + E, so that
+// exp(q_ti + k_si + XP_ts) D_ts stays P_i(t,s) D_ts)
+__device__ __forceinline__ void hib_pair_exact(const HibTiles& sm, int t, int s, ta& xp, int DK, int DV, ta& pp, ta& dd) {
     const ta *Qt = sm.Qs + t * HIB_KLD, *Ks = sm.Ks + s * HIB_KLD;
     ta mx = neg_big();
     for (int i = 0; i < DK; ++i) mx = fmx(mx, Qt[i] + Ks[i]);
     ta sm_ = (ta)0;
     for (int i = 0; i < DK; ++i) sm_ += ex(Qt[i] + Ks[i] - mx);
+    const ta e = hib_pexp(sm, t, s, DV);
+    xp += e;
     pp = ex(mx + lg(sm_) + xp);
-    dd = -sm.Ds[t];
-    for (int j = 0; j < DV; ++j)
-        dd = fma(sm.Gs[t * HIB_VLD + j], hib_excap(sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]), dd);
+    dd = -sm.Ds[t] * ex(-e);
+    for (int j = 0; j < DV; ++j) dd = fma(sm.Gs[t * HIB_VLD + j], ex(sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j] - e), dd);
 }
 
 // hib_dkdv's pairs: XP, and PP = P_ts, DD = D_ts from hib_dq's (BH, T, CH) pair arrays (Pg, Dg: the sequence's,
@@ -636,7 +657,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
         for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed (jj = tid % DVP)
             const int t = idx / DVP, jj = idx % DVP;
-            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_excap(nr - Os[t * HIB_VLD + jj]) : (ta)0;
+            // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
+            const ta x = nr - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * ex(x < cap ? x : cap) : (ta)0;
         }
         __syncthreads();
         hib_prod<CH, DKP, DVP>(GRt, HIB_TCL, St, HIB_TKL, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
@@ -915,7 +938,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Zs = sm.Zs;
-    ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U^T, U, V'^T, B^T
+    ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U''^T, U'', E^T, B^T
     ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
@@ -965,7 +988,15 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         t0, t1, Fl);
     bool any = false;  // (hib_pair_product ends with a barrier)
     for (int t = 0; t < CH; ++t) any |= Fl[t] != (ta)0;
-    if (any) {  // the exact rows' pairs, per pair
+    if (any) {  // the exact rows' pairs, per pair (PP, DD: P e^E, D e^-E of hib_pair_exact)
+        ta* const Ex = F2;  // E_ts (hib_pexp; XP += E)
+        for (int idx = tid; idx < CH * CH; idx += NT) {
+            const int t = idx / CH, s = idx % CH;
+            if (s < t0 || s > t || t >= t1 || Fl[t] == (ta)0) continue;
+            Ex[t * HIB_TCL + s] = hib_pexp(sm, t, s, DV);
+            XP[t * HIB_XLD + s] += Ex[t * HIB_TCL + s];
+        }
+        __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {  // dk_si += P_i(t,s) D_ts
             const int s = idx / DKP, i = idx % DKP;
             if (i >= DK || s < t0) continue;
@@ -975,13 +1006,14 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
                     x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
             DKs[s * HIB_KLD + i] = x;
         }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj += P_ts g_tj exp(lv_sj - o_tj)
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj += (P_ts e^E) g_tj exp(lv_sj - o_tj - E)
             const int s = idx / DVP, jj = idx % DVP;
             if (jj >= DV || s < t0) continue;
             ta x = DVs[s * HIB_VLD + jj];
             for (int t = s; t < t1; ++t)
                 if (Fl[t] != (ta)0)
-                    x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj], hib_excap(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj]), x);
+                    x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj],
+                            ex(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj] - Ex[t * HIB_TCL + s]), x);
             DVs[s * HIB_VLD + jj] = x;
         }
     }
@@ -1001,8 +1033,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
                 const int i = idx / DVP, jj = idx % DVP;
                 return (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;  // (as hib_ld: 128 B more spilled)
             },
-            [&](int idx, ta u) {
+            [&](int idx, ta u) {  // U''_ij = U_ij e^(W_j + nn_j) (jj = jw)
                 const int i = idx / DVP, jj = idx % DVP;
+                u = hib_scale(u, wj + nn[jj]);
                 Uv[i * HIB_TVL + jj] = u;
                 Ut[jj * HIB_TKL + i] = u;
             });
@@ -1013,13 +1046,13 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         }
         for (int idx = tid; idx < CH * DVP; idx += NT) {  // jj = jw
             const int s = idx / DVP, jj = idx % DVP;
-            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_excap(LVs[s * HIB_VLD + jj] + wj) : (ta)0;
+            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
         }
         __syncthreads();
-        hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((V' U^T)_si - Z_i)
+        hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
             DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
         });
-        hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, Uv, HIB_TVL, [&](int s, int c2, ta v) {  // dlv_sj += V'_sj (B U)_sj
+        hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, Uv, HIB_TVL, [&](int s, int c2, ta v) {  // dlv_sj += E_sj (B U'')_sj
             DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
         });
         gap += gt[o];
