@@ -27,6 +27,10 @@ kernel does; multiply and add count 2):
 The fraction is of the *float32* matmul rate for both dtypes (the machine's ceiling for the
 float32 target of issue 20). The machine is shared: other jobs run on the same cores, timings are
 noisy (best of ``--repeat``); the matmul rate is measured in the same process, just before.
+Each row is timed after ``--settle`` seconds idle (default 0.3): NumPy's OpenBLAS threads spin for
+~0.1 s after a multithreaded product (the matmul, an array-API row), and a Numba row timed inside
+that window shares the two cores with them (session 13, s13g20: exp-kernel 17% of the matmul rate
+right after the matmul against 31% back to back; `benchmarks/cpu_two_threads_ek.py`).
 
     python benchmarks/bench_cpu_roofline.py [--quick] [--ops a,b] [--T 4096,65536] [--B 1,8]
 
@@ -91,11 +95,14 @@ def inputs(op, B, T, d, dtype, seed=0):
     return (q, k, v, a, rng.uniform(0.0, 1.0, (B, T)).astype(dtype), lam), {}
 
 
-def time_op(op, backend, B, T, d, dtype, repeat, clock=C.CLOCKS["wall"]):
+def time_op(op, backend, B, T, d, dtype, repeat, clock=C.CLOCKS["wall"], settle=0.0):
+    import time
+
     import lsattn
 
     f = getattr(lsattn, op)
     x, kw = inputs(op, B, T, d, dtype)
+    time.sleep(settle)  # the previous row's BLAS threads asleep again (module docstring)
     return C.best_of(lambda: f(*x, backend=backend, **kw), repeat, clock=clock)
 
 
@@ -197,6 +204,7 @@ def main():
     ap.add_argument("--max-work-array-api", type=int, default=8 * 16384,
                     help="array_api is timed only where B * T <= this (it is slow at the largest sizes)")
     ap.add_argument("--threads-T", type=int, default=65536)
+    ap.add_argument("--settle", type=float, default=0.3, help="seconds idle before each timed row (docstring)")
     ap.add_argument("--no-threads", action="store_true", help="skip the NUMBA_NUM_THREADS=1 vs 2 runs")
     ap.add_argument("--quick", action="store_true", help="B = 8, T = 4096, float32, one repeat, threads at T = 16384")
     ap.add_argument("--crossover", action="store_true", help="token-by-token vs chunked kernels (exp-kernel, Mamba-2, Gated DeltaNet, hierarchical), T = 16 .. 2048")
@@ -232,7 +240,7 @@ def main():
                     for backend in ("numba", "array_api"):
                         if backend == "array_api" and B * T > args.max_work_array_api:
                             continue
-                        t = time_op(op, backend, B, T, args.d, np.dtype(dt), args.repeat)
+                        t = time_op(op, backend, B, T, args.d, np.dtype(dt), args.repeat, settle=args.settle)
                         gf = flops(op, B, T, args.d) / t / 1e9
                         row = dict(op=op, backend=backend, dtype=dt, B=B, T=T, ms=t * 1e3, gflops=gf, frac=gf / mm)
                         rows.append(row)
@@ -251,7 +259,7 @@ def write(args, mm, rows, threads, load, stem):
         "# CPU kernels against the matmul rate (issue 20)",
         "",
         f"Date: {C.utc_now()}. Machine: {C.cpu_name()}, {os.cpu_count()} logical CPUs, **shared with other jobs**"
-        f" (other engineers' tests and benchmarks may run at the same time: timings are noisy, best of {args.repeat};"
+        f" (other engineers' tests and benchmarks may run at the same time: timings are noisy, best of {args.repeat}, each row after {args.settle} s idle;"
         f" load average (1, 5, 15 min) before the table {_load(load[0])}, after it {_load(load[1])}, after the"
         f" thread runs {_load(load[2])}),"
         f" {C.python_numpy()}, Numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads).",
