@@ -59,6 +59,22 @@ def cuda_time(fn, warmup=2, reps=10, budget_s=4.0):
     return statistics.median(times)
 
 
+def cupy_ms(fn, reps, warmup=2):
+    """Mean ms per call of ``reps`` back-to-back calls of ``fn()`` between two CuPy events on CuPy's
+    current stream, after ``warmup`` calls (the kernel-alone A/B scripts under ``benchmarks/device``)."""
+    import cupy
+
+    for _ in range(warmup):
+        fn()
+    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+    e0.record()
+    for _ in range(reps):
+        fn()
+    e1.record()
+    e1.synchronize()
+    return cupy.cuda.get_elapsed_time(e0, e1) / reps
+
+
 def peak_mem(fn):
     """Peak bytes allocated during fn(): torch allocator and CuPy pool together."""
     import cupy

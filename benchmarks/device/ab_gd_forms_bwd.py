@@ -32,6 +32,9 @@ from lsattn.backends.cupy import _compile as cc
 from lsattn.backends.cupy import gated_delta as cgd
 from lsattn.backends.cupy import gated_delta_bwd as gdb
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # benchmarks/
+from bench_gpu import cupy_ms as ms  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BH, DK, DV, C = 32, 64, 64, 64
 cfg = cc.make_config("float", DK, 16, C)
@@ -76,18 +79,6 @@ for name, (fn, bv) in sbuilds.items():  # bv: (columns, threads) per block
 ops = cc.CupyOps(cupy.cuda.Device().id)
 
 
-def ms(f):
-    for _ in range(2):
-        f()
-    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-    e0.record()
-    for _ in range(reps):
-        f()
-    e1.record()
-    e1.synchronize()
-    return cupy.cuda.get_elapsed_time(e0, e1) / reps
-
-
 class ScanOps:
     """``ops`` for gdb.scan_backward with gd_scan_bwd from one build (bv value columns, nt threads per block)."""
     xp = cupy
@@ -125,7 +116,7 @@ for T in Ts:
         args = (q, k, v, a, beta, lam, *grads, *o, np.int32(T), np.int32(DK), np.int32(DV), np.int32(L), np.int64(0),
                 np.int64(lay.first_chunk), np.int32(n))
 
-        times[name] = ms(lambda: fn((n, BH), (256,), args, shared_mem=smem))
+        times[name] = ms(lambda: fn((n, BH), (256,), args, shared_mem=smem), reps)
         outs[name] = o
     names = ["dq", "dk", "dv", "da", "dbeta", "dlam"]
     for name, o in outs.items():
@@ -140,7 +131,7 @@ for T in Ts:
     for name, (fn, bv) in sbuilds.items():
         so = ScanOps(fn, bv)
         souts[name] = gdb.scan_backward(so, sc, *fq[:5], lam, None, grads[5])
-        stimes[name] = ms(lambda: gdb.scan_backward(so, sc, *fq[:5], lam, None, grads[5]))
+        stimes[name] = ms(lambda: gdb.scan_backward(so, sc, *fq[:5], lam, None, grads[5]), reps)
     names = ["dqe", "dek", "dph", "dH", "dg", "dlam"]
     for name, o in souts.items():
         err = [float(cupy.abs(x - y).max() / cupy.abs(y).max()) for x, y in zip(o[:6], souts["bv16pf"][:6])]

@@ -39,6 +39,9 @@ from lsattn._chunktree import chunk_layout
 from lsattn.backends.cupy import _compile as cc
 from lsattn.backends.cupy import gated_delta as cgd
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # benchmarks/
+from bench_gpu import cupy_ms as ms  # noqa: E402
+
 ops = cc.CupyOps(cupy.cuda.Device().id)
 BH, DK, DV = 32, 64, 64
 i32, i64 = np.int32, np.int64
@@ -61,19 +64,6 @@ def variant(pat=None, rep=None, count=0, extra=()):
         src, k = re.subn(pat, rep, src)
         assert k == count, (pat, k)
     return build(src, extra)
-
-
-def ms(f, reps):
-    """Milliseconds per call of f (after two warm calls), by CUDA events."""
-    for _ in range(2):
-        f()
-    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-    e0.record()
-    for _ in range(reps):
-        f()
-    e1.record()
-    e1.synchronize()
-    return cupy.cuda.get_elapsed_time(e0, e1) / reps
 
 
 # name -> (function, slots per block at run time, columns per block, W split or "sr"); s10: session 10's kernel

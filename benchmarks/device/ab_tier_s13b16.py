@@ -5,6 +5,7 @@ two-tier form's kernels one by one (t1 / coarse / t3, each alone: t1 + t3 is its
 timing builds: gd_tier1 at 2 blocks per SM (minb2), periods of 8 chunks (tm3); then the public bf16 forward on torch
 tensors with TIERED on and off. First columns: max |tier - main| / max |main|.
     python benchmarks/device/ab_tier_s13b16.py [T,T,..] [--compile-only]"""
+import os
 import sys
 
 import cupy
@@ -14,6 +15,9 @@ import lsattn
 from lsattn._chunktree import chunk_layout
 from lsattn.backends.cupy import _compile as cc
 from lsattn.backends.cupy import gated_delta as cgd
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # benchmarks/
+from bench_gpu import cupy_ms as ms  # noqa: E402
 
 ops = cc.CupyOps(cupy.cuda.Device().id)
 cgd.TIER_MIN_CHUNKS = 0  # the two-tier form at every size timed (production: from 128 chunks)
@@ -71,18 +75,6 @@ if "--compile-only" in sys.argv:
         torch.cuda.synchronize()
     print("compiled")
     sys.exit(0)
-
-
-def ms(f, reps):
-    for _ in range(2):
-        f()
-    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-    e0.record()
-    for _ in range(reps):
-        f()
-    e1.record()
-    e1.synchronize()
-    return cupy.cuda.get_elapsed_time(e0, e1) / reps
 
 
 for T in Ts:
