@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The last H200 runs of sessions 12 and 13 (merged main), on one warm machine:
-#   OUT=... bash benchmarks/device/run_m.sh tests [LIM]  every GPU-marked test file: wave 1, six verbose pytest processes beside
+# The last H200 runs of sessions 12-14 (merged main), on one warm machine:
+#   OUT=... bash benchmarks/device/run_m.sh tests [LIM]  every GPU-marked test file: wave 1, nine verbose pytest processes beside
 #                                                        compute-sanitizer memcheck / racecheck of the small scripts; wave 2, the two
 #                                                        files whose float64 quadratic references need most GPU memory (session 11's
 #                                                        eight concurrent processes ran out of memory there), alone
@@ -22,14 +22,14 @@ summary() {
 if [ "$MODE" = tests ]; then
   echo "=== tests, wave 1 $(date -u +%T)"
   i=0
-  for grp in "tests/test_cupy_gated_delta.py tests/test_cupy_gated_delta_grad.py" \
-             "tests/test_gpu_dispatch.py tests/test_cupy_backend.py" \
-             "tests/test_cupy_hierarchical.py tests/test_cupy_hierarchical_grad.py" \
-             "tests/test_varlen.py tests/test_cupy_packed_ek.py" "tests/test_nonfinite.py" \
-             "tests/test_gpu_stepper.py tests/test_dask_gpu.py"; do
+  # one file per process where a file alone ran past session 13's 150 s cap (cupy backend, hierarchical gradients, Dask)
+  for grp in "tests/test_cupy_gated_delta.py tests/test_cupy_gated_delta_grad.py" "tests/test_gpu_dispatch.py" \
+             "tests/test_cupy_backend.py" "tests/test_cupy_hierarchical.py" "tests/test_cupy_hierarchical_grad.py" \
+             "tests/test_varlen.py tests/test_cupy_packed_ek.py" "tests/test_nonfinite.py" "tests/test_gpu_stepper.py" \
+             "tests/test_dask_gpu.py"; do
     i=$((i + 1)); timeout "$LIM" $PT $grp > "$OUT/log_t$i.txt" 2>&1 &
   done
-  ( for s in gd_small gd_bwd_small hier_small hier_bwd_small ek_packed_small; do
+  ( for s in gd_small gd_bwd_small hier_small hier_bwd_small ek_packed_small ek_bwd_small; do
       PYTORCH_CUDA_ALLOC_CONF= timeout 60 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/$s.py > "$OUT/log_memcheck_$s.txt" 2>&1
     done ) &
   ( for s in gd_small gd_bwd_small hier_small "hier_bwd_small race"; do
