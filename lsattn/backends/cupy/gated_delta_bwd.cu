@@ -43,16 +43,73 @@
 #ifndef GDB_BV
 #define GDB_BV 16
 #endif
-// Threads per block: NT, or GDB_NT = 2 NT (a timing build at CH = DKP = 64: twice the warps on the same columns, each
-// thread half the rows; the chunk tiles still copied by the first NT threads, gd_tiles)
-#ifndef GDB_NT
-#define GDB_NT NT
-#endif
-#define GDB_RG (GDB_NT / GDB_BV)
 #ifndef GDB_PF  // the next held slot fetched during the current one's products (0: fetched before its own; 8K: 7.49 -> 7.14 ms)
 #define GDB_PF 1
 #endif
+// (512 threads a block on the same 16 columns were 10% slower: session 13, GDB_NT, removed)
+#define GDB_RG (NT / GDB_BV)
 #define GDB_SBS (GDB_BV + 1)
+// float32: the products on tensor cores (GDB_TC), mma.sync m16n8k8 tf32 with split operands (3xTF32, ~2^-21
+// relative: gd_scan_bwd) or rounded ones (1xTF32, ~2^-11: gd_scan_bwd_x1, for bfloat16 callers, whose gradients
+// keep 8 bits); float64 (or a timing build's GDB_TCM=0): FFMA. Each product is a handful of 16 x 8 tiles dealt over
+// the 8 warps (GdbTiles): per slot (r, W, dW) CH x GDB_BV (K = d_k), the outer products CH x DKP (K = GDB_BV,
+// accumulated over the chunk's slots in registers), dS DKP x GDB_BV (K = CH). Shared layouts (row strides): Qe, Ek
+// [t][kk] (DKP + 4) and phi [kk][t] (CH + 8) as stored (gd_copy), S and dS' [kk][col] (GDB_BV + 8), W, dr, dW
+// [t][col] (GDB_BV + 4): the fragment reads on 32 banks, or 2 ways where a tile is read both ways.
+#ifndef GDB_TCM
+#define GDB_TCM 1
+#endif
+constexpr bool GDB_TC = GDB_TCM && sizeof(ta) == 4 && GDB_BV == 16;
+constexpr int GDB_LQ = DKP + 4, GDB_LP = CH + 8;
+constexpr int GDB_LS = GDB_TC ? GDB_BV + 8 : GDB_SBS, GDB_LW = GDB_TC ? GDB_BV + 4 : GDB_BV;
+// shared memory in elements (_compile.Config.smem("gd_scan_bwd"))
+constexpr int GDB_SMEM = GDB_TC ? 2 * CH * GDB_LQ + DKP * GDB_LP + 2 * DKP * GDB_LS + 3 * CH * GDB_LW + NT
+                                : 3 * DKP * CH + 2 * DKP * GDB_SBS + 3 * CH * GDB_BV + NT;
+
+// The warp's tiles of a (16 MB) x (8 NB) product: the MB NB tiles dealt evenly over the 8 warps (fewer than 8:
+// one each to the first warps, the others idle: `on` false); a warp's NTL tiles share a row block.
+template <int MB, int NB>
+struct GdbTiles {
+    static constexpr int TILES = MB * NB, NTL = TILES >= 8 ? TILES / 8 : 1;
+    static_assert(NB % NTL == 0, "a warp's tiles in one row block");
+    int id0;
+    bool on;
+    __device__ __forceinline__ GdbTiles() : id0(threadIdx.x / 32 * NTL), on(threadIdx.x / 32 < TILES / NTL) {}
+    __device__ __forceinline__ int r0() const { return 16 * (id0 / NB); }
+    __device__ __forceinline__ int n0(int i) const { return 8 * ((id0 + i) % NB); }
+};
+// mma's fragments from element functions: A a(row, k), rows g, g + 8, k t, t + 4; B b(k, n), k t, t + 4, n g
+// (lane 4 g + t); split into tf32 (hi, lo), or rounded (X1: hi alone)
+template <bool X1, typename F>
+__device__ __forceinline__ void gdb_fa(F a, unsigned (&h)[4], unsigned (&l)[4]) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+        const float v = a(g + 8 * (x & 1), t + 4 * (x >> 1));
+        if (X1) h[x] = to_tf32(v), l[x] = 0u;
+        else tf32_split(v, h[x], l[x]);
+    }
+}
+template <bool X1, typename F>
+__device__ __forceinline__ void gdb_fb(F b, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        const float v = b(t + 4 * x, g);
+        if (X1) h[x] = to_tf32(v), l[x] = 0u;
+        else tf32_split(v, h[x], l[x]);
+    }
+}
+// c += A B: A_lo B_hi + A_hi B_lo + A_hi B_hi (3xTF32), or A_hi B_hi (X1)
+template <bool X1>
+__device__ __forceinline__ void gdb_mma(float (&c)[4], const unsigned (&ah)[4], const unsigned (&al)[4],
+                                        const unsigned (&bh)[2], const unsigned (&bl)[2]) {
+    if (!X1) {
+        mma_tf32(c, al, bh[0], bh[1]);
+        mma_tf32(c, ah, bl[0], bl[1]);
+    }
+    mma_tf32(c, ah, bh[0], bh[1]);
+}
 
 // Chunk-level slot m (1-based) holds keys before chunk c of a call whose first chunk is F: bit
 // m - 1 of c is set (the Fenwick bucket [cl - 2^(m-1), cl), cl = c with its low m - 1 bits
@@ -61,67 +118,86 @@ __device__ __forceinline__ bool gd_held(i64 c, int m, i64 F) {
     return ((c >> (m - 1)) & 1) && ((c >> (m - 1)) << (m - 1)) > F;
 }
 
-extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
-    const ta* __restrict__ qe,    // (BH, n, CH, DK)  qeff
-    const ta* __restrict__ ek,    // (BH, n, CH, DK)  e^G K
-    const ta* __restrict__ ph,    // (BH, n, DK, CH)  phi
-    const ta* __restrict__ Hc,    // (BH, n, DK, DV)  H = phi V
-    const ta* __restrict__ gc,    // (BH, n)          chunk total log decay
-    const ta* __restrict__ lam,   // (BH, T, L)
-    const ta* __restrict__ dout,  // (BH, n, CH, DV)  gradient of the scan's output (chunked)
-    const ta* __restrict__ oldc,  // (BH, n_old, DK, DV) incoming slots
-    ta* __restrict__ sv,          // (BH, n, NS, DK, DV) scratch: the slots before each chunk
-    ta* __restrict__ dS,          // (BH, NS, DK, DV) in: zeros; out: adjoints before the call
-    ta* __restrict__ dqe,         // (BH, n, CH, DK)  in: zeros (the column blocks add theirs)
-    ta* __restrict__ dek,         // (BH, n, CH, DK)  in: zeros
-    ta* __restrict__ dph,         // (BH, n, DK, CH)  in: zeros
-    ta* __restrict__ dH,          // (BH, n, DK, DV)  in: zeros
-    ta* __restrict__ dg,          // (BH, n)          in: zeros
-    ta* __restrict__ dlam,        // (BH, T, L)       in: zeros
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last) {
+#define GDB_PARAMS                                                                                                     \
+    const ta* __restrict__ qe,    /* (BH, n, CH, DK)  qeff */                                                          \
+    const ta* __restrict__ ek,    /* (BH, n, CH, DK)  e^G K */                                                         \
+    const ta* __restrict__ ph,    /* (BH, n, DK, CH)  phi */                                                           \
+    const ta* __restrict__ Hc,    /* (BH, n, DK, DV)  H = phi V */                                                     \
+    const ta* __restrict__ gc,    /* (BH, n)          chunk total log decay */                                         \
+    const ta* __restrict__ lam,   /* (BH, T, L) */                                                                     \
+    const ta* __restrict__ dout,  /* (BH, n, CH, DV)  gradient of the scan's output (chunked) */                       \
+    const ta* __restrict__ oldc,  /* (BH, n_old, DK, DV) incoming slots */                                             \
+    ta* __restrict__ sv,          /* (BH, n, NS, DK, DV) scratch: the slots before each chunk */                       \
+    ta* __restrict__ dS,          /* (BH, NS, DK, DV) in: zeros; out: adjoints before the call */                      \
+    ta* __restrict__ dqe,         /* (BH, n, CH, DK)  in: zeros (the column blocks add theirs) */                      \
+    ta* __restrict__ dek,         /* (BH, n, CH, DK)  in: zeros */                                                     \
+    ta* __restrict__ dph,         /* (BH, n, DK, CH)  in: zeros */                                                     \
+    ta* __restrict__ dH,          /* (BH, n, DK, DV)  in: zeros */                                                     \
+    ta* __restrict__ dg,          /* (BH, n)          in: zeros */                                                     \
+    ta* __restrict__ dlam,        /* (BH, T, L)       in: zeros */                                                     \
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last
+#define GDB_ARGS qe, ek, ph, Hc, gc, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F, n, n_old, NLC, merge_last
+
+// The kernel's body (X1: 1xTF32 products, gd_scan_bwd_x1; the FFMA path ignores it)
+template <bool X1>
+__device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
-    ta* EkT = QeT + DKP * CH;                   // [kk][t]
-    ta* PhT = EkT + DKP * CH;                   // phi: [t][kk] in phase 1, [kk][t] in phase 2
-    ta* Sb = PhT + DKP * CH;                    // [kk][col], stride GDB_SBS
-    ta* dSb = Sb + DKP * GDB_SBS;                // [kk][col], stride GDB_SBS
-    ta* Wb = dSb + DKP * GDB_SBS;                // [t][col]
-    ta* dRb = Wb + CH * GDB_BV;                  // [t][col]
-    ta* dWb = dRb + CH * GDB_BV;                 // [t][col]
-    ta* red = dWb + CH * GDB_BV;                 // [GDB_NT]
-    check_smem((3 * DKP * CH + 2 * DKP * GDB_SBS + 3 * CH * GDB_BV + GDB_NT) * sizeof(ta));
-    constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / GDB_NT;
+    ta* QeT = reinterpret_cast<ta*>(smem_raw);  // FFMA: Qe^T [kk][t]; TC: Qe [t][kk] (GDB_LQ)
+    ta* EkT = QeT + (GDB_TC ? CH * GDB_LQ : DKP * CH);  // FFMA: Ek^T [kk][t]; TC: Ek [t][kk] (GDB_LQ)
+    ta* PhT = EkT + (GDB_TC ? CH * GDB_LQ : DKP * CH);  // FFMA: phi [t][kk] in phase 1, [kk][t] in phase 2; TC: [kk][t] (GDB_LP)
+    ta* Sb = PhT + (GDB_TC ? DKP * GDB_LP : DKP * CH);  // [kk][col], stride GDB_LS
+    ta* dSb = Sb + DKP * GDB_LS;                        // [kk][col], stride GDB_LS
+    ta* Wb = dSb + DKP * GDB_LS;                        // [t][col], stride GDB_LW
+    ta* dRb = Wb + CH * GDB_LW;                         // [t][col]
+    ta* dWb = dRb + CH * GDB_LW;                        // [t][col]
+    ta* red = dWb + CH * GDB_LW;                        // [NT]
+    check_smem(GDB_SMEM * sizeof(ta));
+    constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
     const int tid = threadIdx.x, col = tid % GDB_BV, rg = tid / GDB_BV;
-    const int ekk = tid % DKP, et0 = tid / DKP;  // the outer products' column and first row (DKP divides GDB_NT)
+    const int ekk = tid % DKP, et0 = tid / DKP;  // FFMA: the outer products' column and first row (DKP divides NT)
+    const int g8 = tid % 32 / 4, t4 = tid % 4;   // TC: the lane's rows and columns in mma's fragments
     const i64 bh = blockIdx.x;
     const int vc = blockIdx.y * GDB_BV + col;
     const bool cok = vc < DV;
     const int NS = n_old + NLC;
     const i64 slot_sz = (i64)DK * DV;
+    const int K8 = (DK + 7) / 8 * 8;  // TC: the reductions over kk (rows past DK are zero)
+    const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
     const ta* oldb = oldc + bh * n_old * slot_sz;
     ta* svb = sv + bh * n * NS * slot_sz;
     ta* dSh = dS + bh * NS * slot_sz;
     auto held = [&](i64 c, int s) { return s < n_old ? (((p >> s) & 1) != 0) : gd_held(c, s - n_old + 1, F); };
     // a slot's columns of this block, EPT values a thread, fetched into registers, then put into [kk][col] (stride
-    // GDB_SBS): with GDB_PF the next held slot's fetch is issued before the current slot's products (its latency
+    // GDB_LS): with GDB_PF the next held slot's fetch is issued before the current slot's products (its latency
     // under them; the slots of one chunk are independent: slot s writes only its own adjoint)
-    constexpr int EPT = DKP * GDB_BV / GDB_NT;
+    constexpr int EPT = DKP * GDB_BV / NT;
     auto fetch = [&](ta(&r)[EPT], const ta* src) {
 #pragma unroll
         for (int e = 0; e < EPT; ++e) {
-            const int idx = tid + e * GDB_NT, kk = idx / GDB_BV, vcc = blockIdx.y * GDB_BV + idx % GDB_BV;
+            const int idx = tid + e * NT, kk = idx / GDB_BV, vcc = blockIdx.y * GDB_BV + idx % GDB_BV;
             r[e] = (kk < DK && vcc < DV) ? src[(i64)kk * DV + vcc] : (ta)0;
         }
     };
     auto put = [&](ta* dst, const ta(&r)[EPT]) {
 #pragma unroll
-        for (int e = 0; e < EPT; ++e) dst[(tid + e * GDB_NT) / GDB_BV * GDB_SBS + (tid + e * GDB_NT) % GDB_BV] = r[e];
+        for (int e = 0; e < EPT; ++e) dst[(tid + e * NT) / GDB_BV * GDB_LS + (tid + e * NT) % GDB_BV] = r[e];
     };
     auto next_held = [&](i64 c, int s) {  // the first slot >= s held before chunk c (NS: none)
         while (s < NS && !held(c, s)) ++s;
         return s;
     };
+    // TC: the chunk's tiles as stored (Qe only in phase 2)
+    auto tiles_tc = [&](i64 cj, bool with_qe) {
+        if (with_qe) gd_copy<CH, DKP>(QeT, GDB_LQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<CH, DKP>(EkT, GDB_LQ, ek + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<DKP, CH>(PhT, GDB_LP, ph + cj * DK * CH, CH, DK, CH, vec);
+        cp_async_commit();
+        cp_async_wait<0>();
+    };
+    using GTA = GdbTiles<CH / 16, 2>;         // TC: (r, W, dW), CH x GDB_BV
+    using GTD = GdbTiles<DKP / 16, 2>;        // TC: dS (phase 2), S' (phase 1), DKP x GDB_BV
+    using GTO = GdbTiles<CH / 16, DKP / 8>;   // TC: the outer products, CH x DKP ([t][kk])
 
     // ---- phase 1: the slots before every chunk (sv[j]) ----
     for (int s = 0; s < n_old; ++s) {
@@ -131,7 +207,8 @@ extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
     }
     for (int j = 0; j + 1 < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        if (GDB_NT == NT || tid < NT) gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
+        if constexpr (GDB_TC) tiles_tc(cj, false);
+        else gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
         const ta eg = ex(gc[cj]);
         __syncthreads();
         ta rS[EPT];
@@ -144,34 +221,75 @@ extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
             put(Sb, rS);
             __syncthreads();
             if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz);
-            ta w[RA];
-#pragma unroll
-            for (int i = 0; i < RA; ++i) w[i] = (ta)0;
-            for (int kk = 0; kk < DK; ++kk) {
-                const ta sv_ = Sb[kk * GDB_SBS + col];
-                ta ea[RA];
-                ldv<RA>(EkT + kk * CH + rg * RA, ea);
-#pragma unroll
-                for (int i = 0; i < RA; ++i) w[i] = fma(ea[i], sv_, w[i]);
-            }
-#pragma unroll
-            for (int i = 0; i < RA; ++i) Wb[(rg * RA + i) * GDB_BV + col] = w[i];
-            __syncthreads();
-            ta x[RB];
-#pragma unroll
-            for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GDB_SBS + col];
-            for (int t = 0; t < CH; ++t) {
-                const ta wv = Wb[t * GDB_BV + col];
-                ta pa[RB];
-                ldv<RB>(PhT + t * DKP + rg * RB, pa);
-#pragma unroll
-                for (int i = 0; i < RB; ++i) x[i] = fma(-pa[i], wv, x[i]);
-            }
             ta* S1 = svb + ((i64)(j + 1) * NS + s) * slot_sz;
+            if constexpr (GDB_TC) {
+                const GTA wa;
+                if (wa.on) {  // W = Ek S
+                    const int r0 = wa.r0(), n0 = wa.n0(0);
+                    float acc[4] = {};
+                    for (int k0 = 0; k0 < K8; k0 += 8) {
+                        unsigned ah[4], al[4], bh_[2], bl[2];
+                        gdb_fa<X1>([&](int r, int k) { return (float)EkT[(r0 + r) * GDB_LQ + k0 + k]; }, ah, al);
+                        gdb_fb<X1>([&](int k, int m) { return (float)Sb[(k0 + k) * GDB_LS + n0 + m]; }, bh_, bl);
+                        gdb_mma<X1>(acc, ah, al, bh_, bl);
+                    }
 #pragma unroll
-            for (int i = 0; i < RB; ++i) {
-                const int kk = rg * RB + i;
-                if (kk < DK && cok) S1[(i64)kk * DV + vc] = x[i];
+                    for (int x = 0; x < 4; ++x) Wb[(r0 + g8 + 8 * (x >> 1)) * GDB_LW + n0 + 2 * t4 + (x & 1)] = acc[x];
+                }
+                __syncthreads();
+                const GTD wd;
+                if (wd.on) {  // S' = e^g S - phi W
+                    const int r0 = wd.r0();
+                    float acc[GTD::NTL][4] = {};
+                    for (int k0 = 0; k0 < CH; k0 += 8) {
+                        unsigned ah[4], al[4];
+                        gdb_fa<X1>([&](int r, int k) { return (float)PhT[(r0 + r) * GDB_LP + k0 + k]; }, ah, al);
+#pragma unroll
+                        for (int i = 0; i < GTD::NTL; ++i) {
+                            unsigned bh_[2], bl[2];
+                            const int n0 = wd.n0(i);
+                            gdb_fb<X1>([&](int k, int m) { return (float)Wb[(k0 + k) * GDB_LW + n0 + m]; }, bh_, bl);
+                            gdb_mma<X1>(acc[i], ah, al, bh_, bl);
+                        }
+                    }
+#pragma unroll
+                    for (int i = 0; i < GTD::NTL; ++i)
+#pragma unroll
+                        for (int x = 0; x < 4; ++x) {
+                            const int kk = r0 + g8 + 8 * (x >> 1), cc = wd.n0(i) + 2 * t4 + (x & 1);
+                            const int vcc = blockIdx.y * GDB_BV + cc;
+                            if (kk < DK && vcc < DV) S1[(i64)kk * DV + vcc] = eg * Sb[kk * GDB_LS + cc] - (ta)acc[i][x];
+                        }
+                }
+            } else {
+                ta w[RA];
+#pragma unroll
+                for (int i = 0; i < RA; ++i) w[i] = (ta)0;
+                for (int kk = 0; kk < DK; ++kk) {
+                    const ta sv_ = Sb[kk * GDB_LS + col];
+                    ta ea[RA];
+                    ldv<RA>(EkT + kk * CH + rg * RA, ea);
+#pragma unroll
+                    for (int i = 0; i < RA; ++i) w[i] = fma(ea[i], sv_, w[i]);
+                }
+#pragma unroll
+                for (int i = 0; i < RA; ++i) Wb[(rg * RA + i) * GDB_LW + col] = w[i];
+                __syncthreads();
+                ta x[RB];
+#pragma unroll
+                for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GDB_LS + col];
+                for (int t = 0; t < CH; ++t) {
+                    const ta wv = Wb[t * GDB_LW + col];
+                    ta pa[RB];
+                    ldv<RB>(PhT + t * DKP + rg * RB, pa);
+#pragma unroll
+                    for (int i = 0; i < RB; ++i) x[i] = fma(-pa[i], wv, x[i]);
+                }
+#pragma unroll
+                for (int i = 0; i < RB; ++i) {
+                    const int kk = rg * RB + i;
+                    if (kk < DK && cok) S1[(i64)kk * DV + vc] = x[i];
+                }
             }
             __syncthreads();
         }
@@ -205,11 +323,17 @@ extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
                 }
             }
         }
-        if (GDB_NT == NT || tid < NT) gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
+        if constexpr (GDB_TC) tiles_tc(cj, true);
+        else gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
         const ta eg = ex(gc[cj]);
-        ta aq[E], ae[E], ap[E];
+        ta aq[E], ae[E], ap[E];  // FFMA: the outer products' elements
+        float oq[GTO::NTL][4], oe[GTO::NTL][4], op[GTO::NTL][4];  // TC: their C fragments (op: W dS'^T, [t][kk])
 #pragma unroll
         for (int e = 0; e < E; ++e) aq[e] = ae[e] = ap[e] = (ta)0;
+#pragma unroll
+        for (int i = 0; i < GTO::NTL; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) oq[i][x] = oe[i][x] = op[i][x] = 0.f;
         ta dga = (ta)0;
         __syncthreads();
         ta rS[EPT], rD[EPT];
@@ -223,96 +347,215 @@ extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
             put(dSb, rD);
             __syncthreads();
             if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz), fetch(rD, dSh + (i64)sn * slot_sz);
-            // r = Qe S, W = Ek S, dW = -Ph^T dS' (rows t); dr, dlambda
-            ta r[RA], w[RA], dw[RA];
+            // the read weight of row t, its level
+            auto lam_at = [&](int t, bool on, int& level, i64& gi) {
+                const i64 tabs = c * CH + t;
+                gi = tabs - p;
+                level = s < n_old ? max(s + 1, bitlen64(p ^ tabs)) : LOG2C + s - n_old + 1;
+                return on && gi >= 0 && gi < T;
+            };
+            if constexpr (GDB_TC) {
+                // r = Qe S, W = Ek S, dW = -Ph^T dS' (CH x GDB_BV); dr = lambda dout, dlambda
+                const GTA wa;
+                const int r0 = wa.r0(), n0 = wa.n0(0);
+                float r[4] = {}, w[4] = {}, dw[4] = {};
+                if (wa.on)
+                    for (int k0 = 0; k0 < K8; k0 += 8) {
+                        unsigned qh[4], ql[4], eh[4], el[4], ph_[4], pl[4], sh[2], sl[2], dh[2], dl[2];
+                        gdb_fa<X1>([&](int rr, int k) { return (float)QeT[(r0 + rr) * GDB_LQ + k0 + k]; }, qh, ql);
+                        gdb_fa<X1>([&](int rr, int k) { return (float)EkT[(r0 + rr) * GDB_LQ + k0 + k]; }, eh, el);
+                        gdb_fa<X1>([&](int rr, int k) { return (float)PhT[(k0 + k) * GDB_LP + r0 + rr]; }, ph_, pl);
+                        gdb_fb<X1>([&](int k, int m) { return (float)Sb[(k0 + k) * GDB_LS + n0 + m]; }, sh, sl);
+                        gdb_fb<X1>([&](int k, int m) { return (float)dSb[(k0 + k) * GDB_LS + n0 + m]; }, dh, dl);
+                        gdb_mma<X1>(r, qh, ql, sh, sl);
+                        gdb_mma<X1>(w, eh, el, sh, sl);
+                        gdb_mma<X1>(dw, ph_, pl, dh, dl);
+                    }
 #pragma unroll
-            for (int i = 0; i < RA; ++i) r[i] = w[i] = dw[i] = (ta)0;
-            for (int kk = 0; kk < DK; ++kk) {
-                const ta sv_ = Sb[kk * GDB_SBS + col], ds = dSb[kk * GDB_SBS + col];
-                ta qa[RA], ea[RA], pa[RA];
-                ldv<RA>(QeT + kk * CH + rg * RA, qa);
-                ldv<RA>(EkT + kk * CH + rg * RA, ea);
-                ldv<RA>(PhT + kk * CH + rg * RA, pa);  // phase 2: Ph as [kk][t]
+                for (int h = 0; h < 2; ++h) {  // rows t = r0 + g8 + 8 h, columns n0 + 2 t4 + e
+                    const int t = r0 + g8 + 8 * h;
+                    int level;
+                    i64 gi;
+                    const bool ok = lam_at(t, wa.on, level, gi);
+                    const ta lm = ok ? lam[(bh * T + gi) * L + level] : (ta)0;
+                    ta contrib = (ta)0;
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int cc = n0 + 2 * t4 + e, vcc = blockIdx.y * GDB_BV + cc;
+                        const ta d_o = ok && vcc < DV ? dout[(cj * CH + t) * DV + vcc] : (ta)0;
+                        contrib += (ta)r[2 * h + e] * d_o;
+                        if (wa.on) {
+                            Wb[t * GDB_LW + cc] = w[2 * h + e];
+                            dRb[t * GDB_LW + cc] = lm * d_o;
+                            dWb[t * GDB_LW + cc] = -dw[2 * h + e];
+                        }
+                    }
+                    // the row's 8 columns of this tile (4 lanes); the other tile's warp adds its own
+                    contrib += __shfl_xor_sync(0xffffffffu, contrib, 1, 4);
+                    contrib += __shfl_xor_sync(0xffffffffu, contrib, 2, 4);
+                    if (t4 == 0 && ok) atomicAdd(dlam + (bh * T + gi) * L + level, contrib);
+                }
+                __syncthreads();
+                // the outer products dr S^T, dW S^T, W dS'^T (CH x DKP, K = GDB_BV), summed over the chunk's slots
+                const GTO wo;
+                if (wo.on) {
+                    const int o0 = wo.r0();
+#pragma unroll
+                    for (int k0 = 0; k0 < GDB_BV; k0 += 8) {
+                        unsigned rh[4], rl[4], wh[4], wl[4], xh[4], xl[4];
+                        gdb_fa<X1>([&](int rr, int k) { return (float)dRb[(o0 + rr) * GDB_LW + k0 + k]; }, rh, rl);
+                        gdb_fa<X1>([&](int rr, int k) { return (float)dWb[(o0 + rr) * GDB_LW + k0 + k]; }, wh, wl);
+                        gdb_fa<X1>([&](int rr, int k) { return (float)Wb[(o0 + rr) * GDB_LW + k0 + k]; }, xh, xl);
+#pragma unroll
+                        for (int i = 0; i < GTO::NTL; ++i) {
+                            const int m0 = wo.n0(i);
+                            unsigned sh[2], sl[2], dh[2], dl[2];
+                            gdb_fb<X1>([&](int k, int m) { return (float)Sb[(m0 + m) * GDB_LS + k0 + k]; }, sh, sl);
+                            gdb_fb<X1>([&](int k, int m) { return (float)dSb[(m0 + m) * GDB_LS + k0 + k]; }, dh, dl);
+                            gdb_mma<X1>(oq[i], rh, rl, sh, sl);
+                            gdb_mma<X1>(oe[i], wh, wl, sh, sl);
+                            gdb_mma<X1>(op[i], xh, xl, dh, dl);
+                        }
+                    }
+                }
+                // dS = e^g dS' + Qe^T dr + Ek^T dW (DKP x GDB_BV, K = CH); dg's sum of dS' S
+                const GTD wd;
+                if (wd.on) {
+                    const int d0 = wd.r0();
+                    float acc[GTD::NTL][4] = {};
+                    for (int k0 = 0; k0 < CH; k0 += 8) {
+                        unsigned qh[4], ql[4], eh[4], el[4];
+                        gdb_fa<X1>([&](int rr, int k) { return (float)QeT[(k0 + k) * GDB_LQ + d0 + rr]; }, qh, ql);
+                        gdb_fa<X1>([&](int rr, int k) { return (float)EkT[(k0 + k) * GDB_LQ + d0 + rr]; }, eh, el);
+#pragma unroll
+                        for (int i = 0; i < GTD::NTL; ++i) {
+                            const int m0 = wd.n0(i);
+                            unsigned rh[2], rl[2], wh[2], wl[2];
+                            gdb_fb<X1>([&](int k, int m) { return (float)dRb[(k0 + k) * GDB_LW + m0 + m]; }, rh, rl);
+                            gdb_fb<X1>([&](int k, int m) { return (float)dWb[(k0 + k) * GDB_LW + m0 + m]; }, wh, wl);
+                            gdb_mma<X1>(acc[i], qh, ql, rh, rl);
+                            gdb_mma<X1>(acc[i], eh, el, wh, wl);
+                        }
+                    }
+#pragma unroll
+                    for (int i = 0; i < GTD::NTL; ++i)
+#pragma unroll
+                        for (int x = 0; x < 4; ++x) {
+                            const int kk = d0 + g8 + 8 * (x >> 1), cc = wd.n0(i) + 2 * t4 + (x & 1);
+                            const int vcc = blockIdx.y * GDB_BV + cc;
+                            const ta ds = dSb[kk * GDB_LS + cc];
+                            dga = fma(Sb[kk * GDB_LS + cc], ds, dga);
+                            if (kk < DK && vcc < DV) dSh[(i64)s * slot_sz + (i64)kk * DV + vcc] = eg * ds + (ta)acc[i][x];
+                        }
+                }
+            } else {
+                // r = Qe S, W = Ek S, dW = -Ph^T dS' (rows t); dr, dlambda
+                ta r[RA], w[RA], dw[RA];
+#pragma unroll
+                for (int i = 0; i < RA; ++i) r[i] = w[i] = dw[i] = (ta)0;
+                for (int kk = 0; kk < DK; ++kk) {
+                    const ta sv_ = Sb[kk * GDB_LS + col], ds = dSb[kk * GDB_LS + col];
+                    ta qa[RA], ea[RA], pa[RA];
+                    ldv<RA>(QeT + kk * CH + rg * RA, qa);
+                    ldv<RA>(EkT + kk * CH + rg * RA, ea);
+                    ldv<RA>(PhT + kk * CH + rg * RA, pa);  // phase 2: Ph as [kk][t]
+#pragma unroll
+                    for (int i = 0; i < RA; ++i) {
+                        r[i] = fma(qa[i], sv_, r[i]);
+                        w[i] = fma(ea[i], sv_, w[i]);
+                        dw[i] = fma(-pa[i], ds, dw[i]);
+                    }
+                }
 #pragma unroll
                 for (int i = 0; i < RA; ++i) {
-                    r[i] = fma(qa[i], sv_, r[i]);
-                    w[i] = fma(ea[i], sv_, w[i]);
-                    dw[i] = fma(-pa[i], ds, dw[i]);
+                    const int t = rg * RA + i;
+                    int level;
+                    i64 gi;
+                    const bool ok = lam_at(t, true, level, gi);
+                    const ta d_o = (ok && cok) ? dout[(cj * CH + t) * DV + vc] : (ta)0;
+                    const ta lm = ok ? lam[(bh * T + gi) * L + level] : (ta)0;
+                    ta contrib = r[i] * d_o;  // summed over the GDB_BV columns (lanes of one warp)
+#pragma unroll
+                    for (int off = GDB_BV / 2; off > 0; off /= 2) contrib += __shfl_xor_sync(0xffffffffu, contrib, off, GDB_BV);
+                    if (col == 0 && ok) atomicAdd(dlam + (bh * T + gi) * L + level, contrib);
+                    Wb[t * GDB_LW + col] = w[i];
+                    dRb[t * GDB_LW + col] = lm * d_o;
+                    dWb[t * GDB_LW + col] = dw[i];
                 }
-            }
-#pragma unroll
-            for (int i = 0; i < RA; ++i) {
-                const int t = rg * RA + i;
-                const i64 tabs = c * CH + t, gi = tabs - p;
-                const bool ok = gi >= 0 && gi < T;
-                const int level = s < n_old ? max(s + 1, bitlen64(p ^ tabs)) : LOG2C + s - n_old + 1;
-                const ta d_o = (ok && cok) ? dout[(cj * CH + t) * DV + vc] : (ta)0;
-                const ta lm = ok ? lam[(bh * T + gi) * L + level] : (ta)0;
-                ta contrib = r[i] * d_o;  // summed over the GDB_BV columns (lanes of one warp)
-#pragma unroll
-                for (int off = GDB_BV / 2; off > 0; off /= 2) contrib += __shfl_xor_sync(0xffffffffu, contrib, off, GDB_BV);
-                if (col == 0 && ok) atomicAdd(dlam + (bh * T + gi) * L + level, contrib);
-                Wb[t * GDB_BV + col] = w[i];
-                dRb[t * GDB_BV + col] = lm * d_o;
-                dWb[t * GDB_BV + col] = dw[i];
-            }
-            __syncthreads();
-            // the outer products, reduced over this block's columns (element e: row t = t0 + e GDB_NT / DKP, column kk)
+                __syncthreads();
+                // the outer products, reduced over this block's columns (element e: row t = t0 + e NT / DKP, column kk)
 #pragma unroll 4
-            for (int cc = 0; cc < GDB_BV; ++cc) {
-                const ta sk = Sb[ekk * GDB_SBS + cc], dsk = -dSb[ekk * GDB_SBS + cc];
+                for (int cc = 0; cc < GDB_BV; ++cc) {
+                    const ta sk = Sb[ekk * GDB_LS + cc], dsk = -dSb[ekk * GDB_LS + cc];
 #pragma unroll
-                for (int e = 0; e < E; ++e) {
-                    const int t = et0 + e * (GDB_NT / DKP);
-                    aq[e] = fma(dRb[t * GDB_BV + cc], sk, aq[e]);
-                    ae[e] = fma(dWb[t * GDB_BV + cc], sk, ae[e]);
-                    ap[e] = fma(dsk, Wb[t * GDB_BV + cc], ap[e]);
+                    for (int e = 0; e < E; ++e) {
+                        const int t = et0 + e * (NT / DKP);
+                        aq[e] = fma(dRb[t * GDB_LW + cc], sk, aq[e]);
+                        ae[e] = fma(dWb[t * GDB_LW + cc], sk, ae[e]);
+                        ap[e] = fma(dsk, Wb[t * GDB_LW + cc], ap[e]);
+                    }
                 }
-            }
-            // dS = e^g dS' + Qe^T dr + Ek^T dW (rows kk)
-            ta x[RB];
+                // dS = e^g dS' + Qe^T dr + Ek^T dW (rows kk)
+                ta x[RB];
 #pragma unroll
-            for (int i = 0; i < RB; ++i) {
-                const ta ds = dSb[(rg * RB + i) * GDB_SBS + col];
-                dga = fma(Sb[(rg * RB + i) * GDB_SBS + col], ds, dga);
-                x[i] = eg * ds;
-            }
+                for (int i = 0; i < RB; ++i) {
+                    const ta ds = dSb[(rg * RB + i) * GDB_LS + col];
+                    dga = fma(Sb[(rg * RB + i) * GDB_LS + col], ds, dga);
+                    x[i] = eg * ds;
+                }
 #pragma unroll 2
-            for (int t0 = 0; t0 < CH; t0 += 4) {  // 4 rows t per step: vector loads of Qe^T, Ek^T along t
-                ta dr4[4], dw4[4];
+                for (int t0 = 0; t0 < CH; t0 += 4) {  // 4 rows t per step: vector loads of Qe^T, Ek^T along t
+                    ta dr4[4], dw4[4];
 #pragma unroll
-                for (int u = 0; u < 4; ++u) {
-                    dr4[u] = dRb[(t0 + u) * GDB_BV + col];
-                    dw4[u] = dWb[(t0 + u) * GDB_BV + col];
+                    for (int u = 0; u < 4; ++u) {
+                        dr4[u] = dRb[(t0 + u) * GDB_LW + col];
+                        dw4[u] = dWb[(t0 + u) * GDB_LW + col];
+                    }
+#pragma unroll
+                    for (int i = 0; i < RB; ++i) {
+                        ta qa[4], ea[4];
+                        ldv<4>(QeT + (rg * RB + i) * CH + t0, qa);
+                        ldv<4>(EkT + (rg * RB + i) * CH + t0, ea);
+#pragma unroll
+                        for (int u = 0; u < 4; ++u) x[i] = fma(qa[u], dr4[u], fma(ea[u], dw4[u], x[i]));
+                    }
                 }
 #pragma unroll
                 for (int i = 0; i < RB; ++i) {
-                    ta qa[4], ea[4];
-                    ldv<4>(QeT + (rg * RB + i) * CH + t0, qa);
-                    ldv<4>(EkT + (rg * RB + i) * CH + t0, ea);
-#pragma unroll
-                    for (int u = 0; u < 4; ++u) x[i] = fma(qa[u], dr4[u], fma(ea[u], dw4[u], x[i]));
+                    const int kk = rg * RB + i;
+                    if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x[i];
                 }
-            }
-#pragma unroll
-            for (int i = 0; i < RB; ++i) {
-                const int kk = rg * RB + i;
-                if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x[i];
             }
             __syncthreads();
         }
+        if constexpr (GDB_TC) {
+            const GTO wo;
+            if (wo.on)
 #pragma unroll
-        for (int e = 0; e < E; ++e) {
-            const int t = et0 + e * (GDB_NT / DKP);
-            if (ekk < DK) {
-                atomicAdd(dqe + (cj * CH + t) * DK + ekk, aq[e]);
-                atomicAdd(dek + (cj * CH + t) * DK + ekk, ae[e]);
-                atomicAdd(dph + (cj * DK + ekk) * CH + t, ap[e]);
+                for (int i = 0; i < GTO::NTL; ++i)
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) {
+                        const int t = wo.r0() + g8 + 8 * (x >> 1), kk = wo.n0(i) + 2 * t4 + (x & 1);
+                        if (kk < DK) {
+                            atomicAdd(dqe + (cj * CH + t) * DK + kk, (ta)oq[i][x]);
+                            atomicAdd(dek + (cj * CH + t) * DK + kk, (ta)oe[i][x]);
+                            atomicAdd(dph + (cj * DK + kk) * CH + t, -(ta)op[i][x]);
+                        }
+                    }
+        } else {
+#pragma unroll
+            for (int e = 0; e < E; ++e) {
+                const int t = et0 + e * (NT / DKP);
+                if (ekk < DK) {
+                    atomicAdd(dqe + (cj * CH + t) * DK + ekk, aq[e]);
+                    atomicAdd(dek + (cj * CH + t) * DK + ekk, ae[e]);
+                    atomicAdd(dph + (cj * DK + ekk) * CH + t, ap[e]);
+                }
             }
         }
         red[tid] = dga;
         __syncthreads();
-        for (int h = GDB_NT / 2; h > 0; h /= 2) {
+        for (int h = NT / 2; h > 0; h /= 2) {
             if (tid < h) red[tid] += red[tid + h];
             __syncthreads();
         }
@@ -320,3 +563,6 @@ extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
         __syncthreads();
     }
 }
+
+extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(GDB_PARAMS) { gdb_body<false>(GDB_ARGS); }
+extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd_x1(GDB_PARAMS) { gdb_body<true>(GDB_ARGS); }
