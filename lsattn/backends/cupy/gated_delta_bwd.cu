@@ -62,9 +62,16 @@
 constexpr bool GDB_TC = GDB_TCM && sizeof(ta) == 4 && GDB_BV == 16;
 constexpr int GDB_LQ = DKP + 4, GDB_LP = CH + 8;
 constexpr int GDB_LS = GDB_TC ? GDB_BV + 8 : GDB_SBS, GDB_LW = GDB_TC ? GDB_BV + 4 : GDB_BV;
-// shared memory in elements (_compile.Config.smem("gd_scan_bwd"))
-constexpr int GDB_SMEM = GDB_TC ? 2 * CH * GDB_LQ + DKP * GDB_LP + 2 * DKP * GDB_LS + 3 * CH * GDB_LW + NT
-                                : 3 * DKP * CH + 2 * DKP * GDB_SBS + 3 * CH * GDB_BV + NT;
+// shared memory in elements (_compile.Config.smem("gd_scan_bwd")): GDB_NB sets of the chunk tiles (GDB_TW each),
+// S, dS', W, dr, dW and a reduction. TC: two sets where they fit (not at CH = 64, DKP = 128), the next chunk's
+// copied (cp.async) during this one's slots (a timing build may set GDB_DB=0: one set, each chunk's copies waited for)
+#ifndef GDB_DB
+#define GDB_DB 1
+#endif
+constexpr int GDB_TW = GDB_TC ? 2 * CH * GDB_LQ + DKP * GDB_LP : 3 * DKP * CH;
+constexpr int GDB_REST = 2 * DKP * GDB_LS + 3 * CH * GDB_LW + NT;
+constexpr int GDB_NB = GDB_TC && GDB_DB && (2 * GDB_TW + GDB_REST) * (int)sizeof(ta) <= 227 * 1024 ? 2 : 1;
+constexpr int GDB_SMEM = GDB_NB * GDB_TW + GDB_REST;
 
 // The warp's tiles of a (16 MB) x (8 NB) product: the MB NB tiles dealt evenly over the 8 warps (fewer than 8:
 // one each to the first warps, the others idle: `on` false); a warp's NTL tiles share a row block.
@@ -142,10 +149,11 @@ __device__ __forceinline__ bool gd_held(i64 c, int m, i64 F) {
 template <bool X1>
 __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* QeT = reinterpret_cast<ta*>(smem_raw);  // FFMA: Qe^T [kk][t]; TC: Qe [t][kk] (GDB_LQ)
+    ta* const tiles = reinterpret_cast<ta*>(smem_raw);  // GDB_NB sets of the chunk's tiles:
+    ta* QeT = tiles;  // FFMA: Qe^T [kk][t]; TC: Qe [t][kk] (GDB_LQ)
     ta* EkT = QeT + (GDB_TC ? CH * GDB_LQ : DKP * CH);  // FFMA: Ek^T [kk][t]; TC: Ek [t][kk] (GDB_LQ)
     ta* PhT = EkT + (GDB_TC ? CH * GDB_LQ : DKP * CH);  // FFMA: phi [t][kk] in phase 1, [kk][t] in phase 2; TC: [kk][t] (GDB_LP)
-    ta* Sb = PhT + (GDB_TC ? DKP * GDB_LP : DKP * CH);  // [kk][col], stride GDB_LS
+    ta* Sb = tiles + GDB_NB * GDB_TW;                   // [kk][col], stride GDB_LS
     ta* dSb = Sb + DKP * GDB_LS;                        // [kk][col], stride GDB_LS
     ta* Wb = dSb + DKP * GDB_LS;                        // [t][col], stride GDB_LW
     ta* dRb = Wb + CH * GDB_LW;                         // [t][col]
@@ -187,13 +195,20 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         while (s < NS && !held(c, s)) ++s;
         return s;
     };
-    // TC: the chunk's tiles as stored (Qe only in phase 2)
-    auto tiles_tc = [&](i64 cj, bool with_qe) {
-        if (with_qe) gd_copy<CH, DKP>(QeT, GDB_LQ, qe + cj * CH * DK, DK, CH, DK, vec);
-        gd_copy<CH, DKP>(EkT, GDB_LQ, ek + cj * CH * DK, DK, CH, DK, vec);
-        gd_copy<DKP, CH>(PhT, GDB_LP, ph + cj * DK * CH, CH, DK, CH, vec);
+    // TC: chunk j's tiles as stored (Qe only in phase 2) into set j % GDB_NB, issued (cp.async) and committed; use()
+    // points QeT, EkT, PhT at chunk j's set
+    auto issue = [&](int j, bool with_qe) {
+        const i64 cj = bh * n + j;
+        ta* Q = tiles + j % GDB_NB * GDB_TW;
+        if (with_qe) gd_copy<CH, DKP>(Q, GDB_LQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<CH, DKP>(Q + CH * GDB_LQ, GDB_LQ, ek + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<DKP, CH>(Q + 2 * CH * GDB_LQ, GDB_LP, ph + cj * DK * CH, CH, DK, CH, vec);
         cp_async_commit();
-        cp_async_wait<0>();
+    };
+    auto use = [&](int j) {
+        QeT = tiles + j % GDB_NB * GDB_TW;
+        EkT = QeT + CH * GDB_LQ;
+        PhT = EkT + CH * GDB_LQ;
     };
     using GTA = GdbTiles<CH / 16, 2>;         // TC: (r, W, dW), CH x GDB_BV
     using GTD = GdbTiles<DKP / 16, 2>;        // TC: dS (phase 2), S' (phase 1), DKP x GDB_BV
@@ -205,12 +220,21 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk)
             svb[(i64)s * slot_sz + (i64)kk * DV + vc] = oldb[(i64)s * slot_sz + (i64)kk * DV + vc];
     }
+    if (GDB_TC && GDB_NB == 2 && n > 1) issue(0, false);
     for (int j = 0; j + 1 < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        if constexpr (GDB_TC) tiles_tc(cj, false);
-        else gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
+        if constexpr (GDB_TC) {
+            if (GDB_NB == 1) issue(j, false);
+            cp_async_wait<0>();
+        } else {
+            gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
+        }
         const ta eg = ex(gc[cj]);
         __syncthreads();
+        if constexpr (GDB_TC) {  // the next chunk's tiles into the other set (its last readers: the chunk before)
+            if (GDB_NB == 2 && j + 2 < n) issue(j + 1, false);
+            use(j);
+        }
         ta rS[EPT];
         const ta* svj = svb + (i64)j * NS * slot_sz;
         int s = next_held(c, 0);
@@ -308,6 +332,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     }
 
     // ---- phase 2: the reverse scan ----
+    if (GDB_TC && GDB_NB == 2) issue(n - 1, true);
     for (int j = n - 1; j >= 0; --j) {
         const i64 c = F + j, cj = bh * n + j;
         if (j < n - 1 || merge_last) {  // reverse of (c)
@@ -323,8 +348,12 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 }
             }
         }
-        if constexpr (GDB_TC) tiles_tc(cj, true);
-        else gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
+        if constexpr (GDB_TC) {
+            if (GDB_NB == 1) issue(j, true);
+            cp_async_wait<0>();
+        } else {
+            gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
+        }
         const ta eg = ex(gc[cj]);
         ta aq[E], ae[E], ap[E];  // FFMA: the outer products' elements
         float oq[GTO::NTL][4], oe[GTO::NTL][4], op[GTO::NTL][4];  // TC: their C fragments (op: W dS'^T, [t][kk])
@@ -336,6 +365,10 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
             for (int x = 0; x < 4; ++x) oq[i][x] = oe[i][x] = op[i][x] = 0.f;
         ta dga = (ta)0;
         __syncthreads();
+        if constexpr (GDB_TC) {
+            if (GDB_NB == 2 && j > 0) issue(j - 1, true);
+            use(j);
+        }
         ta rS[EPT], rD[EPT];
         const ta* svj = svb + (i64)j * NS * slot_sz;
         int s = next_held(c, 0);
@@ -553,13 +586,16 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 }
             }
         }
-        red[tid] = dga;
+        // dg: the block's sum of dS' S, by the warps' lanes, then their 8 sums
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) dga += __shfl_xor_sync(0xffffffffu, dga, off, 32);
+        if (tid % 32 == 0) red[tid / 32] = dga;
         __syncthreads();
-        for (int h = NT / 2; h > 0; h /= 2) {
-            if (tid < h) red[tid] += red[tid + h];
-            __syncthreads();
+        if (tid == 0) {
+            ta sum = (ta)0;
+            for (int w = 0; w < NT / 32; ++w) sum += red[w];
+            atomicAdd(dg + cj, eg * sum);
         }
-        if (tid == 0) atomicAdd(dg + cj, eg * red[0]);
         __syncthreads();
     }
 }
