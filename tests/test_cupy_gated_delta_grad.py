@@ -377,20 +377,20 @@ class EmulatedOps(Emulated):
                                ctypes.c_uint(cfg.smem("gd_scan_bwd")))
 
 
-@pytest.mark.parametrize("dtype, dk, dv, C, P, x1", [
-    ("float64", 20, 17, 16, 21, False),  # FFMA
-    ("float32", 20, 17, 16, 21, False),  # gd_scan_bwd's tensor-core products, 3xTF32
-    ("float32", 20, 17, 16, 21, True),   # gd_scan_bwd_x1 (1xTF32: bfloat16 callers), within X1
+@pytest.mark.parametrize("dtype, dk, dv, C, P, T, x1", [  # (each emulated mma meets its warp twice: CPU time)
+    ("float64", 20, 17, 16, 21, 60, False),  # FFMA
+    ("float32", 20, 9, 16, 21, 40, False),   # gd_scan_bwd's tensor-core products, 3xTF32
+    ("float32", 20, 17, 16, 0, 40, True),    # gd_scan_bwd_x1 (1xTF32: bfloat16 callers), within X1
 ])
-def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P, x1):
+def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P, T, x1):
     """The CUDA sources of gd_scan and gd_scan_bwd, run on the CPU through the training path: two
     column blocks (d_v > 16), padded head dims, an incoming state, strong single-token decays;
     gradients against float64 autograd of the reference on the same (rounded) inputs."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
-    T = 60  # 4 chunks, 3 of them merged; 256 CPU threads per block make larger calls slow
+    # T = 60: 4 chunks, 3 of them merged; 256 CPU threads per block make larger calls slow
     arrays = make(8, (2,), P + T, dk, dv, keys="raw", key_scale=0.5)
-    arrays[3][..., [10, P + 40]] = [-1e3, -1e6]
+    arrays[3][..., [10, P + T - 20]] = [-1e3, -1e6]
     arrays = [x.astype(dtype).astype(np.float64) for x in arrays]  # the rounded inputs are the reference's
     do = np.random.default_rng(9).standard_normal((2, T, dv))
     prefix, cont = _sl(arrays, 0, P), _sl(arrays, P, P + T)
