@@ -85,25 +85,32 @@ struct GdbTiles {
     __device__ __forceinline__ int r0() const { return 16 * (id0 / NB); }
     __device__ __forceinline__ int n0(int i) const { return 8 * ((id0 + i) % NB); }
 };
+// 1xTF32 (X1): the operands that are only operands (the chunk tiles, W, dr, dW) are rounded to tf32 once, in shared
+// memory (GDB_PR; a timing build may set 0: rounded at every fragment load); S and dS' (also summed at full precision)
+// at their fragment loads
+#ifndef GDB_PR
+#define GDB_PR 1
+#endif
+__device__ __forceinline__ float gdb_round(float x) { return __uint_as_float(to_tf32(x)); }
 // mma's fragments from element functions: A a(row, k), rows g, g + 8, k t, t + 4; B b(k, n), k t, t + 4, n g
-// (lane 4 g + t); split into tf32 (hi, lo), or rounded (X1: hi alone)
-template <bool X1, typename F>
+// (lane 4 g + t); split into tf32 (hi, lo), or rounded (X1: hi alone; RN false: already rounded)
+template <bool X1, bool RN = true, typename F>
 __device__ __forceinline__ void gdb_fa(F a, unsigned (&h)[4], unsigned (&l)[4]) {
     const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
     for (int x = 0; x < 4; ++x) {
         const float v = a(g + 8 * (x & 1), t + 4 * (x >> 1));
-        if (X1) h[x] = to_tf32(v), l[x] = 0u;
+        if (X1) h[x] = RN ? to_tf32(v) : __float_as_uint(v), l[x] = 0u;
         else tf32_split(v, h[x], l[x]);
     }
 }
-template <bool X1, typename F>
+template <bool X1, bool RN = true, typename F>
 __device__ __forceinline__ void gdb_fb(F b, unsigned (&h)[2], unsigned (&l)[2]) {
     const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
     for (int x = 0; x < 2; ++x) {
         const float v = b(t + 4 * x, g);
-        if (X1) h[x] = to_tf32(v), l[x] = 0u;
+        if (X1) h[x] = RN ? to_tf32(v) : __float_as_uint(v), l[x] = 0u;
         else tf32_split(v, h[x], l[x]);
     }
 }
@@ -210,6 +217,12 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         EkT = QeT + CH * GDB_LQ;
         PhT = EkT + CH * GDB_LQ;
     };
+    constexpr bool PR = X1 && GDB_PR && GDB_TC, RN = !PR;  // RN: the tiles, W, dr, dW rounded at their fragment loads
+    auto wr = [](float x) { return PR ? gdb_round(x) : x; };  // a store of W, dr, dW
+    auto round_tiles = [&](int j) {  // PR: chunk j's tile set rounded in place (between two barriers)
+        ta* Q = tiles + j % GDB_NB * GDB_TW;
+        for (int idx = tid; idx < GDB_TW; idx += NT) Q[idx] = gdb_round(Q[idx]);
+    };
     using GTA = GdbTiles<CH / 16, 2>;         // TC: (r, W, dW), CH x GDB_BV
     using GTD = GdbTiles<DKP / 16, 2>;        // TC: dS (phase 2), S' (phase 1), DKP x GDB_BV
     using GTO = GdbTiles<CH / 16, DKP / 8>;   // TC: the outer products, CH x DKP ([t][kk])
@@ -234,6 +247,10 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         if constexpr (GDB_TC) {  // the next chunk's tiles into the other set (its last readers: the chunk before)
             if (GDB_NB == 2 && j + 2 < n) issue(j + 1, false);
             use(j);
+            if (PR) {
+                round_tiles(j);
+                __syncthreads();
+            }
         }
         ta rS[EPT];
         const ta* svj = svb + (i64)j * NS * slot_sz;
@@ -253,12 +270,12 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                     float acc[4] = {};
                     for (int k0 = 0; k0 < K8; k0 += 8) {
                         unsigned ah[4], al[4], bh_[2], bl[2];
-                        gdb_fa<X1>([&](int r, int k) { return (float)EkT[(r0 + r) * GDB_LQ + k0 + k]; }, ah, al);
+                        gdb_fa<X1, RN>([&](int r, int k) { return (float)EkT[(r0 + r) * GDB_LQ + k0 + k]; }, ah, al);
                         gdb_fb<X1>([&](int k, int m) { return (float)Sb[(k0 + k) * GDB_LS + n0 + m]; }, bh_, bl);
                         gdb_mma<X1>(acc, ah, al, bh_, bl);
                     }
 #pragma unroll
-                    for (int x = 0; x < 4; ++x) Wb[(r0 + g8 + 8 * (x >> 1)) * GDB_LW + n0 + 2 * t4 + (x & 1)] = acc[x];
+                    for (int x = 0; x < 4; ++x) Wb[(r0 + g8 + 8 * (x >> 1)) * GDB_LW + n0 + 2 * t4 + (x & 1)] = wr(acc[x]);
                 }
                 __syncthreads();
                 const GTD wd;
@@ -267,12 +284,12 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                     float acc[GTD::NTL][4] = {};
                     for (int k0 = 0; k0 < CH; k0 += 8) {
                         unsigned ah[4], al[4];
-                        gdb_fa<X1>([&](int r, int k) { return (float)PhT[(r0 + r) * GDB_LP + k0 + k]; }, ah, al);
+                        gdb_fa<X1, RN>([&](int r, int k) { return (float)PhT[(r0 + r) * GDB_LP + k0 + k]; }, ah, al);
 #pragma unroll
                         for (int i = 0; i < GTD::NTL; ++i) {
                             unsigned bh_[2], bl[2];
                             const int n0 = wd.n0(i);
-                            gdb_fb<X1>([&](int k, int m) { return (float)Wb[(k0 + k) * GDB_LW + n0 + m]; }, bh_, bl);
+                            gdb_fb<X1, RN>([&](int k, int m) { return (float)Wb[(k0 + k) * GDB_LW + n0 + m]; }, bh_, bl);
                             gdb_mma<X1>(acc[i], ah, al, bh_, bl);
                         }
                     }
@@ -368,6 +385,10 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         if constexpr (GDB_TC) {
             if (GDB_NB == 2 && j > 0) issue(j - 1, true);
             use(j);
+            if (PR) {
+                round_tiles(j);
+                __syncthreads();
+            }
         }
         ta rS[EPT], rD[EPT];
         const ta* svj = svb + (i64)j * NS * slot_sz;
@@ -395,9 +416,9 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 if (wa.on)
                     for (int k0 = 0; k0 < K8; k0 += 8) {
                         unsigned qh[4], ql[4], eh[4], el[4], ph_[4], pl[4], sh[2], sl[2], dh[2], dl[2];
-                        gdb_fa<X1>([&](int rr, int k) { return (float)QeT[(r0 + rr) * GDB_LQ + k0 + k]; }, qh, ql);
-                        gdb_fa<X1>([&](int rr, int k) { return (float)EkT[(r0 + rr) * GDB_LQ + k0 + k]; }, eh, el);
-                        gdb_fa<X1>([&](int rr, int k) { return (float)PhT[(k0 + k) * GDB_LP + r0 + rr]; }, ph_, pl);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)QeT[(r0 + rr) * GDB_LQ + k0 + k]; }, qh, ql);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)EkT[(r0 + rr) * GDB_LQ + k0 + k]; }, eh, el);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)PhT[(k0 + k) * GDB_LP + r0 + rr]; }, ph_, pl);
                         gdb_fb<X1>([&](int k, int m) { return (float)Sb[(k0 + k) * GDB_LS + n0 + m]; }, sh, sl);
                         gdb_fb<X1>([&](int k, int m) { return (float)dSb[(k0 + k) * GDB_LS + n0 + m]; }, dh, dl);
                         gdb_mma<X1>(r, qh, ql, sh, sl);
@@ -418,9 +439,9 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                         const ta d_o = ok && vcc < DV ? dout[(cj * CH + t) * DV + vcc] : (ta)0;
                         contrib += (ta)r[2 * h + e] * d_o;
                         if (wa.on) {
-                            Wb[t * GDB_LW + cc] = w[2 * h + e];
-                            dRb[t * GDB_LW + cc] = lm * d_o;
-                            dWb[t * GDB_LW + cc] = -dw[2 * h + e];
+                            Wb[t * GDB_LW + cc] = wr(w[2 * h + e]);
+                            dRb[t * GDB_LW + cc] = wr((float)(lm * d_o));
+                            dWb[t * GDB_LW + cc] = wr(-dw[2 * h + e]);
                         }
                     }
                     // the row's 8 columns of this tile (4 lanes); the other tile's warp adds its own
@@ -436,9 +457,9 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
 #pragma unroll
                     for (int k0 = 0; k0 < GDB_BV; k0 += 8) {
                         unsigned rh[4], rl[4], wh[4], wl[4], xh[4], xl[4];
-                        gdb_fa<X1>([&](int rr, int k) { return (float)dRb[(o0 + rr) * GDB_LW + k0 + k]; }, rh, rl);
-                        gdb_fa<X1>([&](int rr, int k) { return (float)dWb[(o0 + rr) * GDB_LW + k0 + k]; }, wh, wl);
-                        gdb_fa<X1>([&](int rr, int k) { return (float)Wb[(o0 + rr) * GDB_LW + k0 + k]; }, xh, xl);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)dRb[(o0 + rr) * GDB_LW + k0 + k]; }, rh, rl);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)dWb[(o0 + rr) * GDB_LW + k0 + k]; }, wh, wl);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)Wb[(o0 + rr) * GDB_LW + k0 + k]; }, xh, xl);
 #pragma unroll
                         for (int i = 0; i < GTO::NTL; ++i) {
                             const int m0 = wo.n0(i);
@@ -458,14 +479,14 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                     float acc[GTD::NTL][4] = {};
                     for (int k0 = 0; k0 < CH; k0 += 8) {
                         unsigned qh[4], ql[4], eh[4], el[4];
-                        gdb_fa<X1>([&](int rr, int k) { return (float)QeT[(k0 + k) * GDB_LQ + d0 + rr]; }, qh, ql);
-                        gdb_fa<X1>([&](int rr, int k) { return (float)EkT[(k0 + k) * GDB_LQ + d0 + rr]; }, eh, el);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)QeT[(k0 + k) * GDB_LQ + d0 + rr]; }, qh, ql);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)EkT[(k0 + k) * GDB_LQ + d0 + rr]; }, eh, el);
 #pragma unroll
                         for (int i = 0; i < GTD::NTL; ++i) {
                             const int m0 = wd.n0(i);
                             unsigned rh[2], rl[2], wh[2], wl[2];
-                            gdb_fb<X1>([&](int k, int m) { return (float)dRb[(k0 + k) * GDB_LW + m0 + m]; }, rh, rl);
-                            gdb_fb<X1>([&](int k, int m) { return (float)dWb[(k0 + k) * GDB_LW + m0 + m]; }, wh, wl);
+                            gdb_fb<X1, RN>([&](int k, int m) { return (float)dRb[(k0 + k) * GDB_LW + m0 + m]; }, rh, rl);
+                            gdb_fb<X1, RN>([&](int k, int m) { return (float)dWb[(k0 + k) * GDB_LW + m0 + m]; }, wh, wl);
                             gdb_mma<X1>(acc[i], qh, ql, rh, rl);
                             gdb_mma<X1>(acc[i], eh, el, wh, wl);
                         }
