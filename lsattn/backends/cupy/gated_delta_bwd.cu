@@ -32,11 +32,12 @@
 // adds per element: no per-column-block copies, no host-side sum; the order of the adds varies).
 //
 // Threads: GDB_BV columns x GDB_RG row groups; a thread owns rows kk = rg DKP/GDB_RG + i of
-// its column of every slot in global memory (the (b), (c) and dS writes), rows t = rg CH/GDB_RG + i
-// of the per-token products, and elements (t, kk) = (tid / DKP + e NT / DKP, tid % DKP) of the CH x DKP
-// outer products (a fixed kk: the staged S and dS' values are loaded once per column).
-// Shared: qeff^T, eGK^T ([kk][t]), phi ([t][kk] in phase 1, [kk][t] in phase 2), the staged S and dS' (row stride GDB_BV + 1:
-// the outer products read them along kk), W, dr, dW ([t][col]) and NT values for a reduction.
+// its column of every slot in global memory (the (c) merges). The products: float32 on tensor cores
+// (GDB_TC, below); float64 (FFMA): a thread owns rows kk of its column for (b) and dS, rows
+// t = rg CH/GDB_RG + i of the per-token products, and elements (t, kk) = (tid / DKP + e NT / DKP, tid % DKP)
+// of the CH x DKP outer products (a fixed kk: the staged S and dS' values are loaded once per column).
+// Shared (FFMA): qeff^T, eGK^T ([kk][t]), phi ([t][kk] in phase 1, [kk][t] in phase 2), the staged S and dS' (row
+// stride GDB_BV + 1: the outer products read them along kk), W, dr, dW ([t][col]) and NT values for a reduction.
 // Value columns per block (the host's grid: ceil(d_v / 16) column blocks, _compile.gd_scan_bwd_columns). 8 or 4
 // (timing builds, CH and DKP >= 32 / 64) were slower at 8K (H200, session 13: 7.49 ms at 16, 11.8 at 8 (186
 // registers: 1 block per SM), 21.5 at 4): more blocks repeat the chunks' tile copies and the column sums' atomics.
