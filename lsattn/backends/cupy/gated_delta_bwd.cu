@@ -178,7 +178,6 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     const bool cok = vc < DV;
     const int NS = n_old + NLC;
     const i64 slot_sz = (i64)DK * DV;
-    const int K8 = (DK + 7) / 8 * 8;  // TC: the reductions over kk (rows past DK are zero)
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
     const ta* oldb = oldc + bh * n_old * slot_sz;
     ta* svb = sv + bh * n * NS * slot_sz;
@@ -269,7 +268,8 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 if (wa.on) {  // W = Ek S
                     const int r0 = wa.r0(), n0 = wa.n0(0);
                     float acc[4] = {};
-                    for (int k0 = 0; k0 < K8; k0 += 8) {
+#pragma unroll  // (over DKP: rows past DK are zero; unrolled, the next k-step's loads issue under this one's mma)
+                    for (int k0 = 0; k0 < DKP; k0 += 8) {
                         unsigned ah[4], al[4], bh_[2], bl[2];
                         gdb_fa<X1, RN>([&](int r, int k) { return (float)EkT[(r0 + r) * GDB_LQ + k0 + k]; }, ah, al);
                         gdb_fb<X1>([&](int k, int m) { return (float)Sb[(k0 + k) * GDB_LS + n0 + m]; }, bh_, bl);
@@ -283,6 +283,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 if (wd.on) {  // S' = e^g S - phi W
                     const int r0 = wd.r0();
                     float acc[GTD::NTL][4] = {};
+#pragma unroll
                     for (int k0 = 0; k0 < CH; k0 += 8) {
                         unsigned ah[4], al[4];
                         gdb_fa<X1, RN>([&](int r, int k) { return (float)PhT[(r0 + r) * GDB_LP + k0 + k]; }, ah, al);
@@ -382,6 +383,18 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
 #pragma unroll
             for (int x = 0; x < 4; ++x) oq[i][x] = oe[i][x] = op[i][x] = 0.f;
         ta dga = (ta)0;
+        ta dov[2][2];  // TC: dout at the lane's rows and columns of (r, W, dW)'s tile, the same for every slot
+        if constexpr (GDB_TC) {
+            const GTA wa;
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int t = wa.r0() + g8 + 8 * h, vcc = blockIdx.y * GDB_BV + wa.n0(0) + 2 * t4 + e;
+                    const i64 gi = c * CH + t - p;
+                    dov[h][e] = wa.on && gi >= 0 && gi < T && vcc < DV ? dout[(cj * CH + t) * DV + vcc] : (ta)0;
+                }
+        }
         __syncthreads();
         if constexpr (GDB_TC) {
             if (GDB_NB == 2 && j > 0) issue(j - 1, true);
@@ -414,8 +427,19 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 const GTA wa;
                 const int r0 = wa.r0(), n0 = wa.n0(0);
                 float r[4] = {}, w[4] = {}, dw[4] = {};
+                // the rows' read weights at this slot's level, loaded before the products (their latency under them)
+                ta lm[2];
+                i64 gis[2];
+                int lvs[2];
+                bool oks[2];
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    oks[h] = lam_at(r0 + g8 + 8 * h, wa.on, lvs[h], gis[h]);
+                    lm[h] = oks[h] ? lam[(bh * T + gis[h]) * L + lvs[h]] : (ta)0;
+                }
                 if (wa.on)
-                    for (int k0 = 0; k0 < K8; k0 += 8) {
+#pragma unroll
+                    for (int k0 = 0; k0 < DKP; k0 += 8) {
                         unsigned qh[4], ql[4], eh[4], el[4], ph_[4], pl[4], sh[2], sl[2], dh[2], dl[2];
                         gdb_fa<X1, RN>([&](int rr, int k) { return (float)QeT[(r0 + rr) * GDB_LQ + k0 + k]; }, qh, ql);
                         gdb_fa<X1, RN>([&](int rr, int k) { return (float)EkT[(r0 + rr) * GDB_LQ + k0 + k]; }, eh, el);
@@ -429,26 +453,22 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {  // rows t = r0 + g8 + 8 h, columns n0 + 2 t4 + e
                     const int t = r0 + g8 + 8 * h;
-                    int level;
-                    i64 gi;
-                    const bool ok = lam_at(t, wa.on, level, gi);
-                    const ta lm = ok ? lam[(bh * T + gi) * L + level] : (ta)0;
                     ta contrib = (ta)0;
 #pragma unroll
                     for (int e = 0; e < 2; ++e) {
-                        const int cc = n0 + 2 * t4 + e, vcc = blockIdx.y * GDB_BV + cc;
-                        const ta d_o = ok && vcc < DV ? dout[(cj * CH + t) * DV + vcc] : (ta)0;
+                        const int cc = n0 + 2 * t4 + e;
+                        const ta d_o = oks[h] ? dov[h][e] : (ta)0;
                         contrib += (ta)r[2 * h + e] * d_o;
                         if (wa.on) {
                             Wb[t * GDB_LW + cc] = wr(w[2 * h + e]);
-                            dRb[t * GDB_LW + cc] = wr((float)(lm * d_o));
+                            dRb[t * GDB_LW + cc] = wr((float)(lm[h] * d_o));
                             dWb[t * GDB_LW + cc] = wr(-dw[2 * h + e]);
                         }
                     }
                     // the row's 8 columns of this tile (4 lanes); the other tile's warp adds its own
                     contrib += __shfl_xor_sync(0xffffffffu, contrib, 1, 4);
                     contrib += __shfl_xor_sync(0xffffffffu, contrib, 2, 4);
-                    if (t4 == 0 && ok) atomicAdd(dlam + (bh * T + gi) * L + level, contrib);
+                    if (t4 == 0 && oks[h]) atomicAdd(dlam + (bh * T + gis[h]) * L + lvs[h], contrib);
                 }
                 __syncthreads();
                 // the outer products dr S^T, dW S^T, W dS'^T (CH x DKP, K = GDB_BV), summed over the chunk's slots
@@ -478,6 +498,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 if (wd.on) {
                     const int d0 = wd.r0();
                     float acc[GTD::NTL][4] = {};
+#pragma unroll
                     for (int k0 = 0; k0 < CH; k0 += 8) {
                         unsigned qh[4], ql[4], eh[4], el[4];
                         gdb_fa<X1, RN>([&](int rr, int k) { return (float)QeT[(k0 + k) * GDB_LQ + d0 + rr]; }, qh, ql);
