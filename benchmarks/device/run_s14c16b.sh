@@ -4,7 +4,7 @@
 # selections, compute-sanitizer memcheck (both backward kernels) and racecheck (gd_scan_bwd) of gd_bwd_small.py, the A/B
 # builds compiled (NVRTC only), ncu on the second 8K bf16 step's gd_scan_bwd_x1 (gd_bwd_one.py).
 # # TIMINGS (quiet GPU, <= 40 s): the scan's backward alone at 8K and 32K (ab_gd_forms_bwd.py: sffma = main's FFMA,
-# stc 3xTF32, sx1 1xTF32, sx1r rounding at every fragment load), one profiled fwd+bwd step at 8K bf16 (profile_gd.py train).
+# stc 3xTF32, sx1 1xTF32, sx1r rounding at every fragment load, sx1s1 one set of slot buffers), one profiled fwd+bwd step at 8K bf16 (profile_gd.py train).
 #   OUT=... bash benchmarks/device/run_s14c16b.sh      (logs under $OUT/s14c16b.tgz; summary on stdout)
 set -u
 NAME=s14c16b; . benchmarks/device/setup.sh
@@ -27,7 +27,7 @@ if [ -n "$NCU" ]; then  # the second step's gd_scan_bwd_x1 (8K bf16)
       --section LaunchStats --section WarpStateStats --section SchedulerStats --section InstructionStats \
       --section MemoryWorkloadAnalysis python3 benchmarks/device/gd_bwd_one.py > "$OUT/log_ncu.txt" 2>&1 &
 fi
-timeout 98 python3 $AB compile sffma,stc,sx1,sx1r > "$OUT/log_ab_compile.txt" 2>&1 &
+timeout 98 python3 $AB compile sffma,stc,sx1,sx1r,sx1s1 > "$OUT/log_ab_compile.txt" 2>&1 &
 wait
 for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|Error" "$f" | head -6; tail -1 "$f"; done
 for f in "$OUT"/log_memcheck.txt "$OUT"/log_racecheck.txt; do echo "-- $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|sanitize ok|Error|hazard" "$f" | tail -4; done
@@ -35,7 +35,7 @@ echo "-- ab compile"; tail -n 5 "$OUT"/log_ab_compile.txt
 echo "-- ncu"; grep -E "^  gd_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Executed Ipc|Executed Instructions  |Shared Memory Configuration Size|Bank Conflicts" "$OUT/log_ncu.txt" | head -30
 # TIMINGS
 echo "=== the scan's backward alone, 8K and 32K $(date -u +%T)"
-timeout 22 python3 $AB 8192,32768 5 sffma,stc,sx1,sx1r > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
+timeout 22 python3 $AB 8192,32768 5 sffma,stc,sx1,sx1r,sx1s1 > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
 tail -12 "$OUT/log_ab.txt"
 echo "=== one fwd+bwd step 8K bf16, per kernel $(date -u +%T)"
 timeout 15 python3 benchmarks/device/profile_gd.py train > "$OUT/log_profile_train.txt" 2>&1; echo "rc=$?"

@@ -70,7 +70,14 @@ constexpr int GDB_LS = GDB_TC ? GDB_BV + 8 : GDB_SBS, GDB_LW = GDB_TC ? GDB_BV +
 #define GDB_DB 1
 #endif
 constexpr int GDB_TW = GDB_TC ? 2 * CH * GDB_LQ + DKP * GDB_LP : 3 * DKP * CH;
-constexpr int GDB_REST = 2 * DKP * GDB_LS + 3 * CH * GDB_LW + NT;
+// TC: two sets of the slot buffers (S, dS', W, dr, dW), alternating between slot steps: no barrier at a step's end
+// (the next step's writes go to the other set, whose last readers passed this step's first barrier; a timing build
+// may set GDB_SB2=0)
+#ifndef GDB_SB2
+#define GDB_SB2 1
+#endif
+constexpr int GDB_SET = 2 * DKP * GDB_LS + 3 * CH * GDB_LW, GDB_NS2 = GDB_TC && GDB_SB2 ? 2 : 1;
+constexpr int GDB_REST = GDB_NS2 * GDB_SET + NT;
 constexpr int GDB_NB = GDB_TC && GDB_DB && (2 * GDB_TW + GDB_REST) * (int)sizeof(ta) <= 227 * 1024 ? 2 : 1;
 constexpr int GDB_SMEM = GDB_NB * GDB_TW + GDB_REST;
 
@@ -161,12 +168,18 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     ta* QeT = tiles;  // FFMA: Qe^T [kk][t]; TC: Qe [t][kk] (GDB_LQ)
     ta* EkT = QeT + (GDB_TC ? CH * GDB_LQ : DKP * CH);  // FFMA: Ek^T [kk][t]; TC: Ek [t][kk] (GDB_LQ)
     ta* PhT = EkT + (GDB_TC ? CH * GDB_LQ : DKP * CH);  // FFMA: phi [t][kk] in phase 1, [kk][t] in phase 2; TC: [kk][t] (GDB_LP)
-    ta* Sb = tiles + GDB_NB * GDB_TW;                   // [kk][col], stride GDB_LS
-    ta* dSb = Sb + DKP * GDB_LS;                        // [kk][col], stride GDB_LS
-    ta* Wb = dSb + DKP * GDB_LS;                        // [t][col], stride GDB_LW
-    ta* dRb = Wb + CH * GDB_LW;                         // [t][col]
-    ta* dWb = dRb + CH * GDB_LW;                        // [t][col]
-    ta* red = dWb + CH * GDB_LW;                        // [NT]
+    ta* const sets = tiles + GDB_NB * GDB_TW;  // GDB_NS2 sets of the slot buffers:
+    ta *Sb, *dSb, *Wb, *dRb, *dWb;  // S, dS' [kk][col] (stride GDB_LS); W, dr, dW [t][col] (stride GDB_LW)
+    auto slot_set = [&](int b) {
+        Sb = sets + b * GDB_SET;
+        dSb = Sb + DKP * GDB_LS;
+        Wb = dSb + DKP * GDB_LS;
+        dRb = Wb + CH * GDB_LW;
+        dWb = dRb + CH * GDB_LW;
+    };
+    slot_set(0);
+    int sbt = 0;  // GDB_NS2 = 2: the next slot step's set
+    ta* red = sets + GDB_NS2 * GDB_SET;  // [NT]
     check_smem(GDB_SMEM * sizeof(ta));
     constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
@@ -259,6 +272,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         for (int sn; s < NS; s = sn) {
             sn = next_held(c, s + 1);
             if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz);
+            if (GDB_NS2 == 2) slot_set(sbt), sbt ^= 1;
             put(Sb, rS);
             __syncthreads();
             if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz);
@@ -334,8 +348,9 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                     if (kk < DK && cok) S1[(i64)kk * DV + vc] = x[i];
                 }
             }
-            __syncthreads();
+            if (GDB_NS2 == 1) __syncthreads();
         }
+        if (GDB_NS2 == 2) __syncthreads();  // the slots' S1 rows, read by other threads' merges
         // (c): every chunk but the last merges
         const int z = __ffsll((long long)(c + 1)) - 1;
         ta* S1 = svb + (i64)(j + 1) * NS * slot_sz;
@@ -411,6 +426,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         for (int sn; s < NS; s = sn) {
             sn = next_held(c, s + 1);
             if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
+            if (GDB_NS2 == 2) slot_set(sbt), sbt ^= 1;
             put(Sb, rS);
             put(dSb, rD);
             __syncthreads();
@@ -602,7 +618,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                     if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x[i];
                 }
             }
-            __syncthreads();
+            if (GDB_NS2 == 1) __syncthreads();
         }
         if constexpr (GDB_TC) {
             const GTO wo;
