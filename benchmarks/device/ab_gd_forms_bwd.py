@@ -15,8 +15,8 @@ gd_forms_bwd:
 gd_scan_bwd (16 value columns per block, B H x 4 blocks): sffma (GDB_TCM=0: main's FFMA products, session 13), stc
 (the products on tensor cores, 3xTF32: float32 callers), sx1 (gd_scan_bwd_x1, 1xTF32: bfloat16 callers; the operands that are only operands rounded once in shared memory),
 sx1r (sx1 rounding every operand at its fragment loads, GDB_PR=0), sx1s1 (sx1 with one set of slot buffers and a
-barrier at every slot step's end, GDB_SB2=0), stc1 (stc
-with one set of chunk tiles, GDB_DB=0: each chunk's copies waited for, not issued during the previous chunk).
+barrier at every slot step's end, GDB_SB2=0), sx1db (sx1 with two sets of chunk tiles, GDB_DB=1: the next chunk's
+copied during this one's slots; session 14's request 1 measured it slower in 3xTF32, its stc1 the default since).
 
 Each build's gradients against new's / sffma's (max |difference| / max |reference| per output), then the times.
     python benchmarks/device/ab_gd_forms_bwd.py [T,T,..] [reps] [build,build,..]
@@ -73,7 +73,7 @@ TILES = 2 * C * (DK + 4) + DK * (C + 8)  # one set of the chunk tiles (GDB_TW)
 plan["sx1r"] = (fsrc, ("-DGDB_PR=0",), "gd_scan_bwd_x1", cfg.smem("gd_scan_bwd"))  # sx1 rounding at every fragment load
 SET = 2 * DK * 24 + 3 * C * 20  # one set of the slot buffers (GDB_SET)
 plan["sx1s1"] = (fsrc, ("-DGDB_SB2=0",), "gd_scan_bwd_x1", cfg.smem("gd_scan_bwd") - SET * 4)  # sx1, one set of slot buffers
-plan["stc1"] = (fsrc, ("-DGDB_DB=0",), "gd_scan_bwd", cfg.smem("gd_scan_bwd") - TILES * 4)  # stc with one set of tiles
+plan["sx1db"] = (fsrc, ("-DGDB_DB=1",), "gd_scan_bwd_x1", cfg.smem("gd_scan_bwd") + TILES * 4)  # sx1, two sets of tiles
 builds, sbuilds = {}, {}
 for name, (src, extra, kern, x) in plan.items():
     if src is None or (only and name not in only):

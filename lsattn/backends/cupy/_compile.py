@@ -90,9 +90,8 @@ class Config:
             return (tiles + 12 * CH) * es
         if kernel in ("gd_scan_bwd", "gd_scan_bwd_x1"):  # gated_delta_bwd.cu (GDB_SMEM): three chunk tiles, S, dS', W, dr, dW, a reduction
             bv = gd_scan_bwd_columns(self)
-            if self.ta == "float":  # GDB_TC: padded rows, two sets of the slot buffers, of the chunk tiles where they fit
-                tiles, rest = 2 * CH * (DKP + 4) + DKP * (CH + 8), 2 * (2 * DKP * (bv + 8) + 3 * CH * (bv + 4)) + 256
-                return ((2 if (2 * tiles + rest) * es <= SMEM_MAX else 1) * tiles + rest) * es
+            if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded
+                return (2 * CH * (DKP + 4) + DKP * (CH + 8) + 2 * (2 * DKP * (bv + 8) + 3 * CH * (bv + 4)) + 256) * es
             return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
         if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
             pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)

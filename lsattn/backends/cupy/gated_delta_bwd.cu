@@ -64,10 +64,11 @@ constexpr bool GDB_TC = GDB_TCM && sizeof(ta) == 4 && GDB_BV == 16;
 constexpr int GDB_LQ = DKP + 4, GDB_LP = CH + 8;
 constexpr int GDB_LS = GDB_TC ? GDB_BV + 8 : GDB_SBS, GDB_LW = GDB_TC ? GDB_BV + 4 : GDB_BV;
 // shared memory in elements (_compile.Config.smem("gd_scan_bwd")): GDB_NB sets of the chunk tiles (GDB_TW each),
-// S, dS', W, dr, dW and a reduction. TC: two sets where they fit (not at CH = 64, DKP = 128), the next chunk's
-// copied (cp.async) during this one's slots (a timing build may set GDB_DB=0: one set, each chunk's copies waited for)
+// S, dS', W, dr, dW and a reduction. One set: each chunk's copies waited for; a timing build's GDB_DB=1: two sets
+// where they fit, the next chunk's copied (cp.async) during this one's slots (H200, 8K, 3xTF32: 5.38 -> 5.79 ms,
+// slower: session 14)
 #ifndef GDB_DB
-#define GDB_DB 1
+#define GDB_DB 0
 #endif
 constexpr int GDB_TW = GDB_TC ? 2 * CH * GDB_LQ + DKP * GDB_LP : 3 * DKP * CH;
 // TC: two sets of the slot buffers (S, dS', W, dr, dW), alternating between slot steps: no barrier at a step's end
