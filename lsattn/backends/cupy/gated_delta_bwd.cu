@@ -242,20 +242,24 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     using GTO = GdbTiles<CH / 16, DKP / 8>;   // TC: the outer products, CH x DKP ([t][kk])
 
     // ---- phase 1: the slots before every chunk (sv[j]) ----
+    // (the incoming slots' rows kk = rg + GDB_RG i of column col: fetch's elements, so that the first chunk's fetch
+    // reads this thread's own writes, before any barrier)
     for (int s = 0; s < n_old; ++s) {
         if (!((p >> s) & 1) || !cok) continue;
-        for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk)
+        for (int kk = rg; kk < DK; kk += GDB_RG)
             svb[(i64)s * slot_sz + (i64)kk * DV + vc] = oldb[(i64)s * slot_sz + (i64)kk * DV + vc];
     }
     if (GDB_TC && GDB_NB == 2 && n > 1) issue(0, false);
     for (int j = 0; j + 1 < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        if constexpr (GDB_TC) {
-            if (GDB_NB == 1) issue(j, false);
-            cp_async_wait<0>();
-        } else {
-            gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
-        }
+        if (GDB_TC && GDB_NB == 1) issue(j, false);
+        // the first held slot fetched under the tile copies (written before the last barrier, or by this thread)
+        ta rS[EPT];
+        const ta* svj = svb + (i64)j * NS * slot_sz;
+        int s = next_held(c, 0);
+        if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz);
+        if constexpr (GDB_TC) cp_async_wait<0>();
+        else gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
         const ta eg = ex(gc[cj]);
         __syncthreads();
         if constexpr (GDB_TC) {  // the next chunk's tiles into the other set (its last readers: the chunk before)
@@ -266,10 +270,6 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 __syncthreads();
             }
         }
-        ta rS[EPT];
-        const ta* svj = svb + (i64)j * NS * slot_sz;
-        int s = next_held(c, 0);
-        if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz);
         for (int sn; s < NS; s = sn) {
             sn = next_held(c, s + 1);
             if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz);
@@ -370,10 +370,13 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     if (GDB_TC && GDB_NB == 2) issue(n - 1, true);
     for (int j = n - 1; j >= 0; --j) {
         const i64 c = F + j, cj = bh * n + j;
-        if (j < n - 1 || merge_last) {  // reverse of (c)
+        if (GDB_TC && GDB_NB == 1) issue(j, true);  // the tile copies under the merge's round trips
+        // reverse of (c), rows kk = rg + GDB_RG i of column col: fetch's elements (the first fetch below reads this
+        // thread's own writes, before any barrier)
+        if (j < n - 1 || merge_last) {
             const int z = __ffsll((long long)(c + 1)) - 1;
             if (cok) {
-                for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk) {
+                for (int kk = rg; kk < DK; kk += GDB_RG) {
                     const i64 o = (i64)kk * DV + vc;
                     const ta x = dSh[(i64)(n_old + z) * slot_sz + o];
                     dH[cj * slot_sz + o] = x;
@@ -383,12 +386,12 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 }
             }
         }
-        if constexpr (GDB_TC) {
-            if (GDB_NB == 1) issue(j, true);
-            cp_async_wait<0>();
-        } else {
-            gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
-        }
+        ta rS[EPT], rD[EPT];
+        const ta* svj = svb + (i64)j * NS * slot_sz;
+        int s = next_held(c, 0);
+        if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
+        if constexpr (GDB_TC) cp_async_wait<0>();
+        else gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
         const ta eg = ex(gc[cj]);
         ta aq[E], ae[E], ap[E];  // FFMA: the outer products' elements
         float oq[GTO::NTL][4], oe[GTO::NTL][4], op[GTO::NTL][4];  // TC: their C fragments (op: W dS'^T, [t][kk])
@@ -420,10 +423,6 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 __syncthreads();
             }
         }
-        ta rS[EPT], rD[EPT];
-        const ta* svj = svb + (i64)j * NS * slot_sz;
-        int s = next_held(c, 0);
-        if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
         for (int sn; s < NS; s = sn) {
             sn = next_held(c, s + 1);
             if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
