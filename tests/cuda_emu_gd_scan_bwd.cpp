@@ -20,13 +20,22 @@ inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask, int width) {
 
 #include BWD_KERNEL
 
-// gd_scan_bwd's launch: grid (BH, ceil(DV / GDB_BV)), NT threads per block.
+// gd_scan_bwd's launch: grid (BH, ceil(DV / GDB_BV)), NT threads per block, smem bytes; x1: gd_scan_bwd_x1 (1xTF32 products)
 extern "C" void run_bwd(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam,
                         const ta* dout, const ta* oldc, ta* sv, ta* dS, ta* dqe, ta* dek, ta* dph, ta* dH, ta* dg,
                         ta* dlam, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC,
-                        int merge_last, int BH) {
+                        int merge_last, int BH, int x1, unsigned smem) {
+    emu_smem = smem;  // the host's Config.smem("gd_scan_bwd"): the kernel checks its layout against it
     emu_launch(BH, (DV + GDB_BV - 1) / GDB_BV, 1, [=] {
-        gd_scan_bwd(qe, ek, ph, Hc, gc, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F, n, n_old,
-                    NLC, merge_last);
+        if (x1)
+            gd_scan_bwd_x1(qe, ek, ph, Hc, gc, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F, n,
+                           n_old, NLC, merge_last);
+        else
+            gd_scan_bwd(qe, ek, ph, Hc, gc, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F, n,
+                        n_old, NLC, merge_last);
+        for (const auto& grp : emu_groups)
+            if (!grp.empty()) std::abort();  // copies never waited for
+        if (!emu_open.empty()) std::abort();  // or never committed
     });
+    emu_smem = sizeof(smem_raw);
 }

@@ -134,7 +134,7 @@ class TwinOps(Twin):
             out[...] = g.numpy()
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L,
-                    p, F, n, n_old, NLC, merge_last, BH):
+                    p, F, n, n_old, NLC, merge_last, BH, x1=False):
         CH = cfg.CH
         log2c = CH.bit_length() - 1
         NS = n_old + NLC
@@ -368,24 +368,29 @@ class EmulatedOps(Emulated):
         self._lib(cfg).run_forms_bwd(*self._ptrs(arrays), *ints, ctypes.c_int(n), ctypes.c_int(BH),
                                      ctypes.c_uint(cfg.smem("gd_forms_bwd")), ctypes.c_int(int(x1)))
 
-    def gd_scan_bwd(self, cfg, *arrays_and_ints):
+    def gd_scan_bwd(self, cfg, *arrays_and_ints, x1=False):
         arrays, (T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH) = arrays_and_ints[:16], arrays_and_ints[16:]
         assert all(a.flags.c_contiguous and a.dtype == arrays[0].dtype for a in arrays)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
-        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), BH)]
-        self._lib(cfg).run_bwd(*[a.ctypes.data_as(ctypes.c_void_p) for a in arrays], *ints)
+        ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), BH, int(x1))]
+        self._lib(cfg).run_bwd(*[a.ctypes.data_as(ctypes.c_void_p) for a in arrays], *ints,
+                               ctypes.c_uint(cfg.smem("gd_scan_bwd")))
 
 
-@pytest.mark.parametrize("dtype, dk, dv, C, P", [("float64", 20, 17, 16, 21)])  # one build: CI time
-def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P):
+@pytest.mark.parametrize("dtype, dk, dv, C, P, T, x1", [  # (each emulated mma meets its warp twice: CPU time)
+    ("float64", 20, 17, 16, 21, 60, False),  # FFMA
+    ("float32", 20, 9, 16, 21, 40, False),   # gd_scan_bwd's tensor-core products, 3xTF32
+    ("float32", 20, 17, 16, 0, 40, True),    # gd_scan_bwd_x1 (1xTF32: bfloat16 callers), within X1
+])
+def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P, T, x1):
     """The CUDA sources of gd_scan and gd_scan_bwd, run on the CPU through the training path: two
     column blocks (d_v > 16), padded head dims, an incoming state, strong single-token decays;
     gradients against float64 autograd of the reference on the same (rounded) inputs."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
-    T = 60  # 4 chunks, 3 of them merged; 256 CPU threads per block make larger calls slow
+    # T = 60: 4 chunks, 3 of them merged; 256 CPU threads per block make larger calls slow
     arrays = make(8, (2,), P + T, dk, dv, keys="raw", key_scale=0.5)
-    arrays[3][..., [10, P + 40]] = [-1e3, -1e6]
+    arrays[3][..., [10, P + T - 20]] = [-1e3, -1e6]
     arrays = [x.astype(dtype).astype(np.float64) for x in arrays]  # the rounded inputs are the reference's
     do = np.random.default_rng(9).standard_normal((2, T, dv))
     prefix, cont = _sl(arrays, 0, P), _sl(arrays, P, P + T)
@@ -401,7 +406,7 @@ def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P):
 
     def ours(*xs):
         xs = [x.to(getattr(torch, dtype)) for x in xs]
-        return gdb.differentiable(*xs[:6], C, P, xs[6] if P else None, context=emulated).double()
+        return gdb.differentiable(*xs[:6], C, P, xs[6] if P else None, context=emulated, x1=x1).double()
 
     got, out = _grads(ours, cont + ([old] if P else []), do)
 
@@ -418,7 +423,7 @@ def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P):
         want.append(_grads(api, [old] + cont, do)[0][0])
     tol = F64 if dtype == "float64" else F32
     assert_close(out, want_out, tol, what="out")
-    check(got, want, out, do, tol, f"{dtype} C={C} P={P}", P)
+    check(got, want, out, do, X1 if x1 else tol, f"{dtype} C={C} P={P} x1={x1}", P)
 
 
 @pytest.mark.parametrize("dtype, C, dk, dv, T, P, L, x1", [

@@ -12,12 +12,13 @@ gd_forms_bwd:
 - x1:   this branch's gd_forms_bwd_x1 (1xTF32 products: what bfloat16 callers run)
 
 
-gd_scan_bwd: bv16 (16 value columns per block, B H x 4 blocks: session 12's and the production grid), bv8 (8 columns,
-B H x 8 blocks), bv4 (4 columns, B H x 16 blocks); *pf: the next held slot's columns fetched during the current
-slot's products (GDB_PF=1: the production build is bv16pf); nt512: bv16pf with 512 threads a block (GDB_NT=512:
-16 warps on the same 16 columns, each thread half the rows).
+gd_scan_bwd (16 value columns per block, B H x 4 blocks): sffma (GDB_TCM=0: main's FFMA products, session 13), stc
+(the products on tensor cores, 3xTF32: float32 callers), sx1 (gd_scan_bwd_x1, 1xTF32: bfloat16 callers; the operands that are only operands rounded once in shared memory),
+sx1r (sx1 rounding every operand at its fragment loads, GDB_PR=0), sx1s1 (sx1 with one set of slot buffers and a
+barrier at every slot step's end, GDB_SB2=0), sx1db (sx1 with two sets of chunk tiles, GDB_DB=1: the next chunk's
+copied during this one's slots; session 14's request 1 measured it slower in 3xTF32, its stc1 the default since).
 
-Each build's gradients against new's / bv16pf's (max |difference| / max |new| per output), then the times.
+Each build's gradients against new's / sffma's (max |difference| / max |reference| per output), then the times.
     python benchmarks/device/ab_gd_forms_bwd.py [T,T,..] [reps] [build,build,..]
     python benchmarks/device/ab_gd_forms_bwd.py compile [build,build,..]   (NVRTC only, into CuPy's cache; time none)"""
 import os
@@ -63,10 +64,16 @@ plan = {"s12": (open(s12).read() if os.path.exists(s12) else None, (), "gd_forms
         "nost": (fsrc, ("-DFB_STAGED=0",), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
         "new": (fsrc, (), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
         "x1": (fsrc, (), "gd_forms_bwd_x1", cfg.smem("gd_forms_bwd"))}
-for bv in (16, 8, 4):
-    for pf in (0, 1):
-        plan[f"bv{bv}" + ("pf" if pf else "")] = (fsrc, (f"-DGDB_BV={bv}", f"-DGDB_PF={pf}"), "gd_scan_bwd", (bv, 256))
-plan["nt512"] = (fsrc, ("-DGDB_NT=512",), "gd_scan_bwd", (16, 512))  # 16 columns, prefetch, 512 threads a block
+# gd_scan_bwd (smem: FFMA's layout or the tensor cores' padded rows)
+FF_SMEM = (3 * DK * C + 2 * DK * 17 + 3 * C * 16 + 256) * 4
+plan["sffma"] = (fsrc, ("-DGDB_TCM=0",), "gd_scan_bwd", FF_SMEM)  # main's FFMA products (session 13)
+plan["stc"] = (fsrc, (), "gd_scan_bwd", cfg.smem("gd_scan_bwd"))  # tensor cores, 3xTF32 (float32 callers)
+plan["sx1"] = (fsrc, (), "gd_scan_bwd_x1", cfg.smem("gd_scan_bwd"))  # tensor cores, 1xTF32 (bfloat16 callers)
+TILES = 2 * C * (DK + 4) + DK * (C + 8)  # one set of the chunk tiles (GDB_TW)
+plan["sx1r"] = (fsrc, ("-DGDB_PR=0",), "gd_scan_bwd_x1", cfg.smem("gd_scan_bwd"))  # sx1 rounding at every fragment load
+SET = 2 * DK * 24 + 3 * C * 20  # one set of the slot buffers (GDB_SET)
+plan["sx1s1"] = (fsrc, ("-DGDB_SB2=0",), "gd_scan_bwd_x1", cfg.smem("gd_scan_bwd") - SET * 4)  # sx1, one set of slot buffers
+plan["sx1db"] = (fsrc, ("-DGDB_DB=1",), "gd_scan_bwd_x1", cfg.smem("gd_scan_bwd") + TILES * 4)  # sx1, two sets of tiles
 builds, sbuilds = {}, {}
 for name, (src, extra, kern, x) in plan.items():
     if src is None or (only and name not in only):
@@ -74,24 +81,24 @@ for name, (src, extra, kern, x) in plan.items():
     (builds if kern.startswith("gd_forms") else sbuilds)[name] = (build(src, extra, kern), x)
 for name, (fn, smem) in builds.items():
     print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local, smem {smem} B", flush=True)
-for name, (fn, bv) in sbuilds.items():  # bv: (columns, threads) per block
-    print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local", flush=True)
+for name, (fn, smem) in sbuilds.items():
+    print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local, smem {smem} B", flush=True)
 ops = cc.CupyOps(cupy.cuda.Device().id)
 
 
 class ScanOps:
-    """``ops`` for gdb.scan_backward with gd_scan_bwd from one build (bv value columns, nt threads per block)."""
+    """``ops`` for gdb.scan_backward with gd_scan_bwd from one build (smem bytes per block)."""
     xp = cupy
 
-    def __init__(self, fn, bv_nt):
-        self.fn, (self.bv, self.nt) = fn, bv_nt
+    def __init__(self, fn, smem):
+        self.fn, self.smem = fn, smem
 
-    def gd_scan_bwd(self, cfg, *a):
+    def gd_scan_bwd(self, cfg, *a, x1=False):
         arrays, (T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH) = a[:16], a[16:]
-        smem = (3 * cfg.DKP * cfg.CH + 2 * cfg.DKP * (self.bv + 1) + 3 * cfg.CH * self.bv + self.nt) * 4
-        self.fn((BH, -(-DV // self.bv)), (self.nt,), (*arrays, np.int32(T), np.int32(DK), np.int32(DV), np.int32(L),
+        self.fn((BH, -(-DV // 16)), (256,), (*arrays, np.int32(T), np.int32(DK), np.int32(DV), np.int32(L),
                 np.int64(p), np.int64(F), np.int32(n), np.int32(n_old), np.int32(NLC), np.int32(merge_last)),
-                shared_mem=smem)
+                shared_mem=self.smem)
+
 
 rng = cupy.random.default_rng(0)  # on the device: 32K inputs in milliseconds
 for T in Ts:
@@ -120,7 +127,7 @@ for T in Ts:
         outs[name] = o
     names = ["dq", "dk", "dv", "da", "dbeta", "dlam"]
     for name, o in outs.items():
-        err = [float(cupy.abs(x - y).max() / cupy.abs(y).max()) for x, y in zip(o, outs["new"])]
+        err = [float(cupy.abs(x - y).max() / cupy.abs(y).max()) for x, y in zip(o, outs.get("new", o))]
         print(f"T={T} {name}: " + " ".join(f"{m} {e:.1e}" for m, e in zip(names, err)))
     print(f"T={T} ms: " + " ".join(f"{name} {t:.3f}" for name, t in times.items()), flush=True)
 
@@ -128,13 +135,13 @@ for T in Ts:
     fq = cgd.forms(ops, cfg, q, k, v, a, beta, lam, 0)
     sc = gdb.Scan(cfg, T, 0, lay.first_chunk, n, cgd.chunk_slots(lay.first_chunk, n, T % C == 0), T % C == 0)
     souts, stimes = {}, {}
-    for name, (fn, bv) in sbuilds.items():
-        so = ScanOps(fn, bv)
+    for name, (fn, smem) in sbuilds.items():
+        so = ScanOps(fn, smem)
         souts[name] = gdb.scan_backward(so, sc, *fq[:5], lam, None, grads[5])
         stimes[name] = ms(lambda: gdb.scan_backward(so, sc, *fq[:5], lam, None, grads[5]), reps)
     names = ["dqe", "dek", "dph", "dH", "dg", "dlam"]
     for name, o in souts.items():
-        err = [float(cupy.abs(x - y).max() / cupy.abs(y).max()) for x, y in zip(o[:6], souts["bv16pf"][:6])]
+        err = [float(cupy.abs(x - y).max() / cupy.abs(y).max()) for x, y in zip(o[:6], souts["sffma"][:6])]
         print(f"T={T} scan {name}: " + " ".join(f"{m} {e:.1e}" for m, e in zip(names, err)))
     print(f"T={T} scan_backward ms (with its zeroed outputs and scratch): "
           + " ".join(f"{name} {t:.3f}" for name, t in stimes.items()), flush=True)

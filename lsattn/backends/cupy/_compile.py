@@ -88,8 +88,10 @@ class Config:
             cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
             tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + pad))
             return (tiles + 12 * CH) * es
-        if kernel == "gd_scan_bwd":  # gated_delta_bwd.cu: + the staged adjoint, padded rows, dr, dW, a reduction
+        if kernel in ("gd_scan_bwd", "gd_scan_bwd_x1"):  # gated_delta_bwd.cu (GDB_SMEM): three chunk tiles, S, dS', W, dr, dW, a reduction
             bv = gd_scan_bwd_columns(self)
+            if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded
+                return (2 * CH * (DKP + 4) + DKP * (CH + 8) + 2 * (2 * DKP * (bv + 8) + 3 * CH * (bv + 4)) + 256) * es
             return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
         if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
             pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)
@@ -265,7 +267,7 @@ _KERNELS = {
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
     "gated_delta": ("gd_forms", "gd_scan", "gd_tier1", "gd_coarse", "gd_tier3"),  # gated_delta.py: the per-chunk WY
     # forms, the scan over chunks (its two-tier form from chunk 0 without states: gd_tier1, gd_coarse, gd_tier3)
-    "gated_delta_bwd": ("gd_scan_bwd", "gd_forms_bwd", "gd_forms_bwd_x1"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
+    "gated_delta_bwd": ("gd_scan_bwd", "gd_scan_bwd_x1", "gd_forms_bwd", "gd_forms_bwd_x1"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
@@ -609,8 +611,9 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
-                    n, n_old, NLC, merge_last, BH):
-        fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_scan_bwd")
+                    n, n_old, NLC, merge_last, BH, x1=False):
+        """The chunk scan's backward (gated_delta_bwd.cu); x1: its 1xTF32 build (gd_scan_bwd_x1, bfloat16 callers)."""
+        fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_scan_bwd_x1" if x1 else "gd_scan_bwd")
         fn((BH, -(-DV // gd_scan_bwd_columns(cfg))), block,
            (qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, self._i(T), self._i(DK), self._i(DV),
             self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),

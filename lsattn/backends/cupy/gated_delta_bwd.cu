@@ -32,27 +32,107 @@
 // adds per element: no per-column-block copies, no host-side sum; the order of the adds varies).
 //
 // Threads: GDB_BV columns x GDB_RG row groups; a thread owns rows kk = rg DKP/GDB_RG + i of
-// its column of every slot in global memory (the (b), (c) and dS writes), rows t = rg CH/GDB_RG + i
-// of the per-token products, and elements (t, kk) = (tid / DKP + e NT / DKP, tid % DKP) of the CH x DKP
-// outer products (a fixed kk: the staged S and dS' values are loaded once per column).
-// Shared: qeff^T, eGK^T ([kk][t]), phi ([t][kk] in phase 1, [kk][t] in phase 2), the staged S and dS' (row stride GDB_BV + 1:
-// the outer products read them along kk), W, dr, dW ([t][col]) and NT values for a reduction.
+// its column of every slot in global memory (the (c) merges). The products: float32 on tensor cores
+// (GDB_TC, below); float64 (FFMA): a thread owns rows kk of its column for (b) and dS, rows
+// t = rg CH/GDB_RG + i of the per-token products, and elements (t, kk) = (tid / DKP + e NT / DKP, tid % DKP)
+// of the CH x DKP outer products (a fixed kk: the staged S and dS' values are loaded once per column).
+// Shared (FFMA): qeff^T, eGK^T ([kk][t]), phi ([t][kk] in phase 1, [kk][t] in phase 2), the staged S and dS' (row
+// stride GDB_BV + 1: the outer products read them along kk), W, dr, dW ([t][col]) and NT values for a reduction.
 // Value columns per block (the host's grid: ceil(d_v / 16) column blocks, _compile.gd_scan_bwd_columns). 8 or 4
 // (timing builds, CH and DKP >= 32 / 64) were slower at 8K (H200, session 13: 7.49 ms at 16, 11.8 at 8 (186
 // registers: 1 block per SM), 21.5 at 4): more blocks repeat the chunks' tile copies and the column sums' atomics.
 #ifndef GDB_BV
 #define GDB_BV 16
 #endif
-// Threads per block: NT, or GDB_NT = 2 NT (a timing build at CH = DKP = 64: twice the warps on the same columns, each
-// thread half the rows; the chunk tiles still copied by the first NT threads, gd_tiles)
-#ifndef GDB_NT
-#define GDB_NT NT
-#endif
-#define GDB_RG (GDB_NT / GDB_BV)
 #ifndef GDB_PF  // the next held slot fetched during the current one's products (0: fetched before its own; 8K: 7.49 -> 7.14 ms)
 #define GDB_PF 1
 #endif
+// (512 threads a block on the same 16 columns were 10% slower: session 13, GDB_NT, removed)
+#define GDB_RG (NT / GDB_BV)
 #define GDB_SBS (GDB_BV + 1)
+// float32: the products on tensor cores (GDB_TC), mma.sync m16n8k8 tf32 with split operands (3xTF32, ~2^-21
+// relative: gd_scan_bwd) or rounded ones (1xTF32, ~2^-11: gd_scan_bwd_x1, for bfloat16 callers, whose gradients
+// keep 8 bits); float64 (or a timing build's GDB_TCM=0): FFMA. Each product is a handful of 16 x 8 tiles dealt over
+// the 8 warps (GdbTiles): per slot (r, W, dW) CH x GDB_BV (K = d_k), the outer products CH x DKP (K = GDB_BV,
+// accumulated over the chunk's slots in registers), dS DKP x GDB_BV (K = CH). Shared layouts (row strides): Qe, Ek
+// [t][kk] (DKP + 4) and phi [kk][t] (CH + 8) as stored (gd_copy), S and dS' [kk][col] (GDB_BV + 8), W, dr, dW
+// [t][col] (GDB_BV + 4): the fragment reads on 32 banks, or 2 ways where a tile is read both ways.
+#ifndef GDB_TCM
+#define GDB_TCM 1
+#endif
+constexpr bool GDB_TC = GDB_TCM && sizeof(ta) == 4 && GDB_BV == 16;
+constexpr int GDB_LQ = DKP + 4, GDB_LP = CH + 8;
+constexpr int GDB_LS = GDB_TC ? GDB_BV + 8 : GDB_SBS, GDB_LW = GDB_TC ? GDB_BV + 4 : GDB_BV;
+// shared memory in elements (_compile.Config.smem("gd_scan_bwd")): GDB_NB sets of the chunk tiles (GDB_TW each),
+// S, dS', W, dr, dW and a reduction. One set: each chunk's copies waited for; a timing build's GDB_DB=1: two sets
+// where they fit, the next chunk's copied (cp.async) during this one's slots (H200, 8K, 3xTF32: 5.38 -> 5.79 ms,
+// slower: session 14)
+#ifndef GDB_DB
+#define GDB_DB 0
+#endif
+constexpr int GDB_TW = GDB_TC ? 2 * CH * GDB_LQ + DKP * GDB_LP : 3 * DKP * CH;
+// TC: two sets of the slot buffers (S, dS', W, dr, dW), alternating between slot steps: no barrier at a step's end
+// (the next step's writes go to the other set, whose last readers passed this step's first barrier; a timing build
+// may set GDB_SB2=0)
+#ifndef GDB_SB2
+#define GDB_SB2 1
+#endif
+constexpr int GDB_SET = 2 * DKP * GDB_LS + 3 * CH * GDB_LW, GDB_NS2 = GDB_TC && GDB_SB2 ? 2 : 1;
+constexpr int GDB_REST = GDB_NS2 * GDB_SET + NT;
+constexpr int GDB_NB = GDB_TC && GDB_DB && (2 * GDB_TW + GDB_REST) * (int)sizeof(ta) <= 227 * 1024 ? 2 : 1;
+constexpr int GDB_SMEM = GDB_NB * GDB_TW + GDB_REST;
+
+// The warp's tiles of a (16 MB) x (8 NB) product: the MB NB tiles dealt evenly over the 8 warps (fewer than 8:
+// one each to the first warps, the others idle: `on` false); a warp's NTL tiles share a row block.
+template <int MB, int NB>
+struct GdbTiles {
+    static constexpr int TILES = MB * NB, NTL = TILES >= 8 ? TILES / 8 : 1;
+    static_assert(NB % NTL == 0, "a warp's tiles in one row block");
+    int id0;
+    bool on;
+    __device__ __forceinline__ GdbTiles() : id0(threadIdx.x / 32 * NTL), on(threadIdx.x / 32 < TILES / NTL) {}
+    __device__ __forceinline__ int r0() const { return 16 * (id0 / NB); }
+    __device__ __forceinline__ int n0(int i) const { return 8 * ((id0 + i) % NB); }
+};
+// 1xTF32 (X1): the operands that are only operands (the chunk tiles, W, dr, dW) are rounded to tf32 once, in shared
+// memory (GDB_PR; a timing build may set 0: rounded at every fragment load); S and dS' (also summed at full precision)
+// at their fragment loads
+#ifndef GDB_PR
+#define GDB_PR 1
+#endif
+__device__ __forceinline__ float gdb_round(float x) { return __uint_as_float(to_tf32(x)); }
+// mma's fragments from element functions: A a(row, k), rows g, g + 8, k t, t + 4; B b(k, n), k t, t + 4, n g
+// (lane 4 g + t); split into tf32 (hi, lo), or rounded (X1: hi alone; RN false: already rounded)
+template <bool X1, bool RN = true, typename F>
+__device__ __forceinline__ void gdb_fa(F a, unsigned (&h)[4], unsigned (&l)[4]) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+        const float v = a(g + 8 * (x & 1), t + 4 * (x >> 1));
+        if (X1) h[x] = RN ? to_tf32(v) : __float_as_uint(v), l[x] = 0u;
+        else tf32_split(v, h[x], l[x]);
+    }
+}
+template <bool X1, bool RN = true, typename F>
+__device__ __forceinline__ void gdb_fb(F b, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+        const float v = b(t + 4 * x, g);
+        if (X1) h[x] = RN ? to_tf32(v) : __float_as_uint(v), l[x] = 0u;
+        else tf32_split(v, h[x], l[x]);
+    }
+}
+// c += A B: A_lo B_hi + A_hi B_lo + A_hi B_hi (3xTF32), or A_hi B_hi (X1)
+template <bool X1>
+__device__ __forceinline__ void gdb_mma(float (&c)[4], const unsigned (&ah)[4], const unsigned (&al)[4],
+                                        const unsigned (&bh)[2], const unsigned (&bl)[2]) {
+    if (!X1) {
+        mma_tf32(c, al, bh[0], bh[1]);
+        mma_tf32(c, ah, bl[0], bl[1]);
+    }
+    mma_tf32(c, ah, bh[0], bh[1]);
+}
 
 // Chunk-level slot m (1-based) holds keys before chunk c of a call whose first chunk is F: bit
 // m - 1 of c is set (the Fenwick bucket [cl - 2^(m-1), cl), cl = c with its low m - 1 bits
@@ -61,120 +141,217 @@ __device__ __forceinline__ bool gd_held(i64 c, int m, i64 F) {
     return ((c >> (m - 1)) & 1) && ((c >> (m - 1)) << (m - 1)) > F;
 }
 
-extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
-    const ta* __restrict__ qe,    // (BH, n, CH, DK)  qeff
-    const ta* __restrict__ ek,    // (BH, n, CH, DK)  e^G K
-    const ta* __restrict__ ph,    // (BH, n, DK, CH)  phi
-    const ta* __restrict__ Hc,    // (BH, n, DK, DV)  H = phi V
-    const ta* __restrict__ gc,    // (BH, n)          chunk total log decay
-    const ta* __restrict__ lam,   // (BH, T, L)
-    const ta* __restrict__ dout,  // (BH, n, CH, DV)  gradient of the scan's output (chunked)
-    const ta* __restrict__ oldc,  // (BH, n_old, DK, DV) incoming slots
-    ta* __restrict__ sv,          // (BH, n, NS, DK, DV) scratch: the slots before each chunk
-    ta* __restrict__ dS,          // (BH, NS, DK, DV) in: zeros; out: adjoints before the call
-    ta* __restrict__ dqe,         // (BH, n, CH, DK)  in: zeros (the column blocks add theirs)
-    ta* __restrict__ dek,         // (BH, n, CH, DK)  in: zeros
-    ta* __restrict__ dph,         // (BH, n, DK, CH)  in: zeros
-    ta* __restrict__ dH,          // (BH, n, DK, DV)  in: zeros
-    ta* __restrict__ dg,          // (BH, n)          in: zeros
-    ta* __restrict__ dlam,        // (BH, T, L)       in: zeros
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last) {
+#define GDB_PARAMS                                                                                                     \
+    const ta* __restrict__ qe,    /* (BH, n, CH, DK)  qeff */                                                          \
+    const ta* __restrict__ ek,    /* (BH, n, CH, DK)  e^G K */                                                         \
+    const ta* __restrict__ ph,    /* (BH, n, DK, CH)  phi */                                                           \
+    const ta* __restrict__ Hc,    /* (BH, n, DK, DV)  H = phi V */                                                     \
+    const ta* __restrict__ gc,    /* (BH, n)          chunk total log decay */                                         \
+    const ta* __restrict__ lam,   /* (BH, T, L) */                                                                     \
+    const ta* __restrict__ dout,  /* (BH, n, CH, DV)  gradient of the scan's output (chunked) */                       \
+    const ta* __restrict__ oldc,  /* (BH, n_old, DK, DV) incoming slots */                                             \
+    ta* __restrict__ sv,          /* (BH, n, NS, DK, DV) scratch: the slots before each chunk */                       \
+    ta* __restrict__ dS,          /* (BH, NS, DK, DV) in: zeros; out: adjoints before the call */                      \
+    ta* __restrict__ dqe,         /* (BH, n, CH, DK)  in: zeros (the column blocks add theirs) */                      \
+    ta* __restrict__ dek,         /* (BH, n, CH, DK)  in: zeros */                                                     \
+    ta* __restrict__ dph,         /* (BH, n, DK, CH)  in: zeros */                                                     \
+    ta* __restrict__ dH,          /* (BH, n, DK, DV)  in: zeros */                                                     \
+    ta* __restrict__ dg,          /* (BH, n)          in: zeros */                                                     \
+    ta* __restrict__ dlam,        /* (BH, T, L)       in: zeros */                                                     \
+    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, int merge_last
+#define GDB_ARGS qe, ek, ph, Hc, gc, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F, n, n_old, NLC, merge_last
+
+// The kernel's body (X1: 1xTF32 products, gd_scan_bwd_x1; the FFMA path ignores it)
+template <bool X1>
+__device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* QeT = reinterpret_cast<ta*>(smem_raw);  // [kk][t]
-    ta* EkT = QeT + DKP * CH;                   // [kk][t]
-    ta* PhT = EkT + DKP * CH;                   // phi: [t][kk] in phase 1, [kk][t] in phase 2
-    ta* Sb = PhT + DKP * CH;                    // [kk][col], stride GDB_SBS
-    ta* dSb = Sb + DKP * GDB_SBS;                // [kk][col], stride GDB_SBS
-    ta* Wb = dSb + DKP * GDB_SBS;                // [t][col]
-    ta* dRb = Wb + CH * GDB_BV;                  // [t][col]
-    ta* dWb = dRb + CH * GDB_BV;                 // [t][col]
-    ta* red = dWb + CH * GDB_BV;                 // [GDB_NT]
-    check_smem((3 * DKP * CH + 2 * DKP * GDB_SBS + 3 * CH * GDB_BV + GDB_NT) * sizeof(ta));
-    constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / GDB_NT;
+    ta* const tiles = reinterpret_cast<ta*>(smem_raw);  // GDB_NB sets of the chunk's tiles:
+    ta* QeT = tiles;  // FFMA: Qe^T [kk][t]; TC: Qe [t][kk] (GDB_LQ)
+    ta* EkT = QeT + (GDB_TC ? CH * GDB_LQ : DKP * CH);  // FFMA: Ek^T [kk][t]; TC: Ek [t][kk] (GDB_LQ)
+    ta* PhT = EkT + (GDB_TC ? CH * GDB_LQ : DKP * CH);  // FFMA: phi [t][kk] in phase 1, [kk][t] in phase 2; TC: [kk][t] (GDB_LP)
+    ta* const sets = tiles + GDB_NB * GDB_TW;  // GDB_NS2 sets of the slot buffers:
+    ta *Sb, *dSb, *Wb, *dRb, *dWb;  // S, dS' [kk][col] (stride GDB_LS); W, dr, dW [t][col] (stride GDB_LW)
+    auto slot_set = [&](int b) {
+        Sb = sets + b * GDB_SET;
+        dSb = Sb + DKP * GDB_LS;
+        Wb = dSb + DKP * GDB_LS;
+        dRb = Wb + CH * GDB_LW;
+        dWb = dRb + CH * GDB_LW;
+    };
+    slot_set(0);
+    int sbt = 0;  // GDB_NS2 = 2: the next slot step's set
+    ta* red = sets + GDB_NS2 * GDB_SET;  // [NT]
+    check_smem(GDB_SMEM * sizeof(ta));
+    constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
     const int tid = threadIdx.x, col = tid % GDB_BV, rg = tid / GDB_BV;
-    const int ekk = tid % DKP, et0 = tid / DKP;  // the outer products' column and first row (DKP divides GDB_NT)
+    const int ekk = tid % DKP, et0 = tid / DKP;  // FFMA: the outer products' column and first row (DKP divides NT)
+    const int g8 = tid % 32 / 4, t4 = tid % 4;   // TC: the lane's rows and columns in mma's fragments
     const i64 bh = blockIdx.x;
     const int vc = blockIdx.y * GDB_BV + col;
     const bool cok = vc < DV;
     const int NS = n_old + NLC;
     const i64 slot_sz = (i64)DK * DV;
+    const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
     const ta* oldb = oldc + bh * n_old * slot_sz;
     ta* svb = sv + bh * n * NS * slot_sz;
     ta* dSh = dS + bh * NS * slot_sz;
     auto held = [&](i64 c, int s) { return s < n_old ? (((p >> s) & 1) != 0) : gd_held(c, s - n_old + 1, F); };
     // a slot's columns of this block, EPT values a thread, fetched into registers, then put into [kk][col] (stride
-    // GDB_SBS): with GDB_PF the next held slot's fetch is issued before the current slot's products (its latency
+    // GDB_LS): with GDB_PF the next held slot's fetch is issued before the current slot's products (its latency
     // under them; the slots of one chunk are independent: slot s writes only its own adjoint)
-    constexpr int EPT = DKP * GDB_BV / GDB_NT;
+    constexpr int EPT = DKP * GDB_BV / NT;
     auto fetch = [&](ta(&r)[EPT], const ta* src) {
 #pragma unroll
         for (int e = 0; e < EPT; ++e) {
-            const int idx = tid + e * GDB_NT, kk = idx / GDB_BV, vcc = blockIdx.y * GDB_BV + idx % GDB_BV;
+            const int idx = tid + e * NT, kk = idx / GDB_BV, vcc = blockIdx.y * GDB_BV + idx % GDB_BV;
             r[e] = (kk < DK && vcc < DV) ? src[(i64)kk * DV + vcc] : (ta)0;
         }
     };
     auto put = [&](ta* dst, const ta(&r)[EPT]) {
 #pragma unroll
-        for (int e = 0; e < EPT; ++e) dst[(tid + e * GDB_NT) / GDB_BV * GDB_SBS + (tid + e * GDB_NT) % GDB_BV] = r[e];
+        for (int e = 0; e < EPT; ++e) dst[(tid + e * NT) / GDB_BV * GDB_LS + (tid + e * NT) % GDB_BV] = r[e];
     };
     auto next_held = [&](i64 c, int s) {  // the first slot >= s held before chunk c (NS: none)
         while (s < NS && !held(c, s)) ++s;
         return s;
     };
+    // TC: chunk j's tiles as stored (Qe only in phase 2) into set j % GDB_NB, issued (cp.async) and committed; use()
+    // points QeT, EkT, PhT at chunk j's set
+    auto issue = [&](int j, bool with_qe) {
+        const i64 cj = bh * n + j;
+        ta* Q = tiles + j % GDB_NB * GDB_TW;
+        if (with_qe) gd_copy<CH, DKP>(Q, GDB_LQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<CH, DKP>(Q + CH * GDB_LQ, GDB_LQ, ek + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<DKP, CH>(Q + 2 * CH * GDB_LQ, GDB_LP, ph + cj * DK * CH, CH, DK, CH, vec);
+        cp_async_commit();
+    };
+    auto use = [&](int j) {
+        QeT = tiles + j % GDB_NB * GDB_TW;
+        EkT = QeT + CH * GDB_LQ;
+        PhT = EkT + CH * GDB_LQ;
+    };
+    constexpr bool PR = X1 && GDB_PR && GDB_TC, RN = !PR;  // RN: the tiles, W, dr, dW rounded at their fragment loads
+    auto wr = [](float x) { return PR ? gdb_round(x) : x; };  // a store of W, dr, dW
+    auto round_tiles = [&](int j) {  // PR: chunk j's tile set rounded in place (between two barriers)
+        ta* Q = tiles + j % GDB_NB * GDB_TW;
+        for (int idx = tid; idx < GDB_TW; idx += NT) Q[idx] = gdb_round(Q[idx]);
+    };
+    using GTA = GdbTiles<CH / 16, 2>;         // TC: (r, W, dW), CH x GDB_BV
+    using GTD = GdbTiles<DKP / 16, 2>;        // TC: dS (phase 2), S' (phase 1), DKP x GDB_BV
+    using GTO = GdbTiles<CH / 16, DKP / 8>;   // TC: the outer products, CH x DKP ([t][kk])
 
     // ---- phase 1: the slots before every chunk (sv[j]) ----
+    // (the incoming slots' rows kk = rg + GDB_RG i of column col: fetch's elements, so that the first chunk's fetch
+    // reads this thread's own writes, before any barrier)
     for (int s = 0; s < n_old; ++s) {
         if (!((p >> s) & 1) || !cok) continue;
-        for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk)
+        for (int kk = rg; kk < DK; kk += GDB_RG)
             svb[(i64)s * slot_sz + (i64)kk * DV + vc] = oldb[(i64)s * slot_sz + (i64)kk * DV + vc];
     }
+    if (GDB_TC && GDB_NB == 2 && n > 1) issue(0, false);
     for (int j = 0; j + 1 < n; ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        if (GDB_NT == NT || tid < NT) gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
-        const ta eg = ex(gc[cj]);
-        __syncthreads();
+        if (GDB_TC && GDB_NB == 1) issue(j, false);
+        // the first held slot fetched under the tile copies (written before the last barrier, or by this thread)
         ta rS[EPT];
         const ta* svj = svb + (i64)j * NS * slot_sz;
         int s = next_held(c, 0);
         if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz);
+        if constexpr (GDB_TC) cp_async_wait<0>();
+        else gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
+        const ta eg = ex(gc[cj]);
+        __syncthreads();
+        if constexpr (GDB_TC) {  // the next chunk's tiles into the other set (its last readers: the chunk before)
+            if (GDB_NB == 2 && j + 2 < n) issue(j + 1, false);
+            use(j);
+            if (PR) {
+                round_tiles(j);
+                __syncthreads();
+            }
+        }
         for (int sn; s < NS; s = sn) {
             sn = next_held(c, s + 1);
             if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz);
+            if (GDB_NS2 == 2) slot_set(sbt), sbt ^= 1;
             put(Sb, rS);
             __syncthreads();
             if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz);
-            ta w[RA];
-#pragma unroll
-            for (int i = 0; i < RA; ++i) w[i] = (ta)0;
-            for (int kk = 0; kk < DK; ++kk) {
-                const ta sv_ = Sb[kk * GDB_SBS + col];
-                ta ea[RA];
-                ldv<RA>(EkT + kk * CH + rg * RA, ea);
-#pragma unroll
-                for (int i = 0; i < RA; ++i) w[i] = fma(ea[i], sv_, w[i]);
-            }
-#pragma unroll
-            for (int i = 0; i < RA; ++i) Wb[(rg * RA + i) * GDB_BV + col] = w[i];
-            __syncthreads();
-            ta x[RB];
-#pragma unroll
-            for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GDB_SBS + col];
-            for (int t = 0; t < CH; ++t) {
-                const ta wv = Wb[t * GDB_BV + col];
-                ta pa[RB];
-                ldv<RB>(PhT + t * DKP + rg * RB, pa);
-#pragma unroll
-                for (int i = 0; i < RB; ++i) x[i] = fma(-pa[i], wv, x[i]);
-            }
             ta* S1 = svb + ((i64)(j + 1) * NS + s) * slot_sz;
+            if constexpr (GDB_TC) {
+                const GTA wa;
+                if (wa.on) {  // W = Ek S
+                    const int r0 = wa.r0(), n0 = wa.n0(0);
+                    float acc[4] = {};
+#pragma unroll  // (over DKP: rows past DK are zero; unrolled, the next k-step's loads issue under this one's mma)
+                    for (int k0 = 0; k0 < DKP; k0 += 8) {
+                        unsigned ah[4], al[4], bh_[2], bl[2];
+                        gdb_fa<X1, RN>([&](int r, int k) { return (float)EkT[(r0 + r) * GDB_LQ + k0 + k]; }, ah, al);
+                        gdb_fb<X1>([&](int k, int m) { return (float)Sb[(k0 + k) * GDB_LS + n0 + m]; }, bh_, bl);
+                        gdb_mma<X1>(acc, ah, al, bh_, bl);
+                    }
 #pragma unroll
-            for (int i = 0; i < RB; ++i) {
-                const int kk = rg * RB + i;
-                if (kk < DK && cok) S1[(i64)kk * DV + vc] = x[i];
+                    for (int x = 0; x < 4; ++x) Wb[(r0 + g8 + 8 * (x >> 1)) * GDB_LW + n0 + 2 * t4 + (x & 1)] = wr(acc[x]);
+                }
+                __syncthreads();
+                const GTD wd;
+                if (wd.on) {  // S' = e^g S - phi W
+                    const int r0 = wd.r0();
+                    float acc[GTD::NTL][4] = {};
+#pragma unroll
+                    for (int k0 = 0; k0 < CH; k0 += 8) {
+                        unsigned ah[4], al[4];
+                        gdb_fa<X1, RN>([&](int r, int k) { return (float)PhT[(r0 + r) * GDB_LP + k0 + k]; }, ah, al);
+#pragma unroll
+                        for (int i = 0; i < GTD::NTL; ++i) {
+                            unsigned bh_[2], bl[2];
+                            const int n0 = wd.n0(i);
+                            gdb_fb<X1, RN>([&](int k, int m) { return (float)Wb[(k0 + k) * GDB_LW + n0 + m]; }, bh_, bl);
+                            gdb_mma<X1>(acc[i], ah, al, bh_, bl);
+                        }
+                    }
+#pragma unroll
+                    for (int i = 0; i < GTD::NTL; ++i)
+#pragma unroll
+                        for (int x = 0; x < 4; ++x) {
+                            const int kk = r0 + g8 + 8 * (x >> 1), cc = wd.n0(i) + 2 * t4 + (x & 1);
+                            const int vcc = blockIdx.y * GDB_BV + cc;
+                            if (kk < DK && vcc < DV) S1[(i64)kk * DV + vcc] = eg * Sb[kk * GDB_LS + cc] - (ta)acc[i][x];
+                        }
+                }
+            } else {
+                ta w[RA];
+#pragma unroll
+                for (int i = 0; i < RA; ++i) w[i] = (ta)0;
+                for (int kk = 0; kk < DK; ++kk) {
+                    const ta sv_ = Sb[kk * GDB_LS + col];
+                    ta ea[RA];
+                    ldv<RA>(EkT + kk * CH + rg * RA, ea);
+#pragma unroll
+                    for (int i = 0; i < RA; ++i) w[i] = fma(ea[i], sv_, w[i]);
+                }
+#pragma unroll
+                for (int i = 0; i < RA; ++i) Wb[(rg * RA + i) * GDB_LW + col] = w[i];
+                __syncthreads();
+                ta x[RB];
+#pragma unroll
+                for (int i = 0; i < RB; ++i) x[i] = eg * Sb[(rg * RB + i) * GDB_LS + col];
+                for (int t = 0; t < CH; ++t) {
+                    const ta wv = Wb[t * GDB_LW + col];
+                    ta pa[RB];
+                    ldv<RB>(PhT + t * DKP + rg * RB, pa);
+#pragma unroll
+                    for (int i = 0; i < RB; ++i) x[i] = fma(-pa[i], wv, x[i]);
+                }
+#pragma unroll
+                for (int i = 0; i < RB; ++i) {
+                    const int kk = rg * RB + i;
+                    if (kk < DK && cok) S1[(i64)kk * DV + vc] = x[i];
+                }
             }
-            __syncthreads();
+            if (GDB_NS2 == 1) __syncthreads();
         }
+        if (GDB_NS2 == 2) __syncthreads();  // the slots' S1 rows, read by other threads' merges
         // (c): every chunk but the last merges
         const int z = __ffsll((long long)(c + 1)) - 1;
         ta* S1 = svb + (i64)(j + 1) * NS * slot_sz;
@@ -190,12 +367,16 @@ extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
     }
 
     // ---- phase 2: the reverse scan ----
+    if (GDB_TC && GDB_NB == 2) issue(n - 1, true);
     for (int j = n - 1; j >= 0; --j) {
         const i64 c = F + j, cj = bh * n + j;
-        if (j < n - 1 || merge_last) {  // reverse of (c)
+        if (GDB_TC && GDB_NB == 1) issue(j, true);  // the tile copies under the merge's round trips
+        // reverse of (c), rows kk = rg + GDB_RG i of column col: fetch's elements (the first fetch below reads this
+        // thread's own writes, before any barrier)
+        if (j < n - 1 || merge_last) {
             const int z = __ffsll((long long)(c + 1)) - 1;
             if (cok) {
-                for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk) {
+                for (int kk = rg; kk < DK; kk += GDB_RG) {
                     const i64 o = (i64)kk * DV + vc;
                     const ta x = dSh[(i64)(n_old + z) * slot_sz + o];
                     dH[cj * slot_sz + o] = x;
@@ -205,118 +386,278 @@ extern "C" __global__ void __launch_bounds__(GDB_NT) gd_scan_bwd(
                 }
             }
         }
-        if (GDB_NT == NT || tid < NT) gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
-        const ta eg = ex(gc[cj]);
-        ta aq[E], ae[E], ap[E];
-#pragma unroll
-        for (int e = 0; e < E; ++e) aq[e] = ae[e] = ap[e] = (ta)0;
-        ta dga = (ta)0;
-        __syncthreads();
         ta rS[EPT], rD[EPT];
         const ta* svj = svb + (i64)j * NS * slot_sz;
         int s = next_held(c, 0);
         if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
+        if constexpr (GDB_TC) cp_async_wait<0>();
+        else gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
+        const ta eg = ex(gc[cj]);
+        ta aq[E], ae[E], ap[E];  // FFMA: the outer products' elements
+        float oq[GTO::NTL][4], oe[GTO::NTL][4], op[GTO::NTL][4];  // TC: their C fragments (op: W dS'^T, [t][kk])
+#pragma unroll
+        for (int e = 0; e < E; ++e) aq[e] = ae[e] = ap[e] = (ta)0;
+#pragma unroll
+        for (int i = 0; i < GTO::NTL; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) oq[i][x] = oe[i][x] = op[i][x] = 0.f;
+        ta dga = (ta)0;
+        ta dov[2][2];  // TC: dout at the lane's rows and columns of (r, W, dW)'s tile, the same for every slot
+        if constexpr (GDB_TC) {
+            const GTA wa;
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int t = wa.r0() + g8 + 8 * h, vcc = blockIdx.y * GDB_BV + wa.n0(0) + 2 * t4 + e;
+                    const i64 gi = c * CH + t - p;
+                    dov[h][e] = wa.on && gi >= 0 && gi < T && vcc < DV ? dout[(cj * CH + t) * DV + vcc] : (ta)0;
+                }
+        }
+        __syncthreads();
+        if constexpr (GDB_TC) {
+            if (GDB_NB == 2 && j > 0) issue(j - 1, true);
+            use(j);
+            if (PR) {
+                round_tiles(j);
+                __syncthreads();
+            }
+        }
         for (int sn; s < NS; s = sn) {
             sn = next_held(c, s + 1);
             if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
+            if (GDB_NS2 == 2) slot_set(sbt), sbt ^= 1;
             put(Sb, rS);
             put(dSb, rD);
             __syncthreads();
             if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz), fetch(rD, dSh + (i64)sn * slot_sz);
-            // r = Qe S, W = Ek S, dW = -Ph^T dS' (rows t); dr, dlambda
-            ta r[RA], w[RA], dw[RA];
+            // the read weight of row t, its level
+            auto lam_at = [&](int t, bool on, int& level, i64& gi) {
+                const i64 tabs = c * CH + t;
+                gi = tabs - p;
+                level = s < n_old ? max(s + 1, bitlen64(p ^ tabs)) : LOG2C + s - n_old + 1;
+                return on && gi >= 0 && gi < T;
+            };
+            if constexpr (GDB_TC) {
+                // r = Qe S, W = Ek S, dW = -Ph^T dS' (CH x GDB_BV); dr = lambda dout, dlambda
+                const GTA wa;
+                const int r0 = wa.r0(), n0 = wa.n0(0);
+                float r[4] = {}, w[4] = {}, dw[4] = {};
+                // the rows' read weights at this slot's level, loaded before the products (their latency under them)
+                ta lm[2];
+                i64 gis[2];
+                int lvs[2];
+                bool oks[2];
 #pragma unroll
-            for (int i = 0; i < RA; ++i) r[i] = w[i] = dw[i] = (ta)0;
-            for (int kk = 0; kk < DK; ++kk) {
-                const ta sv_ = Sb[kk * GDB_SBS + col], ds = dSb[kk * GDB_SBS + col];
-                ta qa[RA], ea[RA], pa[RA];
-                ldv<RA>(QeT + kk * CH + rg * RA, qa);
-                ldv<RA>(EkT + kk * CH + rg * RA, ea);
-                ldv<RA>(PhT + kk * CH + rg * RA, pa);  // phase 2: Ph as [kk][t]
+                for (int h = 0; h < 2; ++h) {
+                    oks[h] = lam_at(r0 + g8 + 8 * h, wa.on, lvs[h], gis[h]);
+                    lm[h] = oks[h] ? lam[(bh * T + gis[h]) * L + lvs[h]] : (ta)0;
+                }
+                if (wa.on)
+#pragma unroll
+                    for (int k0 = 0; k0 < DKP; k0 += 8) {
+                        unsigned qh[4], ql[4], eh[4], el[4], ph_[4], pl[4], sh[2], sl[2], dh[2], dl[2];
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)QeT[(r0 + rr) * GDB_LQ + k0 + k]; }, qh, ql);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)EkT[(r0 + rr) * GDB_LQ + k0 + k]; }, eh, el);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)PhT[(k0 + k) * GDB_LP + r0 + rr]; }, ph_, pl);
+                        gdb_fb<X1>([&](int k, int m) { return (float)Sb[(k0 + k) * GDB_LS + n0 + m]; }, sh, sl);
+                        gdb_fb<X1>([&](int k, int m) { return (float)dSb[(k0 + k) * GDB_LS + n0 + m]; }, dh, dl);
+                        gdb_mma<X1>(r, qh, ql, sh, sl);
+                        gdb_mma<X1>(w, eh, el, sh, sl);
+                        gdb_mma<X1>(dw, ph_, pl, dh, dl);
+                    }
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {  // rows t = r0 + g8 + 8 h, columns n0 + 2 t4 + e
+                    const int t = r0 + g8 + 8 * h;
+                    ta contrib = (ta)0;
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int cc = n0 + 2 * t4 + e;
+                        const ta d_o = oks[h] ? dov[h][e] : (ta)0;
+                        contrib += (ta)r[2 * h + e] * d_o;
+                        if (wa.on) {
+                            Wb[t * GDB_LW + cc] = wr(w[2 * h + e]);
+                            dRb[t * GDB_LW + cc] = wr((float)(lm[h] * d_o));
+                            dWb[t * GDB_LW + cc] = wr(-dw[2 * h + e]);
+                        }
+                    }
+                    // the row's 8 columns of this tile (4 lanes); the other tile's warp adds its own
+                    contrib += __shfl_xor_sync(0xffffffffu, contrib, 1, 4);
+                    contrib += __shfl_xor_sync(0xffffffffu, contrib, 2, 4);
+                    if (t4 == 0 && oks[h]) atomicAdd(dlam + (bh * T + gis[h]) * L + lvs[h], contrib);
+                }
+                __syncthreads();
+                // the outer products dr S^T, dW S^T, W dS'^T (CH x DKP, K = GDB_BV), summed over the chunk's slots
+                const GTO wo;
+                if (wo.on) {
+                    const int o0 = wo.r0();
+#pragma unroll
+                    for (int k0 = 0; k0 < GDB_BV; k0 += 8) {
+                        unsigned rh[4], rl[4], wh[4], wl[4], xh[4], xl[4];
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)dRb[(o0 + rr) * GDB_LW + k0 + k]; }, rh, rl);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)dWb[(o0 + rr) * GDB_LW + k0 + k]; }, wh, wl);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)Wb[(o0 + rr) * GDB_LW + k0 + k]; }, xh, xl);
+#pragma unroll
+                        for (int i = 0; i < GTO::NTL; ++i) {
+                            const int m0 = wo.n0(i);
+                            unsigned sh[2], sl[2], dh[2], dl[2];
+                            gdb_fb<X1>([&](int k, int m) { return (float)Sb[(m0 + m) * GDB_LS + k0 + k]; }, sh, sl);
+                            gdb_fb<X1>([&](int k, int m) { return (float)dSb[(m0 + m) * GDB_LS + k0 + k]; }, dh, dl);
+                            gdb_mma<X1>(oq[i], rh, rl, sh, sl);
+                            gdb_mma<X1>(oe[i], wh, wl, sh, sl);
+                            gdb_mma<X1>(op[i], xh, xl, dh, dl);
+                        }
+                    }
+                }
+                // dS = e^g dS' + Qe^T dr + Ek^T dW (DKP x GDB_BV, K = CH); dg's sum of dS' S
+                const GTD wd;
+                if (wd.on) {
+                    const int d0 = wd.r0();
+                    float acc[GTD::NTL][4] = {};
+#pragma unroll
+                    for (int k0 = 0; k0 < CH; k0 += 8) {
+                        unsigned qh[4], ql[4], eh[4], el[4];
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)QeT[(k0 + k) * GDB_LQ + d0 + rr]; }, qh, ql);
+                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)EkT[(k0 + k) * GDB_LQ + d0 + rr]; }, eh, el);
+#pragma unroll
+                        for (int i = 0; i < GTD::NTL; ++i) {
+                            const int m0 = wd.n0(i);
+                            unsigned rh[2], rl[2], wh[2], wl[2];
+                            gdb_fb<X1, RN>([&](int k, int m) { return (float)dRb[(k0 + k) * GDB_LW + m0 + m]; }, rh, rl);
+                            gdb_fb<X1, RN>([&](int k, int m) { return (float)dWb[(k0 + k) * GDB_LW + m0 + m]; }, wh, wl);
+                            gdb_mma<X1>(acc[i], qh, ql, rh, rl);
+                            gdb_mma<X1>(acc[i], eh, el, wh, wl);
+                        }
+                    }
+#pragma unroll
+                    for (int i = 0; i < GTD::NTL; ++i)
+#pragma unroll
+                        for (int x = 0; x < 4; ++x) {
+                            const int kk = d0 + g8 + 8 * (x >> 1), cc = wd.n0(i) + 2 * t4 + (x & 1);
+                            const int vcc = blockIdx.y * GDB_BV + cc;
+                            const ta ds = dSb[kk * GDB_LS + cc];
+                            dga = fma(Sb[kk * GDB_LS + cc], ds, dga);
+                            if (kk < DK && vcc < DV) dSh[(i64)s * slot_sz + (i64)kk * DV + vcc] = eg * ds + (ta)acc[i][x];
+                        }
+                }
+            } else {
+                // r = Qe S, W = Ek S, dW = -Ph^T dS' (rows t); dr, dlambda
+                ta r[RA], w[RA], dw[RA];
+#pragma unroll
+                for (int i = 0; i < RA; ++i) r[i] = w[i] = dw[i] = (ta)0;
+                for (int kk = 0; kk < DK; ++kk) {
+                    const ta sv_ = Sb[kk * GDB_LS + col], ds = dSb[kk * GDB_LS + col];
+                    ta qa[RA], ea[RA], pa[RA];
+                    ldv<RA>(QeT + kk * CH + rg * RA, qa);
+                    ldv<RA>(EkT + kk * CH + rg * RA, ea);
+                    ldv<RA>(PhT + kk * CH + rg * RA, pa);  // phase 2: Ph as [kk][t]
+#pragma unroll
+                    for (int i = 0; i < RA; ++i) {
+                        r[i] = fma(qa[i], sv_, r[i]);
+                        w[i] = fma(ea[i], sv_, w[i]);
+                        dw[i] = fma(-pa[i], ds, dw[i]);
+                    }
+                }
 #pragma unroll
                 for (int i = 0; i < RA; ++i) {
-                    r[i] = fma(qa[i], sv_, r[i]);
-                    w[i] = fma(ea[i], sv_, w[i]);
-                    dw[i] = fma(-pa[i], ds, dw[i]);
+                    const int t = rg * RA + i;
+                    int level;
+                    i64 gi;
+                    const bool ok = lam_at(t, true, level, gi);
+                    const ta d_o = (ok && cok) ? dout[(cj * CH + t) * DV + vc] : (ta)0;
+                    const ta lm = ok ? lam[(bh * T + gi) * L + level] : (ta)0;
+                    ta contrib = r[i] * d_o;  // summed over the GDB_BV columns (lanes of one warp)
+#pragma unroll
+                    for (int off = GDB_BV / 2; off > 0; off /= 2) contrib += __shfl_xor_sync(0xffffffffu, contrib, off, GDB_BV);
+                    if (col == 0 && ok) atomicAdd(dlam + (bh * T + gi) * L + level, contrib);
+                    Wb[t * GDB_LW + col] = w[i];
+                    dRb[t * GDB_LW + col] = lm * d_o;
+                    dWb[t * GDB_LW + col] = dw[i];
                 }
-            }
-#pragma unroll
-            for (int i = 0; i < RA; ++i) {
-                const int t = rg * RA + i;
-                const i64 tabs = c * CH + t, gi = tabs - p;
-                const bool ok = gi >= 0 && gi < T;
-                const int level = s < n_old ? max(s + 1, bitlen64(p ^ tabs)) : LOG2C + s - n_old + 1;
-                const ta d_o = (ok && cok) ? dout[(cj * CH + t) * DV + vc] : (ta)0;
-                const ta lm = ok ? lam[(bh * T + gi) * L + level] : (ta)0;
-                ta contrib = r[i] * d_o;  // summed over the GDB_BV columns (lanes of one warp)
-#pragma unroll
-                for (int off = GDB_BV / 2; off > 0; off /= 2) contrib += __shfl_xor_sync(0xffffffffu, contrib, off, GDB_BV);
-                if (col == 0 && ok) atomicAdd(dlam + (bh * T + gi) * L + level, contrib);
-                Wb[t * GDB_BV + col] = w[i];
-                dRb[t * GDB_BV + col] = lm * d_o;
-                dWb[t * GDB_BV + col] = dw[i];
-            }
-            __syncthreads();
-            // the outer products, reduced over this block's columns (element e: row t = t0 + e GDB_NT / DKP, column kk)
+                __syncthreads();
+                // the outer products, reduced over this block's columns (element e: row t = t0 + e NT / DKP, column kk)
 #pragma unroll 4
-            for (int cc = 0; cc < GDB_BV; ++cc) {
-                const ta sk = Sb[ekk * GDB_SBS + cc], dsk = -dSb[ekk * GDB_SBS + cc];
+                for (int cc = 0; cc < GDB_BV; ++cc) {
+                    const ta sk = Sb[ekk * GDB_LS + cc], dsk = -dSb[ekk * GDB_LS + cc];
 #pragma unroll
-                for (int e = 0; e < E; ++e) {
-                    const int t = et0 + e * (GDB_NT / DKP);
-                    aq[e] = fma(dRb[t * GDB_BV + cc], sk, aq[e]);
-                    ae[e] = fma(dWb[t * GDB_BV + cc], sk, ae[e]);
-                    ap[e] = fma(dsk, Wb[t * GDB_BV + cc], ap[e]);
+                    for (int e = 0; e < E; ++e) {
+                        const int t = et0 + e * (NT / DKP);
+                        aq[e] = fma(dRb[t * GDB_LW + cc], sk, aq[e]);
+                        ae[e] = fma(dWb[t * GDB_LW + cc], sk, ae[e]);
+                        ap[e] = fma(dsk, Wb[t * GDB_LW + cc], ap[e]);
+                    }
                 }
-            }
-            // dS = e^g dS' + Qe^T dr + Ek^T dW (rows kk)
-            ta x[RB];
+                // dS = e^g dS' + Qe^T dr + Ek^T dW (rows kk)
+                ta x[RB];
 #pragma unroll
-            for (int i = 0; i < RB; ++i) {
-                const ta ds = dSb[(rg * RB + i) * GDB_SBS + col];
-                dga = fma(Sb[(rg * RB + i) * GDB_SBS + col], ds, dga);
-                x[i] = eg * ds;
-            }
+                for (int i = 0; i < RB; ++i) {
+                    const ta ds = dSb[(rg * RB + i) * GDB_LS + col];
+                    dga = fma(Sb[(rg * RB + i) * GDB_LS + col], ds, dga);
+                    x[i] = eg * ds;
+                }
 #pragma unroll 2
-            for (int t0 = 0; t0 < CH; t0 += 4) {  // 4 rows t per step: vector loads of Qe^T, Ek^T along t
-                ta dr4[4], dw4[4];
+                for (int t0 = 0; t0 < CH; t0 += 4) {  // 4 rows t per step: vector loads of Qe^T, Ek^T along t
+                    ta dr4[4], dw4[4];
 #pragma unroll
-                for (int u = 0; u < 4; ++u) {
-                    dr4[u] = dRb[(t0 + u) * GDB_BV + col];
-                    dw4[u] = dWb[(t0 + u) * GDB_BV + col];
+                    for (int u = 0; u < 4; ++u) {
+                        dr4[u] = dRb[(t0 + u) * GDB_LW + col];
+                        dw4[u] = dWb[(t0 + u) * GDB_LW + col];
+                    }
+#pragma unroll
+                    for (int i = 0; i < RB; ++i) {
+                        ta qa[4], ea[4];
+                        ldv<4>(QeT + (rg * RB + i) * CH + t0, qa);
+                        ldv<4>(EkT + (rg * RB + i) * CH + t0, ea);
+#pragma unroll
+                        for (int u = 0; u < 4; ++u) x[i] = fma(qa[u], dr4[u], fma(ea[u], dw4[u], x[i]));
+                    }
                 }
 #pragma unroll
                 for (int i = 0; i < RB; ++i) {
-                    ta qa[4], ea[4];
-                    ldv<4>(QeT + (rg * RB + i) * CH + t0, qa);
-                    ldv<4>(EkT + (rg * RB + i) * CH + t0, ea);
-#pragma unroll
-                    for (int u = 0; u < 4; ++u) x[i] = fma(qa[u], dr4[u], fma(ea[u], dw4[u], x[i]));
+                    const int kk = rg * RB + i;
+                    if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x[i];
                 }
             }
-#pragma unroll
-            for (int i = 0; i < RB; ++i) {
-                const int kk = rg * RB + i;
-                if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x[i];
-            }
-            __syncthreads();
+            if (GDB_NS2 == 1) __syncthreads();
         }
+        if constexpr (GDB_TC) {
+            const GTO wo;
+            if (wo.on)
 #pragma unroll
-        for (int e = 0; e < E; ++e) {
-            const int t = et0 + e * (GDB_NT / DKP);
-            if (ekk < DK) {
-                atomicAdd(dqe + (cj * CH + t) * DK + ekk, aq[e]);
-                atomicAdd(dek + (cj * CH + t) * DK + ekk, ae[e]);
-                atomicAdd(dph + (cj * DK + ekk) * CH + t, ap[e]);
+                for (int i = 0; i < GTO::NTL; ++i)
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) {
+                        const int t = wo.r0() + g8 + 8 * (x >> 1), kk = wo.n0(i) + 2 * t4 + (x & 1);
+                        if (kk < DK) {
+                            atomicAdd(dqe + (cj * CH + t) * DK + kk, (ta)oq[i][x]);
+                            atomicAdd(dek + (cj * CH + t) * DK + kk, (ta)oe[i][x]);
+                            atomicAdd(dph + (cj * DK + kk) * CH + t, -(ta)op[i][x]);
+                        }
+                    }
+        } else {
+#pragma unroll
+            for (int e = 0; e < E; ++e) {
+                const int t = et0 + e * (NT / DKP);
+                if (ekk < DK) {
+                    atomicAdd(dqe + (cj * CH + t) * DK + ekk, aq[e]);
+                    atomicAdd(dek + (cj * CH + t) * DK + ekk, ae[e]);
+                    atomicAdd(dph + (cj * DK + ekk) * CH + t, ap[e]);
+                }
             }
         }
-        red[tid] = dga;
+        // dg: the block's sum of dS' S, by the warps' lanes, then their 8 sums
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) dga += __shfl_xor_sync(0xffffffffu, dga, off, 32);
+        if (tid % 32 == 0) red[tid / 32] = dga;
         __syncthreads();
-        for (int h = GDB_NT / 2; h > 0; h /= 2) {
-            if (tid < h) red[tid] += red[tid + h];
-            __syncthreads();
+        if (tid == 0) {
+            ta sum = (ta)0;
+            for (int w = 0; w < NT / 32; ++w) sum += red[w];
+            atomicAdd(dg + cj, eg * sum);
         }
-        if (tid == 0) atomicAdd(dg + cj, eg * red[0]);
         __syncthreads();
     }
 }
+
+extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd(GDB_PARAMS) { gdb_body<false>(GDB_ARGS); }
+extern "C" __global__ void __launch_bounds__(NT) gd_scan_bwd_x1(GDB_PARAMS) { gdb_body<true>(GDB_ARGS); }

@@ -39,7 +39,8 @@ __all__ = ["Scan", "scan", "scan_backward", "differentiable", "forms_backward"]
 class Scan:
     """The static arguments of one scan: the compiled variant, the call's length and offset, its
     first absolute chunk, chunk count, chunk-level slots and whether the last chunk merges; x1: the
-    forms' backward in 1xTF32 (``gd_forms_bwd_x1``: bfloat16 callers, whose gradients keep 8 bits)."""
+    backward's float32 products in 1xTF32 (``gd_forms_bwd_x1``, ``gd_scan_bwd_x1``: bfloat16 callers, whose
+    gradients keep 8 bits)."""
 
     cfg: object
     T: int
@@ -87,7 +88,7 @@ def scan_backward(ops, sc, qe, ek, ph, H, g, lam, old, dout):
     dlam = xp.zeros((BH, sc.T, L), dtype=dt)
     oldc = xp.zeros((1,), dtype=dt) if old is None else old
     ops.gd_scan_bwd(sc.cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, sc.T, DK, DV, L,
-                    sc.p, sc.F, n, n_old, sc.NLC, sc.merge_last, BH)
+                    sc.p, sc.F, n, n_old, sc.NLC, sc.merge_last, BH, x1=sc.x1)
     del sv
     return dqe, dek, dph, dH, dg, dlam, dS[:, :n_old] if n_old else None
 
