@@ -23,6 +23,12 @@ def ex_capv(dtype):
     return 640.0 if np.dtype(dtype) == np.float64 else 80.0
 
 
+#: ``exp_kernel_bwd.cu``'s ``FX_LIM``: the float32 / float64 LOGV backward takes the pair factors
+#: ``e^(lv_s - o_t)`` as ``e^(lv_s - nn) e^(nn - o_t)`` (nn the chunk's column maximum of the log values) on the
+#: rows where every ``nn - o_t`` with ``g_t != 0`` is at most ``min(FX_LIM, row cap)``; the other rows per pair.
+FX_LIM = 40.0
+
+
 def row_caps(xp, g):
     """Each row's cap of the terms ``g_tj e^x`` (``exp_kernel_bwd.cu``'s ``logv_row_caps``):
     ``ex_capv - max(0, log max_j |g_tj|)``, so that each term is at most ``e^ex_capv``. g (..., T, d_v)

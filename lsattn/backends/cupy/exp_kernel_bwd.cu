@@ -54,6 +54,7 @@
 // (the column scales move a summary's magnitude into the capped exponent, where it is exact up to e^80).
 namespace {
 constexpr int QLD = CH + 4;
+constexpr float FX_LIM = 40.f;  // LOGV: rows with a factor e^(nn_j - o_tj) beyond e^FX_LIM are computed per pair
 }
 
 // The per-pair exponentials (arguments <= 0 where they matter; LOGV: <= the cap): common.cu's fex
@@ -99,6 +100,68 @@ __device__ __forceinline__ void logv_col_scale(ta* Xt, ta* Sg, int DK) {
     }
 }
 
+// nn_j = max_{s < ns} lv_sj, the chunk's column maxima of the clamped log values (Vt [j][s]; a warp per column)
+__device__ __forceinline__ void logv_nn(const ta* Vt, ta* Nn, int ns) {
+    const int lane = threadIdx.x & 31;
+    for (int j = threadIdx.x >> 5; j < DVP; j += NT / 32) {
+        ta m = lo_v();
+        for (int s = lane; s < ns; s += 32) m = fmx(m, Vt[j * QLD + s]);
+        m = warp_max(m);
+        if (lane == 0) Nn[j] = m;
+    }
+}
+
+// The pair factors factorised: e^(lv_sj - o_tj) = E_sj e^(nn_j - o_tj) with E_sj = e^(lv_sj - nn_j) <= 1
+// (over Vt; 0 for -inf log values, rows past the chunk, padding) and G_tj = g_tj e^(nn_j - o_tj) (into Gt
+// [j][t], and Gr [t][j] unless null), so that the per-pair sums are products. A row t is flagged (Fl[t], G
+// row 0) where some g_tj != 0 has nn_j - o_tj > min(FX_LIM, c_t): there a later value of the chunk dominates
+// (G would not be bounded) or the cap c_t is reached, and its sums are taken per pair (logv_exact_D, the
+// intra d lv). Elsewhere every exponent lv_sj - o_tj <= min(FX_LIM, c_t): the products are the capped
+// per-pair sums, less terms below e^(FX_LIM - 87) |g_tj| lost with E's underflow. Returns whether any row
+// is flagged (ends with a barrier).
+__device__ __forceinline__ bool logv_GE(ta* Gt, ta* Gr, const ta* Or, const ta* Yo, ta* Vt, const ta* Nn, const ta* Cr,
+                                        int* Fl, int ns, int DV) {
+    const int lane = threadIdx.x & 31;
+    bool any = false;
+    for (int t = threadIdx.x >> 5; t < CH; t += NT / 32) {  // a warp per row
+        const ta lim = Cr[t] < (ta)FX_LIM ? Cr[t] : (ta)FX_LIM;
+        bool bad = false;
+        for (int j = lane; j < DVP; j += 32) bad |= Or[t * DVP + j] != (ta)0 && Nn[j] - Yo[t * DVP + j] > lim;
+        bad = __any_sync(0xffffffffu, bad);
+        for (int j = lane; j < DVP; j += 32) {
+            const ta g = Or[t * DVP + j];
+            const ta G = (!bad && g != (ta)0) ? g * ex(Nn[j] - Yo[t * DVP + j]) : (ta)0;
+            Gt[j * QLD + t] = G;
+            if (Gr) Gr[t * DVP + j] = G;
+        }
+        if (lane == 0) Fl[t] = bad;
+        any |= bad;
+    }
+    for (int idx = threadIdx.x; idx < DVP * CH; idx += NT) {
+        const int j = idx / CH, s = idx % CH;
+        const ta lv = Vt[j * QLD + s];
+        Vt[j * QLD + s] = (s < ns && j < DV && lv > lo_v() / 2) ? ex(lv - Nn[j]) : (ta)0;
+    }
+    return __syncthreads_or(any);
+}
+
+// D[t][s] (s <= t) of the flagged rows per pair: sum_j g_tj e^min(lv_sj - o_tj, c_t) - delta_t, g and the
+// log values read from the chunk's rows in global memory (gc, vc: row t at t DV), o masked (Yo)
+__device__ __forceinline__ void logv_exact_D(ta* Dm, const ti* vc, const ti* gc, const ta* Yo, const ta* Ds, const ta* Cr,
+                                             const int* Fl, int ns, int DV) {
+    for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        if (t >= ns || s > t || !Fl[t]) continue;
+        ta d = -Ds[t];
+        const ta c = Cr[t];
+        for (int j = 0; j < DV; ++j) {
+            const ta o = Yo[t * DVP + j];
+            if (o < -lo_v() / 2) d = fma(ld(gc + (i64)t * DV + j), ex_capr(fmx(ld(vc + (i64)s * DV + j), lo_v()) - o, c), d);
+        }
+        Dm[t * QLD + s] = d;
+    }
+}
+
 #endif
 
 // The chunk's tiles of both backward kernels: q, k [t][i] (Kt: k transposed [i][s], or null), dO
@@ -114,22 +177,9 @@ __device__ __forceinline__ void ekb_tiles(const ti* q, const ti* k, const ti* v,
     if (Yo) load_rows<DVP>(y + bh * T * DV, g0, T, DV, Yo, nullptr, 0);
 }
 
-// D[t][s] for s <= t < ns (else 0): dO_t . v_s - delta_t (Ot, Vt); LOGV: sum_j g_tj exp(lv_sj - o_tj)
-// - delta_t (Or, Yo masked by logv_mask, Vt the log values, Cr the rows' caps), one exponent per (t, s, j)
-__device__ __forceinline__ void ekb_D(ta* Dm, const ta* Ot, const ta* Vt, const ta* Or, const ta* Yo, const ta* Ds,
-                                      const ta* Cr, int ns, int DV) {
-#if LOGV
-    for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
-        const int t = idx / CH, s = idx % CH;
-        ta d = (ta)0;
-        if (s <= t && t < ns) {
-            d = -Ds[t];
-            const ta c = Cr[t];
-            for (int j = 0; j < DV; ++j) d = fma(Or[t * DVP + j], ex_capr(Vt[j * QLD + s] - Yo[t * DVP + j], c), d);
-        }
-        Dm[t * QLD + s] = d;
-    }
-#else
+// D[t][s] for s <= t < ns (else 0): dO_t . v_s - delta_t (Ot, Vt); LOGV: G_t . E_s - delta_t (logv_GE's
+// factors), the flagged rows (Fl) left to logv_exact_D
+__device__ __forceinline__ void ekb_D(ta* Dm, const ta* Ot, const ta* Vt, const ta* Ds, const int* Fl, int ns) {
     constexpr int RM = CH / 16;
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     ta acc[RM][RM];
@@ -138,13 +188,13 @@ __device__ __forceinline__ void ekb_D(ta* Dm, const ta* Ot, const ta* Vt, const 
 #pragma unroll
     for (int ii = 0; ii < RM; ++ii) {
         const int t = ty * RM + ii;
+        if (LOGV && t < ns && Fl[t]) continue;
 #pragma unroll
         for (int jj = 0; jj < RM; ++jj) {
             const int s = tx * RM + jj;
             Dm[t * QLD + s] = (s <= t && t < ns) ? acc[ii][jj] - Ds[t] : (ta)0;
         }
     }
-#endif
 }
 
 
@@ -169,16 +219,18 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     ta* Ls = zi + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
     ta* Yo = LOGV ? Ds + CH : nullptr;         // LOGV: CH x DVP, o [t][j]
-#if LOGV  // Vt holds lv; Ot, Or hold g, then G^T, G'; St holds S_in scaled by columns (S')
+#if LOGV  // Vt holds lv, then E; Ot holds g, then G (logv_GE), then G^T; Or g, then G'; St S_in scaled by columns (S')
     ta* Ni = Yo + CH * DVP;                    // DVP: n_in
     ta* Ws = Ni + DVP;                         // DVP: W^c
     ta* Sg = Ws + DVP;                         // DVP: sigma, S_in's column scales
     ta* Cr = Sg + DVP;                         // CH: the rows' caps
+    ta* Nn = Cr + CH;                          // DVP: nn, the chunk's column maxima of lv
+    int* Fl = reinterpret_cast<int*>(Nn + DVP);  // CH (ta slots): the rows computed per pair
 #else
-    const ta* Cr = nullptr;
+    const int* Fl = nullptr;
 #endif
     check_smem((unsigned)((4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH +
-                           (LOGV ? CH * DVP + 3 * DVP + CH : 0)) * sizeof(ta)));
+                           (LOGV ? CH * DVP + 4 * DVP + 2 * CH : 0)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4, lane = tid & 31, warp = tid >> 5;
     const int c = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -212,6 +264,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
 #if LOGV
     logv_mask(Or, Yo, Cr, ns);
     logv_col_scale(St, Sg, DK);  // S' = S_in e^-sigma
+    logv_nn(Vt, Nn, ns);
 #endif
     // (running max, sum) of q_ti + k_si over s <= t, started from the summary's term exp(q_ti + M_i) z_i
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -252,8 +305,10 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
         Ws[j] = w;
         if (j < DV) Wc[(bh * n + c) * DV + j] = w;
     }
+    if (logv_GE(Ot, nullptr, Or, Yo, Vt, Nn, Cr, Fl, ns, DV))
+        logv_exact_D(Dm, v + (bh * T + g0) * DV, dO + (bh * T + g0) * DV, Yo, Ds, Cr, Fl, ns, DV);
 #endif
-    ekb_D(Dm, Ot, Vt, Or, Yo, Ds, Cr, ns, DV);
+    ekb_D(Dm, Ot, Vt, Ds, Fl, ns);
     __syncthreads();
     // A = exp(q + M - lden); the intra-chunk dq into Wm
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -393,15 +448,21 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     ta* Ls = Mn + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
     ta* Yo = LOGV ? Ds + CH : nullptr;         // LOGV: CH x DVP, o [t][j]
-#if LOGV  // Vt holds lv, then V'; Or holds g; Ot the intra-chunk d lv [j][s]; Ut U scaled by columns (U')
+#if LOGV  // Vt holds lv, then E, then V'; Or g, then G; Ot g^T, then G^T, then the flagged rows' d lv [j][s];
+          // Ut U scaled by columns (U')
     ta* Wj = Yo + CH * DVP;                    // DVP: W(b_{c+1})
     ta* Tg = Wj + DVP;                         // DVP: tau, U's column scales
     ta* Cr = Tg + DVP;                         // CH: the rows' caps
+    ta* Nn = Cr + CH;                          // DVP: nn, the chunk's column maxima of lv
+    int* Fl = reinterpret_cast<int*>(Nn + DVP);  // CH (ta slots): the rows computed per pair
+    const ti* vc = v + ((i64)blockIdx.y * T + (i64)blockIdx.x * CH) * DV;  // the chunk's rows of lv and g in global memory
+    const ti* gc = dO + ((i64)blockIdx.y * T + (i64)blockIdx.x * CH) * DV;
+    bool anyf = false;
 #else
-    const ta* Cr = nullptr;
+    const int* Fl = nullptr;
 #endif
     check_smem((unsigned)((3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP +
-                           2 * DKP + 2 * CH + (LOGV ? CH * DVP + 2 * DVP + CH : 0)) * sizeof(ta)));
+                           2 * DKP + 2 * CH + (LOGV ? CH * DVP + 3 * DVP + 2 * CH : 0)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int c = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -426,9 +487,12 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
 #if LOGV
     logv_mask(Or, Yo, Cr, ns);
     logv_col_scale(Ut, Tg, DK);  // U' = U e^-tau over Ut (Us keeps U: its product B U is scaled after)
+    logv_nn(Vt, Nn, ns);
     __syncthreads();
+    anyf = logv_GE(Ot, Or, Or, Yo, Vt, Nn, Cr, Fl, ns, DV);
+    if (anyf) logv_exact_D(Dm, vc, gc, Yo, Ds, Cr, Fl, ns, DV);
 #endif
-    ekb_D(Dm, Ot, Vt, Or, Yo, Ds, Cr, ns, DV);
+    ekb_D(Dm, Ot, Vt, Ds, Fl, ns);
     // P[t][s] = sum_i exp(q_ti + k_si - lden_t), s <= t
     for (int idx = tid; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;
@@ -452,20 +516,22 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
         Kt[i * QLD + s] = (s < ns && i < DK) ? ex(Kr[idx] - Mn[i]) : (ta)0;
     }
 #if LOGV
-    for (int idx = tid; idx < CH * DVP; idx += NT) {  // the intra-chunk d lv_sj = sum_{t>=s} P(t,s) g_tj E_tsj
+    // the intra-chunk d lv_sj = sum_{t>=s} P(t,s) g_tj e^min(lv_sj - o_tj, c_t): E_sj (P^T G)_sj (below) plus
+    // the flagged rows' terms per pair into Ot
+    for (int idx = tid; anyf && idx < CH * DVP; idx += NT) {
         const int s = idx / DVP, j = idx % DVP;
         ta g = (ta)0;
         if (s < ns && j < DV) {
-            const ta lv = Vt[j * QLD + s];
+            const ta lv = fmx(ld(vc + (i64)s * DV + j), lo_v());
             for (int t = s; t < ns; ++t)
-                g = fma(Pm[t * QLD + s] * Or[t * DVP + j], ex_capr(lv - Yo[t * DVP + j], Cr[t]), g);
+                if (Fl[t] && Yo[t * DVP + j] < -lo_v() / 2)
+                    g = fma(Pm[t * QLD + s] * ld(gc + (i64)t * DV + j), ex_capr(lv - Yo[t * DVP + j], Cr[t]), g);
         }
         Ot[j * QLD + s] = g;
     }
-    __syncthreads();
-    for (int idx = tid; idx < CH * DVP; idx += NT) {  // V' = exp(lv + W + tau) over Vt
+    for (int idx = tid; idx < CH * DVP; idx += NT) {  // V' = exp(lv + W + tau) over Vt (E's last read is above)
         const int s = idx / DVP, j = idx % DVP;
-        Vt[j * QLD + s] = (s < ns && j < DV) ? ex_cap(Vt[j * QLD + s] + Wj[j] + Tg[j]) : (ta)0;
+        Vt[j * QLD + s] = (s < ns && j < DV) ? ex_cap(fmx(ld(vc + (i64)s * DV + j), lo_v()) + Wj[j] + Tg[j]) : (ta)0;
     }
 #endif
     __syncthreads();
@@ -485,13 +551,17 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
             }
         }
     }
-    {  // dv = P^T dO + B U (LOGV: d lv = intra + V' o (B U) e^-tau, B U e^-tau <= d_k)
+    {  // dv = P^T dO + B U (LOGV: d lv = E o (P^T G) + the flagged rows' + V' o (B U) e^-tau, B U e^-tau <= d_k)
         ta acc[RM][RN];
         zero_acc(acc);
-#if !LOGV
         mm_acc<RM, RN, CH>(acc, Pm, QLD, Or, DVP, ty, tx);
-#endif
+#if LOGV
+        ta bu[RM][RN];
+        zero_acc(bu);
+        mm_acc<RM, RN, DKP>(bu, Kt, QLD, Us, DVP, ty, tx);
+#else
         mm_acc<RM, RN, DKP>(acc, Kt, QLD, Us, DVP, ty, tx);
+#endif
 #pragma unroll
         for (int ii = 0; ii < RM; ++ii) {
             const int s = ty * RM + ii;
@@ -500,7 +570,12 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
             for (int jj = 0; jj < RN; ++jj) {
                 const int j = tx * RN + jj;
 #if LOGV
-                if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, Ot[j * QLD + s] + Vt[j * QLD + s] * (acc[ii][jj] * ex(-Tg[j])));
+                if (j < DV) {
+                    const ta lv = fmx(ld(vc + (i64)s * DV + j), lo_v());
+                    const ta e = lv > lo_v() / 2 ? ex(lv - Nn[j]) : (ta)0;
+                    st(dv + (bh * T + g0 + s) * DV + j,
+                       e * acc[ii][jj] + (anyf ? Ot[j * QLD + s] : (ta)0) + Vt[j * QLD + s] * (bu[ii][jj] * ex(-Tg[j])));
+                }
 #else
                 if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, acc[ii][jj]);
 #endif
