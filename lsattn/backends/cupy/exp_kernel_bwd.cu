@@ -363,65 +363,93 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
 // Reverse scan per (sequence, element e): e < DK*DV an element of U (row i = e / DV), else Z[e - DK*DV].
 // X[c] holds U^c on entry and U(b_{c+1}) on exit; R0 receives U(b_0).
 // LOGV: U's column shifts, W^c in Wc (BH, n, DV); Wn[c] receives W(b_{c+1}), W0 W(b_0) (written by
-// the elements of row 0); Z has none.
+// block 0); Z has none. The column factors of a step, e^(W^c - W(b_c)) on U^c and e^(W(b_{c+1}) - W(b_c))
+// on the running U, are the same for every row: the block's first DV threads take them for NB chunks at
+// a time into shared memory (double-buffered, one barrier a batch), the elements read them.
 // Packed segments (exp_kernel.py's chunk-aligned layout): m_next = +finfo.max / 8 (-lo_v) marks the
 // last chunk of a segment: U(b_c) = U^c there, its column shift W^c (nothing of a later segment).
-extern "C" __global__ void __launch_bounds__(NT) ekb_rscan(
+// Float: at most 48 registers, 5 blocks of NT per SM (B=2, H=16, d=64 launches 544 blocks: at 4 per SM, 528 on
+// an H200's 132 SMs, a second wave of 16; LOGV took 62 registers).
+#define RSCAN_MINB (sizeof(ta) == 4 ? 5 : 1)
+extern "C" __global__ void __launch_bounds__(NT, RSCAN_MINB) ekb_rscan(
     ta* __restrict__ U, ta* __restrict__ Z, const ta* __restrict__ m_in, const ta* __restrict__ m_next,
     ta* __restrict__ R0, int DK, int DV, int n, const ta* __restrict__ Wc, ta* __restrict__ Wn, ta* __restrict__ W0) {
+    constexpr int NB = 8;  // the loads of NB chunks are issued before their sequential update
     const i64 bh = blockIdx.y;
     const int e = blockIdx.x * NT + threadIdx.x;
     const int E = DK * DV;
-    if (e >= E + DK) return;
-    const int i = e < E ? e / DV : e - E;
+    const bool live = e < E + DK;  // (LOGV: the others still take part in the barriers)
+#if !LOGV
+    if (!live) return;
+#endif
+    const int i = !live ? 0 : (e < E ? e / DV : e - E);
     ta* X = e < E ? U + bh * n * (i64)E + e : Z + bh * n * (i64)DK + i;
     const i64 stride = e < E ? E : DK;
     ta R = (ta)0;
 #if LOGV
-    const bool col = e < E;  // an element of U: column j, shift Wr
-    const int j = col ? e % DV : 0;
+    __shared__ ta fa[2][NB][DVP], fb[2][NB][DVP];  // e^(W^c - W(b_c)), e^(W(b_{c+1}) - W(b_c)) by column
+    const bool col = e < E;  // an element of U: column j
+    const int j = col ? e % DV : 0, jl = threadIdx.x;
+    const bool lead = jl < DV;  // the column factors of column jl
     ta Wr = lo_v();
+    int buf = 0;
 #endif
-    constexpr int NB = 8;  // the loads of NB chunks are issued before their sequential update
     for (int c0 = n - 1; c0 >= 0; c0 -= NB) {
         ta u[NB], f[NB];
         bool cut[NB];
-#if LOGV
-        ta w[NB];
-#endif
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
             const int c = c0 - b;
             const i64 mc = (bh * n + max(c, 0)) * DK + i;
-            u[b] = c >= 0 ? X[max(c, 0) * stride] : (ta)0;
-            f[b] = c >= 0 ? m_in[mc] - m_next[mc] : (ta)0;
-            cut[b] = c >= 0 && m_next[mc] >= -lo_v();
-#if LOGV
-            w[b] = (c >= 0 && col) ? Wc[(bh * n + max(c, 0)) * DV + j] : lo_v();
-#endif
+            u[b] = (c >= 0 && live) ? X[max(c, 0) * stride] : (ta)0;
+            f[b] = (c >= 0 && live) ? m_in[mc] - m_next[mc] : (ta)0;
+            cut[b] = c >= 0 && live && m_next[mc] >= -lo_v();
         }
+#if LOGV
+        if (lead) {
+            ta w[NB];
+            bool cw[NB];
+#pragma unroll
+            for (int b = 0; b < NB; ++b) {
+                const int c = max(c0 - b, 0);
+                w[b] = Wc[(bh * n + c) * DV + jl];
+                cw[b] = m_next[(bh * n + c) * DK] >= -lo_v();
+            }
+#pragma unroll
+            for (int b = 0; b < NB; ++b) {
+                const int c = c0 - b;
+                if (c < 0) break;
+                if (blockIdx.x == 0) Wn[(bh * n + c) * DV + jl] = Wr;
+                if (cw[b]) Wr = lo_v();
+                const ta wn = fmx(Wr, w[b]);
+                fa[buf][b][jl] = ex(w[b] - wn);
+                fb[buf][b][jl] = ex(Wr - wn);
+                Wr = wn;
+            }
+        }
+        __syncthreads();
+#endif
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
             const int c = c0 - b;
-            if (c < 0) break;
+            if (c < 0 || !live) break;
             X[c * stride] = R;
             if (cut[b]) R = (ta)0;  // a segment ends in chunk c
 #if LOGV
             if (col) {
-                if (e < DV) Wn[(bh * n + c) * DV + j] = Wr;
-                if (cut[b]) Wr = lo_v();
-                const ta wn = fmx(Wr, w[b]);
-                R = u[b] * ex(w[b] - wn) + ex(f[b] + (Wr - wn)) * R;
-                Wr = wn;
+                R = u[b] * fa[buf][b][j] + ex(f[b]) * (fb[buf][b][j] * R);
                 continue;
             }
 #endif
             R = u[b] + ex(f[b]) * R;
         }
-    }
-    R0[bh * (i64)(E + DK) + e] = R;
 #if LOGV
-    if (e < DV) W0[bh * DV + j] = Wr;
+        buf ^= 1;
+#endif
+    }
+    if (live) R0[bh * (i64)(E + DK) + e] = R;
+#if LOGV
+    if (lead && blockIdx.x == 0) W0[bh * DV + jl] = Wr;
 #endif
 }
 
