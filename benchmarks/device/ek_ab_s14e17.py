@@ -19,22 +19,14 @@ sys.path[:0] = ["benchmarks", "benchmarks/device"]
 from bench_gpu import cuda_time  # noqa: E402
 from lsattn.backends.cupy import _compile  # noqa: E402
 from ek_log_s12e17 import _calls, per_kernel  # noqa: E402
-
-FILES = ("exp_kernel_bwd.cu", "exp_kernel_bwd_tc.cu")
-source = _compile._source
+import ek_ab_s13a17  # noqa: E402
 
 
 def use(base_dir):
-    """The backward's sources from ``base_dir`` (None: the tree's); compiled kernels dropped."""
-    def src(name):
-        if base_dir is None or name not in FILES:
-            return source(name)
-        with open(os.path.join(base_dir, name + ".txt")) as f:
-            return f.read()
-
-    _compile._source = src
-    _compile._kernels.cache_clear()
-    _compile._launch.cache_clear()
+    """The backward's sources from ``base_dir`` (None: the tree's; ``ek_ab_s13a17.use``), both with the tree's
+    shared memory sizes (this branch only adds to them)."""
+    ek_ab_s13a17.use(base_dir)
+    _compile.Config.smem = ek_ab_s13a17.smem
 
 
 def main():
