@@ -9,7 +9,6 @@
         # then per kernel (torch.profiler, us per call, mean of 3 calls) exp and log under both variants
         # (the shared memory of both as the tree's Config.smem: it only grows on this branch)
 """
-import os
 import statistics
 import sys
 
