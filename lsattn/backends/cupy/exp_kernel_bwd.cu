@@ -130,7 +130,7 @@ __device__ __forceinline__ bool logv_GE(ta* Gt, ta* Gr, const ta* Or, const ta* 
         bad = __any_sync(0xffffffffu, bad);
         for (int j = lane; j < DVP; j += 32) {
             const ta g = Or[t * DVP + j];
-            const ta G = (!bad && g != (ta)0) ? g * ex(Nn[j] - Yo[t * DVP + j]) : (ta)0;
+            const ta G = (!bad && g != (ta)0) ? g * fex(Nn[j] - Yo[t * DVP + j]) : (ta)0;  // exponent <= 40
             Gt[j * QLD + t] = G;
             if (Gr) Gr[t * DVP + j] = G;
         }
@@ -140,7 +140,7 @@ __device__ __forceinline__ bool logv_GE(ta* Gt, ta* Gr, const ta* Or, const ta* 
     for (int idx = threadIdx.x; idx < DVP * CH; idx += NT) {
         const int j = idx / CH, s = idx % CH;
         const ta lv = Vt[j * QLD + s];
-        Vt[j * QLD + s] = (s < ns && j < DV && lv > lo_v() / 2) ? ex(lv - Nn[j]) : (ta)0;
+        Vt[j * QLD + s] = (s < ns && j < DV && lv > lo_v() / 2) ? fex(lv - Nn[j]) : (ta)0;
     }
     return __syncthreads_or(any);
 }
