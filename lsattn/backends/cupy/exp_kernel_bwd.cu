@@ -600,7 +600,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
 #if LOGV
                 if (j < DV) {
                     const ta lv = fmx(ld(vc + (i64)s * DV + j), lo_v());
-                    const ta e = lv > lo_v() / 2 ? ex(lv - Nn[j]) : (ta)0;
+                    const ta e = lv > lo_v() / 2 ? fex(lv - Nn[j]) : (ta)0;
                     st(dv + (bh * T + g0 + s) * DV + j,
                        e * acc[ii][jj] + (anyf ? Ot[j * QLD + s] : (ta)0) + Vt[j * QLD + s] * (bu[ii][jj] * ex(-Tg[j])));
                 }
