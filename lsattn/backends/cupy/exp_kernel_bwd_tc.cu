@@ -387,11 +387,21 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
                 store_pair(dq, (bh * T + g0 + tt) * DK + i, o2[0], o2[1], (DK & 1) == 0 && i + 1 < DK, i + 1 < DK);
         }
 #if LOGV
-#pragma unroll 8
-    for (int idx = lane; idx < 16 * DVP; idx += 32) {  // G'' over this warp's rows of Gb (g, o from X; 8 rows' loads at once)
+    // G'' over this warp's rows of Gb: o_tj <= nn_j (a log output is at most the largest log value it saw), so an
+    // unflagged row's G = g e^(nn - o) is exact (exponent in [0, TC_LIM]) and G'' = G e^(-nn_j - W^c_j) (<= 1,
+    // a normal float while -nn - W^c >= -80); flagged rows and other columns from g, o in global memory (X)
+    __syncwarp();  // this warp's flags above
+    for (int idx = lane; idx < 16 * DVP; idx += 32) {
         const int t = 16 * w + idx / DVP, j = idx % DVP;
-        const float o = (t < ns && j < DV) ? X.yo(t, j) : -lo_v();
-        Gb[t * BLV + j] = to_bf(o > lo_v() / 2 && o < -lo_v() / 2 ? X.gg(t, j) * __expf(-o - Ws[j]) : 0.f);
+        const float fx = -nnS[j] - Ws[j];
+        float gg = 0.f;
+        if (!flag[t] && fx >= -ex_capv()) {
+            gg = from_bf(Gb[t * BLV + j]) * __expf(fminf(fx, 0.f));
+        } else {
+            const float o = (t < ns && j < DV) ? X.yo(t, j) : -lo_v();
+            gg = o > lo_v() / 2 && o < -lo_v() / 2 ? X.gg(t, j) * __expf(-o - Ws[j]) : 0.f;
+        }
+        Gb[t * BLV + j] = to_bf(gg);
     }
 #endif
     __syncthreads();
