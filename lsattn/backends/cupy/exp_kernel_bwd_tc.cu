@@ -668,8 +668,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
                 const int jj = j + e;
                 float r = VX[nt][x + e];
 #if LOGV
-                const float lv = jj < DV ? X.lv(s, jj) : lo_v();
-                r *= lv > lo_v() / 2 ? __expf(lv - nnS[jj]) : 0.f;
+                r *= from_bf(Eb[s * BLV + jj]);  // E = e^(lv - nn) (0 for -inf log values), this warp's rows
 #endif
                 o2[e] = jj < DV ? r + (any ? Fv[s * DVP + jj] : 0.f) : 0.f;
             }
