@@ -368,9 +368,10 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
 // a time into shared memory (double-buffered, one barrier a batch), the elements read them.
 // Packed segments (exp_kernel.py's chunk-aligned layout): m_next = +finfo.max / 8 (-lo_v) marks the
 // last chunk of a segment: U(b_c) = U^c there, its column shift W^c (nothing of a later segment).
-// Float: at most 48 registers, 5 blocks of NT per SM (B=2, H=16, d=64 launches 544 blocks: at 4 per SM, 528 on
-// an H200's 132 SMs, a second wave of 16; LOGV took 62 registers).
-#define RSCAN_MINB (sizeof(ta) == 4 ? 5 : 1)
+// LOGV, float: at most 48 registers, 5 blocks of NT per SM (B=2, H=16, d=64 launches 544 blocks: at 4 per SM, 528
+// on an H200's 132 SMs, a second wave of 16; it took 62 registers; exp's 43 fit 5 as they are, and its code
+// measured 8% slower under the bound).
+#define RSCAN_MINB (LOGV && sizeof(ta) == 4 ? 5 : 1)
 extern "C" __global__ void __launch_bounds__(NT, RSCAN_MINB) ekb_rscan(
     ta* __restrict__ U, ta* __restrict__ Z, const ta* __restrict__ m_in, const ta* __restrict__ m_next,
     ta* __restrict__ R0, int DK, int DV, int n, const ta* __restrict__ Wc, ta* __restrict__ Wn, ta* __restrict__ W0) {
@@ -378,9 +379,11 @@ extern "C" __global__ void __launch_bounds__(NT, RSCAN_MINB) ekb_rscan(
     const i64 bh = blockIdx.y;
     const int e = blockIdx.x * NT + threadIdx.x;
     const int E = DK * DV;
-    const bool live = e < E + DK;  // (LOGV: the others still take part in the barriers)
-#if !LOGV
-    if (!live) return;
+#if LOGV
+    const bool live = e < E + DK;  // (the others still take part in the barriers)
+#else
+    if (e >= E + DK) return;
+    constexpr bool live = true;
 #endif
     const int i = !live ? 0 : (e < E ? e / DV : e - E);
     ta* X = e < E ? U + bh * n * (i64)E + e : Z + bh * n * (i64)DK + i;
