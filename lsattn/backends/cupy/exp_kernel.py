@@ -38,7 +38,7 @@ def row_caps(xp, g):
 
 def col_scale(xp, x):
     """``log max_i |x_ij|`` over the d_k axis (-2) of summaries x (..., d_k, d_v) -> (..., 1, d_v), 0 for a
-    zero column (``exp_kernel_bwd.cu``'s ``logv_col_scale``): ``x e^-scale`` is at most 1, and the scale
+    zero column (``exp_kernel_bwd.cu``'s ``logv_cols``): ``x e^-scale`` is at most 1, and the scale
     joins a capped exponent, where it is exact up to the cap."""
     m = xp.max(xp.abs(x), axis=-2, keepdims=True)
     return xp.where(m > 0, xp.log(xp.where(m > 0, m, 1.0)), 0.0)

@@ -68,11 +68,14 @@ __device__ __forceinline__ ta ex_cap(ta x) { return ex_capr(x, ex_capv()); }
 
 #if LOGV
 // g over -inf outputs -> 0, those outputs -> +big; rows past the chunk likewise (Or: g [t][j], Yo: o [t][j]);
-// Cr[t] = the cap of row t's terms g_tj e^x, 80 - max(0, log max_j |g_tj|), so that each is <= e^80 (a warp per row)
+// Cr[t] = the cap of row t's terms g_tj e^x, 80 - max(0, log max_j |g_tj|), so that each is <= e^80 (a warp per
+// row; unrolled: the rows' reductions interleave, the phase being a serial part of the block's)
 __device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, ta* Cr, int ns) {
     const int lane = threadIdx.x & 31;
+#pragma unroll
     for (int r = threadIdx.x >> 5; r < CH; r += NT / 32) {
         ta m = (ta)0;
+#pragma unroll
         for (int j = lane; j < DVP; j += 32) {
             const int idx = r * DVP + j;
             const bool ok = r < ns && Yo[idx] > lo_v() / 2;
@@ -87,27 +90,29 @@ __device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, ta* Cr, int ns) {
 }
 
 // A summary's column scales: sigma_j = log max_i |X_ij| (0 for a zero column) into Sg[j], and X's columns
-// scaled by e^-sigma_j (Xt: X transposed [j][i], rows i < DK at stride DKP; a warp per column)
-__device__ __forceinline__ void logv_col_scale(ta* Xt, ta* Sg, int DK) {
+// scaled by e^-sigma_j (Xt: X transposed [j][i], rows i < DK at stride DKP); nn_j = max_{s < ns} lv_sj, the
+// chunk's column maxima of the clamped log values (Vt [j][s]) into Nn. A warp per column, unrolled.
+__device__ __forceinline__ void logv_cols(ta* Xt, ta* Sg, int DK, const ta* Vt, ta* Nn, int ns) {
     const int lane = threadIdx.x & 31;
+#pragma unroll
     for (int j = threadIdx.x >> 5; j < DVP; j += NT / 32) {
-        ta m = (ta)0;
-        for (int i = lane; i < DK; i += 32) m = fmx(m, fabs(Xt[j * DKP + i]));
+        ta m = (ta)0, v = lo_v();
+#pragma unroll
+        for (int i = lane; i < DKP; i += 32)
+            if (i < DK) m = fmx(m, fabs(Xt[j * DKP + i]));
+#pragma unroll
+        for (int r = lane; r < CH; r += 32)
+            if (r < ns) v = fmx(v, Vt[j * QLD + r]);
         m = warp_max(m);
+        v = warp_max(v);
         const ta sg = m > (ta)0 ? lg(m) : (ta)0, f = ex(-sg);
-        for (int i = lane; i < DK; i += 32) Xt[j * DKP + i] *= f;
-        if (lane == 0) Sg[j] = sg;
-    }
-}
-
-// nn_j = max_{s < ns} lv_sj, the chunk's column maxima of the clamped log values (Vt [j][s]; a warp per column)
-__device__ __forceinline__ void logv_nn(const ta* Vt, ta* Nn, int ns) {
-    const int lane = threadIdx.x & 31;
-    for (int j = threadIdx.x >> 5; j < DVP; j += NT / 32) {
-        ta m = lo_v();
-        for (int s = lane; s < ns; s += 32) m = fmx(m, Vt[j * QLD + s]);
-        m = warp_max(m);
-        if (lane == 0) Nn[j] = m;
+#pragma unroll
+        for (int i = lane; i < DKP; i += 32)
+            if (i < DK) Xt[j * DKP + i] *= f;
+        if (lane == 0) {
+            Sg[j] = sg;
+            Nn[j] = v;
+        }
     }
 }
 
@@ -123,11 +128,14 @@ __device__ __forceinline__ bool logv_GE(ta* Gt, ta* Gr, const ta* Or, const ta* 
                                         int* Fl, int ns, int DV) {
     const int lane = threadIdx.x & 31;
     bool any = false;
-    for (int t = threadIdx.x >> 5; t < CH; t += NT / 32) {  // a warp per row
+#pragma unroll
+    for (int t = threadIdx.x >> 5; t < CH; t += NT / 32) {  // a warp per row (unrolled, as logv_mask)
         const ta lim = Cr[t] < (ta)FX_LIM ? Cr[t] : (ta)FX_LIM;
         bool bad = false;
+#pragma unroll
         for (int j = lane; j < DVP; j += 32) bad |= Or[t * DVP + j] != (ta)0 && Nn[j] - Yo[t * DVP + j] > lim;
         bad = __any_sync(0xffffffffu, bad);
+#pragma unroll
         for (int j = lane; j < DVP; j += 32) {
             const ta g = Or[t * DVP + j];
             const ta G = (!bad && g != (ta)0) ? g * fex(Nn[j] - Yo[t * DVP + j]) : (ta)0;  // exponent <= 40
@@ -263,8 +271,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     __syncthreads();
 #if LOGV
     logv_mask(Or, Yo, Cr, ns);
-    logv_col_scale(St, Sg, DK);  // S' = S_in e^-sigma
-    logv_nn(Vt, Nn, ns);
+    logv_cols(St, Sg, DK, Vt, Nn, ns);  // S' = S_in e^-sigma; nn
 #endif
     // (running max, sum) of q_ti + k_si over s <= t, started from the summary's term exp(q_ti + M_i) z_i
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -300,8 +307,10 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
 #if LOGV
     if (tid >= NT - DVP) {  // W^c_j = max_t -o_tj (threads disjoint from tid < CH)
         const int j = tid - (NT - DVP);
-        ta w = lo_v();
-        for (int t = 0; t < ns; ++t) w = fmx(w, -Yo[t * DVP + j]);
+        ta wm[4] = {lo_v(), lo_v(), lo_v(), lo_v()};  // rows past the chunk are masked (-o = lo_v): all CH, four chains
+#pragma unroll
+        for (int t = 0; t < CH; ++t) wm[t & 3] = fmx(wm[t & 3], -Yo[t * DVP + j]);
+        const ta w = fmx(fmx(wm[0], wm[1]), fmx(wm[2], wm[3]));
         Ws[j] = w;
         if (j < DV) Wc[(bh * n + c) * DV + j] = w;
     }
@@ -368,47 +377,52 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
 // a time into shared memory (double-buffered, one barrier a batch), the elements read them.
 // Packed segments (exp_kernel.py's chunk-aligned layout): m_next = +finfo.max / 8 (-lo_v) marks the
 // last chunk of a segment: U(b_c) = U^c there, its column shift W^c (nothing of a later segment).
+// The scan's loads of chunks c0, c0 - 1, .. (NB of them, none below 0 or off a live element): U^c (Z^c) at X,
+// the row factor's exponent m_in - m_next and whether a segment ends there (m_next at +big); m0 = (bh n) DK + i
+template <int NB>
+__device__ __forceinline__ void rscan_loads(ta (&u)[NB], ta (&f)[NB], bool (&cut)[NB], const ta* X, i64 stride,
+                                            const ta* m_in, const ta* m_next, i64 m0, int DK, int c0, bool live) {
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+        const int c = c0 - b;
+        const i64 mc = m0 + (i64)max(c, 0) * DK;
+        u[b] = (c >= 0 && live) ? X[max(c, 0) * stride] : (ta)0;
+        f[b] = (c >= 0 && live) ? m_in[mc] - m_next[mc] : (ta)0;
+        cut[b] = c >= 0 && live && m_next[mc] >= -lo_v();
+    }
+}
+
 // LOGV, float: at most 48 registers, 5 blocks of NT per SM (B=2, H=16, d=64 launches 544 blocks: at 4 per SM, 528
-// on an H200's 132 SMs, a second wave of 16; it took 62 registers; exp's 43 fit 5 as they are, and its code
-// measured 8% slower under the bound).
-#define RSCAN_MINB (LOGV && sizeof(ta) == 4 ? 5 : 1)
-extern "C" __global__ void __launch_bounds__(NT, RSCAN_MINB) ekb_rscan(
+// on an H200's 132 SMs, a second wave of 16; it took 62 registers). Exp mode: the kernel after this one (43
+// registers fit 5 blocks as they are; its code measured 8% slower under the bound).
+#if LOGV
+#define RSCAN_BOUNDS __launch_bounds__(NT, sizeof(ta) == 4 ? 5 : 1)
+#else
+#define RSCAN_BOUNDS __launch_bounds__(NT)
+#endif
+extern "C" __global__ void RSCAN_BOUNDS ekb_rscan(
     ta* __restrict__ U, ta* __restrict__ Z, const ta* __restrict__ m_in, const ta* __restrict__ m_next,
     ta* __restrict__ R0, int DK, int DV, int n, const ta* __restrict__ Wc, ta* __restrict__ Wn, ta* __restrict__ W0) {
-    constexpr int NB = 8;  // the loads of NB chunks are issued before their sequential update
     const i64 bh = blockIdx.y;
     const int e = blockIdx.x * NT + threadIdx.x;
     const int E = DK * DV;
+    constexpr int NB = 8;  // the loads of NB chunks are issued before their sequential update
 #if LOGV
     const bool live = e < E + DK;  // (the others still take part in the barriers)
-#else
-    if (e >= E + DK) return;
-    constexpr bool live = true;
-#endif
     const int i = !live ? 0 : (e < E ? e / DV : e - E);
     ta* X = e < E ? U + bh * n * (i64)E + e : Z + bh * n * (i64)DK + i;
     const i64 stride = e < E ? E : DK;
     ta R = (ta)0;
-#if LOGV
     __shared__ ta fa[2][NB][DVP], fb[2][NB][DVP];  // e^(W^c - W(b_c)), e^(W(b_{c+1}) - W(b_c)) by column
     const bool col = e < E;  // an element of U: column j
     const int j = col ? e % DV : 0, jl = threadIdx.x;
     const bool lead = jl < DV;  // the column factors of column jl
     ta Wr = lo_v();
     int buf = 0;
-#endif
     for (int c0 = n - 1; c0 >= 0; c0 -= NB) {
         ta u[NB], f[NB];
         bool cut[NB];
-#pragma unroll
-        for (int b = 0; b < NB; ++b) {
-            const int c = c0 - b;
-            const i64 mc = (bh * n + max(c, 0)) * DK + i;
-            u[b] = (c >= 0 && live) ? X[max(c, 0) * stride] : (ta)0;
-            f[b] = (c >= 0 && live) ? m_in[mc] - m_next[mc] : (ta)0;
-            cut[b] = c >= 0 && live && m_next[mc] >= -lo_v();
-        }
-#if LOGV
+        rscan_loads(u, f, cut, X, stride, m_in, m_next, (bh * n) * DK + i, DK, c0, live);
         if (lead) {
             ta w[NB];
             bool cw[NB];
@@ -431,28 +445,42 @@ extern "C" __global__ void __launch_bounds__(NT, RSCAN_MINB) ekb_rscan(
             }
         }
         __syncthreads();
-#endif
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
             const int c = c0 - b;
             if (c < 0 || !live) break;
             X[c * stride] = R;
             if (cut[b]) R = (ta)0;  // a segment ends in chunk c
-#if LOGV
             if (col) {
                 R = u[b] * fa[buf][b][j] + ex(f[b]) * (fb[buf][b][j] * R);
                 continue;
             }
-#endif
             R = u[b] + ex(f[b]) * R;
         }
-#if LOGV
         buf ^= 1;
-#endif
     }
     if (live) R0[bh * (i64)(E + DK) + e] = R;
-#if LOGV
     if (lead && blockIdx.x == 0) W0[bh * DV + jl] = Wr;
+#else
+    if (e >= E + DK) return;
+    const int i = e < E ? e / DV : e - E;
+    ta* X = e < E ? U + bh * n * (i64)E + e : Z + bh * n * (i64)DK + i;
+    const i64 stride = e < E ? E : DK;
+    ta R = (ta)0;
+    for (int c0 = n - 1; c0 >= 0; c0 -= NB) {
+        ta u[NB], f[NB];
+        bool cut[NB];
+        rscan_loads(u, f, cut, X, stride, m_in, m_next, (bh * n) * DK + i, DK, c0, true);
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            const int c = c0 - b;
+            if (c < 0) break;
+            X[c * stride] = R;
+            if (cut[b]) R = (ta)0;  // a segment ends in chunk c
+            R = u[b] + ex(f[b]) * R;
+        }
+    }
+    R0[bh * (i64)(E + DK) + e] = R;
 #endif
 }
 
@@ -517,8 +545,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     __syncthreads();
 #if LOGV
     logv_mask(Or, Yo, Cr, ns);
-    logv_col_scale(Ut, Tg, DK);  // U' = U e^-tau over Ut (Us keeps U: its product B U is scaled after)
-    logv_nn(Vt, Nn, ns);
+    logv_cols(Ut, Tg, DK, Vt, Nn, ns);  // U' = U e^-tau over Ut (Us keeps U: its product B U is scaled after); nn
     __syncthreads();
     anyf = logv_GE(Ot, Or, Or, Yo, Vt, Nn, Cr, Fl, ns, DV);
     if (anyf) logv_exact_D(Dm, vc, gc, Yo, Ds, Cr, Fl, ns, DV);
