@@ -562,6 +562,24 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
         Pm[t * QLD + s] = p;
     }
     __syncthreads();  // Dm complete; Kt no longer read
+#if LOGV
+    // the log values V' (below) and d lv's epilogue read, loaded from global memory (L2) ahead of the phase's and
+    // the product's work: NV per thread at V''s positions, RM x RN at the epilogue's
+    constexpr int NV = (CH * DVP + NT - 1) / NT;
+    ta lvv[NV], lve[RM][RN];
+#pragma unroll
+    for (int u = 0; u < NV; ++u) {
+        const int idx = tid + u * NT, s = idx / DVP, j = idx % DVP;
+        lvv[u] = (idx < CH * DVP && s < ns && j < DV) ? ld(vc + (i64)s * DV + j) : lo_v();
+    }
+#pragma unroll
+    for (int ii = 0; ii < RM; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < RN; ++jj) {
+            const int s = ty * RM + ii, j = tx * RN + jj;
+            lve[ii][jj] = (s < ns && j < DV) ? ld(vc + (i64)s * DV + j) : lo_v();
+        }
+#endif
     // the intra-chunk dk; B = exp(k - M_{c+1}) over Kt
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int s = idx / DKP, i = idx % DKP;
@@ -587,9 +605,10 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
         }
         Ot[j * QLD + s] = g;
     }
-    for (int idx = tid; idx < CH * DVP; idx += NT) {  // V' = exp(lv + W + tau) over Vt (E's last read is above)
-        const int s = idx / DVP, j = idx % DVP;
-        Vt[j * QLD + s] = (s < ns && j < DV) ? ex_cap(fmx(ld(vc + (i64)s * DV + j), lo_v()) + Wj[j] + Tg[j]) : (ta)0;
+#pragma unroll
+    for (int u = 0; u < NV; ++u) {  // V' = exp(lv + W + tau) over Vt (E's last read is above)
+        const int idx = tid + u * NT, s = idx / DVP, j = idx % DVP;
+        if (idx < CH * DVP) Vt[j * QLD + s] = (s < ns && j < DV) ? ex_cap(fmx(lvv[u], lo_v()) + Wj[j] + Tg[j]) : (ta)0;
     }
 #endif
     __syncthreads();
@@ -629,7 +648,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
                 const int j = tx * RN + jj;
 #if LOGV
                 if (j < DV) {
-                    const ta lv = fmx(ld(vc + (i64)s * DV + j), lo_v());
+                    const ta lv = fmx(lve[ii][jj], lo_v());
                     const ta e = lv > lo_v() / 2 ? fex(lv - Nn[j]) : (ta)0;
                     st(dv + (bh * T + g0 + s) * DV + j,
                        e * acc[ii][jj] + (anyf ? Ot[j * QLD + s] : (ta)0) + Vt[j * QLD + s] * (bu[ii][jj] * ex(-Tg[j])));
