@@ -6,6 +6,9 @@
 # warm-ups of the timed scripts (kernels compiled into CuPy's cache).
 # TIMINGS (alone): per kernel at 32K, bf16 then fp32, base (benchmarks/device/s14e17_base/) against the tree
 # (ek_ab_s14e17.py, 2 rounds), then issue 17's pair at 16K / 32K / 64K.
+# Needs the parent's backward sources beside it (removed from the tree after the run; regenerate before sending):
+#   mkdir -p benchmarks/device/s14e17_base; for f in exp_kernel_bwd.cu exp_kernel_bwd_tc.cu; do
+#     git show c675226:lsattn/backends/cupy/$f > benchmarks/device/s14e17_base/$f.txt; done
 #   OUT=... bash benchmarks/device/run_s14e17b.sh      (results and logs: $OUT/s14e17b.tgz)
 set -u
 NAME=s14e17b; . benchmarks/device/setup.sh
