@@ -6,6 +6,8 @@
 # float64 log_attention backward (the flagged rows' global reads), racecheck of one (the new phases).
 # TIMINGS (alone): per kernel, base (benchmarks/device/s14e17_base/, this branch's parent) against the tree, exp and
 # log fwd+bwd at 32K fp32 and bf16 (ek_ab_s14e17.py), then issue 17's pair at 16K / 32K / 64K.
+# Needs benchmarks/device/s14e17_base/ as run_s14e17b.sh says (removed after the runs). Its SPIKY variable (a
+# multi-line string) broke the batch tool's preamble cut: run_s14e17b.sh uses ek_spiky_s14e17.py instead.
 #   OUT=... bash benchmarks/device/run_s14e17.sh      (results and logs: $OUT/s14e17.tgz)
 set -u
 NAME=s14e17; . benchmarks/device/setup.sh
