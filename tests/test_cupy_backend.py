@@ -517,12 +517,27 @@ class Twin:
         """exp_kernel_bwd.cu's ex_capr (cap: the rows' caps, cek.row_caps) / ex_cap."""
         return np.exp(np.minimum(x, cek.ex_capv(x.dtype) if cap is None else cap))
 
-    def _ekb_D(self, cfg, O, V, Yo, delta, mask):
+    @staticmethod
+    def _ekb_GE(O, V, Yo, ok, lo):
+        """LOGV: the factorised pair factors (exp_kernel_bwd.cu's logv_GE): the rows' flags (BH, t) (some
+        g_tj != 0 with nn_j - o_tj > min(FX_LIM, the row's cap): computed per pair), G = g e^(nn - o) (0 on
+        flagged rows) and E = e^(lv - nn) (0 for -inf log values and rows past T), nn the chunk's column maxima."""
+        nn = np.max(np.where(ok[None, :, None], V, lo), axis=1)[:, None, :]  # (BH, 1, DV)
+        x = nn - Yo
+        flag = np.any((O != 0) & (x > np.minimum(cek.FX_LIM, cek.row_caps(np, O))), axis=-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            G = np.where(flag[..., None] | (O == 0), 0.0, O * np.exp(np.where(flag[..., None], 0.0, x)))
+        E = np.where(ok[None, :, None] & (V > lo / 2), np.exp(V - nn), 0.0)
+        return flag, G, E
+
+    def _ekb_D(self, cfg, O, V, Yo, delta, mask, ok=None):
         """D[t, s] for s <= t: dO_t . v_s - delta_t (LOGV: sum_j g_tj exp(lv_sj - o_tj) - delta_t, each
-        exponent capped at its row's cap)."""
+        exponent capped at its row's cap: G_t . E_s on the rows _ekb_GE leaves unflagged, per pair on the others)."""
         if cfg.logv:
+            flag, G, E = self._ekb_GE(O, V, Yo, ok, _lo(O))
             caps = cek.row_caps(np, O)[:, :, None, :]  # (BH, t, 1, 1)
-            G = np.einsum("btj,btsj->bts", O, self._ex_cap(V[:, None, :, :] - Yo[:, :, None, :], caps))
+            exact = np.einsum("btj,btsj->bts", O, self._ex_cap(V[:, None, :, :] - Yo[:, :, None, :], caps))
+            G = np.where(flag[..., None], exact, G @ np.swapaxes(E, -1, -2))
         else:
             G = O @ np.swapaxes(V, -1, -2)
         return np.where(mask, G - delta[:, :, None], 0.0)
@@ -545,7 +560,7 @@ class Twin:
                 mx = np.max(terms, axis=-1, keepdims=True)
                 mx = np.where(np.isfinite(mx), mx, 0.0)
                 L = np.where(ok, (mx + np.log(np.sum(np.exp(terms - mx), axis=-1, keepdims=True)))[..., 0], 0.0)
-            D = self._ekb_D(cfg, O, V, Y, delta, mask)
+            D = self._ekb_D(cfg, O, V, Y, delta, mask, ok)
             P = np.where(mask[None, :, :, None], np.exp(X - L[:, :, None, None]), 0.0)  # (BH, t, s, i)
             A = np.where(ok[None, :, None], np.exp(inter - L[:, :, None]), 0.0)
             G = G2 = O
@@ -592,14 +607,17 @@ class Twin:
             if cfg.logv:
                 Y, _ = _rows(y, c * CH, CH, T)
                 V, O, Y = self._ekb_logv(V, O, Y, ok, _lo(q))
-            D = self._ekb_D(cfg, O, V, Y if cfg.logv else None, delta, mask)
+            D = self._ekb_D(cfg, O, V, Y if cfg.logv else None, delta, mask, ok)
             P = np.where(mask[None, :, :, None], np.exp(X - L[:, :, None, None]), 0.0)  # (BH, t, s, i)
             B = np.where(ok[None, :, None], np.exp(K - m_next[:, c][:, None, :]), 0.0)  # (BH, s, i)
             Uc, Zc = U[:, c], Z[:, c]
             Pts = P.sum(-1)  # (BH, t, s)
-            if cfg.logv:  # intra: sum_t P(t,s) g_tj exp(lv_sj - o_tj); later queries: V' = exp(lv + W(b_{c+1}) + tau), U'
+            if cfg.logv:  # intra: sum_t P(t,s) g_tj exp(lv_sj - o_tj) (E o P^T G, flagged rows per pair); later
+                # queries: V' = exp(lv + W(b_{c+1}) + tau), U'
+                flag, G, E = self._ekb_GE(O, V, Y, ok, _lo(q))
                 caps = cek.row_caps(np, O)[:, :, None, :]
-                intra = np.einsum("bts,btj,btsj->bsj", Pts, O, self._ex_cap(V[:, None, :, :] - Y[:, :, None, :], caps))
+                intra = E * (np.swapaxes(Pts, -1, -2) @ G) + np.einsum(
+                    "bts,btj,btsj->bsj", Pts * flag[..., None], O, self._ex_cap(V[:, None, :, :] - Y[:, :, None, :], caps))
                 tau = cek.col_scale(np, Uc)  # (BH, 1, DV)
                 Uc = Uc * np.exp(-tau)
                 Vp = np.where(ok[None, :, None], self._ex_cap(V + Wn[:, c][:, None, :] + tau), 0.0)

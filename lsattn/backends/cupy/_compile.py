@@ -141,12 +141,12 @@ class Config:
         lv = DVP if self.logv else 0  # per-column value shifts
         lo = CH * DVP if self.logv else 0  # the log outputs' tile of the backward
         lr = CH if self.logv else 0  # the backward's row caps
-        if kernel == "ekb_dq":  # (LOGV: n_in, W^c, S_in's column scales)
-            return (4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH + lo + 3 * lv
-                    + lr) * es
-        if kernel == "ekb_dkdv":  # (LOGV: W, U's column scales)
+        if kernel == "ekb_dq":  # (LOGV: n_in, W^c, S_in's column scales, nn; the rows' flags)
+            return (4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH + lo + 4 * lv
+                    + 2 * lr) * es
+        if kernel == "ekb_dkdv":  # (LOGV: W, U's column scales, nn; the rows' flags)
             return (3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP + 2 * DKP
-                    + 2 * CH + lo + 2 * lv + lr) * es
+                    + 2 * CH + lo + 3 * lv + 2 * lr) * es
         if kernel == "ek_chunk":
             return (CH * DKP + CH * DVP + DKP + lv) * es
         if kernel == "ek_output":  # (+ two int flags per row: exact path, segment start)

@@ -23,6 +23,12 @@ def ex_capv(dtype):
     return 640.0 if np.dtype(dtype) == np.float64 else 80.0
 
 
+#: ``exp_kernel_bwd.cu``'s ``FX_LIM``: the float32 / float64 LOGV backward takes the pair factors
+#: ``e^(lv_s - o_t)`` as ``e^(lv_s - nn) e^(nn - o_t)`` (nn the chunk's column maximum of the log values) on the
+#: rows where every ``nn - o_t`` with ``g_t != 0`` is at most ``min(FX_LIM, row cap)``; the other rows per pair.
+FX_LIM = 40.0
+
+
 def row_caps(xp, g):
     """Each row's cap of the terms ``g_tj e^x`` (``exp_kernel_bwd.cu``'s ``logv_row_caps``):
     ``ex_capv - max(0, log max_j |g_tj|)``, so that each term is at most ``e^ex_capv``. g (..., T, d_v)
@@ -32,7 +38,7 @@ def row_caps(xp, g):
 
 def col_scale(xp, x):
     """``log max_i |x_ij|`` over the d_k axis (-2) of summaries x (..., d_k, d_v) -> (..., 1, d_v), 0 for a
-    zero column (``exp_kernel_bwd.cu``'s ``logv_col_scale``): ``x e^-scale`` is at most 1, and the scale
+    zero column (``exp_kernel_bwd.cu``'s ``logv_cols``): ``x e^-scale`` is at most 1, and the scale
     joins a capped exponent, where it is exact up to the cap."""
     m = xp.max(xp.abs(x), axis=-2, keepdims=True)
     return xp.where(m > 0, xp.log(xp.where(m > 0, m, 1.0)), 0.0)

@@ -54,6 +54,7 @@
 // (the column scales move a summary's magnitude into the capped exponent, where it is exact up to e^80).
 namespace {
 constexpr int QLD = CH + 4;
+constexpr float FX_LIM = 40.f;  // LOGV: rows with a factor e^(nn_j - o_tj) beyond e^FX_LIM are computed per pair
 }
 
 // The per-pair exponentials (arguments <= 0 where they matter; LOGV: <= the cap): common.cu's fex
@@ -67,11 +68,14 @@ __device__ __forceinline__ ta ex_cap(ta x) { return ex_capr(x, ex_capv()); }
 
 #if LOGV
 // g over -inf outputs -> 0, those outputs -> +big; rows past the chunk likewise (Or: g [t][j], Yo: o [t][j]);
-// Cr[t] = the cap of row t's terms g_tj e^x, 80 - max(0, log max_j |g_tj|), so that each is <= e^80 (a warp per row)
+// Cr[t] = the cap of row t's terms g_tj e^x, 80 - max(0, log max_j |g_tj|), so that each is <= e^80 (a warp per
+// row; unrolled: the rows' reductions interleave, the phase being a serial part of the block's)
 __device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, ta* Cr, int ns) {
     const int lane = threadIdx.x & 31;
+#pragma unroll
     for (int r = threadIdx.x >> 5; r < CH; r += NT / 32) {
         ta m = (ta)0;
+#pragma unroll
         for (int j = lane; j < DVP; j += 32) {
             const int idx = r * DVP + j;
             const bool ok = r < ns && Yo[idx] > lo_v() / 2;
@@ -86,16 +90,83 @@ __device__ __forceinline__ void logv_mask(ta* Or, ta* Yo, ta* Cr, int ns) {
 }
 
 // A summary's column scales: sigma_j = log max_i |X_ij| (0 for a zero column) into Sg[j], and X's columns
-// scaled by e^-sigma_j (Xt: X transposed [j][i], rows i < DK at stride DKP; a warp per column)
-__device__ __forceinline__ void logv_col_scale(ta* Xt, ta* Sg, int DK) {
+// scaled by e^-sigma_j (Xt: X transposed [j][i], rows i < DK at stride DKP); nn_j = max_{s < ns} lv_sj, the
+// chunk's column maxima of the clamped log values (Vt [j][s]) into Nn. A warp per column, unrolled.
+__device__ __forceinline__ void logv_cols(ta* Xt, ta* Sg, int DK, const ta* Vt, ta* Nn, int ns) {
     const int lane = threadIdx.x & 31;
+#pragma unroll
     for (int j = threadIdx.x >> 5; j < DVP; j += NT / 32) {
-        ta m = (ta)0;
-        for (int i = lane; i < DK; i += 32) m = fmx(m, fabs(Xt[j * DKP + i]));
+        ta m = (ta)0, v = lo_v();
+#pragma unroll
+        for (int i = lane; i < DKP; i += 32)
+            if (i < DK) m = fmx(m, fabs(Xt[j * DKP + i]));
+#pragma unroll
+        for (int r = lane; r < CH; r += 32)
+            if (r < ns) v = fmx(v, Vt[j * QLD + r]);
         m = warp_max(m);
+        v = warp_max(v);
         const ta sg = m > (ta)0 ? lg(m) : (ta)0, f = ex(-sg);
-        for (int i = lane; i < DK; i += 32) Xt[j * DKP + i] *= f;
-        if (lane == 0) Sg[j] = sg;
+#pragma unroll
+        for (int i = lane; i < DKP; i += 32)
+            if (i < DK) Xt[j * DKP + i] *= f;
+        if (lane == 0) {
+            Sg[j] = sg;
+            Nn[j] = v;
+        }
+    }
+}
+
+// The pair factors factorised: e^(lv_sj - o_tj) = E_sj e^(nn_j - o_tj) with E_sj = e^(lv_sj - nn_j) <= 1
+// (over Vt; 0 for -inf log values, rows past the chunk, padding) and G_tj = g_tj e^(nn_j - o_tj) (into Gt
+// [j][t], and Gr [t][j] unless null), so that the per-pair sums are products. A row t is flagged (Fl[t], G
+// row 0) where some g_tj != 0 has nn_j - o_tj > min(FX_LIM, c_t): there a later value of the chunk dominates
+// (G would not be bounded) or the cap c_t is reached, and its sums are taken per pair (logv_exact_D, the
+// intra d lv). Elsewhere every exponent lv_sj - o_tj <= min(FX_LIM, c_t): the products are the capped
+// per-pair sums, less terms below e^(FX_LIM - 87) |g_tj| lost with E's underflow. Returns whether any row
+// is flagged (ends with a barrier).
+__device__ __forceinline__ bool logv_GE(ta* Gt, ta* Gr, const ta* Or, const ta* Yo, ta* Vt, const ta* Nn, const ta* Cr,
+                                        int* Fl, int ns, int DV) {
+    const int lane = threadIdx.x & 31;
+    bool any = false;
+#pragma unroll
+    for (int t = threadIdx.x >> 5; t < CH; t += NT / 32) {  // a warp per row (unrolled, as logv_mask)
+        const ta lim = Cr[t] < (ta)FX_LIM ? Cr[t] : (ta)FX_LIM;
+        bool bad = false;
+#pragma unroll
+        for (int j = lane; j < DVP; j += 32) bad |= Or[t * DVP + j] != (ta)0 && Nn[j] - Yo[t * DVP + j] > lim;
+        bad = __any_sync(0xffffffffu, bad);
+#pragma unroll
+        for (int j = lane; j < DVP; j += 32) {
+            const ta g = Or[t * DVP + j];
+            const ta G = (!bad && g != (ta)0) ? g * fex(Nn[j] - Yo[t * DVP + j]) : (ta)0;  // exponent <= 40
+            Gt[j * QLD + t] = G;
+            if (Gr) Gr[t * DVP + j] = G;
+        }
+        if (lane == 0) Fl[t] = bad;
+        any |= bad;
+    }
+    for (int idx = threadIdx.x; idx < DVP * CH; idx += NT) {
+        const int j = idx / CH, s = idx % CH;
+        const ta lv = Vt[j * QLD + s];
+        Vt[j * QLD + s] = (s < ns && j < DV && lv > lo_v() / 2) ? fex(lv - Nn[j]) : (ta)0;
+    }
+    return __syncthreads_or(any);
+}
+
+// D[t][s] (s <= t) of the flagged rows per pair: sum_j g_tj e^min(lv_sj - o_tj, c_t) - delta_t, g and the
+// log values read from the chunk's rows in global memory (gc, vc: row t at t DV), o masked (Yo)
+__device__ __forceinline__ void logv_exact_D(ta* Dm, const ti* vc, const ti* gc, const ta* Yo, const ta* Ds, const ta* Cr,
+                                             const int* Fl, int ns, int DV) {
+    for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        if (t >= ns || s > t || !Fl[t]) continue;
+        ta d = -Ds[t];
+        const ta c = Cr[t];
+        for (int j = 0; j < DV; ++j) {
+            const ta o = Yo[t * DVP + j];
+            if (o < -lo_v() / 2) d = fma(ld(gc + (i64)t * DV + j), ex_capr(fmx(ld(vc + (i64)s * DV + j), lo_v()) - o, c), d);
+        }
+        Dm[t * QLD + s] = d;
     }
 }
 
@@ -114,22 +185,9 @@ __device__ __forceinline__ void ekb_tiles(const ti* q, const ti* k, const ti* v,
     if (Yo) load_rows<DVP>(y + bh * T * DV, g0, T, DV, Yo, nullptr, 0);
 }
 
-// D[t][s] for s <= t < ns (else 0): dO_t . v_s - delta_t (Ot, Vt); LOGV: sum_j g_tj exp(lv_sj - o_tj)
-// - delta_t (Or, Yo masked by logv_mask, Vt the log values, Cr the rows' caps), one exponent per (t, s, j)
-__device__ __forceinline__ void ekb_D(ta* Dm, const ta* Ot, const ta* Vt, const ta* Or, const ta* Yo, const ta* Ds,
-                                      const ta* Cr, int ns, int DV) {
-#if LOGV
-    for (int idx = threadIdx.x; idx < CH * CH; idx += NT) {
-        const int t = idx / CH, s = idx % CH;
-        ta d = (ta)0;
-        if (s <= t && t < ns) {
-            d = -Ds[t];
-            const ta c = Cr[t];
-            for (int j = 0; j < DV; ++j) d = fma(Or[t * DVP + j], ex_capr(Vt[j * QLD + s] - Yo[t * DVP + j], c), d);
-        }
-        Dm[t * QLD + s] = d;
-    }
-#else
+// D[t][s] for s <= t < ns (else 0): dO_t . v_s - delta_t (Ot, Vt); LOGV: G_t . E_s - delta_t (logv_GE's
+// factors), the flagged rows (Fl) left to logv_exact_D
+__device__ __forceinline__ void ekb_D(ta* Dm, const ta* Ot, const ta* Vt, const ta* Ds, const int* Fl, int ns) {
     constexpr int RM = CH / 16;
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     ta acc[RM][RM];
@@ -138,13 +196,13 @@ __device__ __forceinline__ void ekb_D(ta* Dm, const ta* Ot, const ta* Vt, const 
 #pragma unroll
     for (int ii = 0; ii < RM; ++ii) {
         const int t = ty * RM + ii;
+        if (LOGV && t < ns && Fl[t]) continue;
 #pragma unroll
         for (int jj = 0; jj < RM; ++jj) {
             const int s = tx * RM + jj;
             Dm[t * QLD + s] = (s <= t && t < ns) ? acc[ii][jj] - Ds[t] : (ta)0;
         }
     }
-#endif
 }
 
 
@@ -169,16 +227,18 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     ta* Ls = zi + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
     ta* Yo = LOGV ? Ds + CH : nullptr;         // LOGV: CH x DVP, o [t][j]
-#if LOGV  // Vt holds lv; Ot, Or hold g, then G^T, G'; St holds S_in scaled by columns (S')
+#if LOGV  // Vt holds lv, then E; Ot holds g, then G (logv_GE), then G^T; Or g, then G'; St S_in scaled by columns (S')
     ta* Ni = Yo + CH * DVP;                    // DVP: n_in
     ta* Ws = Ni + DVP;                         // DVP: W^c
     ta* Sg = Ws + DVP;                         // DVP: sigma, S_in's column scales
     ta* Cr = Sg + DVP;                         // CH: the rows' caps
+    ta* Nn = Cr + CH;                          // DVP: nn, the chunk's column maxima of lv
+    int* Fl = reinterpret_cast<int*>(Nn + DVP);  // CH (ta slots): the rows computed per pair
 #else
-    const ta* Cr = nullptr;
+    const int* Fl = nullptr;
 #endif
     check_smem((unsigned)((4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH +
-                           (LOGV ? CH * DVP + 3 * DVP + CH : 0)) * sizeof(ta)));
+                           (LOGV ? CH * DVP + 4 * DVP + 2 * CH : 0)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4, lane = tid & 31, warp = tid >> 5;
     const int c = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -211,7 +271,7 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
     __syncthreads();
 #if LOGV
     logv_mask(Or, Yo, Cr, ns);
-    logv_col_scale(St, Sg, DK);  // S' = S_in e^-sigma
+    logv_cols(St, Sg, DK, Vt, Nn, ns);  // S' = S_in e^-sigma; nn
 #endif
     // (running max, sum) of q_ti + k_si over s <= t, started from the summary's term exp(q_ti + M_i) z_i
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -247,13 +307,17 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
 #if LOGV
     if (tid >= NT - DVP) {  // W^c_j = max_t -o_tj (threads disjoint from tid < CH)
         const int j = tid - (NT - DVP);
-        ta w = lo_v();
-        for (int t = 0; t < ns; ++t) w = fmx(w, -Yo[t * DVP + j]);
+        ta wm[4] = {lo_v(), lo_v(), lo_v(), lo_v()};  // rows past the chunk are masked (-o = lo_v): all CH, four chains
+#pragma unroll
+        for (int t = 0; t < CH; ++t) wm[t & 3] = fmx(wm[t & 3], -Yo[t * DVP + j]);
+        const ta w = fmx(fmx(wm[0], wm[1]), fmx(wm[2], wm[3]));
         Ws[j] = w;
         if (j < DV) Wc[(bh * n + c) * DV + j] = w;
     }
+    if (logv_GE(Ot, nullptr, Or, Yo, Vt, Nn, Cr, Fl, ns, DV))
+        logv_exact_D(Dm, v + (bh * T + g0) * DV, dO + (bh * T + g0) * DV, Yo, Ds, Cr, Fl, ns, DV);
 #endif
-    ekb_D(Dm, Ot, Vt, Or, Yo, Ds, Cr, ns, DV);
+    ekb_D(Dm, Ot, Vt, Ds, Fl, ns);
     __syncthreads();
     // A = exp(q + M - lden); the intra-chunk dq into Wm
     for (int idx = tid; idx < CH * DKP; idx += NT) {
@@ -308,65 +372,115 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dq(
 // Reverse scan per (sequence, element e): e < DK*DV an element of U (row i = e / DV), else Z[e - DK*DV].
 // X[c] holds U^c on entry and U(b_{c+1}) on exit; R0 receives U(b_0).
 // LOGV: U's column shifts, W^c in Wc (BH, n, DV); Wn[c] receives W(b_{c+1}), W0 W(b_0) (written by
-// the elements of row 0); Z has none.
+// block 0); Z has none. The column factors of a step, e^(W^c - W(b_c)) on U^c and e^(W(b_{c+1}) - W(b_c))
+// on the running U, are the same for every row: the block's first DV threads take them for NB chunks at
+// a time into shared memory (double-buffered, one barrier a batch), the elements read them.
 // Packed segments (exp_kernel.py's chunk-aligned layout): m_next = +finfo.max / 8 (-lo_v) marks the
 // last chunk of a segment: U(b_c) = U^c there, its column shift W^c (nothing of a later segment).
-extern "C" __global__ void __launch_bounds__(NT) ekb_rscan(
+// The scan's loads of chunks c0, c0 - 1, .. (NB of them, none below 0 or off a live element): U^c (Z^c) at X,
+// the row factor's exponent m_in - m_next and whether a segment ends there (m_next at +big); m0 = (bh n) DK + i
+template <int NB>
+__device__ __forceinline__ void rscan_loads(ta (&u)[NB], ta (&f)[NB], bool (&cut)[NB], const ta* X, i64 stride,
+                                            const ta* m_in, const ta* m_next, i64 m0, int DK, int c0, bool live) {
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+        const int c = c0 - b;
+        const i64 mc = m0 + (i64)max(c, 0) * DK;
+        u[b] = (c >= 0 && live) ? X[max(c, 0) * stride] : (ta)0;
+        f[b] = (c >= 0 && live) ? m_in[mc] - m_next[mc] : (ta)0;
+        cut[b] = c >= 0 && live && m_next[mc] >= -lo_v();
+    }
+}
+
+// LOGV, float: at most 48 registers, 5 blocks of NT per SM (B=2, H=16, d=64 launches 544 blocks: at 4 per SM, 528
+// on an H200's 132 SMs, a second wave of 16; it took 62 registers). Exp mode: the kernel after this one (43
+// registers fit 5 blocks as they are; its code measured 8% slower under the bound).
+#if LOGV
+#define RSCAN_BOUNDS __launch_bounds__(NT, sizeof(ta) == 4 ? 5 : 1)
+#else
+#define RSCAN_BOUNDS __launch_bounds__(NT)
+#endif
+extern "C" __global__ void RSCAN_BOUNDS ekb_rscan(
     ta* __restrict__ U, ta* __restrict__ Z, const ta* __restrict__ m_in, const ta* __restrict__ m_next,
     ta* __restrict__ R0, int DK, int DV, int n, const ta* __restrict__ Wc, ta* __restrict__ Wn, ta* __restrict__ W0) {
     const i64 bh = blockIdx.y;
     const int e = blockIdx.x * NT + threadIdx.x;
     const int E = DK * DV;
+    constexpr int NB = 8;  // the loads of NB chunks are issued before their sequential update
+#if LOGV
+    const bool live = e < E + DK;  // (the others still take part in the barriers)
+    const int i = !live ? 0 : (e < E ? e / DV : e - E);
+    ta* X = e < E ? U + bh * n * (i64)E + e : Z + bh * n * (i64)DK + i;
+    const i64 stride = e < E ? E : DK;
+    ta R = (ta)0;
+    __shared__ ta fa[2][NB][DVP], fb[2][NB][DVP];  // e^(W^c - W(b_c)), e^(W(b_{c+1}) - W(b_c)) by column
+    const bool col = e < E;  // an element of U: column j
+    const int j = col ? e % DV : 0, jl = threadIdx.x;
+    const bool lead = jl < DV;  // the column factors of column jl
+    ta Wr = lo_v();
+    int buf = 0;
+    for (int c0 = n - 1; c0 >= 0; c0 -= NB) {
+        ta u[NB], f[NB];
+        bool cut[NB];
+        rscan_loads(u, f, cut, X, stride, m_in, m_next, (bh * n) * DK + i, DK, c0, live);
+        if (lead) {
+            ta w[NB];
+            bool cw[NB];
+#pragma unroll
+            for (int b = 0; b < NB; ++b) {
+                const int c = max(c0 - b, 0);
+                w[b] = Wc[(bh * n + c) * DV + jl];
+                cw[b] = m_next[(bh * n + c) * DK] >= -lo_v();
+            }
+#pragma unroll
+            for (int b = 0; b < NB; ++b) {
+                const int c = c0 - b;
+                if (c < 0) break;
+                if (blockIdx.x == 0) Wn[(bh * n + c) * DV + jl] = Wr;
+                if (cw[b]) Wr = lo_v();
+                const ta wn = fmx(Wr, w[b]);
+                fa[buf][b][jl] = ex(w[b] - wn);
+                fb[buf][b][jl] = ex(Wr - wn);
+                Wr = wn;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+            const int c = c0 - b;
+            if (c < 0 || !live) break;
+            X[c * stride] = R;
+            if (cut[b]) R = (ta)0;  // a segment ends in chunk c
+            if (col) {
+                R = u[b] * fa[buf][b][j] + ex(f[b]) * (fb[buf][b][j] * R);
+                continue;
+            }
+            R = u[b] + ex(f[b]) * R;
+        }
+        buf ^= 1;
+    }
+    if (live) R0[bh * (i64)(E + DK) + e] = R;
+    if (lead && blockIdx.x == 0) W0[bh * DV + jl] = Wr;
+#else
     if (e >= E + DK) return;
     const int i = e < E ? e / DV : e - E;
     ta* X = e < E ? U + bh * n * (i64)E + e : Z + bh * n * (i64)DK + i;
     const i64 stride = e < E ? E : DK;
     ta R = (ta)0;
-#if LOGV
-    const bool col = e < E;  // an element of U: column j, shift Wr
-    const int j = col ? e % DV : 0;
-    ta Wr = lo_v();
-#endif
-    constexpr int NB = 8;  // the loads of NB chunks are issued before their sequential update
     for (int c0 = n - 1; c0 >= 0; c0 -= NB) {
         ta u[NB], f[NB];
         bool cut[NB];
-#if LOGV
-        ta w[NB];
-#endif
-#pragma unroll
-        for (int b = 0; b < NB; ++b) {
-            const int c = c0 - b;
-            const i64 mc = (bh * n + max(c, 0)) * DK + i;
-            u[b] = c >= 0 ? X[max(c, 0) * stride] : (ta)0;
-            f[b] = c >= 0 ? m_in[mc] - m_next[mc] : (ta)0;
-            cut[b] = c >= 0 && m_next[mc] >= -lo_v();
-#if LOGV
-            w[b] = (c >= 0 && col) ? Wc[(bh * n + max(c, 0)) * DV + j] : lo_v();
-#endif
-        }
+        rscan_loads(u, f, cut, X, stride, m_in, m_next, (bh * n) * DK + i, DK, c0, true);
 #pragma unroll
         for (int b = 0; b < NB; ++b) {
             const int c = c0 - b;
             if (c < 0) break;
             X[c * stride] = R;
             if (cut[b]) R = (ta)0;  // a segment ends in chunk c
-#if LOGV
-            if (col) {
-                if (e < DV) Wn[(bh * n + c) * DV + j] = Wr;
-                if (cut[b]) Wr = lo_v();
-                const ta wn = fmx(Wr, w[b]);
-                R = u[b] * ex(w[b] - wn) + ex(f[b] + (Wr - wn)) * R;
-                Wr = wn;
-                continue;
-            }
-#endif
             R = u[b] + ex(f[b]) * R;
         }
     }
     R0[bh * (i64)(E + DK) + e] = R;
-#if LOGV
-    if (e < DV) W0[bh * DV + j] = Wr;
 #endif
 }
 
@@ -393,15 +507,21 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     ta* Ls = Mn + DKP;                         // CH: lden
     ta* Ds = Ls + CH;                          // CH: delta
     ta* Yo = LOGV ? Ds + CH : nullptr;         // LOGV: CH x DVP, o [t][j]
-#if LOGV  // Vt holds lv, then V'; Or holds g; Ot the intra-chunk d lv [j][s]; Ut U scaled by columns (U')
+#if LOGV  // Vt holds lv, then E, then V'; Or g, then G; Ot g^T, then G^T, then the flagged rows' d lv [j][s];
+          // Ut U scaled by columns (U')
     ta* Wj = Yo + CH * DVP;                    // DVP: W(b_{c+1})
     ta* Tg = Wj + DVP;                         // DVP: tau, U's column scales
     ta* Cr = Tg + DVP;                         // CH: the rows' caps
+    ta* Nn = Cr + CH;                          // DVP: nn, the chunk's column maxima of lv
+    int* Fl = reinterpret_cast<int*>(Nn + DVP);  // CH (ta slots): the rows computed per pair
+    const ti* vc = v + ((i64)blockIdx.y * T + (i64)blockIdx.x * CH) * DV;  // the chunk's rows of lv and g in global memory
+    const ti* gc = dO + ((i64)blockIdx.y * T + (i64)blockIdx.x * CH) * DV;
+    bool anyf = false;
 #else
-    const ta* Cr = nullptr;
+    const int* Fl = nullptr;
 #endif
     check_smem((unsigned)((3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP +
-                           2 * DKP + 2 * CH + (LOGV ? CH * DVP + 2 * DVP + CH : 0)) * sizeof(ta)));
+                           2 * DKP + 2 * CH + (LOGV ? CH * DVP + 3 * DVP + 2 * CH : 0)) * sizeof(ta)));
     const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     const int c = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -425,10 +545,12 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
     __syncthreads();
 #if LOGV
     logv_mask(Or, Yo, Cr, ns);
-    logv_col_scale(Ut, Tg, DK);  // U' = U e^-tau over Ut (Us keeps U: its product B U is scaled after)
+    logv_cols(Ut, Tg, DK, Vt, Nn, ns);  // U' = U e^-tau over Ut (Us keeps U: its product B U is scaled after); nn
     __syncthreads();
+    anyf = logv_GE(Ot, Or, Or, Yo, Vt, Nn, Cr, Fl, ns, DV);
+    if (anyf) logv_exact_D(Dm, vc, gc, Yo, Ds, Cr, Fl, ns, DV);
 #endif
-    ekb_D(Dm, Ot, Vt, Or, Yo, Ds, Cr, ns, DV);
+    ekb_D(Dm, Ot, Vt, Ds, Fl, ns);
     // P[t][s] = sum_i exp(q_ti + k_si - lden_t), s <= t
     for (int idx = tid; idx < CH * CH; idx += NT) {
         const int t = idx / CH, s = idx % CH;
@@ -440,6 +562,24 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
         Pm[t * QLD + s] = p;
     }
     __syncthreads();  // Dm complete; Kt no longer read
+#if LOGV
+    // the log values V' (below) and d lv's epilogue read, loaded from global memory (L2) ahead of the phase's and
+    // the product's work: NV per thread at V''s positions, RM x RN at the epilogue's
+    constexpr int NV = (CH * DVP + NT - 1) / NT;
+    ta lvv[NV], lve[RM][RN];
+#pragma unroll
+    for (int u = 0; u < NV; ++u) {
+        const int idx = tid + u * NT, s = idx / DVP, j = idx % DVP;
+        lvv[u] = (idx < CH * DVP && s < ns && j < DV) ? ld(vc + (i64)s * DV + j) : lo_v();
+    }
+#pragma unroll
+    for (int ii = 0; ii < RM; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < RN; ++jj) {
+            const int s = ty * RM + ii, j = tx * RN + jj;
+            lve[ii][jj] = (s < ns && j < DV) ? ld(vc + (i64)s * DV + j) : lo_v();
+        }
+#endif
     // the intra-chunk dk; B = exp(k - M_{c+1}) over Kt
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int s = idx / DKP, i = idx % DKP;
@@ -452,20 +592,23 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
         Kt[i * QLD + s] = (s < ns && i < DK) ? ex(Kr[idx] - Mn[i]) : (ta)0;
     }
 #if LOGV
-    for (int idx = tid; idx < CH * DVP; idx += NT) {  // the intra-chunk d lv_sj = sum_{t>=s} P(t,s) g_tj E_tsj
+    // the intra-chunk d lv_sj = sum_{t>=s} P(t,s) g_tj e^min(lv_sj - o_tj, c_t): E_sj (P^T G)_sj (below) plus
+    // the flagged rows' terms per pair into Ot
+    for (int idx = tid; anyf && idx < CH * DVP; idx += NT) {
         const int s = idx / DVP, j = idx % DVP;
         ta g = (ta)0;
         if (s < ns && j < DV) {
-            const ta lv = Vt[j * QLD + s];
+            const ta lv = fmx(ld(vc + (i64)s * DV + j), lo_v());
             for (int t = s; t < ns; ++t)
-                g = fma(Pm[t * QLD + s] * Or[t * DVP + j], ex_capr(lv - Yo[t * DVP + j], Cr[t]), g);
+                if (Fl[t] && Yo[t * DVP + j] < -lo_v() / 2)
+                    g = fma(Pm[t * QLD + s] * ld(gc + (i64)t * DV + j), ex_capr(lv - Yo[t * DVP + j], Cr[t]), g);
         }
         Ot[j * QLD + s] = g;
     }
-    __syncthreads();
-    for (int idx = tid; idx < CH * DVP; idx += NT) {  // V' = exp(lv + W + tau) over Vt
-        const int s = idx / DVP, j = idx % DVP;
-        Vt[j * QLD + s] = (s < ns && j < DV) ? ex_cap(Vt[j * QLD + s] + Wj[j] + Tg[j]) : (ta)0;
+#pragma unroll
+    for (int u = 0; u < NV; ++u) {  // V' = exp(lv + W + tau) over Vt (E's last read is above)
+        const int idx = tid + u * NT, s = idx / DVP, j = idx % DVP;
+        if (idx < CH * DVP) Vt[j * QLD + s] = (s < ns && j < DV) ? ex_cap(fmx(lvv[u], lo_v()) + Wj[j] + Tg[j]) : (ta)0;
     }
 #endif
     __syncthreads();
@@ -485,13 +628,17 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
             }
         }
     }
-    {  // dv = P^T dO + B U (LOGV: d lv = intra + V' o (B U) e^-tau, B U e^-tau <= d_k)
+    {  // dv = P^T dO + B U (LOGV: d lv = E o (P^T G) + the flagged rows' + V' o (B U) e^-tau, B U e^-tau <= d_k)
         ta acc[RM][RN];
         zero_acc(acc);
-#if !LOGV
         mm_acc<RM, RN, CH>(acc, Pm, QLD, Or, DVP, ty, tx);
-#endif
+#if LOGV
+        ta bu[RM][RN];
+        zero_acc(bu);
+        mm_acc<RM, RN, DKP>(bu, Kt, QLD, Us, DVP, ty, tx);
+#else
         mm_acc<RM, RN, DKP>(acc, Kt, QLD, Us, DVP, ty, tx);
+#endif
 #pragma unroll
         for (int ii = 0; ii < RM; ++ii) {
             const int s = ty * RM + ii;
@@ -500,7 +647,12 @@ extern "C" __global__ void __launch_bounds__(NT) ekb_dkdv(
             for (int jj = 0; jj < RN; ++jj) {
                 const int j = tx * RN + jj;
 #if LOGV
-                if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, Ot[j * QLD + s] + Vt[j * QLD + s] * (acc[ii][jj] * ex(-Tg[j])));
+                if (j < DV) {
+                    const ta lv = fmx(lve[ii][jj], lo_v());
+                    const ta e = lv > lo_v() / 2 ? fex(lv - Nn[j]) : (ta)0;
+                    st(dv + (bh * T + g0 + s) * DV + j,
+                       e * acc[ii][jj] + (anyf ? Ot[j * QLD + s] : (ta)0) + Vt[j * QLD + s] * (bu[ii][jj] * ex(-Tg[j])));
+                }
 #else
                 if (j < DV) st(dv + (bh * T + g0 + s) * DV + j, acc[ii][jj]);
 #endif

@@ -34,6 +34,21 @@ constexpr float TC_LIM = 40.f;
 __device__ __forceinline__ float ekt_scale(float x, float e) {
     return x == 0.f ? 0.f : copysignf(ex_cap(logf(fabsf(x)) + e), x);
 }
+// ekt_scale(x, log m + e) (m >= 0) as a product where the cap is not reached (no log, one ex2): x m e^e when
+// e <= 80 and |x m e^e| <= e^80, else through the logarithm (capped)
+__device__ __forceinline__ float ekt_scale_m(float x, float m, float e) {
+    const float y = x * m * __expf(fminf(e, ex_capv()));
+    return (e <= ex_capv() && fabsf(y) <= 5.5406224e34f /* e^80 */) ? y : ekt_scale(x, logf(m) + e);
+}
+// max(init, max_r X[r * ld] over r < CH where r < ns): every load issued at once, four chains
+template <typename L>
+__device__ __forceinline__ float ekt_colmax(L x, int ns, float init) {
+    float m[4] = {init, init, init, init};
+#pragma unroll
+    for (int r = 0; r < CH; ++r)
+        if (r < ns) m[r & 3] = fmaxf(m[r & 3], x(r));
+    return fmaxf(fmaxf(m[0], m[1]), fmaxf(m[2], m[3]));
+}
 #if LOGV
 typedef float yt;  // the log output, float32 (its bf16 rounding would carry |o| 2^-9 into exp(lv - o))
 #else
@@ -84,9 +99,7 @@ __device__ __forceinline__ float ekt_g(const bf* Gr, const float* Yo, int t, int
 }
 // nn_j = max(n0_j (null: none), max over the chunk's log values clamped to lo_v()) (threads j < DVP)
 __device__ __forceinline__ float ekt_value_shift(const bf* Vr, int ns, const float* n0, int DV, int j) {
-    float nn = (n0 && j < DV) ? n0[j] : lo_v();
-    for (int r = 0; r < ns; ++r) nn = fmaxf(nn, from_bf(Vr[r * BLV + j]));
-    return nn;
+    return ekt_colmax([&](int r) { return from_bf(Vr[r * BLV + j]); }, ns, (n0 && j < DV) ? n0[j] : lo_v());
 }
 // E = exp(lv - nn) (0 for -inf log values) over Eb, G = g exp(nn - o) over Gb (exponent capped at 80:
 // finite); rows with g_tj != 0 and nn_j - o_tj > TC_LIM flagged. Eb, Gb may be Vr, Gr (each entry read
@@ -251,8 +264,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
             Ni[j] = ni;
             gS[j] = j < DV ? __expf(ni - nn) : 0.f;
         } else {
-            float wv = lo_v();
-            for (int t = 0; t < ns; ++t) wv = fmaxf(wv, -Yo[t * DVP + j]);
+            const float wv = ekt_colmax([&](int t) { return -Yo[t * DVP + j]; }, ns, lo_v());
             Ws[j] = wv;
             if (j < DV) Wc[(bh * n + c) * DV + j] = wv;
         }
@@ -375,10 +387,21 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
                 store_pair(dq, (bh * T + g0 + tt) * DK + i, o2[0], o2[1], (DK & 1) == 0 && i + 1 < DK, i + 1 < DK);
         }
 #if LOGV
-    for (int idx = lane; idx < 16 * DVP; idx += 32) {  // G'' over this warp's rows of Gb (g, o from X)
+    // G'' over this warp's rows of Gb: o_tj <= nn_j (a log output is at most the largest log value it saw), so an
+    // unflagged row's G = g e^(nn - o) is exact (exponent in [0, TC_LIM]) and G'' = G e^(-nn_j - W^c_j) (<= 1,
+    // a normal float while -nn - W^c >= -80); flagged rows and other columns from g, o in global memory (X)
+    __syncwarp();  // this warp's flags above
+    for (int idx = lane; idx < 16 * DVP; idx += 32) {
         const int t = 16 * w + idx / DVP, j = idx % DVP;
-        const float o = (t < ns && j < DV) ? X.yo(t, j) : -lo_v();
-        Gb[t * BLV + j] = to_bf(o > lo_v() / 2 && o < -lo_v() / 2 ? X.gg(t, j) * __expf(-o - Ws[j]) : 0.f);
+        const float fx = -nnS[j] - Ws[j];
+        float gg = 0.f;
+        if (!flag[t] && fx >= -ex_capv()) {
+            gg = from_bf(Gb[t * BLV + j]) * __expf(fminf(fx, 0.f));
+        } else {
+            const float o = (t < ns && j < DV) ? X.yo(t, j) : -lo_v();
+            gg = o > lo_v() / 2 && o < -lo_v() / 2 ? X.gg(t, j) * __expf(-o - Ws[j]) : 0.f;
+        }
+        Gb[t * BLV + j] = to_bf(gg);
     }
 #endif
     __syncthreads();
@@ -521,7 +544,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
         [&](int idx) { const int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? __ldg(Uc + (i64)i * DV + j) : 0.f; },
         [&](int idx, float x) {
             const int i = idx / DVP, j = idx % DVP;
-            Us[i * BLV + j] = to_bf(LOGV ? ekt_scale(x, logf(Mn[i]) + Wj[j] + nnS[j]) : Mn[i] * x);
+            Us[i * BLV + j] = to_bf(LOGV ? ekt_scale_m(x, Mn[i], Wj[j] + nnS[j]) : Mn[i] * x);
         });
 #if LOGV
     ekt_EG(Eb, Gb, Vr, Gr, Yo, nnS, flag, ns, DV);  // the last read of Yo
@@ -645,8 +668,7 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
                 const int jj = j + e;
                 float r = VX[nt][x + e];
 #if LOGV
-                const float lv = jj < DV ? X.lv(s, jj) : lo_v();
-                r *= lv > lo_v() / 2 ? __expf(lv - nnS[jj]) : 0.f;
+                r *= from_bf(Eb[s * BLV + jj]);  // E = e^(lv - nn) (0 for -inf log values), this warp's rows
 #endif
                 o2[e] = jj < DV ? r + (any ? Fv[s * DVP + jj] : 0.f) : 0.f;
             }
