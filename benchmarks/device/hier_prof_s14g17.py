@@ -1,0 +1,178 @@
+"""Session 14, branch s14g17 (issue 17): where one ``loglinear_log_attention`` fwd+bwd goes (a development aid;
+results in NOTES.md). The calls are issue 17's table's (``bench_gpu_hierarchical._table_calls`` / ``_train``:
+B=2, H=16, d=64, leaves q, k, v, ``loss = out.float().square().mean()``).
+
+    python benchmarks/device/hier_prof_s14g17.py warm
+        # compiles what the timings use: one fp32 and one bf16 fwd+bwd at B=H=1 (T 8192 / 16384: the chunks of
+        # the table's calls), the no-grad forwards
+    python benchmarks/device/hier_prof_s14g17.py profile fp32:8192 bf16:16384 [--trace DIR]
+        # per (dtype, T): (1) CUDA events and host clocks of 7 unprofiled steps (forward call, loss, backward):
+        # GPU ms of the forward / backward, the host's ms until each call returns; (2) torch.profiler of one
+        # step, forward and backward each ended by a synchronize: per-kernel CUDA time by phase, the GPU's busy
+        # time (union of kernels, copies, sets) and idle time inside each phase
+    python benchmarks/device/hier_prof_s14g17.py api 8192 [REPS]
+        # ours fp32 fwd+bwd against the array-API path (``backend="array_api"``) on the same tensors, same run
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_gpu_hierarchical import _table_calls  # noqa: E402  (puts the repository on sys.path)
+
+import lsattn  # noqa: E402
+
+DT = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def leaves(T, dt, batch=None):
+    fn, xs = _table_calls(torch, T, dt)["hier"]
+    if batch:  # (compilation only) the same call on fewer sequences
+        xs = tuple(x[:1, :1] for x in xs)
+        lw, a = _table_calls(torch, T, dt)["hier_extra"]
+        lw, a = lw[:1, :1], a[:1, :1]
+        fn = lambda q, k, v: lsattn.loglinear_log_attention(q, k, v, lw, log_decay=a)  # noqa: E731
+    return fn, [x.detach().clone().requires_grad_(True) for x in xs]
+
+
+def step(fn, xs, marks=None):
+    """One training step as the table's; ``marks``: CUDA events / host clocks after the forward and backward."""
+    for x in xs:
+        x.grad = None
+    h0 = time.perf_counter()
+    out = fn(*xs)
+    h1 = time.perf_counter()
+    loss = out.float().square().mean()
+    if marks is not None:
+        marks["e_fwd"].record()
+    h2 = time.perf_counter()
+    loss.backward()
+    h3 = time.perf_counter()
+    if marks is not None:
+        marks["e_bwd"].record()
+        marks.update(h_fwd=(h1 - h0) * 1e3, h_bwd=(h3 - h2) * 1e3)
+
+
+def clocks(fn, xs, reps=7):
+    """Medians over ``reps`` unprofiled steps (queue drained before each): GPU ms of the forward (with the
+    loss) and of the backward, host ms until the forward call and ``backward()`` return."""
+    rows = []
+    for _ in range(reps):
+        m = {k: torch.cuda.Event(enable_timing=True) for k in ("e0", "e_fwd", "e_bwd")}
+        torch.cuda.synchronize()
+        m["e0"].record()
+        step(fn, xs, m)
+        m["e_bwd"].synchronize()
+        rows.append({"gpu_fwd": m["e0"].elapsed_time(m["e_fwd"]), "gpu_bwd": m["e_fwd"].elapsed_time(m["e_bwd"]),
+                     "gpu_total": m["e0"].elapsed_time(m["e_bwd"]), "host_fwd": m["h_fwd"], "host_bwd": m["h_bwd"]})
+    return {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]}
+
+
+def union(iv):
+    """Length of the union of intervals [(a, b)]."""
+    tot, end = 0.0, None
+    for a, b in sorted(iv):
+        if end is None or a > end:
+            tot += b - a
+            end = b
+        elif b > end:
+            tot += b - end
+            end = b
+    return tot
+
+
+def profile(fn, xs, trace):
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        torch.cuda.synchronize()
+        with torch.profiler.record_function("s14g17_fwd"):
+            for x in xs:
+                x.grad = None
+            loss = fn(*xs).float().square().mean()
+            torch.cuda.synchronize()
+        with torch.profiler.record_function("s14g17_bwd"):
+            loss.backward()
+            torch.cuda.synchronize()
+    prof.export_chrome_trace(trace)
+    with open(trace) as f:
+        ev = json.load(f)
+    ev = ev.get("traceEvents", ev)
+    span = {e["name"]: (e["ts"], e["ts"] + e["dur"]) for e in ev if e.get("cat") == "user_annotation"
+            and e.get("name", "").startswith("s14g17_")}
+    out = {}
+    for ph in ("fwd", "bwd"):
+        a, b = span[f"s14g17_{ph}"]
+        gpu = [e for e in ev if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset") and a <= e["ts"] <= b]
+        per = {}
+        for e in gpu:
+            name = e["name"] if e["cat"] == "kernel" else e["cat"]
+            name = name.split("<")[0].split("(")[0][:60]
+            c, t = per.get(name, (0, 0.0))
+            per[name] = (c + 1, t + e["dur"])
+        busy = union([(e["ts"], e["ts"] + e["dur"]) for e in gpu])
+        first = min((e["ts"] for e in gpu), default=a)
+        last = max((e["ts"] + e["dur"] for e in gpu), default=a)
+        out[ph] = {"span_ms": (b - a) / 1e3, "busy_ms": busy / 1e3, "before_first_ms": (first - a) / 1e3,
+                   "gaps_ms": (last - first - busy) / 1e3, "launches": len(gpu),
+                   "kernels": {k: (c, round(t / 1e3, 4)) for k, (c, t) in sorted(per.items(), key=lambda x: -x[1][1])}}
+    return out
+
+
+def main():
+    what = sys.argv[1]
+    if what == "warm":
+        for tag, T in (("fp32", 8192), ("bf16", 16384)):
+            fn, xs = leaves(T, DT[tag], batch=True)
+            step(fn, xs)
+            with torch.no_grad():
+                fn(*xs)
+            torch.cuda.synchronize()
+            print("warm", tag, T, flush=True)
+    elif what == "profile":
+        tdir = sys.argv[sys.argv.index("--trace") + 1] if "--trace" in sys.argv else "/tmp"
+        for spec in [s for s in sys.argv[2:] if ":" in s]:
+            tag, T = spec.split(":")
+            T = int(T)
+            fn, xs = leaves(T, DT[tag])
+            for _ in range(2):
+                step(fn, xs)
+            c = clocks(fn, xs)
+            print(f"T={T} {tag} clocks (median of 7, ms): {c}", flush=True)
+            p = profile(fn, xs, os.path.join(tdir, f"trace_{tag}_{T}.json"))
+            for ph, r in p.items():
+                print(f"T={T} {tag} {ph}: span {r['span_ms']:.3f} ms (profiled), GPU busy {r['busy_ms']:.3f}, idle before the "
+                      f"first GPU op {r['before_first_ms']:.3f}, idle between ops {r['gaps_ms']:.3f}, {r['launches']} GPU ops",
+                      flush=True)
+                for k, (n, ms) in r["kernels"].items():
+                    print(f"    {ms:8.4f} ms  x{n:<3d} {k}", flush=True)
+            del xs
+            torch.cuda.empty_cache()
+    elif what == "api":
+        T, reps = int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 2
+        fn, xs = leaves(T, torch.float32)
+        lw, a = _table_calls(torch, T, torch.float32)["hier_extra"]
+        api = lambda q, k, v: lsattn.loglinear_log_attention(q, k, v, lw, log_decay=a, backend="array_api")  # noqa: E731
+        res = {}
+        for name, f, n in (("ours", fn, 10), ("array_api", api, reps), ("ours again", fn, 10)):
+            step(f, xs)
+            torch.cuda.synchronize()
+            ts = []
+            for _ in range(n):
+                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record()
+                step(f, xs)
+                e1.record()
+                e1.synchronize()
+                ts.append(e0.elapsed_time(e1))
+            res[name] = statistics.median(ts)
+            print(f"T={T} fp32 fwd+bwd {name}: {res[name]:.3f} ms (median of {n})", flush=True)
+        print(f"T={T} fp32 fwd+bwd array-API / ours: {res['array_api'] / min(res['ours'], res['ours again']):.1f}x",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
