@@ -116,9 +116,20 @@ def profile(fn, xs, trace):
         busy = union([(e["ts"], e["ts"] + e["dur"]) for e in gpu])
         first = min((e["ts"] for e in gpu), default=a)
         last = max((e["ts"] + e["dur"] for e in gpu), default=a)
+        # the host's launches (runtime / driver API) and the GPU op each one started, by correlation id
+        host = {e.get("args", {}).get("correlation"): e for e in ev if e.get("cat") in ("cuda_runtime", "cuda_driver")
+                and a <= e["ts"] <= b}
+        line = []
+        for e in sorted(gpu, key=lambda e: e["ts"]):
+            h = host.get(e.get("args", {}).get("correlation"))
+            line.append((None if h is None else round((h["ts"] - a) / 1e3, 3), round((e["ts"] - a) / 1e3, 3),
+                         round(e["dur"] / 1e3, 4), (e["name"] if e["cat"] == "kernel" else e["cat"]).split("<")[0][:40]))
+        syncs = [(round((e["ts"] - a) / 1e3, 3), round(e["dur"] / 1e3, 3), e["name"]) for e in ev
+                 if e.get("cat") in ("cuda_runtime", "cuda_driver") and a <= e["ts"] <= b and "ynchronize" in e["name"]]
         out[ph] = {"span_ms": (b - a) / 1e3, "busy_ms": busy / 1e3, "before_first_ms": (first - a) / 1e3,
                    "gaps_ms": (last - first - busy) / 1e3, "launches": len(gpu),
-                   "kernels": {k: (c, round(t / 1e3, 4)) for k, (c, t) in sorted(per.items(), key=lambda x: -x[1][1])}}
+                   "kernels": {k: (c, round(t / 1e3, 4)) for k, (c, t) in sorted(per.items(), key=lambda x: -x[1][1])},
+                   "timeline": line, "syncs": syncs}
     return out
 
 
@@ -149,6 +160,12 @@ def main():
                       flush=True)
                 for k, (n, ms) in r["kernels"].items():
                     print(f"    {ms:8.4f} ms  x{n:<3d} {k}", flush=True)
+                print(f"T={T} {tag} {ph} timeline (ms from the phase's start: host launch, GPU start, GPU duration, op):",
+                      flush=True)
+                for row in r["timeline"][:60]:
+                    print("  tl", *row, flush=True)
+                for row in r["syncs"][:10]:
+                    print("  sync", *row, flush=True)
             del xs
             torch.cuda.empty_cache()
     elif what == "api":

@@ -24,7 +24,7 @@ for f in "$OUT/log_memcheck.txt" "$OUT/log_racecheck.txt"; do echo "-- $f"; grep
 # TIMINGS (alone on the GPU)
 echo "=== TIMINGS: profile fp32 8K, bf16 16K $(date -u +%T)"
 timeout 16 python3 benchmarks/device/hier_prof_s14g17.py profile fp32:8192 bf16:16384 --trace "$OUT" > "$OUT/log_profile.txt" 2>&1
-echo "rc=$?"; grep -vE "^\s+0\.0[0-4]" "$OUT/log_profile.txt" | grep -E "^T=|^ " | cut -c1-200 | head -70
+echo "rc=$?"; grep -vE "^\s+0\.0[0-4]|^  tl|^  sync|timeline" "$OUT/log_profile.txt" | grep -E "^T=|^ " | cut -c1-200 | head -60
 echo "=== fp32 fwd+bwd 8K: ours / array-API $(date -u +%T)"
 timeout 10 python3 benchmarks/device/hier_prof_s14g17.py api 8192 2 > "$OUT/log_api.txt" 2>&1
 echo "rc=$?"; grep -E "^T=|Error" "$OUT/log_api.txt"
