@@ -10,6 +10,10 @@ B=2, H=16, d=64, leaves q, k, v, ``loss = out.float().square().mean()``).
         # GPU ms of the forward / backward, the host's ms until each call returns; (2) torch.profiler of one
         # step, forward and backward each ended by a synchronize: per-kernel CUDA time by phase, the GPU's busy
         # time (union of kernels, copies, sets) and idle time inside each phase
+    python benchmarks/device/hier_prof_s14g17.py kab fp32:8192 bf16:16384 [VARIANT ...]
+        # the training forward's kernels (``hierarchical.compute(keep=True)`` at chunk 32 on CuPy arrays: float32 on
+        # 3xTF32, bfloat16 patterns), each kernel timed apart (CUDA events around each launch, median of 7), per
+        # variant of the source (VARIANTS below; default: all); ``kab warm`` compiles them (B=H=1)
     python benchmarks/device/hier_prof_s14g17.py api 8192 [REPS]
         # ours fp32 fwd+bwd against the array-API path (``backend="array_api"``) on the same tensors, same run
 """
@@ -27,6 +31,51 @@ from bench_gpu_hierarchical import _table_calls  # noqa: E402  (puts the reposit
 import lsattn  # noqa: E402
 
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: timing builds of hierarchical.cu / hierarchical_read.cu (defines before the source; their defaults: HI_MG 2,
+#: HI_MMINB 3, HI_RMINB 512 / HI_RNT)
+VARIANTS = {"base": "", "mg1": "#define HI_MG 1\n#define HI_MMINB 4\n", "r3": "#define HI_RMINB 3\n"}
+
+
+def use(name):
+    """The variant ``name`` of the forward's source; the compiled kernels dropped."""
+    from lsattn.backends.cupy import _compile
+
+    source = getattr(_compile, "_source_s14g17", None) or _compile._source
+    _compile._source_s14g17 = source
+    pre = VARIANTS[name]
+    _compile._source = lambda n: (pre + source(n)) if n == "hierarchical.cu" else source(n)
+    _compile._kernels.cache_clear()
+    _compile._launch.cache_clear()
+
+
+def kab(specs, names, reps=7):
+    """Per-kernel ms of the training forward (chunk 32, slots kept) per variant; specs [(tag, T)]."""
+    import cupy
+
+    from bench_gpu_hierarchical import _Split, inputs
+    from lsattn.backends.cupy import hierarchical as chi
+    from lsattn.backends.cupy._arrays import narrow, on_gpu
+
+    for tag, T in specs:
+        batch = (1, 1) if T <= 512 else (2, 16)
+        x = [cupy.asarray(t.detach()) for t in inputs(torch, T, torch.float32, batch=batch)]
+        half = "bf16" if tag == "bf16" else ""
+        xs = [narrow(cupy, t, half) for t in x] if half else x
+        for name in names:
+            use(name)
+            with on_gpu(x[0]) as (_, _, ops):
+                per = []
+                for r in range(reps + 1):
+                    split = _Split(ops)
+                    chi.compute(split, *xs[:4], xs[4], 0, None, 32, half, wide=bool(half), keep=True)
+                    if r:
+                        per.append(split.times())
+                    else:
+                        split.times()
+            med = {k: statistics.median(p[k] for p in per) for k in per[0]}
+            print(f"T={T} {tag} C=32 {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in med.items())
+                  + f" (kernels {sum(med.values()):.4f}) ms", flush=True)
+    use("base")
 
 
 def leaves(T, dt, batch=None):
@@ -168,6 +217,14 @@ def main():
                     print("  sync", *row, flush=True)
             del xs
             torch.cuda.empty_cache()
+    elif what == "kab":
+        rest = sys.argv[2:]
+        if rest and rest[0] == "warm":
+            kab([("fp32", 256), ("bf16", 256)], list(VARIANTS), reps=1)
+            print("warm kab", flush=True)
+            return
+        specs = [(s.split(":")[0], int(s.split(":")[1])) for s in rest if ":" in s]
+        kab(specs, [s for s in rest if ":" not in s] or list(VARIANTS))
     elif what == "api":
         T, reps = int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 2
         fn, xs = leaves(T, torch.float32)

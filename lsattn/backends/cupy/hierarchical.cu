@@ -635,8 +635,13 @@ __device__ __forceinline__ void hi_decays(ta* ac, ta* pre, const ti* ab, i64 g0,
 // Each thread its HI_RB features of one column, every shift and decay in its own registers (no staged
 // shifts, no serial loads by one thread): the held slots' loads HI_MG at a time in flight together, the
 // first group's kept from the shifts' pass to the sums' (d <= HI_MG, most blocks: one round of loads).
+#ifndef HI_MG
 #define HI_MG 2  // held slots loaded together by hi_merge
-extern "C" __global__ void __launch_bounds__(NT, 3) hi_merge(
+#endif
+#ifndef HI_MMINB
+#define HI_MMINB 3  // hi_merge's blocks per SM (<= 85 registers: 80, no spills; HI_MG 1 at 4: 64, no spills; a timing build)
+#endif
+extern "C" __global__ void __launch_bounds__(NT, HI_MMINB) hi_merge(
     ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id, m decayed to the slot's end (every column block a copy)
     ta* __restrict__ wz,     // (BH, ncb, n_old + n, DK) ... z
     ta* __restrict__ wn,     // (BH, n_old + n, DV)
