@@ -14,6 +14,9 @@ B=2, H=16, d=64, leaves q, k, v, ``loss = out.float().square().mean()``).
         # the training forward's kernels (``hierarchical.compute(keep=True)`` at chunk 32 on CuPy arrays: float32 on
         # 3xTF32, bfloat16 patterns), each kernel timed apart (CUDA events around each launch, median of 7), per
         # variant of the source (VARIANTS below; default: all); ``kab warm`` compiles them (B=H=1)
+    python benchmarks/device/hier_prof_s14g17.py one fp32:8192
+        # for ncu: the training forward's kernels (chunk 32, slots kept) twice, B=2, H=16 (hi_intra, 7 hi_merge at 8K,
+        # hi_snap, hi_read per call)
     python benchmarks/device/hier_prof_s14g17.py api 8192 [REPS]
         # ours fp32 fwd+bwd against the array-API path (``backend="array_api"``) on the same tensors, same run
 """
@@ -225,6 +228,9 @@ def main():
             return
         specs = [(s.split(":")[0], int(s.split(":")[1])) for s in rest if ":" in s]
         kab(specs, [s for s in rest if ":" not in s] or list(VARIANTS))
+    elif what == "one":
+        tag, T = sys.argv[2].split(":")
+        kab([(tag, int(T))], ["base"], reps=1)
     elif what == "api":
         T, reps = int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 2
         fn, xs = leaves(T, torch.float32)

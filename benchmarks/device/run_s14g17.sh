@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Session 14, branch s14g17 (issue 17: the hierarchical training forward and the fp32 path), request 1, one H200.
 # Tests (<= 100 s, concurrent): the forward's GPU tests (float32 / float64 property and streams; 16-bit, tensor-core reads
-# at every chunk), memcheck and racecheck of hier_small.py; beside them the timings' kernels compiled (hier_prof_s14g17.py
-# warm, kab warm).
+# at every chunk), memcheck and racecheck of hier_small.py, ncu of the training forward's kernels (fp32 8K); beside them the
+# timings' kernels compiled (hier_prof_s14g17.py warm, kab warm).
 # TIMINGS (<= 40 s, alone): where one fwd+bwd goes (fp32 8K, bf16 16K: GPU / host clocks per phase, per-kernel CUDA time,
 # the GPU's idle time); the training forward's kernels per timing build (hier_prof_s14g17.py kab); issue 17's table's
 # hier cells at 8K with the array-API column.
@@ -18,8 +18,15 @@ timeout 95 $PT tests/test_cupy_hierarchical.py -k "matches_reference or stream" 
 timeout 95 $PT tests/test_cupy_hierarchical.py -k "16bit or tensor_core" > "$OUT/log_tests_b.txt" 2>&1 &
 timeout 95 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/hier_small.py > "$OUT/log_memcheck.txt" 2>&1 &
 timeout 95 compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/hier_small.py > "$OUT/log_racecheck.txt" 2>&1 &
+NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+if [ -n "$NCU" ]; then  # the training forward's kernels fp32 8K chunk 32 (the second call's: warp states, occupancy)
+  timeout 95 "$NCU" --kernel-name regex:"hi_(intra|merge|read)" --launch-skip 9 --launch-count 9 --section SpeedOfLight \
+      --section WarpStateStats --section Occupancy --section LaunchStats \
+      python3 benchmarks/device/hier_prof_s14g17.py one fp32:8192 > "$OUT/log_ncu.txt" 2>&1 &
+fi
 wait
 tail -3 "$OUT/log_warm.txt"
+echo "-- ncu"; grep -E "^  hi_|Duration|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Block Limit|Memory Throughput|Compute \(SM\)" "$OUT/log_ncu.txt" 2>/dev/null | head -40 | cut -c1-160
 for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|^E  " "$f" | head -8; tail -1 "$f"; done
 for f in "$OUT/log_memcheck.txt" "$OUT/log_racecheck.txt"; do echo "-- $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Error" "$f" | tail -6; done
 # TIMINGS (alone on the GPU)
