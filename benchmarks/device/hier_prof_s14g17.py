@@ -35,8 +35,10 @@ import lsattn  # noqa: E402
 
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16}
 #: timing builds of hierarchical.cu / hierarchical_read.cu (defines before the source; their defaults: HI_MG 2,
-#: HI_MMINB 3, HI_RMINB 512 / HI_RNT)
-VARIANTS = {"base": "", "mg1": "#define HI_MG 1\n#define HI_MMINB 4\n", "r3": "#define HI_RMINB 3\n"}
+#: HI_MMINB 3, HI_RMINB 512 / HI_RNT, HI_IMINB 3): hi_merge one held slot at a time at 4 blocks per SM, hi_read at 3,
+#: hi_intra at 4 / 5
+VARIANTS = {"base": "", "mg1": "#define HI_MG 1\n#define HI_MMINB 4\n", "r3": "#define HI_RMINB 3\n",
+            "i4": "#define HI_IMINB 4\n", "i5": "#define HI_IMINB 5\n"}
 
 
 def use(name):

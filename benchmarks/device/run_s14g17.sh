@@ -13,7 +13,8 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 PT="python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; git log -1 --format=%H; } > "$OUT/log_env.txt" 2>&1
 echo "=== tests $(date -u +%T)"
-timeout 95 bash -c "python3 benchmarks/device/hier_prof_s14g17.py warm; python3 benchmarks/device/hier_prof_s14g17.py kab warm" > "$OUT/log_warm.txt" 2>&1 &
+timeout 95 python3 benchmarks/device/hier_prof_s14g17.py warm > "$OUT/log_warm.txt" 2>&1 &
+timeout 95 python3 benchmarks/device/hier_prof_s14g17.py kab warm > "$OUT/log_warm_kab.txt" 2>&1 &
 timeout 95 $PT tests/test_cupy_hierarchical.py -k "matches_reference or stream" > "$OUT/log_tests_a.txt" 2>&1 &
 timeout 95 $PT tests/test_cupy_hierarchical.py -k "16bit or tensor_core" > "$OUT/log_tests_b.txt" 2>&1 &
 timeout 95 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/hier_small.py > "$OUT/log_memcheck.txt" 2>&1 &
@@ -25,7 +26,7 @@ if [ -n "$NCU" ]; then  # the training forward's kernels fp32 8K chunk 32 (the s
       python3 benchmarks/device/hier_prof_s14g17.py one fp32:8192 > "$OUT/log_ncu.txt" 2>&1 &
 fi
 wait
-tail -3 "$OUT/log_warm.txt"
+tail -2 "$OUT/log_warm.txt" "$OUT/log_warm_kab.txt"
 echo "-- ncu"; grep -E "^  hi_|Duration|Registers Per|Achieved Occupancy|Warp Cycles Per Issued|Block Limit|Memory Throughput|Compute \(SM\)" "$OUT/log_ncu.txt" 2>/dev/null | head -40 | cut -c1-160
 for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|^E  " "$f" | head -8; tail -1 "$f"; done
 for f in "$OUT/log_memcheck.txt" "$OUT/log_racecheck.txt"; do echo "-- $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Error" "$f" | tail -6; done
@@ -33,7 +34,7 @@ for f in "$OUT/log_memcheck.txt" "$OUT/log_racecheck.txt"; do echo "-- $f"; grep
 echo "=== TIMINGS: profile fp32 8K, bf16 16K $(date -u +%T)"
 timeout 14 python3 benchmarks/device/hier_prof_s14g17.py profile fp32:8192 bf16:16384 --trace "$OUT" > "$OUT/log_profile.txt" 2>&1
 echo "rc=$?"; grep -vE "^\s+0\.0[0-4]|^  tl|^  sync|timeline" "$OUT/log_profile.txt" | grep -E "^T=|^ " | cut -c1-200 | head -60
-echo "=== training forward's kernels, chunk 32, timing builds (hi_merge HI_MG 1 at 4 blocks / SM; hi_read 3 blocks / SM) $(date -u +%T)"
+echo "=== training forward's kernels, chunk 32, timing builds (hi_merge HI_MG 1 at 4 blocks / SM; hi_read at 3; hi_intra at 4, 5) $(date -u +%T)"
 timeout 10 python3 benchmarks/device/hier_prof_s14g17.py kab fp32:8192 bf16:16384 > "$OUT/log_kab.txt" 2>&1
 echo "rc=$?"; grep -E "^T=|Error" "$OUT/log_kab.txt" | cut -c1-220
 echo "=== table, hier at 8K $(date -u +%T)"

@@ -291,7 +291,10 @@ __device__ __forceinline__ void hi_intra_exact_row(int t, int t0, const ti* qt, 
 #endif
 
 #if HI_TC
-#define HI_INTRA_BOUNDS __launch_bounds__(NT, 3)  // <= 85 registers (no spills at d_k = 64), < 75 KB of tiles
+#ifndef HI_IMINB
+#define HI_IMINB 3  // blocks per SM (a timing build sets it; CH 32: 4 -> 63 registers, 5 -> 48, no / 4 B spilled)
+#endif
+#define HI_INTRA_BOUNDS __launch_bounds__(NT, HI_IMINB)  // <= 85 registers (no spills at d_k = 64), < 75 KB of tiles
 #else
 #define HI_INTRA_BOUNDS __launch_bounds__(NT)
 #endif
