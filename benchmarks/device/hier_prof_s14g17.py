@@ -13,7 +13,7 @@ B=2, H=16, d=64, leaves q, k, v, ``loss = out.float().square().mean()``).
     python benchmarks/device/hier_prof_s14g17.py kab fp32:8192 bf16:16384 [VARIANT ...]
         # the training forward's kernels (``hierarchical.compute(keep=True)`` at chunk 32 on CuPy arrays: float32 on
         # 3xTF32, bfloat16 patterns), each kernel timed apart (CUDA events around each launch, median of 7), per
-        # variant of the source (VARIANTS below; default: all); ``kab warm`` compiles them (B=H=1)
+        # variant of the source (VARIANTS below; default: all); ``kab warm [NAME,..]`` compiles them (B=H=1)
     python benchmarks/device/hier_prof_s14g17.py one fp32:8192
         # for ncu: the training forward's kernels (chunk 32, slots kept) twice, B=2, H=16 (hi_intra, 7 hi_merge at 8K,
         # hi_snap, hi_read per call)
@@ -224,8 +224,8 @@ def main():
             torch.cuda.empty_cache()
     elif what == "kab":
         rest = sys.argv[2:]
-        if rest and rest[0] == "warm":
-            kab([("fp32", 256), ("bf16", 256)], list(VARIANTS), reps=1)
+        if rest and rest[0] == "warm":  # kab warm [NAME,NAME,..]
+            kab([("fp32", 256), ("bf16", 256)], rest[1].split(",") if len(rest) > 1 else list(VARIANTS), reps=1)
             print("warm kab", flush=True)
             return
         specs = [(s.split(":")[0], int(s.split(":")[1])) for s in rest if ":" in s]
