@@ -14,6 +14,11 @@ B=2, H=16, d=64, leaves q, k, v, ``loss = out.float().square().mean()``).
         # the training forward's kernels (``hierarchical.compute(keep=True)`` at chunk 32 on CuPy arrays: float32 on
         # 3xTF32, bfloat16 patterns), each kernel timed apart (CUDA events around each launch, median of 7), per
         # variant of the source (VARIANTS below; default: all); ``kab warm [NAME,..]`` compiles them (B=H=1)
+    python benchmarks/device/hier_prof_s14g17.py hostspans fp32:8192 bf16:16384
+        # the host's clock (no profiler) at the entry / exit of each stage of the forward call, ms from the step's
+        # start, median of 9 steps (queue drained before each, as the table's timing): the prologue (_compute, checks,
+        # prepare), the autograd Function (hierarchical_bwd.apply), hierarchical.compute / slots, the first and last
+        # kernels' launches (hi_intra, hi_read), the call's return; and the GPU's start of hi_intra (CUDA event)
     python benchmarks/device/hier_prof_s14g17.py one fp32:8192
         # for ncu: the training forward's kernels (chunk 32, slots kept) twice, B=2, H=16 (hi_intra, 7 hi_merge at 8K,
         # hi_snap, hi_read per call)
@@ -34,11 +39,11 @@ from bench_gpu_hierarchical import _table_calls  # noqa: E402  (puts the reposit
 import lsattn  # noqa: E402
 
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16}
-#: timing builds of hierarchical.cu / hierarchical_read.cu (defines before the source; their defaults: HI_MG 2,
-#: HI_MMINB 3, HI_RMINB 512 / HI_RNT, HI_IMINB 3): hi_merge one held slot at a time at 4 blocks per SM, hi_read at 3,
-#: hi_intra at 4 / 5
-VARIANTS = {"base": "", "mg1": "#define HI_MG 1\n#define HI_MMINB 4\n", "r3": "#define HI_RMINB 3\n",
-            "i4": "#define HI_IMINB 4\n", "i5": "#define HI_IMINB 5\n"}
+#: timing builds of hierarchical.cu (defines before the source). Request 1 timed, against the defaults then (HI_MG 2,
+#: HI_MMINB 3, HI_IMINB 3, hi_read's 512 / HI_RNT blocks per SM): "mg1" hi_merge one held slot at a time at 4 blocks per
+#: SM, "i4" / "i5" hi_intra at 4 / 5, "r3" hi_read at 3 (a define since removed); "mg1" and "i4" are the defaults since,
+#: "old" builds the defaults before them, "final" the tree's
+VARIANTS = {"final": "", "old": "#define HI_MG 2\n#define HI_MMINB 3\n#define HI_IMINB 3\n", "i5": "#define HI_IMINB 5\n"}
 
 
 def use(name):
@@ -80,7 +85,7 @@ def kab(specs, names, reps=7):
             med = {k: statistics.median(p[k] for p in per) for k in per[0]}
             print(f"T={T} {tag} C=32 {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in med.items())
                   + f" (kernels {sum(med.values()):.4f}) ms", flush=True)
-    use("base")
+    use("final")
 
 
 def leaves(T, dt, batch=None):
@@ -187,6 +192,79 @@ def profile(fn, xs, trace):
     return out
 
 
+def hostspans(specs, reps=9):
+    """See the module docstring (``hostspans``)."""
+    import cupy
+
+    from lsattn import _prologue
+    from lsattn.backends.cupy import _compile, hierarchical as chi, hierarchical_bwd as chb
+    from lsattn.backends.cupy._arrays import on_gpu
+
+    marks = []
+    orig = []
+
+    def wrap(owner, name):
+        fn = getattr(owner, name)
+        orig.append((owner, name, fn))
+
+        def f(*a, **kw):
+            marks.append((name + ">", time.perf_counter()))
+            try:
+                return fn(*a, **kw)
+            finally:
+                marks.append(("<" + name, time.perf_counter()))
+        setattr(owner, name, f)
+
+    for owner, name in ((_prologue, "_compute"), (_prologue, "checks"), (_prologue, "prepare"), (chb, "apply"),
+                        (chi, "compute"), (chi, "slots")):
+        wrap(owner, name)
+    ev = {}
+    for name in ("hi_intra", "hi_read"):
+        fn = getattr(_compile.CupyOps, name)
+        orig.append((_compile.CupyOps, name, fn))
+
+        def launch(self, *a, _fn=fn, _name=name, **kw):
+            marks.append((_name + ">", time.perf_counter()))
+            if _name == "hi_intra":
+                ev["e1"] = cupy.cuda.Event()
+                ev["e1"].record()
+            _fn(self, *a, **kw)
+            marks.append(("<" + _name, time.perf_counter()))
+        setattr(_compile.CupyOps, name, launch)
+    try:
+        for tag, T in specs:
+            fn, xs = leaves(T, DT[tag])
+            for _ in range(2):
+                step(fn, xs)
+            rows = []
+            for _ in range(reps):
+                torch.cuda.synchronize()
+                del marks[:]
+                with on_gpu(xs[0]):  # a CuPy event on the call's (torch's) stream
+                    e0 = cupy.cuda.Event()
+                    e0.record()
+                h0 = time.perf_counter()
+                for x in xs:
+                    x.grad = None
+                out = fn(*xs)
+                h1 = time.perf_counter()
+                out.float().square().mean().backward()
+                torch.cuda.synchronize()
+                row = {}
+                for k, t in marks:
+                    row.setdefault(k, (t - h0) * 1e3)  # the first entry / exit of each (the forward's)
+                row["return"] = (h1 - h0) * 1e3
+                row["GPU at hi_intra"] = cupy.cuda.get_elapsed_time(e0, ev["e1"])  # the stream's clock, same origin
+                rows.append(row)
+            med = {k: statistics.median(r[k] for r in rows if k in r) for k in rows[0]}
+            print(f"T={T} {tag} host ms from the step's start (median of {reps}): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(med.items(), key=lambda x: x[1])), flush=True)
+            del xs
+    finally:
+        for owner, name, fn in orig:
+            setattr(owner, name, fn)
+
+
 def main():
     what = sys.argv[1]
     if what == "warm":
@@ -230,9 +308,11 @@ def main():
             return
         specs = [(s.split(":")[0], int(s.split(":")[1])) for s in rest if ":" in s]
         kab(specs, [s for s in rest if ":" not in s] or list(VARIANTS))
+    elif what == "hostspans":
+        hostspans([(x.split(":")[0], int(x.split(":")[1])) for x in sys.argv[2:]])
     elif what == "one":
         tag, T = sys.argv[2].split(":")
-        kab([(tag, int(T))], ["base"], reps=1)
+        kab([(tag, int(T))], ["final"], reps=1)
     elif what == "api":
         T, reps = int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 2
         fn, xs = leaves(T, torch.float32)

@@ -3,9 +3,9 @@
 # Tests (<= 100 s, concurrent): the forward's GPU tests (float32 / float64 property and streams; 16-bit, tensor-core reads),
 # the 16-bit training forward (chunk 32, slots kept), memcheck and racecheck of hier_small.py, memcheck of
 # hier_bwd_small.py (the training forward's kept slots read by the backward); beside them the timings' kernels compiled.
-# TIMINGS (<= 40 s, alone): the training forward's kernels, the final defaults against the old ones (kab final,old);
-# the fwd+bwd clocks and profile (fp32 8K, bf16 16K); issue 17's table's hier / SDPA cells at 8K and 16K with the
-# array-API column.
+# TIMINGS (<= 40 s, alone): the training forward's kernels, the final defaults against the old ones (kab final old);
+# the forward call's host spans without the profiler; the fwd+bwd clocks and profile (fp32 8K, bf16 16K); issue 17's
+# table's hier cells at 8K with the array-API column.
 #   OUT=... bash benchmarks/device/run_s14g17b.sh      (results and logs: $OUT/s14g17b.tgz)
 set -u
 NAME=s14g17b; . benchmarks/device/setup.sh
@@ -22,18 +22,21 @@ timeout 95 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/
 timeout 95 compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/hier_small.py > "$OUT/log_racecheck.txt" 2>&1 &
 timeout 95 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/hier_bwd_small.py > "$OUT/log_memcheck_bwd.txt" 2>&1 &
 wait
-tail -2 "$OUT/log_warm.txt" "$OUT/log_warm_kab.txt"
+tail -n 2 "$OUT/log_warm.txt" "$OUT/log_warm_kab.txt"
 for f in "$OUT"/log_tests_*.txt; do echo "-- $f"; grep -E "^FAILED|^ERROR|^E  " "$f" | head -8; tail -1 "$f"; done
 for f in "$OUT"/log_memcheck*.txt "$OUT/log_racecheck.txt"; do echo "-- $f"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Error" "$f" | tail -6; done
 # TIMINGS (alone on the GPU)
 echo "=== TIMINGS: training forward's kernels, chunk 32, final defaults / old $(date -u +%T)"
-timeout 10 python3 benchmarks/device/hier_prof_s14g17.py kab fp32:8192 bf16:16384 final old > "$OUT/log_kab.txt" 2>&1
+timeout 9 python3 benchmarks/device/hier_prof_s14g17.py kab fp32:8192 bf16:16384 final old > "$OUT/log_kab.txt" 2>&1
 echo "rc=$?"; grep -E "^T=|Error" "$OUT/log_kab.txt" | cut -c1-220
+echo "=== host spans of the forward call (no profiler) $(date -u +%T)"
+timeout 7 python3 benchmarks/device/hier_prof_s14g17.py hostspans fp32:8192 bf16:16384 > "$OUT/log_hostspans.txt" 2>&1
+echo "rc=$?"; grep -E "^T=|Error" "$OUT/log_hostspans.txt" | cut -c1-400
 echo "=== profile fp32 8K, bf16 16K $(date -u +%T)"
-timeout 13 python3 benchmarks/device/hier_prof_s14g17.py profile fp32:8192 bf16:16384 --trace "$OUT" > "$OUT/log_profile.txt" 2>&1
-echo "rc=$?"; grep -vE "^\s+0\.0[0-4]|^  tl|^  sync|timeline" "$OUT/log_profile.txt" | grep -E "^T=|^ " | cut -c1-200 | head -50
-echo "=== table, hier and SDPA at 8K, 16K $(date -u +%T)"
-timeout 15 python3 benchmarks/bench_gpu_hierarchical.py table --T 8192,16384 --ops hier,sdpa --small-reps 20 --reps 10 --out "$OUT/table" > "$OUT/log_table.txt" 2>&1
-echo "rc=$?"; grep -E "ms|x \(target|Error" "$OUT/log_table.txt" | cut -c1-200 | head -24
+timeout 11 python3 benchmarks/device/hier_prof_s14g17.py profile fp32:8192 bf16:16384 --trace "$OUT" > "$OUT/log_profile.txt" 2>&1
+echo "rc=$?"; grep -vE "^\s+0\.0[0-4]|^  tl|^  sync|timeline" "$OUT/log_profile.txt" | grep -E "^T=|^ " | cut -c1-200 | head -40
+echo "=== table, hier at 8K $(date -u +%T)"
+timeout 12 python3 benchmarks/bench_gpu_hierarchical.py table --T 8192 --ops hier --small-reps 20 --out "$OUT/table" > "$OUT/log_table.txt" 2>&1
+echo "rc=$?"; grep -E "ms|x \(target|Error" "$OUT/log_table.txt" | cut -c1-200 | head -12
 gzip -q "$OUT"/trace_*.json 2>/dev/null
 echo "=== done $(date -u +%T)"

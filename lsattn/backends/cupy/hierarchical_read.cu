@@ -21,10 +21,7 @@ __device__ __forceinline__ void hi_lse_addz(ta& U, ta& S, ta x, ta w) {
 // each warp its m-tile's rows alone (row maxima by shuffles, E made in the A fragments of hi_mma3, den
 // beside it), the next slot's S, m, z, n copied asynchronously into the other of two buffers meanwhile:
 // one barrier per slot; HI_RNT threads (4 CH), 512 / HI_RNT blocks per SM (<= 128 registers).
-#ifndef HI_RMINB
-#define HI_RMINB (512 / HI_RNT)  // hi_read's blocks per SM (a timing build sets it)
-#endif
-extern "C" __global__ void __launch_bounds__(HI_RNT, HI_RMINB) hi_read(
+extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
     const ti* __restrict__ q, const ti* __restrict__ lam, const ti* __restrict__ a,  // as hi_intra
     const ta* __restrict__ lden,    // (BH, T)      hi_intra's
     const ta* __restrict__ lnum,    // (BH, T, DV)  hi_intra's
