@@ -291,7 +291,12 @@ __device__ __forceinline__ void hi_intra_exact_row(int t, int t0, const ti* qt, 
 #endif
 
 #if HI_TC
-#define HI_INTRA_BOUNDS __launch_bounds__(NT, 3)  // <= 85 registers (no spills at d_k = 64), < 75 KB of tiles
+#ifndef HI_IMINB
+// blocks per SM: CH 64's 75 KB of tiles allow 3 (<= 85 registers, no spills at d_k = 64); CH <= 32's (33 KB at 32) 4
+// (<= 64 registers: 63, no spills; measured -12-15% at chunk 32 against 3, benchmarks/NOTES.md, session 14)
+#define HI_IMINB (CH >= 64 ? 3 : 4)
+#endif
+#define HI_INTRA_BOUNDS __launch_bounds__(NT, HI_IMINB)
 #else
 #define HI_INTRA_BOUNDS __launch_bounds__(NT)
 #endif
@@ -634,9 +639,16 @@ __device__ __forceinline__ void hi_decays(ta* ac, ta* pre, const ti* ab, i64 g0,
 // final: made at depths < d) merge in place into slot n_old + j, level d + 1 (hi_merge's comment above).
 // Each thread its HI_RB features of one column, every shift and decay in its own registers (no staged
 // shifts, no serial loads by one thread): the held slots' loads HI_MG at a time in flight together, the
-// first group's kept from the shifts' pass to the sums' (d <= HI_MG, most blocks: one round of loads).
-#define HI_MG 2  // held slots loaded together by hi_merge
-extern "C" __global__ void __launch_bounds__(NT, 3) hi_merge(
+// first group's kept from the shifts' pass to the sums' (d <= HI_MG: one round of loads).
+// HI_MG 1 at 4 blocks per SM (64 registers, no spills at d_k = 64): 6-8% faster than 2 at 3 (80 registers; the
+// same values bit for bit; benchmarks/NOTES.md, session 14)
+#ifndef HI_MG
+#define HI_MG 1
+#endif
+#ifndef HI_MMINB
+#define HI_MMINB 4
+#endif
+extern "C" __global__ void __launch_bounds__(NT, HI_MMINB) hi_merge(
     ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id, m decayed to the slot's end (every column block a copy)
     ta* __restrict__ wz,     // (BH, ncb, n_old + n, DK) ... z
     ta* __restrict__ wn,     // (BH, n_old + n, DV)
