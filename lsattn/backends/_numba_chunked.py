@@ -65,9 +65,13 @@ _BLAS_SINGLE = 262144
 
 
 def chunk_for(d_k, d_v):
-    """The chunk size of :func:`ek_chunked`: the largest power of two from 8 up to 64 whose four
-    products (d_k x C x d_v, C x d_k x d_v, C x d_k x C, C x C x d_v) are at most ``_BLAS_SINGLE``
-    (64 at d_k = d_v = 64), 8 where none is."""
+    """The chunk size of :func:`ek_chunked`: 128 where blocks of 16 rows (:func:`_tri_block`) keep
+    every product (16 x d_k x 16, 16 x (d_k + 16) x d_v, d_k x 16 x d_v) at most ``_BLAS_SINGLE``
+    (d_k = d_v = 64: products do not grow with C, and the state's per-chunk work halves against C =
+    64); else the largest power of two from 8 up to 64 whose four products (d_k x C x d_v, C x d_k x
+    d_v, C x d_k x C, C x C x d_v) are, 8 where none is."""
+    if max(16 * (d_k + 16) * d_v, d_k * 16 * d_v) <= _BLAS_SINGLE:
+        return 128
     C = 64
     while C > 8 and max(d_k * C * d_v, C * d_k * C, C * C * d_v) > _BLAS_SINGLE:
         C //= 2
@@ -371,7 +375,8 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                 if bad or not D[t] >= bound:
                     _ek_row(q, k, vals, t0, t0 + t, m, n, Ss, log_values, lo, out[t0 + t])
         else:  # the chunk's summary at the shifts M, N alone (full: summed block by block above)
-            _gemm(True, False, E, SV[dk:], U, False, one)
+            for r0 in range(0, L, h):  # in blocks: each product at most _BLAS_SINGLE
+                _gemm(True, False, E[r0 : r0 + h], SV[dk + r0 : dk + r0 + h], U, r0 > 0, one)
             for i in range(dk):
                 zs[i] = Ss[i, dv] * f[i]
             for s in range(L):
@@ -389,8 +394,11 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
 
 @numba.njit
 def _tri_block(C):
-    """Rows h per block of :func:`_ek_chunks`: C / 4 for C = 16, 32, 64, ..., else the whole chunk
-    (each block reads the chunk's prefix ``S'_b`` and its own diagonal block only)."""
+    """Rows h per block of :func:`_ek_chunks`: 16 for C = 64, 80, 96, ..., C / 4 for C = 16, 32, 48 (or
+    any other multiple of 4 from 16), else the whole chunk (each block reads the chunk's prefix ``S'_b``
+    and its own diagonal block only)."""
+    if C >= 64 and C % 16 == 0:
+        return 16
     return C // 4 if C >= 16 and C % 4 == 0 else C
 
 
