@@ -112,11 +112,12 @@ def test_long_calls_run_chunked_and_match(op):
 @given(T=st.integers(numba_cpu.EK_CHUNKED_MIN_T, 2 * numba_cpu.EK_CHUNKED_MIN_T + 5), dk=dims, dv=dims, seed=seeds,
        scale=st.sampled_from([1.0, 1e3]))
 def test_default_chunk_float32(op, T, dk, dv, seed, scale):
-    """The chunk size the backend picks (64 at these widths: float32 exponentials, the vectorised
-    logarithms, a partial last chunk) against the reference, with the float32 bounds above."""
+    """The chunk size the backend picks (128 at these widths, in blocks of 16 rows: float32
+    exponentials, the vectorised logarithms, a partial last chunk) against the reference, with the
+    float32 bounds above."""
     from lsattn.backends import _numba_chunked as KC
 
-    assert KC.chunk_for(dk, dv) == 64
+    assert KC.chunk_for(dk, dv) == 128 and KC._tri_block(128) == 16
     q, k, vals = (x.astype(np.float32) for x in ek_inputs(seed, (2,), T, dk, dv, scale))
     rtol, atol = ek_tol(op, q, k, "float32")
     out, _ = chunked(op, q, k, vals, None)
