@@ -1,0 +1,534 @@
+// Log-linear Gated DeltaNet: the backward of the per-chunk WY forms (gd_forms, gated_delta_forms.cu)
+// in one kernel, one block per (chunk j, sequence bh), for torch autograd (host: gated_delta_bwd.py,
+// forms_backward). Compiled after common.cu, gated_delta.cu and gated_delta_bwd.cu.
+//
+// Per chunk (C = CH tokens aligned to absolute multiples of CH; tokens outside the call are the
+// identity padding q = k = v = 0, a = beta = 0, as in gd_forms), from the saved inputs and the
+// gradients of (qeff, eGK, phi, H, g, intra): recompute the decay table D[t, s] = e^{a_{s+1} + ..
+// + a_t} (s <= t; sums over each stretch, never differences of cumulative sums: a hard reset stays
+// exact), N = strict(beta_t D * K K^T), X = (I + N)^{-1}, M = D * Q K^T, W = M X, attn = W diag(beta),
+// phi = Z^T X diag(beta) (Z = e^{suffix} K), then (the formulas of gated_delta_bwd.forms_backward's
+// docstring; P = dI V^T, Lam[t, s] = lam[t, min(level(t, s), L - 1)]):
+//   dV = (Lam * attn)^T dI + phi^T dH;  dphi = dph + dH V^T;  dlam[t, l] = sum_{level(t,s) = l} attn * P
+//   d attn = Lam * P - dqe eGK^T;  d eGK = dek - attn^T dqe;  dQ = e^G dqe;  dK = e^G d eGK
+//   dG = e^G (rowsum(Q * dqe) + rowsum(K * d eGK));  dW = d attn diag(beta);  dM = dW X^T
+//   dY = Z dphi;  dX = M^T dW + dY diag(beta);  dZ = X diag(beta) dphi^T;  dK += e^S dZ;  dS = e^S rowsum(K dZ)
+//   dN = strict(-X^T dX X^T);  dbeta = colsum(W * d attn) + colsum(X * dY) + rowsum(dN * D * KK^T)
+//   dQ += (dM * D) K;  dK += (dKK + dKK^T) K + (dM * D)^T Q,  dKK = dN * beta_t D
+//   E = strict(dN * beta_t D KK^T + dM * M) (= D * dD);  da_r = sum_{s < r <= t} E[t, s] + sum_{t >= r} dG_t
+//       + dg + sum_{s < r} dS_s
+// Only the lower triangles of d attn, dW, dM, dX, dY, dN matter (D, M, X, W are lower triangular), so
+// only they are computed / kept. Every C x C temporary lives in shared memory; every gradient row is
+// written by the block that owns its token (no atomics, no partial sums).
+//
+// Shared tiles (ta, odd row strides: rows and columns read without bank conflicts), reused by phase:
+//   sK   K [t][f]
+//   sDD  D (lower, diagonal 1) | (D * K K^T)[t][s] at [s][t] (upper, t > s)
+//   sMX  M (lower) | X[r][s] at [s][r] (upper, r > s; X's diagonal is 1, not stored)
+//   sA   Q [t][f] (until M) -> W -> dM
+//   sP   phi [f][s] -> dqe [t][f] -> dphi [f][s] -> dX -> dN
+//   sS   the value passes' stages (dI | dH, V) -> P -> dW = d attn diag(beta) -> X^T dX -> Q [t][f] -> E
+// Products: FFMA register tiles on 16 x 16 threads, element (ty RM + i, tx + 16 j) of the output
+// (fb_row, fb_col: a warp's rows are 2 RM consecutive ones, so a product whose terms vanish above (or
+// below) the row's index stops (starts) its reduction at the warp's last (first) row: ~56% of the
+// terms); fp32 accumulation for float32 (float64 for float64). X by column-parallel forward
+// substitution, NT / CH threads per column (a warp shuffle per row).
+constexpr int fb_max(int a, int b) { return a > b ? a : b; }
+// float32 at CH = DKP = 64: every product on tensor cores (3xTF32 as gd_forms' gf_tc: operands split into
+// tf32 halves, A_lo B_hi + A_hi B_lo + A_hi B_hi, ~2^-21 relative, fp32 sums); each warp owns a 16-row band
+// of every 64-row product (m16n8k8 accumulator fragments); FB_TCM 0: the FFMA register tiles (a timing build)
+#ifndef FB_TCM
+#define FB_TCM 1
+#endif
+#ifndef FB_CBND  // FB_TC: the reductions bounded by the warp's columns too (a timing build: 8K 2.25 ms against 2.18 without,
+#define FB_CBND 0  // H200 session 13: ptxas spills 56 B against 32)
+#endif
+constexpr bool FB_TC = FB_TCM && sizeof(ta) == 4 && CH == 64 && DKP == 64;
+constexpr int FB_PAD = FB_TC ? 4 : 1;   // row padding: mma fragments' [row][k] reads on 32 banks; FFMA: odd strides
+constexpr int FB_VB = 32;               // value columns per pass
+constexpr int FB_LC = CH + FB_PAD;      // row stride of the CH x CH tiles and of phi [f][s]
+constexpr int FB_LK = DKP + FB_PAD;     // row stride of the [t][f] tiles
+constexpr int FB_LV = FB_VB + FB_PAD;   // row stride of the value stages
+// register tile extents: rows per thread of a CH- / DKP-row product, columns per thread of a CH- / DKP- /
+// FB_VB-column one (tensor cores: rows g, g + 8 of the warp's band, columns 2 t4, 2 t4 + 1 of each 8-column tile)
+constexpr int FB_R = FB_TC ? 2 : CH / 16, FB_RK = FB_TC ? 2 : DKP / 16;
+constexpr int FB_C = FB_TC ? CH / 8 : CH / 16, FB_CK = FB_TC ? DKP / 8 : DKP / 16, FB_CV = FB_TC ? FB_VB / 8 : FB_VB / 16;
+constexpr int FB_NL = CH == 16 ? 5 : (CH == 32 ? 6 : 7);            // chunk-local levels 0 .. log2 CH
+constexpr int FB_TT = CH * FB_LC, FB_TK = CH * FB_LK;
+constexpr int FB_S1 = fb_max(CH, DKP) * FB_LV;                     // dI, then dH
+constexpr int FB_TA = fb_max(FB_TT, FB_TK);
+constexpr int FB_TP = fb_max(fb_max(DKP * FB_LC, FB_TK), FB_TT);
+constexpr int FB_TS = fb_max(FB_S1 + CH * FB_LV, FB_TA);
+// + a, beta, e^G, e^S, dG, dS, dbeta (CH each), lam's CH x 8 levels, a CH x 17 reduction
+constexpr int FB_SMEM = FB_TK + 2 * FB_TT + FB_TA + FB_TP + FB_TS + 7 * CH + 8 * CH + 17 * CH;
+
+// Row i of this thread's register tile (RM rows per thread), and its column j (RN columns per thread).
+template <int RM>
+__device__ __forceinline__ int fb_row(int i) {
+    if constexpr (FB_TC) return 16 * (threadIdx.x / 64) + threadIdx.x % 32 / 4 + 8 * i;
+    else return threadIdx.x / 16 * RM + i;
+}
+template <int RN>
+__device__ __forceinline__ int fb_col(int j) {
+    if constexpr (FB_TC) return 4 * RN * (threadIdx.x / 32 % 2) + 8 * (j >> 1) + 2 * (threadIdx.x % 4) + (j & 1);
+    else return threadIdx.x % 16 + 16 * j;
+}
+
+// acc[i][j] += sum_{lo <= k < hi} la(fb_row(i), k) lb(k, fb_col(j)) (FB_TC: lo, hi multiples of 8; X1: 1xTF32,
+// the operands rounded to tf32 (~2^-11 relative), one mma per tile: gd_forms_bwd_x1, for bfloat16 callers)
+template <bool X1 = false, int RM, int RN, typename LA, typename LB>
+__device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, LB lb) {
+    if constexpr (FB_TC && X1) {
+        static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
+#pragma unroll 1
+        for (int k0 = lo; k0 < hi; k0 += 8) {
+            unsigned ah[4];
+#pragma unroll
+            for (int x = 0; x < 4; ++x) ah[x] = to_tf32((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)));
+#pragma unroll
+            for (int nt = 0; nt < RN / 2; ++nt) {
+                const unsigned b0 = to_tf32((float)lb(k0 + t4, n0 + 8 * nt + g)), b1 = to_tf32((float)lb(k0 + t4 + 4, n0 + 8 * nt + g));
+                float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
+                mma_tf32(c, ah, b0, b1);
+                acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
+            }
+        }
+    } else if constexpr (FB_TC) {  // the warp's 16 x 4 RN band: RN / 2 mma tiles of 16 x 8, 3xTF32
+        static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
+#pragma unroll 1
+        for (int k0 = lo; k0 < hi; k0 += 8) {
+            unsigned ah[4], al[4];
+#pragma unroll
+            for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+#pragma unroll
+            for (int nt = 0; nt < RN / 2; ++nt) {
+                unsigned bh[2], bl[2];
+                tf32_split((float)lb(k0 + t4, n0 + 8 * nt + g), bh[0], bl[0]);
+                tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * nt + g), bh[1], bl[1]);
+                float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
+                mma_tf32(c, al, bh[0], bh[1]);  // A_lo B_lo dropped (~2^-22)
+                mma_tf32(c, ah, bl[0], bl[1]);
+                mma_tf32(c, ah, bh[0], bh[1]);
+                acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
+            }
+        }
+    } else {
+#pragma unroll 2
+        for (int k = lo; k < hi; ++k) {
+            ta x[RM], y[RN];
+#pragma unroll
+            for (int i = 0; i < RM; ++i) x[i] = la(fb_row<RM>(i), k);
+#pragma unroll
+            for (int j = 0; j < RN; ++j) y[j] = lb(k, fb_col<RN>(j));
+#pragma unroll
+            for (int i = 0; i < RM; ++i)
+#pragma unroll
+                for (int j = 0; j < RN; ++j) acc[i][j] = fma(x[i], y[j], acc[i][j]);
+        }
+    }
+}
+
+// f(i, j, fb_row(i), fb_col(j)) over the elements of an RM x RN register tile
+template <int RM, int RN, typename F>
+__device__ __forceinline__ void fb_ij(F f) {
+#pragma unroll
+    for (int i = 0; i < RM; ++i)
+#pragma unroll
+        for (int j = 0; j < RN; ++j) f(i, j, fb_row<RM>(i), fb_col<RN>(j));
+}
+
+// f(row, column, acc[i][j]) over this thread's elements of a register tile
+template <int RM, int RN, typename F>
+__device__ __forceinline__ void fb_each(ta (&acc)[RM][RN], F f) {
+    fb_ij<RM, RN>([&](int i, int j, int r, int c) { f(r, c, acc[i][j]); });
+}
+
+// out[r] (+)= the sum over the block of part[i] for rows r = fb_row(i) (red: CH x 17)
+template <int RM>
+__device__ __forceinline__ void fb_rows(const ta (&part)[RM], ta* red, ta* out, bool add) {
+    if constexpr (FB_TC) {  // a row's 8 parts: 4 lanes (shuffles), then the band's two warps
+#pragma unroll
+        for (int i = 0; i < RM; ++i) {
+            ta x = part[i];
+            x += __shfl_xor_sync(0xffffffffu, x, 1, 32);
+            x += __shfl_xor_sync(0xffffffffu, x, 2, 32);
+            if (threadIdx.x % 4 == 0) red[fb_row<RM>(i) * 2 + threadIdx.x / 32 % 2] = x;
+        }
+        __syncthreads();
+        if (threadIdx.x < 16 * (NT / 64)) {
+            const ta s = red[2 * threadIdx.x] + red[2 * threadIdx.x + 1];
+            out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < RM; ++i) red[fb_row<RM>(i) * 17 + threadIdx.x % 16] = part[i];
+        __syncthreads();
+        if (threadIdx.x < 16 * RM) {
+            ta s = (ta)0;
+            for (int u = 0; u < 16; ++u) s += red[threadIdx.x * 17 + u];
+            out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
+        }
+    }
+    __syncthreads();
+}
+
+// out[c] (+)= the sum over the block of part[j] for columns c = fb_col(j) (red: 16 x (16 RN + 1), FB_TC 4 x 8 RN)
+template <int RN>
+__device__ __forceinline__ void fb_cols(const ta (&part)[RN], ta* red, ta* out, bool add) {
+    if constexpr (FB_TC) {  // a column's 32 parts: 8 lanes (shuffles), then the 4 bands' warps
+#pragma unroll
+        for (int j = 0; j < RN; ++j) {
+            ta x = part[j];
+#pragma unroll
+            for (int off = 4; off < 32; off *= 2) x += __shfl_xor_sync(0xffffffffu, x, off, 32);
+            if (threadIdx.x % 32 < 4) red[threadIdx.x / 64 * 8 * RN + fb_col<RN>(j)] = x;
+        }
+        __syncthreads();
+        if (threadIdx.x < 8 * RN) {
+            ta s = (ta)0;
+            for (int u = 0; u < NT / 64; ++u) s += red[u * 8 * RN + threadIdx.x];
+            out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < RN; ++j) red[threadIdx.x / 16 * (16 * RN + 1) + fb_col<RN>(j)] = part[j];
+        __syncthreads();
+        if (threadIdx.x < 16 * RN) {
+            ta s = (ta)0;
+            for (int u = 0; u < 16; ++u) s += red[u * (16 * RN + 1) + threadIdx.x];
+            out[threadIdx.x] = add ? out[threadIdx.x] + s : s;
+        }
+    }
+    __syncthreads();
+}
+
+// dst[r ld + c] = src(r, c) over an RT x CW tile, by a loop unrolled 4 times; ST (FB_STAGED=1, a timing build): the
+// global loads issued in batches of 16 before their stores (common.cu's staged), measured slower (H200, 8K: 2.49 ms
+// against 2.24; 32K 9.83 against 8.68: the registers of the loads in flight)
+#ifndef FB_STAGED
+#define FB_STAGED 0
+#endif
+template <int RT, int CW, bool ST = FB_STAGED, typename L>
+__device__ __forceinline__ void fb_tile(ta* dst, int ld, L src) {
+    const auto put = [&](int idx, ta x) { dst[idx / CW * ld + idx % CW] = x; };
+    if constexpr (ST) {
+        staged<RT * CW, NT>([&](int idx) { return src(idx / CW, idx % CW); }, put);
+    } else {  // a few in flight
+#pragma unroll 4
+        for (int idx = threadIdx.x; idx < RT * CW; idx += NT) put(idx, src(idx / CW, idx % CW));
+    }
+}
+
+// The Fenwick level of key s seen from query t inside a chunk: bit_length(t XOR s), 0 when equal.
+__device__ __forceinline__ int fb_level(int t, int s) {
+#ifdef __CUDA_ARCH__
+    return 32 - __clz(t ^ s);
+#else
+    return bitlen64(t ^ s);
+#endif
+}
+
+// The arguments of both entry points (gd_forms_bwd, gd_forms_bwd_x1 at the end):
+//   q, k (BH, T, DK); v (BH, T, DV); a, bt (BH, T) log decays, beta; lam (BH, T, L);
+//   dqe, dek (BH, n, CH, DK); dph (BH, n, DK, CH); dHc (BH, n, DK, DV); dgc (BH, n); dI (BH, n, CH, DV);
+//   out: dq, dk (BH, T, DK); dv (BH, T, DV); da, dbeta (BH, T); dlam (BH, T, L) (every level of the call's rows written)
+#define FB_PARAMS                                                                                                    \
+    const ta *__restrict__ q, const ta *__restrict__ k, const ta *__restrict__ v, const ta *__restrict__ a,          \
+        const ta *__restrict__ bt, const ta *__restrict__ lam, const ta *__restrict__ dqe, const ta *__restrict__ dek, \
+        const ta *__restrict__ dph, const ta *__restrict__ dHc, const ta *__restrict__ dgc, const ta *__restrict__ dI, \
+        ta *__restrict__ dq, ta *__restrict__ dk, ta *__restrict__ dv, ta *__restrict__ da, ta *__restrict__ dbeta,   \
+        ta *__restrict__ dlam, int T, int DK, int DV, int L, i64 p, i64 F, int n
+#define FB_ARGS q, k, v, a, bt, lam, dqe, dek, dph, dHc, dgc, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV, L, p, F, n
+
+// The kernel's body (gd_forms_bwd: X1 false, 3xTF32; gd_forms_bwd_x1: 1xTF32 products under FB_TC)
+template <bool X1>
+__device__ __forceinline__ void fb_kernel(FB_PARAMS) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* sK = reinterpret_cast<ta*>(smem_raw);
+    ta* sDD = sK + FB_TK;
+    ta* sMX = sDD + FB_TT;
+    ta* sA = sMX + FB_TT;
+    ta* sP = sA + FB_TA;
+    ta* sS = sP + FB_TP;
+    ta* va = sS + FB_TS;
+    ta *vb = va + CH, *veG = vb + CH, *veS = veG + CH, *vdG = veS + CH, *vdS = vdG + CH, *vdb = vdS + CH;
+    ta* lamS = vdb + CH;  // [t][l], l < 8
+    ta* red = lamS + 8 * CH;
+    check_smem(FB_SMEM * sizeof(ta));
+    constexpr int R = FB_R, RK = FB_RK, CC = FB_C, CK = FB_CK;
+    const int tid = threadIdx.x;
+    // the rows of this warp's register tiles (FB_TC: its 16-row band)
+    const int wlo = FB_TC ? 16 * (tid / 64) : tid / 32 * 2 * R, whi = wlo + (FB_TC ? 16 : 2 * R);
+    // the warp's columns of a CH-column product (FB_TC: one 32-column half; FFMA: every column): a reduction whose
+    // B operand vanishes left (right) of the column starts (stops) there; up: the warp's tile lies above the
+    // diagonal (every column past every row), skipped in products used only on or below it (FB_CBND 0: no column bounds)
+    const int cl = FB_TC && FB_CBND ? 32 * (tid / 32 % 2) : 0, ch = FB_TC && FB_CBND ? cl + 32 : CH;
+    const bool up = FB_TC && FB_CBND && cl >= whi;
+    const int j = blockIdx.x;
+    const i64 bh = blockIdx.y, cj = bh * n + j;
+    const i64 t0 = (F + j) * CH - p;  // the call's index of the chunk's first token
+    auto in = [&](int t) { return t0 + t >= 0 && t0 + t < T; };
+    auto row = [&](int t) { return bh * T + t0 + t; };  // the call's row of token t (in(t))
+    auto X = [&](int r, int s) { return r > s ? sMX[s * FB_LC + r] : (r == s ? (ta)1 : (ta)0); };
+    auto lamat = [&](int t, int s) { return lamS[t * 8 + min(fb_level(t, s), L - 1)]; };
+
+    // ---- the chunk's inputs, decays, D ----
+    const auto qat = [&](int t, int f) { return (in(t) && f < DK) ? q[row(t) * DK + f] : (ta)0; };
+    fb_tile<CH, DKP>(sK, FB_LK, [&](int t, int f) { return (in(t) && f < DK) ? k[row(t) * DK + f] : (ta)0; });
+    fb_tile<CH, DKP>(sA, FB_LK, qat);
+    for (int t = tid; t < CH; t += NT) {
+        va[t] = in(t) ? a[row(t)] : (ta)0;
+        vb[t] = in(t) ? bt[row(t)] : (ta)0;
+    }
+    fb_tile<CH, 8>(lamS, 8, [&](int t, int l) { return (in(t) && l < L) ? lam[row(t) * L + l] : (ta)0; });
+    __syncthreads();
+    if (tid == 0) {  // e^{G_t}, G_t = a_0 + .. + a_t
+        ta s = (ta)0;
+        for (int t = 0; t < CH; ++t) veG[t] = ex(s += va[t]);
+    } else if (tid == 32) {  // e^{S_s}, S_s = a_{s+1} + .. + a_{CH-1}
+        ta s = (ta)0;
+        for (int t = CH - 1; t >= 0; --t) {
+            veS[t] = ex(s);
+            s += va[t];
+        }
+    } else if (tid >= 64 && tid < 64 + CH) {  // column s of D
+        const int s = tid - 64;
+        ta c = (ta)0;
+        sDD[s * FB_LC + s] = (ta)1;
+        for (int t = s + 1; t < CH; ++t) sDD[t * FB_LC + s] = ex(c += va[t]);
+    }
+    __syncthreads();
+    {  // M = D * Q K^T (lower), D * K K^T (strict, at [s][t])
+        ta kk[R][CC], qk[R][CC];
+        zero_acc(kk);
+        zero_acc(qk);
+        auto lk = [&](int f, int s) { return sK[s * FB_LK + f]; };
+        fb_mm<X1>(kk, 0, up ? 0 : DKP, [&](int t, int f) { return sK[t * FB_LK + f]; }, lk);
+        fb_mm<X1>(qk, 0, up ? 0 : DKP, [&](int t, int f) { return sA[t * FB_LK + f]; }, lk);
+        fb_each(qk, [&](int t, int s, ta x) {
+            if (s <= t) sMX[t * FB_LC + s] = sDD[t * FB_LC + s] * x;
+        });
+        fb_each(kk, [&](int t, int s, ta x) {
+            if (s < t) sDD[s * FB_LC + t] = sDD[t * FB_LC + s] * x;
+        });
+    }
+    __syncthreads();
+    {  // X = (I + N)^{-1}: column c by forward substitution, TPC threads summing every TPC-th term
+        constexpr int TPC = NT / CH;
+        const int c = tid / TPC, lane = tid % TPC;
+        for (int i = 1; i < CH; ++i) {
+            ta part = (ta)0;
+            // X[r][c] (r > c) was stored by this thread (lane (r - c) % TPC): no barrier needed
+            if (c < i)
+                for (int r = c + lane; r < i; r += TPC) part = fma(vb[i] * sDD[r * FB_LC + i], X(r, c), part);
+#pragma unroll
+            for (int off = TPC / 2; off > 0; off /= 2) part += __shfl_xor_sync(0xffffffffu, part, off, TPC);
+            if (c < i && lane == (i - c) % TPC) sMX[c * FB_LC + i] = -part;
+        }
+    }
+    __syncthreads();
+    {  // W = M X -> sA (Q no longer read), phi = Z^T X diag(beta) -> sP [f][s]
+        ta w[R][CC], ph[RK][CC];
+        zero_acc(w);
+        zero_acc(ph);
+        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
+        fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, X);
+        fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
+        fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = x * vb[s]; });
+    }
+    __syncthreads();
+
+    // ---- the value passes: P = dI V^T, dphi = dph + dH V^T (registers), dV (written) ----
+    ta P[R][CC], dphi[RK][CC];
+    zero_acc(P);
+    zero_acc(dphi);
+    for (int c0 = 0; c0 < DV; c0 += FB_VB) {
+        ta* S1 = sS;
+        ta* S2 = sS + FB_S1;
+        fb_tile<CH, FB_VB, false>(S1, FB_LV, [&](int t, int c) { return (in(t) && c0 + c < DV) ? dI[(cj * CH + t) * DV + c0 + c] : (ta)0; });
+        fb_tile<CH, FB_VB, false>(S2, FB_LV, [&](int t, int c) { return (in(t) && c0 + c < DV) ? v[row(t) * DV + c0 + c] : (ta)0; });
+        __syncthreads();
+        fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
+        ta dvv[R][FB_CV];
+        zero_acc(dvv);
+        fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0; },
+              [&](int t, int c) { return S1[t * FB_LV + c]; });
+        fb_ij<R, FB_CV>([&](int i, int jj, int s, int c) { dvv[i][jj] *= vb[s]; });  // attn = W diag(beta)
+        __syncthreads();
+        fb_tile<DKP, FB_VB, false>(S1, FB_LV, [&](int f, int c) { return (f < DK && c0 + c < DV) ? dHc[(cj * DK + f) * DV + c0 + c] : (ta)0; });
+        __syncthreads();
+        fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return S1[f * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
+        fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return sP[f * FB_LC + s]; }, [&](int f, int c) { return S1[f * FB_LV + c]; });
+        fb_each(dvv, [&](int s, int c, ta x) {
+            if (in(s) && c0 + c < DV) dv[row(s) * DV + c0 + c] = x;
+        });
+        __syncthreads();
+    }
+    fb_each(P, [&](int t, int s, ta x) { sS[t * FB_LC + s] = x; });
+    // dqe -> sP (phi no longer read)
+    fb_tile<CH, DKP>(sP, FB_LK, [&](int t, int f) { return f < DK ? dqe[(cj * CH + t) * DK + f] : (ta)0; });
+    __syncthreads();
+
+    // ---- dlam, d attn, d eGK: dQ, dK, dG ----
+    const int NLV = min(L, FB_NL);
+    for (int idx = tid; idx < CH * L; idx += NT) {
+        const int t = idx / L, l = idx % L;
+        if (!in(t)) continue;
+        ta s = (ta)0;
+        if (l < NLV) {  // the keys s <= t at level l (the last level, l = L - 1: at every level >= l)
+            const bool clip = l == L - 1;
+            int lo = clip ? 0 : t, hi = t + 1;
+            if (l > 0) {
+                hi = (t >> (l - 1)) << (l - 1);
+                lo = clip ? 0 : ((t >> (l - 1)) & 1 ? hi - (1 << (l - 1)) : hi);
+            }
+            for (int u = lo; u < hi; ++u) s = fma(sA[t * FB_LC + u] * vb[u], sS[t * FB_LC + u], s);
+        }
+        dlam[row(t) * L + l] = s;
+    }
+    // dK's terms are summed in dk's rows of the call (each element by the one thread that owns it in
+    // every phase: no registers held across the phases); dQ's in phase H
+    {
+        ta dat[R][CC];
+        zero_acc(dat);
+        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return sK[s * FB_LK + f]; });
+        ta de[R][CK];
+        zero_acc(de);
+        fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
+              [&](int s, int f) { return sP[s * FB_LK + f]; });
+        ta part[R] = {};
+        fb_ij<R, CK>([&](int i, int jj, int t, int f) {
+            const ta dqv = sP[t * FB_LK + f];
+            const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - vb[t] * de[i][jj];
+            const bool ok = in(t) && f < DK;
+            const ta qv = ok ? q[row(t) * DK + f] : (ta)0;
+            part[i] = fma(qv, dqv, fma(sK[t * FB_LK + f], dev, part[i]));
+            if (ok) dk[row(t) * DK + f] = veG[t] * dev;
+        });
+        fb_rows(part, red, vdG, false);  // (its barriers: every read of P, dqe is done)
+        // d attn (lower), stored as dW = d attn diag(beta); dbeta's first column sums, colsum(W * d attn)
+        ta cpart[CC] = {};
+        fb_ij<R, CC>([&](int i, int jj, int t, int s) {
+            const ta x = s <= t ? lamat(t, s) * sS[t * FB_LC + s] - veG[s] * dat[i][jj] : (ta)0;
+            cpart[jj] = fma(sA[t * FB_LC + s], x, cpart[jj]);
+            sS[t * FB_LC + s] = x * vb[s];
+        });
+        fb_cols(cpart, red, vdb, false);
+        fb_each(dphi, [&](int f, int s, ta x) {
+            sP[f * FB_LC + s] = x + (f < DK ? dph[(cj * DK + f) * CH + s] : (ta)0);
+        });
+        if (tid < CH) vdG[tid] *= veG[tid];
+    }
+    __syncthreads();
+
+    // ---- dM, dY, dZ, dX: dbeta's second column sums, dS ----
+    {
+        auto dW = [&](int t, int s) { return sS[t * FB_LC + s]; };  // zero above the diagonal
+        {  // dM = dW X^T -> sA (W is no longer read)
+            ta dM[R][CC];
+            zero_acc(dM);
+            fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), dW, [&](int r, int s) { return X(s, r); });
+            fb_each(dM, [&](int t, int s, ta x) { sA[t * FB_LC + s] = s <= t ? x : (ta)0; });
+        }
+        ta dY[R][CC];  // e^S_r (K dphi)[r][s]
+        zero_acc(dY);
+        fb_mm<X1>(dY, 0, up ? 0 : DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
+        ta cpart[CC] = {};
+        fb_ij<R, CC>([&](int i, int jj, int r, int s) {
+            dY[i][jj] *= veS[r];
+            if (s <= r) cpart[jj] = fma(X(r, s), dY[i][jj], cpart[jj]);
+        });
+        {
+            ta dZ[R][CK];
+            zero_acc(dZ);
+            fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
+            ta part[R] = {};
+            fb_ij<R, CK>([&](int i, int jj, int s, int f) {
+                part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
+                if (in(s) && f < DK) dk[row(s) * DK + f] += veS[s] * dZ[i][jj];
+            });
+            fb_cols(cpart, red, vdb, true);
+            fb_rows(part, red, vdS, false);  // (its barriers: every read of dphi is done)
+        }
+        ta dX[R][CC];  // M^T dW + dY diag(beta) -> sP
+        zero_acc(dX);
+        fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
+        fb_ij<R, CC>([&](int i, int jj, int r, int s) {
+            sP[r * FB_LC + s] = s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0;
+        });
+        if (tid < CH) vdS[tid] *= veS[tid];
+    }
+    __syncthreads();
+
+    // ---- dN = strict(-X^T dX X^T): dbeta's row sums; dQ, dK through M and N ----
+    {
+        ta tm[R][CC];
+        zero_acc(tm);
+        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
+        fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = x; });  // d attn no longer read
+    }
+    __syncthreads();
+    {
+        ta dN[R][CC];
+        zero_acc(dN);
+        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
+        ta part[R] = {};
+        fb_ij<R, CC>([&](int i, int jj, int t, int r) {
+            dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
+            part[i] = fma(dN[i][jj], r < t ? sDD[r * FB_LC + t] : (ta)0, part[i]);
+        });
+        fb_rows(part, red, vdb, true);  // (its barriers: X^T dX and dX no longer read)
+        fb_each(dN, [&](int t, int r, ta x) { sP[t * FB_LC + r] = x; });
+        fb_tile<CH, DKP>(sS, FB_LK, qat);  // Q -> sS
+    }
+    __syncthreads();
+    {
+        auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
+        auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
+        auto lk = [&](int s, int f) { return sK[s * FB_LK + f]; };
+        ta dQ[R][CK], dK[R][CK];
+        zero_acc(dQ);
+        zero_acc(dK);
+        fb_mm<X1>(dQ, 0, whi, dQK, lk);
+        fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
+        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
+        fb_each(dQ, [&](int t, int f, ta x) {  // + e^G dqe
+            if (in(t) && f < DK) dq[row(t) * DK + f] = fma(veG[t], dqe[(cj * CH + t) * DK + f], x);
+        });
+        fb_each(dK, [&](int t, int f, ta x) {
+            if (in(t) && f < DK) dk[row(t) * DK + f] += x;
+        });
+    }
+    __syncthreads();
+
+    // ---- the log decays: E = D * dD (strict), its sums over s < r <= t ----
+    for (int idx = tid; idx < CH * CH; idx += NT) {
+        const int t = idx / CH, s = idx % CH;
+        sS[t * FB_LC + s] = s < t ? sP[t * FB_LC + s] * vb[t] * sDD[s * FB_LC + t] + sA[t * FB_LC + s] * sMX[t * FB_LC + s]
+                                  : (ta)0;
+    }
+    __syncthreads();
+    if (tid < CH) {  // column s: E[r][s] <- sum_{t >= r} E[t][s]
+        const int s = tid;
+        ta c = (ta)0;
+        for (int t = CH - 1; t > s; --t) sS[t * FB_LC + s] = (c += sS[t * FB_LC + s]);
+    }
+    __syncthreads();
+    if (tid < CH) {
+        const int r = tid;
+        ta x = dgc[cj];
+        for (int s = 0; s < r; ++s) x += sS[r * FB_LC + s] + vdS[s];
+        for (int t = r; t < CH; ++t) x += vdG[t];
+        if (in(r)) {
+            da[row(r)] = x;
+            dbeta[row(r)] = vdb[r];
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(FB_PARAMS) { fb_kernel<false>(FB_ARGS); }
+extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd_x1(FB_PARAMS) { fb_kernel<true>(FB_ARGS); }
