@@ -4,7 +4,7 @@
 # tests/test_cupy_gated_delta_grad.py -m gpu (against_reference in two halves; two float64 gradchecks with offsets),
 # compute-sanitizer memcheck and racecheck (gd_forms_bwd only) of gd_bwd_small.py; then the A/B builds compiled.
 # # TIMINGS (quiet GPU, <= 40 s): the kernel alone at 8K and 32K (ab_gd_forms_bwd.py: main's gd_forms_bwd / _x1 against
-# this branch's and two timing builds), one profiled fwd+bwd step at 8K bf16 (profile_gd.py train).
+# this branch's and its timing builds dlw0, subst, bs2 / x1bs2), one profiled fwd+bwd step at 8K bf16 (profile_gd.py train).
 #   OUT=... bash benchmarks/device/run_s14b16b.sh       (logs under $OUT/s14b16b.tgz; summary on stdout)
 set -u
 NAME=s14b16b; . benchmarks/device/setup.sh
@@ -13,7 +13,7 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 PT="python3 -m pytest -q -p no:cacheprovider -rs -m gpu --tb=short"
 CS="compute-sanitizer --print-limit 5"
 AB=benchmarks/device/ab_gd_forms_bwd.py
-BUILDS=main,x1main,new,x1,dlw0,subst
+BUILDS=main,x1main,new,x1,dlw0,subst,bs2,x1bs2
 echo "=== tests + sanitizers $(date -u +%T)"
 timeout 98 $PT tests/test_cupy_gated_delta_grad.py -k "against_reference and float32" > "$OUT/log_tests_grad_ref32.txt" 2>&1 &
 timeout 98 $PT tests/test_cupy_gated_delta_grad.py -k "against_reference and bfloat16" > "$OUT/log_tests_grad_refbf.txt" 2>&1 &
@@ -31,7 +31,7 @@ echo "-- ab compile"; tail -q -n 1 "$OUT"/log_ab_compile_*.txt
 # TIMINGS
 echo "=== the kernel alone, 8K and 32K $(date -u +%T)"
 timeout 22 python3 $AB 8192,32768 10 $BUILDS > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
-grep -E "^T=[0-9]+ (ms|x1|main|dlw0|subst|x1main)" "$OUT/log_ab.txt" | grep -v scan
+grep -E "^T=[0-9]+ (ms|x1|main|dlw0|subst|x1main|bs2|x1bs2)" "$OUT/log_ab.txt" | grep -v scan
 echo "=== one fwd+bwd step 8K bf16, per kernel $(date -u +%T)"
 timeout 15 python3 benchmarks/device/profile_gd.py train > "$OUT/log_profile_train.txt" 2>&1; echo "rc=$?"
 grep -E "train T=|gd_forms_bwd|gd_scan_bwd  |GatedDelta" "$OUT/log_profile_train.txt" | cut -c1-60,150-190

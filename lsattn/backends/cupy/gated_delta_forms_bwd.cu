@@ -311,23 +311,36 @@ __device__ __forceinline__ void fb_offdiag(const ta* DD, ta* MX, const ta* bt, t
 #pragma unroll
         for (int u = 0; u < NJ; ++u) r[u] = (ta)0;
         const ta bi = bt[o + HB + i];
-        for (int m = j0; m < HB; ++m) {  // S = N_10 X_00 (X_00[m][j] = 0 for m < j, 1 at m = j)
+        // S = N_10 X_00 (X_00[m][j] = 0 for m < j, 1 at m = j); FB_BSOLVE 2: the loops over m unrolled whole (a timing build)
+        const auto nx = [&](int m) {
             const ta nv = bi * DD[(o + m) * FB_LC + o + HB + i];
 #pragma unroll
             for (int u = 0; u < NJ; ++u) {
                 const int j = j0 + JS * u;
                 r[u] = fma(nv, m > j ? MX[(o + j) * FB_LC + o + m] : (ta)(m == j), r[u]);
             }
+        };
+        if constexpr (FB_BSOLVE == 2) {
+#pragma unroll
+            for (int m = 0; m < HB; ++m) nx(m);
+        } else {
+            for (int m = j0; m < HB; ++m) nx(m);
         }
 #pragma unroll
         for (int u = 0; u < NJ; ++u) Sb[i * (HB + 1) + j0 + JS * u] = r[u];
         __syncthreads();
 #pragma unroll
         for (int u = 0; u < NJ; ++u) r[u] = Sb[i * (HB + 1) + j0 + JS * u];
-        for (int m = 0; m < i; ++m) {  // X_10 = -X_11 S (X_11[i][m] = 0 for m > i, 1 at m = i)
-            const ta xv = MX[(o + HB + m) * FB_LC + o + HB + i];
+        const auto xs = [&](int m) {  // X_10 = -X_11 S (X_11[i][m] = 0 for m > i, 1 at m = i)
+            const ta xv = m < i ? MX[(o + HB + m) * FB_LC + o + HB + i] : (ta)0;
 #pragma unroll
             for (int u = 0; u < NJ; ++u) r[u] = fma(xv, Sb[m * (HB + 1) + j0 + JS * u], r[u]);
+        };
+        if constexpr (FB_BSOLVE == 2) {
+#pragma unroll
+            for (int m = 0; m < HB; ++m) xs(m);
+        } else {
+            for (int m = 0; m < i; ++m) xs(m);
         }
 #pragma unroll
         for (int u = 0; u < NJ; ++u) MX[(o + j0 + JS * u) * FB_LC + o + HB + i] = -r[u];
