@@ -1,22 +1,11 @@
 // The CUDA source of gd_forms_bwd (lsattn/backends/cupy/gated_delta_forms_bwd.cu) compiled as C++ for
 // the CPU after the sources it follows on the GPU (gated_delta.cu, gated_delta_bwd.cu): the emulation of
 // cuda_emu_gd_scan_bwd.cpp (a std::thread per CUDA thread, __syncthreads a std::barrier, the warp
-// shuffle through a block-wide buffer: gd_forms_bwd calls it the same number of times in every
-// thread) plus common.cu's zero_acc and __shfl_sync (below). tests/test_cupy_gated_delta_grad.py builds it with
+// shuffle through a block-wide buffer: gd_forms_bwd's solve calls it the same number of times in
+// every thread) plus common.cu's zero_acc. tests/test_cupy_gated_delta_grad.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL=.. -DBWD_KERNEL=.. -DFORMS_BWD_KERNEL='"<gated_delta_forms_bwd.cu>"'
 #include "cuda_emu_gd_scan_bwd.cpp"
 #include "cuda_emu_mm.h"
-
-// __shfl_sync through the block-wide buffer of __shfl_xor_sync (cuda_emu_gd_scan_bwd.cpp): lane src of the caller's
-// group of width lanes; every thread of the block calls it the same number of times (gd_forms_bwd's dlam rows)
-inline ta __shfl_sync(unsigned, ta v, int src, int width) {
-    const int t = threadIdx.x;
-    emu_shfl[t] = v;
-    __syncthreads();
-    const ta r = emu_shfl[t / width * width + src % width];
-    __syncthreads();
-    return r;
-}
 
 #include FORMS_BWD_KERNEL
 

@@ -6,12 +6,10 @@ gd_forms_bwd:
 - s12:  session 12's kernel (main at the start of session 13: ``gd_forms_bwd_s12.cu`` beside this file,
         ``git show d812904:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), FFMA register tiles, its own smem
 - main, x1main: main's gd_forms_bwd / gd_forms_bwd_x1 at the start of session 14 (``gd_forms_bwd_main.cu`` beside this
-        file, ``git show c675226:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), the smem of this branch's layout
+        file, not kept: ``git show c675226:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), the smem of this branch's layout
 - pf, x1pf: this branch with the k-loop software-pipelined (FB_PF=1); nosplit: cvt.rna's split (FB_FSPLIT=0);
         nov4: the tile copies element by element (FB_V4=0); subst: the solve by 63 steps of substitution (FB_BSOLVE=0);
-        dlw0, x1dlw0: dlam by a thread per (row, level) (FB_DLW=0); bs2, x1bs2: the blocked solve's
-        loops unrolled whole (FB_BSOLVE=2); nosolve / nomm (FB_ABL=1 / 2, timing only, wrong
-        gradients): without the forward substitution / without every product
+        nosolve / nomm (FB_ABL=1 / 2, timing only, wrong gradients): without the solve / without every product
 - ffma: this branch built with FB_TCM=0 (the FFMA register tiles, session 12's layout; 186 registers: 1 block per SM)
 - cb:   this branch's tensor-core products bounded by the warps' columns as well as their rows (FB_CBND=1)
 - nost: this branch with its tile copies one element at a time (FB_STAGED=0: request 1's copies, unrolled by 4)
@@ -74,8 +72,6 @@ mainf = os.path.join(HERE, "gd_forms_bwd_main.cu")
 for name, (kern, extra) in {"main": ("gd_forms_bwd", ()), "x1main": ("gd_forms_bwd_x1", ()), "pf": ("gd_forms_bwd", ("-DFB_PF=1",)),
                             "x1pf": ("gd_forms_bwd_x1", ("-DFB_PF=1",)), "nosplit": ("gd_forms_bwd", ("-DFB_FSPLIT=0",)),
                             "nov4": ("gd_forms_bwd", ("-DFB_V4=0",)), "subst": ("gd_forms_bwd", ("-DFB_BSOLVE=0",)),
-                            "dlw0": ("gd_forms_bwd", ("-DFB_DLW=0",)), "x1dlw0": ("gd_forms_bwd_x1", ("-DFB_DLW=0",)),
-                            "bs2": ("gd_forms_bwd", ("-DFB_BSOLVE=2",)), "x1bs2": ("gd_forms_bwd_x1", ("-DFB_BSOLVE=2",)),
                             "nosolve": ("gd_forms_bwd", ("-DFB_ABL=1",)),
                             "nomm": ("gd_forms_bwd", ("-DFB_ABL=2",))}.items():
     src = (open(mainf).read() if os.path.exists(mainf) else None) if name.endswith("main") else fsrc

@@ -274,11 +274,6 @@ __device__ __forceinline__ void fb_copy(ta* dst, int ld, const ta* src, i64 r0, 
     fb_tile<RT, CW>(dst, ld, [&](int r, int c) { return (r >= r_lo && r < r_hi && c < cols) ? src[(r0 + r) * rs + c] : (ta)0; });
 }
 
-// FB_DLW 1: dlam's level sums by a warp per row (shuffles over aligned blocks of keys: ~50 instructions a row) instead
-// of a thread per (row, level) looping over the level's keys (up to 64 dependent steps, lanes of a warp unequal)
-#ifndef FB_DLW
-#define FB_DLW 1
-#endif
 // The Fenwick level of key s seen from query t inside a chunk: bit_length(t XOR s), 0 when equal.
 __device__ __forceinline__ int fb_level(int t, int s) {
 #ifdef __CUDA_ARCH__
@@ -311,36 +306,23 @@ __device__ __forceinline__ void fb_offdiag(const ta* DD, ta* MX, const ta* bt, t
 #pragma unroll
         for (int u = 0; u < NJ; ++u) r[u] = (ta)0;
         const ta bi = bt[o + HB + i];
-        // S = N_10 X_00 (X_00[m][j] = 0 for m < j, 1 at m = j); FB_BSOLVE 2: the loops over m unrolled whole (a timing build)
-        const auto nx = [&](int m) {
+        for (int m = j0; m < HB; ++m) {  // S = N_10 X_00 (X_00[m][j] = 0 for m < j, 1 at m = j)
             const ta nv = bi * DD[(o + m) * FB_LC + o + HB + i];
 #pragma unroll
             for (int u = 0; u < NJ; ++u) {
                 const int j = j0 + JS * u;
                 r[u] = fma(nv, m > j ? MX[(o + j) * FB_LC + o + m] : (ta)(m == j), r[u]);
             }
-        };
-        if constexpr (FB_BSOLVE == 2) {
-#pragma unroll
-            for (int m = 0; m < HB; ++m) nx(m);
-        } else {
-            for (int m = j0; m < HB; ++m) nx(m);
         }
 #pragma unroll
         for (int u = 0; u < NJ; ++u) Sb[i * (HB + 1) + j0 + JS * u] = r[u];
         __syncthreads();
 #pragma unroll
         for (int u = 0; u < NJ; ++u) r[u] = Sb[i * (HB + 1) + j0 + JS * u];
-        const auto xs = [&](int m) {  // X_10 = -X_11 S (X_11[i][m] = 0 for m > i, 1 at m = i)
-            const ta xv = m < i ? MX[(o + HB + m) * FB_LC + o + HB + i] : (ta)0;
+        for (int m = 0; m < i; ++m) {  // X_10 = -X_11 S (X_11[i][m] = 0 for m > i, 1 at m = i)
+            const ta xv = MX[(o + HB + m) * FB_LC + o + HB + i];
 #pragma unroll
             for (int u = 0; u < NJ; ++u) r[u] = fma(xv, Sb[m * (HB + 1) + j0 + JS * u], r[u]);
-        };
-        if constexpr (FB_BSOLVE == 2) {
-#pragma unroll
-            for (int m = 0; m < HB; ++m) xs(m);
-        } else {
-            for (int m = 0; m < i; ++m) xs(m);
         }
 #pragma unroll
         for (int u = 0; u < NJ; ++u) MX[(o + j0 + JS * u) * FB_LC + o + HB + i] = -r[u];
@@ -517,53 +499,21 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     __syncthreads();
 
     // ---- dlam, d attn, d eGK: dQ, dK, dG ----
-    if constexpr (FB_DLW) {  // a warp per row t, a lane per key u (and u + 32): the levels' sums by shuffles
-        const int lane = tid % 32;
-        for (int t = tid / 32; t < CH; t += NT / 32) {  // (every warp as many rows: the CPU emulation's shuffles)
-            ta y[CH > 32 ? 2 : 1];
-#pragma unroll
-            for (int h = 0; h < (CH > 32 ? 2 : 1); ++h) {
-                const int u = lane + 32 * h;
-                y[h] = u <= t && u < CH ? sA[t * FB_LC + u] * vb[u] * sS[t * FB_LC + u] : (ta)0;
+    const int NLV = min(L, FB_NL);
+    for (int idx = tid; idx < CH * L; idx += NT) {
+        const int t = idx / L, l = idx % L;
+        if (!in(t)) continue;
+        ta s = (ta)0;
+        if (l < NLV) {  // the keys s <= t at level l (the last level, l = L - 1: at every level >= l)
+            const bool clip = l == L - 1;
+            int lo = clip ? 0 : t, hi = t + 1;
+            if (l > 0) {
+                hi = (t >> (l - 1)) << (l - 1);
+                lo = clip ? 0 : ((t >> (l - 1)) & 1 ? hi - (1 << (l - 1)) : hi);
             }
-            ta v = CH > 32 && t >= 32 ? y[CH > 32 ? 1 : 0] : y[0], lv[FB_NL];  // v: t's 32 keys
-            lv[0] = __shfl_sync(0xffffffffu, v, t % 32, 32);
-#pragma unroll
-            for (int e = 0; e < 5; ++e) {  // v: sums of aligned blocks of 2^e keys; level e + 1: the block left of t's
-                const ta o = __shfl_sync(0xffffffffu, v, (t ^ (1 << e)) % 32, 32);
-                if (e + 1 < FB_NL) lv[e + 1] = (t >> e) & 1 ? o : (ta)0;
-                v += __shfl_xor_sync(0xffffffffu, v, 1 << e, 32);
-            }
-            if constexpr (CH > 32) {  // level 6: the first 32 keys
-                ta z = y[0];
-#pragma unroll
-                for (int off = 1; off < 32; off *= 2) z += __shfl_xor_sync(0xffffffffu, z, off, 32);
-                lv[6] = t >= 32 ? z : (ta)0;
-            }
-            for (int l = lane; l < L; l += 32) {  // the last level, l = L - 1: every level >= l
-                ta x = (ta)0;
-#pragma unroll
-                for (int m = 0; m < FB_NL; ++m) x += m == l || (l == L - 1 && m > l) ? lv[m] : (ta)0;
-                if (in(t)) dlam[row(t) * L + l] = x;
-            }
+            for (int u = lo; u < hi; ++u) s = fma(sA[t * FB_LC + u] * vb[u], sS[t * FB_LC + u], s);
         }
-    } else {
-        const int NLV = min(L, FB_NL);
-        for (int idx = tid; idx < CH * L; idx += NT) {
-            const int t = idx / L, l = idx % L;
-            if (!in(t)) continue;
-            ta s = (ta)0;
-            if (l < NLV) {  // the keys s <= t at level l (the last level, l = L - 1: at every level >= l)
-                const bool clip = l == L - 1;
-                int lo = clip ? 0 : t, hi = t + 1;
-                if (l > 0) {
-                    hi = (t >> (l - 1)) << (l - 1);
-                    lo = clip ? 0 : ((t >> (l - 1)) & 1 ? hi - (1 << (l - 1)) : hi);
-                }
-                for (int u = lo; u < hi; ++u) s = fma(sA[t * FB_LC + u] * vb[u], sS[t * FB_LC + u], s);
-            }
-            dlam[row(t) * L + l] = s;
-        }
+        dlam[row(t) * L + l] = s;
     }
     // dK's terms are summed in dk's rows of the call (each element by the one thread that owns it in
     // every phase: no registers held across the phases); dQ's in phase H
