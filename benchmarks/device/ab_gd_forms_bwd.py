@@ -5,6 +5,11 @@ gradients; gd_scan_bwd on the forms gd_forms computes from the same inputs (keep
 gd_forms_bwd:
 - s12:  session 12's kernel (main at the start of session 13: ``gd_forms_bwd_s12.cu`` beside this file,
         ``git show d812904:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), FFMA register tiles, its own smem
+- main, x1main: main's gd_forms_bwd / gd_forms_bwd_x1 at the start of session 14 (``gd_forms_bwd_main.cu`` beside this
+        file, not kept: ``git show c675226:lsattn/backends/cupy/gated_delta_forms_bwd.cu``), the smem of this branch's layout
+- pf, x1pf: this branch with the k-loop software-pipelined (FB_PF=1); nosplit: cvt.rna's split (FB_FSPLIT=0);
+        nov4: the tile copies element by element (FB_V4=0); subst: the solve by 63 steps of substitution (FB_BSOLVE=0);
+        nosolve / nomm (FB_ABL=1 / 2, timing only, wrong gradients): without the solve / without every product
 - ffma: this branch built with FB_TCM=0 (the FFMA register tiles, session 12's layout; 186 registers: 1 block per SM)
 - cb:   this branch's tensor-core products bounded by the warps' columns as well as their rows (FB_CBND=1)
 - nost: this branch with its tile copies one element at a time (FB_STAGED=0: request 1's copies, unrolled by 4)
@@ -64,6 +69,14 @@ plan = {"s12": (open(s12).read() if os.path.exists(s12) else None, (), "gd_forms
         "nost": (fsrc, ("-DFB_STAGED=0",), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
         "new": (fsrc, (), "gd_forms_bwd", cfg.smem("gd_forms_bwd")),
         "x1": (fsrc, (), "gd_forms_bwd_x1", cfg.smem("gd_forms_bwd"))}
+mainf = os.path.join(HERE, "gd_forms_bwd_main.cu")
+for name, (kern, extra) in {"main": ("gd_forms_bwd", ()), "x1main": ("gd_forms_bwd_x1", ()), "pf": ("gd_forms_bwd", ("-DFB_PF=1",)),
+                            "x1pf": ("gd_forms_bwd_x1", ("-DFB_PF=1",)), "nosplit": ("gd_forms_bwd", ("-DFB_FSPLIT=0",)),
+                            "nov4": ("gd_forms_bwd", ("-DFB_V4=0",)), "subst": ("gd_forms_bwd", ("-DFB_BSOLVE=0",)),
+                            "nosolve": ("gd_forms_bwd", ("-DFB_ABL=1",)),
+                            "nomm": ("gd_forms_bwd", ("-DFB_ABL=2",))}.items():
+    src = (open(mainf).read() if os.path.exists(mainf) else None) if name.endswith("main") else fsrc
+    plan[name] = (src, extra, kern, cfg.smem("gd_forms_bwd"))
 # gd_scan_bwd (smem: FFMA's layout or the tensor cores' padded rows)
 FF_SMEM = (3 * DK * C + 2 * DK * 17 + 3 * C * 16 + 256) * 4
 plan["sffma"] = (fsrc, ("-DGDB_TCM=0",), "gd_scan_bwd", FF_SMEM)  # main's FFMA products (session 13)

@@ -31,8 +31,9 @@
 // Products: FFMA register tiles on 16 x 16 threads, element (ty RM + i, tx + 16 j) of the output
 // (fb_row, fb_col: a warp's rows are 2 RM consecutive ones, so a product whose terms vanish above (or
 // below) the row's index stops (starts) its reduction at the warp's last (first) row: ~56% of the
-// terms); fp32 accumulation for float32 (float64 for float64). X by column-parallel forward
-// substitution, NT / CH threads per column (a warp shuffle per row).
+// terms); fp32 accumulation for float32 (float64 for float64). X by blocks (fb_solve, as gd_forms: 16 x 16 diagonal
+// blocks by substitution in registers, then the 32 x 32 and 64 x 64 off-diagonal blocks by two products each; sA
+// (free between M and W) its scratch).
 constexpr int fb_max(int a, int b) { return a > b ? a : b; }
 // float32 at CH = DKP = 64: every product on tensor cores (3xTF32 as gd_forms' gf_tc: operands split into
 // tf32 halves, A_lo B_hi + A_hi B_lo + A_hi B_hi, ~2^-21 relative, fp32 sums); each warp owns a 16-row band
@@ -74,45 +75,72 @@ __device__ __forceinline__ int fb_col(int j) {
     else return threadIdx.x % 16 + 16 * j;
 }
 
+// FB_FSPLIT 1: 3xTF32's operands split by truncation (fb_cvt: a mask, a subtraction, a mask) instead of cvt.rna, which
+// ptxas emulates by ~3 instructions (an add, a compare with inf, a select) per conversion, 2 per split: the products'
+// k-step 118 -> ~60 instructions (sm_90 SASS); hi keeps x's top 10 mantissa bits, |lo| < 2^-10 |x|, lo's own
+// truncation and the dropped A_lo B_lo ~2^-20 relative (fp32 sums). FB_PF 1: the k-loop software-pipelined, the
+// next k-step's operands loaded before this step's mma (12 registers). FB_ABL (timing builds only, wrong
+// gradients): 1 skips the solve, 2 every product.
+#ifndef FB_FSPLIT
+#define FB_FSPLIT 1
+#endif
+#ifndef FB_PF
+#define FB_PF 0
+#endif
+#ifndef FB_ABL
+#define FB_ABL 0
+#endif
+// x as mma operands: X1 one tf32 (cvt.rna), else hi + lo
+template <bool X1>
+__device__ __forceinline__ void fb_cvt(float x, unsigned& hi, unsigned& lo) {
+    if constexpr (X1) {
+        hi = to_tf32(x);
+    } else if constexpr (FB_FSPLIT) {
+        hi = __float_as_uint(x) & 0xffffe000u;
+        lo = __float_as_uint(x - __uint_as_float(hi)) & 0xffffe000u;
+    } else {
+        tf32_split(x, hi, lo);
+    }
+}
+
 // acc[i][j] += sum_{lo <= k < hi} la(fb_row(i), k) lb(k, fb_col(j)) (FB_TC: lo, hi multiples of 8; X1: 1xTF32,
 // the operands rounded to tf32 (~2^-11 relative), one mma per tile: gd_forms_bwd_x1, for bfloat16 callers)
 template <bool X1 = false, int RM, int RN, typename LA, typename LB>
 __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, LB lb) {
-    if constexpr (FB_TC && X1) {
+    if constexpr (FB_ABL & 2) return;
+    if constexpr (FB_TC) {  // the warp's 16 x 4 RN band: RN / 2 mma tiles of 16 x 8 (3xTF32: A_lo B_hi + A_hi B_lo + A_hi B_hi)
         static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
         const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
         const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
+        float ra[4], rb[RN / 2][2];  // one k-step's operands as loaded
+        const auto load = [&](int k0) {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) ra[x] = (float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+#pragma unroll
+            for (int nt = 0; nt < RN / 2; ++nt)
+#pragma unroll
+                for (int y = 0; y < 2; ++y) rb[nt][y] = (float)lb(k0 + t4 + 4 * y, n0 + 8 * nt + g);
+        };
+        if (FB_PF && lo < hi) load(lo);
 #pragma unroll 1
         for (int k0 = lo; k0 < hi; k0 += 8) {
-            unsigned ah[4];
+            if (!FB_PF) load(k0);
+            unsigned ah[4], al[4], bh[RN / 2][2], bl[RN / 2][2];
 #pragma unroll
-            for (int x = 0; x < 4; ++x) ah[x] = to_tf32((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)));
+            for (int x = 0; x < 4; ++x) fb_cvt<X1>(ra[x], ah[x], al[x]);
 #pragma unroll
-            for (int nt = 0; nt < RN / 2; ++nt) {
-                const unsigned b0 = to_tf32((float)lb(k0 + t4, n0 + 8 * nt + g)), b1 = to_tf32((float)lb(k0 + t4 + 4, n0 + 8 * nt + g));
-                float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
-                mma_tf32(c, ah, b0, b1);
-                acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
-            }
-        }
-    } else if constexpr (FB_TC) {  // the warp's 16 x 4 RN band: RN / 2 mma tiles of 16 x 8, 3xTF32
-        static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
-        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-        const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
-#pragma unroll 1
-        for (int k0 = lo; k0 < hi; k0 += 8) {
-            unsigned ah[4], al[4];
+            for (int nt = 0; nt < RN / 2; ++nt)
 #pragma unroll
-            for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+                for (int y = 0; y < 2; ++y) fb_cvt<X1>(rb[nt][y], bh[nt][y], bl[nt][y]);
+            if (FB_PF) load(k0 + 8 < hi ? k0 + 8 : k0);  // (the last step reloads its own: a valid index)
 #pragma unroll
             for (int nt = 0; nt < RN / 2; ++nt) {
-                unsigned bh[2], bl[2];
-                tf32_split((float)lb(k0 + t4, n0 + 8 * nt + g), bh[0], bl[0]);
-                tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * nt + g), bh[1], bl[1]);
                 float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
-                mma_tf32(c, al, bh[0], bh[1]);  // A_lo B_lo dropped (~2^-22)
-                mma_tf32(c, ah, bl[0], bl[1]);
-                mma_tf32(c, ah, bh[0], bh[1]);
+                if (!X1) {
+                    mma_tf32(c, al, bh[nt][0], bh[nt][1]);  // A_lo B_lo dropped (~2^-20)
+                    mma_tf32(c, ah, bl[nt][0], bl[nt][1]);
+                }
+                mma_tf32(c, ah, bh[nt][0], bh[nt][1]);
                 acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
             }
         }
@@ -223,6 +251,29 @@ __device__ __forceinline__ void fb_tile(ta* dst, int ld, L src) {
     }
 }
 
+// dst[r ld + c] = src[(r0 + r) rs + c] for rows r_lo <= r < r_hi and columns c < cols, else 0, over an RT x CW
+// tile: 16 bytes a load and a store where rs, cols, ld and src allow (FB_V4; the index arithmetic of fb_tile's
+// element loop, ~29 instructions an element in sm_90 SASS, once per 4), else fb_tile
+#ifndef FB_V4
+#define FB_V4 1
+#endif
+template <int RT, int CW>
+__device__ __forceinline__ void fb_copy(ta* dst, int ld, const ta* src, i64 r0, i64 rs, int r_lo, int r_hi, int cols) {
+    if constexpr (FB_V4 && sizeof(ta) == 4 && CW % 4 == 0) {
+        if (rs % 4 == 0 && cols % 4 == 0 && ld % 4 == 0 && reinterpret_cast<unsigned long long>(src) % 16 == 0) {
+#pragma unroll 2
+            for (int idx = threadIdx.x; idx < RT * CW / 4; idx += NT) {
+                const int r = idx / (CW / 4), c = 4 * (idx % (CW / 4));
+                float4 x = {0.f, 0.f, 0.f, 0.f};
+                if (r >= r_lo && r < r_hi && c < cols) x = *reinterpret_cast<const float4*>(src + (r0 + r) * rs + c);
+                *reinterpret_cast<float4*>(dst + r * ld + c) = x;
+            }
+            return;
+        }
+    }
+    fb_tile<RT, CW>(dst, ld, [&](int r, int c) { return (r >= r_lo && r < r_hi && c < cols) ? src[(r0 + r) * rs + c] : (ta)0; });
+}
+
 // The Fenwick level of key s seen from query t inside a chunk: bit_length(t XOR s), 0 when equal.
 __device__ __forceinline__ int fb_level(int t, int s) {
 #ifdef __CUDA_ARCH__
@@ -230,6 +281,76 @@ __device__ __forceinline__ int fb_level(int t, int s) {
 #else
     return bitlen64(t ^ s);
 #endif
+}
+
+// X = (I + N)^{-1} by blocks, as gd_forms (gated_delta_forms.cu) solves it: the 16 x 16 diagonal blocks by forward
+// substitution in registers (thread = column), then twice X_10 = -X_11 (N_10 X_00) over the 2 HB x 2 HB diagonal blocks
+// (HB = 16, 32), a barrier apart: a chain of ~15 + 4 x HB dependent steps instead of 63 steps of shuffles (FB_BSOLVE 0).
+// N[i][r] = beta_i (D * K K^T)[i][r] (i > r) at bt[i] DD[r][i]; X[r][s] (r > s) stored at MX[s][r] (unit diagonal
+// implied; the lower triangle of MX, M, untouched); S: HB (HB + 1) scratch per diagonal block. Ends with a barrier.
+#ifndef FB_BSOLVE
+#define FB_BSOLVE 1
+#endif
+// X_10 = -X_11 (N_10 X_00) in each 2 HB x 2 HB diagonal block of X (fb_solve's layout; none when CH < 2 HB): row i,
+// columns j0 + JS u of one block's result for this thread, after a barrier (the previous stage's X written)
+template <int HB>
+__device__ __forceinline__ void fb_offdiag(const ta* DD, ta* MX, const ta* bt, ta* S) {
+    constexpr int NBLK = CH / (2 * HB);
+    if constexpr (NBLK >= 1) {
+        constexpr int TPB = NT / NBLK, JS = TPB / HB, NJ = HB * HB / TPB;  // threads a block; j step; j's a thread
+        static_assert(NT % NBLK == 0 && TPB % HB == 0 && (HB * HB) % TPB == 0, "fb_offdiag: the threads of a block");
+        __syncthreads();
+        const int tid = threadIdx.x, o = 2 * HB * (tid / TPB), i = tid % TPB % HB, j0 = tid % TPB / HB;
+        ta* Sb = S + (tid / TPB) * HB * (HB + 1);
+        ta r[NJ];
+#pragma unroll
+        for (int u = 0; u < NJ; ++u) r[u] = (ta)0;
+        const ta bi = bt[o + HB + i];
+        for (int m = j0; m < HB; ++m) {  // S = N_10 X_00 (X_00[m][j] = 0 for m < j, 1 at m = j)
+            const ta nv = bi * DD[(o + m) * FB_LC + o + HB + i];
+#pragma unroll
+            for (int u = 0; u < NJ; ++u) {
+                const int j = j0 + JS * u;
+                r[u] = fma(nv, m > j ? MX[(o + j) * FB_LC + o + m] : (ta)(m == j), r[u]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < NJ; ++u) Sb[i * (HB + 1) + j0 + JS * u] = r[u];
+        __syncthreads();
+#pragma unroll
+        for (int u = 0; u < NJ; ++u) r[u] = Sb[i * (HB + 1) + j0 + JS * u];
+        for (int m = 0; m < i; ++m) {  // X_10 = -X_11 S (X_11[i][m] = 0 for m > i, 1 at m = i)
+            const ta xv = MX[(o + HB + m) * FB_LC + o + HB + i];
+#pragma unroll
+            for (int u = 0; u < NJ; ++u) r[u] = fma(xv, Sb[m * (HB + 1) + j0 + JS * u], r[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < NJ; ++u) MX[(o + j0 + JS * u) * FB_LC + o + HB + i] = -r[u];
+    }
+}
+
+__device__ __forceinline__ void fb_solve(const ta* DD, ta* MX, const ta* bt, ta* S) {
+    const int tid = threadIdx.x;
+    if (tid < CH) {  // block b, column c: x = X[16 b ..][16 b + c]
+        const int b = tid / 16, c = tid % 16, o = 16 * b;
+        ta x[16], nb[16];
+#pragma unroll
+        for (int i = 0; i < 16; ++i) x[i] = (ta)(i == c), nb[i] = bt[o + i];
+#pragma unroll
+        for (int r = 0; r < 15; ++r) {
+            if (r >= c) {
+                const ta xr = x[r];
+#pragma unroll
+                for (int i = r + 1; i < 16; ++i) x[i] = fma(-nb[i] * DD[(o + r) * FB_LC + o + i], xr, x[i]);
+            }
+        }
+#pragma unroll
+        for (int i = 1; i < 16; ++i)
+            if (i > c) MX[(o + c) * FB_LC + o + i] = x[i];
+    }
+    fb_offdiag<16>(DD, MX, bt, S);
+    fb_offdiag<32>(DD, MX, bt, S);
+    __syncthreads();
 }
 
 // The arguments of both entry points (gd_forms_bwd, gd_forms_bwd_x1 at the end):
@@ -277,9 +398,11 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     auto lamat = [&](int t, int s) { return lamS[t * 8 + min(fb_level(t, s), L - 1)]; };
 
     // ---- the chunk's inputs, decays, D ----
-    const auto qat = [&](int t, int f) { return (in(t) && f < DK) ? q[row(t) * DK + f] : (ta)0; };
-    fb_tile<CH, DKP>(sK, FB_LK, [&](int t, int f) { return (in(t) && f < DK) ? k[row(t) * DK + f] : (ta)0; });
-    fb_tile<CH, DKP>(sA, FB_LK, qat);
+    // the chunk's rows inside the call: r_in <= t < r_out
+    const int r_in = t0 < 0 ? (int)-t0 : 0, r_out = T - t0 < CH ? (int)(T - t0) : CH;
+    const auto qtile = [&](ta* dst) { fb_copy<CH, DKP>(dst, FB_LK, q, bh * T + t0, DK, r_in, r_out, DK); };
+    fb_copy<CH, DKP>(sK, FB_LK, k, bh * T + t0, DK, r_in, r_out, DK);
+    qtile(sA);
     for (int t = tid; t < CH; t += NT) {
         va[t] = in(t) ? a[row(t)] : (ta)0;
         vb[t] = in(t) ? bt[row(t)] : (ta)0;
@@ -317,10 +440,12 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         });
     }
     __syncthreads();
-    {  // X = (I + N)^{-1}: column c by forward substitution, TPC threads summing every TPC-th term
+    if constexpr (FB_BSOLVE) {
+        if constexpr (!(FB_ABL & 1)) fb_solve(sDD, sMX, vb, sA);
+    } else {  // X = (I + N)^{-1}: column c by forward substitution, TPC threads summing every TPC-th term
         constexpr int TPC = NT / CH;
         const int c = tid / TPC, lane = tid % TPC;
-        for (int i = 1; i < CH; ++i) {
+        for (int i = 1; i < (FB_ABL & 1 ? 1 : CH); ++i) {
             ta part = (ta)0;
             // X[r][c] (r > c) was stored by this thread (lane (r - c) % TPC): no barrier needed
             if (c < i)
@@ -349,8 +474,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     for (int c0 = 0; c0 < DV; c0 += FB_VB) {
         ta* S1 = sS;
         ta* S2 = sS + FB_S1;
-        fb_tile<CH, FB_VB, false>(S1, FB_LV, [&](int t, int c) { return (in(t) && c0 + c < DV) ? dI[(cj * CH + t) * DV + c0 + c] : (ta)0; });
-        fb_tile<CH, FB_VB, false>(S2, FB_LV, [&](int t, int c) { return (in(t) && c0 + c < DV) ? v[row(t) * DV + c0 + c] : (ta)0; });
+        fb_copy<CH, FB_VB>(S1, FB_LV, dI + c0, cj * CH, DV, r_in, r_out, DV - c0);
+        fb_copy<CH, FB_VB>(S2, FB_LV, v + c0, bh * T + t0, DV, r_in, r_out, DV - c0);
         __syncthreads();
         fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
         ta dvv[R][FB_CV];
@@ -359,7 +484,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
               [&](int t, int c) { return S1[t * FB_LV + c]; });
         fb_ij<R, FB_CV>([&](int i, int jj, int s, int c) { dvv[i][jj] *= vb[s]; });  // attn = W diag(beta)
         __syncthreads();
-        fb_tile<DKP, FB_VB, false>(S1, FB_LV, [&](int f, int c) { return (f < DK && c0 + c < DV) ? dHc[(cj * DK + f) * DV + c0 + c] : (ta)0; });
+        fb_copy<DKP, FB_VB>(S1, FB_LV, dHc + c0, cj * DK, DV, 0, DK, DV - c0);
         __syncthreads();
         fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return S1[f * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
         fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return sP[f * FB_LC + s]; }, [&](int f, int c) { return S1[f * FB_LV + c]; });
@@ -370,7 +495,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     }
     fb_each(P, [&](int t, int s, ta x) { sS[t * FB_LC + s] = x; });
     // dqe -> sP (phi no longer read)
-    fb_tile<CH, DKP>(sP, FB_LK, [&](int t, int f) { return f < DK ? dqe[(cj * CH + t) * DK + f] : (ta)0; });
+    fb_copy<CH, DKP>(sP, FB_LK, dqe, cj * CH, DK, 0, CH, DK);
     __syncthreads();
 
     // ---- dlam, d attn, d eGK: dQ, dK, dG ----
@@ -483,7 +608,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         });
         fb_rows(part, red, vdb, true);  // (its barriers: X^T dX and dX no longer read)
         fb_each(dN, [&](int t, int r, ta x) { sP[t * FB_LC + r] = x; });
-        fb_tile<CH, DKP>(sS, FB_LK, qat);  // Q -> sS
+        qtile(sS);  // Q -> sS
     }
     __syncthreads();
     {
