@@ -198,6 +198,11 @@ def test_twin_float32_bound(T, C, seed):
     assert_close(out, ref.loglinear_gated_delta(*[x.astype(np.float64) for x in arrays]), F32)
 
 
+def scan_source():
+    """The scan's kernels as one source (``gated_delta.cu``, then its two-tier form ``gated_delta_tier.cu``)."""
+    return cupy_source("gated_delta.cu") + "\n" + cupy_source("gated_delta_tier.cu")
+
+
 class Emulated:
     """``ops`` whose gd_forms and gd_scan run the kernels' CUDA sources on the CPU
     (``cuda_emu_gd_forms.cpp``, which includes ``cuda_emu_gd_scan.cpp``), built with g++ once per
@@ -216,7 +221,7 @@ class Emulated:
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         return emulation("cuda_emu_gd_forms.cpp", defines,
-                         {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
+                         {"KERNEL": scan_source(), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
     @staticmethod
     def _ptrs(arrays):

@@ -32,7 +32,7 @@ _builds = {}
 def variant(cfg, name, extra):
     """``name`` of gated_delta.cu built for ``cfg`` with the extra -D options (a timing build), cached."""
     if (cfg, extra) not in _builds:  # one module a build
-        code = cc._source("common.cu") + "\n" + cc._source("gated_delta.cu")
+        code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_tier.cu"))
         _builds[cfg, extra] = cupy.RawModule(code=code, options=("-std=c++17",) + cc.defines("gated_delta", cfg) + extra), {}
     mod, fns = _builds[cfg, extra]
     if name not in fns:
