@@ -142,12 +142,12 @@ __device__ __forceinline__ void gd_mma3(float (&c)[4], const unsigned (&ah)[4], 
     mma_tf32(c, ah, bh[0], bh[1]);
 }
 
-// The warp's tiles of an M x GD_BW product, M = 16 RB, in tiles of 16 x 8: row block r0 (16 rows),
-// NTL tiles of 8 columns from n0, the RB x GD_BW / 8 tiles dealt evenly over the 8 warps (fewer
+// The warp's tiles of an M x BW product, M = 16 RB, in tiles of 16 x 8: row block r0 (16 rows),
+// NTL tiles of 8 columns from n0, the RB x BW / 8 tiles dealt evenly over the 8 warps (fewer
 // than 8 tiles: one each to the first warps, the others idle: `on` false).
-template <int RB>
+template <int RB, int BW = GD_BW>
 struct GdWarpTiles {
-    static constexpr int NT8 = GD_BW / 8, TILES = RB * NT8;
+    static constexpr int NT8 = BW / 8, TILES = RB * NT8;
     static constexpr int NTL = TILES >= 8 ? TILES / 8 : 1;  // tiles per warp
     static constexpr int WPR = NT8 / NTL;                    // warps per row block
     int r0, n0;
