@@ -4,7 +4,9 @@ call), float32 compute: 3xTF32 (float32 inputs) and 1xTF32 (bfloat16 inputs' bui
 two-tier form's kernels one by one (t1 / coarse / t3, each alone: t1 + t3 is its work, coarse its serial phase);
 timing builds: gd_tier1 at 2 blocks per SM (minb2), periods of 8 chunks (tm3); then the public bf16 forward on torch
 tensors with TIERED on and off. First columns: max |tier - main| / max |main|.
-    python benchmarks/device/ab_tier_s13b16.py [T,T,..] [--compile-only]"""
+    python benchmarks/device/ab_tier_s13b16.py [T,T,..] [--compile-only]
+Session 13's launches (gd_tier1 without Qp, gd_tier3 as walks): runs at 6f997b6..c675226 only; session 14's
+ab_tier_s14a16.py times those kernels as its build "main"."""
 import os
 import sys
 
