@@ -4,13 +4,13 @@ compute: 3xTF32 (f32: float32 inputs) and 1xTF32 (x1: the bfloat16 inputs' build
 - main:     session 13's kernels (GD_TBW_SET=32: 32 columns a block in gd_tier1 / gd_tier3; GD_CPRE_SET=0: gd_coarse
             loads Tot after its product; GD_T3WALK_SET=1: gd_tier3 as walks over the period's chunks; gd_tier1 then
             stores no Qp but walks the last period's transfer too: ~1/nP more transfer steps than session 13's)
-- walk64:   main at 64 columns a block with the new gd_coarse (GD_T3WALK_SET=1)
 - new:      the production kernels (64 columns in float32; gd_tier1's transfers store Qp, gd_tier3 reads Qp S per
             chunk and slot with no walk; gd_coarse's Tot loaded before its product)
 - qp32:     new at 32 columns a block (GD_TBW_SET=32)
+- tpf:      new with the next chunk's tiles prefetched into L2 during a chunk of gd_tier1 (GD_TPF_SET=1)
 Each build: max |build - gd_scan| / max |gd_scan| (gd_scan: TIERED off), the whole form, then its kernels one by one
-(t1 / coarse / t3); gd_scan itself; then the public bf16 forward (torch, production).
-    python benchmarks/device/ab_tier_s14a16.py [T,T,..] [--compile-only]"""
+(t1 / coarse / t3), printed as it goes; gd_scan itself; first the public bf16 / fp32 forward at 8K (torch, production).
+    python benchmarks/device/ab_tier_s14a16.py [T,T,..] [--compile-only [f32|x1]]"""
 import os
 import sys
 
@@ -32,8 +32,8 @@ cfgs = {"f32": cgd._config("float", DK, 64, ""), "x1": cgd._config("float", DK, 
 TIER = ("gd_tier1", "gd_coarse", "gd_tier3")
 # name -> (columns of gd_tier1 / gd_tier3 (None: Config.tier_bw), -D options (None: the production kernels))
 W3 = "-DGD_T3WALK_SET=1"
-BUILDS = {"main": (32, ("-DGD_TBW_SET=32", "-DGD_CPRE_SET=0", W3)), "walk64": (None, (W3,)), "new": (None, None),
-          "qp32": (32, ("-DGD_TBW_SET=32",))}
+BUILDS = {"new": (None, None), "main": (32, ("-DGD_TBW_SET=32", "-DGD_CPRE_SET=0", W3)), "qp32": (32, ("-DGD_TBW_SET=32",)),
+          "tpf": (None, ("-DGD_TPF_SET=1",))}
 _mods = {}
 
 
@@ -52,7 +52,7 @@ def variant(cfg, name, extra):
 class Build:
     """CupyOps.gd_tiers' kernel lookup for one build; ``only``: launch that kernel alone (the others skipped)."""
 
-    _i = staticmethod(np.int32)
+    _i, _p = staticmethod(np.int32), staticmethod(cc.CupyOps._p)
 
     def __init__(self, cfg, bw, extra, only=None):
         self.cfg, self.bw, self.extra, self.only = cfg, bw or cfg.tier_bw, extra, only
@@ -69,18 +69,19 @@ class Build:
 
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
-Ts = [int(x) for x in args[0].split(",")] if args else [2048, 8192, 32768]
+nums = [a for a in args if a[:1].isdigit()]
+Ts = [int(x) for x in nums[0].split(",")] if nums else [8192, 32768, 2048]
 try:
     import torch
 except ImportError:
     torch = None
-if "--compile-only" in sys.argv:
-    for cfg in cfgs.values():
+if "--compile-only" in sys.argv:  # (one process per config: they compile in parallel)
+    for cfg in [cfgs[a] for a in args if a in cfgs] or cfgs.values():
         ops._tk("gated_delta", cfg, "gd_scan")
         for bw, extra in BUILDS.values():
             for name in TIER:
                 Build(cfg, bw, extra)._tk("gated_delta", cfg, name)
-    if torch is not None:  # the bf16 direct path's kernels (gd_forms of TI_BF16)
+    if torch is not None and "f32" not in args:  # the bf16 direct path's kernels (gd_forms of TI_BF16)
         x = [torch.randn((2, 256, 64), device="cuda", dtype=torch.bfloat16) for _ in range(3)]
         lsattn.loglinear_gated_delta(*x, -torch.rand((2, 256), device="cuda").bfloat16(), torch.rand((2, 256), device="cuda").bfloat16(),
                                      torch.rand((2, 256, lsattn.num_levels(256)), device="cuda").bfloat16())
@@ -88,6 +89,27 @@ if "--compile-only" in sys.argv:
     print("compiled")
     sys.exit(0)
 
+if torch is not None:
+    for T in Ts:
+        if T != 8192:
+            continue
+        x = [torch.randn((2, 16, T, 64), device="cuda") for _ in range(3)]
+        x[1] = torch.nn.functional.normalize(x[1], dim=-1)
+        x += [-torch.nn.functional.softplus(-torch.randn((2, 16, T), device="cuda") - 3), torch.rand((2, 16, T), device="cuda"),
+              torch.rand((2, 16, T, lsattn.num_levels(T)), device="cuda") + 0.5]
+        for dt in (torch.bfloat16, torch.float32):
+            xb = [t.to(dt) for t in x]
+            f = lambda: lsattn.loglinear_gated_delta(*xb)  # noqa: E731
+            for _ in range(3):
+                f()
+            torch.cuda.synchronize()
+            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            e0.record()
+            for _ in range(10):
+                f()
+            e1.record()
+            e1.synchronize()
+            print(f"public {str(dt)[6:]} forward T={T} {e0.elapsed_time(e1) / 10:.3f} ms", flush=True)
 for T in Ts:
     C, L = 64, lsattn.num_levels(T)
     lay = chunk_layout(0, T, C)
@@ -112,36 +134,18 @@ for T in Ts:
 
         o_scan = intra.copy()
         scan(o_scan)
-        row = [f"T={T:6d} {key} gd_scan {ms(lambda: scan(out), 5):.3f}"]
+        print(f"T={T:6d} {key} gd_scan {ms(lambda: scan(out), 5):.3f}", flush=True)
         for name, (bw, extra) in BUILDS.items():
             def tiers(o, only=None):
-                k = Build(cfg, bw, extra, only)
-                cc.CupyOps.gd_tiers(k, cfg, tier, qe, ek, ph, H, g, lam, o, T, DK, DV, L, n, BH, scratch, bw=bw, walk3=k.walk3)
+                kb = Build(cfg, bw, extra, only)
+                cc.CupyOps.gd_tiers(kb, cfg, tier, qe, ek, ph, H, g, lam, o, T, DK, DV, L, n, BH, scratch, bw=bw, walk3=kb.walk3)
 
-            o = intra.copy()
-            tiers(o)
-            err = float(cupy.abs(o - o_scan).max() / cupy.abs(o_scan).max())
-            parts = "/".join(f"{ms(lambda: tiers(out, nm), 5):.3f}" for nm in TIER)
-            row.append(f"{name} {ms(lambda: tiers(out), 5):.3f} ({parts}; {err:.0e})")
-        print(" | ".join(row), flush=True)
-if torch is not None:
-    for T in Ts:
-        if T > 8192:
-            continue
-        x = [torch.randn((2, 16, T, 64), device="cuda") for _ in range(3)]
-        x[1] = torch.nn.functional.normalize(x[1], dim=-1)
-        x += [-torch.nn.functional.softplus(-torch.randn((2, 16, T), device="cuda") - 3), torch.rand((2, 16, T), device="cuda"),
-              torch.rand((2, 16, T, lsattn.num_levels(T)), device="cuda") + 0.5]
-        for dt in (torch.bfloat16, torch.float32):
-            xb = [t.to(dt) for t in x]
-            f = lambda: lsattn.loglinear_gated_delta(*xb)  # noqa: E731
-            for _ in range(3):
-                f()
-            torch.cuda.synchronize()
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            for _ in range(10):
-                f()
-            e1.record()
-            e1.synchronize()
-            print(f"public {str(dt)[6:]} forward T={T} {e0.elapsed_time(e1) / 10:.3f} ms", flush=True)
+            try:
+                o = intra.copy()
+                tiers(o)
+                err = float(cupy.abs(o - o_scan).max() / cupy.abs(o_scan).max())
+                parts = "/".join(f"{ms(lambda: tiers(out, nm), 5):.3f}" for nm in TIER)
+                print(f"T={T:6d} {key} {name} {ms(lambda: tiers(out), 5):.3f} (t1/coarse/t3 {parts}; vs gd_scan {err:.0e})",
+                      flush=True)
+            except Exception as e:  # noqa: BLE001 (a build that fails leaves the others' rows)
+                print(f"T={T:6d} {key} {name} failed: {e!r}", flush=True)
