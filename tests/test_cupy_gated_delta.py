@@ -216,6 +216,7 @@ class Emulated:
     tm = cgd.TIER_M  # the two-tier form's low levels (a timing build's GD_TM_SET)
     tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
+    cring = False  # gd_coarse's Z copied two steps ahead (a timing build's GD_CRING_SET)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
@@ -223,6 +224,7 @@ class Emulated:
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
+        defines |= {"GD_CRING_SET": 1} if self.cring else {}
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
@@ -242,8 +244,8 @@ class Emulated:
     def _tk(self, op, cfg, name):
         """CupyOps' kernel lookup: the two-tier form's kernels (CupyOps.gd_tiers) on this emulation."""
         bw = self.tbw or cfg.tier_bw
-        smem = (cfg.smem(name) if name == "gd_coarse" else cfg.gd_tier3_smem(bw) if name == "gd_tier3" and not self.walk3
-                else cfg.gd_smem(self.tm, bw, bw <= 32))
+        smem = (cfg.gd_coarse_smem(zb=3 if self.cring else 2) if name == "gd_coarse" else
+                cfg.gd_tier3_smem(bw) if name == "gd_tier3" and not self.walk3 else cfg.gd_smem(self.tm, bw, bw <= 32))
         return _EmuKernel(self._lib(cfg), name), (256,), smem
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
@@ -365,17 +367,18 @@ def test_tier_plan(monkeypatch):
     ("float32", 150, 100, 70, 16, "mixed"),  # d_k padded to 128: transfers and values in two blocks of 64 columns
     ("float32", 420, 40, 70, 16, "tbw32"),  # the timing build of 32 columns (GD_TBW_SET=32: W as tf32 pairs)
     ("float64", 300, 33, 70, 32, "tbw64"),  # float64 at 64 columns
-    ("float32", 700, 5, 19, 16, "walk3")])  # the timing build of session 13's gd_tier3 walks (GD_T3WALK_SET=1)
+    ("float32", 700, 5, 19, 16, "walk3"),  # the timing build of session 13's gd_tier3 walks (GD_T3WALK_SET=1)
+    ("float64", 1100, 5, 19, 16, "cring")])  # gd_coarse three Z buffers (GD_CRING_SET=1): 18 periods, chains of 15 steps
 def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay):
     """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; the public forward from chunk 0 without state) on the
     CPU emulation through the host logic: against the reference (float64 / float32 bounds; bfloat16 inputs' float32
     output within TF32, gd_scan's 1xTF32) and against gd_scan itself (TIERED off), hard resets included."""
-    if decay in ("tm3", "tbw32", "tbw64", "walk3"):  # timing builds
+    if decay in ("tm3", "tbw32", "tbw64", "walk3", "cring"):  # timing builds
         emulated, build, decay = copy.copy(emulated), decay, "mixed"
         if build == "tm3":
             emulated.tm = 3
-        elif build == "walk3":
-            emulated.walk3 = True
+        elif build in ("walk3", "cring"):
+            setattr(emulated, build, True)
         else:
             emulated.tbw = int(build[3:])
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords

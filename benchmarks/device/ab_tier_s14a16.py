@@ -8,6 +8,7 @@ compute: 3xTF32 (f32: float32 inputs) and 1xTF32 (x1: the bfloat16 inputs' build
             chunk and slot with no walk; gd_coarse's Tot loaded before its product)
 - qp32:     new at 32 columns a block (GD_TBW_SET=32)
 - tpf:      new with the next chunk's tiles prefetched into L2 during a chunk of gd_tier1 (GD_TPF_SET=1)
+- cring:    new with gd_coarse's Z copied two steps ahead (three buffers) and Tot loaded a step ahead (GD_CRING_SET=1)
 Each build: max |build - gd_scan| / max |gd_scan| (gd_scan: TIERED off), the whole form, then its kernels one by one
 (t1 / coarse / t3), printed as it goes; gd_scan itself; first the public bf16 / fp32 forward at 8K (torch, production).
     python benchmarks/device/ab_tier_s14a16.py [T,T,..] [--compile-only [f32|x1]]"""
@@ -33,7 +34,7 @@ TIER = ("gd_tier1", "gd_coarse", "gd_tier3")
 # name -> (columns of gd_tier1 / gd_tier3 (None: Config.tier_bw), -D options (None: the production kernels))
 W3 = "-DGD_T3WALK_SET=1"
 BUILDS = {"new": (None, None), "main": (32, ("-DGD_TBW_SET=32", "-DGD_CPRE_SET=0", W3)), "qp32": (32, ("-DGD_TBW_SET=32",)),
-          "tpf": (None, ("-DGD_TPF_SET=1",))}
+          "tpf": (None, ("-DGD_TPF_SET=1",)), "cring": (None, ("-DGD_CRING_SET=1",))}
 _mods = {}
 
 
@@ -63,8 +64,8 @@ class Build:
             return (lambda *a, **k: None), (256,), 0
         if self.extra is None:
             return ops._tk(op, cfg, name)
-        smem = (cfg.smem(name) if name == "gd_coarse" else cfg.gd_tier3_smem(self.bw) if name == "gd_tier3" and not self.walk3
-                else cfg.gd_smem(2, self.bw, self.bw <= 32))
+        smem = (cfg.gd_coarse_smem(zb=3 if "-DGD_CRING_SET=1" in self.extra else 2) if name == "gd_coarse" else
+                cfg.gd_tier3_smem(self.bw) if name == "gd_tier3" and not self.walk3 else cfg.gd_smem(2, self.bw, self.bw <= 32))
         return variant(cfg, name, self.extra), (256,), smem
 
 

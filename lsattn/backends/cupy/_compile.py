@@ -79,10 +79,10 @@ class Config:
         two buffers of a slot (BW + 8 a row) and of CH read weights."""
         return (self.CH * (self.DKP + 16 // self.itemsize) + 2 * (self.DKP * (BW + 8) + self.CH)) * self.itemsize
 
-    def gd_coarse_smem(self, BW=GD_BW):
-        """gd_coarse's shared memory (gated_delta.cu): two buffers of a transfer (DKP x DKP, rows padded by 16
-        bytes) and of a slot (DKP x BW, BW + 8 a row)."""
-        return 2 * (self.DKP * (self.DKP + 16 // self.itemsize) + self.DKP * (BW + 8)) * self.itemsize
+    def gd_coarse_smem(self, BW=GD_BW, zb=2):
+        """gd_coarse's shared memory (gated_delta_tier.cu): zb buffers of a transfer (DKP x DKP, rows padded by 16
+        bytes; a timing build's 3: GD_CRING_SET) and two of a slot (DKP x BW, BW + 8 a row)."""
+        return (zb * self.DKP * (self.DKP + 16 // self.itemsize) + 2 * self.DKP * (BW + 8)) * self.itemsize
 
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
     def smem(self, kernel):

@@ -72,6 +72,11 @@ constexpr int GD_T3MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
 #ifndef GD_CPRE_SET
 #define GD_CPRE_SET 1
 #endif
+// a timing build: gd_coarse's Z copied two steps ahead (three buffers) and Tot loaded a step ahead (GD_CRING_SET=1)
+#ifndef GD_CRING_SET
+#define GD_CRING_SET 0
+#endif
+constexpr int GD_CZB = GD_CRING_SET ? 3 : 2;  // gd_coarse's Z buffers (Config.gd_coarse_smem)
 
 // One block of gd_tier1 / gd_tier3 over chunks [lo, hi) (absolute = local: the call starts at chunk 0) and
 // NC columns from c0 (DV; GT_XFER: DK): GT_LOW (slots: levels 1, 2; Tot into fin unless null), GT_XFER (one
@@ -237,8 +242,8 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int ZS = DKP * GD_LDQ, SS = DKP * GD_LDS, RB = DKP / 16, TWB = GdWarpTiles<RB>::NTL;
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
-    ta* Ss = Zs + 2 * ZS;                       // [buffer][kk][col]
-    check_smem((2 * ZS + 2 * SS) * sizeof(ta));
+    ta* Ss = Zs + GD_CZB * ZS;                  // [buffer][kk][col]
+    check_smem((GD_CZB * ZS + 2 * SS) * sizeof(ta));
     const int NCB = (DV + GD_BW - 1) / GD_BW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
     const i64 per = (i64)BH * NCB;
     i64 r = blockIdx.x / per;
@@ -254,21 +259,36 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
     const i64 slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
     const GdWarpTiles<RB> wb;
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
-    if (base + 2 < end) gd_copy<DKP, DKP>(Zs + ((base + 1) & 1) * ZS, GD_LDQ, Z + (bh * nP + base + 1) * DK * DK, DK, DK, DK, vec);
-    cp_async_commit();
+    // Z_q into its buffer (steps up to the last but one: the last has no product), a commit group each
+    auto copy_z = [&](int q) {
+        if (q + 1 < end) gd_copy<DKP, DKP>(Zs + q % GD_CZB * ZS, GD_LDQ, Z + (bh * nP + q) * DK * DK, DK, DK, DK, vec);
+        cp_async_commit();
+    };
+    for (int d = 1; d < GD_CZB; ++d) copy_z(base + d);
     for (int idx = tid; idx < DKP * GD_BW; idx += NT) {  // S(base + 1) = Tot_base
         const int kk = idx / GD_BW, cc = idx % GD_BW;
         Ss[((base + 1) & 1) * SS + kk * GD_LDS + cc] =
             kk < DK && c0 + cc < DV ? Tot[(bh * nP + base) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
     }
+    // Tot_q's entries of the thread's tiles (zero from mid on)
+    auto load_tot = [&](int q, ta (&tv)[TWB][4]) {
+#pragma unroll
+        for (int it = 0; it < TWB; ++it)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int kk = wb.row(x), cc = wb.col(it, x);
+                const bool tot = q < mid && kk < DK && c0 + cc < DV;
+                tv[it][x] = tot ? Tot[(bh * nP + q) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
+            }
+    };
+    ta tv[TWB][4];  // GD_CRING_SET: Tot_pp, loaded a step ahead
+    if (GD_CRING_SET) load_tot(base + 1, tv);
     for (int pp = base + 1; pp < end; ++pp) {
         const ta* Si = Ss + (pp & 1) * SS;
         ta* So = Ss + (~pp & 1) * SS;
-        cp_async_wait<0>();
+        cp_async_wait<GD_CZB - 2>();  // Z_pp's group
         __syncthreads();  // Z_pp and S(pp) complete; the other buffers' last readers done
-        if (pp + 2 < end)
-            gd_copy<DKP, DKP>(Zs + (~pp & 1) * ZS, GD_LDQ, Z + (bh * nP + pp + 1) * DK * DK, DK, DK, DK, vec);
-        cp_async_commit();
+        copy_z(pp + GD_CZB - 1);  // into the buffer step pp - 1 read
         if (pp >= mid) {  // the slot's entry: after those of pp's lower set bits
             ta* dst = Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz;
             for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
@@ -277,26 +297,21 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
             }
         }
         if (pp + 1 == end || !wb.on) continue;
-        // Tot_pp loaded before the product (its latency under the product's, off the chain)
-        ta acc[1][1][TWB][4] = {}, tv[TWB][4];
-        auto load_tot = [&] {
-#pragma unroll
-            for (int it = 0; it < TWB; ++it)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) {
-                    const int kk = wb.row(x), cc = wb.col(it, x);
-                    const bool tot = pp < mid && kk < DK && c0 + cc < DV;
-                    tv[it][x] = tot ? Tot[(bh * nP + pp) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
-                }
-        };
-        if (GD_CPRE_SET) load_tot();
+        // Tot_pp loaded before the product (its latency under the product's, off the chain; GD_CRING_SET: a step
+        // ahead, Tot_{pp+1} during this product)
+        ta acc[1][1][TWB][4] = {}, tn[TWB][4];
+        if (!GD_CRING_SET && GD_CPRE_SET) load_tot(pp, tv);
+        if (GD_CRING_SET) load_tot(pp + 1, tn);
         const unsigned use[1] = {1u};
-        gd_mm<1, 1, TWB>(acc, Zs + (pp & 1) * ZS, nullptr, GD_LDQ, Si, 0, GD_LDS, wb.r0, wb.n0, K8, use);
-        if (!GD_CPRE_SET) load_tot();
+        gd_mm<1, 1, TWB>(acc, Zs + pp % GD_CZB * ZS, nullptr, GD_LDQ, Si, 0, GD_LDS, wb.r0, wb.n0, K8, use);
+        if (!GD_CRING_SET && !GD_CPRE_SET) load_tot(pp, tv);
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
-            for (int x = 0; x < 4; ++x) So[wb.row(x) * GD_LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+            for (int x = 0; x < 4; ++x) {
+                So[wb.row(x) * GD_LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+                if (GD_CRING_SET) tv[it][x] = tn[it][x];
+            }
     }
     cp_async_wait<0>();
 }
