@@ -11,7 +11,7 @@ compute: 3xTF32 (f32: float32 inputs) and 1xTF32 (x1: the bfloat16 inputs' build
 - cring:    new with gd_coarse's Z copied two steps ahead (three buffers) and Tot loaded a step ahead (GD_CRING_SET=1)
 Each build: max |build - gd_scan| / max |gd_scan| (gd_scan: TIERED off), the whole form, then its kernels one by one
 (t1 / coarse / t3), printed as it goes; gd_scan itself; first the public bf16 / fp32 forward at 8K (torch, production).
-    python benchmarks/device/ab_tier_s14a16.py [T,T,..] [--compile-only [f32|x1]]"""
+    python benchmarks/device/ab_tier_s14a16.py [T,T,..] [--compile-only [f32|x1] [build,build,..]]"""
 import os
 import sys
 
@@ -76,13 +76,13 @@ try:
     import torch
 except ImportError:
     torch = None
-if "--compile-only" in sys.argv:  # (one process per config: they compile in parallel)
+if "--compile-only" in sys.argv:  # [config] [build,build,..]: several processes compile in parallel
+    pick = [b for a in args if "," in a or a in BUILDS for b in a.split(",")] or list(BUILDS)
     for cfg in [cfgs[a] for a in args if a in cfgs] or cfgs.values():
-        ops._tk("gated_delta", cfg, "gd_scan")
-        for bw, extra in BUILDS.values():
+        for bw, extra in (BUILDS[b] for b in pick):  # (new: the production module, gd_scan's too)
             for name in TIER:
                 Build(cfg, bw, extra)._tk("gated_delta", cfg, name)
-    if torch is not None and "f32" not in args:  # the bf16 direct path's kernels (gd_forms of TI_BF16)
+    if torch is not None and "f32" not in args and "new" in pick:  # the bf16 direct path's kernels (gd_forms of TI_BF16)
         x = [torch.randn((2, 256, 64), device="cuda", dtype=torch.bfloat16) for _ in range(3)]
         lsattn.loglinear_gated_delta(*x, -torch.rand((2, 256), device="cuda").bfloat16(), torch.rand((2, 256), device="cuda").bfloat16(),
                                      torch.rand((2, 256, lsattn.num_levels(256)), device="cuda").bfloat16())
