@@ -90,10 +90,11 @@ def scan_blocks(F, n, n_old, NLC, G=GD_G):
 #: calls from chunk 0 without incoming or returned state take gd_scan's two-tier form (gd_tier1, gd_coarse,
 #: gd_tier3; False: gd_scan, for A/B timing and tests)
 TIERED = True
-TIER_M = 2  # gated_delta.cu's GD_TM: the two-tier form's low levels (its low period: 2^TIER_M chunks)
-#: the two-tier form from this many chunks (H200, B H = 32, d = 64, C = 64: 128 chunks 5-10% faster than gd_scan, 512
-#: 14-17%, 32 2-9% slower; benchmarks/NOTES.md "Session 13 — s13b16"; the tests set 0)
-TIER_MIN_CHUNKS = 128
+TIER_M = 2  # gated_delta_tier.cu's GD_TM: the two-tier form's low levels (its low period: 2^TIER_M chunks)
+#: the two-tier form from this many chunks (H200, B H = 32, d = 64, C = 64, session 14: 32 chunks 2% (bf16 inputs) / 12%
+#: (float32) faster than gd_scan, 128 22% / 28%, 512 39% / 39%; smaller calls not measured; benchmarks/NOTES.md
+#: "Session 14 — s14a16"; the tests set 0)
+TIER_MIN_CHUNKS = 32
 
 
 def popsum(p):
