@@ -364,21 +364,17 @@ def test_tier_plan(monkeypatch):
     ("bfloat16", 600, 64, 20, 64, "moderate"),  # 1xTF32, 10 chunks at C = 64: 3 periods
     ("float64", 700, 5, 19, 16, "tm3"),  # the timing build of periods of 8 chunks (GD_TM_SET=3)
     ("float32", 420, 16, 40, 16, "tm3"),
-    ("float32", 150, 100, 70, 16, "mixed"),  # d_k padded to 128: transfers and values in two blocks of 64 columns
-    ("float32", 420, 40, 70, 16, "tbw32"),  # the timing build of 32 columns (GD_TBW_SET=32: W as tf32 pairs)
-    # one build of two timing builds (CI time): session 13's gd_tier3 walks (GD_T3WALK_SET=1), gd_coarse's three Z
-    # buffers (GD_CRING_SET=1; 11 periods: chains of up to 7 steps)
+    # one build of two timing builds (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks):
+    # session 13's gd_tier3 walks (GD_T3WALK_SET=1), gd_coarse's three Z buffers (GD_CRING_SET=1; 11 periods)
     ("float32", 700, 5, 19, 16, "walk3+cring")])
 def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay):
     """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; the public forward from chunk 0 without state) on the
     CPU emulation through the host logic: against the reference (float64 / float32 bounds; bfloat16 inputs' float32
     output within TF32, gd_scan's 1xTF32) and against gd_scan itself (TIERED off), hard resets included."""
-    if decay in ("tm3", "tbw32", "walk3+cring"):  # timing builds
+    if decay in ("tm3", "walk3+cring"):  # timing builds
         emulated, build, decay = copy.copy(emulated), decay, "mixed"
         if build == "tm3":
             emulated.tm = 3
-        elif build == "tbw32":
-            emulated.tbw = 32
         else:
             emulated.walk3 = emulated.cring = True
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
