@@ -103,9 +103,10 @@ extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, cons
 
 // the two-tier form's launches (CupyOps.gd_tiers): 1-D grids of nblocks, smem bytes each
 extern "C" void run_tier1(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* Z,
-                          ta* Tot, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks, unsigned smem) {
+                          ta* Tot, ta* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
+                          unsigned smem) {
     emu_smem = smem;
-    emu_launch(nblocks, 1, 1, [=] { gd_tier1(qe, ek, ph, Hc, gc, lam, out, Z, Tot, T, DK, DV, L, n, nP, BH); });
+    emu_launch(nblocks, 1, 1, [=] { gd_tier1(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
     emu_smem = sizeof(smem_raw);
 }
 extern "C" void run_coarse(const ta* Z, const ta* Tot, ta* Sb, int DK, int DV, int nP, int NCL, int BH, unsigned nblocks,
@@ -114,6 +115,7 @@ extern "C" void run_coarse(const ta* Z, const ta* Tot, ta* Sb, int DK, int DV, i
     emu_launch(nblocks, 1, 1, [=] { gd_coarse(Z, Tot, Sb, DK, DV, nP, NCL, BH); });
     emu_smem = sizeof(smem_raw);
 }
+#if GD_T3WALK_SET  // the timing build of session 13's gd_tier3 walks
 extern "C" void run_tier3(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out,
                           const ta* Sb, int T, int DK, int DV, int L, int n, int nP, int NPR, int BH, unsigned nblocks,
                           unsigned smem) {
@@ -121,3 +123,15 @@ extern "C" void run_tier3(const ta* qe, const ta* ek, const ta* ph, const ta* Hc
     emu_launch(nblocks, 1, 1, [=] { gd_tier3(qe, ek, ph, Hc, gc, lam, out, Sb, T, DK, DV, L, n, nP, NPR, BH); });
     emu_smem = sizeof(smem_raw);
 }
+#else
+extern "C" void run_tier3(const ta* Qp, const ta* lam, ta* out, const ta* Sb, int T, int DK, int DV, int L, int n, int nP,
+                          int BH, unsigned nblocks, unsigned smem) {
+    emu_smem = smem;
+    emu_launch(nblocks, 1, 1, [=] {
+        gd_tier3(Qp, lam, out, Sb, T, DK, DV, L, n, nP, BH);
+        for (const auto& grp : emu_groups)
+            if (!grp.empty()) std::abort();  // copies never waited for
+    });
+    emu_smem = sizeof(smem_raw);
+}
+#endif

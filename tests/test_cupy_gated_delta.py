@@ -198,6 +198,11 @@ def test_twin_float32_bound(T, C, seed):
     assert_close(out, ref.loglinear_gated_delta(*[x.astype(np.float64) for x in arrays]), F32)
 
 
+def scan_source():
+    """The scan's kernels as one source (``gated_delta.cu``, then its two-tier form ``gated_delta_tier.cu``)."""
+    return cupy_source("gated_delta.cu") + "\n" + cupy_source("gated_delta_tier.cu")
+
+
 class Emulated:
     """``ops`` whose gd_forms and gd_scan run the kernels' CUDA sources on the CPU
     (``cuda_emu_gd_forms.cpp``, which includes ``cuda_emu_gd_scan.cpp``), built with g++ once per
@@ -209,14 +214,19 @@ class Emulated:
     ws = True  # float32: W stored as tf32 pairs (GD_WS_SET=0: unsplit)
     sr = False  # float32: S in registers, shared as tf32 pairs (GD_SR_SET=1)
     tm = cgd.TIER_M  # the two-tier form's low levels (a timing build's GD_TM_SET)
+    tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
+    walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
+    cring = False  # gd_coarse's Z copied two steps ahead (a timing build's GD_CRING_SET)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
         defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g <= GD_G else {"GD_G_SET": self.g})
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
+        defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
+        defines |= {"GD_CRING_SET": 1} if self.cring else {}
         return emulation("cuda_emu_gd_forms.cpp", defines,
-                         {"KERNEL": cupy_source("gated_delta.cu"), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
+                         {"KERNEL": scan_source(), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
     @staticmethod
     def _ptrs(arrays):
@@ -229,17 +239,21 @@ class Emulated:
         self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H, g, out)), *opt, *ints,
                                  ctypes.c_int(n), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("gd_forms")))
 
-    _i, _l = staticmethod(np.int32), staticmethod(np.int64)
+    _i, _l, _p = staticmethod(np.int32), staticmethod(np.int64), staticmethod(CupyOps._p)
 
     def _tk(self, op, cfg, name):
         """CupyOps' kernel lookup: the two-tier form's kernels (CupyOps.gd_tiers) on this emulation."""
-        return _EmuKernel(self._lib(cfg), name), (256,), cfg.gd_smem(self.tm) if name != "gd_coarse" else cfg.smem(name)
+        bw = self.tbw or cfg.tier_bw
+        smem = (cfg.gd_coarse_smem(zb=3 if self.cring else 2) if name == "gd_coarse" else
+                cfg.gd_tier3_smem(bw) if name == "gd_tier3" and not self.walk3 else cfg.gd_smem(self.tm, bw, bw <= 32))
+        return _EmuKernel(self._lib(cfg), name), (256,), smem
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
                 keep=True):
         tier = cgd.tier_plan(cfg, F, n, n_old, keep, DK, DV, self.tm)
         if tier is not None and self.bw == BW:  # the host logic of CupyOps.gd_scan, launches on this emulation
-            return CupyOps.gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH)
+            return CupyOps.gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, bw=self.tbw,
+                                    walk3=self.walk3)
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH, self.g)]
@@ -349,14 +363,20 @@ def test_tier_plan(monkeypatch):
     ("float32", 20, 20, 17, 16, "strong"),  # two chunks: one period, no coarse level
     ("bfloat16", 600, 64, 20, 64, "moderate"),  # 1xTF32, 10 chunks at C = 64: 3 periods
     ("float64", 700, 5, 19, 16, "tm3"),  # the timing build of periods of 8 chunks (GD_TM_SET=3)
-    ("float32", 420, 16, 40, 16, "tm3")])
+    ("float32", 420, 16, 40, 16, "tm3"),
+    # one build of two timing builds (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks):
+    # session 13's gd_tier3 walks (GD_T3WALK_SET=1), gd_coarse's three Z buffers (GD_CRING_SET=1; 11 periods)
+    ("float32", 700, 5, 19, 16, "walk3+cring")])
 def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay):
     """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; the public forward from chunk 0 without state) on the
     CPU emulation through the host logic: against the reference (float64 / float32 bounds; bfloat16 inputs' float32
     output within TF32, gd_scan's 1xTF32) and against gd_scan itself (TIERED off), hard resets included."""
-    if decay == "tm3":
-        emulated, decay = copy.copy(emulated), "mixed"
-        emulated.tm = 3
+    if decay in ("tm3", "walk3+cring"):  # timing builds
+        emulated, build, decay = copy.copy(emulated), decay, "mixed"
+        if build == "tm3":
+            emulated.tm = 3
+        else:
+            emulated.walk3 = emulated.cring = True
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
     calls, real = [], CupyOps.gd_tiers
     monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -815,6 +835,39 @@ def test_gpu_torch_no_grad(T, p, C, dtype, resets, seed):
                                             chunk_size=C, state=state)
     assert not out2.requires_grad
     assert_close(out2.detach().cpu().numpy(), want, tol, what="no_grad()")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, T, dk, dv, C, decay", [
+    ("float32", 1000, 64, 64, 16, "mixed"),  # 63 chunks: 16 periods, 4 coarse levels, a partial last period
+    ("float32", 700, 100, 130, 32, "strong"),  # d_k padded to 128: transfers in two column blocks; d_v in three
+    ("float64", 700, 5, 19, 16, "moderate"),  # float64 at 32 columns a block
+    ("bfloat16", 1200, 64, 70, 64, "moderate")])  # the direct torch path, 1xTF32: 19 chunks, 5 periods
+def test_gpu_two_tier_matches_reference(monkeypatch, dtype, T, dk, dv, C, decay):
+    """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3: calls from chunk 0 without state, here from any
+    number of chunks) on the GPU against the reference: float32 / float64 bounds, bfloat16 inputs' float32 output
+    (their direct torch path, widened before its rounding: gd_scan's 1xTF32) within TF32 of the reference on the
+    rounded inputs; hard resets, unnormalised keys."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    calls, real = [], CupyOps.gd_tiers
+    monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cgd._TORCH_PLANS.clear()
+    arrays = make(9, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
+    if dtype == "bfloat16":
+        dev = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
+        full = [x.double().cpu().numpy() for x in dev]
+        out = cgd._torch_call(*dev, C, None).double().cpu().numpy()  # float32, before the output's rounding
+        tol = TF32
+    else:
+        dev = [torch.as_tensor(x.astype(dtype), device="cuda") for x in arrays]
+        full = [x.astype(dtype).astype(np.float64) for x in arrays]
+        out = lsattn.loglinear_gated_delta(*dev, chunk_size=C).double().cpu().numpy()
+        tol = F64 if dtype == "float64" else F32
+    cgd._TORCH_PLANS.clear()  # plans made with the two-tier form from any size
+    assert calls == [1]
+    assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C} dk={dk} dv={dv}")
 
 
 @pytest.mark.gpu

@@ -44,7 +44,7 @@ from lsattn.state import State
 
 from helpers import assert_close, cupy_source, emulation
 from strategies import seeds
-from test_cupy_gated_delta import BV, Emulated, Twin, make
+from test_cupy_gated_delta import BV, Emulated, Twin, make, scan_source
 from test_training import _cuda
 
 F64, F32, BF16 = 1e-10, 1e-4, 5e-2
@@ -359,7 +359,7 @@ class EmulatedOps(Emulated):
 
     def _lib(self, cfg):
         return emulation("cuda_emu_gd_forms_bwd.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
-                         {"KERNEL": cupy_source("gated_delta.cu"), "BWD_KERNEL": cupy_source("gated_delta_bwd.cu"),
+                         {"KERNEL": scan_source(), "BWD_KERNEL": cupy_source("gated_delta_bwd.cu"),
                           "FORMS_BWD_KERNEL": cupy_source("gated_delta_forms_bwd.cu")})
 
     def gd_forms_bwd(self, cfg, *arrays_and_ints, x1=False):

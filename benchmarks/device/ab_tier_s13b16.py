@@ -4,7 +4,9 @@ call), float32 compute: 3xTF32 (float32 inputs) and 1xTF32 (bfloat16 inputs' bui
 two-tier form's kernels one by one (t1 / coarse / t3, each alone: t1 + t3 is its work, coarse its serial phase);
 timing builds: gd_tier1 at 2 blocks per SM (minb2), periods of 8 chunks (tm3); then the public bf16 forward on torch
 tensors with TIERED on and off. First columns: max |tier - main| / max |main|.
-    python benchmarks/device/ab_tier_s13b16.py [T,T,..] [--compile-only]"""
+    python benchmarks/device/ab_tier_s13b16.py [T,T,..] [--compile-only]
+Session 13's launches (gd_tier1 without Qp, gd_tier3 as walks): runs at 6f997b6..c675226 only; session 14's
+ab_tier_s14a16.py times those kernels as its build "main"."""
 import os
 import sys
 
@@ -32,7 +34,7 @@ _builds = {}
 def variant(cfg, name, extra):
     """``name`` of gated_delta.cu built for ``cfg`` with the extra -D options (a timing build), cached."""
     if (cfg, extra) not in _builds:  # one module a build
-        code = cc._source("common.cu") + "\n" + cc._source("gated_delta.cu")
+        code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_tier.cu"))
         _builds[cfg, extra] = cupy.RawModule(code=code, options=("-std=c++17",) + cc.defines("gated_delta", cfg) + extra), {}
     mod, fns = _builds[cfg, extra]
     if name not in fns:

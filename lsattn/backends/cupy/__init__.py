@@ -1,6 +1,6 @@
 """CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention``,
 ``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``),
-``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu``, backward ``gated_delta_bwd.py`` +
+``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu`` and its two-tier form ``gated_delta_tier.cu``, backward ``gated_delta_bwd.py`` +
 ``gated_delta_bwd.cu``, below) and ``loglinear_log_attention`` (``hierarchical.py`` +
 ``hierarchical.cu`` and its reads ``hierarchical_read.cu``, backward ``hierarchical_bwd.cu``, below).
 

@@ -69,18 +69,30 @@ class Config:
         w, sw = ((2 * (BW + 4) if f and es == 4 else BW + 8) for f in (wsplit, sreg))
         return (max(2 * CH * (DKP + pad), G * CH * w) + DKP * (CH + pad) + G * (DKP * sw + CH)) * es
 
-    def gd_coarse_smem(self, BW=GD_BW):
-        """gd_coarse's shared memory (gated_delta.cu): two buffers of a transfer (DKP x DKP, rows padded by 16
-        bytes) and of a slot (DKP x BW, BW + 8 a row)."""
-        return 2 * (self.DKP * (self.DKP + 16 // self.itemsize) + self.DKP * (BW + 8)) * self.itemsize
+    @property
+    def tier_bw(self):
+        """gd_tier1 / gd_tier3's columns per block (gated_delta_tier.cu's GD_TBW): float32 64, float64 32."""
+        return 64 if self.ta == "float" else 32
+
+    def gd_tier3_smem(self, BW):
+        """gd_tier3's shared memory (gated_delta_tier.cu) at BW columns a block: Qp's tile (rows padded by 16 bytes),
+        two buffers of a slot (BW + 8 a row) and of CH read weights."""
+        return (self.CH * (self.DKP + 16 // self.itemsize) + 2 * (self.DKP * (BW + 8) + self.CH)) * self.itemsize
+
+    def gd_coarse_smem(self, BW=GD_BW, zb=2):
+        """gd_coarse's shared memory (gated_delta_tier.cu): zb buffers of a transfer (DKP x DKP, rows padded by 16
+        bytes; a timing build's 3: GD_CRING_SET) and two of a slot (DKP x BW, BW + 8 a row)."""
+        return (zb * self.DKP * (self.DKP + 16 // self.itemsize) + 2 * self.DKP * (BW + 8)) * self.itemsize
 
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
     def smem(self, kernel):
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
         if kernel == "gd_scan":
             return self.gd_smem()
-        if kernel in ("gd_tier1", "gd_tier3"):  # gd_walk<GD_TM>'s layout (GD_TM = 2 slots)
-            return self.gd_smem(2)
+        if kernel == "gd_tier1":  # gd_walk<GD_TM>'s layout (GD_TM = 2 slots; W unsplit past 32 columns)
+            return self.gd_smem(2, self.tier_bw, self.tier_bw <= 32)
+        if kernel == "gd_tier3":
+            return self.gd_tier3_smem(self.tier_bw)
         if kernel == "gd_coarse":  # (past SMEM_MAX: float64 at DKP = 128, which gated_delta.tier_plan leaves to gd_scan)
             return min(self.gd_coarse_smem(), SMEM_MAX)
         if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels
@@ -272,7 +284,7 @@ _KERNELS = {
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
-_SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_forms.cu"),
+_SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_forms.cu"),
             "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_forms_bwd.cu"),
             "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical": ("hierarchical.cu", "hierarchical_read.cu"),
             "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu"),
@@ -592,21 +604,27 @@ class CupyOps:
             self._i(BH), self._i(G)),
            shared_mem=smem)
 
-    def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None):
-        """gd_scan's two-tier form (gated_delta.cu: gd_tier1, gd_coarse, gd_tier3) for ``tier =
-        gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb) of ``tier.shapes`` (None: allocated here)."""
+    def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False):
+        """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_coarse, gd_tier3) for ``tier =
+        gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp) of ``tier.shapes`` (None: allocated here); bw: gd_tier1 /
+        gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as session
+        13's walks (a timing build's GD_T3WALK_SET=1; no Qp)."""
         nP, NCL, NPR = tier.nP, tier.NCL, tier.NPR
-        Z, Tot, Sb = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
-        NCB, NCK, i = -(-DV // GD_BW), -(-DK // GD_BW), self._i
+        Z, Tot, Sb, Qp = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
+        bw = bw or cfg.tier_bw
+        NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i
         head = (qe, ek, ph, H, g, lam, out)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
-        fn((nP * BH * (NCB + NCK),), block, head + (Z, Tot, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)),
-           shared_mem=smem)
+        fn((nP * BH * (NCB + NCK),), block, head + (Z, Tot, self._p(None) if walk3 else Qp, i(T), i(DK), i(DV), i(L),
+                                                    i(n), i(nP), i(BH)), shared_mem=smem)
         if NCL == 0:  # one period: no level above GD_TM
             return
         fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
-        fn((tier.coarse_chains * BH * NCB,), block, (Z, Tot, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH)), shared_mem=smem)
+        fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, (Z, Tot, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH)), shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
+        if not walk3:  # one block per (chunk, sequence, column block)
+            fn((n * BH * NCB,), block, (Qp, lam, out, Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)), shared_mem=smem)
+            return
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),
            shared_mem=smem)
 

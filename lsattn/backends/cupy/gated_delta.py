@@ -90,10 +90,11 @@ def scan_blocks(F, n, n_old, NLC, G=GD_G):
 #: calls from chunk 0 without incoming or returned state take gd_scan's two-tier form (gd_tier1, gd_coarse,
 #: gd_tier3; False: gd_scan, for A/B timing and tests)
 TIERED = True
-TIER_M = 2  # gated_delta.cu's GD_TM: the two-tier form's low levels (its low period: 2^TIER_M chunks)
-#: the two-tier form from this many chunks (H200, B H = 32, d = 64, C = 64: 128 chunks 5-10% faster than gd_scan, 512
-#: 14-17%, 32 2-9% slower; benchmarks/NOTES.md "Session 13 — s13b16"; the tests set 0)
-TIER_MIN_CHUNKS = 128
+TIER_M = 2  # gated_delta_tier.cu's GD_TM: the two-tier form's low levels (its low period: 2^TIER_M chunks)
+#: the two-tier form from this many chunks (H200, B H = 32, d = 64, C = 64, session 14: 32 chunks 2% (bf16 inputs) / 12%
+#: (float32) faster than gd_scan, 128 22% / 28%, 512 39% / 39%; smaller calls not measured; benchmarks/NOTES.md
+#: "Session 14 — s14a16"; the tests set 0)
+TIER_MIN_CHUNKS = 32
 
 
 def popsum(p):
@@ -103,12 +104,15 @@ def popsum(p):
 
 @dataclasses.dataclass(frozen=True)
 class Tier:
-    """The two-tier scan of a call of ``n`` chunks: nP low periods of 2^TM chunks, NCL coarse levels (the
-    levels above TM that some chunk reads), NPR groups of TM coarse slots per period (gd_tier3's blocks)."""
+    """The two-tier scan of a call of ``n`` chunks of ``C`` tokens: nP low periods of 2^TM chunks, NCL coarse levels
+    (the levels above TM that some chunk reads), NPR groups of TM coarse slots per period (the blocks of a timing
+    build's gd_tier3 walks)."""
 
     nP: int
     NCL: int
     TM: int = TIER_M  # (a timing build's GD_TM_SET)
+    n: int = 0
+    C: int = 0
 
     @property
     def NPR(self):
@@ -121,8 +125,9 @@ class Tier:
         return sum(((self.nP - 1 - (1 << (cl - 1))) >> cl) + 1 for cl in range(1, self.NCL + 1))
 
     def shapes(self, DK, DV):
-        """Per sequence: the periods' transfers Z and keys Tot, and the coarse slots at the periods' starts Sb."""
-        return (self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV)
+        """Per sequence: the periods' transfers Z and keys Tot, the coarse slots at the periods' starts Sb, and the
+        queries carried to their period's start Qp."""
+        return (self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV), (self.n, self.C, DK)
 
 
 def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
@@ -131,7 +136,7 @@ def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
     if not TIERED or F or n_old or keep or n < TIER_MIN_CHUNKS:
         return None
     nP = -(-n >> TM)
-    tier = Tier(nP, (nP - 1).bit_length(), TM)
+    tier = Tier(nP, (nP - 1).bit_length(), TM, n, cfg.CH)
     return tier if cfg.gd_coarse_smem() <= SMEM_MAX else None
 
 
@@ -377,7 +382,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     base, optr = scratch.data_ptr(), out.data_ptr()
     qe, ek, ph, H, g, *rest = (base + o for o in plan.offsets)
     lamw = rest[0] if plan.half else 0
-    tiers = rest[-3:] if plan.tier is not None else None
+    tiers = rest[-4:] if plan.tier is not None else None
     bad = 0 if check is None else check.pointer()
     if plan.raw_forms is not None:  # the driver's launches on torch's stream
         plan.raw_forms(stream, *ptrs, qe, ek, ph, H, g, optr, lamw, bad)
