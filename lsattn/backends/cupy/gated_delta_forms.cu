@@ -273,10 +273,36 @@ __device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx
 #define TI_F16 0
 #endif
 constexpr bool GF_BX = GF_BEXACT && (TI_BF16 || TI_F16);
+// GF_H: the B operands read from the 16-bit tiles (K, V) four fragments at a time by one ldmatrix.x4.trans (gf_ldb)
+// instead of 8 single 16-bit loads per k-step (GF_LDM 0: the single loads, a timing build)
+#ifndef GF_LDM
+#define GF_LDM 1
+#endif
+constexpr bool GF_HL = GF_H && GF_LDM && GF_BX;
+
+// GF_HL: the B fragments of tiles i = 0 .. 3 (columns n0 + 8 i ..) of k-step k0 from the 16-bit tile B [k][n] (gf_h):
+// r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands lane 4 g + t4 rows
+// 2 t4 and 2 t4 + 1 of column g of each 8 x 8 matrix; the rows' addresses (lane j of matrix i: row j) are tokens
+// k0 + {0, 4, 1, 5, 2, 6, 3, 7}, so that pair is (k0 + t4, k0 + t4 + 4), the tf32 fragment's b0, b1.
+__device__ __forceinline__ void gf_ldb(const ti* B, int k0, int n0, unsigned (&r)[4]) {
+    const int lane = threadIdx.x % 32;
+#ifdef __CUDA_ARCH__
+    const int j = lane & 7;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(B + gf_h(k0 + (j >> 1) + 4 * (j & 1), n0 + 8 * (lane >> 3)))));
+#else
+    const int g = lane / 4, t4 = lane % 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+        r[i] = (unsigned)B[gf_h(k0 + t4, n0 + 8 * i + g)] | ((unsigned)B[gf_h(k0 + t4 + 4, n0 + 8 * i + g)] << 16);
+#endif
+}
 // SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores may
-// overwrite the operands (GF_H's in-place results).
-template <bool BX = false, bool SYNC = false, typename LA, typename LB, typename S>
-__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store) {
+// overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
+template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
+__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
+    static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     float c[4][4];
 #pragma unroll
@@ -288,10 +314,15 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
         unsigned ah[4], al[4];
 #pragma unroll
         for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+        unsigned rb[4];
+        if constexpr (LDM) gf_ldb(Bt, k0, n0, rb);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             unsigned bh[2], bl[2];
-            if constexpr (BX) {  // exact tf32 values: the bits as they are
+            if constexpr (LDM) {  // bf16 bits -> their float32 (exact tf32) bits
+                bh[0] = rb[i] << 16;
+                bh[1] = rb[i] & 0xffff0000u;
+            } else if constexpr (BX) {  // exact tf32 values: the bits as they are
                 bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
                 bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
             } else {
@@ -638,20 +669,20 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         __syncthreads();
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
         ta* qej = qe + cj * CH * DK;
-        gf_tc<GF_BX>(m0, n0, 0, m0 + 16, [&](int t, int r) { return AT[r * GF_LD + t] * eG[r]; }, kel, [&](int t, int f, ta x) {
+        gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, [&](int t, int r) { return AT[r * GF_LD + t] * eG[r]; }, kel, [&](int t, int f, ta x) {
                   const i64 g = g0 + t;
                   if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
-              });
+              }, Kh);
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
         // (16-bit inputs: the suffix decay e^Z on X's side, K exact on B's; else on K's side, as before)
         // (GF_H: phi^T over X, after the barrier)
-        gf_tc<GF_BX, GF_H>(m0, n0, m0, CH, [&](int s, int r) { return GF_BX ? R2[r * GF_LD + s] * eZ[r] : R2[r * GF_LD + s]; },
+        gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, [&](int s, int r) { return GF_BX ? R2[r * GF_LD + s] * eZ[r] : R2[r * GF_LD + s]; },
               [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); }, [&](int s, int f, ta x) {
                   x *= bb[s];
                   PT[s * GF_LK + f] = x;
                   if (f < DK) ph[(cj * DK + f) * CH + s] = x;
-              });
+              }, Kh);
     } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
     gf_product<GF_RC, GF_RC>(
@@ -739,8 +770,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
-            gf_tc<GF_BX>(m0, n0, 0, CH, [&](int f, int s) { return PT[s * GF_LK + f]; }, vel, hstore);  // B = V
-            gf_tc<GF_BX>(m0, n0, 0, m0 + 16, [&](int t, int s) { return AT[s * GF_LD + t]; }, vel, ostore);
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, [&](int f, int s) { return PT[s * GF_LK + f]; }, vel, hstore, Kh);  // B = V
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, [&](int t, int s) { return AT[s * GF_LD + t]; }, vel, ostore, Kh);
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);
