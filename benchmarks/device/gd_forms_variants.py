@@ -23,7 +23,8 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 - bf16in*: since s14d16 Q, K and V as 16-bit tiles (GF_H16: 55 KB, 4 blocks per SM); *_f32t: GF_H16 0, the float32
              tiles of session 13 (75 KB, 3 blocks per SM; main's kernel before s14d16); *_lb3: the 16-bit tiles with
              __launch_bounds__(256, 3) (80 registers: 3 blocks per SM by registers, the spills of 64 gone); *_noldm:
-             the 16-bit tiles' B operands by single 16-bit loads (GF_LDM 0: request 1 of s14d16) instead of ldmatrix
+             the 16-bit tiles' B operands by single 16-bit loads (GF_LDM 0) instead of ldmatrix; *_nobal: the triangular
+             products on gf_tc's 16 x 32 warp tiles (GF_BAL 0) instead of gf_tcb's balanced pairs of row tiles
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
              substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
              decays, G, the suffixes and the decay table's middle stretch, replaced by one term each)
@@ -58,6 +59,7 @@ NOSCAN = [("for (int r = 0; r <= tid; ++r) G += aa[r];", "G = aa[tid];"),
 F32T = ("#define GF_H16 1", "#define GF_H16 0")
 FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
 NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
+NOBAL = ("#define GF_BAL 1", "#define GF_BAL 0")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
@@ -75,6 +77,7 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_f32t": ("float", True, [F32T]),
     "bf16in_chk_lamw_lb3": ("float", True, [LB3]),
     "bf16in_chk_lamw_noldm": ("float", True, [NOLDM]),
+    "bf16in_chk_lamw_nobal": ("float", True, [NOBAL]),
     "bf16in_chk_lamw_noscan": ("float", True, NOSCAN),
 
     "fp32": ("float", False, []),

@@ -280,29 +280,62 @@ constexpr bool GF_BX = GF_BEXACT && (TI_BF16 || TI_F16);
 #endif
 constexpr bool GF_HL = GF_H && GF_LDM && GF_BX;
 
-// GF_HL: the B fragments of tiles i = 0 .. 3 (columns n0 + 8 i ..) of k-step k0 from the 16-bit tile B [k][n] (gf_h):
-// r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands lane 4 g + t4 rows
-// 2 t4 and 2 t4 + 1 of column g of each 8 x 8 matrix; the rows' addresses (lane j of matrix i: row j) are tokens
-// k0 + {0, 4, 1, 5, 2, 6, 3, 7}, so that pair is (k0 + t4, k0 + t4 + 4), the tf32 fragment's b0, b1.
-__device__ __forceinline__ void gf_ldb(const ti* B, int k0, int n0, unsigned (&r)[4]) {
+// GF_HL: the B fragments of tiles i = 0 .. NN - 1 (columns n0 + 8 i ..; NN = 4 or 2) of k-step k0 from the 16-bit
+// tile B [k][n] (gf_h): r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands
+// lane 4 g + t4 rows 2 t4 and 2 t4 + 1 of column g of each 8 x 8 matrix; the rows' addresses (lane j of matrix i:
+// row j; .x2: lanes 16 .. 31 unread) are tokens k0 + {0, 4, 1, 5, 2, 6, 3, 7}, so that pair is (k0 + t4, k0 + t4 + 4),
+// the tf32 fragment's b0, b1.
+template <int NN>
+__device__ __forceinline__ void gf_ldb(const ti* B, int k0, int n0, unsigned (&r)[NN]) {
     const int lane = threadIdx.x % 32;
 #ifdef __CUDA_ARCH__
     const int j = lane & 7;
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(B + gf_h(k0 + (j >> 1) + 4 * (j & 1), n0 + 8 * (lane >> 3)))));
+    const unsigned addr = smem_u32(B + gf_h(k0 + (j >> 1) + 4 * (j & 1), n0 + 8 * (lane >> 3)));
+    if constexpr (NN == 4)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
 #else
     const int g = lane / 4, t4 = lane % 4;
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < NN; ++i)
         r[i] = (unsigned)B[gf_h(k0 + t4, n0 + 8 * i + g)] | ((unsigned)B[gf_h(k0 + t4 + 4, n0 + 8 * i + g)] << 16);
 #endif
 }
+// One k-step (k0 .. k0 + 7) of gf_tc's products into c: rows m0 .., the NN tiles of 8 columns n0 + 8 i ..
+template <int NN, bool BX, bool LDM, typename LA, typename LB>
+__device__ __forceinline__ void gf_kstep(float (&c)[NN][4], int m0, int n0, int k0, LA la, LB lb, const ti* Bt) {
+    static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    unsigned ah[4], al[4];
+#pragma unroll
+    for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+    unsigned rb[NN];
+    if constexpr (LDM) gf_ldb<NN>(Bt, k0, n0, rb);
+#pragma unroll
+    for (int i = 0; i < NN; ++i) {
+        unsigned bh[2], bl[2];
+        if constexpr (LDM) {  // bf16 bits -> their float32 (exact tf32) bits
+            bh[0] = rb[i] << 16;
+            bh[1] = rb[i] & 0xffff0000u;
+        } else if constexpr (BX) {  // exact tf32 values: the bits as they are
+            bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
+            bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
+        } else {
+            tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
+            tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
+        }
+        mma_tf32(c[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
+        if constexpr (!BX) mma_tf32(c[i], ah, bl[0], bl[1]);
+        mma_tf32(c[i], ah, bh[0], bh[1]);
+    }
+}
+
 // SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores may
 // overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
 template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
 __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
-    static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     float c[4][4];
 #pragma unroll
@@ -310,35 +343,47 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
 #pragma unroll
         for (int x = 0; x < 4; ++x) c[i][x] = 0.f;
 #pragma unroll 1
-    for (int k0 = lo; k0 < hi; k0 += 8) {
-        unsigned ah[4], al[4];
-#pragma unroll
-        for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
-        unsigned rb[4];
-        if constexpr (LDM) gf_ldb(Bt, k0, n0, rb);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            unsigned bh[2], bl[2];
-            if constexpr (LDM) {  // bf16 bits -> their float32 (exact tf32) bits
-                bh[0] = rb[i] << 16;
-                bh[1] = rb[i] & 0xffff0000u;
-            } else if constexpr (BX) {  // exact tf32 values: the bits as they are
-                bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
-                bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
-            } else {
-                tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
-                tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
-            }
-            mma_tf32(c[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
-            if constexpr (!BX) mma_tf32(c[i], ah, bl[0], bl[1]);
-            mma_tf32(c[i], ah, bh[0], bh[1]);
-        }
-    }
+    for (int k0 = lo; k0 < hi; k0 += 8) gf_kstep<4, BX, LDM>(c, m0, n0, k0, la, lb, Bt);
     if constexpr (SYNC) __syncthreads();
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int x = 0; x < 4; ++x) store(m0 + g + 8 * (x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[i][x]);
+}
+
+// GF_BAL: gf_tc's 64 x 64 product with the warps' work balanced for triangular reduction ranges: warp w holds the
+// 16-row tiles (0, 48) (w < 4) or (16, 32) of columns n0 = 16 (w % 4) .. + 15, reducing row tile m over
+// [lo(m, n0), hi(m)). For [0, m + 16) and [m, 64) every warp runs 10 k-steps of 2 column tiles (gf_tc's 16 x 32
+// tiles: 2 .. 8 k-steps of 4 by row, the block waiting on 8 x 4 at its next barrier); the A fragments are split
+// twice as often.
+#ifndef GF_BAL
+#define GF_BAL 1
+#endif
+constexpr bool GF_HBAL = GF_H && GF_BAL;
+template <bool BX = false, bool SYNC = false, bool LDM = false, typename LO, typename HI, typename LA, typename LB, typename S>
+__device__ __forceinline__ void gf_tcb(LO lo, HI hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
+    const int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4, n0 = 16 * (w % 4);
+    float c[2][2][4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) c[h][i][x] = 0.f;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int m0 = w < 4 ? 48 * h : 16 + 16 * h;
+#pragma unroll 1
+        for (int k0 = lo(m0, n0); k0 < hi(m0); k0 += 8) gf_kstep<2, BX, LDM>(c[h], m0, n0, k0, la, lb, Bt);
+    }
+    if constexpr (SYNC) __syncthreads();
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x)
+                store((w < 4 ? 48 * h : 16 + 16 * h) + g + 8 * (x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[h][i][x]);
 }
 
 // One product of the block over reduction indices [lo, hi) (gf_mm), stored through gf_store.
@@ -664,25 +709,46 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     constexpr int RD = DKP / 16;  // FFMA: columns per thread of a CH x DKP product
     if constexpr (GF_TF) {
         // attn^T [s][t] = beta_s (M X)[t][s] (M[t][r] = 0 for r > t, X[r][s] = 0 for r < s)
-        gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, [&](int t, int r) { return R3[r * GF_LD + t]; },
-                           [&](int r, int s) { return R2[r * GF_LD + s]; }, [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; });
+        {
+            const auto la = [&](int t, int r) { return R3[r * GF_LD + t]; };
+            const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
+            const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
+            if constexpr (GF_HBAL)
+                gf_tcb<false, GF_H>([](int, int n) { return n; }, [](int m) { return m + 16; }, la, lb, st);
+            else
+                gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
+        }
         __syncthreads();
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
         ta* qej = qe + cj * CH * DK;
-        gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, [&](int t, int r) { return AT[r * GF_LD + t] * eG[r]; }, kel, [&](int t, int f, ta x) {
-                  const i64 g = g0 + t;
-                  if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
-              }, Kh);
+        {
+            const auto la = [&](int t, int r) { return AT[r * GF_LD + t] * eG[r]; };
+            const auto st = [&](int t, int f, ta x) {
+                const i64 g = g0 + t;
+                if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
+            };
+            if constexpr (GF_HBAL)
+                gf_tcb<GF_BX, false, GF_HL>([](int, int) { return 0; }, [](int m) { return m + 16; }, la, kel, st, Kh);
+            else
+                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
+        }
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
         // (16-bit inputs: the suffix decay e^Z on X's side, K exact on B's; else on K's side, as before)
         // (GF_H: phi^T over X, after the barrier)
-        gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, [&](int s, int r) { return GF_BX ? R2[r * GF_LD + s] * eZ[r] : R2[r * GF_LD + s]; },
-              [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); }, [&](int s, int f, ta x) {
-                  x *= bb[s];
-                  PT[s * GF_LK + f] = x;
-                  if (f < DK) ph[(cj * DK + f) * CH + s] = x;
-              }, Kh);
+        {
+            const auto la = [&](int s, int r) { return GF_BX ? R2[r * GF_LD + s] * eZ[r] : R2[r * GF_LD + s]; };
+            const auto lb = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
+            const auto st = [&](int s, int f, ta x) {
+                x *= bb[s];
+                PT[s * GF_LK + f] = x;
+                if (f < DK) ph[(cj * DK + f) * CH + s] = x;
+            };
+            if constexpr (GF_HBAL)
+                gf_tcb<GF_BX, GF_H, GF_HL>([](int m, int) { return m; }, [](int) { return CH; }, la, lb, st, Kh);
+            else
+                gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
+        }
     } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
     gf_product<GF_RC, GF_RC>(
@@ -771,7 +837,11 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
             gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, [&](int f, int s) { return PT[s * GF_LK + f]; }, vel, hstore, Kh);  // B = V
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, [&](int t, int s) { return AT[s * GF_LD + t]; }, vel, ostore, Kh);
+            const auto la = [&](int t, int s) { return AT[s * GF_LD + t]; };
+            if constexpr (GF_HBAL)
+                gf_tcb<GF_BX, false, GF_HL>([](int, int) { return 0; }, [](int m) { return m + 16; }, la, vel, ostore, Kh);
+            else
+                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ostore, Kh);
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);
