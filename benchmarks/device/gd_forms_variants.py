@@ -24,7 +24,9 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              tiles of session 13 (75 KB, 3 blocks per SM; main's kernel before s14d16); *_lb3: the 16-bit tiles with
              __launch_bounds__(256, 3) (80 registers: 3 blocks per SM by registers, the spills of 64 gone); *_noldm:
              the 16-bit tiles' B operands by single 16-bit loads (GF_LDM 0) instead of ldmatrix; *_nobal: the triangular
-             products on gf_tc's 16 x 32 warp tiles (GF_BAL 0) instead of gf_tcb's balanced pairs of row tiles
+             products on gf_tc's 16 x 32 warp tiles (GF_BAL 0) instead of gf_tcb's balanced pairs of row tiles; *_bal
+             (fp32_chk_bal, bf16in_chk_lamw_f32t_bal): gf_tcb on the float32 tiles too (3 blocks per SM)
+Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
              substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
              decays, G, the suffixes and the decay table's middle stretch, replaced by one term each)
@@ -33,6 +35,9 @@ The inputs are bf16-representable values (so every variant reads the same number
 launch (20 launches between two events) and max |x - fp64| / max |fp64| of qeff, eGK, phi, H, g, intra.
 
     python benchmarks/device/gd_forms_variants.py [T[,T...]] [variant,variant...]   (default: all; fp64 first for the errors)
+    python benchmarks/device/gd_forms_variants.py compile variant,variant...         (build them only, into CuPy's
+                                                                                     kernel cache: registers, spills,
+                                                                                     blocks per SM)
 """
 import os
 import sys
@@ -45,7 +50,8 @@ import cupy  # noqa: E402
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
 
 BH, D, CH = 32, 64, 64
-TS = [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "8192").split(",")]
+COMPILE = sys.argv[1:2] == ["compile"]
+TS = [] if COMPILE else [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "8192").split(",")]
 NOPREV = ("#define GF_PREV 1", "#define GF_PREV 0")
 SU = [("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00"),
       ("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // X_11 S", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // X_11 S")]
@@ -60,6 +66,7 @@ F32T = ("#define GF_H16 1", "#define GF_H16 0")
 FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
 NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
 NOBAL = ("#define GF_BAL 1", "#define GF_BAL 0")
+BALF = ("constexpr bool GF_HBAL = GF_H && GF_BAL;", "constexpr bool GF_HBAL = GF_TF && GF_BAL;")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
@@ -78,6 +85,8 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_lb3": ("float", True, [LB3]),
     "bf16in_chk_lamw_noldm": ("float", True, [NOLDM]),
     "bf16in_chk_lamw_nobal": ("float", True, [NOBAL]),
+    "bf16in_chk_lamw_f32t_bal": ("float", True, [F32T, BALF]),
+    "fp32_chk_bal": ("float", False, [BALF]),
     "bf16in_chk_lamw_noscan": ("float", True, NOSCAN),
 
     "fp32": ("float", False, []),
@@ -90,7 +99,7 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
 }
 if len(sys.argv) > 2:
-    VARIANTS = {k: VARIANTS[k] for k in ["fp64"] + [x for x in sys.argv[2].split(",") if x != "fp64"]}
+    VARIANTS = {k: VARIANTS[k] for k in ([] if COMPILE else ["fp64"]) + [x for x in sys.argv[2].split(",") if COMPILE or x != "fp64"]}
 
 
 def build(ta, bf16, subs, smem):
@@ -106,6 +115,22 @@ def build(ta, bf16, subs, smem):
     return fn
 
 
+def occupancy(fn, smem):
+    """`` regs R local L blocks/SM B`` of a built variant (what the driver reports; empty where it cannot)."""
+    try:
+        at = fn.attributes
+        out = f"   regs {at['num_regs']} local {at['local_size_bytes']}"
+    except Exception:  # noqa: BLE001
+        return ""
+    try:
+        from cupy.cuda import driver
+
+        out += f" blocks/SM {driver.occupancyMaxActiveBlocksPerMultiprocessor(fn.kernel.ptr, 256, smem)}"
+    except Exception as exc:  # noqa: BLE001
+        out += f" (occupancy: {type(exc).__name__})"
+    return out
+
+
 def bf16_bits(x):
     """float32 -> (bf16-rounded float32, its bf16 bits as uint16)."""
     u = x.astype(np.float32).view(np.uint32)
@@ -115,8 +140,18 @@ def bf16_bits(x):
 
 def main():
     fns = {}
+    if COMPILE:
+        for name, (ta, bf16, subs) in VARIANTS.items():
+            smem = variant_smem(ta, bf16, subs)
+            print(f"built {name:15s}{occupancy(build(ta, bf16, subs, smem), smem)}", flush=True)
     for T in TS:
         run(T, fns)
+
+
+def variant_smem(ta, bf16, subs):
+    """Shared memory: the 16-bit tiles' layout for bf16 inputs (GF_H), the float32 tiles' otherwise (F32T, FFMA)."""
+    h16 = bf16 and F32T not in subs and FFMA not in subs
+    return cc.make_config(ta, D, D, CH, "bf16" if h16 else "").smem("gd_forms")
 
 
 def run(T, fns):
@@ -134,9 +169,7 @@ def run(T, fns):
         ins = [cupy.asarray(b if bf16 else f.astype(dt)) for f, b in pairs]
         outs = [cupy.empty(s, dtype=dt) for s in [(BH, n, CH, D), (BH, n, CH, D), (BH, n, D, CH), (BH, n, D, D), (BH, n),
                                                   (BH, n, CH, D)]]
-        # shared memory: the 16-bit tiles' layout for bf16 inputs (GF_H), the float32 tiles' otherwise (F32T, FFMA)
-        h16 = bf16 and F32T not in subs and FFMA not in subs
-        smem = cc.make_config(ta, D, D, CH, "bf16" if h16 else "").smem("gd_forms")
+        smem = variant_smem(ta, bf16, subs)
         extra = [cupy.empty((BH, T, L), dtype=dt) if "_lamw" in name else np.uint64(0),
                  cupy.zeros((1,), dtype=cupy.int32) if "_chk" in name else np.uint64(0)]
         try:
@@ -161,7 +194,8 @@ def run(T, fns):
                 err = " ".join(f"{float(cupy.abs(x - w).max() / cupy.abs(w).max()):.1e}" for x, w in zip(outs, want))
                 err = f"   vs fp64 (qeff eGK phi H g intra): {err}"
             flag = f" flag {int(extra[1][0])}" if "_chk" in name else ""
-            print(f"T={T} {name:15s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}{flag}", flush=True)
+            print(f"T={T} {name:15s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}{flag}{occupancy(fn, smem)}",
+                  flush=True)
         except Exception as exc:
             print(f"T={T} {name:11s} fails: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
 
