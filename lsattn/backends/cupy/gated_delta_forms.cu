@@ -303,14 +303,50 @@ __device__ __forceinline__ void gf_ldb(const ti* B, int k0, int n0, unsigned (&r
         r[i] = (unsigned)B[gf_h(k0 + t4, n0 + 8 * i + g)] | ((unsigned)B[gf_h(k0 + t4 + 4, n0 + 8 * i + g)] << 16);
 #endif
 }
+// An A operand held transposed, A(m, k) = p[k ld + m] (times s[k] when s is given): gf_tc / gf_tcb read the two rows
+// of a lane (the fragment's g and g + 8) as the adjacent m0 + 2 g, m0 + 2 g + 1 (one 8-byte load per k, the scale
+// once; conflict-free at ld = 72), the results' rows permuted alike (gf_row). GF_PAIR 0: rows g, g + 8 (a timing build).
+#ifndef GF_PAIR
+#define GF_PAIR 1
+#endif
+struct GfAT {  // (float32 compute only: GF_TF)
+    const ta* p;
+    int ld;
+    const ta* s;
+    __device__ __forceinline__ ta operator()(int m, int k) const { return s ? p[k * ld + m] * s[k] : p[k * ld + m]; }
+};
+template <typename LA> struct gf_paired { static constexpr bool v = false; };
+template <> struct gf_paired<GfAT> { static constexpr bool v = GF_PAIR; };
+// the result row of the fragment's row g + 8 h (h = 0, 1) of tile m0
+template <bool PR>
+__device__ __forceinline__ int gf_row(int m0, int g, int h) { return PR ? m0 + 2 * g + h : m0 + g + 8 * h; }
+
 // One k-step (k0 .. k0 + 7) of gf_tc's products into c: rows m0 .., the NN tiles of 8 columns n0 + 8 i ..
 template <int NN, bool BX, bool LDM, typename LA, typename LB>
 __device__ __forceinline__ void gf_kstep(float (&c)[NN][4], int m0, int n0, int k0, LA la, LB lb, const ti* Bt) {
     static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     unsigned ah[4], al[4];
+    if constexpr (gf_paired<LA>::v) {
 #pragma unroll
-    for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+        for (int hx = 0; hx < 2; ++hx) {  // k0 + t4, k0 + t4 + 4: fragment elements 2 hx (row g), 2 hx + 1 (row g + 8)
+            const int k = k0 + t4 + 4 * hx;
+            const ta* q = la.p + k * la.ld + m0 + 2 * g;
+#ifdef __CUDA_ARCH__
+            const float2 v = *reinterpret_cast<const float2*>(q);
+            const float v0 = v.x, v1 = v.y;
+#else
+            if (reinterpret_cast<unsigned long long>(q) % 8) std::abort();
+            const float v0 = (float)q[0], v1 = (float)q[1];
+#endif
+            const float sc = la.s ? (float)la.s[k] : 1.f;
+            tf32_split(v0 * sc, ah[2 * hx], al[2 * hx]);
+            tf32_split(v1 * sc, ah[2 * hx + 1], al[2 * hx + 1]);
+        }
+    } else {
+#pragma unroll
+        for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+    }
     unsigned rb[NN];
     if constexpr (LDM) gf_ldb<NN>(Bt, k0, n0, rb);
 #pragma unroll
@@ -348,7 +384,7 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int x = 0; x < 4; ++x) store(m0 + g + 8 * (x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[i][x]);
+        for (int x = 0; x < 4; ++x) store(gf_row<gf_paired<LA>::v>(m0, g, x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[i][x]);
 }
 
 // GF_BAL: gf_tc's 64 x 64 product with the warps' work balanced for triangular reduction ranges: warp w holds the
@@ -383,7 +419,8 @@ __device__ __forceinline__ void gf_tcb(LO lo, HI hi, LA la, LB lb, S store, cons
         for (int i = 0; i < 2; ++i)
 #pragma unroll
             for (int x = 0; x < 4; ++x)
-                store((w < 4 ? 48 * h : 16 + 16 * h) + g + 8 * (x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[h][i][x]);
+                store(gf_row<gf_paired<LA>::v>(w < 4 ? 48 * h : 16 + 16 * h, g, x >> 1), n0 + 8 * i + 2 * t4 + (x & 1),
+                      (ta)c[h][i][x]);
 }
 
 // One product of the block over reduction indices [lo, hi) (gf_mm), stored through gf_store.
@@ -710,7 +747,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     if constexpr (GF_TF) {
         // attn^T [s][t] = beta_s (M X)[t][s] (M[t][r] = 0 for r > t, X[r][s] = 0 for r < s)
         {
-            const auto la = [&](int t, int r) { return R3[r * GF_LD + t]; };
+            const GfAT la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
             const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
             const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
             if constexpr (GF_HBAL)
@@ -722,7 +759,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
         ta* qej = qe + cj * CH * DK;
         {
-            const auto la = [&](int t, int r) { return AT[r * GF_LD + t] * eG[r]; };
+            const GfAT la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
             const auto st = [&](int t, int f, ta x) {
                 const i64 g = g0 + t;
                 if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
@@ -737,7 +774,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         // (16-bit inputs: the suffix decay e^Z on X's side, K exact on B's; else on K's side, as before)
         // (GF_H: phi^T over X, after the barrier)
         {
-            const auto la = [&](int s, int r) { return GF_BX ? R2[r * GF_LD + s] * eZ[r] : R2[r * GF_LD + s]; };
+            const GfAT la{R2, GF_LD, GF_BX ? eZ : nullptr};  // X[r][s] (e^{Z_r})
             const auto lb = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
             const auto st = [&](int s, int f, ta x) {
                 x *= bb[s];
@@ -836,8 +873,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, [&](int f, int s) { return PT[s * GF_LK + f]; }, vel, hstore, Kh);  // B = V
-            const auto la = [&](int t, int s) { return AT[s * GF_LD + t]; };
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT{PT, GF_LK, nullptr}, vel, hstore, Kh);  // A = phi[f][s], B = V
+            const GfAT la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
             if constexpr (GF_HBAL)
                 gf_tcb<GF_BX, false, GF_HL>([](int, int) { return 0; }, [](int m) { return m + 16; }, la, vel, ostore, Kh);
             else
