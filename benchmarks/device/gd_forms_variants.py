@@ -25,9 +25,9 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              __launch_bounds__(256, 3) (80 registers: 3 blocks per SM by registers, the spills of 64 gone); *_noldm:
              the 16-bit tiles' B operands by single 16-bit loads (GF_LDM 0) instead of ldmatrix; *_nobal: the triangular
              products on gf_tc's 16 x 32 warp tiles (GF_BAL 0) instead of gf_tcb's balanced pairs of row tiles; *_bal
-             (fp32_chk_bal, bf16in_chk_lamw_f32t_bal): gf_tcb on the float32 tiles too (3 blocks per SM); *_nopair: the
-             transposed A operands by single loads of rows g, g + 8 (GF_PAIR 0) instead of pairs m0 + 2 g, + 1; *_main:
-             main's kernel before s14d16 (bf16: GF_H16 0 and GF_PAIR 0; fp32: GF_PAIR 0)
+             (fp32_chk_bal, bf16in_chk_lamw_f32t_bal): gf_tcb on the float32 tiles too (3 blocks per SM); *_pair: the
+             transposed A operands as row pairs m0 + 2 g, + 1 (GF_PAIR 1) instead of single loads of rows g, g + 8;
+             bf16in_chk_lamw_main: main's kernel before s14d16 (= _f32t)
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
              substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
@@ -68,7 +68,7 @@ F32T = ("#define GF_H16 1", "#define GF_H16 0")
 FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
 NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
 NOBAL = ("#define GF_BAL 1", "#define GF_BAL 0")
-NOPAIR = ("#define GF_PAIR 1", "#define GF_PAIR 0")
+PAIR = ("#define GF_PAIR 0", "#define GF_PAIR 1")
 BALF = ("constexpr bool GF_HBAL = GF_H && GF_BAL;", "constexpr bool GF_HBAL = GF_TF && GF_BAL;")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
@@ -90,9 +90,10 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_nobal": ("float", True, [NOBAL]),
     "bf16in_chk_lamw_f32t_bal": ("float", True, [F32T, BALF]),
     "fp32_chk_bal": ("float", False, [BALF]),
-    "bf16in_chk_lamw_nopair": ("float", True, [NOPAIR]),
-    "bf16in_chk_lamw_main": ("float", True, [F32T, NOPAIR]),
-    "fp32_chk_main": ("float", False, [NOPAIR]),
+    "bf16in_chk_lamw_pair": ("float", True, [PAIR]),
+    "bf16in_chk_lamw_main": ("float", True, [F32T]),
+    "bf16in_chk_lamw_f32t_pair": ("float", True, [F32T, PAIR]),
+    "fp32_chk_pair": ("float", False, [PAIR]),
     "bf16in_chk_lamw_noscan": ("float", True, NOSCAN),
 
     "fp32": ("float", False, []),

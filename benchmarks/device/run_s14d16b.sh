@@ -2,8 +2,7 @@
 # issue 16 / 19, session 14 (branch s14d16), request 2: request 1 measured gd_forms bf16 with the 16-bit tiles (GF_H, 4
 # blocks per SM) + ldmatrix at 0.463 ms against main's float32 tiles 0.461, without ldmatrix 0.485; the balanced
 # triangular products (GF_BAL) and 3 blocks per SM were cut. Tests of the bf16 path on the default kernel (GF_H +
-# GF_LDM + GF_BAL + GF_PAIR: after request 1, transposed A operands read as row pairs, float32 inputs' path included)
-# and with GF_BAL 0 that finish this time (bf16 / f16 only), the direct-path property test (every
+# GF_LDM + GF_BAL) and with GF_BAL 0 that finish this time (bf16 / f16 only), the direct-path property test (every
 # dtype), memcheck with its summary, every variant compiled above the TIMINGS marker
 # (<= 100 s); then every variant at 8K with its registers / spills / blocks per SM, the packed GD call's kernels against
 # the unpacked call's (where its 1.3x goes: the kept index did not change it), our bf16 forward at 8K (<= 40 s).
@@ -13,7 +12,7 @@ NAME=s14d16b; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; } > "$OUT/log_env.txt" 2>&1
 PT="python3 -m pytest -q -p no:cacheprovider -rs --tb=short"
-VAR=bf16in_chk_lamw_main,bf16in_chk_lamw,bf16in_chk_lamw_f32t,bf16in_chk_lamw_nobal,bf16in_chk_lamw_nopair,bf16in_chk_lamw_lb3,bf16in_chk_lamw_f32t_bal,fp32_chk_main,fp32_chk,fp32_chk_bal
+VAR=bf16in_chk_lamw,bf16in_chk_lamw_f32t,bf16in_chk_lamw_nobal,bf16in_chk_lamw_noldm,bf16in_chk_lamw_lb3,bf16in_chk_lamw_f32t_bal,fp32_chk,fp32_chk_bal
 echo "=== tests + sanitizers $(date -u +%T)"
 timeout 95 $PT tests/test_cupy_gated_delta.py -k "gpu_bfloat16_in or gpu_half_inputs" > "$OUT/log_tests_half.txt" 2>&1 &
 # the same bf16 tests on the 16-bit tiles without the balanced products (GF_BAL 0: the default if request 2 times it faster)

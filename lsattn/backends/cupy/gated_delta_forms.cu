@@ -305,9 +305,10 @@ __device__ __forceinline__ void gf_ldb(const ti* B, int k0, int n0, unsigned (&r
 }
 // An A operand held transposed, A(m, k) = p[k ld + m] (times s[k] when s is given): gf_tc / gf_tcb read the two rows
 // of a lane (the fragment's g and g + 8) as the adjacent m0 + 2 g, m0 + 2 g + 1 (one 8-byte load per k, the scale
-// once; conflict-free at ld = 72), the results' rows permuted alike (gf_row). GF_PAIR 0: rows g, g + 8 (a timing build).
+// once; conflict-free at ld = 72), the results' rows permuted alike (gf_row). A timing build (GF_PAIR 1; CPU emulation
+// tested, not yet timed or tested on a GPU, session 14); default GF_PAIR 0: rows g, g + 8, single loads.
 #ifndef GF_PAIR
-#define GF_PAIR 1
+#define GF_PAIR 0
 #endif
 struct GfAT {  // (float32 compute only: GF_TF)
     const ta* p;
