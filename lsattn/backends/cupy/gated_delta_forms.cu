@@ -310,14 +310,19 @@ __device__ __forceinline__ void gf_ldb(const ti* B, int k0, int n0, unsigned (&r
 #ifndef GF_PAIR
 #define GF_PAIR 0
 #endif
-struct GfAT {  // (float32 compute only: GF_TF)
+template <bool S>
+struct GfAT {  // (float32 compute only: GF_TF; S: scaled by s)
+    static constexpr bool scaled = S;
     const ta* p;
     int ld;
     const ta* s;
-    __device__ __forceinline__ ta operator()(int m, int k) const { return s ? p[k * ld + m] * s[k] : p[k * ld + m]; }
+    __device__ __forceinline__ ta operator()(int m, int k) const {
+        if constexpr (S) return p[k * ld + m] * s[k];
+        return p[k * ld + m];
+    }
 };
 template <typename LA> struct gf_paired { static constexpr bool v = false; };
-template <> struct gf_paired<GfAT> { static constexpr bool v = GF_PAIR; };
+template <bool S> struct gf_paired<GfAT<S>> { static constexpr bool v = GF_PAIR; };
 // the result row of the fragment's row g + 8 h (h = 0, 1) of tile m0
 template <bool PR>
 __device__ __forceinline__ int gf_row(int m0, int g, int h) { return PR ? m0 + 2 * g + h : m0 + g + 8 * h; }
@@ -340,7 +345,7 @@ __device__ __forceinline__ void gf_kstep(float (&c)[NN][4], int m0, int n0, int 
             if (reinterpret_cast<unsigned long long>(q) % 8) std::abort();
             const float v0 = (float)q[0], v1 = (float)q[1];
 #endif
-            const float sc = la.s ? (float)la.s[k] : 1.f;
+            const float sc = LA::scaled ? (float)la.s[k] : 1.f;
             tf32_split(v0 * sc, ah[2 * hx], al[2 * hx]);
             tf32_split(v1 * sc, ah[2 * hx + 1], al[2 * hx + 1]);
         }
@@ -748,7 +753,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     if constexpr (GF_TF) {
         // attn^T [s][t] = beta_s (M X)[t][s] (M[t][r] = 0 for r > t, X[r][s] = 0 for r < s)
         {
-            const GfAT la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
+            const GfAT<false> la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
             const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
             const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
             if constexpr (GF_HBAL)
@@ -760,7 +765,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
         ta* qej = qe + cj * CH * DK;
         {
-            const GfAT la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
+            const GfAT<true> la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
             const auto st = [&](int t, int f, ta x) {
                 const i64 g = g0 + t;
                 if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
@@ -775,7 +780,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         // (16-bit inputs: the suffix decay e^Z on X's side, K exact on B's; else on K's side, as before)
         // (GF_H: phi^T over X, after the barrier)
         {
-            const GfAT la{R2, GF_LD, GF_BX ? eZ : nullptr};  // X[r][s] (e^{Z_r})
+            const GfAT<GF_BX> la{R2, GF_LD, eZ};  // X[r][s] (e^{Z_r})
             const auto lb = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
             const auto st = [&](int s, int f, ta x) {
                 x *= bb[s];
@@ -874,8 +879,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT{PT, GF_LK, nullptr}, vel, hstore, Kh);  // A = phi[f][s], B = V
-            const GfAT la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hstore, Kh);  // A = phi[f][s], B = V
+            const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
             if constexpr (GF_HBAL)
                 gf_tcb<GF_BX, false, GF_HL>([](int, int) { return 0; }, [](int m) { return m + 16; }, la, vel, ostore, Kh);
             else
