@@ -20,7 +20,8 @@
 // inside one warp, the 64 x 64 block by the same two products over the block's threads.
 //
 // One block of NT = 256 threads per (chunk j, sequence bh); 3 blocks per SM at CH = DKP = 64 in
-// float32 (four tiles, 73 KB: the layout below; Config.smem in _compile.py). Q and K are kept once,
+// float32 (four tiles, 73 KB: the layout below; Config.smem in _compile.py; bfloat16 inputs: 4 blocks per SM, 55 KB,
+// Q, K, V as 16-bit tiles, GF_H below). Q and K are kept once,
 // as [t][f] with the 4-element groups of a row XOR-swizzled by row (gf_el): conflict-free both
 // when a product reduces over f (N, Q K^T: rows of the tile) and over t (qeff, phi: columns), so
 // neither needs a transposed copy; e^G K and Z = e^{suffix} K are K with a per-token scale in the
@@ -73,7 +74,8 @@ constexpr bool GF_TRI = true;                        // triangular reduction ran
 // bf16 inputs at CH = DKP = 64, float32 compute (GF_TC with GF_TF): Q, K and V held in shared memory as the 16-bit
 // values they are (exact: the products read the same numbers), attn^T written over M^T and phi^T over X (each
 // product's results held in registers across a barrier, gf_tc<.., true>): 55 KB, 4 blocks per SM instead of 3
-// (GF_H16 0: the float32 tiles, a timing build)
+// (GF_H16 0: the float32 tiles, a timing build). With the B operands by ldmatrix (GF_LDM), H200, 8K, session 14: 0.430
+// ms against the float32 tiles' 0.463 (without ldmatrix 0.486: the 16-bit layout alone is no gain)
 #ifndef GF_H16
 #define GF_H16 1
 #endif
@@ -397,9 +399,10 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
 // 16-row tiles (0, 48) (w < 4) or (16, 32) of columns n0 = 16 (w % 4) .. + 15, reducing row tile m over
 // [lo(m, n0), hi(m)). For [0, m + 16) and [m, 64) every warp runs 10 k-steps of 2 column tiles (gf_tc's 16 x 32
 // tiles: 2 .. 8 k-steps of 4 by row, the block waiting on 8 x 4 at its next barrier); the A fragments are split
-// twice as often.
+// twice as often. A timing build (GF_BAL 1): slower (H200, 8K, bf16: 0.462 ms against 0.430 without; float32 0.606
+// against 0.570): the kernel is limited by what its warps issue, not by the waits at the barriers (session 14).
 #ifndef GF_BAL
-#define GF_BAL 1
+#define GF_BAL 0
 #endif
 constexpr bool GF_HBAL = GF_H && GF_BAL;
 template <bool BX = false, bool SYNC = false, bool LDM = false, typename LO, typename HI, typename LA, typename LB, typename S>
