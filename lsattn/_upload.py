@@ -16,7 +16,7 @@ import numpy as np
 
 from ._validate import device_of
 
-__all__ = ["to_device", "index", "mask", "count"]
+__all__ = ["to_device", "index", "mask", "count", "kept"]
 
 #: uploads made so far (all namespaces): tests read the difference around a call
 count = 0
@@ -38,6 +38,48 @@ def to_device(xp, host, like):
     if mod.startswith("cupy") and host.nbytes:
         return _cupy(sys.modules["cupy"], host, like)
     return xp.asarray(host, device=device_of(like))
+
+
+#: device arrays of recent packed layouts (:func:`kept`), least recently used first: a few, so the
+#: device memory held stays a few index arrays
+_KEPT = {}
+_KEPT_MAX = 4
+
+
+def kept(key, like, build):
+    """``build()`` (device arrays made from host indices, e.g. by :func:`to_device`) kept for the next
+    calls with the same ``key`` on ``like``'s device and current stream, when ``like`` is a CUDA torch
+    tensor or a CuPy array (elsewhere an upload costs no queue drain: built every call). ``key``
+    must name the host values (e.g. the offsets' bytes), never an array that could change in place;
+    None: not kept. The arrays are shared: the caller never writes them. Per stream, as
+    ``CupyOps.token_map``: that stream orders the upload before every later reader, and the memory
+    pools (torch's, CuPy's) give a block back to the stream that allocated it."""
+    where = None if key is None else _stream_key(like)
+    if where is None:
+        return build()
+    k = (key, where)
+    got = _KEPT.pop(k, None)
+    if got is None:
+        got = build()
+        while len(_KEPT) >= _KEPT_MAX:
+            _KEPT.pop(next(iter(_KEPT)))  # the least recently used
+    _KEPT[k] = got
+    return got
+
+
+def _stream_key(like):
+    """(library, device, current stream handle) of a CUDA torch tensor or a CuPy array, else None."""
+    mod = type(like).__module__
+    if mod.startswith("torch"):
+        if not like.is_cuda:
+            return None
+        dev = like.device
+        return "torch", dev.index, sys.modules["torch"].cuda.current_stream(dev).cuda_stream
+    if mod.startswith("cupy"):
+        cp = sys.modules["cupy"]
+        with like.device:
+            return "cupy", like.device.id, cp.cuda.get_current_stream().ptr
+    return None
 
 
 def _cupy(cp, host, like):

@@ -438,6 +438,71 @@ def test_packed_rewrite_on_the_cupy_kernels(op, kind, monkeypatch):
     if op == "loglinear_log_attention":
         tol = atol = TOL["float32"] + 2 * np.finfo(np.float32).eps * (np.abs(seen[0]).max() + np.abs(seen[1]).max())
     assert_close(out, per_segment(getattr(lsattn.reference, op), op, seen, off), tol, atol=atol, what=kind)
+    # the layout's device index is kept per device and stream: the next call uploads nothing; another
+    # stream gets its own (at most one upload), same outputs
+    from lsattn import _upload
+
+    c = _upload.count
+    np.testing.assert_array_equal(to_numpy(call(getattr(lsattn, op), op, dev, cu_seqlens=off)), out)
+    assert _upload.count == c
+    if kind == "cupy":
+        import cupy as cp
+
+        side = cp.cuda.Stream(non_blocking=True)
+    else:
+        import torch
+
+        side = torch.cuda.Stream()
+    with side if kind == "cupy" else torch.cuda.stream(side):
+        got = call(getattr(lsattn, op), op, dev, cu_seqlens=off)
+    side.synchronize()
+    np.testing.assert_array_equal(to_numpy(got), out)
+    assert _upload.count <= c + 1
+
+
+def test_kept_device_index_per_key_and_stream(monkeypatch):
+    """``lsattn._upload.kept`` (the rewrite's device index of a packed layout, CUDA only): built once
+    per (key, device, stream), a key of None or a non-CUDA array never kept, the least recently
+    used of more than ``_KEPT_MAX`` dropped (the stream key faked: no GPU)."""
+    from lsattn import _upload
+
+    monkeypatch.setattr(_upload, "_KEPT", {})
+    where = ["s0"]
+    monkeypatch.setattr(_upload, "_stream_key", lambda like: where[0] if like is not None else None)
+    built = []
+
+    def build(tag):
+        return lambda: built.append(tag) or tag
+
+    assert _upload.kept("a", 1, build("a")) == "a" and _upload.kept("a", 1, build("a2")) == "a"
+    assert _upload.kept(None, 1, build("n")) == "n" and _upload.kept(None, 1, build("n")) == "n"
+    assert _upload.kept("a", None, build("cpu")) == "cpu"  # no CUDA stream: every call builds
+    where[0] = "s1"
+    assert _upload.kept("a", 1, build("a3")) == "a3"  # another stream: its own
+    for i in range(_upload._KEPT_MAX):
+        _upload.kept(("b", i), 1, build(i))
+    assert _upload.kept("a", 1, build("a4")) == "a4"  # dropped: the least recently used
+    assert built == ["a", "n", "n", "cpu", "a3", *range(_upload._KEPT_MAX), "a4"]
+
+
+def test_rewrite_index_keyed_by_offset_values(monkeypatch):
+    """Packed ``loglinear_gated_delta`` on the array-API path with the device index kept as on CUDA
+    (the stream key faked for NumPy): an offsets array changed in place between calls is laid out by
+    its new values, never served the kept index of the old ones (float64, against the reference per
+    segment)."""
+    from lsattn import _upload
+
+    monkeypatch.setattr(_upload, "_KEPT", {})
+    monkeypatch.setattr(_upload, "_stream_key", lambda like: ("numpy", 0, 0))
+    op = "loglinear_gated_delta"
+    arrays = inputs(op, (2,), 20, seed=3)
+    cu = np.array([0, 7, 7, 20])
+    f, ref = getattr(lsattn, op), getattr(lsattn.reference, op)
+    for values in ([0, 7, 7, 20], [0, 7, 7, 20], [0, 1, 13, 20]):
+        cu[:] = values
+        got = call(f, op, arrays, cu_seqlens=cu, backend="array_api")
+        assert_close(got, per_segment(ref, op, arrays, values), TOL["float64"] * 10, what=str(values))
+    assert len(_upload._KEPT) == 2
 
 
 @pytest.mark.gpu

@@ -20,6 +20,15 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              start (the production kernel's since s13h16: bf16 0.472 -> 0.462 ms at 8K, float32 unchanged)
 - *_u2:      the tensor-core products' k-step loop (gf_tc) unrolled by 2 instead of 1 (s13h16: no gain)
 - *_su:      the solve's off-diagonal block products (gf_offdiag) fully unrolled instead of by 4 (s13h16)
+- bf16in*: since s14d16 Q, K and V as 16-bit tiles (GF_H16: 55 KB, 4 blocks per SM); *_f32t: GF_H16 0, the float32
+             tiles of session 13 (75 KB, 3 blocks per SM; main's kernel before s14d16); *_lb3: the 16-bit tiles with
+             __launch_bounds__(256, 3) (80 registers: 3 blocks per SM by registers, the spills of 64 gone); *_noldm:
+             the 16-bit tiles' B operands by single 16-bit loads (GF_LDM 0) instead of ldmatrix; *_bal: the triangular
+             products on gf_tcb's balanced pairs of row tiles (GF_BAL 1) instead of gf_tc's 16 x 32 warp tiles
+             (s14d16's request 2: +7%); fp32_chk_bal, bf16in_chk_lamw_f32t_bal: gf_tcb on the float32 tiles too; *_pair: the
+             transposed A operands as row pairs m0 + 2 g, + 1 (GF_PAIR 1) instead of single loads of rows g, g + 8;
+             bf16in_chk_lamw_main: main's kernel before s14d16 (= _f32t)
+Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
              substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
              decays, G, the suffixes and the decay table's middle stretch, replaced by one term each)
@@ -28,6 +37,9 @@ The inputs are bf16-representable values (so every variant reads the same number
 launch (20 launches between two events) and max |x - fp64| / max |fp64| of qeff, eGK, phi, H, g, intra.
 
     python benchmarks/device/gd_forms_variants.py [T[,T...]] [variant,variant...]   (default: all; fp64 first for the errors)
+    python benchmarks/device/gd_forms_variants.py compile variant,variant...         (build them only, into CuPy's
+                                                                                     kernel cache: registers, spills,
+                                                                                     blocks per SM)
 """
 import os
 import sys
@@ -40,7 +52,8 @@ import cupy  # noqa: E402
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
 
 BH, D, CH = 32, 64, 64
-TS = [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "8192").split(",")]
+COMPILE = sys.argv[1:2] == ["compile"]
+TS = [] if COMPILE else [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "8192").split(",")]
 NOPREV = ("#define GF_PREV 1", "#define GF_PREV 0")
 SU = [("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00"),
       ("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // X_11 S", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // X_11 S")]
@@ -51,6 +64,13 @@ NOSOLVE = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"),
 NOSCAN = [("for (int r = 0; r <= tid; ++r) G += aa[r];", "G = aa[tid];"),
           ("for (int r = CH - 1; r > t; --r) S += aa[r];", "S = aa[t];"),
           ("for (int r = (dc + 1) * GF_RC; r < dr * GF_RC; ++r) mid += aa[r];", "mid = aa[dr];")]
+F32T = ("#define GF_H16 1", "#define GF_H16 0")
+FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
+NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
+BAL = ("#define GF_BAL 0", "#define GF_BAL 1")
+PAIR = ("#define GF_PAIR 0", "#define GF_PAIR 1")
+BALF = ("constexpr bool GF_HBAL = GF_H && GF_BAL;", "constexpr bool GF_HBAL = GF_TF && GF_BAL;")  # with BAL
+LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
     "fp32_chk": ("float", False, []),
@@ -64,32 +84,58 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "fp32_chk_su": ("float", False, SU),
     "bf16in_chk_lamw_su": ("float", True, SU),
     "bf16in_chk_lamw_nosolve": ("float", True, NOSOLVE),
+    "bf16in_chk_lamw_f32t": ("float", True, [F32T]),
+    "bf16in_chk_lamw_lb3": ("float", True, [LB3]),
+    "bf16in_chk_lamw_noldm": ("float", True, [NOLDM]),
+    "bf16in_chk_lamw_bal": ("float", True, [BAL]),
+    "bf16in_chk_lamw_f32t_bal": ("float", True, [F32T, BAL, BALF]),
+    "fp32_chk_bal": ("float", False, [BAL, BALF]),
+    "bf16in_chk_lamw_pair": ("float", True, [PAIR]),
+    "bf16in_chk_lamw_main": ("float", True, [F32T]),
+    "bf16in_chk_lamw_f32t_pair": ("float", True, [F32T, PAIR]),
+    "fp32_chk_pair": ("float", False, [PAIR]),
     "bf16in_chk_lamw_noscan": ("float", True, NOSCAN),
 
     "fp32": ("float", False, []),
     "fp32_lb2": ("float", False, [("sizeof(ta) == 4) ? 3 : 1)", "sizeof(ta) == 4) ? 2 : 1)")]),
-    "fp32_ffma": ("float", False, [("#define GF_TF32 1", "#define GF_TF32 0")]),
+    "fp32_ffma": ("float", False, [FFMA]),
     "fp32_narrow": ("float", False, [("#define GF_WIDE 1", "#define GF_WIDE 0")]),
     "bf16in_narrow": ("float", True, [("#define GF_WIDE 1", "#define GF_WIDE 0")]),
     "bf16in": ("float", True, []),
-    "bf16in_ffma": ("float", True, [("#define GF_TF32 1", "#define GF_TF32 0")]),
+    "bf16in_ffma": ("float", True, [FFMA]),
     "bf16in_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
 }
 if len(sys.argv) > 2:
-    VARIANTS = {k: VARIANTS[k] for k in ["fp64"] + [x for x in sys.argv[2].split(",") if x != "fp64"]}
+    VARIANTS = {k: VARIANTS[k] for k in ([] if COMPILE else ["fp64"]) + [x for x in sys.argv[2].split(",") if COMPILE or x != "fp64"]}
 
 
-def build(ta, bf16, subs, cfg):
+def build(ta, bf16, subs, smem):
     forms = cc._source("gated_delta_forms.cu")
     for pat, rep in subs:
         assert pat in forms, pat
         forms = forms.replace(pat, rep)
     code = "\n".join([cc._source("common.cu"), cc._source("gated_delta.cu"), forms])
-    opts = ("-std=c++17", f"-DTA={ta}", f"-DTI_BF16={int(bf16)}", "-DTI_F16=0", f"-DCH={cfg.CH}",
-            f"-DDKP={cfg.DKP}", f"-DDVP={cfg.DVP}", "-DLOGV=0")
+    opts = ("-std=c++17", f"-DTA={ta}", f"-DTI_BF16={int(bf16)}", "-DTI_F16=0", f"-DCH={CH}",
+            f"-DDKP={D}", f"-DDVP={D}", "-DLOGV=0")
     fn = cupy.RawModule(code=code, options=opts).get_function("gd_forms")
-    fn.max_dynamic_shared_size_bytes = cfg.smem("gd_forms")
+    fn.max_dynamic_shared_size_bytes = smem
     return fn
+
+
+def occupancy(fn, smem):
+    """`` regs R local L blocks/SM B`` of a built variant (what the driver reports; empty where it cannot)."""
+    try:
+        at = fn.attributes
+        out = f"   regs {at['num_regs']} local {at['local_size_bytes']}"
+    except Exception:  # noqa: BLE001
+        return ""
+    try:
+        from cupy.cuda import driver
+
+        out += f" blocks/SM {driver.occupancyMaxActiveBlocksPerMultiprocessor(fn.kernel.ptr, 256, smem)}"
+    except Exception as exc:  # noqa: BLE001
+        out += f" (occupancy: {type(exc).__name__})"
+    return out
 
 
 def bf16_bits(x):
@@ -101,8 +147,18 @@ def bf16_bits(x):
 
 def main():
     fns = {}
+    if COMPILE:
+        for name, (ta, bf16, subs) in VARIANTS.items():
+            smem = variant_smem(ta, bf16, subs)
+            print(f"built {name:15s}{occupancy(build(ta, bf16, subs, smem), smem)}", flush=True)
     for T in TS:
         run(T, fns)
+
+
+def variant_smem(ta, bf16, subs):
+    """Shared memory: the 16-bit tiles' layout for bf16 inputs (GF_H), the float32 tiles' otherwise (F32T, FFMA)."""
+    h16 = bf16 and F32T not in subs and FFMA not in subs
+    return cc.make_config(ta, D, D, CH, "bf16" if h16 else "").smem("gd_forms")
 
 
 def run(T, fns):
@@ -120,16 +176,16 @@ def run(T, fns):
         ins = [cupy.asarray(b if bf16 else f.astype(dt)) for f, b in pairs]
         outs = [cupy.empty(s, dtype=dt) for s in [(BH, n, CH, D), (BH, n, CH, D), (BH, n, D, CH), (BH, n, D, D), (BH, n),
                                                   (BH, n, CH, D)]]
-        cfg = cc.make_config(ta, D, D, CH)
+        smem = variant_smem(ta, bf16, subs)
         extra = [cupy.empty((BH, T, L), dtype=dt) if "_lamw" in name else np.uint64(0),
                  cupy.zeros((1,), dtype=cupy.int32) if "_chk" in name else np.uint64(0)]
         try:
             key = (ta, bf16, tuple(subs))
             if key not in fns:
-                fns[key] = build(ta, bf16, subs, cfg)
+                fns[key] = build(ta, bf16, subs, smem)
             fn = fns[key]
             args = (*ins, *outs, *extra, np.int32(T), np.int32(D), np.int32(D), np.int32(L), np.int64(0), np.int64(0), np.int32(n))
-            launch = lambda: fn((n, BH), (256,), args, shared_mem=cfg.smem("gd_forms"))  # noqa: E731
+            launch = lambda: fn((n, BH), (256,), args, shared_mem=smem)  # noqa: E731
             launch()
             cupy.cuda.runtime.deviceSynchronize()
             ev = [cupy.cuda.Event() for _ in range(2)]
@@ -145,7 +201,8 @@ def run(T, fns):
                 err = " ".join(f"{float(cupy.abs(x - w).max() / cupy.abs(w).max()):.1e}" for x, w in zip(outs, want))
                 err = f"   vs fp64 (qeff eGK phi H g intra): {err}"
             flag = f" flag {int(extra[1][0])}" if "_chk" in name else ""
-            print(f"T={T} {name:15s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}{flag}", flush=True)
+            print(f"T={T} {name:15s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}{flag}{occupancy(fn, smem)}",
+                  flush=True)
         except Exception as exc:
             print(f"T={T} {name:11s} fails: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
 

@@ -1,14 +1,40 @@
 """A few small loglinear_gated_delta calls on the cupy kernels (gd_forms, gd_scan), for compute-sanitizer
 (memcheck / racecheck): float32, float64 and float16 (read as such), odd T, a stream with an incoming
 state, d_v not a multiple of the column block; one bfloat16 call on torch tensors when torch is there.
-gd_scan runs at its group size per call (scan_group), then forced to GD_G."""
+gd_scan runs at its group size per call (scan_group), then forced to GD_G.
+
+    python benchmarks/device/gd_small.py [bf16]   (bf16: the bfloat16 torch calls only: gd_forms' 16-bit tiles,
+                                                   GF_H; d_k < 64, d_v > 64, a stream with a state, a strided input)
+"""
+import sys
+
 import numpy as np
 import cupy
 
 import lsattn
 from lsattn.backends.cupy import gated_delta as cgd
 
+BF16_ONLY = sys.argv[1:] == ["bf16"]
 rng = np.random.default_rng(0)
+if BF16_ONLY:
+    import torch
+
+    for T, dk, dv in ((150, 64, 64), (301, 40, 100), (77, 64, 20)):
+        x = [torch.randn((2, T, d), device="cuda") for d in (dk, dk, dv)]
+        x[1] = torch.nn.functional.normalize(x[1], dim=-1)
+        x += [-torch.rand((2, T), device="cuda"), torch.rand((2, T), device="cuda"),
+              torch.rand((2, T, lsattn.num_levels(T)), device="cuda")]
+        x = [t.to(torch.bfloat16) for t in x]
+        h = T // 3
+        o1, st = lsattn.loglinear_gated_delta(*[t[:, :h] for t in x], return_state=True)
+        o2 = lsattn.loglinear_gated_delta(*[t[:, h:] for t in x], state=st)
+        wide = torch.zeros((2, T, dk + 3), dtype=torch.bfloat16, device="cuda")
+        wide[..., 1:dk + 1] = x[0]  # q a strided view (rows not 8-byte aligned: gd_forms' element loads)
+        o3 = lsattn.loglinear_gated_delta(wide[..., 1:dk + 1], *x[1:])
+        torch.cuda.synchronize()
+        print("bfloat16", T, dk, dv, float(o2.float().abs().max()), float((o3 - lsattn.loglinear_gated_delta(*x)).abs().max()))
+    print("sanitize ok")
+    sys.exit(0)
 for cgd.GROUP_MIN_CHUNKS in (cgd.GROUP_MIN_CHUNKS, 0):  # the calls' group size, then GD_G
     for dtype, T, dk, dv, C in (("float32", 100, 64, 64, 64), ("float64", 37, 5, 19, 16), ("float32", 300, 128, 130, 32),
                                 ("float16", 150, 64, 64, 64)):  # float16: gd_forms reads the 16-bit inputs

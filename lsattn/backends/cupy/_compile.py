@@ -97,6 +97,8 @@ class Config:
             return min(self.gd_coarse_smem(), SMEM_MAX)
         if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels
             pad = 8 if self.ta == "float" and CH == DKP == 64 else 4  # GF_PAD (rows of the tensor-core operands)
+            if pad == 8 and self.bf16:  # GF_H: Q and K / V as 16-bit tiles, two float32 tiles (GF_SMEM_BYTES)
+                return 2 * CH * 64 * 2 + (2 * CH * (CH + pad) + 12 * CH) * es
             cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
             tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + pad))
             return (tiles + 12 * CH) * es

@@ -20,7 +20,8 @@
 // inside one warp, the 64 x 64 block by the same two products over the block's threads.
 //
 // One block of NT = 256 threads per (chunk j, sequence bh); 3 blocks per SM at CH = DKP = 64 in
-// float32 (four tiles, 73 KB: the layout below; Config.smem in _compile.py). Q and K are kept once,
+// float32 (four tiles, 73 KB: the layout below; Config.smem in _compile.py; bfloat16 inputs: 4 blocks per SM, 55 KB,
+// Q, K, V as 16-bit tiles, GF_H below). Q and K are kept once,
 // as [t][f] with the 4-element groups of a row XOR-swizzled by row (gf_el): conflict-free both
 // when a product reduces over f (N, Q K^T: rows of the tile) and over t (qeff, phi: columns), so
 // neither needs a transposed copy; e^G K and Z = e^{suffix} K are K with a per-token scale in the
@@ -70,6 +71,15 @@ constexpr bool GF_TRI = true;                        // triangular reduction ran
 #ifndef GF_PREV
 #define GF_PREV 1
 #endif
+// bf16 inputs at CH = DKP = 64, float32 compute (GF_TC with GF_TF): Q, K and V held in shared memory as the 16-bit
+// values they are (exact: the products read the same numbers), attn^T written over M^T and phi^T over X (each
+// product's results held in registers across a barrier, gf_tc<.., true>): 55 KB, 4 blocks per SM instead of 3
+// (GF_H16 0: the float32 tiles, a timing build). With the B operands by ldmatrix (GF_LDM), H200, 8K, session 14: 0.430
+// ms against the float32 tiles' 0.463 (without ldmatrix 0.486: the 16-bit layout alone is no gain)
+#ifndef GF_H16
+#define GF_H16 1
+#endif
+constexpr bool GF_H = GF_H16 && GF_TC && GF_TF;
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
@@ -78,6 +88,10 @@ constexpr int GF_S1 = gf_max(CH * DKP, CH * GF_LV);
 constexpr int GF_S2 = CH * GF_LD;
 constexpr int GF_S3 = gf_max(CH * GF_LD, CH * GF_LK);
 constexpr int GF_SMEM = GF_S0 + GF_S1 + GF_S2 + GF_S3 + 4 * CH + 8 * CH;  // + a, beta, e^G, e^Z; Lambda's levels
+// GF_H: Q, then the solve's scratch; K, then V (16-bit tiles of CH x 64); N, then X, then phi^T; M^T, then attn^T
+constexpr int GF_HB = CH * 64 * 2;  // bytes of a 16-bit tile
+static_assert(!GF_H || (32 * 36 * 4 <= GF_HB && GF_LK == GF_LD), "GF_H: the scratch in Q's place, phi^T in X's");
+constexpr unsigned GF_SMEM_BYTES = GF_H ? 2 * GF_HB + (2 * CH * GF_LD + 12 * CH) * 4 : GF_SMEM * sizeof(ta);
 
 // Element (t, f) of a swizzled [t][f] tile: group f / 4 of row t at group (f / 4) XOR (t / GF_RC).
 __device__ __forceinline__ int gf_grp(int t, int g) {
@@ -154,6 +168,43 @@ __device__ __forceinline__ void gf_st4(ta* p, const ta (&x)[4]) {
 #endif
 }
 
+// Element (t, f) of a 16-bit [t][f] tile of 64 columns (GF_H; rows of 128 bytes): the 16-byte pieces of row t
+// XOR-swizzled by t % 8, so that the fragment loads (pairs along f: K K^T, Q K^T; single elements at tokens
+// k0 + t4 and columns n0 + 8 i + g: K and V as B operands) fall on distinct banks.
+__device__ __forceinline__ int gf_h(int t, int f) { return t * 64 + ((((f >> 3) ^ t) & 7) << 3) + (f & 7); }
+__device__ __forceinline__ ta gf_wid(unsigned short h) { return (ta)__uint_as_float((unsigned)h << 16); }
+
+// GF_H: columns c .. c + 3 of row g of the 16-bit src (as gf_ld4: zero outside tokens [0, T) and columns [0, D))
+// into the 16-bit tile at dst (8-byte aligned) as they are; x * 0 of each folded into nf.
+__device__ __forceinline__ void gf_st4h(const ti* src, i64 g, int c, int T, int D, int ldr, bool vec, ti* dst, ta& nf) {
+    unsigned short x[4] = {0, 0, 0, 0};
+    if (g >= 0 && g < T && c < D) {
+        const ti* p = src + g * ldr + c;
+        if (vec) {
+#ifdef __CUDA_ARCH__
+            const uint2 u = __ldg(reinterpret_cast<const uint2*>(p));
+            x[0] = u.x & 0xffffu, x[1] = u.x >> 16, x[2] = u.y & 0xffffu, x[3] = u.y >> 16;
+#else
+            if (reinterpret_cast<unsigned long long>(p) % 8) std::abort();
+#pragma unroll
+            for (int e = 0; e < 4; ++e) x[e] = p[e];
+#endif
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) x[e] = c + e < D ? p[e] : 0;
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) nf = fma(gf_wid(x[e]), (ta)0, nf);
+#ifdef __CUDA_ARCH__
+    *reinterpret_cast<uint2*>(dst) = make_uint2(x[0] | ((unsigned)x[1] << 16), x[2] | ((unsigned)x[3] << 16));
+#else
+    if (reinterpret_cast<unsigned long long>(dst) % 8) std::abort();
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dst[e] = x[e];
+#endif
+}
+
 // acc[i][j] += sum_{lo <= kk < hi} a_kk[i] b_kk[j], the operands' rows from la(kk, a), lb(kk, b).
 template <int RM, int RN, typename LA, typename LB>
 __device__ __forceinline__ void gf_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, LB lb) {
@@ -224,8 +275,111 @@ __device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx
 #define TI_F16 0
 #endif
 constexpr bool GF_BX = GF_BEXACT && (TI_BF16 || TI_F16);
-template <bool BX = false, typename LA, typename LB, typename S>
-__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store) {
+// GF_H: the B operands read from the 16-bit tiles (K, V) four fragments at a time by one ldmatrix.x4.trans (gf_ldb)
+// instead of 8 single 16-bit loads per k-step (GF_LDM 0: the single loads, a timing build)
+#ifndef GF_LDM
+#define GF_LDM 1
+#endif
+constexpr bool GF_HL = GF_H && GF_LDM && GF_BX;
+
+// GF_HL: the B fragments of tiles i = 0 .. NN - 1 (columns n0 + 8 i ..; NN = 4 or 2) of k-step k0 from the 16-bit
+// tile B [k][n] (gf_h): r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands
+// lane 4 g + t4 rows 2 t4 and 2 t4 + 1 of column g of each 8 x 8 matrix; the rows' addresses (lane j of matrix i:
+// row j; .x2: lanes 16 .. 31 unread) are tokens k0 + {0, 4, 1, 5, 2, 6, 3, 7}, so that pair is (k0 + t4, k0 + t4 + 4),
+// the tf32 fragment's b0, b1.
+template <int NN>
+__device__ __forceinline__ void gf_ldb(const ti* B, int k0, int n0, unsigned (&r)[NN]) {
+    const int lane = threadIdx.x % 32;
+#ifdef __CUDA_ARCH__
+    const int j = lane & 7;
+    const unsigned addr = smem_u32(B + gf_h(k0 + (j >> 1) + 4 * (j & 1), n0 + 8 * (lane >> 3)));
+    if constexpr (NN == 4)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+#else
+    const int g = lane / 4, t4 = lane % 4;
+#pragma unroll
+    for (int i = 0; i < NN; ++i)
+        r[i] = (unsigned)B[gf_h(k0 + t4, n0 + 8 * i + g)] | ((unsigned)B[gf_h(k0 + t4 + 4, n0 + 8 * i + g)] << 16);
+#endif
+}
+// An A operand held transposed, A(m, k) = p[k ld + m] (times s[k] when s is given): gf_tc / gf_tcb read the two rows
+// of a lane (the fragment's g and g + 8) as the adjacent m0 + 2 g, m0 + 2 g + 1 (one 8-byte load per k, the scale
+// once; conflict-free at ld = 72), the results' rows permuted alike (gf_row). A timing build (GF_PAIR 1; CPU emulation
+// tested, not yet timed or tested on a GPU, session 14); default GF_PAIR 0: rows g, g + 8, single loads.
+#ifndef GF_PAIR
+#define GF_PAIR 0
+#endif
+template <bool S>
+struct GfAT {  // (float32 compute only: GF_TF; S: scaled by s)
+    static constexpr bool scaled = S;
+    const ta* p;
+    int ld;
+    const ta* s;
+    __device__ __forceinline__ ta operator()(int m, int k) const {
+        if constexpr (S) return p[k * ld + m] * s[k];
+        return p[k * ld + m];
+    }
+};
+template <typename LA> struct gf_paired { static constexpr bool v = false; };
+template <bool S> struct gf_paired<GfAT<S>> { static constexpr bool v = GF_PAIR; };
+// the result row of the fragment's row g + 8 h (h = 0, 1) of tile m0
+template <bool PR>
+__device__ __forceinline__ int gf_row(int m0, int g, int h) { return PR ? m0 + 2 * g + h : m0 + g + 8 * h; }
+
+// One k-step (k0 .. k0 + 7) of gf_tc's products into c: rows m0 .., the NN tiles of 8 columns n0 + 8 i ..
+template <int NN, bool BX, bool LDM, typename LA, typename LB>
+__device__ __forceinline__ void gf_kstep(float (&c)[NN][4], int m0, int n0, int k0, LA la, LB lb, const ti* Bt) {
+    static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    unsigned ah[4], al[4];
+    if constexpr (gf_paired<LA>::v) {
+#pragma unroll
+        for (int hx = 0; hx < 2; ++hx) {  // k0 + t4, k0 + t4 + 4: fragment elements 2 hx (row g), 2 hx + 1 (row g + 8)
+            const int k = k0 + t4 + 4 * hx;
+            const ta* q = la.p + k * la.ld + m0 + 2 * g;
+#ifdef __CUDA_ARCH__
+            const float2 v = *reinterpret_cast<const float2*>(q);
+            const float v0 = v.x, v1 = v.y;
+#else
+            if (reinterpret_cast<unsigned long long>(q) % 8) std::abort();
+            const float v0 = (float)q[0], v1 = (float)q[1];
+#endif
+            const float sc = LA::scaled ? (float)la.s[k] : 1.f;
+            tf32_split(v0 * sc, ah[2 * hx], al[2 * hx]);
+            tf32_split(v1 * sc, ah[2 * hx + 1], al[2 * hx + 1]);
+        }
+    } else {
+#pragma unroll
+        for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+    }
+    unsigned rb[NN];
+    if constexpr (LDM) gf_ldb<NN>(Bt, k0, n0, rb);
+#pragma unroll
+    for (int i = 0; i < NN; ++i) {
+        unsigned bh[2], bl[2];
+        if constexpr (LDM) {  // bf16 bits -> their float32 (exact tf32) bits
+            bh[0] = rb[i] << 16;
+            bh[1] = rb[i] & 0xffff0000u;
+        } else if constexpr (BX) {  // exact tf32 values: the bits as they are
+            bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
+            bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
+        } else {
+            tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
+            tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
+        }
+        mma_tf32(c[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
+        if constexpr (!BX) mma_tf32(c[i], ah, bl[0], bl[1]);
+        mma_tf32(c[i], ah, bh[0], bh[1]);
+    }
+}
+
+// SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores may
+// overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
+template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
+__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     float c[4][4];
 #pragma unroll
@@ -233,29 +387,49 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
 #pragma unroll
         for (int x = 0; x < 4; ++x) c[i][x] = 0.f;
 #pragma unroll 1
-    for (int k0 = lo; k0 < hi; k0 += 8) {
-        unsigned ah[4], al[4];
-#pragma unroll
-        for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            unsigned bh[2], bl[2];
-            if constexpr (BX) {  // exact tf32 values: the bits as they are
-                bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
-                bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
-            } else {
-                tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
-                tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
-            }
-            mma_tf32(c[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
-            if constexpr (!BX) mma_tf32(c[i], ah, bl[0], bl[1]);
-            mma_tf32(c[i], ah, bh[0], bh[1]);
-        }
-    }
+    for (int k0 = lo; k0 < hi; k0 += 8) gf_kstep<4, BX, LDM>(c, m0, n0, k0, la, lb, Bt);
+    if constexpr (SYNC) __syncthreads();
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int x = 0; x < 4; ++x) store(m0 + g + 8 * (x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[i][x]);
+        for (int x = 0; x < 4; ++x) store(gf_row<gf_paired<LA>::v>(m0, g, x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[i][x]);
+}
+
+// GF_BAL: gf_tc's 64 x 64 product with the warps' work balanced for triangular reduction ranges: warp w holds the
+// 16-row tiles (0, 48) (w < 4) or (16, 32) of columns n0 = 16 (w % 4) .. + 15, reducing row tile m over
+// [lo(m, n0), hi(m)). For [0, m + 16) and [m, 64) every warp runs 10 k-steps of 2 column tiles (gf_tc's 16 x 32
+// tiles: 2 .. 8 k-steps of 4 by row, the block waiting on 8 x 4 at its next barrier); the A fragments are split
+// twice as often. A timing build (GF_BAL 1): slower (H200, 8K, bf16: 0.462 ms against 0.430 without; float32 0.606
+// against 0.570): the kernel is limited by what its warps issue, not by the waits at the barriers (session 14).
+#ifndef GF_BAL
+#define GF_BAL 0
+#endif
+constexpr bool GF_HBAL = GF_H && GF_BAL;
+template <bool BX = false, bool SYNC = false, bool LDM = false, typename LO, typename HI, typename LA, typename LB, typename S>
+__device__ __forceinline__ void gf_tcb(LO lo, HI hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
+    const int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4, n0 = 16 * (w % 4);
+    float c[2][2][4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) c[h][i][x] = 0.f;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int m0 = w < 4 ? 48 * h : 16 + 16 * h;
+#pragma unroll 1
+        for (int k0 = lo(m0, n0); k0 < hi(m0); k0 += 8) gf_kstep<2, BX, LDM>(c[h], m0, n0, k0, la, lb, Bt);
+    }
+    if constexpr (SYNC) __syncthreads();
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x)
+                store(gf_row<gf_paired<LA>::v>(w < 4 ? 48 * h : 16 + 16 * h, g, x >> 1), n0 + 8 * i + 2 * t4 + (x & 1),
+                      (ta)c[h][i][x]);
 }
 
 // One product of the block over reduction indices [lo, hi) (gf_mm), stored through gf_store.
@@ -286,7 +460,7 @@ __device__ __forceinline__ void gf_mm_rows(ta (&acc)[GF_RC][GF_RC], const ta* A,
     }
 }
 
-extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeof(ta) == 4) ? 3 : 1) gd_forms(
+extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <= 64 && sizeof(ta) == 4) ? 3 : 1)) gd_forms(
     const ti* __restrict__ q,    // (BH, T, DK)
     const ti* __restrict__ k,    // (BH, T, DK)
     const ti* __restrict__ v,    // (BH, T, DV)
@@ -305,14 +479,19 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* R0 = reinterpret_cast<ta*>(smem_raw);  // Q [t][f] swizzled; the solve's scratch; attn^T [s][t]
     ta* R1 = R0 + GF_S0;                       // K [t][f] swizzled; V [s][col]
-    ta* R2 = R1 + GF_S1;                       // N [i][r], then X [r][s]
+    ta* R2 = GF_H ? reinterpret_cast<ta*>(smem_raw + 2 * GF_HB) : R1 + GF_S1;  // N [i][r], then X [r][s]
     ta* R3 = R2 + GF_S2;                       // M^T [s][t] (M = D * Q K^T), then phi^T [s][kk]
+    ti* Qh = reinterpret_cast<ti*>(smem_raw);  // GF_H: Q [t][f] 16-bit (gf_h), then the solve's scratch (R0)
+    ti* Kh = Qh + CH * 64;                     // GF_H: K [t][f] 16-bit, then V [s][col]
+    ta* AT = GF_H ? R3 : R0;                   // attn^T [s][t] (GF_H: over M^T)
+    ta* PT = GF_H ? R2 : R3;                   // phi^T [s][kk] (GF_H: over X)
+    const auto kel = [&](int t, int f) -> ta { return GF_H ? gf_wid(Kh[gf_h(t, f)]) : R1[gf_el(t, f)]; };  // K[t][f]
     ta* aa = R3 + GF_S3;                       // a_t, beta_t, e^{G_t}, e^{a_{t+1} + ... + a_{CH-1}}
     ta* bb = aa + CH;
     ta* eG = bb + CH;
     ta* eZ = eG + CH;
     ta* lamS = eZ + CH;                        // [t][l]: lam[t, min(l, L - 1)], l <= log2 CH (row stride 8)
-    check_smem(GF_SMEM * sizeof(ta));
+    check_smem(GF_SMEM_BYTES);
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     // the warp's tile of the tensor-core products (GF_TC, GF_TF): rows m0 .. m0 + 15, columns n0 .. n0 + 31
     const int m0 = 16 * (tid / 64), n0 = 32 * (tid / 32 % 2);
@@ -335,6 +514,14 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     // the chunk's rows of Q and K (zero outside the call and beyond DK) by groups of 4, a, beta
     const bool qvec = gf_vec(q, DK), kvec = gf_vec(k, DK);
     ta nf = (ta)0;  // x * 0 summed over the inputs read: NaN when one is not finite
+    if constexpr (GF_H) {
+#pragma unroll 2
+        for (int i4 = tid; i4 < CH * GF_G; i4 += NT) {
+            const int t = i4 / GF_G, gq = i4 % GF_G;
+            gf_st4h(q + bh * T * DK, g0 + t, 4 * gq, T, DK, DK, qvec, Qh + gf_h(t, 4 * gq), nf);
+            gf_st4h(k + bh * T * DK, g0 + t, 4 * gq, T, DK, DK, kvec, Kh + gf_h(t, 4 * gq), nf);
+        }
+    } else
 #pragma unroll 2
     for (int i4 = tid; i4 < CH * GF_G; i4 += NT) {
         const int t = i4 / GF_G, gq = i4 % GF_G;
@@ -418,22 +605,23 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
 #pragma unroll
             for (int e = 0; e < 4; ++e) cK[nt][e] = cQ[nt][e] = 0.f;
         if (n0 <= m0 + 15) {
-            const auto pair = [&](const ta* S, int r, int f) {  // bf16 pair (f, f + 1) of row r of a swizzled tile
+            const auto pair = [&](int tile, int r, int f) -> unsigned {  // bf16 pair (f, f + 1) of row r of Q (0) / K (1)
+                if constexpr (GF_H) return *reinterpret_cast<const unsigned*>((tile ? Kh : Qh) + gf_h(r, f));
                 ta x[2];
-                ldv<2>(S + gf_grp(r, f >> 2) + (f & 3), x);
+                ldv<2>((tile ? R1 : R0) + gf_grp(r, f >> 2) + (f & 3), x);
                 return pack2(x[0], x[1]);
             };
 #pragma unroll
             for (int k0 = 0; k0 < DKP; k0 += 16) {
                 const int f = k0 + 2 * tq;
-                const unsigned aK[4] = {pair(R1, m0 + g, f), pair(R1, m0 + g + 8, f), pair(R1, m0 + g, f + 8),
-                                        pair(R1, m0 + g + 8, f + 8)};
-                const unsigned aQ[4] = {pair(R0, m0 + g, f), pair(R0, m0 + g + 8, f), pair(R0, m0 + g, f + 8),
-                                        pair(R0, m0 + g + 8, f + 8)};
+                const unsigned aK[4] = {pair(1, m0 + g, f), pair(1, m0 + g + 8, f), pair(1, m0 + g, f + 8),
+                                        pair(1, m0 + g + 8, f + 8)};
+                const unsigned aQ[4] = {pair(0, m0 + g, f), pair(0, m0 + g + 8, f), pair(0, m0 + g, f + 8),
+                                        pair(0, m0 + g + 8, f + 8)};
 #pragma unroll
                 for (int nt = 0; nt < 4; ++nt) {
                     if (n0 + 8 * nt <= m0 + 15) {
-                        const unsigned b0 = pair(R1, n0 + 8 * nt + g, f), b1 = pair(R1, n0 + 8 * nt + g, f + 8);
+                        const unsigned b0 = pair(1, n0 + 8 * nt + g, f), b1 = pair(1, n0 + 8 * nt + g, f + 8);
                         mma_bf16(cK[nt], aK, b0, b1);
                         mma_bf16(cQ[nt], aQ, b0, b1);
                     }
@@ -534,7 +722,12 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         for (int i4 = tid - GF_SW; i4 < CH * GF_G; i4 += NT - GF_SW) {  // by groups of 4
             const int t = i4 / GF_G, gq = i4 % GF_G;
             ta x[4];
-            ldv<4>(R1 + gf_grp(t, gq), x);
+            if constexpr (GF_H) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) x[e] = gf_wid(Kh[gf_h(t, 4 * gq + e)]);
+            } else {
+                ldv<4>(R1 + gf_grp(t, gq), x);
+            }
 #pragma unroll
             for (int e = 0; e < 4; ++e)
                 if (4 * gq + e < DK) ek[(cj * CH + t) * DK + 4 * gq + e] = eG[t] * x[e];
@@ -562,25 +755,46 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
     constexpr int RD = DKP / 16;  // FFMA: columns per thread of a CH x DKP product
     if constexpr (GF_TF) {
         // attn^T [s][t] = beta_s (M X)[t][s] (M[t][r] = 0 for r > t, X[r][s] = 0 for r < s)
-        gf_tc(m0, n0, n0, m0 + 16, [&](int t, int r) { return R3[r * GF_LD + t]; }, [&](int r, int s) { return R2[r * GF_LD + s]; },
-              [&](int t, int s, ta x) { R0[s * GF_LD + t] = bb[s] * x; });
+        {
+            const GfAT<false> la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
+            const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
+            const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
+            if constexpr (GF_HBAL)
+                gf_tcb<false, GF_H>([](int, int n) { return n; }, [](int m) { return m + 16; }, la, lb, st);
+            else
+                gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
+        }
         __syncthreads();
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
         ta* qej = qe + cj * CH * DK;
-        gf_tc<GF_BX>(m0, n0, 0, m0 + 16, [&](int t, int r) { return R0[r * GF_LD + t] * eG[r]; },
-              [&](int r, int f) { return R1[gf_el(r, f)]; }, [&](int t, int f, ta x) {
-                  const i64 g = g0 + t;
-                  if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
-              });
+        {
+            const GfAT<true> la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
+            const auto st = [&](int t, int f, ta x) {
+                const i64 g = g0 + t;
+                if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
+            };
+            if constexpr (GF_HBAL)
+                gf_tcb<GF_BX, false, GF_HL>([](int, int) { return 0; }, [](int m) { return m + 16; }, la, kel, st, Kh);
+            else
+                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
+        }
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
         // (16-bit inputs: the suffix decay e^Z on X's side, K exact on B's; else on K's side, as before)
-        gf_tc<GF_BX>(m0, n0, m0, CH, [&](int s, int r) { return GF_BX ? R2[r * GF_LD + s] * eZ[r] : R2[r * GF_LD + s]; },
-              [&](int r, int f) { return GF_BX ? R1[gf_el(r, f)] : eZ[r] * R1[gf_el(r, f)]; }, [&](int s, int f, ta x) {
-                  x *= bb[s];
-                  R3[s * GF_LK + f] = x;
-                  if (f < DK) ph[(cj * DK + f) * CH + s] = x;
-              });
+        // (GF_H: phi^T over X, after the barrier)
+        {
+            const GfAT<GF_BX> la{R2, GF_LD, eZ};  // X[r][s] (e^{Z_r})
+            const auto lb = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
+            const auto st = [&](int s, int f, ta x) {
+                x *= bb[s];
+                PT[s * GF_LK + f] = x;
+                if (f < DK) ph[(cj * DK + f) * CH + s] = x;
+            };
+            if constexpr (GF_HBAL)
+                gf_tcb<GF_BX, GF_H, GF_HL>([](int m, int) { return m; }, [](int) { return CH; }, la, lb, st, Kh);
+            else
+                gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
+        }
     } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
     gf_product<GF_RC, GF_RC>(
@@ -635,12 +849,19 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
         for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
     for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
         const int s = idx / CH, t = idx % CH;
-        R0[s * GF_LD + t] *= s <= t ? lamS[t * 8 + fen_level(t, s)] : (ta)0;
+        AT[s * GF_LD + t] *= s <= t ? lamS[t * 8 + fen_level(t, s)] : (ta)0;
     }
     // the value columns, GF_VB at a time: H = phi V, out = (Lambda * attn) V
     for (int vb = 0; vb < DV; vb += GF_VB) {
         if (vb) __syncthreads();  // the previous block's V read
         const bool vvec = gf_vec(v + vb, DV);  // V's rows by groups of 4
+        if constexpr (GF_H) {
+#pragma unroll
+            for (int i4 = tid; i4 < CH * GF_VB / 4; i4 += NT) {
+                const int t = i4 / (GF_VB / 4), c = 4 * (i4 % (GF_VB / 4));
+                gf_st4h(v + bh * T * DV + vb, g0 + t, c, T, DV - vb, DV, vvec, Kh + gf_h(t, c), nf);
+            }
+        } else
 #pragma unroll
         for (int i4 = tid; i4 < CH * GF_VB / 4; i4 += NT) {
             const int t = i4 / (GF_VB / 4), c = 4 * (i4 % (GF_VB / 4));
@@ -660,9 +881,13 @@ extern "C" __global__ void __launch_bounds__(NT, (CH == 64 && DKP <= 64 && sizeo
             if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
-            const auto vel = [&](int s, int c) { return R1[s * GF_LV + c]; };
-            gf_tc<GF_BX>(m0, n0, 0, CH, [&](int f, int s) { return R3[s * GF_LK + f]; }, vel, hstore);  // B = V
-            gf_tc<GF_BX>(m0, n0, 0, m0 + 16, [&](int t, int s) { return R0[s * GF_LD + t]; }, vel, ostore);
+            const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hstore, Kh);  // A = phi[f][s], B = V
+            const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
+            if constexpr (GF_HBAL)
+                gf_tcb<GF_BX, false, GF_HL>([](int, int) { return 0; }, [](int m) { return m + 16; }, la, vel, ostore, Kh);
+            else
+                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ostore, Kh);
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);
