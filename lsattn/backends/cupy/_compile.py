@@ -108,7 +108,7 @@ class Config:
             if self.hi_tc:  # HI_RTC: two buffers of the slot tiles (S rows of 68), no E tile, the held slots (HI_HELD = 128)
                 return (2 * (DKP * 68 + 2 * DKP + 64) + CH * (DKP + 8) + CH * 64 + 3 * CH + 257) * es
             return (DKP * 64 + 2 * CH * (DKP + 1) + CH * 64 + 2 * DKP + 64 + 256 + 5 * CH) * es
-        if kernel in ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
+        if kernel in ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"):  # hierarchical_bwd{,_chunk}.cu (HI_LMAX = 64 levels per row)
             K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)
             TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
             fp = 3 * DKP + 2 * DVP + 7 * CH  # the slot vectors, the CH vectors, hib_fpairs' shifts and flags
@@ -273,7 +273,7 @@ _KERNELS = {
 _SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_forms.cu"),
             "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_forms_bwd.cu"),
             "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical": ("hierarchical.cu", "hierarchical_read.cu"),
-            "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu"),
+            "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu", "hierarchical_bwd_chunk.cu"),
             "exp_kernel_bwd": ("exp_kernel_bwd.cu", "exp_kernel_bwd_tc.cu")}
 
 
