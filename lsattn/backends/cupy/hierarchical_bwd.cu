@@ -57,23 +57,30 @@ constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // regist
 // their registers are not capped for more (CH 32, the bounds of 128 / 80: ~700 B spilled at CH 64)
 #define HIB_MINB (CH >= 64 ? 1 : 2)
 #define HIB_MINB3 (CH >= 64 ? 2 : 3)
-// C = A^T B (A [k][m], B [k][n]: k-major fp32 tiles in shared memory, row strides lda, ldb), then epi(m, n, C_mn)
-// once per element of the M x N result, without a barrier: FFMA register tiles (common.cu's mm_acc, M / 16 x
-// N / 16 per thread of a 16 x 16 grid) or, HIB_TC (the variant for bfloat16 callers: float32 tiles, ta = float),
-// bf16 mma.sync m16n8k16 with fp32 accumulators, the operands rounded to bf16 as they are read (16 x 8 tiles,
-// warp w takes tiles w, w + 8, ...; the bank of A[(k0 + 2t) lda + m0 + g] is 2t lda + g mod 32: conflict-free
-// for lda = 4 mod 16).
+// C = A^T B (A [k][m], B [k][n]: k-major fp32 tiles in shared memory, row strides lda, ldb; BT: B n-major, B [n][k],
+// as a slot's S arrives from global by cp.async), then epi(m, n, C_mn) once per element of the M x N result, without a
+// barrier: FFMA register tiles (common.cu's mm_acc, M / 16 x N / 16 per thread of a 16 x 16 grid; BT: columns
+// tx + 16 jj, B read 4 k at a time, conflict-free for ldb = 4 mod 32) or, HIB_TC (the variant for bfloat16 callers:
+// float32 tiles, ta = float), bf16 mma.sync m16n8k16 with fp32 accumulators, the operands rounded to bf16 as they are
+// read (16 x 8 tiles, warp w takes tiles w, w + 8, ...; the bank of A[(k0 + 2t) lda + m0 + g] is 2t lda + g mod 32:
+// conflict-free for lda = 4 mod 16; BT: B's pairs (k0, k0 + 1) as 8-byte loads, conflict-free for ldb = 8 mod 32).
 #if HIB_TC
 // c += the 16 x 8 tile (rows m0 .., columns n0 ..) of A^T B over K (operands as hib_prod's)
-template <int K>
+template <int K, bool BT = false>
 __device__ __forceinline__ void hib_mma_tile(float (&c)[4], const float* A, int lda, const float* B, int ldb, int m0, int n0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll 4
     for (int k0 = 2 * t; k0 < K; k0 += 16) {
         const float *a0 = A + k0 * lda + m0 + g, *a1 = a0 + lda, *a8 = a0 + 8 * lda, *a9 = a8 + lda;
-        const float *b0 = B + k0 * ldb + n0 + g, *b8 = b0 + 8 * ldb;
         const unsigned a[4] = {pack2(a0[0], a1[0]), pack2(a0[8], a1[8]), pack2(a8[0], a9[0]), pack2(a8[8], a9[8])};
-        mma_bf16(c, a, pack2(b0[0], b0[ldb]), pack2(b8[0], b8[ldb]));
+        if constexpr (BT) {
+            const float2* bp = reinterpret_cast<const float2*>(B + (n0 + g) * ldb + k0);
+            const float2 b0 = bp[0], b8 = bp[4];  // k0, k0 + 1 and k0 + 8, k0 + 9
+            mma_bf16(c, a, pack2(b0.x, b0.y), pack2(b8.x, b8.y));
+        } else {
+            const float *b0 = B + k0 * ldb + n0 + g, *b8 = b0 + 8 * ldb;
+            mma_bf16(c, a, pack2(b0[0], b0[ldb]), pack2(b8[0], b8[ldb]));
+        }
     }
 }
 // f(m, n, c[e]) for the accumulators of this lane in the tile at (m0, n0)
@@ -85,13 +92,13 @@ __device__ __forceinline__ void hib_tile_each(float (&c)[4], int m0, int n0, F f
 }
 #endif
 
-template <int M, int N, int K, typename E>
+template <int M, int N, int K, bool BT = false, typename E>
 __device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int ldb, E epi) {
 #if HIB_TC
     for (int x = threadIdx.x >> 5; x < (M / 16) * (N / 8); x += NT / 32) {
         const int m0 = (x / (N / 8)) * 16, n0 = (x % (N / 8)) * 8;
         float c[4] = {0.f, 0.f, 0.f, 0.f};
-        hib_mma_tile<K>(c, A, lda, B, ldb, m0, n0);
+        hib_mma_tile<K, BT>(c, A, lda, B, ldb, m0, n0);
         hib_tile_each(c, m0, n0, [&](int m, int n, float& v) { epi(m, n, v); });
     }
 #else
@@ -99,11 +106,29 @@ __device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int 
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     ta acc[RM_][RN_];
     zero_acc(acc);
-    mm_acc<RM_, RN_, K>(acc, A, lda, B, ldb, ty, tx);
+    if constexpr (BT) {  // (the sums in mm_acc's order: k ascending)
+        static_assert(K % 4 == 0, "hib_prod's n-major B: 4 k at a time");
+#pragma unroll 2
+        for (int k0 = 0; k0 < K; k0 += 4) {
+            ta a[4][RM_], b[RN_][4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) ldv<RM_>(A + (k0 + u) * lda + ty * RM_, a[u]);
+#pragma unroll
+            for (int jj = 0; jj < RN_; ++jj) ldv<4>(B + (tx + 16 * jj) * ldb + k0, b[jj]);
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+#pragma unroll
+                for (int ii = 0; ii < RM_; ++ii)
+#pragma unroll
+                    for (int jj = 0; jj < RN_; ++jj) acc[ii][jj] = fma(a[u][ii], b[jj][u], acc[ii][jj]);
+        }
+    } else {
+        mm_acc<RM_, RN_, K>(acc, A, lda, B, ldb, ty, tx);
+    }
 #pragma unroll
     for (int ii = 0; ii < RM_; ++ii)
 #pragma unroll
-        for (int jj = 0; jj < RN_; ++jj) epi(ty * RM_ + ii, tx * RN_ + jj, acc[ii][jj]);
+        for (int jj = 0; jj < RN_; ++jj) epi(ty * RM_ + ii, BT ? tx + 16 * jj : tx * RN_ + jj, acc[ii][jj]);
 #endif
 }
 

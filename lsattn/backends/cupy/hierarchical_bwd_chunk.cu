@@ -17,6 +17,17 @@ constexpr int HIB_FREG = hib_cmax(hib_cmax(DVP * (HIB_TKL + HIB_TCL), 2 * DKP * 
 #define HIB_LIM (sizeof(ta) == 4 ? (ta)40 : (ta)300)
 // hib_dkdv's pair products' operands: W or P (CH x HIB_TCL), then A or G' (CH x HIB_TKL or HIB_TVL)
 constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
+// hib_dq's held slots: a buffer holds S [i][j] (rows of HIB_SLD: 8 mod 32 for the mma's 8-byte B loads, 4 mod 32 for
+// the FFMA tiles' 16-byte ones; cp.async's 16-byte rows), m and z; HIB_SNB buffers (two where they fit) and
+// G'^T (DVP x HIB_TCL) over the tiles free during the slot loop: XP, PP, DD, the products' operands, LVs (contiguous)
+#ifndef HIB_SA
+#define HIB_SA 1
+#endif
+#define HIB_SLD (DVP + (HIB_TC ? 8 : 4))
+constexpr int HIB_SBUF = DKP * HIB_SLD + 2 * DKP;
+constexpr int HIB_SFREE = 3 * CH * HIB_XLD + HIB_FREG + CH * HIB_VLD;
+constexpr int HIB_SNB = 2 * HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE ? 2 : 1;
+static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
 
 // The right blocks' value factors' cap: e^(lv_s - o_t) <= 1 / P(t,s) is exact for weights P >= e^-HIB_CAP. 80 in float32
 // (not 64: a spike leaves earlier tokens weights ~e^-77 while their values dominate an output, and every term was
@@ -117,7 +128,7 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     m.Tb = take(dq ? 0 : DKP * HIB_TCL);
     if (dq && b < m.Tk + HIB_FREG) b = m.Tk + HIB_FREG;  // hib_fpairs' operands over the slot products'
     if (!dq && b < after + HIB_F2) b = after + HIB_F2;  // hib_dkdv's pair products after the pairs' tiles
-    m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD); m.LVs = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
+    m.LVs = take(CH * HIB_VLD); m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
     m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
     m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
     m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
@@ -467,6 +478,81 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         }
     }
     ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
+#if HIB_SA
+    // The held slots' S [i][j] and m, z copied asynchronously (cp.async, no registers) into HIB_SNB buffers over the
+    // pairs' tiles, the products' operands and LVs (free from here on), read in place as hib_prod's n-major B: with
+    // two buffers the next slot's copy is in flight during this slot's work; n by the thread whose column it is.
+    // Two barriers per slot (S in and the previous product done; G' stored); a slot's dlam sums after the next one's
+    // first barrier.
+    ta* const SB = XP;
+    GRt = SB + HIB_SNB * HIB_SBUF;
+    auto issue = [&](int s, int u) {
+        const int id = slot_id(s);
+        ta* const S_ = SB + u * HIB_SBUF;
+        const ta* src = Sb + (i64)id * DK * DV;
+        constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;  // 16-byte pieces of a row
+        if (DV % V == 0) {
+            for (int x = tid; x < DKP * W; x += NT) {
+                const int i = x / W, j0 = (x % W) * V;
+                const bool ok = i < DK && j0 < DV;
+                cp_async16(S_ + i * HIB_SLD + j0, ok ? (const void*)(src + (i64)i * DV + j0) : (const void*)Sb, ok);
+            }
+        } else {
+            for (int x = tid; x < DKP * DVP; x += NT) {
+                const int i = x / DVP, jj = x % DVP;
+                const bool ok = i < DK && jj < DV;
+                cp_async_ta(S_ + i * HIB_SLD + jj, ok ? src + (i64)i * DV + jj : Sb, ok);
+            }
+        }
+        for (int i = tid; i < DKP; i += NT) {
+            cp_async_ta(S_ + DKP * HIB_SLD + i, mj + (i < DK ? s * DK + i : 0), i < DK);
+            cp_async_ta(S_ + DKP * HIB_SLD + DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
+        }
+        cp_async_commit();
+    };
+    int sp = -1;  // the previous slot (its dlam sums pending)
+    auto slot_dlam = [&]() {
+        ta x = (ta)0;  // the row's terms over its lanes
+        for (int i = rl; i < DK; i += HIB_TPR) x += TT[tr * HIB_KLD + i];
+        x = hib_rred<false>(x);
+        if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(sp, tr)] += x;
+    };
+    __syncthreads();  // (the pairs' reads of the tiles the buffers overlay)
+    int h = 0;
+    if (HIB_SNB == 2 && next_slot(0) < NSL) issue(next_slot(0), 0);
+    for (int s = next_slot(0); s < NSL; s = next_slot(s + 1), ++h) {
+        const int u = HIB_SNB == 2 ? h & 1 : 0;
+        if (HIB_SNB == 2) {
+            cp_async_wait_all();
+            __syncthreads();  // slot s is in; the previous product is done with the other buffer, GRt, Xw and TT
+            if (next_slot(s + 1) < NSL) issue(next_slot(s + 1), u ^ 1);
+        } else {
+            __syncthreads();  // the previous product is done with the buffer
+            issue(s, 0);
+        }
+        const ta nr = hib_ld(nb, slot_id(s) * DV + tid % DVP, tid % DVP < DV, (ta)0);
+        if (sp >= 0) slot_dlam();
+        for (int t = tid; t < CH; t += NT)
+            Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed (jj = tid % DVP)
+            const int t = idx / DVP, jj = idx % DVP;
+            // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
+            const ta x = nr - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * ex(x < cap ? x : cap) : (ta)0;
+        }
+        if (HIB_SNB == 1) cp_async_wait_all();
+        __syncthreads();
+        const ta *S_ = SB + u * HIB_SBUF, *M_ = S_ + DKP * HIB_SLD, *Z_ = M_ + DKP;
+        hib_prod<CH, DKP, DVP, true>(GRt, HIB_TCL, S_, HIB_SLD, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
+            const ta term = (i < DK && t >= t0 && t < t1) ? ex(Qs[t * HIB_KLD + i] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]) : (ta)0;
+            TT[t * HIB_KLD + i] = term;
+            DQ[t * HIB_KLD + i] += term;
+        });
+        sp = s;
+    }
+    __syncthreads();
+    if (sp >= 0) slot_dlam();
+#else  // (timing build -DHIB_SA=0: main's loop before session 14; removed after the A/B)
     // the held slot's S (DKP x DVP: SPT elements per thread; prefetched into L2 at the kernel's start), m, z (thread
     // i < DKP) and n (column tid % DVP, the one of this thread's g exp(n - o) terms) loaded together, then stored.
     // Two barriers per slot: operands stored, products done. (Loading the next slot's one slot ahead in registers
@@ -516,6 +602,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         x = hib_rred<false>(x);
         if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(s, tr)] += x;  // (TT next written after a barrier)
     }
+#endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int t = idx / DKP, i = idx % DKP;
