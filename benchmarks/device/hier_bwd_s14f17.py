@@ -1,8 +1,8 @@
 """Session 14, branch s14f17 (issue 17): the hierarchical backward's kernels alone, variants of the source A/B'd on the
 same arguments in one run (a development aid; results in NOTES.md).
 
-    python benchmarks/device/hier_bwd_s14f17.py warm
-        # compiles every variant below for the bf16 callers' config (the timings' kernels)
+    python benchmarks/device/hier_bwd_s14f17.py warm KIND:VARIANT[,...]
+        # compiles the variants below for the bf16 callers' config (KIND bf16) or float32 inputs (f32in)
     python benchmarks/device/hier_bwd_s14f17.py kab 16384 [VARIANTS]
         # one bf16 backward (B=2, H=16, d=64, decay, level weights; the slots kept by the bf16 training forward at
         # chunk 32) run once with its launches recorded (grid, arguments), then each recorded kernel relaunched alone
@@ -12,9 +12,9 @@ same arguments in one run (a development aid; results in NOTES.md).
         # Variants: new (the tree), sa0 (hib_dq's held slots as before session 14: -DHIB_SA=0), sc0 (hib_dkdv's U''
         # by a log and an exp per element, E^T per right block, as before session 14: -DHIB_SC=0), s12b (hib_blocks'
         # loads as session 12's main, 23e0c42: no output masks in its loads, which this call's finite outputs do not
-        # need), f32in (the tree on float32 copies of the 16-bit inputs: session 12's kernel inputs; the copies not timed).
+        # need), f32in (new and s12b's hib_blocks on float32 copies of the 16-bit inputs: session 12's kernel inputs).
         # Outputs: "bit-equal", or the arguments that differ with max |a - b| / max |a| (hib_dkdv's dsum, argument 19,
-        # is read-modified-written by every launch)
+        # is read-modified-written by every launch); fx0 (expf for every factor, as before session 14: -DHIB_FX=0)
 """
 import os
 import sys
@@ -38,8 +38,8 @@ def text(var, name):
     s = source(name)
     if name != "hierarchical_bwd.cu":
         return s
-    if var in ("sa0", "sc0"):
-        return {"sa0": "#define HIB_SA 0\n", "sc0": "#define HIB_SC 0\n"}[var] + s
+    if var in ("sa0", "sc0", "fx0"):
+        return {"sa0": "#define HIB_SA 0\n", "sc0": "#define HIB_SC 0\n", "fx0": "#define HIB_FX 0\n"}[var] + s
     if var == "s12b":
         for a, b in S12B:
             assert a in s, "hib_blocks' loads changed: update S12B"
@@ -106,19 +106,20 @@ def kab(T, variants):
     for kind in ("bf16", "f32in") if "f32in" in variants else ("bf16",):
         launches = {x[0]: x for x in record(ops, calls[kind])}
         cfg = launches["hib_dq"][1]
-        vs = [v for v in variants if v != "f32in"]
+        vs = [v for v in variants if v != "f32in" and (kind == "bf16" or v in ("new", "s12b"))]
         mods = {v: kernels(v, cfg, dev) for v in vs}
         for v in vs:
             print(f"T={T} {kind} {v} registers / local bytes: " + ", ".join(
                 f"{n} {getattr(k, 'num_regs', '?')} / {getattr(k, 'local_size_bytes', '?')}" for n, k in mods[v].items()),
                 flush=True)
         for name in ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"):
-            if name not in launches:
+            if name not in launches or (kind == "f32in" and name != "hib_blocks"):
                 continue
             _, _, grid, block, args, smem = launches[name]
             at = [i for i, a in enumerate(args) if isinstance(a, cupy.ndarray)]
             arrays = [args[i] for i in at]
-            mine = [v for v in vs if v in ("new", {"hib_dq": "sa0", "hib_blocks": "s12b", "hib_dkdv": "sc0"}.get(name))]
+            mine = [v for v in vs if v in ["new", "fx0"] + {"hib_dq": ["sa0"], "hib_blocks": ["s12b"],
+                                                          "hib_dkdv": ["sc0"]}.get(name, [])]
             ref = None
             for v in mine:  # the outputs of each variant against the tree's
                 mods[v][name](grid, block, args, shared_mem=smem)
@@ -144,17 +145,16 @@ def kab(T, variants):
 
 if __name__ == "__main__":
     what = sys.argv[1]
-    variants = (sys.argv[3] if len(sys.argv) > 3 else "new,sa0,sc0,s12b,f32in").split(",")
+    variants = (sys.argv[3] if len(sys.argv) > 3 else "new,sa0,sc0,fx0,s12b,f32in").split(",")
     if what == "warm":
         import cupy
 
         ops, xh, wide, kept, out, do16 = setup(256)
-        for kind, call in (("bf16", lambda: chb.backward(ops, *xh[:4], xh[4], 0, None, out, do16, None, True, kept, "bf16")),
-                           ("f32in", lambda: chb.backward(ops, *wide[:4], wide[4], 0, None, out, wide[5], None, True, kept, ""))):
-            cfg = record(ops, call)[0][1]
-            for v in ("new", "sa0", "sc0", "s12b"):
-                kernels(v, cfg, cupy.cuda.Device().id)
-                print("warm", kind, v, flush=True)
+        calls = {"bf16": lambda: chb.backward(ops, *xh[:4], xh[4], 0, None, out, do16, None, True, kept, "bf16"),
+                 "f32in": lambda: chb.backward(ops, *wide[:4], wide[4], 0, None, out, wide[5], None, True, kept, "")}
+        for kind, v in (x.split(":") for x in sys.argv[2].split(",")):
+            kernels(v, record(ops, calls[kind])[0][1], cupy.cuda.Device().id)
+            print("warm", kind, v, flush=True)
     else:
         for T in [int(x) for x in sys.argv[2].split(",")]:
             kab(T, variants)

@@ -37,8 +37,14 @@ static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
 // exp(min(x, HIB_CAP)) (finite, never NaN)
 __device__ __forceinline__ ta hib_excap(ta x) { return ex(x < HIB_CAP ? x : HIB_CAP); }
 // x e^e with the magnitude capped at e^HIB_CAP (finite whatever x and e), exact below it (a sum of d terms of
-// these: <= d e^80 < float32's max for d <= 6000)
-__device__ __forceinline__ ta hib_scale(ta x, ta e) {
+// these: <= d e^80 < float32's max for d <= 6000). f = hib_excap(e) and c = e^HIB_CAP given (e is a column's, the same
+// for many x): for |e| <= HIB_CAP, x f clamped to +-c (f a normal number: one product, not a log and an exp per x);
+// else sign(x) e^min(log|x| + e, HIB_CAP)
+#ifndef HIB_SC  // (timing build -DHIB_SC=0: every x by its log and exp, E^T per R, as before session 14; removed after the A/B)
+#define HIB_SC 1
+#endif
+__device__ __forceinline__ ta hib_scale(ta x, ta e, ta f, ta c) {
+    if (HIB_SC && e <= HIB_CAP && e >= -HIB_CAP) return fmx(-c, x * f < c ? x * f : c);
     const ta m = hib_excap(lg(x < (ta)0 ? -x : x) + e);
     return x == (ta)0 ? (ta)0 : (x < (ta)0 ? -m : m);
 }
@@ -716,12 +722,21 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     // the tiles these overlay); M_i and W_j read from global by the threads that use them (i = tid % DKP, j = tid % DVP)
     static_assert(NT % DKP == 0 && NT % DVP == 0, "hib_dkdv's B^T and V'^T columns per thread");
     __syncthreads();
+    const int im = tid % DKP, jw = tid % DVP;
+    auto vpt = [&]() {  // E^T, the same for every R (jj = jw)
+        for (int idx = tid; idx < CH * DVP; idx += NT) {
+            const int s = idx / DVP, jj = idx % DVP;
+            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
+        }
+    };
+    if (HIB_SC) vpt();
+    const ta ecap = ex(HIB_CAP);
     for (int lp = lq; lp; lp = lq) {
         const i64 o = block_of(lp);
         lq = next_lp(lp + 1);
         if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the next R's U into L2 meanwhile
-        const int im = tid % DKP, jw = tid % DVP;
-        const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0), wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0);
+        const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0), wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0) + nn[jw];
+        const ta fj = hib_excap(wj);  // e^(W_j + nn_j) of this thread's column
         staged<DKP * DVP, NT>(
             [&](int idx) {
                 const int i = idx / DVP, jj = idx % DVP;
@@ -729,7 +744,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
             },
             [&](int idx, ta u) {  // U''_ij = U_ij e^(W_j + nn_j) (jj = jw)
                 const int i = idx / DVP, jj = idx % DVP;
-                u = hib_scale(u, wj + nn[jj]);
+                u = hib_scale(u, wj, fj, ecap);
                 Uv[i * HIB_TVL + jj] = u;
                 Ut[jj * HIB_TKL + i] = u;
             });
@@ -738,10 +753,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
             const int s = idx / DKP, i = idx % DKP;
             Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
         }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // jj = jw
-            const int s = idx / DVP, jj = idx % DVP;
-            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
-        }
+        if (!HIB_SC) vpt();
         __syncthreads();
         hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
             DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
