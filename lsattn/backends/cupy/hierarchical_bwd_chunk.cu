@@ -254,13 +254,13 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
     for (int idx = tid; idx < DKP * CH; idx += NT) {
         const int i = idx / CH, t = idx % CH;
         const bool in = i < DK && t >= t0 && t < t1;
-        At[i * HIB_TCL + t] = in && Fl[t] == (ta)0 ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0;
-        Bt[i * HIB_TCL + t] = in ? ex(Ks[t * HIB_KLD + i] - mm[i]) : (ta)0;
+        At[i * HIB_TCL + t] = in && Fl[t] == (ta)0 ? hib_fex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0;
+        Bt[i * HIB_TCL + t] = in ? hib_fex(Ks[t * HIB_KLD + i] - mm[i]) : (ta)0;
     }
     __syncthreads();
     auto on = [&](int t, int s) { return s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0; };  // a product pair
     hib_prod<CH, CH, DKP>(At, HIB_TCL, Bt, HIB_TCL, [&](int t, int s, ta v) {
-        PP[t * HIB_XLD + s] = on(t, s) ? v * ex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
+        PP[t * HIB_XLD + s] = on(t, s) ? v * hib_fex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
     });
     __syncthreads();
     ta* Gt = F;                  // G'^T [j][t] (0 on exact rows)
@@ -269,8 +269,8 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         const int jj = idx / CH, t = idx % CH;
         const bool in = jj < DV && t >= t0 && t < t1;
         Gt[jj * HIB_TCL + t] = in && Fl[t] == (ta)0
-                                   ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
-        Et[jj * HIB_TCL + t] = in ? ex(LVs[t * HIB_VLD + jj] - nn[jj]) : (ta)0;
+                                   ? Gs[t * HIB_VLD + jj] * hib_fex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
+        Et[jj * HIB_TCL + t] = in ? hib_fex(LVs[t * HIB_VLD + jj] - nn[jj]) : (ta)0;
     }
     __syncthreads();
     hib_prod<CH, CH, DVP>(Gt, HIB_TCL, Et, HIB_TCL, [&](int t, int s, ta v) {
@@ -281,11 +281,11 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
     ta* Bk = F + CH * HIB_TCL;   // B [s][i]
     for (int idx = tid; idx < CH * CH; idx += NT) {
         const int t = idx % CH, s = idx / CH;
-        Wt[s * HIB_TCL + t] = on(t, s) ? ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s] : (ta)0;
+        Wt[s * HIB_TCL + t] = on(t, s) ? hib_fex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s] : (ta)0;
     }
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int s = idx / DKP, i = idx % DKP;
-        Bk[s * HIB_TKL + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) : (ta)0;
+        Bk[s * HIB_TKL + i] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] - mm[i]) : (ta)0;
     }
     for (int idx = tid; idx < CH * CH; idx += NT) {  // the exact rows: per pair (hib_pair_exact)
         const int t = idx / CH, s = idx % CH;
@@ -432,7 +432,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         r = hib_rred<true>(r);
         ta den = (ta)0;
 #pragma unroll
-        for (int u = 0; u < KPT; ++u) den = fma(ex(qr[u] + mc[u] - r), zc[u], den);
+        for (int u = 0; u < KPT; ++u) den = fma(hib_fex(qr[u] + mc[u] - r), zc[u], den);
         den = hib_rred<false>(den);
         if (rin && den > (ta)0) hi_lse_add(Ud, Dd, r + Lam[tr * HI_LMAX + slot_level(sc, tr)] + pre[tr], den);
 #pragma unroll
@@ -456,7 +456,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
     hib_prod<CH, DKP, CH>(sm.Tk, HIB_TCL, sm.Tk + CH * HIB_TCL, HIB_TKL, [&](int t, int i, ta v) {
         const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
-        DQ[t * HIB_KLD + i] = on ? ex(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * v : (ta)0;
+        DQ[t * HIB_KLD + i] = on ? hib_fex(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * v : (ta)0;
     });
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {  // the exact rows: sum_s P_i(t,s) D_ts per pair
@@ -544,13 +544,13 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             const int t = idx / DVP, jj = idx % DVP;
             // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
             const ta x = nr - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * ex(x < cap ? x : cap) : (ta)0;
+            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
         }
         if (HIB_SNB == 1) cp_async_wait_all();
         __syncthreads();
         const ta *S_ = SB + u * HIB_SBUF, *M_ = S_ + DKP * HIB_SLD, *Z_ = M_ + DKP;
         hib_prod<CH, DKP, DVP, true>(GRt, HIB_TCL, S_, HIB_SLD, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
-            const ta term = (i < DK && t >= t0 && t < t1) ? ex(Qs[t * HIB_KLD + i] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]) : (ta)0;
+            const ta term = (i < DK && t >= t0 && t < t1) ? hib_fex(Qs[t * HIB_KLD + i] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]) : (ta)0;
             TT[t * HIB_KLD + i] = term;
             DQ[t * HIB_KLD + i] += term;
         });
@@ -594,11 +594,11 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             const int t = idx / DVP, jj = idx % DVP;
             // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
             const ta x = nr - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * ex(x < cap ? x : cap) : (ta)0;
+            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
         }
         __syncthreads();
         hib_prod<CH, DKP, DVP>(GRt, HIB_TCL, St, HIB_TKL, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
-            const ta term = (i < DK && t >= t0 && t < t1) ? ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (v - Zs[i] * Ds[t]) : (ta)0;
+            const ta term = (i < DK && t >= t0 && t < t1) ? hib_fex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (v - Zs[i] * Ds[t]) : (ta)0;
             TT[t * HIB_KLD + i] = term;
             DQ[t * HIB_KLD + i] += term;
         });
@@ -671,19 +671,19 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     // with hib_fpairs' factors; the operands after the pairs' tiles (Tk .. Tb overlay them later)
     ta* const F2 = sm.XP + 3 * CH * HIB_XLD;
     hib_pair_product<DKP, HIB_TKL>(  // dk_si = B_si sum_t W_ts A_ti
-        F2, [&](int t, int s) { return ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s]; },
-        [&](int t, int i) { return i < DK ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0; },
+        F2, [&](int t, int s) { return hib_fex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s]; },
+        [&](int t, int i) { return i < DK ? hib_fex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0; },
         [&](int s, int i, ta x) {
-            DKs[s * HIB_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) * x : (ta)0;
+            DKs[s * HIB_KLD + i] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] - mm[i]) * x : (ta)0;
         },
         t0, t1, Fl);
     hib_pair_product<DVP, HIB_TVL>(  // dlv_sj = E_sj sum_t P_ts G'_tj
         F2, [&](int t, int s) { return PP[t * HIB_XLD + s]; },
         [&](int t, int jj) {
-            return jj < DV ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
+            return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
         },
         [&](int s, int c2, ta x) {
-            DVs[s * HIB_VLD + c2] = (c2 < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + c2] - nn[c2]) * x : (ta)0;
+            DVs[s * HIB_VLD + c2] = (c2 < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + c2] - nn[c2]) * x : (ta)0;
         },
         t0, t1, Fl);
     bool any = false;  // (hib_pair_product ends with a barrier)
@@ -726,7 +726,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     auto vpt = [&]() {  // E^T, the same for every R (jj = jw)
         for (int idx = tid; idx < CH * DVP; idx += NT) {
             const int s = idx / DVP, jj = idx % DVP;
-            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
+            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
         }
     };
     if (HIB_SC) vpt();
@@ -751,7 +751,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         for (int i = tid; i < DKP; i += NT) Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
         for (int idx = tid; idx < CH * DKP; idx += NT) {  // i = im
             const int s = idx / DKP, i = idx % DKP;
-            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
+            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
         }
         if (!HIB_SC) vpt();
         __syncthreads();
