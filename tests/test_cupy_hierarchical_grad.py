@@ -45,7 +45,7 @@ class EmuBwd(Emu):
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "HIB_PMIN": chb.PMIN, "HIB_NPC": chb.NPC,
-                   "HIB_TC": int(cfg.tc)}
+                   "HIB_TC": int(cfg.tc), "HIB_UNB": cfg.hib_unb}
         return emulation("cuda_emu_hier_bwd.cpp", defines,
                          {"KERNEL": hier_source(), "KERNEL_BWD": hier_bwd_source()})
 

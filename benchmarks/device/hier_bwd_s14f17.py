@@ -14,7 +14,8 @@ same arguments in one run (a development aid; results in NOTES.md).
         # loads as session 12's main, 23e0c42: no output masks in its loads, which this call's finite outputs do not
         # need), f32in (new and s12b's hib_blocks on float32 copies of the 16-bit inputs: session 12's kernel inputs).
         # Outputs: "bit-equal", or the arguments that differ with max |a - b| / max |a| (hib_dkdv's dsum, argument 19,
-        # is read-modified-written by every launch); fx0 (expf for every factor, as before session 14: -DHIB_FX=0)
+        # is read-modified-written by every launch); fx0 (expf for every factor, as before session 14: -DHIB_FX=0);
+        # ua0 (hib_dkdv's U staged through registers and stored twice, as before session 14: -DHIB_UA=0)
 """
 import os
 import sys
@@ -38,8 +39,9 @@ def text(var, name):
     s = source(name)
     if name != "hierarchical_bwd.cu":
         return s
-    if var in ("sa0", "sc0", "fx0"):
-        return {"sa0": "#define HIB_SA 0\n", "sc0": "#define HIB_SC 0\n", "fx0": "#define HIB_FX 0\n"}[var] + s
+    pre = {"sa0": "#define HIB_SA 0\n", "sc0": "#define HIB_SC 0\n", "fx0": "#define HIB_FX 0\n", "ua0": "#define HIB_UA 0\n"}
+    if var in pre:
+        return pre[var] + s
     if var == "s12b":
         for a, b in S12B:
             assert a in s, "hib_blocks' loads changed: update S12B"
@@ -119,7 +121,7 @@ def kab(T, variants):
             at = [i for i, a in enumerate(args) if isinstance(a, cupy.ndarray)]
             arrays = [args[i] for i in at]
             mine = [v for v in vs if v in ["new", "fx0"] + {"hib_dq": ["sa0"], "hib_blocks": ["s12b"],
-                                                          "hib_dkdv": ["sc0"]}.get(name, [])]
+                                                          "hib_dkdv": ["sc0", "ua0"]}.get(name, [])]
             ref = None
             for v in mine:  # the outputs of each variant against the tree's
                 mods[v][name](grid, block, args, shared_mem=smem)
@@ -145,7 +147,7 @@ def kab(T, variants):
 
 if __name__ == "__main__":
     what = sys.argv[1]
-    variants = (sys.argv[3] if len(sys.argv) > 3 else "new,sa0,sc0,fx0,s12b,f32in").split(",")
+    variants = (sys.argv[3] if len(sys.argv) > 3 else "new,sa0,sc0,fx0,ua0,s12b,f32in").split(",")
     if what == "warm":
         import cupy
 

@@ -116,9 +116,7 @@ class Config:
             return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
                     "hib_blocks": CH * (TK + 2 * TV) + 3 * DKP + 2 * DVP + 4 * CH,
                     "hib_bmerge": 8 * (DKP + DVP),  # HIB_NPC pieces' factors
-                    "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X + CH * (TC + max(TK, TV)),  # + HIB_F2
-                                                     DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64
-                    + fp}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
+                    "hib_dkdv": self._hib_dkdv(self.hib_unb)}[kernel] * es
         if kernel == "ll_pk_read":  # loglinear_streams.cu: x transposed (PK_KROWS x PK_XLD), a stage of one old slot
             return (-(-DKP // 32) * 32 * 68 + 32 * DVP) * es
         if kernel in ("ll_pk_state", "hi_pk_state"):  # a stage of keys (or tot^T) and of values (or kept slots)
@@ -168,6 +166,20 @@ class Config:
         if kernel in ("ek_output_tc5", "ek_output_tc5f"):
             return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + 2 * CH * 4
         return 0
+
+    def _hib_dkdv(self, nb):
+        """hib_dkdv's shared elements (hierarchical_bwd_chunk.cu) with nb buffers of a right block's U (rows of
+        HIB_SLD): its pairs' tiles (+ HIB_F2), the right blocks' operands over them (U buffers, E^T, B^T)."""
+        CH, DKP, DVP = self.CH, self.DKP, self.DVP
+        K, V, X, TC = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1), CH + 4
+        pairs = K + 2 * V + 3 * X + CH * (TC + max(DKP, DVP) + 4)
+        blocks = nb * DKP * (DVP + (8 if self.tc else 4)) + (DVP + DKP) * TC
+        return 2 * K + 2 * V + max(pairs, blocks) + CH * 64 + 3 * DKP + 2 * DVP + 7 * CH
+
+    @property
+    def hib_unb(self):
+        """hib_dkdv's U buffers (HIB_UNB): two (the next right block's copy in flight) where they fit."""
+        return 2 if self._hib_dkdv(2) * self.itemsize <= SMEM_MAX else 1
 
     def kernel(self, name):
         """(kernel name, threads per block): the tensor-core variants for bf16 inputs (log-linear
@@ -288,6 +300,7 @@ def defines(op, cfg):
         f"-DDVP={cfg.DVP}",
         f"-DLOGV={int(cfg.logv)}",
         f"-DHIB_TC={int(op == 'hierarchical_bwd' and cfg.tc)}",  # its products on bf16 tensor cores (bf16 callers)
+        f"-DHIB_UNB={cfg.hib_unb}",  # hib_dkdv's U buffers
         # the forward's tensor-core kernels for float32 / float16 inputs: products as 3xTF32
         f"-DHI_TF32={int(op == 'hierarchical' and cfg.hi_tc and not cfg.bf16)}",
     )

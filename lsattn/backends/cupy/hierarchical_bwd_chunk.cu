@@ -28,6 +28,30 @@ constexpr int HIB_SBUF = DKP * HIB_SLD + 2 * DKP;
 constexpr int HIB_SFREE = 3 * CH * HIB_XLD + HIB_FREG + CH * HIB_VLD;
 constexpr int HIB_SNB = 2 * HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE ? 2 : 1;
 static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
+#ifndef HIB_UA  // (timing build -DHIB_UA=0: hib_dkdv's U staged through registers, as before session 14; removed after the A/B)
+#define HIB_UA 1
+#endif
+#ifndef HIB_UNB  // hib_dkdv's U buffers: two where shared memory allows (the host's Config.hib_unb), else one
+#define HIB_UNB 2
+#endif
+// A (DK, DV) row-major tile of global memory into DKP rows of HIB_SLD in shared memory by cp.async (zeros outside
+// DK x DV; 16-byte pieces where the rows allow), not waited for
+__device__ __forceinline__ void hib_copy_tile(ta* dst, const ta* src, int DK, int DV) {
+    constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;  // 16-byte pieces of a row
+    if (DV % V == 0) {
+        for (int x = threadIdx.x; x < DKP * W; x += NT) {
+            const int i = x / W, j0 = (x % W) * V;
+            const bool ok = i < DK && j0 < DV;
+            cp_async16(dst + i * HIB_SLD + j0, ok ? (const void*)(src + (i64)i * DV + j0) : (const void*)src, ok);
+        }
+    } else {
+        for (int x = threadIdx.x; x < DKP * DVP; x += NT) {
+            const int i = x / DVP, jj = x % DVP;
+            const bool ok = i < DK && jj < DV;
+            cp_async_ta(dst + i * HIB_SLD + jj, ok ? src + (i64)i * DV + jj : src, ok);
+        }
+    }
+}
 
 // The right blocks' value factors' cap: e^(lv_s - o_t) <= 1 / P(t,s) is exact for weights P >= e^-HIB_CAP. 80 in float32
 // (not 64: a spike leaves earlier tokens weights ~e^-77 while their values dominate an output, and every term was
@@ -130,7 +154,8 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     m.XP = take(CH * HIB_XLD); m.PP = take(CH * HIB_XLD); m.DD = take(CH * HIB_XLD);
     ta* const after = b;
     if (!dq) b = pairs;
-    m.Tk = take(DVP * HIB_TKL); m.Tv = take(dq ? 0 : DKP * HIB_TVL); m.Ta = take(DVP * HIB_TCL);
+    m.Tk = take(dq || !HIB_UA ? DVP * HIB_TKL : HIB_UNB * DKP * HIB_SLD); m.Tv = take(dq || HIB_UA ? 0 : DKP * HIB_TVL);
+    m.Ta = take(DVP * HIB_TCL);
     m.Tb = take(dq ? 0 : DKP * HIB_TCL);
     if (dq && b < m.Tk + HIB_FREG) b = m.Tk + HIB_FREG;  // hib_fpairs' operands over the slot products'
     if (!dq && b < after + HIB_F2) b = after + HIB_F2;  // hib_dkdv's pair products after the pairs' tiles
@@ -495,21 +520,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     auto issue = [&](int s, int u) {
         const int id = slot_id(s);
         ta* const S_ = SB + u * HIB_SBUF;
-        const ta* src = Sb + (i64)id * DK * DV;
-        constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;  // 16-byte pieces of a row
-        if (DV % V == 0) {
-            for (int x = tid; x < DKP * W; x += NT) {
-                const int i = x / W, j0 = (x % W) * V;
-                const bool ok = i < DK && j0 < DV;
-                cp_async16(S_ + i * HIB_SLD + j0, ok ? (const void*)(src + (i64)i * DV + j0) : (const void*)Sb, ok);
-            }
-        } else {
-            for (int x = tid; x < DKP * DVP; x += NT) {
-                const int i = x / DVP, jj = x % DVP;
-                const bool ok = i < DK && jj < DV;
-                cp_async_ta(S_ + i * HIB_SLD + jj, ok ? src + (i64)i * DV + jj : Sb, ok);
-            }
-        }
+        hib_copy_tile(S_, Sb + (i64)id * DK * DV, DK, DV);
         for (int i = tid; i < DKP; i += NT) {
             cp_async_ta(S_ + DKP * HIB_SLD + i, mj + (i < DK ? s * DK + i : 0), i < DK);
             cp_async_ta(S_ + DKP * HIB_SLD + DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
@@ -731,6 +742,47 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     };
     if (HIB_SC) vpt();
     const ta ecap = ex(HIB_CAP);
+#if HIB_UA
+    // R's U copied by cp.async into one of HIB_UNB buffers (U [i][j], rows of HIB_SLD) over the pairs' tiles (with two,
+    // the next R's in flight during this one's work); U'' formed in place (each thread its own elements: column jw),
+    // then read as the k-major B of (B U'') and the n-major B of (E U''^T). Two barriers per R (three with one buffer):
+    // U in and the previous R's products done; U'', B^T, Z stored.
+    ta* const UB = Ut;
+    if (HIB_UNB == 2 && lq) hib_copy_tile(UB, U + block_of(lq) * DK * DV, DK, DV), cp_async_commit();
+    for (int lp = lq, h = 0; lp; lp = lq, ++h) {
+        const i64 o = block_of(lp);
+        lq = next_lp(lp + 1);
+        ta* const U_ = UB + (HIB_UNB == 2 ? h & 1 : 0) * DKP * HIB_SLD;
+        if (HIB_UNB == 1) {
+            __syncthreads();  // the previous R's products are done with the buffer
+            hib_copy_tile(U_, U + o * DK * DV, DK, DV), cp_async_commit();
+        }
+        const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0), wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0) + nn[jw];
+        const ta fj = hib_excap(wj);  // e^(W_j + nn_j) of this thread's column
+        cp_async_wait_all();
+        __syncthreads();
+        if (HIB_UNB == 2 && lq) hib_copy_tile(UB + ((h + 1) & 1) * DKP * HIB_SLD, U + block_of(lq) * DK * DV, DK, DV), cp_async_commit();
+#pragma unroll
+        for (int x = 0; x < DKP * DVP / NT; ++x) {  // U''_ij = U_ij e^(W_j + nn_j) (jj = jw)
+            const int idx = tid + x * NT, at = (idx / DVP) * HIB_SLD + idx % DVP;
+            U_[at] = hib_scale(U_[at], wj, fj, ecap);
+        }
+        for (int i = tid; i < DKP; i += NT) Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
+        for (int idx = tid; idx < CH * DKP; idx += NT) {  // i = im
+            const int s = idx / DKP, i = idx % DKP;
+            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
+        }
+        if (!HIB_SC) vpt();
+        __syncthreads();
+        hib_prod<CH, DKP, DVP, true>(Vpt, HIB_TCL, U_, HIB_SLD, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
+            DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
+        });
+        hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, U_, HIB_SLD, [&](int s, int c2, ta v) {  // dlv_sj += E_sj (B U'')_sj
+            DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
+        });
+        gap += gt[o];
+    }
+#else
     for (int lp = lq; lp; lp = lq) {
         const i64 o = block_of(lp);
         lq = next_lp(lp + 1);
@@ -764,6 +816,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         gap += gt[o];
         __syncthreads();
     }
+#endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int s = idx / DKP, i = idx % DKP;
