@@ -9,13 +9,11 @@ same arguments in one run (a development aid; results in NOTES.md).
         # on those arguments by every variant (bench_gpu.cupy_ms, 10 calls, best of 3 rounds, the variants of a kernel
         # interleaved in each round); registers and local memory of each variant's kernels; a variant's outputs
         # compared bit for bit with the tree's ("new") where the variant must not change them.
-        # Variants: new (the tree), sa0 (hib_dq's held slots as before session 14: -DHIB_SA=0), sc0 (hib_dkdv's U''
-        # by a log and an exp per element, E^T per right block, as before session 14: -DHIB_SC=0), s12b (hib_blocks'
-        # loads as session 12's main, 23e0c42: no output masks in its loads, which this call's finite outputs do not
-        # need), f32in (new and s12b's hib_blocks on float32 copies of the 16-bit inputs: session 12's kernel inputs).
-        # Outputs: "bit-equal", or the arguments that differ with max |a - b| / max |a| (hib_dkdv's dsum, argument 19,
-        # is read-modified-written by every launch); fx0 (expf for every factor, as before session 14: -DHIB_FX=0);
-        # ua0 (hib_dkdv's U staged through registers and stored twice, as before session 14: -DHIB_UA=0)
+        # Variants: new (the tree), s12b (hib_blocks' loads as session 12's main, 23e0c42: no output masks in its
+        # loads, which this call's finite outputs do not need), f32in (new and s12b's hib_blocks on float32 copies of
+        # the 16-bit inputs: session 12's kernel inputs). Outputs: "bit-equal", or the arguments that differ with
+        # max |a - b| / max |a| (hib_dkdv's dsum, argument 19, is read-modified-written by every launch).
+        # (Session 14's request also timed sa0 / sc0 / fx0 / ua0, timing builds of main's forms removed after it.)
 """
 import os
 import sys
@@ -39,9 +37,6 @@ def text(var, name):
     s = source(name)
     if name != "hierarchical_bwd.cu":
         return s
-    pre = {"sa0": "#define HIB_SA 0\n", "sc0": "#define HIB_SC 0\n", "fx0": "#define HIB_FX 0\n", "ua0": "#define HIB_UA 0\n"}
-    if var in pre:
-        return pre[var] + s
     if var == "s12b":
         for a, b in S12B:
             assert a in s, "hib_blocks' loads changed: update S12B"
@@ -120,8 +115,7 @@ def kab(T, variants):
             _, _, grid, block, args, smem = launches[name]
             at = [i for i, a in enumerate(args) if isinstance(a, cupy.ndarray)]
             arrays = [args[i] for i in at]
-            mine = [v for v in vs if v in ["new", "fx0"] + {"hib_dq": ["sa0"], "hib_blocks": ["s12b"],
-                                                          "hib_dkdv": ["sc0", "ua0"]}.get(name, [])]
+            mine = [v for v in vs if v == "new" or (v == "s12b" and name == "hib_blocks")]
             ref = None
             for v in mine:  # the outputs of each variant against the tree's
                 mods[v][name](grid, block, args, shared_mem=smem)
@@ -147,7 +141,7 @@ def kab(T, variants):
 
 if __name__ == "__main__":
     what = sys.argv[1]
-    variants = (sys.argv[3] if len(sys.argv) > 3 else "new,sa0,sc0,fx0,ua0,s12b,f32in").split(",")
+    variants = (sys.argv[3] if len(sys.argv) > 3 else "new,s12b,f32in").split(",")
     if what == "warm":
         import cupy
 
