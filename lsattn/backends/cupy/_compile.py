@@ -111,7 +111,7 @@ class Config:
         if kernel in ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"):  # hierarchical_bwd{,_chunk}.cu (HI_LMAX = 64 levels per row)
             K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)
             TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
-            fp = 3 * DKP + 2 * DVP + 7 * CH  # the slot vectors, the CH vectors, hib_fpairs' shifts and flags
+            fp = 2 * DKP + DVP + 7 * CH  # Z, the CH vectors, hib_fpairs' shifts and flags
             freg = max(DVP * (TK + TC), 2 * DKP * TC, 2 * DVP * TC, CH * (TC + TK))  # HIB_FREG
             return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
                     "hib_blocks": CH * (TK + 2 * TV) + 3 * DKP + 2 * DVP + 4 * CH,
@@ -174,7 +174,7 @@ class Config:
         K, V, X, TC = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1), CH + 4
         pairs = K + 2 * V + 3 * X + CH * (TC + max(DKP, DVP) + 4)
         blocks = nb * DKP * (DVP + (8 if self.tc else 4)) + (DVP + DKP) * TC
-        return 2 * K + 2 * V + max(pairs, blocks) + CH * 64 + 3 * DKP + 2 * DVP + 7 * CH
+        return 2 * K + 2 * V + max(pairs, blocks) + CH * 64 + 2 * DKP + DVP + 7 * CH
 
     @property
     def hib_unb(self):

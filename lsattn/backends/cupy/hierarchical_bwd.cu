@@ -187,13 +187,10 @@ __device__ __forceinline__ ta hib_ld(const T* src, i64 off, bool ok, ta fill) {
 __device__ __forceinline__ void hib_go(ta& g, ta& o) {
     if (!(o > lo_v() / 2)) g = (ta)0, o = -lo_v();
 }
-#ifndef HIB_FX  // (timing build -DHIB_FX=0: expf everywhere, as before session 14; removed after the A/B)
-#define HIB_FX 1
-#endif
 // The products' factors' exponentials (<= 1, or <= e^HIB_LIM / e^64 for value factors): __expf (ex2.approx, ~2^-21 +
 // |x| 2^-24 relative) in the bfloat16 callers' variant (HIB_TC), whose operands are rounded to bf16 (2^-9) anyway;
 // expf elsewhere. The exact rows' per-pair terms keep expf.
-__device__ __forceinline__ ta hib_fex(ta x) { return HIB_TC && HIB_FX ? fex(x) : ex(x); }
+__device__ __forceinline__ ta hib_fex(ta x) { return HIB_TC ? fex(x) : ex(x); }
 
 // hib_blocks' work items: right blocks of 2^(l'-1) chunks at level l' (r0 = (2m + 1) 2^(l'-1), F < r0 < F + n),
 // in order of l', then r0; a block of more than HIB_PMIN chunks is split into NP = min(2^(l'-1) / HIB_PMIN,

@@ -20,17 +20,11 @@ constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 // hib_dq's held slots: a buffer holds S [i][j] (rows of HIB_SLD: 8 mod 32 for the mma's 8-byte B loads, 4 mod 32 for
 // the FFMA tiles' 16-byte ones; cp.async's 16-byte rows), m and z; HIB_SNB buffers (two where they fit) and
 // G'^T (DVP x HIB_TCL) over the tiles free during the slot loop: XP, PP, DD, the products' operands, LVs (contiguous)
-#ifndef HIB_SA
-#define HIB_SA 1
-#endif
 #define HIB_SLD (DVP + (HIB_TC ? 8 : 4))
 constexpr int HIB_SBUF = DKP * HIB_SLD + 2 * DKP;
 constexpr int HIB_SFREE = 3 * CH * HIB_XLD + HIB_FREG + CH * HIB_VLD;
 constexpr int HIB_SNB = 2 * HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE ? 2 : 1;
 static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
-#ifndef HIB_UA  // (timing build -DHIB_UA=0: hib_dkdv's U staged through registers, as before session 14; removed after the A/B)
-#define HIB_UA 1
-#endif
 #ifndef HIB_UNB  // hib_dkdv's U buffers: two where shared memory allows (the host's Config.hib_unb), else one
 #define HIB_UNB 2
 #endif
@@ -64,11 +58,8 @@ __device__ __forceinline__ ta hib_excap(ta x) { return ex(x < HIB_CAP ? x : HIB_
 // these: <= d e^80 < float32's max for d <= 6000). f = hib_excap(e) and c = e^HIB_CAP given (e is a column's, the same
 // for many x): for |e| <= HIB_CAP, x f clamped to +-c (f a normal number: one product, not a log and an exp per x);
 // else sign(x) e^min(log|x| + e, HIB_CAP)
-#ifndef HIB_SC  // (timing build -DHIB_SC=0: every x by its log and exp, E^T per R, as before session 14; removed after the A/B)
-#define HIB_SC 1
-#endif
 __device__ __forceinline__ ta hib_scale(ta x, ta e, ta f, ta c) {
-    if (HIB_SC && e <= HIB_CAP && e >= -HIB_CAP) return fmx(-c, x * f < c ? x * f : c);
+    if (e <= HIB_CAP && e >= -HIB_CAP) return fmx(-c, x * f < c ? x * f : c);
     const ta m = hib_excap(lg(x < (ta)0 ? -x : x) + e);
     return x == (ta)0 ? (ta)0 : (x < (ta)0 ? -m : m);
 }
@@ -130,16 +121,16 @@ __device__ __forceinline__ ta hib_rowsum(const ta* X, int ld, int D, ta* out, in
     return x;
 }
 
-// The shared tiles of hib_dq and hib_dkdv (one layout; Av, Tv, Tb only in hib_dkdv, where Tk, Tv, Ta,
+// The shared tiles of hib_dq and hib_dkdv (one layout; Av, Tb only in hib_dkdv, where Tk, Ta,
 // Tb overlay the pairs' tiles Qs, Gs, Os, XP, PP, DD; DL only in hib_dq).
 struct HibTiles {
     ta *Qs, *Ks, *Ak;           // CH x HIB_KLD: q, k, the rows' dq (hib_dq) / dk (hib_dkdv)
     ta *LVs, *Gs, *Os, *Av;     // CH x HIB_VLD: clamped lv, g, o; the rows' dlv (hib_dkdv)
     ta *XP, *PP, *DD;           // CH x HIB_XLD: the pairs' XP, P, D (hib_fpairs, hib_pairs)
     ta *Lam, *DL;               // CH x HI_LMAX: clamped level weights; their gradient (hib_dq)
-    ta *Tk, *Tv, *Ta, *Tb;      // mm_acc operands: S^T / U^T (DVP x HIB_TKL), U (DKP x HIB_TVL, hib_dkdv),
-                                // (g exp(n - o))^T / E^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
-    ta *Ms, *Zs, *Ns;           // a slot / right block: m or M, z or Z (DKP), n or W (DVP)
+    ta *Tk, *Ta, *Tb;           // products' operands: hib_fpairs' (HIB_FREG, hib_dq) / the right blocks' U buffers
+                                // (hib_dkdv); (g exp(n - o))^T / E^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
+    ta *Zs;                     // a right block's Z (DKP)
     ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
     ta *mm, *nn, *R, *Fl;       // hib_fpairs': key shifts (DKP), value shifts (DVP), row shifts, exact-row flags (CH)
     unsigned bytes;
@@ -154,14 +145,14 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     m.XP = take(CH * HIB_XLD); m.PP = take(CH * HIB_XLD); m.DD = take(CH * HIB_XLD);
     ta* const after = b;
     if (!dq) b = pairs;
-    m.Tk = take(dq || !HIB_UA ? DVP * HIB_TKL : HIB_UNB * DKP * HIB_SLD); m.Tv = take(dq || HIB_UA ? 0 : DKP * HIB_TVL);
+    m.Tk = take(dq ? DVP * HIB_TKL : HIB_UNB * DKP * HIB_SLD);
     m.Ta = take(DVP * HIB_TCL);
     m.Tb = take(dq ? 0 : DKP * HIB_TCL);
     if (dq && b < m.Tk + HIB_FREG) b = m.Tk + HIB_FREG;  // hib_fpairs' operands over the slot products'
     if (!dq && b < after + HIB_F2) b = after + HIB_F2;  // hib_dkdv's pair products after the pairs' tiles
     m.LVs = take(CH * HIB_VLD); m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
     m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
-    m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
+    m.Zs = take(DKP);
     m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
     m.mm = take(DKP); m.nn = take(DVP); m.R = take(CH); m.Fl = take(CH);
     m.bytes = (unsigned)((b - reinterpret_cast<ta*>(raw)) * sizeof(ta));
@@ -399,7 +390,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     const HibTiles sm = hib_tiles(smem_raw, true);
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
-    ta *Lam = sm.Lam, *DL = sm.DL, *St = sm.Tk, *GRt = sm.Ta, *Ms = sm.Ms, *Zs = sm.Zs;
+    ta *Lam = sm.Lam, *DL = sm.DL, *GRt = sm.Ta;
     ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
     const int tid = threadIdx.x;
     const int j = blockIdx.x;
@@ -509,7 +500,6 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         }
     }
     ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
-#if HIB_SA
     // The held slots' S [i][j] and m, z copied asynchronously (cp.async, no registers) into HIB_SNB buffers over the
     // pairs' tiles, the products' operands and LVs (free from here on), read in place as hib_prod's n-major B: with
     // two buffers the next slot's copy is in flight during this slot's work; n by the thread whose column it is.
@@ -569,57 +559,6 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     }
     __syncthreads();
     if (sp >= 0) slot_dlam();
-#else  // (timing build -DHIB_SA=0: main's loop before session 14; removed after the A/B)
-    // the held slot's S (DKP x DVP: SPT elements per thread; prefetched into L2 at the kernel's start), m, z (thread
-    // i < DKP) and n (column tid % DVP, the one of this thread's g exp(n - o) terms) loaded together, then stored.
-    // Two barriers per slot: operands stored, products done. (Loading the next slot's one slot ahead in registers
-    // was ~4% slower in request 1: 128 registers, spills.)
-    constexpr int SPT = DKP * DVP / NT;
-    static_assert(SPT * NT == DKP * DVP && DKP <= NT && NT % DVP == 0, "hib_dq's slot loads");
-    ta Sr[SPT], mr = (ta)0, zr = (ta)0, nr = (ta)0;
-    auto slot_load = [&](int s) {
-        const int id = slot_id(s);
-#pragma unroll
-        for (int u = 0; u < SPT; ++u) {
-            const int idx = tid + u * NT, i = idx / DVP, jj = idx % DVP;
-            Sr[u] = hib_ld(Sb, ((i64)id * DK + i) * DV + jj, (i < DK) & (jj < DV), (ta)0);
-        }
-        mr = hib_ld(mj, s * DK + tid, tid < DK, (ta)0);
-        zr = hib_ld(zb, id * DK + tid, tid < DK, (ta)0);
-        nr = hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
-    };
-    for (int s = next_slot(0); s < NSL; s = next_slot(s + 1)) {  // (the barrier after the dq product, then each slot's)
-        slot_load(s);
-        if (tid < DKP) {
-            Ms[tid] = mr;
-            Zs[tid] = zr;
-        }
-#pragma unroll
-        for (int u = 0; u < SPT; ++u) {
-            const int idx = tid + u * NT;
-            St[(idx % DVP) * HIB_TKL + idx / DVP] = Sr[u];
-        }
-        for (int t = tid; t < CH; t += NT)
-            Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed (jj = tid % DVP)
-            const int t = idx / DVP, jj = idx % DVP;
-            // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
-            const ta x = nr - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
-        }
-        __syncthreads();
-        hib_prod<CH, DKP, DVP>(GRt, HIB_TCL, St, HIB_TKL, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
-            const ta term = (i < DK && t >= t0 && t < t1) ? hib_fex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (v - Zs[i] * Ds[t]) : (ta)0;
-            TT[t * HIB_KLD + i] = term;
-            DQ[t * HIB_KLD + i] += term;
-        });
-        __syncthreads();
-        ta x = (ta)0;  // dlam: the row's terms over its lanes
-        for (int i = rl; i < DK; i += HIB_TPR) x += TT[tr * HIB_KLD + i];
-        x = hib_rred<false>(x);
-        if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(s, tr)] += x;  // (TT next written after a barrier)
-    }
-#endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int t = idx / DKP, i = idx % DKP;
@@ -649,7 +588,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Zs = sm.Zs;
-    ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U''^T, U'', E^T, B^T
+    ta *UB = sm.Tk, *Vpt = sm.Ta, *Bt = sm.Tb;  // U's buffers, E^T, B^T
     ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
@@ -734,20 +673,15 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     static_assert(NT % DKP == 0 && NT % DVP == 0, "hib_dkdv's B^T and V'^T columns per thread");
     __syncthreads();
     const int im = tid % DKP, jw = tid % DVP;
-    auto vpt = [&]() {  // E^T, the same for every R (jj = jw)
-        for (int idx = tid; idx < CH * DVP; idx += NT) {
-            const int s = idx / DVP, jj = idx % DVP;
-            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
-        }
-    };
-    if (HIB_SC) vpt();
+    for (int idx = tid; idx < CH * DVP; idx += NT) {  // E^T, the same for every R (jj = jw)
+        const int s = idx / DVP, jj = idx % DVP;
+        Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
+    }
     const ta ecap = ex(HIB_CAP);
-#if HIB_UA
     // R's U copied by cp.async into one of HIB_UNB buffers (U [i][j], rows of HIB_SLD) over the pairs' tiles (with two,
     // the next R's in flight during this one's work); U'' formed in place (each thread its own elements: column jw),
     // then read as the k-major B of (B U'') and the n-major B of (E U''^T). Two barriers per R (three with one buffer):
     // U in and the previous R's products done; U'', B^T, Z stored.
-    ta* const UB = Ut;
     if (HIB_UNB == 2 && lq) hib_copy_tile(UB, U + block_of(lq) * DK * DV, DK, DV), cp_async_commit();
     for (int lp = lq, h = 0; lp; lp = lq, ++h) {
         const i64 o = block_of(lp);
@@ -772,7 +706,6 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
             const int s = idx / DKP, i = idx % DKP;
             Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
         }
-        if (!HIB_SC) vpt();
         __syncthreads();
         hib_prod<CH, DKP, DVP, true>(Vpt, HIB_TCL, U_, HIB_SLD, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
             DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
@@ -782,41 +715,6 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         });
         gap += gt[o];
     }
-#else
-    for (int lp = lq; lp; lp = lq) {
-        const i64 o = block_of(lp);
-        lq = next_lp(lp + 1);
-        if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the next R's U into L2 meanwhile
-        const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0), wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0) + nn[jw];
-        const ta fj = hib_excap(wj);  // e^(W_j + nn_j) of this thread's column
-        staged<DKP * DVP, NT>(
-            [&](int idx) {
-                const int i = idx / DVP, jj = idx % DVP;
-                return (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;  // (as hib_ld: 128 B more spilled)
-            },
-            [&](int idx, ta u) {  // U''_ij = U_ij e^(W_j + nn_j) (jj = jw)
-                const int i = idx / DVP, jj = idx % DVP;
-                u = hib_scale(u, wj, fj, ecap);
-                Uv[i * HIB_TVL + jj] = u;
-                Ut[jj * HIB_TKL + i] = u;
-            });
-        for (int i = tid; i < DKP; i += NT) Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
-        for (int idx = tid; idx < CH * DKP; idx += NT) {  // i = im
-            const int s = idx / DKP, i = idx % DKP;
-            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
-        }
-        if (!HIB_SC) vpt();
-        __syncthreads();
-        hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
-            DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
-        });
-        hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, Uv, HIB_TVL, [&](int s, int c2, ta v) {  // dlv_sj += E_sj (B U'')_sj
-            DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
-        });
-        gap += gt[o];
-        __syncthreads();
-    }
-#endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int s = idx / DKP, i = idx % DKP;
