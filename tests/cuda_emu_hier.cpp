@@ -5,6 +5,7 @@
 //   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. [-DHI_TC=1 [-DHI_TF32=1]] -DKERNEL='"<path of the .cu>"'
 // and drives it through the backend's host logic (hierarchical.compute).
 #include "cuda_emu.h"
+#include <cstring>
 typedef TA ti;
 inline ta ld(const ti* p) { return *p; }
 inline void st(ti* p, ta x) { *p = x; }
@@ -16,11 +17,19 @@ inline void staged(L load, S store) {  // common.cu's, one element at a time
 #ifndef HI_TC
 #define HI_TC 0
 #endif
-#if HI_TC  // the tensor-core variant (-DHI_TC=1, TA float): mma and shuffles emulated per warp, copies at once
-#include "cuda_emu_mma.h"
+// (hi_read's tensor-core variant and hib_dq's held slots) vector types; asynchronous copies done at once
 struct float2 { float x, y; };
 struct float4 { float x, y, z, w; };
 inline float2 make_float2(float x, float y) { return {x, y}; }
+inline void cp_async16(void* dst, const void* src, bool valid) {
+    if (valid) std::memcpy(dst, src, 16);
+    else std::memset(dst, 0, 16);
+}
+inline void cp_async_ta(ta* dst, const ta* src, bool valid) { *dst = valid ? *src : (ta)0; }
+inline void cp_async_commit() {}
+inline void cp_async_wait_all() {}
+#if HI_TC  // the tensor-core variant (-DHI_TC=1, TA float): mma and shuffles emulated per warp
+#include "cuda_emu_mma.h"
 inline float __shfl_xor_sync(unsigned, float x, int o) {  // through the warp's mma exchange (cuda_emu_mma.h)
     EmuWarp& W = emu_warps[threadIdx.x >> 5];
     const int lane = threadIdx.x & 31;
@@ -30,13 +39,6 @@ inline float __shfl_xor_sync(unsigned, float x, int o) {  // through the warp's 
     W.bar.arrive_and_wait();
     return r;
 }
-inline void cp_async16(void* dst, const void* src, bool valid) {
-    if (valid) std::memcpy(dst, src, 16);
-    else std::memset(dst, 0, 16);
-}
-inline void cp_async_ta(ta* dst, const ta* src, bool valid) { *dst = valid ? *src : (ta)0; }
-inline void cp_async_commit() {}
-inline void cp_async_wait_all() {}
 #endif
 
 #include KERNEL

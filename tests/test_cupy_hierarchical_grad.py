@@ -1,5 +1,5 @@
-"""Backward of loglinear_log_attention on the CuPy backend (``hierarchical_bwd.cu`` +
-``hierarchical_bwd.py``) against float64 torch autograd of ``lsattn.reference``.
+"""Backward of loglinear_log_attention on the CuPy backend (``hierarchical_bwd.cu``,
+``hierarchical_bwd_chunk.cu`` + ``hierarchical_bwd.py``) against float64 torch autograd of ``lsattn.reference``.
 
 * CPU (runs in CI): the backward's host logic (``hierarchical_bwd.backward``) driving the kernels'
   CUDA source compiled for the CPU (``cuda_emu_hier_bwd.cpp`` on ``cuda_emu_hier.cpp``).
@@ -35,14 +35,19 @@ from test_hierarchical import make
 ORACLE_NEG = -1e5
 
 
+def hier_bwd_source():
+    """The backward's kernels as one source (``hierarchical_bwd.cu``, then ``hierarchical_bwd_chunk.cu``)."""
+    return cupy_source("hierarchical_bwd.cu") + "\n" + cupy_source("hierarchical_bwd_chunk.cu")
+
+
 class EmuBwd(Emu):
     """``Emu`` (hi_intra, hi_merge, hi_snap, hi_read) plus hib_dq / hib_blocks / hib_dkdv on the CPU."""
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "HIB_PMIN": chb.PMIN, "HIB_NPC": chb.NPC,
-                   "HIB_TC": int(cfg.tc)}
+                   "HIB_TC": int(cfg.tc), "HIB_UNB": cfg.hib_unb}
         return emulation("cuda_emu_hier_bwd.cpp", defines,
-                         {"KERNEL": hier_source(), "KERNEL_BWD": cupy_source("hierarchical_bwd.cu")})
+                         {"KERNEL": hier_source(), "KERNEL_BWD": hier_bwd_source()})
 
     def _sizes(self, *xs):
         return [ctypes.c_int(x) for x in xs[:4]] + [ctypes.c_longlong(x) for x in xs[4:6]] + [ctypes.c_int(xs[6])]

@@ -5,7 +5,7 @@ that does not require grad, d_v and d_k not multiples of 16, d_k = d_v = 128, bf
 decay, right blocks split into pieces (hib_blocks, hib_bmerge; T = 1100), exact rows beside product
 rows (a key spike at T = 200). Prints the largest error of every gradient relative to its largest magnitude.
 
-    python benchmarks/device/hier_bwd_small.py [race]      (race: racecheck's two cases)"""
+    python benchmarks/device/hier_bwd_small.py [race]      (race: racecheck's three cases)"""
 import sys
 
 import numpy as np
@@ -26,8 +26,8 @@ def grads(xs, state, backend):
 
 CASES = (("float32", 200, 64, 64, 0, True), ("float64", 37, 5, 19, 0, True), ("float32", 150, 128, 128, 41, True),
          ("bfloat16", 130, 64, 64, 0, False), ("float32", 1100, 16, 16, 0, True))  # 35 chunks: split blocks, empty pieces
-if "race" in sys.argv[1:]:  # racecheck's shorter list: product and exact rows, a split block with an empty piece
-    CASES = (CASES[0], ("float32", 600, 16, 16, 0, True))
+if "race" in sys.argv[1:]:  # racecheck's shorter list: product and exact rows, a split block with an empty piece, the
+    CASES = (CASES[0], ("float32", 600, 16, 16, 0, True), CASES[3])  # tensor-core variant (bfloat16)
 for dtype, T, dk, dv, P, decay in CASES:
     dt = getattr(torch, dtype)
     L = lsattn.num_levels(P + T)

@@ -124,17 +124,15 @@ class Config:
             if self.hi_tc:  # HI_RTC: two buffers of the slot tiles (S rows of 68), no E tile, the held slots (HI_HELD = 128)
                 return (2 * (DKP * 68 + 2 * DKP + 64) + CH * (DKP + 8) + CH * 64 + 3 * CH + 257) * es
             return (DKP * 64 + 2 * CH * (DKP + 1) + CH * 64 + 2 * DKP + 64 + 256 + 5 * CH) * es
-        if kernel in ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"):  # hierarchical_bwd.cu (HI_LMAX = 64 levels per row)
+        if kernel in ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"):  # hierarchical_bwd{,_chunk}.cu (HI_LMAX = 64 levels per row)
             K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)
             TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
-            fp = 3 * DKP + 2 * DVP + 7 * CH  # the slot vectors, the CH vectors, hib_fpairs' shifts and flags
+            fp = 2 * DKP + DVP + 7 * CH  # Z, the CH vectors, hib_fpairs' shifts and flags
             freg = max(DVP * (TK + TC), 2 * DKP * TC, 2 * DVP * TC, CH * (TC + TK))  # HIB_FREG
             return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
                     "hib_blocks": CH * (TK + 2 * TV) + 3 * DKP + 2 * DVP + 4 * CH,
                     "hib_bmerge": 8 * (DKP + DVP),  # HIB_NPC pieces' factors
-                    "hib_dkdv": 2 * K + 2 * V + max(K + 2 * V + 3 * X + CH * (TC + max(TK, TV)),  # + HIB_F2
-                                                     DVP * (TK + TC) + DKP * (TV + TC)) + CH * 64
-                    + fp}[kernel] * es  # its mm_acc operands overlay the pairs' tiles
+                    "hib_dkdv": self._hib_dkdv(self.hib_unb)}[kernel] * es
         if kernel == "ll_pk_read":  # loglinear_streams.cu: x transposed (PK_KROWS x PK_XLD), a stage of one old slot
             return (-(-DKP // 32) * 32 * 68 + 32 * DVP) * es
         if kernel in ("ll_pk_state", "hi_pk_state"):  # a stage of keys (or tot^T) and of values (or kept slots)
@@ -184,6 +182,20 @@ class Config:
         if kernel in ("ek_output_tc5", "ek_output_tc5f"):
             return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + 2 * CH * 4
         return 0
+
+    def _hib_dkdv(self, nb):
+        """hib_dkdv's shared elements (hierarchical_bwd_chunk.cu) with nb buffers of a right block's U (rows of
+        HIB_SLD): its pairs' tiles (+ HIB_F2), the right blocks' operands over them (U buffers, E^T, B^T)."""
+        CH, DKP, DVP = self.CH, self.DKP, self.DVP
+        K, V, X, TC = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1), CH + 4
+        pairs = K + 2 * V + 3 * X + CH * (TC + max(DKP, DVP) + 4)
+        blocks = nb * DKP * (DVP + (8 if self.tc else 4)) + (DVP + DKP) * TC
+        return 2 * K + 2 * V + max(pairs, blocks) + CH * 64 + 2 * DKP + DVP + 7 * CH
+
+    @property
+    def hib_unb(self):
+        """hib_dkdv's U buffers (HIB_UNB): two (the next right block's copy in flight) where they fit."""
+        return 2 if self._hib_dkdv(2) * self.itemsize <= SMEM_MAX else 1
 
     def kernel(self, name):
         """(kernel name, threads per block): the tensor-core variants for bf16 inputs (log-linear
@@ -289,7 +301,7 @@ _KERNELS = {
 _SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_forms.cu"),
             "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_forms_bwd.cu"),
             "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical": ("hierarchical.cu", "hierarchical_read.cu"),
-            "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu"),
+            "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu", "hierarchical_bwd_chunk.cu"),
             "exp_kernel_bwd": ("exp_kernel_bwd.cu", "exp_kernel_bwd_tc.cu")}
 
 
@@ -304,6 +316,7 @@ def defines(op, cfg):
         f"-DDVP={cfg.DVP}",
         f"-DLOGV={int(cfg.logv)}",
         f"-DHIB_TC={int(op == 'hierarchical_bwd' and cfg.tc)}",  # its products on bf16 tensor cores (bf16 callers)
+        f"-DHIB_UNB={cfg.hib_unb}",  # hib_dkdv's U buffers
         # the forward's tensor-core kernels for float32 / float16 inputs: products as 3xTF32
         f"-DHI_TF32={int(op == 'hierarchical' and cfg.hi_tc and not cfg.bf16)}",
     )

@@ -1,7 +1,9 @@
-// Backward of hierarchical exp-kernel attention (loglinear_log_attention); compiled after common.cu
-// and hierarchical.cu (hi_slot, hi_decay, hi_decays, hi_lse_add, HI_LOG2C, HI_LMAX). Host:
-// hierarchical_bwd.py, which first reruns the forward's hi_intra, hi_merge and hi_snap (the intra-chunk
-// log-normalisers and the Fenwick slots with their snapshots), then these four kernels. q, k, lv, lam, a, the output
+// Backward of hierarchical exp-kernel attention (loglinear_log_attention), in two files compiled after common.cu
+// and hierarchical.cu (hi_slot, hi_decay, hi_decays, hi_lse_add, HI_LOG2C, HI_LMAX): this one (the notation below,
+// the products and loads both halves use, the right blocks' summaries hib_blocks and hib_bmerge), then
+// hierarchical_bwd_chunk.cu (the per-chunk kernels hib_dq and hib_dkdv, their tiles and the chunk's pairs). Host:
+// hierarchical_bwd.py, which takes the forward's slots (or reruns its hi_intra, hi_merge and hi_snap: the intra-chunk
+// log-normalisers and the Fenwick slots with their snapshots), then runs these four kernels. q, k, lv, lam, a, the output
 // gradient g and dq, dk, dlv in the inputs' type ti (16-bit callers' tensors read and written as they are), the
 // forward's log output o and everything else in the compute type ta.
 //
@@ -41,26 +43,12 @@
 //             magnitude is capped at e^HIB_CAP (hib_scale): the sums over j / i of the products stay finite.
 // The incoming state's slots are read (dq, dlam, lden) but get no gradient here (the host refuses it).
 // Rows whose every level is switched off (NaN outputs) count as g = 0.
-#define HIB_KLD (DKP + 1)
-#define HIB_VLD (DVP + 1)
-#define HIB_XLD (CH + 1)
 // row strides of the k-major operands of common.cu's mm_acc (register tiles of a 16 x 16 thread grid;
 // multiples of 4: its vector loads): rows of d_k, d_v and CH entries
 #define HIB_TKL (DKP + 4)
 #define HIB_TVL (DVP + 4)
 #define HIB_TCL (CH + 4)
 constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // register tile rows / columns
-// hib_fpairs' operands, one at a time: A^T, B^T (DKP x HIB_TCL each), G'^T, E^T (DVP x HIB_TCL), then W^T (CH x
-// HIB_TCL) and B (CH x HIB_TKL)
-constexpr int hib_cmax(int x, int y) { return x > y ? x : y; }
-constexpr int HIB_FREG = hib_cmax(hib_cmax(DVP * (HIB_TKL + HIB_TCL), 2 * DKP * HIB_TCL),
-                                  hib_cmax(2 * DVP * HIB_TCL, CH * (HIB_TCL + HIB_TKL)));
-// the factorised pairs' bound: a row whose factor exp(R_t + lam + decay - lden_t) or, where g_tj != 0,
-// exp(nn_j - o_tj) exceeds e^HIB_LIM (a later key or value of the chunk dominates it) takes the exact
-// per-pair path; below it the factors' underflow drops terms < e^(HIB_LIM - 87) (fp32) of the row's scale
-#define HIB_LIM (sizeof(ta) == 4 ? (ta)40 : (ta)300)
-// hib_dkdv's pair products' operands: W or P (CH x HIB_TCL), then A or G' (CH x HIB_TKL or HIB_TVL)
-constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 
 #ifndef HIB_TC
 #define HIB_TC 0
@@ -69,23 +57,30 @@ constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 // their registers are not capped for more (CH 32, the bounds of 128 / 80: ~700 B spilled at CH 64)
 #define HIB_MINB (CH >= 64 ? 1 : 2)
 #define HIB_MINB3 (CH >= 64 ? 2 : 3)
-// C = A^T B (A [k][m], B [k][n]: k-major fp32 tiles in shared memory, row strides lda, ldb), then epi(m, n, C_mn)
-// once per element of the M x N result, without a barrier: FFMA register tiles (common.cu's mm_acc, M / 16 x
-// N / 16 per thread of a 16 x 16 grid) or, HIB_TC (the variant for bfloat16 callers: float32 tiles, ta = float),
-// bf16 mma.sync m16n8k16 with fp32 accumulators, the operands rounded to bf16 as they are read (16 x 8 tiles,
-// warp w takes tiles w, w + 8, ...; the bank of A[(k0 + 2t) lda + m0 + g] is 2t lda + g mod 32: conflict-free
-// for lda = 4 mod 16).
+// C = A^T B (A [k][m], B [k][n]: k-major fp32 tiles in shared memory, row strides lda, ldb; BT: B n-major, B [n][k],
+// as a slot's S arrives from global by cp.async), then epi(m, n, C_mn) once per element of the M x N result, without a
+// barrier: FFMA register tiles (common.cu's mm_acc, M / 16 x N / 16 per thread of a 16 x 16 grid; BT: columns
+// tx + 16 jj, B read 4 k at a time, conflict-free for ldb = 4 mod 32) or, HIB_TC (the variant for bfloat16 callers:
+// float32 tiles, ta = float), bf16 mma.sync m16n8k16 with fp32 accumulators, the operands rounded to bf16 as they are
+// read (16 x 8 tiles, warp w takes tiles w, w + 8, ...; the bank of A[(k0 + 2t) lda + m0 + g] is 2t lda + g mod 32:
+// conflict-free for lda = 4 mod 16; BT: B's pairs (k0, k0 + 1) as 8-byte loads, conflict-free for ldb = 8 mod 32).
 #if HIB_TC
 // c += the 16 x 8 tile (rows m0 .., columns n0 ..) of A^T B over K (operands as hib_prod's)
-template <int K>
+template <int K, bool BT = false>
 __device__ __forceinline__ void hib_mma_tile(float (&c)[4], const float* A, int lda, const float* B, int ldb, int m0, int n0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll 4
     for (int k0 = 2 * t; k0 < K; k0 += 16) {
         const float *a0 = A + k0 * lda + m0 + g, *a1 = a0 + lda, *a8 = a0 + 8 * lda, *a9 = a8 + lda;
-        const float *b0 = B + k0 * ldb + n0 + g, *b8 = b0 + 8 * ldb;
         const unsigned a[4] = {pack2(a0[0], a1[0]), pack2(a0[8], a1[8]), pack2(a8[0], a9[0]), pack2(a8[8], a9[8])};
-        mma_bf16(c, a, pack2(b0[0], b0[ldb]), pack2(b8[0], b8[ldb]));
+        if constexpr (BT) {
+            const float2* bp = reinterpret_cast<const float2*>(B + (n0 + g) * ldb + k0);
+            const float2 b0 = bp[0], b8 = bp[4];  // k0, k0 + 1 and k0 + 8, k0 + 9
+            mma_bf16(c, a, pack2(b0.x, b0.y), pack2(b8.x, b8.y));
+        } else {
+            const float *b0 = B + k0 * ldb + n0 + g, *b8 = b0 + 8 * ldb;
+            mma_bf16(c, a, pack2(b0[0], b0[ldb]), pack2(b8[0], b8[ldb]));
+        }
     }
 }
 // f(m, n, c[e]) for the accumulators of this lane in the tile at (m0, n0)
@@ -97,13 +92,13 @@ __device__ __forceinline__ void hib_tile_each(float (&c)[4], int m0, int n0, F f
 }
 #endif
 
-template <int M, int N, int K, typename E>
+template <int M, int N, int K, bool BT = false, typename E>
 __device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int ldb, E epi) {
 #if HIB_TC
     for (int x = threadIdx.x >> 5; x < (M / 16) * (N / 8); x += NT / 32) {
         const int m0 = (x / (N / 8)) * 16, n0 = (x % (N / 8)) * 8;
         float c[4] = {0.f, 0.f, 0.f, 0.f};
-        hib_mma_tile<K>(c, A, lda, B, ldb, m0, n0);
+        hib_mma_tile<K, BT>(c, A, lda, B, ldb, m0, n0);
         hib_tile_each(c, m0, n0, [&](int m, int n, float& v) { epi(m, n, v); });
     }
 #else
@@ -111,11 +106,29 @@ __device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int 
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     ta acc[RM_][RN_];
     zero_acc(acc);
-    mm_acc<RM_, RN_, K>(acc, A, lda, B, ldb, ty, tx);
+    if constexpr (BT) {  // (the sums in mm_acc's order: k ascending)
+        static_assert(K % 4 == 0, "hib_prod's n-major B: 4 k at a time");
+#pragma unroll 2
+        for (int k0 = 0; k0 < K; k0 += 4) {
+            ta a[4][RM_], b[RN_][4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) ldv<RM_>(A + (k0 + u) * lda + ty * RM_, a[u]);
+#pragma unroll
+            for (int jj = 0; jj < RN_; ++jj) ldv<4>(B + (tx + 16 * jj) * ldb + k0, b[jj]);
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+#pragma unroll
+                for (int ii = 0; ii < RM_; ++ii)
+#pragma unroll
+                    for (int jj = 0; jj < RN_; ++jj) acc[ii][jj] = fma(a[u][ii], b[jj][u], acc[ii][jj]);
+        }
+    } else {
+        mm_acc<RM_, RN_, K>(acc, A, lda, B, ldb, ty, tx);
+    }
 #pragma unroll
     for (int ii = 0; ii < RM_; ++ii)
 #pragma unroll
-        for (int jj = 0; jj < RN_; ++jj) epi(ty * RM_ + ii, tx * RN_ + jj, acc[ii][jj]);
+        for (int jj = 0; jj < RN_; ++jj) epi(ty * RM_ + ii, BT ? tx + 16 * jj : tx * RN_ + jj, acc[ii][jj]);
 #endif
 }
 
@@ -157,20 +170,6 @@ struct HibRun {
 #endif
 };
 
-// The right blocks' value factors' cap: e^(lv_s - o_t) <= 1 / P(t,s) is exact for weights P >= e^-HIB_CAP. 80 in float32
-// (not 64: a spike leaves earlier tokens weights ~e^-77 while their values dominate an output, and every term was
-// off by e^(x - 64); issue 17, as s12i17's TC_CAP), within float32's e^88.7 (sums of d <= 6000 terms). The exact
-// rows need no cap (hib_pexp).
-#define HIB_CAP (sizeof(ta) == 4 ? (ta)80 : (ta)640)
-// exp(min(x, HIB_CAP)) (finite, never NaN)
-__device__ __forceinline__ ta hib_excap(ta x) { return ex(x < HIB_CAP ? x : HIB_CAP); }
-// x e^e with the magnitude capped at e^HIB_CAP (finite whatever x and e), exact below it (a sum of d terms of
-// these: <= d e^80 < float32's max for d <= 6000)
-__device__ __forceinline__ ta hib_scale(ta x, ta e) {
-    const ta m = hib_excap(lg(x < (ta)0 ? -x : x) + e);
-    return x == (ta)0 ? (ta)0 : (x < (ta)0 ? -m : m);
-}
-
 #if TI_BF16 || TI_F16  // (the compute-type arrays beside 16-bit inputs)
 __device__ __forceinline__ ta ld(const ta* p) { return __ldg(p); }
 #endif
@@ -188,503 +187,10 @@ __device__ __forceinline__ ta hib_ld(const T* src, i64 off, bool ok, ta fill) {
 __device__ __forceinline__ void hib_go(ta& g, ta& o) {
     if (!(o > lo_v() / 2)) g = (ta)0, o = -lo_v();
 }
-
-// Rows g0 .. g0 + CH - 1 of a (T, D) sequence (W columns) into registers (hib_rows_ld: rows outside [0, T) and
-// columns >= D are `fill`), then into X (row stride ldx), clamped below at lo (hib_rows_st; every fill passed is >= lo).
-template <int W, typename S>
-__device__ __forceinline__ void hib_rows_ld(ta (&r)[CH * W / NT], const S* src, i64 g0, int T, int D, ta fill) {
-    static_assert(CH * W % NT == 0, "hib_rows' elements per thread");
-#pragma unroll
-    for (int u = 0; u < CH * W / NT; ++u) {
-        const int idx = threadIdx.x + u * NT, i = idx % W;
-        const i64 g = g0 + idx / W;
-        r[u] = hib_ld(src, g * D + i, (i < D) & (g >= 0) & (g < T), fill);
-    }
-}
-template <int W>
-__device__ __forceinline__ void hib_rows_st(const ta (&r)[CH * W / NT], ta* X, int ldx, ta lo) {
-#pragma unroll
-    for (int u = 0; u < CH * W / NT; ++u) {
-        const int idx = threadIdx.x + u * NT;
-        X[(idx / W) * ldx + idx % W] = fmx(r[u], lo);
-    }
-}
-
-// The count elements from p into L2 (prefetch.global.L2: no registers held), e.g. the next slot's S while this
-// one's is in use; nothing on the CPU emulation.
-__device__ __forceinline__ void hib_prefetch(const ta* p, int count) {
-#ifdef __CUDA_ARCH__
-    constexpr int LINE = 128 / (int)sizeof(ta);
-    for (int x = threadIdx.x * LINE; x < count; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + x));
-#endif
-}
-
-// Rows spread over the block: HIB_TPR = NT / CH consecutive lanes per row (thread tid: row tid / HIB_TPR,
-// lane tid % HIB_TPR, which takes columns lane, lane + HIB_TPR, ...) instead of one thread per row (the
-// serial 64-step loops on one warp of eight); hib_rred combines a row's lanes by shuffles. Every thread
-// of the block calls it (the CPU emulation's shuffle is block-wide).
-constexpr int HIB_TPR = NT / CH;
-static_assert(HIB_TPR * CH == NT && HIB_TPR <= 32, "rows over the block");
-template <bool MAX>
-__device__ __forceinline__ ta hib_rred(ta x) {
-#pragma unroll
-    for (int o = 1; o < HIB_TPR; o <<= 1) {
-        const ta y = __shfl_xor_sync(0xffffffffu, x, o);
-        x = MAX ? fmx(x, y) : x + y;
-    }
-    return x;
-}
-
-// sum_{i < D} X[t][i] (row stride ld) of this thread's row t = tid / HIB_TPR over its lanes (every thread calls it),
-// returned and stored to out[t] for t0 <= t < t1 (sub: out[t] -= it)
-__device__ __forceinline__ ta hib_rowsum(const ta* X, int ld, int D, ta* out, int t0, int t1, bool sub) {
-    const int t = threadIdx.x / HIB_TPR;
-    ta x = (ta)0;
-    for (int i = threadIdx.x % HIB_TPR; i < D; i += HIB_TPR) x += X[t * ld + i];
-    x = hib_rred<false>(x);
-    if (threadIdx.x % HIB_TPR == 0 && t >= t0 && t < t1) out[t] = sub ? out[t] - x : x;
-    return x;
-}
-
-// The shared tiles of hib_dq and hib_dkdv (one layout; Av, Tv, Tb only in hib_dkdv, where Tk, Tv, Ta,
-// Tb overlay the pairs' tiles Qs, Gs, Os, XP, PP, DD; DL only in hib_dq).
-struct HibTiles {
-    ta *Qs, *Ks, *Ak;           // CH x HIB_KLD: q, k, the rows' dq (hib_dq) / dk (hib_dkdv)
-    ta *LVs, *Gs, *Os, *Av;     // CH x HIB_VLD: clamped lv, g, o; the rows' dlv (hib_dkdv)
-    ta *XP, *PP, *DD;           // CH x HIB_XLD: the pairs' XP, P, D (hib_fpairs, hib_pairs)
-    ta *Lam, *DL;               // CH x HI_LMAX: clamped level weights; their gradient (hib_dq)
-    ta *Tk, *Tv, *Ta, *Tb;      // mm_acc operands: S^T / U^T (DVP x HIB_TKL), U (DKP x HIB_TVL, hib_dkdv),
-                                // (g exp(n - o))^T / E^T (DVP x HIB_TCL), B^T (DKP x HIB_TCL, hib_dkdv)
-    ta *Ms, *Zs, *Ns;           // a slot / right block: m or M, z or Z (DKP), n or W (DVP)
-    ta *ac, *pre, *Ls, *Ds, *X; // CH: decays, their prefix sums, lden, delta, and a per-row scratch
-    ta *mm, *nn, *R, *Fl;       // hib_fpairs': key shifts (DKP), value shifts (DVP), row shifts, exact-row flags (CH)
-    unsigned bytes;
-};
-
-__device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
-    HibTiles m;
-    ta* b = reinterpret_cast<ta*>(raw);
-    auto take = [&](int count) { ta* x = b; b += count; return x; };
-    ta* const pairs = b;  // the pairs' tiles: hib_dkdv's mm_acc operands reuse them after its own sums
-    m.Qs = take(CH * HIB_KLD); m.Gs = take(CH * HIB_VLD); m.Os = take(CH * HIB_VLD);
-    m.XP = take(CH * HIB_XLD); m.PP = take(CH * HIB_XLD); m.DD = take(CH * HIB_XLD);
-    ta* const after = b;
-    if (!dq) b = pairs;
-    m.Tk = take(DVP * HIB_TKL); m.Tv = take(dq ? 0 : DKP * HIB_TVL); m.Ta = take(DVP * HIB_TCL);
-    m.Tb = take(dq ? 0 : DKP * HIB_TCL);
-    if (dq && b < m.Tk + HIB_FREG) b = m.Tk + HIB_FREG;  // hib_fpairs' operands over the slot products'
-    if (!dq && b < after + HIB_F2) b = after + HIB_F2;  // hib_dkdv's pair products after the pairs' tiles
-    m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD); m.LVs = take(CH * HIB_VLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
-    m.Lam = take(CH * HI_LMAX); m.DL = take(dq ? CH * HI_LMAX : 0);
-    m.Ms = take(DKP); m.Zs = take(DKP); m.Ns = take(DVP);
-    m.ac = take(CH); m.pre = take(CH); m.Ls = take(CH); m.Ds = take(CH); m.X = take(CH);
-    m.mm = take(DKP); m.nn = take(DVP); m.R = take(CH); m.Fl = take(CH);
-    m.bytes = (unsigned)((b - reinterpret_cast<ta*>(raw)) * sizeof(ta));
-    return m;
-}
-
-// XP_ts = lam[t, level] + (a_{s+1} + ... + a_t) - lden_t of a pair t0 <= s <= t < t1 (lo_v elsewhere)
-__device__ __forceinline__ ta hib_xp(const HibTiles& sm, int t, int s, int t0, int t1) {
-    if (!(s <= t && s >= t0 && t < t1)) return lo_v();
-    ta dec = (ta)0;  // summed over the stretch (rounding relative to it)
-    for (int u = s + 1; u <= t; ++u) dec += sm.ac[u];
-    return sm.Lam[t * HI_LMAX + (s == t ? 0 : bitlen64((i64)(t ^ s)))] + dec - sm.Ls[t];
-}
-
-// An exact pair's scale E_ts = max(0, max_j (lv_sj - o_tj)): its P_ts e^E <= 1 (P e^(lv - o) <= 1) and D_ts e^-E
-// (terms g e^(lv - o - E) <= |g|) are both in range whatever the exponents (e^93 behind a spike: past float32's e^88.7)
-__device__ __forceinline__ ta hib_pexp(const HibTiles& sm, int t, int s, int DV) {
-    ta e = (ta)0;
-    for (int j = 0; j < DV; ++j) e = fmx(e, sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j]);
-    return e;
-}
-
-// P_ts e^E and D_ts e^-E of one pair per pair (per-pair log-sum-exp; the exact rows'), from its XP (then + E, so that
-// exp(q_ti + k_si + XP_ts) D_ts stays P_i(t,s) D_ts)
-__device__ __forceinline__ void hib_pair_exact(const HibTiles& sm, int t, int s, ta& xp, int DK, int DV, ta& pp, ta& dd) {
-    const ta *Qt = sm.Qs + t * HIB_KLD, *Ks = sm.Ks + s * HIB_KLD;
-    ta mx = neg_big();
-    for (int i = 0; i < DK; ++i) mx = fmx(mx, Qt[i] + Ks[i]);
-    ta sm_ = (ta)0;
-    for (int i = 0; i < DK; ++i) sm_ += ex(Qt[i] + Ks[i] - mx);
-    const ta e = hib_pexp(sm, t, s, DV);
-    xp += e;
-    pp = ex(mx + lg(sm_) + xp);
-    dd = -sm.Ds[t] * ex(-e);
-    for (int j = 0; j < DV; ++j) dd = fma(sm.Gs[t * HIB_VLD + j], ex(sm.LVs[s * HIB_VLD + j] - sm.Os[t * HIB_VLD + j] - e), dd);
-}
-
-// hib_dkdv's pairs: XP, and PP = P_ts, DD = D_ts from hib_dq's (BH, T, CH) pair arrays (Pg, Dg: the sequence's,
-// the chunk's row t at (g0 + t) CH; PP = DD = 0 off the pairs). Ends with a barrier.
-__device__ __forceinline__ void hib_pairs(const HibTiles& sm, int t0, int t1, const ta* Pg, const ta* Dg, i64 g0) {
-    constexpr int N = CH * CH / NT;
-    ta p[N], d[N];  // the loads first (in flight together), then XP beside them
-#pragma unroll
-    for (int u = 0; u < N; ++u) {
-        const int idx = threadIdx.x + u * NT, t = idx / CH, s = idx % CH;
-        const bool on = (s <= t) & (s >= t0) & (t < t1);
-        p[u] = hib_ld(Pg, (g0 + t) * CH + s, on, (ta)0);
-        d[u] = hib_ld(Dg, (g0 + t) * CH + s, on, (ta)0);
-    }
-#pragma unroll
-    for (int u = 0; u < N; ++u) {
-        const int idx = threadIdx.x + u * NT, t = idx / CH, s = idx % CH;
-        sm.XP[t * HIB_XLD + s] = hib_xp(sm, t, s, t0, t1);
-        sm.PP[t * HIB_XLD + s] = p[u];
-        sm.DD[t * HIB_XLD + s] = d[u];
-    }
-    __syncthreads();
-}
-
-// hib_fpairs' shifts of the chunk (rows t0 .. t1 - 1): mm_i = max_s k_si (0 for i >= DK), nn_j = max_s lv_sj
-// (clamped), R_t = max_i (q_ti + mm_i); hib_dkdv takes the same ones. Ends with a barrier.
-__device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, int DK, int DV) {
-    const int tid = threadIdx.x;
-    if (tid < DKP) {  // threads DKP .. DKP + DVP - 1: the value shifts (DKP + DVP <= NT)
-        ta m = neg_big();
-        for (int s = t0; s < t1; ++s) m = fmx(m, sm.Ks[s * HIB_KLD + tid]);
-        sm.mm[tid] = tid < DK ? m : (ta)0;
-    } else if (tid < DKP + DVP) {
-        const int jj = tid - DKP;
-        ta m = lo_v();
-        for (int s = t0; s < t1; ++s) m = fmx(m, sm.LVs[s * HIB_VLD + jj]);
-        sm.nn[jj] = m;
-    }
-    __syncthreads();
-    const int t = tid / HIB_TPR, r0 = tid % HIB_TPR;
-    ta r = neg_big();
-    for (int i = r0; i < DK; i += HIB_TPR) r = fmx(r, sm.Qs[t * HIB_KLD + i] + sm.mm[i]);
-    r = hib_rred<true>(r);
-    if (r0 == 0) sm.R[t] = r;
-    __syncthreads();
-}
-
-// The chunk's pairs of hib_dq factorised as products (exp_kernel_bwd_tc.cu's shifts, FFMA register tiles):
-// mm_i = max over the chunk's keys, R_t = max_i (q_ti + mm_i), nn_j = max over its log values;
-// A_ti = exp(q_ti + mm_i - R_t), B_si = exp(k_si - mm_i), E_sj = exp(lv_sj - nn_j), G'_tj = g_tj exp(nn_j - o_tj),
-// so that sum_i exp(q_ti + k_si) = e^R_t (A B^T)_ts, P_ts = (A B^T)_ts exp(c_ts) with c_ts = R_t + XP_ts,
-// D_ts = (G' E^T)_ts - delta_t and dq's pair part = A o (W B) with W_ts = exp(c_ts) D_ts: O(C (d_k + d_v))
-// exponentials per chunk instead of O(C^2 (d_k + d_v)). Rows past HIB_LIM (Fl = 1) take the per-pair
-// formulas. Writes XP, PP, DD (and the pair arrays Pg, Dg that hib_pairs reads), mm, R, Fl (and the row flags Fg),
-// W^T over sm.Tk (the slot products' operands) with B [s][i] after it; ends with a barrier.
-__device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, int DK, int DV, ta* Pg, ta* Dg, ta* Fg) {
-    const int tid = threadIdx.x;
-    const ta *Qs = sm.Qs, *Ks = sm.Ks, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *Ds = sm.Ds;
-    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
-    ta* const F = sm.Tk;
-    for (int idx = tid; idx < CH * CH; idx += NT) XP[(idx / CH) * HIB_XLD + idx % CH] = hib_xp(sm, idx / CH, idx % CH, t0, t1);
-    hib_shifts(sm, t0, t1, DK, DV);
-    {  // the exact-row flags (row t over its lanes)
-        const int t = tid / HIB_TPR, r0 = tid % HIB_TPR;
-        const bool in = t >= t0 && t < t1;
-        const ta r = R[t];
-        bool f = false;
-        for (int s = t0 + r0; s <= t && in; s += HIB_TPR) f |= r + XP[t * HIB_XLD + s] > HIB_LIM;
-        for (int jj = r0; jj < DV && in; jj += HIB_TPR) f |= Gs[t * HIB_VLD + jj] != (ta)0 && nn[jj] - Os[t * HIB_VLD + jj] > HIB_LIM;
-        f = hib_rred<true>(f ? (ta)1 : (ta)0) > (ta)0;  // every lane calls it (not behind the && below)
-        f = in && (f || !(r > neg_big() / 2));
-        if (r0 == 0) {
-            Fl[t] = f ? (ta)1 : (ta)0;
-            if (in) Fg[t] = Fl[t];
-        }
-    }
-    __syncthreads();
-    ta* At = F;                  // A^T [i][t] (0 on exact rows)
-    ta* Bt = F + DKP * HIB_TCL;  // B^T [i][s]
-    for (int idx = tid; idx < DKP * CH; idx += NT) {
-        const int i = idx / CH, t = idx % CH;
-        const bool in = i < DK && t >= t0 && t < t1;
-        At[i * HIB_TCL + t] = in && Fl[t] == (ta)0 ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0;
-        Bt[i * HIB_TCL + t] = in ? ex(Ks[t * HIB_KLD + i] - mm[i]) : (ta)0;
-    }
-    __syncthreads();
-    auto on = [&](int t, int s) { return s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0; };  // a product pair
-    hib_prod<CH, CH, DKP>(At, HIB_TCL, Bt, HIB_TCL, [&](int t, int s, ta v) {
-        PP[t * HIB_XLD + s] = on(t, s) ? v * ex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
-    });
-    __syncthreads();
-    ta* Gt = F;                  // G'^T [j][t] (0 on exact rows)
-    ta* Et = F + DVP * HIB_TCL;  // E^T [j][s]
-    for (int idx = tid; idx < DVP * CH; idx += NT) {
-        const int jj = idx / CH, t = idx % CH;
-        const bool in = jj < DV && t >= t0 && t < t1;
-        Gt[jj * HIB_TCL + t] = in && Fl[t] == (ta)0
-                                   ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
-        Et[jj * HIB_TCL + t] = in ? ex(LVs[t * HIB_VLD + jj] - nn[jj]) : (ta)0;
-    }
-    __syncthreads();
-    hib_prod<CH, CH, DVP>(Gt, HIB_TCL, Et, HIB_TCL, [&](int t, int s, ta v) {
-        DD[t * HIB_XLD + s] = on(t, s) ? v - Ds[t] : (ta)0;
-    });
-    __syncthreads();
-    ta* Wt = F;                  // W^T [s][t], W_ts = exp(c_ts) D_ts
-    ta* Bk = F + CH * HIB_TCL;   // B [s][i]
-    for (int idx = tid; idx < CH * CH; idx += NT) {
-        const int t = idx % CH, s = idx / CH;
-        Wt[s * HIB_TCL + t] = on(t, s) ? ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s] : (ta)0;
-    }
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        const int s = idx / DKP, i = idx % DKP;
-        Bk[s * HIB_TKL + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) : (ta)0;
-    }
-    for (int idx = tid; idx < CH * CH; idx += NT) {  // the exact rows: per pair (hib_pair_exact)
-        const int t = idx / CH, s = idx % CH;
-        if (!(s <= t && s >= t0 && t < t1) || Fl[t] == (ta)0) continue;
-        hib_pair_exact(sm, t, s, XP[t * HIB_XLD + s], DK, DV, PP[t * HIB_XLD + s], DD[t * HIB_XLD + s]);
-    }
-    __syncthreads();
-    for (int idx = tid; idx < CH * CH; idx += NT) {
-        const int t = idx / CH, s = idx % CH;
-        if (t >= t0 && t < t1) {
-            Pg[(i64)t * CH + s] = PP[t * HIB_XLD + s];
-            Dg[(i64)t * CH + s] = DD[t * HIB_XLD + s];
-        }
-    }
-}
-
-// hib_dkdv's pair sums over the product rows (Fl_t = 0): X [t][s] = x(t, s) on the pairs t0 <= s <= t < t1 of
-// those rows (else 0), Y [t][c] = y(t, c) on those rows (else 0), both over F2; then out(s, c, (X^T Y)_sc) for
-// this thread's register tile. Ends with a barrier.
-template <int DP, int LDY, typename FX, typename FY, typename FO>
-__device__ __forceinline__ void hib_pair_product(ta* F2, FX x, FY y, FO out, int t0, int t1, const ta* Fl) {
-    const int tid = threadIdx.x;
-    ta *X = F2, *Y = F2 + CH * HIB_TCL;
-    for (int idx = tid; idx < CH * CH; idx += NT) {
-        const int t = idx / CH, s = idx % CH;
-        X[t * HIB_TCL + s] = (s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0) ? x(t, s) : (ta)0;
-    }
-    for (int idx = tid; idx < CH * DP; idx += NT) {
-        const int t = idx / DP, c = idx % DP;
-        Y[t * LDY + c] = (t >= t0 && t < t1 && Fl[t] == (ta)0) ? y(t, c) : (ta)0;
-    }
-    __syncthreads();
-    hib_prod<CH, DP, CH>(X, HIB_TCL, Y, LDY, out);
-    __syncthreads();
-}
-
-// The tiles of one chunk common to hib_dq and hib_dkdv: q, k, clamped lv, g, o (hib_go), clamped lam, the
-// decays (ac, pre: prefix sums from the chunk's first token of the call), delta (unless null: hib_dq forms it).
-// Ends with a barrier.
-__device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv, const ti* lam, const ti* a,
-                                          const ti* gm, const ta* om, const ta* delta, ta* Qs, ta* Ks, ta* LVs, ta* Gs,
-                                          ta* Os, ta* Lam, ta* ac, ta* pre, ta* Ds, i64 bh, i64 g0, int T, int DK,
-                                          int DV, int L, ta alo) {
-    {  // two batches of three tiles' loads (in flight together), then their stores
-        ta r1[CH * DKP / NT], r2[CH * DKP / NT], r3[CH * DVP / NT];
-        hib_rows_ld<DKP>(r1, q + bh * T * DK, g0, T, DK, (ta)0);
-        hib_rows_ld<DKP>(r2, k + bh * T * DK, g0, T, DK, (ta)0);
-        hib_rows_ld<DVP>(r3, lv + bh * T * DV, g0, T, DV, lo_v());
-        hib_rows_st<DKP>(r1, Qs, HIB_KLD, neg_big());
-        hib_rows_st<DKP>(r2, Ks, HIB_KLD, neg_big());
-        hib_rows_st<DVP>(r3, LVs, HIB_VLD, lo_v());
-    }
-    {
-        ta r1[CH * DVP / NT], r2[CH * DVP / NT], r3[CH * HI_LMAX / NT];
-        hib_rows_ld<DVP>(r1, gm + bh * T * DV, g0, T, DV, (ta)0);
-        hib_rows_ld<DVP>(r2, om + bh * T * DV, g0, T, DV, -lo_v());
-        hib_rows_ld<HI_LMAX>(r3, lam + bh * T * L, g0, T, L, lo_v());
-#pragma unroll
-        for (int u = 0; u < CH * DVP / NT; ++u) hib_go(r1[u], r2[u]);
-        hib_rows_st<DVP>(r1, Gs, HIB_VLD, neg_big());
-        hib_rows_st<DVP>(r2, Os, HIB_VLD, neg_big());
-        hib_rows_st<HI_LMAX>(r3, Lam, HI_LMAX, lo_v());
-    }
-    for (int t = threadIdx.x; t < CH && delta; t += NT) {
-        const i64 g = g0 + t;
-        Ds[t] = (g >= 0 && g < T) ? delta[bh * T + g] : (ta)0;
-    }
-    hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
-}
-
-extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
-    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
-    const ti* __restrict__ a,      // (BH, T) or null
-    const ti* __restrict__ gm, const ta* __restrict__ om,  // (BH, T, DV): dL/do, the forward's log output
-    ta* __restrict__ delta,        // (BH, T) out: sum_j g_tj (g masked as hib_go)
-    const ta* __restrict__ lden0,  // (BH, T) hi_intra's (the chunk's own pairs)
-    const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_snap/hi_merge's
-    ta* __restrict__ lden,         // (BH, T) out
-    ti* __restrict__ dq,           // (BH, T, DK) out
-    ta* __restrict__ dlam,         // (BH, T, L) out (levels >= HI_LMAX untouched: zeroed by the host)
-    ta* __restrict__ Pg, ta* __restrict__ Dg,  // (BH, T, CH) out: the pairs' P_ts, D_ts (hib_fpairs)
-    ta* __restrict__ Fg,           // (BH, T) out: 1 on the rows whose pairs took the exact path
-    ta* __restrict__ dsum,         // (BH, T) out or null: sum_i dq_ti (the decay's gradient)
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    const HibTiles sm = hib_tiles(smem_raw, true);
-    check_smem(sm.bytes);
-    ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
-    ta *Lam = sm.Lam, *DL = sm.DL, *St = sm.Tk, *GRt = sm.Ta, *Ms = sm.Ms, *Zs = sm.Zs;
-    ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
-    const int tid = threadIdx.x;
-    const int j = blockIdx.x;
-    const i64 bh = blockIdx.y;
-    const int NS = n_old + n, NSL = n_old + NLC;
-    const i64 c = F + j, g0 = c * CH - p;
-    const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
-    const ta* mj = msnap + (bh * n + j) * NSL * DK;
-    const ta* zb = wz + (bh * ncb) * NS * DK;  // column block 0's copy
-    const ta* nb = wn + bh * NS * DV;
-    const ta* Sb = wS + bh * NS * (i64)DK * DV;
-    hib_chunk(q, k, lv, lam, a, gm, om, nullptr, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
-    for (int idx = tid; idx < CH * HI_LMAX; idx += NT) DL[idx] = (ta)0;
-    {  // delta_t (0 outside the call: g's fill), stored for hib_blocks and hib_dkdv; Ds read after the barrier below
-        const ta x = hib_rowsum(Gs, HIB_VLD, DV, delta + bh * T + g0, t0, t1, false);
-        if (tid % HIB_TPR == 0) Ds[tid / HIB_TPR] = x;
-    }
-    // the held slots' ids (level code s as in hi_read)
-    auto slot_id = [&](int s) { return s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old); };
-    auto slot_level = [&](int s, int t) {
-        return s < n_old ? max(s + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s - n_old + 1);
-    };
-    for (int s = 0; s < NSL; ++s)  // every held slot's S into L2 now (read after the pairs)
-        if (slot_id(s) >= 0) hib_prefetch(Sb + (i64)slot_id(s) * DK * DV, DK * DV);
-    const int tr = tid / HIB_TPR, rl = tid % HIB_TPR;  // this thread's row and lane (hib_rred)
-    const bool rin = tr >= t0 && tr < t1;
-    auto next_slot = [&](int s) {  // the first held slot from level code s on (NSL: none)
-        while (s < NSL && slot_id(s) < 0) ++s;
-        return s;
-    };
-    // lden: hi_intra's, plus the held slots read as hi_read, row tr over its lanes' features; each slot's m, z
-    // read from global by the lanes that use them (no barrier), the next held slot's loads in flight meanwhile
-    constexpr int KPT = DKP / HIB_TPR;  // features per lane
-    ta qr[KPT], mc[KPT], zc[KPT], mn[KPT], zn[KPT];
-    auto slot_mz = [&](int s, ta (&m)[KPT], ta (&z)[KPT]) {
-        const int id = slot_id(s);
-#pragma unroll
-        for (int u = 0; u < KPT; ++u) {
-            const int i = rl + u * HIB_TPR;
-            m[u] = hib_ld(mj, s * DK + i, i < DK, neg_big());
-            z[u] = hib_ld(zb, id * DK + i, i < DK, (ta)0);
-        }
-    };
-#pragma unroll
-    for (int u = 0; u < KPT; ++u) qr[u] = Qs[tr * HIB_KLD + rl + u * HIB_TPR];
-    ta Ud = rin ? lden0[bh * T + g0 + tr] : neg_big(), Dd = (ta)1;
-    int sc = next_slot(0);
-    if (sc < NSL) slot_mz(sc, mc, zc);
-    while (sc < NSL) {
-        const int sn = next_slot(sc + 1);
-        if (sn < NSL) slot_mz(sn, mn, zn);
-        ta r = neg_big();
-#pragma unroll
-        for (int u = 0; u < KPT; ++u) r = fmx(r, qr[u] + mc[u]);
-        r = hib_rred<true>(r);
-        ta den = (ta)0;
-#pragma unroll
-        for (int u = 0; u < KPT; ++u) den = fma(ex(qr[u] + mc[u] - r), zc[u], den);
-        den = hib_rred<false>(den);
-        if (rin && den > (ta)0) hi_lse_add(Ud, Dd, r + Lam[tr * HI_LMAX + slot_level(sc, tr)] + pre[tr], den);
-#pragma unroll
-        for (int u = 0; u < KPT; ++u) {
-            mc[u] = mn[u];
-            zc[u] = zn[u];
-        }
-        sc = sn;
-    }
-    {
-        bool live = false;
-        for (int jj = rl; jj < DV && rin; jj += HIB_TPR) live |= Gs[tr * HIB_VLD + jj] != (ta)0;
-        live = hib_rred<true>(live ? (ta)1 : (ta)0) > (ta)0;
-        if (rl == 0) {
-            Ls[tr] = rin ? Ud + lg(Dd) : (ta)0;
-            if (rin) lden[bh * T + g0 + tr] = live ? Ls[tr] : -lo_v();  // rows with g = 0 add nothing: +big
-        }
-    }
-    __syncthreads();
-    hib_fpairs(sm, t0, t1, DK, DV, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH, Fg + bh * T + g0);
-    // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
-    hib_prod<CH, DKP, CH>(sm.Tk, HIB_TCL, sm.Tk + CH * HIB_TCL, HIB_TKL, [&](int t, int i, ta v) {
-        const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
-        DQ[t * HIB_KLD + i] = on ? ex(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * v : (ta)0;
-    });
-    __syncthreads();
-    for (int idx = tid; idx < CH * DKP; idx += NT) {  // the exact rows: sum_s P_i(t,s) D_ts per pair
-        const int t = idx / DKP, i = idx % DKP;
-        if (i >= DK || sm.Fl[t] == (ta)0) continue;
-        ta x = (ta)0;
-        for (int s = t0; s <= t; ++s)
-            x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
-        DQ[t * HIB_KLD + i] = x;
-    }
-    {  // dlam of the chunk's pairs (levels 0 .. HI_LOG2C), row tr over its lanes
-        ta acc[HI_LOG2C + 1];
-#pragma unroll
-        for (int l = 0; l <= HI_LOG2C; ++l) acc[l] = (ta)0;
-        for (int s = t0 + rl; s <= tr; s += HIB_TPR) {
-            const int lv_ = s == tr ? 0 : bitlen64((i64)(tr ^ s));
-            const ta v = PP[tr * HIB_XLD + s] * DD[tr * HIB_XLD + s];
-#pragma unroll
-            for (int l = 0; l <= HI_LOG2C; ++l) acc[l] += l == lv_ ? v : (ta)0;
-        }
-#pragma unroll
-        for (int l = 0; l <= HI_LOG2C; ++l) {
-            const ta x = hib_rred<false>(acc[l]);
-            if (rl == 0 && rin) DL[tr * HI_LMAX + l] += x;
-        }
-    }
-    ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
-    // the held slot's S (DKP x DVP: SPT elements per thread; prefetched into L2 at the kernel's start), m, z (thread
-    // i < DKP) and n (column tid % DVP, the one of this thread's g exp(n - o) terms) loaded together, then stored.
-    // Two barriers per slot: operands stored, products done. (Loading the next slot's one slot ahead in registers
-    // was ~4% slower in request 1: 128 registers, spills.)
-    constexpr int SPT = DKP * DVP / NT;
-    static_assert(SPT * NT == DKP * DVP && DKP <= NT && NT % DVP == 0, "hib_dq's slot loads");
-    ta Sr[SPT], mr = (ta)0, zr = (ta)0, nr = (ta)0;
-    auto slot_load = [&](int s) {
-        const int id = slot_id(s);
-#pragma unroll
-        for (int u = 0; u < SPT; ++u) {
-            const int idx = tid + u * NT, i = idx / DVP, jj = idx % DVP;
-            Sr[u] = hib_ld(Sb, ((i64)id * DK + i) * DV + jj, (i < DK) & (jj < DV), (ta)0);
-        }
-        mr = hib_ld(mj, s * DK + tid, tid < DK, (ta)0);
-        zr = hib_ld(zb, id * DK + tid, tid < DK, (ta)0);
-        nr = hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
-    };
-    for (int s = next_slot(0); s < NSL; s = next_slot(s + 1)) {  // (the barrier after the dq product, then each slot's)
-        slot_load(s);
-        if (tid < DKP) {
-            Ms[tid] = mr;
-            Zs[tid] = zr;
-        }
-#pragma unroll
-        for (int u = 0; u < SPT; ++u) {
-            const int idx = tid + u * NT;
-            St[(idx % DVP) * HIB_TKL + idx / DVP] = Sr[u];
-        }
-        for (int t = tid; t < CH; t += NT)
-            Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed (jj = tid % DVP)
-            const int t = idx / DVP, jj = idx % DVP;
-            // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
-            const ta x = nr - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * ex(x < cap ? x : cap) : (ta)0;
-        }
-        __syncthreads();
-        hib_prod<CH, DKP, DVP>(GRt, HIB_TCL, St, HIB_TKL, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
-            const ta term = (i < DK && t >= t0 && t < t1) ? ex(Qs[t * HIB_KLD + i] + Ms[i] + Xw[t]) * (v - Zs[i] * Ds[t]) : (ta)0;
-            TT[t * HIB_KLD + i] = term;
-            DQ[t * HIB_KLD + i] += term;
-        });
-        __syncthreads();
-        ta x = (ta)0;  // dlam: the row's terms over its lanes
-        for (int i = rl; i < DK; i += HIB_TPR) x += TT[tr * HIB_KLD + i];
-        x = hib_rred<false>(x);
-        if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(s, tr)] += x;  // (TT next written after a barrier)
-    }
-    __syncthreads();
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        const int t = idx / DKP, i = idx % DKP;
-        if (i < DK && t >= t0 && t < t1) st(dq + (bh * T + g0 + t) * DK + i, DQ[t * HIB_KLD + i]);
-    }
-    if (dsum) hib_rowsum(DQ, HIB_KLD, DK, dsum + bh * T + g0, t0, t1, false);
-    const int LL = min(L, HI_LMAX);
-    for (int idx = tid; idx < CH * LL; idx += NT) {
-        const int t = idx / LL, l = idx % LL;
-        if (t >= t0 && t < t1) dlam[(bh * T + g0 + t) * L + l] = DL[t * HI_LMAX + l];
-    }
-}
+// The products' factors' exponentials (<= 1, or <= e^HIB_LIM / e^64 for value factors): __expf (ex2.approx, ~2^-21 +
+// |x| 2^-24 relative) in the bfloat16 callers' variant (HIB_TC), whose operands are rounded to bf16 (2^-9) anyway;
+// expf elsewhere. The exact rows' per-pair terms keep expf.
+__device__ __forceinline__ ta hib_fex(ta x) { return HIB_TC ? fex(x) : ex(x); }
 
 // hib_blocks' work items: right blocks of 2^(l'-1) chunks at level l' (r0 = (2m + 1) 2^(l'-1), F < r0 < F + n),
 // in order of l', then r0; a block of more than HIB_PMIN chunks is split into NP = min(2^(l'-1) / HIB_PMIN,
@@ -839,11 +345,11 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
         __syncthreads();
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int t = idx / DKP, i = idx % DKP;
-            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? ex(E[t * HIB_TKL + i] + Xf[t] - Ms[i]) : (ta)0;
+            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? hib_fex(E[t * HIB_TKL + i] + Xf[t] - Ms[i]) : (ta)0;
         }
         for (int idx = tid; idx < CH * DVP; idx += NT) {
             const int t = idx / DVP, jj = idx % DVP;
-            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? Gr[t * HIB_TVL + jj] * ex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
+            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? Gr[t * HIB_TVL + jj] * hib_fex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
         }
         acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
         __syncthreads();
@@ -920,152 +426,4 @@ extern "C" __global__ void __launch_bounds__(NT) hib_bmerge(
         for (int k = 0; k < P.np; ++k) u = fma(Up[(b0 + k) * DK * DV + idx], Sk[k * DKP + i] * Sv[k * DVP + jj], u);
         U[o * DK * DV + idx] = u;
     }
-}
-
-extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
-    const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
-    const ti* __restrict__ a, const ti* __restrict__ gm, const ta* __restrict__ om, const ta* __restrict__ delta,
-    const ta* __restrict__ lden,  // hib_dq's (delta too)
-    const ta* __restrict__ U, const ta* __restrict__ Z, const ta* __restrict__ Mb, const ta* __restrict__ Wb,
-    const ta* __restrict__ gt,    // hib_blocks'
-    const ta* __restrict__ Pg, const ta* __restrict__ Dg,  // (BH, T, CH) hib_dq's pairs
-    const ta* __restrict__ Fg,    // (BH, T) hib_dq's exact-row flags
-    ti* __restrict__ dk, ti* __restrict__ dlv,  // (BH, T, DK), (BH, T, DV) out
-    ta* __restrict__ dsum,        // (BH, T) or null: hib_dq's sum_i dq_ti, minus sum_i dk_ti here
-    int T, int DK, int DV, int L, i64 p, i64 F, int n, ta alo) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    const HibTiles sm = hib_tiles(smem_raw, false);
-    check_smem(sm.bytes);
-    ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;
-    ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Zs = sm.Zs;
-    ta *Ut = sm.Tk, *Uv = sm.Tv, *Vpt = sm.Ta, *Bt = sm.Tb;  // U''^T, U'', E^T, B^T
-    ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
-    const int tid = threadIdx.x;
-    const i64 bh = blockIdx.y;
-    const i64 c = F + blockIdx.x, g0 = c * CH - p;
-    const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);
-    auto next_lp = [&](int lp) {  // the first level from lp on whose bit lp - 1 of c is clear (R inside the call; 0: none)
-        for (;; ++lp) {
-            const i64 r0 = ((c >> (lp - 1)) | 1) << (lp - 1);
-            if (r0 > F + n - 1) return 0;
-            if (!((c >> (lp - 1)) & 1)) return lp;
-        }
-    };
-    auto block_of = [&](int lp) { return bh * n + ((((c >> (lp - 1)) | 1) << (lp - 1)) - F); };
-    int lq = next_lp(1);
-    if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the first R's U into L2 during the pairs
-    hib_chunk(q, k, lv, lam, a, gm, om, delta, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
-    for (int t = tid; t < CH; t += NT) {
-        Ls[t] = (t >= t0 && t < t1) ? lden[bh * T + g0 + t] : (ta)0;
-        ta x = (ta)0;  // a_{s+1} + ... + a_{chunk end}, summed over the stretch
-        for (int u = t + 1; u < CH; ++u) x += ac[u];
-        suf[t] = x;
-    }
-    __syncthreads();
-    hib_pairs(sm, t0, t1, Pg + bh * T * CH, Dg + bh * T * CH, g0);
-    hib_shifts(sm, t0, t1, DK, DV);  // hib_dq's (its exact rows in Fg)
-    ta *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
-    for (int t = tid; t < CH; t += NT) Fl[t] = (t >= t0 && t < t1) ? Fg[bh * T + g0 + t] : (ta)0;
-    __syncthreads();
-    // the chunk's pairs as products over the product rows t (Fl = 0): dk = B o (W^T A), dlv = E o (P^T G'),
-    // with hib_fpairs' factors; the operands after the pairs' tiles (Tk .. Tb overlay them later)
-    ta* const F2 = sm.XP + 3 * CH * HIB_XLD;
-    hib_pair_product<DKP, HIB_TKL>(  // dk_si = B_si sum_t W_ts A_ti
-        F2, [&](int t, int s) { return ex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s]; },
-        [&](int t, int i) { return i < DK ? ex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0; },
-        [&](int s, int i, ta x) {
-            DKs[s * HIB_KLD + i] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] - mm[i]) * x : (ta)0;
-        },
-        t0, t1, Fl);
-    hib_pair_product<DVP, HIB_TVL>(  // dlv_sj = E_sj sum_t P_ts G'_tj
-        F2, [&](int t, int s) { return PP[t * HIB_XLD + s]; },
-        [&](int t, int jj) {
-            return jj < DV ? Gs[t * HIB_VLD + jj] * ex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
-        },
-        [&](int s, int c2, ta x) {
-            DVs[s * HIB_VLD + c2] = (c2 < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + c2] - nn[c2]) * x : (ta)0;
-        },
-        t0, t1, Fl);
-    bool any = false;  // (hib_pair_product ends with a barrier)
-    for (int t = 0; t < CH; ++t) any |= Fl[t] != (ta)0;
-    if (any) {  // the exact rows' pairs, per pair (PP, DD: P e^E, D e^-E of hib_pair_exact)
-        ta* const Ex = F2;  // E_ts (hib_pexp; XP += E)
-        for (int idx = tid; idx < CH * CH; idx += NT) {
-            const int t = idx / CH, s = idx % CH;
-            if (s < t0 || s > t || t >= t1 || Fl[t] == (ta)0) continue;
-            Ex[t * HIB_TCL + s] = hib_pexp(sm, t, s, DV);
-            XP[t * HIB_XLD + s] += Ex[t * HIB_TCL + s];
-        }
-        __syncthreads();
-        for (int idx = tid; idx < CH * DKP; idx += NT) {  // dk_si += P_i(t,s) D_ts
-            const int s = idx / DKP, i = idx % DKP;
-            if (i >= DK || s < t0) continue;
-            ta x = DKs[s * HIB_KLD + i];
-            for (int t = s; t < t1; ++t)
-                if (Fl[t] != (ta)0)
-                    x = fma(ex(Qs[t * HIB_KLD + i] + Ks[s * HIB_KLD + i] + XP[t * HIB_XLD + s]), DD[t * HIB_XLD + s], x);
-            DKs[s * HIB_KLD + i] = x;
-        }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // dlv_sj += (P_ts e^E) g_tj exp(lv_sj - o_tj - E)
-            const int s = idx / DVP, jj = idx % DVP;
-            if (jj >= DV || s < t0) continue;
-            ta x = DVs[s * HIB_VLD + jj];
-            for (int t = s; t < t1; ++t)
-                if (Fl[t] != (ta)0)
-                    x = fma(PP[t * HIB_XLD + s] * Gs[t * HIB_VLD + jj],
-                            ex(LVs[s * HIB_VLD + jj] - Os[t * HIB_VLD + jj] - Ex[t * HIB_TCL + s]), x);
-            DVs[s * HIB_VLD + jj] = x;
-        }
-    }
-    ta gap = (ta)0;  // decay of the right blocks between c and the next one
-    // each R: its operands stored, a barrier, the products, a barrier (the first R's stores after the pairs' reads of
-    // the tiles these overlay); M_i and W_j read from global by the threads that use them (i = tid % DKP, j = tid % DVP)
-    static_assert(NT % DKP == 0 && NT % DVP == 0, "hib_dkdv's B^T and V'^T columns per thread");
-    __syncthreads();
-    for (int lp = lq; lp; lp = lq) {
-        const i64 o = block_of(lp);
-        lq = next_lp(lp + 1);
-        if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the next R's U into L2 meanwhile
-        const int im = tid % DKP, jw = tid % DVP;
-        const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0), wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0);
-        staged<DKP * DVP, NT>(
-            [&](int idx) {
-                const int i = idx / DVP, jj = idx % DVP;
-                return (i < DK && jj < DV) ? U[(o * DK + i) * DV + jj] : (ta)0;  // (as hib_ld: 128 B more spilled)
-            },
-            [&](int idx, ta u) {  // U''_ij = U_ij e^(W_j + nn_j) (jj = jw)
-                const int i = idx / DVP, jj = idx % DVP;
-                u = hib_scale(u, wj + nn[jj]);
-                Uv[i * HIB_TVL + jj] = u;
-                Ut[jj * HIB_TKL + i] = u;
-            });
-        for (int i = tid; i < DKP; i += NT) Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
-        for (int idx = tid; idx < CH * DKP; idx += NT) {  // i = im
-            const int s = idx / DKP, i = idx % DKP;
-            Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? ex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
-        }
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // jj = jw
-            const int s = idx / DVP, jj = idx % DVP;
-            Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? ex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
-        }
-        __syncthreads();
-        hib_prod<CH, DKP, DVP>(Vpt, HIB_TCL, Ut, HIB_TKL, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
-            DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
-        });
-        hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, Uv, HIB_TVL, [&](int s, int c2, ta v) {  // dlv_sj += E_sj (B U'')_sj
-            DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
-        });
-        gap += gt[o];
-        __syncthreads();
-    }
-    __syncthreads();
-    for (int idx = tid; idx < CH * DKP; idx += NT) {
-        const int s = idx / DKP, i = idx % DKP;
-        if (i < DK && s >= t0 && s < t1) st(dk + (bh * T + g0 + s) * DK + i, DKs[s * HIB_KLD + i]);
-    }
-    for (int idx = tid; idx < CH * DVP; idx += NT) {
-        const int s = idx / DVP, jj = idx % DVP;
-        if (jj < DV && s >= t0 && s < t1) st(dlv + (bh * T + g0 + s) * DV + jj, DVs[s * HIB_VLD + jj]);
-    }
-    if (dsum) hib_rowsum(DKs, HIB_KLD, DK, dsum + bh * T + g0, t0, t1, true);
 }

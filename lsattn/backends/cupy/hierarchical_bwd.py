@@ -1,6 +1,6 @@
 """Backward of hierarchical exp-kernel attention (``loglinear_log_attention``) on the kernels of
-``hierarchical_bwd.cu`` (the mathematics and the shifts are at its top), and its torch autograd
-Function.
+``hierarchical_bwd.cu`` (the mathematics and the shifts are at its top) and ``hierarchical_bwd_chunk.cu``,
+and its torch autograd Function.
 
 The backward reads the forward's ``hierarchical.slots`` (``hi_intra``, ``hi_merge`` and ``hi_snap``: the chunks'
 own log-normalisers and the Fenwick slots held before every chunk; the autograd forward runs at the backward's
