@@ -86,6 +86,10 @@ inline void tile_async(bf* X, int ldx, const bf* src, i64 g0, i64 T, int D, cons
     }
 }
 inline void cp_async_wait_all() {}
+inline void cp_async16(void* dst, const void* src, bool valid) {  // 16 bytes, zero-filled when !valid
+    if (valid) std::memcpy(dst, src, 16);
+    else std::memset(dst, 0, 16);
+}
 inline unsigned emu_pair(const bf* p) { unsigned u; std::memcpy(&u, p, 4); return u; }
 inline unsigned emu_pair2(bf lo, bf hi) { return (unsigned)lo | ((unsigned)hi << 16); }
 

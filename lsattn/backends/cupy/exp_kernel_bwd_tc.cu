@@ -86,12 +86,39 @@ struct EktRows {
 };
 #if LOGV
 // o rows of the chunk into Yo [t][DVP], -lo_v() (the mask of exp_kernel_bwd.cu's logv_mask) for -inf
-// outputs, rows past the chunk and padding columns: exp(. - o) of it is 0, -o is lo_v().
+// outputs, rows past the chunk and padding columns: exp(. - o) of it is 0, -o is lo_v(). Asynchronous (16-byte
+// pieces beside the tiles' copies; y 16-byte aligned, DV % 4 == 0): ekt_mask_o masks them after
+// cp_async_wait_all(), each thread its own pieces, before the barrier. Else staged and masked here (a
+// synchronous 16 KB load on the kernels' critical path measured ~25% of either LOGV kernel at 32K).
+__device__ __forceinline__ bool ekt_o_async(const float* y, int DV) {
+    return (DV & 3) == 0 && (reinterpret_cast<unsigned long long>(y) & 15) == 0;
+}
 __device__ __forceinline__ void ekt_load_o(float* Yo, const float* y, int ns, int DV) {
+    if (ekt_o_async(y, DV)) {
+        constexpr int W = DVP / 4;
+        for (int idx = threadIdx.x; idx < CH * W; idx += NTC) {
+            const int t = idx / W, j = 4 * (idx % W);
+            const bool ok = t < ns && j < DV;
+            cp_async16(Yo + t * DVP + j, ok ? (const void*)(y + (i64)t * DV + j) : (const void*)y, ok);
+        }
+        return;
+    }
     staged<CH * DVP, NTC>([&](int idx) {
         const int t = idx / DVP, j = idx % DVP;
         return (t < ns && j < DV) ? __ldg(y + (i64)t * DV + j) : -lo_v();
     }, [&](int idx, float o) { Yo[idx] = o > lo_v() / 2 ? o : -lo_v(); });
+}
+// ekt_load_o's asynchronous pieces masked by the threads that copied them (their copies are complete and
+// visible to them after cp_async_wait_all(); the other threads read them after the next barrier)
+__device__ __forceinline__ void ekt_mask_o(float* Yo, const float* y, int ns, int DV) {
+    if (!ekt_o_async(y, DV)) return;
+    constexpr int W = DVP / 4;
+    for (int idx = threadIdx.x; idx < CH * W; idx += NTC) {
+        const int t = idx / W, j = 4 * (idx % W);
+        float* p = Yo + t * DVP + j;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) p[e] = (t < ns && j < DV && p[e] > lo_v() / 2) ? p[e] : -lo_v();
+    }
 }
 // g_tj where o_tj is finite, else 0
 __device__ __forceinline__ float ekt_g(const bf* Gr, const float* Yo, int t, int j) {
@@ -231,6 +258,9 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dq_tc(
 #endif
     if (tid < CH) flag[tid] = 0;
     cp_async_wait_all();
+#if LOGV
+    ekt_mask_o(Yo, y + (bh * T + g0) * DV, ns, DV);
+#endif
     __syncthreads();
     for (int r = w; r < CH; r += NTC / 32) {  // delta_t (LOGV: sum_j g_tj over finite o_tj), a warp per row
         float s = 0.f;
@@ -527,6 +557,9 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
         DS[tid] = tid < ns ? dl[bh * T + g0 + tid] : 0.f;
     }
     cp_async_wait_all();
+#if LOGV
+    ekt_mask_o(Yo, y + (bh * T + g0) * DV, ns, DV);
+#endif
     __syncthreads();
     ekt_key_shift(Kr, ns, nullptr, DK, mmS, fb);
     if (tid < DKP) {
@@ -536,20 +569,41 @@ extern "C" __global__ void __launch_bounds__(NTC) ekb_dkdv_tc(
         Zs[i] = i < DK ? f * Z[(bh * n + c) * DK + i] : 0.f;
     }
 #if LOGV
-    if (tid < DVP) nnS[tid] = ekt_value_shift(Vr, ns, nullptr, DV, tid);
+    if (tid < DVP) {  // nn, and the column factor e^(W + nn) of U'' over W (-1 where the exponent passes the cap)
+        const float nn = ekt_value_shift(Vr, ns, nullptr, DV, tid), e = Wj[tid] + nn;
+        nnS[tid] = nn;
+        Wj[tid] = e <= ex_capv() ? __expf(e) : -1.f;
+    }
 #endif
     __syncthreads();
     const float* Uc = U + (bh * n + c) * (i64)DK * DV;
-    staged<DKP * DVP, NTC>(  // U'' [i][j]
-        [&](int idx) { const int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? __ldg(Uc + (i64)i * DV + j) : 0.f; },
-        [&](int idx, float x) {
-            const int i = idx / DVP, j = idx % DVP;
-            Us[i * BLV + j] = to_bf(LOGV ? ekt_scale_m(x, Mn[i], Wj[j] + nnS[j]) : Mn[i] * x);
-        });
+    auto u_at = [&](int idx) { const int i = idx / DVP, j = idx % DVP; return (i < DK && j < DV) ? __ldg(Uc + (i64)i * DV + j) : 0.f; };
+#if LOGV
+    bool slow = false;  // some entry of U'' beyond e^80 (or its exponent beyond the cap): all again below
+#endif
+    staged<DKP * DVP, NTC>(u_at, [&](int idx, float x) {  // U'' [i][j]
+        const int i = idx / DVP, j = idx % DVP;
+#if LOGV  // ekt_scale_m's product (the same rounding), the column's factor taken once
+        const float f = Wj[j], u = x * Mn[i] * f;
+        slow |= !(f >= 0.f && fabsf(u) <= 5.5406224e34f /* e^80 */);
+        Us[i * BLV + j] = to_bf(u);
+#else
+        Us[i * BLV + j] = to_bf(Mn[i] * x);
+#endif
+    });
 #if LOGV
     ekt_EG(Eb, Gb, Vr, Gr, Yo, nnS, flag, ns, DV);  // the last read of Yo
-#endif
+    if (__syncthreads_or(slow)) {  // rare (behind a key spike): U'' = U Mn e^(W + nn) capped at e^80 (ekt_scale_m)
+        const float* wn = Wn + (bh * n + c) * DV;
+        staged<DKP * DVP, NTC>(u_at, [&](int idx, float x) {
+            const int i = idx / DVP, j = idx % DVP;
+            Us[i * BLV + j] = to_bf(j < DV ? ekt_scale_m(x, Mn[i], __ldg(wn + j) + nnS[j]) : 0.f);
+        });
+        __syncthreads();
+    }
+#else
     __syncthreads();
+#endif
     for (int idx = tid; idx < CH * DKP; idx += NTC) {
         const int r = idx / DKP, i = idx % DKP;
         Bb[r * BLK + i] = to_bf((r < ns && i < DK) ? __expf(from_bf(Kr[r * BLK + i]) - mmS[i]) : 0.f);
