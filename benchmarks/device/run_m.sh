@@ -4,6 +4,7 @@
 #                                                        compute-sanitizer memcheck / racecheck of the small scripts; wave 2, the two
 #                                                        files whose float64 quadratic references need most GPU memory (session 11's
 #                                                        eight concurrent processes ran out of memory there), alone
+#   OUT=... bash benchmarks/device/run_m.sh one [LIM]    both in one call, every test process at once (little device time left)
 #   OUT=... bash benchmarks/device/run_m.sh bench        the tables alone on the GPU (peers in the same run): issue 17's, Gated DeltaNet
 #                                                        forward and fwd+bwd, the packed-batch table of issue 19
 # Results and logs: $OUT/m_<mode>.tgz.
@@ -19,34 +20,34 @@ summary() {
   for f in "$@"; do echo "-- $(basename $f) [$(grep -m1 -o 'tests/[a-z_]*\.py' $f)]: $(grep -c ' PASSED' "$f") passed, $(grep -c ' SKIPPED' "$f") skipped, $(grep -c ' FAILED' "$f") failed"
     grep -E "^FAILED|^ERROR" "$f" | head -6 | cut -c1-220; tail -1 "$f" | cut -c1-160; done
 }
-if [ "$MODE" = tests ]; then
-  echo "=== tests, wave 1 $(date -u +%T)"
-  i=0
-  # one file per process where a file alone ran past session 13's 150 s cap (cupy backend, hierarchical gradients, Dask)
-  for grp in "tests/test_cupy_gated_delta.py tests/test_cupy_gated_delta_grad.py" "tests/test_gpu_dispatch.py" \
-             "tests/test_cupy_backend.py" "tests/test_cupy_hierarchical.py" "tests/test_cupy_hierarchical_grad.py" \
-             "tests/test_varlen.py tests/test_cupy_packed_ek.py" "tests/test_nonfinite.py" "tests/test_gpu_stepper.py" \
-             "tests/test_dask_gpu.py"; do
-    i=$((i + 1)); timeout "$LIM" $PT $grp > "$OUT/log_t$i.txt" 2>&1 &
-  done
+# the test groups: one pytest process per group (a file alone ran past session 13's 150 s cap: cupy backend, hierarchical
+# gradients, Dask); wave 2 holds the files whose float64 quadratic references need most GPU memory (session 11's eight
+# concurrent processes ran out of memory there)
+WAVE1=("tests/test_cupy_gated_delta.py tests/test_cupy_gated_delta_grad.py" "tests/test_gpu_dispatch.py"
+       "tests/test_cupy_backend.py" "tests/test_cupy_hierarchical.py" "tests/test_cupy_hierarchical_grad.py"
+       "tests/test_varlen.py tests/test_cupy_packed_ek.py" "tests/test_nonfinite.py" "tests/test_gpu_stepper.py"
+       "tests/test_dask_gpu.py")
+WAVE2=("tests/test_cupy_log_attention.py -k 'backward or spikes or grad'"
+       "tests/test_cupy_log_attention.py -k 'not (backward or spikes or grad)'" "tests/test_training.py")
+launch() {  # launch TAG GROUP...: one capped pytest per group, logs $OUT/log_<TAG><i>.txt
+  local tag=$1 i=0; shift
+  for grp in "$@"; do i=$((i + 1)); eval timeout "$LIM" $PT $grp > "$OUT/log_$tag$i.txt" 2>&1 & done
+}
+sanitizers() {  # memcheck / racecheck of the small scripts, each call capped at $1 s
   ( for s in gd_small gd_bwd_small hier_small hier_bwd_small ek_packed_small ek_bwd_small; do
-      PYTORCH_CUDA_ALLOC_CONF= timeout 60 compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/$s.py > "$OUT/log_memcheck_$s.txt" 2>&1
+      PYTORCH_CUDA_ALLOC_CONF= timeout "$1" compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/$s.py > "$OUT/log_memcheck_$s.txt" 2>&1
     done ) &
   ( for s in gd_small gd_bwd_small hier_small "hier_bwd_small race"; do
       set -- $s; PYTORCH_CUDA_ALLOC_CONF= timeout 75 compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_racecheck_$1.txt" 2>&1
     done ) &
-  wait
-  echo "=== tests, wave 2 $(date -u +%T)"
-  # test_cupy_log_attention.py in two halves (it ran past the cap whole in session 13)
-  timeout "$LIM" $PT tests/test_cupy_log_attention.py -k "backward or spikes or grad" > "$OUT/log_u1.txt" 2>&1 &
-  timeout "$LIM" $PT tests/test_cupy_log_attention.py -k "not (backward or spikes or grad)" > "$OUT/log_u3.txt" 2>&1 &
-  timeout "$LIM" $PT tests/test_training.py > "$OUT/log_u2.txt" 2>&1 &
-  wait
+}
+report() {
   summary "$OUT"/log_t*.txt "$OUT"/log_u*.txt
   for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$f" | tail -1)"; done
-elif [ "$MODE" = bench ]; then
+}
+tables() {  # issue 17's table, the Gated DeltaNet forward and fwd+bwd (peers in the same run)
+  mkdir -p "$OUT/table" "$OUT/gd" "$OUT/gd_train"
   echo "=== issue 17 table $(date -u +%T)"
-  mkdir -p "$OUT/table" "$OUT/gd" "$OUT/gd_train" "$OUT/varlen"
   timeout 130 python3 benchmarks/bench_gpu_hierarchical.py table --reps 5 --out "$OUT/table" > "$OUT/log_table.txt" 2>&1; echo "rc=$?"
   grep -E "^## Targets" -A9 "$OUT/log_table.txt" | cut -c1-230; grep -E "x \(target|fails" "$OUT/log_table.txt" | cut -c1-230
   echo "=== gated delta fwd $(date -u +%T)"
@@ -55,7 +56,23 @@ elif [ "$MODE" = bench ]; then
   echo "=== gated delta fwd+bwd $(date -u +%T)"
   timeout 60 python3 benchmarks/bench_gpu_gated_delta.py --train --T 8192 --rows ours_bf16,ours_fp32,fla_ll,sdpa --out "$OUT/gd_train" > "$OUT/log_gd_train.txt" 2>&1; echo "rc=$?"
   grep -E "^\|" "$OUT/log_gd_train.txt" | cut -c1-200
+}
+if [ "$MODE" = tests ]; then
+  echo "=== tests, wave 1 $(date -u +%T)"
+  launch t "${WAVE1[@]}"; sanitizers 60; wait
+  echo "=== tests, wave 2 $(date -u +%T)"
+  launch u "${WAVE2[@]}"; wait
+  report
+elif [ "$MODE" = one ]; then
+  # a session with little device time left: every group and the sanitizers at once (capped at LIM), then the tables
+  echo "=== tests, one wave $(date -u +%T)"
+  launch t "${WAVE1[@]}"; launch u "${WAVE2[@]}"; sanitizers 40; wait
+  report
+  tables
+elif [ "$MODE" = bench ]; then
+  tables
   echo "=== varlen $(date -u +%T)"
+  mkdir -p "$OUT/varlen"
   timeout 70 python3 benchmarks/bench_varlen_gpu.py --out "$OUT/varlen" > "$OUT/log_varlen.txt" 2>&1; echo "rc=$?"
   grep -E "^\|" "$OUT/log_varlen.txt" | cut -c1-220
 fi
