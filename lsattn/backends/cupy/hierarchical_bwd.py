@@ -58,6 +58,7 @@ def pieces(F, n):
     return items, split, slots
 
 
+@functools.lru_cache(maxsize=256)  # on every call's path (forward and backward)
 def config(ta, DK, DV, chunk_size=None, tc=False, half=""):
     """The forward's variant (``hierarchical.config``), its chunk halved while the backward's tiles
     exceed shared memory (at least 16; :func:`fits` says whether 16 fits); ``tc`` (float32 only, for
@@ -69,6 +70,7 @@ def config(ta, DK, DV, chunk_size=None, tc=False, half=""):
     return Config(ta, half, cfg.CH, cfg.DKP, cfg.DVP, tc=bool(tc) and ta == "float")
 
 
+@functools.lru_cache(maxsize=256)
 def fits(ta, DK, DV):
     """True when the backward kernels take these head dims (``d_k, d_v <= 128``, tiles in shared memory)."""
     if max(DK, DV) > 128:
