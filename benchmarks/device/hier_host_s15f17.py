@@ -8,8 +8,8 @@ stream before the kernels, ``hierarchical_bwd.config`` / ``fits`` computed per c
 cached variants). Outputs of the two are bit-equal (same kernels on the same inputs): checked per spec.
 
     python benchmarks/device/hier_host_s15f17.py warm
-        # compiles what the timings use (B=H=1: the training forward / backward at chunk 32, the no-grad forward at
-        # chunk 64, the extrema kernels through both paths), fp32 and bf16
+        # compiles what the timings use (B=H=1: the training forward / backward at chunk 32, the extrema kernels
+        # through both paths), fp32 and bf16
     python benchmarks/device/hier_host_s15f17.py timeline fp32:8192 bf16:16384 ...
         # per spec and configuration (alternated step by step, 15 steps each, queue drained before each step as
         # the table times them), medians: GPU ms from the step's start to hi_intra's start (a CUDA event recorded
@@ -23,6 +23,8 @@ cached variants). Outputs of the two are bit-equal (same kernels on the same inp
         # fp32 fwd+bwd, ours (new, main) against the array-API path (backend="array_api"), same tensors
     python benchmarks/device/hier_host_s15f17.py sdpa bf16:16384
         # fwd+bwd interleaved (bench_gpu_hierarchical.interleaved_times): ours new, ours main, torch SDPA
+    python benchmarks/device/hier_host_s15f17.py spans fp32:8192 bf16:16384
+        # hier_prof_s14g17.hostspans per configuration: the host's clock at each stage of the forward call
 """
 import os
 import statistics
@@ -236,8 +238,6 @@ def main():
                 configure(name)
                 fn, xs = leaves(8192, DT[tag], small=True)
                 step(fn, xs)
-                with torch.no_grad():
-                    fn(*xs)
             torch.cuda.synchronize()
             print("warm", tag, flush=True)
         configure("new")
@@ -249,6 +249,14 @@ def main():
         api(int(rest[0]) if rest else 8192)
     elif what == "sdpa":
         sdpa(specs)
+    elif what == "spans":  # hier_prof_s14g17.hostspans per configuration (the forward call's stages, host ms)
+        from hier_prof_s14g17 import hostspans
+
+        for name in CONFIGS:
+            configure(name)
+            print(f"== {name}", flush=True)
+            hostspans(specs)
+        configure("new")
 
 
 if __name__ == "__main__":

@@ -27,13 +27,15 @@ if [ "$1" = tests ]; then
   tail -2 "$OUT/log_warm.txt" | cut -c1-150
 elif [ "$1" = times ]; then
   echo "=== times $(date -u +%T)"
-  timeout 18 python3 $H timeline fp32:8192 bf16:16384 fp32:16384 bf16:8192 > "$OUT/log_timeline.txt" 2>&1; echo "rc=$?"
+  timeout 14 python3 $H timeline fp32:8192 bf16:16384 fp32:16384 bf16:8192 > "$OUT/log_timeline.txt" 2>&1; echo "rc=$?"
   grep -E "^T=" "$OUT/log_timeline.txt" | cut -c1-330
-  timeout 12 python3 $H profile fp32:8192 bf16:16384 > "$OUT/log_profile.txt" 2>&1; echo "rc=$?"
+  timeout 8 python3 $H spans fp32:8192 bf16:16384 > "$OUT/log_spans.txt" 2>&1; echo "rc=$?"
+  grep -E "^==|^T=" "$OUT/log_spans.txt" | cut -c1-420
+  timeout 10 python3 $H profile fp32:8192 bf16:16384 > "$OUT/log_profile.txt" 2>&1; echo "rc=$?"
   grep -E "^T=" "$OUT/log_profile.txt" | cut -c1-260
   timeout 8 python3 $H api 8192 > "$OUT/log_api.txt" 2>&1; echo "rc=$?"
   grep -E "^T=" "$OUT/log_api.txt" | cut -c1-260
-  timeout 10 python3 $H sdpa bf16:16384 > "$OUT/log_sdpa.txt" 2>&1; echo "rc=$?"
+  timeout 8 python3 $H sdpa bf16:16384 > "$OUT/log_sdpa.txt" 2>&1; echo "rc=$?"
   grep -E "^T=" "$OUT/log_sdpa.txt" | cut -c1-200
 fi
 echo "=== done $(date -u +%T)"
