@@ -3,9 +3,10 @@ this branch's in one process (a development aid; results in NOTES.md). The calls
 (``bench_gpu_hierarchical._table_calls``: B=2, H=16, d=64, leaves q, k, v, ``loss = out.float().square().mean()``).
 
 Configurations (``configure``): ``main`` (the finiteness checks' extrema launched through CuPy on the caller's
-stream before the kernels, ``hierarchical_bwd.config`` / ``fits`` computed per call: session 14's host path) and
-``new`` (the tree's: the checks on a side stream with prebuilt launches and kept buffers, ``_extrema.SIDE``; the
-cached variants). Outputs of the two are bit-equal (same kernels on the same inputs): checked per spec.
+stream before the kernels, ``hierarchical_bwd.config`` / ``fits`` computed per call, the kernels launched by CuPy's
+RawKernel call: session 14's host path) and ``new`` (the tree's: the checks on a side stream with prebuilt launches and
+kept buffers, ``_extrema.SIDE``; the cached variants; the hierarchical kernels through the driver with prebuilt argument
+blocks, ``_compile.RAW_LAUNCH``). Outputs of the two are bit-equal (same kernels on the same inputs): checked per spec.
 
     python benchmarks/device/hier_host_s15f17.py warm
         # compiles what the timings use (B=H=1: the training forward / backward at chunk 32, the extrema kernels
@@ -49,6 +50,7 @@ def configure(name):
     """Session 14's host path (``main``) or the tree's (``new``)."""
     main = name == "main"
     _extrema.SIDE = not main
+    _compile.RAW_LAUNCH = not main
     chb.config = CONFIG.__wrapped__ if main else CONFIG
     chb.fits = FITS.__wrapped__ if main else FITS
 
