@@ -3,8 +3,9 @@ this branch's in one process (a development aid; results in NOTES.md). The calls
 (``bench_gpu_hierarchical._table_calls``: B=2, H=16, d=64, leaves q, k, v, ``loss = out.float().square().mean()``).
 
 Configurations (``configure``): ``main`` (the finiteness checks' extrema launched through CuPy on the caller's
-stream before the kernels, ``hierarchical_bwd.config`` / ``fits`` computed per call, the kernels launched by CuPy's
-RawKernel call: session 14's host path) and ``new`` (the tree's: the checks on a side stream with prebuilt launches and
+stream before the kernels, ``hierarchical_bwd.config`` / ``fits``, the chunk layout, ``merge_levels``, ``pieces``
+computed per call, the kernels launched by CuPy's RawKernel call: session 14's host path but for the inputs' ``detach``
+and ``_arrays.flat``'s copy of a contiguous view) and ``new`` (the tree's: the checks on a side stream with prebuilt launches and
 kept buffers, ``_extrema.SIDE``; the cached variants; the hierarchical kernels through the driver with prebuilt argument
 blocks, ``_compile.RAW_LAUNCH``). Outputs of the two are bit-equal (same kernels on the same inputs): checked per spec.
 
@@ -39,10 +40,11 @@ sys.path[:0] = [HERE, os.path.dirname(HERE)]
 from bench_gpu_hierarchical import _table_calls, interleaved_times  # noqa: E402  (puts the repository on sys.path)
 
 import lsattn  # noqa: E402
-from lsattn.backends.cupy import _compile, _extrema, hierarchical_bwd as chb  # noqa: E402
+from lsattn.backends.cupy import _compile, _extrema, hierarchical as chi, hierarchical_bwd as chb  # noqa: E402
 
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16}
 CONFIG, FITS = chb.config, chb.fits
+CACHED = (chi._layout, chi.merge_levels, chb._pieces, chi._fmax)
 CONFIGS = ("main", "new")
 
 
@@ -53,6 +55,7 @@ def configure(name):
     _compile.RAW_LAUNCH = not main
     chb.config = CONFIG.__wrapped__ if main else CONFIG
     chb.fits = FITS.__wrapped__ if main else FITS
+    chi._layout, chi.merge_levels, chb._pieces, chi._fmax = (f.__wrapped__ for f in CACHED) if main else CACHED
 
 
 def leaves(T, dt, small=False):
