@@ -25,6 +25,8 @@ blocks, ``_compile.RAW_LAUNCH``). Outputs of the two are bit-equal (same kernels
         # fp32 fwd+bwd, ours (new, main) against the array-API path (backend="array_api"), same tensors
     python benchmarks/device/hier_host_s15f17.py sdpa bf16:16384
         # fwd+bwd interleaved (bench_gpu_hierarchical.interleaved_times): ours new, ours main, torch SDPA
+    python benchmarks/device/hier_host_s15f17.py others bf16:16384 fp32:8192
+        # fwd+bwd of exp_kernel_attention, log_attention, loglinear_attention (the table's calls), main against new
     python benchmarks/device/hier_host_s15f17.py spans fp32:8192 bf16:16384
         # hier_prof_s14g17.hostspans per configuration: the host's clock at each stage of the forward call
 """
@@ -234,6 +236,27 @@ def sdpa(specs):
     configure("new")
 
 
+def others(specs, ops=("ek", "la", "ll")):
+    """fwd+bwd of the other operators' table calls (their checks take the same path): main's configuration against
+    the tree's, interleaved (a small T compiles their kernels: the training chunks do not depend on T)."""
+    from bench_gpu_hierarchical import _train
+
+    for tag, T in specs:
+        calls = _table_calls(torch, T, DT[tag])
+        fns = {}
+        for op in ops:
+            fn, xs = calls[op]
+            run = _train(torch, fn, xs)
+            for cfg in CONFIGS:
+                fns[f"{op} {cfg}"] = (lambda run=run, cfg=cfg: (configure(cfg), run()))
+        got = interleaved_times(fns, 30, budget_s=4.0)
+        print(f"T={T} {tag} fwd+bwd interleaved (ms): " + ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in got.items()), flush=True)
+        calls = fns = None
+        torch.cuda.empty_cache()
+    configure("new")
+
+
 def main():
     what, rest = sys.argv[1], sys.argv[2:]
     specs = [(s.split(":")[0], int(s.split(":")[1])) for s in rest if ":" in s]
@@ -254,6 +277,8 @@ def main():
         api(int(rest[0]) if rest else 8192)
     elif what == "sdpa":
         sdpa(specs)
+    elif what == "others":
+        others(specs)
     elif what == "spans":  # hier_prof_s14g17.hostspans per configuration (the forward call's stages, host ms)
         from hier_prof_s14g17 import hostspans
 
