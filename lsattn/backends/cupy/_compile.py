@@ -416,7 +416,7 @@ _NT = 256
 #: the hierarchical kernels launch through the driver with prebuilt argument blocks (``CupyOps._raw``; False:
 #: CuPy's RawKernel call, for A/B timing)
 RAW_LAUNCH = True
-_RAW = {}  # (device, op, cfg, kernel, grid, scalars, pointer counts) -> RawLaunch, or None: CuPy's call
+_RAW = {}  # (device, op, cfg, kernel, grid, scalars, pointer counts) -> RawLaunch
 _RAW_MAX = 512
 #: device token maps of recent packed layouts (``CupyOps.token_map``), least recently used first: a few,
 #: so the device memory held stays a few ``4 T`` bytes
@@ -677,13 +677,16 @@ class CupyOps:
         fn, block, smem = self._tk(op, cfg, name)
         if RAW_LAUNCH:
             key = (self.device_id, op, cfg, name, grid, scalars, len(ptrs), len(tail))
-            raw = _RAW.get(key, False)
-            if raw is False:
+            raw = _RAW.get(key)
+            if raw is None:
                 from ._rawlaunch import raw_launch
 
-                if len(_RAW) >= _RAW_MAX:
-                    _RAW.clear()
-                raw = _RAW[key] = raw_launch(fn, grid, block, smem, len(ptrs), scalars, len(tail))
+                # (None is not kept: a wrapped kernel without a handle, e.g. a benchmark's recording ``_tk``)
+                raw = raw_launch(fn, grid, block, smem, len(ptrs), scalars, len(tail))
+                if raw is not None:
+                    if len(_RAW) >= _RAW_MAX:
+                        _RAW.clear()
+                    _RAW[key] = raw
             if raw is not None:
                 raw(self.xp.cuda.get_current_stream().ptr, *[0 if x is None else x.data.ptr for x in ptrs],
                     *[0 if x is None else x.data.ptr for x in tail])
