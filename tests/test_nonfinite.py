@@ -696,8 +696,10 @@ def test_gpu_side_stream_checks_order_and_reuse(where):
                 x = torch.tanh(x @ x)
             x[1000, 7] = math.nan
             y = torch.randn(3, 5, 40, device="cuda")
+            z = y.clone()
+            z[2, 4, 39] = math.inf
             if where == "cupy":
-                x, y = cp.asarray(x), cp.asarray(y)
+                x, y, z = cp.asarray(x), cp.asarray(y), cp.asarray(z)
             xp = array_api_compat.array_namespace(x)
             dev = torch.cuda.current_device()
             with mock.patch.object(_nonfinite, "KERNEL", True):
@@ -708,7 +710,7 @@ def test_gpu_side_stream_checks_order_and_reuse(where):
                 assert b1 is not b2 and b1.busy and b2.busy
                 assert second.finite and not first.finite
                 assert not b1.busy and not b2.busy
-                again = _nonfinite.checks(op, [y[:1], x], None, xp)  # the buffers free again: reused
+                again = _nonfinite.checks(op, [y[:1], z], None, xp)  # the buffers free (and large enough): reused
                 assert _extrema._SIDE.by_device[dev] is b2 and not again.finite
 
 
