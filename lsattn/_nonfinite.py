@@ -190,9 +190,9 @@ def _kernel_checks(xp, torch, named, own):
         ptr = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
         stream = _arrays._external_stream(ptr, dev)
     else:
-        dev, stream = arrays[0].device.id, contextlib.nullcontext()
+        dev, stream, ptr = arrays[0].device.id, contextlib.nullcontext(), None
     with cupy.cuda.Device(dev), stream:
-        wait = _extrema.extrema(flats, dev)
+        wait = _extrema.extrema(flats, dev, cupy.cuda.get_current_stream().ptr if ptr is None else ptr)
     n = len(named)
 
     def values():

@@ -374,6 +374,68 @@ def test_backward_registered():
         assert cfg.CH in (16, 32, 64) and max(cfg.smem(k) for k in chb._KERNELS) <= 227 * 1024
 
 
+def test_raw_launches_pass_cupys_arguments(monkeypatch):
+    """Every hierarchical launch of ``CupyOps`` (forward and backward) through ``_rawlaunch``'s prebuilt argument
+    blocks passes what CuPy's RawKernel call passes: the grid, block and shared bytes, each pointer (null for None),
+    each scalar in its C type, the trailing pointers of hi_read; a repeated launch reuses its block."""
+    import types
+
+    from lsattn.backends.cupy import _compile, _rawlaunch
+
+    class Arr:  # a CuPy array as the launches read it
+        def __init__(self, ptr):
+            self.data, self.shape = types.SimpleNamespace(ptr=ptr), (3, 5, 7)
+
+    got = []
+
+    class Fn:
+        kernel = types.SimpleNamespace(ptr=11)
+
+        def __call__(self, grid, block, args, shared_mem=0):
+            got.append((tuple(grid) + (1,) * (3 - len(grid)), block[0], shared_mem, list(args)))
+
+    def driver(func, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        assert func == 11 and stream == 42 and (by, bz) == (1, 1) and extra is None
+        want = got[-1][3]
+        assert (gx, gy, gz) == got[-1][0] and bx == got[-1][1] and smem == got[-1][2] and len(params) == len(want)
+        for addr, w in zip(params, want):
+            if isinstance(w, Arr) or (isinstance(w, np.generic) and w.dtype == np.uint64):
+                assert ctypes.c_uint64.from_address(addr).value == (w.data.ptr if isinstance(w, Arr) else int(w))
+            else:
+                ct = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.float32: ctypes.c_float,
+                      np.float64: ctypes.c_double}[type(w)]
+                assert ct.from_address(addr).value == w.item(), (w, ct.from_address(addr).value)
+        raw.append(func)
+        return 0
+
+    raw = []
+    monkeypatch.setattr(_compile, "_launch", lambda op, dev, cfg, name: (Fn(), (128,), 5000))
+    monkeypatch.setattr(_rawlaunch, "_DRIVER", [driver])
+    monkeypatch.setattr(_compile, "_RAW", {})
+    ops = _compile.CupyOps.__new__(_compile.CupyOps)
+    ops.xp = types.SimpleNamespace(cuda=types.SimpleNamespace(get_current_stream=lambda: types.SimpleNamespace(ptr=42)))
+    ops.device_id = 0
+    A = [Arr(4096 * (i + 1)) for i in range(20)]
+    for ta in ("float", "double"):
+        cfg = chb.config(ta, 64, 64)
+        calls = [("hi_intra", (*A[:4], None, *A[5:12], 100, 64, 64, 8, 3, 1, 9, 2, -1.5e30, 4)),
+                 ("hi_merge", (*A[:6], 64, 64, 1, 9, 2, 5, 3, 4, 4)),
+                 ("hi_snap", (*A[:3], 64, 3, 1, 9, 2, 6, 4)),
+                 ("hi_read", (A[0], A[1], None, *A[3:10], 100, 64, 64, 8, 3, 1, 9, 2, 6, -2.5, 4)),
+                 ("hi_read", (*A[:10], 100, 64, 64, 8, 3, 1, 9, 2, 6, -2.5, 4), {"ltot": A[11], "wide": True}),
+                 ("hib_dq", (*A[:4], None, *A[5:19], None, 100, 64, 64, 8, 3, 1, 9, 2, 6, -0.5, 4)),
+                 ("hib_blocks", (*A[:2], None, *A[3:18], 100, 64, 64, 8, 3, 1, 9, 0.25, 12, 30, 4)),
+                 ("hib_bmerge", (*A[:10], 64, 64, 1, 9, 3, 12, 4)),
+                 ("hib_dkdv", (*A[:20], 100, 64, 64, 8, 3, 1, 9, 0.5, 4))]
+        for name, args, *kw in calls:
+            for raw_on in (False, True, True):  # CuPy's call, then the block, then the block again
+                monkeypatch.setattr(_compile, "RAW_LAUNCH", raw_on)
+                before = len(raw)
+                getattr(ops, name)(cfg, *args, **(kw[0] if kw else {}))
+                assert len(raw) == before + raw_on, name
+    assert len(_compile._RAW) == 2 * 8  # one block per (kernel, cfg, grid, scalars): hi_read's two calls share one
+
+
 # ---- GPU ------------------------------------------------------------------------------------------
 
 def _on_kernels(out):

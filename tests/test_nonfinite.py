@@ -674,6 +674,46 @@ def test_one_read_flags(where, dtype):
     assert _nonfinite._clean(array_api_compat.array_namespace(empty), empty) is None
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("where", ["torch_cuda", "cupy"])
+def test_gpu_side_stream_checks_order_and_reuse(where):
+    """The checks' reads on their side stream (``_extrema.SIDE``) see what the caller's stream wrote before
+    the call (a NaN written after a long matmul; on a torch side stream too), and two answers pending at once
+    (one call inside another's implementation) each read their own arrays: the second takes new buffers."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cp = pytest.importorskip("cupy")
+    from lsattn.backends.cupy import _extrema
+
+    assert _extrema.SIDE
+    op = Op("flags", (("a", "q"), ("b", "k")), lambda *a: {})
+    streams = [None] + ([torch.cuda.Stream()] if where == "torch_cuda" else [])
+    for s in streams:
+        with contextlib.nullcontext() if s is None else torch.cuda.stream(s):
+            x = torch.randn(2048, 2048, device="cuda")
+            for _ in range(4):  # ~ms of work queued before the NaN
+                x = torch.tanh(x @ x)
+            x[1000, 7] = math.nan
+            y = torch.randn(3, 5, 40, device="cuda")
+            z = y.clone()
+            z[2, 4, 39] = math.inf
+            if where == "cupy":
+                x, y, z = cp.asarray(x), cp.asarray(y), cp.asarray(z)
+            xp = array_api_compat.array_namespace(x)
+            dev = torch.cuda.current_device()
+            with mock.patch.object(_nonfinite, "KERNEL", True):
+                first = _nonfinite.checks(op, [x, y], None, xp)  # pending while the next is made
+                b1 = _extrema._SIDE.by_device[dev]
+                second = _nonfinite.checks(op, [y, y[:, :, :1]], None, xp)
+                b2 = _extrema._SIDE.by_device[dev]
+                assert b1 is not b2 and b1.busy and b2.busy
+                assert second.finite and not first.finite
+                assert not b1.busy and not b2.busy
+                again = _nonfinite.checks(op, [y[:1], z], None, xp)  # the buffers free (and large enough): reused
+                assert _extrema._SIDE.by_device[dev] is b2 and not again.finite
+
+
 def test_kernel_checks_host_side():
     """``_nonfinite.KERNEL``'s host pieces without a GPU: which arrays the one-launch kernel reads at one
     flat stride (contiguous, a level axis's first entries; not transposed or broadcast views), and the

@@ -33,6 +33,9 @@ def ta_name(xp, dtype):
 
 
 def flat(xp, x, shape):
+    """``x`` as a C-contiguous array of ``shape`` (itself when it is one already)."""
+    if x.shape == shape and x.flags.c_contiguous:
+        return x
     return xp.ascontiguousarray(xp.reshape(x, shape))
 
 

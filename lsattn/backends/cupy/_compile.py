@@ -413,6 +413,11 @@ def _launch(op, device_id, cfg, name):
 
 
 _NT = 256
+#: the hierarchical kernels launch through the driver with prebuilt argument blocks (``CupyOps._raw``; False:
+#: CuPy's RawKernel call, for A/B timing)
+RAW_LAUNCH = True
+_RAW = {}  # (device, op, cfg, kernel, grid, scalars, pointer counts) -> RawLaunch
+_RAW_MAX = 512
 #: device token maps of recent packed layouts (``CupyOps.token_map``), least recently used first: a few,
 #: so the device memory held stays a few ``4 T`` bytes
 _TOKEN_MAPS = {}
@@ -663,64 +668,85 @@ class CupyOps:
             self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)),
            shared_mem=smem)
 
+    def _raw(self, op, cfg, name, grid, ptrs, scalars, tail=()):
+        """Launch ``name`` of ``op`` for ``cfg`` on ``grid`` with the arguments ``ptrs`` (arrays, None: null), then
+        ``scalars`` (NumPy scalars), then ``tail`` (arrays or None): through the driver with the grid, shared bytes and
+        scalars in a prebuilt argument block (``_rawlaunch``, kept per (kernel, grid, scalars): a repeated call's
+        launches set only the pointers), or through CuPy's call where the driver's launch is not reachable or
+        :data:`RAW_LAUNCH` is off."""
+        fn, block, smem = self._tk(op, cfg, name)
+        if RAW_LAUNCH:
+            key = (self.device_id, op, cfg, name, grid, scalars, len(ptrs), len(tail))
+            raw = _RAW.get(key)
+            if raw is None:
+                from ._rawlaunch import raw_launch
+
+                # (None is not kept: a wrapped kernel without a handle, e.g. a benchmark's recording ``_tk``)
+                raw = raw_launch(fn, grid, block, smem, len(ptrs), scalars, len(tail))
+                if raw is not None:
+                    if len(_RAW) >= _RAW_MAX:
+                        _RAW.clear()
+                    _RAW[key] = raw
+            if raw is not None:
+                raw(self.xp.cuda.get_current_stream().ptr, *[0 if x is None else x.data.ptr for x in ptrs],
+                    *[0 if x is None else x.data.ptr for x in tail])
+                return
+        p = self._p
+        fn(grid, block, (*[p(x) for x in ptrs], *scalars, *[p(x) for x in tail]), shared_mem=smem)
+
     # hierarchical exp-kernel attention
     def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH):
         """a: (BH, T) log decays or None (no decay); alo: their clamp (compute-dtype scalar)."""
-        fn, block, smem = self._tk("hierarchical", cfg, "hi_intra")
-        fn((n, BH), block, (q, k, lv, lam, self._p(a), lden, lnum, wm, wz, wn, wS, gch, self._i(T), self._i(DK),
-                            self._i(DV), self._i(L), self._l(p), self._l(F), self._s(cfg, alo), self._i(n_old),
-                            self._i(wm.shape[1])), shared_mem=smem)
+        i, l = self._i, self._l
+        self._raw("hierarchical", cfg, "hi_intra", (n, BH), (q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch),
+                  (i(T), i(DK), i(DV), i(L), l(p), l(F), self._s(cfg, alo), i(n_old), i(wm.shape[1])))
 
     def hi_merge(self, cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH):
         """Depth d of the chunk tree: the chunks c0 + x 2^(d+1), x < count (``hierarchical.merge_levels``)."""
-        fn, block, smem = self._tk("hierarchical", cfg, "hi_merge")
-        fn((count, wm.shape[1], BH), block,
-           (wm, wz, wn, wS, gch, gnode, self._i(DK), self._i(DV), self._l(F), self._i(n), self._i(n_old), self._l(c0),
-            self._i(d)), shared_mem=smem)
+        i, l = self._i, self._l
+        self._raw("hierarchical", cfg, "hi_merge", (count, wm.shape[1], BH), (wm, wz, wn, wS, gch, gnode),
+                  (i(DK), i(DV), l(F), i(n), i(n_old), l(c0), i(d)))
 
     def hi_snap(self, cfg, wm, gnode, msnap, DK, p, F, n, n_old, NLC, BH):
-        fn, block, smem = self._tk("hierarchical", cfg, "hi_snap")
-        fn((n, BH), block, (wm, gnode, msnap, self._i(DK), self._l(p), self._l(F), self._i(n), self._i(n_old),
-                            self._i(NLC), self._i(wm.shape[1])), shared_mem=smem)
+        i, l = self._i, self._l
+        self._raw("hierarchical", cfg, "hi_snap", (n, BH), (wm, gnode, msnap),
+                  (i(DK), l(p), l(F), i(n), i(n_old), i(NLC), i(wm.shape[1])))
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH,
                 ltot=None, wide=False):
         """ltot: (BH, T) compute dtype, the rows' log den (the partials of packed streams), or None; wide: out
         is in the compute dtype whatever the inputs' (16-bit inputs under autograd)."""
-        fn, block, smem = self._tk("hierarchical", cfg, "hi_read")
+        i, l = self._i, self._l
         nrb = -(-DV // 64)  # HI_RW value columns per block
-        fn((n * nrb, BH), block,
-           (q, lam, self._p(a), lden, lnum, msnap, wz, wn, wS, out, self._i(T), self._i(DK), self._i(DV), self._i(L),
-            self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1]),
-            self._i(nrb), self._p(ltot), out if wide else self._p(None)), shared_mem=smem)
+        self._raw("hierarchical", cfg, "hi_read", (n * nrb, BH), (q, lam, a, lden, lnum, msnap, wz, wn, wS, out),
+                  (i(T), i(DK), i(DV), i(L), l(p), l(F), i(n), i(n_old), i(NLC), self._s(cfg, alo), i(wz.shape[1]),
+                   i(nrb)), (ltot, out if wide else None))
 
     def hib_dq(self, cfg, q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, dsum, T,
                DK, DV, L, p, F, n, n_old, NLC, alo, BH):
-        fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_dq")
-        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg,
-                            self._p(dsum), self._i(T),
-                            self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old),
-                            self._i(NLC), self._s(cfg, alo), self._i(wz.shape[1])), shared_mem=smem)
+        i, l = self._i, self._l
+        self._raw("hierarchical_bwd", cfg, "hib_dq", (n, BH),
+                  (q, k, lv, lam, a, gm, om, delta, lden0, msnap, wz, wn, wS, lden, dq, dlam, Pg, Dg, Fg, dsum),
+                  (i(T), i(DK), i(DV), i(L), l(p), l(F), i(n), i(n_old), i(NLC), self._s(cfg, alo), i(wz.shape[1])))
 
     def hib_blocks(self, cfg, q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp, T, DK, DV, L, p,
                    F, n, alo, items, slots, BH):
-        fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_blocks")
-        fn((items, BH), block, (q, lam, self._p(a), gm, om, delta, lden, gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp,
-                                self._i(T), self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n),
-                                self._s(cfg, alo), self._i(slots)), shared_mem=smem)
+        i, l = self._i, self._l
+        self._raw("hierarchical_bwd", cfg, "hib_blocks", (items, BH),
+                  (q, lam, a, gm, om, delta, lden, gch, U, Z, M, W, gt, Up, Zp, Mp, Wp, gp),
+                  (i(T), i(DK), i(DV), i(L), l(p), l(F), i(n), self._s(cfg, alo), i(slots)))
 
     def hib_bmerge(self, cfg, Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, DK, DV, F, n, split, slots, BH):
-        fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_bmerge")
-        fn((split, BH), block, (Up, Zp, Mp, Wp, gp, U, Z, M, W, gt, self._i(DK), self._i(DV), self._l(F), self._i(n),
-                                self._i(slots)), shared_mem=smem)
+        i, l = self._i, self._l
+        self._raw("hierarchical_bwd", cfg, "hib_bmerge", (split, BH), (Up, Zp, Mp, Wp, gp, U, Z, M, W, gt),
+                  (i(DK), i(DV), l(F), i(n), i(slots)))
 
     def hib_dkdv(self, cfg, q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, dsum, T, DK, DV, L,
                  p, F, n, alo, BH):
-        fn, block, smem = self._tk("hierarchical_bwd", cfg, "hib_dkdv")
-        fn((n, BH), block, (q, k, lv, lam, self._p(a), gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv,
-                            self._p(dsum), self._i(T),
-                            self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n), self._s(cfg, alo)),
-           shared_mem=smem)
+        i, l = self._i, self._l
+        self._raw("hierarchical_bwd", cfg, "hib_dkdv", (n, BH),
+                  (q, k, lv, lam, a, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, dsum),
+                  (i(T), i(DK), i(DV), i(L), l(p), l(F), i(n), self._s(cfg, alo)))
 
     @staticmethod
     def _s(cfg, x):

@@ -40,22 +40,24 @@ class RawLaunch:
     """Launches of one kernel with a fixed grid, block, shared bytes and trailing scalars.
 
     fn: the CuPy kernel (``RawKernel`` or its ``Function``); grid, block: up to 3 ints each;
-    n_ptr: the number of leading pointer arguments (set per call); scalars: the trailing arguments as
-    NumPy scalars (int32 / int64 / uint64 / float32 / float64), in order.
-    Call: ``launch(stream, *pointers)`` with the stream's handle and ``n_ptr`` ints (0: null)."""
+    n_ptr: the number of leading pointer arguments (set per call); scalars: the arguments after them as
+    NumPy scalars (int32 / int64 / uint64 / float32 / float64), in order; n_tail: pointer arguments after
+    the scalars (set per call).
+    Call: ``launch(stream, *pointers)`` with the stream's handle and ``n_ptr + n_tail`` ints (0: null)."""
 
     _CT = {np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64,
            np.dtype(np.uint64): ctypes.c_uint64, np.dtype(np.float32): ctypes.c_float,
            np.dtype(np.float64): ctypes.c_double}
 
-    def __init__(self, fn, grid, block, shared, n_ptr, scalars, driver):
+    def __init__(self, fn, grid, block, shared, n_ptr, scalars, driver, n_tail=0):
         self._launch = driver
         self.func = int(getattr(getattr(fn, "kernel", fn), "ptr"))
         self.n_ptr = n_ptr
-        self.ptrs = (ctypes.c_uint64 * n_ptr)()
+        self.ptrs = (ctypes.c_uint64 * (n_ptr + n_tail))()
         self.scalars = [self._CT[np.asarray(x).dtype](x.item()) for x in scalars]
         base = ctypes.addressof(self.ptrs)
         addrs = [base + 8 * i for i in range(n_ptr)] + [ctypes.addressof(c) for c in self.scalars]
+        addrs += [base + 8 * (n_ptr + i) for i in range(n_tail)]
         self.params = (ctypes.c_void_p * len(addrs))(*addrs)
         g, b = (tuple(grid) + (1, 1))[:3], (tuple(block) + (1, 1))[:3]
         self.geometry = (*g, *b, int(shared))
@@ -71,10 +73,10 @@ class RawLaunch:
             raise CUDADriverError(err)
 
 
-def raw_launch(fn, grid, block, shared, n_ptr, scalars):
+def raw_launch(fn, grid, block, shared, n_ptr, scalars, n_tail=0):
     """A :class:`RawLaunch` of ``fn``, or None where the driver or the kernel's handle is not reachable
     (the caller then launches through CuPy)."""
     driver = _driver()
     if driver is None or getattr(getattr(fn, "kernel", fn), "ptr", None) is None:
         return None
-    return RawLaunch(fn, grid, block, shared, n_ptr, scalars, driver)
+    return RawLaunch(fn, grid, block, shared, n_ptr, scalars, driver, n_tail)

@@ -92,10 +92,10 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
     and the held slots' shifts before every chunk (``msnap``), with the call's sizes, as attributes."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, cfg.half)
     T, DK, DV, L = q.shape[-2], q.shape[-1], lv.shape[-1], lam.shape[-1]
-    lay = chunk_layout(p, T, cfg.CH)
+    lay = _layout(p, T, cfg.CH)
     F, n = lay.first_chunk, lay.n_chunks
     q3, k3, lv3, lam3, a2 = flats(xp, BH, q, k, lv, lam, a)
-    alo = -float(np.finfo(np.dtype(ta_dtype)).max) / 8 / (4 * (p + T))  # hierarchical._forward's clamp
+    alo = -_fmax(ta_dtype) / 8 / (4 * (p + T))  # hierarchical._forward's clamp
     n_old = 0 if old is None else old[0].shape[-2]
     NS, NLC = n_old + n, chunk_slots(F, n, False)
     ncb = -(-DV // BV)
@@ -123,6 +123,15 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
                                  wn=wn, wS=wS, msnap=msnap)
 
 
+#: (the host's per-call work of a repeated call: looked up, not computed)
+_layout = functools.lru_cache(maxsize=256)(chunk_layout)
+
+
+@functools.lru_cache(maxsize=16)
+def _fmax(dtype):
+    return float(np.finfo(np.dtype(dtype)).max)
+
+
 def flats(xp, BH, q, k, lv, lam, a):
     """The inputs as C-contiguous ``(BH, T, ..)`` arrays (``(BH, T)`` for a; None stays None)."""
     T, DK, DV, L = q.shape[-2], q.shape[-1], lv.shape[-1], lam.shape[-1]
@@ -130,10 +139,11 @@ def flats(xp, BH, q, k, lv, lam, a):
             None if a is None else flat(xp, a, (BH, T)))
 
 
+@functools.lru_cache(maxsize=256)
 def merge_levels(F, n):
     """The launches of ``hi_merge`` for chunks ``F .. F + n - 1``: ``(d, c0, count)`` per depth d >= 1
     with work, the chunks ``c = c0 + x 2^(d+1)`` (``x < count``) whose ``c + 1`` has exactly d trailing
-    zeros, all but the last chunk (whose summary no chunk of the call reads)."""
+    zeros, all but the last chunk (whose summary no chunk of the call reads); a tuple (cached)."""
     out, last = [], F + n - 2
     d = 1
     while (1 << d) - 1 <= last:
@@ -142,7 +152,7 @@ def merge_levels(F, n):
         if c0 <= last:
             out.append((d, c0, (last - c0) // step + 1))
         d += 1
-    return out
+    return tuple(out)
 
 
 def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, chunk_size=None, partial=False):

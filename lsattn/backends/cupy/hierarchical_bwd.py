@@ -45,6 +45,11 @@ def pieces(F, n):
     """hib_blocks' work for chunks ``F .. F + n - 1`` (the kernel's ``hib_piece``): ``(items, split,
     slots)``: its grid (a block per piece, unsplit right blocks one piece), the split blocks (hib_bmerge's
     grid) and their pieces (the scratch summaries)."""
+    return _pieces(F, n, PMIN, NPC)
+
+
+@functools.lru_cache(maxsize=256)
+def _pieces(F, n, PMIN, NPC):
     items = split = slots = 0
     lp, hi = 1, F + n - 1
     while (h := 1 << (lp - 1)) <= hi:
@@ -58,6 +63,7 @@ def pieces(F, n):
     return items, split, slots
 
 
+@functools.lru_cache(maxsize=256)  # on every call's path (forward and backward)
 def config(ta, DK, DV, chunk_size=None, tc=False, half=""):
     """The forward's variant (``hierarchical.config``), its chunk halved while the backward's tiles
     exceed shared memory (at least 16; :func:`fits` says whether 16 fits); ``tc`` (float32 only, for
@@ -69,6 +75,7 @@ def config(ta, DK, DV, chunk_size=None, tc=False, half=""):
     return Config(ta, half, cfg.CH, cfg.DKP, cfg.DVP, tc=bool(tc) and ta == "float")
 
 
+@functools.lru_cache(maxsize=256)
 def fits(ta, DK, DV):
     """True when the backward kernels take these head dims (``d_k, d_v <= 128``, tiles in shared memory)."""
     if max(DK, DV) > 128:
@@ -153,7 +160,7 @@ def _function():
             CH = config(ta, q.shape[-1], lv.shape[-1], chunk_size).CH
             with on_gpu(q) as (to_cp, back, ops):
                 if q.dtype in (torch.bfloat16, torch.float16):  # the 16-bit tensor-core forward, float32 log y
-                    xs, half = inputs(to_cp, [x.detach() for x in (q, k, lv, lam) + (() if a is None else (a,))])
+                    xs, half = inputs(to_cp, list((q, k, lv, lam) + (() if a is None else (a,))))
                     oldc = None if old is None else tuple(to_cp(x.detach().float().contiguous())[0] for x in old)
                     y, w = _hi.compute(ops, *xs[:4], xs[4] if a is not None else None, p, oldc, CH, half, wide=True,
                                        keep=True)
@@ -171,7 +178,7 @@ def _function():
             with on_gpu(q) as (to_cp, back, ops):
                 half = q.dtype in (torch.bfloat16, torch.float16)
                 if half:  # the 16-bit tensors as they are (no float32 copies)
-                    xs, half = inputs(to_cp, [x.detach() for x in (q, k, lv, lam) + (() if a is None else (a,))])
+                    xs, half = inputs(to_cp, list((q, k, lv, lam) + (() if a is None else (a,))))
                     (qc, kc, lvc, lamc), ac = xs[:4], xs[4] if a is not None else None
                     oldc = None if ctx.old is None else tuple(to_cp(x.detach().float().contiguous())[0] for x in ctx.old)
                     doc = to_cp(do.detach().to(q.dtype).contiguous())[0]
@@ -191,8 +198,9 @@ def _function():
 
 
 def _compute_inputs(to_cp, q, k, lv, lam, a, old):
-    """CuPy float32 / float64 views (copies where not contiguous) of float32 / float64 inputs and the state's levels."""
-    f = lambda x: x.detach().contiguous()  # noqa: E731
+    """CuPy float32 / float64 views (copies where not contiguous) of float32 / float64 inputs and the state's levels
+    (views of the tensors as given: the pointer, shape and strides only; no ``detach`` per call)."""
+    f = lambda x: x if x.is_contiguous() else x.detach().contiguous()  # noqa: E731
     args, _ = inputs(to_cp, [f(x) for x in (q, k, lv, lam)])
     ac = None if a is None else to_cp(f(a))[0]
     oldc = None if old is None else tuple(to_cp(f(x).to(q.dtype))[0] for x in old)
