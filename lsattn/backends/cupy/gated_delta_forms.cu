@@ -282,33 +282,50 @@ constexpr bool GF_BX = GF_BEXACT && (TI_BF16 || TI_F16);
 #endif
 constexpr bool GF_HL = GF_H && GF_LDM && GF_BX;
 
-// GF_HL: the B fragments of tiles i = 0 .. NN - 1 (columns n0 + 8 i ..; NN = 4 or 2) of k-step k0 from the 16-bit
-// tile B [k][n] (gf_h): r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands
-// lane 4 g + t4 rows 2 t4 and 2 t4 + 1 of column g of each 8 x 8 matrix; the rows' addresses (lane j of matrix i:
-// row j; .x2: lanes 16 .. 31 unread) are tokens k0 + {0, 4, 1, 5, 2, 6, 3, 7}, so that pair is (k0 + t4, k0 + t4 + 4),
-// the tf32 fragment's b0, b1.
-template <int NN>
-__device__ __forceinline__ void gf_ldb(const ti* B, int k0, int n0, unsigned (&r)[NN]) {
-    const int lane = threadIdx.x % 32;
+// GF_HL: the B fragments of the 4 tiles i (columns n0 + 8 i ..) of k-step k0 from the 16-bit tile B [k][n] (gf_h):
+// r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands lane 4 g + t4 rows 2 t4
+// and 2 t4 + 1 of column g of each 8 x 8 matrix; the rows' addresses (lane j of matrix i: row j) are tokens
+// k0 + {0, 4, 1, 5, 2, 6, 3, 7}, so that pair is (k0 + t4, k0 + t4 + 4), the tf32 fragment's b0, b1. The swizzle of row
+// k0 + r (k0 a multiple of 8) is r's: the lane's address is gf_ldb_at's (k-step 0) + k0 * 128 bytes.
+__device__ __forceinline__ unsigned gf_ldb_at(const ti* B, int n0) {
 #ifdef __CUDA_ARCH__
-    const int j = lane & 7;
-    const unsigned addr = smem_u32(B + gf_h(k0 + (j >> 1) + 4 * (j & 1), n0 + 8 * (lane >> 3)));
-    if constexpr (NN == 4)
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-    else
-        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+    const int lane = threadIdx.x % 32, j = lane & 7;
+    return smem_u32(B + gf_h((j >> 1) + 4 * (j & 1), n0 + 8 * (lane >> 3)));
 #else
-    const int g = lane / 4, t4 = lane % 4;
+    return 0;
+#endif
+}
+__device__ __forceinline__ void gf_ldb(const ti* B, unsigned at, int k0, int n0, unsigned (&r)[4]) {
+#ifdef __CUDA_ARCH__
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(at + k0 * 128));
+#else
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
 #pragma unroll
-    for (int i = 0; i < NN; ++i)
+    for (int i = 0; i < 4; ++i)
         r[i] = (unsigned)B[gf_h(k0 + t4, n0 + 8 * i + g)] | ((unsigned)B[gf_h(k0 + t4 + 4, n0 + 8 * i + g)] << 16);
 #endif
 }
-// An A operand held transposed, A(m, k) = p[k ld + m] (times s[k] when s is given): gf_tc / gf_tcb read the two rows
-// of a lane (the fragment's g and g + 8) as the adjacent m0 + 2 g, m0 + 2 g + 1 (one 8-byte load per k, the scale
-// once; conflict-free at ld = 72), the results' rows permuted alike (gf_row). A timing build (GF_PAIR 1; CPU emulation
-// tested, not yet timed or tested on a GPU, session 14); default GF_PAIR 0: rows g, g + 8, single loads.
+// common.cu's tf32_split by integer operations (GF_ISPLIT; 0: tf32_split, a timing build): (bits + 0x1000) with the low
+// 13 bits cleared is cvt.rna.tf32.f32 of every finite x (the magnitude plus half a tf32 ulp, truncated), the same bits
+// in 5 instructions instead of 7 (cvt's test for inf / NaN and its select); a non-finite x gives non-finite parts
+// (the products are not finite either way).
+#ifndef GF_ISPLIT
+#define GF_ISPLIT 1
+#endif
+__device__ __forceinline__ unsigned gf_rna(float x) { return (__float_as_uint(x) + 0x1000u) & 0xffffe000u; }
+__device__ __forceinline__ void gf_split(float x, unsigned& hi, unsigned& lo) {
+    if constexpr (GF_ISPLIT) {
+        hi = gf_rna(x);
+        lo = gf_rna(x - __uint_as_float(hi));
+    } else {
+        tf32_split(x, hi, lo);
+    }
+}
+// An A operand held transposed, A(m, k) = p[k ld + m] (times s[k] when s is given): gf_tc's lane reads it from one
+// address fixed before the k loop (+ k0 ld). GF_PAIR 1 (a timing build): the two rows of a lane (the fragment's g and
+// g + 8) as the adjacent m0 + 2 g, m0 + 2 g + 1 (one 8-byte load per k; conflict-free at ld = 72), the results' rows
+// permuted alike (gf_row); default 0: rows g, g + 8, single loads.
 #ifndef GF_PAIR
 #define GF_PAIR 0
 #endif
@@ -318,118 +335,153 @@ struct GfAT {  // (float32 compute only: GF_TF; S: scaled by s)
     const ta* p;
     int ld;
     const ta* s;
-    __device__ __forceinline__ ta operator()(int m, int k) const {
-        if constexpr (S) return p[k * ld + m] * s[k];
-        return p[k * ld + m];
-    }
 };
-template <typename LA> struct gf_paired { static constexpr bool v = false; };
-template <bool S> struct gf_paired<GfAT<S>> { static constexpr bool v = GF_PAIR; };
+template <typename LA> struct gf_at { static constexpr bool v = false; };
+template <bool S> struct gf_at<GfAT<S>> { static constexpr bool v = true; };
 // the result row of the fragment's row g + 8 h (h = 0, 1) of tile m0
 template <bool PR>
 __device__ __forceinline__ int gf_row(int m0, int g, int h) { return PR ? m0 + 2 * g + h : m0 + g + 8 * h; }
-
-// One k-step (k0 .. k0 + 7) of gf_tc's products into c: rows m0 .., the NN tiles of 8 columns n0 + 8 i ..
-template <int NN, bool BX, bool LDM, typename LA, typename LB>
-__device__ __forceinline__ void gf_kstep(float (&c)[NN][4], int m0, int n0, int k0, LA la, LB lb, const ti* Bt) {
-    static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
-    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-    unsigned ah[4], al[4];
-    if constexpr (gf_paired<LA>::v) {
-#pragma unroll
-        for (int hx = 0; hx < 2; ++hx) {  // k0 + t4, k0 + t4 + 4: fragment elements 2 hx (row g), 2 hx + 1 (row g + 8)
-            const int k = k0 + t4 + 4 * hx;
-            const ta* q = la.p + k * la.ld + m0 + 2 * g;
-#ifdef __CUDA_ARCH__
-            const float2 v = *reinterpret_cast<const float2*>(q);
-            const float v0 = v.x, v1 = v.y;
-#else
-            if (reinterpret_cast<unsigned long long>(q) % 8) std::abort();
-            const float v0 = (float)q[0], v1 = (float)q[1];
+// A store of gf_tc's results two adjacent columns at a time: f(row, c, x_c, x_{c+1}) (c even; gf_pair(f)): the global
+// rows of qeff, H and the intra output by 8-byte stores, Q's pairs by one load (GF_ST2; 0: element by element, a timing
+// build)
+#ifndef GF_ST2
+#define GF_ST2 1
 #endif
-            const float sc = LA::scaled ? (float)la.s[k] : 1.f;
-            tf32_split(v0 * sc, ah[2 * hx], al[2 * hx]);
-            tf32_split(v1 * sc, ah[2 * hx + 1], al[2 * hx + 1]);
-        }
+template <typename F>
+struct GfPair {
+    F f;
+};
+template <typename F>
+__device__ __forceinline__ GfPair<F> gf_pair(F f) { return GfPair<F>{f}; }
+template <typename S> struct gf_pst { static constexpr bool v = false; };
+template <typename F> struct gf_pst<GfPair<F>> { static constexpr bool v = true; };
+// x0, x1 into p[0], p[1] (p aligned to 2 elements) by one store
+__device__ __forceinline__ void gf_st2(ta* p, ta x0, ta x1) {
+#ifdef __CUDA_ARCH__
+    if constexpr (sizeof(ta) == 4)
+        *reinterpret_cast<float2*>(p) = make_float2(x0, x1);
+    else
+        *reinterpret_cast<double2*>(p) = make_double2(x0, x1);
+#else
+    if (reinterpret_cast<unsigned long long>(p) % (2 * sizeof(ta))) std::abort();
+    p[0] = x0, p[1] = x1;
+#endif
+}
+// x0, x1 into columns c, c + 1 of a row p (at column 0) of D columns (c < D): one store when D is even
+__device__ __forceinline__ void gf_st2c(ta* p, int c, int D, ta x0, ta x1) {
+    if (GF_ST2 && D % 2 == 0) {
+        gf_st2(p + c, x0, x1);
     } else {
-#pragma unroll
-        for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
-    }
-    unsigned rb[NN];
-    if constexpr (LDM) gf_ldb<NN>(Bt, k0, n0, rb);
-#pragma unroll
-    for (int i = 0; i < NN; ++i) {
-        unsigned bh[2], bl[2];
-        if constexpr (LDM) {  // bf16 bits -> their float32 (exact tf32) bits
-            bh[0] = rb[i] << 16;
-            bh[1] = rb[i] & 0xffff0000u;
-        } else if constexpr (BX) {  // exact tf32 values: the bits as they are
-            bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
-            bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
-        } else {
-            tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
-            tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
-        }
-        mma_tf32(c[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
-        if constexpr (!BX) mma_tf32(c[i], ah, bl[0], bl[1]);
-        mma_tf32(c[i], ah, bh[0], bh[1]);
+        p[c] = x0;
+        if (c + 1 < D) p[c + 1] = x1;
     }
 }
+// Columns c, c + 1 of row g of src (D columns; zero outside tokens [0, T) and columns [0, D)): one 4- or 8-byte load
+// when v2 (D even, src aligned to 2 elements) and the inputs are bfloat16 or float32.
+__device__ __forceinline__ void gf_ld2(const ti* src, i64 g, int c, int T, int D, bool v2, ta& x0, ta& x1) {
+    x0 = x1 = (ta)0;
+    if (g < 0 || g >= T || c >= D) return;
+    const ti* p = src + g * D + c;
+#ifdef __CUDA_ARCH__
+    if (GF_ST2 && v2) {
+#if TI_BF16
+        const unsigned u = __ldg(reinterpret_cast<const unsigned*>(p));
+        x0 = __uint_as_float(u << 16), x1 = __uint_as_float(u & 0xffff0000u);
+        return;
+#else
+        if constexpr (!TI_F16 && sizeof(ti) == 4) {
+            const float2 u = __ldg(reinterpret_cast<const float2*>(p));
+            x0 = u.x, x1 = u.y;
+            return;
+        }
+#endif
+    }
+#else
+    if (v2 && reinterpret_cast<unsigned long long>(p) % (2 * sizeof(ti))) std::abort();
+#endif
+    x0 = ld(p);
+    if (c + 1 < D) x1 = ld(p + 1);
+}
 
-// SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores may
-// overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
+// The warp's 16 x 32 tile (rows m0 .., the 4 tiles of 8 columns n0 + 8 i ..) of a 64 x 64 product over [lo, hi) in
+// k-steps of 8. SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores
+// may overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
 template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
 __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
+    static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
+    constexpr bool AT = gf_at<LA>::v, PR = AT && GF_PAIR;
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-    float c[4][4];
+    float acc[4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int x = 0; x < 4; ++x) c[i][x] = 0.f;
+        for (int x = 0; x < 4; ++x) acc[i][x] = 0.f;
+    const ta* pa = nullptr;  // AT: the lane's element (g or 2 g, t4) of k-step 0
+    int lda = 0;
+    if constexpr (AT) pa = la.p + t4 * la.ld + m0 + (PR ? 2 * g : g), lda = la.ld;
+    const unsigned bat = LDM ? gf_ldb_at(Bt, n0) : 0u;
 #pragma unroll 1
-    for (int k0 = lo; k0 < hi; k0 += 8) gf_kstep<4, BX, LDM>(c, m0, n0, k0, la, lb, Bt);
-    if constexpr (SYNC) __syncthreads();
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int x = 0; x < 4; ++x) store(gf_row<gf_paired<LA>::v>(m0, g, x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[i][x]);
-}
-
-// GF_BAL: gf_tc's 64 x 64 product with the warps' work balanced for triangular reduction ranges: warp w holds the
-// 16-row tiles (0, 48) (w < 4) or (16, 32) of columns n0 = 16 (w % 4) .. + 15, reducing row tile m over
-// [lo(m, n0), hi(m)). For [0, m + 16) and [m, 64) every warp runs 10 k-steps of 2 column tiles (gf_tc's 16 x 32
-// tiles: 2 .. 8 k-steps of 4 by row, the block waiting on 8 x 4 at its next barrier); the A fragments are split
-// twice as often. A timing build (GF_BAL 1): slower (H200, 8K, bf16: 0.462 ms against 0.430 without; float32 0.606
-// against 0.570): the kernel is limited by what its warps issue, not by the waits at the barriers (session 14).
-#ifndef GF_BAL
-#define GF_BAL 0
+    for (int k0 = lo; k0 < hi; k0 += 8) {
+        unsigned ah[4], al[4];  // fragment elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
+        if constexpr (AT) {
+            const ta* q = pa + k0 * lda;
+            float v[4];
+#if defined(__CUDA_ARCH__)
+            if constexpr (PR && sizeof(ta) == 4) {
+                const float2 u = *reinterpret_cast<const float2*>(q), w = *reinterpret_cast<const float2*>(q + 4 * lda);
+                v[0] = u.x, v[1] = u.y, v[2] = w.x, v[3] = w.y;
+            } else
 #endif
-constexpr bool GF_HBAL = GF_H && GF_BAL;
-template <bool BX = false, bool SYNC = false, bool LDM = false, typename LO, typename HI, typename LA, typename LB, typename S>
-__device__ __forceinline__ void gf_tcb(LO lo, HI hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
-    const int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4, n0 = 16 * (w % 4);
-    float c[2][2][4];
+            {
+#ifndef __CUDA_ARCH__
+                if (PR && reinterpret_cast<unsigned long long>(q) % 8) std::abort();
+#endif
+                constexpr int o = PR ? 1 : 8;
+                v[0] = (float)q[0], v[1] = (float)q[o], v[2] = (float)q[4 * lda], v[3] = (float)q[4 * lda + o];
+            }
+            if constexpr (LA::scaled) {
+                const float s0 = (float)la.s[k0 + t4], s1 = (float)la.s[k0 + t4 + 4];
+                v[0] *= s0, v[1] *= s0, v[2] *= s1, v[3] *= s1;
+            }
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
+            for (int x = 0; x < 4; ++x) gf_split(v[x], ah[x], al[x]);
+        } else {
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
+            for (int x = 0; x < 4; ++x) gf_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+        }
+        unsigned rb[4];
+        if constexpr (LDM) gf_ldb(Bt, bat, k0, n0, rb);
 #pragma unroll
-            for (int x = 0; x < 4; ++x) c[h][i][x] = 0.f;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const int m0 = w < 4 ? 48 * h : 16 + 16 * h;
-#pragma unroll 1
-        for (int k0 = lo(m0, n0); k0 < hi(m0); k0 += 8) gf_kstep<2, BX, LDM>(c[h], m0, n0, k0, la, lb, Bt);
+        for (int i = 0; i < 4; ++i) {
+            unsigned bh[2], bl[2];
+            if constexpr (LDM) {  // bf16 bits -> their float32 (exact tf32) bits
+                bh[0] = rb[i] << 16;
+                bh[1] = rb[i] & 0xffff0000u;
+            } else if constexpr (BX) {  // exact tf32 values: the bits as they are
+                bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
+                bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
+            } else {
+                gf_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
+                gf_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
+            }
+            mma_tf32(acc[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
+            if constexpr (!BX) mma_tf32(acc[i], ah, bl[0], bl[1]);
+            mma_tf32(acc[i], ah, bh[0], bh[1]);
+        }
     }
     if constexpr (SYNC) __syncthreads();
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-            for (int x = 0; x < 4; ++x)
-                store(gf_row<gf_paired<LA>::v>(w < 4 ? 48 * h : 16 + 16 * h, g, x >> 1), n0 + 8 * i + 2 * t4 + (x & 1),
-                      (ta)c[h][i][x]);
+        for (int h = 0; h < 2; ++h) {
+            const int r = gf_row<PR>(m0, g, h), c = n0 + 8 * i + 2 * t4;
+            if constexpr (gf_pst<S>::v) {
+                store.f(r, c, (ta)acc[i][2 * h], (ta)acc[i][2 * h + 1]);
+            } else {
+                store(r, c, (ta)acc[i][2 * h]);
+                store(r, c + 1, (ta)acc[i][2 * h + 1]);
+            }
+        }
 }
 
 // One product of the block over reduction indices [lo, hi) (gf_mm), stored through gf_store.
@@ -728,9 +780,16 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             } else {
                 ldv<4>(R1 + gf_grp(t, gq), x);
             }
+            ta* p = ek + (cj * CH + t) * DK + 4 * gq;
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-                if (4 * gq + e < DK) ek[(cj * CH + t) * DK + 4 * gq + e] = eG[t] * x[e];
+            for (int e = 0; e < 4; ++e) x[e] *= eG[t];
+            if (DK % 4 == 0) {  // (16-byte aligned)
+                if (4 * gq < DK) gf_st4(p, x);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (4 * gq + e < DK) p[e] = x[e];
+            }
         }
         for (int idx = tid - GF_SW; idx < CH * GF_NL; idx += NT - GF_SW) {
             const int t = idx / GF_NL, l = idx % GF_NL;
@@ -759,24 +818,21 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const GfAT<false> la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
             const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
             const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
-            if constexpr (GF_HBAL)
-                gf_tcb<false, GF_H>([](int, int n) { return n; }, [](int m) { return m + 16; }, la, lb, st);
-            else
-                gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
+            gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
         }
         __syncthreads();
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
         ta* qej = qe + cj * CH * DK;
-        {
+        {  // (Q read again from the input, two columns at a time)
             const GfAT<true> la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
-            const auto st = [&](int t, int f, ta x) {
-                const i64 g = g0 + t;
-                if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
-            };
-            if constexpr (GF_HBAL)
-                gf_tcb<GF_BX, false, GF_HL>([](int, int) { return 0; }, [](int m) { return m + 16; }, la, kel, st, Kh);
-            else
-                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
+            const bool q2 = DK % 2 == 0 && reinterpret_cast<unsigned long long>(q) % (2 * sizeof(ti)) == 0;
+            const auto st = gf_pair([&](int t, int f, ta x0, ta x1) {
+                if (f >= DK) return;
+                ta y0, y1;
+                gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
+                gf_st2c(qej + t * DK, f, DK, eG[t] * y0 - x0, eG[t] * y1 - x1);
+            });
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
         }
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
@@ -785,15 +841,13 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         {
             const GfAT<GF_BX> la{R2, GF_LD, eZ};  // X[r][s] (e^{Z_r})
             const auto lb = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
-            const auto st = [&](int s, int f, ta x) {
-                x *= bb[s];
-                PT[s * GF_LK + f] = x;
-                if (f < DK) ph[(cj * DK + f) * CH + s] = x;
-            };
-            if constexpr (GF_HBAL)
-                gf_tcb<GF_BX, GF_H, GF_HL>([](int m, int) { return m; }, [](int) { return CH; }, la, lb, st, Kh);
-            else
-                gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
+            const auto st = gf_pair([&](int s, int f, ta x0, ta x1) {
+                x0 *= bb[s], x1 *= bb[s];
+                gf_st2(PT + s * GF_LK + f, x0, x1);
+                if (f < DK) ph[(cj * DK + f) * CH + s] = x0;
+                if (f + 1 < DK) ph[(cj * DK + f + 1) * CH + s] = x1;
+            });
+            gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
         }
     } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
@@ -847,9 +901,13 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     if constexpr (!GF_TF)
         for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
-    for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
-        const int s = idx / CH, t = idx % CH;
-        AT[s * GF_LD + t] *= s <= t ? lamS[t * 8 + fen_level(t, s)] : (ta)0;
+    for (int i4 = tid; i4 < CH * CH / 4; i4 += NT) {  // Lambda * attn, in place (zero above the diagonal), by 4
+        const int s = i4 / (CH / 4), t0 = 4 * (i4 % (CH / 4));
+        ta x[4];
+        ldv<4>(AT + s * GF_LD + t0, x);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) x[e] *= s <= t0 + e ? lamS[(t0 + e) * 8 + fen_level(t0 + e, s)] : (ta)0;
+        gf_st4(AT + s * GF_LD + t0, x);
     }
     // the value columns, GF_VB at a time: H = phi V, out = (Lambda * attn) V
     for (int vb = 0; vb < DV; vb += GF_VB) {
@@ -882,12 +940,15 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hstore, Kh);  // A = phi[f][s], B = V
+            const auto hst = gf_pair([&](int kk, int c, ta x0, ta x1) {
+                if (kk < DK && vb + c < DV) gf_st2c(Hc + (cj * DK + kk) * DV + vb, c, DV - vb, x0, x1);
+            });
+            const auto ost = gf_pair([&](int t, int c, ta x0, ta x1) {
+                if (vb + c < DV) gf_st2c(out + (cj * CH + t) * DV + vb, c, DV - vb, x0, x1);
+            });
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
-            if constexpr (GF_HBAL)
-                gf_tcb<GF_BX, false, GF_HL>([](int, int) { return 0; }, [](int m) { return m + 16; }, la, vel, ostore, Kh);
-            else
-                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ostore, Kh);
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);
