@@ -27,7 +27,9 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              products of s14d16, GF_BAL, +7%, removed in session 15); *_pair: the
              transposed A operands as row pairs m0 + 2 g, + 1 (GF_PAIR 1) instead of single loads of rows g, g + 8;
              bf16in_chk_lamw_main: main's kernel before s14d16 (= _f32t); *_cvt: the tf32 splits by cvt.rna
-             (GF_ISPLIT 0); *_st1: the global result rows element by element (GF_ST2 0) instead of 8-byte stores
+             (GF_ISPLIT 0); *_st1: the global result rows element by element (GF_ST2 0) instead of 8-byte stores;
+             *_trid: the decay pass on the triangular map of pieces (GF_TRID 1); *_lda: K K^T / Q K^T's fragments by
+             ldmatrix (GF_LDA 1)
 - s14_*:     session 14's gated_delta_forms.cu (gd_forms_s14.cu beside this script: the k-step's addresses computed
              per step, the splits by cvt.rna; timing only, removed after session 15's merge); every other variant's
              outputs are compared with s14_bf16in_chk_lamw's / s14_fp32_chk's bit for bit ("same as s14": max |diff|)
@@ -73,6 +75,8 @@ NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
 PAIR = ("#define GF_PAIR 0", "#define GF_PAIR 1")
 CVT = ("#define GF_ISPLIT 1", "#define GF_ISPLIT 0")
 ST1 = ("#define GF_ST2 1", "#define GF_ST2 0")
+TRID = ("#define GF_TRID 0", "#define GF_TRID 1")
+LDA = ("#define GF_LDA 0", "#define GF_LDA 1")
 S14 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gd_forms_s14.cu")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
@@ -95,6 +99,10 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "s14_fp32_chk": ("float", False, [], S14),
     "bf16in_chk_lamw_cvt": ("float", True, [CVT]),
     "bf16in_chk_lamw_st1": ("float", True, [ST1]),
+    "bf16in_chk_lamw_trid": ("float", True, [TRID]),
+    "bf16in_chk_lamw_lda": ("float", True, [LDA]),
+    "bf16in_chk_lamw_trid_lda": ("float", True, [TRID, LDA]),
+    "fp32_chk_trid": ("float", False, [TRID]),
     "fp32_chk_cvt": ("float", False, [CVT]),
     "bf16in_chk_lamw_pair": ("float", True, [PAIR]),
     "bf16in_chk_lamw_main": ("float", True, [F32T]),
@@ -116,7 +124,7 @@ if len(sys.argv) > 2:
 
 
 def build(ta, bf16, subs, smem, src=None):
-    forms = open(src).read() if src else cc._source("gated_delta_forms.cu")
+    forms = open(src).read() if src else cc._source("gated_delta_forms_tc.cu") + "\n" + cc._source("gated_delta_forms.cu")
     for pat, rep in subs:
         assert pat in forms, pat
         forms = forms.replace(pat, rep)

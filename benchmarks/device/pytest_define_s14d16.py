@@ -18,10 +18,10 @@ source = _compile._source
 
 def patched(name):
     text = source(name)
-    if name == "gated_delta_forms.cu":
+    if name in ("gated_delta_forms.cu", "gated_delta_forms_tc.cu"):  # (gd_forms' switches: either file)
         for k, v in defines.items():
-            old = next(line for line in text.splitlines() if line.startswith(f"#define {k} "))
-            text = text.replace(old, f"#define {k} {v}")
+            old = next((line for line in text.splitlines() if line.startswith(f"#define {k} ")), None)
+            text = text if old is None else text.replace(old, f"#define {k} {v}")
     return text
 
 

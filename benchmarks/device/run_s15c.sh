@@ -7,7 +7,7 @@ set -u
 NAME=s15c_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 PT="python3 -m pytest -q -p no:cacheprovider -rs --tb=short -m gpu"
-VAR=s14_bf16in_chk_lamw,bf16in_chk_lamw,bf16in_chk_lamw_st1,bf16in_chk_lamw_cvt,bf16in_chk_lamw_pair,s14_fp32_chk,fp32_chk,fp32_chk_pair
+VAR=s14_bf16in_chk_lamw,bf16in_chk_lamw,bf16in_chk_lamw_st1,bf16in_chk_lamw_cvt,bf16in_chk_lamw_pair,bf16in_chk_lamw_trid,bf16in_chk_lamw_lda,bf16in_chk_lamw_trid_lda,s14_fp32_chk,fp32_chk,fp32_chk_pair,fp32_chk_trid
 if [ "$1" = tests ]; then
   { nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv; date -u; } > "$OUT/log_env.txt" 2>&1
   echo "=== tests $(date -u +%T)"
