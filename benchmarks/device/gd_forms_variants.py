@@ -24,12 +24,9 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              tiles of session 13 (75 KB, 3 blocks per SM; main's kernel before s14d16); *_lb3: the 16-bit tiles with
              __launch_bounds__(256, 3) (80 registers: 3 blocks per SM by registers, the spills of 64 gone); *_noldm:
              the 16-bit tiles' B operands by single 16-bit loads (GF_LDM 0) instead of ldmatrix (the balanced triangular
-             products of s14d16, GF_BAL, +7%, removed in session 15); *_pair: the
-             transposed A operands as row pairs m0 + 2 g, + 1 (GF_PAIR 1) instead of single loads of rows g, g + 8;
-             bf16in_chk_lamw_main: main's kernel before s14d16 (= _f32t); *_cvt: the tf32 splits by cvt.rna
-             (GF_ISPLIT 0); *_st1: the global result rows element by element (GF_ST2 0) instead of 8-byte stores;
-             *_trid: the decay pass on the triangular map of pieces (GF_TRID 1); *_lda: K K^T / Q K^T's fragments by
-             ldmatrix (GF_LDA 1)
+             products of s14d16, GF_BAL, +7%, removed in session 15); bf16in_chk_lamw_main: main's kernel before s14d16
+             (= _f32t). Session 15's timing builds, measured and removed (benchmarks/NOTES.md "Session 15 — s15c16"):
+             GF_PAIR (_pair), GF_ISPLIT 0 (_cvt), GF_ST2 0 (_st1), GF_TRID (_trid, now the default), GF_LDA (_lda)
 - s14_*:     session 14's gated_delta_forms.cu (gd_forms_s14.cu beside this script: the k-step's addresses computed
              per step, the splits by cvt.rna; timing only, removed after session 15's merge); every other variant's
              outputs are compared with s14_bf16in_chk_lamw's / s14_fp32_chk's bit for bit ("same as s14": max |diff|)
@@ -72,11 +69,6 @@ NOSCAN = [("for (int r = 0; r <= tid; ++r) G += aa[r];", "G = aa[tid];"),
 F32T = ("#define GF_H16 1", "#define GF_H16 0")
 FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
 NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
-PAIR = ("#define GF_PAIR 0", "#define GF_PAIR 1")
-CVT = ("#define GF_ISPLIT 1", "#define GF_ISPLIT 0")
-ST1 = ("#define GF_ST2 1", "#define GF_ST2 0")
-TRID = ("#define GF_TRID 0", "#define GF_TRID 1")
-LDA = ("#define GF_LDA 0", "#define GF_LDA 1")
 S14 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gd_forms_s14.cu")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
@@ -97,17 +89,7 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_noldm": ("float", True, [NOLDM]),
     "s14_bf16in_chk_lamw": ("float", True, [], S14),
     "s14_fp32_chk": ("float", False, [], S14),
-    "bf16in_chk_lamw_cvt": ("float", True, [CVT]),
-    "bf16in_chk_lamw_st1": ("float", True, [ST1]),
-    "bf16in_chk_lamw_trid": ("float", True, [TRID]),
-    "bf16in_chk_lamw_lda": ("float", True, [LDA]),
-    "bf16in_chk_lamw_trid_lda": ("float", True, [TRID, LDA]),
-    "fp32_chk_trid": ("float", False, [TRID]),
-    "fp32_chk_cvt": ("float", False, [CVT]),
-    "bf16in_chk_lamw_pair": ("float", True, [PAIR]),
     "bf16in_chk_lamw_main": ("float", True, [F32T]),
-    "bf16in_chk_lamw_f32t_pair": ("float", True, [F32T, PAIR]),
-    "fp32_chk_pair": ("float", False, [PAIR]),
     "bf16in_chk_lamw_noscan": ("float", True, NOSCAN),
 
     "fp32": ("float", False, []),

@@ -1,7 +1,7 @@
 """pytest with gated_delta_forms.cu's build switches set otherwise (timing builds tested as the library would run them):
 ``#define NAME v`` lines of the source replaced before any kernel is compiled (CuPy's cache keys by the source).
 
-    python benchmarks/device/pytest_define_s14d16.py GF_BAL=0 [GF_H16=0 ...] -- [pytest arguments]
+    python benchmarks/device/pytest_define_s14d16.py GF_H16=0 [GF_LDM=0 ...] -- [pytest arguments]
 """
 import os
 import sys

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # issue 16, session 15 (branch s15c16): gd_forms' k-steps with fewer instructions (the tf32 splits by integer
 # operations, GF_ISPLIT; the A / ldmatrix addresses fixed before the k loop) against session 14's kernel
-# (gd_forms_s14.cu) in one process, GF_PAIR timed; the public forward's per-kernel timeline at 8K / 32K.
+# (gd_forms_s14.cu) in one process, GF_PAIR timed; the public forward's per-kernel timeline at 8K / 32K. As request 1
+# ran it at aaae27d (the only batch; the timing builds its VAR names, _st1 _cvt _pair _trid _lda, were removed after:
+# benchmarks/NOTES.md "Session 15 — s15c16").
 #   OUT=... bash benchmarks/device/run_s15c.sh tests|times      (logs in $OUT/s15c_<mode>.tgz; summary on stdout)
 set -u
 NAME=s15c_$1; . benchmarks/device/setup.sh

@@ -217,17 +217,15 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         for (int r = CH - 1; r > t; --r) S += aa[r];
         eZ[t] = ex(S);
     }
-    // This thread's RC x RC piece (dr, dc) of the CH x CH products N and M: with tensor cores (ty, tx),
-    // else (FFMA) the 136 pieces on or below the diagonal on threads 0 .. 135 (5 of the 8 warps: the
-    // upper 120, zero, written by threads 136 ..; GF_TRID 1, a timing build: so with tensor cores too, warps
-    // 5 .. 7 then take no exponential of the decay pass). Its piece of the decay table, D[t][s] (t = dr RC + i,
-    // s = dc RC + jj): the sum over a_{s+1} .. a_t as (the rest of s's group) + (the groups between) +
-    // (t's group up to t).
+    // This thread's RC x RC piece (dr, dc) of the CH x CH products N and M (FFMA) or of their decay scales (tensor
+    // cores): the 136 pieces on or below the diagonal on threads 0 .. 135 (5 of the 8 warps: the upper 120, zero,
+    // written by threads 136 .., take no exponential; with tensor cores (ty, tx) before session 15: every warp ran
+    // the exponentials' path; H200, 8K: float32 -1.0%, bf16 inputs unchanged). Its piece of the decay table, D[t][s]
+    // (t = dr RC + i, s = dc RC + jj): the sum over a_{s+1} .. a_t as (the rest of s's group) + (the groups
+    // between) + (t's group up to t).
     constexpr int GF_NLOW = 136;
     int dr = 0, dc;
-    if ((GF_TC || GF_TF) && !GF_TRID) {  // tensor cores: the thread's own piece
-        dr = ty, dc = tx;
-    } else if (tid < GF_NLOW) {  // lower piece tid = dr (dr + 1) / 2 + dc
+    if (tid < GF_NLOW) {  // lower piece tid = dr (dr + 1) / 2 + dc
         while ((dr + 1) * (dr + 2) / 2 <= tid) ++dr;
         dc = tid - dr * (dr + 1) / 2;
     } else {  // upper piece tid - 136 = dc (dc - 1) / 2 + dr, dr < dc
@@ -274,34 +272,16 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
 #pragma unroll
             for (int k0 = 0; k0 < DKP; k0 += 16) {
                 const int f = k0 + 2 * tq;
-                unsigned aK[4], aQ[4];
-                if constexpr (GF_HA) {  // lanes 0 .. 15: rows m0 .. m0 + 15 at k0; 16 .. 31: the same at k0 + 8
-                    gf_ldsm4(Kh + gf_h(m0 + (lane & 15), k0 + 8 * (lane >> 4)), aK);
-                    gf_ldsm4(Qh + gf_h(m0 + (lane & 15), k0 + 8 * (lane >> 4)), aQ);
-                } else {
+                const unsigned aK[4] = {pair(1, m0 + g, f), pair(1, m0 + g + 8, f), pair(1, m0 + g, f + 8),
+                                        pair(1, m0 + g + 8, f + 8)};
+                const unsigned aQ[4] = {pair(0, m0 + g, f), pair(0, m0 + g + 8, f), pair(0, m0 + g, f + 8),
+                                        pair(0, m0 + g + 8, f + 8)};
 #pragma unroll
-                    for (int x = 0; x < 4; ++x) {
-                        aK[x] = pair(1, m0 + g + 8 * (x & 1), f + 8 * (x >> 1));
-                        aQ[x] = pair(0, m0 + g + 8 * (x & 1), f + 8 * (x >> 1));
-                    }
-                }
-#pragma unroll
-                for (int np = 0; np < 2; ++np) {  // the column tiles 2 np, 2 np + 1
-                    if (n0 + 16 * np > m0 + 15) continue;
-                    unsigned b[4];  // b0, b1 of tile 2 np, then of 2 np + 1
-                    if constexpr (GF_HA) {  // matrix l / 8: tile 2 np + l / 16, at k0 + 8 ((l / 8) % 2)
-                        gf_ldsm4(Kh + gf_h(n0 + 16 * np + 8 * (lane >> 4) + (lane & 7), k0 + 8 * ((lane >> 3) & 1)), b);
-                    } else {
-#pragma unroll
-                        for (int x = 0; x < 4; ++x) b[x] = pair(1, n0 + 16 * np + 8 * (x >> 1) + g, f + 8 * (x & 1));
-                    }
-#pragma unroll
-                    for (int h = 0; h < 2; ++h) {
-                        const int nt = 2 * np + h;
-                        if (n0 + 8 * nt <= m0 + 15) {
-                            mma_bf16(cK[nt], aK, b[2 * h], b[2 * h + 1]);
-                            mma_bf16(cQ[nt], aQ, b[2 * h], b[2 * h + 1]);
-                        }
+                for (int nt = 0; nt < 4; ++nt) {
+                    if (n0 + 8 * nt <= m0 + 15) {
+                        const unsigned b0 = pair(1, n0 + 8 * nt + g, f), b1 = pair(1, n0 + 8 * nt + g, f + 8);
+                        mma_bf16(cK[nt], aK, b0, b1);
+                        mma_bf16(cQ[nt], aQ, b0, b1);
                     }
                 }
             }

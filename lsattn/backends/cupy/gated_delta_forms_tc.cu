@@ -213,50 +213,18 @@ __device__ __forceinline__ void gf_ldb(const ti* B, unsigned at, int k0, int n0,
         r[i] = (unsigned)B[gf_h(k0 + t4, n0 + 8 * i + g)] | ((unsigned)B[gf_h(k0 + t4 + 4, n0 + 8 * i + g)] << 16);
 #endif
 }
-// The decay pass's pieces with tensor cores: (ty, tx) (GF_TRID 0) or the FFMA path's triangular map (1, a timing build)
-#ifndef GF_TRID
-#define GF_TRID 0
-#endif
-// GF_H: K K^T and Q K^T's bf16 fragments (m16n8k16: A rows, B columns, the reduction index contiguous in both) by
-// ldmatrix.x4 from the 16-bit tiles (16-byte pieces, conflict-free on the swizzled rows; GF_LDA 1, a timing build)
-// instead of 32-bit loads (the CPU emulation runs the 32-bit loads)
-#ifndef GF_LDA
-#define GF_LDA 0
-#endif
-#if defined(__CUDA_ARCH__)
-constexpr bool GF_HA = GF_H && GF_LDA;
-#else
-constexpr bool GF_HA = false;
-#endif
-__device__ __forceinline__ void gf_ldsm4(const ti* p, unsigned (&r)[4]) {
-#ifdef __CUDA_ARCH__
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
-#endif
-}
-// common.cu's tf32_split by integer operations (GF_ISPLIT; 0: tf32_split, a timing build): (bits + 0x1000) with the low
-// 13 bits cleared is cvt.rna.tf32.f32 of every finite x (the magnitude plus half a tf32 ulp, truncated), the same bits
-// in 5 instructions instead of 7 (cvt's test for inf / NaN and its select); a non-finite x gives non-finite parts
-// (the products are not finite either way).
-#ifndef GF_ISPLIT
-#define GF_ISPLIT 1
-#endif
+// common.cu's tf32_split by integer operations: (bits + 0x1000) with the low 13 bits cleared is cvt.rna.tf32.f32 of
+// every finite x (the magnitude plus half a tf32 ulp, truncated), the same bits in 5 instructions instead of 7 (cvt's
+// test for inf / NaN and its select; ptxas drops the low part's mask, which only the mma reads); a non-finite x gives
+// non-finite parts (the products are not finite either way). H200, 8K, session 15: bf16 inputs -2.7% (0.482 -> 0.469 ms).
 __device__ __forceinline__ unsigned gf_rna(float x) { return (__float_as_uint(x) + 0x1000u) & 0xffffe000u; }
 __device__ __forceinline__ void gf_split(float x, unsigned& hi, unsigned& lo) {
-    if constexpr (GF_ISPLIT) {
-        hi = gf_rna(x);
-        lo = gf_rna(x - __uint_as_float(hi));
-    } else {
-        tf32_split(x, hi, lo);
-    }
+    hi = gf_rna(x);
+    lo = gf_rna(x - __uint_as_float(hi));
 }
 // An A operand held transposed, A(m, k) = p[k ld + m] (times s[k] when s is given): gf_tc's lane reads it from one
-// address fixed before the k loop (+ k0 ld). GF_PAIR 1 (a timing build): the two rows of a lane (the fragment's g and
-// g + 8) as the adjacent m0 + 2 g, m0 + 2 g + 1 (one 8-byte load per k; conflict-free at ld = 72), the results' rows
-// permuted alike (gf_row); default 0: rows g, g + 8, single loads.
-#ifndef GF_PAIR
-#define GF_PAIR 0
-#endif
+// address fixed before the k loop (+ k0 ld). (Session 14's GF_PAIR, the rows g, g + 8 of a lane read as the adjacent
+// pair 2 g, 2 g + 1 by one 8-byte load, timed in session 15: bf16 inputs +1.7%, float32 -0.3%; removed.)
 template <bool S>
 struct GfAT {  // (float32 compute only: GF_TF; S: scaled by s)
     static constexpr bool scaled = S;
@@ -266,15 +234,9 @@ struct GfAT {  // (float32 compute only: GF_TF; S: scaled by s)
 };
 template <typename LA> struct gf_at { static constexpr bool v = false; };
 template <bool S> struct gf_at<GfAT<S>> { static constexpr bool v = true; };
-// the result row of the fragment's row g + 8 h (h = 0, 1) of tile m0
-template <bool PR>
-__device__ __forceinline__ int gf_row(int m0, int g, int h) { return PR ? m0 + 2 * g + h : m0 + g + 8 * h; }
 // A store of gf_tc's results two adjacent columns at a time: f(row, c, x_c, x_{c+1}) (c even; gf_pair(f)): the global
-// rows of qeff, H and the intra output by 8-byte stores, Q's pairs by one load (GF_ST2; 0: element by element, a timing
-// build)
-#ifndef GF_ST2
-#define GF_ST2 1
-#endif
+// rows of qeff, H and the intra output by 8-byte stores, Q's pairs by one load (H200, 8K, session 15: bf16 inputs -5.4%,
+// 0.496 -> 0.469 ms, against the element stores)
 template <typename F>
 struct GfPair {
     F f;
@@ -297,7 +259,7 @@ __device__ __forceinline__ void gf_st2(ta* p, ta x0, ta x1) {
 }
 // x0, x1 into columns c, c + 1 of a row p (at column 0) of D columns (c < D): one store when D is even
 __device__ __forceinline__ void gf_st2c(ta* p, int c, int D, ta x0, ta x1) {
-    if (GF_ST2 && D % 2 == 0) {
+    if (D % 2 == 0) {
         gf_st2(p + c, x0, x1);
     } else {
         p[c] = x0;
@@ -311,7 +273,7 @@ __device__ __forceinline__ void gf_ld2(const ti* src, i64 g, int c, int T, int D
     if (g < 0 || g >= T || c >= D) return;
     const ti* p = src + g * D + c;
 #ifdef __CUDA_ARCH__
-    if (GF_ST2 && v2) {
+    if (v2) {
 #if TI_BF16
         const unsigned u = __ldg(reinterpret_cast<const unsigned*>(p));
         x0 = __uint_as_float(u << 16), x1 = __uint_as_float(u & 0xffff0000u);
@@ -337,36 +299,23 @@ __device__ __forceinline__ void gf_ld2(const ti* src, i64 g, int c, int T, int D
 template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
 __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
     static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
-    constexpr bool AT = gf_at<LA>::v, PR = AT && GF_PAIR;
+    constexpr bool AT = gf_at<LA>::v;
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     float acc[4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int x = 0; x < 4; ++x) acc[i][x] = 0.f;
-    const ta* pa = nullptr;  // AT: the lane's element (g or 2 g, t4) of k-step 0
+    const ta* pa = nullptr;  // AT: the lane's element (g, t4) of k-step 0
     int lda = 0;
-    if constexpr (AT) pa = la.p + t4 * la.ld + m0 + (PR ? 2 * g : g), lda = la.ld;
+    if constexpr (AT) pa = la.p + t4 * la.ld + m0 + g, lda = la.ld;
     const unsigned bat = LDM ? gf_ldb_at(Bt, n0) : 0u;
 #pragma unroll 1
     for (int k0 = lo; k0 < hi; k0 += 8) {
         unsigned ah[4], al[4];  // fragment elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
         if constexpr (AT) {
             const ta* q = pa + k0 * lda;
-            float v[4];
-#if defined(__CUDA_ARCH__)
-            if constexpr (PR && sizeof(ta) == 4) {
-                const float2 u = *reinterpret_cast<const float2*>(q), w = *reinterpret_cast<const float2*>(q + 4 * lda);
-                v[0] = u.x, v[1] = u.y, v[2] = w.x, v[3] = w.y;
-            } else
-#endif
-            {
-#ifndef __CUDA_ARCH__
-                if (PR && reinterpret_cast<unsigned long long>(q) % 8) std::abort();
-#endif
-                constexpr int o = PR ? 1 : 8;
-                v[0] = (float)q[0], v[1] = (float)q[o], v[2] = (float)q[4 * lda], v[3] = (float)q[4 * lda + o];
-            }
+            float v[4] = {(float)q[0], (float)q[8], (float)q[4 * lda], (float)q[4 * lda + 8]};
             if constexpr (LA::scaled) {
                 const float s0 = (float)la.s[k0 + t4], s1 = (float)la.s[k0 + t4 + 4];
                 v[0] *= s0, v[1] *= s0, v[2] *= s1, v[3] *= s1;
@@ -402,7 +351,7 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
     for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const int r = gf_row<PR>(m0, g, h), c = n0 + 8 * i + 2 * t4;
+            const int r = m0 + g + 8 * h, c = n0 + 8 * i + 2 * t4;
             if constexpr (gf_pst<S>::v) {
                 store.f(r, c, (ta)acc[i][2 * h], (ta)acc[i][2 * h + 1]);
             } else {
