@@ -3,7 +3,7 @@
 // std::barrier, shared memory one static buffer; it includes gated_delta.cu through KERNEL and
 // defines run(), gd_scan's launch) plus the helpers of common.cu that gd_forms uses besides, restated.
 // tests/test_cupy_gated_delta.py builds it with
-//   g++ -std=c++20 -shared -fPIC -DTA=.. -DTI_BF16=0|1 -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DFORMS_KERNEL='"<gated_delta_forms.cu>"'
+//   g++ -std=c++20 -shared -fPIC -DTA=.. -DTI_BF16=0|1 -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DFORMS_KERNEL='"<gated_delta_forms_tc.cu + gated_delta_forms.cu>"'
 
 #include "cuda_emu_gd_scan.cpp"
 

@@ -203,6 +203,11 @@ def scan_source():
     return cupy_source("gated_delta.cu") + "\n" + cupy_source("gated_delta_tier.cu")
 
 
+def forms_source():
+    """gd_forms as one source (``gated_delta_forms_tc.cu``: its layout, loads and tensor-core products; then the kernel)."""
+    return cupy_source("gated_delta_forms_tc.cu") + "\n" + cupy_source("gated_delta_forms.cu")
+
+
 class Emulated:
     """``ops`` whose gd_forms and gd_scan run the kernels' CUDA sources on the CPU
     (``cuda_emu_gd_forms.cpp``, which includes ``cuda_emu_gd_scan.cpp``), built with g++ once per
@@ -226,7 +231,7 @@ class Emulated:
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
         defines |= {"GD_CRING_SET": 1} if self.cring else {}
         return emulation("cuda_emu_gd_forms.cpp", defines,
-                         {"KERNEL": scan_source(), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
+                         {"KERNEL": scan_source(), "FORMS_KERNEL": forms_source()})
 
     @staticmethod
     def _ptrs(arrays):

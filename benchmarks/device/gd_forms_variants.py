@@ -23,11 +23,13 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 - bf16in*: since s14d16 Q, K and V as 16-bit tiles (GF_H16: 55 KB, 4 blocks per SM); *_f32t: GF_H16 0, the float32
              tiles of session 13 (75 KB, 3 blocks per SM; main's kernel before s14d16); *_lb3: the 16-bit tiles with
              __launch_bounds__(256, 3) (80 registers: 3 blocks per SM by registers, the spills of 64 gone); *_noldm:
-             the 16-bit tiles' B operands by single 16-bit loads (GF_LDM 0) instead of ldmatrix; *_bal: the triangular
-             products on gf_tcb's balanced pairs of row tiles (GF_BAL 1) instead of gf_tc's 16 x 32 warp tiles
-             (s14d16's request 2: +7%); fp32_chk_bal, bf16in_chk_lamw_f32t_bal: gf_tcb on the float32 tiles too; *_pair: the
-             transposed A operands as row pairs m0 + 2 g, + 1 (GF_PAIR 1) instead of single loads of rows g, g + 8;
-             bf16in_chk_lamw_main: main's kernel before s14d16 (= _f32t)
+             the 16-bit tiles' B operands by single 16-bit loads (GF_LDM 0) instead of ldmatrix (the balanced triangular
+             products of s14d16, GF_BAL, +7%, removed in session 15); bf16in_chk_lamw_main: main's kernel before s14d16
+             (= _f32t). Session 15's timing builds, measured and removed (benchmarks/NOTES.md "Session 15 — s15c16"):
+             GF_PAIR (_pair), GF_ISPLIT 0 (_cvt), GF_ST2 0 (_st1), GF_TRID (_trid, now the default), GF_LDA (_lda)
+- s14_*:     session 14's gated_delta_forms.cu (gd_forms_s14.cu beside this script: the k-step's addresses computed
+             per step, the splits by cvt.rna; timing only, removed after session 15's merge); every other variant's
+             outputs are compared with s14_bf16in_chk_lamw's / s14_fp32_chk's bit for bit ("same as s14": max |diff|)
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
              substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
@@ -67,9 +69,7 @@ NOSCAN = [("for (int r = 0; r <= tid; ++r) G += aa[r];", "G = aa[tid];"),
 F32T = ("#define GF_H16 1", "#define GF_H16 0")
 FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
 NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
-BAL = ("#define GF_BAL 0", "#define GF_BAL 1")
-PAIR = ("#define GF_PAIR 0", "#define GF_PAIR 1")
-BALF = ("constexpr bool GF_HBAL = GF_H && GF_BAL;", "constexpr bool GF_HBAL = GF_TF && GF_BAL;")  # with BAL
+S14 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gd_forms_s14.cu")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
@@ -87,13 +87,9 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_f32t": ("float", True, [F32T]),
     "bf16in_chk_lamw_lb3": ("float", True, [LB3]),
     "bf16in_chk_lamw_noldm": ("float", True, [NOLDM]),
-    "bf16in_chk_lamw_bal": ("float", True, [BAL]),
-    "bf16in_chk_lamw_f32t_bal": ("float", True, [F32T, BAL, BALF]),
-    "fp32_chk_bal": ("float", False, [BAL, BALF]),
-    "bf16in_chk_lamw_pair": ("float", True, [PAIR]),
+    "s14_bf16in_chk_lamw": ("float", True, [], S14),
+    "s14_fp32_chk": ("float", False, [], S14),
     "bf16in_chk_lamw_main": ("float", True, [F32T]),
-    "bf16in_chk_lamw_f32t_pair": ("float", True, [F32T, PAIR]),
-    "fp32_chk_pair": ("float", False, [PAIR]),
     "bf16in_chk_lamw_noscan": ("float", True, NOSCAN),
 
     "fp32": ("float", False, []),
@@ -109,8 +105,8 @@ if len(sys.argv) > 2:
     VARIANTS = {k: VARIANTS[k] for k in ([] if COMPILE else ["fp64"]) + [x for x in sys.argv[2].split(",") if COMPILE or x != "fp64"]}
 
 
-def build(ta, bf16, subs, smem):
-    forms = cc._source("gated_delta_forms.cu")
+def build(ta, bf16, subs, smem, src=None):
+    forms = open(src).read() if src else cc._source("gated_delta_forms_tc.cu") + "\n" + cc._source("gated_delta_forms.cu")
     for pat, rep in subs:
         assert pat in forms, pat
         forms = forms.replace(pat, rep)
@@ -148,9 +144,9 @@ def bf16_bits(x):
 def main():
     fns = {}
     if COMPILE:
-        for name, (ta, bf16, subs) in VARIANTS.items():
+        for name, (ta, bf16, subs, *src) in VARIANTS.items():
             smem = variant_smem(ta, bf16, subs)
-            print(f"built {name:15s}{occupancy(build(ta, bf16, subs, smem), smem)}", flush=True)
+            print(f"built {name:15s}{occupancy(build(ta, bf16, subs, smem, *src), smem)}", flush=True)
     for T in TS:
         run(T, fns)
 
@@ -170,8 +166,8 @@ def run(T, fns):
             rng.random((BH, T)).astype(np.float32), (0.5 + rng.random((BH, T, L))).astype(np.float32)]
     pairs = [bf16_bits(x) for x in host]
     n = T // CH
-    want = None
-    for name, (ta, bf16, subs) in VARIANTS.items():
+    want, s14 = None, {}
+    for name, (ta, bf16, subs, *src) in VARIANTS.items():
         dt = np.float64 if ta == "double" else np.float32
         ins = [cupy.asarray(b if bf16 else f.astype(dt)) for f, b in pairs]
         outs = [cupy.empty(s, dtype=dt) for s in [(BH, n, CH, D), (BH, n, CH, D), (BH, n, D, CH), (BH, n, D, D), (BH, n),
@@ -180,9 +176,9 @@ def run(T, fns):
         extra = [cupy.empty((BH, T, L), dtype=dt) if "_lamw" in name else np.uint64(0),
                  cupy.zeros((1,), dtype=cupy.int32) if "_chk" in name else np.uint64(0)]
         try:
-            key = (ta, bf16, tuple(subs))
+            key = (ta, bf16, tuple(subs), *src)
             if key not in fns:
-                fns[key] = build(ta, bf16, subs, smem)
+                fns[key] = build(ta, bf16, subs, smem, *src)
             fn = fns[key]
             args = (*ins, *outs, *extra, np.int32(T), np.int32(D), np.int32(D), np.int32(L), np.int64(0), np.int64(0), np.int32(n))
             launch = lambda: fn((n, BH), (256,), args, shared_mem=smem)  # noqa: E731
@@ -201,6 +197,11 @@ def run(T, fns):
                 err = " ".join(f"{float(cupy.abs(x - w).max() / cupy.abs(w).max()):.1e}" for x, w in zip(outs, want))
                 err = f"   vs fp64 (qeff eGK phi H g intra): {err}"
             flag = f" flag {int(extra[1][0])}" if "_chk" in name else ""
+            ref = "s14_bf16in_chk_lamw" if bf16 else "s14_fp32_chk"
+            if name == ref:
+                s14[ref] = [x.copy() for x in outs]
+            elif ref in s14 and "_no" not in name:  # (ablations excluded)
+                flag += f"   same as s14: {max(float(cupy.abs(x - w).max()) for x, w in zip(outs, s14[ref])):.1e}"
             print(f"T={T} {name:15s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}{flag}{occupancy(fn, smem)}",
                   flush=True)
         except Exception as exc:

@@ -12,7 +12,9 @@ Per dtype:
 - the same with the prologue's own finiteness checks (``checks_inputs`` off: the extrema of
   every input read before the kernels) instead of ``gd_forms``' flag, in the same run.
 
-    python benchmarks/device/gd_timeline.py [T]
+    python benchmarks/device/gd_timeline.py [T[,T...]] [bf16,fp32] [nochecks]
+
+(``nochecks``: without the prologue-checks runs; each timeline ends with one line per kernel name: count, total us.)
 """
 import collections
 import functools
@@ -80,7 +82,7 @@ def timeline(f, name):
         with record_function("call"):
             f()
         torch.cuda.synchronize()
-    path = os.path.join(OUT, f"trace_{name}.json")
+    path = os.path.join(OUT, f"trace_{name.replace(' ', '_')}.json")
     prof.export_chrome_trace(path)
     ev = [e for e in json.load(open(path))["traceEvents"] if e.get("ph") == "X"]
     call = next(e for e in ev if e["name"] == "call" and e.get("cat") == "user_annotation")
@@ -101,20 +103,32 @@ def timeline(f, name):
         print(f"    gpu {s:8.1f} +{e['dur']:7.1f}  {e['name'][:70]}")
     if gpu:
         first = gpu[0]["ts"] - t0
+        per = collections.defaultdict(lambda: [0, 0.0])
+        for e in gpu:
+            per[e["name"][:40]][0] += 1
+            per[e["name"][:40]][1] += e["dur"]
+        print("  per kernel (us): " + "; ".join(f"{k} x{c} {d:.0f}" for k, (c, d) in sorted(per.items(), key=lambda x: -x[1][1])))
         print(f"  GPU: first op at {first:.0f} us after the call's start, last ends at {end:.0f}; busy {busy:.0f} us; "
               f"idle gaps > 2 us: {sum(d for _, d in idle):.0f} us in {len(idle)} "
               f"({', '.join(f'{s:.0f}+{d:.0f}' for s, d in idle[:12])})")
 
 
 def main():
-    T = int(sys.argv[1]) if len(sys.argv) > 1 else 8192
-    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
-        x = inputs(T, dtype)
-        f = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
-        for mode in (True, False):
-            gated_delta.forward.checks_inputs = mode
-            measure(f, T, name + ("" if mode else " prologue-checks"), timeline_too=mode)
-        gated_delta.forward.checks_inputs = True
+    Ts = [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "8192").split(",")]
+    names = (sys.argv[2] if len(sys.argv) > 2 else "bf16,fp32").split(",")
+    modes = (True,) if "nochecks" in sys.argv[3:] else (True, False)
+    for T in Ts:
+        for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+            if name not in names:
+                continue
+            x = inputs(T, dtype)
+            f = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
+            for mode in modes:
+                gated_delta.forward.checks_inputs = mode
+                measure(f, T, name + ("" if mode else " prologue-checks"), timeline_too=mode)
+            gated_delta.forward.checks_inputs = True
+            x = f = None  # noqa: F841 (the inputs freed before the next size)
+            torch.cuda.empty_cache()
 
 
 def measure(f, T, name, timeline_too):
@@ -143,7 +157,7 @@ def measure(f, T, name, timeline_too):
             f"{k} {statistics.median(v[-10:]):.0f}" + (f" x{len(v) // 10}" if len(v) > 10 else "")
             for k, v in SPANS.items()), flush=True)
         if timeline_too:
-            timeline(f, name)
+            timeline(f, f"{T}_{name}")
         sys.stdout.flush()
 
 

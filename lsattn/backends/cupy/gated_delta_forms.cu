@@ -1,6 +1,7 @@
 // Log-linear Gated DeltaNet: the per-chunk WY / UT forms in one kernel (host: gated_delta.py).
-// Compiled after common.cu and gated_delta.cu (TA, CH, DKP; inputs read through ld(); 16-bit
-// inputs are widened by the registry). The quantities of lsattn.gated_delta._chunk_forms and
+// Compiled after common.cu, gated_delta.cu, gated_delta_tier.cu and gated_delta_forms_tc.cu (TA, CH, DKP; the
+// tiles' layout, the loads, the tensor-core products; inputs read through ld(); 16-bit inputs are widened by the
+// registry). The quantities of lsattn.gated_delta._chunk_forms and
 // _masked_intra (see that module's docstring), per chunk c = F + j of CH tokens aligned to
 // absolute multiples of CH, read straight from the (BH, T, d) inputs (tokens outside the call are
 // the identity padding: q = k = v = 0, a = 0, beta = 0), with chunk-local G_t = a_0 + ... + a_t:
@@ -20,8 +21,8 @@
 // inside one warp, the 64 x 64 block by the same two products over the block's threads.
 //
 // One block of NT = 256 threads per (chunk j, sequence bh); 3 blocks per SM at CH = DKP = 64 in
-// float32 (four tiles, 73 KB: the layout below; Config.smem in _compile.py; bfloat16 inputs: 4 blocks per SM, 55 KB,
-// Q, K, V as 16-bit tiles, GF_H below). Q and K are kept once,
+// float32 (four tiles, 73 KB: GF_S0 .. GF_S3 in gated_delta_forms_tc.cu; Config.smem in _compile.py; bfloat16 inputs: 4 blocks per SM, 55 KB,
+// Q, K, V as 16-bit tiles, GF_H in gated_delta_forms_tc.cu). Q and K are kept once,
 // as [t][f] with the 4-element groups of a row XOR-swizzled by row (gf_el): conflict-free both
 // when a product reduces over f (N, Q K^T: rows of the tile) and over t (qeff, phi: columns), so
 // neither needs a transposed copy; e^G K and Z = e^{suffix} K are K with a per-token scale in the
@@ -37,174 +38,6 @@
 // log decays below +inf; each entry of the call is read by exactly one block), replacing the
 // prologue's pass over the inputs, and writes the float32 level weights gd_scan reads (`lamw`, when
 // given: 16-bit inputs).
-// float32 at CH = DKP = 64: the five products after the solve (M X, attn e^G K, X^T Z, phi V,
-// (Lambda * attn) V) on tensor cores, every operand split into tf32 halves (3xTF32: ~2^-21 relative,
-// fp32 sums, as gd_scan), each warp a 16 x 32 tile, and for float32 inputs K K^T and Q K^T as well;
-// else FFMA (GF_TF32 0: a timing build)
-#ifndef GF_TF32
-#define GF_TF32 1
-#endif
-constexpr bool GF_TF = GF_TF32 && sizeof(ta) == 4 && CH == 64 && DKP == 64;
-// GF_TF: rows padded by 8 (the fragments' 32 lanes on 32 banks; 75 KB, still 3 blocks per SM) and the Q /
-// K tiles swizzled by row (GF_WIDE 0: padded by 4, swizzled by groups of GF_RC rows, a timing build)
-#ifndef GF_WIDE
-#define GF_WIDE 1
-#endif
-constexpr bool GF_TFW = GF_TF && GF_WIDE;
-constexpr int GF_PAD = GF_TFW ? 8 : 4;
-constexpr int GF_LD = CH + GF_PAD;                   // row stride of the CH x CH tiles
-constexpr int GF_LK = DKP + GF_PAD;                  // row stride of phi^T [s][kk]
-constexpr int GF_VB = DKP < 64 ? DKP : 64;           // value columns per pass
-constexpr int GF_LV = GF_VB + GF_PAD;                // row stride of the value tile
-constexpr int GF_RC = CH / 16;                       // rows (columns) per thread of a CH x CH product
-constexpr int GF_G = DKP / 4;                        // 4-element groups per row of the Q / K tiles
-constexpr int GF_NL = CH == 16 ? 5 : (CH == 32 ? 6 : 7);  // the chunk-local levels 0 .. log2 CH
-constexpr int GF_SW = CH < 32 ? 32 : CH;             // threads of the warp stage of the solve
-constexpr bool GF_TRI = true;                        // triangular reduction ranges (false: full, for timing)
-// bf16 inputs at CH = 64: K K^T and Q K^T on tensor cores (mma.sync m16n8k16: the tiles hold bf16
-// values, so the products are exact and summed in fp32, as FFMA on the widened values)
-#ifndef GF_TC
-#define GF_TC (TI_BF16 && CH == 64)
-#endif
-// the chunk's V and level-weight rows prefetched towards L2 at the block's start (0: off, for timing;
-// H200, 8K, session 13: bf16 inputs 0.472 -> 0.462 ms, float32 unchanged)
-#ifndef GF_PREV
-#define GF_PREV 1
-#endif
-// bf16 inputs at CH = DKP = 64, float32 compute (GF_TC with GF_TF): Q, K and V held in shared memory as the 16-bit
-// values they are (exact: the products read the same numbers), attn^T written over M^T and phi^T over X (each
-// product's results held in registers across a barrier, gf_tc<.., true>): 55 KB, 4 blocks per SM instead of 3
-// (GF_H16 0: the float32 tiles, a timing build). With the B operands by ldmatrix (GF_LDM), H200, 8K, session 14: 0.430
-// ms against the float32 tiles' 0.463 (without ldmatrix 0.486: the 16-bit layout alone is no gain)
-#ifndef GF_H16
-#define GF_H16 1
-#endif
-constexpr bool GF_H = GF_H16 && GF_TC && GF_TF;
-constexpr int gf_max(int a, int b) { return a > b ? a : b; }
-// the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
-// M^T = (D * Q K^T)^T, then phi^T
-constexpr int GF_S0 = gf_max(gf_max(CH * DKP, CH * GF_LD), 32 * 36);
-constexpr int GF_S1 = gf_max(CH * DKP, CH * GF_LV);
-constexpr int GF_S2 = CH * GF_LD;
-constexpr int GF_S3 = gf_max(CH * GF_LD, CH * GF_LK);
-constexpr int GF_SMEM = GF_S0 + GF_S1 + GF_S2 + GF_S3 + 4 * CH + 8 * CH;  // + a, beta, e^G, e^Z; Lambda's levels
-// GF_H: Q, then the solve's scratch; K, then V (16-bit tiles of CH x 64); N, then X, then phi^T; M^T, then attn^T
-constexpr int GF_HB = CH * 64 * 2;  // bytes of a 16-bit tile
-static_assert(!GF_H || (32 * 36 * 4 <= GF_HB && GF_LK == GF_LD), "GF_H: the scratch in Q's place, phi^T in X's");
-constexpr unsigned GF_SMEM_BYTES = GF_H ? 2 * GF_HB + (2 * CH * GF_LD + 12 * CH) * 4 : GF_SMEM * sizeof(ta);
-
-// Element (t, f) of a swizzled [t][f] tile: group f / 4 of row t at group (f / 4) XOR (t / GF_RC).
-__device__ __forceinline__ int gf_grp(int t, int g) {
-    return t * DKP + ((g ^ ((GF_TFW ? t : t / GF_RC) & (GF_G - 1))) << 2);
-}
-__device__ __forceinline__ int gf_el(int t, int f) { return gf_grp(t, f >> 2) + (f & 3); }
-// W consecutive columns c0 .. c0 + W - 1 of row t of a swizzled tile (c0 a multiple of min(W, 4))
-template <int W>
-__device__ __forceinline__ void gf_ldk(const ta* S, int t, int c0, ta (&o)[W]) {
-    if constexpr (W >= 4) {
-#pragma unroll
-        for (int u = 0; u < W; u += 4) {
-            ta x[4];
-            ldv<4>(S + gf_grp(t, (c0 + u) >> 2), x);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) o[u + e] = x[e];
-        }
-    } else {
-        ldv<W>(S + gf_grp(t, c0 >> 2) + (c0 & 3), o);
-    }
-}
-
-// Whether rows of D columns of src can be read 4 elements at a time (gf_ld4's vector loads).
-__device__ __forceinline__ bool gf_vec(const ti* src, int D) {
-    return D % 4 == 0 && reinterpret_cast<unsigned long long>(src) % (sizeof(ti) == 8 ? 16 : 4 * sizeof(ti)) == 0;
-}
-
-// Columns c .. c + 3 of row g of src (row stride ldr, D columns), zero outside tokens [0, T) and
-// columns [0, D): one 8- or 16-byte load when vec (gf_vec), else element by element.
-__device__ __forceinline__ void gf_ld4(const ti* src, i64 g, int c, int T, int D, int ldr, bool vec, ta (&o)[4]) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[e] = (ta)0;
-    if (g < 0 || g >= T || c >= D) return;
-    const ti* p = src + g * ldr + c;
-    if (vec) {
-#if defined(__CUDA_ARCH__) && TI_BF16
-        const uint2 u = __ldg(reinterpret_cast<const uint2*>(p));
-        o[0] = __uint_as_float(u.x << 16), o[1] = __uint_as_float(u.x & 0xffff0000u);
-        o[2] = __uint_as_float(u.y << 16), o[3] = __uint_as_float(u.y & 0xffff0000u);
-#elif defined(__CUDA_ARCH__) && !TI_F16
-        if constexpr (sizeof(ta) == 4) {
-            const float4 x = __ldg(reinterpret_cast<const float4*>(p));
-            o[0] = x.x, o[1] = x.y, o[2] = x.z, o[3] = x.w;
-        } else {
-            const double2 x = __ldg(reinterpret_cast<const double2*>(p)), y = __ldg(reinterpret_cast<const double2*>(p) + 1);
-            o[0] = x.x, o[1] = x.y, o[2] = y.x, o[3] = y.y;
-        }
-#else  // float16 (and the CPU emulation, which checks the alignment the GPU needs)
-#ifndef __CUDA_ARCH__
-        if (reinterpret_cast<unsigned long long>(p) % (sizeof(ti) == 8 ? 16 : 4 * sizeof(ti))) std::abort();
-#endif
-#pragma unroll
-        for (int e = 0; e < 4; ++e) o[e] = ld(p + e);
-#endif
-        return;
-    }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[e] = c + e < D ? ld(p + e) : (ta)0;
-}
-
-// x[0 .. 3] into shared memory at p (16-byte aligned): one vector store.
-__device__ __forceinline__ void gf_st4(ta* p, const ta (&x)[4]) {
-#ifdef __CUDA_ARCH__
-    if constexpr (sizeof(ta) == 4) {
-        *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
-    } else {
-        reinterpret_cast<double2*>(p)[0] = make_double2(x[0], x[1]);
-        reinterpret_cast<double2*>(p)[1] = make_double2(x[2], x[3]);
-    }
-#else
-    if (reinterpret_cast<unsigned long long>(p) % 16) std::abort();
-#pragma unroll
-    for (int e = 0; e < 4; ++e) p[e] = x[e];
-#endif
-}
-
-// Element (t, f) of a 16-bit [t][f] tile of 64 columns (GF_H; rows of 128 bytes): the 16-byte pieces of row t
-// XOR-swizzled by t % 8, so that the fragment loads (pairs along f: K K^T, Q K^T; single elements at tokens
-// k0 + t4 and columns n0 + 8 i + g: K and V as B operands) fall on distinct banks.
-__device__ __forceinline__ int gf_h(int t, int f) { return t * 64 + ((((f >> 3) ^ t) & 7) << 3) + (f & 7); }
-__device__ __forceinline__ ta gf_wid(unsigned short h) { return (ta)__uint_as_float((unsigned)h << 16); }
-
-// GF_H: columns c .. c + 3 of row g of the 16-bit src (as gf_ld4: zero outside tokens [0, T) and columns [0, D))
-// into the 16-bit tile at dst (8-byte aligned) as they are; x * 0 of each folded into nf.
-__device__ __forceinline__ void gf_st4h(const ti* src, i64 g, int c, int T, int D, int ldr, bool vec, ti* dst, ta& nf) {
-    unsigned short x[4] = {0, 0, 0, 0};
-    if (g >= 0 && g < T && c < D) {
-        const ti* p = src + g * ldr + c;
-        if (vec) {
-#ifdef __CUDA_ARCH__
-            const uint2 u = __ldg(reinterpret_cast<const uint2*>(p));
-            x[0] = u.x & 0xffffu, x[1] = u.x >> 16, x[2] = u.y & 0xffffu, x[3] = u.y >> 16;
-#else
-            if (reinterpret_cast<unsigned long long>(p) % 8) std::abort();
-#pragma unroll
-            for (int e = 0; e < 4; ++e) x[e] = p[e];
-#endif
-        } else {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) x[e] = c + e < D ? p[e] : 0;
-        }
-    }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) nf = fma(gf_wid(x[e]), (ta)0, nf);
-#ifdef __CUDA_ARCH__
-    *reinterpret_cast<uint2*>(dst) = make_uint2(x[0] | ((unsigned)x[1] << 16), x[2] | ((unsigned)x[3] << 16));
-#else
-    if (reinterpret_cast<unsigned long long>(dst) % 8) std::abort();
-#pragma unroll
-    for (int e = 0; e < 4; ++e) dst[e] = x[e];
-#endif
-}
-
 // acc[i][j] += sum_{lo <= kk < hi} a_kk[i] b_kk[j], the operands' rows from la(kk, a), lb(kk, b).
 template <int RM, int RN, typename LA, typename LB>
 __device__ __forceinline__ void gf_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, LB lb) {
@@ -260,176 +93,6 @@ __device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx
     for (int i = 0; i < RM; ++i)
 #pragma unroll
         for (int j = 0; j < RN; ++j) store(ty * RM + i, tx * RN + j, acc[i][j]);
-}
-
-// GF_TF: the warp's 16 x 32 tile (rows m0 .., columns n0 .., as 4 tiles of 16 x 8) of a 64 x 64
-// product over reduction indices [lo, hi) (multiples of 8), operand elements la(row, k), lb(k, column),
-// stored through store(row, column, value) (every element of the tile, zeros included).
-// BX: every B element is exactly a tf32 value (16-bit inputs: K, V widened from bfloat16 / float16, whose
-// mantissas fit tf32's 10 bits): its low half is zero, so B is not split and A_hi B_lo is not issued (the same
-// sums: the dropped terms are exact zeros), 2 mma per tile and k-step instead of 3
-#ifndef GF_BEXACT
-#define GF_BEXACT 1
-#endif
-#ifndef TI_F16  // (common.cu's default; the CPU emulation defines TI_BF16 only)
-#define TI_F16 0
-#endif
-constexpr bool GF_BX = GF_BEXACT && (TI_BF16 || TI_F16);
-// GF_H: the B operands read from the 16-bit tiles (K, V) four fragments at a time by one ldmatrix.x4.trans (gf_ldb)
-// instead of 8 single 16-bit loads per k-step (GF_LDM 0: the single loads, a timing build)
-#ifndef GF_LDM
-#define GF_LDM 1
-#endif
-constexpr bool GF_HL = GF_H && GF_LDM && GF_BX;
-
-// GF_HL: the B fragments of tiles i = 0 .. NN - 1 (columns n0 + 8 i ..; NN = 4 or 2) of k-step k0 from the 16-bit
-// tile B [k][n] (gf_h): r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands
-// lane 4 g + t4 rows 2 t4 and 2 t4 + 1 of column g of each 8 x 8 matrix; the rows' addresses (lane j of matrix i:
-// row j; .x2: lanes 16 .. 31 unread) are tokens k0 + {0, 4, 1, 5, 2, 6, 3, 7}, so that pair is (k0 + t4, k0 + t4 + 4),
-// the tf32 fragment's b0, b1.
-template <int NN>
-__device__ __forceinline__ void gf_ldb(const ti* B, int k0, int n0, unsigned (&r)[NN]) {
-    const int lane = threadIdx.x % 32;
-#ifdef __CUDA_ARCH__
-    const int j = lane & 7;
-    const unsigned addr = smem_u32(B + gf_h(k0 + (j >> 1) + 4 * (j & 1), n0 + 8 * (lane >> 3)));
-    if constexpr (NN == 4)
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-    else
-        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
-#else
-    const int g = lane / 4, t4 = lane % 4;
-#pragma unroll
-    for (int i = 0; i < NN; ++i)
-        r[i] = (unsigned)B[gf_h(k0 + t4, n0 + 8 * i + g)] | ((unsigned)B[gf_h(k0 + t4 + 4, n0 + 8 * i + g)] << 16);
-#endif
-}
-// An A operand held transposed, A(m, k) = p[k ld + m] (times s[k] when s is given): gf_tc / gf_tcb read the two rows
-// of a lane (the fragment's g and g + 8) as the adjacent m0 + 2 g, m0 + 2 g + 1 (one 8-byte load per k, the scale
-// once; conflict-free at ld = 72), the results' rows permuted alike (gf_row). A timing build (GF_PAIR 1; CPU emulation
-// tested, not yet timed or tested on a GPU, session 14); default GF_PAIR 0: rows g, g + 8, single loads.
-#ifndef GF_PAIR
-#define GF_PAIR 0
-#endif
-template <bool S>
-struct GfAT {  // (float32 compute only: GF_TF; S: scaled by s)
-    static constexpr bool scaled = S;
-    const ta* p;
-    int ld;
-    const ta* s;
-    __device__ __forceinline__ ta operator()(int m, int k) const {
-        if constexpr (S) return p[k * ld + m] * s[k];
-        return p[k * ld + m];
-    }
-};
-template <typename LA> struct gf_paired { static constexpr bool v = false; };
-template <bool S> struct gf_paired<GfAT<S>> { static constexpr bool v = GF_PAIR; };
-// the result row of the fragment's row g + 8 h (h = 0, 1) of tile m0
-template <bool PR>
-__device__ __forceinline__ int gf_row(int m0, int g, int h) { return PR ? m0 + 2 * g + h : m0 + g + 8 * h; }
-
-// One k-step (k0 .. k0 + 7) of gf_tc's products into c: rows m0 .., the NN tiles of 8 columns n0 + 8 i ..
-template <int NN, bool BX, bool LDM, typename LA, typename LB>
-__device__ __forceinline__ void gf_kstep(float (&c)[NN][4], int m0, int n0, int k0, LA la, LB lb, const ti* Bt) {
-    static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
-    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-    unsigned ah[4], al[4];
-    if constexpr (gf_paired<LA>::v) {
-#pragma unroll
-        for (int hx = 0; hx < 2; ++hx) {  // k0 + t4, k0 + t4 + 4: fragment elements 2 hx (row g), 2 hx + 1 (row g + 8)
-            const int k = k0 + t4 + 4 * hx;
-            const ta* q = la.p + k * la.ld + m0 + 2 * g;
-#ifdef __CUDA_ARCH__
-            const float2 v = *reinterpret_cast<const float2*>(q);
-            const float v0 = v.x, v1 = v.y;
-#else
-            if (reinterpret_cast<unsigned long long>(q) % 8) std::abort();
-            const float v0 = (float)q[0], v1 = (float)q[1];
-#endif
-            const float sc = LA::scaled ? (float)la.s[k] : 1.f;
-            tf32_split(v0 * sc, ah[2 * hx], al[2 * hx]);
-            tf32_split(v1 * sc, ah[2 * hx + 1], al[2 * hx + 1]);
-        }
-    } else {
-#pragma unroll
-        for (int x = 0; x < 4; ++x) tf32_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
-    }
-    unsigned rb[NN];
-    if constexpr (LDM) gf_ldb<NN>(Bt, k0, n0, rb);
-#pragma unroll
-    for (int i = 0; i < NN; ++i) {
-        unsigned bh[2], bl[2];
-        if constexpr (LDM) {  // bf16 bits -> their float32 (exact tf32) bits
-            bh[0] = rb[i] << 16;
-            bh[1] = rb[i] & 0xffff0000u;
-        } else if constexpr (BX) {  // exact tf32 values: the bits as they are
-            bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
-            bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
-        } else {
-            tf32_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
-            tf32_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
-        }
-        mma_tf32(c[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
-        if constexpr (!BX) mma_tf32(c[i], ah, bl[0], bl[1]);
-        mma_tf32(c[i], ah, bh[0], bh[1]);
-    }
-}
-
-// SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores may
-// overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
-template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
-__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
-    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-    float c[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int x = 0; x < 4; ++x) c[i][x] = 0.f;
-#pragma unroll 1
-    for (int k0 = lo; k0 < hi; k0 += 8) gf_kstep<4, BX, LDM>(c, m0, n0, k0, la, lb, Bt);
-    if constexpr (SYNC) __syncthreads();
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int x = 0; x < 4; ++x) store(gf_row<gf_paired<LA>::v>(m0, g, x >> 1), n0 + 8 * i + 2 * t4 + (x & 1), (ta)c[i][x]);
-}
-
-// GF_BAL: gf_tc's 64 x 64 product with the warps' work balanced for triangular reduction ranges: warp w holds the
-// 16-row tiles (0, 48) (w < 4) or (16, 32) of columns n0 = 16 (w % 4) .. + 15, reducing row tile m over
-// [lo(m, n0), hi(m)). For [0, m + 16) and [m, 64) every warp runs 10 k-steps of 2 column tiles (gf_tc's 16 x 32
-// tiles: 2 .. 8 k-steps of 4 by row, the block waiting on 8 x 4 at its next barrier); the A fragments are split
-// twice as often. A timing build (GF_BAL 1): slower (H200, 8K, bf16: 0.462 ms against 0.430 without; float32 0.606
-// against 0.570): the kernel is limited by what its warps issue, not by the waits at the barriers (session 14).
-#ifndef GF_BAL
-#define GF_BAL 0
-#endif
-constexpr bool GF_HBAL = GF_H && GF_BAL;
-template <bool BX = false, bool SYNC = false, bool LDM = false, typename LO, typename HI, typename LA, typename LB, typename S>
-__device__ __forceinline__ void gf_tcb(LO lo, HI hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
-    const int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4, n0 = 16 * (w % 4);
-    float c[2][2][4];
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) c[h][i][x] = 0.f;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-        const int m0 = w < 4 ? 48 * h : 16 + 16 * h;
-#pragma unroll 1
-        for (int k0 = lo(m0, n0); k0 < hi(m0); k0 += 8) gf_kstep<2, BX, LDM>(c[h], m0, n0, k0, la, lb, Bt);
-    }
-    if constexpr (SYNC) __syncthreads();
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-            for (int x = 0; x < 4; ++x)
-                store(gf_row<gf_paired<LA>::v>(w < 4 ? 48 * h : 16 + 16 * h, g, x >> 1), n0 + 8 * i + 2 * t4 + (x & 1),
-                      (ta)c[h][i][x]);
 }
 
 // One product of the block over reduction indices [lo, hi) (gf_mm), stored through gf_store.
@@ -554,19 +217,15 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         for (int r = CH - 1; r > t; --r) S += aa[r];
         eZ[t] = ex(S);
     }
-    // This thread's RC x RC piece (dr, dc) of the CH x CH products N and M: with tensor cores (ty, tx),
-    // else (FFMA) the 136 pieces on or below the diagonal on threads 0 .. 135 (5 of the 8 warps: the
-    // upper 120, zero, written by threads 136 ..). Its piece of the decay table, D[t][s] (t = dr RC + i,
-    // s = dc RC + jj): the sum over a_{s+1} .. a_t as (the rest of s's group) + (the groups between) +
-    // (t's group up to t).
-#if GF_TC
-    const int dr = ty, dc = tx;
-#else
+    // This thread's RC x RC piece (dr, dc) of the CH x CH products N and M (FFMA) or of their decay scales (tensor
+    // cores): the 136 pieces on or below the diagonal on threads 0 .. 135 (5 of the 8 warps: the upper 120, zero,
+    // written by threads 136 .., take no exponential; with tensor cores (ty, tx) before session 15: every warp ran
+    // the exponentials' path; H200, 8K: float32 -1.0%, bf16 inputs unchanged). Its piece of the decay table, D[t][s]
+    // (t = dr RC + i, s = dc RC + jj): the sum over a_{s+1} .. a_t as (the rest of s's group) + (the groups
+    // between) + (t's group up to t).
     constexpr int GF_NLOW = 136;
     int dr = 0, dc;
-    if (GF_TF) {  // tensor cores (3xTF32): the thread's own piece, as GF_TC
-        dr = ty, dc = tx;
-    } else if (tid < GF_NLOW) {  // lower piece tid = dr (dr + 1) / 2 + dc
+    if (tid < GF_NLOW) {  // lower piece tid = dr (dr + 1) / 2 + dc
         while ((dr + 1) * (dr + 2) / 2 <= tid) ++dr;
         dc = tid - dr * (dr + 1) / 2;
     } else {  // upper piece tid - 136 = dc (dc - 1) / 2 + dr, dr < dc
@@ -574,7 +233,6 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         while (dc * (dc + 1) / 2 <= tid - GF_NLOW) ++dc;
         dr = tid - GF_NLOW - dc * (dc - 1) / 2;
     }
-#endif
     ta pre[GF_RC], suf[GF_RC], mid = (ta)0;
     for (int r = (dc + 1) * GF_RC; r < dr * GF_RC; ++r) mid += aa[r];
 #pragma unroll
@@ -728,9 +386,16 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             } else {
                 ldv<4>(R1 + gf_grp(t, gq), x);
             }
+            ta* p = ek + (cj * CH + t) * DK + 4 * gq;
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-                if (4 * gq + e < DK) ek[(cj * CH + t) * DK + 4 * gq + e] = eG[t] * x[e];
+            for (int e = 0; e < 4; ++e) x[e] *= eG[t];
+            if (DK % 4 == 0) {  // (16-byte aligned)
+                if (4 * gq < DK) gf_st4(p, x);
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (4 * gq + e < DK) p[e] = x[e];
+            }
         }
         for (int idx = tid - GF_SW; idx < CH * GF_NL; idx += NT - GF_SW) {
             const int t = idx / GF_NL, l = idx % GF_NL;
@@ -759,24 +424,21 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const GfAT<false> la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
             const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
             const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
-            if constexpr (GF_HBAL)
-                gf_tcb<false, GF_H>([](int, int n) { return n; }, [](int m) { return m + 16; }, la, lb, st);
-            else
-                gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
+            gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
         }
         __syncthreads();
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
         ta* qej = qe + cj * CH * DK;
-        {
+        {  // (Q read again from the input, two columns at a time)
             const GfAT<true> la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
-            const auto st = [&](int t, int f, ta x) {
-                const i64 g = g0 + t;
-                if (f < DK) qej[t * DK + f] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + f) : (ta)0) - x;
-            };
-            if constexpr (GF_HBAL)
-                gf_tcb<GF_BX, false, GF_HL>([](int, int) { return 0; }, [](int m) { return m + 16; }, la, kel, st, Kh);
-            else
-                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
+            const bool q2 = DK % 2 == 0 && reinterpret_cast<unsigned long long>(q) % (2 * sizeof(ti)) == 0;
+            const auto st = gf_pair([&](int t, int f, ta x0, ta x1) {
+                if (f >= DK) return;
+                ta y0, y1;
+                gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
+                gf_st2c(qej + t * DK, f, DK, eG[t] * y0 - x0, eG[t] * y1 - x1);
+            });
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
         }
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
@@ -785,15 +447,13 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         {
             const GfAT<GF_BX> la{R2, GF_LD, eZ};  // X[r][s] (e^{Z_r})
             const auto lb = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
-            const auto st = [&](int s, int f, ta x) {
-                x *= bb[s];
-                PT[s * GF_LK + f] = x;
-                if (f < DK) ph[(cj * DK + f) * CH + s] = x;
-            };
-            if constexpr (GF_HBAL)
-                gf_tcb<GF_BX, GF_H, GF_HL>([](int m, int) { return m; }, [](int) { return CH; }, la, lb, st, Kh);
-            else
-                gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
+            const auto st = gf_pair([&](int s, int f, ta x0, ta x1) {
+                x0 *= bb[s], x1 *= bb[s];
+                gf_st2(PT + s * GF_LK + f, x0, x1);
+                if (f < DK) ph[(cj * DK + f) * CH + s] = x0;
+                if (f + 1 < DK) ph[(cj * DK + f + 1) * CH + s] = x1;
+            });
+            gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
         }
     } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
@@ -847,9 +507,13 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     if constexpr (!GF_TF)
         for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
-    for (int idx = tid; idx < CH * CH; idx += NT) {  // Lambda * attn, in place (zero above the diagonal)
-        const int s = idx / CH, t = idx % CH;
-        AT[s * GF_LD + t] *= s <= t ? lamS[t * 8 + fen_level(t, s)] : (ta)0;
+    for (int i4 = tid; i4 < CH * CH / 4; i4 += NT) {  // Lambda * attn, in place (zero above the diagonal), by 4
+        const int s = i4 / (CH / 4), t0 = 4 * (i4 % (CH / 4));
+        ta x[4];
+        ldv<4>(AT + s * GF_LD + t0, x);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) x[e] *= s <= t0 + e ? lamS[(t0 + e) * 8 + fen_level(t0 + e, s)] : (ta)0;
+        gf_st4(AT + s * GF_LD + t0, x);
     }
     // the value columns, GF_VB at a time: H = phi V, out = (Lambda * attn) V
     for (int vb = 0; vb < DV; vb += GF_VB) {
@@ -882,12 +546,15 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hstore, Kh);  // A = phi[f][s], B = V
+            const auto hst = gf_pair([&](int kk, int c, ta x0, ta x1) {
+                if (kk < DK && vb + c < DV) gf_st2c(Hc + (cj * DK + kk) * DV + vb, c, DV - vb, x0, x1);
+            });
+            const auto ost = gf_pair([&](int t, int c, ta x0, ta x1) {
+                if (vb + c < DV) gf_st2c(out + (cj * CH + t) * DV + vb, c, DV - vb, x0, x1);
+            });
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
-            if constexpr (GF_HBAL)
-                gf_tcb<GF_BX, false, GF_HL>([](int, int) { return 0; }, [](int m) { return m + 16; }, la, vel, ostore, Kh);
-            else
-                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ostore, Kh);
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);
