@@ -109,6 +109,13 @@ extern "C" void run_tier1(const ta* qe, const ta* ek, const ta* ph, const ta* Hc
     emu_launch(nblocks, 1, 1, [=] { gd_tier1(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
     emu_smem = sizeof(smem_raw);
 }
+extern "C" void run_tier1x(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out,
+                           ta* Z, ta* Tot, ta* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
+                           unsigned smem) {
+    emu_smem = smem;
+    emu_launch(nblocks, 1, 1, [=] { gd_tier1x(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
+    emu_smem = sizeof(smem_raw);
+}
 extern "C" void run_coarse(const ta* Z, const ta* Tot, ta* Sb, int DK, int DV, int nP, int NCL, int BH, unsigned nblocks,
                            unsigned smem) {
     emu_smem = smem;
