@@ -2,11 +2,13 @@
 builds in one process (CUDA events, ms per call), B H = 32 sequences, d = 64, C = 64, from chunk 0 without state,
 float32 compute: 1xTF32 (x1: the bfloat16 inputs' build, TI_BF16=1) and 3xTF32 (f32). Builds (-D switches of
 gated_delta_tier.cu; gd_coarse and gd_tier3 are the same in all):
-- main:   session 14's gd_tier1 (GD_T1SPLIT_SET=0 GD_T1X0_SET=0 GD_T1HPRE_SET=0: transfers and low walks in one kernel)
+- main:   session 14's gd_tier1 (GD_T1SPLIT_SET=0 GD_T1X0_SET=0 GD_T1HPRE_SET=0 GD_T1MW_SET=0: transfers and low
+          walks in one kernel)
 - x0:     main with a transfer's first chunk without products (W = Ek, Qp = Qe)
 - hp:     x0 with the low walk's H copied into shared memory with the tiles (not loaded in (b))
 - split:  x0 with the transfers in their own kernel (gd_tier1x, 3 blocks per SM)
-- new:    the production kernels (split + x0 + hp)
+- nomw:   split + hp (new without GD_T1MW_SET)
+- new:    the production kernels (split + x0 + hp + mw: the merging slots' W summed, one (b) product fewer)
 - xw:     new with gd_tier1x's W in its own region (GD_T1XW_SET=1: one barrier a step fewer, 2 blocks per SM)
 Each build: max |build - gd_scan| / max |gd_scan| (gd_scan: TIERED off), the whole scan, then gd_tier1 alone (with
 gd_tier1x when split: "t1 = low + xfer") and coarse / t3; gd_scan itself.
@@ -31,10 +33,11 @@ ops = cc.CupyOps(cupy.cuda.Device().id)
 cgd.TIER_MIN_CHUNKS = 0
 BH, DK, DV = 32, 64, 64
 cfgs = {"f32": cgd._config("float", DK, 64, ""), "x1": cgd._config("float", DK, 64, "bf16")}
-OFF = ("-DGD_T1SPLIT_SET=0", "-DGD_T1X0_SET=0", "-DGD_T1HPRE_SET=0")
+MW0 = "-DGD_T1MW_SET=0"
+OFF = ("-DGD_T1SPLIT_SET=0", "-DGD_T1X0_SET=0", "-DGD_T1HPRE_SET=0", MW0)
 # name -> -D options (None: the production kernels)
-BUILDS = {"main": OFF, "x0": ("-DGD_T1SPLIT_SET=0", "-DGD_T1HPRE_SET=0"), "hp": ("-DGD_T1SPLIT_SET=0",),
-          "split": ("-DGD_T1HPRE_SET=0",), "new": None, "xw": ("-DGD_T1XW_SET=1",)}
+BUILDS = {"main": OFF, "x0": ("-DGD_T1SPLIT_SET=0", "-DGD_T1HPRE_SET=0", MW0), "hp": ("-DGD_T1SPLIT_SET=0", MW0),
+          "split": ("-DGD_T1HPRE_SET=0", MW0), "nomw": (MW0,), "new": None, "xw": ("-DGD_T1XW_SET=1",)}
 _mods = {}
 
 

@@ -63,6 +63,11 @@ constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
 #ifndef GD_T1HPRE_SET
 #define GD_T1HPRE_SET 1
 #endif
+// GD_T1MW_SET: a low walk's slots that merge after (b) (those below z = tz(i + 1): both at a period's last chunk) take
+// one W, their sum (S_z = sum_j (e^g S_j - phi W_j) + H = e^g sum_j S_j - phi sum_j W_j + H): one product of (b) fewer
+#ifndef GD_T1MW_SET
+#define GD_T1MW_SET 1
+#endif
 // a timing build (GD_T1XW_SET=1, with GD_T1SPLIT_SET): gd_tier1x's W in its own region (+CH rows: 2 blocks per SM at
 // d_k = 64), not over Qe / Ek: no barrier between (a)'s products and W's stores
 #ifndef GD_T1XW_SET
@@ -151,6 +156,11 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         // tiles' DKP) and the low walk's H into shared memory (its bucket's chunks, every chunk but the call's last)
         const bool x0 = GD_T1X0_SET && kind == GT_XFER && DKP >= GD_TBW && i == 0;
         const bool hp = GD_T1HPRE_SET && kind == GT_LOW && nb;
+        // GT_LOW: the slots below z merge into slot z after (b); mg: those with products (bits 0 .. z - 1 of i), one W
+        // (slot 0's) when several (mw)
+        const int z = __ffsll(i + 1) - 1;
+        const unsigned mg = GD_T1MW_SET && kind == GT_LOW ? u & ((1u << z) - 1u) : 0u;
+        const bool mw = (mg & (mg - 1u)) != 0u;
         if (u || hp) {
             if (u) {
                 if (r && !x0) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
@@ -192,12 +202,14 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
 #pragma unroll
                     for (int x = 0; x < 4; ++x) {
                         const int t = wa.row(x), cc = wa.col(it, x);
-                        ta rs = 0;
+                        ta rs = 0, wm = 0;
 #pragma unroll
                         for (int j = 0; j < NG; ++j) {
-                            if (nb && (u >> j) & 1) gd_put(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x]);
+                            if (mw && (mg >> j) & 1) wm += acc[j][0][it][x];
+                            else if (nb && (u >> j) & 1) gd_put(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x]);
                             if (kind != GT_XFER && (r >> j) & 1) rs += lw[j * CH + t] * acc[j][1][it][x];
                         }
+                        if (mw && nb) gd_put(W + t * GD_TLDW + cc, wm);  // slot 0's W: the merging slots' sum
                         if (kind == GT_XFER) {  // Qp_c's columns (padding rows included: zero queries)
                             if (r && c0 + cc < NC) out[(cj * CH + t) * NC + c0 + cc] = acc[0][1][it][x];
                         } else if (r && c0 + cc < DV && (i64)c * CH + t < T) {
@@ -212,10 +224,9 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         if (nb && wb.on) {
             const ta eg = ex(gc[cj]);
             ta accb[NG][1][TWB][4] = {};
-            const unsigned ub[1] = {u};
+            const unsigned ub[1] = {mw ? (u & ~mg) | 1u : u};  // (mw: the merging slots' (b) zero but slot 0's)
             if (x0) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const ta*)Ek + c0, 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
             else if (u) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
-            const int z = __ffsll(i + 1) - 1;
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
