@@ -68,6 +68,10 @@ constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
 #ifndef GD_T1MW_SET
 #define GD_T1MW_SET 1
 #endif
+// GD_T1KU_SET: gd_tier1 / gd_tier1x's k-steps of a product unrolled by this (1: not; gd_mm's KU)
+#ifndef GD_T1KU_SET
+#define GD_T1KU_SET 1
+#endif
 // a timing build (GD_T1XW_SET=1, with GD_T1SPLIT_SET): gd_tier1x's W in its own region (+CH rows: 2 blocks per SM at
 // d_k = 64), not over Qe / Ek: no barrier between (a)'s products and W's stores
 #ifndef GD_T1XW_SET
@@ -194,7 +198,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             // (a) W_j = Ek S_j, R_j = Qe S_j; the weighted reads onto the output, W over Qe / Ek
             ta acc[NG][2][TWA][4] = {};
             const unsigned use[2] = {u, r};
-            if (wa.on) gd_mm<NG, 2, TWA>(acc, Ek, Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8, use);
+            if (wa.on) gd_mm<NG, 2, TWA, GD_T1KU_SET>(acc, Ek, Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8, use);
             if (!XW) __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
 #pragma unroll
@@ -225,8 +229,8 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             const ta eg = ex(gc[cj]);
             ta accb[NG][1][TWB][4] = {};
             const unsigned ub[1] = {mw ? (u & ~mg) | 1u : u};  // (mw: the merging slots' (b) zero but slot 0's)
-            if (x0) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const ta*)Ek + c0, 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
-            else if (u) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
+            if (x0) gd_mm<NG, 1, TWB, GD_T1KU_SET>(accb, Ph, nullptr, GD_LDP, (const ta*)Ek + c0, 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
+            else if (u) gd_mm<NG, 1, TWB, GD_T1KU_SET>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
