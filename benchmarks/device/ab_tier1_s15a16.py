@@ -11,6 +11,7 @@ gated_delta_tier.cu; gd_coarse and gd_tier3 are the same in all):
 - new:    the production kernels (split + x0 + hp + mw: the merging slots' W summed, one (b) product fewer)
 - xw:     new with gd_tier1x's W in its own region (GD_T1XW_SET=1: one barrier a step fewer, 2 blocks per SM)
 - ku2/4:  new with the products' k-steps unrolled by 2 / 4 (GD_T1KU_SET; more spills)
+- v2:     new with (a)'s outputs by column pairs (GD_T1V2_SET: float2 Qp stores, float2 atomics)
 Each build: max |build - gd_scan| / max |gd_scan| (gd_scan: TIERED off), the whole scan, then gd_tier1 alone (with
 gd_tier1x when split: "t1 = low + xfer") and coarse / t3; gd_scan itself.
     python benchmarks/device/ab_tier1_s15a16.py [T,T,..] [f32,x1] [build,build,..]
@@ -39,7 +40,7 @@ OFF = ("-DGD_T1SPLIT_SET=0", "-DGD_T1X0_SET=0", "-DGD_T1HPRE_SET=0", MW0)
 # name -> -D options (None: the production kernels)
 BUILDS = {"main": OFF, "x0": ("-DGD_T1SPLIT_SET=0", "-DGD_T1HPRE_SET=0", MW0), "hp": ("-DGD_T1SPLIT_SET=0", MW0),
           "split": ("-DGD_T1HPRE_SET=0", MW0), "nomw": (MW0,), "new": None, "xw": ("-DGD_T1XW_SET=1",),
-          "ku2": ("-DGD_T1KU_SET=2",), "ku4": ("-DGD_T1KU_SET=4",)}
+          "ku2": ("-DGD_T1KU_SET=2",), "ku4": ("-DGD_T1KU_SET=4",), "v2": ("-DGD_T1V2_SET=1",)}
 _mods = {}
 
 

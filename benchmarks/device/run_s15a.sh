@@ -20,7 +20,7 @@ if [ "$MODE" = tests ]; then
   timeout 140 $CS --tool racecheck --kernel-name kns=gd_tier1 python3 benchmarks/device/gd_tier_small.py > "$OUT/log_racecheck.txt" 2>&1 &
   PIDS=""
   for x in "x1 main,x0 a" "x1 hp,split b" "x1 nomw,xw c" "x1 new d" "f32 main,x0 e" "f32 hp,split f" "f32 nomw,xw g" \
-           "f32 new h" "x1 ku2,ku4 i" "f32 ku2,ku4 j"; do
+           "f32 new h" "x1 ku2,ku4,v2 i" "f32 ku2,ku4,v2 j"; do
     set -- $x; timeout 100 python3 $AB --compile-only $1 $2 > "$OUT/log_compile_$3.txt" 2>&1 & PIDS="$PIDS $!"
   done
   wait $PIDS  # the compiles (the ncu run below then compiles nothing)

@@ -72,6 +72,11 @@ constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
 #ifndef GD_T1KU_SET
 #define GD_T1KU_SET 1
 #endif
+// GD_T1V2_SET (float32): (a)'s outputs by pairs of columns (the C fragment's x, x + 1): Qp's stores as float2, the
+// low walk's adds as float2 atomics (sm_90; half the instructions, whole 32-byte sectors), when the row length is even
+#ifndef GD_T1V2_SET
+#define GD_T1V2_SET 0
+#endif
 // a timing build (GD_T1XW_SET=1, with GD_T1SPLIT_SET): gd_tier1x's W in its own region (+CH rows: 2 blocks per SM at
 // d_k = 64), not over Qe / Ek: no barrier between (a)'s products and W's stores
 #ifndef GD_T1XW_SET
@@ -207,6 +212,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                     for (int x = 0; x < 4; ++x) {
                         const int t = wa.row(x), cc = wa.col(it, x);
                         ta rs = 0, wm = 0;
+                        constexpr bool V2 = GD_T1V2_SET && GD_TC;
 #pragma unroll
                         for (int j = 0; j < NG; ++j) {
                             if (mw && (mg >> j) & 1) wm += acc[j][0][it][x];
@@ -214,6 +220,31 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                             if (kind != GT_XFER && (r >> j) & 1) rs += lw[j * CH + t] * acc[j][1][it][x];
                         }
                         if (mw && nb) gd_put(W + t * GD_TLDW + cc, wm);  // slot 0's W: the merging slots' sum
+                        if (V2 && (x & 1)) continue;  // (columns cc, cc + 1 stored at x even)
+                        if (V2) {
+                            const int nc = kind == GT_XFER ? NC : DV;
+                            if (!r || c0 + cc >= nc || (kind != GT_XFER && (i64)c * CH + t >= T)) continue;
+                            ta* o = out + (cj * CH + t) * nc + c0 + cc;
+                            const ta a0 = kind == GT_XFER ? acc[0][1][it][x] : rs;
+                            ta a1 = 0;
+                            if (kind == GT_XFER) a1 = acc[0][1][it][x + 1];
+                            else
+#pragma unroll
+                                for (int j = 0; j < NG; ++j)
+                                    if ((r >> j) & 1) a1 += lw[j * CH + t] * acc[j][1][it][x + 1];
+                            if (nc % 2 == 0) {  // (c0, cc even: 8-byte aligned; cc + 1 < nc)
+                                if (kind == GT_XFER) *reinterpret_cast<float2*>(o) = float2{(float)a0, (float)a1};
+                                else atomicAdd(reinterpret_cast<float2*>(o), float2{(float)a0, (float)a1});
+                            } else {
+                                if (kind == GT_XFER) o[0] = a0;
+                                else atomicAdd(o, a0);
+                                if (c0 + cc + 1 < nc) {
+                                    if (kind == GT_XFER) o[1] = a1;
+                                    else atomicAdd(o + 1, a1);
+                                }
+                            }
+                            continue;
+                        }
                         if (kind == GT_XFER) {  // Qp_c's columns (padding rows included: zero queries)
                             if (r && c0 + cc < NC) out[(cj * CH + t) * NC + c0 + cc] = acc[0][1][it][x];
                         } else if (r && c0 + cc < DV && (i64)c * CH + t < T) {
