@@ -83,7 +83,7 @@ inline void cp_async_wait() {
 // the read adds of gd_scan's chains (the block's threads run concurrently)
 template <typename T>
 inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
-inline float2 atomicAdd(float2* p, float2 v) {  // sm_90's vector add (gd_tier1's GD_T1V2_SET): 8-byte aligned
+inline float2 atomicAdd(float2* p, float2 v) {  // sm_90's vector add (gd_tier1's low walks): 8-byte aligned
     if (reinterpret_cast<uintptr_t>(p) % sizeof(float2)) std::abort();
     return float2{atomicAdd(&p->x, v.x), atomicAdd(&p->y, v.y)};
 }

@@ -217,7 +217,6 @@ class Emulated:
     tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
     cring = False  # gd_coarse's Z copied two steps ahead (a timing build's GD_CRING_SET)
-    xw = False  # gd_tier1x's W apart, gd_tier1's outputs by column pairs (timing builds' GD_T1XW_SET, GD_T1V2_SET)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
@@ -225,7 +224,7 @@ class Emulated:
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
-        defines |= ({"GD_CRING_SET": 1} if self.cring else {}) | ({"GD_T1XW_SET": 1, "GD_T1V2_SET": 1} if self.xw else {})
+        defines |= {"GD_CRING_SET": 1} if self.cring else {}
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
@@ -247,7 +246,7 @@ class Emulated:
         bw = self.tbw or cfg.tier_bw
         smem = (cfg.gd_coarse_smem(zb=3 if self.cring else 2) if name == "gd_coarse" else
                 cfg.gd_tier3_smem(bw) if name == "gd_tier3" and not self.walk3 else
-                cfg.gd_tier1x_smem(bw, self.xw) if name == "gd_tier1x" else cfg.gd_smem(self.tm, bw, bw <= 32, hc=True))
+                cfg.gd_smem(1, bw, bw <= 32) if name == "gd_tier1x" else cfg.gd_smem(self.tm, bw, bw <= 32, hc=True))
         return _EmuKernel(self._lib(cfg), name), (256,), smem
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
@@ -365,22 +364,20 @@ def test_tier_plan(monkeypatch):
     ("float32", 20, 20, 17, 16, "strong"),  # two chunks: one period, no coarse level
     ("bfloat16", 600, 64, 20, 64, "moderate"),  # 1xTF32, 10 chunks at C = 64: 3 periods
     ("float64", 700, 5, 19, 16, "tm3"),  # the timing build of periods of 8 chunks (GD_TM_SET=3)
-    ("float32", 420, 16, 40, 16, "tm3+xw"),  # and gd_tier1's column pairs of even d_k, d_v (GD_T1V2_SET)
-    # one build of three timing builds (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks):
-    # session 13's gd_tier3 walks (GD_T3WALK_SET=1), gd_coarse's three Z buffers (GD_CRING_SET=1; 11 periods),
-    # gd_tier1x's W apart (GD_T1XW_SET=1), gd_tier1's outputs by column pairs (GD_T1V2_SET=1; d_v odd)
-    ("float32", 700, 5, 19, 16, "walk3+cring+xw")])
+    ("float32", 420, 16, 40, 16, "tm3"),
+    # one build of two timing builds (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks):
+    # session 13's gd_tier3 walks (GD_T3WALK_SET=1), gd_coarse's three Z buffers (GD_CRING_SET=1; 11 periods)
+    ("float32", 700, 5, 19, 16, "walk3+cring")])
 def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay):
     """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; the public forward from chunk 0 without state) on the
     CPU emulation through the host logic: against the reference (float64 / float32 bounds; bfloat16 inputs' float32
     output within TF32, gd_scan's 1xTF32) and against gd_scan itself (TIERED off), hard resets included."""
-    if decay in ("tm3", "tm3+xw", "walk3+cring+xw"):  # timing builds
+    if decay in ("tm3", "walk3+cring"):  # timing builds
         emulated, build, decay = copy.copy(emulated), decay, "mixed"
-        if build.startswith("tm3"):
+        if build == "tm3":
             emulated.tm = 3
         else:
             emulated.walk3 = emulated.cring = True
-        emulated.xw = build.endswith("xw")
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
     calls, real = [], CupyOps.gd_tiers
     monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))

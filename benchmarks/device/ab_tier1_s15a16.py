@@ -2,16 +2,17 @@
 builds in one process (CUDA events, ms per call), B H = 32 sequences, d = 64, C = 64, from chunk 0 without state,
 float32 compute: 1xTF32 (x1: the bfloat16 inputs' build, TI_BF16=1) and 3xTF32 (f32). Builds (-D switches of
 gated_delta_tier.cu; gd_coarse and gd_tier3 are the same in all):
-- main:   session 14's gd_tier1 (GD_T1SPLIT_SET=0 GD_T1X0_SET=0 GD_T1HPRE_SET=0 GD_T1MW_SET=0: transfers and low
-          walks in one kernel)
+- main:   session 14's gd_tier1 (GD_T1SPLIT_SET=0 GD_T1X0_SET=0 GD_T1HPRE_SET=0 GD_T1MW_SET=0 GD_T1V2_SET=0: transfers
+          and low walks in one kernel)
 - x0:     main with a transfer's first chunk without products (W = Ek, Qp = Qe)
 - hp:     x0 with the low walk's H copied into shared memory with the tiles (not loaded in (b))
 - split:  x0 with the transfers in their own kernel (gd_tier1x, 3 blocks per SM)
-- nomw:   split + hp (new without GD_T1MW_SET)
-- new:    the production kernels (split + x0 + hp + mw: the merging slots' W summed, one (b) product fewer)
-- xw:     new with gd_tier1x's W in its own region (GD_T1XW_SET=1: one barrier a step fewer, 2 blocks per SM)
-- ku2/4:  new with the products' k-steps unrolled by 2 / 4 (GD_T1KU_SET; more spills)
-- v2:     new with (a)'s outputs by column pairs (GD_T1V2_SET: float2 Qp stores, float2 atomics)
+- nomw:   split + hp
+- nov2:   nomw + mw (the merging slots' W summed, one (b) product fewer)
+- new:    the production kernels: nov2 + v2 ((a)'s outputs by column pairs: float2 Qp stores, float2 atomics)
+(Request 1, commit 63a925a, also timed builds since removed: xw (gd_tier1x's W apart, 2 blocks per SM), ku2 / ku4 (the
+products' k-steps unrolled); there every build's gd_mm carried #pragma unroll 1, which changed gd_coarse / gd_scan, not
+gd_tier1 / gd_tier1x: their SASS is that of this commit's builds.)
 Each build: max |build - gd_scan| / max |gd_scan| (gd_scan: TIERED off), the whole scan, then gd_tier1 alone (with
 gd_tier1x when split: "t1 = low + xfer") and coarse / t3; gd_scan itself.
     python benchmarks/device/ab_tier1_s15a16.py [T,T,..] [f32,x1] [build,build,..]
@@ -35,12 +36,11 @@ ops = cc.CupyOps(cupy.cuda.Device().id)
 cgd.TIER_MIN_CHUNKS = 0
 BH, DK, DV = 32, 64, 64
 cfgs = {"f32": cgd._config("float", DK, 64, ""), "x1": cgd._config("float", DK, 64, "bf16")}
-MW0 = "-DGD_T1MW_SET=0"
-OFF = ("-DGD_T1SPLIT_SET=0", "-DGD_T1X0_SET=0", "-DGD_T1HPRE_SET=0", MW0)
+MW0, V20 = "-DGD_T1MW_SET=0", "-DGD_T1V2_SET=0"
+OFF = ("-DGD_T1SPLIT_SET=0", "-DGD_T1X0_SET=0", "-DGD_T1HPRE_SET=0", MW0, V20)
 # name -> -D options (None: the production kernels)
-BUILDS = {"main": OFF, "x0": ("-DGD_T1SPLIT_SET=0", "-DGD_T1HPRE_SET=0", MW0), "hp": ("-DGD_T1SPLIT_SET=0", MW0),
-          "split": ("-DGD_T1HPRE_SET=0", MW0), "nomw": (MW0,), "new": None, "xw": ("-DGD_T1XW_SET=1",),
-          "ku2": ("-DGD_T1KU_SET=2",), "ku4": ("-DGD_T1KU_SET=4",), "v2": ("-DGD_T1V2_SET=1",)}
+BUILDS = {"main": OFF, "x0": ("-DGD_T1SPLIT_SET=0", "-DGD_T1HPRE_SET=0", MW0, V20), "hp": ("-DGD_T1SPLIT_SET=0", MW0, V20),
+          "split": ("-DGD_T1HPRE_SET=0", MW0, V20), "nomw": (MW0, V20), "nov2": (V20,), "new": None}
 _mods = {}
 
 
@@ -72,8 +72,7 @@ class Build:
             return ops._tk(op, cfg, name)
         bw = cfg.tier_bw
         smem = (cfg.gd_coarse_smem() if name == "gd_coarse" else cfg.gd_tier3_smem(bw) if name == "gd_tier3" else
-                cfg.gd_tier1x_smem(bw, "-DGD_T1XW_SET=1" in self.extra) if name == "gd_tier1x" else
-                cfg.gd_smem(2, bw, bw <= 32, hc=self.hp))
+                cfg.gd_smem(1, bw, bw <= 32) if name == "gd_tier1x" else cfg.gd_smem(2, bw, bw <= 32, hc=self.hp))
         return variant(cfg, name, self.extra), (256,), smem
 
     def run(self, tier, a, o, T, n):

@@ -74,12 +74,6 @@ class Config:
         """gd_tier1 / gd_tier3's columns per block (gated_delta_tier.cu's GD_TBW): float32 64, float64 32."""
         return 64 if self.ta == "float" else 32
 
-    def gd_tier1x_smem(self, BW, wown=False):
-        """gd_tier1x's shared memory (gated_delta_tier.cu): gd_smem of one slot, and (a timing build's GD_T1XW_SET,
-        ``wown``) its W apart (CH rows of BW + 8, float32 at 32 columns: tf32 pairs)."""
-        w = 2 * (BW + 4) if BW <= 32 and self.itemsize == 4 else BW + 8
-        return self.gd_smem(1, BW, BW <= 32) + wown * self.CH * w * self.itemsize
-
     def gd_tier3_smem(self, BW):
         """gd_tier3's shared memory (gated_delta_tier.cu) at BW columns a block: Qp's tile (rows padded by 16 bytes),
         two buffers of a slot (BW + 8 a row) and of CH read weights."""
@@ -98,7 +92,7 @@ class Config:
         if kernel == "gd_tier1":  # the low walks: gd_walk<GD_TM>'s layout (GD_TM = 2 slots; W unsplit past 32 columns)
             return self.gd_smem(2, self.tier_bw, self.tier_bw <= 32, hc=True)  # and H's tile
         if kernel == "gd_tier1x":  # the transfers: one slot
-            return self.gd_tier1x_smem(self.tier_bw)
+            return self.gd_smem(1, self.tier_bw, self.tier_bw <= 32)
         if kernel == "gd_tier3":
             return self.gd_tier3_smem(self.tier_bw)
         if kernel == "gd_coarse":  # (past SMEM_MAX: float64 at DKP = 128, which gated_delta.tier_plan leaves to gd_scan)

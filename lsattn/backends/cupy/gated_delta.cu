@@ -166,14 +166,12 @@ struct GdWarpTiles {
 // c[j][a][i] += A_a[r0 .. r0 + 15][0 .. K) Y_j[0 .. K)[n0 + 8 i .. + 7] for the slots j < NG whose
 // bit is set in use[a] (A_0 = X0, A_1 = X1, [row][k] with row stride ldx; Y_j = Y + j ys, [k][col]
 // with row stride ldy, of ta or pre-split (uint2, tensor cores only); use[1] a subset of use[0]),
-// i < NTL; K a multiple of 8. Each A fragment is split once per k-step for all the slots. KU: the tensor-core
-// k-steps unrolled by KU (gd_tier1's: the next steps' fragment loads issued under this one's mma; 1: not unrolled).
-template <int NG, int NA, int NTL, int KU = 1, typename Acc, typename YT>
+// i < NTL; K a multiple of 8. Each A fragment is split once per k-step for all the slots.
+template <int NG, int NA, int NTL, typename Acc, typename YT>
 __device__ __forceinline__ void gd_mm(Acc (*c)[NA][NTL][4], const ta* X0, const ta* X1, int ldx, const YT* Y, int ys,
                                       int ldy, int r0, int n0, int K, const unsigned (&use)[NA]) {
     const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     if constexpr (GD_TC) {
-#pragma unroll KU
         for (int k0 = 0; k0 < K; k0 += 8) {
             unsigned ah[NA][4], al[NA][4];
             gd_frag_a(X0, ldx, r0, k0, ah[0], al[0]);

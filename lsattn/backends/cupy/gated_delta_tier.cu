@@ -1,4 +1,4 @@
-// Log-linear Gated DeltaNet: gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; host: gated_delta.py's
+// Log-linear Gated DeltaNet: gd_scan's two-tier form (gd_tier1, gd_tier1x, gd_coarse, gd_tier3; host: gated_delta.py's
 // tier_plan, _compile.CupyOps.gd_tiers). Compiled after gated_delta.cu, whose helpers (gd_copy, gd_mm, GdWarpTiles,
 // gd_put, GD_MINB, GD_WS_SET) it uses.
 
@@ -9,7 +9,8 @@
 // - gd_tier1: (a) per low period pp of GD_TP = 4 chunks (levels 1 .. GD_TM = 2): the Fenwick walk with
 //   merges (session 9's sequential scan within the period: at chunk i only the levels of i's set bits
 //   exist, each read and carried; at i + 1 the levels below tz(i + 1) merge with H_i into level
-//   tz(i + 1) + 1), whose last merge is the period's keys carried to its end, Tot_pp (DK x DV); and
+//   tz(i + 1) + 1), whose last merge is the period's keys carried to its end, Tot_pp (DK x DV); and (gd_tier1x since
+//   session 15: one slot's registers and shared memory)
 //   (b) per period (of several), its transfer Z_pp = P_{4pp+3} .. P_{4pp} (DK x DK, the identity's columns
 //   carried: 2 products per chunk, no H), whose read at each chunk c of a period with coarse slots (pp > 0) is
 //   stored: Qp_c = Qe_c P_{c-1} .. P_{4pp} (CH x DK, each token's query carried back to its period's start).
@@ -68,21 +69,11 @@ constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
 #ifndef GD_T1MW_SET
 #define GD_T1MW_SET 1
 #endif
-// GD_T1KU_SET: gd_tier1 / gd_tier1x's k-steps of a product unrolled by this (1: not; gd_mm's KU)
-#ifndef GD_T1KU_SET
-#define GD_T1KU_SET 1
-#endif
 // GD_T1V2_SET (float32): (a)'s outputs by pairs of columns (the C fragment's x, x + 1): Qp's stores as float2, the
 // low walk's adds as float2 atomics (sm_90; half the instructions, whole 32-byte sectors), when the row length is even
 #ifndef GD_T1V2_SET
-#define GD_T1V2_SET 0
+#define GD_T1V2_SET 1
 #endif
-// a timing build (GD_T1XW_SET=1, with GD_T1SPLIT_SET): gd_tier1x's W in its own region (+CH rows: 2 blocks per SM at
-// d_k = 64), not over Qe / Ek: no barrier between (a)'s products and W's stores
-#ifndef GD_T1XW_SET
-#define GD_T1XW_SET 0
-#endif
-constexpr bool GD_T1XW = GD_T1XW_SET && GD_T1SPLIT_SET;
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 template <int NG>
 constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta))
@@ -90,9 +81,8 @@ constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_t
 constexpr int GD_TQW = GD_TQW_N<GD_TM>, GD_THW = GD_T1HPRE_SET ? DKP * GD_TLDS : 0;
 // Config.gd_smem(GD_TM, tier_bw, hc=GD_T1HPRE_SET) (gd_tier1: the low walks and, unless split, the transfers)
 constexpr int GD_TSMEM = (GD_TQW + DKP * GD_LDP + GD_TM * (DKP * GD_TLDS + CH) + GD_THW) * (int)sizeof(ta);
-// Config.gd_tier1x_smem(tier_bw, GD_T1XW) (gd_tier1x: the transfers)
-constexpr int GD_TSMEM1 = (GD_TQW_N<1> + DKP * GD_LDP + DKP * GD_TLDS + CH +
-                           (GD_T1XW ? CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta)) : 0)) * (int)sizeof(ta);
+// Config.smem("gd_tier1x") = gd_smem(1, tier_bw) (gd_tier1x: the transfers)
+constexpr int GD_TSMEM1 = (GD_TQW_N<1> + DKP * GD_LDP + DKP * GD_TLDS + CH) * (int)sizeof(ta);
 // blocks per SM the registers of gd_tier1 / gd_tier3 must allow: gd_scan's at 32 columns; at 64, 2 (shared memory's)
 #ifdef GD_T1MINB_SET  // a timing build may set it (gd_tier1's)
 constexpr int GD_T1MINB = GD_T1MINB_SET;
@@ -100,7 +90,7 @@ constexpr int GD_T1MINB = GD_T1MINB_SET;
 constexpr int GD_T1MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
 #endif
 constexpr int GD_T3MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
-constexpr int GD_T1XMINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? (GD_T1XW_SET ? 2 : 3) : 1);  // gd_tier1x's (shared memory's)
+constexpr int GD_T1XMINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 3 : 1);  // gd_tier1x's (shared memory's)
 // timing builds: the next chunk's tiles prefetched into L2 during a chunk of gd_tier1 / gd_tier3 (GD_TPF_SET=1);
 // gd_coarse's Tot loaded after its product, as in session 13 (GD_CPRE_SET=0); gd_tier3 as session 13's walks
 // (GD_T3WALK_SET=1: gd_tier1 then stores no Qp)
@@ -137,8 +127,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
     ta* S = Ph + DKP * GD_LDP;           // [slot][kk][col], row stride GD_TLDS
     ta* lw = S + NG * DKP * GD_TLDS;     // [slot][t]
     ta* Hs = lw + NG * CH;               // GT_LOW, GD_T1HPRE_SET: H_c's columns [kk][col], row stride GD_TLDS
-    constexpr bool XW = GD_T1XW && kind == GT_XFER;  // (gd_tier1x's W after its read weights)
-    gd_tw* W = reinterpret_cast<gd_tw*>(XW ? Hs : Qe);  // [slot][t][col] over Qe / Ek once (a) has read them
+    gd_tw* W = reinterpret_cast<gd_tw*>(Qe);  // [slot][t][col] over Qe / Ek once (a) has read them
     constexpr int RA = CH / 16, RB = DKP / 16, SS = DKP * GD_TLDS, WS = CH * GD_TLDW;
     constexpr int TWA = GdWarpTiles<RA, GD_TBW>::NTL, TWB = GdWarpTiles<RB, GD_TBW>::NTL;
     const int tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
@@ -203,8 +192,8 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             // (a) W_j = Ek S_j, R_j = Qe S_j; the weighted reads onto the output, W over Qe / Ek
             ta acc[NG][2][TWA][4] = {};
             const unsigned use[2] = {u, r};
-            if (wa.on) gd_mm<NG, 2, TWA, GD_T1KU_SET>(acc, Ek, Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8, use);
-            if (!XW) __syncthreads();  // every warp has read Ek and Qe: W over them
+            if (wa.on) gd_mm<NG, 2, TWA>(acc, Ek, Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8, use);
+            __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
 #pragma unroll
                 for (int it = 0; it < TWA; ++it)
@@ -260,8 +249,8 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             const ta eg = ex(gc[cj]);
             ta accb[NG][1][TWB][4] = {};
             const unsigned ub[1] = {mw ? (u & ~mg) | 1u : u};  // (mw: the merging slots' (b) zero but slot 0's)
-            if (x0) gd_mm<NG, 1, TWB, GD_T1KU_SET>(accb, Ph, nullptr, GD_LDP, (const ta*)Ek + c0, 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
-            else if (u) gd_mm<NG, 1, TWB, GD_T1KU_SET>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
+            if (x0) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const ta*)Ek + c0, 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
+            else if (u) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
