@@ -83,6 +83,10 @@ inline void cp_async_wait() {
 // the read adds of gd_scan's chains (the block's threads run concurrently)
 template <typename T>
 inline T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
+inline float2 atomicAdd(float2* p, float2 v) {  // sm_90's vector add (gd_tier1's low walks): 8-byte aligned
+    if (reinterpret_cast<uintptr_t>(p) % sizeof(float2)) std::abort();
+    return float2{atomicAdd(&p->x, v.x), atomicAdd(&p->y, v.y)};
+}
 
 #include KERNEL
 
@@ -107,6 +111,13 @@ extern "C" void run_tier1(const ta* qe, const ta* ek, const ta* ph, const ta* Hc
                           unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] { gd_tier1(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
+    emu_smem = sizeof(smem_raw);
+}
+extern "C" void run_tier1x(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out,
+                           ta* Z, ta* Tot, ta* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
+                           unsigned smem) {
+    emu_smem = smem;
+    emu_launch(nblocks, 1, 1, [=] { gd_tier1x(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
     emu_smem = sizeof(smem_raw);
 }
 extern "C" void run_coarse(const ta* Z, const ta* Tot, ta* Sb, int DK, int DV, int nP, int NCL, int BH, unsigned nblocks,

@@ -250,7 +250,8 @@ class Emulated:
         """CupyOps' kernel lookup: the two-tier form's kernels (CupyOps.gd_tiers) on this emulation."""
         bw = self.tbw or cfg.tier_bw
         smem = (cfg.gd_coarse_smem(zb=3 if self.cring else 2) if name == "gd_coarse" else
-                cfg.gd_tier3_smem(bw) if name == "gd_tier3" and not self.walk3 else cfg.gd_smem(self.tm, bw, bw <= 32))
+                cfg.gd_tier3_smem(bw) if name == "gd_tier3" and not self.walk3 else
+                cfg.gd_smem(1, bw, bw <= 32) if name == "gd_tier1x" else cfg.gd_smem(self.tm, bw, bw <= 32, hc=True))
         return _EmuKernel(self._lib(cfg), name), (256,), smem
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
@@ -582,10 +583,11 @@ class _EmuKernel:
 
     def __call__(self, grid, block, args, shared_mem=0):
         ptr = lambda x: ctypes.c_void_p(int(x) or None)  # noqa: E731
-        if self.name in ("gd_tier1", "gd_coarse", "gd_tier3"):  # pointers (arrays or ints), then int32 scalars
+        runs = {"gd_tier1": "run_tier1", "gd_tier1x": "run_tier1x", "gd_coarse": "run_coarse", "gd_tier3": "run_tier3"}
+        if self.name in runs:  # pointers (arrays or ints), then int32 scalars
             conv = [ctypes.c_int(int(x)) if isinstance(x, np.int32) else
                     x.ctypes.data_as(ctypes.c_void_p) if isinstance(x, np.ndarray) else ptr(x) for x in args]
-            getattr(self.lib, {"gd_tier1": "run_tier1", "gd_coarse": "run_coarse", "gd_tier3": "run_tier3"}[self.name])(
+            getattr(self.lib, runs[self.name])(
                 *conv, ctypes.c_uint(grid[0]), ctypes.c_uint(shared_mem))
         elif self.name == "gd_forms":  # 14 pointers, then T, DK, DV, L, p, F, n; grid (n, BH)
             T, DK, DV, L, p, F, n = (int(x) for x in args[14:])

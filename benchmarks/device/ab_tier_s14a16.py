@@ -65,7 +65,9 @@ class Build:
         if self.extra is None:
             return ops._tk(op, cfg, name)
         smem = (cfg.gd_coarse_smem(zb=3 if "-DGD_CRING_SET=1" in self.extra else 2) if name == "gd_coarse" else
-                cfg.gd_tier3_smem(self.bw) if name == "gd_tier3" and not self.walk3 else cfg.gd_smem(2, self.bw, self.bw <= 32))
+                cfg.gd_tier3_smem(self.bw) if name == "gd_tier3" and not self.walk3 else
+                cfg.gd_smem(1, self.bw, self.bw <= 32) if name == "gd_tier1x" else  # (session 15: gd_tier1x, H's tile)
+                cfg.gd_smem(2, self.bw, self.bw <= 32, hc=True))
         return variant(cfg, name, self.extra), (256,), smem
 
 

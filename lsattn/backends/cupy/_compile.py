@@ -59,15 +59,15 @@ class Config:
     def NLC(self):
         return int(math.log2(self.CH)) + 1
 
-    def gd_smem(self, G=GD_G, BW=GD_BW, wsplit=True, sreg=False):
+    def gd_smem(self, G=GD_G, BW=GD_BW, wsplit=True, sreg=False, hc=False):
         """gd_scan's shared memory (gated_delta.cu) with G slots of BW columns per block: Qe, Ek (rows
         padded by 16 bytes; the slots' W over them: float32 as tf32 pairs, BW + 4 a row, unless a timing
         build keeps it unsplit (``wsplit``); float64 BW + 8), phi, the slots' S (BW + 8 a row; a timing
-        build's tf32 pairs, ``sreg``) and CH weights."""
+        build's tf32 pairs, ``sreg``) and CH weights; ``hc``: and an H tile (gd_tier1's low walks, BW + 8 a row)."""
         CH, DKP, es = self.CH, self.DKP, self.itemsize
         pad = 16 // es
         w, sw = ((2 * (BW + 4) if f and es == 4 else BW + 8) for f in (wsplit, sreg))
-        return (max(2 * CH * (DKP + pad), G * CH * w) + DKP * (CH + pad) + G * (DKP * sw + CH)) * es
+        return (max(2 * CH * (DKP + pad), G * CH * w) + DKP * (CH + pad) + G * (DKP * sw + CH) + hc * DKP * (BW + 8)) * es
 
     @property
     def tier_bw(self):
@@ -89,8 +89,10 @@ class Config:
         CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
         if kernel == "gd_scan":
             return self.gd_smem()
-        if kernel == "gd_tier1":  # gd_walk<GD_TM>'s layout (GD_TM = 2 slots; W unsplit past 32 columns)
-            return self.gd_smem(2, self.tier_bw, self.tier_bw <= 32)
+        if kernel == "gd_tier1":  # the low walks: gd_walk<GD_TM>'s layout (GD_TM = 2 slots; W unsplit past 32 columns)
+            return self.gd_smem(2, self.tier_bw, self.tier_bw <= 32, hc=True)  # and H's tile
+        if kernel == "gd_tier1x":  # the transfers: one slot
+            return self.gd_smem(1, self.tier_bw, self.tier_bw <= 32)
         if kernel == "gd_tier3":
             return self.gd_tier3_smem(self.tier_bw)
         if kernel == "gd_coarse":  # (past SMEM_MAX: float64 at DKP = 128, which gated_delta.tier_plan leaves to gd_scan)
@@ -291,8 +293,9 @@ _KERNELS = {
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
-    "gated_delta": ("gd_forms", "gd_scan", "gd_tier1", "gd_coarse", "gd_tier3"),  # gated_delta.py: the per-chunk WY
-    # forms, the scan over chunks (its two-tier form from chunk 0 without states: gd_tier1, gd_coarse, gd_tier3)
+    "gated_delta": ("gd_forms", "gd_scan", "gd_tier1", "gd_tier1x", "gd_coarse", "gd_tier3"),  # gated_delta.py: the
+    # per-chunk WY forms, the scan over chunks (its two-tier form from chunk 0 without states: gd_tier1 (low walks),
+    # gd_tier1x (transfers), gd_coarse, gd_tier3)
     "gated_delta_bwd": ("gd_scan_bwd", "gd_scan_bwd_x1", "gd_forms_bwd", "gd_forms_bwd_x1"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
@@ -624,19 +627,24 @@ class CupyOps:
             self._i(BH), self._i(G)),
            shared_mem=smem)
 
-    def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False):
-        """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_coarse, gd_tier3) for ``tier =
+    def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
+                 split=True):
+        """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x, gd_coarse, gd_tier3) for ``tier =
         gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp) of ``tier.shapes`` (None: allocated here); bw: gd_tier1 /
         gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as session
-        13's walks (a timing build's GD_T3WALK_SET=1; no Qp)."""
+        13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the transfers in gd_tier1x (False: in gd_tier1,
+        a timing build's GD_T1SPLIT_SET=0)."""
         nP, NCL, NPR = tier.nP, tier.NCL, tier.NPR
         Z, Tot, Sb, Qp = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
         bw = bw or cfg.tier_bw
         NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i
         head = (qe, ek, ph, H, g, lam, out)
+        t1 = head + (Z, Tot, self._p(None) if walk3 else Qp, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
-        fn((nP * BH * (NCB + NCK),), block, head + (Z, Tot, self._p(None) if walk3 else Qp, i(T), i(DK), i(DV), i(L),
-                                                    i(n), i(nP), i(BH)), shared_mem=smem)
+        fn((nP * BH * (NCB + (0 if split else NCK)),), block, t1, shared_mem=smem)
+        if split and nP > 1:  # the transfers (the last period's: its reads Qp alone)
+            fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1x")
+            fn((nP * BH * NCK,), block, t1, shared_mem=smem)
         if NCL == 0:  # one period: no level above GD_TM
             return
         fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")

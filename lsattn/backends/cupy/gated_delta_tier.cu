@@ -1,4 +1,4 @@
-// Log-linear Gated DeltaNet: gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; host: gated_delta.py's
+// Log-linear Gated DeltaNet: gd_scan's two-tier form (gd_tier1, gd_tier1x, gd_coarse, gd_tier3; host: gated_delta.py's
 // tier_plan, _compile.CupyOps.gd_tiers). Compiled after gated_delta.cu, whose helpers (gd_copy, gd_mm, GdWarpTiles,
 // gd_put, GD_MINB, GD_WS_SET) it uses.
 
@@ -9,7 +9,8 @@
 // - gd_tier1: (a) per low period pp of GD_TP = 4 chunks (levels 1 .. GD_TM = 2): the Fenwick walk with
 //   merges (session 9's sequential scan within the period: at chunk i only the levels of i's set bits
 //   exist, each read and carried; at i + 1 the levels below tz(i + 1) merge with H_i into level
-//   tz(i + 1) + 1), whose last merge is the period's keys carried to its end, Tot_pp (DK x DV); and
+//   tz(i + 1) + 1), whose last merge is the period's keys carried to its end, Tot_pp (DK x DV); and (gd_tier1x since
+//   session 15: one slot's registers and shared memory)
 //   (b) per period (of several), its transfer Z_pp = P_{4pp+3} .. P_{4pp} (DK x DK, the identity's columns
 //   carried: 2 products per chunk, no H), whose read at each chunk c of a period with coarse slots (pp > 0) is
 //   stored: Qp_c = Qe_c P_{c-1} .. P_{4pp} (CH x DK, each token's query carried back to its period's start).
@@ -50,9 +51,38 @@ template <> struct GdTW<true> { using T = uint2; static constexpr int LD = GD_TB
 constexpr bool GD_TWSPLIT = GD_TC && GD_WS_SET && GD_TBW <= 32;
 using gd_tw = GdTW<GD_TWSPLIT>::T;
 constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
-constexpr int GD_TQW = 2 * CH * GD_LDQ > GD_TM * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta))
-                           ? 2 * CH * GD_LDQ : GD_TM * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta));
-constexpr int GD_TSMEM = (GD_TQW + DKP * GD_LDP + GD_TM * (DKP * GD_TLDS + CH)) * (int)sizeof(ta);  // Config.gd_smem(GD_TM, tier_bw)
+// gd_tier1's builds (benchmarks/NOTES.md "Session 15 — s15a16"; each 0: session 14's, a timing build):
+// GD_T1SPLIT_SET: the transfers in their own kernel (gd_tier1x: one slot's shared memory and registers, 3 blocks per
+// SM at d_k <= 64); GD_T1X0_SET: a transfer's first chunk without products (S = I: W = Ek, Qp = Qe);
+// GD_T1HPRE_SET: the low walk's H copied into shared memory with the chunk's tiles (not loaded in (b))
+#ifndef GD_T1SPLIT_SET
+#define GD_T1SPLIT_SET 1
+#endif
+#ifndef GD_T1X0_SET
+#define GD_T1X0_SET 1
+#endif
+#ifndef GD_T1HPRE_SET
+#define GD_T1HPRE_SET 1
+#endif
+// GD_T1MW_SET: a low walk's slots that merge after (b) (those below z = tz(i + 1): both at a period's last chunk) take
+// one W, their sum (S_z = sum_j (e^g S_j - phi W_j) + H = e^g sum_j S_j - phi sum_j W_j + H): one product of (b) fewer
+#ifndef GD_T1MW_SET
+#define GD_T1MW_SET 1
+#endif
+// GD_T1V2_SET (float32): (a)'s outputs by pairs of columns (the C fragment's x, x + 1): Qp's stores as float2, the
+// low walk's adds as float2 atomics (sm_90; half the instructions, whole 32-byte sectors), when the row length is even
+#ifndef GD_T1V2_SET
+#define GD_T1V2_SET 1
+#endif
+// Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
+template <int NG>
+constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta))
+                             ? 2 * CH * GD_LDQ : NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta));
+constexpr int GD_TQW = GD_TQW_N<GD_TM>, GD_THW = GD_T1HPRE_SET ? DKP * GD_TLDS : 0;
+// Config.gd_smem(GD_TM, tier_bw, hc=GD_T1HPRE_SET) (gd_tier1: the low walks and, unless split, the transfers)
+constexpr int GD_TSMEM = (GD_TQW + DKP * GD_LDP + GD_TM * (DKP * GD_TLDS + CH) + GD_THW) * (int)sizeof(ta);
+// Config.smem("gd_tier1x") = gd_smem(1, tier_bw) (gd_tier1x: the transfers)
+constexpr int GD_TSMEM1 = (GD_TQW_N<1> + DKP * GD_LDP + DKP * GD_TLDS + CH) * (int)sizeof(ta);
 // blocks per SM the registers of gd_tier1 / gd_tier3 must allow: gd_scan's at 32 columns; at 64, 2 (shared memory's)
 #ifdef GD_T1MINB_SET  // a timing build may set it (gd_tier1's)
 constexpr int GD_T1MINB = GD_T1MINB_SET;
@@ -60,6 +90,7 @@ constexpr int GD_T1MINB = GD_T1MINB_SET;
 constexpr int GD_T1MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
 #endif
 constexpr int GD_T3MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
+constexpr int GD_T1XMINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 3 : 1);  // gd_tier1x's (shared memory's)
 // timing builds: the next chunk's tiles prefetched into L2 during a chunk of gd_tier1 / gd_tier3 (GD_TPF_SET=1);
 // gd_coarse's Tot loaded after its product, as in session 13 (GD_CPRE_SET=0); gd_tier3 as session 13's walks
 // (GD_T3WALK_SET=1: gd_tier1 then stores no Qp)
@@ -92,9 +123,10 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qe = reinterpret_cast<ta*>(smem_raw);
     ta* Ek = Qe + CH * GD_LDQ;
-    ta* Ph = Qe + GD_TQW;
+    ta* Ph = Qe + (GD_T1SPLIT_SET && kind == GT_XFER ? GD_TQW_N<NG> : GD_TQW);  // (gd_tier1x: one slot's W)
     ta* S = Ph + DKP * GD_LDP;           // [slot][kk][col], row stride GD_TLDS
     ta* lw = S + NG * DKP * GD_TLDS;     // [slot][t]
+    ta* Hs = lw + NG * CH;               // GT_LOW, GD_T1HPRE_SET: H_c's columns [kk][col], row stride GD_TLDS
     gd_tw* W = reinterpret_cast<gd_tw*>(Qe);  // [slot][t][col] over Qe / Ek once (a) has read them
     constexpr int RA = CH / 16, RB = DKP / 16, SS = DKP * GD_TLDS, WS = CH * GD_TLDW;
     constexpr int TWA = GdWarpTiles<RA, GD_TBW>::NTL, TWB = GdWarpTiles<RB, GD_TBW>::NTL;
@@ -110,7 +142,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         S[j * SS + kk * GD_TLDS + cc] = x;
     }
     __syncthreads();
-    const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
+    const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
     for (int c = lo; c < hi; ++c) {
         const int i = c - lo;
         // slots with products (each read but in GT_XFER), and whether anything needs this chunk's (b)
@@ -118,17 +150,34 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         const unsigned r = kind == GT_XFER ? (out ? 1u : 0u) : u;
         const bool nb = kind == GT_XFER || c + 1 < (kind == GT_TOP ? hi : n);
         const i64 cj = bh * n + c;
-        if (u) {
-            if (r) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
-            gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
-            gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
+        // a transfer's first chunk (S = I, columns c0 ..; W = Ek's, Qp = Qe's; not when the block's columns pass the
+        // tiles' DKP) and the low walk's H into shared memory (its bucket's chunks, every chunk but the call's last)
+        const bool x0 = GD_T1X0_SET && kind == GT_XFER && DKP >= GD_TBW && i == 0;
+        const bool hp = GD_T1HPRE_SET && kind == GT_LOW && nb;
+        // GT_LOW: the slots below z merge into slot z after (b); mg: those with products (bits 0 .. z - 1 of i), one W
+        // (slot 0's) when several (mw)
+        const int z = __ffsll(i + 1) - 1;
+        const unsigned mg = GD_T1MW_SET && kind == GT_LOW ? u & ((1u << z) - 1u) : 0u;
+        const bool mw = (mg & (mg - 1u)) != 0u;
+        if (u || hp) {
+            if (u) {
+                if (r && !x0) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+                gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+                gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
+            }
+            if (hp) gd_copy<DKP, GD_TBW>(Hs, GD_TLDS, Hc + cj * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
             cp_async_commit();
             if (GD_TPF_SET && c + 1 < hi) {  // a timing build: the next chunk's tiles into L2 during this one
                 if (kind != GT_XFER) gd_prefetch(qe + (cj + 1) * CH * DK, DK);
                 gd_prefetch(ek + (cj + 1) * CH * DK, DK);
                 gd_prefetch(ph + (cj + 1) * DK * CH, DK);
             }
-            if (kind != GT_XFER && tid < NG * CH) {  // token t's read weight for slot j
+            if (x0 && r)  // Qp_c = Qe_c's columns c0 .. (padding rows included: zero queries)
+                for (int idx = tid; idx < CH * GD_TBW; idx += NT) {
+                    const int t = idx / GD_TBW, cc = idx % GD_TBW;
+                    if (c0 + cc < NC) out[(cj * CH + t) * NC + c0 + cc] = qe[(cj * CH + t) * DK + c0 + cc];
+                }
+            if (u && kind != GT_XFER && tid < NG * CH) {  // token t's read weight for slot j
                 const int j = tid / CH, t = tid % CH;
                 const i64 gi = (i64)c * CH + t;
                 int lv = 0;  // lev[j] without a local-memory array
@@ -138,22 +187,52 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             }
             cp_async_wait<0>();
             __syncthreads();
+        }
+        if (u && !x0) {
             // (a) W_j = Ek S_j, R_j = Qe S_j; the weighted reads onto the output, W over Qe / Ek
             ta acc[NG][2][TWA][4] = {};
             const unsigned use[2] = {u, r};
             if (wa.on) gd_mm<NG, 2, TWA>(acc, Ek, Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8, use);
-            __syncthreads();
+            __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
 #pragma unroll
                 for (int it = 0; it < TWA; ++it)
 #pragma unroll
                     for (int x = 0; x < 4; ++x) {
                         const int t = wa.row(x), cc = wa.col(it, x);
-                        ta rs = 0;
+                        ta rs = 0, wm = 0;
+                        constexpr bool V2 = GD_T1V2_SET && GD_TC;
 #pragma unroll
                         for (int j = 0; j < NG; ++j) {
-                            if (nb && (u >> j) & 1) gd_put(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x]);
+                            if (mw && (mg >> j) & 1) wm += acc[j][0][it][x];
+                            else if (nb && (u >> j) & 1) gd_put(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x]);
                             if (kind != GT_XFER && (r >> j) & 1) rs += lw[j * CH + t] * acc[j][1][it][x];
+                        }
+                        if (mw && nb) gd_put(W + t * GD_TLDW + cc, wm);  // slot 0's W: the merging slots' sum
+                        if (V2 && (x & 1)) continue;  // (columns cc, cc + 1 stored at x even)
+                        if (V2) {
+                            const int nc = kind == GT_XFER ? NC : DV;
+                            if (!r || c0 + cc >= nc || (kind != GT_XFER && (i64)c * CH + t >= T)) continue;
+                            ta* o = out + (cj * CH + t) * nc + c0 + cc;
+                            const ta a0 = kind == GT_XFER ? acc[0][1][it][x] : rs;
+                            ta a1 = 0;
+                            if (kind == GT_XFER) a1 = acc[0][1][it][x + 1];
+                            else
+#pragma unroll
+                                for (int j = 0; j < NG; ++j)
+                                    if ((r >> j) & 1) a1 += lw[j * CH + t] * acc[j][1][it][x + 1];
+                            if (nc % 2 == 0) {  // (c0, cc even: 8-byte aligned; cc + 1 < nc)
+                                if (kind == GT_XFER) *reinterpret_cast<float2*>(o) = float2{(float)a0, (float)a1};
+                                else atomicAdd(reinterpret_cast<float2*>(o), float2{(float)a0, (float)a1});
+                            } else {
+                                if (kind == GT_XFER) o[0] = a0;
+                                else atomicAdd(o, a0);
+                                if (c0 + cc + 1 < nc) {
+                                    if (kind == GT_XFER) o[1] = a1;
+                                    else atomicAdd(o + 1, a1);
+                                }
+                            }
+                            continue;
                         }
                         if (kind == GT_XFER) {  // Qp_c's columns (padding rows included: zero queries)
                             if (r && c0 + cc < NC) out[(cj * CH + t) * NC + c0 + cc] = acc[0][1][it][x];
@@ -169,16 +248,17 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         if (nb && wb.on) {
             const ta eg = ex(gc[cj]);
             ta accb[NG][1][TWB][4] = {};
-            const unsigned ub[1] = {u};
-            if (u) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
-            const int z = __ffsll(i + 1) - 1;
+            const unsigned ub[1] = {mw ? (u & ~mg) | 1u : u};  // (mw: the merging slots' (b) zero but slot 0's)
+            if (x0) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const ta*)Ek + c0, 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
+            else if (u) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
                     const int kk = wb.row(x), cc = wb.col(it, x);
                     ta m = 0;
-                    if (kind == GT_LOW && kk < DK && c0 + cc < DV) m = Hc[cj * slot_sz + (i64)kk * DV + c0 + cc];
+                    if (kind == GT_LOW && GD_T1HPRE_SET) m = Hs[kk * GD_TLDS + cc];  // (zero past DK, DV)
+                    else if (kind == GT_LOW && kk < DK && c0 + cc < DV) m = Hc[cj * slot_sz + (i64)kk * DV + c0 + cc];
 #pragma unroll
                     for (int j = 0; j < NG; ++j) {
                         if (!((u >> j) & 1)) continue;
@@ -212,9 +292,9 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
                                                             // start (periods pp > 0), or null (GD_T3WALK_SET: none)
     int T, int DK, int DV, int L, int n, int nP, int BH) {
     check_smem(GD_TSMEM);
-    // the block: period pp (slowest), sequence bh, then its NCB low walks and NCK transfers side by side (the same
-    // chunks' tiles: read from L2 by all but the first)
-    const int NCB = (DV + GD_TBW - 1) / GD_TBW, NCK = (DK + GD_TBW - 1) / GD_TBW;
+    // the block: period pp (slowest), sequence bh, then its NCB low walks and (unless GD_T1SPLIT_SET: gd_tier1x's)
+    // NCK transfers side by side (the same chunks' tiles: read from L2 by all but the first)
+    const int NCB = (DV + GD_TBW - 1) / GD_TBW, NCK = GD_T1SPLIT_SET ? 0 : (DK + GD_TBW - 1) / GD_TBW;
     const int pp = (int)(blockIdx.x / ((i64)BH * (NCB + NCK))), role = (int)(blockIdx.x % (NCB + NCK));
     const i64 bh = blockIdx.x / (NCB + NCK) % BH;
     int lev[GD_TM];
@@ -227,6 +307,24 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
         gd_tier_walk<GT_XFER, 1>(qe, ek, ph, Hc, gc, lam, pp ? Qp : nullptr, Z + (bh * nP + pp) * DK * DK, nullptr, 0, T, DK,
                               DV, L, n, DK, bh, (role - NCB) * GD_TBW, pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, 1);
     }
+}
+
+// gd_tier1x (GD_T1SPLIT_SET; launched when nP > 1): gd_tier1's transfers, one block per (period pp, sequence, GD_TBW
+// of the DK columns), its arguments gd_tier1's
+extern "C" __global__ void __launch_bounds__(NT, GD_T1XMINB) gd_tier1x(
+    const ta* __restrict__ qe, const ta* __restrict__ ek, const ta* __restrict__ ph, const ta* __restrict__ Hc,
+    const ta* __restrict__ gc, const ta* __restrict__ lam, ta* __restrict__ out, ta* __restrict__ Z,
+    ta* __restrict__ Tot, ta* __restrict__ Qp, int T, int DK, int DV, int L, int n, int nP, int BH) {
+    (void)out, (void)Tot;
+    check_smem(GD_TSMEM1);
+    const int NCK = (DK + GD_TBW - 1) / GD_TBW;
+    const int pp = (int)(blockIdx.x / ((i64)BH * NCK)), role = (int)(blockIdx.x % NCK);
+    const i64 bh = blockIdx.x / NCK % BH;
+    int lev[GD_TM];
+    for (int j = 0; j < GD_TM; ++j) lev[j] = j + 1;
+    if (GD_T1SPLIT_SET)
+        gd_tier_walk<GT_XFER, 1>(qe, ek, ph, Hc, gc, lam, pp ? Qp : nullptr, Z + (bh * nP + pp) * DK * DK, nullptr, 0, T,
+                                 DK, DV, L, n, DK, bh, role * GD_TBW, pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, 1);
 }
 
 // gd_coarse: the coarse slots at the periods' starts, gd_scan's chains at the periods' granularity: one block per
