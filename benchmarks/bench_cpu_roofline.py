@@ -44,6 +44,7 @@ one-core rate. Prints only (numba rows; no thread table):
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -106,6 +107,35 @@ def time_op(op, backend, B, T, d, dtype, repeat, clock=C.CLOCKS["wall"], settle=
     return C.best_of(lambda: f(*x, backend=backend, **kw), repeat, clock=clock)
 
 
+def blas_cores():
+    """``"NumPy's OpenBLAS: Haswell, SciPy's: Haswell"``: the kernel set each loaded OpenBLAS chose at
+    load (``*openblas_get_corename*``; the chunked Numba kernels call SciPy's, the matmul NumPy's), and
+    the CPU's model name. Issue 20's fractions depend on it: on an AVX-512 host where OpenBLAS picks
+    Haswell (no small-matrix kernels, every product packed) the matmul and the kernels' products both
+    run at AVX2 rates (benchmarks/NOTES.md, s15g20)."""
+    import ctypes
+
+    names = []
+    try:
+        with open("/proc/self/maps") as fh:
+            libs = sorted({line.split()[-1] for line in fh if "openblas" in line and line.split()[-1].endswith(".so")})
+        for path in libs:
+            lib = ctypes.CDLL(path)
+            for sym in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
+                        "openblas_get_corename"):
+                if hasattr(lib, sym):
+                    fn = getattr(lib, sym)
+                    fn.restype = ctypes.c_char_p
+                    who = "NumPy's" if "numpy" in path else "SciPy's" if "scipy" in path else os.path.basename(path)
+                    names.append(f"{who} OpenBLAS: {fn().decode()}")
+                    break
+        with open("/proc/cpuinfo") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        return "OpenBLAS core unknown"
+    return ", ".join(names + ([f"CPU {model}"] if model else [])) or "OpenBLAS core unknown"
+
+
 def matmul_rate(n, repeat, clock=C.CLOCKS["wall"]):
     """GFLOP/s of NumPy's float32 n x n x n matmul."""
     import numpy as np
@@ -132,6 +162,7 @@ def cpu_time(args):
                     gf = flops(op, B, T, args.d) / t / 1e9
                     C.print_row(dict(op=op, dtype=dt, B=B, T=T, cpu_ms=t * 1e3, gflops=gf, matmul_1core=mm,
                                      frac=gf / mm))
+    print(blas_cores())
 
 
 def child(args):
@@ -231,7 +262,9 @@ def main():
 
     load = [os.getloadavg()]
     mm = matmul_rate(args.mm, args.repeat)
-    print(f"float32 matmul {args.mm}^3: {mm:.1f} GFLOP/s", flush=True)
+    importlib.import_module("scipy.linalg")  # the kernels' BLAS, loaded for blas_cores
+    args.cores = blas_cores()
+    print(f"float32 matmul {args.mm}^3: {mm:.1f} GFLOP/s ({args.cores})", flush=True)
     rows = []
     for op in args.ops:
         for dt in args.dtypes.split(","):
@@ -265,7 +298,8 @@ def write(args, mm, rows, threads, load, stem):
         f" {C.python_numpy()}, Numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads).",
         f"Command: `python benchmarks/bench_cpu_roofline.py {' '.join(sys.argv[1:])}`.",
         "",
-        f"NumPy float32 matmul {args.mm}^3 in the same process: **{mm:.1f} GFLOP/s** (the denominator of every fraction).",
+        f"NumPy float32 matmul {args.mm}^3 in the same process: **{mm:.1f} GFLOP/s** (the denominator of every fraction;"
+        f" {args.cores}).",
         "Flop counts (per batch element and token, d = d_k = d_v): exp-kernel / log attention 4 d^2; log-linear "
         "Mamba-2 and hierarchical (2 + 2P) d^2; Gated DeltaNet (2 + 6P) d^2, P = mean popcount of t (occupied "
         "Fenwick levels); see the script's docstring. Compile time excluded.",

@@ -22,9 +22,9 @@ the chunk)`` (``N`` likewise for log values; ``f = exp(m - M)``, ``g = exp(n - N
 3. *merge*: ``S <- f S g + U`` (``U = E^T V``, summed block by block in step 2), ``z <- f z + column
    sums of E``, ``m <- M``.
 
-Products through :func:`_gemm` (SciPy's BLAS gemm on strided sub-blocks), each at most ``_BLAS_SINGLE`` (OpenBLAS
-keeps it on the calling thread); the exponentials and the logarithms of log-value outputs are
-polynomials in the input dtype (:func:`_expw`, :func:`_logw`; ``log den`` and the shift factors in
+Products through :func:`_gemm_p` (SciPy's BLAS gemm on strided sub-blocks, by address), each at most
+``_BLAS_SINGLE`` (OpenBLAS keeps it on the calling thread); the exponentials and the logarithms of log-value
+outputs are polynomials in the input dtype (:func:`_expw`, :func:`_logw`; ``log den`` and the shift factors in
 float64, :func:`_log64`, :func:`_exp64s`), one loop per tile or row so that they vectorise.
 
 Parallel over batch elements, and for a batch smaller than the thread count over ``P`` *parts* of
@@ -120,8 +120,8 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     other parts' summaries of the chunks before them, the second every part's own chunks from the
     state these summaries give it.
 
-    Returns the number of non-finite input entries found (``-inf`` log values pass; the prologue's
-    ``KernelCheck``, counted in each chunk's own first pass over its tiles): 0, or at least 1 when
+    Returns a count of non-finite inputs (entries of q, columns of a chunk's k / vals; ``-inf`` log values
+    pass; the prologue's ``KernelCheck``, counted in each chunk's own first pass over its tiles): 0, or at least 1 when
     some entry is NaN or infinite, and then out and the state are undefined (a part stops at its
     first such chunk: the caller computes again from sanitised inputs)."""
     B = rows.shape[1]  # row b of input i: its row rows[i, b] (broadcast inputs: shared rows)
@@ -243,9 +243,9 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     """Chunks c_lo .. c_hi - 1 of one stream (q, k (T, d_k), vals (T, d_v)) from the float64 working
     state m (d_k), n (d_v + 1), Ss = [S | z] (d_k, d_v + 1), updated in place: their outputs into out
     (T, d_v) when ``full``, else only their summaries merged into the state. z0: the stream's incoming
-    z (the bound of the exact-row test). Returns the number of non-finite entries of the chunks' k,
-    vals (``-inf`` log values pass) and, when ``full``, q, counted in the loops that first read each
-    tile; a chunk with one ends the loop (the caller drops the results).
+    z (the bound of the exact-row test). Returns a count of the non-finite inputs (columns) of the
+    chunks' k, vals (``-inf`` log values pass) and, when ``full``, q, counted in the loops that first
+    read each tile; a chunk with one ends the loop (the caller drops the results).
 
     Per chunk, in the input dtype: ``E = exp(k - M)``, ``[A | W]`` (C x (d_k + h): the queries'
     exponentials, then block b's ``W_bb = A_b E_b^T`` of its ``h`` rows, upper triangle zeroed) and
@@ -276,41 +276,43 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     one = np.array([1.0, 0.0], wt)  # alpha = 1, beta = 0 / 1 of _gemm
     M, N = np.empty(dk), np.zeros(dv + 1)
     Mw, Nw = np.empty(dk, wt), np.empty(dv, wt)
+    ckk, ckv = np.empty(dk, wt), np.zeros(dv, wt)  # the finiteness sums of _col_shifts
     f, g, zs = np.empty(dk), np.ones(dv), np.empty(dk)
     X, Xw, R = np.empty((C, dk)), np.empty((C, dk), wt), np.empty(C)
     D, LD = np.empty(C), np.empty(C)  # den per row (float64) and its logarithm
     low = np.full(1, lo, wt)[0]
     inf = np.full(1, np.inf, wt)[0]
-    ones = np.ones(C, wt)
-    nf = 0  # non-finite entries read (a count, not a branch: the compares vectorise with the loops)
+    w32 = np.empty(8, np.int32)  # _gemm_p's by-pointer arguments
+    isz = E.itemsize
+    nf = 0  # non-finite inputs read (a count, not a branch: q's compares, k's and vals' sums vectorise with the loops)
     for c in range(c_lo, c_hi):
         t0 = c * C
         L = min(T, t0 + C) - t0
-        _shifts(k, t0, L, -np.inf, m, M, f)  # M = max(m, key maxima), f = exp(m - M)
-        for i in range(dk):
-            Mw[i] = M[i]  # a maximum of inputs in their dtype (or the state's): exact
-        for s in range(L):  # in the input dtype: k - M rounded once, as the argument of exp
-            for i in range(dk):
-                x = k[t0 + s, i]
-                nf += not abs(x) < inf  # NaN compares False
-                E[s, i] = _expw(x - Mw[i])
-        if log_values:
-            _shifts(vals, t0, L, lo, n, N, g)
-            for j in range(dv):
-                Nw[j] = N[j]
-            for s in range(L):
-                for j in range(dv):
-                    x = vals[t0 + s, j]
-                    nf += not x < inf  # -inf: a zero value
-                    SV[dk + s, j] = _expw(max(x, low) - Nw[j])
+        # the blocks' addresses for _gemm_p (taken in the loop: every array stays alive through it)
+        pE, pAW, pSV, pY, pU = E.ctypes.data, AW.ctypes.data, SV.ctypes.data, Y.ctypes.data, U.ctypes.data
+        pone, pw, x1 = one.ctypes.data, w32.ctypes.data, one[0]
+        # M = max(m, key maxima), f = exp(m - M); keys with a NaN or infinite entry counted
+        nf += _col_shifts(k, t0, L, -inf, False, m, M, f, Mw, ckk)
+        if log_values:  # N likewise for the log values (-inf: a zero value)
+            nf += _col_shifts(vals, t0, L, low, True, n, N, g, Nw, ckv)
         else:
             for s in range(L):
                 for j in range(dv):
                     x = vals[t0 + s, j]
-                    nf += not abs(x) < inf
+                    ckv[j] += x - x  # NaN for NaN or +-inf (see _col_shifts)
                     SV[dk + s, j] = x
+            for j in range(dv):
+                nf += not ckv[j] == 0.0
+                ckv[j] = 0.0
         if nf:
             return nf
+        for s in range(L):  # in the input dtype: k - M rounded once, as the argument of exp
+            for i in range(dk):
+                E[s, i] = _expw(k[t0 + s, i] - Mw[i])
+        if log_values:
+            for s in range(L):
+                for j in range(dv):
+                    SV[dk + s, j] = _expw(max(vals[t0 + s, j], low) - Nw[j])
         if L < C:
             E[L:] = 0.0
             SV[dk + L:] = 0.0
@@ -344,14 +346,18 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                     for i in range(dk):
                         for j in range(dv):
                             SV[r0 + i, j] = S1[i, j] + U[i, j]
-                _gemm(False, True, AW[r0:r1, :dk], E[r0:r1], AW[r0:r1, dk:], False, one)  # W_bb = A_b E_b^T
+                pa = pAW + r0 * (dk + h) * isz  # [A_b | W_bb]
+                _gemm_p(False, True, h, h, dk, pa, dk + h, pE + r0 * dk * isz, dk, pa + dk * isz, dk + h, False, pone,
+                        w32, pw, x1)  # W_bb = A_b E_b^T
                 for t in range(h):
                     for s in range(t + 1, h):
                         AW[r0 + t, dk + s] = 0.0
-                _gemm(False, False, AW[r0:r1], SV[r0 : r0 + dk + h], Y[r0:r1], False, one)  # [A_b | W_bb][S'_b ; V_b]
+                _gemm_p(False, False, h, dv, dk + h, pa, dk + h, pSV + r0 * dv * isz, dv, pY + r0 * dv * isz, dv, False,
+                        pone, w32, pw, x1)  # Y_b = [A_b | W_bb][S'_b ; V_b]
                 for t in range(r0, r1):
-                    D[t] = _dot(AW[t, :dk], zs) + _dot(AW[t, dk : dk + t - r0 + 1], ones)
-                _gemm(True, False, E[r0:r1], SV[dk + r0 : dk + r1], U, r0 > 0, one)  # U += E_b^T V_b
+                    D[t] = _row_den(AW, t, dk, zs, t - r0 + 1)
+                _gemm_p(True, False, dk, dv, h, pE + r0 * dk * isz, dk, pSV + (dk + r0) * dv * isz, dv, pU, dv, r0 > 0,
+                        pone, w32, pw, x1)  # U += E_b^T V_b
                 for s in range(r0, r1):
                     for i in range(dk):
                         zs[i] += np.float64(E[s, i])
@@ -376,7 +382,8 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                     _ek_row(q, k, vals, t0, t0 + t, m, n, Ss, log_values, lo, out[t0 + t])
         else:  # the chunk's summary at the shifts M, N alone (full: summed block by block above)
             for r0 in range(0, L, h):  # in blocks: each product at most _BLAS_SINGLE
-                _gemm(True, False, E[r0 : r0 + h], SV[dk + r0 : dk + r0 + h], U, r0 > 0, one)
+                _gemm_p(True, False, dk, dv, h, pE + r0 * dk * isz, dk, pSV + (dk + r0) * dv * isz, dv, pU, dv, r0 > 0,
+                        pone, w32, pw, x1)  # U += E_b^T V_b
             for i in range(dk):
                 zs[i] = Ss[i, dv] * f[i]
             for s in range(L):
@@ -448,6 +455,36 @@ def _gemm_ol(ta, tb, a, b, c, acc, one):
         tr[1] = ord("T") if ta else ord("N")
         fn(tr[0:].ctypes, tr[1:].ctypes, d[0:].ctypes, d[1:].ctypes, d[2:].ctypes, one.ctypes, b.ctypes,
            d[3:].ctypes, a.ctypes, d[4:].ctypes, one[0 if acc else 1 :].ctypes, c.ctypes, d[5:].ctypes)
+
+    return impl
+
+
+def _gemm_p(ta, tb, m, n, kk, pa, lda, pb, ldb, pc, ldc, acc, pone, w, pw, x):
+    """:func:`_gemm` on raw row-major blocks: c (m x n at address pc, row stride ldc elements) = op(a)
+    op(b) (+ c when ``acc``), op(a) m x kk at address pa (row stride lda), op(b) kk x n at pb (ldb),
+    kk >= 1; pone: the address of [1, 0] in the blocks' dtype, that of the scalar x; w: int32 (8,)
+    scratch for the by-pointer arguments and pw its address. Addresses as integers: no array views,
+    so a call costs no reference counts (atomic operations) and no allocation. Inside @njit only."""
+    raise NotImplementedError
+
+
+#: the Fortran gemm with every argument an address passed as an integer (the same ABI)
+_GEMM_SIG_P = types.void(*([types.intp] * 13))
+
+
+@numba.extending.overload(_gemm_p)
+def _gemm_p_ol(ta, tb, m, n, kk, pa, lda, pb, ldb, pc, ldc, acc, pone, w, pw, x):
+    fn = types.ExternalFunction("lsattn_sgemm" if x == types.float32 else "lsattn_dgemm", _GEMM_SIG_P)
+    isz = 4 if x == types.float32 else 8
+
+    def impl(ta, tb, m, n, kk, pa, lda, pb, ldb, pc, ldc, acc, pone, w, pw, x):
+        # column-major names, as _gemm: c^T = op(b)^T op(a)^T
+        w[0], w[1], w[2] = n, m, kk
+        w[3], w[4], w[5] = ldb, lda, ldc
+        w[6] = ord("T") if tb else ord("N")  # one character read from the int32's first byte
+        w[7] = ord("T") if ta else ord("N")
+        fn(pw + 24, pw + 28, pw, pw + 4, pw + 8, pone, pb, pw + 12, pa, pw + 16, pone + (0 if acc else isz), pc,
+           pw + 20)
 
     return impl
 
@@ -541,12 +578,16 @@ _logw = _by_dtype(_log32, _log64, """log(x) of one positive normal float32 or fl
 
 
 @numba.njit(fastmath={"contract", "reassoc"})
-def _dot(a, b):
-    """sum_i a_i b_i in float64 (a, b 1-D of a's length; summed in any order, so vectorised)."""
+def _row_den(a, t, dk, z, w):
+    """sum_i a[t, i] z_i (i < dk) + sum_s a[t, dk + s] (s < w) in float64, each summed in any order
+    (vectorised); a 2-D, z 1-D float64 (no views: no reference counts)."""
     acc = 0.0
-    for i in range(a.shape[0]):
-        acc += np.float64(a[i]) * np.float64(b[i])
-    return acc
+    for i in range(dk):
+        acc += np.float64(a[t, i]) * z[i]
+    acc2 = 0.0
+    for s in range(dk, dk + w):
+        acc2 += np.float64(a[t, s])
+    return acc + acc2
 
 
 @numba.njit(fastmath=_FM, error_model="numpy")
@@ -560,17 +601,32 @@ def _map_exp_log(x, y, z):
 
 
 @numba.njit(inline="always")
-def _shifts(x, t0, L, floor, old, new, fac):
-    """new[:d] = max(old, floor, column maxima of x[t0 : t0 + L]) (x (T, d)), fac = exp(old - new) (0 where
-    old - new <= -708)."""
+def _col_shifts(x, t0, L, low, neg_ok, old, new, fac, mw, ck):
+    """Per column j of x[t0 : t0 + L] (x (T, d)): mw[j] = max(low, entries) in x's dtype (exact; 16
+    lanes of float32, no conversion), new[:d] = max(old, mw) (float64), fac = exp(old - new) (0 where
+    old - new <= -708). Returns the number of columns with an entry that is NaN or +inf, or -inf unless
+    ``neg_ok`` (then -inf reads as ``low``): each column accumulates ``xv - xv`` (NaN for those, 0 for
+    every finite xv) into ck (x's dtype, scratch of d), a vertical sum that vectorises like the maxima
+    (a scalar count would widen the loop to int64 lanes)."""
     d = x.shape[1]
     for j in range(d):
-        new[j] = max(old[j], floor)
+        mw[j] = low
+        ck[j] = 0.0
     for s in range(L):
         for j in range(d):
-            new[j] = max(new[j], np.float64(x[t0 + s, j]))
+            xv = x[t0 + s, j]
+            if neg_ok:
+                xv = low if xv < low else xv  # -inf -> low; NaN compares False: kept
+            ck[j] += xv - xv
+            mw[j] = xv if xv > mw[j] else mw[j]
+    bad = 0
+    for j in range(d):
+        bad += not ck[j] == 0.0
+        new[j] = max(old[j], np.float64(mw[j]))
+        mw[j] = new[j]  # the shift in x's dtype: a maximum of inputs (or the state's), exact
     for j in range(d):
         fac[j] = _exp64s(old[j] - new[j])  # vectorised (math.exp: a scalar libm call per column)
+    return bad
 
 
 @numba.njit(fastmath=_FM)
