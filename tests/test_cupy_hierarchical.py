@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
-from lsattn.backends.cupy import hierarchical as chi
+from lsattn.backends.cupy import _compile, hierarchical as chi
 
 from helpers import assert_close, cupy_source, emulation
 from strategies import batch_shapes, decays_or_none, head_dims, seeds, seq_lens, split_points
@@ -34,8 +34,9 @@ chunks = st.sampled_from([16, 32, 64])
 
 
 def hier_source():
-    """The forward's kernels as one source (``hierarchical.cu``, then its reads ``hierarchical_read.cu``)."""
-    return cupy_source("hierarchical.cu") + "\n" + cupy_source("hierarchical_read.cu")
+    """The forward's kernels as one source (``hierarchical.cu``, then ``hierarchical_intra.cu`` and its reads
+    ``hierarchical_read.cu``: ``_compile._SOURCES``' order)."""
+    return "\n".join(cupy_source(f) for f in _compile._SOURCES["hierarchical"])
 
 
 class Emu:
