@@ -909,6 +909,7 @@ def test_gpu_many_levels_and_periods(dtype):
                  what="levels")
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_gpu_half_inputs_read_as_they_are(dtype):
     """16-bit CUDA tensors reach gd_forms as they are (``HALF_OPS``): a stream of three calls (an
