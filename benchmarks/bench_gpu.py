@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -195,7 +194,6 @@ def bench(args):
     import torch.nn.functional as Fn
 
     import lsattn
-    from lsattn.backends.cupy import _compile as cc, exp_kernel as cek, loglinear as cll
 
     info = device_info()
     print(json.dumps(info), flush=True)
@@ -329,8 +327,6 @@ class TimedOps:
 
 
 def rel_err(out, ref):
-    import torch
-
     out, ref = out.double(), ref.double()
     return float((out - ref).abs().max() / ref.abs().max())
 
@@ -422,7 +418,7 @@ def sanitize(args):
     import cupy
 
     import lsattn
-    from lsattn.backends.cupy import _compile as cc, exp_kernel as cek, loglinear as cll
+    from lsattn.backends.cupy import exp_kernel as cek
 
     rng = np.random.default_rng(0)
     for dtype in ("float32", "float64"):

@@ -141,7 +141,7 @@ def save(args, cp, device, rows, sweep, Ts, decode=()):
 
 
 def write_md(out, meta, rows, sweep, Ts, decode=()):
-    lines = [f"# Numba CUDA backend vs array-API on CuPy (and the cupy backend)", "",
+    lines = ["# Numba CUDA backend vs array-API on CuPy (and the cupy backend)", "",
              f"Device: {meta['device']}; date: {meta['date']}; CuPy {meta['cupy']}, Numba {meta['numba']}.",
              f"batch {meta['batch']}, d_k = d_v = {meta['d']}, {meta['dtype']}; median of CUDA-event timed calls after a "
              "warm-up call; `rel diff` = max |out - out_array_api| / max |out_array_api|.", "",

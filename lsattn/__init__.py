@@ -35,4 +35,5 @@ __all__ = [
     "reference",
     "backends",
     "audit",
+    "__version__",
 ]

@@ -10,6 +10,7 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 import tracemalloc
@@ -148,7 +149,7 @@ def main(argv=None):
 
     add_audit_parser(sub)  # `lsattn audit`: the numerical stability audit (lsattn/audit/)
     args = parser.parse_args(argv)
-    from . import _demo_cases  # noqa: F401  registers the demo cases of the implemented operators
+    importlib.import_module(f"{__package__}._demo_cases")  # registers the demo cases of the implemented operators
 
     return args.run(args)
 

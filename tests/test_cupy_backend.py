@@ -734,7 +734,6 @@ def test_twin_loglinear_broadcast_rows(T, C, seed, shared, data):
     q, k, v, a, lam = full = ll_inputs(seed, (2, 3, 4), T, 5, 3)
     views = []
     for name, x in zip("qkval", full):
-        tail = 1 if name == "a" else 2
         if name in shared:  # one row per group, stretched over the 4 heads
             x = np.broadcast_to(x[:, :, :1], x.shape)
             assert x.strides[2] == 0
@@ -1146,7 +1145,7 @@ def test_gpu_exp_kernel_grouped_heads_share_rows(op):
             mat = lambda x: x.contiguous()  # noqa: E731
         out_b, mem_b = _grown(lambda: fn(*dev))
         qf, kf = (mat(wide(x)) for x in dev[:2])
-        out_m, mem_m = _grown(lambda: fn(qf, kf, dev[2]))
+        out_m, mem_m = _grown(lambda qf=qf, kf=kf: fn(qf, kf, dev[2]))
         assert bool((out_b == out_m).all()), kind
         assert mem_b <= mem_m + 2**20, f"{kind}: {mem_b / 2**20:.1f} MiB vs {mem_m / 2**20:.1f} MiB materialised"
         del qf, kf, out_m

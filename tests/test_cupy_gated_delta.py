@@ -6,7 +6,7 @@ lsattn.reference.
   column blocks, chunks and slots, same index arithmetic) whose ``gd_forms`` is the array-API
   formulation (``_chunk_forms``, ``_masked_intra``), against the float64 reference; and driven by
   the kernels' CUDA sources themselves compiled for the CPU (``cuda_emu_gd_scan.cpp``,
-  ``cuda_emu_gd_forms.cpp``: a std::thread per CUDA thread, a barrier per block, mma.sync emulated
+  ``cuda_emu_gd_forms.cpp``: a fiber per CUDA thread, a barrier per block, mma.sync emulated
   per warp for gd_scan's float32 tensor-core passes), which checks the kernels' thread mapping,
   fragments, shared tiles and barriers without a GPU.
 * GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
@@ -300,7 +300,7 @@ def emulated():
 @given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([3, 16, 33]), dv=st.sampled_from([1, 17, 70]), C=chunks,
        keys=key_kinds, decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), p=st.sampled_from([0, 5, 64, 77]),
        keep=st.booleans(), seed=seeds)
-@settings(max_examples=6, deadline=None)  # a std::thread per CUDA thread: CI time
+@settings(max_examples=6, deadline=None)  # the CPU emulation: CI time
 def test_kernels_emulated_match_reference(emulated, batch, T, dk, dv, C, keys, decay, resets, p, keep, seed):
     """The CUDA sources of gd_forms and gd_scan on the CPU through the host logic, float64: any T
     (1, odd, not a multiple of the chunk), several batch axes, an incoming array-API state at
@@ -916,6 +916,7 @@ def test_gpu_many_levels_and_periods(dtype):
                  what="levels")
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_gpu_half_inputs_read_as_they_are(dtype):
     """16-bit CUDA tensors reach gd_forms as they are (``HALF_OPS``): a stream of three calls (an

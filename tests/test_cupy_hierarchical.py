@@ -4,7 +4,7 @@ tol (1 + max |ref|), tol = TOL[dtype] + 2 eps (max |q| + max |k|)).
 
 * CPU (runs in CI): the backend's host logic (``compute``: chunk layout, work buffers, the
   incoming slots; ``new_state``) driving the kernels' CUDA source compiled for the CPU
-  (``cuda_emu_hier.cpp``: a std::thread per CUDA thread, a barrier per block), which checks the
+  (``cuda_emu_hier.cpp``: a fiber per CUDA thread, a barrier per block), which checks the
   kernels' index arithmetic, shared tiles and barriers without a GPU.
 * GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
   without ``backend=`` on CuPy arrays and CUDA torch tensors, streams moving between backends,
@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
-from lsattn.backends.cupy import hierarchical as chi
+from lsattn.backends.cupy import _compile, hierarchical as chi
 
 from helpers import assert_close, cupy_source, emulation
 from strategies import batch_shapes, decays_or_none, head_dims, seeds, seq_lens, split_points
@@ -34,8 +34,9 @@ chunks = st.sampled_from([16, 32, 64])
 
 
 def hier_source():
-    """The forward's kernels as one source (``hierarchical.cu``, then its reads ``hierarchical_read.cu``)."""
-    return cupy_source("hierarchical.cu") + "\n" + cupy_source("hierarchical_read.cu")
+    """The forward's kernels as one source (``hierarchical.cu``, then ``hierarchical_intra.cu`` and its reads
+    ``hierarchical_read.cu``: ``_compile._SOURCES``' order)."""
+    return "\n".join(cupy_source(f) for f in _compile._SOURCES["hierarchical"])
 
 
 class Emu:
@@ -172,7 +173,7 @@ def _with_neg_inf(arrays, rng, values=True):
 @given(batch=batch_shapes, T=seq_lens, dk=head_dims, dv=st.sampled_from([1, 3, 17]), C=chunks, decay=decays_or_none,
        weights=weight_kinds, dtype=st.sampled_from(["float64", "float32"]), scale=st.sampled_from([1.0, 30.0, 1e3]),
        neg_inf=st.booleans(), seed=seeds)
-@settings(max_examples=max(6, settings.default.max_examples // 2))  # a std::thread per CUDA thread: CI time
+@settings(max_examples=max(6, settings.default.max_examples // 2))  # the CPU emulation: CI time
 def test_kernels_emulated_match_reference(emu, batch, T, dk, dv, C, decay, weights, dtype, scale, neg_inf, seed):
     """One call (T = 1, odd T, T not a multiple of C, several batch axes), magnitudes up to 1e3 in
     float32, -inf at random tokens. Zero values (log_v = -inf) only at magnitude 1 in float32: a zero
@@ -191,7 +192,7 @@ def test_kernels_emulated_match_reference(emu, batch, T, dk, dv, C, decay, weigh
 
 @given(batch=batch_shapes, T=st.integers(1, 150), dk=head_dims, dv=st.sampled_from([1, 3, 8, 17, 70]), C=chunks,
        decay=decays_or_none, weights=weight_kinds, scale=st.sampled_from([1.0, 30.0]), seed=seeds, data=st.data())
-@settings(max_examples=max(4, settings.default.max_examples // 4))  # a std::thread per CUDA thread: CI time
+@settings(max_examples=max(4, settings.default.max_examples // 4))  # the CPU emulation: CI time
 def test_kernels_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, weights, scale, seed, data):
     """The tensor-core products (bf16 inputs on the GPU: hi_read's E S, hi_intra's pair weights and
     W V, operands as hi + lo bf16 halves, three mma per step, fp32 accumulation; every product to
@@ -210,7 +211,7 @@ def test_kernels_on_tensor_cores_emulated(emu_tc, batch, T, dk, dv, C, decay, we
 @given(batch=batch_shapes, T=st.integers(1, 150), dk=head_dims, dv=st.sampled_from([1, 3, 8, 17, 70]), C=chunks,
        decay=decays_or_none, weights=weight_kinds, scale=st.sampled_from([1.0, 30.0, 1e3]), neg_inf=st.booleans(),
        seed=seeds, data=st.data())
-@settings(max_examples=max(4, settings.default.max_examples // 4))  # a std::thread per CUDA thread: CI time
+@settings(max_examples=max(4, settings.default.max_examples // 4))  # the CPU emulation: CI time
 def test_kernels_tf32_emulated_match_reference(emu_tf32, batch, T, dk, dv, C, decay, weights, scale, neg_inf, seed, data):
     """The float32 (and float16) inputs' kernels (``HI_TF32``: the products of
     ``test_kernels_on_tensor_cores_emulated`` with tf32 halves, ~2^-21 relative) at the float32 bound of

@@ -197,8 +197,11 @@ def log_grad_oracle(torch, q, k, lv, do, prefix=None, device="cpu", dtype=None, 
     def safe(x):
         return np.where(np.isneginf(x), ORACLE_NEG, x)
 
-    arrays, fn = [q, k, safe(lv)], (lambda *x: ref.log_attention(*x, causal=causal))
-    if prefix is not None:
+    arrays = [q, k, safe(lv)]
+    if prefix is None:
+        def fn(*x):
+            return ref.log_attention(*x, causal=causal)
+    else:
         _, st0 = lsattn.log_attention(*[np.asarray(x, np.float64) for x in prefix[:2]] + [safe(prefix[2])],
                                       return_state=True, backend="array_api")
         arrays += [np.asarray(st0.tensors[n], np.float64) for n in "mSzn"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import lsattn
 from helpers import assert_close
 from test_dask import OPS, RTOL, call, make_inputs
 
@@ -65,7 +64,6 @@ def test_stream_dask_cupy_torch_and_back(cp, op):
     args = make_inputs(op, (2,), 240, 16, 8, 4, dtype="float32")
     ref = call(op, [x.astype(np.float64) for x in args])
     cut = lambda x, a, b: x[:, a:b]
-    parts = [(0, 60), (60, 120), (120, 180), (180, 240)]
     outs = []
     with dask.config.set(scheduler="threads"):
         o, st = call(op, [cupy_dask(cp, cut(x, 0, 60), (25, 35)) for x in args], return_state=True)

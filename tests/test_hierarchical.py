@@ -9,7 +9,6 @@ with TOL = 1e-12 (float64), 1e-5 (float32): the bound of log_attention (the seco
 conditioning of q + k). Streamed and chunked results meet the same bound. With zero log weights and
 no decay the output equals causal log_attention to 1e-13 (float64).
 """
-import math
 
 import array_api_compat
 import numpy as np
@@ -22,7 +21,7 @@ from lsattn.hierarchical import _forward
 
 from conftest import namespace
 from helpers import JIT_JAX, assert_close, jax_jit, jitting, on, property_tests, to_numpy, traced_peak
-from strategies import batch_shapes, decays_or_none, head_dims, log_decay, normal, seeds, seq_lens, split_points
+from strategies import batch_shapes, decays_or_none, head_dims, log_decay, seeds, seq_lens, split_points
 
 BASE = {"float64": 1e-12, "float32": 1e-5}
 chunk_sizes = st.sampled_from([1, 2, 4, 8, 16, 64])

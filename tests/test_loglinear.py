@@ -18,7 +18,7 @@ from lsattn.state import State
 
 from conftest import namespace
 from helpers import JIT_JAX, assert_close, jax_jit, jitting, on, property_tests, to_numpy, traced_peak
-from strategies import batch_shapes, decays, head_dims, log_decay, magnitudes, normal, seeds, seq_lens, split_points
+from strategies import batch_shapes, decays, head_dims, log_decay, magnitudes, seeds, seq_lens, split_points
 
 F64, F32 = 1e-12, 1e-5
 chunk_sizes = st.sampled_from([1, 2, 4, 8, 16, 64])

@@ -26,7 +26,6 @@ import pytest
 import lsattn
 from lsattn import backends
 from lsattn import reference as ref
-from lsattn.state import State
 from helpers import TOL, assert_close, to_numpy
 
 numba = pytest.importorskip("numba")

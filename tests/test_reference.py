@@ -1,9 +1,6 @@
 """The float64 oracles against values worked out by hand, and against independent recurrences."""
-import math
-
 import numpy as np
-import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
 
 from lsattn import reference as ref
 

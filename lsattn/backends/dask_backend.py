@@ -35,6 +35,7 @@ once its outputs are computed).
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 import math
 import os
@@ -60,7 +61,7 @@ BROADCAST_OPS = tuple(OPS)
 def probe():
     """None when dask.array is importable, else the reason."""
     try:
-        import dask.array  # noqa: F401
+        importlib.import_module("dask.array")
     except ImportError as exc:
         return f"dask is not installed ({exc}); pip install 'lsattn[dask]'"
     return None

@@ -2,15 +2,16 @@
 ``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``),
 ``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu`` and its two-tier form ``gated_delta_tier.cu``, backward ``gated_delta_bwd.py`` +
 ``gated_delta_bwd.cu``, below) and ``loglinear_log_attention`` (``hierarchical.py`` +
-``hierarchical.cu`` and its reads ``hierarchical_read.cu``, backward ``hierarchical_bwd.cu`` and its per-chunk kernels ``hierarchical_bwd_chunk.cu``, below).
+``hierarchical.cu`` with ``hierarchical_intra.cu`` and its reads ``hierarchical_read.cu``, backward ``hierarchical_bwd.cu`` and its per-chunk kernels ``hierarchical_bwd_chunk.cu``, below).
 
 Layout of this package: one host module per operator family and its kernel files
 (``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu`` and, for bfloat16
 inputs of both modes, ``exp_kernel_tc.cu``; the backward kernels in ``*_bwd.cu``), the device code they
 share in ``common.cu`` (loads and stores of every input dtype, tile loaders, the mma fragments,
-the Fenwick level arithmetic), the compile cache and the launches in ``_compile.py``, the array
-conversions in ``_arrays.py``. A family's kernel files are compiled after ``common.cu`` once per (device,
-compute dtype, input dtype, chunk, padded head dims) through ``cupy.RawModule``.
+the Fenwick level arithmetic), the compiled variants in ``_config.py``, the compile cache and the
+launches in ``_compile.py``, the array conversions in ``_arrays.py``. A family's kernel files are compiled
+after ``common.cu`` once per (device, compute dtype, input dtype, chunk, padded head dims) through
+``cupy.RawModule``.
 
 Arrays served: CuPy arrays directly; CUDA torch tensors viewed from their pointer, shape and
 strides, and JAX GPU arrays through DLPack, without copies, returned as the caller's type. Work is

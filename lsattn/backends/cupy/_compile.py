@@ -1,284 +1,22 @@
 """Compilation and launches of the CuPy backend's kernels: one compiled variant per (device,
-``Config``), cached for the process; ``CupyOps`` launches them on CuPy's current device and stream
-(the one object the host logic of ``loglinear.py`` / ``exp_kernel.py`` drives)."""
+``Config``, ``_config.py``), cached for the process; ``CupyOps`` launches them on CuPy's current device and
+stream (the one object the host logic of ``loglinear.py`` / ``exp_kernel.py`` drives)."""
 from __future__ import annotations
 
 import functools
-import math
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..._upload import to_device
+# the variants (``_config``), named here too: the host modules and benchmarks/device/ reach them as _compile's
+from ._config import (DV_BLOCK, GD_BW, GD_G, SMEM_MAX, Config, _pad_dim, gd_scan_bwd_columns, grad_fits, grad_tc,
+                      make_config)
+
+__all__ = ["DV_BLOCK", "GD_BW", "GD_G", "SMEM_MAX", "Config", "CupyOps", "_pad_dim", "defines", "gd_scan_bwd_columns",
+           "grad_fits", "grad_tc", "make_config"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-#: value columns per launch (a wider v is split into independent column blocks)
-DV_BLOCK = 128
-#: value columns per block of gd_scan (gated_delta.cu's GD_BW)
-GD_BW = 32
-#: slots (Fenwick levels, or incoming slots) per block of gd_scan (gated_delta.cu's GD_G)
-GD_G = 2
-
-
-@dataclass(frozen=True)
-class Config:
-    """One compiled variant: compute type, 16-bit inputs, chunk, padded head dims."""
-
-    ta: str  # "float" | "double"
-    half: str  # "" (inputs in the compute type) | "bf16" | "f16"
-    CH: int
-    DKP: int
-    DVP: int
-    tc: bool = True  # bf16: the tensor-core kernels (False: the FFMA kernels reading bf16, as the backward)
-    logv: bool = False  # the exp-kernel kernels in log_attention's mode (-DLOGV=1: log values, log outputs)
-    bwd: bool = False  # bf16 exp-kernel backward on tensor cores (exp_kernel_bwd_tc.cu; fp32 chunk summaries)
-
-    @property
-    def bf16(self):
-        return self.half == "bf16"
-
-    @property
-    def hi_tc(self):
-        """hierarchical.cu's tensor-core kernels (HI_TC): bf16 inputs, float32 / float16 inputs with ``tc``."""
-        return self.bf16 or (self.tc and self.ta == "float")
-
-    @property
-    def itemsize(self):
-        return 8 if self.ta == "double" else 4
-
-    @property
-    def QLD(self):
-        return self.CH + 4
-
-    @property
-    def HS(self):
-        return min(self.DKP, 32)
-
-    @property
-    def NLC(self):
-        return int(math.log2(self.CH)) + 1
-
-    def gd_smem(self, G=GD_G, BW=GD_BW, wsplit=True, sreg=False, hc=False):
-        """gd_scan's shared memory (gated_delta.cu) with G slots of BW columns per block: Qe, Ek (rows
-        padded by 16 bytes; the slots' W over them: float32 as tf32 pairs, BW + 4 a row, unless a timing
-        build keeps it unsplit (``wsplit``); float64 BW + 8), phi, the slots' S (BW + 8 a row; a timing
-        build's tf32 pairs, ``sreg``) and CH weights; ``hc``: and an H tile (gd_tier1's low walks, BW + 8 a row)."""
-        CH, DKP, es = self.CH, self.DKP, self.itemsize
-        pad = 16 // es
-        w, sw = ((2 * (BW + 4) if f and es == 4 else BW + 8) for f in (wsplit, sreg))
-        return (max(2 * CH * (DKP + pad), G * CH * w) + DKP * (CH + pad) + G * (DKP * sw + CH) + hc * DKP * (BW + 8)) * es
-
-    @property
-    def tier_bw(self):
-        """gd_tier1 / gd_tier3's columns per block (gated_delta_tier.cu's GD_TBW): float32 64, float64 32."""
-        return 64 if self.ta == "float" else 32
-
-    def gd_tier3_smem(self, BW):
-        """gd_tier3's shared memory (gated_delta_tier.cu) at BW columns a block: Qp's tile (rows padded by 16 bytes),
-        two buffers of a slot (BW + 8 a row) and of CH read weights."""
-        return (self.CH * (self.DKP + 16 // self.itemsize) + 2 * (self.DKP * (BW + 8) + self.CH)) * self.itemsize
-
-    def gd_coarse_smem(self, BW=GD_BW, zb=2):
-        """gd_coarse's shared memory (gated_delta_tier.cu): zb buffers of a transfer (DKP x DKP, rows padded by 16
-        bytes; a timing build's 3: GD_CRING_SET) and two of a slot (DKP x BW, BW + 8 a row)."""
-        return (zb * self.DKP * (self.DKP + 16 // self.itemsize) + 2 * self.DKP * (BW + 8)) * self.itemsize
-
-    # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
-    def smem(self, kernel):
-        CH, DKP, DVP, QLD, HS, es = self.CH, self.DKP, self.DVP, self.QLD, self.HS, self.itemsize
-        if kernel == "gd_scan":
-            return self.gd_smem()
-        if kernel == "gd_tier1":  # the low walks: gd_walk<GD_TM>'s layout (GD_TM = 2 slots; W unsplit past 32 columns)
-            return self.gd_smem(2, self.tier_bw, self.tier_bw <= 32, hc=True)  # and H's tile
-        if kernel == "gd_tier1x":  # the transfers: one slot
-            return self.gd_smem(1, self.tier_bw, self.tier_bw <= 32)
-        if kernel == "gd_tier3":
-            return self.gd_tier3_smem(self.tier_bw)
-        if kernel == "gd_coarse":  # (past SMEM_MAX: float64 at DKP = 128, which gated_delta.tier_plan leaves to gd_scan)
-            return min(self.gd_coarse_smem(), SMEM_MAX)
-        if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels
-            pad = 8 if self.ta == "float" and CH == DKP == 64 else 4  # GF_PAD (rows of the tensor-core operands)
-            if pad == 8 and self.bf16:  # GF_H: Q and K / V as 16-bit tiles, two float32 tiles (GF_SMEM_BYTES)
-                return 2 * CH * 64 * 2 + (2 * CH * (CH + pad) + 12 * CH) * es
-            cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
-            tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + pad))
-            return (tiles + 12 * CH) * es
-        if kernel in ("gd_scan_bwd", "gd_scan_bwd_x1"):  # gated_delta_bwd.cu (GDB_SMEM): three chunk tiles, S, dS', W, dr, dW, a reduction
-            bv = gd_scan_bwd_columns(self)
-            if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded
-                return (2 * CH * (DKP + 4) + DKP * (CH + 8) + 2 * (2 * DKP * (bv + 8) + 3 * CH * (bv + 4)) + 256) * es
-            return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
-        if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
-            pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)
-            tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass
-            ta_, tp = max(tc, tk), max(DKP * (CH + 1), tk, tc)
-            return (tk + 2 * tc + ta_ + tp + max(max(CH, DKP) * lv + CH * lv, ta_) + 32 * CH) * es
-        if kernel == "hi_intra":  # hierarchical.cu (HI_AV = 64 value columns per pass; HI_TC's tiles and strides)
-            if self.hi_tc:
-                return (CH * ((DKP + 8) + (DKP + 4) + (CH + 8) + max(DKP + 8, 68)) + 5 * CH + DKP + 64) * es
-            return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64) * es
-        if kernel == "hi_merge":  # hierarchical.cu (HI_BV = 16 value columns per block, HI_LMAX = 64 slot decays)
-            return (DKP + 16 + 64) * es
-        if kernel == "hi_snap":
-            return 65 * es
-        if kernel == "hi_read":  # hierarchical.cu (HI_RW = 64 value columns per block, HI_LMAX = 64, NT = 256)
-            if self.hi_tc:  # HI_RTC: two buffers of the slot tiles (S rows of 68), no E tile, the held slots (HI_HELD = 128)
-                return (2 * (DKP * 68 + 2 * DKP + 64) + CH * (DKP + 8) + CH * 64 + 3 * CH + 257) * es
-            return (DKP * 64 + 2 * CH * (DKP + 1) + CH * 64 + 2 * DKP + 64 + 256 + 5 * CH) * es
-        if kernel in ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"):  # hierarchical_bwd{,_chunk}.cu (HI_LMAX = 64 levels per row)
-            K, V, X = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1)
-            TK, TV, TC = DKP + 4, DVP + 4, CH + 4  # mm_acc operands
-            fp = 2 * DKP + DVP + 7 * CH  # Z, the CH vectors, hib_fpairs' shifts and flags
-            freg = max(DVP * (TK + TC), 2 * DKP * TC, 2 * DVP * TC, CH * (TC + TK))  # HIB_FREG
-            return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
-                    "hib_blocks": CH * (TK + 2 * TV) + 3 * DKP + 2 * DVP + 4 * CH,
-                    "hib_bmerge": 8 * (DKP + DVP),  # HIB_NPC pieces' factors
-                    "hib_dkdv": self._hib_dkdv(self.hib_unb)}[kernel] * es
-        if kernel == "ll_pk_read":  # loglinear_streams.cu: x transposed (PK_KROWS x PK_XLD), a stage of one old slot
-            return (-(-DKP // 32) * 32 * 68 + 32 * DVP) * es
-        if kernel in ("ll_pk_state", "hi_pk_state"):  # a stage of keys (or tot^T) and of values (or kept slots)
-            return 32 * (DKP + DVP) * es
-        if kernel == "hi_pk_read":  # the queries and their exponentials, k-major; a stage of one old S
-            return (2 * -(-DKP // 32) * 32 * 68 + 32 * DVP) * es
-        if kernel == "ll_chunk_states":
-            return (CH * DKP + CH * DVP + 2 * CH) * es
-        if kernel == "ll_output":
-            return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 2 * CH + CH * self.NLC) * es
-        if kernel == "ll_output_dl":
-            return self.smem("ll_output") + (2 * DVP * QLD + CH * self.NLC) * es
-        if kernel == "ll_bw_blocks":
-            return (CH * DKP + CH * DVP + CH) * es
-        if kernel == "ll_bw_dkdv":
-            return (2 * DKP * QLD + 2 * DVP * QLD + CH * DKP + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP + 3 * CH
-                    + CH * self.NLC) * es
-        lv = DVP if self.logv else 0  # per-column value shifts
-        lo = CH * DVP if self.logv else 0  # the log outputs' tile of the backward
-        lr = CH if self.logv else 0  # the backward's row caps
-        if kernel == "ekb_dq":  # (LOGV: n_in, W^c, S_in's column scales, nn; the rows' flags)
-            return (4 * CH * DKP + 2 * DVP * QLD + CH * DVP + CH * QLD + DVP * DKP + 2 * DKP + 2 * CH + lo + 4 * lv
-                    + 2 * lr) * es
-        if kernel == "ekb_dkdv":  # (LOGV: W, U's column scales, nn; the rows' flags)
-            return (3 * CH * DKP + DKP * QLD + 2 * DVP * QLD + CH * DVP + 2 * CH * QLD + 2 * DKP * DVP + 2 * DKP
-                    + 2 * CH + lo + 3 * lv + 2 * lr) * es
-        if kernel == "ek_chunk":
-            return (CH * DKP + CH * DVP + DKP + lv) * es
-        if kernel == "ek_output":  # (+ two int flags per row: exact path, segment start)
-            return (2 * DKP * QLD + CH * DVP + CH * QLD + HS * DVP + 3 * DKP + 2 * CH + 8 * (DKP + CH) + 2 * lv) * es + 2 * CH * 4
-        LDK, LDV = DKP + 8, DVP + 8  # tensor-core kernels (bf16 tiles)
-        if kernel == "ll_chunk_states_tc4":
-            return (CH * LDK + CH * LDV) * 2 + 2 * CH * 4
-        if kernel == "ll_output_tc4":
-            return (2 * DKP * (DVP + 4) * 4 + (2 * CH * LDK + CH * LDV + DKP * LDV) * 2
-                    + (2 * CH + (0 if DKP * (DVP + 4) >= CH * (CH + 1) else CH * (CH + 1)) + CH * self.NLC) * 4
-                    + 128 * (4 + 4 + 8))
-        if kernel in ("ekb_dq_tc", "ekb_dkdv_tc"):  # exp_kernel_bwd_tc.cu (its layouts; NTC = 128)
-            aby = max(2 * CH * LDK * 2, lo * 4)  # A and B's bytes, the float32 log output's over them (LOGV)
-            bt, ft = (2 * CH * LDK + 2 * CH * LDV + DKP * LDV) * 2 + aby, 4 * DKP + 5 * CH + 256 + 4 * DVP
-            if kernel == "ekb_dkdv_tc":
-                bt = (2 * CH * LDK + 2 * CH * LDV) * 2 + max(aby + DKP * LDV * 2, CH * (DKP + DVP) * 4)
-                ft = 3 * DKP + 4 * CH + 128 + 2 * DVP
-            return bt + ft * 4 + CH * 4
-        if kernel in ("ek_chunk_tc5", "ek_chunk_tc5f"):  # (LOGV: the column maxima's 128 partials)
-            return (CH * LDK + CH * LDV) * 2 + (128 + DKP + lv + (128 if self.logv else 0)) * 4
-        if kernel in ("ek_output_tc5", "ek_output_tc5f"):
-            return (2 * CH * LDK + CH * LDV + DKP * LDV) * 2 + (3 * DKP + 2 * CH + 4 * (DKP + CH) + 2 * lv) * 4 + 2 * CH * 4
-        return 0
-
-    def _hib_dkdv(self, nb):
-        """hib_dkdv's shared elements (hierarchical_bwd_chunk.cu) with nb buffers of a right block's U (rows of
-        HIB_SLD): its pairs' tiles (+ HIB_F2), the right blocks' operands over them (U buffers, E^T, B^T)."""
-        CH, DKP, DVP = self.CH, self.DKP, self.DVP
-        K, V, X, TC = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1), CH + 4
-        pairs = K + 2 * V + 3 * X + CH * (TC + max(DKP, DVP) + 4)
-        blocks = nb * DKP * (DVP + (8 if self.tc else 4)) + (DVP + DKP) * TC
-        return 2 * K + 2 * V + max(pairs, blocks) + CH * 64 + 2 * DKP + DVP + 7 * CH
-
-    @property
-    def hib_unb(self):
-        """hib_dkdv's U buffers (HIB_UNB): two (the next right block's copy in flight) where they fit."""
-        return 2 if self._hib_dkdv(2) * self.itemsize <= SMEM_MAX else 1
-
-    def kernel(self, name):
-        """(kernel name, threads per block): the tensor-core variants for bf16 inputs (log-linear
-        ``*_tc4``; exp-kernel ``*_tc5``, in both modes, whose chunk summaries are stored as bf16;
-        the version history is in ``benchmarks/NOTES.md``)."""
-        if self.bwd and name in ("ekb_dq", "ekb_dkdv", "ek_chunk"):  # the backward's: fp32 summaries
-            return {"ekb_dq": "ekb_dq_tc", "ekb_dkdv": "ekb_dkdv_tc", "ek_chunk": "ek_chunk_tc5f"}[name], 128
-        if self.bf16 and self.tc and name in ("ll_chunk_states", "ll_output"):
-            return name + "_tc4", 128
-        if self.bf16 and self.tc and name in ("ek_chunk", "ek_output"):
-            return name + "_tc5", 128
-        if self.bf16 and self.tc and name == "ek_output_f32":  # the float32 log output of bf16 log_attention training
-            return "ek_output_tc5f", 128
-        if name == "hi_read" and self.hi_tc:  # hierarchical_read.cu's HI_RNT: two warps per m-tile at every chunk
-            return name, max(4 * self.CH, 128)
-        return name, 256
-
-
-def _pad_dim(d):
-    for p in (16, 32, 64, 128):
-        if d <= p:
-            return p
-    raise ValueError(f"head dim {d} > 128 is not supported by the cupy kernels")
-
-
-#: dynamic shared memory a block may use (H100 / H200: 227 KB)
-SMEM_MAX = 227 * 1024
-
-
-def gd_scan_bwd_columns(cfg):
-    """gd_scan_bwd's value columns per block (gated_delta_bwd.cu's GDB_BV; fewer were slower, session 13)."""
-    return 16
-
-
-#: the backward kernels of each family whose shared memory bounds the chunk
-_GRAD_TILES = {"loglinear": ("ll_bw_dkdv", "ll_output_dl"), "exp_kernel": ("ekb_dq", "ekb_dkdv")}
-
-
-@functools.lru_cache(maxsize=256)  # on every call's path: the same few variants
-def make_config(ta, DK, DV, chunk_size=None, half="", grad=None, logv=False):
-    """The variant for compute type ``ta`` ('float'/'double'), 16-bit inputs ``half`` ('', 'bf16',
-    'f16') and head dims (``DV <= 128``). ``grad``: a family ('loglinear' | 'exp_kernel') whose
-    backward kernels (float / double) run: their larger tiles may need a smaller chunk (they may
-    not fit even at CH = 16: ``grad_fits``). ``logv``: the exp-kernel kernels in log_attention's
-    mode (the forward's bf16 inputs run its tensor-core variants too)."""
-    DKP, DVP = _pad_dim(DK), _pad_dim(DV)
-    ch_max = 32 if (ta == "double" and max(DKP, DVP) == 128) else 64
-    CH = min(max(int(chunk_size or 64), 16), ch_max)
-    CH = 1 << (CH.bit_length() - 1)  # power of two
-    if grad == "exp_kernel" and half == "bf16" and ta == "float":  # tensor cores where the tiles fit
-        cfg = Config(ta, half, 64, DKP, DVP, logv=logv, bwd=True)
-        if max(cfg.smem(k) for k in ("ekb_dq_tc", "ekb_dkdv_tc")) <= SMEM_MAX:
-            return cfg
-    if grad:  # FFMA kernels, 16-bit inputs read and written as such
-        while CH > 16 and max(Config(ta, "", CH, DKP, DVP, logv=logv).smem(k) for k in _GRAD_TILES[grad]) > SMEM_MAX:
-            CH //= 2
-        return Config(ta, half, CH, DKP, DVP, tc=False, logv=logv)
-    if half == "bf16":
-        CH = 64  # the tensor-core kernels tile 64 rows over 4 warps
-    return Config(ta, half, CH, DKP, DVP, logv=logv)
-
-
-@functools.lru_cache(maxsize=256)
-def grad_tc(DK, DV, logv=False):
-    """True when the exp-kernel backward of bfloat16 inputs with these head dims runs on tensor cores
-    (``exp_kernel_bwd_tc.cu``), which read the 16-bit inputs (and ``log_attention``'s float32 log output)."""
-    return max(DK, DV) <= DV_BLOCK and make_config("float", DK, DV, 64, "bf16", grad="exp_kernel", logv=logv).bwd
-
-
-@functools.lru_cache(maxsize=256)
-def grad_fits(ta, DK, DV, family="loglinear", logv=False):
-    """True when the backward kernels of ``family`` fit shared memory for these head dims
-    (``logv``: the exp-kernel's in log_attention's mode)."""
-    if max(DK, DV) > DV_BLOCK:
-        return False
-    if family == "exp_kernel":
-        cfg = make_config(ta, DK, DV, 16, "", grad=family, logv=logv)
-        return max(cfg.smem(k) for k in _GRAD_TILES[family]) <= SMEM_MAX
-    cfg = make_config(ta, DK, DV, 16, "", grad=family)
-    dq = make_config(ta, DV, DK, 16, "", grad=family)  # the dq pass runs the forward's kernel on (dO, v, k)
-    return cfg.smem("ll_bw_dkdv") <= SMEM_MAX and dq.smem("ll_output_dl") <= SMEM_MAX
 
 
 def _source(name):
@@ -303,7 +41,7 @@ _KERNELS = {
 #: the kernel files of each family, compiled after common.cu in this order
 _SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_forms_tc.cu", "gated_delta_forms.cu"),
             "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_forms_bwd.cu"),
-            "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical": ("hierarchical.cu", "hierarchical_read.cu"),
+            "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical": ("hierarchical.cu", "hierarchical_intra.cu", "hierarchical_read.cu"),
             "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu", "hierarchical_bwd_chunk.cu"),
             "exp_kernel_bwd": ("exp_kernel_bwd.cu", "exp_kernel_bwd_tc.cu")}
 
