@@ -217,6 +217,8 @@ class Emulated:
     tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
     cring = False  # gd_coarse's Z copied two steps ahead (a timing build's GD_CRING_SET)
+    r3 = None  # gd_tier3's chunks per block (a timing build's GD_T3R_SET; None: Config.tier3_chunks)
+    cbw = None  # gd_coarse's columns per block (a timing build's GD_CBW_SET; None: Config.coarse_bw)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
@@ -225,6 +227,7 @@ class Emulated:
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
         defines |= {"GD_CRING_SET": 1} if self.cring else {}
+        defines |= ({} if self.r3 is None else {"GD_T3R_SET": self.r3}) | ({} if self.cbw is None else {"GD_CBW_SET": self.cbw})
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
 
@@ -244,8 +247,8 @@ class Emulated:
     def _tk(self, op, cfg, name):
         """CupyOps' kernel lookup: the two-tier form's kernels (CupyOps.gd_tiers) on this emulation."""
         bw = self.tbw or cfg.tier_bw
-        smem = (cfg.gd_coarse_smem(zb=3 if self.cring else 2) if name == "gd_coarse" else
-                cfg.gd_tier3_smem(bw) if name == "gd_tier3" and not self.walk3 else cfg.gd_smem(self.tm, bw, bw <= 32))
+        smem = (cfg.gd_coarse_smem(self.cbw, zb=3 if self.cring else 2) if name == "gd_coarse" else
+                cfg.gd_tier3_smem(bw, self.r3) if name == "gd_tier3" and not self.walk3 else cfg.gd_smem(self.tm, bw, bw <= 32))
         return _EmuKernel(self._lib(cfg), name), (256,), smem
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
@@ -253,7 +256,7 @@ class Emulated:
         tier = cgd.tier_plan(cfg, F, n, n_old, keep, DK, DV, self.tm)
         if tier is not None and self.bw == BW:  # the host logic of CupyOps.gd_scan, launches on this emulation
             return CupyOps.gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, bw=self.tbw,
-                                    walk3=self.walk3)
+                                    walk3=self.walk3, r3=self.r3, cbw=self.cbw)
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH, self.g)]

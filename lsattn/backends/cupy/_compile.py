@@ -74,14 +74,26 @@ class Config:
         """gd_tier1 / gd_tier3's columns per block (gated_delta_tier.cu's GD_TBW): float32 64, float64 32."""
         return 64 if self.ta == "float" else 32
 
-    def gd_tier3_smem(self, BW):
-        """gd_tier3's shared memory (gated_delta_tier.cu) at BW columns a block: Qp's tile (rows padded by 16 bytes),
-        two buffers of a slot (BW + 8 a row) and of CH read weights."""
-        return (self.CH * (self.DKP + 16 // self.itemsize) + 2 * (self.DKP * (BW + 8) + self.CH)) * self.itemsize
+    def gd_tier3_smem(self, BW, R=None):
+        """gd_tier3's shared memory (gated_delta_tier.cu's gd_t3_smem) at BW columns and R chunks a block (None:
+        ``tier3_chunks``): Qp's R chunks (rows padded by 16 bytes), two buffers of a slot (BW + 8 a row) and of R CH
+        read weights."""
+        R = R or self.tier3_chunks(BW)
+        return (R * self.CH * (self.DKP + 16 // self.itemsize) + 2 * (self.DKP * (BW + 8) + R * self.CH)) * self.itemsize
 
-    def gd_coarse_smem(self, BW=GD_BW, zb=2):
+    def tier3_chunks(self, BW=None):
+        """gd_tier3's chunks per block (gated_delta_tier.cu's GD_T3R) at BW columns a block (None: ``tier_bw``): 4, 2
+        or 1, the most whose shared memory allows 2 blocks per SM (GD_T3SMAX)."""
+        BW = BW or self.tier_bw
+        return next(R for R in (4, 2, 1) if R == 1 or self.gd_tier3_smem(BW, R) <= 113 * 1024)
+
+    #: gd_coarse's columns per block (gated_delta_tier.cu's GD_CBW)
+    coarse_bw = GD_BW
+
+    def gd_coarse_smem(self, BW=None, zb=2):
         """gd_coarse's shared memory (gated_delta_tier.cu): zb buffers of a transfer (DKP x DKP, rows padded by 16
-        bytes; a timing build's 3: GD_CRING_SET) and two of a slot (DKP x BW, BW + 8 a row)."""
+        bytes; a timing build's 3: GD_CRING_SET) and two of a slot (DKP x BW, BW + 8 a row; None: ``coarse_bw``)."""
+        BW = BW or self.coarse_bw
         return (zb * self.DKP * (self.DKP + 16 // self.itemsize) + 2 * self.DKP * (BW + 8)) * self.itemsize
 
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
@@ -619,14 +631,18 @@ class CupyOps:
             self._i(BH), self._i(G)),
            shared_mem=smem)
 
-    def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False):
+    def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
+                 r3=None, cbw=None):
         """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_coarse, gd_tier3) for ``tier =
         gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp) of ``tier.shapes`` (None: allocated here); bw: gd_tier1 /
         gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as session
-        13's walks (a timing build's GD_T3WALK_SET=1; no Qp)."""
+        13's walks (a timing build's GD_T3WALK_SET=1; no Qp); r3: gd_tier3's chunks per block (None:
+        ``cfg.tier3_chunks(bw)``; a timing build's GD_T3R_SET); cbw: gd_coarse's columns per block (None: ``cfg.coarse_bw``;
+        a timing build's GD_CBW_SET)."""
         nP, NCL, NPR = tier.nP, tier.NCL, tier.NPR
         Z, Tot, Sb, Qp = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
-        bw = bw or cfg.tier_bw
+        bw, cbw = bw or cfg.tier_bw, cbw or cfg.coarse_bw
+        r3 = r3 or cfg.tier3_chunks(bw)
         NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i
         head = (qe, ek, ph, H, g, lam, out)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
@@ -635,10 +651,11 @@ class CupyOps:
         if NCL == 0:  # one period: no level above GD_TM
             return
         fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
-        fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, (Z, Tot, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH)), shared_mem=smem)
+        fn((tier.coarse_chains * BH * -(-DV // cbw),), block, (Z, Tot, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH)), shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
-        if not walk3:  # one block per (chunk, sequence, column block)
-            fn((n * BH * NCB,), block, (Qp, lam, out, Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)), shared_mem=smem)
+        if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
+            fn((-(-n // r3) * BH * NCB,), block, (Qp, lam, out, Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)),
+               shared_mem=smem)
             return
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),
            shared_mem=smem)

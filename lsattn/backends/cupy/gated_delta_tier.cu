@@ -235,16 +235,23 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
 // into Sb at each pp >= mid. One product per step (a sequential walk over the periods: popcount(pp)); two buffers
 // of Z (the next copied during this product) and of S (the product reads one, writes the other): one barrier a step.
 // Shared memory: Config.gd_coarse_smem().
+// gd_coarse's columns per block (a timing build may set it: GD_CBW_SET; _compile.Config.coarse_bw)
+#ifdef GD_CBW_SET
+constexpr int GD_CBW = GD_CBW_SET;
+#else
+constexpr int GD_CBW = GD_BW;
+#endif
+constexpr int GD_CLDS = GD_CBW + 8;  // S's row stride
 extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
     int DK, int DV, int nP, int NCL, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int ZS = DKP * GD_LDQ, SS = DKP * GD_LDS, RB = DKP / 16, TWB = GdWarpTiles<RB>::NTL;
+    constexpr int ZS = DKP * GD_LDQ, SS = DKP * GD_CLDS, RB = DKP / 16, TWB = GdWarpTiles<RB, GD_CBW>::NTL;
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
     ta* Ss = Zs + GD_CZB * ZS;                  // [buffer][kk][col]
     check_smem((GD_CZB * ZS + 2 * SS) * sizeof(ta));
-    const int NCB = (DV + GD_BW - 1) / GD_BW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
+    const int NCB = (DV + GD_CBW - 1) / GD_CBW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
     const i64 per = (i64)BH * NCB;
     i64 r = blockIdx.x / per;
     int cl = NCL;
@@ -254,10 +261,10 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
         r -= cnt;
     }
     const i64 bh = blockIdx.x / NCB % BH;
-    const int c0 = (int)(blockIdx.x % NCB) * GD_BW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
+    const int c0 = (int)(blockIdx.x % NCB) * GD_CBW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
     const int end = min(nP, base + (1 << cl));
     const i64 slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
-    const GdWarpTiles<RB> wb;
+    const GdWarpTiles<RB, GD_CBW> wb;
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
     // Z_q into its buffer (steps up to the last but one: the last has no product), a commit group each
     auto copy_z = [&](int q) {
@@ -265,9 +272,9 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
         cp_async_commit();
     };
     for (int d = 1; d < GD_CZB; ++d) copy_z(base + d);
-    for (int idx = tid; idx < DKP * GD_BW; idx += NT) {  // S(base + 1) = Tot_base
-        const int kk = idx / GD_BW, cc = idx % GD_BW;
-        Ss[((base + 1) & 1) * SS + kk * GD_LDS + cc] =
+    for (int idx = tid; idx < DKP * GD_CBW; idx += NT) {  // S(base + 1) = Tot_base
+        const int kk = idx / GD_CBW, cc = idx % GD_CBW;
+        Ss[((base + 1) & 1) * SS + kk * GD_CLDS + cc] =
             kk < DK && c0 + cc < DV ? Tot[(bh * nP + base) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
     }
     // Tot_q's entries of the thread's tiles (zero from mid on)
@@ -291,9 +298,9 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
         copy_z(pp + GD_CZB - 1);  // into the buffer step pp - 1 read
         if (pp >= mid) {  // the slot's entry: after those of pp's lower set bits
             ta* dst = Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz;
-            for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
-                const int kk = idx / GD_BW, cc = idx % GD_BW;
-                if (kk < DK && c0 + cc < DV) dst[(i64)kk * DV + c0 + cc] = Si[kk * GD_LDS + cc];
+            for (int idx = tid; idx < DKP * GD_CBW; idx += NT) {
+                const int kk = idx / GD_CBW, cc = idx % GD_CBW;
+                if (kk < DK && c0 + cc < DV) dst[(i64)kk * DV + c0 + cc] = Si[kk * GD_CLDS + cc];
             }
         }
         if (pp + 1 == end || !wb.on) continue;
@@ -303,13 +310,13 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
         if (!GD_CRING_SET && GD_CPRE_SET) load_tot(pp, tv);
         if (GD_CRING_SET) load_tot(pp + 1, tn);
         const unsigned use[1] = {1u};
-        gd_mm<1, 1, TWB>(acc, Zs + pp % GD_CZB * ZS, nullptr, GD_LDQ, Si, 0, GD_LDS, wb.r0, wb.n0, K8, use);
+        gd_mm<1, 1, TWB>(acc, Zs + pp % GD_CZB * ZS, nullptr, GD_LDQ, Si, 0, GD_CLDS, wb.r0, wb.n0, K8, use);
         if (!GD_CRING_SET && !GD_CPRE_SET) load_tot(pp, tv);
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
             for (int x = 0; x < 4; ++x) {
-                So[wb.row(x) * GD_LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+                So[wb.row(x) * GD_CLDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
                 if (GD_CRING_SET) tv[it][x] = tn[it][x];
             }
     }
@@ -341,12 +348,95 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3MINB) gd_tier3(
                  slot_sz, T, DK, DV, L, n, DV, bh, (int)(b % NCB) * GD_TBW, pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, gs);
 }
 #else
-// blocks per SM gd_tier3's registers must allow (shared memory allows 4 at d_k <= 64)
-constexpr int GD_T3RMINB = DKP <= 64 ? 3 : 1;
-// gd_tier3: per (chunk c, sequence, column block), out_t += sum_l lam[t, GD_LOG2C + GD_TM + cl + 1] Qp_t S_l(pp) over
-// the coarse slots of c's period pp (cl: the set bits of pp; S_l(pp): gd_coarse's entries, in the bits' order), one
-// product of CH x DK x GD_TBW a slot, the next slot copied during it; no atomics (one block per output tile).
-// Shared memory (Config.smem("gd_tier3")): Qp_c, two buffers of a slot and of its read weights.
+// gd_tier3's chunks per block (GD_T3R, 1, 2 or 4 of one period: rows GD_T3R CH): each slot's copy serves the reads of
+// GD_T3R chunks (session 14: one chunk a block, its ~2.5 slots' copies dependent L2 round trips for one small product
+// each; benchmarks/NOTES.md "Session 15 — s15b16"): the most that fit 2 blocks per SM by shared memory
+// (Config.tier3_chunks; a timing build may set it)
+constexpr int GD_T3SMAX = 113 * 1024;  // shared memory for 2 blocks per SM (_compile.Config.tier3_chunks)
+constexpr int gd_t3_smem(int R) { return (R * CH * GD_LDQ + 2 * (DKP * GD_TLDS + R * CH)) * (int)sizeof(ta); }
+#ifdef GD_T3R_SET
+constexpr int GD_T3R = GD_T3R_SET;
+#else
+constexpr int GD_T3R = gd_t3_smem(4) <= GD_T3SMAX ? 4 : (gd_t3_smem(2) <= GD_T3SMAX ? 2 : 1);
+#endif
+constexpr int GD_T3SMEM = gd_t3_smem(GD_T3R);
+static_assert(GD_T3R == 1 || GD_T3R == 2 || GD_T3R == 4, "gd_tier3's chunks per block: 1, 2 or 4 of a period");
+static_assert(GD_T3R * CH <= NT, "a thread per token for the read weights");
+// The warp's tiles of gd_tier3's (GD_T3R CH) x GD_TBW product: RW row blocks of 16 rows from r0 (every RW-th), NTL
+// column tiles of 8 from n0; 8 warps over RB3 = GD_T3R CH / 16 row blocks (fewer tiles than warps: the first warps).
+struct GdT3Tiles {
+    static constexpr int RB3 = GD_T3R * CH / 16, NT8 = GD_TBW / 8, TILES = RB3 * NT8;
+    static constexpr int RW = RB3 >= 8 ? RB3 / 8 : 1;                            // row blocks per warp
+    static constexpr int NTL = RB3 >= 8 ? NT8 : (TILES >= 8 ? TILES / 8 : 1);  // column tiles per warp
+    static constexpr int WPR = NT8 / NTL;                                      // warps per row block
+    int r0, n0;
+    bool on;
+    __device__ __forceinline__ GdT3Tiles() {
+        const int w = threadIdx.x / 32;
+        on = w < TILES / (RW * NTL);
+        r0 = 16 * (w / WPR);
+        n0 = 8 * NTL * (w % WPR);
+    }
+    // row block a's rows (stride 8 row blocks between a warp's own), as mma's C fragment
+    __device__ __forceinline__ int row(int a, int x) const { return r0 + 128 * a + threadIdx.x % 32 / 4 + 8 * (x >> 1); }
+    __device__ __forceinline__ int col(int i, int x) const { return n0 + 8 * i + 2 * (threadIdx.x % 4) + (x & 1); }
+};
+// acc += (w Q) S over the warp's tiles: Q [t][kk] (row stride GD_LDQ; rows weighted by w in the A fragments), S
+// [kk][col] (row stride GD_TLDS), K a multiple of 8 (a template: a float64 build compiles the tensor-core text unrun)
+template <typename Acc>
+__device__ __forceinline__ void gd_t3_mm(Acc (&acc)[GdT3Tiles::RW][GdT3Tiles::NTL][4], const ta* Qs, const ta* S,
+                                         const ta* w, const GdT3Tiles& wt, int K8) {
+    constexpr int RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    ta wr[RW][2];  // the weights of the thread's A rows g8, g8 + 8 of each row block
+#pragma unroll
+    for (int a = 0; a < RW; ++a)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) wr[a][h] = w[wt.r0 + 128 * a + g8 + 8 * h];
+    if constexpr (GD_TC) {
+        for (int k0 = 0; k0 < K8; k0 += 8) {
+            unsigned ah[RW][4], al[RW][4];
+#pragma unroll
+            for (int a = 0; a < RW; ++a)
+#pragma unroll
+                for (int x = 0; x < 4; ++x)
+                    tf32_split((float)(wr[a][x & 1] * Qs[(wt.r0 + 128 * a + g8 + 8 * (x & 1)) * GD_LDQ + k0 + t4 + 4 * (x >> 1)]),
+                               ah[a][x], al[a][x]);
+#pragma unroll
+            for (int i = 0; i < NTL; ++i) {
+                unsigned bh[2], bl[2];
+                gd_frag_b(S, GD_TLDS, k0, wt.n0 + 8 * i, bh, bl);
+#pragma unroll
+                for (int a = 0; a < RW; ++a) gd_mma3(acc[a][i], ah[a], al[a], bh, bl);
+            }
+        }
+    } else {
+        for (int k = 0; k < K8; ++k) {
+            ta xa[RW][2], yv[NTL][2];
+#pragma unroll
+            for (int a = 0; a < RW; ++a)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) xa[a][h] = wr[a][h] * Qs[(wt.r0 + 128 * a + g8 + 8 * h) * GD_LDQ + k];
+#pragma unroll
+            for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) yv[i][h] = S[k * GD_TLDS + wt.n0 + 8 * i + 2 * t4 + h];
+#pragma unroll
+            for (int a = 0; a < RW; ++a)
+#pragma unroll
+                for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) acc[a][i][x] = fma(xa[a][x >> 1], yv[i][x & 1], acc[a][i][x]);
+        }
+    }
+}
+// blocks per SM gd_tier3's registers must allow (shared memory allows 2 at d_k <= 64 in float32)
+constexpr int GD_T3RMINB = DKP <= 64 ? 2 : 1;
+// gd_tier3: per (GD_T3R chunks c of one period pp, sequence, column block), out_t += sum_l lam[t, GD_LOG2C + GD_TM +
+// cl + 1] Qp_t S_l(pp) over the coarse slots of pp (cl: the set bits of pp; S_l(pp): gd_coarse's entries, in the
+// bits' order) as one accumulation: a slot's product of (lam_l Qp) (its rows weighted in the A fragments) and S_l,
+// GD_T3R CH x DK x GD_TBW, the next slot copied during it; no atomics (one block per output tile).
+// Shared memory (Config.smem("gd_tier3")): Qp's GD_T3R chunks, two buffers of a slot and of its read weights.
 extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const ta* __restrict__ Qp,   // gd_tier1's
     const ta* __restrict__ lam,  // (BH, T, L)
@@ -354,58 +444,51 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const ta* __restrict__ Sb,   // gd_coarse's
     int T, int DK, int DV, int L, int n, int nP, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int SS = DKP * GD_TLDS, RA = CH / 16, TWA = GdWarpTiles<RA, GD_TBW>::NTL;
-    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // [t][kk]
-    ta* Ss = Qs + CH * GD_LDQ;                 // [buffer][kk][col]
+    constexpr int SS = DKP * GD_TLDS, RR = GD_T3R * CH, RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
+    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // [t][kk], the block's chunks' rows
+    ta* Ss = Qs + RR * GD_LDQ;                 // [buffer][kk][col]
     ta* lw = Ss + 2 * SS;                      // [buffer][t]
-    check_smem((CH * GD_LDQ + 2 * SS + 2 * CH) * sizeof(ta));
+    check_smem(GD_T3SMEM);
     const int NCB = (DV + GD_TBW - 1) / GD_TBW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
-    const int c = (int)(blockIdx.x / ((i64)BH * NCB)), c0 = (int)(blockIdx.x % NCB) * GD_TBW;
+    const int c = (int)(blockIdx.x / ((i64)BH * NCB)) * GD_T3R, c0 = (int)(blockIdx.x % NCB) * GD_TBW;
     const i64 bh = blockIdx.x / NCB % BH, cj = bh * n + c, slot_sz = (i64)DK * DV;
     const int pp = c >> GD_TM, ns = __popcll(pp);
-    if (!ns) return;
+    if (!ns || c >= n) return;
     const ta* sb = Sb + (bh * gd_popsum(nP) + gd_popsum(pp)) * slot_sz;  // the period's slots, in its bits' order
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
-    gd_copy<CH, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, CH, DK, vec);
+    gd_copy<RR, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, min(GD_T3R, n - c) * CH, DK, vec);  // chunks past n: zero
     // slot r (bit cl of pp, its rank r) into buffer r & 1: its columns, and its read weights
     auto load = [&](int r, int cl) {
         gd_copy<DKP, GD_TBW>(Ss + (r & 1) * SS, GD_TLDS, sb + r * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
-        if (tid < CH) {
+        if (tid < RR) {
             const i64 gi = (i64)c * CH + tid;
-            lw[(r & 1) * CH + tid] = gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1] : (ta)0;
+            lw[(r & 1) * RR + tid] = gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1] : (ta)0;
         }
     };
-    int bits = pp, cl = __ffsll(bits) - 1;
-    load(0, cl);
+    int bits = pp;
+    load(0, __ffsll(bits) - 1);
     cp_async_commit();
-    const GdWarpTiles<RA, GD_TBW> wa;
-    ta tot[TWA][4] = {};
+    const GdT3Tiles wt;
+    ta acc[RW][NTL][4] = {};
     for (int r = 0; r < ns; ++r) {
         bits &= bits - 1;  // the next slot's bit
-        const int cn = __ffsll(bits) - 1;
-        if (r + 1 < ns) load(r + 1, cn);  // buffer (r + 1) & 1: its last readers passed the previous barrier
+        if (r + 1 < ns) load(r + 1, __ffsll(bits) - 1);  // buffer (r + 1) & 1: its last readers passed the previous barrier
         cp_async_commit();
         cp_async_wait<1>();
-        __syncthreads();  // Qp_c and slot r in place
-        if (wa.on) {
-            ta acc[1][1][TWA][4] = {};
-            const unsigned use[1] = {1u};
-            gd_mm<1, 1, TWA>(acc, Qs, nullptr, GD_LDQ, Ss + (r & 1) * SS, 0, GD_TLDS, wa.r0, wa.n0, K8, use);
-#pragma unroll
-            for (int it = 0; it < TWA; ++it)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) tot[it][x] += lw[(r & 1) * CH + wa.row(x)] * acc[0][0][it][x];
-        }
+        __syncthreads();  // Qp's rows and slot r in place
+        if (wt.on) gd_t3_mm(acc, Qs, Ss + (r & 1) * SS, lw + (r & 1) * RR, wt, K8);
         __syncthreads();  // slot r's buffer read: the copy of slot r + 2 may overwrite it
     }
     cp_async_wait<0>();
-    if (wa.on)
+    if (wt.on)
 #pragma unroll
-        for (int it = 0; it < TWA; ++it)
+        for (int a = 0; a < RW; ++a)
 #pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const int t = wa.row(x), cc = wa.col(it, x);
-                if (c0 + cc < DV && (i64)c * CH + t < T) out[(cj * CH + t) * DV + c0 + cc] += tot[it][x];
-            }
+            for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int t = wt.row(a, x), cc = wt.col(i, x);
+                    if (c0 + cc < DV && (i64)c * CH + t < T) out[(cj * CH + t) * DV + c0 + cc] += acc[a][i][x];
+                }
 }
 #endif
