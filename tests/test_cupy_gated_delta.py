@@ -216,7 +216,6 @@ class Emulated:
     tm = cgd.TIER_M  # the two-tier form's low levels (a timing build's GD_TM_SET)
     tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
-    cring = False  # gd_coarse's Z copied two steps ahead (a timing build's GD_CRING_SET)
     r3 = None  # gd_tier3's chunks per block (a timing build's GD_T3R_SET; None: Config.tier3_chunks)
     cbw = None  # gd_coarse's columns per block (a timing build's GD_CBW_SET; None: Config.coarse_bw)
 
@@ -226,7 +225,6 @@ class Emulated:
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
-        defines |= {"GD_CRING_SET": 1} if self.cring else {}
         defines |= ({} if self.r3 is None else {"GD_T3R_SET": self.r3}) | ({} if self.cbw is None else {"GD_CBW_SET": self.cbw})
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": cupy_source("gated_delta_forms.cu")})
@@ -247,8 +245,8 @@ class Emulated:
     def _tk(self, op, cfg, name):
         """CupyOps' kernel lookup: the two-tier form's kernels (CupyOps.gd_tiers) on this emulation."""
         bw = self.tbw or cfg.tier_bw
-        smem = (cfg.gd_coarse_smem(self.cbw, zb=3 if self.cring else 2) if name == "gd_coarse" else
-                cfg.gd_tier3_smem(bw, self.r3) if name == "gd_tier3" and not self.walk3 else cfg.gd_smem(self.tm, bw, bw <= 32))
+        smem = (cfg.gd_coarse_smem(self.cbw, zb=1 if name == "gd_cfill" else 2) if name in ("gd_cgroup", "gd_coarse", "gd_cfill")
+                else cfg.gd_tier3_smem(bw, self.r3) if name == "gd_tier3" and not self.walk3 else cfg.gd_smem(self.tm, bw, bw <= 32))
         return _EmuKernel(self._lib(cfg), name), (256,), smem
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
@@ -368,18 +366,18 @@ def test_tier_plan(monkeypatch):
     ("float64", 700, 5, 19, 16, "tm3"),  # the timing build of periods of 8 chunks (GD_TM_SET=3)
     ("float32", 420, 16, 40, 16, "tm3"),
     # one build of two timing builds (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks):
-    # session 13's gd_tier3 walks (GD_T3WALK_SET=1), gd_coarse's three Z buffers (GD_CRING_SET=1; 11 periods)
-    ("float32", 700, 5, 19, 16, "walk3+cring")])
+    # session 13's gd_tier3 walks (GD_T3WALK_SET=1), the coarse kernels at 64 columns (GD_CBW_SET=64; 11 periods)
+    ("float32", 700, 5, 19, 16, "walk3+c64")])
 def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay):
     """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; the public forward from chunk 0 without state) on the
     CPU emulation through the host logic: against the reference (float64 / float32 bounds; bfloat16 inputs' float32
     output within TF32, gd_scan's 1xTF32) and against gd_scan itself (TIERED off), hard resets included."""
-    if decay in ("tm3", "walk3+cring"):  # timing builds
+    if decay in ("tm3", "walk3+c64"):  # timing builds
         emulated, build, decay = copy.copy(emulated), decay, "mixed"
-        if build == "tm3":
-            emulated.tm = 3
+        if build == "tm3":  # (float32: gd_tier3 at one chunk a block too, GD_T3R_SET=1)
+            emulated.tm, emulated.r3 = 3, (1 if dtype == "float32" else None)
         else:
-            emulated.walk3 = emulated.cring = True
+            emulated.walk3, emulated.cbw = True, 64
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
     calls, real = [], CupyOps.gd_tiers
     monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -571,6 +569,11 @@ def test_kernel_check_protocol(flag, special):
     assert_close(got[ok].numpy(), want[ok].numpy(), F64)
 
 
+#: the two-tier form's kernels and their launches in cuda_emu_gd_scan.cpp
+_TIER_RUN = {"gd_tier1": "run_tier1", "gd_cgroup": "run_cgroup", "gd_coarse": "run_coarse", "gd_cfill": "run_cfill",
+             "gd_tier3": "run_tier3"}
+
+
 class _EmuKernel:
     """A kernel of ``_compile._launch`` as the CPU emulation (``Emulated``'s library): launched like a CuPy
     RawKernel with the direct path's arguments (raw pointers as ints, NumPy scalars)."""
@@ -580,10 +583,10 @@ class _EmuKernel:
 
     def __call__(self, grid, block, args, shared_mem=0):
         ptr = lambda x: ctypes.c_void_p(int(x) or None)  # noqa: E731
-        if self.name in ("gd_tier1", "gd_coarse", "gd_tier3"):  # pointers (arrays or ints), then int32 scalars
+        if self.name in _TIER_RUN:  # pointers (arrays or ints), then int32 scalars
             conv = [ctypes.c_int(int(x)) if isinstance(x, np.int32) else
                     x.ctypes.data_as(ctypes.c_void_p) if isinstance(x, np.ndarray) else ptr(x) for x in args]
-            getattr(self.lib, {"gd_tier1": "run_tier1", "gd_coarse": "run_coarse", "gd_tier3": "run_tier3"}[self.name])(
+            getattr(self.lib, _TIER_RUN[self.name])(
                 *conv, ctypes.c_uint(grid[0]), ctypes.c_uint(shared_mem))
         elif self.name == "gd_forms":  # 14 pointers, then T, DK, DV, L, p, F, n; grid (n, BH)
             T, DK, DV, L, p, F, n = (int(x) for x in args[14:])

@@ -1,10 +1,12 @@
 """gd_tier3 and gd_coarse (the two-tier scan, gated_delta_tier.cu) at 2K / 8K / 32K: session 14's merged main against
 this branch's builds, in one process (CUDA events, ms per call), B H = 32, d = 64, from chunk 0 without state (the public
 forward's call); float32 compute: 3xTF32 (f32) and 1xTF32 (x1: the bfloat16 inputs' build, TI_BF16=1). Builds:
-- main: gated_delta_tier.cu at 26378e6 (ab_s15b16_main_tier.cu: gd_tier3 one chunk a block; gd_coarse 32 columns)
-- new:  the production kernels (gd_tier3: Config.tier3_chunks chunks a block, lam in the A fragments)
+- main: gated_delta_tier.cu at 26378e6 (ab_s15b16_main_tier.cu: gd_tier3 one chunk a block; gd_coarse one chain per
+        level and period of it, over the periods; its launches as session 14's CupyOps.gd_tiers: gd_tiers_main)
+- new:  the production kernels (gd_tier3: Config.tier3_chunks chunks a block, lam in the A fragments; the coarse slots
+        by gd_cgroup, gd_coarse over groups of 4 periods from level 3, gd_cfill: "coarse" is their sum)
 - r1 / r2: new with gd_tier3 at 1 / 2 chunks a block (GD_T3R_SET)
-- c64:  new with gd_coarse at 64 columns a block (GD_CBW_SET=64)
+- c64:  new with the coarse kernels at 64 columns a block (GD_CBW_SET=64)
 Each build: max |build - gd_scan| / max |gd_scan| (gd_scan: TIERED off), the whole form, then its kernels one by one
 (t1 / coarse / t3); gd_scan itself; first the public bf16 forward at 8K / 32K (torch, production).
     python benchmarks/device/ab_s15b16.py [T,T,..] [--compile-only [f32|x1] [build,build,..]]"""
@@ -27,7 +29,8 @@ ops = cc.CupyOps(cupy.cuda.Device().id)
 cgd.TIER_MIN_CHUNKS = 0
 BH, DK, DV = 32, 64, 64
 cfgs = {"f32": cgd._config("float", DK, 64, ""), "x1": cgd._config("float", DK, 64, "bf16")}
-TIER = ("gd_tier1", "gd_coarse", "gd_tier3")
+TIER = ("gd_tier1", "coarse", "gd_tier3")  # coarse: gd_cgroup, gd_coarse, gd_cfill (main: its gd_coarse)
+COARSE = ("gd_cgroup", "gd_coarse", "gd_cfill")
 # name -> (tier source, -D options, gd_tier3's chunks a block (None: Config.tier3_chunks), gd_coarse's columns)
 MAIN = os.path.join(HERE, "ab_s15b16_main_tier.cu")
 BUILDS = {"main": (MAIN, (), 1, 32), "new": (None, (), None, None), "r1": (None, ("-DGD_T3R_SET=1",), 1, None),
@@ -60,14 +63,37 @@ class Build:
         self.cfg, self.only = cfg, only
 
     def _tk(self, op, cfg, name):
-        if self.only and name != self.only:
+        if self.only and not (name == self.only or self.only == "coarse" and name in COARSE):
             return (lambda *a, **k: None), (256,), 0
-        smem = (cfg.gd_coarse_smem(self.cbw) if name == "gd_coarse" else cfg.gd_tier3_smem(cfg.tier_bw, self.r3)
-                if name == "gd_tier3" else cfg.gd_smem(2, cfg.tier_bw, cfg.tier_bw <= 32))
+        smem = (cfg.gd_coarse_smem(self.cbw, 1 if name == "gd_cfill" else 2) if name in COARSE else
+                cfg.gd_tier3_smem(cfg.tier_bw, self.r3) if name == "gd_tier3" else cfg.gd_smem(2, cfg.tier_bw, cfg.tier_bw <= 32))
         return variant(cfg, self.src, self.extra, name), (256,), smem
 
+    def kernels(self):
+        return ("gd_tier1", "gd_coarse", "gd_tier3") if self.src else ("gd_tier1",) + COARSE + ("gd_tier3",)
+
     def run(self, *a):
-        cc.CupyOps.gd_tiers(self, self.cfg, *a, r3=self.r3, cbw=self.cbw)
+        if self.src:
+            gd_tiers_main(self, self.cfg, *a)
+        else:
+            cc.CupyOps.gd_tiers(self, self.cfg, *a, r3=self.r3, cbw=self.cbw)
+
+
+def gd_tiers_main(ops, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch):
+    """Session 14's CupyOps.gd_tiers (main's launches: gd_tier1, gd_coarse over the periods, gd_tier3 per chunk)."""
+    nP, NCL = tier.nP, tier.NCL
+    Z, Tot, Sb, Qp = scratch[:4]
+    bw = cfg.tier_bw
+    NCB, NCK, i = -(-DV // bw), -(-DK // bw), np.int32
+    fn, block, smem = ops._tk("gated_delta", cfg, "gd_tier1")
+    fn((nP * BH * (NCB + NCK),), block, (qe, ek, ph, H, g, lam, out, Z, Tot, Qp, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)),
+       shared_mem=smem)
+    if NCL == 0:
+        return
+    fn, block, smem = ops._tk("gated_delta", cfg, "gd_coarse")
+    fn((tier.coarse_chains * BH * -(-DV // 32),), block, (Z, Tot, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH)), shared_mem=smem)
+    fn, block, smem = ops._tk("gated_delta", cfg, "gd_tier3")
+    fn((n * BH * NCB,), block, (Qp, lam, out, Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)), shared_mem=smem)
 
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -81,8 +107,9 @@ if "--compile-only" in sys.argv:  # [config] [build,build,..]: several processes
     pick = [b for a in args if "," in a or a in BUILDS for b in a.split(",")] or list(BUILDS)
     for cfg in [cfgs[a] for a in args if a in cfgs] or cfgs.values():
         for b in pick:
-            for name in TIER:
-                Build(cfg, b)._tk("gated_delta", cfg, name)
+            kb = Build(cfg, b)
+            for name in kb.kernels():
+                kb._tk("gated_delta", cfg, name)
     if torch is not None and "f32" not in args and "new" in pick:  # the bf16 direct path's kernels (production)
         x = [torch.randn((2, 256, 64), device="cuda", dtype=torch.bfloat16) for _ in range(3)]
         lsattn.loglinear_gated_delta(*x, -torch.rand((2, 256), device="cuda").bfloat16(), torch.rand((2, 256), device="cuda").bfloat16(),
@@ -144,6 +171,8 @@ for T in Ts:
                 tiers(o)
                 err = float(cupy.abs(o - o_scan).max() / cupy.abs(o_scan).max())
                 parts = "/".join(f"{ms(lambda: tiers(out, nm), 5):.3f}" for nm in TIER)
+                if name == "new":  # the coarse kernels one by one
+                    parts += " [" + "/".join(f"{ms(lambda: tiers(out, nm), 5):.3f}" for nm in COARSE) + "]"
                 print(f"T={T:6d} {key} {name} {ms(lambda: tiers(out), 5):.3f} (t1/coarse/t3 {parts}; vs gd_scan {err:.0e})",
                       flush=True)
             except Exception as e:  # noqa: BLE001 (a build that fails leaves the others' rows)

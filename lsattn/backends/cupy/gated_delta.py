@@ -124,10 +124,16 @@ class Tier:
         with reads (base + 2^(cl-1) < nP)."""
         return sum(((self.nP - 1 - (1 << (cl - 1))) >> cl) + 1 for cl in range(1, self.NCL + 1))
 
+    @property
+    def nG(self):
+        """Groups of 4 periods (gd_cgroup's; gated_delta_tier.cu's GD_CG)."""
+        return -(-self.nP // 4)
+
     def shapes(self, DK, DV):
-        """Per sequence: the periods' transfers Z and keys Tot, the coarse slots at the periods' starts Sb, and the
-        queries carried to their period's start Qp."""
-        return (self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV), (self.n, self.C, DK)
+        """Per sequence: the periods' transfers Z and keys Tot, the coarse slots at the periods' starts Sb, the
+        queries carried to their period's start Qp, the groups' transfer prefixes Pc and keys Tg (gd_cgroup's)."""
+        return ((self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV), (self.n, self.C, DK),
+                (self.nG, 3, DK, DK), (self.nG, DK, DV))
 
 
 def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
@@ -290,7 +296,7 @@ class _Plan:
         NLC = chunk_slots(F, n, merge_last)
         sizes = [BH * n * C * DK, BH * n * C * DK, BH * n * DK * C, BH * n * DK * DV, BH * n]
         sizes += [BH * T * L] if self.half else []
-        # gd_scan's two-tier form: its scratch (Z, Tot, Sb) after gd_forms' outputs
+        # gd_scan's two-tier form: its scratch (Z, Tot, Sb, Qp, Pc, Tg) after gd_forms' outputs
         self.tier = tier_plan(cfg, F, n, 0, False, DK, DV)
         sizes += [BH * math.prod(shape) for shape in self.tier.shapes(DK, DV)] if self.tier else []
         self.cfg, self.dims = cfg, (T, DK, DV, L, n, BH)
@@ -382,7 +388,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     base, optr = scratch.data_ptr(), out.data_ptr()
     qe, ek, ph, H, g, *rest = (base + o for o in plan.offsets)
     lamw = rest[0] if plan.half else 0
-    tiers = rest[-4:] if plan.tier is not None else None
+    tiers = rest[bool(plan.half):] if plan.tier is not None else None  # (after lamw)
     bad = 0 if check is None else check.pointer()
     if plan.raw_forms is not None:  # the driver's launches on torch's stream
         plan.raw_forms(stream, *ptrs, qe, ek, ph, H, g, optr, lamw, bad)

@@ -61,22 +61,13 @@ constexpr int GD_T1MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
 #endif
 constexpr int GD_T3MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
 // timing builds: the next chunk's tiles prefetched into L2 during a chunk of gd_tier1 / gd_tier3 (GD_TPF_SET=1);
-// gd_coarse's Tot loaded after its product, as in session 13 (GD_CPRE_SET=0); gd_tier3 as session 13's walks
-// (GD_T3WALK_SET=1: gd_tier1 then stores no Qp)
+// gd_tier3 as session 13's walks (GD_T3WALK_SET=1: gd_tier1 then stores no Qp)
 #ifndef GD_T3WALK_SET
 #define GD_T3WALK_SET 0
 #endif
 #ifndef GD_TPF_SET
 #define GD_TPF_SET 0
 #endif
-#ifndef GD_CPRE_SET
-#define GD_CPRE_SET 1
-#endif
-// a timing build: gd_coarse's Z copied two steps ahead (three buffers) and Tot loaded a step ahead (GD_CRING_SET=1)
-#ifndef GD_CRING_SET
-#define GD_CRING_SET 0
-#endif
-constexpr int GD_CZB = GD_CRING_SET ? 3 : 2;  // gd_coarse's Z buffers (Config.gd_coarse_smem)
 
 // One block of gd_tier1 / gd_tier3 over chunks [lo, hi) (absolute = local: the call starts at chunk 0) and
 // NC columns from c0 (DV; GT_XFER: DK): GT_LOW (slots: levels 1, 2; Tot into fin unless null), GT_XFER (one
@@ -229,29 +220,134 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
     }
 }
 
-// gd_coarse: the coarse slots at the periods' starts, gd_scan's chains at the periods' granularity: one block per
-// (coarse level cl, its period of 2^cl periods from base with reads, sequence, column block), the longest first:
-// S(base + 1) = Tot_base, S(pp + 1) = Z_pp S(pp) (+ Tot_pp in the first half, pp < mid = base + 2^(cl-1)), written
-// into Sb at each pp >= mid. One product per step (a sequential walk over the periods: popcount(pp)); two buffers
-// of Z (the next copied during this product) and of S (the product reads one, writes the other): one barrier a step.
-// Shared memory: Config.gd_coarse_smem().
-// gd_coarse's columns per block (a timing build may set it: GD_CBW_SET; _compile.Config.coarse_bw)
+// The coarse slots at the periods' starts (Sb, compact: entry popsum(pp) + rank of level cl's bit cl - 1 among pp's
+// set bits), gd_scan's chains at the periods' granularity, in three launches (session 14: one chain per (level,
+// period of it) over the periods, its top chain nP - 1 steps of ~3-4 us: 0.51 ms at 32K; benchmarks/NOTES.md
+// "Session 15 — s15b16"):
+// - gd_cgroup: per group q of GD_CG = 4 periods, its transfer's prefixes P_k(q) = Z_{4q+k-1} .. Z_{4q} (k = 2, 3, 4;
+//   P_1 = Z_{4q}) and its keys at its end, Tg_q = sum_k P_4 P_k^-1 Tot_{4q+k-1} (as the walk S <- Z S + Tot): short
+//   walks, all groups in parallel.
+// - gd_coarse: the chains of levels 1, 2 over periods (transition Z, keys Tot) and of levels >= 3 over groups
+//   (transition P_4, keys Tg: a group's four periods in one step; a level's periods are whole groups), writing the
+//   slots at the periods (groups' first periods) of each period's second half: the top chain nP / 4 - 1 steps.
+// - gd_cfill: the slots of levels >= 3 at the periods inside a group, S_l(4q + k) = P_k(q) S_l(4q), in parallel.
+// gd_cgroup / gd_coarse's columns per block (GD_CBW; a timing build may set it: GD_CBW_SET; _compile.Config.coarse_bw)
 #ifdef GD_CBW_SET
 constexpr int GD_CBW = GD_CBW_SET;
 #else
 constexpr int GD_CBW = GD_BW;
 #endif
 constexpr int GD_CLDS = GD_CBW + 8;  // S's row stride
+constexpr int GD_CG = 4;              // periods per group (_compile.Config / gated_delta.Tier)
+
+// One block's walk over q = q0 + 1 .. q1 - 1 (GD_CBW columns): S(q0 + 1) in buffer (q0 + 1) & 1 of Ss (stored by the
+// caller; the loop's first barrier publishes it); at each q, put(q, S(q)) (S in shared memory, row stride GD_CLDS),
+// then S(q + 1) = A(q) S(q) + T(q) (A(q): a DK x DK row-major matrix copied one step ahead into Zs; T(q): ncol
+// columns of a row-major matrix (row stride tld) or null). One product per step, two buffers of A and of S: one
+// barrier a step. Shared memory: Config.gd_coarse_smem().
+template <typename AF, typename TF, typename PF>
+__device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
+                                          PF put) {
+    constexpr int ZS = DKP * GD_LDQ, SS = DKP * GD_CLDS, RB = DKP / 16, TWB = GdWarpTiles<RB, GD_CBW>::NTL;
+    const GdWarpTiles<RB, GD_CBW> wb;
+    const int K8 = (DK + 7) / 8 * 8;
+    const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
+    auto copy_a = [&](int q) {  // A(q) into buffer q & 1 (steps up to the last but one: the last has no product)
+        if (q + 1 < q1) gd_copy<DKP, DKP>(Zs + (q & 1) * ZS, GD_LDQ, amat(q), DK, DK, DK, vec);
+        cp_async_commit();
+    };
+    copy_a(q0 + 1);
+    for (int q = q0 + 1; q < q1; ++q) {
+        const ta* Si = Ss + (q & 1) * SS;
+        ta* So = Ss + (~q & 1) * SS;
+        cp_async_wait<0>();
+        __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
+        copy_a(q + 1);    // into the buffer step q - 1 read
+        put(q, Si);
+        if (q + 1 == q1 || !wb.on) continue;
+        const ta* t = tadd(q);  // T(q)'s entries of the thread's tiles, loaded before the product (off the chain)
+        ta tv[TWB][4], acc[1][1][TWB][4] = {};
+#pragma unroll
+        for (int it = 0; it < TWB; ++it)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int kk = wb.row(x), cc = wb.col(it, x);
+                tv[it][x] = t && kk < DK && cc < ncol ? t[kk * tld + cc] : (ta)0;
+            }
+        const unsigned use[1] = {1u};
+        gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, GD_CLDS, wb.r0, wb.n0, K8, use);
+#pragma unroll
+        for (int it = 0; it < TWB; ++it)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) So[wb.row(x) * GD_CLDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+    }
+    cp_async_wait<0>();
+}
+// S's ncol columns (shared, row stride GD_CLDS) into dst (row stride dld)
+__device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta* Si, int DK, int ncol) {
+    for (int idx = threadIdx.x; idx < DKP * GD_CBW; idx += NT) {
+        const int kk = idx / GD_CBW, cc = idx % GD_CBW;
+        if (kk < DK && cc < ncol) dst[kk * dld + cc] = Si[kk * GD_CLDS + cc];
+    }
+}
+// S(q0 + 1) = ncol columns of src (row stride sld), zero-padded, into buffer (q0 + 1) & 1
+__device__ __forceinline__ void gd_cinit(ta* Ss, int q0, const ta* __restrict__ src, i64 sld, int DK, int ncol) {
+    ta* S = Ss + ((q0 + 1) & 1) * DKP * GD_CLDS;
+    for (int idx = threadIdx.x; idx < DKP * GD_CBW; idx += NT) {
+        const int kk = idx / GD_CBW, cc = idx % GD_CBW;
+        S[kk * GD_CLDS + cc] = kk < DK && cc < ncol ? src[kk * sld + cc] : (ta)0;
+    }
+}
+
+// gd_cgroup: per (group q, sequence) its NCK column blocks of P_k(q) (k = 2 .. 4, where period 4q + k - 1 < nP - 1 ..
+// as far as some period reads them: 4q + k < nP), then its NCB blocks of Tg_q (where 4q + 4 < nP: read in a level's
+// first half). Pc (BH, nG, 3, DK, DK): P_2, P_3, P_4; Tg (BH, nG, DK, DV).
+extern "C" __global__ void __launch_bounds__(NT) gd_cgroup(
+    const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
+    ta* __restrict__ Pc, ta* __restrict__ Tg,              // out
+    int DK, int DV, int nP, int BH) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
+    ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
+    check_smem((2 * DKP * GD_LDQ + 2 * DKP * GD_CLDS) * sizeof(ta));
+    const int NCK = (DK + GD_CBW - 1) / GD_CBW, NCB = (DV + GD_CBW - 1) / GD_CBW, nG = (nP + GD_CG - 1) / GD_CG;
+    const int q = (int)(blockIdx.x / ((i64)BH * (NCK + NCB))), role = (int)(blockIdx.x % (NCK + NCB)), p0 = GD_CG * q;
+    const i64 bh = blockIdx.x / (NCK + NCB) % BH;
+    auto zq = [&](int pp) { return Z + (bh * nP + pp) * DK * DK; };
+    if (role < NCK) {  // P_k(q)'s columns c0 ..: the walk S <- Z_pp S from S = Z_{p0}'s columns
+        const int c0 = role * GD_CBW, q1 = min(p0 + GD_CG + 1, nP);
+        if (q1 <= p0 + 2) return;
+        ta* pc = Pc + (bh * nG + q) * 3 * DK * DK + c0;
+        gd_cinit(Ss, p0, zq(p0) + c0, DK, DK, min(GD_CBW, DK - c0));
+        gd_cchain(Zs, Ss, p0, q1, DK, 0, 0, zq, [](int) { return (const ta*)nullptr; }, [&](int pp, const ta* Si) {
+            if (pp >= p0 + 2) gd_cput(pc + (i64)(pp - p0 - 2) * DK * DK, DK, Si, DK, min(GD_CBW, DK - c0));
+        });
+    } else {  // Tg_q's columns c0 ..: the walk S <- Z_pp S + Tot_pp from S = Tot_{p0}
+        const int c0 = (role - NCK) * GD_CBW;
+        if (p0 + GD_CG >= nP) return;
+        const i64 slot_sz = (i64)DK * DV;
+        auto tq = [&](int pp) { return Tot + (bh * nP + pp) * slot_sz + c0; };
+        gd_cinit(Ss, p0, tq(p0), DV, DK, min(GD_CBW, DV - c0));
+        gd_cchain(Zs, Ss, p0, p0 + GD_CG + 1, DK, min(GD_CBW, DV - c0), DV, zq, tq, [&](int pp, const ta* Si) {
+            if (pp == p0 + GD_CG) gd_cput(Tg + (bh * nG + q) * slot_sz + c0, DV, Si, DK, min(GD_CBW, DV - c0));
+        });
+    }
+}
+
+// gd_coarse: one block per (coarse level cl, its period of 2^cl periods from base with reads, sequence, column block),
+// the longest first: S(base + 1) = Tot_base, S(pp + 1) = Z_pp S(pp) (+ Tot_pp in the first half, pp < mid = base +
+// 2^(cl-1)), written into Sb at each pp >= mid; levels cl >= 3 over the groups (S(4(q + 1)) = P_4(q) S(4q) (+ Tg_q)),
+// written at the groups' first periods only (gd_cfill: the others).
 extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
+    const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // gd_cgroup's
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
     int DK, int DV, int nP, int NCL, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int ZS = DKP * GD_LDQ, SS = DKP * GD_CLDS, RB = DKP / 16, TWB = GdWarpTiles<RB, GD_CBW>::NTL;
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
-    ta* Ss = Zs + GD_CZB * ZS;                  // [buffer][kk][col]
-    check_smem((GD_CZB * ZS + 2 * SS) * sizeof(ta));
-    const int NCB = (DV + GD_CBW - 1) / GD_CBW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
+    ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
+    check_smem((2 * DKP * GD_LDQ + 2 * DKP * GD_CLDS) * sizeof(ta));
+    const int NCB = (DV + GD_CBW - 1) / GD_CBW, nG = (nP + GD_CG - 1) / GD_CG;
     const i64 per = (i64)BH * NCB;
     i64 r = blockIdx.x / per;
     int cl = NCL;
@@ -260,65 +356,69 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
         if (r < cnt) break;
         r -= cnt;
     }
-    const i64 bh = blockIdx.x / NCB % BH;
+    const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
     const int c0 = (int)(blockIdx.x % NCB) * GD_CBW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
-    const int end = min(nP, base + (1 << cl));
-    const i64 slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
-    const GdWarpTiles<RB, GD_CBW> wb;
-    const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
-    // Z_q into its buffer (steps up to the last but one: the last has no product), a commit group each
-    auto copy_z = [&](int q) {
-        if (q + 1 < end) gd_copy<DKP, DKP>(Zs + q % GD_CZB * ZS, GD_LDQ, Z + (bh * nP + q) * DK * DK, DK, DK, DK, vec);
+    const int end = min(nP, base + (1 << cl)), nc = min(GD_CBW, DV - c0);
+    const int sh = cl >= 3 ? 2 : 0;  // log2 of the chain's step in periods (GD_CG = 4)
+    const int q0 = base >> sh, qm = mid >> sh, q1 = (end + (1 << sh) - 1) >> sh;
+    auto amat = [&](int q) { return sh ? Pc + ((bh * nG + q) * 3 + 2) * DK * DK : Z + (bh * nP + q) * DK * DK; };
+    auto tadd = [&](int q) {
+        return q >= qm ? (const ta*)nullptr : (sh ? Tg + (bh * nG + q) * slot_sz : Tot + (bh * nP + q) * slot_sz) + c0;
+    };
+    gd_cinit(Ss, q0, (sh ? Tg + (bh * nG + q0) * slot_sz : Tot + (bh * nP + q0) * slot_sz) + c0, DV, DK, nc);
+    gd_cchain(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
+        const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
+        if (q >= qm) gd_cput(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
+    });
+}
+
+// gd_cfill: per (period pp = 4q + k, 0 < k < 4, q > 0; sequence; column block) its slots of levels >= 3 (the set bits of
+// q), S_l(pp) = P_k(q) S_l(4q) (gd_coarse's entries of period 4q, in the same order after pp's entries of levels 1, 2),
+// one DK x DK x GD_CBW product a slot, the next slot copied during it. Shared memory (Config.smem("gd_cfill")): P_k(q),
+// two buffers of a slot.
+extern "C" __global__ void __launch_bounds__(NT) gd_cfill(
+    const ta* __restrict__ Z, const ta* __restrict__ Pc,  // gd_tier1's, gd_cgroup's
+    ta* __restrict__ Sb,                                  // in: gd_coarse's entries; out: those of levels >= 3 inside groups
+    int DK, int DV, int nP, int BH) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    constexpr int SS = DKP * GD_CLDS, RB = DKP / 16, TWB = GdWarpTiles<RB, GD_CBW>::NTL;
+    ta* As = reinterpret_cast<ta*>(smem_raw);  // [row][k]
+    ta* Ss = As + DKP * GD_LDQ;                // [buffer][kk][col]
+    check_smem((DKP * GD_LDQ + 2 * SS) * sizeof(ta));
+    const int NCB = (DV + GD_CBW - 1) / GD_CBW, nG = (nP + GD_CG - 1) / GD_CG, K8 = (DK + 7) / 8 * 8;
+    const int pp = (int)(blockIdx.x / ((i64)BH * NCB)), c0 = (int)(blockIdx.x % NCB) * GD_CBW, q = pp >> 2, k = pp & 3;
+    const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
+    const int ns = __popcll(q);
+    if (!k || !ns) return;
+    const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
+    const ta* src = Sb + (e0 + gd_popsum(GD_CG * q)) * slot_sz + c0;  // period 4q's slots (all of levels >= 3)
+    ta* dst = Sb + (e0 + gd_popsum(pp) + __popcll(k)) * slot_sz + c0;   // pp's, after its levels 1, 2
+    gd_copy<DKP, DKP>(As, GD_LDQ, k == 1 ? Z + (bh * nP + GD_CG * q) * DK * DK : Pc + ((bh * nG + q) * 3 + k - 2) * DK * DK,
+                      DK, DK, DK, vec);
+    auto load = [&](int j) {
+        gd_copy<DKP, GD_CBW>(Ss + (j & 1) * SS, GD_CLDS, src + j * slot_sz, DV, DK, min(GD_CBW, DV - c0), vs);
         cp_async_commit();
     };
-    for (int d = 1; d < GD_CZB; ++d) copy_z(base + d);
-    for (int idx = tid; idx < DKP * GD_CBW; idx += NT) {  // S(base + 1) = Tot_base
-        const int kk = idx / GD_CBW, cc = idx % GD_CBW;
-        Ss[((base + 1) & 1) * SS + kk * GD_CLDS + cc] =
-            kk < DK && c0 + cc < DV ? Tot[(bh * nP + base) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
-    }
-    // Tot_q's entries of the thread's tiles (zero from mid on)
-    auto load_tot = [&](int q, ta (&tv)[TWB][4]) {
+    load(0);
+    const GdWarpTiles<RB, GD_CBW> wb;
+    for (int j = 0; j < ns; ++j) {
+        if (j + 1 < ns) load(j + 1);  // buffer (j + 1) & 1: its last readers passed the previous barrier
+        else cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();  // P_k and slot j in place
+        if (wb.on) {
+            ta acc[1][1][TWB][4] = {};
+            const unsigned use[1] = {1u};
+            gd_mm<1, 1, TWB>(acc, As, nullptr, GD_LDQ, Ss + (j & 1) * SS, 0, GD_CLDS, wb.r0, wb.n0, K8, use);
 #pragma unroll
-        for (int it = 0; it < TWB; ++it)
+            for (int it = 0; it < TWB; ++it)
 #pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const int kk = wb.row(x), cc = wb.col(it, x);
-                const bool tot = q < mid && kk < DK && c0 + cc < DV;
-                tv[it][x] = tot ? Tot[(bh * nP + q) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
-            }
-    };
-    ta tv[TWB][4];  // GD_CRING_SET: Tot_pp, loaded a step ahead
-    if (GD_CRING_SET) load_tot(base + 1, tv);
-    for (int pp = base + 1; pp < end; ++pp) {
-        const ta* Si = Ss + (pp & 1) * SS;
-        ta* So = Ss + (~pp & 1) * SS;
-        cp_async_wait<GD_CZB - 2>();  // Z_pp's group
-        __syncthreads();  // Z_pp and S(pp) complete; the other buffers' last readers done
-        copy_z(pp + GD_CZB - 1);  // into the buffer step pp - 1 read
-        if (pp >= mid) {  // the slot's entry: after those of pp's lower set bits
-            ta* dst = Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz;
-            for (int idx = tid; idx < DKP * GD_CBW; idx += NT) {
-                const int kk = idx / GD_CBW, cc = idx % GD_CBW;
-                if (kk < DK && c0 + cc < DV) dst[(i64)kk * DV + c0 + cc] = Si[kk * GD_CLDS + cc];
-            }
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(it, x);
+                    if (kk < DK && c0 + cc < DV) dst[j * slot_sz + (i64)kk * DV + cc] = acc[0][0][it][x];
+                }
         }
-        if (pp + 1 == end || !wb.on) continue;
-        // Tot_pp loaded before the product (its latency under the product's, off the chain; GD_CRING_SET: a step
-        // ahead, Tot_{pp+1} during this product)
-        ta acc[1][1][TWB][4] = {}, tn[TWB][4];
-        if (!GD_CRING_SET && GD_CPRE_SET) load_tot(pp, tv);
-        if (GD_CRING_SET) load_tot(pp + 1, tn);
-        const unsigned use[1] = {1u};
-        gd_mm<1, 1, TWB>(acc, Zs + pp % GD_CZB * ZS, nullptr, GD_LDQ, Si, 0, GD_CLDS, wb.r0, wb.n0, K8, use);
-        if (!GD_CRING_SET && !GD_CPRE_SET) load_tot(pp, tv);
-#pragma unroll
-        for (int it = 0; it < TWB; ++it)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                So[wb.row(x) * GD_CLDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
-                if (GD_CRING_SET) tv[it][x] = tn[it][x];
-            }
+        __syncthreads();  // slot j's buffer read: the copy of slot j + 2 may overwrite it
     }
     cp_async_wait<0>();
 }
