@@ -239,6 +239,7 @@ constexpr int GD_CBW = GD_BW;
 #endif
 constexpr int GD_CLDS = GD_CBW + 8;  // S's row stride
 constexpr int GD_CG = 4;              // periods per group (_compile.Config / gated_delta.Tier)
+constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coarse kernels' registers must allow
 
 // One block's walk over q = q0 + 1 .. q1 - 1 (GD_CBW columns): S(q0 + 1) in buffer (q0 + 1) & 1 of Ss (stored by the
 // caller; the loop's first barrier publishes it); at each q, put(q, S(q)) (S in shared memory, row stride GD_CLDS),
@@ -302,7 +303,7 @@ __device__ __forceinline__ void gd_cinit(ta* Ss, int q0, const ta* __restrict__ 
 // gd_cgroup: per (group q, sequence) its NCK column blocks of P_k(q) (k = 2 .. 4, where period 4q + k - 1 < nP - 1 ..
 // as far as some period reads them: 4q + k < nP), then its NCB blocks of Tg_q (where 4q + 4 < nP: read in a level's
 // first half). Pc (BH, nG, 3, DK, DK): P_2, P_3, P_4; Tg (BH, nG, DK, DV).
-extern "C" __global__ void __launch_bounds__(NT) gd_cgroup(
+extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     ta* __restrict__ Pc, ta* __restrict__ Tg,              // out
     int DK, int DV, int nP, int BH) {
@@ -338,7 +339,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_cgroup(
 // the longest first: S(base + 1) = Tot_base, S(pp + 1) = Z_pp S(pp) (+ Tot_pp in the first half, pp < mid = base +
 // 2^(cl-1)), written into Sb at each pp >= mid; levels cl >= 3 over the groups (S(4(q + 1)) = P_4(q) S(4q) (+ Tg_q)),
 // written at the groups' first periods only (gd_cfill: the others).
-extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
+extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // gd_cgroup's
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
@@ -376,7 +377,7 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
 // q), S_l(pp) = P_k(q) S_l(4q) (gd_coarse's entries of period 4q, in the same order after pp's entries of levels 1, 2),
 // one DK x DK x GD_CBW product a slot, the next slot copied during it. Shared memory (Config.smem("gd_cfill")): P_k(q),
 // two buffers of a slot.
-extern "C" __global__ void __launch_bounds__(NT) gd_cfill(
+extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
     const ta* __restrict__ Z, const ta* __restrict__ Pc,  // gd_tier1's, gd_cgroup's
     ta* __restrict__ Sb,                                  // in: gd_coarse's entries; out: those of levels >= 3 inside groups
     int DK, int DV, int nP, int BH) {
