@@ -121,6 +121,12 @@ extern "C" void run_coarse(const ta* Z, const ta* Tot, const ta* Pc, const ta* T
     emu_launch(nblocks, 1, 1, [=] { gd_coarse(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH); });
     emu_smem = sizeof(smem_raw);
 }
+extern "C" void run_coarse_g(const ta* Z, const ta* Tot, const ta* Pc, const ta* Tg, ta* Sb, int DK, int DV, int nP, int NCL,
+                             int BH, unsigned nblocks, unsigned smem) {
+    emu_smem = smem;
+    emu_launch(nblocks, 1, 1, [=] { gd_coarse_g(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH); });
+    emu_smem = sizeof(smem_raw);
+}
 extern "C" void run_cfill(const ta* Z, const ta* Pc, ta* Sb, int DK, int DV, int nP, int BH, unsigned nblocks, unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] {

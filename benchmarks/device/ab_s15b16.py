@@ -4,9 +4,11 @@ forward's call); float32 compute: 3xTF32 (f32) and 1xTF32 (x1: the bfloat16 inpu
 - main: gated_delta_tier.cu at 26378e6 (ab_s15b16_main_tier.cu: gd_tier3 one chunk a block; gd_coarse one chain per
         level and period of it, over the periods; its launches as session 14's CupyOps.gd_tiers: gd_tiers_main)
 - new:  the production kernels (gd_tier3: Config.tier3_chunks chunks a block, lam in the A fragments; the coarse slots
-        by gd_cgroup, gd_coarse over groups of 4 periods from level 3, gd_cfill: "coarse" is their sum)
+        grouped (gd_cgroup, gd_coarse_g over groups of 4 periods from level 3, gd_cfill: "coarse" is their sum) from
+        gated_delta.COARSE_GROUP_PERIODS periods, else gd_coarse)
+- grp / per: new with the coarse slots always grouped / always over periods (COARSE_GROUP_PERIODS 0 / none)
 - r1 / r2: new with gd_tier3 at 1 / 2 chunks a block (GD_T3R_SET)
-- c64:  new with the coarse kernels at 64 columns a block (GD_CBW_SET=64)
+(Run at 17d413d, the lead's batch of 10:18 UTC, with the grouped form at 32 columns (new) and 64 (c64: GD_CBW_SET=64).)
 Each build: max |build - gd_scan| / max |gd_scan| (gd_scan: TIERED off), the whole form, then its kernels one by one
 (t1 / coarse / t3); gd_scan itself; first the public bf16 forward at 8K / 32K (torch, production).
     python benchmarks/device/ab_s15b16.py [T,T,..] [--compile-only [f32|x1] [build,build,..]]"""
@@ -30,11 +32,12 @@ cgd.TIER_MIN_CHUNKS = 0
 BH, DK, DV = 32, 64, 64
 cfgs = {"f32": cgd._config("float", DK, 64, ""), "x1": cgd._config("float", DK, 64, "bf16")}
 TIER = ("gd_tier1", "coarse", "gd_tier3")  # coarse: gd_cgroup, gd_coarse, gd_cfill (main: its gd_coarse)
-COARSE = ("gd_cgroup", "gd_coarse", "gd_cfill")
-# name -> (tier source, -D options, gd_tier3's chunks a block (None: Config.tier3_chunks), gd_coarse's columns)
+COARSE = ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill")
+# name -> (tier source, -D options, gd_tier3's chunks a block (None: Config.tier3_chunks), COARSE_GROUP_PERIODS)
 MAIN = os.path.join(HERE, "ab_s15b16_main_tier.cu")
-BUILDS = {"main": (MAIN, (), 1, 32), "new": (None, (), None, None), "r1": (None, ("-DGD_T3R_SET=1",), 1, None),
-          "r2": (None, ("-DGD_T3R_SET=2",), 2, None), "c64": (None, ("-DGD_CBW_SET=64",), None, 64)}
+BUILDS = {"main": (MAIN, (), 1, None), "new": (None, (), None, None), "grp": (None, (), None, 0), "per": (None, (), None, 10**9),
+          "r1": (None, ("-DGD_T3R_SET=1",), 1, None), "r2": (None, ("-DGD_T3R_SET=2",), 2, None)}
+PRODUCTION_GROUP = cgd.COARSE_GROUP_PERIODS
 _mods = {}
 
 
@@ -57,15 +60,14 @@ class Build:
     _i, _p = staticmethod(np.int32), staticmethod(cc.CupyOps._p)
 
     def __init__(self, cfg, name, only=None):
-        self.src, self.extra, self.r3, self.cbw = BUILDS[name]
+        self.src, self.extra, self.r3, self.grp = BUILDS[name]
         self.r3 = self.r3 or cfg.tier3_chunks()
-        self.cbw = self.cbw or cfg.coarse_bw
         self.cfg, self.only = cfg, only
 
     def _tk(self, op, cfg, name):
         if self.only and not (name == self.only or self.only == "coarse" and name in COARSE):
             return (lambda *a, **k: None), (256,), 0
-        smem = (cfg.gd_coarse_smem(self.cbw, 1 if name == "gd_cfill" else 2) if name in COARSE else
+        smem = (cfg.smem(name) if name in COARSE else
                 cfg.gd_tier3_smem(cfg.tier_bw, self.r3) if name == "gd_tier3" else cfg.gd_smem(2, cfg.tier_bw, cfg.tier_bw <= 32))
         return variant(cfg, self.src, self.extra, name), (256,), smem
 
@@ -75,8 +77,11 @@ class Build:
     def run(self, *a):
         if self.src:
             gd_tiers_main(self, self.cfg, *a)
-        else:
-            cc.CupyOps.gd_tiers(self, self.cfg, *a, r3=self.r3, cbw=self.cbw)
+        else:  # the tier plan with this build's coarse form
+            cgd.COARSE_GROUP_PERIODS = PRODUCTION_GROUP if self.grp is None else self.grp
+            tier = cgd.tier_plan(self.cfg, 0, a[0].n, 0, False, a[9], a[10])  # (n, DK, DV)
+            cc.CupyOps.gd_tiers(self, self.cfg, tier, *a[1:], r3=self.r3)
+            cgd.COARSE_GROUP_PERIODS = PRODUCTION_GROUP
 
 
 def gd_tiers_main(ops, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch):
@@ -151,7 +156,9 @@ for T in Ts:
     intra = out.copy()  # the timed calls add their reads into out: the checks start from this
     NLC = cgd.chunk_slots(F, n, T % C == 0)
     lev = cupy.zeros((BH, NLC, DK, DV), cupy.float32)
+    cgd.COARSE_GROUP_PERIODS = 0  # the scratch of the grouped form (the largest)
     tier = cgd.tier_plan(cfgs["f32"], F, n, 0, False, DK, DV)
+    cgd.COARSE_GROUP_PERIODS = PRODUCTION_GROUP
     scratch = [cupy.empty((BH,) + s, cupy.float32) for s in tier.shapes(DK, DV)]
     for key, cfg in cfgs.items():
         def scan(o):

@@ -87,13 +87,16 @@ class Config:
         BW = BW or self.tier_bw
         return next(R for R in (4, 2, 1) if R == 1 or self.gd_tier3_smem(BW, R) <= 113 * 1024)
 
-    #: gd_coarse's columns per block (gated_delta_tier.cu's GD_CBW)
-    coarse_bw = GD_BW
+    @property
+    def coarse_group_bw(self):
+        """The grouped coarse kernels' columns per block (gated_delta_tier.cu's GD_CGBW: gd_cgroup, gd_coarse_g,
+        gd_cfill): float32 64, float64 32 (gd_coarse: GD_BW)."""
+        return 64 if self.ta == "float" else GD_BW
 
-    def gd_coarse_smem(self, BW=None, zb=2):
-        """gd_coarse's and gd_cgroup's shared memory (gated_delta_tier.cu's gd_cchain): zb buffers of a transfer (DKP x
-        DKP, rows padded by 16 bytes; gd_cfill: 1) and two of a slot (DKP x BW, BW + 8 a row; None: ``coarse_bw``)."""
-        BW = BW or self.coarse_bw
+    def gd_coarse_smem(self, BW=GD_BW, zb=2):
+        """The coarse kernels' shared memory (gated_delta_tier.cu's gd_cchain: gd_coarse at BW = GD_BW; gd_cgroup,
+        gd_coarse_g at ``coarse_group_bw``): zb buffers of a transfer (DKP x DKP, rows padded by 16 bytes; gd_cfill: 1)
+        and two of a slot (DKP x BW, BW + 8 a row)."""
         return (zb * self.DKP * (self.DKP + 16 // self.itemsize) + 2 * self.DKP * (BW + 8)) * self.itemsize
 
     # dynamic shared memory of each kernel, in bytes (the kernels check it: check_smem)
@@ -105,10 +108,10 @@ class Config:
             return self.gd_smem(2, self.tier_bw, self.tier_bw <= 32)
         if kernel == "gd_tier3":
             return self.gd_tier3_smem(self.tier_bw)
-        if kernel in ("gd_coarse", "gd_cgroup"):  # (past SMEM_MAX: float64 at DKP = 128, which tier_plan leaves to gd_scan)
+        if kernel == "gd_coarse":  # (past SMEM_MAX: float64 at DKP = 128, which gated_delta.tier_plan leaves to gd_scan)
             return min(self.gd_coarse_smem(), SMEM_MAX)
-        if kernel == "gd_cfill":
-            return self.gd_coarse_smem(zb=1)
+        if kernel in ("gd_cgroup", "gd_coarse_g", "gd_cfill"):
+            return min(self.gd_coarse_smem(self.coarse_group_bw, 1 if kernel == "gd_cfill" else 2), SMEM_MAX)
         if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels
             pad = 8 if self.ta == "float" and CH == DKP == 64 else 4  # GF_PAD (rows of the tensor-core operands)
             if pad == 8 and self.bf16:  # GF_H: Q and K / V as 16-bit tiles, two float32 tiles (GF_SMEM_BYTES)
@@ -305,9 +308,9 @@ _KERNELS = {
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
-    "gated_delta": ("gd_forms", "gd_scan", "gd_tier1", "gd_cgroup", "gd_coarse", "gd_cfill", "gd_tier3"),  # gated_delta.py:
-    # the per-chunk WY forms, the scan over chunks (its two-tier form from chunk 0 without states: gd_tier1, the coarse
-    # slots (gd_cgroup, gd_coarse, gd_cfill), gd_tier3)
+    "gated_delta": ("gd_forms", "gd_scan", "gd_tier1", "gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill", "gd_tier3"),
+    # gated_delta.py: the per-chunk WY forms, the scan over chunks (its two-tier form from chunk 0 without states:
+    # gd_tier1, the coarse slots (gd_coarse, or from 65 periods gd_cgroup, gd_coarse_g, gd_cfill), gd_tier3)
     "gated_delta_bwd": ("gd_scan_bwd", "gd_scan_bwd_x1", "gd_forms_bwd", "gd_forms_bwd_x1"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
@@ -635,16 +638,16 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
-                 r3=None, cbw=None):
-        """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_coarse, gd_tier3) for ``tier =
+                 r3=None):
+        """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, the coarse slots, gd_tier3) for ``tier =
         gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None: allocated here); bw: gd_tier1 /
         gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as session
         13's walks (a timing build's GD_T3WALK_SET=1; no Qp); r3: gd_tier3's chunks per block (None:
-        ``cfg.tier3_chunks(bw)``; a timing build's GD_T3R_SET); cbw: gd_coarse's columns per block (None: ``cfg.coarse_bw``;
-        a timing build's GD_CBW_SET)."""
+        ``cfg.tier3_chunks(bw)``; a timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup, gd_coarse_g,
+        gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse (every level over periods)."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
-        bw, cbw = bw or cfg.tier_bw, cbw or cfg.coarse_bw
+        bw = bw or cfg.tier_bw
         r3 = r3 or cfg.tier3_chunks(bw)
         NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i
         head = (qe, ek, ph, H, g, lam, out)
@@ -653,15 +656,19 @@ class CupyOps:
                                                     i(n), i(nP), i(BH)), shared_mem=smem)
         if NCL == 0:  # one period: no level above GD_TM
             return
-        CB, CK = -(-DV // cbw), -(-DK // cbw)  # the coarse kernels' column blocks
-        if NCL >= 3:  # levels over groups of 4 periods: their transfers' prefixes and keys
+        cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
+        if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill
+            cbw = cfg.coarse_group_bw
+            CB, CK = -(-DV // cbw), -(-DK // cbw)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_cgroup")
             fn((nG * BH * (CK + CB),), block, (Z, Tot, Pc, Tg, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
-        fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
-        fn((tier.coarse_chains * BH * CB,), block, (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH)), shared_mem=smem)
-        if NCL >= 3:
+            fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse_g")
+            fn((tier.coarse_chains * BH * CB,), block, cargs, shared_mem=smem)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
             fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
+        else:
+            fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
+            fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, cargs, shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
             fn((-(-n // r3) * BH * NCB,), block, (Qp, lam, out, Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)),

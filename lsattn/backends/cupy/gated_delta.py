@@ -95,6 +95,11 @@ TIER_M = 2  # gated_delta_tier.cu's GD_TM: the two-tier form's low levels (its l
 #: (float32) faster than gd_scan, 128 22% / 28%, 512 39% / 39%; smaller calls not measured; benchmarks/NOTES.md
 #: "Session 14 — s14a16"; the tests set 0)
 TIER_MIN_CHUNKS = 32
+#: the coarse slots' grouped form (gd_cgroup, gd_coarse_g, gd_cfill: levels >= 3 over groups of 4 periods) from more
+#: periods than this; gd_coarse (every level over periods) up to it (H200, B H = 32, d = 64, C = 64, session 15: grouped
+#: at 64 columns 0.507 / 0.677 ms against 0.570 / 0.862 at 128 periods (bf16 inputs / float32), 0.128 / 0.170 against
+#: 0.116 / 0.159 at 32, 0.054 against 0.026 at 8; 64 not measured; benchmarks/NOTES.md "Session 15 — s15b16"; tests set 0)
+COARSE_GROUP_PERIODS = 64
 
 
 def popsum(p):
@@ -113,6 +118,7 @@ class Tier:
     TM: int = TIER_M  # (a timing build's GD_TM_SET)
     n: int = 0
     C: int = 0
+    grouped: bool = False  # the coarse slots' grouped form (COARSE_GROUP_PERIODS)
 
     @property
     def NPR(self):
@@ -131,9 +137,11 @@ class Tier:
 
     def shapes(self, DK, DV):
         """Per sequence: the periods' transfers Z and keys Tot, the coarse slots at the periods' starts Sb, the
-        queries carried to their period's start Qp, the groups' transfer prefixes Pc and keys Tg (gd_cgroup's)."""
+        queries carried to their period's start Qp, the groups' transfer prefixes Pc and keys Tg (gd_cgroup's; one
+        group's size unless ``grouped``)."""
+        nG = self.nG if self.grouped else 1
         return ((self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV), (self.n, self.C, DK),
-                (self.nG, 3, DK, DK), (self.nG, DK, DV))
+                (nG, 3, DK, DK), (nG, DK, DV))
 
 
 def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
@@ -142,8 +150,9 @@ def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
     if not TIERED or F or n_old or keep or n < TIER_MIN_CHUNKS:
         return None
     nP = -(-n >> TM)
-    tier = Tier(nP, (nP - 1).bit_length(), TM, n, cfg.CH)
-    return tier if cfg.gd_coarse_smem() <= SMEM_MAX else None
+    NCL = (nP - 1).bit_length()
+    tier = Tier(nP, NCL, TM, n, cfg.CH, NCL >= 3 and nP > COARSE_GROUP_PERIODS)
+    return tier if cfg.gd_coarse_smem(max(GD_BW, cfg.coarse_group_bw)) <= SMEM_MAX else None
 
 
 def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="", check=None):

@@ -231,26 +231,23 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
 //   (transition P_4, keys Tg: a group's four periods in one step; a level's periods are whole groups), writing the
 //   slots at the periods (groups' first periods) of each period's second half: the top chain nP / 4 - 1 steps.
 // - gd_cfill: the slots of levels >= 3 at the periods inside a group, S_l(4q + k) = P_k(q) S_l(4q), in parallel.
-// gd_cgroup / gd_coarse's columns per block (GD_CBW; a timing build may set it: GD_CBW_SET; _compile.Config.coarse_bw)
-#ifdef GD_CBW_SET
-constexpr int GD_CBW = GD_CBW_SET;
-#else
-constexpr int GD_CBW = GD_BW;
-#endif
-constexpr int GD_CLDS = GD_CBW + 8;  // S's row stride
+// The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_BW; the grouped
+// form (gd_cgroup, gd_coarse_g, gd_cfill) GD_CGBW, float32 64 (session 15: at 32 columns the grouped form lost to the
+// periods' chains at every size, at 64 it won at 32K; _compile.Config.coarse_group_bw)
+constexpr int GD_CGBW = GD_TC ? 64 : GD_BW;
 constexpr int GD_CG = 4;              // periods per group (_compile.Config / gated_delta.Tier)
 constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coarse kernels' registers must allow
 
-// One block's walk over q = q0 + 1 .. q1 - 1 (GD_CBW columns): S(q0 + 1) in buffer (q0 + 1) & 1 of Ss (stored by the
-// caller; the loop's first barrier publishes it); at each q, put(q, S(q)) (S in shared memory, row stride GD_CLDS),
+// One block's walk over q = q0 + 1 .. q1 - 1 (CBW columns): S(q0 + 1) in buffer (q0 + 1) & 1 of Ss (stored by the
+// caller; the loop's first barrier publishes it); at each q, put(q, S(q)) (S in shared memory, row stride CBW + 8),
 // then S(q + 1) = A(q) S(q) + T(q) (A(q): a DK x DK row-major matrix copied one step ahead into Zs; T(q): ncol
 // columns of a row-major matrix (row stride tld) or null). One product per step, two buffers of A and of S: one
 // barrier a step. Shared memory: Config.gd_coarse_smem().
-template <typename AF, typename TF, typename PF>
+template <int CBW, typename AF, typename TF, typename PF>
 __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
                                           PF put) {
-    constexpr int ZS = DKP * GD_LDQ, SS = DKP * GD_CLDS, RB = DKP / 16, TWB = GdWarpTiles<RB, GD_CBW>::NTL;
-    const GdWarpTiles<RB, GD_CBW> wb;
+    constexpr int LDS = CBW + 8, ZS = DKP * GD_LDQ, SS = DKP * LDS, RB = DKP / 16, TWB = GdWarpTiles<RB, CBW>::NTL;
+    const GdWarpTiles<RB, CBW> wb;
     const int K8 = (DK + 7) / 8 * 8;
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
     auto copy_a = [&](int q) {  // A(q) into buffer q & 1 (steps up to the last but one: the last has no product)
@@ -276,27 +273,29 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
                 tv[it][x] = t && kk < DK && cc < ncol ? t[kk * tld + cc] : (ta)0;
             }
         const unsigned use[1] = {1u};
-        gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, GD_CLDS, wb.r0, wb.n0, K8, use);
+        gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
-            for (int x = 0; x < 4; ++x) So[wb.row(x) * GD_CLDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+            for (int x = 0; x < 4; ++x) So[wb.row(x) * LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
     }
     cp_async_wait<0>();
 }
-// S's ncol columns (shared, row stride GD_CLDS) into dst (row stride dld)
+// S's ncol columns (shared, row stride CBW + 8) into dst (row stride dld)
+template <int CBW>
 __device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta* Si, int DK, int ncol) {
-    for (int idx = threadIdx.x; idx < DKP * GD_CBW; idx += NT) {
-        const int kk = idx / GD_CBW, cc = idx % GD_CBW;
-        if (kk < DK && cc < ncol) dst[kk * dld + cc] = Si[kk * GD_CLDS + cc];
+    for (int idx = threadIdx.x; idx < DKP * CBW; idx += NT) {
+        const int kk = idx / CBW, cc = idx % CBW;
+        if (kk < DK && cc < ncol) dst[kk * dld + cc] = Si[kk * (CBW + 8) + cc];
     }
 }
 // S(q0 + 1) = ncol columns of src (row stride sld), zero-padded, into buffer (q0 + 1) & 1
+template <int CBW>
 __device__ __forceinline__ void gd_cinit(ta* Ss, int q0, const ta* __restrict__ src, i64 sld, int DK, int ncol) {
-    ta* S = Ss + ((q0 + 1) & 1) * DKP * GD_CLDS;
-    for (int idx = threadIdx.x; idx < DKP * GD_CBW; idx += NT) {
-        const int kk = idx / GD_CBW, cc = idx % GD_CBW;
-        S[kk * GD_CLDS + cc] = kk < DK && cc < ncol ? src[kk * sld + cc] : (ta)0;
+    ta* S = Ss + ((q0 + 1) & 1) * DKP * (CBW + 8);
+    for (int idx = threadIdx.x; idx < DKP * CBW; idx += NT) {
+        const int kk = idx / CBW, cc = idx % CBW;
+        S[kk * (CBW + 8) + cc] = kk < DK && cc < ncol ? src[kk * sld + cc] : (ta)0;
     }
 }
 
@@ -310,27 +309,27 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
     ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
-    check_smem((2 * DKP * GD_LDQ + 2 * DKP * GD_CLDS) * sizeof(ta));
-    const int NCK = (DK + GD_CBW - 1) / GD_CBW, NCB = (DV + GD_CBW - 1) / GD_CBW, nG = (nP + GD_CG - 1) / GD_CG;
+    check_smem((2 * DKP * GD_LDQ + 2 * DKP * (GD_CGBW + 8)) * sizeof(ta));
+    const int NCK = (DK + GD_CGBW - 1) / GD_CGBW, NCB = (DV + GD_CGBW - 1) / GD_CGBW, nG = (nP + GD_CG - 1) / GD_CG;
     const int q = (int)(blockIdx.x / ((i64)BH * (NCK + NCB))), role = (int)(blockIdx.x % (NCK + NCB)), p0 = GD_CG * q;
     const i64 bh = blockIdx.x / (NCK + NCB) % BH;
     auto zq = [&](int pp) { return Z + (bh * nP + pp) * DK * DK; };
     if (role < NCK) {  // P_k(q)'s columns c0 ..: the walk S <- Z_pp S from S = Z_{p0}'s columns
-        const int c0 = role * GD_CBW, q1 = min(p0 + GD_CG + 1, nP);
+        const int c0 = role * GD_CGBW, q1 = min(p0 + GD_CG + 1, nP);
         if (q1 <= p0 + 2) return;
         ta* pc = Pc + (bh * nG + q) * 3 * DK * DK + c0;
-        gd_cinit(Ss, p0, zq(p0) + c0, DK, DK, min(GD_CBW, DK - c0));
-        gd_cchain(Zs, Ss, p0, q1, DK, 0, 0, zq, [](int) { return (const ta*)nullptr; }, [&](int pp, const ta* Si) {
-            if (pp >= p0 + 2) gd_cput(pc + (i64)(pp - p0 - 2) * DK * DK, DK, Si, DK, min(GD_CBW, DK - c0));
+        gd_cinit<GD_CGBW>(Ss, p0, zq(p0) + c0, DK, DK, min(GD_CGBW, DK - c0));
+        gd_cchain<GD_CGBW>(Zs, Ss, p0, q1, DK, 0, 0, zq, [](int) { return (const ta*)nullptr; }, [&](int pp, const ta* Si) {
+            if (pp >= p0 + 2) gd_cput<GD_CGBW>(pc + (i64)(pp - p0 - 2) * DK * DK, DK, Si, DK, min(GD_CGBW, DK - c0));
         });
     } else {  // Tg_q's columns c0 ..: the walk S <- Z_pp S + Tot_pp from S = Tot_{p0}
-        const int c0 = (role - NCK) * GD_CBW;
+        const int c0 = (role - NCK) * GD_CGBW;
         if (p0 + GD_CG >= nP) return;
         const i64 slot_sz = (i64)DK * DV;
         auto tq = [&](int pp) { return Tot + (bh * nP + pp) * slot_sz + c0; };
-        gd_cinit(Ss, p0, tq(p0), DV, DK, min(GD_CBW, DV - c0));
-        gd_cchain(Zs, Ss, p0, p0 + GD_CG + 1, DK, min(GD_CBW, DV - c0), DV, zq, tq, [&](int pp, const ta* Si) {
-            if (pp == p0 + GD_CG) gd_cput(Tg + (bh * nG + q) * slot_sz + c0, DV, Si, DK, min(GD_CBW, DV - c0));
+        gd_cinit<GD_CGBW>(Ss, p0, tq(p0), DV, DK, min(GD_CGBW, DV - c0));
+        gd_cchain<GD_CGBW>(Zs, Ss, p0, p0 + GD_CG + 1, DK, min(GD_CGBW, DV - c0), DV, zq, tq, [&](int pp, const ta* Si) {
+            if (pp == p0 + GD_CG) gd_cput<GD_CGBW>(Tg + (bh * nG + q) * slot_sz + c0, DV, Si, DK, min(GD_CGBW, DV - c0));
         });
     }
 }
@@ -338,17 +337,17 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
 // gd_coarse: one block per (coarse level cl, its period of 2^cl periods from base with reads, sequence, column block),
 // the longest first: S(base + 1) = Tot_base, S(pp + 1) = Z_pp S(pp) (+ Tot_pp in the first half, pp < mid = base +
 // 2^(cl-1)), written into Sb at each pp >= mid; levels cl >= 3 over the groups (S(4(q + 1)) = P_4(q) S(4q) (+ Tg_q)),
-// written at the groups' first periods only (gd_cfill: the others).
-extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
-    const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
-    const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // gd_cgroup's
-    ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
-    int DK, int DV, int nP, int NCL, int BH) {
+// written at the groups' first periods only (gd_cfill: the others): the grouped form (GRP: gd_coarse_g; from 65 periods,
+// gated_delta.COARSE_GROUP_PERIODS), else every level over periods (gd_coarse, session 14's chains).
+template <int CBW, bool GRP>
+__device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const ta* __restrict__ Tot, const ta* __restrict__ Pc,
+                                               const ta* __restrict__ Tg, ta* __restrict__ Sb, int DK, int DV, int nP, int NCL,
+                                               int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
     ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
-    check_smem((2 * DKP * GD_LDQ + 2 * DKP * GD_CLDS) * sizeof(ta));
-    const int NCB = (DV + GD_CBW - 1) / GD_CBW, nG = (nP + GD_CG - 1) / GD_CG;
+    check_smem((2 * DKP * GD_LDQ + 2 * DKP * (CBW + 8)) * sizeof(ta));
+    const int NCB = (DV + CBW - 1) / CBW, nG = (nP + GD_CG - 1) / GD_CG;
     const i64 per = (i64)BH * NCB;
     i64 r = blockIdx.x / per;
     int cl = NCL;
@@ -358,36 +357,50 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
         r -= cnt;
     }
     const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
-    const int c0 = (int)(blockIdx.x % NCB) * GD_CBW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
-    const int end = min(nP, base + (1 << cl)), nc = min(GD_CBW, DV - c0);
-    const int sh = cl >= 3 ? 2 : 0;  // log2 of the chain's step in periods (GD_CG = 4)
+    const int c0 = (int)(blockIdx.x % NCB) * CBW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
+    const int end = min(nP, base + (1 << cl)), nc = min(CBW, DV - c0);
+    const int sh = GRP && cl >= 3 ? 2 : 0;  // log2 of the chain's step in periods (GD_CG = 4)
     const int q0 = base >> sh, qm = mid >> sh, q1 = (end + (1 << sh) - 1) >> sh;
     auto amat = [&](int q) { return sh ? Pc + ((bh * nG + q) * 3 + 2) * DK * DK : Z + (bh * nP + q) * DK * DK; };
     auto tadd = [&](int q) {
         return q >= qm ? (const ta*)nullptr : (sh ? Tg + (bh * nG + q) * slot_sz : Tot + (bh * nP + q) * slot_sz) + c0;
     };
-    gd_cinit(Ss, q0, (sh ? Tg + (bh * nG + q0) * slot_sz : Tot + (bh * nP + q0) * slot_sz) + c0, DV, DK, nc);
-    gd_cchain(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
+    gd_cinit<CBW>(Ss, q0, (sh ? Tg + (bh * nG + q0) * slot_sz : Tot + (bh * nP + q0) * slot_sz) + c0, DV, DK, nc);
+    gd_cchain<CBW>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
-        if (q >= qm) gd_cput(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
+        if (q >= qm) gd_cput<CBW>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
     });
+}
+extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
+    const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
+    const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // unused (gd_coarse_g's)
+    ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
+    int DK, int DV, int nP, int NCL, int BH) {
+    gd_coarse_body<GD_BW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
+}
+extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse_g(
+    const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
+    const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // gd_cgroup's
+    ta* __restrict__ Sb,                                   // as gd_coarse's (levels >= 3 at the groups' first periods)
+    int DK, int DV, int nP, int NCL, int BH) {
+    gd_coarse_body<GD_CGBW, true>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
 }
 
 // gd_cfill: per (period pp = 4q + k, 0 < k < 4, q > 0; sequence; column block) its slots of levels >= 3 (the set bits of
 // q), S_l(pp) = P_k(q) S_l(4q) (gd_coarse's entries of period 4q, in the same order after pp's entries of levels 1, 2),
-// one DK x DK x GD_CBW product a slot, the next slot copied during it. Shared memory (Config.smem("gd_cfill")): P_k(q),
+// one DK x DK x GD_CGBW product a slot, the next slot copied during it. Shared memory (Config.smem("gd_cfill")): P_k(q),
 // two buffers of a slot.
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
     const ta* __restrict__ Z, const ta* __restrict__ Pc,  // gd_tier1's, gd_cgroup's
     ta* __restrict__ Sb,                                  // in: gd_coarse's entries; out: those of levels >= 3 inside groups
     int DK, int DV, int nP, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int SS = DKP * GD_CLDS, RB = DKP / 16, TWB = GdWarpTiles<RB, GD_CBW>::NTL;
+    constexpr int SS = DKP * (GD_CGBW + 8), RB = DKP / 16, TWB = GdWarpTiles<RB, GD_CGBW>::NTL;
     ta* As = reinterpret_cast<ta*>(smem_raw);  // [row][k]
     ta* Ss = As + DKP * GD_LDQ;                // [buffer][kk][col]
     check_smem((DKP * GD_LDQ + 2 * SS) * sizeof(ta));
-    const int NCB = (DV + GD_CBW - 1) / GD_CBW, nG = (nP + GD_CG - 1) / GD_CG, K8 = (DK + 7) / 8 * 8;
-    const int pp = (int)(blockIdx.x / ((i64)BH * NCB)), c0 = (int)(blockIdx.x % NCB) * GD_CBW, q = pp >> 2, k = pp & 3;
+    const int NCB = (DV + GD_CGBW - 1) / GD_CGBW, nG = (nP + GD_CG - 1) / GD_CG, K8 = (DK + 7) / 8 * 8;
+    const int pp = (int)(blockIdx.x / ((i64)BH * NCB)), c0 = (int)(blockIdx.x % NCB) * GD_CGBW, q = pp >> 2, k = pp & 3;
     const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
     const int ns = __popcll(q);
     if (!k || !ns) return;
@@ -397,11 +410,11 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
     gd_copy<DKP, DKP>(As, GD_LDQ, k == 1 ? Z + (bh * nP + GD_CG * q) * DK * DK : Pc + ((bh * nG + q) * 3 + k - 2) * DK * DK,
                       DK, DK, DK, vec);
     auto load = [&](int j) {
-        gd_copy<DKP, GD_CBW>(Ss + (j & 1) * SS, GD_CLDS, src + j * slot_sz, DV, DK, min(GD_CBW, DV - c0), vs);
+        gd_copy<DKP, GD_CGBW>(Ss + (j & 1) * SS, (GD_CGBW + 8), src + j * slot_sz, DV, DK, min(GD_CGBW, DV - c0), vs);
         cp_async_commit();
     };
     load(0);
-    const GdWarpTiles<RB, GD_CBW> wb;
+    const GdWarpTiles<RB, GD_CGBW> wb;
     for (int j = 0; j < ns; ++j) {
         if (j + 1 < ns) load(j + 1);  // buffer (j + 1) & 1: its last readers passed the previous barrier
         else cp_async_commit();
@@ -410,7 +423,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
         if (wb.on) {
             ta acc[1][1][TWB][4] = {};
             const unsigned use[1] = {1u};
-            gd_mm<1, 1, TWB>(acc, As, nullptr, GD_LDQ, Ss + (j & 1) * SS, 0, GD_CLDS, wb.r0, wb.n0, K8, use);
+            gd_mm<1, 1, TWB>(acc, As, nullptr, GD_LDQ, Ss + (j & 1) * SS, 0, (GD_CGBW + 8), wb.r0, wb.n0, K8, use);
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
