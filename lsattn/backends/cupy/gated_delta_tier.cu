@@ -13,12 +13,13 @@
 //   (b) per period (of several), its transfer Z_pp = P_{4pp+3} .. P_{4pp} (DK x DK, the identity's columns
 //   carried: 2 products per chunk, no H), whose read at each chunk c of a period with coarse slots (pp > 0) is
 //   stored: Qp_c = Qe_c P_{c-1} .. P_{4pp} (CH x DK, each token's query carried back to its period's start).
-// - gd_coarse: the slots of the levels GD_TM + cl (coarse level cl: bit cl - 1 of pp set) at every period
-//   pp's start into Sb (compact: entry popsum(pp) + rank), as gd_scan's chains over the periods
-//   (transition Z_pp, keys Tot_pp): one DK x DK x GD_BW product a period and chain, the chains in parallel.
-// - gd_tier3: per (chunk c, sequence, column block) the reads of the coarse slots its period holds, with no walk:
-//   out_t += sum_l lam[t, level l] Qp_t S_l(pp) (session 13: each pair of slots read and carried over the period's
-//   chunks, a walk of 4 chunk steps: GD_T3WALK_SET=1, a timing build).
+// - the coarse slots (gd_coarse, or gd_cgroup / gd_coarse_g / gd_cfill): the slots of the levels GD_TM + cl (coarse
+//   level cl: bit cl - 1 of pp set) at every period pp's start into Sb (compact: entry popsum(pp) + rank), as gd_scan's
+//   chains over the periods (transition Z_pp, keys Tot_pp): one DK x DK x GD_BW product a period and chain, the chains
+//   in parallel (the grouped form: levels >= 3 over groups of 4 periods).
+// - gd_tier3: per (GD_T3R chunks c of a period, sequence, column block) the reads of the coarse slots its period
+//   holds, with no walk: out_t += sum_l lam[t, level l] Qp_t S_l(pp) (session 13: each pair of slots read and carried
+//   over the period's chunks, a walk of 4 chunk steps: GD_T3WALK_SET=1, a timing build).
 // Work per chunk: 3 popcount(c & 3) + 3 (transfer and its read) + popcount(c >> 2) products (gd_scan: 3 popcount(c)
 // + 2 (NLC - popcount(c))); longest chain: 4 chunk steps + nP - 1 coarse steps of one product + one read.
 #ifdef GD_TM_SET  // a timing build may set it (3: periods of 8 chunks, 2 blocks per SM by shared memory)
@@ -221,13 +222,13 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
 }
 
 // The coarse slots at the periods' starts (Sb, compact: entry popsum(pp) + rank of level cl's bit cl - 1 among pp's
-// set bits), gd_scan's chains at the periods' granularity, in three launches (session 14: one chain per (level,
-// period of it) over the periods, its top chain nP - 1 steps of ~3-4 us: 0.51 ms at 32K; benchmarks/NOTES.md
-// "Session 15 — s15b16"):
+// set bits), gd_scan's chains at the periods' granularity: gd_coarse (session 14's: one chain per (level, period of it)
+// over the periods, its top chain nP - 1 steps of ~3-4 us: 0.57 ms at 32K) up to 64 periods, else the grouped form in
+// three launches (0.51 ms at 32K, 64 columns; slower at 8K and below; benchmarks/NOTES.md "Session 15 — s15b16"):
 // - gd_cgroup: per group q of GD_CG = 4 periods, its transfer's prefixes P_k(q) = Z_{4q+k-1} .. Z_{4q} (k = 2, 3, 4;
 //   P_1 = Z_{4q}) and its keys at its end, Tg_q = sum_k P_4 P_k^-1 Tot_{4q+k-1} (as the walk S <- Z S + Tot): short
 //   walks, all groups in parallel.
-// - gd_coarse: the chains of levels 1, 2 over periods (transition Z, keys Tot) and of levels >= 3 over groups
+// - gd_coarse_g: the chains of levels 1, 2 over periods (transition Z, keys Tot) and of levels >= 3 over groups
 //   (transition P_4, keys Tg: a group's four periods in one step; a level's periods are whole groups), writing the
 //   slots at the periods (groups' first periods) of each period's second half: the top chain nP / 4 - 1 steps.
 // - gd_cfill: the slots of levels >= 3 at the periods inside a group, S_l(4q + k) = P_k(q) S_l(4q), in parallel.
