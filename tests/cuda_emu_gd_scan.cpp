@@ -122,10 +122,31 @@ extern "C" void run_tier1x(const ta* qe, const ta* ek, const ta* ph, const ta* H
     emu_launch(nblocks, 1, 1, [=] { gd_tier1x(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
     emu_smem = sizeof(smem_raw);
 }
-extern "C" void run_coarse(const ta* Z, const ta* Tot, ta* Sb, int DK, int DV, int nP, int NCL, int BH, unsigned nblocks,
+extern "C" void run_cgroup(const ta* Z, const ta* Tot, ta* Pc, ta* Tg, int DK, int DV, int nP, int BH, unsigned nblocks,
                            unsigned smem) {
     emu_smem = smem;
-    emu_launch(nblocks, 1, 1, [=] { gd_coarse(Z, Tot, Sb, DK, DV, nP, NCL, BH); });
+    emu_launch(nblocks, 1, 1, [=] { gd_cgroup(Z, Tot, Pc, Tg, DK, DV, nP, BH); });
+    emu_smem = sizeof(smem_raw);
+}
+extern "C" void run_coarse(const ta* Z, const ta* Tot, const ta* Pc, const ta* Tg, ta* Sb, int DK, int DV, int nP, int NCL,
+                           int BH, unsigned nblocks, unsigned smem) {
+    emu_smem = smem;
+    emu_launch(nblocks, 1, 1, [=] { gd_coarse(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH); });
+    emu_smem = sizeof(smem_raw);
+}
+extern "C" void run_coarse_g(const ta* Z, const ta* Tot, const ta* Pc, const ta* Tg, ta* Sb, int DK, int DV, int nP, int NCL,
+                             int BH, unsigned nblocks, unsigned smem) {
+    emu_smem = smem;
+    emu_launch(nblocks, 1, 1, [=] { gd_coarse_g(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH); });
+    emu_smem = sizeof(smem_raw);
+}
+extern "C" void run_cfill(const ta* Z, const ta* Pc, ta* Sb, int DK, int DV, int nP, int BH, unsigned nblocks, unsigned smem) {
+    emu_smem = smem;
+    emu_launch(nblocks, 1, 1, [=] {
+        gd_cfill(Z, Pc, Sb, DK, DV, nP, BH);
+        for (const auto& grp : emu_groups)
+            if (!grp.empty()) std::abort();  // copies never waited for
+    });
     emu_smem = sizeof(smem_raw);
 }
 #if GD_T3WALK_SET  // the timing build of session 13's gd_tier3 walks

@@ -221,7 +221,7 @@ class Emulated:
     tm = cgd.TIER_M  # the two-tier form's low levels (a timing build's GD_TM_SET)
     tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
-    cring = False  # gd_coarse's Z copied two steps ahead (a timing build's GD_CRING_SET)
+    r3 = None  # gd_tier3's chunks per block (a timing build's GD_T3R_SET; None: Config.tier3_chunks)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
@@ -229,7 +229,7 @@ class Emulated:
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
-        defines |= {"GD_CRING_SET": 1} if self.cring else {}
+        defines |= {} if self.r3 is None else {"GD_T3R_SET": self.r3}
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": forms_source()})
 
@@ -249,8 +249,8 @@ class Emulated:
     def _tk(self, op, cfg, name):
         """CupyOps' kernel lookup: the two-tier form's kernels (CupyOps.gd_tiers) on this emulation."""
         bw = self.tbw or cfg.tier_bw
-        smem = (cfg.gd_coarse_smem(zb=3 if self.cring else 2) if name == "gd_coarse" else
-                cfg.gd_tier3_smem(bw) if name == "gd_tier3" and not self.walk3 else
+        smem = (cfg.smem(name) if name in ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill") else
+                cfg.gd_tier3_smem(bw, self.r3) if name == "gd_tier3" and not self.walk3 else
                 cfg.gd_smem(1, bw, bw <= 32) if name == "gd_tier1x" else cfg.gd_smem(self.tm, bw, bw <= 32, hc=True))
         return _EmuKernel(self._lib(cfg), name), (256,), smem
 
@@ -259,7 +259,7 @@ class Emulated:
         tier = cgd.tier_plan(cfg, F, n, n_old, keep, DK, DV, self.tm)
         if tier is not None and self.bw == BW:  # the host logic of CupyOps.gd_scan, launches on this emulation
             return CupyOps.gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, bw=self.tbw,
-                                    walk3=self.walk3)
+                                    walk3=self.walk3, r3=self.r3)
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH, self.g)]
@@ -362,28 +362,30 @@ def test_tier_plan(monkeypatch):
         assert cgd.popsum(tier.nP) == sum(bin(x).count("1") for x in range(tier.nP))
 
 
-@pytest.mark.parametrize("dtype, T, dk, dv, C, decay", [
-    ("float64", 700, 5, 19, 16, "moderate"),  # 44 chunks: 11 periods, 4 coarse levels, a partial last period
-    ("float64", 300, 33, 3, 32, "strong"),  # transfers in two column blocks (d_k > GD_BW)
-    ("float32", 420, 16, 40, 16, "mixed"),  # tensor cores (3xTF32); two value column blocks; 27 chunks
-    ("float32", 20, 20, 17, 16, "strong"),  # two chunks: one period, no coarse level
-    ("bfloat16", 600, 64, 20, 64, "moderate"),  # 1xTF32, 10 chunks at C = 64: 3 periods
-    ("float64", 700, 5, 19, 16, "tm3"),  # the timing build of periods of 8 chunks (GD_TM_SET=3)
-    ("float32", 420, 16, 40, 16, "tm3"),
-    # one build of two timing builds (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks):
-    # session 13's gd_tier3 walks (GD_T3WALK_SET=1), gd_coarse's three Z buffers (GD_CRING_SET=1; 11 periods)
-    ("float32", 700, 5, 19, 16, "walk3+cring")])
-def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay):
-    """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3; the public forward from chunk 0 without state) on the
-    CPU emulation through the host logic: against the reference (float64 / float32 bounds; bfloat16 inputs' float32
-    output within TF32, gd_scan's 1xTF32) and against gd_scan itself (TIERED off), hard resets included."""
-    if decay in ("tm3", "walk3+cring"):  # timing builds
+@pytest.mark.parametrize("dtype, T, dk, dv, C, decay, grouped", [
+    ("float64", 700, 5, 19, 16, "moderate", True),  # 44 chunks: 11 periods, 4 coarse levels, a partial last period
+    ("float64", 300, 33, 3, 32, "strong", False),  # transfers in two column blocks (d_k > GD_BW)
+    ("float32", 420, 16, 40, 16, "mixed", True),  # tensor cores (3xTF32); two value column blocks; 27 chunks
+    ("float32", 20, 20, 17, 16, "strong", False),  # two chunks: one period, no coarse level
+    ("bfloat16", 600, 64, 20, 64, "moderate", False),  # 1xTF32, 10 chunks at C = 64: 3 periods
+    ("float64", 700, 5, 19, 16, "tm3", False),  # the timing build of periods of 8 chunks (GD_TM_SET=3)
+    ("float32", 420, 16, 40, 16, "tm3", False),
+    # a timing build (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks): session 13's gd_tier3
+    # walks (GD_T3WALK_SET=1; 11 periods)
+    ("float32", 700, 5, 19, 16, "walk3", True)])
+def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay, grouped):
+    """gd_scan's two-tier form (gd_tier1, the coarse slots: gd_coarse or, ``grouped``, gd_cgroup / gd_coarse_g /
+    gd_cfill; gd_tier3; the public forward from chunk 0 without state) on the CPU emulation through the host logic:
+    against the reference (float64 / float32 bounds; bfloat16 inputs' float32 output within TF32, gd_scan's 1xTF32)
+    and against gd_scan itself (TIERED off), hard resets included."""
+    if decay in ("tm3", "walk3"):  # timing builds
         emulated, build, decay = copy.copy(emulated), decay, "mixed"
-        if build == "tm3":
-            emulated.tm = 3
+        if build == "tm3":  # (float32: gd_tier3 at one chunk a block too, GD_T3R_SET=1)
+            emulated.tm, emulated.r3 = 3, (1 if dtype == "float32" else None)
         else:
-            emulated.walk3 = emulated.cring = True
+            emulated.walk3 = True
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
     calls, real = [], CupyOps.gd_tiers
     monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
     arrays = make(7, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
@@ -574,6 +576,11 @@ def test_kernel_check_protocol(flag, special):
     assert_close(got[ok].numpy(), want[ok].numpy(), F64)
 
 
+#: the two-tier form's kernels and their launches in cuda_emu_gd_scan.cpp
+_TIER_RUN = {"gd_tier1": "run_tier1", "gd_tier1x": "run_tier1x", "gd_cgroup": "run_cgroup", "gd_coarse": "run_coarse", "gd_coarse_g": "run_coarse_g",
+             "gd_cfill": "run_cfill", "gd_tier3": "run_tier3"}
+
+
 class _EmuKernel:
     """A kernel of ``_compile._launch`` as the CPU emulation (``Emulated``'s library): launched like a CuPy
     RawKernel with the direct path's arguments (raw pointers as ints, NumPy scalars)."""
@@ -583,11 +590,10 @@ class _EmuKernel:
 
     def __call__(self, grid, block, args, shared_mem=0):
         ptr = lambda x: ctypes.c_void_p(int(x) or None)  # noqa: E731
-        runs = {"gd_tier1": "run_tier1", "gd_tier1x": "run_tier1x", "gd_coarse": "run_coarse", "gd_tier3": "run_tier3"}
-        if self.name in runs:  # pointers (arrays or ints), then int32 scalars
+        if self.name in _TIER_RUN:  # pointers (arrays or ints), then int32 scalars
             conv = [ctypes.c_int(int(x)) if isinstance(x, np.int32) else
                     x.ctypes.data_as(ctypes.c_void_p) if isinstance(x, np.ndarray) else ptr(x) for x in args]
-            getattr(self.lib, runs[self.name])(
+            getattr(self.lib, _TIER_RUN[self.name])(
                 *conv, ctypes.c_uint(grid[0]), ctypes.c_uint(shared_mem))
         elif self.name == "gd_forms":  # 14 pointers, then T, DK, DV, L, p, F, n; grid (n, BH)
             T, DK, DV, L, p, F, n = (int(x) for x in args[14:])
@@ -845,19 +851,22 @@ def test_gpu_torch_no_grad(T, p, C, dtype, resets, seed):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype, T, dk, dv, C, decay", [
-    ("float32", 1000, 64, 64, 16, "mixed"),  # 63 chunks: 16 periods, 4 coarse levels, a partial last period
-    ("float32", 700, 100, 130, 32, "strong"),  # d_k padded to 128: transfers in two column blocks; d_v in three
-    ("float64", 700, 5, 19, 16, "moderate"),  # float64 at 32 columns a block
-    ("bfloat16", 1200, 64, 70, 64, "moderate")])  # the direct torch path, 1xTF32: 19 chunks, 5 periods
-def test_gpu_two_tier_matches_reference(monkeypatch, dtype, T, dk, dv, C, decay):
-    """gd_scan's two-tier form (gd_tier1, gd_coarse, gd_tier3: calls from chunk 0 without state, here from any
-    number of chunks) on the GPU against the reference: float32 / float64 bounds, bfloat16 inputs' float32 output
+@pytest.mark.parametrize("dtype, T, dk, dv, C, decay, grouped", [
+    ("float32", 1000, 64, 64, 16, "mixed", True),  # 63 chunks: 16 periods, 4 coarse levels, a partial last period
+    ("float32", 700, 100, 130, 32, "strong", False),  # d_k padded to 128: transfers in two column blocks; d_v in three
+    ("float32", 700, 100, 130, 32, "strong", True),  # (the grouped coarse form at 64 columns: two blocks of d_k, three of d_v)
+    ("float64", 700, 5, 19, 16, "moderate", True),  # float64 at 32 columns a block
+    ("bfloat16", 1200, 64, 70, 64, "moderate", True)])  # the direct torch path, 1xTF32: 19 chunks, 5 periods
+def test_gpu_two_tier_matches_reference(monkeypatch, dtype, T, dk, dv, C, decay, grouped):
+    """gd_scan's two-tier form (gd_tier1, the coarse slots (``grouped``: gd_cgroup / gd_coarse_g / gd_cfill, else
+    gd_coarse), gd_tier3: calls from chunk 0 without state, here from any number of chunks) on the GPU against the
+    reference: float32 / float64 bounds, bfloat16 inputs' float32 output
     (their direct torch path, widened before its rounding: gd_scan's 1xTF32) within TF32 of the reference on the
     rounded inputs; hard resets, unnormalised keys."""
     _gpu_ready()
     torch = _torch_cuda()
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)  # the coarse slots' two forms
     calls, real = [], CupyOps.gd_tiers
     monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
     cgd._TORCH_PLANS.clear()

@@ -1,5 +1,5 @@
-"""A few small loglinear_gated_delta calls from chunk 0 without state (gd_scan's two-tier form: gd_tier1, gd_coarse,
-gd_tier3) for compute-sanitizer memcheck / racecheck: float32 (3xTF32), float64, bfloat16 on torch (1xTF32), odd T,
+"""A few small loglinear_gated_delta calls from chunk 0 without state (gd_scan's two-tier form: gd_tier1, the coarse
+slots (gd_cgroup, gd_coarse_g, gd_cfill; gd_coarse below 3 coarse levels), gd_tier3) for compute-sanitizer memcheck / racecheck: float32 (3xTF32), float64, bfloat16 on torch (1xTF32), odd T,
 several coarse levels, d_k and d_v past one column block (float32: 64 columns); each against the same call on gd_scan (TIERED off).
     compute-sanitizer --tool racecheck --kernel-name kns=gd_ python benchmarks/device/gd_tier_small.py"""
 import cupy
@@ -10,6 +10,7 @@ from lsattn.backends.cupy import gated_delta as cgd
 
 rng = np.random.default_rng(0)
 cgd.TIER_MIN_CHUNKS = 0  # the two-tier form on these small calls
+cgd.COARSE_GROUP_PERIODS = 0  # the coarse slots' grouped form (gd_cgroup, gd_coarse_g, gd_cfill) from 3 coarse levels
 
 
 def both(f):

@@ -31,9 +31,11 @@ _KERNELS = {
     "exp_kernel": ("ek_chunk", "ek_scan_mz", "ek_scan_Sv", "ek_scan_S1", "ek_output", "ek_decode"),
     "exp_kernel_bwd": ("ekb_dq", "ekb_rscan", "ekb_dkdv"),
     "step": ("ek_step", "ll_step", "gd_step", "hier_step"),  # the stepper's fused steps (step.py); head dims at run time
-    "gated_delta": ("gd_forms", "gd_scan", "gd_tier1", "gd_tier1x", "gd_coarse", "gd_tier3"),  # gated_delta.py: the
-    # per-chunk WY forms, the scan over chunks (its two-tier form from chunk 0 without states: gd_tier1 (low walks),
-    # gd_tier1x (transfers), gd_coarse, gd_tier3)
+    "gated_delta": ("gd_forms", "gd_scan", "gd_tier1", "gd_tier1x", "gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill",
+                    "gd_tier3"),
+    # gated_delta.py: the per-chunk WY forms, the scan over chunks (its two-tier form from chunk 0 without states:
+    # gd_tier1 (low walks), gd_tier1x (transfers), the coarse slots (gd_coarse, or from 65 periods gd_cgroup,
+    # gd_coarse_g, gd_cfill), gd_tier3)
     "gated_delta_bwd": ("gd_scan_bwd", "gd_scan_bwd_x1", "gd_forms_bwd", "gd_forms_bwd_x1"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
@@ -366,15 +368,18 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
-                 split=True):
-        """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x, gd_coarse, gd_tier3) for ``tier =
-        gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp) of ``tier.shapes`` (None: allocated here); bw: gd_tier1 /
-        gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as session
-        13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the transfers in gd_tier1x (False: in gd_tier1,
-        a timing build's GD_T1SPLIT_SET=0)."""
-        nP, NCL, NPR = tier.nP, tier.NCL, tier.NPR
-        Z, Tot, Sb, Qp = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
+                 split=True, r3=None):
+        """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x, the coarse slots, gd_tier3) for ``tier =
+        gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None: allocated here); bw:
+        gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as
+        session 13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the transfers in gd_tier1x (False: in
+        gd_tier1, a timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block (None: ``cfg.tier3_chunks(bw)``; a
+        timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup, gd_coarse_g, gd_cfill (levels >= 3
+        over groups of 4 periods); else gd_coarse (every level over periods)."""
+        nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
+        Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
         bw = bw or cfg.tier_bw
+        r3 = r3 or cfg.tier3_chunks(bw)
         NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i
         head = (qe, ek, ph, H, g, lam, out)
         t1 = head + (Z, Tot, self._p(None) if walk3 else Qp, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
@@ -385,11 +390,23 @@ class CupyOps:
             fn((nP * BH * NCK,), block, t1, shared_mem=smem)
         if NCL == 0:  # one period: no level above GD_TM
             return
-        fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
-        fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, (Z, Tot, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH)), shared_mem=smem)
+        cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
+        if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill
+            cbw = cfg.coarse_group_bw
+            CB, CK = -(-DV // cbw), -(-DK // cbw)
+            fn, block, smem = self._tk("gated_delta", cfg, "gd_cgroup")
+            fn((nG * BH * (CK + CB),), block, (Z, Tot, Pc, Tg, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
+            fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse_g")
+            fn((tier.coarse_chains * BH * CB,), block, cargs, shared_mem=smem)
+            fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
+            fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
+        else:
+            fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
+            fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, cargs, shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
-        if not walk3:  # one block per (chunk, sequence, column block)
-            fn((n * BH * NCB,), block, (Qp, lam, out, Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)), shared_mem=smem)
+        if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
+            fn((-(-n // r3) * BH * NCB,), block, (Qp, lam, out, Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)),
+               shared_mem=smem)
             return
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),
            shared_mem=smem)

@@ -95,6 +95,11 @@ TIER_M = 2  # gated_delta_tier.cu's GD_TM: the two-tier form's low levels (its l
 #: (float32) faster than gd_scan, 128 22% / 28%, 512 39% / 39%; smaller calls not measured; benchmarks/NOTES.md
 #: "Session 14 — s14a16"; the tests set 0)
 TIER_MIN_CHUNKS = 32
+#: the coarse slots' grouped form (gd_cgroup, gd_coarse_g, gd_cfill: levels >= 3 over groups of 4 periods) from more
+#: periods than this; gd_coarse (every level over periods) up to it (H200, B H = 32, d = 64, C = 64, session 15: grouped
+#: at 64 columns 0.507 / 0.677 ms against 0.570 / 0.862 at 128 periods (bf16 inputs / float32), 0.128 / 0.170 against
+#: 0.116 / 0.159 at 32, 0.054 against 0.026 at 8; 64 not measured; benchmarks/NOTES.md "Session 15 — s15b16"; tests set 0)
+COARSE_GROUP_PERIODS = 64
 
 
 def popsum(p):
@@ -113,6 +118,7 @@ class Tier:
     TM: int = TIER_M  # (a timing build's GD_TM_SET)
     n: int = 0
     C: int = 0
+    grouped: bool = False  # the coarse slots' grouped form (COARSE_GROUP_PERIODS)
 
     @property
     def NPR(self):
@@ -124,10 +130,18 @@ class Tier:
         with reads (base + 2^(cl-1) < nP)."""
         return sum(((self.nP - 1 - (1 << (cl - 1))) >> cl) + 1 for cl in range(1, self.NCL + 1))
 
+    @property
+    def nG(self):
+        """Groups of 4 periods (gd_cgroup's; gated_delta_tier.cu's GD_CG)."""
+        return -(-self.nP // 4)
+
     def shapes(self, DK, DV):
-        """Per sequence: the periods' transfers Z and keys Tot, the coarse slots at the periods' starts Sb, and the
-        queries carried to their period's start Qp."""
-        return (self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV), (self.n, self.C, DK)
+        """Per sequence: the periods' transfers Z and keys Tot, the coarse slots at the periods' starts Sb, the
+        queries carried to their period's start Qp, the groups' transfer prefixes Pc and keys Tg (gd_cgroup's; one
+        group's size unless ``grouped``)."""
+        nG = self.nG if self.grouped else 1
+        return ((self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV), (self.n, self.C, DK),
+                (nG, 3, DK, DK), (nG, DK, DV))
 
 
 def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
@@ -136,8 +150,9 @@ def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
     if not TIERED or F or n_old or keep or n < TIER_MIN_CHUNKS:
         return None
     nP = -(-n >> TM)
-    tier = Tier(nP, (nP - 1).bit_length(), TM, n, cfg.CH)
-    return tier if cfg.gd_coarse_smem() <= SMEM_MAX else None
+    NCL = (nP - 1).bit_length()
+    tier = Tier(nP, NCL, TM, n, cfg.CH, NCL >= 3 and nP > COARSE_GROUP_PERIODS)
+    return tier if cfg.gd_coarse_smem(max(GD_BW, cfg.coarse_group_bw)) <= SMEM_MAX else None
 
 
 def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="", check=None):
@@ -290,7 +305,7 @@ class _Plan:
         NLC = chunk_slots(F, n, merge_last)
         sizes = [BH * n * C * DK, BH * n * C * DK, BH * n * DK * C, BH * n * DK * DV, BH * n]
         sizes += [BH * T * L] if self.half else []
-        # gd_scan's two-tier form: its scratch (Z, Tot, Sb) after gd_forms' outputs
+        # gd_scan's two-tier form: its scratch (Z, Tot, Sb, Qp, Pc, Tg) after gd_forms' outputs
         self.tier = tier_plan(cfg, F, n, 0, False, DK, DV)
         sizes += [BH * math.prod(shape) for shape in self.tier.shapes(DK, DV)] if self.tier else []
         self.cfg, self.dims = cfg, (T, DK, DV, L, n, BH)
@@ -382,7 +397,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     base, optr = scratch.data_ptr(), out.data_ptr()
     qe, ek, ph, H, g, *rest = (base + o for o in plan.offsets)
     lamw = rest[0] if plan.half else 0
-    tiers = rest[-4:] if plan.tier is not None else None
+    tiers = rest[bool(plan.half):] if plan.tier is not None else None  # (after lamw)
     bad = 0 if check is None else check.pointer()
     if plan.raw_forms is not None:  # the driver's launches on torch's stream
         plan.raw_forms(stream, *ptrs, qe, ek, ph, H, g, optr, lamw, bad)

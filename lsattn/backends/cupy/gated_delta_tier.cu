@@ -14,12 +14,13 @@
 //   (b) per period (of several), its transfer Z_pp = P_{4pp+3} .. P_{4pp} (DK x DK, the identity's columns
 //   carried: 2 products per chunk, no H), whose read at each chunk c of a period with coarse slots (pp > 0) is
 //   stored: Qp_c = Qe_c P_{c-1} .. P_{4pp} (CH x DK, each token's query carried back to its period's start).
-// - gd_coarse: the slots of the levels GD_TM + cl (coarse level cl: bit cl - 1 of pp set) at every period
-//   pp's start into Sb (compact: entry popsum(pp) + rank), as gd_scan's chains over the periods
-//   (transition Z_pp, keys Tot_pp): one DK x DK x GD_BW product a period and chain, the chains in parallel.
-// - gd_tier3: per (chunk c, sequence, column block) the reads of the coarse slots its period holds, with no walk:
-//   out_t += sum_l lam[t, level l] Qp_t S_l(pp) (session 13: each pair of slots read and carried over the period's
-//   chunks, a walk of 4 chunk steps: GD_T3WALK_SET=1, a timing build).
+// - the coarse slots (gd_coarse, or gd_cgroup / gd_coarse_g / gd_cfill): the slots of the levels GD_TM + cl (coarse
+//   level cl: bit cl - 1 of pp set) at every period pp's start into Sb (compact: entry popsum(pp) + rank), as gd_scan's
+//   chains over the periods (transition Z_pp, keys Tot_pp): one DK x DK x GD_BW product a period and chain, the chains
+//   in parallel (the grouped form: levels >= 3 over groups of 4 periods).
+// - gd_tier3: per (GD_T3R chunks c of a period, sequence, column block) the reads of the coarse slots its period
+//   holds, with no walk: out_t += sum_l lam[t, level l] Qp_t S_l(pp) (session 13: each pair of slots read and carried
+//   over the period's chunks, a walk of 4 chunk steps: GD_T3WALK_SET=1, a timing build).
 // Work per chunk: 3 popcount(c & 3) + 3 (transfer and its read) + popcount(c >> 2) products (gd_scan: 3 popcount(c)
 // + 2 (NLC - popcount(c))); longest chain: 4 chunk steps + nP - 1 coarse steps of one product + one read.
 #ifdef GD_TM_SET  // a timing build may set it (3: periods of 8 chunks, 2 blocks per SM by shared memory)
@@ -92,22 +93,13 @@ constexpr int GD_T1MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
 constexpr int GD_T3MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
 constexpr int GD_T1XMINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 3 : 1);  // gd_tier1x's (shared memory's)
 // timing builds: the next chunk's tiles prefetched into L2 during a chunk of gd_tier1 / gd_tier3 (GD_TPF_SET=1);
-// gd_coarse's Tot loaded after its product, as in session 13 (GD_CPRE_SET=0); gd_tier3 as session 13's walks
-// (GD_T3WALK_SET=1: gd_tier1 then stores no Qp)
+// gd_tier3 as session 13's walks (GD_T3WALK_SET=1: gd_tier1 then stores no Qp)
 #ifndef GD_T3WALK_SET
 #define GD_T3WALK_SET 0
 #endif
 #ifndef GD_TPF_SET
 #define GD_TPF_SET 0
 #endif
-#ifndef GD_CPRE_SET
-#define GD_CPRE_SET 1
-#endif
-// a timing build: gd_coarse's Z copied two steps ahead (three buffers) and Tot loaded a step ahead (GD_CRING_SET=1)
-#ifndef GD_CRING_SET
-#define GD_CRING_SET 0
-#endif
-constexpr int GD_CZB = GD_CRING_SET ? 3 : 2;  // gd_coarse's Z buffers (Config.gd_coarse_smem)
 
 // One block of gd_tier1 / gd_tier3 over chunks [lo, hi) (absolute = local: the call starts at chunk 0) and
 // NC columns from c0 (DV; GT_XFER: DK): GT_LOW (slots: levels 1, 2; Tot into fin unless null), GT_XFER (one
@@ -327,22 +319,134 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1XMINB) gd_tier1x(
                                  DK, DV, L, n, DK, bh, role * GD_TBW, pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, 1);
 }
 
-// gd_coarse: the coarse slots at the periods' starts, gd_scan's chains at the periods' granularity: one block per
-// (coarse level cl, its period of 2^cl periods from base with reads, sequence, column block), the longest first:
-// S(base + 1) = Tot_base, S(pp + 1) = Z_pp S(pp) (+ Tot_pp in the first half, pp < mid = base + 2^(cl-1)), written
-// into Sb at each pp >= mid. One product per step (a sequential walk over the periods: popcount(pp)); two buffers
-// of Z (the next copied during this product) and of S (the product reads one, writes the other): one barrier a step.
-// Shared memory: Config.gd_coarse_smem().
-extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
+// The coarse slots at the periods' starts (Sb, compact: entry popsum(pp) + rank of level cl's bit cl - 1 among pp's
+// set bits), gd_scan's chains at the periods' granularity: gd_coarse (session 14's: one chain per (level, period of it)
+// over the periods, its top chain nP - 1 steps of ~3-4 us: 0.57 ms at 32K) up to 64 periods, else the grouped form in
+// three launches (0.51 ms at 32K, 64 columns; slower at 8K and below; benchmarks/NOTES.md "Session 15 — s15b16"):
+// - gd_cgroup: per group q of GD_CG = 4 periods, its transfer's prefixes P_k(q) = Z_{4q+k-1} .. Z_{4q} (k = 2, 3, 4;
+//   P_1 = Z_{4q}) and its keys at its end, Tg_q = sum_k P_4 P_k^-1 Tot_{4q+k-1} (as the walk S <- Z S + Tot): short
+//   walks, all groups in parallel.
+// - gd_coarse_g: the chains of levels 1, 2 over periods (transition Z, keys Tot) and of levels >= 3 over groups
+//   (transition P_4, keys Tg: a group's four periods in one step; a level's periods are whole groups), writing the
+//   slots at the periods (groups' first periods) of each period's second half: the top chain nP / 4 - 1 steps.
+// - gd_cfill: the slots of levels >= 3 at the periods inside a group, S_l(4q + k) = P_k(q) S_l(4q), in parallel.
+// The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_BW; the grouped
+// form (gd_cgroup, gd_coarse_g, gd_cfill) GD_CGBW, float32 64 (session 15: at 32 columns the grouped form lost to the
+// periods' chains at every size, at 64 it won at 32K; _compile.Config.coarse_group_bw)
+constexpr int GD_CGBW = GD_TC ? 64 : GD_BW;
+constexpr int GD_CG = 4;              // periods per group (_compile.Config / gated_delta.Tier)
+constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coarse kernels' registers must allow
+
+// One block's walk over q = q0 + 1 .. q1 - 1 (CBW columns): S(q0 + 1) in buffer (q0 + 1) & 1 of Ss (stored by the
+// caller; the loop's first barrier publishes it); at each q, put(q, S(q)) (S in shared memory, row stride CBW + 8),
+// then S(q + 1) = A(q) S(q) + T(q) (A(q): a DK x DK row-major matrix copied one step ahead into Zs; T(q): ncol
+// columns of a row-major matrix (row stride tld) or null). One product per step, two buffers of A and of S: one
+// barrier a step. Shared memory: Config.gd_coarse_smem().
+template <int CBW, typename AF, typename TF, typename PF>
+__device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
+                                          PF put) {
+    constexpr int LDS = CBW + 8, ZS = DKP * GD_LDQ, SS = DKP * LDS, RB = DKP / 16, TWB = GdWarpTiles<RB, CBW>::NTL;
+    const GdWarpTiles<RB, CBW> wb;
+    const int K8 = (DK + 7) / 8 * 8;
+    const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
+    auto copy_a = [&](int q) {  // A(q) into buffer q & 1 (steps up to the last but one: the last has no product)
+        if (q + 1 < q1) gd_copy<DKP, DKP>(Zs + (q & 1) * ZS, GD_LDQ, amat(q), DK, DK, DK, vec);
+        cp_async_commit();
+    };
+    copy_a(q0 + 1);
+    for (int q = q0 + 1; q < q1; ++q) {
+        const ta* Si = Ss + (q & 1) * SS;
+        ta* So = Ss + (~q & 1) * SS;
+        cp_async_wait<0>();
+        __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
+        copy_a(q + 1);    // into the buffer step q - 1 read
+        put(q, Si);
+        if (q + 1 == q1 || !wb.on) continue;
+        const ta* t = tadd(q);  // T(q)'s entries of the thread's tiles, loaded before the product (off the chain)
+        ta tv[TWB][4], acc[1][1][TWB][4] = {};
+#pragma unroll
+        for (int it = 0; it < TWB; ++it)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int kk = wb.row(x), cc = wb.col(it, x);
+                tv[it][x] = t && kk < DK && cc < ncol ? t[kk * tld + cc] : (ta)0;
+            }
+        const unsigned use[1] = {1u};
+        gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
+#pragma unroll
+        for (int it = 0; it < TWB; ++it)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) So[wb.row(x) * LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+    }
+    cp_async_wait<0>();
+}
+// S's ncol columns (shared, row stride CBW + 8) into dst (row stride dld)
+template <int CBW>
+__device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta* Si, int DK, int ncol) {
+    for (int idx = threadIdx.x; idx < DKP * CBW; idx += NT) {
+        const int kk = idx / CBW, cc = idx % CBW;
+        if (kk < DK && cc < ncol) dst[kk * dld + cc] = Si[kk * (CBW + 8) + cc];
+    }
+}
+// S(q0 + 1) = ncol columns of src (row stride sld), zero-padded, into buffer (q0 + 1) & 1
+template <int CBW>
+__device__ __forceinline__ void gd_cinit(ta* Ss, int q0, const ta* __restrict__ src, i64 sld, int DK, int ncol) {
+    ta* S = Ss + ((q0 + 1) & 1) * DKP * (CBW + 8);
+    for (int idx = threadIdx.x; idx < DKP * CBW; idx += NT) {
+        const int kk = idx / CBW, cc = idx % CBW;
+        S[kk * (CBW + 8) + cc] = kk < DK && cc < ncol ? src[kk * sld + cc] : (ta)0;
+    }
+}
+
+// gd_cgroup: per (group q, sequence) its NCK column blocks of P_k(q) (k = 2 .. 4, where period 4q + k - 1 < nP - 1 ..
+// as far as some period reads them: 4q + k < nP), then its NCB blocks of Tg_q (where 4q + 4 < nP: read in a level's
+// first half). Pc (BH, nG, 3, DK, DK): P_2, P_3, P_4; Tg (BH, nG, DK, DV).
+extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
-    ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
-    int DK, int DV, int nP, int NCL, int BH) {
+    ta* __restrict__ Pc, ta* __restrict__ Tg,              // out
+    int DK, int DV, int nP, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int ZS = DKP * GD_LDQ, SS = DKP * GD_LDS, RB = DKP / 16, TWB = GdWarpTiles<RB>::NTL;
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
-    ta* Ss = Zs + GD_CZB * ZS;                  // [buffer][kk][col]
-    check_smem((GD_CZB * ZS + 2 * SS) * sizeof(ta));
-    const int NCB = (DV + GD_BW - 1) / GD_BW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
+    ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
+    check_smem((2 * DKP * GD_LDQ + 2 * DKP * (GD_CGBW + 8)) * sizeof(ta));
+    const int NCK = (DK + GD_CGBW - 1) / GD_CGBW, NCB = (DV + GD_CGBW - 1) / GD_CGBW, nG = (nP + GD_CG - 1) / GD_CG;
+    const int q = (int)(blockIdx.x / ((i64)BH * (NCK + NCB))), role = (int)(blockIdx.x % (NCK + NCB)), p0 = GD_CG * q;
+    const i64 bh = blockIdx.x / (NCK + NCB) % BH;
+    auto zq = [&](int pp) { return Z + (bh * nP + pp) * DK * DK; };
+    if (role < NCK) {  // P_k(q)'s columns c0 ..: the walk S <- Z_pp S from S = Z_{p0}'s columns
+        const int c0 = role * GD_CGBW, q1 = min(p0 + GD_CG + 1, nP);
+        if (q1 <= p0 + 2) return;
+        ta* pc = Pc + (bh * nG + q) * 3 * DK * DK + c0;
+        gd_cinit<GD_CGBW>(Ss, p0, zq(p0) + c0, DK, DK, min(GD_CGBW, DK - c0));
+        gd_cchain<GD_CGBW>(Zs, Ss, p0, q1, DK, 0, 0, zq, [](int) { return (const ta*)nullptr; }, [&](int pp, const ta* Si) {
+            if (pp >= p0 + 2) gd_cput<GD_CGBW>(pc + (i64)(pp - p0 - 2) * DK * DK, DK, Si, DK, min(GD_CGBW, DK - c0));
+        });
+    } else {  // Tg_q's columns c0 ..: the walk S <- Z_pp S + Tot_pp from S = Tot_{p0}
+        const int c0 = (role - NCK) * GD_CGBW;
+        if (p0 + GD_CG >= nP) return;
+        const i64 slot_sz = (i64)DK * DV;
+        auto tq = [&](int pp) { return Tot + (bh * nP + pp) * slot_sz + c0; };
+        gd_cinit<GD_CGBW>(Ss, p0, tq(p0), DV, DK, min(GD_CGBW, DV - c0));
+        gd_cchain<GD_CGBW>(Zs, Ss, p0, p0 + GD_CG + 1, DK, min(GD_CGBW, DV - c0), DV, zq, tq, [&](int pp, const ta* Si) {
+            if (pp == p0 + GD_CG) gd_cput<GD_CGBW>(Tg + (bh * nG + q) * slot_sz + c0, DV, Si, DK, min(GD_CGBW, DV - c0));
+        });
+    }
+}
+
+// gd_coarse: one block per (coarse level cl, its period of 2^cl periods from base with reads, sequence, column block),
+// the longest first: S(base + 1) = Tot_base, S(pp + 1) = Z_pp S(pp) (+ Tot_pp in the first half, pp < mid = base +
+// 2^(cl-1)), written into Sb at each pp >= mid; levels cl >= 3 over the groups (S(4(q + 1)) = P_4(q) S(4q) (+ Tg_q)),
+// written at the groups' first periods only (gd_cfill: the others): the grouped form (GRP: gd_coarse_g; from 65 periods,
+// gated_delta.COARSE_GROUP_PERIODS), else every level over periods (gd_coarse, session 14's chains).
+template <int CBW, bool GRP>
+__device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const ta* __restrict__ Tot, const ta* __restrict__ Pc,
+                                               const ta* __restrict__ Tg, ta* __restrict__ Sb, int DK, int DV, int nP, int NCL,
+                                               int BH) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
+    ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
+    check_smem((2 * DKP * GD_LDQ + 2 * DKP * (CBW + 8)) * sizeof(ta));
+    const int NCB = (DV + CBW - 1) / CBW, nG = (nP + GD_CG - 1) / GD_CG;
     const i64 per = (i64)BH * NCB;
     i64 r = blockIdx.x / per;
     int cl = NCL;
@@ -351,65 +455,83 @@ extern "C" __global__ void __launch_bounds__(NT) gd_coarse(
         if (r < cnt) break;
         r -= cnt;
     }
-    const i64 bh = blockIdx.x / NCB % BH;
-    const int c0 = (int)(blockIdx.x % NCB) * GD_BW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
-    const int end = min(nP, base + (1 << cl));
-    const i64 slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
-    const GdWarpTiles<RB> wb;
-    const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
-    // Z_q into its buffer (steps up to the last but one: the last has no product), a commit group each
-    auto copy_z = [&](int q) {
-        if (q + 1 < end) gd_copy<DKP, DKP>(Zs + q % GD_CZB * ZS, GD_LDQ, Z + (bh * nP + q) * DK * DK, DK, DK, DK, vec);
+    const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
+    const int c0 = (int)(blockIdx.x % NCB) * CBW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
+    const int end = min(nP, base + (1 << cl)), nc = min(CBW, DV - c0);
+    const int sh = GRP && cl >= 3 ? 2 : 0;  // log2 of the chain's step in periods (GD_CG = 4)
+    const int q0 = base >> sh, qm = mid >> sh, q1 = (end + (1 << sh) - 1) >> sh;
+    auto amat = [&](int q) { return sh ? Pc + ((bh * nG + q) * 3 + 2) * DK * DK : Z + (bh * nP + q) * DK * DK; };
+    auto tadd = [&](int q) {
+        return q >= qm ? (const ta*)nullptr : (sh ? Tg + (bh * nG + q) * slot_sz : Tot + (bh * nP + q) * slot_sz) + c0;
+    };
+    gd_cinit<CBW>(Ss, q0, (sh ? Tg + (bh * nG + q0) * slot_sz : Tot + (bh * nP + q0) * slot_sz) + c0, DV, DK, nc);
+    gd_cchain<CBW>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
+        const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
+        if (q >= qm) gd_cput<CBW>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
+    });
+}
+extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
+    const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
+    const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // unused (gd_coarse_g's)
+    ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
+    int DK, int DV, int nP, int NCL, int BH) {
+    gd_coarse_body<GD_BW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
+}
+extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse_g(
+    const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
+    const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // gd_cgroup's
+    ta* __restrict__ Sb,                                   // as gd_coarse's (levels >= 3 at the groups' first periods)
+    int DK, int DV, int nP, int NCL, int BH) {
+    gd_coarse_body<GD_CGBW, true>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
+}
+
+// gd_cfill: per (period pp = 4q + k, 0 < k < 4, q > 0; sequence; column block) its slots of levels >= 3 (the set bits of
+// q), S_l(pp) = P_k(q) S_l(4q) (gd_coarse's entries of period 4q, in the same order after pp's entries of levels 1, 2),
+// one DK x DK x GD_CGBW product a slot, the next slot copied during it. Shared memory (Config.smem("gd_cfill")): P_k(q),
+// two buffers of a slot.
+extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
+    const ta* __restrict__ Z, const ta* __restrict__ Pc,  // gd_tier1's, gd_cgroup's
+    ta* __restrict__ Sb,                                  // in: gd_coarse's entries; out: those of levels >= 3 inside groups
+    int DK, int DV, int nP, int BH) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    constexpr int SS = DKP * (GD_CGBW + 8), RB = DKP / 16, TWB = GdWarpTiles<RB, GD_CGBW>::NTL;
+    ta* As = reinterpret_cast<ta*>(smem_raw);  // [row][k]
+    ta* Ss = As + DKP * GD_LDQ;                // [buffer][kk][col]
+    check_smem((DKP * GD_LDQ + 2 * SS) * sizeof(ta));
+    const int NCB = (DV + GD_CGBW - 1) / GD_CGBW, nG = (nP + GD_CG - 1) / GD_CG, K8 = (DK + 7) / 8 * 8;
+    const int pp = (int)(blockIdx.x / ((i64)BH * NCB)), c0 = (int)(blockIdx.x % NCB) * GD_CGBW, q = pp >> 2, k = pp & 3;
+    const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
+    const int ns = __popcll(q);
+    if (!k || !ns) return;
+    const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
+    const ta* src = Sb + (e0 + gd_popsum(GD_CG * q)) * slot_sz + c0;  // period 4q's slots (all of levels >= 3)
+    ta* dst = Sb + (e0 + gd_popsum(pp) + __popcll(k)) * slot_sz + c0;   // pp's, after its levels 1, 2
+    gd_copy<DKP, DKP>(As, GD_LDQ, k == 1 ? Z + (bh * nP + GD_CG * q) * DK * DK : Pc + ((bh * nG + q) * 3 + k - 2) * DK * DK,
+                      DK, DK, DK, vec);
+    auto load = [&](int j) {
+        gd_copy<DKP, GD_CGBW>(Ss + (j & 1) * SS, (GD_CGBW + 8), src + j * slot_sz, DV, DK, min(GD_CGBW, DV - c0), vs);
         cp_async_commit();
     };
-    for (int d = 1; d < GD_CZB; ++d) copy_z(base + d);
-    for (int idx = tid; idx < DKP * GD_BW; idx += NT) {  // S(base + 1) = Tot_base
-        const int kk = idx / GD_BW, cc = idx % GD_BW;
-        Ss[((base + 1) & 1) * SS + kk * GD_LDS + cc] =
-            kk < DK && c0 + cc < DV ? Tot[(bh * nP + base) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
-    }
-    // Tot_q's entries of the thread's tiles (zero from mid on)
-    auto load_tot = [&](int q, ta (&tv)[TWB][4]) {
+    load(0);
+    const GdWarpTiles<RB, GD_CGBW> wb;
+    for (int j = 0; j < ns; ++j) {
+        if (j + 1 < ns) load(j + 1);  // buffer (j + 1) & 1: its last readers passed the previous barrier
+        else cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();  // P_k and slot j in place
+        if (wb.on) {
+            ta acc[1][1][TWB][4] = {};
+            const unsigned use[1] = {1u};
+            gd_mm<1, 1, TWB>(acc, As, nullptr, GD_LDQ, Ss + (j & 1) * SS, 0, (GD_CGBW + 8), wb.r0, wb.n0, K8, use);
 #pragma unroll
-        for (int it = 0; it < TWB; ++it)
+            for (int it = 0; it < TWB; ++it)
 #pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const int kk = wb.row(x), cc = wb.col(it, x);
-                const bool tot = q < mid && kk < DK && c0 + cc < DV;
-                tv[it][x] = tot ? Tot[(bh * nP + q) * slot_sz + (i64)kk * DV + c0 + cc] : (ta)0;
-            }
-    };
-    ta tv[TWB][4];  // GD_CRING_SET: Tot_pp, loaded a step ahead
-    if (GD_CRING_SET) load_tot(base + 1, tv);
-    for (int pp = base + 1; pp < end; ++pp) {
-        const ta* Si = Ss + (pp & 1) * SS;
-        ta* So = Ss + (~pp & 1) * SS;
-        cp_async_wait<GD_CZB - 2>();  // Z_pp's group
-        __syncthreads();  // Z_pp and S(pp) complete; the other buffers' last readers done
-        copy_z(pp + GD_CZB - 1);  // into the buffer step pp - 1 read
-        if (pp >= mid) {  // the slot's entry: after those of pp's lower set bits
-            ta* dst = Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz;
-            for (int idx = tid; idx < DKP * GD_BW; idx += NT) {
-                const int kk = idx / GD_BW, cc = idx % GD_BW;
-                if (kk < DK && c0 + cc < DV) dst[(i64)kk * DV + c0 + cc] = Si[kk * GD_LDS + cc];
-            }
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(it, x);
+                    if (kk < DK && c0 + cc < DV) dst[j * slot_sz + (i64)kk * DV + cc] = acc[0][0][it][x];
+                }
         }
-        if (pp + 1 == end || !wb.on) continue;
-        // Tot_pp loaded before the product (its latency under the product's, off the chain; GD_CRING_SET: a step
-        // ahead, Tot_{pp+1} during this product)
-        ta acc[1][1][TWB][4] = {}, tn[TWB][4];
-        if (!GD_CRING_SET && GD_CPRE_SET) load_tot(pp, tv);
-        if (GD_CRING_SET) load_tot(pp + 1, tn);
-        const unsigned use[1] = {1u};
-        gd_mm<1, 1, TWB>(acc, Zs + pp % GD_CZB * ZS, nullptr, GD_LDQ, Si, 0, GD_LDS, wb.r0, wb.n0, K8, use);
-        if (!GD_CRING_SET && !GD_CPRE_SET) load_tot(pp, tv);
-#pragma unroll
-        for (int it = 0; it < TWB; ++it)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                So[wb.row(x) * GD_LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
-                if (GD_CRING_SET) tv[it][x] = tn[it][x];
-            }
+        __syncthreads();  // slot j's buffer read: the copy of slot j + 2 may overwrite it
     }
     cp_async_wait<0>();
 }
@@ -439,12 +561,95 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3MINB) gd_tier3(
                  slot_sz, T, DK, DV, L, n, DV, bh, (int)(b % NCB) * GD_TBW, pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, gs);
 }
 #else
-// blocks per SM gd_tier3's registers must allow (shared memory allows 4 at d_k <= 64)
-constexpr int GD_T3RMINB = DKP <= 64 ? 3 : 1;
-// gd_tier3: per (chunk c, sequence, column block), out_t += sum_l lam[t, GD_LOG2C + GD_TM + cl + 1] Qp_t S_l(pp) over
-// the coarse slots of c's period pp (cl: the set bits of pp; S_l(pp): gd_coarse's entries, in the bits' order), one
-// product of CH x DK x GD_TBW a slot, the next slot copied during it; no atomics (one block per output tile).
-// Shared memory (Config.smem("gd_tier3")): Qp_c, two buffers of a slot and of its read weights.
+// gd_tier3's chunks per block (GD_T3R, 1, 2 or 4 of one period: rows GD_T3R CH): each slot's copy serves the reads of
+// GD_T3R chunks (session 14: one chunk a block, its ~2.5 slots' copies dependent L2 round trips for one small product
+// each; benchmarks/NOTES.md "Session 15 — s15b16"): the most that fit 2 blocks per SM by shared memory
+// (Config.tier3_chunks; a timing build may set it)
+constexpr int GD_T3SMAX = 113 * 1024;  // shared memory for 2 blocks per SM (_compile.Config.tier3_chunks)
+constexpr int gd_t3_smem(int R) { return (R * CH * GD_LDQ + 2 * (DKP * GD_TLDS + R * CH)) * (int)sizeof(ta); }
+#ifdef GD_T3R_SET
+constexpr int GD_T3R = GD_T3R_SET;
+#else
+constexpr int GD_T3R = gd_t3_smem(4) <= GD_T3SMAX ? 4 : (gd_t3_smem(2) <= GD_T3SMAX ? 2 : 1);
+#endif
+constexpr int GD_T3SMEM = gd_t3_smem(GD_T3R);
+static_assert(GD_T3R == 1 || GD_T3R == 2 || GD_T3R == 4, "gd_tier3's chunks per block: 1, 2 or 4 of a period");
+static_assert(GD_T3R * CH <= NT, "a thread per token for the read weights");
+// The warp's tiles of gd_tier3's (GD_T3R CH) x GD_TBW product: RW row blocks of 16 rows from r0 (every RW-th), NTL
+// column tiles of 8 from n0; 8 warps over RB3 = GD_T3R CH / 16 row blocks (fewer tiles than warps: the first warps).
+struct GdT3Tiles {
+    static constexpr int RB3 = GD_T3R * CH / 16, NT8 = GD_TBW / 8, TILES = RB3 * NT8;
+    static constexpr int RW = RB3 >= 8 ? RB3 / 8 : 1;                            // row blocks per warp
+    static constexpr int NTL = RB3 >= 8 ? NT8 : (TILES >= 8 ? TILES / 8 : 1);  // column tiles per warp
+    static constexpr int WPR = NT8 / NTL;                                      // warps per row block
+    int r0, n0;
+    bool on;
+    __device__ __forceinline__ GdT3Tiles() {
+        const int w = threadIdx.x / 32;
+        on = w < TILES / (RW * NTL);
+        r0 = 16 * (w / WPR);
+        n0 = 8 * NTL * (w % WPR);
+    }
+    // row block a's rows (stride 8 row blocks between a warp's own), as mma's C fragment
+    __device__ __forceinline__ int row(int a, int x) const { return r0 + 128 * a + threadIdx.x % 32 / 4 + 8 * (x >> 1); }
+    __device__ __forceinline__ int col(int i, int x) const { return n0 + 8 * i + 2 * (threadIdx.x % 4) + (x & 1); }
+};
+// acc += (w Q) S over the warp's tiles: Q [t][kk] (row stride GD_LDQ; rows weighted by w in the A fragments), S
+// [kk][col] (row stride GD_TLDS), K a multiple of 8 (a template: a float64 build compiles the tensor-core text unrun)
+template <typename Acc>
+__device__ __forceinline__ void gd_t3_mm(Acc (&acc)[GdT3Tiles::RW][GdT3Tiles::NTL][4], const ta* Qs, const ta* S,
+                                         const ta* w, const GdT3Tiles& wt, int K8) {
+    constexpr int RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    ta wr[RW][2];  // the weights of the thread's A rows g8, g8 + 8 of each row block
+#pragma unroll
+    for (int a = 0; a < RW; ++a)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) wr[a][h] = w[wt.r0 + 128 * a + g8 + 8 * h];
+    if constexpr (GD_TC) {
+        for (int k0 = 0; k0 < K8; k0 += 8) {
+            unsigned ah[RW][4], al[RW][4];
+#pragma unroll
+            for (int a = 0; a < RW; ++a)
+#pragma unroll
+                for (int x = 0; x < 4; ++x)
+                    tf32_split((float)(wr[a][x & 1] * Qs[(wt.r0 + 128 * a + g8 + 8 * (x & 1)) * GD_LDQ + k0 + t4 + 4 * (x >> 1)]),
+                               ah[a][x], al[a][x]);
+#pragma unroll
+            for (int i = 0; i < NTL; ++i) {
+                unsigned bh[2], bl[2];
+                gd_frag_b(S, GD_TLDS, k0, wt.n0 + 8 * i, bh, bl);
+#pragma unroll
+                for (int a = 0; a < RW; ++a) gd_mma3(acc[a][i], ah[a], al[a], bh, bl);
+            }
+        }
+    } else {
+        for (int k = 0; k < K8; ++k) {
+            ta xa[RW][2], yv[NTL][2];
+#pragma unroll
+            for (int a = 0; a < RW; ++a)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) xa[a][h] = wr[a][h] * Qs[(wt.r0 + 128 * a + g8 + 8 * h) * GD_LDQ + k];
+#pragma unroll
+            for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) yv[i][h] = S[k * GD_TLDS + wt.n0 + 8 * i + 2 * t4 + h];
+#pragma unroll
+            for (int a = 0; a < RW; ++a)
+#pragma unroll
+                for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) acc[a][i][x] = fma(xa[a][x >> 1], yv[i][x & 1], acc[a][i][x]);
+        }
+    }
+}
+// blocks per SM gd_tier3's registers must allow (shared memory allows 2 at d_k <= 64 in float32)
+constexpr int GD_T3RMINB = DKP <= 64 ? 2 : 1;
+// gd_tier3: per (GD_T3R chunks c of one period pp, sequence, column block), out_t += sum_l lam[t, GD_LOG2C + GD_TM +
+// cl + 1] Qp_t S_l(pp) over the coarse slots of pp (cl: the set bits of pp; S_l(pp): gd_coarse's entries, in the
+// bits' order) as one accumulation: a slot's product of (lam_l Qp) (its rows weighted in the A fragments) and S_l,
+// GD_T3R CH x DK x GD_TBW, the next slot copied during it; no atomics (one block per output tile).
+// Shared memory (Config.smem("gd_tier3")): Qp's GD_T3R chunks, two buffers of a slot and of its read weights.
 extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const ta* __restrict__ Qp,   // gd_tier1's
     const ta* __restrict__ lam,  // (BH, T, L)
@@ -452,58 +657,51 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const ta* __restrict__ Sb,   // gd_coarse's
     int T, int DK, int DV, int L, int n, int nP, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int SS = DKP * GD_TLDS, RA = CH / 16, TWA = GdWarpTiles<RA, GD_TBW>::NTL;
-    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // [t][kk]
-    ta* Ss = Qs + CH * GD_LDQ;                 // [buffer][kk][col]
+    constexpr int SS = DKP * GD_TLDS, RR = GD_T3R * CH, RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
+    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // [t][kk], the block's chunks' rows
+    ta* Ss = Qs + RR * GD_LDQ;                 // [buffer][kk][col]
     ta* lw = Ss + 2 * SS;                      // [buffer][t]
-    check_smem((CH * GD_LDQ + 2 * SS + 2 * CH) * sizeof(ta));
+    check_smem(GD_T3SMEM);
     const int NCB = (DV + GD_TBW - 1) / GD_TBW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
-    const int c = (int)(blockIdx.x / ((i64)BH * NCB)), c0 = (int)(blockIdx.x % NCB) * GD_TBW;
+    const int c = (int)(blockIdx.x / ((i64)BH * NCB)) * GD_T3R, c0 = (int)(blockIdx.x % NCB) * GD_TBW;
     const i64 bh = blockIdx.x / NCB % BH, cj = bh * n + c, slot_sz = (i64)DK * DV;
     const int pp = c >> GD_TM, ns = __popcll(pp);
-    if (!ns) return;
+    if (!ns || c >= n) return;
     const ta* sb = Sb + (bh * gd_popsum(nP) + gd_popsum(pp)) * slot_sz;  // the period's slots, in its bits' order
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
-    gd_copy<CH, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, CH, DK, vec);
+    gd_copy<RR, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, min(GD_T3R, n - c) * CH, DK, vec);  // chunks past n: zero
     // slot r (bit cl of pp, its rank r) into buffer r & 1: its columns, and its read weights
     auto load = [&](int r, int cl) {
         gd_copy<DKP, GD_TBW>(Ss + (r & 1) * SS, GD_TLDS, sb + r * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
-        if (tid < CH) {
+        if (tid < RR) {
             const i64 gi = (i64)c * CH + tid;
-            lw[(r & 1) * CH + tid] = gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1] : (ta)0;
+            lw[(r & 1) * RR + tid] = gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1] : (ta)0;
         }
     };
-    int bits = pp, cl = __ffsll(bits) - 1;
-    load(0, cl);
+    int bits = pp;
+    load(0, __ffsll(bits) - 1);
     cp_async_commit();
-    const GdWarpTiles<RA, GD_TBW> wa;
-    ta tot[TWA][4] = {};
+    const GdT3Tiles wt;
+    ta acc[RW][NTL][4] = {};
     for (int r = 0; r < ns; ++r) {
         bits &= bits - 1;  // the next slot's bit
-        const int cn = __ffsll(bits) - 1;
-        if (r + 1 < ns) load(r + 1, cn);  // buffer (r + 1) & 1: its last readers passed the previous barrier
+        if (r + 1 < ns) load(r + 1, __ffsll(bits) - 1);  // buffer (r + 1) & 1: its last readers passed the previous barrier
         cp_async_commit();
         cp_async_wait<1>();
-        __syncthreads();  // Qp_c and slot r in place
-        if (wa.on) {
-            ta acc[1][1][TWA][4] = {};
-            const unsigned use[1] = {1u};
-            gd_mm<1, 1, TWA>(acc, Qs, nullptr, GD_LDQ, Ss + (r & 1) * SS, 0, GD_TLDS, wa.r0, wa.n0, K8, use);
-#pragma unroll
-            for (int it = 0; it < TWA; ++it)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) tot[it][x] += lw[(r & 1) * CH + wa.row(x)] * acc[0][0][it][x];
-        }
+        __syncthreads();  // Qp's rows and slot r in place
+        if (wt.on) gd_t3_mm(acc, Qs, Ss + (r & 1) * SS, lw + (r & 1) * RR, wt, K8);
         __syncthreads();  // slot r's buffer read: the copy of slot r + 2 may overwrite it
     }
     cp_async_wait<0>();
-    if (wa.on)
+    if (wt.on)
 #pragma unroll
-        for (int it = 0; it < TWA; ++it)
+        for (int a = 0; a < RW; ++a)
 #pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const int t = wa.row(x), cc = wa.col(it, x);
-                if (c0 + cc < DV && (i64)c * CH + t < T) out[(cj * CH + t) * DV + c0 + cc] += tot[it][x];
-            }
+            for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int t = wt.row(a, x), cc = wt.col(i, x);
+                    if (c0 + cc < DV && (i64)c * CH + t < T) out[(cj * CH + t) * DV + c0 + cc] += acc[a][i][x];
+                }
 }
 #endif
