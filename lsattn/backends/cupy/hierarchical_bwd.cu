@@ -272,10 +272,18 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     const i64 first = r0 + P.k * len, last = min(first + len, F + n) - 1;
     for (int i = tid; i < DKP; i += NT) { Ms[i] = neg_big(); Zs[i] = (ta)0; }
     for (int jj = tid; jj < DVP; jj += NT) Ws[jj] = lo_v();
-    if (tid == 0) {  // the decay from R's first token to the piece's, in the order of an unsplit pass
+    {  // the decay from R's first token to the piece's, summed by thread 0 in the order of an unsplit pass; the chunks'
+       // totals loaded by the block NT at a time into E (one load latency per NT chunks, not one per chunk)
+        static_assert(CH * HIB_TKL >= NT, "hib_blocks' scratch for the chunks' totals");
         ta g = (ta)0;
-        for (i64 cc = r0; cc < first; ++cc) g += gch[bh * n + (cc - F)];
-        Sk[0] = g;
+        for (i64 c0 = r0; c0 < first; c0 += NT) {  // (uniform over the block)
+            const int m = (int)min((i64)NT, first - c0);
+            if (tid < m) E[tid] = gch[bh * n + (c0 + tid - F)];
+            __syncthreads();
+            for (int u = 0; u < m && tid == 0; ++u) g += E[u];
+            __syncthreads();
+        }
+        if (tid == 0) Sk[0] = g;
     }
     __syncthreads();
     ta G0 = Sk[0], Gl = (ta)0;  // the frame's decay before chunk cc; the piece's own total
@@ -286,30 +294,31 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
         const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
         __syncthreads();  // (the previous pass's product has read E and Gp)
         // every input of the chunk at once (one memory latency per pass, not four in a row): q (x_ti without its
-        // row part Xf_t, added where read), -o, g, the decays, -lden + lam, delta
+        // row part Xf_t, added where read), -o, g, the decays, -lden + lam, delta. q outside the chunk's rows and
+        // columns is read from element 0, no fill (no output reads it: the maxima and the E pass take t < t1, and
+        // columns i >= DK reach only the padded rows of U, Z, M, never stored): a fill's select let ptxas sink 16-bit
+        // loads into a branch each, waited for one at a time
         staged<CH * DKP, NT>(
             [&](int idx) {
                 const int t = idx / DKP, i = idx % DKP;
-                return hib_ld(q, (bh * T + g0 + t) * DK + i, (t < t1) & (i < DK), neg_big());
+                return ld(q + ((t < t1) & (i < DK) ? (bh * T + g0 + t) * DK + i : (i64)0));
             },
             [&](int idx, ta x) { E[(idx / DKP) * HIB_TKL + idx % DKP] = x; });
-        staged<CH * DVP, NT>(  // -o as hib_go (lo_v() where masked), then g masked by it (the thread's own element)
+        // -o and g as they are; the masks of hib_go where they are used: -o -> lo_v() in its store, g -> 0 in the G' pass
+        // (masks inside the loads made ptxas sink each load into a branch of its own, waited for one at a time: +0.65 ms
+        // at 16K on float32 inputs, s14f17)
+        staged<CH * DVP, NT>(
             [&](int idx) {
                 const int t = idx / DVP, jj = idx % DVP;
-                ta g = (ta)0, o = hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
-                hib_go(g, o);
-                return o;
+                return hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
             },
-            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = -x; });
+            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = x > lo_v() / 2 ? -x : lo_v(); });
         staged<CH * DVP, NT>(
             [&](int idx) {
                 const int t = idx / DVP, jj = idx % DVP;
                 return hib_ld(gm, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), (ta)0);
             },
-            [&](int idx, ta x) {
-                const int at = (idx / DVP) * HIB_TVL + idx % DVP;
-                Gr[at] = Gp[at] == lo_v() ? (ta)0 : x;
-            });
+            [&](int idx, ta x) { Gr[(idx / DVP) * HIB_TVL + idx % DVP] = x; });
         for (int t = tid; t < CH; t += NT) {  // (hi_decay's value, its loads unconditional as hib_ld's)
             const bool in = t < t1;
             const ta av = a ? fmx(hib_ld(a, bh * T + g0 + t, in, (ta)0), alo) : (ta)0;
@@ -349,7 +358,8 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
         }
         for (int idx = tid; idx < CH * DVP; idx += NT) {
             const int t = idx / DVP, jj = idx % DVP;
-            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? Gr[t * HIB_TVL + jj] * hib_fex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
+            const ta o = Gp[t * HIB_TVL + jj];  // (lo_v(): a masked output, whose g counts as 0)
+            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV && o != lo_v()) ? Gr[t * HIB_TVL + jj] * hib_fex(o - Ws[jj]) : (ta)0;
         }
         acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
         __syncthreads();
