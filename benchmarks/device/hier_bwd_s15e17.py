@@ -9,14 +9,16 @@ the same arguments in one run, and one backward for ncu (a development aid; resu
         # chunk 32) run once with its launches recorded, then each recorded kernel relaunched alone on those
         # arguments by every variant (bench_gpu.cupy_ms, 10 calls, best of 3 rounds, variants interleaved per round);
         # registers / local bytes of each; every variant's outputs compared bit for bit with main's.
-        # Variants: main (main's source at 26378e6, rebuilt from the tree's by MAIN below), new (the tree: hib_blocks'
-        # output masks where the values are used, q without a fill, a piece's leading decay loaded NT chunks at a time),
+        # Variants: main (main's sources at 26378e6, rebuilt from the tree's by hier_bwd_s15e17_main.MAIN), r1 (request
+        # 1's, 7ca9571: hib_blocks' masks where used), new (the tree),
         # qsel (the tree's with main's q loads in hib_blocks: hib_ld's fill), s12b (the tree's hib_blocks with no
         # output masks at all: session 12's loads, right only for finite
         # outputs, the lower bound s14f17 measured); f32in: hib_blocks of each on float32 copies of the inputs; masked:
         # hib_blocks of main and new on bf16 inputs with -inf / NaN outputs (their masks; outputs bit for bit);
         # nosl, nold (bf16, hib_dq only): hib_dq without its held slots' products / log-normaliser pass (ABL; timing
         # only), the phases' costs.
+    python benchmarks/device/hier_bwd_s15e17.py mkmain
+        # (with git) writes hier_bwd_s15e17_main.py: main's and request 1's sources as replacements of the tree's
     python benchmarks/device/hier_bwd_s15e17.py ncu 16384 SRC_OUT.cu
         # the tree's kernels built with -lineinfo (source written to SRC_OUT.cu for ncu's source view), one bf16
         # backward after a warm one (ncu: --launch-skip past the first backward's kernels)
@@ -30,70 +32,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from bench_gpu import cupy_ms  # noqa: E402  (puts the repository on sys.path)
 from lsattn.backends.cupy import _compile, hierarchical_bwd as chb  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    from hier_bwd_s15e17_main import MAIN, R1  # noqa: E402  (main's / request 1's sources as replacements of the tree's)
+except ImportError:  # (mkmain writes it)
+    MAIN = R1 = {}
+
 source = _compile._source
-#: the tree's hierarchical_bwd.cu -> main's (26378e6): hib_blocks' masks inside its loads (s13d17)
-MAIN = [("""    {  // the decay from R's first token to the piece's, summed by thread 0 in the order of an unsplit pass; the chunks'
-       // totals loaded by the block NT at a time into E (one load latency per NT chunks, not one per chunk)
-        static_assert(CH * HIB_TKL >= NT, "hib_blocks' scratch for the chunks' totals");
-        ta g = (ta)0;
-        for (i64 c0 = r0; c0 < first; c0 += NT) {  // (uniform over the block)
-            const int m = (int)min((i64)NT, first - c0);
-            if (tid < m) E[tid] = gch[bh * n + (c0 + tid - F)];
-            __syncthreads();
-            for (int u = 0; u < m && tid == 0; ++u) g += E[u];
-            __syncthreads();
-        }
-        if (tid == 0) Sk[0] = g;
-    }""", """    if (tid == 0) {  // the decay from R's first token to the piece's, in the order of an unsplit pass
-        ta g = (ta)0;
-        for (i64 cc = r0; cc < first; ++cc) g += gch[bh * n + (cc - F)];
-        Sk[0] = g;
-    }"""),
-        ("""                return ld(q + ((t < t1) & (i < DK) ? (bh * T + g0 + t) * DK + i : (i64)0));""",
-         """                return hib_ld(q, (bh * T + g0 + t) * DK + i, (t < t1) & (i < DK), neg_big());"""),
-        ("""        // row part Xf_t, added where read), -o, g, the decays, -lden + lam, delta. q outside the chunk's rows and
-        // columns is read from element 0, no fill (no output reads it: the maxima and the E pass take t < t1, and
-        // columns i >= DK reach only the padded rows of U, Z, M, never stored): a fill's select let ptxas sink 16-bit
-        // loads into a branch each, waited for one at a time
-""", """        // row part Xf_t, added where read), -o, g, the decays, -lden + lam, delta
-"""),
-        ("""        // -o and g as they are; the masks of hib_go where they are used: -o -> lo_v() in its store, g -> 0 in the G' pass
-        // (masks inside the loads made ptxas sink each load into a branch of its own, waited for one at a time: +0.65 ms
-        // at 16K on float32 inputs, s14f17)
-        staged<CH * DVP, NT>(
-            [&](int idx) {
-                const int t = idx / DVP, jj = idx % DVP;
-                return hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
-            },
-            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = x > lo_v() / 2 ? -x : lo_v(); });""",
-         """        staged<CH * DVP, NT>(  // -o as hib_go (lo_v() where masked), then g masked by it (the thread's own element)
-            [&](int idx) {
-                const int t = idx / DVP, jj = idx % DVP;
-                ta g = (ta)0, o = hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
-                hib_go(g, o);
-                return o;
-            },
-            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = -x; });"""),
-        ("""            [&](int idx, ta x) { Gr[(idx / DVP) * HIB_TVL + idx % DVP] = x; });""",
-         """            [&](int idx, ta x) {
-                const int at = (idx / DVP) * HIB_TVL + idx % DVP;
-                Gr[at] = Gp[at] == lo_v() ? (ta)0 : x;
-            });"""),
-        ("""            const ta o = Gp[t * HIB_TVL + jj];  // (lo_v(): a masked output, whose g counts as 0)
-            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV && o != lo_v()) ? Gr[t * HIB_TVL + jj] * hib_fex(o - Ws[jj]) : (ta)0;""",
-         """            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? Gr[t * HIB_TVL + jj] * hib_fex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;""")]
 #: the tree's hib_blocks without the output masks (session 12's loads) / with q's fill (main's q loads)
-QSEL = MAIN[1:2]
-S12B = [("Gp[(idx / DVP) * HIB_TVL + idx % DVP] = x > lo_v() / 2 ? -x : lo_v(); });",
-         "Gp[(idx / DVP) * HIB_TVL + idx % DVP] = -x; });"),
+S12B = [("Gp[at] = ro[u] > lo_v() / 2 ? -ro[u] : lo_v();", "Gp[at] = -ro[u];"),
         ("(t < t1 && jj < DV && o != lo_v()) ?", "(t < t1 && jj < DV) ?")]
-LINEINFO = None  # the ncu mode's source path
-
-
-#: the tree's hierarchical_bwd_chunk.cu -> main's
-MAINC = []
-
-
+QSEL = [("rq[u] = ld(qc + ((t < t1) & (i < DK) ? t * DK + i : 0));", "rq[u] = hib_ld(qc, t * DK + i, (t < t1) & (i < DK), neg_big());")]
 #: hib_dq's phases left out (timing only: their outputs are wrong): the held slots' products (nosl), the held slots'
 #: log-normaliser pass (nold)
 ABL = {"nosl": [("    if (HIB_SNB == 2 && next_slot(0) < NSL) issue(next_slot(0), 0);\n", ""),
@@ -104,8 +53,10 @@ ABL = {"nosl": [("    if (HIB_SNB == 2 && next_slot(0) < NSL) issue(next_slot(0)
 
 def text(var, name):
     s = source(name)
-    reps = {"hierarchical_bwd.cu": {"main": MAIN, "s12b": S12B, "qsel": QSEL},
-            "hierarchical_bwd_chunk.cu": dict(ABL, main=MAINC)}.get(name, {}).get(var, [])
+    if var in ("main", "r1"):
+        reps = (MAIN if var == "main" else R1).get(name, [])
+    else:
+        reps = {"hierarchical_bwd.cu": {"s12b": S12B, "qsel": QSEL}, "hierarchical_bwd_chunk.cu": ABL}.get(name, {}).get(var, [])
     for a, b in reps:
         assert s.count(a) == 1, f"{var}: the tree changed; update its replacements ({a[:60]!r})"
         s = s.replace(a, b)
@@ -209,7 +160,7 @@ def kab(T, variants):
             _, _, grid, block, args, smem = launches[name]
             at = [i for i, a in enumerate(args) if isinstance(a, cupy.ndarray)]
             arrays = [args[i] for i in at]
-            mine = [v for v in vs if v in ("main", "new") or (name == "hib_blocks") == (v in ("qsel", "s12b"))
+            mine = [v for v in vs if v in ("main", "r1", "new") or (name == "hib_blocks") == (v in ("qsel", "s12b"))
                     and (name == "hib_dq" or v not in ABL)]
             ref = None
             for v in mine:  # the outputs of each variant against main's
@@ -234,9 +185,40 @@ def kab(T, variants):
             print(f"T={T} {kind} {name}: " + ", ".join(f"{v} {ms:.3f} ms" for v, ms in best.items()), flush=True)
 
 
+def mkmain():
+    """Writes hier_bwd_s15e17_main.py (on a machine with git): the sources of main (26378e6) and of request 1 (7ca9571)
+    as replacements of the tree's (difflib's grouped hunks, 3 lines of context)."""
+    import difflib
+    import subprocess
+
+    out = ['"""Session 15, s15e17: the hierarchical backward\'s sources of main (26378e6) and of request 1 (7ca9571) as\n'
+           'replacements of the tree\'s (written by ``hier_bwd_s15e17.py mkmain``; applied by its variants main, r1)."""\n']
+    for var, base in (("MAIN", "26378e6"), ("R1", "7ca9571")):
+        out.append(f"{var} = {{\n")
+        for f in ("hierarchical_bwd.cu", "hierarchical_bwd_chunk.cu"):
+            path = "lsattn/backends/cupy/" + f
+            old = subprocess.run(["git", "show", f"{base}:{path}"], capture_output=True, text=True, check=True).stdout.split("\n")
+            new = source(f).split("\n")
+            pairs = []
+            for grp in difflib.SequenceMatcher(None, new, old, autojunk=False).get_grouped_opcodes(3):
+                a_, b_ = "\n".join(new[grp[0][1]:grp[-1][2]]), "\n".join(old[grp[0][3]:grp[-1][4]])
+                assert "\n".join(new).count(a_) == 1, (f, grp)
+                pairs.append((a_, b_))
+            s = "\n".join(new)
+            for a_, b_ in pairs:
+                s = s.replace(a_, b_)
+            assert s == "\n".join(old), (var, f)
+            out.append(f"    {f!r}: [\n" + "".join(f"        ({a_!r},\n         {b_!r}),\n" for a_, b_ in pairs) + "    ],\n")
+        out.append("}\n")
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hier_bwd_s15e17_main.py"), "w") as f:
+        f.write("".join(out))
+
+
 if __name__ == "__main__":
     what = sys.argv[1]
-    if what == "warm":  # warm KIND:VARIANT[,...] or warm lineinfo SRC_OUT.cu (several processes side by side)
+    if what == "mkmain":
+        mkmain()
+    elif what == "warm":  # warm KIND:VARIANT[,...] or warm lineinfo SRC_OUT.cu (several processes side by side)
         import cupy
 
         ops, *rest = setup(256)
@@ -254,7 +236,7 @@ if __name__ == "__main__":
         cupy.cuda.Device().synchronize()
         print("warm", *sys.argv[2:], flush=True)
     elif what == "kab":
-        variants = (sys.argv[3] if len(sys.argv) > 3 else "main,new,qsel,s12b,nosl,nold,f32in,masked").split(",")
+        variants = (sys.argv[3] if len(sys.argv) > 3 else "main,r1,new,qsel,s12b,nosl,nold,f32in,masked").split(",")
         for T in [int(x) for x in sys.argv[2].split(",")]:
             kab(T, variants)
     elif what == "ncu":

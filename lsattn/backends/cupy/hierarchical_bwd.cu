@@ -182,6 +182,23 @@ __device__ __forceinline__ ta hib_ld(const T* src, i64 off, bool ok, ta fill) {
     const ta x = ld(src + (ok ? off : (i64)0));
     return ok ? x : fill;
 }
+// the same with a 32-bit offset from a row base formed once (a chunk's tile: no 64-bit index product per element)
+template <typename T>
+__device__ __forceinline__ ta hib_ld(const T* src, int off, bool ok, ta fill) {
+    const ta x = ld(src + (ok ? off : 0));
+    return ok ? x : fill;
+}
+// Keeps x's computation (a load) before this point: not sunk into the branch that uses it, where the warp would wait
+// for it after the loads batched with it have arrived (nothing on the CPU emulation)
+template <typename X>
+__device__ __forceinline__ void hib_keep(X x) {
+#ifdef __CUDA_ARCH__
+    if constexpr (sizeof(X) == 4)
+        asm volatile("" ::"f"(x));
+    else
+        asm volatile("" ::"d"(x));
+#endif
+}
 // The output gradient and the log output where the output is finite (o > lo_v() / 2: not -inf, not NaN), else 0
 // and +big (such outputs depend on no input; the host's masks before session 13, folded into the loads)
 __device__ __forceinline__ void hib_go(ta& g, ta& o) {
@@ -292,41 +309,52 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     for (i64 cc = first; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
         const i64 g0 = cc * CH - p;
         const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
+        // Every input of the chunk loaded into registers at once, before the barrier (one memory latency per pass, under
+        // the barrier's wait), then stored: q (x_ti without its row part Xf_t, added where read), -o, g, the decays,
+        // -lden + lam, delta. Addresses from the chunk's first row (g0 >= 0: it exists) with 32-bit offsets. q outside
+        // the chunk's rows and columns is read from the row's element 0 with no fill (no output reads it: the maxima and
+        // the E pass take t < t1, columns i >= DK reach only U, Z, M's padded rows, never stored). -o and g as they
+        // are, the masks of hib_go where they are used: -o -> lo_v() in its store, g -> 0 in the G' pass. (s15e17: masks
+        // or fills inside the loads let ptxas sink loads into a branch each, waited for one at a time: +0.65 ms at 16K
+        // on float32 inputs, s14f17; stores between the tiles' loads serialized them likewise.)
+        constexpr int NQ = CH * DKP / NT, NV = CH * DVP / NT;
+        static_assert(NQ * NT == CH * DKP && NV * NT == CH * DVP, "hib_blocks' tiles per thread");
+        const i64 rb = bh * T + g0;
+        const ti *qc = q + rb * DK, *gc_ = gm + rb * DV;
+        const ta* oc = om + rb * DV;
+        ta rq[NQ], ro[NV], rg[NV];
+#pragma unroll
+        for (int u = 0; u < NQ; ++u) {
+            const int idx = tid + u * NT, t = idx / DKP, i = idx % DKP;
+            rq[u] = ld(qc + ((t < t1) & (i < DK) ? t * DK + i : 0));
+        }
+#pragma unroll
+        for (int u = 0; u < NV; ++u) {
+            const int idx = tid + u * NT, t = idx / DVP, jj = idx % DVP;
+            const bool ok = (t < t1) & (jj < DV);
+            ro[u] = hib_ld(oc, t * DV + jj, ok, -lo_v());
+            rg[u] = hib_ld(gc_, t * DV + jj, ok, (ta)0);
+        }
+        const bool tin = tid < t1;  // row tid's decay, -lden, lam, delta (threads tid < CH store them)
+        const ta ra = a ? hib_ld(a + rb, tid, tin, (ta)0) : (ta)0, rx = hib_ld(lden + rb, tid, tin, (ta)0);
+        const ta rl = hib_ld(lam + rb * L + lev, tid * L, tin, (ta)0), rd = hib_ld(delta + rb, tid, tin, (ta)0);
+        hib_keep(ra), hib_keep(rx), hib_keep(rl), hib_keep(rd);  // (read by threads tid < CH only)
         __syncthreads();  // (the previous pass's product has read E and Gp)
-        // every input of the chunk at once (one memory latency per pass, not four in a row): q (x_ti without its
-        // row part Xf_t, added where read), -o, g, the decays, -lden + lam, delta. q outside the chunk's rows and
-        // columns is read from element 0, no fill (no output reads it: the maxima and the E pass take t < t1, and
-        // columns i >= DK reach only the padded rows of U, Z, M, never stored): a fill's select let ptxas sink 16-bit
-        // loads into a branch each, waited for one at a time
-        staged<CH * DKP, NT>(
-            [&](int idx) {
-                const int t = idx / DKP, i = idx % DKP;
-                return ld(q + ((t < t1) & (i < DK) ? (bh * T + g0 + t) * DK + i : (i64)0));
-            },
-            [&](int idx, ta x) { E[(idx / DKP) * HIB_TKL + idx % DKP] = x; });
-        // -o and g as they are; the masks of hib_go where they are used: -o -> lo_v() in its store, g -> 0 in the G' pass
-        // (masks inside the loads made ptxas sink each load into a branch of its own, waited for one at a time: +0.65 ms
-        // at 16K on float32 inputs, s14f17)
-        staged<CH * DVP, NT>(
-            [&](int idx) {
-                const int t = idx / DVP, jj = idx % DVP;
-                return hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
-            },
-            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = x > lo_v() / 2 ? -x : lo_v(); });
-        staged<CH * DVP, NT>(
-            [&](int idx) {
-                const int t = idx / DVP, jj = idx % DVP;
-                return hib_ld(gm, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), (ta)0);
-            },
-            [&](int idx, ta x) { Gr[(idx / DVP) * HIB_TVL + idx % DVP] = x; });
-        for (int t = tid; t < CH; t += NT) {  // (hi_decay's value, its loads unconditional as hib_ld's)
-            const bool in = t < t1;
-            const ta av = a ? fmx(hib_ld(a, bh * T + g0 + t, in, (ta)0), alo) : (ta)0;
-            const ta x = hib_ld(lden, bh * T + g0 + t, in, (ta)0), l = hib_ld(lam, (bh * T + g0 + t) * L + lev, in, (ta)0);
-            const ta d = hib_ld(delta, bh * T + g0 + t, in, (ta)0);
-            ac[t] = in ? av : (ta)0;
-            Xr[t] = in ? -x + fmx(l, lo_v()) : (ta)0;
-            Dr[t] = in ? d : (ta)0;
+#pragma unroll
+        for (int u = 0; u < NQ; ++u) {
+            const int idx = tid + u * NT;
+            E[(idx / DKP) * HIB_TKL + idx % DKP] = rq[u];
+        }
+#pragma unroll
+        for (int u = 0; u < NV; ++u) {
+            const int idx = tid + u * NT, at = (idx / DVP) * HIB_TVL + idx % DVP;
+            Gp[at] = ro[u] > lo_v() / 2 ? -ro[u] : lo_v();
+            Gr[at] = rg[u];
+        }
+        if (tid < CH) {  // (hi_decay's value)
+            ac[tid] = tin && a ? fmx(ra, alo) : (ta)0;
+            Xr[tid] = tin ? -rx + fmx(rl, lo_v()) : (ta)0;
+            Dr[tid] = tin ? rd : (ta)0;
         }
         __syncthreads();
         // the decays' prefix sums in hi_decays' order (each thread its own: no barrier), x_ti = q_ti + Xf_t as the

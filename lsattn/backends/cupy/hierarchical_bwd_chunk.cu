@@ -18,10 +18,10 @@ constexpr int HIB_FREG = hib_cmax(hib_cmax(DVP * (HIB_TKL + HIB_TCL), 2 * DKP * 
 // hib_dkdv's pair products' operands: W or P (CH x HIB_TCL), then A or G' (CH x HIB_TKL or HIB_TVL)
 constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 // hib_dq's held slots: a buffer holds S [i][j] (rows of HIB_SLD: 8 mod 32 for the mma's 8-byte B loads, 4 mod 32 for
-// the FFMA tiles' 16-byte ones; cp.async's 16-byte rows), m and z; HIB_SNB buffers (two where they fit) and
+// the FFMA tiles' 16-byte ones; cp.async's 16-byte rows), m, z and n; HIB_SNB buffers (two where they fit) and
 // G'^T (DVP x HIB_TCL) over the tiles free during the slot loop: XP, PP, DD, the products' operands, LVs (contiguous)
 #define HIB_SLD (DVP + (HIB_TC ? 8 : 4))
-constexpr int HIB_SBUF = DKP * HIB_SLD + 2 * DKP;
+constexpr int HIB_SBUF = DKP * HIB_SLD + 2 * DKP + DVP;
 constexpr int HIB_SFREE = 3 * CH * HIB_XLD + HIB_FREG + CH * HIB_VLD;
 constexpr int HIB_SNB = 2 * HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE ? 2 : 1;
 static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
@@ -500,9 +500,10 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         }
     }
     ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
-    // The held slots' S [i][j] and m, z copied asynchronously (cp.async, no registers) into HIB_SNB buffers over the
+    // The held slots' S [i][j] and m, z, n copied asynchronously (cp.async, no registers) into HIB_SNB buffers over the
     // pairs' tiles, the products' operands and LVs (free from here on), read in place as hib_prod's n-major B: with
-    // two buffers the next slot's copy is in flight during this slot's work; n by the thread whose column it is.
+    // two buffers the next slot's copy is in flight during this slot's work (n too: no global load waited for per slot,
+    // s15e17); n read by the thread whose column it is.
     // Two barriers per slot (S in and the previous product done; G' stored); a slot's dlam sums after the next one's
     // first barrier.
     ta* const SB = XP;
@@ -515,6 +516,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             cp_async_ta(S_ + DKP * HIB_SLD + i, mj + (i < DK ? s * DK + i : 0), i < DK);
             cp_async_ta(S_ + DKP * HIB_SLD + DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
         }
+        for (int jj = tid; jj < DVP; jj += NT) cp_async_ta(S_ + DKP * HIB_SLD + 2 * DKP + jj, nb + (jj < DV ? id * DV + jj : 0), jj < DV);
         cp_async_commit();
     };
     int sp = -1;  // the previous slot (its dlam sums pending)
@@ -537,7 +539,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             __syncthreads();  // the previous product is done with the buffer
             issue(s, 0);
         }
-        const ta nr = hib_ld(nb, slot_id(s) * DV + tid % DVP, tid % DVP < DV, (ta)0);
+        // n_j of this thread's column (jj = tid % DVP): from the buffer where two (in since the barrier above), else global
+        const ta nr = HIB_SNB == 2 ? SB[u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP + tid % DVP]
+                                   : hib_ld(nb, slot_id(s) * DV + tid % DVP, tid % DVP < DV, (ta)0);
         if (sp >= 0) slot_dlam();
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
