@@ -29,20 +29,24 @@ static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
 #define HIB_UNB 2
 #endif
 // A (DK, DV) row-major tile of global memory into DKP rows of HIB_SLD in shared memory by cp.async (zeros outside
-// DK x DV; 16-byte pieces where the rows allow), not waited for
+// DK x DV; 16-byte pieces where the rows allow), not waited for. Offsets in 32 bits from src, the pieces' loop unrolled
+// (s15e17: the 64-bit address products and the loop's tests were ~9% of hib_dq's instructions, ncu)
 __device__ __forceinline__ void hib_copy_tile(ta* dst, const ta* src, int DK, int DV) {
-    constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;  // 16-byte pieces of a row
+    constexpr int V = 16 / (int)sizeof(ta), W = DVP / V, P = DKP * W;  // 16-byte pieces of a row, of the tile
     if (DV % V == 0) {
-        for (int x = threadIdx.x; x < DKP * W; x += NT) {
-            const int i = x / W, j0 = (x % W) * V;
-            const bool ok = i < DK && j0 < DV;
-            cp_async16(dst + i * HIB_SLD + j0, ok ? (const void*)(src + (i64)i * DV + j0) : (const void*)src, ok);
+#pragma unroll
+        for (int u = 0; u < (P + NT - 1) / NT; ++u) {
+            const int x = threadIdx.x + u * NT, i = x / W, j0 = (x % W) * V;
+            if (P % NT == 0 || x < P) {
+                const bool ok = i < DK && j0 < DV;
+                cp_async16(dst + i * HIB_SLD + j0, src + (ok ? i * DV + j0 : 0), ok);
+            }
         }
     } else {
         for (int x = threadIdx.x; x < DKP * DVP; x += NT) {
             const int i = x / DVP, jj = x % DVP;
             const bool ok = i < DK && jj < DV;
-            cp_async_ta(dst + i * HIB_SLD + jj, ok ? src + (i64)i * DV + jj : src, ok);
+            cp_async_ta(dst + i * HIB_SLD + jj, src + (ok ? i * DV + jj : 0), ok);
         }
     }
 }
@@ -66,14 +70,17 @@ __device__ __forceinline__ ta hib_scale(ta x, ta e, ta f, ta c) {
 
 // Rows g0 .. g0 + CH - 1 of a (T, D) sequence (W columns) into registers (hib_rows_ld: rows outside [0, T) and
 // columns >= D are `fill`), then into X (row stride ldx), clamped below at lo (hib_rows_st; every fill passed is >= lo).
+// Addresses: the chunk's first row in the sequence (g0 >= 0) or its row 0 (g0 < 0, the call's first chunk), 32-bit
+// offsets from it (no 64-bit index product per element; out-of-range elements read that row's element 0)
 template <int W, typename S>
 __device__ __forceinline__ void hib_rows_ld(ta (&r)[CH * W / NT], const S* src, i64 g0, int T, int D, ta fill) {
     static_assert(CH * W % NT == 0, "hib_rows' elements per thread");
+    const int lo = g0 < 0 ? (int)-g0 : 0, hi = (int)min((i64)CH, (i64)T - g0);  // the chunk's rows in [0, T)
+    const S* base = src + (g0 + lo) * D;
 #pragma unroll
     for (int u = 0; u < CH * W / NT; ++u) {
-        const int idx = threadIdx.x + u * NT, i = idx % W;
-        const i64 g = g0 + idx / W;
-        r[u] = hib_ld(src, g * D + i, (i < D) & (g >= 0) & (g < T), fill);
+        const int idx = threadIdx.x + u * NT, i = idx % W, t = idx / W;
+        r[u] = hib_ld(base, (t - lo) * D + i, (i < D) & (t >= lo) & (t < hi), fill);
     }
 }
 template <int W>
@@ -365,11 +372,28 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
         hib_rows_st<DVP>(r2, Os, HIB_VLD, neg_big());
         hib_rows_st<HI_LMAX>(r3, Lam, HI_LMAX, lo_v());
     }
-    for (int t = threadIdx.x; t < CH && delta; t += NT) {
-        const i64 g = g0 + t;
-        Ds[t] = (g >= 0 && g < T) ? delta[bh * T + g] : (ta)0;
+    // the decays (hi_decays' values and prefix sums, bit for bit) and delta: row tid's loaded beside the tiles' second
+    // batch above would need registers the tiles hold; here every thread loads (valid addresses) and threads tid < CH
+    // keep theirs (hib_keep: not sunk into that branch), then each of them sums its own prefix in hi_decays' order
+    // (thread 0's serial loop of CH dependent shared round trips before)
+    {
+        const int tid = threadIdx.x;
+        const i64 g = g0 + (tid < CH ? tid : 0);
+        const bool in = g >= 0 && g < T;
+        const ta ra = a ? hib_ld(a + bh * T, g, in, (ta)0) : (ta)0, rd = delta ? hib_ld(delta + bh * T, g, in, (ta)0) : (ta)0;
+        hib_keep(ra), hib_keep(rd);
+        if (tid < CH) {
+            ac[tid] = a && in ? fmx(ra, alo) : (ta)0;
+            if (delta) Ds[tid] = rd;
+        }
+        __syncthreads();
+        if (tid < CH) {
+            ta run = (ta)0;
+            for (int u = 0; u <= tid; ++u) run += ac[u];
+            pre[tid] = run;
+        }
+        __syncthreads();
     }
-    hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
 }
 
 extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
@@ -508,8 +532,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     // first barrier.
     ta* const SB = XP;
     GRt = SB + HIB_SNB * HIB_SBUF;
-    auto issue = [&](int s, int u) {
-        const int id = slot_id(s);
+    auto issue = [&](int s, int id, int u) {  // (id = slot_id(s))
         ta* const S_ = SB + u * HIB_SBUF;
         hib_copy_tile(S_, Sb + (i64)id * DK * DV, DK, DV);
         for (int i = tid; i < DKP; i += NT) {
@@ -527,21 +550,24 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(sp, tr)] += x;
     };
     __syncthreads();  // (the pairs' reads of the tiles the buffers overlay)
-    int h = 0;
-    if (HIB_SNB == 2 && next_slot(0) < NSL) issue(next_slot(0), 0);
-    for (int s = next_slot(0); s < NSL; s = next_slot(s + 1), ++h) {
+    // (each held slot and its id found once: next_slot's scan and hi_slot's 64-bit arithmetic were ~5% of the
+    // kernel's instructions when evaluated three times per slot, ncu)
+    int h = 0, s = next_slot(0), id = s < NSL ? slot_id(s) : -1;
+    if (HIB_SNB == 2 && s < NSL) issue(s, id, 0);
+    for (; s < NSL; ++h) {
+        const int sn = next_slot(s + 1), idn = sn < NSL ? slot_id(sn) : -1;  // the next held slot
         const int u = HIB_SNB == 2 ? h & 1 : 0;
         if (HIB_SNB == 2) {
             cp_async_wait_all();
             __syncthreads();  // slot s is in; the previous product is done with the other buffer, GRt, Xw and TT
-            if (next_slot(s + 1) < NSL) issue(next_slot(s + 1), u ^ 1);
+            if (sn < NSL) issue(sn, idn, u ^ 1);
         } else {
             __syncthreads();  // the previous product is done with the buffer
-            issue(s, 0);
+            issue(s, id, 0);
         }
         // n_j of this thread's column (jj = tid % DVP): from the buffer where two (in since the barrier above), else global
         const ta nr = HIB_SNB == 2 ? SB[u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP + tid % DVP]
-                                   : hib_ld(nb, slot_id(s) * DV + tid % DVP, tid % DVP < DV, (ta)0);
+                                   : hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
         if (sp >= 0) slot_dlam();
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
@@ -560,6 +586,8 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             DQ[t * HIB_KLD + i] += term;
         });
         sp = s;
+        s = sn;
+        id = idn;
     }
     __syncthreads();
     if (sp >= 0) slot_dlam();
