@@ -45,9 +45,7 @@ S12B = [("Gp[at] = ro[u] > lo_v() / 2 ? -ro[u] : lo_v();", "Gp[at] = -ro[u];"),
 QSEL = [("rq[u] = ld(qc + ((t < t1) & (i < DK) ? t * DK + i : 0));", "rq[u] = hib_ld(qc, t * DK + i, (t < t1) & (i < DK), neg_big());")]
 #: hib_dq's phases left out (timing only: their outputs are wrong): the held slots' products (nosl), the held slots'
 #: log-normaliser pass (nold)
-ABL = {"nosl": [("    if (HIB_SNB == 2 && next_slot(0) < NSL) issue(next_slot(0), 0);\n", ""),
-                ("for (int s = next_slot(0); s < NSL; s = next_slot(s + 1), ++h) {",
-                 "for (int s = NSL; s < NSL; s = next_slot(s + 1), ++h) {")],
+ABL = {"nosl": [("    int h = 0, s = next_slot(0), id = s < NSL ? slot_id(s) : -1;", "    int h = 0, s = NSL, id = -1;")],
        "nold": [("    int sc = next_slot(0);\n    if (sc < NSL) slot_mz(sc, mc, zc);", "    int sc = NSL;")]}
 
 

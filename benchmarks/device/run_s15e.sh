@@ -10,6 +10,8 @@
 #       at 16K; summary by ncu_sum_s15e17.py, the report's pages and source counters to the logs), then
 #       hier_bwd_s15e17.py kab 16384 (main's kernels against the tree's on the same recorded arguments: bf16, float32
 #       inputs, masked outputs; bit-equality; hib_dq without its held slots' phases: their costs)
+# After request 1 (its kab was cut at the batch's 28 s): times runs kab with main, new and float32 inputs only; NCU_TOO=1
+# adds the -lineinfo build (tests) and ncu (times) as request 1 ran them.
 # Results and logs: $OUT/s15e_<mode>.tgz
 set -u
 NAME=s15e_$1; . benchmarks/device/setup.sh
@@ -25,18 +27,18 @@ if [ "$1" = tests ]; then
   PYTORCH_CUDA_ALLOC_CONF= timeout 140 compute-sanitizer --tool memcheck --print-limit 5 python3 $D/hier_bwd_small.py > "$OUT/log_memcheck.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 140 compute-sanitizer --tool racecheck --print-limit 5 python3 $D/hier_bwd_small.py race > "$OUT/log_racecheck.txt" 2>&1 &
   i=0
-  for w in bf16:main,new bf16:qsel,s12b bf16:nosl,nold f32in:main,new f32in:qsel,s12b "lineinfo $SRC"; do
+  for w in bf16:main,new f32in:main,new ${NCU_TOO:+"lineinfo $SRC"}; do
     i=$((i + 1)); timeout 140 python3 $D/hier_bwd_s15e17.py warm $w > "$OUT/log_warm$i.txt" 2>&1 &
   done
   wait
-  echo "warm: $(cat "$OUT"/log_warm*.txt | grep -c '^warm') of 6 processes"; grep -h -E "Error|error" "$OUT"/log_warm*.txt | head -3
+  echo "warm: $(cat "$OUT"/log_warm*.txt | grep -c '^warm') of $i processes"; grep -h -E "Error|error" "$OUT"/log_warm*.txt | head -3
   for f in "$OUT"/log_tests_*.txt; do echo "-- $(basename $f): $(tail -n 1 "$f" | cut -c1-120)"; grep -E "^FAILED|^ERROR|^E  " "$f" | head -4 | cut -c1-200; done
   for f in "$OUT/log_memcheck.txt" "$OUT/log_racecheck.txt"; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|sanitize ok' "$f" | tr '\n' ' ')"
     grep -E "^float|^bfloat|Error|error" "$f" | tail -n 6 | cut -c1-160; done
 elif [ "$1" = times ]; then
   echo "=== ncu $(date -u +%T)"
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
-  if [ -n "$NCU" ]; then
+  if [ -n "$NCU" ] && [ -n "${NCU_TOO:-}" ]; then
     timeout 25 "$NCU" --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
         --section SchedulerStats --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables \
         --section SourceCounters --kernel-name regex:"hib_dq|hib_blocks" --launch-skip 2 --launch-count 2 \
@@ -50,10 +52,10 @@ elif [ "$1" = times ]; then
       "$NCU" -i "$OUT/ncu.ncu-rep" --page source --csv --print-source cuda > "$OUT/ncu_src_cuda.csv" 2>&1 &
       wait ) &
   else
-    echo "no ncu"
+    echo "no ncu (NCU_TOO=1 for it)"
   fi
   echo "=== kab 16K $(date -u +%T)"
-  timeout 20 python3 $D/hier_bwd_s15e17.py kab 16384 > "$OUT/log_kab.txt" 2>&1
+  timeout 25 python3 $D/hier_bwd_s15e17.py kab 16384 main,new,f32in > "$OUT/log_kab.txt" 2>&1
   echo "rc=$?"; grep -E "^T=.*(ms|differ)|Error" "$OUT/log_kab.txt" | cut -c1-200
   grep -E "^T=.*(bit-equal)" "$OUT/log_kab.txt" | cut -c1-90 | tr '\n' ';' | cut -c1-400; echo
   wait

@@ -231,10 +231,12 @@ __device__ __forceinline__ int hib_np(int lp) {
 // Item x of hib_blocks (split: x counts the split blocks only, as hib_bmerge's grid); false past the last.
 __device__ __forceinline__ bool hib_piece(i64 x, i64 F, int n, bool split, HibPiece& P) {
     i64 slot = 0;
+#pragma unroll 1
     for (int lp = 1; lp < 63; ++lp) {
         const i64 h = (i64)1 << (lp - 1), hi = F + n - 1;
         if (h > hi) return false;
-        const i64 mlo = max((i64)0, (F + 1 - h + 2 * h - 1) / (2 * h)), mhi = (hi - h) / (2 * h);
+        // (numerators >= 0 and 2h = 2^lp: shifts, not 64-bit divisions: 2.7% of hib_blocks' time, ncu)
+        const i64 mlo = (F + h) >> lp, mhi = (hi - h) >> lp;
         const i64 cnt = max((i64)0, mhi - mlo + 1);
         const int np = hib_np(lp);
         if (split && np == 1) continue;

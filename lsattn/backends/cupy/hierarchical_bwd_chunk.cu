@@ -565,16 +565,19 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             __syncthreads();  // the previous product is done with the buffer
             issue(s, id, 0);
         }
-        // n_j of this thread's column (jj = tid % DVP): from the buffer where two (in since the barrier above), else global
-        const ta nr = HIB_SNB == 2 ? SB[u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP + tid % DVP]
-                                   : hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
+        // n: with two buffers this slot's (in since the barrier above), each column's read where used, the G' pass's
+        // element idx at t = idx % CH (a warp on consecutive rows of one column: its transposed stores conflict-free,
+        // n_j a broadcast; s15e17, ncu: 4-way conflicts with jj = idx % DVP); with one, n_j of this thread's column
+        // (jj = tid % DVP) from global
+        const ta* const N_ = SB + u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP;
+        const ta nr = HIB_SNB == 2 ? (ta)0 : hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
         if (sp >= 0) slot_dlam();
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed (jj = tid % DVP)
-            const int t = idx / DVP, jj = idx % DVP;
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed
+            const int t = HIB_SNB == 2 ? idx % CH : idx / DVP, jj = HIB_SNB == 2 ? idx / CH : idx % DVP;
             // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
-            const ta x = nr - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+            const ta x = (HIB_SNB == 2 ? N_[jj] : nr) - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
             GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
         }
         if (HIB_SNB == 1) cp_async_wait_all();
