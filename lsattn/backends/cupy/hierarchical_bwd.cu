@@ -182,6 +182,23 @@ __device__ __forceinline__ ta hib_ld(const T* src, i64 off, bool ok, ta fill) {
     const ta x = ld(src + (ok ? off : (i64)0));
     return ok ? x : fill;
 }
+// the same with a 32-bit offset from a row base formed once (a chunk's tile: no 64-bit index product per element)
+template <typename T>
+__device__ __forceinline__ ta hib_ld(const T* src, int off, bool ok, ta fill) {
+    const ta x = ld(src + (ok ? off : 0));
+    return ok ? x : fill;
+}
+// Keeps x's computation (a load) before this point: not sunk into the branch that uses it, where the warp would wait
+// for it after the loads batched with it have arrived (nothing on the CPU emulation)
+template <typename X>
+__device__ __forceinline__ void hib_keep(X x) {
+#ifdef __CUDA_ARCH__
+    if constexpr (sizeof(X) == 4)
+        asm volatile("" ::"f"(x));
+    else
+        asm volatile("" ::"d"(x));
+#endif
+}
 // The output gradient and the log output where the output is finite (o > lo_v() / 2: not -inf, not NaN), else 0
 // and +big (such outputs depend on no input; the host's masks before session 13, folded into the loads)
 __device__ __forceinline__ void hib_go(ta& g, ta& o) {
@@ -214,10 +231,12 @@ __device__ __forceinline__ int hib_np(int lp) {
 // Item x of hib_blocks (split: x counts the split blocks only, as hib_bmerge's grid); false past the last.
 __device__ __forceinline__ bool hib_piece(i64 x, i64 F, int n, bool split, HibPiece& P) {
     i64 slot = 0;
+#pragma unroll 1
     for (int lp = 1; lp < 63; ++lp) {
         const i64 h = (i64)1 << (lp - 1), hi = F + n - 1;
         if (h > hi) return false;
-        const i64 mlo = max((i64)0, (F + 1 - h + 2 * h - 1) / (2 * h)), mhi = (hi - h) / (2 * h);
+        // (numerators >= 0 and 2h = 2^lp: shifts, not 64-bit divisions: 2.7% of hib_blocks' time, ncu)
+        const i64 mlo = (F + h) >> lp, mhi = (hi - h) >> lp;
         const i64 cnt = max((i64)0, mhi - mlo + 1);
         const int np = hib_np(lp);
         if (split && np == 1) continue;
@@ -272,10 +291,18 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     const i64 first = r0 + P.k * len, last = min(first + len, F + n) - 1;
     for (int i = tid; i < DKP; i += NT) { Ms[i] = neg_big(); Zs[i] = (ta)0; }
     for (int jj = tid; jj < DVP; jj += NT) Ws[jj] = lo_v();
-    if (tid == 0) {  // the decay from R's first token to the piece's, in the order of an unsplit pass
+    {  // the decay from R's first token to the piece's, summed by thread 0 in the order of an unsplit pass; the chunks'
+       // totals loaded by the block NT at a time into E (one load latency per NT chunks, not one per chunk)
+        static_assert(CH * HIB_TKL >= NT, "hib_blocks' scratch for the chunks' totals");
         ta g = (ta)0;
-        for (i64 cc = r0; cc < first; ++cc) g += gch[bh * n + (cc - F)];
-        Sk[0] = g;
+        for (i64 c0 = r0; c0 < first; c0 += NT) {  // (uniform over the block)
+            const int m = (int)min((i64)NT, first - c0);
+            if (tid < m) E[tid] = gch[bh * n + (c0 + tid - F)];
+            __syncthreads();
+            for (int u = 0; u < m && tid == 0; ++u) g += E[u];
+            __syncthreads();
+        }
+        if (tid == 0) Sk[0] = g;
     }
     __syncthreads();
     ta G0 = Sk[0], Gl = (ta)0;  // the frame's decay before chunk cc; the piece's own total
@@ -284,40 +311,52 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     for (i64 cc = first; cc <= last; ++cc) {  // one pass: the maxima grow chunk by chunk, the sums rescaled (factors <= 1)
         const i64 g0 = cc * CH - p;
         const int t1 = (int)min((i64)CH, (i64)T - g0);  // g0 >= 0: R is after the call's first chunk
+        // Every input of the chunk loaded into registers at once, before the barrier (one memory latency per pass, under
+        // the barrier's wait), then stored: q (x_ti without its row part Xf_t, added where read), -o, g, the decays,
+        // -lden + lam, delta. Addresses from the chunk's first row (g0 >= 0: it exists) with 32-bit offsets. q outside
+        // the chunk's rows and columns is read from the row's element 0 with no fill (no output reads it: the maxima and
+        // the E pass take t < t1, columns i >= DK reach only U, Z, M's padded rows, never stored). -o and g as they
+        // are, the masks of hib_go where they are used: -o -> lo_v() in its store, g -> 0 in the G' pass. (s15e17: masks
+        // or fills inside the loads let ptxas sink loads into a branch each, waited for one at a time: +0.65 ms at 16K
+        // on float32 inputs, s14f17; stores between the tiles' loads serialized them likewise.)
+        constexpr int NQ = CH * DKP / NT, NV = CH * DVP / NT;
+        static_assert(NQ * NT == CH * DKP && NV * NT == CH * DVP, "hib_blocks' tiles per thread");
+        const i64 rb = bh * T + g0;
+        const ti *qc = q + rb * DK, *gc_ = gm + rb * DV;
+        const ta* oc = om + rb * DV;
+        ta rq[NQ], ro[NV], rg[NV];
+#pragma unroll
+        for (int u = 0; u < NQ; ++u) {
+            const int idx = tid + u * NT, t = idx / DKP, i = idx % DKP;
+            rq[u] = ld(qc + ((t < t1) & (i < DK) ? t * DK + i : 0));
+        }
+#pragma unroll
+        for (int u = 0; u < NV; ++u) {
+            const int idx = tid + u * NT, t = idx / DVP, jj = idx % DVP;
+            const bool ok = (t < t1) & (jj < DV);
+            ro[u] = hib_ld(oc, t * DV + jj, ok, -lo_v());
+            rg[u] = hib_ld(gc_, t * DV + jj, ok, (ta)0);
+        }
+        const bool tin = tid < t1;  // row tid's decay, -lden, lam, delta (threads tid < CH store them)
+        const ta ra = a ? hib_ld(a + rb, tid, tin, (ta)0) : (ta)0, rx = hib_ld(lden + rb, tid, tin, (ta)0);
+        const ta rl = hib_ld(lam + rb * L + lev, tid * L, tin, (ta)0), rd = hib_ld(delta + rb, tid, tin, (ta)0);
+        hib_keep(ra), hib_keep(rx), hib_keep(rl), hib_keep(rd);  // (read by threads tid < CH only)
         __syncthreads();  // (the previous pass's product has read E and Gp)
-        // every input of the chunk at once (one memory latency per pass, not four in a row): q (x_ti without its
-        // row part Xf_t, added where read), -o, g, the decays, -lden + lam, delta
-        staged<CH * DKP, NT>(
-            [&](int idx) {
-                const int t = idx / DKP, i = idx % DKP;
-                return hib_ld(q, (bh * T + g0 + t) * DK + i, (t < t1) & (i < DK), neg_big());
-            },
-            [&](int idx, ta x) { E[(idx / DKP) * HIB_TKL + idx % DKP] = x; });
-        staged<CH * DVP, NT>(  // -o as hib_go (lo_v() where masked), then g masked by it (the thread's own element)
-            [&](int idx) {
-                const int t = idx / DVP, jj = idx % DVP;
-                ta g = (ta)0, o = hib_ld(om, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), -lo_v());
-                hib_go(g, o);
-                return o;
-            },
-            [&](int idx, ta x) { Gp[(idx / DVP) * HIB_TVL + idx % DVP] = -x; });
-        staged<CH * DVP, NT>(
-            [&](int idx) {
-                const int t = idx / DVP, jj = idx % DVP;
-                return hib_ld(gm, (bh * T + g0 + t) * DV + jj, (t < t1) & (jj < DV), (ta)0);
-            },
-            [&](int idx, ta x) {
-                const int at = (idx / DVP) * HIB_TVL + idx % DVP;
-                Gr[at] = Gp[at] == lo_v() ? (ta)0 : x;
-            });
-        for (int t = tid; t < CH; t += NT) {  // (hi_decay's value, its loads unconditional as hib_ld's)
-            const bool in = t < t1;
-            const ta av = a ? fmx(hib_ld(a, bh * T + g0 + t, in, (ta)0), alo) : (ta)0;
-            const ta x = hib_ld(lden, bh * T + g0 + t, in, (ta)0), l = hib_ld(lam, (bh * T + g0 + t) * L + lev, in, (ta)0);
-            const ta d = hib_ld(delta, bh * T + g0 + t, in, (ta)0);
-            ac[t] = in ? av : (ta)0;
-            Xr[t] = in ? -x + fmx(l, lo_v()) : (ta)0;
-            Dr[t] = in ? d : (ta)0;
+#pragma unroll
+        for (int u = 0; u < NQ; ++u) {
+            const int idx = tid + u * NT;
+            E[(idx / DKP) * HIB_TKL + idx % DKP] = rq[u];
+        }
+#pragma unroll
+        for (int u = 0; u < NV; ++u) {
+            const int idx = tid + u * NT, at = (idx / DVP) * HIB_TVL + idx % DVP;
+            Gp[at] = ro[u] > lo_v() / 2 ? -ro[u] : lo_v();
+            Gr[at] = rg[u];
+        }
+        if (tid < CH) {  // (hi_decay's value)
+            ac[tid] = tin && a ? fmx(ra, alo) : (ta)0;
+            Xr[tid] = tin ? -rx + fmx(rl, lo_v()) : (ta)0;
+            Dr[tid] = tin ? rd : (ta)0;
         }
         __syncthreads();
         // the decays' prefix sums in hi_decays' order (each thread its own: no barrier), x_ti = q_ti + Xf_t as the
@@ -349,7 +388,8 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
         }
         for (int idx = tid; idx < CH * DVP; idx += NT) {
             const int t = idx / DVP, jj = idx % DVP;
-            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV) ? Gr[t * HIB_TVL + jj] * hib_fex(Gp[t * HIB_TVL + jj] - Ws[jj]) : (ta)0;
+            const ta o = Gp[t * HIB_TVL + jj];  // (lo_v(): a masked output, whose g counts as 0)
+            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV && o != lo_v()) ? Gr[t * HIB_TVL + jj] * hib_fex(o - Ws[jj]) : (ta)0;
         }
         acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
         __syncthreads();

@@ -91,7 +91,7 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, 
     float32); out (..., T, d_v): the forward's log output in the compute dtype (float32 for 16-bit
     inputs); ``T >= 1``; old: the incoming state's ``(m, n, S, z)`` (as ``hierarchical.compute``) or
     None, read but not differentiated. Outputs ``-inf`` (every visible value 0) or NaN (every level off)
-    take no gradient (masked in the kernels' loads). ``tc``: the products on bf16 tensor cores (float32
+    take no gradient (masked in the kernels). ``tc``: the products on bf16 tensor cores (float32
     compute of bfloat16 callers: the gradients within the bfloat16 bound, not float32's). kept: the
     forward's slots at this variant's chunk (:func:`keep`), or None: recomputed (16-bit inputs on the
     forward's 16-bit kernels). Returns (dq, dk, dlv in the inputs' dtype; dlam, da or None in the compute
@@ -105,7 +105,7 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, 
         w = _hi.slots(ops, _hi.config(cfg.ta, q.shape[-1], lv.shape[-1], cfg.CH, half) if half else
                       Config(cfg.ta, "", cfg.CH, cfg.DKP, cfg.DVP, tc=cfg.ta == "float"), q, k, lv, lam, a, p, old)
     T, DK, DV, L, n = w.T, w.DK, w.DV, w.L, w.n
-    om, gm = flat(xp, out, (BH, T, DV)), flat(xp, do, (BH, T, DV))  # (masked where loaded)
+    om, gm = flat(xp, out, (BH, T, DV)), flat(xp, do, (BH, T, DV))  # (masked in the kernels: hib_go)
     delta = xp.empty((BH, T), dtype=ta_dtype)  # hib_dq's sum_j g_tj
     lden = xp.empty((BH, T), dtype=ta_dtype)
     dq = xp.empty((BH, T, DK), dtype=q.dtype)

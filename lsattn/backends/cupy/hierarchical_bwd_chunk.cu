@@ -18,10 +18,10 @@ constexpr int HIB_FREG = hib_cmax(hib_cmax(DVP * (HIB_TKL + HIB_TCL), 2 * DKP * 
 // hib_dkdv's pair products' operands: W or P (CH x HIB_TCL), then A or G' (CH x HIB_TKL or HIB_TVL)
 constexpr int HIB_F2 = CH * (HIB_TCL + hib_cmax(HIB_TKL, HIB_TVL));
 // hib_dq's held slots: a buffer holds S [i][j] (rows of HIB_SLD: 8 mod 32 for the mma's 8-byte B loads, 4 mod 32 for
-// the FFMA tiles' 16-byte ones; cp.async's 16-byte rows), m and z; HIB_SNB buffers (two where they fit) and
+// the FFMA tiles' 16-byte ones; cp.async's 16-byte rows), m, z and n; HIB_SNB buffers (two where they fit) and
 // G'^T (DVP x HIB_TCL) over the tiles free during the slot loop: XP, PP, DD, the products' operands, LVs (contiguous)
 #define HIB_SLD (DVP + (HIB_TC ? 8 : 4))
-constexpr int HIB_SBUF = DKP * HIB_SLD + 2 * DKP;
+constexpr int HIB_SBUF = DKP * HIB_SLD + 2 * DKP + DVP;
 constexpr int HIB_SFREE = 3 * CH * HIB_XLD + HIB_FREG + CH * HIB_VLD;
 constexpr int HIB_SNB = 2 * HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE ? 2 : 1;
 static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
@@ -29,20 +29,24 @@ static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
 #define HIB_UNB 2
 #endif
 // A (DK, DV) row-major tile of global memory into DKP rows of HIB_SLD in shared memory by cp.async (zeros outside
-// DK x DV; 16-byte pieces where the rows allow), not waited for
+// DK x DV; 16-byte pieces where the rows allow), not waited for. Offsets in 32 bits from src, the pieces' loop unrolled
+// (s15e17: the 64-bit address products and the loop's tests were ~9% of hib_dq's instructions, ncu)
 __device__ __forceinline__ void hib_copy_tile(ta* dst, const ta* src, int DK, int DV) {
-    constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;  // 16-byte pieces of a row
+    constexpr int V = 16 / (int)sizeof(ta), W = DVP / V, P = DKP * W;  // 16-byte pieces of a row, of the tile
     if (DV % V == 0) {
-        for (int x = threadIdx.x; x < DKP * W; x += NT) {
-            const int i = x / W, j0 = (x % W) * V;
-            const bool ok = i < DK && j0 < DV;
-            cp_async16(dst + i * HIB_SLD + j0, ok ? (const void*)(src + (i64)i * DV + j0) : (const void*)src, ok);
+#pragma unroll
+        for (int u = 0; u < (P + NT - 1) / NT; ++u) {
+            const int x = threadIdx.x + u * NT, i = x / W, j0 = (x % W) * V;
+            if (P % NT == 0 || x < P) {
+                const bool ok = i < DK && j0 < DV;
+                cp_async16(dst + i * HIB_SLD + j0, src + (ok ? i * DV + j0 : 0), ok);
+            }
         }
     } else {
         for (int x = threadIdx.x; x < DKP * DVP; x += NT) {
             const int i = x / DVP, jj = x % DVP;
             const bool ok = i < DK && jj < DV;
-            cp_async_ta(dst + i * HIB_SLD + jj, ok ? src + (i64)i * DV + jj : src, ok);
+            cp_async_ta(dst + i * HIB_SLD + jj, src + (ok ? i * DV + jj : 0), ok);
         }
     }
 }
@@ -66,14 +70,17 @@ __device__ __forceinline__ ta hib_scale(ta x, ta e, ta f, ta c) {
 
 // Rows g0 .. g0 + CH - 1 of a (T, D) sequence (W columns) into registers (hib_rows_ld: rows outside [0, T) and
 // columns >= D are `fill`), then into X (row stride ldx), clamped below at lo (hib_rows_st; every fill passed is >= lo).
+// Addresses: the chunk's first row in the sequence (g0 >= 0) or its row 0 (g0 < 0, the call's first chunk), 32-bit
+// offsets from it (no 64-bit index product per element; out-of-range elements read that row's element 0)
 template <int W, typename S>
 __device__ __forceinline__ void hib_rows_ld(ta (&r)[CH * W / NT], const S* src, i64 g0, int T, int D, ta fill) {
     static_assert(CH * W % NT == 0, "hib_rows' elements per thread");
+    const int lo = g0 < 0 ? (int)-g0 : 0, hi = (int)min((i64)CH, (i64)T - g0);  // the chunk's rows in [0, T)
+    const S* base = src + (g0 + lo) * D;
 #pragma unroll
     for (int u = 0; u < CH * W / NT; ++u) {
-        const int idx = threadIdx.x + u * NT, i = idx % W;
-        const i64 g = g0 + idx / W;
-        r[u] = hib_ld(src, g * D + i, (i < D) & (g >= 0) & (g < T), fill);
+        const int idx = threadIdx.x + u * NT, i = idx % W, t = idx / W;
+        r[u] = hib_ld(base, (t - lo) * D + i, (i < D) & (t >= lo) & (t < hi), fill);
     }
 }
 template <int W>
@@ -365,11 +372,28 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
         hib_rows_st<DVP>(r2, Os, HIB_VLD, neg_big());
         hib_rows_st<HI_LMAX>(r3, Lam, HI_LMAX, lo_v());
     }
-    for (int t = threadIdx.x; t < CH && delta; t += NT) {
-        const i64 g = g0 + t;
-        Ds[t] = (g >= 0 && g < T) ? delta[bh * T + g] : (ta)0;
+    // the decays (hi_decays' values and prefix sums, bit for bit) and delta: row tid's loaded beside the tiles' second
+    // batch above would need registers the tiles hold; here every thread loads (valid addresses) and threads tid < CH
+    // keep theirs (hib_keep: not sunk into that branch), then each of them sums its own prefix in hi_decays' order
+    // (thread 0's serial loop of CH dependent shared round trips before)
+    {
+        const int tid = threadIdx.x;
+        const i64 g = g0 + (tid < CH ? tid : 0);
+        const bool in = g >= 0 && g < T;
+        const ta ra = a ? hib_ld(a + bh * T, g, in, (ta)0) : (ta)0, rd = delta ? hib_ld(delta + bh * T, g, in, (ta)0) : (ta)0;
+        hib_keep(ra), hib_keep(rd);
+        if (tid < CH) {
+            ac[tid] = a && in ? fmx(ra, alo) : (ta)0;
+            if (delta) Ds[tid] = rd;
+        }
+        __syncthreads();
+        if (tid < CH) {
+            ta run = (ta)0;
+            for (int u = 0; u <= tid; ++u) run += ac[u];
+            pre[tid] = run;
+        }
+        __syncthreads();
     }
-    hi_decays(ac, pre, a ? a + bh * T : nullptr, g0, T, alo);
 }
 
 extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
@@ -500,21 +524,22 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         }
     }
     ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
-    // The held slots' S [i][j] and m, z copied asynchronously (cp.async, no registers) into HIB_SNB buffers over the
+    // The held slots' S [i][j] and m, z, n copied asynchronously (cp.async, no registers) into HIB_SNB buffers over the
     // pairs' tiles, the products' operands and LVs (free from here on), read in place as hib_prod's n-major B: with
-    // two buffers the next slot's copy is in flight during this slot's work; n by the thread whose column it is.
+    // two buffers the next slot's copy is in flight during this slot's work (n too: no global load waited for per slot,
+    // s15e17); n read by the thread whose column it is.
     // Two barriers per slot (S in and the previous product done; G' stored); a slot's dlam sums after the next one's
     // first barrier.
     ta* const SB = XP;
     GRt = SB + HIB_SNB * HIB_SBUF;
-    auto issue = [&](int s, int u) {
-        const int id = slot_id(s);
+    auto issue = [&](int s, int id, int u) {  // (id = slot_id(s))
         ta* const S_ = SB + u * HIB_SBUF;
         hib_copy_tile(S_, Sb + (i64)id * DK * DV, DK, DV);
         for (int i = tid; i < DKP; i += NT) {
             cp_async_ta(S_ + DKP * HIB_SLD + i, mj + (i < DK ? s * DK + i : 0), i < DK);
             cp_async_ta(S_ + DKP * HIB_SLD + DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
         }
+        for (int jj = tid; jj < DVP; jj += NT) cp_async_ta(S_ + DKP * HIB_SLD + 2 * DKP + jj, nb + (jj < DV ? id * DV + jj : 0), jj < DV);
         cp_async_commit();
     };
     int sp = -1;  // the previous slot (its dlam sums pending)
@@ -525,26 +550,34 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(sp, tr)] += x;
     };
     __syncthreads();  // (the pairs' reads of the tiles the buffers overlay)
-    int h = 0;
-    if (HIB_SNB == 2 && next_slot(0) < NSL) issue(next_slot(0), 0);
-    for (int s = next_slot(0); s < NSL; s = next_slot(s + 1), ++h) {
+    // (each held slot and its id found once: next_slot's scan and hi_slot's 64-bit arithmetic were ~5% of the
+    // kernel's instructions when evaluated three times per slot, ncu)
+    int h = 0, s = next_slot(0), id = s < NSL ? slot_id(s) : -1;
+    if (HIB_SNB == 2 && s < NSL) issue(s, id, 0);
+    for (; s < NSL; ++h) {
+        const int sn = next_slot(s + 1), idn = sn < NSL ? slot_id(sn) : -1;  // the next held slot
         const int u = HIB_SNB == 2 ? h & 1 : 0;
         if (HIB_SNB == 2) {
             cp_async_wait_all();
             __syncthreads();  // slot s is in; the previous product is done with the other buffer, GRt, Xw and TT
-            if (next_slot(s + 1) < NSL) issue(next_slot(s + 1), u ^ 1);
+            if (sn < NSL) issue(sn, idn, u ^ 1);
         } else {
             __syncthreads();  // the previous product is done with the buffer
-            issue(s, 0);
+            issue(s, id, 0);
         }
-        const ta nr = hib_ld(nb, slot_id(s) * DV + tid % DVP, tid % DVP < DV, (ta)0);
+        // n: with two buffers this slot's (in since the barrier above), each column's read where used, the G' pass's
+        // element idx at t = idx % CH (a warp on consecutive rows of one column: its transposed stores conflict-free,
+        // n_j a broadcast; s15e17, ncu: 4-way conflicts with jj = idx % DVP); with one, n_j of this thread's column
+        // (jj = tid % DVP) from global
+        const ta* const N_ = SB + u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP;
+        const ta nr = HIB_SNB == 2 ? (ta)0 : hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
         if (sp >= 0) slot_dlam();
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed (jj = tid % DVP)
-            const int t = idx / DVP, jj = idx % DVP;
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed
+            const int t = HIB_SNB == 2 ? idx % CH : idx / DVP, jj = HIB_SNB == 2 ? idx / CH : idx % DVP;
             // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
-            const ta x = nr - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+            const ta x = (HIB_SNB == 2 ? N_[jj] : nr) - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
             GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
         }
         if (HIB_SNB == 1) cp_async_wait_all();
@@ -556,6 +589,8 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             DQ[t * HIB_KLD + i] += term;
         });
         sp = s;
+        s = sn;
+        id = idn;
     }
     __syncthreads();
     if (sp >= 0) slot_dlam();
