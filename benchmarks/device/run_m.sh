@@ -5,6 +5,7 @@
 #                                                        files whose float64 quadratic references need most GPU memory (session 11's
 #                                                        eight concurrent processes ran out of memory there), alone
 #   OUT=... bash benchmarks/device/run_m.sh one [LIM]    both in one call, every test process at once (little device time left)
+#   OUT=... bash benchmarks/device/run_m.sh quick [LIM]  one's tests without the tables (less still)
 #   OUT=... bash benchmarks/device/run_m.sh bench        the tables alone on the GPU (peers in the same run): issue 17's, Gated DeltaNet
 #                                                        forward and fwd+bwd, the packed-batch table of issue 19
 # Results and logs: $OUT/m_<mode>.tgz.
@@ -63,12 +64,12 @@ if [ "$MODE" = tests ]; then
   echo "=== tests, wave 2 $(date -u +%T)"
   launch u "${WAVE2[@]}"; wait
   report
-elif [ "$MODE" = one ]; then
+elif [ "$MODE" = one ] || [ "$MODE" = quick ]; then
   # a session with little device time left: every group and the sanitizers at once (capped at LIM), then the tables
   echo "=== tests, one wave $(date -u +%T)"
   launch t "${WAVE1[@]}"; launch u "${WAVE2[@]}"; sanitizers 40; wait
   report
-  tables
+  [ "$MODE" = one ] && tables
 elif [ "$MODE" = bench ]; then
   tables
   echo "=== varlen $(date -u +%T)"
