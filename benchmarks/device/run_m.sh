@@ -34,12 +34,13 @@ launch() {  # launch TAG GROUP...: one capped pytest per group, logs $OUT/log_<T
   local tag=$1 i=0; shift
   for grp in "$@"; do i=$((i + 1)); eval timeout "$LIM" $PT $grp > "$OUT/log_$tag$i.txt" 2>&1 & done
 }
-sanitizers() {  # memcheck / racecheck of the small scripts, each call capped at $1 s
+sanitizers() {  # memcheck / racecheck of the small scripts, each memcheck capped at $1 s, each racecheck at $2 s
+  RACE_CAP=$2
   ( for s in gd_small gd_bwd_small hier_small hier_bwd_small ek_packed_small ek_bwd_small; do
       PYTORCH_CUDA_ALLOC_CONF= timeout "$1" compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/$s.py > "$OUT/log_memcheck_$s.txt" 2>&1
     done ) &
   ( for s in gd_small gd_bwd_small hier_small "hier_bwd_small race"; do
-      set -- $s; PYTORCH_CUDA_ALLOC_CONF= timeout 75 compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_racecheck_$1.txt" 2>&1
+      set -- $s; PYTORCH_CUDA_ALLOC_CONF= timeout "$RACE_CAP" compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_racecheck_$1.txt" 2>&1
     done ) &
 }
 report() {
@@ -60,14 +61,15 @@ tables() {  # issue 17's table, the Gated DeltaNet forward and fwd+bwd (peers in
 }
 if [ "$MODE" = tests ]; then
   echo "=== tests, wave 1 $(date -u +%T)"
-  launch t "${WAVE1[@]}"; sanitizers 60; wait
+  launch t "${WAVE1[@]}"; sanitizers 60 75; wait
   echo "=== tests, wave 2 $(date -u +%T)"
   launch u "${WAVE2[@]}"; wait
   report
 elif [ "$MODE" = one ] || [ "$MODE" = quick ]; then
-  # a session with little device time left: every group and the sanitizers at once (capped at LIM), then the tables
+  # a session with little device time left: every group and the sanitizers at once, then the tables; the six memchecks
+  # and four racechecks run one after another, so each gets a sixth / a quarter of LIM (session 15's 40 s each outlived LIM)
   echo "=== tests, one wave $(date -u +%T)"
-  launch t "${WAVE1[@]}"; launch u "${WAVE2[@]}"; sanitizers 40; wait
+  launch t "${WAVE1[@]}"; launch u "${WAVE2[@]}"; sanitizers $((LIM / 6)) $((LIM / 4)); wait
   report
   [ "$MODE" = one ] && tables
 elif [ "$MODE" = bench ]; then
