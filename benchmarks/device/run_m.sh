@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The last H200 runs of sessions 12-14 (merged main), on one warm machine:
+# The last H200 runs of sessions 12-16 (merged main), on one warm machine:
 #   OUT=... bash benchmarks/device/run_m.sh tests [LIM]  every GPU-marked test file: wave 1, nine verbose pytest processes beside
 #                                                        compute-sanitizer memcheck / racecheck of the small scripts; wave 2, the two
 #                                                        files whose float64 quadratic references need most GPU memory (session 11's
@@ -7,7 +7,7 @@
 #   OUT=... bash benchmarks/device/run_m.sh one [LIM]    both in one call, every test process at once (little device time left)
 #   OUT=... bash benchmarks/device/run_m.sh quick [LIM]  one's tests without the tables (less still)
 #   OUT=... bash benchmarks/device/run_m.sh bench        the tables alone on the GPU (peers in the same run): issue 17's, Gated DeltaNet
-#                                                        forward and fwd+bwd, the packed-batch table of issue 19
+#                                                        forward and fwd+bwd
 # Results and logs: $OUT/m_<mode>.tgz.
 set -u
 MODE=${1:-tests}; LIM=${2:-130}
@@ -30,17 +30,23 @@ WAVE1=("tests/test_cupy_gated_delta.py tests/test_cupy_gated_delta_grad.py" "tes
        "tests/test_dask_gpu.py")
 WAVE2=("tests/test_cupy_log_attention.py -k 'backward or spikes or grad'"
        "tests/test_cupy_log_attention.py -k 'not (backward or spikes or grad)'" "tests/test_training.py")
-launch() {  # launch TAG GROUP...: one capped pytest per group, logs $OUT/log_<TAG><i>.txt
+PIDS=()
+launch() {  # launch TAG GROUP...: one capped pytest per group, logs $OUT/log_<TAG><i>.txt, pids in PIDS
   local tag=$1 i=0; shift
-  for grp in "$@"; do i=$((i + 1)); eval timeout "$LIM" $PT $grp > "$OUT/log_$tag$i.txt" 2>&1 & done
+  for grp in "$@"; do i=$((i + 1)); eval timeout "$LIM" $PT $grp > "$OUT/log_$tag$i.txt" 2>&1 & PIDS+=($!); done
 }
-sanitizers() {  # memcheck / racecheck of the small scripts, each memcheck capped at $1 s, each racecheck at $2 s
-  RACE_CAP=$2
+cap() {  # cap PER: PER seconds, or what is left before END (0: nothing left)
+  local left=$((END - $(date +%s))); [ "$left" -lt "$1" ] && echo $((left > 10 ? left : 0)) || echo "$1"
+}
+sanitizers() {  # memcheck / racecheck of the small scripts (each call capped at $1 / $2 s), all done by END
+  local mc=$1 rc=$2
   ( for s in gd_small gd_bwd_small hier_small hier_bwd_small ek_packed_small ek_bwd_small; do
-      PYTORCH_CUDA_ALLOC_CONF= timeout "$1" compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/$s.py > "$OUT/log_memcheck_$s.txt" 2>&1
+      c=$(cap $mc); [ "$c" = 0 ] && break
+      PYTORCH_CUDA_ALLOC_CONF= timeout "$c" compute-sanitizer --tool memcheck --print-limit 5 python3 benchmarks/device/$s.py > "$OUT/log_memcheck_$s.txt" 2>&1
     done ) &
   ( for s in gd_small gd_bwd_small hier_small "hier_bwd_small race"; do
-      set -- $s; PYTORCH_CUDA_ALLOC_CONF= timeout "$RACE_CAP" compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_racecheck_$1.txt" 2>&1
+      set -- $s; c=$(cap $rc); [ "$c" = 0 ] && break
+      PYTORCH_CUDA_ALLOC_CONF= timeout "$c" compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_racecheck_$1.txt" 2>&1
     done ) &
 }
 report() {
@@ -53,30 +59,27 @@ tables() {  # issue 17's table, the Gated DeltaNet forward and fwd+bwd (peers in
   timeout 130 python3 benchmarks/bench_gpu_hierarchical.py table --reps 5 --out "$OUT/table" > "$OUT/log_table.txt" 2>&1; echo "rc=$?"
   grep -E "^## Targets" -A9 "$OUT/log_table.txt" | cut -c1-230; grep -E "x \(target|fails" "$OUT/log_table.txt" | cut -c1-230
   echo "=== gated delta fwd $(date -u +%T)"
-  timeout 60 python3 benchmarks/bench_gpu_gated_delta.py --T 8192,32768 --api-max-T 8192 --fla-dtypes bf16 --out "$OUT/gd" > "$OUT/log_gd.txt" 2>&1; echo "rc=$?"
+  timeout 90 python3 benchmarks/bench_gpu_gated_delta.py --T 2048,8192,16384,32768 --api-max-T 8192 --fla-dtypes bf16 --out "$OUT/gd" > "$OUT/log_gd.txt" 2>&1; echo "rc=$?"
   grep -E "^\|" "$OUT/log_gd.txt" | cut -c1-200
   echo "=== gated delta fwd+bwd $(date -u +%T)"
-  timeout 60 python3 benchmarks/bench_gpu_gated_delta.py --train --T 8192 --rows ours_bf16,ours_fp32,fla_ll,sdpa --out "$OUT/gd_train" > "$OUT/log_gd_train.txt" 2>&1; echo "rc=$?"
+  timeout 80 python3 benchmarks/bench_gpu_gated_delta.py --train --T 8192,32768 --rows ours_bf16,ours_fp32,fla_ll,sdpa --out "$OUT/gd_train" > "$OUT/log_gd_train.txt" 2>&1; echo "rc=$?"
   grep -E "^\|" "$OUT/log_gd_train.txt" | cut -c1-200
 }
 if [ "$MODE" = tests ]; then
   echo "=== tests, wave 1 $(date -u +%T)"
-  launch t "${WAVE1[@]}"; sanitizers 60 75; wait
+  END=$(($(date +%s) + 2 * LIM)); sanitizers 60 75  # the sanitizers run through both waves
+  launch t "${WAVE1[@]}"; wait "${PIDS[@]}"
   echo "=== tests, wave 2 $(date -u +%T)"
   launch u "${WAVE2[@]}"; wait
   report
 elif [ "$MODE" = one ] || [ "$MODE" = quick ]; then
-  # a session with little device time left: every group and the sanitizers at once, then the tables; the six memchecks
-  # and four racechecks run one after another, so each gets a sixth / a quarter of LIM (session 15's 40 s each outlived LIM)
+  # a session with little device time left: every group and the sanitizers at once (all done by LIM: session 15's
+  # sanitizer chain outlived it), then the tables
   echo "=== tests, one wave $(date -u +%T)"
-  launch t "${WAVE1[@]}"; launch u "${WAVE2[@]}"; sanitizers $((LIM / 6)) $((LIM / 4)); wait
+  END=$(($(date +%s) + LIM)); launch t "${WAVE1[@]}"; launch u "${WAVE2[@]}"; sanitizers 40 60; wait
   report
   [ "$MODE" = one ] && tables
 elif [ "$MODE" = bench ]; then
   tables
-  echo "=== varlen $(date -u +%T)"
-  mkdir -p "$OUT/varlen"
-  timeout 70 python3 benchmarks/bench_varlen_gpu.py --out "$OUT/varlen" > "$OUT/log_varlen.txt" 2>&1; echo "rc=$?"
-  grep -E "^\|" "$OUT/log_varlen.txt" | cut -c1-220
 fi
 echo "=== done $(date -u +%T)"
