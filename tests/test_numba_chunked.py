@@ -206,6 +206,35 @@ def test_chunked_parts_of_one_sequence(T, C, P, log_values, seed):
         np.testing.assert_allclose(got, want.tensors[name], rtol=1e-12, atol=1e-300, err_msg=name)
 
 
+@pytest.mark.parametrize("log_values", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_chunked_parts_wide_summary_products(dtype, log_values):
+    """Parts of one sequence at the backend's chunk (d_k = d_v = 64: chunk 128): a summary-only chunk takes
+    ``E^T V`` in products of 64 rows (two per chunk, not the full chunk's eight blocks of 16): T = 933 (8
+    chunks, the last partial) in 2 parts (part 1 summarises chunks 1-4) and in 3 (chunks 1-2 and 3-5); outputs
+    against the reference at the dtype's bounds, the final state against the unsplit kernel's."""
+    from lsattn.backends import _numba_chunked as KC
+
+    op = "log" if log_values else "exp"
+    T, d, C = 933, 64, KC.chunk_for(64, 64)
+    q, k, vals = (x.astype(dtype) for x in ek_inputs(5, (1,), T, d, d, 1.0))
+    lo = -float(np.finfo(dtype).max) / 8
+    res = {}
+    for P in (1, 2, 3):
+        out, m1, n1, S1, z1 = (np.empty(s, dtype) for s in ((1, T, d), (1, d), (1, d), (1, d, d), (1, d)))
+        KC.ek_chunked(ro(q), ro(k), ro(vals), ro(np.zeros((3, 1), np.int64)), ro(np.array([0, T], np.int64)),
+                      ro(np.full((1, d), lo, dtype)), ro(np.full((1, d), lo, dtype)), ro(np.zeros((1, d, d), dtype)),
+                      ro(np.zeros((1, d), dtype)), log_values, lo, C, P, out, m1, n1, S1, z1)
+        res[P] = out, S1, z1
+    name = np.dtype(dtype).name
+    rtol, atol = ek_tol(op, q, k, name)
+    want = EK[op][1](*(x.astype(np.float64) for x in (q, k, vals)))
+    for P in (1, 2, 3):
+        assert_close(res[P][0], want, rtol, atol=atol)
+        for got, base in zip(res[P][1:], res[1][1:]):  # of the largest entry: S's entries cancel (v of both signs)
+            assert np.abs(got - base).max() <= (1e-12 if dtype == np.float64 else 1e-5) * np.abs(base).max()
+
+
 @given(T=small_T.filter(lambda T: T > 0), C=chunks, P=st.integers(1, 5), log_values=st.booleans(), seed=seeds,
        data=st.data())
 def test_chunked_counts_non_finite_inputs(T, C, P, log_values, seed, data):

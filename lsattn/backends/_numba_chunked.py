@@ -87,8 +87,9 @@ def parts(B):
 
 #: cost of a chunk's summary (its keys' exponentials, ``E^T V`` and the merge) relative to its whole
 #: work (summary and reads): sizes the head start of :func:`_part_bounds` (measured single-threaded,
-#: B = 1, T = 65536, d = 64, float32: 0.34 exp-kernel, 0.31 log values; benchmarks/NOTES.md)
-SUMMARY_COST = 0.33
+#: B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.31-0.34 exp-kernel, 0.31 log values;
+#: benchmarks/NOTES.md, s16e20)
+SUMMARY_COST = 0.32
 
 
 @numba.njit
@@ -258,6 +259,11 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     dv = vals.shape[1]
     wt = q.dtype
     h = _tri_block(C)
+    # rows per product of a summary-only chunk: the largest hs = h 2^i <= C with d_k d_v hs <= _BLAS_SINGLE (64 at
+    # d = 64: two calls per chunk of 128 instead of eight of h = 16 rows; the summary 6-8% cheaper, NOTES s16e20)
+    hs = h
+    while 2 * hs <= C and dk * dv * 2 * hs <= _BLAS_SINGLE:
+        hs *= 2
     zmax = 0.0
     for i in range(dk):
         zmax = max(zmax, np.float64(z0[i]))
@@ -381,9 +387,9 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                 if bad or not D[t] >= bound:
                     _ek_row(q, k, vals, t0, t0 + t, m, n, Ss, log_values, lo, out[t0 + t])
         else:  # the chunk's summary at the shifts M, N alone (full: summed block by block above)
-            for r0 in range(0, L, h):  # in blocks: each product at most _BLAS_SINGLE
-                _gemm_p(True, False, dk, dv, h, pE + r0 * dk * isz, dk, pSV + (dk + r0) * dv * isz, dv, pU, dv, r0 > 0,
-                        pone, w32, pw, x1)  # U += E_b^T V_b
+            for r0 in range(0, L, hs):
+                _gemm_p(True, False, dk, dv, min(hs, L - r0), pE + r0 * dk * isz, dk, pSV + (dk + r0) * dv * isz, dv, pU,
+                        dv, r0 > 0, pone, w32, pw, x1)  # U += E_s^T V_s
             for i in range(dk):
                 zs[i] = Ss[i, dv] * f[i]
             for s in range(L):
