@@ -75,6 +75,12 @@ constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
 #ifndef GD_T1V2_SET
 #define GD_T1V2_SET 1
 #endif
+// GD_T1X0Q_SET: a period's first chunk's Qp (= Qe: the transfer there is the identity) not stored; gd_tier3 copies
+// those rows from qe (session 15's x0 copied them global -> global on the transfer's first step: +4% in x1;
+// benchmarks/NOTES.md "Session 16 — s16b16"; 0: session 15's, a timing build)
+#ifndef GD_T1X0Q_SET
+#define GD_T1X0Q_SET 1
+#endif
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 template <int NG>
 constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta))
@@ -139,7 +145,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         const int i = c - lo;
         // slots with products (each read but in GT_XFER), and whether anything needs this chunk's (b)
         const unsigned u = kind == GT_LOW ? (unsigned)i : (kind == GT_XFER ? 1u : (1u << gs) - 1u);
-        const unsigned r = kind == GT_XFER ? (out ? 1u : 0u) : u;
+        const unsigned r = kind == GT_XFER ? (out && !(GD_T1X0Q_SET && i == 0) ? 1u : 0u) : u;
         const bool nb = kind == GT_XFER || c + 1 < (kind == GT_TOP ? hi : n);
         const i64 cj = bh * n + c;
         // a transfer's first chunk (S = I, columns c0 ..; W = Ek's, Qp = Qe's; not when the block's columns pass the
@@ -650,7 +656,14 @@ constexpr int GD_T3RMINB = DKP <= 64 ? 2 : 1;
 // bits' order) as one accumulation: a slot's product of (lam_l Qp) (its rows weighted in the A fragments) and S_l,
 // GD_T3R CH x DK x GD_TBW, the next slot copied during it; no atomics (one block per output tile).
 // Shared memory (Config.smem("gd_tier3")): Qp's GD_T3R chunks, two buffers of a slot and of its read weights.
+// GD_T3PRE_SET: the block's output rows prefetched into L2 with its first copies (read and added after the last slot's
+// product: a DRAM round trip on every block's tail; loaded into the accumulators instead, the tensor cores' sums would
+// round at the output's magnitude; 0: session 15's, a timing build)
+#ifndef GD_T3PRE_SET
+#define GD_T3PRE_SET 1
+#endif
 extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
+    const ta* __restrict__ qe,   // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp (GD_T1X0Q_SET)
     const ta* __restrict__ Qp,   // gd_tier1's
     const ta* __restrict__ lam,  // (BH, T, L)
     ta* __restrict__ out,        // (BH, n, CH, DV)  + the reads of levels > GD_TM
@@ -669,7 +682,12 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     if (!ns || c >= n) return;
     const ta* sb = Sb + (bh * gd_popsum(nP) + gd_popsum(pp)) * slot_sz;  // the period's slots, in its bits' order
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
-    gd_copy<RR, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, min(GD_T3R, n - c) * CH, DK, vec);  // chunks past n: zero
+    if (GD_T1X0Q_SET && !(c & (GD_TP - 1))) {  // chunk c a period's first: Qp_c = Qe_c (not stored by gd_tier1x)
+        gd_copy<CH, DKP>(Qs, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<RR - CH, DKP>(Qs + CH * GD_LDQ, GD_LDQ, Qp + (cj + 1) * CH * DK, DK, (min(GD_T3R, n - c) - 1) * CH, DK, vec);
+    } else {
+        gd_copy<RR, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, min(GD_T3R, n - c) * CH, DK, vec);  // chunks past n: zero
+    }
     // slot r (bit cl of pp, its rank r) into buffer r & 1: its columns, and its read weights
     auto load = [&](int r, int cl) {
         gd_copy<DKP, GD_TBW>(Ss + (r & 1) * SS, GD_TLDS, sb + r * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
@@ -681,6 +699,14 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     int bits = pp;
     load(0, __ffsll(bits) - 1);
     cp_async_commit();
+#ifdef __CUDA_ARCH__
+    if (GD_T3PRE_SET) {  // (all DV columns of the rows: the other column blocks' too)
+        constexpr int LINE = 128 / (int)sizeof(ta);
+        const ta* o = out + cj * CH * DV;
+        const i64 m = (i64)min(GD_T3R, n - c) * CH * DV;
+        for (i64 x = (i64)tid * LINE; x < m; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(o + x));
+    }
+#endif
     const GdT3Tiles wt;
     ta acc[RW][NTL][4] = {};
     for (int r = 0; r < ns; ++r) {
