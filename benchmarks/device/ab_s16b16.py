@@ -3,9 +3,12 @@ one process, interleaved (CUDA events, medians of ms per call), B H = 32, d = 64
 (the public forward's call); float32 compute: 3xTF32 (f32) and 1xTF32 (x1: the bfloat16 inputs' build, TI_BF16=1).
 Builds (benchmarks/NOTES.md "Session 16 — s16b16"):
 - main: gated_delta_tier.cu at 0b5d11b (ab_s16b16_main_tier.cu; its gd_tier3 takes no qe: the launch drops it)
-- new:  production (GD_T1X0Q_SET=1: a period's first chunk's Qp read from qe by gd_tier3, not copied by gd_tier1x;
-        GD_T3PRE_SET=1: gd_tier3's output rows prefetched into L2 with its first copies)
-- x0q:  new with GD_T3PRE_SET=0;  pre: new with GD_T1X0Q_SET=0
+- new:  production (GD_T1XPIPE_SET=1: gd_tier1x's next chunk's tiles in flight, 2 blocks per SM; GD_T1X0Q_SET=1: a
+        period's first chunk's Qp read from qe by gd_tier3, not copied by gd_tier1x; GD_T3PRE_SET=1: gd_tier3's output
+        rows prefetched into L2 with its first copies)
+- nopipe: new with GD_T1XPIPE_SET=0 (session 15's transfer walk, 3 blocks per SM, without the first chunk's Qp copy)
+- xpp2: new with GD_T1XPP_SET=2 (gd_tier1x: two periods a block, one pipeline)
+- pre0: new with GD_T3PRE_SET=0
 Each build: max |build - main| / max |main| (the builds are meant bit-equal) and against gd_scan; the whole form, then
 its parts one by one (t1 = gd_tier1 + gd_tier1x / coarse / t3). Then the public forward (torch, bf16 and fp32) with
 main's tier kernels patched in against production's, interleaved.
@@ -30,14 +33,16 @@ ops = cc.CupyOps(cupy.cuda.Device().id)
 BH, DK, DV = 32, 64, 64
 cfgs = {"x1": cgd._config("float", DK, 64, "bf16"), "f32": cgd._config("float", DK, 64, "")}
 MAIN = os.path.join(HERE, "ab_s16b16_main_tier.cu")
-BUILDS = {"main": (MAIN, ()), "new": (None, ()), "x0q": (None, ("-DGD_T3PRE_SET=0",)), "pre": (None, ("-DGD_T1X0Q_SET=0",))}
+# name -> (tier source, -D options, gd_tier1x pipelined (its shared memory), gd_tier1x's periods a block)
+BUILDS = {"main": (MAIN, (), False, 1), "new": (None, (), True, 1), "nopipe": (None, ("-DGD_T1XPIPE_SET=0",), False, 1),
+          "xpp2": (None, ("-DGD_T1XPP_SET=2",), True, 2), "pre0": (None, ("-DGD_T3PRE_SET=0",), True, 1)}
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
 _mods = {}
 
 
 def variant(cfg, build, name):
-    src, extra = BUILDS[build]
+    src, extra = BUILDS[build][:2]
     key = (cfg, src, extra)
     if key not in _mods:
         tier = open(src).read() if src else cc._source("gated_delta_tier.cu")
@@ -65,7 +70,8 @@ class Build:
     def _tk(self, op, cfg, name):
         if self.only and name not in self.only:
             return (lambda *a, **k: None), (256,), 0
-        return variant(cfg, self.name, name), (256,), cfg.smem(name)
+        smem = cfg.gd_tier1x_smem(pipe=BUILDS[self.name][2]) if name == "gd_tier1x" else cfg.smem(name)
+        return variant(cfg, self.name, name), (256,), smem
 
 
 def warm(which):
@@ -123,7 +129,8 @@ def ab(Ts, reps):
         out = intra.copy()
         for key, cfg in cfgs.items():
             def run(name, o, only=None):
-                cc.CupyOps.gd_tiers(Build(cfg, name, only), cfg, tier, *forms, lam, o, T, DK, DV, L, n, BH, scratch=scratch)
+                cc.CupyOps.gd_tiers(Build(cfg, name, only), cfg, tier, *forms, lam, o, T, DK, DV, L, n, BH, scratch=scratch,
+                                    xpp=BUILDS[name][3])
 
             ref = intra.copy()
             cgd.TIERED = False
@@ -161,7 +168,7 @@ def public(Ts, reps=7):
 
     real = cgd._Direct._tk
     main_tk = lambda self, op, cfg, name: (  # noqa: E731
-        (variant(cfg, "main", name), (256,), cfg.smem(name)) if name in sum(PARTS.values(), ()) else real(self, op, cfg, name))
+        Build(cfg, "main")._tk(op, cfg, name) if name in sum(PARTS.values(), ()) else real(self, op, cfg, name))
     for T in Ts:
         x = [torch.randn((2, 16, T, 64), device="cuda") for _ in range(3)]
         x[1] = torch.nn.functional.normalize(x[1], dim=-1)

@@ -88,7 +88,7 @@ constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_t
 constexpr int GD_TQW = GD_TQW_N<GD_TM>, GD_THW = GD_T1HPRE_SET ? DKP * GD_TLDS : 0;
 // Config.gd_smem(GD_TM, tier_bw, hc=GD_T1HPRE_SET) (gd_tier1: the low walks and, unless split, the transfers)
 constexpr int GD_TSMEM = (GD_TQW + DKP * GD_LDP + GD_TM * (DKP * GD_TLDS + CH) + GD_THW) * (int)sizeof(ta);
-// Config.smem("gd_tier1x") = gd_smem(1, tier_bw) (gd_tier1x: the transfers)
+// Config.gd_tier1x_smem(tier_bw, pipe=False) = gd_smem(1, tier_bw) (gd_tier1x: the transfers, GD_T1XPIPE off)
 constexpr int GD_TSMEM1 = (GD_TQW_N<1> + DKP * GD_LDP + DKP * GD_TLDS + CH) * (int)sizeof(ta);
 // blocks per SM the registers of gd_tier1 / gd_tier3 must allow: gd_scan's at 32 columns; at 64, 2 (shared memory's)
 #ifdef GD_T1MINB_SET  // a timing build may set it (gd_tier1's)
@@ -307,20 +307,140 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
     }
 }
 
+// gd_tier1x's transfer walk with its next chunk's tiles in flight (GD_T1XPIPE_SET; session 15's, gd_tier_walk<GT_XFER>,
+// copied a chunk's tiles after the previous chunk's last barrier and waited for them at once: at 3 blocks per SM, a
+// DRAM round trip on every chunk step's chain; benchmarks/NOTES.md "Session 16 — s16b16"): two buffers of Qe, Ek
+// (chunk c + 1's copied during chunk c; W over the step's), one of phi (chunk c + 1's copied after chunk c's (b),
+// waited for before chunk c + 1's (b): (a)'s products under it): ~105 KB at d_k = 64, 2 blocks per SM. One block: the
+// transfers of GD_T1XPP periods from lo / GD_TP, columns c0 .. of DK, one after the other: S from the identity; at a
+// period's first chunk (x0) W = Ek's columns; at the others (a) W = Ek S and Qp_c = Qe S (stored for periods pp > 0;
+// a period's first chunk's Qp is qe's: GD_T1X0Q_SET); (b) S <- e^g S - phi W; at the period's end Z_pp = S into Z
+// (BH, nP, DK, DK) (but the call's last period's).
+#ifndef GD_T1XPIPE_SET
+#define GD_T1XPIPE_SET 1
+#endif
+// GD_T1XPP_SET: gd_tier1x's periods per block (a timing build: 2, the pipeline's first copy once per 8 chunks;
+// CupyOps.gd_tiers' xpp)
+#ifdef GD_T1XPP_SET
+constexpr int GD_T1XPP = GD_T1XPP_SET;
+#else
+constexpr int GD_T1XPP = 1;
+#endif
+constexpr int GD_TSMEM1P = (2 * GD_TQW_N<1> + DKP * GD_LDP + DKP * GD_TLDS) * (int)sizeof(ta);  // Config.gd_tier1x_smem
+constexpr bool GD_T1XPIPE = GD_T1XPIPE_SET && GD_T1X0Q_SET && GD_T1SPLIT_SET && GD_TSMEM1P <= 227 * 1024;
+__device__ __forceinline__ void gd_tier_xfer(const ta* __restrict__ qe, const ta* __restrict__ ek, const ta* __restrict__ ph,
+                                             const ta* __restrict__ gc, ta* __restrict__ Qp, ta* __restrict__ Z, int DK,
+                                             int n, int nP, i64 bh, int c0, int lo, int hi) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    constexpr int QW = GD_TQW_N<1>, RA = CH / 16, RB = DKP / 16;
+    constexpr int TWA = GdWarpTiles<RA, GD_TBW>::NTL, TWB = GdWarpTiles<RB, GD_TBW>::NTL;
+    ta* Qb = reinterpret_cast<ta*>(smem_raw);  // [buffer][Qe | Ek], W over the step's buffer once (a) has read it
+    ta* Ph = Qb + 2 * QW;
+    ta* S = Ph + DKP * GD_LDP;  // [kk][col], row stride GD_TLDS
+    const int tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
+    const GdWarpTiles<RA, GD_TBW> wa;
+    const GdWarpTiles<RB, GD_TBW> wb;
+    const bool vec = DK % (16 / (int)sizeof(ta)) == 0, x0 = GD_T1X0_SET && DKP >= GD_TBW;
+    // at a period's end: Z_pp = S (unless pp is the call's last period), and S = the identity's columns c0 .. again
+    auto zput = [&](int pp, bool reset) {
+        for (int idx = tid; idx < DKP * GD_TBW; idx += NT) {
+            const int kk = idx / GD_TBW, cc = idx % GD_TBW;
+            ta* e = S + kk * GD_TLDS + cc;
+            if (pp >= 0 && pp + 1 < nP && kk < DK && c0 + cc < DK) Z[((bh * nP + pp) * DK + kk) * DK + c0 + cc] = *e;
+            if (reset) *e = kk < DK && kk == c0 + cc ? (ta)1 : (ta)0;
+        }
+    };
+    if (lo >= hi) return;
+    zput(-1, true);
+    auto load_qk = [&](int c) {  // chunk c's Ek and (its reads stored) Qe into buffer (c - lo) & 1
+        ta* b = Qb + ((c - lo) & 1) * QW;
+        const i64 cj = bh * n + c;
+        if (Qp && c >= GD_TP && c % GD_TP) gd_copy<CH, DKP>(b, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<CH, DKP>(b + CH * GD_LDQ, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+        cp_async_commit();
+    };
+    auto load_ph = [&](int c) {
+        gd_copy<DKP, CH>(Ph, GD_LDP, ph + (bh * n + c) * DK * CH, CH, DK, CH, vec);
+        cp_async_commit();
+    };
+    load_qk(lo);
+    load_ph(lo);
+    for (int c = lo; c < hi; ++c) {
+        const int i = c - lo;
+        const i64 cj = bh * n + c;
+        ta* Qe = Qb + (i & 1) * QW;
+        const ta* Ek = Qe + CH * GD_LDQ;
+        gd_tw* W = reinterpret_cast<gd_tw*>(Qe);
+        if (c + 1 < hi) load_qk(c + 1);  // into the buffer chunk c - 1 used (its readers passed its last barrier)
+        else cp_async_commit();          // (an empty group: the waits count groups)
+        cp_async_wait<2>();              // groups: Qe / Ek of c, phi of c, Qe / Ek of c + 1
+        __syncthreads();                 // chunk c's Qe, Ek (and S) in place
+        const bool first = x0 && c % GD_TP == 0, rd = Qp && c >= GD_TP && c % GD_TP;
+        if (!first) {  // (a) W = Ek S, Qp_c = Qe S
+            ta acc[1][2][TWA][4] = {};
+            const unsigned use[2] = {1u, rd ? 1u : 0u};
+            if (wa.on) gd_mm<1, 2, TWA>(acc, Ek, Qe, GD_LDQ, (const ta*)S, 0, GD_TLDS, wa.r0, wa.n0, K8, use);
+            __syncthreads();  // every warp has read Ek and Qe: W over them
+            if (wa.on)
+#pragma unroll
+                for (int it = 0; it < TWA; ++it)
+#pragma unroll
+                    for (int x = 0; x < 4; ++x) {
+                        const int t = wa.row(x), cc = wa.col(it, x);
+                        gd_put(W + t * GD_TLDW + cc, acc[0][0][it][x]);
+                        if (!rd || c0 + cc >= DK) continue;  // Qp_c's columns (padding rows included: zero queries)
+                        ta* o = Qp + (cj * CH + t) * DK + c0 + cc;
+                        if (GD_T1V2_SET && GD_TC) {  // column pairs (cc even at x even: 8-byte aligned when DK is even)
+                            if (x & 1) continue;
+                            if (DK % 2 == 0) *reinterpret_cast<float2*>(o) = float2{(float)acc[0][1][it][x], (float)acc[0][1][it][x + 1]};
+                            else {
+                                o[0] = acc[0][1][it][x];
+                                if (c0 + cc + 1 < DK) o[1] = acc[0][1][it][x + 1];
+                            }
+                        } else {
+                            *o = acc[0][1][it][x];
+                        }
+                    }
+        }
+        cp_async_wait<1>();  // chunk c's phi
+        __syncthreads();     // W and phi in place
+        if (wb.on) {  // (b) S <- e^g S - phi W
+            const ta eg = ex(gc[cj]);
+            ta accb[1][1][TWB][4] = {};
+            const unsigned ub[1] = {1u};
+            if (first) gd_mm<1, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const ta*)Ek + c0, 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
+            else gd_mm<1, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, 0, GD_TLDW, wb.r0, wb.n0, CH, ub);
+#pragma unroll
+            for (int it = 0; it < TWB; ++it)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    ta* e = S + wb.row(x) * GD_TLDS + wb.col(it, x);
+                    *e = eg * *e - accb[0][0][it][x];
+                }
+        }
+        __syncthreads();  // S read by the next (a); phi and this buffer rewritten by the next copies
+        if (c + 1 < hi) load_ph(c + 1);
+        if ((c + 1) % GD_TP == 0 || c + 1 == hi) zput(c / GD_TP, c + 1 < hi);  // (the next step's barrier publishes S)
+    }
+    cp_async_wait<0>();
+}
+
 // gd_tier1x (GD_T1SPLIT_SET; launched when nP > 1): gd_tier1's transfers, one block per (period pp, sequence, GD_TBW
 // of the DK columns), its arguments gd_tier1's
-extern "C" __global__ void __launch_bounds__(NT, GD_T1XMINB) gd_tier1x(
+extern "C" __global__ void __launch_bounds__(NT, GD_T1XPIPE ? GD_T1MINB : GD_T1XMINB) gd_tier1x(
     const ta* __restrict__ qe, const ta* __restrict__ ek, const ta* __restrict__ ph, const ta* __restrict__ Hc,
     const ta* __restrict__ gc, const ta* __restrict__ lam, ta* __restrict__ out, ta* __restrict__ Z,
     ta* __restrict__ Tot, ta* __restrict__ Qp, int T, int DK, int DV, int L, int n, int nP, int BH) {
     (void)out, (void)Tot;
-    check_smem(GD_TSMEM1);
+    check_smem(GD_T1XPIPE ? GD_TSMEM1P : GD_TSMEM1);
     const int NCK = (DK + GD_TBW - 1) / GD_TBW;
     const int pp = (int)(blockIdx.x / ((i64)BH * NCK)), role = (int)(blockIdx.x % NCK);
     const i64 bh = blockIdx.x / NCK % BH;
     int lev[GD_TM];
     for (int j = 0; j < GD_TM; ++j) lev[j] = j + 1;
-    if (GD_T1SPLIT_SET)
+    if (GD_T1XPIPE)  // (periods pp .. pp + GD_T1XPP - 1)
+        gd_tier_xfer(qe, ek, ph, gc, Qp, Z, DK, n, nP, bh, role * GD_TBW, pp * GD_T1XPP * GD_TP, min(n, (pp + 1) * GD_T1XPP * GD_TP));
+    else if (GD_T1SPLIT_SET)
         gd_tier_walk<GT_XFER, 1>(qe, ek, ph, Hc, gc, lam, pp ? Qp : nullptr, Z + (bh * nP + pp) * DK * DK, nullptr, 0, T,
                                  DK, DV, L, n, DK, bh, role * GD_TBW, pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, 1);
 }
