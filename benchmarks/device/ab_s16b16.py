@@ -9,6 +9,7 @@ Builds (benchmarks/NOTES.md "Session 16 — s16b16"):
 - nopipe: new with GD_T1XPIPE_SET=0 (session 15's transfer walk, 3 blocks per SM, without the first chunk's Qp copy)
 - xpp2: new with GD_T1XPP_SET=2 (gd_tier1x: two periods a block, one pipeline)
 - pre0: new with GD_T3PRE_SET=0
+- r2m3: new with gd_tier3 at 2 chunks a block and 3 blocks per SM (GD_T3R_SET=2, GD_T3RMINB_SET=3: 73 KB, <= 80 registers)
 Each build: max |build - main| / max |main| (the builds are meant bit-equal) and against gd_scan; the whole form, then
 its parts one by one (t1 = gd_tier1 + gd_tier1x / coarse / t3). Then the public forward (torch, bf16 and fp32) with
 main's tier kernels patched in against production's, interleaved.
@@ -33,9 +34,12 @@ ops = cc.CupyOps(cupy.cuda.Device().id)
 BH, DK, DV = 32, 64, 64
 cfgs = {"x1": cgd._config("float", DK, 64, "bf16"), "f32": cgd._config("float", DK, 64, "")}
 MAIN = os.path.join(HERE, "ab_s16b16_main_tier.cu")
-# name -> (tier source, -D options, gd_tier1x pipelined (its shared memory), gd_tier1x's periods a block)
-BUILDS = {"main": (MAIN, (), False, 1), "new": (None, (), True, 1), "nopipe": (None, ("-DGD_T1XPIPE_SET=0",), False, 1),
-          "xpp2": (None, ("-DGD_T1XPP_SET=2",), True, 2), "pre0": (None, ("-DGD_T3PRE_SET=0",), True, 1)}
+# name -> (tier source, -D options, gd_tier1x pipelined (its shared memory), gd_tier1x's periods a block, gd_tier3's chunks
+# a block (None: Config.tier3_chunks))
+BUILDS = {"main": (MAIN, (), False, 1, None), "new": (None, (), True, 1, None),
+          "nopipe": (None, ("-DGD_T1XPIPE_SET=0",), False, 1, None), "xpp2": (None, ("-DGD_T1XPP_SET=2",), True, 2, None),
+          "pre0": (None, ("-DGD_T3PRE_SET=0",), True, 1, None),
+          "r2m3": (None, ("-DGD_T3R_SET=2", "-DGD_T3RMINB_SET=3"), True, 1, 2)}
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
 _mods = {}
@@ -70,7 +74,9 @@ class Build:
     def _tk(self, op, cfg, name):
         if self.only and name not in self.only:
             return (lambda *a, **k: None), (256,), 0
-        smem = cfg.gd_tier1x_smem(pipe=BUILDS[self.name][2]) if name == "gd_tier1x" else cfg.smem(name)
+        r3 = BUILDS[self.name][4]
+        smem = (cfg.gd_tier1x_smem(pipe=BUILDS[self.name][2]) if name == "gd_tier1x" else
+                cfg.gd_tier3_smem(cfg.tier_bw, r3) if name == "gd_tier3" and r3 else cfg.smem(name))
         return variant(cfg, self.name, name), (256,), smem
 
 
@@ -130,7 +136,7 @@ def ab(Ts, reps):
         for key, cfg in cfgs.items():
             def run(name, o, only=None):
                 cc.CupyOps.gd_tiers(Build(cfg, name, only), cfg, tier, *forms, lam, o, T, DK, DV, L, n, BH, scratch=scratch,
-                                    xpp=BUILDS[name][3])
+                                    xpp=BUILDS[name][3], r3=BUILDS[name][4])
 
             ref = intra.copy()
             cgd.TIERED = False
