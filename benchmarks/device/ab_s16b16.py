@@ -82,7 +82,7 @@ class Build:
 
 def warm(which):
     """Compile the builds (``which``: config and build names, none: all) and the public path's kernels ('public')."""
-    for key, cfg in cfgs.items():
+    for key, cfg in cfgs.items() if which != ["public"] else ():
         if any(w in cfgs for w in which) and key not in which:
             continue
         for b in BUILDS:
