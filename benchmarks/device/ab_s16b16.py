@@ -7,6 +7,8 @@ Builds (benchmarks/NOTES.md "Session 16 — s16b16"):
         period's first chunk's Qp read from qe by gd_tier3, not copied by gd_tier1x; GD_T3PRE_SET=1: gd_tier3's output
         rows prefetched into L2 with its first copies)
 - nopipe: new with GD_T1XPIPE_SET=0 (session 15's transfer walk, 3 blocks per SM, without the first chunk's Qp copy)
+- phw0: new with GD_T1PHW_SET=0 (gd_tier1's low walks wait for phi and H with Qe, Ek before (a))
+(xpp2, pre0, r2m3: x1 only)
 - xpp2: new with GD_T1XPP_SET=2 (gd_tier1x: two periods a block, one pipeline)
 - pre0: new with GD_T3PRE_SET=0
 - r2m3: new with gd_tier3 at 2 chunks a block and 3 blocks per SM (GD_T3R_SET=2, GD_T3RMINB_SET=3: 73 KB, <= 80 registers)
@@ -35,11 +37,12 @@ BH, DK, DV = 32, 64, 64
 cfgs = {"x1": cgd._config("float", DK, 64, "bf16"), "f32": cgd._config("float", DK, 64, "")}
 MAIN = os.path.join(HERE, "ab_s16b16_main_tier.cu")
 # name -> (tier source, -D options, gd_tier1x pipelined (its shared memory), gd_tier1x's periods a block, gd_tier3's chunks
-# a block (None: Config.tier3_chunks))
-BUILDS = {"main": (MAIN, (), False, 1, None), "new": (None, (), True, 1, None),
-          "nopipe": (None, ("-DGD_T1XPIPE_SET=0",), False, 1, None), "xpp2": (None, ("-DGD_T1XPP_SET=2",), True, 2, None),
-          "pre0": (None, ("-DGD_T3PRE_SET=0",), True, 1, None),
-          "r2m3": (None, ("-DGD_T3R_SET=2", "-DGD_T3RMINB_SET=3"), True, 1, 2)}
+# a block (None: Config.tier3_chunks), configs)
+BOTH, X1 = ("x1", "f32"), ("x1",)
+BUILDS = {"main": (MAIN, (), False, 1, None, BOTH), "new": (None, (), True, 1, None, BOTH),
+          "nopipe": (None, ("-DGD_T1XPIPE_SET=0",), False, 1, None, BOTH), "phw0": (None, ("-DGD_T1PHW_SET=0",), True, 1, None, BOTH),
+          "xpp2": (None, ("-DGD_T1XPP_SET=2",), True, 2, None, X1), "pre0": (None, ("-DGD_T3PRE_SET=0",), True, 1, None, X1),
+          "r2m3": (None, ("-DGD_T3R_SET=2", "-DGD_T3RMINB_SET=3"), True, 1, 2, X1)}
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
 _mods = {}
@@ -86,7 +89,7 @@ def warm(which):
         if any(w in cfgs for w in which) and key not in which:
             continue
         for b in BUILDS:
-            if any(w in BUILDS for w in which) and b not in which:
+            if any(w in BUILDS for w in which) and b not in which or key not in BUILDS[b][5]:
                 continue
             for names in PARTS.values():
                 for name in names:
@@ -144,8 +147,9 @@ def ab(Ts, reps):
             lev = cupy.zeros((BH, NLC, DK, DV), cupy.float32)
             ops.gd_scan(cfg, *forms, lam, ref, lev, lev, T, DK, DV, L, 0, 0, n, 0, NLC, T % 64 == 0, BH, False)
             cgd.TIERED = True
+            builds = [b for b in BUILDS if key in BUILDS[b][5]]
             outs = {}
-            for b in BUILDS:
+            for b in builds:
                 o = intra.copy()
                 run(b, o)
                 outs[b] = o
@@ -153,16 +157,16 @@ def ab(Ts, reps):
             errs = {b: (float(cupy.abs(o - outs["main"]).max()) / scale, float(cupy.abs(o - ref).max()) / scale)
                     for b, o in outs.items()}
             del outs
-            for b in BUILDS:  # warm-up
+            for b in builds:  # warm-up
                 run(b, out)
-            times = {(b, p): [] for b in BUILDS for p in (None,) + tuple(PARTS)}
+            times = {(b, p): [] for b in builds for p in (None,) + tuple(PARTS)}
             for _ in range(reps):  # interleaved rounds
-                for b in BUILDS:
+                for b in builds:
                     times[b, None].append(event_ms(lambda: run(b, out)))
                     for p, names in PARTS.items():
                         times[b, p].append(event_ms(lambda: run(b, out, names)))
             med = {kk: statistics.median(v) for kk, v in times.items()}
-            for b in BUILDS:
+            for b in builds:
                 parts = " / ".join(f"{med[b, p]:.3f}" for p in PARTS)
                 print(f"T={T:6d} {key:3s} {b:5s} {med[b, None]:.3f} ms (t1 / coarse / t3 {parts}); vs main {errs[b][0]:.1e},"
                       f" vs gd_scan {errs[b][1]:.1e}; new/main {med[b, None] / med['main', None]:.3f}", flush=True)

@@ -81,6 +81,11 @@ constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
 #ifndef GD_T1X0Q_SET
 #define GD_T1X0Q_SET 1
 #endif
+// GD_T1PHW_SET: a low walk's phi and H tiles in their own copy group, waited for before (b) (session 15: with Qe and Ek
+// before (a): ~60% of a step's bytes on its chain with nothing to compute; 0: session 15's, a timing build)
+#ifndef GD_T1PHW_SET
+#define GD_T1PHW_SET 1
+#endif
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 template <int NG>
 constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta))
@@ -157,10 +162,12 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         const int z = __ffsll(i + 1) - 1;
         const unsigned mg = GD_T1MW_SET && kind == GT_LOW ? u & ((1u << z) - 1u) : 0u;
         const bool mw = (mg & (mg - 1u)) != 0u;
+        const bool phw = GD_T1PHW_SET && kind == GT_LOW && u;  // (then (a) runs: u and not x0)
         if (u || hp) {
             if (u) {
                 if (r && !x0) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
                 gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+                if (phw) cp_async_commit();  // (a)'s tiles
                 gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
             }
             if (hp) gd_copy<DKP, GD_TBW>(Hs, GD_TLDS, Hc + cj * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
@@ -183,7 +190,8 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                 for (int jj = 0; jj < NG; ++jj) lv = jj == j ? (kind == GT_LOW ? jj + 1 : lev[jj]) : lv;
                 lw[tid] = (r >> j) & 1 && gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + lv] : (ta)0;
             }
-            cp_async_wait<0>();
+            if (phw) cp_async_wait<1>();  // Qe, Ek (phi, H: before (b))
+            else cp_async_wait<0>();
             __syncthreads();
         }
         if (u && !x0) {
@@ -239,6 +247,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                         }
                     }
             }
+            if (phw) cp_async_wait<0>();  // phi, H
             __syncthreads();
         }
         // (b) S_j <- e^g S_j - phi W_j; GT_LOW: the slots below z = tz(i + 1) with H_c into slot z (z = GD_TM:
