@@ -374,8 +374,9 @@ class CupyOps:
         gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as
         session 13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the transfers in gd_tier1x (False: in
         gd_tier1, a timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block (None: ``cfg.tier3_chunks(bw)``; a
-        timing build's GD_T3R_SET); xpp: gd_tier1x's periods per block (a timing build's GD_T1XPP_SET). The coarse slots: ``tier.grouped``, gd_cgroup, gd_coarse_g, gd_cfill (levels >= 3
-        over groups of 4 periods); else gd_coarse (every level over periods)."""
+        timing build's GD_T3R_SET); xpp: gd_tier1x's periods per block (a timing build's GD_T1XPP_SET). The coarse
+        slots: ``tier.grouped``, gd_cgroup, gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse
+        (every level over periods)."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
         bw = bw or cfg.tier_bw
