@@ -796,6 +796,12 @@ constexpr int GD_T3RMINB = DKP <= 64 ? 2 : 1;
 #ifndef GD_T3PRE_SET
 #define GD_T3PRE_SET 1
 #endif
+// GD_T3LWA_SET: a slot's read weights copied asynchronously with it (session 15: loaded into registers and stored to
+// shared memory when the next slot's copy was issued: every thread waited for that global load before its product;
+// 0: session 15's, a timing build)
+#ifndef GD_T3LWA_SET
+#define GD_T3LWA_SET 1
+#endif
 extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const ta* __restrict__ qe,   // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp (GD_T1X0Q_SET)
     const ta* __restrict__ Qp,   // gd_tier1's
@@ -827,7 +833,9 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         gd_copy<DKP, GD_TBW>(Ss + (r & 1) * SS, GD_TLDS, sb + r * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
         if (tid < RR) {
             const i64 gi = (i64)c * CH + tid;
-            lw[(r & 1) * RR + tid] = gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1] : (ta)0;
+            const ta* src = lam + (bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1;
+            if (GD_T3LWA_SET) cp_async_ta(lw + (r & 1) * RR + tid, gi < T ? src : lam, gi < T);  // (zero past T)
+            else lw[(r & 1) * RR + tid] = gi < T ? *src : (ta)0;
         }
     };
     int bits = pp;
