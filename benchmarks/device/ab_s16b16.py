@@ -8,8 +8,9 @@ Builds (benchmarks/NOTES.md "Session 16 — s16b16"):
         rows prefetched into L2 with its first copies)
 - nopipe: new with GD_T1XPIPE_SET=0 (session 15's transfer walk, 3 blocks per SM, without the first chunk's Qp copy)
 - phw0: new with GD_T1PHW_SET=0 (gd_tier1's low walks wait for phi and H with Qe, Ek before (a))
-(xpp2, pre0, lwa0, r2m3: x1 only)
+(lpipe, xpp2, pre0, lwa0, r2m3: x1 only)
 - xpp2: new with GD_T1XPP_SET=2 (gd_tier1x: two periods a block, one pipeline)
+- lpipe: new with GD_T1LPIPE_SET=1 (gd_tier1's low walks pipelined as gd_tier1x's: ~147 KB, 1 block per SM)
 - pre0: new with GD_T3PRE_SET=0;  lwa0: new with GD_T3LWA_SET=0 (gd_tier3's read weights loaded synchronously)
 - r2m3: new with gd_tier3 at 2 chunks a block and 3 blocks per SM (GD_T3R_SET=2, GD_T3RMINB_SET=3: 73 KB, <= 80 registers)
 Each build: max |build - main| / max |main| (the builds are meant bit-equal) and against gd_scan; the whole form, then
@@ -43,6 +44,7 @@ BUILDS = {"main": (MAIN, (), False, 1, None, BOTH), "new": (None, (), True, 1, N
           "nopipe": (None, ("-DGD_T1XPIPE_SET=0",), False, 1, None, BOTH), "phw0": (None, ("-DGD_T1PHW_SET=0",), True, 1, None, BOTH),
           "xpp2": (None, ("-DGD_T1XPP_SET=2",), True, 2, None, X1), "pre0": (None, ("-DGD_T3PRE_SET=0",), True, 1, None, X1),
           "lwa0": (None, ("-DGD_T3LWA_SET=0",), True, 1, None, X1),
+          "lpipe": (None, ("-DGD_T1LPIPE_SET=1",), True, 1, None, X1),
           "r2m3": (None, ("-DGD_T3R_SET=2", "-DGD_T3RMINB_SET=3"), True, 1, 2, X1)}
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
@@ -79,6 +81,9 @@ class Build:
         if self.only and name not in self.only:
             return (lambda *a, **k: None), (256,), 0
         r3 = BUILDS[self.name][4]
+        if name == "gd_tier1" and self.name == "lpipe":  # a second buffer of Qe, Ek (or two slots' W)
+            pad, w = 16 // cfg.itemsize, cfg.tier_bw + 8
+            return variant(cfg, self.name, name), (256,), cfg.smem(name) + max(2 * cfg.CH * (cfg.DKP + pad), 2 * cfg.CH * w) * cfg.itemsize
         smem = (cfg.gd_tier1x_smem(pipe=BUILDS[self.name][2]) if name == "gd_tier1x" else
                 cfg.gd_tier3_smem(cfg.tier_bw, r3) if name == "gd_tier3" and r3 else cfg.smem(name))
         return variant(cfg, self.name, name), (256,), smem

@@ -11,7 +11,7 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 echo "=== $1 $(date -u +%T) $(git log --oneline -1 2>/dev/null | cut -c1-60)"
 if [ "$1" = tests ]; then
-  for cb in x1:main x1:new x1:nopipe x1:phw0 x1:xpp2 x1:pre0 x1:lwa0 x1:r2m3 f32:main f32:new f32:nopipe f32:phw0; do
+  for cb in x1:main x1:new x1:nopipe x1:phw0 x1:lpipe x1:xpp2 x1:pre0 x1:lwa0 x1:r2m3 f32:main f32:new f32:nopipe f32:phw0; do
     ( timeout 75 python3 $D/ab_s16b16.py warm ${cb%:*} ${cb#*:} > "$OUT/log_warm_${cb%:*}_${cb#*:}.txt" 2>&1 ) &
   done
   ( timeout 75 python3 $D/ab_s16b16.py warm public > "$OUT/log_warm_public.txt" 2>&1 ) &
@@ -30,7 +30,7 @@ if [ "$1" = tests ]; then
     echo "-- $f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/log_$f.txt | tail -1) calls $(grep -c tier-vs-main $OUT/log_$f.txt)"
     grep -E "tier-vs-main|Error|error|Uninit|Hazard" $OUT/log_$f.txt | head -5 | cut -c1-160
   done
-  echo "-- warm: $(cat $OUT/log_warm_*.txt | grep -c '^compiled') of 13 compiled"; grep -h -E "Error|error" $OUT/log_warm_*.txt | head -3 | cut -c1-200
+  echo "-- warm: $(cat $OUT/log_warm_*.txt | grep -c '^compiled') of 14 compiled"; grep -h -E "Error|error" $OUT/log_warm_*.txt | head -3 | cut -c1-200
   echo "-- ncu:"; grep -E "^  gd_tier|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Stall|Block Limit|Warp Cycles Per Issued|stalled|bank_conflicts" $OUT/log_ncu.txt | head -70 | cut -c1-130
 else
   timeout 22 python3 $D/ab_s16b16.py ab 8192,32768 5 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"

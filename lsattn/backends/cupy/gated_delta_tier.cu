@@ -86,6 +86,12 @@ constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
 #ifndef GD_T1PHW_SET
 #define GD_T1PHW_SET 1
 #endif
+// GD_T1LPIPE_SET (a timing build): gd_tier1's low walks with the next chunk's Qe, Ek in a second buffer (copied during
+// the chunk; phi and H copied after its (b), waited for before the next (b)), as gd_tier1x's pipelined walk: ~147 KB
+// at d_k = 64, 1 block per SM (Config.gd_smem(2, tier_bw, hc=True) + one more Qe / Ek buffer)
+#ifndef GD_T1LPIPE_SET
+#define GD_T1LPIPE_SET 0
+#endif
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 template <int NG>
 constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta))
@@ -124,13 +130,15 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                                              int DV, int L, int n, int NC, i64 bh, int c0, int lo, int hi,
                                              const int (&lev)[GD_TM], int gs) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Qe = reinterpret_cast<ta*>(smem_raw);
+    constexpr bool LP = GD_T1LPIPE_SET && kind == GT_LOW && GD_T1HPRE_SET;  // (two buffers of Qe, Ek: [buffer i & 1])
+    ta* const Qb = reinterpret_cast<ta*>(smem_raw);
+    ta* Qe = Qb;
     ta* Ek = Qe + CH * GD_LDQ;
-    ta* Ph = Qe + (GD_T1SPLIT_SET && kind == GT_XFER ? GD_TQW_N<NG> : GD_TQW);  // (gd_tier1x: one slot's W)
+    ta* Ph = Qb + (LP ? 2 : 1) * (GD_T1SPLIT_SET && kind == GT_XFER ? GD_TQW_N<NG> : GD_TQW);  // (gd_tier1x: one slot's W)
     ta* S = Ph + DKP * GD_LDP;           // [slot][kk][col], row stride GD_TLDS
     ta* lw = S + NG * DKP * GD_TLDS;     // [slot][t]
     ta* Hs = lw + NG * CH;               // GT_LOW, GD_T1HPRE_SET: H_c's columns [kk][col], row stride GD_TLDS
-    gd_tw* W = reinterpret_cast<gd_tw*>(Qe);  // [slot][t][col] over Qe / Ek once (a) has read them
+    gd_tw* W = reinterpret_cast<gd_tw*>(Qe);  // [slot][t][col] over Qe / Ek once (a) has read them (LP: the step's)
     constexpr int RA = CH / 16, RB = DKP / 16, SS = DKP * GD_TLDS, WS = CH * GD_TLDW;
     constexpr int TWA = GdWarpTiles<RA, GD_TBW>::NTL, TWB = GdWarpTiles<RB, GD_TBW>::NTL;
     const int tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
@@ -144,10 +152,34 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         else if (kind == GT_TOP && j < gs && kk < DK && c0 + cc < DV) x = sin[j * sst + (i64)kk * DV + c0 + cc];
         S[j * SS + kk * GD_TLDS + cc] = x;
     }
-    __syncthreads();
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
+    // LP: chunk c's Qe, Ek (from the period's second chunk) into buffer (c - lo) & 1; its phi (idem) and H (all but the
+    // call's last chunk), each a copy group
+    auto load_qe = [&](int c) {
+        ta* b = Qb + ((c - lo) & 1) * GD_TQW;
+        if (c > lo) {
+            gd_copy<CH, DKP>(b, GD_LDQ, qe + (bh * n + c) * CH * DK, DK, CH, DK, vec);
+            gd_copy<CH, DKP>(b + CH * GD_LDQ, GD_LDQ, ek + (bh * n + c) * CH * DK, DK, CH, DK, vec);
+        }
+        cp_async_commit();
+    };
+    auto load_ph = [&](int c) {
+        if (c > lo) gd_copy<DKP, CH>(Ph, GD_LDP, ph + (bh * n + c) * DK * CH, CH, DK, CH, vec);
+        if (c + 1 < n) gd_copy<DKP, GD_TBW>(Hs, GD_TLDS, Hc + (bh * n + c) * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
+        cp_async_commit();
+    };
+    if (LP) {
+        load_qe(lo);
+        load_ph(lo);
+    }
+    __syncthreads();
     for (int c = lo; c < hi; ++c) {
         const int i = c - lo;
+        if (LP) {
+            Qe = Qb + (i & 1) * GD_TQW;
+            Ek = Qe + CH * GD_LDQ;
+            W = reinterpret_cast<gd_tw*>(Qe);
+        }
         // slots with products (each read but in GT_XFER), and whether anything needs this chunk's (b)
         const unsigned u = kind == GT_LOW ? (unsigned)i : (kind == GT_XFER ? 1u : (1u << gs) - 1u);
         const unsigned r = kind == GT_XFER ? (out && !(GD_T1X0Q_SET && i == 0) ? 1u : 0u) : u;
@@ -163,7 +195,17 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         const unsigned mg = GD_T1MW_SET && kind == GT_LOW ? u & ((1u << z) - 1u) : 0u;
         const bool mw = (mg & (mg - 1u)) != 0u;
         const bool phw = GD_T1PHW_SET && kind == GT_LOW && u;  // (then (a) runs: u and not x0)
-        if (u || hp) {
+        if (LP) {  // chunk c + 1's Qe, Ek during this chunk; groups: Qe / Ek of c, phi / H of c, Qe / Ek of c + 1
+            if (c + 1 < hi) load_qe(c + 1);
+            else cp_async_commit();
+            if (u && tid < NG * CH) {  // (as below)
+                const int j = tid / CH, t = tid % CH;
+                const i64 gi = (i64)c * CH + t;
+                lw[tid] = (r >> j) & 1 && gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + j + 1] : (ta)0;
+            }
+            cp_async_wait<2>();
+            __syncthreads();
+        } else if (u || hp) {
             if (u) {
                 if (r && !x0) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
                 gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
@@ -247,7 +289,11 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                         }
                     }
             }
-            if (phw) cp_async_wait<0>();  // phi, H
+            if constexpr (LP) cp_async_wait<1>();  // phi, H
+            else if (phw) cp_async_wait<0>();
+            __syncthreads();
+        } else if (LP) {
+            cp_async_wait<1>();  // H
             __syncthreads();
         }
         // (b) S_j <- e^g S_j - phi W_j; GT_LOW: the slots below z = tz(i + 1) with H_c into slot z (z = GD_TM:
@@ -281,7 +327,9 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                 }
         }
         __syncthreads();  // S read by the next chunk's (a); the tiles (and W) rewritten by its copies
+        if (LP && c + 1 < hi) load_ph(c + 1);
     }
+    if (LP) cp_async_wait<0>();
     if (kind == GT_XFER)
         for (int idx = tid; idx < DKP * GD_TBW; idx += NT) {
             const int kk = idx / GD_TBW, cc = idx % GD_TBW;
@@ -298,7 +346,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
     ta* __restrict__ Qp,                                    // (BH, n, CH, DK) out: the queries carried to their period's
                                                             // start (periods pp > 0), or null (GD_T3WALK_SET: none)
     int T, int DK, int DV, int L, int n, int nP, int BH) {
-    check_smem(GD_TSMEM);
+    check_smem(GD_TSMEM + (GD_T1LPIPE_SET && GD_T1HPRE_SET ? GD_TQW * (int)sizeof(ta) : 0));
     // the block: period pp (slowest), sequence bh, then its NCB low walks and (unless GD_T1SPLIT_SET: gd_tier1x's)
     // NCK transfers side by side (the same chunks' tiles: read from L2 by all but the first)
     const int NCB = (DV + GD_TBW - 1) / GD_TBW, NCK = GD_T1SPLIT_SET ? 0 : (DK + GD_TBW - 1) / GD_TBW;
