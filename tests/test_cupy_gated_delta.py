@@ -222,7 +222,6 @@ class Emulated:
     tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
     r3 = None  # gd_tier3's chunks per block (a timing build's GD_T3R_SET; None: Config.tier3_chunks)
-    xpp = 1  # gd_tier1x's periods per block (a timing build's GD_T1XPP_SET)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
@@ -230,7 +229,7 @@ class Emulated:
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
-        defines |= ({} if self.r3 is None else {"GD_T3R_SET": self.r3}) | ({} if self.xpp == 1 else {"GD_T1XPP_SET": self.xpp})
+        defines |= {} if self.r3 is None else {"GD_T3R_SET": self.r3}
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": forms_source()})
 
@@ -252,7 +251,7 @@ class Emulated:
         bw = self.tbw or cfg.tier_bw
         smem = (cfg.smem(name) if name in ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill") else
                 cfg.gd_tier3_smem(bw, self.r3) if name == "gd_tier3" and not self.walk3 else
-                cfg.gd_tier1x_smem(bw) if name == "gd_tier1x" else cfg.gd_smem(self.tm, bw, bw <= 32, hc=True))
+                cfg.gd_smem(1, bw, bw <= 32) if name == "gd_tier1x" else cfg.gd_smem(self.tm, bw, bw <= 32, hc=True))
         return _EmuKernel(self._lib(cfg), name), (256,), smem
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
@@ -260,7 +259,7 @@ class Emulated:
         tier = cgd.tier_plan(cfg, F, n, n_old, keep, DK, DV, self.tm)
         if tier is not None and self.bw == BW:  # the host logic of CupyOps.gd_scan, launches on this emulation
             return CupyOps.gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, bw=self.tbw,
-                                    walk3=self.walk3, r3=self.r3, xpp=self.xpp)
+                                    walk3=self.walk3, r3=self.r3)
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH, self.g)]

@@ -1,18 +1,14 @@
 """The two-tier Gated DeltaNet scan (gated_delta_tier.cu) at 8K / 32K: main's kernels against this branch's builds in
 one process, interleaved (CUDA events, medians of ms per call), B H = 32, d = 64, C = 64, from chunk 0 without state
 (the public forward's call); float32 compute: 3xTF32 (f32) and 1xTF32 (x1: the bfloat16 inputs' build, TI_BF16=1).
-Builds (benchmarks/NOTES.md "Session 16 — s16b16"):
+Builds (benchmarks/NOTES.md "Session 16 — s16b16"; batch 1 also timed session 16's gd_tier1x pipelined, its 2 periods a
+block, gd_tier3 at 2 chunks a block and 3 blocks per SM: removed after it):
 - main: gated_delta_tier.cu at 0b5d11b (ab_s16b16_main_tier.cu; its gd_tier3 takes no qe: the launch drops it)
-- new:  production (GD_T1XPIPE_SET=1: gd_tier1x's next chunk's tiles in flight, 2 blocks per SM; GD_T1X0Q_SET=1: a
-        period's first chunk's Qp read from qe by gd_tier3, not copied by gd_tier1x; GD_T3PRE_SET=1: gd_tier3's output
-        rows prefetched into L2 with its first copies)
-- nopipe: new with GD_T1XPIPE_SET=0 (session 15's transfer walk, 3 blocks per SM, without the first chunk's Qp copy)
-- phw0: new with GD_T1PHW_SET=0 (gd_tier1's low walks wait for phi and H with Qe, Ek before (a))
-(lpipe, xpp2, pre0, lwa0, r2m3: x1 only)
-- xpp2: new with GD_T1XPP_SET=2 (gd_tier1x: two periods a block, one pipeline)
-- lpipe: new with GD_T1LPIPE_SET=1 (gd_tier1's low walks pipelined as gd_tier1x's: ~147 KB, 1 block per SM)
-- pre0: new with GD_T3PRE_SET=0;  lwa0: new with GD_T3LWA_SET=0 (gd_tier3's read weights loaded synchronously)
-- r2m3: new with gd_tier3 at 2 chunks a block and 3 blocks per SM (GD_T3R_SET=2, GD_T3RMINB_SET=3: 73 KB, <= 80 registers)
+- new:  production: GD_T1X0Q_SET (a period's first chunk's Qp read from qe by gd_tier3, not copied by gd_tier1x),
+        GD_T1PHW_SET (gd_tier1's low walks wait for phi and H before (b)), GD_T3PRE_SET (gd_tier3's output rows
+        prefetched into L2), GD_T3LWA_SET (gd_tier3's read weights copied asynchronously), and in x1 GD_TWR_SET /
+        GD_SBR_SET (W and the coarse slots Sb stored as their tf32 roundings: no cvt in their fragment loads)
+- phw0, pre0, lwa0, twr0, sbr0: new with that switch 0 (x1 only; f32: lwa0)
 Each build: max |build - main| / max |main| (the builds are meant bit-equal) and against gd_scan; the whole form, then
 its parts one by one (t1 = gd_tier1 + gd_tier1x / coarse / t3). Then the public forward (torch, bf16 and fp32) with
 main's tier kernels patched in against production's, interleaved.
@@ -37,15 +33,11 @@ ops = cc.CupyOps(cupy.cuda.Device().id)
 BH, DK, DV = 32, 64, 64
 cfgs = {"x1": cgd._config("float", DK, 64, "bf16"), "f32": cgd._config("float", DK, 64, "")}
 MAIN = os.path.join(HERE, "ab_s16b16_main_tier.cu")
-# name -> (tier source, -D options, gd_tier1x pipelined (its shared memory), gd_tier1x's periods a block, gd_tier3's chunks
-# a block (None: Config.tier3_chunks), configs)
+# name -> (tier source, -D options, configs)
 BOTH, X1 = ("x1", "f32"), ("x1",)
-BUILDS = {"main": (MAIN, (), False, 1, None, BOTH), "new": (None, (), True, 1, None, BOTH),
-          "nopipe": (None, ("-DGD_T1XPIPE_SET=0",), False, 1, None, BOTH), "phw0": (None, ("-DGD_T1PHW_SET=0",), True, 1, None, BOTH),
-          "xpp2": (None, ("-DGD_T1XPP_SET=2",), True, 2, None, X1), "pre0": (None, ("-DGD_T3PRE_SET=0",), True, 1, None, X1),
-          "lwa0": (None, ("-DGD_T3LWA_SET=0",), True, 1, None, X1),
-          "lpipe": (None, ("-DGD_T1LPIPE_SET=1",), True, 1, None, X1),
-          "r2m3": (None, ("-DGD_T3R_SET=2", "-DGD_T3RMINB_SET=3"), True, 1, 2, X1)}
+BUILDS = {"main": (MAIN, (), BOTH), "new": (None, (), BOTH), "phw0": (None, ("-DGD_T1PHW_SET=0",), X1),
+          "pre0": (None, ("-DGD_T3PRE_SET=0",), X1), "lwa0": (None, ("-DGD_T3LWA_SET=0",), BOTH),
+          "twr0": (None, ("-DGD_TWR_SET=0",), X1), "sbr0": (None, ("-DGD_SBR_SET=0",), X1)}
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
 _mods = {}
@@ -80,13 +72,7 @@ class Build:
     def _tk(self, op, cfg, name):
         if self.only and name not in self.only:
             return (lambda *a, **k: None), (256,), 0
-        r3 = BUILDS[self.name][4]
-        if name == "gd_tier1" and self.name == "lpipe":  # a second buffer of Qe, Ek (or two slots' W)
-            pad, w = 16 // cfg.itemsize, cfg.tier_bw + 8
-            return variant(cfg, self.name, name), (256,), cfg.smem(name) + max(2 * cfg.CH * (cfg.DKP + pad), 2 * cfg.CH * w) * cfg.itemsize
-        smem = (cfg.gd_tier1x_smem(pipe=BUILDS[self.name][2]) if name == "gd_tier1x" else
-                cfg.gd_tier3_smem(cfg.tier_bw, r3) if name == "gd_tier3" and r3 else cfg.smem(name))
-        return variant(cfg, self.name, name), (256,), smem
+        return variant(cfg, self.name, name), (256,), cfg.smem(name)
 
 
 def warm(which):
@@ -95,7 +81,7 @@ def warm(which):
         if any(w in cfgs for w in which) and key not in which:
             continue
         for b in BUILDS:
-            if any(w in BUILDS for w in which) and b not in which or key not in BUILDS[b][5]:
+            if any(w in BUILDS for w in which) and b not in which or key not in BUILDS[b][2]:
                 continue
             for names in PARTS.values():
                 for name in names:
@@ -144,8 +130,7 @@ def ab(Ts, reps):
         out = intra.copy()
         for key, cfg in cfgs.items():
             def run(name, o, only=None):
-                cc.CupyOps.gd_tiers(Build(cfg, name, only), cfg, tier, *forms, lam, o, T, DK, DV, L, n, BH, scratch=scratch,
-                                    xpp=BUILDS[name][3], r3=BUILDS[name][4])
+                cc.CupyOps.gd_tiers(Build(cfg, name, only), cfg, tier, *forms, lam, o, T, DK, DV, L, n, BH, scratch=scratch)
 
             ref = intra.copy()
             cgd.TIERED = False
@@ -153,7 +138,7 @@ def ab(Ts, reps):
             lev = cupy.zeros((BH, NLC, DK, DV), cupy.float32)
             ops.gd_scan(cfg, *forms, lam, ref, lev, lev, T, DK, DV, L, 0, 0, n, 0, NLC, T % 64 == 0, BH, False)
             cgd.TIERED = True
-            builds = [b for b in BUILDS if key in BUILDS[b][5]]
+            builds = [b for b in BUILDS if key in BUILDS[b][2]]
             outs = {}
             for b in builds:
                 o = intra.copy()

@@ -368,15 +368,14 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
-                 split=True, r3=None, xpp=1):
+                 split=True, r3=None):
         """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x, the coarse slots, gd_tier3) for ``tier =
         gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None: allocated here); bw:
         gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as
         session 13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the transfers in gd_tier1x (False: in
         gd_tier1, a timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block (None: ``cfg.tier3_chunks(bw)``; a
-        timing build's GD_T3R_SET); xpp: gd_tier1x's periods per block (a timing build's GD_T1XPP_SET). The coarse
-        slots: ``tier.grouped``, gd_cgroup, gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse
-        (every level over periods)."""
+        timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup, gd_coarse_g, gd_cfill (levels >= 3
+        over groups of 4 periods); else gd_coarse (every level over periods)."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
         bw = bw or cfg.tier_bw
@@ -388,7 +387,7 @@ class CupyOps:
         fn((nP * BH * (NCB + (0 if split else NCK)),), block, t1, shared_mem=smem)
         if split and nP > 1:  # the transfers (the last period's: its reads Qp alone)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1x")
-            fn((-(-nP // xpp) * BH * NCK,), block, t1, shared_mem=smem)
+            fn((nP * BH * NCK,), block, t1, shared_mem=smem)
         if NCL == 0:  # one period: no level above GD_TM
             return
         cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))

@@ -68,16 +68,6 @@ class Config:
         """gd_tier1 / gd_tier3's columns per block (gated_delta_tier.cu's GD_TBW): float32 64, float64 32."""
         return 64 if self.ta == "float" else 32
 
-    def gd_tier1x_smem(self, BW=None, pipe=True):
-        """gd_tier1x's shared memory (gated_delta_tier.cu) at BW columns (None: ``tier_bw``): with its next chunk's tiles
-        in flight (``pipe``, GD_T1XPIPE: two buffers of Qe and Ek (or W), phi, S; GD_TSMEM1P) where that fits SMEM_MAX,
-        else one slot's ``gd_smem``."""
-        BW = BW or self.tier_bw
-        CH, DKP, es = self.CH, self.DKP, self.itemsize
-        pad, w = 16 // es, (2 * (BW + 4) if BW <= 32 and es == 4 else BW + 8)
-        size = (2 * max(2 * CH * (DKP + pad), CH * w) + DKP * (CH + pad) + DKP * (BW + 8)) * es
-        return size if pipe and size <= SMEM_MAX else self.gd_smem(1, BW, BW <= 32)
-
     def gd_tier3_smem(self, BW, R=None):
         """gd_tier3's shared memory (gated_delta_tier.cu's gd_t3_smem) at BW columns and R chunks a block (None:
         ``tier3_chunks``): Qp's R chunks (rows padded by 16 bytes), two buffers of a slot (BW + 8 a row) and of R CH
@@ -110,8 +100,8 @@ class Config:
             return self.gd_smem()
         if kernel == "gd_tier1":  # the low walks: gd_walk<GD_TM>'s layout (GD_TM = 2 slots; W unsplit past 32 columns)
             return self.gd_smem(2, self.tier_bw, self.tier_bw <= 32, hc=True)  # and H's tile
-        if kernel == "gd_tier1x":  # the transfers: one slot, its next chunk's tiles in flight
-            return self.gd_tier1x_smem()
+        if kernel == "gd_tier1x":  # the transfers: one slot
+            return self.gd_smem(1, self.tier_bw, self.tier_bw <= 32)
         if kernel == "gd_tier3":
             return self.gd_tier3_smem(self.tier_bw)
         if kernel == "gd_coarse":  # (past SMEM_MAX: float64 at DKP = 128, which gated_delta.tier_plan leaves to gd_scan)

@@ -47,11 +47,32 @@ constexpr int GD_TBW = GD_TBW_SET;
 constexpr int GD_TBW = GD_TC ? 64 : 32;
 #endif
 constexpr int GD_TLDS = GD_TBW + 8;  // S and W row stride (as GD_LDS)
-template <bool SPLIT> struct GdTW { using T = ta; static constexpr int LD = GD_TLDS; };
-template <> struct GdTW<true> { using T = uint2; static constexpr int LD = GD_TBW + 4; };
+// 1xTF32 (bf16 inputs): an operand only ever read as a B fragment stored as its tf32 rounding (gd_tf32: the fragment
+// loads' cvt.rna done once, at the store; the same bits reach the tensor cores): W (GD_TWR_SET) and the coarse slots
+// Sb (GD_SBR_SET; gd_cfill's and gd_tier3's B operand). 0: session 15's, timing builds (benchmarks/NOTES.md
+// "Session 16 — s16b16")
+#ifndef GD_TWR_SET
+#define GD_TWR_SET 1
+#endif
+#ifndef GD_SBR_SET
+#define GD_SBR_SET 1
+#endif
+struct gd_tf32 {
+    unsigned u;
+};
+__device__ __forceinline__ void gd_put(gd_tf32* w, float x) { w->u = to_tf32(x); }
+__device__ __forceinline__ void gd_frag_b(const gd_tf32* Y, int ld, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    h[0] = Y[(k0 + t4) * ld + n0 + g8].u, h[1] = Y[(k0 + t4 + 4) * ld + n0 + g8].u;
+    l[0] = l[1] = 0u;  // (1xTF32: unread)
+}
+template <int K> struct GdTW { using T = ta; static constexpr int LD = GD_TLDS; };  // K: 0 ta, 1 tf32 pairs, 2 gd_tf32
+template <> struct GdTW<1> { using T = uint2; static constexpr int LD = GD_TBW + 4; };
+template <> struct GdTW<2> { using T = gd_tf32; static constexpr int LD = GD_TLDS; };
 constexpr bool GD_TWSPLIT = GD_TC && GD_WS_SET && GD_TBW <= 32;
-using gd_tw = GdTW<GD_TWSPLIT>::T;
-constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
+constexpr int GD_TWK = GD_TWSPLIT ? 1 : (GD_TC && GD_X1_SET && GD_TWR_SET ? 2 : 0);
+using gd_tw = GdTW<GD_TWK>::T;
+constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 // gd_tier1's builds (benchmarks/NOTES.md "Session 15 — s15a16"; each 0: session 14's, a timing build):
 // GD_T1SPLIT_SET: the transfers in their own kernel (gd_tier1x: one slot's shared memory and registers, 3 blocks per
 // SM at d_k <= 64); GD_T1X0_SET: a transfer's first chunk without products (S = I: W = Ek, Qp = Qe);
@@ -86,12 +107,6 @@ constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
 #ifndef GD_T1PHW_SET
 #define GD_T1PHW_SET 1
 #endif
-// GD_T1LPIPE_SET (a timing build): gd_tier1's low walks with the next chunk's Qe, Ek in a second buffer (copied during
-// the chunk; phi and H copied after its (b), waited for before the next (b)), as gd_tier1x's pipelined walk: ~147 KB
-// at d_k = 64, 1 block per SM (Config.gd_smem(2, tier_bw, hc=True) + one more Qe / Ek buffer)
-#ifndef GD_T1LPIPE_SET
-#define GD_T1LPIPE_SET 0
-#endif
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 template <int NG>
 constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta))
@@ -99,7 +114,7 @@ constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_t
 constexpr int GD_TQW = GD_TQW_N<GD_TM>, GD_THW = GD_T1HPRE_SET ? DKP * GD_TLDS : 0;
 // Config.gd_smem(GD_TM, tier_bw, hc=GD_T1HPRE_SET) (gd_tier1: the low walks and, unless split, the transfers)
 constexpr int GD_TSMEM = (GD_TQW + DKP * GD_LDP + GD_TM * (DKP * GD_TLDS + CH) + GD_THW) * (int)sizeof(ta);
-// Config.gd_tier1x_smem(tier_bw, pipe=False) = gd_smem(1, tier_bw) (gd_tier1x: the transfers, GD_T1XPIPE off)
+// Config.smem("gd_tier1x") = gd_smem(1, tier_bw) (gd_tier1x: the transfers)
 constexpr int GD_TSMEM1 = (GD_TQW_N<1> + DKP * GD_LDP + DKP * GD_TLDS + CH) * (int)sizeof(ta);
 // blocks per SM the registers of gd_tier1 / gd_tier3 must allow: gd_scan's at 32 columns; at 64, 2 (shared memory's)
 #ifdef GD_T1MINB_SET  // a timing build may set it (gd_tier1's)
@@ -117,6 +132,11 @@ constexpr int GD_T1XMINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 3 : 1)
 #ifndef GD_TPF_SET
 #define GD_TPF_SET 0
 #endif
+constexpr bool GD_SBR = GD_TC && GD_X1_SET && GD_SBR_SET && !GD_T3WALK_SET;  // (session 13's walks carry Sb's slots)
+__device__ __forceinline__ ta gd_sbr(ta x) {
+    if constexpr (GD_SBR) return __uint_as_float(to_tf32(x));
+    else return x;
+}
 
 // One block of gd_tier1 / gd_tier3 over chunks [lo, hi) (absolute = local: the call starts at chunk 0) and
 // NC columns from c0 (DV; GT_XFER: DK): GT_LOW (slots: levels 1, 2; Tot into fin unless null), GT_XFER (one
@@ -130,15 +150,13 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                                              int DV, int L, int n, int NC, i64 bh, int c0, int lo, int hi,
                                              const int (&lev)[GD_TM], int gs) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr bool LP = GD_T1LPIPE_SET && kind == GT_LOW && GD_T1HPRE_SET;  // (two buffers of Qe, Ek: [buffer i & 1])
-    ta* const Qb = reinterpret_cast<ta*>(smem_raw);
-    ta* Qe = Qb;
+    ta* Qe = reinterpret_cast<ta*>(smem_raw);
     ta* Ek = Qe + CH * GD_LDQ;
-    ta* Ph = Qb + (LP ? 2 : 1) * (GD_T1SPLIT_SET && kind == GT_XFER ? GD_TQW_N<NG> : GD_TQW);  // (gd_tier1x: one slot's W)
+    ta* Ph = Qe + (GD_T1SPLIT_SET && kind == GT_XFER ? GD_TQW_N<NG> : GD_TQW);  // (gd_tier1x: one slot's W)
     ta* S = Ph + DKP * GD_LDP;           // [slot][kk][col], row stride GD_TLDS
     ta* lw = S + NG * DKP * GD_TLDS;     // [slot][t]
     ta* Hs = lw + NG * CH;               // GT_LOW, GD_T1HPRE_SET: H_c's columns [kk][col], row stride GD_TLDS
-    gd_tw* W = reinterpret_cast<gd_tw*>(Qe);  // [slot][t][col] over Qe / Ek once (a) has read them (LP: the step's)
+    gd_tw* W = reinterpret_cast<gd_tw*>(Qe);  // [slot][t][col] over Qe / Ek once (a) has read them
     constexpr int RA = CH / 16, RB = DKP / 16, SS = DKP * GD_TLDS, WS = CH * GD_TLDW;
     constexpr int TWA = GdWarpTiles<RA, GD_TBW>::NTL, TWB = GdWarpTiles<RB, GD_TBW>::NTL;
     const int tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
@@ -152,34 +170,10 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         else if (kind == GT_TOP && j < gs && kk < DK && c0 + cc < DV) x = sin[j * sst + (i64)kk * DV + c0 + cc];
         S[j * SS + kk * GD_TLDS + cc] = x;
     }
-    const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
-    // LP: chunk c's Qe, Ek (from the period's second chunk) into buffer (c - lo) & 1; its phi (idem) and H (all but the
-    // call's last chunk), each a copy group
-    auto load_qe = [&](int c) {
-        ta* b = Qb + ((c - lo) & 1) * GD_TQW;
-        if (c > lo) {
-            gd_copy<CH, DKP>(b, GD_LDQ, qe + (bh * n + c) * CH * DK, DK, CH, DK, vec);
-            gd_copy<CH, DKP>(b + CH * GD_LDQ, GD_LDQ, ek + (bh * n + c) * CH * DK, DK, CH, DK, vec);
-        }
-        cp_async_commit();
-    };
-    auto load_ph = [&](int c) {
-        if (c > lo) gd_copy<DKP, CH>(Ph, GD_LDP, ph + (bh * n + c) * DK * CH, CH, DK, CH, vec);
-        if (c + 1 < n) gd_copy<DKP, GD_TBW>(Hs, GD_TLDS, Hc + (bh * n + c) * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
-        cp_async_commit();
-    };
-    if (LP) {
-        load_qe(lo);
-        load_ph(lo);
-    }
     __syncthreads();
+    const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
     for (int c = lo; c < hi; ++c) {
         const int i = c - lo;
-        if (LP) {
-            Qe = Qb + (i & 1) * GD_TQW;
-            Ek = Qe + CH * GD_LDQ;
-            W = reinterpret_cast<gd_tw*>(Qe);
-        }
         // slots with products (each read but in GT_XFER), and whether anything needs this chunk's (b)
         const unsigned u = kind == GT_LOW ? (unsigned)i : (kind == GT_XFER ? 1u : (1u << gs) - 1u);
         const unsigned r = kind == GT_XFER ? (out && !(GD_T1X0Q_SET && i == 0) ? 1u : 0u) : u;
@@ -195,17 +189,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         const unsigned mg = GD_T1MW_SET && kind == GT_LOW ? u & ((1u << z) - 1u) : 0u;
         const bool mw = (mg & (mg - 1u)) != 0u;
         const bool phw = GD_T1PHW_SET && kind == GT_LOW && u;  // (then (a) runs: u and not x0)
-        if (LP) {  // chunk c + 1's Qe, Ek during this chunk; groups: Qe / Ek of c, phi / H of c, Qe / Ek of c + 1
-            if (c + 1 < hi) load_qe(c + 1);
-            else cp_async_commit();
-            if (u && tid < NG * CH) {  // (as below)
-                const int j = tid / CH, t = tid % CH;
-                const i64 gi = (i64)c * CH + t;
-                lw[tid] = (r >> j) & 1 && gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + j + 1] : (ta)0;
-            }
-            cp_async_wait<2>();
-            __syncthreads();
-        } else if (u || hp) {
+        if (u || hp) {
             if (u) {
                 if (r && !x0) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
                 gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
@@ -289,11 +273,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                         }
                     }
             }
-            if constexpr (LP) cp_async_wait<1>();  // phi, H
-            else if (phw) cp_async_wait<0>();
-            __syncthreads();
-        } else if (LP) {
-            cp_async_wait<1>();  // H
+            if (phw) cp_async_wait<0>();  // phi, H
             __syncthreads();
         }
         // (b) S_j <- e^g S_j - phi W_j; GT_LOW: the slots below z = tz(i + 1) with H_c into slot z (z = GD_TM:
@@ -327,9 +307,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                 }
         }
         __syncthreads();  // S read by the next chunk's (a); the tiles (and W) rewritten by its copies
-        if (LP && c + 1 < hi) load_ph(c + 1);
     }
-    if (LP) cp_async_wait<0>();
     if (kind == GT_XFER)
         for (int idx = tid; idx < DKP * GD_TBW; idx += NT) {
             const int kk = idx / GD_TBW, cc = idx % GD_TBW;
@@ -346,7 +324,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
     ta* __restrict__ Qp,                                    // (BH, n, CH, DK) out: the queries carried to their period's
                                                             // start (periods pp > 0), or null (GD_T3WALK_SET: none)
     int T, int DK, int DV, int L, int n, int nP, int BH) {
-    check_smem(GD_TSMEM + (GD_T1LPIPE_SET && GD_T1HPRE_SET ? GD_TQW * (int)sizeof(ta) : 0));
+    check_smem(GD_TSMEM);
     // the block: period pp (slowest), sequence bh, then its NCB low walks and (unless GD_T1SPLIT_SET: gd_tier1x's)
     // NCK transfers side by side (the same chunks' tiles: read from L2 by all but the first)
     const int NCB = (DV + GD_TBW - 1) / GD_TBW, NCK = GD_T1SPLIT_SET ? 0 : (DK + GD_TBW - 1) / GD_TBW;
@@ -364,140 +342,20 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
     }
 }
 
-// gd_tier1x's transfer walk with its next chunk's tiles in flight (GD_T1XPIPE_SET; session 15's, gd_tier_walk<GT_XFER>,
-// copied a chunk's tiles after the previous chunk's last barrier and waited for them at once: at 3 blocks per SM, a
-// DRAM round trip on every chunk step's chain; benchmarks/NOTES.md "Session 16 — s16b16"): two buffers of Qe, Ek
-// (chunk c + 1's copied during chunk c; W over the step's), one of phi (chunk c + 1's copied after chunk c's (b),
-// waited for before chunk c + 1's (b): (a)'s products under it): ~105 KB at d_k = 64, 2 blocks per SM. One block: the
-// transfers of GD_T1XPP periods from lo / GD_TP, columns c0 .. of DK, one after the other: S from the identity; at a
-// period's first chunk (x0) W = Ek's columns; at the others (a) W = Ek S and Qp_c = Qe S (stored for periods pp > 0;
-// a period's first chunk's Qp is qe's: GD_T1X0Q_SET); (b) S <- e^g S - phi W; at the period's end Z_pp = S into Z
-// (BH, nP, DK, DK) (but the call's last period's).
-#ifndef GD_T1XPIPE_SET
-#define GD_T1XPIPE_SET 1
-#endif
-// GD_T1XPP_SET: gd_tier1x's periods per block (a timing build: 2, the pipeline's first copy once per 8 chunks;
-// CupyOps.gd_tiers' xpp)
-#ifdef GD_T1XPP_SET
-constexpr int GD_T1XPP = GD_T1XPP_SET;
-#else
-constexpr int GD_T1XPP = 1;
-#endif
-constexpr int GD_TSMEM1P = (2 * GD_TQW_N<1> + DKP * GD_LDP + DKP * GD_TLDS) * (int)sizeof(ta);  // Config.gd_tier1x_smem
-constexpr bool GD_T1XPIPE = GD_T1XPIPE_SET && GD_T1X0Q_SET && GD_T1SPLIT_SET && GD_TSMEM1P <= 227 * 1024;
-__device__ __forceinline__ void gd_tier_xfer(const ta* __restrict__ qe, const ta* __restrict__ ek, const ta* __restrict__ ph,
-                                             const ta* __restrict__ gc, ta* __restrict__ Qp, ta* __restrict__ Z, int DK,
-                                             int n, int nP, i64 bh, int c0, int lo, int hi) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int QW = GD_TQW_N<1>, RA = CH / 16, RB = DKP / 16;
-    constexpr int TWA = GdWarpTiles<RA, GD_TBW>::NTL, TWB = GdWarpTiles<RB, GD_TBW>::NTL;
-    ta* Qb = reinterpret_cast<ta*>(smem_raw);  // [buffer][Qe | Ek], W over the step's buffer once (a) has read it
-    ta* Ph = Qb + 2 * QW;
-    ta* S = Ph + DKP * GD_LDP;  // [kk][col], row stride GD_TLDS
-    const int tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
-    const GdWarpTiles<RA, GD_TBW> wa;
-    const GdWarpTiles<RB, GD_TBW> wb;
-    const bool vec = DK % (16 / (int)sizeof(ta)) == 0, x0 = GD_T1X0_SET && DKP >= GD_TBW;
-    // at a period's end: Z_pp = S (unless pp is the call's last period), and S = the identity's columns c0 .. again
-    auto zput = [&](int pp, bool reset) {
-        for (int idx = tid; idx < DKP * GD_TBW; idx += NT) {
-            const int kk = idx / GD_TBW, cc = idx % GD_TBW;
-            ta* e = S + kk * GD_TLDS + cc;
-            if (pp >= 0 && pp + 1 < nP && kk < DK && c0 + cc < DK) Z[((bh * nP + pp) * DK + kk) * DK + c0 + cc] = *e;
-            if (reset) *e = kk < DK && kk == c0 + cc ? (ta)1 : (ta)0;
-        }
-    };
-    if (lo >= hi) return;
-    zput(-1, true);
-    auto load_qk = [&](int c) {  // chunk c's Ek and (its reads stored) Qe into buffer (c - lo) & 1
-        ta* b = Qb + ((c - lo) & 1) * QW;
-        const i64 cj = bh * n + c;
-        if (Qp && c >= GD_TP && c % GD_TP) gd_copy<CH, DKP>(b, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
-        gd_copy<CH, DKP>(b + CH * GD_LDQ, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
-        cp_async_commit();
-    };
-    auto load_ph = [&](int c) {
-        gd_copy<DKP, CH>(Ph, GD_LDP, ph + (bh * n + c) * DK * CH, CH, DK, CH, vec);
-        cp_async_commit();
-    };
-    load_qk(lo);
-    load_ph(lo);
-    for (int c = lo; c < hi; ++c) {
-        const int i = c - lo;
-        const i64 cj = bh * n + c;
-        ta* Qe = Qb + (i & 1) * QW;
-        const ta* Ek = Qe + CH * GD_LDQ;
-        gd_tw* W = reinterpret_cast<gd_tw*>(Qe);
-        if (c + 1 < hi) load_qk(c + 1);  // into the buffer chunk c - 1 used (its readers passed its last barrier)
-        else cp_async_commit();          // (an empty group: the waits count groups)
-        cp_async_wait<2>();              // groups: Qe / Ek of c, phi of c, Qe / Ek of c + 1
-        __syncthreads();                 // chunk c's Qe, Ek (and S) in place
-        const bool first = x0 && c % GD_TP == 0, rd = Qp && c >= GD_TP && c % GD_TP;
-        if (!first) {  // (a) W = Ek S, Qp_c = Qe S
-            ta acc[1][2][TWA][4] = {};
-            const unsigned use[2] = {1u, rd ? 1u : 0u};
-            if (wa.on) gd_mm<1, 2, TWA>(acc, Ek, Qe, GD_LDQ, (const ta*)S, 0, GD_TLDS, wa.r0, wa.n0, K8, use);
-            __syncthreads();  // every warp has read Ek and Qe: W over them
-            if (wa.on)
-#pragma unroll
-                for (int it = 0; it < TWA; ++it)
-#pragma unroll
-                    for (int x = 0; x < 4; ++x) {
-                        const int t = wa.row(x), cc = wa.col(it, x);
-                        gd_put(W + t * GD_TLDW + cc, acc[0][0][it][x]);
-                        if (!rd || c0 + cc >= DK) continue;  // Qp_c's columns (padding rows included: zero queries)
-                        ta* o = Qp + (cj * CH + t) * DK + c0 + cc;
-                        if (GD_T1V2_SET && GD_TC) {  // column pairs (cc even at x even: 8-byte aligned when DK is even)
-                            if (x & 1) continue;
-                            if (DK % 2 == 0) *reinterpret_cast<float2*>(o) = float2{(float)acc[0][1][it][x], (float)acc[0][1][it][x + 1]};
-                            else {
-                                o[0] = acc[0][1][it][x];
-                                if (c0 + cc + 1 < DK) o[1] = acc[0][1][it][x + 1];
-                            }
-                        } else {
-                            *o = acc[0][1][it][x];
-                        }
-                    }
-        }
-        cp_async_wait<1>();  // chunk c's phi
-        __syncthreads();     // W and phi in place
-        if (wb.on) {  // (b) S <- e^g S - phi W
-            const ta eg = ex(gc[cj]);
-            ta accb[1][1][TWB][4] = {};
-            const unsigned ub[1] = {1u};
-            if (first) gd_mm<1, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const ta*)Ek + c0, 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
-            else gd_mm<1, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, 0, GD_TLDW, wb.r0, wb.n0, CH, ub);
-#pragma unroll
-            for (int it = 0; it < TWB; ++it)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) {
-                    ta* e = S + wb.row(x) * GD_TLDS + wb.col(it, x);
-                    *e = eg * *e - accb[0][0][it][x];
-                }
-        }
-        __syncthreads();  // S read by the next (a); phi and this buffer rewritten by the next copies
-        if (c + 1 < hi) load_ph(c + 1);
-        if ((c + 1) % GD_TP == 0 || c + 1 == hi) zput(c / GD_TP, c + 1 < hi);  // (the next step's barrier publishes S)
-    }
-    cp_async_wait<0>();
-}
-
 // gd_tier1x (GD_T1SPLIT_SET; launched when nP > 1): gd_tier1's transfers, one block per (period pp, sequence, GD_TBW
 // of the DK columns), its arguments gd_tier1's
-extern "C" __global__ void __launch_bounds__(NT, GD_T1XPIPE ? GD_T1MINB : GD_T1XMINB) gd_tier1x(
+extern "C" __global__ void __launch_bounds__(NT, GD_T1XMINB) gd_tier1x(
     const ta* __restrict__ qe, const ta* __restrict__ ek, const ta* __restrict__ ph, const ta* __restrict__ Hc,
     const ta* __restrict__ gc, const ta* __restrict__ lam, ta* __restrict__ out, ta* __restrict__ Z,
     ta* __restrict__ Tot, ta* __restrict__ Qp, int T, int DK, int DV, int L, int n, int nP, int BH) {
     (void)out, (void)Tot;
-    check_smem(GD_T1XPIPE ? GD_TSMEM1P : GD_TSMEM1);
+    check_smem(GD_TSMEM1);
     const int NCK = (DK + GD_TBW - 1) / GD_TBW;
     const int pp = (int)(blockIdx.x / ((i64)BH * NCK)), role = (int)(blockIdx.x % NCK);
     const i64 bh = blockIdx.x / NCK % BH;
     int lev[GD_TM];
     for (int j = 0; j < GD_TM; ++j) lev[j] = j + 1;
-    if (GD_T1XPIPE)  // (periods pp .. pp + GD_T1XPP - 1)
-        gd_tier_xfer(qe, ek, ph, gc, Qp, Z, DK, n, nP, bh, role * GD_TBW, pp * GD_T1XPP * GD_TP, min(n, (pp + 1) * GD_T1XPP * GD_TP));
-    else if (GD_T1SPLIT_SET)
+    if (GD_T1SPLIT_SET)
         gd_tier_walk<GT_XFER, 1>(qe, ek, ph, Hc, gc, lam, pp ? Qp : nullptr, Z + (bh * nP + pp) * DK * DK, nullptr, 0, T,
                                  DK, DV, L, n, DK, bh, role * GD_TBW, pp * GD_TP, min(n, (pp + 1) * GD_TP), lev, 1);
 }
@@ -564,11 +422,15 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
     cp_async_wait<0>();
 }
 // S's ncol columns (shared, row stride CBW + 8) into dst (row stride dld)
-template <int CBW>
+// (RND: as its tf32 rounding, GD_SBR)
+template <int CBW, bool RND = false>
 __device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta* Si, int DK, int ncol) {
     for (int idx = threadIdx.x; idx < DKP * CBW; idx += NT) {
         const int kk = idx / CBW, cc = idx % CBW;
-        if (kk < DK && cc < ncol) dst[kk * dld + cc] = Si[kk * (CBW + 8) + cc];
+        if (kk < DK && cc < ncol) {
+            if constexpr (RND) dst[kk * dld + cc] = __uint_as_float(to_tf32(Si[kk * (CBW + 8) + cc]));
+            else dst[kk * dld + cc] = Si[kk * (CBW + 8) + cc];
+        }
     }
 }
 // S(q0 + 1) = ncol columns of src (row stride sld), zero-padded, into buffer (q0 + 1) & 1
@@ -650,7 +512,8 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     gd_cinit<CBW>(Ss, q0, (sh ? Tg + (bh * nG + q0) * slot_sz : Tot + (bh * nP + q0) * slot_sz) + c0, DV, DK, nc);
     gd_cchain<CBW>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
-        if (q >= qm) gd_cput<CBW>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
+        if (q >= qm)
+            gd_cput<CBW, GD_SBR>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
     });
 }
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
@@ -711,7 +574,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
                     const int kk = wb.row(x), cc = wb.col(it, x);
-                    if (kk < DK && c0 + cc < DV) dst[j * slot_sz + (i64)kk * DV + cc] = acc[0][0][it][x];
+                    if (kk < DK && c0 + cc < DV) dst[j * slot_sz + (i64)kk * DV + cc] = gd_sbr(acc[0][0][it][x]);
                 }
         }
         __syncthreads();  // slot j's buffer read: the copy of slot j + 2 may overwrite it
@@ -801,7 +664,8 @@ __device__ __forceinline__ void gd_t3_mm(Acc (&acc)[GdT3Tiles::RW][GdT3Tiles::NT
 #pragma unroll
             for (int i = 0; i < NTL; ++i) {
                 unsigned bh[2], bl[2];
-                gd_frag_b(S, GD_TLDS, k0, wt.n0 + 8 * i, bh, bl);
+                if constexpr (GD_SBR) gd_frag_b(reinterpret_cast<const gd_tf32*>(S), GD_TLDS, k0, wt.n0 + 8 * i, bh, bl);
+                else gd_frag_b(S, GD_TLDS, k0, wt.n0 + 8 * i, bh, bl);
 #pragma unroll
                 for (int a = 0; a < RW; ++a) gd_mma3(acc[a][i], ah[a], al[a], bh, bl);
             }
