@@ -691,13 +691,9 @@ __device__ __forceinline__ void gd_t3_mm(Acc (&acc)[GdT3Tiles::RW][GdT3Tiles::NT
         }
     }
 }
-// blocks per SM gd_tier3's registers must allow (shared memory allows 2 at d_k <= 64 in float32; a timing build may set
-// it: 3 with GD_T3R_SET=2, whose 73 KB allow 3)
-#ifdef GD_T3RMINB_SET
-constexpr int GD_T3RMINB = GD_T3RMINB_SET;
-#else
+// blocks per SM gd_tier3's registers must allow (shared memory allows 2 at d_k <= 64 in float32; session 16: at 2 chunks a
+// block and 3 blocks per SM, +8% at 32K)
 constexpr int GD_T3RMINB = DKP <= 64 ? 2 : 1;
-#endif
 // gd_tier3: per (GD_T3R chunks c of one period pp, sequence, column block), out_t += sum_l lam[t, GD_LOG2C + GD_TM +
 // cl + 1] Qp_t S_l(pp) over the coarse slots of pp (cl: the set bits of pp; S_l(pp): gd_coarse's entries, in the
 // bits' order) as one accumulation: a slot's product of (lam_l Qp) (its rows weighted in the A fragments) and S_l,
