@@ -156,11 +156,11 @@ extern "C" void run_tier3(const ta* qe, const ta* ek, const ta* ph, const ta* Hc
     emu_smem = sizeof(smem_raw);
 }
 #else
-extern "C" void run_tier3(const ta* Qp, const ta* lam, ta* out, const ta* Sb, int T, int DK, int DV, int L, int n, int nP,
-                          int BH, unsigned nblocks, unsigned smem) {
+extern "C" void run_tier3(const ta* qe, const ta* Qp, const ta* lam, ta* out, const ta* Sb, int T, int DK, int DV, int L,
+                          int n, int nP, int BH, unsigned nblocks, unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] {
-        gd_tier3(Qp, lam, out, Sb, T, DK, DV, L, n, nP, BH);
+        gd_tier3(qe, Qp, lam, out, Sb, T, DK, DV, L, n, nP, BH);
         for (const auto& grp : emu_groups)
             if (!grp.empty()) std::abort();  // copies never waited for
     });

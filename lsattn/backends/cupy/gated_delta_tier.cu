@@ -13,7 +13,8 @@
 //   session 15: one slot's registers and shared memory)
 //   (b) per period (of several), its transfer Z_pp = P_{4pp+3} .. P_{4pp} (DK x DK, the identity's columns
 //   carried: 2 products per chunk, no H), whose read at each chunk c of a period with coarse slots (pp > 0) is
-//   stored: Qp_c = Qe_c P_{c-1} .. P_{4pp} (CH x DK, each token's query carried back to its period's start).
+//   stored: Qp_c = Qe_c P_{c-1} .. P_{4pp} (CH x DK, each token's query carried back to its period's start; at the
+//   period's first chunk Qp_c = Qe_c, which gd_tier3 reads from qe: GD_T1X0Q_SET).
 // - the coarse slots (gd_coarse, or gd_cgroup / gd_coarse_g / gd_cfill): the slots of the levels GD_TM + cl (coarse
 //   level cl: bit cl - 1 of pp set) at every period pp's start into Sb (compact: entry popsum(pp) + rank), as gd_scan's
 //   chains over the periods (transition Z_pp, keys Tot_pp): one DK x DK x GD_BW product a period and chain, the chains
@@ -47,11 +48,32 @@ constexpr int GD_TBW = GD_TBW_SET;
 constexpr int GD_TBW = GD_TC ? 64 : 32;
 #endif
 constexpr int GD_TLDS = GD_TBW + 8;  // S and W row stride (as GD_LDS)
-template <bool SPLIT> struct GdTW { using T = ta; static constexpr int LD = GD_TLDS; };
-template <> struct GdTW<true> { using T = uint2; static constexpr int LD = GD_TBW + 4; };
+// 1xTF32 (bf16 inputs): an operand only ever read as a B fragment stored as its tf32 rounding (gd_tf32: the fragment
+// loads' cvt.rna done once, at the store; the same bits reach the tensor cores): W (GD_TWR_SET) and the coarse slots
+// Sb (GD_SBR_SET; gd_cfill's and gd_tier3's B operand). 0: session 15's, timing builds (benchmarks/NOTES.md
+// "Session 16 — s16b16")
+#ifndef GD_TWR_SET
+#define GD_TWR_SET 1
+#endif
+#ifndef GD_SBR_SET
+#define GD_SBR_SET 1
+#endif
+struct gd_tf32 {
+    unsigned u;
+};
+__device__ __forceinline__ void gd_put(gd_tf32* w, float x) { w->u = to_tf32(x); }
+__device__ __forceinline__ void gd_frag_b(const gd_tf32* Y, int ld, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    h[0] = Y[(k0 + t4) * ld + n0 + g8].u, h[1] = Y[(k0 + t4 + 4) * ld + n0 + g8].u;
+    l[0] = l[1] = 0u;  // (1xTF32: unread)
+}
+template <int K> struct GdTW { using T = ta; static constexpr int LD = GD_TLDS; };  // K: 0 ta, 1 tf32 pairs, 2 gd_tf32
+template <> struct GdTW<1> { using T = uint2; static constexpr int LD = GD_TBW + 4; };
+template <> struct GdTW<2> { using T = gd_tf32; static constexpr int LD = GD_TLDS; };
 constexpr bool GD_TWSPLIT = GD_TC && GD_WS_SET && GD_TBW <= 32;
-using gd_tw = GdTW<GD_TWSPLIT>::T;
-constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
+constexpr int GD_TWK = GD_TWSPLIT ? 1 : (GD_TC && GD_X1_SET && GD_TWR_SET ? 2 : 0);
+using gd_tw = GdTW<GD_TWK>::T;
+constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 // gd_tier1's builds (benchmarks/NOTES.md "Session 15 — s15a16"; each 0: session 14's, a timing build):
 // GD_T1SPLIT_SET: the transfers in their own kernel (gd_tier1x: one slot's shared memory and registers, 3 blocks per
 // SM at d_k <= 64); GD_T1X0_SET: a transfer's first chunk without products (S = I: W = Ek, Qp = Qe);
@@ -74,6 +96,17 @@ constexpr int GD_TLDW = GdTW<GD_TWSPLIT>::LD;
 // low walk's adds as float2 atomics (sm_90; half the instructions, whole 32-byte sectors), when the row length is even
 #ifndef GD_T1V2_SET
 #define GD_T1V2_SET 1
+#endif
+// GD_T1X0Q_SET: a period's first chunk's Qp (= Qe: the transfer there is the identity) not stored; gd_tier3 copies
+// those rows from qe (session 15's x0 copied them global -> global on the transfer's first step: +4% in x1;
+// benchmarks/NOTES.md "Session 16 — s16b16"; 0: session 15's, a timing build)
+#ifndef GD_T1X0Q_SET
+#define GD_T1X0Q_SET 1
+#endif
+// GD_T1PHW_SET: a low walk's phi and H tiles in their own copy group, waited for before (b) (session 15: with Qe and Ek
+// before (a): ~60% of a step's bytes on its chain with nothing to compute; 0: session 15's, a timing build)
+#ifndef GD_T1PHW_SET
+#define GD_T1PHW_SET 1
 #endif
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 template <int NG>
@@ -100,6 +133,11 @@ constexpr int GD_T1XMINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 3 : 1)
 #ifndef GD_TPF_SET
 #define GD_TPF_SET 0
 #endif
+constexpr bool GD_SBR = GD_TC && GD_X1_SET && GD_SBR_SET && !GD_T3WALK_SET;  // (session 13's walks carry Sb's slots)
+__device__ __forceinline__ ta gd_sbr(ta x) {
+    if constexpr (GD_SBR) return __uint_as_float(to_tf32(x));
+    else return x;
+}
 
 // One block of gd_tier1 / gd_tier3 over chunks [lo, hi) (absolute = local: the call starts at chunk 0) and
 // NC columns from c0 (DV; GT_XFER: DK): GT_LOW (slots: levels 1, 2; Tot into fin unless null), GT_XFER (one
@@ -139,7 +177,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         const int i = c - lo;
         // slots with products (each read but in GT_XFER), and whether anything needs this chunk's (b)
         const unsigned u = kind == GT_LOW ? (unsigned)i : (kind == GT_XFER ? 1u : (1u << gs) - 1u);
-        const unsigned r = kind == GT_XFER ? (out ? 1u : 0u) : u;
+        const unsigned r = kind == GT_XFER ? (out && !(GD_T1X0Q_SET && i == 0) ? 1u : 0u) : u;
         const bool nb = kind == GT_XFER || c + 1 < (kind == GT_TOP ? hi : n);
         const i64 cj = bh * n + c;
         // a transfer's first chunk (S = I, columns c0 ..; W = Ek's, Qp = Qe's; not when the block's columns pass the
@@ -151,10 +189,12 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         const int z = __ffsll(i + 1) - 1;
         const unsigned mg = GD_T1MW_SET && kind == GT_LOW ? u & ((1u << z) - 1u) : 0u;
         const bool mw = (mg & (mg - 1u)) != 0u;
+        const bool phw = GD_T1PHW_SET && kind == GT_LOW && u;  // (then (a) runs: u and not x0)
         if (u || hp) {
             if (u) {
                 if (r && !x0) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
                 gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+                if (phw) cp_async_commit();  // (a)'s tiles
                 gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
             }
             if (hp) gd_copy<DKP, GD_TBW>(Hs, GD_TLDS, Hc + cj * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
@@ -177,7 +217,8 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                 for (int jj = 0; jj < NG; ++jj) lv = jj == j ? (kind == GT_LOW ? jj + 1 : lev[jj]) : lv;
                 lw[tid] = (r >> j) & 1 && gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + lv] : (ta)0;
             }
-            cp_async_wait<0>();
+            if (phw) cp_async_wait<1>();  // Qe, Ek (phi, H: before (b))
+            else cp_async_wait<0>();
             __syncthreads();
         }
         if (u && !x0) {
@@ -233,6 +274,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                         }
                     }
             }
+            if (phw) cp_async_wait<0>();  // phi, H
             __syncthreads();
         }
         // (b) S_j <- e^g S_j - phi W_j; GT_LOW: the slots below z = tz(i + 1) with H_c into slot z (z = GD_TM:
@@ -381,11 +423,15 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
     cp_async_wait<0>();
 }
 // S's ncol columns (shared, row stride CBW + 8) into dst (row stride dld)
-template <int CBW>
+// (RND: as its tf32 rounding, GD_SBR)
+template <int CBW, bool RND = false>
 __device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta* Si, int DK, int ncol) {
     for (int idx = threadIdx.x; idx < DKP * CBW; idx += NT) {
         const int kk = idx / CBW, cc = idx % CBW;
-        if (kk < DK && cc < ncol) dst[kk * dld + cc] = Si[kk * (CBW + 8) + cc];
+        if (kk < DK && cc < ncol) {
+            if constexpr (RND) dst[kk * dld + cc] = __uint_as_float(to_tf32(Si[kk * (CBW + 8) + cc]));
+            else dst[kk * dld + cc] = Si[kk * (CBW + 8) + cc];
+        }
     }
 }
 // S(q0 + 1) = ncol columns of src (row stride sld), zero-padded, into buffer (q0 + 1) & 1
@@ -467,7 +513,8 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     gd_cinit<CBW>(Ss, q0, (sh ? Tg + (bh * nG + q0) * slot_sz : Tot + (bh * nP + q0) * slot_sz) + c0, DV, DK, nc);
     gd_cchain<CBW>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
-        if (q >= qm) gd_cput<CBW>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
+        if (q >= qm)
+            gd_cput<CBW, GD_SBR>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
     });
 }
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
@@ -528,7 +575,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
                     const int kk = wb.row(x), cc = wb.col(it, x);
-                    if (kk < DK && c0 + cc < DV) dst[j * slot_sz + (i64)kk * DV + cc] = acc[0][0][it][x];
+                    if (kk < DK && c0 + cc < DV) dst[j * slot_sz + (i64)kk * DV + cc] = gd_sbr(acc[0][0][it][x]);
                 }
         }
         __syncthreads();  // slot j's buffer read: the copy of slot j + 2 may overwrite it
@@ -618,7 +665,8 @@ __device__ __forceinline__ void gd_t3_mm(Acc (&acc)[GdT3Tiles::RW][GdT3Tiles::NT
 #pragma unroll
             for (int i = 0; i < NTL; ++i) {
                 unsigned bh[2], bl[2];
-                gd_frag_b(S, GD_TLDS, k0, wt.n0 + 8 * i, bh, bl);
+                if constexpr (GD_SBR) gd_frag_b(reinterpret_cast<const gd_tf32*>(S), GD_TLDS, k0, wt.n0 + 8 * i, bh, bl);
+                else gd_frag_b(S, GD_TLDS, k0, wt.n0 + 8 * i, bh, bl);
 #pragma unroll
                 for (int a = 0; a < RW; ++a) gd_mma3(acc[a][i], ah[a], al[a], bh, bl);
             }
@@ -643,14 +691,28 @@ __device__ __forceinline__ void gd_t3_mm(Acc (&acc)[GdT3Tiles::RW][GdT3Tiles::NT
         }
     }
 }
-// blocks per SM gd_tier3's registers must allow (shared memory allows 2 at d_k <= 64 in float32)
+// blocks per SM gd_tier3's registers must allow (shared memory allows 2 at d_k <= 64 in float32; session 16: at 2 chunks a
+// block and 3 blocks per SM, +8% at 32K)
 constexpr int GD_T3RMINB = DKP <= 64 ? 2 : 1;
 // gd_tier3: per (GD_T3R chunks c of one period pp, sequence, column block), out_t += sum_l lam[t, GD_LOG2C + GD_TM +
 // cl + 1] Qp_t S_l(pp) over the coarse slots of pp (cl: the set bits of pp; S_l(pp): gd_coarse's entries, in the
 // bits' order) as one accumulation: a slot's product of (lam_l Qp) (its rows weighted in the A fragments) and S_l,
 // GD_T3R CH x DK x GD_TBW, the next slot copied during it; no atomics (one block per output tile).
 // Shared memory (Config.smem("gd_tier3")): Qp's GD_T3R chunks, two buffers of a slot and of its read weights.
+// GD_T3PRE_SET: the block's output rows prefetched into L2 with its first copies (read and added after the last slot's
+// product: a DRAM round trip on every block's tail; loaded into the accumulators instead, the tensor cores' sums would
+// round at the output's magnitude; 0: session 15's, a timing build)
+#ifndef GD_T3PRE_SET
+#define GD_T3PRE_SET 1
+#endif
+// GD_T3LWA_SET: a slot's read weights copied asynchronously with it (session 15: loaded into registers and stored to
+// shared memory when the next slot's copy was issued: every thread waited for that global load before its product;
+// 0: session 15's, a timing build)
+#ifndef GD_T3LWA_SET
+#define GD_T3LWA_SET 1
+#endif
 extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
+    const ta* __restrict__ qe,   // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp (GD_T1X0Q_SET)
     const ta* __restrict__ Qp,   // gd_tier1's
     const ta* __restrict__ lam,  // (BH, T, L)
     ta* __restrict__ out,        // (BH, n, CH, DV)  + the reads of levels > GD_TM
@@ -669,18 +731,33 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     if (!ns || c >= n) return;
     const ta* sb = Sb + (bh * gd_popsum(nP) + gd_popsum(pp)) * slot_sz;  // the period's slots, in its bits' order
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
-    gd_copy<RR, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, min(GD_T3R, n - c) * CH, DK, vec);  // chunks past n: zero
+    if (GD_T1X0Q_SET && !(c & (GD_TP - 1))) {  // chunk c a period's first: Qp_c = Qe_c (not stored by gd_tier1x)
+        gd_copy<CH, DKP>(Qs, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<RR - CH, DKP>(Qs + CH * GD_LDQ, GD_LDQ, Qp + (cj + 1) * CH * DK, DK, (min(GD_T3R, n - c) - 1) * CH, DK, vec);
+    } else {
+        gd_copy<RR, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, min(GD_T3R, n - c) * CH, DK, vec);  // chunks past n: zero
+    }
     // slot r (bit cl of pp, its rank r) into buffer r & 1: its columns, and its read weights
     auto load = [&](int r, int cl) {
         gd_copy<DKP, GD_TBW>(Ss + (r & 1) * SS, GD_TLDS, sb + r * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
         if (tid < RR) {
             const i64 gi = (i64)c * CH + tid;
-            lw[(r & 1) * RR + tid] = gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1] : (ta)0;
+            const ta* src = lam + (bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1;
+            if (GD_T3LWA_SET) cp_async_ta(lw + (r & 1) * RR + tid, gi < T ? src : lam, gi < T);  // (zero past T)
+            else lw[(r & 1) * RR + tid] = gi < T ? *src : (ta)0;
         }
     };
     int bits = pp;
     load(0, __ffsll(bits) - 1);
     cp_async_commit();
+#ifdef __CUDA_ARCH__
+    if (GD_T3PRE_SET) {  // (all DV columns of the rows: the other column blocks' too)
+        constexpr int LINE = 128 / (int)sizeof(ta);
+        const ta* o = out + cj * CH * DV;
+        const i64 m = (i64)min(GD_T3R, n - c) * CH * DV;
+        for (i64 x = (i64)tid * LINE; x < m; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(o + x));
+    }
+#endif
     const GdT3Tiles wt;
     ta acc[RW][NTL][4] = {};
     for (int r = 0; r < ns; ++r) {

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Session 16, s16b16 (issue 16): the two-tier scan's switches (ab_s16b16.py's docstring: GD_T1X0Q_SET, GD_T1PHW_SET,
+# GD_T3PRE_SET, GD_T3LWA_SET, GD_TWR_SET, GD_SBR_SET). Two modes (the lead's batches):
+#   OUT=... bash benchmarks/device/run_s16b16.sh tests   (<= 100 s, beside other helpers: GPU tests, sanitizers, warm-up
+#                                                          compiles of ab_s16b16.py's builds, an ncu of the tier kernels)
+#   OUT=... bash benchmarks/device/run_s16b16.sh times   (<= 40 s, alone: ab_s16b16.py's kernel-alone A/B and public calls)
+set -u
+NAME=s16b16_$1; . benchmarks/device/setup.sh
+export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
+D=benchmarks/device
+PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
+echo "=== $1 $(date -u +%T) $(git log --oneline -1 2>/dev/null | cut -c1-60)"
+if [ "$1" = tests ]; then
+  for cb in x1:main x1:new x1:phw0 x1:pre0 x1:lwa0 x1:twr0 x1:sbr0 f32:main f32:new f32:lwa0; do
+    ( timeout 75 python3 $D/ab_s16b16.py warm ${cb%:*} ${cb#*:} > "$OUT/log_warm_${cb%:*}_${cb#*:}.txt" 2>&1 ) &
+  done
+  ( timeout 75 python3 $D/ab_s16b16.py warm public > "$OUT/log_warm_public.txt" 2>&1 ) &
+  timeout 95 $PT tests/test_cupy_gated_delta.py -k "two_tier or bfloat16_in or many_levels" > "$OUT/log_pytest.txt" 2>&1 &
+  PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool memcheck --print-limit 5 python3 $D/gd_tier_small.py > "$OUT/log_memcheck.txt" 2>&1 &
+  PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool racecheck --kernel-name kns=gd_tier --print-limit 5 python3 $D/gd_tier_small.py > "$OUT/log_racecheck.txt" 2>&1 &
+  PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool initcheck --kernel-name kns=gd_tier --print-limit 5 python3 $D/gd_tier_small.py > "$OUT/log_initcheck.txt" 2>&1 &
+  NCU="ncu --kernel-name regex:gd_tier -c 3 --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis"
+  MET=$(for r in barrier long_scoreboard short_scoreboard mio_throttle math_pipe_throttle wait lg_throttle not_selected selected; do
+        printf "smsp__average_warps_issue_stalled_%s_per_issue_active.ratio," $r; done)l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum
+  ( timeout 92 $NCU --metrics $MET python3 $D/ab_s16b16.py ncu > "$OUT/log_ncu.txt" 2>&1 ||  # (a metric name refused: the sections alone)
+    timeout 60 $NCU python3 $D/ab_s16b16.py ncu >> "$OUT/log_ncu.txt" 2>&1 ) &
+  wait
+  echo "-- pytest: $(tail -1 $OUT/log_pytest.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_pytest.txt | head -8 | cut -c1-220
+  for f in memcheck racecheck initcheck; do
+    echo "-- $f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/log_$f.txt | tail -1) calls $(grep -c tier-vs-main $OUT/log_$f.txt)"
+    grep -E "tier-vs-main|Error|error|Uninit|Hazard" $OUT/log_$f.txt | head -5 | cut -c1-160
+  done
+  echo "-- warm: $(cat $OUT/log_warm_*.txt | grep -c '^compiled') of 11 compiled"; grep -h -E "Error|error" $OUT/log_warm_*.txt | head -3 | cut -c1-200
+  echo "-- ncu:"; grep -E "^  gd_tier|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Stall|Block Limit|Warp Cycles Per Issued|stalled|bank_conflicts" $OUT/log_ncu.txt | head -70 | cut -c1-130
+else
+  timeout 22 python3 $D/ab_s16b16.py ab 8192,32768 5 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
+  grep -E "^T=|Error" "$OUT/log_ab.txt" | cut -c1-170
+  timeout 15 python3 $D/ab_s16b16.py public 8192,32768 > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
+  grep -E "^public|Error" "$OUT/log_public.txt" | cut -c1-150
+fi
+echo "=== done $(date -u +%T)"
