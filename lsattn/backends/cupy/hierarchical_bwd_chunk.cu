@@ -396,6 +396,142 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
     }
 }
 
+// hib_dq's held slots' products (G' S^T)[t][i] (S_ n-major, as hib_prod<CH, DKP, DVP, true>), epi(k, t, i, v) for this
+// thread's elements k = 0 .. HIB_SPT - 1, at the same (t, i) for every slot (hib_slot_pos): dq and q held there in
+// registers across the slots, the terms' row sums (dlam) by shuffles into per-group partials, instead of DQ, Qs read
+// and DQ, TT written in shared per element and slot (s15e17's ncu: 56.6 M conflicted wavefronts, 4-way, at the mma
+// accumulators' rows g, columns 2t) and TT's row sums read back. HIB_TC: G' as bf16 pairs along j (hib_slot_g2), the
+// mma's A fragments one 32-bit load each (the same bf16 values: pack2 at its store instead of at every read).
+#if HIB_TC
+constexpr int HIB_STL = (CH / 16) * (DKP / 8), HIB_SPW = (HIB_STL + NT / 32 - 1) / (NT / 32), HIB_SPT = 4 * HIB_SPW;
+#define HIB_GLD (CH + 8)  // rows of G'2 [j / 2][t] (uint32): 8 mod 16, the A fragments' loads conflict-free
+static_assert((DVP / 2) * HIB_GLD <= DVP * HIB_TCL, "G' pairs over GRt");
+// c += the 16 x 8 tile (m0, n0) of A^T B over K, A as bf16 pairs along k: A2[(k / 2) lda2 + m] = (A[k][m], A[k + 1][m])
+// (hib_mma_tile's fragments, packed once), B n-major
+template <int K>
+__device__ __forceinline__ void hib_mma_tile2(float (&c)[4], const unsigned* A2, int lda2, const float* B, int ldb, int m0, int n0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll 4
+    for (int k0 = 2 * t; k0 < K; k0 += 16) {
+        const unsigned *a0 = A2 + (k0 >> 1) * lda2 + m0 + g, *a4 = a0 + 4 * lda2;
+        const unsigned a[4] = {a0[0], a0[8], a4[0], a4[8]};
+        const float2* bp = reinterpret_cast<const float2*>(B + (n0 + g) * ldb + k0);
+        const float2 b0 = bp[0], b8 = bp[4];  // k0, k0 + 1 and k0 + 8, k0 + 9
+        mma_bf16(c, a, pack2(b0.x, b0.y), pack2(b8.x, b8.y));
+    }
+}
+#else
+constexpr int HIB_SPT = (CH / 16) * (DKP / 16);
+#endif
+// f(k, t, i) for this thread's elements of the slot products
+template <typename F>
+__device__ __forceinline__ void hib_slot_pos(F f) {
+#if HIB_TC
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int p = 0; p < HIB_SPW; ++p) {
+        const int x = (threadIdx.x >> 5) + p * (NT / 32);
+        if (x < HIB_STL) {
+            const int m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) f(4 * p + e, m0 + g + 8 * (e >> 1), n0 + 2 * t + (e & 1));
+        }
+    }
+#else
+    constexpr int RM_ = CH / 16, RN_ = DKP / 16;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int ii = 0; ii < RM_; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < RN_; ++jj) f(ii * RN_ + jj, ty * RM_ + ii, tx + 16 * jj);
+#endif
+}
+template <typename E>
+__device__ __forceinline__ void hib_slot_prod(const ta* G, const ta* S, E epi) {
+#if HIB_TC
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int p = 0; p < HIB_SPW; ++p) {
+        const int x = (threadIdx.x >> 5) + p * (NT / 32);
+        if (x < HIB_STL) {  // (uniform over the warp)
+            const int m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+            float c[4] = {0.f, 0.f, 0.f, 0.f};
+            hib_mma_tile2<DVP>(c, reinterpret_cast<const unsigned*>(G), HIB_GLD, S, HIB_SLD, m0, n0);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) epi(4 * p + e, m0 + g + 8 * (e >> 1), n0 + 2 * t + (e & 1), c[e]);
+        }
+    }
+#else
+    constexpr int RM_ = CH / 16, RN_ = DKP / 16;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    ta acc[RM_][RN_];
+    zero_acc(acc);
+    hib_acc_bt<RM_, RN_, DVP>(acc, G, HIB_TCL, S, HIB_SLD, ty, tx);
+#pragma unroll
+    for (int ii = 0; ii < RM_; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < RN_; ++jj) epi(ii * RN_ + jj, ty * RM_ + ii, tx + 16 * jj, acc[ii][jj]);
+#endif
+}
+// The row sums of this thread's slot terms v into Part [group][t] (HIB_PG groups of a row's columns, row stride HIB_PLD),
+// partial sums over disjoint column sets, each (group, row) written by one lane: mma tiles summed over the quad's 4 lanes
+// (columns n0 .. n0 + 7), the group the tile's column block mod 8 (DKP >= 64: the thread's tiles of one row block summed
+// first); FFMA tiles over jj and lane pairs (tx, tx ^ 1): group tx / 2. Groups no thread writes stay as zeroed (DKP < 64,
+// HIB_TC). Every thread calls it (shuffles).
+#define HIB_PG 8
+#define HIB_PLD (CH + 4)  // (conflict-free: the stores along rows, hib_dq's reads of 8 groups x 4 rows per warp)
+__device__ __forceinline__ void hib_slot_rows(const ta (&v)[HIB_SPT], ta* Part) {
+#if HIB_TC
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w = threadIdx.x >> 5;
+#if DKP >= 64  // tile p: row block p / (DKP / 64), column block w + 8 (p % (DKP / 64)) (x = w + 8 p)
+    {
+        constexpr int RB = CH / 16, PB = DKP / 64;
+        static_assert(NT == 256 && HIB_SPW == RB * PB, "hib_slot_rows' tiles");
+        ta r[RB][2];
+#pragma unroll
+        for (int rb = 0; rb < RB; ++rb)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                ta x = (ta)0;
+#pragma unroll
+                for (int q = 0; q < PB; ++q) x += v[4 * (rb * PB + q) + 2 * h] + v[4 * (rb * PB + q) + 2 * h + 1];
+                x += __shfl_xor_sync(0xffffffffu, x, 1);
+                r[rb][h] = x + __shfl_xor_sync(0xffffffffu, x, 2);
+            }
+#pragma unroll
+        for (int rb = 0; rb < RB; ++rb)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                if (t == (2 * rb + h) % 4) Part[w * HIB_PLD + 16 * rb + 8 * h + g] = r[rb][h];
+    }
+#else  // tile p: rows m0 .., column block x % (DKP / 8) (< 8), one tile per row block and thread
+#pragma unroll
+        for (int p = 0; p < HIB_SPW; ++p) {
+            const int x = w + p * (NT / 32);
+            ta r[2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                ta y = v[4 * p + 2 * h] + v[4 * p + 2 * h + 1];  // (garbage past HIB_STL: not stored)
+                y += __shfl_xor_sync(0xffffffffu, y, 1);
+                r[h] = y + __shfl_xor_sync(0xffffffffu, y, 2);
+            }
+            if (x < HIB_STL && t < 2) Part[(x % (DKP / 8)) * HIB_PLD + (x / (DKP / 8)) * 16 + 8 * t + g] = t ? r[1] : r[0];
+        }
+#endif
+#else
+    constexpr int RM_ = CH / 16, RN_ = DKP / 16;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int ii = 0; ii < RM_; ++ii) {
+        ta x = (ta)0;
+#pragma unroll
+        for (int jj = 0; jj < RN_; ++jj) x += v[ii * RN_ + jj];
+        x += __shfl_xor_sync(0xffffffffu, x, 1);
+        if ((tx & 1) == (ii & 1)) Part[(tx >> 1) * HIB_PLD + ty * RM_ + ii] = x;
+    }
+#endif
+}
+
 extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
     const ti* __restrict__ a,      // (BH, T) or null
@@ -523,13 +659,13 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             if (rl == 0 && rin) DL[tr * HI_LMAX + l] += x;
         }
     }
-    ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
+    ta* const Part = Ks;  // the slot terms' row sums per column group (hib_slot_rows; the keys are read above)
     // The held slots' S [i][j] and m, z, n copied asynchronously (cp.async, no registers) into HIB_SNB buffers over the
     // pairs' tiles, the products' operands and LVs (free from here on), read in place as hib_prod's n-major B: with
     // two buffers the next slot's copy is in flight during this slot's work (n too: no global load waited for per slot,
     // s15e17); n read by the thread whose column it is.
     // Two barriers per slot (S in and the previous product done; G' stored); a slot's dlam sums after the next one's
-    // first barrier.
+    // first barrier. dq and q at this thread's product elements in registers (hib_slot_prod).
     ta* const SB = XP;
     GRt = SB + HIB_SNB * HIB_SBUF;
     auto issue = [&](int s, int id, int u) {  // (id = slot_id(s))
@@ -544,12 +680,20 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     };
     int sp = -1;  // the previous slot (its dlam sums pending)
     auto slot_dlam = [&]() {
-        ta x = (ta)0;  // the row's terms over its lanes
-        for (int i = rl; i < DK; i += HIB_TPR) x += TT[tr * HIB_KLD + i];
+        ta x = (ta)0;  // the row's column groups over its lanes
+        for (int gi = rl; gi < HIB_PG; gi += HIB_TPR) x += Part[gi * HIB_PLD + tr];
         x = hib_rred<false>(x);
         if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(sp, tr)] += x;
     };
-    __syncthreads();  // (the pairs' reads of the tiles the buffers overlay)
+    __syncthreads();  // (the pairs' reads of the tiles the buffers overlay; DQ and the pairs' dlam written)
+    ta dv[HIB_SPT], qv[HIB_SPT], tv[HIB_SPT];
+#pragma unroll
+    for (int x = 0; x < HIB_SPT; ++x) dv[x] = qv[x] = tv[x] = (ta)0;
+    hib_slot_pos([&](int x, int t, int i) {
+        dv[x] = DQ[t * HIB_KLD + i];
+        qv[x] = Qs[t * HIB_KLD + i];
+    });
+    for (int idx = tid; idx < HIB_PG * HIB_PLD; idx += NT) Part[idx] = (ta)0;  // (groups no thread writes)
     // (each held slot and its id found once: next_slot's scan and hi_slot's 64-bit arithmetic were ~5% of the
     // kernel's instructions when evaluated three times per slot, ncu)
     int h = 0, s = next_slot(0), id = s < NSL ? slot_id(s) : -1;
@@ -570,28 +714,43 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         // n_j a broadcast; s15e17, ncu: 4-way conflicts with jj = idx % DVP); with one, n_j of this thread's column
         // (jj = tid % DVP) from global
         const ta* const N_ = SB + u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP;
-        const ta nr = HIB_SNB == 2 ? (ta)0 : hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
         if (sp >= 0) slot_dlam();
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed
-            const int t = HIB_SNB == 2 ? idx % CH : idx / DVP, jj = HIB_SNB == 2 ? idx / CH : idx % DVP;
-            // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
-            const ta x = (HIB_SNB == 2 ? N_[jj] : nr) - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
+        // g_tj exp(n_j - o_tj), capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens,
+        // past float32 at e^80
+        const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+        auto gp = [&](int t, int jj, ta n_) {
+            const ta x = n_ - Os[t * HIB_VLD + jj];
+            return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
+        };
+#if HIB_TC
+        for (int idx = tid; idx < CH * (DVP / 2); idx += NT) {  // as bf16 pairs (j, j + 1) along j: G'2 [j / 2][t]
+            const int t = idx % CH, jj = 2 * (idx / CH);
+            const ta n0_ = HIB_SNB == 2 ? N_[jj] : hib_ld(nb, id * DV + jj, jj < DV, (ta)0);
+            const ta n1_ = HIB_SNB == 2 ? N_[jj + 1] : hib_ld(nb, id * DV + jj + 1, jj + 1 < DV, (ta)0);
+            reinterpret_cast<unsigned*>(GRt)[(jj / 2) * HIB_GLD + t] = pack2(gp(t, jj, n0_), gp(t, jj + 1, n1_));
         }
+#else
+        const ta nr = HIB_SNB == 2 ? (ta)0 : hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // transposed: G'^T [j][t]
+            const int t = HIB_SNB == 2 ? idx % CH : idx / DVP, jj = HIB_SNB == 2 ? idx / CH : idx % DVP;
+            GRt[jj * HIB_TCL + t] = gp(t, jj, HIB_SNB == 2 ? N_[jj] : nr);
+        }
+#endif
         if (HIB_SNB == 1) cp_async_wait_all();
         __syncthreads();
         const ta *S_ = SB + u * HIB_SBUF, *M_ = S_ + DKP * HIB_SLD, *Z_ = M_ + DKP;
-        hib_prod<CH, DKP, DVP, true>(GRt, HIB_TCL, S_, HIB_SLD, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
-            const ta term = (i < DK && t >= t0 && t < t1) ? hib_fex(Qs[t * HIB_KLD + i] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]) : (ta)0;
-            TT[t * HIB_KLD + i] = term;
-            DQ[t * HIB_KLD + i] += term;
+        hib_slot_prod(GRt, S_, [&](int x, int t, int i, ta v) {  // v = (G S^T)[t][i]
+            tv[x] = (i < DK && t >= t0 && t < t1) ? hib_fex(qv[x] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]) : (ta)0;
+            dv[x] += tv[x];
         });
+        hib_slot_rows(tv, Part);
         sp = s;
         s = sn;
         id = idn;
     }
+    hib_slot_pos([&](int x, int t, int i) { DQ[t * HIB_KLD + i] = dv[x]; });
     __syncthreads();
     if (sp >= 0) slot_dlam();
     __syncthreads();
