@@ -255,7 +255,29 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
     const ta *Qs = sm.Qs, *Ks = sm.Ks, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *Ds = sm.Ds;
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
     ta* const F = sm.Tk;
-    for (int idx = tid; idx < CH * CH; idx += NT) XP[(idx / CH) * HIB_XLD + idx % CH] = hib_xp(sm, idx / CH, idx % CH, t0, t1);
+    {  // XP as hib_xp, the stretch sums running down each column s (lane s): dec(s, t) = dec(s, t - 1) + a_t, the same
+       // sum in the same order; every warp runs them down to its own rows CH / 8 w .. (one dependent add per row
+       // instead of hib_xp's loop of t - s loads and adds per pair: up to ~76 serial steps on the last warp)
+        static_assert(NT == 256, "hib_fpairs' XP rows per warp");
+        constexpr int RW = CH / 8, SC = (CH + 31) / 32;
+        const int w = tid >> 5, lane = tid & 31;
+        ta dec[SC];
+#pragma unroll
+        for (int c2 = 0; c2 < SC; ++c2) dec[c2] = (ta)0;
+#pragma unroll
+        for (int t = 0; t < CH; ++t) {
+            if (t >= RW * (w + 1)) break;  // (uniform over the warp)
+            const ta at = sm.ac[t], xr = sm.Ls[t];
+#pragma unroll
+            for (int c2 = 0; c2 < SC; ++c2) {
+                const int s2 = lane + 32 * c2;
+                if (t > s2) dec[c2] += at;
+                if (t >= RW * w && s2 < CH)
+                    XP[t * HIB_XLD + s2] = (s2 <= t && s2 >= t0 && t < t1)
+                                               ? sm.Lam[t * HI_LMAX + (s2 == t ? 0 : bitlen64((i64)(t ^ s2)))] + dec[c2] - xr : lo_v();
+            }
+        }
+    }
     hib_shifts(sm, t0, t1, DK, DV);
     {  // the exact-row flags (row t over its lanes)
         const int t = tid / HIB_TPR, r0 = tid % HIB_TPR;
