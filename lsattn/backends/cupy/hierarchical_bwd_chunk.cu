@@ -428,19 +428,16 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
 constexpr int HIB_STL = (CH / 16) * (DKP / 8), HIB_SPW = (HIB_STL + NT / 32 - 1) / (NT / 32), HIB_SPT = 4 * HIB_SPW;
 #define HIB_GLD (CH + 8)  // rows of G'2 [j / 2][t] (uint32): 8 mod 16, the A fragments' loads conflict-free
 static_assert((DVP / 2) * HIB_GLD <= DVP * HIB_TCL, "G' pairs over GRt");
-// c += the 16 x 8 tile (m0, n0) of A^T B over K, A as bf16 pairs along k: A2[(k / 2) lda2 + m] = (A[k][m], A[k + 1][m])
-// (hib_mma_tile's fragments, packed once), B n-major
-template <int K>
-__device__ __forceinline__ void hib_mma_tile2(float (&c)[4], const unsigned* A2, int lda2, const float* B, int ldb, int m0, int n0) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-#pragma unroll 4
-    for (int k0 = 2 * t; k0 < K; k0 += 16) {
-        const unsigned *a0 = A2 + (k0 >> 1) * lda2 + m0 + g, *a4 = a0 + 4 * lda2;
-        const unsigned a[4] = {a0[0], a0[8], a4[0], a4[8]};
-        const float2* bp = reinterpret_cast<const float2*>(B + (n0 + g) * ldb + k0);
-        const float2 b0 = bp[0], b8 = bp[4];  // k0, k0 + 1 and k0 + 8, k0 + 9
-        mma_bf16(c, a, pack2(b0.x, b0.y), pack2(b8.x, b8.y));
-    }
+// c += one k-step (k0 = 16 kk + 2t) of the 16 x 8 tile (m0, n0) of A^T B, A as bf16 pairs along k: A2[(k / 2) lda2 + m]
+// = (A[k][m], A[k + 1][m]) (hib_mma_tile's fragments, packed once), B n-major
+__device__ __forceinline__ void hib_mma_step2(float (&c)[4], const unsigned* A2, int lda2, const float* B, int ldb, int m0,
+                                              int n0, int k0) {
+    const int g = (threadIdx.x & 31) >> 2;
+    const unsigned *a0 = A2 + (k0 >> 1) * lda2 + m0 + g, *a4 = a0 + 4 * lda2;
+    const unsigned a[4] = {a0[0], a0[8], a4[0], a4[8]};
+    const float2* bp = reinterpret_cast<const float2*>(B + (n0 + g) * ldb + k0);
+    const float2 b0 = bp[0], b8 = bp[4];  // k0, k0 + 1 and k0 + 8, k0 + 9
+    mma_bf16(c, a, pack2(b0.x, b0.y), pack2(b8.x, b8.y));
 }
 #else
 constexpr int HIB_SPT = (CH / 16) * (DKP / 16);
@@ -472,15 +469,26 @@ template <typename E>
 __device__ __forceinline__ void hib_slot_prod(const ta* G, const ta* S, E epi) {
 #if HIB_TC
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float c[HIB_SPW][4];
+#pragma unroll
+    for (int p = 0; p < HIB_SPW; ++p) c[p][0] = c[p][1] = c[p][2] = c[p][3] = 0.f;
+    // k-steps outside, the warp's tiles inside: their mma chains interleaved (each tile's sum in k order as before)
+#pragma unroll 4
+    for (int k0 = 2 * t; k0 < DVP; k0 += 16)
+#pragma unroll
+        for (int p = 0; p < HIB_SPW; ++p) {
+            const int x = (threadIdx.x >> 5) + p * (NT / 32);
+            if (x < HIB_STL)  // (uniform over the warp)
+                hib_mma_step2(c[p], reinterpret_cast<const unsigned*>(G), HIB_GLD, S, HIB_SLD, (x / (DKP / 8)) * 16,
+                              (x % (DKP / 8)) * 8, k0);
+        }
 #pragma unroll
     for (int p = 0; p < HIB_SPW; ++p) {
         const int x = (threadIdx.x >> 5) + p * (NT / 32);
-        if (x < HIB_STL) {  // (uniform over the warp)
+        if (x < HIB_STL) {
             const int m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
-            float c[4] = {0.f, 0.f, 0.f, 0.f};
-            hib_mma_tile2<DVP>(c, reinterpret_cast<const unsigned*>(G), HIB_GLD, S, HIB_SLD, m0, n0);
 #pragma unroll
-            for (int e = 0; e < 4; ++e) epi(4 * p + e, m0 + g + 8 * (e >> 1), n0 + 2 * t + (e & 1), c[e]);
+            for (int e = 0; e < 4; ++e) epi(4 * p + e, m0 + g + 8 * (e >> 1), n0 + 2 * t + (e & 1), c[p][e]);
         }
     }
 #else
