@@ -7,7 +7,7 @@
 #define HIB_VLD (DVP + 1)
 #define HIB_XLD (CH + 1)
 // hib_fpairs' operands, one at a time: A^T, B^T (DKP x HIB_TCL each), G'^T, E^T (DVP x HIB_TCL), then W^T (CH x
-// HIB_TCL) and B (CH x HIB_TKL)
+// HIB_TCL) and B (CH x HIB_TKL) (HIB_TC: as bf16 pairs, the four first ones at once where they fit)
 constexpr int hib_cmax(int x, int y) { return x > y ? x : y; }
 constexpr int HIB_FREG = hib_cmax(hib_cmax(DVP * (HIB_TKL + HIB_TCL), 2 * DKP * HIB_TCL),
                                   hib_cmax(2 * DVP * HIB_TCL, CH * (HIB_TCL + HIB_TKL)));
@@ -242,6 +242,40 @@ __device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, i
     __syncthreads();
 }
 
+#if HIB_TC
+// The bf16 variant's operands stored as bf16 pairs along the reduction index k (uint32): X2[(k / 2) ld + m] =
+// (X[k][m], X[k + 1][m]), the values hib_mma_tile's fragments packed at every read (pack2 once, at the store: the same
+// bits); rows of CH + 8 (or DKP + 8) pairs, 8 mod 16: the A and B fragments' 32-bit loads conflict-free.
+#define HIB_GLD (CH + 8)
+#define HIB_BLD (DKP + 8)
+// c += one k-step (k0 = 16 kk + 2t) of the 16 x 8 tile (m0, n0) of A^T B, A as pairs, B n-major (float pairs)
+__device__ __forceinline__ void hib_mma_step2(float (&c)[4], const unsigned* A2, int lda2, const float* B, int ldb, int m0,
+                                              int n0, int k0) {
+    const int g = (threadIdx.x & 31) >> 2;
+    const unsigned *a0 = A2 + (k0 >> 1) * lda2 + m0 + g, *a4 = a0 + 4 * lda2;
+    const unsigned a[4] = {a0[0], a0[8], a4[0], a4[8]};
+    const float2* bp = reinterpret_cast<const float2*>(B + (n0 + g) * ldb + k0);
+    const float2 b0 = bp[0], b8 = bp[4];  // k0, k0 + 1 and k0 + 8, k0 + 9
+    mma_bf16(c, a, pack2(b0.x, b0.y), pack2(b8.x, b8.y));
+}
+// hib_prod (HIB_TC) with A and B both as pairs: epi(m, n, (A^T B)_mn) once per element, no barrier
+template <int M, int N, int K, typename E>
+__device__ __forceinline__ void hib_prod2(const unsigned* A2, int lda2, const unsigned* B2, int ldb2, E epi) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    for (int x = threadIdx.x >> 5; x < (M / 16) * (N / 8); x += NT / 32) {
+        const int m0 = (x / (N / 8)) * 16, n0 = (x % (N / 8)) * 8;
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+        for (int k0 = 2 * t; k0 < K; k0 += 16) {
+            const unsigned *a0 = A2 + (k0 >> 1) * lda2 + m0 + g, *a4 = a0 + 4 * lda2, *b0 = B2 + (k0 >> 1) * ldb2 + n0 + g;
+            const unsigned a[4] = {a0[0], a0[8], a4[0], a4[8]};
+            mma_bf16(c, a, b0[0], b0[4 * ldb2]);
+        }
+        hib_tile_each(c, m0, n0, [&](int m, int n, float& v) { epi(m, n, v); });
+    }
+}
+#endif
+
 // The chunk's pairs of hib_dq factorised as products (exp_kernel_bwd_tc.cu's shifts, FFMA register tiles):
 // mm_i = max over the chunk's keys, R_t = max_i (q_ti + mm_i), nn_j = max over its log values;
 // A_ti = exp(q_ti + mm_i - R_t), B_si = exp(k_si - mm_i), E_sj = exp(lv_sj - nn_j), G'_tj = g_tj exp(nn_j - o_tj),
@@ -294,6 +328,59 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         }
     }
     __syncthreads();
+    auto on = [&](int t, int s) { return s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0; };  // a product pair
+#if HIB_TC  // the four operands as bf16 pairs at once (one pass, one barrier; where they fit), both products back to back
+    constexpr bool F4 = (DKP + DVP) * HIB_GLD <= HIB_FREG;  // (not at CH 16, d 16: G', E after A, B's product)
+    static_assert((DKP / 2) * 2 * HIB_GLD <= HIB_FREG && (DVP / 2) * 2 * HIB_GLD <= HIB_FREG &&
+                  (CH / 2) * (HIB_GLD + HIB_BLD) <= HIB_FREG, "hib_fpairs' pairs");
+    unsigned* const F2 = reinterpret_cast<unsigned*>(F);
+    unsigned *At2 = F2, *Bt2 = At2 + (DKP / 2) * HIB_GLD, *Gt2 = F4 ? Bt2 + (DKP / 2) * HIB_GLD : F2, *Et2 = Gt2 + (DVP / 2) * HIB_GLD;
+    for (int idx = tid; idx < (DKP / 2) * CH; idx += NT) {
+        const int t = idx % CH, i = 2 * (idx / CH);
+        const bool in = t >= t0 && t < t1, pr = in && Fl[t] == (ta)0;
+        auto fa = [&](int i2) { return pr && i2 < DK ? hib_fex(Qs[t * HIB_KLD + i2] + mm[i2] - R[t]) : (ta)0; };
+        auto fb = [&](int i2) { return in && i2 < DK ? hib_fex(Ks[t * HIB_KLD + i2] - mm[i2]) : (ta)0; };
+        At2[(i / 2) * HIB_GLD + t] = pack2(fa(i), fa(i + 1));
+        Bt2[(i / 2) * HIB_GLD + t] = pack2(fb(i), fb(i + 1));
+    }
+    auto ab = [&]() {
+        hib_prod2<CH, CH, DKP>(At2, HIB_GLD, Bt2, HIB_GLD, [&](int t, int s, ta v) {
+            PP[t * HIB_XLD + s] = on(t, s) ? v * hib_fex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
+        });
+    };
+    if (!F4) {
+        __syncthreads();
+        ab();
+        __syncthreads();
+    }
+    for (int idx = tid; idx < (DVP / 2) * CH; idx += NT) {
+        const int t = idx % CH, jj = 2 * (idx / CH);
+        const bool in = t >= t0 && t < t1, pr = in && Fl[t] == (ta)0;
+        auto fg = [&](int j2) {
+            return pr && j2 < DV ? Gs[t * HIB_VLD + j2] * hib_fex(min(nn[j2] - Os[t * HIB_VLD + j2], HIB_LIM)) : (ta)0;
+        };
+        auto fe = [&](int j2) { return in && j2 < DV ? hib_fex(LVs[t * HIB_VLD + j2] - nn[j2]) : (ta)0; };
+        Gt2[(jj / 2) * HIB_GLD + t] = pack2(fg(jj), fg(jj + 1));
+        Et2[(jj / 2) * HIB_GLD + t] = pack2(fe(jj), fe(jj + 1));
+    }
+    __syncthreads();
+    if (F4) ab();
+    hib_prod2<CH, CH, DVP>(Gt2, HIB_GLD, Et2, HIB_GLD, [&](int t, int s, ta v) {
+        DD[t * HIB_XLD + s] = on(t, s) ? v - Ds[t] : (ta)0;
+    });
+    __syncthreads();
+    unsigned *Wt2 = F2, *Bk2 = F2 + (CH / 2) * HIB_GLD;  // W^T [s / 2][t], B [s / 2][i] as pairs along s
+    for (int idx = tid; idx < (CH / 2) * CH; idx += NT) {
+        const int t = idx % CH, s2 = 2 * (idx / CH);
+        auto fw = [&](int s3) { return on(t, s3) ? hib_fex(R[t] + XP[t * HIB_XLD + s3]) * DD[t * HIB_XLD + s3] : (ta)0; };
+        Wt2[(s2 / 2) * HIB_GLD + t] = pack2(fw(s2), fw(s2 + 1));
+    }
+    for (int idx = tid; idx < (CH / 2) * DKP; idx += NT) {
+        const int i = idx % DKP, s2 = 2 * (idx / DKP);
+        auto fk = [&](int s3) { return (i < DK && s3 >= t0 && s3 < t1) ? hib_fex(Ks[s3 * HIB_KLD + i] - mm[i]) : (ta)0; };
+        Bk2[(s2 / 2) * HIB_BLD + i] = pack2(fk(s2), fk(s2 + 1));
+    }
+#else
     ta* At = F;                  // A^T [i][t] (0 on exact rows)
     ta* Bt = F + DKP * HIB_TCL;  // B^T [i][s]
     for (int idx = tid; idx < DKP * CH; idx += NT) {
@@ -303,7 +390,6 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         Bt[i * HIB_TCL + t] = in ? hib_fex(Ks[t * HIB_KLD + i] - mm[i]) : (ta)0;
     }
     __syncthreads();
-    auto on = [&](int t, int s) { return s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0; };  // a product pair
     hib_prod<CH, CH, DKP>(At, HIB_TCL, Bt, HIB_TCL, [&](int t, int s, ta v) {
         PP[t * HIB_XLD + s] = on(t, s) ? v * hib_fex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
     });
@@ -332,6 +418,7 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         const int s = idx / DKP, i = idx % DKP;
         Bk[s * HIB_TKL + i] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] - mm[i]) : (ta)0;
     }
+#endif
     for (int idx = tid; idx < CH * CH; idx += NT) {  // the exact rows: per pair (hib_pair_exact)
         const int t = idx / CH, s = idx % CH;
         if (!(s <= t && s >= t0 && t < t1) || Fl[t] == (ta)0) continue;
@@ -426,19 +513,7 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
 // mma's A fragments one 32-bit load each (the same bf16 values: pack2 at its store instead of at every read).
 #if HIB_TC
 constexpr int HIB_STL = (CH / 16) * (DKP / 8), HIB_SPW = (HIB_STL + NT / 32 - 1) / (NT / 32), HIB_SPT = 4 * HIB_SPW;
-#define HIB_GLD (CH + 8)  // rows of G'2 [j / 2][t] (uint32): 8 mod 16, the A fragments' loads conflict-free
 static_assert((DVP / 2) * HIB_GLD <= DVP * HIB_TCL, "G' pairs over GRt");
-// c += one k-step (k0 = 16 kk + 2t) of the 16 x 8 tile (m0, n0) of A^T B, A as bf16 pairs along k: A2[(k / 2) lda2 + m]
-// = (A[k][m], A[k + 1][m]) (hib_mma_tile's fragments, packed once), B n-major
-__device__ __forceinline__ void hib_mma_step2(float (&c)[4], const unsigned* A2, int lda2, const float* B, int ldb, int m0,
-                                              int n0, int k0) {
-    const int g = (threadIdx.x & 31) >> 2;
-    const unsigned *a0 = A2 + (k0 >> 1) * lda2 + m0 + g, *a4 = a0 + 4 * lda2;
-    const unsigned a[4] = {a0[0], a0[8], a4[0], a4[8]};
-    const float2* bp = reinterpret_cast<const float2*>(B + (n0 + g) * ldb + k0);
-    const float2 b0 = bp[0], b8 = bp[4];  // k0, k0 + 1 and k0 + 8, k0 + 9
-    mma_bf16(c, a, pack2(b0.x, b0.y), pack2(b8.x, b8.y));
-}
 #else
 constexpr int HIB_SPT = (CH / 16) * (DKP / 16);
 #endif
@@ -660,10 +735,16 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     __syncthreads();
     hib_fpairs(sm, t0, t1, DK, DV, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH, Fg + bh * T + g0);
     // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
-    hib_prod<CH, DKP, CH>(sm.Tk, HIB_TCL, sm.Tk + CH * HIB_TCL, HIB_TKL, [&](int t, int i, ta v) {
+    auto pair_dq = [&](int t, int i, ta v) {
         const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
         DQ[t * HIB_KLD + i] = on ? hib_fex(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * v : (ta)0;
-    });
+    };
+#if HIB_TC  // (W^T and B as pairs, hib_fpairs)
+    hib_prod2<CH, DKP, CH>(reinterpret_cast<const unsigned*>(sm.Tk), HIB_GLD,
+                           reinterpret_cast<const unsigned*>(sm.Tk) + (CH / 2) * HIB_GLD, HIB_BLD, pair_dq);
+#else
+    hib_prod<CH, DKP, CH>(sm.Tk, HIB_TCL, sm.Tk + CH * HIB_TCL, HIB_TKL, pair_dq);
+#endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {  // the exact rows: sum_s P_i(t,s) D_ts per pair
         const int t = idx / DKP, i = idx % DKP;
