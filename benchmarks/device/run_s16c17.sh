@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Session 16, s16c17 (issue 17): hib_dq's slot products with dq / q in registers, the terms' row sums by shuffles,
-# G' as bf16 pairs (bf16 callers' variant).
+# G' as bf16 pairs, the pairs' operands as bf16 pairs, ex2.ftz exponentials, the slot epilogue without branches, the
+# slot copies' and m / z loads' addresses (bf16 callers' variant). Request 1: 00b38f9; request 2: the tree.
 #   OUT=... bash benchmarks/device/run_s16c17.sh tests   (<= 100 s, beside other helpers: GPU tests, sanitizers, warm-up)
 #   OUT=... bash benchmarks/device/run_s16c17.sh times   (<= 40 s, alone: hib_dq main vs tree, public fwd+bwd vs SDPA)
 set -u
@@ -13,30 +14,21 @@ if [ "$1" = tests ]; then
   echo "=== tests $(date -u +%T) $(git log --oneline -1 2>/dev/null | cut -c1-60)"
   ( timeout 95 python3 $D/hier_dq_s16c17.py warm > "$OUT/log_warm.txt" 2>&1;
     timeout 30 python3 $D/hier_dq_s16c17.py pub 2048 2 > "$OUT/log_warm_pub.txt" 2>&1 ) &
-  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
-  ( [ -n "$NCU" ] || exit 0  # ncu of the tree's hib_dq at 16K bf16 (-lineinfo; counts, not times: other helpers run)
-    timeout 45 python3 $D/hier_bwd_s15e17.py warm lineinfo "$OUT/hib_src.cu" > "$OUT/log_warm_li.txt" 2>&1
-    timeout 35 "$NCU" --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-        --section SchedulerStats --section MemoryWorkloadAnalysis_Tables --section SourceCounters \
-        --kernel-name regex:"hib_dq" --launch-skip 1 --launch-count 1 \
-        -o "$OUT/ncu" python3 $D/hier_bwd_s15e17.py ncu 16384 "$OUT/hib_src.cu" > "$OUT/log_ncu.txt" 2>&1
-    timeout 8 "$NCU" -i "$OUT/ncu.ncu-rep" --page raw --csv > "$OUT/ncu_raw.csv" 2>&1
-    timeout 8 "$NCU" -i "$OUT/ncu.ncu-rep" --page source --csv --print-source cuda > "$OUT/ncu_src_cuda.csv" 2>&1 ) &
   timeout 95 $PT $G -k "gpu_backward_16bit or gradcheck" > "$OUT/log_t16.txt" 2>&1 &
   timeout 95 $PT $G -k "gpu_backward_matches_reference" > "$OUT/log_tref.txt" 2>&1 &
+  timeout 95 $PT $G -k "gpu_16bit_training_forward" > "$OUT/log_ttrain.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool memcheck --kernel-name kns=hib_dq --print-limit 5 \
       python3 $D/hier_dq_small_s16c17.py > "$OUT/log_memcheck.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool racecheck --kernel-name kns=hib_dq --print-limit 5 \
       python3 $D/hier_dq_small_s16c17.py > "$OUT/log_racecheck.txt" 2>&1 &
   wait
-  for f in log_t16 log_tref; do echo "-- $f: $(tail -1 $OUT/$f.txt | cut -c1-150)"; grep -E "^FAILED|^E  " $OUT/$f.txt | head -6 | cut -c1-200; done
+  for f in log_t16 log_tref log_ttrain; do echo "-- $f: $(tail -1 $OUT/$f.txt | cut -c1-150)"; grep -E "^FAILED|^E  " $OUT/$f.txt | head -6 | cut -c1-200; done
   echo "-- warm: $(tail -1 $OUT/log_warm.txt | cut -c1-120) / $(tail -1 $OUT/log_warm_pub.txt | cut -c1-120)"
-  [ -s "$OUT/ncu_raw.csv" ] && python3 $D/ncu_sum_s15e17.py "$OUT/ncu_raw.csv" | cut -c1-400 || echo "-- no ncu: $(tail -2 $OUT/log_ncu.txt 2>/dev/null | cut -c1-150)"
   for f in log_memcheck log_racecheck; do echo "-- $f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$f.txt | tail -1)";
     grep -vE "^=========( |$)|^$" $OUT/$f.txt | tail -4 | cut -c1-160; done
 else
   echo "=== times $(date -u +%T) $(git log --oneline -1 2>/dev/null | cut -c1-60)"
-  timeout 25 python3 $D/hier_dq_s16c17.py kab 16384 main,new,nosl,nold 7 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
+  timeout 25 python3 $D/hier_dq_s16c17.py kab 16384 main,new,nofx,nosl,nold 7 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_kab.txt" | cut -c1-220
   timeout 14 python3 $D/hier_dq_s16c17.py pub 16384 10 > "$OUT/log_pub.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_pub.txt" | cut -c1-200

@@ -706,6 +706,16 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     ta qr[KPT], mc[KPT], zc[KPT], mn[KPT], zn[KPT];
     auto slot_mz = [&](int s, ta (&m)[KPT], ta (&z)[KPT]) {
         const int id = slot_id(s);
+        if (DK == DKP) {  // (uniform) every feature a column: one base per row, constant offsets, no select (s16c17:
+                          // the masked form's address and select per element were ~3/4 of this pass's instructions)
+            const ta *mr = mj + s * DKP + rl, *zr = zb + id * DKP + rl;
+#pragma unroll
+            for (int u = 0; u < KPT; ++u) {
+                m[u] = ld(mr + u * HIB_TPR);
+                z[u] = ld(zr + u * HIB_TPR);
+            }
+            return;
+        }
 #pragma unroll
         for (int u = 0; u < KPT; ++u) {
             const int i = rl + u * HIB_TPR;
@@ -795,7 +805,26 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     GRt = SB + HIB_SNB * HIB_SBUF;
     auto issue = [&](int s, int id, int u) {  // (id = slot_id(s))
         ta* const S_ = SB + u * HIB_SBUF;
-        hib_copy_tile(S_, Sb + (i64)id * DK * DV, DK, DV);
+        constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;
+        if ((DKP * W) % NT == 0 && DK == DKP && DV == DVP) {  // (uniform) the tile contiguous in global memory: piece x
+            // at x V, the shared addresses in 32 bits from the buffer's, the global ones constant offsets from the
+            // thread's first (hib_copy_tile's bounds and 64-bit forms per piece: ~3/4 of this issue, SASS)
+            const ta* src = Sb + (i64)id * (DKP * DVP) + tid * V;
+#ifdef __CUDA_ARCH__
+            const unsigned d32 = smem_u32(S_);
+#endif
+#pragma unroll
+            for (int u2 = 0; u2 < DKP * W / NT; ++u2) {
+                const int x = tid + u2 * NT, off = (x / W) * HIB_SLD + (x % W) * V;
+#ifdef __CUDA_ARCH__
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d32 + off * (int)sizeof(ta)), "l"(src + u2 * NT * V));
+#else
+                cp_async16(S_ + off, src + u2 * NT * V, true);
+#endif
+            }
+        } else {
+            hib_copy_tile(S_, Sb + (i64)id * DK * DV, DK, DV);
+        }
         for (int i = tid; i < DKP; i += NT) {
             cp_async_ta(S_ + DKP * HIB_SLD + i, mj + (i < DK ? s * DK + i : 0), i < DK);
             cp_async_ta(S_ + DKP * HIB_SLD + DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
