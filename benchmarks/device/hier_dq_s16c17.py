@@ -26,8 +26,7 @@ from lsattn.backends.cupy import _compile  # noqa: E402
 source = _compile._source
 MAIN = {f: open(os.path.join(HERE, "s16c17_main", f + ".txt")).read() for f in ("hierarchical_bwd.cu", "hierarchical_bwd_chunk.cu")}
 ABL = {"nosl": [("    int h = 0, s = next_slot(0), id = s < NSL ? slot_id(s) : -1;", "    int h = 0, s = NSL, id = -1;")],
-       "nold": [("    int sc = next_slot(0);\n    if (sc < NSL) slot_mz(sc, mc, zc);", "    int sc = NSL;")],
-       "nofx": [("#if HIB_TC && defined(__CUDA_ARCH__)\n    float r;", "#if 0\n    float r;")]}  # hib_fx as hib_fex
+       "nold": [("    int sc = next_slot(0);\n    if (sc < NSL) slot_mz(sc, mc, zc);", "    int sc = NSL;")]}
 
 
 def text(var, name):
@@ -64,7 +63,7 @@ def kab(T, variants, rounds):
         f"{v} {getattr(k, 'num_regs', '?')} / {getattr(k, 'local_size_bytes', '?')}" for v, k in mods.items()), flush=True)
     at = [i for i, a in enumerate(args) if isinstance(a, cupy.ndarray)]
     ref = None
-    for v in [v for v in variants if v in ("main", "new", "nofx")]:
+    for v in [v for v in variants if v in ("main", "new")]:
         mods[v](grid, block, args, shared_mem=smem)
         got = [args[i].copy() for i in at]
         if ref is None:
@@ -102,7 +101,7 @@ if __name__ == "__main__":
     if what == "warm":
         import cupy
 
-        vs = (sys.argv[2] if len(sys.argv) > 2 else "main,new,nosl,nold,nofx").split(",")
+        vs = (sys.argv[2] if len(sys.argv) > 2 else "main,new,nosl,nold").split(",")
         ops, *rest = hb.setup(256)
         cfg = hb.record(ops, hb.calls(ops, *rest)["bf16"])[0][1]
         for v in vs:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 16, s16c17 (issue 17): hib_dq's slot products with dq / q in registers, the terms' row sums by shuffles,
-# G' as bf16 pairs, the pairs' operands as bf16 pairs, ex2.ftz exponentials, the slot epilogue without branches, the
-# slot copies' and m / z loads' addresses (bf16 callers' variant). Request 1: 00b38f9; request 2: the tree.
+# G' as bf16 pairs, the pairs' operands as bf16 pairs, the slot epilogue without branches, the slot copies' and m / z
+# loads' addresses (bf16 callers' variant). Request 1: 00b38f9; request 2: 51e2b3b (its ex2.ftz form since removed).
 #   OUT=... bash benchmarks/device/run_s16c17.sh tests   (<= 100 s, beside other helpers: GPU tests, sanitizers, warm-up)
 #   OUT=... bash benchmarks/device/run_s16c17.sh times   (<= 40 s, alone: hib_dq main vs tree, public fwd+bwd vs SDPA)
 set -u
@@ -28,7 +28,7 @@ if [ "$1" = tests ]; then
     grep -vE "^=========( |$)|^$" $OUT/$f.txt | tail -4 | cut -c1-160; done
 else
   echo "=== times $(date -u +%T) $(git log --oneline -1 2>/dev/null | cut -c1-60)"
-  timeout 25 python3 $D/hier_dq_s16c17.py kab 16384 main,new,nofx,nosl,nold 7 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
+  timeout 25 python3 $D/hier_dq_s16c17.py kab 16384 main,new,nosl,nold 7 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_kab.txt" | cut -c1-220
   timeout 14 python3 $D/hier_dq_s16c17.py pub 16384 10 > "$OUT/log_pub.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_pub.txt" | cut -c1-200

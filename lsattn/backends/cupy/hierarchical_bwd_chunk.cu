@@ -242,20 +242,6 @@ __device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, i
     __syncthreads();
 }
 
-// hib_dq's factors' exponentials: in the bf16 variant ex2.approx.ftz of x log2(e) (__expf's instructions without its
-// path for results below 2^-126, which it scales and squares: 2 instructions of 5 per exponential, ~160 exponentials per
-// thread and block; results < 1.2e-38 flushed to 0, against operands rounded to bf16's 2^-9), hib_fex elsewhere (and
-// on the CPU emulation)
-__device__ __forceinline__ ta hib_fx(ta x) {
-#if HIB_TC && defined(__CUDA_ARCH__)
-    float r;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x * 1.4426950408889634f));
-    return r;
-#else
-    return hib_fex(x);
-#endif
-}
-
 #if HIB_TC
 // The bf16 variant's operands stored as bf16 pairs along the reduction index k (uint32): X2[(k / 2) ld + m] =
 // (X[k][m], X[k + 1][m]), the values hib_mma_tile's fragments packed at every read (pack2 once, at the store: the same
@@ -352,14 +338,14 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
     for (int idx = tid; idx < (DKP / 2) * CH; idx += NT) {
         const int t = idx % CH, i = 2 * (idx / CH);
         const bool in = t >= t0 && t < t1, pr = in && Fl[t] == (ta)0;
-        auto fa = [&](int i2) { return pr && i2 < DK ? hib_fx(Qs[t * HIB_KLD + i2] + mm[i2] - R[t]) : (ta)0; };
-        auto fb = [&](int i2) { return in && i2 < DK ? hib_fx(Ks[t * HIB_KLD + i2] - mm[i2]) : (ta)0; };
+        auto fa = [&](int i2) { return pr && i2 < DK ? hib_fex(Qs[t * HIB_KLD + i2] + mm[i2] - R[t]) : (ta)0; };
+        auto fb = [&](int i2) { return in && i2 < DK ? hib_fex(Ks[t * HIB_KLD + i2] - mm[i2]) : (ta)0; };
         At2[(i / 2) * HIB_GLD + t] = pack2(fa(i), fa(i + 1));
         Bt2[(i / 2) * HIB_GLD + t] = pack2(fb(i), fb(i + 1));
     }
     auto ab = [&]() {
         hib_prod2<CH, CH, DKP>(At2, HIB_GLD, Bt2, HIB_GLD, [&](int t, int s, ta v) {
-            PP[t * HIB_XLD + s] = on(t, s) ? v * hib_fx(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
+            PP[t * HIB_XLD + s] = on(t, s) ? v * hib_fex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
         });
     };
     if (!F4) {
@@ -371,9 +357,9 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         const int t = idx % CH, jj = 2 * (idx / CH);
         const bool in = t >= t0 && t < t1, pr = in && Fl[t] == (ta)0;
         auto fg = [&](int j2) {
-            return pr && j2 < DV ? Gs[t * HIB_VLD + j2] * hib_fx(min(nn[j2] - Os[t * HIB_VLD + j2], HIB_LIM)) : (ta)0;
+            return pr && j2 < DV ? Gs[t * HIB_VLD + j2] * hib_fex(min(nn[j2] - Os[t * HIB_VLD + j2], HIB_LIM)) : (ta)0;
         };
-        auto fe = [&](int j2) { return in && j2 < DV ? hib_fx(LVs[t * HIB_VLD + j2] - nn[j2]) : (ta)0; };
+        auto fe = [&](int j2) { return in && j2 < DV ? hib_fex(LVs[t * HIB_VLD + j2] - nn[j2]) : (ta)0; };
         Gt2[(jj / 2) * HIB_GLD + t] = pack2(fg(jj), fg(jj + 1));
         Et2[(jj / 2) * HIB_GLD + t] = pack2(fe(jj), fe(jj + 1));
     }
@@ -386,12 +372,12 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
     unsigned *Wt2 = F2, *Bk2 = F2 + (CH / 2) * HIB_GLD;  // W^T [s / 2][t], B [s / 2][i] as pairs along s
     for (int idx = tid; idx < (CH / 2) * CH; idx += NT) {
         const int t = idx % CH, s2 = 2 * (idx / CH);
-        auto fw = [&](int s3) { return on(t, s3) ? hib_fx(R[t] + XP[t * HIB_XLD + s3]) * DD[t * HIB_XLD + s3] : (ta)0; };
+        auto fw = [&](int s3) { return on(t, s3) ? hib_fex(R[t] + XP[t * HIB_XLD + s3]) * DD[t * HIB_XLD + s3] : (ta)0; };
         Wt2[(s2 / 2) * HIB_GLD + t] = pack2(fw(s2), fw(s2 + 1));
     }
     for (int idx = tid; idx < (CH / 2) * DKP; idx += NT) {
         const int i = idx % DKP, s2 = 2 * (idx / DKP);
-        auto fk = [&](int s3) { return (i < DK && s3 >= t0 && s3 < t1) ? hib_fx(Ks[s3 * HIB_KLD + i] - mm[i]) : (ta)0; };
+        auto fk = [&](int s3) { return (i < DK && s3 >= t0 && s3 < t1) ? hib_fex(Ks[s3 * HIB_KLD + i] - mm[i]) : (ta)0; };
         Bk2[(s2 / 2) * HIB_BLD + i] = pack2(fk(s2), fk(s2 + 1));
     }
 #else
@@ -737,7 +723,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         r = hib_rred<true>(r);
         ta den = (ta)0;
 #pragma unroll
-        for (int u = 0; u < KPT; ++u) den = fma(hib_fx(qr[u] + mc[u] - r), zc[u], den);
+        for (int u = 0; u < KPT; ++u) den = fma(hib_fex(qr[u] + mc[u] - r), zc[u], den);
         den = hib_rred<false>(den);
         if (rin && den > (ta)0) hi_lse_add(Ud, Dd, r + Lam[tr * HI_LMAX + slot_level(sc, tr)] + pre[tr], den);
 #pragma unroll
@@ -761,7 +747,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
     auto pair_dq = [&](int t, int i, ta v) {
         const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
-        DQ[t * HIB_KLD + i] = on ? hib_fx(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * v : (ta)0;
+        DQ[t * HIB_KLD + i] = on ? hib_fex(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * v : (ta)0;
     };
 #if HIB_TC  // (W^T and B as pairs, hib_fpairs)
     hib_prod2<CH, DKP, CH>(reinterpret_cast<const unsigned*>(sm.Tk), HIB_GLD,
@@ -879,7 +865,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
         auto gp = [&](int t, int jj, ta n_) {
             const ta x = n_ - Os[t * HIB_VLD + jj];
-            return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fx(x < cap ? x : cap) : (ta)0;
+            return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
         };
 #if HIB_TC
         for (int idx = tid; idx < CH * (DVP / 2); idx += NT) {  // as bf16 pairs (j, j + 1) along j: G'2 [j / 2][t]
@@ -901,7 +887,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         hib_slot_prod(GRt, S_, [&](int x, int t, int i, ta v) {  // v = (G S^T)[t][i]
             // (formed everywhere, finite off the terms too: q, m, z, Ds 0 or clamped, Xw lo_v off the rows; selected after,
             // so that the loads of one column or row are shared by the thread's elements, not each behind a branch)
-            const ta term = hib_fx(qv[x] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]);
+            const ta term = hib_fex(qv[x] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]);
             tv[x] = (vm >> x) & 1u ? term : (ta)0;
             dv[x] += tv[x];
         });
