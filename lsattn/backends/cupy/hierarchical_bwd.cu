@@ -92,6 +92,29 @@ __device__ __forceinline__ void hib_tile_each(float (&c)[4], int m0, int n0, F f
 }
 #endif
 
+#if !HIB_TC
+// acc += A^T B over K for FFMA register tiles with B n-major (B [n][k]): rows ty RM_ + ii, columns tx + 16 jj; the sums
+// in mm_acc's order (k ascending)
+template <int RM_, int RN_, int K>
+__device__ __forceinline__ void hib_acc_bt(ta (&acc)[RM_][RN_], const ta* A, int lda, const ta* B, int ldb, int ty, int tx) {
+    static_assert(K % 4 == 0, "hib_prod's n-major B: 4 k at a time");
+#pragma unroll 2
+    for (int k0 = 0; k0 < K; k0 += 4) {
+        ta a[4][RM_], b[RN_][4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) ldv<RM_>(A + (k0 + u) * lda + ty * RM_, a[u]);
+#pragma unroll
+        for (int jj = 0; jj < RN_; ++jj) ldv<4>(B + (tx + 16 * jj) * ldb + k0, b[jj]);
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+#pragma unroll
+            for (int ii = 0; ii < RM_; ++ii)
+#pragma unroll
+                for (int jj = 0; jj < RN_; ++jj) acc[ii][jj] = fma(a[u][ii], b[jj][u], acc[ii][jj]);
+    }
+}
+#endif
+
 template <int M, int N, int K, bool BT = false, typename E>
 __device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int ldb, E epi) {
 #if HIB_TC
@@ -106,22 +129,8 @@ __device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int 
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     ta acc[RM_][RN_];
     zero_acc(acc);
-    if constexpr (BT) {  // (the sums in mm_acc's order: k ascending)
-        static_assert(K % 4 == 0, "hib_prod's n-major B: 4 k at a time");
-#pragma unroll 2
-        for (int k0 = 0; k0 < K; k0 += 4) {
-            ta a[4][RM_], b[RN_][4];
-#pragma unroll
-            for (int u = 0; u < 4; ++u) ldv<RM_>(A + (k0 + u) * lda + ty * RM_, a[u]);
-#pragma unroll
-            for (int jj = 0; jj < RN_; ++jj) ldv<4>(B + (tx + 16 * jj) * ldb + k0, b[jj]);
-#pragma unroll
-            for (int u = 0; u < 4; ++u)
-#pragma unroll
-                for (int ii = 0; ii < RM_; ++ii)
-#pragma unroll
-                    for (int jj = 0; jj < RN_; ++jj) acc[ii][jj] = fma(a[u][ii], b[jj][u], acc[ii][jj]);
-        }
+    if constexpr (BT) {
+        hib_acc_bt<RM_, RN_, K>(acc, A, lda, B, ldb, ty, tx);
     } else {
         mm_acc<RM_, RN_, K>(acc, A, lda, B, ldb, ty, tx);
     }

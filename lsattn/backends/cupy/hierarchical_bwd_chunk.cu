@@ -7,7 +7,7 @@
 #define HIB_VLD (DVP + 1)
 #define HIB_XLD (CH + 1)
 // hib_fpairs' operands, one at a time: A^T, B^T (DKP x HIB_TCL each), G'^T, E^T (DVP x HIB_TCL), then W^T (CH x
-// HIB_TCL) and B (CH x HIB_TKL)
+// HIB_TCL) and B (CH x HIB_TKL) (HIB_TC: as bf16 pairs, the four first ones at once where they fit)
 constexpr int hib_cmax(int x, int y) { return x > y ? x : y; }
 constexpr int HIB_FREG = hib_cmax(hib_cmax(DVP * (HIB_TKL + HIB_TCL), 2 * DKP * HIB_TCL),
                                   hib_cmax(2 * DVP * HIB_TCL, CH * (HIB_TCL + HIB_TKL)));
@@ -242,6 +242,40 @@ __device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, i
     __syncthreads();
 }
 
+#if HIB_TC
+// The bf16 variant's operands stored as bf16 pairs along the reduction index k (uint32): X2[(k / 2) ld + m] =
+// (X[k][m], X[k + 1][m]), the values hib_mma_tile's fragments packed at every read (pack2 once, at the store: the same
+// bits); rows of CH + 8 (or DKP + 8) pairs, 8 mod 16: the A and B fragments' 32-bit loads conflict-free.
+#define HIB_GLD (CH + 8)
+#define HIB_BLD (DKP + 8)
+// c += one k-step (k0 = 16 kk + 2t) of the 16 x 8 tile (m0, n0) of A^T B, A as pairs, B n-major (float pairs)
+__device__ __forceinline__ void hib_mma_step2(float (&c)[4], const unsigned* A2, int lda2, const float* B, int ldb, int m0,
+                                              int n0, int k0) {
+    const int g = (threadIdx.x & 31) >> 2;
+    const unsigned *a0 = A2 + (k0 >> 1) * lda2 + m0 + g, *a4 = a0 + 4 * lda2;
+    const unsigned a[4] = {a0[0], a0[8], a4[0], a4[8]};
+    const float2* bp = reinterpret_cast<const float2*>(B + (n0 + g) * ldb + k0);
+    const float2 b0 = bp[0], b8 = bp[4];  // k0, k0 + 1 and k0 + 8, k0 + 9
+    mma_bf16(c, a, pack2(b0.x, b0.y), pack2(b8.x, b8.y));
+}
+// hib_prod (HIB_TC) with A and B both as pairs: epi(m, n, (A^T B)_mn) once per element, no barrier
+template <int M, int N, int K, typename E>
+__device__ __forceinline__ void hib_prod2(const unsigned* A2, int lda2, const unsigned* B2, int ldb2, E epi) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    for (int x = threadIdx.x >> 5; x < (M / 16) * (N / 8); x += NT / 32) {
+        const int m0 = (x / (N / 8)) * 16, n0 = (x % (N / 8)) * 8;
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+        for (int k0 = 2 * t; k0 < K; k0 += 16) {
+            const unsigned *a0 = A2 + (k0 >> 1) * lda2 + m0 + g, *a4 = a0 + 4 * lda2, *b0 = B2 + (k0 >> 1) * ldb2 + n0 + g;
+            const unsigned a[4] = {a0[0], a0[8], a4[0], a4[8]};
+            mma_bf16(c, a, b0[0], b0[4 * ldb2]);
+        }
+        hib_tile_each(c, m0, n0, [&](int m, int n, float& v) { epi(m, n, v); });
+    }
+}
+#endif
+
 // The chunk's pairs of hib_dq factorised as products (exp_kernel_bwd_tc.cu's shifts, FFMA register tiles):
 // mm_i = max over the chunk's keys, R_t = max_i (q_ti + mm_i), nn_j = max over its log values;
 // A_ti = exp(q_ti + mm_i - R_t), B_si = exp(k_si - mm_i), E_sj = exp(lv_sj - nn_j), G'_tj = g_tj exp(nn_j - o_tj),
@@ -255,7 +289,29 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
     const ta *Qs = sm.Qs, *Ks = sm.Ks, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *Ds = sm.Ds;
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
     ta* const F = sm.Tk;
-    for (int idx = tid; idx < CH * CH; idx += NT) XP[(idx / CH) * HIB_XLD + idx % CH] = hib_xp(sm, idx / CH, idx % CH, t0, t1);
+    {  // XP as hib_xp, the stretch sums running down each column s (lane s): dec(s, t) = dec(s, t - 1) + a_t, the same
+       // sum in the same order; every warp runs them down to its own rows CH / 8 w .. (one dependent add per row
+       // instead of hib_xp's loop of t - s loads and adds per pair: up to ~76 serial steps on the last warp)
+        static_assert(NT == 256, "hib_fpairs' XP rows per warp");
+        constexpr int RW = CH / 8, SC = (CH + 31) / 32;
+        const int w = tid >> 5, lane = tid & 31;
+        ta dec[SC];
+#pragma unroll
+        for (int c2 = 0; c2 < SC; ++c2) dec[c2] = (ta)0;
+#pragma unroll
+        for (int t = 0; t < CH; ++t) {
+            if (t >= RW * (w + 1)) break;  // (uniform over the warp)
+            const ta at = sm.ac[t], xr = sm.Ls[t];
+#pragma unroll
+            for (int c2 = 0; c2 < SC; ++c2) {
+                const int s2 = lane + 32 * c2;
+                if (t > s2) dec[c2] += at;
+                if (t >= RW * w && s2 < CH)
+                    XP[t * HIB_XLD + s2] = (s2 <= t && s2 >= t0 && t < t1)
+                                               ? sm.Lam[t * HI_LMAX + (s2 == t ? 0 : bitlen64((i64)(t ^ s2)))] + dec[c2] - xr : lo_v();
+            }
+        }
+    }
     hib_shifts(sm, t0, t1, DK, DV);
     {  // the exact-row flags (row t over its lanes)
         const int t = tid / HIB_TPR, r0 = tid % HIB_TPR;
@@ -272,6 +328,59 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         }
     }
     __syncthreads();
+    auto on = [&](int t, int s) { return s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0; };  // a product pair
+#if HIB_TC  // the four operands as bf16 pairs at once (one pass, one barrier; where they fit), both products back to back
+    constexpr bool F4 = (DKP + DVP) * HIB_GLD <= HIB_FREG;  // (not at CH 16, d 16: G', E after A, B's product)
+    static_assert((DKP / 2) * 2 * HIB_GLD <= HIB_FREG && (DVP / 2) * 2 * HIB_GLD <= HIB_FREG &&
+                  (CH / 2) * (HIB_GLD + HIB_BLD) <= HIB_FREG, "hib_fpairs' pairs");
+    unsigned* const F2 = reinterpret_cast<unsigned*>(F);
+    unsigned *At2 = F2, *Bt2 = At2 + (DKP / 2) * HIB_GLD, *Gt2 = F4 ? Bt2 + (DKP / 2) * HIB_GLD : F2, *Et2 = Gt2 + (DVP / 2) * HIB_GLD;
+    for (int idx = tid; idx < (DKP / 2) * CH; idx += NT) {
+        const int t = idx % CH, i = 2 * (idx / CH);
+        const bool in = t >= t0 && t < t1, pr = in && Fl[t] == (ta)0;
+        auto fa = [&](int i2) { return pr && i2 < DK ? hib_fex(Qs[t * HIB_KLD + i2] + mm[i2] - R[t]) : (ta)0; };
+        auto fb = [&](int i2) { return in && i2 < DK ? hib_fex(Ks[t * HIB_KLD + i2] - mm[i2]) : (ta)0; };
+        At2[(i / 2) * HIB_GLD + t] = pack2(fa(i), fa(i + 1));
+        Bt2[(i / 2) * HIB_GLD + t] = pack2(fb(i), fb(i + 1));
+    }
+    auto ab = [&]() {
+        hib_prod2<CH, CH, DKP>(At2, HIB_GLD, Bt2, HIB_GLD, [&](int t, int s, ta v) {
+            PP[t * HIB_XLD + s] = on(t, s) ? v * hib_fex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
+        });
+    };
+    if (!F4) {
+        __syncthreads();
+        ab();
+        __syncthreads();
+    }
+    for (int idx = tid; idx < (DVP / 2) * CH; idx += NT) {
+        const int t = idx % CH, jj = 2 * (idx / CH);
+        const bool in = t >= t0 && t < t1, pr = in && Fl[t] == (ta)0;
+        auto fg = [&](int j2) {
+            return pr && j2 < DV ? Gs[t * HIB_VLD + j2] * hib_fex(min(nn[j2] - Os[t * HIB_VLD + j2], HIB_LIM)) : (ta)0;
+        };
+        auto fe = [&](int j2) { return in && j2 < DV ? hib_fex(LVs[t * HIB_VLD + j2] - nn[j2]) : (ta)0; };
+        Gt2[(jj / 2) * HIB_GLD + t] = pack2(fg(jj), fg(jj + 1));
+        Et2[(jj / 2) * HIB_GLD + t] = pack2(fe(jj), fe(jj + 1));
+    }
+    __syncthreads();
+    if (F4) ab();
+    hib_prod2<CH, CH, DVP>(Gt2, HIB_GLD, Et2, HIB_GLD, [&](int t, int s, ta v) {
+        DD[t * HIB_XLD + s] = on(t, s) ? v - Ds[t] : (ta)0;
+    });
+    __syncthreads();
+    unsigned *Wt2 = F2, *Bk2 = F2 + (CH / 2) * HIB_GLD;  // W^T [s / 2][t], B [s / 2][i] as pairs along s
+    for (int idx = tid; idx < (CH / 2) * CH; idx += NT) {
+        const int t = idx % CH, s2 = 2 * (idx / CH);
+        auto fw = [&](int s3) { return on(t, s3) ? hib_fex(R[t] + XP[t * HIB_XLD + s3]) * DD[t * HIB_XLD + s3] : (ta)0; };
+        Wt2[(s2 / 2) * HIB_GLD + t] = pack2(fw(s2), fw(s2 + 1));
+    }
+    for (int idx = tid; idx < (CH / 2) * DKP; idx += NT) {
+        const int i = idx % DKP, s2 = 2 * (idx / DKP);
+        auto fk = [&](int s3) { return (i < DK && s3 >= t0 && s3 < t1) ? hib_fex(Ks[s3 * HIB_KLD + i] - mm[i]) : (ta)0; };
+        Bk2[(s2 / 2) * HIB_BLD + i] = pack2(fk(s2), fk(s2 + 1));
+    }
+#else
     ta* At = F;                  // A^T [i][t] (0 on exact rows)
     ta* Bt = F + DKP * HIB_TCL;  // B^T [i][s]
     for (int idx = tid; idx < DKP * CH; idx += NT) {
@@ -281,7 +390,6 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         Bt[i * HIB_TCL + t] = in ? hib_fex(Ks[t * HIB_KLD + i] - mm[i]) : (ta)0;
     }
     __syncthreads();
-    auto on = [&](int t, int s) { return s <= t && s >= t0 && t < t1 && Fl[t] == (ta)0; };  // a product pair
     hib_prod<CH, CH, DKP>(At, HIB_TCL, Bt, HIB_TCL, [&](int t, int s, ta v) {
         PP[t * HIB_XLD + s] = on(t, s) ? v * hib_fex(R[t] + XP[t * HIB_XLD + s]) : (ta)0;
     });
@@ -310,6 +418,7 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
         const int s = idx / DKP, i = idx % DKP;
         Bk[s * HIB_TKL + i] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] - mm[i]) : (ta)0;
     }
+#endif
     for (int idx = tid; idx < CH * CH; idx += NT) {  // the exact rows: per pair (hib_pair_exact)
         const int t = idx / CH, s = idx % CH;
         if (!(s <= t && s >= t0 && t < t1) || Fl[t] == (ta)0) continue;
@@ -396,6 +505,138 @@ __device__ __forceinline__ void hib_chunk(const ti* q, const ti* k, const ti* lv
     }
 }
 
+// hib_dq's held slots' products (G' S^T)[t][i] (S_ n-major, as hib_prod<CH, DKP, DVP, true>), epi(k, t, i, v) for this
+// thread's elements k = 0 .. HIB_SPT - 1, at the same (t, i) for every slot (hib_slot_pos): dq and q held there in
+// registers across the slots, the terms' row sums (dlam) by shuffles into per-group partials, instead of DQ, Qs read
+// and DQ, TT written in shared per element and slot (s15e17's ncu: 56.6 M conflicted wavefronts, 4-way, at the mma
+// accumulators' rows g, columns 2t) and TT's row sums read back. HIB_TC: G' as bf16 pairs along j (hib_slot_g2), the
+// mma's A fragments one 32-bit load each (the same bf16 values: pack2 at its store instead of at every read).
+#if HIB_TC
+constexpr int HIB_STL = (CH / 16) * (DKP / 8), HIB_SPW = (HIB_STL + NT / 32 - 1) / (NT / 32), HIB_SPT = 4 * HIB_SPW;
+static_assert((DVP / 2) * HIB_GLD <= DVP * HIB_TCL, "G' pairs over GRt");
+#else
+constexpr int HIB_SPT = (CH / 16) * (DKP / 16);
+#endif
+// f(k, t, i) for this thread's elements of the slot products
+template <typename F>
+__device__ __forceinline__ void hib_slot_pos(F f) {
+#if HIB_TC
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int p = 0; p < HIB_SPW; ++p) {
+        const int x = (threadIdx.x >> 5) + p * (NT / 32);
+        if (x < HIB_STL) {
+            const int m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) f(4 * p + e, m0 + g + 8 * (e >> 1), n0 + 2 * t + (e & 1));
+        }
+    }
+#else
+    constexpr int RM_ = CH / 16, RN_ = DKP / 16;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int ii = 0; ii < RM_; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < RN_; ++jj) f(ii * RN_ + jj, ty * RM_ + ii, tx + 16 * jj);
+#endif
+}
+template <typename E>
+__device__ __forceinline__ void hib_slot_prod(const ta* G, const ta* S, E epi) {
+#if HIB_TC
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float c[HIB_SPW][4];
+#pragma unroll
+    for (int p = 0; p < HIB_SPW; ++p) c[p][0] = c[p][1] = c[p][2] = c[p][3] = 0.f;
+    // k-steps outside, the warp's tiles inside: their mma chains interleaved (each tile's sum in k order as before)
+#pragma unroll 4
+    for (int k0 = 2 * t; k0 < DVP; k0 += 16)
+#pragma unroll
+        for (int p = 0; p < HIB_SPW; ++p) {
+            const int x = (threadIdx.x >> 5) + p * (NT / 32);
+            if (x < HIB_STL)  // (uniform over the warp)
+                hib_mma_step2(c[p], reinterpret_cast<const unsigned*>(G), HIB_GLD, S, HIB_SLD, (x / (DKP / 8)) * 16,
+                              (x % (DKP / 8)) * 8, k0);
+        }
+#pragma unroll
+    for (int p = 0; p < HIB_SPW; ++p) {
+        const int x = (threadIdx.x >> 5) + p * (NT / 32);
+        if (x < HIB_STL) {
+            const int m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) epi(4 * p + e, m0 + g + 8 * (e >> 1), n0 + 2 * t + (e & 1), c[p][e]);
+        }
+    }
+#else
+    constexpr int RM_ = CH / 16, RN_ = DKP / 16;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+    ta acc[RM_][RN_];
+    zero_acc(acc);
+    hib_acc_bt<RM_, RN_, DVP>(acc, G, HIB_TCL, S, HIB_SLD, ty, tx);
+#pragma unroll
+    for (int ii = 0; ii < RM_; ++ii)
+#pragma unroll
+        for (int jj = 0; jj < RN_; ++jj) epi(ii * RN_ + jj, ty * RM_ + ii, tx + 16 * jj, acc[ii][jj]);
+#endif
+}
+// The row sums of this thread's slot terms v into Part [group][t] (HIB_PG groups of a row's columns, row stride HIB_PLD),
+// partial sums over disjoint column sets, each (group, row) written by one lane: mma tiles summed over the quad's 4 lanes
+// (columns n0 .. n0 + 7), the group the tile's column block mod 8 (DKP >= 64: the thread's tiles of one row block summed
+// first); FFMA tiles over jj and lane pairs (tx, tx ^ 1): group tx / 2. Groups no thread writes stay as zeroed (DKP < 64,
+// HIB_TC). Every thread calls it (shuffles).
+#define HIB_PG 8
+#define HIB_PLD (CH + 4)  // (conflict-free: the stores along rows, hib_dq's reads of 8 groups x 4 rows per warp)
+__device__ __forceinline__ void hib_slot_rows(const ta (&v)[HIB_SPT], ta* Part) {
+#if HIB_TC
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, w = threadIdx.x >> 5;
+#if DKP >= 64  // tile p: row block p / (DKP / 64), column block w + 8 (p % (DKP / 64)) (x = w + 8 p)
+    {
+        constexpr int RB = CH / 16, PB = DKP / 64;
+        static_assert(NT == 256 && HIB_SPW == RB * PB, "hib_slot_rows' tiles");
+        ta r[RB][2];
+#pragma unroll
+        for (int rb = 0; rb < RB; ++rb)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                ta x = (ta)0;
+#pragma unroll
+                for (int q = 0; q < PB; ++q) x += v[4 * (rb * PB + q) + 2 * h] + v[4 * (rb * PB + q) + 2 * h + 1];
+                x += __shfl_xor_sync(0xffffffffu, x, 1);
+                r[rb][h] = x + __shfl_xor_sync(0xffffffffu, x, 2);
+            }
+#pragma unroll
+        for (int rb = 0; rb < RB; ++rb)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                if (t == (2 * rb + h) % 4) Part[w * HIB_PLD + 16 * rb + 8 * h + g] = r[rb][h];
+    }
+#else  // tile p: rows m0 .., column block x % (DKP / 8) (< 8), one tile per row block and thread
+#pragma unroll
+        for (int p = 0; p < HIB_SPW; ++p) {
+            const int x = w + p * (NT / 32);
+            ta r[2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                ta y = v[4 * p + 2 * h] + v[4 * p + 2 * h + 1];  // (garbage past HIB_STL: not stored)
+                y += __shfl_xor_sync(0xffffffffu, y, 1);
+                r[h] = y + __shfl_xor_sync(0xffffffffu, y, 2);
+            }
+            if (x < HIB_STL && t < 2) Part[(x % (DKP / 8)) * HIB_PLD + (x / (DKP / 8)) * 16 + 8 * t + g] = t ? r[1] : r[0];
+        }
+#endif
+#else
+    constexpr int RM_ = CH / 16, RN_ = DKP / 16;
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int ii = 0; ii < RM_; ++ii) {
+        ta x = (ta)0;
+#pragma unroll
+        for (int jj = 0; jj < RN_; ++jj) x += v[ii * RN_ + jj];
+        x += __shfl_xor_sync(0xffffffffu, x, 1);
+        if ((tx & 1) == (ii & 1)) Part[(tx >> 1) * HIB_PLD + ty * RM_ + ii] = x;
+    }
+#endif
+}
+
 extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,
     const ti* __restrict__ a,      // (BH, T) or null
@@ -451,6 +692,16 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     ta qr[KPT], mc[KPT], zc[KPT], mn[KPT], zn[KPT];
     auto slot_mz = [&](int s, ta (&m)[KPT], ta (&z)[KPT]) {
         const int id = slot_id(s);
+        if (DK == DKP) {  // (uniform) every feature a column: one base per row, constant offsets, no select (s16c17:
+                          // the masked form's address and select per element were ~3/4 of this pass's instructions)
+            const ta *mr = mj + s * DKP + rl, *zr = zb + id * DKP + rl;
+#pragma unroll
+            for (int u = 0; u < KPT; ++u) {
+                m[u] = ld(mr + u * HIB_TPR);
+                z[u] = ld(zr + u * HIB_TPR);
+            }
+            return;
+        }
 #pragma unroll
         for (int u = 0; u < KPT; ++u) {
             const int i = rl + u * HIB_TPR;
@@ -494,10 +745,16 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     __syncthreads();
     hib_fpairs(sm, t0, t1, DK, DV, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH, Fg + bh * T + g0);
     // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
-    hib_prod<CH, DKP, CH>(sm.Tk, HIB_TCL, sm.Tk + CH * HIB_TCL, HIB_TKL, [&](int t, int i, ta v) {
+    auto pair_dq = [&](int t, int i, ta v) {
         const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
         DQ[t * HIB_KLD + i] = on ? hib_fex(Qs[t * HIB_KLD + i] + sm.mm[i] - sm.R[t]) * v : (ta)0;
-    });
+    };
+#if HIB_TC  // (W^T and B as pairs, hib_fpairs)
+    hib_prod2<CH, DKP, CH>(reinterpret_cast<const unsigned*>(sm.Tk), HIB_GLD,
+                           reinterpret_cast<const unsigned*>(sm.Tk) + (CH / 2) * HIB_GLD, HIB_BLD, pair_dq);
+#else
+    hib_prod<CH, DKP, CH>(sm.Tk, HIB_TCL, sm.Tk + CH * HIB_TCL, HIB_TKL, pair_dq);
+#endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {  // the exact rows: sum_s P_i(t,s) D_ts per pair
         const int t = idx / DKP, i = idx % DKP;
@@ -523,18 +780,37 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             if (rl == 0 && rin) DL[tr * HI_LMAX + l] += x;
         }
     }
-    ta* TT = Ks;  // the slot terms [t][i] (the keys are read above)
+    ta* const Part = Ks;  // the slot terms' row sums per column group (hib_slot_rows; the keys are read above)
     // The held slots' S [i][j] and m, z, n copied asynchronously (cp.async, no registers) into HIB_SNB buffers over the
     // pairs' tiles, the products' operands and LVs (free from here on), read in place as hib_prod's n-major B: with
     // two buffers the next slot's copy is in flight during this slot's work (n too: no global load waited for per slot,
     // s15e17); n read by the thread whose column it is.
     // Two barriers per slot (S in and the previous product done; G' stored); a slot's dlam sums after the next one's
-    // first barrier.
+    // first barrier. dq and q at this thread's product elements in registers (hib_slot_prod).
     ta* const SB = XP;
     GRt = SB + HIB_SNB * HIB_SBUF;
     auto issue = [&](int s, int id, int u) {  // (id = slot_id(s))
         ta* const S_ = SB + u * HIB_SBUF;
-        hib_copy_tile(S_, Sb + (i64)id * DK * DV, DK, DV);
+        constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;
+        if ((DKP * W) % NT == 0 && DK == DKP && DV == DVP) {  // (uniform) the tile contiguous in global memory: piece x
+            // at x V, the shared addresses in 32 bits from the buffer's, the global ones constant offsets from the
+            // thread's first (hib_copy_tile's bounds and 64-bit forms per piece: ~3/4 of this issue, SASS)
+            const ta* src = Sb + (i64)id * (DKP * DVP) + tid * V;
+#ifdef __CUDA_ARCH__
+            const unsigned d32 = smem_u32(S_);
+#endif
+#pragma unroll
+            for (int u2 = 0; u2 < DKP * W / NT; ++u2) {
+                const int x = tid + u2 * NT, off = (x / W) * HIB_SLD + (x % W) * V;
+#ifdef __CUDA_ARCH__
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d32 + off * (int)sizeof(ta)), "l"(src + u2 * NT * V));
+#else
+                cp_async16(S_ + off, src + u2 * NT * V, true);
+#endif
+            }
+        } else {
+            hib_copy_tile(S_, Sb + (i64)id * DK * DV, DK, DV);
+        }
         for (int i = tid; i < DKP; i += NT) {
             cp_async_ta(S_ + DKP * HIB_SLD + i, mj + (i < DK ? s * DK + i : 0), i < DK);
             cp_async_ta(S_ + DKP * HIB_SLD + DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
@@ -544,12 +820,23 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     };
     int sp = -1;  // the previous slot (its dlam sums pending)
     auto slot_dlam = [&]() {
-        ta x = (ta)0;  // the row's terms over its lanes
-        for (int i = rl; i < DK; i += HIB_TPR) x += TT[tr * HIB_KLD + i];
+        ta x = (ta)0;  // the row's column groups over its lanes
+        for (int gi = rl; gi < HIB_PG; gi += HIB_TPR) x += Part[gi * HIB_PLD + tr];
         x = hib_rred<false>(x);
         if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(sp, tr)] += x;
     };
-    __syncthreads();  // (the pairs' reads of the tiles the buffers overlay)
+    __syncthreads();  // (the pairs' reads of the tiles the buffers overlay; DQ and the pairs' dlam written)
+    ta dv[HIB_SPT], qv[HIB_SPT], tv[HIB_SPT];
+#pragma unroll
+    for (int x = 0; x < HIB_SPT; ++x) dv[x] = qv[x] = tv[x] = (ta)0;
+    unsigned vm = 0;  // bit x: element x is a term (i < DK, t in the call): the epilogue's select, no branch per element
+    static_assert(HIB_SPT <= 32, "hib_dq's element mask");
+    hib_slot_pos([&](int x, int t, int i) {
+        dv[x] = DQ[t * HIB_KLD + i];
+        qv[x] = Qs[t * HIB_KLD + i];
+        vm |= (i < DK && t >= t0 && t < t1) ? 1u << x : 0u;
+    });
+    for (int idx = tid; idx < HIB_PG * HIB_PLD; idx += NT) Part[idx] = (ta)0;  // (groups no thread writes)
     // (each held slot and its id found once: next_slot's scan and hi_slot's 64-bit arithmetic were ~5% of the
     // kernel's instructions when evaluated three times per slot, ncu)
     int h = 0, s = next_slot(0), id = s < NSL ? slot_id(s) : -1;
@@ -570,28 +857,46 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         // n_j a broadcast; s15e17, ncu: 4-way conflicts with jj = idx % DVP); with one, n_j of this thread's column
         // (jj = tid % DVP) from global
         const ta* const N_ = SB + u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP;
-        const ta nr = HIB_SNB == 2 ? (ta)0 : hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
         if (sp >= 0) slot_dlam();
         for (int t = tid; t < CH; t += NT)
             Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // g_tj exp(n_j - o_tj), transposed
-            const int t = HIB_SNB == 2 ? idx % CH : idx / DVP, jj = HIB_SNB == 2 ? idx / CH : idx % DVP;
-            // (capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens, past float32 at e^80)
-            const ta x = (HIB_SNB == 2 ? N_[jj] : nr) - Os[t * HIB_VLD + jj], cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-            GRt[jj * HIB_TCL + t] = jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
+        // g_tj exp(n_j - o_tj), capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens,
+        // past float32 at e^80
+        const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+        auto gp = [&](int t, int jj, ta n_) {
+            const ta x = n_ - Os[t * HIB_VLD + jj];
+            return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
+        };
+#if HIB_TC
+        for (int idx = tid; idx < CH * (DVP / 2); idx += NT) {  // as bf16 pairs (j, j + 1) along j: G'2 [j / 2][t]
+            const int t = idx % CH, jj = 2 * (idx / CH);
+            const ta n0_ = HIB_SNB == 2 ? N_[jj] : hib_ld(nb, id * DV + jj, jj < DV, (ta)0);
+            const ta n1_ = HIB_SNB == 2 ? N_[jj + 1] : hib_ld(nb, id * DV + jj + 1, jj + 1 < DV, (ta)0);
+            reinterpret_cast<unsigned*>(GRt)[(jj / 2) * HIB_GLD + t] = pack2(gp(t, jj, n0_), gp(t, jj + 1, n1_));
         }
+#else
+        const ta nr = HIB_SNB == 2 ? (ta)0 : hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // transposed: G'^T [j][t]
+            const int t = HIB_SNB == 2 ? idx % CH : idx / DVP, jj = HIB_SNB == 2 ? idx / CH : idx % DVP;
+            GRt[jj * HIB_TCL + t] = gp(t, jj, HIB_SNB == 2 ? N_[jj] : nr);
+        }
+#endif
         if (HIB_SNB == 1) cp_async_wait_all();
         __syncthreads();
         const ta *S_ = SB + u * HIB_SBUF, *M_ = S_ + DKP * HIB_SLD, *Z_ = M_ + DKP;
-        hib_prod<CH, DKP, DVP, true>(GRt, HIB_TCL, S_, HIB_SLD, [&](int t, int i, ta v) {  // v = (G S^T)[t][i]
-            const ta term = (i < DK && t >= t0 && t < t1) ? hib_fex(Qs[t * HIB_KLD + i] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]) : (ta)0;
-            TT[t * HIB_KLD + i] = term;
-            DQ[t * HIB_KLD + i] += term;
+        hib_slot_prod(GRt, S_, [&](int x, int t, int i, ta v) {  // v = (G S^T)[t][i]
+            // (formed everywhere, finite off the terms too: q, m, z, Ds 0 or clamped, Xw lo_v off the rows; selected after,
+            // so that the loads of one column or row are shared by the thread's elements, not each behind a branch)
+            const ta term = hib_fex(qv[x] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]);
+            tv[x] = (vm >> x) & 1u ? term : (ta)0;
+            dv[x] += tv[x];
         });
+        hib_slot_rows(tv, Part);
         sp = s;
         s = sn;
         id = idn;
     }
+    hib_slot_pos([&](int x, int t, int i) { DQ[t * HIB_KLD + i] = dv[x]; });
     __syncthreads();
     if (sp >= 0) slot_dlam();
     __syncthreads();
