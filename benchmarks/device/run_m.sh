@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The last H200 runs of sessions 12-16 (merged main), on one warm machine:
 #   OUT=... bash benchmarks/device/run_m.sh tests [LIM]  every GPU-marked test file: wave 1, nine verbose pytest processes beside
-#                                                        compute-sanitizer memcheck / racecheck of the small scripts; wave 2, the two
+#                                                        compute-sanitizer memcheck / racecheck / initcheck of the small scripts; wave 2, the two
 #                                                        files whose float64 quadratic references need most GPU memory (session 11's
 #                                                        eight concurrent processes ran out of memory there), alone
 #   OUT=... bash benchmarks/device/run_m.sh one [LIM]    both in one call, every test process at once (little device time left)
@@ -48,10 +48,14 @@ sanitizers() {  # memcheck / racecheck of the small scripts (each call capped at
       set -- $s; c=$(cap $rc); [ "$c" = 0 ] && break
       PYTORCH_CUDA_ALLOC_CONF= timeout "$c" compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_racecheck_$1.txt" 2>&1
     done ) &
+  ( for s in gd_tier_small gd_small; do  # reads of never-written global memory (session 16: one in gd_tier1)
+      c=$(cap $rc); [ "$c" = 0 ] && break
+      PYTORCH_CUDA_ALLOC_CONF= timeout "$c" compute-sanitizer --tool initcheck --print-limit 10 python3 benchmarks/device/$s.py > "$OUT/log_initcheck_$s.txt" 2>&1
+    done ) &
 }
 report() {
   summary "$OUT"/log_t*.txt "$OUT"/log_u*.txt
-  for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$f" | tail -1)"; done
+  for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt "$OUT"/log_initcheck_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$f" | tail -1)"; done
 }
 tables() {  # issue 17's table, the Gated DeltaNet forward and fwd+bwd (peers in the same run)
   mkdir -p "$OUT/table" "$OUT/gd" "$OUT/gd_train"
