@@ -222,6 +222,11 @@ def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, c
         return out, _back_state(new_state(xp, args[1], args[2], a, old, p, half), back)
 
 
+#: the prologue's finiteness checks made after this call's launches (``lsattn._nonfinite.Deferred``): its host work
+#: no longer delays ``hi_intra`` (each timed call starts on an empty queue)
+forward.defer_checks = True
+
+
 def new_state(xp, k, lv, a, old, p, half=""):
     """The state after a call (``lsattn.hierarchical._advance_state`` on the CuPy arrays, 16-bit
     inputs widened to float32): k (..., T, d_k), lv (..., T, d_v), a (..., T) or None."""
