@@ -147,9 +147,9 @@ def checks(op, args, state, xp, defer=False, ready=None):
         return None
     torch = sys.modules.get("torch") if array_api_compat.is_torch_namespace(xp) else None
     if defer and DEFER and KERNEL and (torch is None or present[0].is_cuda):
-        from .backends.cupy import _extrema
+        from .backends.cupy._extrema import Mark
 
-        mark = _extrema.Mark(*_stream_of(torch, present[0]))
+        mark = Mark(*_stream_of(torch, present[0]))
         return Deferred(lambda: checks(op, args, state, xp, ready=mark))
     passes = _passes(op)
     named = [(x, -math.inf if name in passes else None) for (name, _), x in zip(op.inputs, args) if x is not None]
