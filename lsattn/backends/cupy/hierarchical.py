@@ -59,7 +59,8 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None, 
     compute dtype) or None; ltot: None, or (..., T) compute dtype, C-contiguous, given the rows' log
     den (the partials of packed streams). Returns log y (..., T, d_v) in the inputs' dtype, or with
     ``wide`` in float32 (16-bit inputs under autograd: the backward needs log y to float32 accuracy);
-    ``keep``: ``(log y, slots)``, the call's :func:`slots` with its chunk ``CH`` (kept for the backward).
+    ``keep``: ``(log y, slots)``, the call's :func:`slots` with its chunk ``CH`` (kept for the backward),
+    and with ``wide`` log y in the inputs' dtype too, ``slots.narrow`` (the same kernel's stores: no cast).
     """
     xp = ops.xp
     cfg = config(ta_name(xp, xp.float32 if half else q.dtype), q.shape[-1], lv.shape[-1],
@@ -67,12 +68,14 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None, 
     w = slots(ops, cfg, q, k, lv, lam, a, p, old)
     wide = bool(wide and half)
     out = xp.empty((w.BH, w.T, w.DV), dtype=xp.float32 if wide else q.dtype)
+    narrow = xp.empty((w.BH, w.T, w.DV), dtype=q.dtype) if wide and keep else None
     ops.hi_read(cfg, w.q3, w.lam3, w.a2, w.lden, w.lnum, w.msnap, w.wz, w.wn, w.wS, out, w.T, w.DK, w.DV, w.L, p, w.F,
                 w.n, w.n_old, w.NLC, w.alo, w.BH, ltot=None if ltot is None else xp.reshape(ltot, (w.BH, w.T)),
-                wide=wide)
+                wide=wide, narrow=narrow)
     out = xp.reshape(out, w.batch + (w.T, w.DV))
     if keep:
         w.CH = cfg.CH
+        w.narrow = None if narrow is None else xp.reshape(narrow, w.batch + (w.T, w.DV))
         return out, w
     return out
 

@@ -146,7 +146,8 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, 
 def keep(w):
     """What the backward reads of the forward's slots ``w`` (``hierarchical.compute(keep=True)``):
     ``w`` without the inputs' views, hi_intra's ``lnum`` and the slots' ``wm`` (``O(T d_v)`` less)."""
-    return types.SimpleNamespace(**dict(vars(w), q3=None, k3=None, lv3=None, lam3=None, a2=None, lnum=None, wm=None))
+    return types.SimpleNamespace(**dict(vars(w), q3=None, k3=None, lv3=None, lam3=None, a2=None, lnum=None, wm=None,
+                                        narrow=None))
 
 
 @functools.lru_cache(maxsize=None)
@@ -169,9 +170,11 @@ def _function():
                     (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, old)
                     y, w = _hi.compute(ops, qc, kc, lvc, lamc, ac, p, oldc, CH, keep=True)
                 out = back(y, "")
+                # 16-bit: the caller's output as hi_read stored it beside log y (rounded as a cast would: no cast)
+                res = out if w.narrow is None else back(w.narrow, half)
             ctx.save_for_backward(q, k, lv, lam, a, out)
             ctx.old, ctx.chunk_size, ctx.p, ctx.kept = old, chunk_size, p, keep(w)
-            return out.to(q.dtype)
+            return res
 
         @staticmethod
         def backward(ctx, do):
