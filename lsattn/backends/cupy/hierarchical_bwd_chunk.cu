@@ -25,6 +25,17 @@ constexpr int HIB_SBUF = DKP * HIB_SLD + 2 * DKP + DVP;
 constexpr int HIB_SFREE = 3 * CH * HIB_XLD + HIB_FREG + CH * HIB_VLD;
 constexpr int HIB_SNB = 2 * HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE ? 2 : 1;
 static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
+// hib_dkdv's dk and dlv summed over the right blocks in registers (the bf16 mma tiles' accumulator layout: rows g, g + 8,
+// columns 2t, 2t + 1 of a 16 x 8 tile), read from and stored to their shared rows once: those rows' stride (DKP + 1)
+// puts lanes (g, t) on banks g + 2t, a 4-way conflict that the per-block read-modify-write paid every right block.
+// The same fma per element in the same order: bit-equal. Where a warp's tiles fit in 8 + 8 registers.
+#ifndef HIB_DKR
+#if HIB_TC && CH * DKP <= 2048 && CH * DVP <= 2048
+#define HIB_DKR 1
+#else
+#define HIB_DKR 0
+#endif
+#endif
 #ifndef HIB_UNB  // hib_dkdv's U buffers: two where shared memory allows (the host's Config.hib_unb), else one
 #define HIB_UNB 2
 #endif
@@ -718,6 +729,26 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     // then read as the k-major B of (B U'') and the n-major B of (E U''^T). Two barriers per R (three with one buffer):
     // U in and the previous R's products done; U'', B^T, Z stored.
     if (HIB_UNB == 2 && lq) hib_copy_tile(UB, U + block_of(lq) * DK * DV, DK, DV), cp_async_commit();
+#if HIB_DKR
+    constexpr int W8 = NT / 32, NKT = (CH / 16) * (DKP / 8), NVT = (CH / 16) * (DVP / 8);
+    constexpr int PK = (NKT + W8 - 1) / W8, PV = (NVT + W8 - 1) / W8;
+    const int warp = tid >> 5, g8 = (tid & 31) >> 2, t4 = tid & 3;
+    float ak[PK][4], av[PV][4];  // tile p of this warp: x = warp + p W8 (hib_prod's order), element e at (r(e), c(e))
+    auto rr = [&](int m0, int e) { return m0 + g8 + 8 * (e >> 1); };
+    auto cc = [&](int n0, int e) { return n0 + 2 * t4 + (e & 1); };
+#pragma unroll
+    for (int p = 0; p < PK; ++p) {
+        const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ak[p][e] = x < NKT ? DKs[rr(m0, e) * HIB_KLD + cc(n0, e)] : 0.f;
+    }
+#pragma unroll
+    for (int p = 0; p < PV; ++p) {
+        const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) av[p][e] = x < NVT ? DVs[rr(m0, e) * HIB_VLD + cc(n0, e)] : 0.f;
+    }
+#endif
     for (int lp = lq, h = 0; lp; lp = lq, ++h) {
         const i64 o = block_of(lp);
         lq = next_lp(lp + 1);
@@ -742,14 +773,57 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
             Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
         }
         __syncthreads();
+#if HIB_DKR
+#pragma unroll
+        for (int p = 0; p < PK; ++p) {  // dk_si += B_si ((E U''^T)_si - Z_i)
+            const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+            if (x >= NKT) continue;
+            float c[4] = {0.f, 0.f, 0.f, 0.f};
+            hib_mma_tile<DVP, true>(c, Vpt, HIB_TCL, U_, HIB_SLD, m0, n0);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int s = rr(m0, e), i = cc(n0, e);
+                ak[p][e] = fma(Bt[i * HIB_TCL + s], c[e] - Zs[i], ak[p][e]);
+            }
+        }
+#pragma unroll
+        for (int p = 0; p < PV; ++p) {  // dlv_sj += E_sj (B U'')_sj
+            const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
+            if (x >= NVT) continue;
+            float c[4] = {0.f, 0.f, 0.f, 0.f};
+            hib_mma_tile<DKP>(c, Bt, HIB_TCL, U_, HIB_SLD, m0, n0);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int s = rr(m0, e), c2 = cc(n0, e);
+                av[p][e] = fma(Vpt[c2 * HIB_TCL + s], c[e], av[p][e]);
+            }
+        }
+#else
         hib_prod<CH, DKP, DVP, true>(Vpt, HIB_TCL, U_, HIB_SLD, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
             DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
         });
         hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, U_, HIB_SLD, [&](int s, int c2, ta v) {  // dlv_sj += E_sj (B U'')_sj
             DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
         });
+#endif
         gap += gt[o];
     }
+#if HIB_DKR  // (each element this thread's alone: stored before the barrier that the stores below read after)
+#pragma unroll
+    for (int p = 0; p < PK; ++p) {
+        const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+            if (x < NKT) DKs[rr(m0, e) * HIB_KLD + cc(n0, e)] = ak[p][e];
+    }
+#pragma unroll
+    for (int p = 0; p < PV; ++p) {
+        const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+            if (x < NVT) DVs[rr(m0, e) * HIB_VLD + cc(n0, e)] = av[p][e];
+    }
+#endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int s = idx / DKP, i = idx % DKP;
