@@ -5,7 +5,7 @@ leaves q, k, v, ``loss = out.float().square().mean()``).
 
     python benchmarks/device/hier_step_s16d17.py warm
         # compiles what ``times`` uses (B=H=1: fwd+bwd and the no-grad forward, bf16 16K and fp32 8K)
-    python benchmarks/device/hier_step_s16d17.py times bf16:16384 fp32:8192 [--budget S]
+    python benchmarks/device/hier_step_s16d17.py times bf16:16384 fp32:8192 [--budget S] [--no-prof] [--no-spans]
         # per spec: (1) interleaved (bench_gpu_hierarchical.interleaved_times, the table's timing) fwd+bwd and no-grad
         # fwd of ours with the checks deferred ("new": _nonfinite.DEFER, the tree's default), ours with them made at
         # the call's start ("eager": main's order; both with the tree's other changes), torch SDPA; fp32 also the
@@ -123,14 +123,15 @@ def main():
     specs = [(s.split(":")[0], int(s.split(":")[1])) for s in sys.argv[2:] if ":" in s]
     tdir = os.environ.get("OUT", "/tmp")
     t0 = time.perf_counter()
+    pieces = (ab,) if "--no-prof" in sys.argv else (ab, prof)
     for tag, T in specs:
-        for piece in (ab, prof):
+        for piece in pieces:
             try:
                 piece(tag, T, budget if piece is ab else tdir)
             except Exception as exc:  # noqa: BLE001  (reported; the next piece runs)
                 print(f"T={T} {tag} {piece.__name__} failed: {type(exc).__name__}: {exc}", flush=True)
         print(f"-- {tag}:{T} done at {time.perf_counter() - t0:.1f} s", flush=True)
-    for flag in (True, False):
+    for flag in (True, False) if "--no-spans" not in sys.argv else ():
         _nonfinite.DEFER = flag
         print(f"hostspans, checks {'deferred' if flag else 'eager'}:", flush=True)
         hp.hostspans(specs)
