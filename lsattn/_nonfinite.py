@@ -47,6 +47,7 @@ import dataclasses
 import math
 import sys
 import threading
+import weakref
 
 import array_api_compat
 import numpy as np
@@ -178,13 +179,18 @@ class Deferred:
     on an H200's host, ``benchmarks/NOTES.md``, s15f17 / s16d17). Its reads wait on an event recorded when the
     call began (the inputs' producers), not on the kernels queued since; the answer is then waited for at once
     (the reads run beside the call's kernels). Arrays not at one flat stride take the reductions, which then
-    run after those kernels on the caller's stream."""
+    run after those kernels on the caller's stream. An implementation may make it earlier, after its first
+    kernel's launch (:func:`launch_pending`): the checks' host work then overlaps that kernel, and the answer
+    is ready when the prologue asks."""
 
     def __init__(self, make):
         self._make, self._got = make, None
+        _PENDING.latest = weakref.ref(self)  # (weak: a call that raised keeps no inputs alive)
 
     def _checked(self):
         if self._got is None:
+            if getattr(_PENDING, "latest", None) is not None and _PENDING.latest() is self:
+                _PENDING.latest = None
             self._got = self._make()
         return self._got
 
@@ -196,6 +202,21 @@ class Deferred:
     def own_off(self):
         return self._checked().own_off
 
+
+_PENDING = threading.local()  # the thread's latest Deferred not yet made (a weak reference)
+
+
+def launch_pending():
+    """Make the reads of this thread's latest :class:`Deferred` now, if it has not been (without waiting for
+    them): ``loglinear_log_attention``'s CuPy implementation calls it right after its first kernel's launch."""
+    ref = getattr(_PENDING, "latest", None) if EARLY else None
+    d = None if ref is None else ref()
+    if d is not None:
+        d._checked()
+
+
+#: :func:`launch_pending` makes the pending checks (False: they wait for the prologue's first access; timing A/B)
+EARLY = True
 
 #: ``checks(defer=True)`` (implementations with ``defer_checks``: ``loglinear_log_attention`` on the CuPy
 #: kernels) defers its work; False: made at the call's start as for every other implementation (timing A/B)

@@ -729,6 +729,29 @@ def test_gpu_side_stream_checks_order_and_reuse(where):
                 assert _nonfinite.checks(op, [y[:1], y], None, xp, defer=True).finite
 
 
+def test_deferred_checks_made_once():
+    """``_nonfinite.Deferred`` (``loglinear_log_attention``'s CuPy calls): made once, by ``launch_pending`` (the
+    implementation, after its first launch; only the thread's latest, only while EARLY) or at the first access,
+    whichever comes first; nothing kept alive for a call that never asked."""
+    made = []
+
+    def make(tag):
+        return lambda: (made.append(tag), _nonfinite._Answer(tag != "bad"))[1]
+
+    first = _nonfinite.Deferred(make("first"))
+    _nonfinite.launch_pending()
+    assert made == ["first"] and first.finite and made == ["first"]
+    late = _nonfinite.Deferred(make("bad"))
+    with mock.patch.object(_nonfinite, "EARLY", False):
+        _nonfinite.launch_pending()
+    assert made == ["first"] and not late.finite and made == ["first", "bad"]
+    _nonfinite.launch_pending()  # (the latest was made already: nothing)
+    gone = _nonfinite.Deferred(make("gone"))
+    del gone
+    _nonfinite.launch_pending()
+    assert made == ["first", "bad"]
+
+
 def test_kernel_checks_host_side():
     """``_nonfinite.KERNEL``'s host pieces without a GPU: which arrays the one-launch kernel reads at one
     flat stride (contiguous, a level axis's first entries; not transposed or broadcast views), and the

@@ -7,8 +7,9 @@ leaves q, k, v, ``loss = out.float().square().mean()``).
         # compiles what ``times`` uses (B=H=1: fwd+bwd and the no-grad forward, bf16 16K and fp32 8K)
     python benchmarks/device/hier_step_s16d17.py times bf16:16384 fp32:8192 [--budget S] [--no-prof] [--no-spans]
         # per spec: (1) interleaved (bench_gpu_hierarchical.interleaved_times, the table's timing) fwd+bwd and no-grad
-        # fwd of ours with the checks deferred ("new": _nonfinite.DEFER, the tree's default), ours with them made at
-        # the call's start ("eager": main's order; both with the tree's other changes), torch SDPA; fp32 also the
+        # fwd of ours with the checks deferred and made after hi_intra's launch ("new": _nonfinite.DEFER, EARLY, the
+        # tree's default), deferred to the prologue's access ("late": EARLY False, request 1's), made at the call's
+        # start ("eager": main's order; all with the tree's other changes), torch SDPA; fp32 also the
         # array-API path's fwd+bwd (2 rounds); (2) hier_prof_s14g17's clocks (7 unprofiled steps) and torch.profiler
         # of one step: kernels per phase, GPU idle before the first op and between ops, the first 60 GPU ops'
         # timeline (host launch, GPU start, duration); (3) hier_prof_s14g17.hostspans (host clock per stage of the
@@ -32,13 +33,13 @@ from lsattn import _nonfinite  # noqa: E402
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def deferred(flag, f):
+def deferred(flag, f, early=True):
     def run():
-        _nonfinite.DEFER = flag
+        _nonfinite.DEFER, _nonfinite.EARLY = flag, early
         try:
             return f()
         finally:
-            _nonfinite.DEFER = True
+            _nonfinite.DEFER = _nonfinite.EARLY = True
     return run
 
 
@@ -54,11 +55,13 @@ def ab(tag, T, budget):
     fn, xs = calls["hier"]
     sfn, sxs = calls["sdpa"]
     train = _train(torch, fn, xs)
-    fns = {"train new": deferred(True, train), "train eager": deferred(False, train)}
+    fns = {"train new": deferred(True, train), "train late": deferred(True, train, False),
+           "train eager": deferred(False, train)}
     if tag == "bf16":
         fns["train sdpa"] = _train(torch, sfn, sxs)
     got = interleaved_times(fns, reps=40, budget_s=budget)
-    fwd = {"fwd new": deferred(True, nograd(fn, xs)), "fwd eager": deferred(False, nograd(fn, xs))}
+    fwd = {"fwd new": deferred(True, nograd(fn, xs)), "fwd late": deferred(True, nograd(fn, xs), False),
+           "fwd eager": deferred(False, nograd(fn, xs))}
     if tag == "bf16":
         fwd["fwd sdpa"] = nograd(sfn, sxs)
     got.update(interleaved_times(fwd, reps=40, budget_s=budget / 3))
@@ -66,8 +69,9 @@ def ab(tag, T, budget):
         f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in got.items()), flush=True)
     if tag == "bf16":
         for m in ("train", "fwd"):
-            print(f"T={T} {tag} {m} ours / SDPA: new {got[m + ' new'] / got[m + ' sdpa']:.3f}, eager "
-                  f"{got[m + ' eager'] / got[m + ' sdpa']:.3f}", flush=True)
+            print(f"T={T} {tag} {m} ours / SDPA: new {got[m + ' new'] / got[m + ' sdpa']:.3f}, late "
+                  f"{got[m + ' late'] / got[m + ' sdpa']:.3f}, eager {got[m + ' eager'] / got[m + ' sdpa']:.3f}",
+                  flush=True)
     if tag == "fp32":
         lw, a = calls["hier_extra"]
         api = _train(torch, lambda q, k, v: lsattn.loglinear_log_attention(q, k, v, lw, log_decay=a, backend="array_api"),
@@ -83,7 +87,8 @@ def ab(tag, T, budget):
             e1.synchronize()
             ts.append(e0.elapsed_time(e1))
         print(f"T={T} fp32 fwd+bwd array-API {statistics.median(ts):.3f} ms: / new {statistics.median(ts) / got['train new']:.1f}x"
-              f", / eager {statistics.median(ts) / got['train eager']:.1f}x", flush=True)
+              f", / late {statistics.median(ts) / got['train late']:.1f}x, / eager {statistics.median(ts) / got['train eager']:.1f}x",
+              flush=True)
     del calls, fn, xs, sxs, fns, fwd
     torch.cuda.empty_cache()
 

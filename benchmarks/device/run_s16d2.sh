@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Session 16, branch s16d17 (issue 17), request 2: hib_dkdv's dk, dlv in registers from the chunk's pair products on
 # (HIB_DKR, extended from request 1's right blocks only) and its E^T formed by columns (HIB_ETM), both bit-equal by
-# construction; the final tree's training step against SDPA and main's order of the checks.
+# construction; the deferred checks made right after hi_intra's launch (_nonfinite.launch_pending: their host work
+# beside hi_intra, the answer ready by the call's end); the final tree's training step against SDPA and the checks'
+# other orders (late: request 1's, at the prologue's access; eager: main's, before the kernels).
 #   OUT=... bash benchmarks/device/run_s16d2.sh tests   (<= 100 s, beside the other helpers' tests): the hierarchical GPU
 #       tests (16-bit backward and training forward, the float32 / float64 backward property test, the forward's
 #       reference / stream / 16-bit tests with the deferred checks, the automatic dispatch), memcheck and racecheck of
 #       hib_dkdv (hier_bwd_small.py), the builds the timings need
 #   OUT=... bash benchmarks/device/run_s16d2.sh times   (<= 40 s, alone): hier_dkdv_s16d17.py kab 16384 main,etm0,new
 #       (bit-equality against main's hib_dkdv), then hier_step_s16d17.py times bf16:16384 bf16:32768 fp32:8192 --no-prof
-#       (interleaved ours deferred / eager / SDPA, the fp32 array-API ratio), then the 16K bf16 profile
+#       (interleaved ours new / late / eager / SDPA, the fp32 array-API ratio), then the 16K bf16 profile
 # Results and logs: $OUT/s16d2_<mode>.tgz
 set -u
 NAME=s16d2_$1; . benchmarks/device/setup.sh

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..._chunktree import chunk_layout
 from ...hierarchical import OP, _advance_state, _make_state
+from ..._nonfinite import launch_pending
 from ...state import State
 from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name, widen
 from ._compile import SMEM_MAX, Config, _pad_dim
@@ -116,6 +117,7 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
     lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
     gch = xp.empty((BH, n), dtype=ta_dtype)  # the chunks' total decays
     ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH)
+    launch_pending()  # the prologue's deferred checks, their host work beside hi_intra (the call's longest launch chain)
     gnode = xp.array(gch, copy=True)  # the slots' total decays (a chunk's own until a merge makes it more)
     for d, c0, count in merge_levels(F, n):
         ops.hi_merge(cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH)
