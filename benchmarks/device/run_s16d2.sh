@@ -11,7 +11,8 @@
 #   OUT=... bash benchmarks/device/run_s16d2.sh times   (<= 40 s, alone): hier_dkdv_s16d17.py kab 16384 main,etm0,new
 #       (bit-equality against main's hib_dkdv), then hier_step_s16d17.py times bf16:16384 bf16:32768 fp32:8192 --no-prof
 #       (interleaved ours new / late / eager / SDPA, the fp32 array-API ratio), then the 16K bf16 profile
-# Results and logs: $OUT/s16d2_<mode>.tgz
+# Results and logs: $OUT/s16d2_<mode>.tgz. Ran at 6afa239 (batch 2); HIB_ETM was removed after it (no gain), so its
+# etm0 variant is gone from hier_dkdv_s16d17.py (run kab 16384 main,new).
 set -u
 NAME=s16d2_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0

@@ -38,9 +38,6 @@ static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
 #define HIB_DKR 0
 #endif
 #endif
-#ifndef HIB_ETM  // hib_dkdv's E^T formed by columns (1) or by rows (0, main's; timing A/B)
-#define HIB_ETM 1
-#endif
 #ifndef HIB_UNB  // hib_dkdv's U buffers: two where shared memory allows (the host's Config.hib_unb), else one
 #define HIB_UNB 2
 #endif
@@ -780,11 +777,8 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     static_assert(NT % DKP == 0 && NT % DVP == 0, "hib_dkdv's B^T and V'^T columns per thread");
     __syncthreads();
     const int im = tid % DKP, jw = tid % DVP;
-    // E^T, the same for every R: a warp on consecutive s of one column (HIB_ETM; its stores conflict-free, the lv reads at
-    // stride 65 too; on consecutive columns of one s: banks 4 jj + s, 4-way, 3.2 M excess wavefronts at 16K bf16, ncu)
-    constexpr bool ETM = HIB_ETM && sizeof(ta) == 4;  // (float64: ptxas spilled more with it)
-    for (int idx = tid; idx < CH * DVP; idx += NT) {
-        const int s = ETM ? idx % CH : idx / DVP, jj = ETM ? idx / CH : idx % DVP;
+    for (int idx = tid; idx < CH * DVP; idx += NT) {  // E^T, the same for every R (jj = jw)
+        const int s = idx / DVP, jj = idx % DVP;
         Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
     }
     const ta ecap = ex(HIB_CAP);
