@@ -47,6 +47,7 @@ import dataclasses
 import math
 import sys
 import threading
+import weakref
 
 import array_api_compat
 import numpy as np
@@ -135,14 +136,22 @@ class Checked:
         return self._answer()[1]
 
 
-def checks(op, args, state, xp):
+def checks(op, args, state, xp, defer=False, ready=None):
     """:class:`Checked` of a call's inputs on a CUDA device (CuPy arrays, CUDA torch tensors): every
     array's minimum and maximum stacked and copied to the host in one read, which is not waited for
     here; None for other arrays (``prepare`` and ``undefined_rows`` then read for themselves).
-    args: the inputs in ``op.inputs`` order, as ``prepare`` receives them."""
+    args: the inputs in ``op.inputs`` order, as ``prepare`` receives them. defer (with :data:`DEFER`):
+    only an event recorded on the caller's stream now, the rest at the first access (:class:`Deferred`);
+    ready: that event (``_extrema.Mark``), which the reads wait on instead of the stream's work so far."""
     present = [a for a in args if a is not None] + ([] if state is None else list(state.tensors.values()))
     if not _cuda_checks(xp, present):
         return None
+    torch = sys.modules.get("torch") if array_api_compat.is_torch_namespace(xp) else None
+    if defer and DEFER and KERNEL and (torch is None or present[0].is_cuda):
+        from .backends.cupy._extrema import Mark
+
+        mark = Mark(*_stream_of(torch, present[0]))
+        return Deferred(lambda: checks(op, args, state, xp, ready=mark))
     passes = _passes(op)
     named = [(x, -math.inf if name in passes else None) for (name, _), x in zip(op.inputs, args) if x is not None]
     named += [(t, None) for t in ([] if state is None else state.tensors.values())]
@@ -151,11 +160,10 @@ def checks(op, args, state, xp):
     # level 0 (its own token) is read by every row: its minimum above -inf (not read without rows, or
     # at T = 0 with an empty level axis too)
     own = lam is not None and math.prod(lam.shape) > 0
-    torch = sys.modules.get("torch") if array_api_compat.is_torch_namespace(xp) else None
     bounds = [(low, math.inf) for _, low in named]
     # (tests check CPU torch tensors as CUDA ones: those take the reductions)
     if KERNEL and named and (torch is None or named[0][0].is_cuda):
-        got = _kernel_checks(xp, torch, named, lam[..., 0] if own else None)
+        got = _kernel_checks(xp, torch, named, lam[..., 0] if own else None, ready)
         if got is not None:
             return Checked(got, bounds, own)
     with contextlib.nullcontext() if torch is None else torch.no_grad():  # values only: nothing to record
@@ -163,6 +171,69 @@ def checks(op, args, state, xp):
         every += [_extrema(xp, lam[..., 0], True)] if own else []
         wait = _read(xp, torch.stack(every) if torch is not None else xp.stack(every)) if every else (lambda: np.zeros(0))
     return Checked(wait, bounds, own)
+
+
+class Deferred:
+    """:class:`Checked` made at the first access, by ``make``: the prologue reads ``finite`` after the call's
+    kernels were launched, so the host reaches the first of them without the checks' own host work (~0.25 ms
+    on an H200's host, ``benchmarks/NOTES.md``, s15f17 / s16d17). Its reads wait on an event recorded when the
+    call began (the inputs' producers), not on the kernels queued since; the answer is then waited for at once
+    (the reads run beside the call's kernels). Arrays not at one flat stride take the reductions, which then
+    run after those kernels on the caller's stream. An implementation may make it earlier, after its first
+    kernel's launch (:func:`launch_pending`): the checks' host work then overlaps that kernel, and the answer
+    is ready when the prologue asks."""
+
+    def __init__(self, make):
+        self._make, self._got = make, None
+        _PENDING.latest = weakref.ref(self)  # (weak: a call that raised keeps no inputs alive)
+
+    def _checked(self):
+        if self._got is None:
+            if getattr(_PENDING, "latest", None) is not None and _PENDING.latest() is self:
+                _PENDING.latest = None
+            self._got = self._make()
+        return self._got
+
+    @property
+    def finite(self):
+        return self._checked().finite
+
+    @property
+    def own_off(self):
+        return self._checked().own_off
+
+
+_PENDING = threading.local()  # the thread's latest Deferred not yet made (a weak reference)
+
+
+def launch_pending():
+    """Make the reads of this thread's latest :class:`Deferred` now, if it has not been (without waiting for
+    them): ``loglinear_log_attention``'s CuPy implementation calls it right after its first kernel's launch."""
+    ref = getattr(_PENDING, "latest", None) if EARLY else None
+    d = None if ref is None else ref()
+    if d is not None:
+        d._checked()
+
+
+#: :func:`launch_pending` makes the pending checks (False: they wait for the prologue's first access; timing A/B)
+EARLY = True
+
+#: ``checks(defer=True)`` (implementations with ``defer_checks``: ``loglinear_log_attention`` on the CuPy
+#: kernels) defers its work; False: made at the call's start as for every other implementation (timing A/B)
+DEFER = True
+
+
+def _stream_of(torch, x):
+    """``(device id, raw handle of the current stream)`` of a CUDA torch tensor (``torch``) or CuPy array."""
+    if torch is not None:
+        dev = x.get_device()
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        return dev, (raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream)
+    import cupy
+
+    dev = x.device.id
+    with cupy.cuda.Device(dev):
+        return dev, cupy.cuda.get_current_stream().ptr
 
 
 #: CUDA arrays: every extremum from one kernel launch per dtype reading raw pointers
@@ -173,9 +244,10 @@ def checks(op, args, state, xp):
 KERNEL = True
 
 
-def _kernel_checks(xp, torch, named, own):
+def _kernel_checks(xp, torch, named, own, ready=None):
     """``wait`` of :class:`Checked` from ``lsattn.backends.cupy._extrema`` (each array's minimum and
-    maximum, then ``own``'s minimum), or None when an array is not at one flat stride."""
+    maximum, then ``own``'s minimum), or None when an array is not at one flat stride; ready: as
+    :func:`checks`'."""
     from .backends.cupy import _arrays, _extrema
 
     arrays = [x for x, _ in named] + ([] if own is None else [own])
@@ -185,14 +257,12 @@ def _kernel_checks(xp, torch, named, own):
     import cupy
 
     if torch is not None:
-        dev = arrays[0].get_device()
-        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-        ptr = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
+        dev, ptr = _stream_of(torch, arrays[0])
         stream = _arrays._external_stream(ptr, dev)
     else:
         dev, stream, ptr = arrays[0].device.id, contextlib.nullcontext(), None
     with cupy.cuda.Device(dev), stream:
-        wait = _extrema.extrema(flats, dev, cupy.cuda.get_current_stream().ptr if ptr is None else ptr)
+        wait = _extrema.extrema(flats, dev, cupy.cuda.get_current_stream().ptr if ptr is None else ptr, ready)
     n = len(named)
 
     def values():

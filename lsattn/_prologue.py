@@ -401,7 +401,10 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
     # around a backend that does not compute them (``_ll_packed``) read for themselves in ``prepare``)
     own = off is None and not _grad(present, state) and getattr(chosen.implementation(op.name), "checks_inputs", False)
     one_read = off is None or op.name in chosen.reset_ops or offsets is None
-    checked = (kernel_checks if own else checks)(op, args, state, xp) if one_read else None
+    # (an implementation with ``defer_checks`` gets them made after its launches: ``_nonfinite.Deferred``)
+    defer = off is None and not own and getattr(chosen.implementation(op.name), "defer_checks", False)
+    checked = (kernel_checks(op, args, state, xp) if own else checks(op, args, state, xp, defer=defer)) if one_read \
+        else None
     args0, state0 = args, state
     run_op, finish, kw = op, None, {}
     if off is not None:  # one call over the packed segments: computed by the backend, or rewritten as reset streams

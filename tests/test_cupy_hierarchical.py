@@ -80,11 +80,11 @@ class Emu:
         self._lib(cfg).run_snap(*self._ptrs(cfg, (wm, gnode, msnap)), *ints, self._smem(cfg, "hi_snap"))
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH,
-                ltot=None, wide=False):
+                ltot=None, wide=False, narrow=None):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC)]
-        # wide: out through the kernel's outf (its out pointer null, so a store through it would fault)
-        self._lib(cfg).run_read(*self._ptrs(cfg, (q, lam, a, lden, lnum, msnap, wz, wn, wS, None if wide else out)),
+        # wide: out through the kernel's outf, its out pointer narrow's (null unless given: a store would fault)
+        self._lib(cfg).run_read(*self._ptrs(cfg, (q, lam, a, lden, lnum, msnap, wz, wn, wS, narrow if wide else out)),
                                 *ints, self._s(cfg, alo), ctypes.c_int(BH), ctypes.c_int(wz.shape[1]),
                                 self._smem(cfg, "hi_read"), *self._ptrs(cfg, (ltot, out if wide else None)))
 
@@ -318,8 +318,10 @@ def test_kernels_emulated_row_log_den(emu):
 def test_kernels_emulated_wide_output(emu, emu_tc, which):
     """hi_read's ``outf`` (16-bit inputs under autograd: log y in the compute type): with d_v = 70 (two
     column blocks), an incoming state and -inf at random tokens, the output written through it equals the
-    one written through ``out``, bit for bit (the same values, stored elsewhere)."""
+    one written through ``out``, bit for bit (the same values, stored elsewhere); so does the one written
+    through ``out`` beside it (``narrow``: the 16-bit caller's output, here in the compute type)."""
     ops = emu if which == "ffma" else emu_tc
+    beside = []
 
     class Wide:
         xp = np
@@ -328,7 +330,9 @@ def test_kernels_emulated_wide_output(emu, emu_tc, which):
             return getattr(ops, name)
 
         def hi_read(self, *args, **kw):
-            return ops.hi_read(*args, **dict(kw, wide=True))
+            narrow = np.full_like(args[10], np.nan) if beside == [] else None  # (the second call: outf alone)
+            beside.append(narrow)
+            return ops.hi_read(*args, **dict(kw, wide=True, narrow=narrow))
 
     p = 21
     arrays = _with_neg_inf(make(14, (2,), p + 75, 4, 70, decay="mixed", weights="off"), np.random.default_rng(14))
@@ -338,8 +342,10 @@ def test_kernels_emulated_wide_output(emu, emu_tc, which):
     old = tuple(np.ascontiguousarray(state.tensors[x], dtype=np.float32) for x in ("m", "n", "S", "z"))
     cur = [np.ascontiguousarray(x) for x in _sl(arrays, p, p + 75)]
     want = chi.compute(ops, *cur, p, old, 16)
-    got = chi.compute(Wide(), *cur, p, old, 16)
-    np.testing.assert_array_equal(got, want)
+    for _ in range(2):
+        got = chi.compute(Wide(), *cur, p, old, 16)
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(beside[0].reshape(want.shape), want)
 
 
 def test_kernels_emulated_deep_chunk_tree(emu):

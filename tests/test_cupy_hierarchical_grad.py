@@ -281,11 +281,13 @@ def test_backward_emulated_split_blocks(emu_bwd, monkeypatch, dtype, T, P, pmin,
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
-@pytest.mark.parametrize("dtype,decay,P", [("float64", "moderate", 0), ("float32", "none", 0), ("float64", "mixed", 21)])
-def test_autograd_function_emulated(emu_bwd, monkeypatch, dtype, decay, P):
+@pytest.mark.parametrize("dtype,decay,P,frozen", [("float64", "moderate", 0, False), ("float32", "none", 0, False),
+                                                   ("float64", "mixed", 21, False), ("float32", "moderate", 0, True)])
+def test_autograd_function_emulated(emu_bwd, monkeypatch, dtype, decay, P, frozen):
     """The torch autograd Function (``hierarchical_bwd.apply``) on CPU torch tensors with the emulated
     kernels (its ``on_gpu`` replaced): the plumbing (inputs widened, saved tensors, no decay, an
-    incoming state that does not require grad, gradients in the inputs' dtype) equals the oracle."""
+    incoming state that does not require grad, gradients in the inputs' dtype) equals the oracle;
+    ``frozen``: level weights and decay without grad (none returned, the decay's sums skipped)."""
     torch = pytest.importorskip("torch")
     import contextlib
 
@@ -302,13 +304,16 @@ def test_autograd_function_emulated(emu_bwd, monkeypatch, dtype, decay, P):
     if P:
         _, state = lsattn.loglinear_log_attention(*pre[:4], log_decay=pre[4], return_state=True, backend="array_api")
         old = tuple(torch.tensor(np.asarray(state.tensors[x], dtype)) for x in ("m", "n", "S", "z"))
-    xs = [None if x is None else torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=True) for x in cur]
+    xs = [None if x is None else torch.tensor(x, dtype=getattr(torch, dtype), requires_grad=not (frozen and i > 2))
+          for i, x in enumerate(cur)]
     do = np.random.default_rng(5).standard_normal((2, 40, 2))
     out = chb.apply(*xs, old, 16, P)
     assert out.dtype == getattr(torch, dtype)
     out.backward(torch.tensor(do, dtype=out.dtype))
-    got = [x.grad.double().numpy() for x in xs if x is not None]
-    assert all(x.grad.dtype == x.dtype for x in xs if x is not None)
+    got = [x.grad.double().numpy() for x in xs if x is not None and x.requires_grad]
+    assert all(x.grad.dtype == x.dtype for x in xs if x is not None and x.requires_grad)
+    assert all(x.grad is None for x in xs if x is not None and not x.requires_grad)
+    assert len(got) == (3 if frozen else 4 + (cur[4] is not None))
     want, _ = grad_oracle(torch, cur, do, prefix=pre if P else None)
     check_grads(got, want, do, GRAD_TOL[dtype], f"{dtype} P={P}", 40)
 

@@ -712,6 +712,44 @@ def test_gpu_side_stream_checks_order_and_reuse(where):
                 assert not b1.busy and not b2.busy
                 again = _nonfinite.checks(op, [y[:1], z], None, xp)  # the buffers free (and large enough): reused
                 assert _extrema._SIDE.by_device[dev] is b2 and not again.finite
+            # deferred (``_nonfinite.Deferred``): made at the first access, after more work was queued (the call's
+            # kernels), its reads still see the NaN written just before the call (they wait on the call's start)
+            x2 = torch.randn(2048, 2048, device="cuda")
+            for _ in range(4):
+                x2 = torch.tanh(x2 @ x2)
+            x2[5, 3] = math.nan
+            x2 = cp.asarray(x2) if where == "cupy" else x2
+            with mock.patch.object(_nonfinite, "KERNEL", True):
+                late = _nonfinite.checks(op, [x2, y], None, xp, defer=True)
+                assert isinstance(late, _nonfinite.Deferred)
+                u = torch.randn(2048, 2048, device="cuda")
+                for _ in range(4):
+                    u = torch.tanh(u @ u)
+                assert not late.finite and not late.own_off
+                assert _nonfinite.checks(op, [y[:1], y], None, xp, defer=True).finite
+
+
+def test_deferred_checks_made_once():
+    """``_nonfinite.Deferred`` (``loglinear_log_attention``'s CuPy calls): made once, by ``launch_pending`` (the
+    implementation, after its first launch; only the thread's latest, only while EARLY) or at the first access,
+    whichever comes first; nothing kept alive for a call that never asked."""
+    made = []
+
+    def make(tag):
+        return lambda: (made.append(tag), _nonfinite._Answer(tag != "bad"))[1]
+
+    first = _nonfinite.Deferred(make("first"))
+    _nonfinite.launch_pending()
+    assert made == ["first"] and first.finite and made == ["first"]
+    late = _nonfinite.Deferred(make("bad"))
+    with mock.patch.object(_nonfinite, "EARLY", False):
+        _nonfinite.launch_pending()
+    assert made == ["first"] and not late.finite and made == ["first", "bad"]
+    _nonfinite.launch_pending()  # (the latest was made already: nothing)
+    gone = _nonfinite.Deferred(make("gone"))
+    del gone
+    _nonfinite.launch_pending()
+    assert made == ["first", "bad"]
 
 
 def test_kernel_checks_host_side():

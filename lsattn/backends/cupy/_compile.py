@@ -476,12 +476,14 @@ class CupyOps:
                   (i(DK), l(p), l(F), i(n), i(n_old), i(NLC), i(wm.shape[1])))
 
     def hi_read(self, cfg, q, lam, a, lden, lnum, msnap, wz, wn, wS, out, T, DK, DV, L, p, F, n, n_old, NLC, alo, BH,
-                ltot=None, wide=False):
+                ltot=None, wide=False, narrow=None):
         """ltot: (BH, T) compute dtype, the rows' log den (the partials of packed streams), or None; wide: out
-        is in the compute dtype whatever the inputs' (16-bit inputs under autograd)."""
+        is in the compute dtype whatever the inputs' (16-bit inputs under autograd); narrow (with wide): the
+        same output in the inputs' dtype too, or None."""
         i, l = self._i, self._l
         nrb = -(-DV // 64)  # HI_RW value columns per block
-        self._raw("hierarchical", cfg, "hi_read", (n * nrb, BH), (q, lam, a, lden, lnum, msnap, wz, wn, wS, out),
+        self._raw("hierarchical", cfg, "hi_read", (n * nrb, BH),
+                  (q, lam, a, lden, lnum, msnap, wz, wn, wS, narrow if wide else out),
                   (i(T), i(DK), i(DV), i(L), l(p), l(F), i(n), i(n_old), i(NLC), self._s(cfg, alo), i(wz.shape[1]),
                    i(nrb)), (ltot, out if wide else None))
 

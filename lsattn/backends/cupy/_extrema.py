@@ -154,14 +154,36 @@ def flat(x):
 SIDE = True
 
 
-def extrema(arrays, device_id, stream=None):
+class Mark:
+    """An event recorded now on the stream ``ptr`` (raw handle) of ``device_id``: reads launched later
+    (``extrema(ready=)``) wait on it, i.e. on the work queued before it, not on what was queued since."""
+
+    def __init__(self, device_id, ptr):
+        import cupy
+
+        rt = cupy.cuda.runtime
+        with cupy.cuda.Device(device_id):
+            self.event = rt.eventCreateWithFlags(2)  # cudaEventDisableTiming
+            rt.eventRecord(self.event, ptr)
+
+    def __del__(self):
+        try:  # (a stream still waiting on it keeps what it needs: CUDA frees it after)
+            import cupy
+
+            cupy.cuda.runtime.eventDestroy(self.event)
+        except Exception:  # noqa: BLE001  (interpreter shutdown)
+            pass
+
+
+def extrema(arrays, device_id, stream=None, ready=None):
     """``() -> (len(arrays), 2) float64 NumPy``: each array's (min, max), NaN for both when it holds a
     NaN, (+inf, -inf) when empty; ``arrays``: :func:`flat` tuples on ``device_id``, computed on CuPy's
     current stream and copied to pinned host memory without waiting (the function waits).
     stream: the raw handle of the caller's stream (CuPy's current one): with :data:`SIDE`, the reads run on
-    a side stream after the work queued on it so far (:func:`_side_extrema`)."""
+    a side stream after the work queued on it so far (:func:`_side_extrema`), or with ``ready`` (a :class:`Mark` of
+    that stream) after the work queued before the mark (without the side stream: after all of it)."""
     if stream is not None and SIDE:
-        got = _side_extrema(arrays, device_id, stream)
+        got = _side_extrema(arrays, device_id, stream, ready)
         if got is not None:
             return got
     import cupy
@@ -258,10 +280,11 @@ class _Buffers:
             pass
 
 
-def _side_extrema(arrays, device_id, stream):
+def _side_extrema(arrays, device_id, stream, ready=None):
     """:func:`extrema` on the side stream: an event recorded on ``stream`` (the inputs' producers are queued
-    before it), the side stream waiting on it, one prebuilt launch per dtype group (pointers set per call),
-    one asynchronous copy to pinned memory, an event; None where the driver's launch is not reachable."""
+    before it; or ``ready``'s, recorded earlier), the side stream waiting on it, one prebuilt launch per dtype
+    group (pointers set per call), one asynchronous copy to pinned memory, an event; None where the driver's
+    launch is not reachable."""
     import cupy
 
     from ._rawlaunch import raw_launch
@@ -290,8 +313,9 @@ def _side_extrema(arrays, device_id, stream):
             buf.launches[key] = fn
         plans.append((fn, [arrays[i][0] for i in part] + [0] * (MAXA - len(part))))
     side = buf.stream
-    rt.eventRecord(buf.ready, stream)
-    rt.streamWaitEvent(side, buf.ready, 0)
+    if ready is None:
+        rt.eventRecord(buf.ready, stream)
+    rt.streamWaitEvent(side, buf.ready if ready is None else ready.event, 0)
     for fn, ptrs in plans:
         fn(side, *ptrs)
     rt.memcpyAsync(buf.host.ctypes.data, buf.dev.ptr, 8 * size, 2, side)  # cudaMemcpyDeviceToHost
@@ -323,4 +347,4 @@ def reduce_twin(partials):
         return np.stack([partials[:, :, 0].min(axis=1), partials[:, :, 1].max(axis=1)], axis=1)
 
 
-__all__ = ["extrema", "flat", "reduce_twin", "MAXA", "NT"]
+__all__ = ["extrema", "flat", "reduce_twin", "Mark", "MAXA", "NT"]

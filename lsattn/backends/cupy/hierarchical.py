@@ -24,6 +24,7 @@ import numpy as np
 
 from ..._chunktree import chunk_layout
 from ...hierarchical import OP, _advance_state, _make_state
+from ..._nonfinite import launch_pending
 from ...state import State
 from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name, widen
 from ._compile import SMEM_MAX, Config, _pad_dim
@@ -59,7 +60,8 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None, 
     compute dtype) or None; ltot: None, or (..., T) compute dtype, C-contiguous, given the rows' log
     den (the partials of packed streams). Returns log y (..., T, d_v) in the inputs' dtype, or with
     ``wide`` in float32 (16-bit inputs under autograd: the backward needs log y to float32 accuracy);
-    ``keep``: ``(log y, slots)``, the call's :func:`slots` with its chunk ``CH`` (kept for the backward).
+    ``keep``: ``(log y, slots)``, the call's :func:`slots` with its chunk ``CH`` (kept for the backward),
+    and with ``wide`` log y in the inputs' dtype too, ``slots.narrow`` (the same kernel's stores: no cast).
     """
     xp = ops.xp
     cfg = config(ta_name(xp, xp.float32 if half else q.dtype), q.shape[-1], lv.shape[-1],
@@ -67,12 +69,14 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None, 
     w = slots(ops, cfg, q, k, lv, lam, a, p, old)
     wide = bool(wide and half)
     out = xp.empty((w.BH, w.T, w.DV), dtype=xp.float32 if wide else q.dtype)
+    narrow = xp.empty((w.BH, w.T, w.DV), dtype=q.dtype) if wide and keep else None
     ops.hi_read(cfg, w.q3, w.lam3, w.a2, w.lden, w.lnum, w.msnap, w.wz, w.wn, w.wS, out, w.T, w.DK, w.DV, w.L, p, w.F,
                 w.n, w.n_old, w.NLC, w.alo, w.BH, ltot=None if ltot is None else xp.reshape(ltot, (w.BH, w.T)),
-                wide=wide)
+                wide=wide, narrow=narrow)
     out = xp.reshape(out, w.batch + (w.T, w.DV))
     if keep:
         w.CH = cfg.CH
+        w.narrow = None if narrow is None else xp.reshape(narrow, w.batch + (w.T, w.DV))
         return out, w
     return out
 
@@ -113,6 +117,7 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
     lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
     gch = xp.empty((BH, n), dtype=ta_dtype)  # the chunks' total decays
     ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH)
+    launch_pending()  # the prologue's deferred checks, their host work beside hi_intra (the call's longest launch chain)
     gnode = xp.array(gch, copy=True)  # the slots' total decays (a chunk's own until a merge makes it more)
     for d, c0, count in merge_levels(F, n):
         ops.hi_merge(cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH)
@@ -220,6 +225,11 @@ def forward(q, k, log_v, log_level_weights, log_decay, state, return_state, *, c
         if not return_state:
             return out, None
         return out, _back_state(new_state(xp, args[1], args[2], a, old, p, half), back)
+
+
+#: the prologue's finiteness checks made after this call's launches (``lsattn._nonfinite.Deferred``): its host work
+#: no longer delays ``hi_intra`` (each timed call starts on an empty queue)
+forward.defer_checks = True
 
 
 def new_state(xp, k, lv, a, old, p, half=""):

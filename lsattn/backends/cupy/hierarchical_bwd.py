@@ -83,7 +83,7 @@ def fits(ta, DK, DV):
     return max(config(ta, DK, DV, 16).smem(k) for k in _KERNELS) <= SMEM_MAX
 
 
-def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, kept=None, half=""):
+def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, kept=None, half="", da=True):
     """Gradients of a call for the output gradient ``do``.
 
     q, k (..., T, d_k), lv, do (..., T, d_v), lam (..., T, L), a (..., T) or None: arrays of ``ops.xp``
@@ -94,8 +94,9 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, 
     take no gradient (masked in the kernels). ``tc``: the products on bf16 tensor cores (float32
     compute of bfloat16 callers: the gradients within the bfloat16 bound, not float32's). kept: the
     forward's slots at this variant's chunk (:func:`keep`), or None: recomputed (16-bit inputs on the
-    forward's 16-bit kernels). Returns (dq, dk, dlv in the inputs' dtype; dlam, da or None in the compute
-    dtype), shaped as the inputs."""
+    forward's 16-bit kernels). da: False when the decay's gradient is not wanted (None, and not summed
+    in the kernels). Returns (dq, dk, dlv in the inputs' dtype; dlam, da or None in the compute dtype),
+    shaped as the inputs."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, half)
     cfg = config(ta_name(xp, ta_dtype), q.shape[-1], lv.shape[-1], chunk_size, tc, half)
     if kept is not None and kept.CH == cfg.CH:  # the forward's, with the inputs' views the kernels read
@@ -112,7 +113,8 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, 
     dlam = (xp.zeros if L > LMAX else xp.empty)((BH, T, L), dtype=ta_dtype)  # (hib_dq writes levels < LMAX)
     Pg, Dg = xp.empty((BH, T, cfg.CH), dtype=ta_dtype), xp.empty((BH, T, cfg.CH), dtype=ta_dtype)  # the chunks' pairs
     Fg = xp.empty((BH, T), dtype=ta_dtype)  # 1 on the rows whose pairs took the exact path
-    dsum = None if a is None else xp.empty((BH, T), dtype=ta_dtype)  # sum_i dq_ti - sum_i dk_ti (hib_dq, hib_dkdv)
+    want_da, da = a is not None and da, None
+    dsum = xp.empty((BH, T), dtype=ta_dtype) if want_da else None  # sum_i dq_ti - sum_i dk_ti (hib_dq, hib_dkdv)
     ops.hib_dq(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, w.lden, w.msnap, w.wz, w.wn, w.wS, lden, dq, dlam,
                Pg, Dg, Fg, dsum, T, DK, DV, L, p, w.F, n, w.n_old, w.NLC, w.alo, BH)
     # right block r0 at r0 - F: every r0 of (F, F + n) is one (hib_blocks or hib_bmerge writes it), 0 unused
@@ -133,8 +135,7 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, 
     dlv = xp.empty((BH, T, DV), dtype=q.dtype)
     ops.hib_dkdv(cfg, w.q3, w.k3, w.lv3, w.lam3, w.a2, gm, om, delta, lden, U, Z, M, W, gt, Pg, Dg, Fg, dk, dlv, dsum, T,
                  DK, DV, L, p, w.F, n, w.alo, BH)
-    da = None
-    if a is not None:  # a_r enters every pair (t, s) with s < r <= t: rows t >= r minus columns s >= r
+    if want_da:  # a_r enters every pair (t, s) with s < r <= t: rows t >= r minus columns s >= r
         da = xp.flip(xp.cumsum(xp.flip(dsum, axis=-1), axis=-1), axis=-1)
         a2 = widen(xp, w.a2, half) if half else w.a2
         da = xp.where(a2 > w.alo, da, 0.0)  # a clamped decay (-inf) has none
@@ -145,7 +146,8 @@ def backward(ops, q, k, lv, lam, a, p, old, out, do, chunk_size=None, tc=False, 
 def keep(w):
     """What the backward reads of the forward's slots ``w`` (``hierarchical.compute(keep=True)``):
     ``w`` without the inputs' views, hi_intra's ``lnum`` and the slots' ``wm`` (``O(T d_v)`` less)."""
-    return types.SimpleNamespace(**dict(vars(w), q3=None, k3=None, lv3=None, lam3=None, a2=None, lnum=None, wm=None))
+    return types.SimpleNamespace(**dict(vars(w), q3=None, k3=None, lv3=None, lam3=None, a2=None, lnum=None, wm=None,
+                                        narrow=None))
 
 
 @functools.lru_cache(maxsize=None)
@@ -168,9 +170,11 @@ def _function():
                     (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, old)
                     y, w = _hi.compute(ops, qc, kc, lvc, lamc, ac, p, oldc, CH, keep=True)
                 out = back(y, "")
+                # 16-bit: the caller's output as hi_read stored it beside log y (rounded as a cast would: no cast)
+                res = out if w.narrow is None else back(w.narrow, half)
             ctx.save_for_backward(q, k, lv, lam, a, out)
             ctx.old, ctx.chunk_size, ctx.p, ctx.kept = old, chunk_size, p, keep(w)
-            return out.to(q.dtype)
+            return res
 
         @staticmethod
         def backward(ctx, do):
@@ -186,10 +190,11 @@ def _function():
                     half = ""
                     (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, ctx.old)
                     doc = to_cp(do.detach().to(out.dtype).contiguous())[0]
+                need = ctx.needs_input_grad[:5]  # (the table's calls: q, k, lv; no decay sums, no dlam cast)
                 grads = backward(ops, qc, kc, lvc, lamc, ac, ctx.p, oldc, to_cp(out)[0], doc, ctx.chunk_size,
-                                 q.dtype == torch.bfloat16, ctx.kept, half)
+                                 q.dtype == torch.bfloat16, ctx.kept, half, da=need[4])
                 ctx.kept = None  # freed (a second backward of a retained graph recomputes them)
-                grads = [None if g is None else back(ops.xp.ascontiguousarray(g), half if i < 3 else "")
+                grads = [None if g is None or not need[i] else back(ops.xp.ascontiguousarray(g), half if i < 3 else "")
                          for i, g in enumerate(grads)]
             cast = lambda g, x: None if g is None or x is None else g.to(x.dtype)  # noqa: E731
             return tuple(cast(g, x) for g, x in zip(grads, (q, k, lv, lam, a))) + (None, None, None)

@@ -25,6 +25,19 @@ constexpr int HIB_SBUF = DKP * HIB_SLD + 2 * DKP + DVP;
 constexpr int HIB_SFREE = 3 * CH * HIB_XLD + HIB_FREG + CH * HIB_VLD;
 constexpr int HIB_SNB = 2 * HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE ? 2 : 1;
 static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
+// hib_dkdv's dk and dlv in registers from the chunk's pair products through the right blocks (the bf16 mma tiles'
+// accumulator layout: rows g, g + 8, columns 2t, 2t + 1 of a 16 x 8 tile), stored to their shared rows once at the end
+// (and around the exact rows' per-pair path, when a chunk has some): those rows' stride (DKP + 1) puts lanes (g, t) on
+// banks g + 2t, a 4-way conflict that the pair products' stores and the per-block read-modify-write paid (s16d17, H200,
+// 16K bf16: 2.70 -> 2.45 ms, outputs bit-equal). The same values and fma order. Where a warp's tiles fit in 8 + 8
+// registers.
+#ifndef HIB_DKR
+#if HIB_TC && CH * DKP <= 2048 && CH * DVP <= 2048
+#define HIB_DKR 1
+#else
+#define HIB_DKR 0
+#endif
+#endif
 #ifndef HIB_UNB  // hib_dkdv's U buffers: two where shared memory allows (the host's Config.hib_unb), else one
 #define HIB_UNB 2
 #endif
@@ -437,8 +450,9 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
 // hib_dkdv's pair sums over the product rows (Fl_t = 0): X [t][s] = x(t, s) on the pairs t0 <= s <= t < t1 of
 // those rows (else 0), Y [t][c] = y(t, c) on those rows (else 0), both over F2; then out(s, c, (X^T Y)_sc) for
 // this thread's register tile. Ends with a barrier.
-template <int DP, int LDY, typename FX, typename FY, typename FO>
-__device__ __forceinline__ void hib_pair_product(ta* F2, FX x, FY y, FO out, int t0, int t1, const ta* Fl) {
+// (hib_pair_ops: X and Y alone, then the barrier; hib_dkdv's HIB_DKR takes the product in registers)
+template <int DP, int LDY, typename FX, typename FY>
+__device__ __forceinline__ void hib_pair_ops(ta* F2, FX x, FY y, int t0, int t1, const ta* Fl) {
     const int tid = threadIdx.x;
     ta *X = F2, *Y = F2 + CH * HIB_TCL;
     for (int idx = tid; idx < CH * CH; idx += NT) {
@@ -450,7 +464,11 @@ __device__ __forceinline__ void hib_pair_product(ta* F2, FX x, FY y, FO out, int
         Y[t * LDY + c] = (t >= t0 && t < t1 && Fl[t] == (ta)0) ? y(t, c) : (ta)0;
     }
     __syncthreads();
-    hib_prod<CH, DP, CH>(X, HIB_TCL, Y, LDY, out);
+}
+template <int DP, int LDY, typename FX, typename FY, typename FO>
+__device__ __forceinline__ void hib_pair_product(ta* F2, FX x, FY y, FO out, int t0, int t1, const ta* Fl) {
+    hib_pair_ops<DP, LDY>(F2, x, y, t0, t1, Fl);
+    hib_prod<CH, DP, CH>(F2, HIB_TCL, F2 + CH * HIB_TCL, LDY, out);
     __syncthreads();
 }
 
@@ -960,25 +978,76 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     // the chunk's pairs as products over the product rows t (Fl = 0): dk = B o (W^T A), dlv = E o (P^T G'),
     // with hib_fpairs' factors; the operands after the pairs' tiles (Tk .. Tb overlay them later)
     ta* const F2 = sm.XP + 3 * CH * HIB_XLD;
-    hib_pair_product<DKP, HIB_TKL>(  // dk_si = B_si sum_t W_ts A_ti
-        F2, [&](int t, int s) { return hib_fex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s]; },
-        [&](int t, int i) { return i < DK ? hib_fex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0; },
-        [&](int s, int i, ta x) {
-            DKs[s * HIB_KLD + i] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] - mm[i]) * x : (ta)0;
-        },
-        t0, t1, Fl);
-    hib_pair_product<DVP, HIB_TVL>(  // dlv_sj = E_sj sum_t P_ts G'_tj
-        F2, [&](int t, int s) { return PP[t * HIB_XLD + s]; },
-        [&](int t, int jj) {
-            return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
-        },
-        [&](int s, int c2, ta x) {
-            DVs[s * HIB_VLD + c2] = (c2 < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + c2] - nn[c2]) * x : (ta)0;
-        },
-        t0, t1, Fl);
+    auto wx = [&](int t, int s) { return hib_fex(R[t] + XP[t * HIB_XLD + s]) * DD[t * HIB_XLD + s]; };  // W_ts
+    auto ay = [&](int t, int i) { return i < DK ? hib_fex(Qs[t * HIB_KLD + i] + mm[i] - R[t]) : (ta)0; };  // A_ti
+    auto bk = [&](int s, int i, ta x) {  // B_si x
+        return (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] - mm[i]) * x : (ta)0;
+    };
+    auto px = [&](int t, int s) { return PP[t * HIB_XLD + s]; };  // P_ts
+    auto gy = [&](int t, int jj) {  // G'_tj
+        return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(min(nn[jj] - Os[t * HIB_VLD + jj], HIB_LIM)) : (ta)0;
+    };
+    auto ev = [&](int s, int c2, ta x) {  // E_sj x
+        return (c2 < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + c2] - nn[c2]) * x : (ta)0;
+    };
+#if HIB_DKR
+    // dk and dlv in registers from here to the end (see HIB_DKR): the pair products' tiles as hib_prod's (same tiles,
+    // warps and epilogue values: bit-equal), kept in this warp's accumulator layout instead of stored to DKs / DVs
+    constexpr int W8 = NT / 32, NKT = (CH / 16) * (DKP / 8), NVT = (CH / 16) * (DVP / 8);
+    constexpr int PK = (NKT + W8 - 1) / W8, PV = (NVT + W8 - 1) / W8;
+    const int warp = tid >> 5, g8 = (tid & 31) >> 2, t4 = tid & 3;
+    float ak[PK][4], av[PV][4];  // tile p of this warp: x = warp + p W8 (hib_prod's order), element e at (rr, cc)
+    auto rr = [&](int m0, int e) { return m0 + g8 + 8 * (e >> 1); };
+    auto cc = [&](int n0, int e) { return n0 + 2 * t4 + (e & 1); };
+    hib_pair_ops<DKP, HIB_TKL>(F2, wx, ay, t0, t1, Fl);  // dk_si = B_si sum_t W_ts A_ti
+#pragma unroll
+    for (int p = 0; p < PK; ++p) {
+        const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+        if (x < NKT) hib_mma_tile<CH>(c, F2, HIB_TCL, F2 + CH * HIB_TCL, HIB_TKL, m0, n0);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ak[p][e] = x < NKT ? bk(rr(m0, e), cc(n0, e), c[e]) : 0.f;
+    }
+    __syncthreads();
+    hib_pair_ops<DVP, HIB_TVL>(F2, px, gy, t0, t1, Fl);  // dlv_sj = E_sj sum_t P_ts G'_tj
+#pragma unroll
+    for (int p = 0; p < PV; ++p) {
+        const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+        if (x < NVT) hib_mma_tile<CH>(c, F2, HIB_TCL, F2 + CH * HIB_TCL, HIB_TVL, m0, n0);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) av[p][e] = x < NVT ? ev(rr(m0, e), cc(n0, e), c[e]) : 0.f;
+    }
+    __syncthreads();
+    // (the exact rows below and the end of the kernel read and write them in shared memory)
+    auto dk_st = [&]() {
+#pragma unroll
+        for (int p = 0; p < PK; ++p) {
+            const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (x < NKT) DKs[rr(m0, e) * HIB_KLD + cc(n0, e)] = ak[p][e];
+        }
+#pragma unroll
+        for (int p = 0; p < PV; ++p) {
+            const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (x < NVT) DVs[rr(m0, e) * HIB_VLD + cc(n0, e)] = av[p][e];
+        }
+    };
+#else
+    hib_pair_product<DKP, HIB_TKL>(F2, wx, ay, [&](int s, int i, ta x) { DKs[s * HIB_KLD + i] = bk(s, i, x); }, t0, t1,
+                                   Fl);  // dk_si = B_si sum_t W_ts A_ti
+    hib_pair_product<DVP, HIB_TVL>(F2, px, gy, [&](int s, int c2, ta x) { DVs[s * HIB_VLD + c2] = ev(s, c2, x); }, t0, t1,
+                                   Fl);  // dlv_sj = E_sj sum_t P_ts G'_tj
+#endif
     bool any = false;  // (hib_pair_product ends with a barrier)
     for (int t = 0; t < CH; ++t) any |= Fl[t] != (ta)0;
     if (any) {  // the exact rows' pairs, per pair (PP, DD: P e^E, D e^-E of hib_pair_exact)
+#if HIB_DKR
+        dk_st();  // (the barrier after Ex orders these before the rows' reads)
+#endif
         ta* const Ex = F2;  // E_ts (hib_pexp; XP += E)
         for (int idx = tid; idx < CH * CH; idx += NT) {
             const int t = idx / CH, s = idx % CH;
@@ -1023,6 +1092,22 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     // then read as the k-major B of (B U'') and the n-major B of (E U''^T). Two barriers per R (three with one buffer):
     // U in and the previous R's products done; U'', B^T, Z stored.
     if (HIB_UNB == 2 && lq) hib_copy_tile(UB, U + block_of(lq) * DK * DV, DK, DV), cp_async_commit();
+#if HIB_DKR
+    if (any) {  // (after the barrier above: the exact rows' updates)
+#pragma unroll
+        for (int p = 0; p < PK; ++p) {
+            const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) ak[p][e] = x < NKT ? DKs[rr(m0, e) * HIB_KLD + cc(n0, e)] : 0.f;
+        }
+#pragma unroll
+        for (int p = 0; p < PV; ++p) {
+            const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) av[p][e] = x < NVT ? DVs[rr(m0, e) * HIB_VLD + cc(n0, e)] : 0.f;
+        }
+    }
+#endif
     for (int lp = lq, h = 0; lp; lp = lq, ++h) {
         const i64 o = block_of(lp);
         lq = next_lp(lp + 1);
@@ -1047,14 +1132,44 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
             Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
         }
         __syncthreads();
+#if HIB_DKR
+#pragma unroll
+        for (int p = 0; p < PK; ++p) {  // dk_si += B_si ((E U''^T)_si - Z_i)
+            const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
+            if (x >= NKT) continue;
+            float c[4] = {0.f, 0.f, 0.f, 0.f};
+            hib_mma_tile<DVP, true>(c, Vpt, HIB_TCL, U_, HIB_SLD, m0, n0);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int s = rr(m0, e), i = cc(n0, e);
+                ak[p][e] = fma(Bt[i * HIB_TCL + s], c[e] - Zs[i], ak[p][e]);
+            }
+        }
+#pragma unroll
+        for (int p = 0; p < PV; ++p) {  // dlv_sj += E_sj (B U'')_sj
+            const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
+            if (x >= NVT) continue;
+            float c[4] = {0.f, 0.f, 0.f, 0.f};
+            hib_mma_tile<DKP>(c, Bt, HIB_TCL, U_, HIB_SLD, m0, n0);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int s = rr(m0, e), c2 = cc(n0, e);
+                av[p][e] = fma(Vpt[c2 * HIB_TCL + s], c[e], av[p][e]);
+            }
+        }
+#else
         hib_prod<CH, DKP, DVP, true>(Vpt, HIB_TCL, U_, HIB_SLD, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
             DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
         });
         hib_prod<CH, DVP, DKP>(Bt, HIB_TCL, U_, HIB_SLD, [&](int s, int c2, ta v) {  // dlv_sj += E_sj (B U'')_sj
             DVs[s * HIB_VLD + c2] = fma(Vpt[c2 * HIB_TCL + s], v, DVs[s * HIB_VLD + c2]);
         });
+#endif
         gap += gt[o];
     }
+#if HIB_DKR
+    dk_st();  // (each element this thread's alone: before the barrier that the stores below read after)
+#endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int s = idx / DKP, i = idx % DKP;

@@ -26,11 +26,11 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
     const ta* __restrict__ lden,    // (BH, T)      hi_intra's
     const ta* __restrict__ lnum,    // (BH, T, DV)  hi_intra's
     const ta* __restrict__ msnap, const ta* __restrict__ wz, const ta* __restrict__ wn, const ta* __restrict__ wS,  // hi_snap's, hi_merge's
-    ti* __restrict__ out,           // (BH, T, DV)
+    ti* __restrict__ out,           // (BH, T, DV), or null (outf only)
     int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC, ta alo, int ncb, int nrb,
     ta* __restrict__ ltot,          // (BH, T) the rows' log den, or null (packed streams' partials: loglinear_streams.cu)
-    ta* __restrict__ outf) {        // (BH, T, DV) the output in the compute type instead of out, or null (16-bit
-                                    // inputs under autograd: the backward needs log y to float32 accuracy)
+    ta* __restrict__ outf) {        // (BH, T, DV) the output in the compute type too, or null (16-bit inputs under
+                                    // autograd: the backward needs log y to float32 accuracy, the caller its dtype)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* b = reinterpret_cast<ta*>(smem_raw);
 #if HI_RTC
@@ -300,7 +300,7 @@ extern "C" __global__ void __launch_bounds__(HI_RNT, 512 / HI_RNT) hi_read(
                 const ta y = U[ii][jj] + lg(Nm[ii][jj]) - Ld[t];
                 const ta yo = y > alo / 2 ? y : minus_inf();  // see "Zeros" above
                 if (outf) outf[(bh * T + g0 + t) * DV + vc] = yo;
-                else st(out + (bh * T + g0 + t) * DV + vc, yo);
+                if (out) st(out + (bh * T + g0 + t) * DV + vc, yo);
             }
         }
     }
