@@ -158,6 +158,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     // the warp's tile of the tensor-core products (GF_TC, GF_TF): rows m0 .. m0 + 15, columns n0 .. n0 + 31
     const int m0 = 16 * (tid / 64), n0 = 32 * (tid / 32 % 2);
+    const int mw = 16 * (tid / 32 % 4);  // GF_WT: the warp's rows mw .. mw + 15, all 64 columns, of a paired product
     // the warp's rows of a CH x CH product: ty = 2w, 2w + 1, i.e. tokens [w0, w1) (GF_TRI: the
     // reductions over s <= t stop at w1, those over r >= s start at w0)
     const int w0 = GF_TRI ? (ty & ~1) * GF_RC : 0, w1 = GF_TRI ? ((ty | 1) + 1) * GF_RC : CH;
@@ -427,33 +428,36 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
         }
         __syncthreads();
-        // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
+        // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t), Q read again from the input, two columns at a time
         ta* qej = qe + cj * CH * DK;
-        {  // (Q read again from the input, two columns at a time)
-            const GfAT<true> la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
-            const bool q2 = DK % 2 == 0 && reinterpret_cast<unsigned long long>(q) % (2 * sizeof(ti)) == 0;
-            const auto st = gf_pair([&](int t, int f, ta x0, ta x1) {
-                if (f >= DK) return;
-                ta y0, y1;
-                gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
-                gf_st2c(qej + t * DK, f, DK, eG[t] * y0 - x0, eG[t] * y1 - x1);
-            });
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
-        }
+        const GfAT<true> laq{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
+        const bool q2 = DK % 2 == 0 && reinterpret_cast<unsigned long long>(q) % (2 * sizeof(ti)) == 0;
+        const auto stq = gf_pair([&](int t, int f, ta x0, ta x1) {
+            if (f >= DK) return;
+            ta y0, y1;
+            gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
+            gf_st2c(qej + t * DK, f, DK, eG[t] * y0 - x0, eG[t] * y1 - x1);
+        });
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
         // (16-bit inputs: the suffix decay e^Z on X's side, K exact on B's; else on K's side, as before)
         // (GF_H: phi^T over X, after the barrier)
-        {
-            const GfAT<GF_BX> la{R2, GF_LD, eZ};  // X[r][s] (e^{Z_r})
-            const auto lb = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
-            const auto st = gf_pair([&](int s, int f, ta x0, ta x1) {
-                x0 *= bb[s], x1 *= bb[s];
-                gf_st2(PT + s * GF_LK + f, x0, x1);
-                if (f < DK) ph[(cj * DK + f) * CH + s] = x0;
-                if (f + 1 < DK) ph[(cj * DK + f + 1) * CH + s] = x1;
-            });
-            gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
+        const GfAT<GF_BX> lap{R2, GF_LD, eZ};  // X[r][s] (e^{Z_r})
+        const auto lbp = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
+        const auto stp = gf_pair([&](int s, int f, ta x0, ta x1) {
+            x0 *= bb[s], x1 *= bb[s];
+            gf_st2(PT + s * GF_LK + f, x0, x1);
+            if (f < DK) ph[(cj * DK + f) * CH + s] = x0;
+            if (f + 1 < DK) ph[(cj * DK + f + 1) * CH + s] = x1;
+        });
+        if constexpr (GF_WT & 1) {  // warps 0-3 qeff's rows mw (2 .. 8 k-steps), 4-7 phi's (8 .. 2): 10 per SM sub-partition
+            if (tid < 128)  // (the barrier of phi's GF_H stores: every warp's, between its products and its stores)
+                gf_tc<GF_BX, GF_H, GF_HL, 8>(mw, 0, 0, mw + 16, laq, kel, stq, Kh);
+            else
+                gf_tc<GF_BX, GF_H, GF_HL, 8>(mw, 0, mw, CH, lap, lbp, stp, Kh);
+        } else {
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, laq, kel, stq, Kh);
+            gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, lap, lbp, stp, Kh);
         }
     } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
@@ -552,9 +556,16 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const auto ost = gf_pair([&](int t, int c, ta x0, ta x1) {
                 if (vb + c < DV) gf_st2c(out + (cj * CH + t) * DV + vb, c, DV - vb, x0, x1);
             });
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
-            const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+            const GfAT<false> lah{PT, GF_LK, nullptr}, la{AT, GF_LD, nullptr};  // A = phi[f][s]; (Lambda * attn)[t][s]
+            if constexpr (GF_WT & 2) {  // warps 0-3 H's rows mw (8 k-steps), 4-7 the output's (2 .. 8)
+                if (tid < 128)
+                    gf_tc<GF_BX, false, GF_HL, 8>(mw, 0, 0, CH, lah, vel, hst, Kh);
+                else
+                    gf_tc<GF_BX, false, GF_HL, 8>(mw, 0, 0, mw + 16, la, vel, ost, Kh);
+            } else {
+                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, lah, vel, hst, Kh);  // B = V
+                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+            }
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);

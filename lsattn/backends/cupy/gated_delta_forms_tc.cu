@@ -202,7 +202,7 @@ __device__ __forceinline__ unsigned gf_ldb_at(const ti* B, int n0) {
     return 0;
 #endif
 }
-__device__ __forceinline__ void gf_ldb(const ti* B, unsigned at, int k0, int n0, unsigned (&r)[4]) {
+__device__ __forceinline__ void gf_ldb(const ti* B, unsigned at, int k0, int n0, unsigned* r) {  // r[0 .. 3]
 #ifdef __CUDA_ARCH__
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(at + k0 * 128));
@@ -293,23 +293,36 @@ __device__ __forceinline__ void gf_ld2(const ti* src, i64 g, int c, int T, int D
     if (c + 1 < D) x1 = ld(p + 1);
 }
 
-// The warp's 16 x 32 tile (rows m0 .., the 4 tiles of 8 columns n0 + 8 i ..) of a 64 x 64 product over [lo, hi) in
-// k-steps of 8. SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores
-// may overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
-template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
+// GF_W64: the products paired between two barriers (qeff with phi, H with the intra output) on 16 x 64 warp tiles,
+// warps 0-3 one product's 4 row tiles, warps 4-7 the other's, instead of 16 x 32 tiles with every warp in both: each
+// A fragment (the fp32 operand, split into tf32 halves) is loaded and split by one warp instead of two, a k-step
+// issues 16 mma for one split instead of 8 (the same sums in the same order: the outputs are the same bits)
+#ifndef GF_W64
+#define GF_W64 3
+#endif
+constexpr int GF_WT = GF_TF ? GF_W64 : 0;  // bit 0: qeff with phi, bit 1: H with the output (3: both; 0: 16 x 32 tiles)
+
+// The warp's 16 x 8 NI tile (rows m0 .., the NI tiles of 8 columns n0 + 8 i ..; NI = 4 or 8) of a 64 x 64 product over
+// [lo, hi) in k-steps of 8. SYNC: a barrier of the block between the products and the stores (every thread calls it):
+// the stores may overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb,
+// not lb.
+template <bool BX = false, bool SYNC = false, bool LDM = false, int NI = 4, typename LA, typename LB, typename S>
 __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
     static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
+    static_assert(NI == 4 || NI == 8, "16 x 32 or 16 x 64 tiles");
     constexpr bool AT = gf_at<LA>::v;
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-    float acc[4][4];
+    float acc[NI][4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < NI; ++i)
 #pragma unroll
         for (int x = 0; x < 4; ++x) acc[i][x] = 0.f;
     const ta* pa = nullptr;  // AT: the lane's element (g, t4) of k-step 0
     int lda = 0;
     if constexpr (AT) pa = la.p + t4 * la.ld + m0 + g, lda = la.ld;
-    const unsigned bat = LDM ? gf_ldb_at(Bt, n0) : 0u;
+    unsigned bat[NI / 4];  // LDM: each 32 columns' ldmatrix address (the swizzle: not a fixed offset)
+#pragma unroll
+    for (int h = 0; h < NI / 4; ++h) bat[h] = LDM ? gf_ldb_at(Bt, n0 + 32 * h) : 0u;
 #pragma unroll 1
     for (int k0 = lo; k0 < hi; k0 += 8) {
         unsigned ah[4], al[4];  // fragment elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
@@ -326,14 +339,14 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
 #pragma unroll
             for (int x = 0; x < 4; ++x) gf_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
         }
-        unsigned rb[4];
-        if constexpr (LDM) gf_ldb(Bt, bat, k0, n0, rb);
+        unsigned rb[4];  // LDM: 32 columns' B fragments at a time
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
+        for (int i = 0; i < NI; ++i) {
             unsigned bh[2], bl[2];
+            if (LDM && i % 4 == 0) gf_ldb(Bt, bat[i / 4], k0, n0 + 8 * i, rb);
             if constexpr (LDM) {  // bf16 bits -> their float32 (exact tf32) bits
-                bh[0] = rb[i] << 16;
-                bh[1] = rb[i] & 0xffff0000u;
+                bh[0] = rb[i % 4] << 16;
+                bh[1] = rb[i % 4] & 0xffff0000u;
             } else if constexpr (BX) {  // exact tf32 values: the bits as they are
                 bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
                 bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
@@ -348,7 +361,7 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
     }
     if constexpr (SYNC) __syncthreads();
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < NI; ++i)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int r = m0 + g + 8 * h, c = n0 + 8 * i + 2 * t4;
