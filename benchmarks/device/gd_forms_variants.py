@@ -31,7 +31,9 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              kernel before s16a16: every warp in both products; *_w0 is the reference every other variant of the same
              inputs is compared with bit for bit, "same as ...": max |diff|), only qeff with phi (1) or only H with the
              intra output (2) on 16 x 64 tiles (the default, 3: both). (Session 14's kernel, gd_forms_s14.cu, and its
-             s14_* variants were removed in session 16.)
+             s14_* variants were removed in session 16.) fp32_chk_w0 is main's float32 kernel (GF_W64 0 and GF_KQ 0);
+             *_nokq: GF_KQ 0 (float32: K K^T and Q K^T by two gf_tc calls, K^T split twice, instead of gf_tc2's one
+             split for both), *_w0_kq: GF_W64 0 with GF_KQ 1
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
              substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
@@ -73,16 +75,19 @@ FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
 NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 W64 = {w: ("#define GF_W64 3", f"#define GF_W64 {w}") for w in (0, 1, 2)}
+NOKQ = ("#define GF_KQ 1", "#define GF_KQ 0")
 #: each variant's outputs are compared with these (main's kernel for the inputs' kind: 16 x 32 warp tiles) bit for bit
 BASE_BF16, BASE_FP32 = "bf16in_chk_lamw_w0", "fp32_chk_w0"
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
     "bf16in_chk_lamw_w0": ("float", True, [W64[0]]),
-    "fp32_chk_w0": ("float", False, [W64[0]]),
+    "fp32_chk_w0": ("float", False, [W64[0], NOKQ]),
     "bf16in_chk_lamw_w1": ("float", True, [W64[1]]),
     "bf16in_chk_lamw_w2": ("float", True, [W64[2]]),
     "fp32_chk_w1": ("float", False, [W64[1]]),
+    "fp32_chk_nokq": ("float", False, [NOKQ]),
+    "fp32_chk_w0_kq": ("float", False, [W64[0]]),
     "fp32_chk": ("float", False, []),
     "bf16in_chk_lamw": ("float", True, []),
     "bf16in_chk_lamw_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),

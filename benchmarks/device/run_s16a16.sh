@@ -10,7 +10,9 @@ NAME=s16a16_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
-VB=bf16in_chk_lamw_w0,bf16in_chk_lamw,bf16in_chk_lamw_w1,bf16in_chk_lamw_w2,fp32_chk_w0,fp32_chk,fp32_chk_w1
+VA=bf16in_chk_lamw_w0,bf16in_chk_lamw,fp32_chk_w0,fp32_chk  # (built in two jobs: the bases and the defaults first)
+VC=bf16in_chk_lamw_w1,bf16in_chk_lamw_w2,fp32_chk_w1,fp32_chk_nokq,fp32_chk_w0_kq
+VB=$VA,$VC
 # main's tree (0b5d11b): this tree with main's gd_forms sources and host module (benchmarks/device/s16a16_base)
 base() {
   rm -rf /tmp/s16a16_base && mkdir -p /tmp/s16a16_base && cp -r lsattn benchmarks /tmp/s16a16_base/
@@ -25,14 +27,15 @@ if [ "$1" = tests ]; then
   PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool memcheck --print-limit 5 python3 $D/gd_small.py bf16 > "$OUT/log_memcheck.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool memcheck --kernel-name kns=gd_forms --print-limit 5 python3 $D/gd_small.py > "$OUT/log_memcheck32.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool racecheck --kernel-name kns=gd_forms --print-limit 5 python3 $D/gd_small.py > "$OUT/log_racecheck.txt" 2>&1 &
-  timeout 95 python3 $D/gd_forms_variants.py compile fp64,$VB > "$OUT/log_build.txt" 2>&1 &
+  timeout 95 python3 $D/gd_forms_variants.py compile fp64,$VA > "$OUT/log_build.txt" 2>&1 &
+  timeout 95 python3 $D/gd_forms_variants.py compile $VC > "$OUT/log_build2.txt" 2>&1 &
   ( cd /tmp/s16a16_base && PYTHONPATH=/tmp/site:/tmp/s16a16_base timeout 95 python3 $D/gd_host_s16a16.py 2048 bf16,fp32 2 ) > "$OUT/log_warm_base.txt" 2>&1 &
   timeout 95 python3 $D/gd_host_s16a16.py 2048 bf16,fp32 2 > "$OUT/log_warm.txt" 2>&1 &
   wait
   for f in "$OUT"/log_pt_*.txt; do echo "-- $(basename $f): $(tail -1 $f | cut -c1-120)"; grep -E "^FAILED|^E  " "$f" | head -6 | cut -c1-200; done
   for f in "$OUT"/log_memcheck.txt "$OUT"/log_memcheck32.txt "$OUT"/log_racecheck.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|sanitize ok' $f | tr '\n' ' ')"; grep -E "Invalid|Race|hazard" $f | head -3 | cut -c1-160; done
-  echo "-- builds: $(grep -c '^built' $OUT/log_build.txt) of 8"; grep -E "^built" "$OUT/log_build.txt" | cut -c1-110
-  grep -iE "error|fails" "$OUT/log_build.txt" | head -3 | cut -c1-200
+  echo "-- builds: $(cat $OUT/log_build*.txt | grep -c '^built') of 10"; cat "$OUT"/log_build*.txt | grep -E "^built" | cut -c1-110
+  cat "$OUT"/log_build*.txt | grep -iE "error|fails" | head -3 | cut -c1-200
   echo "-- warm: $(grep -c '^T=' $OUT/log_warm.txt) / base $(grep -c '^T=' $OUT/log_warm_base.txt) (of 2)"
 else
   base

@@ -300,8 +300,16 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     if constexpr (GF_TF) {  // float32: K K^T and Q K^T unscaled, 3xTF32, the warps' tiles on or below the diagonal
         if (n0 <= m0) {
             const auto kT = [&](int f, int c) { return R1[gf_el(c, f)]; };  // (K^T)[f][c]
-            gf_tc<GF_BX>(m0, n0, 0, DKP, [&](int r, int f) { return R1[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R2[r * GF_LD + c] = x; });
-            gf_tc<GF_BX>(m0, n0, 0, DKP, [&](int r, int f) { return R0[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R3[c * GF_LD + r] = x; });
+            const auto kA = [&](int r, int f) { return R1[gf_el(r, f)]; };
+            const auto qA = [&](int r, int f) { return R0[gf_el(r, f)]; };
+            const auto stK = [&](int r, int c, ta x) { R2[r * GF_LD + c] = x; };
+            const auto stQ = [&](int r, int c, ta x) { R3[c * GF_LD + r] = x; };
+            if constexpr (GF_KQ && !GF_BX) {  // (16-bit inputs' K needs no split: two gf_tc)
+                gf_tc2(m0, n0, 0, DKP, kA, qA, kT, stK, stQ);
+            } else {
+                gf_tc<GF_BX>(m0, n0, 0, DKP, kA, kT, stK);
+                gf_tc<GF_BX>(m0, n0, 0, DKP, qA, kT, stQ);
+            }
         }
     }
 #endif

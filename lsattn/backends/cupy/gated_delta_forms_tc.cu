@@ -373,3 +373,50 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
             }
         }
 }
+
+// Two products with the same B operand, float32 K K^T and Q K^T (GF_KQ): the warp's 16 x 32 tiles of la (stored through
+// store) and la2 (store2) times lb over [lo, hi), lb's fragments split once for both (3xTF32 as gf_tc: the same sums in
+// the same order as two gf_tc calls). H200, 8K, session 16: see benchmarks/NOTES.md "Session 16 — s16a16".
+#ifndef GF_KQ
+#define GF_KQ 1
+#endif
+template <typename LA, typename LA2, typename LB, typename S, typename S2>
+__device__ __forceinline__ void gf_tc2(int m0, int n0, int lo, int hi, LA la, LA2 la2, LB lb, S store, S2 store2) {
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    float acc[4][4], acc2[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) acc[i][x] = acc2[i][x] = 0.f;
+#pragma unroll 1
+    for (int k0 = lo; k0 < hi; k0 += 8) {
+        unsigned ah[4], al[4], ah2[4], al2[4];  // fragment elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            gf_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+            gf_split((float)la2(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah2[x], al2[x]);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            unsigned bh[2], bl[2];
+            gf_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
+            gf_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
+            mma_tf32(acc[i], al, bh[0], bh[1]);  // (gf_tc's order: A_lo B_hi, A_hi B_lo, A_hi B_hi)
+            mma_tf32(acc[i], ah, bl[0], bl[1]);
+            mma_tf32(acc[i], ah, bh[0], bh[1]);
+            mma_tf32(acc2[i], al2, bh[0], bh[1]);
+            mma_tf32(acc2[i], ah2, bl[0], bl[1]);
+            mma_tf32(acc2[i], ah2, bh[0], bh[1]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = m0 + g + 8 * h, c = n0 + 8 * i + 2 * t4;
+            store(r, c, (ta)acc[i][2 * h]);
+            store(r, c + 1, (ta)acc[i][2 * h + 1]);
+            store2(r, c, (ta)acc2[i][2 * h]);
+            store2(r, c + 1, (ta)acc2[i][2 * h + 1]);
+        }
+}
