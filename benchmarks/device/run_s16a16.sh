@@ -24,6 +24,7 @@ if [ "$1" = tests ]; then
   echo "=== tests $(date -u +%T)"
   timeout 95 $PT tests/test_cupy_gated_delta.py -k "gpu_bfloat16_in or gpu_half_inputs" > "$OUT/log_pt_bf16.txt" 2>&1 &
   timeout 95 $PT tests/test_cupy_gated_delta.py -k "gpu_matches_reference" > "$OUT/log_pt_ref.txt" 2>&1 &
+  timeout 95 $PT tests/test_cupy_gated_delta.py -k "gpu_torch_direct_path" > "$OUT/log_pt_direct.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool memcheck --print-limit 5 python3 $D/gd_small.py bf16 > "$OUT/log_memcheck.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool memcheck --kernel-name kns=gd_forms --print-limit 5 python3 $D/gd_small.py > "$OUT/log_memcheck32.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool racecheck --kernel-name kns=gd_forms --print-limit 5 python3 $D/gd_small.py > "$OUT/log_racecheck.txt" 2>&1 &
