@@ -32,7 +32,7 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              inputs is compared with bit for bit, "same as ...": max |diff|), only qeff with phi (1) or only H with the
              intra output (2) on 16 x 64 tiles (the default, 3: both). (Session 14's kernel, gd_forms_s14.cu, and its
              s14_* variants were removed in session 16.) fp32_chk_w0 is main's float32 kernel (GF_W64 0 and GF_KQ 0);
-             *_nokq: GF_KQ 0 (float32: K K^T and Q K^T by two gf_tc calls, K^T split twice, instead of gf_tc2's one
+             *_kq0: GF_KQ 0 (float32: K K^T and Q K^T by two gf_tc calls, K^T split twice, instead of gf_tc2's one
              split for both), *_w0_kq: GF_W64 0 with GF_KQ 1
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
@@ -86,7 +86,7 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_w1": ("float", True, [W64[1]]),
     "bf16in_chk_lamw_w2": ("float", True, [W64[2]]),
     "fp32_chk_w1": ("float", False, [W64[1]]),
-    "fp32_chk_nokq": ("float", False, [NOKQ]),
+    "fp32_chk_kq0": ("float", False, [NOKQ]),
     "fp32_chk_w0_kq": ("float", False, [W64[0]]),
     "fp32_chk": ("float", False, []),
     "bf16in_chk_lamw": ("float", True, []),

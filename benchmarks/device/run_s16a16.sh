@@ -11,7 +11,7 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 VA=bf16in_chk_lamw_w0,bf16in_chk_lamw,fp32_chk_w0,fp32_chk  # (built in two jobs: the bases and the defaults first)
-VC=bf16in_chk_lamw_w1,bf16in_chk_lamw_w2,fp32_chk_w1,fp32_chk_nokq,fp32_chk_w0_kq
+VC=bf16in_chk_lamw_w1,bf16in_chk_lamw_w2,fp32_chk_w1,fp32_chk_kq0,fp32_chk_w0_kq
 VB=$VA,$VC
 # main's tree (0b5d11b): this tree with main's gd_forms sources and host module (benchmarks/device/s16a16_base)
 base() {
