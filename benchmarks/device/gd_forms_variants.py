@@ -27,13 +27,13 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              products of s14d16, GF_BAL, +7%, removed in session 15); bf16in_chk_lamw_main: main's kernel before s14d16
              (= _f32t). Session 15's timing builds, measured and removed (benchmarks/NOTES.md "Session 15 — s15c16"):
              GF_PAIR (_pair), GF_ISPLIT 0 (_cvt), GF_ST2 0 (_st1), GF_TRID (_trid, now the default), GF_LDA (_lda)
-- *_w0, *_w1, *_w2: GF_W64 0 / 1 / 2 (s16a16): the products paired between two barriers on 16 x 32 warp tiles (main's
-             kernel before s16a16: every warp in both products; *_w0 is the reference every other variant of the same
-             inputs is compared with bit for bit, "same as ...": max |diff|), only qeff with phi (1) or only H with the
-             intra output (2) on 16 x 64 tiles (the default, 3: both). (Session 14's kernel, gd_forms_s14.cu, and its
-             s14_* variants were removed in session 16.) fp32_chk_w0 is main's float32 kernel (GF_W64 0 and GF_KQ 0);
-             *_kq0: GF_KQ 0 (float32: K K^T and Q K^T by two gf_tc calls, K^T split twice, instead of gf_tc2's one
-             split for both), *_w0_kq: GF_W64 0 with GF_KQ 1
+- *_as0:     GF_ASPLIT 0 (s16a16): attn = M X with one warp per tile (main's kernel before s16a16: the (48, 0) tile's
+             warp runs 8 k-steps while two warps have none; the default splits the two longest reductions in halves
+             with those two); bf16in_chk_lamw_as0 is the reference the bf16 variants are compared with ("same as ...":
+             max |diff|; the split sums round differently: not bit-equal), fp32_chk the float32 ones'. Session 16's
+             16 x 64 warp tiles for the paired products (GF_W64: bf16 +4 / +0 / +11% for qeff-phi / H-out / both) and
+             float32 K K^T, Q K^T by one split (GF_KQ, +2%) were measured and removed (benchmarks/NOTES.md, s16a16).
+             (Session 14's kernel, gd_forms_s14.cu, and its s14_* variants were removed in session 16.)
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
              substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
@@ -74,24 +74,13 @@ F32T = ("#define GF_H16 1", "#define GF_H16 0")
 FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
 NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
-W64 = {w: ("#define GF_W64 3", f"#define GF_W64 {w}") for w in (0, 1, 2)}
-NOKQ = ("#define GF_KQ 1", "#define GF_KQ 0")
-#: each variant's outputs are compared with these (main's kernel for the inputs' kind: 16 x 32 warp tiles) bit for bit
-BASE_BF16, BASE_FP32 = "bf16in_chk_lamw_w0", "fp32_chk_w0"
+AS0 = ("#define GF_ASPLIT 1", "#define GF_ASPLIT 0")
+#: each variant's outputs are compared with these (main's kernel for the inputs' kind) bit for bit
+BASE_BF16, BASE_FP32 = "bf16in_chk_lamw_as0", "fp32_chk"
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
-    "bf16in_chk_lamw_w0": ("float", True, [W64[0]]),
-    "fp32_chk_w0": ("float", False, [W64[0], NOKQ]),
-    "bf16in_chk_lamw_w1": ("float", True, [W64[1]]),
-    "bf16in_chk_lamw_w2": ("float", True, [W64[2]]),
-    "fp32_chk_w1": ("float", False, [W64[1]]),
-    "fp32_chk_kq0": ("float", False, [NOKQ]),
-    "fp32_chk_w0_kq": ("float", False, [W64[0]]),
-    "fp32_chk": ("float", False, []),
-    "bf16in_chk_lamw": ("float", True, []),
-    "bf16in_chk_lamw_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
-
+    "bf16in_chk_lamw_as0": ("float", True, [AS0]),
     "fp32_chk_noprev": ("float", False, [NOPREV]),
     "bf16in_chk_lamw_noprev": ("float", True, [NOPREV]),
     "fp32_chk_u2": ("float", False, [U2]),

@@ -158,7 +158,6 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     // the warp's tile of the tensor-core products (GF_TC, GF_TF): rows m0 .. m0 + 15, columns n0 .. n0 + 31
     const int m0 = 16 * (tid / 64), n0 = 32 * (tid / 32 % 2);
-    const int mw = 16 * (tid / 32 % 4);  // GF_WT: the warp's rows mw .. mw + 15, all 64 columns, of a paired product
     // the warp's rows of a CH x CH product: ty = 2w, 2w + 1, i.e. tokens [w0, w1) (GF_TRI: the
     // reductions over s <= t stop at w1, those over r >= s start at w0)
     const int w0 = GF_TRI ? (ty & ~1) * GF_RC : 0, w1 = GF_TRI ? ((ty | 1) + 1) * GF_RC : CH;
@@ -300,16 +299,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     if constexpr (GF_TF) {  // float32: K K^T and Q K^T unscaled, 3xTF32, the warps' tiles on or below the diagonal
         if (n0 <= m0) {
             const auto kT = [&](int f, int c) { return R1[gf_el(c, f)]; };  // (K^T)[f][c]
-            const auto kA = [&](int r, int f) { return R1[gf_el(r, f)]; };
-            const auto qA = [&](int r, int f) { return R0[gf_el(r, f)]; };
-            const auto stK = [&](int r, int c, ta x) { R2[r * GF_LD + c] = x; };
-            const auto stQ = [&](int r, int c, ta x) { R3[c * GF_LD + r] = x; };
-            if constexpr (GF_KQ && !GF_BX) {  // (16-bit inputs' K needs no split: two gf_tc)
-                gf_tc2(m0, n0, 0, DKP, kA, qA, kT, stK, stQ);
-            } else {
-                gf_tc<GF_BX>(m0, n0, 0, DKP, kA, kT, stK);
-                gf_tc<GF_BX>(m0, n0, 0, DKP, qA, kT, stQ);
-            }
+            gf_tc<GF_BX>(m0, n0, 0, DKP, [&](int r, int f) { return R1[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R2[r * GF_LD + c] = x; });
+            gf_tc<GF_BX>(m0, n0, 0, DKP, [&](int r, int f) { return R0[gf_el(r, f)]; }, kT, [&](int r, int c, ta x) { R3[c * GF_LD + r] = x; });
         }
     }
 #endif
@@ -433,39 +424,48 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const GfAT<false> la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
             const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
             const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
-            gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
+            if constexpr (GF_H && GF_ASPLIT) {  // the two longest reductions (tiles (48, 0): 8 k-steps, (32, 0): 6)
+                // halved with the two warps whose tiles have none ((0, 32), (16, 32)); every warp <= 4 k-steps instead of
+                // 8; the halves added by the owner after gf_tc's barrier, through Q's free tile (R0: read no more)
+                const int w = tid >> 5;
+                int am0 = m0, an0 = n0, lo = n0, role = 0;
+                ta* part = w == 1 || w == 6 ? R0 : R0 + 512;
+                if (w == 1 || w == 3) am0 = w == 1 ? 48 : 32, an0 = 0, lo = 0, role = 1;  // the first half
+                if (w == 6 || w == 4) lo = w == 6 ? 32 : 24, role = 2;                      // the second
+                const int hi = role == 1 ? (am0 == 48 ? 32 : 24) : m0 + 16;
+                gf_tc<false, GF_H>(am0, an0, lo, hi, la, lb, st, nullptr, part, role);
+            } else {
+                gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
+            }
         }
         __syncthreads();
-        // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t), Q read again from the input, two columns at a time
+        // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
         ta* qej = qe + cj * CH * DK;
-        const GfAT<true> laq{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
-        const bool q2 = DK % 2 == 0 && reinterpret_cast<unsigned long long>(q) % (2 * sizeof(ti)) == 0;
-        const auto stq = gf_pair([&](int t, int f, ta x0, ta x1) {
-            if (f >= DK) return;
-            ta y0, y1;
-            gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
-            gf_st2c(qej + t * DK, f, DK, eG[t] * y0 - x0, eG[t] * y1 - x1);
-        });
+        {  // (Q read again from the input, two columns at a time)
+            const GfAT<true> la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
+            const bool q2 = DK % 2 == 0 && reinterpret_cast<unsigned long long>(q) % (2 * sizeof(ti)) == 0;
+            const auto st = gf_pair([&](int t, int f, ta x0, ta x1) {
+                if (f >= DK) return;
+                ta y0, y1;
+                gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
+                gf_st2c(qej + t * DK, f, DK, eG[t] * y0 - x0, eG[t] * y1 - x1);
+            });
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
+        }
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
         // (16-bit inputs: the suffix decay e^Z on X's side, K exact on B's; else on K's side, as before)
         // (GF_H: phi^T over X, after the barrier)
-        const GfAT<GF_BX> lap{R2, GF_LD, eZ};  // X[r][s] (e^{Z_r})
-        const auto lbp = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
-        const auto stp = gf_pair([&](int s, int f, ta x0, ta x1) {
-            x0 *= bb[s], x1 *= bb[s];
-            gf_st2(PT + s * GF_LK + f, x0, x1);
-            if (f < DK) ph[(cj * DK + f) * CH + s] = x0;
-            if (f + 1 < DK) ph[(cj * DK + f + 1) * CH + s] = x1;
-        });
-        if constexpr (GF_WT & 1) {  // warps 0-3 qeff's rows mw (2 .. 8 k-steps), 4-7 phi's (8 .. 2): 10 per SM sub-partition
-            if (tid < 128)  // (the barrier of phi's GF_H stores: every warp's, between its products and its stores)
-                gf_tc<GF_BX, GF_H, GF_HL, 8>(mw, 0, 0, mw + 16, laq, kel, stq, Kh);
-            else
-                gf_tc<GF_BX, GF_H, GF_HL, 8>(mw, 0, mw, CH, lap, lbp, stp, Kh);
-        } else {
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, laq, kel, stq, Kh);
-            gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, lap, lbp, stp, Kh);
+        {
+            const GfAT<GF_BX> la{R2, GF_LD, eZ};  // X[r][s] (e^{Z_r})
+            const auto lb = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
+            const auto st = gf_pair([&](int s, int f, ta x0, ta x1) {
+                x0 *= bb[s], x1 *= bb[s];
+                gf_st2(PT + s * GF_LK + f, x0, x1);
+                if (f < DK) ph[(cj * DK + f) * CH + s] = x0;
+                if (f + 1 < DK) ph[(cj * DK + f + 1) * CH + s] = x1;
+            });
+            gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
         }
     } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
@@ -564,16 +564,9 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const auto ost = gf_pair([&](int t, int c, ta x0, ta x1) {
                 if (vb + c < DV) gf_st2c(out + (cj * CH + t) * DV + vb, c, DV - vb, x0, x1);
             });
-            const GfAT<false> lah{PT, GF_LK, nullptr}, la{AT, GF_LD, nullptr};  // A = phi[f][s]; (Lambda * attn)[t][s]
-            if constexpr (GF_WT & 2) {  // warps 0-3 H's rows mw (8 k-steps), 4-7 the output's (2 .. 8)
-                if (tid < 128)
-                    gf_tc<GF_BX, false, GF_HL, 8>(mw, 0, 0, CH, lah, vel, hst, Kh);
-                else
-                    gf_tc<GF_BX, false, GF_HL, 8>(mw, 0, 0, mw + 16, la, vel, ost, Kh);
-            } else {
-                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, lah, vel, hst, Kh);  // B = V
-                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
-            }
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
+            const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);

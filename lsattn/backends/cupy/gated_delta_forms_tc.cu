@@ -44,6 +44,11 @@ constexpr bool GF_TRI = true;                        // triangular reduction ran
 #define GF_H16 1
 #endif
 constexpr bool GF_H = GF_H16 && GF_TC && GF_TF;
+// GF_H: attn = M X's two longest tile reductions split in halves with the two warps that have none (every warp <= 4
+// k-steps instead of 8: the product's critical path; the halves' sums added, not one running sum). 0: one warp per tile
+#ifndef GF_ASPLIT
+#define GF_ASPLIT 1
+#endif
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
@@ -202,7 +207,7 @@ __device__ __forceinline__ unsigned gf_ldb_at(const ti* B, int n0) {
     return 0;
 #endif
 }
-__device__ __forceinline__ void gf_ldb(const ti* B, unsigned at, int k0, int n0, unsigned* r) {  // r[0 .. 3]
+__device__ __forceinline__ void gf_ldb(const ti* B, unsigned at, int k0, int n0, unsigned (&r)[4]) {
 #ifdef __CUDA_ARCH__
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(at + k0 * 128));
@@ -293,36 +298,26 @@ __device__ __forceinline__ void gf_ld2(const ti* src, i64 g, int c, int T, int D
     if (c + 1 < D) x1 = ld(p + 1);
 }
 
-// GF_W64: the products paired between two barriers (qeff with phi, H with the intra output) on 16 x 64 warp tiles,
-// warps 0-3 one product's 4 row tiles, warps 4-7 the other's, instead of 16 x 32 tiles with every warp in both: each
-// A fragment (the fp32 operand, split into tf32 halves) is loaded and split by one warp instead of two, a k-step
-// issues 16 mma for one split instead of 8 (the same sums in the same order: the outputs are the same bits)
-#ifndef GF_W64
-#define GF_W64 3
-#endif
-constexpr int GF_WT = GF_TF ? GF_W64 : 0;  // bit 0: qeff with phi, bit 1: H with the output (3: both; 0: 16 x 32 tiles)
-
-// The warp's 16 x 8 NI tile (rows m0 .., the NI tiles of 8 columns n0 + 8 i ..; NI = 4 or 8) of a 64 x 64 product over
-// [lo, hi) in k-steps of 8. SYNC: a barrier of the block between the products and the stores (every thread calls it):
-// the stores may overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb,
-// not lb.
-template <bool BX = false, bool SYNC = false, bool LDM = false, int NI = 4, typename LA, typename LB, typename S>
-__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
+// The warp's 16 x 32 tile (rows m0 .., the 4 tiles of 8 columns n0 + 8 i ..) of a 64 x 64 product over [lo, hi) in
+// k-steps of 8. SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores
+// may overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
+// role (SYNC only): 0 alone; 1 a helper, whose sums over its part of a tile's reduction go to part (512 floats) before
+// the barrier, no stores; 2 the tile's owner, which adds them after the barrier before its stores.
+template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
+__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr,
+                                      ta* part = nullptr, int role = 0) {
     static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
-    static_assert(NI == 4 || NI == 8, "16 x 32 or 16 x 64 tiles");
     constexpr bool AT = gf_at<LA>::v;
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-    float acc[NI][4];
+    float acc[4][4];
 #pragma unroll
-    for (int i = 0; i < NI; ++i)
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int x = 0; x < 4; ++x) acc[i][x] = 0.f;
     const ta* pa = nullptr;  // AT: the lane's element (g, t4) of k-step 0
     int lda = 0;
     if constexpr (AT) pa = la.p + t4 * la.ld + m0 + g, lda = la.ld;
-    unsigned bat[NI / 4];  // LDM: each 32 columns' ldmatrix address (the swizzle: not a fixed offset)
-#pragma unroll
-    for (int h = 0; h < NI / 4; ++h) bat[h] = LDM ? gf_ldb_at(Bt, n0 + 32 * h) : 0u;
+    const unsigned bat = LDM ? gf_ldb_at(Bt, n0) : 0u;
 #pragma unroll 1
     for (int k0 = lo; k0 < hi; k0 += 8) {
         unsigned ah[4], al[4];  // fragment elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
@@ -339,14 +334,14 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
 #pragma unroll
             for (int x = 0; x < 4; ++x) gf_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
         }
-        unsigned rb[4];  // LDM: 32 columns' B fragments at a time
+        unsigned rb[4];
+        if constexpr (LDM) gf_ldb(Bt, bat, k0, n0, rb);
 #pragma unroll
-        for (int i = 0; i < NI; ++i) {
+        for (int i = 0; i < 4; ++i) {
             unsigned bh[2], bl[2];
-            if (LDM && i % 4 == 0) gf_ldb(Bt, bat[i / 4], k0, n0 + 8 * i, rb);
             if constexpr (LDM) {  // bf16 bits -> their float32 (exact tf32) bits
-                bh[0] = rb[i % 4] << 16;
-                bh[1] = rb[i % 4] & 0xffff0000u;
+                bh[0] = rb[i] << 16;
+                bh[1] = rb[i] & 0xffff0000u;
             } else if constexpr (BX) {  // exact tf32 values: the bits as they are
                 bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
                 bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
@@ -359,9 +354,23 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
             mma_tf32(acc[i], ah, bh[0], bh[1]);
         }
     }
-    if constexpr (SYNC) __syncthreads();
+    const int lane = threadIdx.x % 32;
+    if (role == 1) {  // (element (i, x) of the lanes at part[(4 i + x) 32 + lane]: conflict-free)
 #pragma unroll
-    for (int i = 0; i < NI; ++i)
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) part[(4 * i + x) * 32 + lane] = acc[i][x];
+    }
+    if constexpr (SYNC) __syncthreads();
+    if (role == 1) return;
+    if (role == 2) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) acc[i][x] += part[(4 * i + x) * 32 + lane];
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int r = m0 + g + 8 * h, c = n0 + 8 * i + 2 * t4;
@@ -371,52 +380,5 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
                 store(r, c, (ta)acc[i][2 * h]);
                 store(r, c + 1, (ta)acc[i][2 * h + 1]);
             }
-        }
-}
-
-// Two products with the same B operand, float32 K K^T and Q K^T (GF_KQ): the warp's 16 x 32 tiles of la (stored through
-// store) and la2 (store2) times lb over [lo, hi), lb's fragments split once for both (3xTF32 as gf_tc: the same sums in
-// the same order as two gf_tc calls). H200, 8K, session 16: see benchmarks/NOTES.md "Session 16 — s16a16".
-#ifndef GF_KQ
-#define GF_KQ 1
-#endif
-template <typename LA, typename LA2, typename LB, typename S, typename S2>
-__device__ __forceinline__ void gf_tc2(int m0, int n0, int lo, int hi, LA la, LA2 la2, LB lb, S store, S2 store2) {
-    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-    float acc[4][4], acc2[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int x = 0; x < 4; ++x) acc[i][x] = acc2[i][x] = 0.f;
-#pragma unroll 1
-    for (int k0 = lo; k0 < hi; k0 += 8) {
-        unsigned ah[4], al[4], ah2[4], al2[4];  // fragment elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
-#pragma unroll
-        for (int x = 0; x < 4; ++x) {
-            gf_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
-            gf_split((float)la2(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah2[x], al2[x]);
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            unsigned bh[2], bl[2];
-            gf_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
-            gf_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
-            mma_tf32(acc[i], al, bh[0], bh[1]);  // (gf_tc's order: A_lo B_hi, A_hi B_lo, A_hi B_hi)
-            mma_tf32(acc[i], ah, bl[0], bl[1]);
-            mma_tf32(acc[i], ah, bh[0], bh[1]);
-            mma_tf32(acc2[i], al2, bh[0], bh[1]);
-            mma_tf32(acc2[i], ah2, bl[0], bl[1]);
-            mma_tf32(acc2[i], ah2, bh[0], bh[1]);
-        }
-    }
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int r = m0 + g + 8 * h, c = n0 + 8 * i + 2 * t4;
-            store(r, c, (ta)acc[i][2 * h]);
-            store(r, c + 1, (ta)acc[i][2 * h + 1]);
-            store2(r, c, (ta)acc2[i][2 * h]);
-            store2(r, c + 1, (ta)acc2[i][2 * h + 1]);
         }
 }
