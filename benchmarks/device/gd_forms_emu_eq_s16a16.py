@@ -47,7 +47,7 @@ def main():
     kinds = (sys.argv[2] if len(sys.argv) > 2 else "bf16,fp32").split(",")
     T = int(sys.argv[3]) if len(sys.argv) > 3 else 150
     for kind in kinds:
-        for D, DV, p in ((64, 64, 0), (64, 40, 5)):
+        for D, DV, p in ((64, 64, 0), (64, 40, 5), (64, 100, 0)):
             got = [run({macro: v}, kind == "bf16", T, D, DV, p) for v in vals.split(",")]
             diffs = [max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in zip(got[0], g)) for g in got[1:]]
             nan = [sum(int(np.isnan(x).sum()) for x in g) for g in got]

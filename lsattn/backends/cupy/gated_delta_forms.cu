@@ -566,7 +566,21 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             });
             gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+            if constexpr (GF_OSPLIT) {  // beside H's 8 k-steps, the output's rows 0 / 16 / 32 / 48 take 2 / 4 / 6 / 8 (16
+                // for the rows-48 warps): the rows-0 warps take the first 3 k-steps of the rows-48 tile of their column
+                // half, the rows-16 warps the first of the rows-32 tile: 13 per warp; the partial sums handed over a free
+                // tile (16-bit inputs: Q's, R0; else X's, R2, read no more) at gf_tc's barrier, one per warp
+                const int w = tid >> 5, pid = w < 4 ? w : (w >= 6 ? w - 6 : w - 2);
+                ta* part = (GF_H ? R0 : R2) + 512 * pid;
+                if (w < 4) {
+                    gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+                    gf_tc<GF_BX, true, GF_HL>(w < 2 ? 48 : 32, n0, 0, w < 2 ? 24 : 8, la, vel, ost, Kh, part, 1);
+                } else {
+                    gf_tc<GF_BX, true, GF_HL>(m0, n0, w >= 6 ? 24 : 8, m0 + 16, la, vel, ost, Kh, part, 2);
+                }
+            } else {
+                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+            }
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);

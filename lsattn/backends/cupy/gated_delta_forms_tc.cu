@@ -49,6 +49,11 @@ constexpr bool GF_H = GF_H16 && GF_TC && GF_TF;
 #ifndef GF_ASPLIT
 #define GF_ASPLIT 1
 #endif
+// GF_TF: the intra output's reductions beside H's balanced over the warps (13 k-steps each instead of 10 .. 16; the
+// split tiles' halves added): gated_delta_forms.cu. 0: each warp its own tile
+#ifndef GF_OSPLIT
+#define GF_OSPLIT 1
+#endif
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
