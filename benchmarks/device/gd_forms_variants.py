@@ -27,11 +27,11 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              products of s14d16, GF_BAL, +7%, removed in session 15); bf16in_chk_lamw_main: main's kernel before s14d16
              (= _f32t). Session 15's timing builds, measured and removed (benchmarks/NOTES.md "Session 15 — s15c16"):
              GF_PAIR (_pair), GF_ISPLIT 0 (_cvt), GF_ST2 0 (_st1), GF_TRID (_trid, now the default), GF_LDA (_lda)
-- *_as0, *_os0: GF_ASPLIT 0 / GF_OSPLIT 0 (s16a16): attn = M X with one warp per tile (main's: the (48, 0) tile's warp
-             runs 8 k-steps while two warps have none; the default halves the two longest reductions with those two), the
-             intra output with one warp per tile beside H (main's: 10 .. 16 k-steps per warp; the default 13 each).
-             bf16in_chk_lamw_as0_os0 and fp32_chk_os0 are main's kernels, the references the others are compared with
-             ("same as ...": max |diff|; the split sums round differently: not bit-equal). Session 16's
+- *_as1, *_os1: GF_ASPLIT 1 / GF_OSPLIT 1 (s16a16, timing builds: written and tested in session 16, never timed):
+             attn = M X's two longest tile reductions halved with the two warps that have none (every warp <= 4
+             k-steps instead of 8; bf16 inputs), the intra output's reductions beside H balanced over the warps (13
+             k-steps each instead of 10 .. 16); the split tiles' sums are two halves added ("same as ...": max |diff|
+             against the production kernel, bf16in_chk_lamw / fp32_chk; not bit-equal). Session 16's
              16 x 64 warp tiles for the paired products (GF_W64: bf16 +4 / +0 / +11% for qeff-phi / H-out / both) and
              float32 K K^T, Q K^T by one split (GF_KQ, +2%) were measured and removed (benchmarks/NOTES.md, s16a16).
              (Session 14's kernel, gd_forms_s14.cu, and its s14_* variants were removed in session 16.)
@@ -75,17 +75,21 @@ F32T = ("#define GF_H16 1", "#define GF_H16 0")
 FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
 NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
-AS0 = ("#define GF_ASPLIT 1", "#define GF_ASPLIT 0")
-OS0 = ("#define GF_OSPLIT 1", "#define GF_OSPLIT 0")
-#: each variant's outputs are compared with these (main's kernel for the inputs' kind)
-BASE_BF16, BASE_FP32 = "bf16in_chk_lamw_as0_os0", "fp32_chk_os0"
+AS1 = ("#define GF_ASPLIT 0", "#define GF_ASPLIT 1")
+OS1 = ("#define GF_OSPLIT 0", "#define GF_OSPLIT 1")
+#: each variant's outputs are compared with these (the production kernel of the inputs' kind)
+BASE_BF16, BASE_FP32 = "bf16in_chk_lamw", "fp32_chk"
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
-    "bf16in_chk_lamw_as0_os0": ("float", True, [AS0, OS0]),
-    "fp32_chk_os0": ("float", False, [OS0]),
-    "bf16in_chk_lamw_as0": ("float", True, [AS0]),
-    "bf16in_chk_lamw_os0": ("float", True, [OS0]),
+    "fp32_chk": ("float", False, []),
+    "bf16in_chk_lamw": ("float", True, []),
+    "bf16in_chk_lamw_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
+    "bf16in_chk_lamw_as1": ("float", True, [AS1]),
+    "bf16in_chk_lamw_os1": ("float", True, [OS1]),
+    "bf16in_chk_lamw_as1_os1": ("float", True, [AS1, OS1]),
+    "fp32_chk_os1": ("float", False, [OS1]),
+
     "fp32_chk_noprev": ("float", False, [NOPREV]),
     "bf16in_chk_lamw_noprev": ("float", True, [NOPREV]),
     "fp32_chk_u2": ("float", False, [U2]),

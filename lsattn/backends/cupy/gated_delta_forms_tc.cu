@@ -47,12 +47,12 @@ constexpr bool GF_H = GF_H16 && GF_TC && GF_TF;
 // GF_H: attn = M X's two longest tile reductions split in halves with the two warps that have none (every warp <= 4
 // k-steps instead of 8: the product's critical path; the halves' sums added, not one running sum). 0: one warp per tile
 #ifndef GF_ASPLIT
-#define GF_ASPLIT 1
+#define GF_ASPLIT 0
 #endif
 // GF_TF: the intra output's reductions beside H's balanced over the warps (13 k-steps each instead of 10 .. 16; the
 // split tiles' halves added): gated_delta_forms.cu. 0: each warp its own tile
 #ifndef GF_OSPLIT
-#define GF_OSPLIT 1
+#define GF_OSPLIT 0
 #endif
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
