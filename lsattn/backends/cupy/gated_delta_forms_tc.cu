@@ -44,13 +44,15 @@ constexpr bool GF_TRI = true;                        // triangular reduction ran
 #define GF_H16 1
 #endif
 constexpr bool GF_H = GF_H16 && GF_TC && GF_TF;
-// GF_H: attn = M X's two longest tile reductions split in halves with the two warps that have none (every warp <= 4
-// k-steps instead of 8: the product's critical path; the halves' sums added, not one running sum). 0: one warp per tile
+// Timing builds of session 16 (s16a16; tested on the GPU, never timed: off until a timing shows a gain; with both 0 the
+// kernel is session 15's instruction for instruction; benchmarks/device/gd_forms_variants.py's *_as1 / *_os1):
+// GF_ASPLIT (GF_H): attn = M X's two longest tile reductions split in halves with the two warps that have none (every
+// warp <= 4 k-steps instead of 8: the product's critical path; the halves' sums added, not one running sum)
 #ifndef GF_ASPLIT
 #define GF_ASPLIT 0
 #endif
-// GF_TF: the intra output's reductions beside H's balanced over the warps (13 k-steps each instead of 10 .. 16; the
-// split tiles' halves added): gated_delta_forms.cu. 0: each warp its own tile
+// GF_OSPLIT (GF_TF): the intra output's reductions beside H's balanced over the warps (13 k-steps each instead of 10 ..
+// 16; the split tiles' halves added): gated_delta_forms.cu
 #ifndef GF_OSPLIT
 #define GF_OSPLIT 0
 #endif
