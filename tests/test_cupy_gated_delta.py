@@ -722,7 +722,10 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     check = Check()
     out = cgd._torch_call(*xs, C, check)
     assert out.dtype == (torch.float32 if dtype == "bfloat16" else tdt) and out.shape == batch + (T, dv)
-    assert out.is_contiguous() and check.calls == ["pointer", "launched"] and check.flag[0] == 0
+    # (bfloat16 inputs at T not a multiple of the chunk: a view without the padding rows, which the registry's rounding
+    # to bfloat16 compacts in its one pass)
+    assert out.is_contiguous() == (dtype != "bfloat16" or T % C == 0)
+    assert check.calls == ["pointer", "launched"] and check.flag[0] == 0
     tol = {"float64": F64, "bfloat16": TF32}.get(dtype, F32)  # bfloat16: gd_scan's 1xTF32 products
     assert_close(out.double().numpy(), want, tol, what=f"{dtype} T={T} C={C}")
     again = cgd._torch_call(*xs, C, None)

@@ -27,16 +27,21 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              products of s14d16, GF_BAL, +7%, removed in session 15); bf16in_chk_lamw_main: main's kernel before s14d16
              (= _f32t). Session 15's timing builds, measured and removed (benchmarks/NOTES.md "Session 15 — s15c16"):
              GF_PAIR (_pair), GF_ISPLIT 0 (_cvt), GF_ST2 0 (_st1), GF_TRID (_trid, now the default), GF_LDA (_lda)
-- s14_*:     session 14's gated_delta_forms.cu (gd_forms_s14.cu beside this script: the k-step's addresses computed
-             per step, the splits by cvt.rna; timing only, removed after session 15's merge); every other variant's
-             outputs are compared with s14_bf16in_chk_lamw's / s14_fp32_chk's bit for bit ("same as s14": max |diff|)
+- *_as1, *_os1: GF_ASPLIT 1 / GF_OSPLIT 1 (s16a16, timing builds: written and tested in session 16, never timed):
+             attn = M X's two longest tile reductions halved with the two warps that have none (every warp <= 4
+             k-steps instead of 8; bf16 inputs), the intra output's reductions beside H balanced over the warps (13
+             k-steps each instead of 10 .. 16); the split tiles' sums are two halves added ("same as ...": max |diff|
+             against the production kernel, bf16in_chk_lamw / fp32_chk; not bit-equal). Session 16's
+             16 x 64 warp tiles for the paired products (GF_W64: bf16 +4 / +0 / +11% for qeff-phi / H-out / both) and
+             float32 K K^T, Q K^T by one split (GF_KQ, +2%) were measured and removed (benchmarks/NOTES.md, s16a16).
+             (Session 14's kernel, gd_forms_s14.cu, and its s14_* variants were removed in session 16.)
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
              substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
              decays, G, the suffixes and the decay table's middle stretch, replaced by one term each)
 
 The inputs are bf16-representable values (so every variant reads the same numbers). Each line: ms per
-launch (20 launches between two events) and max |x - fp64| / max |fp64| of qeff, eGK, phi, H, g, intra.
+launch (20 launches between two events; the median of ROUNDS rounds, the variants interleaved; env ROUNDS, 5) and max |x - fp64| / max |fp64| of qeff, eGK, phi, H, g, intra.
 
     python benchmarks/device/gd_forms_variants.py [T[,T...]] [variant,variant...]   (default: all; fp64 first for the errors)
     python benchmarks/device/gd_forms_variants.py compile variant,variant...         (build them only, into CuPy's
@@ -69,13 +74,21 @@ NOSCAN = [("for (int r = 0; r <= tid; ++r) G += aa[r];", "G = aa[tid];"),
 F32T = ("#define GF_H16 1", "#define GF_H16 0")
 FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
 NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
-S14 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gd_forms_s14.cu")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
+AS1 = ("#define GF_ASPLIT 0", "#define GF_ASPLIT 1")
+OS1 = ("#define GF_OSPLIT 0", "#define GF_OSPLIT 1")
+#: each variant's outputs are compared with these (the production kernel of the inputs' kind)
+BASE_BF16, BASE_FP32 = "bf16in_chk_lamw", "fp32_chk"
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
 VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with the flag, "_lamw": with lam's copy
     "fp64": ("double", False, []),
     "fp32_chk": ("float", False, []),
     "bf16in_chk_lamw": ("float", True, []),
     "bf16in_chk_lamw_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
+    "bf16in_chk_lamw_as1": ("float", True, [AS1]),
+    "bf16in_chk_lamw_os1": ("float", True, [OS1]),
+    "bf16in_chk_lamw_as1_os1": ("float", True, [AS1, OS1]),
+    "fp32_chk_os1": ("float", False, [OS1]),
 
     "fp32_chk_noprev": ("float", False, [NOPREV]),
     "bf16in_chk_lamw_noprev": ("float", True, [NOPREV]),
@@ -87,8 +100,6 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_f32t": ("float", True, [F32T]),
     "bf16in_chk_lamw_lb3": ("float", True, [LB3]),
     "bf16in_chk_lamw_noldm": ("float", True, [NOLDM]),
-    "s14_bf16in_chk_lamw": ("float", True, [], S14),
-    "s14_fp32_chk": ("float", False, [], S14),
     "bf16in_chk_lamw_main": ("float", True, [F32T]),
     "bf16in_chk_lamw_noscan": ("float", True, NOSCAN),
 
@@ -166,7 +177,7 @@ def run(T, fns):
             rng.random((BH, T)).astype(np.float32), (0.5 + rng.random((BH, T, L))).astype(np.float32)]
     pairs = [bf16_bits(x) for x in host]
     n = T // CH
-    want, s14 = None, {}
+    want, base, lines, launches, times = None, {}, {}, {}, {}
     for name, (ta, bf16, subs, *src) in VARIANTS.items():
         dt = np.float64 if ta == "double" else np.float32
         ins = [cupy.asarray(b if bf16 else f.astype(dt)) for f, b in pairs]
@@ -181,15 +192,9 @@ def run(T, fns):
                 fns[key] = build(ta, bf16, subs, smem, *src)
             fn = fns[key]
             args = (*ins, *outs, *extra, np.int32(T), np.int32(D), np.int32(D), np.int32(L), np.int64(0), np.int64(0), np.int32(n))
-            launch = lambda: fn((n, BH), (256,), args, shared_mem=smem)  # noqa: E731
+            launch = lambda fn=fn, args=args, smem=smem: fn((n, BH), (256,), args, shared_mem=smem)  # noqa: E731
             launch()
             cupy.cuda.runtime.deviceSynchronize()
-            ev = [cupy.cuda.Event() for _ in range(2)]
-            ev[0].record()
-            for _ in range(20):
-                launch()
-            ev[1].record()
-            ev[1].synchronize()
             err = ""
             if name == "fp64":
                 want = outs
@@ -197,15 +202,29 @@ def run(T, fns):
                 err = " ".join(f"{float(cupy.abs(x - w).max() / cupy.abs(w).max()):.1e}" for x, w in zip(outs, want))
                 err = f"   vs fp64 (qeff eGK phi H g intra): {err}"
             flag = f" flag {int(extra[1][0])}" if "_chk" in name else ""
-            ref = "s14_bf16in_chk_lamw" if bf16 else "s14_fp32_chk"
+            ref = BASE_BF16 if bf16 else BASE_FP32  # main's kernel of the same inputs: the others' outputs against its
             if name == ref:
-                s14[ref] = [x.copy() for x in outs]
-            elif ref in s14 and "_no" not in name:  # (ablations excluded)
-                flag += f"   same as s14: {max(float(cupy.abs(x - w).max()) for x, w in zip(outs, s14[ref])):.1e}"
-            print(f"T={T} {name:15s} {cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20:.3f} ms{err}{flag}{occupancy(fn, smem)}",
-                  flush=True)
+                base[ref] = [x.copy() for x in outs]
+            elif ref in base and "_no" not in name:  # (ablations excluded)
+                flag += f"   same as {ref}: {max(float(cupy.abs(x - w).max()) for x, w in zip(outs, base[ref])):.1e}"
+            lines[name] = (err + flag + occupancy(fn, smem))
+            if name != "fp64":  # (the errors' reference: not timed)
+                launches[name], times[name] = launch, []
         except Exception as exc:
             print(f"T={T} {name:11s} fails: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+    for _ in range(ROUNDS):  # the variants interleaved, 20 launches each per round
+        for name, launch in launches.items():
+            ev = [cupy.cuda.Event() for _ in range(2)]
+            ev[0].record()
+            for _ in range(20):
+                launch()
+            ev[1].record()
+            ev[1].synchronize()
+            times[name].append(cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20)
+    for name in launches:
+        ts = sorted(times[name])
+        print(f"T={T} {name:15s} {ts[len(ts) // 2]:.3f} ms (median of {len(ts)} rounds; min {ts[0]:.3f}){lines[name]}",
+              flush=True)
 
 
 if __name__ == "__main__":

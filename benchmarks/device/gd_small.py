@@ -4,7 +4,8 @@ state, d_v not a multiple of the column block; one bfloat16 call on torch tensor
 gd_scan runs at its group size per call (scan_group), then forced to GD_G.
 
     python benchmarks/device/gd_small.py [bf16]   (bf16: the bfloat16 torch calls only: gd_forms' 16-bit tiles,
-                                                   GF_H; d_k < 64, d_v > 64, a stream with a state, a strided input)
+                                                   GF_H; d_k < 64, d_v > 64, a stream with a state, a strided input;
+                                                   f32: two float32 calls at C = d_k = 64, d_v 64 / 100)
 """
 import sys
 
@@ -16,6 +17,17 @@ from lsattn.backends.cupy import gated_delta as cgd
 
 BF16_ONLY = sys.argv[1:] == ["bf16"]
 rng = np.random.default_rng(0)
+if sys.argv[1:] == ["f32"]:  # float32 at C = d = 64 only: gd_forms' tensor-core path (GF_TF); T partial, d_v in two blocks
+    for T, dv in ((150, 64), (77, 100)):
+        q, k, v = (cupy.asarray(rng.standard_normal((2, T, d)), dtype="float32") for d in (64, 64, dv))
+        k /= cupy.linalg.norm(k, axis=-1, keepdims=True)
+        a, beta = cupy.asarray(-rng.random((2, T)), dtype="float32"), cupy.asarray(rng.random((2, T)), dtype="float32")
+        lam = cupy.asarray(rng.random((2, T, lsattn.num_levels(T))), dtype="float32")
+        o = lsattn.loglinear_gated_delta(q, k, v, a, beta, lam)
+        cupy.cuda.Device().synchronize()
+        print("float32", T, dv, float(cupy.abs(o).max()))
+    print("sanitize ok")
+    sys.exit(0)
 if BF16_ONLY:
     import torch
 

@@ -424,7 +424,19 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const GfAT<false> la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
             const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
             const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
-            gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
+            if constexpr (GF_H && GF_ASPLIT) {  // the two longest reductions (tiles (48, 0): 8 k-steps, (32, 0): 6)
+                // halved with the two warps whose tiles have none ((0, 32), (16, 32)); every warp <= 4 k-steps instead of
+                // 8; the halves added by the owner after gf_tc's barrier, through Q's free tile (R0: read no more)
+                const int w = tid >> 5;
+                int am0 = m0, an0 = n0, lo = n0, role = 0;
+                ta* part = w == 1 || w == 6 ? R0 : R0 + 512;
+                if (w == 1 || w == 3) am0 = w == 1 ? 48 : 32, an0 = 0, lo = 0, role = 1;  // the first half
+                if (w == 6 || w == 4) lo = w == 6 ? 32 : 24, role = 2;                      // the second
+                const int hi = role == 1 ? (am0 == 48 ? 32 : 24) : m0 + 16;
+                gf_tc<false, GF_H>(am0, an0, lo, hi, la, lb, st, nullptr, part, role);
+            } else {
+                gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
+            }
         }
         __syncthreads();
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
@@ -554,7 +566,21 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             });
             gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+            if constexpr (GF_OSPLIT) {  // beside H's 8 k-steps, the output's rows 0 / 16 / 32 / 48 take 2 / 4 / 6 / 8 (16
+                // for the rows-48 warps): the rows-0 warps take the first 3 k-steps of the rows-48 tile of their column
+                // half, the rows-16 warps the first of the rows-32 tile: 13 per warp; the partial sums handed over a free
+                // tile (16-bit inputs: Q's, R0; else X's, R2, read no more) at gf_tc's barrier, one per warp
+                const int w = tid >> 5, pid = w < 4 ? w : (w >= 6 ? w - 6 : w - 2);
+                ta* part = (GF_H ? R0 : R2) + 512 * pid;
+                if (w < 4) {
+                    gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+                    gf_tc<GF_BX, true, GF_HL>(w < 2 ? 48 : 32, n0, 0, w < 2 ? 24 : 8, la, vel, ost, Kh, part, 1);
+                } else {
+                    gf_tc<GF_BX, true, GF_HL>(m0, n0, w >= 6 ? 24 : 8, m0 + 16, la, vel, ost, Kh, part, 2);
+                }
+            } else {
+                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+            }
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);
