@@ -144,7 +144,7 @@ def _has_cuda():
 
 
 #: Relative weights of the heavy test files: seconds of one pytest-xdist worker on the shared 2-core machine (no GPU;
-#: benchmarks/NOTES.md, session 15: measured with the thread-per-CUDA-thread emulations, which run in CI again).
+#: benchmarks/NOTES.md, session 15; before the emulations ran as fibers, so the cupy files weigh less now).
 #: ``make test``'s workers take whole files (``--dist loadfile``) in collection order (``--no-loadscope-reorder``), and
 #: the workers collect the heaviest first: the last file a worker starts is a light one, so the two end together
 #: (longest processing time first). Files not listed follow in their own order.

@@ -6,7 +6,7 @@ lsattn.reference.
   column blocks, chunks and slots, same index arithmetic) whose ``gd_forms`` is the array-API
   formulation (``_chunk_forms``, ``_masked_intra``), against the float64 reference; and driven by
   the kernels' CUDA sources themselves compiled for the CPU (``cuda_emu_gd_scan.cpp``,
-  ``cuda_emu_gd_forms.cpp``: a std::thread per CUDA thread, a barrier per block, mma.sync emulated
+  ``cuda_emu_gd_forms.cpp``: a fiber per CUDA thread, a barrier per block, mma.sync emulated
   per warp for gd_scan's float32 tensor-core passes), which checks the kernels' thread mapping,
   fragments, shared tiles and barriers without a GPU.
 * GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
