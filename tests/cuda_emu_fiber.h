@@ -8,6 +8,11 @@
 // never reaches (the GPU would hang) aborts with a message instead of hanging.
 // Per-thread variables of an emulation (cp.async's queues) are registered with EMU_FIBER_LOCAL: swapped in and out
 // with their thread. threadIdx / blockIdx / gridDim are the running thread's.
+// Everything here has internal linkage (an unnamed namespace): g++ gives inline variables and the static members of a
+// named class the binding STB_GNU_UNIQUE, which the dynamic loader makes one object across every library of the
+// process, RTLD_LOCAL or not; a test process loads several emulation builds, whose fiber locals then shared one
+// `saved` and one registry, every switch rotating the locals through all loaded builds (cp.async's queues handed
+// to other threads: session 16, NOTES).
 #pragma once
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -19,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+namespace {
 struct emu_idx { unsigned x, y, z; };
 inline emu_idx threadIdx, blockIdx, gridDim;
 
@@ -43,12 +49,14 @@ struct EmuFiberLocal {
 };
 inline std::vector<EmuFiberLocal> emu_locals;
 #define EMU_FIBER_LOCAL(v)                                                                              \
-    static struct emu_fl_type_##v {                                                                     \
+    namespace {                                                                                         \
+    struct emu_fl_type_##v {                                                                            \
         static inline std::vector<std::remove_reference_t<decltype(v)>> saved;                          \
         emu_fl_type_##v() {                                                                             \
             emu_locals.push_back({[](int f) { std::swap(v, saved[f]); }, [](int nt) { saved.assign(nt, {}); }}); \
         }                                                                                               \
-    } emu_fl_##v
+    } emu_fl_##v;                                                                                       \
+    }
 
 inline int emu_next_live() {
     const int n = (int)emu_fibers.size();
@@ -142,3 +150,4 @@ inline void emu_run_block(int nt, const std::function<void()>& body, bool revers
     for (auto& l : emu_locals) l.swap(first);
     swapcontext(&emu_main_ctx, &emu_fibers[first].ctx);  // back when the last thread finishes
 }
+}  // namespace

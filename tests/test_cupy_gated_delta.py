@@ -297,6 +297,17 @@ def emulated():
     return Emulated()
 
 
+def test_fiber_locals_per_build(emulated):
+    """The emulations' per-thread variables (EMU_FIBER_LOCAL: cp.async's queues) stay each thread's own with two
+    emulation builds loaded in one process, as every test process loads several: once g++'s STB_GNU_UNIQUE symbols
+    (inline variables) made two builds share them, every fiber switch handed a thread's queue to another and the
+    two-tier scan's emulated tests failed whenever the hypothesis draws had loaded another gd_scan build first."""
+    libs = [emulation("cuda_emu_fiber_check.cpp", {"BUILD": b}, {}) for b in (1, 2)]
+    for lib in libs + libs[:1]:
+        for reverse in (0, 1):
+            assert lib.run_check(64, reverse) == 0
+
+
 @given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([3, 16, 33]), dv=st.sampled_from([1, 17, 70]), C=chunks,
        keys=key_kinds, decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), p=st.sampled_from([0, 5, 64, 77]),
        keep=st.booleans(), seed=seeds)
