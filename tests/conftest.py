@@ -144,16 +144,17 @@ def _has_cuda():
 
 
 #: Relative weights of the heavy test files: seconds of one pytest-xdist worker on the shared 2-core machine (no GPU;
-#: benchmarks/NOTES.md, session 15: measured with the thread-per-CUDA-thread emulations, which run in CI again).
+#: benchmarks/NOTES.md, session 15, under the thread-per-CUDA-thread emulations; the three emulation-heavy cupy files
+#: scaled by session 16's fibers / threads CPU time of their emulated tests with the builds, x0.39 and x0.35).
 #: ``make test``'s workers take whole files (``--dist loadfile``) in collection order (``--no-loadscope-reorder``), and
 #: the workers collect the heaviest first: the last file a worker starts is a light one, so the two end together
 #: (longest processing time first). Files not listed follow in their own order.
 FILE_SECONDS = {
-    "test_cupy_gated_delta.py": 1289, "test_cupy_hierarchical_grad.py": 661, "test_gated_delta.py": 586,
-    "test_exp_kernel.py": 235, "test_loglinear.py": 178, "test_varlen.py": 156, "test_stepper.py": 125,
-    "test_audit.py": 124, "test_cupy_hierarchical.py": 120, "test_reference.py": 113, "test_cupy_log_attention.py": 90,
+    "test_gated_delta.py": 586, "test_cupy_gated_delta.py": 500, "test_exp_kernel.py": 235,
+    "test_cupy_hierarchical_grad.py": 230, "test_loglinear.py": 178, "test_varlen.py": 156, "test_stepper.py": 125,
+    "test_audit.py": 124, "test_reference.py": 113, "test_cupy_log_attention.py": 90,
     "test_cupy_packed_ek.py": 65, "test_hierarchical.py": 51, "test_nonfinite.py": 50, "test_training.py": 44,
-    "test_chunktree.py": 41, "test_cupy_step.py": 32, "test_numba_cuda.py": 30,
+    "test_cupy_hierarchical.py": 42, "test_chunktree.py": 41, "test_cupy_step.py": 32, "test_numba_cuda.py": 30,
 }
 
 

@@ -1,5 +1,5 @@
 // The CUDA-to-C++ preamble of the CPU emulations of the kernels (tests/cuda_emu_*.cpp): every CUDA
-// thread of a block is a std::thread, __syncthreads a block-wide std::barrier, the blocks of a grid
+// thread of a block is a fiber (cuda_emu_fiber.h), __syncthreads a block-wide barrier, the blocks of a grid
 // run one after another. Include first, with -DTA=float|double (the compute type `ta`); then each
 // emulation restates the rest of common.cu its kernels use, includes them and defines its launches.
 //
@@ -20,6 +20,8 @@
 #include <memory>
 #include <thread>
 #include <vector>
+
+#include "cuda_emu_fiber.h"
 using std::fma;
 using std::max;
 using std::min;
@@ -33,9 +35,7 @@ typedef long long i64;
 #define __restrict__
 #define __align__(x) __attribute__((aligned(x)))
 #define __shared__ static
-struct emu_idx { unsigned x, y, z; };
-thread_local emu_idx threadIdx, blockIdx, gridDim;
-static std::barrier<>* emu_bar;  // the running block's
+static emu_barrier* emu_bar;  // the running block's
 inline void __syncthreads() { emu_bar->arrive_and_wait(); }
 #include "cuda_emu_sync.h"
 alignas(16) unsigned char smem_raw[256 * 1024];
@@ -60,27 +60,24 @@ inline int bitlen64(i64 x) { return x <= 0 ? 0 : 64 - __builtin_clzll(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 
-// A launch of grid (gx, gy, gz): the blocks one after another, each as nt std::threads (NT unless
-// given) that call body() with threadIdx, blockIdx and gridDim set; one barrier per block (emu_bar)
-// and one per warp of 32 threads (emu_warp_bar, for the warp shuffles an emulation restates).
-static std::barrier<>* emu_warp_bar[1024 / 32];
+// A launch of grid (gx, gy, gz): the blocks one after another, each as nt fibers (NT unless given) that call
+// body() with threadIdx, blockIdx and gridDim set, every other block in reverse order (cuda_emu_fiber.h); one
+// barrier per block (emu_bar) and one per warp of 32 threads (emu_warp_bar, for the warp shuffles an emulation
+// restates).
+static emu_barrier* emu_warp_bar[1024 / 32];
 template <typename F>
 void emu_launch(unsigned gx, unsigned gy, unsigned gz, const F& body, int nt = NT) {
+    const std::function<void()> run = [&body] { body(); };
+    unsigned i = 0;
     for (unsigned bx = 0; bx < gx; ++bx)
         for (unsigned by = 0; by < gy; ++by)
             for (unsigned bz = 0; bz < gz; ++bz) {
-                std::barrier<> bar(nt);
+                emu_barrier bar(nt);
                 emu_bar = &bar;
-                std::vector<std::unique_ptr<std::barrier<>>> warps;
-                for (int w = 0; w < nt / 32; ++w) emu_warp_bar[w] = warps.emplace_back(new std::barrier<>(32)).get();
-                std::vector<std::thread> threads;
-                for (int t = 0; t < nt; ++t)
-                    threads.emplace_back([=, &body] {
-                        threadIdx = {(unsigned)t, 0, 0};
-                        blockIdx = {bx, by, bz};
-                        gridDim = {gx, gy, gz};
-                        body();
-                    });
-                for (auto& th : threads) th.join();
+                std::vector<std::unique_ptr<emu_barrier>> warps;
+                for (int w = 0; w < nt / 32; ++w) emu_warp_bar[w] = warps.emplace_back(new emu_barrier(32)).get();
+                blockIdx = {bx, by, bz};
+                gridDim = {gx, gy, gz};
+                emu_run_block(nt, run, i++ % 2 == 1);
             }
 }

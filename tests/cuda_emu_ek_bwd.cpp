@@ -1,6 +1,6 @@
 // The tensor-core exp-kernel backward (lsattn/backends/cupy/exp_kernel_bwd_tc.cu: ekb_dq_tc, ekb_dkdv_tc,
-// both modes) compiled as C++ for the CPU: every CUDA thread of a block a std::thread, __syncthreads a
-// std::barrier, the warp operations (__shfl_xor_sync, __syncwarp, mma.sync: cuda_emu_mma.h) barriers of
+// both modes) compiled as C++ for the CPU: every CUDA thread of a block a fiber (cuda_emu_fiber.h), __syncthreads a
+// barrier, the warp operations (__shfl_xor_sync, __syncwarp, mma.sync: cuda_emu_mma.h) barriers of
 // 32 lanes, shared memory one static buffer (blocks run one after another). The subset of common.cu the
 // kernels use is restated (cp.async tiles as plain copies; ldmatrix.trans by its fragment layout).
 // tests/test_cupy_log_attention.py builds it with
@@ -32,9 +32,8 @@ typedef long long i64;
 #define __shared__
 #define __restrict__
 #define __align__(x) __attribute__((aligned(x)))
-struct emu_idx { unsigned x, y, z; };
-thread_local emu_idx threadIdx, blockIdx, gridDim;
-static std::barrier<>* emu_bar;
+#include "cuda_emu_fiber.h"
+static emu_barrier* emu_bar;
 inline void __syncthreads() { emu_bar->arrive_and_wait(); }
 #include "cuda_emu_sync.h"
 alignas(16) unsigned char smem_b[256 * 1024];
@@ -54,7 +53,7 @@ inline ta lo_v() { return -3.4028234663852886e38f / 8; }
 
 // ---- warp operations: a barrier of the warp's 32 lanes around an exchange ----
 struct EmuLanes {
-    std::barrier<> bar{32};
+    emu_barrier bar{32};
     float v[32];
 };
 static EmuLanes emu_lanes[NT / 32];
@@ -163,23 +162,19 @@ inline void mma_rows(float (&acc)[NN / 8][4], const unsigned (&qa)[DKP / 16][4],
 
 #include KERNEL
 
-// A launch of grid (gx, gy), NTC threads per block, the blocks one after another.
+// A launch of grid (gx, gy), NTC threads per block, the blocks one after another (every other in reverse order).
 template <typename F>
 void emu_launch(unsigned gx, unsigned gy, unsigned smem, F body) {
     emu_smem = smem;
+    const std::function<void()> run = [&body] { body(); };
+    unsigned i = 0;
     for (unsigned bx = 0; bx < gx; ++bx)
         for (unsigned by = 0; by < gy; ++by) {
-            std::barrier<> bar(NTC);
+            emu_barrier bar(NTC);
             emu_bar = &bar;
-            std::vector<std::thread> threads;
-            for (int t = 0; t < NTC; ++t)
-                threads.emplace_back([=] {
-                    threadIdx = {(unsigned)t, 0, 0};
-                    blockIdx = {bx, by, 0};
-                    gridDim = {gx, gy, 1};
-                    body();
-                });
-            for (auto& th : threads) th.join();
+            blockIdx = {bx, by, 0};
+            gridDim = {gx, gy, 1};
+            emu_run_block(NTC, run, i++ % 2 == 1);
         }
 }
 

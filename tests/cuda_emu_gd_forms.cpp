@@ -1,6 +1,6 @@
 // The CUDA source of gd_forms (lsattn/backends/cupy/gated_delta_forms.cu) compiled as C++ for the
-// CPU: the emulation of cuda_emu_gd_scan.cpp (a std::thread per CUDA thread, __syncthreads a
-// std::barrier, shared memory one static buffer; it includes gated_delta.cu through KERNEL and
+// CPU: the emulation of cuda_emu_gd_scan.cpp (a fiber per CUDA thread, __syncthreads a
+// barrier, shared memory one static buffer; it includes gated_delta.cu through KERNEL and
 // defines run(), gd_scan's launch) plus the helpers of common.cu that gd_forms uses besides, restated.
 // tests/test_cupy_gated_delta.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=.. -DTI_BF16=0|1 -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DFORMS_KERNEL='"<gated_delta_forms_tc.cu + gated_delta_forms.cu>"'

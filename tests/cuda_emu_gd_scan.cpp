@@ -1,5 +1,5 @@
 // The CUDA source of gd_scan (lsattn/backends/cupy/gated_delta.cu) compiled as C++ for the CPU on
-// the emulation of cuda_emu.h (a std::thread per CUDA thread, blocks one after another); the rest
+// the emulation of cuda_emu.h (a fiber per CUDA thread, blocks one after another); the rest
 // of common.cu that gated_delta.cu uses is restated here. tests/test_cupy_gated_delta.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. -DKERNEL='"<path of the .cu>"'
 // and drives it through the backend's host logic, so the kernel's own index arithmetic, shared
@@ -58,6 +58,8 @@ inline void staged(L load, S store) {
 struct emu_copy { void* dst; unsigned char bytes[16]; int size; };
 thread_local std::vector<std::vector<emu_copy>> emu_groups;  // committed groups, oldest first
 thread_local std::vector<emu_copy> emu_open;                 // issued, not yet committed
+EMU_FIBER_LOCAL(emu_groups);  // (per CUDA thread: cuda_emu_fiber.h)
+EMU_FIBER_LOCAL(emu_open);
 inline void emu_queue(void* dst, const void* src, int size, bool valid) {
     emu_copy e{dst, {}, size};
     if (valid) std::memcpy(e.bytes, src, size);

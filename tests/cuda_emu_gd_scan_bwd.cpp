@@ -1,6 +1,6 @@
 // The CUDA sources of gd_scan and gd_scan_bwd (lsattn/backends/cupy/gated_delta.cu,
 // gated_delta_bwd.cu) compiled as C++ for the CPU: the emulation of cuda_emu_gd_scan.cpp (a
-// std::thread per CUDA thread, __syncthreads a std::barrier; it includes gated_delta.cu through
+// fiber per CUDA thread, __syncthreads a barrier; it includes gated_delta.cu through
 // KERNEL and defines run(), gd_scan's launch) plus what the backward uses besides: the
 // warp shuffle (every thread of a block calls it the same number of times, so an exchange through
 // a block-wide buffer between two barriers is exact). tests/test_cupy_gated_delta_grad.py builds it with

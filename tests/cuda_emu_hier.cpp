@@ -1,5 +1,5 @@
 // The CUDA source of hi_intra, hi_merge, hi_snap and hi_read (lsattn/backends/cupy/hierarchical.cu) compiled as C++
-// for the CPU on the emulation of cuda_emu.h (a std::thread per CUDA thread, blocks one after
+// for the CPU on the emulation of cuda_emu.h (a fiber per CUDA thread, blocks one after
 // another); the rest of common.cu that hierarchical.cu uses is restated here (inputs in the
 // compute type: ti = ta). tests/test_cupy_hierarchical.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. [-DHI_TC=1 [-DHI_TF32=1]] -DKERNEL='"<path of the .cu>"'

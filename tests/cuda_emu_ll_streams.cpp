@@ -1,5 +1,5 @@
 // The CUDA source of the packed streams' kernels (lsattn/backends/cupy/loglinear_streams.cu:
-// ll_pk_read, ll_pk_state, hi_pk_read, hi_pk_state) compiled as C++ for the CPU on the emulation of cuda_emu.h (a std::thread
+// ll_pk_read, ll_pk_state, hi_pk_read, hi_pk_state) compiled as C++ for the CPU on the emulation of cuda_emu.h (a fiber
 // per CUDA thread, blocks one after another, __shared__ static, dynamic shared memory one buffer);
 // the rest of common.cu that the kernels use is restated (cuda_emu_mm.h, cuda_emu_reduce.h). tests/test_varlen.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=float|double -DDKP=.. -DDVP=.. -DKERNEL='"<loglinear_streams.cu>"'

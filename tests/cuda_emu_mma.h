@@ -17,7 +17,7 @@ inline unsigned pack2(float lo, float hi) { return (unsigned)emu_to_bf(lo) | ((u
 // floats from the posted fragments; K: the reduction length. The products are exact in double,
 // the sum is rounded once.
 struct EmuWarp {
-    std::barrier<> bar{32};
+    emu_barrier bar{32};
     unsigned a[32][4], b[32][2];
 };
 static EmuWarp emu_warps[1024 / 32];  // up to 1024 threads per block

@@ -5,7 +5,7 @@
 static double emu_shfl[NT];
 inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask) {
     const int t = threadIdx.x;
-    std::barrier<>* bar = emu_warp_bar[t >> 5];
+    emu_barrier* bar = emu_warp_bar[t >> 5];
     emu_shfl[t] = v;
     bar->arrive_and_wait();
     const ta r = (ta)emu_shfl[(t & ~31) | ((t & 31) ^ lane_mask)];

@@ -1,5 +1,5 @@
 // The CUDA source of the stepper's fused steps (lsattn/backends/cupy/step.cu: ek_step, ll_step,
-// gd_step, hier_step) compiled as C++ for the CPU on the emulation of cuda_emu.h (a std::thread
+// gd_step, hier_step) compiled as C++ for the CPU on the emulation of cuda_emu.h (a fiber
 // per CUDA thread, blocks one after another, in-kernel __shared__ variables static): a warp shuffle
 // an exchange between two barriers of the warp's 32 threads (hier_step's warps reduce over
 // different numbers of slots), the device offset's ticket an atomic add. Inputs in the compute

@@ -194,7 +194,7 @@ def _locked(path):
 
 def emulation(main, defines, kernels):
     """The CUDA kernels ``kernels`` (macro -> source text) compiled for the CPU through the
-    emulation ``tests/<main>`` (a std::thread per CUDA thread) with g++ and ``defines`` (name ->
+    emulation ``tests/<main>`` (a fiber per CUDA thread) with g++ and ``defines`` (name ->
     value), loaded with ctypes. Built once for each distinct build and kept on disk (``_emu_dir``):
     named by the hash of the compiler, the command, the kernels' texts and every emulation and CUDA
     source they may include. The kernels' ``extern __shared__`` reaches g++ as ``extern``

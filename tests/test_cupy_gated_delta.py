@@ -6,7 +6,7 @@ lsattn.reference.
   column blocks, chunks and slots, same index arithmetic) whose ``gd_forms`` is the array-API
   formulation (``_chunk_forms``, ``_masked_intra``), against the float64 reference; and driven by
   the kernels' CUDA sources themselves compiled for the CPU (``cuda_emu_gd_scan.cpp``,
-  ``cuda_emu_gd_forms.cpp``: a std::thread per CUDA thread, a barrier per block, mma.sync emulated
+  ``cuda_emu_gd_forms.cpp``: a fiber per CUDA thread, a barrier per block, mma.sync emulated
   per warp for gd_scan's float32 tensor-core passes), which checks the kernels' thread mapping,
   fragments, shared tiles and barriers without a GPU.
 * GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
@@ -295,6 +295,17 @@ def emulated():
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     return Emulated()
+
+
+def test_fiber_locals_per_build(emulated):
+    """The emulations' per-thread variables (EMU_FIBER_LOCAL: cp.async's queues) stay each thread's own with two
+    emulation builds loaded in one process, as every test process loads several: once g++'s STB_GNU_UNIQUE symbols
+    (inline variables) made two builds share them, every fiber switch handed a thread's queue to another and the
+    two-tier scan's emulated tests failed whenever the hypothesis draws had loaded another gd_scan build first."""
+    libs = [emulation("cuda_emu_fiber_check.cpp", {"BUILD": b}, {}) for b in (1, 2)]
+    for lib in libs + libs[:1]:
+        for reverse in (0, 1):
+            assert lib.run_check(64, reverse) == 0
 
 
 @given(batch=batch_shapes, T=seq_lens, dk=st.sampled_from([3, 16, 33]), dv=st.sampled_from([1, 17, 70]), C=chunks,

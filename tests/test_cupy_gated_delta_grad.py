@@ -11,7 +11,7 @@
   and the incoming state's levels against float64 torch autograd of the reference (inputs) and of
   the array-API path (the state).
   The CUDA sources of the backward kernels also run on the CPU (``cuda_emu_gd_forms_bwd.cpp``: a
-  thread per CUDA thread), driven the same way, and gd_forms_bwd's against the torch twin on
+  fiber per CUDA thread), driven the same way, and gd_forms_bwd's against the torch twin on
   random output gradients (chunks 16 / 32 / 64, padded head dims, value passes, offsets, hard resets).
 * GPU (``@pytest.mark.gpu``; skipped without CuPy or a CUDA device): the public operator on CUDA
   torch tensors that require grad, backend chosen automatically: gradcheck in float64 (chunk

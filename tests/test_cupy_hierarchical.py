@@ -4,7 +4,7 @@ tol (1 + max |ref|), tol = TOL[dtype] + 2 eps (max |q| + max |k|)).
 
 * CPU (runs in CI): the backend's host logic (``compute``: chunk layout, work buffers, the
   incoming slots; ``new_state``) driving the kernels' CUDA source compiled for the CPU
-  (``cuda_emu_hier.cpp``: a std::thread per CUDA thread, a barrier per block), which checks the
+  (``cuda_emu_hier.cpp``: a fiber per CUDA thread, a barrier per block), which checks the
   kernels' index arithmetic, shared tiles and barriers without a GPU.
 * GPU (``@pytest.mark.gpu``; skipped cleanly without CuPy or a CUDA device): the public operator
   without ``backend=`` on CuPy arrays and CUDA torch tensors, streams moving between backends,

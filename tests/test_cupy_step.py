@@ -217,7 +217,7 @@ def check_hier_infinities(got, args, kw, P, dtype, what):
 
 class Emulated(cstep.Twin):
     """The twin's host side with the kernels of ``step.cu`` themselves, compiled for the CPU
-    (``tests/cuda_emu_step.cpp``: a std::thread per CUDA thread, barriers, the device offset's
+    (``tests/cuda_emu_step.cpp``: a fiber per CUDA thread, barriers, the device offset's
     ticket), built with g++ once per session and compute type (``helpers.emulation``)."""
 
     def _lib(self, x):

@@ -625,7 +625,7 @@ def test_gated_delta_streams_many_chunks(cuts, more, chunk, batch, resets, seed)
 
 class _EmuStreams:
     """The packed streams' kernels (``loglinear_streams.cu``) on the CPU through
-    ``tests/cuda_emu_ll_streams.cpp`` (a std::thread per CUDA thread), launched by the cupy host
+    ``tests/cuda_emu_ll_streams.cpp`` (a fiber per CUDA thread), launched by the cupy host
     logic (``backends.cupy.loglinear.run_streams``) on NumPy arrays: the ``run`` of
     ``lsattn._ll_packed._fused``."""
 
