@@ -677,6 +677,26 @@ def test_raw_launch_blocks_are_per_call():
     assert len(seen) == 800 and set(seen) == {(99, 7, 3, 1, 256, 1, 1, 1024)}
 
 
+def _direct_on_emulation(emulated, monkeypatch):
+    """``gated_delta._torch_call`` on CPU torch tensors, its kernels (through CuPy's RawKernel call) run by the CPU
+    emulation: CuPy, the CUDA stream and device stood in for; gd_scan's two-tier form at every size. Returns torch."""
+    torch = pytest.importorskip("torch")
+    import contextlib
+    import sys
+    import types
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: -1)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)  # CPU tensors: device -1
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda dev: 77, raising=False)
+    monkeypatch.setattr(cgd, "_RAW_STREAM", [])
+    monkeypatch.setattr(cgd, "_external_stream", lambda ptr, dev: contextlib.nullcontext())
+    monkeypatch.setattr(cgd, "_launch", lambda op, dev, cfg, name: (_EmuKernel(emulated._lib(cfg), name), (256,),
+                                                                       cfg.smem(name)))
+    monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # gd_scan's two-tier form (its scratch in the plan's allocation)
+    return torch
+
+
 @pytest.mark.parametrize("raw", [False, True])
 @pytest.mark.parametrize("dtype, batch, T, dk, dv, C", [("float32", (2, 1), 150, 20, 17, 32), ("float64", (3,), 64, 5, 3, 16),
                                                          ("bfloat16", (2,), 97, 64, 20, 64), ("float32", (1,), 1, 64, 64, 64)])
@@ -688,22 +708,11 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     the padding rows trimmed; bfloat16 inputs: a float32 output of the rounded inputs, within TF32), the plan reused by a
     second call; the finiteness flag: clear for finite inputs (a hard reset included), set by one NaN; strided
     inputs and misaligned bfloat16 rows are left to the general path (None)."""
-    torch = pytest.importorskip("torch")
-    import contextlib
-    import sys
+    torch = _direct_on_emulation(emulated, monkeypatch)
     import types
 
     from lsattn.backends.cupy import _compile, _rawlaunch
 
-    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: -1)))
-    monkeypatch.setitem(sys.modules, "cupy", fake)  # CPU tensors: device -1
-    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda dev: 77, raising=False)
-    monkeypatch.setattr(cgd, "_RAW_STREAM", [])
-    monkeypatch.setattr(cgd, "_external_stream", lambda ptr, dev: contextlib.nullcontext())
-    monkeypatch.setattr(cgd, "_launch", lambda op, dev, cfg, name: (_EmuKernel(emulated._lib(cfg), name), (256,),
-                                                                       cfg.smem(name)))
-    monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
-    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # gd_scan's two-tier form (its scratch in the plan's allocation)
     kernels = {}
 
     def raw_launch(fn, grid, block, shared, n_ptr, scalars):
@@ -755,6 +764,35 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
         buf = torch.zeros(xs[1].numel() + 2, dtype=tdt)
         buf[2:] = xs[1].reshape(-1)
         assert cgd._torch_call(xs[0], buf[2:].view(xs[1].shape), *xs[2:], C, None) is None
+
+
+@pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
+    ("float32", 420, 16, 40, 16, True),  # 27 chunks: 7 periods (the last partial), gd_cgroup / gd_coarse_g / gd_cfill
+    ("float64", 300, 33, 3, 32, False)])  # 10 chunks: gd_coarse; transfers in two column blocks (d_k > 32)
+def test_direct_path_reads_only_written_scratch_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
+    """compute-sanitizer initcheck reported gd_tier1 reading uninitialized global memory (issue 16): the direct path's
+    scratch (gd_forms' outputs and the two-tier form's Z, Tot, Sb, Qp, Pc, Tg in one ``torch.empty``, which the caching
+    allocator may hand back holding NaN) and its output filled with NaN before the call give the output of the
+    zero-filled call bit for bit, on the CPU emulation: no kernel reads an element no kernel wrote into anything
+    that reaches the output, not even through a zero weight (0 * NaN = NaN)."""
+    torch = _direct_on_emulation(emulated, monkeypatch)
+    monkeypatch.setattr(cgd, "raw_launch", lambda *a: None)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    empty, fill = torch.empty, [0]
+
+    def filled(*args, **kwargs):  # every byte 0xff: NaN in float32 and float64
+        x = empty(*args, **kwargs)
+        x.view(torch.uint8).fill_(fill[0])
+        return x
+
+    monkeypatch.setattr(torch, "empty", filled)
+    xs = [torch.as_tensor(x).to(getattr(torch, dtype)) for x in make(3, (2,), T, dk, dv, resets=True)]
+    out = cgd._torch_call(*xs, C, None)
+    assert cgd._TORCH_PLANS and next(iter(cgd._TORCH_PLANS.values())).tier.grouped == grouped
+    fill[0] = 0xFF
+    got = cgd._torch_call(*xs, C, None)
+    assert torch.isfinite(got).all() and torch.equal(got, out)
+    assert_close(got.numpy(), ref.loglinear_gated_delta(*[x.numpy() for x in xs]), F64 if dtype == "float64" else F32)
 
 
 def test_registered_on_cupy():
