@@ -1,8 +1,8 @@
-// hierarchical_bwd.cu's and hierarchical_bwd_chunk.cu's kernels (hib_blocks, hib_bmerge; hib_dq, hib_dkdv) compiled as C++ for the CPU, on top of
+// hierarchical_bwd.cu's and hierarchical_bwd_{chunk,dq,dkdv}.cu's kernels (hib_blocks, hib_bmerge; hib_dq, hib_dkdv) compiled as C++ for the CPU, on top of
 // cuda_emu_hier.cpp (the emulation of hierarchical.cu, whose device helpers the backward uses).
 // tests/test_cupy_hierarchical_grad.py builds it with
 //   g++ -std=c++20 -shared -fPIC -DTA=float|double -DCH=.. -DDKP=.. -DDVP=.. [-DHIB_TC=1] -DKERNEL='"<hierarchical.cu>"'
-//       -DKERNEL_BWD='"<hierarchical_bwd.cu + hierarchical_bwd_chunk.cu>"'
+//       -DKERNEL_BWD='"<hierarchical_bwd.cu + _chunk.cu + _dq.cu + _dkdv.cu>"'
 #include "cuda_emu_hier.cpp"
 
 // common.cu's vector loads as scalar ones (alignment checked), then its register-tiled product

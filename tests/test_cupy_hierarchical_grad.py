@@ -1,5 +1,5 @@
 """Backward of loglinear_log_attention on the CuPy backend (``hierarchical_bwd.cu``,
-``hierarchical_bwd_chunk.cu`` + ``hierarchical_bwd.py``) against float64 torch autograd of ``lsattn.reference``.
+``hierarchical_bwd_{chunk,dq,dkdv}.cu`` + ``hierarchical_bwd.py``) against float64 torch autograd of ``lsattn.reference``.
 
 * CPU (runs in CI): the backward's host logic (``hierarchical_bwd.backward``) driving the kernels'
   CUDA source compiled for the CPU (``cuda_emu_hier_bwd.cpp`` on ``cuda_emu_hier.cpp``).
@@ -36,8 +36,9 @@ ORACLE_NEG = -1e5
 
 
 def hier_bwd_source():
-    """The backward's kernels as one source (``hierarchical_bwd.cu``, then ``hierarchical_bwd_chunk.cu``)."""
-    return cupy_source("hierarchical_bwd.cu") + "\n" + cupy_source("hierarchical_bwd_chunk.cu")
+    """The backward's kernels as one source (``hierarchical_bwd.cu``, ``hierarchical_bwd_chunk.cu``, ``_dq.cu``,
+    ``_dkdv.cu``, in that order)."""
+    return "\n".join(cupy_source(f"hierarchical_bwd{x}.cu") for x in ("", "_chunk", "_dq", "_dkdv"))
 
 
 class EmuBwd(Emu):

@@ -2,7 +2,7 @@
 ``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``),
 ``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu`` and its two-tier form ``gated_delta_tier.cu``, backward ``gated_delta_bwd.py`` +
 ``gated_delta_bwd.cu``, below) and ``loglinear_log_attention`` (``hierarchical.py`` +
-``hierarchical.cu`` with ``hierarchical_intra.cu`` and its reads ``hierarchical_read.cu``, backward ``hierarchical_bwd.cu`` and its per-chunk kernels ``hierarchical_bwd_chunk.cu``, below).
+``hierarchical.cu`` with ``hierarchical_intra.cu`` and its reads ``hierarchical_read.cu``, backward ``hierarchical_bwd.cu`` and its per-chunk kernels ``hierarchical_bwd_dq.cu``, ``hierarchical_bwd_dkdv.cu`` over ``hierarchical_bwd_chunk.cu``, below).
 
 Layout of this package: one host module per operator family and its kernel files
 (``loglinear.py`` + ``loglinear.cu``, ``exp_kernel.py`` + ``exp_kernel.cu`` and, for bfloat16

@@ -197,7 +197,7 @@ class Config:
         return 0
 
     def _hib_dkdv(self, nb):
-        """hib_dkdv's shared elements (hierarchical_bwd_chunk.cu) with nb buffers of a right block's U (rows of
+        """hib_dkdv's shared elements (hierarchical_bwd_dkdv.cu) with nb buffers of a right block's U (rows of
         HIB_SLD): its pairs' tiles (+ HIB_F2), the right blocks' operands over them (U buffers, E^T, B^T)."""
         CH, DKP, DVP = self.CH, self.DKP, self.DVP
         K, V, X, TC = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1), CH + 4

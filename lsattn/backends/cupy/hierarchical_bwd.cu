@@ -1,7 +1,7 @@
-// Backward of hierarchical exp-kernel attention (loglinear_log_attention), in two files compiled after common.cu
+// Backward of hierarchical exp-kernel attention (loglinear_log_attention), in four files compiled after common.cu
 // and hierarchical.cu (hi_slot, hi_decay, hi_decays, hi_lse_add, HI_LOG2C, HI_LMAX): this one (the notation below,
 // the products and loads both halves use, the right blocks' summaries hib_blocks and hib_bmerge), then
-// hierarchical_bwd_chunk.cu (the per-chunk kernels hib_dq and hib_dkdv, their tiles and the chunk's pairs). Host:
+// hierarchical_bwd_dq.cu / _dkdv.cu (the per-chunk kernels hib_dq, hib_dkdv; their tiles and pairs in _chunk.cu). Host:
 // hierarchical_bwd.py, which takes the forward's slots (or reruns its hi_intra, hi_merge and hi_snap: the intra-chunk
 // log-normalisers and the Fenwick slots with their snapshots), then runs these four kernels. q, k, lv, lam, a, the output
 // gradient g and dq, dk, dlv in the inputs' type ti (16-bit callers' tensors read and written as they are), the

@@ -1,5 +1,5 @@
 """Backward of hierarchical exp-kernel attention (``loglinear_log_attention``) on the kernels of
-``hierarchical_bwd.cu`` (the mathematics and the shifts are at its top) and ``hierarchical_bwd_chunk.cu``,
+``hierarchical_bwd.cu`` (the mathematics and the shifts are at its top) and ``hierarchical_bwd_{chunk,dq,dkdv}.cu``,
 and its torch autograd Function.
 
 The backward reads the forward's ``hierarchical.slots`` (``hi_intra``, ``hi_merge`` and ``hi_snap``: the chunks'
