@@ -24,7 +24,7 @@ Inputs of the state's dtype, or (float32 state) bfloat16 / float16 inputs read a
 The kernels' per-row logic is twinned in NumPy (:class:`Twin`: the same loops, thread layout and
 summation order); the host logic here runs on NumPy arrays with the twin, which the CPU tests
 check against the array-API step and ``lsattn.reference``; they also run ``step.cu`` itself on the
-CPU (``tests/cuda_emu_step.cpp``: a thread per CUDA thread, the kernels' barriers and shuffles)
+CPU (``tests/cuda_emu_step.cpp``: a fiber per CUDA thread, the kernels' barriers and shuffles)
 through the same host logic.
 """
 from __future__ import annotations
