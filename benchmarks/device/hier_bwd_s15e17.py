@@ -54,7 +54,7 @@ def text(var, name):
     if var in ("main", "r1"):
         reps = (MAIN if var == "main" else R1).get(name, [])
     else:
-        reps = {"hierarchical_bwd.cu": {"s12b": S12B, "qsel": QSEL}, "hierarchical_bwd_chunk.cu": ABL}.get(name, {}).get(var, [])
+        reps = {"hierarchical_bwd.cu": {"s12b": S12B, "qsel": QSEL}, "hierarchical_bwd_dq.cu": ABL}.get(name, {}).get(var, [])
     for a, b in reps:
         assert s.count(a) == 1, f"{var}: the tree changed; update its replacements ({a[:60]!r})"
         s = s.replace(a, b)
