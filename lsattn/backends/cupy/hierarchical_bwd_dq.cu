@@ -53,15 +53,7 @@ __device__ __forceinline__ void hib_slot_prod(const ta* G, const ta* S, E epi) {
                 hib_mma_step2(c[p], reinterpret_cast<const unsigned*>(G), HIB_GLD, S, HIB_SLD, (x / (DKP / 8)) * 16,
                               (x % (DKP / 8)) * 8, k0);
         }
-#pragma unroll
-    for (int p = 0; p < HIB_SPW; ++p) {
-        const int x = (threadIdx.x >> 5) + p * (NT / 32);
-        if (x < HIB_STL) {
-            const int m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) epi(4 * p + e, m0 + g + 8 * (e >> 1), n0 + 2 * t + (e & 1), c[p][e]);
-        }
-    }
+    hib_slot_pos([&](int kk, int r, int col) { epi(kk, r, col, c[kk >> 2][kk & 3]); });
 #else
     constexpr int RM_ = CH / 16, RN_ = DKP / 16;
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
