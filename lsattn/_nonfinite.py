@@ -53,6 +53,7 @@ import array_api_compat
 import numpy as np
 
 from ._validate import device_of
+from ._upload import _stream_key
 
 __all__ = ["checks", "kernel_checks", "KernelCheck", "prepare", "undefined_rows", "where_undefined", "canonical_shifts"]
 
@@ -150,7 +151,7 @@ def checks(op, args, state, xp, defer=False, ready=None):
     if defer and DEFER and KERNEL and (torch is None or present[0].is_cuda):
         from .backends.cupy._extrema import Mark
 
-        mark = Mark(*_stream_of(torch, present[0]))
+        mark = Mark(*_stream_key(present[0])[1:])
         return Deferred(lambda: checks(op, args, state, xp, ready=mark))
     passes = _passes(op)
     named = [(x, -math.inf if name in passes else None) for (name, _), x in zip(op.inputs, args) if x is not None]
@@ -223,19 +224,6 @@ EARLY = True
 DEFER = True
 
 
-def _stream_of(torch, x):
-    """``(device id, raw handle of the current stream)`` of a CUDA torch tensor (``torch``) or CuPy array."""
-    if torch is not None:
-        dev = x.get_device()
-        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-        return dev, (raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream)
-    import cupy
-
-    dev = x.device.id
-    with cupy.cuda.Device(dev):
-        return dev, cupy.cuda.get_current_stream().ptr
-
-
 #: CUDA arrays: every extremum from one kernel launch per dtype reading raw pointers
 #: (``lsattn.backends.cupy._extrema``) instead of one torch / CuPy reduction per array, a stack, a
 #: copy and an event; arrays whose entries are not at one flat stride (transposed, broadcast views)
@@ -257,7 +245,7 @@ def _kernel_checks(xp, torch, named, own, ready=None):
     import cupy
 
     if torch is not None:
-        dev, ptr = _stream_of(torch, arrays[0])
+        dev, ptr = _stream_key(arrays[0])[1:]
         stream = _arrays._external_stream(ptr, dev)
     else:
         dev, stream, ptr = arrays[0].device.id, contextlib.nullcontext(), None

@@ -73,8 +73,9 @@ def _stream_key(like):
     if mod.startswith("torch"):
         if not like.is_cuda:
             return None
-        dev = like.device
-        return "torch", dev.index, sys.modules["torch"].cuda.current_stream(dev).cuda_stream
+        torch, dev = sys.modules["torch"], like.get_device()
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # the handle without a Stream object
+        return "torch", dev, raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
     if mod.startswith("cupy"):
         cp = sys.modules["cupy"]
         with like.device:
