@@ -35,6 +35,9 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              16 x 64 warp tiles for the paired products (GF_W64: bf16 +4 / +0 / +11% for qeff-phi / H-out / both) and
              float32 K K^T, Q K^T by one split (GF_KQ, +2%) were measured and removed (benchmarks/NOTES.md, s16a16).
              (Session 14's kernel, gd_forms_s14.cu, and its s14_* variants were removed in session 16.)
+- *_x3:      GF_X1 0 (s17d16): bf16 inputs' products after the solve in 3xTF32 (main's kernel before s17d16; the
+             default since is 1xTF32, GF_X1 1: one mma per tile and k-step, no low halves); *_x3_as1 etc.: the splits
+             on that kernel
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
              substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
@@ -77,6 +80,7 @@ NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 AS1 = ("#define GF_ASPLIT 0", "#define GF_ASPLIT 1")
 OS1 = ("#define GF_OSPLIT 0", "#define GF_OSPLIT 1")
+X3 = ("#define GF_X1 1", "#define GF_X1 0")
 #: each variant's outputs are compared with these (the production kernel of the inputs' kind)
 BASE_BF16, BASE_FP32 = "bf16in_chk_lamw", "fp32_chk"
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
@@ -89,6 +93,10 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_os1": ("float", True, [OS1]),
     "bf16in_chk_lamw_as1_os1": ("float", True, [AS1, OS1]),
     "fp32_chk_os1": ("float", False, [OS1]),
+    "bf16in_chk_lamw_x3": ("float", True, [X3]),
+    "bf16in_chk_lamw_x3_as1": ("float", True, [X3, AS1]),
+    "bf16in_chk_lamw_x3_os1": ("float", True, [X3, OS1]),
+    "bf16in_chk_lamw_x3_as1_os1": ("float", True, [X3, AS1, OS1]),
 
     "fp32_chk_noprev": ("float", False, [NOPREV]),
     "bf16in_chk_lamw_noprev": ("float", True, [NOPREV]),

@@ -9,9 +9,9 @@ chunk-level Fenwick level and period and per incoming slot, run two per block
 returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
 Inputs are float32 / float64, or float16 / bfloat16 (``HALF_OPS``): ``gd_forms`` reads those as they
 are and computes in float32 (writing the float32 level weights ``gd_scan`` reads; the output is rounded
-once); both kernels' products run on tensor cores in float32 (3xTF32; ``gd_forms`` at C = d_k = 64) and
-FFMA in float64. ``gd_forms`` also answers the prologue's finiteness check (``KernelCheck``: it reads
-every input entry). Under torch autograd 16-bit inputs are widened to float32.
+once: by gd_tier3 itself on the direct path, ``OUT16``); both kernels' products run on tensor cores in
+float32 (3xTF32; ``gd_forms`` at C = d_k = 64; 1xTF32 for bfloat16 inputs) and FFMA in float64. ``gd_forms``
+also answers the prologue's finiteness check (``KernelCheck``: it reads every input entry). Under torch autograd 16-bit inputs are widened to float32.
 CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels;
 backward: ``gd_forms_bwd`` and ``gd_scan_bwd``); torch tensors without grad
 take the kernels here.
@@ -237,7 +237,8 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
     """CuPy-kernel implementation of ``loglinear_gated_delta``; the signature of
     ``lsattn.gated_delta._forward`` (validated inputs of one dtype: float32 / float64, or 16-bit,
     whose states are float32; ``state`` may be None). Returns (out (..., T, d_v) in the inputs'
-    dtype, float32 for 16-bit inputs (the registry casts it), State or None), the state as in the
+    dtype, float32 for 16-bit inputs (the registry casts it; the direct path's two-tier calls: in their dtype),
+    State or None), the state as in the
     array-API twin. check: the prologue's ``KernelCheck`` (``checks_inputs``), answered by ``gd_forms``
     on the kernel path (left unanswered elsewhere: the prologue then checks for itself)."""
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]

@@ -4,7 +4,7 @@
 // float32 at CH = DKP = 64: the five products after the solve (M X, attn e^G K, X^T Z, phi V,
 // (Lambda * attn) V) on tensor cores, every operand split into tf32 halves (3xTF32: ~2^-21 relative,
 // fp32 sums, as gd_scan), each warp a 16 x 32 tile, and for float32 inputs K K^T and Q K^T as well;
-// else FFMA (GF_TF32 0: a timing build)
+// else FFMA (GF_TF32 0: a timing build). bfloat16 inputs: those five in 1xTF32 (GF_X1, s17d16), as their scan's.
 #ifndef GF_TF32
 #define GF_TF32 1
 #endif
@@ -200,6 +200,14 @@ constexpr bool GF_BX = GF_BEXACT && (TI_BF16 || TI_F16);
 #define GF_LDM 1
 #endif
 constexpr bool GF_HL = GF_H && GF_LDM && GF_BX;
+// GF_X1 (bfloat16 inputs, s17d16): gf_tc's products (the five after the solve) in 1xTF32, as gd_scan / the two-tier
+// scan's for these callers (GD_X1): one mma per tile and k-step, A (and B where not exact) rounded to tf32 (cvt.rna's
+// bits, gf_rna), no low halves: ~2^-11 relative per product term, against the bfloat16 output's 2^-9 (0: 3xTF32, the
+// kernel before; float16 inputs, whose output keeps 11 bits, and float32 stay 3xTF32)
+#ifndef GF_X1
+#define GF_X1 1
+#endif
+constexpr bool GF_1X = GF_X1 && TI_BF16 && GF_TF;
 
 // GF_HL: the B fragments of the 4 tiles i (columns n0 + 8 i ..) of k-step k0 from the 16-bit tile B [k][n] (gf_h):
 // r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands lane 4 g + t4 rows 2 t4
@@ -336,10 +344,17 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
                 v[0] *= s0, v[1] *= s0, v[2] *= s1, v[3] *= s1;
             }
 #pragma unroll
-            for (int x = 0; x < 4; ++x) gf_split(v[x], ah[x], al[x]);
+            for (int x = 0; x < 4; ++x) {
+                if constexpr (GF_1X) ah[x] = gf_rna(v[x]);
+                else gf_split(v[x], ah[x], al[x]);
+            }
         } else {
 #pragma unroll
-            for (int x = 0; x < 4; ++x) gf_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+            for (int x = 0; x < 4; ++x) {
+                const float v = (float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+                if constexpr (GF_1X) ah[x] = gf_rna(v);
+                else gf_split(v, ah[x], al[x]);
+            }
         }
         unsigned rb[4];
         if constexpr (LDM) gf_ldb(Bt, bat, k0, n0, rb);
@@ -352,12 +367,17 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
             } else if constexpr (BX) {  // exact tf32 values: the bits as they are
                 bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
                 bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
+            } else if constexpr (GF_1X) {
+                bh[0] = gf_rna((float)lb(k0 + t4, n0 + 8 * i + g));
+                bh[1] = gf_rna((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
             } else {
                 gf_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
                 gf_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
             }
-            mma_tf32(acc[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
-            if constexpr (!BX) mma_tf32(acc[i], ah, bl[0], bl[1]);
+            if constexpr (!GF_1X) {
+                mma_tf32(acc[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
+                if constexpr (!BX) mma_tf32(acc[i], ah, bl[0], bl[1]);
+            }
             mma_tf32(acc[i], ah, bh[0], bh[1]);
         }
     }
