@@ -44,17 +44,10 @@ constexpr bool GF_TRI = true;                        // triangular reduction ran
 #define GF_H16 1
 #endif
 constexpr bool GF_H = GF_H16 && GF_TC && GF_TF;
-// Timing builds of session 16 (s16a16; tested on the GPU, never timed: off until a timing shows a gain; with both 0 the
-// kernel is session 15's instruction for instruction; benchmarks/device/gd_forms_variants.py's *_as1 / *_os1):
-// GF_ASPLIT (GF_H): attn = M X's two longest tile reductions split in halves with the two warps that have none (every
-// warp <= 4 k-steps instead of 8: the product's critical path; the halves' sums added, not one running sum)
-#ifndef GF_ASPLIT
-#define GF_ASPLIT 0
-#endif
-// GF_OSPLIT (GF_TF): the intra output's reductions beside H's balanced over the warps (13 k-steps each instead of 10 ..
-// 16; the split tiles' halves added): gated_delta_forms.cu
-#ifndef GF_OSPLIT
-#define GF_OSPLIT 0
+// GF_LAM1 (s17d16): the level weights' staging and lam's checked copy in the load phase by every thread (1) or beside
+// the solve's warp stage by the other 6 warps (0: the kernel before, a timing build); the same values, the same stores
+#ifndef GF_LAM1
+#define GF_LAM1 1
 #endif
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
@@ -316,11 +309,10 @@ __device__ __forceinline__ void gf_ld2(const ti* src, i64 g, int c, int T, int D
 // The warp's 16 x 32 tile (rows m0 .., the 4 tiles of 8 columns n0 + 8 i ..) of a 64 x 64 product over [lo, hi) in
 // k-steps of 8. SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores
 // may overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
-// role (SYNC only): 0 alone; 1 a helper, whose sums over its part of a tile's reduction go to part (512 floats) before
-// the barrier, no stores; 2 the tile's owner, which adds them after the barrier before its stores.
+// (Session 16's GF_ASPLIT / GF_OSPLIT, the longest tiles' reductions split in halves with other warps, partial sums
+// handed over shared memory: H200, 8K, s17d16: +1.1 / +2.2 / +2.8% (both) bf16, float32 -0.2%; removed.)
 template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
-__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr,
-                                      ta* part = nullptr, int role = 0) {
+__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
     static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
     constexpr bool AT = gf_at<LA>::v;
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
@@ -381,21 +373,7 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
             mma_tf32(acc[i], ah, bh[0], bh[1]);
         }
     }
-    const int lane = threadIdx.x % 32;
-    if (role == 1) {  // (element (i, x) of the lanes at part[(4 i + x) 32 + lane]: conflict-free)
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) part[(4 * i + x) * 32 + lane] = acc[i][x];
-    }
     if constexpr (SYNC) __syncthreads();
-    if (role == 1) return;
-    if (role == 2) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) acc[i][x] += part[(4 * i + x) * 32 + lane];
-    }
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
