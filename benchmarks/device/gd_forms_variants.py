@@ -33,7 +33,9 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              (benchmarks/NOTES.md, s16a16). (Session 14's kernel, gd_forms_s14.cu, and its s14_* variants: removed in
              session 16.)
 - *_lam0:    GF_LAM1 0 (s17d16): the level weights' staging and lam's checked copy beside the solve's warp stage on 6
-             warps (the kernel before s17d16) instead of in the load phase by every thread (the same outputs)
+             warps (the kernel before s17d16) instead of in the load phase by every thread (the same outputs; H200, 8K:
+             bf16 0.343 against 0.340 ms; float32 0.472 against 0.479: its build keeps them beside the warp stage)
+- *_nodiag, *_no32, *_no64: H200, 8K, on 1xTF32 (0.340 ms): 0.333 / 0.333 / 0.306 (_nosolve 0.293)
 - *_nodiag, *_no32, *_no64 (ablations, s17d16): the solve's parts alone: the 16 x 16 diagonal blocks' substitution, the
              warps' 32 x 32 off-diagonal blocks, the 64 x 64 stage
 - *_x3:      GF_X1 0 (s17d16): bf16 inputs' products after the solve in 3xTF32 (main's kernel before s17d16; the
@@ -93,7 +95,6 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
     "bf16in_chk_lamw_x3": ("float", True, [X3]),
     "bf16in_chk_lamw_lam0": ("float", True, [LAM0]),
-    "fp32_chk_lam0": ("float", False, [LAM0]),
     "bf16in_chk_lamw_nodiag": ("float", True, NODIAG),
     "bf16in_chk_lamw_no32": ("float", True, NO32),
     "bf16in_chk_lamw_no64": ("float", True, NO64),

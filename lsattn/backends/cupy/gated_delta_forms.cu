@@ -197,8 +197,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         gf_st4(R1 + gf_grp(t, gq), y);
     }
     // Lambda's levels staged (lamS, read after the solve) and the chunk's rows of lam in the call, whole, checked and
-    // copied in the compute type (lamw), by threads i0, i0 + stride, ..: GF_LAM1, every thread beside the loads of Q and
-    // K (one wait for all the block's global reads; 0: the 6 warps beside the solve's warp stage, a timing build)
+    // copied in the compute type (lamw), by threads i0, i0 + stride, ..: GF_LAMP (16-bit tiles), every thread beside the
+    // loads of Q and K (one wait for all the block's global reads); else the 6 warps beside the solve's warp stage
     const auto lam_pass = [&](int i0, int stride) {
         for (int idx = i0; idx < CH * GF_NL; idx += stride) {
             const int t = idx / GF_NL, l = idx % GF_NL;
@@ -214,7 +214,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             }
         }
     };
-    if (GF_LAM1) lam_pass(tid, NT);
+    if (GF_LAMP) lam_pass(tid, NT);
     if (tid < CH) {
         const i64 g = g0 + tid;
         const bool ok = g >= 0 && g < T;
@@ -366,7 +366,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     // X = (I + N)^{-1} in place of N. Warp stage (the first GF_SW threads): the 16 x 16 diagonal
     // blocks (thread 16 b + c: column c of block b, forward substitution in registers, a column's
     // updates from rows r < c skipped: N is not read left of the column), then each warp's 32 x 32
-    // block X_10 = -X_11 (N_10 X_00). Meanwhile the other threads write e^G K (GF_LAM1 0: and lam_pass).
+    // block X_10 = -X_11 (N_10 X_00). Meanwhile the other threads write e^G K (and lam_pass where not GF_LAMP).
     if (tid < GF_SW) {
         const int b = tid >> 4, c = tid & 15;
         ta* Nb = R2 + 16 * b * (GF_LD + 1);  // diagonal block b
@@ -416,7 +416,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                     if (4 * gq + e < DK) p[e] = x[e];
             }
         }
-        if (!GF_LAM1) lam_pass(tid - GF_SW, NT - GF_SW);
+        if (!GF_LAMP) lam_pass(tid - GF_SW, NT - GF_SW);
     }
     __syncthreads();
     if constexpr (CH == 64) {  // the 64 x 64 block: X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks
