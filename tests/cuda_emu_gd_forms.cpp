@@ -7,14 +7,7 @@
 
 #include "cuda_emu_gd_scan.cpp"
 
-#if TI_BF16  // bfloat16 inputs as 16-bit patterns (common.cu's ld)
-typedef unsigned short ti;
-inline ta ld(const ti* p) { return (ta)__uint_as_float(((unsigned)*p) << 16); }
-#else
-typedef ta ti;
-inline ta ld(const ti* p) { return *p; }
-#endif
-
+// (ti, ld, st: cuda_emu_gd_scan.cpp)
 inline int fen_level(i64 t, i64 s) { return bitlen64(t ^ s); }
 #include "cuda_emu_mm.h"
 // __syncwarp: the warp's barrier of cuda_emu.h (gd_forms calls it with all 32 lanes of a warp)

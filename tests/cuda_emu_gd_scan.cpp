@@ -90,6 +90,21 @@ inline float2 atomicAdd(float2* p, float2 v) {  // sm_90's vector add (gd_tier1'
     return float2{atomicAdd(&p->x, v.x), atomicAdd(&p->y, v.y)};
 }
 
+#if TI_BF16  // bfloat16 inputs as 16-bit patterns (common.cu's ld, st: gd_forms' inputs, gd_tier3's o16)
+typedef unsigned short ti;
+inline ta ld(const ti* p) { return (ta)__uint_as_float(((unsigned)*p) << 16); }
+inline void st(ti* p, ta x) {
+    unsigned u = __float_as_uint((float)x);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) { *p = (ti)((u >> 16) | 0x40u); return; }  // NaN
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+    *p = (ti)(u >> 16);
+}
+#else
+typedef ta ti;
+inline ta ld(const ti* p) { return *p; }
+inline void st(ti* p, ta x) { *p = x; }
+#endif
+
 #include KERNEL
 
 // gd_scan's launch: a 1-D grid of nblocks (chains x sequences x column blocks), NT threads per block,
@@ -158,11 +173,11 @@ extern "C" void run_tier3(const ta* qe, const ta* ek, const ta* ph, const ta* Hc
     emu_smem = sizeof(smem_raw);
 }
 #else
-extern "C" void run_tier3(const ta* qe, const ta* Qp, const ta* lam, ta* out, const ta* Sb, int T, int DK, int DV, int L,
-                          int n, int nP, int BH, unsigned nblocks, unsigned smem) {
+extern "C" void run_tier3(const ta* qe, const ta* Qp, const ta* lam, ta* out, const ta* Sb, ti* o16, int T, int DK, int DV,
+                          int L, int n, int nP, int BH, unsigned nblocks, unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] {
-        gd_tier3(qe, Qp, lam, out, Sb, T, DK, DV, L, n, nP, BH);
+        gd_tier3(qe, Qp, lam, out, Sb, o16, T, DK, DV, L, n, nP, BH);
         for (const auto& grp : emu_groups)
             if (!grp.empty()) std::abort();  // copies never waited for
     });

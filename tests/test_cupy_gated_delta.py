@@ -699,7 +699,8 @@ def _direct_on_emulation(emulated, monkeypatch):
 
 @pytest.mark.parametrize("raw", [False, True])
 @pytest.mark.parametrize("dtype, batch, T, dk, dv, C", [("float32", (2, 1), 150, 20, 17, 32), ("float64", (3,), 64, 5, 3, 16),
-                                                         ("bfloat16", (2,), 97, 64, 20, 64), ("float32", (1,), 1, 64, 64, 64)])
+                                                         ("bfloat16", (2,), 97, 64, 20, 64), ("float32", (1,), 1, 64, 64, 64),
+                                                         ("bfloat16", (2,), 600, 64, 17, 64)])
 def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, dv, C, raw):
     """The direct path of torch tensors without state (``gated_delta._torch_call``: the cached plan, one scratch
     allocation, the kernels launched on raw pointers) on CPU torch tensors, its launches run by the CPU emulation
@@ -707,7 +708,9 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     kernels' C signatures, on torch's stream): output against the reference (T not a multiple of the chunk:
     the padding rows trimmed; bfloat16 inputs: a float32 output of the rounded inputs, within TF32), the plan reused by a
     second call; the finiteness flag: clear for finite inputs (a hard reset included), set by one NaN; strided
-    inputs and misaligned bfloat16 rows are left to the general path (None)."""
+    inputs and misaligned bfloat16 rows are left to the general path (None). bfloat16 with gd_tier3 (more than one
+    period of chunks: T = 600, odd d_v): the output in bfloat16, rounded by gd_tier3, equal bit for bit to the float32
+    output (``OUT16`` off) rounded by torch."""
     torch = _direct_on_emulation(emulated, monkeypatch)
     import types
 
@@ -741,17 +744,25 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
 
     check = Check()
     out = cgd._torch_call(*xs, C, check)
-    assert out.dtype == (torch.float32 if dtype == "bfloat16" else tdt) and out.shape == batch + (T, dv)
+    o16 = dtype == "bfloat16" and -(-T // C) > 1 << cgd.TIER_M  # gd_tier3 runs: it rounds the output
+    assert next(iter(cgd._TORCH_PLANS.values())).o16 == o16
+    assert out.dtype == (torch.float32 if dtype == "bfloat16" and not o16 else tdt) and out.shape == batch + (T, dv)
     # (bfloat16 inputs at T not a multiple of the chunk: a view without the padding rows, which the registry's rounding
     # to bfloat16 compacts in its one pass)
-    assert out.is_contiguous() == (dtype != "bfloat16" or T % C == 0)
+    assert out.is_contiguous() == (dtype != "bfloat16" or T % C == 0 or o16)
     assert check.calls == ["pointer", "launched"] and check.flag[0] == 0
-    tol = {"float64": F64, "bfloat16": TF32}.get(dtype, F32)  # bfloat16: gd_scan's 1xTF32 products
+    tol = {"float64": F64, "bfloat16": BF16 if o16 else TF32}.get(dtype, F32)  # bfloat16: gd_scan's 1xTF32 products
     assert_close(out.double().numpy(), want, tol, what=f"{dtype} T={T} C={C}")
     again = cgd._torch_call(*xs, C, None)
     assert len(cgd._TORCH_PLANS) == 1 and len(kernels) == (2 if raw else 0)
     assert (next(iter(cgd._TORCH_PLANS.values())).raw_forms is not None) == raw
-    np.testing.assert_array_equal(again.numpy() if dtype != "bfloat16" else again.float().numpy(), out.numpy())
+    np.testing.assert_array_equal(again.float().numpy(), out.float().numpy())
+    if o16:  # the float32 sums rounded once: as torch rounds the float32 output
+        monkeypatch.setattr(cgd, "OUT16", False)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+        f32 = cgd._torch_call(*xs, C, None)
+        assert f32.dtype == torch.float32 and torch.equal(f32.to(tdt), out)
+        monkeypatch.setattr(cgd, "OUT16", True)
     bad = [x.clone() for x in xs]
     bad[2].view(-1)[-1] = float("nan")  # the last token's last value feature
     check = Check()
@@ -768,7 +779,8 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
 
 @pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
     ("float32", 420, 16, 40, 16, True),  # 27 chunks: 7 periods (the last partial), gd_cgroup / gd_coarse_g / gd_cfill
-    ("float64", 300, 33, 3, 32, False)])  # 10 chunks: gd_coarse; transfers in two column blocks (d_k > 32)
+    ("float64", 300, 33, 3, 32, False),  # 10 chunks: gd_coarse; transfers in two column blocks (d_k > 32)
+    ("bfloat16", 600, 64, 17, 64, False)])  # gd_tier3 rounds the output (OUT16) from the float32 sums in the scratch
 def test_direct_path_reads_only_written_scratch_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
     """compute-sanitizer initcheck reported gd_tier1 reading uninitialized global memory (issue 16): the direct path's
     scratch (gd_forms' outputs and the two-tier form's Z, Tot, Sb, Qp, Pc, Tg in one ``torch.empty``, which the caching
@@ -792,7 +804,9 @@ def test_direct_path_reads_only_written_scratch_emulated(emulated, monkeypatch, 
     fill[0] = 0xFF
     got = cgd._torch_call(*xs, C, None)
     assert torch.isfinite(got).all() and torch.equal(got, out)
-    assert_close(got.numpy(), ref.loglinear_gated_delta(*[x.numpy() for x in xs]), F64 if dtype == "float64" else F32)
+    assert next(iter(cgd._TORCH_PLANS.values())).o16 == (dtype == "bfloat16") and got.dtype == xs[0].dtype
+    assert_close(got.double().numpy(), ref.loglinear_gated_delta(*[x.double().numpy() for x in xs]),
+                 {"float64": F64, "bfloat16": BF16}.get(dtype, F32))
 
 
 def test_registered_on_cupy():
@@ -1006,6 +1020,29 @@ def test_gpu_half_inputs_read_as_they_are(dtype):
         out = lsattn.loglinear_gated_delta(*[cupy.asarray(x, dtype=cupy.float16) for x in full])
         assert out.dtype == cupy.float16
         assert_close(cupy.asnumpy(out).astype(np.float64), ref.loglinear_gated_delta(*full), F16, what="cupy float16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, T, dv", [("bfloat16", 2100, 64), ("float16", 2100, 64), ("bfloat16", 2049, 7)])
+def test_gpu_direct_output_rounded_by_gd_tier3(monkeypatch, dtype, T, dv):
+    """16-bit CUDA tensors on the direct path with the two-tier scan (33 chunks, T not a multiple of the chunk, an odd
+    d_v): gd_tier3 writes the output in their dtype (``OUT16``), equal bit for bit to the float32 output (``OUT16``
+    off) rounded by torch, and within the 16-bit bound of the reference."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    tdt = getattr(torch, dtype)
+    dev = [torch.as_tensor(x, device="cuda").to(tdt) for x in make(5, (2, 3), T, 64, dv, resets=True)]
+    monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+    out = cgd._torch_call(*dev, 64, None)
+    assert next(iter(cgd._TORCH_PLANS.values())).o16 and out.dtype == tdt and out.is_contiguous()
+    public = lsattn.loglinear_gated_delta(*dev)  # (the registry's call: the plan's output as it is)
+    assert public.dtype == tdt and torch.equal(public, out)
+    monkeypatch.setattr(cgd, "OUT16", False)
+    monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+    f32 = cgd._torch_call(*dev, 64, None)
+    assert f32.dtype == torch.float32 and torch.equal(f32.to(tdt), out)
+    want = ref.loglinear_gated_delta(*[t.double() for t in dev])
+    assert_close(out.double().cpu().numpy(), want.cpu().numpy(), BF16 if dtype == "bfloat16" else F16)
 
 
 @pytest.mark.gpu

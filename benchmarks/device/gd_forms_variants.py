@@ -27,14 +27,19 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              products of s14d16, GF_BAL, +7%, removed in session 15); bf16in_chk_lamw_main: main's kernel before s14d16
              (= _f32t). Session 15's timing builds, measured and removed (benchmarks/NOTES.md "Session 15 — s15c16"):
              GF_PAIR (_pair), GF_ISPLIT 0 (_cvt), GF_ST2 0 (_st1), GF_TRID (_trid, now the default), GF_LDA (_lda)
-- *_as1, *_os1: GF_ASPLIT 1 / GF_OSPLIT 1 (s16a16, timing builds: written and tested in session 16, never timed):
-             attn = M X's two longest tile reductions halved with the two warps that have none (every warp <= 4
-             k-steps instead of 8; bf16 inputs), the intra output's reductions beside H balanced over the warps (13
-             k-steps each instead of 10 .. 16); the split tiles' sums are two halves added ("same as ...": max |diff|
-             against the production kernel, bf16in_chk_lamw / fp32_chk; not bit-equal). Session 16's
-             16 x 64 warp tiles for the paired products (GF_W64: bf16 +4 / +0 / +11% for qeff-phi / H-out / both) and
-             float32 K K^T, Q K^T by one split (GF_KQ, +2%) were measured and removed (benchmarks/NOTES.md, s16a16).
-             (Session 14's kernel, gd_forms_s14.cu, and its s14_* variants were removed in session 16.)
+- Session 16's GF_ASPLIT / GF_OSPLIT (attn's / the output's longest tile reductions split with other warps): timed in
+             s17d16 (bf16 +1.1 / +2.2 / +2.8% both, on 1xTF32 +3.8%; float32 -0.2%) and removed with their variants.
+             Session 16's 16 x 64 warp tiles (GF_W64) and float32 K K^T, Q K^T by one split (GF_KQ) likewise
+             (benchmarks/NOTES.md, s16a16). (Session 14's kernel, gd_forms_s14.cu, and its s14_* variants: removed in
+             session 16.)
+- *_lam0:    GF_LAM1 0 (s17d16): the level weights' staging and lam's checked copy beside the solve's warp stage on 6
+             warps (the kernel before s17d16) instead of in the load phase by every thread (the same outputs; H200, 8K:
+             bf16 0.343 against 0.340 ms; float32 0.472 against 0.479: its build keeps them beside the warp stage)
+- *_nodiag, *_no32, *_no64: H200, 8K, on 1xTF32 (0.340 ms): 0.333 / 0.333 / 0.306 (_nosolve 0.293)
+- *_nodiag, *_no32, *_no64 (ablations, s17d16): the solve's parts alone: the 16 x 16 diagonal blocks' substitution, the
+             warps' 32 x 32 off-diagonal blocks, the 64 x 64 stage
+- *_x3:      GF_X1 0 (s17d16): bf16 inputs' products after the solve in 3xTF32 (main's kernel before s17d16; the
+             default since is 1xTF32, GF_X1 1: one mma per tile and k-step, no low halves; H200, 8K: 0.360 -> 0.339 ms)
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
 - ablations (wrong outputs, timing only: what a phase costs): *_nosolve (X = (I + N)^-1 not computed: no
              substitution steps, no off-diagonal block products), *_noscan (the serial per-thread sums of the log
@@ -75,8 +80,11 @@ F32T = ("#define GF_H16 1", "#define GF_H16 0")
 FFMA = ("#define GF_TF32 1", "#define GF_TF32 0")
 NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
-AS1 = ("#define GF_ASPLIT 0", "#define GF_ASPLIT 1")
-OS1 = ("#define GF_OSPLIT 0", "#define GF_OSPLIT 1")
+X3 = ("#define GF_X1 1", "#define GF_X1 0")
+LAM0 = ("#define GF_LAM1 1", "#define GF_LAM1 0")
+NODIAG = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {")]
+NO32 = [("gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", "")]
+NO64 = [("gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });", "")]
 #: each variant's outputs are compared with these (the production kernel of the inputs' kind)
 BASE_BF16, BASE_FP32 = "bf16in_chk_lamw", "fp32_chk"
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
@@ -85,10 +93,11 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "fp32_chk": ("float", False, []),
     "bf16in_chk_lamw": ("float", True, []),
     "bf16in_chk_lamw_split": ("float", True, [("#define GF_BEXACT 1", "#define GF_BEXACT 0")]),
-    "bf16in_chk_lamw_as1": ("float", True, [AS1]),
-    "bf16in_chk_lamw_os1": ("float", True, [OS1]),
-    "bf16in_chk_lamw_as1_os1": ("float", True, [AS1, OS1]),
-    "fp32_chk_os1": ("float", False, [OS1]),
+    "bf16in_chk_lamw_x3": ("float", True, [X3]),
+    "bf16in_chk_lamw_lam0": ("float", True, [LAM0]),
+    "bf16in_chk_lamw_nodiag": ("float", True, NODIAG),
+    "bf16in_chk_lamw_no32": ("float", True, NO32),
+    "bf16in_chk_lamw_no64": ("float", True, NO64),
 
     "fp32_chk_noprev": ("float", False, [NOPREV]),
     "bf16in_chk_lamw_noprev": ("float", True, [NOPREV]),

@@ -369,15 +369,18 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
-                 split=True, r3=None):
+                 split=True, r3=None, o16=None):
         """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x, the coarse slots, gd_tier3) for ``tier =
         gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None: allocated here); bw:
         gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as
         session 13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the transfers in gd_tier1x (False: in
         gd_tier1, a timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block (None: ``cfg.tier3_chunks(bw)``; a
         timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup, gd_coarse_g, gd_cfill (levels >= 3
-        over groups of 4 periods); else gd_coarse (every level over periods)."""
+        over groups of 4 periods); else gd_coarse (every level over periods). o16 (16-bit inputs, ``tier.NCL > 0``): the
+        (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded from out's float32 sums (out then holds
+        the levels <= TM's only); None: the sums added into out."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
+        assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
         bw = bw or cfg.tier_bw
         r3 = r3 or cfg.tier3_chunks(bw)
@@ -406,9 +409,10 @@ class CupyOps:
             fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, cargs, shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
-            fn((-(-n // r3) * BH * NCB,), block, (qe, Qp, lam, out, Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)),
-               shared_mem=smem)
+            fn((-(-n // r3) * BH * NCB,), block,
+               (qe, Qp, lam, out, Sb, self._p(o16), i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)), shared_mem=smem)
             return
+        assert o16 is None, "session 13's gd_tier3 walks add into out"
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),
            shared_mem=smem)
 

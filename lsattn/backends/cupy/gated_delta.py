@@ -9,9 +9,9 @@ chunk-level Fenwick level and period and per incoming slot, run two per block
 returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array-API layout: a stream moves between backends).
 Inputs are float32 / float64, or float16 / bfloat16 (``HALF_OPS``): ``gd_forms`` reads those as they
 are and computes in float32 (writing the float32 level weights ``gd_scan`` reads; the output is rounded
-once); both kernels' products run on tensor cores in float32 (3xTF32; ``gd_forms`` at C = d_k = 64) and
-FFMA in float64. ``gd_forms`` also answers the prologue's finiteness check (``KernelCheck``: it reads
-every input entry). Under torch autograd 16-bit inputs are widened to float32.
+once: by gd_tier3 itself on the direct path, ``OUT16``); both kernels' products run on tensor cores in
+float32 (3xTF32; ``gd_forms`` at C = d_k = 64; 1xTF32 for bfloat16 inputs) and FFMA in float64. ``gd_forms``
+also answers the prologue's finiteness check (``KernelCheck``: it reads every input entry). Under torch autograd 16-bit inputs are widened to float32.
 CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels;
 backward: ``gd_forms_bwd`` and ``gd_scan_bwd``); torch tensors without grad
 take the kernels here.
@@ -237,7 +237,8 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
     """CuPy-kernel implementation of ``loglinear_gated_delta``; the signature of
     ``lsattn.gated_delta._forward`` (validated inputs of one dtype: float32 / float64, or 16-bit,
     whose states are float32; ``state`` may be None). Returns (out (..., T, d_v) in the inputs'
-    dtype, float32 for 16-bit inputs (the registry casts it), State or None), the state as in the
+    dtype, float32 for 16-bit inputs (the registry casts it; the direct path's two-tier calls: in their dtype),
+    State or None), the state as in the
     array-API twin. check: the prologue's ``KernelCheck`` (``checks_inputs``), answered by ``gd_forms``
     on the kernel path (left unanswered elsewhere: the prologue then checks for itself)."""
     batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
@@ -308,6 +309,9 @@ class _Plan:
         # gd_scan's two-tier form: its scratch (Z, Tot, Sb, Qp, Pc, Tg) after gd_forms' outputs
         self.tier = tier_plan(cfg, F, n, 0, False, DK, DV)
         sizes += [BH * math.prod(shape) for shape in self.tier.shapes(DK, DV)] if self.tier else []
+        # 16-bit inputs with gd_tier3: the output in their dtype, rounded by gd_tier3 (OUT16); the float32 sums scratch
+        self.o16 = bool(OUT16 and self.half and self.tier is not None and self.tier.NCL > 0)
+        sizes += [BH * n * C * DV] if self.o16 else []
         self.cfg, self.dims = cfg, (T, DK, DV, L, n, BH)
         self.offsets, at = [], 0
         for size in sizes:  # each part 256-byte aligned (gd_scan's 16-byte asynchronous copies)
@@ -315,6 +319,7 @@ class _Plan:
             at += -(-size * cfg.itemsize // 256) * 256
         self.nbytes = at
         self.out_shape, self.view = (BH, n * C, DV), batch + (T, DV)
+        self.out_dtype = q.dtype if self.o16 else self.dtype
         self.trim = T if T % C else None  # the chunk layout's padding rows (p = 0: at the end only)
         i32, i64 = np.int32, np.int64
         self.forms, self.forms_block, self.forms_smem = _launch("gated_delta", dev, cfg, "gd_forms")
@@ -342,7 +347,7 @@ class _Plan:
 class _Direct:
     """``CupyOps.gd_tiers``' kernel lookup for ``_torch_call`` (its arguments raw pointers, its scratch given)."""
 
-    _i = staticmethod(np.int32)
+    _i, _p = staticmethod(np.int32), staticmethod(CupyOps._p)
 
     def __init__(self, dev):
         self.dev = dev
@@ -356,6 +361,10 @@ TORCH_DIRECT = True
 #: ``_torch_call`` launches through the driver with prebuilt argument blocks (``_rawlaunch``; False: CuPy's
 #: RawKernel call in CuPy's current stream, for A/B timing; read when a plan is made)
 RAW_LAUNCH = True
+#: ``_torch_call`` of 16-bit inputs with gd_tier3: the output in their dtype, rounded once by gd_tier3 from the float32
+#: sums (False: the float32 output, which the registry rounds in a pass of its own; for A/B timing; read when a plan is
+#: made; s17d16)
+OUT16 = True
 _TORCH_PLANS = {}
 _TORCH_PLANS_MAX = 64
 _RAW_STREAM = []  # torch's current raw stream getter, looked up once
@@ -367,8 +376,9 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     allocation, everything that depends only on the shapes, dtype and device cached (``_Plan``).
 
     q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): one dtype, ``T >= 1``.
-    Returns out (..., T, d_v) in the compute type (float32 for 16-bit inputs: a view without the last chunk's
-    padding rows, which the registry's rounding compacts), or None where the general path is needed: an input not contiguous, a misaligned bfloat16 one (``inputs``' rule), a device other
+    Returns out (..., T, d_v) in the compute type (16-bit inputs: in their dtype where gd_tier3 runs (``OUT16``), else
+    float32, a view without the last chunk's padding rows, which the registry's rounding compacts), or None where the
+    general path is needed: an input not contiguous, a misaligned bfloat16 one (``inputs``' rule), a device other
     than the current one."""
     import cupy
     import torch
@@ -393,11 +403,13 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     raw = _RAW_STREAM[0]
     stream = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
     scratch = torch.empty(plan.nbytes, dtype=torch.uint8, device=plan.device)
-    out = torch.empty(plan.out_shape, dtype=plan.dtype, device=plan.device)
-    base, optr = scratch.data_ptr(), out.data_ptr()
+    out = torch.empty(plan.view if plan.o16 else plan.out_shape, dtype=plan.out_dtype, device=plan.device)
+    base = scratch.data_ptr()
     qe, ek, ph, H, g, *rest = (base + o for o in plan.offsets)
     lamw = rest[0] if plan.half else 0
-    tiers = rest[bool(plan.half):] if plan.tier is not None else None  # (after lamw)
+    tiers = rest[bool(plan.half):][:6] if plan.tier is not None else None  # (after lamw)
+    # o16: gd_forms' intra output and the levels' float32 sums in the scratch, the 16-bit output from gd_tier3
+    optr, o16 = (rest[-1], out.data_ptr()) if plan.o16 else (out.data_ptr(), None)
     bad = 0 if check is None else check.pointer()
     if plan.raw_forms is not None:  # the driver's launches on torch's stream
         plan.raw_forms(stream, *ptrs, qe, ek, ph, H, g, optr, lamw, bad)
@@ -415,10 +427,12 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
             if plan.tier is not None:  # the two-tier scan (three launches through CuPy)
                 T, DK, DV, L, n, BH = plan.dims
                 CupyOps.gd_tiers(_Direct(dev), plan.cfg, plan.tier, qe, ek, ph, H, g, lamw or ptrs[5], optr, T, DK, DV,
-                                 L, n, BH, scratch=tiers)
+                                 L, n, BH, scratch=tiers, o16=o16)
             else:
                 plan.scan(plan.scan_grid, plan.scan_block,
                           (qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0, *plan.scan_tail), shared_mem=plan.scan_smem)
+    if plan.o16:
+        return out
     if plan.trim is None:
         return out.view(plan.view)
     if plan.half:  # the registry's rounding to the inputs' dtype reads the rows in place: one pass, compact

@@ -196,6 +196,25 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         gf_st4(R0 + gf_grp(t, gq), x);
         gf_st4(R1 + gf_grp(t, gq), y);
     }
+    // Lambda's levels staged (lamS, read after the solve) and the chunk's rows of lam in the call, whole, checked and
+    // copied in the compute type (lamw), by threads i0, i0 + stride, ..: GF_LAMP (16-bit tiles), every thread beside the
+    // loads of Q and K (one wait for all the block's global reads); else the 6 warps beside the solve's warp stage
+    const auto lam_pass = [&](int i0, int stride) {
+        for (int idx = i0; idx < CH * GF_NL; idx += stride) {
+            const int t = idx / GF_NL, l = idx % GF_NL;
+            const i64 g = g0 + t;
+            lamS[t * 8 + l] = (g >= 0 && g < T) ? ld(lam + (bh * T + g) * L + min(l, L - 1)) : (ta)0;
+        }
+        if (bad || lamw) {
+            const i64 r0 = max(g0, (i64)0), r1 = min(g0 + CH, (i64)T);
+            for (i64 idx = (r0 + bh * T) * L + i0; idx < (r1 + bh * T) * L; idx += stride) {
+                const ta x = ld(lam + idx);
+                nf = fma(x, (ta)0, nf);
+                if (lamw) lamw[idx] = x;
+            }
+        }
+    };
+    if (GF_LAMP) lam_pass(tid, NT);
     if (tid < CH) {
         const i64 g = g0 + tid;
         const bool ok = g >= 0 && g < T;
@@ -347,7 +366,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     // X = (I + N)^{-1} in place of N. Warp stage (the first GF_SW threads): the 16 x 16 diagonal
     // blocks (thread 16 b + c: column c of block b, forward substitution in registers, a column's
     // updates from rows r < c skipped: N is not read left of the column), then each warp's 32 x 32
-    // block X_10 = -X_11 (N_10 X_00). Meanwhile the other threads write e^G K and stage Lambda's levels.
+    // block X_10 = -X_11 (N_10 X_00). Meanwhile the other threads write e^G K (and lam_pass where not GF_LAMP).
     if (tid < GF_SW) {
         const int b = tid >> 4, c = tid & 15;
         ta* Nb = R2 + 16 * b * (GF_LD + 1);  // diagonal block b
@@ -397,19 +416,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                     if (4 * gq + e < DK) p[e] = x[e];
             }
         }
-        for (int idx = tid - GF_SW; idx < CH * GF_NL; idx += NT - GF_SW) {
-            const int t = idx / GF_NL, l = idx % GF_NL;
-            const i64 g = g0 + t;
-            lamS[t * 8 + l] = (g >= 0 && g < T) ? ld(lam + (bh * T + g) * L + min(l, L - 1)) : (ta)0;
-        }
-        if (bad || lamw) {  // the chunk's rows of lam in the call, whole: checked, copied in the compute type
-            const i64 r0 = max(g0, (i64)0), r1 = min(g0 + CH, (i64)T);
-            for (i64 idx = (r0 + bh * T) * L + tid - GF_SW; idx < (r1 + bh * T) * L; idx += NT - GF_SW) {
-                const ta x = ld(lam + idx);
-                nf = fma(x, (ta)0, nf);
-                if (lamw) lamw[idx] = x;
-            }
-        }
+        if (!GF_LAMP) lam_pass(tid - GF_SW, NT - GF_SW);
     }
     __syncthreads();
     if constexpr (CH == 64) {  // the 64 x 64 block: X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks
@@ -424,19 +431,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const GfAT<false> la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
             const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
             const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
-            if constexpr (GF_H && GF_ASPLIT) {  // the two longest reductions (tiles (48, 0): 8 k-steps, (32, 0): 6)
-                // halved with the two warps whose tiles have none ((0, 32), (16, 32)); every warp <= 4 k-steps instead of
-                // 8; the halves added by the owner after gf_tc's barrier, through Q's free tile (R0: read no more)
-                const int w = tid >> 5;
-                int am0 = m0, an0 = n0, lo = n0, role = 0;
-                ta* part = w == 1 || w == 6 ? R0 : R0 + 512;
-                if (w == 1 || w == 3) am0 = w == 1 ? 48 : 32, an0 = 0, lo = 0, role = 1;  // the first half
-                if (w == 6 || w == 4) lo = w == 6 ? 32 : 24, role = 2;                      // the second
-                const int hi = role == 1 ? (am0 == 48 ? 32 : 24) : m0 + 16;
-                gf_tc<false, GF_H>(am0, an0, lo, hi, la, lb, st, nullptr, part, role);
-            } else {
-                gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
-            }
+            gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
         }
         __syncthreads();
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
@@ -566,21 +561,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             });
             gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
-            if constexpr (GF_OSPLIT) {  // beside H's 8 k-steps, the output's rows 0 / 16 / 32 / 48 take 2 / 4 / 6 / 8 (16
-                // for the rows-48 warps): the rows-0 warps take the first 3 k-steps of the rows-48 tile of their column
-                // half, the rows-16 warps the first of the rows-32 tile: 13 per warp; the partial sums handed over a free
-                // tile (16-bit inputs: Q's, R0; else X's, R2, read no more) at gf_tc's barrier, one per warp
-                const int w = tid >> 5, pid = w < 4 ? w : (w >= 6 ? w - 6 : w - 2);
-                ta* part = (GF_H ? R0 : R2) + 512 * pid;
-                if (w < 4) {
-                    gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
-                    gf_tc<GF_BX, true, GF_HL>(w < 2 ? 48 : 32, n0, 0, w < 2 ? 24 : 8, la, vel, ost, Kh, part, 1);
-                } else {
-                    gf_tc<GF_BX, true, GF_HL>(m0, n0, w >= 6 ? 24 : 8, m0 + 16, la, vel, ost, Kh, part, 2);
-                }
-            } else {
-                gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
-            }
+            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);

@@ -4,7 +4,7 @@
 // float32 at CH = DKP = 64: the five products after the solve (M X, attn e^G K, X^T Z, phi V,
 // (Lambda * attn) V) on tensor cores, every operand split into tf32 halves (3xTF32: ~2^-21 relative,
 // fp32 sums, as gd_scan), each warp a 16 x 32 tile, and for float32 inputs K K^T and Q K^T as well;
-// else FFMA (GF_TF32 0: a timing build)
+// else FFMA (GF_TF32 0: a timing build). bfloat16 inputs: those five in 1xTF32 (GF_X1, s17d16), as their scan's.
 #ifndef GF_TF32
 #define GF_TF32 1
 #endif
@@ -44,18 +44,13 @@ constexpr bool GF_TRI = true;                        // triangular reduction ran
 #define GF_H16 1
 #endif
 constexpr bool GF_H = GF_H16 && GF_TC && GF_TF;
-// Timing builds of session 16 (s16a16; tested on the GPU, never timed: off until a timing shows a gain; with both 0 the
-// kernel is session 15's instruction for instruction; benchmarks/device/gd_forms_variants.py's *_as1 / *_os1):
-// GF_ASPLIT (GF_H): attn = M X's two longest tile reductions split in halves with the two warps that have none (every
-// warp <= 4 k-steps instead of 8: the product's critical path; the halves' sums added, not one running sum)
-#ifndef GF_ASPLIT
-#define GF_ASPLIT 0
+// GF_LAM1 (s17d16): the level weights' staging and lam's checked copy in the load phase by every thread (GF_LAMP: the
+// 16-bit tiles' build) or beside the solve's warp stage by the other 6 warps (the float32 tiles; GF_LAM1 0: every build,
+// a timing build); the same values, the same stores. H200, 8K: bf16 inputs 0.343 -> 0.340 ms, float32 0.472 -> 0.479
+#ifndef GF_LAM1
+#define GF_LAM1 1
 #endif
-// GF_OSPLIT (GF_TF): the intra output's reductions beside H's balanced over the warps (13 k-steps each instead of 10 ..
-// 16; the split tiles' halves added): gated_delta_forms.cu
-#ifndef GF_OSPLIT
-#define GF_OSPLIT 0
-#endif
+constexpr bool GF_LAMP = GF_LAM1 && GF_H;
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
@@ -200,6 +195,14 @@ constexpr bool GF_BX = GF_BEXACT && (TI_BF16 || TI_F16);
 #define GF_LDM 1
 #endif
 constexpr bool GF_HL = GF_H && GF_LDM && GF_BX;
+// GF_X1 (bfloat16 inputs, s17d16): gf_tc's products (the five after the solve) in 1xTF32, as gd_scan / the two-tier
+// scan's for these callers (GD_X1): one mma per tile and k-step, A (and B where not exact) rounded to tf32 (cvt.rna's
+// bits, gf_rna), no low halves: ~2^-11 relative per product term, against the bfloat16 output's 2^-9 (0: 3xTF32, the
+// kernel before; float16 inputs, whose output keeps 11 bits, and float32 stay 3xTF32)
+#ifndef GF_X1
+#define GF_X1 1
+#endif
+constexpr bool GF_1X = GF_X1 && TI_BF16 && GF_TF;
 
 // GF_HL: the B fragments of the 4 tiles i (columns n0 + 8 i ..) of k-step k0 from the 16-bit tile B [k][n] (gf_h):
 // r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands lane 4 g + t4 rows 2 t4
@@ -308,11 +311,10 @@ __device__ __forceinline__ void gf_ld2(const ti* src, i64 g, int c, int T, int D
 // The warp's 16 x 32 tile (rows m0 .., the 4 tiles of 8 columns n0 + 8 i ..) of a 64 x 64 product over [lo, hi) in
 // k-steps of 8. SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores
 // may overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
-// role (SYNC only): 0 alone; 1 a helper, whose sums over its part of a tile's reduction go to part (512 floats) before
-// the barrier, no stores; 2 the tile's owner, which adds them after the barrier before its stores.
+// (Session 16's GF_ASPLIT / GF_OSPLIT, the longest tiles' reductions split in halves with other warps, partial sums
+// handed over shared memory: H200, 8K, s17d16: +1.1 / +2.2 / +2.8% (both) bf16, float32 -0.2%; removed.)
 template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
-__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr,
-                                      ta* part = nullptr, int role = 0) {
+__device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
     static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
     constexpr bool AT = gf_at<LA>::v;
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
@@ -336,10 +338,17 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
                 v[0] *= s0, v[1] *= s0, v[2] *= s1, v[3] *= s1;
             }
 #pragma unroll
-            for (int x = 0; x < 4; ++x) gf_split(v[x], ah[x], al[x]);
+            for (int x = 0; x < 4; ++x) {
+                if constexpr (GF_1X) ah[x] = gf_rna(v[x]);
+                else gf_split(v[x], ah[x], al[x]);
+            }
         } else {
 #pragma unroll
-            for (int x = 0; x < 4; ++x) gf_split((float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), ah[x], al[x]);
+            for (int x = 0; x < 4; ++x) {
+                const float v = (float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+                if constexpr (GF_1X) ah[x] = gf_rna(v);
+                else gf_split(v, ah[x], al[x]);
+            }
         }
         unsigned rb[4];
         if constexpr (LDM) gf_ldb(Bt, bat, k0, n0, rb);
@@ -352,30 +361,21 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
             } else if constexpr (BX) {  // exact tf32 values: the bits as they are
                 bh[0] = __float_as_uint((float)lb(k0 + t4, n0 + 8 * i + g));
                 bh[1] = __float_as_uint((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
+            } else if constexpr (GF_1X) {
+                bh[0] = gf_rna((float)lb(k0 + t4, n0 + 8 * i + g));
+                bh[1] = gf_rna((float)lb(k0 + t4 + 4, n0 + 8 * i + g));
             } else {
                 gf_split((float)lb(k0 + t4, n0 + 8 * i + g), bh[0], bl[0]);
                 gf_split((float)lb(k0 + t4 + 4, n0 + 8 * i + g), bh[1], bl[1]);
             }
-            mma_tf32(acc[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
-            if constexpr (!BX) mma_tf32(acc[i], ah, bl[0], bl[1]);
+            if constexpr (!GF_1X) {
+                mma_tf32(acc[i], al, bh[0], bh[1]);  // A_lo B_hi + A_hi B_lo + A_hi B_hi (A_lo B_lo dropped: ~2^-22)
+                if constexpr (!BX) mma_tf32(acc[i], ah, bl[0], bl[1]);
+            }
             mma_tf32(acc[i], ah, bh[0], bh[1]);
         }
     }
-    const int lane = threadIdx.x % 32;
-    if (role == 1) {  // (element (i, x) of the lanes at part[(4 i + x) 32 + lane]: conflict-free)
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) part[(4 * i + x) * 32 + lane] = acc[i][x];
-    }
     if constexpr (SYNC) __syncthreads();
-    if (role == 1) return;
-    if (role == 2) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) acc[i][x] += part[(4 * i + x) * 32 + lane];
-    }
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll

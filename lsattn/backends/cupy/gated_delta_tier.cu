@@ -711,12 +711,34 @@ constexpr int GD_T3RMINB = DKP <= 64 ? 2 : 1;
 #ifndef GD_T3LWA_SET
 #define GD_T3LWA_SET 1
 #endif
+// 16-bit inputs, o16 given (s17d16): the output's sums rounded once into the inputs' dtype at their rows (BH, T, DV) (the
+// chunks' padding rows left out) instead of added into out (float32): the same sums, the same rounding as a cast after;
+// the first period's blocks (no coarse slot) round out's rows as they are.
+// x0 (and x1 when two) rounded into p[0] (p[1]): one 4-byte store of the pair where even (p aligned to 2 elements)
+__device__ __forceinline__ void gd_st16(ti* p, bool two, bool even, ta x0, ta x1) {
+    if constexpr (sizeof(ti) == 2) {
+        if (two && even) {
+            ti h[2];
+            st(h, x0), st(h + 1, x1);
+#ifdef __CUDA_ARCH__
+            *reinterpret_cast<unsigned*>(p) = (unsigned)h[0] | ((unsigned)h[1] << 16);
+#else
+            if (reinterpret_cast<unsigned long long>(p) % 4) std::abort();
+            p[0] = h[0], p[1] = h[1];
+#endif
+            return;
+        }
+    }
+    st(p, x0);
+    if (two) st(p + 1, x1);
+}
 extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const ta* __restrict__ qe,   // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp (GD_T1X0Q_SET)
     const ta* __restrict__ Qp,   // gd_tier1's
     const ta* __restrict__ lam,  // (BH, T, L)
-    ta* __restrict__ out,        // (BH, n, CH, DV)  + the reads of levels > GD_TM
+    ta* __restrict__ out,        // (BH, n, CH, DV)  + the reads of levels > GD_TM (o16: read only)
     const ta* __restrict__ Sb,   // gd_coarse's
+    ti* __restrict__ o16,        // (BH, T, DV) out + the reads, rounded to the 16-bit inputs' dtype; or null
     int T, int DK, int DV, int L, int n, int nP, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int SS = DKP * GD_TLDS, RR = GD_T3R * CH, RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
@@ -728,7 +750,21 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const int c = (int)(blockIdx.x / ((i64)BH * NCB)) * GD_T3R, c0 = (int)(blockIdx.x % NCB) * GD_TBW;
     const i64 bh = blockIdx.x / NCB % BH, cj = bh * n + c, slot_sz = (i64)DK * DV;
     const int pp = c >> GD_TM, ns = __popcll(pp);
-    if (!ns || c >= n) return;
+    // o16: out's columns c0 + cc, + 1 (cc even) of the block's row t plus y0, y1 rounded into o16
+    const auto put = [&](int t, int cc, ta y0, ta y1) {
+        const int col = c0 + cc;
+        const i64 g = (i64)c * CH + t;
+        if (col >= DV || g >= T) return;
+        const ta* o = out + (cj * CH + t) * DV + col;
+        const bool two = col + 1 < DV;
+        gd_st16(o16 + (bh * T + g) * DV + col, two, DV % 2 == 0, o[0] + y0, two ? o[1] + y1 : (ta)0);
+    };
+    if (!ns || c >= n) {
+        if (o16 && c < n)  // the first period: its rows as they are (+ -0: x for every x, -0 included)
+            for (int e = tid; e < min(GD_T3R, n - c) * CH * (GD_TBW / 2); e += NT)
+                put(e / (GD_TBW / 2), 2 * (e % (GD_TBW / 2)), (ta)-0.0, (ta)-0.0);
+        return;
+    }
     const ta* sb = Sb + (bh * gd_popsum(nP) + gd_popsum(pp)) * slot_sz;  // the period's slots, in its bits' order
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
     if (GD_T1X0Q_SET && !(c & (GD_TP - 1))) {  // chunk c a period's first: Qp_c = Qe_c (not stored by gd_tier1x)
@@ -770,6 +806,16 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         __syncthreads();  // slot r's buffer read: the copy of slot r + 2 may overwrite it
     }
     cp_async_wait<0>();
+    if (o16) {
+        if (wt.on)
+#pragma unroll
+            for (int a = 0; a < RW; ++a)
+#pragma unroll
+                for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) put(wt.row(a, 2 * h), wt.col(i, 2 * h), acc[a][i][2 * h], acc[a][i][2 * h + 1]);
+        return;
+    }
     if (wt.on)
 #pragma unroll
         for (int a = 0; a < RW; ++a)
