@@ -63,11 +63,12 @@ class Emu:
     def _smem(self, cfg, kernel):  # the FFMA kernels' (float32's config asks for the tensor-core ones)
         return ctypes.c_uint(dataclasses.replace(cfg, tc=False).smem(kernel))
 
-    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH):
+    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH,
+                 mode=0):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         self._lib(cfg).run_intra(*self._ptrs(cfg, (q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch)), *ints,
                                  self._s(cfg, alo), ctypes.c_int(n_old), ctypes.c_int(wm.shape[1]), ctypes.c_int(n),
-                                 ctypes.c_int(BH), self._smem(cfg, "hi_intra"))
+                                 ctypes.c_int(BH), self._smem(cfg, "hi_intra"), ctypes.c_int(mode))
 
     def hi_merge(self, cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH):
         ints = [ctypes.c_int(x) for x in (DK, DV)] + [ctypes.c_longlong(F)] + [ctypes.c_int(x) for x in (n, n_old)]
@@ -227,11 +228,11 @@ def test_kernels_tf32_emulated_match_reference(emu_tf32, batch, T, dk, dv, C, de
           what=f"T={T} C={C} cuts={cuts}")
 
 
-def _exact_row_inputs(batch, C, dk, dv):
-    """3 C + 5 tokens on which hi_intra's tensor-core sums fall below DEN_FLOOR: a value 150 above the others
+def _exact_row_inputs(batch, C, dk, dv, chunks=3):
+    """``chunks`` C + 5 tokens on which hi_intra's tensor-core sums fall below DEN_FLOOR: a value 150 above the others
     at token C - 2 of every chunk (column 1), a key 100 below the others at token 3 with every level but
     the diagonal 120 lower."""
-    q, k, lv, lam, a = make(5, batch, 3 * C + 5, dk, dv, decay="moderate", weights="random")
+    q, k, lv, lam, a = make(5, batch, chunks * C + 5, dk, dv, decay="moderate", weights="random")
     lv[..., C - 2::C, 1] = 150.0
     k[..., 3::C, :] -= 100.0
     lam[..., 1:] -= 120.0
@@ -258,6 +259,34 @@ def test_intra_exact_rows_on_tensor_cores_emulated(emu_tc, C):
     arrays = [x.astype(np.float32).astype(np.float64) for x in arrays]
     tol = 1e-4 + 1e-5 + 2 * np.finfo(np.float32).eps * (np.abs(arrays[0]).max() + np.abs(arrays[1]).max())
     assert_close(out, ref.loglinear_log_attention(*arrays[:4], log_decay=arrays[4]), tol, atol=tol, what=f"C={C}")
+
+
+@pytest.mark.parametrize("variant,C,dtype", [("ffma", 16, "float64"), ("ffma", 32, "float32"), ("tc", 16, "float32"),
+                                               ("tc", 32, "float32"), ("tf32", 32, "float32")])
+def test_split_intra_bit_equal_emulated(emu, emu_tc, emu_tf32, monkeypatch, variant, C, dtype):
+    """``slots``' split (hi_isum then the merges beside hi_ipair) against hi_intra then the merges: the outputs,
+    hi_intra's partials and every slot the merges wrote bit for bit (variants of float64 / float32 callers' FFMA,
+    bfloat16's tensor cores, float32's 3xTF32), on inputs with exact rows (values far above the others), -inf
+    values, keys and decays, after a stream cut (incoming slots), d_v across two column blocks."""
+    ops = {"ffma": emu, "tc": emu_tc, "tf32": emu_tf32}[variant]
+    arrays = _with_neg_inf(_exact_row_inputs((2,), C, 8, 17, 7), np.random.default_rng(3), values=dtype == "float64")
+    T, cut = arrays[0].shape[-2], 2 * C + 3
+    first = [np.ascontiguousarray(x, dtype=dtype) for x in _sl(arrays, 0, cut)]
+    old = tuple(chi.new_state(np, first[1], first[2], first[4], None, 0).tensors[x] for x in ("m", "n", "S", "z"))
+    rest = [np.ascontiguousarray(x, dtype=dtype) for x in _sl(arrays, cut, T)]
+    monkeypatch.setattr(chi, "SPLIT_MIN", 0)
+    got = {}
+    for split in (False, True):
+        monkeypatch.setattr(chi, "SPLIT", split)
+        got[split] = [chi.compute(ops, *x, p, o, C, keep=True) for x, p, o in ((first, 0, None), (rest, cut, old))]
+    for (y0, w0), (y1, w1) in zip(got[False], got[True]):
+        assert w0.n > 2 and y0.dtype == dtype
+        used = w0.n_old + w0.n - 1  # slot ids written (the call's last chunk has no summary)
+        for a, b in [(y0, y1), (w0.lden, w1.lden), (w0.lnum, w1.lnum), (w0.gch[:, :-1], w1.gch[:, :-1]),
+                     (w0.wm[:, :, :used], w1.wm[:, :, :used]), (w0.wz[:, :, :used], w1.wz[:, :, :used]),
+                     (w0.wn[:, :used], w1.wn[:, :used]), (w0.wS[:, :used], w1.wS[:, :used])]:
+            assert np.array_equal(a, b, equal_nan=True)
+        assert np.isfinite(y0).any() and np.isneginf(y0).any() == (dtype == "float64")
 
 
 @given(T=st.integers(1, 150), C=chunks, decay=decays_or_none, weights=weight_kinds, seed=seeds, data=st.data())

@@ -125,7 +125,7 @@ class Config:
             tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass
             ta_, tp = max(tc, tk), max(DKP * (CH + 1), tk, tc)
             return (tk + 2 * tc + ta_ + tp + max(max(CH, DKP) * lv + CH * lv, ta_) + 32 * CH) * es
-        if kernel == "hi_intra":  # hierarchical_intra.cu (HI_AV = 64 value columns per pass; HI_TC's tiles and strides)
+        if kernel in ("hi_intra", "hi_isum", "hi_ipair"):  # hierarchical_intra.cu (HI_AV = 64 value columns per pass; HI_TC's tiles and strides)
             if self.hi_tc:
                 return (CH * ((DKP + 8) + (DKP + 4) + (CH + 8) + max(DKP + 8, 68)) + 5 * CH + DKP + 64) * es
             return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64) * es
