@@ -589,3 +589,40 @@ def test_gpu_state_gradients_take_the_array_api_path():
     out3 = lsattn.loglinear_log_attention(q, *xs[1:4], log_decay=xs[4], state=state)
     assert _on_kernels(out3)
     assert_close(out3.detach().cpu().numpy(), out2.detach().cpu().numpy(), 1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,batch,T", [("bfloat16", (2, 8), 4096), ("bfloat16", (2, 3), 900), ("float32", (2, 3), 900),
+                                           ("float64", (2,), 300)])
+def test_gpu_split_slots_bit_equal(monkeypatch, dtype, batch, T):
+    """``hierarchical.slots``' split (the chunks' summaries, hi_merge and hi_snap on a side stream beside hi_ipair;
+    here on every call with merges, SPLIT_MIN 0) against hi_intra then the merges on the caller's stream: the
+    no-grad output, the training output and every gradient bit for bit (a missing wait would read slots under
+    construction: at 4K tokens, 16 sequences, it would differ), after an incoming state, -inf keys, values and
+    decays; and the split taken."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    dt = getattr(torch, dtype)
+    arrays = _with_neg_inf(make(17, batch, T + 100, 64, 70, decay="moderate", weights="random"),
+                           np.random.default_rng(17), values=dtype == "float64")
+    full = [torch.tensor(x, device="cuda").to(dt) for x in arrays]
+    cut = lambda x, s: x[..., s] if x.ndim == len(batch) + 1 else x[..., s, :]  # noqa: E731
+    _, state = lsattn.loglinear_log_attention(*[cut(x, slice(None, 100)) for x in full[:4]],
+                                              log_decay=cut(full[4], slice(None, 100)), return_state=True)
+    do = torch.tensor(np.random.default_rng(18).standard_normal(batch + (T, 70)), device="cuda").to(dt)
+    forks, real = [], chi._fork
+    monkeypatch.setattr(chi, "_fork", lambda ops: forks.append(1) or real(ops))
+    monkeypatch.setattr(chi, "SPLIT_MIN", 0)
+    got = {}
+    for split in (False, True):
+        monkeypatch.setattr(chi, "SPLIT", split)
+        xs = [cut(x, slice(100, None)).clone().requires_grad_(True) for x in full]
+        with torch.no_grad():
+            plain = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4], state=state)
+        out = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4], state=state)
+        assert _on_kernels(out)
+        (out * do).sum().backward()
+        got[split] = [plain, out.detach()] + [x.grad for x in xs]
+        assert bool(forks) == split
+    for a, b in zip(got[False], got[True]):
+        assert a.dtype == b.dtype and torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
