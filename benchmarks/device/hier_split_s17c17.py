@@ -15,7 +15,10 @@ stream beside hi_ipair) against the serial order (hi_intra, hi_merge, hi_snap on
         # the table's calls (bench_gpu_hierarchical's timing: empty queue per call, interleaved rounds): fwd+bwd and
         # no-grad fwd, split / serial (bf16: and torch SDPA)
     python benchmarks/device/hier_split_s17c17.py prof bf16:16384
-        # hier_prof_s14g17's clocks (7 steps) and one profiled step per configuration: kernels, GPU idle
+        # hier_prof_s14g17's clocks (7 steps) and one profiled step per configuration: kernels, GPU idle (the first
+        # spec only)
+    python benchmarks/device/hier_split_s17c17.py kab,pub,prof bf16:16384 fp32:8192 16384 15
+        # several modes in one process
 """
 import os
 import statistics
@@ -165,27 +168,34 @@ def prof(specs):
                       f"{r['gaps_ms']:.3f}, {r['launches']} GPU ops", flush=True)
                 for k, (n, ms) in r["kernels"].items():
                     print(f"    {ms:8.4f} ms  x{n:<3d} {k}", flush=True)
+                if ph == "fwd":  # (host launch, GPU start, GPU duration, op) of the forward's ops, ms from its start
+                    for row in r["timeline"][:24]:
+                        print("  tl", *row, flush=True)
         chi.SPLIT = True
         del xs
         torch.cuda.empty_cache()
 
 
 def main():
-    what = sys.argv[1]
+    """``what`` may list several modes (``kab,pub,prof``): one process, one import."""
     t0 = time.perf_counter()
     specs = [(s.split(":")[0], int(s.split(":")[1])) for s in sys.argv[2:] if ":" in s]
     nums = [int(s) for s in sys.argv[2:] if s.isdigit()]
-    if what == "warm":
-        warm()
-    elif what == "equal":
-        equal(nums[0] if nums else 16384)
-    elif what == "kab":
-        kab(nums[0] if nums else 16384, nums[1] if len(nums) > 1 else 15)
-    elif what == "pub":
-        pub(specs, float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 3.0)
-    elif what == "prof":
-        prof(specs)
-    print(f"-- {what} done at {time.perf_counter() - t0:.1f} s", flush=True)
+    for what in sys.argv[1].split(","):
+        try:
+            if what == "warm":
+                warm()
+            elif what == "equal":
+                equal(nums[0] if nums else 16384)
+            elif what == "kab":
+                kab(nums[0] if nums else 16384, nums[1] if len(nums) > 1 else 15)
+            elif what == "pub":
+                pub(specs, float(sys.argv[sys.argv.index("--budget") + 1]) if "--budget" in sys.argv else 3.0)
+            elif what == "prof":
+                prof(specs[:1])
+        except Exception as exc:  # noqa: BLE001  (reported; the next mode runs)
+            print(f"{what} failed: {type(exc).__name__}: {exc}", flush=True)
+        print(f"-- {what} done at {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -118,31 +118,36 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
     lden = xp.empty((BH, T), dtype=ta_dtype)
     lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
     gch = xp.empty((BH, n), dtype=ta_dtype)  # the chunks' total decays
-    gnode = xp.empty_like(gch)  # the slots' total decays (a chunk's own until a merge makes it more)
-    msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m at every chunk's start
     levels = merge_levels(F, n)
     intra = (cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH)
 
     def tree():  # the slots from the chunks' summaries: hi_merge per depth, hi_snap
-        xp.copyto(gnode, gch)
-        for d, c0, count in levels:
-            ops.hi_merge(cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH)
-        ops.hi_snap(cfg, wm, gnode, msnap, DK, p, F, n, n_old, NLC, BH)
+        gnode = xp.empty_like(gch)  # the slots' total decays (a chunk's own until a merge makes it more)
+        msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m at every chunk's start
+        with stream:
+            xp.copyto(gnode, gch)
+            for d, c0, count in levels:
+                ops.hi_merge(cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH)
+            ops.hi_snap(cfg, wm, gnode, msnap, DK, p, F, n, n_old, NLC, BH)
+        return gnode, msnap
 
     if SPLIT and levels and BH * n >= SPLIT_MIN:
         # the summaries, the merges and hi_snap on a side stream beside the pairs (hi_ipair): the merges' chain of
         # launches no longer waits for the pairs; the caller's stream waits for it before hi_read
         with _fork(ops) as side:
-            with side.stream:
+            stream = side.stream
+            with stream:
                 ops.hi_intra(*intra, mode=1)
             ops.hi_intra(*intra, mode=2)
-            with side.stream:
-                tree()
+            gnode, msnap = tree()  # (its buffers from the caller's stream's pool after the first launches: ordered
+            # after every earlier use on that stream by the fork's event; gnode freed after the join)
         launch_pending()  # the prologue's deferred checks, their host work beside the kernels
     else:
+        stream = contextlib.nullcontext()
         ops.hi_intra(*intra)
         launch_pending()  # the prologue's deferred checks, their host work beside hi_intra (the call's longest launch chain)
-        tree()
+        gnode, msnap = tree()
+    del gnode
     return types.SimpleNamespace(batch=batch, BH=BH, T=T, DK=DK, DV=DV, L=L, F=F, n=n, n_old=n_old, NLC=NLC, alo=alo,
                                  q3=q3, k3=k3, lv3=lv3, lam3=lam3, a2=a2, lden=lden, lnum=lnum, gch=gch, wm=wm, wz=wz,
                                  wn=wn, wS=wS, msnap=msnap)
