@@ -48,12 +48,11 @@ static void launch(unsigned gx, unsigned gy, unsigned gz, unsigned smem, const s
     emu_launch(gx, gy, gz, body, nt);
 }
 
-// hi_intra's launch (mode 1: hi_isum, 2: hi_ipair): grid (n, BH).
+// hi_intra's launch: grid (n, BH).
 extern "C" void run_intra(const ta* q, const ta* k, const ta* lv, const ta* lam, const ta* a, ta* lden, ta* lnum, ta* wm,
                           ta* wz, ta* wn, ta* wS, ta* gch, int T, int DK, int DV, int L, i64 p, i64 F, ta alo, int n_old,
-                          int ncb, int n, int BH, unsigned smem, int mode) {
-    auto kernel = mode == 1 ? hi_isum : (mode == 2 ? hi_ipair : hi_intra);
-    launch(n, BH, 1, smem, [=] { kernel(q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, alo, n_old, ncb); });
+                          int ncb, int n, int BH, unsigned smem) {
+    launch(n, BH, 1, smem, [=] { hi_intra(q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, alo, n_old, ncb); });
 }
 
 // hi_merge's launch: grid (count, ncb, BH).

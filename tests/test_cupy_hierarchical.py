@@ -45,8 +45,11 @@ class Emu:
 
     xp = np
 
+    def __init__(self, **defines):
+        self.defines = defines  # further defines of the build (timing builds' A/B)
+
     def _lib(self, cfg):
-        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
+        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, **self.defines},
                          {"KERNEL": hier_source()})
 
     @staticmethod
@@ -63,12 +66,11 @@ class Emu:
     def _smem(self, cfg, kernel):  # the FFMA kernels' (float32's config asks for the tensor-core ones)
         return ctypes.c_uint(dataclasses.replace(cfg, tc=False).smem(kernel))
 
-    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH,
-                 mode=0):
+    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         self._lib(cfg).run_intra(*self._ptrs(cfg, (q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch)), *ints,
                                  self._s(cfg, alo), ctypes.c_int(n_old), ctypes.c_int(wm.shape[1]), ctypes.c_int(n),
-                                 ctypes.c_int(BH), self._smem(cfg, "hi_intra"), ctypes.c_int(mode))
+                                 ctypes.c_int(BH), self._smem(cfg, "hi_intra"))
 
     def hi_merge(self, cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH):
         ints = [ctypes.c_int(x) for x in (DK, DV)] + [ctypes.c_longlong(F)] + [ctypes.c_int(x) for x in (n, n_old)]
@@ -97,7 +99,7 @@ class EmuTC(Emu):
 
     def _lib(self, cfg):
         assert cfg.ta == "float"
-        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1},
+        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1, **self.defines},
                          {"KERNEL": hier_source()})
 
     def _smem(self, cfg, kernel):
@@ -110,8 +112,8 @@ class EmuTF32(EmuTC):
 
     def _lib(self, cfg):
         assert cfg.ta == "float"
-        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1, "HI_TF32": 1},
-                         {"KERNEL": hier_source()})
+        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1, "HI_TF32": 1,
+                                               **self.defines}, {"KERNEL": hier_source()})
 
     def _smem(self, cfg, kernel):  # float32's (tf32 planes)
         return ctypes.c_uint(dataclasses.replace(cfg, tc=True).smem(kernel))
@@ -228,11 +230,11 @@ def test_kernels_tf32_emulated_match_reference(emu_tf32, batch, T, dk, dv, C, de
           what=f"T={T} C={C} cuts={cuts}")
 
 
-def _exact_row_inputs(batch, C, dk, dv, chunks=3):
-    """``chunks`` C + 5 tokens on which hi_intra's tensor-core sums fall below DEN_FLOOR: a value 150 above the others
+def _exact_row_inputs(batch, C, dk, dv):
+    """3 C + 5 tokens on which hi_intra's tensor-core sums fall below DEN_FLOOR: a value 150 above the others
     at token C - 2 of every chunk (column 1), a key 100 below the others at token 3 with every level but
     the diagonal 120 lower."""
-    q, k, lv, lam, a = make(5, batch, chunks * C + 5, dk, dv, decay="moderate", weights="random")
+    q, k, lv, lam, a = make(5, batch, 3 * C + 5, dk, dv, decay="moderate", weights="random")
     lv[..., C - 2::C, 1] = 150.0
     k[..., 3::C, :] -= 100.0
     lam[..., 1:] -= 120.0
@@ -261,32 +263,31 @@ def test_intra_exact_rows_on_tensor_cores_emulated(emu_tc, C):
     assert_close(out, ref.loglinear_log_attention(*arrays[:4], log_decay=arrays[4]), tol, atol=tol, what=f"C={C}")
 
 
-@pytest.mark.parametrize("variant,C,dtype", [("ffma", 16, "float64"), ("ffma", 32, "float32"), ("tc", 16, "float32"),
-                                               ("tc", 32, "float32"), ("tf32", 32, "float32")])
-def test_split_intra_bit_equal_emulated(emu, emu_tc, emu_tf32, monkeypatch, variant, C, dtype):
-    """``slots``' split (hi_isum then the merges beside hi_ipair) against hi_intra then the merges: the outputs,
-    hi_intra's partials and every slot the merges wrote bit for bit (variants of float64 / float32 callers' FFMA,
-    bfloat16's tensor cores, float32's 3xTF32), on inputs with exact rows (values far above the others), -inf
-    values, keys and decays, after a stream cut (incoming slots), d_v across two column blocks."""
-    ops = {"ffma": emu, "tc": emu_tc, "tf32": emu_tf32}[variant]
-    arrays = _with_neg_inf(_exact_row_inputs((2,), C, 8, 17, 7), np.random.default_rng(3), values=dtype == "float64")
-    T, cut = arrays[0].shape[-2], 2 * C + 3
-    first = [np.ascontiguousarray(x, dtype=dtype) for x in _sl(arrays, 0, cut)]
-    old = tuple(chi.new_state(np, first[1], first[2], first[4], None, 0).tensors[x] for x in ("m", "n", "S", "z"))
-    rest = [np.ascontiguousarray(x, dtype=dtype) for x in _sl(arrays, cut, T)]
-    monkeypatch.setattr(chi, "SPLIT_MIN", 0)
-    got = {}
-    for split in (False, True):
-        monkeypatch.setattr(chi, "SPLIT", split)
-        got[split] = [chi.compute(ops, *x, p, o, C, keep=True) for x, p, o in ((first, 0, None), (rest, cut, old))]
-    for (y0, w0), (y1, w1) in zip(got[False], got[True]):
-        assert w0.n > 2 and y0.dtype == dtype
-        used = w0.n_old + w0.n - 1  # slot ids written (the call's last chunk has no summary)
-        for a, b in [(y0, y1), (w0.lden, w1.lden), (w0.lnum, w1.lnum), (w0.gch[:, :-1], w1.gch[:, :-1]),
-                     (w0.wm[:, :, :used], w1.wm[:, :, :used]), (w0.wz[:, :, :used], w1.wz[:, :, :used]),
-                     (w0.wn[:, :used], w1.wn[:, :used]), (w0.wS[:, :used], w1.wS[:, :used])]:
-            assert np.array_equal(a, b, equal_nan=True)
-        assert np.isfinite(y0).any() and np.isneginf(y0).any() == (dtype == "float64")
+@pytest.mark.parametrize("dv", [17, 20])
+@pytest.mark.parametrize("variant,dtype", [("ffma", "float64"), ("ffma", "float32"), ("tc", "float32"), ("tf32", "float32")])
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_merge_staged_bit_equal_emulated(emu, variant, dtype, dv, rounds):
+    """hi_merge with the held slots staged in shared memory (``HI_MSTAGE``; ``rounds`` 2: two slots a round,
+    ``HI_MGSN`` 2, so the blocks of depth >= 3 stage twice per pass) against session 14's loads into registers
+    (``HI_MSTAGE`` 0) through the host logic: outputs and every slot bit for bit; 22 chunks (depths 1-4) after a
+    stream cut (incoming slots), d_v 17 (scalar copies) / 20 (16-byte pieces), two column blocks; -inf keys, decays
+    (and values in float64) with one round."""
+    kind = {"ffma": Emu, "tc": EmuTC, "tf32": EmuTF32}[variant]
+    new, old = kind(**({"HI_MGSN": 2} if rounds == 2 else {})), kind(HI_MSTAGE=0)
+    arrays = list(make(9, (2,), 21 * 16 + 40, 8, dv, decay="moderate", weights="random"))
+    arrays[4] *= 0.02  # weak decays: every held slot's terms visible in the sums (a slot's decay wrong would show)
+    if rounds == 1:  # (-inf decays reset the older slots' weights to 0: the two-round case keeps them all visible)
+        arrays = _with_neg_inf(arrays, np.random.default_rng(9), values=dtype == "float64")
+    first = [np.ascontiguousarray(x, dtype=dtype) for x in _sl(arrays, 0, 40)]
+    old_st = tuple(chi.new_state(np, first[1], first[2], first[4], None, 0).tensors[x] for x in ("m", "n", "S", "z"))
+    rest = [np.ascontiguousarray(x, dtype=dtype) for x in _sl(arrays, 40, arrays[0].shape[-2])]
+    (y0, w0), (y1, w1) = (chi.compute(ops, *rest, 40, old_st, 16, keep=True) for ops in (old, new))
+    assert max(d for d, _, _ in chi.merge_levels(w0.F, w0.n)) >= 3
+    used = w0.n_old + w0.n - 1
+    for a, b in [(y0, y1), (w0.wm[:, :, :used], w1.wm[:, :, :used]),
+                 (w0.wz[:, :, :used], w1.wz[:, :, :used]), (w0.wn[:, :used], w1.wn[:, :used]),
+                 (w0.wS[:, :used], w1.wS[:, :used])]:
+        assert np.array_equal(a, b, equal_nan=True)
 
 
 @given(T=st.integers(1, 150), C=chunks, decay=decays_or_none, weights=weight_kinds, seed=seeds, data=st.data())
@@ -519,4 +520,20 @@ def test_gpu_bf16_intra_exact_rows(C):
     tensor-core sums below DEN_FLOOR), d_k = d_v = 64: within the 16-bit bound of the reference and, on the
     same rounded inputs, of the float32 kernels as in ``test_gpu_bf16_tensor_core_read_every_chunk``."""
     _bf16_against_reference_and_float32(_exact_row_inputs((2, 2), C, 64, 64), C)
+
+
+@pytest.mark.gpu
+def test_gpu_merge_deep_tree():
+    """hi_merge's staged slots over two rounds (HI_MGS = 8 held slots a round; 1026 chunks of 16 tokens: the blocks of
+    depth 9 and 10 hold 9 and 10): float32 kernels against the array-API path in float64 on the same device at 1e-4 (log space,
+    relative to 1 + max |ref|; very weak decays: the oldest slots' terms are visible)."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    arrays = list(make(21, (1,), 16 * 1025 + 3, 16, 16, decay="moderate", weights="random"))
+    arrays[4] *= 5e-4
+    dev = [torch.tensor(x, device="cuda") for x in arrays]
+    out, _ = chi.forward(*[x.float() for x in dev], None, False, chunk_size=16)
+    assert max(d for d, _, _ in chi.merge_levels(0, 1026)) >= 9
+    want = lsattn.loglinear_log_attention(*dev[:4], log_decay=dev[4], backend="array_api")
+    assert_close(out.double().cpu().numpy(), want.cpu().numpy(), 1e-4, atol=1e-4)
 

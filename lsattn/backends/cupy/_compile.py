@@ -37,7 +37,7 @@ _KERNELS = {
     # gd_tier1 (low walks), gd_tier1x (transfers), the coarse slots (gd_coarse, or from 65 periods gd_cgroup,
     # gd_coarse_g, gd_cfill), gd_tier3)
     "gated_delta_bwd": ("gd_scan_bwd", "gd_scan_bwd_x1", "gd_forms_bwd", "gd_forms_bwd_x1"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
-    "hierarchical": ("hi_intra", "hi_isum", "hi_ipair", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
+    "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
@@ -162,8 +162,6 @@ _NT = 256
 RAW_LAUNCH = True
 _RAW = {}  # (device, op, cfg, kernel, grid, scalars, pointer counts) -> RawLaunch
 _RAW_MAX = 512
-#: hi_intra's kernels by mode (hierarchical_intra.cu's HI_INTRA_KERNEL)
-_HI_INTRA = ("hi_intra", "hi_isum", "hi_ipair")
 #: device token maps of recent packed layouts (``CupyOps.token_map``), least recently used first: a few,
 #: so the device memory held stays a few ``4 T`` bytes
 _TOKEN_MAPS = {}
@@ -461,12 +459,10 @@ class CupyOps:
         fn(grid, block, (*[p(x) for x in ptrs], *scalars, *[p(x) for x in tail]), shared_mem=smem)
 
     # hierarchical exp-kernel attention
-    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH,
-                 mode=0):
-        """a: (BH, T) log decays or None (no decay); alo: their clamp (compute-dtype scalar); mode: 0 everything
-        (hi_intra), 1 the chunks' summaries and total decays only (hi_isum), 2 the pairs only (hi_ipair)."""
+    def hi_intra(self, cfg, q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH):
+        """a: (BH, T) log decays or None (no decay); alo: their clamp (compute-dtype scalar)."""
         i, l = self._i, self._l
-        self._raw("hierarchical", cfg, _HI_INTRA[mode], (n, BH), (q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch),
+        self._raw("hierarchical", cfg, "hi_intra", (n, BH), (q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch),
                   (i(T), i(DK), i(DV), i(L), l(p), l(F), self._s(cfg, alo), i(n_old), i(wm.shape[1])))
 
     def hi_merge(self, cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH):

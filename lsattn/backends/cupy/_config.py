@@ -125,12 +125,12 @@ class Config:
             tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass
             ta_, tp = max(tc, tk), max(DKP * (CH + 1), tk, tc)
             return (tk + 2 * tc + ta_ + tp + max(max(CH, DKP) * lv + CH * lv, ta_) + 32 * CH) * es
-        if kernel in ("hi_intra", "hi_isum", "hi_ipair"):  # hierarchical_intra.cu (HI_AV = 64 value columns per pass; HI_TC's tiles and strides)
+        if kernel == "hi_intra":  # hierarchical_intra.cu (HI_AV = 64 value columns per pass; HI_TC's tiles and strides)
             if self.hi_tc:
                 return (CH * ((DKP + 8) + (DKP + 4) + (CH + 8) + max(DKP + 8, 68)) + 5 * CH + DKP + 64) * es
             return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64) * es
-        if kernel == "hi_merge":  # hierarchical.cu (HI_BV = 16 value columns per block, HI_LMAX = 64 slot decays)
-            return (DKP + 16 + 64) * es
+        if kernel == "hi_merge":  # hierarchical.cu: HI_MGS + 1 staged slots of HI_MSL (HI_BV = 16 value columns per block)
+            return (9 if DKP <= 64 else 5) * (DKP * 16 + 2 * DKP + 16 + 1) * es
         if kernel == "hi_snap":
             return 65 * es
         if kernel == "hi_read":  # hierarchical_read.cu (HI_RW = 64 value columns per block, HI_LMAX = 64, NT = 256)

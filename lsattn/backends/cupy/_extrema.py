@@ -232,20 +232,19 @@ class _Side(threading.local):
 
 
 _SIDE = _Side()
-_STREAMS = {}  # (device, key) -> a side stream's handle (created once; never destroyed)
+_STREAMS = {}  # device -> the side stream's handle (created once; never destroyed)
 _STREAMS_LOCK = threading.Lock()
 
 
-def _side_stream(device_id, key=0):
-    """The device's side stream ``key`` (0: these reads; 1: ``hierarchical.slots``' merges) of the highest priority."""
+def _side_stream(device_id):
     import cupy
 
     with _STREAMS_LOCK:
-        s = _STREAMS.get((device_id, key))
+        s = _STREAMS.get(device_id)
         if s is None:
             # non-blocking (1): no implicit order with the legacy default stream (torch's current one by default);
             # a priority beyond the device's range is clamped to its highest
-            s = _STREAMS[device_id, key] = cupy.cuda.runtime.streamCreateWithPriority(1, -1000)
+            s = _STREAMS[device_id] = cupy.cuda.runtime.streamCreateWithPriority(1, -1000)
     return s
 
 

@@ -16,9 +16,7 @@ requires grad (then the array-API formulation on the same device, differentiated
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
 import types
 
 import array_api_compat
@@ -118,36 +116,14 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
     lden = xp.empty((BH, T), dtype=ta_dtype)
     lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
     gch = xp.empty((BH, n), dtype=ta_dtype)  # the chunks' total decays
-    levels = merge_levels(F, n)
-    intra = (cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH)
-
-    def tree():  # the slots from the chunks' summaries: hi_merge per depth, hi_snap
-        gnode = xp.empty_like(gch)  # the slots' total decays (a chunk's own until a merge makes it more)
-        msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m at every chunk's start
-        with stream:
-            xp.copyto(gnode, gch)
-            for d, c0, count in levels:
-                ops.hi_merge(cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH)
-            ops.hi_snap(cfg, wm, gnode, msnap, DK, p, F, n, n_old, NLC, BH)
-        return gnode, msnap
-
-    if SPLIT and levels and BH * n >= SPLIT_MIN:
-        # the summaries, the merges and hi_snap on a side stream beside the pairs (hi_ipair): the merges' chain of
-        # launches no longer waits for the pairs; the caller's stream waits for it before hi_read
-        with _fork(ops) as side:
-            stream = side.stream
-            with stream:
-                ops.hi_intra(*intra, mode=1)
-            ops.hi_intra(*intra, mode=2)
-            gnode, msnap = tree()  # (its buffers from the caller's stream's pool after the first launches: ordered
-            # after every earlier use on that stream by the fork's event; gnode freed after the join)
-        launch_pending()  # the prologue's deferred checks, their host work beside the kernels
-    else:
-        stream = contextlib.nullcontext()
-        ops.hi_intra(*intra)
-        launch_pending()  # the prologue's deferred checks, their host work beside hi_intra (the call's longest launch chain)
-        gnode, msnap = tree()
-    del gnode
+    ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH)
+    launch_pending()  # the prologue's deferred checks, their host work beside hi_intra (the call's longest launch chain)
+    gnode = xp.empty_like(gch)  # the slots' total decays (a chunk's own until a merge makes it more); the call's last
+    gnode[:, :-1] = gch[:, :-1]  # chunk has none (hi_intra leaves its total unwritten: no copy reads it, initcheck)
+    for d, c0, count in merge_levels(F, n):
+        ops.hi_merge(cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH)
+    msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m at every chunk's start
+    ops.hi_snap(cfg, wm, gnode, msnap, DK, p, F, n, n_old, NLC, BH)
     return types.SimpleNamespace(batch=batch, BH=BH, T=T, DK=DK, DV=DV, L=L, F=F, n=n, n_old=n_old, NLC=NLC, alo=alo,
                                  q3=q3, k3=k3, lv3=lv3, lam3=lam3, a2=a2, lden=lden, lnum=lnum, gch=gch, wm=wm, wz=wz,
                                  wn=wn, wS=wS, msnap=msnap)
@@ -155,76 +131,6 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
 
 #: (the host's per-call work of a repeated call: looked up, not computed)
 _layout = functools.lru_cache(maxsize=256)(chunk_layout)
-
-#: :func:`slots` runs the chunks' summaries (hi_isum), hi_merge and hi_snap on a side stream beside the pairs
-#: (hi_ipair) when the call has merges and at least SPLIT_MIN (chunk, sequence) blocks; False: hi_intra and the merges
-#: one after another on the caller's stream (the same values bit for bit; the A/B)
-SPLIT = True
-SPLIT_MIN = 1024
-
-
-def _fork(ops):
-    """:class:`_Fork` of the call's device; on other namespaces (the kernels' CPU emulation) the same launches
-    in order on one queue."""
-    return _Fork(ops.device_id) if ops.xp.__name__ == "cupy" else _SERIAL
-
-
-class _Serial:
-    stream = contextlib.nullcontext()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_SERIAL = _Serial()
-
-
-class _Fork:
-    """``with _Fork(device_id) as side``: ``side.stream`` (CuPy's handle on the device's second side stream, the
-    highest priority) starts after the work queued on the caller's stream so far; at the exit the caller's stream
-    waits for everything queued on ``side.stream`` (also when the block raised: no buffer freed under its kernels).
-    Two events per thread and device, reused (a wait is bound to the record before it)."""
-
-    _local = threading.local()
-
-    def __init__(self, device_id):
-        by_dev = getattr(self._local, "by_dev", None)
-        if by_dev is None:
-            by_dev = self._local.by_dev = {}
-        got = by_dev.get(device_id)
-        if got is None:
-            import warnings
-
-            import cupy
-
-            from ._extrema import _side_stream
-
-            rt = cupy.cuda.runtime
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                ext = cupy.cuda.ExternalStream(_side_stream(device_id, 1), device_id)
-            got = by_dev[device_id] = (ext, rt.eventCreateWithFlags(2), rt.eventCreateWithFlags(2))  # no timing
-        self.stream, self._start, self._end = got
-
-    def __enter__(self):
-        import cupy
-
-        rt = cupy.cuda.runtime
-        self._caller = cupy.cuda.get_current_stream().ptr
-        rt.eventRecord(self._start, self._caller)
-        rt.streamWaitEvent(self.stream.ptr, self._start, 0)
-        return self
-
-    def __exit__(self, *exc):
-        import cupy
-
-        rt = cupy.cuda.runtime
-        rt.eventRecord(self._end, self.stream.ptr)
-        rt.streamWaitEvent(self._caller, self._end, 0)
-        return False
 
 
 @functools.lru_cache(maxsize=16)

@@ -75,12 +75,7 @@ __device__ __forceinline__ void hi_intra_exact_row(int t, int t0, const ti* qt, 
 #else
 #define HI_INTRA_BOUNDS __launch_bounds__(NT)
 #endif
-// hi_intra's body. MODE 0 (hi_intra): everything; 1 (hi_isum): the chunk's summary and total decay only (the slots
-// hi_merge reads: wm, wz, wn, wS, gch); 2 (hi_ipair): the pairs only (lden, lnum). hi_isum then hi_merge on a side
-// stream run beside hi_ipair (hierarchical.slots): the merges' chain no longer waits for the pairs. Each mode computes
-// its outputs with hi_intra's code on the same operands: the same values bit for bit.
-template <int MODE>
-__device__ __forceinline__ void hi_intra_body(
+extern "C" __global__ void HI_INTRA_BOUNDS hi_intra(
     const ti* __restrict__ q,    // (BH, T, DK)
     const ti* __restrict__ k,    // (BH, T, DK)
     const ti* __restrict__ lv,   // (BH, T, DV)
@@ -91,7 +86,6 @@ __device__ __forceinline__ void hi_intra_body(
     ta* __restrict__ wm, ta* __restrict__ wz, ta* __restrict__ wn, ta* __restrict__ wS,  // hi_merge's slots (out: slot n_old + j)
     ta* __restrict__ gch,        // (BH, n) out: the chunks' total decays
     int T, int DK, int DV, int L, i64 p, i64 F, ta alo, int n_old, int ncb) {
-    constexpr bool PAIRS = MODE != 1, SUMM = MODE != 2;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Qs = reinterpret_cast<ta*>(smem_raw);  // CH x HI_KLD (tensor cores: then exp(q + mk - R); then exp(k + suf - mc))
     ta* Ks = Qs + CH * HI_KLD;                 // CH x HI_KKLD
@@ -115,11 +109,10 @@ __device__ __forceinline__ void hi_intra_body(
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y, c = F + blockIdx.x, g0 = c * CH - p;
     const int t0 = (int)max((i64)0, -g0), t1 = (int)min((i64)CH, (i64)T - g0);  // rows of the call
-    if (PAIRS) hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_KLD, true);
+    hi_rows(Qs, q + bh * T * DK, g0, T, DK, HI_KLD, true);
     hi_rows(Ks, k + bh * T * DK, g0, T, DK, HI_KKLD, true);
     for (int s = tid; s < CH; s += NT) ac[s] = hi_decay(a ? a + bh * T : nullptr, g0 + s, T, alo);
 #if HI_TC
-    if (PAIRS)
     for (int idx = tid; idx < CH * 8; idx += NT) {
         const int t = idx / 8, l = idx % 8;
         LamI[t * HI_XLD + l] = (t >= t0 && t < t1 && l < L && l <= HI_LOG2C) ? fmx(ld(lam + (bh * T + g0 + t) * L + l), lo_v()) : lo_v();
@@ -133,7 +126,6 @@ __device__ __forceinline__ void hi_intra_body(
     // >= DEN_FLOOR (the exp-kernel chunks' rule); rows below it take the exact path.
     const int w = tid >> 5, mt = w % HI_MT, wp = w / HI_MT;
     const int rt = tid / HI_P, rp = tid % HI_P;  // HI_P threads per row
-    if (PAIRS) {
     {  // the key maxima per feature, HI_KP threads each
         const int i = tid / HI_KP;
         ta M = neg_big();
@@ -197,9 +189,7 @@ __device__ __forceinline__ void hi_intra_body(
             else flg[rt] = 1;
         }
     }
-    }  // PAIRS
 #else
-    if (PAIRS) {
     for (int idx = tid; idx < CH * (CH + 1) / 2; idx += NT) {  // X_ts = log sum_i exp(q_ti + k_si), pairs s <= t
         int t = (int)((sqrtf(8.0f * idx + 1.0f) - 1.0f) * 0.5f);  // idx = t (t + 1) / 2 + s, 0 <= s <= t
         t -= t * (t + 1) / 2 > idx;
@@ -228,12 +218,11 @@ __device__ __forceinline__ void hi_intra_body(
         for (int s = t0; s <= t; ++s) den += fex(X[t * HI_XLD + s] - mx);
         lden[bh * T + g0 + t] = mx + lg(den);
     }
-    }  // PAIRS
 #endif
     // the chunk's summary (all chunks but the call's last): slot n_old + j of hi_merge, keys decayed
     // to the chunk's end, m = mc (per feature), z, then per column pass n = nc and S
     const int j = blockIdx.x, n = gridDim.x;
-    const bool summ = SUMM && j + 1 < n;
+    const bool summ = j + 1 < n;
     const int NS = n_old + n;
     const i64 id = n_old + j;
     if (summ) {
@@ -295,7 +284,7 @@ __device__ __forceinline__ void hi_intra_body(
             LVs[s * HI_VLD + cc] = (s >= t0 && s < t1) ? fex(LVs[s * HI_VLD + cc] - ncs[cc]) : (ta)0;
         }
         __syncthreads();
-        if (PAIRS) {
+        {
             const int lane = tid & 31, n0 = 8 * HI_VNW * wp;
             float O[HI_VNW][4];
 #pragma unroll
@@ -314,7 +303,6 @@ __device__ __forceinline__ void hi_intra_body(
         }
         if (!summ) continue;
 #else
-        if (PAIRS)
         for (int idx = tid; idx < CH * HI_AV; idx += NT) {
             const int t = idx / HI_AV, cc = idx % HI_AV;
             if (t < t0 || t >= t1 || c0 + cc >= DV) continue;
@@ -388,7 +376,6 @@ __device__ __forceinline__ void hi_intra_body(
 #endif
     }
 #if HI_TC
-    if (!PAIRS) return;
     __syncthreads();  // every flag is set; Bs is free (the exact rows' scratch)
     if (!__syncthreads_or(tid < CH && flg[tid])) return;  // (the common case: no row for the exact path)
     for (int t = t0; t < t1; ++t)  // uniform over the block
@@ -397,15 +384,3 @@ __device__ __forceinline__ void hi_intra_body(
                                Bs, lden + bh * T + g0 + t, lnum + (bh * T + g0 + t) * DV, DK, DV);
 #endif
 }
-
-#define HI_INTRA_KERNEL(NAME, MODE)                                                                                       \
-    extern "C" __global__ void HI_INTRA_BOUNDS NAME(                                                                      \
-        const ti* __restrict__ q, const ti* __restrict__ k, const ti* __restrict__ lv, const ti* __restrict__ lam,       \
-        const ti* __restrict__ a, ta* __restrict__ lden, ta* __restrict__ lnum, ta* __restrict__ wm, ta* __restrict__ wz, \
-        ta* __restrict__ wn, ta* __restrict__ wS, ta* __restrict__ gch, int T, int DK, int DV, int L, i64 p, i64 F, ta alo, \
-        int n_old, int ncb) {                                                                                            \
-        hi_intra_body<MODE>(q, k, lv, lam, a, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, alo, n_old, ncb);     \
-    }
-HI_INTRA_KERNEL(hi_intra, 0)
-HI_INTRA_KERNEL(hi_isum, 1)
-HI_INTRA_KERNEL(hi_ipair, 2)
