@@ -10,7 +10,8 @@ with this file's earlier form (``hier_split_s17c17.py`` at 717c7ae).
         # staged against main's hi_merge, bit for bit
     python benchmarks/device/hier_merge_s17c17.py merge [T] [rounds]
         # hi_merge alone (every depth of one bf16 call at chunk 32 and 64, the same summaries restored before each
-        # timing): staged against main's, interleaved medians; slots and total decays compared bit for bit
+        # timing): staged against main's and staged at 5 blocks per SM, interleaved medians; slots and total decays
+        # compared bit for bit
     python benchmarks/device/hier_merge_s17c17.py pub bf16:16384 fp32:8192 [--budget S]
         # the table's calls (bench_gpu_hierarchical's timing: empty queue per call, interleaved rounds): fwd+bwd and
         # no-grad fwd, staged / main's hi_merge (bf16: and torch SDPA)
@@ -89,8 +90,8 @@ def warm():
         print("warm", tag, flush=True)
     _train(torch, *_table_calls(torch, 256, torch.bfloat16)["sdpa"])()
     for C in (32, 64):  # merge's builds
-        for stage in (0, 1):
-            merge_variant(stage, chi.config("float", 64, 64, C, "bf16"), cupy.cuda.Device().id)
+        for stage, minb in ((0, None), (1, None), (1, 5)):
+            merge_variant(stage, chi.config("float", 64, 64, C, "bf16"), cupy.cuda.Device().id, minb)
     torch.cuda.synchronize()
     print("warm merge builds", flush=True)
 
@@ -115,13 +116,14 @@ def equal(T):
               f"{(a.float() - b.float()).abs().max().item():.3g})", flush=True)
 
 
-def merge_variant(stage, cfg, dev):
-    """hi_merge compiled with ``HI_MSTAGE`` = ``stage`` from common.cu and hierarchical.cu alone (the forward's other
-    files left out: a short NVRTC compile; the caches cleared after)."""
+def merge_variant(stage, cfg, dev, minb=None):
+    """hi_merge compiled with ``HI_MSTAGE`` = ``stage`` (and ``HI_MMINB`` = ``minb`` blocks per SM) from common.cu and
+    hierarchical.cu alone (the forward's other files left out: a short NVRTC compile; the caches cleared after)."""
     from lsattn.backends.cupy import _compile
 
     orig, names = _compile._source, _compile._KERNELS["hierarchical"]
-    _compile._source = lambda n: (f"#define HI_MSTAGE {stage}\n" + orig(n) if n == "hierarchical.cu" else
+    pre = f"#define HI_MSTAGE {stage}\n" + ("" if minb is None else f"#define HI_MMINB {minb}\n")
+    _compile._source = lambda n: (pre + orig(n) if n == "hierarchical.cu" else
                                   "" if n.startswith("hierarchical_") else orig(n))
     _compile._KERNELS["hierarchical"] = ("hi_merge",)
     _compile._kernels.cache_clear()
@@ -158,7 +160,8 @@ def kab_merge(T, rounds, C=32):
         saved = [x.copy() for x in state]
         _, block, smem = ops._tk("hierarchical", cfg, "hi_merge")
         dev = cupy.cuda.Device().id
-        mods = {"staged": (merge_variant(1, cfg, dev), smem), "main": (merge_variant(0, cfg, dev), _main_smem(cfg))}
+        mods = {"staged": (merge_variant(1, cfg, dev), smem), "main": (merge_variant(0, cfg, dev), _main_smem(cfg)),
+                "staged5": (merge_variant(1, cfg, dev, 5), smem)}  # (5 blocks per SM: 46 registers)
         i, l = ops._i, ops._l
 
         def run(name):
@@ -178,14 +181,17 @@ def kab_merge(T, rounds, C=32):
         for name in mods:
             run(name)
             outs[name] = [x.copy() for x in state]
-        same = all(bool(cupy.array_equal(x, y, equal_nan=True)) for x, y in zip(outs["staged"], outs["main"]))
+        same = all(bool(cupy.array_equal(x, y, equal_nan=True)) for v in ("main", "staged5")
+                   for x, y in zip(outs["staged"], outs[v]))
         ts = {name: [] for name in mods}
+        names = list(mods)
         for r in range(rounds):
-            for name in (list(mods) if r % 2 == 0 else list(mods)[::-1]):
+            for x in range(len(names)):
+                name = names[(x + r) % len(names)]
                 ts[name].append(run(name))
     print(f"T={T} bf16 C={C} hi_merge alone ({len(rec)} launches, ms, median of {rounds}): "
           + ", ".join(f"{n} {statistics.median(v):.4f}" for n, v in ts.items())
-          + f"; slots and total decays {'bit-equal' if same else 'DIFFERENT'}", flush=True)
+          + f"; slots and total decays of the three {'bit-equal' if same else 'DIFFERENT'}", flush=True)
 
 
 def pub(specs, budget):
