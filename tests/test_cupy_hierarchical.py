@@ -45,11 +45,8 @@ class Emu:
 
     xp = np
 
-    def __init__(self, **defines):
-        self.defines = defines  # further defines of the build (timing builds' A/B)
-
     def _lib(self, cfg):
-        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, **self.defines},
+        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
                          {"KERNEL": hier_source()})
 
     @staticmethod
@@ -99,7 +96,7 @@ class EmuTC(Emu):
 
     def _lib(self, cfg):
         assert cfg.ta == "float"
-        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1, **self.defines},
+        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1},
                          {"KERNEL": hier_source()})
 
     def _smem(self, cfg, kernel):
@@ -112,8 +109,8 @@ class EmuTF32(EmuTC):
 
     def _lib(self, cfg):
         assert cfg.ta == "float"
-        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1, "HI_TF32": 1,
-                                               **self.defines}, {"KERNEL": hier_source()})
+        return emulation("cuda_emu_hier.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "HI_TC": 1, "HI_TF32": 1},
+                         {"KERNEL": hier_source()})
 
     def _smem(self, cfg, kernel):  # float32's (tf32 planes)
         return ctypes.c_uint(dataclasses.replace(cfg, tc=True).smem(kernel))
@@ -261,33 +258,6 @@ def test_intra_exact_rows_on_tensor_cores_emulated(emu_tc, C):
     arrays = [x.astype(np.float32).astype(np.float64) for x in arrays]
     tol = 1e-4 + 1e-5 + 2 * np.finfo(np.float32).eps * (np.abs(arrays[0]).max() + np.abs(arrays[1]).max())
     assert_close(out, ref.loglinear_log_attention(*arrays[:4], log_decay=arrays[4]), tol, atol=tol, what=f"C={C}")
-
-
-@pytest.mark.parametrize("dv", [17, 20])
-@pytest.mark.parametrize("variant,dtype", [("ffma", "float64"), ("ffma", "float32"), ("tc", "float32"), ("tf32", "float32")])
-@pytest.mark.parametrize("rounds", [1, 2])
-def test_merge_staged_bit_equal_emulated(emu, variant, dtype, dv, rounds):
-    """hi_merge with the held slots staged in shared memory (``HI_MSTAGE``; ``rounds`` 2: two slots a round,
-    ``HI_MGSN`` 2, so the blocks of depth >= 3 stage twice per pass) against session 14's loads into registers
-    (``HI_MSTAGE`` 0) through the host logic: outputs and every slot bit for bit; 22 chunks (depths 1-4) after a
-    stream cut (incoming slots), d_v 17 (scalar copies) / 20 (16-byte pieces), two column blocks; -inf keys, decays
-    (and values in float64) with one round."""
-    kind = {"ffma": Emu, "tc": EmuTC, "tf32": EmuTF32}[variant]
-    new, old = kind(**({"HI_MGSN": 2} if rounds == 2 else {})), kind(HI_MSTAGE=0)
-    arrays = list(make(9, (2,), 21 * 16 + 40, 8, dv, decay="moderate", weights="random"))
-    arrays[4] *= 0.02  # weak decays: every held slot's terms visible in the sums (a slot's decay wrong would show)
-    if rounds == 1:  # (-inf decays reset the older slots' weights to 0: the two-round case keeps them all visible)
-        arrays = _with_neg_inf(arrays, np.random.default_rng(9), values=dtype == "float64")
-    first = [np.ascontiguousarray(x, dtype=dtype) for x in _sl(arrays, 0, 40)]
-    old_st = tuple(chi.new_state(np, first[1], first[2], first[4], None, 0).tensors[x] for x in ("m", "n", "S", "z"))
-    rest = [np.ascontiguousarray(x, dtype=dtype) for x in _sl(arrays, 40, arrays[0].shape[-2])]
-    (y0, w0), (y1, w1) = (chi.compute(ops, *rest, 40, old_st, 16, keep=True) for ops in (old, new))
-    assert max(d for d, _, _ in chi.merge_levels(w0.F, w0.n)) >= 3
-    used = w0.n_old + w0.n - 1
-    for a, b in [(y0, y1), (w0.wm[:, :, :used], w1.wm[:, :, :used]),
-                 (w0.wz[:, :, :used], w1.wz[:, :, :used]), (w0.wn[:, :used], w1.wn[:, :used]),
-                 (w0.wS[:, :used], w1.wS[:, :used])]:
-        assert np.array_equal(a, b, equal_nan=True)
 
 
 @given(T=st.integers(1, 150), C=chunks, decay=decays_or_none, weights=weight_kinds, seed=seeds, data=st.data())
@@ -520,20 +490,4 @@ def test_gpu_bf16_intra_exact_rows(C):
     tensor-core sums below DEN_FLOOR), d_k = d_v = 64: within the 16-bit bound of the reference and, on the
     same rounded inputs, of the float32 kernels as in ``test_gpu_bf16_tensor_core_read_every_chunk``."""
     _bf16_against_reference_and_float32(_exact_row_inputs((2, 2), C, 64, 64), C)
-
-
-@pytest.mark.gpu
-def test_gpu_merge_deep_tree():
-    """hi_merge's staged slots over two rounds (HI_MGS = 8 held slots a round; 1026 chunks of 16 tokens: the blocks of
-    depth 9 and 10 hold 9 and 10): float32 kernels against the array-API path in float64 on the same device at 1e-4 (log space,
-    relative to 1 + max |ref|; very weak decays: the oldest slots' terms are visible)."""
-    _gpu_ready()
-    torch = _torch_cuda()
-    arrays = list(make(21, (1,), 16 * 1025 + 3, 16, 16, decay="moderate", weights="random"))
-    arrays[4] *= 5e-4
-    dev = [torch.tensor(x, device="cuda") for x in arrays]
-    out, _ = chi.forward(*[x.float() for x in dev], None, False, chunk_size=16)
-    assert max(d for d, _, _ in chi.merge_levels(0, 1026)) >= 9
-    want = lsattn.loglinear_log_attention(*dev[:4], log_decay=dev[4], backend="array_api")
-    assert_close(out.double().cpu().numpy(), want.cpu().numpy(), 1e-4, atol=1e-4)
 

@@ -129,8 +129,8 @@ class Config:
             if self.hi_tc:
                 return (CH * ((DKP + 8) + (DKP + 4) + (CH + 8) + max(DKP + 8, 68)) + 5 * CH + DKP + 64) * es
             return (2 * CH * (DKP + 1) + CH * (CH + 1) + CH * 65 + 2 * CH + DKP + 64) * es
-        if kernel == "hi_merge":  # hierarchical.cu: HI_MGS + 1 staged slots of HI_MSL (HI_BV = 16 value columns per block)
-            return (9 if DKP <= 64 else 5) * (DKP * 16 + 2 * DKP + 16 + 1) * es
+        if kernel == "hi_merge":  # hierarchical.cu (HI_BV = 16 value columns per block, HI_LMAX = 64 slot decays)
+            return (DKP + 16 + 64) * es
         if kernel == "hi_snap":
             return 65 * es
         if kernel == "hi_read":  # hierarchical_read.cu (HI_RW = 64 value columns per block, HI_LMAX = 64, NT = 256)

@@ -261,179 +261,11 @@ __device__ __forceinline__ void hi_decays(ta* ac, ta* pre, const ti* ab, i64 g0,
 // first group's kept from the shifts' pass to the sums' (d <= HI_MG: one round of loads).
 // HI_MG 1 at 4 blocks per SM (64 registers, no spills at d_k = 64): 6-8% faster than 2 at 3 (80 registers; the
 // same values bit for bit; benchmarks/NOTES.md, session 14)
-#ifndef HI_MSTAGE
-#define HI_MSTAGE 1  // hi_merge's held slots staged in shared memory (0: session 14's loads into registers; the A/B)
+#ifndef HI_MG
+#define HI_MG 1
 #endif
 #ifndef HI_MMINB
 #define HI_MMINB 4
-#endif
-#if HI_MSTAGE
-// Staged (session 17): the chunk's own summary and every held slot's S columns, m, z, n and total decay copied into
-// shared memory at once (asynchronously; HI_MGS held slots a round), then both passes read them there: one round of
-// global loads per block (more only for blocks of more than HI_MGS held slots) instead of one per held slot and pass
-// (~2d dependent rounds: the merges were latency-bound). The same operations in the same order as before: the same
-// values bit for bit. Thread (cc, rg) holds the features rg + 16 i (conflict-free reads of the staged rows). Shared
-// memory: (HI_MGS + 1) HI_MSL (hierarchical's Config.smem); buffer HI_MGS is the chunk's own summary.
-#ifndef HI_MGSN
-#define HI_MGSN (DKP <= 64 ? 8 : 4)  // (a define: the CPU emulation tests two rounds at small depths)
-#endif
-constexpr int HI_MGS = HI_MGSN;  // held slots staged per round
-constexpr int HI_MSL = DKP * HI_BV + 2 * DKP + HI_BV + 1;  // a staged slot
-extern "C" __global__ void __launch_bounds__(NT, HI_MMINB) hi_merge(
-    ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id, m decayed to the slot's end (every column block a copy)
-    ta* __restrict__ wz,     // (BH, ncb, n_old + n, DK) ... z
-    ta* __restrict__ wn,     // (BH, n_old + n, DV)
-    ta* __restrict__ wS,     // (BH, n_old + n, DK, DV)
-    const ta* __restrict__ gch,  // (BH, n) the chunks' total decays (hi_intra)
-    ta* __restrict__ gnode,  // (BH, n) the chunk-level slots' total decays (in: gch; out: slot n_old + j's)
-    int DK, int DV, i64 F, int n, int n_old, i64 c0, int d) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int NB = HI_MGS + 1;
-    ta* Sg = reinterpret_cast<ta*>(smem_raw);  // NB x DKP x HI_BV: the staged slots' S columns
-    ta* Mg = Sg + NB * DKP * HI_BV;            // NB x DKP: m
-    ta* Zg = Mg + NB * DKP;                    // NB x DKP: z
-    ta* Ng = Zg + NB * DKP;                    // NB x HI_BV: n
-    ta* Gg = Ng + NB * HI_BV;                  // NB: total decays
-    check_smem(NB * HI_MSL * sizeof(ta));
-    constexpr int RGS = NT / HI_BV;  // row groups (features rg + RGS i)
-    const int tid = threadIdx.x, cc = tid % HI_BV, rg = tid / HI_BV;
-    const i64 bh = blockIdx.z, c = c0 + ((i64)blockIdx.x << (d + 1)), j = c - F;
-    const int cb = blockIdx.y, ncb = gridDim.y;
-    if (j < 0 || j >= n - 1) return;  // uniform over the block
-    const int vc = cb * HI_BV + cc;
-    const bool cok = vc < DV;
-    const int NS = n_old + n;
-    const i64 dst = n_old + j;
-    int nz = 0;  // merged slots held
-    for (int m = 1; m <= d; ++m) nz += hi_slot(c, m, F, n_old) >= 0;
-    if (nz == 0) return;  // the chunk's summary is the new slot as it is (gnode: gch)
-    // slot id's S columns, m, z, n into buffer u and total decay *g (16-byte pieces where the rows allow)
-    auto copy = [&](int u, i64 id, const ta* g) {
-        constexpr int EPP = 16 / (int)sizeof(ta), PPR = HI_BV / EPP;  // elements per 16-byte piece, pieces per row
-        const ta* src = wS + (bh * NS + id) * (i64)DK * DV + cb * HI_BV;
-        ta* S_ = Sg + u * DKP * HI_BV;
-        if (DV % EPP == 0) {
-#pragma unroll 1
-            for (int x = tid; x < DKP * PPR; x += NT) {
-                const int i = x / PPR, v = EPP * (x % PPR);
-                const bool ok = i < DK && cb * HI_BV + v < DV;
-                cp_async16(S_ + i * HI_BV + v, ok ? (const void*)(src + (i64)i * DV + v) : (const void*)wS, ok);
-            }
-        } else {
-#pragma unroll 1
-            for (int x = tid; x < DKP * HI_BV; x += NT) {
-                const int i = x / HI_BV, v = x % HI_BV;
-                const bool ok = i < DK && cb * HI_BV + v < DV;
-                cp_async_ta(S_ + x, ok ? src + (i64)i * DV + v : wS, ok);
-            }
-        }
-        const i64 mz = ((bh * ncb + cb) * NS + id) * DK;
-#pragma unroll 1
-        for (int i = tid; i < DKP; i += NT) {
-            cp_async_ta(Mg + u * DKP + i, wm + (i < DK ? mz + i : 0), i < DK);
-            cp_async_ta(Zg + u * DKP + i, wz + (i < DK ? mz + i : 0), i < DK);
-        }
-        if (tid < HI_BV) cp_async_ta(Ng + u * HI_BV + tid, wn + (cok ? (bh * NS + id) * DV + vc : 0), cok);
-        if (tid == 0) cp_async_ta(Gg + u, g, true);
-    };
-    // the held slots of levels m0 .. (at most HI_MGS of them) into buffers 0 ..; returns the next level
-    auto stage = [&](int m0) {
-        int u = 0, m = m0;
-#pragma unroll 1
-        for (; m <= d && u < HI_MGS; ++m) {
-            const int id = hi_slot(c, m, F, n_old);
-            if (id < 0) continue;  // (uniform)
-            copy(u++, id, gnode + bh * n - n_old + id);
-        }
-        cp_async_commit();
-        return m;
-    };
-    copy(HI_MGS, dst, gch + bh * n + j);  // the chunk's own summary (hi_intra's)
-    const int m1 = stage(1);
-    // the shifts: per feature the chunk's and the merged slots' m (decayed), per column their n
-    ta M[HI_RB], N, D;
-    for (int m0 = 1, mn = m1;;) {
-        cp_async_wait_all();
-        __syncthreads();
-        if (m0 == 1) {
-#pragma unroll
-            for (int i = 0; i < HI_RB; ++i) M[i] = rg + RGS * i < DK ? Mg[HI_MGS * DKP + rg + RGS * i] : neg_big();
-            N = cok ? Ng[HI_MGS * HI_BV + cc] : lo_v();
-            D = Gg[HI_MGS];
-        }
-#pragma unroll 1
-        for (int u = 0, m = m0; m < mn; ++m) {
-            if (hi_slot(c, m, F, n_old) < 0) continue;
-#pragma unroll
-            for (int i = 0; i < HI_RB; ++i)
-                if (rg + RGS * i < DK) M[i] = fmx(M[i], Mg[u * DKP + rg + RGS * i] + D);
-            if (cok) N = fmx(N, Ng[u * HI_BV + cc]);
-            D += Gg[u];
-            ++u;
-        }
-        if (mn > d) break;
-        __syncthreads();  // every thread is done with the buffers
-        m0 = mn;
-        mn = stage(m0);
-    }
-    if (tid == 0 && cb == 0) gnode[bh * n + j] = D;
-    // the thread's HI_RB features of column vc (and of z where cc == 0), slot by slot
-    ta xs[HI_RB], xz[HI_RB];
-    {
-        const ta fv = cok ? fex(Ng[HI_MGS * HI_BV + cc] - N) : (ta)0;
-#pragma unroll
-        for (int i = 0; i < HI_RB; ++i) {
-            const int f = rg + RGS * i;
-            const bool kok = f < DK;
-            const ta fk = kok ? fex(Mg[HI_MGS * DKP + f] - M[i]) : (ta)0;
-            xs[i] = kok && cok ? fk * fv * Sg[(HI_MGS * DKP + f) * HI_BV + cc] : (ta)0;
-            xz[i] = kok && cc == 0 ? fk * Zg[HI_MGS * DKP + f] : (ta)0;
-        }
-    }
-    D = Gg[HI_MGS];
-    for (int m0 = 1, mn = m1;;) {
-        if (m1 <= d) {  // (more than one round: stage them again; else the buffers hold every held slot still)
-            __syncthreads();
-            mn = stage(m0);
-            cp_async_wait_all();
-            __syncthreads();
-        }
-#pragma unroll 1
-        for (int u = 0, m = m0; m < mn; ++m) {
-            if (hi_slot(c, m, F, n_old) < 0) continue;
-            const ta fv = cok ? fex(Ng[u * HI_BV + cc] - N) : (ta)0;
-#pragma unroll
-            for (int i = 0; i < HI_RB; ++i) {
-                const int f = rg + RGS * i;
-                if (f >= DK) continue;
-                const ta fk = fex(Mg[u * DKP + f] + D - M[i]);
-                if (cok) xs[i] = fma(fk * fv, Sg[(u * DKP + f) * HI_BV + cc], xs[i]);
-                if (cc == 0) xz[i] = fma(fk, Zg[u * DKP + f], xz[i]);
-            }
-            D += Gg[u];
-            ++u;
-        }
-        if (mn > d) break;
-        m0 = mn;
-    }
-    // (the chunk's old m, n, S, z were read from shared memory: the stores need no barrier)
-    ta* Sd = wS + (bh * NS + dst) * (i64)DK * DV;
-    const i64 mz = ((bh * ncb + cb) * NS + dst) * DK;
-#pragma unroll
-    for (int i = 0; i < HI_RB; ++i) {
-        const int kk = rg + RGS * i;
-        if (kk >= DK) continue;
-        if (cok) Sd[(i64)kk * DV + vc] = xs[i];
-        if (cc == 0) {
-            wz[mz + kk] = xz[i];
-            wm[mz + kk] = M[i];
-        }
-    }
-    if (rg == 0 && cok) wn[(bh * NS + dst) * DV + vc] = N;
-}
-#else
-#ifndef HI_MG
-#define HI_MG 1
 #endif
 extern "C" __global__ void __launch_bounds__(NT, HI_MMINB) hi_merge(
     ta* __restrict__ wm,     // (BH, ncb, n_old + n, DK) by slot id, m decayed to the slot's end (every column block a copy)
@@ -554,7 +386,6 @@ extern "C" __global__ void __launch_bounds__(NT, HI_MMINB) hi_merge(
     }
     if (rg == 0 && cok) nb[dst * DV + vc] = N;
 }
-#endif  // HI_MSTAGE
 
 // hi_snap: one block per (chunk F + j, sequence): msnap[j] = the held slots' m decayed to the chunk's start
 // (slot order: incoming s, then chunk level m at n_old + m - 1; entries of slots not held are left as they are).
