@@ -24,7 +24,7 @@ summary() {
 # the test groups: one pytest process per group (a file alone ran past session 13's 150 s cap: cupy backend, hierarchical
 # gradients, Dask); wave 2 holds the files whose float64 quadratic references need most GPU memory (session 11's eight
 # concurrent processes ran out of memory there)
-WAVE1=("tests/test_cupy_gated_delta.py tests/test_cupy_gated_delta_grad.py" "tests/test_gpu_dispatch.py"
+WAVE1=("tests/test_cupy_gated_delta.py" "tests/test_cupy_gated_delta_grad.py" "tests/test_gpu_dispatch.py"
        "tests/test_cupy_backend.py" "tests/test_cupy_hierarchical.py" "tests/test_cupy_hierarchical_grad.py"
        "tests/test_varlen.py tests/test_cupy_packed_ek.py" "tests/test_nonfinite.py" "tests/test_gpu_stepper.py"
        "tests/test_dask_gpu.py")
