@@ -121,7 +121,7 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     other parts' summaries of the chunks before them, the second every part's own chunks from the
     state these summaries give it.
 
-    Returns a count of non-finite inputs (entries of q, columns of a chunk's k / vals; ``-inf`` log values
+    Returns a count of non-finite inputs (columns of a chunk's q, k, vals; ``-inf`` log values
     pass; the prologue's ``KernelCheck``, counted in each chunk's own first pass over its tiles): 0, or at least 1 when
     some entry is NaN or infinite, and then out and the state are undefined (a part stops at its
     first such chunk: the caller computes again from sanitised inputs)."""
@@ -284,7 +284,7 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     Mw, Nw = np.empty(dk, wt), np.empty(dv, wt)
     ckk, ckv = np.empty(dk, wt), np.zeros(dv, wt)  # the finiteness sums of _col_shifts
     f, g, zs = np.empty(dk), np.ones(dv), np.empty(dk)
-    X, Xw, R = np.empty((C, dk)), np.empty((C, dk), wt), np.empty(C)
+    Xw, ckq = np.empty((C, dk), wt), np.zeros(dk, wt)  # the queries' exponents; their finiteness sums
     D, LD = np.empty(C), np.empty(C)  # den per row (float64) and its logarithm
     low = np.full(1, lo, wt)[0]
     inf = np.full(1, np.inf, wt)[0]
@@ -328,21 +328,23 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                 zs[i] = Ss[i, dv] * f[i]
                 for j in range(dv):
                     S1[i, j] = SV[i, j] = Ss[i, j] * f[i] * g[j]
-            for t in range(L):  # arguments in float64 (exact), rounded once to the input dtype
+            for t in range(L):
+                # r = max_i (q_ti + M_i) in float64, as the largest order key (:func:`_okey`: an integer maximum
+                # vectorises, a float one is a serial chain); the arguments q + M - r in float64 (exact),
+                # rounded once to the input dtype; q's NaN or infinite entries counted by columns (_col_shifts)
+                rk = _OKEY_LOW
+                for i in range(dk):
+                    b = _okey(np.float64(q[t0 + t, i]) + M[i])
+                    rk = b if b > rk else rk
+                r = _okey_value(rk)
                 for i in range(dk):
                     x = q[t0 + t, i]
-                    nf += not abs(x) < inf
-                    X[t, i] = np.float64(x) + M[i]
+                    ckq[i] += x - x
+                    Xw[t, i] = (np.float64(x) + M[i]) - r
+            for i in range(dk):
+                nf += not ckq[i] == 0.0
             if nf:
                 return nf
-            for t in range(L):
-                r = -np.inf
-                for i in range(dk):
-                    r = max(r, X[t, i])
-                R[t] = r
-            for t in range(L):
-                for i in range(dk):
-                    Xw[t, i] = X[t, i] - R[t]
             for t in range(L):
                 for i in range(dk):
                     AW[t, i] = _expw(Xw[t, i])
@@ -604,6 +606,24 @@ def _map_exp_log(x, y, z):
     for c in range(x.shape[0]):
         y[c] = _expw(min(x[c], zero))
         z[c] = _logw(x[c]) if x[c] > 0 else zero
+
+
+_OKEY_MASK = np.int64(0x7FFFFFFFFFFFFFFF)
+_OKEY_LOW = np.int64(-0x7FFFFFFFFFFFFFFF)  # below every float64's key
+
+
+@numba.njit(inline="always")
+def _okey(x):
+    """An int64 whose signed order is that of the float64 x (its bits, the magnitude's flipped where
+    negative; NaN above +inf): the row maxima of the queries as a vectorised integer maximum."""
+    b = np.float64(x).view(np.int64)
+    return b ^ ((b >> 63) & _OKEY_MASK)
+
+
+@numba.njit(inline="always")
+def _okey_value(b):
+    """The float64 of the order key b (:func:`_okey`'s inverse)."""
+    return np.int64(b ^ ((b >> 63) & _OKEY_MASK)).view(np.float64)
 
 
 @numba.njit(inline="always")
