@@ -357,13 +357,9 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                 pa = pAW + r0 * (dk + h) * isz  # [A_b | W_bb]
                 _gemm_p(False, True, h, h, dk, pa, dk + h, pE + r0 * dk * isz, dk, pa + dk * isz, dk + h, False, pone,
                         w32, pw, x1)  # W_bb = A_b E_b^T
-                for t in range(h):
-                    for s in range(t + 1, h):
-                        AW[r0 + t, dk + s] = 0.0
+                _block_den(AW, r0, h, dk, zs, D)  # W_bb's upper triangle zeroed, den
                 _gemm_p(False, False, h, dv, dk + h, pa, dk + h, pSV + r0 * dv * isz, dv, pY + r0 * dv * isz, dv, False,
                         pone, w32, pw, x1)  # Y_b = [A_b | W_bb][S'_b ; V_b]
-                for t in range(r0, r1):
-                    D[t] = _row_den(AW, t, dk, zs, t - r0 + 1)
                 _gemm_p(True, False, dk, dv, h, pE + r0 * dk * isz, dk, pSV + (dk + r0) * dv * isz, dv, pU, dv, r0 > 0,
                         pone, w32, pw, x1)  # U += E_b^T V_b
                 for s in range(r0, r1):
@@ -586,16 +582,21 @@ _logw = _by_dtype(_log32, _log64, """log(x) of one positive normal float32 or fl
 
 
 @numba.njit(fastmath={"contract", "reassoc"})
-def _row_den(a, t, dk, z, w):
-    """sum_i a[t, i] z_i (i < dk) + sum_s a[t, dk + s] (s < w) in float64, each summed in any order
-    (vectorised); a 2-D, z 1-D float64 (no views: no reference counts)."""
-    acc = 0.0
-    for i in range(dk):
-        acc += np.float64(a[t, i]) * z[i]
-    acc2 = 0.0
-    for s in range(dk, dk + w):
-        acc2 += np.float64(a[t, s])
-    return acc + acc2
+def _block_den(a, r0, h, dk, z, D):
+    """Rows t = r0 .. r0 + h - 1 of a = [A | W] (W: h columns from dk, a block's W_bb): W[t, s] = 0 for
+    s > t - r0 (the upper triangle), D[t] = sum_i a[t, i] z_i (i < dk) + sum_s W[t, s] in float64, each
+    summed in any order; one pass of a fixed trip count over W's row (masked, vectorised) zeroes and sums
+    it. a 2-D, z, D 1-D float64 (no views: no reference counts)."""
+    for t in range(h):
+        acc = 0.0
+        for i in range(dk):
+            acc += np.float64(a[r0 + t, i]) * z[i]
+        acc2 = 0.0
+        for s in range(h):
+            x = np.float64(a[r0 + t, dk + s]) if s <= t else 0.0
+            a[r0 + t, dk + s] = x
+            acc2 += x
+        D[r0 + t] = acc + acc2
 
 
 @numba.njit(fastmath=_FM, error_model="numpy")
