@@ -31,7 +31,7 @@ Parallel over batch elements, and for a batch smaller than the thread count over
 each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
 full while part ``j >= 1`` summarises the ``j``-th piece of chunks from the empty state, then part
 ``j`` merges part 0's state with the summaries of pieces 1 .. ``j`` (:func:`_ek_merge`: its
-incoming state) and runs its own chunks in full (one sequence on 2 threads: 14% + 43% /
+incoming state) and runs its own chunks in full (one sequence on 2 threads: 15% + 43% /
 43% of the chunks; no summary computed twice). No scratch beyond one chunk and one state per task.
 
 ``M`` includes keys of the chunk a query may not see yet, so a visible term can underflow where the
@@ -87,9 +87,9 @@ def parts(B):
 
 #: cost of a chunk's summary (its keys' exponentials, ``E^T V`` and the merge) relative to its whole
 #: work (summary and reads): sizes the head start of :func:`_part_bounds` (measured single-threaded,
-#: B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.31-0.34 exp-kernel, 0.31 log values;
-#: benchmarks/NOTES.md, s16e20)
-SUMMARY_COST = 0.32
+#: B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.353 exp-kernel and log values after
+#: s17f20's faster reads (0.32-0.33 before); benchmarks/NOTES.md, s16e20, s17f20)
+SUMMARY_COST = 0.35
 
 
 @numba.njit
