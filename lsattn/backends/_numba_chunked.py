@@ -610,13 +610,14 @@ def _map_exp_log(x, y, z):
 
 
 _OKEY_MASK = np.int64(0x7FFFFFFFFFFFFFFF)
-_OKEY_LOW = np.int64(-0x7FFFFFFFFFFFFFFF)  # below every float64's key
+_OKEY_LOW = np.int64(-0x7FFFFFFFFFFFFFFF)  # below the key of every float64 but NaNs
 
 
 @numba.njit(inline="always")
 def _okey(x):
     """An int64 whose signed order is that of the float64 x (its bits, the magnitude's flipped where
-    negative; NaN above +inf): the row maxima of the queries as a vectorised integer maximum."""
+    negative; a NaN above +inf or below -inf by its sign bit): the row maxima of the queries as a
+    vectorised integer maximum."""
     b = np.float64(x).view(np.int64)
     return b ^ ((b >> 63) & _OKEY_MASK)
 
