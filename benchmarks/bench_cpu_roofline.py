@@ -1,12 +1,22 @@
 """CPU kernels against the machine's own matmul rate (issue 20), in one process.
 
-First the float32 matmul rate of NumPy's BLAS (``--mm`` x ``--mm`` x ``--mm``, best of
-``--repeat``), then each operator on ``backend="numba"`` and ``backend="array_api"`` for
-B in ``--B``, T in ``--T``, d_k = d_v = ``--d``, float32 and float64: time (best of ``--repeat``,
-one warm-up call first: compile or on-disk cache load excluded), achieved GFLOP/s with the flop
-count below, and its fraction of the float32 matmul rate. Then B = 1, T = ``--threads-T`` on
-``numba`` with ``NUMBA_NUM_THREADS=1`` and ``=2`` (each in a subprocess, since Numba fixes its
-thread count at import).
+Each operator on ``backend="numba"`` and ``backend="array_api"`` for B in ``--B``, T in ``--T``,
+d_k = d_v = ``--d``, float32 and float64, against the float32 matmul rate of NumPy's BLAS (``--mm`` x
+``--mm`` x ``--mm``), measured **interleaved** (one warm-up call of each first: compile or on-disk cache
+load excluded): ``--repeat`` pairs, each the best of ``--inner`` matmuls, ``--settle`` seconds idle,
+then the best of ``--inner`` operator calls; the fraction of each pair (the operator's GFLOP/s with
+the flop count below over that pair's matmul GFLOP/s) and **the median of those fractions** ("of
+matmul"). The matmul's own rate drifts on this kind of machine by far more than any kernel change
+between runs of one command (143-202 GFLOP/s in six quiet runs, benchmarks/NOTES.md, session 16 lead):
+a rate measured once at the start and compared with an operator timed a minute later measures the
+drift as much as the operator; a pair's two timings are a second apart. Also printed: the best
+operator time, its GFLOP/s, and "best / best" (the best operator call over the best matmul of the
+row: the method before session 17, kept for comparison). Then B = 1, T = ``--threads-T`` on
+``numba``, one thread against two, interleaved in one process (``numba.set_num_threads``; the
+kernels split one sequence into ``parts(B)`` = the thread count read at the call): ``--repeat``
+pairs of the best of ``--inner`` calls at each count (the order alternating between pairs), **the
+median of the pairs' speed-ups**; ``--threads-subprocess``: each count in its own process under
+``NUMBA_NUM_THREADS`` (best of ``--repeat``; the method before session 17).
 
 Flop count (per batch element and token; the work of the token-by-token recurrence, whatever the
 kernel does; multiply and add count 2):
@@ -26,11 +36,11 @@ kernel does; multiply and add count 2):
 
 The fraction is of the *float32* matmul rate for both dtypes (the machine's ceiling for the
 float32 target of issue 20). The machine is shared: other jobs run on the same cores, timings are
-noisy (best of ``--repeat``); the matmul rate is measured in the same process, just before.
-Each row is timed after ``--settle`` seconds idle (default 0.3): NumPy's OpenBLAS threads spin for
-~0.1 s after a multithreaded product (the matmul, an array-API row), and a Numba row timed inside
-that window shares the two cores with them (session 13, s13g20: exp-kernel 17% of the matmul rate
-right after the matmul against 31% back to back; `benchmarks/cpu_two_threads_ek.py`).
+noisy (bests of ``--inner``, medians of ``--repeat`` pairs).
+Each operator's calls start ``--settle`` seconds after the pair's matmul (default 0.3): NumPy's
+OpenBLAS threads spin for ~0.1 s after a multithreaded product (the matmul, an array-API row), and a
+Numba row timed inside that window shares the two cores with them (session 13, s13g20: exp-kernel
+17% of the matmul rate right after the matmul against 31% back to back; `benchmarks/cpu_two_threads_ek.py`).
 
     python benchmarks/bench_cpu_roofline.py [--quick] [--ops a,b] [--T 4096,65536] [--B 1,8]
 
@@ -96,15 +106,54 @@ def inputs(op, B, T, d, dtype, seed=0):
     return (q, k, v, a, rng.uniform(0.0, 1.0, (B, T)).astype(dtype), lam), {}
 
 
-def time_op(op, backend, B, T, d, dtype, repeat, clock=C.CLOCKS["wall"], settle=0.0):
-    import time
-
+def op_call(op, backend, B, T, d, dtype):
+    """The public call of one row, as a function of no arguments."""
     import lsattn
 
     f = getattr(lsattn, op)
     x, kw = inputs(op, B, T, d, dtype)
+    return lambda: f(*x, backend=backend, **kw)
+
+
+def time_op(op, backend, B, T, d, dtype, repeat, clock=C.CLOCKS["wall"], settle=0.0):
+    import time
+
+    fn = op_call(op, backend, B, T, d, dtype)
     time.sleep(settle)  # the previous row's BLAS threads asleep again (module docstring)
-    return C.best_of(lambda: f(*x, backend=backend, **kw), repeat, clock=clock)
+    return C.best_of(fn, repeat, clock=clock)
+
+
+def pairs(fa, fb, repeat, inner, settle=0.0, alternate=False):
+    """``repeat`` pairs (best of ``inner`` calls of fa, then ``settle`` seconds idle and the best of
+    ``inner`` calls of fb; fb first in every other pair when ``alternate``), wall seconds; one
+    untimed call of each first. Returns the two lists of bests, pair by pair."""
+    import time
+
+    def best(fn):
+        ts = []
+        for _ in range(inner):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return min(ts)
+
+    fa(), fb()
+    ta, tb = [], []
+    for r in range(repeat):
+        if alternate and r % 2:
+            tb.append(best(fb))
+            ta.append(best(fa))
+        else:
+            ta.append(best(fa))
+            time.sleep(settle)  # the matmul's BLAS threads asleep again (module docstring)
+            tb.append(best(fb))
+    return ta, tb
+
+
+def _median(xs):
+    import statistics
+
+    return statistics.median(xs)
 
 
 def blas_cores():
@@ -136,12 +185,17 @@ def blas_cores():
     return ", ".join(names + ([f"CPU {model}"] if model else [])) or "OpenBLAS core unknown"
 
 
-def matmul_rate(n, repeat, clock=C.CLOCKS["wall"]):
-    """GFLOP/s of NumPy's float32 n x n x n matmul."""
+def matmul_call(n):
+    """NumPy's float32 n x n x n matmul, as a function of no arguments."""
     import numpy as np
 
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    return 2 * n ** 3 / C.best_of(lambda: a @ a, repeat, clock=clock) / 1e9
+    return lambda: a @ a
+
+
+def matmul_rate(n, repeat, clock=C.CLOCKS["wall"]):
+    """GFLOP/s of NumPy's float32 n x n x n matmul."""
+    return 2 * n ** 3 / C.best_of(matmul_call(n), repeat, clock=clock) / 1e9
 
 
 def cpu_time(args):
@@ -176,6 +230,36 @@ def child(args):
 
 
 def threads_check(args):
+    """B = 1, T = --threads-T, float32 on numba: one thread against two, interleaved in this process
+    (module docstring); {1: {op: best s}, 2: {op: best s}, "speedup": {op: median of the pairs'}}."""
+    import numpy as np
+
+    import numba
+
+    if args.threads_subprocess:
+        return threads_subprocess(args)
+    n0 = numba.get_num_threads()
+    rows = {1: {}, 2: {}, "speedup": {}}
+    for op in args.ops:
+        fn = op_call(op, "numba", 1, args.threads_T, args.d, np.float32)
+
+        def at(n, fn=fn):
+            return lambda: (numba.set_num_threads(n), fn())
+
+        try:
+            t1, t2 = pairs(at(1), at(min(2, n0)), args.repeat, args.inner, alternate=True)
+        finally:
+            numba.set_num_threads(n0)
+        rows[1][op], rows[2][op] = min(t1), min(t2)
+        rows["speedup"][op] = _median([a / b for a, b in zip(t1, t2)])
+        print(f"{op} B=1 T={args.threads_T}: 1 thread {min(t1) * 1e3:.1f} ms, {min(2, n0)} threads {min(t2) * 1e3:.1f} ms "
+              f"(bests); speed-up {rows['speedup'][op]:.2f}x (median of {args.repeat} interleaved pairs: "
+              f"{' '.join(f'{a / b:.2f}' for a, b in zip(t1, t2))})", flush=True)
+    return rows
+
+
+def threads_subprocess(args):
+    """--threads-subprocess: each thread count in its own process (NUMBA_NUM_THREADS), best of --repeat."""
     rows = {}
     for n in (1, 2):
         env = dict(os.environ, NUMBA_NUM_THREADS=str(n))
@@ -184,6 +268,7 @@ def threads_check(args):
         res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         rows[n] = res["seconds"]
         print(f"NUMBA_NUM_THREADS={n}: " + ", ".join(f"{op} {t * 1e3:.1f} ms" for op, t in res["seconds"].items()), flush=True)
+    rows["speedup"] = {op: rows[1][op] / rows[2][op] for op in args.ops}
     return rows
 
 
@@ -230,14 +315,17 @@ def main():
     ap.add_argument("--T", default="4096,65536")
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--dtypes", default="float32,float64")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved pairs per row (module docstring)")
+    ap.add_argument("--inner", type=int, default=3, help="calls per side of a pair, the best taken")
     ap.add_argument("--mm", type=int, default=2048, help="matmul size")
     ap.add_argument("--max-work-array-api", type=int, default=8 * 16384,
                     help="array_api is timed only where B * T <= this (it is slow at the largest sizes)")
     ap.add_argument("--threads-T", type=int, default=65536)
     ap.add_argument("--settle", type=float, default=0.3, help="seconds idle before each timed row (docstring)")
-    ap.add_argument("--no-threads", action="store_true", help="skip the NUMBA_NUM_THREADS=1 vs 2 runs")
-    ap.add_argument("--quick", action="store_true", help="B = 8, T = 4096, float32, one repeat, threads at T = 16384")
+    ap.add_argument("--no-threads", action="store_true", help="skip the one- vs two-thread runs")
+    ap.add_argument("--threads-subprocess", action="store_true",
+                    help="one- vs two-thread runs in subprocesses under NUMBA_NUM_THREADS (the method before session 17)")
+    ap.add_argument("--quick", action="store_true", help="B = 8, T = 4096, float32, one pair of single calls, threads at T = 16384")
     ap.add_argument("--crossover", action="store_true", help="token-by-token vs chunked kernels (exp-kernel, Mamba-2, Gated DeltaNet, hierarchical), T = 16 .. 2048")
     ap.add_argument("--cpu-time", action="store_true",
                     help="one thread, CPU seconds (time.process_time), numba only, prints only (see above)")
@@ -257,14 +345,15 @@ def main():
         rows = crossover(args)
         return None if args.no_write else C.write_json(str(out) + "_crossover.json", rows)
     if args.quick:
-        args.B, args.T, args.dtypes, args.repeat, args.threads_T = "8", "4096", "float32", 1, 16384
+        args.B, args.T, args.dtypes, args.repeat, args.inner, args.threads_T = "8", "4096", "float32", 1, 1, 16384
     import numpy as np
 
     load = [os.getloadavg()]
-    mm = matmul_rate(args.mm, args.repeat)
+    mmf, mm_flops = matmul_call(args.mm), 2 * args.mm ** 3
+    mm = mm_flops / C.best_of(mmf, args.repeat) / 1e9
     importlib.import_module("scipy.linalg")  # the kernels' BLAS, loaded for blas_cores
     args.cores = blas_cores()
-    print(f"float32 matmul {args.mm}^3: {mm:.1f} GFLOP/s ({args.cores})", flush=True)
+    print(f"float32 matmul {args.mm}^3: {mm:.1f} GFLOP/s (best of {args.repeat} at the start; {args.cores})", flush=True)
     rows = []
     for op in args.ops:
         for dt in args.dtypes.split(","):
@@ -273,9 +362,14 @@ def main():
                     for backend in ("numba", "array_api"):
                         if backend == "array_api" and B * T > args.max_work_array_api:
                             continue
-                        t = time_op(op, backend, B, T, args.d, np.dtype(dt), args.repeat, settle=args.settle)
-                        gf = flops(op, B, T, args.d) / t / 1e9
-                        row = dict(op=op, backend=backend, dtype=dt, B=B, T=T, ms=t * 1e3, gflops=gf, frac=gf / mm)
+                        fl = flops(op, B, T, args.d)
+                        tm, to = pairs(mmf, op_call(op, backend, B, T, args.d, np.dtype(dt)), args.repeat, args.inner,
+                                       settle=args.settle)
+                        fr = [(fl / b) / (mm_flops / a) for a, b in zip(tm, to)]
+                        t = min(to)
+                        row = dict(op=op, backend=backend, dtype=dt, B=B, T=T, ms=t * 1e3, gflops=fl / t / 1e9,
+                                   frac=_median(fr), frac_lo=min(fr), frac_hi=max(fr), matmul=mm_flops / min(tm) / 1e9,
+                                   frac_best=fl / t / (mm_flops / min(tm)))
                         rows.append(row)
                         C.print_row(row)
     load.append(os.getloadavg())
@@ -292,28 +386,36 @@ def write(args, mm, rows, threads, load, stem):
         "# CPU kernels against the matmul rate (issue 20)",
         "",
         f"Date: {C.utc_now()}. Machine: {C.cpu_name()}, {os.cpu_count()} logical CPUs, **shared with other jobs**"
-        f" (other engineers' tests and benchmarks may run at the same time: timings are noisy, best of {args.repeat}, each row after {args.settle} s idle;"
+        f" (other engineers' tests and benchmarks may run at the same time: timings are noisy; {args.repeat} interleaved pairs per"
+        f" row of the best of {args.inner} matmuls and, {args.settle} s later, the best of {args.inner} operator calls;"
         f" load average (1, 5, 15 min) before the table {_load(load[0])}, after it {_load(load[1])}, after the"
         f" thread runs {_load(load[2])}),"
         f" {C.python_numpy()}, Numba {numba.__version__} ({numba.config.NUMBA_NUM_THREADS} threads).",
         f"Command: `python benchmarks/bench_cpu_roofline.py {' '.join(sys.argv[1:])}`.",
         "",
-        f"NumPy float32 matmul {args.mm}^3 in the same process: **{mm:.1f} GFLOP/s** (the denominator of every fraction;"
-        f" {args.cores}).",
+        f"NumPy float32 matmul {args.mm}^3 in the same process: {mm:.1f} GFLOP/s at the start (best of {args.repeat});"
+        f" each row's fraction is the median over its pairs of the operator's GFLOP/s over the pair's matmul GFLOP/s"
+        f" (\"range\": the pairs' lowest and highest; \"best / best\": the row's best operator call over its best matmul,"
+        f" the method before session 17; {args.cores}).",
         "Flop counts (per batch element and token, d = d_k = d_v): exp-kernel / log attention 4 d^2; log-linear "
         "Mamba-2 and hierarchical (2 + 2P) d^2; Gated DeltaNet (2 + 6P) d^2, P = mean popcount of t (occupied "
         "Fenwick levels); see the script's docstring. Compile time excluded.",
         "",
     ]
-    table = C.md_table(["operator", "backend", "dtype", "B", "T", "ms", "GFLOP/s", "of matmul"],
+    table = C.md_table(["operator", "backend", "dtype", "B", "T", "ms (best)", "GFLOP/s", "matmul (best)", "of matmul",
+                        "range", "best / best"],
                        [[r["op"], r["backend"], r["dtype"], r["B"], r["T"], f"{r['ms']:.1f}", f"{r['gflops']:.2f}",
-                         f"{100 * r['frac']:.1f}%"] for r in rows], align="---:")
+                         f"{r['matmul']:.1f}", f"{100 * r['frac']:.1f}%",
+                         f"{100 * r['frac_lo']:.1f}-{100 * r['frac_hi']:.1f}%", f"{100 * r['frac_best']:.1f}%"]
+                        for r in rows], align="---:")
     lines = head + table
     if threads:
-        lines += ["", f"B = 1, T = {args.threads_T}, float32, numba, NUMBA_NUM_THREADS = 1 vs 2 (subprocesses):", ""]
-        lines += C.md_table(["operator", "1 thread (ms)", "2 threads (ms)", "speed-up"],
+        how = ("NUMBA_NUM_THREADS = 1 vs 2 (subprocesses, best of each)" if args.threads_subprocess else
+               f"one thread vs two in one process, speed-up the median of {args.repeat} interleaved pairs")
+        lines += ["", f"B = 1, T = {args.threads_T}, float32, numba, {how}:", ""]
+        lines += C.md_table(["operator", "1 thread (ms, best)", "2 threads (ms, best)", "speed-up"],
                             [[op, f"{threads[1][op] * 1e3:.1f}", f"{threads[2][op] * 1e3:.1f}",
-                              f"{threads[1][op] / threads[2][op]:.2f}x"] for op in args.ops], align="---:")
+                              f"{threads['speedup'][op]:.2f}x"] for op in args.ops], align="---:")
     C.write_text(str(stem) + ".md", lines)
     C.write_json(str(stem) + ".json", {"date": C.utc_now(), "machine": C.cpu_name(), "cpus": os.cpu_count(),
                                       "shared_machine": True, "command": sys.argv[1:], "matmul_f32_gflops": mm,

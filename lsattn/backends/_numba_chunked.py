@@ -31,7 +31,7 @@ Parallel over batch elements, and for a batch smaller than the thread count over
 each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
 full while part ``j >= 1`` summarises the ``j``-th piece of chunks from the empty state, then part
 ``j`` merges part 0's state with the summaries of pieces 1 .. ``j`` (:func:`_ek_merge`: its
-incoming state) and runs its own chunks in full (one sequence on 2 threads: 14% + 43% /
+incoming state) and runs its own chunks in full (one sequence on 2 threads: 15% + 43% /
 43% of the chunks; no summary computed twice). No scratch beyond one chunk and one state per task.
 
 ``M`` includes keys of the chunk a query may not see yet, so a visible term can underflow where the
@@ -87,9 +87,9 @@ def parts(B):
 
 #: cost of a chunk's summary (its keys' exponentials, ``E^T V`` and the merge) relative to its whole
 #: work (summary and reads): sizes the head start of :func:`_part_bounds` (measured single-threaded,
-#: B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.31-0.34 exp-kernel, 0.31 log values;
-#: benchmarks/NOTES.md, s16e20)
-SUMMARY_COST = 0.32
+#: B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.353 exp-kernel and log values after
+#: s17f20's faster reads (0.32-0.33 before); benchmarks/NOTES.md, s16e20, s17f20)
+SUMMARY_COST = 0.35
 
 
 @numba.njit
@@ -121,7 +121,7 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     other parts' summaries of the chunks before them, the second every part's own chunks from the
     state these summaries give it.
 
-    Returns a count of non-finite inputs (entries of q, columns of a chunk's k / vals; ``-inf`` log values
+    Returns a count of non-finite inputs (columns of a chunk's q, k, vals; ``-inf`` log values
     pass; the prologue's ``KernelCheck``, counted in each chunk's own first pass over its tiles): 0, or at least 1 when
     some entry is NaN or infinite, and then out and the state are undefined (a part stops at its
     first such chunk: the caller computes again from sanitised inputs)."""
@@ -284,7 +284,7 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     Mw, Nw = np.empty(dk, wt), np.empty(dv, wt)
     ckk, ckv = np.empty(dk, wt), np.zeros(dv, wt)  # the finiteness sums of _col_shifts
     f, g, zs = np.empty(dk), np.ones(dv), np.empty(dk)
-    X, Xw, R = np.empty((C, dk)), np.empty((C, dk), wt), np.empty(C)
+    Xw, ckq = np.empty((C, dk), wt), np.zeros(dk, wt)  # the queries' exponents; their finiteness sums
     D, LD = np.empty(C), np.empty(C)  # den per row (float64) and its logarithm
     low = np.full(1, lo, wt)[0]
     inf = np.full(1, np.inf, wt)[0]
@@ -328,21 +328,23 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                 zs[i] = Ss[i, dv] * f[i]
                 for j in range(dv):
                     S1[i, j] = SV[i, j] = Ss[i, j] * f[i] * g[j]
-            for t in range(L):  # arguments in float64 (exact), rounded once to the input dtype
+            for t in range(L):
+                # r = max_i (q_ti + M_i) in float64, as the largest order key (:func:`_okey`: an integer maximum
+                # vectorises, a float one is a serial chain); the arguments q + M - r in float64 (exact),
+                # rounded once to the input dtype; q's NaN or infinite entries counted by columns (_col_shifts)
+                rk = _OKEY_LOW
+                for i in range(dk):
+                    b = _okey(np.float64(q[t0 + t, i]) + M[i])
+                    rk = b if b > rk else rk
+                r = _okey_value(rk)
                 for i in range(dk):
                     x = q[t0 + t, i]
-                    nf += not abs(x) < inf
-                    X[t, i] = np.float64(x) + M[i]
+                    ckq[i] += x - x
+                    Xw[t, i] = (np.float64(x) + M[i]) - r
+            for i in range(dk):
+                nf += not ckq[i] == 0.0
             if nf:
                 return nf
-            for t in range(L):
-                r = -np.inf
-                for i in range(dk):
-                    r = max(r, X[t, i])
-                R[t] = r
-            for t in range(L):
-                for i in range(dk):
-                    Xw[t, i] = X[t, i] - R[t]
             for t in range(L):
                 for i in range(dk):
                     AW[t, i] = _expw(Xw[t, i])
@@ -355,13 +357,9 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                 pa = pAW + r0 * (dk + h) * isz  # [A_b | W_bb]
                 _gemm_p(False, True, h, h, dk, pa, dk + h, pE + r0 * dk * isz, dk, pa + dk * isz, dk + h, False, pone,
                         w32, pw, x1)  # W_bb = A_b E_b^T
-                for t in range(h):
-                    for s in range(t + 1, h):
-                        AW[r0 + t, dk + s] = 0.0
+                _block_den(AW, r0, h, dk, zs, D)  # W_bb's upper triangle zeroed, den
                 _gemm_p(False, False, h, dv, dk + h, pa, dk + h, pSV + r0 * dv * isz, dv, pY + r0 * dv * isz, dv, False,
                         pone, w32, pw, x1)  # Y_b = [A_b | W_bb][S'_b ; V_b]
-                for t in range(r0, r1):
-                    D[t] = _row_den(AW, t, dk, zs, t - r0 + 1)
                 _gemm_p(True, False, dk, dv, h, pE + r0 * dk * isz, dk, pSV + (dk + r0) * dv * isz, dv, pU, dv, r0 > 0,
                         pone, w32, pw, x1)  # U += E_b^T V_b
                 for s in range(r0, r1):
@@ -584,16 +582,21 @@ _logw = _by_dtype(_log32, _log64, """log(x) of one positive normal float32 or fl
 
 
 @numba.njit(fastmath={"contract", "reassoc"})
-def _row_den(a, t, dk, z, w):
-    """sum_i a[t, i] z_i (i < dk) + sum_s a[t, dk + s] (s < w) in float64, each summed in any order
-    (vectorised); a 2-D, z 1-D float64 (no views: no reference counts)."""
-    acc = 0.0
-    for i in range(dk):
-        acc += np.float64(a[t, i]) * z[i]
-    acc2 = 0.0
-    for s in range(dk, dk + w):
-        acc2 += np.float64(a[t, s])
-    return acc + acc2
+def _block_den(a, r0, h, dk, z, D):
+    """Rows t = r0 .. r0 + h - 1 of a = [A | W] (W: h columns from dk, a block's W_bb): W[t, s] = 0 for
+    s > t - r0 (the upper triangle), D[t] = sum_i a[t, i] z_i (i < dk) + sum_s W[t, s] in float64, each
+    summed in any order; one pass of a fixed trip count over W's row (masked, vectorised) zeroes and sums
+    it. a 2-D, z, D 1-D float64 (no views: no reference counts)."""
+    for t in range(h):
+        acc = 0.0
+        for i in range(dk):
+            acc += np.float64(a[r0 + t, i]) * z[i]
+        acc2 = 0.0
+        for s in range(h):
+            x = np.float64(a[r0 + t, dk + s]) if s <= t else 0.0
+            a[r0 + t, dk + s] = x
+            acc2 += x
+        D[r0 + t] = acc + acc2
 
 
 @numba.njit(fastmath=_FM, error_model="numpy")
@@ -604,6 +607,25 @@ def _map_exp_log(x, y, z):
     for c in range(x.shape[0]):
         y[c] = _expw(min(x[c], zero))
         z[c] = _logw(x[c]) if x[c] > 0 else zero
+
+
+_OKEY_MASK = np.int64(0x7FFFFFFFFFFFFFFF)
+_OKEY_LOW = np.int64(-0x7FFFFFFFFFFFFFFF)  # below the key of every float64 but NaNs
+
+
+@numba.njit(inline="always")
+def _okey(x):
+    """An int64 whose signed order is that of the float64 x (its bits, the magnitude's flipped where
+    negative; a NaN above +inf or below -inf by its sign bit): the row maxima of the queries as a
+    vectorised integer maximum."""
+    b = np.float64(x).view(np.int64)
+    return b ^ ((b >> 63) & _OKEY_MASK)
+
+
+@numba.njit(inline="always")
+def _okey_value(b):
+    """The float64 of the order key b (:func:`_okey`'s inverse)."""
+    return np.int64(b ^ ((b >> 63) & _OKEY_MASK)).view(np.float64)
 
 
 @numba.njit(inline="always")
