@@ -26,10 +26,10 @@ summary() {
 # concurrent processes ran out of memory there)
 WAVE1=("tests/test_cupy_gated_delta.py" "tests/test_cupy_gated_delta_grad.py" "tests/test_gpu_dispatch.py"
        "tests/test_cupy_backend.py" "tests/test_cupy_hierarchical.py" "tests/test_cupy_hierarchical_grad.py"
-       "tests/test_varlen.py tests/test_cupy_packed_ek.py" "tests/test_nonfinite.py" "tests/test_gpu_stepper.py"
-       "tests/test_dask_gpu.py")
+       "tests/test_varlen.py tests/test_cupy_packed_ek.py" "tests/test_nonfinite.py" "tests/test_gpu_stepper.py")
 WAVE2=("tests/test_cupy_log_attention.py -k 'backward or spikes or grad'"
-       "tests/test_cupy_log_attention.py -k 'not (backward or spikes or grad)'" "tests/test_training.py")
+       "tests/test_cupy_log_attention.py -k 'not (backward or spikes or grad)'" "tests/test_training.py"
+       "tests/test_dask_gpu.py")  # (Dask: its first call of each operator compiles its kernels, slow beside wave 1)
 PIDS=()
 launch() {  # launch TAG GROUP...: one capped pytest per group, logs $OUT/log_<TAG><i>.txt, pids in PIDS
   local tag=$1 i=0; shift
