@@ -711,6 +711,15 @@ constexpr int GD_T3RMINB = DKP <= 64 ? 2 : 1;
 #ifndef GD_T3LWA_SET
 #define GD_T3LWA_SET 1
 #endif
+// GD_T3OLD_SET: the output rows' reads of a full tile (every row < T, every column < DV, DV even) all issued before
+// the first add, in pairs of columns (ptxas sank each of session 16's conditional reads into its own branch: 64 dependent
+// L2 round trips per thread at the block's tail; the same sums; 0: session 16's, a timing build)
+#ifndef GD_T3OLD_SET
+#define GD_T3OLD_SET 1
+#endif
+struct alignas(2 * sizeof(ta)) gd_pair {
+    ta x, y;
+};
 extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const ta* __restrict__ qe,   // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp (GD_T1X0Q_SET)
     const ta* __restrict__ Qp,   // gd_tier1's
@@ -770,15 +779,35 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         __syncthreads();  // slot r's buffer read: the copy of slot r + 2 may overwrite it
     }
     cp_async_wait<0>();
-    if (wt.on)
+    if (!wt.on) return;
+    if (GD_T3OLD_SET && DV % 2 == 0 && c0 + GD_TBW <= DV && (i64)(c + GD_T3R) * CH <= T) {  // (block-uniform)
+        ta* o = out + cj * CH * DV + c0;
+        gd_pair ov[RW][NTL][2];  // (x, x + 1: columns cc, cc + 1 of row t; c0, cc even: 2 sizeof(ta)-aligned)
 #pragma unroll
         for (int a = 0; a < RW; ++a)
 #pragma unroll
             for (int i = 0; i < NTL; ++i)
 #pragma unroll
-                for (int x = 0; x < 4; ++x) {
-                    const int t = wt.row(a, x), cc = wt.col(i, x);
-                    if (c0 + cc < DV && (i64)c * CH + t < T) out[(cj * CH + t) * DV + c0 + cc] += acc[a][i][x];
-                }
+                for (int h = 0; h < 2; ++h)
+                    ov[a][i][h] = *reinterpret_cast<const gd_pair*>(o + (i64)wt.row(a, 2 * h) * DV + wt.col(i, 0));
+#pragma unroll
+        for (int a = 0; a < RW; ++a)
+#pragma unroll
+            for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h)
+                    *reinterpret_cast<gd_pair*>(o + (i64)wt.row(a, 2 * h) * DV + wt.col(i, 0)) =
+                        gd_pair{ov[a][i][h].x + acc[a][i][2 * h], ov[a][i][h].y + acc[a][i][2 * h + 1]};
+        return;
+    }
+#pragma unroll
+    for (int a = 0; a < RW; ++a)
+#pragma unroll
+        for (int i = 0; i < NTL; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int t = wt.row(a, x), cc = wt.col(i, x);
+                if (c0 + cc < DV && (i64)c * CH + t < T) out[(cj * CH + t) * DV + c0 + cc] += acc[a][i][x];
+            }
 }
 #endif
