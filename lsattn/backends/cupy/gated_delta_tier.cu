@@ -67,6 +67,15 @@ __device__ __forceinline__ void gd_frag_b(const gd_tf32* Y, int ld, int k0, int 
     h[0] = Y[(k0 + t4) * ld + n0 + g8].u, h[1] = Y[(k0 + t4 + 4) * ld + n0 + g8].u;
     l[0] = l[1] = 0u;  // (1xTF32: unread)
 }
+// (GD_TAR: gated_delta.cu's) an A operand stored as tf32 (gd_tar), its fragments loaded without a cvt
+__device__ __forceinline__ void gd_frag_a(const gd_tf32* X, int ld, int r0, int k0, unsigned (&h)[4], unsigned (&l)[4]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) h[x] = X[(r0 + g8 + 8 * (x & 1)) * ld + k0 + t4 + 4 * (x >> 1)].u, l[x] = 0u;
+}
+template <bool R> struct GdA { using T = ta; };  // an A operand's element: gd_tf32 when stored rounded (GD_TAR)
+template <> struct GdA<true> { using T = gd_tf32; };
+using gd_ta = GdA<GD_TAR>::T;
 template <int K> struct GdTW { using T = ta; static constexpr int LD = GD_TLDS; };  // K: 0 ta, 1 tf32 pairs, 2 gd_tf32
 template <> struct GdTW<1> { using T = uint2; static constexpr int LD = GD_TBW + 4; };
 template <> struct GdTW<2> { using T = gd_tf32; static constexpr int LD = GD_TLDS; };
@@ -225,7 +234,9 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             // (a) W_j = Ek S_j, R_j = Qe S_j; the weighted reads onto the output, W over Qe / Ek
             ta acc[NG][2][TWA][4] = {};
             const unsigned use[2] = {u, r};
-            if (wa.on) gd_mm<NG, 2, TWA>(acc, Ek, Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8, use);
+            if (wa.on)
+                gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8,
+                                  use);
             __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
 #pragma unroll
@@ -283,8 +294,9 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             const ta eg = ex(gc[cj]);
             ta accb[NG][1][TWB][4] = {};
             const unsigned ub[1] = {mw ? (u & ~mg) | 1u : u};  // (mw: the merging slots' (b) zero but slot 0's)
-            if (x0) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const ta*)Ek + c0, 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
-            else if (u) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
+            const gd_ta* PhA = reinterpret_cast<const gd_ta*>(Ph);
+            if (x0) gd_mm<NG, 1, TWB>(accb, PhA, nullptr, GD_LDP, (const gd_ta*)(Ek + c0), 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
+            else if (u) gd_mm<NG, 1, TWB>(accb, PhA, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
