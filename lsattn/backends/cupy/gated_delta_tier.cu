@@ -794,22 +794,21 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     if (!wt.on) return;
     if (GD_T3OLD_SET && DV % 2 == 0 && c0 + GD_TBW <= DV && (i64)(c + GD_T3R) * CH <= T) {  // (block-uniform)
         ta* o = out + cj * CH * DV + c0;
-        gd_pair ov[RW][NTL][2];  // (x, x + 1: columns cc, cc + 1 of row t; c0, cc even: 2 sizeof(ta)-aligned)
 #pragma unroll
-        for (int a = 0; a < RW; ++a)
+        for (int a = 0; a < RW; ++a) {  // (a row block's reads at a time: float32's 3xTF32 build spilled with all)
+            gd_pair ov[NTL][2];         // (x, x + 1: columns cc, cc + 1 of row t; c0, cc even: 2 sizeof(ta)-aligned)
 #pragma unroll
             for (int i = 0; i < NTL; ++i)
 #pragma unroll
                 for (int h = 0; h < 2; ++h)
-                    ov[a][i][h] = *reinterpret_cast<const gd_pair*>(o + (i64)wt.row(a, 2 * h) * DV + wt.col(i, 0));
-#pragma unroll
-        for (int a = 0; a < RW; ++a)
+                    ov[i][h] = *reinterpret_cast<const gd_pair*>(o + (i64)wt.row(a, 2 * h) * DV + wt.col(i, 0));
 #pragma unroll
             for (int i = 0; i < NTL; ++i)
 #pragma unroll
                 for (int h = 0; h < 2; ++h)
                     *reinterpret_cast<gd_pair*>(o + (i64)wt.row(a, 2 * h) * DV + wt.col(i, 0)) =
-                        gd_pair{ov[a][i][h].x + acc[a][i][2 * h], ov[a][i][h].y + acc[a][i][2 * h + 1]};
+                        gd_pair{ov[i][h].x + acc[a][i][2 * h], ov[i][h].y + acc[a][i][2 * h + 1]};
+        }
         return;
     }
 #pragma unroll
