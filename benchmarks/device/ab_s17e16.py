@@ -170,6 +170,14 @@ def ab(Ts, reps):
                 parts = " / ".join(f"{med[b, p]:.3f}" for p in PARTS)
                 print(f"T={T:6d} {key:3s} {b:5s} {med[b, None]:.3f} ms (t1 / coarse / t3 {parts}); vs main {errs[b][0]:.1e},"
                       f" vs gd_scan {errs[b][1]:.1e}; new/main {med[b, None] / med['main', None]:.3f}", flush=True)
+            kt = {}  # main's and new's kernels one by one (the launched ones)
+            for _ in range(reps):
+                for b in ("main", "new"):
+                    for name in sum(PARTS.values(), ()):
+                        kt.setdefault((b, name), []).append(event_ms(lambda: run(b, out, (name,))))
+            print(f"T={T:6d} {key:3s} kernels main / new: " + ", ".join(
+                f"{name} {statistics.median(kt['main', name]):.3f} / {statistics.median(kt['new', name]):.3f}"
+                for name in sum(PARTS.values(), ()) if statistics.median(kt["new", name]) > 0.002), flush=True)
             fk = None
         scratch = forms = intra = out = lam = None  # (freed before the next size's inputs)
 

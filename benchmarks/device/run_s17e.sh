@@ -35,7 +35,7 @@ if [ "$1" = tests ]; then
   echo "-- ncu:"; grep -E "^  gd_tier|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|stalled|inst_executed" $OUT/log_ncu.txt | head -60 | cut -c1-130
 else
   timeout 24 python3 $D/ab_s17e16.py ab 8192,32768 5 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
-  grep -E "^T=|Error" "$OUT/log_ab.txt" | cut -c1-170
+  grep -E "^T=|Error" "$OUT/log_ab.txt" | cut -c1-260
   timeout 14 python3 $D/ab_s17e16.py public 8192,32768 > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
   grep -E "^public|Error" "$OUT/log_public.txt" | cut -c1-150
 fi
