@@ -7,6 +7,7 @@ Builds (benchmarks/NOTES.md "Session 17 — s17e16"):
 - new:    production: GD_T3OLD_SET (gd_tier3's output reads of a full tile all in flight), GD_TAR_SET (x1: qe, ek, phi
           stored as tf32 by gd_forms, gd_tier1 / gd_tier1x's A fragments loaded without a cvt)
 - t3old0, tar0: new with that switch 0
+- cfq:    new with gd_cfill one block per group of 4 periods (GD_CFQ_SET=1, CupyOps.gd_tiers' cfq)
 The x1 rows run on forms rounded as gd_forms' GD_TAR stores them (gd_tar: every build reads the same bits; main's cvt
 leaves them as they are), so every build is meant bit-equal to main; each build: max |build - main| / max |main| and
 against gd_scan; the whole form, then its parts one by one (t1 = gd_tier1 + gd_tier1x / coarse / t3). Then the public
@@ -36,7 +37,16 @@ MAIN = os.path.join(HERE, "ab_s17e16_main_tier.cu")
 # name -> (tier source, -D options, configs)
 BOTH, X1 = ("x1", "f32"), ("x1",)
 BUILDS = {"main": (MAIN, (), BOTH), "new": (None, (), BOTH), "t3old0": (None, ("-DGD_T3OLD_SET=0",), BOTH),
-          "tar0": (None, ("-DGD_TAR_SET=0",), X1)}
+          "tar0": (None, ("-DGD_TAR_SET=0",), X1), "cfq": (None, ("-DGD_CFQ_SET=1",), BOTH)}
+
+
+def cfq(build):
+    """gd_cfill's grid for the build: per group (GD_CFQ_SET=1) or per period (main's, GD_CFQ_SET=0)."""
+    src, extra = BUILDS[build][:2]
+    for x in extra:
+        if x.startswith("-DGD_CFQ_SET="):
+            return x.endswith("1")
+    return False if src == MAIN else cc.GD_CFQ
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
 _mods = {}
@@ -139,7 +149,8 @@ def ab(Ts, reps):
             fk = forms if key == "f32" else tar(forms)
 
             def run(name, o, only=None, fk=fk, cfg=cfg):
-                cc.CupyOps.gd_tiers(Build(cfg, name, only), cfg, tier, *fk, lam, o, T, DK, DV, L, n, BH, scratch=scratch)
+                cc.CupyOps.gd_tiers(Build(cfg, name, only), cfg, tier, *fk, lam, o, T, DK, DV, L, n, BH, scratch=scratch,
+                                    cfq=cfq(name))
 
             ref = intra.copy()
             cgd.TIERED = False
@@ -198,12 +209,12 @@ def public(Ts, reps=7):
             f = lambda: lsattn.loglinear_gated_delta(*xs)  # noqa: E731
             res = {}
             for b, tk in (("main", main_tk), ("new", real)):
-                cgd._Direct._tk = tk
+                cgd._Direct._tk, cc.GD_CFQ = tk, cfq(b)
                 res[b] = f()
             times = {"main": [], "new": []}
             for _ in range(reps):
                 for b, tk in (("main", main_tk), ("new", real)):
-                    cgd._Direct._tk = tk
+                    cgd._Direct._tk, cc.GD_CFQ = tk, cfq(b)
                     f()
                     torch.cuda.synchronize()
                     e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -213,7 +224,7 @@ def public(Ts, reps=7):
                     e1.record()
                     e1.synchronize()
                     times[b].append(e0.elapsed_time(e1) / 3)
-            cgd._Direct._tk = real
+            cgd._Direct._tk, cc.GD_CFQ = real, cfq("new")
             m, nw = statistics.median(times["main"]), statistics.median(times["new"])
             d = float((res["new"].float() - res["main"].float()).abs().max())
             print(f"public {str(dt)[6:]:8s} T={T:6d} main {m:.3f} ms, new {nw:.3f} ms ({nw / m:.3f}); max |new - main| {d:.1e}",
