@@ -224,6 +224,7 @@ class Emulated:
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
     r3 = None  # gd_tier3's chunks per block (a timing build's GD_T3R_SET; None: Config.tier3_chunks)
     cfq = False  # gd_cfill one block per group (a timing build's GD_CFQ_SET)
+    defs = {}  # other timing builds' switches (gated_delta_tier.cu's GD_*_SET)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
@@ -233,6 +234,7 @@ class Emulated:
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
         defines |= {} if self.r3 is None else {"GD_T3R_SET": self.r3}
         defines |= {"GD_CFQ_SET": 1} if self.cfq else {}
+        defines |= self.defs
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": forms_source()})
 
@@ -389,18 +391,21 @@ def test_tier_plan(monkeypatch):
     # a timing build (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks): session 13's gd_tier3
     # walks (GD_T3WALK_SET=1; 11 periods)
     ("float32", 700, 5, 19, 16, "walk3", True),
-    ("float32", 1100, 16, 20, 16, "cfq", True)])  # gd_cfill per group (GD_CFQ_SET=1): 18 periods, the last group of 2
+    ("float32", 1100, 16, 20, 16, "cfq", True),  # gd_cfill per group (GD_CFQ_SET=1): 18 periods, the last group of 2
+    ("bfloat16", 600, 64, 20, 64, "p0", False)])  # gd_tier1's first chunk copying the second's tiles (GD_T1P0_SET=1)
 def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay, grouped):
     """gd_scan's two-tier form (gd_tier1, the coarse slots: gd_coarse or, ``grouped``, gd_cgroup / gd_coarse_g /
     gd_cfill; gd_tier3; the public forward from chunk 0 without state) on the CPU emulation through the host logic:
     against the reference (float64 / float32 bounds; bfloat16 inputs' float32 output within TF32, gd_scan's 1xTF32)
     and against gd_scan itself (TIERED off), hard resets included."""
-    if decay in ("tm3", "walk3", "cfq"):  # timing builds
+    if decay in ("tm3", "walk3", "cfq", "p0"):  # timing builds
         emulated, build, decay = copy.copy(emulated), decay, "mixed"
         if build == "tm3":  # (float32: gd_tier3 at one chunk a block too, GD_T3R_SET=1)
             emulated.tm, emulated.r3 = 3, (1 if dtype == "float32" else None)
         elif build == "cfq":
             emulated.cfq = True
+        elif build == "p0":
+            emulated.defs = {"GD_T1P0_SET": 1}
         else:
             emulated.walk3 = True
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
@@ -777,17 +782,21 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
 @pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
     ("float32", 420, 16, 40, 16, True),  # 27 chunks: 7 periods (the last partial), gd_cgroup / gd_coarse_g / gd_cfill
     ("float64", 300, 33, 3, 32, False),  # 10 chunks: gd_coarse; transfers in two column blocks (d_k > 32)
-    ("float32", 1100, 16, 20, 16, "cfq")])  # 18 periods, gd_cfill per group (GD_CFQ_SET, a timing build when off)
+    ("float32", 1100, 16, 20, 16, "cfq"),  # 18 periods, gd_cfill per group (GD_CFQ_SET, a timing build when off)
+    ("float32", 420, 16, 40, 16, "p0")])  # gd_tier1's first chunk copying the second's tiles (GD_T1P0_SET, timing)
 def test_direct_path_reads_only_written_scratch_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
     """compute-sanitizer initcheck reported gd_tier1 reading uninitialized global memory (issue 16): the direct path's
     scratch (gd_forms' outputs and the two-tier form's Z, Tot, Sb, Qp, Pc, Tg in one ``torch.empty``, which the caching
     allocator may hand back holding NaN) and its output filled with NaN before the call give the output of the
     zero-filled call bit for bit, on the CPU emulation: no kernel reads an element no kernel wrote into anything
     that reaches the output, not even through a zero weight (0 * NaN = NaN)."""
-    if grouped == "cfq":
-        emulated, grouped = copy.copy(emulated), True
-        emulated.cfq = True
-        monkeypatch.setattr(cc, "GD_CFQ", True)
+    if grouped in ("cfq", "p0"):  # timing builds
+        emulated, build, grouped = copy.copy(emulated), grouped, True
+        if build == "cfq":
+            emulated.cfq = True
+            monkeypatch.setattr(cc, "GD_CFQ", True)
+        else:
+            emulated.defs = {"GD_T1P0_SET": 1}
     torch = _direct_on_emulation(emulated, monkeypatch)
     monkeypatch.setattr(cgd, "raw_launch", lambda *a: None)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)

@@ -8,6 +8,7 @@ Builds (benchmarks/NOTES.md "Session 17 — s17e16"):
           stored as tf32 by gd_forms, gd_tier1 / gd_tier1x's A fragments loaded without a cvt)
 - t3old0, tar0: new with that switch 0
 - cfq:    new with gd_cfill one block per group of 4 periods (GD_CFQ_SET=1, CupyOps.gd_tiers' cfq)
+- p0:     new with a low walk's first chunk copying the second's tiles (GD_T1P0_SET=1)
 The x1 rows run on forms rounded as gd_forms' GD_TAR stores them (gd_tar: every build reads the same bits; main's cvt
 leaves them as they are), so every build is meant bit-equal to main; each build: max |build - main| / max |main| and
 against gd_scan; the whole form, then its parts one by one (t1 = gd_tier1 + gd_tier1x / coarse / t3). Then the public
@@ -37,7 +38,8 @@ MAIN = os.path.join(HERE, "ab_s17e16_main_tier.cu")
 # name -> (tier source, -D options, configs)
 BOTH, X1 = ("x1", "f32"), ("x1",)
 BUILDS = {"main": (MAIN, (), BOTH), "new": (None, (), BOTH), "t3old0": (None, ("-DGD_T3OLD_SET=0",), BOTH),
-          "tar0": (None, ("-DGD_TAR_SET=0",), X1), "cfq": (None, ("-DGD_CFQ_SET=1",), BOTH)}
+          "tar0": (None, ("-DGD_TAR_SET=0",), X1), "cfq": (None, ("-DGD_CFQ_SET=1",), BOTH),
+          "p0": (None, ("-DGD_T1P0_SET=1",), BOTH)}
 
 
 def cfq(build):
