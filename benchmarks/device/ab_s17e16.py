@@ -2,11 +2,11 @@
 one process, interleaved (CUDA events, medians of ms per call), B H = 32, d = 64, C = 64, from chunk 0 without state
 (the public forward's call); float32 compute: 3xTF32 (f32) and 1xTF32 (x1: the bfloat16 inputs' build, TI_BF16=1).
 Builds (benchmarks/NOTES.md "Session 17 — s17e16"):
-- main:   gated_delta_tier.cu at 5793862 (ab_s17e16_main_tier.cu; with this tree's gated_delta.cu, whose gd_mm with ta
-          operands is main's)
+- main:   gated_delta_tier.cu at 5793862 (ab_s17e16_main_tier.cu; with this tree's gated_delta.cu at GD_CPY_SET=0,
+          whose gd_mm with ta operands and gd_copy are main's)
 - new:    production: GD_T3OLD_SET (gd_tier3's output reads of a full tile all in flight), GD_TAR_SET (x1: qe, ek, phi
           stored as tf32 by gd_forms, gd_tier1 / gd_tier1x's A fragments loaded without a cvt)
-- t3old0, tar0: new with that switch 0
+- t3old0, tar0, cpy0: new with that switch 0 (cpy0: gd_copy's session 16 loop)
 - cfq:    new with gd_cfill one block per group of 4 periods (GD_CFQ_SET=1, CupyOps.gd_tiers' cfq)
 - p0:     new with a low walk's first chunk copying the second's tiles (GD_T1P0_SET=1)
 The x1 rows run on forms rounded as gd_forms' GD_TAR stores them (gd_tar: every build reads the same bits; main's cvt
@@ -37,7 +37,8 @@ cfgs = {"x1": cgd._config("float", DK, 64, "bf16"), "f32": cgd._config("float", 
 MAIN = os.path.join(HERE, "ab_s17e16_main_tier.cu")
 # name -> (tier source, -D options, configs)
 BOTH, X1 = ("x1", "f32"), ("x1",)
-BUILDS = {"main": (MAIN, (), BOTH), "new": (None, (), BOTH), "t3old0": (None, ("-DGD_T3OLD_SET=0",), BOTH),
+BUILDS = {"main": (MAIN, ("-DGD_CPY_SET=0",), BOTH), "new": (None, (), BOTH), "t3old0": (None, ("-DGD_T3OLD_SET=0",), BOTH),
+          "cpy0": (None, ("-DGD_CPY_SET=0",), BOTH),
           "tar0": (None, ("-DGD_TAR_SET=0",), X1), "cfq": (None, ("-DGD_CFQ_SET=1",), BOTH),
           "p0": (None, ("-DGD_T1P0_SET=1",), BOTH)}
 
@@ -72,7 +73,7 @@ def variant(cfg, build, name):
 class Build:
     """CupyOps.gd_tiers' kernel lookup for one build; ``only``: launch those kernels alone (the others skipped)."""
 
-    _i, _p = staticmethod(np.int32), staticmethod(cc.CupyOps._p)
+    _i, _l, _p = staticmethod(np.int32), staticmethod(np.int64), staticmethod(cc.CupyOps._p)
 
     def __init__(self, cfg, name, only=None):
         self.cfg, self.name, self.only = cfg, name, only
@@ -188,9 +189,15 @@ def ab(Ts, reps):
                 for b in ("main", "new"):
                     for name in sum(PARTS.values(), ()):
                         kt.setdefault((b, name), []).append(event_ms(lambda: run(b, out, (name,))))
+            for b in ("main", "new"):  # gd_scan (not the two-tier form: calls with states), its gd_copy main's / new
+                cgd.TIERED = False
+                for _ in range(reps):
+                    kt.setdefault((b, "gd_scan"), []).append(event_ms(lambda: cc.CupyOps.gd_scan(
+                        Build(cfg, b), cfg, *fk, lam, ref, lev, lev, T, DK, DV, L, 0, 0, n, 0, NLC, T % 64 == 0, BH, False)))
+                cgd.TIERED = True
             print(f"T={T:6d} {key:3s} kernels main / new: " + ", ".join(
                 f"{name} {statistics.median(kt['main', name]):.3f} / {statistics.median(kt['new', name]):.3f}"
-                for name in sum(PARTS.values(), ()) if statistics.median(kt["new", name]) > 0.002), flush=True)
+                for name in sum(PARTS.values(), ("gd_scan",)) if statistics.median(kt["new", name]) > 0.002), flush=True)
             fk = None
         scratch = forms = intra = out = lam = None  # (freed before the next size's inputs)
 

@@ -10,7 +10,7 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 echo "=== $1 $(date -u +%T)"
 if [ "$1" = tests ]; then
-  for cb in x1:main x1:new x1:t3old0 x1:tar0 x1:cfq x1:p0 f32:main f32:new f32:t3old0 f32:cfq f32:p0; do
+  for cb in x1:main x1:new x1:t3old0 x1:tar0 x1:cfq x1:p0 x1:cpy0 f32:main f32:new f32:t3old0 f32:cfq f32:p0 f32:cpy0; do
     ( timeout 75 python3 $D/ab_s17e16.py warm ${cb%:*} ${cb#*:} > "$OUT/log_warm_${cb%:*}_${cb#*:}.txt" 2>&1 ) &
   done
   ( timeout 75 python3 $D/ab_s17e16.py warm public > "$OUT/log_warm_public.txt" 2>&1 ) &
@@ -31,7 +31,7 @@ if [ "$1" = tests ]; then
     echo "-- $f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/log_$f.txt | tail -1) calls $(grep -c tier-vs-main $OUT/log_$f.txt)"
     grep -E "tier-vs-main|Error|error|Uninit|Hazard" $OUT/log_$f.txt | head -6 | cut -c1-160
   done
-  echo "-- warm: $(cat $OUT/log_warm_*.txt | grep -c '^compiled') of 12 compiled"; grep -h -E "Error|error" $OUT/log_warm_*.txt | head -3 | cut -c1-200
+  echo "-- warm: $(cat $OUT/log_warm_*.txt | grep -c '^compiled') of 14 compiled"; grep -h -E "Error|error" $OUT/log_warm_*.txt | head -3 | cut -c1-200
   echo "-- ncu:"; grep -E "^  gd_tier|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|stalled|inst_executed" $OUT/log_ncu.txt | head -60 | cut -c1-130
 else
   timeout 24 python3 $D/ab_s17e16.py ab 8192,32768 5 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"

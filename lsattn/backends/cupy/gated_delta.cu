@@ -255,9 +255,33 @@ __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej
 // rows >= vr and columns >= vc zero), asynchronously, consecutive threads copying consecutive pieces
 // of a row: 16-byte copies when vec (sld and vc multiples of their width, rows starting on 16 bytes),
 // else element copies.
+// GD_CPY_SET (16-byte copies of a tile whose pieces a row are a divisor of NT): each thread's column and first row
+// fixed, its rows NT / pieces apart in unrolled passes, the pointers advanced by constant strides (session 16's loop
+// formed each piece's 64-bit global and shared addresses from its index: ~20 SASS instructions a cp.async, ~15% of
+// gd_tier1x's instructions; benchmarks/NOTES.md "Session 17 — s17e16"; 0: session 16's, a timing build)
+#ifndef GD_CPY_SET
+#define GD_CPY_SET 1
+#endif
 template <int ROWS, int COLS>
 __device__ __forceinline__ void gd_copy(ta* dst, int dld, const ta* src, int sld, int vr, int vc, bool vec) {
     constexpr int VW = 16 / (int)sizeof(ta);  // elements per 16-byte copy
+    constexpr int CV = COLS / VW, RS = NT / (CV > 0 ? CV : 1);  // pieces a row; rows a pass
+    if (GD_CPY_SET && vec && CV > 0 && NT % CV == 0) {
+        const int r0 = threadIdx.x / CV, k = threadIdx.x % CV * VW;
+        ta* d = dst + r0 * dld + k;
+        const ta* g = src + (i64)r0 * sld + k;
+        const i64 gs = (i64)RS * sld;
+        const bool kv = k < vc;
+#pragma unroll
+        for (int it = 0; it < (ROWS + RS - 1) / RS; ++it) {
+            const int r = r0 + it * RS;
+            if (ROWS % RS == 0 || r < ROWS) {
+                const bool ok = kv && r < vr;
+                cp_async16(d + it * RS * dld, ok ? g + it * gs : src, ok);
+            }
+        }
+        return;
+    }
     if (vec) {
         for (int idx = threadIdx.x; idx < ROWS * COLS / VW; idx += NT) {
             const int r = idx / (COLS / VW), k = idx % (COLS / VW) * VW;
