@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 17, s17e16 (issue 16): the two-tier scan's switches (ab_s17e16.py's docstring: GD_T3OLD_SET, GD_TAR_SET).
+# Session 17, s17e16 (issue 16): the two-tier scan's switches (ab_s17e16.py's docstring: GD_T3OLD_SET, GD_TAR_SET,
+# GD_CPY_SET; timing builds GD_CFQ_SET, GD_T1P0_SET). Batch 1 at 1323221, batch 2 at the request's commit.
 #   OUT=... bash benchmarks/device/run_s17e.sh tests   (<= 100 s, beside other helpers: GPU tests, sanitizers, warm-up
 #                                                       compiles of ab_s17e16.py's builds, an ncu of the tier kernels)
 #   OUT=... bash benchmarks/device/run_s17e.sh times   (<= 40 s, alone: ab_s17e16.py's kernel-alone A/B and public calls)
@@ -16,6 +17,7 @@ if [ "$1" = tests ]; then
   ( timeout 75 python3 $D/ab_s17e16.py warm public > "$OUT/log_warm_public.txt" 2>&1 ) &
   timeout 95 $PT tests/test_cupy_gated_delta.py -k "two_tier or bfloat16_in or torch_direct" > "$OUT/log_pytest.txt" 2>&1 &
   timeout 95 $PT tests/test_nonfinite.py -k "gated and torch_cuda" > "$OUT/log_nonfinite.txt" 2>&1 &
+  timeout 95 $PT tests/test_cupy_gated_delta_grad.py -k "gpu_grads_against_reference" > "$OUT/log_grad.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool memcheck --print-limit 5 python3 $D/gd_tier_small.py > "$OUT/log_memcheck.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool racecheck --kernel-name kns=gd_tier --print-limit 5 python3 $D/gd_tier_small.py > "$OUT/log_racecheck.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool initcheck --print-limit 5 python3 $D/gd_tier_small.py > "$OUT/log_initcheck.txt" 2>&1 &
@@ -27,6 +29,7 @@ if [ "$1" = tests ]; then
   wait
   echo "-- pytest: $(tail -1 $OUT/log_pytest.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_pytest.txt | head -8 | cut -c1-220
   echo "-- nonfinite: $(tail -1 $OUT/log_nonfinite.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_nonfinite.txt | head -5 | cut -c1-220
+  echo "-- grad (gd_scan_bwd's gd_copy): $(tail -1 $OUT/log_grad.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_grad.txt | head -5 | cut -c1-220
   for f in memcheck racecheck initcheck; do
     echo "-- $f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/log_$f.txt | tail -1) calls $(grep -c tier-vs-main $OUT/log_$f.txt)"
     grep -E "tier-vs-main|Error|error|Uninit|Hazard" $OUT/log_$f.txt | head -6 | cut -c1-160
