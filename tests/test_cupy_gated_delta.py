@@ -392,20 +392,21 @@ def test_tier_plan(monkeypatch):
     # walks (GD_T3WALK_SET=1; 11 periods)
     ("float32", 700, 5, 19, 16, "walk3", True),
     ("float32", 1100, 16, 20, 16, "cfq", True),  # gd_cfill per group (GD_CFQ_SET=1): 18 periods, the last group of 2
-    ("bfloat16", 600, 64, 20, 64, "p0", False)])  # gd_tier1's first chunk copying the second's tiles (GD_T1P0_SET=1)
+    ("bfloat16", 600, 64, 20, 64, "p0", False),  # gd_tier1's first chunk copying the second's tiles (GD_T1P0_SET=1)
+    ("bfloat16", 1100, 64, 70, 64, "sr", True)])  # S in registers (GD_TSR_SET=3; 1xTF32 only): 18 chunks, 2 column blocks
 def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay, grouped):
     """gd_scan's two-tier form (gd_tier1, the coarse slots: gd_coarse or, ``grouped``, gd_cgroup / gd_coarse_g /
     gd_cfill; gd_tier3; the public forward from chunk 0 without state) on the CPU emulation through the host logic:
     against the reference (float64 / float32 bounds; bfloat16 inputs' float32 output within TF32, gd_scan's 1xTF32)
     and against gd_scan itself (TIERED off), hard resets included."""
-    if decay in ("tm3", "walk3", "cfq", "p0"):  # timing builds
+    if decay in ("tm3", "walk3", "cfq", "p0", "sr"):  # timing builds
         emulated, build, decay = copy.copy(emulated), decay, "mixed"
         if build == "tm3":  # (float32: gd_tier3 at one chunk a block too, GD_T3R_SET=1)
             emulated.tm, emulated.r3 = 3, (1 if dtype == "float32" else None)
         elif build == "cfq":
             emulated.cfq = True
-        elif build == "p0":
-            emulated.defs = {"GD_T1P0_SET": 1}
+        elif build in ("p0", "sr"):
+            emulated.defs = {"GD_T1P0_SET": 1} if build == "p0" else {"GD_TSR_SET": 3}
         else:
             emulated.walk3 = True
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords

@@ -9,6 +9,7 @@ Builds (benchmarks/NOTES.md "Session 17 — s17e16"):
 - t3old0, tar0, cpy0: new with that switch 0 (cpy0: gd_copy's session 16 loop)
 - cfq:    new with gd_cfill one block per group of 4 periods (GD_CFQ_SET=1, CupyOps.gd_tiers' cfq)
 - p0:     new with a low walk's first chunk copying the second's tiles (GD_T1P0_SET=1)
+- sr, sr1: new with S in the registers of (b)'s threads, shared as tf32 (GD_TSR_SET=3: both walks; 1: the low walks)
 The x1 rows run on forms rounded as gd_forms' GD_TAR stores them (gd_tar: every build reads the same bits; main's cvt
 leaves them as they are), so every build is meant bit-equal to main; each build: max |build - main| / max |main| and
 against gd_scan; the whole form, then its parts one by one (t1 = gd_tier1 + gd_tier1x / coarse / t3). Then the public
@@ -38,7 +39,7 @@ MAIN = os.path.join(HERE, "ab_s17e16_main_tier.cu")
 # name -> (tier source, -D options, configs)
 BOTH, X1 = ("x1", "f32"), ("x1",)
 BUILDS = {"main": (MAIN, ("-DGD_CPY_SET=0",), BOTH), "new": (None, (), BOTH), "t3old0": (None, ("-DGD_T3OLD_SET=0",), BOTH),
-          "cpy0": (None, ("-DGD_CPY_SET=0",), BOTH),
+          "cpy0": (None, ("-DGD_CPY_SET=0",), BOTH), "sr": (None, ("-DGD_TSR_SET=3",), X1), "sr1": (None, ("-DGD_TSR_SET=1",), X1),
           "tar0": (None, ("-DGD_TAR_SET=0",), X1), "cfq": (None, ("-DGD_CFQ_SET=1",), BOTH),
           "p0": (None, ("-DGD_T1P0_SET=1",), BOTH)}
 
@@ -184,20 +185,24 @@ def ab(Ts, reps):
                 parts = " / ".join(f"{med[b, p]:.3f}" for p in PARTS)
                 print(f"T={T:6d} {key:3s} {b:5s} {med[b, None]:.3f} ms (t1 / coarse / t3 {parts}); vs main {errs[b][0]:.1e},"
                       f" vs gd_scan {errs[b][1]:.1e}; new/main {med[b, None] / med['main', None]:.3f}", flush=True)
-            kt = {}  # main's and new's kernels one by one (the launched ones)
+            kt = {}  # every build's kernels one by one (the launched ones), gd_scan (calls with states) main's / new's
+            names = sum(PARTS.values(), ())
             for _ in range(reps):
-                for b in ("main", "new"):
-                    for name in sum(PARTS.values(), ()):
+                for b in builds:
+                    for name in names:
                         kt.setdefault((b, name), []).append(event_ms(lambda: run(b, out, (name,))))
-            for b in ("main", "new"):  # gd_scan (not the two-tier form: calls with states), its gd_copy main's / new
+            for b in ("main", "new"):
                 cgd.TIERED = False
                 for _ in range(reps):
                     kt.setdefault((b, "gd_scan"), []).append(event_ms(lambda: cc.CupyOps.gd_scan(
                         Build(cfg, b), cfg, *fk, lam, ref, lev, lev, T, DK, DV, L, 0, 0, n, 0, NLC, T % 64 == 0, BH, False)))
                 cgd.TIERED = True
-            print(f"T={T:6d} {key:3s} kernels main / new: " + ", ".join(
-                f"{name} {statistics.median(kt['main', name]):.3f} / {statistics.median(kt['new', name]):.3f}"
-                for name in sum(PARTS.values(), ("gd_scan",)) if statistics.median(kt["new", name]) > 0.002), flush=True)
+            short = {"gd_tier1": "t1", "gd_tier1x": "t1x", "gd_coarse": "co", "gd_cgroup": "cg", "gd_coarse_g": "cc",
+                     "gd_cfill": "cf", "gd_tier3": "t3", "gd_scan": "scan"}
+            for b in builds:
+                med_k = {name: statistics.median(kt[b, name]) for name in names + ("gd_scan",) if (b, name) in kt}
+                print(f"T={T:6d} {key:3s} {b:6s} kernels: " + " ".join(
+                    f"{short[k]} {v:.3f}" for k, v in med_k.items() if v > 0.03 or k == "gd_cfill"), flush=True)
             fk = None
         scratch = forms = intra = out = lam = None  # (freed before the next size's inputs)
 
