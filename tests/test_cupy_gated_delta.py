@@ -37,7 +37,6 @@ from lsattn import reference as ref
 from lsattn._chunktree import chunk_layout, to_chunks
 from lsattn.gated_delta import _chunk_forms, _masked_intra
 from lsattn.backends.cupy import gated_delta as cgd
-from lsattn.backends.cupy import _compile as cc
 from lsattn.backends.cupy._arrays import narrow, widen
 from lsattn.backends.cupy._compile import GD_BW, GD_G, CupyOps, make_config
 from lsattn.fenwick import _bit_length
@@ -223,7 +222,6 @@ class Emulated:
     tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
     r3 = None  # gd_tier3's chunks per block (a timing build's GD_T3R_SET; None: Config.tier3_chunks)
-    cfq = False  # gd_cfill one block per group (a timing build's GD_CFQ_SET)
     defs = {}  # other timing builds' switches (gated_delta_tier.cu's GD_*_SET)
 
     def _lib(self, cfg):
@@ -233,7 +231,6 @@ class Emulated:
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
         defines |= {} if self.r3 is None else {"GD_T3R_SET": self.r3}
-        defines |= {"GD_CFQ_SET": 1} if self.cfq else {}
         defines |= self.defs
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": forms_source()})
@@ -264,7 +261,7 @@ class Emulated:
         tier = cgd.tier_plan(cfg, F, n, n_old, keep, DK, DV, self.tm)
         if tier is not None and self.bw == BW:  # the host logic of CupyOps.gd_scan, launches on this emulation
             return CupyOps.gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, bw=self.tbw,
-                                    walk3=self.walk3, r3=self.r3, cfq=self.cfq)
+                                    walk3=self.walk3, r3=self.r3)
         arrays = (qe, ek, ph, H, g, lam, out, lev, oldc)
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), int(keep), BH, self.g)]
@@ -391,22 +388,18 @@ def test_tier_plan(monkeypatch):
     # a timing build (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks): session 13's gd_tier3
     # walks (GD_T3WALK_SET=1; 11 periods)
     ("float32", 700, 5, 19, 16, "walk3", True),
-    ("float32", 1100, 16, 20, 16, "cfq", True),  # gd_cfill per group (GD_CFQ_SET=1): 18 periods, the last group of 2
-    ("bfloat16", 600, 64, 20, 64, "p0", False),  # gd_tier1's first chunk copying the second's tiles (GD_T1P0_SET=1)
     ("bfloat16", 1100, 64, 70, 64, "sr", True)])  # S in registers (GD_TSR_SET=3; 1xTF32 only): 18 chunks, 2 column blocks
 def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay, grouped):
     """gd_scan's two-tier form (gd_tier1, the coarse slots: gd_coarse or, ``grouped``, gd_cgroup / gd_coarse_g /
     gd_cfill; gd_tier3; the public forward from chunk 0 without state) on the CPU emulation through the host logic:
     against the reference (float64 / float32 bounds; bfloat16 inputs' float32 output within TF32, gd_scan's 1xTF32)
     and against gd_scan itself (TIERED off), hard resets included."""
-    if decay in ("tm3", "walk3", "cfq", "p0", "sr"):  # timing builds
+    if decay in ("tm3", "walk3", "sr"):  # timing builds
         emulated, build, decay = copy.copy(emulated), decay, "mixed"
         if build == "tm3":  # (float32: gd_tier3 at one chunk a block too, GD_T3R_SET=1)
             emulated.tm, emulated.r3 = 3, (1 if dtype == "float32" else None)
-        elif build == "cfq":
-            emulated.cfq = True
-        elif build in ("p0", "sr"):
-            emulated.defs = {"GD_T1P0_SET": 1} if build == "p0" else {"GD_TSR_SET": 3}
+        elif build == "sr":
+            emulated.defs = {"GD_TSR_SET": 3}
         else:
             emulated.walk3 = True
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
@@ -782,22 +775,13 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
 
 @pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
     ("float32", 420, 16, 40, 16, True),  # 27 chunks: 7 periods (the last partial), gd_cgroup / gd_coarse_g / gd_cfill
-    ("float64", 300, 33, 3, 32, False),  # 10 chunks: gd_coarse; transfers in two column blocks (d_k > 32)
-    ("float32", 1100, 16, 20, 16, "cfq"),  # 18 periods, gd_cfill per group (GD_CFQ_SET, a timing build when off)
-    ("float32", 420, 16, 40, 16, "p0")])  # gd_tier1's first chunk copying the second's tiles (GD_T1P0_SET, timing)
+    ("float64", 300, 33, 3, 32, False)])  # 10 chunks: gd_coarse; transfers in two column blocks (d_k > 32)
 def test_direct_path_reads_only_written_scratch_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
     """compute-sanitizer initcheck reported gd_tier1 reading uninitialized global memory (issue 16): the direct path's
     scratch (gd_forms' outputs and the two-tier form's Z, Tot, Sb, Qp, Pc, Tg in one ``torch.empty``, which the caching
     allocator may hand back holding NaN) and its output filled with NaN before the call give the output of the
     zero-filled call bit for bit, on the CPU emulation: no kernel reads an element no kernel wrote into anything
     that reaches the output, not even through a zero weight (0 * NaN = NaN)."""
-    if grouped in ("cfq", "p0"):  # timing builds
-        emulated, build, grouped = copy.copy(emulated), grouped, True
-        if build == "cfq":
-            emulated.cfq = True
-            monkeypatch.setattr(cc, "GD_CFQ", True)
-        else:
-            emulated.defs = {"GD_T1P0_SET": 1}
     torch = _direct_on_emulation(emulated, monkeypatch)
     monkeypatch.setattr(cgd, "raw_launch", lambda *a: None)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)

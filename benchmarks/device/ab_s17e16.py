@@ -1,14 +1,13 @@
 """The two-tier Gated DeltaNet scan (gated_delta_tier.cu) at 8K / 32K: main's kernels against this branch's builds in
 one process, interleaved (CUDA events, medians of ms per call), B H = 32, d = 64, C = 64, from chunk 0 without state
 (the public forward's call); float32 compute: 3xTF32 (f32) and 1xTF32 (x1: the bfloat16 inputs' build, TI_BF16=1).
-Builds (benchmarks/NOTES.md "Session 17 — s17e16"):
+Builds (benchmarks/NOTES.md "Session 17 — s17e16"; batch 2 also timed gd_cfill per group of 4 periods and a low walk's
+first chunk copying the second's tiles: no gain, removed):
 - main:   gated_delta_tier.cu at 5793862 (ab_s17e16_main_tier.cu; with this tree's gated_delta.cu at GD_CPY_SET=0,
           whose gd_mm with ta operands and gd_copy are main's)
 - new:    production: GD_T3OLD_SET (gd_tier3's output reads of a full tile all in flight), GD_TAR_SET (x1: qe, ek, phi
           stored as tf32 by gd_forms, gd_tier1 / gd_tier1x's A fragments loaded without a cvt)
 - t3old0, tar0, cpy0: new with that switch 0 (cpy0: gd_copy's session 16 loop)
-- cfq:    new with gd_cfill one block per group of 4 periods (GD_CFQ_SET=1, CupyOps.gd_tiers' cfq)
-- p0:     new with a low walk's first chunk copying the second's tiles (GD_T1P0_SET=1)
 - sr, sr1: new with S in the registers of (b)'s threads, shared as tf32 (GD_TSR_SET=3: both walks; 1: the low walks)
 The x1 rows run on forms rounded as gd_forms' GD_TAR stores them (gd_tar: every build reads the same bits; main's cvt
 leaves them as they are), so every build is meant bit-equal to main; each build: max |build - main| / max |main| and
@@ -40,17 +39,7 @@ MAIN = os.path.join(HERE, "ab_s17e16_main_tier.cu")
 BOTH, X1 = ("x1", "f32"), ("x1",)
 BUILDS = {"main": (MAIN, ("-DGD_CPY_SET=0",), BOTH), "new": (None, (), BOTH), "t3old0": (None, ("-DGD_T3OLD_SET=0",), BOTH),
           "cpy0": (None, ("-DGD_CPY_SET=0",), BOTH), "sr": (None, ("-DGD_TSR_SET=3",), X1), "sr1": (None, ("-DGD_TSR_SET=1",), X1),
-          "tar0": (None, ("-DGD_TAR_SET=0",), X1), "cfq": (None, ("-DGD_CFQ_SET=1",), BOTH),
-          "p0": (None, ("-DGD_T1P0_SET=1",), BOTH)}
-
-
-def cfq(build):
-    """gd_cfill's grid for the build: per group (GD_CFQ_SET=1) or per period (main's, GD_CFQ_SET=0)."""
-    src, extra = BUILDS[build][:2]
-    for x in extra:
-        if x.startswith("-DGD_CFQ_SET="):
-            return x.endswith("1")
-    return False if src == MAIN else cc.GD_CFQ
+          "tar0": (None, ("-DGD_TAR_SET=0",), X1)}
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
 _mods = {}
@@ -153,8 +142,7 @@ def ab(Ts, reps):
             fk = forms if key == "f32" else tar(forms)
 
             def run(name, o, only=None, fk=fk, cfg=cfg):
-                cc.CupyOps.gd_tiers(Build(cfg, name, only), cfg, tier, *fk, lam, o, T, DK, DV, L, n, BH, scratch=scratch,
-                                    cfq=cfq(name))
+                cc.CupyOps.gd_tiers(Build(cfg, name, only), cfg, tier, *fk, lam, o, T, DK, DV, L, n, BH, scratch=scratch)
 
             ref = intra.copy()
             cgd.TIERED = False
@@ -223,12 +211,12 @@ def public(Ts, reps=7):
             f = lambda: lsattn.loglinear_gated_delta(*xs)  # noqa: E731
             res = {}
             for b, tk in (("main", main_tk), ("new", real)):
-                cgd._Direct._tk, cc.GD_CFQ = tk, cfq(b)
+                cgd._Direct._tk = tk
                 res[b] = f()
             times = {"main": [], "new": []}
             for _ in range(reps):
                 for b, tk in (("main", main_tk), ("new", real)):
-                    cgd._Direct._tk, cc.GD_CFQ = tk, cfq(b)
+                    cgd._Direct._tk = tk
                     f()
                     torch.cuda.synchronize()
                     e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -238,7 +226,7 @@ def public(Ts, reps=7):
                     e1.record()
                     e1.synchronize()
                     times[b].append(e0.elapsed_time(e1) / 3)
-            cgd._Direct._tk, cc.GD_CFQ = real, cfq("new")
+            cgd._Direct._tk = real
             m, nw = statistics.median(times["main"]), statistics.median(times["new"])
             d = float((res["new"].float() - res["main"].float()).abs().max())
             print(f"public {str(dt)[6:]:8s} T={T:6d} main {m:.3f} ms, new {nw:.3f} ms ({nw / m:.3f}); max |new - main| {d:.1e}",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 17, s17e16 (issue 16): the two-tier scan's switches (ab_s17e16.py's docstring: GD_T3OLD_SET, GD_TAR_SET,
-# GD_CPY_SET; timing builds GD_CFQ_SET, GD_T1P0_SET, GD_TSR_SET). Batch 1 at 1323221, batch 2 at the request's commit.
+# GD_CPY_SET; timing builds GD_TSR_SET). Batch 1 at 1323221, batch 2 at d75a21f, batch 3 at the request's commit.
 #   OUT=... bash benchmarks/device/run_s17e.sh tests   (<= 100 s, beside other helpers: GPU tests, sanitizers, warm-up
 #                                                       compiles of ab_s17e16.py's builds, an ncu of the tier kernels)
 #   OUT=... bash benchmarks/device/run_s17e.sh times   (<= 40 s, alone: ab_s17e16.py's kernel-alone A/B and public calls)
@@ -11,7 +11,7 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 echo "=== $1 $(date -u +%T)"
 if [ "$1" = tests ]; then
-  for cb in x1:main x1:new x1:t3old0 x1:tar0 x1:cfq x1:p0 x1:cpy0 x1:sr x1:sr1 f32:main f32:new f32:t3old0 f32:cfq f32:p0 f32:cpy0; do
+  for cb in x1:main x1:new x1:t3old0 x1:tar0 x1:cpy0 x1:sr x1:sr1 f32:main f32:new f32:t3old0 f32:cpy0; do
     ( timeout 75 python3 $D/ab_s17e16.py warm ${cb%:*} ${cb#*:} > "$OUT/log_warm_${cb%:*}_${cb#*:}.txt" 2>&1 ) &
   done
   ( timeout 75 python3 $D/ab_s17e16.py warm public > "$OUT/log_warm_public.txt" 2>&1 ) &
@@ -34,7 +34,7 @@ if [ "$1" = tests ]; then
     echo "-- $f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/log_$f.txt | tail -1) calls $(grep -c tier-vs-main $OUT/log_$f.txt)"
     grep -E "tier-vs-main|Error|error|Uninit|Hazard" $OUT/log_$f.txt | head -6 | cut -c1-160
   done
-  echo "-- warm: $(cat $OUT/log_warm_*.txt | grep -c '^compiled') of 16 compiled"; grep -h -E "Error|error" $OUT/log_warm_*.txt | head -3 | cut -c1-200
+  echo "-- warm: $(cat $OUT/log_warm_*.txt | grep -c '^compiled') of 12 compiled"; grep -h -E "Error|error" $OUT/log_warm_*.txt | head -3 | cut -c1-200
   echo "-- ncu:"; grep -E "^  gd_tier|Duration|Memory Throughput|DRAM Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|stalled|inst_executed" $OUT/log_ncu.txt | head -60 | cut -c1-130
 else
   timeout 24 python3 $D/ab_s17e16.py ab 8192,32768 5 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"

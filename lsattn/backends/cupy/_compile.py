@@ -17,7 +17,6 @@ __all__ = ["DV_BLOCK", "GD_BW", "GD_G", "SMEM_MAX", "Config", "CupyOps", "_pad_d
            "grad_fits", "grad_tc", "make_config"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-GD_CFQ = False  # gd_cfill one block per group (gated_delta_tier.cu's GD_CFQ_SET; off: a timing build)
 
 
 def _source(name):
@@ -370,16 +369,14 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
-                 split=True, r3=None, cfq=None):
+                 split=True, r3=None):
         """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x, the coarse slots, gd_tier3) for ``tier =
         gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None: allocated here); bw:
         gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as
         session 13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the transfers in gd_tier1x (False: in
         gd_tier1, a timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block (None: ``cfg.tier3_chunks(bw)``; a
         timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup, gd_coarse_g, gd_cfill (levels >= 3
-        over groups of 4 periods; cfq: one gd_cfill block per group, the kernel's GD_CFQ_SET, None: ``GD_CFQ``); else
-        gd_coarse (every level over periods)."""
-        cfq = GD_CFQ if cfq is None else cfq
+        over groups of 4 periods); else gd_coarse (every level over periods)."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
         bw = bw or cfg.tier_bw
@@ -403,9 +400,7 @@ class CupyOps:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse_g")
             fn((tier.coarse_chains * BH * CB,), block, cargs, shared_mem=smem)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
-            if cfq:  # (its three transfers held)
-                smem = cfg.gd_coarse_smem(cbw, 3)
-            fn(((nG if cfq else nP) * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
+            fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
         else:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
             fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, cargs, shared_mem=smem)

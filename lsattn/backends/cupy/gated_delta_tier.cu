@@ -118,12 +118,6 @@ constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 #ifndef GD_T1PHW_SET
 #define GD_T1PHW_SET 1
 #endif
-// GD_T1P0_SET (a timing build): a low walk's first chunk, which has no (a) and no product in (b) (slot 0 = H), also
-// copies the second chunk's Qe, Ek and phi and loads its read weights (their buffers idle there), so the second chunk
-// waits for no copy before (a) (one DRAM round trip fewer on each block's chain of 4 steps)
-#ifndef GD_T1P0_SET
-#define GD_T1P0_SET 0
-#endif
 // GD_TSR_SET (1xTF32; bit 0: the low walks, bit 1: the transfers; a timing build): each slot's S in the registers of
 // the threads whose (b) tiles hold it (the same elements every chunk), shared memory holding its tf32 rounding for (a)'s
 // B fragments (the bits (a)'s cvt made of S: the same products), so (a) loads them without a cvt and (b)'s update reads
@@ -223,25 +217,12 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         const unsigned mg = GD_T1MW_SET && kind == GT_LOW ? u & ((1u << z) - 1u) : 0u;
         const bool mw = (mg & (mg - 1u)) != 0u;
         const bool phw = GD_T1PHW_SET && kind == GT_LOW && u;  // (then (a) runs: u and not x0)
-        // GD_T1P0_SET: chunk i + 1's tiles and read weights taken at i = 0 (pre), not at i = 1 (got)
-        const bool pre = GD_T1P0_SET && kind == GT_LOW && i == 0 && c + 1 < hi, got = GD_T1P0_SET && kind == GT_LOW && i == 1;
         if (u || hp) {
-            if (u && !got) {
+            if (u) {
                 if (r && !x0) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
                 gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
                 if (phw) cp_async_commit();  // (a)'s tiles
                 gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
-            } else if (phw) {
-                cp_async_commit();  // (an empty group: the waits below count as for the other chunks)
-            }
-            if (pre) {  // chunk c + 1 (i = 1: slot 0 alone, read)
-                gd_copy<CH, DKP>(Qe, GD_LDQ, qe + (cj + 1) * CH * DK, DK, CH, DK, vec);
-                gd_copy<CH, DKP>(Ek, GD_LDQ, ek + (cj + 1) * CH * DK, DK, CH, DK, vec);
-                gd_copy<DKP, CH>(Ph, GD_LDP, ph + (cj + 1) * DK * CH, CH, DK, CH, vec);
-                if (tid < NG * CH) {
-                    const i64 gi = (i64)(c + 1) * CH + tid % CH;
-                    lw[tid] = tid < CH && gi < T ? lam[(bh * T + gi) * L + GD_LOG2C + 1] : (ta)0;
-                }
             }
             if (hp) gd_copy<DKP, GD_TBW>(Hs, GD_TLDS, Hc + cj * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
             cp_async_commit();
@@ -255,7 +236,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                     const int t = idx / GD_TBW, cc = idx % GD_TBW;
                     if (c0 + cc < NC) out[(cj * CH + t) * NC + c0 + cc] = qe[(cj * CH + t) * DK + c0 + cc];
                 }
-            if (u && !got && kind != GT_XFER && tid < NG * CH) {  // token t's read weight for slot j
+            if (u && kind != GT_XFER && tid < NG * CH) {  // token t's read weight for slot j
                 const int j = tid / CH, t = tid % CH;
                 const i64 gi = (i64)c * CH + t;
                 int lv = 0;  // lev[j] without a local-memory array
@@ -605,37 +586,25 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse_g(
 // q), S_l(pp) = P_k(q) S_l(4q) (gd_coarse's entries of period 4q, in the same order after pp's entries of levels 1, 2),
 // one DK x DK x GD_CGBW product a slot, the next slot copied during it. Shared memory (Config.smem("gd_cfill")): P_k(q),
 // two buffers of a slot.
-// GD_CFQ_SET (CupyOps.gd_tiers' cfq; a timing build): one block per (group q, sequence, column block) for its periods
-// 4q + 1 .. 4q + 3: the three P_k(q) in shared memory, each slot copied once for its three products (the period blocks
-// copied each slot three times, and were a few dependent steps each: ~3 blocks of latency for one)
-#ifndef GD_CFQ_SET
-#define GD_CFQ_SET 0
-#endif
-constexpr int GD_CFK = GD_CFQ_SET ? GD_CG - 1 : 1;  // transfers held (Config.smem("gd_cfill", cfq))
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
     const ta* __restrict__ Z, const ta* __restrict__ Pc,  // gd_tier1's, gd_cgroup's
     ta* __restrict__ Sb,                                  // in: gd_coarse's entries; out: those of levels >= 3 inside groups
     int DK, int DV, int nP, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    constexpr int SS = DKP * (GD_CGBW + 8), RB = DKP / 16, TWB = GdWarpTiles<RB, GD_CGBW>::NTL, AS = DKP * GD_LDQ;
-    ta* As = reinterpret_cast<ta*>(smem_raw);  // [k][row][k]
-    ta* Ss = As + GD_CFK * AS;                 // [buffer][kk][col]
-    check_smem((GD_CFK * AS + 2 * SS) * sizeof(ta));
+    constexpr int SS = DKP * (GD_CGBW + 8), RB = DKP / 16, TWB = GdWarpTiles<RB, GD_CGBW>::NTL;
+    ta* As = reinterpret_cast<ta*>(smem_raw);  // [row][k]
+    ta* Ss = As + DKP * GD_LDQ;                // [buffer][kk][col]
+    check_smem((DKP * GD_LDQ + 2 * SS) * sizeof(ta));
     const int NCB = (DV + GD_CGBW - 1) / GD_CGBW, nG = (nP + GD_CG - 1) / GD_CG, K8 = (DK + 7) / 8 * 8;
-    const int b = (int)(blockIdx.x / ((i64)BH * NCB)), c0 = (int)(blockIdx.x % NCB) * GD_CGBW;
-    const int q = GD_CFQ_SET ? b : b >> 2, k0 = GD_CFQ_SET ? 1 : b & 3;  // the block's periods 4q + k0 .. 4q + k0 + nk - 1
-    const int nk = GD_CFQ_SET ? min(GD_CG - 1, nP - 1 - GD_CG * q) : 1;
+    const int pp = (int)(blockIdx.x / ((i64)BH * NCB)), c0 = (int)(blockIdx.x % NCB) * GD_CGBW, q = pp >> 2, k = pp & 3;
     const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
     const int ns = __popcll(q);
-    if (!k0 || !ns || nk <= 0) return;
+    if (!k || !ns) return;
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
     const ta* src = Sb + (e0 + gd_popsum(GD_CG * q)) * slot_sz + c0;  // period 4q's slots (all of levels >= 3)
-    for (int kk = 0; kk < nk; ++kk) {
-        const int k = k0 + kk;
-        gd_copy<DKP, DKP>(As + kk * AS, GD_LDQ,
-                          k == 1 ? Z + (bh * nP + GD_CG * q) * DK * DK : Pc + ((bh * nG + q) * 3 + k - 2) * DK * DK, DK, DK,
-                          DK, vec);
-    }
+    ta* dst = Sb + (e0 + gd_popsum(pp) + __popcll(k)) * slot_sz + c0;   // pp's, after its levels 1, 2
+    gd_copy<DKP, DKP>(As, GD_LDQ, k == 1 ? Z + (bh * nP + GD_CG * q) * DK * DK : Pc + ((bh * nG + q) * 3 + k - 2) * DK * DK,
+                      DK, DK, DK, vec);
     auto load = [&](int j) {
         gd_copy<DKP, GD_CGBW>(Ss + (j & 1) * SS, (GD_CGBW + 8), src + j * slot_sz, DV, DK, min(GD_CGBW, DV - c0), vs);
         cp_async_commit();
@@ -647,23 +616,18 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
         else cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();  // P_k and slot j in place
-        if (wb.on)
-#pragma unroll 1
-            for (int kk = 0; kk < nk; ++kk) {
-                const int pp = GD_CG * q + k0 + kk;
-                ta* dst = Sb + (e0 + gd_popsum(pp) + __popcll(k0 + kk)) * slot_sz + c0;  // pp's, after its levels 1, 2
-                ta acc[1][1][TWB][4] = {};
-                const unsigned use[1] = {1u};
-                gd_mm<1, 1, TWB>(acc, As + kk * AS, nullptr, GD_LDQ, Ss + (j & 1) * SS, 0, (GD_CGBW + 8), wb.r0, wb.n0, K8,
-                                 use);
+        if (wb.on) {
+            ta acc[1][1][TWB][4] = {};
+            const unsigned use[1] = {1u};
+            gd_mm<1, 1, TWB>(acc, As, nullptr, GD_LDQ, Ss + (j & 1) * SS, 0, (GD_CGBW + 8), wb.r0, wb.n0, K8, use);
 #pragma unroll
-                for (int it = 0; it < TWB; ++it)
+            for (int it = 0; it < TWB; ++it)
 #pragma unroll
-                    for (int x = 0; x < 4; ++x) {
-                        const int r = wb.row(x), cc = wb.col(it, x);
-                        if (r < DK && c0 + cc < DV) dst[j * slot_sz + (i64)r * DV + cc] = gd_sbr(acc[0][0][it][x]);
-                    }
-            }
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(it, x);
+                    if (kk < DK && c0 + cc < DV) dst[j * slot_sz + (i64)kk * DV + cc] = gd_sbr(acc[0][0][it][x]);
+                }
+        }
         __syncthreads();  // slot j's buffer read: the copy of slot j + 2 may overwrite it
     }
     cp_async_wait<0>();
