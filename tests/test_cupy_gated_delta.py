@@ -222,7 +222,6 @@ class Emulated:
     tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
     r3 = None  # gd_tier3's chunks per block (a timing build's GD_T3R_SET; None: Config.tier3_chunks)
-    defs = {}  # other timing builds' switches (gated_delta_tier.cu's GD_*_SET)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
@@ -231,7 +230,6 @@ class Emulated:
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
         defines |= {} if self.r3 is None else {"GD_T3R_SET": self.r3}
-        defines |= self.defs
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": forms_source()})
 
@@ -387,19 +385,16 @@ def test_tier_plan(monkeypatch):
     ("float32", 420, 16, 40, 16, "tm3", False),
     # a timing build (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks): session 13's gd_tier3
     # walks (GD_T3WALK_SET=1; 11 periods)
-    ("float32", 700, 5, 19, 16, "walk3", True),
-    ("bfloat16", 1100, 64, 70, 64, "sr", True)])  # S in registers (GD_TSR_SET=3; 1xTF32 only): 18 chunks, 2 column blocks
+    ("float32", 700, 5, 19, 16, "walk3", True)])
 def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, decay, grouped):
     """gd_scan's two-tier form (gd_tier1, the coarse slots: gd_coarse or, ``grouped``, gd_cgroup / gd_coarse_g /
     gd_cfill; gd_tier3; the public forward from chunk 0 without state) on the CPU emulation through the host logic:
     against the reference (float64 / float32 bounds; bfloat16 inputs' float32 output within TF32, gd_scan's 1xTF32)
     and against gd_scan itself (TIERED off), hard resets included."""
-    if decay in ("tm3", "walk3", "sr"):  # timing builds
+    if decay in ("tm3", "walk3"):  # timing builds
         emulated, build, decay = copy.copy(emulated), decay, "mixed"
         if build == "tm3":  # (float32: gd_tier3 at one chunk a block too, GD_T3R_SET=1)
             emulated.tm, emulated.r3 = 3, (1 if dtype == "float32" else None)
-        elif build == "sr":
-            emulated.defs = {"GD_TSR_SET": 3}
         else:
             emulated.walk3 = True
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords

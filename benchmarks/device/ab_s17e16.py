@@ -2,20 +2,19 @@
 one process, interleaved (CUDA events, medians of ms per call), B H = 32, d = 64, C = 64, from chunk 0 without state
 (the public forward's call); float32 compute: 3xTF32 (f32) and 1xTF32 (x1: the bfloat16 inputs' build, TI_BF16=1).
 Builds (benchmarks/NOTES.md "Session 17 — s17e16"; batch 2 also timed gd_cfill per group of 4 periods and a low walk's
-first chunk copying the second's tiles: no gain, removed):
+first chunk copying the second's tiles, batch 3 S in the walks' registers: no gain, removed):
 - main:   gated_delta_tier.cu at 5793862 (ab_s17e16_main_tier.cu; with this tree's gated_delta.cu at GD_CPY_SET=0,
           whose gd_mm with ta operands and gd_copy are main's)
 - new:    production: GD_T3OLD_SET (gd_tier3's output reads of a full tile all in flight), GD_TAR_SET (x1: qe, ek, phi
           stored as tf32 by gd_forms, gd_tier1 / gd_tier1x's A fragments loaded without a cvt)
 - t3old0, tar0, cpy0: new with that switch 0 (cpy0: gd_copy's session 16 loop)
-- sr, sr1: new with S in the registers of (b)'s threads, shared as tf32 (GD_TSR_SET=3: both walks; 1: the low walks)
 The x1 rows run on forms rounded as gd_forms' GD_TAR stores them (gd_tar: every build reads the same bits; main's cvt
 leaves them as they are), so every build is meant bit-equal to main; each build: max |build - main| / max |main| and
 against gd_scan; the whole form, then its parts one by one (t1 = gd_tier1 + gd_tier1x / coarse / t3). Then the public
 forward (torch, bf16 and fp32) with main's tier kernels patched in against production's, interleaved (gd_forms the
 tree's in both).
     python ab_s17e16.py warm [x1|f32] [build ..] [public]  # compile (several processes in parallel; none: all)
-    python ab_s17e16.py ab [T,T] [reps]   # kernel-alone A/B (default 8192,32768, 7 rounds)
+    python ab_s17e16.py ab [T,T] [reps] [build ..]  # kernel-alone A/B (default 8192,32768, 7 rounds, every build)
     python ab_s17e16.py public [T,T]      # public calls main vs new (default 8192,32768)
     python ab_s17e16.py ncu               # one production call at 32K x1 for ncu (the tier kernels)"""
 import os
@@ -38,7 +37,7 @@ MAIN = os.path.join(HERE, "ab_s17e16_main_tier.cu")
 # name -> (tier source, -D options, configs)
 BOTH, X1 = ("x1", "f32"), ("x1",)
 BUILDS = {"main": (MAIN, ("-DGD_CPY_SET=0",), BOTH), "new": (None, (), BOTH), "t3old0": (None, ("-DGD_T3OLD_SET=0",), BOTH),
-          "cpy0": (None, ("-DGD_CPY_SET=0",), BOTH), "sr": (None, ("-DGD_TSR_SET=3",), X1), "sr1": (None, ("-DGD_TSR_SET=1",), X1),
+          "cpy0": (None, ("-DGD_CPY_SET=0",), BOTH),
           "tar0": (None, ("-DGD_TAR_SET=0",), X1)}
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
@@ -132,7 +131,7 @@ def event_ms(fn, k=2):
     return cupy.cuda.get_elapsed_time(e0, e1) / k
 
 
-def ab(Ts, reps):
+def ab(Ts, reps, only=None):
     for T in Ts:
         n, L, lam, forms, intra = inputs(T)
         tier = cgd.tier_plan(cfgs["f32"], 0, n, 0, False, DK, DV)
@@ -150,7 +149,7 @@ def ab(Ts, reps):
             lev = cupy.zeros((BH, NLC, DK, DV), cupy.float32)
             ops.gd_scan(cfg, *fk, lam, ref, lev, lev, T, DK, DV, L, 0, 0, n, 0, NLC, T % 64 == 0, BH, False)
             cgd.TIERED = True
-            builds = [b for b in BUILDS if key in BUILDS[b][2]]
+            builds = [b for b in BUILDS if key in BUILDS[b][2] and (not only or b in only)]
             outs = {}
             for b in builds:
                 o = intra.copy()
@@ -254,7 +253,7 @@ if __name__ == "__main__":
     if mode == "warm":
         warm(sys.argv[2:])
     elif mode == "ab":
-        ab(Ts, int(nums[1]) if len(nums) > 1 else 7)
+        ab(Ts, int(nums[1]) if len(nums) > 1 else 7, [a for a in sys.argv[2:] if a in BUILDS])
     elif mode == "public":
         public(Ts)
     elif mode == "ncu":

@@ -73,7 +73,6 @@ __device__ __forceinline__ void gd_frag_a(const gd_tf32* X, int ld, int r0, int 
 #pragma unroll
     for (int x = 0; x < 4; ++x) h[x] = X[(r0 + g8 + 8 * (x & 1)) * ld + k0 + t4 + 4 * (x >> 1)].u, l[x] = 0u;
 }
-__device__ __forceinline__ ta gd_tf32r(ta x) { return __uint_as_float(to_tf32((float)x)); }  // (GD_TSR_SET's shared S)
 template <bool R> struct GdA { using T = ta; };  // an A operand's element: gd_tf32 when stored rounded (GD_TAR)
 template <> struct GdA<true> { using T = gd_tf32; };
 using gd_ta = GdA<GD_TAR>::T;
@@ -117,13 +116,6 @@ constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 // before (a): ~60% of a step's bytes on its chain with nothing to compute; 0: session 15's, a timing build)
 #ifndef GD_T1PHW_SET
 #define GD_T1PHW_SET 1
-#endif
-// GD_TSR_SET (1xTF32; bit 0: the low walks, bit 1: the transfers; a timing build): each slot's S in the registers of
-// the threads whose (b) tiles hold it (the same elements every chunk), shared memory holding its tf32 rounding for (a)'s
-// B fragments (the bits (a)'s cvt made of S: the same products), so (a) loads them without a cvt and (b)'s update reads
-// no shared S (registers: NG TWB 4 more; benchmarks/NOTES.md "Session 17 — s17e16")
-#ifndef GD_TSR_SET
-#define GD_TSR_SET 0
 #endif
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 template <int NG>
@@ -181,16 +173,6 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
     const i64 slot_sz = (i64)DK * DV;
     const GdWarpTiles<RA, GD_TBW> wa;
     const GdWarpTiles<RB, GD_TBW> wb;
-    constexpr bool SR = GD_TC && GD_X1_SET && ((kind == GT_LOW && (GD_TSR_SET & 1)) || (kind == GT_XFER && (GD_TSR_SET & 2)));
-    ta sr[SR ? NG : 1][SR ? TWB : 1][4];  // SR: S at the thread's (b) elements (GT_XFER: the identity's columns c0 ..)
-#pragma unroll
-    for (int j = 0; j < (SR ? NG : 1); ++j)
-#pragma unroll
-        for (int it = 0; it < (SR ? TWB : 1); ++it)
-#pragma unroll
-            for (int x = 0; x < 4; ++x)
-                sr[j][it][x] = kind == GT_XFER && j == 0 && wb.row(x) < DK && wb.row(x) == c0 + wb.col(it, x) ? (ta)1 : (ta)0;
-    using gd_ts = typename GdA<SR>::T;  // (a)'s B operand S: stored as tf32 when SR
     for (int idx = tid; idx < NG * DKP * GD_TBW; idx += NT) {
         const int j = idx / (DKP * GD_TBW), kk = idx / GD_TBW % DKP, cc = idx % GD_TBW;
         ta x = 0;
@@ -253,8 +235,8 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             ta acc[NG][2][TWA][4] = {};
             const unsigned use[2] = {u, r};
             if (wa.on)
-                gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQ, (const gd_ts*)S, SS, GD_TLDS, wa.r0, wa.n0,
-                                  K8, use);
+                gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8,
+                                  use);
             __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
 #pragma unroll
@@ -327,43 +309,23 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                     for (int j = 0; j < NG; ++j) {
                         if (!((u >> j) & 1)) continue;
                         ta* e = S + j * SS + kk * GD_TLDS + cc;
-                        const ta v = eg * (SR ? sr[SR ? j : 0][SR ? it : 0][x] : *e) - accb[j][0][it][x];
-                        if (kind == GT_LOW && j < z) {
-                            m += v;
-                        } else if (SR) {
-                            sr[SR ? j : 0][SR ? it : 0][x] = v;
-                            *e = gd_tf32r(v);
-                        } else {
-                            *e = v;
-                        }
+                        const ta v = eg * *e - accb[j][0][it][x];
+                        if (kind == GT_LOW && j < z) m += v;
+                        else *e = v;
                     }
                     if (kind == GT_LOW) {
-                        if (z < NG) {
-                            if (SR) sr[SR ? z : 0][SR ? it : 0][x] = m;
-                            S[z * SS + kk * GD_TLDS + cc] = SR ? gd_tf32r(m) : m;
-                        } else if (fin && kk < DK && c0 + cc < DV) {
-                            fin[(i64)kk * DV + c0 + cc] = m;
-                        }
+                        if (z < NG) S[z * SS + kk * GD_TLDS + cc] = m;
+                        else if (fin && kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = m;
                     }
                 }
         }
         __syncthreads();  // S read by the next chunk's (a); the tiles (and W) rewritten by its copies
     }
-    if (kind == GT_XFER && SR) {  // (from the registers: shared memory holds S's tf32 rounding)
-        if (wb.on)
-#pragma unroll
-            for (int it = 0; it < TWB; ++it)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) {
-                    const int kk = wb.row(x), cc = wb.col(it, x);
-                    if (kk < DK && c0 + cc < NC) fin[(i64)kk * NC + c0 + cc] = sr[0][SR ? it : 0][x];
-                }
-    } else if (kind == GT_XFER) {
+    if (kind == GT_XFER)
         for (int idx = tid; idx < DKP * GD_TBW; idx += NT) {
             const int kk = idx / GD_TBW, cc = idx % GD_TBW;
             if (kk < DK && c0 + cc < NC) fin[(i64)kk * NC + c0 + cc] = S[kk * GD_TLDS + cc];
         }
-    }
 }
 
 extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
