@@ -7,7 +7,8 @@ first chunk copying the second's tiles, batch 3 S in the walks' registers: no ga
           whose gd_mm with ta operands and gd_copy are main's)
 - new:    production: GD_T3OLD_SET (gd_tier3's output reads of a full tile all in flight), GD_TAR_SET (x1: qe, ek, phi
           stored as tf32 by gd_forms, gd_tier1 / gd_tier1x's A fragments loaded without a cvt)
-- t3old0, tar0, cpy0: new with that switch 0 (cpy0: gd_copy's session 16 loop)
+- t3old0, tar0, cpy0, lwr0: new with that switch 0 (cpy0: gd_copy's session 16 loop; lwr0: GD_T1LWR_SET, the low
+          walks' read weights loaded per element)
 The x1 rows run on forms rounded as gd_forms' GD_TAR stores them (gd_tar: every build reads the same bits; main's cvt
 leaves them as they are), so every build is meant bit-equal to main; each build: max |build - main| / max |main| and
 against gd_scan; the whole form, then its parts one by one (t1 = gd_tier1 + gd_tier1x / coarse / t3). Then the public
@@ -38,7 +39,7 @@ MAIN = os.path.join(HERE, "ab_s17e16_main_tier.cu")
 BOTH, X1 = ("x1", "f32"), ("x1",)
 BUILDS = {"main": (MAIN, ("-DGD_CPY_SET=0",), BOTH), "new": (None, (), BOTH), "t3old0": (None, ("-DGD_T3OLD_SET=0",), BOTH),
           "cpy0": (None, ("-DGD_CPY_SET=0",), BOTH),
-          "tar0": (None, ("-DGD_TAR_SET=0",), X1)}
+          "tar0": (None, ("-DGD_TAR_SET=0",), X1), "lwr0": (None, ("-DGD_T1LWR_SET=0",), BOTH)}
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
 _mods = {}

@@ -117,6 +117,12 @@ constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 #ifndef GD_T1PHW_SET
 #define GD_T1PHW_SET 1
 #endif
+// GD_T1LWR_SET: a low walk's (a) epilogue reads its rows' read weights from shared memory once, not per element (ptxas
+// kept the loads per element, behind the W stores; x1: 76 LDS fewer in gd_tier1's SASS, its spills 64 -> 24 B; the same
+// sums; 0: session 16's, a timing build)
+#ifndef GD_T1LWR_SET
+#define GD_T1LWR_SET 1
+#endif
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 template <int NG>
 constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta))
@@ -239,6 +245,12 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                                   use);
             __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
+                ta lwr[NG][2];  // GD_T1LWR_SET: the read weights of the thread's rows wa.row(0), wa.row(2)
+#pragma unroll
+                for (int j = 0; j < NG; ++j)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) lwr[j][h] = GD_T1LWR_SET && kind != GT_XFER ? lw[j * CH + wa.row(2 * h)] : (ta)0;
+                auto wl = [&](int j, int x, int t) { return GD_T1LWR_SET ? lwr[j][x >> 1] : lw[j * CH + t]; };  // (t: row(x))
 #pragma unroll
                 for (int it = 0; it < TWA; ++it)
 #pragma unroll
@@ -250,7 +262,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                         for (int j = 0; j < NG; ++j) {
                             if (mw && (mg >> j) & 1) wm += acc[j][0][it][x];
                             else if (nb && (u >> j) & 1) gd_put(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x]);
-                            if (kind != GT_XFER && (r >> j) & 1) rs += lw[j * CH + t] * acc[j][1][it][x];
+                            if (kind != GT_XFER && (r >> j) & 1) rs += wl(j, x, t) * acc[j][1][it][x];
                         }
                         if (mw && nb) gd_put(W + t * GD_TLDW + cc, wm);  // slot 0's W: the merging slots' sum
                         if (V2 && (x & 1)) continue;  // (columns cc, cc + 1 stored at x even)
@@ -264,7 +276,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                             else
 #pragma unroll
                                 for (int j = 0; j < NG; ++j)
-                                    if ((r >> j) & 1) a1 += lw[j * CH + t] * acc[j][1][it][x + 1];
+                                    if ((r >> j) & 1) a1 += wl(j, x, t) * acc[j][1][it][x + 1];
                             if (nc % 2 == 0) {  // (c0, cc even: 8-byte aligned; cc + 1 < nc)
                                 if (kind == GT_XFER) *reinterpret_cast<float2*>(o) = float2{(float)a0, (float)a1};
                                 else atomicAdd(reinterpret_cast<float2*>(o), float2{(float)a0, (float)a1});
