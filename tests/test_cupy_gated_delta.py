@@ -377,6 +377,8 @@ def test_tier_plan(monkeypatch):
     ("float64", 700, 5, 19, 16, "moderate", True),  # 44 chunks: 11 periods, 4 coarse levels, a partial last period
     ("float64", 300, 33, 3, 32, "strong", False),  # transfers in two column blocks (d_k > GD_BW)
     ("float32", 420, 16, 40, 16, "mixed", True),  # tensor cores (3xTF32); two value column blocks; 27 chunks
+    ("float32", 300, 16, 66, 16, "mixed", True),  # gd_tier3's full tiles (its first column block of 64 but the last
+    # period's: the reads all in flight) and partial ones (the second block, of 2 columns; the last period)
     ("float32", 20, 20, 17, 16, "strong", False),  # two chunks: one period, no coarse level
     ("bfloat16", 600, 64, 20, 64, "moderate", False),  # 1xTF32, 10 chunks at C = 64: 3 periods
     ("float64", 700, 5, 19, 16, "tm3", False),  # the timing build of periods of 8 chunks (GD_TM_SET=3)

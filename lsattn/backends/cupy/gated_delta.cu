@@ -83,6 +83,22 @@ constexpr bool GD_TC = sizeof(ta) == 4;
 #define GD_X1_SET 0
 #endif
 #endif
+// GD_TAR_SET (1xTF32): the A operands gd_forms stores (qe, ek, phi: gated_delta_tier.cu's walks' (a) and (b)) as their tf32
+// roundings (gd_tar: cvt.rna with the low 13 bits cleared, an exact tf32 value, so a reader's own cvt.rna leaves it
+// as it is: gd_scan's products unchanged), read by those walks' fragment loads without a cvt (0: session 16's, a
+// timing build; benchmarks/NOTES.md "Session 17 — s17e16")
+#ifndef GD_TAR_SET
+#define GD_TAR_SET 1
+#endif
+constexpr bool GD_TAR = GD_TC && GD_X1_SET && GD_TAR_SET;
+__device__ __forceinline__ ta gd_tar(ta x) {
+    if constexpr (GD_TAR) {
+        const unsigned u = to_tf32(x);  // (a NaN's bits as they are: cleared, a payload in the low bits would be inf)
+        return __uint_as_float((u & 0x7f800000u) == 0x7f800000u ? u : u & 0xffffe000u);
+    } else {
+        return x;
+    }
+}
 // W, (b)'s B operand: float32, its tf32 halves (hi, lo) split once when stored (row stride GD_BW + 4
 // pairs: a half-warp's 64-bit fragment loads on 32 banks; 1xTF32: as computed, the hi half taken by
 // the fragment loads); float64, as computed (row stride GD_LDS) (a timing build may store it unsplit:
@@ -164,12 +180,13 @@ struct GdWarpTiles {
 };
 
 // c[j][a][i] += A_a[r0 .. r0 + 15][0 .. K) Y_j[0 .. K)[n0 + 8 i .. + 7] for the slots j < NG whose
-// bit is set in use[a] (A_0 = X0, A_1 = X1, [row][k] with row stride ldx; Y_j = Y + j ys, [k][col]
-// with row stride ldy, of ta or pre-split (uint2, tensor cores only); use[1] a subset of use[0]),
-// i < NTL; K a multiple of 8. Each A fragment is split once per k-step for all the slots.
-template <int NG, int NA, int NTL, typename Acc, typename YT>
-__device__ __forceinline__ void gd_mm(Acc (*c)[NA][NTL][4], const ta* X0, const ta* X1, int ldx, const YT* Y, int ys,
-                                      int ldy, int r0, int n0, int K, const unsigned (&use)[NA]) {
+// bit is set in use[a] (A_0 = X0, A_1 = X1, [row][k] with row stride ldx, of ta or (XT, gated_delta_tier.cu's gd_tf32)
+// stored as tf32; Y_j = Y + j ys, [k][col] with row stride ldy, of ta or pre-split (uint2, tensor cores only); use[1]
+// a subset of use[0]), i < NTL; K a multiple of 8. Each A fragment is split once per k-step for all the slots.
+template <typename T> struct gd_same { using type = T; };  // (X1's type: X0's, not deduced from a null X1)
+template <int NG, int NA, int NTL, typename Acc, typename YT, typename XT>
+__device__ __forceinline__ void gd_mm(Acc (*c)[NA][NTL][4], const XT* X0, const typename gd_same<XT>::type* X1, int ldx,
+                                      const YT* Y, int ys, int ldy, int r0, int n0, int K, const unsigned (&use)[NA]) {
     const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     if constexpr (GD_TC) {
         for (int k0 = 0; k0 < K; k0 += 8) {
@@ -238,9 +255,33 @@ __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej
 // rows >= vr and columns >= vc zero), asynchronously, consecutive threads copying consecutive pieces
 // of a row: 16-byte copies when vec (sld and vc multiples of their width, rows starting on 16 bytes),
 // else element copies.
+// GD_CPY_SET (16-byte copies of a tile whose pieces a row are a divisor of NT): each thread's column and first row
+// fixed, its rows NT / pieces apart in unrolled passes, the pointers advanced by constant strides (session 16's loop
+// formed each piece's 64-bit global and shared addresses from its index: ~20 SASS instructions a cp.async, ~15% of
+// gd_tier1x's instructions; benchmarks/NOTES.md "Session 17 — s17e16"; 0: session 16's, a timing build)
+#ifndef GD_CPY_SET
+#define GD_CPY_SET 1
+#endif
 template <int ROWS, int COLS>
 __device__ __forceinline__ void gd_copy(ta* dst, int dld, const ta* src, int sld, int vr, int vc, bool vec) {
     constexpr int VW = 16 / (int)sizeof(ta);  // elements per 16-byte copy
+    constexpr int CV = COLS / VW, RS = NT / (CV > 0 ? CV : 1);  // pieces a row; rows a pass
+    if (GD_CPY_SET && vec && CV > 0 && NT % CV == 0) {
+        const int r0 = threadIdx.x / CV, k = threadIdx.x % CV * VW;
+        ta* d = dst + r0 * dld + k;
+        const ta* g = src + (i64)r0 * sld + k;
+        const i64 gs = (i64)RS * sld;
+        const bool kv = k < vc;
+#pragma unroll
+        for (int it = 0; it < (ROWS + RS - 1) / RS; ++it) {
+            const int r = r0 + it * RS;
+            if (ROWS % RS == 0 || r < ROWS) {
+                const bool ok = kv && r < vr;
+                cp_async16(d + it * RS * dld, ok ? g + it * gs : src, ok);
+            }
+        }
+        return;
+    }
     if (vec) {
         for (int idx = threadIdx.x; idx < ROWS * COLS / VW; idx += NT) {
             const int r = idx / (COLS / VW), k = idx % (COLS / VW) * VW;

@@ -407,7 +407,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             }
             ta* p = ek + (cj * CH + t) * DK + 4 * gq;
 #pragma unroll
-            for (int e = 0; e < 4; ++e) x[e] *= eG[t];
+            for (int e = 0; e < 4; ++e) x[e] = gd_tar(x[e] * eG[t]);  // (gd_tar: gated_delta.cu's GD_TAR)
             if (DK % 4 == 0) {  // (16-byte aligned)
                 if (4 * gq < DK) gf_st4(p, x);
             } else {
@@ -443,7 +443,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                 if (f >= DK) return;
                 ta y0, y1;
                 gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
-                gf_st2c(qej + t * DK, f, DK, eG[t] * y0 - x0, eG[t] * y1 - x1);
+                gf_st2c(qej + t * DK, f, DK, gd_tar(eG[t] * y0 - x0), gd_tar(eG[t] * y1 - x1));
             });
             gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
         }
@@ -457,8 +457,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const auto st = gf_pair([&](int s, int f, ta x0, ta x1) {
                 x0 *= bb[s], x1 *= bb[s];
                 gf_st2(PT + s * GF_LK + f, x0, x1);
-                if (f < DK) ph[(cj * DK + f) * CH + s] = x0;
-                if (f + 1 < DK) ph[(cj * DK + f + 1) * CH + s] = x1;
+                if (f < DK) ph[(cj * DK + f) * CH + s] = gd_tar(x0);
+                if (f + 1 < DK) ph[(cj * DK + f + 1) * CH + s] = gd_tar(x1);
             });
             gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
         }
@@ -490,13 +490,13 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                     gf_ld4(q + bh * T * DK, g0 + t, c, T, DK, DK, gf_vec(q, DK), x);
 #pragma unroll
                     for (int e = 0; e < 4; ++e)
-                        if (c + e < DK) qej[t * DK + c + e] = eG[t] * x[e] - acc[i][u + e];
+                        if (c + e < DK) qej[t * DK + c + e] = gd_tar(eG[t] * x[e] - acc[i][u + e]);
                 }
             }
         } else {
             gf_store(acc, ty, tx, [&](int t, int kk, ta x) {
                 const i64 g = g0 + t;
-                if (kk < DK) qej[t * DK + kk] = eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x;
+                if (kk < DK) qej[t * DK + kk] = gd_tar(eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x);
             });
         }
     }
@@ -513,7 +513,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     }
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     if constexpr (!GF_TF)
-        for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = R3[(idx % CH) * GF_LK + idx / CH];
+        for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = gd_tar(R3[(idx % CH) * GF_LK + idx / CH]);
     for (int i4 = tid; i4 < CH * CH / 4; i4 += NT) {  // Lambda * attn, in place (zero above the diagonal), by 4
         const int s = i4 / (CH / 4), t0 = 4 * (i4 % (CH / 4));
         ta x[4];

@@ -67,6 +67,15 @@ __device__ __forceinline__ void gd_frag_b(const gd_tf32* Y, int ld, int k0, int 
     h[0] = Y[(k0 + t4) * ld + n0 + g8].u, h[1] = Y[(k0 + t4 + 4) * ld + n0 + g8].u;
     l[0] = l[1] = 0u;  // (1xTF32: unread)
 }
+// (GD_TAR: gated_delta.cu's) an A operand stored as tf32 (gd_tar), its fragments loaded without a cvt
+__device__ __forceinline__ void gd_frag_a(const gd_tf32* X, int ld, int r0, int k0, unsigned (&h)[4], unsigned (&l)[4]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) h[x] = X[(r0 + g8 + 8 * (x & 1)) * ld + k0 + t4 + 4 * (x >> 1)].u, l[x] = 0u;
+}
+template <bool R> struct GdA { using T = ta; };  // an A operand's element: gd_tf32 when stored rounded (GD_TAR)
+template <> struct GdA<true> { using T = gd_tf32; };
+using gd_ta = GdA<GD_TAR>::T;
 template <int K> struct GdTW { using T = ta; static constexpr int LD = GD_TLDS; };  // K: 0 ta, 1 tf32 pairs, 2 gd_tf32
 template <> struct GdTW<1> { using T = uint2; static constexpr int LD = GD_TBW + 4; };
 template <> struct GdTW<2> { using T = gd_tf32; static constexpr int LD = GD_TLDS; };
@@ -107,6 +116,12 @@ constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 // before (a): ~60% of a step's bytes on its chain with nothing to compute; 0: session 15's, a timing build)
 #ifndef GD_T1PHW_SET
 #define GD_T1PHW_SET 1
+#endif
+// GD_T1LWR_SET: a low walk's (a) epilogue reads its rows' read weights from shared memory once, not per element (ptxas
+// kept the loads per element, behind the W stores; x1: 76 LDS fewer in gd_tier1's SASS, its spills 64 -> 24 B; the same
+// sums; 0: session 16's, a timing build)
+#ifndef GD_T1LWR_SET
+#define GD_T1LWR_SET 1
 #endif
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 template <int NG>
@@ -225,9 +240,17 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             // (a) W_j = Ek S_j, R_j = Qe S_j; the weighted reads onto the output, W over Qe / Ek
             ta acc[NG][2][TWA][4] = {};
             const unsigned use[2] = {u, r};
-            if (wa.on) gd_mm<NG, 2, TWA>(acc, Ek, Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8, use);
+            if (wa.on)
+                gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8,
+                                  use);
             __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
+                ta lwr[NG][2];  // GD_T1LWR_SET: the read weights of the thread's rows wa.row(0), wa.row(2)
+#pragma unroll
+                for (int j = 0; j < NG; ++j)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) lwr[j][h] = GD_T1LWR_SET && kind != GT_XFER ? lw[j * CH + wa.row(2 * h)] : (ta)0;
+                auto wl = [&](int j, int x, int t) { return GD_T1LWR_SET ? lwr[j][x >> 1] : lw[j * CH + t]; };  // (t: row(x))
 #pragma unroll
                 for (int it = 0; it < TWA; ++it)
 #pragma unroll
@@ -239,7 +262,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                         for (int j = 0; j < NG; ++j) {
                             if (mw && (mg >> j) & 1) wm += acc[j][0][it][x];
                             else if (nb && (u >> j) & 1) gd_put(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x]);
-                            if (kind != GT_XFER && (r >> j) & 1) rs += lw[j * CH + t] * acc[j][1][it][x];
+                            if (kind != GT_XFER && (r >> j) & 1) rs += wl(j, x, t) * acc[j][1][it][x];
                         }
                         if (mw && nb) gd_put(W + t * GD_TLDW + cc, wm);  // slot 0's W: the merging slots' sum
                         if (V2 && (x & 1)) continue;  // (columns cc, cc + 1 stored at x even)
@@ -253,7 +276,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                             else
 #pragma unroll
                                 for (int j = 0; j < NG; ++j)
-                                    if ((r >> j) & 1) a1 += lw[j * CH + t] * acc[j][1][it][x + 1];
+                                    if ((r >> j) & 1) a1 += wl(j, x, t) * acc[j][1][it][x + 1];
                             if (nc % 2 == 0) {  // (c0, cc even: 8-byte aligned; cc + 1 < nc)
                                 if (kind == GT_XFER) *reinterpret_cast<float2*>(o) = float2{(float)a0, (float)a1};
                                 else atomicAdd(reinterpret_cast<float2*>(o), float2{(float)a0, (float)a1});
@@ -283,8 +306,9 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             const ta eg = ex(gc[cj]);
             ta accb[NG][1][TWB][4] = {};
             const unsigned ub[1] = {mw ? (u & ~mg) | 1u : u};  // (mw: the merging slots' (b) zero but slot 0's)
-            if (x0) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const ta*)Ek + c0, 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
-            else if (u) gd_mm<NG, 1, TWB>(accb, Ph, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
+            const gd_ta* PhA = reinterpret_cast<const gd_ta*>(Ph);
+            if (x0) gd_mm<NG, 1, TWB>(accb, PhA, nullptr, GD_LDP, (const gd_ta*)(Ek + c0), 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
+            else if (u) gd_mm<NG, 1, TWB>(accb, PhA, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
@@ -732,6 +756,15 @@ __device__ __forceinline__ void gd_st16(ti* p, bool two, bool even, ta x0, ta x1
     st(p, x0);
     if (two) st(p + 1, x1);
 }
+// GD_T3OLD_SET: the output rows' reads of a full tile (every row < T, every column < DV, DV even) all issued before
+// the first add, in pairs of columns (ptxas sank each of session 16's conditional reads into its own branch: 64 dependent
+// L2 round trips per thread at the block's tail; the same sums; 0: session 16's, a timing build)
+#ifndef GD_T3OLD_SET
+#define GD_T3OLD_SET 1
+#endif
+struct alignas(2 * sizeof(ta)) gd_pair {
+    ta x, y;
+};
 extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const ta* __restrict__ qe,   // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp (GD_T1X0Q_SET)
     const ta* __restrict__ Qp,   // gd_tier1's
@@ -806,25 +839,46 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         __syncthreads();  // slot r's buffer read: the copy of slot r + 2 may overwrite it
     }
     cp_async_wait<0>();
-    if (o16) {
-        if (wt.on)
+    if (!wt.on) return;
+    if (GD_T3OLD_SET && DV % 2 == 0 && c0 + GD_TBW <= DV && (i64)(c + GD_T3R) * CH <= T) {  // (block-uniform)
+        const ta* o = out + cj * CH * DV + c0;
 #pragma unroll
-            for (int a = 0; a < RW; ++a)
+        for (int a = 0; a < RW; ++a) {  // (a row block's reads at a time: float32's 3xTF32 build spilled with all)
+            gd_pair ov[NTL][2];         // (x, x + 1: columns cc, cc + 1 of row t; c0, cc even: 2 sizeof(ta)-aligned)
 #pragma unroll
-                for (int i = 0; i < NTL; ++i)
+            for (int i = 0; i < NTL; ++i)
 #pragma unroll
-                    for (int h = 0; h < 2; ++h) put(wt.row(a, 2 * h), wt.col(i, 2 * h), acc[a][i][2 * h], acc[a][i][2 * h + 1]);
+                for (int h = 0; h < 2; ++h)
+                    ov[i][h] = *reinterpret_cast<const gd_pair*>(o + (i64)wt.row(a, 2 * h) * DV + wt.col(i, 0));
+#pragma unroll
+            for (int i = 0; i < NTL; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int t = wt.row(a, 2 * h), cc = wt.col(i, 0);
+                    const ta y0 = ov[i][h].x + acc[a][i][2 * h], y1 = ov[i][h].y + acc[a][i][2 * h + 1];
+                    if (o16) gd_st16(o16 + (bh * T + (i64)c * CH + t) * DV + c0 + cc, true, true, y0, y1);
+                    else *reinterpret_cast<gd_pair*>(out + (cj * CH + t) * DV + c0 + cc) = gd_pair{y0, y1};
+                }
+        }
         return;
     }
-    if (wt.on)
+    if (o16) {
 #pragma unroll
         for (int a = 0; a < RW; ++a)
 #pragma unroll
             for (int i = 0; i < NTL; ++i)
 #pragma unroll
-                for (int x = 0; x < 4; ++x) {
-                    const int t = wt.row(a, x), cc = wt.col(i, x);
-                    if (c0 + cc < DV && (i64)c * CH + t < T) out[(cj * CH + t) * DV + c0 + cc] += acc[a][i][x];
-                }
+                for (int h = 0; h < 2; ++h) put(wt.row(a, 2 * h), wt.col(i, 2 * h), acc[a][i][2 * h], acc[a][i][2 * h + 1]);
+        return;
+    }
+#pragma unroll
+    for (int a = 0; a < RW; ++a)
+#pragma unroll
+        for (int i = 0; i < NTL; ++i)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int t = wt.row(a, x), cc = wt.col(i, x);
+                if (c0 + cc < DV && (i64)c * CH + t < T) out[(cj * CH + t) * DV + c0 + cc] += acc[a][i][x];
+            }
 }
 #endif
