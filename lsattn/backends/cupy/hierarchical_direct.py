@@ -55,7 +55,7 @@ class _Plan:
             part = int(name in ("wm", "lnum"))
             self.offsets[name] = (part, self.nbytes[part])
             self.nbytes[part] += -(-math.prod(shape) * self.np_dtype.itemsize // 256) * 256
-        self.device = torch.device("cuda", dev)
+        self.device, self.dev = q.device, dev
         fn, block, smem = _launch("hierarchical", dev, cfg, "hi_intra")
         i, l = np.int32, np.int64
         # CupyOps.hi_intra's scalars: T, DK, DV, L, p, F, alo, n_old, ncb
@@ -72,8 +72,7 @@ class _Launched:
     def views(self, xp):
         """(wm, wz, wn, wS, lden, lnum, gch) as CuPy arrays on the scratch (each keeping its part alive)."""
         plan = self.plan
-        dev = plan.device.index
-        mems = [xp.cuda.UnownedMemory(t.data_ptr(), nb, t, dev) for t, nb in zip(self.parts, plan.nbytes)]
+        mems = [xp.cuda.UnownedMemory(t.data_ptr(), nb, t, plan.dev) for t, nb in zip(self.parts, plan.nbytes)]
         out = {}
         for name, shape in plan.shapes.items():
             part, off = plan.offsets[name]
@@ -89,11 +88,31 @@ def intra(q, k, lv, lam, a, CH):
     if not DIRECT or not q.is_cuda or q.shape[-2] == 0:
         return None
     import cupy
-    import torch
 
     dev = q.get_device()
     if dev != cupy.cuda.runtime.getDevice():  # the driver's launch runs in the current device's context
         return None
+    return _launch_on(q, k, lv, lam, a, CH, dev, _stream)
+
+
+def _stream(dev):
+    """torch's current stream's handle on device ``dev``."""
+    if not _RAW_STREAM:
+        import torch
+
+        _RAW_STREAM.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
+    raw = _RAW_STREAM[0]
+    if raw is not None:
+        return raw(dev)
+    import torch
+
+    return torch.cuda.current_stream(dev).cuda_stream
+
+
+def _launch_on(q, k, lv, lam, a, CH, dev, stream):
+    """:func:`intra` past its device checks (``stream(dev)``: the handle to launch on; CPU tensors in the tests)."""
+    import torch
+
     xs = (q, k, lv, lam) if a is None else (q, k, lv, lam, a)
     if not all(x.is_contiguous() for x in xs):
         return None
@@ -106,14 +125,11 @@ def intra(q, k, lv, lam, a, CH):
         plan = _PLANS[key] = _Plan(q, lv, lam, CH, dev)
     if plan.raw is None or (plan.half == "bf16" and any(p % 16 for p in ptrs)):
         return None
-    if not _RAW_STREAM:
-        _RAW_STREAM.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
-    raw = _RAW_STREAM[0]
-    stream = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
+    handle = stream(dev)
     parts = [torch.empty(nb, dtype=torch.uint8, device=plan.device) for nb in plan.nbytes]
     kept, tmp = (t.data_ptr() for t in parts)
     at = {name: (kept, tmp)[part] + off for name, (part, off) in plan.offsets.items()}
     if a is None:
         ptrs.append(0)
-    plan.raw(stream, *ptrs, at["lden"], at["lnum"], at["wm"], at["wz"], at["wn"], at["wS"], at["gch"])
+    plan.raw(handle, *ptrs, at["lden"], at["lnum"], at["wm"], at["wz"], at["wn"], at["wS"], at["gch"])
     return _Launched(plan, parts)
