@@ -20,8 +20,10 @@ from . import hierarchical as _hi
 
 __all__ = ["intra", "DIRECT"]
 
-#: CUDA torch tensors of the autograd forward (no incoming state) launch ``hi_intra`` here (False: after the CuPy
-#: views and allocations, as every other call; for A/B timing)
+#: bfloat16 CUDA torch tensors of the autograd forward (no incoming state) launch ``hi_intra`` here (False: after the
+#: CuPy views and allocations, as every other call; for A/B timing). H200, the table's calls (NOTES, s17g17): bf16 16K
+#: fwd+bwd 9.278 against 9.440 ms; fp32 8K 5.824 against 5.783 (no gain: its shorter ``hi_intra`` is over before the
+#: host work moved after it is done), so float32 / float64 (and float16, unmeasured) keep the views-first order
 DIRECT = True
 _PLANS = {}
 _PLANS_MAX = 64
@@ -83,9 +85,9 @@ class _Launched:
 def intra(q, k, lv, lam, a, CH):
     """Launch ``hi_intra`` of an autograd forward without incoming state (p = 0) on torch's current stream, from the
     tensors' pointers, at chunk ``CH``; returns its buffers for ``hierarchical.slots(pre=...)``, or None where the
-    general path is needed (:data:`DIRECT` off, not CUDA, an input not contiguous, a misaligned bfloat16 one
+    general path is needed (:data:`DIRECT` off, not CUDA, not bfloat16, an input not contiguous, a misaligned one
     (``_arrays.inputs``' rule), a device other than the current one, no driver launch)."""
-    if not DIRECT or not q.is_cuda or q.shape[-2] == 0:
+    if not DIRECT or not q.is_cuda or q.shape[-2] == 0 or _half(q) != "bf16":  # (bfloat16: the measured gain)
         return None
     import cupy
 
