@@ -10,6 +10,8 @@ path), in one process (a development aid; results in NOTES.md). The calls are is
         # (1) interleaved medians (the table's timing) of fwd+bwd direct / views / SDPA (bf16); (2) per flag, median of
         # 9 alternated steps on an empty queue: host ms at hi_intra's launch and GPU ms at hi_intra's end from the
         # step's start (a CUDA event recorded right after the launch), the forward call's host ms
+(Run at 68f48d5, where every dtype took the direct path; the tree's takes it for bfloat16 only. The views path's
+"GPU at hi_intra's end" is wrong: its event did not order after hi_intra, NOTES s17g17.)
 """
 import os
 import statistics
