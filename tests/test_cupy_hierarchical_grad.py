@@ -16,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import shutil
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
@@ -440,6 +442,106 @@ def test_raw_launches_pass_cupys_arguments(monkeypatch):
                 getattr(ops, name)(cfg, *args, **(kw[0] if kw else {}))
                 assert len(raw) == before + raw_on, name
     assert len(_compile._RAW) == 2 * 8  # one block per (kernel, cfg, grid, scalars): hi_read's two calls share one
+
+
+@pytest.mark.parametrize("dtype,decay,batch,T,dims", [("float32", True, (2, 3), 100, (16, 20)),
+                                                     ("bfloat16", False, (5,), 37, (64, 64)),
+                                                     ("float64", True, (1,), 1, (5, 7))])
+def test_direct_intra_launches_what_slots_launches(monkeypatch, dtype, decay, batch, T, dims):
+    """``hierarchical_direct``'s launch of hi_intra from torch tensors' pointers (CPU tensors here, the driver
+    recorded) passes what ``hierarchical.slots`` passes to ``CupyOps.hi_intra``: the same kernel, geometry and scalars
+    (one prebuilt block each, compared), the inputs' pointers (null for no decay) and buffers of slots' shapes and
+    dtype, 256-byte aligned and disjoint, the kept ones (wz, wn, wS, lden, gch) apart from wm and lnum; the views of
+    those buffers (``_Launched.views``) are those shapes at those addresses."""
+    torch = pytest.importorskip("torch")
+    import types
+
+    from lsattn.backends.cupy import _compile, _rawlaunch, hierarchical as chi, hierarchical_direct as hd
+
+    class Fn:
+        kernel = types.SimpleNamespace(ptr=11)
+
+    calls = []
+
+    def driver(func, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        calls.append((func, (gx, gy, gz, bx, by, bz, smem), stream,
+                      [ctypes.c_uint64.from_address(params[i]).value for i in range(12)]))
+        return 0
+
+    monkeypatch.setattr(_compile, "_launch", lambda op, dev, cfg, name: (Fn(), (128,), 5000))
+    monkeypatch.setattr(hd, "_launch", lambda op, dev, cfg, name: (Fn(), (128,), 5000))
+    monkeypatch.setattr(_rawlaunch, "_DRIVER", [driver])
+    monkeypatch.setattr(_compile, "_RAW", {})
+    monkeypatch.setattr(_compile, "RAW_LAUNCH", True)
+    monkeypatch.setattr(hd, "_PLANS", {})
+    DK, DV = dims
+    L = lsattn.num_levels(T)
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(*batch, T, d, generator=g).to(getattr(torch, dtype)) for d in (DK, DK, DV, L)]
+    a = torch.randn(*batch, T, generator=g).to(getattr(torch, dtype)) if decay else None
+    ta = "double" if dtype == "float64" else "float"
+    CH = chb.config(ta, DK, DV, None).CH
+    launched = hd._launch_on(*xs, a, CH, 0, lambda dev: 42)
+    assert launched is not None and len(calls) == 1
+    plan = launched.plan
+    # slots' own launch (NumPy arrays, the kernel recorded), then CupyOps.hi_intra on the direct path's pointers
+    half = {"bfloat16": "bf16"}.get(dtype, "")
+    seen = {}
+
+    class Rec:
+        xp = np
+
+        def hi_intra(self, cfg, *args):
+            seen["cfg"], seen["args"] = cfg, args
+
+        def hi_merge(self, *args):
+            pass
+
+        def hi_snap(self, *args):
+            pass
+
+    npx = [None if x is None else (x.view(torch.int16) if half else x).numpy() for x in xs + [a]]
+    cfg = chi.config(ta, DK, DV, CH, half)
+    chi.slots(Rec(), cfg, *npx, 0, None)
+    assert seen["cfg"] == plan.cfg == cfg
+    args = seen["args"]
+    names = ("lden", "lnum", "wm", "wz", "wn", "wS", "gch")
+    base = [t.data_ptr() for t in launched.parts]
+    at = {x: base[plan.offsets[x][0]] + plan.offsets[x][1] for x in names}
+    for x, arr in zip(names, args[5:12]):
+        assert plan.shapes[x] == arr.shape and plan.np_dtype == arr.dtype, x
+        assert plan.offsets[x][1] % 256 == 0  # (torch CUDA allocations start 512-byte aligned)
+        assert plan.offsets[x][0] == int(x in ("wm", "lnum")), x
+    spans = sorted((at[x], at[x] + arr.nbytes) for x, arr in zip(names, args[5:12]))
+    assert all(e0 <= s1 for (_, e0), (s1, _) in zip(spans, spans[1:]))
+    assert all(launched.parts[p].numel() >= plan.offsets[x][1] + math.prod(plan.shapes[x]) * plan.np_dtype.itemsize
+               for x in names for p in (plan.offsets[x][0],))
+
+    class Arr:
+        def __init__(self, ptr, shape=()):
+            self.data, self.shape = types.SimpleNamespace(ptr=ptr), shape
+
+    ptr_args = [None if x is None else Arr(x.data_ptr()) for x in xs + [a]]
+    ptr_args += [Arr(at[x], arr.shape) for x, arr in zip(names, args[5:12])]
+    ops = _compile.CupyOps.__new__(_compile.CupyOps)
+    ops.xp = types.SimpleNamespace(cuda=types.SimpleNamespace(get_current_stream=lambda: types.SimpleNamespace(ptr=42)))
+    ops.device_id = 0
+    _compile.CupyOps.hi_intra(ops, cfg, *ptr_args, *args[12:])
+    assert len(calls) == 2 and calls[0] == calls[1]
+    (theirs,) = _compile._RAW.values()
+    assert theirs.geometry == plan.raw.geometry and theirs.func == plan.raw.func
+    assert [(type(c), c.value) for c in theirs.scalars] == [(type(c), c.value) for c in plan.raw.scalars]
+    # the views: slots' shapes on the buffers, each part kept alive by its memory
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        UnownedMemory=lambda ptr, size, owner, dev: types.SimpleNamespace(ptr=ptr, size=size, owner=owner),
+        MemoryPointer=lambda mem, off: (mem, off)),
+        ndarray=lambda shape, dtype, memptr: types.SimpleNamespace(shape=shape, dtype=dtype, mem=memptr))
+    views = launched.views(fake)
+    for x, v, arr in zip(("wm", "wz", "wn", "wS", "lden", "lnum", "gch"), views,
+                         [args[5 + names.index(y)] for y in ("wm", "wz", "wn", "wS", "lden", "lnum", "gch")]):
+        mem, off = v.mem
+        assert v.shape == arr.shape and v.dtype == arr.dtype and mem.ptr + off == at[x], x
+        assert mem.owner is launched.parts[plan.offsets[x][0]] and off + arr.nbytes <= mem.size
 
 
 # ---- GPU ------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def config(ta, DK, DV, chunk_size=None, half=""):
     return cfg
 
 
-def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None, wide=False, keep=False):
+def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None, wide=False, keep=False, pre=None):
     """Log outputs of one call of ``T >= 1`` tokens at offset ``p``.
 
     q, k (..., T, d_k), lv (..., T, d_v), lam (..., T, L), a (..., T) or None: arrays of ``ops.xp``
@@ -62,11 +62,12 @@ def compute(ops, q, k, lv, lam, a, p, old, chunk_size=None, half="", ltot=None, 
     ``wide`` in float32 (16-bit inputs under autograd: the backward needs log y to float32 accuracy);
     ``keep``: ``(log y, slots)``, the call's :func:`slots` with its chunk ``CH`` (kept for the backward),
     and with ``wide`` log y in the inputs' dtype too, ``slots.narrow`` (the same kernel's stores: no cast).
+    pre: ``hi_intra`` already launched (``hierarchical_direct.intra``, at this call's variant), or None.
     """
     xp = ops.xp
     cfg = config(ta_name(xp, xp.float32 if half else q.dtype), q.shape[-1], lv.shape[-1],
                  chunk_size or default_chunk(q.shape[-2]), half)
-    w = slots(ops, cfg, q, k, lv, lam, a, p, old)
+    w = slots(ops, cfg, q, k, lv, lam, a, p, old, pre)
     wide = bool(wide and half)
     out = xp.empty((w.BH, w.T, w.DV), dtype=xp.float32 if wide else q.dtype)
     narrow = xp.empty((w.BH, w.T, w.DV), dtype=q.dtype) if wide and keep else None
@@ -89,11 +90,12 @@ def default_chunk(T):
     return 64 if T >= 8192 else 32
 
 
-def slots(ops, cfg, q, k, lv, lam, a, p, old):
+def slots(ops, cfg, q, k, lv, lam, a, p, old, pre=None):
     """hi_intra, hi_merge and hi_snap of one call (arguments as :func:`compute`, ``cfg`` its variant): the
     flattened inputs (``q3, k3, lv3, lam3, a2``), the chunks' own partials (``lden (BH, T)``,
     ``lnum (BH, T, DV)``), their total decays ``gch (BH, n)``, the slots by id (``wm, wz, wn, wS``)
-    and the held slots' shifts before every chunk (``msnap``), with the call's sizes, as attributes."""
+    and the held slots' shifts before every chunk (``msnap``), with the call's sizes, as attributes. ``pre``:
+    ``hi_intra`` launched already on its buffers (``hierarchical_direct.intra``; p = 0, no incoming state), or None."""
     xp, batch, BH, ta_dtype = batch_layout(ops, q, cfg.half)
     T, DK, DV, L = q.shape[-2], q.shape[-1], lv.shape[-1], lam.shape[-1]
     lay = _layout(p, T, cfg.CH)
@@ -103,20 +105,26 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old):
     n_old = 0 if old is None else old[0].shape[-2]
     NS, NLC = n_old + n, chunk_slots(F, n, False)
     ncb = -(-DV // BV)
-    wm = xp.empty((BH, ncb, NS, DK), dtype=ta_dtype)  # slots by id: the incoming ones, then one per chunk
-    wz = xp.empty((BH, ncb, NS, DK), dtype=ta_dtype)
-    wn = xp.empty((BH, NS, DV), dtype=ta_dtype)
-    wS = xp.empty((BH, NS, DK, DV), dtype=ta_dtype)
-    if n_old:
-        m0, n0, S0, z0 = (flat(xp, x, (BH,) + tuple(x.shape[len(batch):])) for x in old)
-        wm[:, :, :n_old] = m0[:, None]
-        wz[:, :, :n_old] = z0[:, None]
-        wn[:, :n_old] = n0
-        wS[:, :n_old] = S0
-    lden = xp.empty((BH, T), dtype=ta_dtype)
-    lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
-    gch = xp.empty((BH, n), dtype=ta_dtype)  # the chunks' total decays
-    ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo, BH)
+    if pre is not None:
+        if pre.plan.cfg != cfg or p or old is not None:
+            raise AssertionError("hi_intra was launched for another variant")
+        wm, wz, wn, wS, lden, lnum, gch = pre.views(xp)
+    else:
+        wm = xp.empty((BH, ncb, NS, DK), dtype=ta_dtype)  # slots by id: the incoming ones, then one per chunk
+        wz = xp.empty((BH, ncb, NS, DK), dtype=ta_dtype)
+        wn = xp.empty((BH, NS, DV), dtype=ta_dtype)
+        wS = xp.empty((BH, NS, DK, DV), dtype=ta_dtype)
+        if n_old:
+            m0, n0, S0, z0 = (flat(xp, x, (BH,) + tuple(x.shape[len(batch):])) for x in old)
+            wm[:, :, :n_old] = m0[:, None]
+            wz[:, :, :n_old] = z0[:, None]
+            wn[:, :n_old] = n0
+            wS[:, :n_old] = S0
+        lden = xp.empty((BH, T), dtype=ta_dtype)
+        lnum = xp.empty((BH, T, DV), dtype=ta_dtype)
+        gch = xp.empty((BH, n), dtype=ta_dtype)  # the chunks' total decays
+        ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo,
+                     BH)
     launch_pending()  # the prologue's deferred checks, their host work beside hi_intra (the call's longest launch chain)
     gnode = xp.empty_like(gch)  # the slots' total decays (a chunk's own until a merge makes it more); the call's last
     gnode[:, :-1] = gch[:, :-1]  # chunk has none (hi_intra leaves its total unwritten: no copy reads it, initcheck)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import types
 
-from . import hierarchical as _hi
+from . import hierarchical as _hi, hierarchical_direct as _direct
 from ._arrays import batch_layout, flat, inputs, on_gpu, ta_name, widen
 from ._compile import SMEM_MAX, Config
 
@@ -160,15 +160,17 @@ def _function():
             # the forward at the backward's chunk, its slots kept for the backward (no recomputation there)
             ta = "double" if q.dtype == torch.float64 else "float"
             CH = config(ta, q.shape[-1], lv.shape[-1], chunk_size).CH
+            # hi_intra first, from the tensors' pointers (the GPU waits for it: each step starts on an empty queue)
+            pre = _direct.intra(q, k, lv, lam, a, CH) if old is None and p == 0 else None
             with on_gpu(q) as (to_cp, back, ops):
                 if q.dtype in (torch.bfloat16, torch.float16):  # the 16-bit tensor-core forward, float32 log y
                     xs, half = inputs(to_cp, list((q, k, lv, lam) + (() if a is None else (a,))))
                     oldc = None if old is None else tuple(to_cp(x.detach().float().contiguous())[0] for x in old)
                     y, w = _hi.compute(ops, *xs[:4], xs[4] if a is not None else None, p, oldc, CH, half, wide=True,
-                                       keep=True)
+                                       keep=True, pre=pre)
                 else:
                     (qc, kc, lvc, lamc), ac, oldc = _compute_inputs(to_cp, q, k, lv, lam, a, old)
-                    y, w = _hi.compute(ops, qc, kc, lvc, lamc, ac, p, oldc, CH, keep=True)
+                    y, w = _hi.compute(ops, qc, kc, lvc, lamc, ac, p, oldc, CH, keep=True, pre=pre)
                 out = back(y, "")
                 # 16-bit: the caller's output as hi_read stored it beside log y (rounded as a cast would: no cast)
                 res = out if w.narrow is None else back(w.narrow, half)
