@@ -66,6 +66,14 @@ __device__ __forceinline__ void hib_slot_prod(const ta* G, const ta* S, E epi) {
         for (int jj = 0; jj < RN_; ++jj) epi(ii * RN_ + jj, ty * RM_ + ii, tx + 16 * jj, acc[ii][jj]);
 #endif
 }
+// hib_dq's slot fold and its held slots' m, z staged for the log-normaliser pass (both on unless defined 0: the device
+// A/B's ablations, benchmarks/device/hier_dq_s17a17.py)
+#ifndef HIB_FOLD_OK
+#define HIB_FOLD_OK 1
+#endif
+#ifndef HIB_MZS_OK
+#define HIB_MZS_OK 1
+#endif
 // The row sums of this thread's slot terms v into Part [group][t] (HIB_PG groups of a row's columns, row stride HIB_PLD),
 // partial sums over disjoint column sets, each (group, row) written by one lane: mma tiles summed over the quad's 4 lanes
 // (columns n0 .. n0 + 7), the group the tile's column block mod 8 (DKP >= 64: the thread's tiles of one row block summed
@@ -144,7 +152,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
     ta *Lam = sm.Lam, *DL = sm.DL, *GRt = sm.Ta;
-    ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
+    ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds;  // Ks, DQ: then the slot terms' row sums and Xw (the slots)
     const int tid = threadIdx.x;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -155,71 +163,101 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     const ta* zb = wz + (bh * ncb) * NS * DK;  // column block 0's copy
     const ta* nb = wn + bh * NS * DV;
     const ta* Sb = wS + bh * NS * (i64)DK * DV;
+    // the held slots' ids (level code s as in hi_read), and which are held: a mask of the level codes < 64 (bit s),
+    // found once (next_slot scanned hi_slot's 64-bit arithmetic per slot in each of three loops before)
+    auto slot_id = [&](int s) { return s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old); };
+    auto slot_level = [&](int s, int t) {
+        return s < n_old ? max(s + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s - n_old + 1);
+    };
+    unsigned long long held = 0;
+    for (int s = 0; s < min(NSL, 64); ++s) held |= slot_id(s) >= 0 ? 1ull << s : 0ull;
+    auto next_slot = [&](int s) {  // the first held slot from level code s on (NSL: none)
+        if (s < 64) {
+            const unsigned long long r = held >> s;
+            if (r) return s + __ffsll((long long)r) - 1;
+            s = 64;
+        }
+        while (s < NSL && slot_id(s) < 0) ++s;
+        return s;
+    };
+    // The held slots' m and z for the log-normaliser pass below, copied (cp.async, 16-byte pieces) over the pairs' tiles
+    // (XP.., free until hib_fpairs) while hib_chunk's loads are in flight: that pass then reads shared memory, no
+    // global round trip per slot (s16c17: the pass was 0.27 ms of hib_dq at 16K bf16). Where the slots fit and d_k = DKP.
+    constexpr int HIB_MZV = 16 / (int)sizeof(ta), HIB_MZP = 2 * DKP / HIB_MZV;  // elements per piece, pieces per slot
+    static_assert(HIB_MZP <= NT, "hib_dq's m, z pieces");
+    const int nheld = __popcll(held);
+    ta* const MZ = XP;  // held slot k's m at MZ[2 DKP k], z after it
+    const bool mzs = HIB_MZS_OK && NSL <= 64 && DK == DKP && nheld * 2 * DKP <= 3 * CH * HIB_XLD + HIB_FREG;
+    if (mzs) {
+        int kk = 0;
+        for (unsigned long long r = held; r; r &= r - 1, ++kk) {
+            const int s = __ffsll((long long)r) - 1;
+            if (tid < HIB_MZP) {
+                const int x = tid * HIB_MZV;
+                cp_async16(MZ + 2 * DKP * kk + x, x < DKP ? mj + s * DKP + x : zb + slot_id(s) * DKP + (x - DKP), true);
+            }
+        }
+        cp_async_commit();
+    }
     hib_chunk(q, k, lv, lam, a, gm, om, nullptr, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
     for (int idx = tid; idx < CH * HI_LMAX; idx += NT) DL[idx] = (ta)0;
     {  // delta_t (0 outside the call: g's fill), stored for hib_blocks and hib_dkdv; Ds read after the barrier below
         const ta x = hib_rowsum(Gs, HIB_VLD, DV, delta + bh * T + g0, t0, t1, false);
         if (tid % HIB_TPR == 0) Ds[tid / HIB_TPR] = x;
     }
-    // the held slots' ids (level code s as in hi_read)
-    auto slot_id = [&](int s) { return s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old); };
-    auto slot_level = [&](int s, int t) {
-        return s < n_old ? max(s + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s - n_old + 1);
-    };
-    for (int s = 0; s < NSL; ++s)  // every held slot's S into L2 now (read after the pairs)
-        if (slot_id(s) >= 0) hib_prefetch(Sb + (i64)slot_id(s) * DK * DV, DK * DV);
+    for (int s = next_slot(0); s < NSL; s = next_slot(s + 1))  // every held slot's S into L2 now (read after the pairs)
+        hib_prefetch(Sb + (i64)slot_id(s) * DK * DV, DK * DV);
     const int tr = tid / HIB_TPR, rl = tid % HIB_TPR;  // this thread's row and lane (hib_rred)
     const bool rin = tr >= t0 && tr < t1;
-    auto next_slot = [&](int s) {  // the first held slot from level code s on (NSL: none)
-        while (s < NSL && slot_id(s) < 0) ++s;
-        return s;
-    };
-    // lden: hi_intra's, plus the held slots read as hi_read, row tr over its lanes' features; each slot's m, z
-    // read from global by the lanes that use them (no barrier), the next held slot's loads in flight meanwhile
+    // lden: hi_intra's, plus the held slots read as hi_read, row tr over its lanes' features: each slot's m, z from the
+    // copies above (or from global by the lanes that use them), two slots at a time (their shuffle chains side by side;
+    // added to (Ud, Dd) in order, as one at a time)
     constexpr int KPT = DKP / HIB_TPR;  // features per lane
-    ta qr[KPT], mc[KPT], zc[KPT], mn[KPT], zn[KPT];
-    auto slot_mz = [&](int s, ta (&m)[KPT], ta (&z)[KPT]) {
+    ta qr[KPT];
+    if (mzs) {
+        cp_async_wait_all();
+        __syncthreads();
+    }
+    auto slot_rd = [&](int s, int kk, ta& r, ta& den) {  // (kk: s is the kk-th held slot)
+        ta m[KPT], z[KPT];
         const int id = slot_id(s);
-        if (DK == DKP) {  // (uniform) every feature a column: one base per row, constant offsets, no select (s16c17:
-                          // the masked form's address and select per element were ~3/4 of this pass's instructions)
+        if (mzs) {
+#pragma unroll
+            for (int u = 0; u < KPT; ++u) {
+                m[u] = MZ[2 * DKP * kk + rl + u * HIB_TPR];
+                z[u] = MZ[2 * DKP * kk + DKP + rl + u * HIB_TPR];
+            }
+        } else if (DK == DKP) {  // (uniform) every feature a column: one base per row, constant offsets, no select
             const ta *mr = mj + s * DKP + rl, *zr = zb + id * DKP + rl;
 #pragma unroll
             for (int u = 0; u < KPT; ++u) {
                 m[u] = ld(mr + u * HIB_TPR);
                 z[u] = ld(zr + u * HIB_TPR);
             }
-            return;
-        }
+        } else {
 #pragma unroll
-        for (int u = 0; u < KPT; ++u) {
-            const int i = rl + u * HIB_TPR;
-            m[u] = hib_ld(mj, s * DK + i, i < DK, neg_big());
-            z[u] = hib_ld(zb, id * DK + i, i < DK, (ta)0);
+            for (int u = 0; u < KPT; ++u) {
+                const int i = rl + u * HIB_TPR;
+                m[u] = hib_ld(mj, s * DK + i, i < DK, neg_big());
+                z[u] = hib_ld(zb, id * DK + i, i < DK, (ta)0);
+            }
         }
+        r = neg_big();
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) r = fmx(r, qr[u] + m[u]);
+        r = hib_rred<true>(r);
+        den = (ta)0;
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) den = fma(hib_fex(qr[u] + m[u] - r), z[u], den);
+        den = hib_rred<false>(den);
     };
 #pragma unroll
     for (int u = 0; u < KPT; ++u) qr[u] = Qs[tr * HIB_KLD + rl + u * HIB_TPR];
     ta Ud = rin ? lden0[bh * T + g0 + tr] : neg_big(), Dd = (ta)1;
-    int sc = next_slot(0);
-    if (sc < NSL) slot_mz(sc, mc, zc);
-    while (sc < NSL) {
-        const int sn = next_slot(sc + 1);
-        if (sn < NSL) slot_mz(sn, mn, zn);
-        ta r = neg_big();
-#pragma unroll
-        for (int u = 0; u < KPT; ++u) r = fmx(r, qr[u] + mc[u]);
-        r = hib_rred<true>(r);
-        ta den = (ta)0;
-#pragma unroll
-        for (int u = 0; u < KPT; ++u) den = fma(hib_fex(qr[u] + mc[u] - r), zc[u], den);
-        den = hib_rred<false>(den);
-        if (rin && den > (ta)0) hi_lse_add(Ud, Dd, r + Lam[tr * HI_LMAX + slot_level(sc, tr)] + pre[tr], den);
-#pragma unroll
-        for (int u = 0; u < KPT; ++u) {
-            mc[u] = mn[u];
-            zc[u] = zn[u];
-        }
-        sc = sn;
+    for (int sc = next_slot(0), kc = 0; sc < NSL; ++kc, sc = next_slot(sc + 1)) {
+        ta r0, d0;
+        slot_rd(sc, kc, r0, d0);
+        if (rin && d0 > (ta)0) hi_lse_add(Ud, Dd, r0 + Lam[tr * HI_LMAX + slot_level(sc, tr)] + pre[tr], d0);
     }
     {
         bool live = false;
@@ -232,6 +270,18 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     }
     __syncthreads();
     hib_fpairs(sm, t0, t1, DK, DV, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH, Fg + bh * T + g0);
+    // The slot fold's column maxima over the held slots, c_j = max_s n_sj (in sm.nn, free after hib_fpairs; read after
+    // the barriers below), or +big where some held slot's n_sj < c_j - cap (its factor e^(n - c) would leave float's range)
+    const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+    for (int jj = tid; jj < DVP; jj += NT) {
+        ta hi = lo_v(), lo = -lo_v();
+        for (int s = next_slot(0); s < NSL && jj < DV; s = next_slot(s + 1)) {
+            const ta x = ld(nb + slot_id(s) * DV + jj);
+            hi = fmx(hi, x);
+            lo = x < lo ? x : lo;
+        }
+        sm.nn[jj] = hi - lo > cap ? -lo_v() : hi;
+    }
     // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
     auto pair_dq = [&](int t, int i, ta v) {
         const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
@@ -268,21 +318,31 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             if (rl == 0 && rin) DL[tr * HI_LMAX + l] += x;
         }
     }
-    ta* const Part = Ks;  // the slot terms' row sums per column group (hib_slot_rows; the keys are read above)
     // The held slots' S [i][j] and m, z, n copied asynchronously (cp.async, no registers) into HIB_SNB buffers over the
     // pairs' tiles, the products' operands and LVs (free from here on), read in place as hib_prod's n-major B: with
-    // two buffers the next slot's copy is in flight during this slot's work (n too: no global load waited for per slot,
-    // s15e17); n read by the thread whose column it is.
-    // Two barriers per slot (S in and the previous product done; G' stored); a slot's dlam sums after the next one's
-    // first barrier. dq and q at this thread's product elements in registers (hib_slot_prod).
+    // two buffers the next slot's copy is in flight during this slot's work; n read by the thread whose column it is.
+    // The slot fold (two buffers, the copies' fast path): G'_tj = g_tj e^(n_j - o_tj) = [g_tj e^(c_j - o_tj)] e^(n_j - c_j)
+    // with c_j = max_s n_sj: the bracket formed once per chunk (GRt, fixed across the slots) and e^(n_j - c_j) <= 1
+    // folded into each thread's own cp.async'd pieces of S after its wait; one barrier per slot (S scaled and in, the
+    // previous product done with the other buffer). Exact but for rounding (bf16 or float) where c_j - o_tj <= cap for
+    // every g_tj != 0 and c_j - n_sj <= cap (a block-uniform test: no factor capped or out of float's range); elsewhere,
+    // and with one buffer, G' per slot (gp) and two barriers per slot. The slot terms' row sums (Part) and Xw in two
+    // buffers (slot h's in h & 1): a slot's dlam sums after the next one's barrier. dq and q at this thread's product
+    // elements in registers (hib_slot_prod).
     ta* const SB = XP;
     GRt = SB + HIB_SNB * HIB_SBUF;
+    constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;  // 16-byte pieces of S: elements, per row
+    const bool fast = (DKP * W) % NT == 0 && DK == DKP && DV == DVP;  // (uniform) the copies' fast path
+    constexpr bool FOLD = HIB_FOLD_OK && HIB_SNB == 2 && NT % W == 0 && (DKP * W) % NT == 0;  // this thread's pieces in columns jv..
+    const int jv = (tid % W) * V;
+    struct alignas(16) Vec { ta x[V]; };
+    Vec nv;  // (FOLD) n of the slot in flight at this thread's columns
     auto issue = [&](int s, int id, int u) {  // (id = slot_id(s))
         ta* const S_ = SB + u * HIB_SBUF;
-        constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;
-        if ((DKP * W) % NT == 0 && DK == DKP && DV == DVP) {  // (uniform) the tile contiguous in global memory: piece x
-            // at x V, the shared addresses in 32 bits from the buffer's, the global ones constant offsets from the
-            // thread's first (hib_copy_tile's bounds and 64-bit forms per piece: ~3/4 of this issue, SASS)
+        ta* const M_ = S_ + DKP * HIB_SLD;
+        if (fast) {  // (uniform) the tile contiguous in global memory: piece x at x V, the shared addresses in 32 bits
+            // from the buffer's, the global ones constant offsets from the thread's first (hib_copy_tile's bounds and
+            // 64-bit forms per piece: ~3/4 of this issue, SASS)
             const ta* src = Sb + (i64)id * (DKP * DVP) + tid * V;
 #ifdef __CUDA_ARCH__
             const unsigned d32 = smem_u32(S_);
@@ -296,24 +356,51 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
                 cp_async16(S_ + off, src + u2 * NT * V, true);
 #endif
             }
+            if (FOLD) nv = *reinterpret_cast<const Vec*>(nb + id * DV + jv);
         } else {
             hib_copy_tile(S_, Sb + (i64)id * DK * DV, DK, DV);
         }
         for (int i = tid; i < DKP; i += NT) {
-            cp_async_ta(S_ + DKP * HIB_SLD + i, mj + (i < DK ? s * DK + i : 0), i < DK);
-            cp_async_ta(S_ + DKP * HIB_SLD + DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
+            cp_async_ta(M_ + i, mj + (i < DK ? s * DK + i : 0), i < DK);
+            cp_async_ta(M_ + DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
         }
-        for (int jj = tid; jj < DVP; jj += NT) cp_async_ta(S_ + DKP * HIB_SLD + 2 * DKP + jj, nb + (jj < DV ? id * DV + jj : 0), jj < DV);
+        for (int jj = tid; jj < DVP; jj += NT) cp_async_ta(M_ + 2 * DKP + jj, nb + (jj < DV ? id * DV + jj : 0), jj < DV);
         cp_async_commit();
     };
+    // Part: the row sums' two buffers (Ks, free after the pairs; DQ past Xw's two rows, free once dv is in registers)
+    static_assert(HIB_PG * HIB_PLD <= CH * HIB_KLD && 2 * CH + HIB_PG * HIB_PLD <= CH * HIB_KLD, "hib_dq's row sums");
+    // Xw[CH u + t] = lam[t, level] + decay - lden_t of slot h (u = h & 1), lo_v off the rows; both over DQ, which follows Ks
+    ta* const Xw = Ks + CH * HIB_KLD;
+    auto part = [&](int u) { return Ks + u * (CH * HIB_KLD + 2 * CH); };
     int sp = -1;  // the previous slot (its dlam sums pending)
-    auto slot_dlam = [&]() {
+    auto slot_dlam = [&](const ta* P_) {
         ta x = (ta)0;  // the row's column groups over its lanes
-        for (int gi = rl; gi < HIB_PG; gi += HIB_TPR) x += Part[gi * HIB_PLD + tr];
+        for (int gi = rl; gi < HIB_PG; gi += HIB_TPR) x += P_[gi * HIB_PLD + tr];
         x = hib_rred<false>(x);
         if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(sp, tr)] += x;
     };
-    __syncthreads();  // (the pairs' reads of the tiles the buffers overlay; DQ and the pairs' dlam written)
+    // g_tj exp(n_j - o_tj) (n: a slot's, or c_j for the fold's bracket), capped at 64, not HIB_CAP: (G S^T) sums d_v of
+    // these times S_ij <= the slot's tokens, past float32 at e^80; over: some g_tj != 0 capped
+    bool over = false;
+    auto gp = [&](int t, int jj, ta n_) {
+        const ta x = n_ - Os[t * HIB_VLD + jj], gv = Gs[t * HIB_VLD + jj];
+        over |= jj < DV && gv != (ta)0 && x > cap;
+        return jj < DV ? gv * hib_fex(x < cap ? x : cap) : (ta)0;
+    };
+    auto gpass = [&](auto nsrc) {  // G'^T of n_j = nsrc(jj) into GRt
+#if HIB_TC
+        for (int idx = tid; idx < CH * (DVP / 2); idx += NT) {  // as bf16 pairs (j, j + 1) along j: G'2 [j / 2][t]
+            const int t = idx % CH, jj = 2 * (idx / CH);        // (a warp on 32 rows of a column: conflict-free stores)
+            reinterpret_cast<unsigned*>(GRt)[(jj / 2) * HIB_GLD + t] = pack2(gp(t, jj, nsrc(jj)), gp(t, jj + 1, nsrc(jj + 1)));
+        }
+#else
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // transposed: G'^T [j][t]
+            const int t = HIB_SNB == 2 ? idx % CH : idx / DVP, jj = HIB_SNB == 2 ? idx / CH : idx % DVP;
+            GRt[jj * HIB_TCL + t] = gp(t, jj, nsrc(jj));
+        }
+#endif
+    };
+    __syncthreads();  // (the pairs' reads of the tiles the buffers overlay; DQ, c and the pairs' dlam written)
     ta dv[HIB_SPT], qv[HIB_SPT], tv[HIB_SPT];
 #pragma unroll
     for (int x = 0; x < HIB_SPT; ++x) dv[x] = qv[x] = tv[x] = (ta)0;
@@ -324,69 +411,73 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         qv[x] = Qs[t * HIB_KLD + i];
         vm |= (i < DK && t >= t0 && t < t1) ? 1u << x : 0u;
     });
-    for (int idx = tid; idx < HIB_PG * HIB_PLD; idx += NT) Part[idx] = (ta)0;  // (groups no thread writes)
-    // (each held slot and its id found once: next_slot's scan and hi_slot's 64-bit arithmetic were ~5% of the
-    // kernel's instructions when evaluated three times per slot, ncu)
     int h = 0, s = next_slot(0), id = s < NSL ? slot_id(s) : -1;
     if (HIB_SNB == 2 && s < NSL) issue(s, id, 0);
+    bool fold = false;
+    if (s < NSL) {  // (uniform) the fold's bracket g e^(c_j - o_tj), and whether it holds everywhere
+        if (FOLD && fast) gpass([&](int jj) { return sm.nn[jj]; });
+        const bool any = __syncthreads_or(over);  // (also: dv's reads of DQ done before Xw and part(1) over it)
+        fold = HIB_FOLD_OK && FOLD && fast && !any;
+        for (int idx = tid; idx < HIB_PG * HIB_PLD; idx += NT) part(0)[idx] = part(1)[idx] = (ta)0;  // (groups no one writes)
+    }
     for (; s < NSL; ++h) {
         const int sn = next_slot(s + 1), idn = sn < NSL ? slot_id(sn) : -1;  // the next held slot
-        const int u = HIB_SNB == 2 ? h & 1 : 0;
+        const int u = h & 1, b = HIB_SNB == 2 ? u : 0;  // Part / Xw buffer u, S buffer b
+        ta* const S_ = SB + b * HIB_SBUF;
+        if (HIB_SNB == 2) cp_async_wait_all();  // (this thread's copies of slot s)
+        if (fold) {  // this thread's pieces of S times e^(n_j - c_j)
+            const Vec cv = *reinterpret_cast<const Vec*>(sm.nn + jv);
+            ta f[V];
+#pragma unroll
+            for (int e = 0; e < V; ++e) f[e] = hib_fex(nv.x[e] - cv.x[e]);
+#pragma unroll
+            for (int u2 = 0; u2 < DKP * W / NT; ++u2) {
+                const int x = tid + u2 * NT;
+                Vec* const pv = reinterpret_cast<Vec*>(S_ + (x / W) * HIB_SLD + jv);
+                Vec y = *pv;
+#pragma unroll
+                for (int e = 0; e < V; ++e) y.x[e] *= f[e];
+                *pv = y;
+            }
+        }
+        for (int t = tid; t < CH; t += NT)
+            Xw[CH * u + t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
+        __syncthreads();  // slot s is in (scaled); Xw; the previous product is done with the other buffers (and GRt)
         if (HIB_SNB == 2) {
-            cp_async_wait_all();
-            __syncthreads();  // slot s is in; the previous product is done with the other buffer, GRt, Xw and TT
-            if (sn < NSL) issue(sn, idn, u ^ 1);
+            if (sn < NSL) issue(sn, idn, b ^ 1);
         } else {
-            __syncthreads();  // the previous product is done with the buffer
             issue(s, id, 0);
         }
-        // n: with two buffers this slot's (in since the barrier above), each column's read where used, the G' pass's
-        // element idx at t = idx % CH (a warp on consecutive rows of one column: its transposed stores conflict-free,
-        // n_j a broadcast; s15e17, ncu: 4-way conflicts with jj = idx % DVP); with one, n_j of this thread's column
-        // (jj = tid % DVP) from global
-        const ta* const N_ = SB + u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP;
-        if (sp >= 0) slot_dlam();
-        for (int t = tid; t < CH; t += NT)
-            Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        // g_tj exp(n_j - o_tj), capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens,
-        // past float32 at e^80
-        const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-        auto gp = [&](int t, int jj, ta n_) {
-            const ta x = n_ - Os[t * HIB_VLD + jj];
-            return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
-        };
-#if HIB_TC
-        for (int idx = tid; idx < CH * (DVP / 2); idx += NT) {  // as bf16 pairs (j, j + 1) along j: G'2 [j / 2][t]
-            const int t = idx % CH, jj = 2 * (idx / CH);
-            const ta n0_ = HIB_SNB == 2 ? N_[jj] : hib_ld(nb, id * DV + jj, jj < DV, (ta)0);
-            const ta n1_ = HIB_SNB == 2 ? N_[jj + 1] : hib_ld(nb, id * DV + jj + 1, jj + 1 < DV, (ta)0);
-            reinterpret_cast<unsigned*>(GRt)[(jj / 2) * HIB_GLD + t] = pack2(gp(t, jj, n0_), gp(t, jj + 1, n1_));
+        if (sp >= 0) slot_dlam(part(u ^ 1));
+        if (!fold) {  // G' of this slot: n with two buffers this slot's (in since the barrier above), each column's read
+            // where used (the element idx at t = idx % CH, a warp on consecutive rows of one column: its transposed stores
+            // conflict-free, n_j a broadcast; s15e17); with one, n_j of this thread's column from global
+            const ta* const N_ = S_ + DKP * HIB_SLD + 2 * DKP;
+            if (HIB_SNB == 2) {
+                gpass([&](int jj) { return N_[jj]; });
+            } else {
+                gpass([&](int jj) { return hib_ld(nb, id * DV + jj, jj < DV, (ta)0); });
+                cp_async_wait_all();
+            }
+            __syncthreads();
         }
-#else
-        const ta nr = HIB_SNB == 2 ? (ta)0 : hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // transposed: G'^T [j][t]
-            const int t = HIB_SNB == 2 ? idx % CH : idx / DVP, jj = HIB_SNB == 2 ? idx / CH : idx % DVP;
-            GRt[jj * HIB_TCL + t] = gp(t, jj, HIB_SNB == 2 ? N_[jj] : nr);
-        }
-#endif
-        if (HIB_SNB == 1) cp_async_wait_all();
-        __syncthreads();
-        const ta *S_ = SB + u * HIB_SBUF, *M_ = S_ + DKP * HIB_SLD, *Z_ = M_ + DKP;
+        const ta *M_ = S_ + DKP * HIB_SLD, *Z_ = M_ + DKP, *X_ = Xw + CH * u;
         hib_slot_prod(GRt, S_, [&](int x, int t, int i, ta v) {  // v = (G S^T)[t][i]
             // (formed everywhere, finite off the terms too: q, m, z, Ds 0 or clamped, Xw lo_v off the rows; selected after,
             // so that the loads of one column or row are shared by the thread's elements, not each behind a branch)
-            const ta term = hib_fex(qv[x] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]);
+            const ta term = hib_fex(qv[x] + M_[i] + X_[t]) * (v - Z_[i] * Ds[t]);
             tv[x] = (vm >> x) & 1u ? term : (ta)0;
             dv[x] += tv[x];
         });
-        hib_slot_rows(tv, Part);
+        hib_slot_rows(tv, part(u));
         sp = s;
         s = sn;
         id = idn;
     }
-    hib_slot_pos([&](int x, int t, int i) { DQ[t * HIB_KLD + i] = dv[x]; });
+    __syncthreads();  // (the last product's reads of Xw and its row sums, over DQ)
+    if (sp >= 0) slot_dlam(part((h & 1) ^ 1));
     __syncthreads();
-    if (sp >= 0) slot_dlam();
+    hib_slot_pos([&](int x, int t, int i) { DQ[t * HIB_KLD + i] = dv[x]; });
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int t = idx / DKP, i = idx % DKP;

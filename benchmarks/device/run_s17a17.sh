@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Session 17, s17a17 (issue 17): hib_dq's slot fold (G' once per chunk, e^(n - c) folded into S; one barrier per
+# slot), the held slots' m, z staged in shared for the log-normaliser pass, the held-slot mask.
+#   OUT=... bash benchmarks/device/run_s17a17.sh tests   (<= 100 s, beside other helpers: GPU tests, sanitizers, warm-up)
+#   OUT=... bash benchmarks/device/run_s17a17.sh times   (<= 40 s, alone: hib_dq main vs tree (bf16 16K, float32 8K),
+#                                                         ablations, public bf16 fwd+bwd vs SDPA at 16K)
+set -u
+NAME=s17a17_$1; . benchmarks/device/setup.sh
+export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
+D=benchmarks/device
+PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
+G=tests/test_cupy_hierarchical_grad.py
+VB=main,new,nofold,nomz
+if [ "$1" = tests ]; then
+  echo "=== tests $(date -u +%T)"
+  ( timeout 90 python3 $D/hier_dq_s17a17.py warm bf16 $VB > "$OUT/log_warm.txt" 2>&1;
+    timeout 40 python3 $D/hier_dq_s17a17.py warm f32 main,new > "$OUT/log_warm32.txt" 2>&1;
+    timeout 30 python3 $D/hier_dq_s17a17.py pub 2048 2 > "$OUT/log_warm_pub.txt" 2>&1 ) &
+  timeout 95 $PT $G -k "gpu_backward_16bit or gradcheck" > "$OUT/log_t16.txt" 2>&1 &
+  timeout 95 $PT $G -k "gpu_backward_matches_reference" > "$OUT/log_tref.txt" 2>&1 &
+  PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool memcheck --print-limit 5 \
+      python3 $D/hier_dq_small_s17a17.py > "$OUT/log_memcheck.txt" 2>&1 &
+  PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool racecheck --kernel-name kns=hib_dq --print-limit 5 \
+      python3 $D/hier_dq_small_s17a17.py > "$OUT/log_racecheck.txt" 2>&1 &
+  wait
+  for f in log_t16 log_tref; do echo "-- $f: $(tail -1 $OUT/$f.txt | cut -c1-150)"; grep -E "^FAILED|^E  " $OUT/$f.txt | head -6 | cut -c1-200; done
+  echo "-- warm: $(tail -1 $OUT/log_warm.txt | cut -c1-120) / $(tail -1 $OUT/log_warm32.txt | cut -c1-120) / $(tail -1 $OUT/log_warm_pub.txt | cut -c1-120)"
+  for f in log_memcheck log_racecheck; do echo "-- $f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$f.txt | tail -1)";
+    grep -vE "^=========( |$)|^$" $OUT/$f.txt | tail -8 | cut -c1-160; done
+else
+  echo "=== times $(date -u +%T)"
+  timeout 17 python3 $D/hier_dq_s17a17.py kab bf16 16384 $VB 7 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
+  grep -E "^T=|Error" "$OUT/log_kab.txt" | cut -c1-240
+  timeout 9 python3 $D/hier_dq_s17a17.py kab f32 8192 main,new 5 > "$OUT/log_kab32.txt" 2>&1; echo "rc=$?"
+  grep -E "^T=|Error" "$OUT/log_kab32.txt" | cut -c1-240
+  timeout 13 python3 $D/hier_dq_s17a17.py pub 16384 10 > "$OUT/log_pub.txt" 2>&1; echo "rc=$?"
+  grep -E "^T=|Error" "$OUT/log_pub.txt" | cut -c1-200
+fi
+echo "=== done $(date -u +%T)"
