@@ -254,10 +254,15 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
 #pragma unroll
     for (int u = 0; u < KPT; ++u) qr[u] = Qs[tr * HIB_KLD + rl + u * HIB_TPR];
     ta Ud = rin ? lden0[bh * T + g0 + tr] : neg_big(), Dd = (ta)1;
-    for (int sc = next_slot(0), kc = 0; sc < NSL; ++kc, sc = next_slot(sc + 1)) {
-        ta r0, d0;
+    for (int sc = next_slot(0), kc = 0; sc < NSL; kc += 2) {
+        const int s2 = next_slot(sc + 1);
+        ta r0, d0, r1 = (ta)0, d1 = (ta)0;
         slot_rd(sc, kc, r0, d0);
+        if (s2 < NSL) slot_rd(s2, kc + 1, r1, d1);  // (uniform)
         if (rin && d0 > (ta)0) hi_lse_add(Ud, Dd, r0 + Lam[tr * HI_LMAX + slot_level(sc, tr)] + pre[tr], d0);
+        if (s2 >= NSL) break;
+        if (rin && d1 > (ta)0) hi_lse_add(Ud, Dd, r1 + Lam[tr * HI_LMAX + slot_level(s2, tr)] + pre[tr], d1);
+        sc = next_slot(s2 + 1);
     }
     {
         bool live = false;
@@ -430,10 +435,10 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             ta f[V];
 #pragma unroll
             for (int e = 0; e < V; ++e) f[e] = hib_fex(nv.x[e] - cv.x[e]);
+            ta* const p0 = S_ + (tid / W) * HIB_SLD + jv;  // piece tid + u2 NT: rows tid / W + u2 NT / W
 #pragma unroll
             for (int u2 = 0; u2 < DKP * W / NT; ++u2) {
-                const int x = tid + u2 * NT;
-                Vec* const pv = reinterpret_cast<Vec*>(S_ + (x / W) * HIB_SLD + jv);
+                Vec* const pv = reinterpret_cast<Vec*>(p0 + u2 * (NT / W) * HIB_SLD);
                 Vec y = *pv;
 #pragma unroll
                 for (int e = 0; e < V; ++e) y.x[e] *= f[e];
