@@ -6,7 +6,8 @@ so. EQ=1: dq, dk, dlv, da must be bit-equal (dlam to 1e-5; the bit-equal changes
 Cases: the bf16 callers' variant (tc) at d_k = 64 / 33 / 16, chunks 16 / 32, after a state (P > 0: the old slots),
 a key / value spike (exact rows; the fold's fallback); the FFMA variants (float32, float64).
 ``MUT='old=>new;;...'`` edits the tree's hib_dq text first (the check's power: a changed term must differ);
-``DEFS='HIB_FOLD_OK=0 ...'`` defines before it (the fold off: the bit-equal changes alone, EQ=1).
+``DEFS='HIB_FOLD_OK=0 ...'`` defines before it (the fold off: the bit-equal changes alone, EQ=1). REF=1: also every
+gradient's largest error against float64 torch autograd of the reference (inputs as cast), the tree's and main's.
 
     PYTHONPATH=$PWD python benchmarks/device/hier_emu_eq_s17a17.py [tc|ffma]
 """
@@ -49,7 +50,12 @@ def grads(ops, T, dk, dv, C, P, spike, dtype, tc, seed):
         old = tuple(np.ascontiguousarray(state.tensors[x], dtype=dtype) for x in ("m", "n", "S", "z"))
     out = chi.compute(ops, *cur[:4], cur[4], P, old, C)
     do = np.ascontiguousarray(np.random.default_rng(seed + 1).standard_normal((2, T, dv)), dtype=dtype)
-    return [np.asarray(g) for g in chb.backward(ops, *cur[:4], cur[4], P, old, out, do, C, tc)]
+    got = [np.asarray(g) for g in chb.backward(ops, *cur[:4], cur[4], P, old, out, do, C, tc)]
+    if not REF:
+        return got
+    import torch
+    want, _ = t.grad_oracle(torch, [x.astype(np.float64) for x in cur], do.astype(np.float64), prefix=pre if P else None)
+    return got, [float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), 1e-300)) for g, w in zip(got, want)]
 
 
 def read(d, f):
@@ -72,9 +78,14 @@ FF = [(150, 64, 64, 32, 0, 60.0, "float32", False, 5), (61, 64, 64, 32, 21, 0.0,
       (70, 16, 16, 16, 9, 0.0, "float64", False, 11)]
 cases = {"tc": TC, "ffma": FF}.get(sys.argv[1] if len(sys.argv) > 1 else "", TC + FF)
 EQ, TOL = os.environ.get("EQ") == "1", float(os.environ.get("TOL", "1e-5"))
+REF = os.environ.get("REF") == "1"  # each gradient's error against float64 autograd of the reference, tree and main
 bad = 0
 for c in cases:
     a, b = grads(new, *c), grads(base, *c)
+    if REF:
+        (a, ea), (b, eb) = a, b
+        print(f"     T={c[0]} dk={c[1]} dv={c[2]} C={c[3]} P={c[4]} spike={c[5]} {c[6]} tc={c[7]}: error against the reference"
+              " (tree / main): " + ", ".join(f"{n} {x:.1e} / {y:.1e}" for n, x, y in zip(["dq", "dk", "dlv", "dlam", "da"], ea, eb)))
     names = ["dq", "dk", "dlv", "dlam", "da"]
     same = [np.array_equal(x, y) for x, y in zip(a, b)]
     rel = [float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), 1e-300)) for x, y in zip(a, b)]

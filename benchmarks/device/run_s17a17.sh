@@ -13,9 +13,10 @@ G=tests/test_cupy_hierarchical_grad.py
 VB=main,new,nofold,nomz
 if [ "$1" = tests ]; then
   echo "=== tests $(date -u +%T)"
-  ( timeout 90 python3 $D/hier_dq_s17a17.py warm bf16 $VB > "$OUT/log_warm.txt" 2>&1;
-    timeout 40 python3 $D/hier_dq_s17a17.py warm f32 main,new > "$OUT/log_warm32.txt" 2>&1;
-    timeout 30 python3 $D/hier_dq_s17a17.py pub 2048 2 > "$OUT/log_warm_pub.txt" 2>&1 ) &
+  timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 main,new > "$OUT/log_warm.txt" 2>&1 &
+  timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 nofold,nomz > "$OUT/log_warm2.txt" 2>&1 &
+  timeout 95 python3 $D/hier_dq_s17a17.py warm f32 main,new > "$OUT/log_warm32.txt" 2>&1 &
+  timeout 95 python3 $D/hier_dq_s17a17.py pub 2048 2 > "$OUT/log_warm_pub.txt" 2>&1 &
   timeout 95 $PT $G -k "gpu_backward_16bit or gradcheck" > "$OUT/log_t16.txt" 2>&1 &
   timeout 95 $PT $G -k "gpu_backward_matches_reference" > "$OUT/log_tref.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool memcheck --print-limit 5 \
@@ -24,16 +25,16 @@ if [ "$1" = tests ]; then
       python3 $D/hier_dq_small_s17a17.py > "$OUT/log_racecheck.txt" 2>&1 &
   wait
   for f in log_t16 log_tref; do echo "-- $f: $(tail -1 $OUT/$f.txt | cut -c1-150)"; grep -E "^FAILED|^E  " $OUT/$f.txt | head -6 | cut -c1-200; done
-  echo "-- warm: $(tail -1 $OUT/log_warm.txt | cut -c1-120) / $(tail -1 $OUT/log_warm32.txt | cut -c1-120) / $(tail -1 $OUT/log_warm_pub.txt | cut -c1-120)"
+  for f in log_warm log_warm2 log_warm32 log_warm_pub; do echo "-- $f: $(tail -1 $OUT/$f.txt | cut -c1-150)"; done
   for f in log_memcheck log_racecheck; do echo "-- $f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$f.txt | tail -1)";
     grep -vE "^=========( |$)|^$" $OUT/$f.txt | tail -8 | cut -c1-160; done
 else
   echo "=== times $(date -u +%T)"
-  timeout 17 python3 $D/hier_dq_s17a17.py kab bf16 16384 $VB 7 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
+  timeout 16 python3 $D/hier_dq_s17a17.py kab bf16 16384 $VB 7 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_kab.txt" | cut -c1-240
   timeout 9 python3 $D/hier_dq_s17a17.py kab f32 8192 main,new 5 > "$OUT/log_kab32.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_kab32.txt" | cut -c1-240
-  timeout 13 python3 $D/hier_dq_s17a17.py pub 16384 10 > "$OUT/log_pub.txt" 2>&1; echo "rc=$?"
+  timeout 12 python3 $D/hier_dq_s17a17.py pub 16384 10 > "$OUT/log_pub.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_pub.txt" | cut -c1-200
 fi
 echo "=== done $(date -u +%T)"
