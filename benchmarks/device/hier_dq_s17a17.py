@@ -9,7 +9,8 @@ aid; results in NOTES.md). After s16c17's hier_dq_s16c17.py (hier_bwd_s15e17.py'
         # forward's chunk and slots). Its hib_dq launch relaunched alone by every variant: median and best of ROUNDS
         # (default 7) rounds of bench_gpu.cupy_ms(10 calls), variants interleaved per round; registers / local bytes;
         # outputs against main's (largest difference relative to the array's largest magnitude, or bit-equal).
-        # Variants: main, new (the tree), and the tree with one change undone (ABL below: timing and equality).
+        # Variants: main, new (the tree), the tree with one change undone (ABL below: timing and equality), oldchunk
+        # (the tree's hib_dq with main's hierarchical_bwd_chunk.cu: hib_shifts as before).
     python benchmarks/device/hier_dq_s17a17.py pub 16384 [ROUNDS]
         # the public bf16 loglinear_log_attention fwd+bwd against torch SDPA causal fwd+bwd, interleaved medians
 """
@@ -31,7 +32,7 @@ ABL = {"nofold": "#define HIB_FOLD_OK 0\n", "nomz": "#define HIB_MZS_OK 0\n"}
 
 
 def text(var, name):
-    if var == "main" and name in BASE:
+    if (var == "main" and name in BASE) or (var == "oldchunk" and name == "hierarchical_bwd_chunk.cu"):
         return BASE[name]
     s = source(name)
     return ABL.get(var, "") + s if name == "hierarchical_bwd_dq.cu" else s

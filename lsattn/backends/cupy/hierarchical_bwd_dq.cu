@@ -166,9 +166,11 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     // the held slots' ids (level code s as in hi_read), and which are held: a mask of the level codes < 64 (bit s),
     // found once (next_slot scanned hi_slot's 64-bit arithmetic per slot in each of three loops before)
     auto slot_id = [&](int s) { return s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old); };
-    auto slot_level = [&](int s, int t) {
-        return s < n_old ? max(s + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s - n_old + 1);
-    };
+    // a slot's level at row t: an incoming slot's from the row's bit_length(p ^ (c CH + t)), in shared memory (sm.X) from
+    // hib_chunk's barriers on (its 64-bit form per row and slot kept ptxas's loop invariants past the registers)
+    int* const BL = reinterpret_cast<int*>(sm.X);
+    if (tid < CH) BL[tid] = bitlen64(p ^ (c * CH + tid));
+    auto slot_level = [&](int s, int t) { return s < n_old ? max(s + 1, BL[t]) : HI_LOG2C + (s - n_old + 1); };
     unsigned long long held = 0;
     for (int s = 0; s < min(NSL, 64); ++s) held |= slot_id(s) >= 0 ? 1ull << s : 0ull;
     auto next_slot = [&](int s) {  // the first held slot from level code s on (NSL: none)
@@ -332,8 +334,8 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     // previous product done with the other buffer). Exact but for rounding (bf16 or float) where c_j - o_tj <= cap for
     // every g_tj != 0 and c_j - n_sj <= cap (a block-uniform test: no factor capped or out of float's range); elsewhere,
     // and with one buffer, G' per slot (gp) and two barriers per slot. The slot terms' row sums (Part) and Xw in two
-    // buffers (slot h's in h & 1): a slot's dlam sums after the next one's barrier. dq and q at this thread's product
-    // elements in registers (hib_slot_prod).
+    // buffers (slot h's in h & 1; Xw formed one slot ahead, off the barrier's path): a slot's dlam sums after the next
+    // one's barrier. dq and q at this thread's product elements in registers (hib_slot_prod).
     ta* const SB = XP;
     GRt = SB + HIB_SNB * HIB_SBUF;
     constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;  // 16-byte pieces of S: elements, per row
@@ -377,6 +379,10 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     // Xw[CH u + t] = lam[t, level] + decay - lden_t of slot h (u = h & 1), lo_v off the rows; both over DQ, which follows Ks
     ta* const Xw = Ks + CH * HIB_KLD;
     auto part = [&](int u) { return Ks + u * (CH * HIB_KLD + 2 * CH); };
+    auto xw = [&](int s, int u) {  // slot s's Xw into buffer u (threads t < CH)
+        const int t = tid;
+        if (t < CH) Xw[CH * u + t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
+    };
     int sp = -1;  // the previous slot (its dlam sums pending)
     auto slot_dlam = [&](const ta* P_) {
         ta x = (ta)0;  // the row's column groups over its lanes
@@ -424,6 +430,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         const bool any = __syncthreads_or(over);  // (also: dv's reads of DQ done before Xw and part(1) over it)
         fold = HIB_FOLD_OK && FOLD && fast && !any;
         for (int idx = tid; idx < HIB_PG * HIB_PLD; idx += NT) part(0)[idx] = part(1)[idx] = (ta)0;  // (groups no one writes)
+        xw(s, 0);
     }
     for (; s < NSL; ++h) {
         const int sn = next_slot(s + 1), idn = sn < NSL ? slot_id(sn) : -1;  // the next held slot
@@ -445,14 +452,13 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
                 *pv = y;
             }
         }
-        for (int t = tid; t < CH; t += NT)
-            Xw[CH * u + t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-        __syncthreads();  // slot s is in (scaled); Xw; the previous product is done with the other buffers (and GRt)
+        __syncthreads();  // slot s is in (scaled), its Xw; the previous product is done with the other buffers (and GRt)
         if (HIB_SNB == 2) {
             if (sn < NSL) issue(sn, idn, b ^ 1);
         } else {
             issue(s, id, 0);
         }
+        if (sn < NSL) xw(sn, u ^ 1);  // (read after the next barrier)
         if (sp >= 0) slot_dlam(part(u ^ 1));
         if (!fold) {  // G' of this slot: n with two buffers this slot's (in since the barrier above), each column's read
             // where used (the element idx at t = idx % CH, a warp on consecutive rows of one column: its transposed stores
