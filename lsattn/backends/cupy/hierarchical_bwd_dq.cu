@@ -340,7 +340,8 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     GRt = SB + HIB_SNB * HIB_SBUF;
     constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;  // 16-byte pieces of S: elements, per row
     const bool fast = (DKP * W) % NT == 0 && DK == DKP && DV == DVP;  // (uniform) the copies' fast path
-    constexpr bool FOLD = HIB_FOLD_OK && HIB_SNB == 2 && NT % W == 0 && (DKP * W) % NT == 0;  // this thread's pieces in columns jv..
+    // the fold: this thread's pieces of S in the columns jv ..
+    constexpr bool FOLD = HIB_FOLD_OK && HIB_SNB == 2 && NT % W == 0 && (DKP * W) % NT == 0;
     const int jv = (tid % W) * V;
     struct alignas(16) Vec { ta x[V]; };
     Vec nv;  // (FOLD) n of the slot in flight at this thread's columns
