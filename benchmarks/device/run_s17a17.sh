@@ -10,12 +10,14 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 G=tests/test_cupy_hierarchical_grad.py
-VB=main,new,nofold,nomz
+VB=main,new,nofold,nomz,oldchunk
 if [ "$1" = tests ]; then
   echo "=== tests $(date -u +%T)"
   timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 main,new > "$OUT/log_warm.txt" 2>&1 &
   timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 nofold,nomz > "$OUT/log_warm2.txt" 2>&1 &
+  timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 oldchunk > "$OUT/log_warm3.txt" 2>&1 &
   timeout 95 python3 $D/hier_dq_s17a17.py warm f32 main,new > "$OUT/log_warm32.txt" 2>&1 &
+  timeout 95 python3 $D/hier_dq_s17a17.py warm f32 nofold,nomz > "$OUT/log_warm33.txt" 2>&1 &
   timeout 95 python3 $D/hier_dq_s17a17.py pub 2048 2 > "$OUT/log_warm_pub.txt" 2>&1 &
   timeout 95 $PT $G -k "gpu_backward_16bit or gradcheck" > "$OUT/log_t16.txt" 2>&1 &
   timeout 95 $PT $G -k "gpu_backward_matches_reference" > "$OUT/log_tref.txt" 2>&1 &
@@ -25,16 +27,16 @@ if [ "$1" = tests ]; then
       python3 $D/hier_dq_small_s17a17.py > "$OUT/log_racecheck.txt" 2>&1 &
   wait
   for f in log_t16 log_tref; do echo "-- $f: $(tail -1 $OUT/$f.txt | cut -c1-150)"; grep -E "^FAILED|^E  " $OUT/$f.txt | head -6 | cut -c1-200; done
-  for f in log_warm log_warm2 log_warm32 log_warm_pub; do echo "-- $f: $(tail -1 $OUT/$f.txt | cut -c1-150)"; done
+  for f in log_warm log_warm2 log_warm3 log_warm32 log_warm33 log_warm_pub; do echo "-- $f: $(tail -1 $OUT/$f.txt | cut -c1-150)"; done
   for f in log_memcheck log_racecheck; do echo "-- $f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/$f.txt | tail -1)";
     grep -vE "^=========( |$)|^$" $OUT/$f.txt | tail -8 | cut -c1-160; done
 else
   echo "=== times $(date -u +%T)"
-  timeout 16 python3 $D/hier_dq_s17a17.py kab bf16 16384 $VB 7 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
+  timeout 22 python3 $D/hier_dq_s17a17.py kab bf16 16384 $VB 5 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_kab.txt" | cut -c1-240
-  timeout 9 python3 $D/hier_dq_s17a17.py kab f32 8192 main,new 5 > "$OUT/log_kab32.txt" 2>&1; echo "rc=$?"
+  timeout 8 python3 $D/hier_dq_s17a17.py kab f32 8192 main,new,nofold,nomz 5 > "$OUT/log_kab32.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_kab32.txt" | cut -c1-240
-  timeout 12 python3 $D/hier_dq_s17a17.py pub 16384 10 > "$OUT/log_pub.txt" 2>&1; echo "rc=$?"
+  timeout 9 python3 $D/hier_dq_s17a17.py pub 16384 6 > "$OUT/log_pub.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_pub.txt" | cut -c1-200
 fi
 echo "=== done $(date -u +%T)"

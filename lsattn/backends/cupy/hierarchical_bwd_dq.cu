@@ -182,22 +182,22 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         while (s < NSL && slot_id(s) < 0) ++s;
         return s;
     };
-    // The held slots' m and z for the log-normaliser pass below, copied (cp.async, 16-byte pieces) over the pairs' tiles
-    // (XP.., free until hib_fpairs) while hib_chunk's loads are in flight: that pass then reads shared memory, no
-    // global round trip per slot (s16c17: the pass was 0.27 ms of hib_dq at 16K bf16). Where the slots fit and d_k = DKP.
-    constexpr int HIB_MZV = 16 / (int)sizeof(ta), HIB_MZP = 2 * DKP / HIB_MZV;  // elements per piece, pieces per slot
-    static_assert(HIB_MZP <= NT, "hib_dq's m, z pieces");
+    // The held slots' m, z (and n, where d_v = DVP) for the log-normaliser pass below and the slot fold's column maxima,
+    // copied (cp.async, 16-byte pieces) over the pairs' tiles (XP.., free until hib_fpairs) while hib_chunk's loads are in
+    // flight: that pass then reads shared memory, no global round trip per slot (s16c17: the pass was 0.27 ms of hib_dq
+    // at 16K bf16). Where the slots fit and d_k = DKP.
+    constexpr int HIB_MZV = 16 / (int)sizeof(ta), HIB_MZS = 2 * DKP + DVP, HIB_MZP = HIB_MZS / HIB_MZV;  // elements per
+    static_assert(HIB_MZP <= NT, "hib_dq's m, z, n pieces");                                 // piece, per slot, pieces
     const int nheld = __popcll(held);
-    ta* const MZ = XP;  // held slot k's m at MZ[2 DKP k], z after it
-    const bool mzs = HIB_MZS_OK && NSL <= 64 && DK == DKP && nheld * 2 * DKP <= 3 * CH * HIB_XLD + HIB_FREG;
+    ta* const MZ = XP;  // held slot k's m at MZ[HIB_MZS k], z, n after it
+    const bool mzs = HIB_MZS_OK && NSL <= 64 && DK == DKP && nheld * HIB_MZS <= 3 * CH * HIB_XLD + HIB_FREG;
     if (mzs) {
         int kk = 0;
         for (unsigned long long r = held; r; r &= r - 1, ++kk) {
-            const int s = __ffsll((long long)r) - 1;
-            if (tid < HIB_MZP) {
-                const int x = tid * HIB_MZV;
-                cp_async16(MZ + 2 * DKP * kk + x, x < DKP ? mj + s * DKP + x : zb + slot_id(s) * DKP + (x - DKP), true);
-            }
+            const int s = __ffsll((long long)r) - 1, x = tid * HIB_MZV;
+            if (tid < HIB_MZP && (x < 2 * DKP || DV == DVP))
+                cp_async16(MZ + HIB_MZS * kk + x, x < DKP ? mj + s * DKP + x : x < 2 * DKP ? zb + slot_id(s) * DKP + (x - DKP)
+                                                                                        : nb + slot_id(s) * DV + (x - 2 * DKP), true);
         }
         cp_async_commit();
     }
@@ -216,9 +216,24 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     // added to (Ud, Dd) in order, as one at a time)
     constexpr int KPT = DKP / HIB_TPR;  // features per lane
     ta qr[KPT];
+    // The slot fold's column maxima over the held slots, c_j = max_s n_sj (Cj: sm.Zs, unused otherwise; read after the
+    // barriers below), or +big where some held slot's n_sj < c_j - cap (its factor e^(n - c) would leave float's range)
+    const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+    ta* const Cj = sm.Zs;
+    const bool cst = mzs && DV == DVP && DVP <= DKP;  // (uniform) Cj formed
     if (mzs) {
         cp_async_wait_all();
         __syncthreads();
+        for (int jj = tid; jj < DVP && cst; jj += NT) {
+            ta hi = lo_v(), lo = -lo_v();
+#pragma unroll 4
+            for (int kk = 0; kk < nheld; ++kk) {
+                const ta x = MZ[HIB_MZS * kk + 2 * DKP + jj];
+                hi = fmx(hi, x);
+                lo = x < lo ? x : lo;
+            }
+            Cj[jj] = hi - lo > cap ? -lo_v() : hi;
+        }
     }
     auto slot_rd = [&](int s, int kk, ta& r, ta& den) {  // (kk: s is the kk-th held slot)
         ta m[KPT], z[KPT];
@@ -226,8 +241,8 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         if (mzs) {
 #pragma unroll
             for (int u = 0; u < KPT; ++u) {
-                m[u] = MZ[2 * DKP * kk + rl + u * HIB_TPR];
-                z[u] = MZ[2 * DKP * kk + DKP + rl + u * HIB_TPR];
+                m[u] = MZ[HIB_MZS * kk + rl + u * HIB_TPR];
+                z[u] = MZ[HIB_MZS * kk + DKP + rl + u * HIB_TPR];
             }
         } else if (DK == DKP) {  // (uniform) every feature a column: one base per row, constant offsets, no select
             const ta *mr = mj + s * DKP + rl, *zr = zb + id * DKP + rl;
@@ -277,18 +292,6 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     }
     __syncthreads();
     hib_fpairs(sm, t0, t1, DK, DV, Pg + (bh * T + g0) * CH, Dg + (bh * T + g0) * CH, Fg + bh * T + g0);
-    // The slot fold's column maxima over the held slots, c_j = max_s n_sj (in sm.nn, free after hib_fpairs; read after
-    // the barriers below), or +big where some held slot's n_sj < c_j - cap (its factor e^(n - c) would leave float's range)
-    const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-    for (int jj = tid; jj < DVP; jj += NT) {
-        ta hi = lo_v(), lo = -lo_v();
-        for (int s = next_slot(0); s < NSL && jj < DV; s = next_slot(s + 1)) {
-            const ta x = ld(nb + slot_id(s) * DV + jj);
-            hi = fmx(hi, x);
-            lo = x < lo ? x : lo;
-        }
-        sm.nn[jj] = hi - lo > cap ? -lo_v() : hi;
-    }
     // the chunk's pairs: dq_ti = sum_s P_i(t,s) D_ts = A_ti (W B)_ti
     auto pair_dq = [&](int t, int i, ta v) {
         const bool on = i < DK && t >= t0 && t < t1 && sm.Fl[t] == (ta)0;
@@ -427,9 +430,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     if (HIB_SNB == 2 && s < NSL) issue(s, id, 0);
     bool fold = false;
     if (s < NSL) {  // (uniform) the fold's bracket g e^(c_j - o_tj), and whether it holds everywhere
-        if (FOLD && fast) gpass([&](int jj) { return sm.nn[jj]; });
+        if (FOLD && fast && cst) gpass([&](int jj) { return Cj[jj]; });
         const bool any = __syncthreads_or(over);  // (also: dv's reads of DQ done before Xw and part(1) over it)
-        fold = HIB_FOLD_OK && FOLD && fast && !any;
+        fold = FOLD && fast && cst && !any;
         for (int idx = tid; idx < HIB_PG * HIB_PLD; idx += NT) part(0)[idx] = part(1)[idx] = (ta)0;  // (groups no one writes)
         xw(s, 0);
     }
@@ -439,7 +442,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         ta* const S_ = SB + b * HIB_SBUF;
         if (HIB_SNB == 2) cp_async_wait_all();  // (this thread's copies of slot s)
         if (fold) {  // this thread's pieces of S times e^(n_j - c_j)
-            const Vec cv = *reinterpret_cast<const Vec*>(sm.nn + jv);
+            const Vec cv = *reinterpret_cast<const Vec*>(Cj + jv);
             ta f[V];
 #pragma unroll
             for (int e = 0; e < V; ++e) f[e] = hib_fex(nv.x[e] - cv.x[e]);
