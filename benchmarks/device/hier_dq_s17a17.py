@@ -10,7 +10,8 @@ aid; results in NOTES.md). After s16c17's hier_dq_s16c17.py (hier_bwd_s15e17.py'
         # (default 7) rounds of bench_gpu.cupy_ms(10 calls), variants interleaved per round; registers / local bytes;
         # outputs against main's (largest difference relative to the array's largest magnitude, or bit-equal).
         # Variants: main, new (the tree), the tree with one change undone (ABL below: timing and equality), oldchunk
-        # (the tree's hib_dq with main's hierarchical_bwd_chunk.cu: hib_shifts as before).
+        # (the tree's hib_dq with main's hierarchical_bwd_chunk.cu: hib_shifts as before), sh (main's hib_dq with the
+        # tree's chunk file), C / fold (VAR below). bf16: also every variant's dq / dlam against main's FFMA variant.
     python benchmarks/device/hier_dq_s17a17.py pub 16384 [ROUNDS]
         # the public bf16 loglinear_log_attention fwd+bwd against torch SDPA causal fwd+bwd, interleaved medians
 """
@@ -27,6 +28,9 @@ from lsattn.backends.cupy import _compile, hierarchical as chi, hierarchical_bwd
 source = _compile._source
 BASE = {f: open(os.path.join(HERE, "s17a17_base", f + ".txt")).read()
         for f in ("hierarchical_bwd_chunk.cu", "hierarchical_bwd_dq.cu")}
+#: other hib_dq texts (s17a17_var/): C (main's + the held-slot mask and the old slots' row levels in shared), fold
+#: (request 2's tree: + m, z, n staged, the slot fold, one barrier per slot)
+VAR = {v: open(os.path.join(HERE, "s17a17_var", f"dq_{v}.cu.txt")).read() for v in ("C", "fold")}
 #: the tree with one change undone (its switch defined 0 before hierarchical_bwd_dq.cu), or a phase left out (timing
 #: only: its outputs are wrong): the held slots' products (nosl), the held slots' log-normaliser pass (nold)
 ABL = {"nofold": "#define HIB_FOLD_OK 0\n", "nomz": "#define HIB_MZS_OK 0\n",
@@ -37,6 +41,10 @@ ABL = {"nofold": "#define HIB_FOLD_OK 0\n", "nomz": "#define HIB_MZS_OK 0\n",
 def text(var, name):
     if (var == "main" and name in BASE) or (var == "oldchunk" and name == "hierarchical_bwd_chunk.cu"):
         return BASE[name]
+    if var == "sh" and name == "hierarchical_bwd_dq.cu":  # main's hib_dq with the tree's chunk file (hib_shifts)
+        return BASE[name]
+    if var in VAR and name == "hierarchical_bwd_dq.cu":
+        return VAR[var]
     s = source(name)
     if name != "hierarchical_bwd_dq.cu" or var not in ABL:
         return s
@@ -90,17 +98,34 @@ def kab(kind, T, variants, rounds):
     print(f"T={T} {kind} CH={cfg.CH} hib_dq registers / local bytes: " + ", ".join(
         f"{v} {getattr(k, 'num_regs', '?')} / {getattr(k, 'local_size_bytes', '?')}" for v, k in mods.items()), flush=True)
     at = [i for i, a in enumerate(args) if isinstance(a, cupy.ndarray)]
+
+    def val(x):  # float64 values (16-bit outputs as their bit patterns: bf16 decoded)
+        if x.dtype == cupy.uint16:
+            return (x.astype(cupy.uint32) << 16).view(cupy.float32).astype(cupy.float64)
+        return x.astype(cupy.float64)
+    # the FFMA variant (float32 products) of main's hib_dq on the same arguments: each variant's largest dq / dlam
+    # difference from it (relative to its largest magnitude) beside main's
+    fref = None
+    if cfg.tc:
+        import dataclasses
+        kf = kernels("main", dataclasses.replace(cfg, tc=False), dev)["hib_dq"]
+        kf(grid, block, args, shared_mem=smem)
+        fref = [val(args[i]).copy() for i in at]
     ref = None
     for v in variants:
         mods[v](grid, block, args, shared_mem=smem)
         got = [args[i].copy() for i in at]
+        if fref is not None:
+            e = [float(cupy.nanmax(cupy.abs(val(got[x]) - fref[x])) / cupy.nanmax(cupy.abs(fref[x]))) for x in
+                 (at.index(14), at.index(15))]
+            print(f"T={T} {kind} hib_dq {v}: dq / dlam against the FFMA variant {e[0]:.2e} / {e[1]:.2e}", flush=True)
         if ref is None:
             ref = got
             continue
         diff = []
         for x, (r, g) in enumerate(zip(ref, got)):
             if not bool(cupy.array_equal(r, g, equal_nan=True)):
-                r, g = (y.astype(cupy.float64) for y in (r, g))
+                r, g = (val(y) for y in (r, g))
                 diff.append(f"{at[x]}: {float(cupy.nanmax(cupy.abs(r - g)) / cupy.nanmax(cupy.abs(r))):.2e}")
         print(f"T={T} {kind} hib_dq {v}: outputs " + ("bit-equal to " + variants[0] if not diff else
                                                      f"differ from {variants[0]} at args " + ", ".join(diff) +
@@ -135,7 +160,11 @@ if __name__ == "__main__":
         ops, fn = backward_call(kind, 256)
         cfg = {x[0]: x for x in hb.record(ops, fn)}["hib_dq"][1]
         for v in vs:
-            kernels(v, cfg, cupy.cuda.Device().id)
+            if v == "mainffma":  # (kab's FFMA reference of a tensor-core kind)
+                import dataclasses
+                kernels("main", dataclasses.replace(cfg, tc=False), cupy.cuda.Device().id)
+            else:
+                kernels(v, cfg, cupy.cuda.Device().id)
         cupy.cuda.Device().synchronize()
         print("warm", kind, *vs, flush=True)
     elif what == "kab":

@@ -6,7 +6,7 @@ so. EQ=1: dq, dk, dlv, da must be bit-equal (dlam to 1e-5; the bit-equal changes
 Cases: the bf16 callers' variant (tc) at d_k = 64 / 33 / 16, chunks 16 / 32, after a state (P > 0: the old slots),
 a key / value spike (exact rows; the fold's fallback); the FFMA variants (float32, float64).
 ``MUT='old=>new;;...'`` edits the tree's hib_dq text first (the check's power: a changed term must differ);
-``DEFS='HIB_FOLD_OK=0 ...'`` defines before it (the fold off: the bit-equal changes alone, EQ=1). REF=1: also every
+``DQ=path``: another hib_dq text (s17a17_var/); ``DEFS='HIB_FOLD_OK=0 ...'`` defines before it (the fold off: the bit-equal changes alone, EQ=1). REF=1: also every
 gradient's largest error against float64 torch autograd of the reference (inputs as cast), the tree's and main's.
 
     PYTHONPATH=$PWD python benchmarks/device/hier_emu_eq_s17a17.py [tc|ffma]
@@ -62,7 +62,8 @@ def read(d, f):
     return open(os.path.join(d, f)).read()
 
 
-dq = "".join(f"#define {d.replace('=', ' ')}\n" for d in os.environ.get("DEFS", "").split()) + read(SRC, "hierarchical_bwd_dq.cu")
+dq = "".join(f"#define {d.replace('=', ' ')}\n" for d in os.environ.get("DEFS", "").split()) + (open(os.environ["DQ"]).read() if os.environ.get("DQ")
+                                                                                   else read(SRC, "hierarchical_bwd_dq.cu"))
 for m in filter(None, os.environ.get("MUT", "").split(";;")):
     a, b = m.split("=>")
     assert a in dq, a

@@ -22,6 +22,8 @@ CFG = {"bf16": ("float", 64, 64, 32, True, "bf16"), "f32": ("float", 64, 64, 32,
 
 
 def text(f):
+    if f == "hierarchical_bwd_dq.cu" and os.environ.get("DQ"):  # a variant's hib_dq text (s17a17_var/)
+        return open(os.environ["DQ"]).read()
     if main and f in ("hierarchical_bwd_chunk.cu", "hierarchical_bwd_dq.cu"):
         return open(os.path.join(HERE, "s17a17_base", f + ".txt")).read()
     return open(os.path.join(cc._HERE, f)).read()

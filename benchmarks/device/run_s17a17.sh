@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 17, s17a17 (issue 17): hib_dq's slot fold (G' once per chunk, e^(n - c) folded into S; one barrier per
-# slot), the held slots' m, z staged in shared for the log-normaliser pass, the held-slot mask.
+# Session 17, s17a17 (issue 17): hib_dq's held-slot mask, the old slots' row levels in shared, the held slots' m, z
+# staged in shared for the log-normaliser pass, hib_shifts' column maxima; request 1-2's slot fold as variant "fold".
 #   OUT=... bash benchmarks/device/run_s17a17.sh tests   (<= 100 s, beside other helpers: GPU tests, sanitizers, warm-up)
 #   OUT=... bash benchmarks/device/run_s17a17.sh times   (<= 40 s, alone: hib_dq main vs tree (bf16 16K, float32 8K),
 #                                                         ablations, public bf16 fwd+bwd vs SDPA at 16K)
@@ -10,14 +10,14 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 G=tests/test_cupy_hierarchical_grad.py
-VB=main,new,nofold,nomz,oldchunk
+VB=main,sh,C,new,fold
 if [ "$1" = tests ]; then
   echo "=== tests $(date -u +%T)"
-  timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 main,new > "$OUT/log_warm.txt" 2>&1 &
-  timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 nofold,nomz > "$OUT/log_warm2.txt" 2>&1 &
-  timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 oldchunk > "$OUT/log_warm3.txt" 2>&1 &
-  timeout 95 python3 $D/hier_dq_s17a17.py warm f32 main,new > "$OUT/log_warm32.txt" 2>&1 &
-  timeout 95 python3 $D/hier_dq_s17a17.py warm f32 nofold,nomz > "$OUT/log_warm33.txt" 2>&1 &
+  timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 main,sh > "$OUT/log_warm.txt" 2>&1 &
+  timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 C,new > "$OUT/log_warm2.txt" 2>&1 &
+  timeout 95 python3 $D/hier_dq_s17a17.py warm bf16 fold,mainffma > "$OUT/log_warm3.txt" 2>&1 &
+  timeout 95 python3 $D/hier_dq_s17a17.py warm f32 main,C > "$OUT/log_warm32.txt" 2>&1 &
+  timeout 95 python3 $D/hier_dq_s17a17.py warm f32 new > "$OUT/log_warm33.txt" 2>&1 &
   timeout 95 python3 $D/hier_dq_s17a17.py pub 2048 2 > "$OUT/log_warm_pub.txt" 2>&1 &
   timeout 95 $PT $G -k "gpu_backward_16bit or gradcheck" > "$OUT/log_t16.txt" 2>&1 &
   timeout 95 $PT $G -k "gpu_backward_matches_reference" > "$OUT/log_tref.txt" 2>&1 &
@@ -32,11 +32,11 @@ if [ "$1" = tests ]; then
     grep -vE "^=========( |$)|^$" $OUT/$f.txt | tail -8 | cut -c1-160; done
 else
   echo "=== times $(date -u +%T)"
-  timeout 22 python3 $D/hier_dq_s17a17.py kab bf16 16384 $VB 5 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
+  timeout 20 python3 $D/hier_dq_s17a17.py kab bf16 16384 $VB 4 > "$OUT/log_kab.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_kab.txt" | cut -c1-240
-  timeout 8 python3 $D/hier_dq_s17a17.py kab f32 8192 main,new,nofold,nomz 5 > "$OUT/log_kab32.txt" 2>&1; echo "rc=$?"
+  timeout 10 python3 $D/hier_dq_s17a17.py kab f32 8192 main,C,new 4 > "$OUT/log_kab32.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_kab32.txt" | cut -c1-240
-  timeout 9 python3 $D/hier_dq_s17a17.py pub 16384 6 > "$OUT/log_pub.txt" 2>&1; echo "rc=$?"
+  timeout 9 python3 $D/hier_dq_s17a17.py pub 16384 4 > "$OUT/log_pub.txt" 2>&1; echo "rc=$?"
   grep -E "^T=|Error" "$OUT/log_pub.txt" | cut -c1-200
 fi
 echo "=== done $(date -u +%T)"

@@ -66,11 +66,8 @@ __device__ __forceinline__ void hib_slot_prod(const ta* G, const ta* S, E epi) {
         for (int jj = 0; jj < RN_; ++jj) epi(ii * RN_ + jj, ty * RM_ + ii, tx + 16 * jj, acc[ii][jj]);
 #endif
 }
-// hib_dq's slot fold and its held slots' m, z staged for the log-normaliser pass (both on unless defined 0: the device
-// A/B's ablations, benchmarks/device/hier_dq_s17a17.py)
-#ifndef HIB_FOLD_OK
-#define HIB_FOLD_OK 1
-#endif
+// hib_dq's held slots' m, z staged for the log-normaliser pass (on unless defined 0: the device A/B's ablation,
+// benchmarks/device/hier_dq_s17a17.py)
 #ifndef HIB_MZS_OK
 #define HIB_MZS_OK 1
 #endif
@@ -152,7 +149,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     check_smem(sm.bytes);
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DQ = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *XP = sm.XP, *PP = sm.PP, *DD = sm.DD;
     ta *Lam = sm.Lam, *DL = sm.DL, *GRt = sm.Ta;
-    ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds;  // Ks, DQ: then the slot terms' row sums and Xw (the slots)
+    ta *ac = sm.ac, *pre = sm.pre, *Ls = sm.Ls, *Ds = sm.Ds, *Xw = sm.X;  // Ks: then the slot terms, LVs: g exp(n - o)
     const int tid = threadIdx.x;
     const int j = blockIdx.x;
     const i64 bh = blockIdx.y;
@@ -164,13 +161,8 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     const ta* nb = wn + bh * NS * DV;
     const ta* Sb = wS + bh * NS * (i64)DK * DV;
     // the held slots' ids (level code s as in hi_read), and which are held: a mask of the level codes < 64 (bit s),
-    // found once (next_slot scanned hi_slot's 64-bit arithmetic per slot in each of three loops before)
+    // found once (next_slot scanned hi_slot's 64-bit arithmetic per code in each of three loops)
     auto slot_id = [&](int s) { return s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old); };
-    // a slot's level at row t: an incoming slot's from the row's bit_length(p ^ (c CH + t)), in shared memory (sm.X) from
-    // hib_chunk's barriers on (its 64-bit form per row and slot kept ptxas's loop invariants past the registers)
-    int* const BL = reinterpret_cast<int*>(sm.X);
-    if (tid < CH) BL[tid] = bitlen64(p ^ (c * CH + tid));
-    auto slot_level = [&](int s, int t) { return s < n_old ? max(s + 1, BL[t]) : HI_LOG2C + (s - n_old + 1); };
     unsigned long long held = 0;
     for (int s = 0; s < min(NSL, 64); ++s) held |= slot_id(s) >= 0 ? 1ull << s : 0ull;
     auto next_slot = [&](int s) {  // the first held slot from level code s on (NSL: none)
@@ -182,22 +174,25 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         while (s < NSL && slot_id(s) < 0) ++s;
         return s;
     };
-    // The held slots' m, z (and n, where d_v = DVP) for the log-normaliser pass below and the slot fold's column maxima,
-    // copied (cp.async, 16-byte pieces) over the pairs' tiles (XP.., free until hib_fpairs) while hib_chunk's loads are in
-    // flight: that pass then reads shared memory, no global round trip per slot (s16c17: the pass was 0.27 ms of hib_dq
-    // at 16K bf16). Where the slots fit and d_k = DKP.
-    constexpr int HIB_MZV = 16 / (int)sizeof(ta), HIB_MZS = 2 * DKP + DVP, HIB_MZP = HIB_MZS / HIB_MZV;  // elements per
-    static_assert(HIB_MZP <= NT, "hib_dq's m, z, n pieces");                                 // piece, per slot, pieces
-    const int nheld = __popcll(held);
-    ta* const MZ = XP;  // held slot k's m at MZ[HIB_MZS k], z, n after it
-    const bool mzs = HIB_MZS_OK && NSL <= 64 && DK == DKP && nheld * HIB_MZS <= 3 * CH * HIB_XLD + HIB_FREG;
+    // a slot's level at row t: an incoming slot's from the row's bit_length(p ^ (c CH + t)), in shared memory (sm.Zs,
+    // visible from hib_chunk's barriers on) instead of its 64-bit form per row and slot
+    static_assert(CH <= DKP * (int)sizeof(ta), "hib_dq's row levels as bytes over sm.Zs");
+    unsigned char* const BL = reinterpret_cast<unsigned char*>(sm.Zs);  // (unused otherwise in hib_dq)
+    if (tid < CH) BL[tid] = (unsigned char)bitlen64(p ^ (c * CH + tid));
+    auto slot_level = [&](int s, int t) { return s < n_old ? max(s + 1, (int)BL[t]) : HI_LOG2C + (s - n_old + 1); };
+    // The held slots' m and z for the log-normaliser pass below, copied (cp.async, 16-byte pieces) over the pairs' tiles
+    // (XP.., free until hib_fpairs) while hib_chunk's loads are in flight: that pass then reads shared memory instead of
+    // global loads one slot ahead. Where the slots fit and d_k = DKP.
+    constexpr int HIB_MZV = 16 / (int)sizeof(ta), HIB_MZP = 2 * DKP / HIB_MZV;  // elements per piece, pieces per slot
+    static_assert(HIB_MZP <= NT, "hib_dq's m, z pieces");
+    ta* const MZ = XP;  // the k-th held slot's m at MZ[2 DKP k], its z after it
+    const bool mzs = HIB_MZS_OK && NSL <= 64 && DK == DKP && __popcll(held) * 2 * DKP <= 3 * CH * HIB_XLD + HIB_FREG;
     if (mzs) {
         int kk = 0;
         for (unsigned long long r = held; r; r &= r - 1, ++kk) {
             const int s = __ffsll((long long)r) - 1, x = tid * HIB_MZV;
-            if (tid < HIB_MZP && (x < 2 * DKP || DV == DVP))
-                cp_async16(MZ + HIB_MZS * kk + x, x < DKP ? mj + s * DKP + x : x < 2 * DKP ? zb + slot_id(s) * DKP + (x - DKP)
-                                                                                        : nb + slot_id(s) * DV + (x - 2 * DKP), true);
+            if (tid < HIB_MZP)
+                cp_async16(MZ + 2 * DKP * kk + x, x < DKP ? mj + s * DKP + x : zb + slot_id(s) * DKP + (x - DKP), true);
         }
         cp_async_commit();
     }
@@ -211,75 +206,66 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         hib_prefetch(Sb + (i64)slot_id(s) * DK * DV, DK * DV);
     const int tr = tid / HIB_TPR, rl = tid % HIB_TPR;  // this thread's row and lane (hib_rred)
     const bool rin = tr >= t0 && tr < t1;
-    // lden: hi_intra's, plus the held slots read as hi_read, row tr over its lanes' features: each slot's m, z from the
-    // copies above (or from global by the lanes that use them), two slots at a time (their shuffle chains side by side;
-    // added to (Ud, Dd) in order, as one at a time)
+    // lden: hi_intra's, plus the held slots read as hi_read, row tr over its lanes' features; each slot's m, z from the
+    // copies above, or read from global by the lanes that use them (no barrier), the next held slot's in flight meanwhile
     constexpr int KPT = DKP / HIB_TPR;  // features per lane
-    ta qr[KPT];
-    // The slot fold's column maxima over the held slots, c_j = max_s n_sj (Cj: sm.Zs, unused otherwise; read after the
-    // barriers below), or +big where some held slot's n_sj < c_j - cap (its factor e^(n - c) would leave float's range)
-    const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
-    ta* const Cj = sm.Zs;
-    const bool cst = mzs && DV == DVP && DVP <= DKP;  // (uniform) Cj formed
+    ta qr[KPT], mc[KPT], zc[KPT], mn[KPT], zn[KPT];
     if (mzs) {
         cp_async_wait_all();
         __syncthreads();
-        for (int jj = tid; jj < DVP && cst; jj += NT) {
-            ta hi = lo_v(), lo = -lo_v();
-#pragma unroll 4
-            for (int kk = 0; kk < nheld; ++kk) {
-                const ta x = MZ[HIB_MZS * kk + 2 * DKP + jj];
-                hi = fmx(hi, x);
-                lo = x < lo ? x : lo;
-            }
-            Cj[jj] = hi - lo > cap ? -lo_v() : hi;
-        }
     }
-    auto slot_rd = [&](int s, int kk, ta& r, ta& den) {  // (kk: s is the kk-th held slot)
-        ta m[KPT], z[KPT];
+    int kk = 0;  // (mzs) the held index of the slot slot_mz reads next
+    auto slot_mz = [&](int s, ta (&m)[KPT], ta (&z)[KPT]) {
         const int id = slot_id(s);
         if (mzs) {
 #pragma unroll
             for (int u = 0; u < KPT; ++u) {
-                m[u] = MZ[HIB_MZS * kk + rl + u * HIB_TPR];
-                z[u] = MZ[HIB_MZS * kk + DKP + rl + u * HIB_TPR];
+                m[u] = MZ[2 * DKP * kk + rl + u * HIB_TPR];
+                z[u] = MZ[2 * DKP * kk + DKP + rl + u * HIB_TPR];
             }
-        } else if (DK == DKP) {  // (uniform) every feature a column: one base per row, constant offsets, no select
+            ++kk;
+            return;
+        }
+        if (DK == DKP) {  // (uniform) every feature a column: one base per row, constant offsets, no select (s16c17:
+                          // the masked form's address and select per element were ~3/4 of this pass's instructions)
             const ta *mr = mj + s * DKP + rl, *zr = zb + id * DKP + rl;
 #pragma unroll
             for (int u = 0; u < KPT; ++u) {
                 m[u] = ld(mr + u * HIB_TPR);
                 z[u] = ld(zr + u * HIB_TPR);
             }
-        } else {
-#pragma unroll
-            for (int u = 0; u < KPT; ++u) {
-                const int i = rl + u * HIB_TPR;
-                m[u] = hib_ld(mj, s * DK + i, i < DK, neg_big());
-                z[u] = hib_ld(zb, id * DK + i, i < DK, (ta)0);
-            }
+            return;
         }
-        r = neg_big();
 #pragma unroll
-        for (int u = 0; u < KPT; ++u) r = fmx(r, qr[u] + m[u]);
-        r = hib_rred<true>(r);
-        den = (ta)0;
-#pragma unroll
-        for (int u = 0; u < KPT; ++u) den = fma(hib_fex(qr[u] + m[u] - r), z[u], den);
-        den = hib_rred<false>(den);
+        for (int u = 0; u < KPT; ++u) {
+            const int i = rl + u * HIB_TPR;
+            m[u] = hib_ld(mj, s * DK + i, i < DK, neg_big());
+            z[u] = hib_ld(zb, id * DK + i, i < DK, (ta)0);
+        }
     };
 #pragma unroll
     for (int u = 0; u < KPT; ++u) qr[u] = Qs[tr * HIB_KLD + rl + u * HIB_TPR];
     ta Ud = rin ? lden0[bh * T + g0 + tr] : neg_big(), Dd = (ta)1;
-    for (int sc = next_slot(0), kc = 0; sc < NSL; kc += 2) {
-        const int s2 = next_slot(sc + 1);
-        ta r0, d0, r1 = (ta)0, d1 = (ta)0;
-        slot_rd(sc, kc, r0, d0);
-        if (s2 < NSL) slot_rd(s2, kc + 1, r1, d1);  // (uniform)
-        if (rin && d0 > (ta)0) hi_lse_add(Ud, Dd, r0 + Lam[tr * HI_LMAX + slot_level(sc, tr)] + pre[tr], d0);
-        if (s2 >= NSL) break;
-        if (rin && d1 > (ta)0) hi_lse_add(Ud, Dd, r1 + Lam[tr * HI_LMAX + slot_level(s2, tr)] + pre[tr], d1);
-        sc = next_slot(s2 + 1);
+    int sc = next_slot(0);
+    if (sc < NSL) slot_mz(sc, mc, zc);
+    while (sc < NSL) {
+        const int sn = next_slot(sc + 1);
+        if (sn < NSL) slot_mz(sn, mn, zn);
+        ta r = neg_big();
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) r = fmx(r, qr[u] + mc[u]);
+        r = hib_rred<true>(r);
+        ta den = (ta)0;
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) den = fma(hib_fex(qr[u] + mc[u] - r), zc[u], den);
+        den = hib_rred<false>(den);
+        if (rin && den > (ta)0) hi_lse_add(Ud, Dd, r + Lam[tr * HI_LMAX + slot_level(sc, tr)] + pre[tr], den);
+#pragma unroll
+        for (int u = 0; u < KPT; ++u) {
+            mc[u] = mn[u];
+            zc[u] = zn[u];
+        }
+        sc = sn;
     }
     {
         bool live = false;
@@ -328,32 +314,21 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
             if (rl == 0 && rin) DL[tr * HI_LMAX + l] += x;
         }
     }
+    ta* const Part = Ks;  // the slot terms' row sums per column group (hib_slot_rows; the keys are read above)
     // The held slots' S [i][j] and m, z, n copied asynchronously (cp.async, no registers) into HIB_SNB buffers over the
     // pairs' tiles, the products' operands and LVs (free from here on), read in place as hib_prod's n-major B: with
-    // two buffers the next slot's copy is in flight during this slot's work; n read by the thread whose column it is.
-    // The slot fold (two buffers, the copies' fast path): G'_tj = g_tj e^(n_j - o_tj) = [g_tj e^(c_j - o_tj)] e^(n_j - c_j)
-    // with c_j = max_s n_sj: the bracket formed once per chunk (GRt, fixed across the slots) and e^(n_j - c_j) <= 1
-    // folded into each thread's own cp.async'd pieces of S after its wait; one barrier per slot (S scaled and in, the
-    // previous product done with the other buffer). Exact but for rounding (bf16 or float) where c_j - o_tj <= cap for
-    // every g_tj != 0 and c_j - n_sj <= cap (a block-uniform test: no factor capped or out of float's range); elsewhere,
-    // and with one buffer, G' per slot (gp) and two barriers per slot. The slot terms' row sums (Part) and Xw in two
-    // buffers (slot h's in h & 1; Xw formed one slot ahead, off the barrier's path): a slot's dlam sums after the next
-    // one's barrier. dq and q at this thread's product elements in registers (hib_slot_prod).
+    // two buffers the next slot's copy is in flight during this slot's work (n too: no global load waited for per slot,
+    // s15e17); n read by the thread whose column it is.
+    // Two barriers per slot (S in and the previous product done; G' stored); a slot's dlam sums after the next one's
+    // first barrier. dq and q at this thread's product elements in registers (hib_slot_prod).
     ta* const SB = XP;
     GRt = SB + HIB_SNB * HIB_SBUF;
-    constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;  // 16-byte pieces of S: elements, per row
-    const bool fast = (DKP * W) % NT == 0 && DK == DKP && DV == DVP;  // (uniform) the copies' fast path
-    // the fold: this thread's pieces of S in the columns jv ..
-    constexpr bool FOLD = HIB_FOLD_OK && HIB_SNB == 2 && NT % W == 0 && (DKP * W) % NT == 0;
-    const int jv = (tid % W) * V;
-    struct alignas(16) Vec { ta x[V]; };
-    Vec nv;  // (FOLD) n of the slot in flight at this thread's columns
     auto issue = [&](int s, int id, int u) {  // (id = slot_id(s))
         ta* const S_ = SB + u * HIB_SBUF;
-        ta* const M_ = S_ + DKP * HIB_SLD;
-        if (fast) {  // (uniform) the tile contiguous in global memory: piece x at x V, the shared addresses in 32 bits
-            // from the buffer's, the global ones constant offsets from the thread's first (hib_copy_tile's bounds and
-            // 64-bit forms per piece: ~3/4 of this issue, SASS)
+        constexpr int V = 16 / (int)sizeof(ta), W = DVP / V;
+        if ((DKP * W) % NT == 0 && DK == DKP && DV == DVP) {  // (uniform) the tile contiguous in global memory: piece x
+            // at x V, the shared addresses in 32 bits from the buffer's, the global ones constant offsets from the
+            // thread's first (hib_copy_tile's bounds and 64-bit forms per piece: ~3/4 of this issue, SASS)
             const ta* src = Sb + (i64)id * (DKP * DVP) + tid * V;
 #ifdef __CUDA_ARCH__
             const unsigned d32 = smem_u32(S_);
@@ -367,55 +342,24 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
                 cp_async16(S_ + off, src + u2 * NT * V, true);
 #endif
             }
-            if (FOLD) nv = *reinterpret_cast<const Vec*>(nb + id * DV + jv);
         } else {
             hib_copy_tile(S_, Sb + (i64)id * DK * DV, DK, DV);
         }
         for (int i = tid; i < DKP; i += NT) {
-            cp_async_ta(M_ + i, mj + (i < DK ? s * DK + i : 0), i < DK);
-            cp_async_ta(M_ + DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
+            cp_async_ta(S_ + DKP * HIB_SLD + i, mj + (i < DK ? s * DK + i : 0), i < DK);
+            cp_async_ta(S_ + DKP * HIB_SLD + DKP + i, zb + (i < DK ? id * DK + i : 0), i < DK);
         }
-        for (int jj = tid; jj < DVP; jj += NT) cp_async_ta(M_ + 2 * DKP + jj, nb + (jj < DV ? id * DV + jj : 0), jj < DV);
+        for (int jj = tid; jj < DVP; jj += NT) cp_async_ta(S_ + DKP * HIB_SLD + 2 * DKP + jj, nb + (jj < DV ? id * DV + jj : 0), jj < DV);
         cp_async_commit();
     };
-    // Part: the row sums' two buffers (Ks, free after the pairs; DQ past Xw's two rows, free once dv is in registers)
-    static_assert(HIB_PG * HIB_PLD <= CH * HIB_KLD && 2 * CH + HIB_PG * HIB_PLD <= CH * HIB_KLD, "hib_dq's row sums");
-    // Xw[CH u + t] = lam[t, level] + decay - lden_t of slot h (u = h & 1), lo_v off the rows; both over DQ, which follows Ks
-    ta* const Xw = Ks + CH * HIB_KLD;
-    auto part = [&](int u) { return Ks + u * (CH * HIB_KLD + 2 * CH); };
-    auto xw = [&](int s, int u) {  // slot s's Xw into buffer u (threads t < CH)
-        const int t = tid;
-        if (t < CH) Xw[CH * u + t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
-    };
     int sp = -1;  // the previous slot (its dlam sums pending)
-    auto slot_dlam = [&](const ta* P_) {
+    auto slot_dlam = [&]() {
         ta x = (ta)0;  // the row's column groups over its lanes
-        for (int gi = rl; gi < HIB_PG; gi += HIB_TPR) x += P_[gi * HIB_PLD + tr];
+        for (int gi = rl; gi < HIB_PG; gi += HIB_TPR) x += Part[gi * HIB_PLD + tr];
         x = hib_rred<false>(x);
         if (rl == 0 && rin) DL[tr * HI_LMAX + slot_level(sp, tr)] += x;
     };
-    // g_tj exp(n_j - o_tj) (n: a slot's, or c_j for the fold's bracket), capped at 64, not HIB_CAP: (G S^T) sums d_v of
-    // these times S_ij <= the slot's tokens, past float32 at e^80; over: some g_tj != 0 capped
-    bool over = false;
-    auto gp = [&](int t, int jj, ta n_) {
-        const ta x = n_ - Os[t * HIB_VLD + jj], gv = Gs[t * HIB_VLD + jj];
-        over |= jj < DV && gv != (ta)0 && x > cap;
-        return jj < DV ? gv * hib_fex(x < cap ? x : cap) : (ta)0;
-    };
-    auto gpass = [&](auto nsrc) {  // G'^T of n_j = nsrc(jj) into GRt
-#if HIB_TC
-        for (int idx = tid; idx < CH * (DVP / 2); idx += NT) {  // as bf16 pairs (j, j + 1) along j: G'2 [j / 2][t]
-            const int t = idx % CH, jj = 2 * (idx / CH);        // (a warp on 32 rows of a column: conflict-free stores)
-            reinterpret_cast<unsigned*>(GRt)[(jj / 2) * HIB_GLD + t] = pack2(gp(t, jj, nsrc(jj)), gp(t, jj + 1, nsrc(jj + 1)));
-        }
-#else
-        for (int idx = tid; idx < CH * DVP; idx += NT) {  // transposed: G'^T [j][t]
-            const int t = HIB_SNB == 2 ? idx % CH : idx / DVP, jj = HIB_SNB == 2 ? idx / CH : idx % DVP;
-            GRt[jj * HIB_TCL + t] = gp(t, jj, nsrc(jj));
-        }
-#endif
-    };
-    __syncthreads();  // (the pairs' reads of the tiles the buffers overlay; DQ, c and the pairs' dlam written)
+    __syncthreads();  // (the pairs' reads of the tiles the buffers overlay; DQ and the pairs' dlam written)
     ta dv[HIB_SPT], qv[HIB_SPT], tv[HIB_SPT];
 #pragma unroll
     for (int x = 0; x < HIB_SPT; ++x) dv[x] = qv[x] = tv[x] = (ta)0;
@@ -426,73 +370,69 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
         qv[x] = Qs[t * HIB_KLD + i];
         vm |= (i < DK && t >= t0 && t < t1) ? 1u << x : 0u;
     });
+    for (int idx = tid; idx < HIB_PG * HIB_PLD; idx += NT) Part[idx] = (ta)0;  // (groups no thread writes)
+    // (each held slot and its id found once: next_slot's scan and hi_slot's 64-bit arithmetic were ~5% of the
+    // kernel's instructions when evaluated three times per slot, ncu)
     int h = 0, s = next_slot(0), id = s < NSL ? slot_id(s) : -1;
     if (HIB_SNB == 2 && s < NSL) issue(s, id, 0);
-    bool fold = false;
-    if (s < NSL) {  // (uniform) the fold's bracket g e^(c_j - o_tj), and whether it holds everywhere
-        if (FOLD && fast && cst) gpass([&](int jj) { return Cj[jj]; });
-        const bool any = __syncthreads_or(over);  // (also: dv's reads of DQ done before Xw and part(1) over it)
-        fold = FOLD && fast && cst && !any;
-        for (int idx = tid; idx < HIB_PG * HIB_PLD; idx += NT) part(0)[idx] = part(1)[idx] = (ta)0;  // (groups no one writes)
-        xw(s, 0);
-    }
     for (; s < NSL; ++h) {
         const int sn = next_slot(s + 1), idn = sn < NSL ? slot_id(sn) : -1;  // the next held slot
-        const int u = h & 1, b = HIB_SNB == 2 ? u : 0;  // Part / Xw buffer u, S buffer b
-        ta* const S_ = SB + b * HIB_SBUF;
-        if (HIB_SNB == 2) cp_async_wait_all();  // (this thread's copies of slot s)
-        if (fold) {  // this thread's pieces of S times e^(n_j - c_j)
-            const Vec cv = *reinterpret_cast<const Vec*>(Cj + jv);
-            ta f[V];
-#pragma unroll
-            for (int e = 0; e < V; ++e) f[e] = hib_fex(nv.x[e] - cv.x[e]);
-            ta* const p0 = S_ + (tid / W) * HIB_SLD + jv;  // piece tid + u2 NT: rows tid / W + u2 NT / W
-#pragma unroll
-            for (int u2 = 0; u2 < DKP * W / NT; ++u2) {
-                Vec* const pv = reinterpret_cast<Vec*>(p0 + u2 * (NT / W) * HIB_SLD);
-                Vec y = *pv;
-#pragma unroll
-                for (int e = 0; e < V; ++e) y.x[e] *= f[e];
-                *pv = y;
-            }
-        }
-        __syncthreads();  // slot s is in (scaled), its Xw; the previous product is done with the other buffers (and GRt)
+        const int u = HIB_SNB == 2 ? h & 1 : 0;
         if (HIB_SNB == 2) {
-            if (sn < NSL) issue(sn, idn, b ^ 1);
+            cp_async_wait_all();
+            __syncthreads();  // slot s is in; the previous product is done with the other buffer, GRt, Xw and TT
+            if (sn < NSL) issue(sn, idn, u ^ 1);
         } else {
+            __syncthreads();  // the previous product is done with the buffer
             issue(s, id, 0);
         }
-        if (sn < NSL) xw(sn, u ^ 1);  // (read after the next barrier)
-        if (sp >= 0) slot_dlam(part(u ^ 1));
-        if (!fold) {  // G' of this slot: n with two buffers this slot's (in since the barrier above), each column's read
-            // where used (the element idx at t = idx % CH, a warp on consecutive rows of one column: its transposed stores
-            // conflict-free, n_j a broadcast; s15e17); with one, n_j of this thread's column from global
-            const ta* const N_ = S_ + DKP * HIB_SLD + 2 * DKP;
-            if (HIB_SNB == 2) {
-                gpass([&](int jj) { return N_[jj]; });
-            } else {
-                gpass([&](int jj) { return hib_ld(nb, id * DV + jj, jj < DV, (ta)0); });
-                cp_async_wait_all();
-            }
-            __syncthreads();
+        // n: with two buffers this slot's (in since the barrier above), each column's read where used, the G' pass's
+        // element idx at t = idx % CH (a warp on consecutive rows of one column: its transposed stores conflict-free,
+        // n_j a broadcast; s15e17, ncu: 4-way conflicts with jj = idx % DVP); with one, n_j of this thread's column
+        // (jj = tid % DVP) from global
+        const ta* const N_ = SB + u * HIB_SBUF + DKP * HIB_SLD + 2 * DKP;
+        if (sp >= 0) slot_dlam();
+        for (int t = tid; t < CH; t += NT)
+            Xw[t] = (t >= t0 && t < t1) ? Lam[t * HI_LMAX + slot_level(s, t)] + pre[t] - Ls[t] : lo_v();
+        // g_tj exp(n_j - o_tj), capped at 64, not HIB_CAP: (G S^T) sums d_v of these times S_ij <= the slot's tokens,
+        // past float32 at e^80
+        const ta cap = sizeof(ta) == 4 ? (ta)64 : (ta)640;
+        auto gp = [&](int t, int jj, ta n_) {
+            const ta x = n_ - Os[t * HIB_VLD + jj];
+            return jj < DV ? Gs[t * HIB_VLD + jj] * hib_fex(x < cap ? x : cap) : (ta)0;
+        };
+#if HIB_TC
+        for (int idx = tid; idx < CH * (DVP / 2); idx += NT) {  // as bf16 pairs (j, j + 1) along j: G'2 [j / 2][t]
+            const int t = idx % CH, jj = 2 * (idx / CH);
+            const ta n0_ = HIB_SNB == 2 ? N_[jj] : hib_ld(nb, id * DV + jj, jj < DV, (ta)0);
+            const ta n1_ = HIB_SNB == 2 ? N_[jj + 1] : hib_ld(nb, id * DV + jj + 1, jj + 1 < DV, (ta)0);
+            reinterpret_cast<unsigned*>(GRt)[(jj / 2) * HIB_GLD + t] = pack2(gp(t, jj, n0_), gp(t, jj + 1, n1_));
         }
-        const ta *M_ = S_ + DKP * HIB_SLD, *Z_ = M_ + DKP, *X_ = Xw + CH * u;
+#else
+        const ta nr = HIB_SNB == 2 ? (ta)0 : hib_ld(nb, id * DV + tid % DVP, tid % DVP < DV, (ta)0);
+        for (int idx = tid; idx < CH * DVP; idx += NT) {  // transposed: G'^T [j][t]
+            const int t = HIB_SNB == 2 ? idx % CH : idx / DVP, jj = HIB_SNB == 2 ? idx / CH : idx % DVP;
+            GRt[jj * HIB_TCL + t] = gp(t, jj, HIB_SNB == 2 ? N_[jj] : nr);
+        }
+#endif
+        if (HIB_SNB == 1) cp_async_wait_all();
+        __syncthreads();
+        const ta *S_ = SB + u * HIB_SBUF, *M_ = S_ + DKP * HIB_SLD, *Z_ = M_ + DKP;
         hib_slot_prod(GRt, S_, [&](int x, int t, int i, ta v) {  // v = (G S^T)[t][i]
             // (formed everywhere, finite off the terms too: q, m, z, Ds 0 or clamped, Xw lo_v off the rows; selected after,
             // so that the loads of one column or row are shared by the thread's elements, not each behind a branch)
-            const ta term = hib_fex(qv[x] + M_[i] + X_[t]) * (v - Z_[i] * Ds[t]);
+            const ta term = hib_fex(qv[x] + M_[i] + Xw[t]) * (v - Z_[i] * Ds[t]);
             tv[x] = (vm >> x) & 1u ? term : (ta)0;
             dv[x] += tv[x];
         });
-        hib_slot_rows(tv, part(u));
+        hib_slot_rows(tv, Part);
         sp = s;
         s = sn;
         id = idn;
     }
-    __syncthreads();  // (the last product's reads of Xw and its row sums, over DQ)
-    if (sp >= 0) slot_dlam(part((h & 1) ^ 1));
-    __syncthreads();
     hib_slot_pos([&](int x, int t, int i) { DQ[t * HIB_KLD + i] = dv[x]; });
+    __syncthreads();
+    if (sp >= 0) slot_dlam();
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
         const int t = idx / DKP, i = idx % DKP;
