@@ -29,7 +29,6 @@ inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask) {
 }
 #endif
 
-#include "cuda_emu_sync.h"  // (__syncthreads_or: hib_dq)
 #include KERNEL_BWD
 
 // hib_dq's launch: grid (n, BH).

@@ -26,11 +26,14 @@ from bench_gpu import cupy_ms  # noqa: E402
 from lsattn.backends.cupy import _compile, hierarchical as chi, hierarchical_bwd as chb  # noqa: E402
 
 source = _compile._source
+#: main's sources at 5793862 and the variants' hib_dq texts: removed after the session; restore them with
+#: ``git checkout 6faca7f -- benchmarks/device/s17a17_base benchmarks/device/s17a17_var``
 BASE = {f: open(os.path.join(HERE, "s17a17_base", f + ".txt")).read()
-        for f in ("hierarchical_bwd_chunk.cu", "hierarchical_bwd_dq.cu")}
+        for f in ("hierarchical_bwd_chunk.cu", "hierarchical_bwd_dq.cu") if os.path.exists(os.path.join(HERE, "s17a17_base"))}
 #: other hib_dq texts (s17a17_var/): C (main's + the held-slot mask and the old slots' row levels in shared), fold
 #: (request 2's tree: + m, z, n staged, the slot fold, one barrier per slot)
-VAR = {v: open(os.path.join(HERE, "s17a17_var", f"dq_{v}.cu.txt")).read() for v in ("C", "fold")}
+VAR = {v: open(os.path.join(HERE, "s17a17_var", f"dq_{v}.cu.txt")).read() for v in ("C", "fold")
+       if os.path.exists(os.path.join(HERE, "s17a17_var"))}
 #: the tree with one change undone (its switch defined 0 before hierarchical_bwd_dq.cu), or a phase left out (timing
 #: only: its outputs are wrong): the held slots' products (nosl), the held slots' log-normaliser pass (nold)
 ABL = {"nofold": "#define HIB_FOLD_OK 0\n", "nomz": "#define HIB_MZS_OK 0\n",

@@ -10,6 +10,8 @@ a key / value spike (exact rows; the fold's fallback); the FFMA variants (float3
 gradient's largest error against float64 torch autograd of the reference (inputs as cast), the tree's and main's.
 
     PYTHONPATH=$PWD python benchmarks/device/hier_emu_eq_s17a17.py [tc|ffma]
+(s17a17_base/ and s17a17_var/ were removed after the session: ``git checkout 6faca7f -- benchmarks/device/s17a17_base
+benchmarks/device/s17a17_var``.)
 """
 import os
 import sys

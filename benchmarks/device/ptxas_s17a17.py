@@ -1,7 +1,8 @@
 """Session 17, s17a17 (issue 17), on this machine: ptxas's registers / spills of the hierarchical backward's kernels for
-sm_90 with the local nvcc, the tree's sources or main's (s17a17_base: hierarchical_bwd_{chunk,dq}.cu at 5793862).
+sm_90 with the local nvcc, the tree's sources or main's (s17a17_base: hierarchical_bwd_{chunk,dq}.cu at 5793862;
+restore it with ``git checkout 6faca7f -- benchmarks/device/s17a17_base``).
 
-    python benchmarks/device/ptxas_s16c17.py [main] [KIND ...]    KIND: bf16 (default; the bf16 callers' variant, CH 32,
+    python benchmarks/device/ptxas_s17a17.py [main] [KIND ...]    KIND: bf16 (default; the bf16 callers' variant, CH 32,
                                                                    d 64), f32 (float32 FFMA), f64
 """
 import os

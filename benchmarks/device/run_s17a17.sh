@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Session 17, s17a17 (issue 17): hib_dq's held-slot mask, the old slots' row levels in shared, the held slots' m, z
 # staged in shared for the log-normaliser pass, hib_shifts' column maxima; request 1-2's slot fold as variant "fold".
+# Requests 1-3 ran at 64feae7, a7ce519, 6faca7f; the variants' sources (s17a17_base/, s17a17_var/) are at 6faca7f.
 #   OUT=... bash benchmarks/device/run_s17a17.sh tests   (<= 100 s, beside other helpers: GPU tests, sanitizers, warm-up)
 #   OUT=... bash benchmarks/device/run_s17a17.sh times   (<= 40 s, alone: hib_dq main vs tree (bf16 16K, float32 8K),
 #                                                         ablations, public bf16 fwd+bwd vs SDPA at 16K)

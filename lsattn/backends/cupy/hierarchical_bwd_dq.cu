@@ -66,11 +66,6 @@ __device__ __forceinline__ void hib_slot_prod(const ta* G, const ta* S, E epi) {
         for (int jj = 0; jj < RN_; ++jj) epi(ii * RN_ + jj, ty * RM_ + ii, tx + 16 * jj, acc[ii][jj]);
 #endif
 }
-// hib_dq's held slots' m, z staged for the log-normaliser pass (on unless defined 0: the device A/B's ablation,
-// benchmarks/device/hier_dq_s17a17.py)
-#ifndef HIB_MZS_OK
-#define HIB_MZS_OK 1
-#endif
 // The row sums of this thread's slot terms v into Part [group][t] (HIB_PG groups of a row's columns, row stride HIB_PLD),
 // partial sums over disjoint column sets, each (group, row) written by one lane: mma tiles summed over the quad's 4 lanes
 // (columns n0 .. n0 + 7), the group the tile's column block mod 8 (DKP >= 64: the thread's tiles of one row block summed
@@ -160,72 +155,31 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
     const ta* zb = wz + (bh * ncb) * NS * DK;  // column block 0's copy
     const ta* nb = wn + bh * NS * DV;
     const ta* Sb = wS + bh * NS * (i64)DK * DV;
-    // the held slots' ids (level code s as in hi_read), and which are held: a mask of the level codes < 64 (bit s),
-    // found once (next_slot scanned hi_slot's 64-bit arithmetic per code in each of three loops)
-    auto slot_id = [&](int s) { return s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old); };
-    unsigned long long held = 0;
-    for (int s = 0; s < min(NSL, 64); ++s) held |= slot_id(s) >= 0 ? 1ull << s : 0ull;
-    auto next_slot = [&](int s) {  // the first held slot from level code s on (NSL: none)
-        if (s < 64) {
-            const unsigned long long r = held >> s;
-            if (r) return s + __ffsll((long long)r) - 1;
-            s = 64;
-        }
-        while (s < NSL && slot_id(s) < 0) ++s;
-        return s;
-    };
-    // a slot's level at row t: an incoming slot's from the row's bit_length(p ^ (c CH + t)), in shared memory (sm.Zs,
-    // visible from hib_chunk's barriers on) instead of its 64-bit form per row and slot
-    static_assert(CH <= DKP * (int)sizeof(ta), "hib_dq's row levels as bytes over sm.Zs");
-    unsigned char* const BL = reinterpret_cast<unsigned char*>(sm.Zs);  // (unused otherwise in hib_dq)
-    if (tid < CH) BL[tid] = (unsigned char)bitlen64(p ^ (c * CH + tid));
-    auto slot_level = [&](int s, int t) { return s < n_old ? max(s + 1, (int)BL[t]) : HI_LOG2C + (s - n_old + 1); };
-    // The held slots' m and z for the log-normaliser pass below, copied (cp.async, 16-byte pieces) over the pairs' tiles
-    // (XP.., free until hib_fpairs) while hib_chunk's loads are in flight: that pass then reads shared memory instead of
-    // global loads one slot ahead. Where the slots fit and d_k = DKP.
-    constexpr int HIB_MZV = 16 / (int)sizeof(ta), HIB_MZP = 2 * DKP / HIB_MZV;  // elements per piece, pieces per slot
-    static_assert(HIB_MZP <= NT, "hib_dq's m, z pieces");
-    ta* const MZ = XP;  // the k-th held slot's m at MZ[2 DKP k], its z after it
-    const bool mzs = HIB_MZS_OK && NSL <= 64 && DK == DKP && __popcll(held) * 2 * DKP <= 3 * CH * HIB_XLD + HIB_FREG;
-    if (mzs) {
-        int kk = 0;
-        for (unsigned long long r = held; r; r &= r - 1, ++kk) {
-            const int s = __ffsll((long long)r) - 1, x = tid * HIB_MZV;
-            if (tid < HIB_MZP)
-                cp_async16(MZ + 2 * DKP * kk + x, x < DKP ? mj + s * DKP + x : zb + slot_id(s) * DKP + (x - DKP), true);
-        }
-        cp_async_commit();
-    }
     hib_chunk(q, k, lv, lam, a, gm, om, nullptr, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
     for (int idx = tid; idx < CH * HI_LMAX; idx += NT) DL[idx] = (ta)0;
     {  // delta_t (0 outside the call: g's fill), stored for hib_blocks and hib_dkdv; Ds read after the barrier below
         const ta x = hib_rowsum(Gs, HIB_VLD, DV, delta + bh * T + g0, t0, t1, false);
         if (tid % HIB_TPR == 0) Ds[tid / HIB_TPR] = x;
     }
-    for (int s = next_slot(0); s < NSL; s = next_slot(s + 1))  // every held slot's S into L2 now (read after the pairs)
-        hib_prefetch(Sb + (i64)slot_id(s) * DK * DV, DK * DV);
+    // the held slots' ids (level code s as in hi_read)
+    auto slot_id = [&](int s) { return s < n_old ? (((p >> s) & 1) ? s : -1) : hi_slot(c, s - n_old + 1, F, n_old); };
+    auto slot_level = [&](int s, int t) {
+        return s < n_old ? max(s + 1, bitlen64(p ^ (c * CH + t))) : HI_LOG2C + (s - n_old + 1);
+    };
+    for (int s = 0; s < NSL; ++s)  // every held slot's S into L2 now (read after the pairs)
+        if (slot_id(s) >= 0) hib_prefetch(Sb + (i64)slot_id(s) * DK * DV, DK * DV);
     const int tr = tid / HIB_TPR, rl = tid % HIB_TPR;  // this thread's row and lane (hib_rred)
     const bool rin = tr >= t0 && tr < t1;
-    // lden: hi_intra's, plus the held slots read as hi_read, row tr over its lanes' features; each slot's m, z from the
-    // copies above, or read from global by the lanes that use them (no barrier), the next held slot's in flight meanwhile
+    auto next_slot = [&](int s) {  // the first held slot from level code s on (NSL: none)
+        while (s < NSL && slot_id(s) < 0) ++s;
+        return s;
+    };
+    // lden: hi_intra's, plus the held slots read as hi_read, row tr over its lanes' features; each slot's m, z
+    // read from global by the lanes that use them (no barrier), the next held slot's loads in flight meanwhile
     constexpr int KPT = DKP / HIB_TPR;  // features per lane
     ta qr[KPT], mc[KPT], zc[KPT], mn[KPT], zn[KPT];
-    if (mzs) {
-        cp_async_wait_all();
-        __syncthreads();
-    }
-    int kk = 0;  // (mzs) the held index of the slot slot_mz reads next
     auto slot_mz = [&](int s, ta (&m)[KPT], ta (&z)[KPT]) {
         const int id = slot_id(s);
-        if (mzs) {
-#pragma unroll
-            for (int u = 0; u < KPT; ++u) {
-                m[u] = MZ[2 * DKP * kk + rl + u * HIB_TPR];
-                z[u] = MZ[2 * DKP * kk + DKP + rl + u * HIB_TPR];
-            }
-            ++kk;
-            return;
-        }
         if (DK == DKP) {  // (uniform) every feature a column: one base per row, constant offsets, no select (s16c17:
                           // the masked form's address and select per element were ~3/4 of this pass's instructions)
             const ta *mr = mj + s * DKP + rl, *zr = zb + id * DKP + rl;
