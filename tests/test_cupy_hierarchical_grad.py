@@ -212,12 +212,13 @@ def test_backward_emulated_factorised_and_exact_rows(emu_bwd, monkeypatch, dtype
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
 @pytest.mark.parametrize("T,C,dk,dv,scale,spike,P,seed", [(70, 16, 6, 5, 1.0, 0.0, 0, 0), (90, 16, 16, 16, 1.0, 60.0, 0, 1),
                                                         (61, 32, 33, 17, 30.0, 0.0, 0, 2), (45, 16, 5, 3, 1.0, 0.0, 21, 3),
-                                                        (77, 16, 6, 5, 1.0, -1.0, 0, 4)])
+                                                        (77, 16, 6, 5, 1.0, -1.0, 0, 4), (100, 32, 64, 64, 1.0, 0.0, 0, 5)])
 def test_backward_emulated_tensor_cores(emu_bwd, T, C, dk, dv, scale, spike, P, seed):
     """The bfloat16 callers' variant (``tc=True``, -DHIB_TC=1: the products on bf16 mma.sync, emulated
     per warp): on bf16-rounded inputs its gradients are within GRAD_TOL['bfloat16'] of float64 autograd
     of the reference (pairs as products and exact rows, slots, right blocks, after a state; spike -1:
-    -inf inputs and levels switched off, -inf log values with exactly zero gradient)."""
+    -inf inputs and levels switched off, -inf log values with exactly zero gradient; d 64 at chunk 32: the slot copies'
+    fast path and hib_slot_rows' DKP >= 64 branch, as the bf16 training calls run them)."""
     torch = pytest.importorskip("torch")
     arrays = make(seed, (2,), P + T, dk, dv, scale=scale, decay="mixed", weights="off" if spike < 0 else "random")
     if spike < 0:
