@@ -204,6 +204,8 @@ class Config:
         K, V, X, TC = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1), CH + 4
         pairs = K + 2 * V + 3 * X + CH * (TC + max(DKP, DVP) + 4)
         blocks = nb * DKP * (DVP + (8 if self.tc else 4)) + (DVP + DKP) * TC
+        if self.tc and CH * DKP <= 2048 and CH * DVP <= 2048:  # HIB_DKR's HIB_DKX: E^T, B^T as bf16 pairs, M per buffer
+            blocks += (DVP // 2 + DKP // 2) * (CH + 8) + nb * DKP
         return 2 * K + 2 * V + max(pairs, blocks) + CH * 64 + 2 * DKP + DVP + 7 * CH
 
     @property

@@ -43,6 +43,10 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Zs = sm.Zs;
     ta *UB = sm.Tk, *Vpt = sm.Ta, *Bt = sm.Tb;  // U's buffers, E^T, B^T
+#if HIB_DAP
+    unsigned *Vp2 = reinterpret_cast<unsigned*>(Bt + DKP * HIB_TCL), *Bt2 = Vp2 + (DVP / 2) * HIB_GLD;  // E^T, B^T as pairs
+    ta* const MB = reinterpret_cast<ta*>(Bt2 + (DKP / 2) * HIB_GLD);  // M of each U buffer's right block
+#endif
     ta *ac = sm.ac, *pre = sm.pre, *suf = sm.X, *Ls = sm.Ls, *Ds = sm.Ds;
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
@@ -178,16 +182,37 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     static_assert(NT % DKP == 0 && NT % DVP == 0, "hib_dkdv's B^T and V'^T columns per thread");
     __syncthreads();
     const int im = tid % DKP, jw = tid % DVP;
+    auto ev0 = [&](int s, int jj) { return (jj < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0; };
+#if HIB_DAP
+    constexpr int NJ = (DVP / 2) * CH, NI = (DKP / 2) * CH;  // (HIB_DAP) E^T's and B^T's pairs: row s = tid % CH
+    static_assert(NT % CH == 0 && DKP <= NT, "hib_dkdv's E^T and B^T rows per thread, M's copy");
+#pragma unroll
+    for (int u = 0; u < (NJ + NT - 1) / NT; ++u) {  // E^T, the same for every R: columns jj, jj + 1 of row s
+        const int s = tid % CH, jj = 2 * ((tid + u * NT) / CH);
+        if (NJ % NT && jj >= DVP) break;
+        const ta e0 = ev0(s, jj), e1 = ev0(s, jj + 1);
+        Vpt[jj * HIB_TCL + s] = e0, Vpt[(jj + 1) * HIB_TCL + s] = e1;
+        Vp2[(jj / 2) * HIB_GLD + s] = pack2(e0, e1);
+    }
+#else
     for (int idx = tid; idx < CH * DVP; idx += NT) {  // E^T, the same for every R (jj = jw)
         const int s = idx / DVP, jj = idx % DVP;
-        Vpt[jj * HIB_TCL + s] = (jj < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
+        Vpt[jj * HIB_TCL + s] = ev0(s, jj);
     }
+#endif
     const ta ecap = ex(HIB_CAP);
     // R's U copied by cp.async into one of HIB_UNB buffers (U [i][j], rows of HIB_SLD) over the pairs' tiles (with two,
     // the next R's in flight during this one's work); U'' formed in place (each thread its own elements: column jw),
     // then read as the k-major B of (B U'') and the n-major B of (E U''^T). Two barriers per R (three with one buffer):
     // U in and the previous R's products done; U'', B^T, Z stored.
-    if (HIB_UNB == 2 && lq) hib_copy_tile(UB, U + block_of(lq) * DK * DV, DK, DV), cp_async_commit();
+    auto copy_r = [&](int buf, i64 o) {  // R's U (HIB_DAP: and M) into buffer buf by cp.async, committed
+        hib_copy_tile(UB + buf * DKP * HIB_SLD, U + o * DK * DV, DK, DV);
+#if HIB_DAP
+        if (tid < DKP) cp_async_ta(MB + buf * DKP + tid, Mb + o * DK + (tid < DK ? tid : 0), tid < DK);
+#endif
+        cp_async_commit();
+    };
+    if (HIB_UNB == 2 && lq) copy_r(0, block_of(lq));
 #if HIB_DKR
     if (any) {  // (after the barrier above: the exact rows' updates)
 #pragma unroll
@@ -210,23 +235,39 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         ta* const U_ = UB + (HIB_UNB == 2 ? h & 1 : 0) * DKP * HIB_SLD;
         if (HIB_UNB == 1) {
             __syncthreads();  // the previous R's products are done with the buffer
-            hib_copy_tile(U_, U + o * DK * DV, DK, DV), cp_async_commit();
+            copy_r(0, o);
         }
-        const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0), wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0) + nn[jw];
+#if !HIB_DAP
+        const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0);
+#endif
+        const ta wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0) + nn[jw];
         const ta fj = hib_excap(wj);  // e^(W_j + nn_j) of this thread's column
         cp_async_wait_all();
         __syncthreads();
-        if (HIB_UNB == 2 && lq) hib_copy_tile(UB + ((h + 1) & 1) * DKP * HIB_SLD, U + block_of(lq) * DK * DV, DK, DV), cp_async_commit();
+        if (HIB_UNB == 2 && lq) copy_r((h + 1) & 1, block_of(lq));
 #pragma unroll
         for (int x = 0; x < DKP * DVP / NT; ++x) {  // U''_ij = U_ij e^(W_j + nn_j) (jj = jw)
             const int idx = tid + x * NT, at = (idx / DVP) * HIB_SLD + idx % DVP;
             U_[at] = hib_scale(U_[at], wj, fj, ecap);
         }
         for (int i = tid; i < DKP; i += NT) Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
+#if HIB_DAP
+        const ta* const mb = MB + (HIB_UNB == 2 ? h & 1 : 0) * DKP;
+#pragma unroll
+        for (int u = 0; u < (NI + NT - 1) / NT; ++u) {  // columns i, i + 1 of row s
+            const int s = tid % CH, i = 2 * ((tid + u * NT) / CH);
+            if (NI % NT && i >= DKP) break;
+            auto b = [&](int i2) { return (i2 < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i2] + suf[s] + gap + mb[i2]) : (ta)0; };
+            const ta b0 = b(i), b1 = b(i + 1);
+            Bt[i * HIB_TCL + s] = b0, Bt[(i + 1) * HIB_TCL + s] = b1;
+            Bt2[(i / 2) * HIB_GLD + s] = pack2(b0, b1);
+        }
+#else
         for (int idx = tid; idx < CH * DKP; idx += NT) {  // i = im
             const int s = idx / DKP, i = idx % DKP;
             Bt[i * HIB_TCL + s] = (i < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i] + suf[s] + gap + mi) : (ta)0;
         }
+#endif
         __syncthreads();
 #if HIB_DKR
 #pragma unroll
@@ -234,7 +275,11 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
             const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
             if (x >= NKT) continue;
             float c[4] = {0.f, 0.f, 0.f, 0.f};
+#if HIB_DAP
+            hib_mma_tile<DVP, true>(c, Vp2, HIB_GLD, U_, HIB_SLD, m0, n0);
+#else
             hib_mma_tile<DVP, true>(c, Vpt, HIB_TCL, U_, HIB_SLD, m0, n0);
+#endif
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int s = rr(m0, e), i = cc(n0, e);
@@ -246,7 +291,11 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
             const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
             if (x >= NVT) continue;
             float c[4] = {0.f, 0.f, 0.f, 0.f};
+#if HIB_DAP
+            hib_mma_tile<DKP>(c, Bt2, HIB_GLD, U_, HIB_SLD, m0, n0);
+#else
             hib_mma_tile<DKP>(c, Bt, HIB_TCL, U_, HIB_SLD, m0, n0);
+#endif
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int s = rr(m0, e), c2 = cc(n0, e);
