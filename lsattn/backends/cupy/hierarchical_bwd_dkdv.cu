@@ -62,7 +62,29 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     auto block_of = [&](int lp) { return bh * n + ((((c >> (lp - 1)) | 1) << (lp - 1)) - F); };
     int lq = next_lp(1);
     if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the first R's U into L2 during the pairs
+    ta *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
+#if HIB_ELD
+    // row tid's lden and exact-row flag loaded beside hib_chunk's tiles (one memory latency, not two more after it)
+    static_assert(CH <= NT, "hib_dkdv's rows per thread");
+    const bool tin = tid >= t0 && tid < t1;
+    const ta rl = hib_ld(lden + bh * T + g0, tid, tin, (ta)0), rf = hib_ld(Fg + bh * T + g0, tid, tin, (ta)0);
+    hib_keep(rl), hib_keep(rf);
+#endif
     hib_chunk(q, k, lv, lam, a, gm, om, delta, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
+#if HIB_ELD
+    if (tid < CH) {
+        Ls[tid] = tin ? rl : (ta)0;
+        Fl[tid] = tin ? rf : (ta)0;
+        ta x = (ta)0;  // a_{s+1} + ... + a_{chunk end}, summed over the stretch (its loads not behind the adds)
+#pragma unroll
+        for (int u = 1; u < CH; ++u)
+            if (u > tid) x += ac[u];
+        suf[tid] = x;
+    }
+    __syncthreads();
+    hib_pairs(sm, t0, t1, Pg + bh * T * CH, Dg + bh * T * CH, g0);
+    hib_shifts(sm, t0, t1, DK, DV);  // hib_dq's (its exact rows in Fg, stored above)
+#else
     for (int t = tid; t < CH; t += NT) {
         Ls[t] = (t >= t0 && t < t1) ? lden[bh * T + g0 + t] : (ta)0;
         ta x = (ta)0;  // a_{s+1} + ... + a_{chunk end}, summed over the stretch
@@ -72,9 +94,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     __syncthreads();
     hib_pairs(sm, t0, t1, Pg + bh * T * CH, Dg + bh * T * CH, g0);
     hib_shifts(sm, t0, t1, DK, DV);  // hib_dq's (its exact rows in Fg)
-    ta *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
     for (int t = tid; t < CH; t += NT) Fl[t] = (t >= t0 && t < t1) ? Fg[bh * T + g0 + t] : (ta)0;
     __syncthreads();
+#endif
     // the chunk's pairs as products over the product rows t (Fl = 0): dk = B o (W^T A), dlv = E o (P^T G'),
     // with hib_fpairs' factors; the operands after the pairs' tiles (Tk .. Tb overlay them later)
     ta* const F2 = sm.XP + 3 * CH * HIB_XLD;
