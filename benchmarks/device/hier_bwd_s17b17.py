@@ -14,7 +14,8 @@ forward at chunk 32) and recording.
         # the public bf16 fwd+bwd (issue 17's table's call and loss) against torch SDPA's, interleaved medians
 Variants (defines before hierarchical_bwd.cu): new (the tree), main (every change of this branch off: main's kernels),
 and the tree with one change off: bpr0 (hib_blocks' operands packed at each read), dap0 (hib_dkdv's E^T / B^T packed at
-each read, M from global), xe0 (hib_pairs' XP per pair; lden and the flags loaded after hib_chunk).
+each read, M from global), xe0 (hib_pairs' XP per pair; lden and the flags loaded after hib_chunk); nod4: the tree
+with hib_dkdv's source before the fold of its tile loops (hier_bwd_s17b17_nod4.py).
 """
 import os
 import statistics
@@ -28,14 +29,22 @@ from lsattn.backends.cupy import _compile  # noqa: E402
 
 OFF = {"bpr0": "HIB_BPR", "dap0": "HIB_DAP", "xe0": "HIB_XPR HIB_ELD"}
 DEFS = {"new": "", "main": "".join(f"#define {m} 0\n" for v in OFF.values() for m in v.split()),
-        **{k: "".join(f"#define {m} 0\n" for m in v.split()) for k, v in OFF.items()}}
+        **{k: "".join(f"#define {m} 0\n" for m in v.split()) for k, v in OFF.items()}, "nod4": ""}
 KERNELS = ("hib_blocks", "hib_dkdv")
+
+
+def text(var, n):
+    if n == "hierarchical_bwd.cu":
+        return DEFS[var] + hb.source(n)
+    if n == "hierarchical_bwd_dkdv.cu" and var == "nod4":
+        from hier_bwd_s17b17_nod4 import SRC
+        return SRC
+    return hb.source(n)
 
 
 def kernels(var, cfg, dev):
     """{name: compiled kernel} of ``var`` (the caches cleared after)."""
-    pre = DEFS[var]
-    _compile._source = lambda n: (pre + hb.source(n)) if n == "hierarchical_bwd.cu" else hb.source(n)
+    _compile._source = lambda n: text(var, n)
     _compile._kernels.cache_clear()
     _compile._launch.cache_clear()
     try:

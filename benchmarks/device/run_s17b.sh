@@ -6,14 +6,15 @@
 #       tests, memcheck / racecheck of the hib_* kernels and initcheck unfiltered (hier_bwd_small.py), the builds
 #       times needs
 #   OUT=... bash benchmarks/device/run_s17b.sh times   (<= 40 s, alone): hier_bwd_s17b17.py kab 16384 (hib_blocks and
-#       hib_dkdv: main / new / one change off, outputs bit for bit), then the public bf16 fwd+bwd at 16K against SDPA
+#       hib_dkdv: main / new / one change off / nod4: before the tile loops' fold, outputs bit for bit), then the public
+#       bf16 fwd+bwd at 16K against SDPA
 set -u
 NAME=s17b_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 D=benchmarks/device
 G=tests/test_cupy_hierarchical_grad.py
-VARS=main,new,dap0,xe0
+VARS=main,new,dap0,xe0,nod4
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; date -u; } > "$OUT/log_env.txt" 2>&1
 if [ "$1" = tests ]; then
   echo "=== tests $(date -u +%T)"

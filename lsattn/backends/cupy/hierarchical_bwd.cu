@@ -110,6 +110,16 @@ __device__ __forceinline__ void hib_mma_tile(float (&c)[4], const XA* A, int lda
         mma_bf16(c, a, b0, b1);
     }
 }
+// f(p, m0, n0) for this warp's 16 x 8 tiles (rows m0 .., columns n0 ..) of an M x N result: tile x = warp + p NT / 32
+// (hib_prod's order), p < NP
+template <int M, int N, int NP, typename F>
+__device__ __forceinline__ void hib_warp_tiles(F f) {
+#pragma unroll
+    for (int p = 0; p < NP; ++p) {
+        const int x = (threadIdx.x >> 5) + p * (NT / 32);
+        if (x < (M / 16) * (N / 8)) f(p, (x / (N / 8)) * 16, (x % (N / 8)) * 8);
+    }
+}
 // f(m, n, c[e]) for the accumulators of this lane in the tile at (m0, n0)
 template <typename F>
 __device__ __forceinline__ void hib_tile_each(float (&c)[4], int m0, int n0, F f) {
@@ -177,11 +187,7 @@ struct HibRun {
     float c[PW][4];
     template <typename F>
     __device__ __forceinline__ void tiles(F f) {
-#pragma unroll
-        for (int p = 0; p < PW; ++p) {
-            const int x = (threadIdx.x >> 5) + p * (NT / 32);
-            if (x < NTL) f(c[p], (x / (DVP / 8)) * 16, (x % (DVP / 8)) * 8);
-        }
+        hib_warp_tiles<DKP, DVP, PW>([&](int p, int m0, int n0) { f(c[p], m0, n0); });
     }
     template <typename F>
     __device__ __forceinline__ void each(F f) {

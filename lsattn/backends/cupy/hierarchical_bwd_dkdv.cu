@@ -115,48 +115,41 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
 #if HIB_DKR
     // dk and dlv in registers from here to the end (see HIB_DKR): the pair products' tiles as hib_prod's (same tiles,
     // warps and epilogue values: bit-equal), kept in this warp's accumulator layout instead of stored to DKs / DVs
-    constexpr int W8 = NT / 32, NKT = (CH / 16) * (DKP / 8), NVT = (CH / 16) * (DVP / 8);
-    constexpr int PK = (NKT + W8 - 1) / W8, PV = (NVT + W8 - 1) / W8;
-    const int warp = tid >> 5, g8 = (tid & 31) >> 2, t4 = tid & 3;
-    float ak[PK][4], av[PV][4];  // tile p of this warp: x = warp + p W8 (hib_prod's order), element e at (rr, cc)
+    constexpr int W8 = NT / 32, PK = ((CH / 16) * (DKP / 8) + W8 - 1) / W8, PV = ((CH / 16) * (DVP / 8) + W8 - 1) / W8;
+    const int g8 = (tid & 31) >> 2, t4 = tid & 3;
+    float ak[PK][4] = {}, av[PV][4] = {};  // tile p of this warp (hib_warp_tiles), element e at (rr, cc)
     auto rr = [&](int m0, int e) { return m0 + g8 + 8 * (e >> 1); };
     auto cc = [&](int n0, int e) { return n0 + 2 * t4 + (e & 1); };
+    // f(acc, m0, n0) for this warp's tiles of dk (CH x DKP) / of dlv (CH x DVP) and their accumulators
+    auto dk_tiles = [&](auto f) { hib_warp_tiles<CH, DKP, PK>([&](int p, int m0, int n0) { f(ak[p], m0, n0); }); };
+    auto dv_tiles = [&](auto f) { hib_warp_tiles<CH, DVP, PV>([&](int p, int m0, int n0) { f(av[p], m0, n0); }); };
+    auto pair_prod = [&](auto tiles, int ldy, auto epi) {  // acc = epi(X^T Y) of hib_pair_ops' operands, then a barrier
+        tiles([&](float (&acc)[4], int m0, int n0) {
+            float c[4] = {0.f, 0.f, 0.f, 0.f};
+            hib_mma_tile<CH>(c, F2, HIB_TCL, F2 + CH * HIB_TCL, ldy, m0, n0);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[e] = epi(rr(m0, e), cc(n0, e), c[e]);
+        });
+        __syncthreads();
+    };
     hib_pair_ops<DKP, HIB_TKL>(F2, wx, ay, t0, t1, Fl);  // dk_si = B_si sum_t W_ts A_ti
-#pragma unroll
-    for (int p = 0; p < PK; ++p) {
-        const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
-        float c[4] = {0.f, 0.f, 0.f, 0.f};
-        if (x < NKT) hib_mma_tile<CH>(c, F2, HIB_TCL, F2 + CH * HIB_TCL, HIB_TKL, m0, n0);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) ak[p][e] = x < NKT ? bk(rr(m0, e), cc(n0, e), c[e]) : 0.f;
-    }
-    __syncthreads();
+    pair_prod(dk_tiles, HIB_TKL, bk);
     hib_pair_ops<DVP, HIB_TVL>(F2, px, gy, t0, t1, Fl);  // dlv_sj = E_sj sum_t P_ts G'_tj
-#pragma unroll
-    for (int p = 0; p < PV; ++p) {
-        const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
-        float c[4] = {0.f, 0.f, 0.f, 0.f};
-        if (x < NVT) hib_mma_tile<CH>(c, F2, HIB_TCL, F2 + CH * HIB_TCL, HIB_TVL, m0, n0);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) av[p][e] = x < NVT ? ev(rr(m0, e), cc(n0, e), c[e]) : 0.f;
-    }
-    __syncthreads();
+    pair_prod(dv_tiles, HIB_TVL, ev);
     // (the exact rows below and the end of the kernel read and write them in shared memory)
-    auto dk_st = [&]() {
+    auto dk_mem = [&](bool load) {  // dk and dlv between the registers and DKs / DVs
+        auto rows = [&](auto tiles, ta* X, int ld) {
+            tiles([&](float (&acc)[4], int m0, int n0) {
 #pragma unroll
-        for (int p = 0; p < PK; ++p) {
-            const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-                if (x < NKT) DKs[rr(m0, e) * HIB_KLD + cc(n0, e)] = ak[p][e];
-        }
-#pragma unroll
-        for (int p = 0; p < PV; ++p) {
-            const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-                if (x < NVT) DVs[rr(m0, e) * HIB_VLD + cc(n0, e)] = av[p][e];
-        }
+                for (int e = 0; e < 4; ++e) {
+                    ta& y = X[rr(m0, e) * ld + cc(n0, e)];
+                    if (load) acc[e] = y;
+                    else y = acc[e];
+                }
+            });
+        };
+        rows(dk_tiles, DKs, HIB_KLD);
+        rows(dv_tiles, DVs, HIB_VLD);
     };
 #else
     hib_pair_product<DKP, HIB_TKL>(F2, wx, ay, [&](int s, int i, ta x) { DKs[s * HIB_KLD + i] = bk(s, i, x); }, t0, t1,
@@ -168,7 +161,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     for (int t = 0; t < CH; ++t) any |= Fl[t] != (ta)0;
     if (any) {  // the exact rows' pairs, per pair (PP, DD: P e^E, D e^-E of hib_pair_exact)
 #if HIB_DKR
-        dk_st();  // (the barrier after Ex orders these before the rows' reads)
+        dk_mem(false);  // (the barrier after Ex orders these before the rows' reads)
 #endif
         ta* const Ex = F2;  // E_ts (hib_pexp; XP += E)
         for (int idx = tid; idx < CH * CH; idx += NT) {
@@ -236,20 +229,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     };
     if (HIB_UNB == 2 && lq) copy_r(0, block_of(lq));
 #if HIB_DKR
-    if (any) {  // (after the barrier above: the exact rows' updates)
-#pragma unroll
-        for (int p = 0; p < PK; ++p) {
-            const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) ak[p][e] = x < NKT ? DKs[rr(m0, e) * HIB_KLD + cc(n0, e)] : 0.f;
-        }
-#pragma unroll
-        for (int p = 0; p < PV; ++p) {
-            const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) av[p][e] = x < NVT ? DVs[rr(m0, e) * HIB_VLD + cc(n0, e)] : 0.f;
-        }
-    }
+    if (any) dk_mem(true);  // (after the barrier above: the exact rows' updates)
 #endif
     for (int lp = lq, h = 0; lp; lp = lq, ++h) {
         const i64 o = block_of(lp);
@@ -292,10 +272,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
 #endif
         __syncthreads();
 #if HIB_DKR
-#pragma unroll
-        for (int p = 0; p < PK; ++p) {  // dk_si += B_si ((E U''^T)_si - Z_i)
-            const int x = warp + p * W8, m0 = (x / (DKP / 8)) * 16, n0 = (x % (DKP / 8)) * 8;
-            if (x >= NKT) continue;
+        dk_tiles([&](float (&acc)[4], int m0, int n0) {  // dk_si += B_si ((E U''^T)_si - Z_i)
             float c[4] = {0.f, 0.f, 0.f, 0.f};
 #if HIB_DAP
             hib_mma_tile<DVP, true>(c, Vp2, HIB_GLD, U_, HIB_SLD, m0, n0);
@@ -305,13 +282,10 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int s = rr(m0, e), i = cc(n0, e);
-                ak[p][e] = fma(Bt[i * HIB_TCL + s], c[e] - Zs[i], ak[p][e]);
+                acc[e] = fma(Bt[i * HIB_TCL + s], c[e] - Zs[i], acc[e]);
             }
-        }
-#pragma unroll
-        for (int p = 0; p < PV; ++p) {  // dlv_sj += E_sj (B U'')_sj
-            const int x = warp + p * W8, m0 = (x / (DVP / 8)) * 16, n0 = (x % (DVP / 8)) * 8;
-            if (x >= NVT) continue;
+        });
+        dv_tiles([&](float (&acc)[4], int m0, int n0) {  // dlv_sj += E_sj (B U'')_sj
             float c[4] = {0.f, 0.f, 0.f, 0.f};
 #if HIB_DAP
             hib_mma_tile<DKP>(c, Bt2, HIB_GLD, U_, HIB_SLD, m0, n0);
@@ -321,9 +295,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int s = rr(m0, e), c2 = cc(n0, e);
-                av[p][e] = fma(Vpt[c2 * HIB_TCL + s], c[e], av[p][e]);
+                acc[e] = fma(Vpt[c2 * HIB_TCL + s], c[e], acc[e]);
             }
-        }
+        });
 #else
         hib_prod<CH, DKP, DVP, true>(Vpt, HIB_TCL, U_, HIB_SLD, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
             DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
@@ -335,7 +309,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         gap += gt[o];
     }
 #if HIB_DKR
-    dk_st();  // (each element this thread's alone: before the barrier that the stores below read after)
+    dk_mem(false);  // (each element this thread's alone: before the barrier that the stores below read after)
 #endif
     __syncthreads();
     for (int idx = tid; idx < CH * DKP; idx += NT) {
