@@ -14,7 +14,7 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 D=benchmarks/device
 G=tests/test_cupy_hierarchical_grad.py
-VARS=main,new,dap0,xe0,nod4
+VARS=main,new,bmx0,dap0,xe0,nod4
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; date -u; } > "$OUT/log_env.txt" 2>&1
 if [ "$1" = tests ]; then
   echo "=== tests $(date -u +%T)"

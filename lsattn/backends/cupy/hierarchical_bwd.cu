@@ -56,6 +56,9 @@ constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // regist
 #ifndef HIB_BPR  // hib_blocks' product operands as bf16 pairs (HIB_TC)
 #define HIB_BPR HIB_TC
 #endif
+#ifndef HIB_BMX  // hib_blocks' maxima by two lanes per column (where 2 (DKP + DVP) <= NT)
+#define HIB_BMX (2 * (DKP + DVP) <= NT)
+#endif
 // blocks per SM of hib_dq / hib_dkdv and of hib_blocks: CH 64's tiles allow one / two (220 / 53 KB of shared memory), so
 // their registers are not capped for more (CH 32, the bounds of 128 / 80: ~700 B spilled at CH 64)
 #define HIB_MINB (CH >= 64 ? 1 : 2)
@@ -406,6 +409,42 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             Dr[tid] = tin ? rd : (ta)0;
         }
         __syncthreads();
+#if HIB_BMX
+        {  // the new maxima (feature M_i: columns c < DKP, W_j: c - DKP) by lanes 2c (rows 0 .. CH / 2 - 1, from the
+           // running maxima) and 2c + 1 (rows CH / 2 ..), met by a shuffle (maxima: any order); x_ti = q_ti + Xf_t with the
+           // decays' prefix in hi_decays' order, as the unsplit pass formed it (bit for bit), Xf stored by column 0's lanes
+            const int c2 = tid >> 1, h2 = tid & 1, tb = h2 * (CH / 2), te = min(tb + CH / 2, t1);
+            ta m = (ta)0;
+            if (c2 < DKP) {
+                ta run = (ta)0;
+                if (h2) {
+#pragma unroll
+                    for (int u = 0; u < CH / 2; ++u) run += ac[u];
+                }
+                m = h2 ? neg_big() : Ms[c2];
+                for (int t = tb; t < te; ++t) {
+                    run += ac[t];
+                    const ta xf = Xr[t] + G0 + run;
+                    m = fmx(m, E[t * HIB_TKL + c2] + xf);
+                    if (c2 == 0) Xf[t] = xf;
+                }
+                if (c2 == 0)
+                    for (int t = max(tb, t1); t < tb + CH / 2; ++t) Xf[t] = (ta)0;
+            } else if (c2 < DKP + DVP) {
+                const int jj = c2 - DKP;
+                m = h2 ? lo_v() : Ws[jj];
+                for (int t = tb; t < te; ++t) m = fmx(m, Gp[t * HIB_TVL + jj]);
+            }
+            m = fmx(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            if (!h2 && c2 < DKP) {
+                Sk[c2] = ex(Ms[c2] - m);
+                Ms[c2] = m;
+            } else if (!h2 && c2 < DKP + DVP) {
+                Sv[c2 - DKP] = ex(Ws[c2 - DKP] - m);
+                Ws[c2 - DKP] = m;
+            }
+        }
+#else
         // the decays' prefix sums in hi_decays' order (each thread its own: no barrier), x_ti = q_ti + Xf_t as the
         // unsplit pass formed it (bit for bit)
         if (tid < CH) {
@@ -428,6 +467,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             Sv[jj] = ex(Ws[jj] - w);
             Ws[jj] = w;
         }
+#endif
         __syncthreads();
         auto ex_ = [&](int t, int i) { return (t < t1 && i < DK) ? hib_fex(E[t * HIB_TKL + i] + Xf[t] - Ms[i]) : (ta)0; };
         auto gx_ = [&](int t, int jj) {
