@@ -14,7 +14,7 @@ forward at chunk 32) and recording.
         # the public bf16 fwd+bwd (issue 17's table's call and loss) against torch SDPA's, interleaved medians
 Variants (defines before hierarchical_bwd.cu): new (the tree), main (every change of this branch off: main's kernels),
 and the tree with one change off: bpr0 (hib_blocks' operands packed at each read), bmx0 (hib_blocks' maxima by one
-thread per column, Xf by threads t < CH), dap0 (hib_dkdv's E^T / B^T packed at
+thread per column, Xf by threads t < CH), bpf0 (no L2 prefetch of hib_blocks' next chunk), dap0 (hib_dkdv's E^T / B^T packed at
 each read, M from global), xe0 (hib_pairs' XP per pair; lden and the flags loaded after hib_chunk); nod4: the tree
 with hib_dkdv's source before the fold of its tile loops (hier_bwd_s17b17_nod4.py).
 """
@@ -28,7 +28,7 @@ import hier_bwd_s15e17 as hb  # noqa: E402  (puts the repository on sys.path)
 from bench_gpu import cupy_ms  # noqa: E402
 from lsattn.backends.cupy import _compile  # noqa: E402
 
-OFF = {"bpr0": "HIB_BPR", "bmx0": "HIB_BMX", "dap0": "HIB_DAP", "xe0": "HIB_XPR HIB_ELD"}
+OFF = {"bpr0": "HIB_BPR", "bmx0": "HIB_BMX", "bpf0": "HIB_BPF", "dap0": "HIB_DAP", "xe0": "HIB_XPR HIB_ELD"}
 DEFS = {"new": "", "main": "".join(f"#define {m} 0\n" for v in OFF.values() for m in v.split()),
         **{k: "".join(f"#define {m} 0\n" for m in v.split()) for k, v in OFF.items()}, "nod4": ""}
 KERNELS = ("hib_blocks", "hib_dkdv")

@@ -56,6 +56,9 @@ constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // regist
 #ifndef HIB_BPR  // hib_blocks' product operands as bf16 pairs (HIB_TC)
 #define HIB_BPR HIB_TC
 #endif
+#ifndef HIB_BPF  // hib_blocks' prefetch of the next chunk's rows into L2
+#define HIB_BPF 1
+#endif
 #ifndef HIB_BMX  // hib_blocks' maxima by two lanes per column (where 2 (DKP + DVP) <= NT)
 #define HIB_BMX (2 * (DKP + DVP) <= NT)
 #endif
@@ -245,6 +248,16 @@ __device__ __forceinline__ void hib_keep(X x) {
         asm volatile("" ::"d"(x));
 #endif
 }
+// The count elements from p into L2 (prefetch.global.L2: no registers held), e.g. the next slot's S while this
+// one's is in use; nothing on the CPU emulation.
+template <typename T>
+__device__ __forceinline__ void hib_prefetch(const T* p, int count) {
+#ifdef __CUDA_ARCH__
+    constexpr int LINE = 128 / (int)sizeof(T);
+    for (int x = threadIdx.x * LINE; x < count; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + x));
+#endif
+}
+
 // The output gradient and the log output where the output is finite (o > lo_v() / 2: not -inf, not NaN), else 0
 // and +big (such outputs depend on no input; the host's masks before session 13, folded into the loads)
 __device__ __forceinline__ void hib_go(ta& g, ta& o) {
@@ -372,6 +385,15 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
         constexpr int NQ = CH * DKP / NT, NV = CH * DVP / NT;
         static_assert(NQ * NT == CH * DKP && NV * NT == CH * DVP, "hib_blocks' tiles per thread");
         const i64 rb = bh * T + g0;
+#if HIB_BPF
+        if (cc < last) {  // the next chunk's rows into L2 (its loads then wait for L2, not for memory)
+            const int tn = (int)min((i64)CH, (i64)T - g0 - CH);
+            const i64 rn = rb + CH;
+            hib_prefetch(q + rn * DK, tn * DK), hib_prefetch(gm + rn * DV, tn * DV), hib_prefetch(om + rn * DV, tn * DV);
+            hib_prefetch(lam + rn * L, tn * L), hib_prefetch(lden + rn, tn), hib_prefetch(delta + rn, tn);
+            if (a) hib_prefetch(a + rn, tn);
+        }
+#endif
         const ti *qc = q + rb * DK, *gc_ = gm + rb * DV;
         const ta* oc = om + rb * DV;
         ta rq[NQ], ro[NV], rg[NV];

@@ -119,15 +119,6 @@ __device__ __forceinline__ void hib_rows_st(const ta (&r)[CH * W / NT], ta* X, i
     }
 }
 
-// The count elements from p into L2 (prefetch.global.L2: no registers held), e.g. the next slot's S while this
-// one's is in use; nothing on the CPU emulation.
-__device__ __forceinline__ void hib_prefetch(const ta* p, int count) {
-#ifdef __CUDA_ARCH__
-    constexpr int LINE = 128 / (int)sizeof(ta);
-    for (int x = threadIdx.x * LINE; x < count; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + x));
-#endif
-}
-
 // Rows spread over the block: HIB_TPR = NT / CH consecutive lanes per row (thread tid: row tid / HIB_TPR,
 // lane tid % HIB_TPR, which takes columns lane, lane + HIB_TPR, ...) instead of one thread per row (the
 // serial 64-step loops on one warp of eight); hib_rred combines a row's lanes by shuffles. Every thread
