@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 17, branch s17b17 (issue 17): hib_blocks' product operands as bf16 pairs (HIB_BPR); hib_dkdv's right-block
 # products with E^T / B^T as bf16 pairs and M by cp.async (HIB_DAP), hib_pairs' XP by running sums (HIB_XPR), lden and
-# the exact-row flags loaded beside hib_chunk's tiles (HIB_ELD). All bit-equal on the CPU emulation.
+# the exact-row flags loaded beside hib_chunk's tiles (HIB_ELD); hib_blocks' maxima on all warps (HIB_BMX) and its next chunk
+# prefetched into L2 (HIB_BPF); hib_dkdv's tile loops folded (D4). All bit-equal on the CPU emulation.
 #   OUT=... bash benchmarks/device/run_s17b.sh tests   (<= 100 s, beside other helpers): the hierarchical backward's GPU
 #       tests, memcheck / racecheck of the hib_* kernels and initcheck unfiltered (hier_bwd_small.py), the builds
 #       times needs
@@ -14,7 +15,7 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 D=benchmarks/device
 G=tests/test_cupy_hierarchical_grad.py
-VARS=main,new,bmx0,dap0,xe0,nod4
+VARS=main,new,bmx0,bpf0,dap0,xe0,nod4
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; date -u; } > "$OUT/log_env.txt" 2>&1
 if [ "$1" = tests ]; then
   echo "=== tests $(date -u +%T)"
