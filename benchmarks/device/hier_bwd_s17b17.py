@@ -12,11 +12,13 @@ forward at chunk 32) and recording.
         # with the first variant's
     python benchmarks/device/hier_bwd_s17b17.py pub 16384 [REPS]
         # the public bf16 fwd+bwd (issue 17's table's call and loss) against torch SDPA's, interleaved medians
-Variants (defines before hierarchical_bwd.cu): new (the tree), main (every change of this branch off: main's kernels),
-and the tree with one change off: bpr0 (hib_blocks' operands packed at each read), bmx0 (hib_blocks' maxima by one
-thread per column, Xf by threads t < CH), bpf0 (no L2 prefetch of hib_blocks' next chunk), dap0 (hib_dkdv's E^T / B^T packed at
-each read, M from global), xe0 (hib_pairs' XP per pair; lden and the flags loaded after hib_chunk); nod4: the tree
-with hib_dkdv's source before the fold of its tile loops (hier_bwd_s17b17_nod4.py).
+Variants: main (main's sources, 5793862: hier_bwd_s17b17_main.py), new (the tree), and the tree with changes off
+(defines before hierarchical_bwd.cu; hib_blocks' change / hib_dkdv's): a0 (no L2 prefetch of the next chunk, HIB_BPF /
+the pair products' operands packed at each read, HIB_PPR), b0 (the maxima and Z loops not unrolled, HIB_BZU / hib_pairs'
+XP per pair, HIB_XPR), c0 (B's fragment read per tile, HIB_COL, both kernels), d0 (maxima by one thread per column,
+HIB_BMX / lden and the flags loaded after hib_chunk, HIB_ELD), e0 (the products' operands packed at each read: HIB_BPR /
+HIB_DAP). Request 1 (12fbf5b) timed bmx0, dap0, xe0 (HIB_XPR and HIB_ELD) and nod4 (hib_dkdv before the fold of its
+tile loops).
 """
 import os
 import statistics
@@ -28,18 +30,19 @@ import hier_bwd_s15e17 as hb  # noqa: E402  (puts the repository on sys.path)
 from bench_gpu import cupy_ms  # noqa: E402
 from lsattn.backends.cupy import _compile  # noqa: E402
 
-OFF = {"bpr0": "HIB_BPR", "bmx0": "HIB_BMX", "bpf0": "HIB_BPF", "dap0": "HIB_DAP", "xe0": "HIB_XPR HIB_ELD"}
-DEFS = {"new": "", "main": "".join(f"#define {m} 0\n" for v in OFF.values() for m in v.split()),
-        **{k: "".join(f"#define {m} 0\n" for m in v.split()) for k, v in OFF.items()}, "nod4": ""}
+#: the tree with changes off, one per kernel and variant where it can (each variant compiles the whole module):
+#: hib_blocks' / hib_dkdv's
+OFF = {"a0": "HIB_BPF HIB_PPR", "b0": "HIB_BZU HIB_XPR", "c0": "HIB_COL", "d0": "HIB_BMX HIB_ELD", "e0": "HIB_BPR HIB_DAP"}
+DEFS = {"new": "", "main": "", **{k: "".join(f"#define {m} 0\n" for m in v.split()) for k, v in OFF.items()}}
 KERNELS = ("hib_blocks", "hib_dkdv")
 
 
 def text(var, n):
+    if var == "main" and n.startswith("hierarchical_bwd"):
+        from hier_bwd_s17b17_main import SRC  # (main's sources, session 16's)
+        return SRC[n]
     if n == "hierarchical_bwd.cu":
         return DEFS[var] + hb.source(n)
-    if n == "hierarchical_bwd_dkdv.cu" and var == "nod4":
-        from hier_bwd_s17b17_nod4 import SRC
-        return SRC
     return hb.source(n)
 
 

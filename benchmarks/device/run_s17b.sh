@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Session 17, branch s17b17 (issue 17): hib_blocks' product operands as bf16 pairs (HIB_BPR); hib_dkdv's right-block
-# products with E^T / B^T as bf16 pairs and M by cp.async (HIB_DAP), hib_pairs' XP by running sums (HIB_XPR), lden and
-# the exact-row flags loaded beside hib_chunk's tiles (HIB_ELD); hib_blocks' maxima on all warps (HIB_BMX) and its next chunk
-# prefetched into L2 (HIB_BPF); hib_dkdv's tile loops folded (D4). All bit-equal on the CPU emulation.
+# Session 17, branch s17b17 (issue 17). Request 1 (12fbf5b): hib_blocks' product operands as bf16 pairs (HIB_BPR) and
+# its maxima on all warps (HIB_BMX); hib_dkdv's right-block products with E^T / B^T as bf16 pairs, M by cp.async
+# (HIB_DAP), hib_pairs' XP by running sums (HIB_XPR), lden and the flags beside hib_chunk's loads (HIB_ELD), its tile
+# loops folded (D4). Request 2: hib_blocks' next chunk prefetched into L2 (HIB_BPF), its maxima / Z loops unrolled
+# (HIB_BZU), B's fragment read once per k-step for a warp's tiles of one column (HIB_COL, both kernels), hib_dkdv's
+# pair products' operands as bf16 pairs (HIB_PPR); hib_blocks no longer reads the call's last chunk's total decay (never
+# written by hi_intra: request 1's initcheck). All bit-equal on the CPU emulation.
 #   OUT=... bash benchmarks/device/run_s17b.sh tests   (<= 100 s, beside other helpers): the hierarchical backward's GPU
 #       tests, memcheck / racecheck of the hib_* kernels and initcheck unfiltered (hier_bwd_small.py), the builds
 #       times needs
 #   OUT=... bash benchmarks/device/run_s17b.sh times   (<= 40 s, alone): hier_bwd_s17b17.py kab 16384 (hib_blocks and
-#       hib_dkdv: main / new / one change off / nod4: before the tile loops' fold, outputs bit for bit), then the public
-#       bf16 fwd+bwd at 16K against SDPA
+#       hib_dkdv: main's sources / the tree / changes off, outputs bit for bit), then the public bf16 fwd+bwd at 16K
+#       against SDPA
 set -u
 NAME=s17b_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 D=benchmarks/device
 G=tests/test_cupy_hierarchical_grad.py
-VARS=main,new,bmx0,bpf0,dap0,xe0,nod4
+VARS=main,new,a0,b0,c0,d0
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; date -u; } > "$OUT/log_env.txt" 2>&1
 if [ "$1" = tests ]; then
   echo "=== tests $(date -u +%T)"

@@ -59,6 +59,9 @@ constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // regist
 #ifndef HIB_BPF  // hib_blocks' prefetch of the next chunk's rows into L2
 #define HIB_BPF 1
 #endif
+#ifndef HIB_BZU  // hib_blocks' maxima and Z loops unrolled over the chunk's rows
+#define HIB_BZU 1
+#endif
 #ifndef HIB_BMX  // hib_blocks' maxima by two lanes per column (where 2 (DKP + DVP) <= NT)
 #define HIB_BMX (2 * (DKP + DVP) <= NT)
 #endif
@@ -105,16 +108,28 @@ __device__ __forceinline__ void hib_fb(unsigned& b0, unsigned& b1, const unsigne
     const unsigned* p = B2 + (k0 >> 1) * ldb2 + n0 + ((threadIdx.x & 31) >> 2);
     b0 = p[0], b1 = p[4 * ldb2];
 }
-// c += the 16 x 8 tile (rows m0 .., columns n0 ..) of A^T B over K (operands as hib_prod's, or as bf16 pairs: hib_fa)
-template <int K, bool BT = false, typename XA, typename XB>
-__device__ __forceinline__ void hib_mma_tile(float (&c)[4], const XA* A, int lda, const XB* B, int ldb, int m0, int n0) {
+// c[p] += the 16 x 8 tiles (rows m0[p] .., columns n0 ..) of A^T B over K, p < NP (operands as hib_prod's, or as bf16
+// pairs: hib_fa), B's fragment read once per k-step for the NP tiles; each tile's sum in hib_mma_tile's order
+template <int K, int NP, bool BT = false, typename XA, typename XB>
+__device__ __forceinline__ void hib_mma_col(float (&c)[NP][4], const XA* A, int lda, const int (&m0)[NP], const XB* B, int ldb,
+                                            int n0) {
 #pragma unroll 4
     for (int k0 = 2 * (threadIdx.x & 3); k0 < K; k0 += 16) {
-        unsigned a[4], b0, b1;
-        hib_fa(a, A, lda, m0, k0);
+        unsigned b0, b1;
         hib_fb<BT>(b0, b1, B, ldb, n0, k0);
-        mma_bf16(c, a, b0, b1);
+#pragma unroll
+        for (int p = 0; p < NP; ++p) {
+            unsigned a[4];
+            hib_fa(a, A, lda, m0[p], k0);
+            mma_bf16(c[p], a, b0, b1);
+        }
     }
+}
+// c += the 16 x 8 tile (rows m0 .., columns n0 ..) of A^T B over K
+template <int K, bool BT = false, typename XA, typename XB>
+__device__ __forceinline__ void hib_mma_tile(float (&c)[4], const XA* A, int lda, const XB* B, int ldb, int m0, int n0) {
+    const int m[1] = {m0};
+    hib_mma_col<K, 1, BT>(reinterpret_cast<float (&)[1][4]>(c), A, lda, m, B, ldb, n0);
 }
 // f(p, m0, n0) for this warp's 16 x 8 tiles (rows m0 .., columns n0 ..) of an M x N result: tile x = warp + p NT / 32
 // (hib_prod's order), p < NP
@@ -124,6 +139,24 @@ __device__ __forceinline__ void hib_warp_tiles(F f) {
     for (int p = 0; p < NP; ++p) {
         const int x = (threadIdx.x >> 5) + p * (NT / 32);
         if (x < (M / 16) * (N / 8)) f(p, (x / (N / 8)) * 16, (x % (N / 8)) * 8);
+    }
+}
+// c[p] += this warp's tiles p of the M x N result A^T B over K (hib_warp_tiles' tiles; c[p] of a tile past the last
+// untouched): where every tile of the warp is in one column n0 (NT / 32 a multiple of N / 8, NP tiles each), hib_mma_col
+#ifndef HIB_COL
+#define HIB_COL 1
+#endif
+template <int M, int N, int NP, int K, bool BT = false, typename XA, typename XB>
+__device__ __forceinline__ void hib_warp_mma(float (&c)[NP][4], const XA* A, int lda, const XB* B, int ldb) {
+    constexpr int W = NT / 32;
+    if constexpr (HIB_COL && (M / 16) * (N / 8) == NP * W && W % (N / 8) == 0) {
+        const int w = threadIdx.x >> 5;
+        int m0[NP];
+#pragma unroll
+        for (int p = 0; p < NP; ++p) m0[p] = ((w + p * W) / (N / 8)) * 16;
+        hib_mma_col<K, NP, BT>(c, A, lda, m0, B, ldb, (w % (N / 8)) * 8);
+    } else {
+        hib_warp_tiles<M, N, NP>([&](int p, int m0, int n0) { hib_mma_tile<K, BT>(c[p], A, lda, B, ldb, m0, n0); });
     }
 }
 // f(m, n, c[e]) for the accumulators of this lane in the tile at (m0, n0)
@@ -201,7 +234,7 @@ struct HibRun {
     }
     template <typename X>
     __device__ __forceinline__ void add(const X* E, int lde, const X* G, int ldg) {
-        tiles([&](float (&cc)[4], int m0, int n0) { hib_mma_tile<CH>(cc, E, lde, G, ldg, m0, n0); });
+        hib_warp_mma<DKP, DVP, PW, CH>(c, E, lde, G, ldg);
     }
 #else
     ta c[HIB_RI][HIB_RN];
@@ -444,7 +477,14 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
                     for (int u = 0; u < CH / 2; ++u) run += ac[u];
                 }
                 m = h2 ? neg_big() : Ms[c2];
+#if HIB_BZU
+#pragma unroll
+                for (int u = 0; u < CH / 2; ++u) {
+                    const int t = tb + u;
+                    if (t >= te) break;
+#else
                 for (int t = tb; t < te; ++t) {
+#endif
                     run += ac[t];
                     const ta xf = Xr[t] + G0 + run;
                     m = fmx(m, E[t * HIB_TKL + c2] + xf);
@@ -455,7 +495,13 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             } else if (c2 < DKP + DVP) {
                 const int jj = c2 - DKP;
                 m = h2 ? lo_v() : Ws[jj];
+#if HIB_BZU
+#pragma unroll
+                for (int u = 0; u < CH / 2; ++u)
+                    if (tb + u < te) m = fmx(m, Gp[(tb + u) * HIB_TVL + jj]);
+#else
                 for (int t = tb; t < te; ++t) m = fmx(m, Gp[t * HIB_TVL + jj]);
+#endif
             }
             m = fmx(m, __shfl_xor_sync(0xffffffffu, m, 1));
             if (!h2 && c2 < DKP) {
@@ -526,10 +572,16 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
 #endif
         if (tid < DKP) {
             ta x = Zs[tid] * Sk[tid];
+#if HIB_BZU  // (its loads not behind the fma chain: every warp of the block waits for this one at the next pass)
+#pragma unroll
+            for (int t = 0; t < CH; ++t)
+                if (t < t1) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
+#else
             for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
+#endif
             Zs[tid] = x;
         }
-        const ta gc = gch[bh * n + (cc - F)];
+        const ta gc = cc + 1 < F + n ? gch[bh * n + (cc - F)] : (ta)0;  // (the call's last chunk has none: hi_intra)
         G0 += gc;
         Gl += gc;
     }

@@ -45,6 +45,9 @@ static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
 #ifndef HIB_DAP
 #define HIB_DAP HIB_DKR
 #endif
+#ifndef HIB_PPR  // hib_dkdv's pair products' operands as bf16 pairs (HIB_DKR)
+#define HIB_PPR HIB_DKR
+#endif
 #ifndef HIB_XPR  // hib_pairs' XP by hib_xp_rows (else hib_xp per pair)
 #define HIB_XPR 1
 #endif

@@ -19,6 +19,27 @@ __device__ __forceinline__ void hib_pair_ops(ta* F2, FX x, FY y, int t0, int t1,
     }
     __syncthreads();
 }
+#if HIB_TC
+// hib_pair_ops' X and Y as bf16 pairs along t (HIB_PPR: X2 [t / 2][s], rows of HIB_GLD; Y2 [t / 2][c] after it, rows of
+// DP + 8; the bits hib_mma_tile packs from X and Y). Ends with a barrier.
+template <int DP, typename FX, typename FY>
+__device__ __forceinline__ void hib_pair_ops2(unsigned* X2, FX x, FY y, int t0, int t1, const ta* Fl) {
+    const int tid = threadIdx.x;
+    unsigned* const Y2 = X2 + (CH / 2) * HIB_GLD;
+    auto on = [&](int t) { return t >= t0 && t < t1 && Fl[t] == (ta)0; };
+    for (int idx = tid; idx < (CH / 2) * CH; idx += NT) {
+        const int t = 2 * (idx / CH), s = idx % CH;
+        auto xv = [&](int t2) { return (s <= t2 && s >= t0 && on(t2)) ? x(t2, s) : (ta)0; };
+        X2[(t / 2) * HIB_GLD + s] = pack2(xv(t), xv(t + 1));
+    }
+    for (int idx = tid; idx < (CH / 2) * DP; idx += NT) {
+        const int t = 2 * (idx / DP), c = idx % DP;
+        auto yv = [&](int t2) { return on(t2) ? y(t2, c) : (ta)0; };
+        Y2[(t / 2) * (DP + 8) + c] = pack2(yv(t), yv(t + 1));
+    }
+    __syncthreads();
+}
+#endif
 template <int DP, int LDY, typename FX, typename FY, typename FO>
 __device__ __forceinline__ void hib_pair_product(ta* F2, FX x, FY y, FO out, int t0, int t1, const ta* Fl) {
     hib_pair_ops<DP, LDY>(F2, x, y, t0, t1, Fl);
@@ -120,26 +141,38 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     float ak[PK][4] = {}, av[PV][4] = {};  // tile p of this warp (hib_warp_tiles), element e at (rr, cc)
     auto rr = [&](int m0, int e) { return m0 + g8 + 8 * (e >> 1); };
     auto cc = [&](int n0, int e) { return n0 + 2 * t4 + (e & 1); };
-    // f(acc, m0, n0) for this warp's tiles of dk (CH x DKP) / of dlv (CH x DVP) and their accumulators
-    auto dk_tiles = [&](auto f) { hib_warp_tiles<CH, DKP, PK>([&](int p, int m0, int n0) { f(ak[p], m0, n0); }); };
-    auto dv_tiles = [&](auto f) { hib_warp_tiles<CH, DVP, PV>([&](int p, int m0, int n0) { f(av[p], m0, n0); }); };
+    // f(p, acc, m0, n0) for this warp's tiles p of dk (CH x DKP) / of dlv (CH x DVP) and their accumulators
+    auto dk_tiles = [&](auto f) { hib_warp_tiles<CH, DKP, PK>([&](int p, int m0, int n0) { f(p, ak[p], m0, n0); }); };
+    auto dv_tiles = [&](auto f) { hib_warp_tiles<CH, DVP, PV>([&](int p, int m0, int n0) { f(p, av[p], m0, n0); }); };
     auto pair_prod = [&](auto tiles, int ldy, auto epi) {  // acc = epi(X^T Y) of hib_pair_ops' operands, then a barrier
-        tiles([&](float (&acc)[4], int m0, int n0) {
+        tiles([&](int, float (&acc)[4], int m0, int n0) {
             float c[4] = {0.f, 0.f, 0.f, 0.f};
+#if HIB_PPR
+            const unsigned* X2 = reinterpret_cast<const unsigned*>(F2);
+            hib_mma_tile<CH>(c, X2, HIB_GLD, X2 + (CH / 2) * HIB_GLD, ldy, m0, n0);
+#else
             hib_mma_tile<CH>(c, F2, HIB_TCL, F2 + CH * HIB_TCL, ldy, m0, n0);
+#endif
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[e] = epi(rr(m0, e), cc(n0, e), c[e]);
         });
         __syncthreads();
     };
+#if HIB_PPR
+    hib_pair_ops2<DKP>(reinterpret_cast<unsigned*>(F2), wx, ay, t0, t1, Fl);  // dk_si = B_si sum_t W_ts A_ti
+    pair_prod(dk_tiles, DKP + 8, bk);
+    hib_pair_ops2<DVP>(reinterpret_cast<unsigned*>(F2), px, gy, t0, t1, Fl);  // dlv_sj = E_sj sum_t P_ts G'_tj
+    pair_prod(dv_tiles, DVP + 8, ev);
+#else
     hib_pair_ops<DKP, HIB_TKL>(F2, wx, ay, t0, t1, Fl);  // dk_si = B_si sum_t W_ts A_ti
     pair_prod(dk_tiles, HIB_TKL, bk);
     hib_pair_ops<DVP, HIB_TVL>(F2, px, gy, t0, t1, Fl);  // dlv_sj = E_sj sum_t P_ts G'_tj
     pair_prod(dv_tiles, HIB_TVL, ev);
+#endif
     // (the exact rows below and the end of the kernel read and write them in shared memory)
     auto dk_mem = [&](bool load) {  // dk and dlv between the registers and DKs / DVs
         auto rows = [&](auto tiles, ta* X, int ld) {
-            tiles([&](float (&acc)[4], int m0, int n0) {
+            tiles([&](int, float (&acc)[4], int m0, int n0) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     ta& y = X[rr(m0, e) * ld + cc(n0, e)];
@@ -272,32 +305,36 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
 #endif
         __syncthreads();
 #if HIB_DKR
-        dk_tiles([&](float (&acc)[4], int m0, int n0) {  // dk_si += B_si ((E U''^T)_si - Z_i)
-            float c[4] = {0.f, 0.f, 0.f, 0.f};
+        {
+            float c[PK][4] = {};  // (E U''^T)_si
 #if HIB_DAP
-            hib_mma_tile<DVP, true>(c, Vp2, HIB_GLD, U_, HIB_SLD, m0, n0);
+            hib_warp_mma<CH, DKP, PK, DVP, true>(c, Vp2, HIB_GLD, U_, HIB_SLD);
 #else
-            hib_mma_tile<DVP, true>(c, Vpt, HIB_TCL, U_, HIB_SLD, m0, n0);
+            hib_warp_mma<CH, DKP, PK, DVP, true>(c, Vpt, HIB_TCL, U_, HIB_SLD);
 #endif
+            dk_tiles([&](int p, float (&acc)[4], int m0, int n0) {  // dk_si += B_si ((E U''^T)_si - Z_i)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int s = rr(m0, e), i = cc(n0, e);
-                acc[e] = fma(Bt[i * HIB_TCL + s], c[e] - Zs[i], acc[e]);
-            }
-        });
-        dv_tiles([&](float (&acc)[4], int m0, int n0) {  // dlv_sj += E_sj (B U'')_sj
-            float c[4] = {0.f, 0.f, 0.f, 0.f};
+                for (int e = 0; e < 4; ++e) {
+                    const int s = rr(m0, e), i = cc(n0, e);
+                    acc[e] = fma(Bt[i * HIB_TCL + s], c[p][e] - Zs[i], acc[e]);
+                }
+            });
+        }
+        {
+            float c[PV][4] = {};  // (B U'')_sj
 #if HIB_DAP
-            hib_mma_tile<DKP>(c, Bt2, HIB_GLD, U_, HIB_SLD, m0, n0);
+            hib_warp_mma<CH, DVP, PV, DKP>(c, Bt2, HIB_GLD, U_, HIB_SLD);
 #else
-            hib_mma_tile<DKP>(c, Bt, HIB_TCL, U_, HIB_SLD, m0, n0);
+            hib_warp_mma<CH, DVP, PV, DKP>(c, Bt, HIB_TCL, U_, HIB_SLD);
 #endif
+            dv_tiles([&](int p, float (&acc)[4], int m0, int n0) {  // dlv_sj += E_sj (B U'')_sj
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int s = rr(m0, e), c2 = cc(n0, e);
-                acc[e] = fma(Vpt[c2 * HIB_TCL + s], c[e], acc[e]);
-            }
-        });
+                for (int e = 0; e < 4; ++e) {
+                    const int s = rr(m0, e), c2 = cc(n0, e);
+                    acc[e] = fma(Vpt[c2 * HIB_TCL + s], c[p][e], acc[e]);
+                }
+            });
+        }
 #else
         hib_prod<CH, DKP, DVP, true>(Vpt, HIB_TCL, U_, HIB_SLD, [&](int s, int i, ta v) {  // dk_si += B_si ((E U''^T)_si - Z_i)
             DKs[s * HIB_KLD + i] = fma(Bt[i * HIB_TCL + s], v - Zs[i], DKs[s * HIB_KLD + i]);
