@@ -15,10 +15,9 @@ forward at chunk 32) and recording.
 Variants: main (main's sources, 5793862: hier_bwd_s17b17_main.py), new (the tree), and the tree with changes off
 (defines before hierarchical_bwd.cu; hib_blocks' change / hib_dkdv's): a0 (no L2 prefetch of the next chunk, HIB_BPF /
 the pair products' operands packed at each read, HIB_PPR), b0 (the maxima and Z loops not unrolled, HIB_BZU / hib_pairs'
-XP per pair, HIB_XPR), c0 (B's fragment read per tile, HIB_COL, both kernels), d0 (maxima by one thread per column,
-HIB_BMX / lden and the flags loaded after hib_chunk, HIB_ELD), e0 (the products' operands packed at each read: HIB_BPR /
-HIB_DAP). Request 1 (12fbf5b) timed bmx0, dap0, xe0 (HIB_XPR and HIB_ELD) and nod4 (hib_dkdv before the fold of its
-tile loops).
+XP per pair, HIB_XPR), c0 (B's fragment read per tile, HIB_COL, both kernels), d0 (- / lden and the flags loaded after
+hib_chunk, HIB_ELD). Request 1 (12fbf5b) timed bmx0 (HIB_BMX), dap0 (HIB_DAP, now HIB_DKR's), xe0 (HIB_XPR and HIB_ELD)
+and nod4 (hib_dkdv before the fold of its tile loops).
 """
 import os
 import statistics
@@ -32,7 +31,7 @@ from lsattn.backends.cupy import _compile  # noqa: E402
 
 #: the tree with changes off, one per kernel and variant where it can (each variant compiles the whole module):
 #: hib_blocks' / hib_dkdv's
-OFF = {"a0": "HIB_BPF HIB_PPR", "b0": "HIB_BZU HIB_XPR", "c0": "HIB_COL", "d0": "HIB_BMX HIB_ELD", "e0": "HIB_BPR HIB_DAP"}
+OFF = {"a0": "HIB_BPF HIB_PPR", "b0": "HIB_BZU HIB_XPR", "c0": "HIB_COL", "d0": "HIB_ELD"}
 DEFS = {"new": "", "main": "", **{k: "".join(f"#define {m} 0\n" for m in v.split()) for k, v in OFF.items()}}
 KERNELS = ("hib_blocks", "hib_dkdv")
 

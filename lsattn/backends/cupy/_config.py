@@ -144,7 +144,7 @@ class Config:
             freg = max(DVP * (TK + TC), 2 * DKP * TC, 2 * DVP * TC, CH * (TC + TK))  # HIB_FREG
             return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
                     "hib_blocks": CH * (TK + 2 * TV) + 3 * DKP + 2 * DVP + 4 * CH
-                    + (CH // 2 * (DKP + DVP + 16) if self.tc else 0),  # (HIB_BPR: the product's bf16 pairs)
+                    + (CH // 2 * (DKP + DVP + 16) if self.tc else 0),  # (HIB_TC: the product's bf16 pairs)
                     "hib_bmerge": 8 * (DKP + DVP),  # HIB_NPC pieces' factors
                     "hib_dkdv": self._hib_dkdv(self.hib_unb)}[kernel] * es
         if kernel == "ll_pk_read":  # loglinear_streams.cu: x transposed (PK_KROWS x PK_XLD), a stage of one old slot

@@ -53,9 +53,6 @@ constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // regist
 #ifndef HIB_TC
 #define HIB_TC 0
 #endif
-#ifndef HIB_BPR  // hib_blocks' product operands as bf16 pairs (HIB_TC)
-#define HIB_BPR HIB_TC
-#endif
 #ifndef HIB_BPF  // hib_blocks' prefetch of the next chunk's rows into L2
 #define HIB_BPF 1
 #endif
@@ -372,10 +369,10 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     ta* Xr = b; b += CH;            // -lden_t + lam[t, lev]
     ta* Xf = b; b += CH;            // x_t - q_t: Xr_t + decay from R's first token to t
     ta* Dr = b; b += CH;
-    // (HIB_BPR) the product's operands exp(x_ti - M_i) and g_tj exp(-o_tj - W_j) as bf16 pairs along t (rows of DKP + 8,
+    // (HIB_TC) the product's operands exp(x_ti - M_i) and g_tj exp(-o_tj - W_j) as bf16 pairs along t (rows of DKP + 8,
     // DVP + 8 pairs): formed once, not packed at each of the warp's tile reads; E stays in float32 for Z
-    unsigned* E2 = reinterpret_cast<unsigned*>(b); b += HIB_BPR ? (CH / 2) * (DKP + 8) : 0;
-    unsigned* G2 = reinterpret_cast<unsigned*>(b); b += HIB_BPR ? (CH / 2) * (DVP + 8) : 0;
+    unsigned* E2 = reinterpret_cast<unsigned*>(b); b += HIB_TC ? (CH / 2) * (DKP + 8) : 0;
+    unsigned* G2 = reinterpret_cast<unsigned*>(b); b += HIB_TC ? (CH / 2) * (DVP + 8) : 0;
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
@@ -542,7 +539,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             const ta o = Gp[t * HIB_TVL + jj];  // (lo_v(): a masked output, whose g counts as 0)
             return (t < t1 && jj < DV && o != lo_v()) ? Gr[t * HIB_TVL + jj] * hib_fex(o - Ws[jj]) : (ta)0;
         };
-#if HIB_BPR
+#if HIB_TC
         for (int idx = tid; idx < (CH / 2) * DKP; idx += NT) {  // rows t, t + 1 of column i
             const int t = 2 * (idx / DKP), i = idx % DKP;
             const ta e0 = ex_(t, i), e1 = ex_(t + 1, i);
@@ -565,7 +562,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
 #endif
         acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
         __syncthreads();
-#if HIB_BPR
+#if HIB_TC
         acc.add(E2, DKP + 8, G2, DVP + 8);
 #else
         acc.add(E, HIB_TKL, Gp, HIB_TVL);

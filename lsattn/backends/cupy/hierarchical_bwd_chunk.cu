@@ -39,12 +39,6 @@ static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
 #define HIB_DKR 0
 #endif
 #endif
-// (HIB_DAP) hib_dkdv's right blocks' products with their A operands E^T, B^T as bf16 pairs along j / i (rows of CH + 8,
-// formed once, not packed at each tile read) beside their float32 tiles (the epilogues'), each buffer's M by cp.async
-// beside its U (B^T formed by warps on consecutive s: conflict-free); HIB_DKX elements after B^T
-#ifndef HIB_DAP
-#define HIB_DAP HIB_DKR
-#endif
 #ifndef HIB_PPR  // hib_dkdv's pair products' operands as bf16 pairs (HIB_DKR)
 #define HIB_PPR HIB_DKR
 #endif
@@ -57,7 +51,10 @@ static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
 #ifndef HIB_UNB  // hib_dkdv's U buffers: two where shared memory allows (the host's Config.hib_unb), else one
 #define HIB_UNB 2
 #endif
-constexpr int HIB_DKX = HIB_DAP ? (DVP / 2 + DKP / 2) * (CH + 8) + HIB_UNB * DKP : 0;
+// (HIB_DKR) hib_dkdv's right blocks' products with their A operands E^T, B^T as bf16 pairs along j / i (rows of CH + 8,
+// formed once, not packed at each tile read) beside their float32 tiles (the epilogues'), each buffer's M by cp.async
+// beside its U (B^T formed by warps on consecutive s: conflict-free); HIB_DKX elements after B^T
+constexpr int HIB_DKX = HIB_DKR ? (DVP / 2 + DKP / 2) * (CH + 8) + HIB_UNB * DKP : 0;
 // A (DK, DV) row-major tile of global memory into DKP rows of HIB_SLD in shared memory by cp.async (zeros outside
 // DK x DV; 16-byte pieces where the rows allow), not waited for. Offsets in 32 bits from src, the pieces' loop unrolled
 // (s15e17: the 64-bit address products and the loop's tests were ~9% of hib_dq's instructions, ncu)

@@ -64,7 +64,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     ta *Qs = sm.Qs, *Ks = sm.Ks, *DKs = sm.Ak, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *DVs = sm.Av;
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *Lam = sm.Lam, *Zs = sm.Zs;
     ta *UB = sm.Tk, *Vpt = sm.Ta, *Bt = sm.Tb;  // U's buffers, E^T, B^T
-#if HIB_DAP
+#if HIB_DKR
     unsigned *Vp2 = reinterpret_cast<unsigned*>(Bt + DKP * HIB_TCL), *Bt2 = Vp2 + (DVP / 2) * HIB_GLD;  // E^T, B^T as pairs
     ta* const MB = reinterpret_cast<ta*>(Bt2 + (DKP / 2) * HIB_GLD);  // M of each U buffer's right block
 #endif
@@ -231,8 +231,8 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     __syncthreads();
     const int im = tid % DKP, jw = tid % DVP;
     auto ev0 = [&](int s, int jj) { return (jj < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0; };
-#if HIB_DAP
-    constexpr int NJ = (DVP / 2) * CH, NI = (DKP / 2) * CH;  // (HIB_DAP) E^T's and B^T's pairs: row s = tid % CH
+#if HIB_DKR
+    constexpr int NJ = (DVP / 2) * CH, NI = (DKP / 2) * CH;  // (HIB_DKR) E^T's and B^T's pairs: row s = tid % CH
     static_assert(NT % CH == 0 && DKP <= NT, "hib_dkdv's E^T and B^T rows per thread, M's copy");
 #pragma unroll
     for (int u = 0; u < (NJ + NT - 1) / NT; ++u) {  // E^T, the same for every R: columns jj, jj + 1 of row s
@@ -253,9 +253,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     // the next R's in flight during this one's work); U'' formed in place (each thread its own elements: column jw),
     // then read as the k-major B of (B U'') and the n-major B of (E U''^T). Two barriers per R (three with one buffer):
     // U in and the previous R's products done; U'', B^T, Z stored.
-    auto copy_r = [&](int buf, i64 o) {  // R's U (HIB_DAP: and M) into buffer buf by cp.async, committed
+    auto copy_r = [&](int buf, i64 o) {  // R's U (HIB_DKR: and M) into buffer buf by cp.async, committed
         hib_copy_tile(UB + buf * DKP * HIB_SLD, U + o * DK * DV, DK, DV);
-#if HIB_DAP
+#if HIB_DKR
         if (tid < DKP) cp_async_ta(MB + buf * DKP + tid, Mb + o * DK + (tid < DK ? tid : 0), tid < DK);
 #endif
         cp_async_commit();
@@ -272,7 +272,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
             __syncthreads();  // the previous R's products are done with the buffer
             copy_r(0, o);
         }
-#if !HIB_DAP
+#if !HIB_DKR
         const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0);
 #endif
         const ta wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0) + nn[jw];
@@ -286,7 +286,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
             U_[at] = hib_scale(U_[at], wj, fj, ecap);
         }
         for (int i = tid; i < DKP; i += NT) Zs[i] = i < DK ? Z[o * DK + i] : (ta)0;
-#if HIB_DAP
+#if HIB_DKR
         const ta* const mb = MB + (HIB_UNB == 2 ? h & 1 : 0) * DKP;
 #pragma unroll
         for (int u = 0; u < (NI + NT - 1) / NT; ++u) {  // columns i, i + 1 of row s
@@ -307,11 +307,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
 #if HIB_DKR
         {
             float c[PK][4] = {};  // (E U''^T)_si
-#if HIB_DAP
             hib_warp_mma<CH, DKP, PK, DVP, true>(c, Vp2, HIB_GLD, U_, HIB_SLD);
-#else
-            hib_warp_mma<CH, DKP, PK, DVP, true>(c, Vpt, HIB_TCL, U_, HIB_SLD);
-#endif
             dk_tiles([&](int p, float (&acc)[4], int m0, int n0) {  // dk_si += B_si ((E U''^T)_si - Z_i)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
@@ -322,11 +318,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         }
         {
             float c[PV][4] = {};  // (B U'')_sj
-#if HIB_DAP
             hib_warp_mma<CH, DVP, PV, DKP>(c, Bt2, HIB_GLD, U_, HIB_SLD);
-#else
-            hib_warp_mma<CH, DVP, PV, DKP>(c, Bt, HIB_TCL, U_, HIB_SLD);
-#endif
             dv_tiles([&](int p, float (&acc)[4], int m0, int n0) {  // dlv_sj += E_sj (B U'')_sj
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
