@@ -53,12 +53,6 @@ constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // regist
 #ifndef HIB_TC
 #define HIB_TC 0
 #endif
-#ifndef HIB_BPF  // hib_blocks' prefetch of the next chunk's rows into L2
-#define HIB_BPF 1
-#endif
-#ifndef HIB_BZU  // hib_blocks' maxima and Z loops unrolled over the chunk's rows
-#define HIB_BZU 1
-#endif
 #ifndef HIB_BMX  // hib_blocks' maxima by two lanes per column (where 2 (DKP + DVP) <= NT)
 #define HIB_BMX (2 * (DKP + DVP) <= NT)
 #endif
@@ -140,13 +134,11 @@ __device__ __forceinline__ void hib_warp_tiles(F f) {
 }
 // c[p] += this warp's tiles p of the M x N result A^T B over K (hib_warp_tiles' tiles; c[p] of a tile past the last
 // untouched): where every tile of the warp is in one column n0 (NT / 32 a multiple of N / 8, NP tiles each), hib_mma_col
-#ifndef HIB_COL
-#define HIB_COL 1
-#endif
+// (hib_dkdv's right blocks' products, s17b17: 2.25 -> 2.01 ms at 16K bf16)
 template <int M, int N, int NP, int K, bool BT = false, typename XA, typename XB>
 __device__ __forceinline__ void hib_warp_mma(float (&c)[NP][4], const XA* A, int lda, const XB* B, int ldb) {
     constexpr int W = NT / 32;
-    if constexpr (HIB_COL && (M / 16) * (N / 8) == NP * W && W % (N / 8) == 0) {
+    if constexpr ((M / 16) * (N / 8) == NP * W && W % (N / 8) == 0) {
         const int w = threadIdx.x >> 5;
         int m0[NP];
 #pragma unroll
@@ -231,7 +223,17 @@ struct HibRun {
     }
     template <typename X>
     __device__ __forceinline__ void add(const X* E, int lde, const X* G, int ldg) {
-        hib_warp_mma<DKP, DVP, PW, CH>(c, E, lde, G, ldg);
+        // hib_mma_tile's k-steps per tile, written out: the code measured fastest (s17b17, 16K bf16: 1.278 ms; 1.307 with
+        // hib_warp_mma and request 2's unrolled loops); hib_mma_tile goes through hib_mma_col, which changes it
+        tiles([&](float (&cc)[4], int m0, int n0) {
+#pragma unroll 4
+            for (int k0 = 2 * (threadIdx.x & 3); k0 < CH; k0 += 16) {
+                unsigned a[4], b0, b1;
+                hib_fa(a, E, lde, m0, k0);
+                hib_fb<false>(b0, b1, G, ldg, n0, k0);
+                mma_bf16(cc, a, b0, b1);
+            }
+        });
     }
 #else
     ta c[HIB_RI][HIB_RN];
@@ -278,16 +280,6 @@ __device__ __forceinline__ void hib_keep(X x) {
         asm volatile("" ::"d"(x));
 #endif
 }
-// The count elements from p into L2 (prefetch.global.L2: no registers held), e.g. the next slot's S while this
-// one's is in use; nothing on the CPU emulation.
-template <typename T>
-__device__ __forceinline__ void hib_prefetch(const T* p, int count) {
-#ifdef __CUDA_ARCH__
-    constexpr int LINE = 128 / (int)sizeof(T);
-    for (int x = threadIdx.x * LINE; x < count; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + x));
-#endif
-}
-
 // The output gradient and the log output where the output is finite (o > lo_v() / 2: not -inf, not NaN), else 0
 // and +big (such outputs depend on no input; the host's masks before session 13, folded into the loads)
 __device__ __forceinline__ void hib_go(ta& g, ta& o) {
@@ -415,15 +407,6 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
         constexpr int NQ = CH * DKP / NT, NV = CH * DVP / NT;
         static_assert(NQ * NT == CH * DKP && NV * NT == CH * DVP, "hib_blocks' tiles per thread");
         const i64 rb = bh * T + g0;
-#if HIB_BPF
-        if (cc < last) {  // the next chunk's rows into L2 (its loads then wait for L2, not for memory)
-            const int tn = (int)min((i64)CH, (i64)T - g0 - CH);
-            const i64 rn = rb + CH;
-            hib_prefetch(q + rn * DK, tn * DK), hib_prefetch(gm + rn * DV, tn * DV), hib_prefetch(om + rn * DV, tn * DV);
-            hib_prefetch(lam + rn * L, tn * L), hib_prefetch(lden + rn, tn), hib_prefetch(delta + rn, tn);
-            if (a) hib_prefetch(a + rn, tn);
-        }
-#endif
         const ti *qc = q + rb * DK, *gc_ = gm + rb * DV;
         const ta* oc = om + rb * DV;
         ta rq[NQ], ro[NV], rg[NV];
@@ -474,14 +457,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
                     for (int u = 0; u < CH / 2; ++u) run += ac[u];
                 }
                 m = h2 ? neg_big() : Ms[c2];
-#if HIB_BZU
-#pragma unroll
-                for (int u = 0; u < CH / 2; ++u) {
-                    const int t = tb + u;
-                    if (t >= te) break;
-#else
                 for (int t = tb; t < te; ++t) {
-#endif
                     run += ac[t];
                     const ta xf = Xr[t] + G0 + run;
                     m = fmx(m, E[t * HIB_TKL + c2] + xf);
@@ -492,13 +468,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             } else if (c2 < DKP + DVP) {
                 const int jj = c2 - DKP;
                 m = h2 ? lo_v() : Ws[jj];
-#if HIB_BZU
-#pragma unroll
-                for (int u = 0; u < CH / 2; ++u)
-                    if (tb + u < te) m = fmx(m, Gp[(tb + u) * HIB_TVL + jj]);
-#else
                 for (int t = tb; t < te; ++t) m = fmx(m, Gp[t * HIB_TVL + jj]);
-#endif
             }
             m = fmx(m, __shfl_xor_sync(0xffffffffu, m, 1));
             if (!h2 && c2 < DKP) {
@@ -569,13 +539,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
 #endif
         if (tid < DKP) {
             ta x = Zs[tid] * Sk[tid];
-#if HIB_BZU  // (its loads not behind the fma chain: every warp of the block waits for this one at the next pass)
-#pragma unroll
-            for (int t = 0; t < CH; ++t)
-                if (t < t1) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
-#else
             for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
-#endif
             Zs[tid] = x;
         }
         const ta gc = cc + 1 < F + n ? gch[bh * n + (cc - F)] : (ta)0;  // (the call's last chunk has none: hi_intra)

@@ -39,15 +39,6 @@ static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
 #define HIB_DKR 0
 #endif
 #endif
-#ifndef HIB_PPR  // hib_dkdv's pair products' operands as bf16 pairs (HIB_DKR)
-#define HIB_PPR HIB_DKR
-#endif
-#ifndef HIB_XPR  // hib_pairs' XP by hib_xp_rows (else hib_xp per pair)
-#define HIB_XPR 1
-#endif
-#ifndef HIB_ELD  // hib_dkdv's lden and flags loaded beside hib_chunk's tiles
-#define HIB_ELD 1
-#endif
 #ifndef HIB_UNB  // hib_dkdv's U buffers: two where shared memory allows (the host's Config.hib_unb), else one
 #define HIB_UNB 2
 #endif
@@ -117,6 +108,15 @@ __device__ __forceinline__ void hib_rows_st(const ta (&r)[CH * W / NT], ta* X, i
         const int idx = threadIdx.x + u * NT;
         X[(idx / W) * ldx + idx % W] = fmx(r[u], lo);
     }
+}
+
+// The count elements from p into L2 (prefetch.global.L2: no registers held), e.g. the next slot's S while this
+// one's is in use; nothing on the CPU emulation.
+__device__ __forceinline__ void hib_prefetch(const ta* p, int count) {
+#ifdef __CUDA_ARCH__
+    constexpr int LINE = 128 / (int)sizeof(ta);
+    for (int x = threadIdx.x * LINE; x < count; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + x));
+#endif
 }
 
 // Rows spread over the block: HIB_TPR = NT / CH consecutive lanes per row (thread tid: row tid / HIB_TPR,
@@ -192,32 +192,6 @@ __device__ __forceinline__ ta hib_xp(const HibTiles& sm, int t, int s, int t0, i
     return sm.Lam[t * HI_LMAX + (s == t ? 0 : bitlen64((i64)(t ^ s)))] + dec - sm.Ls[t];
 }
 
-// XP as hib_xp (hib_fpairs', hib_pairs'), the stretch sums running down each column s (lane s): dec(s, t) = dec(s, t - 1)
-// + a_t, the same sum in the same order; every warp runs them down to its own rows CH / 8 w .. (one dependent add per row
-// instead of hib_xp's loop of t - s loads and adds per pair: up to ~76 serial steps on the last warp). No barrier.
-__device__ __forceinline__ void hib_xp_rows(const HibTiles& sm, int t0, int t1) {
-    static_assert(NT == 256, "hib_xp_rows' rows per warp");
-    constexpr int RW = CH / 8, SC = (CH + 31) / 32;
-    const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31;
-    ta* const XP = sm.XP;
-    ta dec[SC];
-#pragma unroll
-    for (int c2 = 0; c2 < SC; ++c2) dec[c2] = (ta)0;
-#pragma unroll
-    for (int t = 0; t < CH; ++t) {
-        if (t >= RW * (w + 1)) break;  // (uniform over the warp)
-        const ta at = sm.ac[t], xr = sm.Ls[t];
-#pragma unroll
-        for (int c2 = 0; c2 < SC; ++c2) {
-            const int s2 = lane + 32 * c2;
-            if (t > s2) dec[c2] += at;
-            if (t >= RW * w && s2 < CH)
-                XP[t * HIB_XLD + s2] = (s2 <= t && s2 >= t0 && t < t1)
-                                           ? sm.Lam[t * HI_LMAX + (s2 == t ? 0 : bitlen64((i64)(t ^ s2)))] + dec[c2] - xr : lo_v();
-        }
-    }
-}
-
 // An exact pair's scale E_ts = max(0, max_j (lv_sj - o_tj)): its P_ts e^E <= 1 (P e^(lv - o) <= 1) and D_ts e^-E
 // (terms g e^(lv - o - E) <= |g|) are both in range whatever the exponents (e^93 behind a spike: past float32's e^88.7)
 __device__ __forceinline__ ta hib_pexp(const HibTiles& sm, int t, int s, int DV) {
@@ -253,15 +227,10 @@ __device__ __forceinline__ void hib_pairs(const HibTiles& sm, int t0, int t1, co
         p[u] = hib_ld(Pg, (g0 + t) * CH + s, on, (ta)0);
         d[u] = hib_ld(Dg, (g0 + t) * CH + s, on, (ta)0);
     }
-#if HIB_XPR
-    hib_xp_rows(sm, t0, t1);
-#endif
 #pragma unroll
     for (int u = 0; u < N; ++u) {
         const int idx = threadIdx.x + u * NT, t = idx / CH, s = idx % CH;
-#if !HIB_XPR
         sm.XP[t * HIB_XLD + s] = hib_xp(sm, t, s, t0, t1);
-#endif
         sm.PP[t * HIB_XLD + s] = p[u];
         sm.DD[t * HIB_XLD + s] = d[u];
     }
@@ -338,7 +307,29 @@ __device__ __forceinline__ void hib_fpairs(const HibTiles& sm, int t0, int t1, i
     const ta *Qs = sm.Qs, *Ks = sm.Ks, *LVs = sm.LVs, *Gs = sm.Gs, *Os = sm.Os, *Ds = sm.Ds;
     ta *XP = sm.XP, *PP = sm.PP, *DD = sm.DD, *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
     ta* const F = sm.Tk;
-    hib_xp_rows(sm, t0, t1);
+    {  // XP as hib_xp, the stretch sums running down each column s (lane s): dec(s, t) = dec(s, t - 1) + a_t, the same
+       // sum in the same order; every warp runs them down to its own rows CH / 8 w .. (one dependent add per row
+       // instead of hib_xp's loop of t - s loads and adds per pair: up to ~76 serial steps on the last warp)
+        static_assert(NT == 256, "hib_fpairs' XP rows per warp");
+        constexpr int RW = CH / 8, SC = (CH + 31) / 32;
+        const int w = tid >> 5, lane = tid & 31;
+        ta dec[SC];
+#pragma unroll
+        for (int c2 = 0; c2 < SC; ++c2) dec[c2] = (ta)0;
+#pragma unroll
+        for (int t = 0; t < CH; ++t) {
+            if (t >= RW * (w + 1)) break;  // (uniform over the warp)
+            const ta at = sm.ac[t], xr = sm.Ls[t];
+#pragma unroll
+            for (int c2 = 0; c2 < SC; ++c2) {
+                const int s2 = lane + 32 * c2;
+                if (t > s2) dec[c2] += at;
+                if (t >= RW * w && s2 < CH)
+                    XP[t * HIB_XLD + s2] = (s2 <= t && s2 >= t0 && t < t1)
+                                               ? sm.Lam[t * HI_LMAX + (s2 == t ? 0 : bitlen64((i64)(t ^ s2)))] + dec[c2] - xr : lo_v();
+            }
+        }
+    }
     hib_shifts(sm, t0, t1, DK, DV);
     {  // the exact-row flags (row t over its lanes)
         const int t = tid / HIB_TPR, r0 = tid % HIB_TPR;

@@ -20,7 +20,7 @@ __device__ __forceinline__ void hib_pair_ops(ta* F2, FX x, FY y, int t0, int t1,
     __syncthreads();
 }
 #if HIB_TC
-// hib_pair_ops' X and Y as bf16 pairs along t (HIB_PPR: X2 [t / 2][s], rows of HIB_GLD; Y2 [t / 2][c] after it, rows of
+// hib_pair_ops' X and Y as bf16 pairs along t (hib_dkdv's HIB_DKR: X2 [t / 2][s], rows of HIB_GLD; Y2 [t / 2][c] after it, rows of
 // DP + 8; the bits hib_mma_tile packs from X and Y). Ends with a barrier.
 template <int DP, typename FX, typename FY>
 __device__ __forceinline__ void hib_pair_ops2(unsigned* X2, FX x, FY y, int t0, int t1, const ta* Fl) {
@@ -84,15 +84,12 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     int lq = next_lp(1);
     if (lq) hib_prefetch(U + block_of(lq) * DK * DV, DK * DV);  // the first R's U into L2 during the pairs
     ta *mm = sm.mm, *nn = sm.nn, *R = sm.R, *Fl = sm.Fl;
-#if HIB_ELD
     // row tid's lden and exact-row flag loaded beside hib_chunk's tiles (one memory latency, not two more after it)
     static_assert(CH <= NT, "hib_dkdv's rows per thread");
     const bool tin = tid >= t0 && tid < t1;
     const ta rl = hib_ld(lden + bh * T + g0, tid, tin, (ta)0), rf = hib_ld(Fg + bh * T + g0, tid, tin, (ta)0);
     hib_keep(rl), hib_keep(rf);
-#endif
     hib_chunk(q, k, lv, lam, a, gm, om, delta, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
-#if HIB_ELD
     if (tid < CH) {
         Ls[tid] = tin ? rl : (ta)0;
         Fl[tid] = tin ? rf : (ta)0;
@@ -105,19 +102,6 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     __syncthreads();
     hib_pairs(sm, t0, t1, Pg + bh * T * CH, Dg + bh * T * CH, g0);
     hib_shifts(sm, t0, t1, DK, DV);  // hib_dq's (its exact rows in Fg, stored above)
-#else
-    for (int t = tid; t < CH; t += NT) {
-        Ls[t] = (t >= t0 && t < t1) ? lden[bh * T + g0 + t] : (ta)0;
-        ta x = (ta)0;  // a_{s+1} + ... + a_{chunk end}, summed over the stretch
-        for (int u = t + 1; u < CH; ++u) x += ac[u];
-        suf[t] = x;
-    }
-    __syncthreads();
-    hib_pairs(sm, t0, t1, Pg + bh * T * CH, Dg + bh * T * CH, g0);
-    hib_shifts(sm, t0, t1, DK, DV);  // hib_dq's (its exact rows in Fg)
-    for (int t = tid; t < CH; t += NT) Fl[t] = (t >= t0 && t < t1) ? Fg[bh * T + g0 + t] : (ta)0;
-    __syncthreads();
-#endif
     // the chunk's pairs as products over the product rows t (Fl = 0): dk = B o (W^T A), dlv = E o (P^T G'),
     // with hib_fpairs' factors; the operands after the pairs' tiles (Tk .. Tb overlay them later)
     ta* const F2 = sm.XP + 3 * CH * HIB_XLD;
@@ -147,28 +131,17 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     auto pair_prod = [&](auto tiles, int ldy, auto epi) {  // acc = epi(X^T Y) of hib_pair_ops' operands, then a barrier
         tiles([&](int, float (&acc)[4], int m0, int n0) {
             float c[4] = {0.f, 0.f, 0.f, 0.f};
-#if HIB_PPR
             const unsigned* X2 = reinterpret_cast<const unsigned*>(F2);
             hib_mma_tile<CH>(c, X2, HIB_GLD, X2 + (CH / 2) * HIB_GLD, ldy, m0, n0);
-#else
-            hib_mma_tile<CH>(c, F2, HIB_TCL, F2 + CH * HIB_TCL, ldy, m0, n0);
-#endif
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[e] = epi(rr(m0, e), cc(n0, e), c[e]);
         });
         __syncthreads();
     };
-#if HIB_PPR
     hib_pair_ops2<DKP>(reinterpret_cast<unsigned*>(F2), wx, ay, t0, t1, Fl);  // dk_si = B_si sum_t W_ts A_ti
     pair_prod(dk_tiles, DKP + 8, bk);
     hib_pair_ops2<DVP>(reinterpret_cast<unsigned*>(F2), px, gy, t0, t1, Fl);  // dlv_sj = E_sj sum_t P_ts G'_tj
     pair_prod(dv_tiles, DVP + 8, ev);
-#else
-    hib_pair_ops<DKP, HIB_TKL>(F2, wx, ay, t0, t1, Fl);  // dk_si = B_si sum_t W_ts A_ti
-    pair_prod(dk_tiles, HIB_TKL, bk);
-    hib_pair_ops<DVP, HIB_TVL>(F2, px, gy, t0, t1, Fl);  // dlv_sj = E_sj sum_t P_ts G'_tj
-    pair_prod(dv_tiles, HIB_TVL, ev);
-#endif
     // (the exact rows below and the end of the kernel read and write them in shared memory)
     auto dk_mem = [&](bool load) {  // dk and dlv between the registers and DKs / DVs
         auto rows = [&](auto tiles, ta* X, int ld) {
