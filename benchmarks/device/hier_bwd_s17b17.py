@@ -12,12 +12,8 @@ forward at chunk 32) and recording.
         # with the first variant's
     python benchmarks/device/hier_bwd_s17b17.py pub 16384 [REPS]
         # the public bf16 fwd+bwd (issue 17's table's call and loss) against torch SDPA's, interleaved medians
-Variants: main (main's sources, 5793862: hier_bwd_s17b17_main.py), new (the tree), and the tree with changes off
-(defines before hierarchical_bwd.cu; hib_blocks' change / hib_dkdv's): a0 (no L2 prefetch of the next chunk, HIB_BPF /
-the pair products' operands packed at each read, HIB_PPR), b0 (the maxima and Z loops not unrolled, HIB_BZU / hib_pairs'
-XP per pair, HIB_XPR), c0 (B's fragment read per tile, HIB_COL, both kernels), d0 (- / lden and the flags loaded after
-hib_chunk, HIB_ELD). Request 1 (12fbf5b) timed bmx0 (HIB_BMX), dap0 (HIB_DAP, now HIB_DKR's), xe0 (HIB_XPR and HIB_ELD)
-and nod4 (hib_dkdv before the fold of its tile loops).
+Variants: new (the tree), or defines before hierarchical_bwd.cu as NAME=VALUE+NAME=VALUE (e.g. HIB_BMX=0). The variants
+requests 1 and 2 timed (each of this branch's changes off, main's sources) are in NOTES.md, "Session 17 — s17b17".
 """
 import os
 import statistics
@@ -29,20 +25,18 @@ import hier_bwd_s15e17 as hb  # noqa: E402  (puts the repository on sys.path)
 from bench_gpu import cupy_ms  # noqa: E402
 from lsattn.backends.cupy import _compile  # noqa: E402
 
-#: the tree with changes off, one per kernel and variant where it can (each variant compiles the whole module):
-#: hib_blocks' / hib_dkdv's
-OFF = {"a0": "HIB_BPF HIB_PPR", "b0": "HIB_BZU HIB_XPR", "c0": "HIB_COL", "d0": "HIB_ELD"}
-DEFS = {"new": "", "main": "", **{k: "".join(f"#define {m} 0\n" for m in v.split()) for k, v in OFF.items()}}
+DEFS = {"new": ""}
+
+
+def defines(var):
+    return DEFS[var] if var in DEFS else "".join(f"#define {d.replace('=', ' ')}\n" for d in var.split("+"))
+
+
 KERNELS = ("hib_blocks", "hib_dkdv")
 
 
 def text(var, n):
-    if var == "main" and n.startswith("hierarchical_bwd"):
-        from hier_bwd_s17b17_main import SRC  # (main's sources, session 16's)
-        return SRC[n]
-    if n == "hierarchical_bwd.cu":
-        return DEFS[var] + hb.source(n)
-    return hb.source(n)
+    return defines(var) + hb.source(n) if n == "hierarchical_bwd.cu" else hb.source(n)
 
 
 def kernels(var, cfg, dev):

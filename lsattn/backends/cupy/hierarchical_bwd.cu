@@ -207,8 +207,8 @@ __device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int 
 }
 
 // hib_blocks' running U (DKP x DVP) in registers: add(E, lde, G, ldg) += E^T G over CH rows (E [t][i], G [t][j] in
-// shared, row strides lde, ldg; HIB_TC: float32 or bf16 pairs along t, hib_fa), each(f) calls f(i, j, element&) for this thread's elements (rescaling, storing);
-// FFMA register tiles or (HIB_TC) this warp's 16 x 8 mma tiles.
+// shared, row strides lde, ldg; HIB_TC: bf16 pairs along t, hib_fa), each(f) calls f(i, j, element&) for this thread's
+// elements (rescaling, storing); FFMA register tiles or (HIB_TC) this warp's 16 x 8 mma tiles.
 struct HibRun {
 #if HIB_TC
     static constexpr int NTL = (DKP / 16) * (DVP / 8), PW = (NTL + NT / 32 - 1) / (NT / 32);

@@ -20,8 +20,8 @@ __device__ __forceinline__ void hib_pair_ops(ta* F2, FX x, FY y, int t0, int t1,
     __syncthreads();
 }
 #if HIB_TC
-// hib_pair_ops' X and Y as bf16 pairs along t (hib_dkdv's HIB_DKR: X2 [t / 2][s], rows of HIB_GLD; Y2 [t / 2][c] after it, rows of
-// DP + 8; the bits hib_mma_tile packs from X and Y). Ends with a barrier.
+// hib_pair_ops' X and Y as bf16 pairs along t (hib_dkdv's HIB_DKR: X2 [t / 2][s], rows of HIB_GLD; Y2 [t / 2][c] after
+// it, rows of DP + 8; the bits hib_mma_tile packs from X and Y). Ends with a barrier.
 template <int DP, typename FX, typename FY>
 __device__ __forceinline__ void hib_pair_ops2(unsigned* X2, FX x, FY y, int t0, int t1, const ta* Fl) {
     const int tid = threadIdx.x;
@@ -202,8 +202,10 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     // the tiles these overlay); M_i and W_j read from global by the threads that use them (i = tid % DKP, j = tid % DVP)
     static_assert(NT % DKP == 0 && NT % DVP == 0, "hib_dkdv's B^T and V'^T columns per thread");
     __syncthreads();
-    const int im = tid % DKP, jw = tid % DVP;
-    auto ev0 = [&](int s, int jj) { return (jj < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0; };
+    const int jw = tid % DVP;
+    auto ev0 = [&](int s, int jj) {  // E_sj
+        return (jj < DV && s >= t0 && s < t1) ? hib_fex(LVs[s * HIB_VLD + jj] - nn[jj]) : (ta)0;
+    };
 #if HIB_DKR
     constexpr int NJ = (DVP / 2) * CH, NI = (DKP / 2) * CH;  // (HIB_DKR) E^T's and B^T's pairs: row s = tid % CH
     static_assert(NT % CH == 0 && DKP <= NT, "hib_dkdv's E^T and B^T rows per thread, M's copy");
@@ -246,6 +248,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
             copy_r(0, o);
         }
 #if !HIB_DKR
+        const int im = tid % DKP;
         const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0);
 #endif
         const ta wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0) + nn[jw];
@@ -265,7 +268,9 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         for (int u = 0; u < (NI + NT - 1) / NT; ++u) {  // columns i, i + 1 of row s
             const int s = tid % CH, i = 2 * ((tid + u * NT) / CH);
             if (NI % NT && i >= DKP) break;
-            auto b = [&](int i2) { return (i2 < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i2] + suf[s] + gap + mb[i2]) : (ta)0; };
+            auto b = [&](int i2) {  // B_si
+                return (i2 < DK && s >= t0 && s < t1) ? hib_fex(Ks[s * HIB_KLD + i2] + suf[s] + gap + mb[i2]) : (ta)0;
+            };
             const ta b0 = b(i), b1 = b(i + 1);
             Bt[i * HIB_TCL + s] = b0, Bt[(i + 1) * HIB_TCL + s] = b1;
             Bt2[(i / 2) * HIB_GLD + s] = pack2(b0, b1);
