@@ -143,7 +143,8 @@ class Config:
             fp = 2 * DKP + DVP + 7 * CH  # Z, the CH vectors, hib_fpairs' shifts and flags
             freg = max(DVP * (TK + TC), 2 * DKP * TC, 2 * DVP * TC, CH * (TC + TK))  # HIB_FREG
             return {"hib_dq": 3 * K + 3 * V + 3 * X + 2 * CH * 64 + freg + fp,
-                    "hib_blocks": CH * (TK + 2 * TV) + 3 * DKP + 2 * DVP + 4 * CH,
+                    "hib_blocks": CH * (TK + 2 * TV) + 3 * DKP + 2 * DVP + 4 * CH
+                    + (CH // 2 * (DKP + DVP + 16) if self.tc else 0),  # (HIB_TC: the product's bf16 pairs)
                     "hib_bmerge": 8 * (DKP + DVP),  # HIB_NPC pieces' factors
                     "hib_dkdv": self._hib_dkdv(self.hib_unb)}[kernel] * es
         if kernel == "ll_pk_read":  # loglinear_streams.cu: x transposed (PK_KROWS x PK_XLD), a stage of one old slot
@@ -203,6 +204,8 @@ class Config:
         K, V, X, TC = CH * (DKP + 1), CH * (DVP + 1), CH * (CH + 1), CH + 4
         pairs = K + 2 * V + 3 * X + CH * (TC + max(DKP, DVP) + 4)
         blocks = nb * DKP * (DVP + (8 if self.tc else 4)) + (DVP + DKP) * TC
+        if self.tc and CH * DKP <= 2048 and CH * DVP <= 2048:  # HIB_DKR's HIB_DKX: E^T, B^T as bf16 pairs, M per buffer
+            blocks += (DVP // 2 + DKP // 2) * (CH + 8) + nb * DKP
         return 2 * K + 2 * V + max(pairs, blocks) + CH * 64 + 2 * DKP + DVP + 7 * CH
 
     @property

@@ -53,6 +53,9 @@ constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // regist
 #ifndef HIB_TC
 #define HIB_TC 0
 #endif
+#ifndef HIB_BMX  // hib_blocks' maxima by two lanes per column (where 2 (DKP + DVP) <= NT)
+#define HIB_BMX (2 * (DKP + DVP) <= NT)
+#endif
 // blocks per SM of hib_dq / hib_dkdv and of hib_blocks: CH 64's tiles allow one / two (220 / 53 KB of shared memory), so
 // their registers are not capped for more (CH 32, the bounds of 128 / 80: ~700 B spilled at CH 64)
 #define HIB_MINB (CH >= 64 ? 1 : 2)
@@ -65,22 +68,84 @@ constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // regist
 // read (16 x 8 tiles, warp w takes tiles w, w + 8, ...; the bank of A[(k0 + 2t) lda + m0 + g] is 2t lda + g mod 32:
 // conflict-free for lda = 4 mod 16; BT: B's pairs (k0, k0 + 1) as 8-byte loads, conflict-free for ldb = 8 mod 32).
 #if HIB_TC
-// c += the 16 x 8 tile (rows m0 .., columns n0 ..) of A^T B over K (operands as hib_prod's)
-template <int K, bool BT = false>
-__device__ __forceinline__ void hib_mma_tile(float (&c)[4], const float* A, int lda, const float* B, int ldb, int m0, int n0) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+// The fragments of k-step k0 (= 16 kk + 2t) of a 16 x 8 tile (rows m0 .., columns n0 ..) of A^T B: A's rows k0, k0 + 1
+// (and + 8) of columns m0 + g (and + 8), B's of column n0 + g; from float32 tiles, rounded to bf16 pairs as they are
+// read, or from tiles stored as bf16 pairs along k (X2[(k / 2) ld2 + m] = (X[k][m], X[k + 1][m]): the same bits, packed
+// once where they are formed; rows of ld2 = 8 mod 32 pairs: conflict-free)
+__device__ __forceinline__ void hib_fa(unsigned (&a)[4], const float* A, int lda, int m0, int k0) {
+    const float *a0 = A + k0 * lda + m0 + ((threadIdx.x & 31) >> 2), *a1 = a0 + lda, *a8 = a0 + 8 * lda, *a9 = a8 + lda;
+    a[0] = pack2(a0[0], a1[0]), a[1] = pack2(a0[8], a1[8]), a[2] = pack2(a8[0], a9[0]), a[3] = pack2(a8[8], a9[8]);
+}
+__device__ __forceinline__ void hib_fa(unsigned (&a)[4], const unsigned* A2, int lda2, int m0, int k0) {
+    const unsigned *a0 = A2 + (k0 >> 1) * lda2 + m0 + ((threadIdx.x & 31) >> 2), *a4 = a0 + 4 * lda2;
+    a[0] = a0[0], a[1] = a0[8], a[2] = a4[0], a[3] = a4[8];
+}
+// (BT: B n-major, B [n][k], the pairs (k0, k0 + 1) as 8-byte loads; float32 only)
+template <bool BT>
+__device__ __forceinline__ void hib_fb(unsigned& b0, unsigned& b1, const float* B, int ldb, int n0, int k0) {
+    const int g = (threadIdx.x & 31) >> 2;
+    if constexpr (BT) {
+        const float2* bp = reinterpret_cast<const float2*>(B + (n0 + g) * ldb + k0);
+        const float2 x0 = bp[0], x8 = bp[4];  // k0, k0 + 1 and k0 + 8, k0 + 9
+        b0 = pack2(x0.x, x0.y), b1 = pack2(x8.x, x8.y);
+    } else {
+        const float *p0 = B + k0 * ldb + n0 + g, *p8 = p0 + 8 * ldb;
+        b0 = pack2(p0[0], p0[ldb]), b1 = pack2(p8[0], p8[ldb]);
+    }
+}
+template <bool BT>
+__device__ __forceinline__ void hib_fb(unsigned& b0, unsigned& b1, const unsigned* B2, int ldb2, int n0, int k0) {
+    static_assert(!BT, "hib_fb: pairs k-major only");
+    const unsigned* p = B2 + (k0 >> 1) * ldb2 + n0 + ((threadIdx.x & 31) >> 2);
+    b0 = p[0], b1 = p[4 * ldb2];
+}
+// c[p] += the 16 x 8 tiles (rows m0[p] .., columns n0 ..) of A^T B over K, p < NP (operands as hib_prod's, or as bf16
+// pairs: hib_fa), B's fragment read once per k-step for the NP tiles; each tile's sum in hib_mma_tile's order
+template <int K, int NP, bool BT = false, typename XA, typename XB>
+__device__ __forceinline__ void hib_mma_col(float (&c)[NP][4], const XA* A, int lda, const int (&m0)[NP], const XB* B, int ldb,
+                                            int n0) {
 #pragma unroll 4
-    for (int k0 = 2 * t; k0 < K; k0 += 16) {
-        const float *a0 = A + k0 * lda + m0 + g, *a1 = a0 + lda, *a8 = a0 + 8 * lda, *a9 = a8 + lda;
-        const unsigned a[4] = {pack2(a0[0], a1[0]), pack2(a0[8], a1[8]), pack2(a8[0], a9[0]), pack2(a8[8], a9[8])};
-        if constexpr (BT) {
-            const float2* bp = reinterpret_cast<const float2*>(B + (n0 + g) * ldb + k0);
-            const float2 b0 = bp[0], b8 = bp[4];  // k0, k0 + 1 and k0 + 8, k0 + 9
-            mma_bf16(c, a, pack2(b0.x, b0.y), pack2(b8.x, b8.y));
-        } else {
-            const float *b0 = B + k0 * ldb + n0 + g, *b8 = b0 + 8 * ldb;
-            mma_bf16(c, a, pack2(b0[0], b0[ldb]), pack2(b8[0], b8[ldb]));
+    for (int k0 = 2 * (threadIdx.x & 3); k0 < K; k0 += 16) {
+        unsigned b0, b1;
+        hib_fb<BT>(b0, b1, B, ldb, n0, k0);
+#pragma unroll
+        for (int p = 0; p < NP; ++p) {
+            unsigned a[4];
+            hib_fa(a, A, lda, m0[p], k0);
+            mma_bf16(c[p], a, b0, b1);
         }
+    }
+}
+// c += the 16 x 8 tile (rows m0 .., columns n0 ..) of A^T B over K
+template <int K, bool BT = false, typename XA, typename XB>
+__device__ __forceinline__ void hib_mma_tile(float (&c)[4], const XA* A, int lda, const XB* B, int ldb, int m0, int n0) {
+    const int m[1] = {m0};
+    hib_mma_col<K, 1, BT>(reinterpret_cast<float (&)[1][4]>(c), A, lda, m, B, ldb, n0);
+}
+// f(p, m0, n0) for this warp's 16 x 8 tiles (rows m0 .., columns n0 ..) of an M x N result: tile x = warp + p NT / 32
+// (hib_prod's order), p < NP
+template <int M, int N, int NP, typename F>
+__device__ __forceinline__ void hib_warp_tiles(F f) {
+#pragma unroll
+    for (int p = 0; p < NP; ++p) {
+        const int x = (threadIdx.x >> 5) + p * (NT / 32);
+        if (x < (M / 16) * (N / 8)) f(p, (x / (N / 8)) * 16, (x % (N / 8)) * 8);
+    }
+}
+// c[p] += this warp's tiles p of the M x N result A^T B over K (hib_warp_tiles' tiles; c[p] of a tile past the last
+// untouched): where every tile of the warp is in one column n0 (NT / 32 a multiple of N / 8, NP tiles each), hib_mma_col
+// (hib_dkdv's right blocks' products, s17b17: 2.25 -> 2.01 ms at 16K bf16)
+template <int M, int N, int NP, int K, bool BT = false, typename XA, typename XB>
+__device__ __forceinline__ void hib_warp_mma(float (&c)[NP][4], const XA* A, int lda, const XB* B, int ldb) {
+    constexpr int W = NT / 32;
+    if constexpr ((M / 16) * (N / 8) == NP * W && W % (N / 8) == 0) {
+        const int w = threadIdx.x >> 5;
+        int m0[NP];
+#pragma unroll
+        for (int p = 0; p < NP; ++p) m0[p] = ((w + p * W) / (N / 8)) * 16;
+        hib_mma_col<K, NP, BT>(c, A, lda, m0, B, ldb, (w % (N / 8)) * 8);
+    } else {
+        hib_warp_tiles<M, N, NP>([&](int p, int m0, int n0) { hib_mma_tile<K, BT>(c[p], A, lda, B, ldb, m0, n0); });
     }
 }
 // f(m, n, c[e]) for the accumulators of this lane in the tile at (m0, n0)
@@ -141,27 +206,34 @@ __device__ __forceinline__ void hib_prod(const ta* A, int lda, const ta* B, int 
 #endif
 }
 
-// hib_blocks' running U (DKP x DVP) in registers: add(E, G) += E^T G over CH rows (E [t][i], G [t][j] in shared,
-// strides HIB_TKL, HIB_TVL), each(f) calls f(i, j, element&) for this thread's elements (rescaling, storing);
-// FFMA register tiles or (HIB_TC) this warp's 16 x 8 mma tiles.
+// hib_blocks' running U (DKP x DVP) in registers: add(E, lde, G, ldg) += E^T G over CH rows (E [t][i], G [t][j] in
+// shared, row strides lde, ldg; HIB_TC: bf16 pairs along t, hib_fa), each(f) calls f(i, j, element&) for this thread's
+// elements (rescaling, storing); FFMA register tiles or (HIB_TC) this warp's 16 x 8 mma tiles.
 struct HibRun {
 #if HIB_TC
     static constexpr int NTL = (DKP / 16) * (DVP / 8), PW = (NTL + NT / 32 - 1) / (NT / 32);
     float c[PW][4];
     template <typename F>
     __device__ __forceinline__ void tiles(F f) {
-#pragma unroll
-        for (int p = 0; p < PW; ++p) {
-            const int x = (threadIdx.x >> 5) + p * (NT / 32);
-            if (x < NTL) f(c[p], (x / (DVP / 8)) * 16, (x % (DVP / 8)) * 8);
-        }
+        hib_warp_tiles<DKP, DVP, PW>([&](int p, int m0, int n0) { f(c[p], m0, n0); });
     }
     template <typename F>
     __device__ __forceinline__ void each(F f) {
         tiles([&](float (&cc)[4], int m0, int n0) { hib_tile_each(cc, m0, n0, f); });
     }
-    __device__ __forceinline__ void add(const ta* E, const ta* G) {
-        tiles([&](float (&cc)[4], int m0, int n0) { hib_mma_tile<CH>(cc, E, HIB_TKL, G, HIB_TVL, m0, n0); });
+    template <typename X>
+    __device__ __forceinline__ void add(const X* E, int lde, const X* G, int ldg) {
+        // hib_mma_tile's k-steps per tile, written out: the code measured fastest (s17b17, 16K bf16: 1.278 ms; 1.307 with
+        // hib_warp_mma and request 2's unrolled loops); hib_mma_tile goes through hib_mma_col, which changes it
+        tiles([&](float (&cc)[4], int m0, int n0) {
+#pragma unroll 4
+            for (int k0 = 2 * (threadIdx.x & 3); k0 < CH; k0 += 16) {
+                unsigned a[4], b0, b1;
+                hib_fa(a, E, lde, m0, k0);
+                hib_fb<false>(b0, b1, G, ldg, n0, k0);
+                mma_bf16(cc, a, b0, b1);
+            }
+        });
     }
 #else
     ta c[HIB_RI][HIB_RN];
@@ -173,8 +245,8 @@ struct HibRun {
 #pragma unroll
             for (int jj = 0; jj < HIB_RN; ++jj) f(ty * HIB_RI + ii, tx * HIB_RN + jj, c[ii][jj]);
     }
-    __device__ __forceinline__ void add(const ta* E, const ta* G) {
-        mm_acc<HIB_RI, HIB_RN, CH>(c, E, HIB_TKL, G, HIB_TVL, threadIdx.x >> 4, threadIdx.x & 15);
+    __device__ __forceinline__ void add(const ta* E, int lde, const ta* G, int ldg) {
+        mm_acc<HIB_RI, HIB_RN, CH>(c, E, lde, G, ldg, threadIdx.x >> 4, threadIdx.x & 15);
     }
 #endif
 };
@@ -289,6 +361,10 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     ta* Xr = b; b += CH;            // -lden_t + lam[t, lev]
     ta* Xf = b; b += CH;            // x_t - q_t: Xr_t + decay from R's first token to t
     ta* Dr = b; b += CH;
+    // (HIB_TC) the product's operands exp(x_ti - M_i) and g_tj exp(-o_tj - W_j) as bf16 pairs along t (rows of DKP + 8,
+    // DVP + 8 pairs): formed once, not packed at each of the warp's tile reads; E stays in float32 for Z
+    unsigned* E2 = reinterpret_cast<unsigned*>(b); b += HIB_TC ? (CH / 2) * (DKP + 8) : 0;
+    unsigned* G2 = reinterpret_cast<unsigned*>(b); b += HIB_TC ? (CH / 2) * (DVP + 8) : 0;
     check_smem((unsigned)((b - reinterpret_cast<ta*>(smem_raw)) * sizeof(ta)));
     const int tid = threadIdx.x;
     const i64 bh = blockIdx.y;
@@ -368,6 +444,42 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             Dr[tid] = tin ? rd : (ta)0;
         }
         __syncthreads();
+#if HIB_BMX
+        {  // the new maxima (feature M_i: columns c < DKP, W_j: c - DKP) by lanes 2c (rows 0 .. CH / 2 - 1, from the
+           // running maxima) and 2c + 1 (rows CH / 2 ..), met by a shuffle (maxima: any order); x_ti = q_ti + Xf_t with the
+           // decays' prefix in hi_decays' order, as the unsplit pass formed it (bit for bit), Xf stored by column 0's lanes
+            const int c2 = tid >> 1, h2 = tid & 1, tb = h2 * (CH / 2), te = min(tb + CH / 2, t1);
+            ta m = (ta)0;
+            if (c2 < DKP) {
+                ta run = (ta)0;
+                if (h2) {
+#pragma unroll
+                    for (int u = 0; u < CH / 2; ++u) run += ac[u];
+                }
+                m = h2 ? neg_big() : Ms[c2];
+                for (int t = tb; t < te; ++t) {
+                    run += ac[t];
+                    const ta xf = Xr[t] + G0 + run;
+                    m = fmx(m, E[t * HIB_TKL + c2] + xf);
+                    if (c2 == 0) Xf[t] = xf;
+                }
+                if (c2 == 0)
+                    for (int t = max(tb, t1); t < tb + CH / 2; ++t) Xf[t] = (ta)0;
+            } else if (c2 < DKP + DVP) {
+                const int jj = c2 - DKP;
+                m = h2 ? lo_v() : Ws[jj];
+                for (int t = tb; t < te; ++t) m = fmx(m, Gp[t * HIB_TVL + jj]);
+            }
+            m = fmx(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            if (!h2 && c2 < DKP) {
+                Sk[c2] = ex(Ms[c2] - m);
+                Ms[c2] = m;
+            } else if (!h2 && c2 < DKP + DVP) {
+                Sv[c2 - DKP] = ex(Ws[c2 - DKP] - m);
+                Ws[c2 - DKP] = m;
+            }
+        }
+#else
         // the decays' prefix sums in hi_decays' order (each thread its own: no barrier), x_ti = q_ti + Xf_t as the
         // unsplit pass formed it (bit for bit)
         if (tid < CH) {
@@ -390,25 +502,47 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             Sv[jj] = ex(Ws[jj] - w);
             Ws[jj] = w;
         }
+#endif
         __syncthreads();
+        auto ex_ = [&](int t, int i) { return (t < t1 && i < DK) ? hib_fex(E[t * HIB_TKL + i] + Xf[t] - Ms[i]) : (ta)0; };
+        auto gx_ = [&](int t, int jj) {
+            const ta o = Gp[t * HIB_TVL + jj];  // (lo_v(): a masked output, whose g counts as 0)
+            return (t < t1 && jj < DV && o != lo_v()) ? Gr[t * HIB_TVL + jj] * hib_fex(o - Ws[jj]) : (ta)0;
+        };
+#if HIB_TC
+        for (int idx = tid; idx < (CH / 2) * DKP; idx += NT) {  // rows t, t + 1 of column i
+            const int t = 2 * (idx / DKP), i = idx % DKP;
+            const ta e0 = ex_(t, i), e1 = ex_(t + 1, i);
+            E[t * HIB_TKL + i] = e0, E[(t + 1) * HIB_TKL + i] = e1;
+            E2[(t / 2) * (DKP + 8) + i] = pack2(e0, e1);
+        }
+        for (int idx = tid; idx < (CH / 2) * DVP; idx += NT) {
+            const int t = 2 * (idx / DVP), jj = idx % DVP;
+            G2[(t / 2) * (DVP + 8) + jj] = pack2(gx_(t, jj), gx_(t + 1, jj));
+        }
+#else
         for (int idx = tid; idx < CH * DKP; idx += NT) {
             const int t = idx / DKP, i = idx % DKP;
-            E[t * HIB_TKL + i] = (t < t1 && i < DK) ? hib_fex(E[t * HIB_TKL + i] + Xf[t] - Ms[i]) : (ta)0;
+            E[t * HIB_TKL + i] = ex_(t, i);
         }
         for (int idx = tid; idx < CH * DVP; idx += NT) {
             const int t = idx / DVP, jj = idx % DVP;
-            const ta o = Gp[t * HIB_TVL + jj];  // (lo_v(): a masked output, whose g counts as 0)
-            Gp[t * HIB_TVL + jj] = (t < t1 && jj < DV && o != lo_v()) ? Gr[t * HIB_TVL + jj] * hib_fex(o - Ws[jj]) : (ta)0;
+            Gp[t * HIB_TVL + jj] = gx_(t, jj);
         }
+#endif
         acc.each([&](int i, int jj, ta& x) { x *= Sk[i] * Sv[jj]; });
         __syncthreads();
-        acc.add(E, Gp);
+#if HIB_TC
+        acc.add(E2, DKP + 8, G2, DVP + 8);
+#else
+        acc.add(E, HIB_TKL, Gp, HIB_TVL);
+#endif
         if (tid < DKP) {
             ta x = Zs[tid] * Sk[tid];
             for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
             Zs[tid] = x;
         }
-        const ta gc = gch[bh * n + (cc - F)];
+        const ta gc = cc + 1 < F + n ? gch[bh * n + (cc - F)] : (ta)0;  // (the call's last chunk has none: hi_intra)
         G0 += gc;
         Gl += gc;
     }

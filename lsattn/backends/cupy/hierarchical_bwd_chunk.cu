@@ -42,6 +42,10 @@ static_assert(HIB_SBUF + DVP * HIB_TCL <= HIB_SFREE, "hib_dq's slot buffer");
 #ifndef HIB_UNB  // hib_dkdv's U buffers: two where shared memory allows (the host's Config.hib_unb), else one
 #define HIB_UNB 2
 #endif
+// (HIB_DKR) hib_dkdv's right blocks' products with their A operands E^T, B^T as bf16 pairs along j / i (rows of CH + 8,
+// formed once, not packed at each tile read) beside their float32 tiles (the epilogues'), each buffer's M by cp.async
+// beside its U (B^T formed by warps on consecutive s: conflict-free); HIB_DKX elements after B^T
+constexpr int HIB_DKX = HIB_DKR ? (DVP / 2 + DKP / 2) * (CH + 8) + HIB_UNB * DKP : 0;
 // A (DK, DV) row-major tile of global memory into DKP rows of HIB_SLD in shared memory by cp.async (zeros outside
 // DK x DV; 16-byte pieces where the rows allow), not waited for. Offsets in 32 bits from src, the pieces' loop unrolled
 // (s15e17: the 64-bit address products and the loop's tests were ~9% of hib_dq's instructions, ncu)
@@ -168,7 +172,7 @@ __device__ __forceinline__ HibTiles hib_tiles(unsigned char* raw, bool dq) {
     if (!dq) b = pairs;
     m.Tk = take(dq ? DVP * HIB_TKL : HIB_UNB * DKP * HIB_SLD);
     m.Ta = take(DVP * HIB_TCL);
-    m.Tb = take(dq ? 0 : DKP * HIB_TCL);
+    m.Tb = take(dq ? 0 : DKP * HIB_TCL + HIB_DKX);
     if (dq && b < m.Tk + HIB_FREG) b = m.Tk + HIB_FREG;  // hib_fpairs' operands over the slot products'
     if (!dq && b < after + HIB_F2) b = after + HIB_F2;  // hib_dkdv's pair products after the pairs' tiles
     m.LVs = take(CH * HIB_VLD); m.Ks = take(CH * HIB_KLD); m.Ak = take(CH * HIB_KLD); m.Av = take(dq ? 0 : CH * HIB_VLD);
