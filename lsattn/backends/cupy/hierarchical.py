@@ -126,8 +126,7 @@ def slots(ops, cfg, q, k, lv, lam, a, p, old, pre=None):
         ops.hi_intra(cfg, q3, k3, lv3, lam3, a2, lden, lnum, wm, wz, wn, wS, gch, T, DK, DV, L, p, F, n, n_old, alo,
                      BH)
     launch_pending()  # the prologue's deferred checks, their host work beside hi_intra (the call's longest launch chain)
-    gnode = xp.empty_like(gch)  # the slots' total decays (a chunk's own until a merge makes it more); the call's last
-    gnode[:, :-1] = gch[:, :-1]  # chunk has none (hi_intra leaves its total unwritten: no copy reads it, initcheck)
+    gnode = xp.array(gch, copy=True)  # the slots' total decays (a chunk's own until a merge makes it more)
     for d, c0, count in merge_levels(F, n):
         ops.hi_merge(cfg, wm, wz, wn, wS, gch, gnode, DK, DV, F, n, n_old, c0, d, count, BH)
     msnap = xp.empty((BH, n, n_old + NLC, DK), dtype=ta_dtype)  # the held slots' m at every chunk's start

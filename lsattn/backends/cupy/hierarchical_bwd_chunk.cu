@@ -241,32 +241,15 @@ __device__ __forceinline__ void hib_pairs(const HibTiles& sm, int t0, int t1, co
 // (clamped), R_t = max_i (q_ti + mm_i); hib_dkdv takes the same ones. Ends with a barrier.
 __device__ __forceinline__ void hib_shifts(const HibTiles& sm, int t0, int t1, int DK, int DV) {
     const int tid = threadIdx.x;
-    {  // column col < DKP: key shift, then value shifts (DKP + DVP <= NT): CPT lanes per column, each over CH / CPT rows
-       // (unrolled; rows outside [t0, t1) skipped by a select), combined by shuffles: the maximum in another order, the
-       // same value (one thread per column ran CH dependent shared loads while the other warps waited: s17a17, H200,
-       // hib_dq 16K bf16 2.350 -> 2.342 ms); lane (col, part) reads bank col + part CH / CPT + u: conflict-free
-        constexpr int C0 = NT / (DKP + DVP), CPT = C0 >= 8 ? 8 : C0 >= 4 ? 4 : C0 >= 2 ? 2 : 1, RPT = CH / CPT;
-        const int col = tid / CPT, part = tid % CPT;
-        const bool key = col < DKP;
-        ta m = key ? neg_big() : lo_v();
-        if (col < DKP + DVP) {
-            const ta* X = key ? sm.Ks + col : sm.LVs + (col - DKP);
-            const int ld = key ? HIB_KLD : HIB_VLD;
-#pragma unroll
-            for (int u = 0; u < RPT; ++u) {
-                const int r = part * RPT + u;
-                const ta x = X[r * ld];
-                m = r >= t0 && r < t1 ? fmx(m, x) : m;
-            }
-        }
-#pragma unroll
-        for (int o = 1; o < CPT; o <<= 1) m = fmx(m, __shfl_xor_sync(0xffffffffu, m, o));
-        if (part == 0 && col < DKP + DVP) {
-            if (key)
-                sm.mm[col] = col < DK ? m : (ta)0;
-            else
-                sm.nn[col - DKP] = m;
-        }
+    if (tid < DKP) {  // threads DKP .. DKP + DVP - 1: the value shifts (DKP + DVP <= NT)
+        ta m = neg_big();
+        for (int s = t0; s < t1; ++s) m = fmx(m, sm.Ks[s * HIB_KLD + tid]);
+        sm.mm[tid] = tid < DK ? m : (ta)0;
+    } else if (tid < DKP + DVP) {
+        const int jj = tid - DKP;
+        ta m = lo_v();
+        for (int s = t0; s < t1; ++s) m = fmx(m, sm.LVs[s * HIB_VLD + jj]);
+        sm.nn[jj] = m;
     }
     __syncthreads();
     const int t = tid / HIB_TPR, r0 = tid % HIB_TPR;
