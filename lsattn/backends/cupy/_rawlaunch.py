@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["RawLaunch", "raw_launch"]
+__all__ = ["RawLaunch", "cached_plan", "raw_launch"]
 
 _DRIVER = []  # [cuLaunchKernel] once loaded; [None] where it cannot be
 
@@ -80,3 +80,14 @@ def raw_launch(fn, grid, block, shared, n_ptr, scalars, n_tail=0):
     if driver is None or getattr(getattr(fn, "kernel", fn), "ptr", None) is None:
         return None
     return RawLaunch(fn, grid, block, shared, n_ptr, scalars, driver, n_tail)
+
+
+def cached_plan(cache, limit, key, make):
+    """``cache[key]``, made by ``make()`` where missing (a per-shape launch plan); the cache is cleared first when it
+    holds ``limit`` plans (a bound on the memory a long run of distinct shapes keeps)."""
+    plan = cache.get(key)
+    if plan is None:
+        if len(cache) >= limit:
+            cache.clear()
+        plan = cache[key] = make()
+    return plan

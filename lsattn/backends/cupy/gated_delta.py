@@ -31,7 +31,7 @@ from ...state import State
 from ._arrays import _external_stream, _half, array_kind, check_grid, inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
 from ._compile import GD_BW, GD_G, SMEM_MAX, CupyOps, _launch, make_config
-from ._rawlaunch import raw_launch
+from ._rawlaunch import cached_plan, raw_launch
 
 __all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops",
            "tier_plan"]
@@ -387,11 +387,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     if dev != cupy.cuda.runtime.getDevice():  # the kernels are launched in the current device's context
         return None
     key = (q.shape, v.shape[-1], lam.shape[-1], q.dtype, dev, chunk_size)
-    plan = _TORCH_PLANS.get(key)
-    if plan is None:
-        if len(_TORCH_PLANS) >= _TORCH_PLANS_MAX:
-            _TORCH_PLANS.clear()
-        plan = _TORCH_PLANS[key] = _Plan(q, v, lam, chunk_size, dev)
+    plan = cached_plan(_TORCH_PLANS, _TORCH_PLANS_MAX, key, lambda: _Plan(q, v, lam, chunk_size, dev))
     if not (q.is_contiguous() and k.is_contiguous() and v.is_contiguous() and a.is_contiguous()
             and beta.is_contiguous() and lam.is_contiguous()):
         return None

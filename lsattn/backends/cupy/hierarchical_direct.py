@@ -14,7 +14,7 @@ import numpy as np
 
 from ._arrays import _half, check_grid
 from ._compile import CupyOps, _launch
-from ._rawlaunch import raw_launch
+from ._rawlaunch import cached_plan, raw_launch
 from .gated_delta import chunk_slots
 from . import hierarchical as _hi
 
@@ -120,11 +120,7 @@ def _launch_on(q, k, lv, lam, a, CH, dev, stream):
         return None
     ptrs = [x.data_ptr() for x in xs]
     key = (q.shape, lv.shape[-1], lam.shape[-1], q.dtype, dev, CH)
-    plan = _PLANS.get(key)
-    if plan is None:
-        if len(_PLANS) >= _PLANS_MAX:
-            _PLANS.clear()
-        plan = _PLANS[key] = _Plan(q, lv, lam, CH, dev)
+    plan = cached_plan(_PLANS, _PLANS_MAX, key, lambda: _Plan(q, lv, lam, CH, dev))
     if plan.raw is None or (plan.half == "bf16" and any(p % 16 for p in ptrs)):
         return None
     handle = stream(dev)
