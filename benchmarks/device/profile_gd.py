@@ -2,7 +2,7 @@
 wall time per call and the top kernels by CUDA time (torch profiler), B=2 H=16 d=64, bf16 and fp32 at
 T = 2K, 8K, 32K (or the T list given as the first argument, e.g. ``2048,8192``): the per-kernel split
 and, from the profiler's totals, how much of the wall time no kernel covers (host work between them);
-with the argument ``train``: one fwd+bwd step at T = 8192 (bf16) instead."""
+with the argument ``train [T]``: one fwd+bwd step at T (default 8192, bf16) instead."""
 import sys
 import time
 
@@ -42,15 +42,16 @@ def kernels(f, rows):
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=60), flush=True)
 
 
-if sys.argv[1:] == ["train"]:  # one fwd+bwd step at T = 8192, bf16: wall time and the top kernels
-    x = [t.requires_grad_(True) for t in inputs(8192, torch.bfloat16)]
+if sys.argv[1:2] == ["train"]:  # one fwd+bwd step at T (default 8192), bf16: wall time and the top kernels
+    T = int(sys.argv[2]) if sys.argv[2:] else 8192
+    x = [t.requires_grad_(True) for t in inputs(T, torch.bfloat16)]
 
     def step():
         lsattn.loglinear_gated_delta(*x).float().square().mean().backward()
         for t in x:
             t.grad = None
 
-    print(f"==== train T=8192 bf16: {wall_ms(step):.2f} ms per fwd+bwd step", flush=True)
+    print(f"==== train T={T} bf16: {wall_ms(step):.2f} ms per fwd+bwd step", flush=True)
     kernels(step, 30)
     sys.exit(0)
 
