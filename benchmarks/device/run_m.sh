@@ -83,7 +83,9 @@ elif [ "$MODE" = one ] || [ "$MODE" = quick ]; then
   # a session with little device time left: every group and the sanitizers at once (all done by LIM: session 15's
   # sanitizer chain outlived it), then the tables
   echo "=== tests, one wave $(date -u +%T)"
-  END=$(($(date +%s) + LIM)); launch t "${WAVE1[@]}"; launch u "${WAVE2[@]}"; sanitizers 40 60; wait
+  END=$(($(date +%s) + LIM)); launch t "${WAVE1[@]}"; launch u "${WAVE2[@]}"; sanitizers 40 60
+  timeout "$LIM" $PT tests/test_cupy_log_attention.py -k tensor_cores > "$OUT/log_v1.txt" 2>&1 &  # (WAVE2 leaves it out)
+  wait
   report
   [ "$MODE" = one ] && tables
 elif [ "$MODE" = bench ]; then
