@@ -38,6 +38,8 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
 - *_nodiag, *_no32, *_no64: H200, 8K, on 1xTF32 (0.340 ms): 0.333 / 0.333 / 0.306 (_nosolve 0.293)
 - *_nodiag, *_no32, *_no64 (ablations, s17d16): the solve's parts alone: the 16 x 16 diagonal blocks' substitution, the
              warps' 32 x 32 off-diagonal blocks, the 64 x 64 stage
+- *_s0, *_od0, *_s0od0 (s19b16): GF_S64 0 (the solve's 64 x 64 stage over every term, zeros included), GF_OD4 0 (the
+             warp stage's 32 x 32 blocks alike), both (the kernel before s19b16); the same outputs bit for bit
 - *_x3:      GF_X1 0 (s17d16): bf16 inputs' products after the solve in 3xTF32 (main's kernel before s17d16; the
              default since is 1xTF32, GF_X1 1: one mma per tile and k-step, no low halves; H200, 8K: 0.360 -> 0.339 ms)
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
@@ -70,9 +72,10 @@ NOPREV = ("#define GF_PREV 1", "#define GF_PREV 0")
 SU = [("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00"),
       ("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // X_11 S", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // X_11 S")]
 U2 = ("#pragma unroll 1\n    for (int k0 = lo; k0 < hi; k0 += 8)", "#pragma unroll 2\n    for (int k0 = lo; k0 < hi; k0 += 8)")
-NOSOLVE = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"),
-           ("gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", ""),
-           ("gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });", "")]
+OD_CALL = ("if constexpr (GF_OD4) gf_offdiag16(B0, S);\n            else gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", "")
+S64_CALL = ("if constexpr (GF_S64) gf_offdiag64(R2, R0, [] { __syncthreads(); });\n        "
+            "else gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });", "")
+NOSOLVE = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"), OD_CALL, S64_CALL]
 NOSCAN = [("for (int r = 0; r <= tid; ++r) G += aa[r];", "G = aa[tid];"),
           ("for (int r = CH - 1; r > t; --r) S += aa[r];", "S = aa[t];"),
           ("for (int r = (dc + 1) * GF_RC; r < dr * GF_RC; ++r) mid += aa[r];", "mid = aa[dr];")]
@@ -83,8 +86,10 @@ LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 X3 = ("#define GF_X1 1", "#define GF_X1 0")
 LAM0 = ("#define GF_LAM1 1", "#define GF_LAM1 0")
 NODIAG = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {")]
-NO32 = [("gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", "")]
-NO64 = [("gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });", "")]
+NO32 = [OD_CALL]
+NO64 = [S64_CALL]
+S0 = ("#define GF_S64 1", "#define GF_S64 0")
+OD0 = ("#define GF_OD4 1", "#define GF_OD4 0")
 #: each variant's outputs are compared with these (the production kernel of the inputs' kind)
 BASE_BF16, BASE_FP32 = "bf16in_chk_lamw", "fp32_chk"
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
@@ -98,6 +103,10 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_nodiag": ("float", True, NODIAG),
     "bf16in_chk_lamw_no32": ("float", True, NO32),
     "bf16in_chk_lamw_no64": ("float", True, NO64),
+    "bf16in_chk_lamw_s0": ("float", True, [S0]),
+    "bf16in_chk_lamw_od0": ("float", True, [OD0]),
+    "bf16in_chk_lamw_s0od0": ("float", True, [S0, OD0]),
+    "fp32_chk_s0od0": ("float", False, [S0, OD0]),
 
     "fp32_chk_noprev": ("float", False, [NOPREV]),
     "bf16in_chk_lamw_noprev": ("float", True, [NOPREV]),

@@ -86,6 +86,133 @@ __device__ __forceinline__ void gf_offdiag(ta* B0, ta* S, int i, int j0, Sync sy
     for (int jj = 0; jj < NC; ++jj) B0[(HB + i) * GF_LD + j0 + jj] = -r[jj];
 }
 
+// GF_S64: gf_offdiag<32, 4>'s products over their nonzero terms (X_00[m][c] = 0 for m < c, X_11[i][m] = 0 for m > i),
+// the m order kept. Warp w, p = w % 4. S = N_10 X_00: row 16 (w / 4) + lane / 2, columns ca, ca + 1 in group p (m >= 4 p)
+// and cb, cb + 1 in group 7 - p (m >= 28 - 4 p). -X_11 S: rows 4 p + a and 28 - 4 p + a (a = lane % 4; m < 4 p + 4 and
+// m < 32 - 4 p), columns c, c + 1 of the half w / 4. Every warp ~36 m-steps of 2 columns (the longest before: 32 of 4).
+template <typename Sync>
+__device__ __forceinline__ void gf_offdiag64(ta* B0, ta* S, Sync sync) {
+    constexpr int HB = 32, LS = HB + 4;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, p = w & 3;
+    {
+        const int i = 16 * (w >> 2) + (lane >> 1), ca = 4 * p + 2 * (lane & 1), cb = HB - 4 - 4 * p + 2 * (lane & 1);
+        const ta* Nr = B0 + (HB + i) * GF_LD;
+        ta ra[2] = {(ta)0, (ta)0}, rb[2] = {(ta)0, (ta)0};
+#pragma unroll 1
+        for (int m4 = 4 * p; m4 < HB - 4 - 4 * p; m4 += 4) {  // group p alone
+            ta nv[4];
+            ldv<4>(Nr + m4, nv);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ta x[2];
+                ldv<2>(B0 + (m4 + e) * GF_LD + ca, x);
+                ra[0] = fma(nv[e], x[0], ra[0]), ra[1] = fma(nv[e], x[1], ra[1]);
+            }
+        }
+#pragma unroll 1
+        for (int m4 = HB - 4 - 4 * p; m4 < HB; m4 += 4) {  // both groups
+            ta nv[4];
+            ldv<4>(Nr + m4, nv);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ta x[2], y[2];
+                ldv<2>(B0 + (m4 + e) * GF_LD + ca, x);
+                ldv<2>(B0 + (m4 + e) * GF_LD + cb, y);
+                ra[0] = fma(nv[e], x[0], ra[0]), ra[1] = fma(nv[e], x[1], ra[1]);
+                rb[0] = fma(nv[e], y[0], rb[0]), rb[1] = fma(nv[e], y[1], rb[1]);
+            }
+        }
+        gf_st2(S + i * LS + ca, ra[0], ra[1]);
+        gf_st2(S + i * LS + cb, rb[0], rb[1]);
+    }
+    sync();  // S written, N_10 read
+    {
+        const int a = lane & 3, c = 16 * (w >> 2) + 2 * (lane >> 2), il = 4 * p + a, ih = HB - 4 - 4 * p + a;
+        const ta* Xl = B0 + (HB + il) * GF_LD + HB;
+        const ta* Xh = B0 + (HB + ih) * GF_LD + HB;
+        ta rl[2] = {(ta)0, (ta)0}, rh[2] = {(ta)0, (ta)0};
+#pragma unroll 1
+        for (int m4 = 0; m4 < 4 * p + 4; m4 += 4) {  // both rows
+            ta xl[4], xh[4];
+            ldv<4>(Xl + m4, xl);
+            ldv<4>(Xh + m4, xh);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ta sv[2];
+                ldv<2>(S + (m4 + e) * LS + c, sv);
+                rl[0] = fma(xl[e], sv[0], rl[0]), rl[1] = fma(xl[e], sv[1], rl[1]);
+                rh[0] = fma(xh[e], sv[0], rh[0]), rh[1] = fma(xh[e], sv[1], rh[1]);
+            }
+        }
+#pragma unroll 1
+        for (int m4 = 4 * p + 4; m4 < HB - 4 * p; m4 += 4) {  // the row of group 7 - p alone
+            ta xh[4];
+            ldv<4>(Xh + m4, xh);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ta sv[2];
+                ldv<2>(S + (m4 + e) * LS + c, sv);
+                rh[0] = fma(xh[e], sv[0], rh[0]), rh[1] = fma(xh[e], sv[1], rh[1]);
+            }
+        }
+        gf_st2(B0 + (HB + il) * GF_LD + c, -rl[0], -rl[1]);
+        gf_st2(B0 + (HB + ih) * GF_LD + c, -rh[0], -rh[1]);
+    }
+}
+
+// GF_OD4: gf_offdiag<16, 8> (one warp, its 32 x 32 block) over the nonzero terms, the m order kept. S = N_10 X_00: row
+// lane / 2, columns 4 q + 2 (lane % 2), + 1 of the groups q = 0 .. 3, group q from m = 4 q on. -X_11 S: rows 4 q + a
+// (a = lane % 4), columns 2 (lane / 4), + 1, row 4 q + a up to m < 4 q + 4. Fully unrolled: 40 m-steps of 2 columns
+// each (before: 16 of 8).
+__device__ __forceinline__ void gf_offdiag16(ta* B0, ta* S) {
+    constexpr int HB = 16, LS = HB + 4;
+    const int lane = threadIdx.x & 31;
+    {
+        const int i = lane >> 1, c0 = 2 * (lane & 1);
+        const ta* Nr = B0 + (HB + i) * GF_LD;
+        ta r[4][2];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) r[q][0] = r[q][1] = (ta)0;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            ta nv[4];
+            ldv<4>(Nr + 4 * b, nv);
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+#pragma unroll
+                for (int q = 0; q <= b; ++q) {
+                    ta x[2];
+                    ldv<2>(B0 + (4 * b + e) * GF_LD + 4 * q + c0, x);
+                    r[q][0] = fma(nv[e], x[0], r[q][0]), r[q][1] = fma(nv[e], x[1], r[q][1]);
+                }
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) gf_st2(S + i * LS + 4 * q + c0, r[q][0], r[q][1]);
+    }
+    __syncwarp();  // S written, N_10 read
+    {
+        const int a = lane & 3, c = 2 * (lane >> 2);
+        ta r[4][2];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) r[q][0] = r[q][1] = (ta)0;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            ta xr[4][4];
+#pragma unroll
+            for (int q = b; q < 4; ++q) ldv<4>(B0 + (HB + 4 * q + a) * GF_LD + HB + 4 * b, xr[q]);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ta sv[2];
+                ldv<2>(S + (4 * b + e) * LS + c, sv);
+#pragma unroll
+                for (int q = b; q < 4; ++q) r[q][0] = fma(xr[q][e], sv[0], r[q][0]), r[q][1] = fma(xr[q][e], sv[1], r[q][1]);
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) gf_st2(B0 + (HB + 4 * q + a) * GF_LD + c, -r[q][0], -r[q][1]);
+    }
+}
+
 // The register tile of a product: element (ty RM + i, tx RN + j) handed to store(row, column, value).
 template <int RM, int RN, typename S>
 __device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx, S store) {
@@ -393,7 +520,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const int w = tid >> 5, lane = tid & 31, i = lane >> 1, j0 = (lane & 1) * 8;
             ta* B0 = R2 + 32 * w * (GF_LD + 1);  // the warp's 32 x 32 diagonal block
             ta* S = R0 + w * 16 * 20;            // its 16 x 16 scratch
-            gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });
+            if constexpr (GF_OD4) gf_offdiag16(B0, S);
+            else gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });
         }
     } else {
         for (int i4 = tid - GF_SW; i4 < CH * GF_G; i4 += NT - GF_SW) {  // by groups of 4
@@ -421,7 +549,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     __syncthreads();
     if constexpr (CH == 64) {  // the 64 x 64 block: X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks
         const int i = tid >> 3, j0 = (tid & 7) * 4;
-        gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
+        if constexpr (GF_S64) gf_offdiag64(R2, R0, [] { __syncthreads(); });
+        else gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
         __syncthreads();
     }
     constexpr int RD = DKP / 16;  // FFMA: columns per thread of a CH x DKP product

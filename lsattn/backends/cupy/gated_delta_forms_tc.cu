@@ -51,6 +51,19 @@ constexpr bool GF_H = GF_H16 && GF_TC && GF_TF;
 #define GF_LAM1 1
 #endif
 constexpr bool GF_LAMP = GF_LAM1 && GF_H;
+// GF_S64 (s19b16): the solve's 64 x 64 stage (X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks, gf_offdiag64) reduces only
+// over the terms X_00, X_11 leave nonzero (both lower triangular: 528 of the 1024 per column / row), each warp a pair of
+// column groups (4 p .. and 28 - 4 p ..: 36 m-steps of 2 columns) / of row groups, N_10 and X_11 rows read 4 m at a time
+// (4 rows of 72 floats per 8 lanes: conflict-free); the same terms in the same order (skipped: exact zeros), so the
+// same sums bit for bit (0: every thread 32 m-steps of 4 columns / 1 row, the kernel before)
+#ifndef GF_S64
+#define GF_S64 1
+#endif
+// GF_OD4 (s19b16): the warp stage's 32 x 32 blocks alike (gf_offdiag16: a lane's 8 columns / 4 rows spread over the 4
+// groups, the m-steps of each 4-block only for the groups it reaches: 10 of 16 per column / row; 0: the kernel before)
+#ifndef GF_OD4
+#define GF_OD4 1
+#endif
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
