@@ -36,6 +36,9 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              warps (the kernel before s17d16) instead of in the load phase by every thread (the same outputs; H200, 8K:
              bf16 0.343 against 0.340 ms; float32 0.472 against 0.479: its build keeps them beside the warp stage)
 - *_nodiag, *_no32, *_no64: H200, 8K, on 1xTF32 (0.340 ms): 0.333 / 0.333 / 0.306 (_nosolve 0.293)
+- *_nokq, *_nodec, *_noattn, *_noqp, *_nolam, *_nohout (ablations, s19b16): K K^T and Q K^T's mma, the decay table's
+             exponentials, attn = M X's k-loop, qeff's and phi's k-loops, Lambda's level lookups, H's and the intra
+             output's k-loops (the stores of each stay)
 - *_nodiag, *_no32, *_no64 (ablations, s17d16): the solve's parts alone: the 16 x 16 diagonal blocks' substitution, the
              warps' 32 x 32 off-diagonal blocks, the 64 x 64 stage
 - *_s0, *_od0, *_s0od0 (s19b16): GF_S64 0 (the solve's 64 x 64 stage over every term, zeros included), GF_OD4 0 (the
@@ -88,6 +91,16 @@ LAM0 = ("#define GF_LAM1 1", "#define GF_LAM1 0")
 NODIAG = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {")]
 NO32 = [OD_CALL]
 NO64 = [S64_CALL]
+# s19b16's per-phase ablations (bf16 inputs; wrong outputs, timing only): each removes one phase's work and keeps the rest
+NOKQ = [("mma_bf16(cK[nt], aK, b0, b1);\n                        mma_bf16(cQ[nt], aQ, b0, b1);", "")]
+NODEC = [("const ta e = dec(i, jj);  // once", "const ta e = (ta)1;  // once")]
+NOATTN = [("gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);", "gf_tc<false, GF_H>(m0, n0, n0, n0, la, lb, st);")]
+NOQP = [("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);", "gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, 0, la, kel, st, Kh);"),
+        ("gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);", "gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, m0, la, lb, st, Kh);")]
+NOLAM = [("x[e] *= s <= t0 + e ? lamS[(t0 + e) * 8 + fen_level(t0 + e, s)] : (ta)0;", "x[e] *= s <= t0 + e ? (ta)2 : (ta)0;")]
+NOHOUT = [("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);",
+           "gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, 0, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);"),
+          ("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);", "gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, 0, la, vel, ost, Kh);")]
 S0 = ("#define GF_S64 1", "#define GF_S64 0")
 OD0 = ("#define GF_OD4 1", "#define GF_OD4 0")
 #: each variant's outputs are compared with these (the production kernel of the inputs' kind)
@@ -107,6 +120,12 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_od0": ("float", True, [OD0]),
     "bf16in_chk_lamw_s0od0": ("float", True, [S0, OD0]),
     "fp32_chk_s0od0": ("float", False, [S0, OD0]),
+    "bf16in_chk_lamw_nokq": ("float", True, NOKQ),
+    "bf16in_chk_lamw_nodec": ("float", True, NODEC),
+    "bf16in_chk_lamw_noattn": ("float", True, NOATTN),
+    "bf16in_chk_lamw_noqp": ("float", True, NOQP),
+    "bf16in_chk_lamw_nolam": ("float", True, NOLAM),
+    "bf16in_chk_lamw_nohout": ("float", True, NOHOUT),
 
     "fp32_chk_noprev": ("float", False, [NOPREV]),
     "bf16in_chk_lamw_noprev": ("float", True, [NOPREV]),
