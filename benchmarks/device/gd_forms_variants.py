@@ -41,8 +41,11 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              output's k-loops (the stores of each stay)
 - *_nodiag, *_no32, *_no64 (ablations, s17d16): the solve's parts alone: the 16 x 16 diagonal blocks' substitution, the
              warps' 32 x 32 off-diagonal blocks, the 64 x 64 stage
-- *_s0, *_od0, *_s0od0 (s19b16): GF_S64 0 (the solve's 64 x 64 stage over every term, zeros included), GF_OD4 0 (the
-             warp stage's 32 x 32 blocks alike), both (the kernel before s19b16); the same outputs bit for bit
+- s19b16's switches (the same outputs bit for bit): GF_S64 (s0: the solve's 64 x 64 stage over every term, zeros
+             included), GF_OD4 (od0: the warp stage's 32 x 32 blocks alike), GF_QSH (qs0: Q read again for qeff, the
+             solve's scratch over Q's tile; off with either of the two), GF_VEA (ve0: the first value block loaded after
+             Lambda's pass); *_off: all four off (the kernel before s19b16; fp32_chk_off: S64 / OD4, the others are the
+             16-bit tiles')
 - *_x3:      GF_X1 0 (s17d16): bf16 inputs' products after the solve in 3xTF32 (main's kernel before s17d16; the
              default since is 1xTF32, GF_X1 1: one mma per tile and k-step, no low halves; H200, 8K: 0.360 -> 0.339 ms)
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
@@ -75,8 +78,9 @@ NOPREV = ("#define GF_PREV 1", "#define GF_PREV 0")
 SU = [("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00"),
       ("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // X_11 S", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // X_11 S")]
 U2 = ("#pragma unroll 1\n    for (int k0 = lo; k0 < hi; k0 += 8)", "#pragma unroll 2\n    for (int k0 = lo; k0 < hi; k0 += 8)")
-OD_CALL = ("if constexpr (GF_OD4) gf_offdiag16(B0, S);\n            else gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", "")
-S64_CALL = ("if constexpr (GF_S64) gf_offdiag64(R2, R0, [] { __syncthreads(); });\n        "
+OD_CALL = ("if constexpr (GF_OD4) gf_offdiag16<GF_QS ? GF_LD : 20>(B0, S);\n            "
+           "else gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", "")
+S64_CALL = ("if constexpr (GF_S64) gf_offdiag64<GF_QS ? GF_LD : 36>(R2, GF_QS ? R2 + 32 : R0, [] { __syncthreads(); });\n        "
             "else gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });", "")
 NOSOLVE = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"), OD_CALL, S64_CALL]
 NOSCAN = [("for (int r = 0; r <= tid; ++r) G += aa[r];", "G = aa[tid];"),
@@ -103,6 +107,8 @@ NOHOUT = [("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nul
           ("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);", "gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, 0, la, vel, ost, Kh);")]
 S0 = ("#define GF_S64 1", "#define GF_S64 0")
 OD0 = ("#define GF_OD4 1", "#define GF_OD4 0")
+QS0 = ("#define GF_QSH 1", "#define GF_QSH 0")
+VE0 = ("#define GF_VEA 1", "#define GF_VEA 0")
 #: each variant's outputs are compared with these (the production kernel of the inputs' kind)
 BASE_BF16, BASE_FP32 = "bf16in_chk_lamw", "fp32_chk"
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
@@ -116,10 +122,13 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_nodiag": ("float", True, NODIAG),
     "bf16in_chk_lamw_no32": ("float", True, NO32),
     "bf16in_chk_lamw_no64": ("float", True, NO64),
-    "bf16in_chk_lamw_s0": ("float", True, [S0]),
-    "bf16in_chk_lamw_od0": ("float", True, [OD0]),
-    "bf16in_chk_lamw_s0od0": ("float", True, [S0, OD0]),
-    "fp32_chk_s0od0": ("float", False, [S0, OD0]),
+    "bf16in_chk_lamw_off": ("float", True, [S0, OD0, QS0, VE0]),
+    "bf16in_chk_lamw_qs0ve0": ("float", True, [QS0, VE0]),
+    "bf16in_chk_lamw_s0qs0ve0": ("float", True, [S0, QS0, VE0]),
+    "bf16in_chk_lamw_od0qs0ve0": ("float", True, [OD0, QS0, VE0]),
+    "bf16in_chk_lamw_qs0": ("float", True, [QS0]),
+    "bf16in_chk_lamw_ve0": ("float", True, [VE0]),
+    "fp32_chk_off": ("float", False, [S0, OD0]),
     "bf16in_chk_lamw_nokq": ("float", True, NOKQ),
     "bf16in_chk_lamw_nodec": ("float", True, NODEC),
     "bf16in_chk_lamw_noattn": ("float", True, NOATTN),

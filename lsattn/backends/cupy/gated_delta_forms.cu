@@ -90,9 +90,9 @@ __device__ __forceinline__ void gf_offdiag(ta* B0, ta* S, int i, int j0, Sync sy
 // the m order kept. Warp w, p = w % 4. S = N_10 X_00: row 16 (w / 4) + lane / 2, columns ca, ca + 1 in group p (m >= 4 p)
 // and cb, cb + 1 in group 7 - p (m >= 28 - 4 p). -X_11 S: rows 4 p + a and 28 - 4 p + a (a = lane % 4; m < 4 p + 4 and
 // m < 32 - 4 p), columns c, c + 1 of the half w / 4. Every warp ~36 m-steps of 2 columns (the longest before: 32 of 4).
-template <typename Sync>
-__device__ __forceinline__ void gf_offdiag64(ta* B0, ta* S, Sync sync) {
-    constexpr int HB = 32, LS = HB + 4;
+template <int LS, typename Sync>
+__device__ __forceinline__ void gf_offdiag64(ta* B0, ta* S, Sync sync) {  // (S: row stride LS)
+    constexpr int HB = 32;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, p = w & 3;
     {
         const int i = 16 * (w >> 2) + (lane >> 1), ca = 4 * p + 2 * (lane & 1), cb = HB - 4 - 4 * p + 2 * (lane & 1);
@@ -164,8 +164,9 @@ __device__ __forceinline__ void gf_offdiag64(ta* B0, ta* S, Sync sync) {
 // lane / 2, columns 4 q + 2 (lane % 2), + 1 of the groups q = 0 .. 3, group q from m = 4 q on. -X_11 S: rows 4 q + a
 // (a = lane % 4), columns 2 (lane / 4), + 1, row 4 q + a up to m < 4 q + 4. Fully unrolled: 40 m-steps of 2 columns
 // each (before: 16 of 8).
-__device__ __forceinline__ void gf_offdiag16(ta* B0, ta* S) {
-    constexpr int HB = 16, LS = HB + 4;
+template <int LS>
+__device__ __forceinline__ void gf_offdiag16(ta* B0, ta* S) {  // (S: row stride LS)
+    constexpr int HB = 16;
     const int lane = threadIdx.x & 31;
     {
         const int i = lane >> 1, c0 = 2 * (lane & 1);
@@ -519,8 +520,9 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             __syncwarp();
             const int w = tid >> 5, lane = tid & 31, i = lane >> 1, j0 = (lane & 1) * 8;
             ta* B0 = R2 + 32 * w * (GF_LD + 1);  // the warp's 32 x 32 diagonal block
-            ta* S = R0 + w * 16 * 20;            // its 16 x 16 scratch
-            if constexpr (GF_OD4) gf_offdiag16(B0, S);
+            // its 16 x 16 scratch (GF_QS: rows 16 w .., columns 32 .. 47 of X, whose upper right block is read by no one)
+            ta* S = GF_QS ? R2 + 16 * w * GF_LD + 32 : R0 + w * 16 * 20;
+            if constexpr (GF_OD4) gf_offdiag16<GF_QS ? GF_LD : 20>(B0, S);
             else gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });
         }
     } else {
@@ -549,7 +551,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     __syncthreads();
     if constexpr (CH == 64) {  // the 64 x 64 block: X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks
         const int i = tid >> 3, j0 = (tid & 7) * 4;
-        if constexpr (GF_S64) gf_offdiag64(R2, R0, [] { __syncthreads(); });
+        if constexpr (GF_S64) gf_offdiag64<GF_QS ? GF_LD : 36>(R2, GF_QS ? R2 + 32 : R0, [] { __syncthreads(); });
         else gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
         __syncthreads();
     }
@@ -571,7 +573,12 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const auto st = gf_pair([&](int t, int f, ta x0, ta x1) {
                 if (f >= DK) return;
                 ta y0, y1;
-                gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
+                if constexpr (GF_QS) {  // Q's pair (f, f + 1) from its 16-bit tile (zero outside the call and beyond DK)
+                    const unsigned u = *reinterpret_cast<const unsigned*>(Qh + gf_h(t, f));
+                    y0 = gf_wid(u & 0xffffu), y1 = gf_wid(u >> 16);
+                } else {
+                    gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
+                }
                 gf_st2c(qej + t * DK, f, DK, gd_tar(eG[t] * y0 - x0), gd_tar(eG[t] * y1 - x1));
             });
             gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
@@ -643,6 +650,18 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     if constexpr (!GF_TF)
         for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = gd_tar(R3[(idx % CH) * GF_LK + idx / CH]);
+    // GF_VE: the first value block's rows (64 x 8 pieces of 16 bytes, 2 per thread) into K's tile, asynchronously
+    const bool vcp = GF_VE && DV % 8 == 0 && reinterpret_cast<unsigned long long>(v) % 16 == 0;
+    if (GF_VE && vcp) {
+#pragma unroll
+        for (int u = 0; u < CH * 8 / NT; ++u) {
+            const int i8 = tid + NT * u, t = i8 / 8, c = 8 * (i8 % 8);
+            const i64 g = g0 + t;
+            const bool ok = g >= 0 && g < T && c < DV;
+            cp_async16(Kh + gf_h(t, c), ok ? (const void*)(v + (bh * T + g) * DV + c) : (const void*)v, ok);
+        }
+        cp_async_commit();
+    }
     for (int i4 = tid; i4 < CH * CH / 4; i4 += NT) {  // Lambda * attn, in place (zero above the diagonal), by 4
         const int s = i4 / (CH / 4), t0 = 4 * (i4 % (CH / 4));
         ta x[4];
@@ -656,10 +675,21 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         if (vb) __syncthreads();  // the previous block's V read
         const bool vvec = gf_vec(v + vb, DV);  // V's rows by groups of 4
         if constexpr (GF_H) {
+            if (GF_VE && vcp && vb == 0) {  // landed; x * 0 of the thread's own pieces folded into nf
+                cp_async_wait<0>();
 #pragma unroll
-            for (int i4 = tid; i4 < CH * GF_VB / 4; i4 += NT) {
-                const int t = i4 / (GF_VB / 4), c = 4 * (i4 % (GF_VB / 4));
-                gf_st4h(v + bh * T * DV + vb, g0 + t, c, T, DV - vb, DV, vvec, Kh + gf_h(t, c), nf);
+                for (int u = 0; u < CH * 8 / NT; ++u) {
+                    const int i8 = tid + NT * u, t = i8 / 8, c = 8 * (i8 % 8);
+                    const unsigned* w = reinterpret_cast<const unsigned*>(Kh + gf_h(t, c));
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) nf = fma(gf_wid(w[e] & 0xffffu), (ta)0, fma(gf_wid(w[e] >> 16), (ta)0, nf));
+                }
+            } else {
+#pragma unroll
+                for (int i4 = tid; i4 < CH * GF_VB / 4; i4 += NT) {
+                    const int t = i4 / (GF_VB / 4), c = 4 * (i4 % (GF_VB / 4));
+                    gf_st4h(v + bh * T * DV + vb, g0 + t, c, T, DV - vb, DV, vvec, Kh + gf_h(t, c), nf);
+                }
             }
         } else
 #pragma unroll

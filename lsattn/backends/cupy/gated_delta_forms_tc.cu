@@ -64,6 +64,21 @@ constexpr bool GF_LAMP = GF_LAM1 && GF_H;
 #ifndef GF_OD4
 #define GF_OD4 1
 #endif
+// GF_QSH (s19b16; 16-bit tiles with GF_S64 and GF_OD4, which read no zero of X above the diagonal's 16 x 16 blocks): the
+// solve's scratch in X's upper right 32 x 32 block (rows 0 .. 31, columns 32 .. 63 of R2: never read after the solve
+// either), so Q's 16-bit tile stays whole and qeff reads Q's pairs there (one 4-byte shared load) instead of again from
+// global memory; the same values (0: Q again from the input, the solve's scratch over Q's tile)
+#ifndef GF_QSH
+#define GF_QSH 1
+#endif
+// GF_VEA (s19b16; 16-bit tiles, d_v % 8 == 0, v 16-byte aligned): the first value block's rows copied into K's tile by
+// cp.async before the level weights' pass over attn (K is read no more) instead of loaded after it: their latency under
+// that pass, no registers held (0: after it)
+#ifndef GF_VEA
+#define GF_VEA 1
+#endif
+constexpr bool GF_QS = GF_QSH && GF_H && GF_S64 && GF_OD4 && CH == 64;
+constexpr bool GF_VE = GF_VEA && GF_H && GF_VB == 64;
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
