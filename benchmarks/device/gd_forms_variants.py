@@ -41,11 +41,12 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              output's k-loops (the stores of each stay)
 - *_nodiag, *_no32, *_no64 (ablations, s17d16): the solve's parts alone: the 16 x 16 diagonal blocks' substitution, the
              warps' 32 x 32 off-diagonal blocks, the 64 x 64 stage
-- s19b16's switches (the same outputs bit for bit): GF_S64 (s0: the solve's 64 x 64 stage over every term, zeros
-             included), GF_OD4 (od0: the warp stage's 32 x 32 blocks alike), GF_QSH (qs0: Q read again for qeff, the
-             solve's scratch over Q's tile; off with either of the two), GF_VEA (ve0: the first value block loaded after
-             Lambda's pass); *_off: all four off (the kernel before s19b16; fp32_chk_off: S64 / OD4, the others are the
-             16-bit tiles')
+- s19b16's switches, each off alone (the same outputs bit for bit): GF_S64 (s0: the solve's 64 x 64 stage over every
+             term, zeros included), GF_OD4 (od0: the warp stage's 32 x 32 blocks alike), GF_QSH (qs0: Q read again for
+             qeff, the solve's scratch over Q's tile; off with either of the two before), GF_VEA (ve0: the first value
+             block loaded after Lambda's pass), GF_LAM4 (l40: a level per element), GF_GZB (gz0: G and the suffixes on
+             warps 0-3); *_off: all six off (the kernel before s19b16; fp32_chk_off: S64, OD4, LAM4, the others are the
+             16-bit tiles' / the bf16 tensor cores')
 - *_x3:      GF_X1 0 (s17d16): bf16 inputs' products after the solve in 3xTF32 (main's kernel before s17d16; the
              default since is 1xTF32, GF_X1 1: one mma per tile and k-step, no low halves; H200, 8K: 0.360 -> 0.339 ms)
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
@@ -101,7 +102,8 @@ NODEC = [("const ta e = dec(i, jj);  // once", "const ta e = (ta)1;  // once")]
 NOATTN = [("gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);", "gf_tc<false, GF_H>(m0, n0, n0, n0, la, lb, st);")]
 NOQP = [("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);", "gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, 0, la, kel, st, Kh);"),
         ("gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);", "gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, m0, la, lb, st, Kh);")]
-NOLAM = [("x[e] *= s <= t0 + e ? lamS[(t0 + e) * 8 + fen_level(t0 + e, s)] : (ta)0;", "x[e] *= s <= t0 + e ? (ta)2 : (ta)0;")]
+NOLAM = [("x[e] *= lamS[(t0 + e) * 8 + l];", "x[e] *= (ta)2;"),
+         ("lamS[(t0 + e) * 8 + (GF_LAM4 ? gf_bitlen32((t0 + e) ^ s) : fen_level(t0 + e, s))]", "(ta)2")]
 NOHOUT = [("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);",
            "gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, 0, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);"),
           ("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);", "gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, 0, la, vel, ost, Kh);")]
@@ -109,6 +111,8 @@ S0 = ("#define GF_S64 1", "#define GF_S64 0")
 OD0 = ("#define GF_OD4 1", "#define GF_OD4 0")
 QS0 = ("#define GF_QSH 1", "#define GF_QSH 0")
 VE0 = ("#define GF_VEA 1", "#define GF_VEA 0")
+L40 = ("#define GF_LAM4 1", "#define GF_LAM4 0")
+GZ0 = ("#define GF_GZB 1", "#define GF_GZB 0")
 #: each variant's outputs are compared with these (the production kernel of the inputs' kind)
 BASE_BF16, BASE_FP32 = "bf16in_chk_lamw", "fp32_chk"
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
@@ -122,13 +126,14 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_nodiag": ("float", True, NODIAG),
     "bf16in_chk_lamw_no32": ("float", True, NO32),
     "bf16in_chk_lamw_no64": ("float", True, NO64),
-    "bf16in_chk_lamw_off": ("float", True, [S0, OD0, QS0, VE0]),
-    "bf16in_chk_lamw_qs0ve0": ("float", True, [QS0, VE0]),
-    "bf16in_chk_lamw_s0qs0ve0": ("float", True, [S0, QS0, VE0]),
-    "bf16in_chk_lamw_od0qs0ve0": ("float", True, [OD0, QS0, VE0]),
+    "bf16in_chk_lamw_off": ("float", True, [S0, OD0, QS0, VE0, L40, GZ0]),
+    "bf16in_chk_lamw_s0": ("float", True, [S0]),
+    "bf16in_chk_lamw_od0": ("float", True, [OD0]),
     "bf16in_chk_lamw_qs0": ("float", True, [QS0]),
     "bf16in_chk_lamw_ve0": ("float", True, [VE0]),
-    "fp32_chk_off": ("float", False, [S0, OD0]),
+    "bf16in_chk_lamw_l40": ("float", True, [L40]),
+    "bf16in_chk_lamw_gz0": ("float", True, [GZ0]),
+    "fp32_chk_off": ("float", False, [S0, OD0, L40]),
     "bf16in_chk_lamw_nokq": ("float", True, NOKQ),
     "bf16in_chk_lamw_nodec": ("float", True, NODEC),
     "bf16in_chk_lamw_noattn": ("float", True, NOATTN),

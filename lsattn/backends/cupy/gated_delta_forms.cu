@@ -353,7 +353,18 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     }
     __syncthreads();
     // e^{G_t} (G in token order) and e^{suffix after t} (from the chunk's end), a thread per token
-    if (tid < CH) {
+    if (GF_GZB && GF_TC && CH == 64) {  // token t on warp 1 (t < 32) / 5: G_t, then the suffix after t (64 terms in all)
+        const int w = tid >> 5;
+        if (w == 1 || w == 5) {
+            const int t = (tid & 31) + (w == 5 ? 32 : 0);
+            ta G = (ta)0, S = (ta)0;
+            for (int r = 0; r <= t; ++r) G += aa[r];
+            eG[t] = ex(G);
+            if (t == CH - 1) gc[cj] = G;
+            for (int r = CH - 1; r > t; --r) S += aa[r];
+            eZ[t] = ex(S);
+        }
+    } else if (tid < CH) {
         ta G = (ta)0;
         for (int r = 0; r <= tid; ++r) G += aa[r];
         eG[tid] = ex(G);
@@ -666,8 +677,15 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         const int s = i4 / (CH / 4), t0 = 4 * (i4 % (CH / 4));
         ta x[4];
         ldv<4>(AT + s * GF_LD + t0, x);
+        if (GF_LAM4 && s < t0) {  // s in an earlier group of 4: one level (bit_length of t0 XOR s) for the 4 tokens
+            const int l = gf_bitlen32(t0 ^ s);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) x[e] *= s <= t0 + e ? lamS[(t0 + e) * 8 + fen_level(t0 + e, s)] : (ta)0;
+            for (int e = 0; e < 4; ++e) x[e] *= lamS[(t0 + e) * 8 + l];
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                x[e] *= s <= t0 + e ? lamS[(t0 + e) * 8 + (GF_LAM4 ? gf_bitlen32((t0 + e) ^ s) : fen_level(t0 + e, s))] : (ta)0;
+        }
         gf_st4(AT + s * GF_LD + t0, x);
     }
     // the value columns, GF_VB at a time: H = phi V, out = (Lambda * attn) V

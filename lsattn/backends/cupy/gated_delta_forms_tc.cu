@@ -77,9 +77,29 @@ constexpr bool GF_LAMP = GF_LAM1 && GF_H;
 #ifndef GF_VEA
 #define GF_VEA 1
 #endif
+// GF_LAM4 (s19b16): Lambda's pass over attn takes one level per group of 4 tokens t0 .. t0 + 3 where s < t0 (bit_length of
+// (t0 + e) XOR s is that of t0 XOR s: s lies in an earlier group), in 32-bit integers (fen_level's are 64-bit); the same
+// levels (0: fen_level per element)
+#ifndef GF_LAM4
+#define GF_LAM4 1
+#endif
+// GF_GZB (s19b16; K K^T / Q K^T on bf16 tensor cores): G_t and the suffix after t of a token on one thread of warps 1 and
+// 5 (no mma / 16 mma in that phase) instead of G on warps 0-1 and the suffix on warps 2-3 (warp 2: the longest suffixes,
+// 32 mma and the decay map's long middle sums); the same sums in the same order (0: as before)
+#ifndef GF_GZB
+#define GF_GZB 1
+#endif
 constexpr bool GF_QS = GF_QSH && GF_H && GF_S64 && GF_OD4 && CH == 64;
 constexpr bool GF_VE = GF_VEA && GF_H && GF_VB == 64;
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
+// bit_length of x >= 0 (fen_level's in 32 bits)
+__device__ __forceinline__ int gf_bitlen32(int x) {
+#ifdef __CUDA_ARCH__
+    return 32 - __clz(x);
+#else
+    return x ? 32 - __builtin_clz((unsigned)x) : 0;
+#endif
+}
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
 constexpr int GF_S0 = gf_max(gf_max(CH * DKP, CH * GF_LD), 32 * 36);
