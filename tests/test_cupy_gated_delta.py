@@ -563,8 +563,8 @@ def test_forms_check_and_level_weights_emulated(emulated, half, ta, T, p, dk, dv
 def test_forms_solve_skips_zeros_bit_equal_emulated(emulated, half, T, p, dk, dv, C, keys, decay, seed):
     """gd_forms' solve over the nonzero terms only (GF_S64: the 64 x 64 stage, GF_OD4: the warp stage's 32 x 32 blocks;
     s19b16), its scratch in X's unread block with Q's tile kept for qeff (GF_QSH), the first value block by cp.async
-    (GF_VEA), a level per 4 tokens in Lambda's pass (GF_LAM4), G and the suffixes on warps 1 and 5 (GF_GZB) against the
-    build with all six off (every term, the zeros of the triangular factors included; Q read again): the same outputs
+    (GF_VEA), a level per 4 tokens in Lambda's pass (GF_LAM4), G and the suffixes on warps 1 and 5 (GF_GZB), the 16 x 16
+    substitutions by rows (GF_DROW) against the build with all seven off (every term, the zeros of the triangular factors included; Q read again): the same outputs
     bit for bit (the same terms in the same order), 16-bit and float32 inputs, unnormalised keys, resets, d_v 64 / 7
     (cp.async and not)."""
     arrays = make(seed, (2,), T, dk, dv, keys=keys, decay=decay, resets=True, offset=p)
@@ -578,7 +578,7 @@ def test_forms_solve_skips_zeros_bit_equal_emulated(emulated, half, T, p, dk, dv
 
         cfg = dataclasses.replace(cfg, half=half, tc=False)
     off = copy.copy(emulated)
-    off.forms_defs = {"GF_S64": 0, "GF_OD4": 0, "GF_QSH": 0, "GF_VEA": 0, "GF_LAM4": 0, "GF_GZB": 0}
+    off.forms_defs = {"GF_S64": 0, "GF_OD4": 0, "GF_QSH": 0, "GF_VEA": 0, "GF_LAM4": 0, "GF_GZB": 0, "GF_DROW": 0}
     got = [cgd.forms(ops, cfg, *arrays, p) for ops in (emulated, off)]
     for x, y, name in zip(*got, ("qeff", "eGK", "phi", "H", "g", "intra")):
         assert np.array_equal(x, y, equal_nan=True), (name, float(np.nanmax(np.abs(x - y))))

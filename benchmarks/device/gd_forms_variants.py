@@ -45,8 +45,8 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              term, zeros included), GF_OD4 (od0: the warp stage's 32 x 32 blocks alike), GF_QSH (qs0: Q read again for
              qeff, the solve's scratch over Q's tile; off with either of the two before), GF_VEA (ve0: the first value
              block loaded after Lambda's pass), GF_LAM4 (l40: a level per element), GF_GZB (gz0: G and the suffixes on
-             warps 0-3); *_off: all six off (the kernel before s19b16; fp32_chk_off: S64, OD4, LAM4, the others are the
-             16-bit tiles' / the bf16 tensor cores')
+             warps 0-3), GF_DROW (dr0: the 16 x 16 substitutions by columns); *_off: all seven off (the kernel before
+             s19b16; fp32_chk_off: S64, OD4, LAM4, DROW, the others are the 16-bit tiles' / the bf16 tensor cores')
 - *_x3:      GF_X1 0 (s17d16): bf16 inputs' products after the solve in 3xTF32 (main's kernel before s17d16; the
              default since is 1xTF32, GF_X1 1: one mma per tile and k-step, no low halves; H200, 8K: 0.360 -> 0.339 ms)
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
@@ -83,7 +83,8 @@ OD_CALL = ("if constexpr (GF_OD4) gf_offdiag16<GF_QS ? GF_LD : 20>(B0, S);\n    
            "else gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", "")
 S64_CALL = ("if constexpr (GF_S64) gf_offdiag64<GF_QS ? GF_LD : 36>(R2, GF_QS ? R2 + 32 : R0, [] { __syncthreads(); });\n        "
             "else gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });", "")
-NOSOLVE = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"), OD_CALL, S64_CALL]
+DROW = ("for (int i = 1; i < 16; ++i)\n#pragma unroll\n                    for (int g", "for (int i = 1; i < 1; ++i)\n#pragma unroll\n                    for (int g")
+NOSOLVE = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"), DROW, OD_CALL, S64_CALL]
 NOSCAN = [("for (int r = 0; r <= tid; ++r) G += aa[r];", "G = aa[tid];"),
           ("for (int r = CH - 1; r > t; --r) S += aa[r];", "S = aa[t];"),
           ("for (int r = (dc + 1) * GF_RC; r < dr * GF_RC; ++r) mid += aa[r];", "mid = aa[dr];")]
@@ -93,7 +94,7 @@ NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 X3 = ("#define GF_X1 1", "#define GF_X1 0")
 LAM0 = ("#define GF_LAM1 1", "#define GF_LAM1 0")
-NODIAG = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {")]
+NODIAG = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"), DROW]
 NO32 = [OD_CALL]
 NO64 = [S64_CALL]
 # s19b16's per-phase ablations (bf16 inputs; wrong outputs, timing only): each removes one phase's work and keeps the rest
@@ -113,6 +114,7 @@ QS0 = ("#define GF_QSH 1", "#define GF_QSH 0")
 VE0 = ("#define GF_VEA 1", "#define GF_VEA 0")
 L40 = ("#define GF_LAM4 1", "#define GF_LAM4 0")
 GZ0 = ("#define GF_GZB 1", "#define GF_GZB 0")
+DR0 = ("#define GF_DROW 1", "#define GF_DROW 0")
 #: each variant's outputs are compared with these (the production kernel of the inputs' kind)
 BASE_BF16, BASE_FP32 = "bf16in_chk_lamw", "fp32_chk"
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
@@ -126,14 +128,15 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_nodiag": ("float", True, NODIAG),
     "bf16in_chk_lamw_no32": ("float", True, NO32),
     "bf16in_chk_lamw_no64": ("float", True, NO64),
-    "bf16in_chk_lamw_off": ("float", True, [S0, OD0, QS0, VE0, L40, GZ0]),
+    "bf16in_chk_lamw_off": ("float", True, [S0, OD0, QS0, VE0, L40, GZ0, DR0]),
+    "bf16in_chk_lamw_dr0": ("float", True, [DR0]),
     "bf16in_chk_lamw_s0": ("float", True, [S0]),
     "bf16in_chk_lamw_od0": ("float", True, [OD0]),
     "bf16in_chk_lamw_qs0": ("float", True, [QS0]),
     "bf16in_chk_lamw_ve0": ("float", True, [VE0]),
     "bf16in_chk_lamw_l40": ("float", True, [L40]),
     "bf16in_chk_lamw_gz0": ("float", True, [GZ0]),
-    "fp32_chk_off": ("float", False, [S0, OD0, L40]),
+    "fp32_chk_off": ("float", False, [S0, OD0, L40, DR0]),
     "bf16in_chk_lamw_nokq": ("float", True, NOKQ),
     "bf16in_chk_lamw_nodec": ("float", True, NODEC),
     "bf16in_chk_lamw_noattn": ("float", True, NOATTN),

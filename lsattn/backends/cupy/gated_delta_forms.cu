@@ -513,6 +513,18 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         if (tid < CH) {
 #pragma unroll
             for (int i = 0; i < 16; ++i) x[i] = (ta)(i == c);
+            if constexpr (GF_DROW) {  // by rows: row i's N read 4 at a time; x[i]'s updates in the same order (r up)
+#pragma unroll
+                for (int i = 1; i < 16; ++i)
+#pragma unroll
+                    for (int g = 0; 4 * g < i; ++g) {
+                        ta nv[4];
+                        ldv<4>(Nb + i * GF_LD + 4 * g, nv);
+#pragma unroll
+                        for (int e = 0; e < 4; ++e)
+                            if (4 * g + e < i && 4 * g + e >= c) x[i] = fma(-nv[e], x[4 * g + e], x[i]);
+                    }
+            } else {
 #pragma unroll
             for (int r = 0; r < 15; ++r) {
                 if (r >= c) {
@@ -520,6 +532,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
 #pragma unroll
                     for (int i = r + 1; i < 16; ++i) x[i] = fma(-Nb[i * GF_LD + r], xr, x[i]);
                 }
+            }
             }
         }
         __syncwarp();  // the warp's reads of its diagonal blocks are done
