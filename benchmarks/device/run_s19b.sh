@@ -40,14 +40,14 @@ if [ "$1" = tests ]; then
   cat "$OUT"/log_build*.txt | grep -iE "error|fails" | head -3 | cut -c1-200
   echo "-- warm: $(tail -1 $OUT/log_warm.txt | cut -c1-200)"
 else
-  ROUNDS=9 timeout 14 python3 $D/gd_forms_variants.py 8192 $VA > "$OUT/log_forms.txt" 2>&1; echo "forms rc=$?"
+  ROUNDS=9 timeout 13 python3 $D/gd_forms_variants.py 8192 $VA > "$OUT/log_forms.txt" 2>&1; echo "forms rc=$?"
   grep -E "^T=" "$OUT/log_forms.txt" | sed -E 's/   regs.*//' | cut -c1-230
   grep -E "^T=.*regs" "$OUT/log_forms.txt" | sed -E 's/^(T=[0-9]+ +[a-z0-9_]+).*(regs.*)$/\1 \2/'
   grep -E "fails|Error" "$OUT/log_forms.txt" | head -3 | cut -c1-200
-  ROUNDS=7 timeout 9 python3 $D/gd_forms_variants.py 8192 $B,$VX > "$OUT/log_ablate.txt" 2>&1; echo "ablations rc=$?"
+  ROUNDS=7 timeout 10 python3 $D/gd_forms_variants.py 8192 $B,$VX > "$OUT/log_ablate.txt" 2>&1; echo "ablations rc=$?"
   grep -E "^T=" "$OUT/log_ablate.txt" | sed -E 's/   (vs fp64|regs).*//' | cut -c1-120
   grep -E "fails|Error" "$OUT/log_ablate.txt" | head -3 | cut -c1-200
-  timeout 13 python3 $D/gd_pub_s19b16.py 8192,32768 3 GF_S64,GF_OD4,GF_QSH,GF_VEA,GF_LAM4,GF_GZB,GF_DROW > "$OUT/log_pub.txt" 2>&1; echo "pub rc=$?"
+  timeout 12 python3 $D/gd_pub_s19b16.py 8192,32768 3 GF_S64,GF_OD4,GF_QSH,GF_VEA,GF_LAM4,GF_GZB,GF_DROW > "$OUT/log_pub.txt" 2>&1; echo "pub rc=$?"
   grep -E "^T=|Error" "$OUT/log_pub.txt" | cut -c1-240
 fi
 echo "=== done $(date -u +%T)"
