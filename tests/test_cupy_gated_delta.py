@@ -222,6 +222,7 @@ class Emulated:
     tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
     r3 = None  # gd_tier3's chunks per block (a timing build's GD_T3R_SET; None: Config.tier3_chunks)
+    forms_defs = {}  # macros of a timing build of gd_forms (GF_S64: 0, ...)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
@@ -230,6 +231,7 @@ class Emulated:
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
         defines |= {} if self.r3 is None else {"GD_T3R_SET": self.r3}
+        defines |= self.forms_defs
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": forms_source()})
 
@@ -503,7 +505,8 @@ def test_bfloat16_inputs_emulated(emulated, T, p, dk, dv, C, decay):
     assert_close(levels, st_api.tensors["levels"], TF32, what="levels " + what)
 
 
-@pytest.mark.parametrize("half, ta, T, p, dk, dv, C", [("bf16", "float", 150, 0, 64, 20, 64), ("", "float", 97, 77, 20, 17, 32),
+@pytest.mark.parametrize("half, ta, T, p, dk, dv, C", [("bf16", "float", 150, 0, 64, 20, 64), ("bf16", "float", 100, 0, 64, 24, 64),
+                                                       ("", "float", 97, 77, 20, 17, 32),
                                                        ("", "double", 40, 5, 3, 70, 16)])
 def test_forms_check_and_level_weights_emulated(emulated, half, ta, T, p, dk, dv, C):
     """gd_forms' finiteness flag (``bad``, the prologue's ``KernelCheck``) and its compute-type copy of
@@ -551,6 +554,34 @@ def test_forms_check_and_level_weights_emulated(emulated, half, ta, T, p, dk, dv
                 idx = idx[:-2] + (T - 1, idx[-1])  # the last token
             xs[i][idx] = val
             assert flag(xs)[0] == 1, (i, val, idx)
+
+
+@given(half=st.sampled_from(["bf16", ""]), T=st.integers(1, 160), p=st.integers(0, 70), dk=st.sampled_from([64, 33, 20]),
+       dv=st.sampled_from([64, 7]), C=st.sampled_from([32, 64]), keys=st.sampled_from(["normalised", "raw"]),
+       decay=st.sampled_from(sorted(DECAYS)), seed=seeds)
+@settings(max_examples=6, deadline=None)
+def test_forms_solve_skips_zeros_bit_equal_emulated(emulated, half, T, p, dk, dv, C, keys, decay, seed):
+    """gd_forms' solve over the nonzero terms only (GF_S64: the 64 x 64 stage, GF_OD4: the warp stage's 32 x 32 blocks;
+    s19b16), its scratch in X's unread block with Q's tile kept for qeff (GF_QSH), the first value block by cp.async
+    (GF_VEA), a level per 4 tokens in Lambda's pass (GF_LAM4), G and the suffixes on warps 1 and 5 (GF_GZB), the 16 x 16
+    substitutions by rows (GF_DROW) against the build with all seven off (every term, the zeros of the triangular factors included; Q read again): the same outputs
+    bit for bit (the same terms in the same order), 16-bit and float32 inputs, unnormalised keys, resets, d_v 64 / 7
+    (cp.async and not)."""
+    arrays = make(seed, (2,), T, dk, dv, keys=keys, decay=decay, resets=True, offset=p)
+    if half:
+        arrays = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
+    else:
+        arrays = [x.astype(np.float32) for x in arrays]
+    cfg = make_config("float", dk, 16, C)
+    if half:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, half=half, tc=False)
+    off = copy.copy(emulated)
+    off.forms_defs = {"GF_S64": 0, "GF_OD4": 0, "GF_QSH": 0, "GF_VEA": 0, "GF_LAM4": 0, "GF_GZB": 0, "GF_DROW": 0}
+    got = [cgd.forms(ops, cfg, *arrays, p) for ops in (emulated, off)]
+    for x, y, name in zip(*got, ("qeff", "eGK", "phi", "H", "g", "intra")):
+        assert np.array_equal(x, y, equal_nan=True), (name, float(np.nanmax(np.abs(x - y))))
 
 
 @pytest.mark.parametrize("flag, special", [(0, None), (1, np.nan), (None, np.nan), (None, None), (0, -np.inf)])

@@ -36,8 +36,17 @@ d = 64, CH = 64, in variants compiled from the production source by text substit
              warps (the kernel before s17d16) instead of in the load phase by every thread (the same outputs; H200, 8K:
              bf16 0.343 against 0.340 ms; float32 0.472 against 0.479: its build keeps them beside the warp stage)
 - *_nodiag, *_no32, *_no64: H200, 8K, on 1xTF32 (0.340 ms): 0.333 / 0.333 / 0.306 (_nosolve 0.293)
+- *_nokq, *_nodec, *_noattn, *_noqp, *_nolam, *_nohout (ablations, s19b16): K K^T and Q K^T's mma, the decay table's
+             exponentials, attn = M X's k-loop, qeff's and phi's k-loops, Lambda's level lookups, H's and the intra
+             output's k-loops (the stores of each stay)
 - *_nodiag, *_no32, *_no64 (ablations, s17d16): the solve's parts alone: the 16 x 16 diagonal blocks' substitution, the
              warps' 32 x 32 off-diagonal blocks, the 64 x 64 stage
+- s19b16's switches, each off alone (the same outputs bit for bit): GF_S64 (s0: the solve's 64 x 64 stage over every
+             term, zeros included), GF_OD4 (od0: the warp stage's 32 x 32 blocks alike), GF_QSH (qs0: Q read again for
+             qeff, the solve's scratch over Q's tile; off with either of the two before), GF_VEA (ve0: the first value
+             block loaded after Lambda's pass), GF_LAM4 (l40: a level per element), GF_GZB (gz0: G and the suffixes on
+             warps 0-3), GF_DROW (dr0: the 16 x 16 substitutions by columns); *_off: all seven off (the kernel before
+             s19b16; fp32_chk_off: S64, OD4, LAM4, DROW, the others are the 16-bit tiles' / the bf16 tensor cores')
 - *_x3:      GF_X1 0 (s17d16): bf16 inputs' products after the solve in 3xTF32 (main's kernel before s17d16; the
              default since is 1xTF32, GF_X1 1: one mma per tile and k-step, no low halves; H200, 8K: 0.360 -> 0.339 ms)
 Each line also gives the build's registers, local (spill) bytes and resident blocks per SM (the occupancy API).
@@ -70,9 +79,12 @@ NOPREV = ("#define GF_PREV 1", "#define GF_PREV 0")
 SU = [("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // N_10 X_00"),
       ("#pragma unroll 4\n    for (int m = 0; m < HB; ++m) {  // X_11 S", "#pragma unroll\n    for (int m = 0; m < HB; ++m) {  // X_11 S")]
 U2 = ("#pragma unroll 1\n    for (int k0 = lo; k0 < hi; k0 += 8)", "#pragma unroll 2\n    for (int k0 = lo; k0 < hi; k0 += 8)")
-NOSOLVE = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"),
-           ("gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", ""),
-           ("gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });", "")]
+OD_CALL = ("if constexpr (GF_OD4) gf_offdiag16<GF_QS ? GF_LD : 20>(B0, S);\n            "
+           "else gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", "")
+S64_CALL = ("if constexpr (GF_S64) gf_offdiag64<GF_QS ? GF_LD : 36>(R2, GF_QS ? R2 + 32 : R0, [] { __syncthreads(); });\n        "
+            "else gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });", "")
+DROW = ("for (int i = 1; i < 16; ++i)\n#pragma unroll\n                    for (int g", "for (int i = 1; i < 1; ++i)\n#pragma unroll\n                    for (int g")
+NOSOLVE = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"), DROW, OD_CALL, S64_CALL]
 NOSCAN = [("for (int r = 0; r <= tid; ++r) G += aa[r];", "G = aa[tid];"),
           ("for (int r = CH - 1; r > t; --r) S += aa[r];", "S = aa[t];"),
           ("for (int r = (dc + 1) * GF_RC; r < dr * GF_RC; ++r) mid += aa[r];", "mid = aa[dr];")]
@@ -82,9 +94,27 @@ NOLDM = ("#define GF_LDM 1", "#define GF_LDM 0")
 LB3 = ("__launch_bounds__(NT, GF_H ? 4 :", "__launch_bounds__(NT, GF_H ? 3 :")
 X3 = ("#define GF_X1 1", "#define GF_X1 0")
 LAM0 = ("#define GF_LAM1 1", "#define GF_LAM1 0")
-NODIAG = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {")]
-NO32 = [("gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });", "")]
-NO64 = [("gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });", "")]
+NODIAG = [("for (int r = 0; r < 15; ++r) {", "for (int r = 0; r < 0; ++r) {"), DROW]
+NO32 = [OD_CALL]
+NO64 = [S64_CALL]
+# s19b16's per-phase ablations (bf16 inputs; wrong outputs, timing only): each removes one phase's work and keeps the rest
+NOKQ = [("mma_bf16(cK[nt], aK, b0, b1);\n                        mma_bf16(cQ[nt], aQ, b0, b1);", "")]
+NODEC = [("const ta e = dec(i, jj);  // once", "const ta e = (ta)1;  // once")]
+NOATTN = [("gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);", "gf_tc<false, GF_H>(m0, n0, n0, n0, la, lb, st);")]
+NOQP = [("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);", "gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, 0, la, kel, st, Kh);"),
+        ("gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);", "gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, m0, la, lb, st, Kh);")]
+NOLAM = [("x[e] *= lamS[(t0 + e) * 8 + l];", "x[e] *= (ta)2;"),
+         ("lamS[(t0 + e) * 8 + (GF_LAM4 ? gf_bitlen32((t0 + e) ^ s) : fen_level(t0 + e, s))]", "(ta)2")]
+NOHOUT = [("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);",
+           "gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, 0, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);"),
+          ("gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);", "gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, 0, la, vel, ost, Kh);")]
+S0 = ("#define GF_S64 1", "#define GF_S64 0")
+OD0 = ("#define GF_OD4 1", "#define GF_OD4 0")
+QS0 = ("#define GF_QSH 1", "#define GF_QSH 0")
+VE0 = ("#define GF_VEA 1", "#define GF_VEA 0")
+L40 = ("#define GF_LAM4 1", "#define GF_LAM4 0")
+GZ0 = ("#define GF_GZB 1", "#define GF_GZB 0")
+DR0 = ("#define GF_DROW 1", "#define GF_DROW 0")
 #: each variant's outputs are compared with these (the production kernel of the inputs' kind)
 BASE_BF16, BASE_FP32 = "bf16in_chk_lamw", "fp32_chk"
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
@@ -98,6 +128,21 @@ VARIANTS = {  # name: (compute type, bf16 inputs, substitutions); "_chk": with t
     "bf16in_chk_lamw_nodiag": ("float", True, NODIAG),
     "bf16in_chk_lamw_no32": ("float", True, NO32),
     "bf16in_chk_lamw_no64": ("float", True, NO64),
+    "bf16in_chk_lamw_off": ("float", True, [S0, OD0, QS0, VE0, L40, GZ0, DR0]),
+    "bf16in_chk_lamw_dr0": ("float", True, [DR0]),
+    "bf16in_chk_lamw_s0": ("float", True, [S0]),
+    "bf16in_chk_lamw_od0": ("float", True, [OD0]),
+    "bf16in_chk_lamw_qs0": ("float", True, [QS0]),
+    "bf16in_chk_lamw_ve0": ("float", True, [VE0]),
+    "bf16in_chk_lamw_l40": ("float", True, [L40]),
+    "bf16in_chk_lamw_gz0": ("float", True, [GZ0]),
+    "fp32_chk_off": ("float", False, [S0, OD0, L40, DR0]),
+    "bf16in_chk_lamw_nokq": ("float", True, NOKQ),
+    "bf16in_chk_lamw_nodec": ("float", True, NODEC),
+    "bf16in_chk_lamw_noattn": ("float", True, NOATTN),
+    "bf16in_chk_lamw_noqp": ("float", True, NOQP),
+    "bf16in_chk_lamw_nolam": ("float", True, NOLAM),
+    "bf16in_chk_lamw_nohout": ("float", True, NOHOUT),
 
     "fp32_chk_noprev": ("float", False, [NOPREV]),
     "bf16in_chk_lamw_noprev": ("float", True, [NOPREV]),

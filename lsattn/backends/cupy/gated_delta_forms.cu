@@ -86,6 +86,134 @@ __device__ __forceinline__ void gf_offdiag(ta* B0, ta* S, int i, int j0, Sync sy
     for (int jj = 0; jj < NC; ++jj) B0[(HB + i) * GF_LD + j0 + jj] = -r[jj];
 }
 
+// GF_S64: gf_offdiag<32, 4>'s products over their nonzero terms (X_00[m][c] = 0 for m < c, X_11[i][m] = 0 for m > i),
+// the m order kept. Warp w, p = w % 4. S = N_10 X_00: row 16 (w / 4) + lane / 2, columns ca, ca + 1 in group p (m >= 4 p)
+// and cb, cb + 1 in group 7 - p (m >= 28 - 4 p). -X_11 S: rows 4 p + a and 28 - 4 p + a (a = lane % 4; m < 4 p + 4 and
+// m < 32 - 4 p), columns c, c + 1 of the half w / 4. Every warp ~36 m-steps of 2 columns (the longest before: 32 of 4).
+template <int LS, typename Sync>
+__device__ __forceinline__ void gf_offdiag64(ta* B0, ta* S, Sync sync) {  // (S: row stride LS)
+    constexpr int HB = 32;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, p = w & 3;
+    {
+        const int i = 16 * (w >> 2) + (lane >> 1), ca = 4 * p + 2 * (lane & 1), cb = HB - 4 - 4 * p + 2 * (lane & 1);
+        const ta* Nr = B0 + (HB + i) * GF_LD;
+        ta ra[2] = {(ta)0, (ta)0}, rb[2] = {(ta)0, (ta)0};
+#pragma unroll 1
+        for (int m4 = 4 * p; m4 < HB - 4 - 4 * p; m4 += 4) {  // group p alone
+            ta nv[4];
+            ldv<4>(Nr + m4, nv);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ta x[2];
+                ldv<2>(B0 + (m4 + e) * GF_LD + ca, x);
+                ra[0] = fma(nv[e], x[0], ra[0]), ra[1] = fma(nv[e], x[1], ra[1]);
+            }
+        }
+#pragma unroll 1
+        for (int m4 = HB - 4 - 4 * p; m4 < HB; m4 += 4) {  // both groups
+            ta nv[4];
+            ldv<4>(Nr + m4, nv);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ta x[2], y[2];
+                ldv<2>(B0 + (m4 + e) * GF_LD + ca, x);
+                ldv<2>(B0 + (m4 + e) * GF_LD + cb, y);
+                ra[0] = fma(nv[e], x[0], ra[0]), ra[1] = fma(nv[e], x[1], ra[1]);
+                rb[0] = fma(nv[e], y[0], rb[0]), rb[1] = fma(nv[e], y[1], rb[1]);
+            }
+        }
+        gf_st2(S + i * LS + ca, ra[0], ra[1]);
+        gf_st2(S + i * LS + cb, rb[0], rb[1]);
+    }
+    sync();  // S written, N_10 read
+    {
+        const int a = lane & 3, c = 16 * (w >> 2) + 2 * (lane >> 2), il = 4 * p + a, ih = HB - 4 - 4 * p + a;
+        const ta* Xl = B0 + (HB + il) * GF_LD + HB;
+        const ta* Xh = B0 + (HB + ih) * GF_LD + HB;
+        ta rl[2] = {(ta)0, (ta)0}, rh[2] = {(ta)0, (ta)0};
+#pragma unroll 1
+        for (int m4 = 0; m4 < 4 * p + 4; m4 += 4) {  // both rows
+            ta xl[4], xh[4];
+            ldv<4>(Xl + m4, xl);
+            ldv<4>(Xh + m4, xh);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ta sv[2];
+                ldv<2>(S + (m4 + e) * LS + c, sv);
+                rl[0] = fma(xl[e], sv[0], rl[0]), rl[1] = fma(xl[e], sv[1], rl[1]);
+                rh[0] = fma(xh[e], sv[0], rh[0]), rh[1] = fma(xh[e], sv[1], rh[1]);
+            }
+        }
+#pragma unroll 1
+        for (int m4 = 4 * p + 4; m4 < HB - 4 * p; m4 += 4) {  // the row of group 7 - p alone
+            ta xh[4];
+            ldv<4>(Xh + m4, xh);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ta sv[2];
+                ldv<2>(S + (m4 + e) * LS + c, sv);
+                rh[0] = fma(xh[e], sv[0], rh[0]), rh[1] = fma(xh[e], sv[1], rh[1]);
+            }
+        }
+        gf_st2(B0 + (HB + il) * GF_LD + c, -rl[0], -rl[1]);
+        gf_st2(B0 + (HB + ih) * GF_LD + c, -rh[0], -rh[1]);
+    }
+}
+
+// GF_OD4: gf_offdiag<16, 8> (one warp, its 32 x 32 block) over the nonzero terms, the m order kept. S = N_10 X_00: row
+// lane / 2, columns 4 q + 2 (lane % 2), + 1 of the groups q = 0 .. 3, group q from m = 4 q on. -X_11 S: rows 4 q + a
+// (a = lane % 4), columns 2 (lane / 4), + 1, row 4 q + a up to m < 4 q + 4. Fully unrolled: 40 m-steps of 2 columns
+// each (before: 16 of 8).
+template <int LS>
+__device__ __forceinline__ void gf_offdiag16(ta* B0, ta* S) {  // (S: row stride LS)
+    constexpr int HB = 16;
+    const int lane = threadIdx.x & 31;
+    {
+        const int i = lane >> 1, c0 = 2 * (lane & 1);
+        const ta* Nr = B0 + (HB + i) * GF_LD;
+        ta r[4][2];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) r[q][0] = r[q][1] = (ta)0;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            ta nv[4];
+            ldv<4>(Nr + 4 * b, nv);
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+#pragma unroll
+                for (int q = 0; q <= b; ++q) {
+                    ta x[2];
+                    ldv<2>(B0 + (4 * b + e) * GF_LD + 4 * q + c0, x);
+                    r[q][0] = fma(nv[e], x[0], r[q][0]), r[q][1] = fma(nv[e], x[1], r[q][1]);
+                }
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) gf_st2(S + i * LS + 4 * q + c0, r[q][0], r[q][1]);
+    }
+    __syncwarp();  // S written, N_10 read
+    {
+        const int a = lane & 3, c = 2 * (lane >> 2);
+        ta r[4][2];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) r[q][0] = r[q][1] = (ta)0;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            ta xr[4][4];
+#pragma unroll
+            for (int q = b; q < 4; ++q) ldv<4>(B0 + (HB + 4 * q + a) * GF_LD + HB + 4 * b, xr[q]);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                ta sv[2];
+                ldv<2>(S + (4 * b + e) * LS + c, sv);
+#pragma unroll
+                for (int q = b; q < 4; ++q) r[q][0] = fma(xr[q][e], sv[0], r[q][0]), r[q][1] = fma(xr[q][e], sv[1], r[q][1]);
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) gf_st2(B0 + (HB + 4 * q + a) * GF_LD + c, -r[q][0], -r[q][1]);
+    }
+}
+
 // The register tile of a product: element (ty RM + i, tx RN + j) handed to store(row, column, value).
 template <int RM, int RN, typename S>
 __device__ __forceinline__ void gf_store(const ta (&acc)[RM][RN], int ty, int tx, S store) {
@@ -225,7 +353,18 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     }
     __syncthreads();
     // e^{G_t} (G in token order) and e^{suffix after t} (from the chunk's end), a thread per token
-    if (tid < CH) {
+    if (GF_GZB && GF_TC && CH == 64) {  // token t on warp 1 (t < 32) / 5: G_t, then the suffix after t (64 terms in all)
+        const int w = tid >> 5;
+        if (w == 1 || w == 5) {
+            const int t = (tid & 31) + (w == 5 ? 32 : 0);
+            ta G = (ta)0, S = (ta)0;
+            for (int r = 0; r <= t; ++r) G += aa[r];
+            eG[t] = ex(G);
+            if (t == CH - 1) gc[cj] = G;
+            for (int r = CH - 1; r > t; --r) S += aa[r];
+            eZ[t] = ex(S);
+        }
+    } else if (tid < CH) {
         ta G = (ta)0;
         for (int r = 0; r <= tid; ++r) G += aa[r];
         eG[tid] = ex(G);
@@ -374,6 +513,18 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         if (tid < CH) {
 #pragma unroll
             for (int i = 0; i < 16; ++i) x[i] = (ta)(i == c);
+            if constexpr (GF_DROW) {  // by rows: row i's N read 4 at a time; x[i]'s updates in the same order (r up)
+#pragma unroll
+                for (int i = 1; i < 16; ++i)
+#pragma unroll
+                    for (int g = 0; 4 * g < i; ++g) {
+                        ta nv[4];
+                        ldv<4>(Nb + i * GF_LD + 4 * g, nv);
+#pragma unroll
+                        for (int e = 0; e < 4; ++e)
+                            if (4 * g + e < i && 4 * g + e >= c) x[i] = fma(-nv[e], x[4 * g + e], x[i]);
+                    }
+            } else {
 #pragma unroll
             for (int r = 0; r < 15; ++r) {
                 if (r >= c) {
@@ -381,6 +532,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
 #pragma unroll
                     for (int i = r + 1; i < 16; ++i) x[i] = fma(-Nb[i * GF_LD + r], xr, x[i]);
                 }
+            }
             }
         }
         __syncwarp();  // the warp's reads of its diagonal blocks are done
@@ -392,8 +544,10 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             __syncwarp();
             const int w = tid >> 5, lane = tid & 31, i = lane >> 1, j0 = (lane & 1) * 8;
             ta* B0 = R2 + 32 * w * (GF_LD + 1);  // the warp's 32 x 32 diagonal block
-            ta* S = R0 + w * 16 * 20;            // its 16 x 16 scratch
-            gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });
+            // its 16 x 16 scratch (GF_QS: rows 16 w .., columns 32 .. 47 of X, whose upper right block is read by no one)
+            ta* S = GF_QS ? R2 + 16 * w * GF_LD + 32 : R0 + w * 16 * 20;
+            if constexpr (GF_OD4) gf_offdiag16<GF_QS ? GF_LD : 20>(B0, S);
+            else gf_offdiag<16, 8>(B0, S, i, j0, [] { __syncwarp(); });
         }
     } else {
         for (int i4 = tid - GF_SW; i4 < CH * GF_G; i4 += NT - GF_SW) {  // by groups of 4
@@ -421,7 +575,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     __syncthreads();
     if constexpr (CH == 64) {  // the 64 x 64 block: X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks
         const int i = tid >> 3, j0 = (tid & 7) * 4;
-        gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
+        if constexpr (GF_S64) gf_offdiag64<GF_QS ? GF_LD : 36>(R2, GF_QS ? R2 + 32 : R0, [] { __syncthreads(); });
+        else gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
         __syncthreads();
     }
     constexpr int RD = DKP / 16;  // FFMA: columns per thread of a CH x DKP product
@@ -442,7 +597,12 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const auto st = gf_pair([&](int t, int f, ta x0, ta x1) {
                 if (f >= DK) return;
                 ta y0, y1;
-                gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
+                if constexpr (GF_QS) {  // Q's pair (f, f + 1) from its 16-bit tile (zero outside the call and beyond DK)
+                    const unsigned u = *reinterpret_cast<const unsigned*>(Qh + gf_h(t, f));
+                    y0 = gf_wid(u & 0xffffu), y1 = gf_wid(u >> 16);
+                } else {
+                    gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
+                }
                 gf_st2c(qej + t * DK, f, DK, gd_tar(eG[t] * y0 - x0), gd_tar(eG[t] * y1 - x1));
             });
             gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
@@ -514,12 +674,31 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     if constexpr (!GF_TF)
         for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = gd_tar(R3[(idx % CH) * GF_LK + idx / CH]);
+    // GF_VE: the first value block's rows (64 x 8 pieces of 16 bytes, 2 per thread) into K's tile, asynchronously
+    const bool vcp = GF_VE && DV % 8 == 0 && reinterpret_cast<unsigned long long>(v) % 16 == 0;
+    if (GF_VE && vcp) {
+#pragma unroll
+        for (int u = 0; u < CH * 8 / NT; ++u) {
+            const int i8 = tid + NT * u, t = i8 / 8, c = 8 * (i8 % 8);
+            const i64 g = g0 + t;
+            const bool ok = g >= 0 && g < T && c < DV;
+            cp_async16(Kh + gf_h(t, c), ok ? (const void*)(v + (bh * T + g) * DV + c) : (const void*)v, ok);
+        }
+        cp_async_commit();
+    }
     for (int i4 = tid; i4 < CH * CH / 4; i4 += NT) {  // Lambda * attn, in place (zero above the diagonal), by 4
         const int s = i4 / (CH / 4), t0 = 4 * (i4 % (CH / 4));
         ta x[4];
         ldv<4>(AT + s * GF_LD + t0, x);
+        if (GF_LAM4 && s < t0) {  // s in an earlier group of 4: one level (bit_length of t0 XOR s) for the 4 tokens
+            const int l = gf_bitlen32(t0 ^ s);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) x[e] *= s <= t0 + e ? lamS[(t0 + e) * 8 + fen_level(t0 + e, s)] : (ta)0;
+            for (int e = 0; e < 4; ++e) x[e] *= lamS[(t0 + e) * 8 + l];
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                x[e] *= s <= t0 + e ? lamS[(t0 + e) * 8 + (GF_LAM4 ? gf_bitlen32((t0 + e) ^ s) : fen_level(t0 + e, s))] : (ta)0;
+        }
         gf_st4(AT + s * GF_LD + t0, x);
     }
     // the value columns, GF_VB at a time: H = phi V, out = (Lambda * attn) V
@@ -527,10 +706,21 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         if (vb) __syncthreads();  // the previous block's V read
         const bool vvec = gf_vec(v + vb, DV);  // V's rows by groups of 4
         if constexpr (GF_H) {
+            if (GF_VE && vcp && vb == 0) {  // landed; x * 0 of the thread's own pieces folded into nf
+                cp_async_wait<0>();
 #pragma unroll
-            for (int i4 = tid; i4 < CH * GF_VB / 4; i4 += NT) {
-                const int t = i4 / (GF_VB / 4), c = 4 * (i4 % (GF_VB / 4));
-                gf_st4h(v + bh * T * DV + vb, g0 + t, c, T, DV - vb, DV, vvec, Kh + gf_h(t, c), nf);
+                for (int u = 0; u < CH * 8 / NT; ++u) {
+                    const int i8 = tid + NT * u, t = i8 / 8, c = 8 * (i8 % 8);
+                    const unsigned* w = reinterpret_cast<const unsigned*>(Kh + gf_h(t, c));
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) nf = fma(gf_wid(w[e] & 0xffffu), (ta)0, fma(gf_wid(w[e] >> 16), (ta)0, nf));
+                }
+            } else {
+#pragma unroll
+                for (int i4 = tid; i4 < CH * GF_VB / 4; i4 += NT) {
+                    const int t = i4 / (GF_VB / 4), c = 4 * (i4 % (GF_VB / 4));
+                    gf_st4h(v + bh * T * DV + vb, g0 + t, c, T, DV - vb, DV, vvec, Kh + gf_h(t, c), nf);
+                }
             }
         } else
 #pragma unroll

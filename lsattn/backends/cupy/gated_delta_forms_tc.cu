@@ -51,7 +51,61 @@ constexpr bool GF_H = GF_H16 && GF_TC && GF_TF;
 #define GF_LAM1 1
 #endif
 constexpr bool GF_LAMP = GF_LAM1 && GF_H;
+// GF_S64 (s19b16): the solve's 64 x 64 stage (X_10 = -X_11 (N_10 X_00) over 32 x 32 blocks, gf_offdiag64) reduces only
+// over the terms X_00, X_11 leave nonzero (both lower triangular: 528 of the 1024 per column / row), each warp a pair of
+// column groups (4 p .. and 28 - 4 p ..: 36 m-steps of 2 columns) / of row groups, N_10 and X_11 rows read 4 m at a time
+// (4 rows of 72 floats per 8 lanes: conflict-free); the same terms in the same order (skipped: exact zeros), so the
+// same sums bit for bit (0: every thread 32 m-steps of 4 columns / 1 row, the kernel before)
+#ifndef GF_S64
+#define GF_S64 1
+#endif
+// GF_OD4 (s19b16): the warp stage's 32 x 32 blocks alike (gf_offdiag16: a lane's 8 columns / 4 rows spread over the 4
+// groups, the m-steps of each 4-block only for the groups it reaches: 10 of 16 per column / row; 0: the kernel before)
+#ifndef GF_OD4
+#define GF_OD4 1
+#endif
+// GF_QSH (s19b16; 16-bit tiles with GF_S64 and GF_OD4, which read no zero of X above the diagonal's 16 x 16 blocks): the
+// solve's scratch in X's upper right 32 x 32 block (rows 0 .. 31, columns 32 .. 63 of R2: never read after the solve
+// either), so Q's 16-bit tile stays whole and qeff reads Q's pairs there (one 4-byte shared load) instead of again from
+// global memory; the same values (0: Q again from the input, the solve's scratch over Q's tile)
+#ifndef GF_QSH
+#define GF_QSH 1
+#endif
+// GF_VEA (s19b16; 16-bit tiles, d_v % 8 == 0, v 16-byte aligned): the first value block's rows copied into K's tile by
+// cp.async before the level weights' pass over attn (K is read no more) instead of loaded after it: their latency under
+// that pass, no registers held (0: after it)
+#ifndef GF_VEA
+#define GF_VEA 1
+#endif
+// GF_LAM4 (s19b16): Lambda's pass over attn takes one level per group of 4 tokens t0 .. t0 + 3 where s < t0 (bit_length of
+// (t0 + e) XOR s is that of t0 XOR s: s lies in an earlier group), in 32-bit integers (fen_level's are 64-bit); the same
+// levels (0: fen_level per element)
+#ifndef GF_LAM4
+#define GF_LAM4 1
+#endif
+// GF_GZB (s19b16; K K^T / Q K^T on bf16 tensor cores): G_t and the suffix after t of a token on one thread of warps 1 and
+// 5 (no mma / 16 mma in that phase) instead of G on warps 0-1 and the suffix on warps 2-3 (warp 2: the longest suffixes,
+// 32 mma and the decay map's long middle sums); the same sums in the same order (0: as before)
+#ifndef GF_GZB
+#define GF_GZB 1
+#endif
+// GF_DROW (s19b16): the 16 x 16 diagonal blocks' forward substitution by rows (x_i = e_c - sum_{c <= r < i} N[i][r] x_r,
+// row i of N by 16-byte loads: 40 instead of 120 loads per thread) instead of by columns; each x_i's updates in the same
+// order (r ascending), so the same values (0: by columns)
+#ifndef GF_DROW
+#define GF_DROW 1
+#endif
+constexpr bool GF_QS = GF_QSH && GF_H && GF_S64 && GF_OD4 && CH == 64;
+constexpr bool GF_VE = GF_VEA && GF_H && GF_VB == 64;
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
+// bit_length of x >= 0 (fen_level's in 32 bits)
+__device__ __forceinline__ int gf_bitlen32(int x) {
+#ifdef __CUDA_ARCH__
+    return 32 - __clz(x);
+#else
+    return x ? 32 - __builtin_clz((unsigned)x) : 0;
+#endif
+}
 // the four tiles (sizes in ta): Q, then attn^T (and the solve's scratch); K, then V; N, then X;
 // M^T = (D * Q K^T)^T, then phi^T
 constexpr int GF_S0 = gf_max(gf_max(CH * DKP, CH * GF_LD), 32 * 36);
