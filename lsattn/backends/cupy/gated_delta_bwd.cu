@@ -94,6 +94,10 @@ constexpr int GDB_SET = 2 * DKP * GDB_LS + 3 * CH * GDB_LW, GDB_NS2 = GDB_TC && 
 #ifndef GDB_MG
 #define GDB_MG 1
 #endif
+// GDB_ABL (timing builds only, wrong gradients): bit 1 drops the chunks' outer-product atomicAdds, bit 2 phase 1
+#ifndef GDB_ABL
+#define GDB_ABL 0
+#endif
 constexpr int GDB_REST = GDB_NS2 * GDB_SET + NT;
 constexpr int GDB_NB = GDB_TC && GDB_DB && (2 * GDB_TW + GDB_REST) * (int)sizeof(ta) <= 227 * 1024 ? 2 : 1;
 constexpr int GDB_SMEM = GDB_NB * GDB_TW + GDB_REST;
@@ -200,6 +204,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     check_smem(GDB_SMEM * sizeof(ta));
     constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+    constexpr bool MG = GDB_MG && RB <= 4;  // (8 rows a thread at DKP = 128: more spills)
     const int tid = threadIdx.x, col = tid % GDB_BV, rg = tid / GDB_BV;
     const int ekk = tid % DKP, et0 = tid / DKP;  // FFMA: the outer products' column and first row (DKP divides NT)
     const int g8 = tid % 32 / 4, t4 = tid % 4;   // TC: the lane's rows and columns in mma's fragments
@@ -281,7 +286,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
             svb[(i64)s * slot_sz + (i64)kk * DV + vc] = oldb[(i64)s * slot_sz + (i64)kk * DV + vc];
     }
     if (GDB_TC && GDB_NB == 2 && n > 1) issue(0, false);
-    for (int j = 0; j + 1 < n; ++j) {
+    for (int j = 0; j + 1 < (GDB_ABL & 2 ? 0 : n); ++j) {
         const i64 c = F + j, cj = bh * n + j;
         if (GDB_TC && GDB_NB == 1) issue(j, false);
         // the first held slot fetched under the tile copies (written before the last barrier, or by this thread)
@@ -417,7 +422,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         // (c): every chunk but the last merges
         const int z = __ffsll((long long)(c + 1)) - 1;
         ta* S1 = svb + (i64)(j + 1) * NS * slot_sz;
-        if (cok && GDB_MG) {
+        if (cok && MG) {
             ta x[RB];
 #pragma unroll
             for (int i = 0; i < RB; ++i) x[i] = rg * RB + i < DK ? Hc[cj * slot_sz + (i64)(rg * RB + i) * DV + vc] : (ta)0;
@@ -449,7 +454,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         // thread's own writes, before any barrier)
         if (j < n - 1 || merge_last) {
             const int z = __ffsll((long long)(c + 1)) - 1;
-            if (cok && GDB_MG) {
+            if (cok && MG) {
                 ta x[RB];
 #pragma unroll
                 for (int i = 0; i < RB; ++i) x[i] = rg + GDB_RG * i < DK ? dSh[(i64)(n_old + z) * slot_sz + (i64)(rg + GDB_RG * i) * DV + vc] : (ta)0;
@@ -748,7 +753,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         }
         if constexpr (GDB_TC) {
             const GTO wo;
-            if (wo.on)
+            if (wo.on && !(GDB_ABL & 1))
 #pragma unroll
                 for (int i = 0; i < GTO::NTL; ++i)
 #pragma unroll
