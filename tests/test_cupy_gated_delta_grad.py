@@ -431,7 +431,8 @@ def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P, T, x1):
 @pytest.mark.parametrize("x1, P, T, dv", [(True, 0, 150, 16), (False, 37, 150, 16), (True, 37, 140, 20)])
 def test_scan_bwd_emulated_two_slots_a_pass(x1, P, T, dv):
     """gd_scan_bwd's CUDA source on the CPU with session 19's switches (GDB_G, GDB_GF: two slots of a chunk a pass;
-    GDB_MG: the merges' loads first) bit-equal to the build without them (1, 1, 0; dlambda, whose atomicAdd order
+    GDB_MG: the merges' loads first; GDB_CB: a chunk's boundary; GDB_LA: lambda a pass ahead) bit-equal to the build
+    without them (all 0, G 1; dlambda, whose atomicAdd order
     differs where two incoming slots read one level, within 1e-6 of max), and within F32 / X1 of the NumPy twin:
     10 chunks (up to 3 held slots a chunk, odd and even counts), incoming slots, a second partial column block."""
     if shutil.which("g++") is None:
@@ -453,7 +454,8 @@ def test_scan_bwd_emulated_two_slots_a_pass(x1, P, T, dv):
             -rng.random((BH, n)).astype(np.float32), np.abs(r(BH, T, L)) + 0.5, r(BH, n_old, dk, dv) if P else None,
             r(BH, n, C, dv))
     outs = {}
-    for name, extra in {"new": {}, "off": {"GDB_G": 1, "GDB_GF": 1, "GDB_MG": 0}, "gf2": {"GDB_GF": 2}}.items():
+    off = {"GDB_G": 1, "GDB_GF": 1, "GDB_MG": 0, "GDB_CB": 0, "GDB_LA": 0}
+    for name, extra in {"new": {}, "off": off, "gf2": {"GDB_GF": 2}}.items():
         ops = EmulatedOps()
         ops.extra = extra
         outs[name] = gdb.scan_backward(ops, sc, *args)

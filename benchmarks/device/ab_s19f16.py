@@ -3,9 +3,11 @@ process (CUDA events, medians of ms per ``gated_delta_bwd.scan_backward`` with i
 d_k = d_v = 64, C = 64, from chunk 0 without state (the public training call), on the forms gd_forms computes; x1:
 gd_scan_bwd_x1 (1xTF32, bfloat16 callers), f32: gd_scan_bwd (3xTF32). Builds (-D switches; benchmarks/NOTES.md
 "Session 19 — s19f16"):
-- off:  GDB_G=1 GDB_GF=1 GDB_MG=0 (session 18's kernel: one slot a pass, the merges row by row)
-- new:  production (x1: GDB_G=2 two slots a pass, GDB_MG=1 the merges' loads first; f32: GDB_MG=1 alone)
-- g1:   new with GDB_G=1 (x1: the merges' change alone);  mg0: new with GDB_MG=0 (x1: two slots a pass alone)
+- off:  GDB_G=1 GDB_GF=1 GDB_MG=0 GDB_CB=0 GDB_LA=0 (session 18's kernel: one slot a pass, the merges row by row)
+- new:  production (x1: GDB_G=2 two slots a pass; both: GDB_MG=1 the merges' loads first, GDB_CB=1 a chunk's boundary
+        in fewer round trips, GDB_LA=1 lambda a pass ahead)
+- cb0, la0: new with GDB_CB=0 / GDB_LA=0 (request 2's switches, each off)
+- g1:   new with GDB_G=1 (x1: one slot a pass);  mg0: new with GDB_MG=0 (and so without GDB_CB, which needs it)
 - gf2:  new with GDB_GF=2 (f32: two slots a pass in 3xTF32, whose ptxas spills 68 B at 64 x 64)
 - db:   new with GDB_DB=1 (x1: two sets of chunk tiles, the next chunk's copied during this one's slots)
 - noat, nop1: new without the chunks' outer-product atomicAdds / without phase 1 (GDB_ABL=1 / 2: timing only, wrong
@@ -33,7 +35,8 @@ BH, DK, DV, C = 32, 64, 64, 64
 cfg = cc.make_config("float", DK, 16, C)  # the training path's (gated_delta_bwd.differentiable)
 TILES = 2 * C * (DK + 4) + DK * (C + 8)  # one set of the chunk tiles (GDB_TW)
 # name -> (-D switches, kernels ('x1': gd_scan_bwd_x1, 'f32': gd_scan_bwd), extra shared bytes)
-BUILDS = {"off": ({"GDB_G": 1, "GDB_GF": 1, "GDB_MG": 0}, ("x1", "f32"), 0), "new": ({}, ("x1", "f32"), 0),
+BUILDS = {"off": ({"GDB_G": 1, "GDB_GF": 1, "GDB_MG": 0, "GDB_CB": 0, "GDB_LA": 0}, ("x1", "f32"), 0),
+          "new": ({}, ("x1", "f32"), 0), "cb0": ({"GDB_CB": 0}, ("x1", "f32"), 0), "la0": ({"GDB_LA": 0}, ("x1", "f32"), 0),
           "g1": ({"GDB_G": 1}, ("x1",), 0), "mg0": ({"GDB_MG": 0}, ("x1",), 0), "gf2": ({"GDB_GF": 2}, ("f32",), 0),
           "db": ({"GDB_DB": 1}, ("x1",), TILES * 4), "noat": ({"GDB_ABL": 1}, ("x1",), 0),
           "nop1": ({"GDB_ABL": 2}, ("x1",), 0)}

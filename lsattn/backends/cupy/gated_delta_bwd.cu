@@ -94,6 +94,16 @@ constexpr int GDB_SET = 2 * DKP * GDB_LS + 3 * CH * GDB_LW, GDB_NS2 = GDB_TC && 
 #ifndef GDB_MG
 #define GDB_MG 1
 #endif
+// GDB_CB (session 19): a chunk's boundary in fewer round trips (TC, one set of chunk tiles, GDB_MG, GDB_PF): the
+// first pass's slots fetched before the merges' stores (the merged ones taken from the merge's registers: its rows are
+// the fetch's), phase 1's next tile copies issued before its merge and no barrier after it, e^g and dout loaded before
+// the copies' wait. GDB_LA (session 19, TC): the read weights lambda of a pass's rows loaded a pass ahead.
+#ifndef GDB_CB
+#define GDB_CB 1
+#endif
+#ifndef GDB_LA
+#define GDB_LA 1
+#endif
 // GDB_ABL (timing builds only, wrong gradients): bit 1 drops the chunks' outer-product atomicAdds, bit 2 phase 1
 #ifndef GDB_ABL
 #define GDB_ABL 0
@@ -286,19 +296,32 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
             svb[(i64)s * slot_sz + (i64)kk * DV + vc] = oldb[(i64)s * slot_sz + (i64)kk * DV + vc];
     }
     if (GDB_TC && GDB_NB == 2 && n > 1) issue(0, false);
-    for (int j = 0; j + 1 < (GDB_ABL & 2 ? 0 : n); ++j) {
-        const i64 c = F + j, cj = bh * n + j;
-        if (GDB_TC && GDB_NB == 1) issue(j, false);
-        // the first held slot fetched under the tile copies (written before the last barrier, or by this thread)
-        ta rS[GG][EPT];
-        const ta* svj = svb + (i64)j * NS * slot_sz;
-        int ss[GG], s = next_held(c, 0), sn = pass_slots(c, s, ss);
+    static_assert(EPT == RB, "a thread's fetch rows are its merge rows");
+    constexpr bool CB1 = GDB_CB && GDB_TC && GDB_NB == 1 && MG && GDB_PF;
+    ta rS[GG][EPT];
+    int ss[GG], s = NS, sn = NS;
+    if (CB1 && n > 1 && !(GDB_ABL & 2)) {  // chunk 0's tiles and first pass (CB1: the later chunks' before each merge)
+        issue(0, false);
+        s = next_held(F, 0), sn = pass_slots(F, s, ss);
 #pragma unroll
         for (int u = 0; u < GG; ++u)
-            if (GDB_PF && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz);
+            if (ss[u] < NS) fetch(rS[u], svb + (i64)ss[u] * slot_sz);
+    }
+    for (int j = 0; j + 1 < (GDB_ABL & 2 ? 0 : n); ++j) {
+        const i64 c = F + j, cj = bh * n + j;
+        const ta* svj = svb + (i64)j * NS * slot_sz;
+        if (!CB1) {
+            if (GDB_TC && GDB_NB == 1) issue(j, false);
+            // the first held slot fetched under the tile copies (written before the last barrier, or by this thread)
+            s = next_held(c, 0), sn = pass_slots(c, s, ss);
+#pragma unroll
+            for (int u = 0; u < GG; ++u)
+                if (GDB_PF && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz);
+        }
+        ta eg = CB1 ? ex(gc[cj]) : (ta)0;
         if constexpr (GDB_TC) cp_async_wait<0>();
         else gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
-        const ta eg = ex(gc[cj]);
+        if (!CB1) eg = ex(gc[cj]);
         __syncthreads();
         if constexpr (GDB_TC) {  // the next chunk's tiles into the other set (its last readers: the chunk before)
             if (GDB_NB == 2 && j + 2 < n) issue(j + 1, false);
@@ -422,6 +445,34 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         // (c): every chunk but the last merges
         const int z = __ffsll((long long)(c + 1)) - 1;
         ta* S1 = svb + (i64)(j + 1) * NS * slot_sz;
+        if (CB1) {  // the next chunk's tiles and first pass, then the merge (rows kk = rg + GDB_RG i: the fetch's)
+            const bool nxt = j + 2 < n;
+            if (nxt) {
+                issue(j + 1, false);
+                s = next_held(c + 1, 0), sn = pass_slots(c + 1, s, ss);
+#pragma unroll
+                for (int u = 0; u < GG; ++u)
+                    if (ss[u] < NS && ss[u] != n_old + z) fetch(rS[u], S1 + (i64)ss[u] * slot_sz);
+            }
+            ta x[RB];
+#pragma unroll
+            for (int i = 0; i < RB; ++i) x[i] = cok && rg + GDB_RG * i < DK ? Hc[cj * slot_sz + (i64)(rg + GDB_RG * i) * DV + vc] : (ta)0;
+            for (int m = 1; m <= z; ++m)
+                if (gd_held(c, m, F))
+#pragma unroll
+                    for (int i = 0; i < RB; ++i)
+                        if (cok && rg + GDB_RG * i < DK) x[i] += S1[(i64)(n_old + m - 1) * slot_sz + (i64)(rg + GDB_RG * i) * DV + vc];
+#pragma unroll
+            for (int i = 0; i < RB; ++i)
+                if (cok && rg + GDB_RG * i < DK) S1[(i64)(n_old + z) * slot_sz + (i64)(rg + GDB_RG * i) * DV + vc] = x[i];
+            if (nxt)
+#pragma unroll
+                for (int u = 0; u < GG; ++u)
+                    if (ss[u] == n_old + z)
+#pragma unroll
+                        for (int e = 0; e < EPT; ++e) rS[u][e] = x[e];
+            continue;  // (no barrier: the next chunk's fetches are this thread's or before the passes' last barrier)
+        }
         if (cok && MG) {
             ta x[RB];
 #pragma unroll
@@ -446,10 +497,55 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     }
 
     // ---- phase 2: the reverse scan ----
+    constexpr bool CB2 = GDB_CB && GDB_TC && MG && GDB_PF, LP = GDB_LA && GDB_TC;
     if (GDB_TC && GDB_NB == 2) issue(n - 1, true);
     for (int j = n - 1; j >= 0; --j) {
         const i64 c = F + j, cj = bh * n + j;
         if (GDB_TC && GDB_NB == 1) issue(j, true);  // the tile copies under the merge's round trips
+        ta rS[GG][EPT], rD[GG][EPT];
+        const ta* svj = svb + (i64)j * NS * slot_sz;
+        int ss[GG], s = next_held(c, 0), sn = pass_slots(c, s, ss);
+        // CB2: the first pass's slots fetched before the merge's stores (the slots it sets: from its registers)
+#pragma unroll
+        for (int u = 0; u < GG; ++u)
+            if (CB2 && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz), fetch(rD[u], dSh + (i64)ss[u] * slot_sz);
+        // the read weight of row t at slot s1's level, the level
+        auto lam_at = [&](int s1, int t, bool on, int& level, i64& gi) {
+            const i64 tabs = c * CH + t;
+            gi = tabs - p;
+            level = s1 < n_old ? max(s1 + 1, bitlen64(p ^ tabs)) : LOG2C + s1 - n_old + 1;
+            return on && gi >= 0 && gi < T;
+        };
+        ta lmq[GG][2];  // LP: the read weights of the next pass's rows ((r, W, dW)'s tile rows)
+        auto lam_rows = [&](const int(&sl)[GG]) {
+            const GTA wa;
+#pragma unroll
+            for (int u = 0; u < GG; ++u)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    int lv;
+                    i64 gi;
+                    lmq[u][h] = lam_at(sl[u], wa.r0() + g8 + 8 * h, wa.on && sl[u] < NS, lv, gi) ? lam[(bh * T + gi) * L + lv] : (ta)0;
+                }
+        };
+        ta dov[2][2];  // TC: dout at the lane's rows and columns of (r, W, dW)'s tile, the same for every slot
+        auto load_dov = [&] {
+            const GTA wa;
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int t = wa.r0() + g8 + 8 * h, vcc = blockIdx.y * GDB_BV + wa.n0(0) + 2 * t4 + e;
+                    const i64 gi = c * CH + t - p;
+                    dov[h][e] = wa.on && gi >= 0 && gi < T && vcc < DV ? dout[(cj * CH + t) * DV + vcc] : (ta)0;
+                }
+        };
+        ta eg = (ta)0;
+        if (CB2) {
+            eg = ex(gc[cj]);
+            load_dov();
+        }
+        if (LP) lam_rows(ss);
         // reverse of (c), rows kk = rg + GDB_RG i of column col: fetch's elements (the first fetch below reads this
         // thread's own writes, before any barrier)
         if (j < n - 1 || merge_last) {
@@ -467,6 +563,11 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                     for (int m = 1; m <= z; ++m)
                         if (gd_held(c, m, F)) dSh[(i64)(n_old + m - 1) * slot_sz + o] = x[i];
                 }
+#pragma unroll
+                for (int u = 0; u < GG; ++u)  // CB2: the held chunk-level slots m <= z now hold x
+                    if (CB2 && ss[u] >= n_old && ss[u] < n_old + z)
+#pragma unroll
+                        for (int e = 0; e < EPT; ++e) rD[u][e] = x[e];
             } else if (cok) {
                 for (int kk = rg; kk < DK; kk += GDB_RG) {
                     const i64 o = (i64)kk * DV + vc;
@@ -478,15 +579,12 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 }
             }
         }
-        ta rS[GG][EPT], rD[GG][EPT];
-        const ta* svj = svb + (i64)j * NS * slot_sz;
-        int ss[GG], s = next_held(c, 0), sn = pass_slots(c, s, ss);
 #pragma unroll
         for (int u = 0; u < GG; ++u)
-            if (GDB_PF && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz), fetch(rD[u], dSh + (i64)ss[u] * slot_sz);
+            if (!CB2 && GDB_PF && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz), fetch(rD[u], dSh + (i64)ss[u] * slot_sz);
         if constexpr (GDB_TC) cp_async_wait<0>();
         else gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
-        const ta eg = ex(gc[cj]);
+        if (!CB2) eg = ex(gc[cj]);
         ta aq[E], ae[E], ap[E];  // FFMA: the outer products' elements
         float oq[GTO::NTL][4], oe[GTO::NTL][4], op[GTO::NTL][4];  // TC: their C fragments (op: W dS'^T, [t][kk])
 #pragma unroll
@@ -496,18 +594,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
 #pragma unroll
             for (int x = 0; x < 4; ++x) oq[i][x] = oe[i][x] = op[i][x] = 0.f;
         ta dga = (ta)0;
-        ta dov[2][2];  // TC: dout at the lane's rows and columns of (r, W, dW)'s tile, the same for every slot
-        if constexpr (GDB_TC) {
-            const GTA wa;
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int t = wa.r0() + g8 + 8 * h, vcc = blockIdx.y * GDB_BV + wa.n0(0) + 2 * t4 + e;
-                    const i64 gi = c * CH + t - p;
-                    dov[h][e] = wa.on && gi >= 0 && gi < T && vcc < DV ? dout[(cj * CH + t) * DV + vcc] : (ta)0;
-                }
-        }
+        if (GDB_TC && !CB2) load_dov();
         __syncthreads();
         if constexpr (GDB_TC) {
             if (GDB_NB == 2 && j > 0) issue(j - 1, true);
@@ -531,13 +618,6 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
 #pragma unroll
             for (int u = 0; u < GG; ++u)
                 if (GDB_PF && sx[u] < NS) fetch(rS[u], svj + (i64)sx[u] * slot_sz), fetch(rD[u], dSh + (i64)sx[u] * slot_sz);
-            // the read weight of row t at slot s1's level, the level
-            auto lam_at = [&](int s1, int t, bool on, int& level, i64& gi) {
-                const i64 tabs = c * CH + t;
-                gi = tabs - p;
-                level = s1 < n_old ? max(s1 + 1, bitlen64(p ^ tabs)) : LOG2C + s1 - n_old + 1;
-                return on && gi >= 0 && gi < T;
-            };
             if constexpr (GDB_TC) {
                 // r = Qe S, W = Ek S, dW = -Ph^T dS' (CH x GDB_BV); dr = lambda dout, dlambda
                 const GTA wa;
@@ -553,8 +633,9 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
 #pragma unroll
                     for (int h = 0; h < 2; ++h) {
                         oks[u][h] = lam_at(ss[u], r0 + g8 + 8 * h, wa.on && ss[u] < NS, lvs[u][h], gis[u][h]);
-                        lm[u][h] = oks[u][h] ? lam[(bh * T + gis[u][h]) * L + lvs[u][h]] : (ta)0;
+                        lm[u][h] = LP ? lmq[u][h] : oks[u][h] ? lam[(bh * T + gis[u][h]) * L + lvs[u][h]] : (ta)0;
                     }
+                if (LP) lam_rows(sx);  // the next pass's, under this one's products
                 if (wa.on)
 #pragma unroll
                     for (int k0 = 0; k0 < DKP; k0 += 8) {
