@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Session 19, s19f16 (issue 16): gd_scan_bwd's switches GDB_G (two slots of a chunk a pass, 1xTF32), GDB_GF (the
-# same in 3xTF32, off), GDB_MG (the merges' loads before their stores); ab_s19f16.py's docstring names the builds.
+# same in 3xTF32, off), GDB_MG (the merges' loads before their stores), GDB_CB (a chunk's boundary), GDB_LA (lambda a
+# pass ahead); ab_s19f16.py's docstring names the builds.
 #   OUT=... bash benchmarks/device/run_s19f.sh tests   (<= 100 s, beside other helpers: GPU tests of the GD backward,
 #                                                       sanitizers of small training calls, warm-up compiles)
 #   OUT=... bash benchmarks/device/run_s19f.sh times   (<= 40 s, alone: kernel-alone A/B, the public training step)
@@ -11,7 +12,7 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 echo "=== $1 $(date -u +%T)"
 if [ "$1" = tests ]; then
-  for b in off new g1 mg0 gf2 db noat nop1; do
+  for b in off new cb0 la0 g1 mg0 gf2 db noat nop1; do
     ( timeout 80 python3 $D/ab_s19f16.py warm $b > "$OUT/log_warm_$b.txt" 2>&1 ) &
   done
   ( timeout 90 python3 $D/ab_s19f16.py small > "$OUT/log_small.txt" 2>&1; \
@@ -32,9 +33,9 @@ if [ "$1" = tests ]; then
   echo "-- warm:"; grep -h -E "^compiled|Error|error" $OUT/log_warm_*.txt | head -12 | cut -c1-200
   echo "-- public (warm-up, 1 round): $(grep -E '^public|Error' $OUT/log_public_warm.txt | tr '\n' ' ' | cut -c1-300)"
 else
-  timeout 13 python3 $D/ab_s19f16.py ab 8192,32768 5 off new g1 mg0 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
+  timeout 13 python3 $D/ab_s19f16.py ab 8192,32768 5 off new cb0 la0 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
   grep -E "^T=|Error" "$OUT/log_ab.txt" | cut -c1-200
-  timeout 11 python3 $D/ab_s19f16.py ab 8192,32768 5 gf2 db noat nop1 > "$OUT/log_ab2.txt" 2>&1; echo "ab2 rc=$?"
+  timeout 11 python3 $D/ab_s19f16.py ab 8192,32768 5 g1 mg0 gf2 db noat nop1 > "$OUT/log_ab2.txt" 2>&1; echo "ab2 rc=$?"
   grep -E "^T=|Error" "$OUT/log_ab2.txt" | grep -v " off " | cut -c1-200
   timeout 13 python3 $D/ab_s19f16.py public 8192,32768 3 > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
   grep -E "^public|Error" "$OUT/log_public.txt" | cut -c1-200
