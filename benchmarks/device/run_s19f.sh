@@ -12,7 +12,7 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 echo "=== $1 $(date -u +%T)"
 if [ "$1" = tests ]; then
-  for b in off new cb0 la0 g1 mg0 gf2 db noat nop1; do
+  for b in off new cb0 la0 ds2 g1 mg0 gf2 db noat nop1; do
     ( timeout 80 python3 $D/ab_s19f16.py warm $b > "$OUT/log_warm_$b.txt" 2>&1 ) &
   done
   ( timeout 90 python3 $D/ab_s19f16.py small > "$OUT/log_small.txt" 2>&1; \
@@ -33,7 +33,7 @@ if [ "$1" = tests ]; then
   echo "-- warm:"; grep -h -E "^compiled|Error|error" $OUT/log_warm_*.txt | head -12 | cut -c1-200
   echo "-- public (warm-up, 1 round): $(grep -E '^public|Error' $OUT/log_public_warm.txt | tr '\n' ' ' | cut -c1-300)"
 else
-  timeout 13 python3 $D/ab_s19f16.py ab 8192,32768 5 off new cb0 la0 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
+  timeout 13 python3 $D/ab_s19f16.py ab 8192,32768 5 off new cb0 la0 ds2 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
   grep -E "^T=|Error" "$OUT/log_ab.txt" | cut -c1-200
   timeout 11 python3 $D/ab_s19f16.py ab 8192,32768 5 g1 mg0 gf2 db noat nop1 > "$OUT/log_ab2.txt" 2>&1; echo "ab2 rc=$?"
   grep -E "^T=|Error" "$OUT/log_ab2.txt" | grep -v " off " | cut -c1-200

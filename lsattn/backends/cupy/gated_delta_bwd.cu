@@ -104,6 +104,11 @@ constexpr int GDB_SET = 2 * DKP * GDB_LS + 3 * CH * GDB_LW, GDB_NS2 = GDB_TC && 
 #ifndef GDB_LA
 #define GDB_LA 1
 #endif
+// GDB_DS2 (session 19, TC; default 0): dS's two products (Qe^T dr, Ek^T dW) in two accumulators, added at the end (two
+// mma chains of CH / 8 steps instead of one of CH / 4; the sum's rounding differs: within the tests' bounds, not bit-equal)
+#ifndef GDB_DS2
+#define GDB_DS2 0
+#endif
 // GDB_ABL (timing builds only, wrong gradients): bit 1 drops the chunks' outer-product atomicAdds, bit 2 phase 1
 #ifndef GDB_ABL
 #define GDB_ABL 0
@@ -497,7 +502,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     }
 
     // ---- phase 2: the reverse scan ----
-    constexpr bool CB2 = GDB_CB && GDB_TC && MG && GDB_PF, LP = GDB_LA && GDB_TC;
+    constexpr bool CB2 = GDB_CB && GDB_TC && MG && GDB_PF, LP = GDB_LA && GDB_TC, DS2 = GDB_DS2 && GDB_TC;
     if (GDB_TC && GDB_NB == 2) issue(n - 1, true);
     for (int j = n - 1; j >= 0; --j) {
         const i64 c = F + j, cj = bh * n + j;
@@ -712,7 +717,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 const GTD wd;
                 if (wd.on) {
                     const int d0 = wd.r0();
-                    float acc[GG][GTD::NTL][4] = {};
+                    float acc[GG][GTD::NTL][4] = {}, acc2[DS2 ? GG : 1][GTD::NTL][4] = {};  // (DS2: Ek^T dW's)
 #pragma unroll
                     for (int k0 = 0; k0 < CH; k0 += 8) {
                         unsigned qh[4], ql[4], eh[4], el[4];
@@ -729,7 +734,8 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                                 gdb_fb<X1, RN>([&](int k, int m) { return (float)Ru[(k0 + k) * GDB_LW + m0 + m]; }, rh, rl);
                                 gdb_fb<X1, RN>([&](int k, int m) { return (float)Xu[(k0 + k) * GDB_LW + m0 + m]; }, wh, wl);
                                 gdb_mma<X1>(acc[u][i], qh, ql, rh, rl);
-                                gdb_mma<X1>(acc[u][i], eh, el, wh, wl);
+                                if constexpr (DS2) gdb_mma<X1>(acc2[u][i], eh, el, wh, wl);
+                                else gdb_mma<X1>(acc[u][i], eh, el, wh, wl);
                             }
                     }
 #pragma unroll
@@ -745,7 +751,8 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                                 const ta ds = Du[kk * GDB_LS + cc];
                                 dga = fma(Su[kk * GDB_LS + cc], ds, dga);
                                 if (kk < DK && vcc < DV)
-                                    dSh[(i64)ss[u] * slot_sz + (i64)kk * DV + vcc] = eg * ds + (ta)acc[u][i][x];
+                                    dSh[(i64)ss[u] * slot_sz + (i64)kk * DV + vcc] =
+                                        eg * ds + (ta)(DS2 ? acc[u][i][x] + acc2[DS2 ? u : 0][i][x] : acc[u][i][x]);
                             }
                     }
                 }
