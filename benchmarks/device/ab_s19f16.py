@@ -11,6 +11,7 @@ gd_scan_bwd_x1 (1xTF32, bfloat16 callers), f32: gd_scan_bwd (3xTF32). Builds (-D
 - gf2:  new with GDB_GF=2 (f32: two slots a pass in 3xTF32, whose ptxas spills 68 B at 64 x 64)
 - db:   new with GDB_DB=1 (x1: two sets of chunk tiles, the next chunk's copied during this one's slots)
 - ds2:  new with GDB_DS2=1 (dS's two products in two accumulators: shorter mma chains; not bit-equal)
+- pr0:  new with GDB_PR=0 (x1: the chunk tiles, W, dr, dW rounded at their fragment loads, no rounding pass a chunk)
 - noat, nop1: new without the chunks' outer-product atomicAdds / without phase 1 (GDB_ABL=1 / 2: timing only, wrong
         gradients: where the time goes)
 Each build's gradients against off's (max |build - off| / max |off|; bit-equal but for the atomicAdd orders), then the
@@ -39,7 +40,8 @@ TILES = 2 * C * (DK + 4) + DK * (C + 8)  # one set of the chunk tiles (GDB_TW)
 BUILDS = {"off": ({"GDB_G": 1, "GDB_GF": 1, "GDB_MG": 0, "GDB_CB": 0, "GDB_LA": 0}, ("x1", "f32"), 0),
           "new": ({}, ("x1", "f32"), 0), "cb0": ({"GDB_CB": 0}, ("x1", "f32"), 0), "la0": ({"GDB_LA": 0}, ("x1", "f32"), 0),
           "g1": ({"GDB_G": 1}, ("x1",), 0), "mg0": ({"GDB_MG": 0}, ("x1",), 0), "gf2": ({"GDB_GF": 2}, ("f32",), 0),
-          "db": ({"GDB_DB": 1}, ("x1",), TILES * 4), "ds2": ({"GDB_DS2": 1}, ("x1", "f32"), 0), "noat": ({"GDB_ABL": 1}, ("x1",), 0),
+          "db": ({"GDB_DB": 1}, ("x1",), TILES * 4), "ds2": ({"GDB_DS2": 1}, ("x1", "f32"), 0),
+          "pr0": ({"GDB_PR": 0}, ("x1",), 0), "noat": ({"GDB_ABL": 1}, ("x1",), 0),
           "nop1": ({"GDB_ABL": 2}, ("x1",), 0)}
 KERN = {"x1": "gd_scan_bwd_x1", "f32": "gd_scan_bwd"}
 _mods = {}

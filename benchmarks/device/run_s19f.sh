@@ -12,7 +12,7 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 echo "=== $1 $(date -u +%T)"
 if [ "$1" = tests ]; then
-  for b in off new cb0 la0 ds2 g1 mg0 gf2 db noat nop1; do
+  for b in off new cb0 la0 ds2 g1 mg0 pr0 gf2 db noat nop1; do
     ( timeout 80 python3 $D/ab_s19f16.py warm $b > "$OUT/log_warm_$b.txt" 2>&1 ) &
   done
   ( timeout 90 python3 $D/ab_s19f16.py small > "$OUT/log_small.txt" 2>&1; \
@@ -35,9 +35,9 @@ if [ "$1" = tests ]; then
 else
   timeout 13 python3 $D/ab_s19f16.py ab 8192,32768 5 off new cb0 la0 ds2 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
   grep -E "^T=|Error" "$OUT/log_ab.txt" | cut -c1-200
-  timeout 11 python3 $D/ab_s19f16.py ab 8192,32768 5 g1 mg0 gf2 db noat nop1 > "$OUT/log_ab2.txt" 2>&1; echo "ab2 rc=$?"
+  timeout 12 python3 $D/ab_s19f16.py ab 8192,32768 5 g1 mg0 pr0 gf2 db noat nop1 > "$OUT/log_ab2.txt" 2>&1; echo "ab2 rc=$?"
   grep -E "^T=|Error" "$OUT/log_ab2.txt" | grep -v " off " | cut -c1-200
-  timeout 13 python3 $D/ab_s19f16.py public 8192,32768 3 > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
+  timeout 12 python3 $D/ab_s19f16.py public 8192,32768 3 > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
   grep -E "^public|Error" "$OUT/log_public.txt" | cut -c1-200
 fi
 echo "=== done $(date -u +%T)"
