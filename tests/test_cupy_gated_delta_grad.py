@@ -357,8 +357,10 @@ class EmulatedOps(Emulated):
 
     gd_forms = Twin.gd_forms
 
+    extra = {}  # gated_delta_bwd.cu's switches of a timing build (name -> value)
+
     def _lib(self, cfg):
-        return emulation("cuda_emu_gd_forms_bwd.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP},
+        return emulation("cuda_emu_gd_forms_bwd.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, **self.extra},
                          {"KERNEL": scan_source(), "BWD_KERNEL": cupy_source("gated_delta_bwd.cu"),
                           "FORMS_BWD_KERNEL": cupy_source("gated_delta_forms_bwd.cu")})
 
@@ -424,6 +426,49 @@ def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P, T, x1):
     tol = F64 if dtype == "float64" else F32
     assert_close(out, want_out, tol, what="out")
     check(got, want, out, do, X1 if x1 else tol, f"{dtype} C={C} P={P} x1={x1}", P)
+
+
+@pytest.mark.parametrize("x1, P, T, dv", [(True, 0, 150, 16), (False, 37, 150, 16), (True, 37, 140, 20)])
+def test_scan_bwd_emulated_two_slots_a_pass(x1, P, T, dv):
+    """gd_scan_bwd's CUDA source on the CPU with session 19's switches (GDB_G, GDB_GF: two slots of a chunk a pass;
+    GDB_MG: the merges' loads first; GDB_CB: a chunk's boundary; GDB_LA: lambda a pass ahead) bit-equal to the build
+    without them (all 0, G 1; dlambda, whose atomicAdd order
+    differs where two incoming slots read one level, within 1e-6 of max), and within F32 / X1 of the NumPy twin (so is
+    GDB_DS2, dS's products in two accumulators):
+    10 chunks (up to 3 held slots a chunk, odd and even counts), incoming slots, a second partial column block."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    rng = np.random.default_rng(T + P + dv)
+    C, dk, BH, L = 16, 20, 2, 12
+    lay = chunk_layout(P, T, C)
+    n, F, merge_last = lay.n_chunks, lay.first_chunk, (P + T) % C == 0
+    from lsattn.backends.cupy.gated_delta import chunk_slots
+
+    cfg = make_config("float", dk, 16, C)
+    sc = gdb.Scan(cfg, T, P, F, n, chunk_slots(F, n, merge_last), merge_last, x1)
+
+    def r(*shape, scale=1.0):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    n_old = P.bit_length()
+    args = (r(BH, n, C, dk), r(BH, n, C, dk, scale=0.3), r(BH, n, dk, C, scale=0.3), r(BH, n, dk, dv),
+            -rng.random((BH, n)).astype(np.float32), np.abs(r(BH, T, L)) + 0.5, r(BH, n_old, dk, dv) if P else None,
+            r(BH, n, C, dv))
+    outs = {}
+    off = {"GDB_G": 1, "GDB_GF": 1, "GDB_MG": 0, "GDB_CB": 0, "GDB_LA": 0}
+    for name, extra in {"new": {}, "off": off, "gf2": {"GDB_GF": 2}, "ds2": {"GDB_DS2": 1, "GDB_GF": 2}}.items():
+        ops = EmulatedOps()
+        ops.extra = extra
+        outs[name] = gdb.scan_backward(ops, sc, *args)
+    twin = gdb.scan_backward(TwinOps(), sc, *[None if x is None else x.astype(np.float64) for x in args])
+    for j, what in enumerate(["dqe", "dek", "dph", "dH", "dg", "dlam", "dold"][:6 + bool(P)]):
+        for b in ("new", "gf2"):
+            if what == "dlam":
+                assert_close(outs[b][j], outs["off"][j], 1e-6, what=f"{what} {b}")
+            else:
+                np.testing.assert_array_equal(outs[b][j], outs["off"][j], err_msg=f"{what} {b}")
+        for b in ("new", "ds2"):  # (ds2: dS's two products summed apart, not bit-equal)
+            assert_close(outs[b][j], twin[j], X1 if x1 else F32, what=f"{what} {b} against the twin")
 
 
 @pytest.mark.parametrize("dtype, C, dk, dv, T, P, L, x1", [

@@ -78,6 +78,41 @@ constexpr int GDB_TW = GDB_TC ? 2 * CH * GDB_LQ + DKP * GDB_LP : 3 * DKP * CH;
 #define GDB_SB2 1
 #endif
 constexpr int GDB_SET = 2 * DKP * GDB_LS + 3 * CH * GDB_LW, GDB_NS2 = GDB_TC && GDB_SB2 ? 2 : 1;
+// TC with two sets of slot buffers: GDB_G (1xTF32, gd_scan_bwd_x1) / GDB_GF (3xTF32, gd_scan_bwd) slots of a chunk per
+// pass, 1 or 2 (session 19, s19f16). Two: the pass's slots in the two sets (one each), their products side by side (the
+// chunk tiles' A fragments loaded once for both, two independent mma chains a warp), a barrier at the pass's end
+// instead of the sets' alternation: 3 barriers per two slots instead of 4. The sums in the same order: bit-equal to 1.
+// (ptxas, sm_90: two at CH x DKP = 64 x 128 spill in both builds, at 64 x 64 in the 3xTF32 one: there one a pass)
+#ifndef GDB_G
+#define GDB_G 2
+#endif
+#ifndef GDB_GF
+#define GDB_GF 1
+#endif
+// GDB_MG (session 19): the (c) merges' rows of a thread loaded before any of their stores (their loads in flight
+// together); 0: row by row, each row's loads after the previous row's stores (which may alias them: a round trip a row)
+#ifndef GDB_MG
+#define GDB_MG 1
+#endif
+// GDB_CB (session 19): a chunk's boundary in fewer round trips (TC, one set of chunk tiles, GDB_MG, GDB_PF): the
+// first pass's slots fetched before the merges' stores (the merged ones taken from the merge's registers: its rows are
+// the fetch's), phase 1's next tile copies issued before its merge and no barrier after it, e^g and dout loaded before
+// the copies' wait. GDB_LA (session 19, TC): the read weights lambda of a pass's rows loaded a pass ahead.
+#ifndef GDB_CB
+#define GDB_CB 1
+#endif
+#ifndef GDB_LA
+#define GDB_LA 1
+#endif
+// GDB_DS2 (session 19, TC; default 0): dS's two products (Qe^T dr, Ek^T dW) in two accumulators, added at the end (two
+// mma chains of CH / 8 steps instead of one of CH / 4; the sum's rounding differs: within the tests' bounds, not bit-equal)
+#ifndef GDB_DS2
+#define GDB_DS2 0
+#endif
+// GDB_ABL (timing builds only, wrong gradients): bit 1 drops the chunks' outer-product atomicAdds, bit 2 phase 1
+#ifndef GDB_ABL
+#define GDB_ABL 0
+#endif
 constexpr int GDB_REST = GDB_NS2 * GDB_SET + NT;
 constexpr int GDB_NB = GDB_TC && GDB_DB && (2 * GDB_TW + GDB_REST) * (int)sizeof(ta) <= 227 * 1024 ? 2 : 1;
 constexpr int GDB_SMEM = GDB_NB * GDB_TW + GDB_REST;
@@ -184,6 +219,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     check_smem(GDB_SMEM * sizeof(ta));
     constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
+    constexpr bool MG = GDB_MG && RB <= 4;  // (8 rows a thread at DKP = 128: more spills)
     const int tid = threadIdx.x, col = tid % GDB_BV, rg = tid / GDB_BV;
     const int ekk = tid % DKP, et0 = tid / DKP;  // FFMA: the outer products' column and first row (DKP divides NT)
     const int g8 = tid % 32 / 4, t4 = tid % 4;   // TC: the lane's rows and columns in mma's fragments
@@ -237,6 +273,21 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         ta* Q = tiles + j % GDB_NB * GDB_TW;
         for (int idx = tid; idx < GDB_TW; idx += NT) Q[idx] = gdb_round(Q[idx]);
     };
+    constexpr int GG = GDB_TC && GDB_NS2 == 2 && CH * DKP <= 64 * 64 ? (X1 ? GDB_G : GDB_GF) : 1;  // slots per pass
+    static_assert(GG == 1 || GG == 2, "GDB_G, GDB_GF: 1 or 2");
+    // a pass's slots from s (ss[u]: NS where none) -> the next pass's first slot
+    auto pass_slots = [&](i64 c, int s, int(&ss)[GG]) {
+        ss[0] = s;
+#pragma unroll
+        for (int u = 1; u < GG; ++u) ss[u] = ss[u - 1] < NS ? next_held(c, ss[u - 1] + 1) : NS;
+        return ss[GG - 1] < NS ? next_held(c, ss[GG - 1] + 1) : NS;
+    };
+    // the pass's slot u's buffers (GG = 1: the current set): S, dS' (stride GDB_LS), W, dr, dW (GDB_LW)
+    auto setS = [&](int u) { return GG == 1 ? Sb : sets + u * GDB_SET; };
+    auto setD = [&](int u) { return setS(u) + DKP * GDB_LS; };
+    auto setW = [&](int u) { return setS(u) + 2 * DKP * GDB_LS; };
+    auto setR = [&](int u) { return setW(u) + CH * GDB_LW; };
+    auto setX = [&](int u) { return setW(u) + 2 * CH * GDB_LW; };  // dW
     using GTA = GdbTiles<CH / 16, 2>;         // TC: (r, W, dW), CH x GDB_BV
     using GTD = GdbTiles<DKP / 16, 2>;        // TC: dS (phase 2), S' (phase 1), DKP x GDB_BV
     using GTO = GdbTiles<CH / 16, DKP / 8>;   // TC: the outer products, CH x DKP ([t][kk])
@@ -250,17 +301,32 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
             svb[(i64)s * slot_sz + (i64)kk * DV + vc] = oldb[(i64)s * slot_sz + (i64)kk * DV + vc];
     }
     if (GDB_TC && GDB_NB == 2 && n > 1) issue(0, false);
-    for (int j = 0; j + 1 < n; ++j) {
+    static_assert(EPT == RB, "a thread's fetch rows are its merge rows");
+    constexpr bool CB1 = GDB_CB && GDB_TC && GDB_NB == 1 && MG && GDB_PF;
+    ta rS[GG][EPT];
+    int ss[GG], s = NS, sn = NS;
+    if (CB1 && n > 1 && !(GDB_ABL & 2)) {  // chunk 0's tiles and first pass (CB1: the later chunks' before each merge)
+        issue(0, false);
+        s = next_held(F, 0), sn = pass_slots(F, s, ss);
+#pragma unroll
+        for (int u = 0; u < GG; ++u)
+            if (ss[u] < NS) fetch(rS[u], svb + (i64)ss[u] * slot_sz);
+    }
+    for (int j = 0; j + 1 < (GDB_ABL & 2 ? 0 : n); ++j) {
         const i64 c = F + j, cj = bh * n + j;
-        if (GDB_TC && GDB_NB == 1) issue(j, false);
-        // the first held slot fetched under the tile copies (written before the last barrier, or by this thread)
-        ta rS[EPT];
         const ta* svj = svb + (i64)j * NS * slot_sz;
-        int s = next_held(c, 0);
-        if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz);
+        if (!CB1) {
+            if (GDB_TC && GDB_NB == 1) issue(j, false);
+            // the first held slot fetched under the tile copies (written before the last barrier, or by this thread)
+            s = next_held(c, 0), sn = pass_slots(c, s, ss);
+#pragma unroll
+            for (int u = 0; u < GG; ++u)
+                if (GDB_PF && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz);
+        }
+        ta eg = CB1 ? ex(gc[cj]) : (ta)0;
         if constexpr (GDB_TC) cp_async_wait<0>();
         else gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
-        const ta eg = ex(gc[cj]);
+        if (!CB1) eg = ex(gc[cj]);
         __syncthreads();
         if constexpr (GDB_TC) {  // the next chunk's tiles into the other set (its last readers: the chunk before)
             if (GDB_NB == 2 && j + 2 < n) issue(j + 1, false);
@@ -270,54 +336,80 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 __syncthreads();
             }
         }
-        for (int sn; s < NS; s = sn) {
-            sn = next_held(c, s + 1);
-            if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz);
-            if (GDB_NS2 == 2) slot_set(sbt), sbt ^= 1;
-            put(Sb, rS);
+        while (s < NS) {
+            int sx[GG];  // the next pass's slots
+            const int snn = pass_slots(c, sn, sx);
+#pragma unroll
+            for (int u = 0; u < GG; ++u)
+                if (!GDB_PF && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz);
+            if (GDB_NS2 == 2 && GG == 1) slot_set(sbt), sbt ^= 1;
+#pragma unroll
+            for (int u = 0; u < GG; ++u)
+                if (ss[u] < NS) put(setS(u), rS[u]);
             __syncthreads();
-            if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz);
+#pragma unroll
+            for (int u = 0; u < GG; ++u)
+                if (GDB_PF && sx[u] < NS) fetch(rS[u], svj + (i64)sx[u] * slot_sz);
             ta* S1 = svb + ((i64)(j + 1) * NS + s) * slot_sz;
             if constexpr (GDB_TC) {
                 const GTA wa;
                 if (wa.on) {  // W = Ek S
                     const int r0 = wa.r0(), n0 = wa.n0(0);
-                    float acc[4] = {};
+                    float acc[GG][4] = {};
 #pragma unroll  // (over DKP: rows past DK are zero; unrolled, the next k-step's loads issue under this one's mma)
                     for (int k0 = 0; k0 < DKP; k0 += 8) {
-                        unsigned ah[4], al[4], bh_[2], bl[2];
+                        unsigned ah[4], al[4];
                         gdb_fa<X1, RN>([&](int r, int k) { return (float)EkT[(r0 + r) * GDB_LQ + k0 + k]; }, ah, al);
-                        gdb_fb<X1>([&](int k, int m) { return (float)Sb[(k0 + k) * GDB_LS + n0 + m]; }, bh_, bl);
-                        gdb_mma<X1>(acc, ah, al, bh_, bl);
+#pragma unroll
+                        for (int u = 0; u < GG; ++u) {
+                            if (ss[u] == NS) continue;
+                            unsigned bh_[2], bl[2];
+                            const ta* Su = setS(u);
+                            gdb_fb<X1>([&](int k, int m) { return (float)Su[(k0 + k) * GDB_LS + n0 + m]; }, bh_, bl);
+                            gdb_mma<X1>(acc[u], ah, al, bh_, bl);
+                        }
                     }
 #pragma unroll
-                    for (int x = 0; x < 4; ++x) Wb[(r0 + g8 + 8 * (x >> 1)) * GDB_LW + n0 + 2 * t4 + (x & 1)] = wr(acc[x]);
+                    for (int u = 0; u < GG; ++u)
+                        if (ss[u] < NS)
+#pragma unroll
+                            for (int x = 0; x < 4; ++x) setW(u)[(r0 + g8 + 8 * (x >> 1)) * GDB_LW + n0 + 2 * t4 + (x & 1)] = wr(acc[u][x]);
                 }
                 __syncthreads();
                 const GTD wd;
                 if (wd.on) {  // S' = e^g S - phi W
                     const int r0 = wd.r0();
-                    float acc[GTD::NTL][4] = {};
+                    float acc[GG][GTD::NTL][4] = {};
 #pragma unroll
                     for (int k0 = 0; k0 < CH; k0 += 8) {
                         unsigned ah[4], al[4];
                         gdb_fa<X1, RN>([&](int r, int k) { return (float)PhT[(r0 + r) * GDB_LP + k0 + k]; }, ah, al);
 #pragma unroll
-                        for (int i = 0; i < GTD::NTL; ++i) {
-                            unsigned bh_[2], bl[2];
-                            const int n0 = wd.n0(i);
-                            gdb_fb<X1, RN>([&](int k, int m) { return (float)Wb[(k0 + k) * GDB_LW + n0 + m]; }, bh_, bl);
-                            gdb_mma<X1>(acc[i], ah, al, bh_, bl);
-                        }
+                        for (int i = 0; i < GTD::NTL; ++i)
+#pragma unroll
+                            for (int u = 0; u < GG; ++u) {
+                                if (ss[u] == NS) continue;
+                                unsigned bh_[2], bl[2];
+                                const int n0 = wd.n0(i);
+                                const ta* Wu = setW(u);
+                                gdb_fb<X1, RN>([&](int k, int m) { return (float)Wu[(k0 + k) * GDB_LW + n0 + m]; }, bh_, bl);
+                                gdb_mma<X1>(acc[u][i], ah, al, bh_, bl);
+                            }
                     }
 #pragma unroll
-                    for (int i = 0; i < GTD::NTL; ++i)
+                    for (int u = 0; u < GG; ++u) {
+                        if (ss[u] == NS) continue;
+                        ta* S1u = svb + ((i64)(j + 1) * NS + ss[u]) * slot_sz;
+                        const ta* Su = setS(u);
 #pragma unroll
-                        for (int x = 0; x < 4; ++x) {
-                            const int kk = r0 + g8 + 8 * (x >> 1), cc = wd.n0(i) + 2 * t4 + (x & 1);
-                            const int vcc = blockIdx.y * GDB_BV + cc;
-                            if (kk < DK && vcc < DV) S1[(i64)kk * DV + vcc] = eg * Sb[kk * GDB_LS + cc] - (ta)acc[i][x];
-                        }
+                        for (int i = 0; i < GTD::NTL; ++i)
+#pragma unroll
+                            for (int x = 0; x < 4; ++x) {
+                                const int kk = r0 + g8 + 8 * (x >> 1), cc = wd.n0(i) + 2 * t4 + (x & 1);
+                                const int vcc = blockIdx.y * GDB_BV + cc;
+                                if (kk < DK && vcc < DV) S1u[(i64)kk * DV + vcc] = eg * Su[kk * GDB_LS + cc] - (ta)acc[u][i][x];
+                            }
+                    }
                 }
             } else {
                 ta w[RA];
@@ -349,13 +441,56 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                     if (kk < DK && cok) S1[(i64)kk * DV + vc] = x[i];
                 }
             }
-            if (GDB_NS2 == 1) __syncthreads();
+            if (GDB_NS2 == 1 || GG == 2) __syncthreads();  // (GG = 2: the next pass writes the same sets)
+            s = sn, sn = snn;
+#pragma unroll
+            for (int u = 0; u < GG; ++u) ss[u] = sx[u];
         }
-        if (GDB_NS2 == 2) __syncthreads();  // the slots' S1 rows, read by other threads' merges
+        if (GDB_NS2 == 2 && GG == 1) __syncthreads();  // the slots' S1 rows, read by other threads' merges
         // (c): every chunk but the last merges
         const int z = __ffsll((long long)(c + 1)) - 1;
         ta* S1 = svb + (i64)(j + 1) * NS * slot_sz;
-        if (cok) {
+        if (CB1) {  // the next chunk's tiles and first pass, then the merge (rows kk = rg + GDB_RG i: the fetch's)
+            const bool nxt = j + 2 < n;
+            if (nxt) {
+                issue(j + 1, false);
+                s = next_held(c + 1, 0), sn = pass_slots(c + 1, s, ss);
+#pragma unroll
+                for (int u = 0; u < GG; ++u)
+                    if (ss[u] < NS && ss[u] != n_old + z) fetch(rS[u], S1 + (i64)ss[u] * slot_sz);
+            }
+            ta x[RB];
+#pragma unroll
+            for (int i = 0; i < RB; ++i) x[i] = cok && rg + GDB_RG * i < DK ? Hc[cj * slot_sz + (i64)(rg + GDB_RG * i) * DV + vc] : (ta)0;
+            for (int m = 1; m <= z; ++m)
+                if (gd_held(c, m, F))
+#pragma unroll
+                    for (int i = 0; i < RB; ++i)
+                        if (cok && rg + GDB_RG * i < DK) x[i] += S1[(i64)(n_old + m - 1) * slot_sz + (i64)(rg + GDB_RG * i) * DV + vc];
+#pragma unroll
+            for (int i = 0; i < RB; ++i)
+                if (cok && rg + GDB_RG * i < DK) S1[(i64)(n_old + z) * slot_sz + (i64)(rg + GDB_RG * i) * DV + vc] = x[i];
+            if (nxt)
+#pragma unroll
+                for (int u = 0; u < GG; ++u)
+                    if (ss[u] == n_old + z)
+#pragma unroll
+                        for (int e = 0; e < EPT; ++e) rS[u][e] = x[e];
+            continue;  // (no barrier: the next chunk's fetches are this thread's or before the passes' last barrier)
+        }
+        if (cok && MG) {
+            ta x[RB];
+#pragma unroll
+            for (int i = 0; i < RB; ++i) x[i] = rg * RB + i < DK ? Hc[cj * slot_sz + (i64)(rg * RB + i) * DV + vc] : (ta)0;
+            for (int m = 1; m <= z; ++m)
+                if (gd_held(c, m, F))
+#pragma unroll
+                    for (int i = 0; i < RB; ++i)
+                        if (rg * RB + i < DK) x[i] += S1[(i64)(n_old + m - 1) * slot_sz + (i64)(rg * RB + i) * DV + vc];
+#pragma unroll
+            for (int i = 0; i < RB; ++i)
+                if (rg * RB + i < DK) S1[(i64)(n_old + z) * slot_sz + (i64)(rg * RB + i) * DV + vc] = x[i];
+        } else if (cok) {
             for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk) {
                 ta x = Hc[cj * slot_sz + (i64)kk * DV + vc];
                 for (int m = 1; m <= z; ++m)
@@ -367,15 +502,78 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     }
 
     // ---- phase 2: the reverse scan ----
+    constexpr bool CB2 = GDB_CB && GDB_TC && MG && GDB_PF, LP = GDB_LA && GDB_TC, DS2 = GDB_DS2 && GDB_TC;
     if (GDB_TC && GDB_NB == 2) issue(n - 1, true);
     for (int j = n - 1; j >= 0; --j) {
         const i64 c = F + j, cj = bh * n + j;
         if (GDB_TC && GDB_NB == 1) issue(j, true);  // the tile copies under the merge's round trips
+        ta rS[GG][EPT], rD[GG][EPT];
+        const ta* svj = svb + (i64)j * NS * slot_sz;
+        int ss[GG], s = next_held(c, 0), sn = pass_slots(c, s, ss);
+        // CB2: the first pass's slots fetched before the merge's stores (the slots it sets: from its registers)
+#pragma unroll
+        for (int u = 0; u < GG; ++u)
+            if (CB2 && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz), fetch(rD[u], dSh + (i64)ss[u] * slot_sz);
+        // the read weight of row t at slot s1's level, the level
+        auto lam_at = [&](int s1, int t, bool on, int& level, i64& gi) {
+            const i64 tabs = c * CH + t;
+            gi = tabs - p;
+            level = s1 < n_old ? max(s1 + 1, bitlen64(p ^ tabs)) : LOG2C + s1 - n_old + 1;
+            return on && gi >= 0 && gi < T;
+        };
+        ta lmq[GG][2];  // LP: the read weights of the next pass's rows ((r, W, dW)'s tile rows)
+        auto lam_rows = [&](const int(&sl)[GG]) {
+            const GTA wa;
+#pragma unroll
+            for (int u = 0; u < GG; ++u)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    int lv;
+                    i64 gi;
+                    lmq[u][h] = lam_at(sl[u], wa.r0() + g8 + 8 * h, wa.on && sl[u] < NS, lv, gi) ? lam[(bh * T + gi) * L + lv] : (ta)0;
+                }
+        };
+        ta dov[2][2];  // TC: dout at the lane's rows and columns of (r, W, dW)'s tile, the same for every slot
+        auto load_dov = [&] {
+            const GTA wa;
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int t = wa.r0() + g8 + 8 * h, vcc = blockIdx.y * GDB_BV + wa.n0(0) + 2 * t4 + e;
+                    const i64 gi = c * CH + t - p;
+                    dov[h][e] = wa.on && gi >= 0 && gi < T && vcc < DV ? dout[(cj * CH + t) * DV + vcc] : (ta)0;
+                }
+        };
+        ta eg = (ta)0;
+        if (CB2) {
+            eg = ex(gc[cj]);
+            load_dov();
+        }
+        if (LP) lam_rows(ss);
         // reverse of (c), rows kk = rg + GDB_RG i of column col: fetch's elements (the first fetch below reads this
         // thread's own writes, before any barrier)
         if (j < n - 1 || merge_last) {
             const int z = __ffsll((long long)(c + 1)) - 1;
-            if (cok) {
+            if (cok && MG) {
+                ta x[RB];
+#pragma unroll
+                for (int i = 0; i < RB; ++i) x[i] = rg + GDB_RG * i < DK ? dSh[(i64)(n_old + z) * slot_sz + (i64)(rg + GDB_RG * i) * DV + vc] : (ta)0;
+#pragma unroll
+                for (int i = 0; i < RB; ++i) {
+                    const i64 o = (i64)(rg + GDB_RG * i) * DV + vc;
+                    if (rg + GDB_RG * i >= DK) continue;
+                    dH[cj * slot_sz + o] = x[i];
+                    dSh[(i64)(n_old + z) * slot_sz + o] = (ta)0;
+                    for (int m = 1; m <= z; ++m)
+                        if (gd_held(c, m, F)) dSh[(i64)(n_old + m - 1) * slot_sz + o] = x[i];
+                }
+#pragma unroll
+                for (int u = 0; u < GG; ++u)  // CB2: the held chunk-level slots m <= z now hold x
+                    if (CB2 && ss[u] >= n_old && ss[u] < n_old + z)
+#pragma unroll
+                        for (int e = 0; e < EPT; ++e) rD[u][e] = x[e];
+            } else if (cok) {
                 for (int kk = rg; kk < DK; kk += GDB_RG) {
                     const i64 o = (i64)kk * DV + vc;
                     const ta x = dSh[(i64)(n_old + z) * slot_sz + o];
@@ -386,13 +584,12 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 }
             }
         }
-        ta rS[EPT], rD[EPT];
-        const ta* svj = svb + (i64)j * NS * slot_sz;
-        int s = next_held(c, 0);
-        if (GDB_PF && s < NS) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
+#pragma unroll
+        for (int u = 0; u < GG; ++u)
+            if (!CB2 && GDB_PF && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz), fetch(rD[u], dSh + (i64)ss[u] * slot_sz);
         if constexpr (GDB_TC) cp_async_wait<0>();
         else gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
-        const ta eg = ex(gc[cj]);
+        if (!CB2) eg = ex(gc[cj]);
         ta aq[E], ae[E], ap[E];  // FFMA: the outer products' elements
         float oq[GTO::NTL][4], oe[GTO::NTL][4], op[GTO::NTL][4];  // TC: their C fragments (op: W dS'^T, [t][kk])
 #pragma unroll
@@ -402,18 +599,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
 #pragma unroll
             for (int x = 0; x < 4; ++x) oq[i][x] = oe[i][x] = op[i][x] = 0.f;
         ta dga = (ta)0;
-        ta dov[2][2];  // TC: dout at the lane's rows and columns of (r, W, dW)'s tile, the same for every slot
-        if constexpr (GDB_TC) {
-            const GTA wa;
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int t = wa.r0() + g8 + 8 * h, vcc = blockIdx.y * GDB_BV + wa.n0(0) + 2 * t4 + e;
-                    const i64 gi = c * CH + t - p;
-                    dov[h][e] = wa.on && gi >= 0 && gi < T && vcc < DV ? dout[(cj * CH + t) * DV + vcc] : (ta)0;
-                }
-        }
+        if (GDB_TC && !CB2) load_dov();
         __syncthreads();
         if constexpr (GDB_TC) {
             if (GDB_NB == 2 && j > 0) issue(j - 1, true);
@@ -423,68 +609,81 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 __syncthreads();
             }
         }
-        for (int sn; s < NS; s = sn) {
-            sn = next_held(c, s + 1);
-            if (!GDB_PF) fetch(rS, svj + (i64)s * slot_sz), fetch(rD, dSh + (i64)s * slot_sz);
-            if (GDB_NS2 == 2) slot_set(sbt), sbt ^= 1;
-            put(Sb, rS);
-            put(dSb, rD);
+        while (s < NS) {
+            int sx[GG];  // the next pass's slots
+            const int snn = pass_slots(c, sn, sx);
+#pragma unroll
+            for (int u = 0; u < GG; ++u)
+                if (!GDB_PF && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz), fetch(rD[u], dSh + (i64)ss[u] * slot_sz);
+            if (GDB_NS2 == 2 && GG == 1) slot_set(sbt), sbt ^= 1;
+#pragma unroll
+            for (int u = 0; u < GG; ++u)
+                if (ss[u] < NS) put(setS(u), rS[u]), put(setD(u), rD[u]);
             __syncthreads();
-            if (GDB_PF && sn < NS) fetch(rS, svj + (i64)sn * slot_sz), fetch(rD, dSh + (i64)sn * slot_sz);
-            // the read weight of row t, its level
-            auto lam_at = [&](int t, bool on, int& level, i64& gi) {
-                const i64 tabs = c * CH + t;
-                gi = tabs - p;
-                level = s < n_old ? max(s + 1, bitlen64(p ^ tabs)) : LOG2C + s - n_old + 1;
-                return on && gi >= 0 && gi < T;
-            };
+#pragma unroll
+            for (int u = 0; u < GG; ++u)
+                if (GDB_PF && sx[u] < NS) fetch(rS[u], svj + (i64)sx[u] * slot_sz), fetch(rD[u], dSh + (i64)sx[u] * slot_sz);
             if constexpr (GDB_TC) {
                 // r = Qe S, W = Ek S, dW = -Ph^T dS' (CH x GDB_BV); dr = lambda dout, dlambda
                 const GTA wa;
                 const int r0 = wa.r0(), n0 = wa.n0(0);
-                float r[4] = {}, w[4] = {}, dw[4] = {};
-                // the rows' read weights at this slot's level, loaded before the products (their latency under them)
-                ta lm[2];
-                i64 gis[2];
-                int lvs[2];
-                bool oks[2];
+                float r[GG][4] = {}, w[GG][4] = {}, dw[GG][4] = {};
+                // the rows' read weights at the slots' levels, loaded before the products (their latency under them)
+                ta lm[GG][2];
+                i64 gis[GG][2];
+                int lvs[GG][2];
+                bool oks[GG][2];
 #pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    oks[h] = lam_at(r0 + g8 + 8 * h, wa.on, lvs[h], gis[h]);
-                    lm[h] = oks[h] ? lam[(bh * T + gis[h]) * L + lvs[h]] : (ta)0;
-                }
+                for (int u = 0; u < GG; ++u)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        oks[u][h] = lam_at(ss[u], r0 + g8 + 8 * h, wa.on && ss[u] < NS, lvs[u][h], gis[u][h]);
+                        lm[u][h] = LP ? lmq[u][h] : oks[u][h] ? lam[(bh * T + gis[u][h]) * L + lvs[u][h]] : (ta)0;
+                    }
+                if (LP) lam_rows(sx);  // the next pass's, under this one's products
                 if (wa.on)
 #pragma unroll
                     for (int k0 = 0; k0 < DKP; k0 += 8) {
-                        unsigned qh[4], ql[4], eh[4], el[4], ph_[4], pl[4], sh[2], sl[2], dh[2], dl[2];
+                        unsigned qh[4], ql[4], eh[4], el[4], ph_[4], pl[4];
                         gdb_fa<X1, RN>([&](int rr, int k) { return (float)QeT[(r0 + rr) * GDB_LQ + k0 + k]; }, qh, ql);
                         gdb_fa<X1, RN>([&](int rr, int k) { return (float)EkT[(r0 + rr) * GDB_LQ + k0 + k]; }, eh, el);
                         gdb_fa<X1, RN>([&](int rr, int k) { return (float)PhT[(k0 + k) * GDB_LP + r0 + rr]; }, ph_, pl);
-                        gdb_fb<X1>([&](int k, int m) { return (float)Sb[(k0 + k) * GDB_LS + n0 + m]; }, sh, sl);
-                        gdb_fb<X1>([&](int k, int m) { return (float)dSb[(k0 + k) * GDB_LS + n0 + m]; }, dh, dl);
-                        gdb_mma<X1>(r, qh, ql, sh, sl);
-                        gdb_mma<X1>(w, eh, el, sh, sl);
-                        gdb_mma<X1>(dw, ph_, pl, dh, dl);
-                    }
 #pragma unroll
-                for (int h = 0; h < 2; ++h) {  // rows t = r0 + g8 + 8 h, columns n0 + 2 t4 + e
-                    const int t = r0 + g8 + 8 * h;
-                    ta contrib = (ta)0;
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const int cc = n0 + 2 * t4 + e;
-                        const ta d_o = oks[h] ? dov[h][e] : (ta)0;
-                        contrib += (ta)r[2 * h + e] * d_o;
-                        if (wa.on) {
-                            Wb[t * GDB_LW + cc] = wr(w[2 * h + e]);
-                            dRb[t * GDB_LW + cc] = wr((float)(lm[h] * d_o));
-                            dWb[t * GDB_LW + cc] = wr(-dw[2 * h + e]);
+                        for (int u = 0; u < GG; ++u) {
+                            if (ss[u] == NS) continue;
+                            unsigned sh[2], sl[2], dh[2], dl[2];
+                            const ta *Su = setS(u), *Du = setD(u);
+                            gdb_fb<X1>([&](int k, int m) { return (float)Su[(k0 + k) * GDB_LS + n0 + m]; }, sh, sl);
+                            gdb_fb<X1>([&](int k, int m) { return (float)Du[(k0 + k) * GDB_LS + n0 + m]; }, dh, dl);
+                            gdb_mma<X1>(r[u], qh, ql, sh, sl);
+                            gdb_mma<X1>(w[u], eh, el, sh, sl);
+                            gdb_mma<X1>(dw[u], ph_, pl, dh, dl);
                         }
                     }
-                    // the row's 8 columns of this tile (4 lanes); the other tile's warp adds its own
-                    contrib += __shfl_xor_sync(0xffffffffu, contrib, 1, 4);
-                    contrib += __shfl_xor_sync(0xffffffffu, contrib, 2, 4);
-                    if (t4 == 0 && oks[h]) atomicAdd(dlam + (bh * T + gis[h]) * L + lvs[h], contrib);
+#pragma unroll
+                for (int u = 0; u < GG; ++u) {
+                    if (ss[u] == NS) continue;
+                    ta *Wu = setW(u), *Ru = setR(u), *Xu = setX(u);
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {  // rows t = r0 + g8 + 8 h, columns n0 + 2 t4 + e
+                        const int t = r0 + g8 + 8 * h;
+                        ta contrib = (ta)0;
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int cc = n0 + 2 * t4 + e;
+                            const ta d_o = oks[u][h] ? dov[h][e] : (ta)0;
+                            contrib += (ta)r[u][2 * h + e] * d_o;
+                            if (wa.on) {
+                                Wu[t * GDB_LW + cc] = wr(w[u][2 * h + e]);
+                                Ru[t * GDB_LW + cc] = wr((float)(lm[u][h] * d_o));
+                                Xu[t * GDB_LW + cc] = wr(-dw[u][2 * h + e]);
+                            }
+                        }
+                        // the row's 8 columns of this tile (4 lanes); the other tile's warp adds its own
+                        contrib += __shfl_xor_sync(0xffffffffu, contrib, 1, 4);
+                        contrib += __shfl_xor_sync(0xffffffffu, contrib, 2, 4);
+                        if (t4 == 0 && oks[u][h]) atomicAdd(dlam + (bh * T + gis[u][h]) * L + lvs[u][h], contrib);
+                    }
                 }
                 __syncthreads();
                 // the outer products dr S^T, dW S^T, W dS'^T (CH x DKP, K = GDB_BV), summed over the chunk's slots
@@ -492,20 +691,25 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 if (wo.on) {
                     const int o0 = wo.r0();
 #pragma unroll
-                    for (int k0 = 0; k0 < GDB_BV; k0 += 8) {
-                        unsigned rh[4], rl[4], wh[4], wl[4], xh[4], xl[4];
-                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)dRb[(o0 + rr) * GDB_LW + k0 + k]; }, rh, rl);
-                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)dWb[(o0 + rr) * GDB_LW + k0 + k]; }, wh, wl);
-                        gdb_fa<X1, RN>([&](int rr, int k) { return (float)Wb[(o0 + rr) * GDB_LW + k0 + k]; }, xh, xl);
+                    for (int u = 0; u < GG; ++u) {
+                        if (ss[u] == NS) continue;
+                        const ta *Su = setS(u), *Du = setD(u), *Wu = setW(u), *Ru = setR(u), *Xu = setX(u);
 #pragma unroll
-                        for (int i = 0; i < GTO::NTL; ++i) {
-                            const int m0 = wo.n0(i);
-                            unsigned sh[2], sl[2], dh[2], dl[2];
-                            gdb_fb<X1>([&](int k, int m) { return (float)Sb[(m0 + m) * GDB_LS + k0 + k]; }, sh, sl);
-                            gdb_fb<X1>([&](int k, int m) { return (float)dSb[(m0 + m) * GDB_LS + k0 + k]; }, dh, dl);
-                            gdb_mma<X1>(oq[i], rh, rl, sh, sl);
-                            gdb_mma<X1>(oe[i], wh, wl, sh, sl);
-                            gdb_mma<X1>(op[i], xh, xl, dh, dl);
+                        for (int k0 = 0; k0 < GDB_BV; k0 += 8) {
+                            unsigned rh[4], rl[4], wh[4], wl[4], xh[4], xl[4];
+                            gdb_fa<X1, RN>([&](int rr, int k) { return (float)Ru[(o0 + rr) * GDB_LW + k0 + k]; }, rh, rl);
+                            gdb_fa<X1, RN>([&](int rr, int k) { return (float)Xu[(o0 + rr) * GDB_LW + k0 + k]; }, wh, wl);
+                            gdb_fa<X1, RN>([&](int rr, int k) { return (float)Wu[(o0 + rr) * GDB_LW + k0 + k]; }, xh, xl);
+#pragma unroll
+                            for (int i = 0; i < GTO::NTL; ++i) {
+                                const int m0 = wo.n0(i);
+                                unsigned sh[2], sl[2], dh[2], dl[2];
+                                gdb_fb<X1>([&](int k, int m) { return (float)Su[(m0 + m) * GDB_LS + k0 + k]; }, sh, sl);
+                                gdb_fb<X1>([&](int k, int m) { return (float)Du[(m0 + m) * GDB_LS + k0 + k]; }, dh, dl);
+                                gdb_mma<X1>(oq[i], rh, rl, sh, sl);
+                                gdb_mma<X1>(oe[i], wh, wl, sh, sl);
+                                gdb_mma<X1>(op[i], xh, xl, dh, dl);
+                            }
                         }
                     }
                 }
@@ -513,32 +717,44 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 const GTD wd;
                 if (wd.on) {
                     const int d0 = wd.r0();
-                    float acc[GTD::NTL][4] = {};
+                    float acc[GG][GTD::NTL][4] = {}, acc2[DS2 ? GG : 1][GTD::NTL][4] = {};  // (DS2: Ek^T dW's)
 #pragma unroll
                     for (int k0 = 0; k0 < CH; k0 += 8) {
                         unsigned qh[4], ql[4], eh[4], el[4];
                         gdb_fa<X1, RN>([&](int rr, int k) { return (float)QeT[(k0 + k) * GDB_LQ + d0 + rr]; }, qh, ql);
                         gdb_fa<X1, RN>([&](int rr, int k) { return (float)EkT[(k0 + k) * GDB_LQ + d0 + rr]; }, eh, el);
 #pragma unroll
-                        for (int i = 0; i < GTD::NTL; ++i) {
-                            const int m0 = wd.n0(i);
-                            unsigned rh[2], rl[2], wh[2], wl[2];
-                            gdb_fb<X1, RN>([&](int k, int m) { return (float)dRb[(k0 + k) * GDB_LW + m0 + m]; }, rh, rl);
-                            gdb_fb<X1, RN>([&](int k, int m) { return (float)dWb[(k0 + k) * GDB_LW + m0 + m]; }, wh, wl);
-                            gdb_mma<X1>(acc[i], qh, ql, rh, rl);
-                            gdb_mma<X1>(acc[i], eh, el, wh, wl);
-                        }
+                        for (int i = 0; i < GTD::NTL; ++i)
+#pragma unroll
+                            for (int u = 0; u < GG; ++u) {
+                                if (ss[u] == NS) continue;
+                                const int m0 = wd.n0(i);
+                                const ta *Ru = setR(u), *Xu = setX(u);
+                                unsigned rh[2], rl[2], wh[2], wl[2];
+                                gdb_fb<X1, RN>([&](int k, int m) { return (float)Ru[(k0 + k) * GDB_LW + m0 + m]; }, rh, rl);
+                                gdb_fb<X1, RN>([&](int k, int m) { return (float)Xu[(k0 + k) * GDB_LW + m0 + m]; }, wh, wl);
+                                gdb_mma<X1>(acc[u][i], qh, ql, rh, rl);
+                                if constexpr (DS2) gdb_mma<X1>(acc2[u][i], eh, el, wh, wl);
+                                else gdb_mma<X1>(acc[u][i], eh, el, wh, wl);
+                            }
                     }
 #pragma unroll
-                    for (int i = 0; i < GTD::NTL; ++i)
+                    for (int u = 0; u < GG; ++u) {
+                        if (ss[u] == NS) continue;
+                        const ta *Su = setS(u), *Du = setD(u);
 #pragma unroll
-                        for (int x = 0; x < 4; ++x) {
-                            const int kk = d0 + g8 + 8 * (x >> 1), cc = wd.n0(i) + 2 * t4 + (x & 1);
-                            const int vcc = blockIdx.y * GDB_BV + cc;
-                            const ta ds = dSb[kk * GDB_LS + cc];
-                            dga = fma(Sb[kk * GDB_LS + cc], ds, dga);
-                            if (kk < DK && vcc < DV) dSh[(i64)s * slot_sz + (i64)kk * DV + vcc] = eg * ds + (ta)acc[i][x];
-                        }
+                        for (int i = 0; i < GTD::NTL; ++i)
+#pragma unroll
+                            for (int x = 0; x < 4; ++x) {
+                                const int kk = d0 + g8 + 8 * (x >> 1), cc = wd.n0(i) + 2 * t4 + (x & 1);
+                                const int vcc = blockIdx.y * GDB_BV + cc;
+                                const ta ds = Du[kk * GDB_LS + cc];
+                                dga = fma(Su[kk * GDB_LS + cc], ds, dga);
+                                if (kk < DK && vcc < DV)
+                                    dSh[(i64)ss[u] * slot_sz + (i64)kk * DV + vcc] =
+                                        eg * ds + (ta)(DS2 ? acc[u][i][x] + acc2[DS2 ? u : 0][i][x] : acc[u][i][x]);
+                            }
+                    }
                 }
             } else {
                 // r = Qe S, W = Ek S, dW = -Ph^T dS' (rows t); dr, dlambda
@@ -563,7 +779,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                     const int t = rg * RA + i;
                     int level;
                     i64 gi;
-                    const bool ok = lam_at(t, true, level, gi);
+                    const bool ok = lam_at(s, t, true, level, gi);
                     const ta d_o = (ok && cok) ? dout[(cj * CH + t) * DV + vc] : (ta)0;
                     const ta lm = ok ? lam[(bh * T + gi) * L + level] : (ta)0;
                     ta contrib = r[i] * d_o;  // summed over the GDB_BV columns (lanes of one warp)
@@ -618,11 +834,14 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                     if (kk < DK && cok) dSh[(i64)s * slot_sz + (i64)kk * DV + vc] = x[i];
                 }
             }
-            if (GDB_NS2 == 1) __syncthreads();
+            if (GDB_NS2 == 1 || GG == 2) __syncthreads();  // (GG = 2: the next pass writes the same sets)
+            s = sn, sn = snn;
+#pragma unroll
+            for (int u = 0; u < GG; ++u) ss[u] = sx[u];
         }
         if constexpr (GDB_TC) {
             const GTO wo;
-            if (wo.on)
+            if (wo.on && !(GDB_ABL & 1))
 #pragma unroll
                 for (int i = 0; i < GTO::NTL; ++i)
 #pragma unroll
