@@ -193,8 +193,13 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
 #pragma unroll
         for (int u = 0; u < KPT; ++u) {
             const int i = rl + u * HIB_TPR;
+#if HIB_IRD  // (masked: the held slot's own rows; hi_snap leaves the rows of slots not held unwritten)
+            m[u] = hib_ld(mj + s * DK, i, i < DK, neg_big());
+            z[u] = hib_ld(zb + (i64)id * DK, i, i < DK, (ta)0);
+#else
             m[u] = hib_ld(mj, s * DK + i, i < DK, neg_big());
             z[u] = hib_ld(zb, id * DK + i, i < DK, (ta)0);
+#endif
         }
     };
 #pragma unroll
