@@ -33,7 +33,7 @@ if [ "$1" = tests ]; then
   done
   echo "-- warm: $(grep -c '^warm' $OUT/log_warm.txt) of 1"; grep -E "Error|error" $OUT/log_warm.txt | head -3 | cut -c1-200
 else
-  timeout 36 python3 $D/hier_ird_s19e17.py ab 16384 6 10 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
+  timeout 36 python3 $D/hier_ird_s19e17.py ab 16384 12 20 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
   grep -E "^T=|Error" "$OUT/log_ab.txt" | cut -c1-220
 fi
 echo "=== done $(date -u +%T)"
