@@ -7,7 +7,20 @@
 #include "cuda_emu.h"
 #include <cstring>
 typedef TA ti;
-inline ta ld(const ti* p) { return *p; }
+// Reads of unwritten memory: the tests fill what the host allocates uninitialised with EMU_POISON's bits (a NaN with a
+// payload no arithmetic makes) and count the loads that see it (the kernels' ld, their asynchronous copies), masked
+// loads included, whose values a select drops (initcheck's reports on the GPU; NaN in the gradients would not show them)
+#include <atomic>
+static std::atomic<long long> emu_poison{0};
+inline bool emu_poisoned(const void* p, int bytes) {
+    if (bytes == 4) { unsigned u; std::memcpy(&u, p, 4); return u == 0x7fdead01u; }
+    unsigned long long u; std::memcpy(&u, p, 8); return u == 0x7ffdead00000be01ull;
+}
+extern "C" long long emu_poison_reads() { return emu_poison.exchange(0); }  // (and reset)
+inline ta ld(const ti* p) {
+    if (emu_poisoned(p, sizeof(ti))) ++emu_poison;
+    return *p;
+}
 inline void st(ti* p, ta x) { *p = x; }
 template <int TOTAL, int NTH, typename L, typename S>
 inline void staged(L load, S store) {  // common.cu's, one element at a time
@@ -22,10 +35,14 @@ struct float2 { float x, y; };
 struct float4 { float x, y, z, w; };
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline void cp_async16(void* dst, const void* src, bool valid) {
-    if (valid) std::memcpy(dst, src, 16);
-    else std::memset(dst, 0, 16);
+    if (valid) {
+        for (int b = 0; b < 16; b += (int)sizeof(ta)) emu_poison += emu_poisoned((const char*)src + b, sizeof(ta));
+        std::memcpy(dst, src, 16);
+    } else {
+        std::memset(dst, 0, 16);
+    }
 }
-inline void cp_async_ta(ta* dst, const ta* src, bool valid) { *dst = valid ? *src : (ta)0; }
+inline void cp_async_ta(ta* dst, const ta* src, bool valid) { *dst = valid ? ld(src) : (ta)0; }
 inline void cp_async_commit() {}
 inline void cp_async_wait_all() {}
 #if HI_TC  // the tensor-core variant (-DHI_TC=1, TA float): mma and shuffles emulated per warp

@@ -46,9 +46,11 @@ def hier_bwd_source():
 class EmuBwd(Emu):
     """``Emu`` (hi_intra, hi_merge, hi_snap, hi_read) plus hib_dq / hib_blocks / hib_dkdv on the CPU."""
 
+    defines = {}  # more -D options (a switch's off build)
+
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, "DVP": cfg.DVP, "HIB_PMIN": chb.PMIN, "HIB_NPC": chb.NPC,
-                   "HIB_TC": int(cfg.tc), "HIB_UNB": cfg.hib_unb}
+                   "HIB_TC": int(cfg.tc), "HIB_UNB": cfg.hib_unb, **self.defines}
         return emulation("cuda_emu_hier_bwd.cpp", defines,
                          {"KERNEL": hier_source(), "KERNEL_BWD": hier_bwd_source()})
 
@@ -374,6 +376,80 @@ def test_backward_emulated_scratch_written(emu_bwd, monkeypatch, P, pmin, npc):
     got = chb.backward(emu_bwd, q, k, lv, lam, a, P, old, out, do, 16)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+#: cuda_emu_hier.cpp's poison: the bits of a NaN no arithmetic makes, by compute dtype
+POISON = {"float32": np.array([0x7FDEAD01], dtype=np.uint32).view(np.float32)[0],
+          "float64": np.array([0x7FFDEAD00000BE01], dtype=np.uint64).view(np.float64)[0]}
+
+
+class _PoisonEmpty(_NanEmpty):
+    """NumPy whose ``empty`` of float32 / float64 is filled with ``POISON``'s bits."""
+
+    @staticmethod
+    def empty(shape, dtype=float):
+        name = np.dtype(dtype).name
+        return np.full(shape, POISON[name], dtype=dtype) if name in POISON else np.empty(shape, dtype=dtype)
+
+
+def _poisoned(x):
+    x = np.ascontiguousarray(x)
+    return x.view(np.uint32 if x.dtype == np.float32 else np.uint64) == POISON[x.dtype.name].view(
+        np.uint32 if x.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("dtype,P,T,dk,dv,C,tc", [("float64", 0, 70, 5, 3, 16, False), ("float32", 21, 61, 5, 19, 16, False),
+                                                 ("float32", 0, 77, 6, 5, 16, True), ("float32", 37, 90, 16, 16, 32, False)])
+def test_emulated_reads_only_written_memory(dtype, P, T, dk, dv, C, tc):
+    """The forward and the backward kernels read no memory that no kernel or the host wrote (compute-sanitizer
+    initcheck's question, asked on the CPU): every uninitialised allocation filled with ``POISON``, the emulation
+    counts the loads (``ld``, the asynchronous copies; masked ones too, whose value a select drops) that see it: none;
+    hi_intra writes every chunk's total decay (``gch``, the call's last one too); the gradients bit-equal to those of
+    ordinary ``empty`` arrays. The switches' off build (``HIB_IRD=0 HI_GCHW=0``, main's fallback addresses) counts
+    such loads and leaves the last total unwritten where its cases reach them (head dims below their padding)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    arrays = make(11, (2,), P + T, dk, dv, decay="mixed", weights="random")
+    old = None
+    if P:
+        _, state = lsattn.loglinear_log_attention(*[x[..., :P, :] for x in arrays[:4]], log_decay=arrays[4][..., :P],
+                                                  return_state=True, backend="array_api")
+        old = tuple(np.ascontiguousarray(state.tensors[x], dtype=dtype) for x in ("m", "n", "S", "z"))
+    q, k, lv, lam = (np.ascontiguousarray(x[..., P:, :], dtype=dtype) for x in arrays[:4])
+    a = np.ascontiguousarray(arrays[4][..., P:], dtype=dtype)
+    do = np.random.default_rng(12).standard_normal((2, T, dv)).astype(dtype)
+
+    class Counting(EmuBwd):  # the builds it used (the forward's and the backward's), whose counts are summed
+        def _lib(self, cfg):
+            lib = super()._lib(cfg)
+            lib.emu_poison_reads.restype = ctypes.c_longlong
+            self.libs[id(lib)] = lib
+            return lib
+
+    def run(emu, xp):
+        for lib in emu.libs.values():
+            lib.emu_poison_reads()  # (reset)
+        emu.xp = xp
+        out, w = chi.compute(emu, q, k, lv, lam, a, P, old, C, keep=True)
+        grads = chb.backward(emu, q, k, lv, lam, a, P, old, out, do, C, tc, kept=chb.keep(w))
+        return grads, w.gch, sum(lib.emu_poison_reads() for lib in emu.libs.values())
+
+    clean, off = Counting(), Counting()
+    clean.libs, off.libs = {}, {}
+    off.defines = {"HIB_IRD": 0, "HI_GCHW": 0}
+    want, _, _ = run(clean, np)
+    run(off, np)  # (its builds, before the poisoned run's reset)
+    got, gch, reads = run(clean, _PoisonEmpty())
+    assert reads == 0, f"{reads} loads of unwritten memory"
+    assert not _poisoned(gch).any()
+    for g, x in zip(got, want):
+        np.testing.assert_array_equal(g, x)
+    got_off, gch_off, reads_off = run(off, _PoisonEmpty())
+    for g, x in zip(got_off, want):  # (the off build: the same values, its masked loads' dropped)
+        np.testing.assert_array_equal(g, x)
+    assert _poisoned(gch_off)[:, -1].all() and not _poisoned(gch_off)[:, :-1].any()
+    if dk % 16 or dv % 16:
+        assert reads_off > 0
 
 
 def test_backward_registered():

@@ -56,6 +56,9 @@ constexpr int HIB_RM = CH / 16, HIB_RI = DKP / 16, HIB_RN = DVP / 16;  // regist
 #ifndef HIB_BMX  // hib_blocks' maxima by two lanes per column (where 2 (DKP + DVP) <= NT)
 #define HIB_BMX (2 * (DKP + DVP) <= NT)
 #endif
+#ifndef HIB_IRD  // (session 19, issue 17) masked loads' fallback addresses inside rows the earlier kernels wrote: hib_dkdv's
+#define HIB_IRD 1  // M / W (the right block's row, not block 0's), lden / flags (the chunk's first row of the call, not one
+#endif             // before the sequence); hib_dq's msnap / z (the held slot's row). 0: main's (initcheck's reports)
 // blocks per SM of hib_dq / hib_dkdv and of hib_blocks: CH 64's tiles allow one / two (220 / 53 KB of shared memory), so
 // their registers are not capped for more (CH 32, the bounds of 128 / 80: ~700 B spilled at CH 64)
 #define HIB_MINB (CH >= 64 ? 1 : 2)
@@ -542,7 +545,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
             Zs[tid] = x;
         }
-        const ta gc = cc + 1 < F + n ? gch[bh * n + (cc - F)] : (ta)0;  // (the call's last chunk has none: hi_intra)
+        const ta gc = cc + 1 < F + n ? gch[bh * n + (cc - F)] : (ta)0;  // (the call's last chunk's: no right block's; 0)
         G0 += gc;
         Gl += gc;
     }

@@ -87,7 +87,11 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
     // row tid's lden and exact-row flag loaded beside hib_chunk's tiles (one memory latency, not two more after it)
     static_assert(CH <= NT, "hib_dkdv's rows per thread");
     const bool tin = tid >= t0 && tid < t1;
+#if HIB_IRD  // (masked: the chunk's first row of the call, which hib_dq wrote; g0 < 0 in the first chunk after a state)
+    const ta rl = hib_ld(lden + bh * T + g0 + t0, tid - t0, tin, (ta)0), rf = hib_ld(Fg + bh * T + g0 + t0, tid - t0, tin, (ta)0);
+#else
     const ta rl = hib_ld(lden + bh * T + g0, tid, tin, (ta)0), rf = hib_ld(Fg + bh * T + g0, tid, tin, (ta)0);
+#endif
     hib_keep(rl), hib_keep(rf);
     hib_chunk(q, k, lv, lam, a, gm, om, delta, Qs, Ks, LVs, Gs, Os, Lam, ac, pre, Ds, bh, g0, T, DK, DV, L, alo);
     if (tid < CH) {
@@ -249,9 +253,17 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dkdv(
         }
 #if !HIB_DKR
         const int im = tid % DKP;
+#if HIB_IRD  // (masked: R's own row, not right block 0's, which no kernel writes)
+        const ta mi = hib_ld(Mb + o * DK, im, im < DK, (ta)0);
+#else
         const ta mi = hib_ld(Mb, o * DK + im, im < DK, (ta)0);
 #endif
+#endif
+#if HIB_IRD
+        const ta wj = hib_ld(Wb + o * DV, jw, jw < DV, (ta)0) + nn[jw];
+#else
         const ta wj = hib_ld(Wb, o * DV + jw, jw < DV, (ta)0) + nn[jw];
+#endif
         const ta fj = hib_excap(wj);  // e^(W_j + nn_j) of this thread's column
         cp_async_wait_all();
         __syncthreads();

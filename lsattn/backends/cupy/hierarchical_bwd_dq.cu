@@ -193,7 +193,12 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB) hib_dq(
 #pragma unroll
         for (int u = 0; u < KPT; ++u) {
             const int i = rl + u * HIB_TPR;
+#if HIB_IRD  // (masked: the held slot's own row; hi_snap leaves the rows of slots not held unwritten. z's fallback, slot
+            // 0's row, is written wherever a slot is held: the incoming ones by the host, else chunk F's summary)
+            m[u] = hib_ld(mj + s * DK, i, i < DK, neg_big());
+#else
             m[u] = hib_ld(mj, s * DK + i, i < DK, neg_big());
+#endif
             z[u] = hib_ld(zb, id * DK + i, i < DK, (ta)0);
         }
     };

@@ -65,6 +65,10 @@ __device__ __forceinline__ void hi_intra_exact_row(int t, int t0, const ti* qt, 
 }
 #endif
 
+#ifndef HI_GCHW  // (session 19, issue 17) the call's last chunk writes its total decay too (read by no kernel; gnode's copy
+#define HI_GCHW 1  // of gch reads every entry); 0: main's (that entry never written: initcheck's reports)
+#endif
+
 #if HI_TC
 #ifndef HI_IMINB
 // blocks per SM: CH 64's 75 KB of tiles allow 3 (<= 85 registers, no spills at d_k = 64); CH <= 32's (33 KB at 32) 4
@@ -256,6 +260,10 @@ extern "C" __global__ void HI_INTRA_BOUNDS hi_intra(
                 wz[((bh * ncb + cb) * NS + id) * DK + tid] = zz;
             }
         }
+    } else if (HI_GCHW && tid == 0) {  // (ac written before the pairs' barriers; the summary's order of the sum)
+        ta sf = (ta)0;
+        for (int s = CH - 1; s >= 0; --s) sf += ac[s];
+        gch[bh * n + j] = sf;
     }
     for (int c0 = 0; c0 < DV; c0 += HI_AV) {  // lnum, HI_AV columns at a time
         __syncthreads();
