@@ -173,11 +173,12 @@ extern "C" void run_tier3(const ta* qe, const ta* ek, const ta* ph, const ta* Hc
     emu_smem = sizeof(smem_raw);
 }
 #else
-extern "C" void run_tier3(const ta* qe, const ta* Qp, const ta* lam, ta* out, const ta* Sb, ti* o16, int T, int DK, int DV,
-                          int L, int n, int nP, int BH, unsigned nblocks, unsigned smem) {
+extern "C" void run_tier3(const ta* qe, const ta* Qp, const ta* lam, ta* out, const ta* Sb, ti* o16, const ta* Z,
+                          const ta* Pc, int T, int DK, int DV, int L, int n, int nP, int BH, int fill, unsigned nblocks,
+                          unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] {
-        gd_tier3(qe, Qp, lam, out, Sb, o16, T, DK, DV, L, n, nP, BH);
+        gd_tier3(qe, Qp, lam, out, Sb, o16, Z, Pc, T, DK, DV, L, n, nP, BH, fill);
         for (const auto& grp : emu_groups)
             if (!grp.empty()) std::abort();  // copies never waited for
     });

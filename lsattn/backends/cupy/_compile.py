@@ -395,6 +395,10 @@ class CupyOps:
         if NCL == 0:  # one period: no level above GD_TM
             return
         cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
+        # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_tier.cu's GD_T3FOLD: P_k within a slot buffer)
+        from . import gated_delta as gdm
+
+        fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
         if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill
             cbw = cfg.coarse_group_bw
             CB, CK = -(-DV // cbw), -(-DK // cbw)
@@ -402,15 +406,17 @@ class CupyOps:
             fn((nG * BH * (CK + CB),), block, (Z, Tot, Pc, Tg, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse_g")
             fn((tier.coarse_chains * BH * CB,), block, cargs, shared_mem=smem)
-            fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
-            fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
+            if not fill:  # (fill: folded into gd_tier3)
+                fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
+                fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
         else:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
             fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, cargs, shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
             fn((-(-n // r3) * BH * NCB,), block,
-               (qe, Qp, lam, out, Sb, self._p(o16), i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH)), shared_mem=smem)
+               (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH), i(int(fill))),
+               shared_mem=smem)
             return
         assert o16 is None, "session 13's gd_tier3 walks add into out"
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),

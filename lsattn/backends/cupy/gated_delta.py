@@ -100,6 +100,10 @@ TIER_MIN_CHUNKS = 32
 #: at 64 columns 0.507 / 0.677 ms against 0.570 / 0.862 at 128 periods (bf16 inputs / float32), 0.128 / 0.170 against
 #: 0.116 / 0.159 at 32, 0.054 against 0.026 at 8; 64 not measured; benchmarks/NOTES.md "Session 15 — s15b16"; tests set 0)
 COARSE_GROUP_PERIODS = 64
+#: the grouped form's gd_cfill folded into gd_tier3 (a period inside a group reads its levels >= 3 from the group's first
+#: period's slots with its queries carried on by P_k: gated_delta_tier.cu's GD_T3FOLD; False: gd_cfill, for A/B timing;
+#: session 19, s19c16)
+T3FILL = True
 
 
 def popsum(p):

@@ -408,6 +408,12 @@ constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coars
 // then S(q + 1) = A(q) S(q) + T(q) (A(q): a DK x DK row-major matrix copied one step ahead into Zs; T(q): ncol
 // columns of a row-major matrix (row stride tld) or null). One product per step, two buffers of A and of S: one
 // barrier a step. Shared memory: Config.gd_coarse_smem().
+// GD_CTP_SET: T(q + 1)'s entries loaded into registers during step q (session 15's: loaded at step q before its
+// product, a global round trip on every step of the chain), and put(q) after the step's product (its stores' address
+// arithmetic off the chain); the same sums (bit-equal). 0: session 15's, a timing build (s19c16)
+#ifndef GD_CTP_SET
+#define GD_CTP_SET 1
+#endif
 template <int CBW, typename AF, typename TF, typename PF>
 __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
                                           PF put) {
@@ -419,17 +425,8 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
         if (q + 1 < q1) gd_copy<DKP, DKP>(Zs + (q & 1) * ZS, GD_LDQ, amat(q), DK, DK, DK, vec);
         cp_async_commit();
     };
-    copy_a(q0 + 1);
-    for (int q = q0 + 1; q < q1; ++q) {
-        const ta* Si = Ss + (q & 1) * SS;
-        ta* So = Ss + (~q & 1) * SS;
-        cp_async_wait<0>();
-        __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
-        copy_a(q + 1);    // into the buffer step q - 1 read
-        put(q, Si);
-        if (q + 1 == q1 || !wb.on) continue;
-        const ta* t = tadd(q);  // T(q)'s entries of the thread's tiles, loaded before the product (off the chain)
-        ta tv[TWB][4], acc[1][1][TWB][4] = {};
+    auto load_t = [&](int q, ta (&tv)[TWB][4]) {  // T(q)'s entries of the thread's tiles (zero: none, or no T)
+        const ta* t = q + 1 < q1 && wb.on ? tadd(q) : nullptr;
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
@@ -437,12 +434,63 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
                 const int kk = wb.row(x), cc = wb.col(it, x);
                 tv[it][x] = t && kk < DK && cc < ncol ? t[kk * tld + cc] : (ta)0;
             }
+    };
+    if constexpr (!GD_CTP_SET) {  // session 15's
+        copy_a(q0 + 1);
+        for (int q = q0 + 1; q < q1; ++q) {
+            const ta* Si = Ss + (q & 1) * SS;
+            ta* So = Ss + (~q & 1) * SS;
+            cp_async_wait<0>();
+            __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
+            copy_a(q + 1);    // into the buffer step q - 1 read
+            put(q, Si);
+            if (q + 1 == q1 || !wb.on) continue;
+            const ta* t = tadd(q);  // T(q)'s entries of the thread's tiles, loaded before the product (off the chain)
+            ta tv[TWB][4], acc[1][1][TWB][4] = {};
+#pragma unroll
+            for (int it = 0; it < TWB; ++it)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(it, x);
+                    tv[it][x] = t && kk < DK && cc < ncol ? t[kk * tld + cc] : (ta)0;
+                }
+            const unsigned use[1] = {1u};
+            gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
+#pragma unroll
+            for (int it = 0; it < TWB; ++it)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) So[wb.row(x) * LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+        }
+        cp_async_wait<0>();
+        return;
+    }
+    ta tv[TWB][4];
+    load_t(q0 + 1, tv);
+    copy_a(q0 + 1);
+    for (int q = q0 + 1; q < q1; ++q) {
+        const ta* Si = Ss + (q & 1) * SS;
+        ta* So = Ss + (~q & 1) * SS;
+        cp_async_wait<0>();
+        __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
+        copy_a(q + 1);    // into the buffer step q - 1 read
+        if (q + 1 == q1 || !wb.on) {
+            put(q, Si);
+            continue;
+        }
+        ta tn[TWB][4];
+        load_t(q + 1, tn);  // (the next step's, in flight during this one)
+        ta acc[1][1][TWB][4] = {};
         const unsigned use[1] = {1u};
         gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
             for (int x = 0; x < 4; ++x) So[wb.row(x) * LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+        put(q, Si);
+#pragma unroll
+        for (int it = 0; it < TWB; ++it)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) tv[it][x] = tn[it][x];
     }
     cp_async_wait<0>();
 }
@@ -762,6 +810,64 @@ __device__ __forceinline__ void gd_st16(ti* p, bool two, bool even, ta x0, ta x1
 #ifndef GD_T3OLD_SET
 #define GD_T3OLD_SET 1
 #endif
+// GD_T3FILL (gd_tier3's fill argument, gated_delta.T3FILL; the grouped coarse form): gd_cfill folded into gd_tier3. A
+// period pp = 4q + k inside a group (0 < k < 4, q > 0) reads its levels >= 3 as (lam Qp P_k(q)) S_l(4q) from period 4q's
+// slots instead of (lam Qp) S_l(pp) with S_l(pp) = P_k(q) S_l(4q) stored by gd_cfill (session 15's fill, a launch of
+// ~0.14 ms at 32K): one RR x DK x DK product a block (Qp's rows times P_k, in place), after the levels 1, 2. Needs
+// P_k's columns within a slot buffer (DKP <= GD_TBW; _compile.CupyOps.gd_tiers' condition). The same sums within the
+// products' rounding (P_k applied to the queries rather than the slots).
+#ifndef GD_T3FILL_SET
+#define GD_T3FILL_SET 1  // (0: the fill argument ignored, gd_cfill's slots read; a timing build)
+#endif
+constexpr bool GD_T3FOLD = GD_T3FILL_SET && DKP <= GD_TBW;
+// Qs (the block's GD_T3R CH rows [t][kk]) <- Qs P (P [kk][j] in a slot buffer, row stride GD_TLDS, zero past DK), in
+// place, in rounds of RPR row blocks of 16 rows: a warp's NTF column tiles of 8 of one row block (16 registers at d_k 64:
+// gd_tier3's 64 accumulators stay live beside them), every product of the round read before any is stored (a barrier:
+// warps share a row block); every thread calls it.
+template <typename Acc>  // (ta: a float64 build compiles the tensor-core text unrun)
+__device__ __forceinline__ void gd_t3_fold(ta* Qs, const ta* P, int K8) {
+    constexpr int RB3 = GD_T3R * CH / 16, NT8 = DKP / 8, NTF = NT8 < 4 ? NT8 : 4, WPR = NT8 / NTF, RPR = NT / 32 / WPR;
+    const int w = threadIdx.x / 32, g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4, n0 = 8 * NTF * (w % WPR);
+#pragma unroll 1
+    for (int rb0 = 0; rb0 < RB3; rb0 += RPR) {
+        const int rb = rb0 + w / WPR, r = 16 * rb + g8;  // the thread's A rows r, r + 8
+        const bool on = rb < RB3;
+        Acc x[NTF][4] = {};
+        if (on) {
+            if constexpr (GD_TC) {
+#pragma unroll 1
+                for (int k0 = 0; k0 < K8; k0 += 8) {
+                    unsigned ah[4], al[4];
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        tf32_split((float)Qs[(r + 8 * (e & 1)) * GD_LDQ + k0 + t4 + 4 * (e >> 1)], ah[e], al[e]);
+#pragma unroll
+                    for (int i = 0; i < NTF; ++i) {
+                        unsigned bh[2], bl[2];
+                        gd_frag_b(P, GD_TLDS, k0, n0 + 8 * i, bh, bl);
+                        gd_mma3(x[i], ah, al, bh, bl);
+                    }
+                }
+            } else {
+                for (int k = 0; k < K8; ++k) {
+                    const ta xa[2] = {Qs[r * GD_LDQ + k], Qs[(r + 8) * GD_LDQ + k]};
+#pragma unroll
+                    for (int i = 0; i < NTF; ++i)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e)
+                            x[i][e] = fma(xa[e >> 1], P[k * GD_TLDS + n0 + 8 * i + 2 * t4 + (e & 1)], x[i][e]);
+                }
+            }
+        }
+        __syncthreads();  // the round's A rows read by every warp
+        if (on)
+#pragma unroll
+            for (int i = 0; i < NTF; ++i)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) Qs[(r + 8 * (e >> 1)) * GD_LDQ + n0 + 8 * i + 2 * t4 + (e & 1)] = x[i][e];
+        __syncthreads();  // (the last: P's buffer read, Qs complete)
+    }
+}
 struct alignas(2 * sizeof(ta)) gd_pair {
     ta x, y;
 };
@@ -772,7 +878,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     ta* __restrict__ out,        // (BH, n, CH, DV)  + the reads of levels > GD_TM (o16: read only)
     const ta* __restrict__ Sb,   // gd_coarse's
     ti* __restrict__ o16,        // (BH, T, DV) out + the reads, rounded to the 16-bit inputs' dtype; or null
-    int T, int DK, int DV, int L, int n, int nP, int BH) {
+    const ta* __restrict__ Z, const ta* __restrict__ Pc,  // fill: gd_tier1x's transfers, gd_cgroup's prefixes (else unread)
+    int T, int DK, int DV, int L, int n, int nP, int BH, int fill) {  // fill: GD_T3FILL (no gd_cfill ran; gd_t3_fold)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int SS = DKP * GD_TLDS, RR = GD_T3R * CH, RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
     ta* Qs = reinterpret_cast<ta*>(smem_raw);  // [t][kk], the block's chunks' rows
@@ -799,6 +906,14 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         return;
     }
     const ta* sb = Sb + (bh * gd_popsum(nP) + gd_popsum(pp)) * slot_sz;  // the period's slots, in its bits' order
+    // fill (GD_T3FILL): a period inside a group (k = pp & 3 > 0, q = pp >> 2 > 0) reads its levels 1, 2 as above, then
+    // Qp <- Qp P_k(q) (its queries carried on to the group's start; item nl), then its levels >= 3 from period 4q's slots
+    const bool fold = GD_T3FOLD && fill && (pp & (GD_CG - 1)) && (pp >> 2);
+    const int nl = fold ? __popcll(pp & (GD_CG - 1)) : ns, NI = ns + fold;  // items: nl slots, [P_k], the other slots
+    // slot r >= nl: entry r + dh of sb (period 4q's slot r - nl)
+    const int dh = fold ? (int)(gd_popsum(pp & ~(GD_CG - 1)) - gd_popsum(pp)) - nl : 0;
+    const ta* Pk = !fold ? nullptr : (pp & (GD_CG - 1)) == 1 ? Z + (bh * nP + (pp & ~(GD_CG - 1))) * DK * DK
+                                   : Pc + ((bh * ((nP + GD_CG - 1) / GD_CG) + (pp >> 2)) * 3 + (pp & (GD_CG - 1)) - 2) * DK * DK;
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
     if (GD_T1X0Q_SET && !(c & (GD_TP - 1))) {  // chunk c a period's first: Qp_c = Qe_c (not stored by gd_tier1x)
         gd_copy<CH, DKP>(Qs, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
@@ -806,18 +921,25 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     } else {
         gd_copy<RR, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, min(GD_T3R, n - c) * CH, DK, vec);  // chunks past n: zero
     }
-    // slot r (bit cl of pp, its rank r) into buffer r & 1: its columns, and its read weights
-    auto load = [&](int r, int cl) {
-        gd_copy<DKP, GD_TBW>(Ss + (r & 1) * SS, GD_TLDS, sb + r * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
+    // item i into buffer i & 1: slot r (the next bit cl of pp, its rank r) with its read weights, or (fold, i = nl) P_k(q)
+    int bits = pp;
+    auto load = [&](int i) {
+        if (fold && i == nl) {  // P_k(q) (DK x DK, row-major): Z_{4q} (k = 1), gd_cgroup's P_2, P_3
+            gd_copy<DKP, GD_TBW>(Ss + (i & 1) * SS, GD_TLDS, Pk, DK, DK, DK, vec);
+            return;
+        }
+        const int r = i - (fold && i > nl), cl = __ffsll(bits) - 1;
+        bits &= bits - 1;
+        gd_copy<DKP, GD_TBW>(Ss + (i & 1) * SS, GD_TLDS, sb + (r + (r < nl ? 0 : dh)) * slot_sz + c0, DV, DK,
+                             min(GD_TBW, DV - c0), vs);
         if (tid < RR) {
             const i64 gi = (i64)c * CH + tid;
             const ta* src = lam + (bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1;
-            if (GD_T3LWA_SET) cp_async_ta(lw + (r & 1) * RR + tid, gi < T ? src : lam, gi < T);  // (zero past T)
-            else lw[(r & 1) * RR + tid] = gi < T ? *src : (ta)0;
+            if (GD_T3LWA_SET) cp_async_ta(lw + (i & 1) * RR + tid, gi < T ? src : lam, gi < T);  // (zero past T)
+            else lw[(i & 1) * RR + tid] = gi < T ? *src : (ta)0;
         }
     };
-    int bits = pp;
-    load(0, __ffsll(bits) - 1);
+    load(0);
     cp_async_commit();
 #ifdef __CUDA_ARCH__
     if (GD_T3PRE_SET) {  // (all DV columns of the rows: the other column blocks' too)
@@ -829,14 +951,19 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
 #endif
     const GdT3Tiles wt;
     ta acc[RW][NTL][4] = {};
-    for (int r = 0; r < ns; ++r) {
-        bits &= bits - 1;  // the next slot's bit
-        if (r + 1 < ns) load(r + 1, __ffsll(bits) - 1);  // buffer (r + 1) & 1: its last readers passed the previous barrier
+    for (int i = 0; i < NI; ++i) {
+        if (i + 1 < NI) load(i + 1);  // buffer (i + 1) & 1: its last readers passed the previous barrier
         cp_async_commit();
         cp_async_wait<1>();
-        __syncthreads();  // Qp's rows and slot r in place
-        if (wt.on) gd_t3_mm(acc, Qs, Ss + (r & 1) * SS, lw + (r & 1) * RR, wt, K8);
-        __syncthreads();  // slot r's buffer read: the copy of slot r + 2 may overwrite it
+        __syncthreads();  // Qp's rows and item i in place
+        if constexpr (GD_T3FOLD) {
+            if (fold && i == nl) {  // (block-uniform)
+                gd_t3_fold<ta>(Qs, Ss + (i & 1) * SS, K8);
+                continue;  // (its last barrier: P_k's buffer read)
+            }
+        }
+        if (wt.on) gd_t3_mm(acc, Qs, Ss + (i & 1) * SS, lw + (i & 1) * RR, wt, K8);
+        __syncthreads();  // item i's buffer read: the copy of item i + 2 may overwrite it
     }
     cp_async_wait<0>();
     if (!wt.on) return;
