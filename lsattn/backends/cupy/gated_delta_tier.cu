@@ -395,7 +395,11 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1XMINB) gd_tier1x(
 // - gd_coarse_g: the chains of levels 1, 2 over periods (transition Z, keys Tot) and of levels >= 3 over groups
 //   (transition P_4, keys Tg: a group's four periods in one step; a level's periods are whole groups), writing the
 //   slots at the periods (groups' first periods) of each period's second half: the top chain nP / 4 - 1 steps.
-// - gd_cfill: the slots of levels >= 3 at the periods inside a group, S_l(4q + k) = P_k(q) S_l(4q), in parallel.
+// - gd_cfill: the slots of levels >= 3 at the periods inside a group, S_l(4q + k) = P_k(q) S_l(4q), in parallel; or
+//   (gd_tier3's fill, gated_delta.T3FILL, s19c16) none: gd_tier3 reads them as (Qp P_k(q)) S_l(4q). With it
+//   (gated_delta.SUPERGROUPS) levels >= 5 over supergroups of 16 periods: gd_cgroup launched again over the groups
+//   (transition P_4, keys Tg: the supergroups' P'_k, Ts), gd_coarse_g's chains of those levels at 16 periods a step
+//   (top chain nP / 16 - 1 steps), gd_tier3 carrying a period's queries on by P'_j to its supergroup's start.
 // The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_BW; the grouped
 // form (gd_cgroup, gd_coarse_g, gd_cfill) GD_CGBW, float32 64 (session 15: at 32 columns the grouped form lost to the
 // periods' chains at every size, at 64 it won at 32K; _compile.Config.coarse_group_bw)
