@@ -222,7 +222,7 @@ class Emulated:
     tbw = None  # gd_tier1 / gd_tier3's columns per block (a timing build's GD_TBW_SET; None: Config.tier_bw)
     walk3 = False  # gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET)
     r3 = None  # gd_tier3's chunks per block (a timing build's GD_T3R_SET; None: Config.tier3_chunks)
-    forms_defs = {}  # macros of a timing build of gd_forms (GF_S64: 0, ...)
+    extra = {}  # other -D options (a switch's off build: GF_S64: 0, T3FILL: 0, ...)
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
@@ -230,8 +230,7 @@ class Emulated:
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
         defines |= ({} if self.tbw is None else {"GD_TBW_SET": self.tbw}) | ({"GD_T3WALK_SET": 1} if self.walk3 else {})
-        defines |= {} if self.r3 is None else {"GD_T3R_SET": self.r3}
-        defines |= self.forms_defs
+        defines |= ({} if self.r3 is None else {"GD_T3R_SET": self.r3}) | self.extra
         return emulation("cuda_emu_gd_forms.cpp", defines,
                          {"KERNEL": scan_source(), "FORMS_KERNEL": forms_source()})
 
@@ -421,6 +420,70 @@ def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, deca
     assert_close(out, base, tol, what="against gd_scan")
 
 
+@pytest.mark.parametrize("dtype, T, dk, dv, C", [
+    ("float32", 1100, 16, 40, 16),  # 69 chunks: 18 periods, 5 groups (the last partial); 3xTF32, 4 warps' rows per fold
+    ("float32", 2700, 16, 20, 16),  # 169 chunks: 43 periods, 6 coarse levels: supergroups (2 of 3 with a chain step)
+    ("bfloat16", 1400, 64, 20, 64),  # 1xTF32 at C = d_k = 64 (gd_tier3's production tiles): 22 chunks, 6 periods
+    ("float64", 2300, 5, 19, 16)])  # FFMA: 144 chunks, 36 periods, supergroups
+def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C):
+    """gd_cfill folded into gd_tier3 (``T3FILL``: a period inside a group reads its levels >= 3 from the group's first
+    period's slots with its queries carried on by P_k; from 17 periods ``SUPERGROUPS``: its levels >= 5 from its
+    supergroup's first period's, carried on by P'_j too) on the CPU emulation: against the reference (the dtype's bound;
+    bfloat16 inputs' float32 output within TF32), against gd_cfill's slots (``T3FILL`` off) and against the fold without
+    supergroups (``SUPERGROUPS`` off), the same bound."""
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0)
+    calls, real = [], CupyOps.gd_tiers
+    monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
+    launched, real_tk = [], Emulated._tk
+
+    def tk(self, op, cfg, name):
+        fn, block, smem = real_tk(self, op, cfg, name)
+        return (lambda *a, **k: launched.append(name) or fn(*a, **k)), block, smem
+
+    monkeypatch.setattr(Emulated, "_tk", tk)
+    arrays = make(11, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="mixed", resets=True)
+    half = "bf16" if dtype == "bfloat16" else ""
+    if half:
+        bits = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
+        full = [widen(np, b, "bf16").astype(np.float64) for b in bits]
+    else:
+        bits = [x.astype(dtype) for x in arrays]
+        full = [x.astype(np.float64) for x in bits]
+    out, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
+    sup = -(-T // C) > 16 << cgd.TIER_M  # 17 periods: levels >= 5
+    assert "gd_cfill" not in launched and launched.count("gd_cgroup") == 1 + sup
+    monkeypatch.setattr(cgd, "SUPERGROUPS", False)
+    nosup, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
+    monkeypatch.setattr(cgd, "T3FILL", False)
+    base, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
+    assert "gd_cfill" in launched and calls == [1, 1, 1]
+    tol = {"float64": F64, "float32": F32}.get(dtype, TF32)
+    assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
+    assert_close(out, base, tol, what="against gd_cfill")
+    assert_close(nosup, base, tol, what="without supergroups, against gd_cfill")
+
+
+@pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
+    ("float32", 1100, 16, 40, 16, True),  # gd_cgroup / gd_coarse_g: 18 periods, 5 coarse levels
+    ("bfloat16", 1400, 64, 20, 64, True),  # 1xTF32 at d_k = 64
+    ("float64", 700, 5, 19, 16, False)])  # gd_coarse's chains over periods
+def test_coarse_chain_prefetch_bit_equal_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
+    """The coarse chains' keys loaded a step ahead (gated_delta_tier.cu's GD_CTP_SET) on the CPU emulation: the output
+    bit for bit the off build's (GD_CTP_SET=0)."""
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    arrays = make(12, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="mixed", resets=True)
+    half = "bf16" if dtype == "bfloat16" else ""
+    bits = ([narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays] if half else
+            [x.astype(dtype) for x in arrays])
+    out, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
+    off = copy.copy(emulated)
+    off.extra = {"GD_CTP_SET": 0}
+    base, _ = cgd.compute(off, *bits, C, 0, None, False, half)
+    assert np.array_equal(out, base)
+
+
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [
     (150, 0, 16, 20, 64, "normalised", "moderate"),  # one per DKP: CI time
     (97, 77, 20, 17, 32, "raw", "strong"),
@@ -578,7 +641,7 @@ def test_forms_solve_skips_zeros_bit_equal_emulated(emulated, half, T, p, dk, dv
 
         cfg = dataclasses.replace(cfg, half=half, tc=False)
     off = copy.copy(emulated)
-    off.forms_defs = {"GF_S64": 0, "GF_OD4": 0, "GF_QSH": 0, "GF_VEA": 0, "GF_LAM4": 0, "GF_GZB": 0, "GF_DROW": 0}
+    off.extra = {"GF_S64": 0, "GF_OD4": 0, "GF_QSH": 0, "GF_VEA": 0, "GF_LAM4": 0, "GF_GZB": 0, "GF_DROW": 0}
     got = [cgd.forms(ops, cfg, *arrays, p) for ops in (emulated, off)]
     for x, y, name in zip(*got, ("qeff", "eGK", "phi", "H", "g", "intra")):
         assert np.array_equal(x, y, equal_nan=True), (name, float(np.nanmax(np.abs(x - y))))
@@ -812,6 +875,7 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
 
 @pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
     ("float32", 420, 16, 40, 16, True),  # 27 chunks: 7 periods (the last partial), gd_cgroup / gd_coarse_g / gd_cfill
+    ("float32", 1700, 16, 20, 16, True),  # 27 periods: supergroups (gd_tier3's second fold reads P'_1 and P'_2)
     ("float64", 300, 33, 3, 32, False),  # 10 chunks: gd_coarse; transfers in two column blocks (d_k > 32)
     ("bfloat16", 600, 64, 17, 64, False)])  # gd_tier3 rounds the output (OUT16) from the float32 sums in the scratch
 def test_direct_path_reads_only_written_scratch_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
@@ -984,6 +1048,43 @@ def test_gpu_two_tier_matches_reference(monkeypatch, dtype, T, dk, dv, C, decay,
     cgd._TORCH_PLANS.clear()  # plans made with the two-tier form from any size
     assert calls == [1]
     assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C} dk={dk} dv={dv}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, T, dk, dv, C", [
+    ("bfloat16", 6437, 64, 64, 64),  # 101 chunks: 26 periods (supergroups), the direct path's 1xTF32, production tiles
+    ("float32", 2000, 64, 70, 16),  # 125 chunks: 32 periods, 5 coarse levels (supergroups); two value column blocks
+    ("float64", 900, 20, 19, 16)])  # FFMA at 32 columns a block
+def test_gpu_tier3_fill_matches_reference(monkeypatch, dtype, T, dk, dv, C):
+    """gd_cfill folded into gd_tier3 (``T3FILL``, the grouped coarse form from any size) on the GPU: against the reference
+    (float32 / float64 bounds; bfloat16 inputs' float32 output within TF32) and against gd_cfill's slots (``T3FILL``
+    off) and without supergroups (``SUPERGROUPS`` off) at the same bound; hard resets, unnormalised keys."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0)
+    monkeypatch.setattr(cgd, "OUT16", False)
+    arrays = make(13, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="mixed", resets=True)
+    if dtype == "bfloat16":
+        dev = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
+        full = [x.double().cpu().numpy() for x in dev]
+        run = lambda: cgd._torch_call(*dev, C, None).double().cpu().numpy()  # noqa: E731
+        tol = TF32
+    else:
+        dev = [torch.as_tensor(x.astype(dtype), device="cuda") for x in arrays]
+        full = [x.astype(dtype).astype(np.float64) for x in arrays]
+        run = lambda: lsattn.loglinear_gated_delta(*dev, chunk_size=C).double().cpu().numpy()  # noqa: E731
+        tol = F64 if dtype == "float64" else F32
+    cgd._TORCH_PLANS.clear()
+    out = run()
+    monkeypatch.setattr(cgd, "SUPERGROUPS", False)
+    nosup = run()
+    monkeypatch.setattr(cgd, "T3FILL", False)
+    base = run()
+    cgd._TORCH_PLANS.clear()
+    assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
+    assert_close(out, base, tol, what="against gd_cfill")
+    assert_close(nosup, base, tol, what="without supergroups, against gd_cfill")
 
 
 @pytest.mark.gpu

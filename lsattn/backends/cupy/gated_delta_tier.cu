@@ -395,7 +395,11 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1XMINB) gd_tier1x(
 // - gd_coarse_g: the chains of levels 1, 2 over periods (transition Z, keys Tot) and of levels >= 3 over groups
 //   (transition P_4, keys Tg: a group's four periods in one step; a level's periods are whole groups), writing the
 //   slots at the periods (groups' first periods) of each period's second half: the top chain nP / 4 - 1 steps.
-// - gd_cfill: the slots of levels >= 3 at the periods inside a group, S_l(4q + k) = P_k(q) S_l(4q), in parallel.
+// - gd_cfill: the slots of levels >= 3 at the periods inside a group, S_l(4q + k) = P_k(q) S_l(4q), in parallel; or
+//   (gd_tier3's fill, gated_delta.T3FILL, s19c16) none: gd_tier3 reads them as (Qp P_k(q)) S_l(4q). With it
+//   (gated_delta.SUPERGROUPS) levels >= 5 over supergroups of 16 periods: gd_cgroup launched again over the groups
+//   (transition P_4, keys Tg: the supergroups' P'_k, Ts), gd_coarse_g's chains of those levels at 16 periods a step
+//   (top chain nP / 16 - 1 steps), gd_tier3 carrying a period's queries on by P'_j to its supergroup's start.
 // The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_BW; the grouped
 // form (gd_cgroup, gd_coarse_g, gd_cfill) GD_CGBW, float32 64 (session 15: at 32 columns the grouped form lost to the
 // periods' chains at every size, at 64 it won at 32K; _compile.Config.coarse_group_bw)
@@ -408,6 +412,12 @@ constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coars
 // then S(q + 1) = A(q) S(q) + T(q) (A(q): a DK x DK row-major matrix copied one step ahead into Zs; T(q): ncol
 // columns of a row-major matrix (row stride tld) or null). One product per step, two buffers of A and of S: one
 // barrier a step. Shared memory: Config.gd_coarse_smem().
+// GD_CTP_SET: T(q + 1)'s entries loaded into registers during step q (session 15's: loaded at step q before its
+// product, a global round trip on every step of the chain), and put(q) after the step's product (its stores' address
+// arithmetic off the chain); the same sums (bit-equal). 0: session 15's, a timing build (s19c16)
+#ifndef GD_CTP_SET
+#define GD_CTP_SET 1
+#endif
 template <int CBW, typename AF, typename TF, typename PF>
 __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
                                           PF put) {
@@ -419,17 +429,8 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
         if (q + 1 < q1) gd_copy<DKP, DKP>(Zs + (q & 1) * ZS, GD_LDQ, amat(q), DK, DK, DK, vec);
         cp_async_commit();
     };
-    copy_a(q0 + 1);
-    for (int q = q0 + 1; q < q1; ++q) {
-        const ta* Si = Ss + (q & 1) * SS;
-        ta* So = Ss + (~q & 1) * SS;
-        cp_async_wait<0>();
-        __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
-        copy_a(q + 1);    // into the buffer step q - 1 read
-        put(q, Si);
-        if (q + 1 == q1 || !wb.on) continue;
-        const ta* t = tadd(q);  // T(q)'s entries of the thread's tiles, loaded before the product (off the chain)
-        ta tv[TWB][4], acc[1][1][TWB][4] = {};
+    auto load_t = [&](int q, ta (&tv)[TWB][4]) {  // T(q)'s entries of the thread's tiles (zero: none, or no T)
+        const ta* t = q + 1 < q1 && wb.on ? tadd(q) : nullptr;
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
@@ -437,12 +438,63 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
                 const int kk = wb.row(x), cc = wb.col(it, x);
                 tv[it][x] = t && kk < DK && cc < ncol ? t[kk * tld + cc] : (ta)0;
             }
+    };
+    if constexpr (!GD_CTP_SET) {  // session 15's
+        copy_a(q0 + 1);
+        for (int q = q0 + 1; q < q1; ++q) {
+            const ta* Si = Ss + (q & 1) * SS;
+            ta* So = Ss + (~q & 1) * SS;
+            cp_async_wait<0>();
+            __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
+            copy_a(q + 1);    // into the buffer step q - 1 read
+            put(q, Si);
+            if (q + 1 == q1 || !wb.on) continue;
+            const ta* t = tadd(q);  // T(q)'s entries of the thread's tiles, loaded before the product (off the chain)
+            ta tv[TWB][4], acc[1][1][TWB][4] = {};
+#pragma unroll
+            for (int it = 0; it < TWB; ++it)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(it, x);
+                    tv[it][x] = t && kk < DK && cc < ncol ? t[kk * tld + cc] : (ta)0;
+                }
+            const unsigned use[1] = {1u};
+            gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
+#pragma unroll
+            for (int it = 0; it < TWB; ++it)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) So[wb.row(x) * LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+        }
+        cp_async_wait<0>();
+        return;
+    }
+    ta tv[TWB][4];
+    load_t(q0 + 1, tv);
+    copy_a(q0 + 1);
+    for (int q = q0 + 1; q < q1; ++q) {
+        const ta* Si = Ss + (q & 1) * SS;
+        ta* So = Ss + (~q & 1) * SS;
+        cp_async_wait<0>();
+        __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
+        copy_a(q + 1);    // into the buffer step q - 1 read
+        if (q + 1 == q1 || !wb.on) {
+            put(q, Si);
+            continue;
+        }
+        ta tn[TWB][4];
+        load_t(q + 1, tn);  // (the next step's, in flight during this one)
+        ta acc[1][1][TWB][4] = {};
         const unsigned use[1] = {1u};
         gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
             for (int x = 0; x < 4; ++x) So[wb.row(x) * LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+        put(q, Si);
+#pragma unroll
+        for (int it = 0; it < TWB; ++it)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) tv[it][x] = tn[it][x];
     }
     cp_async_wait<0>();
 }
@@ -474,7 +526,7 @@ __device__ __forceinline__ void gd_cinit(ta* Ss, int q0, const ta* __restrict__ 
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     ta* __restrict__ Pc, ta* __restrict__ Tg,              // out
-    int DK, int DV, int nP, int BH) {
+    int DK, int DV, int nP, int BH, int zs) {  // zs: Z's entries zs DK x DK apart (the supergroups' launch: 3, gd_cgroup's P_4)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
     ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
@@ -482,7 +534,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
     const int NCK = (DK + GD_CGBW - 1) / GD_CGBW, NCB = (DV + GD_CGBW - 1) / GD_CGBW, nG = (nP + GD_CG - 1) / GD_CG;
     const int q = (int)(blockIdx.x / ((i64)BH * (NCK + NCB))), role = (int)(blockIdx.x % (NCK + NCB)), p0 = GD_CG * q;
     const i64 bh = blockIdx.x / (NCK + NCB) % BH;
-    auto zq = [&](int pp) { return Z + (bh * nP + pp) * DK * DK; };
+    auto zq = [&](int pp) { return Z + (bh * nP + pp) * zs * DK * DK; };
     if (role < NCK) {  // P_k(q)'s columns c0 ..: the walk S <- Z_pp S from S = Z_{p0}'s columns
         const int c0 = role * GD_CGBW, q1 = min(p0 + GD_CG + 1, nP);
         if (q1 <= p0 + 2) return;
@@ -510,8 +562,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
 // gated_delta.COARSE_GROUP_PERIODS), else every level over periods (gd_coarse, session 14's chains).
 template <int CBW, bool GRP>
 __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const ta* __restrict__ Tot, const ta* __restrict__ Pc,
-                                               const ta* __restrict__ Tg, ta* __restrict__ Sb, int DK, int DV, int nP, int NCL,
-                                               int BH) {
+                                               const ta* __restrict__ Tg, const ta* __restrict__ Ps, const ta* __restrict__ Ts,
+                                               ta* __restrict__ Sb, int DK, int DV, int nP, int NCL, int BH, int sup) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
     ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
@@ -528,13 +580,15 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
     const int c0 = (int)(blockIdx.x % NCB) * CBW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
     const int end = min(nP, base + (1 << cl)), nc = min(CBW, DV - c0);
-    const int sh = GRP && cl >= 3 ? 2 : 0;  // log2 of the chain's step in periods (GD_CG = 4)
+    // log2 of the chain's step in periods (GD_CG = 4; sup: levels >= 5 over supergroups of 16 periods, GD_CSG)
+    const int sh = GRP && cl >= 3 ? (sup && cl >= 5 ? 4 : 2) : 0, nS = (nG + GD_CG - 1) / GD_CG;
     const int q0 = base >> sh, qm = mid >> sh, q1 = (end + (1 << sh) - 1) >> sh;
-    auto amat = [&](int q) { return sh ? Pc + ((bh * nG + q) * 3 + 2) * DK * DK : Z + (bh * nP + q) * DK * DK; };
-    auto tadd = [&](int q) {
-        return q >= qm ? (const ta*)nullptr : (sh ? Tg + (bh * nG + q) * slot_sz : Tot + (bh * nP + q) * slot_sz) + c0;
-    };
-    gd_cinit<CBW>(Ss, q0, (sh ? Tg + (bh * nG + q0) * slot_sz : Tot + (bh * nP + q0) * slot_sz) + c0, DV, DK, nc);
+    const ta* A0 = sh == 4 ? Ps : sh ? Pc : Z;  // the step's transfer and keys: (a group's, a supergroup's) P_4, Tg
+    const ta* T0 = sh == 4 ? Ts : sh ? Tg : Tot;
+    const int nq = sh == 4 ? nS : sh ? nG : nP, as = sh ? 3 : 1, ao = sh ? 2 : 0;
+    auto amat = [&](int q) { return A0 + ((bh * nq + q) * as + ao) * DK * DK; };
+    auto tadd = [&](int q) { return q >= qm ? (const ta*)nullptr : T0 + (bh * nq + q) * slot_sz + c0; };
+    gd_cinit<CBW>(Ss, q0, T0 + (bh * nq + q0) * slot_sz + c0, DV, DK, nc);
     gd_cchain<CBW>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
         if (q >= qm)
@@ -544,16 +598,18 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // unused (gd_coarse_g's)
+    const ta* __restrict__ Ps, const ta* __restrict__ Ts,  // unused
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
-    int DK, int DV, int nP, int NCL, int BH) {
-    gd_coarse_body<GD_BW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
+    int DK, int DV, int nP, int NCL, int BH, int sup) {
+    gd_coarse_body<GD_BW, false>(Z, Tot, Pc, Tg, Ps, Ts, Sb, DK, DV, nP, NCL, BH, 0);
 }
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse_g(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // gd_cgroup's
-    ta* __restrict__ Sb,                                   // as gd_coarse's (levels >= 3 at the groups' first periods)
-    int DK, int DV, int nP, int NCL, int BH) {
-    gd_coarse_body<GD_CGBW, true>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
+    const ta* __restrict__ Ps, const ta* __restrict__ Ts,  // sup: gd_cgroup's over the groups (the supergroups' P'_k, keys)
+    ta* __restrict__ Sb,  // as gd_coarse's (levels >= 3 at the groups' first periods; sup: levels >= 5 at the supergroups')
+    int DK, int DV, int nP, int NCL, int BH, int sup) {
+    gd_coarse_body<GD_CGBW, true>(Z, Tot, Pc, Tg, Ps, Ts, Sb, DK, DV, nP, NCL, BH, sup);
 }
 
 // gd_cfill: per (period pp = 4q + k, 0 < k < 4, q > 0; sequence; column block) its slots of levels >= 3 (the set bits of
@@ -762,6 +818,64 @@ __device__ __forceinline__ void gd_st16(ti* p, bool two, bool even, ta x0, ta x1
 #ifndef GD_T3OLD_SET
 #define GD_T3OLD_SET 1
 #endif
+// GD_T3FILL (gd_tier3's fill argument, gated_delta.T3FILL; the grouped coarse form): gd_cfill folded into gd_tier3. A
+// period pp = 4q + k inside a group (0 < k < 4, q > 0) reads its levels >= 3 as (lam Qp P_k(q)) S_l(4q) from period 4q's
+// slots instead of (lam Qp) S_l(pp) with S_l(pp) = P_k(q) S_l(4q) stored by gd_cfill (session 15's fill, a launch of
+// ~0.14 ms at 32K): one RR x DK x DK product a block (Qp's rows times P_k, in place), after the levels 1, 2. Needs
+// P_k's columns within a slot buffer (DKP <= GD_TBW; _compile.CupyOps.gd_tiers' condition). The same sums within the
+// products' rounding (P_k applied to the queries rather than the slots).
+#ifndef GD_T3FILL_SET
+#define GD_T3FILL_SET 1  // (0: the fill argument ignored, gd_cfill's slots read; a timing build)
+#endif
+constexpr bool GD_T3FOLD = GD_T3FILL_SET && DKP <= GD_TBW;
+// Qs (the block's GD_T3R CH rows [t][kk]) <- Qs P (P [kk][j] in a slot buffer, row stride GD_TLDS, zero past DK), in
+// place, in rounds of RPR row blocks of 16 rows: a warp's NTF column tiles of 8 of one row block (16 registers at d_k 64:
+// gd_tier3's 64 accumulators stay live beside them), every product of the round read before any is stored (a barrier:
+// warps share a row block); every thread calls it.
+template <typename Acc>  // (ta: a float64 build compiles the tensor-core text unrun)
+__device__ __forceinline__ void gd_t3_fold(ta* Qs, const ta* P, int K8) {
+    constexpr int RB3 = GD_T3R * CH / 16, NT8 = DKP / 8, NTF = NT8 < 4 ? NT8 : 4, WPR = NT8 / NTF, RPR = NT / 32 / WPR;
+    const int w = threadIdx.x / 32, g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4, n0 = 8 * NTF * (w % WPR);
+#pragma unroll 1
+    for (int rb0 = 0; rb0 < RB3; rb0 += RPR) {
+        const int rb = rb0 + w / WPR, r = 16 * rb + g8;  // the thread's A rows r, r + 8
+        const bool on = rb < RB3;
+        Acc x[NTF][4] = {};
+        if (on) {
+            if constexpr (GD_TC) {
+#pragma unroll 1
+                for (int k0 = 0; k0 < K8; k0 += 8) {
+                    unsigned ah[4], al[4];
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        tf32_split((float)Qs[(r + 8 * (e & 1)) * GD_LDQ + k0 + t4 + 4 * (e >> 1)], ah[e], al[e]);
+#pragma unroll
+                    for (int i = 0; i < NTF; ++i) {
+                        unsigned bh[2], bl[2];
+                        gd_frag_b(P, GD_TLDS, k0, n0 + 8 * i, bh, bl);
+                        gd_mma3(x[i], ah, al, bh, bl);
+                    }
+                }
+            } else {
+                for (int k = 0; k < K8; ++k) {
+                    const ta xa[2] = {Qs[r * GD_LDQ + k], Qs[(r + 8) * GD_LDQ + k]};
+#pragma unroll
+                    for (int i = 0; i < NTF; ++i)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e)
+                            x[i][e] = fma(xa[e >> 1], P[k * GD_TLDS + n0 + 8 * i + 2 * t4 + (e & 1)], x[i][e]);
+                }
+            }
+        }
+        __syncthreads();  // the round's A rows read by every warp
+        if (on)
+#pragma unroll
+            for (int i = 0; i < NTF; ++i)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) Qs[(r + 8 * (e >> 1)) * GD_LDQ + n0 + 8 * i + 2 * t4 + (e & 1)] = x[i][e];
+        __syncthreads();  // (the last: P's buffer read, Qs complete)
+    }
+}
 struct alignas(2 * sizeof(ta)) gd_pair {
     ta x, y;
 };
@@ -772,7 +886,9 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     ta* __restrict__ out,        // (BH, n, CH, DV)  + the reads of levels > GD_TM (o16: read only)
     const ta* __restrict__ Sb,   // gd_coarse's
     ti* __restrict__ o16,        // (BH, T, DV) out + the reads, rounded to the 16-bit inputs' dtype; or null
-    int T, int DK, int DV, int L, int n, int nP, int BH) {
+    const ta* __restrict__ Z, const ta* __restrict__ Pc,  // fill: gd_tier1x's transfers, gd_cgroup's prefixes (else unread)
+    const ta* __restrict__ Ps,                            // fill 2: the supergroups' prefixes (gd_cgroup's second launch)
+    int T, int DK, int DV, int L, int n, int nP, int BH, int fill) {  // fill: GD_T3FILL (1; 2: and supergroups, GD_CSG)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int SS = DKP * GD_TLDS, RR = GD_T3R * CH, RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
     ta* Qs = reinterpret_cast<ta*>(smem_raw);  // [t][kk], the block's chunks' rows
@@ -799,6 +915,17 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         return;
     }
     const ta* sb = Sb + (bh * gd_popsum(nP) + gd_popsum(pp)) * slot_sz;  // the period's slots, in its bits' order
+    // fill (GD_T3FILL): a period pp = 16s + 4j + k reads its levels 1, 2 (bits 0, 1: n0 slots) as above; then (f1: k > 0,
+    // q = pp >> 2 > 0) Qp <- Qp P_k(q) (its queries carried on to the group's start) and its levels 3, 4 (fill 2; else
+    // all >= 3) from period 4q's slots; then (fill 2, f2: j > 0, s > 0) Qp <- Qp P'_j(s) (on to the supergroup's start)
+    // and its levels >= 5 from period 16s's slots. Items: slots and folds in that order.
+    const int k = pp & (GD_CG - 1), j = (pp >> 2) & (GD_CG - 1);
+    const bool f1 = GD_T3FOLD && fill && k && (pp >> 2), f2 = GD_T3FOLD && fill == 2 && j && (pp >> 4);
+    const int n0 = __popcll(k), n01 = f2 ? __popcll(pp & 15) : ns, NI = ns + f1 + f2;
+    const i64 epp = gd_popsum(pp), e4 = f1 ? gd_popsum(pp & ~3) : epp;
+    // slot r: entry r (+ d1 from n0: period 4q's slot r - n0) (+ d2 from n01: period 16s's slot r - n01) of sb
+    const int d1 = f1 ? (int)(e4 - epp) - n0 : 0, d2 = f2 ? (int)(gd_popsum(pp & ~15) - e4) - (n01 - n0) : 0;
+    const int i1 = f1 ? n0 : -1, i2 = f2 ? n01 + f1 : -1;  // the folds' items
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
     if (GD_T1X0Q_SET && !(c & (GD_TP - 1))) {  // chunk c a period's first: Qp_c = Qe_c (not stored by gd_tier1x)
         gd_copy<CH, DKP>(Qs, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
@@ -806,18 +933,29 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     } else {
         gd_copy<RR, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, min(GD_T3R, n - c) * CH, DK, vec);  // chunks past n: zero
     }
-    // slot r (bit cl of pp, its rank r) into buffer r & 1: its columns, and its read weights
-    auto load = [&](int r, int cl) {
-        gd_copy<DKP, GD_TBW>(Ss + (r & 1) * SS, GD_TLDS, sb + r * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
+    // item i into buffer i & 1: slot r (the next bit cl of pp, its rank r) with its read weights, or a fold's transfer
+    int bits = pp;
+    auto load = [&](int i) {
+        if (i == i1 || i == i2) {  // P_k(q): Z_{4q} (k = 1), gd_cgroup's P_2, P_3; P'_j(s): P_4(4s) (j = 1), P'_2, P'_3
+            const int nG = (nP + GD_CG - 1) / GD_CG, nS = (nG + GD_CG - 1) / GD_CG, kk = i == i1 ? k : j;
+            const ta* P = i == i1 ? (k == 1 ? Z + (bh * nP + (pp & ~3)) * DK * DK : Pc + ((bh * nG + (pp >> 2)) * 3 + k - 2) * DK * DK)
+                                  : (j == 1 ? Pc + ((bh * nG + (pp >> 2 & ~3)) * 3 + 2) * DK * DK
+                                            : Ps + ((bh * nS + (pp >> 4)) * 3 + kk - 2) * DK * DK);
+            gd_copy<DKP, GD_TBW>(Ss + (i & 1) * SS, GD_TLDS, P, DK, DK, DK, vec);
+            return;
+        }
+        const int r = i - (i1 >= 0 && i > i1) - (i2 >= 0 && i > i2), cl = __ffsll(bits) - 1;
+        bits &= bits - 1;
+        gd_copy<DKP, GD_TBW>(Ss + (i & 1) * SS, GD_TLDS, sb + (r + (r < n0 ? 0 : d1) + (r < n01 ? 0 : d2)) * slot_sz + c0,
+                             DV, DK, min(GD_TBW, DV - c0), vs);
         if (tid < RR) {
             const i64 gi = (i64)c * CH + tid;
             const ta* src = lam + (bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1;
-            if (GD_T3LWA_SET) cp_async_ta(lw + (r & 1) * RR + tid, gi < T ? src : lam, gi < T);  // (zero past T)
-            else lw[(r & 1) * RR + tid] = gi < T ? *src : (ta)0;
+            if (GD_T3LWA_SET) cp_async_ta(lw + (i & 1) * RR + tid, gi < T ? src : lam, gi < T);  // (zero past T)
+            else lw[(i & 1) * RR + tid] = gi < T ? *src : (ta)0;
         }
     };
-    int bits = pp;
-    load(0, __ffsll(bits) - 1);
+    load(0);
     cp_async_commit();
 #ifdef __CUDA_ARCH__
     if (GD_T3PRE_SET) {  // (all DV columns of the rows: the other column blocks' too)
@@ -829,14 +967,19 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
 #endif
     const GdT3Tiles wt;
     ta acc[RW][NTL][4] = {};
-    for (int r = 0; r < ns; ++r) {
-        bits &= bits - 1;  // the next slot's bit
-        if (r + 1 < ns) load(r + 1, __ffsll(bits) - 1);  // buffer (r + 1) & 1: its last readers passed the previous barrier
+    for (int i = 0; i < NI; ++i) {
+        if (i + 1 < NI) load(i + 1);  // buffer (i + 1) & 1: its last readers passed the previous barrier
         cp_async_commit();
         cp_async_wait<1>();
-        __syncthreads();  // Qp's rows and slot r in place
-        if (wt.on) gd_t3_mm(acc, Qs, Ss + (r & 1) * SS, lw + (r & 1) * RR, wt, K8);
-        __syncthreads();  // slot r's buffer read: the copy of slot r + 2 may overwrite it
+        __syncthreads();  // Qp's rows and item i in place
+        if constexpr (GD_T3FOLD) {
+            if (i == i1 || i == i2) {  // (block-uniform)
+                gd_t3_fold<ta>(Qs, Ss + (i & 1) * SS, K8);
+                continue;  // (its last barrier: P_k's buffer read)
+            }
+        }
+        if (wt.on) gd_t3_mm(acc, Qs, Ss + (i & 1) * SS, lw + (i & 1) * RR, wt, K8);
+        __syncthreads();  // item i's buffer read: the copy of item i + 2 may overwrite it
     }
     cp_async_wait<0>();
     if (!wt.on) return;
