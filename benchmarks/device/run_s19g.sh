@@ -29,9 +29,9 @@ if [ "$1" = tests ]; then
   grep -h "^bf16-small" $OUT/log_memcheck.txt | cut -c1-220
   echo "-- warm: $(grep -c '^compiled' $OUT/log_warm.txt) of 1"; grep -E "Error|error" $OUT/log_warm.txt | head -3 | cut -c1-200
 else
+  timeout 20 python3 $D/ab_s19g16.py public 8192,32768 6 > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
+  grep -E "^public|^T=|Error" "$OUT/log_public.txt" | cut -c1-220
   timeout 15 python3 $D/ab_s19g16.py kernel 8192,32768 5 > "$OUT/log_kernel.txt" 2>&1; echo "kernel rc=$?"
   grep -E "^T=|Error" "$OUT/log_kernel.txt" | cut -c1-220
-  timeout 22 python3 $D/ab_s19g16.py public 8192,32768 7 > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
-  grep -E "^public|^T=|Error" "$OUT/log_public.txt" | cut -c1-220
 fi
 echo "=== done $(date -u +%T)"
