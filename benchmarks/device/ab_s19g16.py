@@ -3,7 +3,8 @@
 Switches (``lsattn.backends.cupy.gated_delta``): ``GRAD_BF16`` (bfloat16 inputs under autograd reach gd_forms /
 gd_forms_bwd as they are: no float32 copies, gradients written in bfloat16 by gd_forms_bwd_x1's TI_BF16 build, lam's
 float32 copy from gd_forms) and ``forward.checks_grad_inputs`` ("chk": the prologue's finiteness check answered by
-gd_forms under autograd instead of its own pass). B=2 H=16 d=64, C=64, bf16.
+gd_forms under autograd instead of its own pass); ``_autograd.SCAN_IN_PLACE`` ("inp": the scan's forward adds into
+gd_forms' intra output in place, no copy of it). B=2 H=16 d=64, C=64, bf16.
 
     python ab_s19g16.py warm                 compile every kernel both builds launch (T = 512), nothing timed
     python ab_s19g16.py kernel T,T reps      kernel alone, interleaved: gd_forms_bwd_x1 float32 build on widened inputs
@@ -11,7 +12,8 @@ gd_forms under autograd instead of its own pass). B=2 H=16 d=64, C=64, bf16.
                                              inputs; gd_forms float32 against its bf16 build; the bf16 build's gradients
                                              against the float32 build's rounded (mismatching entries: 0 expected)
     python ab_s19g16.py public T,T reps      one fwd+bwd step as a user makes it (CUDA tensors, no backend=), builds
-                                             on (both), off (neither), nochk (GRAD_BF16 only) interleaved: medians,
+                                             on (all three), off (none), nochk (without chk), noinp (without inp)
+                                             interleaved: medians,
                                              peak memory, the on build's gradients against off's
 """
 import statistics
@@ -24,7 +26,7 @@ import torch
 
 import lsattn
 from lsattn._chunktree import chunk_layout
-from lsattn.backends.cupy import gated_delta as cgd, gated_delta_bwd as gdb
+from lsattn.backends.cupy import _autograd, gated_delta as cgd, gated_delta_bwd as gdb
 from lsattn.backends.cupy._arrays import narrow, widen
 from lsattn.backends.cupy._compile import CupyOps, make_config
 
@@ -42,8 +44,9 @@ def inputs(T, seed=0):
 
 
 def setb(name):
-    cgd.GRAD_BF16 = name in ("on", "nochk")
-    cgd.forward.checks_grad_inputs = name == "on"
+    cgd.GRAD_BF16 = name in ("on", "nochk", "noinp")
+    cgd.forward.checks_grad_inputs = name in ("on", "noinp")
+    _autograd.SCAN_IN_PLACE = name in ("on", "nochk")
 
 
 def step(xs):
@@ -53,7 +56,7 @@ def step(xs):
 
 
 def public(Ts, reps):
-    names = ("on", "off", "nochk")
+    names = ("on", "off", "nochk", "noinp")
     for T in Ts:
         xs = [x.requires_grad_(True) for x in inputs(T)]
         grads = {}

@@ -36,6 +36,11 @@ from ._compile import grad_tc
 
 __all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_forms", "apply_gated_delta_scan"]
 
+#: the Gated DeltaNet scan's forward adds its level reads into gd_forms' intra output in place (a forms output
+#: that nothing saves: its gradient is the output's; the scan's output shares its memory) instead of into a copy of
+#: it (False: the copy, for A/B timing; s19g16)
+SCAN_IN_PLACE = True
+
 
 @functools.lru_cache(maxsize=None)
 def _function():
@@ -159,7 +164,7 @@ def _gd_function():
             xs = [None if x is None else x.detach().contiguous() for x in (qe, ek, ph, H, g, lam, intra, old)]
             with context(qe) as (to_cp, back, ops):
                 cps = [None if x is None else to_cp(x)[0] for x in xs]
-                out = back(_gdb.scan(ops, sc, *cps), "")
+                out = back(_gdb.scan(ops, sc, *cps, in_place=SCAN_IN_PLACE), "")
             ctx.save_for_backward(*xs[:6], xs[7])
             ctx.sc, ctx.context = sc, context
             return out

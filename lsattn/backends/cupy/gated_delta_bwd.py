@@ -60,15 +60,16 @@ class Scan:
         return dataclasses.replace(self.cfg, half=self.half, tc=False) if self.half else self.cfg
 
 
-def scan(ops, sc, qe, ek, ph, H, g, lam, intra, old):
-    """The forward scan on arrays of ``ops.xp`` (inputs unchanged).
+def scan(ops, sc, qe, ek, ph, H, g, lam, intra, old, in_place=False):
+    """The forward scan on arrays of ``ops.xp`` (inputs unchanged; ``in_place``: the reads added into ``intra``
+    itself, which is returned).
 
     qe, ek (BH, n, C, d_k), ph (BH, n, d_k, C), H (BH, n, d_k, d_v), g (BH, n), lam (BH, T, L),
     intra (BH, n, C, d_v) the intra-chunk output, old (BH, n_old, d_k, d_v) or None
     -> (BH, n, C, d_v): intra + the reads of the chunk-level and incoming slots."""
     xp = ops.xp
     BH, DK, DV = qe.shape[0], qe.shape[-1], intra.shape[-1]
-    out = xp.array(intra, copy=True)
+    out = intra if in_place else xp.array(intra, copy=True)
     lev = xp.zeros((BH, sc.NLC, DK, DV), dtype=qe.dtype)
     n_old = 0 if old is None else old.shape[1]
     oldc = xp.zeros((1,), dtype=qe.dtype) if old is None else xp.array(old, copy=True)
