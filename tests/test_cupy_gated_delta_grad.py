@@ -353,6 +353,45 @@ def test_backend_forward_takes_the_training_path(monkeypatch):
     assert_close(st2.tensors["levels"].detach().numpy(), st_api.tensors["levels"], F64, what="state")
 
 
+@pytest.mark.parametrize("answers, special", [(True, None), (True, np.nan), (False, None)])
+def test_kernel_check_under_grad(answers, special):
+    """Inputs that require grad: the prologue hands an implementation with ``checks_grad_inputs`` (the cupy
+    forward: its training path's gd_forms answers) a ``KernelCheck`` as ``check=`` (a set flag: the call again,
+    sanitised, without it); without the attribute, none (its own checks, as before s19g16). CPU torch tensors
+    checked as CUDA ones, the array-API implementation standing in; outputs and gradients the ordinary call's."""
+    from unittest import mock
+
+    from lsattn import _nonfinite, backends
+    from lsattn.gated_delta import _forward
+
+    arrays = [torch.as_tensor(x) for x in make(3, (2,), 40, 4, 3)]
+    if special is not None:
+        arrays[1][0, 17] = special
+    want = lsattn.loglinear_gated_delta(*arrays, backend="array_api")
+    calls = []
+
+    def impl(*a, check=None):
+        calls.append(type(check).__name__)
+        if check is not None:
+            check._wait = lambda: int(special is not None)  # what pointer() / launched() arrange on a GPU
+        return _forward(*a)
+
+    impl.checks_inputs = True
+    if answers:
+        impl.checks_grad_inputs = True
+    xs = [x.clone().requires_grad_(True) for x in arrays]
+    with mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True), \
+            mock.patch.object(backends.Backend, "implementation", lambda self, name, **kw: impl):
+        got = lsattn.loglinear_gated_delta(*xs, backend="array_api")
+    assert calls == (["KernelCheck"] + (["NoneType"] if special is not None else []) if answers else ["NoneType"]), calls
+    ok = ~torch.isnan(want)
+    assert torch.equal(torch.isnan(got.detach()), ~ok)
+    assert_close(got.detach()[ok].numpy(), want[ok].numpy(), F64)
+    if special is None:
+        got.sum().backward()
+        assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in xs)
+
+
 class EmulatedOps(Emulated):
     """``ops`` whose gd_scan, gd_scan_bwd and gd_forms_bwd run the kernels' CUDA sources on the CPU
     (``cuda_emu_gd_forms_bwd.cpp``), built with g++ once per session and (compute type, CH, DKP)."""
