@@ -399,7 +399,9 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
     # packed calls: the same one read of the packed inputs, which are finite exactly when the laid-out
     # ones are (gaps of zeros, -inf resets in the log decays, which pass); packed streams with states
     # around a backend that does not compute them (``_ll_packed``) read for themselves in ``prepare``)
-    own = off is None and not _grad(present, state) and getattr(chosen.implementation(op.name), "checks_inputs", False)
+    impl0 = chosen.implementation(op.name)
+    own = off is None and getattr(impl0, "checks_inputs", False) and (
+        not _grad(present, state) or getattr(impl0, "checks_grad_inputs", False))  # (under autograd: if it says so)
     one_read = off is None or op.name in chosen.reset_ops or offsets is None
     # (an implementation with ``defer_checks`` gets them made after its launches: ``_nonfinite.Deferred``)
     defer = off is None and not own and getattr(chosen.implementation(op.name), "defer_checks", False)

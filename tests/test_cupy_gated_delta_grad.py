@@ -126,12 +126,14 @@ class TwinOps(Twin):
     """The twins of gd_scan (``Twin``), gd_scan_bwd (``gd_scan_bwd``, below) and gd_forms_bwd
     (``torch_forms_backward``)."""
 
-    def gd_forms_bwd(self, cfg, *arrays_and_ints, x1=False):
+    def gd_forms_bwd(self, cfg, *arrays_and_ints, x1=False, dlw=None):
         arrays, p = arrays_and_ints[:18], arrays_and_ints[22]  # (.., T, DK, DV, L, p, F, n, BH)
         got = torch_forms_backward(cfg.CH, p, *[torch.from_numpy(x) for x in arrays[:6]],
                                    [torch.from_numpy(x) for x in arrays[6:12]])
         for out, g in zip(arrays[12:], got):
             out[...] = g.numpy()
+        if dlw is not None:
+            arrays[17] += dlw
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L,
                     p, F, n, n_old, NLC, merge_last, BH, x1=False):
@@ -351,6 +353,45 @@ def test_backend_forward_takes_the_training_path(monkeypatch):
     assert_close(st2.tensors["levels"].detach().numpy(), st_api.tensors["levels"], F64, what="state")
 
 
+@pytest.mark.parametrize("answers, special", [(True, None), (True, np.nan), (False, None)])
+def test_kernel_check_under_grad(answers, special):
+    """Inputs that require grad: the prologue hands an implementation with ``checks_grad_inputs`` (the cupy
+    forward: its training path's gd_forms answers) a ``KernelCheck`` as ``check=`` (a set flag: the call again,
+    sanitised, without it); without the attribute, none (its own checks, as before s19g16). CPU torch tensors
+    checked as CUDA ones, the array-API implementation standing in; outputs and gradients the ordinary call's."""
+    from unittest import mock
+
+    from lsattn import _nonfinite, backends
+    from lsattn.gated_delta import _forward
+
+    arrays = [torch.as_tensor(x) for x in make(3, (2,), 40, 4, 3)]
+    if special is not None:
+        arrays[1][0, 17] = special
+    want = lsattn.loglinear_gated_delta(*arrays, backend="array_api")
+    calls = []
+
+    def impl(*a, check=None):
+        calls.append(type(check).__name__)
+        if check is not None:
+            check._wait = lambda: int(special is not None)  # what pointer() / launched() arrange on a GPU
+        return _forward(*a)
+
+    impl.checks_inputs = True
+    if answers:
+        impl.checks_grad_inputs = True
+    xs = [x.clone().requires_grad_(True) for x in arrays]
+    with mock.patch.object(_nonfinite, "_cuda_checks", lambda xp, arrays: True), \
+            mock.patch.object(backends.Backend, "implementation", lambda self, name, **kw: impl):
+        got = lsattn.loglinear_gated_delta(*xs, backend="array_api")
+    assert calls == (["KernelCheck"] + (["NoneType"] if special is not None else []) if answers else ["NoneType"]), calls
+    ok = ~torch.isnan(want)
+    assert torch.equal(torch.isnan(got.detach()), ~ok)
+    assert_close(got.detach()[ok].numpy(), want[ok].numpy(), F64)
+    if special is None:
+        got.sum().backward()
+        assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in xs)
+
+
 class EmulatedOps(Emulated):
     """``ops`` whose gd_scan, gd_scan_bwd and gd_forms_bwd run the kernels' CUDA sources on the CPU
     (``cuda_emu_gd_forms_bwd.cpp``), built with g++ once per session and (compute type, CH, DKP)."""
@@ -360,14 +401,17 @@ class EmulatedOps(Emulated):
     extra = {}  # gated_delta_bwd.cu's switches of a timing build (name -> value)
 
     def _lib(self, cfg):
-        return emulation("cuda_emu_gd_forms_bwd.cpp", {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP, **self.extra},
+        defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP} | ({"TI_BF16": 1} if cfg.half == "bf16" else {}) | self.extra
+        return emulation("cuda_emu_gd_forms_bwd.cpp", defines,
                          {"KERNEL": scan_source(), "BWD_KERNEL": cupy_source("gated_delta_bwd.cu"),
                           "FORMS_BWD_KERNEL": cupy_source("gated_delta_forms_bwd.cu")})
 
-    def gd_forms_bwd(self, cfg, *arrays_and_ints, x1=False):
+    def gd_forms_bwd(self, cfg, *arrays_and_ints, x1=False, dlw=None):
         arrays, (T, DK, DV, L, p, F, n, BH) = arrays_and_ints[:18], arrays_and_ints[18:]
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
-        self._lib(cfg).run_forms_bwd(*self._ptrs(arrays), *ints, ctypes.c_int(n), ctypes.c_int(BH),
+        opt = None if dlw is None else dlw.ctypes.data_as(ctypes.c_void_p)
+        ptrs = self._ptrs(arrays[:6]) + self._ptrs(arrays[6:12]) + self._ptrs(arrays[12:])  # (bf16: inputs, outputs int16)
+        self._lib(cfg).run_forms_bwd(*ptrs, opt, *ints, ctypes.c_int(n), ctypes.c_int(BH),
                                      ctypes.c_uint(cfg.smem("gd_forms_bwd")), ctypes.c_int(int(x1)))
 
     def gd_scan_bwd(self, cfg, *arrays_and_ints, x1=False):
@@ -431,7 +475,7 @@ def test_kernel_sources_emulated_on_cpu(dtype, dk, dv, C, P, T, x1):
 @pytest.mark.parametrize("x1, P, T, dv", [(True, 0, 150, 16), (False, 37, 150, 16), (True, 37, 140, 20)])
 def test_scan_bwd_emulated_two_slots_a_pass(x1, P, T, dv):
     """gd_scan_bwd's CUDA source on the CPU with session 19's switches (GDB_G, GDB_GF: two slots of a chunk a pass;
-    GDB_MG: the merges' loads first; GDB_CB: a chunk's boundary; GDB_LA: lambda a pass ahead) bit-equal to the build
+    GDB_MG: the merges' loads first; GDB_CB: a chunk's boundary, 2: in the 1xTF32 build too; GDB_LA: lambda a pass ahead) bit-equal to the build
     without them (all 0, G 1; dlambda, whose atomicAdd order
     differs where two incoming slots read one level, within 1e-6 of max), and within F32 / X1 of the NumPy twin (so is
     GDB_DS2, dS's products in two accumulators):
@@ -456,13 +500,13 @@ def test_scan_bwd_emulated_two_slots_a_pass(x1, P, T, dv):
             r(BH, n, C, dv))
     outs = {}
     off = {"GDB_G": 1, "GDB_GF": 1, "GDB_MG": 0, "GDB_CB": 0, "GDB_LA": 0}
-    for name, extra in {"new": {}, "off": off, "gf2": {"GDB_GF": 2}, "ds2": {"GDB_DS2": 1, "GDB_GF": 2}}.items():
+    for name, extra in {"new": {}, "off": off, "gf2": {"GDB_GF": 2}, "cb2": {"GDB_CB": 2}, "ds2": {"GDB_DS2": 1, "GDB_GF": 2}}.items():
         ops = EmulatedOps()
         ops.extra = extra
         outs[name] = gdb.scan_backward(ops, sc, *args)
     twin = gdb.scan_backward(TwinOps(), sc, *[None if x is None else x.astype(np.float64) for x in args])
     for j, what in enumerate(["dqe", "dek", "dph", "dH", "dg", "dlam", "dold"][:6 + bool(P)]):
-        for b in ("new", "gf2"):
+        for b in ("new", "gf2", "cb2"):
             if what == "dlam":
                 assert_close(outs[b][j], outs["off"][j], 1e-6, what=f"{what} {b}")
             else:
@@ -502,6 +546,101 @@ def test_forms_bwd_kernel_emulated_matches_twin(dtype, C, dk, dv, T, P, L, x1):
     for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], got, want):
         assert g.dtype == dt
         assert_close(g, w.numpy(), tol, what=f"{name} {dtype} C={C} T={T} P={P} L={L}")
+
+
+@pytest.mark.parametrize("C, dk, dv, T, P, L, x1", [
+    (64, 64, 33, 70, 100, 8, True),   # bfloat16 callers' build: tensor cores (1xTF32), 8-byte bf16 tile loads
+    (16, 5, 40, 45, 21, 9, False),    # FFMA register tiles, element loads (d_k = 5), two value passes
+])
+def test_forms_bwd_bf16_emulated_equals_float32_rounded(C, dk, dv, T, P, L, x1):
+    """gd_forms_bwd's TI_BF16 build (GRAD_BF16: bfloat16 inputs as they are, gradients written in bfloat16,
+    dk's partial sums kept across dk's and dq's halves, lam's float32 gradient ``dlw`` added into dlam) equals
+    the float32 build on the widened inputs, dlam + dlw, rounded to nearest even: bit for bit."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from lsattn.backends.cupy._arrays import narrow, widen
+
+    rng = np.random.default_rng(C + T)
+    arrays = list(make(C + dk, (2,), T, dk, dv, keys="raw", key_scale=0.5))
+    arrays[3][..., [3, T - 5]] = [-1e6, -np.inf]  # hard resets inside chunks
+    arrays[4][..., 7] = 0.0
+    arrays[5] = rng.standard_normal((2, T, L))
+    pats = [narrow(np, np.ascontiguousarray(x, dtype=np.float32), "bf16") for x in arrays]  # bfloat16 patterns (int16)
+    wide = [widen(np, x, "bf16") for x in pats]
+    cfg = make_config("float", dk, 16, C)
+    lay = chunk_layout(P, T, C)
+    n = lay.n_chunks
+    shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    dlw = rng.standard_normal((2, T, L)).astype(np.float32)
+    ops = EmulatedOps()
+    got = gdb.forms_backward(ops, gdb.Scan(cfg, T, P, lay.first_chunk, n, 1, False, x1, "bf16"), *pats, grads, dlw)
+    want = list(gdb.forms_backward(ops, gdb.Scan(cfg, T, P, lay.first_chunk, n, 1, False, x1), *wide, grads))
+    want[5] = want[5] + dlw
+    for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], got, want):
+        assert g.dtype == np.int16 and np.isfinite(w).all(), name
+        assert np.array_equal(g, narrow(np, w, "bf16")), f"{name} C={C} x1={x1}"
+
+
+def test_bf16_training_path_emulated_on_cpu():
+    """The bfloat16 training path (GRAD_BF16) through ``differentiable`` on the kernels' CUDA sources on the CPU:
+    gd_forms reading bfloat16 (its TI_BF16 build, lam's float32 copy for the scan), gd_scan / gd_scan_bwd_x1 in
+    float32, gd_forms_bwd_x1's TI_BF16 build; bfloat16 gradients against float64 autograd of the reference on the
+    same inputs within BF16 (the bound of the GPU test), the float32 output within X1; an incoming state."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from test_cupy_gated_delta import Emulated
+
+    P, T, C, dk, dv = 21, 40, 16, 20, 17
+    arrays = make(8, (2,), P + T, dk, dv, keys="raw", key_scale=0.5)
+    arrays[3][..., [10, P + T - 20]] = [-1e3, -1e6]
+    arrays = [torch.tensor(x).to(torch.bfloat16).double().numpy() for x in arrays]  # the rounded inputs are the reference's
+    do = np.random.default_rng(9).standard_normal((2, T, dv))
+    prefix, cont = _sl(arrays, 0, P), _sl(arrays, P, P + T)
+    _, st0 = lsattn.loglinear_gated_delta(*prefix, return_state=True, backend="array_api")
+    old = st0.tensors["levels"].astype(np.float32).astype(np.float64)
+
+    class Ops(EmulatedOps):
+        def gd_forms(self, cfg, *args, **kw):  # the CUDA source of gd_forms (cuda_emu_gd_forms.cpp)
+            return Emulated().gd_forms(cfg, *args, **kw)
+
+    ops = Ops()
+
+    @contextlib.contextmanager
+    def emulated(like):
+        def to_cp(x):
+            return (x.view(torch.int16).numpy(), "bf16") if x.dtype == torch.bfloat16 else (x.numpy(), "")
+
+        def back(x, half):
+            t = torch.from_numpy(np.ascontiguousarray(x))
+            return t.view(torch.bfloat16) if half == "bf16" else t
+
+        yield to_cp, back, ops
+
+    seen = []
+
+    def ours(*xs):
+        xs = [x.to(torch.bfloat16) for x in xs[:6]] + [x.float() for x in xs[6:]]
+        for x in xs[:6]:
+            x.register_hook(lambda g: seen.append(g.dtype))
+        return gdb.differentiable(*xs[:6], C, P, xs[6], context=emulated, x1=True).double()
+
+    got, out = _grads(ours, cont + [old], do)
+    assert seen == [torch.bfloat16] * 6  # the input gradients as gd_forms_bwd wrote them
+
+    def reference(*xs):
+        full = [torch.cat([torch.tensor(x0), x], dim=-1 if x.ndim == 2 else -2) for x0, x in zip(prefix, xs)]
+        return ref.loglinear_gated_delta(*full)[..., P:, :]
+
+    want, want_out = _grads(reference, cont, do)
+
+    def api(lv, *xs):
+        state = State("loglinear_gated_delta", P, (2,), dk, dv, torch.float64, {"levels": lv})
+        return lsattn.loglinear_gated_delta(*xs, chunk_size=C, state=state, backend="array_api")
+
+    want.append(_grads(api, [old] + cont, do)[0][0])
+    assert_close(out, want_out, X1, what="out")
+    check(got, want, out, do, BF16, "bf16 emulated", P)
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
@@ -569,3 +708,36 @@ def test_gpu_return_state_under_grad():
     assert_close(out.detach().cpu().numpy(), out2.detach().cpu().numpy(), F64)
     (out.sum() + st1.tensors["levels"].sum()).backward()
     assert all(torch.isfinite(x.grad).all() for x in xs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gpu_training_check_answered_by_gd_forms(dtype, monkeypatch):
+    """Under autograd the prologue's finiteness check is a ``KernelCheck`` that gd_forms answers
+    (``forward.checks_grad_inputs``: no pass of the prologue's own over finite inputs); a NaN value still gives
+    the output the call without grad gives (the check fails, the call computes again sanitised)."""
+    _cuda(torch)
+    from lsattn import _nonfinite, _prologue
+
+    made = []
+
+    def spy(*args, **kw):
+        made.append(_nonfinite.kernel_checks(*args, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(_prologue, "kernel_checks", spy)
+    td = getattr(torch, dtype)
+    xs = [torch.tensor(x, device="cuda").to(td).requires_grad_(True) for x in make(7, (1, 2), 200, 64, 64)]
+    out = lsattn.loglinear_gated_delta(*xs)
+    assert len(made) == 1 and isinstance(made[0], _nonfinite.KernelCheck) and made[0]._wait is not None
+    assert made[0].finite
+    out.float().sum().backward()
+    assert all(x.grad is not None and x.grad.dtype == td for x in xs)
+    bad = [x.detach().clone() for x in xs]
+    bad[2][0, 1, 50, 3] = float("nan")
+    got = lsattn.loglinear_gated_delta(*[x.requires_grad_(True) for x in bad]).detach().double()
+    want = lsattn.loglinear_gated_delta(*[x.detach() for x in bad]).double()
+    assert not made[-1].finite
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
+    ok = ~torch.isnan(want)
+    assert_close(got[ok].cpu().numpy(), want[ok].cpu().numpy(), F32 if dtype == "float32" else BF16, what=dtype)

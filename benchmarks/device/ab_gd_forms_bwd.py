@@ -133,7 +133,7 @@ for T in Ts:
     times = {}
     for name, (fn, smem) in builds.items():
         o = [cupy.empty_like(x) for x in (q, k, v, a, beta, lam)]
-        args = (q, k, v, a, beta, lam, *grads, *o, np.int32(T), np.int32(DK), np.int32(DV), np.int32(L), np.int64(0),
+        args = (q, k, v, a, beta, lam, *grads, *o, np.uint64(0), np.int32(T), np.int32(DK), np.int32(DV), np.int32(L), np.int64(0),
                 np.int64(lay.first_chunk), np.int32(n))
 
         times[name] = ms(lambda: fn((n, BH), (256,), args, shared_mem=smem), reps)

@@ -36,9 +36,15 @@ def configs(op):
             if fits(ta, dk, dv) and not (tc and ta == "double") and not (half and ta == "double"):
                 out.append(config(ta, dk, dv, ch, tc, half))
         return list(dict.fromkeys(out))
-    if op == "gated_delta_bwd":  # the training path: float32 (16-bit inputs widened) / float64, the chunk as asked
-        return list(dict.fromkeys(cc.make_config(ta, dk, 16, ch) for ta, (dk, _), ch in
-                                  itertools.product(["float", "double"], DIMS, [16, 32, 64])))
+    if op == "gated_delta_bwd":  # the training path: float32 (float16 inputs widened) / float64, the chunk as asked;
+        # bfloat16 inputs (GRAD_BF16): gd_forms_bwd's TI_BF16 build (gated_delta_bwd.Scan.fcfg)
+        import dataclasses
+
+        for ta, (dk, _), ch, half in itertools.product(["float", "double"], DIMS, [16, 32, 64], ["", "bf16"]):
+            if not (half and ta == "double"):
+                cfg = cc.make_config(ta, dk, 16, ch)
+                out.append(dataclasses.replace(cfg, half=half, tc=False) if half else cfg)
+        return list(dict.fromkeys(out))
     if op == "hierarchical":  # loglinear_log_attention: its own chunk choice (16, 32, 64)
         from lsattn.backends.cupy.hierarchical import config
 

@@ -91,7 +91,8 @@ column-shifted reverse state, 16-bit inputs from float32 copies and the float32 
 forward run once in float32 for calls that record the backward; non-causal:
 ``exp_kernel.backward_noncausal``, CuPy array operations on the one summary), and
 ``loglinear_gated_delta``: its training path runs ``gd_forms`` in a ``torch.autograd.Function``
-whose backward is the kernel ``gd_forms_bwd`` recomputing from the saved inputs (``forms_backward``), and
+whose backward is the kernel ``gd_forms_bwd`` recomputing from the saved inputs (``forms_backward``; bfloat16
+inputs read as they are by both, their gradients written in bfloat16: ``gated_delta.GRAD_BF16``), and
 wraps the chunk scan in a second ``torch.autograd.Function`` whose backward,
 ``gd_scan_bwd`` (``gated_delta_bwd.py`` + ``gated_delta_bwd.cu``), is a reverse scan over the
 chunks with adjoint level states (gradients of ``qeff``, ``phi``, ``e^G K``, ``H``, the chunk

@@ -28,11 +28,18 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from . import exp_kernel as _ek, loglinear as _ll
 from ._arrays import inputs, on_gpu
 from ._compile import grad_tc
 
 __all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_forms", "apply_gated_delta_scan"]
+
+#: the Gated DeltaNet scan's forward adds its level reads into gd_forms' intra output in place (a forms output
+#: that nothing saves: its gradient is the output's; the scan's output shares its memory) instead of into a copy of
+#: it (False: the copy, for A/B timing; s19g16)
+SCAN_IN_PLACE = True
 
 
 @functools.lru_cache(maxsize=None)
@@ -157,7 +164,7 @@ def _gd_function():
             xs = [None if x is None else x.detach().contiguous() for x in (qe, ek, ph, H, g, lam, intra, old)]
             with context(qe) as (to_cp, back, ops):
                 cps = [None if x is None else to_cp(x)[0] for x in xs]
-                out = back(_gdb.scan(ops, sc, *cps), "")
+                out = back(_gdb.scan(ops, sc, *cps, in_place=SCAN_IN_PLACE), "")
             ctx.save_for_backward(*xs[:6], xs[7])
             ctx.sc, ctx.context = sc, context
             return out
@@ -173,14 +180,23 @@ def _gd_function():
             return dqe, dek, dph, dH, dg, dlam, dout, dold, None, None
 
     class GatedDeltaForms(torch.autograd.Function):
-        """The WY forms of ``loglinear_gated_delta`` (``gd_forms``) and their backward (``forms_backward``)."""
+        """The WY forms of ``loglinear_gated_delta`` (``gd_forms``) and their backward (``forms_backward``).
+        bfloat16 inputs (``sc.half``): read as they are (saved as they are), the forms in float32 and, a
+        seventh output, gd_forms' float32 copy of lam (the scan's), whose gradient gd_forms_bwd adds into lam's;
+        the input gradients in bfloat16, rounded once by gd_forms_bwd."""
 
         @staticmethod
-        def forward(ctx, q, k, v, a, beta, lam, sc, context):
-            xs = [x.detach().contiguous() for x in (q, k, v, a, beta, lam)]
+        def forward(ctx, q, k, v, a, beta, lam, sc, context, check):
+            # (bfloat16: 16-byte aligned, as ``_arrays.inputs`` keeps them for gd_forms' tensor-core tiles)
+            xs = [_aligned(x.detach().contiguous(), sc.half) for x in (q, k, v, a, beta, lam)]
             with context(q) as (to_cp, back, ops):
-                outs = _gd.forms(ops, sc.cfg, *[to_cp(x)[0] for x in xs], sc.p)
-                outs = tuple(back(x, "") for x in outs)
+                cps = [to_cp(x)[0] for x in xs]
+                lamw = ops.xp.empty(cps[5].shape, dtype=ops.xp.float32) if sc.half else None
+                bad = None if check is None else np.uint64(check.pointer())
+                outs = _gd.forms(ops, sc.fcfg, *cps, sc.p, lamw, bad)
+                if check is not None:  # the prologue's finiteness check, answered by gd_forms
+                    check.launched()
+                outs = tuple(back(x, "") for x in outs + (() if lamw is None else (lamw,)))
             ctx.save_for_backward(*xs)
             ctx.sc, ctx.context = sc, context
             return outs
@@ -188,19 +204,27 @@ def _gd_function():
         @staticmethod
         def backward(ctx, *grads):
             xs = ctx.saved_tensors
+            sc = ctx.sc
             with ctx.context(xs[0]) as (to_cp, back, ops):
                 cps = [to_cp(x)[0] for x in xs]
-                gs = [None if g is None else to_cp(g.contiguous())[0] for g in grads]
-                back_grads = tuple(back(x, "") for x in _gdb.forms_backward(ops, ctx.sc, *cps, gs))
-            return back_grads + (None, None)
+                gs = [None if g is None else to_cp(g.contiguous())[0] for g in grads[:6]]
+                dlw = to_cp(grads[6].contiguous())[0] if len(grads) > 6 and grads[6] is not None else None
+                back_grads = tuple(back(x, sc.half) for x in _gdb.forms_backward(ops, sc, *cps, gs, dlw))
+            return back_grads + (None, None, None)
 
     return GatedDeltaScan, GatedDeltaForms
 
 
-def apply_gated_delta_forms(sc, q, k, v, a, beta, lam, context=None):
+def _aligned(x, half):
+    """``x``, or a copy of a bfloat16 ``x`` whose data is not 16-byte aligned."""
+    return x.clone() if half == "bf16" and x.data_ptr() % 16 else x
+
+
+def apply_gated_delta_forms(sc, q, k, v, a, beta, lam, context=None, check=None):
     """``gd_forms`` on (BH, T, ..) torch tensors -> (qeff, eGK, phi, H, g, intra) chunked
-    (``gated_delta.forms``), differentiable through ``gated_delta_bwd.forms_backward``."""
-    return _gd_function()[1].apply(q, k, v, a, beta, lam, sc, context or on_gpu)
+    (``gated_delta.forms``), and lam in float32 (BH, T, L) after them for bfloat16 inputs (``sc.half``),
+    differentiable through ``gated_delta_bwd.forms_backward``; check: a ``KernelCheck`` gd_forms answers, or None."""
+    return _gd_function()[1].apply(q, k, v, a, beta, lam, sc, context or on_gpu, check)
 
 
 def apply_gated_delta_scan(sc, qe, ek, ph, H, g, lam, intra, old, context=None):

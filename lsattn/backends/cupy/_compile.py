@@ -440,14 +440,15 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_forms_bwd(self, cfg, q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV,
-                     L, p, F, n, BH, x1=False):
+                     L, p, F, n, BH, x1=False, dlw=None):
         """The backward of the WY forms (gated_delta_forms_bwd.cu): the (BH, T, ..) gradients of the
         inputs from those of gd_forms' outputs (chunked), one block per (chunk, sequence); x1: its
-        1xTF32 build (gd_forms_bwd_x1, bfloat16 callers)."""
+        1xTF32 build (gd_forms_bwd_x1, bfloat16 callers); cfg.half 'bf16': the inputs and their gradients
+        as bfloat16 patterns; dlw (BH, T, L) compute type or None: a gradient of lam added into dlam."""
         fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_forms_bwd_x1" if x1 else "gd_forms_bwd")
         fn((n, BH), block,
-           (q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, self._i(T), self._i(DK),
-            self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)),
+           (q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, self._p(dlw), self._i(T),
+            self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)),
            shared_mem=smem)
 
     def _raw(self, op, cfg, name, grid, ptrs, scalars, tail=()):

@@ -106,8 +106,9 @@ COARSE_GROUP_PERIODS = 64
 T3FILL = True
 #: with T3FILL, the grouped form's levels >= 5 over supergroups of 16 periods (the top chain at 32K 31 -> 7 steps; a second
 #: launch of gd_cgroup over the groups' transfers and keys; gd_tier3 folds a period's P'_j too; False: over groups, for
-#: A/B timing; s19c16)
-SUPERGROUPS = True
+#: A/B timing; s19c16. Off: on the H200 it made the scan slower, 32K bf16 1.595 -> 1.673 ms, float32 2.654 -> 2.817;
+#: NOTES "Session 20 — lead")
+SUPERGROUPS = False
 
 
 def popsum(p):
@@ -262,10 +263,13 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
         # torch autograd: gd_forms / forms_backward, the scan through gd_scan / gd_scan_bwd
         # (gated_delta_bwd.py); a returned state (whose gradient the kernels do not compute): the
         # array-API formulation on the same device, differentiated by torch
-        # (16-bit inputs: in float32, a cast torch differentiates)
+        # (16-bit inputs: in float32, a cast torch differentiates; bfloat16 ones on the kernel path with
+        # GRAD_BF16: as they are, gd_forms / gd_forms_bwd read them and write their gradients)
         import torch
 
-        args = [x if x.dtype in (torch.float32, torch.float64) else x.float() for x in (q, k, v, log_decay, beta, level_weights)]
+        bf = GRAD_BF16 and q.dtype == torch.bfloat16 and not return_state
+        args = [x if bf or x.dtype in (torch.float32, torch.float64) else x.float()
+                for x in (q, k, v, log_decay, beta, level_weights)]
         if return_state:
             from ...gated_delta import _forward
 
@@ -273,7 +277,7 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
         from .gated_delta_bwd import differentiable
 
         old = None if (state is None or p == 0) else state.tensors["levels"]
-        return differentiable(*args, chunk_size, p, old, x1=q.dtype == torch.bfloat16), None
+        return differentiable(*args, chunk_size, p, old, x1=q.dtype == torch.bfloat16, check=check), None
     if TORCH_DIRECT and T > 0 and state is None and not return_state and array_kind(q) == "torch":
         out = _torch_call(q, k, v, log_decay, beta, level_weights, chunk_size, check)
         if out is not None:
@@ -371,6 +375,10 @@ class _Direct:
         return _launch(op, self.dev, cfg, name)
 
 
+#: bfloat16 inputs under autograd reach gd_forms and gd_forms_bwd as they are (``gated_delta_bwd.differentiable``:
+#: no float32 copies of the inputs made or saved, the input gradients written in bfloat16 by gd_forms_bwd, lam's
+#: float32 copy for the scan from gd_forms); False: widened to float32 by torch casts (for A/B timing; s19g16)
+GRAD_BF16 = True
 #: CUDA torch tensors without state take ``_torch_call`` (False: the CuPy views, as every other call; for A/B timing)
 TORCH_DIRECT = True
 #: ``_torch_call`` launches through the driver with prebuilt argument blocks (``_rawlaunch``; False: CuPy's
@@ -453,3 +461,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
 
 #: the prologue passes ``check=`` (a ``KernelCheck``) instead of reading the inputs' extrema itself
 forward.checks_inputs = True
+#: ... under autograd too (the training path's gd_forms answers it; a path that does not, the array-API one of
+#: ``return_state``, leaves it to the prologue's fallback); False: the prologue's own pass over the inputs under
+#: autograd, for A/B timing (read at every call; s19g16)
+forward.checks_grad_inputs = True

@@ -97,7 +97,9 @@ constexpr int GDB_SET = 2 * DKP * GDB_LS + 3 * CH * GDB_LW, GDB_NS2 = GDB_TC && 
 // GDB_CB (session 19): a chunk's boundary in fewer round trips (TC, one set of chunk tiles, GDB_MG, GDB_PF): the
 // first pass's slots fetched before the merges' stores (the merged ones taken from the merge's registers: its rows are
 // the fetch's), phase 1's next tile copies issued before its merge and no barrier after it, e^g and dout loaded before
-// the copies' wait. GDB_LA (session 19, TC): the read weights lambda of a pass's rows loaded a pass ahead.
+// the copies' wait. 1: in gd_scan_bwd (3xTF32) only, 2: in gd_scan_bwd_x1 too (H200, session 20: 3xTF32 32K 26.45 ->
+// 25.64 ms with it, but 1xTF32 15.93 -> 16.33). GDB_LA (session 19, TC): the read weights lambda of a pass's rows
+// loaded a pass ahead.
 #ifndef GDB_CB
 #define GDB_CB 1
 #endif
@@ -302,7 +304,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     }
     if (GDB_TC && GDB_NB == 2 && n > 1) issue(0, false);
     static_assert(EPT == RB, "a thread's fetch rows are its merge rows");
-    constexpr bool CB1 = GDB_CB && GDB_TC && GDB_NB == 1 && MG && GDB_PF;
+    constexpr bool CB1 = (GDB_CB == 2 || (GDB_CB == 1 && !X1)) && GDB_TC && GDB_NB == 1 && MG && GDB_PF;
     ta rS[GG][EPT];
     int ss[GG], s = NS, sn = NS;
     if (CB1 && n > 1 && !(GDB_ABL & 2)) {  // chunk 0's tiles and first pass (CB1: the later chunks' before each merge)
@@ -502,7 +504,8 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     }
 
     // ---- phase 2: the reverse scan ----
-    constexpr bool CB2 = GDB_CB && GDB_TC && MG && GDB_PF, LP = GDB_LA && GDB_TC, DS2 = GDB_DS2 && GDB_TC;
+    constexpr bool CB2 = (GDB_CB == 2 || (GDB_CB == 1 && !X1)) && GDB_TC && MG && GDB_PF;
+    constexpr bool LP = GDB_LA && GDB_TC, DS2 = GDB_DS2 && GDB_TC;
     if (GDB_TC && GDB_NB == 2) issue(n - 1, true);
     for (int j = n - 1; j >= 0; --j) {
         const i64 c = F + j, cj = bh * n + j;

@@ -40,7 +40,8 @@ class Scan:
     """The static arguments of one scan: the compiled variant, the call's length and offset, its
     first absolute chunk, chunk count, chunk-level slots and whether the last chunk merges; x1: the
     backward's float32 products in 1xTF32 (``gd_forms_bwd_x1``, ``gd_scan_bwd_x1``: bfloat16 callers, whose
-    gradients keep 8 bits)."""
+    gradients keep 8 bits); half 'bf16': the forms' inputs are bfloat16 as they are (``gd_forms`` and
+    ``gd_forms_bwd`` read them, the input gradients written in bfloat16; the scan in float32 as ever)."""
 
     cfg: object
     T: int
@@ -50,17 +51,25 @@ class Scan:
     NLC: int
     merge_last: bool
     x1: bool = False
+    half: str = ""
+
+    @property
+    def fcfg(self):
+        """The forms' variant (gd_forms, gd_forms_bwd): ``cfg`` reading 16-bit inputs where ``half`` says
+        (``gated_delta._config``'s, the inference path's: the same compiled gd_forms)."""
+        return dataclasses.replace(self.cfg, half=self.half, tc=False) if self.half else self.cfg
 
 
-def scan(ops, sc, qe, ek, ph, H, g, lam, intra, old):
-    """The forward scan on arrays of ``ops.xp`` (inputs unchanged).
+def scan(ops, sc, qe, ek, ph, H, g, lam, intra, old, in_place=False):
+    """The forward scan on arrays of ``ops.xp`` (inputs unchanged; ``in_place``: the reads added into ``intra``
+    itself, which is returned).
 
     qe, ek (BH, n, C, d_k), ph (BH, n, d_k, C), H (BH, n, d_k, d_v), g (BH, n), lam (BH, T, L),
     intra (BH, n, C, d_v) the intra-chunk output, old (BH, n_old, d_k, d_v) or None
     -> (BH, n, C, d_v): intra + the reads of the chunk-level and incoming slots."""
     xp = ops.xp
     BH, DK, DV = qe.shape[0], qe.shape[-1], intra.shape[-1]
-    out = xp.array(intra, copy=True)
+    out = intra if in_place else xp.array(intra, copy=True)
     lev = xp.zeros((BH, sc.NLC, DK, DV), dtype=qe.dtype)
     n_old = 0 if old is None else old.shape[1]
     oldc = xp.zeros((1,), dtype=qe.dtype) if old is None else xp.array(old, copy=True)
@@ -93,49 +102,60 @@ def scan_backward(ops, sc, qe, ek, ph, H, g, lam, old, dout):
     return dqe, dek, dph, dH, dg, dlam, dS[:, :n_old] if n_old else None
 
 
-def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=False):
+def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=False, check=None):
     """``loglinear_gated_delta``'s output on torch tensors, differentiable through the kernels.
 
     q, k (..., T, d_k), v (..., T, d_v), a, beta (..., T), lam (..., T, L): float32 / float64 torch
-    tensors (CUDA), ``T >= 1``; old (..., n_old, d_k, d_v) the incoming state's levels or None.
-    context: ``_arrays.on_gpu`` (default), or the tests' NumPy twin context; x1: ``gd_forms_bwd_x1`` for the
-    forms' backward (1xTF32 products at C = d_k = 64: the inputs were bfloat16). -> (..., T, d_v)
+    tensors (CUDA), or all bfloat16 (read as they are by gd_forms / gd_forms_bwd, their gradients
+    bfloat16; the output float32), ``T >= 1``; old (..., n_old, d_k, d_v) the incoming state's levels
+    (float32 for bfloat16 inputs) or None. context: ``_arrays.on_gpu`` (default), or the tests' NumPy
+    twin context; x1: ``gd_forms_bwd_x1`` for the forms' backward (1xTF32 products at C = d_k = 64: the
+    inputs were bfloat16); check: a ``lsattn._nonfinite.KernelCheck`` answered by gd_forms, or None.
+    -> (..., T, d_v) in the compute type
 
     The WY forms come from ``gd_forms`` (``_autograd.apply_gated_delta_forms``; nothing of them is
     recorded), their backward is ``forms_backward`` (the kernel ``gd_forms_bwd`` recomputing from the
-    saved inputs); the scan is ``apply_gated_delta_scan``."""
+    saved inputs); the scan is ``apply_gated_delta_scan`` (bfloat16 inputs: on gd_forms' float32 copy
+    of the level weights, whose gradient gd_forms_bwd adds into the level weights')."""
     from ._autograd import apply_gated_delta_forms, apply_gated_delta_scan
 
     ns = _ns(q)
     batch = tuple(q.shape[:-2])
     BH, T, DK, DV, L = math.prod(batch), q.shape[-2], q.shape[-1], v.shape[-1], lam.shape[-1]
+    half = "bf16" if str(q.dtype).endswith("bfloat16") else ""
     cfg = make_config("double" if q.dtype == ns.float64 else "float", DK, 16, chunk_size)
     lay = chunk_layout(p, T, cfg.CH)
     merge_last = (p + T) % cfg.CH == 0
     sc = Scan(cfg, T, p, lay.first_chunk, lay.n_chunks, chunk_slots(lay.first_chunk, lay.n_chunks, merge_last), merge_last,
-              x1)
+              x1, half)
     q3, k3, v3 = (ns.reshape(x, (BH, T, x.shape[-1])) for x in (q, k, v))
     a2, b2 = (ns.reshape(x, (BH, T)) for x in (a, beta))
     lam3 = ns.reshape(lam, (BH, T, L))
-    qe, ek, ph, H, g, intra = apply_gated_delta_forms(sc, q3, k3, v3, a2, b2, lam3, context)
+    qe, ek, ph, H, g, intra, *lamw = apply_gated_delta_forms(sc, q3, k3, v3, a2, b2, lam3, context, check)
+    if half:  # the scan reads gd_forms' float32 copy of the level weights
+        lam3 = lamw[0]
     old3 = None if old is None else ns.reshape(old, (BH,) + tuple(old.shape[-3:]))
     out = apply_gated_delta_scan(sc, qe, ek, ph, H, g, lam3, intra, old3, context)
     return ns.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV))
 
 
-def forms_backward(ops, sc, q, k, v, a, beta, lam, grads):
+def forms_backward(ops, sc, q, k, v, a, beta, lam, grads, dlw=None):
     """Gradients of the WY forms (``gated_delta._chunk_forms`` + ``_masked_intra``, as ``gd_forms``
     computes them) by the kernel ``gd_forms_bwd`` (``gated_delta_forms_bwd.cu``, the formulas in its
     header), one block per (chunk, sequence) recomputing the decay table, ``(I + N)^{-1}`` and ``attn``
     from the inputs in shared memory (no (BH, n, C, C) array in global memory).
 
     q, k (BH, T, d_k), v (BH, T, d_v), a, beta (BH, T), lam (BH, T, L): contiguous arrays of ``ops.xp`` in
-    the compute type; grads: those of (qeff, eGK, phi, H, g, intra), chunked as ``forms`` returns them
-    (None: zero) -> (dq, dk, dv, da, dbeta, dlam) shaped as the inputs."""
+    the compute type (``sc.half`` 'bf16': bfloat16 patterns, 16-byte aligned); grads: those of (qeff, eGK, phi,
+    H, g, intra), chunked as ``forms`` returns them (None: zero), in the compute type; dlw (BH, T, L) in the
+    compute type or None: a gradient of lam added into dlam (the scan's, of gd_forms' float32 copy)
+    -> (dq, dk, dv, da, dbeta, dlam) shaped and typed as the inputs."""
     xp = ops.xp
     (BH, T, DK), DV, L, C, n = q.shape, v.shape[-1], lam.shape[-1], sc.cfg.CH, sc.n
+    dt = xp.float64 if sc.cfg.ta == "double" else xp.float32
     shapes = [(BH, n, C, DK), (BH, n, C, DK), (BH, n, DK, C), (BH, n, DK, DV), (BH, n), (BH, n, C, DV)]
-    gs = [xp.zeros(s, dtype=q.dtype) if g is None else xp.ascontiguousarray(g) for g, s in zip(grads, shapes)]
+    gs = [xp.zeros(s, dtype=dt) if g is None else xp.ascontiguousarray(g) for g, s in zip(grads, shapes)]
     outs = [xp.empty(x.shape, dtype=q.dtype) for x in (q, k, v, a, beta, lam)]  # every entry written
-    ops.gd_forms_bwd(sc.cfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1)
+    dlw = None if dlw is None else xp.ascontiguousarray(dlw)
+    ops.gd_forms_bwd(sc.fcfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1, dlw=dlw)
     return tuple(outs)

@@ -234,6 +234,42 @@ __device__ __forceinline__ void fb_cols(const ta (&part)[RN], ta* red, ta* out, 
     __syncthreads();
 }
 
+// 16-bit builds (TI_BF16: gd_forms_bwd_x1 for bfloat16 callers under GRAD_BF16, gated_delta.py): q, k, v, a, beta, lam
+// read as 16-bit patterns, widened exactly (every product and sum as in the float32 build on the widened inputs), and
+// dq, dk, dv, da, dbeta, dlam written rounded once to nearest even (common.cu's st, torch's cast): the float32 build's
+// gradients of the widened inputs cast to the inputs' dtype, bit for bit
+constexpr bool FB_H = sizeof(ti) != sizeof(ta);
+#if defined(TI_BF16) && TI_BF16
+constexpr bool FB_BF16 = true;
+#else
+constexpr bool FB_BF16 = false;
+#endif
+template <typename S>
+__device__ __forceinline__ ta fb_ld(const S* p) {
+    if constexpr (sizeof(S) == sizeof(ta)) return *p;
+    else return ld(p);
+}
+__device__ __forceinline__ void fb_st(ti* p, ta x) {
+    if constexpr (FB_H) st(p, x);
+    else *p = x;
+}
+// dk's partial sums between the three phases that add into it, exactly in ta: FB_H keeps the float32 across dk's and
+// dq's 16-bit entries (the high half in dk, the low half in dq), which the last phase reads before it writes dq (the
+// thread that owns an element of dk owns it, and the same element of dq, in every phase)
+__device__ __forceinline__ void fb_kput(ti* dk, ti* dq, i64 i, ta x) {
+    if constexpr (FB_H) {
+        const unsigned u = __float_as_uint((float)x);
+        dk[i] = (ti)(u >> 16);
+        dq[i] = (ti)(u & 0xffffu);
+    } else {
+        dk[i] = x;
+    }
+}
+__device__ __forceinline__ ta fb_kget(const ti* dk, const ti* dq, i64 i) {
+    if constexpr (FB_H) return (ta)__uint_as_float(((unsigned)dk[i] << 16) | (unsigned)dq[i]);
+    else return dk[i];
+}
+
 // dst[r ld + c] = src(r, c) over an RT x CW tile, by a loop unrolled 4 times; ST (FB_STAGED=1, a timing build): the
 // global loads issued in batches of 16 before their stores (common.cu's staged), measured slower (H200, 8K: 2.49 ms
 // against 2.24; 32K 9.83 against 8.68: the registers of the loads in flight)
@@ -257,21 +293,30 @@ __device__ __forceinline__ void fb_tile(ta* dst, int ld, L src) {
 #ifndef FB_V4
 #define FB_V4 1
 #endif
-template <int RT, int CW>
-__device__ __forceinline__ void fb_copy(ta* dst, int ld, const ta* src, i64 r0, i64 rs, int r_lo, int r_hi, int cols) {
-    if constexpr (FB_V4 && sizeof(ta) == 4 && CW % 4 == 0) {
-        if (rs % 4 == 0 && cols % 4 == 0 && ld % 4 == 0 && reinterpret_cast<unsigned long long>(src) % 16 == 0) {
+// (src: ta, or the 16-bit inputs of a TI_BF16 build: 8 bytes a load, widened exactly)
+template <int RT, int CW, typename S>
+__device__ __forceinline__ void fb_copy(ta* dst, int ld, const S* src, i64 r0, i64 rs, int r_lo, int r_hi, int cols) {
+    if constexpr (FB_V4 && sizeof(ta) == 4 && CW % 4 == 0 && (sizeof(S) == 4 || (sizeof(S) == 2 && FB_BF16))) {
+        if (rs % 4 == 0 && cols % 4 == 0 && ld % 4 == 0 && reinterpret_cast<unsigned long long>(src) % (4 * sizeof(S)) == 0) {
 #pragma unroll 2
             for (int idx = threadIdx.x; idx < RT * CW / 4; idx += NT) {
                 const int r = idx / (CW / 4), c = 4 * (idx % (CW / 4));
                 float4 x = {0.f, 0.f, 0.f, 0.f};
-                if (r >= r_lo && r < r_hi && c < cols) x = *reinterpret_cast<const float4*>(src + (r0 + r) * rs + c);
+                if (r >= r_lo && r < r_hi && c < cols) {
+                    if constexpr (sizeof(S) == 4) {
+                        x = *reinterpret_cast<const float4*>(src + (r0 + r) * rs + c);
+                    } else {  // 4 bfloat16 (element c in the low half of u.x)
+                        const uint2 u = *reinterpret_cast<const uint2*>(src + (r0 + r) * rs + c);
+                        x.x = __uint_as_float(u.x << 16), x.y = __uint_as_float(u.x & 0xffff0000u);
+                        x.z = __uint_as_float(u.y << 16), x.w = __uint_as_float(u.y & 0xffff0000u);
+                    }
+                }
                 *reinterpret_cast<float4*>(dst + r * ld + c) = x;
             }
             return;
         }
     }
-    fb_tile<RT, CW>(dst, ld, [&](int r, int c) { return (r >= r_lo && r < r_hi && c < cols) ? src[(r0 + r) * rs + c] : (ta)0; });
+    fb_tile<RT, CW>(dst, ld, [&](int r, int c) { return (r >= r_lo && r < r_hi && c < cols) ? fb_ld(src + (r0 + r) * rs + c) : (ta)0; });
 }
 
 // The Fenwick level of key s seen from query t inside a chunk: bit_length(t XOR s), 0 when equal.
@@ -356,14 +401,16 @@ __device__ __forceinline__ void fb_solve(const ta* DD, ta* MX, const ta* bt, ta*
 // The arguments of both entry points (gd_forms_bwd, gd_forms_bwd_x1 at the end):
 //   q, k (BH, T, DK); v (BH, T, DV); a, bt (BH, T) log decays, beta; lam (BH, T, L);
 //   dqe, dek (BH, n, CH, DK); dph (BH, n, DK, CH); dHc (BH, n, DK, DV); dgc (BH, n); dI (BH, n, CH, DV);
-//   out: dq, dk (BH, T, DK); dv (BH, T, DV); da, dbeta (BH, T); dlam (BH, T, L) (every level of the call's rows written)
+//   out: dq, dk (BH, T, DK); dv (BH, T, DV); da, dbeta (BH, T); dlam (BH, T, L) (every level of the call's rows written);
+//   (q .. lam and dq .. dlam: ti, 16-bit in TI_BF16 builds; the rest ta)
+//   dlw (BH, T, L) or null: a gradient of lam from elsewhere (the scan's, of gd_forms' float32 copy lamw), added into dlam
 #define FB_PARAMS                                                                                                    \
-    const ta *__restrict__ q, const ta *__restrict__ k, const ta *__restrict__ v, const ta *__restrict__ a,          \
-        const ta *__restrict__ bt, const ta *__restrict__ lam, const ta *__restrict__ dqe, const ta *__restrict__ dek, \
+    const ti *__restrict__ q, const ti *__restrict__ k, const ti *__restrict__ v, const ti *__restrict__ a,          \
+        const ti *__restrict__ bt, const ti *__restrict__ lam, const ta *__restrict__ dqe, const ta *__restrict__ dek, \
         const ta *__restrict__ dph, const ta *__restrict__ dHc, const ta *__restrict__ dgc, const ta *__restrict__ dI, \
-        ta *__restrict__ dq, ta *__restrict__ dk, ta *__restrict__ dv, ta *__restrict__ da, ta *__restrict__ dbeta,   \
-        ta *__restrict__ dlam, int T, int DK, int DV, int L, i64 p, i64 F, int n
-#define FB_ARGS q, k, v, a, bt, lam, dqe, dek, dph, dHc, dgc, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV, L, p, F, n
+        ti *__restrict__ dq, ti *__restrict__ dk, ti *__restrict__ dv, ti *__restrict__ da, ti *__restrict__ dbeta,   \
+        ti *__restrict__ dlam, const ta *__restrict__ dlw, int T, int DK, int DV, int L, i64 p, i64 F, int n
+#define FB_ARGS q, k, v, a, bt, lam, dqe, dek, dph, dHc, dgc, dI, dq, dk, dv, da, dbeta, dlam, dlw, T, DK, DV, L, p, F, n
 
 // The kernel's body (gd_forms_bwd: X1 false, 3xTF32; gd_forms_bwd_x1: 1xTF32 products under FB_TC)
 template <bool X1>
@@ -404,10 +451,10 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     fb_copy<CH, DKP>(sK, FB_LK, k, bh * T + t0, DK, r_in, r_out, DK);
     qtile(sA);
     for (int t = tid; t < CH; t += NT) {
-        va[t] = in(t) ? a[row(t)] : (ta)0;
-        vb[t] = in(t) ? bt[row(t)] : (ta)0;
+        va[t] = in(t) ? fb_ld(a + row(t)) : (ta)0;
+        vb[t] = in(t) ? fb_ld(bt + row(t)) : (ta)0;
     }
-    fb_tile<CH, 8>(lamS, 8, [&](int t, int l) { return (in(t) && l < L) ? lam[row(t) * L + l] : (ta)0; });
+    fb_tile<CH, 8>(lamS, 8, [&](int t, int l) { return (in(t) && l < L) ? fb_ld(lam + row(t) * L + l) : (ta)0; });
     __syncthreads();
     if (tid == 0) {  // e^{G_t}, G_t = a_0 + .. + a_t
         ta s = (ta)0;
@@ -489,7 +536,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return S1[f * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
         fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return sP[f * FB_LC + s]; }, [&](int f, int c) { return S1[f * FB_LV + c]; });
         fb_each(dvv, [&](int s, int c, ta x) {
-            if (in(s) && c0 + c < DV) dv[row(s) * DV + c0 + c] = x;
+            if (in(s) && c0 + c < DV) fb_st(dv + row(s) * DV + c0 + c, x);
         });
         __syncthreads();
     }
@@ -513,7 +560,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
             }
             for (int u = lo; u < hi; ++u) s = fma(sA[t * FB_LC + u] * vb[u], sS[t * FB_LC + u], s);
         }
-        dlam[row(t) * L + l] = s;
+        const i64 at = row(t) * L + l;
+        fb_st(dlam + at, dlw ? s + dlw[at] : s);
     }
     // dK's terms are summed in dk's rows of the call (each element by the one thread that owns it in
     // every phase: no registers held across the phases); dQ's in phase H
@@ -530,9 +578,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
             const ta dqv = sP[t * FB_LK + f];
             const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - vb[t] * de[i][jj];
             const bool ok = in(t) && f < DK;
-            const ta qv = ok ? q[row(t) * DK + f] : (ta)0;
+            const ta qv = ok ? fb_ld(q + row(t) * DK + f) : (ta)0;
             part[i] = fma(qv, dqv, fma(sK[t * FB_LK + f], dev, part[i]));
-            if (ok) dk[row(t) * DK + f] = veG[t] * dev;
+            if (ok) fb_kput(dk, dq, row(t) * DK + f, veG[t] * dev);
         });
         fb_rows(part, red, vdG, false);  // (its barriers: every read of P, dqe is done)
         // d attn (lower), stored as dW = d attn diag(beta); dbeta's first column sums, colsum(W * d attn)
@@ -574,7 +622,10 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
             ta part[R] = {};
             fb_ij<R, CK>([&](int i, int jj, int s, int f) {
                 part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
-                if (in(s) && f < DK) dk[row(s) * DK + f] += veS[s] * dZ[i][jj];
+                if (in(s) && f < DK) {
+                    const i64 at = row(s) * DK + f;
+                    fb_kput(dk, dq, at, fb_kget(dk, dq, at) + veS[s] * dZ[i][jj]);
+                }
             });
             fb_cols(cpart, red, vdb, true);
             fb_rows(part, red, vdS, false);  // (its barriers: every read of dphi is done)
@@ -621,11 +672,14 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_mm<X1>(dQ, 0, whi, dQK, lk);
         fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
         fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
-        fb_each(dQ, [&](int t, int f, ta x) {  // + e^G dqe
-            if (in(t) && f < DK) dq[row(t) * DK + f] = fma(veG[t], dqe[(cj * CH + t) * DK + f], x);
+        fb_each(dK, [&](int t, int f, ta x) {  // (before dq's store: FB_H keeps dk's partial sums' low halves in dq)
+            if (in(t) && f < DK) {
+                const i64 at = row(t) * DK + f;
+                fb_st(dk + at, fb_kget(dk, dq, at) + x);
+            }
         });
-        fb_each(dK, [&](int t, int f, ta x) {
-            if (in(t) && f < DK) dk[row(t) * DK + f] += x;
+        fb_each(dQ, [&](int t, int f, ta x) {  // + e^G dqe
+            if (in(t) && f < DK) fb_st(dq + row(t) * DK + f, fma(veG[t], dqe[(cj * CH + t) * DK + f], x));
         });
     }
     __syncthreads();
@@ -649,8 +703,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         for (int s = 0; s < r; ++s) x += sS[r * FB_LC + s] + vdS[s];
         for (int t = r; t < CH; ++t) x += vdG[t];
         if (in(r)) {
-            da[row(r)] = x;
-            dbeta[row(r)] = vdb[r];
+            fb_st(da + row(r), x);
+            fb_st(dbeta + row(r), vdb[r]);
         }
     }
 }
