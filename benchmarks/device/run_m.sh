@@ -48,9 +48,11 @@ sanitizers() {  # memcheck / racecheck of the small scripts (each call capped at
       set -- $s; c=$(cap $rc); [ "$c" = 0 ] && break
       PYTORCH_CUDA_ALLOC_CONF= timeout "$c" compute-sanitizer --tool racecheck --print-limit 5 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_racecheck_$1.txt" 2>&1
     done ) &
-  ( for s in gd_tier_small gd_small; do  # reads of never-written global memory (session 16: one in gd_tier1)
-      c=$(cap $rc); [ "$c" = 0 ] && break
-      PYTORCH_CUDA_ALLOC_CONF= timeout "$c" compute-sanitizer --tool initcheck --print-limit 10 python3 benchmarks/device/$s.py > "$OUT/log_initcheck_$s.txt" 2>&1
+  # reads of never-written global memory (session 16: one in gd_tier1; session 20: gd_forms' bf16 path, the
+  # hierarchical kernels after s19e17)
+  ( for s in gd_tier_small gd_small "gd_small bf16" hier_small hier_bwd_small; do
+      set -- $s; c=$(cap $rc); [ "$c" = 0 ] && break
+      PYTORCH_CUDA_ALLOC_CONF= timeout "$c" compute-sanitizer --tool initcheck --print-limit 10 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_initcheck_$1${2:+_$2}.txt" 2>&1
     done ) &
 }
 report() {
