@@ -442,6 +442,7 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C):
         return (lambda *a, **k: launched.append(name) or fn(*a, **k)), block, smem
 
     monkeypatch.setattr(Emulated, "_tk", tk)
+    monkeypatch.setattr(cgd, "SUPERGROUPS", True)  # (off by default since session 20: slower on the H200)
     arrays = make(11, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="mixed", resets=True)
     half = "bf16" if dtype == "bfloat16" else ""
     if half:
