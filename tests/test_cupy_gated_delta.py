@@ -620,6 +620,55 @@ def test_forms_check_and_level_weights_emulated(emulated, half, ta, T, p, dk, dv
             assert flag(xs)[0] == 1, (i, val, idx)
 
 
+@pytest.mark.parametrize("half, T, p, dk, dv, C", [("bf16", 50, 0, 64, 64, 64), ("bf16", 301, 0, 40, 100, 64),
+                                                   ("bf16", 70, 45, 20, 19, 16), ("", 77, 3, 33, 20, 32)])
+def test_forms_reads_only_inputs_emulated(emulated, half, T, p, dk, dv, C):
+    """gd_forms reads no element outside its inputs (issue 16: initcheck's reports of uninitialized 8-byte reads in its
+    bf16 Q / K tile loads, s20h, were of rows in [0, T): filtered runs): each (BH, T, ..) input placed between NaN
+    guards of 8 x 64 rows of 128 columns (16-byte aligned), every output and lamw NaN-filled before the launch, give the
+    outputs of the zero-guarded, zero-filled call bit for bit, the flag clear (a NaN read anywhere would set it: every
+    read is folded into it). The 16-bit tiles with V by cp.async (d = 64), d_k padded and V by 4-element loads (d_v
+    100), the FFMA tiles at an unaligned offset (the first chunk's rows before the call), float32. Control: q's
+    pointer one row early (row 0 of sequence 0 in the guard) sets the flag."""
+    G = 8 * 64 * 128
+    if half:
+        arrays = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in make(11, (2,), T, dk, dv, offset=p)]
+        nan = np.uint16(0x7FC0)
+    else:
+        arrays = [x.astype(np.float32) for x in make(11, (2,), T, dk, dv, offset=p)]
+        nan = np.float32(np.nan)
+    cfg = make_config("float", dk, 16, C)
+    if half:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, half=half, tc=False)
+    lay = chunk_layout(p, T, C)
+    n, L = lay.n_chunks, arrays[5].shape[-1]
+
+    def call(poison, shift=0):
+        ins, bufs = [], []
+        for i, x in enumerate(arrays):
+            buf = np.full(x.size + 2 * G, nan if poison else 0, dtype=x.dtype)
+            buf[G:G + x.size] = x.ravel()
+            lo = G - (shift if i == 0 else 0)
+            ins.append(buf[lo:lo + x.size].reshape(x.shape))
+            bufs.append(buf)
+        assert all(x.ctypes.data % 16 == 0 for x in ins[1:])
+        fill = np.nan if poison else 0.0
+        outs = [np.full(s, fill, np.float32) for s in ((2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv),
+                                                       (2, n), (2, n, C, dv))]
+        lamw = np.full(arrays[5].shape, fill, np.float32) if half else None
+        bad = np.zeros(1, np.int32)
+        emulated.gd_forms(cfg, *ins, *outs, T, dk, dv, L, p, lay.first_chunk, n, 2, lamw, bad)
+        return outs + ([lamw] if half else []), int(bad[0])
+
+    (want, b0), (got, b1) = call(False), call(True)
+    assert b0 == 0 and b1 == 0
+    for x, y, name in zip(want, got, ("qeff", "eGK", "phi", "H", "g", "intra", "lamw")):
+        assert np.isfinite(y).all() and np.array_equal(x, y), name
+    assert call(True, shift=dk)[1] == 1  # the control: a read in the guard shows
+
+
 @given(half=st.sampled_from(["bf16", ""]), T=st.integers(1, 160), p=st.integers(0, 70), dk=st.sampled_from([64, 33, 20]),
        dv=st.sampled_from([64, 7]), C=st.sampled_from([32, 64]), keys=st.sampled_from(["normalised", "raw"]),
        decay=st.sampled_from(sorted(DECAYS)), seed=seeds)
