@@ -548,7 +548,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
             Zs[tid] = x;
         }
-        const ta gc = cc + 1 < F + n ? gch[bh * n + (cc - F)] : (ta)0;  // (the call's last chunk's: no right block's; 0)
+        const ta gc = cc + 1 < F + n ? ld(gch + bh * n + (cc - F)) : (ta)0;  // (the call's last chunk's: no right block's; 0)
         G0 += gc;
         Gl += gc;
     }
