@@ -452,6 +452,66 @@ def test_emulated_reads_only_written_memory(dtype, P, T, dk, dv, C, tc):
         assert reads_off > 0
 
 
+@pytest.mark.parametrize("dtype,P,T,pmin,npc", [("float32", 0, 70, 2, 4), ("float64", 0, 90, 1, 8), ("float32", 21, 73, 1, 8)])
+def test_emulated_blocks_read_only_the_calls_totals(monkeypatch, dtype, P, T, pmin, npc):
+    """hib_blocks reads the chunks' total decays (``gch``, ``(BH, n)``) of the call's chunks only: the empty pieces of a
+    split right block at the call's end (their first chunk past the call's last) read none past their sequence's row
+    (session 20, s20i: initcheck's 39 reports on hier_bwd_small.py's T = 1100 case were those loads, past the last
+    sequence's row; an earlier sequence's read the next one's). ``gch`` handed to hib_blocks as the first ``BH n``
+    entries of a buffer whose tail is ``POISON``: the emulation counts no load of it, the gradients bit-equal to those
+    of the unpadded buffer (chunk 16: n = 5 / 6 with an empty piece that read chunk n / n, 6; after a state: F = 1)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    monkeypatch.setattr(chb, "PMIN", pmin)
+    monkeypatch.setattr(chb, "NPC", npc)
+    arrays = make(13, (2,), P + T, 5, 3, decay="mixed", weights="random")
+    old = None
+    if P:
+        _, state = lsattn.loglinear_log_attention(*[x[..., :P, :] for x in arrays[:4]], log_decay=arrays[4][..., :P],
+                                                  return_state=True, backend="array_api")
+        old = tuple(np.ascontiguousarray(state.tensors[x], dtype=dtype) for x in ("m", "n", "S", "z"))
+    q, k, lv, lam = (np.ascontiguousarray(x[..., P:, :], dtype=dtype) for x in arrays[:4])
+    a = np.ascontiguousarray(arrays[4][..., P:], dtype=dtype)
+    do = np.random.default_rng(14).standard_normal((2, T, 3)).astype(dtype)
+
+    class Padded(EmuBwd):  # gch in a longer buffer, poisoned past its BH n entries; the loads of poison counted
+        pad = False
+
+        def hib_blocks(self, cfg, q, lam, a, gm, om, delta, lden, gch, *rest):
+            lib = self._lib(cfg)
+            lib.emu_poison_reads.restype = ctypes.c_longlong
+            lib.emu_poison_reads()  # (reset)
+            if self.pad:
+                buf = np.full(gch.size + 4 * gch.shape[-1] + 64, POISON[gch.dtype.name], dtype=gch.dtype)
+                buf[:gch.size] = gch.ravel()
+                gch = buf[:gch.size].reshape(gch.shape)
+            super().hib_blocks(cfg, q, lam, a, gm, om, delta, lden, gch, *rest)
+            self.reads = lib.emu_poison_reads()
+
+    emu = Padded()
+    F, n = chi._layout(P, T, 16).first_chunk, chi._layout(P, T, 16).n_chunks
+    assert any(first >= F + n for first in _piece_firsts(F, n)), "no empty piece past the call's last chunk"
+    out = chi.compute(emu, q, k, lv, lam, a, P, old, 16)
+    want = chb.backward(emu, q, k, lv, lam, a, P, old, out, do, 16)
+    emu.pad = True
+    got = chb.backward(emu, q, k, lv, lam, a, P, old, out, do, 16)
+    for g, x in zip(got, want):  # (also before the fix: the empty pieces' G0, NaN then, reaches no output)
+        np.testing.assert_array_equal(g, x)
+    assert emu.reads == 0, f"{emu.reads} loads past the call's chunk totals"
+
+
+def _piece_firsts(F, n):
+    """The first chunks of hib_blocks' pieces of the split right blocks (hib_piece's order does not matter here)."""
+    firsts, lp = [], 1
+    while (h := 1 << (lp - 1)) <= F + n - 1:
+        np_ = min(chb.NPC, max(1, h // chb.PMIN))
+        if np_ > 1:
+            for m in range((F + h) >> lp, ((F + n - 1 - h) >> lp) + 1):
+                firsts += [(2 * m + 1) * h + kk * (h // np_) for kk in range(np_)]
+        lp += 1
+    return firsts
+
+
 def test_backward_registered():
     assert chb.fits("float", 64, 64) and chb.fits("float", 128, 128) and not chb.fits("float", 64, 129)
     for ta in ("float", "double"):

@@ -380,12 +380,15 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
     for (int i = tid; i < DKP; i += NT) { Ms[i] = neg_big(); Zs[i] = (ta)0; }
     for (int jj = tid; jj < DVP; jj += NT) Ws[jj] = lo_v();
     {  // the decay from R's first token to the piece's, summed by thread 0 in the order of an unsplit pass; the chunks'
-       // totals loaded by the block NT at a time into E (one load latency per NT chunks, not one per chunk)
+       // totals loaded by the block NT at a time into E (one load latency per NT chunks, not one per chunk). Only the
+       // call's chunks (< F + n): an empty piece (first past the call's last chunk: a split block at the call's end) reads
+       // no total past the sequence's row of gch (session 20, s20i: initcheck's 39 reports at T = 1100; its G0 is unused)
         static_assert(CH * HIB_TKL >= NT, "hib_blocks' scratch for the chunks' totals");
         ta g = (ta)0;
-        for (i64 c0 = r0; c0 < first; c0 += NT) {  // (uniform over the block)
-            const int m = (int)min((i64)NT, first - c0);
-            if (tid < m) E[tid] = gch[bh * n + (c0 + tid - F)];
+        const i64 cend = min(first, F + n);
+        for (i64 c0 = r0; c0 < cend; c0 += NT) {  // (uniform over the block)
+            const int m = (int)min((i64)NT, cend - c0);
+            if (tid < m) E[tid] = ld(gch + bh * n + (c0 + tid - F));  // (ld: the emulation counts poisoned loads)
             __syncthreads();
             for (int u = 0; u < m && tid == 0; ++u) g += E[u];
             __syncthreads();
@@ -545,7 +548,7 @@ extern "C" __global__ void __launch_bounds__(NT, HIB_MINB3) hib_blocks(
             for (int t = 0; t < t1; ++t) x = fma(E[t * HIB_TKL + tid], Dr[t], x);
             Zs[tid] = x;
         }
-        const ta gc = cc + 1 < F + n ? gch[bh * n + (cc - F)] : (ta)0;  // (the call's last chunk's: no right block's; 0)
+        const ta gc = cc + 1 < F + n ? ld(gch + bh * n + (cc - F)) : (ta)0;  // (the call's last chunk's: no right block's; 0)
         G0 += gc;
         Gl += gc;
     }
