@@ -137,22 +137,22 @@ extern "C" void run_tier1x(const ta* qe, const ta* ek, const ta* ph, const ta* H
     emu_launch(nblocks, 1, 1, [=] { gd_tier1x(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
     emu_smem = sizeof(smem_raw);
 }
-extern "C" void run_cgroup(const ta* Z, const ta* Tot, ta* Pc, ta* Tg, int DK, int DV, int nP, int BH, int zs,
-                           unsigned nblocks, unsigned smem) {
+extern "C" void run_cgroup(const ta* Z, const ta* Tot, ta* Pc, ta* Tg, int DK, int DV, int nP, int BH, unsigned nblocks,
+                           unsigned smem) {
     emu_smem = smem;
-    emu_launch(nblocks, 1, 1, [=] { gd_cgroup(Z, Tot, Pc, Tg, DK, DV, nP, BH, zs); });
+    emu_launch(nblocks, 1, 1, [=] { gd_cgroup(Z, Tot, Pc, Tg, DK, DV, nP, BH); });
     emu_smem = sizeof(smem_raw);
 }
-extern "C" void run_coarse(const ta* Z, const ta* Tot, const ta* Pc, const ta* Tg, const ta* Ps, const ta* Ts, ta* Sb,
-                           int DK, int DV, int nP, int NCL, int BH, int sup, unsigned nblocks, unsigned smem) {
+extern "C" void run_coarse(const ta* Z, const ta* Tot, const ta* Pc, const ta* Tg, ta* Sb, int DK, int DV, int nP, int NCL,
+                           int BH, unsigned nblocks, unsigned smem) {
     emu_smem = smem;
-    emu_launch(nblocks, 1, 1, [=] { gd_coarse(Z, Tot, Pc, Tg, Ps, Ts, Sb, DK, DV, nP, NCL, BH, sup); });
+    emu_launch(nblocks, 1, 1, [=] { gd_coarse(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH); });
     emu_smem = sizeof(smem_raw);
 }
-extern "C" void run_coarse_g(const ta* Z, const ta* Tot, const ta* Pc, const ta* Tg, const ta* Ps, const ta* Ts, ta* Sb,
-                             int DK, int DV, int nP, int NCL, int BH, int sup, unsigned nblocks, unsigned smem) {
+extern "C" void run_coarse_g(const ta* Z, const ta* Tot, const ta* Pc, const ta* Tg, ta* Sb, int DK, int DV, int nP, int NCL,
+                             int BH, unsigned nblocks, unsigned smem) {
     emu_smem = smem;
-    emu_launch(nblocks, 1, 1, [=] { gd_coarse_g(Z, Tot, Pc, Tg, Ps, Ts, Sb, DK, DV, nP, NCL, BH, sup); });
+    emu_launch(nblocks, 1, 1, [=] { gd_coarse_g(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH); });
     emu_smem = sizeof(smem_raw);
 }
 extern "C" void run_cfill(const ta* Z, const ta* Pc, ta* Sb, int DK, int DV, int nP, int BH, unsigned nblocks, unsigned smem) {
@@ -174,11 +174,11 @@ extern "C" void run_tier3(const ta* qe, const ta* ek, const ta* ph, const ta* Hc
 }
 #else
 extern "C" void run_tier3(const ta* qe, const ta* Qp, const ta* lam, ta* out, const ta* Sb, ti* o16, const ta* Z,
-                          const ta* Pc, const ta* Ps, int T, int DK, int DV, int L, int n, int nP, int BH, int fill,
-                          unsigned nblocks, unsigned smem) {
+                          const ta* Pc, int T, int DK, int DV, int L, int n, int nP, int BH, int fill, unsigned nblocks,
+                          unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] {
-        gd_tier3(qe, Qp, lam, out, Sb, o16, Z, Pc, Ps, T, DK, DV, L, n, nP, BH, fill);
+        gd_tier3(qe, Qp, lam, out, Sb, o16, Z, Pc, T, DK, DV, L, n, nP, BH, fill);
         for (const auto& grp : emu_groups)
             if (!grp.empty()) std::abort();  // copies never waited for
     });

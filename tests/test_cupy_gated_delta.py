@@ -422,15 +422,13 @@ def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, deca
 
 @pytest.mark.parametrize("dtype, T, dk, dv, C", [
     ("float32", 1100, 16, 40, 16),  # 69 chunks: 18 periods, 5 groups (the last partial); 3xTF32, 4 warps' rows per fold
-    ("float32", 2700, 16, 20, 16),  # 169 chunks: 43 periods, 6 coarse levels: supergroups (2 of 3 with a chain step)
+    ("float32", 2700, 16, 20, 16),  # 169 chunks: 43 periods, 6 coarse levels (levels 3 .. 6 read after the fold)
     ("bfloat16", 1400, 64, 20, 64),  # 1xTF32 at C = d_k = 64 (gd_tier3's production tiles): 22 chunks, 6 periods
-    ("float64", 2300, 5, 19, 16)])  # FFMA: 144 chunks, 36 periods, supergroups
+    ("float64", 2300, 5, 19, 16)])  # FFMA: 144 chunks, 36 periods
 def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C):
     """gd_cfill folded into gd_tier3 (``T3FILL``: a period inside a group reads its levels >= 3 from the group's first
-    period's slots with its queries carried on by P_k; from 17 periods ``SUPERGROUPS``: its levels >= 5 from its
-    supergroup's first period's, carried on by P'_j too) on the CPU emulation: against the reference (the dtype's bound;
-    bfloat16 inputs' float32 output within TF32), against gd_cfill's slots (``T3FILL`` off) and against the fold without
-    supergroups (``SUPERGROUPS`` off), the same bound."""
+    period's slots with its queries carried on by P_k) on the CPU emulation: against the reference (the dtype's bound;
+    bfloat16 inputs' float32 output within TF32) and against gd_cfill's slots (``T3FILL`` off), the same bound."""
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0)
     calls, real = [], CupyOps.gd_tiers
@@ -442,7 +440,6 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C):
         return (lambda *a, **k: launched.append(name) or fn(*a, **k)), block, smem
 
     monkeypatch.setattr(Emulated, "_tk", tk)
-    monkeypatch.setattr(cgd, "SUPERGROUPS", True)  # (off by default since session 20: slower on the H200)
     arrays = make(11, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="mixed", resets=True)
     half = "bf16" if dtype == "bfloat16" else ""
     if half:
@@ -452,17 +449,13 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C):
         bits = [x.astype(dtype) for x in arrays]
         full = [x.astype(np.float64) for x in bits]
     out, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
-    sup = -(-T // C) > 16 << cgd.TIER_M  # 17 periods: levels >= 5
-    assert "gd_cfill" not in launched and launched.count("gd_cgroup") == 1 + sup
-    monkeypatch.setattr(cgd, "SUPERGROUPS", False)
-    nosup, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
+    assert "gd_cfill" not in launched and launched.count("gd_cgroup") == 1
     monkeypatch.setattr(cgd, "T3FILL", False)
     base, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
-    assert "gd_cfill" in launched and calls == [1, 1, 1]
+    assert "gd_cfill" in launched and calls == [1, 1]
     tol = {"float64": F64, "float32": F32}.get(dtype, TF32)
     assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
     assert_close(out, base, tol, what="against gd_cfill")
-    assert_close(nosup, base, tol, what="without supergroups, against gd_cfill")
 
 
 @pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
@@ -925,7 +918,7 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
 
 @pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
     ("float32", 420, 16, 40, 16, True),  # 27 chunks: 7 periods (the last partial), gd_cgroup / gd_coarse_g / gd_cfill
-    ("float32", 1700, 16, 20, 16, True),  # 27 periods: supergroups (gd_tier3's second fold reads P'_1 and P'_2)
+    ("float32", 1700, 16, 20, 16, True),  # 27 periods, 5 coarse levels: gd_tier3's fold (T3FILL) reads Z_{4q}, P_2, P_3
     ("float64", 300, 33, 3, 32, False),  # 10 chunks: gd_coarse; transfers in two column blocks (d_k > 32)
     ("bfloat16", 600, 64, 17, 64, False)])  # gd_tier3 rounds the output (OUT16) from the float32 sums in the scratch
 def test_direct_path_reads_only_written_scratch_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
@@ -1102,13 +1095,13 @@ def test_gpu_two_tier_matches_reference(monkeypatch, dtype, T, dk, dv, C, decay,
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype, T, dk, dv, C", [
-    ("bfloat16", 6437, 64, 64, 64),  # 101 chunks: 26 periods (supergroups), the direct path's 1xTF32, production tiles
-    ("float32", 2000, 64, 70, 16),  # 125 chunks: 32 periods, 5 coarse levels (supergroups); two value column blocks
+    ("bfloat16", 6437, 64, 64, 64),  # 101 chunks: 26 periods, the direct path's 1xTF32, production tiles
+    ("float32", 2000, 64, 70, 16),  # 125 chunks: 32 periods, 5 coarse levels; two value column blocks
     ("float64", 900, 20, 19, 16)])  # FFMA at 32 columns a block
 def test_gpu_tier3_fill_matches_reference(monkeypatch, dtype, T, dk, dv, C):
     """gd_cfill folded into gd_tier3 (``T3FILL``, the grouped coarse form from any size) on the GPU: against the reference
     (float32 / float64 bounds; bfloat16 inputs' float32 output within TF32) and against gd_cfill's slots (``T3FILL``
-    off) and without supergroups (``SUPERGROUPS`` off) at the same bound; hard resets, unnormalised keys."""
+    off) at the same bound; hard resets, unnormalised keys."""
     _gpu_ready()
     torch = _torch_cuda()
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
@@ -1127,14 +1120,11 @@ def test_gpu_tier3_fill_matches_reference(monkeypatch, dtype, T, dk, dv, C):
         tol = F64 if dtype == "float64" else F32
     cgd._TORCH_PLANS.clear()
     out = run()
-    monkeypatch.setattr(cgd, "SUPERGROUPS", False)
-    nosup = run()
     monkeypatch.setattr(cgd, "T3FILL", False)
     base = run()
     cgd._TORCH_PLANS.clear()
     assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
     assert_close(out, base, tol, what="against gd_cfill")
-    assert_close(nosup, base, tol, what="without supergroups, against gd_cfill")
 
 
 @pytest.mark.gpu

@@ -3,10 +3,9 @@ branch's switches against their off builds in one process, interleaved (CUDA eve
 d = 64, C = 64, from chunk 0 without state (the public forward's call); float32 compute: 3xTF32 (f32) and 1xTF32 (x1:
 the bfloat16 inputs' build, TI_BF16=1). Builds (name: -D options, gated_delta.T3FILL, the grouped coarse form forced):
 - off:   main's kernels (GD_CTP_SET=0, GD_T3FILL_SET=0; T3FILL off: gd_cfill runs)
-- new:   production (GD_CTP_SET: the coarse chains' keys one step ahead; T3FILL: gd_cfill folded into gd_tier3;
-         SUPERGROUPS: levels >= 5 over supergroups of 16 periods, a second gd_cgroup launch, gd_tier3's second fold)
-- fill0: new's kernels with T3FILL off (gd_cfill runs; gd_tier3's fold code compiled, not taken; no supergroups)
-- sup0:  new with SUPERGROUPS off (levels >= 5 over groups, gd_tier3's one fold)
+- new:   production (GD_CTP_SET: the coarse chains' keys one step ahead; T3FILL: gd_cfill folded into gd_tier3)
+- fill0: new's kernels with T3FILL off (gd_cfill runs; gd_tier3's fold code compiled, not taken)
+(s19c16's SUPERGROUPS and its build sup0 were removed in session 20, s20s: slower on the H200.)
 - ctp0:  new with GD_CTP_SET=0
 - grp:   new with the grouped coarse form at every size (COARSE_GROUP_PERIODS = 0: 8K / 16K too)
 The x1 rows run on forms rounded as gd_forms' GD_TAR stores them. Each build: max |build - off| / max |off| and against
@@ -31,10 +30,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ops = cc.CupyOps(cupy.cuda.Device().id)
 BH, DK, DV = 32, 64, 64
 cfgs = {"x1": cgd._config("float", DK, 64, "bf16"), "f32": cgd._config("float", DK, 64, "")}
-# name -> (-D options, T3FILL, grouped at every size, SUPERGROUPS)
-BUILDS = {"off": (("-DGD_CTP_SET=0", "-DGD_T3FILL_SET=0"), False, False, False), "new": ((), True, False, True),
-          "fill0": ((), False, False, False), "sup0": ((), True, False, False),
-          "ctp0": (("-DGD_CTP_SET=0",), True, False, True), "grp": ((), True, True, True)}
+# name -> (-D options, T3FILL, grouped at every size)
+BUILDS = {"off": (("-DGD_CTP_SET=0", "-DGD_T3FILL_SET=0"), False, False), "new": ((), True, False),
+          "fill0": ((), False, False), "ctp0": (("-DGD_CTP_SET=0",), True, False), "grp": ((), True, True)}
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
 _mods = {}
@@ -61,7 +59,7 @@ class Build:
 
     def __init__(self, cfg, name, only=None):
         self.cfg, self.name, self.only = cfg, name, only
-        cgd.T3FILL, cgd.SUPERGROUPS = BUILDS[name][1], BUILDS[name][3]  # (read by CupyOps.gd_tiers when it launches)
+        cgd.T3FILL = BUILDS[name][1]  # (read by CupyOps.gd_tiers when it launches)
 
     def _tk(self, op, cfg, name):
         if self.only and name not in self.only:
@@ -194,7 +192,7 @@ def ab(Ts, reps, only=None):
                     f"{short[k]} {v:.3f}" for k, v in med_k.items() if v > 0.012), flush=True)
             fk = None
         scratch = forms = intra = out = lam = None  # (freed before the next size's inputs)
-    cgd.T3FILL = cgd.SUPERGROUPS = True
+    cgd.T3FILL = True
 
 
 def public(Ts, reps=7):
@@ -214,12 +212,12 @@ def public(Ts, reps=7):
             f = lambda: lsattn.loglinear_gated_delta(*xs)  # noqa: E731
             res = {}
             for b, tk, fill in modes:
-                cgd._Direct._tk, cgd.T3FILL, cgd.SUPERGROUPS = tk, fill, fill
+                cgd._Direct._tk, cgd.T3FILL = tk, fill
                 res[b] = f()
             times = {"off": [], "new": []}
             for _ in range(reps):
                 for b, tk, fill in modes:
-                    cgd._Direct._tk, cgd.T3FILL, cgd.SUPERGROUPS = tk, fill, fill
+                    cgd._Direct._tk, cgd.T3FILL = tk, fill
                     f()
                     torch.cuda.synchronize()
                     e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -229,7 +227,7 @@ def public(Ts, reps=7):
                     e1.record()
                     e1.synchronize()
                     times[b].append(e0.elapsed_time(e1) / 3)
-            cgd._Direct._tk, cgd.T3FILL, cgd.SUPERGROUPS = real, True, True
+            cgd._Direct._tk, cgd.T3FILL = real, True
             m, nw = statistics.median(times["off"]), statistics.median(times["new"])
             d = float((res["new"].float() - res["off"].float()).abs().max()) / float(res["off"].float().abs().max())
             print(f"public {str(dt)[6:]:8s} T={T:6d} off {m:.3f} ms, new {nw:.3f} ms ({nw / m:.3f}); max |new - off| / max"

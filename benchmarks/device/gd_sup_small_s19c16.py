@@ -1,6 +1,7 @@
-"""Session 19, s19c16: small two-tier calls with supergroups (27 periods: gd_cgroup's second launch, gd_coarse_g's
-chains over supergroups, gd_tier3's two folds) for compute-sanitizer memcheck / racecheck / initcheck: bfloat16 on
-torch (the direct path, 1xTF32, d 64), float32 (3xTF32) and float64 at C = 16; each against T3FILL off (gd_cfill).
+"""Session 19, s19c16: small two-tier calls of the grouped coarse form at 27 periods (5 coarse levels; gd_tier3's fold,
+T3FILL) for compute-sanitizer memcheck / racecheck / initcheck: bfloat16 on torch (the direct path, 1xTF32, d 64),
+float32 (3xTF32) and float64 at C = 16; each against T3FILL off (gd_cfill). (Named for s19c16's supergroups, which
+session 20's s20s removed: run_s19c.sh's sanitizer runs read this file.)
     compute-sanitizer --tool racecheck --kernel-name kns=gd_tier3 python benchmarks/device/gd_sup_small_s19c16.py"""
 import cupy
 import numpy as np

@@ -381,8 +381,7 @@ class CupyOps:
         the levels <= TM's only); None: the sums added into out."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
-        Z, Tot, Sb, Qp, Pc, Tg, Ps, Ts = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype)
-                                                     for shape in tier.shapes(DK, DV)]
+        Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
         bw = bw or cfg.tier_bw
         r3 = r3 or cfg.tier3_chunks(bw)
         NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i
@@ -395,22 +394,16 @@ class CupyOps:
             fn((nP * BH * NCK,), block, t1, shared_mem=smem)
         if NCL == 0:  # one period: no level above GD_TM
             return
-        # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_tier.cu's GD_T3FOLD: P_k within a slot buffer);
-        # sup: and levels >= 5 over supergroups of 16 periods (gated_delta.SUPERGROUPS; gd_tier3 folds their P'_j too)
+        # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_tier.cu's GD_T3FOLD: P_k within a slot buffer)
         from . import gated_delta as gdm
 
         fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
-        sup = bool(fill and tier.sup and gdm.SUPERGROUPS)
-        cargs = (Z, Tot, Pc, Tg, Ps, Ts, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH), i(int(sup)))
+        cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
         if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill
             cbw = cfg.coarse_group_bw
             CB, CK = -(-DV // cbw), -(-DK // cbw)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_cgroup")
-            fn((nG * BH * (CK + CB),), block, (Z, Tot, Pc, Tg, i(DK), i(DV), i(nP), i(BH), i(1)), shared_mem=smem)
-            if sup:  # the same over the groups' P_4 (every third of Pc's, from the third) and keys: P'_2 .. P'_4, Ts
-                P4 = Pc + 2 * DK * DK * cfg.itemsize if isinstance(Pc, int) else Pc.reshape(-1)[2 * DK * DK:]
-                fn(((-(-nG // 4)) * BH * (CK + CB),), block, (P4, Tg, Ps, Ts, i(DK), i(DV), i(nG), i(BH), i(3)),
-                   shared_mem=smem)
+            fn((nG * BH * (CK + CB),), block, (Z, Tot, Pc, Tg, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse_g")
             fn((tier.coarse_chains * BH * CB,), block, cargs, shared_mem=smem)
             if not fill:  # (fill: folded into gd_tier3)
@@ -422,8 +415,7 @@ class CupyOps:
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
             fn((-(-n // r3) * BH * NCB,), block,
-               (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, Ps, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH),
-                i(fill + sup)),
+               (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH), i(fill)),
                shared_mem=smem)
             return
         assert o16 is None, "session 13's gd_tier3 walks add into out"

@@ -104,11 +104,6 @@ COARSE_GROUP_PERIODS = 64
 #: period's slots with its queries carried on by P_k: gated_delta_tier.cu's GD_T3FOLD; False: gd_cfill, for A/B timing;
 #: session 19, s19c16)
 T3FILL = True
-#: with T3FILL, the grouped form's levels >= 5 over supergroups of 16 periods (the top chain at 32K 31 -> 7 steps; a second
-#: launch of gd_cgroup over the groups' transfers and keys; gd_tier3 folds a period's P'_j too; False: over groups, for
-#: A/B timing; s19c16. Off: on the H200 it made the scan slower, 32K bf16 1.595 -> 1.673 ms, float32 2.654 -> 2.817;
-#: NOTES "Session 20 — lead")
-SUPERGROUPS = False
 
 
 def popsum(p):
@@ -128,7 +123,6 @@ class Tier:
     n: int = 0
     C: int = 0
     grouped: bool = False  # the coarse slots' grouped form (COARSE_GROUP_PERIODS)
-    sup: bool = False  # grouped with levels >= 5: the supergroups' scratch (SUPERGROUPS, at the call: CupyOps.gd_tiers)
 
     @property
     def NPR(self):
@@ -145,18 +139,13 @@ class Tier:
         """Groups of 4 periods (gd_cgroup's; gated_delta_tier.cu's GD_CG)."""
         return -(-self.nP // 4)
 
-    @property
-    def nS(self):
-        """Supergroups of 4 groups (SUPERGROUPS)."""
-        return -(-self.nG // 4)
-
     def shapes(self, DK, DV):
         """Per sequence: the periods' transfers Z and keys Tot, the coarse slots at the periods' starts Sb, the
         queries carried to their period's start Qp, the groups' transfer prefixes Pc and keys Tg (gd_cgroup's; one
-        group's size unless ``grouped``), the supergroups' Ps and Ts (one's size unless ``sup``)."""
-        nG, nS = (self.nG if self.grouped else 1), (self.nS if self.sup else 1)
+        group's size unless ``grouped``)."""
+        nG = self.nG if self.grouped else 1
         return ((self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV), (self.n, self.C, DK),
-                (nG, 3, DK, DK), (nG, DK, DV), (nS, 3, DK, DK), (nS, DK, DV))
+                (nG, 3, DK, DK), (nG, DK, DV))
 
 
 def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
@@ -166,8 +155,7 @@ def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
         return None
     nP = -(-n >> TM)
     NCL = (nP - 1).bit_length()
-    grouped = NCL >= 3 and nP > COARSE_GROUP_PERIODS
-    tier = Tier(nP, NCL, TM, n, cfg.CH, grouped, grouped and NCL >= 5)
+    tier = Tier(nP, NCL, TM, n, cfg.CH, NCL >= 3 and nP > COARSE_GROUP_PERIODS)
     return tier if cfg.gd_coarse_smem(max(GD_BW, cfg.coarse_group_bw)) <= SMEM_MAX else None
 
 
@@ -426,7 +414,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     base = scratch.data_ptr()
     qe, ek, ph, H, g, *rest = (base + o for o in plan.offsets)
     lamw = rest[0] if plan.half else 0
-    tiers = rest[bool(plan.half):][:8] if plan.tier is not None else None  # (after lamw)
+    tiers = rest[bool(plan.half):][:6] if plan.tier is not None else None  # (after lamw)
     # o16: gd_forms' intra output and the levels' float32 sums in the scratch, the 16-bit output from gd_tier3
     optr, o16 = (rest[-1], out.data_ptr()) if plan.o16 else (out.data_ptr(), None)
     bad = 0 if check is None else check.pointer()

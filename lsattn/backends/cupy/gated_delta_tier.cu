@@ -396,10 +396,9 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1XMINB) gd_tier1x(
 //   (transition P_4, keys Tg: a group's four periods in one step; a level's periods are whole groups), writing the
 //   slots at the periods (groups' first periods) of each period's second half: the top chain nP / 4 - 1 steps.
 // - gd_cfill: the slots of levels >= 3 at the periods inside a group, S_l(4q + k) = P_k(q) S_l(4q), in parallel; or
-//   (gd_tier3's fill, gated_delta.T3FILL, s19c16) none: gd_tier3 reads them as (Qp P_k(q)) S_l(4q). With it
-//   (gated_delta.SUPERGROUPS) levels >= 5 over supergroups of 16 periods: gd_cgroup launched again over the groups
-//   (transition P_4, keys Tg: the supergroups' P'_k, Ts), gd_coarse_g's chains of those levels at 16 periods a step
-//   (top chain nP / 16 - 1 steps), gd_tier3 carrying a period's queries on by P'_j to its supergroup's start.
+//   (gd_tier3's fill, gated_delta.T3FILL, s19c16) none: gd_tier3 reads them as (Qp P_k(q)) S_l(4q). (s19c16's
+//   supergroups of 16 periods for levels >= 5 were slower on the H200 and removed: benchmarks/NOTES.md "Session 20 —
+//   s20s".)
 // The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_BW; the grouped
 // form (gd_cgroup, gd_coarse_g, gd_cfill) GD_CGBW, float32 64 (session 15: at 32 columns the grouped form lost to the
 // periods' chains at every size, at 64 it won at 32K; _compile.Config.coarse_group_bw)
@@ -526,7 +525,7 @@ __device__ __forceinline__ void gd_cinit(ta* Ss, int q0, const ta* __restrict__ 
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     ta* __restrict__ Pc, ta* __restrict__ Tg,              // out
-    int DK, int DV, int nP, int BH, int zs) {  // zs: Z's entries zs DK x DK apart (the supergroups' launch: 3, gd_cgroup's P_4)
+    int DK, int DV, int nP, int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
     ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
@@ -534,7 +533,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
     const int NCK = (DK + GD_CGBW - 1) / GD_CGBW, NCB = (DV + GD_CGBW - 1) / GD_CGBW, nG = (nP + GD_CG - 1) / GD_CG;
     const int q = (int)(blockIdx.x / ((i64)BH * (NCK + NCB))), role = (int)(blockIdx.x % (NCK + NCB)), p0 = GD_CG * q;
     const i64 bh = blockIdx.x / (NCK + NCB) % BH;
-    auto zq = [&](int pp) { return Z + (bh * nP + pp) * zs * DK * DK; };
+    auto zq = [&](int pp) { return Z + (bh * nP + pp) * DK * DK; };
     if (role < NCK) {  // P_k(q)'s columns c0 ..: the walk S <- Z_pp S from S = Z_{p0}'s columns
         const int c0 = role * GD_CGBW, q1 = min(p0 + GD_CG + 1, nP);
         if (q1 <= p0 + 2) return;
@@ -562,8 +561,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
 // gated_delta.COARSE_GROUP_PERIODS), else every level over periods (gd_coarse, session 14's chains).
 template <int CBW, bool GRP>
 __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const ta* __restrict__ Tot, const ta* __restrict__ Pc,
-                                               const ta* __restrict__ Tg, const ta* __restrict__ Ps, const ta* __restrict__ Ts,
-                                               ta* __restrict__ Sb, int DK, int DV, int nP, int NCL, int BH, int sup) {
+                                               const ta* __restrict__ Tg, ta* __restrict__ Sb, int DK, int DV, int nP, int NCL,
+                                               int BH) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [buffer][row][k]
     ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
@@ -580,12 +579,11 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
     const int c0 = (int)(blockIdx.x % NCB) * CBW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
     const int end = min(nP, base + (1 << cl)), nc = min(CBW, DV - c0);
-    // log2 of the chain's step in periods (GD_CG = 4; sup: levels >= 5 over supergroups of 16 periods, GD_CSG)
-    const int sh = GRP && cl >= 3 ? (sup && cl >= 5 ? 4 : 2) : 0, nS = (nG + GD_CG - 1) / GD_CG;
+    const int sh = GRP && cl >= 3 ? 2 : 0;  // log2 of the chain's step in periods (GD_CG = 4)
     const int q0 = base >> sh, qm = mid >> sh, q1 = (end + (1 << sh) - 1) >> sh;
-    const ta* A0 = sh == 4 ? Ps : sh ? Pc : Z;  // the step's transfer and keys: (a group's, a supergroup's) P_4, Tg
-    const ta* T0 = sh == 4 ? Ts : sh ? Tg : Tot;
-    const int nq = sh == 4 ? nS : sh ? nG : nP, as = sh ? 3 : 1, ao = sh ? 2 : 0;
+    const ta* A0 = sh ? Pc : Z;  // the step's transfer and keys: a period's Z, Tot; a group's P_4, Tg
+    const ta* T0 = sh ? Tg : Tot;
+    const int nq = sh ? nG : nP, as = sh ? 3 : 1, ao = sh ? 2 : 0;
     auto amat = [&](int q) { return A0 + ((bh * nq + q) * as + ao) * DK * DK; };
     auto tadd = [&](int q) { return q >= qm ? (const ta*)nullptr : T0 + (bh * nq + q) * slot_sz + c0; };
     gd_cinit<CBW>(Ss, q0, T0 + (bh * nq + q0) * slot_sz + c0, DV, DK, nc);
@@ -598,18 +596,16 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // unused (gd_coarse_g's)
-    const ta* __restrict__ Ps, const ta* __restrict__ Ts,  // unused
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
-    int DK, int DV, int nP, int NCL, int BH, int sup) {
-    gd_coarse_body<GD_BW, false>(Z, Tot, Pc, Tg, Ps, Ts, Sb, DK, DV, nP, NCL, BH, 0);
+    int DK, int DV, int nP, int NCL, int BH) {
+    gd_coarse_body<GD_BW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
 }
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse_g(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
     const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // gd_cgroup's
-    const ta* __restrict__ Ps, const ta* __restrict__ Ts,  // sup: gd_cgroup's over the groups (the supergroups' P'_k, keys)
-    ta* __restrict__ Sb,  // as gd_coarse's (levels >= 3 at the groups' first periods; sup: levels >= 5 at the supergroups')
-    int DK, int DV, int nP, int NCL, int BH, int sup) {
-    gd_coarse_body<GD_CGBW, true>(Z, Tot, Pc, Tg, Ps, Ts, Sb, DK, DV, nP, NCL, BH, sup);
+    ta* __restrict__ Sb,                                   // as gd_coarse's (levels >= 3 at the groups' first periods)
+    int DK, int DV, int nP, int NCL, int BH) {
+    gd_coarse_body<GD_CGBW, true>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
 }
 
 // gd_cfill: per (period pp = 4q + k, 0 < k < 4, q > 0; sequence; column block) its slots of levels >= 3 (the set bits of
@@ -887,8 +883,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const ta* __restrict__ Sb,   // gd_coarse's
     ti* __restrict__ o16,        // (BH, T, DV) out + the reads, rounded to the 16-bit inputs' dtype; or null
     const ta* __restrict__ Z, const ta* __restrict__ Pc,  // fill: gd_tier1x's transfers, gd_cgroup's prefixes (else unread)
-    const ta* __restrict__ Ps,                            // fill 2: the supergroups' prefixes (gd_cgroup's second launch)
-    int T, int DK, int DV, int L, int n, int nP, int BH, int fill) {  // fill: GD_T3FILL (1; 2: and supergroups, GD_CSG)
+    int T, int DK, int DV, int L, int n, int nP, int BH, int fill) {  // fill: GD_T3FILL (0 / 1)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int SS = DKP * GD_TLDS, RR = GD_T3R * CH, RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
     ta* Qs = reinterpret_cast<ta*>(smem_raw);  // [t][kk], the block's chunks' rows
@@ -915,17 +910,17 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         return;
     }
     const ta* sb = Sb + (bh * gd_popsum(nP) + gd_popsum(pp)) * slot_sz;  // the period's slots, in its bits' order
-    // fill (GD_T3FILL): a period pp = 16s + 4j + k reads its levels 1, 2 (bits 0, 1: n0 slots) as above; then (f1: k > 0,
-    // q = pp >> 2 > 0) Qp <- Qp P_k(q) (its queries carried on to the group's start) and its levels 3, 4 (fill 2; else
-    // all >= 3) from period 4q's slots; then (fill 2, f2: j > 0, s > 0) Qp <- Qp P'_j(s) (on to the supergroup's start)
-    // and its levels >= 5 from period 16s's slots. Items: slots and folds in that order.
-    const int k = pp & (GD_CG - 1), j = (pp >> 2) & (GD_CG - 1);
-    const bool f1 = GD_T3FOLD && fill && k && (pp >> 2), f2 = GD_T3FOLD && fill == 2 && j && (pp >> 4);
-    const int n0 = __popcll(k), n01 = f2 ? __popcll(pp & 15) : ns, NI = ns + f1 + f2;
-    const i64 epp = gd_popsum(pp), e4 = f1 ? gd_popsum(pp & ~3) : epp;
-    // slot r: entry r (+ d1 from n0: period 4q's slot r - n0) (+ d2 from n01: period 16s's slot r - n01) of sb
-    const int d1 = f1 ? (int)(e4 - epp) - n0 : 0, d2 = f2 ? (int)(gd_popsum(pp & ~15) - e4) - (n01 - n0) : 0;
-    const int i1 = f1 ? n0 : -1, i2 = f2 ? n01 + f1 : -1;  // the folds' items
+    // fill (GD_T3FILL): a period pp = 4q + k reads its levels 1, 2 (bits 0, 1: n0 slots) as above; then (f1: k > 0,
+    // q > 0) Qp <- Qp P_k(q) (its queries carried on to the group's start) and its levels >= 3 from period 4q's slots.
+    // Items: slots and the fold in that order.
+    const int k = pp & (GD_CG - 1);
+    const bool f1 = GD_T3FOLD && fill && k && (pp >> 2);
+    const int n0 = __popcll(k), NI = ns + f1;
+    // slot r: entry r of sb, from n0 of sb4 = sb + d1 (period 4q's slot r - n0; this form, not sb + (r + d1): ptxas
+    // kept x1's gd_tier3 at 125 registers without spills, 128 with 28 B spilled, s20s)
+    const int d1 = f1 ? (int)(gd_popsum(pp & ~3) - gd_popsum(pp)) - n0 : 0;
+    const ta* sb4 = sb + d1 * slot_sz;
+    const int i1 = f1 ? n0 : -1;  // the fold's item
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
     if (GD_T1X0Q_SET && !(c & (GD_TP - 1))) {  // chunk c a period's first: Qp_c = Qe_c (not stored by gd_tier1x)
         gd_copy<CH, DKP>(Qs, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
@@ -936,18 +931,16 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     // item i into buffer i & 1: slot r (the next bit cl of pp, its rank r) with its read weights, or a fold's transfer
     int bits = pp;
     auto load = [&](int i) {
-        if (i == i1 || i == i2) {  // P_k(q): Z_{4q} (k = 1), gd_cgroup's P_2, P_3; P'_j(s): P_4(4s) (j = 1), P'_2, P'_3
-            const int nG = (nP + GD_CG - 1) / GD_CG, nS = (nG + GD_CG - 1) / GD_CG, kk = i == i1 ? k : j;
-            const ta* P = i == i1 ? (k == 1 ? Z + (bh * nP + (pp & ~3)) * DK * DK : Pc + ((bh * nG + (pp >> 2)) * 3 + k - 2) * DK * DK)
-                                  : (j == 1 ? Pc + ((bh * nG + (pp >> 2 & ~3)) * 3 + 2) * DK * DK
-                                            : Ps + ((bh * nS + (pp >> 4)) * 3 + kk - 2) * DK * DK);
+        if (i == i1) {  // P_k(q): Z_{4q} (k = 1), gd_cgroup's P_2, P_3
+            const int nG = (nP + GD_CG - 1) / GD_CG;
+            const ta* P = k == 1 ? Z + (bh * nP + (pp & ~3)) * DK * DK : Pc + ((bh * nG + (pp >> 2)) * 3 + k - 2) * DK * DK;
             gd_copy<DKP, GD_TBW>(Ss + (i & 1) * SS, GD_TLDS, P, DK, DK, DK, vec);
             return;
         }
-        const int r = i - (i1 >= 0 && i > i1) - (i2 >= 0 && i > i2), cl = __ffsll(bits) - 1;
+        const int r = i - (i1 >= 0 && i > i1), cl = __ffsll(bits) - 1;
         bits &= bits - 1;
-        gd_copy<DKP, GD_TBW>(Ss + (i & 1) * SS, GD_TLDS, sb + (r + (r < n0 ? 0 : d1) + (r < n01 ? 0 : d2)) * slot_sz + c0,
-                             DV, DK, min(GD_TBW, DV - c0), vs);
+        gd_copy<DKP, GD_TBW>(Ss + (i & 1) * SS, GD_TLDS, (r < n0 ? sb : sb4) + r * slot_sz + c0, DV, DK,
+                             min(GD_TBW, DV - c0), vs);
         if (tid < RR) {
             const i64 gi = (i64)c * CH + tid;
             const ta* src = lam + (bh * T + gi) * L + GD_LOG2C + GD_TM + cl + 1;
@@ -973,7 +966,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         cp_async_wait<1>();
         __syncthreads();  // Qp's rows and item i in place
         if constexpr (GD_T3FOLD) {
-            if (i == i1 || i == i2) {  // (block-uniform)
+            if (i == i1) {  // (block-uniform)
                 gd_t3_fold<ta>(Qs, Ss + (i & 1) * SS, K8);
                 continue;  // (its last barrier: P_k's buffer read)
             }
