@@ -199,8 +199,9 @@ def test_twin_float32_bound(T, C, seed):
 
 
 def scan_source():
-    """The scan's kernels as one source (``gated_delta.cu``, then its two-tier form ``gated_delta_tier.cu``)."""
-    return cupy_source("gated_delta.cu") + "\n" + cupy_source("gated_delta_tier.cu")
+    """The scan's kernels as one source (``gated_delta.cu``, then its two-tier form: ``gated_delta_tier.cu``, its fine
+    tier, and ``gated_delta_coarse.cu``, its coarse slots and gd_tier3)."""
+    return "\n".join(cupy_source(f) for f in ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_coarse.cu"))
 
 
 def forms_source():
@@ -467,7 +468,7 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, slow):
     ("bfloat16", 1400, 64, 20, 64, True),  # 1xTF32 at d_k = 64
     ("float64", 700, 5, 19, 16, False)])  # gd_coarse's chains over periods
 def test_coarse_chain_prefetch_bit_equal_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
-    """The coarse chains' keys loaded a step ahead (gated_delta_tier.cu's GD_CTP_SET) on the CPU emulation: the output
+    """The coarse chains' keys loaded a step ahead (gated_delta_coarse.cu's GD_CTP_SET) on the CPU emulation: the output
     bit for bit the off build's (GD_CTP_SET=0)."""
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)

@@ -1,5 +1,5 @@
 """The training path of loglinear_gated_delta on the CuPy backend (``gated_delta_bwd.py`` +
-``gated_delta_bwd.cu``) against float64 torch autograd of lsattn.reference.
+``gated_delta_bwd.cu``, ``gated_delta_bwd_scan.cu``) against float64 torch autograd of lsattn.reference.
 
 * CPU (runs in CI): ``gated_delta_bwd.differentiable`` on CPU torch tensors with ``twin_context``:
   the forms Function's forward driven by ``Twin.gd_forms`` (the array-API formulation) and its
@@ -392,6 +392,12 @@ def test_kernel_check_under_grad(answers, special):
         assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in xs)
 
 
+def bwd_source():
+    """gd_scan_bwd as one source (``gated_delta_bwd.cu``: its formulas, switches and helpers; then the kernels,
+    ``gated_delta_bwd_scan.cu``)."""
+    return cupy_source("gated_delta_bwd.cu") + "\n" + cupy_source("gated_delta_bwd_scan.cu")
+
+
 class EmulatedOps(Emulated):
     """``ops`` whose gd_scan, gd_scan_bwd and gd_forms_bwd run the kernels' CUDA sources on the CPU
     (``cuda_emu_gd_forms_bwd.cpp``), built with g++ once per session and (compute type, CH, DKP)."""
@@ -403,7 +409,7 @@ class EmulatedOps(Emulated):
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP} | ({"TI_BF16": 1} if cfg.half == "bf16" else {}) | self.extra
         return emulation("cuda_emu_gd_forms_bwd.cpp", defines,
-                         {"KERNEL": scan_source(), "BWD_KERNEL": cupy_source("gated_delta_bwd.cu"),
+                         {"KERNEL": scan_source(), "BWD_KERNEL": bwd_source(),
                           "FORMS_BWD_KERNEL": cupy_source("gated_delta_forms_bwd.cu")})
 
     def gd_forms_bwd(self, cfg, *arrays_and_ints, x1=False, dlw=None):

@@ -41,8 +41,8 @@ _KERNELS = {
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
-_SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_forms_tc.cu", "gated_delta_forms.cu"),
-            "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_forms_bwd.cu"),
+_SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_coarse.cu", "gated_delta_forms_tc.cu", "gated_delta_forms.cu"),
+            "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_bwd_scan.cu", "gated_delta_forms_bwd.cu"),
             "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical": ("hierarchical.cu", "hierarchical_intra.cu", "hierarchical_read.cu"),
             "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu", "hierarchical_bwd_chunk.cu",
                                  "hierarchical_bwd_dq.cu", "hierarchical_bwd_dkdv.cu"),

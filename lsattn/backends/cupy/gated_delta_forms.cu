@@ -1,7 +1,7 @@
 // Log-linear Gated DeltaNet: the per-chunk WY / UT forms in one kernel (host: gated_delta.py).
-// Compiled after common.cu, gated_delta.cu, gated_delta_tier.cu and gated_delta_forms_tc.cu (TA, CH, DKP; the
-// tiles' layout, the loads, the tensor-core products; inputs read through ld(); 16-bit inputs are widened by the
-// registry). The quantities of lsattn.gated_delta._chunk_forms and
+// Compiled after common.cu, gated_delta.cu, gated_delta_tier.cu, gated_delta_coarse.cu and gated_delta_forms_tc.cu
+// (TA, CH, DKP; the tiles' layout, the loads, the tensor-core products; inputs read through ld(); 16-bit inputs are
+// widened by the registry). The quantities of lsattn.gated_delta._chunk_forms and
 // _masked_intra (see that module's docstring), per chunk c = F + j of CH tokens aligned to
 // absolute multiples of CH, read straight from the (BH, T, d) inputs (tokens outside the call are
 // the identity padding: q = k = v = 0, a = 0, beta = 0), with chunk-local G_t = a_0 + ... + a_t:

@@ -1,6 +1,6 @@
 // Log-linear Gated DeltaNet: the backward of the per-chunk WY forms (gd_forms, gated_delta_forms.cu)
 // in one kernel, one block per (chunk j, sequence bh), for torch autograd (host: gated_delta_bwd.py,
-// forms_backward). Compiled after common.cu, gated_delta.cu and gated_delta_bwd.cu.
+// forms_backward). Compiled after common.cu, gated_delta.cu, gated_delta_bwd.cu and gated_delta_bwd_scan.cu.
 //
 // Per chunk (C = CH tokens aligned to absolute multiples of CH; tokens outside the call are the
 // identity padding q = k = v = 0, a = beta = 0, as in gd_forms), from the saved inputs and the
