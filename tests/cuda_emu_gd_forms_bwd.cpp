@@ -1,5 +1,5 @@
 // The CUDA source of gd_forms_bwd (lsattn/backends/cupy/gated_delta_forms_bwd.cu) compiled as C++ for
-// the CPU after the sources it follows on the GPU (gated_delta.cu, gated_delta_bwd.cu): the emulation of
+// the CPU after the sources it follows on the GPU (gated_delta.cu, gated_delta_bwd(_scan).cu): the emulation of
 // cuda_emu_gd_scan_bwd.cpp (a fiber per CUDA thread, __syncthreads a barrier, the warp
 // shuffle through a block-wide buffer: gd_forms_bwd's solve calls it the same number of times in
 // every thread) plus common.cu's zero_acc. tests/test_cupy_gated_delta_grad.py builds it with

@@ -1,10 +1,10 @@
 // The CUDA sources of gd_scan and gd_scan_bwd (lsattn/backends/cupy/gated_delta.cu,
-// gated_delta_bwd.cu) compiled as C++ for the CPU: the emulation of cuda_emu_gd_scan.cpp (a
+// gated_delta_bwd.cu + gated_delta_bwd_scan.cu) compiled as C++ for the CPU: the emulation of cuda_emu_gd_scan.cpp (a
 // fiber per CUDA thread, __syncthreads a barrier; it includes gated_delta.cu through
 // KERNEL and defines run(), gd_scan's launch) plus what the backward uses besides: the
 // warp shuffle (every thread of a block calls it the same number of times, so an exchange through
 // a block-wide buffer between two barriers is exact). tests/test_cupy_gated_delta_grad.py builds it with
-//   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DBWD_KERNEL='"<gated_delta_bwd.cu>"'
+//   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DBWD_KERNEL='"<gated_delta_bwd.cu + gated_delta_bwd_scan.cu>"'
 #include "cuda_emu_gd_scan.cpp"
 
 static ta emu_shfl[NT];

@@ -54,7 +54,7 @@ SMEM_OLD = (C * (DK + 1) + 4 * C * (C + 1) + max(2 * C * 33, C * (C + 1)) + 32 *
 
 
 def build(src, extra=(), name="gd_forms_bwd"):
-    code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_bwd.cu")) + "\n" + src
+    code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_bwd_scan.cu")) + "\n" + src
     fn = cupy.RawModule(code=code, options=opts + tuple(extra)).get_function(name)
     fn.max_dynamic_shared_size_bytes = cc.SMEM_MAX
     return fn

@@ -49,7 +49,7 @@ def variant(cfg, build, name):
     src, extra = BUILDS[build][:2]
     key = (cfg, src, extra)
     if key not in _mods:
-        tier = open(src).read() if src else cc._source("gated_delta_tier.cu")
+        tier = open(src).read() if src else cc._source("gated_delta_tier.cu") + "\n" + cc._source("gated_delta_coarse.cu")
         code = "\n".join([cc._source("common.cu"), cc._source("gated_delta.cu"), tier])
         _mods[key] = cupy.RawModule(code=code, options=("-std=c++17",) + cc.defines("gated_delta", cfg) + extra), {}
     mod, fns = _mods[key]

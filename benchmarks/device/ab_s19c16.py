@@ -42,7 +42,7 @@ def variant(cfg, build, name):
     extra = BUILDS[build][0]
     key = (cfg, extra)
     if key not in _mods:
-        code = "\n".join([cc._source("common.cu"), cc._source("gated_delta.cu"), cc._source("gated_delta_tier.cu")])
+        code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_tier.cu", "gated_delta_coarse.cu"))
         _mods[key] = cupy.RawModule(code=code, options=("-std=c++17",) + cc.defines("gated_delta", cfg) + extra), {}
     mod, fns = _mods[key]
     if name not in fns:

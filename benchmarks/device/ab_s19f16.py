@@ -50,7 +50,7 @@ _mods = {}
 def kernel(build, kind):
     defs, _, extra = BUILDS[build]
     if build not in _mods:
-        code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_bwd.cu"))  # (no gd_forms_bwd)
+        code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_bwd_scan.cu"))  # (no gd_forms_bwd)
         opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_bwd", cfg)) + tuple(f"-D{k}={v}" for k, v in defs.items())
         _mods[build] = cupy.RawModule(code=code, options=opts), {}
     mod, fns = _mods[build]

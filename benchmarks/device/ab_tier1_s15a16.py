@@ -46,7 +46,7 @@ _mods = {}
 
 def variant(cfg, name, extra):
     if (cfg, extra) not in _mods:
-        code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_tier.cu"))
+        code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_tier.cu", "gated_delta_coarse.cu"))
         _mods[cfg, extra] = cupy.RawModule(code=code, options=("-std=c++17",) + cc.defines("gated_delta", cfg) + extra), {}
     mod, fns = _mods[cfg, extra]
     if name not in fns:

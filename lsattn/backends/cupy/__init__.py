@@ -1,7 +1,7 @@
 """CuPy RawKernel backend: CUDA kernels for ``loglinear_attention``, ``exp_kernel_attention``,
 ``log_attention`` (the exp-kernel kernels compiled in their log-value mode, ``-DLOGV=1``),
-``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu`` and its two-tier form ``gated_delta_tier.cu``, backward ``gated_delta_bwd.py`` +
-``gated_delta_bwd.cu``, below) and ``loglinear_log_attention`` (``hierarchical.py`` +
+``loglinear_gated_delta`` (``gated_delta.py`` + ``gated_delta.cu`` and its two-tier form ``gated_delta_tier.cu`` + ``gated_delta_coarse.cu``, backward ``gated_delta_bwd.py`` +
+``gated_delta_bwd.cu`` + ``gated_delta_bwd_scan.cu``, below) and ``loglinear_log_attention`` (``hierarchical.py`` +
 ``hierarchical.cu`` with ``hierarchical_intra.cu`` and its reads ``hierarchical_read.cu``, backward ``hierarchical_bwd.cu`` and its per-chunk kernels ``hierarchical_bwd_dq.cu``, ``hierarchical_bwd_dkdv.cu`` over ``hierarchical_bwd_chunk.cu``, below).
 
 Layout of this package: one host module per operator family and its kernel files
@@ -94,7 +94,7 @@ forward run once in float32 for calls that record the backward; non-causal:
 whose backward is the kernel ``gd_forms_bwd`` recomputing from the saved inputs (``forms_backward``; bfloat16
 inputs read as they are by both, their gradients written in bfloat16: ``gated_delta.GRAD_BF16``), and
 wraps the chunk scan in a second ``torch.autograd.Function`` whose backward,
-``gd_scan_bwd`` (``gated_delta_bwd.py`` + ``gated_delta_bwd.cu``), is a reverse scan over the
+``gd_scan_bwd`` (``gated_delta_bwd.py`` + ``gated_delta_bwd.cu``, ``gated_delta_bwd_scan.cu``), is a reverse scan over the
 chunks with adjoint level states (gradients of ``qeff``, ``phi``, ``e^G K``, ``H``, the chunk
 decays, the level weights it reads and the incoming state); it recomputes the slot states before
 every chunk into a scratch of ``(n_old + NLC) / C`` of one ``T d_k d_v`` tensor (C = 64: ~10 / 64

@@ -41,7 +41,9 @@ _KERNELS = {
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
 #: the kernel files of each family, compiled after common.cu in this order
-_SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"), "gated_delta": ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_coarse.cu", "gated_delta_forms_tc.cu", "gated_delta_forms.cu"),
+_SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bwd": ("loglinear.cu", "loglinear_bwd.cu"),
+            "gated_delta": ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_coarse.cu", "gated_delta_forms_tc.cu",
+                            "gated_delta_forms.cu"),
             "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_bwd_scan.cu", "gated_delta_forms_bwd.cu"),
             "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical": ("hierarchical.cu", "hierarchical_intra.cu", "hierarchical_read.cu"),
             "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu", "hierarchical_bwd_chunk.cu",
@@ -370,8 +372,8 @@ class CupyOps:
 
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
                  split=True, r3=None, o16=None):
-        """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x, the coarse slots, gd_tier3) for ``tier =
-        gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None: allocated here); bw:
+        """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x; gated_delta_coarse.cu: the coarse slots,
+        gd_tier3) for ``tier = gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None: allocated here); bw:
         gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as
         session 13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the transfers in gd_tier1x (False: in
         gd_tier1, a timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block (None: ``cfg.tier3_chunks(bw)``; a
@@ -394,7 +396,7 @@ class CupyOps:
             fn((nP * BH * NCK,), block, t1, shared_mem=smem)
         if NCL == 0:  # one period: no level above GD_TM
             return
-        # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_tier.cu's GD_T3FOLD: P_k within a slot buffer)
+        # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_coarse.cu's GD_T3FILL: P_k within a slot buffer)
         from . import gated_delta as gdm
 
         fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
@@ -424,7 +426,7 @@ class CupyOps:
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
                     n, n_old, NLC, merge_last, BH, x1=False):
-        """The chunk scan's backward (gated_delta_bwd.cu); x1: its 1xTF32 build (gd_scan_bwd_x1, bfloat16 callers)."""
+        """The chunk scan's backward (gated_delta_bwd_scan.cu); x1: its 1xTF32 build (gd_scan_bwd_x1, bfloat16 callers)."""
         fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_scan_bwd_x1" if x1 else "gd_scan_bwd")
         fn((BH, -(-DV // gd_scan_bwd_columns(cfg))), block,
            (qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, self._i(T), self._i(DK), self._i(DV),

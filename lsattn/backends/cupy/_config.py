@@ -69,26 +69,26 @@ class Config:
         return 64 if self.ta == "float" else 32
 
     def gd_tier3_smem(self, BW, R=None):
-        """gd_tier3's shared memory (gated_delta_tier.cu's gd_t3_smem) at BW columns and R chunks a block (None:
+        """gd_tier3's shared memory (gated_delta_coarse.cu's gd_t3_smem) at BW columns and R chunks a block (None:
         ``tier3_chunks``): Qp's R chunks (rows padded by 16 bytes), two buffers of a slot (BW + 8 a row) and of R CH
         read weights."""
         R = R or self.tier3_chunks(BW)
         return (R * self.CH * (self.DKP + 16 // self.itemsize) + 2 * (self.DKP * (BW + 8) + R * self.CH)) * self.itemsize
 
     def tier3_chunks(self, BW=None):
-        """gd_tier3's chunks per block (gated_delta_tier.cu's GD_T3R) at BW columns a block (None: ``tier_bw``): 4, 2
+        """gd_tier3's chunks per block (gated_delta_coarse.cu's GD_T3R) at BW columns a block (None: ``tier_bw``): 4, 2
         or 1, the most whose shared memory allows 2 blocks per SM (GD_T3SMAX)."""
         BW = BW or self.tier_bw
         return next(R for R in (4, 2, 1) if R == 1 or self.gd_tier3_smem(BW, R) <= 113 * 1024)
 
     @property
     def coarse_group_bw(self):
-        """The grouped coarse kernels' columns per block (gated_delta_tier.cu's GD_CGBW: gd_cgroup, gd_coarse_g,
+        """The grouped coarse kernels' columns per block (gated_delta_coarse.cu's GD_CGBW: gd_cgroup, gd_coarse_g,
         gd_cfill): float32 64, float64 32 (gd_coarse: GD_BW)."""
         return 64 if self.ta == "float" else GD_BW
 
     def gd_coarse_smem(self, BW=GD_BW, zb=2):
-        """The coarse kernels' shared memory (gated_delta_tier.cu's gd_cchain: gd_coarse at BW = GD_BW; gd_cgroup,
+        """The coarse kernels' shared memory (gated_delta_coarse.cu's gd_cchain: gd_coarse at BW = GD_BW; gd_cgroup,
         gd_coarse_g at ``coarse_group_bw``): zb buffers of a transfer (DKP x DKP, rows padded by 16 bytes; gd_cfill: 1)
         and two of a slot (DKP x BW, BW + 8 a row)."""
         return (zb * self.DKP * (self.DKP + 16 // self.itemsize) + 2 * self.DKP * (BW + 8)) * self.itemsize

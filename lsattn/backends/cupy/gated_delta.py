@@ -101,7 +101,7 @@ TIER_MIN_CHUNKS = 32
 #: 0.116 / 0.159 at 32, 0.054 against 0.026 at 8; 64 not measured; benchmarks/NOTES.md "Session 15 — s15b16"; tests set 0)
 COARSE_GROUP_PERIODS = 64
 #: the grouped form's gd_cfill folded into gd_tier3 (a period inside a group reads its levels >= 3 from the group's first
-#: period's slots with its queries carried on by P_k: gated_delta_tier.cu's GD_T3FOLD; False: gd_cfill, for A/B timing;
+#: period's slots with its queries carried on by P_k: gated_delta_coarse.cu's GD_T3FILL; False: gd_cfill, for A/B timing;
 #: session 19, s19c16)
 T3FILL = True
 
@@ -136,7 +136,7 @@ class Tier:
 
     @property
     def nG(self):
-        """Groups of 4 periods (gd_cgroup's; gated_delta_tier.cu's GD_CG)."""
+        """Groups of 4 periods (gd_cgroup's; gated_delta_coarse.cu's GD_CG)."""
         return -(-self.nP // 4)
 
     def shapes(self, DK, DV):

@@ -7,9 +7,9 @@ Two ``torch.autograd.Function`` s (``_autograd.py``). The per-chunk WY / UT quan
 recomputes the chunk's decay table, ``(I + N)^{-1}`` and ``attn`` from the saved inputs in shared
 memory. The scan over
 chunks (``gd_scan``, ``gated_delta.cu``; ``apply_gated_delta_scan``) has the kernel ``gd_scan_bwd``
-(``gated_delta_bwd.cu``: the formulas are in its header) as its backward: a reverse scan over the
-chunks with adjoint level states, giving the gradients of ``qeff``, ``e^G K``, ``phi``, ``H``, the
-chunk log decays ``g``, the level weights the scan reads and the incoming state's levels, which
+(``gated_delta_bwd.cu``: the formulas are in its header; the kernel in ``gated_delta_bwd_scan.cu``) as its
+backward: a reverse scan over the chunks with adjoint level states, giving the gradients of ``qeff``, ``e^G K``,
+``phi``, ``H``, the chunk log decays ``g``, the level weights the scan reads and the incoming state's levels, which
 ``forms_backward`` carries to ``q, k, v, log_decay, beta, level_weights``.
 
 Memory: the backward recomputes the slot states before every chunk into a scratch of
