@@ -373,14 +373,14 @@ class CupyOps:
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
                  split=True, r3=None, o16=None):
         """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x; gated_delta_coarse.cu: the coarse slots,
-        gd_tier3) for ``tier = gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None: allocated here); bw:
-        gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's GD_TBW_SET); walk3: gd_tier3 as
-        session 13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the transfers in gd_tier1x (False: in
-        gd_tier1, a timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block (None: ``cfg.tier3_chunks(bw)``; a
-        timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup, gd_coarse_g, gd_cfill (levels >= 3
-        over groups of 4 periods); else gd_coarse (every level over periods). o16 (16-bit inputs, ``tier.NCL > 0``): the
-        (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded from out's float32 sums (out then holds
-        the levels <= TM's only); None: the sums added into out."""
+        gd_tier3) for ``tier = gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None:
+        allocated here); bw: gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's
+        GD_TBW_SET); walk3: gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the
+        transfers in gd_tier1x (False: in gd_tier1, a timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block
+        (None: ``cfg.tier3_chunks(bw)``; a timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup,
+        gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse (every level over periods). o16
+        (16-bit inputs, ``tier.NCL > 0``): the (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded
+        from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
