@@ -4,8 +4,8 @@ then _SOURCES, joined by newlines) at BASE (git show) and in this tree, and the 
 (scan_source, forms_source, the backward's BWD_KERNEL), and prints each one's unified diff (expected: the files' header
 comments only; the code lines, bar blank and comment-only ones, asserted equal).
 
-    python benchmarks/split_check_s20k.py [BASE]   # BASE: a commit before the split (default 49df6c6)
-    python benchmarks/split_check_s20k.py --ptx [BASE]   # and PTX / ptxas sm_90 of a few variants of both operators
+    python benchmarks/device/split_check_s20k.py [BASE]   # BASE: a commit before the split (default 49df6c6)
+    python benchmarks/device/split_check_s20k.py --ptx [BASE]   # and PTX / ptxas sm_90 of a few variants of both operators
 
 --ptx: each variant compiled (nvcc -ptx sm_90, nvcc_check.py's flags) from BASE's and this tree's sources, the PTX
 compared and each kernel's registers / spills (ptxas -v) printed for both.
@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
 
