@@ -463,26 +463,6 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, slow):
     assert_close(out, base, tol, what="against gd_cfill")
 
 
-@pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
-    ("float32", 1100, 16, 40, 16, True),  # gd_cgroup / gd_coarse_g: 18 periods, 5 coarse levels
-    ("bfloat16", 1400, 64, 20, 64, True),  # 1xTF32 at d_k = 64
-    ("float64", 700, 5, 19, 16, False)])  # gd_coarse's chains over periods
-def test_coarse_chain_prefetch_bit_equal_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
-    """The coarse chains' keys loaded a step ahead (gated_delta_coarse.cu's GD_CTP_SET) on the CPU emulation: the output
-    bit for bit the off build's (GD_CTP_SET=0)."""
-    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
-    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
-    arrays = make(12, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="mixed", resets=True)
-    half = "bf16" if dtype == "bfloat16" else ""
-    bits = ([narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays] if half else
-            [x.astype(dtype) for x in arrays])
-    out, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
-    off = copy.copy(emulated)
-    off.extra = {"GD_CTP_SET": 0}
-    base, _ = cgd.compute(off, *bits, C, 0, None, False, half)
-    assert np.array_equal(out, base)
-
-
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [
     (150, 0, 16, 20, 64, "normalised", "moderate"),  # one per DKP: CI time
     (97, 77, 20, 17, 32, "raw", "strong"),

@@ -2,11 +2,11 @@
 branch's switches against their off builds in one process, interleaved (CUDA events, medians of ms per call), B H = 32,
 d = 64, C = 64, from chunk 0 without state (the public forward's call); float32 compute: 3xTF32 (f32) and 1xTF32 (x1:
 the bfloat16 inputs' build, TI_BF16=1). Builds (name: -D options, gated_delta.T3FILL, the grouped coarse form forced):
-- off:   main's kernels (GD_CTP_SET=0, GD_T3FILL_SET=0; T3FILL off: gd_cfill runs)
-- new:   production (GD_CTP_SET: the coarse chains' keys one step ahead; T3FILL: gd_cfill folded into gd_tier3)
+- off:   session 19's main's kernels but for the coarse chains' order (GD_T3FILL_SET=0; T3FILL off: gd_cfill runs;
+         GD_CTP_SET, session 15's order, went in session 20)
+- new:   production (T3FILL: gd_cfill folded into gd_tier3)
 - fill0: new's kernels with T3FILL off (gd_cfill runs; gd_tier3's fold code compiled, not taken)
 (s19c16's SUPERGROUPS and its build sup0 were removed in session 20, s20s: slower on the H200.)
-- ctp0:  new with GD_CTP_SET=0
 - grp:   new with the grouped coarse form at every size (COARSE_GROUP_PERIODS = 0: 8K / 16K too)
 The x1 rows run on forms rounded as gd_forms' GD_TAR stores them. Each build: max |build - off| / max |off| and against
 gd_scan; the whole form, then its parts (t1 = gd_tier1 + gd_tier1x / coarse / t3), then its kernels one by one. Then
@@ -31,8 +31,8 @@ ops = cc.CupyOps(cupy.cuda.Device().id)
 BH, DK, DV = 32, 64, 64
 cfgs = {"x1": cgd._config("float", DK, 64, "bf16"), "f32": cgd._config("float", DK, 64, "")}
 # name -> (-D options, T3FILL, grouped at every size)
-BUILDS = {"off": (("-DGD_CTP_SET=0", "-DGD_T3FILL_SET=0"), False, False), "new": ((), True, False),
-          "fill0": ((), False, False), "ctp0": (("-DGD_CTP_SET=0",), True, False), "grp": ((), True, True)}
+BUILDS = {"off": (("-DGD_T3FILL_SET=0",), False, False), "new": ((), True, False),
+          "fill0": ((), False, False), "grp": ((), True, True)}
 PARTS = {"t1": ("gd_tier1", "gd_tier1x"), "coarse": ("gd_coarse", "gd_cgroup", "gd_coarse_g", "gd_cfill"),
          "t3": ("gd_tier3",)}
 _mods = {}

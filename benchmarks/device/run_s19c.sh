@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 19, s19c16 (issue 16): the two-tier scan's coarse kernels and gd_tier3 at 32K (ab_s19c16.py's docstring:
-# T3FILL = gd_cfill folded into gd_tier3, GD_CTP_SET = the coarse chains' keys a step ahead; s19c16's SUPERGROUPS removed
+# T3FILL = gd_cfill folded into gd_tier3; s19c16's SUPERGROUPS and GD_CTP_SET removed
 # in session 20, s20s).
 #   OUT=... bash benchmarks/device/run_s19c.sh tests   (<= 100 s, beside other helpers: GPU tests, sanitizers, warm-up
 #                                                       compiles of ab_s19c16.py's builds)
@@ -12,7 +12,7 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 echo "=== $1 $(date -u +%T)"
 if [ "$1" = tests ]; then
-  for cb in x1:off x1:new x1:ctp0 f32:off f32:new f32:ctp0; do  # (fill0 / grp: new's kernels)
+  for cb in x1:off x1:new f32:off f32:new; do  # (fill0 / grp: new's kernels)
     ( timeout 80 python3 $D/ab_s19c16.py warm ${cb%:*} ${cb#*:} > "$OUT/log_warm_${cb%:*}_${cb#*:}.txt" 2>&1 ) &
   done
   ( timeout 80 python3 $D/ab_s19c16.py warm public > "$OUT/log_warm_public.txt" 2>&1 ) &

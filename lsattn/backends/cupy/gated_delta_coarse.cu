@@ -29,12 +29,9 @@ constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coars
 // then S(q + 1) = A(q) S(q) + T(q) (A(q): a DK x DK row-major matrix copied one step ahead into Zs; T(q): ncol
 // columns of a row-major matrix (row stride tld) or null). One product per step, two buffers of A and of S: one
 // barrier a step. Shared memory: Config.gd_coarse_smem().
-// GD_CTP_SET: T(q + 1)'s entries loaded into registers during step q (session 15's: loaded at step q before its
-// product, a global round trip on every step of the chain), and put(q) after the step's product (its stores' address
-// arithmetic off the chain); the same sums (bit-equal). 0: session 15's, a timing build (s19c16)
-#ifndef GD_CTP_SET
-#define GD_CTP_SET 1
-#endif
+// T(q + 1)'s entries are loaded into registers during step q and put(q) follows the step's product (s19c16: its
+// stores' address arithmetic off the chain). Session 15's order (T(q) loaded at step q before its product) gave the
+// same sums and measured the same on the H200 (session 20: 32K scan bf16 1.665 / 1.673 ms); it went with its switch.
 template <int CBW, typename AF, typename TF, typename PF>
 __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
                                           PF put) {
@@ -56,35 +53,6 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
                 tv[it][x] = t && kk < DK && cc < ncol ? t[kk * tld + cc] : (ta)0;
             }
     };
-    if constexpr (!GD_CTP_SET) {  // session 15's
-        copy_a(q0 + 1);
-        for (int q = q0 + 1; q < q1; ++q) {
-            const ta* Si = Ss + (q & 1) * SS;
-            ta* So = Ss + (~q & 1) * SS;
-            cp_async_wait<0>();
-            __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
-            copy_a(q + 1);    // into the buffer step q - 1 read
-            put(q, Si);
-            if (q + 1 == q1 || !wb.on) continue;
-            const ta* t = tadd(q);  // T(q)'s entries of the thread's tiles, loaded before the product (off the chain)
-            ta tv[TWB][4], acc[1][1][TWB][4] = {};
-#pragma unroll
-            for (int it = 0; it < TWB; ++it)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) {
-                    const int kk = wb.row(x), cc = wb.col(it, x);
-                    tv[it][x] = t && kk < DK && cc < ncol ? t[kk * tld + cc] : (ta)0;
-                }
-            const unsigned use[1] = {1u};
-            gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
-#pragma unroll
-            for (int it = 0; it < TWB; ++it)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) So[wb.row(x) * LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
-        }
-        cp_async_wait<0>();
-        return;
-    }
     ta tv[TWB][4];
     load_t(q0 + 1, tv);
     copy_a(q0 + 1);
