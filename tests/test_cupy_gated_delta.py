@@ -131,6 +131,15 @@ def make(seed, batch, T, dk, dv, *, keys="normalised", key_scale=0.5, decay="mod
     lam = rng.standard_normal(batch + (T, lsattn.num_levels(offset + T) + extra))
     return q, k, v, a, beta, lam
 
+def kernel_inputs(arrays, dtype):
+    """(what the kernels read, the reference's float64 inputs, gd_scan's half argument) for dtype: bfloat16 as
+    16-bit patterns with the reference on the rounded inputs, other dtypes as they are."""
+    if dtype != "bfloat16":
+        bits = [x.astype(dtype) for x in arrays]
+        return bits, [x.astype(np.float64) for x in bits], ""
+    bits = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
+    return bits, [widen(np, b, "bf16").astype(np.float64) for b in bits], "bf16"
+
 
 def _sl(arrays, lo, hi):
     return [x[..., lo:hi] if x.ndim == arrays[3].ndim else x[..., lo:hi, :] for x in arrays]
@@ -404,13 +413,7 @@ def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, deca
     calls, real = [], CupyOps.gd_tiers
     monkeypatch.setattr(CupyOps, "gd_tiers", lambda *a, **k: calls.append(1) or real(*a, **k))
     arrays = make(7, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
-    half = "bf16" if dtype == "bfloat16" else ""
-    if half:  # 16-bit patterns read by gd_forms; the reference on the rounded inputs
-        bits = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
-        full = [widen(np, b, "bf16").astype(np.float64) for b in bits]
-    else:
-        bits = [x.astype(dtype) for x in arrays]
-        full = [x.astype(np.float64) for x in bits]
+    bits, full, half = kernel_inputs(arrays, dtype)
     out, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
     assert calls == [1]
     monkeypatch.setattr(cgd, "TIERED", False)
@@ -446,13 +449,7 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, slow):
     monkeypatch.setattr(Emulated, "_tk", tk)
     arrays = (make(11, (2,), T, dk, dv, decay="zero") if slow else
               make(11, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="mixed", resets=True))
-    half = "bf16" if dtype == "bfloat16" else ""
-    if half:
-        bits = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in arrays]
-        full = [widen(np, b, "bf16").astype(np.float64) for b in bits]
-    else:
-        bits = [x.astype(dtype) for x in arrays]
-        full = [x.astype(np.float64) for x in bits]
+    bits, full, half = kernel_inputs(arrays, dtype)
     out, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
     assert "gd_cfill" not in launched and launched.count("gd_cgroup") == 1
     monkeypatch.setattr(cgd, "T3FILL", False)
