@@ -3,7 +3,19 @@
 #   OUT=... bash benchmarks/device/run_s21.sh first   every GPU test and the sanitizers (run_m.sh tests 110), then where
 #                                                     the Gated DeltaNet forward spends its time at 8K / 32K, bf16 and
 #                                                     fp32 (profile_gd.py: the per-kernel split)
+#   OUT=... bash benchmarks/device/run_s21.sh tests   (a batch's tests wave) the gated delta GPU test files, which the
+#                                                     first call's 110 s cap cut beside the sanitizers
+#   OUT=... bash benchmarks/device/run_s21.sh times   nothing (a batch's times wave)
 set -u
+if [ "$1" = tests ]; then
+  ( NAME=s21_gdtests; . benchmarks/device/setup.sh
+    export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
+    PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
+    timeout 200 $PT tests/test_cupy_gated_delta.py > "$OUT/log_t_gd.txt" 2>&1 &
+    timeout 200 $PT tests/test_cupy_gated_delta_grad.py > "$OUT/log_t_gdgrad.txt" 2>&1 &
+    wait
+    for f in "$OUT"/log_t_*.txt; do echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"; grep -E "^FAILED" $f | head -5 | cut -c1-200; tail -n 1 $f | cut -c1-160; done )
+fi
 if [ "$1" = first ]; then
   bash benchmarks/device/run_m.sh tests 110
   ( NAME=s21_prof; . benchmarks/device/setup.sh; export CUDA_VISIBLE_DEVICES=0
