@@ -64,6 +64,19 @@ def ll_chunk_for(d_k, d_v):
 #: parallel over its chunks, the lower ones chunk by chunk
 LL_GROUP_LOG2 = 2
 
+#: Gated DeltaNet on one stream and two threads (parts = 2) as a pipeline (:func:`ll_chunked`): one
+#: parallel region per group, lane 0 running the previous group's in-order part beside lane 1's forms
+#: of this group, instead of four regions per group over chunks and value columns (False: those).
+#: Measured B = 1, T = 65536, d = 64, float32 (benchmarks/NOTES.md, s21b20): the column split ran its
+#: work 28-65% slower on two threads than on one (the slots and every chunk's forms shared by both cores)
+GD_PIPE = True
+#: log2 of the chunks of a group of the pipeline (16: lane 0's share of the forms balances the lanes
+#: within ~1%; 4 chunks: ~7%)
+GD_PIPE_GROUP_LOG2 = 4
+#: the in-order part of a group (transition chain, slot reads, merges, outputs) per chunk, in units of
+#: one chunk's forms (measured single-threaded at d = 64: 83 us against 136 us); sizes lane 0's forms
+GD_TAIL_COST = 0.6
+
 
 @numba.njit(**_JIT)
 def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, gated, C, parts, out, levels1):
@@ -134,9 +147,12 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
                     S[b, j, a, c] *= f
             D[b, j] = 0.0
     # Gated DeltaNet on one stream
+    P = min(parts, dv)  # parts of the value columns
+    if GD_PIPE and P == 2:
+        _gd_pipeline(q, k, v, log_decay, beta, lam, rows, p, levels0.shape[1], head, nch, g, C, S, out)
+        nch = 0  # the groups are done
     h = g + LL_GROUP_LOG2
     G = min(nch, 1 << (h - g))  # scratch of one group, allocated once
-    P = min(parts, dv)  # parts of the value columns
     Qe = np.empty((B, G, C, dk))
     Pt = np.empty((B, G, dk, dk))
     H = np.empty((B, G, dk, dv))
@@ -174,6 +190,52 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
             for a in range(dk):
                 for c in range(dv):
                     levels1[b, j, a, c] = f * S[b, j, a, c]
+
+
+@numba.njit(**_JIT)
+def _gd_pipeline(q, k, v, log_decay, beta, lam, rows, p, n0, head, nch, g, C, S, out):
+    """Gated DeltaNet's aligned chunks of one stream per batch element on two lanes (arguments as
+    :func:`ll_chunked`; S (B, nlev, d_k, d_v) the slots after the head, n0 the incoming levels): groups
+    of 2^GD_PIPE_GROUP_LOG2 chunks, the forms of group r in region r and its in-order part
+    (:func:`_ll_row`'s: chain, reads, merges, outputs) in region r + 1 on lane 0, beside group r + 1's
+    forms (lane 0 the first of them, as many as balance :data:`GD_TAIL_COST`; lane 1 the rest). The
+    forms in two buffers; the slots touched by lane 0 only; one barrier per group."""
+    B = rows.shape[1]
+    dk, dv = q.shape[2], v.shape[2]
+    h = g + GD_PIPE_GROUP_LOG2
+    G = min(nch, 1 << (h - g))
+    st = np.empty(nch + 1, np.int64)  # the groups' first chunks
+    ng, c0 = 0, 0
+    while c0 < nch:
+        st[ng] = c0
+        c0 += _group_len(p + head, c0, nch, C, h)
+        ng += 1
+    st[ng] = nch
+    Qe = np.empty((2, B, G, C, dk))
+    Pt = np.empty((2, B, G, dk, dk))
+    H = np.empty((2, B, G, dk, dv))
+    Ob = np.empty((2, B, G, C, dv))
+    E = np.empty((B, G + 1, dk, dk))
+    empty = np.full(B, p & ~((1 << n0) - 1))  # as _ll_row: slots of p's set bits beyond the incoming levels
+    for r in range(ng + 1):
+        n = st[r + 1] - st[r] if r < ng else 0
+        m = st[r] - st[r - 1] if r > 0 else 0  # the previous group, run in order on lane 0
+        x = min(n, max(0, int(round((n - GD_TAIL_COST * m) / 2))))  # lane 0's forms
+        for task in prange(2 * B):
+            b, lane = task // 2, task % 2
+            qb, kb, vb, ab, bb, lb = q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]]
+            if lane == 0 and m > 0:
+                u, c0 = (r - 1) % 2, st[r - 1]
+                _group_chain(Pt[u, b], E[b], m, True)
+                for c in range(m):
+                    _group_high(lb, p, head, c0, c, C, h, True, Qe[u, b, c], E[b, c], S[b], Ob[u, b, c], empty[b])
+                empty[b] = _group_low(lb, p, head, c0, m, g, h, True, Qe[u, b], Pt[u, b], H[u, b], Ob[u, b], E[b], S[b],
+                                      out[b], empty[b])
+            u = r % 2
+            lo, hi = (0, x) if lane == 0 else (x, n)
+            for c in range(lo, hi):
+                _ll_forms(qb, kb, vb, ab, bb, lb, head + (st[r] + c) * C, True, Qe[u, b, c], Pt[u, b, c], H[u, b, c],
+                          Ob[u, b, c])
 
 
 #: Mamba-2 on one stream in pieces (:func:`_splits`): a token after a split reads each slot of the stream
