@@ -25,7 +25,9 @@ one per thread (:func:`_ll_row`). One sequence on several threads (parts > 1):
   parallel loop over blocks of C tokens, each later piece's reads of the tokens before its split
   (:func:`_piece_reads`: popcount(s) slot reads per token, the only work added). Two barriers per call.
 - Gated DeltaNet (its transitions are d_k x d_k: a piece's reads of earlier slots would need its
-  transition chain): per group the forms in parallel over chunks, then the passes that walk the
+  transition chain): on two threads a pipeline (:func:`_gd_pipeline`, ``GD_PIPE``): one parallel
+  region per group, lane 0 the previous group's in-order part beside both lanes' forms of this
+  group; else per group the forms in parallel over chunks, then the passes that walk the
   chunks in order in parts of the value columns (each column of a slot, of E and of the outputs
   evolves on its own: no work repeated); four barriers per group.
 Mamba-2 (A_t = e^{a_t} I) is the same with beta = 1, no
@@ -64,17 +66,15 @@ def ll_chunk_for(d_k, d_v):
 #: parallel over its chunks, the lower ones chunk by chunk
 LL_GROUP_LOG2 = 2
 
-#: Gated DeltaNet on one stream and two threads (parts = 2) as a pipeline (:func:`ll_chunked`): one
-#: parallel region per group, lane 0 running the previous group's in-order part beside lane 1's forms
-#: of this group, instead of four regions per group over chunks and value columns (False: those).
-#: Measured B = 1, T = 65536, d = 64, float32 (benchmarks/NOTES.md, s21b20): the column split ran its
-#: work 28-65% slower on two threads than on one (the slots and every chunk's forms shared by both cores)
+#: Gated DeltaNet on one stream and two threads (parts = 2) as a pipeline (:func:`_gd_pipeline`: one
+#: parallel region per group, outputs and levels bit-equal to one thread's :func:`_ll_row`) instead of
+#: four regions per group over chunks and value columns (False: those). B = 1, T = 65536, d = 64,
+#: float32 (benchmarks/NOTES.md, s21b20): the column split's work ran 12-65% slower per phase on two
+#: threads than on one, two threads 1.3-1.7x one; the pipeline 1.5-1.8x
 GD_PIPE = True
-#: log2 of the chunks of a group of the pipeline (16: lane 0's share of the forms balances the lanes
-#: within ~1%; 4 chunks: ~7%)
-GD_PIPE_GROUP_LOG2 = 4
 #: the in-order part of a group (transition chain, slot reads, merges, outputs) per chunk, in units of
-#: one chunk's forms (measured single-threaded at d = 64: 83 us against 136 us); sizes lane 0's forms
+#: one chunk's forms (measured single-threaded at d = 64, C = 64: 83 us against 136 us); sizes lane 0's
+#: share of the forms
 GD_TAIL_COST = 0.6
 
 
@@ -195,14 +195,14 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
 @numba.njit(**_JIT)
 def _gd_pipeline(q, k, v, log_decay, beta, lam, rows, p, n0, head, nch, g, C, S, out):
     """Gated DeltaNet's aligned chunks of one stream per batch element on two lanes (arguments as
-    :func:`ll_chunked`; S (B, nlev, d_k, d_v) the slots after the head, n0 the incoming levels): groups
-    of 2^GD_PIPE_GROUP_LOG2 chunks, the forms of group r in region r and its in-order part
-    (:func:`_ll_row`'s: chain, reads, merges, outputs) in region r + 1 on lane 0, beside group r + 1's
-    forms (lane 0 the first of them, as many as balance :data:`GD_TAIL_COST`; lane 1 the rest). The
-    forms in two buffers; the slots touched by lane 0 only; one barrier per group."""
+    :func:`ll_chunked`; S (B, nlev, d_k, d_v) the slots after the head, n0 the incoming levels): the
+    groups of :func:`_ll_row`, the forms of group r in parallel region r and its in-order part (chain,
+    reads, merges, outputs: :func:`_ll_row`'s functions) in region r + 1 on lane 0, beside group r +
+    1's forms (lane 0 the first of them, as many as balance :data:`GD_TAIL_COST`, lane 1 the rest; two
+    buffers). One barrier per group, the slots on lane 0 only, every result as :func:`_ll_row`'s."""
     B = rows.shape[1]
     dk, dv = q.shape[2], v.shape[2]
-    h = g + GD_PIPE_GROUP_LOG2
+    h = g + LL_GROUP_LOG2
     G = min(nch, 1 << (h - g))
     st = np.empty(nch + 1, np.int64)  # the groups' first chunks
     ng, c0 = 0, 0
