@@ -223,19 +223,19 @@ def _gd_pipeline(q, k, v, log_decay, beta, lam, rows, p, n0, head, nch, g, C, S,
         x = min(n, max(0, int(round((n - GD_TAIL_COST * m) / 2))))  # lane 0's forms
         for task in prange(2 * B):
             b, lane = task // 2, task % 2
-            qb, kb, vb, ab, bb, lb = q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lam[rows[5, b]]
+            lb = lam[rows[5, b]]
             if lane == 0 and m > 0:
-                u, c0 = (r - 1) % 2, st[r - 1]
-                _group_chain(Pt[u, b], E[b], m, True)
+                w, cp = (r - 1) % 2, st[r - 1]
+                _group_chain(Pt[w, b], E[b], m, True)
                 for c in range(m):
-                    _group_high(lb, p, head, c0, c, C, h, True, Qe[u, b, c], E[b, c], S[b], Ob[u, b, c], empty[b])
-                empty[b] = _group_low(lb, p, head, c0, m, g, h, True, Qe[u, b], Pt[u, b], H[u, b], Ob[u, b], E[b], S[b],
+                    _group_high(lb, p, head, cp, c, C, h, True, Qe[w, b, c], E[b, c], S[b], Ob[w, b, c], empty[b])
+                empty[b] = _group_low(lb, p, head, cp, m, g, h, True, Qe[w, b], Pt[w, b], H[w, b], Ob[w, b], E[b], S[b],
                                       out[b], empty[b])
             u = r % 2
             lo, hi = (0, x) if lane == 0 else (x, n)
             for c in range(lo, hi):
-                _ll_forms(qb, kb, vb, ab, bb, lb, head + (st[r] + c) * C, True, Qe[u, b, c], Pt[u, b, c], H[u, b, c],
-                          Ob[u, b, c])
+                _ll_forms(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lb,
+                          head + (st[r] + c) * C, True, Qe[u, b, c], Pt[u, b, c], H[u, b, c], Ob[u, b, c])
 
 
 #: Mamba-2 on one stream in pieces (:func:`_splits`): a token after a split reads each slot of the stream
