@@ -50,6 +50,11 @@ the matmul rate re-measured before each operator (best of ``--repeat`` each); fr
 one-core rate. Prints only (numba rows; no thread table):
 
     python benchmarks/bench_cpu_roofline.py --cpu-time --B 8 --T 4096 --dtypes float32 --repeat 5
+
+``--threads-only``: only the one- against two-thread table (no matmul, no rows; prints only), e.g. for
+one operator with the load average before and after:
+
+    python benchmarks/bench_cpu_roofline.py --threads-only --ops exp_kernel_attention --repeat 9
 """
 from __future__ import annotations
 
@@ -323,6 +328,7 @@ def main():
     ap.add_argument("--threads-T", type=int, default=65536)
     ap.add_argument("--settle", type=float, default=0.3, help="seconds idle before each timed row (docstring)")
     ap.add_argument("--no-threads", action="store_true", help="skip the one- vs two-thread runs")
+    ap.add_argument("--threads-only", action="store_true", help="only the one- vs two-thread runs of --ops (prints only)")
     ap.add_argument("--threads-subprocess", action="store_true",
                     help="one- vs two-thread runs in subprocesses under NUMBA_NUM_THREADS (the method before session 17)")
     ap.add_argument("--quick", action="store_true", help="B = 8, T = 4096, float32, one pair of single calls, threads at T = 16384")
@@ -340,6 +346,11 @@ def main():
         for var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
             os.environ[var] = "1"
         return cpu_time(args)
+    if args.threads_only:
+        print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        threads_check(args)
+        print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        return None
     out = OUT.parent / args.name
     if args.crossover:
         rows = crossover(args)

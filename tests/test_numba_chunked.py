@@ -398,9 +398,9 @@ def test_ll_long_calls_run_chunked_and_match(op, monkeypatch):
 @given(T=small_T, C=ll_chunks, parts=st.integers(1, 4), seed=seeds)
 def test_ll_chunked_split_or_not(op, T, C, parts, seed):
     """Every schedule of ll_chunked (one parallel loop over the batch; for parts > 1 loops over batch
-    x chunks and over batch x parts of the value columns, some parts empty; the backend picks
-    by batch and thread count, so it is driven directly here) from an offset: the reference outputs
-    and the array-API final levels."""
+    x chunks and over batch x parts of the value columns, some parts empty, and for Gated DeltaNet at
+    parts = 2 the pipeline ``_gd_pipeline``; the backend picks by batch and thread count, so it is
+    driven directly here) from an offset: the reference outputs and the array-API final levels."""
     from lsattn.backends import _numba_ll_chunked as KC
 
     f, r, gated = LL[op]
@@ -416,6 +416,30 @@ def test_ll_chunked_split_or_not(op, T, C, parts, seed):
     assert_close(np.concatenate([f(*cut(args, 0, 5), backend="array_api"), out], axis=-2), r(*args), TOL["float64"])
     _, want = f(*args, return_state=True, backend="array_api")
     assert_close(lev1, want.tensors["levels"], TOL["float64"])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@given(T=st.integers(1, 300), p=st.integers(0, 70), C=st.sampled_from([4, 8, 16]), decay=decays, seed=seeds)
+def test_gd_pipeline_equals_one_lane(dtype, T, p, C, decay, seed):
+    """Gated DeltaNet's two-lane pipeline (parts = 2, ``GD_PIPE``: groups cut by the call's ends, an
+    unaligned head, incoming levels) runs ``_ll_row``'s functions on ``_ll_row``'s groups: outputs and
+    final levels bit-equal to the one-lane path (parts = 1), two sequences."""
+    from lsattn.backends import _numba_ll_chunked as KC
+
+    f = LL["gated"][0]
+    args = [x.astype(dtype) for x in ll_inputs(seed, (2,), p + T, 3, 4, gated=True, decay=decay)]
+    _, st0 = f(*cut(args, 0, p), return_state=True, backend="array_api")
+    n = (p + T).bit_length()
+    lev0 = st0.tensors["levels"] if p else np.zeros((2, 0, 3, 4), dtype)
+    rows = ro(np.tile(np.arange(2), (6, 1)))
+    seg, offs = ro(np.array([0, T], np.int64)), ro(np.array([p], np.int64))
+    res = []
+    for parts in (1, 2):
+        out, lev1 = np.empty((2, T, 4), dtype), np.empty((2, n, 3, 4), dtype)
+        KC.ll_chunked(*(ro(x[:, p:]) for x in args), rows, seg, offs, n, ro(lev0), True, C, parts, out, lev1)
+        res.append((out, lev1))
+    np.testing.assert_array_equal(res[1][0], res[0][0])
+    np.testing.assert_array_equal(res[1][1], res[0][1])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

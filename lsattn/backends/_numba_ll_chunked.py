@@ -25,7 +25,9 @@ one per thread (:func:`_ll_row`). One sequence on several threads (parts > 1):
   parallel loop over blocks of C tokens, each later piece's reads of the tokens before its split
   (:func:`_piece_reads`: popcount(s) slot reads per token, the only work added). Two barriers per call.
 - Gated DeltaNet (its transitions are d_k x d_k: a piece's reads of earlier slots would need its
-  transition chain): per group the forms in parallel over chunks, then the passes that walk the
+  transition chain): on two threads a pipeline (:func:`_gd_pipeline`, ``GD_PIPE``): one parallel
+  region per group, lane 0 the previous group's in-order part beside both lanes' forms of this
+  group; else per group the forms in parallel over chunks, then the passes that walk the
   chunks in order in parts of the value columns (each column of a slot, of E and of the outputs
   evolves on its own: no work repeated); four barriers per group.
 Mamba-2 (A_t = e^{a_t} I) is the same with beta = 1, no
@@ -63,6 +65,17 @@ def ll_chunk_for(d_k, d_v):
 #: tokens): slots from that level up are read through the group's transition products in
 #: parallel over its chunks, the lower ones chunk by chunk
 LL_GROUP_LOG2 = 2
+
+#: Gated DeltaNet on one stream and two threads (parts = 2) as a pipeline (:func:`_gd_pipeline`: one
+#: parallel region per group, outputs and levels bit-equal to one thread's :func:`_ll_row`) instead of
+#: four regions per group over chunks and value columns (False: those). B = 1, T = 65536, d = 64,
+#: float32 (benchmarks/NOTES.md, s21b20): the column split's work ran 12-65% slower per phase on two
+#: threads than on one, two threads 1.3-1.7x one; the pipeline 1.5-1.8x
+GD_PIPE = True
+#: the in-order part of a group (transition chain, slot reads, merges, outputs) per chunk, in units of
+#: one chunk's forms (measured single-threaded at d = 64, C = 64: 83 us against 136 us); sizes lane 0's
+#: share of the forms
+GD_TAIL_COST = 0.6
 
 
 @numba.njit(**_JIT)
@@ -134,9 +147,12 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
                     S[b, j, a, c] *= f
             D[b, j] = 0.0
     # Gated DeltaNet on one stream
+    P = min(parts, dv)  # parts of the value columns
+    if GD_PIPE and P == 2:
+        _gd_pipeline(q, k, v, log_decay, beta, lam, rows, p, levels0.shape[1], head, nch, g, C, S, out)
+        nch = 0  # the groups are done
     h = g + LL_GROUP_LOG2
     G = min(nch, 1 << (h - g))  # scratch of one group, allocated once
-    P = min(parts, dv)  # parts of the value columns
     Qe = np.empty((B, G, C, dk))
     Pt = np.empty((B, G, dk, dk))
     H = np.empty((B, G, dk, dv))
@@ -174,6 +190,52 @@ def ll_chunked(q, k, v, log_decay, beta, lam, rows, seg, offs, nlev, levels0, ga
             for a in range(dk):
                 for c in range(dv):
                     levels1[b, j, a, c] = f * S[b, j, a, c]
+
+
+@numba.njit(**_JIT)
+def _gd_pipeline(q, k, v, log_decay, beta, lam, rows, p, n0, head, nch, g, C, S, out):
+    """Gated DeltaNet's aligned chunks of one stream per batch element on two lanes (arguments as
+    :func:`ll_chunked`; S (B, nlev, d_k, d_v) the slots after the head, n0 the incoming levels): the
+    groups of :func:`_ll_row`, the forms of group r in parallel region r and its in-order part (chain,
+    reads, merges, outputs: :func:`_ll_row`'s functions) in region r + 1 on lane 0, beside group r +
+    1's forms (lane 0 the first of them, as many as balance :data:`GD_TAIL_COST`, lane 1 the rest; two
+    buffers). One barrier per group, the slots on lane 0 only, every result as :func:`_ll_row`'s."""
+    B = rows.shape[1]
+    dk, dv = q.shape[2], v.shape[2]
+    h = g + LL_GROUP_LOG2
+    G = min(nch, 1 << (h - g))
+    st = np.empty(nch + 1, np.int64)  # the groups' first chunks
+    ng, c0 = 0, 0
+    while c0 < nch:
+        st[ng] = c0
+        c0 += _group_len(p + head, c0, nch, C, h)
+        ng += 1
+    st[ng] = nch
+    Qe = np.empty((2, B, G, C, dk))
+    Pt = np.empty((2, B, G, dk, dk))
+    H = np.empty((2, B, G, dk, dv))
+    Ob = np.empty((2, B, G, C, dv))
+    E = np.empty((B, G + 1, dk, dk))
+    empty = np.full(B, p & ~((1 << n0) - 1))  # as _ll_row: slots of p's set bits beyond the incoming levels
+    for r in range(ng + 1):
+        n = st[r + 1] - st[r] if r < ng else 0
+        m = st[r] - st[r - 1] if r > 0 else 0  # the previous group, run in order on lane 0
+        x = min(n, max(0, int(round((n - GD_TAIL_COST * m) / 2))))  # lane 0's forms
+        for task in prange(2 * B):
+            b, lane = task // 2, task % 2
+            lb = lam[rows[5, b]]
+            if lane == 0 and m > 0:
+                w, cp = (r - 1) % 2, st[r - 1]
+                _group_chain(Pt[w, b], E[b], m, True)
+                for c in range(m):
+                    _group_high(lb, p, head, cp, c, C, h, True, Qe[w, b, c], E[b, c], S[b], Ob[w, b, c], empty[b])
+                empty[b] = _group_low(lb, p, head, cp, m, g, h, True, Qe[w, b], Pt[w, b], H[w, b], Ob[w, b], E[b], S[b],
+                                      out[b], empty[b])
+            u = r % 2
+            lo, hi = (0, x) if lane == 0 else (x, n)
+            for c in range(lo, hi):
+                _ll_forms(q[rows[0, b]], k[rows[1, b]], v[rows[2, b]], log_decay[rows[3, b]], beta[rows[4, b]], lb,
+                          head + (st[r] + c) * C, True, Qe[u, b, c], Pt[u, b, c], H[u, b, c], Ob[u, b, c])
 
 
 #: Mamba-2 on one stream in pieces (:func:`_splits`): a token after a split reads each slot of the stream
