@@ -123,15 +123,15 @@ extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, cons
 }
 
 // the two-tier form's launches (CupyOps.gd_tiers): 1-D grids of nblocks, smem bytes each
-extern "C" void run_tier1(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* Z,
-                          ta* Tot, ta* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
+extern "C" void run_tier1(const gd_e* qe, const gd_e* ek, const gd_e* ph, const gd_e* Hc, const ta* gc, const ta* lam, ta* out,
+                          ta* Z, ta* Tot, gd_e* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
                           unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] { gd_tier1(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
     emu_smem = sizeof(smem_raw);
 }
-extern "C" void run_tier1x(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out,
-                           ta* Z, ta* Tot, ta* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
+extern "C" void run_tier1x(const gd_e* qe, const gd_e* ek, const gd_e* ph, const gd_e* Hc, const ta* gc, const ta* lam,
+                           ta* out, ta* Z, ta* Tot, gd_e* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
                            unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] { gd_tier1x(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
@@ -165,15 +165,15 @@ extern "C" void run_cfill(const ta* Z, const ta* Pc, ta* Sb, int DK, int DV, int
     emu_smem = sizeof(smem_raw);
 }
 #if GD_T3WALK_SET  // the timing build of session 13's gd_tier3 walks
-extern "C" void run_tier3(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out,
-                          const ta* Sb, int T, int DK, int DV, int L, int n, int nP, int NPR, int BH, unsigned nblocks,
+extern "C" void run_tier3(const gd_e* qe, const gd_e* ek, const gd_e* ph, const gd_e* Hc, const ta* gc, const ta* lam,
+                          ta* out, const ta* Sb, int T, int DK, int DV, int L, int n, int nP, int NPR, int BH, unsigned nblocks,
                           unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] { gd_tier3(qe, ek, ph, Hc, gc, lam, out, Sb, T, DK, DV, L, n, nP, NPR, BH); });
     emu_smem = sizeof(smem_raw);
 }
 #else
-extern "C" void run_tier3(const ta* qe, const ta* Qp, const ta* lam, ta* out, const ta* Sb, ti* o16, const ta* Z,
+extern "C" void run_tier3(const gd_e* qe, const gd_e* Qp, const ta* lam, ta* out, const ta* Sb, ti* o16, const ta* Z,
                           const ta* Pc, int T, int DK, int DV, int L, int n, int nP, int BH, int fill, unsigned nblocks,
                           unsigned smem) {
     emu_smem = smem;

@@ -236,6 +236,7 @@ class Emulated:
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
+        defines |= {"GD_S16": 1} if cfg.s16 else {}  # (gated_delta.S16's build: _compile.defines)
         defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g <= GD_G else {"GD_G_SET": self.g})
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
@@ -252,7 +253,7 @@ class Emulated:
     def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         opt = [None if x is None else x.ctypes.data_as(ctypes.c_void_p) for x in (lamw, bad)]
-        self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H, g, out)), *opt, *ints,
+        self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H)), *self._ptrs((g, out)), *opt, *ints,
                                  ctypes.c_int(n), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("gd_forms")))
 
     _i, _l, _p = staticmethod(np.int32), staticmethod(np.int64), staticmethod(CupyOps._p)
