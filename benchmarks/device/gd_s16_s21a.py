@@ -5,9 +5,11 @@ without state (bench_gpu_gated_delta's inputs; CUDA torch tensors, no backend=).
 - public: the forward's latency (one call from an idle GPU) and pipelined time (10 calls back to back / 10), CUDA
   events, medians; fla's chunk_gated_delta_rule (bf16, pipelined) in the same rounds for the ratio; peak memory
   (bench_gpu.peak_mem) on / off; max |on - off| / max |off| of the outputs (and vs fla's float32 as a sanity check)
-    python benchmarks/device/gd_s16_s21a.py warm [T,T]            # compile both builds, fla's Triton (tests mode)
-    python benchmarks/device/gd_s16_s21a.py kernels [T,T] [ROUNDS]
-    python benchmarks/device/gd_s16_s21a.py public [T,T] [ROUNDS]"""
+Builds (MODES, comma-separated): on (S16), off (S16 False: float32 intermediates), on-SW (S16 with the switch SW's
+`#define SW 1` turned to 0 in the sources, e.g. on-GD_T1X4_SET).
+    python benchmarks/device/gd_s16_s21a.py warm [T,T] [MODES]           # compile the builds, fla's Triton (tests mode)
+    python benchmarks/device/gd_s16_s21a.py kernels [T,T] [ROUNDS] [MODES]
+    python benchmarks/device/gd_s16_s21a.py public [T,T] [ROUNDS] [MODES]"""
 import os
 import statistics
 import sys
@@ -20,11 +22,27 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 import lsattn  # noqa: E402
 from bench_gpu import peak_mem  # noqa: E402
 from bench_gpu_gated_delta import fla_args, inputs  # noqa: E402
+from lsattn.backends.cupy import _compile as cc  # noqa: E402
 from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "public"
 Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192,16384,32768").split(",")]
-ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 7
+ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 and MODE != "warm" else 7
+MODES = (sys.argv[-1] if len(sys.argv) > (3 if MODE == "warm" else 4) else "on,off").split(",")
+_source, PATCH = cc._source, [None]
+
+
+def patched(name):
+    text = _source(name)
+    if PATCH[0]:
+        text = text.replace(f"#define {PATCH[0]} 1", f"#define {PATCH[0]} 0")
+    return text
+
+
+cc._source = patched
+for m in MODES:
+    if m.startswith("on-"):
+        assert any(f"#define {m[3:]} 1" in _source(f) for f in cc._SOURCES["gated_delta"]), m
 try:
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 except Exception as exc:  # noqa: BLE001
@@ -32,8 +50,13 @@ except Exception as exc:  # noqa: BLE001
     chunk_gated_delta_rule = None
 
 
-def use(on):
-    cgd.S16 = on
+def use(mode):
+    cgd.S16 = mode != "off"
+    patch = mode[3:] if mode.startswith("on-") else None
+    if patch != PATCH[0]:
+        PATCH[0] = patch
+        cc._kernels.cache_clear()
+        cc._launch.cache_clear()
     cgd._TORCH_PLANS.clear()
 
 
@@ -78,8 +101,8 @@ def rel(a, b):
 if MODE == "warm":
     for T in Ts:
         x = inputs(T, torch.bfloat16)
-        for on in (True, False):
-            use(on)
+        for m in MODES:
+            use(m)
             fwd(x)
         if chunk_gated_delta_rule is not None:
             chunk_gated_delta_rule(*fla_args(*x[:5]), scale=1.0)
@@ -88,32 +111,31 @@ if MODE == "warm":
 elif MODE == "kernels":
     for T in Ts:
         x = inputs(T, torch.bfloat16)
-        res = {on: defaultdict(list) for on in (True, False)}
+        res = {m: defaultdict(list) for m in MODES}
         for r in range(ROUNDS):
-            for on in (True, False):
-                use(on)
+            for m in MODES:
+                use(m)
                 for k, v in kernel_ms(lambda: fwd(x)).items():
-                    res[on][k].append(v)
-        med = {on: {k: statistics.median(v) for k, v in d.items()} for on, d in res.items()}
-        names = sorted(set(med[True]) | set(med[False]), key=lambda k: -max(med[True].get(k, 0), med[False].get(k, 0)))
-        tot = {on: sum(med[on].values()) for on in med}
-        print(f"T={T} kernels (ms, S16 on / off, medians of {ROUNDS}): total {tot[True]:.3f} / {tot[False]:.3f}", flush=True)
+                    res[m][k].append(v)
+        med = {m: {k: statistics.median(v) for k, v in d.items()} for m, d in res.items()}
+        names = sorted(set().union(*med.values()), key=lambda k: -max(d.get(k, 0) for d in med.values()))
+        print(f"T={T} kernels (ms, medians of {ROUNDS}; {' / '.join(MODES)}): total "
+              f"{' / '.join(f'{sum(med[m].values()):.3f}' for m in MODES)}", flush=True)
         for k in names[:10]:
-            a, b = med[True].get(k, 0.0), med[False].get(k, 0.0)
-            print(f"  {k[:48]:48s} {a:7.3f} / {b:7.3f}  ({a - b:+.3f})", flush=True)
-    use(True)
+            print(f"  {k[:40]:40s} {' / '.join(f'{med[m].get(k, 0.0):7.3f}' for m in MODES)}", flush=True)
+    use("on")
 else:
     for T in Ts:
         x = inputs(T, torch.bfloat16)
         fx = fla_args(*x[:5]) if chunk_gated_delta_rule is not None else None
-        res, outs = {k: ([], []) for k in (True, False, "fla")}, {}
+        res, outs = {k: ([], []) for k in MODES + ["fla"]}, {}
         for r in range(ROUNDS + 1):
-            for on in (True, False):
-                use(on)
-                outs[on] = fwd(x)
+            for m in MODES:
+                use(m)
+                outs[m] = fwd(x)
                 lat, pipe = timed(lambda: fwd(x), 1), timed(lambda: fwd(x), 10)
                 if r:
-                    res[on][0].append(lat), res[on][1].append(pipe)
+                    res[m][0].append(lat), res[m][1].append(pipe)
             if fx is not None:
                 chunk_gated_delta_rule(*fx, scale=1.0)
                 lat, pipe = timed(lambda: chunk_gated_delta_rule(*fx, scale=1.0), 1), \
@@ -122,11 +144,11 @@ else:
                     res["fla"][0].append(lat), res["fla"][1].append(pipe)
         m = {k: (statistics.median(a), statistics.median(b)) if a else (float("nan"),) * 2 for k, (a, b) in res.items()}
         mem = {}
-        for on in (True, False):
-            use(on)
-            mem[on] = peak_mem(lambda: fwd(x)) / 1e9
-        use(True)
-        print(f"T={T} bf16 public fwd (ms): S16 on latency {m[True][0]:.3f} pipelined {m[True][1]:.3f} | off latency "
-              f"{m[False][0]:.3f} pipelined {m[False][1]:.3f} | fla latency {m['fla'][0]:.3f} pipelined {m['fla'][1]:.3f} "
-              f"| on/fla {m[True][1] / m['fla'][1]:.2f}x off/fla {m[False][1] / m['fla'][1]:.2f}x | peak GB on "
-              f"{mem[True]:.3f} off {mem[False]:.3f} | |on-off|/max {rel(outs[True], outs[False]):.2e}", flush=True)
+        for md in MODES:
+            use(md)
+            mem[md] = peak_mem(lambda: fwd(x)) / 1e9
+        use("on")
+        cells = [f"{md} {m[md][0]:.3f} / {m[md][1]:.3f} ({m[md][1] / m['fla'][1]:.2f}x fla, {mem[md]:.3f} GB"
+                 + (f", vs off {rel(outs[md], outs['off']):.1e})" if md != "off" and "off" in outs else ")") for md in MODES]
+        print(f"T={T} bf16 public fwd, latency / pipelined ms: {' | '.join(cells)} | fla {m['fla'][0]:.3f} / "
+              f"{m['fla'][1]:.3f}", flush=True)

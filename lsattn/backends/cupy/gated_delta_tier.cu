@@ -146,7 +146,11 @@ constexpr int GD_T1MINB = GD_T1MINB_SET;
 constexpr int GD_T1MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
 #endif
 constexpr int GD_T3MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
-constexpr int GD_T1XMINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 3 : 1);  // gd_tier1x's (shared memory's)
+// gd_tier1x's (shared memory's: 71 KB, 3 a SM; GD_H16's 16-bit tiles 46 KB, 4 a SM where its registers allow: GD_T1X4_SET)
+#ifndef GD_T1X4_SET
+#define GD_T1X4_SET 1
+#endif
+constexpr int GD_T1XMINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? (GD_H16 && GD_T1X4_SET ? 4 : 3) : 1);
 // timing builds: the next chunk's tiles prefetched into L2 during a chunk of gd_tier1 / gd_tier3 (GD_TPF_SET=1);
 // gd_tier3 as session 13's walks (GD_T3WALK_SET=1: gd_tier1 then stores no Qp)
 #ifndef GD_T3WALK_SET
