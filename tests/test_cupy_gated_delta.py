@@ -240,7 +240,7 @@ class Emulated:
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
-        defines |= {"GD_S16": 1} if cfg.s16 else {}  # (gated_delta.S16's build: _compile.defines)
+        defines |= ({"GD_S16": 1} if cfg.s16 else {}) | ({"GD_O16": 1} if cfg.o16 else {})  # (S16, O16: _compile.defines)
         defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g <= GD_G else {"GD_G_SET": self.g})
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
@@ -861,11 +861,12 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     allocation, the kernels launched on raw pointers) on CPU torch tensors, its launches run by the CPU emulation
     (CuPy, the CUDA stream and device stood in for; ``raw``: through ``_rawlaunch``'s argument blocks, decoded by the
     kernels' C signatures, on torch's stream): output against the reference (T not a multiple of the chunk:
-    the padding rows trimmed; bfloat16 inputs: a float32 output of the rounded inputs, within S16), the plan reused by a
+    the padding rows trimmed; bfloat16 inputs: a float32 output of the rounded inputs, within S16, or with gd_tier3 a
+    bfloat16 output on bfloat16 partial sums (O16), within BF16), the plan reused by a
     second call; the finiteness flag: clear for finite inputs (a hard reset included), set by one NaN; strided
     inputs and misaligned bfloat16 rows are left to the general path (None). bfloat16 with gd_tier3 (more than one
     period of chunks: T = 600, odd d_v): the output in bfloat16, rounded by gd_tier3, equal bit for bit to the float32
-    output (``OUT16`` off) rounded by torch."""
+    output (``OUT16`` off) rounded by torch (on float32 partial sums: ``O16`` off)."""
     torch = _direct_on_emulation(emulated, monkeypatch)
     import types
 
@@ -912,12 +913,18 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     assert len(cgd._TORCH_PLANS) == 1 and len(kernels) == (2 if raw else 0)
     assert (next(iter(cgd._TORCH_PLANS.values())).raw_forms is not None) == raw
     np.testing.assert_array_equal(again.float().numpy(), out.float().numpy())
-    if o16:  # the float32 sums rounded once: as torch rounds the float32 output
+    if o16:  # the float32 sums rounded once: as torch rounds the float32 output (O16 off: float32 partial sums)
+        assert next(iter(cgd._TORCH_PLANS.values())).cfg.o16 == cgd.O16  # (O16: bfloat16 partial sums, within BF16)
+        monkeypatch.setattr(cgd, "O16", False)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+        out32 = cgd._torch_call(*xs, C, None)
         monkeypatch.setattr(cgd, "OUT16", False)
         monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
         f32 = cgd._torch_call(*xs, C, None)
-        assert f32.dtype == torch.float32 and torch.equal(f32.to(tdt), out)
+        assert f32.dtype == torch.float32 and torch.equal(f32.to(tdt), out32)
         monkeypatch.setattr(cgd, "OUT16", True)
+        monkeypatch.setattr(cgd, "O16", True)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
     bad = [x.clone() for x in xs]
     bad[2].view(-1)[-1] = float("nan")  # the last token's last value feature
     check = Check()
@@ -1250,12 +1257,21 @@ def test_gpu_half_inputs_read_as_they_are(dtype):
 def test_gpu_direct_output_rounded_by_gd_tier3(monkeypatch, dtype, T, dv):
     """16-bit CUDA tensors on the direct path with the two-tier scan (33 chunks, T not a multiple of the chunk, an odd
     d_v): gd_tier3 writes the output in their dtype (``OUT16``), equal bit for bit to the float32 output (``OUT16``
-    off) rounded by torch, and within the 16-bit bound of the reference."""
+    off) rounded by torch (bfloat16: on float32 partial sums, ``O16`` off), and within the 16-bit bound of the
+    reference (bfloat16 with ``O16``: its bfloat16 partial sums too)."""
     _gpu_ready()
     torch = _torch_cuda()
     tdt = getattr(torch, dtype)
     dev = [torch.as_tensor(x, device="cuda").to(tdt) for x in make(5, (2, 3), T, 64, dv, resets=True)]
+    want = ref.loglinear_gated_delta(*[t.double() for t in dev])
+    tol = BF16 if dtype == "bfloat16" else F16
     monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+    if dtype == "bfloat16":  # (O16: the bfloat16 partial sums)
+        out = cgd._torch_call(*dev, 64, None)
+        assert next(iter(cgd._TORCH_PLANS.values())).cfg.o16 and out.dtype == tdt
+        assert_close(out.double().cpu().numpy(), want.cpu().numpy(), tol, what="O16")
+        monkeypatch.setattr(cgd, "O16", False)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
     out = cgd._torch_call(*dev, 64, None)
     assert next(iter(cgd._TORCH_PLANS.values())).o16 and out.dtype == tdt and out.is_contiguous()
     public = lsattn.loglinear_gated_delta(*dev)  # (the registry's call: the plan's output as it is)
@@ -1264,8 +1280,7 @@ def test_gpu_direct_output_rounded_by_gd_tier3(monkeypatch, dtype, T, dv):
     monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
     f32 = cgd._torch_call(*dev, 64, None)
     assert f32.dtype == torch.float32 and torch.equal(f32.to(tdt), out)
-    want = ref.loglinear_gated_delta(*[t.double() for t in dev])
-    assert_close(out.double().cpu().numpy(), want.cpu().numpy(), BF16 if dtype == "bfloat16" else F16)
+    assert_close(out.double().cpu().numpy(), want.cpu().numpy(), tol)
 
 
 @pytest.mark.gpu

@@ -5,8 +5,9 @@ without state (bench_gpu_gated_delta's inputs; CUDA torch tensors, no backend=).
 - public: the forward's latency (one call from an idle GPU) and pipelined time (10 calls back to back / 10), CUDA
   events, medians; fla's chunk_gated_delta_rule (bf16, pipelined) in the same rounds for the ratio; peak memory
   (bench_gpu.peak_mem) on / off; max |on - off| / max |off| of the outputs (and vs fla's float32 as a sanity check)
-Builds (MODES, comma-separated): on (S16), off (S16 False: float32 intermediates), on-SW (S16 with the switch SW's
-`#define SW 1` turned to 0 in the sources, e.g. on-GD_T1X4_SET).
+Builds (MODES, comma-separated): on (S16 and O16: the output's partial sums in bfloat16 too), s16 (S16, O16 False),
+off (S16 False: float32 intermediates), on-SW (on with the switch SW's `#define SW 1` turned to 0 in the sources, e.g.
+on-GD_T1X4_SET).
     python benchmarks/device/gd_s16_s21a.py warm [T,T] [MODES]           # compile the builds, fla's Triton (tests mode)
     python benchmarks/device/gd_s16_s21a.py kernels [T,T] [ROUNDS] [MODES]
     python benchmarks/device/gd_s16_s21a.py public [T,T] [ROUNDS] [MODES]"""
@@ -51,7 +52,7 @@ except Exception as exc:  # noqa: BLE001
 
 
 def use(mode):
-    cgd.S16 = mode != "off"
+    cgd.S16, cgd.O16 = mode != "off", mode not in ("off", "s16")
     patch = mode[3:] if mode.startswith("on-") else None
     if patch != PATCH[0]:
         PATCH[0] = patch

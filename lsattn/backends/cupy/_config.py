@@ -28,6 +28,7 @@ class Config:
     logv: bool = False  # the exp-kernel kernels in log_attention's mode (-DLOGV=1: log values, log outputs)
     bwd: bool = False  # bf16 exp-kernel backward on tensor cores (exp_kernel_bwd_tc.cu; fp32 chunk summaries)
     s16: bool = False  # bf16 inputs' two-tier scan on bfloat16 intermediates (-DGD_S16=1: gated_delta.S16)
+    o16: bool = False  # ... and the output's partial sums in bfloat16 (-DGD_O16=1, with s16: gated_delta.O16)
 
     @property
     def bf16(self):

@@ -120,6 +120,37 @@ __device__ __forceinline__ void gd_put2(gd_bf* p, float x0, float x1) {
     *reinterpret_cast<unsigned*>(p) = gd_bfr(x0) | (gd_bfr(x1) << 16);
 }
 constexpr bool GD_TAR = GD_TC && GD_X1_SET && GD_TAR_SET && !GD_H16;  // (GD_H16: rounded once, to bfloat16)
+// GD_O16 (gated_delta.O16, Config.o16; GD_S16's calls whose output gd_tier3 rounds, gated_delta.OUT16): the output's
+// partial sums between the kernels (gd_forms' intra-chunk output, gd_tier1's low levels added into it) stored as
+// bfloat16 too: gd_tier1 adds with bf16x2 reductions (red.global.add.noftz.bf16x2: each add rounded to nearest even),
+// gd_tier3 reads them (widened) and rounds the whole sum into the output as before. float32 otherwise.
+#ifndef GD_O16
+#define GD_O16 0
+#endif
+using gd_o = GdE<GD_H16 && GD_O16>::T;  // the output's partial sums' element (gd_forms -> gd_tier1 -> gd_tier3)
+__device__ __forceinline__ void gd_ld2(const ta* p, ta& x0, ta& x1) { x0 = p[0], x1 = p[1]; }
+__device__ __forceinline__ void gd_put2(ta* p, ta x0, ta x1) { p[0] = x0, p[1] = x1; }
+__device__ __forceinline__ void gd_ld2(const gd_bf* p, float& x0, float& x1) {  // (p aligned to 4 bytes)
+    const unsigned u = *reinterpret_cast<const unsigned*>(p);
+    x0 = __uint_as_float(u << 16), x1 = __uint_as_float(u & 0xffff0000u);
+}
+// x (x0, x1) added into p[0] (p[0], p[1]; aligned to 4 bytes): float32 atomics, or bfloat16 reductions of the addends
+// rounded to bfloat16 (sm_90's red.add.noftz.bf16(x2): the sums rounded to nearest even)
+__device__ __forceinline__ void gd_red(ta* p, ta x) { atomicAdd(p, x); }
+__device__ __forceinline__ void gd_red(gd_bf* p, float x) {
+#ifdef __CUDA_ARCH__
+    asm volatile("red.global.add.noftz.bf16 [%0], %1;" ::"l"(p), "h"((unsigned short)gd_bfr(x)) : "memory");
+#else
+    emu_bf16_add(&p->u, 1, gd_bfr(x));
+#endif
+}
+__device__ __forceinline__ void gd_red2(gd_bf* p, float x0, float x1) {
+#ifdef __CUDA_ARCH__
+    asm volatile("red.global.add.noftz.bf16x2 [%0], %1;" ::"l"(p), "r"(gd_bfr(x0) | (gd_bfr(x1) << 16)) : "memory");
+#else
+    emu_bf16_add(&p->u, 2, gd_bfr(x0) | (gd_bfr(x1) << 16));
+#endif
+}
 __device__ __forceinline__ ta gd_tar(ta x) {
     if constexpr (GD_TAR) {
         const unsigned u = to_tf32(x);  // (a NaN's bits as they are: cleared, a payload in the low bits would be inf)

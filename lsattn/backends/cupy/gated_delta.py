@@ -221,11 +221,11 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="",
 
 
 @functools.lru_cache(maxsize=None)
-def _config(ta, DK, chunk_size, half, s16=False):
+def _config(ta, DK, chunk_size, half, s16=False, o16=False):
     """The kernels' Config (16-bit inputs: gd_forms reads them (TI_BF16 / TI_F16); the chunk as asked; s16: the
-    GD_S16 build, ``S16``)."""
+    GD_S16 build, ``S16``; o16: and GD_O16's, ``O16``)."""
     cfg = make_config(ta, DK, 16, chunk_size)
-    return dataclasses.replace(cfg, half=half, tc=False, s16=s16) if half else cfg
+    return dataclasses.replace(cfg, half=half, tc=False, s16=s16, o16=s16 and o16) if half else cfg
 
 
 def _s16(half, tier):
@@ -328,17 +328,17 @@ class _Plan:
         NLC = chunk_slots(F, n, merge_last)
         # gd_scan's two-tier form (bfloat16 inputs: on bfloat16 intermediates where S16, the GD_S16 build)
         self.tier = tier_plan(cfg, F, n, 0, False, DK, DV)
-        if _s16(self.half, self.tier):
-            cfg = _config(cfg.ta, DK, chunk_size, self.half, True)
+        # 16-bit inputs with gd_tier3: the output in their dtype, rounded by gd_tier3 (OUT16); the float32 sums scratch
+        self.o16 = bool(OUT16 and self.half and self.tier is not None and self.tier.NCL > 0)
+        if _s16(self.half, self.tier):  # (and with o16: the sums in bfloat16 where O16)
+            cfg = _config(cfg.ta, DK, chunk_size, self.half, True, O16 and self.o16)
         es, te = cfg.itemsize, cfg.te  # (bytes: the compute type's, gd_forms' outputs qe, ek, ph, H and Qp's)
         sizes = [(BH * n * C * DK, te), (BH * n * C * DK, te), (BH * n * DK * C, te), (BH * n * DK * DV, te), (BH * n, es)]
         sizes += [(BH * T * L, es)] if self.half else []
         # the two-tier form's scratch (Z, Tot, Sb, Qp, Pc, Tg) after gd_forms' outputs
         if self.tier:
             sizes += [(BH * math.prod(shape), es if j != 3 else te) for j, shape in enumerate(self.tier.shapes(DK, DV))]
-        # 16-bit inputs with gd_tier3: the output in their dtype, rounded by gd_tier3 (OUT16); the float32 sums scratch
-        self.o16 = bool(OUT16 and self.half and self.tier is not None and self.tier.NCL > 0)
-        sizes += [(BH * n * C * DV, es)] if self.o16 else []
+        sizes += [(BH * n * C * DV, 2 if cfg.o16 else es)] if self.o16 else []
         self.cfg, self.dims = cfg, (T, DK, DV, L, n, BH)
         self.offsets, at = [], 0
         for size, item in sizes:  # each part 256-byte aligned (gd_scan's 16-byte asynchronous copies)
@@ -399,6 +399,10 @@ RAW_LAUNCH = True
 #: the bf16 output's rounding. False: float32 storage (session 20's, for A/B timing; read when a config or plan is
 #: made). Training (autograd) keeps float32 (gd_scan_bwd reads them).
 S16 = True
+#: ... and where gd_tier3 rounds the output (``_torch_call`` with ``OUT16``, gd_tier3 run): the output's partial sums
+#: (gd_forms' intra-chunk output, gd_tier1's low levels added with bf16x2 reductions) in bfloat16 too (the GD_O16 build,
+#: ``Config.o16``): the bfloat16 output within BF16. False: those sums in float32 (for A/B timing; read when a plan is made)
+O16 = True
 #: ``_torch_call`` of 16-bit inputs with gd_tier3: the output in their dtype, rounded once by gd_tier3 from the float32
 #: sums (False: the float32 output, which the registry rounds in a pass of its own; for A/B timing; read when a plan is
 #: made; s17d16)

@@ -466,7 +466,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const gd_e* __restrict__ qe,  // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp (GD_T1X0Q_SET)
     const gd_e* __restrict__ Qp,  // gd_tier1's (GD_H16: both bfloat16, a 16-bit tile of Qp's rows)
     const ta* __restrict__ lam,  // (BH, T, L)
-    ta* __restrict__ out,        // (BH, n, CH, DV)  + the reads of levels > GD_TM (o16: read only)
+    gd_o* __restrict__ out,      // (BH, n, CH, DV)  + the reads of levels > GD_TM (o16: read only; GD_O16: bfloat16)
     const ta* __restrict__ Sb,   // gd_coarse's
     ti* __restrict__ o16,        // (BH, T, DV) out + the reads, rounded to the 16-bit inputs' dtype; or null
     const ta* __restrict__ Z, const ta* __restrict__ Pc,  // fill: gd_tier1x's transfers, gd_cgroup's prefixes (else unread)
@@ -486,9 +486,9 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         const int col = c0 + cc;
         const i64 g = (i64)c * CH + t;
         if (col >= DV || g >= T) return;
-        const ta* o = out + (cj * CH + t) * DV + col;
+        const gd_o* o = out + (cj * CH + t) * DV + col;
         const bool two = col + 1 < DV;
-        gd_st16(o16 + (bh * T + g) * DV + col, two, DV % 2 == 0, o[0] + y0, two ? o[1] + y1 : (ta)0);
+        gd_st16(o16 + (bh * T + g) * DV + col, two, DV % 2 == 0, gd_wid(o[0]) + y0, two ? gd_wid(o[1]) + y1 : (ta)0);
     };
     if (!ns || c >= n) {
         if (o16 && c < n)  // the first period: its rows as they are (+ -0: x for every x, -0 included)
@@ -539,8 +539,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     cp_async_commit();
 #ifdef __CUDA_ARCH__
     if (GD_T3PRE_SET) {  // (all DV columns of the rows: the other column blocks' too)
-        constexpr int LINE = 128 / (int)sizeof(ta);
-        const ta* o = out + cj * CH * DV;
+        constexpr int LINE = 128 / (int)sizeof(gd_o);
+        const gd_o* o = out + cj * CH * DV;
         const i64 m = (i64)min(GD_T3R, n - c) * CH * DV;
         for (i64 x = (i64)tid * LINE; x < m; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(o + x));
     }
@@ -564,15 +564,18 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     cp_async_wait<0>();
     if (!wt.on) return;
     if (GD_T3OLD_SET && DV % 2 == 0 && c0 + GD_TBW <= DV && (i64)(c + GD_T3R) * CH <= T) {  // (block-uniform)
-        const ta* o = out + cj * CH * DV + c0;
+        const gd_o* o = out + cj * CH * DV + c0;
 #pragma unroll
         for (int a = 0; a < RW; ++a) {  // (a row block's reads at a time: float32's 3xTF32 build spilled with all)
-            gd_pair ov[NTL][2];         // (x, x + 1: columns cc, cc + 1 of row t; c0, cc even: 2 sizeof(ta)-aligned)
+            gd_pair ov[NTL][2];         // (x, x + 1: columns cc, cc + 1 of row t; c0, cc even: 2 sizeof(gd_o)-aligned)
 #pragma unroll
             for (int i = 0; i < NTL; ++i)
 #pragma unroll
-                for (int h = 0; h < 2; ++h)
-                    ov[i][h] = *reinterpret_cast<const gd_pair*>(o + (i64)wt.row(a, 2 * h) * DV + wt.col(i, 0));
+                for (int h = 0; h < 2; ++h) {
+                    const gd_o* e = o + (i64)wt.row(a, 2 * h) * DV + wt.col(i, 0);
+                    if (sizeof(gd_o) == sizeof(ta)) ov[i][h] = *reinterpret_cast<const gd_pair*>(e);
+                    else gd_ld2(e, ov[i][h].x, ov[i][h].y);
+                }
 #pragma unroll
             for (int i = 0; i < NTL; ++i)
 #pragma unroll
@@ -580,7 +583,9 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
                     const int t = wt.row(a, 2 * h), cc = wt.col(i, 0);
                     const ta y0 = ov[i][h].x + acc[a][i][2 * h], y1 = ov[i][h].y + acc[a][i][2 * h + 1];
                     if (o16) gd_st16(o16 + (bh * T + (i64)c * CH + t) * DV + c0 + cc, true, true, y0, y1);
-                    else *reinterpret_cast<gd_pair*>(out + (cj * CH + t) * DV + c0 + cc) = gd_pair{y0, y1};
+                    else if (sizeof(gd_o) == sizeof(ta))
+                        *reinterpret_cast<gd_pair*>(out + (cj * CH + t) * DV + c0 + cc) = gd_pair{y0, y1};
+                    else gd_put2(out + (cj * CH + t) * DV + c0 + cc, y0, y1);  // (GD_O16: o16 always given)
                 }
         }
         return;
@@ -601,7 +606,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
 #pragma unroll
             for (int x = 0; x < 4; ++x) {
                 const int t = wt.row(a, x), cc = wt.col(i, x);
-                if (c0 + cc < DV && (i64)c * CH + t < T) out[(cj * CH + t) * DV + c0 + cc] += acc[a][i][x];
+                if (c0 + cc < DV && (i64)c * CH + t < T)
+                    gd_put(out + (cj * CH + t) * DV + c0 + cc, gd_wid(out[(cj * CH + t) * DV + c0 + cc]) + acc[a][i][x]);
             }
 }
 #endif

@@ -263,7 +263,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     gd_e* __restrict__ ph,       // (BH, n, DK, CH)  phi
     gd_e* __restrict__ Hc,       // (BH, n, DK, DV)  H = phi V
     ta* __restrict__ gc,         // (BH, n)          chunk total log decay
-    ta* __restrict__ out,        // (BH, n, CH, DV)  the intra-chunk output
+    gd_o* __restrict__ out,      // (BH, n, CH, DV)  the intra-chunk output (GD_O16: bfloat16)
     ta* __restrict__ lamw,       // (BH, T, L) lam in the compute type, or null
     int* __restrict__ bad,       // set to 1 when some input read is not finite (log decays: +inf, NaN), or null
     int T, int DK, int DV, int L, i64 p, i64 F, int n) {
@@ -739,7 +739,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             if (kk < DK && vb + c < DV) gd_put(Hc + (cj * DK + kk) * DV + vb + c, x);
         };
         const auto ostore = [&](int t, int c, ta x) {
-            if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
+            if (vb + c < DV) gd_put(out + (cj * CH + t) * DV + vb + c, x);
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };

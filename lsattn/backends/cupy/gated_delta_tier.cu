@@ -169,8 +169,10 @@ __device__ __forceinline__ ta gd_sbr(ta x) {
 // NC columns from c0 (DV; GT_XFER: DK): GT_LOW (slots: levels 1, 2; Tot into fin unless null), GT_XFER (one
 // slot from the identity, no H; Z into fin; its reads Qe S, unweighted, stored into out = Qp unless null), GT_TOP
 // (gs slots of levels lev[j] from sin + j sst, read throughout). Shared memory as gd_walk<GD_TM>'s: Qe, Ek (W over them), phi, S, the read weights.
-// gd_forms' outputs and Qp in gd_e (GD_H16: bfloat16); out: GT_XFER's Qp (gd_e), else the float output (ta).
+// gd_forms' outputs and Qp in gd_e (GD_H16: bfloat16); out: GT_XFER's Qp (gd_e), GT_LOW's the output's partial sums
+// (gd_o), GT_TOP's the float output (ta).
 template <int kind> struct GdTO { using T = ta; };
+template <> struct GdTO<GT_LOW> { using T = gd_o; };  // (GD_O16: bfloat16 partial sums)
 template <> struct GdTO<GT_XFER> { using T = gd_e; };
 template <int kind, int NG = GD_TM>  // NG: slots (the transfer: 1)
 __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const gd_e* __restrict__ ek,
@@ -300,6 +302,13 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
                                     gd_put(o, a0);
                                     if (c0 + cc + 1 < nc) gd_put(o + 1, a1);
                                 }
+                            } else if constexpr (kind == GT_LOW && GD_H16 && GD_O16) {  // (4-byte aligned)
+                                if (nc % 2 == 0) {
+                                    gd_red2(o, a0, a1);
+                                } else {
+                                    gd_red(o, a0);
+                                    if (c0 + cc + 1 < nc) gd_red(o + 1, a1);
+                                }
                             } else if (nc % 2 == 0) {  // (c0, cc even: 8-byte aligned; cc + 1 < nc)
                                 if (kind == GT_XFER) *reinterpret_cast<float2*>(o) = float2{(float)a0, (float)a1};
                                 else atomicAdd(reinterpret_cast<float2*>(o), float2{(float)a0, (float)a1});
@@ -316,7 +325,7 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
                         if constexpr (kind == GT_XFER) {  // Qp_c's columns (padding rows included: zero queries)
                             if (r && c0 + cc < NC) gd_put(out + (cj * CH + t) * NC + c0 + cc, acc[0][1][it][x]);
                         } else if (r && c0 + cc < DV && (i64)c * CH + t < T) {
-                            atomicAdd(out + (cj * CH + t) * DV + c0 + cc, rs);
+                            gd_red(out + (cj * CH + t) * DV + c0 + cc, rs);
                         }
                     }
             }
@@ -366,7 +375,7 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
 extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
     const gd_e* __restrict__ qe, const gd_e* __restrict__ ek, const gd_e* __restrict__ ph, const gd_e* __restrict__ Hc,
     const ta* __restrict__ gc, const ta* __restrict__ lam,  // as gd_scan's (GD_H16: the four in bfloat16)
-    ta* __restrict__ out,                                   // (BH, n, CH, DV)  in: intra-chunk output; out: + levels 1, 2
+    gd_o* __restrict__ out,                                 // (BH, n, CH, DV)  in: intra-chunk output; out: + levels 1, 2
     ta* __restrict__ Z,                                     // (BH, nP, DK, DK) out: the periods' transfers (but the last)
     ta* __restrict__ Tot,                                   // (BH, nP, DK, DV) out: the periods' keys (but the last)
     gd_e* __restrict__ Qp,                                  // (BH, n, CH, DK) out: the queries carried to their period's
@@ -394,7 +403,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
 // of the DK columns), its arguments gd_tier1's
 extern "C" __global__ void __launch_bounds__(NT, GD_T1XMINB) gd_tier1x(
     const gd_e* __restrict__ qe, const gd_e* __restrict__ ek, const gd_e* __restrict__ ph, const gd_e* __restrict__ Hc,
-    const ta* __restrict__ gc, const ta* __restrict__ lam, ta* __restrict__ out, ta* __restrict__ Z,
+    const ta* __restrict__ gc, const ta* __restrict__ lam, gd_o* __restrict__ out, ta* __restrict__ Z,
     ta* __restrict__ Tot, gd_e* __restrict__ Qp, int T, int DK, int DV, int L, int n, int nP, int BH) {
     (void)out, (void)Tot;
     check_smem(GD_TSMEM1);
