@@ -607,7 +607,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
             for (int x = 0; x < 4; ++x) {
                 const int t = wt.row(a, x), cc = wt.col(i, x);
                 if (c0 + cc < DV && (i64)c * CH + t < T)
-                    gd_put(out + (cj * CH + t) * DV + c0 + cc, gd_wid(out[(cj * CH + t) * DV + c0 + cc]) + acc[a][i][x]);
+                    gd_put(out + (cj * CH + t) * DV + c0 + cc, acc[a][i][x] + gd_wid(out[(cj * CH + t) * DV + c0 + cc]));
             }
 }
 #endif
