@@ -11,9 +11,10 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 echo "=== $1 $(date -u +%T)"
 if [ "$1" = tests ]; then
-  ( timeout 90 python3 $D/gd_s16_s21a.py warm 8192,16384,32768 on,s16,off,on-GD_T1X4_SET > "$OUT/log_warm.txt" 2>&1 ) &
-  timeout 95 $PT tests/test_cupy_gated_delta.py -k "two_tier or tier3 or bfloat16 or torch_direct or s16" > "$OUT/log_pytest.txt" 2>&1 &
-  timeout 95 $PT tests/test_cupy_gated_delta_grad.py -k "gpu" > "$OUT/log_grad.txt" 2>&1 &
+  ( timeout 90 python3 $D/gd_s16_s21a.py warm 8192,16384,32768 on,s16,off,on-GD_CVT16_SET > "$OUT/log_warm.txt" 2>&1 ) &
+  # (batch 1: one process of these cut at 95 s by its compiles; the training path unchanged: its GPU tests passed there)
+  timeout 95 $PT tests/test_cupy_gated_delta.py -k "two_tier_matches or tier3_fill_matches or s16_bound" > "$OUT/log_pytest.txt" 2>&1 &
+  timeout 95 $PT tests/test_cupy_gated_delta.py -k "direct_output_rounded or bfloat16_in_bfloat16 or half_inputs or torch_direct" > "$OUT/log_pytest2.txt" 2>&1 &
   timeout 95 $PT tests/test_nonfinite.py -k "gated" > "$OUT/log_nonfinite.txt" 2>&1 &
   for tool in memcheck racecheck initcheck; do
     k=""; [ $tool = racecheck ] && k="--kernel-name kns=gd_"
@@ -21,7 +22,7 @@ if [ "$1" = tests ]; then
   done
   wait
   echo "-- pytest: $(tail -1 $OUT/log_pytest.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_pytest.txt | head -8 | cut -c1-220
-  echo "-- grad: $(tail -1 $OUT/log_grad.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_grad.txt | head -5 | cut -c1-220
+  echo "-- pytest2: $(tail -1 $OUT/log_pytest2.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_pytest2.txt | head -8 | cut -c1-220
   echo "-- nonfinite: $(tail -1 $OUT/log_nonfinite.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_nonfinite.txt | head -5 | cut -c1-220
   for f in memcheck racecheck initcheck; do
     echo "-- $f: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/log_$f.txt | tail -1) calls $(grep -c tier-vs-main $OUT/log_$f.txt)"
@@ -29,9 +30,9 @@ if [ "$1" = tests ]; then
   done
   echo "-- warm: $(grep -c '^compiled' $OUT/log_warm.txt) of 3"; grep -E "Error|error" $OUT/log_warm.txt | head -3 | cut -c1-200
 else
-  timeout 18 python3 $D/gd_s16_s21a.py kernels 8192,32768 3 on,s16,off,on-GD_T1X4_SET > "$OUT/log_kernels.txt" 2>&1; echo "kernels rc=$?"
+  timeout 18 python3 $D/gd_s16_s21a.py kernels 8192,32768 3 on,s16,off,on-GD_CVT16_SET > "$OUT/log_kernels.txt" 2>&1; echo "kernels rc=$?"
   grep -vE "^\s*$|Warning|warn" "$OUT/log_kernels.txt" | cut -c1-160 | head -30
-  timeout 20 python3 $D/gd_s16_s21a.py public 8192,16384,32768 7 on,s16,off,on-GD_T1X4_SET > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
+  timeout 20 python3 $D/gd_s16_s21a.py public 8192,16384,32768 7 on,s16,off,on-GD_CVT16_SET > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
   grep -E "^T=|Error|fla not" "$OUT/log_public.txt" | cut -c1-330
 fi
 echo "=== done $(date -u +%T)"

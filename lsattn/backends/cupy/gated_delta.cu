@@ -108,17 +108,38 @@ template <> struct GdE<true> { using T = gd_bf; };
 using gd_e = GdE<GD_H16>::T;  // the stored intermediates' element (gd_forms -> the two-tier scan)
 __device__ __forceinline__ float gd_wid(gd_bf x) { return __uint_as_float((unsigned)x.u << 16); }
 __device__ __forceinline__ ta gd_wid(ta x) { return x; }
+// GD_CVT16_SET (s21a16, batch 1: gd_tier3's fold 12% slower at 32K with the integer rounding): the roundings by sm_90's
+// cvt.rn.bf16(x2).f32 (one instruction a value or pair; the same bits but a NaN's payload); 0: integer arithmetic, as
+// the CPU emulation (a timing build)
+#ifndef GD_CVT16_SET
+#define GD_CVT16_SET 1
+#endif
 __device__ __forceinline__ unsigned gd_bfr(float x) {  // x rounded to bfloat16 (nearest even; a NaN stays one)
+#ifdef __CUDA_ARCH__
+    if (GD_CVT16_SET) {
+        unsigned short h;
+        asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
+        return h;
+    }
+#endif
     unsigned u = __float_as_uint(x);
     if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) return (u >> 16) | 0x40u;
     u += 0x7fffu + ((u >> 16) & 1u);
     return u >> 16;
 }
+__device__ __forceinline__ unsigned gd_bfr2(float x0, float x1) {  // (x0, x1) rounded, x0 in the low half
+#ifdef __CUDA_ARCH__
+    if (GD_CVT16_SET) {
+        unsigned r;
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(x1), "f"(x0));
+        return r;
+    }
+#endif
+    return gd_bfr(x0) | (gd_bfr(x1) << 16);
+}
 __device__ __forceinline__ void gd_put(gd_bf* w, float x) { w->u = (unsigned short)gd_bfr(x); }
 // x0, x1 into p[0], p[1] (p aligned to 4 bytes) by one store
-__device__ __forceinline__ void gd_put2(gd_bf* p, float x0, float x1) {
-    *reinterpret_cast<unsigned*>(p) = gd_bfr(x0) | (gd_bfr(x1) << 16);
-}
+__device__ __forceinline__ void gd_put2(gd_bf* p, float x0, float x1) { *reinterpret_cast<unsigned*>(p) = gd_bfr2(x0, x1); }
 constexpr bool GD_TAR = GD_TC && GD_X1_SET && GD_TAR_SET && !GD_H16;  // (GD_H16: rounded once, to bfloat16)
 // GD_O16 (gated_delta.O16, Config.o16; GD_S16's calls whose output gd_tier3 rounds, gated_delta.OUT16): the output's
 // partial sums between the kernels (gd_forms' intra-chunk output, gd_tier1's low levels added into it) stored as
@@ -146,9 +167,9 @@ __device__ __forceinline__ void gd_red(gd_bf* p, float x) {
 }
 __device__ __forceinline__ void gd_red2(gd_bf* p, float x0, float x1) {
 #ifdef __CUDA_ARCH__
-    asm volatile("red.global.add.noftz.bf16x2 [%0], %1;" ::"l"(p), "r"(gd_bfr(x0) | (gd_bfr(x1) << 16)) : "memory");
+    asm volatile("red.global.add.noftz.bf16x2 [%0], %1;" ::"l"(p), "r"(gd_bfr2(x0, x1)) : "memory");
 #else
-    emu_bf16_add(&p->u, 2, gd_bfr(x0) | (gd_bfr(x1) << 16));
+    emu_bf16_add(&p->u, 2, gd_bfr2(x0, x1));
 #endif
 }
 __device__ __forceinline__ ta gd_tar(ta x) {

@@ -455,7 +455,8 @@ __device__ __forceinline__ void gd_t3_fold(gd_e* Qs, const ta* P, int K8) {
 #pragma unroll
             for (int i = 0; i < NTF; ++i)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) gd_put(Qs + (r + 8 * (e >> 1)) * GD_LDQE + n0 + 8 * i + 2 * t4 + (e & 1), x[i][e]);
+                for (int e = 0; e < 4; e += 2)  // (columns 2 t4, 2 t4 + 1: a pair)
+                    gd_put2(Qs + (r + 8 * (e >> 1)) * GD_LDQE + n0 + 8 * i + 2 * t4, x[i][e], x[i][e + 1]);
         __syncthreads();  // (the last: P's buffer read, Qs complete)
     }
 }

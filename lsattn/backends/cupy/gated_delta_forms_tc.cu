@@ -199,7 +199,7 @@ __device__ __forceinline__ void gf_st4(gd_bf* p, const ta (&x)[4]) {
     if (reinterpret_cast<unsigned long long>(p) % 8) std::abort();
 #endif
     *reinterpret_cast<unsigned long long*>(p) =
-        (unsigned long long)(gd_bfr(x[0]) | (gd_bfr(x[1]) << 16)) | ((unsigned long long)(gd_bfr(x[2]) | (gd_bfr(x[3]) << 16)) << 32);
+        (unsigned long long)gd_bfr2(x[0], x[1]) | ((unsigned long long)gd_bfr2(x[2], x[3]) << 32);
 }
 
 // Element (t, f) of a 16-bit [t][f] tile of 64 columns (GF_H; rows of 128 bytes): the 16-byte pieces of row t
