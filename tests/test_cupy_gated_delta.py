@@ -1154,8 +1154,8 @@ def test_gpu_tier3_fill_matches_reference(monkeypatch, dtype, T, dk, dv, C):
 
 
 @pytest.mark.gpu
-@given(T=st.integers(1500, 4000), decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), keys=key_kinds, seed=seeds)
-@settings(max_examples=3, deadline=None)
+@given(T=st.integers(1500, 3000), decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), keys=key_kinds, seed=seeds)
+@settings(max_examples=2, deadline=None)  # (its three builds' compiles: the GPU batch's 100 s)
 def test_gpu_s16_bound(T, decay, resets, keys, seed):
     """bfloat16 CUDA tensors on the direct path's two-tier scan with ``S16`` (bfloat16 intermediates) at production
     sizes (d = 64, hundreds of chunks, both coarse forms past 64 periods): the float32 output before its rounding
