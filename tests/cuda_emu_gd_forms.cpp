@@ -17,8 +17,8 @@ inline void emu_gf_syncwarp() { emu_warp_bar[threadIdx.x >> 5]->arrive_and_wait(
 #include FORMS_KERNEL
 
 // gd_forms' launch: grid (n, BH), NT threads per block, smem bytes of dynamic shared memory.
-extern "C" void run_forms(const ti* q, const ti* k, const ti* v, const ti* a, const ti* bt, const ti* lam, ta* qe, ta* ek,
-                          ta* ph, ta* Hc, ta* gc, ta* out, ta* lamw, int* bad, int T, int DK, int DV, int L, i64 p, i64 F,
+extern "C" void run_forms(const ti* q, const ti* k, const ti* v, const ti* a, const ti* bt, const ti* lam, gd_e* qe, gd_e* ek,
+                          gd_e* ph, gd_e* Hc, ta* gc, gd_o* out, ta* lamw, int* bad, int T, int DK, int DV, int L, i64 p, i64 F,
                           int n, int BH, unsigned smem) {
     emu_smem = smem;  // the host's Config.smem("gd_forms"): check_smem aborts below the kernel's need
     emu_launch(n, BH, 1, [=] { gd_forms(q, k, v, a, bt, lam, qe, ek, ph, Hc, gc, out, lamw, bad, T, DK, DV, L, p, F, n); });

@@ -90,6 +90,22 @@ inline float2 atomicAdd(float2* p, float2 v) {  // sm_90's vector add (gd_tier1'
     return float2{atomicAdd(&p->x, v.x), atomicAdd(&p->y, v.y)};
 }
 
+// sm_90's red.global.add.noftz.bf16 / .bf16x2 (gated_delta.cu's gd_red, GD_O16): n bfloat16 addends (v's halves) added
+// into p[0 .. n) (4-byte aligned when n = 2), each sum rounded to nearest even
+inline void emu_bf16_add(unsigned short* p, int n, unsigned v) {
+    if (n == 2 && reinterpret_cast<uintptr_t>(p) % 4) std::abort();
+    for (int e = 0; e < n; ++e) {
+        std::atomic_ref<unsigned short> a(p[e]);
+        const float add = __uint_as_float(((v >> (16 * e)) & 0xffffu) << 16);
+        unsigned short old = a.load(), nw;
+        do {
+            unsigned u = __float_as_uint(__uint_as_float((unsigned)old << 16) + add);
+            u += 0x7fffu + ((u >> 16) & 1u);  // (finite sums)
+            nw = (unsigned short)(u >> 16);
+        } while (!a.compare_exchange_weak(old, nw));
+    }
+}
+
 #if TI_BF16  // bfloat16 inputs as 16-bit patterns (common.cu's ld, st: gd_forms' inputs, gd_tier3's o16)
 typedef unsigned short ti;
 inline ta ld(const ti* p) { return (ta)__uint_as_float(((unsigned)*p) << 16); }
@@ -123,15 +139,15 @@ extern "C" void run(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, cons
 }
 
 // the two-tier form's launches (CupyOps.gd_tiers): 1-D grids of nblocks, smem bytes each
-extern "C" void run_tier1(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out, ta* Z,
-                          ta* Tot, ta* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
+extern "C" void run_tier1(const gd_e* qe, const gd_e* ek, const gd_e* ph, const gd_e* Hc, const ta* gc, const ta* lam, gd_o* out,
+                          ta* Z, ta* Tot, gd_e* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
                           unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] { gd_tier1(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
     emu_smem = sizeof(smem_raw);
 }
-extern "C" void run_tier1x(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out,
-                           ta* Z, ta* Tot, ta* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
+extern "C" void run_tier1x(const gd_e* qe, const gd_e* ek, const gd_e* ph, const gd_e* Hc, const ta* gc, const ta* lam,
+                           gd_o* out, ta* Z, ta* Tot, gd_e* Qp, int T, int DK, int DV, int L, int n, int nP, int BH, unsigned nblocks,
                            unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] { gd_tier1x(qe, ek, ph, Hc, gc, lam, out, Z, Tot, Qp, T, DK, DV, L, n, nP, BH); });
@@ -165,15 +181,15 @@ extern "C" void run_cfill(const ta* Z, const ta* Pc, ta* Sb, int DK, int DV, int
     emu_smem = sizeof(smem_raw);
 }
 #if GD_T3WALK_SET  // the timing build of session 13's gd_tier3 walks
-extern "C" void run_tier3(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam, ta* out,
-                          const ta* Sb, int T, int DK, int DV, int L, int n, int nP, int NPR, int BH, unsigned nblocks,
+extern "C" void run_tier3(const gd_e* qe, const gd_e* ek, const gd_e* ph, const gd_e* Hc, const ta* gc, const ta* lam,
+                          ta* out, const ta* Sb, int T, int DK, int DV, int L, int n, int nP, int NPR, int BH, unsigned nblocks,
                           unsigned smem) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] { gd_tier3(qe, ek, ph, Hc, gc, lam, out, Sb, T, DK, DV, L, n, nP, NPR, BH); });
     emu_smem = sizeof(smem_raw);
 }
 #else
-extern "C" void run_tier3(const ta* qe, const ta* Qp, const ta* lam, ta* out, const ta* Sb, ti* o16, const ta* Z,
+extern "C" void run_tier3(const gd_e* qe, const gd_e* Qp, const ta* lam, gd_o* out, const ta* Sb, ti* o16, const ta* Z,
                           const ta* Pc, int T, int DK, int DV, int L, int n, int nP, int BH, int fill, unsigned nblocks,
                           unsigned smem) {
     emu_smem = smem;

@@ -20,7 +20,10 @@ returned as bfloat16) 2e-2 against the reference on the bf16-rounded inputs (flo
 the float32 state they return within float32's bound; float32's bound also covers gd_scan's
 tensor-core passes (3xTF32). bfloat16 inputs' gd_scan runs 1xTF32 (``GD_X1``: ~2^-11 relative per
 product, under their output's rounding to 8 bits): their float32 output before the rounding and
-their state within TF32 = 1e-3 (measured 7e-5 / 4e-6 of max; the bf16 output bound 2e-2 is 20x wider).
+their state within TF32 = 1e-3 (measured 7e-5 / 4e-6 of max; the bf16 output bound 2e-2 is 20x wider). Their two-tier
+path (from chunk 0 without state) stores its intermediates as bfloat16 (``gated_delta.S16``, the GD_S16 build: ~2^-9
+relative per stored element): their float32 output within S16 = 1e-2 (the CPU emulation measured 3.3e-3 of max at
+worst, zero decays: s21a16); the TF32 bound stays tested on the S16-off build.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from strategies import DECAYS, batch_shapes, head_dims, seeds, seq_lens, split_p
 
 F64, F32, BF16, F16 = 1e-10, 1e-5, 2e-2, 2e-3
 TF32 = 1e-3  # bfloat16 inputs' float32 output (before its rounding) and state: gd_scan's 1xTF32 products
+S16 = 1e-2  # ... on the two-tier path's bfloat16 intermediates (gated_delta.S16; measured 3.3e-3 at worst, emulated)
 BV = 16  # GD_BV of gated_delta.cu (gd_scan_bwd's column blocks)
 BW = GD_BW  # gd_scan's column blocks
 
@@ -236,6 +240,7 @@ class Emulated:
 
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
+        defines |= ({"GD_S16": 1} if cfg.s16 else {}) | ({"GD_O16": 1} if cfg.o16 else {})  # (S16, O16: _compile.defines)
         defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g <= GD_G else {"GD_G_SET": self.g})
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
@@ -252,7 +257,7 @@ class Emulated:
     def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         opt = [None if x is None else x.ctypes.data_as(ctypes.c_void_p) for x in (lamw, bad)]
-        self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H, g, out)), *opt, *ints,
+        self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H)), *self._ptrs((g, out)), *opt, *ints,
                                  ctypes.c_int(n), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("gd_forms")))
 
     _i, _l, _p = staticmethod(np.int32), staticmethod(np.int64), staticmethod(CupyOps._p)
@@ -391,7 +396,8 @@ def test_tier_plan(monkeypatch):
     ("float32", 300, 16, 66, 16, "mixed", True),  # gd_tier3's full tiles (its first column block of 64 but the last
     # period's: the reads all in flight) and partial ones (the second block, of 2 columns; the last period)
     ("float32", 20, 20, 17, 16, "strong", False),  # two chunks: one period, no coarse level
-    ("bfloat16", 600, 64, 20, 64, "moderate", False),  # 1xTF32, 10 chunks at C = 64: 3 periods
+    ("bfloat16", 600, 64, 20, 64, "moderate", False),  # 1xTF32, 10 chunks at C = 64: 3 periods; bfloat16 intermediates
+    ("bfloat16", 600, 64, 20, 64, "s16off", False),  # the same on float32 intermediates (S16 off: within TF32)
     ("float64", 700, 5, 19, 16, "tm3", False),  # the timing build of periods of 8 chunks (GD_TM_SET=3)
     ("float32", 420, 16, 40, 16, "tm3", False),
     # a timing build (CI time; d_k past 64 and 32 columns: the GPU tests and the A/B's checks): session 13's gd_tier3
@@ -402,6 +408,10 @@ def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, deca
     gd_cfill; gd_tier3; the public forward from chunk 0 without state) on the CPU emulation through the host logic:
     against the reference (float64 / float32 bounds; bfloat16 inputs' float32 output within TF32, gd_scan's 1xTF32)
     and against gd_scan itself (TIERED off), hard resets included."""
+    s16 = dtype == "bfloat16" and decay != "s16off"
+    monkeypatch.setattr(cgd, "S16", s16)
+    if decay == "s16off":
+        decay = "moderate"
     if decay in ("tm3", "walk3"):  # timing builds
         emulated, build, decay = copy.copy(emulated), decay, "mixed"
         if build == "tm3":  # (float32: gd_tier3 at one chunk a block too, GD_T3R_SET=1)
@@ -419,7 +429,7 @@ def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, deca
     monkeypatch.setattr(cgd, "TIERED", False)
     base, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
     assert calls == [1]
-    tol = {"float64": F64, "float32": F32}.get(dtype, TF32)
+    tol = {"float64": F64, "float32": F32}.get(dtype, S16 if s16 else TF32)
     assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
     assert_close(out, base, tol, what="against gd_scan")
 
@@ -433,7 +443,7 @@ def test_two_tier_scan_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, deca
 def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, slow):
     """gd_cfill folded into gd_tier3 (``T3FILL``: a period inside a group reads its levels >= 3 from the group's first
     period's slots with its queries carried on by P_k) on the CPU emulation: against the reference (the dtype's bound;
-    bfloat16 inputs' float32 output within TF32) and against gd_cfill's slots (``T3FILL`` off), the same bound. slow:
+    bfloat16 inputs' float32 output within S16) and against gd_cfill's slots (``T3FILL`` off), the same bound. slow:
     no decay and normalised keys, where the coarse levels carry most of the output (with mixed decays and resets they
     add little: s20s found T3FILL on / off bit-equal there)."""
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
@@ -455,9 +465,33 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, slow):
     monkeypatch.setattr(cgd, "T3FILL", False)
     base, _ = cgd.compute(emulated, *bits, C, 0, None, False, half)
     assert "gd_cfill" in launched and calls == [1, 1]
-    tol = {"float64": F64, "float32": F32}.get(dtype, TF32)
+    tol = {"float64": F64, "float32": F32}.get(dtype, S16)  # (bfloat16: S16's intermediates)
     assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
     assert_close(out, base, tol, what="against gd_cfill")
+
+
+@given(T=st.integers(65, 900).filter(lambda t: t % 64), dk=st.sampled_from([64, 40, 20]), dv=st.integers(1, 70),
+       keys=key_kinds, decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), grouped=st.booleans(), seed=seeds)
+@settings(max_examples=5, deadline=None)  # the CPU emulation: CI time
+def test_s16_bound_emulated(emulated, T, dk, dv, keys, decay, resets, grouped, seed):
+    """bfloat16 inputs on the two-tier path with ``S16`` (the GD_S16 build: gd_forms' qeff, e^G K, phi, H and gd_tier1x's
+    Qp stored as bfloat16, rounded to nearest even once; their 16-bit tiles in gd_tier1, gd_tier1x, gd_tier3) on the
+    CPU emulation: the float32 output before its rounding within S16 of the reference on the rounded inputs (raw keys,
+    strong decays, hard resets, T not a multiple of the chunk, both coarse forms, d_k of 16-byte rows or not: gd_copy's
+    element copies); gd_forms wrote 16-bit patterns."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cgd, "S16", True)
+        mp.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+        mp.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+        seen, real = [], Emulated.gd_forms
+        mp.setattr(Emulated, "gd_forms", lambda self, cfg, *a, **k: seen.append((cfg.s16, a[6].dtype)) or real(self, cfg, *a, **k))
+        if keys[0] == "raw":
+            keys = ("raw", min(keys[1], 0.5) / np.sqrt(dk))  # (float32's bound: tests/test_gated_delta.py)
+        arrays = make(seed, (1,), T, dk, dv, keys=keys[0], key_scale=keys[1], decay=decay, resets=resets)
+        bits, full, half = kernel_inputs(arrays, "bfloat16")
+        out, _ = cgd.compute(emulated, *bits, 64, 0, None, False, half)
+    assert seen == [(True, np.uint16)]
+    assert_close(out, ref.loglinear_gated_delta(*full), S16, what=f"T={T} dk={dk} dv={dv} {keys} {decay}")
 
 
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [
@@ -827,11 +861,12 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     allocation, the kernels launched on raw pointers) on CPU torch tensors, its launches run by the CPU emulation
     (CuPy, the CUDA stream and device stood in for; ``raw``: through ``_rawlaunch``'s argument blocks, decoded by the
     kernels' C signatures, on torch's stream): output against the reference (T not a multiple of the chunk:
-    the padding rows trimmed; bfloat16 inputs: a float32 output of the rounded inputs, within TF32), the plan reused by a
+    the padding rows trimmed; bfloat16 inputs: a float32 output of the rounded inputs, within S16, or with gd_tier3 a
+    bfloat16 output on bfloat16 partial sums (O16), within BF16), the plan reused by a
     second call; the finiteness flag: clear for finite inputs (a hard reset included), set by one NaN; strided
     inputs and misaligned bfloat16 rows are left to the general path (None). bfloat16 with gd_tier3 (more than one
     period of chunks: T = 600, odd d_v): the output in bfloat16, rounded by gd_tier3, equal bit for bit to the float32
-    output (``OUT16`` off) rounded by torch."""
+    output (``OUT16`` off) rounded by torch (on float32 partial sums: ``O16`` off)."""
     torch = _direct_on_emulation(emulated, monkeypatch)
     import types
 
@@ -872,18 +907,24 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     # to bfloat16 compacts in its one pass)
     assert out.is_contiguous() == (dtype != "bfloat16" or T % C == 0 or o16)
     assert check.calls == ["pointer", "launched"] and check.flag[0] == 0
-    tol = {"float64": F64, "bfloat16": BF16 if o16 else TF32}.get(dtype, F32)  # bfloat16: gd_scan's 1xTF32 products
+    tol = {"float64": F64, "bfloat16": BF16 if o16 else S16}.get(dtype, F32)  # bfloat16: S16's intermediates
     assert_close(out.double().numpy(), want, tol, what=f"{dtype} T={T} C={C}")
     again = cgd._torch_call(*xs, C, None)
     assert len(cgd._TORCH_PLANS) == 1 and len(kernels) == (2 if raw else 0)
     assert (next(iter(cgd._TORCH_PLANS.values())).raw_forms is not None) == raw
     np.testing.assert_array_equal(again.float().numpy(), out.float().numpy())
-    if o16:  # the float32 sums rounded once: as torch rounds the float32 output
+    if o16:  # the float32 sums rounded once: as torch rounds the float32 output (O16 off: float32 partial sums)
+        assert next(iter(cgd._TORCH_PLANS.values())).cfg.o16 == cgd.O16  # (O16: bfloat16 partial sums, within BF16)
+        monkeypatch.setattr(cgd, "O16", False)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+        out32 = cgd._torch_call(*xs, C, None)
         monkeypatch.setattr(cgd, "OUT16", False)
         monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
         f32 = cgd._torch_call(*xs, C, None)
-        assert f32.dtype == torch.float32 and torch.equal(f32.to(tdt), out)
+        assert f32.dtype == torch.float32 and torch.equal(f32.to(tdt), out32)
         monkeypatch.setattr(cgd, "OUT16", True)
+        monkeypatch.setattr(cgd, "O16", True)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
     bad = [x.clone() for x in xs]
     bad[2].view(-1)[-1] = float("nan")  # the last token's last value feature
     check = Check()
@@ -1044,15 +1085,18 @@ def test_gpu_torch_no_grad(T, p, C, dtype, resets, seed):
     ("float32", 700, 100, 130, 32, "strong", False),  # d_k padded to 128: transfers in two column blocks; d_v in three
     ("float32", 700, 100, 130, 32, "strong", True),  # (the grouped coarse form at 64 columns: two blocks of d_k, three of d_v)
     ("float64", 700, 5, 19, 16, "moderate", True),  # float64 at 32 columns a block
-    ("bfloat16", 1200, 64, 70, 64, "moderate", True)])  # the direct torch path, 1xTF32: 19 chunks, 5 periods
+    ("bfloat16", 1200, 64, 70, 64, "moderate", True),  # the direct torch path, 1xTF32: 19 chunks, 5 periods (S16)
+    ("bfloat16", 1200, 64, 70, 64, "s16off", True)])  # ... on float32 intermediates: within TF32
 def test_gpu_two_tier_matches_reference(monkeypatch, dtype, T, dk, dv, C, decay, grouped):
     """gd_scan's two-tier form (gd_tier1, the coarse slots (``grouped``: gd_cgroup / gd_coarse_g / gd_cfill, else
     gd_coarse), gd_tier3: calls from chunk 0 without state, here from any number of chunks) on the GPU against the
     reference: float32 / float64 bounds, bfloat16 inputs' float32 output
-    (their direct torch path, widened before its rounding: gd_scan's 1xTF32) within TF32 of the reference on the
-    rounded inputs; hard resets, unnormalised keys."""
+    (their direct torch path, widened before its rounding: gd_scan's 1xTF32) within S16 of the reference on the
+    rounded inputs (on float32 intermediates, S16 off: TF32); hard resets, unnormalised keys."""
     _gpu_ready()
     torch = _torch_cuda()
+    monkeypatch.setattr(cgd, "S16", decay != "s16off")
+    decay = "moderate" if decay == "s16off" else decay
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)  # the coarse slots' two forms
     monkeypatch.setattr(cgd, "OUT16", False)  # bfloat16: the float32 sums (gd_tier3's rounding: its own test below)
@@ -1064,7 +1108,7 @@ def test_gpu_two_tier_matches_reference(monkeypatch, dtype, T, dk, dv, C, decay,
         dev = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
         full = [x.double().cpu().numpy() for x in dev]
         out = cgd._torch_call(*dev, C, None).double().cpu().numpy()  # float32, before the output's rounding
-        tol = TF32
+        tol = S16 if cgd.S16 else TF32
     else:
         dev = [torch.as_tensor(x.astype(dtype), device="cuda") for x in arrays]
         full = [x.astype(dtype).astype(np.float64) for x in arrays]
@@ -1082,7 +1126,7 @@ def test_gpu_two_tier_matches_reference(monkeypatch, dtype, T, dk, dv, C, decay,
     ("float64", 900, 20, 19, 16)])  # FFMA at 32 columns a block
 def test_gpu_tier3_fill_matches_reference(monkeypatch, dtype, T, dk, dv, C):
     """gd_cfill folded into gd_tier3 (``T3FILL``, the grouped coarse form from any size) on the GPU: against the reference
-    (float32 / float64 bounds; bfloat16 inputs' float32 output within TF32) and against gd_cfill's slots (``T3FILL``
+    (float32 / float64 bounds; bfloat16 inputs' float32 output within S16) and against gd_cfill's slots (``T3FILL``
     off) at the same bound; hard resets, unnormalised keys."""
     _gpu_ready()
     torch = _torch_cuda()
@@ -1094,7 +1138,7 @@ def test_gpu_tier3_fill_matches_reference(monkeypatch, dtype, T, dk, dv, C):
         dev = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
         full = [x.double().cpu().numpy() for x in dev]
         run = lambda: cgd._torch_call(*dev, C, None).double().cpu().numpy()  # noqa: E731
-        tol = TF32
+        tol = S16
     else:
         dev = [torch.as_tensor(x.astype(dtype), device="cuda") for x in arrays]
         full = [x.astype(dtype).astype(np.float64) for x in arrays]
@@ -1107,6 +1151,35 @@ def test_gpu_tier3_fill_matches_reference(monkeypatch, dtype, T, dk, dv, C):
     cgd._TORCH_PLANS.clear()
     assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
     assert_close(out, base, tol, what="against gd_cfill")
+
+
+@pytest.mark.gpu
+@given(T=st.integers(1500, 3000), decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), keys=key_kinds, seed=seeds)
+@settings(max_examples=2, deadline=None)  # (its three builds' compiles: the GPU batch's 100 s)
+def test_gpu_s16_bound(T, decay, resets, keys, seed):
+    """bfloat16 CUDA tensors on the direct path's two-tier scan with ``S16`` (bfloat16 intermediates) at production
+    sizes (d = 64, hundreds of chunks, both coarse forms past 64 periods): the float32 output before its rounding
+    (``OUT16`` off) within S16 of the reference on the rounded inputs (float64 on the GPU), the bfloat16 output within
+    BF16; the S16-off build's within TF32."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    if keys[0] == "raw":
+        keys = ("raw", min(keys[1], 0.5) / 8)
+    tb = [torch.as_tensor(x, device="cuda").to(torch.bfloat16)
+          for x in make(seed, (2,), T, 64, 64, keys=keys[0], key_scale=keys[1], decay=decay, resets=resets)]
+    want = ref.loglinear_gated_delta(*[t.double() for t in tb]).cpu().numpy()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cgd, "_TORCH_PLANS", {})
+        out = lsattn.loglinear_gated_delta(*tb)
+        mp.setattr(cgd, "OUT16", False)
+        for s16, tol in ((True, S16), (False, TF32)):
+            mp.setattr(cgd, "S16", s16)
+            mp.setattr(cgd, "_TORCH_PLANS", {})
+            f32 = cgd._torch_call(*tb, 64, None)
+            assert next(iter(cgd._TORCH_PLANS.values())).cfg.s16 == s16
+            assert_close(f32.double().cpu().numpy(), want, tol, what=f"S16={s16} T={T} {decay} {keys}")
+    assert out.dtype == torch.bfloat16
+    assert_close(out.double().cpu().numpy(), want, BF16, what=f"T={T} {decay}")
 
 
 @pytest.mark.gpu
@@ -1184,12 +1257,21 @@ def test_gpu_half_inputs_read_as_they_are(dtype):
 def test_gpu_direct_output_rounded_by_gd_tier3(monkeypatch, dtype, T, dv):
     """16-bit CUDA tensors on the direct path with the two-tier scan (33 chunks, T not a multiple of the chunk, an odd
     d_v): gd_tier3 writes the output in their dtype (``OUT16``), equal bit for bit to the float32 output (``OUT16``
-    off) rounded by torch, and within the 16-bit bound of the reference."""
+    off) rounded by torch (bfloat16: on float32 partial sums, ``O16`` off), and within the 16-bit bound of the
+    reference (bfloat16 with ``O16``: its bfloat16 partial sums too)."""
     _gpu_ready()
     torch = _torch_cuda()
     tdt = getattr(torch, dtype)
     dev = [torch.as_tensor(x, device="cuda").to(tdt) for x in make(5, (2, 3), T, 64, dv, resets=True)]
+    want = ref.loglinear_gated_delta(*[t.double() for t in dev])
+    tol = BF16 if dtype == "bfloat16" else F16
     monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+    if dtype == "bfloat16":  # (O16: the bfloat16 partial sums)
+        out = cgd._torch_call(*dev, 64, None)
+        assert next(iter(cgd._TORCH_PLANS.values())).cfg.o16 and out.dtype == tdt
+        assert_close(out.double().cpu().numpy(), want.cpu().numpy(), tol, what="O16")
+        monkeypatch.setattr(cgd, "O16", False)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
     out = cgd._torch_call(*dev, 64, None)
     assert next(iter(cgd._TORCH_PLANS.values())).o16 and out.dtype == tdt and out.is_contiguous()
     public = lsattn.loglinear_gated_delta(*dev)  # (the registry's call: the plan's output as it is)
@@ -1198,8 +1280,7 @@ def test_gpu_direct_output_rounded_by_gd_tier3(monkeypatch, dtype, T, dv):
     monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
     f32 = cgd._torch_call(*dev, 64, None)
     assert f32.dtype == torch.float32 and torch.equal(f32.to(tdt), out)
-    want = ref.loglinear_gated_delta(*[t.double() for t in dev])
-    assert_close(out.double().cpu().numpy(), want.cpu().numpy(), BF16 if dtype == "bfloat16" else F16)
+    assert_close(out.double().cpu().numpy(), want.cpu().numpy(), tol)
 
 
 @pytest.mark.gpu

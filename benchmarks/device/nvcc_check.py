@@ -52,6 +52,13 @@ def configs(op):
             if not (ta == "double" and half):
                 out.append(config(ta, dk, dv, ch, half))
         return list(dict.fromkeys(out))
+    if op == "gated_delta":  # the forward's variants (gated_delta._config): 16-bit inputs' FFMA forms, bfloat16's GD_S16 build
+        from lsattn.backends.cupy.gated_delta import _config
+
+        for ta, half, (dk, _), s16 in itertools.product(["float", "double"], ["", "bf16", "f16"], DIMS, [0, 1, 2]):
+            if not (ta == "double" and half) and not (s16 and half != "bf16"):
+                out.append(_config(ta, dk, 64, half, s16 > 0, s16 > 1))
+        return list(dict.fromkeys(out))
     for ta, half, logv, (dk, dv) in itertools.product(["float", "double"], ["", "bf16", "f16"], [False, True], DIMS):
         if (ta == "double" and half) or (logv and not op.startswith("exp_kernel")):
             continue

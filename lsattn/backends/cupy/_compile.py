@@ -65,7 +65,8 @@ def defines(op, cfg):
         f"-DHIB_UNB={cfg.hib_unb}",  # hib_dkdv's U buffers
         # the forward's tensor-core kernels for float32 / float16 inputs: products as 3xTF32
         f"-DHI_TF32={int(op == 'hierarchical' and cfg.hi_tc and not cfg.bf16)}",
-    )
+    ) + (("-DGD_S16=1",) if op == "gated_delta" and cfg.s16 else ()) + (  # the two-tier scan's bf16 intermediates
+        ("-DGD_O16=1",) if op == "gated_delta" and cfg.o16 else ())  # (gated_delta.S16), its output's sums (O16)
 
 
 @functools.lru_cache(maxsize=None)
@@ -362,6 +363,7 @@ class CupyOps:
         tier = tier_plan(cfg, F, n, n_old, keep, DK, DV)
         if tier is not None:
             return self.gd_tiers(cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH)
+        assert not cfg.s16, "gd_scan reads float32 intermediates: a GD_S16 build's gd_forms feeds the two-tier form only"
         fn, block, smem = self._tk("gated_delta", cfg, "gd_scan")
         per, G = BH * -(-DV // GD_BW), scan_group(n)
         fn((scan_blocks(F, n, n_old, NLC, G) * per,), block,
@@ -383,7 +385,8 @@ class CupyOps:
         from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
-        Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=out.dtype) for shape in tier.shapes(DK, DV)]
+        Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=dt) for shape, dt in
+                                             zip(tier.shapes(DK, DV), tier.dtypes(out.dtype, cfg, self.xp))]
         bw = bw or cfg.tier_bw
         r3 = r3 or cfg.tier3_chunks(bw)
         NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i

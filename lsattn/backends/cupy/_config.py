@@ -27,6 +27,8 @@ class Config:
     tc: bool = True  # bf16: the tensor-core kernels (False: the FFMA kernels reading bf16, as the backward)
     logv: bool = False  # the exp-kernel kernels in log_attention's mode (-DLOGV=1: log values, log outputs)
     bwd: bool = False  # bf16 exp-kernel backward on tensor cores (exp_kernel_bwd_tc.cu; fp32 chunk summaries)
+    s16: bool = False  # bf16 inputs' two-tier scan on bfloat16 intermediates (-DGD_S16=1: gated_delta.S16)
+    o16: bool = False  # ... and the output's partial sums in bfloat16 (-DGD_O16=1, with s16: gated_delta.O16)
 
     @property
     def bf16(self):
@@ -40,6 +42,11 @@ class Config:
     @property
     def itemsize(self):
         return 8 if self.ta == "double" else 4
+
+    @property
+    def te(self):
+        """Bytes of an element of gd_forms' outputs as the two-tier scan stores and copies them (GD_S16: bfloat16)."""
+        return 2 if self.s16 else self.itemsize
 
     @property
     def QLD(self):
@@ -57,11 +64,14 @@ class Config:
         """gd_scan's shared memory (gated_delta.cu) with G slots of BW columns per block: Qe, Ek (rows
         padded by 16 bytes; the slots' W over them: float32 as tf32 pairs, BW + 4 a row, unless a timing
         build keeps it unsplit (``wsplit``); float64 BW + 8), phi, the slots' S (BW + 8 a row; a timing
-        build's tf32 pairs, ``sreg``) and CH weights; ``hc``: and an H tile (gd_tier1's low walks, BW + 8 a row)."""
-        CH, DKP, es = self.CH, self.DKP, self.itemsize
-        pad = 16 // es
+        build's tf32 pairs, ``sreg``) and CH weights; ``hc``: and an H tile (gd_tier1's low walks, BW + 8 a row). The tiles
+        of gd_forms' outputs (Qe, Ek, phi, H) of ``te`` bytes (``s16``: the two-tier walks' 16-bit tiles, rows padded by
+        16 bytes; gated_delta_tier.cu's GD_TSMEM)."""
+        CH, DKP, es, te = self.CH, self.DKP, self.itemsize, self.te
+        pad = 16 // te
         w, sw = ((2 * (BW + 4) if f and es == 4 else BW + 8) for f in (wsplit, sreg))
-        return (max(2 * CH * (DKP + pad), G * CH * w) + DKP * (CH + pad) + G * (DKP * sw + CH) + hc * DKP * (BW + 8)) * es
+        return (max(2 * CH * (DKP + pad) * te, G * CH * w * es) + DKP * (CH + pad) * te + G * (DKP * sw + CH) * es
+                + hc * DKP * (BW + 8) * te)
 
     @property
     def tier_bw(self):
@@ -71,9 +81,9 @@ class Config:
     def gd_tier3_smem(self, BW, R=None):
         """gd_tier3's shared memory (gated_delta_coarse.cu's gd_t3_smem) at BW columns and R chunks a block (None:
         ``tier3_chunks``): Qp's R chunks (rows padded by 16 bytes), two buffers of a slot (BW + 8 a row) and of R CH
-        read weights."""
+        read weights (Qp's rows of ``te`` bytes: ``s16``'s 16-bit tile)."""
         R = R or self.tier3_chunks(BW)
-        return (R * self.CH * (self.DKP + 16 // self.itemsize) + 2 * (self.DKP * (BW + 8) + R * self.CH)) * self.itemsize
+        return R * self.CH * (self.DKP + 16 // self.te) * self.te + 2 * (self.DKP * (BW + 8) + R * self.CH) * self.itemsize
 
     def tier3_chunks(self, BW=None):
         """gd_tier3's chunks per block (gated_delta_coarse.cu's GD_T3R) at BW columns a block (None: ``tier_bw``): 4, 2

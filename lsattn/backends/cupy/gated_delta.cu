@@ -90,7 +90,88 @@ constexpr bool GD_TC = sizeof(ta) == 4;
 #ifndef GD_TAR_SET
 #define GD_TAR_SET 1
 #endif
-constexpr bool GD_TAR = GD_TC && GD_X1_SET && GD_TAR_SET;
+// GD_S16 (gated_delta.S16, Config.s16: bfloat16 inputs on the two-tier path, gated_delta.tier_plan): the intermediates
+// gd_forms hands to the two-tier scan (qeff, e^G K, phi, H) and gd_tier1x's Qp stored as bfloat16 (gd_bf: rounded once,
+// to nearest even, at the stores: gd_put), copied as 16-bit shared tiles and widened by the fragment loads (a bf16
+// value widened is an exact tf32 operand: the 1xTF32 products as they are); gd_scan (the other calls) never runs on a
+// GD_S16 build's gd_forms (the host's assert). float32 storage otherwise (float16 inputs: their range).
+#ifndef GD_S16
+#define GD_S16 0
+#endif
+constexpr bool GD_H16 = GD_S16 && GD_TC;
+static_assert(!GD_H16 || GD_X1_SET, "16-bit intermediates: bfloat16 inputs' 1xTF32 build only");
+struct gd_bf {
+    unsigned short u;
+};
+template <bool H> struct GdE { using T = ta; };
+template <> struct GdE<true> { using T = gd_bf; };
+using gd_e = GdE<GD_H16>::T;  // the stored intermediates' element (gd_forms -> the two-tier scan)
+__device__ __forceinline__ float gd_wid(gd_bf x) { return __uint_as_float((unsigned)x.u << 16); }
+__device__ __forceinline__ ta gd_wid(ta x) { return x; }
+// GD_CVT16_SET (s21a16, batch 1: gd_tier3's fold 12% slower at 32K with the integer rounding): the roundings by sm_90's
+// cvt.rn.bf16(x2).f32 (one instruction a value or pair; the same bits but a NaN's payload); 0: integer arithmetic, as
+// the CPU emulation (a timing build)
+#ifndef GD_CVT16_SET
+#define GD_CVT16_SET 1
+#endif
+__device__ __forceinline__ unsigned gd_bfr(float x) {  // x rounded to bfloat16 (nearest even; a NaN stays one)
+#ifdef __CUDA_ARCH__
+    if (GD_CVT16_SET) {
+        unsigned short h;
+        asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
+        return h;
+    }
+#endif
+    unsigned u = __float_as_uint(x);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) return (u >> 16) | 0x40u;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return u >> 16;
+}
+__device__ __forceinline__ unsigned gd_bfr2(float x0, float x1) {  // (x0, x1) rounded, x0 in the low half
+#ifdef __CUDA_ARCH__
+    if (GD_CVT16_SET) {
+        unsigned r;
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(x1), "f"(x0));
+        return r;
+    }
+#endif
+    return gd_bfr(x0) | (gd_bfr(x1) << 16);
+}
+__device__ __forceinline__ void gd_put(gd_bf* w, float x) { w->u = (unsigned short)gd_bfr(x); }
+// x0, x1 into p[0], p[1] (p aligned to 4 bytes) by one store
+__device__ __forceinline__ void gd_put2(gd_bf* p, float x0, float x1) { *reinterpret_cast<unsigned*>(p) = gd_bfr2(x0, x1); }
+constexpr bool GD_TAR = GD_TC && GD_X1_SET && GD_TAR_SET && !GD_H16;  // (GD_H16: rounded once, to bfloat16)
+// GD_O16 (gated_delta.O16, Config.o16; GD_S16's calls whose output gd_tier3 rounds, gated_delta.OUT16): the output's
+// partial sums between the kernels (gd_forms' intra-chunk output, gd_tier1's low levels added into it) stored as
+// bfloat16 too: gd_tier1 adds with bf16x2 reductions (red.global.add.noftz.bf16x2: each add rounded to nearest even),
+// gd_tier3 reads them (widened) and rounds the whole sum into the output as before. float32 otherwise.
+#ifndef GD_O16
+#define GD_O16 0
+#endif
+using gd_o = GdE<GD_H16 && GD_O16>::T;  // the output's partial sums' element (gd_forms -> gd_tier1 -> gd_tier3)
+__device__ __forceinline__ void gd_ld2(const ta* p, ta& x0, ta& x1) { x0 = p[0], x1 = p[1]; }
+__device__ __forceinline__ void gd_put2(ta* p, ta x0, ta x1) { p[0] = x0, p[1] = x1; }
+__device__ __forceinline__ void gd_ld2(const gd_bf* p, float& x0, float& x1) {  // (p aligned to 4 bytes)
+    const unsigned u = *reinterpret_cast<const unsigned*>(p);
+    x0 = __uint_as_float(u << 16), x1 = __uint_as_float(u & 0xffff0000u);
+}
+// x (x0, x1) added into p[0] (p[0], p[1]; aligned to 4 bytes): float32 atomics, or bfloat16 reductions of the addends
+// rounded to bfloat16 (sm_90's red.add.noftz.bf16(x2): the sums rounded to nearest even)
+__device__ __forceinline__ void gd_red(ta* p, ta x) { atomicAdd(p, x); }
+__device__ __forceinline__ void gd_red(gd_bf* p, float x) {
+#ifdef __CUDA_ARCH__
+    asm volatile("red.global.add.noftz.bf16 [%0], %1;" ::"l"(p), "h"((unsigned short)gd_bfr(x)) : "memory");
+#else
+    emu_bf16_add(&p->u, 1, gd_bfr(x));
+#endif
+}
+__device__ __forceinline__ void gd_red2(gd_bf* p, float x0, float x1) {
+#ifdef __CUDA_ARCH__
+    asm volatile("red.global.add.noftz.bf16x2 [%0], %1;" ::"l"(p), "r"(gd_bfr2(x0, x1)) : "memory");
+#else
+    emu_bf16_add(&p->u, 2, gd_bfr2(x0, x1));
+#endif
+}
 __device__ __forceinline__ ta gd_tar(ta x) {
     if constexpr (GD_TAR) {
         const unsigned u = to_tf32(x);  // (a NaN's bits as they are: cleared, a payload in the low bits would be inf)
@@ -144,6 +225,17 @@ __device__ __forceinline__ void gd_frag_b(const uint2* Y, int ld, int k0, int n0
     const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     const uint2 y0 = Y[(k0 + t4) * ld + n0 + g8], y1 = Y[(k0 + t4 + 4) * ld + n0 + g8];
     h[0] = y0.x, l[0] = y0.y, h[1] = y1.x, l[1] = y1.y;
+}
+// the same of X, Y stored as bfloat16 (GD_H16): widened by a shift, exact tf32 operands (the lo halves: unread, 1xTF32)
+__device__ __forceinline__ void gd_frag_a(const gd_bf* X, int ld, int r0, int k0, unsigned (&h)[4], unsigned (&l)[4]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) h[x] = (unsigned)X[(r0 + g8 + 8 * (x & 1)) * ld + k0 + t4 + 4 * (x >> 1)].u << 16, l[x] = 0u;
+}
+__device__ __forceinline__ void gd_frag_b(const gd_bf* Y, int ld, int k0, int n0, unsigned (&h)[2], unsigned (&l)[2]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    h[0] = (unsigned)Y[(k0 + t4) * ld + n0 + g8].u << 16, h[1] = (unsigned)Y[(k0 + t4 + 4) * ld + n0 + g8].u << 16;
+    l[0] = l[1] = 0u;
 }
 // c += A B for split operands: A_lo B_hi + A_hi B_lo + A_hi B_hi (the dropped A_lo B_lo: ~2^-22); GD_X1
 // (16-bit inputs): A_hi B_hi alone, the lo halves then dead code
@@ -262,14 +354,16 @@ __device__ __forceinline__ void gd_tiles(ta* QeT, ta* EkT, ta* Ph, const ta* qej
 #ifndef GD_CPY_SET
 #define GD_CPY_SET 1
 #endif
-template <int ROWS, int COLS>
-__device__ __forceinline__ void gd_copy(ta* dst, int dld, const ta* src, int sld, int vr, int vc, bool vec) {
-    constexpr int VW = 16 / (int)sizeof(ta);  // elements per 16-byte copy
+// (E: ta, or gd_bf (GD_H16): 8 elements a 16-byte copy; their element copies synchronous stores, cp.async having no
+// 2-byte form: the tile is read after the copies' wait and barrier as ever)
+template <int ROWS, int COLS, typename E>
+__device__ __forceinline__ void gd_copy(E* dst, int dld, const E* src, int sld, int vr, int vc, bool vec) {
+    constexpr int VW = 16 / (int)sizeof(E);  // elements per 16-byte copy
     constexpr int CV = COLS / VW, RS = NT / (CV > 0 ? CV : 1);  // pieces a row; rows a pass
     if (GD_CPY_SET && vec && CV > 0 && NT % CV == 0) {
         const int r0 = threadIdx.x / CV, k = threadIdx.x % CV * VW;
-        ta* d = dst + r0 * dld + k;
-        const ta* g = src + (i64)r0 * sld + k;
+        E* d = dst + r0 * dld + k;
+        const E* g = src + (i64)r0 * sld + k;
         const i64 gs = (i64)RS * sld;
         const bool kv = k < vc;
 #pragma unroll
@@ -292,7 +386,9 @@ __device__ __forceinline__ void gd_copy(ta* dst, int dld, const ta* src, int sld
         for (int idx = threadIdx.x; idx < ROWS * COLS; idx += NT) {
             const int r = idx / COLS, k = idx % COLS;
             const bool ok = r < vr && k < vc;
-            cp_async_ta(dst + r * dld + k, ok ? src + r * sld + k : src, ok);
+            if constexpr (sizeof(E) == sizeof(ta)) cp_async_ta(reinterpret_cast<ta*>(dst + r * dld + k),
+                                                               reinterpret_cast<const ta*>(ok ? src + r * sld + k : src), ok);
+            else dst[r * dld + k] = ok ? src[r * sld + k] : E{};
         }
     }
 }
@@ -322,9 +418,10 @@ enum { GD_OFF, GD_START, GD_ACC, GD_READ };  // a slot at a chunk: unused, S = H
 
 // A chunk's tile (CH x DK elements) into L2 (prefetch.global.L2: no registers held, nothing waits): the next
 // chunk's while this one's products run; nothing on the CPU emulation.
-__device__ __forceinline__ void gd_prefetch(const ta* tile, int DK) {
+template <typename E>
+__device__ __forceinline__ void gd_prefetch(const E* tile, int DK) {
 #ifdef __CUDA_ARCH__
-    constexpr int LINE = 128 / (int)sizeof(ta);
+    constexpr int LINE = 128 / (int)sizeof(E);
     for (int x = threadIdx.x * LINE; x < CH * DK; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(tile + x));
 #endif
 }

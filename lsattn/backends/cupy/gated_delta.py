@@ -147,6 +147,11 @@ class Tier:
         return ((self.nP, DK, DK), (self.nP, DK, DV), (max(popsum(self.nP), 1), DK, DV), (self.n, self.C, DK),
                 (nG, 3, DK, DK), (nG, DK, DV))
 
+    @staticmethod
+    def dtypes(dt, cfg, xp):
+        """The dtypes of ``shapes``' arrays: the compute type ``dt``, Qp's bfloat16 patterns (uint16) where ``cfg.s16``."""
+        return (dt, dt, dt, xp.uint16 if cfg.s16 else dt, dt, dt)
+
 
 def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
     """The ``Tier`` of gd_scan's call, or None where gd_scan runs (a call not from chunk 0, incoming slots, the
@@ -176,6 +181,9 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="",
     C = cfg.CH
     lay = chunk_layout(p, T, C)
     F, n = lay.first_chunk, lay.n_chunks
+    n_old = 0 if old is None else old.shape[-3]
+    if _s16(half, tier_plan(cfg, F, n, n_old, want_state, DK, DV)):  # the two-tier scan on bfloat16 intermediates
+        cfg = _config(cfg.ta, DK, chunk_size, half, True)
 
     def flat(x, tail):
         return xp.ascontiguousarray(xp.reshape(x, (BH,) + tail))
@@ -195,7 +203,6 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="",
     NLC = chunk_slots(F, n, merge_last)
     # gd_scan reads no slot of lev (zeros in) and writes none without the returned state: no memset then
     lev = (xp.zeros if want_state else xp.empty)((BH, NLC, DK, DV), dtype=dt)
-    n_old = 0 if old is None else old.shape[-3]
     # no incoming slot: gd_scan reads none (any array of the compute type stands in; no allocation, no memset)
     oldc = lev if n_old == 0 else xp.array(flat(old, (n_old, DK, DV)), copy=True)
     ops.gd_scan(cfg, qe, ek, ph, H, g, lam3, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
@@ -214,15 +221,22 @@ def compute(ops, q, k, v, a, beta, lam, chunk_size, p, old, want_state, half="",
 
 
 @functools.lru_cache(maxsize=None)
-def _config(ta, DK, chunk_size, half):
-    """The kernels' Config (16-bit inputs: gd_forms reads them (TI_BF16 / TI_F16); the chunk as asked)."""
+def _config(ta, DK, chunk_size, half, s16=False, o16=False):
+    """The kernels' Config (16-bit inputs: gd_forms reads them (TI_BF16 / TI_F16); the chunk as asked; s16: the
+    GD_S16 build, ``S16``; o16: and GD_O16's, ``O16``)."""
     cfg = make_config(ta, DK, 16, chunk_size)
-    return dataclasses.replace(cfg, half=half, tc=False) if half else cfg
+    return dataclasses.replace(cfg, half=half, tc=False, s16=s16, o16=s16 and o16) if half else cfg
+
+
+def _s16(half, tier):
+    """Whether a call of 16-bit inputs ``half`` whose scan is ``tier`` (``tier_plan``'s) runs the GD_S16 build."""
+    return S16 and half == "bf16" and tier is not None
 
 
 def forms(ops, cfg, q, k, v, a, beta, lam, p, lamw=None, bad=None):
     """``gd_forms`` on contiguous (BH, T, ..) inputs of ``ops.xp`` (the compute type) at offset ``p``: (qe, ek (BH, n, C, d_k), ph (BH, n, d_k, C),
-    H (BH, n, d_k, d_v), g (BH, n), intra (BH, n, C, d_v)) in the compute type, chunked as
+    H (BH, n, d_k, d_v), g (BH, n), intra (BH, n, C, d_v)) in the compute type (``cfg.s16``: qe, ek, ph, H as bfloat16
+    patterns, uint16), chunked as
     ``chunk_layout(p, T, cfg.CH)``; lamw (BH, T, L): filled with lam in the compute type; bad: an int32 (a (1,)
     array or its address) set to 1 when some input is not finite (``CupyOps.gd_forms``); both optional."""
     xp = ops.xp
@@ -230,8 +244,9 @@ def forms(ops, cfg, q, k, v, a, beta, lam, p, lamw=None, bad=None):
     lay = chunk_layout(p, T, C)
     F, n = lay.first_chunk, lay.n_chunks
     dt = xp.float64 if cfg.ta == "double" else xp.float32  # 16-bit inputs (cfg.half): float32 outputs
-    qe, ek = xp.empty((BH, n, C, DK), dtype=dt), xp.empty((BH, n, C, DK), dtype=dt)
-    ph, H = xp.empty((BH, n, DK, C), dtype=dt), xp.empty((BH, n, DK, DV), dtype=dt)
+    et = xp.uint16 if cfg.s16 else dt  # (cfg.s16: qe, ek, ph, H as bfloat16 patterns, the two-tier scan's)
+    qe, ek = xp.empty((BH, n, C, DK), dtype=et), xp.empty((BH, n, C, DK), dtype=et)
+    ph, H = xp.empty((BH, n, DK, C), dtype=et), xp.empty((BH, n, DK, DV), dtype=et)
     g, out = xp.empty((BH, n), dtype=dt), xp.empty((BH, n, C, DV), dtype=dt)
     ops.gd_forms(cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw, bad)
     return qe, ek, ph, H, g, out
@@ -311,19 +326,24 @@ class _Plan:
         F, n = lay.first_chunk, lay.n_chunks
         merge_last = T % C == 0
         NLC = chunk_slots(F, n, merge_last)
-        sizes = [BH * n * C * DK, BH * n * C * DK, BH * n * DK * C, BH * n * DK * DV, BH * n]
-        sizes += [BH * T * L] if self.half else []
-        # gd_scan's two-tier form: its scratch (Z, Tot, Sb, Qp, Pc, Tg) after gd_forms' outputs
+        # gd_scan's two-tier form (bfloat16 inputs: on bfloat16 intermediates where S16, the GD_S16 build)
         self.tier = tier_plan(cfg, F, n, 0, False, DK, DV)
-        sizes += [BH * math.prod(shape) for shape in self.tier.shapes(DK, DV)] if self.tier else []
         # 16-bit inputs with gd_tier3: the output in their dtype, rounded by gd_tier3 (OUT16); the float32 sums scratch
         self.o16 = bool(OUT16 and self.half and self.tier is not None and self.tier.NCL > 0)
-        sizes += [BH * n * C * DV] if self.o16 else []
+        if _s16(self.half, self.tier):  # (and with o16: the sums in bfloat16 where O16)
+            cfg = _config(cfg.ta, DK, chunk_size, self.half, True, O16 and self.o16)
+        es, te = cfg.itemsize, cfg.te  # (bytes: the compute type's, gd_forms' outputs qe, ek, ph, H and Qp's)
+        sizes = [(BH * n * C * DK, te), (BH * n * C * DK, te), (BH * n * DK * C, te), (BH * n * DK * DV, te), (BH * n, es)]
+        sizes += [(BH * T * L, es)] if self.half else []
+        # the two-tier form's scratch (Z, Tot, Sb, Qp, Pc, Tg) after gd_forms' outputs
+        if self.tier:
+            sizes += [(BH * math.prod(shape), es if j != 3 else te) for j, shape in enumerate(self.tier.shapes(DK, DV))]
+        sizes += [(BH * n * C * DV, 2 if cfg.o16 else es)] if self.o16 else []
         self.cfg, self.dims = cfg, (T, DK, DV, L, n, BH)
         self.offsets, at = [], 0
-        for size in sizes:  # each part 256-byte aligned (gd_scan's 16-byte asynchronous copies)
+        for size, item in sizes:  # each part 256-byte aligned (gd_scan's 16-byte asynchronous copies)
             self.offsets.append(at)
-            at += -(-size * cfg.itemsize // 256) * 256
+            at += -(-size * item // 256) * 256
         self.nbytes = at
         self.out_shape, self.view = (BH, n * C, DV), batch + (T, DV)
         self.out_dtype = q.dtype if self.o16 else self.dtype
@@ -372,6 +392,17 @@ TORCH_DIRECT = True
 #: ``_torch_call`` launches through the driver with prebuilt argument blocks (``_rawlaunch``; False: CuPy's
 #: RawKernel call in CuPy's current stream, for A/B timing; read when a plan is made)
 RAW_LAUNCH = True
+#: bfloat16 inputs on the two-tier path (``tier_plan``; no state in or out): gd_forms' outputs qeff, e^G K, phi, H and
+#: gd_tier1x's Qp stored as bfloat16 (rounded once, to nearest even, where written; the GD_S16 build, ``Config.s16``),
+#: read as such by gd_tier1, gd_tier1x, gd_tier3 (half their bytes; their 1xTF32 products' operands exact: bf16 values
+#: are tf32 ones); their float32 output within S16 of the float64 reference (tests/test_cupy_gated_delta.py), under
+#: the bf16 output's rounding. False: float32 storage (session 20's, for A/B timing; read when a config or plan is
+#: made). Training (autograd) keeps float32 (gd_scan_bwd reads them).
+S16 = True
+#: ... and where gd_tier3 rounds the output (``_torch_call`` with ``OUT16``, gd_tier3 run): the output's partial sums
+#: (gd_forms' intra-chunk output, gd_tier1's low levels added with bf16x2 reductions) in bfloat16 too (the GD_O16 build,
+#: ``Config.o16``): the bfloat16 output within BF16. False: those sums in float32 (for A/B timing; read when a plan is made)
+O16 = True
 #: ``_torch_call`` of 16-bit inputs with gd_tier3: the output in their dtype, rounded once by gd_tier3 from the float32
 #: sums (False: the float32 output, which the registry rounds in a pass of its own; for A/B timing; read when a plan is
 #: made; s17d16)

@@ -247,7 +247,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
 
 #if GD_T3WALK_SET  // session 13's gd_tier3 (a timing build): per (period, pair of held coarse slots) a walk of its chunks
 extern "C" __global__ void __launch_bounds__(NT, GD_T3MINB) gd_tier3(
-    const ta* __restrict__ qe, const ta* __restrict__ ek, const ta* __restrict__ ph, const ta* __restrict__ Hc,
+    const gd_e* __restrict__ qe, const gd_e* __restrict__ ek, const gd_e* __restrict__ ph, const gd_e* __restrict__ Hc,
     const ta* __restrict__ gc, const ta* __restrict__ lam,  // as gd_scan's
     ta* __restrict__ out,                                   // (BH, n, CH, DV)  + the reads of levels > GD_TM
     const ta* __restrict__ Sb,                              // gd_coarse's
@@ -275,7 +275,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3MINB) gd_tier3(
 // each; benchmarks/NOTES.md "Session 15 — s15b16"): the most that fit 2 blocks per SM by shared memory
 // (Config.tier3_chunks; a timing build may set it)
 constexpr int GD_T3SMAX = 113 * 1024;  // shared memory for 2 blocks per SM (_compile.Config.tier3_chunks)
-constexpr int gd_t3_smem(int R) { return (R * CH * GD_LDQ + 2 * (DKP * GD_TLDS + R * CH)) * (int)sizeof(ta); }
+// (Qp's rows in gd_e: GD_H16's 16-bit tile)
+constexpr int gd_t3_smem(int R) { return R * CH * GD_LDQE * GD_E2 + 2 * (DKP * GD_TLDS + R * CH) * (int)sizeof(ta); }
 #ifdef GD_T3R_SET
 constexpr int GD_T3R = GD_T3R_SET;
 #else
@@ -306,7 +307,7 @@ struct GdT3Tiles {
 // acc += (w Q) S over the warp's tiles: Q [t][kk] (row stride GD_LDQ; rows weighted by w in the A fragments), S
 // [kk][col] (row stride GD_TLDS), K a multiple of 8 (a template: a float64 build compiles the tensor-core text unrun)
 template <typename Acc>
-__device__ __forceinline__ void gd_t3_mm(Acc (&acc)[GdT3Tiles::RW][GdT3Tiles::NTL][4], const ta* Qs, const ta* S,
+__device__ __forceinline__ void gd_t3_mm(Acc (&acc)[GdT3Tiles::RW][GdT3Tiles::NTL][4], const gd_e* Qs, const ta* S,
                                          const ta* w, const GdT3Tiles& wt, int K8) {
     constexpr int RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
     const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
@@ -322,7 +323,7 @@ __device__ __forceinline__ void gd_t3_mm(Acc (&acc)[GdT3Tiles::RW][GdT3Tiles::NT
             for (int a = 0; a < RW; ++a)
 #pragma unroll
                 for (int x = 0; x < 4; ++x)
-                    tf32_split((float)(wr[a][x & 1] * Qs[(wt.r0 + 128 * a + g8 + 8 * (x & 1)) * GD_LDQ + k0 + t4 + 4 * (x >> 1)]),
+                    tf32_split((float)(wr[a][x & 1] * gd_wid(Qs[(wt.r0 + 128 * a + g8 + 8 * (x & 1)) * GD_LDQE + k0 + t4 + 4 * (x >> 1)])),
                                ah[a][x], al[a][x]);
 #pragma unroll
             for (int i = 0; i < NTL; ++i) {
@@ -339,7 +340,7 @@ __device__ __forceinline__ void gd_t3_mm(Acc (&acc)[GdT3Tiles::RW][GdT3Tiles::NT
 #pragma unroll
             for (int a = 0; a < RW; ++a)
 #pragma unroll
-                for (int h = 0; h < 2; ++h) xa[a][h] = wr[a][h] * Qs[(wt.r0 + 128 * a + g8 + 8 * h) * GD_LDQ + k];
+                for (int h = 0; h < 2; ++h) xa[a][h] = wr[a][h] * gd_wid(Qs[(wt.r0 + 128 * a + g8 + 8 * h) * GD_LDQE + k]);
 #pragma unroll
             for (int i = 0; i < NTL; ++i)
 #pragma unroll
@@ -415,7 +416,7 @@ constexpr bool GD_T3FOLD = GD_T3FILL_SET && DKP <= GD_TBW;
 // gd_tier3's 64 accumulators stay live beside them), every product of the round read before any is stored (a barrier:
 // warps share a row block); every thread calls it.
 template <typename Acc>  // (ta: a float64 build compiles the tensor-core text unrun)
-__device__ __forceinline__ void gd_t3_fold(ta* Qs, const ta* P, int K8) {
+__device__ __forceinline__ void gd_t3_fold(gd_e* Qs, const ta* P, int K8) {
     constexpr int RB3 = GD_T3R * CH / 16, NT8 = DKP / 8, NTF = NT8 < 4 ? NT8 : 4, WPR = NT8 / NTF, RPR = NT / 32 / WPR;
     const int w = threadIdx.x / 32, g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4, n0 = 8 * NTF * (w % WPR);
 #pragma unroll 1
@@ -430,7 +431,7 @@ __device__ __forceinline__ void gd_t3_fold(ta* Qs, const ta* P, int K8) {
                     unsigned ah[4], al[4];
 #pragma unroll
                     for (int e = 0; e < 4; ++e)
-                        tf32_split((float)Qs[(r + 8 * (e & 1)) * GD_LDQ + k0 + t4 + 4 * (e >> 1)], ah[e], al[e]);
+                        tf32_split((float)gd_wid(Qs[(r + 8 * (e & 1)) * GD_LDQE + k0 + t4 + 4 * (e >> 1)]), ah[e], al[e]);
 #pragma unroll
                     for (int i = 0; i < NTF; ++i) {
                         unsigned bh[2], bl[2];
@@ -440,7 +441,7 @@ __device__ __forceinline__ void gd_t3_fold(ta* Qs, const ta* P, int K8) {
                 }
             } else {
                 for (int k = 0; k < K8; ++k) {
-                    const ta xa[2] = {Qs[r * GD_LDQ + k], Qs[(r + 8) * GD_LDQ + k]};
+                    const ta xa[2] = {gd_wid(Qs[r * GD_LDQE + k]), gd_wid(Qs[(r + 8) * GD_LDQE + k])};
 #pragma unroll
                     for (int i = 0; i < NTF; ++i)
 #pragma unroll
@@ -454,7 +455,8 @@ __device__ __forceinline__ void gd_t3_fold(ta* Qs, const ta* P, int K8) {
 #pragma unroll
             for (int i = 0; i < NTF; ++i)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) Qs[(r + 8 * (e >> 1)) * GD_LDQ + n0 + 8 * i + 2 * t4 + (e & 1)] = x[i][e];
+                for (int e = 0; e < 4; e += 2)  // (columns 2 t4, 2 t4 + 1: a pair)
+                    gd_put2(Qs + (r + 8 * (e >> 1)) * GD_LDQE + n0 + 8 * i + 2 * t4, x[i][e], x[i][e + 1]);
         __syncthreads();  // (the last: P's buffer read, Qs complete)
     }
 }
@@ -462,18 +464,18 @@ struct alignas(2 * sizeof(ta)) gd_pair {
     ta x, y;
 };
 extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
-    const ta* __restrict__ qe,   // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp (GD_T1X0Q_SET)
-    const ta* __restrict__ Qp,   // gd_tier1's
+    const gd_e* __restrict__ qe,  // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp (GD_T1X0Q_SET)
+    const gd_e* __restrict__ Qp,  // gd_tier1's (GD_H16: both bfloat16, a 16-bit tile of Qp's rows)
     const ta* __restrict__ lam,  // (BH, T, L)
-    ta* __restrict__ out,        // (BH, n, CH, DV)  + the reads of levels > GD_TM (o16: read only)
+    gd_o* __restrict__ out,      // (BH, n, CH, DV)  + the reads of levels > GD_TM (o16: read only; GD_O16: bfloat16)
     const ta* __restrict__ Sb,   // gd_coarse's
     ti* __restrict__ o16,        // (BH, T, DV) out + the reads, rounded to the 16-bit inputs' dtype; or null
     const ta* __restrict__ Z, const ta* __restrict__ Pc,  // fill: gd_tier1x's transfers, gd_cgroup's prefixes (else unread)
     int T, int DK, int DV, int L, int n, int nP, int BH, int fill) {  // fill: GD_T3FILL (0 / 1)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int SS = DKP * GD_TLDS, RR = GD_T3R * CH, RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
-    ta* Qs = reinterpret_cast<ta*>(smem_raw);  // [t][kk], the block's chunks' rows
-    ta* Ss = Qs + RR * GD_LDQ;                 // [buffer][kk][col]
+    gd_e* Qs = reinterpret_cast<gd_e*>(smem_raw);         // [t][kk], the block's chunks' rows
+    ta* Ss = reinterpret_cast<ta*>(Qs + RR * GD_LDQE);    // [buffer][kk][col]
     ta* lw = Ss + 2 * SS;                      // [buffer][t]
     check_smem(GD_T3SMEM);
     const int NCB = (DV + GD_TBW - 1) / GD_TBW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
@@ -485,9 +487,9 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         const int col = c0 + cc;
         const i64 g = (i64)c * CH + t;
         if (col >= DV || g >= T) return;
-        const ta* o = out + (cj * CH + t) * DV + col;
+        const gd_o* o = out + (cj * CH + t) * DV + col;
         const bool two = col + 1 < DV;
-        gd_st16(o16 + (bh * T + g) * DV + col, two, DV % 2 == 0, o[0] + y0, two ? o[1] + y1 : (ta)0);
+        gd_st16(o16 + (bh * T + g) * DV + col, two, DV % 2 == 0, gd_wid(o[0]) + y0, two ? gd_wid(o[1]) + y1 : (ta)0);
     };
     if (!ns || c >= n) {
         if (o16 && c < n)  // the first period: its rows as they are (+ -0: x for every x, -0 included)
@@ -507,12 +509,12 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const int d1 = f1 ? (int)(gd_popsum(pp & ~3) - gd_popsum(pp)) - n0 : 0;
     const ta* sb4 = sb + d1 * slot_sz;
     const int i1 = f1 ? n0 : -1;  // the fold's item
-    const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
+    const bool vec = DK % (16 / GD_E2) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
     if (GD_T1X0Q_SET && !(c & (GD_TP - 1))) {  // chunk c a period's first: Qp_c = Qe_c (not stored by gd_tier1x)
-        gd_copy<CH, DKP>(Qs, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
-        gd_copy<RR - CH, DKP>(Qs + CH * GD_LDQ, GD_LDQ, Qp + (cj + 1) * CH * DK, DK, (min(GD_T3R, n - c) - 1) * CH, DK, vec);
+        gd_copy<CH, DKP>(Qs, GD_LDQE, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<RR - CH, DKP>(Qs + CH * GD_LDQE, GD_LDQE, Qp + (cj + 1) * CH * DK, DK, (min(GD_T3R, n - c) - 1) * CH, DK, vec);
     } else {
-        gd_copy<RR, DKP>(Qs, GD_LDQ, Qp + cj * CH * DK, DK, min(GD_T3R, n - c) * CH, DK, vec);  // chunks past n: zero
+        gd_copy<RR, DKP>(Qs, GD_LDQE, Qp + cj * CH * DK, DK, min(GD_T3R, n - c) * CH, DK, vec);  // chunks past n: zero
     }
     // item i into buffer i & 1: slot r (the next bit cl of pp, its rank r) with its read weights, or a fold's transfer
     int bits = pp;
@@ -538,8 +540,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     cp_async_commit();
 #ifdef __CUDA_ARCH__
     if (GD_T3PRE_SET) {  // (all DV columns of the rows: the other column blocks' too)
-        constexpr int LINE = 128 / (int)sizeof(ta);
-        const ta* o = out + cj * CH * DV;
+        constexpr int LINE = 128 / (int)sizeof(gd_o);
+        const gd_o* o = out + cj * CH * DV;
         const i64 m = (i64)min(GD_T3R, n - c) * CH * DV;
         for (i64 x = (i64)tid * LINE; x < m; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(o + x));
     }
@@ -563,15 +565,18 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     cp_async_wait<0>();
     if (!wt.on) return;
     if (GD_T3OLD_SET && DV % 2 == 0 && c0 + GD_TBW <= DV && (i64)(c + GD_T3R) * CH <= T) {  // (block-uniform)
-        const ta* o = out + cj * CH * DV + c0;
+        const gd_o* o = out + cj * CH * DV + c0;
 #pragma unroll
         for (int a = 0; a < RW; ++a) {  // (a row block's reads at a time: float32's 3xTF32 build spilled with all)
-            gd_pair ov[NTL][2];         // (x, x + 1: columns cc, cc + 1 of row t; c0, cc even: 2 sizeof(ta)-aligned)
+            gd_pair ov[NTL][2];         // (x, x + 1: columns cc, cc + 1 of row t; c0, cc even: 2 sizeof(gd_o)-aligned)
 #pragma unroll
             for (int i = 0; i < NTL; ++i)
 #pragma unroll
-                for (int h = 0; h < 2; ++h)
-                    ov[i][h] = *reinterpret_cast<const gd_pair*>(o + (i64)wt.row(a, 2 * h) * DV + wt.col(i, 0));
+                for (int h = 0; h < 2; ++h) {
+                    const gd_o* e = o + (i64)wt.row(a, 2 * h) * DV + wt.col(i, 0);
+                    if (sizeof(gd_o) == sizeof(ta)) ov[i][h] = *reinterpret_cast<const gd_pair*>(e);
+                    else gd_ld2(e, ov[i][h].x, ov[i][h].y);
+                }
 #pragma unroll
             for (int i = 0; i < NTL; ++i)
 #pragma unroll
@@ -579,7 +584,9 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
                     const int t = wt.row(a, 2 * h), cc = wt.col(i, 0);
                     const ta y0 = ov[i][h].x + acc[a][i][2 * h], y1 = ov[i][h].y + acc[a][i][2 * h + 1];
                     if (o16) gd_st16(o16 + (bh * T + (i64)c * CH + t) * DV + c0 + cc, true, true, y0, y1);
-                    else *reinterpret_cast<gd_pair*>(out + (cj * CH + t) * DV + c0 + cc) = gd_pair{y0, y1};
+                    else if (sizeof(gd_o) == sizeof(ta))
+                        *reinterpret_cast<gd_pair*>(out + (cj * CH + t) * DV + c0 + cc) = gd_pair{y0, y1};
+                    else gd_put2(out + (cj * CH + t) * DV + c0 + cc, y0, y1);  // (GD_O16: o16 always given)
                 }
         }
         return;
@@ -600,7 +607,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
 #pragma unroll
             for (int x = 0; x < 4; ++x) {
                 const int t = wt.row(a, x), cc = wt.col(i, x);
-                if (c0 + cc < DV && (i64)c * CH + t < T) out[(cj * CH + t) * DV + c0 + cc] += acc[a][i][x];
+                if (c0 + cc < DV && (i64)c * CH + t < T)
+                    gd_put(out + (cj * CH + t) * DV + c0 + cc, acc[a][i][x] + gd_wid(out[(cj * CH + t) * DV + c0 + cc]));
             }
 }
 #endif

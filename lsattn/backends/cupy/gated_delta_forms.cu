@@ -258,12 +258,12 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     const ti* __restrict__ a,    // (BH, T) log decays
     const ti* __restrict__ bt,   // (BH, T) beta
     const ti* __restrict__ lam,  // (BH, T, L)
-    ta* __restrict__ qe,         // (BH, n, CH, DK)  qeff
-    ta* __restrict__ ek,         // (BH, n, CH, DK)  e^G K
-    ta* __restrict__ ph,         // (BH, n, DK, CH)  phi
-    ta* __restrict__ Hc,         // (BH, n, DK, DV)  H = phi V
+    gd_e* __restrict__ qe,       // (BH, n, CH, DK)  qeff (GD_H16: the four in bfloat16, gd_put's rounding)
+    gd_e* __restrict__ ek,       // (BH, n, CH, DK)  e^G K
+    gd_e* __restrict__ ph,       // (BH, n, DK, CH)  phi
+    gd_e* __restrict__ Hc,       // (BH, n, DK, DV)  H = phi V
     ta* __restrict__ gc,         // (BH, n)          chunk total log decay
-    ta* __restrict__ out,        // (BH, n, CH, DV)  the intra-chunk output
+    gd_o* __restrict__ out,      // (BH, n, CH, DV)  the intra-chunk output (GD_O16: bfloat16)
     ta* __restrict__ lamw,       // (BH, T, L) lam in the compute type, or null
     int* __restrict__ bad,       // set to 1 when some input read is not finite (log decays: +inf, NaN), or null
     int T, int DK, int DV, int L, i64 p, i64 F, int n) {
@@ -559,7 +559,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             } else {
                 ldv<4>(R1 + gf_grp(t, gq), x);
             }
-            ta* p = ek + (cj * CH + t) * DK + 4 * gq;
+            gd_e* p = ek + (cj * CH + t) * DK + 4 * gq;
 #pragma unroll
             for (int e = 0; e < 4; ++e) x[e] = gd_tar(x[e] * eG[t]);  // (gd_tar: gated_delta.cu's GD_TAR)
             if (DK % 4 == 0) {  // (16-byte aligned)
@@ -567,7 +567,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             } else {
 #pragma unroll
                 for (int e = 0; e < 4; ++e)
-                    if (4 * gq + e < DK) p[e] = x[e];
+                    if (4 * gq + e < DK) gd_put(p + e, x[e]);
             }
         }
         if (!GF_LAMP) lam_pass(tid - GF_SW, NT - GF_SW);
@@ -590,7 +590,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         }
         __syncthreads();
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
-        ta* qej = qe + cj * CH * DK;
+        gd_e* qej = qe + cj * CH * DK;
         {  // (Q read again from the input, two columns at a time)
             const GfAT<true> la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
             const bool q2 = DK % 2 == 0 && reinterpret_cast<unsigned long long>(q) % (2 * sizeof(ti)) == 0;
@@ -617,8 +617,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const auto st = gf_pair([&](int s, int f, ta x0, ta x1) {
                 x0 *= bb[s], x1 *= bb[s];
                 gf_st2(PT + s * GF_LK + f, x0, x1);
-                if (f < DK) ph[(cj * DK + f) * CH + s] = gd_tar(x0);
-                if (f + 1 < DK) ph[(cj * DK + f + 1) * CH + s] = gd_tar(x1);
+                if (f < DK) gd_put(ph + (cj * DK + f) * CH + s, gd_tar(x0));
+                if (f + 1 < DK) gd_put(ph + (cj * DK + f + 1) * CH + s, gd_tar(x1));
             });
             gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
         }
@@ -630,7 +630,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         [&](int t, int s, ta x) { R0[s * GF_LD + t] = bb[s] * x; });
     __syncthreads();
     {  // qeff = e^G * Q - attn (e^G K) (Q read again from the input, by groups of 4 where RD allows)
-        ta* qej = qe + cj * CH * DK;
+        gd_e* qej = qe + cj * CH * DK;
         ta acc[GF_RC][RD];
         zero_acc(acc);
         gf_mm(acc, 0, w1, [&](int kk, ta (&x)[GF_RC]) {
@@ -650,13 +650,13 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                     gf_ld4(q + bh * T * DK, g0 + t, c, T, DK, DK, gf_vec(q, DK), x);
 #pragma unroll
                     for (int e = 0; e < 4; ++e)
-                        if (c + e < DK) qej[t * DK + c + e] = gd_tar(eG[t] * x[e] - acc[i][u + e]);
+                        if (c + e < DK) gd_put(qej + t * DK + c + e, gd_tar(eG[t] * x[e] - acc[i][u + e]));
                 }
             }
         } else {
             gf_store(acc, ty, tx, [&](int t, int kk, ta x) {
                 const i64 g = g0 + t;
-                if (kk < DK) qej[t * DK + kk] = gd_tar(eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x);
+                if (kk < DK) gd_put(qej + t * DK + kk, gd_tar(eG[t] * ((g >= 0 && g < T) ? ld(q + (bh * T + g) * DK + kk) : (ta)0) - x));
             });
         }
     }
@@ -673,7 +673,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     }
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     if constexpr (!GF_TF)
-        for (int idx = tid; idx < DK * CH; idx += NT) ph[cj * DK * CH + idx] = gd_tar(R3[(idx % CH) * GF_LK + idx / CH]);
+        for (int idx = tid; idx < DK * CH; idx += NT) gd_put(ph + cj * DK * CH + idx, gd_tar(R3[(idx % CH) * GF_LK + idx / CH]));
     // GF_VE: the first value block's rows (64 x 8 pieces of 16 bytes, 2 per thread) into K's tile, asynchronously
     const bool vcp = GF_VE && DV % 8 == 0 && reinterpret_cast<unsigned long long>(v) % 16 == 0;
     if (GF_VE && vcp) {
@@ -736,10 +736,10 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         constexpr int RV = GF_VB / 16;  // value columns per thread
         const auto vcols = [&](int kk, ta (&x)[RV]) { ldv<RV>(R1 + kk * GF_LV + tx * RV, x); };
         const auto hstore = [&](int kk, int c, ta x) {
-            if (kk < DK && vb + c < DV) Hc[(cj * DK + kk) * DV + vb + c] = x;
+            if (kk < DK && vb + c < DV) gd_put(Hc + (cj * DK + kk) * DV + vb + c, x);
         };
         const auto ostore = [&](int t, int c, ta x) {
-            if (vb + c < DV) out[(cj * CH + t) * DV + vb + c] = x;
+            if (vb + c < DV) gd_put(out + (cj * CH + t) * DV + vb + c, x);
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };

@@ -193,6 +193,15 @@ __device__ __forceinline__ void gf_st4(ta* p, const ta (&x)[4]) {
 #endif
 }
 
+// x[0 .. 3] rounded to bfloat16 into p (8-byte aligned; GD_H16's e^G K): one 8-byte store
+__device__ __forceinline__ void gf_st4(gd_bf* p, const ta (&x)[4]) {
+#ifndef __CUDA_ARCH__
+    if (reinterpret_cast<unsigned long long>(p) % 8) std::abort();
+#endif
+    *reinterpret_cast<unsigned long long*>(p) =
+        (unsigned long long)gd_bfr2(x[0], x[1]) | ((unsigned long long)gd_bfr2(x[2], x[3]) << 32);
+}
+
 // Element (t, f) of a 16-bit [t][f] tile of 64 columns (GF_H; rows of 128 bytes): the 16-byte pieces of row t
 // XOR-swizzled by t % 8, so that the fragment loads (pairs along f: K K^T, Q K^T; single elements at tokens
 // k0 + t4 and columns n0 + 8 i + g: K and V as B operands) fall on distinct banks.
@@ -326,13 +335,20 @@ __device__ __forceinline__ void gf_st2(ta* p, ta x0, ta x1) {
     p[0] = x0, p[1] = x1;
 #endif
 }
+__device__ __forceinline__ void gf_st2(gd_bf* p, ta x0, ta x1) {  // (GD_H16: rounded to bfloat16, one 4-byte store)
+#ifndef __CUDA_ARCH__
+    if (reinterpret_cast<unsigned long long>(p) % 4) std::abort();
+#endif
+    gd_put2(p, x0, x1);
+}
 // x0, x1 into columns c, c + 1 of a row p (at column 0) of D columns (c < D): one store when D is even
-__device__ __forceinline__ void gf_st2c(ta* p, int c, int D, ta x0, ta x1) {
+template <typename E>
+__device__ __forceinline__ void gf_st2c(E* p, int c, int D, ta x0, ta x1) {
     if (D % 2 == 0) {
         gf_st2(p + c, x0, x1);
     } else {
-        p[c] = x0;
-        if (c + 1 < D) p[c + 1] = x1;
+        gd_put(p + c, x0);
+        if (c + 1 < D) gd_put(p + c + 1, x1);
     }
 }
 // Columns c, c + 1 of row g of src (D columns; zero outside tokens [0, T) and columns [0, D)): one 4- or 8-byte load

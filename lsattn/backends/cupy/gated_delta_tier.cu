@@ -73,9 +73,13 @@ __device__ __forceinline__ void gd_frag_a(const gd_tf32* X, int ld, int r0, int 
 #pragma unroll
     for (int x = 0; x < 4; ++x) h[x] = X[(r0 + g8 + 8 * (x & 1)) * ld + k0 + t4 + 4 * (x >> 1)].u, l[x] = 0u;
 }
-template <bool R> struct GdA { using T = ta; };  // an A operand's element: gd_tf32 when stored rounded (GD_TAR)
-template <> struct GdA<true> { using T = gd_tf32; };
-using gd_ta = GdA<GD_TAR>::T;
+template <int R> struct GdA { using T = ta; };  // a tile's element as an operand: gd_tf32 when stored rounded (GD_TAR),
+template <> struct GdA<1> { using T = gd_tf32; };  // gd_bf when stored as bfloat16 (GD_H16)
+template <> struct GdA<2> { using T = gd_bf; };
+using gd_ta = GdA<GD_H16 ? 2 : (GD_TAR ? 1 : 0)>::T;
+// the two-tier walks' tiles of gd_forms' outputs (Qe, Ek [t][kk]; phi [kk][t]; H [kk][col]) in gd_e, rows padded by 16
+// bytes (GD_H16: 16-bit tiles, half the bytes; the same banks for the fragment loads: a 32-bit word holds two columns)
+constexpr int GD_LDQE = DKP + 16 / (int)sizeof(gd_e), GD_LDPE = CH + 16 / (int)sizeof(gd_e);
 template <int K> struct GdTW { using T = ta; static constexpr int LD = GD_TLDS; };  // K: 0 ta, 1 tf32 pairs, 2 gd_tf32
 template <> struct GdTW<1> { using T = uint2; static constexpr int LD = GD_TBW + 4; };
 template <> struct GdTW<2> { using T = gd_tf32; static constexpr int LD = GD_TLDS; };
@@ -124,14 +128,17 @@ constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 #define GD_T1LWR_SET 1
 #endif
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
+// (in ta; GD_H16: the 16-bit tiles' bytes over sizeof(ta))
+constexpr int GD_E2 = (int)sizeof(gd_e), GD_ES = (int)sizeof(ta);
 template <int NG>
-constexpr int GD_TQW_N = 2 * CH * GD_LDQ > NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta))
-                             ? 2 * CH * GD_LDQ : NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta));
-constexpr int GD_TQW = GD_TQW_N<GD_TM>, GD_THW = GD_T1HPRE_SET ? DKP * GD_TLDS : 0;
+constexpr int GD_TQW_N = 2 * CH * GD_LDQE * GD_E2 > NG * CH * GD_TLDW * (int)sizeof(gd_tw)
+                             ? 2 * CH * GD_LDQE * GD_E2 / GD_ES : NG * CH * GD_TLDW * (int)(sizeof(gd_tw) / sizeof(ta));
+constexpr int GD_TPW = DKP * GD_LDPE * GD_E2 / GD_ES;  // phi's tile (in ta)
+constexpr int GD_TQW = GD_TQW_N<GD_TM>, GD_THW = GD_T1HPRE_SET ? DKP * GD_TLDS * GD_E2 / GD_ES : 0;
 // Config.gd_smem(GD_TM, tier_bw, hc=GD_T1HPRE_SET) (gd_tier1: the low walks and, unless split, the transfers)
-constexpr int GD_TSMEM = (GD_TQW + DKP * GD_LDP + GD_TM * (DKP * GD_TLDS + CH) + GD_THW) * (int)sizeof(ta);
+constexpr int GD_TSMEM = (GD_TQW + GD_TPW + GD_TM * (DKP * GD_TLDS + CH) + GD_THW) * (int)sizeof(ta);
 // Config.smem("gd_tier1x") = gd_smem(1, tier_bw) (gd_tier1x: the transfers)
-constexpr int GD_TSMEM1 = (GD_TQW_N<1> + DKP * GD_LDP + DKP * GD_TLDS + CH) * (int)sizeof(ta);
+constexpr int GD_TSMEM1 = (GD_TQW_N<1> + GD_TPW + DKP * GD_TLDS + CH) * (int)sizeof(ta);
 // blocks per SM the registers of gd_tier1 / gd_tier3 must allow: gd_scan's at 32 columns; at 64, 2 (shared memory's)
 #ifdef GD_T1MINB_SET  // a timing build may set it (gd_tier1's)
 constexpr int GD_T1MINB = GD_T1MINB_SET;
@@ -139,7 +146,11 @@ constexpr int GD_T1MINB = GD_T1MINB_SET;
 constexpr int GD_T1MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
 #endif
 constexpr int GD_T3MINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 2 : 1);
-constexpr int GD_T1XMINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? 3 : 1);  // gd_tier1x's (shared memory's)
+// gd_tier1x's (shared memory's: 71 KB, 3 a SM; GD_H16's 16-bit tiles 46 KB, 4 a SM where its registers allow: GD_T1X4_SET)
+#ifndef GD_T1X4_SET
+#define GD_T1X4_SET 1
+#endif
+constexpr int GD_T1XMINB = GD_TBW <= 32 ? GD_MINB : (GD_TC && DKP <= 64 ? (GD_H16 && GD_T1X4_SET ? 4 : 3) : 1);
 // timing builds: the next chunk's tiles prefetched into L2 during a chunk of gd_tier1 / gd_tier3 (GD_TPF_SET=1);
 // gd_tier3 as session 13's walks (GD_T3WALK_SET=1: gd_tier1 then stores no Qp)
 #ifndef GD_T3WALK_SET
@@ -158,20 +169,26 @@ __device__ __forceinline__ ta gd_sbr(ta x) {
 // NC columns from c0 (DV; GT_XFER: DK): GT_LOW (slots: levels 1, 2; Tot into fin unless null), GT_XFER (one
 // slot from the identity, no H; Z into fin; its reads Qe S, unweighted, stored into out = Qp unless null), GT_TOP
 // (gs slots of levels lev[j] from sin + j sst, read throughout). Shared memory as gd_walk<GD_TM>'s: Qe, Ek (W over them), phi, S, the read weights.
+// gd_forms' outputs and Qp in gd_e (GD_H16: bfloat16); out: GT_XFER's Qp (gd_e), GT_LOW's the output's partial sums
+// (gd_o), GT_TOP's the float output (ta).
+template <int kind> struct GdTO { using T = ta; };
+template <> struct GdTO<GT_LOW> { using T = gd_o; };  // (GD_O16: bfloat16 partial sums)
+template <> struct GdTO<GT_XFER> { using T = gd_e; };
 template <int kind, int NG = GD_TM>  // NG: slots (the transfer: 1)
-__device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta* __restrict__ ek,
-                                             const ta* __restrict__ ph, const ta* __restrict__ Hc,
-                                             const ta* __restrict__ gc, const ta* __restrict__ lam, ta* __restrict__ out,
-                                             ta* __restrict__ fin, const ta* __restrict__ sin, i64 sst, int T, int DK,
-                                             int DV, int L, int n, int NC, i64 bh, int c0, int lo, int hi,
-                                             const int (&lev)[GD_TM], int gs) {
+__device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const gd_e* __restrict__ ek,
+                                             const gd_e* __restrict__ ph, const gd_e* __restrict__ Hc,
+                                             const ta* __restrict__ gc, const ta* __restrict__ lam,
+                                             typename GdTO<kind>::T* __restrict__ out, ta* __restrict__ fin,
+                                             const ta* __restrict__ sin, i64 sst, int T, int DK, int DV, int L, int n,
+                                             int NC, i64 bh, int c0, int lo, int hi, const int (&lev)[GD_TM], int gs) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    ta* Qe = reinterpret_cast<ta*>(smem_raw);
-    ta* Ek = Qe + CH * GD_LDQ;
-    ta* Ph = Qe + (GD_T1SPLIT_SET && kind == GT_XFER ? GD_TQW_N<NG> : GD_TQW);  // (gd_tier1x: one slot's W)
-    ta* S = Ph + DKP * GD_LDP;           // [slot][kk][col], row stride GD_TLDS
+    gd_e* Qe = reinterpret_cast<gd_e*>(smem_raw);
+    gd_e* Ek = Qe + CH * GD_LDQE;
+    gd_e* Ph = reinterpret_cast<gd_e*>(reinterpret_cast<ta*>(smem_raw) +
+                                       (GD_T1SPLIT_SET && kind == GT_XFER ? GD_TQW_N<NG> : GD_TQW));  // (gd_tier1x: one slot's W)
+    ta* S = reinterpret_cast<ta*>(Ph + DKP * GD_LDPE);  // [slot][kk][col], row stride GD_TLDS
     ta* lw = S + NG * DKP * GD_TLDS;     // [slot][t]
-    ta* Hs = lw + NG * CH;               // GT_LOW, GD_T1HPRE_SET: H_c's columns [kk][col], row stride GD_TLDS
+    gd_e* Hs = reinterpret_cast<gd_e*>(lw + NG * CH);  // GT_LOW, GD_T1HPRE_SET: H_c's columns [kk][col], row stride GD_TLDS
     gd_tw* W = reinterpret_cast<gd_tw*>(Qe);  // [slot][t][col] over Qe / Ek once (a) has read them
     constexpr int RA = CH / 16, RB = DKP / 16, SS = DKP * GD_TLDS, WS = CH * GD_TLDW;
     constexpr int TWA = GdWarpTiles<RA, GD_TBW>::NTL, TWB = GdWarpTiles<RB, GD_TBW>::NTL;
@@ -187,7 +204,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         S[j * SS + kk * GD_TLDS + cc] = x;
     }
     __syncthreads();
-    const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
+    const bool vec = DK % (16 / GD_E2) == 0, vs = DV % (16 / GD_E2) == 0;
     for (int c = lo; c < hi; ++c) {
         const int i = c - lo;
         // slots with products (each read but in GT_XFER), and whether anything needs this chunk's (b)
@@ -207,10 +224,10 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
         const bool phw = GD_T1PHW_SET && kind == GT_LOW && u;  // (then (a) runs: u and not x0)
         if (u || hp) {
             if (u) {
-                if (r && !x0) gd_copy<CH, DKP>(Qe, GD_LDQ, qe + cj * CH * DK, DK, CH, DK, vec);
-                gd_copy<CH, DKP>(Ek, GD_LDQ, ek + cj * CH * DK, DK, CH, DK, vec);
+                if (r && !x0) gd_copy<CH, DKP>(Qe, GD_LDQE, qe + cj * CH * DK, DK, CH, DK, vec);
+                gd_copy<CH, DKP>(Ek, GD_LDQE, ek + cj * CH * DK, DK, CH, DK, vec);
                 if (phw) cp_async_commit();  // (a)'s tiles
-                gd_copy<DKP, CH>(Ph, GD_LDP, ph + cj * DK * CH, CH, DK, CH, vec);
+                gd_copy<DKP, CH>(Ph, GD_LDPE, ph + cj * DK * CH, CH, DK, CH, vec);
             }
             if (hp) gd_copy<DKP, GD_TBW>(Hs, GD_TLDS, Hc + cj * slot_sz + c0, DV, DK, min(GD_TBW, DV - c0), vs);
             cp_async_commit();
@@ -219,11 +236,12 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                 gd_prefetch(ek + (cj + 1) * CH * DK, DK);
                 gd_prefetch(ph + (cj + 1) * DK * CH, DK);
             }
-            if (x0 && r)  // Qp_c = Qe_c's columns c0 .. (padding rows included: zero queries)
-                for (int idx = tid; idx < CH * GD_TBW; idx += NT) {
-                    const int t = idx / GD_TBW, cc = idx % GD_TBW;
-                    if (c0 + cc < NC) out[(cj * CH + t) * NC + c0 + cc] = qe[(cj * CH + t) * DK + c0 + cc];
-                }
+            if constexpr (kind == GT_XFER)
+                if (x0 && r)  // Qp_c = Qe_c's columns c0 .. (padding rows included: zero queries)
+                    for (int idx = tid; idx < CH * GD_TBW; idx += NT) {
+                        const int t = idx / GD_TBW, cc = idx % GD_TBW;
+                        if (c0 + cc < NC) out[(cj * CH + t) * NC + c0 + cc] = qe[(cj * CH + t) * DK + c0 + cc];
+                    }
             if (u && kind != GT_XFER && tid < NG * CH) {  // token t's read weight for slot j
                 const int j = tid / CH, t = tid % CH;
                 const i64 gi = (i64)c * CH + t;
@@ -241,7 +259,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             ta acc[NG][2][TWA][4] = {};
             const unsigned use[2] = {u, r};
             if (wa.on)
-                gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQ, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8,
+                gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQE, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8,
                                   use);
             __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
@@ -269,7 +287,7 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                         if (V2) {
                             const int nc = kind == GT_XFER ? NC : DV;
                             if (!r || c0 + cc >= nc || (kind != GT_XFER && (i64)c * CH + t >= T)) continue;
-                            ta* o = out + (cj * CH + t) * nc + c0 + cc;
+                            auto* o = out + (cj * CH + t) * nc + c0 + cc;
                             const ta a0 = kind == GT_XFER ? acc[0][1][it][x] : rs;
                             ta a1 = 0;
                             if (kind == GT_XFER) a1 = acc[0][1][it][x + 1];
@@ -277,7 +295,21 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
 #pragma unroll
                                 for (int j = 0; j < NG; ++j)
                                     if ((r >> j) & 1) a1 += wl(j, x, t) * acc[j][1][it][x + 1];
-                            if (nc % 2 == 0) {  // (c0, cc even: 8-byte aligned; cc + 1 < nc)
+                            if constexpr (kind == GT_XFER && GD_H16) {  // (c0, cc even: 4-byte aligned)
+                                if (nc % 2 == 0) {
+                                    gd_put2(o, a0, a1);
+                                } else {
+                                    gd_put(o, a0);
+                                    if (c0 + cc + 1 < nc) gd_put(o + 1, a1);
+                                }
+                            } else if constexpr (kind == GT_LOW && GD_H16 && GD_O16) {  // (4-byte aligned)
+                                if (nc % 2 == 0) {
+                                    gd_red2(o, a0, a1);
+                                } else {
+                                    gd_red(o, a0);
+                                    if (c0 + cc + 1 < nc) gd_red(o + 1, a1);
+                                }
+                            } else if (nc % 2 == 0) {  // (c0, cc even: 8-byte aligned; cc + 1 < nc)
                                 if (kind == GT_XFER) *reinterpret_cast<float2*>(o) = float2{(float)a0, (float)a1};
                                 else atomicAdd(reinterpret_cast<float2*>(o), float2{(float)a0, (float)a1});
                             } else {
@@ -290,10 +322,10 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
                             }
                             continue;
                         }
-                        if (kind == GT_XFER) {  // Qp_c's columns (padding rows included: zero queries)
-                            if (r && c0 + cc < NC) out[(cj * CH + t) * NC + c0 + cc] = acc[0][1][it][x];
+                        if constexpr (kind == GT_XFER) {  // Qp_c's columns (padding rows included: zero queries)
+                            if (r && c0 + cc < NC) gd_put(out + (cj * CH + t) * NC + c0 + cc, acc[0][1][it][x]);
                         } else if (r && c0 + cc < DV && (i64)c * CH + t < T) {
-                            atomicAdd(out + (cj * CH + t) * DV + c0 + cc, rs);
+                            gd_red(out + (cj * CH + t) * DV + c0 + cc, rs);
                         }
                     }
             }
@@ -307,16 +339,16 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
             ta accb[NG][1][TWB][4] = {};
             const unsigned ub[1] = {mw ? (u & ~mg) | 1u : u};  // (mw: the merging slots' (b) zero but slot 0's)
             const gd_ta* PhA = reinterpret_cast<const gd_ta*>(Ph);
-            if (x0) gd_mm<NG, 1, TWB>(accb, PhA, nullptr, GD_LDP, (const gd_ta*)(Ek + c0), 0, GD_LDQ, wb.r0, wb.n0, CH, ub);
-            else if (u) gd_mm<NG, 1, TWB>(accb, PhA, nullptr, GD_LDP, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
+            if (x0) gd_mm<NG, 1, TWB>(accb, PhA, nullptr, GD_LDPE, (const gd_ta*)(Ek + c0), 0, GD_LDQE, wb.r0, wb.n0, CH, ub);
+            else if (u) gd_mm<NG, 1, TWB>(accb, PhA, nullptr, GD_LDPE, (const gd_tw*)W, WS, GD_TLDW, wb.r0, wb.n0, CH, ub);
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
                     const int kk = wb.row(x), cc = wb.col(it, x);
                     ta m = 0;
-                    if (kind == GT_LOW && GD_T1HPRE_SET) m = Hs[kk * GD_TLDS + cc];  // (zero past DK, DV)
-                    else if (kind == GT_LOW && kk < DK && c0 + cc < DV) m = Hc[cj * slot_sz + (i64)kk * DV + c0 + cc];
+                    if (kind == GT_LOW && GD_T1HPRE_SET) m = gd_wid(Hs[kk * GD_TLDS + cc]);  // (zero past DK, DV)
+                    else if (kind == GT_LOW && kk < DK && c0 + cc < DV) m = gd_wid(Hc[cj * slot_sz + (i64)kk * DV + c0 + cc]);
 #pragma unroll
                     for (int j = 0; j < NG; ++j) {
                         if (!((u >> j) & 1)) continue;
@@ -341,12 +373,12 @@ __device__ __forceinline__ void gd_tier_walk(const ta* __restrict__ qe, const ta
 }
 
 extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
-    const ta* __restrict__ qe, const ta* __restrict__ ek, const ta* __restrict__ ph, const ta* __restrict__ Hc,
-    const ta* __restrict__ gc, const ta* __restrict__ lam,  // as gd_scan's
-    ta* __restrict__ out,                                   // (BH, n, CH, DV)  in: intra-chunk output; out: + levels 1, 2
+    const gd_e* __restrict__ qe, const gd_e* __restrict__ ek, const gd_e* __restrict__ ph, const gd_e* __restrict__ Hc,
+    const ta* __restrict__ gc, const ta* __restrict__ lam,  // as gd_scan's (GD_H16: the four in bfloat16)
+    gd_o* __restrict__ out,                                 // (BH, n, CH, DV)  in: intra-chunk output; out: + levels 1, 2
     ta* __restrict__ Z,                                     // (BH, nP, DK, DK) out: the periods' transfers (but the last)
     ta* __restrict__ Tot,                                   // (BH, nP, DK, DV) out: the periods' keys (but the last)
-    ta* __restrict__ Qp,                                    // (BH, n, CH, DK) out: the queries carried to their period's
+    gd_e* __restrict__ Qp,                                  // (BH, n, CH, DK) out: the queries carried to their period's
                                                             // start (periods pp > 0), or null (GD_T3WALK_SET: none)
     int T, int DK, int DV, int L, int n, int nP, int BH) {
     check_smem(GD_TSMEM);
@@ -370,9 +402,9 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T1MINB) gd_tier1(
 // gd_tier1x (GD_T1SPLIT_SET; launched when nP > 1): gd_tier1's transfers, one block per (period pp, sequence, GD_TBW
 // of the DK columns), its arguments gd_tier1's
 extern "C" __global__ void __launch_bounds__(NT, GD_T1XMINB) gd_tier1x(
-    const ta* __restrict__ qe, const ta* __restrict__ ek, const ta* __restrict__ ph, const ta* __restrict__ Hc,
-    const ta* __restrict__ gc, const ta* __restrict__ lam, ta* __restrict__ out, ta* __restrict__ Z,
-    ta* __restrict__ Tot, ta* __restrict__ Qp, int T, int DK, int DV, int L, int n, int nP, int BH) {
+    const gd_e* __restrict__ qe, const gd_e* __restrict__ ek, const gd_e* __restrict__ ph, const gd_e* __restrict__ Hc,
+    const ta* __restrict__ gc, const ta* __restrict__ lam, gd_o* __restrict__ out, ta* __restrict__ Z,
+    ta* __restrict__ Tot, gd_e* __restrict__ Qp, int T, int DK, int DV, int L, int n, int nP, int BH) {
     (void)out, (void)Tot;
     check_smem(GD_TSMEM1);
     const int NCK = (DK + GD_TBW - 1) / GD_TBW;
