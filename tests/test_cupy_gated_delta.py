@@ -1154,11 +1154,14 @@ def test_gpu_tier3_fill_matches_reference(monkeypatch, dtype, T, dk, dv, C):
 
 
 @pytest.mark.gpu
-@given(T=st.integers(1500, 3000), decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), keys=key_kinds, seed=seeds)
+# T from TIER_MIN_CHUNKS chunks of 64 on (the two-tier path, where S16 applies; session 21's final GPU run drew 1500:
+# 24 chunks, gd_scan's path, and the plan check below failed as it should)
+@given(T=st.integers(64 * (cgd.TIER_MIN_CHUNKS - 1) + 1, 3000), decay=st.sampled_from(list(DECAYS)), resets=st.booleans(),
+       keys=key_kinds, seed=seeds)
 @settings(max_examples=2, deadline=None)  # (its three builds' compiles: the GPU batch's 100 s)
 def test_gpu_s16_bound(T, decay, resets, keys, seed):
     """bfloat16 CUDA tensors on the direct path's two-tier scan with ``S16`` (bfloat16 intermediates) at production
-    sizes (d = 64, hundreds of chunks, both coarse forms past 64 periods): the float32 output before its rounding
+    tiles (d = 64, C = 64, 32-47 chunks: the two-tier form with its coarse levels): the float32 output before its rounding
     (``OUT16`` off) within S16 of the reference on the rounded inputs (float64 on the GPU), the bfloat16 output within
     BF16; the S16-off build's within TF32."""
     _gpu_ready()
