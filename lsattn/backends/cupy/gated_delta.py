@@ -332,12 +332,13 @@ class _Plan:
         self.o16 = bool(OUT16 and self.half and self.tier is not None and self.tier.NCL > 0)
         if _s16(self.half, self.tier):  # (and with o16: the sums in bfloat16 where O16)
             cfg = _config(cfg.ta, DK, chunk_size, self.half, True, O16 and self.o16)
-        es, te = cfg.itemsize, cfg.te  # (bytes: the compute type's, gd_forms' outputs qe, ek, ph, H and Qp's)
+        es, te = cfg.itemsize, cfg.te  # (bytes: the compute type's, gd_forms' outputs qe, ek, ph, H)
         sizes = [(BH * n * C * DK, te), (BH * n * C * DK, te), (BH * n * DK * C, te), (BH * n * DK * DV, te), (BH * n, es)]
         sizes += [(BH * T * L, es)] if self.half else []
         # the two-tier form's scratch (Z, Tot, Sb, Qp, Pc, Tg) after gd_forms' outputs
         if self.tier:
-            sizes += [(BH * math.prod(shape), es if j != 3 else te) for j, shape in enumerate(self.tier.shapes(DK, DV))]
+            kinds = self.tier.dtypes(np.float64 if cfg.ta == "double" else np.float32, cfg, np)  # (Qp's: S16's 16 bits)
+            sizes += [(BH * math.prod(shape), np.dtype(d).itemsize) for shape, d in zip(self.tier.shapes(DK, DV), kinds)]
         sizes += [(BH * n * C * DV, 2 if cfg.o16 else es)] if self.o16 else []
         self.cfg, self.dims = cfg, (T, DK, DV, L, n, BH)
         self.offsets, at = [], 0
