@@ -85,6 +85,36 @@ def _part_starts(nch, P, cost):
     return start
 
 
+#: s22c20: parts of one sequence in two passes that compute every chunk's summary once
+#: (:func:`_keep_first`, :func:`_keep_part`, bounds :func:`_keep_bounds`): part 0 runs its first chunks
+#: beside the other parts' summaries of the chunks after them, kept; then each part merges the kept
+#: summaries before its own chunks into part 0's slots and runs its chunks in full, from the kept
+#: summaries where there are. Outputs and state bit-equal to one part. False: every part computes the
+#: summaries and merges of all the chunks before it (``_part_starts``).
+HIER_KEEP = True
+#: HIER_KEEP's costs relative to a chunk's whole work (measured single-threaded at d = 64, float32,
+#: B = 1, T = 65536: benchmarks/NOTES.md, s22c20): a chunk's summary alone (its exponentials and
+#: ``EH^T VH``) and its merge alone (what the later parts repeat)
+KEEP_SUMMARY_COST = 0.25
+KEEP_MERGE_COST = 0.04
+
+
+@numba.njit
+def _keep_bounds(nch, P, cost, mcost):
+    """Chunk bounds b (P + 2 entries) of HIER_KEEP's two passes over nch chunks in P parts: first
+    part 0 runs chunks b[0] .. b[1] - 1 in full while part j >= 1 summarises chunks b[j] .. b[j + 1]
+    - 1 (``cost`` of a full chunk each; kept); then part j merges the kept summaries b[1] .. b[j + 1]
+    - 1 (``mcost`` each) and runs chunks b[j + 1] .. b[j + 2] - 1 (``1 - cost`` each where kept).
+    Equal times at P = 2: pieces of x = nch / (P - mcost), b[1] = cost x."""
+    x = nch / (P - mcost)
+    b = np.empty(P + 2, np.int64)
+    b[0] = 0
+    for j in range(1, P + 1):
+        b[j] = min(nch, int(round(cost * x + (j - 1) * x)))
+    b[P + 1] = nch
+    return b
+
+
 def chunk_for(d_k, d_v):
     """The chunk size of :func:`hier_chunked`: the largest power of two from 8 up to 64 whose
     products (C x d_k x C, C x C x d_v, C x d_k x d_v, not counting the denominator column) are at
@@ -109,6 +139,25 @@ def hier_chunked(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, C, 
     N = seg.shape[0] - 1
     P = max(parts, 1) if N == 1 else 1
     lev = level_table(C)  # Fenwick levels of chunk-local pairs
+    if HIER_KEEP and P > 1:  # one stream per batch element (N = 1): HIER_KEEP's two passes
+        s0, s1 = seg[0], seg[1]
+        dk, dv = q.shape[2], lv.shape[2]
+        nch = aligned_chunks(offs[0], s1 - s0, C)[2]
+        bd = _keep_bounds(nch, P, KEEP_SUMMARY_COST, KEEP_MERGE_COST)
+        nk = bd[P] - bd[1]  # kept summaries per batch element: chunks bd[1] .. bd[P] - 1
+        wt = q.dtype
+        KS, KV = np.empty((B, nk, dk, dv + 1), wt), np.empty((B, nk, C, dv + 1), wt)
+        Km, Kn, Kg = np.empty((B, nk, dk)), np.empty((B, nk, dv)), np.empty((B, nk))
+        Hm, Hn = np.empty((B, nlev, dk)), np.empty((B, nlev, dv))  # part 0's slots after the first pass
+        HS, Hz = np.empty((B, nlev, dk, dv)), np.empty((B, nlev, dk))
+        for pas in range(2):
+            for task in prange(B * P):
+                b, j = task // P, task % P
+                _keep_task(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], lv[rows[2, b], s0:s1], lw[rows[3, b], s0:s1],
+                           a[rows[4, b], s0:s1], offs[0], nlev, m0[b], n0[b], S0[b], z0[b], lo, C, lev, P,
+                           j, pas, bd, out[b, s0:s1], m1[b], n1[b], S1[b], z1[b], Hm[b], Hn[b], HS[b], Hz[b], KS[b],
+                           KV[b], Km[b], Kn[b], Kg[b])
+        return
     for task in prange(B * N * P):  # one parallel region per call (robust when another job holds a core)
         row, j = task // P, task % P
         b, sg = row // N, row % N
@@ -126,16 +175,8 @@ def _stream(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, C, lev, P, j, out, m1,
     T, dk = q.shape
     dv = lv.shape[1]
     g, head, nch, tail = aligned_chunks(p, T, C)
-    alo = lo / (4 * max(p + T, 1))  # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
-    zmax = 0.0
-    for jj in range(z0.shape[0]):
-        for i2 in range(dk):
-            zmax = max(zmax, np.float64(z0[jj, i2]))
+    alo, bound = _limits(q, z0, p, T, nlev, C, lo)
     wt = q.dtype
-    # lost mass of one output entry, in units of its shifts: each product term that underflowed (or
-    # met an exponential flushed to 0) is below 4 tiny, and there are at most d_k per slot (weight
-    # <= z <= zmax + p + T each) and C (d_k + 1) from the chunk
-    bound = 4 * np.finfo(wt).tiny * (nlev * dk * (zmax + p + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
     start = _part_starts(nch, P, SUMMARY_COST)
     m = np.full((nlev, dk), lo)  # float64 slots
     n = np.full((nlev, dv), lo)
@@ -163,6 +204,98 @@ def _stream(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, C, lev, P, j, out, m1,
             _read(q, k, lv, lw, ac, i0, p + i0, g, lev, m, n, S, z, VH, nc, bound, lo, out)
         _merge(m, n, S, z, p + i0, g, gc, mc, nc, Sc)
     if j == P - 1:  # the tokens after the last aligned chunk, the array-API layout
+        for i in range(tail, T):
+            hier_token(q, k, lv, lw, a, i, p + i, lo, alo, m, n, S, z, D, w, out)
+        hier_store(m, n, S, z, D, p + T, lo, m1, n1, S1, z1)
+
+
+@numba.njit
+def _limits(q, z0, p, T, nlev, C, lo):
+    """(alo, bound) of one stream: the decays' clamp and the lost-mass bound of :func:`_stream`."""
+    dk = q.shape[1]
+    alo = lo / (4 * max(p + T, 1))  # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
+    zmax = 0.0
+    for jj in range(z0.shape[0]):
+        for i2 in range(dk):
+            zmax = max(zmax, np.float64(z0[jj, i2]))
+    wt = q.dtype
+    # lost mass of one output entry, in units of its shifts: each product term that underflowed (or
+    # met an exponential flushed to 0) is below 4 tiny, and there are at most d_k per slot (weight
+    # <= z <= zmax + p + T each) and C (d_k + 1) from the chunk
+    bound = 4 * np.finfo(wt).tiny * (nlev * dk * (zmax + p + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
+    return alo, bound
+
+
+@numba.njit
+def _keep_task(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, C, lev, P, j, pas, bd, out, m1, n1, S1, z1, Hm, Hn, HS,
+               Hz, KS, KV, Km, Kn, Kg):
+    """Part ``j`` of ``P`` of one stream (arguments as :func:`_stream`) in pass ``pas`` of HIER_KEEP
+    (:func:`_keep_bounds`' bd). Pass 0: part 0 runs the head and chunks bd[0] .. bd[1] - 1 in full
+    and leaves its slots in Hm, Hn, HS, Hz; part j >= 1 keeps the summaries of chunks bd[j] .. bd[j +
+    1] - 1 (row c - bd[1] of KS = EH^T VH in the input dtype, KV = VH, Km, Kn the shifts, Kg the
+    chunk's total decay). Pass 1: part j merges the kept summaries bd[1] .. bd[j + 1] - 1 into those
+    slots and runs chunks bd[j + 1] .. bd[j + 2] - 1 in full (kept summaries where there are);
+    the last part also the tail and the state. Every summary, merge and read is the one-part path's
+    (:func:`_stream`) on the same operands: bit-equal."""
+    T, dk = q.shape
+    dv = lv.shape[1]
+    g, head, nch, tail = aligned_chunks(p, T, C)
+    alo, bound = _limits(q, z0, p, T, nlev, C, lo)
+    wt = q.dtype
+    ac = np.empty(C)
+    EH = np.empty((C, dk), wt)
+    if pas == 0 and j > 0:
+        for c in range(bd[j], bd[j + 1]):
+            r = c - bd[1]
+            Sc, gc = _summary(k, lv, a, head + c * C, alo, lo, ac, EH, KV[r], Km[r], Kn[r])
+            Kg[r] = gc
+            for i in range(dk):
+                for x in range(dv + 1):
+                    KS[r, i, x] = Sc[i, x]  # a float32 product when wt is: exact
+        return
+    if pas == 0:  # part 0: the head and its first chunks, as _stream
+        m = np.full((nlev, dk), lo)  # float64 slots
+        n = np.full((nlev, dv), lo)
+        S = np.zeros((nlev, dk, dv))
+        z = np.zeros((nlev, dk))
+        D = np.zeros(nlev)
+        hier_load(m0, n0, S0, z0, p, m, n, S, z)
+        w = np.empty((4, max(dk, dv)))
+        for i in range(head):  # the tokens before the first aligned chunk
+            hier_token(q, k, lv, lw, a, i, p + i, lo, alo, m, n, S, z, D, w, out)
+        for jj in range(nlev):  # lazy decays folded in
+            for i2 in range(dk):
+                m[jj, i2] += D[jj]
+        c_lo, c_hi = 0, bd[1]
+    else:
+        m, n, S, z = Hm.copy(), Hn.copy(), HS.copy(), Hz.copy()
+        for c in range(bd[1], bd[j + 1]):  # the kept summaries before the part's chunks
+            r = c - bd[1]
+            _merge(m, n, S, z, p + head + c * C, g, Kg[r], Km[r], Kn[r], KS[r])
+        c_lo, c_hi = bd[j + 1], bd[j + 2]
+    VH = np.empty((C, dv + 1), wt)
+    mc = np.empty(dk)
+    nc = np.empty(dv)
+    for c in range(c_lo, c_hi):
+        i0 = head + c * C
+        r = c - bd[1]
+        if pas == 1 and r < KS.shape[0]:  # kept (pass 1 of a part before the last)
+            for s in range(C):
+                ac[s] = max(np.float64(a[i0 + s]), alo)
+            _read(q, k, lv, lw, ac, i0, p + i0, g, lev, m, n, S, z, KV[r], Kn[r], bound, lo, out)
+            _merge(m, n, S, z, p + i0, g, Kg[r], Km[r], Kn[r], KS[r])
+        else:
+            Sc, gc = _summary(k, lv, a, i0, alo, lo, ac, EH, VH, mc, nc)
+            _read(q, k, lv, lw, ac, i0, p + i0, g, lev, m, n, S, z, VH, nc, bound, lo, out)
+            _merge(m, n, S, z, p + i0, g, gc, mc, nc, Sc)
+    if pas == 0:
+        Hm[:, :] = m
+        Hn[:, :] = n
+        HS[:, :, :] = S
+        Hz[:, :] = z
+    elif j == P - 1:  # the tokens after the last aligned chunk, the array-API layout
+        D = np.zeros(nlev)
+        w = np.empty((4, max(dk, dv)))
         for i in range(tail, T):
             hier_token(q, k, lv, lw, a, i, p + i, lo, alo, m, n, S, z, D, w, out)
         hier_store(m, n, S, z, D, p + T, lo, m1, n1, S1, z1)
