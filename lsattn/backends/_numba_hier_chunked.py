@@ -42,14 +42,21 @@ Tokens before the first and after the last aligned chunk run token by token
 (``_numba_kernels.hier_token``). One parallel loop over streams (batch elements, and packed
 segments (``cu_seqlens``) each from its own offset: the stream table ``seg``, ``offs`` of the token
 kernels), and for one stream per batch element and a batch smaller than the thread count over
-parts of each sequence: part ``j``
-runs the head, then only the summaries and merges of the chunks before it (which gives it its
-incoming slots), then its own chunks in full (the last part also the tail); the parts shrink
-geometrically (``_part_starts`` with :data:`SUMMARY_COST`) so that all finish together.
+parts of each sequence. A chunk's summary depends on the chunk alone, so it is computed once
+(:data:`HIER_KEEP`, :func:`_keep_task`, two parallel loops): first part 0 runs the head and its first
+chunks in full while each later part computes and keeps the summaries of a piece of chunks (in
+:func:`keep_scratch`'s buffer); then each part merges the kept summaries before its own chunks into
+part 0's slots and runs its chunks in full, from the kept summaries where there are (one sequence
+on 2 threads: 13% / 51% / 36% of the chunks; the only work done twice is part 1's merges of 51%).
+Outputs and state bit-equal to one part. HIER_KEEP off: part ``j`` runs the head, then only the
+summaries and merges of the chunks before it (which gives it its incoming slots), then its own
+chunks in full (the last part also the tail); the parts shrink geometrically (``_part_starts``
+with :data:`SUMMARY_COST`) so that all finish together.
 """
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
@@ -96,7 +103,7 @@ HIER_KEEP = True
 #: B = 1, T = 65536: benchmarks/NOTES.md, s22c20): a chunk's summary alone (its exponentials and
 #: ``EH^T VH``) and its merge alone (what the later parts repeat)
 KEEP_SUMMARY_COST = 0.25
-KEEP_MERGE_COST = 0.04
+KEEP_MERGE_COST = 0.05
 
 
 @numba.njit
@@ -115,6 +122,25 @@ def _keep_bounds(nch, P, cost, mcost):
     return b
 
 
+_SCRATCH = threading.local()
+
+
+def keep_scratch(B, T, p, C, d_k, d_v, dtype, parts):
+    """The uint8 buffer of :func:`hier_chunked`'s kept summaries (HIER_KEEP) for B sequences of T tokens
+    from offset p in ``parts`` parts, kept between calls (one per calling thread, grown when short; ~17 MB
+    at T = 65536, d = 64, float32); None where the call keeps none (one part, or HIER_KEEP off)."""
+    if not HIER_KEEP or parts < 2:
+        return None
+    nch = aligned_chunks(p, T, C)[2]
+    bd = _keep_bounds(nch, parts, KEEP_SUMMARY_COST, KEEP_MERGE_COST)
+    nk = int(bd[parts] - bd[1])
+    nb = B * nk * ((d_k + d_v + 1) * 8 + (d_k + C) * (d_v + 1) * np.dtype(dtype).itemsize)
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.shape[0] < nb:
+        buf = _SCRATCH.buf = np.empty(nb, np.uint8)
+    return buf
+
+
 def chunk_for(d_k, d_v):
     """The chunk size of :func:`hier_chunked`: the largest power of two from 8 up to 64 whose
     products (C x d_k x C, C x C x d_v, C x d_k x d_v, not counting the denominator column) are at
@@ -127,11 +153,12 @@ def chunk_for(d_k, d_v):
 
 
 @numba.njit(**_JIT)
-def hier_chunked(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, C, parts, out, m1, n1, S1, z1):
+def hier_chunked(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, C, parts, out, m1, n1, S1, z1, scratch=None):
     """Arguments as ``_numba_kernels.hier_scan`` (streams ``seg``, ``offs``: the tokens ``seg[i] ..
     seg[i + 1] - 1`` are stream ``i``, continued at offset ``offs[i]``; state rows ``b N + i``) plus
     C, the chunk size (a power of two), and parts: parallel parts of each sequence
-    (``_numba_chunked.parts``; one stream only). q, k (B, T, d_k); lv (B, T, d_v); lw (B, T, L);
+    (``_numba_chunked.parts``; one stream only), and scratch: None or :func:`keep_scratch`'s buffer
+    for HIER_KEEP's kept summaries. q, k (B, T, d_k); lv (B, T, d_v); lw (B, T, L);
     a (B, T); state slots m0 (B N, >= bit_length(offs[i]), d_k), ... in the array-API layout. Writes
     out (B, T, d_v) (log y) and, when m1 has a slot axis, the final slots. One ``prange`` iteration
     per (batch element, stream, part)."""
@@ -146,8 +173,19 @@ def hier_chunked(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, C, 
         bd = _keep_bounds(nch, P, KEEP_SUMMARY_COST, KEEP_MERGE_COST)
         nk = bd[P] - bd[1]  # kept summaries per batch element: chunks bd[1] .. bd[P] - 1
         wt = q.dtype
-        KS, KV = np.empty((B, nk, dk, dv + 1), wt), np.empty((B, nk, C, dv + 1), wt)
-        Km, Kn, Kg = np.empty((B, nk, dk)), np.empty((B, nk, dv)), np.empty((B, nk))
+        # in ``scratch`` (keep_scratch: kept between calls; allocated per call they cost ~5 K page faults a call)
+        n64, ns, nv = B * nk * (dk + dv + 1), B * nk * dk * (dv + 1), B * nk * C * (dv + 1)
+        nb = n64 * 8 + (ns + nv) * q.itemsize
+        if scratch is None:
+            raw = np.empty(nb, np.uint8)
+        else:
+            raw = scratch[:nb]
+        buf = raw[n64 * 8 :].view(wt)
+        KS, KV = buf[:ns].reshape((B, nk, dk, dv + 1)), buf[ns:].reshape((B, nk, C, dv + 1))
+        b64 = raw[: n64 * 8].view(np.float64)
+        Km = b64[: B * nk * dk].reshape((B, nk, dk))
+        Kn = b64[B * nk * dk : B * nk * (dk + dv)].reshape((B, nk, dv))
+        Kg = b64[B * nk * (dk + dv) :].reshape((B, nk))
         Hm, Hn = np.empty((B, nlev, dk)), np.empty((B, nlev, dv))  # part 0's slots after the first pass
         HS, Hz = np.empty((B, nlev, dk, dv)), np.empty((B, nlev, dk))
         for pas in range(2):
