@@ -123,18 +123,23 @@ def _keep_bounds(nch, P, cost, mcost):
 
 
 _SCRATCH = threading.local()
+#: the largest buffer :func:`keep_scratch` keeps between calls (bytes)
+KEEP_SCRATCH_MAX = 64 << 20
 
 
 def keep_scratch(B, T, p, C, d_k, d_v, dtype, parts):
     """The uint8 buffer of :func:`hier_chunked`'s kept summaries (HIER_KEEP) for B sequences of T tokens
     from offset p in ``parts`` parts, kept between calls (one per calling thread, grown when short; ~17 MB
-    at T = 65536, d = 64, float32); None where the call keeps none (one part, or HIER_KEEP off)."""
+    at T = 65536, d = 64, float32) up to :data:`KEEP_SCRATCH_MAX` bytes (a larger one is the call's own);
+    None where the call keeps none (one part, or HIER_KEEP off)."""
     if not HIER_KEEP or parts < 2:
         return None
     nch = aligned_chunks(p, T, C)[2]
     bd = _keep_bounds(nch, parts, KEEP_SUMMARY_COST, KEEP_MERGE_COST)
     nk = int(bd[parts] - bd[1])
     nb = B * nk * ((d_k + d_v + 1) * 8 + (d_k + C) * (d_v + 1) * np.dtype(dtype).itemsize)
+    if nb > KEEP_SCRATCH_MAX:
+        return np.empty(nb, np.uint8)
     buf = getattr(_SCRATCH, "buf", None)
     if buf is None or buf.shape[0] < nb:
         buf = _SCRATCH.buf = np.empty(nb, np.uint8)
