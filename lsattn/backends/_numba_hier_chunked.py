@@ -131,9 +131,9 @@ def keep_scratch(B, T, p, C, d_k, d_v, dtype, parts):
     """The uint8 buffer of :func:`hier_chunked`'s kept summaries (HIER_KEEP) for B sequences of T tokens
     from offset p in ``parts`` parts, kept between calls (one per calling thread, grown when short; ~17 MB
     at T = 65536, d = 64, float32) up to :data:`KEEP_SCRATCH_MAX` bytes (a larger one is the call's own);
-    None where the call keeps none (one part, or HIER_KEEP off)."""
+    an empty one where the call keeps none (one part, or HIER_KEEP off: one signature for every call)."""
     if not HIER_KEEP or parts < 2:
-        return None
+        return np.empty(0, np.uint8)
     nch = aligned_chunks(p, T, C)[2]
     bd = _keep_bounds(nch, parts, KEEP_SUMMARY_COST, KEEP_MERGE_COST)
     nk = int(bd[parts] - bd[1])

@@ -356,8 +356,7 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
 
         C, P = kernel_chunk or KH.chunk_for(d_k, d_v), _chunked().parts(B)
         args = (qf, kf, vf, lf, af, rows, seg, offs, max(1, n_end), m0, n0, S0, z0, lo, C, P, out, m1, n1, S1, z1)
-        sc = KH.keep_scratch(B, T, int(offs[0]), C, d_k, d_v, dt, P) if offs.shape[0] == 1 else None
-        KH.hier_chunked(*args) if sc is None else KH.hier_chunked(*args, sc)
+        KH.hier_chunked(*args, KH.keep_scratch(B, T, int(offs[0]), C, d_k, d_v, dt, P if offs.shape[0] == 1 else 1))
     else:
         K.hier_scan(qf, kf, vf, lf, af, rows, seg, offs, max(1, n_end), m0, n0, S0, z0, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (T, d_v))
