@@ -55,6 +55,11 @@ one-core rate. Prints only (numba rows; no thread table):
 one operator with the load average before and after:
 
     python benchmarks/bench_cpu_roofline.py --threads-only --ops exp_kernel_attention --repeat 9
+
+``--split-tasks``: on one thread, the tasks of the two-part split of one sequence (exp / log attention, the
+hierarchical kernel), thread CPU time: the critical path and the ideal two-thread ratio (``split_tasks``):
+
+    python benchmarks/bench_cpu_roofline.py --split-tasks --ops exp_kernel_attention,loglinear_log_attention --repeat 7
 """
 from __future__ import annotations
 
@@ -277,6 +282,90 @@ def threads_subprocess(args):
     return rows
 
 
+def split_tasks(args):
+    """--split-tasks: B = 1, T = --threads-T, float32, on ONE thread: the tasks of the two-part split of
+    exp / log attention (``_ek_first`` / ``_ek_part``: pass 1 part 0 / 1, pass 2 part 0 / 1) and of the
+    hierarchical kernel (``_keep_task``, HIER_KEEP's two passes; ``_stream``'s parts, its old split), each
+    the best thread CPU time of --repeat rounds (robust to other jobs), against the one-part kernel: the
+    critical path (the slower task of each pass), "ideal" = one part / critical path (the two-thread
+    speed-up if both cores ran as one does) and "extra" = all tasks / one part (work done twice)."""
+    import time
+
+    import numba
+    import numpy as np
+
+    from lsattn.backends import _numba_chunked as KC, _numba_hier_chunked as KH
+    from lsattn.backends._numba_kernels import level_table
+    from lsattn.backends.numba_cpu import _minus_inf
+
+    numba.set_num_threads(1)
+    T, d, f32 = args.threads_T, args.d, np.float32
+    lo = _minus_inf(np, np.dtype(f32))
+    for op in args.ops:
+        x, kw = inputs(op, 1, T, d, f32)
+        q, k, v = (np.ascontiguousarray(a[0]) for a in x[:3])
+        e = lambda *sh: np.zeros(sh, f32)  # noqa: E731
+        out = np.empty((T, d), f32)
+        if op in ("exp_kernel_attention", "log_attention"):
+            lv, Cc = op == "log_attention", KC.chunk_for(d, d)
+            bd = KC._part_bounds(-(-T // Cc), 2, KC.SUMMARY_COST)
+            st = (np.full(d, lo, f32), np.full(d, lo, f32), e(d, d), e(d))
+            H = np.empty((2, d)), np.empty((2, d + 1)), np.empty((2, d, d + 1))
+            fin = e(d), e(d), e(d, d), e(d)
+
+            def first(j):
+                return lambda: KC._ek_first(q, k, v, *st, lv, lo, Cc, j, bd, H[0][j], H[1][j], H[2][j], out)
+
+            def part(j, P=2):
+                return lambda: KC._ek_part(q, k, v, *st, lv, lo, Cc, P, j, bd, *H, out, *fin)
+
+            groups = {"one part": {"": part(0, 1)}, "split": {"1.0": first(0), "1.1": first(1), "2.0": part(0), "2.1": part(1)}}
+            note = f"bounds {[int(b) for b in bd]}"
+        elif op == "loglinear_log_attention":
+            lw, a = np.ascontiguousarray(x[3][0]), np.ascontiguousarray(kw["log_decay"][0])
+            Cc, nlev = KH.chunk_for(d, d), T.bit_length()
+            lev, nch = level_table(Cc), T // Cc
+            st, fin = (e(0, d), e(0, d), e(0, d, d), e(0, d)), (e(0, d), e(0, d), e(0, d, d), e(0, d))
+            bd = KH._keep_bounds(nch, 2, KH.KEEP_SUMMARY_COST, KH.KEEP_MERGE_COST)
+            nk = bd[2] - bd[1]
+            K = (np.empty((nlev, d)), np.empty((nlev, d)), np.empty((nlev, d, d)), np.empty((nlev, d)), e(nk, d, d + 1),
+                 e(nk, Cc, d + 1), np.empty((nk, d)), np.empty((nk, d)), np.empty(nk))
+
+            def stream(j, P=2):
+                return lambda: KH._stream(q, k, v, lw, a, 0, nlev, *st, lo, Cc, lev, P, j, out, *fin)
+
+            def task(j, pas):
+                return lambda: KH._keep_task(q, k, v, lw, a, 0, nlev, *st, lo, Cc, lev, 2, j, pas, bd, out, *fin, *K)
+
+            groups = {"one part": {"": stream(0, 1)}, "HIER_KEEP": {"1.0": task(0, 0), "1.1": task(1, 0), "2.0": task(0, 1),
+                                                                     "2.1": task(1, 1)},
+                      "old split": {"0": stream(0), "1": stream(1)}}
+            note = (f"HIER_KEEP bounds {[int(b) for b in bd]}, old split starts "
+                    f"{[int(b) for b in KH._part_starts(nch, 2, KH.SUMMARY_COST)]}")
+        else:
+            continue
+        fns = {(g, n): f for g, fs in groups.items() for n, f in fs.items()}
+        for f in fns.values():
+            f()  # compile / warm
+        best = {key: float("inf") for key in fns}
+        for _ in range(args.repeat):
+            for key, f in fns.items():
+                t = time.thread_time()
+                f()
+                best[key] = min(best[key], time.thread_time() - t)
+        one = best[("one part", "")]
+        print(f"{op} B=1 T={T} one thread, thread CPU ms (best of {args.repeat}; load {os.getloadavg()[0]:.2f}): one part "
+              f"{one * 1e3:.2f}; {note}", flush=True)
+        for g, fs in groups.items():
+            if g == "one part":
+                continue
+            ts = {n: best[(g, n)] for n in fs}
+            passes = sorted({n.split(".")[0] for n in ts}) if "." in next(iter(ts)) else [None]
+            cp = sum(max(t for n, t in ts.items() if p is None or n.startswith(p + ".")) for p in passes)
+            print(f"  {g}: " + " ".join(f"{n} {t * 1e3:.2f}" for n, t in ts.items()) + f"; critical path {cp * 1e3:.2f}, "
+                  f"ideal {one / cp:.3f}, extra {sum(ts.values()) / one:.3f}", flush=True)
+
+
 def crossover(args):
     """Each of --ops with a chunked kernel (exp-kernel attention, log-linear Mamba-2 and Gated
     DeltaNet, hierarchical), float32 on numba, token-by-token vs chunked kernel, B in --B,
@@ -329,6 +418,8 @@ def main():
     ap.add_argument("--settle", type=float, default=0.3, help="seconds idle before each timed row (docstring)")
     ap.add_argument("--no-threads", action="store_true", help="skip the one- vs two-thread runs")
     ap.add_argument("--threads-only", action="store_true", help="only the one- vs two-thread runs of --ops (prints only)")
+    ap.add_argument("--split-tasks", action="store_true",
+                    help="one thread: the two-part split's tasks of exp / log / hierarchical at --threads-T (split_tasks)")
     ap.add_argument("--threads-subprocess", action="store_true",
                     help="one- vs two-thread runs in subprocesses under NUMBA_NUM_THREADS (the method before session 17)")
     ap.add_argument("--quick", action="store_true", help="B = 8, T = 4096, float32, one pair of single calls, threads at T = 16384")
@@ -346,6 +437,8 @@ def main():
         for var in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
             os.environ[var] = "1"
         return cpu_time(args)
+    if args.split_tasks:
+        return split_tasks(args)
     if args.threads_only:
         print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
         threads_check(args)

@@ -12,7 +12,7 @@ import lsattn
 from lsattn import reference as ref
 from helpers import TOL, assert_close
 from strategies import batch_shapes, decays, magnitudes, seeds, split_points
-from test_numba_backend import EK, LL, dims, ek_inputs, ek_tol, ll_inputs, small_T
+from test_numba_backend import EK, LL, dims, ek_inputs, ek_tol, hier, hier_decays, hier_inputs, ll_inputs, small_T
 
 pytest.importorskip("numba")
 pytest.importorskip("scipy")  # Numba's np.dot calls SciPy's BLAS
@@ -465,3 +465,38 @@ def test_ll_chunked_mamba2_pieces(dtype, T, p, C, parts, decay, seed):
     assert_close(out, r(*(x.astype(np.float64) for x in args))[:, p:], TOL[dtype])
     _, want = f(*(x.astype(np.float64) for x in args), return_state=True, backend="array_api")
     assert_close(lev1, want.tensors["levels"], TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@given(T=st.integers(1, 400), p=st.integers(0, 70), C=st.sampled_from([4, 8, 16]), parts=st.integers(2, 4),
+       scale=st.sampled_from([1.0, 1e3]), decay=hier_decays, weights=st.sampled_from(["zero", "random", "off"]),
+       seed=seeds)
+def test_hier_kept_summaries_equal_one_part(dtype, T, p, C, parts, scale, decay, weights, seed):
+    """The hierarchical kernel's parts of one sequence in two passes (``HIER_KEEP``: part 0's first chunks
+    beside the later parts' kept summaries, then every part from part 0's slots and the kept summaries; an
+    unaligned head, incoming slots, exact rows at scale 1e3) run ``_stream``'s summaries, merges and reads on
+    the same operands: outputs and final slots bit-equal to one part (parts = 1), two sequences."""
+    from lsattn.backends import _numba_hier_chunked as KH
+
+    args = [None if x is None else x.astype(dtype)
+            for x in hier_inputs(seed, (2,), p + T, 3, 2, scale, decay, weights)]
+    if args[4] is None:
+        args[4] = np.zeros(args[0].shape[:-1], dtype)
+    nl = (p + T).bit_length()
+    lo = -float(np.finfo(dtype).max) / 8
+    if p:
+        _, st0 = hier([x[..., :p, :] if x.ndim == 3 else x[..., :p] for x in args], backend="array_api",
+                      return_state=True)
+        t = {name: ro(x.astype(dtype)) for name, x in st0.tensors.items()}
+    else:
+        t = {name: ro(np.zeros((2, 0) + s, dtype)) for name, s in (("m", (3,)), ("n", (2,)), ("S", (3, 2)), ("z", (3,)))}
+    res = []
+    for P in (1, parts):
+        out = np.empty((2, T, 2), dtype)
+        m1, n1, S1, z1 = (np.empty((2, nl) + s, dtype) for s in ((3,), (2,), (3, 2), (3,)))
+        KH.hier_chunked(*(ro(x[:, p:, :] if x.ndim == 3 else x[:, p:]) for x in args),
+                        ro(np.tile(np.arange(2), (5, 1))), ro(np.array([0, T], np.int64)), ro(np.array([p], np.int64)),
+                        nl, t["m"], t["n"], t["S"], t["z"], lo, C, P, out, m1, n1, S1, z1)
+        res.append((out, m1, n1, S1, z1))
+    for got, want in zip(res[1], res[0]):
+        np.testing.assert_array_equal(got, want)

@@ -42,14 +42,21 @@ Tokens before the first and after the last aligned chunk run token by token
 (``_numba_kernels.hier_token``). One parallel loop over streams (batch elements, and packed
 segments (``cu_seqlens``) each from its own offset: the stream table ``seg``, ``offs`` of the token
 kernels), and for one stream per batch element and a batch smaller than the thread count over
-parts of each sequence: part ``j``
-runs the head, then only the summaries and merges of the chunks before it (which gives it its
-incoming slots), then its own chunks in full (the last part also the tail); the parts shrink
-geometrically (``_part_starts`` with :data:`SUMMARY_COST`) so that all finish together.
+parts of each sequence. A chunk's summary depends on the chunk alone, so it is computed once
+(:data:`HIER_KEEP`, :func:`_keep_task`, two parallel loops): first part 0 runs the head and its first
+chunks in full while each later part computes and keeps the summaries of a piece of chunks (in
+:func:`keep_scratch`'s buffer); then each part merges the kept summaries before its own chunks into
+part 0's slots and runs its chunks in full, from the kept summaries where there are (one sequence
+on 2 threads: 13% / 51% / 36% of the chunks; the only work done twice is part 1's merges of 51%).
+Outputs and state bit-equal to one part. HIER_KEEP off: part ``j`` runs the head, then only the
+summaries and merges of the chunks before it (which gives it its incoming slots), then its own
+chunks in full (the last part also the tail); the parts shrink geometrically (``_part_starts``
+with :data:`SUMMARY_COST`) so that all finish together.
 """
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
@@ -85,6 +92,60 @@ def _part_starts(nch, P, cost):
     return start
 
 
+#: s22c20: parts of one sequence in two passes that compute every chunk's summary once
+#: (:func:`_keep_first`, :func:`_keep_part`, bounds :func:`_keep_bounds`): part 0 runs its first chunks
+#: beside the other parts' summaries of the chunks after them, kept; then each part merges the kept
+#: summaries before its own chunks into part 0's slots and runs its chunks in full, from the kept
+#: summaries where there are. Outputs and state bit-equal to one part. False: every part computes the
+#: summaries and merges of all the chunks before it (``_part_starts``).
+HIER_KEEP = True
+#: HIER_KEEP's costs relative to a chunk's whole work (measured single-threaded at d = 64, float32,
+#: B = 1, T = 65536: benchmarks/NOTES.md, s22c20): a chunk's summary alone (its exponentials and
+#: ``EH^T VH``) and its merge alone (what the later parts repeat)
+KEEP_SUMMARY_COST = 0.25
+KEEP_MERGE_COST = 0.05
+
+
+@numba.njit
+def _keep_bounds(nch, P, cost, mcost):
+    """Chunk bounds b (P + 2 entries) of HIER_KEEP's two passes over nch chunks in P parts: first
+    part 0 runs chunks b[0] .. b[1] - 1 in full while part j >= 1 summarises chunks b[j] .. b[j + 1]
+    - 1 (``cost`` of a full chunk each; kept); then part j merges the kept summaries b[1] .. b[j + 1]
+    - 1 (``mcost`` each) and runs chunks b[j + 1] .. b[j + 2] - 1 (``1 - cost`` each where kept).
+    Equal times at P = 2: pieces of x = nch / (P - mcost), b[1] = cost x."""
+    x = nch / (P - mcost)
+    b = np.empty(P + 2, np.int64)
+    b[0] = 0
+    for j in range(1, P + 1):
+        b[j] = min(nch, int(round(cost * x + (j - 1) * x)))
+    b[P + 1] = nch
+    return b
+
+
+_SCRATCH = threading.local()
+#: the largest buffer :func:`keep_scratch` keeps between calls (bytes)
+KEEP_SCRATCH_MAX = 64 << 20
+
+
+def keep_scratch(B, T, p, C, d_k, d_v, dtype, parts):
+    """The uint8 buffer of :func:`hier_chunked`'s kept summaries (HIER_KEEP) for B sequences of T tokens
+    from offset p in ``parts`` parts, kept between calls (one per calling thread, grown when short; ~17 MB
+    at T = 65536, d = 64, float32) up to :data:`KEEP_SCRATCH_MAX` bytes (a larger one is the call's own);
+    an empty one where the call keeps none (one part, or HIER_KEEP off: one signature for every call)."""
+    if not HIER_KEEP or parts < 2:
+        return np.empty(0, np.uint8)
+    nch = aligned_chunks(p, T, C)[2]
+    bd = _keep_bounds(nch, parts, KEEP_SUMMARY_COST, KEEP_MERGE_COST)
+    nk = int(bd[parts] - bd[1])
+    nb = B * nk * ((d_k + d_v + 1) * 8 + (d_k + C) * (d_v + 1) * np.dtype(dtype).itemsize)
+    if nb > KEEP_SCRATCH_MAX:
+        return np.empty(nb, np.uint8)
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.shape[0] < nb:
+        buf = _SCRATCH.buf = np.empty(nb, np.uint8)
+    return buf
+
+
 def chunk_for(d_k, d_v):
     """The chunk size of :func:`hier_chunked`: the largest power of two from 8 up to 64 whose
     products (C x d_k x C, C x C x d_v, C x d_k x d_v, not counting the denominator column) are at
@@ -97,11 +158,12 @@ def chunk_for(d_k, d_v):
 
 
 @numba.njit(**_JIT)
-def hier_chunked(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, C, parts, out, m1, n1, S1, z1):
+def hier_chunked(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, C, parts, out, m1, n1, S1, z1, scratch=None):
     """Arguments as ``_numba_kernels.hier_scan`` (streams ``seg``, ``offs``: the tokens ``seg[i] ..
     seg[i + 1] - 1`` are stream ``i``, continued at offset ``offs[i]``; state rows ``b N + i``) plus
     C, the chunk size (a power of two), and parts: parallel parts of each sequence
-    (``_numba_chunked.parts``; one stream only). q, k (B, T, d_k); lv (B, T, d_v); lw (B, T, L);
+    (``_numba_chunked.parts``; one stream only), and scratch: None or :func:`keep_scratch`'s buffer
+    for HIER_KEEP's kept summaries. q, k (B, T, d_k); lv (B, T, d_v); lw (B, T, L);
     a (B, T); state slots m0 (B N, >= bit_length(offs[i]), d_k), ... in the array-API layout. Writes
     out (B, T, d_v) (log y) and, when m1 has a slot axis, the final slots. One ``prange`` iteration
     per (batch element, stream, part)."""
@@ -109,6 +171,36 @@ def hier_chunked(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, C, 
     N = seg.shape[0] - 1
     P = max(parts, 1) if N == 1 else 1
     lev = level_table(C)  # Fenwick levels of chunk-local pairs
+    if HIER_KEEP and P > 1:  # one stream per batch element (N = 1): HIER_KEEP's two passes
+        s0, s1 = seg[0], seg[1]
+        dk, dv = q.shape[2], lv.shape[2]
+        nch = aligned_chunks(offs[0], s1 - s0, C)[2]
+        bd = _keep_bounds(nch, P, KEEP_SUMMARY_COST, KEEP_MERGE_COST)
+        nk = bd[P] - bd[1]  # kept summaries per batch element: chunks bd[1] .. bd[P] - 1
+        wt = q.dtype
+        # in ``scratch`` (keep_scratch: kept between calls; allocated per call they cost ~5 K page faults a call)
+        n64, ns, nv = B * nk * (dk + dv + 1), B * nk * dk * (dv + 1), B * nk * C * (dv + 1)
+        nb = n64 * 8 + (ns + nv) * q.itemsize
+        if scratch is None:
+            raw = np.empty(nb, np.uint8)
+        else:
+            raw = scratch[:nb]
+        buf = raw[n64 * 8 :].view(wt)
+        KS, KV = buf[:ns].reshape((B, nk, dk, dv + 1)), buf[ns:].reshape((B, nk, C, dv + 1))
+        b64 = raw[: n64 * 8].view(np.float64)
+        Km = b64[: B * nk * dk].reshape((B, nk, dk))
+        Kn = b64[B * nk * dk : B * nk * (dk + dv)].reshape((B, nk, dv))
+        Kg = b64[B * nk * (dk + dv) :].reshape((B, nk))
+        Hm, Hn = np.empty((B, nlev, dk)), np.empty((B, nlev, dv))  # part 0's slots after the first pass
+        HS, Hz = np.empty((B, nlev, dk, dv)), np.empty((B, nlev, dk))
+        for pas in range(2):
+            for task in prange(B * P):
+                b, j = task // P, task % P
+                _keep_task(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], lv[rows[2, b], s0:s1], lw[rows[3, b], s0:s1],
+                           a[rows[4, b], s0:s1], offs[0], nlev, m0[b], n0[b], S0[b], z0[b], lo, C, lev, P,
+                           j, pas, bd, out[b, s0:s1], m1[b], n1[b], S1[b], z1[b], Hm[b], Hn[b], HS[b], Hz[b], KS[b],
+                           KV[b], Km[b], Kn[b], Kg[b])
+        return
     for task in prange(B * N * P):  # one parallel region per call (robust when another job holds a core)
         row, j = task // P, task % P
         b, sg = row // N, row % N
@@ -126,16 +218,8 @@ def _stream(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, C, lev, P, j, out, m1,
     T, dk = q.shape
     dv = lv.shape[1]
     g, head, nch, tail = aligned_chunks(p, T, C)
-    alo = lo / (4 * max(p + T, 1))  # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
-    zmax = 0.0
-    for jj in range(z0.shape[0]):
-        for i2 in range(dk):
-            zmax = max(zmax, np.float64(z0[jj, i2]))
+    alo, bound = _limits(q, z0, p, T, nlev, C, lo)
     wt = q.dtype
-    # lost mass of one output entry, in units of its shifts: each product term that underflowed (or
-    # met an exponential flushed to 0) is below 4 tiny, and there are at most d_k per slot (weight
-    # <= z <= zmax + p + T each) and C (d_k + 1) from the chunk
-    bound = 4 * np.finfo(wt).tiny * (nlev * dk * (zmax + p + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
     start = _part_starts(nch, P, SUMMARY_COST)
     m = np.full((nlev, dk), lo)  # float64 slots
     n = np.full((nlev, dv), lo)
@@ -163,6 +247,98 @@ def _stream(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, C, lev, P, j, out, m1,
             _read(q, k, lv, lw, ac, i0, p + i0, g, lev, m, n, S, z, VH, nc, bound, lo, out)
         _merge(m, n, S, z, p + i0, g, gc, mc, nc, Sc)
     if j == P - 1:  # the tokens after the last aligned chunk, the array-API layout
+        for i in range(tail, T):
+            hier_token(q, k, lv, lw, a, i, p + i, lo, alo, m, n, S, z, D, w, out)
+        hier_store(m, n, S, z, D, p + T, lo, m1, n1, S1, z1)
+
+
+@numba.njit
+def _limits(q, z0, p, T, nlev, C, lo):
+    """(alo, bound) of one stream: the decays' clamp and the lost-mass bound of :func:`_stream`."""
+    dk = q.shape[1]
+    alo = lo / (4 * max(p + T, 1))  # the clamp of the array-API path: any sum of up to p + T decays stays above lo / 4
+    zmax = 0.0
+    for jj in range(z0.shape[0]):
+        for i2 in range(dk):
+            zmax = max(zmax, np.float64(z0[jj, i2]))
+    wt = q.dtype
+    # lost mass of one output entry, in units of its shifts: each product term that underflowed (or
+    # met an exponential flushed to 0) is below 4 tiny, and there are at most d_k per slot (weight
+    # <= z <= zmax + p + T each) and C (d_k + 1) from the chunk
+    bound = 4 * np.finfo(wt).tiny * (nlev * dk * (zmax + p + T + 1.0) + C * (dk + 1)) / np.finfo(wt).eps
+    return alo, bound
+
+
+@numba.njit
+def _keep_task(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, C, lev, P, j, pas, bd, out, m1, n1, S1, z1, Hm, Hn, HS,
+               Hz, KS, KV, Km, Kn, Kg):
+    """Part ``j`` of ``P`` of one stream (arguments as :func:`_stream`) in pass ``pas`` of HIER_KEEP
+    (:func:`_keep_bounds`' bd). Pass 0: part 0 runs the head and chunks bd[0] .. bd[1] - 1 in full
+    and leaves its slots in Hm, Hn, HS, Hz; part j >= 1 keeps the summaries of chunks bd[j] .. bd[j +
+    1] - 1 (row c - bd[1] of KS = EH^T VH in the input dtype, KV = VH, Km, Kn the shifts, Kg the
+    chunk's total decay). Pass 1: part j merges the kept summaries bd[1] .. bd[j + 1] - 1 into those
+    slots and runs chunks bd[j + 1] .. bd[j + 2] - 1 in full (kept summaries where there are);
+    the last part also the tail and the state. Every summary, merge and read is the one-part path's
+    (:func:`_stream`) on the same operands: bit-equal."""
+    T, dk = q.shape
+    dv = lv.shape[1]
+    g, head, nch, tail = aligned_chunks(p, T, C)
+    alo, bound = _limits(q, z0, p, T, nlev, C, lo)
+    wt = q.dtype
+    ac = np.empty(C)
+    EH = np.empty((C, dk), wt)
+    if pas == 0 and j > 0:
+        for c in range(bd[j], bd[j + 1]):
+            r = c - bd[1]
+            Sc, gc = _summary(k, lv, a, head + c * C, alo, lo, ac, EH, KV[r], Km[r], Kn[r])
+            Kg[r] = gc
+            for i in range(dk):
+                for x in range(dv + 1):
+                    KS[r, i, x] = Sc[i, x]  # a float32 product when wt is: exact
+        return
+    if pas == 0:  # part 0: the head and its first chunks, as _stream
+        m = np.full((nlev, dk), lo)  # float64 slots
+        n = np.full((nlev, dv), lo)
+        S = np.zeros((nlev, dk, dv))
+        z = np.zeros((nlev, dk))
+        D = np.zeros(nlev)
+        hier_load(m0, n0, S0, z0, p, m, n, S, z)
+        w = np.empty((4, max(dk, dv)))
+        for i in range(head):  # the tokens before the first aligned chunk
+            hier_token(q, k, lv, lw, a, i, p + i, lo, alo, m, n, S, z, D, w, out)
+        for jj in range(nlev):  # lazy decays folded in
+            for i2 in range(dk):
+                m[jj, i2] += D[jj]
+        c_lo, c_hi = 0, bd[1]
+    else:
+        m, n, S, z = Hm.copy(), Hn.copy(), HS.copy(), Hz.copy()
+        for c in range(bd[1], bd[j + 1]):  # the kept summaries before the part's chunks
+            r = c - bd[1]
+            _merge(m, n, S, z, p + head + c * C, g, Kg[r], Km[r], Kn[r], KS[r])
+        c_lo, c_hi = bd[j + 1], bd[j + 2]
+    VH = np.empty((C, dv + 1), wt)
+    mc = np.empty(dk)
+    nc = np.empty(dv)
+    for c in range(c_lo, c_hi):
+        i0 = head + c * C
+        r = c - bd[1]
+        if pas == 1 and r < KS.shape[0]:  # kept (pass 1 of a part before the last)
+            for s in range(C):
+                ac[s] = max(np.float64(a[i0 + s]), alo)
+            _read(q, k, lv, lw, ac, i0, p + i0, g, lev, m, n, S, z, KV[r], Kn[r], bound, lo, out)
+            _merge(m, n, S, z, p + i0, g, Kg[r], Km[r], Kn[r], KS[r])
+        else:
+            Sc, gc = _summary(k, lv, a, i0, alo, lo, ac, EH, VH, mc, nc)
+            _read(q, k, lv, lw, ac, i0, p + i0, g, lev, m, n, S, z, VH, nc, bound, lo, out)
+            _merge(m, n, S, z, p + i0, g, gc, mc, nc, Sc)
+    if pas == 0:
+        Hm[:, :] = m
+        Hn[:, :] = n
+        HS[:, :, :] = S
+        Hz[:, :] = z
+    elif j == P - 1:  # the tokens after the last aligned chunk, the array-API layout
+        D = np.zeros(nlev)
+        w = np.empty((4, max(dk, dv)))
         for i in range(tail, T):
             hier_token(q, k, lv, lw, a, i, p + i, lo, alo, m, n, S, z, D, w, out)
         hier_store(m, n, S, z, D, p + T, lo, m1, n1, S1, z1)

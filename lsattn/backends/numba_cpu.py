@@ -354,8 +354,9 @@ def hierarchical_forward(q, k, log_v, log_level_weights, log_decay, state, retur
     if T >= offs.shape[0] * (kernel_chunk or HIER_CHUNKED_MIN_T) and _has_blas():  # streams that long on average
         from . import _numba_hier_chunked as KH
 
-        KH.hier_chunked(qf, kf, vf, lf, af, rows, seg, offs, max(1, n_end), m0, n0, S0, z0, lo,
-                        kernel_chunk or KH.chunk_for(d_k, d_v), _chunked().parts(B), out, m1, n1, S1, z1)
+        C, P = kernel_chunk or KH.chunk_for(d_k, d_v), _chunked().parts(B)
+        args = (qf, kf, vf, lf, af, rows, seg, offs, max(1, n_end), m0, n0, S0, z0, lo, C, P, out, m1, n1, S1, z1)
+        KH.hier_chunked(*args, KH.keep_scratch(B, T, int(offs[0]), C, d_k, d_v, dt, P if offs.shape[0] == 1 else 1))
     else:
         K.hier_scan(qf, kf, vf, lf, af, rows, seg, offs, max(1, n_end), m0, n0, S0, z0, lo, out, m1, n1, S1, z1)
     out = out.reshape(batch + (T, d_v))
