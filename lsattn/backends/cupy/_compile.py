@@ -3,8 +3,10 @@
 stream (the one object the host logic of ``loglinear.py`` / ``exp_kernel.py`` drives)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 
 import numpy as np
 
@@ -169,6 +171,57 @@ _RAW_MAX = 512
 #: so the device memory held stays a few ``4 T`` bytes
 _TOKEN_MAPS = {}
 _TOKEN_MAPS_MAX = 4
+
+
+class _Side:
+    """``CupyOps.gd_tiers``' second stream (gated_delta.TIER_FORK / TIER_SPLIT): a non-blocking CuPy stream of one device
+    and thread with two events; ``fork``: it waits for the current stream's work so far, ``on(True)``: launches go to it,
+    ``join``: the current stream waits for its work so far."""
+
+    def __init__(self, cp):
+        self.cp, self.stream = cp, cp.cuda.Stream(non_blocking=True)
+        self.ev = [cp.cuda.Event(block=False, disable_timing=True, interprocess=False) for _ in range(2)]
+
+    def fork(self):
+        self.ev[0].record(self.cp.cuda.get_current_stream())
+        self.stream.wait_event(self.ev[0])
+
+    def join(self):
+        self.ev[1].record(self.stream)
+        self.cp.cuda.get_current_stream().wait_event(self.ev[1])
+
+    def on(self, yes):
+        return self.stream if yes else _NO_SIDE.on(False)
+
+
+class _NoSide:
+    """``_Side`` where launches run in their order (the CPU emulation, ``ops.xp`` NumPy; both switches off)."""
+
+    def fork(self):
+        pass
+
+    join = fork
+
+    def on(self, yes):
+        return contextlib.nullcontext()
+
+
+_NO_SIDE, _SIDES = _NoSide(), threading.local()
+
+
+def _side(ops, want):
+    """The current device's ``_Side`` of this thread where ``want`` and ``ops`` launches on a GPU, else ``_NO_SIDE``."""
+    xp = getattr(ops, "xp", None)  # (CupyOps: CuPy; _compile's direct-path lookup: none; the emulation: NumPy)
+    if not want or xp is np:
+        return _NO_SIDE
+    import cupy
+
+    sides = _SIDES.__dict__.setdefault("by_device", {})
+    dev = cupy.cuda.runtime.getDevice()
+    side = sides.get(dev)
+    if side is None:
+        side = sides[dev] = _Side(cupy)
+    return side
 
 
 class CupyOps:
@@ -383,6 +436,8 @@ class CupyOps:
         gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse (every level over periods). o16
         (16-bit inputs, ``tier.NCL > 0``): the (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded
         from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out."""
+        from . import gated_delta as gdm
+
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=dt) for shape, dt in
@@ -392,17 +447,27 @@ class CupyOps:
         NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i
         head = (qe, ek, ph, H, g, lam, out)
         t1 = head + (Z, Tot, self._p(None) if walk3 else Qp, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
+        x1 = split and nP > 1  # the transfers (the last period's: its reads Qp alone) in gd_tier1x
+        fork = x1 and gdm.TIER_FORK  # ... on a second stream beside gd_tier1 (neither reads what the other writes)
+        # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_coarse.cu's GD_T3FILL: P_k within a slot buffer)
+        fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
+        # TIER_SPLIT: the top coarse level's chain (first in the coarse kernels' grids: one row of per blocks) on the second
+        # stream beside the other chains and gd_tier3's periods below 2^(NCL - 1) (which read no top-level slot); then
+        # gd_tier3's other periods (kernel arguments NCL, fill carry a launch's first row in their bits 8 .., 1 ..)
+        cut = NCL > 0 and gdm.tier_split(tier, walk3) and (fill or not tier.grouped)
+        side = _side(self, fork or cut)
+        if fork:
+            side.fork()
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
         fn((nP * BH * (NCB + (0 if split else NCK)),), block, t1, shared_mem=smem)
-        if split and nP > 1:  # the transfers (the last period's: its reads Qp alone)
+        if x1:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1x")
-            fn((nP * BH * NCK,), block, t1, shared_mem=smem)
+            with side.on(fork):
+                fn((nP * BH * NCK,), block, t1, shared_mem=smem)
+        if fork:
+            side.join()
         if NCL == 0:  # one period: no level above GD_TM
             return
-        # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_coarse.cu's GD_T3FILL: P_k within a slot buffer)
-        from . import gated_delta as gdm
-
-        fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
         cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
         if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill
             cbw = cfg.coarse_group_bw
@@ -410,18 +475,29 @@ class CupyOps:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_cgroup")
             fn((nG * BH * (CK + CB),), block, (Z, Tot, Pc, Tg, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse_g")
-            fn((tier.coarse_chains * BH * CB,), block, cargs, shared_mem=smem)
-            if not fill:  # (fill: folded into gd_tier3)
-                fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
-                fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
+            per = BH * CB
         else:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
-            fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, cargs, shared_mem=smem)
+            per = BH * -(-DV // GD_BW)
+        if cut:  # the top chain (one row) on the second stream, the others here
+            side.fork()
+            with side.on(True):
+                fn((per,), block, cargs, shared_mem=smem)
+            if tier.coarse_chains > 1:
+                fn(((tier.coarse_chains - 1) * per,), block, cargs[:8] + (i(NCL | 1 << 8), i(BH)), shared_mem=smem)
+        else:
+            fn((tier.coarse_chains * per,), block, cargs, shared_mem=smem)
+        if tier.grouped and not fill:  # (fill: folded into gd_tier3)
+            fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
+            fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
-            fn((-(-n // r3) * BH * NCB,), block,
-               (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH), i(fill)),
-               shared_mem=smem)
+            rows, t3 = -(-n // r3), (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
+            h = (1 << (NCL - 1 + tier.TM)) // r3 if cut else 0  # the rows of the periods below 2^(NCL - 1)
+            if cut:
+                fn((h * BH * NCB,), block, t3 + (i(int(fill)),), shared_mem=smem)
+                side.join()
+            fn(((rows - h) * BH * NCB,), block, t3 + (i(int(fill) | h << 1),), shared_mem=smem)
             return
         assert o16 is None, "session 13's gd_tier3 walks add into out"
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),

@@ -34,7 +34,7 @@ from ._compile import GD_BW, GD_G, SMEM_MAX, CupyOps, _launch, make_config
 from ._rawlaunch import cached_plan, raw_launch
 
 __all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops",
-           "tier_plan"]
+           "tier_plan", "tier_split"]
 
 OP = "loglinear_gated_delta"
 
@@ -104,6 +104,13 @@ COARSE_GROUP_PERIODS = 64
 #: period's slots with its queries carried on by P_k: gated_delta_coarse.cu's GD_T3FILL; False: gd_cfill, for A/B timing;
 #: session 19, s19c16)
 T3FILL = True
+#: gd_tier1x on a second stream beside gd_tier1 (neither reads what the other writes: their tails overlap; joined before
+#: the coarse slots; False: one after the other, for A/B timing; session 22, s22a16)
+TIER_FORK = True
+#: from this many periods (``tier_split``): the top coarse level's chain on a second stream beside the other chains and
+#: gd_tier3's periods below 2^(NCL - 1), which read no top-level slot; gd_tier3's other periods after both (at 8K the top
+#: chain is nP - 1 = 31 steps, the others 15; 0 / None: never, for A/B timing; session 22, s22a16)
+TIER_SPLIT_PERIODS = 16
 
 
 def popsum(p):
@@ -151,6 +158,11 @@ class Tier:
     def dtypes(dt, cfg, xp):
         """The dtypes of ``shapes``' arrays: the compute type ``dt``, Qp's bfloat16 patterns (uint16) where ``cfg.s16``."""
         return (dt, dt, dt, xp.uint16 if cfg.s16 else dt, dt, dt)
+
+
+def tier_split(tier, walk3=False):
+    """Whether gd_tiers splits ``tier``'s coarse chains and gd_tier3 at its top level (``TIER_SPLIT_PERIODS``)."""
+    return bool(TIER_SPLIT_PERIODS) and tier.nP >= TIER_SPLIT_PERIODS and not walk3
 
 
 def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
