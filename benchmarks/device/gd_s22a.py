@@ -11,7 +11,7 @@ The switches are host-side: every mode runs the same compiled kernels.
 - kernels (once per mode): torch.profiler's mean ms per kernel (the tier kernels' sum counts overlapped time twice)
 Modes: off (both off), fork, split, on (both), and X+g (mode X with the grouped coarse form from any size), X+p (the
 plain gd_coarse at any size).
-    python benchmarks/device/gd_s22a.py warm [T,T]
+    python benchmarks/device/gd_s22a.py warm [T,T] 1 [MODES]
     python benchmarks/device/gd_s22a.py ab [T,T] [ROUNDS] [MODES]   (MODES: m,m,.. or T=m,m,..;T=m,..)
 """
 import os

@@ -12,7 +12,7 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 echo "=== $1 $(date -u +%T)"
 if [ "$1" = tests ]; then
-  ( timeout 90 python3 $D/gd_s22a.py warm 8192,16384,32768 on > "$OUT/log_warm.txt" 2>&1 ) &
+  ( timeout 90 python3 $D/gd_s22a.py warm 8192,16384,32768 1 on,on+g > "$OUT/log_warm.txt" 2>&1 ) &
   timeout 95 $PT tests/test_cupy_gated_delta.py -k "tier_streams or two_tier or tier3_fill or direct_output or bfloat16_in" > "$OUT/log_pytest.txt" 2>&1 &
   for tool in memcheck racecheck initcheck; do
     k=""; [ $tool = racecheck ] && k="--kernel-name kns=gd_"
