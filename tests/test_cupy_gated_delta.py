@@ -477,9 +477,10 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, slow):
     ("bfloat16", 2700, 16, 20, 16, True),  # 169 chunks: 43 periods (6 levels); bfloat16 intermediates, o16 unused
     ("float64", 2300, 5, 19, 16, False)])  # FFMA: 144 chunks, 36 periods
 def test_tier_split_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
-    """``TIER_SPLIT_PERIODS`` (the top coarse chain launched apart, gd_tier3 in two launches: below 2^(NCL - 1) periods,
-    then from there) on the CPU emulation: bit for bit the output of one launch each (the kernels' first-row arguments,
-    NCL's bits 8 .. and fill's bits 1 .., read the same blocks)."""
+    """``TIER_SPLIT_PERIODS`` (the top ``TIER_SPLIT_LEVELS`` coarse levels' chains launched apart, a level each, gd_tier3
+    in one launch more: below 2^(NCL - levels) periods, then each further power of two) on the CPU emulation: bit for
+    bit the output of one launch each (the kernels' first-row arguments, NCL's bits 8 .. and fill's bits 1 .., read the
+    same blocks); 1 and 3 levels (3: every level of the 3-period case)."""
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
     launched, real_tk = [], Emulated._tk
@@ -491,14 +492,19 @@ def test_tier_split_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped
     monkeypatch.setattr(Emulated, "_tk", tk)
     arrays = make(13, (2,), T, dk, dv, decay="zero") if T > 200 else make(13, (2,), T, dk, dv, decay="mixed", resets=True)
     bits, _, half = kernel_inputs(arrays, dtype)
+    n = -(-T // C)
+    NCL = (-(-n >> cgd.TIER_M) - 1).bit_length()  # (the coarse levels: tier_plan's)
     outs = []
-    for periods in (0, 2):
+    for periods, levels in ((0, 1), (2, 1), (2, 3)):
         monkeypatch.setattr(cgd, "TIER_SPLIT_PERIODS", periods)
+        monkeypatch.setattr(cgd, "TIER_SPLIT_LEVELS", levels)
         launched.clear()
         outs.append(cgd.compute(emulated, *bits, C, 0, None, False, half)[0])
-        assert launched.count("gd_tier3") == (2 if periods else 1), launched
-        assert launched.count("gd_coarse_g" if grouped else "gd_coarse") == (2 if periods else 1), launched
-    assert outs[0].dtype == outs[1].dtype and np.array_equal(outs[0].view(np.uint8), outs[1].view(np.uint8))
+        ns = min(levels, NCL) if periods else 0
+        assert launched.count("gd_tier3") == ns + 1, launched
+        assert launched.count("gd_coarse_g" if grouped else "gd_coarse") == ns + (NCL > ns), launched
+    for out in outs[1:]:
+        assert out.dtype == outs[0].dtype and np.array_equal(out.view(np.uint8), outs[0].view(np.uint8))
 
 
 @given(T=st.integers(65, 900).filter(lambda t: t % 64), dk=st.sampled_from([64, 40, 20]), dv=st.integers(1, 70),
@@ -1290,26 +1296,27 @@ def test_gpu_half_inputs_read_as_they_are(dtype):
 @pytest.mark.parametrize("dtype, T, C, grouped", [("bfloat16", 4500, 64, False), ("bfloat16", 4500, 64, True),
                                                   ("float32", 1300, 16, False), ("float32", 5000, 16, True)])
 def test_gpu_tier_streams_bit_equal(monkeypatch, dtype, T, C, grouped):
-    """The two-tier scan's second stream (``TIER_FORK``: gd_tier1x beside gd_tier1; ``TIER_SPLIT_PERIODS``: the top
-    coarse chain beside the other chains and gd_tier3's lower periods): the direct path's output (bfloat16: 18 periods;
-    float32 at C = 16: 21 / 79 periods) bit for bit that of one stream, twice in a row on a torch stream of its own;
-    within the dtype's bound of the reference."""
+    """The two-tier scan's second streams (``TIER_FORK``: gd_tier1x beside gd_tier1; ``TIER_SPLIT_PERIODS``: the top
+    coarse levels' chains (``TIER_SPLIT_LEVELS``: 1 to 3) beside the other chains and gd_tier3's lower periods): the
+    direct path's output (bfloat16: 18 periods; float32 at C = 16: 21 / 79 periods) bit for bit that of one stream,
+    twice in a row on a torch stream of its own; within the dtype's bound of the reference."""
     _gpu_ready()
     torch = _torch_cuda()
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
     dev = [torch.as_tensor(x, device="cuda").to(getattr(torch, dtype)) for x in make(17, (2,), T, 64, 48, resets=True)]
     outs = {}
     stream = torch.cuda.Stream()
-    for fork, periods in ((False, 0), (True, 0), (False, 2), (True, 16), (True, 2)):
+    for fork, periods, levels in ((False, 0, 1), (True, 0, 1), (False, 2, 1), (True, 16, 1), (True, 2, 2), (True, 2, 3)):
         monkeypatch.setattr(cgd, "TIER_FORK", fork)
         monkeypatch.setattr(cgd, "TIER_SPLIT_PERIODS", periods)
+        monkeypatch.setattr(cgd, "TIER_SPLIT_LEVELS", levels)
         monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
         with torch.cuda.stream(stream):
             got = [lsattn.loglinear_gated_delta(*dev, chunk_size=C) for _ in range(2)]
         stream.synchronize()
         assert torch.equal(got[0], got[1])
-        outs[fork, periods] = got[0]
-    base = outs.pop((False, 0))
+        outs[fork, periods, levels] = got[0]
+    base = outs.pop((False, 0, 1))
     for key, out in outs.items():
         assert torch.equal(out, base), key
     want = ref.loglinear_gated_delta(*[t.double() for t in dev])

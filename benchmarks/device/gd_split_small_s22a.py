@@ -1,6 +1,7 @@
 """Session 22, s22a16 (issue 16): a few small loglinear_gated_delta calls from chunk 0 without state whose two-tier
 scan uses the second stream (gated_delta.TIER_FORK: gd_tier1x beside gd_tier1; TIER_SPLIT_PERIODS: the top coarse chain
-beside the other chains, gd_tier3 in two launches) for compute-sanitizer memcheck / racecheck / initcheck; each against
+beside the other chains, gd_tier3 in two launches;
+TIER_SPLIT_LEVELS 3: three levels' chains on three streams) for compute-sanitizer memcheck / racecheck / initcheck; each against
 the same call on one stream (both off): bit for bit.
     compute-sanitizer --tool memcheck python benchmarks/device/gd_split_small_s22a.py"""
 import cupy
@@ -16,12 +17,12 @@ cgd.TIER_MIN_CHUNKS = 0
 
 def both(f):
     outs = []
-    for fork, periods in ((False, 0), (True, 2)):
-        cgd.TIER_FORK, cgd.TIER_SPLIT_PERIODS = fork, periods
+    for fork, periods, levels in ((False, 0, 1), (True, 2, 1), (True, 2, 3)):
+        cgd.TIER_FORK, cgd.TIER_SPLIT_PERIODS, cgd.TIER_SPLIT_LEVELS = fork, periods, levels
         cgd._TORCH_PLANS.clear()
         outs.append(f())
     torch.cuda.synchronize()
-    return "bit-equal" if bool((outs[0] == outs[1]).all()) else "DIFFER"
+    return "bit-equal" if all(bool((o == outs[0]).all()) for o in outs[1:]) else "DIFFER"
 
 
 for grouped in (False, True):

@@ -209,19 +209,18 @@ class _NoSide:
 _NO_SIDE, _SIDES = _NoSide(), threading.local()
 
 
-def _side(ops, want):
-    """The current device's ``_Side`` of this thread where ``want`` and ``ops`` launches on a GPU, else ``_NO_SIDE``."""
-    xp = getattr(ops, "xp", None)  # (CupyOps: CuPy; _compile's direct-path lookup: none; the emulation: NumPy)
-    if not want or xp is np:
-        return _NO_SIDE
+def _sides(ops, k):
+    """The current device's first ``k`` ``_Side`` of this thread where ``ops`` launches on a GPU, else ``_NO_SIDE`` k
+    times (``k`` 0: an empty list)."""
+    # (CupyOps: xp CuPy; gated_delta._Direct: no xp, its device; the CPU emulation: xp NumPy, or _Direct of device -1)
+    if not k or getattr(ops, "xp", None) is np or getattr(ops, "dev", 0) < 0:
+        return [_NO_SIDE] * k
     import cupy
 
-    sides = _SIDES.__dict__.setdefault("by_device", {})
-    dev = cupy.cuda.runtime.getDevice()
-    side = sides.get(dev)
-    if side is None:
-        side = sides[dev] = _Side(cupy)
-    return side
+    sides = _SIDES.__dict__.setdefault("by_device", {}).setdefault(cupy.cuda.runtime.getDevice(), [])
+    while len(sides) < k:
+        sides.append(_Side(cupy))
+    return sides[:k]
 
 
 class CupyOps:
@@ -451,24 +450,26 @@ class CupyOps:
         fork = x1 and gdm.TIER_FORK  # ... on a second stream beside gd_tier1 (neither reads what the other writes)
         # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_coarse.cu's GD_T3FILL: P_k within a slot buffer)
         fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
-        # TIER_SPLIT: the top coarse level's chain (first in the coarse kernels' grids: one row of per blocks) on the second
-        # stream beside the other chains and gd_tier3's periods below 2^(NCL - 1) (which read no top-level slot); then
-        # gd_tier3's other periods (kernel arguments NCL, fill carry a launch's first row in their bits 8 .., 1 ..)
-        cut = NCL > 0 and gdm.tier_split(tier, walk3) and (fill or not tier.grouped)
-        side = _side(self, fork or cut)
+        # TIER_SPLIT_PERIODS / TIER_SPLIT_LEVELS: the top ns coarse levels' chains (first in the coarse kernels' grids, the
+        # top level's first) each on a stream of its own beside the other chains and gd_tier3's periods below 2^(NCL - ns)
+        # (which read none of their slots), then gd_tier3's periods [2^(NCL - ns + k - 1), 2^(NCL - ns + k)) once level
+        # NCL - ns + k's chains are done (k = 1 .. ns; the last up to nP) (the kernels' arguments NCL, fill carry a
+        # launch's first row in their bits 8 .., 1 ..)
+        ns = min(gdm.TIER_SPLIT_LEVELS, NCL) if NCL > 0 and gdm.tier_split(tier, walk3) and (fill or not tier.grouped) else 0
+        sides = _sides(self, max(int(fork), ns)) or [_NO_SIDE]
         if fork:
-            side.fork()
+            sides[0].fork()
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
         fn((nP * BH * (NCB + (0 if split else NCK)),), block, t1, shared_mem=smem)
         if x1:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1x")
-            with side.on(fork):
+            with sides[0].on(fork):
                 fn((nP * BH * NCK,), block, t1, shared_mem=smem)
         if fork:
-            side.join()
+            sides[0].join()
         if NCL == 0:  # one period: no level above GD_TM
             return
-        cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
+        cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP))
         if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill
             cbw = cfg.coarse_group_bw
             CB, CK = -(-DV // cbw), -(-DK // cbw)
@@ -479,25 +480,26 @@ class CupyOps:
         else:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
             per = BH * -(-DV // GD_BW)
-        if cut:  # the top chain (one row) on the second stream, the others here
-            side.fork()
-            with side.on(True):
-                fn((per,), block, cargs, shared_mem=smem)
-            if tier.coarse_chains > 1:
-                fn(((tier.coarse_chains - 1) * per,), block, cargs[:8] + (i(NCL | 1 << 8), i(BH)), shared_mem=smem)
-        else:
-            fn((tier.coarse_chains * per,), block, cargs, shared_mem=smem)
+        r0 = 0  # the chains' rows (per blocks each) launched so far: level NCL - j's on stream j, the rest here
+        for j in range(ns):
+            sides[j].fork()
+            with sides[j].on(True):
+                fn((tier.level_chains(NCL - j) * per,), block, cargs + (i(NCL | r0 << 8), i(BH)), shared_mem=smem)
+            r0 += tier.level_chains(NCL - j)
+        if r0 < tier.coarse_chains:
+            fn(((tier.coarse_chains - r0) * per,), block, cargs + (i(NCL | r0 << 8), i(BH)), shared_mem=smem)
         if tier.grouped and not fill:  # (fill: folded into gd_tier3)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
             fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
-            rows, t3 = -(-n // r3), (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
-            h = (1 << (NCL - 1 + tier.TM)) // r3 if cut else 0  # the rows of the periods below 2^(NCL - 1)
-            if cut:
-                fn((h * BH * NCB,), block, t3 + (i(int(fill)),), shared_mem=smem)
-                side.join()
-            fn(((rows - h) * BH * NCB,), block, t3 + (i(int(fill) | h << 1),), shared_mem=smem)
+            t3 = (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
+            # the pieces' first rows: periods 0, 2^(NCL - ns), .., 2^(NCL - 1) (r3 divides a period's chunks)
+            edges = [0] + [(1 << (NCL - ns + k + tier.TM)) // r3 for k in range(ns)] + [-(-n // r3)]
+            for k in range(ns + 1):
+                if k:
+                    sides[ns - k].join()  # level NCL - ns + k's chains
+                fn(((edges[k + 1] - edges[k]) * BH * NCB,), block, t3 + (i(int(fill) | edges[k] << 1),), shared_mem=smem)
             return
         assert o16 is None, "session 13's gd_tier3 walks add into out"
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),

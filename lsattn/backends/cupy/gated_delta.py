@@ -111,6 +111,10 @@ TIER_FORK = True
 #: gd_tier3's periods below 2^(NCL - 1), which read no top-level slot; gd_tier3's other periods after both (at 8K the top
 #: chain is nP - 1 = 31 steps, the others 15; 0 / None: never, for A/B timing; session 22, s22a16)
 TIER_SPLIT_PERIODS = 16
+#: ... the top this many coarse levels' chains, each on a stream of its own, gd_tier3 in TIER_SPLIT_LEVELS + 1 launches
+#: (its periods below 2^(NCL - TIER_SPLIT_LEVELS), then each further power of two once its level's chains are done; at
+#: 8K level 4's chains are 15 steps, the levels below 7)
+TIER_SPLIT_LEVELS = 2
 
 
 def popsum(p):
@@ -139,7 +143,12 @@ class Tier:
     def coarse_chains(self):
         """gd_coarse's blocks per sequence and column block: the periods of 2^cl periods of each coarse level cl
         with reads (base + 2^(cl-1) < nP)."""
-        return sum(((self.nP - 1 - (1 << (cl - 1))) >> cl) + 1 for cl in range(1, self.NCL + 1))
+        return sum(self.level_chains(cl) for cl in range(1, self.NCL + 1))
+
+    def level_chains(self, cl):
+        """gd_coarse's rows (blocks per sequence and column block) of coarse level cl: its periods of 2^cl periods with
+        reads (the rows are ordered by level, the top first)."""
+        return ((self.nP - 1 - (1 << (cl - 1))) >> cl) + 1
 
     @property
     def nG(self):
