@@ -26,7 +26,7 @@ if [ "$1" = tests ]; then
   done
   echo "-- warm: $(grep -c '^compiled' $OUT/log_warm.txt) of 3"; grep -h -E "Error|error" $OUT/log_warm.txt | head -3 | cut -c1-200
 else
-  timeout 37 python3 $D/gd_s22a.py ab 8192,32768,16384 11 "8192=off,fork,split1,split2,on1,on2,on3,on2+g,off+g;32768=off,fork,split1,split2,on1,on2;16384=off,on2,off+g,on2+g" > "$OUT/log_ab.txt" 2>&1
+  timeout 37 python3 $D/gd_s22a.py ab 8192,32768,16384 11 "8192=off,fork,split1,split2,on1,on2,on3,on2+g,off+g;32768=off,fork,split1,split2,on1,on2,on3;16384=off,on2,off+g,on2+g" > "$OUT/log_ab.txt" 2>&1
   echo "ab rc=$?"; grep -v "^ *$" "$OUT/log_ab.txt" | grep -v Warning | cut -c1-200
 fi
 echo "=== done $(date -u +%T)"
