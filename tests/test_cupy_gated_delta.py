@@ -480,7 +480,8 @@ def test_tier_split_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped
     """``TIER_SPLIT_PERIODS`` (the top ``TIER_SPLIT_LEVELS`` coarse levels' chains launched apart, a level each, gd_tier3
     in one launch more: below 2^(NCL - levels) periods, then each further power of two) on the CPU emulation: bit for
     bit the output of one launch each (the kernels' first-row arguments, NCL's bits 8 .. and fill's bits 1 .., read the
-    same blocks); 1 and 3 levels (3: every level of the 3-period case)."""
+    same blocks); 1 and 3 levels (3: every level of the 3-period case), 2 with ``TIER_SPLIT_TOP`` (the top chain in two
+    launches, NCL's bits 16 ..: one stopping halfway, one writing the rest)."""
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
     launched, real_tk = [], Emulated._tk
@@ -492,17 +493,19 @@ def test_tier_split_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped
     monkeypatch.setattr(Emulated, "_tk", tk)
     arrays = make(13, (2,), T, dk, dv, decay="zero") if T > 200 else make(13, (2,), T, dk, dv, decay="mixed", resets=True)
     bits, _, half = kernel_inputs(arrays, dtype)
-    n = -(-T // C)
-    NCL = (-(-n >> cgd.TIER_M) - 1).bit_length()  # (the coarse levels: tier_plan's)
+    nP = -(-(-(-T // C)) >> cgd.TIER_M)
+    NCL, sh = (nP - 1).bit_length(), 2 if grouped else 0  # (the coarse levels: tier_plan's; the top chain's step)
     outs = []
-    for periods, levels in ((0, 1), (2, 1), (2, 3)):
+    for periods, levels, top in ((0, 1, False), (2, 1, False), (2, 3, False), (2, 2, True)):
         monkeypatch.setattr(cgd, "TIER_SPLIT_PERIODS", periods)
         monkeypatch.setattr(cgd, "TIER_SPLIT_LEVELS", levels)
+        monkeypatch.setattr(cgd, "TIER_SPLIT_TOP", top)
         launched.clear()
         outs.append(cgd.compute(emulated, *bits, C, 0, None, False, half)[0])
         ns = min(levels, NCL) if periods else 0
-        assert launched.count("gd_tier3") == ns + 1, launched
-        assert launched.count("gd_coarse_g" if grouped else "gd_coarse") == ns + (NCL > ns), launched
+        two = top and -(-nP >> sh) - (1 << NCL - 1 >> sh) >= 2  # (the top chain's halves: from 2 steps written)
+        assert launched.count("gd_tier3") == ns + 1 + two, launched
+        assert launched.count("gd_coarse_g" if grouped else "gd_coarse") == ns + (NCL > ns) + two, launched
     for out in outs[1:]:
         assert out.dtype == outs[0].dtype and np.array_equal(out.view(np.uint8), outs[0].view(np.uint8))
 

@@ -9,7 +9,8 @@ The switches are host-side: every mode runs the same compiled kernels.
 - public: the forward's latency (one call from an idle GPU, CUDA events: bench_gpu.cuda_time's measure) and pipelined
   time (10 calls back to back / 10), medians; whether the outputs equal mode off's bit for bit
 - kernels (once per mode): torch.profiler's mean ms per kernel (the tier kernels' sum counts overlapped time twice)
-Modes: off (both off), fork, split, on (both; splitK / onK: TIER_SPLIT_LEVELS = K, else 2), and X+g (mode X with the
+Modes: off (both off), fork, split, on (both; splitK / onK: TIER_SPLIT_LEVELS = K, else 2; a
+t after K: TIER_SPLIT_TOP), and X+g (mode X with the
 grouped coarse form from any size), X+p (the plain gd_coarse at any size).
     python benchmarks/device/gd_s22a.py warm [T,T] 1 [MODES]
     python benchmarks/device/gd_s22a.py ab [T,T] [ROUNDS] [MODES]   (MODES: m,m,.. or T=m,m,..;T=m,..)
@@ -35,9 +36,10 @@ ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 9
 SPEC = sys.argv[4] if len(sys.argv) > 4 else "off,fork,split,on,on+g,off+g"
 PER_T = {int(t): ms.split(",") for t, ms in (x.split("=") for x in SPEC.split(";"))} if "=" in SPEC else None
 MODES = sorted({m for ms in PER_T.values() for m in ms}) if PER_T else SPEC.split(",")
-# (TIER_FORK, TIER_SPLIT_PERIODS, TIER_SPLIT_LEVELS); a digit after split / on: that many levels split
-BASE = {"off": (False, 0, 1), "fork": (True, 0, 1), **{f"split{k}": (False, 16, k) for k in (1, 2, 3)},
-        **{f"on{k}": (True, 16, k) for k in (1, 2, 3)}, "split": (False, 16, 2), "on": (True, 16, 2)}
+# (TIER_FORK, TIER_SPLIT_PERIODS, TIER_SPLIT_LEVELS, TIER_SPLIT_TOP); a digit after split / on: that many levels split,
+# a "t" after it: the top chain in two launches
+BASE = {"off": (False, 0, 1, False), "fork": (True, 0, 1, False), "split": (False, 16, 2, False), "on": (True, 16, 2, False)}
+BASE |= {f"{m}{k}{t}": (m == "on", 16, k, t == "t") for m in ("split", "on") for k in (1, 2, 3) for t in ("", "t")}
 GROUP = cgd.COARSE_GROUP_PERIODS
 SPANS, REC = [], [False]
 _real = cc.CupyOps.gd_tiers
@@ -59,7 +61,7 @@ cc.CupyOps.gd_tiers = _recorded
 
 def use(mode):
     name, _, coarse = mode.partition("+")
-    cgd.TIER_FORK, cgd.TIER_SPLIT_PERIODS, cgd.TIER_SPLIT_LEVELS = BASE[name]
+    cgd.TIER_FORK, cgd.TIER_SPLIT_PERIODS, cgd.TIER_SPLIT_LEVELS, cgd.TIER_SPLIT_TOP = BASE[name]
     cgd.COARSE_GROUP_PERIODS = {"": GROUP, "g": 0, "p": 10**9}[coarse]
     cgd._TORCH_PLANS.clear()
 

@@ -456,7 +456,12 @@ class CupyOps:
         # NCL - ns + k's chains are done (k = 1 .. ns; the last up to nP) (the kernels' arguments NCL, fill carry a
         # launch's first row in their bits 8 .., 1 ..)
         ns = min(gdm.TIER_SPLIT_LEVELS, NCL) if NCL > 0 and gdm.tier_split(tier, walk3) and (fill or not tier.grouped) else 0
-        sides = _sides(self, max(int(fork), ns)) or [_NO_SIDE]
+        # TIER_SPLIT_TOP: the top chain in two launches on two streams, one stopping at step hq (its slots of the periods
+        # before ph = hq << sh), one from the start writing from hq on (gd_tier3's periods from ph wait for it alone)
+        sh = 2 if tier.grouped and NCL >= 3 else 0  # (the top chain's step in periods: a group's 4 in the grouped form)
+        qm, q1 = ((1 << (NCL - 1)) >> sh, -(-nP >> sh)) if NCL else (0, 0)
+        hq = (qm + q1 + 1) // 2 if ns and gdm.TIER_SPLIT_TOP and q1 - qm >= 2 and q1 < 1 << 14 else 0
+        sides = _sides(self, max(int(fork), ns + bool(hq))) or [_NO_SIDE]
         if fork:
             sides[0].fork()
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
@@ -484,7 +489,12 @@ class CupyOps:
         for j in range(ns):
             sides[j].fork()
             with sides[j].on(True):
-                fn((tier.level_chains(NCL - j) * per,), block, cargs + (i(NCL | r0 << 8), i(BH)), shared_mem=smem)
+                fn((tier.level_chains(NCL - j) * per,), block, cargs + (i(NCL | r0 << 8 | hq << 16 * (j == 0)), i(BH)),
+                   shared_mem=smem)
+            if hq and j == 0:  # (the top level: one row)
+                sides[ns].fork()
+                with sides[ns].on(True):
+                    fn((per,), block, cargs + (i(NCL | (hq | 1 << 14) << 16), i(BH)), shared_mem=smem)
             r0 += tier.level_chains(NCL - j)
         if r0 < tier.coarse_chains:
             fn(((tier.coarse_chains - r0) * per,), block, cargs + (i(NCL | r0 << 8), i(BH)), shared_mem=smem)
@@ -495,10 +505,11 @@ class CupyOps:
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
             t3 = (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
             # the pieces' first rows: periods 0, 2^(NCL - ns), .., 2^(NCL - 1) (r3 divides a period's chunks)
-            edges = [0] + [(1 << (NCL - ns + k + tier.TM)) // r3 for k in range(ns)] + [-(-n // r3)]
-            for k in range(ns + 1):
+            edges = [0] + [(1 << (NCL - ns + k + tier.TM)) // r3 for k in range(ns)]
+            edges += ([(hq << sh + tier.TM) // r3] if hq else []) + [-(-n // r3)]
+            for k in range(len(edges) - 1):
                 if k:
-                    sides[ns - k].join()  # level NCL - ns + k's chains
+                    sides[ns - k if k <= ns else ns].join()  # level NCL - ns + k's chains (k = ns + 1: the top's second)
                 fn(((edges[k + 1] - edges[k]) * BH * NCB,), block, t3 + (i(int(fill) | edges[k] << 1),), shared_mem=smem)
             return
         assert o16 is None, "session 13's gd_tier3 walks add into out"

@@ -115,6 +115,9 @@ TIER_SPLIT_PERIODS = 16
 #: (its periods below 2^(NCL - TIER_SPLIT_LEVELS), then each further power of two once its level's chains are done; at
 #: 8K level 4's chains are 15 steps, the levels below 7)
 TIER_SPLIT_LEVELS = 2
+#: ... and the top chain in two launches on two streams: one stops halfway through its written periods, one runs it all
+#: writing the rest (gd_tier3's periods of the first part need not wait for the whole chain; False: one launch)
+TIER_SPLIT_TOP = False
 
 
 def popsum(p):

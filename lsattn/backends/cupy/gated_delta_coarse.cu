@@ -155,7 +155,10 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     check_smem((2 * DKP * GD_LDQ + 2 * DKP * (CBW + 8)) * sizeof(ta));
     const int NCB = (DV + CBW - 1) / CBW, nG = (nP + GD_CG - 1) / GD_CG;
     const i64 per = (i64)BH * NCB;
-    i64 r = blockIdx.x / per + (NCL >> 8);  // (a split launch, gated_delta.TIER_SPLIT: its first chain in NCL's bits 8 ..)
+    // (a split launch, gated_delta.TIER_SPLIT_PERIODS: its first row in NCL's bits 8 .. 15; TIER_SPLIT_TOP: bits 16 ..
+    // 29 a chain step h, bit 30 clear: the chain stops at h (writes up to h - 1), set: writes from h on)
+    i64 r = blockIdx.x / per + (NCL >> 8 & 255);
+    const int hs = NCL >> 16, h = hs & 0x3fff;
     NCL &= 255;
     int cl = NCL;
     for (; cl > 1; --cl) {  // level cl's periods with reads: base + 2^(cl-1) < nP
@@ -167,7 +170,8 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     const int c0 = (int)(blockIdx.x % NCB) * CBW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
     const int end = min(nP, base + (1 << cl)), nc = min(CBW, DV - c0);
     const int sh = GRP && cl >= 3 ? 2 : 0;  // log2 of the chain's step in periods (GD_CG = 4)
-    const int q0 = base >> sh, qm = mid >> sh, q1 = (end + (1 << sh) - 1) >> sh;
+    const int q0 = base >> sh, qm = mid >> sh, q1 = hs && !(hs >> 14) ? h : (end + (1 << sh) - 1) >> sh;
+    const int qw = hs >> 14 ? h : qm;  // the first step written
     const ta* A0 = sh ? Pc : Z;  // the step's transfer and keys: a period's Z, Tot; a group's P_4, Tg
     const ta* T0 = sh ? Tg : Tot;
     const int nq = sh ? nG : nP, as = sh ? 3 : 1, ao = sh ? 2 : 0;
@@ -176,7 +180,7 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     gd_cinit<CBW>(Ss, q0, T0 + (bh * nq + q0) * slot_sz + c0, DV, DK, nc);
     gd_cchain<CBW>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
-        if (q >= qm)
+        if (q >= qw)
             gd_cput<CBW, GD_SBR>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
     });
 }
