@@ -387,6 +387,12 @@ def test_tier_plan(monkeypatch):
         assert tier.nP << cgd.TIER_M >= n > (tier.nP - 1) << cgd.TIER_M
         assert tier.NCL == max(((c >> cgd.TIER_M).bit_length() for c in range(n)), default=0)  # the levels above read
         assert cgd.popsum(tier.nP) == sum(bin(x).count("1") for x in range(tier.nP))
+        # the grouped coarse form from COARSE_GROUP_PERIODS periods (bfloat16 inputs: half as many, COARSE_GROUP_BF16)
+        assert tier.grouped == (tier.NCL >= 3 and tier.nP > cgd.COARSE_GROUP_PERIODS)
+        bf = cgd.tier_plan(cgd._config("float", 64, 64, "bf16"), 0, n, 0, False, 64, 64)
+        assert bf.grouped == (tier.NCL >= 3 and tier.nP > cgd.COARSE_GROUP_PERIODS // 2)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_BF16", False)
+    assert not cgd.tier_plan(cgd._config("float", 64, 64, "bf16"), 0, 256, 0, False, 64, 64).grouped  # 64 periods
 
 
 @pytest.mark.parametrize("dtype, T, dk, dv, C, decay, grouped", [
@@ -468,46 +474,6 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, slow):
     tol = {"float64": F64, "float32": F32}.get(dtype, S16)  # (bfloat16: S16's intermediates)
     assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
     assert_close(out, base, tol, what="against gd_cfill")
-
-
-@pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
-    ("float32", 150, 16, 40, 16, False),  # 10 chunks: 3 periods, 2 coarse levels (the top chain the only one)
-    ("float32", 1100, 16, 40, 16, False),  # 69 chunks: 18 periods, 5 coarse levels; two value column blocks of gd_coarse
-    ("float32", 1100, 16, 40, 16, True),  # the grouped form (T3FILL's fold)
-    ("bfloat16", 2700, 16, 20, 16, True),  # 169 chunks: 43 periods (6 levels); bfloat16 intermediates, o16 unused
-    ("float64", 2300, 5, 19, 16, False)])  # FFMA: 144 chunks, 36 periods
-def test_tier_split_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, grouped):
-    """``TIER_SPLIT_PERIODS`` (the top ``TIER_SPLIT_LEVELS`` coarse levels' chains launched apart, a level each, gd_tier3
-    in one launch more: below 2^(NCL - levels) periods, then each further power of two) on the CPU emulation: bit for
-    bit the output of one launch each (the kernels' first-row arguments, NCL's bits 8 .. and fill's bits 1 .., read the
-    same blocks); 1 and 3 levels (3: every level of the 3-period case), 2 with ``TIER_SPLIT_TOP`` (the top chain in two
-    launches, NCL's bits 16 ..: one stopping halfway, one writing the rest)."""
-    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
-    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
-    launched, real_tk = [], Emulated._tk
-
-    def tk(self, op, cfg, name):
-        fn, block, smem = real_tk(self, op, cfg, name)
-        return (lambda *a, **k: launched.append(name) or fn(*a, **k)), block, smem
-
-    monkeypatch.setattr(Emulated, "_tk", tk)
-    arrays = make(13, (2,), T, dk, dv, decay="zero") if T > 200 else make(13, (2,), T, dk, dv, decay="mixed", resets=True)
-    bits, _, half = kernel_inputs(arrays, dtype)
-    nP = -(-(-(-T // C)) >> cgd.TIER_M)
-    NCL, sh = (nP - 1).bit_length(), 2 if grouped else 0  # (the coarse levels: tier_plan's; the top chain's step)
-    outs = []
-    for periods, levels, top in ((0, 1, False), (2, 1, False), (2, 3, False), (2, 2, True)):
-        monkeypatch.setattr(cgd, "TIER_SPLIT_PERIODS", periods)
-        monkeypatch.setattr(cgd, "TIER_SPLIT_LEVELS", levels)
-        monkeypatch.setattr(cgd, "TIER_SPLIT_TOP", top)
-        launched.clear()
-        outs.append(cgd.compute(emulated, *bits, C, 0, None, False, half)[0])
-        ns = min(levels, NCL) if periods else 0
-        two = top and -(-nP >> sh) - (1 << NCL - 1 >> sh) >= 2  # (the top chain's halves: from 2 steps written)
-        assert launched.count("gd_tier3") == ns + 1 + two, launched
-        assert launched.count("gd_coarse_g" if grouped else "gd_coarse") == ns + (NCL > ns) + two, launched
-    for out in outs[1:]:
-        assert out.dtype == outs[0].dtype and np.array_equal(out.view(np.uint8), outs[0].view(np.uint8))
 
 
 @given(T=st.integers(65, 900).filter(lambda t: t % 64), dk=st.sampled_from([64, 40, 20]), dv=st.integers(1, 70),
@@ -1298,32 +1264,36 @@ def test_gpu_half_inputs_read_as_they_are(dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype, T, C, grouped", [("bfloat16", 4500, 64, False), ("bfloat16", 4500, 64, True),
                                                   ("float32", 1300, 16, False), ("float32", 5000, 16, True)])
-def test_gpu_tier_streams_bit_equal(monkeypatch, dtype, T, C, grouped):
-    """The two-tier scan's second streams (``TIER_FORK``: gd_tier1x beside gd_tier1; ``TIER_SPLIT_PERIODS``: the top
-    coarse levels' chains (``TIER_SPLIT_LEVELS``: 1 to 3) beside the other chains and gd_tier3's lower periods): the
-    direct path's output (bfloat16: 18 periods; float32 at C = 16: 21 / 79 periods) bit for bit that of one stream,
-    twice in a row on a torch stream of its own; within the dtype's bound of the reference."""
+def test_gpu_tier_fork_bit_equal(monkeypatch, dtype, T, C, grouped):
+    """gd_tier1x on a second stream beside gd_tier1 (``TIER_FORK``): the direct path's output (bfloat16: 18 periods;
+    float32 at C = 16: 21 / 79 periods) bit for bit that of one stream, twice in a row on a torch stream of its own,
+    and on CuPy's path (CuPy arrays, a CuPy stream of its own); within the dtype's bound of the reference."""
     _gpu_ready()
     torch = _torch_cuda()
+    import cupy
+
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
-    dev = [torch.as_tensor(x, device="cuda").to(getattr(torch, dtype)) for x in make(17, (2,), T, 64, 48, resets=True)]
-    outs = {}
-    stream = torch.cuda.Stream()
-    for fork, periods, levels in ((False, 0, 1), (True, 0, 1), (False, 2, 1), (True, 16, 1), (True, 2, 2), (True, 2, 3)):
+    arrays = make(17, (2,), T, 64, 48, resets=True)
+    dev = [torch.as_tensor(x, device="cuda").to(getattr(torch, dtype)) for x in arrays]
+    outs, stream = {}, torch.cuda.Stream()
+    for fork in (False, True):
         monkeypatch.setattr(cgd, "TIER_FORK", fork)
-        monkeypatch.setattr(cgd, "TIER_SPLIT_PERIODS", periods)
-        monkeypatch.setattr(cgd, "TIER_SPLIT_LEVELS", levels)
         monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
         with torch.cuda.stream(stream):
             got = [lsattn.loglinear_gated_delta(*dev, chunk_size=C) for _ in range(2)]
         stream.synchronize()
         assert torch.equal(got[0], got[1])
-        outs[fork, periods, levels] = got[0]
-    base = outs.pop((False, 0, 1))
-    for key, out in outs.items():
-        assert torch.equal(out, base), key
+        outs[fork] = got[0]
+        if dtype == "float32":  # CuPy's path (CupyOps.gd_tiers)
+            with cupy.cuda.Stream(non_blocking=True) as cs:
+                got = lsattn.loglinear_gated_delta(*[cupy.asarray(x, dtype=cupy.float32) for x in arrays], chunk_size=C)
+            cs.synchronize()
+            outs[fork, "cupy"] = torch.as_tensor(cupy.asnumpy(got))
+    assert torch.equal(outs[True], outs[False])
+    if dtype == "float32":
+        assert torch.equal(outs[True, "cupy"], outs[False, "cupy"])
     want = ref.loglinear_gated_delta(*[t.double() for t in dev])
-    assert_close(base.double().cpu().numpy(), want.cpu().numpy(), BF16 if dtype == "bfloat16" else F32)
+    assert_close(outs[True].double().cpu().numpy(), want.cpu().numpy(), BF16 if dtype == "bfloat16" else F32)
 
 
 @pytest.mark.gpu

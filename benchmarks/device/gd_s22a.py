@@ -1,17 +1,16 @@
-"""Session 22, s22a16 (issue 16): the two-tier scan's host switches gated_delta.TIER_FORK (gd_tier1x on a second stream
-beside gd_tier1) and TIER_SPLIT_PERIODS (the top coarse chain on a second stream beside the other chains and gd_tier3's
-lower periods), and the coarse form at 8K / 16K (COARSE_GROUP_PERIODS), on / off in one process, interleaved rounds;
-B=2 H=16 d=64 bf16 from chunk 0 without state (bench_gpu_gated_delta's inputs; CUDA torch tensors, no backend=).
-The switches are host-side: every mode runs the same compiled kernels.
+"""Session 22, s22a16 (issue 16): the two-tier scan's host switches, on / off in one process, interleaved rounds; B=2
+H=16 d=64 from chunk 0 without state (bench_gpu_gated_delta's inputs; CUDA torch tensors, no backend=), bf16 unless a
+mode ends in @f32. Host switches only: every mode runs the same compiled kernels.
 - scan: the GPU time from gd_forms' end to the scan's end (CUDA events recorded on torch's stream around
   CupyOps.gd_tiers: the first after gd_forms in stream order, the second after the join), one call from an idle GPU,
   medians of ROUNDS rounds (the kernel-alone A/B of the switches: concurrent kernels have no time of their own)
 - public: the forward's latency (one call from an idle GPU, CUDA events: bench_gpu.cuda_time's measure) and pipelined
-  time (10 calls back to back / 10), medians; whether the outputs equal mode off's bit for bit
-- kernels (once per mode): torch.profiler's mean ms per kernel (the tier kernels' sum counts overlapped time twice)
-Modes: off (both off), fork, split, on (both; splitK / onK: TIER_SPLIT_LEVELS = K, else 2; a
-t after K: TIER_SPLIT_TOP), and X+g (mode X with the
-grouped coarse form from any size), X+p (the plain gd_coarse at any size).
+  time (10 calls back to back / 10), medians; whether the outputs equal mode off's (same coarse form) bit for bit
+- kernels (once per mode): torch.profiler's mean ms per kernel (overlapped kernels' times count their overlap)
+Modes: off (TIER_FORK False), fork (TIER_FORK, the defaults); suffixes: -g (COARSE_GROUP_BF16 False), +g (the grouped
+coarse form at any size), +p (gd_coarse at any size), @f32 (float32 inputs). Session 22's batch 1 also timed
+TIER_SPLIT_PERIODS / TIER_SPLIT_LEVELS / TIER_SPLIT_TOP (the top coarse chains on streams of their own beside gd_tier3's
+lower periods), removed after it (benchmarks/NOTES.md "Session 22 — s22a16").
     python benchmarks/device/gd_s22a.py warm [T,T] 1 [MODES]
     python benchmarks/device/gd_s22a.py ab [T,T] [ROUNDS] [MODES]   (MODES: m,m,.. or T=m,m,..;T=m,..)
 """
@@ -33,13 +32,9 @@ MODE = sys.argv[1] if len(sys.argv) > 1 else "ab"
 Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192,32768").split(",")]
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 9
 # MODES: "m,m,.." for every T, or "T=m,m,..;T=m,.." per T
-SPEC = sys.argv[4] if len(sys.argv) > 4 else "off,fork,split,on,on+g,off+g"
+SPEC = sys.argv[4] if len(sys.argv) > 4 else "off,fork"
 PER_T = {int(t): ms.split(",") for t, ms in (x.split("=") for x in SPEC.split(";"))} if "=" in SPEC else None
 MODES = sorted({m for ms in PER_T.values() for m in ms}) if PER_T else SPEC.split(",")
-# (TIER_FORK, TIER_SPLIT_PERIODS, TIER_SPLIT_LEVELS, TIER_SPLIT_TOP); a digit after split / on: that many levels split,
-# a "t" after it: the top chain in two launches
-BASE = {"off": (False, 0, 1, False), "fork": (True, 0, 1, False), "split": (False, 16, 2, False), "on": (True, 16, 2, False)}
-BASE |= {f"{m}{k}{t}": (m == "on", 16, k, t == "t") for m in ("split", "on") for k in (1, 2, 3) for t in ("", "t")}
 GROUP = cgd.COARSE_GROUP_PERIODS
 SPANS, REC = [], [False]
 _real = cc.CupyOps.gd_tiers
@@ -60,10 +55,15 @@ cc.CupyOps.gd_tiers = _recorded
 
 
 def use(mode):
-    name, _, coarse = mode.partition("+")
-    cgd.TIER_FORK, cgd.TIER_SPLIT_PERIODS, cgd.TIER_SPLIT_LEVELS, cgd.TIER_SPLIT_TOP = BASE[name]
-    cgd.COARSE_GROUP_PERIODS = {"": GROUP, "g": 0, "p": 10**9}[coarse]
+    mode, _, dt = mode.partition("@")
+    base = "fork" if mode.startswith("fork") else "off"
+    assert mode.startswith(base), mode
+    coarse = mode[len(base):]
+    cgd.TIER_FORK = base == "fork"
+    cgd.COARSE_GROUP_BF16 = "-g" not in coarse
+    cgd.COARSE_GROUP_PERIODS = 0 if "+g" in coarse else 10**9 if "+p" in coarse else GROUP
     cgd._TORCH_PLANS.clear()
+    return torch.float32 if dt == "f32" else torch.bfloat16
 
 
 def fwd(x):
@@ -114,11 +114,17 @@ def main():
     global MODES
     for T in Ts:
         MODES = PER_T[T] if PER_T else MODES
-        x = inputs(T, torch.bfloat16)
+        xs = {}
+
+        def x_of(m):
+            dt = use(m)
+            if dt not in xs:
+                xs[dt] = inputs(T, dt)
+            return xs[dt]
+
         if MODE == "warm":
             for m in MODES:
-                use(m)
-                fwd(x)
+                fwd(x_of(m))
             torch.cuda.synchronize()
             print(f"compiled T={T}", flush=True)
             continue
@@ -126,7 +132,7 @@ def main():
         outs = {}
         for r in range(ROUNDS + 1):
             for m in MODES:
-                use(m)
+                x = x_of(m)
                 outs[m] = fwd(x)
                 s = scan_ms(lambda: fwd(x))
                 lat, pipe = timed(lambda: fwd(x), 1), timed(lambda: fwd(x), 10)
@@ -134,21 +140,21 @@ def main():
                     for lst, v in zip(res[m], (s, lat, pipe)):
                         lst.append(v)
         med = {m: [statistics.median(v) for v in res[m]] for m in MODES}
-        # (against off with the same coarse form: the grouped form's sums differ from gd_coarse's)
-        eq = {m: torch.equal(outs[m], outs.get("off" + m[len(m.partition("+")[0]):], outs[m])) for m in MODES}
-        print(f"T={T} bf16, ms medians of {ROUNDS} (scan span | public latency | pipelined | bit-equal to off):", flush=True)
+        # (against off with the same coarse form and dtype: the grouped form's sums differ from gd_coarse's)
+        eq = {m: torch.equal(outs[m], outs.get("off" + m[4 if m.startswith("fork") else 3:], outs[m])) for m in MODES}
+        print(f"T={T}, ms medians of {ROUNDS} (scan span | public latency | pipelined | bit-equal to off):", flush=True)
         for m in MODES:
             s, lat, pipe = med[m]
-            print(f"  {m:8s} scan {s:.3f} | latency {lat:.3f} | pipelined {pipe:.3f} | {'equal' if eq[m] else 'DIFFER'}"
+            print(f"  {m:12s} scan {s:.3f} | latency {lat:.3f} | pipelined {pipe:.3f} | {'equal' if eq[m] else 'DIFFER'}"
                   f"  (scan min {min(res[m][0]):.3f}, latency min {min(res[m][1]):.3f})", flush=True)
         for m in MODES:
-            use(m)
+            x = x_of(m)
             k = kernel_ms(lambda: fwd(x))
             print(f"  kernels {m}: " + ", ".join(f"{n[:12]} {v:.3f}" for n, v in sorted(k.items(), key=lambda e: -e[1])
                                                  if n.startswith("gd_")), flush=True)
-        x = outs = None
+        xs = outs = x = None
         torch.cuda.empty_cache()
-    use("on")
+    use("fork")
 
 
 if __name__ == "__main__":

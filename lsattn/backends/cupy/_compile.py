@@ -174,9 +174,9 @@ _TOKEN_MAPS_MAX = 4
 
 
 class _Side:
-    """``CupyOps.gd_tiers``' second stream (gated_delta.TIER_FORK / TIER_SPLIT): a non-blocking CuPy stream of one device
-    and thread with two events; ``fork``: it waits for the current stream's work so far, ``on(True)``: launches go to it,
-    ``join``: the current stream waits for its work so far."""
+    """``CupyOps.gd_tiers``' second stream (gated_delta.TIER_FORK): a non-blocking CuPy stream of one device and thread
+    with two events; ``fork``: it waits for the current stream's work so far, ``on()``: launches go to it, ``join``: the
+    current stream waits for its work so far."""
 
     def __init__(self, cp):
         self.cp, self.stream = cp, cp.cuda.Stream(non_blocking=True)
@@ -190,37 +190,38 @@ class _Side:
         self.ev[1].record(self.stream)
         self.cp.cuda.get_current_stream().wait_event(self.ev[1])
 
-    def on(self, yes):
-        return self.stream if yes else _NO_SIDE.on(False)
+    def on(self):
+        return self.stream
 
 
 class _NoSide:
-    """``_Side`` where launches run in their order (the CPU emulation, ``ops.xp`` NumPy; both switches off)."""
+    """``_Side`` where the launches stay on the current stream, in their order (the switch off; the CPU emulation)."""
 
     def fork(self):
         pass
 
     join = fork
 
-    def on(self, yes):
+    def on(self):
         return contextlib.nullcontext()
 
 
 _NO_SIDE, _SIDES = _NoSide(), threading.local()
 
 
-def _sides(ops, k):
-    """The current device's first ``k`` ``_Side`` of this thread where ``ops`` launches on a GPU, else ``_NO_SIDE`` k
-    times (``k`` 0: an empty list)."""
+def _side(ops):
+    """The current device's ``_Side`` of this thread where ``ops`` launches on a GPU, else ``_NO_SIDE``."""
     # (CupyOps: xp CuPy; gated_delta._Direct: no xp, its device; the CPU emulation: xp NumPy, or _Direct of device -1)
-    if not k or getattr(ops, "xp", None) is np or getattr(ops, "dev", 0) < 0:
-        return [_NO_SIDE] * k
+    if getattr(ops, "xp", None) is np or getattr(ops, "dev", 0) < 0:
+        return _NO_SIDE
     import cupy
 
-    sides = _SIDES.__dict__.setdefault("by_device", {}).setdefault(cupy.cuda.runtime.getDevice(), [])
-    while len(sides) < k:
-        sides.append(_Side(cupy))
-    return sides[:k]
+    sides = _SIDES.__dict__.setdefault("by_device", {})
+    dev = cupy.cuda.runtime.getDevice()
+    side = sides.get(dev)
+    if side is None:
+        side = sides[dev] = _Side(cupy)
+    return side
 
 
 class CupyOps:
@@ -430,13 +431,12 @@ class CupyOps:
         gd_tier3) for ``tier = gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None:
         allocated here); bw: gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's
         GD_TBW_SET); walk3: gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the
-        transfers in gd_tier1x (False: in gd_tier1, a timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block
+        transfers in gd_tier1x (on a second stream beside gd_tier1: ``gated_delta.TIER_FORK``; False: in gd_tier1, a
+        timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block
         (None: ``cfg.tier3_chunks(bw)``; a timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup,
         gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse (every level over periods). o16
         (16-bit inputs, ``tier.NCL > 0``): the (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded
         from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out."""
-        from . import gated_delta as gdm
-
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=dt) for shape, dt in
@@ -446,71 +446,43 @@ class CupyOps:
         NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i
         head = (qe, ek, ph, H, g, lam, out)
         t1 = head + (Z, Tot, self._p(None) if walk3 else Qp, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
+        from . import gated_delta as gdm
+
         x1 = split and nP > 1  # the transfers (the last period's: its reads Qp alone) in gd_tier1x
-        fork = x1 and gdm.TIER_FORK  # ... on a second stream beside gd_tier1 (neither reads what the other writes)
-        # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_coarse.cu's GD_T3FILL: P_k within a slot buffer)
-        fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
-        # TIER_SPLIT_PERIODS / TIER_SPLIT_LEVELS: the top ns coarse levels' chains (first in the coarse kernels' grids, the
-        # top level's first) each on a stream of its own beside the other chains and gd_tier3's periods below 2^(NCL - ns)
-        # (which read none of their slots), then gd_tier3's periods [2^(NCL - ns + k - 1), 2^(NCL - ns + k)) once level
-        # NCL - ns + k's chains are done (k = 1 .. ns; the last up to nP) (the kernels' arguments NCL, fill carry a
-        # launch's first row in their bits 8 .., 1 ..)
-        ns = min(gdm.TIER_SPLIT_LEVELS, NCL) if NCL > 0 and gdm.tier_split(tier, walk3) and (fill or not tier.grouped) else 0
-        # TIER_SPLIT_TOP: the top chain in two launches on two streams, one stopping at step hq (its slots of the periods
-        # before ph = hq << sh), one from the start writing from hq on (gd_tier3's periods from ph wait for it alone)
-        sh = 2 if tier.grouped and NCL >= 3 else 0  # (the top chain's step in periods: a group's 4 in the grouped form)
-        qm, q1 = ((1 << (NCL - 1)) >> sh, -(-nP >> sh)) if NCL else (0, 0)
-        hq = (qm + q1 + 1) // 2 if ns and gdm.TIER_SPLIT_TOP and q1 - qm >= 2 and q1 < 1 << 14 else 0
-        sides = _sides(self, max(int(fork), ns + bool(hq))) or [_NO_SIDE]
-        if fork:
-            sides[0].fork()
+        # ... on a second stream beside gd_tier1 (gated_delta.TIER_FORK; neither reads what the other writes), joined
+        # before the coarse slots
+        side = _side(self) if x1 and gdm.TIER_FORK else _NO_SIDE
+        side.fork()
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
         fn((nP * BH * (NCB + (0 if split else NCK)),), block, t1, shared_mem=smem)
         if x1:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1x")
-            with sides[0].on(fork):
+            with side.on():
                 fn((nP * BH * NCK,), block, t1, shared_mem=smem)
-        if fork:
-            sides[0].join()
+        side.join()
         if NCL == 0:  # one period: no level above GD_TM
             return
-        cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP))
+        # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_coarse.cu's GD_T3FILL: P_k within a slot buffer)
+        fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
+        cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
         if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill
             cbw = cfg.coarse_group_bw
             CB, CK = -(-DV // cbw), -(-DK // cbw)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_cgroup")
             fn((nG * BH * (CK + CB),), block, (Z, Tot, Pc, Tg, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse_g")
-            per = BH * CB
+            fn((tier.coarse_chains * BH * CB,), block, cargs, shared_mem=smem)
+            if not fill:  # (fill: folded into gd_tier3)
+                fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
+                fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
         else:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
-            per = BH * -(-DV // GD_BW)
-        r0 = 0  # the chains' rows (per blocks each) launched so far: level NCL - j's on stream j, the rest here
-        for j in range(ns):
-            sides[j].fork()
-            with sides[j].on(True):
-                fn((tier.level_chains(NCL - j) * per,), block, cargs + (i(NCL | r0 << 8 | hq << 16 * (j == 0)), i(BH)),
-                   shared_mem=smem)
-            if hq and j == 0:  # (the top level: one row)
-                sides[ns].fork()
-                with sides[ns].on(True):
-                    fn((per,), block, cargs + (i(NCL | (hq | 1 << 14) << 16), i(BH)), shared_mem=smem)
-            r0 += tier.level_chains(NCL - j)
-        if r0 < tier.coarse_chains:
-            fn(((tier.coarse_chains - r0) * per,), block, cargs + (i(NCL | r0 << 8), i(BH)), shared_mem=smem)
-        if tier.grouped and not fill:  # (fill: folded into gd_tier3)
-            fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
-            fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
+            fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, cargs, shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
-            t3 = (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
-            # the pieces' first rows: periods 0, 2^(NCL - ns), .., 2^(NCL - 1) (r3 divides a period's chunks)
-            edges = [0] + [(1 << (NCL - ns + k + tier.TM)) // r3 for k in range(ns)]
-            edges += ([(hq << sh + tier.TM) // r3] if hq else []) + [-(-n // r3)]
-            for k in range(len(edges) - 1):
-                if k:
-                    sides[ns - k if k <= ns else ns].join()  # level NCL - ns + k's chains (k = ns + 1: the top's second)
-                fn(((edges[k + 1] - edges[k]) * BH * NCB,), block, t3 + (i(int(fill) | edges[k] << 1),), shared_mem=smem)
+            fn((-(-n // r3) * BH * NCB,), block,
+               (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH), i(fill)),
+               shared_mem=smem)
             return
         assert o16 is None, "session 13's gd_tier3 walks add into out"
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),

@@ -34,7 +34,7 @@ from ._compile import GD_BW, GD_G, SMEM_MAX, CupyOps, _launch, make_config
 from ._rawlaunch import cached_plan, raw_launch
 
 __all__ = ["forward", "compute", "forms", "chunk_slots", "scan_chains", "scan_blocks", "scan_group", "group_tops",
-           "tier_plan", "tier_split"]
+           "tier_plan"]
 
 OP = "loglinear_gated_delta"
 
@@ -100,24 +100,19 @@ TIER_MIN_CHUNKS = 32
 #: at 64 columns 0.507 / 0.677 ms against 0.570 / 0.862 at 128 periods (bf16 inputs / float32), 0.128 / 0.170 against
 #: 0.116 / 0.159 at 32, 0.054 against 0.026 at 8; 64 not measured; benchmarks/NOTES.md "Session 15 — s15b16"; tests set 0)
 COARSE_GROUP_PERIODS = 64
+#: bfloat16 inputs: the grouped form from more than COARSE_GROUP_PERIODS // 2 periods (session 22, with T3FILL's fold,
+#: bf16 scan: 64 periods (16K) 0.763 ms grouped against 0.777, 32 (8K) 0.399 against 0.388; benchmarks/NOTES.md
+#: "Session 22 — s22a16"; False: COARSE_GROUP_PERIODS, for A/B timing)
+COARSE_GROUP_BF16 = True
 #: the grouped form's gd_cfill folded into gd_tier3 (a period inside a group reads its levels >= 3 from the group's first
 #: period's slots with its queries carried on by P_k: gated_delta_coarse.cu's GD_T3FILL; False: gd_cfill, for A/B timing;
 #: session 19, s19c16)
 T3FILL = True
 #: gd_tier1x on a second stream beside gd_tier1 (neither reads what the other writes: their tails overlap; joined before
-#: the coarse slots; False: one after the other, for A/B timing; session 22, s22a16)
+#: the coarse slots; False: one after the other, for A/B timing). H200, B H = 32, d = 64, bf16, session 22 (s22a16): the
+#: scan 8K 0.388 -> 0.379 ms, 32K 1.490 -> 1.474; the public forward's latency 8K 0.740 -> 0.727, 32K 2.744 -> 2.723
+#: (benchmarks/NOTES.md "Session 22 — s22a16")
 TIER_FORK = True
-#: from this many periods (``tier_split``): the top coarse level's chain on a second stream beside the other chains and
-#: gd_tier3's periods below 2^(NCL - 1), which read no top-level slot; gd_tier3's other periods after both (at 8K the top
-#: chain is nP - 1 = 31 steps, the others 15; 0 / None: never, for A/B timing; session 22, s22a16)
-TIER_SPLIT_PERIODS = 16
-#: ... the top this many coarse levels' chains, each on a stream of its own, gd_tier3 in TIER_SPLIT_LEVELS + 1 launches
-#: (its periods below 2^(NCL - TIER_SPLIT_LEVELS), then each further power of two once its level's chains are done; at
-#: 8K level 4's chains are 15 steps, the levels below 7)
-TIER_SPLIT_LEVELS = 2
-#: ... and the top chain in two launches on two streams: one stops halfway through its written periods, one runs it all
-#: writing the rest (gd_tier3's periods of the first part need not wait for the whole chain; False: one launch)
-TIER_SPLIT_TOP = False
 
 
 def popsum(p):
@@ -146,12 +141,7 @@ class Tier:
     def coarse_chains(self):
         """gd_coarse's blocks per sequence and column block: the periods of 2^cl periods of each coarse level cl
         with reads (base + 2^(cl-1) < nP)."""
-        return sum(self.level_chains(cl) for cl in range(1, self.NCL + 1))
-
-    def level_chains(self, cl):
-        """gd_coarse's rows (blocks per sequence and column block) of coarse level cl: its periods of 2^cl periods with
-        reads (the rows are ordered by level, the top first)."""
-        return ((self.nP - 1 - (1 << (cl - 1))) >> cl) + 1
+        return sum(((self.nP - 1 - (1 << (cl - 1))) >> cl) + 1 for cl in range(1, self.NCL + 1))
 
     @property
     def nG(self):
@@ -172,11 +162,6 @@ class Tier:
         return (dt, dt, dt, xp.uint16 if cfg.s16 else dt, dt, dt)
 
 
-def tier_split(tier, walk3=False):
-    """Whether gd_tiers splits ``tier``'s coarse chains and gd_tier3 at its top level (``TIER_SPLIT_PERIODS``)."""
-    return bool(TIER_SPLIT_PERIODS) and tier.nP >= TIER_SPLIT_PERIODS and not walk3
-
-
 def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
     """The ``Tier`` of gd_scan's call, or None where gd_scan runs (a call not from chunk 0, incoming slots, the
     returned state, fewer than TIER_MIN_CHUNKS chunks, gd_coarse past shared memory: float64 at d_k > 64)."""
@@ -184,7 +169,8 @@ def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
         return None
     nP = -(-n >> TM)
     NCL = (nP - 1).bit_length()
-    tier = Tier(nP, NCL, TM, n, cfg.CH, NCL >= 3 and nP > COARSE_GROUP_PERIODS)
+    group = COARSE_GROUP_PERIODS // 2 if COARSE_GROUP_BF16 and cfg.half == "bf16" else COARSE_GROUP_PERIODS
+    tier = Tier(nP, NCL, TM, n, cfg.CH, NCL >= 3 and nP > group)
     return tier if cfg.gd_coarse_smem(max(GD_BW, cfg.coarse_group_bw)) <= SMEM_MAX else None
 
 

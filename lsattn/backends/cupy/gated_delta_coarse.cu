@@ -155,11 +155,7 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     check_smem((2 * DKP * GD_LDQ + 2 * DKP * (CBW + 8)) * sizeof(ta));
     const int NCB = (DV + CBW - 1) / CBW, nG = (nP + GD_CG - 1) / GD_CG;
     const i64 per = (i64)BH * NCB;
-    // (a split launch, gated_delta.TIER_SPLIT_PERIODS: its first row in NCL's bits 8 .. 15; TIER_SPLIT_TOP: bits 16 ..
-    // 29 a chain step h, bit 30 clear: the chain stops at h (writes up to h - 1), set: writes from h on)
-    i64 r = blockIdx.x / per + (NCL >> 8 & 255);
-    const int hs = NCL >> 16, h = hs & 0x3fff;
-    NCL &= 255;
+    i64 r = blockIdx.x / per;
     int cl = NCL;
     for (; cl > 1; --cl) {  // level cl's periods with reads: base + 2^(cl-1) < nP
         const i64 cnt = ((nP - 1 - (1ll << (cl - 1))) >> cl) + 1;
@@ -170,8 +166,7 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     const int c0 = (int)(blockIdx.x % NCB) * CBW, base = (int)(r << cl), mid = base + (1 << (cl - 1));
     const int end = min(nP, base + (1 << cl)), nc = min(CBW, DV - c0);
     const int sh = GRP && cl >= 3 ? 2 : 0;  // log2 of the chain's step in periods (GD_CG = 4)
-    const int q0 = base >> sh, qm = mid >> sh, q1 = hs && !(hs >> 14) ? h : (end + (1 << sh) - 1) >> sh;
-    const int qw = hs >> 14 ? h : qm;  // the first step written
+    const int q0 = base >> sh, qm = mid >> sh, q1 = (end + (1 << sh) - 1) >> sh;
     const ta* A0 = sh ? Pc : Z;  // the step's transfer and keys: a period's Z, Tot; a group's P_4, Tg
     const ta* T0 = sh ? Tg : Tot;
     const int nq = sh ? nG : nP, as = sh ? 3 : 1, ao = sh ? 2 : 0;
@@ -180,7 +175,7 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     gd_cinit<CBW>(Ss, q0, T0 + (bh * nq + q0) * slot_sz + c0, DV, DK, nc);
     gd_cchain<CBW>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
-        if (q >= qw)
+        if (q >= qm)
             gd_cput<CBW, GD_SBR>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
     });
 }
@@ -476,7 +471,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const ta* __restrict__ Sb,   // gd_coarse's
     ti* __restrict__ o16,        // (BH, T, DV) out + the reads, rounded to the 16-bit inputs' dtype; or null
     const ta* __restrict__ Z, const ta* __restrict__ Pc,  // fill: gd_tier1x's transfers, gd_cgroup's prefixes (else unread)
-    int T, int DK, int DV, int L, int n, int nP, int BH, int fill) {  // fill: GD_T3FILL (bit 0), the first row (bits 1 ..)
+    int T, int DK, int DV, int L, int n, int nP, int BH, int fill) {  // fill: GD_T3FILL (0 / 1)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     constexpr int SS = DKP * GD_TLDS, RR = GD_T3R * CH, RW = GdT3Tiles::RW, NTL = GdT3Tiles::NTL;
     gd_e* Qs = reinterpret_cast<gd_e*>(smem_raw);         // [t][kk], the block's chunks' rows
@@ -484,8 +479,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     ta* lw = Ss + 2 * SS;                      // [buffer][t]
     check_smem(GD_T3SMEM);
     const int NCB = (DV + GD_TBW - 1) / GD_TBW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
-    // (a split launch, gated_delta.TIER_SPLIT: the rows of GD_T3R chunks from fill >> 1)
-    const int c = (int)(blockIdx.x / ((i64)BH * NCB) + (fill >> 1)) * GD_T3R, c0 = (int)(blockIdx.x % NCB) * GD_TBW;
+    const int c = (int)(blockIdx.x / ((i64)BH * NCB)) * GD_T3R, c0 = (int)(blockIdx.x % NCB) * GD_TBW;
     const i64 bh = blockIdx.x / NCB % BH, cj = bh * n + c, slot_sz = (i64)DK * DV;
     const int pp = c >> GD_TM, ns = __popcll(pp);
     // o16: out's columns c0 + cc, + 1 (cc even) of the block's row t plus y0, y1 rounded into o16
@@ -508,7 +502,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     // q > 0) Qp <- Qp P_k(q) (its queries carried on to the group's start) and its levels >= 3 from period 4q's slots.
     // Items: slots and the fold in that order.
     const int k = pp & (GD_CG - 1);
-    const bool f1 = GD_T3FOLD && (fill & 1) && k && (pp >> 2);
+    const bool f1 = GD_T3FOLD && fill && k && (pp >> 2);
     const int n0 = __popcll(k), NI = ns + f1;
     // slot r: entry r of sb, from n0 of sb4 = sb + d1 (period 4q's slot r - n0; this form, not sb + (r + d1): ptxas
     // kept x1's gd_tier3 at 125 registers without spills, 128 with 28 B spilled, s20s)
