@@ -14,13 +14,16 @@ PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 echo "=== $1 $(date -u +%T)"
 if [ "$1" = tests ]; then
   ( timeout 90 python3 $D/gd_s22a.py warm 2048,4096,8192,16384,32768 1 "fork,fork@f32" > "$OUT/log_warm.txt" 2>&1 ) &
-  timeout 95 $PT tests/test_cupy_gated_delta.py -k "tier_fork or two_tier or tier3_fill or direct_output or bfloat16_in" > "$OUT/log_pytest.txt" 2>&1 &
+  timeout 95 $PT tests/test_cupy_gated_delta.py -k "tier_fork" > "$OUT/log_pytest_fork.txt" 2>&1 &
+  timeout 95 $PT tests/test_cupy_gated_delta.py -k "two_tier or tier3_fill or direct_output or bfloat16_in" > "$OUT/log_pytest.txt" 2>&1 &
   for tool in memcheck racecheck initcheck; do
     k=""; [ $tool = racecheck ] && k="--kernel-name kns=gd_"
     PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool $tool $k --print-limit 5 python3 $D/gd_fork_small_s22a.py > "$OUT/log_$tool.txt" 2>&1 &
   done
   wait
-  echo "-- pytest: $(tail -1 $OUT/log_pytest.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_pytest.txt | head -8 | cut -c1-220
+  for f in pytest_fork pytest; do
+    echo "-- $f: $(tail -1 $OUT/log_$f.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_$f.txt | head -8 | cut -c1-220
+  done
   for tool in memcheck racecheck initcheck; do
     echo "-- $tool: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $OUT/log_$tool.txt | tail -1) calls $(grep -c -E 'bit-equal|DIFFER' $OUT/log_$tool.txt)"
     grep -E "DIFFER|Error|error|Uninit|Hazard|Invalid" $OUT/log_$tool.txt | head -6 | cut -c1-160
