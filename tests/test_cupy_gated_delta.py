@@ -476,6 +476,25 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, slow):
     assert_close(out, base, tol, what="against gd_cfill")
 
 
+def test_tier_fork_from_periods(emulated, monkeypatch):
+    """gd_tiers asks for its second stream (``TIER_FORK``: gd_tier1x beside gd_tier1) from ``TIER_FORK_PERIODS``
+    periods only (the CPU emulation's launches run in order whatever the answer: the same output)."""
+    from lsattn.backends.cupy import _compile
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    asked, real = [], _compile._side
+    monkeypatch.setattr(_compile, "_side", lambda ops: asked.append(1) or real(ops))
+    bits, _, half = kernel_inputs(make(3, (2,), 150, 16, 20, resets=True), "float32")  # 10 chunks at C = 16: 3 periods
+    outs = []
+    for periods, fork in ((3, True), (4, True), (3, False)):
+        monkeypatch.setattr(cgd, "TIER_FORK_PERIODS", periods)
+        monkeypatch.setattr(cgd, "TIER_FORK", fork)
+        asked.clear()
+        outs.append(cgd.compute(emulated, *bits, 16, 0, None, False, half)[0])
+        assert asked == ([1] if fork and periods <= 3 else []), (periods, fork)
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+
+
 @given(T=st.integers(65, 900).filter(lambda t: t % 64), dk=st.sampled_from([64, 40, 20]), dv=st.integers(1, 70),
        keys=key_kinds, decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), grouped=st.booleans(), seed=seeds)
 @settings(max_examples=5, deadline=None)  # the CPU emulation: CI time
@@ -1276,6 +1295,7 @@ def test_gpu_tier_fork_bit_equal(monkeypatch, dtype, T, C, grouped):
     arrays = make(17, (2,), T, 64, 48, resets=True)
     dev = [torch.as_tensor(x, device="cuda").to(getattr(torch, dtype)) for x in arrays]
     outs, stream = {}, torch.cuda.Stream()
+    monkeypatch.setattr(cgd, "TIER_FORK_PERIODS", 16)
     for fork in (False, True):
         monkeypatch.setattr(cgd, "TIER_FORK", fork)
         monkeypatch.setattr(cgd, "_TORCH_PLANS", {})

@@ -12,6 +12,7 @@ from lsattn.backends.cupy import gated_delta as cgd
 
 rng = np.random.default_rng(0)
 cgd.TIER_MIN_CHUNKS = 0
+cgd.TIER_FORK_PERIODS = 0  # (the fork on these small calls)
 
 
 def both(f):

@@ -449,9 +449,9 @@ class CupyOps:
         from . import gated_delta as gdm
 
         x1 = split and nP > 1  # the transfers (the last period's: its reads Qp alone) in gd_tier1x
-        # ... on a second stream beside gd_tier1 (gated_delta.TIER_FORK; neither reads what the other writes), joined
-        # before the coarse slots
-        side = _side(self) if x1 and gdm.TIER_FORK else _NO_SIDE
+        # ... on a second stream beside gd_tier1 (gated_delta.TIER_FORK, from TIER_FORK_PERIODS periods; neither reads
+        # what the other writes), joined before the coarse slots
+        side = _side(self) if x1 and gdm.TIER_FORK and nP >= gdm.TIER_FORK_PERIODS else _NO_SIDE
         side.fork()
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
         fn((nP * BH * (NCB + (0 if split else NCK)),), block, t1, shared_mem=smem)

@@ -108,11 +108,13 @@ COARSE_GROUP_BF16 = True
 #: period's slots with its queries carried on by P_k: gated_delta_coarse.cu's GD_T3FILL; False: gd_cfill, for A/B timing;
 #: session 19, s19c16)
 T3FILL = True
-#: gd_tier1x on a second stream beside gd_tier1 (neither reads what the other writes: their tails overlap; joined before
-#: the coarse slots; False: one after the other, for A/B timing). H200, B H = 32, d = 64, bf16, session 22 (s22a16): the
-#: scan 8K 0.388 -> 0.379 ms, 32K 1.490 -> 1.474; the public forward's latency 8K 0.740 -> 0.727, 32K 2.744 -> 2.723
-#: (benchmarks/NOTES.md "Session 22 — s22a16")
+#: gd_tier1x on a second stream beside gd_tier1 from TIER_FORK_PERIODS periods (neither reads what the other writes:
+#: their tails overlap; joined before the coarse slots; False: one after the other, for A/B timing). H200, B H = 32,
+#: d = 64, bf16, session 22 (s22a16), off -> on: the scan 4K 0.205 -> 0.201 ms, 8K 0.391 -> 0.381, 16K 0.764 -> 0.747,
+#: 32K 1.502 -> 1.485; the public forward's latency 4K 0.441 -> 0.431, 8K 0.760 -> 0.746, 32K 2.694 -> 2.666; at 2K
+#: (8 periods) slower: scan 0.110 -> 0.123, latency 0.295 -> 0.317 (benchmarks/NOTES.md "Session 22 — s22a16")
 TIER_FORK = True
+TIER_FORK_PERIODS = 16
 
 
 def popsum(p):
