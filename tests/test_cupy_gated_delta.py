@@ -387,6 +387,12 @@ def test_tier_plan(monkeypatch):
         assert tier.nP << cgd.TIER_M >= n > (tier.nP - 1) << cgd.TIER_M
         assert tier.NCL == max(((c >> cgd.TIER_M).bit_length() for c in range(n)), default=0)  # the levels above read
         assert cgd.popsum(tier.nP) == sum(bin(x).count("1") for x in range(tier.nP))
+        # the grouped coarse form from COARSE_GROUP_PERIODS periods (bfloat16 inputs: half as many, COARSE_GROUP_BF16)
+        assert tier.grouped == (tier.NCL >= 3 and tier.nP > cgd.COARSE_GROUP_PERIODS)
+        bf = cgd.tier_plan(cgd._config("float", 64, 64, "bf16"), 0, n, 0, False, 64, 64)
+        assert bf.grouped == (tier.NCL >= 3 and tier.nP > cgd.COARSE_GROUP_PERIODS // 2)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_BF16", False)
+    assert not cgd.tier_plan(cgd._config("float", 64, 64, "bf16"), 0, 256, 0, False, 64, 64).grouped  # 64 periods
 
 
 @pytest.mark.parametrize("dtype, T, dk, dv, C, decay, grouped", [
@@ -468,6 +474,25 @@ def test_tier3_fill_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, slow):
     tol = {"float64": F64, "float32": F32}.get(dtype, S16)  # (bfloat16: S16's intermediates)
     assert_close(out, ref.loglinear_gated_delta(*full), tol, what=f"{dtype} T={T} C={C}")
     assert_close(out, base, tol, what="against gd_cfill")
+
+
+def test_tier_fork_from_periods(emulated, monkeypatch):
+    """gd_tiers asks for its second stream (``TIER_FORK``: gd_tier1x beside gd_tier1) from ``TIER_FORK_PERIODS``
+    periods only (the CPU emulation's launches run in order whatever the answer: the same output)."""
+    from lsattn.backends.cupy import _compile
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    asked, real = [], _compile._side
+    monkeypatch.setattr(_compile, "_side", lambda ops: asked.append(1) or real(ops))
+    bits, _, half = kernel_inputs(make(3, (2,), 150, 16, 20, resets=True), "float32")  # 10 chunks at C = 16: 3 periods
+    outs = []
+    for periods, fork in ((3, True), (4, True), (3, False)):
+        monkeypatch.setattr(cgd, "TIER_FORK_PERIODS", periods)
+        monkeypatch.setattr(cgd, "TIER_FORK", fork)
+        asked.clear()
+        outs.append(cgd.compute(emulated, *bits, 16, 0, None, False, half)[0])
+        assert asked == ([1] if fork and periods <= 3 else []), (periods, fork)
+    assert all(np.array_equal(o, outs[0]) for o in outs)
 
 
 @given(T=st.integers(65, 900).filter(lambda t: t % 64), dk=st.sampled_from([64, 40, 20]), dv=st.integers(1, 70),
@@ -1253,6 +1278,42 @@ def test_gpu_half_inputs_read_as_they_are(dtype):
         out = lsattn.loglinear_gated_delta(*[cupy.asarray(x, dtype=cupy.float16) for x in full])
         assert out.dtype == cupy.float16
         assert_close(cupy.asnumpy(out).astype(np.float64), ref.loglinear_gated_delta(*full), F16, what="cupy float16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, T, C, grouped", [("bfloat16", 4500, 64, False), ("bfloat16", 4500, 64, True),
+                                                  ("float32", 1300, 16, False), ("float32", 5000, 16, True)])
+def test_gpu_tier_fork_bit_equal(monkeypatch, dtype, T, C, grouped):
+    """gd_tier1x on a second stream beside gd_tier1 (``TIER_FORK``): the direct path's output (bfloat16: 18 periods;
+    float32 at C = 16: 21 / 79 periods) bit for bit that of one stream, twice in a row on a torch stream of its own,
+    and on CuPy's path (CuPy arrays, a CuPy stream of its own); within the dtype's bound of the reference."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    import cupy
+
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    arrays = make(17, (2,), T, 64, 48, resets=True)
+    dev = [torch.as_tensor(x, device="cuda").to(getattr(torch, dtype)) for x in arrays]
+    outs, stream = {}, torch.cuda.Stream()
+    monkeypatch.setattr(cgd, "TIER_FORK_PERIODS", 16)
+    for fork in (False, True):
+        monkeypatch.setattr(cgd, "TIER_FORK", fork)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+        with torch.cuda.stream(stream):
+            got = [lsattn.loglinear_gated_delta(*dev, chunk_size=C) for _ in range(2)]
+        stream.synchronize()
+        assert torch.equal(got[0], got[1])
+        outs[fork] = got[0]
+        if dtype == "float32":  # CuPy's path (CupyOps.gd_tiers)
+            with cupy.cuda.Stream(non_blocking=True) as cs:
+                got = lsattn.loglinear_gated_delta(*[cupy.asarray(x, dtype=cupy.float32) for x in arrays], chunk_size=C)
+            cs.synchronize()
+            outs[fork, "cupy"] = torch.as_tensor(cupy.asnumpy(got))
+    assert torch.equal(outs[True], outs[False])
+    if dtype == "float32":
+        assert torch.equal(outs[True, "cupy"], outs[False, "cupy"])
+    want = ref.loglinear_gated_delta(*[t.double() for t in dev])
+    assert_close(outs[True].double().cpu().numpy(), want.cpu().numpy(), BF16 if dtype == "bfloat16" else F32)
 
 
 @pytest.mark.gpu

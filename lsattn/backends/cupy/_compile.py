@@ -3,8 +3,10 @@
 stream (the one object the host logic of ``loglinear.py`` / ``exp_kernel.py`` drives)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 
 import numpy as np
 
@@ -169,6 +171,57 @@ _RAW_MAX = 512
 #: so the device memory held stays a few ``4 T`` bytes
 _TOKEN_MAPS = {}
 _TOKEN_MAPS_MAX = 4
+
+
+class _Side:
+    """``CupyOps.gd_tiers``' second stream (gated_delta.TIER_FORK): a non-blocking CuPy stream of one device and thread
+    with two events; ``fork``: it waits for the current stream's work so far, ``on()``: launches go to it, ``join``: the
+    current stream waits for its work so far."""
+
+    def __init__(self, cp):
+        self.cp, self.stream = cp, cp.cuda.Stream(non_blocking=True)
+        self.ev = [cp.cuda.Event(block=False, disable_timing=True, interprocess=False) for _ in range(2)]
+
+    def fork(self):
+        self.ev[0].record(self.cp.cuda.get_current_stream())
+        self.stream.wait_event(self.ev[0])
+
+    def join(self):
+        self.ev[1].record(self.stream)
+        self.cp.cuda.get_current_stream().wait_event(self.ev[1])
+
+    def on(self):
+        return self.stream
+
+
+class _NoSide:
+    """``_Side`` where the launches stay on the current stream, in their order (the switch off; the CPU emulation)."""
+
+    def fork(self):
+        pass
+
+    join = fork
+
+    def on(self):
+        return contextlib.nullcontext()
+
+
+_NO_SIDE, _SIDES = _NoSide(), threading.local()
+
+
+def _side(ops):
+    """The current device's ``_Side`` of this thread where ``ops`` launches on a GPU, else ``_NO_SIDE``."""
+    # (CupyOps: xp CuPy; gated_delta._Direct: no xp, its device; the CPU emulation: xp NumPy, or _Direct of device -1)
+    if getattr(ops, "xp", None) is np or getattr(ops, "dev", 0) < 0:
+        return _NO_SIDE
+    import cupy
+
+    sides = _SIDES.__dict__.setdefault("by_device", {})
+    dev = cupy.cuda.runtime.getDevice()
+    side = sides.get(dev)
+    if side is None:
+        side = sides[dev] = _Side(cupy)
+    return side
 
 
 class CupyOps:
@@ -378,7 +431,8 @@ class CupyOps:
         gd_tier3) for ``tier = gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None:
         allocated here); bw: gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's
         GD_TBW_SET); walk3: gd_tier3 as session 13's walks (a timing build's GD_T3WALK_SET=1; no Qp); split: the
-        transfers in gd_tier1x (False: in gd_tier1, a timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block
+        transfers in gd_tier1x (on a second stream beside gd_tier1: ``gated_delta.TIER_FORK``; False: in gd_tier1, a
+        timing build's GD_T1SPLIT_SET=0); r3: gd_tier3's chunks per block
         (None: ``cfg.tier3_chunks(bw)``; a timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup,
         gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse (every level over periods). o16
         (16-bit inputs, ``tier.NCL > 0``): the (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded
@@ -392,16 +446,23 @@ class CupyOps:
         NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i
         head = (qe, ek, ph, H, g, lam, out)
         t1 = head + (Z, Tot, self._p(None) if walk3 else Qp, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
+        from . import gated_delta as gdm
+
+        x1 = split and nP > 1  # the transfers (the last period's: its reads Qp alone) in gd_tier1x
+        # ... on a second stream beside gd_tier1 (gated_delta.TIER_FORK, from TIER_FORK_PERIODS periods; neither reads
+        # what the other writes), joined before the coarse slots
+        side = _side(self) if x1 and gdm.TIER_FORK and nP >= gdm.TIER_FORK_PERIODS else _NO_SIDE
+        side.fork()
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
         fn((nP * BH * (NCB + (0 if split else NCK)),), block, t1, shared_mem=smem)
-        if split and nP > 1:  # the transfers (the last period's: its reads Qp alone)
+        if x1:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1x")
-            fn((nP * BH * NCK,), block, t1, shared_mem=smem)
+            with side.on():
+                fn((nP * BH * NCK,), block, t1, shared_mem=smem)
+        side.join()
         if NCL == 0:  # one period: no level above GD_TM
             return
         # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_coarse.cu's GD_T3FILL: P_k within a slot buffer)
-        from . import gated_delta as gdm
-
         fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
         cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
         if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill

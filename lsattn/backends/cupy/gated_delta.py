@@ -100,10 +100,21 @@ TIER_MIN_CHUNKS = 32
 #: at 64 columns 0.507 / 0.677 ms against 0.570 / 0.862 at 128 periods (bf16 inputs / float32), 0.128 / 0.170 against
 #: 0.116 / 0.159 at 32, 0.054 against 0.026 at 8; 64 not measured; benchmarks/NOTES.md "Session 15 — s15b16"; tests set 0)
 COARSE_GROUP_PERIODS = 64
+#: bfloat16 inputs: the grouped form from more than COARSE_GROUP_PERIODS // 2 periods (session 22, with T3FILL's fold,
+#: bf16 scan: 64 periods (16K) 0.763 ms grouped against 0.777, 32 (8K) 0.399 against 0.388; benchmarks/NOTES.md
+#: "Session 22 — s22a16"; False: COARSE_GROUP_PERIODS, for A/B timing)
+COARSE_GROUP_BF16 = True
 #: the grouped form's gd_cfill folded into gd_tier3 (a period inside a group reads its levels >= 3 from the group's first
 #: period's slots with its queries carried on by P_k: gated_delta_coarse.cu's GD_T3FILL; False: gd_cfill, for A/B timing;
 #: session 19, s19c16)
 T3FILL = True
+#: gd_tier1x on a second stream beside gd_tier1 from TIER_FORK_PERIODS periods (neither reads what the other writes:
+#: their tails overlap; joined before the coarse slots; False: one after the other, for A/B timing). H200, B H = 32,
+#: d = 64, bf16, session 22 (s22a16), off -> on: the scan 4K 0.205 -> 0.201 ms, 8K 0.391 -> 0.381, 16K 0.764 -> 0.747,
+#: 32K 1.502 -> 1.485; the public forward's latency 4K 0.441 -> 0.431, 8K 0.760 -> 0.746, 32K 2.694 -> 2.666; at 2K
+#: (8 periods) slower: scan 0.110 -> 0.123, latency 0.295 -> 0.317 (benchmarks/NOTES.md "Session 22 — s22a16")
+TIER_FORK = True
+TIER_FORK_PERIODS = 16
 
 
 def popsum(p):
@@ -160,7 +171,8 @@ def tier_plan(cfg, F, n, n_old, keep, DK, DV, TM=TIER_M):
         return None
     nP = -(-n >> TM)
     NCL = (nP - 1).bit_length()
-    tier = Tier(nP, NCL, TM, n, cfg.CH, NCL >= 3 and nP > COARSE_GROUP_PERIODS)
+    group = COARSE_GROUP_PERIODS // 2 if COARSE_GROUP_BF16 and cfg.half == "bf16" else COARSE_GROUP_PERIODS
+    tier = Tier(nP, NCL, TM, n, cfg.CH, NCL >= 3 and nP > group)
     return tier if cfg.gd_coarse_smem(max(GD_BW, cfg.coarse_group_bw)) <= SMEM_MAX else None
 
 
