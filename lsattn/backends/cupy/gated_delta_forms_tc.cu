@@ -266,6 +266,19 @@ constexpr bool GF_HL = GF_H && GF_LDM && GF_BX;
 #define GF_X1 1
 #endif
 constexpr bool GF_1X = GF_X1 && TI_BF16 && GF_TF;
+// GF_B16 (s22b16; GD_S16 builds only: bf16 inputs on the two-tier path, whose intermediates are stored as bfloat16):
+// gf_tc's products by bf16 mma.sync m16n8k16 (K16), the float32 operand rounded to bfloat16 (to nearest even), one
+// mma per tile and 16 k instead of two: each product's per-warp mma chain halved. A bit per product: 1 qeff (attn e^G
+// times K), 2 phi (X e^Z times K), 4 H (phi V), 8 the intra output ((Lambda * attn) V), 16 attn (M X: X rounded
+// too). 0: 1xTF32 (the kernel before). The S16 bound (1e-2) measured in the emulation (NOTES, s22b16).
+#ifndef GF_B16
+#define GF_B16 15
+#endif
+constexpr int GF_B16M = GD_H16 && GF_HL ? GF_B16 : 0;
+// GF_B16U: K16's k loop unrolled by 2 (a timing build; 0: not unrolled, as 1xTF32's)
+#ifndef GF_B16U
+#define GF_B16U 0
+#endif
 
 // GF_HL: the B fragments of the 4 tiles i (columns n0 + 8 i ..) of k-step k0 from the 16-bit tile B [k][n] (gf_h):
 // r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands lane 4 g + t4 rows 2 t4
@@ -383,9 +396,14 @@ __device__ __forceinline__ void gf_ld2(const ti* src, i64 g, int c, int T, int D
 // may overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
 // (Session 16's GF_ASPLIT / GF_OSPLIT, the longest tiles' reductions split in halves with other warps, partial sums
 // handed over shared memory: H200, 8K, s17d16: +1.1 / +2.2 / +2.8% (both) bf16, float32 -0.2%; removed.)
-template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
+// K16 (GF_B16, s22b16): bf16 mma.sync m16n8k16 instead, k-steps of 16 ([lo, hi) multiples of 16): A's values (and B's
+// where not from the 16-bit tile) rounded to bfloat16 (cvt.rn, pack2), fp32 sums; half the mma of 1xTF32. The k
+// order inside a step is permuted alike on both sides (the sum is over all 16): hardware slots 2 t4, 2 t4 + 1, 2 t4 + 8,
+// 2 t4 + 9 carry k0 + t4, + 4, + 8, + 12, so A's loads are 1xTF32's (conflict-free) and B's pairs are gf_ldb's.
+template <bool BX = false, bool SYNC = false, bool LDM = false, bool K16 = false, typename LA, typename LB, typename S>
 __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
     static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
+    static_assert(!K16 || TI_BF16, "bf16 products: bfloat16 inputs' builds");
     constexpr bool AT = gf_at<LA>::v;
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     float acc[4][4];
@@ -397,28 +415,53 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
     int lda = 0;
     if constexpr (AT) pa = la.p + t4 * la.ld + m0 + g, lda = la.ld;
     const unsigned bat = LDM ? gf_ldb_at(Bt, n0) : 0u;
-#pragma unroll 1
-    for (int k0 = lo; k0 < hi; k0 += 8) {
-        unsigned ah[4], al[4];  // fragment elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
+    // A's values of k-step k0: elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
+    const auto aval = [&](int k0, float (&v)[4]) {
         if constexpr (AT) {
             const ta* q = pa + k0 * lda;
-            float v[4] = {(float)q[0], (float)q[8], (float)q[4 * lda], (float)q[4 * lda + 8]};
+            v[0] = (float)q[0], v[1] = (float)q[8], v[2] = (float)q[4 * lda], v[3] = (float)q[4 * lda + 8];
             if constexpr (LA::scaled) {
                 const float s0 = (float)la.s[k0 + t4], s1 = (float)la.s[k0 + t4 + 4];
                 v[0] *= s0, v[1] *= s0, v[2] *= s1, v[3] *= s1;
             }
-#pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                if constexpr (GF_1X) ah[x] = gf_rna(v[x]);
-                else gf_split(v[x], ah[x], al[x]);
-            }
         } else {
 #pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const float v = (float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
-                if constexpr (GF_1X) ah[x] = gf_rna(v);
-                else gf_split(v, ah[x], al[x]);
+            for (int x = 0; x < 4; ++x) v[x] = (float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+        }
+    };
+#if TI_BF16
+    if constexpr (K16) {
+#if GF_B16U
+#pragma unroll 2
+#else
+#pragma unroll 1
+#endif
+        for (int k0 = lo; k0 < hi; k0 += 16) {
+            float v0[4], v1[4];
+            aval(k0, v0);
+            aval(k0 + 8, v1);
+            const unsigned a16[4] = {pack2(v0[0], v0[2]), pack2(v0[1], v0[3]), pack2(v1[0], v1[2]), pack2(v1[1], v1[3])};
+            unsigned r0[4], r1[4];
+            if constexpr (LDM) gf_ldb(Bt, bat, k0, n0, r0), gf_ldb(Bt, bat, k0 + 8, n0, r1);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int c = n0 + 8 * i + g;
+                const unsigned b0 = LDM ? r0[i] : pack2((float)lb(k0 + t4, c), (float)lb(k0 + t4 + 4, c));
+                const unsigned b1 = LDM ? r1[i] : pack2((float)lb(k0 + 8 + t4, c), (float)lb(k0 + 12 + t4, c));
+                mma_bf16(acc[i], a16, b0, b1);
             }
+        }
+    } else
+#endif
+#pragma unroll 1
+    for (int k0 = lo; k0 < hi; k0 += 8) {
+        unsigned ah[4], al[4];  // fragment elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
+        float v[4];
+        aval(k0, v);
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            if constexpr (GF_1X) ah[x] = gf_rna(v[x]);
+            else gf_split(v[x], ah[x], al[x]);
         }
         unsigned rb[4];
         if constexpr (LDM) gf_ldb(Bt, bat, k0, n0, rb);
