@@ -749,9 +749,16 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const auto ost = gf_pair([&](int t, int c, ta x0, ta x1) {
                 if (vb + c < DV) gf_st2c(out + (cj * CH + t) * DV + vb, c, DV - vb, x0, x1);
             });
-            gf_tc<GF_BX, false, GF_HL, (GF_B16M & 4) != 0>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
-            gf_tc<GF_BX, false, GF_HL, (GF_B16M & 8) != 0>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+#if TI_BF16
+            if constexpr (GF_HO) {
+                gf_tc16h(m0, n0, m0 + 16, GfAT<false>{PT, GF_LK, nullptr}, la, hst, ost, Kh);
+            } else
+#endif
+            {
+                gf_tc<GF_BX, false, GF_HL, (GF_B16M & 4) != 0>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
+                gf_tc<GF_BX, false, GF_HL, (GF_B16M & 8) != 0>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+            }
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);

@@ -275,6 +275,12 @@ constexpr bool GF_1X = GF_X1 && TI_BF16 && GF_TF;
 #define GF_B16 15
 #endif
 constexpr int GF_B16M = GD_H16 && GF_HL ? GF_B16 : 0;
+// GF_HOF: with bits 4 and 8, H and the intra output by one k loop (gf_tc16h: V's fragments once, two chains; the same
+// sums; a timing build: ptxas spills 52 bytes at 64 registers; 0: two gf_tc calls)
+#ifndef GF_HOF
+#define GF_HOF 0
+#endif
+constexpr bool GF_HO = GF_HOF && (GF_B16M & 12) == 12;
 // GF_B16U: K16's k loop unrolled by 2 (a timing build; 0: not unrolled, as 1xTF32's)
 #ifndef GF_B16U
 #define GF_B16U 0
@@ -391,6 +397,24 @@ __device__ __forceinline__ void gf_ld2(const ti* src, i64 g, int c, int T, int D
     if (c + 1 < D) x1 = ld(p + 1);
 }
 
+// The stores of a warp's 16 x 32 tile of accumulators (mma's C layout: rows m0 + g, + 8, columns n0 + 8 i + 2 t4, + 1)
+template <typename S>
+__device__ __forceinline__ void gf_tcst(const float (&acc)[4][4], int m0, int n0, S store) {
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = m0 + g + 8 * h, c = n0 + 8 * i + 2 * t4;
+            if constexpr (gf_pst<S>::v) {
+                store.f(r, c, (ta)acc[i][2 * h], (ta)acc[i][2 * h + 1]);
+            } else {
+                store(r, c, (ta)acc[i][2 * h]);
+                store(r, c + 1, (ta)acc[i][2 * h + 1]);
+            }
+        }
+}
+
 // The warp's 16 x 32 tile (rows m0 .., the 4 tiles of 8 columns n0 + 8 i ..) of a 64 x 64 product over [lo, hi) in
 // k-steps of 8. SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores
 // may overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
@@ -489,16 +513,44 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
         }
     }
     if constexpr (SYNC) __syncthreads();
+    gf_tcst(acc, m0, n0, store);
+}
+
+#if TI_BF16
+// GF_HOF (s22b16; K16 for both): H = phi V (k in [0, 64), A = l1) and the intra output (Lambda * attn) V (k in [0, hi2),
+// A = l2) in one k loop: V's fragments read once (gf_ldb) for both where both reduce, the two accumulator chains
+// interleaved; each accumulator's mma as gf_tc<.., K16>'s, in the same order (the same sums bit for bit).
+template <typename S1, typename S2>
+__device__ __forceinline__ void gf_tc16h(int m0, int n0, int hi2, GfAT<false> l1, GfAT<false> l2, S1 st1, S2 st2,
+                                         const ti* Bt) {
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    float c1[4][4], c2[4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int r = m0 + g + 8 * h, c = n0 + 8 * i + 2 * t4;
-            if constexpr (gf_pst<S>::v) {
-                store.f(r, c, (ta)acc[i][2 * h], (ta)acc[i][2 * h + 1]);
-            } else {
-                store(r, c, (ta)acc[i][2 * h]);
-                store(r, c + 1, (ta)acc[i][2 * h + 1]);
-            }
+        for (int x = 0; x < 4; ++x) c1[i][x] = c2[i][x] = 0.f;
+    const ta* p1 = l1.p + t4 * l1.ld + m0 + g;
+    const ta* p2 = l2.p + t4 * l2.ld + m0 + g;
+    const unsigned bat = gf_ldb_at(Bt, n0);
+    const auto frag = [&](const ta* q, int ld, unsigned (&a)[4]) {  // gf_tc<.., K16>'s a16 of the 16-step at q
+        a[0] = pack2(q[0], q[4 * ld]), a[1] = pack2(q[8], q[4 * ld + 8]);
+        a[2] = pack2(q[8 * ld], q[12 * ld]), a[3] = pack2(q[8 * ld + 8], q[12 * ld + 8]);
+    };
+#pragma unroll 1
+    for (int k0 = 0; k0 < 64; k0 += 16) {
+        unsigned r0[4], r1[4], a[4];
+        gf_ldb(Bt, bat, k0, n0, r0);
+        gf_ldb(Bt, bat, k0 + 8, n0, r1);
+        frag(p1 + k0 * l1.ld, l1.ld, a);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) mma_bf16(c1[i], a, r0[i], r1[i]);
+        if (k0 < hi2) {
+            frag(p2 + k0 * l2.ld, l2.ld, a);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) mma_bf16(c2[i], a, r0[i], r1[i]);
         }
+    }
+    gf_tcst(c1, m0, n0, st1);
+    gf_tcst(c2, m0, n0, st2);
 }
+#endif
