@@ -276,6 +276,9 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     ti* Kh = Qh + CH * 64;                     // GF_H: K [t][f] 16-bit, then V [s][col]
     ta* AT = GF_H ? R3 : R0;                   // attn^T [s][t] (GF_H: over M^T)
     ta* PT = GF_H ? R2 : R3;                   // phi^T [s][kk] (GF_H: over X)
+    ti* AEh = reinterpret_cast<ti*>(R3);       // GF_AL: (attn e^G)^T [s][t] 16-bit (gf_h) over M^T
+    ti* ALh = AEh + CH * 64;                   //        (Lambda * attn)^T [s][t]
+    ti* PTh = reinterpret_cast<ti*>(R2);       //        phi^T [s][f] over X
     const auto kel = [&](int t, int f) -> ta { return GF_H ? gf_wid(Kh[gf_h(t, f)]) : R1[gf_el(t, f)]; };  // K[t][f]
     ta* aa = R3 + GF_S3;                       // a_t, beta_t, e^{G_t}, e^{a_{t+1} + ... + a_{CH-1}}
     ta* bb = aa + CH;
@@ -585,7 +588,15 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         {
             const GfAT<false> la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
             const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
-            const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
+            const auto st = [&](int t, int s, ta x) {
+                if constexpr (GF_AL) {  // (attn e^G)^T and (Lambda * attn)^T as bfloat16 (the pass's products below)
+                    const ta y = bb[s] * x;
+                    AEh[gf_h(s, t)] = (ti)gd_bfr(y * eG[s]);
+                    ALh[gf_h(s, t)] = (ti)gd_bfr(y * (s <= t ? lamS[t * 8 + gf_bitlen32(t ^ s)] : (ta)0));
+                } else {
+                    AT[s * GF_LD + t] = bb[s] * x;
+                }
+            };
             gf_tc<false, GF_H, false, (GF_B16M & 16) != 0>(m0, n0, n0, m0 + 16, la, lb, st);
         }
         __syncthreads();
@@ -605,6 +616,10 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                 }
                 gf_st2c(qej + t * DK, f, DK, gd_tar(eG[t] * y0 - x0), gd_tar(eG[t] * y1 - x1));
             });
+#if TI_BF16
+            if constexpr (GF_AL) gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, m0 + 16, GfAH{AEh}, kel, st, Kh);
+            else
+#endif
             gf_tc<GF_BX, false, GF_HL, (GF_B16M & 1) != 0>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
         }
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
@@ -616,7 +631,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const auto lb = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
             const auto st = gf_pair([&](int s, int f, ta x0, ta x1) {
                 x0 *= bb[s], x1 *= bb[s];
-                gf_st2(PT + s * GF_LK + f, x0, x1);
+                if constexpr (GF_AL) *reinterpret_cast<unsigned*>(PTh + gf_h(s, f)) = gd_bfr2(x0, x1);
+                else gf_st2(PT + s * GF_LK + f, x0, x1);
                 if (f < DK) gd_put(ph + (cj * DK + f) * CH + s, gd_tar(x0));
                 if (f + 1 < DK) gd_put(ph + (cj * DK + f + 1) * CH + s, gd_tar(x1));
             });
@@ -686,7 +702,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         }
         cp_async_commit();
     }
-    for (int i4 = tid; i4 < CH * CH / 4; i4 += NT) {  // Lambda * attn, in place (zero above the diagonal), by 4
+    for (int i4 = tid; i4 < (GF_AL ? 0 : CH * CH / 4); i4 += NT) {  // Lambda * attn, in place (zero above the diagonal), by 4
         const int s = i4 / (CH / 4), t0 = 4 * (i4 % (CH / 4));
         ta x[4];
         ldv<4>(AT + s * GF_LD + t0, x);
@@ -751,7 +767,10 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             });
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
 #if TI_BF16
-            if constexpr (GF_HO) {
+            if constexpr (GF_AL) {
+                gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, CH, GfAH{PTh}, vel, hst, Kh);  // A = phi[f][s], B = V
+                gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, m0 + 16, GfAH{ALh}, vel, ost, Kh);
+            } else if constexpr (GF_HO) {
                 gf_tc16h(m0, n0, m0 + 16, GfAT<false>{PT, GF_LK, nullptr}, la, hst, ost, Kh);
             } else
 #endif

@@ -280,7 +280,16 @@ constexpr int GF_B16M = GD_H16 && GF_HL ? GF_B16 : 0;
 #ifndef GF_HOF
 #define GF_HOF 0
 #endif
-constexpr bool GF_HO = GF_HOF && (GF_B16M & 12) == 12;
+// GF_ALDM (s22b16; bits 1, 4, 8 of GF_B16): the A operands of qeff, H and the intra output stored by their producers
+// as 16-bit tiles [k][m] (gf_h) of the bfloat16 values K16 would round them to, and read by one ldmatrix.x4.trans per
+// 16 k (gf_lda) instead of 8 loads, their scales and 4 cvt: attn's epilogue writes (attn e^G)^T and (Lambda * attn)^T
+// (the level weights' pass over attn folded in: the same products in the same order) over M^T, phi's writes phi^T over
+// X; the same bf16 operands, so the same sums bit for bit (0: float32 tiles, the pass, K16's loads)
+#ifndef GF_ALDM
+#define GF_ALDM 1
+#endif
+constexpr bool GF_AL = GF_ALDM && (GF_B16M & 13) == 13;
+constexpr bool GF_HO = GF_HOF && (GF_B16M & 12) == 12 && !GF_AL;
 // GF_B16U: K16's k loop unrolled by 2 (a timing build; 0: not unrolled, as 1xTF32's)
 #ifndef GF_B16U
 #define GF_B16U 0
@@ -308,6 +317,35 @@ __device__ __forceinline__ void gf_ldb(const ti* B, unsigned at, int k0, int n0,
 #pragma unroll
     for (int i = 0; i < 4; ++i)
         r[i] = (unsigned)B[gf_h(k0 + t4, n0 + 8 * i + g)] | ((unsigned)B[gf_h(k0 + t4 + 4, n0 + 8 * i + g)] << 16);
+#endif
+}
+// GF_AL: an A operand held transposed in a 16-bit tile, A(m, k) = p[gf_h(k, m)] (bfloat16 values)
+struct GfAH {
+    const ti* p;
+};
+template <typename LA> struct gf_ah { static constexpr bool v = false; };
+template <> struct gf_ah<GfAH> { static constexpr bool v = true; };
+// GfAH's fragment of the 16-step k0 (rows m0 .., K16's k order: slots 2 t4, 2 t4 + 1, + 8, + 9 carry k0 + t4, + 4, + 8,
+// + 12) by one ldmatrix.x4.trans: matrix i holds tokens k0 + 8 (i / 2) .. (gf_ldb's row order) at columns m0 + 8 (i % 2)
+__device__ __forceinline__ unsigned gf_lda_at(const ti* A, int m0) {
+#ifdef __CUDA_ARCH__
+    const int lane = threadIdx.x % 32, j = lane & 7, i = lane >> 3;
+    return smem_u32(A + gf_h(8 * (i >> 1) + (j >> 1) + 4 * (j & 1), m0 + 8 * (i & 1)));
+#else
+    return 0;
+#endif
+}
+__device__ __forceinline__ void gf_lda(const ti* A, unsigned at, int k0, int m0, unsigned (&r)[4]) {
+#ifdef __CUDA_ARCH__
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(at + k0 * 128));
+#else
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+        const int k = k0 + 8 * (x >> 1) + t4, m = m0 + 8 * (x & 1) + g;
+        r[x] = (unsigned)A[gf_h(k, m)] | ((unsigned)A[gf_h(k + 4, m)] << 16);
+    }
 #endif
 }
 // common.cu's tf32_split by integer operations: (bits + 0x1000) with the low 13 bits cleared is cvt.rna.tf32.f32 of
@@ -428,7 +466,8 @@ template <bool BX = false, bool SYNC = false, bool LDM = false, bool K16 = false
 __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
     static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
     static_assert(!K16 || TI_BF16, "bf16 products: bfloat16 inputs' builds");
-    constexpr bool AT = gf_at<LA>::v;
+    constexpr bool AT = gf_at<LA>::v, AH = gf_ah<LA>::v;
+    static_assert(!AH || K16, "16-bit A tiles: bf16 products");
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     float acc[4][4];
 #pragma unroll
@@ -439,6 +478,8 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
     int lda = 0;
     if constexpr (AT) pa = la.p + t4 * la.ld + m0 + g, lda = la.ld;
     const unsigned bat = LDM ? gf_ldb_at(Bt, n0) : 0u;
+    unsigned aat = 0u;
+    if constexpr (AH) aat = gf_lda_at(la.p, m0);
     // A's values of k-step k0: elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
     const auto aval = [&](int k0, float (&v)[4]) {
         if constexpr (AT) {
@@ -448,7 +489,7 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
                 const float s0 = (float)la.s[k0 + t4], s1 = (float)la.s[k0 + t4 + 4];
                 v[0] *= s0, v[1] *= s0, v[2] *= s1, v[3] *= s1;
             }
-        } else {
+        } else if constexpr (!AH) {
 #pragma unroll
             for (int x = 0; x < 4; ++x) v[x] = (float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
         }
@@ -461,10 +502,16 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
 #pragma unroll 1
 #endif
         for (int k0 = lo; k0 < hi; k0 += 16) {
-            float v0[4], v1[4];
-            aval(k0, v0);
-            aval(k0 + 8, v1);
-            const unsigned a16[4] = {pack2(v0[0], v0[2]), pack2(v0[1], v0[3]), pack2(v1[0], v1[2]), pack2(v1[1], v1[3])};
+            unsigned a16[4];
+            if constexpr (AH) {
+                gf_lda(la.p, aat, k0, m0, a16);
+            } else {
+                float v0[4], v1[4];
+                aval(k0, v0);
+                aval(k0 + 8, v1);
+                a16[0] = pack2(v0[0], v0[2]), a16[1] = pack2(v0[1], v0[3]);
+                a16[2] = pack2(v1[0], v1[2]), a16[3] = pack2(v1[1], v1[3]);
+            }
             unsigned r0[4], r1[4];
             if constexpr (LDM) gf_ldb(Bt, bat, k0, n0, r0), gf_ldb(Bt, bat, k0 + 8, n0, r1);
 #pragma unroll
