@@ -3,7 +3,8 @@ operand rounded to bfloat16; a bit per product, gated_delta_forms_tc.cu) at seve
 rounds; the public bf16 forward B=2 H=16 d=64 (bench_gpu_gated_delta's inputs; CUDA torch tensors, no backend=).
 Builds: the sources with `#define GF_B16 15` turned to `#define GF_B16 M` for each mask M (0: 1xTF32, the kernel before);
 suffixes: "a" GF_ALDM 0 (the A operands from float32 tiles, K16's loads and roundings), "u" GF_B16U 1 (K16's loop
-unrolled by 2), "h" GF_HOF 1 (H and the intra output in one k loop; needs "a"): e.g. 15a, 15ah.
+unrolled by 2), "h" GF_HOF 1 (H and the intra output in one k loop; needs "a"), "v" GF_VQ 0 (V copied after phi):
+e.g. 15av (request 1's kernel), 15v, 15ah. (0v: main's kernel; 0: main's with GF_VQ.)
 - kernels: ms per call of each CUDA kernel (torch.profiler over 3 calls, as gd_s16_s21a.py), medians of ROUNDS rounds
 - public: latency (one call from an idle GPU, CUDA events around it, bench_gpu.cuda_time's measure) and pipelined
   (10 calls back to back / 10), medians of ROUNDS; max |out_M - out_0| / max |out_0| (bf16 outputs)
@@ -28,14 +29,16 @@ ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
 MASKS = (sys.argv[4] if len(sys.argv) > 4 else "15,0").split(",")
 DEF = "#define GF_B16 15"
 _source, CUR = cc._source, [None]
-assert any(all(d in _source(f) for d in (DEF, "#define GF_B16U 0", "#define GF_HOF 0", "#define GF_ALDM 1")) for f in cc._SOURCES["gated_delta"])
+assert any(all(d in _source(f) for d in (DEF, "#define GF_B16U 0", "#define GF_HOF 0", "#define GF_ALDM 1", "#define GF_VQ 1")) for f in cc._SOURCES["gated_delta"])
 
 
 def patched(name):
     text = _source(name)
     if CUR[0] in (None, "15"):
         return text
-    text = text.replace(DEF, f"#define GF_B16 {CUR[0].rstrip('uha')}")
+    text = text.replace(DEF, f"#define GF_B16 {CUR[0].rstrip('uhav')}")
+    if "v" in CUR[0]:
+        text = text.replace("#define GF_VQ 1", "#define GF_VQ 0")
     if "a" in CUR[0]:
         text = text.replace("#define GF_ALDM 1", "#define GF_ALDM 0")
     if "u" in CUR[0]:

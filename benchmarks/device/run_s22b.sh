@@ -8,7 +8,7 @@ NAME=s22b_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
-M=15,15a,0,31,15u,15ah
+M=15,15v,15av,0v,31,15ah
 echo "=== $1 $(date -u +%T) $(git rev-parse --short HEAD 2>/dev/null)"
 if [ "$1" = tests ]; then
   for m in ${M//,/ }; do ( timeout 90 python3 $D/gd_b16_s22b.py warm 8192,32768 1 $m > "$OUT/log_warm_$m.txt" 2>&1 ) & done
@@ -27,9 +27,9 @@ if [ "$1" = tests ]; then
 else
   timeout 14 python3 $D/gd_b16_s22b.py kernels 8192 3 $M > "$OUT/log_kernels.txt" 2>&1; echo "kernels 8K rc=$?"
   grep -E "^T=|gd_|Error" "$OUT/log_kernels.txt" | cut -c1-200
-  timeout 9 python3 $D/gd_b16_s22b.py kernels 32768 3 15,15a,0 > "$OUT/log_kernels32.txt" 2>&1; echo "kernels 32K rc=$?"
+  timeout 9 python3 $D/gd_b16_s22b.py kernels 32768 3 15,15av,0v > "$OUT/log_kernels32.txt" 2>&1; echo "kernels 32K rc=$?"
   grep -E "^T=|gd_|Error" "$OUT/log_kernels32.txt" | cut -c1-200
-  timeout 14 python3 $D/gd_b16_s22b.py public 8192,32768 5 15,15a,0 > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
+  timeout 14 python3 $D/gd_b16_s22b.py public 8192,32768 5 15,15av,0v > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
   grep -E "^public|Error" "$OUT/log_public.txt" | cut -c1-260
 fi
 echo "=== done $(date -u +%T)"

@@ -583,6 +583,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         __syncthreads();
     }
     constexpr int RD = DKP / 16;  // FFMA: columns per thread of a CH x DKP product
+    const bool vcp = GF_VE && DV % 8 == 0 && reinterpret_cast<unsigned long long>(v) % 16 == 0;  // (GF_VE's cp.async)
     if constexpr (GF_TF) {
         // attn^T [s][t] = beta_s (M X)[t][s] (M[t][r] = 0 for r > t, X[r][s] = 0 for r < s)
         {
@@ -621,6 +622,17 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             else
 #endif
             gf_tc<GF_BX, false, GF_HL, (GF_B16M & 1) != 0>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
+        }
+        if (GF_VQE && vcp) {  // V's rows m0 .., columns n0 .. n0 + 31 into the part of Q's tile this warp's qeff just read
+            __syncwarp();
+#pragma unroll
+            for (int u = 0; u < 2; ++u) {
+                const int pc = (tid & 31) + 32 * u, t = m0 + (pc >> 2), c = n0 + 8 * (pc & 3);
+                const i64 g = g0 + t;
+                const bool ok = g >= 0 && g < T && c < DV;
+                cp_async16(Qh + gf_h(t, c), ok ? (const void*)(v + (bh * T + g) * DV + c) : (const void*)v, ok);
+            }
+            cp_async_commit();
         }
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
@@ -687,12 +699,13 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         },
         [&](int s, int kk, ta x) { R3[s * GF_LK + kk] = bb[s] * x; });
     }
+    if (GF_VQE && vcp) cp_async_wait<0>();  // (V's first block in Q's tile: landed before the barrier)
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     if constexpr (!GF_TF)
         for (int idx = tid; idx < DK * CH; idx += NT) gd_put(ph + cj * DK * CH + idx, gd_tar(R3[(idx % CH) * GF_LK + idx / CH]));
     // GF_VE: the first value block's rows (64 x 8 pieces of 16 bytes, 2 per thread) into K's tile, asynchronously
-    const bool vcp = GF_VE && DV % 8 == 0 && reinterpret_cast<unsigned long long>(v) % 16 == 0;
-    if (GF_VE && vcp) {
+    // (GF_VQE: already in Q's, and landed)
+    if (GF_VE && !GF_VQE && vcp) {
 #pragma unroll
         for (int u = 0; u < CH * 8 / NT; ++u) {
             const int i8 = tid + NT * u, t = i8 / 8, c = 8 * (i8 % 8);
@@ -727,7 +740,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
 #pragma unroll
                 for (int u = 0; u < CH * 8 / NT; ++u) {
                     const int i8 = tid + NT * u, t = i8 / 8, c = 8 * (i8 % 8);
-                    const unsigned* w = reinterpret_cast<const unsigned*>(Kh + gf_h(t, c));
+                    const int pc = (tid & 31) + 32 * u, tq = m0 + (pc >> 2), cq = n0 + 8 * (pc & 3);  // (GF_VQE's)
+                    const unsigned* w = reinterpret_cast<const unsigned*>(GF_VQE ? Qh + gf_h(tq, cq) : Kh + gf_h(t, c));
 #pragma unroll
                     for (int e = 0; e < 4; ++e) nf = fma(gf_wid(w[e] & 0xffffu), (ta)0, fma(gf_wid(w[e] >> 16), (ta)0, nf));
                 }
@@ -748,7 +762,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             for (int e = 0; e < 4; ++e) nf = fma(x[e], (ta)0, nf);
             gf_st4(R1 + t * GF_LV + c, x);
         }
-        __syncthreads();
+        if (!(GF_VQE && vcp && vb == 0)) __syncthreads();
+        const ti* Vh = GF_VQE && vcp && vb == 0 ? Qh : Kh;  // V [s][col] 16-bit (GF_H)
         constexpr int RV = GF_VB / 16;  // value columns per thread
         const auto vcols = [&](int kk, ta (&x)[RV]) { ldv<RV>(R1 + kk * GF_LV + tx * RV, x); };
         const auto hstore = [&](int kk, int c, ta x) {
@@ -758,7 +773,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             if (vb + c < DV) gd_put(out + (cj * CH + t) * DV + vb + c, x);
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
-            const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
+            const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Vh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
             const auto hst = gf_pair([&](int kk, int c, ta x0, ta x1) {
                 if (kk < DK && vb + c < DV) gf_st2c(Hc + (cj * DK + kk) * DV + vb, c, DV - vb, x0, x1);
             });
@@ -768,15 +783,15 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
 #if TI_BF16
             if constexpr (GF_AL) {
-                gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, CH, GfAH{PTh}, vel, hst, Kh);  // A = phi[f][s], B = V
-                gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, m0 + 16, GfAH{ALh}, vel, ost, Kh);
+                gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, CH, GfAH{PTh}, vel, hst, Vh);  // A = phi[f][s], B = V
+                gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, m0 + 16, GfAH{ALh}, vel, ost, Vh);
             } else if constexpr (GF_HO) {
-                gf_tc16h(m0, n0, m0 + 16, GfAT<false>{PT, GF_LK, nullptr}, la, hst, ost, Kh);
+                gf_tc16h(m0, n0, m0 + 16, GfAT<false>{PT, GF_LK, nullptr}, la, hst, ost, Vh);
             } else
 #endif
             {
-                gf_tc<GF_BX, false, GF_HL, (GF_B16M & 4) != 0>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
-                gf_tc<GF_BX, false, GF_HL, (GF_B16M & 8) != 0>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+                gf_tc<GF_BX, false, GF_HL, (GF_B16M & 4) != 0>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Vh);  // A = phi[f][s], B = V
+                gf_tc<GF_BX, false, GF_HL, (GF_B16M & 8) != 0>(m0, n0, 0, m0 + 16, la, vel, ost, Vh);
             }
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
