@@ -1,10 +1,10 @@
 """Session 22, s22b16 (issue 16): gd_forms' GF_B16 (bf16 mma.sync m16n8k16 for its products after the solve, the float32
 operand rounded to bfloat16; a bit per product, gated_delta_forms_tc.cu) at several masks in one process, interleaved
 rounds; the public bf16 forward B=2 H=16 d=64 (bench_gpu_gated_delta's inputs; CUDA torch tensors, no backend=).
-Builds: the sources with `#define GF_B16 15` turned to `#define GF_B16 M` for each mask M (0: 1xTF32, the kernel before);
-suffixes: "a" GF_ALDM 0 (the A operands from float32 tiles, K16's loads and roundings), "u" GF_B16U 1 (K16's loop
-unrolled by 2), "h" GF_HOF 1 (H and the intra output in one k loop; needs "a"), "v" GF_VQ 0 (V copied after phi):
-e.g. 15av (request 1's kernel), 15v, 15ah. (0v: main's kernel; 0: main's with GF_VQ.)
+Builds: the sources with `#define GF_B16 15` turned to `#define GF_B16 M` for each mask M (0: 1xTF32, main's kernel);
+suffixes: "a" GF_ALDM 0 (the A operands from float32 tiles, K16's loads and roundings), "v" GF_VQ 1 (V copied into
+Q's tile after each warp's qeff): e.g. 15a (K16 alone), 15v. (Batch 1 at 33a66ba had GF_VQ on by default: its "15v"
+meant VQ off, "0v" main's kernel.)
 - kernels: ms per call of each CUDA kernel (torch.profiler over 3 calls, as gd_s16_s21a.py), medians of ROUNDS rounds
 - public: latency (one call from an idle GPU, CUDA events around it, bench_gpu.cuda_time's measure) and pipelined
   (10 calls back to back / 10), medians of ROUNDS; max |out_M - out_0| / max |out_0| (bf16 outputs)
@@ -23,27 +23,19 @@ from bench_gpu_gated_delta import inputs  # noqa: E402
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
 from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 
-MODE = sys.argv[1] if len(sys.argv) > 1 else "public"
-Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192,32768").split(",")]
-ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
-MASKS = (sys.argv[4] if len(sys.argv) > 4 else "15,0").split(",")
 DEF = "#define GF_B16 15"
 _source, CUR = cc._source, [None]
-assert any(all(d in _source(f) for d in (DEF, "#define GF_B16U 0", "#define GF_HOF 0", "#define GF_ALDM 1", "#define GF_VQ 1")) for f in cc._SOURCES["gated_delta"])
+assert any(all(d in _source(f) for d in (DEF, "#define GF_ALDM 1", "#define GF_VQ 0")) for f in cc._SOURCES["gated_delta"])
 
 
 def patched(name):
     text = _source(name)
     if CUR[0] in (None, "15"):
         return text
-    text = text.replace(DEF, f"#define GF_B16 {CUR[0].rstrip('uhav')}")
+    text = text.replace(DEF, f"#define GF_B16 {CUR[0].rstrip('av')}")
     if "v" in CUR[0]:
-        text = text.replace("#define GF_VQ 1", "#define GF_VQ 0")
-    if "a" in CUR[0]:
-        text = text.replace("#define GF_ALDM 1", "#define GF_ALDM 0")
-    if "u" in CUR[0]:
-        text = text.replace("#define GF_B16U 0", "#define GF_B16U 1")
-    return text.replace("#define GF_HOF 0", "#define GF_HOF 1") if "h" in CUR[0] else text
+        text = text.replace("#define GF_VQ 0", "#define GF_VQ 1")
+    return text.replace("#define GF_ALDM 1", "#define GF_ALDM 0") if "a" in CUR[0] else text
 
 
 cc._source = patched
@@ -90,7 +82,16 @@ def kernel_ms(f, calls=3):
     return out
 
 
-for T in Ts:
+def main():
+    MODE = sys.argv[1] if len(sys.argv) > 1 else "public"
+    Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192,32768").split(",")]
+    ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+    MASKS = (sys.argv[4] if len(sys.argv) > 4 else "15,0").split(",")
+    for T in Ts:
+        run(MODE, T, ROUNDS, MASKS)
+
+
+def run(MODE, T, ROUNDS, MASKS):
     x = inputs(T, torch.bfloat16)
     if MODE == "warm":
         for m in MASKS:
@@ -126,3 +127,7 @@ for T in Ts:
                           for m, (a, b) in res.items())
         print(f"public T={T} bf16, GF_B16 latency / pipelined ms, medians of {ROUNDS} (diff vs {MASKS[-1]}): {line}",
               flush=True)
+
+
+if __name__ == "__main__":
+    main()

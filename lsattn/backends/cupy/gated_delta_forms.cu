@@ -715,7 +715,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         }
         cp_async_commit();
     }
-    for (int i4 = tid; i4 < (GF_AL ? 0 : CH * CH / 4); i4 += NT) {  // Lambda * attn, in place (zero above the diagonal), by 4
+    if constexpr (!GF_AL)  // (GF_AL: folded into attn's epilogue)
+    for (int i4 = tid; i4 < CH * CH / 4; i4 += NT) {  // Lambda * attn, in place (zero above the diagonal), by 4
         const int s = i4 / (CH / 4), t0 = 4 * (i4 % (CH / 4));
         ta x[4];
         ldv<4>(AT + s * GF_LD + t0, x);
@@ -785,8 +786,6 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             if constexpr (GF_AL) {
                 gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, CH, GfAH{PTh}, vel, hst, Vh);  // A = phi[f][s], B = V
                 gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, m0 + 16, GfAH{ALh}, vel, ost, Vh);
-            } else if constexpr (GF_HO) {
-                gf_tc16h(m0, n0, m0 + 16, GfAT<false>{PT, GF_LK, nullptr}, la, hst, ost, Vh);
             } else
 #endif
             {

@@ -101,9 +101,10 @@ constexpr bool GF_VE = GF_VEA && GF_H && GF_VB == 64;
 // by cp.async into the part of Q's tile its qeff epilogue has just read (that warp's alone: a __syncwarp), before its
 // phi product; landed by the barrier after phi, so H and the intra output read V from Q's tile without a wait of their
 // own or the barrier after it (GF_VEA's copy came after that barrier: its latency exposed once GF_ALDM removed the level
-// weights' pass); the same values (0: into K's tile after phi)
+// weights' pass); the same values (0: into K's tile after phi). H200, 8K, batch 1: 0.2688 / 0.2686 ms on / off
+// (neutral) and racecheck reported a hazard in that build: off (a timing build)
 #ifndef GF_VQ
-#define GF_VQ 1
+#define GF_VQ 0
 #endif
 constexpr bool GF_VQE = GF_VQ && GF_VE && GF_QS;
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
@@ -284,11 +285,6 @@ constexpr bool GF_1X = GF_X1 && TI_BF16 && GF_TF;
 #define GF_B16 15
 #endif
 constexpr int GF_B16M = GD_H16 && GF_HL ? GF_B16 : 0;
-// GF_HOF: with bits 4 and 8, H and the intra output by one k loop (gf_tc16h: V's fragments once, two chains; the same
-// sums; a timing build: ptxas spills 52 bytes at 64 registers; 0: two gf_tc calls)
-#ifndef GF_HOF
-#define GF_HOF 0
-#endif
 // GF_ALDM (s22b16; bits 1, 4, 8 of GF_B16): the A operands of qeff, H and the intra output stored by their producers
 // as 16-bit tiles [k][m] (gf_h) of the bfloat16 values K16 would round them to, and read by one ldmatrix.x4.trans per
 // 16 k (gf_lda) instead of 8 loads, their scales and 4 cvt: attn's epilogue writes (attn e^G)^T and (Lambda * attn)^T
@@ -298,11 +294,8 @@ constexpr int GF_B16M = GD_H16 && GF_HL ? GF_B16 : 0;
 #define GF_ALDM 1
 #endif
 constexpr bool GF_AL = GF_ALDM && (GF_B16M & 13) == 13;
-constexpr bool GF_HO = GF_HOF && (GF_B16M & 12) == 12 && !GF_AL;
-// GF_B16U: K16's k loop unrolled by 2 (a timing build; 0: not unrolled, as 1xTF32's)
-#ifndef GF_B16U
-#define GF_B16U 0
-#endif
+// (s22b16's GF_HOF, H and the intra output in one k loop sharing V's fragments (52 bytes spilled): H200, 8K, +3.6%
+// against two gf_tc calls; removed. GF_B16U, K16's loop unrolled by 2: 20 bytes spilled, never timed; removed.)
 
 // GF_HL: the B fragments of the 4 tiles i (columns n0 + 8 i ..) of k-step k0 from the 16-bit tile B [k][n] (gf_h):
 // r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands lane 4 g + t4 rows 2 t4
@@ -505,11 +498,7 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
     };
 #if TI_BF16
     if constexpr (K16) {
-#if GF_B16U
-#pragma unroll 2
-#else
 #pragma unroll 1
-#endif
         for (int k0 = lo; k0 < hi; k0 += 16) {
             unsigned a16[4];
             if constexpr (AH) {
@@ -572,41 +561,3 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
     gf_tcst(acc, m0, n0, store);
 }
 
-#if TI_BF16
-// GF_HOF (s22b16; K16 for both): H = phi V (k in [0, 64), A = l1) and the intra output (Lambda * attn) V (k in [0, hi2),
-// A = l2) in one k loop: V's fragments read once (gf_ldb) for both where both reduce, the two accumulator chains
-// interleaved; each accumulator's mma as gf_tc<.., K16>'s, in the same order (the same sums bit for bit).
-template <typename S1, typename S2>
-__device__ __forceinline__ void gf_tc16h(int m0, int n0, int hi2, GfAT<false> l1, GfAT<false> l2, S1 st1, S2 st2,
-                                         const ti* Bt) {
-    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
-    float c1[4][4], c2[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int x = 0; x < 4; ++x) c1[i][x] = c2[i][x] = 0.f;
-    const ta* p1 = l1.p + t4 * l1.ld + m0 + g;
-    const ta* p2 = l2.p + t4 * l2.ld + m0 + g;
-    const unsigned bat = gf_ldb_at(Bt, n0);
-    const auto frag = [&](const ta* q, int ld, unsigned (&a)[4]) {  // gf_tc<.., K16>'s a16 of the 16-step at q
-        a[0] = pack2(q[0], q[4 * ld]), a[1] = pack2(q[8], q[4 * ld + 8]);
-        a[2] = pack2(q[8 * ld], q[12 * ld]), a[3] = pack2(q[8 * ld + 8], q[12 * ld + 8]);
-    };
-#pragma unroll 1
-    for (int k0 = 0; k0 < 64; k0 += 16) {
-        unsigned r0[4], r1[4], a[4];
-        gf_ldb(Bt, bat, k0, n0, r0);
-        gf_ldb(Bt, bat, k0 + 8, n0, r1);
-        frag(p1 + k0 * l1.ld, l1.ld, a);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) mma_bf16(c1[i], a, r0[i], r1[i]);
-        if (k0 < hi2) {
-            frag(p2 + k0 * l2.ld, l2.ld, a);
-#pragma unroll
-            for (int i = 0; i < 4; ++i) mma_bf16(c2[i], a, r0[i], r1[i]);
-        }
-    }
-    gf_tcst(c1, m0, n0, st1);
-    gf_tcst(c2, m0, n0, st2);
-}
-#endif
