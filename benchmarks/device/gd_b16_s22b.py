@@ -2,9 +2,9 @@
 operand rounded to bfloat16; a bit per product, gated_delta_forms_tc.cu) at several masks in one process, interleaved
 rounds; the public bf16 forward B=2 H=16 d=64 (bench_gpu_gated_delta's inputs; CUDA torch tensors, no backend=).
 Builds: the sources with `#define GF_B16 15` turned to `#define GF_B16 M` for each mask M (0: 1xTF32, main's kernel);
-suffixes: "a" GF_ALDM 0 (the A operands from float32 tiles, K16's loads and roundings), "v" GF_VQ 1 (V copied into
-Q's tile after each warp's qeff): e.g. 15a (K16 alone), 15v. (Batch 1 at 33a66ba had GF_VQ on by default: its "15v"
-meant VQ off, "0v" main's kernel.)
+suffix "a": GF_ALDM 0 (the A operands from float32 tiles, K16's loads and roundings): 15a is K16 alone. (Batches 1 / 2
+at 33a66ba / 73970b5 also had GF_VQ, since removed: batch 1's "15v" meant VQ off, "0v" main's kernel; batch 2's "15v"
+VQ on.)
 - kernels: ms per call of each CUDA kernel (torch.profiler over 3 calls, as gd_s16_s21a.py), medians of ROUNDS rounds
 - public: latency (one call from an idle GPU, CUDA events around it, bench_gpu.cuda_time's measure) and pipelined
   (10 calls back to back / 10), medians of ROUNDS; max |out_M - out_0| / max |out_0| (bf16 outputs)
@@ -25,16 +25,14 @@ from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 
 DEF = "#define GF_B16 15"
 _source, CUR = cc._source, [None]
-assert any(all(d in _source(f) for d in (DEF, "#define GF_ALDM 1", "#define GF_VQ 0")) for f in cc._SOURCES["gated_delta"])
+assert any(all(d in _source(f) for d in (DEF, "#define GF_ALDM 1")) for f in cc._SOURCES["gated_delta"])
 
 
 def patched(name):
     text = _source(name)
     if CUR[0] in (None, "15"):
         return text
-    text = text.replace(DEF, f"#define GF_B16 {CUR[0].rstrip('av')}")
-    if "v" in CUR[0]:
-        text = text.replace("#define GF_VQ 0", "#define GF_VQ 1")
+    text = text.replace(DEF, f"#define GF_B16 {CUR[0].rstrip('a')}")
     return text.replace("#define GF_ALDM 1", "#define GF_ALDM 0") if "a" in CUR[0] else text
 
 

@@ -1,5 +1,5 @@
 """Session 22, s22b16: gd_tier_small.py's calls (the bf16 direct path first: gd_forms' GD_S16 build) with the sources of
-one gd_b16_s22b.py build (its MODE: 15 the default, 15a GF_ALDM 0, 15v GF_VQ 1, 0 main's kernel), for
+one gd_b16_s22b.py build (its MODE: 15 the default, 15a GF_ALDM 0, 0 main's kernel; batch 2's 15v: GF_VQ, removed), for
     compute-sanitizer --tool racecheck --kernel-name kns=gd_forms python benchmarks/device/gd_race_s22b.py MODE"""
 import os
 import runpy

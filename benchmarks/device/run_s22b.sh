@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Session 22, s22b16 (issue 16): gd_forms' GF_B16 (bf16 mma for the products after the solve), GF_ALDM (their A
-# operands as 16-bit tiles by ldmatrix), GF_VQ (a timing build); builds as gd_b16_s22b.py's modes.
+# operands as 16-bit tiles by ldmatrix); builds as gd_b16_s22b.py's modes.
 #   OUT=... bash benchmarks/device/run_s22b.sh tests   (<= 100 s, beside other helpers: GPU tests of the bf16 paths,
-#          memcheck of gd_tier_small.py, racecheck of gd_forms in the default build, 15v and 15a; warm-up compiles)
+#          memcheck of gd_tier_small.py, racecheck of gd_forms in the default build and 15a; warm-up compiles)
 #   OUT=... bash benchmarks/device/run_s22b.sh times   (<= 40 s, alone: gd_forms per build, the public bf16 forward)
-# Batch 1 at 33a66ba (GF_VQ on then), batch 2 (final) at the request's commit.
+# Batch 1 at 33a66ba (GF_VQ on then), batch 2 (final) at 73970b5 (also a racecheck of 15v: GF_VQ on, since removed).
 set -u
 NAME=s22b_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
@@ -15,7 +15,6 @@ M=15,15a,0,31
 echo "=== $1 $(date -u +%T) $(git rev-parse --short HEAD 2>/dev/null)"
 if [ "$1" = tests ]; then
   PYTORCH_CUDA_ALLOC_CONF= timeout 95 $RC python3 $D/gd_race_s22b.py 15 > "$OUT/log_racecheck_15.txt" 2>&1 &
-  PYTORCH_CUDA_ALLOC_CONF= timeout 95 $RC python3 $D/gd_race_s22b.py 15v > "$OUT/log_racecheck_15v.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 95 $RC python3 $D/gd_race_s22b.py 15a > "$OUT/log_racecheck_15a.txt" 2>&1 &
   PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool memcheck --print-limit 5 python3 $D/gd_tier_small.py > "$OUT/log_memcheck.txt" 2>&1 &
   for m in ${M//,/ }; do ( timeout 90 python3 $D/gd_b16_s22b.py warm 8192,32768 1 $m > "$OUT/log_warm_$m.txt" 2>&1 ) & done
@@ -25,7 +24,7 @@ if [ "$1" = tests ]; then
   echo "-- pytest (S16 bound, bf16, two-tier, direct output): $(tail -1 $OUT/log_pytest.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_pytest.txt | head -8 | cut -c1-220
   echo "-- torch_direct_path: $(tail -1 $OUT/log_direct.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_direct.txt | head -5 | cut -c1-220
   echo "-- memcheck (default): $(grep -E 'ERROR SUMMARY' $OUT/log_memcheck.txt | tail -1)"; grep -E "Error|error" $OUT/log_memcheck.txt | head -4 | cut -c1-160
-  for b in 15 15v 15a; do
+  for b in 15 15a; do
     echo "-- racecheck gd_forms, build $b: $(grep -E 'RACECHECK SUMMARY' $OUT/log_racecheck_$b.txt | tail -1) ($(grep -c 'tier-vs-main' $OUT/log_racecheck_$b.txt) calls)"
     grep -E "Error|Race|access" $OUT/log_racecheck_$b.txt | head -6 | cut -c1-160
   done

@@ -623,17 +623,6 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
 #endif
             gf_tc<GF_BX, false, GF_HL, (GF_B16M & 1) != 0>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
         }
-        if (GF_VQE && vcp) {  // V's rows m0 .., columns n0 .. n0 + 31 into the part of Q's tile this warp's qeff just read
-            __syncwarp();
-#pragma unroll
-            for (int u = 0; u < 2; ++u) {
-                const int pc = (tid & 31) + 32 * u, t = m0 + (pc >> 2), c = n0 + 8 * (pc & 3);
-                const i64 g = g0 + t;
-                const bool ok = g >= 0 && g < T && c < DV;
-                cp_async16(Qh + gf_h(t, c), ok ? (const void*)(v + (bh * T + g) * DV + c) : (const void*)v, ok);
-            }
-            cp_async_commit();
-        }
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
         // (16-bit inputs: the suffix decay e^Z on X's side, K exact on B's; else on K's side, as before)
@@ -699,13 +688,11 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         },
         [&](int s, int kk, ta x) { R3[s * GF_LK + kk] = bb[s] * x; });
     }
-    if (GF_VQE && vcp) cp_async_wait<0>();  // (V's first block in Q's tile: landed before the barrier)
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     if constexpr (!GF_TF)
         for (int idx = tid; idx < DK * CH; idx += NT) gd_put(ph + cj * DK * CH + idx, gd_tar(R3[(idx % CH) * GF_LK + idx / CH]));
     // GF_VE: the first value block's rows (64 x 8 pieces of 16 bytes, 2 per thread) into K's tile, asynchronously
-    // (GF_VQE: already in Q's, and landed)
-    if (GF_VE && !GF_VQE && vcp) {
+    if (GF_VE && vcp) {
 #pragma unroll
         for (int u = 0; u < CH * 8 / NT; ++u) {
             const int i8 = tid + NT * u, t = i8 / 8, c = 8 * (i8 % 8);
@@ -741,8 +728,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
 #pragma unroll
                 for (int u = 0; u < CH * 8 / NT; ++u) {
                     const int i8 = tid + NT * u, t = i8 / 8, c = 8 * (i8 % 8);
-                    const int pc = (tid & 31) + 32 * u, tq = m0 + (pc >> 2), cq = n0 + 8 * (pc & 3);  // (GF_VQE's)
-                    const unsigned* w = reinterpret_cast<const unsigned*>(GF_VQE ? Qh + gf_h(tq, cq) : Kh + gf_h(t, c));
+                    const unsigned* w = reinterpret_cast<const unsigned*>(Kh + gf_h(t, c));
 #pragma unroll
                     for (int e = 0; e < 4; ++e) nf = fma(gf_wid(w[e] & 0xffffu), (ta)0, fma(gf_wid(w[e] >> 16), (ta)0, nf));
                 }
@@ -763,8 +749,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             for (int e = 0; e < 4; ++e) nf = fma(x[e], (ta)0, nf);
             gf_st4(R1 + t * GF_LV + c, x);
         }
-        if (!(GF_VQE && vcp && vb == 0)) __syncthreads();
-        const ti* Vh = GF_VQE && vcp && vb == 0 ? Qh : Kh;  // V [s][col] 16-bit (GF_H)
+        __syncthreads();
+        const ti* Vh = Kh;  // V [s][col] 16-bit (GF_H)
         constexpr int RV = GF_VB / 16;  // value columns per thread
         const auto vcols = [&](int kk, ta (&x)[RV]) { ldv<RV>(R1 + kk * GF_LV + tx * RV, x); };
         const auto hstore = [&](int kk, int c, ta x) {

@@ -97,16 +97,8 @@ constexpr bool GF_LAMP = GF_LAM1 && GF_H;
 #endif
 constexpr bool GF_QS = GF_QSH && GF_H && GF_S64 && GF_OD4 && CH == 64;
 constexpr bool GF_VE = GF_VEA && GF_H && GF_VB == 64;
-// GF_VQ (s22b16; with GF_VE and GF_QS): each warp copies V's rows m0 .., columns n0 .. n0 + 31 (the first value block)
-// by cp.async into the part of Q's tile its qeff epilogue has just read (that warp's alone: a __syncwarp), before its
-// phi product; landed by the barrier after phi, so H and the intra output read V from Q's tile without a wait of their
-// own or the barrier after it (GF_VEA's copy came after that barrier: its latency exposed once GF_ALDM removed the level
-// weights' pass); the same values (0: into K's tile after phi). H200, 8K, batch 1: 0.2688 / 0.2686 ms on / off
-// (neutral) and racecheck reported a hazard in that build: off (a timing build)
-#ifndef GF_VQ
-#define GF_VQ 0
-#endif
-constexpr bool GF_VQE = GF_VQ && GF_VE && GF_QS;
+// (s22b16's GF_VQ, the first value block by cp.async into Q's tile right after each warp's qeff, landed by the barrier
+// after phi: H200, 8K, neutral (0.2688 / 0.2686 ms), and racecheck reported a hazard in that build only; removed.)
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // bit_length of x >= 0 (fen_level's in 32 bits)
 __device__ __forceinline__ int gf_bitlen32(int x) {
