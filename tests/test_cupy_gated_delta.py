@@ -519,6 +519,33 @@ def test_s16_bound_emulated(emulated, T, dk, dv, keys, decay, resets, grouped, s
     assert_close(out, ref.loglinear_gated_delta(*full), S16, what=f"T={T} dk={dk} dv={dv} {keys} {decay}")
 
 
+@given(T=st.integers(65, 700).filter(lambda t: t % 64), dk=st.sampled_from([64, 40]), dv=st.sampled_from([64, 48, 7, 33]),
+       keys=key_kinds, decay=st.sampled_from(list(DECAYS)), resets=st.booleans(), seed=seeds)
+@settings(max_examples=3, deadline=None)  # the CPU emulation, four builds: CI time
+def test_s16_forms_bf16_products_emulated(emulated, T, dk, dv, keys, decay, resets, seed):
+    """GF_B16 (s22b16; GD_S16 builds): gd_forms' products after the solve by bf16 mma.sync m16n8k16, the float32
+    operand rounded to bfloat16: the default (qeff, phi, H, the intra output; their A operands from 16-bit tiles,
+    GF_ALDM) and every product (31: M X, X rounded too) within S16 of the reference, as the 1xTF32 build (0); the
+    A operands from float32 tiles (GF_ALDM 0) equal to the default bit for bit; the default differs from 1xTF32 (the
+    switch reaches the S16 build)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cgd, "S16", True)
+        mp.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+        if keys[0] == "raw":
+            keys = ("raw", min(keys[1], 0.5) / np.sqrt(dk))
+        arrays = make(seed, (1,), T, dk, dv, keys=keys[0], key_scale=keys[1], decay=decay, resets=resets)
+        bits, full, half = kernel_inputs(arrays, "bfloat16")
+        want = ref.loglinear_gated_delta(*full)
+        outs = []
+        for extra in ({}, {"GF_B16": 31}, {"GF_B16": 0}, {"GF_ALDM": 0}):
+            ops = copy.copy(emulated)
+            ops.extra = extra
+            outs.append(np.asarray(cgd.compute(ops, *bits, 64, 0, None, False, half)[0]))
+    for out, name in zip(outs, ("default", "31", "0", "A by float32 tiles")):
+        assert_close(out, want, S16, what=f"GF_B16 {name} T={T} dk={dk} dv={dv} {keys} {decay}")
+    assert np.array_equal(outs[0], outs[3]) and not np.array_equal(outs[0], outs[2])
+
+
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [
     (150, 0, 16, 20, 64, "normalised", "moderate"),  # one per DKP: CI time
     (97, 77, 20, 17, 32, "raw", "strong"),

@@ -276,6 +276,9 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     ti* Kh = Qh + CH * 64;                     // GF_H: K [t][f] 16-bit, then V [s][col]
     ta* AT = GF_H ? R3 : R0;                   // attn^T [s][t] (GF_H: over M^T)
     ta* PT = GF_H ? R2 : R3;                   // phi^T [s][kk] (GF_H: over X)
+    ti* AEh = reinterpret_cast<ti*>(R3);       // GF_AL: (attn e^G)^T [s][t] 16-bit (gf_h) over M^T
+    ti* ALh = AEh + CH * 64;                   //        (Lambda * attn)^T [s][t]
+    ti* PTh = reinterpret_cast<ti*>(R2);       //        phi^T [s][f] over X
     const auto kel = [&](int t, int f) -> ta { return GF_H ? gf_wid(Kh[gf_h(t, f)]) : R1[gf_el(t, f)]; };  // K[t][f]
     ta* aa = R3 + GF_S3;                       // a_t, beta_t, e^{G_t}, e^{a_{t+1} + ... + a_{CH-1}}
     ta* bb = aa + CH;
@@ -580,13 +583,22 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         __syncthreads();
     }
     constexpr int RD = DKP / 16;  // FFMA: columns per thread of a CH x DKP product
+    const bool vcp = GF_VE && DV % 8 == 0 && reinterpret_cast<unsigned long long>(v) % 16 == 0;  // (GF_VE's cp.async)
     if constexpr (GF_TF) {
         // attn^T [s][t] = beta_s (M X)[t][s] (M[t][r] = 0 for r > t, X[r][s] = 0 for r < s)
         {
             const GfAT<false> la{R3, GF_LD, nullptr};  // M[t][r] = M^T[r][t]
             const auto lb = [&](int r, int s) { return R2[r * GF_LD + s]; };
-            const auto st = [&](int t, int s, ta x) { AT[s * GF_LD + t] = bb[s] * x; };
-            gf_tc<false, GF_H>(m0, n0, n0, m0 + 16, la, lb, st);
+            const auto st = [&](int t, int s, ta x) {
+                if constexpr (GF_AL) {  // (attn e^G)^T and (Lambda * attn)^T as bfloat16 (the pass's products below)
+                    const ta y = bb[s] * x;
+                    AEh[gf_h(s, t)] = (ti)gd_bfr(y * eG[s]);
+                    ALh[gf_h(s, t)] = (ti)gd_bfr(y * (s <= t ? lamS[t * 8 + gf_bitlen32(t ^ s)] : (ta)0));
+                } else {
+                    AT[s * GF_LD + t] = bb[s] * x;
+                }
+            };
+            gf_tc<false, GF_H, false, (GF_B16M & 16) != 0>(m0, n0, n0, m0 + 16, la, lb, st);
         }
         __syncthreads();
         // qeff = e^G * Q - attn (e^G K) (attn[t][r] = 0 for r > t)
@@ -605,7 +617,11 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                 }
                 gf_st2c(qej + t * DK, f, DK, gd_tar(eG[t] * y0 - x0), gd_tar(eG[t] * y1 - x1));
             });
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
+#if TI_BF16
+            if constexpr (GF_AL) gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, m0 + 16, GfAH{AEh}, kel, st, Kh);
+            else
+#endif
+            gf_tc<GF_BX, false, GF_HL, (GF_B16M & 1) != 0>(m0, n0, 0, m0 + 16, la, kel, st, Kh);
         }
         // phi^T [s][f] = beta_s (X^T Z)[s][f] into R3 (X[r][s] = 0 for r < s; M^T is read no more) and phi out
         // (a warp's store: 4 rows of phi, 8 consecutive tokens each)
@@ -616,11 +632,12 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const auto lb = [&](int r, int f) { return GF_BX ? kel(r, f) : eZ[r] * kel(r, f); };
             const auto st = gf_pair([&](int s, int f, ta x0, ta x1) {
                 x0 *= bb[s], x1 *= bb[s];
-                gf_st2(PT + s * GF_LK + f, x0, x1);
+                if constexpr (GF_AL) *reinterpret_cast<unsigned*>(PTh + gf_h(s, f)) = gd_bfr2(x0, x1);
+                else gf_st2(PT + s * GF_LK + f, x0, x1);
                 if (f < DK) gd_put(ph + (cj * DK + f) * CH + s, gd_tar(x0));
                 if (f + 1 < DK) gd_put(ph + (cj * DK + f + 1) * CH + s, gd_tar(x1));
             });
-            gf_tc<GF_BX, GF_H, GF_HL>(m0, n0, m0, CH, la, lb, st, Kh);
+            gf_tc<GF_BX, GF_H, GF_HL, (GF_B16M & 2) != 0>(m0, n0, m0, CH, la, lb, st, Kh);
         }
     } else {
     // attn^T [s][t] = beta_s (M X)[t][s] into R0 (the scratch is read no more)
@@ -675,7 +692,6 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     if constexpr (!GF_TF)
         for (int idx = tid; idx < DK * CH; idx += NT) gd_put(ph + cj * DK * CH + idx, gd_tar(R3[(idx % CH) * GF_LK + idx / CH]));
     // GF_VE: the first value block's rows (64 x 8 pieces of 16 bytes, 2 per thread) into K's tile, asynchronously
-    const bool vcp = GF_VE && DV % 8 == 0 && reinterpret_cast<unsigned long long>(v) % 16 == 0;
     if (GF_VE && vcp) {
 #pragma unroll
         for (int u = 0; u < CH * 8 / NT; ++u) {
@@ -686,6 +702,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         }
         cp_async_commit();
     }
+    if constexpr (!GF_AL)  // (GF_AL: folded into attn's epilogue)
     for (int i4 = tid; i4 < CH * CH / 4; i4 += NT) {  // Lambda * attn, in place (zero above the diagonal), by 4
         const int s = i4 / (CH / 4), t0 = 4 * (i4 % (CH / 4));
         ta x[4];
@@ -733,6 +750,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             gf_st4(R1 + t * GF_LV + c, x);
         }
         __syncthreads();
+        const ti* Vh = Kh;  // V [s][col] 16-bit (GF_H)
         constexpr int RV = GF_VB / 16;  // value columns per thread
         const auto vcols = [&](int kk, ta (&x)[RV]) { ldv<RV>(R1 + kk * GF_LV + tx * RV, x); };
         const auto hstore = [&](int kk, int c, ta x) {
@@ -742,16 +760,24 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             if (vb + c < DV) gd_put(out + (cj * CH + t) * DV + vb + c, x);
         };
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
-            const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Kh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
+            const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Vh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
             const auto hst = gf_pair([&](int kk, int c, ta x0, ta x1) {
                 if (kk < DK && vb + c < DV) gf_st2c(Hc + (cj * DK + kk) * DV + vb, c, DV - vb, x0, x1);
             });
             const auto ost = gf_pair([&](int t, int c, ta x0, ta x1) {
                 if (vb + c < DV) gf_st2c(out + (cj * CH + t) * DV + vb, c, DV - vb, x0, x1);
             });
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Kh);  // A = phi[f][s], B = V
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
-            gf_tc<GF_BX, false, GF_HL>(m0, n0, 0, m0 + 16, la, vel, ost, Kh);
+#if TI_BF16
+            if constexpr (GF_AL) {
+                gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, CH, GfAH{PTh}, vel, hst, Vh);  // A = phi[f][s], B = V
+                gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, m0 + 16, GfAH{ALh}, vel, ost, Vh);
+            } else
+#endif
+            {
+                gf_tc<GF_BX, false, GF_HL, (GF_B16M & 4) != 0>(m0, n0, 0, CH, GfAT<false>{PT, GF_LK, nullptr}, vel, hst, Vh);  // A = phi[f][s], B = V
+                gf_tc<GF_BX, false, GF_HL, (GF_B16M & 8) != 0>(m0, n0, 0, m0 + 16, la, vel, ost, Vh);
+            }
         } else {
             gf_product<RD, RV>(0, CH, ty, tx, [&](int kk, ta (&x)[RD]) { ldv<RD>(R3 + kk * GF_LK + ty * RD, x); }, vcols,
                                hstore);

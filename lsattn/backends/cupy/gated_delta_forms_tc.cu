@@ -97,6 +97,8 @@ constexpr bool GF_LAMP = GF_LAM1 && GF_H;
 #endif
 constexpr bool GF_QS = GF_QSH && GF_H && GF_S64 && GF_OD4 && CH == 64;
 constexpr bool GF_VE = GF_VEA && GF_H && GF_VB == 64;
+// (s22b16's GF_VQ, the first value block by cp.async into Q's tile right after each warp's qeff, landed by the barrier
+// after phi: H200, 8K, neutral (0.2688 / 0.2686 ms), and racecheck reported a hazard in that build only; removed.)
 constexpr int gf_max(int a, int b) { return a > b ? a : b; }
 // bit_length of x >= 0 (fen_level's in 32 bits)
 __device__ __forceinline__ int gf_bitlen32(int x) {
@@ -266,6 +268,26 @@ constexpr bool GF_HL = GF_H && GF_LDM && GF_BX;
 #define GF_X1 1
 #endif
 constexpr bool GF_1X = GF_X1 && TI_BF16 && GF_TF;
+// GF_B16 (s22b16; GD_S16 builds only: bf16 inputs on the two-tier path, whose intermediates are stored as bfloat16):
+// gf_tc's products by bf16 mma.sync m16n8k16 (K16), the float32 operand rounded to bfloat16 (to nearest even), one
+// mma per tile and 16 k instead of two: each product's per-warp mma chain halved. A bit per product: 1 qeff (attn e^G
+// times K), 2 phi (X e^Z times K), 4 H (phi V), 8 the intra output ((Lambda * attn) V), 16 attn (M X: X rounded
+// too). 0: 1xTF32 (the kernel before). The S16 bound (1e-2) measured in the emulation (NOTES, s22b16).
+#ifndef GF_B16
+#define GF_B16 15
+#endif
+constexpr int GF_B16M = GD_H16 && GF_HL ? GF_B16 : 0;
+// GF_ALDM (s22b16; bits 1, 4, 8 of GF_B16): the A operands of qeff, H and the intra output stored by their producers
+// as 16-bit tiles [k][m] (gf_h) of the bfloat16 values K16 would round them to, and read by one ldmatrix.x4.trans per
+// 16 k (gf_lda) instead of 8 loads, their scales and 4 cvt: attn's epilogue writes (attn e^G)^T and (Lambda * attn)^T
+// (the level weights' pass over attn folded in: the same products in the same order) over M^T, phi's writes phi^T over
+// X; the same bf16 operands, so the same sums bit for bit (0: float32 tiles, the pass, K16's loads)
+#ifndef GF_ALDM
+#define GF_ALDM 1
+#endif
+constexpr bool GF_AL = GF_ALDM && (GF_B16M & 13) == 13;
+// (s22b16's GF_HOF, H and the intra output in one k loop sharing V's fragments (52 bytes spilled): H200, 8K, +3.6%
+// against two gf_tc calls; removed. GF_B16U, K16's loop unrolled by 2: 20 bytes spilled, never timed; removed.)
 
 // GF_HL: the B fragments of the 4 tiles i (columns n0 + 8 i ..) of k-step k0 from the 16-bit tile B [k][n] (gf_h):
 // r[i] = B(k0 + t4, n0 + 8 i + g) | B(k0 + t4 + 4, n0 + 8 i + g) << 16. ldmatrix .trans hands lane 4 g + t4 rows 2 t4
@@ -289,6 +311,35 @@ __device__ __forceinline__ void gf_ldb(const ti* B, unsigned at, int k0, int n0,
 #pragma unroll
     for (int i = 0; i < 4; ++i)
         r[i] = (unsigned)B[gf_h(k0 + t4, n0 + 8 * i + g)] | ((unsigned)B[gf_h(k0 + t4 + 4, n0 + 8 * i + g)] << 16);
+#endif
+}
+// GF_AL: an A operand held transposed in a 16-bit tile, A(m, k) = p[gf_h(k, m)] (bfloat16 values)
+struct GfAH {
+    const ti* p;
+};
+template <typename LA> struct gf_ah { static constexpr bool v = false; };
+template <> struct gf_ah<GfAH> { static constexpr bool v = true; };
+// GfAH's fragment of the 16-step k0 (rows m0 .., K16's k order: slots 2 t4, 2 t4 + 1, + 8, + 9 carry k0 + t4, + 4, + 8,
+// + 12) by one ldmatrix.x4.trans: matrix i holds tokens k0 + 8 (i / 2) .. (gf_ldb's row order) at columns m0 + 8 (i % 2)
+__device__ __forceinline__ unsigned gf_lda_at(const ti* A, int m0) {
+#ifdef __CUDA_ARCH__
+    const int lane = threadIdx.x % 32, j = lane & 7, i = lane >> 3;
+    return smem_u32(A + gf_h(8 * (i >> 1) + (j >> 1) + 4 * (j & 1), m0 + 8 * (i & 1)));
+#else
+    return 0;
+#endif
+}
+__device__ __forceinline__ void gf_lda(const ti* A, unsigned at, int k0, int m0, unsigned (&r)[4]) {
+#ifdef __CUDA_ARCH__
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(at + k0 * 128));
+#else
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+        const int k = k0 + 8 * (x >> 1) + t4, m = m0 + 8 * (x & 1) + g;
+        r[x] = (unsigned)A[gf_h(k, m)] | ((unsigned)A[gf_h(k + 4, m)] << 16);
+    }
 #endif
 }
 // common.cu's tf32_split by integer operations: (bits + 0x1000) with the low 13 bits cleared is cvt.rna.tf32.f32 of
@@ -378,15 +429,39 @@ __device__ __forceinline__ void gf_ld2(const ti* src, i64 g, int c, int T, int D
     if (c + 1 < D) x1 = ld(p + 1);
 }
 
+// The stores of a warp's 16 x 32 tile of accumulators (mma's C layout: rows m0 + g, + 8, columns n0 + 8 i + 2 t4, + 1)
+template <typename S>
+__device__ __forceinline__ void gf_tcst(const float (&acc)[4][4], int m0, int n0, S store) {
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = m0 + g + 8 * h, c = n0 + 8 * i + 2 * t4;
+            if constexpr (gf_pst<S>::v) {
+                store.f(r, c, (ta)acc[i][2 * h], (ta)acc[i][2 * h + 1]);
+            } else {
+                store(r, c, (ta)acc[i][2 * h]);
+                store(r, c + 1, (ta)acc[i][2 * h + 1]);
+            }
+        }
+}
+
 // The warp's 16 x 32 tile (rows m0 .., the 4 tiles of 8 columns n0 + 8 i ..) of a 64 x 64 product over [lo, hi) in
 // k-steps of 8. SYNC: a barrier of the block between the products and the stores (every thread calls it): the stores
 // may overwrite the operands (GF_H's in-place results). LDM (BX): B read from the 16-bit tile Bt by gf_ldb, not lb.
 // (Session 16's GF_ASPLIT / GF_OSPLIT, the longest tiles' reductions split in halves with other warps, partial sums
 // handed over shared memory: H200, 8K, s17d16: +1.1 / +2.2 / +2.8% (both) bf16, float32 -0.2%; removed.)
-template <bool BX = false, bool SYNC = false, bool LDM = false, typename LA, typename LB, typename S>
+// K16 (GF_B16, s22b16): bf16 mma.sync m16n8k16 instead, k-steps of 16 ([lo, hi) multiples of 16): A's values (and B's
+// where not from the 16-bit tile) rounded to bfloat16 (cvt.rn, pack2), fp32 sums; half the mma of 1xTF32. The k
+// order inside a step is permuted alike on both sides (the sum is over all 16): hardware slots 2 t4, 2 t4 + 1, 2 t4 + 8,
+// 2 t4 + 9 carry k0 + t4, + 4, + 8, + 12, so A's loads are 1xTF32's (conflict-free) and B's pairs are gf_ldb's.
+template <bool BX = false, bool SYNC = false, bool LDM = false, bool K16 = false, typename LA, typename LB, typename S>
 __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB lb, S store, const ti* Bt = nullptr) {
     static_assert(!LDM || BX, "the 16-bit tile holds exact tf32 values");
-    constexpr bool AT = gf_at<LA>::v;
+    static_assert(!K16 || TI_BF16, "bf16 products: bfloat16 inputs' builds");
+    constexpr bool AT = gf_at<LA>::v, AH = gf_ah<LA>::v;
+    static_assert(!AH || K16, "16-bit A tiles: bf16 products");
     const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
     float acc[4][4];
 #pragma unroll
@@ -397,28 +472,57 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
     int lda = 0;
     if constexpr (AT) pa = la.p + t4 * la.ld + m0 + g, lda = la.ld;
     const unsigned bat = LDM ? gf_ldb_at(Bt, n0) : 0u;
-#pragma unroll 1
-    for (int k0 = lo; k0 < hi; k0 += 8) {
-        unsigned ah[4], al[4];  // fragment elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
+    unsigned aat = 0u;
+    if constexpr (AH) aat = gf_lda_at(la.p, m0);
+    // A's values of k-step k0: elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
+    const auto aval = [&](int k0, float (&v)[4]) {
         if constexpr (AT) {
             const ta* q = pa + k0 * lda;
-            float v[4] = {(float)q[0], (float)q[8], (float)q[4 * lda], (float)q[4 * lda + 8]};
+            v[0] = (float)q[0], v[1] = (float)q[8], v[2] = (float)q[4 * lda], v[3] = (float)q[4 * lda + 8];
             if constexpr (LA::scaled) {
                 const float s0 = (float)la.s[k0 + t4], s1 = (float)la.s[k0 + t4 + 4];
                 v[0] *= s0, v[1] *= s0, v[2] *= s1, v[3] *= s1;
             }
+        } else if constexpr (!AH) {
 #pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                if constexpr (GF_1X) ah[x] = gf_rna(v[x]);
-                else gf_split(v[x], ah[x], al[x]);
+            for (int x = 0; x < 4; ++x) v[x] = (float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+        }
+    };
+#if TI_BF16
+    if constexpr (K16) {
+#pragma unroll 1
+        for (int k0 = lo; k0 < hi; k0 += 16) {
+            unsigned a16[4];
+            if constexpr (AH) {
+                gf_lda(la.p, aat, k0, m0, a16);
+            } else {
+                float v0[4], v1[4];
+                aval(k0, v0);
+                aval(k0 + 8, v1);
+                a16[0] = pack2(v0[0], v0[2]), a16[1] = pack2(v0[1], v0[3]);
+                a16[2] = pack2(v1[0], v1[2]), a16[3] = pack2(v1[1], v1[3]);
             }
-        } else {
+            unsigned r0[4], r1[4];
+            if constexpr (LDM) gf_ldb(Bt, bat, k0, n0, r0), gf_ldb(Bt, bat, k0 + 8, n0, r1);
 #pragma unroll
-            for (int x = 0; x < 4; ++x) {
-                const float v = (float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
-                if constexpr (GF_1X) ah[x] = gf_rna(v);
-                else gf_split(v, ah[x], al[x]);
+            for (int i = 0; i < 4; ++i) {
+                const int c = n0 + 8 * i + g;
+                const unsigned b0 = LDM ? r0[i] : pack2((float)lb(k0 + t4, c), (float)lb(k0 + t4 + 4, c));
+                const unsigned b1 = LDM ? r1[i] : pack2((float)lb(k0 + 8 + t4, c), (float)lb(k0 + 12 + t4, c));
+                mma_bf16(acc[i], a16, b0, b1);
             }
+        }
+    } else
+#endif
+#pragma unroll 1
+    for (int k0 = lo; k0 < hi; k0 += 8) {
+        unsigned ah[4], al[4];  // fragment elements (g, t4), (g + 8, t4), (g, t4 + 4), (g + 8, t4 + 4)
+        float v[4];
+        aval(k0, v);
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            if constexpr (GF_1X) ah[x] = gf_rna(v[x]);
+            else gf_split(v[x], ah[x], al[x]);
         }
         unsigned rb[4];
         if constexpr (LDM) gf_ldb(Bt, bat, k0, n0, rb);
@@ -446,16 +550,6 @@ __device__ __forceinline__ void gf_tc(int m0, int n0, int lo, int hi, LA la, LB 
         }
     }
     if constexpr (SYNC) __syncthreads();
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int r = m0 + g + 8 * h, c = n0 + 8 * i + 2 * t4;
-            if constexpr (gf_pst<S>::v) {
-                store.f(r, c, (ta)acc[i][2 * h], (ta)acc[i][2 * h + 1]);
-            } else {
-                store(r, c, (ta)acc[i][2 * h]);
-                store(r, c + 1, (ta)acc[i][2 * h + 1]);
-            }
-        }
+    gf_tcst(acc, m0, n0, store);
 }
+
