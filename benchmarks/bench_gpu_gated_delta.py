@@ -20,13 +20,16 @@ and fla (float32) must agree: max |ours - fla| / max |fla| at each T.
 Timing: median of CUDA events (``bench_gpu.cuda_time``); peak memory: torch's allocator and
 CuPy's pool (``bench_gpu.peak_mem``). Writes ``gpu_gated_delta.json`` and ``gpu_gated_delta.md``
 to ``--out``.
+
+    python benchmarks/bench_gpu_gated_delta.py --plot RESULT.json [...]   (no GPU: each saved table's plot, time
+        against T per row, as RESULT.png beside it)
 """
 from __future__ import annotations
 
 import argparse
 import os
 
-from _common import utc_now, write_json, write_text
+from _common import plot_vs_T, utc_now, write_json, write_text
 from bench_gpu import B, D, H, device_info, measure
 
 
@@ -67,7 +70,10 @@ def main():
     ap.add_argument("--rows", default="ours_bf16,ours_fp32,api,fla,fla_ll,sdpa",
                     help="--train: the rows to measure, in this order of the columns (ours_bf16, ours_fp32, api, fla, "
                          "fla_ll, sdpa)")
+    ap.add_argument("--plot", nargs="+", metavar="JSON", help="plot saved tables (forward or --train) instead of measuring")
     args = ap.parse_args()
+    if args.plot:
+        return plot(args.plot)
     info = device_info()
     try:
         from fla.ops.gated_delta_rule import chunk_gated_delta_rule
@@ -105,6 +111,22 @@ def main():
         write_json(os.path.join(args.out, "gpu_gated_delta.json"), res)  # after every T: a timeout keeps the rows
         write_text(os.path.join(args.out, "gpu_gated_delta.md"), markdown(res).splitlines())
     print(markdown(res))
+
+
+def plot(paths):
+    """Each saved table (``gpu_gated_delta*.json``) as a log-log plot of its rows' ms against T, ``.png`` beside it."""
+    import json
+
+    for path in paths:
+        with open(path) as f:
+            res = json.load(f)
+        rows = [{"T": int(T), **{k: v.get("ms") for k, v in r.items() if isinstance(v, dict)}}
+                for T, r in sorted(res["rows"].items(), key=lambda kv: int(kv[0]))]
+        names = sorted({k for r in rows for k in r if k != "T"})
+        rows = [{n: (r.get(n) or 0) / 1e3 or None for n in names} | {"T": r["T"]} for r in rows]  # seconds
+        what = "fwd+bwd" if "train" in os.path.basename(path) else "forward"
+        title = f"loglinear_gated_delta {what}, {res['info'].get('device', 'GPU')}, {res['date'][:10]}"
+        plot_vs_T(rows, names, title, os.path.splitext(path)[0] + ".png")
 
 
 def markdown(res):

@@ -10,7 +10,8 @@ returned state is assembled by ``lsattn.gated_delta.assemble_levels`` (the array
 Inputs are float32 / float64, or float16 / bfloat16 (``HALF_OPS``): ``gd_forms`` reads those as they
 are and computes in float32 (writing the float32 level weights ``gd_scan`` reads; the output is rounded
 once: by gd_tier3 itself on the direct path, ``OUT16``); both kernels' products run on tensor cores in
-float32 (3xTF32; ``gd_forms`` at C = d_k = 64; 1xTF32 for bfloat16 inputs) and FFMA in float64. ``gd_forms``
+float32 (3xTF32; ``gd_forms`` at C = d_k = 64; 1xTF32 for bfloat16 inputs, whose ``S16`` calls run
+``gd_forms``' products after the solve as bf16 mma: ``GF_B16``) and FFMA in float64. ``gd_forms``
 also answers the prologue's finiteness check (``KernelCheck``: it reads every input entry). Under torch autograd 16-bit inputs are widened to float32.
 CUDA torch tensors that require grad run ``gated_delta_bwd.differentiable`` (the same kernels;
 backward: ``gd_forms_bwd`` and ``gd_scan_bwd``); torch tensors without grad
