@@ -74,6 +74,41 @@ def cupy_ms(fn, reps, warmup=2):
     return cupy.cuda.get_elapsed_time(e0, e1) / reps
 
 
+def events_ms(fn, n):
+    """Mean ms per call of ``n`` back-to-back calls of ``fn()`` between two CUDA events on torch's current stream, from
+    an idle GPU (n = 1: one call's latency, host included; n = 10: ~ the pipelined time; the device A/B scripts)."""
+    import torch
+
+    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
+    torch.cuda.synchronize()
+    ev[0].record()
+    for _ in range(n):
+        fn()
+    ev[1].record()
+    ev[1].synchronize()
+    return ev[0].elapsed_time(ev[1]) / n
+
+
+def kernel_ms(fn, calls=3):
+    """Mean ms per call of each CUDA kernel over ``calls`` calls of ``fn()`` under torch.profiler (after one warm call)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    out = {}
+    for e in prof.key_averages():
+        us = getattr(e, "device_time_total", None)
+        us = e.cuda_time_total if us is None else us
+        if us:
+            out[e.key] = us / 1e3 / calls
+    return out
+
+
 def peak_mem(fn):
     """Peak bytes allocated during fn(): torch allocator and CuPy pool together."""
     import cupy

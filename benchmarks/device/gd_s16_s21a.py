@@ -21,7 +21,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 import lsattn  # noqa: E402
-from bench_gpu import peak_mem  # noqa: E402
+from bench_gpu import events_ms as timed, kernel_ms, peak_mem  # noqa: E402
 from bench_gpu_gated_delta import fla_args, inputs  # noqa: E402
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
 from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
@@ -63,36 +63,6 @@ def use(mode):
 
 def fwd(x):
     return lsattn.loglinear_gated_delta(*x)
-
-
-def timed(f, n):
-    ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
-    torch.cuda.synchronize()
-    ev[0].record()
-    for _ in range(n):
-        f()
-    ev[1].record()
-    ev[1].synchronize()
-    return ev[0].elapsed_time(ev[1]) / n
-
-
-def kernel_ms(f, calls=3):
-    """Mean ms per call of each CUDA kernel over ``calls`` profiled calls."""
-    from torch.profiler import ProfilerActivity, profile
-
-    f()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            f()
-        torch.cuda.synchronize()
-    out = {}
-    for e in prof.key_averages():
-        us = getattr(e, "device_time_total", None)
-        us = e.cuda_time_total if us is None else us
-        if us:
-            out[e.key] = us / 1e3 / calls
-    return out
 
 
 def rel(a, b):
