@@ -211,6 +211,16 @@ def hier_chunked(q, k, lv, lw, a, rows, seg, offs, nlev, m0, n0, S0, z0, lo, C, 
 
 
 @numba.njit
+def _slots(m0, n0, S0, z0, p, nlev, dk, dv, lo):
+    """A part's float64 working slots (m (nlev, dk), n (nlev, dv), S (nlev, dk, dv), z (nlev, dk), D (nlev)) with the
+    incoming state's slots loaded (``hier_load``)."""
+    m, n = np.full((nlev, dk), lo), np.full((nlev, dv), lo)
+    S, z, D = np.zeros((nlev, dk, dv)), np.zeros((nlev, dk)), np.zeros(nlev)
+    hier_load(m0, n0, S0, z0, p, m, n, S, z)
+    return m, n, S, z, D
+
+
+@numba.njit
 def _stream(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, C, lev, P, j, out, m1, n1, S1, z1):
     """Part ``j`` of ``P`` of one stream continued at offset p (q, k (T, d_k), lv (T, d_v), lw (T, L),
     a (T,), its state m0 (bit_length(p), d_k), ...): the head, the summaries and merges of the
@@ -221,12 +231,7 @@ def _stream(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, C, lev, P, j, out, m1,
     alo, bound = _limits(q, z0, p, T, nlev, C, lo)
     wt = q.dtype
     start = _part_starts(nch, P, SUMMARY_COST)
-    m = np.full((nlev, dk), lo)  # float64 slots
-    n = np.full((nlev, dv), lo)
-    S = np.zeros((nlev, dk, dv))
-    z = np.zeros((nlev, dk))
-    D = np.zeros(nlev)
-    hier_load(m0, n0, S0, z0, p, m, n, S, z)
+    m, n, S, z, D = _slots(m0, n0, S0, z0, p, nlev, dk, dv, lo)
     w = np.empty((4, max(dk, dv)))
     ob = out if j == 0 else np.empty((head, dv), out.dtype)  # every part runs the head, part 0 keeps it
     for i in range(head):  # the tokens before the first aligned chunk
@@ -297,12 +302,7 @@ def _keep_task(q, k, lv, lw, a, p, nlev, m0, n0, S0, z0, lo, C, lev, P, j, pas, 
                     KS[r, i, x] = Sc[i, x]  # a float32 product when wt is: exact
         return
     if pas == 0:  # part 0: the head and its first chunks, as _stream
-        m = np.full((nlev, dk), lo)  # float64 slots
-        n = np.full((nlev, dv), lo)
-        S = np.zeros((nlev, dk, dv))
-        z = np.zeros((nlev, dk))
-        D = np.zeros(nlev)
-        hier_load(m0, n0, S0, z0, p, m, n, S, z)
+        m, n, S, z, D = _slots(m0, n0, S0, z0, p, nlev, dk, dv, lo)
         w = np.empty((4, max(dk, dv)))
         for i in range(head):  # the tokens before the first aligned chunk
             hier_token(q, k, lv, lw, a, i, p + i, lo, alo, m, n, S, z, D, w, out)
