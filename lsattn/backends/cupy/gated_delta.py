@@ -449,7 +449,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
             and beta.is_contiguous() and lam.is_contiguous()):
         return None
     ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), a.data_ptr(), beta.data_ptr(), lam.data_ptr())
-    if plan.half == "bf16" and any(p % 16 for p in ptrs):
+    if plan.half == "bf16" and (ptrs[0] | ptrs[1] | ptrs[2] | ptrs[3] | ptrs[4] | ptrs[5]) % 16:  # (one misaligned: a low bit set)
         return None
     if not _RAW_STREAM:
         _RAW_STREAM.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
@@ -459,7 +459,6 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     base = scratch.data_ptr()
     qe, ek, ph, H, g, *rest = [base + o for o in plan.offsets]
     lamw = rest[0] if plan.half else 0
-    tiers = rest[bool(plan.half):][:6] if plan.tier is not None else None  # (after lamw)
     # o16: gd_forms' intra output and the levels' float32 sums in the scratch, the 16-bit output from gd_tier3 (its
     # allocation after gd_forms' launch: the host's time before that launch is the call's latency from an idle GPU)
     out = None if plan.o16 else torch.empty(plan.out_shape, dtype=plan.out_dtype, device=plan.device)
@@ -484,6 +483,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
                     check.launched()
             if plan.tier is not None:  # the two-tier scan (three launches through CuPy)
                 T, DK, DV, L, n, BH = plan.dims
+                tiers = rest[bool(plan.half):][:6]  # (after lamw)
                 CupyOps.gd_tiers(_Direct(dev), plan.cfg, plan.tier, qe, ek, ph, H, g, lamw or ptrs[5], optr, T, DK, DV,
                                  L, n, BH, scratch=tiers, o16=o16)
             else:
