@@ -315,7 +315,9 @@ def _key_kind(t):
     """Which of ``_plan_key``'s entries an array of type ``t`` gets: 'torch' (torch.Tensor, nn.Parameter), 'numpy',
     'cupy', or '' (not cached)."""
     mod = t.__module__
-    return "torch" if mod.startswith("torch") else "numpy" if t is np.ndarray else "cupy" if mod.startswith("cupy") else ""
+    if mod.startswith("torch"):
+        return "torch"
+    return "numpy" if t is np.ndarray else "cupy" if mod.startswith("cupy") else ""
 
 
 _KEY_KINDS = {}  # array type -> _key_kind (asked once per type: every call's path)
