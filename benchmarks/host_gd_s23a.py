@@ -5,21 +5,19 @@ event, torch's raw stream, the check's pinned flag, the kernels' lookup; the dri
 stamps the time, the two-tier scan's launches no-ops).
 
 Per call, ``time.perf_counter_ns`` stamps (us after the call's start) at: the backend's ``forward``, ``_torch_call``,
-gd_forms' launch; medians over the calls, in rounds (the machine is shared: say what else ran). ``--profile``: a
-cProfile of the same calls (each function's own time, to the launch and after it alike).
+gd_forms' launch; medians over the calls, in rounds (the machine is shared: say what else ran). cProfile misled here: at
+8K it charged the CPU allocations' page mapping, ~140 us a call, to ``cached_plan``.
 
-    python benchmarks/host_gd_s23a.py [T] [calls] [--fp32] [--profile]
+    python benchmarks/host_gd_s23a.py [T] [calls] [--fp32]
 
 T = 1024 by default with the two-tier scan from any size (``TIER_MIN_CHUNKS = 0``): the 8K call's path (OUT16, the
 tiers) at a size whose CPU tensors are small; the plan's scratch is then cut to 4 KB (a CPU ``torch.empty`` of tens of
 MB maps fresh pages on each call, ~20 us, where the CUDA caching allocator reuses its block, ~2-4 us; the kernels,
 no-ops here, never read it).
 """
-import cProfile
 import contextlib
 import functools
 import os
-import pstats
 import statistics
 import sys
 import time
@@ -104,19 +102,6 @@ def main():
     beta = torch.rand(B, H, T, generator=g).to(dtype)
     lam = torch.rand(B, H, T, lsattn.num_levels(T), generator=g).to(dtype)
     f = lambda: lsattn.loglinear_gated_delta(q, k, v, a, beta, lam)  # noqa: E731
-    if "--profile" in sys.argv:
-        f()
-        for plan in cgd._TORCH_PLANS.values():
-            plan.nbytes = 4096
-        for _ in range(20):
-            f()
-        pr = cProfile.Profile()
-        pr.enable()
-        for _ in range(calls):
-            f()
-        pr.disable()
-        pstats.Stats(pr).sort_stats("tottime").print_stats(40)
-        return
     wrap(cgd, "forward", "forward")
     wrap(cgd, "_torch_call", "torch_call")
     f()
