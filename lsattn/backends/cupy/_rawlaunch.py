@@ -4,10 +4,10 @@ A CuPy ``RawKernel`` call converts each argument on every launch (~11 us for 13 
 H200's host, 17 with NumPy scalars: benchmarks/NOTES.md, s11e17's primitives): a launch whose
 geometry and scalar arguments are fixed (a cached plan) keeps them in one ctypes block and sets only
 the pointers per call, then calls CuPy's binding of the driver's ``cuLaunchKernel``
-(``cupy.cuda.driver.launchKernel``: its integer arguments converted in C, where a ctypes call's
-``argtypes`` convert them in Python, ~3 us on this repository's CPU hosts; s23a). A lock per block keeps another
-thread from refilling it before the driver has read it (the driver copies the arguments at the launch); the GIL is
-released during the driver call (a full launch queue blocks it).
+(``cupy.cuda.driver.launchKernel``: its integer arguments converted in C, where ctypes' ``argtypes`` convert them in
+Python: 3.4 us a call of a no-op C function of cuLaunchKernel's signature on the development CPU, s23a). A lock per
+block keeps another thread from refilling it before the driver has read it (the driver copies the arguments at the
+launch); the GIL is released during the driver call (a full launch queue blocks it).
 """
 from __future__ import annotations
 
