@@ -12,6 +12,10 @@ and return); medians per mode; the pipelined time per mode (10 calls back to bac
 outputs of the two modes compared bit for bit.
 
     python benchmarks/device/gd_host_ab_s23a.py [T[,T..]] [calls per mode]
+
+``s23a_base/`` was removed after session 23's run (benchmarks/NOTES.md, s23a); to run this again:
+``for f in _prologue.py backends/cupy/gated_delta.py backends/cupy/_rawlaunch.py; do git show
+c5f8ac2:lsattn/$f > benchmarks/device/s23a_base/$(basename $f); done`` (after ``mkdir benchmarks/device/s23a_base``).
 """
 import collections
 import functools

@@ -7,7 +7,8 @@
 #                                                       and the hierarchical paths that launch through _rawlaunch; request
 #                                                       2 the two of those jobs that batch 1 cut)
 #   OUT=... bash benchmarks/device/run_s23a.sh times   (<= 100 s, alone: main's host code (benchmarks/device/s23a_base:
-#                                                       main's three changed files, loaded beside this tree's) against this
+#                                                       main's three changed files, loaded beside this tree's; removed
+#                                                       after the run: gd_host_ab_s23a.py says how to restore it) against this
 #                                                       branch's, alternated call by call in one process
 #                                                       (gd_host_ab_s23a.py; batch 1 alternated processes: the host's
 #                                                       speed moved ~2x between them), then the forward table's ours rows)
