@@ -297,16 +297,30 @@ def _plan_key(op, arrays, causal, return_state):
             key.append(None)
             continue
         t = type(x)
-        mod = t.__module__
-        if mod.startswith("torch"):  # torch.Tensor, nn.Parameter
+        kind = _KEY_KINDS.get(t)
+        if kind is None:
+            kind = _KEY_KINDS[t] = _key_kind(t)
+        if kind == "torch":
             key.append((t, x.shape, x.dtype, x.device, x.requires_grad))
-        elif t is np.ndarray:
+        elif kind == "numpy":
             key.append((t, x.shape, x.dtype))
-        elif mod.startswith("cupy"):
+        elif kind == "cupy":
             key.append((t, x.shape, x.dtype, x.device.id))
         else:
             return None
     return tuple(key)
+
+
+def _key_kind(t):
+    """Which of ``_plan_key``'s entries an array of type ``t`` gets: 'torch' (torch.Tensor, nn.Parameter), 'numpy',
+    'cupy', or '' (not cached)."""
+    mod = t.__module__
+    if mod.startswith("torch"):
+        return "torch"
+    return "numpy" if t is np.ndarray else "cupy" if mod.startswith("cupy") else ""
+
+
+_KEY_KINDS = {}  # array type -> _key_kind (asked once per type: every call's path)
 
 
 def _validate(op, arrays, extra, state, return_state, backend, causal, cu_seqlens, host=None):
@@ -401,10 +415,10 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
     # around a backend that does not compute them (``_ll_packed``) read for themselves in ``prepare``)
     impl0 = chosen.implementation(op.name)
     own = off is None and getattr(impl0, "checks_inputs", False) and (
-        not _grad(present, state) or getattr(impl0, "checks_grad_inputs", False))  # (under autograd: if it says so)
+        not grad or getattr(impl0, "checks_grad_inputs", False))  # (under autograd: if it says so)
     one_read = off is None or op.name in chosen.reset_ops or offsets is None
     # (an implementation with ``defer_checks`` gets them made after its launches: ``_nonfinite.Deferred``)
-    defer = off is None and not own and getattr(chosen.implementation(op.name), "defer_checks", False)
+    defer = off is None and not own and getattr(impl0, "defer_checks", False)
     checked = (kernel_checks(op, args, state, xp) if own else checks(op, args, state, xp, defer=defer)) if one_read \
         else None
     args0, state0 = args, state
@@ -419,7 +433,7 @@ def _compute(op, arrays, xp, batch, out_dtype, state_dtype, present, off, offset
     positions = offset if streams is None else (lambda: streams.positions)  # built only when read
     if "token_map" in kw:  # the packed tokens as they are: positions in their own (fresh) streams, when needed
         positions = lambda: _varlen.Streams(off, np.zeros(off.shape[0] - 1, np.int64)).positions  # noqa: E731
-    impl = chosen.implementation(run_op.name)
+    impl = impl0 if run_op is op else chosen.implementation(run_op.name)
     if offsets is not None and op.name not in chosen.reset_ops:
         from ._ll_packed import forward
 

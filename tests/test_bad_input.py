@@ -201,6 +201,36 @@ def test_repeated_calls_skip_the_validation_not_its_errors(op, monkeypatch):
         call(op, arrays)
 
 
+def test_plan_key_kinds_by_type(monkeypatch):
+    """``_prologue._plan_key`` reads each array's entry by its type's kind, looked up once per type
+    (``_KEY_KINDS``): torch tensors and nn.Parameters keyed by shape, dtype, device and requires_grad, NumPy
+    arrays by shape and dtype, other types (a NumPy subclass, a list) never cached (None), on the first call
+    of a type and on every later one alike (the table holds the type's kind, nothing of an array's)."""
+    import torch
+
+    from lsattn import _prologue
+    from lsattn.gated_delta import SPEC
+
+    monkeypatch.setattr(_prologue, "_KEY_KINDS", {})
+    x = np.zeros((2, 3))
+    t = torch.zeros(2, 3)
+    p = torch.nn.Parameter(torch.zeros(2, 3))
+
+    def key(*arrays):
+        return _prologue._plan_key(SPEC, arrays + (None,) * (6 - len(arrays)), True, False)
+
+    for _ in range(2):  # table empty, then filled
+        assert key(x, t, p) == (id(SPEC), True, False, (np.ndarray, (2, 3), x.dtype),
+                                (torch.Tensor, t.shape, t.dtype, t.device, False),
+                                (torch.nn.Parameter, p.shape, p.dtype, p.device, True), None, None, None)
+        assert key(x, np.ma.masked_array(x)) is None and key([[0.0]]) is None
+        assert key(t) != key(t.double()) and key(t) != key(t[:1]) and key(t) != key(t.requires_grad_(True))
+        t.requires_grad_(False)
+        assert key(x) != key(x.astype(np.float32)) and key(x) != key(x.T)
+    assert _prologue._KEY_KINDS == {np.ndarray: "numpy", torch.Tensor: "torch", torch.nn.Parameter: "torch",
+                                    np.ma.MaskedArray: "", list: ""}
+
+
 def test_environment_variable_is_named(monkeypatch):
     monkeypatch.setenv("LSATTN_BACKEND", "garbage")
     with pytest.raises(ValueError, match="LSATTN_BACKEND='garbage' names no backend"):

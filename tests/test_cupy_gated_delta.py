@@ -833,10 +833,10 @@ def _emulated_driver(kernels, stream):
     import ctypes
 
     def launch(func, gx, gy, gz, bx, by, bz, smem, strm, params, extra):
-        assert strm == stream and extra is None and (gz, by, bz) == (1, 1, 1)
+        assert strm == stream and extra == 0 and (gz, by, bz) == (1, 1, 1)
         kernel = kernels[func]
         n_ptr, kinds = _SIGNATURES[kernel.name]
-        assert len(params) == n_ptr + len(kinds)
+        params = (ctypes.c_void_p * (n_ptr + len(kinds))).from_address(params)  # (the block's address)
         args = [ctypes.c_uint64.from_address(params[i]).value for i in range(n_ptr)]
         args += [(ctypes.c_int32 if c == "i" else ctypes.c_int64).from_address(params[n_ptr + i]).value
                  for i, c in enumerate(kinds)]
@@ -860,6 +860,7 @@ def test_raw_launch_blocks_are_per_call():
 
     def driver(func, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
         time.sleep(0)  # another thread may run here
+        params = (ctypes.c_void_p * 5).from_address(params)  # (the block's address)
         got = [ctypes.c_uint64.from_address(params[i]).value for i in range(3)]
         if got != [stream, stream + 1, 0] or ctypes.c_int32.from_address(params[3]).value != -5 \
                 or ctypes.c_int64.from_address(params[4]).value != 1 << 40:

@@ -540,9 +540,10 @@ def test_raw_launches_pass_cupys_arguments(monkeypatch):
             got.append((tuple(grid) + (1,) * (3 - len(grid)), block[0], shared_mem, list(args)))
 
     def driver(func, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
-        assert func == 11 and stream == 42 and (by, bz) == (1, 1) and extra is None
+        assert func == 11 and stream == 42 and (by, bz) == (1, 1) and extra == 0
         want = got[-1][3]
-        assert (gx, gy, gz) == got[-1][0] and bx == got[-1][1] and smem == got[-1][2] and len(params) == len(want)
+        assert (gx, gy, gz) == got[-1][0] and bx == got[-1][1] and smem == got[-1][2]
+        params = (ctypes.c_void_p * len(want)).from_address(params)  # (the block's address)
         for addr, w in zip(params, want):
             if isinstance(w, Arr) or (isinstance(w, np.generic) and w.dtype == np.uint64):
                 assert ctypes.c_uint64.from_address(addr).value == (w.data.ptr if isinstance(w, Arr) else int(w))
@@ -601,6 +602,7 @@ def test_direct_intra_launches_what_slots_launches(monkeypatch, dtype, decay, ba
     calls = []
 
     def driver(func, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        params = (ctypes.c_void_p * 12).from_address(params)  # (the block's address)
         calls.append((func, (gx, gy, gz, bx, by, bz, smem), stream,
                       [ctypes.c_uint64.from_address(params[i]).value for i in range(12)]))
         return 0

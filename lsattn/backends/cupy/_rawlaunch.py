@@ -3,36 +3,31 @@
 A CuPy ``RawKernel`` call converts each argument on every launch (~11 us for 13 arguments on the
 H200's host, 17 with NumPy scalars: benchmarks/NOTES.md, s11e17's primitives): a launch whose
 geometry and scalar arguments are fixed (a cached plan) keeps them in one ctypes block and sets only
-the pointers per call. A lock per block keeps another thread from refilling it before the driver has
-read it (the driver copies the arguments at the launch); the GIL is released during the driver call (a
-full launch queue blocks it).
+the pointers per call, then calls CuPy's binding of the driver's ``cuLaunchKernel``
+(``cupy.cuda.driver.launchKernel``: its integer arguments converted in C, where ctypes' ``argtypes`` convert them in
+Python: 3.4 us a call of a no-op C function of cuLaunchKernel's signature on the development CPU, s23a). A lock per
+block keeps another thread from refilling it before the driver has read it (the driver copies the arguments at the
+launch); the GIL is released during the driver call (a full launch queue blocks it).
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 
 import numpy as np
 
 __all__ = ["RawLaunch", "cached_plan", "raw_launch"]
 
-_DRIVER = []  # [cuLaunchKernel] once loaded; [None] where it cannot be
+_DRIVER = []  # [launchKernel] once looked up; [None] where CuPy has none
 
 
 def _driver():
-    """``cuLaunchKernel`` of the process's CUDA driver (already loaded by CuPy), or None."""
+    """CuPy's ``cupy.cuda.driver.launchKernel(f, gx, gy, gz, bx, by, bz, shared, stream, params, extra)`` (the
+    addresses as ints; ``CUDADriverError`` on a failed launch), or None."""
     if not _DRIVER:
-        fn = None
-        try:
-            lib = ctypes.CDLL(ctypes.util.find_library("cuda") or "libcuda.so.1")
-            fn = lib.cuLaunchKernel
-            u = ctypes.c_uint
-            fn.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-            fn.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            fn = None
-        _DRIVER.append(fn)
+        import cupy
+
+        _DRIVER.append(getattr(cupy.cuda.driver, "launchKernel", None))
     return _DRIVER[0]
 
 
@@ -43,6 +38,7 @@ class RawLaunch:
     n_ptr: the number of leading pointer arguments (set per call); scalars: the arguments after them as
     NumPy scalars (int32 / int64 / uint64 / float32 / float64), in order; n_tail: pointer arguments after
     the scalars (set per call).
+    driver: ``_driver()``'s launch (or a stand-in of its signature).
     Call: ``launch(stream, *pointers)`` with the stream's handle and ``n_ptr + n_tail`` ints (0: null)."""
 
     _CT = {np.dtype(np.int32): ctypes.c_int32, np.dtype(np.int64): ctypes.c_int64,
@@ -61,16 +57,14 @@ class RawLaunch:
         self.params = (ctypes.c_void_p * len(addrs))(*addrs)
         g, b = (tuple(grid) + (1, 1))[:3], (tuple(block) + (1, 1))[:3]
         self.geometry = (*g, *b, int(shared))
+        self._head = (self.func, *self.geometry)  # the driver's arguments before the stream
+        self._tail = (ctypes.addressof(self.params), 0)  # ... after it: the block's address, no extra
         self._lock = threading.Lock()
 
     def __call__(self, stream, *pointers):
         with self._lock:  # the block is this call's until the driver has copied it
             self.ptrs[:] = pointers
-            err = self._launch(self.func, *self.geometry, stream, self.params, None)
-        if err:
-            from cupy.cuda.driver import CUDADriverError
-
-            raise CUDADriverError(err)
+            self._launch(*self._head, stream, *self._tail)
 
 
 def raw_launch(fn, grid, block, shared, n_ptr, scalars, n_tail=0):

@@ -273,7 +273,7 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
     State or None), the state as in the
     array-API twin. check: the prologue's ``KernelCheck`` (``checks_inputs``), answered by ``gd_forms``
     on the kernel path (left unanswered elsewhere: the prologue then checks for itself)."""
-    batch, T, d_k, d_v = tuple(q.shape[:-2]), q.shape[-2], q.shape[-1], v.shape[-1]
+    T = q.shape[-2]
     p = 0 if state is None else state.offset
     if T > 0 and _tracks_grad((q, k, v, log_decay, beta, level_weights) + (() if state is None else tuple(state.tensors.values()))):
         # torch autograd: gd_forms / forms_backward, the scan through gd_scan / gd_scan_bwd
@@ -298,6 +298,7 @@ def forward(q, k, v, log_decay, beta, level_weights, chunk_size, state, return_s
         out = _torch_call(q, k, v, log_decay, beta, level_weights, chunk_size, check)
         if out is not None:
             return out, None
+    batch, d_k, d_v = tuple(q.shape[:-2]), q.shape[-1], v.shape[-1]
     with on_gpu(q) as (to_cp, back, ops):
         xp = ops.xp
         args, half = inputs(to_cp, (q, k, v, log_decay, beta, level_weights))
@@ -448,20 +449,20 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
             and beta.is_contiguous() and lam.is_contiguous()):
         return None
     ptrs = (q.data_ptr(), k.data_ptr(), v.data_ptr(), a.data_ptr(), beta.data_ptr(), lam.data_ptr())
-    if plan.half == "bf16" and any(p % 16 for p in ptrs):
+    if plan.half == "bf16" and (ptrs[0] | ptrs[1] | ptrs[2] | ptrs[3] | ptrs[4] | ptrs[5]) % 16:  # (one misaligned: a low bit set)
         return None
     if not _RAW_STREAM:
         _RAW_STREAM.append(getattr(torch._C, "_cuda_getCurrentRawStream", None))
     raw = _RAW_STREAM[0]
     stream = raw(dev) if raw is not None else torch.cuda.current_stream(dev).cuda_stream
     scratch = torch.empty(plan.nbytes, dtype=torch.uint8, device=plan.device)
-    out = torch.empty(plan.view if plan.o16 else plan.out_shape, dtype=plan.out_dtype, device=plan.device)
     base = scratch.data_ptr()
-    qe, ek, ph, H, g, *rest = (base + o for o in plan.offsets)
+    qe, ek, ph, H, g, *rest = [base + o for o in plan.offsets]
     lamw = rest[0] if plan.half else 0
-    tiers = rest[bool(plan.half):][:6] if plan.tier is not None else None  # (after lamw)
-    # o16: gd_forms' intra output and the levels' float32 sums in the scratch, the 16-bit output from gd_tier3
-    optr, o16 = (rest[-1], out.data_ptr()) if plan.o16 else (out.data_ptr(), None)
+    # o16: gd_forms' intra output and the levels' float32 sums in the scratch, the 16-bit output from gd_tier3 (its
+    # allocation after gd_forms' launch: the host's time before that launch is the call's latency from an idle GPU)
+    out = None if plan.o16 else torch.empty(plan.out_shape, dtype=plan.out_dtype, device=plan.device)
+    optr = rest[-1] if plan.o16 else out.data_ptr()
     bad = 0 if check is None else check.pointer()
     if plan.raw_forms is not None:  # the driver's launches on torch's stream
         plan.raw_forms(stream, *ptrs, qe, ek, ph, H, g, optr, lamw, bad)
@@ -469,6 +470,10 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
             check.launched(stream)
         if plan.tier is None:
             plan.raw_scan(stream, qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0)
+    o16 = None
+    if plan.o16:  # gd_tier3's output, allocated after gd_forms' launch
+        out = torch.empty(plan.view, dtype=plan.out_dtype, device=plan.device)
+        o16 = out.data_ptr()
     if plan.raw_forms is None or plan.tier is not None:
         with _external_stream(stream, dev):  # CuPy's current stream: the launches' and the check's event
             if plan.raw_forms is None:
@@ -478,6 +483,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
                     check.launched()
             if plan.tier is not None:  # the two-tier scan (three launches through CuPy)
                 T, DK, DV, L, n, BH = plan.dims
+                tiers = rest[bool(plan.half):][:6]  # (after lamw)
                 CupyOps.gd_tiers(_Direct(dev), plan.cfg, plan.tier, qe, ek, ph, H, g, lamw or ptrs[5], optr, T, DK, DV,
                                  L, n, BH, scratch=tiers, o16=o16)
             else:
