@@ -17,10 +17,20 @@
 //   (gd_tier3's fill, gated_delta.T3FILL, s19c16) none: gd_tier3 reads them as (Qp P_k(q)) S_l(4q). (s19c16's
 //   supergroups of 16 periods for levels >= 5 were slower on the H200 and removed: benchmarks/NOTES.md "Session 20 —
 //   s20s".)
-// The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_BW; the grouped
+// The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_CCBW; the grouped
 // form (gd_cgroup, gd_coarse_g, gd_cfill) GD_CGBW, float32 64 (session 15: at 32 columns the grouped form lost to the
 // periods' chains at every size, at 64 it won at 32K; _compile.Config.coarse_group_bw)
 constexpr int GD_CGBW = GD_TC ? 64 : GD_BW;
+// gd_coarse's columns per block (_compile.Config.coarse_bw): 1xTF32 (bfloat16 inputs) 64, else GD_BW. At 64 a chain step
+// copies its transfer once for 64 columns and a warp's product takes 4 tiles (32: 2) on the same dependent k-steps: half
+// the blocks and block steps (at 8K: 1984 blocks of 32 columns on 396 resident, the top chain's 31 steps of ~2.5 us
+// slowed by the issue of the other chains beside it). The same sums per element (bit-equal). GD_CCBW_SET: a timing
+// build (32: session 22's).
+#ifdef GD_CCBW_SET
+constexpr int GD_CCBW = GD_CCBW_SET;
+#else
+constexpr int GD_CCBW = GD_TC && GD_X1_SET ? 64 : GD_BW;
+#endif
 constexpr int GD_CG = 4;              // periods per group (_compile.Config / gated_delta.Tier)
 constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coarse kernels' registers must allow
 
@@ -184,7 +194,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
     const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // unused (gd_coarse_g's)
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
     int DK, int DV, int nP, int NCL, int BH) {
-    gd_coarse_body<GD_BW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
+    gd_coarse_body<GD_CCBW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
 }
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse_g(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's

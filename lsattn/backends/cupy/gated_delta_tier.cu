@@ -127,6 +127,20 @@ constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 #ifndef GD_T1LWR_SET
 #define GD_T1LWR_SET 1
 #endif
+// GD_T1SRN_SET (GD_H16: the S16 build): the walks' slots S stored as their tf32 roundings (gd_rtf at each store: the
+// state carried from chunk to chunk at tf32 precision, as every product already reads it), so (a)'s B fragments, the
+// same tf32(S) bits as before, load without a cvt (x1: a FSETP and an IADD on the LDS -> HMMA chain of every B element,
+// 4 warps per element; gd_tier1: 256 of a full chunk step's instructions a warp, gd_tier1x 128; the stores' roundings:
+// 48-96). Not bit-equal (e^g S in (b) from the rounded S), within S16. 0: session 22's, a timing build.
+#ifndef GD_T1SRN_SET
+#define GD_T1SRN_SET 1
+#endif
+constexpr bool GD_SRN = GD_H16 && GD_T1SRN_SET;
+__device__ __forceinline__ ta gd_srn(ta x) {
+    if constexpr (GD_SRN) return gd_rtf(x);
+    else return x;
+}
+using gd_ts = GdA<GD_SRN ? 1 : 0>::T;  // S as (a)'s B operand
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 // (in ta; GD_H16: the 16-bit tiles' bytes over sizeof(ta))
 constexpr int GD_E2 = (int)sizeof(gd_e), GD_ES = (int)sizeof(ta);
@@ -201,7 +215,7 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
         ta x = 0;
         if (kind == GT_XFER) x = j == 0 && kk < DK && kk == c0 + cc ? (ta)1 : (ta)0;
         else if (kind == GT_TOP && j < gs && kk < DK && c0 + cc < DV) x = sin[j * sst + (i64)kk * DV + c0 + cc];
-        S[j * SS + kk * GD_TLDS + cc] = x;
+        S[j * SS + kk * GD_TLDS + cc] = gd_srn(x);
     }
     __syncthreads();
     const bool vec = DK % (16 / GD_E2) == 0, vs = DV % (16 / GD_E2) == 0;
@@ -259,8 +273,8 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
             ta acc[NG][2][TWA][4] = {};
             const unsigned use[2] = {u, r};
             if (wa.on)
-                gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQE, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8,
-                                  use);
+                gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQE, (const gd_ts*)S, SS, GD_TLDS, wa.r0, wa.n0,
+                                  K8, use);
             __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
                 ta lwr[NG][2];  // GD_T1LWR_SET: the read weights of the thread's rows wa.row(0), wa.row(2)
@@ -355,10 +369,10 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
                         ta* e = S + j * SS + kk * GD_TLDS + cc;
                         const ta v = eg * *e - accb[j][0][it][x];
                         if (kind == GT_LOW && j < z) m += v;
-                        else *e = v;
+                        else *e = gd_srn(v);
                     }
                     if (kind == GT_LOW) {
-                        if (z < NG) S[z * SS + kk * GD_TLDS + cc] = m;
+                        if (z < NG) S[z * SS + kk * GD_TLDS + cc] = gd_srn(m);
                         else if (fin && kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = m;
                     }
                 }
