@@ -2,12 +2,20 @@
 O16) whose coarse slots are gd_coarse's (not the grouped form), for compute-sanitizer memcheck / racecheck / initcheck
 of gd_coarse at 64 columns a block (GD_CCBW) and the walks' tf32-rounded slots (GD_T1SRN_SET): 6 and 9 periods, d_v 64
 and 70 (a partial second column block), d_k 64 and 40; each against the same call on gd_scan (TIERED off) and, once,
-the grouped coarse form.
-    compute-sanitizer --tool racecheck --kernel-name kns=gd_ python benchmarks/device/gd_coarse_small_s23d.py"""
+the grouped coarse form. An argument M builds the kernels with GD_CPR_SET M (the coarse chains' stores from the
+registers, 1; L2 prefetches, 2).
+    compute-sanitizer --tool racecheck --kernel-name kns=gd_ python benchmarks/device/gd_coarse_small_s23d.py [M]"""
+import sys
+
 import torch
 
 import lsattn
+from lsattn.backends.cupy import _compile as cc
 from lsattn.backends.cupy import gated_delta as cgd
+
+if len(sys.argv) > 1:
+    _source = cc._source
+    cc._source = lambda name: _source(name).replace("#define GD_CPR_SET 0", f"#define GD_CPR_SET {int(sys.argv[1])}")
 
 cgd.TIER_MIN_CHUNKS = 0  # the two-tier form on these small calls
 cgd.COARSE_GROUP_PERIODS = 10**9  # gd_coarse at every size (COARSE_GROUP_BF16 halves it: still every size)

@@ -4,10 +4,12 @@ Builds (the sources patched, the kernels recompiled: CuPy's disk cache after the
   new   this tree (gd_coarse at 64 columns, GD_CCBW; the walks' slots tf32-rounded, GD_T1SRN_SET)
   main  both off (session 22's kernels: GD_CCBW_SET=32 with _config.COARSE_BW_X1 = 32, GD_T1SRN_SET 0)
   c32   gd_coarse at 32 columns only            s0  the float32 slots only (GD_T1SRN_SET 0)
+  p2    new + the coarse chains' L2 prefetches two steps ahead (GD_CPR_SET 2)
+  p3    new + those and the chains' stores from the registers (GD_CPR_SET 3: gd_coarse, gd_coarse_g)
 - kernels: ms per call of each CUDA kernel (torch.profiler over 3 calls, bench_gpu.kernel_ms), medians of ROUNDS
 - public: the scan span (CUDA events on torch's stream around CupyOps.gd_tiers: from gd_forms' end to the scan's end,
   one call from an idle GPU), latency (one call from an idle GPU, CUDA events around it) and pipelined (10 calls back to
-  back / 10), medians of ROUNDS; max |out_b - out_main| / max |out_main| (bf16 outputs)
+  back / 10), medians of ROUNDS; max |out_b - out_x| / max |out_x| (bf16 outputs) for x = main, new
     python benchmarks/device/gd_s23d.py warm|kernels|public [T,T] [ROUNDS] [b,b,..]"""
 import os
 import statistics
@@ -27,20 +29,23 @@ from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 
 SRN = "#define GD_T1SRN_SET 1"
 CCBW = "#ifdef GD_CCBW_SET"
+CPR = "#define GD_CPR_SET 0"
 _source, CUR = cc._source, [None]
-assert any(SRN in _source(f) for f in cc._SOURCES["gated_delta"])
-assert any(CCBW in _source(f) for f in cc._SOURCES["gated_delta"])
-BUILDS = {"new": (False, False), "main": (True, True), "c32": (True, False), "s0": (False, True)}  # (c32, srn off)
+for d in (SRN, CCBW, CPR):
+    assert sum(_source(f).count(d) for f in cc._SOURCES["gated_delta"]) == 1, d
+# (gd_coarse at 32 columns, GD_T1SRN_SET 0, GD_CPR_SET)
+BUILDS = {"new": (False, False, 0), "main": (True, True, 0), "c32": (True, False, 0), "s0": (False, True, 0),
+          "p2": (False, False, 2), "p3": (False, False, 3)}
 
 
 def patched(name):
     text = _source(name)
-    c32, s0 = BUILDS[CUR[0] or "new"]
+    c32, s0, cpr = BUILDS[CUR[0] or "new"]
     if c32:
         text = text.replace(CCBW, "#define GD_CCBW_SET 32\n" + CCBW)
     if s0:
         text = text.replace(SRN, "#define GD_T1SRN_SET 0")
-    return text
+    return text.replace(CPR, f"#define GD_CPR_SET {cpr}")
 
 
 cc._source = patched
@@ -90,7 +95,7 @@ def main():
     MODE = sys.argv[1] if len(sys.argv) > 1 else "public"
     Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192,32768").split(",")]
     ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
-    names = (sys.argv[4] if len(sys.argv) > 4 else "new,main,c32,s0").split(",")
+    names = (sys.argv[4] if len(sys.argv) > 4 else "new,main,c32,s0,p2,p3").split(",")
     for T in Ts:
         run(MODE, T, ROUNDS, names)
 
@@ -128,12 +133,12 @@ def run(MODE, T, ROUNDS, names):
                 if r:
                     for lst, v in zip(res[b], (s, lat, pipe)):
                         lst.append(v)
-        base = outs["main" if "main" in outs else names[-1]].double()
-        print(f"T={T} bf16, ms medians of {ROUNDS}: scan span | latency | pipelined | diff vs main", flush=True)
+        bases = [outs[x].double() for x in ("main", "new") if x in outs]
+        print(f"T={T} bf16, ms medians of {ROUNDS}: scan span | latency | pipelined | diff vs main, new", flush=True)
         for b in names:
             s, lat, pipe = (statistics.median(v) for v in res[b])
-            d = float((outs[b].double() - base).abs().max() / base.abs().max())
-            print(f"  {b:5s} scan {s:.4f} | latency {lat:.4f} | pipelined {pipe:.4f} | diff {d:.1e}"
+            d = " / ".join(f"{float((outs[b].double() - x).abs().max() / x.abs().max()):.1e}" for x in bases)
+            print(f"  {b:5s} scan {s:.4f} | latency {lat:.4f} | pipelined {pipe:.4f} | diff {d}"
                   f"  (scan min {min(res[b][0]):.4f}, latency min {min(res[b][1]):.4f})", flush=True)
 
 
