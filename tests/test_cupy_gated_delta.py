@@ -554,7 +554,8 @@ def test_s16_forms_bf16_products_emulated(emulated, T, dk, dv, keys, decay, rese
 def test_s16_coarse_columns_and_rounded_slots_emulated(emulated, monkeypatch, T, dk, dv, keys, decay, resets, grouped):
     """s23d16 (GD_S16 builds): gd_coarse at 64 columns a block (GD_CCBW, ``_config.COARSE_BW_X1``) equal bit for bit to
     its 32-column build (session 22's); the coarse chains' stores from the registers (GD_CPR_SET 1; 2, the L2
-    prefetches, is not emulated) equal to gd_cput's from shared memory, in gd_coarse and gd_coarse_g; the walks' slots
+    prefetches, is not emulated) equal to gd_cput's from shared memory, in gd_coarse and gd_coarse_g; gd_coarse's and
+    gd_cgroup's Z fragments without a cvt (GD_CAX_SET) equal to with one (the rounded slots' Z exact); the walks' slots
     stored as their tf32 roundings (GD_T1SRN_SET) within S16 of the reference, as with the switch off (session 22's
     float32 slots), and not equal to it without decays (the switch reaches the build). On the CPU emulation: bfloat16
     inputs, the two-tier path."""
@@ -573,7 +574,8 @@ def test_s16_coarse_columns_and_rounded_slots_emulated(emulated, monkeypatch, T,
     arrays = make(13, (2,), T, dk, dv, keys=keys, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=resets)
     bits, full, half = kernel_inputs(arrays, "bfloat16")
     want = ref.loglinear_gated_delta(*full)
-    builds = [({}, 64), ({"GD_CPR_SET": 3}, 64)] + ([] if grouped else [({"GD_CCBW_SET": 32}, 32), ({"GD_T1SRN_SET": 0}, 64)])
+    builds = [({}, 64), ({"GD_CPR_SET": 3}, 64), ({"GD_CAX_SET": 0}, 64)]
+    builds += [] if grouped else [({"GD_CCBW_SET": 32}, 32), ({"GD_T1SRN_SET": 0}, 64)]
     outs, grids = [], []
     for extra, cbw in builds:
         monkeypatch.setattr(_config, "COARSE_BW_X1", cbw)
@@ -583,16 +585,17 @@ def test_s16_coarse_columns_and_rounded_slots_emulated(emulated, monkeypatch, T,
         outs.append(np.asarray(cgd.compute(ops, *bits, 64, 0, None, False, half)[0]))
         grids.append([g for n, g in launched if n in ("gd_coarse", "gd_coarse_g")])
     assert np.array_equal(outs[0], outs[1]), "the coarse chains' stores from the registers against gd_cput's"
+    assert np.array_equal(outs[0], outs[2]), "the chains' Z fragments without a cvt against with"
     assert_close(outs[0], want, S16, what=f"T={T} dk={dk} dv={dv} {keys} {decay}")
     if grouped:
         assert [n for n, _ in launched].count("gd_coarse_g") == 1
         return
     tier = cgd.tier_plan(cgd._config("float", dk, 64, "bf16"), 0, -(-T // 64), 0, False, dk, dv)
-    assert grids[0] == [tier.coarse_chains * 2 * -(-dv // 64)] and grids[2] == [tier.coarse_chains * 2 * -(-dv // 32)]
-    assert np.array_equal(outs[0], outs[2]), "gd_coarse at 64 columns against 32"
-    assert_close(outs[3], want, S16, what=f"float32 slots T={T} dk={dk} dv={dv} {keys} {decay}")
+    assert grids[0] == [tier.coarse_chains * 2 * -(-dv // 64)] and grids[3] == [tier.coarse_chains * 2 * -(-dv // 32)]
+    assert np.array_equal(outs[0], outs[3]), "gd_coarse at 64 columns against 32"
+    assert_close(outs[4], want, S16, what=f"float32 slots T={T} dk={dk} dv={dv} {keys} {decay}")
     if decay == "zero":  # (strong decays and resets leave e^g S, the rounded slots' only change, below the sums' ulps)
-        assert not np.array_equal(outs[0], outs[3])
+        assert not np.array_equal(outs[0], outs[4])
 
 
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [

@@ -1,11 +1,12 @@
 """Session 23, s23d16 (issue 16): the two-tier scan's kernel switches of s23d in one process, interleaved rounds; the
 public bf16 forward B=2 H=16 d=64 from chunk 0 without state (bench_gpu_gated_delta's inputs; CUDA torch tensors).
 Builds (the sources patched, the kernels recompiled: CuPy's disk cache after the first round):
-  new   this tree (gd_coarse at 64 columns, GD_CCBW; the walks' slots tf32-rounded, GD_T1SRN_SET)
-  main  both off (session 22's kernels: GD_CCBW_SET=32 with _config.COARSE_BW_X1 = 32, GD_T1SRN_SET 0)
+  new   this tree (gd_coarse at 64 columns, GD_CCBW; the walks' slots tf32-rounded, GD_T1SRN_SET, and with them
+        gd_coarse's / gd_cgroup's Z fragments without a cvt, GD_CAX_SET)
+  main  session 22's kernels (GD_CCBW_SET=32 with _config.COARSE_BW_X1 = 32, GD_T1SRN_SET 0: no exact Z either)
   c32   gd_coarse at 32 columns only            s0  the float32 slots only (GD_T1SRN_SET 0)
-  p2    new + the coarse chains' L2 prefetches two steps ahead (GD_CPR_SET 2)
-  p3    new + those and the chains' stores from the registers (GD_CPR_SET 3: gd_coarse, gd_coarse_g)
+  p1    new + the coarse chains' stores from the registers (GD_CPR_SET 1: gd_coarse, gd_coarse_g)
+  p3    new + those and the chains' L2 prefetches two steps ahead (GD_CPR_SET 3)
 - kernels: ms per call of each CUDA kernel (torch.profiler over 3 calls, bench_gpu.kernel_ms), medians of ROUNDS
 - public: the scan span (CUDA events on torch's stream around CupyOps.gd_tiers: from gd_forms' end to the scan's end,
   one call from an idle GPU), latency (one call from an idle GPU, CUDA events around it) and pipelined (10 calls back to
@@ -35,7 +36,7 @@ for d in (SRN, CCBW, CPR):
     assert sum(_source(f).count(d) for f in cc._SOURCES["gated_delta"]) == 1, d
 # (gd_coarse at 32 columns, GD_T1SRN_SET 0, GD_CPR_SET)
 BUILDS = {"new": (False, False, 0), "main": (True, True, 0), "c32": (True, False, 0), "s0": (False, True, 0),
-          "p2": (False, False, 2), "p3": (False, False, 3)}
+          "p1": (False, False, 1), "p3": (False, False, 3)}
 
 
 def patched(name):
@@ -95,7 +96,7 @@ def main():
     MODE = sys.argv[1] if len(sys.argv) > 1 else "public"
     Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192,32768").split(",")]
     ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
-    names = (sys.argv[4] if len(sys.argv) > 4 else "new,main,c32,s0,p2,p3").split(",")
+    names = (sys.argv[4] if len(sys.argv) > 4 else "new,main,c32,s0,p1,p3").split(",")
     for T in Ts:
         run(MODE, T, ROUNDS, names)
 

@@ -57,6 +57,11 @@ __device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta*
 // wait for L2, not DRAM: gd_tier1 / gd_tier1x wrote Z and Tot while streaming ~0.4 GB). The same values stored
 // (bit-equal). 0: session 22's. (ptxas at 64 columns, 80 registers for 3 blocks per SM: 1 spills ~116 bytes in gd_coarse,
 // 2 ~12; timing builds until measured.)
+// GD_CAX_SET (with GD_T1SRN_SET's exact tf32 transfers): the chains whose A is always Z (gd_coarse, gd_cgroup) load its
+// fragments without a cvt (AX; bit-equal; 0: session 22's, a timing build)
+#ifndef GD_CAX_SET
+#define GD_CAX_SET 1
+#endif
 #ifndef GD_CPR_SET
 #define GD_CPR_SET 0
 #endif
@@ -73,7 +78,9 @@ struct gd_nodst {  // (gd_cchain's dst where its stores stay gd_cput's: gd_cgrou
     template <typename D> struct is { static constexpr bool v = false; };
 };
 template <> struct gd_nodst::is<gd_nodst> { static constexpr bool v = true; };
-template <int CBW, bool RND, typename AF, typename TF, typename PF, typename DF>
+// AX: A(q) is always a transfer Z (gd_tier1x's, stored as exact tf32 values where GD_SRN): its fragments loaded without
+// a cvt (the same bits; gd_coarse's and gd_cgroup's chains: 8 of a 64-column k-step's ~40 instructions a warp)
+template <int CBW, bool RND, bool AX, typename AF, typename TF, typename PF, typename DF>
 __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
                                           PF put, DF dst, int dld, int pcol) {
     constexpr int LDS = CBW + 8, ZS = DKP * GD_LDQ, SS = DKP * LDS, RB = DKP / 16, TWB = GdWarpTiles<RB, CBW>::NTL;
@@ -124,7 +131,8 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
         load_t(q + 1, tn);  // (the next step's, in flight during this one)
         ta acc[1][1][TWB][4] = {};
         const unsigned use[1] = {1u};
-        gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
+        using AT = typename GdA<AX && GD_SRN ? 1 : 0>::T;
+        gd_mm<1, 1, TWB>(acc, (const AT*)(Zs + (q & 1) * ZS), nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
@@ -191,7 +199,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
         if (q1 <= p0 + 2) return;
         ta* pc = Pc + (bh * nG + q) * 3 * DK * DK + c0;
         gd_cinit<GD_CGBW>(Ss, p0, zq(p0) + c0, DK, DK, min(GD_CGBW, DK - c0));
-        gd_cchain<GD_CGBW, false>(Zs, Ss, p0, q1, DK, 0, 0, zq, [](int) { return (const ta*)nullptr; }, [&](int pp, const ta* Si) {
+        gd_cchain<GD_CGBW, false, GD_CAX_SET>(Zs, Ss, p0, q1, DK, 0, 0, zq, [](int) { return (const ta*)nullptr; }, [&](int pp, const ta* Si) {
             if (pp >= p0 + 2) gd_cput<GD_CGBW>(pc + (i64)(pp - p0 - 2) * DK * DK, DK, Si, DK, min(GD_CGBW, DK - c0));
         }, gd_nodst{}, DK, min(GD_CGBW, DK - c0));
     } else {  // Tg_q's columns c0 ..: the walk S <- Z_pp S + Tot_pp from S = Tot_{p0}
@@ -200,7 +208,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
         const i64 slot_sz = (i64)DK * DV;
         auto tq = [&](int pp) { return Tot + (bh * nP + pp) * slot_sz + c0; };
         gd_cinit<GD_CGBW>(Ss, p0, tq(p0), DV, DK, min(GD_CGBW, DV - c0));
-        gd_cchain<GD_CGBW, false>(Zs, Ss, p0, p0 + GD_CG + 1, DK, min(GD_CGBW, DV - c0), DV, zq, tq, [&](int pp, const ta* Si) {
+        gd_cchain<GD_CGBW, false, GD_CAX_SET>(Zs, Ss, p0, p0 + GD_CG + 1, DK, min(GD_CGBW, DV - c0), DV, zq, tq, [&](int pp, const ta* Si) {
             if (pp == p0 + GD_CG) gd_cput<GD_CGBW>(Tg + (bh * nG + q) * slot_sz + c0, DV, Si, DK, min(GD_CGBW, DV - c0));
         }, gd_nodst{}, DV, min(GD_CGBW, DV - c0));
     }
@@ -243,7 +251,7 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
         return q >= qm ? Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0 : nullptr;
     };
-    gd_cchain<CBW, GD_SBR>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
+    gd_cchain<CBW, GD_SBR, !GRP && GD_CAX_SET>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
         if (q >= qm)
             gd_cput<CBW, GD_SBR>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
