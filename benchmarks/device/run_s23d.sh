@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Session 23, s23d16 (issue 16): the two-tier scan's kernels at 8K bf16: gd_coarse at 64 columns (GD_CCBW), the walks'
-# slots tf32-rounded (GD_T1SRN_SET), the coarse chains' L2 prefetches / stores from registers (GD_CPR_SET); builds as
-# gd_s23d.py's (new, main, c32, s0, p1, p3); gd_coarse's / gd_cgroup's exact Z fragments (GD_CAX_SET) in new.
+# Session 23, s23d16 (issue 16): the two-tier scan's kernels at 8K bf16 (gd_s23d.py's switches and builds: new, main,
+# c32, s0, q0, p1).
 #   OUT=... bash benchmarks/device/run_s23d.sh tests   (<= 150 s, beside other helpers: the GPU tests of the two-tier
 #          path, memcheck / racecheck / initcheck of gd_tier_small.py and gd_coarse_small_s23d.py, memcheck of the
 #          latter's GD_CPR_SET 3 build, warm-up compiles)
@@ -11,7 +10,7 @@ NAME=s23d_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
-B=new,main,c32,s0,p1,p3
+B=new,main,c32,s0,q0,p1
 echo "=== $1 $(date -u +%T) $(git rev-parse --short HEAD 2>/dev/null)"
 if [ "$1" = tests ]; then
   for b in ${B//,/ }; do ( timeout 120 python3 $D/gd_s23d.py warm 8192 1 $b > "$OUT/log_warm_$b.txt" 2>&1 ) & done
@@ -42,7 +41,7 @@ else
   nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv,noheader
   timeout 35 python3 $D/gd_s23d.py kernels 8192 4 $B > "$OUT/log_kernels8.txt" 2>&1; echo "kernels 8K rc=$?"
   grep -E "^T=|gd_|Error" "$OUT/log_kernels8.txt" | cut -c1-200
-  timeout 20 python3 $D/gd_s23d.py kernels 32768 3 new,main,p3 > "$OUT/log_kernels32.txt" 2>&1; echo "kernels 32K rc=$?"
+  timeout 20 python3 $D/gd_s23d.py kernels 32768 3 new,main,p1 > "$OUT/log_kernels32.txt" 2>&1; echo "kernels 32K rc=$?"
   grep -E "^T=|gd_|Error" "$OUT/log_kernels32.txt" | cut -c1-200
   timeout 55 python3 $D/gd_s23d.py public 8192,32768 6 $B > "$OUT/log_public.txt" 2>&1; echo "public rc=$?"
   grep -E "^T=|scan|Error" "$OUT/log_public.txt" | cut -c1-200

@@ -182,6 +182,9 @@ __device__ __forceinline__ ta gd_tar(ta x) {
     if constexpr (GD_TAR) return gd_rtf(x);
     else return x;
 }
+struct alignas(2 * sizeof(ta)) gd_pair {  // (two consecutive elements: one 8- or 16-byte access)
+    ta x, y;
+};
 // W, (b)'s B operand: float32, its tf32 halves (hi, lo) split once when stored (row stride GD_BW + 4
 // pairs: a half-warp's 64-bit fragment loads on 32 banks; 1xTF32: as computed, the hi half taken by
 // the fragment loads); float64, as computed (row stride GD_LDS) (a timing build may store it unsplit:

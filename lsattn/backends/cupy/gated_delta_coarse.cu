@@ -34,9 +34,6 @@ constexpr int GD_CCBW = GD_TC && GD_X1_SET ? 64 : GD_BW;
 constexpr int GD_CG = 4;              // periods per group (_compile.Config / gated_delta.Tier)
 constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coarse kernels' registers must allow
 
-struct alignas(2 * sizeof(ta)) gd_pair {  // (two consecutive elements: one 8- or 16-byte access)
-    ta x, y;
-};
 // S's ncol columns (shared, row stride CBW + 8) into dst (row stride dld)
 // (RND: as its tf32 rounding, GD_SBR)
 template <int CBW, bool RND = false>
@@ -65,6 +62,15 @@ __device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta*
 #ifndef GD_CPR_SET
 #define GD_CPR_SET 0
 #endif
+// GD_CSR_SET (GD_SBR builds: 1xTF32): gd_coarse's and gd_coarse_g's chain state S kept in shared memory as its tf32
+// rounding (gd_rtf at gd_cinit and at each step's store): S is read only by the next product (its B operand: tf32(S))
+// and by the slots' stores into Sb (tf32(S), GD_SBR), so both see the same values and the B fragments load without a
+// cvt (2 instructions an element, each element converted by 4 warps), the stores into Sb without one. Bit-equal (Sb's
+// low 13 bits, which no reader uses, now zero). 0: session 22's, a timing build.
+#ifndef GD_CSR_SET
+#define GD_CSR_SET 1
+#endif
+constexpr bool GD_CSR = GD_SBR && GD_CSR_SET;
 // One block's walk over q = q0 + 1 .. q1 - 1 (CBW columns): S(q0 + 1) in buffer (q0 + 1) & 1 of Ss (stored by the
 // caller; the loop's first barrier publishes it); at each q, S(q) into dst(q) (pcol columns, row stride dld; RND: its
 // tf32 rounding; nothing where dst(q) is null), then S(q + 1) = A(q) S(q) + T(q) (A(q): a DK x DK row-major matrix
@@ -84,7 +90,7 @@ template <int CBW, bool RND, bool AX, typename AF, typename TF, typename PF, typ
 __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
                                           PF put, DF dst, int dld, int pcol) {
     constexpr int LDS = CBW + 8, ZS = DKP * GD_LDQ, SS = DKP * LDS, RB = DKP / 16, TWB = GdWarpTiles<RB, CBW>::NTL;
-    constexpr bool REG = (GD_CPR_SET & 1) && !gd_nodst::is<DF>::v, PRE = GD_CPR_SET & 2;
+    constexpr bool REG = (GD_CPR_SET & 1) && !gd_nodst::is<DF>::v, PRE = GD_CPR_SET & 2, SR = RND && GD_CSR;
     const GdWarpTiles<RB, CBW> wb;
     const int K8 = (DK + 7) / 8 * 8;
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
@@ -132,13 +138,16 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
         ta acc[1][1][TWB][4] = {};
         const unsigned use[1] = {1u};
         using AT = typename GdA<AX && GD_SRN ? 1 : 0>::T;
-        gd_mm<1, 1, TWB>(acc, (const AT*)(Zs + (q & 1) * ZS), nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
+        using BT = typename GdA<SR ? 1 : 0>::T;  // (SR: S stored as exact tf32 values)
+        gd_mm<1, 1, TWB>(acc, (const AT*)(Zs + (q & 1) * ZS), nullptr, GD_LDQ, (const BT*)Si, 0, LDS, wb.r0, wb.n0, K8, use);
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
             for (int x = 0; x < 4; ++x) {
-                if constexpr (REG) So[wb.row(x) * LDS + wb.col(it, x)] = acc[0][0][it][x] += tv[it][x];
-                else So[wb.row(x) * LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
+                ta v = acc[0][0][it][x] + tv[it][x];
+                if constexpr (SR) v = gd_rtf(v);
+                So[wb.row(x) * LDS + wb.col(it, x)] = v;
+                if constexpr (REG) acc[0][0][it][x] = v;
             }
         if (!REG || q == q0 + 1) put(q, Si);
         if (REG) {  // S(q + 1) from the registers: columns cc, cc + 1 of rows kk (C fragment pairs)
@@ -151,7 +160,7 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
                         const int kk = wb.row(x), cc = wb.col(it, x);  // (cc even)
                         if (kk >= DK || cc >= pcol) continue;
                         ta y0 = acc[0][0][it][x], y1 = acc[0][0][it][x + 1];
-                        if constexpr (RND) y0 = __uint_as_float(to_tf32(y0)), y1 = __uint_as_float(to_tf32(y1));
+                        if constexpr (RND && !SR) y0 = __uint_as_float(to_tf32(y0)), y1 = __uint_as_float(to_tf32(y1));
                         ta* e = d + kk * dld + cc;
                         if (two && cc + 1 < pcol) {
                             *reinterpret_cast<gd_pair*>(e) = gd_pair{y0, y1};
@@ -169,13 +178,14 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
     }
     cp_async_wait<0>();
 }
-// S(q0 + 1) = ncol columns of src (row stride sld), zero-padded, into buffer (q0 + 1) & 1
-template <int CBW>
+// S(q0 + 1) = ncol columns of src (row stride sld), zero-padded, into buffer (q0 + 1) & 1 (SR: their tf32 roundings)
+template <int CBW, bool SR = false>
 __device__ __forceinline__ void gd_cinit(ta* Ss, int q0, const ta* __restrict__ src, i64 sld, int DK, int ncol) {
     ta* S = Ss + ((q0 + 1) & 1) * DKP * (CBW + 8);
     for (int idx = threadIdx.x; idx < DKP * CBW; idx += NT) {
         const int kk = idx / CBW, cc = idx % CBW;
-        S[kk * (CBW + 8) + cc] = kk < DK && cc < ncol ? src[kk * sld + cc] : (ta)0;
+        const ta x = kk < DK && cc < ncol ? src[kk * sld + cc] : (ta)0;
+        S[kk * (CBW + 8) + cc] = SR ? gd_rtf(x) : x;
     }
 }
 
@@ -246,7 +256,7 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     const int nq = sh ? nG : nP, as = sh ? 3 : 1, ao = sh ? 2 : 0;
     auto amat = [&](int q) { return A0 + ((bh * nq + q) * as + ao) * DK * DK; };
     auto tadd = [&](int q) { return q >= qm ? (const ta*)nullptr : T0 + (bh * nq + q) * slot_sz + c0; };
-    gd_cinit<CBW>(Ss, q0, T0 + (bh * nq + q0) * slot_sz + c0, DV, DK, nc);
+    gd_cinit<CBW, GD_CSR>(Ss, q0, T0 + (bh * nq + q0) * slot_sz + c0, DV, DK, nc);
     auto dst = [&](int q) {
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
         return q >= qm ? Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0 : nullptr;
@@ -254,7 +264,7 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     gd_cchain<CBW, GD_SBR, !GRP && GD_CAX_SET>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
         if (q >= qm)
-            gd_cput<CBW, GD_SBR>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
+            gd_cput<CBW, GD_SBR && !GD_CSR>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
     }, dst, DV, nc);
 }
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(

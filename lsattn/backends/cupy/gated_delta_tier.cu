@@ -141,6 +141,17 @@ __device__ __forceinline__ ta gd_srn(ta x) {
     else return x;
 }
 using gd_ts = GdA<GD_SRN ? 1 : 0>::T;  // S as (a)'s B operand
+// GD_T1P2_SET: the walks' shared stores of W ((a)'s epilogue) and loads / stores of S and H ((b)'s) by pairs of columns
+// (the C fragment's x, x + 1: one 8-byte access; ncu at 8K: their 4-byte stores at a row stride of 72 words 1.8-2-way
+// bank-conflicted, 45-50% of the shared store wavefronts of gd_tier1 / gd_tier1x). The same values (bit-equal). 0:
+// session 22's, a timing build.
+#ifndef GD_T1P2_SET
+#define GD_T1P2_SET 1
+#endif
+// W's columns cc, cc + 1 (cc even: w 2 elements aligned) as one store
+__device__ __forceinline__ void gd_putw2(gd_tf32* w, float a, float b) { *reinterpret_cast<uint2*>(w) = uint2{to_tf32(a), to_tf32(b)}; }
+__device__ __forceinline__ void gd_putw2(ta* w, ta a, ta b) { *reinterpret_cast<gd_pair*>(w) = gd_pair{a, b}; }
+__device__ __forceinline__ void gd_putw2(uint2* w, float a, float b) { gd_put(w, a), gd_put(w + 1, b); }
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 // (in ta; GD_H16: the 16-bit tiles' bytes over sizeof(ta))
 constexpr int GD_E2 = (int)sizeof(gd_e), GD_ES = (int)sizeof(ta);
@@ -288,15 +299,23 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
 #pragma unroll
                     for (int x = 0; x < 4; ++x) {
                         const int t = wa.row(x), cc = wa.col(it, x);
-                        ta rs = 0, wm = 0;
-                        constexpr bool V2 = GD_T1V2_SET && GD_TC;
+                        ta rs = 0, wm = 0, wm1 = 0;
+                        constexpr bool V2 = GD_T1V2_SET && GD_TC, P2 = GD_T1P2_SET;  // (P2: W's pairs at x even)
 #pragma unroll
                         for (int j = 0; j < NG; ++j) {
-                            if (mw && (mg >> j) & 1) wm += acc[j][0][it][x];
-                            else if (nb && (u >> j) & 1) gd_put(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x]);
+                            if (mw && (mg >> j) & 1) {
+                                wm += acc[j][0][it][x];
+                                if (P2) wm1 += acc[j][0][it][x | 1];
+                            } else if (nb && (u >> j) & 1) {
+                                if (!P2) gd_put(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x]);
+                                else if (!(x & 1)) gd_putw2(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x], acc[j][0][it][x + 1]);
+                            }
                             if (kind != GT_XFER && (r >> j) & 1) rs += wl(j, x, t) * acc[j][1][it][x];
                         }
-                        if (mw && nb) gd_put(W + t * GD_TLDW + cc, wm);  // slot 0's W: the merging slots' sum
+                        if (mw && nb) {  // slot 0's W: the merging slots' sum
+                            if (!P2) gd_put(W + t * GD_TLDW + cc, wm);
+                            else if (!(x & 1)) gd_putw2(W + t * GD_TLDW + cc, wm, wm1);
+                        }
                         if (V2 && (x & 1)) continue;  // (columns cc, cc + 1 stored at x even)
                         if (V2) {
                             const int nc = kind == GT_XFER ? NC : DV;
@@ -358,7 +377,40 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
-                for (int x = 0; x < 4; ++x) {
+                for (int x = 0; x < 4; x += 2) {  // (GD_T1P2_SET: the columns cc, cc + 1 of row kk together)
+                    if constexpr (!GD_T1P2_SET) break;
+                    const int kk = wb.row(x), cc = wb.col(it, x);
+                    ta m0 = 0, m1 = 0;
+                    if (kind == GT_LOW && GD_T1HPRE_SET) {
+                        gd_ld2(Hs + kk * GD_TLDS + cc, m0, m1);  // (zero past DK, DV)
+                    } else if (kind == GT_LOW && kk < DK) {
+                        const gd_e* h = Hc + cj * slot_sz + (i64)kk * DV + c0 + cc;
+                        if (c0 + cc < DV) m0 = gd_wid(h[0]);
+                        if (c0 + cc + 1 < DV) m1 = gd_wid(h[1]);
+                    }
+#pragma unroll
+                    for (int j = 0; j < NG; ++j) {
+                        if (!((u >> j) & 1)) continue;
+                        gd_pair* e = reinterpret_cast<gd_pair*>(S + j * SS + kk * GD_TLDS + cc);
+                        const gd_pair sv = *e;
+                        const ta v0 = eg * sv.x - accb[j][0][it][x], v1 = eg * sv.y - accb[j][0][it][x + 1];
+                        if (kind == GT_LOW && j < z) m0 += v0, m1 += v1;
+                        else *e = gd_pair{gd_srn(v0), gd_srn(v1)};
+                    }
+                    if (kind == GT_LOW) {
+                        if (z < NG) {
+                            *reinterpret_cast<gd_pair*>(S + z * SS + kk * GD_TLDS + cc) = gd_pair{gd_srn(m0), gd_srn(m1)};
+                        } else if (fin && kk < DK) {
+                            if (c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = m0;
+                            if (c0 + cc + 1 < DV) fin[(i64)kk * DV + c0 + cc + 1] = m1;
+                        }
+                    }
+                }
+#pragma unroll
+            for (int it = 0; it < TWB; ++it)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {  // (GD_T1P2_SET 0: session 22's, element by element)
+                    if constexpr (GD_T1P2_SET) break;
                     const int kk = wb.row(x), cc = wb.col(it, x);
                     ta m = 0;
                     if (kind == GT_LOW && GD_T1HPRE_SET) m = gd_wid(Hs[kk * GD_TLDS + cc]);  // (zero past DK, DV)
