@@ -554,7 +554,8 @@ def test_s16_forms_bf16_products_emulated(emulated, T, dk, dv, keys, decay, rese
 def test_s16_coarse_columns_and_rounded_slots_emulated(emulated, monkeypatch, T, dk, dv, keys, decay, resets, grouped):
     """s23d16 (GD_S16 builds): gd_coarse at 64 columns a block (GD_CCBW, ``_config.COARSE_BW_X1``) equal bit for bit to
     its 32-column build (session 22's); the coarse chains' stores from the registers (GD_CPR_SET 1; 2, the L2
-    prefetches, is not emulated) equal to gd_cput's from shared memory, in gd_coarse and gd_coarse_g; gd_coarse's and
+    prefetches, is not emulated) equal to gd_cput's from shared memory, in gd_coarse and gd_coarse_g, with gd_tier3's
+    blocks in decreasing chunk order (GD_T3REV_SET); gd_coarse's and
     gd_cgroup's Z fragments without a cvt (GD_CAX_SET; the rounded slots' Z exact), gd_coarse's / gd_coarse_g's chain
     state stored tf32-rounded (GD_CSR_SET) and the walks' shared accesses by column pairs (GD_T1P2_SET) equal to session
     22's forms; the walks' slots
@@ -576,7 +577,7 @@ def test_s16_coarse_columns_and_rounded_slots_emulated(emulated, monkeypatch, T,
     arrays = make(13, (2,), T, dk, dv, keys=keys, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=resets)
     bits, full, half = kernel_inputs(arrays, "bfloat16")
     want = ref.loglinear_gated_delta(*full)
-    builds = [({}, 64), ({"GD_CPR_SET": 3}, 64), ({"GD_CAX_SET": 0, "GD_CSR_SET": 0, "GD_T1P2_SET": 0}, 64)]
+    builds = [({}, 64), ({"GD_CPR_SET": 3, "GD_T3REV_SET": 1}, 64), ({"GD_CAX_SET": 0, "GD_CSR_SET": 0, "GD_T1P2_SET": 0}, 64)]
     builds += [] if grouped else [({"GD_CCBW_SET": 32}, 32), ({"GD_T1SRN_SET": 0}, 64)]
     outs, grids = [], []
     for extra, cbw in builds:
@@ -586,7 +587,7 @@ def test_s16_coarse_columns_and_rounded_slots_emulated(emulated, monkeypatch, T,
         launched.clear()
         outs.append(np.asarray(cgd.compute(ops, *bits, 64, 0, None, False, half)[0]))
         grids.append([g for n, g in launched if n in ("gd_coarse", "gd_coarse_g")])
-    assert np.array_equal(outs[0], outs[1]), "the coarse chains' stores from the registers against gd_cput's"
+    assert np.array_equal(outs[0], outs[1]), "the chains' stores from the registers, gd_tier3's order: against not"
     assert np.array_equal(outs[0], outs[2]), "Z's and S's fragments without a cvt, the walks' pairs: against without"
     assert_close(outs[0], want, S16, what=f"T={T} dk={dk} dv={dv} {keys} {decay}")
     if grouped:

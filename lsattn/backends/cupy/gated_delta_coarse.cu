@@ -499,6 +499,12 @@ __device__ __forceinline__ void gd_st16(ti* p, bool two, bool even, ta x0, ta x1
 #define GD_T3FILL_SET 1  // (0: the fill argument ignored, gd_cfill's slots read; a timing build)
 #endif
 constexpr bool GD_T3FOLD = GD_T3FILL_SET && DKP <= GD_TBW;
+// GD_T3REV_SET: gd_tier3's blocks in decreasing chunk order (the block scheduler starts them in index order: the late
+// periods, of more coarse slots on average (8K: pp 24-31 hold 3.5, pp 0-7 1.3), first; the light ones fill the last
+// wave's tail). The same blocks (bit-equal). 0: session 22's order, a timing build.
+#ifndef GD_T3REV_SET
+#define GD_T3REV_SET 0
+#endif
 // Qs (the block's GD_T3R CH rows [t][kk]) <- Qs P (P [kk][j] in a slot buffer, row stride GD_TLDS, zero past DK), in
 // place, in rounds of RPR row blocks of 16 rows: a warp's NTF column tiles of 8 of one row block (16 registers at d_k 64:
 // gd_tier3's 64 accumulators stay live beside them), every product of the round read before any is stored (a barrier:
@@ -564,7 +570,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     ta* lw = Ss + 2 * SS;                      // [buffer][t]
     check_smem(GD_T3SMEM);
     const int NCB = (DV + GD_TBW - 1) / GD_TBW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
-    const int c = (int)(blockIdx.x / ((i64)BH * NCB)) * GD_T3R, c0 = (int)(blockIdx.x % NCB) * GD_TBW;
+    const int gi = (int)(blockIdx.x / ((i64)BH * NCB));  // (GD_T3REV_SET: the last chunks' blocks first)
+    const int c = (GD_T3REV_SET ? (n + GD_T3R - 1) / GD_T3R - 1 - gi : gi) * GD_T3R, c0 = (int)(blockIdx.x % NCB) * GD_TBW;
     const i64 bh = blockIdx.x / NCB % BH, cj = bh * n + c, slot_sz = (i64)DK * DV;
     const int pp = c >> GD_TM, ns = __popcll(pp);
     // o16: out's columns c0 + cc, + 1 (cc even) of the block's row t plus y0, y1 rounded into o16
