@@ -546,24 +546,19 @@ def test_s16_forms_bf16_products_emulated(emulated, T, dk, dv, keys, decay, rese
     assert np.array_equal(outs[0], outs[3]) and not np.array_equal(outs[0], outs[2])
 
 
-@pytest.mark.parametrize("T, dk, dv, keys, decay, resets, grouped", [
-    (1400, 64, 70, "normalised", "zero", False, False),  # 22 chunks: 6 periods, 3 coarse levels; two value column
-    # blocks of 64 (three of 32); no decay: the coarse levels carry most of the output
-    (1100, 40, 33, "raw", "mixed", True, False),  # padded d_k, one column block, strong decays and resets
-    (1400, 64, 70, "normalised", "zero", False, True)])  # the grouped form (gd_cgroup, gd_coarse_g; gd_tier3's fold)
-def test_s16_coarse_columns_and_rounded_slots_emulated(emulated, monkeypatch, T, dk, dv, keys, decay, resets, grouped):
-    """s23d16 (GD_S16 builds): gd_coarse at 64 columns a block (GD_CCBW, ``_config.COARSE_BW_X1``) equal bit for bit to
-    its 32-column build (session 22's); the coarse chains' stores from the registers (GD_CPR_SET 1; 2, the L2
-    prefetches, is not emulated) equal to gd_cput's from shared memory, in gd_coarse and gd_coarse_g, with gd_tier3's
-    blocks in decreasing chunk order (GD_T3REV_SET); gd_coarse's and
-    gd_cgroup's Z fragments without a cvt (GD_CAX_SET; the rounded slots' Z exact), gd_coarse's / gd_coarse_g's chain
-    state stored tf32-rounded (GD_CSR_SET) and the walks' shared accesses by column pairs (GD_T1P2_SET) equal to session
-    22's forms; the walks' slots
-    stored as their tf32 roundings (GD_T1SRN_SET) within S16 of the reference, as with the switch off (session 22's
-    float32 slots), and not equal to it without decays (the switch reaches the build). On the CPU emulation: bfloat16
-    inputs, the two-tier path."""
-    from lsattn.backends.cupy import _config
-
+@pytest.mark.parametrize("dtype, T, dk, dv, C, keys, decay, resets, grouped", [
+    ("bfloat16", 1400, 64, 70, 64, "normalised", "zero", False, False),  # 22 chunks: 6 periods, 3 coarse levels (gd_coarse);
+    # two value column blocks; no decay: the coarse levels carry most of the output
+    ("bfloat16", 1100, 40, 33, 64, "raw", "mixed", True, False),  # padded d_k, strong decays and resets
+    ("bfloat16", 1400, 64, 70, 64, "normalised", "zero", False, True),  # the grouped form (gd_cgroup, gd_coarse_g, fold)
+    ("float32", 420, 16, 40, 16, "normalised", "mixed", True, False)])  # 3xTF32: the walks' pairs (GD_T1P2_SET) only
+def test_scan_switches_bit_equal_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, keys, decay, resets, grouped):
+    """s23d16's switches of the two-tier scan, each bit-equal, on the CPU emulation (the two-tier path; bfloat16 inputs on
+    S16): gd_tier1x's Z stored tf32-rounded (GD_ZR_SET) with the coarse chains' Z fragments then loaded without a cvt
+    (GD_CAX_SET), gd_coarse's / gd_coarse_g's chain state tf32-rounded (GD_CSR_SET), their slots stored from the
+    registers (GD_CPR_SET 1; its L2 prefetches, 2, are not emulated), the walks' shared accesses by column pairs
+    (GD_T1P2_SET), gd_tier3's blocks in decreasing chunk order (GD_T3REV_SET): the default and two other builds against
+    all off (session 22's kernels), bit for bit; the default within the dtype's bound of the reference."""
     monkeypatch.setattr(cgd, "S16", True)
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
@@ -571,34 +566,23 @@ def test_s16_coarse_columns_and_rounded_slots_emulated(emulated, monkeypatch, T,
 
     def tk(self, op, cfg, name):
         fn, block, smem = real_tk(self, op, cfg, name)
-        return (lambda grid, *a, **k: launched.append((name, grid[0])) or fn(grid, *a, **k)), block, smem
+        return (lambda *a, **k: launched.append(name) or fn(*a, **k)), block, smem
 
     monkeypatch.setattr(Emulated, "_tk", tk)
     arrays = make(13, (2,), T, dk, dv, keys=keys, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=resets)
-    bits, full, half = kernel_inputs(arrays, "bfloat16")
-    want = ref.loglinear_gated_delta(*full)
-    builds = [({}, 64), ({"GD_CPR_SET": 3, "GD_T3REV_SET": 1}, 64), ({"GD_CAX_SET": 0, "GD_CSR_SET": 0, "GD_T1P2_SET": 0}, 64)]
-    builds += [] if grouped else [({"GD_CCBW_SET": 32}, 32), ({"GD_T1SRN_SET": 0}, 64)]
-    outs, grids = [], []
-    for extra, cbw in builds:
-        monkeypatch.setattr(_config, "COARSE_BW_X1", cbw)
+    bits, full, half = kernel_inputs(arrays, dtype)
+    off = {"GD_ZR_SET": 0, "GD_CAX_SET": 0, "GD_CSR_SET": 0, "GD_CPR_SET": 0, "GD_T1P2_SET": 0}
+    outs = []
+    for extra in ({}, {"GD_CPR_SET": 3, "GD_T3REV_SET": 1}, {"GD_CAX_SET": 0, "GD_CPR_SET": 0}, off):
         ops = copy.copy(emulated)
         ops.extra = extra
         launched.clear()
-        outs.append(np.asarray(cgd.compute(ops, *bits, 64, 0, None, False, half)[0]))
-        grids.append([g for n, g in launched if n in ("gd_coarse", "gd_coarse_g")])
-    assert np.array_equal(outs[0], outs[1]), "the chains' stores from the registers, gd_tier3's order: against not"
-    assert np.array_equal(outs[0], outs[2]), "Z's and S's fragments without a cvt, the walks' pairs: against without"
-    assert_close(outs[0], want, S16, what=f"T={T} dk={dk} dv={dv} {keys} {decay}")
-    if grouped:
-        assert [n for n, _ in launched].count("gd_coarse_g") == 1
-        return
-    tier = cgd.tier_plan(cgd._config("float", dk, 64, "bf16"), 0, -(-T // 64), 0, False, dk, dv)
-    assert grids[0] == [tier.coarse_chains * 2 * -(-dv // 64)] and grids[3] == [tier.coarse_chains * 2 * -(-dv // 32)]
-    assert np.array_equal(outs[0], outs[3]), "gd_coarse at 64 columns against 32"
-    assert_close(outs[4], want, S16, what=f"float32 slots T={T} dk={dk} dv={dv} {keys} {decay}")
-    if decay == "zero":  # (strong decays and resets leave e^g S, the rounded slots' only change, below the sums' ulps)
-        assert not np.array_equal(outs[0], outs[4])
+        outs.append(np.asarray(cgd.compute(ops, *bits, C, 0, None, False, half)[0]))
+    assert ("gd_coarse_g" if grouped else "gd_coarse") in launched and "gd_tier3" in launched
+    for out, name in zip(outs[1:], ("register stores, L2 prefetches, gd_tier3's order", "Z with a cvt", "all off")):
+        assert np.array_equal(outs[0], out), f"default against {name}"
+    assert_close(outs[0], ref.loglinear_gated_delta(*full), S16 if dtype == "bfloat16" else F32,
+                 what=f"{dtype} T={T} dk={dk} dv={dv} {keys} {decay}")
 
 
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [

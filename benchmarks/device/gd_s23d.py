@@ -1,14 +1,14 @@
 """Session 23, s23d16 (issue 16): the two-tier scan's kernel switches of s23d in one process, interleaved rounds; the
 public bf16 forward B=2 H=16 d=64 from chunk 0 without state (bench_gpu_gated_delta's inputs; CUDA torch tensors).
 Builds (the sources patched, the kernels recompiled: CuPy's disk cache after the first round):
-  new   this tree: gd_coarse at 64 columns (GD_CCBW); the walks' slots tf32-rounded (GD_T1SRN_SET) and with them the
-        coarse chains' Z fragments without a cvt (GD_CAX_SET); gd_coarse's / gd_coarse_g's state tf32-rounded
-        (GD_CSR_SET); the walks' shared accesses by column pairs (GD_T1P2_SET)
-  main  session 22's kernels (GD_CCBW_SET=32 with _config.COARSE_BW_X1 = 32, GD_T1SRN_SET 0, GD_CSR_SET 0,
-        GD_T1P2_SET 0)
-  c32   new but gd_coarse at 32 columns            s0  new but the float32 slots (GD_T1SRN_SET 0: no exact Z)
-  q0    new but GD_CSR_SET 0, GD_T1P2_SET 0        p1  new + the coarse chains' stores from registers (GD_CPR_SET 1)
-  p3    new + those and the chains' L2 prefetches two steps ahead (GD_CPR_SET 3)
+  new   this tree: gd_tier1x's Z tf32-rounded (GD_ZR_SET) and the coarse chains' Z fragments without a cvt
+        (GD_CAX_SET); gd_coarse's / gd_coarse_g's state tf32-rounded (GD_CSR_SET), their slots stored from the
+        registers (GD_CPR_SET 1); the walks' shared accesses by column pairs (GD_T1P2_SET)
+  main  session 22's kernels (all five off)
+  c0    new but the coarse switches off (GD_ZR_SET, GD_CSR_SET, GD_CPR_SET 0)
+  q0    new but GD_T1P2_SET 0                     rv  new + gd_tier3's blocks in decreasing chunk order (GD_T3REV_SET)
+(Batch 1 at f6bafd0 had gd_coarse at 64 columns (GD_CCBW) and the walks' slots tf32-rounded (GD_T1SRN_SET), both
+removed after it: builds new / main / c32 / s0 / p2 / p3 then.)
 - kernels: ms per call of each CUDA kernel (torch.profiler over 3 calls, bench_gpu.kernel_ms), medians of ROUNDS
 - public: the scan span (CUDA events on torch's stream around CupyOps.gd_tiers: from gd_forms' end to the scan's end,
   one call from an idle GPU), latency (one call from an idle GPU, CUDA events around it) and pipelined (10 calls back to
@@ -27,26 +27,21 @@ import cupy  # noqa: E402
 import lsattn  # noqa: E402
 from bench_gpu import events_ms as timed, kernel_ms  # noqa: E402
 from bench_gpu_gated_delta import inputs  # noqa: E402
-from lsattn.backends.cupy import _compile as cc, _config  # noqa: E402
+from lsattn.backends.cupy import _compile as cc  # noqa: E402
 from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 
-SWITCHES = {"srn": "#define GD_T1SRN_SET 1", "csr": "#define GD_CSR_SET 1", "p2": "#define GD_T1P2_SET 1",
-            "cpr": "#define GD_CPR_SET 0"}
-CCBW = "#ifdef GD_CCBW_SET"
+SWITCHES = {"zr": "#define GD_ZR_SET 1", "csr": "#define GD_CSR_SET 1", "cpr": "#define GD_CPR_SET 1",
+            "p2": "#define GD_T1P2_SET 1", "rev": "#define GD_T3REV_SET 0"}
 _source, CUR = cc._source, [None]
-for d in list(SWITCHES.values()) + [CCBW]:
+for d in SWITCHES.values():
     assert sum(_source(f).count(d) for f in cc._SOURCES["gated_delta"]) == 1, d
-# gd_coarse at 32 columns, then each switch's value (None: the tree's)
-BUILDS = {"new": (False, {}), "main": (True, {"srn": 0, "csr": 0, "p2": 0}), "c32": (True, {}), "s0": (False, {"srn": 0}),
-          "q0": (False, {"csr": 0, "p2": 0}), "p1": (False, {"cpr": 1}), "p3": (False, {"cpr": 3})}
+BUILDS = {"new": {}, "main": {"zr": 0, "csr": 0, "cpr": 0, "p2": 0}, "c0": {"zr": 0, "csr": 0, "cpr": 0},
+          "q0": {"p2": 0}, "rv": {"rev": 1}}
 
 
 def patched(name):
     text = _source(name)
-    c32, sw = BUILDS[CUR[0] or "new"]
-    if c32:
-        text = text.replace(CCBW, "#define GD_CCBW_SET 32\n" + CCBW)
-    for k, v in sw.items():
+    for k, v in BUILDS[CUR[0] or "new"].items():
         text = text.replace(SWITCHES[k], SWITCHES[k].rsplit(" ", 1)[0] + f" {v}")
     return text
 
@@ -73,7 +68,6 @@ cc.CupyOps.gd_tiers = _recorded
 def use(b):
     if b != CUR[0]:
         CUR[0] = b
-        _config.COARSE_BW_X1 = 32 if BUILDS[b][0] else 64
         cc._kernels.cache_clear()
         cc._launch.cache_clear()
     cgd._TORCH_PLANS.clear()
@@ -98,7 +92,7 @@ def main():
     MODE = sys.argv[1] if len(sys.argv) > 1 else "public"
     Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192,32768").split(",")]
     ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
-    names = (sys.argv[4] if len(sys.argv) > 4 else "new,main,c32,s0,q0,p1").split(",")
+    names = (sys.argv[4] if len(sys.argv) > 4 else "new,main,c0,q0,rv").split(",")
     for T in Ts:
         run(MODE, T, ROUNDS, names)
 

@@ -477,7 +477,7 @@ class CupyOps:
                 fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
         else:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
-            fn((tier.coarse_chains * BH * -(-DV // cfg.coarse_bw),), block, cargs, shared_mem=smem)
+            fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, cargs, shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
             fn((-(-n // r3) * BH * NCB,), block,

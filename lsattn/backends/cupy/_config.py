@@ -13,9 +13,6 @@ DV_BLOCK = 128
 GD_BW = 32
 #: slots (Fenwick levels, or incoming slots) per block of gd_scan (gated_delta.cu's GD_G)
 GD_G = 2
-#: gd_coarse's value columns per block for bfloat16 inputs (1xTF32; gated_delta_coarse.cu's GD_CCBW; 32: session 22's,
-#: a timing build's GD_CCBW_SET=32)
-COARSE_BW_X1 = 64
 
 
 @dataclass(frozen=True)
@@ -100,13 +97,8 @@ class Config:
         gd_cfill): float32 64, float64 32 (gd_coarse: GD_BW)."""
         return 64 if self.ta == "float" else GD_BW
 
-    @property
-    def coarse_bw(self):
-        """gd_coarse's columns per block (gated_delta_coarse.cu's GD_CCBW): bfloat16 inputs (1xTF32) 64, else GD_BW."""
-        return COARSE_BW_X1 if self.ta == "float" and self.half == "bf16" else GD_BW
-
     def gd_coarse_smem(self, BW=GD_BW, zb=2):
-        """The coarse kernels' shared memory (gated_delta_coarse.cu's gd_cchain: gd_coarse at ``coarse_bw``; gd_cgroup,
+        """The coarse kernels' shared memory (gated_delta_coarse.cu's gd_cchain: gd_coarse at BW = GD_BW; gd_cgroup,
         gd_coarse_g at ``coarse_group_bw``): zb buffers of a transfer (DKP x DKP, rows padded by 16 bytes; gd_cfill: 1)
         and two of a slot (DKP x BW, BW + 8 a row)."""
         return (zb * self.DKP * (self.DKP + 16 // self.itemsize) + 2 * self.DKP * (BW + 8)) * self.itemsize
@@ -123,7 +115,7 @@ class Config:
         if kernel == "gd_tier3":
             return self.gd_tier3_smem(self.tier_bw)
         if kernel == "gd_coarse":  # (past SMEM_MAX: float64 at DKP = 128, which gated_delta.tier_plan leaves to gd_scan)
-            return min(self.gd_coarse_smem(self.coarse_bw), SMEM_MAX)
+            return min(self.gd_coarse_smem(), SMEM_MAX)
         if kernel in ("gd_cgroup", "gd_coarse_g", "gd_cfill"):
             return min(self.gd_coarse_smem(self.coarse_group_bw, 1 if kernel == "gd_cfill" else 2), SMEM_MAX)
         if kernel == "gd_forms":  # gated_delta_forms.cu (GF_SMEM): four tiles, four CH vectors, Lambda's CH x 8 levels

@@ -17,20 +17,12 @@
 //   (gd_tier3's fill, gated_delta.T3FILL, s19c16) none: gd_tier3 reads them as (Qp P_k(q)) S_l(4q). (s19c16's
 //   supergroups of 16 periods for levels >= 5 were slower on the H200 and removed: benchmarks/NOTES.md "Session 20 —
 //   s20s".)
-// The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_CCBW; the grouped
+// The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_BW (s23d16: at 64
+// columns for bfloat16 inputs +50% at 8K, its top chain's 31 steps each twice the work a warp, benchmarks/NOTES.md
+// "Session 23 — s23d16"); the grouped
 // form (gd_cgroup, gd_coarse_g, gd_cfill) GD_CGBW, float32 64 (session 15: at 32 columns the grouped form lost to the
 // periods' chains at every size, at 64 it won at 32K; _compile.Config.coarse_group_bw)
 constexpr int GD_CGBW = GD_TC ? 64 : GD_BW;
-// gd_coarse's columns per block (_compile.Config.coarse_bw): 1xTF32 (bfloat16 inputs) 64, else GD_BW. At 64 a chain step
-// copies its transfer once for 64 columns and a warp's product takes 4 tiles (32: 2) on the same dependent k-steps: half
-// the blocks and block steps (at 8K: 1984 blocks of 32 columns on 396 resident, the top chain's 31 steps of ~2.5 us
-// slowed by the issue of the other chains beside it). The same sums per element (bit-equal). GD_CCBW_SET: a timing
-// build (32: session 22's).
-#ifdef GD_CCBW_SET
-constexpr int GD_CCBW = GD_CCBW_SET;
-#else
-constexpr int GD_CCBW = GD_TC && GD_X1_SET ? 64 : GD_BW;
-#endif
 constexpr int GD_CG = 4;              // periods per group (_compile.Config / gated_delta.Tier)
 constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coarse kernels' registers must allow
 
@@ -54,13 +46,13 @@ __device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta*
 // wait for L2, not DRAM: gd_tier1 / gd_tier1x wrote Z and Tot while streaming ~0.4 GB). The same values stored
 // (bit-equal). 0: session 22's. (ptxas at 64 columns, 80 registers for 3 blocks per SM: 1 spills ~116 bytes in gd_coarse,
 // 2 ~12; timing builds until measured.)
-// GD_CAX_SET (with GD_T1SRN_SET's exact tf32 transfers): the chains whose A is always Z (gd_coarse, gd_cgroup) load its
+// GD_CAX_SET (with GD_ZR_SET's exact tf32 transfers): the chains whose A is always Z (gd_coarse, gd_cgroup) load its
 // fragments without a cvt (AX; bit-equal; 0: session 22's, a timing build)
 #ifndef GD_CAX_SET
 #define GD_CAX_SET 1
 #endif
 #ifndef GD_CPR_SET
-#define GD_CPR_SET 0
+#define GD_CPR_SET 1
 #endif
 // GD_CSR_SET (GD_SBR builds: 1xTF32): gd_coarse's and gd_coarse_g's chain state S kept in shared memory as its tf32
 // rounding (gd_rtf at gd_cinit and at each step's store): S is read only by the next product (its B operand: tf32(S))
@@ -84,7 +76,7 @@ struct gd_nodst {  // (gd_cchain's dst where its stores stay gd_cput's: gd_cgrou
     template <typename D> struct is { static constexpr bool v = false; };
 };
 template <> struct gd_nodst::is<gd_nodst> { static constexpr bool v = true; };
-// AX: A(q) is always a transfer Z (gd_tier1x's, stored as exact tf32 values where GD_SRN): its fragments loaded without
+// AX: A(q) is always a transfer Z (gd_tier1x's, stored as exact tf32 values where GD_ZR): its fragments loaded without
 // a cvt (the same bits; gd_coarse's and gd_cgroup's chains: 8 of a 64-column k-step's ~40 instructions a warp)
 template <int CBW, bool RND, bool AX, typename AF, typename TF, typename PF, typename DF>
 __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
@@ -137,7 +129,7 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
         load_t(q + 1, tn);  // (the next step's, in flight during this one)
         ta acc[1][1][TWB][4] = {};
         const unsigned use[1] = {1u};
-        using AT = typename GdA<AX && GD_SRN ? 1 : 0>::T;
+        using AT = typename GdA<AX && GD_ZR ? 1 : 0>::T;
         using BT = typename GdA<SR ? 1 : 0>::T;  // (SR: S stored as exact tf32 values)
         gd_mm<1, 1, TWB>(acc, (const AT*)(Zs + (q & 1) * ZS), nullptr, GD_LDQ, (const BT*)Si, 0, LDS, wb.r0, wb.n0, K8, use);
 #pragma unroll
@@ -272,7 +264,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
     const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // unused (gd_coarse_g's)
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
     int DK, int DV, int nP, int NCL, int BH) {
-    gd_coarse_body<GD_CCBW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
+    gd_coarse_body<GD_BW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
 }
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse_g(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's

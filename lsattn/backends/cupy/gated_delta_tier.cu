@@ -127,20 +127,15 @@ constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 #ifndef GD_T1LWR_SET
 #define GD_T1LWR_SET 1
 #endif
-// GD_T1SRN_SET (GD_H16: the S16 build): the walks' slots S stored as their tf32 roundings (gd_rtf at each store: the
-// state carried from chunk to chunk at tf32 precision, as every product already reads it), so (a)'s B fragments, the
-// same tf32(S) bits as before, load without a cvt (x1: a FSETP and an IADD on the LDS -> HMMA chain of every B element,
-// 4 warps per element; gd_tier1: 256 of a full chunk step's instructions a warp, gd_tier1x 128; the stores' roundings:
-// 48-96). Not bit-equal (e^g S in (b) from the rounded S), within S16. 0: session 22's, a timing build.
-#ifndef GD_T1SRN_SET
-#define GD_T1SRN_SET 1
+// GD_ZR_SET (1xTF32): gd_tier1x's transfers Z stored as their tf32 roundings (gd_rtf): every reader takes Z as a tf32
+// operand (the coarse chains' A, gd_cgroup's first S, gd_cfill's A, gd_tier3's fold's B: cvt.rna of the exact value is
+// that value), so the same products (bit-equal), and the chains whose A is always Z load it without a cvt
+// (gated_delta_coarse.cu's GD_CAX_SET). (s23d16's first form, every slot S of the walks stored rounded so that (a)'s B
+// fragments need no cvt, measured +3% on gd_tier1, +-1% on gd_tier1x at 8K / 32K: removed.) 0: session 22's.
+#ifndef GD_ZR_SET
+#define GD_ZR_SET 1
 #endif
-constexpr bool GD_SRN = GD_H16 && GD_T1SRN_SET;
-__device__ __forceinline__ ta gd_srn(ta x) {
-    if constexpr (GD_SRN) return gd_rtf(x);
-    else return x;
-}
-using gd_ts = GdA<GD_SRN ? 1 : 0>::T;  // S as (a)'s B operand
+constexpr bool GD_ZR = GD_TC && GD_X1_SET && GD_ZR_SET;
 // GD_T1P2_SET: the walks' shared stores of W ((a)'s epilogue) and loads / stores of S and H ((b)'s) by pairs of columns
 // (the C fragment's x, x + 1: one 8-byte access; ncu at 8K: their 4-byte stores at a row stride of 72 words 1.8-2-way
 // bank-conflicted, 45-50% of the shared store wavefronts of gd_tier1 / gd_tier1x). The same values (bit-equal). 0:
@@ -226,7 +221,7 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
         ta x = 0;
         if (kind == GT_XFER) x = j == 0 && kk < DK && kk == c0 + cc ? (ta)1 : (ta)0;
         else if (kind == GT_TOP && j < gs && kk < DK && c0 + cc < DV) x = sin[j * sst + (i64)kk * DV + c0 + cc];
-        S[j * SS + kk * GD_TLDS + cc] = gd_srn(x);
+        S[j * SS + kk * GD_TLDS + cc] = x;
     }
     __syncthreads();
     const bool vec = DK % (16 / GD_E2) == 0, vs = DV % (16 / GD_E2) == 0;
@@ -284,8 +279,8 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
             ta acc[NG][2][TWA][4] = {};
             const unsigned use[2] = {u, r};
             if (wa.on)
-                gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQE, (const gd_ts*)S, SS, GD_TLDS, wa.r0, wa.n0,
-                                  K8, use);
+                gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQE, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8,
+                                  use);
             __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
                 ta lwr[NG][2];  // GD_T1LWR_SET: the read weights of the thread's rows wa.row(0), wa.row(2)
@@ -395,11 +390,11 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
                         const gd_pair sv = *e;
                         const ta v0 = eg * sv.x - accb[j][0][it][x], v1 = eg * sv.y - accb[j][0][it][x + 1];
                         if (kind == GT_LOW && j < z) m0 += v0, m1 += v1;
-                        else *e = gd_pair{gd_srn(v0), gd_srn(v1)};
+                        else *e = gd_pair{v0, v1};
                     }
                     if (kind == GT_LOW) {
                         if (z < NG) {
-                            *reinterpret_cast<gd_pair*>(S + z * SS + kk * GD_TLDS + cc) = gd_pair{gd_srn(m0), gd_srn(m1)};
+                            *reinterpret_cast<gd_pair*>(S + z * SS + kk * GD_TLDS + cc) = gd_pair{m0, m1};
                         } else if (fin && kk < DK) {
                             if (c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = m0;
                             if (c0 + cc + 1 < DV) fin[(i64)kk * DV + c0 + cc + 1] = m1;
@@ -421,10 +416,10 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
                         ta* e = S + j * SS + kk * GD_TLDS + cc;
                         const ta v = eg * *e - accb[j][0][it][x];
                         if (kind == GT_LOW && j < z) m += v;
-                        else *e = gd_srn(v);
+                        else *e = v;
                     }
                     if (kind == GT_LOW) {
-                        if (z < NG) S[z * SS + kk * GD_TLDS + cc] = gd_srn(m);
+                        if (z < NG) S[z * SS + kk * GD_TLDS + cc] = m;
                         else if (fin && kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = m;
                     }
                 }
@@ -434,7 +429,7 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
     if (kind == GT_XFER)
         for (int idx = tid; idx < DKP * GD_TBW; idx += NT) {
             const int kk = idx / GD_TBW, cc = idx % GD_TBW;
-            if (kk < DK && c0 + cc < NC) fin[(i64)kk * NC + c0 + cc] = S[kk * GD_TLDS + cc];
+            if (kk < DK && c0 + cc < NC) fin[(i64)kk * NC + c0 + cc] = GD_ZR ? gd_rtf(S[kk * GD_TLDS + cc]) : S[kk * GD_TLDS + cc];
         }
 }
 
