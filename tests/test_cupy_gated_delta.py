@@ -557,8 +557,11 @@ def test_scan_switches_bit_equal_emulated(emulated, monkeypatch, dtype, T, dk, d
     S16): gd_tier1x's Z stored tf32-rounded (GD_ZR_SET) with the coarse chains' Z fragments then loaded without a cvt
     (GD_CAX_SET), gd_coarse's / gd_coarse_g's chain state tf32-rounded (GD_CSR_SET), their slots stored from the
     registers (GD_CPR_SET 1; its L2 prefetches, 2, are not emulated), the walks' shared accesses by column pairs
-    (GD_T1P2_SET), gd_tier3's blocks in decreasing chunk order (GD_T3REV_SET): the default and two other builds against
+    (GD_T1P2_SET), gd_tier3's blocks in decreasing chunk order (GD_T3REV_SET), gd_coarse at 16 columns (the timing
+    build GD_CCBW_SET with _compile.COARSE_BW): the default and two other builds against
     all off (session 22's kernels), bit for bit; the default within the dtype's bound of the reference."""
+    from lsattn.backends.cupy import _compile
+
     monkeypatch.setattr(cgd, "S16", True)
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
@@ -573,13 +576,14 @@ def test_scan_switches_bit_equal_emulated(emulated, monkeypatch, dtype, T, dk, d
     bits, full, half = kernel_inputs(arrays, dtype)
     off = {"GD_ZR_SET": 0, "GD_CAX_SET": 0, "GD_CSR_SET": 0, "GD_CPR_SET": 0, "GD_T1P2_SET": 0}
     outs = []
-    for extra in ({}, {"GD_CPR_SET": 3, "GD_T3REV_SET": 1}, {"GD_CAX_SET": 0, "GD_CPR_SET": 0}, off):
+    for extra in ({}, {"GD_CPR_SET": 3, "GD_T3REV_SET": 1, "GD_CCBW_SET": 16}, {"GD_CAX_SET": 0, "GD_CPR_SET": 0}, off):
         ops = copy.copy(emulated)
         ops.extra = extra
+        monkeypatch.setattr(_compile, "COARSE_BW", extra.get("GD_CCBW_SET", GD_BW))  # (the timing build's grid)
         launched.clear()
         outs.append(np.asarray(cgd.compute(ops, *bits, C, 0, None, False, half)[0]))
     assert ("gd_coarse_g" if grouped else "gd_coarse") in launched and "gd_tier3" in launched
-    for out, name in zip(outs[1:], ("register stores, L2 prefetches, gd_tier3's order", "Z with a cvt", "all off")):
+    for out, name in zip(outs[1:], ("register stores, prefetches, gd_tier3's order, 16 columns", "Z with a cvt", "all off")):
         assert np.array_equal(outs[0], out), f"default against {name}"
     assert_close(outs[0], ref.loglinear_gated_delta(*full), S16 if dtype == "bfloat16" else F32,
                  what=f"{dtype} T={T} dk={dk} dv={dv} {keys} {decay}")

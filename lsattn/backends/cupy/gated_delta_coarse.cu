@@ -23,6 +23,13 @@
 // form (gd_cgroup, gd_coarse_g, gd_cfill) GD_CGBW, float32 64 (session 15: at 32 columns the grouped form lost to the
 // periods' chains at every size, at 64 it won at 32K; _compile.Config.coarse_group_bw)
 constexpr int GD_CGBW = GD_TC ? 64 : GD_BW;
+// gd_coarse's columns per block (a timing build may set them: GD_CCBW_SET 16 with _compile.COARSE_BW; its top chain's
+// steps each a warp's instructions serially: fewer columns, fewer a step)
+#ifdef GD_CCBW_SET
+constexpr int GD_CCBW = GD_CCBW_SET;
+#else
+constexpr int GD_CCBW = GD_BW;
+#endif
 constexpr int GD_CG = 4;              // periods per group (_compile.Config / gated_delta.Tier)
 constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coarse kernels' registers must allow
 
@@ -39,13 +46,12 @@ __device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta*
     }
 }
 // GD_CPR_SET (a mask; s23d16): a chain step's work off its serial path. 1: the slot S(q + 1) the step computes stored
-// into its destination from the registers (the thread's fragment pairs; ~8 stores a thread at 64 columns) right after
-// the product, instead of re-read from shared memory by every thread at step q + 1 (gd_cput: ~16 loads, roundings and
-// stores a thread, their index arithmetic and the destination's gd_popsum on the step's chain); the first S (the
-// caller's) as before. 2: A(q + 2) and T(q + 2) prefetched into L2 at step q (the one-step-ahead copy and loads then
-// wait for L2, not DRAM: gd_tier1 / gd_tier1x wrote Z and Tot while streaming ~0.4 GB). The same values stored
-// (bit-equal). 0: session 22's. (ptxas at 64 columns, 80 registers for 3 blocks per SM: 1 spills ~116 bytes in gd_coarse,
-// 2 ~12; timing builds until measured.)
+// into its destination from the registers (the thread's fragment pairs) right after the product, instead of re-read
+// from shared memory by every thread at step q + 1 (gd_cput: its loads, stores, index arithmetic and the destination's
+// gd_popsum loop on the step's chain); the first S (the caller's) as before; gd_coarse and gd_coarse_g (gd_cgroup's
+// registers spill with it). 2: A(q + 2) and T(q + 2) prefetched into L2 at step q (a timing build). The same values
+// stored (bit-equal). H200 at 8K / 32K (benchmarks/NOTES.md "Session 23 — s23d16", batch 1, 64 columns): 1 -5% on
+// gd_coarse and gd_coarse_g, 2 +3%. 0: session 22's.
 // GD_CAX_SET (with GD_ZR_SET's exact tf32 transfers): the chains whose A is always Z (gd_coarse, gd_cgroup) load its
 // fragments without a cvt (AX; bit-equal; 0: session 22's, a timing build)
 #ifndef GD_CAX_SET
@@ -77,7 +83,7 @@ struct gd_nodst {  // (gd_cchain's dst where its stores stay gd_cput's: gd_cgrou
 };
 template <> struct gd_nodst::is<gd_nodst> { static constexpr bool v = true; };
 // AX: A(q) is always a transfer Z (gd_tier1x's, stored as exact tf32 values where GD_ZR): its fragments loaded without
-// a cvt (the same bits; gd_coarse's and gd_cgroup's chains: 8 of a 64-column k-step's ~40 instructions a warp)
+// a cvt (the same bits; gd_coarse's and gd_cgroup's chains: 8 of a 32-column k-step's ~26 instructions a warp)
 template <int CBW, bool RND, bool AX, typename AF, typename TF, typename PF, typename DF>
 __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
                                           PF put, DF dst, int dld, int pcol) {
@@ -264,7 +270,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
     const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // unused (gd_coarse_g's)
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
     int DK, int DV, int nP, int NCL, int BH) {
-    gd_coarse_body<GD_BW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
+    gd_coarse_body<GD_CCBW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
 }
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse_g(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
