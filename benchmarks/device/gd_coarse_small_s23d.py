@@ -1,24 +1,14 @@
 """Session 23, s23d16 (issue 16): small bfloat16 loglinear_gated_delta calls (torch CUDA tensors, the direct path: S16,
 O16) whose coarse slots are gd_coarse's (not the grouped form), for compute-sanitizer memcheck / racecheck / initcheck
-of s23d's coarse-chain switches (gated_delta_coarse.cu: GD_CAX_SET, GD_CSR_SET, GD_CPR_SET; batch 1: gd_coarse at 64
-columns): 6 and 9 periods, d_v 64 and 70 (a partial second column block), d_k 64 and 40; each against the same call on
-gd_scan (TIERED off) and, once, the grouped coarse form. An argument M builds the kernels with GD_CPR_SET M (1: the
-chains' stores from the registers; 2: L2 prefetches), gd_tier3's blocks in decreasing chunk order (GD_T3REV_SET) and
-gd_coarse at 16 columns (GD_CCBW_SET, _compile.COARSE_BW).
-    compute-sanitizer --tool racecheck --kernel-name kns=gd_ python benchmarks/device/gd_coarse_small_s23d.py [M]"""
-import sys
-
+of s23d's coarse-chain switches (gated_delta_coarse.cu: GD_CAX_SET, GD_CSR_SET, GD_CPR_SET; batch 1 ran it on gd_coarse
+at 64 columns, batch 2 also on a build with the chains' L2 prefetches, gd_tier3's reversed block order and gd_coarse at
+16 columns, all three since removed): 6 and 9 periods, d_v 64 and 70 (a partial second column block), d_k 64 and 40;
+each against the same call on gd_scan (TIERED off) and, once, the grouped coarse form.
+    compute-sanitizer --tool racecheck --kernel-name kns=gd_ python benchmarks/device/gd_coarse_small_s23d.py"""
 import torch
 
 import lsattn
-from lsattn.backends.cupy import _compile as cc
 from lsattn.backends.cupy import gated_delta as cgd
-
-if len(sys.argv) > 1:
-    _source = cc._source
-    cc._source = lambda name: _source(name).replace("#define GD_CPR_SET 1", f"#define GD_CPR_SET {int(sys.argv[1])}").replace(
-        "#define GD_T3REV_SET 0", "#define GD_T3REV_SET 1").replace("#ifdef GD_CCBW_SET", "#define GD_CCBW_SET 16\n#ifdef GD_CCBW_SET")
-    cc.COARSE_BW = 16
 
 cgd.TIER_MIN_CHUNKS = 0  # the two-tier form on these small calls
 cgd.COARSE_GROUP_PERIODS = 10**9  # gd_coarse at every size (COARSE_GROUP_BF16 halves it: still every size)

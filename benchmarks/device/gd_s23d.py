@@ -3,13 +3,12 @@ public bf16 forward B=2 H=16 d=64 from chunk 0 without state (bench_gpu_gated_de
 Builds (the sources patched, the kernels recompiled: CuPy's disk cache after the first round):
   new   this tree: gd_tier1x's Z tf32-rounded (GD_ZR_SET) and the coarse chains' Z fragments without a cvt
         (GD_CAX_SET); gd_coarse's / gd_coarse_g's state tf32-rounded (GD_CSR_SET), their slots stored from the
-        registers (GD_CPR_SET 1); the walks' shared accesses by column pairs (GD_T1P2_SET)
-  main  session 22's kernels (all five off)
-  c0    new but the coarse switches off (GD_ZR_SET, GD_CSR_SET, GD_CPR_SET 0)
-  q0    new but GD_T1P2_SET 0                     rv  new + gd_tier3's blocks in decreasing chunk order (GD_T3REV_SET)
-  w16   new + gd_coarse at 16 columns (GD_CCBW_SET 16 with _compile.COARSE_BW = 16)
-(Batch 1 at f6bafd0 had gd_coarse at 64 columns (GD_CCBW) and the walks' slots tf32-rounded (GD_T1SRN_SET), both
-removed after it: builds new / main / c32 / s0 / p2 / p3 then.)
+        registers (GD_CPR_SET); (no switch left) the walks' shared accesses by column pairs
+  main  the coarse switches off (session 22's coarse chains; batch 2's main also had the walks' accesses element by
+        element, its c0 the pairs: the two differ by the pairs alone)
+(Batch 1 at f6bafd0: new, main, c32, s0, p2, p3, with gd_coarse at 64 columns and the walks' slots tf32-rounded; batch
+2 at c3ae90c: new, main, c0, q0 (pairs off), rv (gd_tier3's blocks in decreasing chunk order), w16 (gd_coarse at 16
+columns); the losing forms are removed, benchmarks/NOTES.md "Session 23 — s23d16".)
 - kernels: ms per call of each CUDA kernel (torch.profiler over 3 calls, bench_gpu.kernel_ms), medians of ROUNDS
 - public: the scan span (CUDA events on torch's stream around CupyOps.gd_tiers: from gd_forms' end to the scan's end,
   one call from an idle GPU), latency (one call from an idle GPU, CUDA events around it) and pipelined (10 calls back to
@@ -29,27 +28,19 @@ import lsattn  # noqa: E402
 from bench_gpu import events_ms as timed, kernel_ms  # noqa: E402
 from bench_gpu_gated_delta import inputs  # noqa: E402
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
-from lsattn.backends.cupy._config import GD_BW  # noqa: E402
 from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 
-SWITCHES = {"zr": "#define GD_ZR_SET 1", "csr": "#define GD_CSR_SET 1", "cpr": "#define GD_CPR_SET 1",
-            "p2": "#define GD_T1P2_SET 1", "rev": "#define GD_T3REV_SET 0"}
+SWITCHES = {"zr": "#define GD_ZR_SET 1", "csr": "#define GD_CSR_SET 1", "cpr": "#define GD_CPR_SET 1"}
 _source, CUR = cc._source, [None]
 for d in SWITCHES.values():
     assert sum(_source(f).count(d) for f in cc._SOURCES["gated_delta"]) == 1, d
-CCBW = "#ifdef GD_CCBW_SET"
-assert sum(_source(f).count(CCBW) for f in cc._SOURCES["gated_delta"]) == 1
-BUILDS = {"new": {}, "main": {"zr": 0, "csr": 0, "cpr": 0, "p2": 0}, "c0": {"zr": 0, "csr": 0, "cpr": 0},
-          "q0": {"p2": 0}, "rv": {"rev": 1}, "w16": {"ccbw": 16}}
+BUILDS = {"new": {}, "main": {"zr": 0, "csr": 0, "cpr": 0}}
 
 
 def patched(name):
     text = _source(name)
     for k, v in BUILDS[CUR[0] or "new"].items():
-        if k == "ccbw":
-            text = text.replace(CCBW, f"#define GD_CCBW_SET {v}\n" + CCBW)
-        else:
-            text = text.replace(SWITCHES[k], SWITCHES[k].rsplit(" ", 1)[0] + f" {v}")
+        text = text.replace(SWITCHES[k], SWITCHES[k].rsplit(" ", 1)[0] + f" {v}")
     return text
 
 
@@ -75,7 +66,6 @@ cc.CupyOps.gd_tiers = _recorded
 def use(b):
     if b != CUR[0]:
         CUR[0] = b
-        cc.COARSE_BW = BUILDS[b].get("ccbw", GD_BW)
         cc._kernels.cache_clear()
         cc._launch.cache_clear()
     cgd._TORCH_PLANS.clear()
@@ -100,7 +90,7 @@ def main():
     MODE = sys.argv[1] if len(sys.argv) > 1 else "public"
     Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192,32768").split(",")]
     ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
-    names = (sys.argv[4] if len(sys.argv) > 4 else "new,main,c0,q0,rv,w16").split(",")
+    names = (sys.argv[4] if len(sys.argv) > 4 else "new,main").split(",")
     for T in Ts:
         run(MODE, T, ROUNDS, names)
 

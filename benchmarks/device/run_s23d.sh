@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Session 23, s23d16 (issue 16): the two-tier scan's kernels at 8K bf16 (gd_s23d.py's switches and builds: new, main,
-# c0, q0, rv, w16; batch 1 at f6bafd0: new, main, c32, s0, p2, p3).
+# Session 23, s23d16 (issue 16): the two-tier scan's kernels at 8K bf16 (gd_s23d.py's switches and builds; batch 1 at
+# f6bafd0: new, main, c32, s0, p2, p3; batch 2 at c3ae90c: new, main, c0, q0, rv, w16 and a memcheck of the then
+# timing builds; this text: the final tree's new / main).
 #   OUT=... bash benchmarks/device/run_s23d.sh tests   (<= 150 s, beside other helpers: the GPU tests of the two-tier
-#          path, memcheck / racecheck / initcheck of gd_tier_small.py and gd_coarse_small_s23d.py, memcheck of the
-#          latter's GD_CPR_SET 3 + GD_T3REV_SET + 16-column gd_coarse build, warm-up compiles)
+#          path, memcheck / racecheck / initcheck of gd_tier_small.py and gd_coarse_small_s23d.py, warm-up compiles)
 #   OUT=... bash benchmarks/device/run_s23d.sh times   (<= 100 s, alone: kernels per build, scan span, public forward)
 set -u
 NAME=s23d_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
-B=new,main,c0,q0,rv,w16
+B=new,main
 echo "=== $1 $(date -u +%T) $(git rev-parse --short HEAD 2>/dev/null)"
 if [ "$1" = tests ]; then
   for b in ${B//,/ }; do ( timeout 120 python3 $D/gd_s23d.py warm 8192 1 $b > "$OUT/log_warm_$b.txt" 2>&1 ) & done
@@ -21,7 +21,6 @@ if [ "$1" = tests ]; then
       PYTORCH_CUDA_ALLOC_CONF= timeout 140 compute-sanitizer --tool $tool $k --print-limit 5 python3 $D/$s.py > "$OUT/log_${tool}_$s.txt" 2>&1 &
     done
   done
-  PYTORCH_CUDA_ALLOC_CONF= timeout 140 compute-sanitizer --tool memcheck --print-limit 5 python3 $D/gd_coarse_small_s23d.py 3 > "$OUT/log_memcheck_cpr3.txt" 2>&1 &
   wait
   echo "-- pytest (two_tier or tier3 or fork or s16): $(tail -1 $OUT/log_pytest.txt | cut -c1-160)"
   grep -E "^FAILED|^E  " $OUT/log_pytest.txt | head -8 | cut -c1-220
@@ -33,19 +32,16 @@ if [ "$1" = tests ]; then
       grep -E "Error|error|Uninit|Hazard|Invalid|Race" $f | grep -v "ERROR SUMMARY\|RACECHECK SUMMARY" | head -5 | cut -c1-160
     done
   done
-  f=$OUT/log_memcheck_cpr3.txt
-  echo "-- memcheck gd_coarse_small_s23d (GD_CPR_SET 3, GD_T3REV_SET 1, GD_CCBW_SET 16): $(grep -E 'ERROR SUMMARY' $f | tail -1) calls $(grep -c 'tier-vs-main' $f)"
-  grep -E "tier-vs-main" $f | head -4 | cut -c1-120; grep -E "Invalid|Error" $f | grep -v "ERROR SUMMARY" | head -4 | cut -c1-160
-  echo "-- warm: $(cat $OUT/log_warm_*.txt | grep -c '^compiled') of 6 builds"; grep -h -E "Error|error" $OUT/log_warm_*.txt | head -3 | cut -c1-200
+  echo "-- warm: $(cat $OUT/log_warm_*.txt | grep -c '^compiled') of 2 builds"; grep -h -E "Error|error" $OUT/log_warm_*.txt | head -3 | cut -c1-200
 else
   nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw --format=csv,noheader
   timeout 28 python3 $D/gd_s23d.py kernels 8192 6 $B > "$OUT/log_kernels8.txt" 2>&1; echo "kernels 8K rc=$?"
   grep -E "^T=|gd_|Error" "$OUT/log_kernels8.txt" | cut -c1-200
-  timeout 16 python3 $D/gd_s23d.py kernels 32768 3 new,main,c0 > "$OUT/log_kernels32.txt" 2>&1; echo "kernels 32K rc=$?"
+  timeout 16 python3 $D/gd_s23d.py kernels 32768 3 $B > "$OUT/log_kernels32.txt" 2>&1; echo "kernels 32K rc=$?"
   grep -E "^T=|gd_|Error" "$OUT/log_kernels32.txt" | cut -c1-200
   timeout 28 python3 $D/gd_s23d.py public 8192 9 $B > "$OUT/log_public.txt" 2>&1; echo "public 8K rc=$?"
   grep -E "^T=|scan|Error" "$OUT/log_public.txt" | cut -c1-200
-  timeout 20 python3 $D/gd_s23d.py public 32768 7 new,main,c0,rv > "$OUT/log_public32.txt" 2>&1; echo "public 32K rc=$?"
+  timeout 20 python3 $D/gd_s23d.py public 32768 7 $B > "$OUT/log_public32.txt" 2>&1; echo "public 32K rc=$?"
   grep -E "^T=|scan|Error" "$OUT/log_public32.txt" | cut -c1-200
 fi
 echo "=== done $(date -u +%T)"

@@ -162,8 +162,6 @@ def _launch(op, device_id, cfg, name):
 
 
 _NT = 256
-#: gd_coarse's value columns per block (gated_delta_coarse.cu's GD_CCBW: GD_BW; a timing build's GD_CCBW_SET, s23d16)
-COARSE_BW = GD_BW
 #: the hierarchical kernels launch through the driver with prebuilt argument blocks (``CupyOps._raw``; False:
 #: CuPy's RawKernel call, for A/B timing)
 RAW_LAUNCH = True
@@ -479,7 +477,7 @@ class CupyOps:
                 fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
         else:
             fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
-            fn((tier.coarse_chains * BH * -(-DV // COARSE_BW),), block, cargs, shared_mem=smem)
+            fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, cargs, shared_mem=smem)
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
             fn((-(-n // r3) * BH * NCB,), block,

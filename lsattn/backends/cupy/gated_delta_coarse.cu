@@ -23,13 +23,6 @@
 // form (gd_cgroup, gd_coarse_g, gd_cfill) GD_CGBW, float32 64 (session 15: at 32 columns the grouped form lost to the
 // periods' chains at every size, at 64 it won at 32K; _compile.Config.coarse_group_bw)
 constexpr int GD_CGBW = GD_TC ? 64 : GD_BW;
-// gd_coarse's columns per block (a timing build may set them: GD_CCBW_SET 16 with _compile.COARSE_BW; its top chain's
-// steps each a warp's instructions serially: fewer columns, fewer a step)
-#ifdef GD_CCBW_SET
-constexpr int GD_CCBW = GD_CCBW_SET;
-#else
-constexpr int GD_CCBW = GD_BW;
-#endif
 constexpr int GD_CG = 4;              // periods per group (_compile.Config / gated_delta.Tier)
 constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coarse kernels' registers must allow
 
@@ -45,13 +38,11 @@ __device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta*
         }
     }
 }
-// GD_CPR_SET (a mask; s23d16): a chain step's work off its serial path. 1: the slot S(q + 1) the step computes stored
-// into its destination from the registers (the thread's fragment pairs) right after the product, instead of re-read
-// from shared memory by every thread at step q + 1 (gd_cput: its loads, stores, index arithmetic and the destination's
-// gd_popsum loop on the step's chain); the first S (the caller's) as before; gd_coarse and gd_coarse_g (gd_cgroup's
-// registers spill with it). 2: A(q + 2) and T(q + 2) prefetched into L2 at step q (a timing build). The same values
-// stored (bit-equal). H200 at 8K / 32K (benchmarks/NOTES.md "Session 23 — s23d16", batch 1, 64 columns): 1 -5% on
-// gd_coarse and gd_coarse_g, 2 +3%. 0: session 22's.
+// GD_CPR_SET (s23d16): the slot S(q + 1) a chain step computes stored into its destination from the registers (the
+// thread's fragment pairs) right after the product, instead of re-read from shared memory by every thread at step q + 1
+// (gd_cput: its loads, stores, index arithmetic and the destination's gd_popsum loop on the step's chain); the first S
+// (the caller's) as before; gd_coarse and gd_coarse_g (gd_cgroup's registers spill with it). The same values stored
+// (bit-equal). (L2 prefetches of A(q + 2), T(q + 2) at step q measured +3% beside it and went.) 0: session 22's.
 // GD_CAX_SET (with GD_ZR_SET's exact tf32 transfers): the chains whose A is always Z (gd_coarse, gd_cgroup) load its
 // fragments without a cvt (AX; bit-equal; 0: session 22's, a timing build)
 #ifndef GD_CAX_SET
@@ -88,7 +79,7 @@ template <int CBW, bool RND, bool AX, typename AF, typename TF, typename PF, typ
 __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
                                           PF put, DF dst, int dld, int pcol) {
     constexpr int LDS = CBW + 8, ZS = DKP * GD_LDQ, SS = DKP * LDS, RB = DKP / 16, TWB = GdWarpTiles<RB, CBW>::NTL;
-    constexpr bool REG = (GD_CPR_SET & 1) && !gd_nodst::is<DF>::v, PRE = GD_CPR_SET & 2, SR = RND && GD_CSR;
+    constexpr bool REG = GD_CPR_SET && !gd_nodst::is<DF>::v, SR = RND && GD_CSR;
     const GdWarpTiles<RB, CBW> wb;
     const int K8 = (DK + 7) / 8 * 8;
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
@@ -115,18 +106,6 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
         cp_async_wait<0>();
         __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
         copy_a(q + 1);    // into the buffer step q - 1 read
-#ifdef __CUDA_ARCH__
-        if (PRE && q + 3 < q1) {  // A(q + 2), T(q + 2) into L2 (lines of 128 bytes)
-            constexpr int LINE = 128 / (int)sizeof(ta);
-            const ta* a = amat(q + 2);
-            for (int x = threadIdx.x * LINE; x < DK * DK; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(a + x));
-            if (const ta* t = tadd(q + 2)) {
-                const int lpr = (ncol + LINE - 1) / LINE;  // lines a row
-                for (int x = threadIdx.x; x < DK * lpr; x += NT)
-                    asm volatile("prefetch.global.L2 [%0];" ::"l"(t + (x / lpr) * tld + x % lpr * LINE));
-            }
-        }
-#endif
         if (q + 1 == q1 || !wb.on) {
             if (!REG || q == q0 + 1) put(q, Si);  // (REG: S(q) stored at step q - 1)
             continue;
@@ -270,7 +249,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
     const ta* __restrict__ Pc, const ta* __restrict__ Tg,  // unused (gd_coarse_g's)
     ta* __restrict__ Sb,                                   // (BH, popsum(nP), DK, DV) out: the coarse slots at each period's start
     int DK, int DV, int nP, int NCL, int BH) {
-    gd_coarse_body<GD_CCBW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
+    gd_coarse_body<GD_BW, false>(Z, Tot, Pc, Tg, Sb, DK, DV, nP, NCL, BH);
 }
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse_g(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
@@ -497,12 +476,6 @@ __device__ __forceinline__ void gd_st16(ti* p, bool two, bool even, ta x0, ta x1
 #define GD_T3FILL_SET 1  // (0: the fill argument ignored, gd_cfill's slots read; a timing build)
 #endif
 constexpr bool GD_T3FOLD = GD_T3FILL_SET && DKP <= GD_TBW;
-// GD_T3REV_SET: gd_tier3's blocks in decreasing chunk order (the block scheduler starts them in index order: the late
-// periods, of more coarse slots on average (8K: pp 24-31 hold 3.5, pp 0-7 1.3), first; the light ones fill the last
-// wave's tail). The same blocks (bit-equal). 0: session 22's order, a timing build.
-#ifndef GD_T3REV_SET
-#define GD_T3REV_SET 0
-#endif
 // Qs (the block's GD_T3R CH rows [t][kk]) <- Qs P (P [kk][j] in a slot buffer, row stride GD_TLDS, zero past DK), in
 // place, in rounds of RPR row blocks of 16 rows: a warp's NTF column tiles of 8 of one row block (16 registers at d_k 64:
 // gd_tier3's 64 accumulators stay live beside them), every product of the round read before any is stored (a barrier:
@@ -568,8 +541,7 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     ta* lw = Ss + 2 * SS;                      // [buffer][t]
     check_smem(GD_T3SMEM);
     const int NCB = (DV + GD_TBW - 1) / GD_TBW, tid = threadIdx.x, K8 = (DK + 7) / 8 * 8;
-    const int gi = (int)(blockIdx.x / ((i64)BH * NCB));  // (GD_T3REV_SET: the last chunks' blocks first)
-    const int c = (GD_T3REV_SET ? (n + GD_T3R - 1) / GD_T3R - 1 - gi : gi) * GD_T3R, c0 = (int)(blockIdx.x % NCB) * GD_TBW;
+    const int c = (int)(blockIdx.x / ((i64)BH * NCB)) * GD_T3R, c0 = (int)(blockIdx.x % NCB) * GD_TBW;
     const i64 bh = blockIdx.x / NCB % BH, cj = bh * n + c, slot_sz = (i64)DK * DV;
     const int pp = c >> GD_TM, ns = __popcll(pp);
     // o16: out's columns c0 + cc, + 1 (cc even) of the block's row t plus y0, y1 rounded into o16

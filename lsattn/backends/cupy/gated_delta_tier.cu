@@ -136,13 +136,9 @@ constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 #define GD_ZR_SET 1
 #endif
 constexpr bool GD_ZR = GD_TC && GD_X1_SET && GD_ZR_SET;
-// GD_T1P2_SET: the walks' shared stores of W ((a)'s epilogue) and loads / stores of S and H ((b)'s) by pairs of columns
-// (the C fragment's x, x + 1: one 8-byte access; ncu at 8K: their 4-byte stores at a row stride of 72 words 1.8-2-way
-// bank-conflicted, 45-50% of the shared store wavefronts of gd_tier1 / gd_tier1x). The same values (bit-equal). 0:
-// session 22's, a timing build.
-#ifndef GD_T1P2_SET
-#define GD_T1P2_SET 1
-#endif
+// The walks' shared accesses of W ((a)'s epilogue) and S, H ((b)'s) by pairs of columns (the C fragment's x, x + 1: one
+// 8-byte access; s23d16: their 4-byte stores at a row stride of 72 words were 1.8-2-way bank-conflicted, 45-50% of
+// gd_tier1's / gd_tier1x's shared store wavefronts in ncu at 8K).
 // W's columns cc, cc + 1 (cc even: w 2 elements aligned) as one store
 __device__ __forceinline__ void gd_putw2(gd_tf32* w, float a, float b) { *reinterpret_cast<uint2*>(w) = uint2{to_tf32(a), to_tf32(b)}; }
 __device__ __forceinline__ void gd_putw2(ta* w, ta a, ta b) { *reinterpret_cast<gd_pair*>(w) = gd_pair{a, b}; }
@@ -295,22 +291,18 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
                     for (int x = 0; x < 4; ++x) {
                         const int t = wa.row(x), cc = wa.col(it, x);
                         ta rs = 0, wm = 0, wm1 = 0;
-                        constexpr bool V2 = GD_T1V2_SET && GD_TC, P2 = GD_T1P2_SET;  // (P2: W's pairs at x even)
+                        constexpr bool V2 = GD_T1V2_SET && GD_TC;
 #pragma unroll
                         for (int j = 0; j < NG; ++j) {
                             if (mw && (mg >> j) & 1) {
                                 wm += acc[j][0][it][x];
-                                if (P2) wm1 += acc[j][0][it][x | 1];
-                            } else if (nb && (u >> j) & 1) {
-                                if (!P2) gd_put(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x]);
-                                else if (!(x & 1)) gd_putw2(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x], acc[j][0][it][x + 1]);
+                                wm1 += acc[j][0][it][x | 1];
+                            } else if (nb && (u >> j) & 1 && !(x & 1)) {  // (W's columns cc, cc + 1 at x even)
+                                gd_putw2(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x], acc[j][0][it][x + 1]);
                             }
                             if (kind != GT_XFER && (r >> j) & 1) rs += wl(j, x, t) * acc[j][1][it][x];
                         }
-                        if (mw && nb) {  // slot 0's W: the merging slots' sum
-                            if (!P2) gd_put(W + t * GD_TLDW + cc, wm);
-                            else if (!(x & 1)) gd_putw2(W + t * GD_TLDW + cc, wm, wm1);
-                        }
+                        if (mw && nb && !(x & 1)) gd_putw2(W + t * GD_TLDW + cc, wm, wm1);  // slot 0's W: the merging slots' sum
                         if (V2 && (x & 1)) continue;  // (columns cc, cc + 1 stored at x even)
                         if (V2) {
                             const int nc = kind == GT_XFER ? NC : DV;
@@ -372,8 +364,7 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
-                for (int x = 0; x < 4; x += 2) {  // (GD_T1P2_SET: the columns cc, cc + 1 of row kk together)
-                    if constexpr (!GD_T1P2_SET) break;
+                for (int x = 0; x < 4; x += 2) {  // (the columns cc, cc + 1 of row kk together: 8-byte accesses)
                     const int kk = wb.row(x), cc = wb.col(it, x);
                     ta m0 = 0, m1 = 0;
                     if (kind == GT_LOW && GD_T1HPRE_SET) {
@@ -399,28 +390,6 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
                             if (c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = m0;
                             if (c0 + cc + 1 < DV) fin[(i64)kk * DV + c0 + cc + 1] = m1;
                         }
-                    }
-                }
-#pragma unroll
-            for (int it = 0; it < TWB; ++it)
-#pragma unroll
-                for (int x = 0; x < 4; ++x) {  // (GD_T1P2_SET 0: session 22's, element by element)
-                    if constexpr (GD_T1P2_SET) break;
-                    const int kk = wb.row(x), cc = wb.col(it, x);
-                    ta m = 0;
-                    if (kind == GT_LOW && GD_T1HPRE_SET) m = gd_wid(Hs[kk * GD_TLDS + cc]);  // (zero past DK, DV)
-                    else if (kind == GT_LOW && kk < DK && c0 + cc < DV) m = gd_wid(Hc[cj * slot_sz + (i64)kk * DV + c0 + cc]);
-#pragma unroll
-                    for (int j = 0; j < NG; ++j) {
-                        if (!((u >> j) & 1)) continue;
-                        ta* e = S + j * SS + kk * GD_TLDS + cc;
-                        const ta v = eg * *e - accb[j][0][it][x];
-                        if (kind == GT_LOW && j < z) m += v;
-                        else *e = v;
-                    }
-                    if (kind == GT_LOW) {
-                        if (z < NG) S[z * SS + kk * GD_TLDS + cc] = m;
-                        else if (fin && kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = m;
                     }
                 }
         }
