@@ -546,6 +546,45 @@ def test_s16_forms_bf16_products_emulated(emulated, T, dk, dv, keys, decay, rese
     assert np.array_equal(outs[0], outs[3]) and not np.array_equal(outs[0], outs[2])
 
 
+@pytest.mark.parametrize("dtype, T, dk, dv, C, keys, decay, resets, grouped", [
+    ("bfloat16", 1400, 64, 70, 64, "normalised", "zero", False, False),  # 22 chunks: 6 periods, 3 coarse levels (gd_coarse);
+    # two value column blocks; no decay: the coarse levels carry most of the output
+    ("bfloat16", 1100, 40, 33, 64, "raw", "mixed", True, False),  # padded d_k, strong decays and resets
+    ("bfloat16", 1400, 64, 70, 64, "normalised", "zero", False, True),  # the grouped form (gd_cgroup, gd_coarse_g, fold)
+    ("float32", 420, 16, 40, 16, "normalised", "mixed", True, False)])  # 3xTF32: the register stores (GD_CPR_SET) only
+def test_scan_switches_bit_equal_emulated(emulated, monkeypatch, dtype, T, dk, dv, C, keys, decay, resets, grouped):
+    """s23d16's switches of the two-tier scan, each bit-equal, on the CPU emulation (the two-tier path; bfloat16 inputs on
+    S16): gd_tier1x's Z stored tf32-rounded (GD_ZR_SET) with the coarse chains' Z fragments then loaded without a cvt
+    (GD_CAX_SET), gd_coarse's / gd_coarse_g's chain state tf32-rounded (GD_CSR_SET), their slots stored from the
+    registers (GD_CPR_SET): the default against the state's cvts back, against Z's cvts and gd_cput's stores back, and
+    against all four off (session 22's coarse chains), bit for bit; the default within the dtype's bound of the
+    reference. (The walks' pair accesses have no switch left: batch 2's A/B found them bit-equal on the GPU.)"""
+    monkeypatch.setattr(cgd, "S16", True)
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    launched, real_tk = [], Emulated._tk
+
+    def tk(self, op, cfg, name):
+        fn, block, smem = real_tk(self, op, cfg, name)
+        return (lambda *a, **k: launched.append(name) or fn(*a, **k)), block, smem
+
+    monkeypatch.setattr(Emulated, "_tk", tk)
+    arrays = make(13, (2,), T, dk, dv, keys=keys, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=resets)
+    bits, full, half = kernel_inputs(arrays, dtype)
+    off = {"GD_ZR_SET": 0, "GD_CAX_SET": 0, "GD_CSR_SET": 0, "GD_CPR_SET": 0}
+    outs = []
+    for extra in ({}, {"GD_CSR_SET": 0}, {"GD_CAX_SET": 0, "GD_CPR_SET": 0}, off):
+        ops = copy.copy(emulated)
+        ops.extra = extra
+        launched.clear()
+        outs.append(np.asarray(cgd.compute(ops, *bits, C, 0, None, False, half)[0]))
+    assert ("gd_coarse_g" if grouped else "gd_coarse") in launched and "gd_tier3" in launched
+    for out, name in zip(outs[1:], ("the state with cvts", "Z with cvts, gd_cput's stores", "all off")):
+        assert np.array_equal(outs[0], out), f"default against {name}"
+    assert_close(outs[0], ref.loglinear_gated_delta(*full), S16 if dtype == "bfloat16" else F32,
+                 what=f"{dtype} T={T} dk={dk} dv={dv} {keys} {decay}")
+
+
 @pytest.mark.parametrize("T, p, dk, dv, C, keys, decay", [
     (150, 0, 16, 20, 64, "normalised", "moderate"),  # one per DKP: CI time
     (97, 77, 20, 17, 32, "raw", "strong"),

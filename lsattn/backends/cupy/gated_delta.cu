@@ -172,14 +172,19 @@ __device__ __forceinline__ void gd_red2(gd_bf* p, float x0, float x1) {
     emu_bf16_add(&p->u, 2, gd_bfr2(x0, x1));
 #endif
 }
-__device__ __forceinline__ ta gd_tar(ta x) {
-    if constexpr (GD_TAR) {
-        const unsigned u = to_tf32(x);  // (a NaN's bits as they are: cleared, a payload in the low bits would be inf)
-        return __uint_as_float((u & 0x7f800000u) == 0x7f800000u ? u : u & 0xffffe000u);
-    } else {
-        return x;
-    }
+// x's tf32 rounding as an exact float (cvt.rna, the low 13 bits cleared; a NaN's bits as they are: cleared, a payload
+// in the low bits would be inf)
+__device__ __forceinline__ float gd_rtf(float x) {
+    const unsigned u = to_tf32(x);
+    return __uint_as_float((u & 0x7f800000u) == 0x7f800000u ? u : u & 0xffffe000u);
 }
+__device__ __forceinline__ ta gd_tar(ta x) {
+    if constexpr (GD_TAR) return gd_rtf(x);
+    else return x;
+}
+struct alignas(2 * sizeof(ta)) gd_pair {  // (two consecutive elements: one 8- or 16-byte access)
+    ta x, y;
+};
 // W, (b)'s B operand: float32, its tf32 halves (hi, lo) split once when stored (row stride GD_BW + 4
 // pairs: a half-warp's 64-bit fragment loads on 32 banks; 1xTF32: as computed, the hi half taken by
 // the fragment loads); float64, as computed (row stride GD_LDS) (a timing build may store it unsplit:

@@ -17,25 +17,69 @@
 //   (gd_tier3's fill, gated_delta.T3FILL, s19c16) none: gd_tier3 reads them as (Qp P_k(q)) S_l(4q). (s19c16's
 //   supergroups of 16 periods for levels >= 5 were slower on the H200 and removed: benchmarks/NOTES.md "Session 20 —
 //   s20s".)
-// The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_BW; the grouped
+// The coarse kernels' columns per block: gd_coarse (every level over periods, session 14's chains) GD_BW (s23d16: at 64
+// columns for bfloat16 inputs +50% at 8K, its top chain's 31 steps each twice the work a warp, benchmarks/NOTES.md
+// "Session 23 — s23d16"); the grouped
 // form (gd_cgroup, gd_coarse_g, gd_cfill) GD_CGBW, float32 64 (session 15: at 32 columns the grouped form lost to the
 // periods' chains at every size, at 64 it won at 32K; _compile.Config.coarse_group_bw)
 constexpr int GD_CGBW = GD_TC ? 64 : GD_BW;
 constexpr int GD_CG = 4;              // periods per group (_compile.Config / gated_delta.Tier)
 constexpr int GD_CMINB = GD_TC && DKP <= 64 ? 3 : 1;  // blocks per SM the coarse kernels' registers must allow
 
+// S's ncol columns (shared, row stride CBW + 8) into dst (row stride dld)
+// (RND: as its tf32 rounding, GD_SBR)
+template <int CBW, bool RND = false>
+__device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta* Si, int DK, int ncol) {
+    for (int idx = threadIdx.x; idx < DKP * CBW; idx += NT) {
+        const int kk = idx / CBW, cc = idx % CBW;
+        if (kk < DK && cc < ncol) {
+            if constexpr (RND) dst[kk * dld + cc] = __uint_as_float(to_tf32(Si[kk * (CBW + 8) + cc]));
+            else dst[kk * dld + cc] = Si[kk * (CBW + 8) + cc];
+        }
+    }
+}
+// GD_CPR_SET (s23d16): the slot S(q + 1) a chain step computes stored into its destination from the registers (the
+// thread's fragment pairs) right after the product, instead of re-read from shared memory by every thread at step q + 1
+// (gd_cput: its loads, stores, index arithmetic and the destination's gd_popsum loop on the step's chain); the first S
+// (the caller's) as before; gd_coarse and gd_coarse_g (gd_cgroup's registers spill with it). The same values stored
+// (bit-equal). (L2 prefetches of A(q + 2), T(q + 2) at step q measured +3% beside it and went.) 0: session 22's.
+// GD_CAX_SET (with GD_ZR_SET's exact tf32 transfers): the chains whose A is always Z (gd_coarse, gd_cgroup) load its
+// fragments without a cvt (AX; bit-equal; 0: session 22's, a timing build)
+#ifndef GD_CAX_SET
+#define GD_CAX_SET 1
+#endif
+#ifndef GD_CPR_SET
+#define GD_CPR_SET 1
+#endif
+// GD_CSR_SET (GD_SBR builds: 1xTF32): gd_coarse's and gd_coarse_g's chain state S kept in shared memory as its tf32
+// rounding (gd_rtf at gd_cinit and at each step's store): S is read only by the next product (its B operand: tf32(S))
+// and by the slots' stores into Sb (tf32(S), GD_SBR), so both see the same values and the B fragments load without a
+// cvt (2 instructions an element, each element converted by 4 warps), the stores into Sb without one. Bit-equal (Sb's
+// low 13 bits, which no reader uses, now zero). 0: session 22's, a timing build.
+#ifndef GD_CSR_SET
+#define GD_CSR_SET 1
+#endif
+constexpr bool GD_CSR = GD_SBR && GD_CSR_SET;
 // One block's walk over q = q0 + 1 .. q1 - 1 (CBW columns): S(q0 + 1) in buffer (q0 + 1) & 1 of Ss (stored by the
-// caller; the loop's first barrier publishes it); at each q, put(q, S(q)) (S in shared memory, row stride CBW + 8),
-// then S(q + 1) = A(q) S(q) + T(q) (A(q): a DK x DK row-major matrix copied one step ahead into Zs; T(q): ncol
-// columns of a row-major matrix (row stride tld) or null). One product per step, two buffers of A and of S: one
-// barrier a step. Shared memory: Config.gd_coarse_smem().
-// T(q + 1)'s entries are loaded into registers during step q and put(q) follows the step's product (s19c16: its
+// caller; the loop's first barrier publishes it); at each q, S(q) into dst(q) (pcol columns, row stride dld; RND: its
+// tf32 rounding; nothing where dst(q) is null), then S(q + 1) = A(q) S(q) + T(q) (A(q): a DK x DK row-major matrix
+// copied one step ahead into Zs; T(q): ncol columns of a row-major matrix (row stride tld) or null). One product per
+// step, two buffers of A and of S: one barrier a step. Shared memory: Config.gd_coarse_smem().
+// T(q + 1)'s entries are loaded into registers during step q and S(q)'s stores follow the step's product (s19c16: its
 // stores' address arithmetic off the chain). Session 15's order (T(q) loaded at step q before its product) gave the
 // same sums and measured the same on the H200 (session 20: 32K scan bf16 1.665 / 1.673 ms); it went with its switch.
-template <int CBW, typename AF, typename TF, typename PF>
+struct gd_nodst {  // (gd_cchain's dst where its stores stay gd_cput's: gd_cgroup, whose registers spill otherwise)
+    __device__ ta* operator()(int) const { return nullptr; }
+    template <typename D> struct is { static constexpr bool v = false; };
+};
+template <> struct gd_nodst::is<gd_nodst> { static constexpr bool v = true; };
+// AX: A(q) is always a transfer Z (gd_tier1x's, stored as exact tf32 values where GD_ZR): its fragments loaded without
+// a cvt (the same bits; gd_coarse's and gd_cgroup's chains: 8 of a 32-column k-step's ~26 instructions a warp)
+template <int CBW, bool RND, bool AX, typename AF, typename TF, typename PF, typename DF>
 __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK, int ncol, i64 tld, AF amat, TF tadd,
-                                          PF put) {
+                                          PF put, DF dst, int dld, int pcol) {
     constexpr int LDS = CBW + 8, ZS = DKP * GD_LDQ, SS = DKP * LDS, RB = DKP / 16, TWB = GdWarpTiles<RB, CBW>::NTL;
+    constexpr bool REG = GD_CPR_SET && !gd_nodst::is<DF>::v, SR = RND && GD_CSR;
     const GdWarpTiles<RB, CBW> wb;
     const int K8 = (DK + 7) / 8 * 8;
     const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
@@ -63,19 +107,47 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
         __syncthreads();  // A(q) and S(q) complete; the other buffers' last readers done
         copy_a(q + 1);    // into the buffer step q - 1 read
         if (q + 1 == q1 || !wb.on) {
-            put(q, Si);
+            if (!REG || q == q0 + 1) put(q, Si);  // (REG: S(q) stored at step q - 1)
             continue;
         }
         ta tn[TWB][4];
         load_t(q + 1, tn);  // (the next step's, in flight during this one)
         ta acc[1][1][TWB][4] = {};
         const unsigned use[1] = {1u};
-        gd_mm<1, 1, TWB>(acc, Zs + (q & 1) * ZS, nullptr, GD_LDQ, Si, 0, LDS, wb.r0, wb.n0, K8, use);
+        using AT = typename GdA<AX && GD_ZR ? 1 : 0>::T;
+        using BT = typename GdA<SR ? 1 : 0>::T;  // (SR: S stored as exact tf32 values)
+        gd_mm<1, 1, TWB>(acc, (const AT*)(Zs + (q & 1) * ZS), nullptr, GD_LDQ, (const BT*)Si, 0, LDS, wb.r0, wb.n0, K8, use);
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
-            for (int x = 0; x < 4; ++x) So[wb.row(x) * LDS + wb.col(it, x)] = acc[0][0][it][x] + tv[it][x];
-        put(q, Si);
+            for (int x = 0; x < 4; ++x) {
+                ta v = acc[0][0][it][x] + tv[it][x];
+                if constexpr (SR) v = gd_rtf(v);
+                So[wb.row(x) * LDS + wb.col(it, x)] = v;
+                if constexpr (REG) acc[0][0][it][x] = v;
+            }
+        if (!REG || q == q0 + 1) put(q, Si);
+        if (REG) {  // S(q + 1) from the registers: columns cc, cc + 1 of rows kk (C fragment pairs)
+            if (ta* d = dst(q + 1)) {
+                const bool two = dld % 2 == 0 && reinterpret_cast<unsigned long long>(d) % (2 * sizeof(ta)) == 0;
+#pragma unroll
+                for (int it = 0; it < TWB; ++it)
+#pragma unroll
+                    for (int x = 0; x < 4; x += 2) {
+                        const int kk = wb.row(x), cc = wb.col(it, x);  // (cc even)
+                        if (kk >= DK || cc >= pcol) continue;
+                        ta y0 = acc[0][0][it][x], y1 = acc[0][0][it][x + 1];
+                        if constexpr (RND && !SR) y0 = __uint_as_float(to_tf32(y0)), y1 = __uint_as_float(to_tf32(y1));
+                        ta* e = d + kk * dld + cc;
+                        if (two && cc + 1 < pcol) {
+                            *reinterpret_cast<gd_pair*>(e) = gd_pair{y0, y1};
+                        } else {
+                            e[0] = y0;
+                            if (cc + 1 < pcol) e[1] = y1;
+                        }
+                    }
+            }
+        }
 #pragma unroll
         for (int it = 0; it < TWB; ++it)
 #pragma unroll
@@ -83,25 +155,14 @@ __device__ __forceinline__ void gd_cchain(ta* Zs, ta* Ss, int q0, int q1, int DK
     }
     cp_async_wait<0>();
 }
-// S's ncol columns (shared, row stride CBW + 8) into dst (row stride dld)
-// (RND: as its tf32 rounding, GD_SBR)
-template <int CBW, bool RND = false>
-__device__ __forceinline__ void gd_cput(ta* __restrict__ dst, i64 dld, const ta* Si, int DK, int ncol) {
-    for (int idx = threadIdx.x; idx < DKP * CBW; idx += NT) {
-        const int kk = idx / CBW, cc = idx % CBW;
-        if (kk < DK && cc < ncol) {
-            if constexpr (RND) dst[kk * dld + cc] = __uint_as_float(to_tf32(Si[kk * (CBW + 8) + cc]));
-            else dst[kk * dld + cc] = Si[kk * (CBW + 8) + cc];
-        }
-    }
-}
-// S(q0 + 1) = ncol columns of src (row stride sld), zero-padded, into buffer (q0 + 1) & 1
-template <int CBW>
+// S(q0 + 1) = ncol columns of src (row stride sld), zero-padded, into buffer (q0 + 1) & 1 (SR: their tf32 roundings)
+template <int CBW, bool SR = false>
 __device__ __forceinline__ void gd_cinit(ta* Ss, int q0, const ta* __restrict__ src, i64 sld, int DK, int ncol) {
     ta* S = Ss + ((q0 + 1) & 1) * DKP * (CBW + 8);
     for (int idx = threadIdx.x; idx < DKP * CBW; idx += NT) {
         const int kk = idx / CBW, cc = idx % CBW;
-        S[kk * (CBW + 8) + cc] = kk < DK && cc < ncol ? src[kk * sld + cc] : (ta)0;
+        const ta x = kk < DK && cc < ncol ? src[kk * sld + cc] : (ta)0;
+        S[kk * (CBW + 8) + cc] = SR ? gd_rtf(x) : x;
     }
 }
 
@@ -125,18 +186,18 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
         if (q1 <= p0 + 2) return;
         ta* pc = Pc + (bh * nG + q) * 3 * DK * DK + c0;
         gd_cinit<GD_CGBW>(Ss, p0, zq(p0) + c0, DK, DK, min(GD_CGBW, DK - c0));
-        gd_cchain<GD_CGBW>(Zs, Ss, p0, q1, DK, 0, 0, zq, [](int) { return (const ta*)nullptr; }, [&](int pp, const ta* Si) {
+        gd_cchain<GD_CGBW, false, GD_CAX_SET>(Zs, Ss, p0, q1, DK, 0, 0, zq, [](int) { return (const ta*)nullptr; }, [&](int pp, const ta* Si) {
             if (pp >= p0 + 2) gd_cput<GD_CGBW>(pc + (i64)(pp - p0 - 2) * DK * DK, DK, Si, DK, min(GD_CGBW, DK - c0));
-        });
+        }, gd_nodst{}, DK, min(GD_CGBW, DK - c0));
     } else {  // Tg_q's columns c0 ..: the walk S <- Z_pp S + Tot_pp from S = Tot_{p0}
         const int c0 = (role - NCK) * GD_CGBW;
         if (p0 + GD_CG >= nP) return;
         const i64 slot_sz = (i64)DK * DV;
         auto tq = [&](int pp) { return Tot + (bh * nP + pp) * slot_sz + c0; };
         gd_cinit<GD_CGBW>(Ss, p0, tq(p0), DV, DK, min(GD_CGBW, DV - c0));
-        gd_cchain<GD_CGBW>(Zs, Ss, p0, p0 + GD_CG + 1, DK, min(GD_CGBW, DV - c0), DV, zq, tq, [&](int pp, const ta* Si) {
+        gd_cchain<GD_CGBW, false, GD_CAX_SET>(Zs, Ss, p0, p0 + GD_CG + 1, DK, min(GD_CGBW, DV - c0), DV, zq, tq, [&](int pp, const ta* Si) {
             if (pp == p0 + GD_CG) gd_cput<GD_CGBW>(Tg + (bh * nG + q) * slot_sz + c0, DV, Si, DK, min(GD_CGBW, DV - c0));
-        });
+        }, gd_nodst{}, DV, min(GD_CGBW, DV - c0));
     }
 }
 
@@ -172,12 +233,16 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     const int nq = sh ? nG : nP, as = sh ? 3 : 1, ao = sh ? 2 : 0;
     auto amat = [&](int q) { return A0 + ((bh * nq + q) * as + ao) * DK * DK; };
     auto tadd = [&](int q) { return q >= qm ? (const ta*)nullptr : T0 + (bh * nq + q) * slot_sz + c0; };
-    gd_cinit<CBW>(Ss, q0, T0 + (bh * nq + q0) * slot_sz + c0, DV, DK, nc);
-    gd_cchain<CBW>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
+    gd_cinit<CBW, GD_CSR>(Ss, q0, T0 + (bh * nq + q0) * slot_sz + c0, DV, DK, nc);
+    auto dst = [&](int q) {
+        const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
+        return q >= qm ? Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0 : nullptr;
+    };
+    gd_cchain<CBW, GD_SBR, !GRP && GD_CAX_SET>(Zs, Ss, q0, q1, DK, nc, DV, amat, tadd, [&](int q, const ta* Si) {
         const int pp = q << sh;  // the slot's entry: after those of pp's lower set bits
         if (q >= qm)
-            gd_cput<CBW, GD_SBR>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
-    });
+            gd_cput<CBW, GD_SBR && !GD_CSR>(Sb + (e0 + gd_popsum(pp) + __popcll(pp & ((1 << (cl - 1)) - 1))) * slot_sz + c0, DV, Si, DK, nc);
+    }, dst, DV, nc);
 }
 extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_coarse(
     const ta* __restrict__ Z, const ta* __restrict__ Tot,  // gd_tier1's
@@ -460,9 +525,6 @@ __device__ __forceinline__ void gd_t3_fold(gd_e* Qs, const ta* P, int K8) {
         __syncthreads();  // (the last: P's buffer read, Qs complete)
     }
 }
-struct alignas(2 * sizeof(ta)) gd_pair {
-    ta x, y;
-};
 extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
     const gd_e* __restrict__ qe,  // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp (GD_T1X0Q_SET)
     const gd_e* __restrict__ Qp,  // gd_tier1's (GD_H16: both bfloat16, a 16-bit tile of Qp's rows)

@@ -127,6 +127,22 @@ constexpr int GD_TLDW = GdTW<GD_TWK>::LD;
 #ifndef GD_T1LWR_SET
 #define GD_T1LWR_SET 1
 #endif
+// GD_ZR_SET (1xTF32): gd_tier1x's transfers Z stored as their tf32 roundings (gd_rtf): every reader takes Z as a tf32
+// operand (the coarse chains' A, gd_cgroup's first S, gd_cfill's A, gd_tier3's fold's B: cvt.rna of the exact value is
+// that value), so the same products (bit-equal), and the chains whose A is always Z load it without a cvt
+// (gated_delta_coarse.cu's GD_CAX_SET). (s23d16's first form, every slot S of the walks stored rounded so that (a)'s B
+// fragments need no cvt, measured +3% on gd_tier1, +-1% on gd_tier1x at 8K / 32K: removed.) 0: session 22's.
+#ifndef GD_ZR_SET
+#define GD_ZR_SET 1
+#endif
+constexpr bool GD_ZR = GD_TC && GD_X1_SET && GD_ZR_SET;
+// The walks' shared accesses of W ((a)'s epilogue) and S, H ((b)'s) by pairs of columns (the C fragment's x, x + 1: one
+// 8-byte access; s23d16: their 4-byte stores at a row stride of 72 words were 1.8-2-way bank-conflicted, 45-50% of
+// gd_tier1's / gd_tier1x's shared store wavefronts in ncu at 8K).
+// W's columns cc, cc + 1 (cc even: w 2 elements aligned) as one store
+__device__ __forceinline__ void gd_putw2(gd_tf32* w, float a, float b) { *reinterpret_cast<uint2*>(w) = uint2{to_tf32(a), to_tf32(b)}; }
+__device__ __forceinline__ void gd_putw2(ta* w, ta a, ta b) { *reinterpret_cast<gd_pair*>(w) = gd_pair{a, b}; }
+__device__ __forceinline__ void gd_putw2(uint2* w, float a, float b) { gd_put(w, a), gd_put(w + 1, b); }
 // Qe and Ek, or NG slots' W (in ta); a low walk's H tile (GD_T1HPRE_SET: DKP x GD_TLDS, after the read weights)
 // (in ta; GD_H16: the 16-bit tiles' bytes over sizeof(ta))
 constexpr int GD_E2 = (int)sizeof(gd_e), GD_ES = (int)sizeof(ta);
@@ -274,15 +290,19 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
 #pragma unroll
                     for (int x = 0; x < 4; ++x) {
                         const int t = wa.row(x), cc = wa.col(it, x);
-                        ta rs = 0, wm = 0;
+                        ta rs = 0, wm = 0, wm1 = 0;
                         constexpr bool V2 = GD_T1V2_SET && GD_TC;
 #pragma unroll
                         for (int j = 0; j < NG; ++j) {
-                            if (mw && (mg >> j) & 1) wm += acc[j][0][it][x];
-                            else if (nb && (u >> j) & 1) gd_put(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x]);
+                            if (mw && (mg >> j) & 1) {
+                                wm += acc[j][0][it][x];
+                                wm1 += acc[j][0][it][x | 1];
+                            } else if (nb && (u >> j) & 1 && !(x & 1)) {  // (W's columns cc, cc + 1 at x even)
+                                gd_putw2(W + j * WS + t * GD_TLDW + cc, acc[j][0][it][x], acc[j][0][it][x + 1]);
+                            }
                             if (kind != GT_XFER && (r >> j) & 1) rs += wl(j, x, t) * acc[j][1][it][x];
                         }
-                        if (mw && nb) gd_put(W + t * GD_TLDW + cc, wm);  // slot 0's W: the merging slots' sum
+                        if (mw && nb && !(x & 1)) gd_putw2(W + t * GD_TLDW + cc, wm, wm1);  // slot 0's W: the merging slots' sum
                         if (V2 && (x & 1)) continue;  // (columns cc, cc + 1 stored at x even)
                         if (V2) {
                             const int nc = kind == GT_XFER ? NC : DV;
@@ -344,22 +364,32 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
 #pragma unroll
             for (int it = 0; it < TWB; ++it)
 #pragma unroll
-                for (int x = 0; x < 4; ++x) {
+                for (int x = 0; x < 4; x += 2) {  // (the columns cc, cc + 1 of row kk together: 8-byte accesses)
                     const int kk = wb.row(x), cc = wb.col(it, x);
-                    ta m = 0;
-                    if (kind == GT_LOW && GD_T1HPRE_SET) m = gd_wid(Hs[kk * GD_TLDS + cc]);  // (zero past DK, DV)
-                    else if (kind == GT_LOW && kk < DK && c0 + cc < DV) m = gd_wid(Hc[cj * slot_sz + (i64)kk * DV + c0 + cc]);
+                    ta m0 = 0, m1 = 0;
+                    if (kind == GT_LOW && GD_T1HPRE_SET) {
+                        gd_ld2(Hs + kk * GD_TLDS + cc, m0, m1);  // (zero past DK, DV)
+                    } else if (kind == GT_LOW && kk < DK) {
+                        const gd_e* h = Hc + cj * slot_sz + (i64)kk * DV + c0 + cc;
+                        if (c0 + cc < DV) m0 = gd_wid(h[0]);
+                        if (c0 + cc + 1 < DV) m1 = gd_wid(h[1]);
+                    }
 #pragma unroll
                     for (int j = 0; j < NG; ++j) {
                         if (!((u >> j) & 1)) continue;
-                        ta* e = S + j * SS + kk * GD_TLDS + cc;
-                        const ta v = eg * *e - accb[j][0][it][x];
-                        if (kind == GT_LOW && j < z) m += v;
-                        else *e = v;
+                        gd_pair* e = reinterpret_cast<gd_pair*>(S + j * SS + kk * GD_TLDS + cc);
+                        const gd_pair sv = *e;
+                        const ta v0 = eg * sv.x - accb[j][0][it][x], v1 = eg * sv.y - accb[j][0][it][x + 1];
+                        if (kind == GT_LOW && j < z) m0 += v0, m1 += v1;
+                        else *e = gd_pair{v0, v1};
                     }
                     if (kind == GT_LOW) {
-                        if (z < NG) S[z * SS + kk * GD_TLDS + cc] = m;
-                        else if (fin && kk < DK && c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = m;
+                        if (z < NG) {
+                            *reinterpret_cast<gd_pair*>(S + z * SS + kk * GD_TLDS + cc) = gd_pair{m0, m1};
+                        } else if (fin && kk < DK) {
+                            if (c0 + cc < DV) fin[(i64)kk * DV + c0 + cc] = m0;
+                            if (c0 + cc + 1 < DV) fin[(i64)kk * DV + c0 + cc + 1] = m1;
+                        }
                     }
                 }
         }
@@ -368,7 +398,7 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
     if (kind == GT_XFER)
         for (int idx = tid; idx < DKP * GD_TBW; idx += NT) {
             const int kk = idx / GD_TBW, cc = idx % GD_TBW;
-            if (kk < DK && c0 + cc < NC) fin[(i64)kk * NC + c0 + cc] = S[kk * GD_TLDS + cc];
+            if (kk < DK && c0 + cc < NC) fin[(i64)kk * NC + c0 + cc] = GD_ZR ? gd_rtf(S[kk * GD_TLDS + cc]) : S[kk * GD_TLDS + cc];
         }
 }
 
