@@ -88,15 +88,16 @@ def parts(B):
 
 
 #: cost of a chunk's summary (its keys' exponentials, ``E^T V`` and the merge) relative to its whole
-#: work (summary and reads): sizes the head start of :func:`_part_bounds` (measured single-threaded,
-#: B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.353 exp-kernel and log values after
-#: s17f20's faster reads (0.32-0.33 before); benchmarks/NOTES.md, s16e20, s17f20)
-SUMMARY_COST = 0.35
+#: work (summary and reads), (exp-kernel, log values): sizes the head start of :func:`_part_bounds`
+#: (measured single-threaded, B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.353 both
+#: on session 17's AVX-512 host, 0.317-0.320 / 0.327-0.336 on session 23's AVX2 one; benchmarks/NOTES.md,
+#: s16e20, s17f20, s23c20)
+SUMMARY_COST = (0.32, 0.33)
 
 #: what a full chunk saves by reading the column maxima kept by the part that summarised it (the
-#: passes of :func:`_col_max` over its k and log v tiles), relative to its whole work: (exp-kernel,
-#: log values)
-KEEP_SAVED = (0.044, 0.116)
+#: passes of :func:`_col_max` over its k and log v tiles), relative to its whole work, (exp-kernel,
+#: log values): 0.040-0.044 / 0.075-0.088 measured as SUMMARY_COST (s23c20)
+KEEP_SAVED = (0.04, 0.08)
 
 
 @numba.njit
@@ -138,7 +139,8 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     P = max(parts, 1) if N == 1 else 1
     dk, dv = q.shape[2], vals.shape[2]
     nch = (seg[N] - seg[0] + C - 1) // C  # one stream when P > 1
-    bd = _part_bounds(nch, P, SUMMARY_COST, KEEP_SAVED[1 if log_values else 0])
+    lv = 1 if log_values else 0
+    bd = _part_bounds(nch, P, SUMMARY_COST[lv], KEEP_SAVED[lv])
     # after the first pass: part 0's state after its first chunks, part j's summary of its piece
     Hm = np.empty((B * P if P > 1 else 0, dk))
     Hn = np.empty((Hm.shape[0], dv + 1))
