@@ -31,8 +31,8 @@ Parallel over batch elements, and for a batch smaller than the thread count over
 each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
 full while part ``j >= 1`` summarises the ``j``-th piece of chunks from the empty state, then part
 ``j`` merges part 0's state with the summaries of pieces 1 .. ``j`` (:func:`_ek_merge`: its
-incoming state) and runs its own chunks in full (one sequence on 2 threads: 15% + 43% /
-43% of the chunks; no summary computed twice). A summarising part keeps each chunk's column maxima of k
+incoming state) and runs its own chunks in full (one sequence on 2 threads: 14-15% + 44% / 40-42%
+of the chunks; no summary computed twice). A summarising part keeps each chunk's column maxima of k
 and log v (:data:`KEEP_SAVED`): the part that runs those chunks in full reads them instead of its own pass
 over the tiles. No scratch beyond one chunk and one state per task and the maxima, T / C (d_k + d_v).
 
