@@ -101,7 +101,7 @@ KEEP_SAVED = (0.04, 0.08)
 
 
 @numba.njit
-def _part_bounds(nch, P, cost, saved=0.0):
+def _part_bounds(nch, P, cost, saved):
     """Chunk bounds b (P + 2 entries) of :func:`ek_chunked`'s two passes over one sequence in P
     parts: first part 0 runs chunks b[0] .. b[1] - 1 in full while part j >= 1 summarises chunks
     b[j] .. b[j + 1] - 1 alone (``cost`` of a full chunk each); then part j runs b[j + 1] .. b[j + 2]
