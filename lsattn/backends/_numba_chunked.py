@@ -127,8 +127,8 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     only). Writes out (B, T, d_v) and the final states into m1, n1, S1, z1 (the array-API layout).
     One ``prange`` iteration per (batch element, stream) when P = 1; otherwise two parallel loops
     over (batch element, part) (:func:`_part_bounds`): the first runs part 0's first chunks and the
-    other parts' summaries of the chunks before them, the second every part's own chunks from the
-    state these summaries give it.
+    other parts' summaries of the chunks before them (keeping those chunks' column maxima), the second
+    every part's own chunks from the state these summaries give it.
 
     Returns a count of non-finite inputs (columns of a chunk's q, k, vals; ``-inf`` log values
     pass; the prologue's ``KernelCheck``, counted in each chunk's own first pass over its tiles): 0, or at least 1 when
