@@ -308,16 +308,16 @@ def split_tasks(args):
         out = np.empty((T, d), f32)
         if op in ("exp_kernel_attention", "log_attention"):
             lv, Cc = op == "log_attention", KC.chunk_for(d, d)
-            bd = KC._part_bounds(-(-T // Cc), 2, KC.SUMMARY_COST)
+            bd = KC._part_bounds(-(-T // Cc), 2, KC.SUMMARY_COST[int(lv)], KC.KEEP_SAVED[int(lv)])
             st = (np.full(d, lo, f32), np.full(d, lo, f32), e(d, d), e(d))
             H = np.empty((2, d)), np.empty((2, d + 1)), np.empty((2, d, d + 1))
-            fin = e(d), e(d), e(d, d), e(d)
+            fin, KX = (e(d), e(d), e(d, d), e(d)), e(-(-T // Cc), 2 * d)  # KX: the kept column maxima
 
             def first(j):
-                return lambda: KC._ek_first(q, k, v, *st, lv, lo, Cc, j, bd, H[0][j], H[1][j], H[2][j], out)
+                return lambda: KC._ek_first(q, k, v, *st, lv, lo, Cc, j, bd, H[0][j], H[1][j], H[2][j], out, KX)
 
             def part(j, P=2):
-                return lambda: KC._ek_part(q, k, v, *st, lv, lo, Cc, P, j, bd, *H, out, *fin)
+                return lambda: KC._ek_part(q, k, v, *st, lv, lo, Cc, P, j, bd, *H, out, *fin, KX)
 
             groups = {"one part": {"": part(0, 1)}, "split": {"1.0": first(0), "1.1": first(1), "2.0": part(0), "2.1": part(1)}}
             note = f"bounds {[int(b) for b in bd]}"

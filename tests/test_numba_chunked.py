@@ -235,6 +235,58 @@ def test_chunked_parts_wide_summary_products(dtype, log_values):
             assert np.abs(got - base).max() <= (1e-12 if dtype == np.float64 else 1e-5) * np.abs(base).max()
 
 
+def _parts_own_maxima(KC, q, k, vals, m0, n0, S0, z0, log_values, lo, C, P):
+    """ek_chunked's two passes over one stream in P parts (its bounds and merges), every chunk computing its
+    own column maxima (``_ek_chunks`` with ``kept`` False: the path before the kept maxima): out, m, S, z."""
+    T, dk, dv = q.shape[0], q.shape[1], vals.shape[1]
+    bd = KC._part_bounds(-(-T // C), P, KC.SUMMARY_COST[int(log_values)], KC.KEEP_SAVED[int(log_values)])
+    out, KX = np.empty((T, dv), q.dtype), np.empty((0, dk + dv), q.dtype)
+    H = [(np.empty(dk), np.empty(dv + 1), np.empty((dk, dv + 1))) for _ in range(P)]
+    for j, (m, n, Ss) in enumerate(H):  # pass 1: part 0's first chunks, the others' summaries
+        if j == 0:
+            KC._ek_load(m0, n0, S0, z0, log_values, m, n, Ss)
+        else:
+            KC._ek_fresh(log_values, lo, m, n, Ss)
+        assert KC._ek_chunks(q, k, vals, bd[j], bd[j + 1], j == 0, m, n, Ss, z0, log_values, lo, C, out, KX, False) == 0
+    for j in range(P):  # pass 2: part j's own chunks from the merged state
+        m, n, Ss = (x.copy() for x in H[0])
+        for i in range(1, j + 1):
+            KC._ek_merge(m, n, Ss, *H[i])
+        assert KC._ek_chunks(q, k, vals, bd[j + 1], bd[j + 2], True, m, n, Ss, z0, log_values, lo, C, out, KX, False) == 0
+    return out, m, Ss[:, :dv], Ss[:, dv]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(T=st.integers(1, 200), C=chunks, P=st.integers(2, 5), log_values=st.booleans(), scale=st.sampled_from([1.0, 1e3]),
+       neg=st.booleans(), seed=seeds)
+def test_chunked_kept_maxima_equal_own(dtype, T, C, P, log_values, scale, neg, seed):
+    """A sequence in P parts: the chunks a later part summarised run in full from the column maxima that
+    part kept (``KX``) instead of their own pass over k and vals; outputs and final state bit-equal to every
+    chunk computing its own (scale 1e3: exact rows; ``neg``: -inf log values, whole and partial columns),
+    from an incoming state."""
+    from lsattn.backends import _numba_chunked as KC
+
+    q, k, vals = (x[0].astype(dtype) for x in ek_inputs(seed, (1,), T + 3, 3, 2, scale))
+    if neg and log_values:
+        vals[:, 0] = -np.inf
+        vals[np.random.default_rng(seed).random(T + 3) < 0.5, 1] = -np.inf
+    lo = -float(np.finfo(dtype).max) / 8
+    _, st0 = EK["log" if log_values else "exp"][0](q[:3], k[:3], vals[:3], return_state=True, backend="array_api")
+    q, k, vals = q[3:], k[3:], vals[3:]
+    t = st0.tensors
+    m0, S0, z0 = (ro(np.asarray(t[x], dtype)) for x in ("m", "S", "z"))
+    n0 = ro(np.asarray(t["n"], dtype) if log_values else np.full(2, lo, dtype))
+    out, m1, n1, S1, z1 = (np.empty(s, dtype) for s in ((1, T, 2), (1, 3), (1, 2), (1, 3, 2), (1, 3)))
+    assert KC.ek_chunked(ro(q[None]), ro(k[None]), ro(vals[None]), ro(np.zeros((3, 1), np.int64)),
+                         ro(np.array([0, T], np.int64)), m0[None], n0[None], S0[None], z0[None], log_values, lo, C, P,
+                         out, m1, n1, S1, z1) == 0
+    want, m, S, z = _parts_own_maxima(KC, ro(q), ro(k), ro(vals), m0, n0, S0, z0, log_values, lo, C, P)
+    np.testing.assert_array_equal(out[0], want)
+    np.testing.assert_array_equal(m1[0], m.astype(dtype))
+    np.testing.assert_array_equal(S1[0], S.astype(dtype))
+    np.testing.assert_array_equal(z1[0], z.astype(dtype))
+
+
 @given(T=small_T.filter(lambda T: T > 0), C=chunks, P=st.integers(1, 5), log_values=st.booleans(), seed=seeds,
        data=st.data())
 def test_chunked_counts_non_finite_inputs(T, C, P, log_values, seed, data):

@@ -31,8 +31,10 @@ Parallel over batch elements, and for a batch smaller than the thread count over
 each sequence in two parallel loops (:func:`_part_bounds`): first part 0 runs its first chunks in
 full while part ``j >= 1`` summarises the ``j``-th piece of chunks from the empty state, then part
 ``j`` merges part 0's state with the summaries of pieces 1 .. ``j`` (:func:`_ek_merge`: its
-incoming state) and runs its own chunks in full (one sequence on 2 threads: 15% + 43% /
-43% of the chunks; no summary computed twice). No scratch beyond one chunk and one state per task.
+incoming state) and runs its own chunks in full (one sequence on 2 threads: 14-15% + 44% / 40-42%
+of the chunks; no summary computed twice). A summarising part keeps each chunk's column maxima of k
+and log v (:data:`KEEP_SAVED`): the part that runs those chunks in full reads them instead of its own pass
+over the tiles. No scratch beyond one chunk and one state per task and the maxima, T / C (d_k + d_v).
 
 ``M`` includes keys of the chunk a query may not see yet, so a visible term can underflow where the
 token-by-token scan keeps it (the same reason the array-API path reads chunks as a tree). Every lost
@@ -86,20 +88,27 @@ def parts(B):
 
 
 #: cost of a chunk's summary (its keys' exponentials, ``E^T V`` and the merge) relative to its whole
-#: work (summary and reads): sizes the head start of :func:`_part_bounds` (measured single-threaded,
-#: B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.353 exp-kernel and log values after
-#: s17f20's faster reads (0.32-0.33 before); benchmarks/NOTES.md, s16e20, s17f20)
-SUMMARY_COST = 0.35
+#: work (summary and reads), (exp-kernel, log values): sizes the head start of :func:`_part_bounds`
+#: (measured single-threaded, B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.353 both
+#: on session 17's AVX-512 host, 0.317-0.320 / 0.327-0.336 on session 23's AVX2 one; benchmarks/NOTES.md,
+#: s16e20, s17f20, s23c20)
+SUMMARY_COST = (0.32, 0.33)
+
+#: what a full chunk saves by reading the column maxima kept by the part that summarised it (the
+#: passes of :func:`_col_max` over its k and log v tiles), relative to its whole work, (exp-kernel,
+#: log values): 0.040-0.044 / 0.075-0.088 measured as SUMMARY_COST (s23c20)
+KEEP_SAVED = (0.04, 0.08)
 
 
 @numba.njit
-def _part_bounds(nch, P, cost):
+def _part_bounds(nch, P, cost, saved):
     """Chunk bounds b (P + 2 entries) of :func:`ek_chunked`'s two passes over one sequence in P
     parts: first part 0 runs chunks b[0] .. b[1] - 1 in full while part j >= 1 summarises chunks
     b[j] .. b[j + 1] - 1 alone (``cost`` of a full chunk each); then part j runs b[j + 1] .. b[j + 2]
-    - 1 in full. Equal times: the head start b[1] = cost w and the rest in P pieces of w = nch /
-    (P + cost)."""
-    w = nch / (P + cost)
+    - 1 in full, ``1 - saved`` a chunk where part j + 1 summarised them (kept maxima), 1 for the last
+    part. Equal times: the head start b[1] = cost w, P - 1 pieces of w and the last of (1 - saved) w,
+    w = nch / (P + cost - saved)."""
+    w = nch / (P + cost - saved)
     b = np.empty(P + 2, np.int64)
     b[0] = 0
     for j in range(1, P + 1):
@@ -118,8 +127,8 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     only). Writes out (B, T, d_v) and the final states into m1, n1, S1, z1 (the array-API layout).
     One ``prange`` iteration per (batch element, stream) when P = 1; otherwise two parallel loops
     over (batch element, part) (:func:`_part_bounds`): the first runs part 0's first chunks and the
-    other parts' summaries of the chunks before them, the second every part's own chunks from the
-    state these summaries give it.
+    other parts' summaries of the chunks before them (keeping those chunks' column maxima), the second
+    every part's own chunks from the state these summaries give it.
 
     Returns a count of non-finite inputs (columns of a chunk's q, k, vals; ``-inf`` log values
     pass; the prologue's ``KernelCheck``, counted in each chunk's own first pass over its tiles): 0, or at least 1 when
@@ -130,46 +139,55 @@ def ek_chunked(q, k, vals, rows, seg, m0, n0, S0, z0, log_values, lo, C, parts, 
     P = max(parts, 1) if N == 1 else 1
     dk, dv = q.shape[2], vals.shape[2]
     nch = (seg[N] - seg[0] + C - 1) // C  # one stream when P > 1
-    bd = _part_bounds(nch, P, SUMMARY_COST)
+    lv = 1 if log_values else 0
+    bd = _part_bounds(nch, P, SUMMARY_COST[lv], KEEP_SAVED[lv])
     # after the first pass: part 0's state after its first chunks, part j's summary of its piece
     Hm = np.empty((B * P if P > 1 else 0, dk))
     Hn = np.empty((Hm.shape[0], dv + 1))
     HS = np.empty((Hm.shape[0], dk, dv + 1))
+    # the summarised chunks' column maxima of k and vals (row c: chunk c; written by part j >= 1's summary)
+    KX = np.empty((B if P > 1 else 1, nch if P > 1 else 0, dk + dv), q.dtype)
     bad = np.zeros(B * N * P, np.int64)  # non-finite entries per task (B P first-pass tasks when P > 1, N = 1)
     if P > 1:
         for task in prange(B * P):
             b, j = task // P, task % P
             s0, s1 = seg[0], seg[1]
             bad[task] += _ek_first(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], vals[rows[2, b], s0:s1], m0[b], n0[b],
-                                   S0[b], z0[b], log_values, lo, C, j, bd, Hm[task], Hn[task], HS[task], out[b, s0:s1])
+                                   S0[b], z0[b], log_values, lo, C, j, bd, Hm[task], Hn[task], HS[task], out[b, s0:s1],
+                                   KX[b])
+    first = bad.copy()  # a sequence with a non-finite entry stops here (the kept maxima after it are unset)
     for task in prange(B * N * P):
         row, j = task // P, task % P
         b, sg = row // N, row % N
         s0, s1 = seg[sg], seg[sg + 1]
+        if P > 1 and first[b * P : b * P + P].sum():
+            continue
         bad[task] += _ek_part(q[rows[0, b], s0:s1], k[rows[1, b], s0:s1], vals[rows[2, b], s0:s1], m0[row], n0[row],
                               S0[row], z0[row], log_values, lo, C, P, j, bd, Hm[b * P : b * P + P],
                               Hn[b * P : b * P + P], HS[b * P : b * P + P], out[b, s0:s1], m1[row], n1[row], S1[row],
-                              z1[row])
+                              z1[row], KX[b if P > 1 else 0])
     return bad.sum()
 
 
 @numba.njit
-def _ek_first(q, k, vals, m0, n0, S0, z0, log_values, lo, C, j, bd, m, n, Ss, out):
+def _ek_first(q, k, vals, m0, n0, S0, z0, log_values, lo, C, j, bd, m, n, Ss, out, KX):
     """The first pass of part ``j`` of one stream (arguments as :func:`_ek_part`): part 0 runs chunks
     bd[0] .. bd[1] - 1 in full from the incoming state, part j >= 1 summarises chunks bd[j] .. bd[j +
-    1] - 1 from the empty state; the state after them into m, n, Ss. Returns :func:`_ek_chunks`' count."""
+    1] - 1 from the empty state and keeps their column maxima in KX; the state after them into m, n, Ss.
+    Returns :func:`_ek_chunks`' count."""
     if j == 0:
         _ek_load(m0, n0, S0, z0, log_values, m, n, Ss)
     else:
         _ek_fresh(log_values, lo, m, n, Ss)
-    return _ek_chunks(q, k, vals, bd[j], bd[j + 1], j == 0, m, n, Ss, z0, log_values, lo, C, out)
+    return _ek_chunks(q, k, vals, bd[j], bd[j + 1], j == 0, m, n, Ss, z0, log_values, lo, C, out, KX, j > 0)
 
 
 @numba.njit
-def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, bd, Hm, Hn, HS, out, m1, n1, S1, z1):
+def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, bd, Hm, Hn, HS, out, m1, n1, S1, z1, KX):
     """The second pass of part ``j`` of ``P`` of one stream (q, k (T, d_k), vals (T, d_v), its state
     m0 (d_k), ...; P = 1: the whole stream): its own chunks from part 0's state after the first pass
-    (Hm[0], Hn[0], HS[0]) merged with the summaries of parts 1 .. j; the last part writes the state.
+    (Hm[0], Hn[0], HS[0]) merged with the summaries of parts 1 .. j, with the column maxima that part
+    j + 1 kept in KX (nch, d_k + d_v) when j < P - 1; the last part writes the state.
     Returns :func:`_ek_chunks`' count of non-finite entries (not 0: no state written)."""
     dk, dv = S0.shape
     m, n, Ss = np.empty(dk), np.empty(dv + 1), np.empty((dk, dv + 1))
@@ -183,7 +201,7 @@ def _ek_part(q, k, vals, m0, n0, S0, z0, log_values, lo, C, P, j, bd, Hm, Hn, HS
         for i in range(1, j + 1):
             _ek_merge(m, n, Ss, Hm[i], Hn[i], HS[i])
         c0, c1 = bd[j + 1], bd[j + 2]
-    bad = _ek_chunks(q, k, vals, c0, c1, True, m, n, Ss, z0, log_values, lo, C, out)
+    bad = _ek_chunks(q, k, vals, c0, c1, True, m, n, Ss, z0, log_values, lo, C, out, KX, j < P - 1)
     if bad:
         return bad
     if j == P - 1:  # the state after the last chunk, in the array-API layout
@@ -240,13 +258,16 @@ def _ek_merge(m, n, Ss, m2, n2, Ss2):
 
 
 @numba.njit(fastmath=_FM, error_model="numpy")
-def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, out):
+def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, out, KX, kept):
     """Chunks c_lo .. c_hi - 1 of one stream (q, k (T, d_k), vals (T, d_v)) from the float64 working
     state m (d_k), n (d_v + 1), Ss = [S | z] (d_k, d_v + 1), updated in place: their outputs into out
     (T, d_v) when ``full``, else only their summaries merged into the state. z0: the stream's incoming
-    z (the bound of the exact-row test). Returns a count of the non-finite inputs (columns) of the
-    chunks' k, vals (``-inf`` log values pass) and, when ``full``, q, counted in the loops that first
-    read each tile; a chunk with one ends the loop (the caller drops the results).
+    z (the bound of the exact-row test). ``kept``: chunk c's column maxima of k and (log values) vals,
+    in the input dtype, are KX[c, :d_k], KX[c, d_k:] (written by a summary, read by a full pass instead
+    of its own :func:`_col_max`: the same values). Returns a count of the non-finite inputs (columns) of
+    the chunks' k, vals (``-inf`` log values pass; not where read from KX: the summary counted them) and,
+    when ``full``, q, counted in the loops that first read each tile; a chunk with one ends the loop (the
+    caller drops the results).
 
     Per chunk, in the input dtype: ``E = exp(k - M)``, ``[A | W]`` (C x (d_k + h): the queries'
     exponentials, then block b's ``W_bb = A_b E_b^T`` of its ``h`` rows, upper triangle zeroed) and
@@ -282,7 +303,7 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     one = np.array([1.0, 0.0], wt)  # alpha = 1, beta = 0 / 1 of _gemm
     M, N = np.empty(dk), np.zeros(dv + 1)
     Mw, Nw = np.empty(dk, wt), np.empty(dv, wt)
-    ckk, ckv = np.empty(dk, wt), np.zeros(dv, wt)  # the finiteness sums of _col_shifts
+    ckk, ckv = np.empty(dk, wt), np.zeros(dv, wt)  # the finiteness sums of _col_max
     f, g, zs = np.empty(dk), np.ones(dv), np.empty(dk)
     Xw, ckq = np.empty((C, dk), wt), np.zeros(dk, wt)  # the queries' exponents; their finiteness sums
     D, LD = np.empty(C), np.empty(C)  # den per row (float64) and its logarithm
@@ -298,14 +319,30 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
         pE, pAW, pSV, pY, pU = E.ctypes.data, AW.ctypes.data, SV.ctypes.data, Y.ctypes.data, U.ctypes.data
         pone, pw, x1 = one.ctypes.data, w32.ctypes.data, one[0]
         # M = max(m, key maxima), f = exp(m - M); keys with a NaN or infinite entry counted
-        nf += _col_shifts(k, t0, L, -inf, False, m, M, f, Mw, ckk)
+        if kept and full:
+            for i in range(dk):
+                Mw[i] = KX[c, i]
+        else:
+            nf += _col_max(k, t0, L, -inf, False, Mw, ckk)
+            if kept:
+                for i in range(dk):
+                    KX[c, i] = Mw[i]
+        _shift_to(m, Mw, M, f)
         if log_values:  # N likewise for the log values (-inf: a zero value)
-            nf += _col_shifts(vals, t0, L, low, True, n, N, g, Nw, ckv)
+            if kept and full:
+                for j in range(dv):
+                    Nw[j] = KX[c, dk + j]
+            else:
+                nf += _col_max(vals, t0, L, low, True, Nw, ckv)
+                if kept:
+                    for j in range(dv):
+                        KX[c, dk + j] = Nw[j]
+            _shift_to(n, Nw, N, g)
         else:
             for s in range(L):
                 for j in range(dv):
                     x = vals[t0 + s, j]
-                    ckv[j] += x - x  # NaN for NaN or +-inf (see _col_shifts)
+                    ckv[j] += x - x  # NaN for NaN or +-inf (see _col_max)
                     SV[dk + s, j] = x
             for j in range(dv):
                 nf += not ckv[j] == 0.0
@@ -331,7 +368,7 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
             for t in range(L):
                 # r = max_i (q_ti + M_i) in float64, as the largest order key (:func:`_okey`: an integer maximum
                 # vectorises, a float one is a serial chain); the arguments q + M - r in float64 (exact),
-                # rounded once to the input dtype; q's NaN or infinite entries counted by columns (_col_shifts)
+                # rounded once to the input dtype; q's NaN or infinite entries counted by columns (_col_max)
                 rk = _OKEY_LOW
                 for i in range(dk):
                     b = _okey(np.float64(q[t0 + t, i]) + M[i])
@@ -629,13 +666,12 @@ def _okey_value(b):
 
 
 @numba.njit(inline="always")
-def _col_shifts(x, t0, L, low, neg_ok, old, new, fac, mw, ck):
+def _col_max(x, t0, L, low, neg_ok, mw, ck):
     """Per column j of x[t0 : t0 + L] (x (T, d)): mw[j] = max(low, entries) in x's dtype (exact; 16
-    lanes of float32, no conversion), new[:d] = max(old, mw) (float64), fac = exp(old - new) (0 where
-    old - new <= -708). Returns the number of columns with an entry that is NaN or +inf, or -inf unless
-    ``neg_ok`` (then -inf reads as ``low``): each column accumulates ``xv - xv`` (NaN for those, 0 for
-    every finite xv) into ck (x's dtype, scratch of d), a vertical sum that vectorises like the maxima
-    (a scalar count would widen the loop to int64 lanes)."""
+    lanes of float32, no conversion). Returns the number of columns with an entry that is NaN or +inf,
+    or -inf unless ``neg_ok`` (then -inf reads as ``low``): each column accumulates ``xv - xv`` (NaN for
+    those, 0 for every finite xv) into ck (x's dtype, scratch of d), a vertical sum that vectorises like
+    the maxima (a scalar count would widen the loop to int64 lanes)."""
     d = x.shape[1]
     for j in range(d):
         mw[j] = low
@@ -650,11 +686,20 @@ def _col_shifts(x, t0, L, low, neg_ok, old, new, fac, mw, ck):
     bad = 0
     for j in range(d):
         bad += not ck[j] == 0.0
+    return bad
+
+
+@numba.njit(inline="always")
+def _shift_to(old, mw, new, fac):
+    """The shifts after a chunk of column maxima mw (d,) in the input dtype: new[:d] = max(old, mw)
+    (float64), then mw = new (the shift in the input dtype: a maximum of inputs or the state's, exact)
+    and fac = exp(old - new) (0 where old - new <= -708)."""
+    d = mw.shape[0]
+    for j in range(d):
         new[j] = max(old[j], np.float64(mw[j]))
-        mw[j] = new[j]  # the shift in x's dtype: a maximum of inputs (or the state's), exact
+        mw[j] = new[j]
     for j in range(d):
         fac[j] = _exp64s(old[j] - new[j])  # vectorised (math.exp: a scalar libm call per column)
-    return bad
 
 
 @numba.njit(fastmath=_FM)
