@@ -795,6 +795,7 @@ def test_gpu_16bit_training_forward(batch, T, P, dims, decay, weights, dtype, sc
     _gpu_ready()
     torch = _torch_cuda()
     half = getattr(torch, dtype)
+    dk, dv = dims
     cur, pre, do = _training_inputs(torch, half, batch, T, P, dims, decay, weights, scale, neg_inf, seed)
     state = None
     if P:
