@@ -96,7 +96,9 @@ def grad_oracle(torch, arrays, do, prefix=None, device="cpu", dtype=None):
     ``dtype``, then float64 autograd of the inputs rounded to it) of ``lsattn.reference``, or with
     ``prefix`` (the P tokens before, NumPy) of the array-API path continuing their state (not
     differentiated). ``-inf`` inputs become ``ORACLE_NEG`` (exactly zero terms, finite gradients) and
-    outputs ``-inf`` get zero output gradient (they depend on no input).
+    outputs ``-inf`` get zero output gradient (they depend on no input): which ones, by the reference on
+    the -inf inputs themselves, over the prefix and the call (the array-API path's clamps leave a finite
+    output near -1e305 where a decay -inf cuts off every visible nonzero value, e.g. an incoming state's).
     Returns (grads [dq, dk, dlv, dlam(, da)] float64 NumPy, the float64 output)."""
     safe = [None if x is None else np.where(np.isneginf(x), ORACLE_NEG, x) for x in arrays]
     has_a = arrays[4] is not None
@@ -112,8 +114,12 @@ def grad_oracle(torch, arrays, do, prefix=None, device="cpu", dtype=None):
             return ref.loglinear_log_attention(q, k, lv, lam, log_decay=a)
         return lsattn.loglinear_log_attention(q, k, lv, lam, log_decay=a, state=state, backend="array_api")
 
+    whole = arrays if prefix is None else [None if x is None else np.concatenate([p_, x], axis=-1 if i == 4 else -2)
+                                           for i, (p_, x) in enumerate(zip(prefix, arrays))]
     with torch.no_grad():  # with the -inf inputs themselves: which outputs are -inf
-        out = fn(*[torch.tensor(x, device=device) for x in (arrays if has_a else arrays[:4])]).double().cpu().numpy()
+        out = ref.loglinear_log_attention(*[None if x is None else torch.tensor(x, device=device) for x in whole[:4]],
+                                          log_decay=None if not has_a else torch.tensor(whole[4], device=device))
+        out = out.double().cpu().numpy()[..., out.shape[-2] - arrays[0].shape[-2]:, :]
     want, _ = _autograd(fn, safe if has_a else safe[:4], np.where(np.isneginf(out), 0.0, do), torch, device=device,
                         dtype=dtype)
     return want, out
@@ -773,6 +779,13 @@ def test_gpu_backward_16bit(dtype):
        dtype=st.sampled_from(["bfloat16", "float16"]), scale=st.sampled_from([1.0, 30.0]), neg_inf=st.booleans(),
        seed=seeds)
 @settings(max_examples=8, deadline=None)  # (head dims in pairs: each pair and dtype compiles its kernels once)
+# (s23e) a decay -inf at token 3 of the call cuts off the state and every earlier token: output (3, 5), whose own
+# value is 0, is -inf; the oracle took the array-API path's finite -1.2e305 there and differentiated it (dlam, dq off
+# by 2)
+@example(batch=(), T=26, P=21, dims=(5, 7), decay="zero", weights="zero", dtype="bfloat16", scale=1.0, neg_inf=True,
+         seed=1)
+@example(batch=(), T=26, P=21, dims=(5, 7), decay="zero", weights="random", dtype="bfloat16", scale=1.0, neg_inf=True,
+         seed=1)
 def test_gpu_16bit_training_forward(batch, T, P, dims, decay, weights, dtype, scale, neg_inf, seed):
     """16-bit inputs under autograd run the 16-bit tensor-core forward writing log y in float32: the
     returned output equals the call without grad bit for bit (the same kernels, the same rounding; under
@@ -783,17 +796,11 @@ def test_gpu_16bit_training_forward(batch, T, P, dims, decay, weights, dtype, sc
     torch = _torch_cuda()
     half = getattr(torch, dtype)
     dk, dv = dims
-    arrays = make(seed, batch, P + T, dk, dv, scale=scale, decay=decay, weights=weights)
-    if neg_inf:
-        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=scale == 1.0)
-    arrays = [None if x is None else torch.tensor(x).to(half).double().numpy() for x in arrays]
-    cut = lambda x, s: None if x is None else (x[..., s] if x.ndim == len(batch) + 1 else x[..., s, :])  # noqa: E731
-    cur, pre = [cut(x, slice(P, None)) for x in arrays], [cut(x, slice(None, P)) for x in arrays]
+    cur, pre, do = _training_inputs(torch, half, batch, T, P, dims, decay, weights, scale, neg_inf, seed)
     state = None
     if P:
         pre_t = [None if x is None else torch.tensor(x, device="cuda").to(half) for x in pre]
         _, state = lsattn.loglinear_log_attention(*pre_t[:4], log_decay=pre_t[4], return_state=True)
-    do = np.random.default_rng(seed + 1).standard_normal(batch + (T, dv))
     xs = [None if x is None else torch.tensor(x, device="cuda").to(half).requires_grad_(True) for x in cur]
     out = lsattn.loglinear_log_attention(*xs[:4], log_decay=xs[4], state=state)
     assert _on_kernels(out) and out.dtype == half
@@ -805,6 +812,40 @@ def test_gpu_16bit_training_forward(batch, T, P, dims, decay, weights, dtype, sc
     want, _ = grad_oracle(torch, cur, do, prefix=pre if P else None)
     check_grads([x.grad.double().cpu().numpy() for x in xs if x is not None], want, do, GRAD_TOL["bfloat16"],
                 f"{dtype} T={T} P={P} dk={dk} dv={dv} scale={scale}", T)
+
+
+def _training_inputs(torch, half, batch, T, P, dims, decay, weights, scale, neg_inf, seed):
+    """test_gpu_16bit_training_forward's inputs: the call's and its prefix's (NumPy float64 of the values rounded
+    to torch dtype ``half``; ``-inf`` at random tokens of either), the output gradient (batch + (T, d_v))."""
+    dk, dv = dims
+    arrays = make(seed, batch, P + T, dk, dv, scale=scale, decay=decay, weights=weights)
+    if neg_inf:
+        arrays = _with_neg_inf(arrays, np.random.default_rng(seed), values=scale == 1.0)
+    arrays = [None if x is None else torch.tensor(x).to(half).double().numpy() for x in arrays]
+    cut = lambda x, s: None if x is None else (x[..., s] if x.ndim == len(batch) + 1 else x[..., s, :])  # noqa: E731
+    cur, pre = [cut(x, slice(P, None)) for x in arrays], [cut(x, slice(None, P)) for x in arrays]
+    return cur, pre, np.random.default_rng(seed + 1).standard_normal(batch + (T, dv))
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("weights", ["zero", "random"])
+def test_backward_emulated_neg_inf_after_a_state(emu_bwd, weights):
+    """test_gpu_16bit_training_forward's example (s23e) on the emulated kernels, as the bf16 training call runs
+    them (tc, chunk 32, the state of the host's ``new_state`` on the prefix's float32 copies): a decay -inf at the
+    call's token 3 (global 24) leaves output (3, 5), whose own value is 0, at -inf (the reference's -inf: no output
+    gradient there; the array-API path's clamps give -1.2e305), and the gradients are within GRAD_TOL['bfloat16']
+    of the oracle."""
+    torch = pytest.importorskip("torch")
+    P, T = 21, 26
+    cur, pre, do = _training_inputs(torch, torch.bfloat16, (), T, P, (5, 7), "zero", weights, 1.0, True, 1)
+    f32 = [None if x is None else np.ascontiguousarray(x, dtype=np.float32) for x in pre]
+    state = chi.new_state(np, f32[1], f32[2], f32[4], None, 0)
+    old = tuple(np.ascontiguousarray(state.tensors[x]) for x in ("m", "n", "S", "z"))
+    got, out = _emu_grads(emu_bwd, cur, do, "float32", 32, P, old, tc=True)
+    assert cur[4][3] == -np.inf and np.isneginf(out[3, 5]), "the example's cut-off output"
+    want, wout = grad_oracle(torch, cur, do, prefix=pre)
+    np.testing.assert_array_equal(np.isneginf(out), np.isneginf(wout))
+    check_grads(got, want, do, GRAD_TOL["bfloat16"], f"tc T={T} P={P} weights={weights}", T)
 
 
 @pytest.mark.gpu
