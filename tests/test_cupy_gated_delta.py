@@ -884,6 +884,86 @@ def test_raw_launch_blocks_are_per_call():
     assert len(seen) == 800 and set(seen) == {(99, 7, 3, 1, 256, 1, 1, 1024)}
 
 
+def test_raw_launch_programmatic_attribute():
+    """``_rawlaunch.RawLaunch(pdl=True)``: one ``cuLaunchKernelEx`` per call with cuda.h's CUlaunchConfig (grid, block,
+    shared bytes, the call's stream) carrying one attribute, programmatic stream serialization (id 6) allowed (1),
+    and the argument block of the call's pointers and the scalars."""
+    import ctypes
+    import types
+
+    from lsattn.backends.cupy import _rawlaunch
+
+    assert (ctypes.sizeof(_rawlaunch._Attribute), ctypes.sizeof(_rawlaunch._Config)) == (72, 56)  # (cuda.h's)
+    assert _rawlaunch._Config.stream.offset == 32 and _rawlaunch._Config.n_attrs.offset == 48
+    seen = []
+
+    def driver(config, func, params, extra):
+        c = config._obj
+        a = c.attrs[0]
+        got = [ctypes.c_uint64.from_address(params[i]).value for i in range(2)]
+        seen.append((func, tuple(c.grid), tuple(c.block), c.shared, c.stream, c.n_attrs, a.id, a.value[0], got,
+                     ctypes.c_int32.from_address(params[2]).value, extra))
+        return 0
+
+    launch = _rawlaunch.RawLaunch(types.SimpleNamespace(ptr=99), (7, 3), (256,), 1024, 2, (np.int32(-5),), driver,
+                                  pdl=True)
+    for s in (5, 9):
+        launch(s, s + 1, 0)
+    assert seen == [(99, (7, 3, 1), (256, 1, 1), 1024, s, 1, 6, 1, [s + 1, 0], -5, None) for s in (5, 9)]
+
+
+@pytest.mark.parametrize("fork, grouped, fill", [(True, False, True), (False, False, True), (True, True, True),
+                                                 (False, True, False)])
+def test_tiers_dependent_launches(monkeypatch, fork, grouped, fill):
+    """``CupyOps.gd_tiers`` with ``PDL``: the launches that follow a kernel on the current stream go through
+    ``_driver_launch(pdl=True)`` (gd_tier1, the coarse kernels after the first, gd_tier3; with gd_tier1x on the one
+    stream also gd_tier1x and the first coarse kernel), the others (gd_tier1x on the second stream, the first coarse
+    kernel after the join's event wait) through the plain call; ``pdl=False``: every launch plain."""
+    import contextlib
+    import types
+
+    from lsattn.backends.cupy import _compile
+
+    class Side:
+        def fork(self):
+            order.append("fork")
+
+        def join(self):
+            order.append("join")
+
+        def on(self):
+            return contextlib.nullcontext()
+
+    order, side = [], Side()
+    monkeypatch.setattr(_compile, "_side", lambda ops: side)
+    monkeypatch.setattr(cgd, "TIER_FORK", fork)
+    monkeypatch.setattr(cgd, "TIER_FORK_PERIODS", 0)
+    monkeypatch.setattr(cgd, "T3FILL", fill)
+
+    def driver_launch(dev, op, cfg, name, kernel, grid, ptrs, scalars, tail=(), pdl=False):
+        assert pdl and dev == 3
+        order.append(("pdl", name))
+        return True
+
+    monkeypatch.setattr(_compile, "_driver_launch", driver_launch)
+
+    def tk(op, cfg, name):
+        return (lambda grid, block, args, shared_mem: order.append(("plain", name))), (256,), 0
+
+    ops = types.SimpleNamespace(dev=3, _tk=tk, _i=np.int32, _p=CupyOps._p)
+    cfg = cgd._config("float", 64, 64, "bf16", True)
+    tier = cgd.Tier(32, 3, n=128, C=64, grouped=grouped)
+    p = [0] * 6
+    for pdl in (True, False):
+        order.clear()
+        CupyOps.gd_tiers(ops, cfg, tier, 1, 2, 3, 4, 5, 6, 7, 8192, 64, 64, 4, 128, 2, scratch=p, o16=9, pdl=pdl)
+        coarse = ["gd_cgroup", "gd_coarse_g"] + ([] if fill else ["gd_cfill"]) if grouped else ["gd_coarse"]
+        kinds = ["pdl" if pdl and (not fork or k not in ("gd_tier1x", coarse[0])) else "plain" for k in
+                 ["gd_tier1", "gd_tier1x"] + coarse + ["gd_tier3"]]
+        want = list(zip(kinds, ["gd_tier1", "gd_tier1x"] + coarse + ["gd_tier3"]))
+        assert order == (["fork"] + want[:2] + ["join"] + want[2:] if fork else want), (pdl, order)
+
+
 def _direct_on_emulation(emulated, monkeypatch):
     """``gated_delta._torch_call`` on CPU torch tensors, its kernels (through CuPy's RawKernel call) run by the CPU
     emulation: CuPy, the CUDA stream and device stood in for; gd_scan's two-tier form at every size. Returns torch."""
@@ -1341,6 +1421,54 @@ def test_gpu_tier_fork_bit_equal(monkeypatch, dtype, T, C, grouped):
         assert torch.equal(outs[True, "cupy"], outs[False, "cupy"])
     want = ref.loglinear_gated_delta(*[t.double() for t in dev])
     assert_close(outs[True].double().cpu().numpy(), want.cpu().numpy(), BF16 if dtype == "bfloat16" else F32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, T, C, coarse", [("bfloat16", 8192, 64, "periods"), ("bfloat16", 8100, 64, "grouped"),
+                                                 ("bfloat16", 4500, 64, "cfill"), ("float32", 5000, 16, "grouped"),
+                                                 ("float32", 1300, 16, "periods")])
+def test_gpu_pdl_bit_equal(monkeypatch, dtype, T, C, coarse):
+    """The two-tier scan's programmatic dependent launches (``PDL``): the direct path's output (bfloat16: 32 / 18
+    periods; float32 at C = 16: 79 / 21) bit for bit that of plain launches, with gd_tier1x on a second stream and on
+    the one stream (``TIER_FORK``: then every launch after gd_forms a dependent one), each mode's calls five in a row
+    on a torch stream of its own (a race between a dependent's early blocks and its producer would show as calls that
+    differ), on CuPy's path too (float32: CupyOps.gd_tiers); within the dtype's bound of the reference. coarse: gd_coarse
+    (periods), the grouped form with gd_tier3's fill, or with gd_cfill."""
+    _gpu_ready()
+    torch = _torch_cuda()
+    import cupy
+
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 10**9 if coarse == "periods" else 0)
+    monkeypatch.setattr(cgd, "T3FILL", coarse != "cfill")
+    monkeypatch.setattr(cgd, "TIER_FORK_PERIODS", 16)
+    arrays = make(23, (2, 2), T, 64, 64, resets=True)
+    dev = [torch.as_tensor(x, device="cuda").to(getattr(torch, dtype)) for x in arrays]
+    outs, stream = {}, torch.cuda.Stream()
+    for pdl in (False, True):
+        for fork in (True, False):
+            monkeypatch.setattr(cgd, "PDL", pdl)
+            monkeypatch.setattr(cgd, "TIER_FORK", fork)
+            monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+            with torch.cuda.stream(stream):
+                got = [lsattn.loglinear_gated_delta(*dev, chunk_size=C) for _ in range(5)]
+            stream.synchronize()
+            assert next(iter(cgd._TORCH_PLANS.values())).pdl is pdl
+            for x in got[1:]:
+                assert torch.equal(got[0], x), (pdl, fork)
+            outs[pdl, fork] = got[0]
+            if dtype == "float32":  # CuPy's path (CupyOps.gd_tiers reads PDL at each call)
+                with cupy.cuda.Stream(non_blocking=True) as cs:
+                    got = [lsattn.loglinear_gated_delta(*[cupy.asarray(x, dtype=cupy.float32) for x in arrays],
+                                                        chunk_size=C) for _ in range(3)]
+                cs.synchronize()
+                outs[pdl, fork, "cupy"] = [torch.as_tensor(cupy.asnumpy(x)) for x in got]
+    for key, out in outs.items():
+        if len(key) == 2:
+            assert torch.equal(out, outs[False, True]), key
+        else:
+            assert all(torch.equal(x, outs[False, True, "cupy"][0]) for x in out), key
+    want = ref.loglinear_gated_delta(*[t.double() for t in dev])
+    assert_close(outs[True, True].double().cpu().numpy(), want.cpu().numpy(), BF16 if dtype == "bfloat16" else F32)
 
 
 @pytest.mark.gpu

@@ -173,6 +173,36 @@ _TOKEN_MAPS = {}
 _TOKEN_MAPS_MAX = 4
 
 
+def _driver_launch(device_id, op, cfg, name, kernel, grid, ptrs, scalars, tail=(), pdl=False):
+    """Launch ``kernel`` = ``_launch(op, device_id, cfg, name)`` on ``grid`` in CuPy's current stream through the driver,
+    its grid, shared bytes and scalars in a prebuilt argument block (``_rawlaunch``, kept per (kernel, grid, scalars,
+    pdl): a repeated call's launches set only the pointers); pdl: with the programmatic stream serialization
+    attribute (the kernel calls pdl_wait before it reads the previous kernel's outputs: ``gated_delta.PDL``).
+    ptrs, tail: arrays, raw addresses (ints) or None (null); scalars: NumPy scalars. False where the driver's launch
+    is not reachable (nothing launched)."""
+    import cupy
+
+    key = (device_id, op, cfg, name, grid, scalars, len(ptrs), len(tail), pdl)
+    raw = _RAW.get(key)
+    if raw is None:
+        from ._rawlaunch import raw_launch
+
+        fn, block, smem = kernel  # (None is not kept: a wrapped kernel without a handle, e.g. the CPU emulation's)
+        raw = raw_launch(fn, grid, block, smem, len(ptrs), scalars, len(tail), pdl)
+        if raw is None:
+            return False
+        if len(_RAW) >= _RAW_MAX:
+            _RAW.clear()
+        _RAW[key] = raw
+    raw(cupy.cuda.get_current_stream().ptr, *[_ptr(x) for x in ptrs], *[_ptr(x) for x in tail])
+    return True
+
+
+def _ptr(x):
+    """A pointer argument's address: an array's, an int (np.uint64 too) as it is, None: 0."""
+    return 0 if x is None else int(x) if isinstance(x, (int, np.integer)) else x.data.ptr
+
+
 class _Side:
     """``CupyOps.gd_tiers``' second stream (gated_delta.TIER_FORK): a non-blocking CuPy stream of one device and thread
     with two events; ``fork``: it waits for the current stream's work so far, ``on()``: launches go to it, ``join``: the
@@ -426,7 +456,7 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
-                 split=True, r3=None, o16=None):
+                 split=True, r3=None, o16=None, pdl=None):
         """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x; gated_delta_coarse.cu: the coarse slots,
         gd_tier3) for ``tier = gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None:
         allocated here); bw: gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's
@@ -436,7 +466,9 @@ class CupyOps:
         (None: ``cfg.tier3_chunks(bw)``; a timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup,
         gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse (every level over periods). o16
         (16-bit inputs, ``tier.NCL > 0``): the (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded
-        from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out."""
+        from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out. pdl: each
+        launch that follows a kernel in the same stream (gd_tier1 gd_forms') as a programmatic dependent launch
+        (None: ``gated_delta.PDL``; GPU launches only)."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=dt) for shape, dt in
@@ -445,48 +477,52 @@ class CupyOps:
         r3 = r3 or cfg.tier3_chunks(bw)
         NCB, NCK, i = -(-DV // bw), -(-DK // bw), self._i
         head = (qe, ek, ph, H, g, lam, out)
-        t1 = head + (Z, Tot, self._p(None) if walk3 else Qp, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
+        t1 = head + (Z, Tot, None if walk3 else Qp)
+        t1s = (i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH))
         from . import gated_delta as gdm
 
         x1 = split and nP > 1  # the transfers (the last period's: its reads Qp alone) in gd_tier1x
         # ... on a second stream beside gd_tier1 (gated_delta.TIER_FORK, from TIER_FORK_PERIODS periods; neither reads
         # what the other writes), joined before the coarse slots
         side = _side(self) if x1 and gdm.TIER_FORK and nP >= gdm.TIER_FORK_PERIODS else _NO_SIDE
+        dev = getattr(self, "device_id", getattr(self, "dev", -1))
+        pdl = (gdm.PDL if pdl is None else pdl) and _side(self) is not _NO_SIDE  # (a GPU's launches)
+        one = side is _NO_SIDE  # every launch on the current stream (none after an event's wait)
+
+        def launch(name, grid, ptrs, scalars, dep=True):
+            """(dep: after a kernel of the same stream, nothing between them but event records)"""
+            kernel = self._tk("gated_delta", cfg, name)
+            if pdl and dep and _driver_launch(dev, "gated_delta", cfg, name, kernel, grid, ptrs, scalars, pdl=True):
+                return
+            fn, block, smem = kernel
+            fn(grid, block, tuple(self._p(x) for x in ptrs) + scalars, shared_mem=smem)
+
         side.fork()
-        fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
-        fn((nP * BH * (NCB + (0 if split else NCK)),), block, t1, shared_mem=smem)
+        launch("gd_tier1", (nP * BH * (NCB + (0 if split else NCK)),), t1, t1s)
         if x1:
-            fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1x")
             with side.on():
-                fn((nP * BH * NCK,), block, t1, shared_mem=smem)
+                launch("gd_tier1x", (nP * BH * NCK,), t1, t1s, one)
         side.join()
         if NCL == 0:  # one period: no level above GD_TM
             return
         # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_coarse.cu's GD_T3FILL: P_k within a slot buffer)
         fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
-        cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
+        cargs, cs = (Z, Tot, Pc, Tg, Sb), (i(DK), i(DV), i(nP), i(NCL), i(BH))
         if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill
             cbw = cfg.coarse_group_bw
             CB, CK = -(-DV // cbw), -(-DK // cbw)
-            fn, block, smem = self._tk("gated_delta", cfg, "gd_cgroup")
-            fn((nG * BH * (CK + CB),), block, (Z, Tot, Pc, Tg, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
-            fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse_g")
-            fn((tier.coarse_chains * BH * CB,), block, cargs, shared_mem=smem)
+            launch("gd_cgroup", (nG * BH * (CK + CB),), (Z, Tot, Pc, Tg), (i(DK), i(DV), i(nP), i(BH)), one)
+            launch("gd_coarse_g", (tier.coarse_chains * BH * CB,), cargs, cs)
             if not fill:  # (fill: folded into gd_tier3)
-                fn, block, smem = self._tk("gated_delta", cfg, "gd_cfill")
-                fn((nP * BH * CB,), block, (Z, Pc, Sb, i(DK), i(DV), i(nP), i(BH)), shared_mem=smem)
+                launch("gd_cfill", (nP * BH * CB,), (Z, Pc, Sb), (i(DK), i(DV), i(nP), i(BH)))
         else:
-            fn, block, smem = self._tk("gated_delta", cfg, "gd_coarse")
-            fn((tier.coarse_chains * BH * -(-DV // GD_BW),), block, cargs, shared_mem=smem)
-        fn, block, smem = self._tk("gated_delta", cfg, "gd_tier3")
+            launch("gd_coarse", (tier.coarse_chains * BH * -(-DV // GD_BW),), cargs, cs, one)
         if not walk3:  # one block per (r3 chunks of a period, sequence, column block)
-            fn((-(-n // r3) * BH * NCB,), block,
-               (qe, Qp, lam, out, Sb, self._p(o16), Z, Pc, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH), i(fill)),
-               shared_mem=smem)
+            launch("gd_tier3", (-(-n // r3) * BH * NCB,), (qe, Qp, lam, out, Sb, o16, Z, Pc),
+                   (i(T), i(DK), i(DV), i(L), i(n), i(nP), i(BH), i(fill)))
             return
         assert o16 is None, "session 13's gd_tier3 walks add into out"
-        fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),
-           shared_mem=smem)
+        launch("gd_tier3", (nP * NPR * BH * NCB,), head + (Sb,), (i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)))
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
                     n, n_old, NLC, merge_last, BH, x1=False):
@@ -511,27 +547,11 @@ class CupyOps:
 
     def _raw(self, op, cfg, name, grid, ptrs, scalars, tail=()):
         """Launch ``name`` of ``op`` for ``cfg`` on ``grid`` with the arguments ``ptrs`` (arrays, None: null), then
-        ``scalars`` (NumPy scalars), then ``tail`` (arrays or None): through the driver with the grid, shared bytes and
-        scalars in a prebuilt argument block (``_rawlaunch``, kept per (kernel, grid, scalars): a repeated call's
-        launches set only the pointers), or through CuPy's call where the driver's launch is not reachable or
-        :data:`RAW_LAUNCH` is off."""
+        ``scalars`` (NumPy scalars), then ``tail`` (arrays or None): through the driver (``_driver_launch``), or
+        through CuPy's call where the driver's launch is not reachable or :data:`RAW_LAUNCH` is off."""
         fn, block, smem = self._tk(op, cfg, name)
-        if RAW_LAUNCH:
-            key = (self.device_id, op, cfg, name, grid, scalars, len(ptrs), len(tail))
-            raw = _RAW.get(key)
-            if raw is None:
-                from ._rawlaunch import raw_launch
-
-                # (None is not kept: a wrapped kernel without a handle, e.g. a benchmark's recording ``_tk``)
-                raw = raw_launch(fn, grid, block, smem, len(ptrs), scalars, len(tail))
-                if raw is not None:
-                    if len(_RAW) >= _RAW_MAX:
-                        _RAW.clear()
-                    _RAW[key] = raw
-            if raw is not None:
-                raw(self.xp.cuda.get_current_stream().ptr, *[0 if x is None else x.data.ptr for x in ptrs],
-                    *[0 if x is None else x.data.ptr for x in tail])
-                return
+        if RAW_LAUNCH and _driver_launch(self.device_id, op, cfg, name, (fn, block, smem), grid, ptrs, scalars, tail):
+            return
         p = self._p
         fn(grid, block, (*[p(x) for x in ptrs], *scalars, *[p(x) for x in tail]), shared_mem=smem)
 

@@ -298,6 +298,23 @@ __device__ __forceinline__ void check_smem(unsigned need) {
     if (have < need) __trap();
 }
 
+// ---- programmatic dependent launch (sm_90; gated_delta.PDL: a kernel launched with the stream-serialization
+// attribute may start before the kernel before it in the stream ends) ----
+// pdl_wait: before the thread's first access of what the previous kernel in the stream writes (returns once that
+// kernel has completed and its writes are visible; at once when the kernel was not launched as a dependent)
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// pdl_launch: this block lets the next kernel's blocks be scheduled (they start once every block of this grid has
+// called it or exited; they still wait for this grid's end in pdl_wait). A no-op without a dependent.
+__device__ __forceinline__ void pdl_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // ---- asynchronous copies (global -> shared without registers; every load of a block in flight) ----
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
     unsigned r;

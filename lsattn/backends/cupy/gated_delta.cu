@@ -68,6 +68,16 @@ constexpr int GD_G = GD_G_SET;
 #else
 constexpr int GD_G = 2;  // gd_scan's slots per block: levels walked together (_compile.GD_G)
 #endif
+// The forward's kernels before a dependent launch (gated_delta.PDL: gd_forms -> gd_tier1, the coarse kernels -> the
+// next one, gd_tier3) call pdl_launch (common.cu) as a block starts (after its own pdl_wait): the dependent's blocks
+// take the SMs the producer's last blocks leave and run their prologue up to pdl_wait there. 0: no explicit trigger
+// (the dependent starts as the producer's last block exits; a timing build)
+#ifndef GD_PDL_TRIG_SET
+#define GD_PDL_TRIG_SET 1
+#endif
+__device__ __forceinline__ void gd_pdl_trigger() {
+    if (GD_PDL_TRIG_SET) pdl_launch();
+}
 constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
 constexpr int GD_LDS = GD_BW + 8;  // S and W row stride

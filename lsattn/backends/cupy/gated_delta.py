@@ -116,6 +116,13 @@ T3FILL = True
 #: (8 periods) slower: scan 0.110 -> 0.123, latency 0.295 -> 0.317 (benchmarks/NOTES.md "Session 22 — s22a16")
 TIER_FORK = True
 TIER_FORK_PERIODS = 16
+#: the two-tier scan's launches that follow a kernel on the same stream (gd_tier1 after gd_forms; the coarse kernels'
+#: and gd_tier3 after the coarse slots; with ``TIER_FORK`` off gd_tier1x and the first coarse kernel too) as Hopper's
+#: programmatic dependent launches (``cuLaunchKernelEx`` with the stream-serialization attribute: a kernel's blocks
+#: may start while the previous kernel's last blocks run and wait in pdl_wait, common.cu, before they read its
+#: outputs; the same sums). False: plain launches (for A/B timing; read when a plan is made, and at every call of
+#: ``CupyOps.gd_tiers`` elsewhere; session 23, s23b)
+PDL = True
 
 
 def popsum(p):
@@ -375,6 +382,7 @@ class _Plan:
         self.scan_tail = (i32(T), i32(DK), i32(DV), i32(L), i64(0), i64(F), i32(n), i32(0), i32(NLC),
                           i32(int(merge_last)), i32(0), i32(BH), i32(G))
         self.device = torch.device("cuda", dev) if dev >= 0 else q.device
+        self.pdl = PDL
         # the launches with their geometry and scalars in prebuilt argument blocks (None: through CuPy)
         self.raw_forms = self.raw_scan = None
         if RAW_LAUNCH:
@@ -479,7 +487,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
             if plan.tier is not None:  # the two-tier scan (three launches through CuPy)
                 T, DK, DV, L, n, BH = plan.dims
                 CupyOps.gd_tiers(_Direct(dev), plan.cfg, plan.tier, qe, ek, ph, H, g, lamw or ptrs[5], optr, T, DK, DV,
-                                 L, n, BH, scratch=tiers, o16=o16)
+                                 L, n, BH, scratch=tiers, o16=o16, pdl=plan.pdl)
             else:
                 plan.scan(plan.scan_grid, plan.scan_block,
                           (qe, ek, ph, H, g, lamw or ptrs[5], optr, 0, 0, *plan.scan_tail), shared_mem=plan.scan_smem)

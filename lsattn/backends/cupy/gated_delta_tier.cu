@@ -196,6 +196,7 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
     const i64 slot_sz = (i64)DK * DV;
     const GdWarpTiles<RA, GD_TBW> wa;
     const GdWarpTiles<RB, GD_TBW> wb;
+    if (kind == GT_TOP) pdl_wait();  // (gated_delta.PDL: the previous kernel's outputs read from here on)
     for (int idx = tid; idx < NG * DKP * GD_TBW; idx += NT) {
         const int j = idx / (DKP * GD_TBW), kk = idx / GD_TBW % DKP, cc = idx % GD_TBW;
         ta x = 0;
@@ -203,6 +204,8 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
         else if (kind == GT_TOP && j < gs && kk < DK && c0 + cc < DV) x = sin[j * sst + (i64)kk * DV + c0 + cc];
         S[j * SS + kk * GD_TLDS + cc] = x;
     }
+    if (kind != GT_TOP) pdl_wait();
+    if (kind != GT_TOP) gd_pdl_trigger();  // (gd_tier1 -> gd_tier1x on one stream; gd_tier3 is the last)
     __syncthreads();
     const bool vec = DK % (16 / GD_E2) == 0, vs = DV % (16 / GD_E2) == 0;
     for (int c = lo; c < hi; ++c) {
