@@ -13,10 +13,10 @@ if [ "$1" = tests ]; then
     PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
     echo "=== tests $(date -u +%T)"
     timeout 140 $PT tests/test_cupy_gated_delta.py -k "pdl_bit_equal" > "$OUT/log_t_pdl.txt" 2>&1 &
-    timeout 140 $PT tests/test_cupy_gated_delta.py -k "two_tier or tier3 or fork or direct_output or s16_bound or bfloat16_in or torch_direct_path" > "$OUT/log_t_gd.txt" 2>&1 &
+    timeout 140 $PT tests/test_cupy_gated_delta.py -k "two_tier or tier3 or fork or direct_output or s16_bound" > "$OUT/log_t_gd.txt" 2>&1 &
     for tool in memcheck racecheck; do
       ( for s in gd_tier_small "gd_small bf16"; do set -- $s
-          PYTORCH_CUDA_ALLOC_CONF= timeout 65 compute-sanitizer --tool $tool --print-limit 10 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_${tool}_$1${2:+_$2}.txt" 2>&1
+          PYTORCH_CUDA_ALLOC_CONF= timeout 68 compute-sanitizer --tool $tool --print-limit 10 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_${tool}_$1${2:+_$2}.txt" 2>&1
           echo "rc=$?" >> "$OUT/log_${tool}_$1${2:+_$2}.txt"
         done ) &
     done
@@ -30,13 +30,13 @@ if [ "$1" = times ]; then
     echo "=== warm $(date -u +%T)"
     timeout 60 python3 benchmarks/device/gd_s23b.py warm 8192 > "$OUT/log_warm.txt" 2>&1; echo "rc=$?"; tail -n 2 "$OUT/log_warm.txt" | cut -c1-160
     echo "=== ab $(date -u +%T)"
-    timeout 60 python3 benchmarks/device/gd_s23b.py ab 8192,32768 15 > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
+    timeout 50 python3 benchmarks/device/gd_s23b.py ab 8192,32768 15 > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
     grep -vE "^ *$|Warning|warn" "$OUT/log_ab.txt" | tail -n 24 | cut -c1-200
     echo "=== timeline PDL on $(date -u +%T)"
-    timeout 25 python3 benchmarks/device/gd_timeline.py 8192 bf16 nochecks > "$OUT/log_timeline_on.txt" 2>&1; echo "rc=$?"
+    timeout 20 python3 benchmarks/device/gd_timeline.py 8192 bf16 nochecks > "$OUT/log_timeline_on.txt" 2>&1; echo "rc=$?"
     grep -E "====|per kernel|GPU:|first launch|gpu " "$OUT/log_timeline_on.txt" | cut -c1-160
     echo "=== timeline PDL off $(date -u +%T)"
-    timeout 25 python3 -c "import runpy, sys; sys.argv = ['gd_timeline.py', '8192', 'bf16', 'nochecks']; from lsattn.backends.cupy import gated_delta as g; g.PDL = False; runpy.run_path('benchmarks/device/gd_timeline.py', run_name='__main__')" > "$OUT/log_timeline_off.txt" 2>&1; echo "rc=$?"
+    timeout 20 python3 -c "import runpy, sys; sys.argv = ['gd_timeline.py', '8192', 'bf16', 'nochecks']; from lsattn.backends.cupy import gated_delta as g; g.PDL = False; runpy.run_path('benchmarks/device/gd_timeline.py', run_name='__main__')" > "$OUT/log_timeline_off.txt" 2>&1; echo "rc=$?"
     grep -E "====|per kernel|GPU:|first launch|gpu " "$OUT/log_timeline_off.txt" | cut -c1-160 )
 fi
 echo "=== done $(date -u +%T)"
