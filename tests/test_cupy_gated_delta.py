@@ -1432,8 +1432,8 @@ def test_gpu_pdl_bit_equal(monkeypatch, dtype, T, C, coarse):
     periods; float32 at C = 16: 79 / 21) bit for bit that of plain launches, with gd_tier1x on a second stream and on
     the one stream (``TIER_FORK``: then every launch after gd_forms a dependent one), each mode's calls five in a row
     on a torch stream of its own (a race between a dependent's early blocks and its producer would show as calls that
-    differ), on CuPy's path too (float32: CupyOps.gd_tiers); within the dtype's bound of the reference. coarse: gd_coarse
-    (periods), the grouped form with gd_tier3's fill, or with gd_cfill."""
+    differ), on CuPy's path too (float32: CupyOps.gd_tiers); within the dtype's bound of the reference. coarse:
+    gd_coarse (periods), the grouped form with gd_tier3's fill, or with gd_cfill."""
     _gpu_ready()
     torch = _torch_cuda()
     import cupy

@@ -1,13 +1,14 @@
-"""Session 23, s23b (issue 16): the two-tier scan's programmatic dependent launches (``gated_delta.PDL``) on / off in one
-process, interleaved rounds; the public bf16 forward, B=2 H=16 d=64 from chunk 0 without state (bench_gpu_gated_delta's
-inputs; CUDA torch tensors: the direct path, gd_forms launched by the driver, the scan's launches by gd_tiers).
+"""Session 23, s23b (issue 16): the two-tier scan's programmatic dependent launches (``gated_delta.PDL``) on / off in
+one process, interleaved rounds; the public bf16 forward, B=2 H=16 d=64 from chunk 0 without state
+(bench_gpu_gated_delta's inputs; CUDA torch tensors: the direct path, gd_forms launched by the driver, the scan's
+launches by gd_tiers).
 - latency: one call from an idle GPU (CUDA events on torch's stream: bench_gpu.events_ms(f, 1), cuda_time's measure),
   the median of 3 per round; pipelined: 10 calls back to back / 10; medians over ROUNDS rounds; whether the output
   equals mode off's bit for bit
 - kernels (once per mode): torch.profiler's mean ms per kernel
 Modes: off (plain launches; TIER_FORK on: main), pdl (PDL on), pdl-late (PDL on, the kernels built with
 GD_PDL_TRIG_SET=0: no explicit trigger, a dependent starts as its producer's last block exits), off1 / pdl1: the same
-with TIER_FORK off (gd_tier1x on the one stream after gd_tier1: with PDL every launch after gd_forms is a dependent one).
+with TIER_FORK off (gd_tier1x on the one stream after gd_tier1: with PDL every launch after gd_forms a dependent one).
     python benchmarks/device/gd_s23b.py warm|ab [T,T] [ROUNDS] [MODES]
 """
 import functools
@@ -91,8 +92,8 @@ def main():
             lat, pipe = med[m]
             eq = torch.equal(outs[m], outs[MODES[0]])
             print(f"  {m:9s} latency {lat:.4f} | pipelined {pipe:.4f} | {1e3 * (lat - base[0]):+6.1f} / "
-                  f"{1e3 * (pipe - base[1]):+6.1f} us | {'equal' if eq else 'DIFFER'}  (latency min {min(res[m][0]):.4f}, "
-                  f"pipelined min {min(res[m][1]):.4f})", flush=True)
+                  f"{1e3 * (pipe - base[1]):+6.1f} us | {'equal' if eq else 'DIFFER'}  "
+                  f"(latency min {min(res[m][0]):.4f}, pipelined min {min(res[m][1]):.4f})", flush=True)
         for m in MODES:
             use(m)
             k = kernel_ms(lambda: fwd(x))

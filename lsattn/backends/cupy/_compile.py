@@ -174,9 +174,9 @@ _TOKEN_MAPS_MAX = 4
 
 
 def _driver_launch(device_id, op, cfg, name, kernel, grid, ptrs, scalars, tail=(), pdl=False):
-    """Launch ``kernel`` = ``_launch(op, device_id, cfg, name)`` on ``grid`` in CuPy's current stream through the driver,
-    its grid, shared bytes and scalars in a prebuilt argument block (``_rawlaunch``, kept per (kernel, grid, scalars,
-    pdl): a repeated call's launches set only the pointers); pdl: with the programmatic stream serialization
+    """Launch ``kernel`` = ``_launch(op, device_id, cfg, name)`` on ``grid`` in CuPy's current stream through the
+    driver, its grid, shared bytes and scalars in a prebuilt argument block (``_rawlaunch``, kept per (kernel, grid,
+    scalars, pdl): a repeated call's launches set only the pointers); pdl: with the programmatic stream serialization
     attribute (the kernel calls pdl_wait before it reads the previous kernel's outputs: ``gated_delta.PDL``).
     ptrs, tail: arrays, raw addresses (ints) or None (null); scalars: NumPy scalars. False where the driver's launch
     is not reachable (nothing launched)."""
@@ -467,8 +467,8 @@ class CupyOps:
         gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse (every level over periods). o16
         (16-bit inputs, ``tier.NCL > 0``): the (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded
         from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out. pdl: each
-        launch that follows a kernel in the same stream (gd_tier1 gd_forms') as a programmatic dependent launch
-        (None: ``gated_delta.PDL``; GPU launches only)."""
+        launch that follows a kernel in the same stream (gd_tier1: gd_forms) as a programmatic dependent launch through
+        the driver (None: ``gated_delta.PDL``; GPU launches only)."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=dt) for shape, dt in

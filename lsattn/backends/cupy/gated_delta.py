@@ -484,7 +484,7 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
                            shared_mem=plan.forms_smem)
                 if check is not None:
                     check.launched()
-            if plan.tier is not None:  # the two-tier scan (three launches through CuPy)
+            if plan.tier is not None:  # the two-tier scan (through CuPy; PDL: the driver's dependent launches)
                 T, DK, DV, L, n, BH = plan.dims
                 CupyOps.gd_tiers(_Direct(dev), plan.cfg, plan.tier, qe, ek, ph, H, g, lamw or ptrs[5], optr, T, DK, DV,
                                  L, n, BH, scratch=tiers, o16=o16, pdl=plan.pdl)
