@@ -3,12 +3,13 @@ one process, interleaved rounds; the public bf16 forward, B=2 H=16 d=64 from chu
 (bench_gpu_gated_delta's inputs; CUDA torch tensors: the direct path, gd_forms launched by the driver, the scan's
 launches by gd_tiers).
 - latency: one call from an idle GPU (CUDA events on torch's stream: bench_gpu.events_ms(f, 1), cuda_time's measure),
-  the median of 3 per round; pipelined: 10 calls back to back / 10; medians over ROUNDS rounds; whether the output
+  the median of 5 per round; pipelined: 10 calls back to back / 10; medians over ROUNDS rounds; whether the output
   equals mode off's bit for bit
 - kernels (once per mode): torch.profiler's mean ms per kernel
-Modes: off (plain launches; TIER_FORK on: main), pdl (PDL on), pdl-late (PDL on, the kernels built with
-GD_PDL_TRIG_SET=0: no explicit trigger, a dependent starts as its producer's last block exits), off1 / pdl1: the same
-with TIER_FORK off (gd_tier1x on the one stream after gd_tier1: with PDL every launch after gd_forms a dependent one).
+Modes: off (plain launches: main), pdl (PDL on: a dependent starts as its producer's last block exits), pdl-early
+(PDL on, the kernels built with GD_PDL_TRIG_SET=1: the producers trigger as each block starts), off1 / pdl1: TIER_FORK
+off (gd_tier1x on the one stream after gd_tier1: with PDL every launch after gd_forms a dependent one; the default
+below 16 periods, T < 4K). Batch 1 (2c951f4) ran pdl = pdl-early (the default then) and pdl-late = GD_PDL_TRIG_SET=0.
     python benchmarks/device/gd_s23b.py warm|ab [T,T] [ROUNDS] [MODES]
 """
 import functools
@@ -29,32 +30,32 @@ from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 MODE = sys.argv[1] if len(sys.argv) > 1 else "ab"
 Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192,32768").split(",")]
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 15
-MODES = (sys.argv[4] if len(sys.argv) > 4 else "off,pdl,pdl-late,off1,pdl1").split(",")
+MODES = (sys.argv[4] if len(sys.argv) > 4 else "off,pdl,pdl-early").split(",")
 
-# the timing build (GD_PDL_TRIG_SET=0) beside the default one: the compiled modules and launch lookups keyed by it too
-LATE = [False]
+# the timing build (GD_PDL_TRIG_SET=1) beside the default one: the compiled modules and launch lookups keyed by it too
+EARLY = [False]
 _defines, _kernels, _launch = cc.defines, cc._kernels.__wrapped__, cc._launch.__wrapped__
-cc.defines = lambda op, cfg: _defines(op, cfg) + (("-DGD_PDL_TRIG_SET=0",) if LATE[0] and op == "gated_delta" else ())
+cc.defines = lambda op, cfg: _defines(op, cfg) + (("-DGD_PDL_TRIG_SET=1",) if EARLY[0] and op == "gated_delta" else ())
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels_by(op, dev, cfg, late):
+def _kernels_by(op, dev, cfg, early):
     return _kernels(op, dev, cfg)
 
 
 @functools.lru_cache(maxsize=None)
-def _launch_by(op, dev, cfg, name, late):
+def _launch_by(op, dev, cfg, name, early):
     return _launch(op, dev, cfg, name)
 
 
-cc._kernels = lambda op, dev, cfg: _kernels_by(op, dev, cfg, LATE[0])
-cc._launch = cgd._launch = lambda op, dev, cfg, name: _launch_by(op, dev, cfg, name, LATE[0])
+cc._kernels = lambda op, dev, cfg: _kernels_by(op, dev, cfg, EARLY[0])
+cc._launch = cgd._launch = lambda op, dev, cfg, name: _launch_by(op, dev, cfg, name, EARLY[0])
 
 
 def use(mode):
     cgd.PDL = mode.startswith("pdl")
     cgd.TIER_FORK = not mode.endswith("1")
-    LATE[0] = "late" in mode
+    EARLY[0] = "early" in mode
     cgd._TORCH_PLANS.clear()
     cc._RAW.clear()  # (its launches' functions: the build's)
 
@@ -79,14 +80,14 @@ def main():
             for m in MODES:
                 use(m)
                 outs[m] = fwd(x)  # (the plan, its launches' blocks)
-                lat = statistics.median(timed(lambda: fwd(x), 1) for _ in range(3))
+                lat = statistics.median(timed(lambda: fwd(x), 1) for _ in range(5))
                 pipe = timed(lambda: fwd(x), 10)
                 if r:
                     res[m][0].append(lat)
                     res[m][1].append(pipe)
         med = {m: [statistics.median(v) for v in res[m]] for m in MODES}
         base = med[MODES[0]]
-        print(f"T={T} bf16, ms medians of {ROUNDS} rounds (latency: median of 3 a round | pipelined | vs {MODES[0]} | "
+        print(f"T={T} bf16, ms medians of {ROUNDS} rounds (latency: median of 5 a round | pipelined | vs {MODES[0]} | "
               f"bit-equal to {MODES[0]}):", flush=True)
         for m in MODES:
             lat, pipe = med[m]

@@ -69,11 +69,13 @@ constexpr int GD_G = GD_G_SET;
 constexpr int GD_G = 2;  // gd_scan's slots per block: levels walked together (_compile.GD_G)
 #endif
 // The forward's kernels before a dependent launch (gated_delta.PDL: gd_forms -> gd_tier1, the coarse kernels -> the
-// next one, gd_tier3) call pdl_launch (common.cu) as a block starts (after its own pdl_wait): the dependent's blocks
-// take the SMs the producer's last blocks leave and run their prologue up to pdl_wait there. 0: no explicit trigger
-// (the dependent starts as the producer's last block exits; a timing build)
+// next one, gd_tier3): no explicit trigger, a dependent's blocks start as the producer's last block exits (before its
+// grid's completion is processed). GD_PDL_TRIG_SET=1 (a timing build): pdl_launch (common.cu) as each block starts,
+// after its own pdl_wait, so the dependent's blocks take the SMs the producer's last wave leaves and run their prologue
+// up to pdl_wait there (H200, s23b batch 1: 32K +9.5 us pipelined against none, 8K the same; benchmarks/NOTES.md
+// "Session 23 — s23b")
 #ifndef GD_PDL_TRIG_SET
-#define GD_PDL_TRIG_SET 1
+#define GD_PDL_TRIG_SET 0
 #endif
 __device__ __forceinline__ void gd_pdl_trigger() {
     if (GD_PDL_TRIG_SET) pdl_launch();
