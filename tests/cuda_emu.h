@@ -41,9 +41,8 @@ inline void __syncthreads() { emu_bar->arrive_and_wait(); }
 alignas(16) unsigned char smem_raw[256 * 1024];
 static unsigned emu_smem = sizeof(smem_raw);  // the running launch's dynamic shared memory (bytes)
 inline void check_smem(unsigned need) { if (need > emu_smem || need > sizeof(smem_raw)) std::abort(); }
-// common.cu's programmatic-dependent-launch controls: the emulated grids run one after another (no-ops)
+// common.cu's programmatic-dependent-launch wait: the emulated grids run one after another (a no-op)
 inline void pdl_wait() {}
-inline void pdl_launch() {}
 
 // common.cu's scalar helpers
 inline float ex(float x) { return std::exp(x); }

@@ -6,13 +6,13 @@ launches by gd_tiers).
   the median of 5 per round; pipelined: 10 calls back to back / 10; medians over ROUNDS rounds; whether the output
   equals mode off's bit for bit
 - kernels (once per mode): torch.profiler's mean ms per kernel
-Modes: off (plain launches: main), pdl (PDL on: a dependent starts as its producer's last block exits), pdl-early
-(PDL on, the kernels built with GD_PDL_TRIG_SET=1: the producers trigger as each block starts), off1 / pdl1: TIER_FORK
-off (gd_tier1x on the one stream after gd_tier1: with PDL every launch after gd_forms a dependent one; the default
-below 16 periods, T < 4K). Batch 1 (2c951f4) ran pdl = pdl-early (the default then) and pdl-late = GD_PDL_TRIG_SET=0.
+Modes: off (plain launches: main), pdl (PDL on: a dependent starts as its producer's last block exits), off1 / pdl1:
+TIER_FORK off (gd_tier1x on the one stream after gd_tier1: with PDL every launch after gd_forms a dependent one; the
+default below 16 periods, T < 4K). Batches 1 and 2 also timed a build whose producers triggered their dependents as
+each block started (griddepcontrol.launch_dependents; GD_PDL_TRIG_SET, compiled in-process beside the default): it
+lost and was removed (benchmarks/NOTES.md "Session 23 — s23b").
     python benchmarks/device/gd_s23b.py warm|ab [T,T] [ROUNDS] [MODES]
 """
-import functools
 import os
 import statistics
 import sys
@@ -24,40 +24,18 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 import lsattn  # noqa: E402
 from bench_gpu import events_ms as timed, kernel_ms  # noqa: E402
 from bench_gpu_gated_delta import inputs  # noqa: E402
-from lsattn.backends.cupy import _compile as cc  # noqa: E402
 from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 
 MODE = sys.argv[1] if len(sys.argv) > 1 else "ab"
 Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192,32768").split(",")]
 ROUNDS = int(sys.argv[3]) if len(sys.argv) > 3 else 15
-MODES = (sys.argv[4] if len(sys.argv) > 4 else "off,pdl,pdl-early").split(",")
-
-# the timing build (GD_PDL_TRIG_SET=1) beside the default one: the compiled modules and launch lookups keyed by it too
-EARLY = [False]
-_defines, _kernels, _launch = cc.defines, cc._kernels.__wrapped__, cc._launch.__wrapped__
-cc.defines = lambda op, cfg: _defines(op, cfg) + (("-DGD_PDL_TRIG_SET=1",) if EARLY[0] and op == "gated_delta" else ())
-
-
-@functools.lru_cache(maxsize=None)
-def _kernels_by(op, dev, cfg, early):
-    return _kernels(op, dev, cfg)
-
-
-@functools.lru_cache(maxsize=None)
-def _launch_by(op, dev, cfg, name, early):
-    return _launch(op, dev, cfg, name)
-
-
-cc._kernels = lambda op, dev, cfg: _kernels_by(op, dev, cfg, EARLY[0])
-cc._launch = cgd._launch = lambda op, dev, cfg, name: _launch_by(op, dev, cfg, name, EARLY[0])
+MODES = (sys.argv[4] if len(sys.argv) > 4 else "off,pdl").split(",")
 
 
 def use(mode):
     cgd.PDL = mode.startswith("pdl")
     cgd.TIER_FORK = not mode.endswith("1")
-    EARLY[0] = "early" in mode
     cgd._TORCH_PLANS.clear()
-    cc._RAW.clear()  # (its launches' functions: the build's)
 
 
 def fwd(x):

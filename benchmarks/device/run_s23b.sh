@@ -4,9 +4,10 @@
 #                                                      two-tier / fork / direct-output / bf16 tests with PDL on, the
 #                                                      default), memcheck / racecheck of gd_tier_small, gd_small bf16
 #   OUT=... bash benchmarks/device/run_s23b.sh times   gd_s23b.py: public bf16 latency at 2K / 8K / 32K, PDL off /
-#                                                      on / on with the early-trigger timing build, interleaved; the 8K
-#                                                      timeline with PDL on (its trace under $OUT/on)
-# (batch 1, 2c951f4: 8K / 32K, modes off, pdl (then the early trigger), pdl-late, off1, pdl1; timelines on / off)
+#                                                      on, interleaved; the 8K timeline with PDL on (its trace under
+#                                                      $OUT/on)
+# (batch 1, 2c951f4: 8K / 32K, modes off, pdl (then the early trigger), pdl-late, off1, pdl1; timelines on / off;
+#  batch 2, ebe89dc: modes off, pdl, pdl-early (the early-trigger build, since removed))
 set -u
 if [ "$1" = tests ]; then
   ( NAME=s23b_tests; . benchmarks/device/setup.sh
@@ -29,9 +30,9 @@ if [ "$1" = times ]; then
   ( NAME=s23b_times; . benchmarks/device/setup.sh
     export CUDA_VISIBLE_DEVICES=0
     echo "=== warm $(date -u +%T)"
-    timeout 35 python3 benchmarks/device/gd_s23b.py warm 2048 > "$OUT/log_warm.txt" 2>&1; echo "rc=$?"; tail -n 2 "$OUT/log_warm.txt" | cut -c1-160
+    timeout 35 python3 benchmarks/device/gd_s23b.py warm 2048 1 off,pdl > "$OUT/log_warm.txt" 2>&1; echo "rc=$?"; tail -n 2 "$OUT/log_warm.txt" | cut -c1-160
     echo "=== ab $(date -u +%T)"
-    timeout 45 python3 benchmarks/device/gd_s23b.py ab 2048,8192,32768 31 > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
+    timeout 45 python3 benchmarks/device/gd_s23b.py ab 2048,8192,32768 31 off,pdl > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
     grep -vE "^ *$|Warning|warn" "$OUT/log_ab.txt" | tail -n 24 | cut -c1-200
     echo "=== timeline PDL on $(date -u +%T)"
     mkdir -p "$OUT/on"

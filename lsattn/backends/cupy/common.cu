@@ -299,19 +299,15 @@ __device__ __forceinline__ void check_smem(unsigned need) {
 }
 
 // ---- programmatic dependent launch (sm_90; gated_delta.PDL: a kernel launched with the stream-serialization
-// attribute may start before the kernel before it in the stream ends) ----
+// attribute may start as the last block of the kernel before it in the stream exits, before that grid's completion is
+// processed) ----
 // pdl_wait: before the thread's first access of what the previous kernel in the stream writes (returns once that
-// kernel has completed and its writes are visible; at once when the kernel was not launched as a dependent)
+// kernel has completed and its writes are visible; at once when the kernel was not launched as a dependent). (No
+// producer here calls griddepcontrol.launch_dependents: triggering as each block starts lost, benchmarks/NOTES.md
+// "Session 23 — s23b".)
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-// pdl_launch: this block lets the next kernel's blocks be scheduled (they start once every block of this grid has
-// called it or exited; they still wait for this grid's end in pdl_wait). A no-op without a dependent.
-__device__ __forceinline__ void pdl_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 

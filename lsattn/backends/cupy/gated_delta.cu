@@ -68,18 +68,6 @@ constexpr int GD_G = GD_G_SET;
 #else
 constexpr int GD_G = 2;  // gd_scan's slots per block: levels walked together (_compile.GD_G)
 #endif
-// The forward's kernels before a dependent launch (gated_delta.PDL: gd_forms -> gd_tier1, the coarse kernels -> the
-// next one, gd_tier3): no explicit trigger, a dependent's blocks start as the producer's last block exits (before its
-// grid's completion is processed). GD_PDL_TRIG_SET=1 (a timing build): pdl_launch (common.cu) as each block starts,
-// after its own pdl_wait, so the dependent's blocks take the SMs the producer's last wave leaves and run their prologue
-// up to pdl_wait there (H200, s23b batch 1: 32K +9.5 us pipelined against none, 8K the same; benchmarks/NOTES.md
-// "Session 23 — s23b")
-#ifndef GD_PDL_TRIG_SET
-#define GD_PDL_TRIG_SET 0
-#endif
-__device__ __forceinline__ void gd_pdl_trigger() {
-    if (GD_PDL_TRIG_SET) pdl_launch();
-}
 constexpr int GD_LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
 constexpr int GD_LDQ = DKP + 16 / (int)sizeof(ta), GD_LDP = CH + 16 / (int)sizeof(ta);  // tile row strides
 constexpr int GD_LDS = GD_BW + 8;  // S and W row stride

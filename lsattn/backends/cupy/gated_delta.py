@@ -119,9 +119,11 @@ TIER_FORK_PERIODS = 16
 #: the two-tier scan's launches that follow a kernel on the same stream (gd_tier1 after gd_forms; the coarse kernels'
 #: and gd_tier3 after the coarse slots; with ``TIER_FORK`` off gd_tier1x and the first coarse kernel too) as Hopper's
 #: programmatic dependent launches (``cuLaunchKernelEx`` with the stream-serialization attribute: a kernel's blocks
-#: may start while the previous kernel's last blocks run and wait in pdl_wait, common.cu, before they read its
-#: outputs; the same sums). False: plain launches (for A/B timing; read when a plan is made, and at every call of
-#: ``CupyOps.gd_tiers`` elsewhere; session 23, s23b)
+#: start as the previous kernel's last block exits and wait in pdl_wait, common.cu, before they read its outputs; the
+#: same sums). H200, B H = 32, d = 64, bf16, public forward, off -> on (s23b batch 2, medians of 31 interleaved
+#: rounds): latency / pipelined 2K -7.1 / -4.5 us, 8K -5.9 / -2.0, 32K -10.4 / -7.7 (the ~1-1.5 us gap at each
+#: boundary: 2 at 8K, 3 at 32K, 4 at 2K where TIER_FORK is off). False: plain launches (for A/B timing; read when a
+#: plan is made, and at every call of ``CupyOps.gd_tiers`` elsewhere; benchmarks/NOTES.md "Session 23 — s23b")
 PDL = True
 
 

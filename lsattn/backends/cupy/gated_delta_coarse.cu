@@ -117,7 +117,6 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cgroup(
     ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
     check_smem((2 * DKP * GD_LDQ + 2 * DKP * (GD_CGBW + 8)) * sizeof(ta));
     pdl_wait();  // (gated_delta.PDL: gd_tier1x's, gd_tier1's outputs read from here on)
-    gd_pdl_trigger();
     const int NCK = (DK + GD_CGBW - 1) / GD_CGBW, NCB = (DV + GD_CGBW - 1) / GD_CGBW, nG = (nP + GD_CG - 1) / GD_CG;
     const int q = (int)(blockIdx.x / ((i64)BH * (NCK + NCB))), role = (int)(blockIdx.x % (NCK + NCB)), p0 = GD_CG * q;
     const i64 bh = blockIdx.x / (NCK + NCB) % BH;
@@ -156,7 +155,6 @@ __device__ __forceinline__ void gd_coarse_body(const ta* __restrict__ Z, const t
     ta* Ss = Zs + 2 * DKP * GD_LDQ;            // [buffer][kk][col]
     check_smem((2 * DKP * GD_LDQ + 2 * DKP * (CBW + 8)) * sizeof(ta));
     pdl_wait();  // (gated_delta.PDL: the previous kernels' outputs read from here on)
-    gd_pdl_trigger();
     const int NCB = (DV + CBW - 1) / CBW, nG = (nP + GD_CG - 1) / GD_CG;
     const i64 per = (i64)BH * NCB;
     i64 r = blockIdx.x / per;
@@ -212,7 +210,6 @@ extern "C" __global__ void __launch_bounds__(NT, GD_CMINB) gd_cfill(
     ta* Ss = As + DKP * GD_LDQ;                // [buffer][kk][col]
     check_smem((DKP * GD_LDQ + 2 * SS) * sizeof(ta));
     pdl_wait();  // (gated_delta.PDL: gd_coarse_g's slots read from here on)
-    gd_pdl_trigger();
     const int NCB = (DV + GD_CGBW - 1) / GD_CGBW, nG = (nP + GD_CG - 1) / GD_CG, K8 = (DK + 7) / 8 * 8;
     const int pp = (int)(blockIdx.x / ((i64)BH * NCB)), c0 = (int)(blockIdx.x % NCB) * GD_CGBW, q = pp >> 2, k = pp & 3;
     const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
@@ -550,8 +547,8 @@ extern "C" __global__ void __launch_bounds__(NT, GD_T3RMINB) gd_tier3(
         for (i64 x = (i64)tid * LINE; x < m; x += NT * LINE) asm volatile("prefetch.global.L2 [%0];" ::"l"(o + x));
     }
 #endif
-    // gated_delta.PDL: launched right after the coarse kernel that writes Sb, whose own pdl_wait came before it let
-    // this kernel start: qe, Qp, out (above) are complete; the slots (and lam, Z, Pc: load) are read after the wait
+    // gated_delta.PDL: launched right after the coarse kernel that writes Sb, which started after the kernels before it
+    // had completed: qe, Qp, out (above) are; the slots (and lam, Z, Pc: load) are read after the wait
     pdl_wait();
     load(0);
     cp_async_commit();

@@ -286,7 +286,6 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     ta* eZ = eG + CH;
     ta* lamS = eZ + CH;                        // [t][l]: lam[t, min(l, L - 1)], l <= log2 CH (row stride 8)
     check_smem(GF_SMEM_BYTES);
-    gd_pdl_trigger();  // (GD_PDL_TRIG_SET: gd_tier1's blocks may take the SMs this kernel's last blocks leave)
     const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
     // the warp's tile of the tensor-core products (GF_TC, GF_TF): rows m0 .. m0 + 15, columns n0 .. n0 + 31
     const int m0 = 16 * (tid / 64), n0 = 32 * (tid / 32 % 2);

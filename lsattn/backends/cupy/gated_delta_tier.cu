@@ -205,7 +205,6 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
         S[j * SS + kk * GD_TLDS + cc] = x;
     }
     if (kind != GT_TOP) pdl_wait();
-    if (kind != GT_TOP) gd_pdl_trigger();  // (gd_tier1 -> gd_tier1x on one stream; gd_tier3 is the last)
     __syncthreads();
     const bool vec = DK % (16 / GD_E2) == 0, vs = DV % (16 / GD_E2) == 0;
     for (int c = lo; c < hi; ++c) {
