@@ -4,7 +4,8 @@
         (fla's fp32 row, which also gives the check column, compiles / autotunes Triton kernels on its first call per T:
         with it the table's first T alone outran an 80 s limit on a fresh machine)
     python benchmarks/bench_gpu_gated_delta.py --train [--out DIR] [--T 2048,8192,16384]   (fwd+bwd, ``train``:
-        ours, array-API, fla plain GDN, fla chunk_log_linear_attn and torch SDPA, with peak memory)
+        ours, array-API, fla plain GDN (``--rows ...,fla_lifted``: timed with fla's Hopper / Triton guard lifted,
+        see ``_fla_guard_lifted``), fla chunk_log_linear_attn and torch SDPA, with peak memory)
 
 Shapes B=2, H=16, d_k=d_v=64, bfloat16 and float32, on CUDA torch tensors. Ours:
 ``lsattn.loglinear_gated_delta`` exactly as a user calls it (no ``backend=``: the CuPy kernels,
@@ -135,7 +136,8 @@ def markdown(res):
     cols = [("ours_bf16", "ours bf16"), ("ours_fp32", "ours fp32"), ("fla_bf16", "fla bf16"), ("fla_fp32", "fla fp32"),
             ("api_bf16", "array-API bf16"), ("api_fp32", "array-API fp32")]
     return table(res, "forward", "fla is plain Gated DeltaNet (no levels).", cols,
-                 [("ours_bf16", "fla_bf16", "ours / fla (bf16)"), ("api_fp32", "ours_fp32", "array-API / ours (fp32)")],
+                 [("ours_bf16", "fla_bf16", "ours / fla (bf16)"), ("api_bf16", "ours_bf16", "array-API / ours (bf16)"),
+                  ("api_fp32", "ours_fp32", "array-API / ours (fp32)")],
                  check=True)
 
 
