@@ -118,8 +118,15 @@ constexpr int GDB_SET = 2 * DKP * GDB_LS + 3 * CH * GDB_LW, GDB_NS2 = GDB_TC && 
 #define GDB_ABL 0
 #endif
 constexpr int GDB_REST = GDB_NS2 * GDB_SET + NT;
+// GD_S16 (gated_delta_bwd.S16_TRAIN: bfloat16 callers' training steps whose forward ran the GD_S16 build): qeff, e^G K,
+// phi, H read as the forward stored them, bfloat16 (gd_e: gd_bf). The chunk's three tiles copied (cp.async) as they are
+// into a 16-bit staging area after the reduction's NT values (GDB_STG elements of ta), then widened into the float32
+// tile set in the pass that rounds the set to tf32 in the 1xTF32 build (GDB_PR: a bf16 value widened is an exact tf32
+// value, so the products are those of the float32 tiles holding the same values); H widened where the merges read it.
+constexpr int GDB_STG = GD_H16 ? 3 * CH * DKP * (int)sizeof(gd_e) / (int)sizeof(ta) : 0;
+static_assert(!GD_H16 || (GDB_TC && !GDB_DB), "16-bit intermediates: the tensor-core build, one tile set");
 constexpr int GDB_NB = GDB_TC && GDB_DB && (2 * GDB_TW + GDB_REST) * (int)sizeof(ta) <= 227 * 1024 ? 2 : 1;
-constexpr int GDB_SMEM = GDB_NB * GDB_TW + GDB_REST;
+constexpr int GDB_SMEM = GDB_NB * GDB_TW + GDB_REST + GDB_STG;
 
 // The warp's tiles of a (16 MB) x (8 NB) product: the MB NB tiles dealt evenly over the 8 warps (fewer than 8:
 // one each to the first warps, the others idle: `on` false); a warp's NTL tiles share a row block.
