@@ -775,6 +775,47 @@ def test_gpu_grads_against_reference(dtype, T, decay, resets):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("T, decay, resets, grouped", [(1000, "moderate", True, False), (2100, "strong", False, True),
+                                                       (1500, "mixed", True, False)])
+def test_gpu_bf16_training_s16(monkeypatch, T, decay, resets, grouped):
+    """``S16_TRAIN`` on and off in one process (B=1, H=2, d=64, the two-tier path from 16 chunks: TIER_MIN_CHUNKS 0):
+    on, the step takes the GD_S16 Function (the forward's bfloat16 intermediates read by gd_scan_bwd_x1); every
+    gradient of both against float64 autograd of the reference on the same inputs within BF16 (errors printed); the
+    coarse slots' grouped form (2100: 33 chunks, COARSE_GROUP_PERIODS 0), gd_tier1x on its own stream (1000:
+    TIER_FORK_PERIODS 0)."""
+    _cuda(torch)
+    from lsattn.backends.cupy import _autograd, gated_delta as cgd
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    monkeypatch.setattr(cgd, "TIER_FORK_PERIODS", 0 if T == 1000 else cgd.TIER_FORK_PERIODS)
+    taken, real = [], _autograd.apply_gated_delta_s16
+    monkeypatch.setattr(_autograd, "apply_gated_delta_s16", lambda *a, **k: taken.append(1) or real(*a, **k))
+    arrays = make(5, (1, 2), T, 64, 64, decay=decay)
+    if resets:
+        for i in (100, 400, 401):
+            arrays[3][..., i] = -1e3 if i == 100 else -1e6
+    do = torch.randn(1, 2, T, 64, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(1))
+    rs = [torch.tensor(x, device="cuda").to(torch.bfloat16).double().requires_grad_(True) for x in arrays]
+    want_out = ref.loglinear_gated_delta(*rs)
+    (want_out * do).sum().backward()
+    want, want_out, do_np = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy(), do.cpu().numpy()
+    errs = {}
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "S16_TRAIN", on)
+        taken.clear()
+        xs = [r.detach().to(torch.bfloat16).requires_grad_(True) for r in rs]
+        out = lsattn.loglinear_gated_delta(*xs)
+        assert out.dtype == torch.bfloat16 and taken == ([1] if on else [])
+        (out.double() * do).sum().backward()
+        got = [x.grad.double().cpu().numpy() for x in xs]
+        assert all(np.isfinite(g).all() for g in got)
+        errs[on] = _rel_errors(got, want, want_out, do_np)
+        check(got, want, want_out, do_np, BF16, f"bf16 S16_TRAIN={on} T={T} {decay}")
+    print("\n".join(f"T={T} S16_TRAIN={on}: " + " ".join(f"{k} {v:.2e}" for k, v in e.items()) for on, e in errs.items()))
+
+
+@pytest.mark.gpu
 def test_gpu_return_state_under_grad():
     """return_state with inputs that require grad: the array-API formulation (differentiated by
     torch), equal to the kernel path's output."""
