@@ -667,12 +667,13 @@ def test_bf16_training_s16_emulated_on_cpu(monkeypatch, T, dk, dv, decay):
     sources on the CPU: the forward's GD_S16 build (gd_forms writing qeff, e^G K, phi, H as bfloat16 patterns, the
     two-tier scan reading them), gd_scan_bwd_x1's GD_S16 build reading the same patterns, gd_forms_bwd_x1; bfloat16
     gradients against float64 autograd of the reference on the same inputs within BF16 (the GPU test's bound), the
-    float32 output within S16 (tests/test_cupy_gated_delta.py); main's path (S16_TRAIN off: float32 intermediates) within
-    the same bounds, both errors printed (hard resets, keys of norm ~0.5)."""
+    float32 output within S16 (tests/test_cupy_gated_delta.py) and equal bit for bit to the inference path's on S16
+    (``gated_delta.compute``: the same kernels); main's path (S16_TRAIN off: float32 intermediates) within the same
+    bounds, both errors printed (hard resets, keys of norm ~0.5)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     from lsattn.backends.cupy import gated_delta as cgd
-    from test_cupy_gated_delta import S16, Emulated
+    from test_cupy_gated_delta import S16, Emulated, kernel_inputs
 
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
     arrays = make(12, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay)
@@ -718,6 +719,10 @@ def test_bf16_training_s16_emulated_on_cpu(monkeypatch, T, dk, dv, decay):
         errs[on] = _rel_errors(got, want, want_out, do) | {"out": float(np.max(np.abs(out - want_out)) / np.max(np.abs(want_out)))}
         assert_close(out, want_out, S16, what=f"out S16_TRAIN={on}")
         check(got, want, want_out, do, BF16, f"bf16 S16_TRAIN={on} T={T} dk={dk}")
+        if on:
+            monkeypatch.setattr(cgd, "S16", True)
+            base, _ = cgd.compute(ops, *kernel_inputs(arrays, "bfloat16")[0], 64, 0, None, False, "bf16")
+            assert np.array_equal(out, base.astype(np.float64)), "the inference forward's S16 output"
     print("\n".join(f"S16_TRAIN={on}: " + " ".join(f"{k} {v:.2e}" for k, v in e.items()) for on, e in errs.items()))
 
 
