@@ -123,6 +123,9 @@ constexpr int GDB_REST = GDB_NS2 * GDB_SET + NT;
 // into a 16-bit staging area after the reduction's NT values (GDB_STG elements of ta), then widened into the float32
 // tile set in the pass that rounds the set to tf32 in the 1xTF32 build (GDB_PR: a bf16 value widened is an exact tf32
 // value, so the products are those of the float32 tiles holding the same values); H widened where the merges read it.
+#ifndef GDB_SPF  // GD_H16: the next chunk's tiles staged during this chunk's passes (a timing build; gated_delta_bwd_scan.cu)
+#define GDB_SPF 0
+#endif
 constexpr int GDB_STG = GD_H16 ? 3 * CH * DKP * (int)sizeof(gd_e) / (int)sizeof(ta) : 0;
 static_assert(!GD_H16 || (GDB_TC && !GDB_DB), "16-bit intermediates: the tensor-core build, one tile set");
 constexpr int GDB_NB = GDB_TC && GDB_DB && (2 * GDB_TW + GDB_REST) * (int)sizeof(ta) <= 227 * 1024 ? 2 : 1;
