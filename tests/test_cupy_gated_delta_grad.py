@@ -590,6 +590,23 @@ def test_forms_bwd_bf16_emulated_equals_float32_rounded(C, dk, dv, T, P, L, x1):
         assert np.array_equal(g, narrow(np, w, "bf16")), f"{name} C={C} x1={x1}"
 
 
+def bf16_context(ops):
+    """``on_gpu``'s interface on CPU torch tensors for ``ops``: bfloat16 tensors as int16 NumPy views (kind 'bf16'),
+    back as bfloat16 where asked."""
+    @contextlib.contextmanager
+    def emulated(like):
+        def to_cp(x):
+            return (x.view(torch.int16).numpy(), "bf16") if x.dtype == torch.bfloat16 else (x.numpy(), "")
+
+        def back(x, half):
+            t = torch.from_numpy(np.ascontiguousarray(x))
+            return t.view(torch.bfloat16) if half == "bf16" else t
+
+        yield to_cp, back, ops
+
+    return emulated
+
+
 def test_bf16_training_path_emulated_on_cpu():
     """The bfloat16 training path (GRAD_BF16) through ``differentiable`` on the kernels' CUDA sources on the CPU:
     gd_forms reading bfloat16 (its TI_BF16 build, lam's float32 copy for the scan), gd_scan / gd_scan_bwd_x1 in
@@ -614,16 +631,7 @@ def test_bf16_training_path_emulated_on_cpu():
 
     ops = Ops()
 
-    @contextlib.contextmanager
-    def emulated(like):
-        def to_cp(x):
-            return (x.view(torch.int16).numpy(), "bf16") if x.dtype == torch.bfloat16 else (x.numpy(), "")
-
-        def back(x, half):
-            t = torch.from_numpy(np.ascontiguousarray(x))
-            return t.view(torch.bfloat16) if half == "bf16" else t
-
-        yield to_cp, back, ops
+    emulated = bf16_context(ops)
 
     seen = []
 
@@ -694,16 +702,7 @@ def test_bf16_training_s16_emulated_on_cpu(monkeypatch, T, dk, dv, decay):
 
     ops = Ops()
 
-    @contextlib.contextmanager
-    def emulated(like):
-        def to_cp(x):
-            return (x.view(torch.int16).numpy(), "bf16") if x.dtype == torch.bfloat16 else (x.numpy(), "")
-
-        def back(x, half):
-            t = torch.from_numpy(np.ascontiguousarray(x))
-            return t.view(torch.bfloat16) if half == "bf16" else t
-
-        yield to_cp, back, ops
+    emulated = bf16_context(ops)
 
     def ours(*xs):
         xs = [x.to(torch.bfloat16) for x in xs]
