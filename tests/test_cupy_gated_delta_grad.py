@@ -677,8 +677,7 @@ def test_bf16_training_s16_emulated_on_cpu(monkeypatch, T, dk, dv, decay):
     gradients against float64 autograd of the reference on the same inputs within BF16 (the GPU test's bound), the
     float32 output within S16 (tests/test_cupy_gated_delta.py) and equal bit for bit to the inference path's on S16
     (``gated_delta.compute``: the same kernels); main's path (S16_TRAIN off: float32 intermediates) within the same
-    bounds, both errors printed (hard resets, keys of norm ~0.5); the timing build GDB_SPF=1 (the next chunk's tiles
-    staged during this chunk's passes) bit-equal to the default."""
+    bounds, both errors printed (hard resets, keys of norm ~0.5)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     from lsattn.backends.cupy import gated_delta as cgd
@@ -723,10 +722,6 @@ def test_bf16_training_s16_emulated_on_cpu(monkeypatch, T, dk, dv, decay):
             monkeypatch.setattr(cgd, "S16", True)
             base, _ = cgd.compute(ops, *kernel_inputs(arrays, "bfloat16")[0], 64, 0, None, False, "bf16")
             assert np.array_equal(out, base.astype(np.float64)), "the inference forward's S16 output"
-            ops.extra = {"GDB_SPF": 1}
-            spf, _ = _grads(ours, arrays, do)
-            ops.extra = {}
-            assert all(np.array_equal(a, b) for a, b in zip(spf, got)), "GDB_SPF"
     print("\n".join(f"S16_TRAIN={on}: " + " ".join(f"{k} {v:.2e}" for k, v in e.items()) for on, e in errs.items()))
 
 

@@ -2,20 +2,13 @@
 path (s24a: the forward's GD_S16 build, gd_scan_bwd_x1's GD_S16 build reading its bfloat16 intermediates through a
 16-bit staging area), for compute-sanitizer (memcheck / racecheck / initcheck): the two-tier path from 3 chunks
 (TIER_MIN_CHUNKS 0), one period and several, padded d_k (40: 16-byte staged copies; 20: element copies), d_v not a
-multiple of 16, the grouped coarse form; ``spf``: gd_scan_bwd_x1 of the timing build GDB_SPF=1 (ab_s24a.py's).
-    python benchmarks/device/gd_train16_small_s24a.py [spf]"""
-import sys
-
+multiple of 16, the grouped coarse form.
+    python benchmarks/device/gd_train16_small_s24a.py"""
 import numpy as np
 import torch
 
 import lsattn
 from lsattn.backends.cupy import _autograd, gated_delta as cgd
-
-if "spf" in sys.argv[1:]:
-    import ab_s24a
-
-    ab_s24a.mode("spf")
 
 cgd.TIER_MIN_CHUNKS = 0
 taken, real = [], _autograd.apply_gated_delta_s16

@@ -128,10 +128,9 @@ class Config:
             return (tiles + 12 * CH) * es
         if kernel in ("gd_scan_bwd", "gd_scan_bwd_x1"):  # gated_delta_bwd.cu (GDB_SMEM): three chunk tiles, S, dS', W, dr, dW, a reduction
             bv = gd_scan_bwd_columns(self)
-            if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded (s16: + GDB_STG,
-                # the three tiles' bfloat16 staging area)
-                return ((2 * CH * (DKP + 4) + DKP * (CH + 8) + 2 * (2 * DKP * (bv + 8) + 3 * CH * (bv + 4)) + 256) * es
-                        + (3 * CH * DKP * 2 if self.s16 else 0))
+            if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded (s16: the
+                # tiles' bfloat16 staging area over the sets)
+                return (2 * CH * (DKP + 4) + DKP * (CH + 8) + 2 * (2 * DKP * (bv + 8) + 3 * CH * (bv + 4)) + 256) * es
             return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
         if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
             pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)

@@ -43,7 +43,8 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     slot_set(0);
     int sbt = 0;  // GDB_NS2 = 2: the next slot step's set
     ta* red = sets + GDB_NS2 * GDB_SET;  // [NT]
-    gd_e* const stage = reinterpret_cast<gd_e*>(red + NT);  // GD_H16: the chunk's tiles as stored (qe, ek [t][kk], ph [kk][t])
+    // GD_H16: the chunk's tiles as stored (qe, ek [t][kk], ph [kk][t]), over the slot buffers' sets (GDB_STSEP: after red)
+    gd_e* const stage = reinterpret_cast<gd_e*>(GDB_STSEP ? red + NT : sets);
     check_smem(GDB_SMEM * sizeof(ta));
     constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
@@ -149,14 +150,6 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     if (GDB_TC && GDB_NB == 2 && n > 1) issue(0, false);
     static_assert(EPT == RB, "a thread's fetch rows are its merge rows");
     constexpr bool CB1 = (GDB_CB == 2 || (GDB_CB == 1 && !X1)) && GDB_TC && GDB_NB == 1 && MG && GDB_PF;
-    constexpr bool CB2 = (GDB_CB == 2 || (GDB_CB == 1 && !X1)) && GDB_TC && MG && GDB_PF;
-    // GDB_SPF (GD_H16, a timing build; s24a): the next chunk's tiles copied into the staging area as soon as this
-    // chunk's are widened (its copy under this chunk's passes; the staging area is read only by prep_tiles)
-    constexpr bool SPF = GDB_SPF && GD_H16 && GDB_NB == 1 && !CB1 && !CB2;
-    if (SPF) {  // the first chunk any phase reads: phase 1's chunk 0, or phase 2's chunk n - 1 (with Qe)
-        const bool p1 = n > 1 && !(GDB_ABL & 2);
-        issue(p1 ? 0 : n - 1, !p1);
-    }
     ta rS[GG][EPT];
     int ss[GG], s = NS, sn = NS;
     if (CB1 && n > 1 && !(GDB_ABL & 2)) {  // chunk 0's tiles and first pass (CB1: the later chunks' before each merge)
@@ -170,7 +163,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         const i64 c = F + j, cj = bh * n + j;
         const ta* svj = svb + (i64)j * NS * slot_sz;
         if (!CB1) {
-            if (GDB_TC && GDB_NB == 1 && !SPF) issue(j, false);
+            if (GDB_TC && GDB_NB == 1) issue(j, false);
             // the first held slot fetched under the tile copies (written before the last barrier, or by this thread)
             s = next_held(c, 0), sn = pass_slots(c, s, ss);
 #pragma unroll
@@ -188,7 +181,6 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
             if (PR || GD_H16) {
                 prep_tiles(j, false);
                 __syncthreads();
-                if (SPF) issue(j + 1, j + 1 == n - 1);  // (the last chunk: phase 2's first, with Qe)
             }
         }
         while (s < NS) {
@@ -357,11 +349,12 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     }
 
     // ---- phase 2: the reverse scan ----
+    constexpr bool CB2 = (GDB_CB == 2 || (GDB_CB == 1 && !X1)) && GDB_TC && MG && GDB_PF;
     constexpr bool LP = GDB_LA && GDB_TC, DS2 = GDB_DS2 && GDB_TC;
     if (GDB_TC && GDB_NB == 2) issue(n - 1, true);
     for (int j = n - 1; j >= 0; --j) {
         const i64 c = F + j, cj = bh * n + j;
-        if (GDB_TC && GDB_NB == 1 && !SPF) issue(j, true);  // the tile copies under the merge's round trips
+        if (GDB_TC && GDB_NB == 1) issue(j, true);  // the tile copies under the merge's round trips
         ta rS[GG][EPT], rD[GG][EPT];
         const ta* svj = svb + (i64)j * NS * slot_sz;
         int ss[GG], s = next_held(c, 0), sn = pass_slots(c, s, ss);
@@ -462,7 +455,6 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
             if (PR || GD_H16) {
                 prep_tiles(j, true);
                 __syncthreads();
-                if (SPF && j > 0) issue(j - 1, true);
             }
         }
         while (s < NS) {
