@@ -4,8 +4,7 @@
 #   OUT=... bash benchmarks/device/run_s24a.sh tests   the training-path GPU tests (S16_TRAIN on / off), the nonfinite
 #                                                      gated tests, memcheck / racecheck / initcheck of small bf16 steps
 #   OUT=... bash benchmarks/device/run_s24a.sh times   the public bf16 fwd+bwd step, S16_TRAIN on / off alternated in one
-#                                                      process (and the timing build GDB_STSEP=1, batch 1's layout), 8K and 32K: medians, latency,
-#                                                      peak, kernels
+#                                                      process, 8K and 32K: medians, latency, peak, kernels
 set -u
 if [ "$1" = tests ]; then
   ( NAME=s24a_tests; . benchmarks/device/setup.sh

@@ -123,17 +123,12 @@ constexpr int GDB_REST = GDB_NS2 * GDB_SET + NT;
 // are into a 16-bit staging area over the slot buffers' sets (free from the chunk's top, where the copies are issued,
 // until its passes: every reader of the sets passed a barrier before), then widened into the float32 tile set in the
 // pass that rounds that set to tf32 in the 1xTF32 build (GDB_PR: a bf16 value widened is an exact tf32 value, so the
-// products are those of float32 tiles holding the same values); H widened where the merges read it. GDB_STSEP=1 (a
-// timing build, s24a's first layout): the staging area after the block's other arrays instead (GDB_STG more elements:
-// 24 KB at 64 x 64, a larger shared-memory carveout; measured 2.3% slower at 8K)
-#ifndef GDB_STSEP
-#define GDB_STSEP 0
-#endif
-constexpr int GDB_STG = GD_H16 && GDB_STSEP ? 3 * CH * DKP * (int)sizeof(gd_e) / (int)sizeof(ta) : 0;
+// products are those of float32 tiles holding the same values); H widened where the merges read it. (A staging area
+// of its own, 24 KB more at 64 x 64, measured the same: session 24, s24a.)
 static_assert(!GD_H16 || (GDB_TC && !GDB_DB), "16-bit intermediates: the tensor-core build, one tile set");
 static_assert(!GD_H16 || GDB_NS2 * GDB_SET * (int)sizeof(ta) >= 3 * CH * DKP * (int)sizeof(gd_e), "the staging area");
 constexpr int GDB_NB = GDB_TC && GDB_DB && (2 * GDB_TW + GDB_REST) * (int)sizeof(ta) <= 227 * 1024 ? 2 : 1;
-constexpr int GDB_SMEM = GDB_NB * GDB_TW + GDB_REST + GDB_STG;
+constexpr int GDB_SMEM = GDB_NB * GDB_TW + GDB_REST;
 
 // The warp's tiles of a (16 MB) x (8 NB) product: the MB NB tiles dealt evenly over the 8 warps (fewer than 8:
 // one each to the first warps, the others idle: `on` false); a warp's NTL tiles share a row block.

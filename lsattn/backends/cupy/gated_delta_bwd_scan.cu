@@ -43,8 +43,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     slot_set(0);
     int sbt = 0;  // GDB_NS2 = 2: the next slot step's set
     ta* red = sets + GDB_NS2 * GDB_SET;  // [NT]
-    // GD_H16: the chunk's tiles as stored (qe, ek [t][kk], ph [kk][t]), over the slot buffers' sets (GDB_STSEP: after red)
-    gd_e* const stage = reinterpret_cast<gd_e*>(GDB_STSEP ? red + NT : sets);
+    gd_e* const stage = reinterpret_cast<gd_e*>(sets);  // GD_H16: the chunk's tiles as stored (qe, ek [t][kk], ph [kk][t])
     check_smem(GDB_SMEM * sizeof(ta));
     constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
