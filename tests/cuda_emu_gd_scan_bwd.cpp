@@ -20,8 +20,9 @@ inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask, int width) {
 
 #include BWD_KERNEL
 
-// gd_scan_bwd's launch: grid (BH, ceil(DV / GDB_BV)), NT threads per block, smem bytes; x1: gd_scan_bwd_x1 (1xTF32 products)
-extern "C" void run_bwd(const ta* qe, const ta* ek, const ta* ph, const ta* Hc, const ta* gc, const ta* lam,
+// gd_scan_bwd's launch: grid (BH, ceil(DV / GDB_BV)), NT threads per block, smem bytes; x1: gd_scan_bwd_x1 (1xTF32 products);
+// -DGD_S16=1: qe, ek, ph, Hc as bfloat16 patterns (gd_e)
+extern "C" void run_bwd(const gd_e* qe, const gd_e* ek, const gd_e* ph, const gd_e* Hc, const ta* gc, const ta* lam,
                         const ta* dout, const ta* oldc, ta* sv, ta* dS, ta* dqe, ta* dek, ta* dph, ta* dH, ta* dg,
                         ta* dlam, int T, int DK, int DV, int L, i64 p, i64 F, int n, int n_old, int NLC,
                         int merge_last, int BH, int x1, unsigned smem) {

@@ -407,7 +407,8 @@ class EmulatedOps(Emulated):
     extra = {}  # gated_delta_bwd.cu's switches of a timing build (name -> value)
 
     def _lib(self, cfg):
-        defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP} | ({"TI_BF16": 1} if cfg.half == "bf16" else {}) | self.extra
+        defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP} | ({"TI_BF16": 1} if cfg.half == "bf16" else {})
+        defines |= ({"GD_S16": 1} if cfg.s16 else {}) | self.extra  # (S16_TRAIN: _compile.defines)
         return emulation("cuda_emu_gd_forms_bwd.cpp", defines,
                          {"KERNEL": scan_source(), "BWD_KERNEL": bwd_source(),
                           "FORMS_BWD_KERNEL": cupy_source("gated_delta_forms_bwd.cu")})
@@ -422,7 +423,8 @@ class EmulatedOps(Emulated):
 
     def gd_scan_bwd(self, cfg, *arrays_and_ints, x1=False):
         arrays, (T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH) = arrays_and_ints[:16], arrays_and_ints[16:]
-        assert all(a.flags.c_contiguous and a.dtype == arrays[0].dtype for a in arrays)
+        assert all(a.flags.c_contiguous for a in arrays)  # (cfg.s16: qe, ek, ph, H as bfloat16 patterns, 16-bit)
+        assert all(a.dtype == (np.int16 if cfg.s16 and i < 4 else arrays[4].dtype) for i, a in enumerate(arrays))
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         ints += [ctypes.c_int(x) for x in (n, n_old, NLC, int(merge_last), BH, int(x1))]
         self._lib(cfg).run_bwd(*[a.ctypes.data_as(ctypes.c_void_p) for a in arrays], *ints,
@@ -588,6 +590,23 @@ def test_forms_bwd_bf16_emulated_equals_float32_rounded(C, dk, dv, T, P, L, x1):
         assert np.array_equal(g, narrow(np, w, "bf16")), f"{name} C={C} x1={x1}"
 
 
+def bf16_context(ops):
+    """``on_gpu``'s interface on CPU torch tensors for ``ops``: bfloat16 tensors as int16 NumPy views (kind 'bf16'),
+    back as bfloat16 where asked."""
+    @contextlib.contextmanager
+    def emulated(like):
+        def to_cp(x):
+            return (x.view(torch.int16).numpy(), "bf16") if x.dtype == torch.bfloat16 else (x.numpy(), "")
+
+        def back(x, half):
+            t = torch.from_numpy(np.ascontiguousarray(x))
+            return t.view(torch.bfloat16) if half == "bf16" else t
+
+        yield to_cp, back, ops
+
+    return emulated
+
+
 def test_bf16_training_path_emulated_on_cpu():
     """The bfloat16 training path (GRAD_BF16) through ``differentiable`` on the kernels' CUDA sources on the CPU:
     gd_forms reading bfloat16 (its TI_BF16 build, lam's float32 copy for the scan), gd_scan / gd_scan_bwd_x1 in
@@ -612,16 +631,7 @@ def test_bf16_training_path_emulated_on_cpu():
 
     ops = Ops()
 
-    @contextlib.contextmanager
-    def emulated(like):
-        def to_cp(x):
-            return (x.view(torch.int16).numpy(), "bf16") if x.dtype == torch.bfloat16 else (x.numpy(), "")
-
-        def back(x, half):
-            t = torch.from_numpy(np.ascontiguousarray(x))
-            return t.view(torch.bfloat16) if half == "bf16" else t
-
-        yield to_cp, back, ops
+    emulated = bf16_context(ops)
 
     seen = []
 
@@ -647,6 +657,72 @@ def test_bf16_training_path_emulated_on_cpu():
     want.append(_grads(api, [old] + cont, do)[0][0])
     assert_close(out, want_out, X1, what="out")
     check(got, want, out, do, BF16, "bf16 emulated", P)
+
+
+def _rel_errors(got, want, out, do):
+    """max |g - w| / max |w| per gradient (the log decay's: over max |w| + sum_t |dO_t . o_t|, check's atol)."""
+    rows = float(np.max(np.sum(np.abs(np.sum(do * out, axis=-1)), axis=-1), initial=0.0))
+    return {name: float(np.max(np.abs(g - w)) / (np.max(np.abs(w)) + (rows if name == "da" else 0.0)))
+            for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], got, want)}
+
+
+@pytest.mark.parametrize("T, dk, dv, decay", [
+    (600, 64, 20, "moderate"),  # 10 chunks at C = 64: 3 periods, gd_scan_bwd's production tiles, 16-byte staged copies
+    (330, 20, 17, "strong"),    # 6 chunks, padded d_k (20 of 32: element copies into the staging area), 2 column blocks
+])
+def test_bf16_training_s16_emulated_on_cpu(monkeypatch, T, dk, dv, decay):
+    """``S16_TRAIN``: the bfloat16 training step on the two-tier path through ``differentiable`` on the kernels' CUDA
+    sources on the CPU: the forward's GD_S16 build (gd_forms writing qeff, e^G K, phi, H as bfloat16 patterns, the
+    two-tier scan reading them), gd_scan_bwd_x1's GD_S16 build reading the same patterns, gd_forms_bwd_x1; bfloat16
+    gradients against float64 autograd of the reference on the same inputs within BF16 (the GPU test's bound), the
+    float32 output within S16 (tests/test_cupy_gated_delta.py) and equal bit for bit to the inference path's on S16
+    (``gated_delta.compute``: the same kernels); main's path (S16_TRAIN off: float32 intermediates) within the same
+    bounds, both errors printed (hard resets, keys of norm ~0.5)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from lsattn.backends.cupy import gated_delta as cgd
+    from test_cupy_gated_delta import S16, Emulated, kernel_inputs
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
+    arrays = make(12, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay)
+    arrays[3][..., [70, T - 90]] = [-1e3, -1e6]
+    arrays = [torch.tensor(x).to(torch.bfloat16).double().numpy() for x in arrays]  # the rounded inputs are the reference's
+    do = np.random.default_rng(3).standard_normal((2, T, dv))
+    seen = []
+
+    class Ops(EmulatedOps):
+        def gd_forms(self, cfg, *args, **kw):  # the CUDA source of gd_forms (cuda_emu_gd_forms.cpp)
+            seen.append(("forms", cfg.s16, args[6].dtype))
+            return Emulated().gd_forms(cfg, *args, **kw)
+
+        def gd_scan_bwd(self, cfg, *args, **kw):
+            seen.append(("scan_bwd", cfg.s16, args[0].dtype))
+            return super().gd_scan_bwd(cfg, *args, **kw)
+
+    ops = Ops()
+
+    emulated = bf16_context(ops)
+
+    def ours(*xs):
+        xs = [x.to(torch.bfloat16) for x in xs]
+        return gdb.differentiable(*xs, 64, 0, None, context=emulated, x1=True).double()
+
+    want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
+    errs = {}
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "S16_TRAIN", on)
+        seen.clear()
+        got, out = _grads(ours, arrays, do)
+        assert seen == ([("forms", True, np.uint16), ("scan_bwd", True, np.int16)] if on else
+                        [("forms", False, np.float32), ("scan_bwd", False, np.float32)]), seen
+        errs[on] = _rel_errors(got, want, want_out, do) | {"out": float(np.max(np.abs(out - want_out)) / np.max(np.abs(want_out)))}
+        assert_close(out, want_out, S16, what=f"out S16_TRAIN={on}")
+        check(got, want, want_out, do, BF16, f"bf16 S16_TRAIN={on} T={T} dk={dk}")
+        if on:
+            monkeypatch.setattr(cgd, "S16", True)
+            base, _ = cgd.compute(ops, *kernel_inputs(arrays, "bfloat16")[0], 64, 0, None, False, "bf16")
+            assert np.array_equal(out, base.astype(np.float64)), "the inference forward's S16 output"
+    print("\n".join(f"S16_TRAIN={on}: " + " ".join(f"{k} {v:.2e}" for k, v in e.items()) for on, e in errs.items()))
 
 
 # ---- GPU ------------------------------------------------------------------------------------------
@@ -700,6 +776,47 @@ def test_gpu_grads_against_reference(dtype, T, decay, resets):
     (want_out * do).sum().backward()
     check(got, [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy(), do.cpu().numpy(),
           F32 if dtype == "float32" else BF16, f"{dtype} T={T} {decay}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T, decay, resets, grouped", [(1000, "moderate", True, False), (2100, "strong", False, True),
+                                                       (1500, "mixed", True, False)])
+def test_gpu_bf16_training_s16(monkeypatch, T, decay, resets, grouped):
+    """``S16_TRAIN`` on and off in one process (B=1, H=2, d=64, the two-tier path from 16 chunks: TIER_MIN_CHUNKS 0):
+    on, the step takes the GD_S16 Function (the forward's bfloat16 intermediates read by gd_scan_bwd_x1); every
+    gradient of both against float64 autograd of the reference on the same inputs within BF16 (errors printed); the
+    coarse slots' grouped form (2100: 33 chunks, COARSE_GROUP_PERIODS 0), gd_tier1x on its own stream (1000:
+    TIER_FORK_PERIODS 0)."""
+    _cuda(torch)
+    from lsattn.backends.cupy import _autograd, gated_delta as cgd
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    monkeypatch.setattr(cgd, "TIER_FORK_PERIODS", 0 if T == 1000 else cgd.TIER_FORK_PERIODS)
+    taken, real = [], _autograd.apply_gated_delta_s16
+    monkeypatch.setattr(_autograd, "apply_gated_delta_s16", lambda *a, **k: taken.append(1) or real(*a, **k))
+    arrays = make(5, (1, 2), T, 64, 64, decay=decay)
+    if resets:
+        for i in (100, 400, 401):
+            arrays[3][..., i] = -1e3 if i == 100 else -1e6
+    do = torch.randn(1, 2, T, 64, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(1))
+    rs = [torch.tensor(x, device="cuda").to(torch.bfloat16).double().requires_grad_(True) for x in arrays]
+    want_out = ref.loglinear_gated_delta(*rs)
+    (want_out * do).sum().backward()
+    want, want_out, do_np = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy(), do.cpu().numpy()
+    errs = {}
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "S16_TRAIN", on)
+        taken.clear()
+        xs = [r.detach().to(torch.bfloat16).requires_grad_(True) for r in rs]
+        out = lsattn.loglinear_gated_delta(*xs)
+        assert out.dtype == torch.bfloat16 and taken == ([1] if on else [])
+        (out.double() * do).sum().backward()
+        got = [x.grad.double().cpu().numpy() for x in xs]
+        assert all(np.isfinite(g).all() for g in got)
+        errs[on] = _rel_errors(got, want, want_out, do_np)
+        check(got, want, want_out, do_np, BF16, f"bf16 S16_TRAIN={on} T={T} {decay}")
+    print("\n".join(f"T={T} S16_TRAIN={on}: " + " ".join(f"{k} {v:.2e}" for k, v in e.items()) for on, e in errs.items()))
 
 
 @pytest.mark.gpu

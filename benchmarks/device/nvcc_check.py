@@ -44,6 +44,8 @@ def configs(op):
             if not (half and ta == "double"):
                 cfg = cc.make_config(ta, dk, 16, ch)
                 out.append(dataclasses.replace(cfg, half=half, tc=False) if half else cfg)
+                if half and ch == 64:  # S16_TRAIN: gd_scan_bwd reading the GD_S16 forward's bfloat16 intermediates
+                    out.append(dataclasses.replace(cfg, half=half, tc=False, s16=True))
         return list(dict.fromkeys(out))
     if op == "hierarchical":  # loglinear_log_attention: its own chunk choice (16, 32, 64)
         from lsattn.backends.cupy.hierarchical import config

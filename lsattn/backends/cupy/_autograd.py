@@ -34,7 +34,8 @@ from . import exp_kernel as _ek, loglinear as _ll
 from ._arrays import inputs, on_gpu
 from ._compile import grad_tc
 
-__all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_forms", "apply_gated_delta_scan"]
+__all__ = ["apply_loglinear", "apply_exp_kernel", "apply_gated_delta_forms", "apply_gated_delta_scan",
+           "apply_gated_delta_s16"]
 
 #: the Gated DeltaNet scan's forward adds its level reads into gd_forms' intra output in place (a forms output
 #: that nothing saves: its gradient is the output's; the scan's output shares its memory) instead of into a copy of
@@ -212,7 +213,49 @@ def _gd_function():
                 back_grads = tuple(back(x, sc.half) for x in _gdb.forms_backward(ops, sc, *cps, gs, dlw))
             return back_grads + (None, None, None)
 
-    return GatedDeltaScan, GatedDeltaForms
+    class GatedDeltaS16(torch.autograd.Function):
+        """bfloat16 inputs on the two-tier path with ``gated_delta_bwd.S16_TRAIN``: ``gd_forms`` and the two-tier scan of
+        the GD_S16 build (``sc.cfg.s16``), the forms' qeff, e^G K, phi, H kept as bfloat16 (beside the inputs, g and lam's
+        float32 copy) for the backward: ``gd_scan_bwd_x1`` (its GD_S16 build reads them), then ``gd_forms_bwd_x1``
+        (the intra output's gradient the scan's output gradient, lam's float32 one added as ``dlw``). The output is
+        the scan's (BH, n, C, d_v) float32."""
+
+        @staticmethod
+        def forward(ctx, q, k, v, a, beta, lam, sc, context, check):
+            xs = [_aligned(x.detach().contiguous(), sc.half) for x in (q, k, v, a, beta, lam)]
+            with context(q) as (to_cp, back, ops):
+                xp = ops.xp
+                cps = [to_cp(x)[0] for x in xs]
+                lamw = xp.empty(cps[5].shape, dtype=xp.float32)
+                bad = None if check is None else np.uint64(check.pointer())
+                qe, ek, ph, H, g, intra = _gd.forms(ops, sc.fcfg, *cps, sc.p, lamw, bad)
+                if check is not None:  # the prologue's finiteness check, answered by gd_forms
+                    check.launched()
+                out = back(_gdb.scan(ops, sc, qe, ek, ph, H, g, lamw, intra, None, in_place=True), "")
+                kept = [back(x.view(xp.int16), "bf16") for x in (qe, ek, ph, H)] + [back(g, ""), back(lamw, "")]
+            ctx.save_for_backward(*xs, *kept)
+            ctx.sc, ctx.context = sc, context
+            return out
+
+        @staticmethod
+        def backward(ctx, dout):
+            xs = ctx.saved_tensors
+            sc = ctx.sc
+            with ctx.context(xs[0]) as (to_cp, back, ops):
+                cps = [to_cp(x)[0] for x in xs]
+                d = to_cp(dout.contiguous())[0]
+                dqe, dek, dph, dH, dg, dlam, _ = _gdb.scan_backward(ops, sc, *cps[6:], None, d)
+                grads = _gdb.forms_backward(ops, sc, *cps[:6], (dqe, dek, dph, dH, dg, d), dlam)
+                grads = tuple(back(x, sc.half) for x in grads)
+            return grads + (None, None, None)
+
+    return GatedDeltaScan, GatedDeltaForms, GatedDeltaS16
+
+
+def apply_gated_delta_s16(sc, q, k, v, a, beta, lam, context=None, check=None):
+    """gd_forms and the two-tier scan of the GD_S16 build on (BH, T, ..) bfloat16 torch tensors -> (BH, n, C, d_v)
+    float32, differentiable through gd_scan_bwd_x1 (reading the forms' bfloat16 intermediates) and gd_forms_bwd_x1."""
+    return _gd_function()[2].apply(q, k, v, a, beta, lam, sc, context or on_gpu, check)
 
 
 def _aligned(x, half):

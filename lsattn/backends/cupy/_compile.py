@@ -67,8 +67,9 @@ def defines(op, cfg):
         f"-DHIB_UNB={cfg.hib_unb}",  # hib_dkdv's U buffers
         # the forward's tensor-core kernels for float32 / float16 inputs: products as 3xTF32
         f"-DHI_TF32={int(op == 'hierarchical' and cfg.hi_tc and not cfg.bf16)}",
-    ) + (("-DGD_S16=1",) if op == "gated_delta" and cfg.s16 else ()) + (  # the two-tier scan's bf16 intermediates
-        ("-DGD_O16=1",) if op == "gated_delta" and cfg.o16 else ())  # (gated_delta.S16), its output's sums (O16)
+    ) + (("-DGD_S16=1",) if op in ("gated_delta", "gated_delta_bwd") and cfg.s16 else ()) + (  # the two-tier scan's bf16
+        ("-DGD_O16=1",) if op == "gated_delta" and cfg.o16 else ())  # intermediates (gated_delta.S16; read by gd_scan_bwd:
+    # gated_delta_bwd.S16_TRAIN), its output's sums (O16)
 
 
 @functools.lru_cache(maxsize=None)

@@ -27,7 +27,8 @@ class Config:
     tc: bool = True  # bf16: the tensor-core kernels (False: the FFMA kernels reading bf16, as the backward)
     logv: bool = False  # the exp-kernel kernels in log_attention's mode (-DLOGV=1: log values, log outputs)
     bwd: bool = False  # bf16 exp-kernel backward on tensor cores (exp_kernel_bwd_tc.cu; fp32 chunk summaries)
-    s16: bool = False  # bf16 inputs' two-tier scan on bfloat16 intermediates (-DGD_S16=1: gated_delta.S16)
+    s16: bool = False  # bf16 inputs' two-tier scan on bfloat16 intermediates (-DGD_S16=1: gated_delta.S16; the
+    # backward's gd_scan_bwd reading them: gated_delta_bwd.S16_TRAIN)
     o16: bool = False  # ... and the output's partial sums in bfloat16 (-DGD_O16=1, with s16: gated_delta.O16)
 
     @property
@@ -127,7 +128,8 @@ class Config:
             return (tiles + 12 * CH) * es
         if kernel in ("gd_scan_bwd", "gd_scan_bwd_x1"):  # gated_delta_bwd.cu (GDB_SMEM): three chunk tiles, S, dS', W, dr, dW, a reduction
             bv = gd_scan_bwd_columns(self)
-            if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded
+            if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded (s16: the
+                # tiles' bfloat16 staging area over the sets)
                 return (2 * CH * (DKP + 4) + DKP * (CH + 8) + 2 * (2 * DKP * (bv + 8) + 3 * CH * (bv + 4)) + 256) * es
             return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
         if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors

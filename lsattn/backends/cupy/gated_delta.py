@@ -412,7 +412,7 @@ RAW_LAUNCH = True
 #: read as such by gd_tier1, gd_tier1x, gd_tier3 (half their bytes; their 1xTF32 products' operands exact: bf16 values
 #: are tf32 ones); their float32 output within S16 of the float64 reference (tests/test_cupy_gated_delta.py), under
 #: the bf16 output's rounding. False: float32 storage (session 20's, for A/B timing; read when a config or plan is
-#: made). Training (autograd) keeps float32 (gd_scan_bwd reads them).
+#: made). Training (autograd): its own switch, ``gated_delta_bwd.S16_TRAIN`` (gd_scan_bwd_x1 reading them).
 S16 = True
 #: ... and where gd_tier3 rounds the output (``_torch_call`` with ``OUT16``, gd_tier3 run): the output's partial sums
 #: (gd_forms' intra-chunk output, gd_tier1's low levels added with bf16x2 reductions) in bfloat16 too (the GD_O16 build,

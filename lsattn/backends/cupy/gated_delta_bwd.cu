@@ -118,6 +118,15 @@ constexpr int GDB_SET = 2 * DKP * GDB_LS + 3 * CH * GDB_LW, GDB_NS2 = GDB_TC && 
 #define GDB_ABL 0
 #endif
 constexpr int GDB_REST = GDB_NS2 * GDB_SET + NT;
+// GD_S16 (gated_delta_bwd.S16_TRAIN: bfloat16 callers' training steps whose forward ran the GD_S16 build): qeff, e^G K,
+// phi, H read as the forward stored them, bfloat16 (gd_e: gd_bf). The chunk's three tiles are copied (cp.async) as they
+// are into a 16-bit staging area over the slot buffers' sets (free from the chunk's top, where the copies are issued,
+// until its passes: every reader of the sets passed a barrier before), then widened into the float32 tile set in the
+// pass that rounds that set to tf32 in the 1xTF32 build (GDB_PR: a bf16 value widened is an exact tf32 value, so the
+// products are those of float32 tiles holding the same values); H widened where the merges read it. (A staging area
+// of its own, 24 KB more at 64 x 64, measured the same: session 24, s24a.)
+static_assert(!GD_H16 || (GDB_TC && !GDB_DB), "16-bit intermediates: the tensor-core build, one tile set");
+static_assert(!GD_H16 || GDB_NS2 * GDB_SET * (int)sizeof(ta) >= 3 * CH * DKP * (int)sizeof(gd_e), "the staging area");
 constexpr int GDB_NB = GDB_TC && GDB_DB && (2 * GDB_TW + GDB_REST) * (int)sizeof(ta) <= 227 * 1024 ? 2 : 1;
 constexpr int GDB_SMEM = GDB_NB * GDB_TW + GDB_REST;
 

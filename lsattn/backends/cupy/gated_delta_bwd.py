@@ -32,7 +32,15 @@ from ...loglinear import _ns
 from ._compile import make_config
 from .gated_delta import chunk_slots
 
-__all__ = ["Scan", "scan", "scan_backward", "differentiable", "forms_backward"]
+__all__ = ["Scan", "scan", "scan_backward", "differentiable", "forms_backward", "S16_TRAIN"]
+
+#: bfloat16 callers' training steps on the two-tier path (``gated_delta.tier_plan``: from chunk 0, no state in or out,
+#: at the chunk of 64) run the inference forward's GD_S16 build (``Config.s16``: gd_forms' qeff, e^G K, phi, H stored as
+#: bfloat16, the two-tier scan on them in 1xTF32) and keep those bfloat16 intermediates for the backward, whose
+#: gd_scan_bwd_x1 reads them (its GD_S16 build: staged 16-bit tiles widened in shared memory); one autograd Function
+#: for forms and scan (``_autograd.apply_gated_delta_s16``). False: the forward on float32 intermediates (3xTF32 scan),
+#: session 23's, for A/B timing (read at every call)
+S16_TRAIN = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +78,9 @@ def scan(ops, sc, qe, ek, ph, H, g, lam, intra, old, in_place=False):
     xp = ops.xp
     BH, DK, DV = qe.shape[0], qe.shape[-1], intra.shape[-1]
     out = intra if in_place else xp.array(intra, copy=True)
-    lev = xp.zeros((BH, sc.NLC, DK, DV), dtype=qe.dtype)
+    lev = xp.zeros((BH, sc.NLC, DK, DV), dtype=intra.dtype)  # (the compute type: qe may be bfloat16 patterns)
     n_old = 0 if old is None else old.shape[1]
-    oldc = xp.zeros((1,), dtype=qe.dtype) if old is None else xp.array(old, copy=True)
+    oldc = xp.zeros((1,), dtype=intra.dtype) if old is None else xp.array(old, copy=True)
     ops.gd_scan(sc.cfg, qe, ek, ph, H, g, lam, out, lev, oldc, sc.T, DK, DV, lam.shape[-1], sc.p, sc.F, sc.n, n_old,
                 sc.NLC, sc.merge_last, BH, False)
     return out
@@ -80,13 +88,13 @@ def scan(ops, sc, qe, ek, ph, H, g, lam, intra, old, in_place=False):
 
 def scan_backward(ops, sc, qe, ek, ph, H, g, lam, old, dout):
     """Gradients of ``scan`` for the output gradient ``dout`` (BH, n, C, d_v) (arrays of ``ops.xp``,
-    contiguous, of one float dtype): (d qe, d ek, d ph, d H, d g, d lam, d old or None), shaped as
-    the inputs; ``d intra`` is ``dout`` itself."""
+    contiguous, of one float dtype; ``sc.cfg.s16``: qe, ek, ph, H as bfloat16 patterns): (d qe, d ek, d ph, d H, d g,
+    d lam, d old or None), shaped as the inputs, in the compute type; ``d intra`` is ``dout`` itself."""
     xp = ops.xp
     BH, n, C, DK = qe.shape
     DV, L = dout.shape[-1], lam.shape[-1]
     n_old = 0 if old is None else old.shape[1]
-    NS, dt = n_old + sc.NLC, qe.dtype
+    NS, dt = n_old + sc.NLC, dout.dtype
     sv = xp.empty((BH, n, NS, DK, DV), dtype=dt)
     dS = xp.zeros((BH, NS, DK, DV), dtype=dt)
     # the reductions over value columns: every column block adds its share (atomicAdd) into zeros
@@ -117,7 +125,7 @@ def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=F
     recorded), their backward is ``forms_backward`` (the kernel ``gd_forms_bwd`` recomputing from the
     saved inputs); the scan is ``apply_gated_delta_scan`` (bfloat16 inputs: on gd_forms' float32 copy
     of the level weights, whose gradient gd_forms_bwd adds into the level weights')."""
-    from ._autograd import apply_gated_delta_forms, apply_gated_delta_scan
+    from ._autograd import apply_gated_delta_forms, apply_gated_delta_s16, apply_gated_delta_scan
 
     ns = _ns(q)
     batch = tuple(q.shape[:-2])
@@ -126,11 +134,21 @@ def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=F
     cfg = make_config("double" if q.dtype == ns.float64 else "float", DK, 16, chunk_size)
     lay = chunk_layout(p, T, cfg.CH)
     merge_last = (p + T) % cfg.CH == 0
-    sc = Scan(cfg, T, p, lay.first_chunk, lay.n_chunks, chunk_slots(lay.first_chunk, lay.n_chunks, merge_last), merge_last,
-              x1, half)
+    F, n = lay.first_chunk, lay.n_chunks
+    s16 = S16_TRAIN and half == "bf16" and x1 and old is None and cfg.CH == 64
+    if s16:  # the inference forward's GD_S16 build where its two-tier scan runs (gd_scan reads float32 intermediates)
+        from .gated_delta import _config, tier_plan
+
+        cfg16 = _config(cfg.ta, DK, chunk_size, half, True)
+        s16 = tier_plan(cfg16, F, n, 0, False, DK, DV) is not None
+        cfg = cfg16 if s16 else cfg
+    sc = Scan(cfg, T, p, F, n, chunk_slots(F, n, merge_last), merge_last, x1, half)
     q3, k3, v3 = (ns.reshape(x, (BH, T, x.shape[-1])) for x in (q, k, v))
     a2, b2 = (ns.reshape(x, (BH, T)) for x in (a, beta))
     lam3 = ns.reshape(lam, (BH, T, L))
+    if s16:  # forms and scan in one Function: the bfloat16 intermediates saved between them, no gradient of theirs in torch
+        out = apply_gated_delta_s16(sc, q3, k3, v3, a2, b2, lam3, context, check)
+        return ns.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV))
     qe, ek, ph, H, g, intra, *lamw = apply_gated_delta_forms(sc, q3, k3, v3, a2, b2, lam3, context, check)
     if half:  # the scan reads gd_forms' float32 copy of the level weights
         lam3 = lamw[0]

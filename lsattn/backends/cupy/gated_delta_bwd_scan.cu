@@ -4,10 +4,10 @@
 // (Split from gated_delta_bwd.cu in session 20, text unchanged.)
 
 #define GDB_PARAMS                                                                                                     \
-    const ta* __restrict__ qe,    /* (BH, n, CH, DK)  qeff */                                                          \
-    const ta* __restrict__ ek,    /* (BH, n, CH, DK)  e^G K */                                                         \
-    const ta* __restrict__ ph,    /* (BH, n, DK, CH)  phi */                                                           \
-    const ta* __restrict__ Hc,    /* (BH, n, DK, DV)  H = phi V */                                                     \
+    const gd_e* __restrict__ qe,  /* (BH, n, CH, DK)  qeff (gd_e: bfloat16 in a GD_S16 build) */                       \
+    const gd_e* __restrict__ ek,  /* (BH, n, CH, DK)  e^G K */                                                         \
+    const gd_e* __restrict__ ph,  /* (BH, n, DK, CH)  phi */                                                           \
+    const gd_e* __restrict__ Hc,  /* (BH, n, DK, DV)  H = phi V */                                                     \
     const ta* __restrict__ gc,    /* (BH, n)          chunk total log decay */                                         \
     const ta* __restrict__ lam,   /* (BH, T, L) */                                                                     \
     const ta* __restrict__ dout,  /* (BH, n, CH, DV)  gradient of the scan's output (chunked) */                       \
@@ -43,6 +43,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     slot_set(0);
     int sbt = 0;  // GDB_NS2 = 2: the next slot step's set
     ta* red = sets + GDB_NS2 * GDB_SET;  // [NT]
+    gd_e* const stage = reinterpret_cast<gd_e*>(sets);  // GD_H16: the chunk's tiles as stored (qe, ek [t][kk], ph [kk][t])
     check_smem(GDB_SMEM * sizeof(ta));
     constexpr int RA = CH / GDB_RG, RB = DKP / GDB_RG, E = CH * DKP / NT;
     constexpr int LOG2C = CH == 16 ? 4 : (CH == 32 ? 5 : 6);
@@ -55,7 +56,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     const bool cok = vc < DV;
     const int NS = n_old + NLC;
     const i64 slot_sz = (i64)DK * DV;
-    const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
+    const bool vec = DK % (16 / (int)sizeof(gd_e)) == 0;
     const ta* oldb = oldc + bh * n_old * slot_sz;
     ta* svb = sv + bh * n * NS * slot_sz;
     ta* dSh = dS + bh * NS * slot_sz;
@@ -81,12 +82,14 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     };
     // TC: chunk j's tiles as stored (Qe only in phase 2) into set j % GDB_NB, issued (cp.async) and committed; use()
     // points QeT, EkT, PhT at chunk j's set
+    // (GD_H16: into the staging area, rows of DKP / CH elements; widened by prep_tiles)
     auto issue = [&](int j, bool with_qe) {
         const i64 cj = bh * n + j;
-        ta* Q = tiles + j % GDB_NB * GDB_TW;
-        if (with_qe) gd_copy<CH, DKP>(Q, GDB_LQ, qe + cj * CH * DK, DK, CH, DK, vec);
-        gd_copy<CH, DKP>(Q + CH * GDB_LQ, GDB_LQ, ek + cj * CH * DK, DK, CH, DK, vec);
-        gd_copy<DKP, CH>(Q + 2 * CH * GDB_LQ, GDB_LP, ph + cj * DK * CH, CH, DK, CH, vec);
+        gd_e* Q = GD_H16 ? stage : reinterpret_cast<gd_e*>(tiles + j % GDB_NB * GDB_TW);
+        const int lq = GD_H16 ? DKP : GDB_LQ, lp = GD_H16 ? CH : GDB_LP;
+        if (with_qe) gd_copy<CH, DKP>(Q, lq, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<CH, DKP>(Q + CH * lq, lq, ek + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<DKP, CH>(Q + 2 * CH * lq, lp, ph + cj * DK * CH, CH, DK, CH, vec);
         cp_async_commit();
     };
     auto use = [&](int j) {
@@ -96,10 +99,26 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
     };
     constexpr bool PR = X1 && GDB_PR && GDB_TC, RN = !PR;  // RN: the tiles, W, dr, dW rounded at their fragment loads
     auto wr = [](float x) { return PR ? gdb_round(x) : x; };  // a store of W, dr, dW
-    auto round_tiles = [&](int j) {  // PR: chunk j's tile set rounded in place (between two barriers)
+    // chunk j's tile set (between two barriers): PR, rounded in place; GD_H16, widened from the staging area (its qe tile
+    // where with_qe), a pair of elements a thread and step
+    auto prep_tiles = [&](int j, bool with_qe) {
         ta* Q = tiles + j % GDB_NB * GDB_TW;
-        for (int idx = tid; idx < GDB_TW; idx += NT) Q[idx] = gdb_round(Q[idx]);
+        if constexpr (GD_H16) {
+            constexpr int HQ = CH * DKP / 2;  // pairs a tile
+            const unsigned* st = reinterpret_cast<const unsigned*>(stage);
+            for (int e = with_qe ? tid : HQ + tid; e < 3 * HQ; e += NT) {
+                const int f = 2 * (e % HQ), x = e / HQ;
+                ta* d = x < 2 ? Q + x * CH * GDB_LQ + f / DKP * GDB_LQ + f % DKP : Q + 2 * CH * GDB_LQ + f / CH * GDB_LP + f % CH;
+                const unsigned u = st[e];
+                float2 w;
+                w.x = __uint_as_float(u << 16), w.y = __uint_as_float(u & 0xffff0000u);
+                *reinterpret_cast<float2*>(d) = w;
+            }
+        } else {
+            for (int idx = tid; idx < GDB_TW; idx += NT) Q[idx] = gdb_round(Q[idx]);
+        }
     };
+    auto raw = [](const gd_e* x) { return reinterpret_cast<const ta*>(x); };  // (FFMA: float64, where gd_e is ta)
     constexpr int GG = GDB_TC && GDB_NS2 == 2 && CH * DKP <= 64 * 64 ? (X1 ? GDB_G : GDB_GF) : 1;  // slots per pass
     static_assert(GG == 1 || GG == 2, "GDB_G, GDB_GF: 1 or 2");
     // a pass's slots from s (ss[u]: NS where none) -> the next pass's first slot
@@ -152,14 +171,14 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         }
         ta eg = CB1 ? ex(gc[cj]) : (ta)0;
         if constexpr (GDB_TC) cp_async_wait<0>();
-        else gd_tiles(nullptr, EkT, PhT, nullptr, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, true);
+        else gd_tiles(nullptr, EkT, PhT, nullptr, raw(ek + cj * CH * DK), raw(ph + cj * DK * CH), DK, tid, true);
         if (!CB1) eg = ex(gc[cj]);
         __syncthreads();
         if constexpr (GDB_TC) {  // the next chunk's tiles into the other set (its last readers: the chunk before)
             if (GDB_NB == 2 && j + 2 < n) issue(j + 1, false);
             use(j);
-            if (PR) {
-                round_tiles(j);
+            if (PR || GD_H16) {
+                prep_tiles(j, false);
                 __syncthreads();
             }
         }
@@ -288,7 +307,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
             }
             ta x[RB];
 #pragma unroll
-            for (int i = 0; i < RB; ++i) x[i] = cok && rg + GDB_RG * i < DK ? Hc[cj * slot_sz + (i64)(rg + GDB_RG * i) * DV + vc] : (ta)0;
+            for (int i = 0; i < RB; ++i) x[i] = cok && rg + GDB_RG * i < DK ? (ta)gd_wid(Hc[cj * slot_sz + (i64)(rg + GDB_RG * i) * DV + vc]) : (ta)0;
             for (int m = 1; m <= z; ++m)
                 if (gd_held(c, m, F))
 #pragma unroll
@@ -308,7 +327,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         if (cok && MG) {
             ta x[RB];
 #pragma unroll
-            for (int i = 0; i < RB; ++i) x[i] = rg * RB + i < DK ? Hc[cj * slot_sz + (i64)(rg * RB + i) * DV + vc] : (ta)0;
+            for (int i = 0; i < RB; ++i) x[i] = rg * RB + i < DK ? (ta)gd_wid(Hc[cj * slot_sz + (i64)(rg * RB + i) * DV + vc]) : (ta)0;
             for (int m = 1; m <= z; ++m)
                 if (gd_held(c, m, F))
 #pragma unroll
@@ -319,7 +338,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
                 if (rg * RB + i < DK) S1[(i64)(n_old + z) * slot_sz + (i64)(rg * RB + i) * DV + vc] = x[i];
         } else if (cok) {
             for (int kk = rg * RB; kk < min(DK, rg * RB + RB); ++kk) {
-                ta x = Hc[cj * slot_sz + (i64)kk * DV + vc];
+                ta x = (ta)gd_wid(Hc[cj * slot_sz + (i64)kk * DV + vc]);
                 for (int m = 1; m <= z; ++m)
                     if (gd_held(c, m, F)) x += S1[(i64)(n_old + m - 1) * slot_sz + (i64)kk * DV + vc];
                 S1[(i64)(n_old + z) * slot_sz + (i64)kk * DV + vc] = x;
@@ -416,7 +435,7 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         for (int u = 0; u < GG; ++u)
             if (!CB2 && GDB_PF && ss[u] < NS) fetch(rS[u], svj + (i64)ss[u] * slot_sz), fetch(rD[u], dSh + (i64)ss[u] * slot_sz);
         if constexpr (GDB_TC) cp_async_wait<0>();
-        else gd_tiles(QeT, EkT, PhT, qe + cj * CH * DK, ek + cj * CH * DK, ph + cj * DK * CH, DK, tid, false);  // Ph as [kk][t]
+        else gd_tiles(QeT, EkT, PhT, raw(qe + cj * CH * DK), raw(ek + cj * CH * DK), raw(ph + cj * DK * CH), DK, tid, false);  // Ph as [kk][t]
         if (!CB2) eg = ex(gc[cj]);
         ta aq[E], ae[E], ap[E];  // FFMA: the outer products' elements
         float oq[GTO::NTL][4], oe[GTO::NTL][4], op[GTO::NTL][4];  // TC: their C fragments (op: W dS'^T, [t][kk])
@@ -432,8 +451,8 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         if constexpr (GDB_TC) {
             if (GDB_NB == 2 && j > 0) issue(j - 1, true);
             use(j);
-            if (PR) {
-                round_tiles(j);
+            if (PR || GD_H16) {
+                prep_tiles(j, true);
                 __syncthreads();
             }
         }
