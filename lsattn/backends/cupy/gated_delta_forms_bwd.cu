@@ -90,7 +90,39 @@ __device__ __forceinline__ int fb_col(int j) {
 #ifndef FB_ABL
 #define FB_ABL 0
 #endif
+// FB_XR (gd_forms_bwd_x1 on tensor cores): bit 1: the 1xTF32 operands that are a tf32 already pass their bits to the
+// mma (fb_x) instead of cvt.rna's emulation (a compare and a predicated add an element, 24 of a k-step's ~50 SASS
+// instructions): the tiles read only as mma operands (dI, dH, phi, dphi, dW, dX, X^T dX) rounded once where they are
+// stored, and in TI_BF16 builds the inputs' tiles (K, Q, V: bf16, exact in tf32): the same mma operands, bit-equal;
+// bit 2: X rounded once after the solve too (its operand loads in W, phi, dM, X^T dX, dN; dbeta's FFMA sum X * dY
+// then reads the rounded X: not bit-equal, within X1). 0: every operand rounded at its load (main's kernel)
+#ifndef FB_XR
+#define FB_XR 1
+#endif
+struct fb_x {  // an x1 operand that is exactly a tf32
+    float v;
+};
+template <bool C, typename T, typename F>
+struct fb_if {
+    using type = T;
+};
+template <typename T, typename F>
+struct fb_if<false, T, F> {
+    using type = F;
+};
+// x rounded to tf32 as cvt.rna would at an operand load (R: pre-rounding on; else x)
+template <bool R>
+__device__ __forceinline__ ta fb_rnd(ta x) {
+    if constexpr (R) return (ta)__uint_as_float(to_tf32((float)x));
+    else return x;
+}
+
 // x as mma operands: X1 one tf32 (cvt.rna), else hi + lo
+template <bool X1>
+__device__ __forceinline__ void fb_cvt(fb_x x, unsigned& hi, unsigned& lo) {
+    if constexpr (X1) hi = __float_as_uint(x.v);
+    else tf32_split(x.v, hi, lo);
+}
 template <bool X1>
 __device__ __forceinline__ void fb_cvt(float x, unsigned& hi, unsigned& lo) {
     if constexpr (X1) {
@@ -112,14 +144,17 @@ __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, 
         static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
         const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
         const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
-        float ra[4], rb[RN / 2][2];  // one k-step's operands as loaded
+        using VA = decltype(la(0, 0));  // (float, or fb_x: a tf32 already)
+        using VB = decltype(lb(0, 0));
+        VA ra[4];  // one k-step's operands as loaded
+        VB rb[RN / 2][2];
         const auto load = [&](int k0) {
 #pragma unroll
-            for (int x = 0; x < 4; ++x) ra[x] = (float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+            for (int x = 0; x < 4; ++x) ra[x] = la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
 #pragma unroll
             for (int nt = 0; nt < RN / 2; ++nt)
 #pragma unroll
-                for (int y = 0; y < 2; ++y) rb[nt][y] = (float)lb(k0 + t4 + 4 * y, n0 + 8 * nt + g);
+                for (int y = 0; y < 2; ++y) rb[nt][y] = lb(k0 + t4 + 4 * y, n0 + 8 * nt + g);
         };
         if (FB_PF && lo < hi) load(lo);
 #pragma unroll 1
@@ -294,7 +329,8 @@ __device__ __forceinline__ void fb_tile(ta* dst, int ld, L src) {
 #define FB_V4 1
 #endif
 // (src: ta, or the 16-bit inputs of a TI_BF16 build: 8 bytes a load, widened exactly)
-template <int RT, int CW, typename S>
+// (RND: the values stored rounded to tf32, fb_rnd: a tile read only as x1 operands)
+template <int RT, int CW, bool RND = false, typename S>
 __device__ __forceinline__ void fb_copy(ta* dst, int ld, const S* src, i64 r0, i64 rs, int r_lo, int r_hi, int cols) {
     if constexpr (FB_V4 && sizeof(ta) == 4 && CW % 4 == 0 && (sizeof(S) == 4 || (sizeof(S) == 2 && FB_BF16))) {
         if (rs % 4 == 0 && cols % 4 == 0 && ld % 4 == 0 && reinterpret_cast<unsigned long long>(src) % (4 * sizeof(S)) == 0) {
@@ -311,12 +347,15 @@ __device__ __forceinline__ void fb_copy(ta* dst, int ld, const S* src, i64 r0, i
                         x.z = __uint_as_float(u.y << 16), x.w = __uint_as_float(u.y & 0xffff0000u);
                     }
                 }
+                if constexpr (RND) x = {fb_rnd<true>(x.x), fb_rnd<true>(x.y), fb_rnd<true>(x.z), fb_rnd<true>(x.w)};
                 *reinterpret_cast<float4*>(dst + r * ld + c) = x;
             }
             return;
         }
     }
-    fb_tile<RT, CW>(dst, ld, [&](int r, int c) { return (r >= r_lo && r < r_hi && c < cols) ? fb_ld(src + (r0 + r) * rs + c) : (ta)0; });
+    fb_tile<RT, CW>(dst, ld, [&](int r, int c) {
+        return fb_rnd<RND>((r >= r_lo && r < r_hi && c < cols) ? fb_ld(src + (r0 + r) * rs + c) : (ta)0);
+    });
 }
 
 // The Fenwick level of key s seen from query t inside a chunk: bit_length(t XOR s), 0 when equal.
@@ -442,6 +481,16 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     auto in = [&](int t) { return t0 + t >= 0 && t0 + t < T; };
     auto row = [&](int t) { return bh * T + t0 + t; };  // the call's row of token t (in(t))
     auto X = [&](int r, int s) { return r > s ? sMX[s * FB_LC + r] : (r == s ? (ta)1 : (ta)0); };
+    // FB_XR: xr(x) an x1 operand that is a tf32 (a tile rounded where stored, rnd), xi(x) an input's value (TI_BF16:
+    // bf16), Xo X as an operand (FB_XR bit 2: rounded once after the solve)
+    constexpr bool XR = X1 && FB_TC && (FB_XR & 1), XR2 = XR && (FB_XR & 2);
+    using XT = typename fb_if<XR, fb_x, ta>::type;
+    using XIT = typename fb_if<XR && FB_BF16, fb_x, ta>::type;
+    using XOT = typename fb_if<XR2, fb_x, ta>::type;
+    const auto xr = [](ta x) { return XT{x}; };
+    const auto xi = [](ta x) { return XIT{x}; };
+    const auto rnd = [](ta x) { return fb_rnd<XR>(x); };
+    auto Xo = [&](int r, int s) { return XOT{X(r, s)}; };
     auto lamat = [&](int t, int s) { return lamS[t * 8 + min(fb_level(t, s), L - 1)]; };
 
     // ---- the chunk's inputs, decays, D ----
@@ -476,9 +525,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta kk[R][CC], qk[R][CC];
         zero_acc(kk);
         zero_acc(qk);
-        auto lk = [&](int f, int s) { return sK[s * FB_LK + f]; };
-        fb_mm<X1>(kk, 0, up ? 0 : DKP, [&](int t, int f) { return sK[t * FB_LK + f]; }, lk);
-        fb_mm<X1>(qk, 0, up ? 0 : DKP, [&](int t, int f) { return sA[t * FB_LK + f]; }, lk);
+        auto lk = [&](int f, int s) { return xi(sK[s * FB_LK + f]); };
+        fb_mm<X1>(kk, 0, up ? 0 : DKP, [&](int t, int f) { return xi(sK[t * FB_LK + f]); }, lk);
+        fb_mm<X1>(qk, 0, up ? 0 : DKP, [&](int t, int f) { return xi(sA[t * FB_LK + f]); }, lk);
         fb_each(qk, [&](int t, int s, ta x) {
             if (s <= t) sMX[t * FB_LC + s] = sDD[t * FB_LC + s] * x;
         });
@@ -503,14 +552,19 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
     }
     __syncthreads();
+    if constexpr (XR2) {  // X rounded to tf32 once (FB_XR bit 2)
+        for (int idx = tid; idx < CH * CH; idx += NT)
+            if (idx / CH < idx % CH) sMX[idx] = rnd(sMX[idx]);
+        __syncthreads();
+    }
     {  // W = M X -> sA (Q no longer read), phi = Z^T X diag(beta) -> sP [f][s]
         ta w[R][CC], ph[RK][CC];
         zero_acc(w);
         zero_acc(ph);
-        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
-        fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, X);
+        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, Xo);
+        fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, Xo);
         fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
-        fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = x * vb[s]; });
+        fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = rnd(x * vb[s]); });
     }
     __syncthreads();
 
@@ -521,20 +575,20 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     for (int c0 = 0; c0 < DV; c0 += FB_VB) {
         ta* S1 = sS;
         ta* S2 = sS + FB_S1;
-        fb_copy<CH, FB_VB>(S1, FB_LV, dI + c0, cj * CH, DV, r_in, r_out, DV - c0);
+        fb_copy<CH, FB_VB, XR>(S1, FB_LV, dI + c0, cj * CH, DV, r_in, r_out, DV - c0);
         fb_copy<CH, FB_VB>(S2, FB_LV, v + c0, bh * T + t0, DV, r_in, r_out, DV - c0);
         __syncthreads();
-        fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
+        fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return xr(S1[t * FB_LV + c]); }, [&](int c, int s) { return xi(S2[s * FB_LV + c]); });
         ta dvv[R][FB_CV];
         zero_acc(dvv);
         fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0; },
-              [&](int t, int c) { return S1[t * FB_LV + c]; });
+              [&](int t, int c) { return xr(S1[t * FB_LV + c]); });
         fb_ij<R, FB_CV>([&](int i, int jj, int s, int c) { dvv[i][jj] *= vb[s]; });  // attn = W diag(beta)
         __syncthreads();
-        fb_copy<DKP, FB_VB>(S1, FB_LV, dHc + c0, cj * DK, DV, 0, DK, DV - c0);
+        fb_copy<DKP, FB_VB, XR>(S1, FB_LV, dHc + c0, cj * DK, DV, 0, DK, DV - c0);
         __syncthreads();
-        fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return S1[f * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
-        fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return sP[f * FB_LC + s]; }, [&](int f, int c) { return S1[f * FB_LV + c]; });
+        fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return xr(S1[f * FB_LV + c]); }, [&](int c, int s) { return xi(S2[s * FB_LV + c]); });
+        fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return xr(sP[f * FB_LC + s]); }, [&](int f, int c) { return xr(S1[f * FB_LV + c]); });
         fb_each(dvv, [&](int s, int c, ta x) {
             if (in(s) && c0 + c < DV) fb_st(dv + row(s) * DV + c0 + c, x);
         });
@@ -568,7 +622,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta dat[R][CC];
         zero_acc(dat);
-        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return sK[s * FB_LK + f]; });
+        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return xi(sK[s * FB_LK + f]); });
         ta de[R][CK];
         zero_acc(de);
         fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
@@ -588,11 +642,11 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_ij<R, CC>([&](int i, int jj, int t, int s) {
             const ta x = s <= t ? lamat(t, s) * sS[t * FB_LC + s] - veG[s] * dat[i][jj] : (ta)0;
             cpart[jj] = fma(sA[t * FB_LC + s], x, cpart[jj]);
-            sS[t * FB_LC + s] = x * vb[s];
+            sS[t * FB_LC + s] = rnd(x * vb[s]);
         });
         fb_cols(cpart, red, vdb, false);
         fb_each(dphi, [&](int f, int s, ta x) {
-            sP[f * FB_LC + s] = x + (f < DK ? dph[(cj * DK + f) * CH + s] : (ta)0);
+            sP[f * FB_LC + s] = rnd(x + (f < DK ? dph[(cj * DK + f) * CH + s] : (ta)0));
         });
         if (tid < CH) vdG[tid] *= veG[tid];
     }
@@ -600,16 +654,16 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
 
     // ---- dM, dY, dZ, dX: dbeta's second column sums, dS ----
     {
-        auto dW = [&](int t, int s) { return sS[t * FB_LC + s]; };  // zero above the diagonal
+        auto dW = [&](int t, int s) { return xr(sS[t * FB_LC + s]); };  // zero above the diagonal
         {  // dM = dW X^T -> sA (W is no longer read)
             ta dM[R][CC];
             zero_acc(dM);
-            fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), dW, [&](int r, int s) { return X(s, r); });
+            fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), dW, [&](int r, int s) { return Xo(s, r); });
             fb_each(dM, [&](int t, int s, ta x) { sA[t * FB_LC + s] = s <= t ? x : (ta)0; });
         }
         ta dY[R][CC];  // e^S_r (K dphi)[r][s]
         zero_acc(dY);
-        fb_mm<X1>(dY, 0, up ? 0 : DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
+        fb_mm<X1>(dY, 0, up ? 0 : DKP, [&](int r, int f) { return xi(sK[r * FB_LK + f]); }, [&](int f, int s) { return xr(sP[f * FB_LC + s]); });
         ta cpart[CC] = {};
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             dY[i][jj] *= veS[r];
@@ -618,7 +672,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         {
             ta dZ[R][CK];
             zero_acc(dZ);
-            fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
+            fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return xr(sP[f * FB_LC + r]); });
             ta part[R] = {};
             fb_ij<R, CK>([&](int i, int jj, int s, int f) {
                 part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
@@ -634,7 +688,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         zero_acc(dX);
         fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
-            sP[r * FB_LC + s] = s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0;
+            sP[r * FB_LC + s] = rnd(s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0);
         });
         if (tid < CH) vdS[tid] *= veS[tid];
     }
@@ -644,14 +698,14 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta tm[R][CC];
         zero_acc(tm);
-        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
-        fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = x; });  // d attn no longer read
+        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, [&](int i, int r) { return Xo(r, i); }, [&](int r, int s) { return xr(sP[r * FB_LC + s]); });
+        fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = rnd(x); });  // d attn no longer read
     }
     __syncthreads();
     {
         ta dN[R][CC];
         zero_acc(dN);
-        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
+        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), [&](int i, int b) { return xr(sS[i * FB_LC + b]); }, [&](int b, int r) { return Xo(r, b); });
         ta part[R] = {};
         fb_ij<R, CC>([&](int i, int jj, int t, int r) {
             dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
@@ -665,13 +719,13 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
         auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
-        auto lk = [&](int s, int f) { return sK[s * FB_LK + f]; };
+        auto lk = [&](int s, int f) { return xi(sK[s * FB_LK + f]); };
         ta dQ[R][CK], dK[R][CK];
         zero_acc(dQ);
         zero_acc(dK);
         fb_mm<X1>(dQ, 0, whi, dQK, lk);
         fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
-        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
+        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return xi(sS[s * FB_LK + f]); });
         fb_each(dK, [&](int t, int f, ta x) {  // (before dq's store: FB_H keeps dk's partial sums' low halves in dq)
             if (in(t) && f < DK) {
                 const i64 at = row(t) * DK + f;
