@@ -588,6 +588,45 @@ def test_forms_bwd_bf16_emulated_equals_float32_rounded(C, dk, dv, T, P, L, x1):
         assert np.array_equal(g, narrow(np, w, "bf16")), f"{name} C={C} x1={x1}"
 
 
+@pytest.mark.parametrize("half", ["", "bf16"])
+def test_forms_bwd_x1_tf32_operands_emulated(half):
+    """gd_forms_bwd_x1's FB_XR (session 24): bit 1 (operands that are a tf32 already, tiles rounded where stored,
+    the TI_BF16 build's input tiles, passed to the mma as they are) equals every operand rounded at its load (FB_XR
+    0, main's kernel) bit for bit, float32 and TI_BF16 builds; bit 2 (X rounded once after the solve, read rounded by
+    dbeta's sum too) within X1 of the torch twin (float32 inputs: strong and -inf decays, a zero beta, an offset)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from lsattn.backends.cupy._arrays import narrow
+
+    C, dk, dv, T, P, L = 64, 64, 33, 70, 100, 8
+    rng = np.random.default_rng(C + T + 1)
+    arrays = [x.astype(np.float32) for x in make(C + dk, (2,), T, dk, dv, keys="raw", key_scale=0.5)]
+    arrays[3][..., [3, T - 5]] = [-1e6, -np.inf]
+    arrays[4][..., 7] = 0.0
+    arrays[5] = rng.standard_normal((2, T, L)).astype(np.float32)
+    if half:
+        arrays = [narrow(np, x, "bf16") for x in arrays]
+    cfg = make_config("float", dk, 16, C)
+    lay = chunk_layout(P, T, C)
+    n = lay.n_chunks
+    sc = gdb.Scan(cfg, T, P, lay.first_chunk, n, 1, False, True, half)
+    shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    outs = {}
+    for xr in (0, 1, 3):
+        ops = EmulatedOps()
+        ops.extra = {"FB_XR": xr}
+        outs[xr] = gdb.forms_backward(ops, sc, *arrays, grads)
+    names = ["dq", "dk", "dv", "da", "dbeta", "dlam"]
+    for name, g, w in zip(names, outs[1], outs[0]):
+        assert np.array_equal(g, w), f"{name} FB_XR 1 against 0 {half}"
+    if not half:
+        want = torch_forms_backward(C, P, *[torch.from_numpy(x).double() for x in arrays],
+                                    [torch.from_numpy(g).double() for g in grads])
+        for name, g, w in zip(names, outs[3], want):
+            assert_close(g, w.numpy(), X1, what=f"{name} FB_XR 3")
+
+
 def test_bf16_training_path_emulated_on_cpu():
     """The bfloat16 training path (GRAD_BF16) through ``differentiable`` on the kernels' CUDA sources on the CPU:
     gd_forms reading bfloat16 (its TI_BF16 build, lam's float32 copy for the scan), gd_scan / gd_scan_bwd_x1 in
