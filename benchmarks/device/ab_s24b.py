@@ -1,0 +1,166 @@
+"""s24b (issue 16): gd_forms_bwd_x1's FB_XR (1xTF32 operands that are a tf32 already passed to the mma as they are), A/B
+in one process. Builds of gated_delta_bwd's sources (the training path's defines): b0 = FB_XR 0 (main's kernel), b1 =
+the tree's default (FB_XR 1, bit-equal to b0), b3 = FB_XR 3 (X rounded once after the solve too), all TI_BF16 (bf16
+callers, GRAD_BF16); f0 / f1 = the float32 build (FB_XR 0 / 1) on the widened inputs (f0 against b0: what main's TI_BF16
+build costs against its float32 build).
+
+    python ab_s24b.py warm                  compile the five builds (into CuPy's cache), nothing timed
+    python ab_s24b.py kernel T,T ROUNDS     gd_forms_bwd_x1 alone (B=2, H=16, d=64, C=64, random output gradients):
+                                            builds interleaved per round (CUDA events over 10 launches), medians;
+                                            mismatching bf16 outputs against b0 (b1, f0 / f1 rounded: 0 expected), b3's
+                                            max |diff| / max |b0| per output
+    python ab_s24b.py public T,T ROUNDS     one public bf16 fwd+bwd step (lsattn.loglinear_gated_delta on CUDA bf16
+                                            tensors, .backward()) with gd_forms_bwd_x1 from b0 / b1 / b3, interleaved,
+                                            medians of one step's time (CUDA events), gradients against b0's
+"""
+import dataclasses
+import os
+import statistics
+import sys
+
+import cupy
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
+import lsattn  # noqa: E402
+from bench_gpu import events_ms  # noqa: E402
+from lsattn._chunktree import chunk_layout  # noqa: E402
+from lsattn.backends.cupy import _compile as cc  # noqa: E402
+
+B, H, D, C = 2, 16, 64, 64
+BH = B * H
+OP = "gated_delta_bwd"
+cfg32 = cc.make_config("float", D, 16, C)
+cfg16 = dataclasses.replace(cfg32, half="bf16", tc=False)  # gated_delta_bwd.Scan.fcfg
+BUILDS = {"b0": (cfg16, ("-DFB_XR=0",)), "b1": (cfg16, ()), "b3": (cfg16, ("-DFB_XR=3",)), "f0": (cfg32, ("-DFB_XR=0",)),
+          "f1": (cfg32, ())}
+_fns = {}
+
+
+def fn(name):
+    if name not in _fns:
+        cfg, extra = BUILDS[name]
+        code = "\n".join(cc._source(f) for f in ("common.cu",) + cc._SOURCES[OP])
+        f = cupy.RawModule(code=code, options=("-std=c++17",) + cc.defines(OP, cfg) + extra).get_function("gd_forms_bwd_x1")
+        f.max_dynamic_shared_size_bytes = cfg.smem("gd_forms_bwd_x1")
+        _fns[name] = f
+        print(f"{name}: {f.num_regs} registers, {f.local_size_bytes} B local", flush=True)
+    return _fns[name]
+
+
+def inputs(T, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v = (torch.randn((B, H, T, D), generator=g, device="cuda") for _ in range(3))
+    k = k / k.norm(dim=-1, keepdim=True)
+    a = torch.nn.functional.logsigmoid(torch.randn((B, H, T), generator=g, device="cuda") + 3.0)
+    b = torch.rand((B, H, T), generator=g, device="cuda")
+    lam = torch.rand((B, H, T, lsattn.num_levels(T)), generator=g, device="cuda") + 0.5
+    return [x.to(torch.bfloat16) for x in (q, k, v, a, b, lam)]
+
+
+def kernel(Ts, rounds):
+    for T in Ts:
+        L = lsattn.num_levels(T)
+        n = chunk_layout(0, T, C).n_chunks
+        xs16 = [x.reshape((BH,) + x.shape[2:]).contiguous() for x in inputs(T)]
+        x16 = [cupy.asarray(x.view(torch.int16)) for x in xs16]
+        w32 = [x.float() for x in xs16]  # (kept: cupy.asarray holds no reference to a torch tensor)
+        x32 = [cupy.asarray(x) for x in w32]
+        rng = cupy.random.default_rng(1)
+        grads = [rng.standard_normal(s, dtype=np.float32) for s in
+                 [(BH, n, C, D), (BH, n, C, D), (BH, n, D, C), (BH, n, D, D), (BH, n), (BH, n, C, D)]]
+        outs = {}
+        for name in BUILDS:
+            xin = x32 if name[0] == "f" else x16
+            outs[name] = [cupy.empty_like(x) for x in xin]
+        runs = {}
+        for name in BUILDS:
+            xin, o, cfg = (x32 if name[0] == "f" else x16), outs[name], BUILDS[name][0]
+            args = (*xin, *grads, *o, np.uint64(0), np.int32(T), np.int32(D), np.int32(D), np.int32(L), np.int64(0),
+                    np.int64(0), np.int32(n))
+            f = fn(name)
+            runs[name] = (lambda f=f, args=args, smem=cfg.smem("gd_forms_bwd_x1"): f((n, BH), (256,), args, shared_mem=smem))
+            runs[name]()
+        cupy.cuda.Device().synchronize()
+        names = ["dq", "dk", "dv", "da", "dbeta", "dlam"]
+        ref = [torch.as_tensor(x, device="cuda").view(torch.bfloat16).float() for x in outs["b0"]]
+        for name in ("b1", "b3", "f0", "f1"):
+            got = [torch.as_tensor(x, device="cuda") for x in outs[name]]
+            got = [x.to(torch.bfloat16).float() if name[0] == "f" else x.view(torch.bfloat16).float() for x in got]
+            mis = [int((g != r).sum()) for g, r in zip(got, ref)]
+            err = [float((g - r).abs().max() / r.abs().max()) for g, r in zip(got, ref)]
+            print(f"T={T} {name} vs b0: mismatches " + " ".join(f"{m} {x}" for m, x in zip(names, mis))
+                  + " | max rel " + " ".join(f"{m} {e:.1e}" for m, e in zip(names, err)), flush=True)
+        ms = {name: [] for name in BUILDS}
+        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+        for _ in range(rounds):
+            for name, run in runs.items():
+                run()
+                e0.record()
+                for _ in range(10):
+                    run()
+                e1.record()
+                e1.synchronize()
+                ms[name].append(cupy.cuda.get_elapsed_time(e0, e1) / 10)
+        med = {name: statistics.median(v) for name, v in ms.items()}
+        print(f"T={T} gd_forms_bwd_x1 ms (median of {rounds}): " + " ".join(f"{k} {v:.4f}" for k, v in med.items())
+              + f" | b1/b0 {med['b1'] / med['b0']:.3f} b3/b0 {med['b3'] / med['b0']:.3f} f0/b0 {med['f0'] / med['b0']:.3f} f1/b1 {med['f1'] / med['b1']:.3f}"
+              + " | spread b0 " + f"{min(ms['b0']):.4f}-{max(ms['b0']):.4f} b1 {min(ms['b1']):.4f}-{max(ms['b1']):.4f}",
+              flush=True)
+
+
+MODE = ["b1"]
+_orig_launch = cc._launch
+
+
+def _launch(op, device_id, cfg, name):
+    if op == OP and name == "gd_forms_bwd_x1" and cfg.half == "bf16":
+        return fn(MODE[0]), (256,), cfg.smem(name)
+    return _orig_launch(op, device_id, cfg, name)
+
+
+def public(Ts, rounds):
+    cc._launch = _launch
+    names = ("b0", "b1", "b3")
+    for T in Ts:
+        xs = [x.requires_grad_(True) for x in inputs(T)]
+
+        def step():
+            for x in xs:
+                x.grad = None
+            lsattn.loglinear_gated_delta(*xs).float().square().mean().backward()
+
+        grads = {}
+        for name in names:
+            MODE[0] = name
+            step()
+            step()
+            torch.cuda.synchronize()
+            grads[name] = [x.grad.float() for x in xs]
+        for name in ("b1", "b3"):
+            err = [float((g - r).abs().max() / r.abs().max()) for g, r in zip(grads[name], grads["b0"])]
+            print(f"T={T} public {name} vs b0 grads max rel: " + " ".join(f"{e:.1e}" for e in err), flush=True)
+        ms = {name: [] for name in names}
+        for _ in range(rounds):
+            for name in names:
+                MODE[0] = name
+                ms[name].append(events_ms(step, 3))
+        med = {name: statistics.median(v) for name, v in ms.items()}
+        print(f"T={T} public bf16 fwd+bwd ms (median of {rounds}, 3 steps each): "
+              + " ".join(f"{k} {v:.3f}" for k, v in med.items())
+              + f" | b1/b0 {med['b1'] / med['b0']:.3f} b3/b0 {med['b3'] / med['b0']:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192").split(",")]
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 7
+    if mode == "warm":
+        for name in BUILDS:
+            fn(name)
+    elif mode == "kernel":
+        kernel(Ts, rounds)
+    else:
+        public(Ts, rounds)
