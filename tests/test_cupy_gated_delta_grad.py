@@ -592,8 +592,8 @@ def test_forms_bwd_bf16_emulated_equals_float32_rounded(C, dk, dv, T, P, L, x1):
 def test_forms_bwd_x1_tf32_operands_emulated(half):
     """gd_forms_bwd_x1's FB_XR (session 24): bit 1 (operands that are a tf32 already, tiles rounded where stored,
     the TI_BF16 build's input tiles, passed to the mma as they are) equals every operand rounded at its load (FB_XR
-    0, main's kernel) bit for bit, float32 and TI_BF16 builds; bit 2 (X rounded once after the solve, read rounded by
-    dbeta's sum too) within X1 of the torch twin (float32 inputs: strong and -inf decays, a zero beta, an offset)."""
+    0, main's kernel) bit for bit, float32 and TI_BF16 builds; bit 2 (X, M, W and dqe rounded where stored, read rounded
+    by the FFMA sums too) within X1 of the torch twin (float32 inputs: strong and -inf decays, a zero beta, an offset)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     from lsattn.backends.cupy._arrays import narrow

@@ -5,7 +5,7 @@
 #                                                      the training check), memcheck of gd_bwd16_small_s19g16.py, racecheck of
 #                                                      its gd_forms_bwd_x1 launches; ab_s24b.py warm (compiles the A/B builds)
 #   OUT=... bash benchmarks/device/run_s24b.sh times   ab_s24b.py kernel (gd_forms_bwd_x1 alone, builds b0 = main / b1 = the
-#                                                      default / b3 / f0 / f1 interleaved, 8K and 32K) and public (the bf16 fwd+bwd
+#                                                      default / b3 / f0 / f1 / u2 interleaved, 8K and 32K) and public (the bf16 fwd+bwd
 #                                                      step with b0 / b1 / b3, 8K and 32K)
 set -u
 if [ "$1" = tests ]; then

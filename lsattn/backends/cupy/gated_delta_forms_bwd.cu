@@ -90,12 +90,17 @@ __device__ __forceinline__ int fb_col(int j) {
 #ifndef FB_ABL
 #define FB_ABL 0
 #endif
+#ifndef FB_KU  // the tensor-core k-loop's unrolling (a timing build)
+#define FB_KU 1
+#endif
+constexpr int fb_ku = FB_KU;  // (#pragma unroll takes no macro)
 // FB_XR (gd_forms_bwd_x1 on tensor cores): bit 1: the 1xTF32 operands that are a tf32 already pass their bits to the
 // mma (fb_x) instead of cvt.rna's emulation (a compare and a predicated add an element, 24 of a k-step's ~50 SASS
 // instructions): the tiles read only as mma operands (dI, dH, phi, dphi, dW, dX, X^T dX) rounded once where they are
 // stored, and in TI_BF16 builds the inputs' tiles (K, Q, V: bf16, exact in tf32): the same mma operands, bit-equal;
-// bit 2: X rounded once after the solve too (its operand loads in W, phi, dM, X^T dX, dN; dbeta's FFMA sum X * dY
-// then reads the rounded X: not bit-equal, within X1). 0: every operand rounded at its load (main's kernel)
+// bit 2: X rounded once after the solve, M, W and dqe where stored, too (their operand loads in W, phi, dM, X^T dX, dN,
+// d attn, d eGK, dX; dbeta's, dG's, dlam's and the log decays' FFMA sums then read the rounded values: not bit-equal,
+// within X1). 0: every operand rounded at its load (main's kernel)
 #ifndef FB_XR
 #define FB_XR 1
 #endif
@@ -157,7 +162,7 @@ __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, 
                 for (int y = 0; y < 2; ++y) rb[nt][y] = lb(k0 + t4 + 4 * y, n0 + 8 * nt + g);
         };
         if (FB_PF && lo < hi) load(lo);
-#pragma unroll 1
+#pragma unroll(fb_ku)
         for (int k0 = lo; k0 < hi; k0 += 8) {
             if (!FB_PF) load(k0);
             unsigned ah[4], al[4], bh[RN / 2][2], bl[RN / 2][2];
@@ -490,7 +495,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     const auto xr = [](ta x) { return XT{x}; };
     const auto xi = [](ta x) { return XIT{x}; };
     const auto rnd = [](ta x) { return fb_rnd<XR>(x); };
-    auto Xo = [&](int r, int s) { return XOT{X(r, s)}; };
+    const auto xo = [](ta x) { return XOT{x}; };  // (bit 2: M, W, dqe, X rounded where stored, rnd2)
+    const auto rnd2 = [](ta x) { return fb_rnd<XR2>(x); };
+    auto Xo = [&](int r, int s) { return xo(X(r, s)); };
     auto lamat = [&](int t, int s) { return lamS[t * 8 + min(fb_level(t, s), L - 1)]; };
 
     // ---- the chunk's inputs, decays, D ----
@@ -529,7 +536,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_mm<X1>(kk, 0, up ? 0 : DKP, [&](int t, int f) { return xi(sK[t * FB_LK + f]); }, lk);
         fb_mm<X1>(qk, 0, up ? 0 : DKP, [&](int t, int f) { return xi(sA[t * FB_LK + f]); }, lk);
         fb_each(qk, [&](int t, int s, ta x) {
-            if (s <= t) sMX[t * FB_LC + s] = sDD[t * FB_LC + s] * x;
+            if (s <= t) sMX[t * FB_LC + s] = rnd2(sDD[t * FB_LC + s] * x);
         });
         fb_each(kk, [&](int t, int s, ta x) {
             if (s < t) sDD[s * FB_LC + t] = sDD[t * FB_LC + s] * x;
@@ -561,9 +568,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta w[R][CC], ph[RK][CC];
         zero_acc(w);
         zero_acc(ph);
-        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, Xo);
+        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return xo(r <= t ? sMX[t * FB_LC + r] : (ta)0); }, Xo);
         fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, Xo);
-        fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
+        fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = rnd2(x); });
         fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = rnd(x * vb[s]); });
     }
     __syncthreads();
@@ -596,7 +603,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     }
     fb_each(P, [&](int t, int s, ta x) { sS[t * FB_LC + s] = x; });
     // dqe -> sP (phi no longer read)
-    fb_copy<CH, DKP>(sP, FB_LK, dqe, cj * CH, DK, 0, CH, DK);
+    fb_copy<CH, DKP, XR2>(sP, FB_LK, dqe, cj * CH, DK, 0, CH, DK);
     __syncthreads();
 
     // ---- dlam, d attn, d eGK: dQ, dK, dG ----
@@ -622,11 +629,11 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta dat[R][CC];
         zero_acc(dat);
-        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return xi(sK[s * FB_LK + f]); });
+        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return xo(sP[t * FB_LK + f]); }, [&](int f, int s) { return xi(sK[s * FB_LK + f]); });
         ta de[R][CK];
         zero_acc(de);
-        fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
-              [&](int s, int f) { return sP[s * FB_LK + f]; });
+        fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return xo(s >= t ? sA[s * FB_LC + t] : (ta)0); },
+              [&](int s, int f) { return xo(sP[s * FB_LK + f]); });
         ta part[R] = {};
         fb_ij<R, CK>([&](int i, int jj, int t, int f) {
             const ta dqv = sP[t * FB_LK + f];
@@ -686,7 +693,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
         ta dX[R][CC];  // M^T dW + dY diag(beta) -> sP
         zero_acc(dX);
-        fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
+        fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return xo(t >= r ? sMX[t * FB_LC + r] : (ta)0); }, dW);
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             sP[r * FB_LC + s] = rnd(s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0);
         });
