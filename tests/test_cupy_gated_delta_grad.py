@@ -590,7 +590,7 @@ def test_forms_bwd_bf16_emulated_equals_float32_rounded(C, dk, dv, T, P, L, x1):
 
 @pytest.mark.parametrize("half", ["", "bf16"])
 def test_forms_bwd_x1_tf32_operands_emulated(half):
-    """gd_forms_bwd_x1's FB_XR (session 24): bit 1 (operands that are a tf32 already, tiles rounded where stored,
+    """gd_forms_bwd_x1's FB_XR and FB_TAIL (session 24; the default, both on, against both off: main's kernel): bit 1 (operands that are a tf32 already, tiles rounded where stored,
     the TI_BF16 build's input tiles, passed to the mma as they are) equals every operand rounded at its load (FB_XR
     0, main's kernel) bit for bit, float32 and TI_BF16 builds; bit 2 (X, M, W and dqe rounded where stored, read rounded
     by the FFMA sums too) within X1 of the torch twin (float32 inputs: strong and -inf decays, a zero beta, an offset)."""
@@ -613,9 +613,9 @@ def test_forms_bwd_x1_tf32_operands_emulated(half):
     shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     outs = {}
-    for xr in (0, 1, 3):
+    for xr, extra in {0: {"FB_XR": 0, "FB_TAIL": 0}, 1: {}, 3: {"FB_XR": 3}}.items():
         ops = EmulatedOps()
-        ops.extra = {"FB_XR": xr}
+        ops.extra = extra
         outs[xr] = gdb.forms_backward(ops, sc, *arrays, grads)
     names = ["dq", "dk", "dv", "da", "dbeta", "dlam"]
     for name, g, w in zip(names, outs[1], outs[0]):
@@ -625,6 +625,36 @@ def test_forms_bwd_x1_tf32_operands_emulated(half):
                                     [torch.from_numpy(g).double() for g in grads])
         for name, g, w in zip(names, outs[3], want):
             assert_close(g, w.numpy(), X1, what=f"{name} FB_XR 3")
+
+
+@pytest.mark.parametrize("dtype, C, dk, dv, T, P, L", [
+    ("float64", 16, 5, 40, 45, 21, 9),     # FFMA register tiles
+    ("float32", 64, 64, 33, 70, 100, 8),   # tensor cores, 3xTF32
+])
+def test_forms_bwd_tail_bit_equal_emulated(dtype, C, dk, dv, T, P, L):
+    """gd_forms_bwd's FB_TAIL (session 24: the last products' A operands formed once as tiles, E in M's place) equals
+    the operands formed at every load (FB_TAIL 0) bit for bit in the builds without FB_XR (float64 FFMA, 3xTF32)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    rng = np.random.default_rng(C + T + 2)
+    dt = np.dtype(dtype)
+    arrays = [x.astype(dt) for x in make(C + dk + 2, (2,), T, dk, dv, keys="raw", key_scale=0.5)]
+    arrays[3][..., [3, T - 5]] = [-1e6, -np.inf]
+    arrays[4][..., 7] = 0.0
+    arrays[5] = rng.standard_normal((2, T, L)).astype(dt)
+    cfg = make_config("double" if dtype == "float64" else "float", dk, 16, C)
+    lay = chunk_layout(P, T, C)
+    n = lay.n_chunks
+    sc = gdb.Scan(cfg, T, P, lay.first_chunk, n, 1, False, False)
+    shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
+    grads = [rng.standard_normal(s).astype(dt) for s in shapes]
+    outs = []
+    for tail in (0, 1):
+        ops = EmulatedOps()
+        ops.extra = {"FB_TAIL": tail}
+        outs.append(gdb.forms_backward(ops, sc, *arrays, grads))
+    for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], outs[1], outs[0]):
+        assert np.array_equal(g, w), f"{name} FB_TAIL 1 against 0 {dtype}"
 
 
 def test_bf16_training_path_emulated_on_cpu():

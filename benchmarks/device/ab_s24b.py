@@ -1,13 +1,14 @@
-"""s24b (issue 16): gd_forms_bwd_x1's FB_XR (1xTF32 operands that are a tf32 already passed to the mma as they are), A/B
-in one process. Builds of gated_delta_bwd's sources (the training path's defines): b0 = FB_XR 0 (main's kernel), b1 =
-the tree's default (FB_XR 1, bit-equal to b0), b3 = FB_XR 3 (X rounded once after the solve too), all TI_BF16 (bf16
-callers, GRAD_BF16); f0 / f1 = the float32 build (FB_XR 0 / 1) on the widened inputs (f0 against b0: what main's TI_BF16
+"""s24b (issue 16): gd_forms_bwd_x1's FB_XR (1xTF32 operands that are a tf32 already passed to the mma as they are) and
+FB_TAIL (the last products' A operands formed once as tiles), A/B in one process. Builds of gated_delta_bwd's sources
+(the training path's defines): b0 = FB_XR 0, FB_TAIL 0 (main's kernel), b1 = the tree's default (FB_XR 1, FB_TAIL 1:
+bit-equal to b0), t0 = b1 without FB_TAIL, b3 = FB_XR 3 (X, M, W, dqe rounded where stored too), all TI_BF16 (bf16
+callers, GRAD_BF16); f0 / f1 = the float32 build (main's / the default) on the widened inputs (f0 against b0: what main's TI_BF16
 build costs against its float32 build); u2 = b1 with the tensor-core k-loop unrolled by 2 (FB_KU 2: 76 B spilled, b1 28).
 
-    python ab_s24b.py warm                  compile the six builds (into CuPy's cache), nothing timed
+    python ab_s24b.py warm                  compile the seven builds (into CuPy's cache), nothing timed
     python ab_s24b.py kernel T,T ROUNDS     gd_forms_bwd_x1 alone (B=2, H=16, d=64, C=64, random output gradients):
                                             builds interleaved per round (CUDA events over 10 launches), medians;
-                                            mismatching bf16 outputs against b0 (b1, f0 / f1 rounded: 0 expected), b3's
+                                            mismatching bf16 outputs against b0 (b1, t0, f0 / f1 rounded: 0 expected), b3's
                                             max |diff| / max |b0| per output
     python ab_s24b.py public T,T ROUNDS     one public bf16 fwd+bwd step (lsattn.loglinear_gated_delta on CUDA bf16
                                             tensors, .backward()) with gd_forms_bwd_x1 from b0 / b1 / b3, interleaved,
@@ -34,8 +35,9 @@ BH = B * H
 OP = "gated_delta_bwd"
 cfg32 = cc.make_config("float", D, 16, C)
 cfg16 = dataclasses.replace(cfg32, half="bf16", tc=False)  # gated_delta_bwd.Scan.fcfg
-BUILDS = {"b0": (cfg16, ("-DFB_XR=0",)), "b1": (cfg16, ()), "b3": (cfg16, ("-DFB_XR=3",)), "f0": (cfg32, ("-DFB_XR=0",)),
-          "f1": (cfg32, ()), "u2": (cfg16, ("-DFB_KU=2",))}
+MAIN = ("-DFB_XR=0", "-DFB_TAIL=0")  # main's kernel (its PTX)
+BUILDS = {"b0": (cfg16, MAIN), "b1": (cfg16, ()), "t0": (cfg16, ("-DFB_TAIL=0",)), "b3": (cfg16, ("-DFB_XR=3",)),
+          "f0": (cfg32, MAIN), "f1": (cfg32, ()), "u2": (cfg16, ("-DFB_KU=2",))}
 _fns = {}
 
 
@@ -86,7 +88,7 @@ def kernel(Ts, rounds):
         cupy.cuda.Device().synchronize()
         names = ["dq", "dk", "dv", "da", "dbeta", "dlam"]
         ref = [torch.as_tensor(x, device="cuda").view(torch.bfloat16).float() for x in outs["b0"]]
-        for name in ("b1", "b3", "f0", "f1", "u2"):
+        for name in ("b1", "t0", "b3", "f0", "f1", "u2"):
             got = [torch.as_tensor(x, device="cuda") for x in outs[name]]
             got = [x.to(torch.bfloat16).float() if name[0] == "f" else x.view(torch.bfloat16).float() for x in got]
             mis = [int((g != r).sum()) for g, r in zip(got, ref)]
@@ -106,7 +108,7 @@ def kernel(Ts, rounds):
                 ms[name].append(cupy.cuda.get_elapsed_time(e0, e1) / 10)
         med = {name: statistics.median(v) for name, v in ms.items()}
         print(f"T={T} gd_forms_bwd_x1 ms (median of {rounds}): " + " ".join(f"{k} {v:.4f}" for k, v in med.items())
-              + f" | b1/b0 {med['b1'] / med['b0']:.3f} b3/b0 {med['b3'] / med['b0']:.3f} f0/b0 {med['f0'] / med['b0']:.3f} f1/b1 {med['f1'] / med['b1']:.3f} u2/b1 {med['u2'] / med['b1']:.3f}"
+              + f" | b1/b0 {med['b1'] / med['b0']:.3f} t0/b0 {med['t0'] / med['b0']:.3f} b3/b0 {med['b3'] / med['b0']:.3f} f0/b0 {med['f0'] / med['b0']:.3f} f1/b1 {med['f1'] / med['b1']:.3f} u2/b1 {med['u2'] / med['b1']:.3f}"
               + " | spread b0 " + f"{min(ms['b0']):.4f}-{max(ms['b0']):.4f} b1 {min(ms['b1']):.4f}-{max(ms['b1']):.4f}",
               flush=True)
 

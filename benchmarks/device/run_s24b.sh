@@ -5,7 +5,7 @@
 #                                                      the training check), memcheck of gd_bwd16_small_s19g16.py, racecheck of
 #                                                      its gd_forms_bwd_x1 launches; ab_s24b.py warm (compiles the A/B builds)
 #   OUT=... bash benchmarks/device/run_s24b.sh times   ab_s24b.py kernel (gd_forms_bwd_x1 alone, builds b0 = main / b1 = the
-#                                                      default / b3 / f0 / f1 / u2 interleaved, 8K and 32K) and public (the bf16 fwd+bwd
+#                                                      default / t0 / b3 / f0 / f1 / u2 interleaved, 8K and 32K) and public (the bf16 fwd+bwd
 #                                                      step with b0 / b1 / b3, 8K and 32K)
 set -u
 if [ "$1" = tests ]; then
@@ -28,10 +28,10 @@ if [ "$1" = times ]; then
   ( NAME=s24b_times; . benchmarks/device/setup.sh
     export CUDA_VISIBLE_DEVICES=0
     echo "=== kernel $(date -u +%T)"
-    timeout 60 python3 benchmarks/device/ab_s24b.py kernel 8192,32768 9 > "$OUT/log_kernel.txt" 2>&1; echo "rc=$?"
+    timeout 70 python3 benchmarks/device/ab_s24b.py kernel 8192,32768 9 > "$OUT/log_kernel.txt" 2>&1; echo "rc=$?"
     grep -E "registers|T=" "$OUT/log_kernel.txt" | cut -c1-240
     echo "=== public $(date -u +%T)"
-    timeout 50 python3 benchmarks/device/ab_s24b.py public 8192,32768 7 > "$OUT/log_public.txt" 2>&1; echo "rc=$?"
+    timeout 45 python3 benchmarks/device/ab_s24b.py public 8192,32768 7 > "$OUT/log_public.txt" 2>&1; echo "rc=$?"
     grep -E "T=" "$OUT/log_public.txt" | cut -c1-240 )
 fi
 echo "=== done $(date -u +%T)"

@@ -90,6 +90,12 @@ __device__ __forceinline__ int fb_col(int j) {
 #ifndef FB_ABL
 #define FB_ABL 0
 #endif
+// FB_TAIL 1: the last products' A operands (dM * D, dKK + dKK^T, (dM * D)^T: 2-6 loads, products and masks an element)
+// formed once as tiles by a pass (which forms E too, in M's place), read as they are (x1: rounded where stored):
+// bit-equal to 0 (the operands formed at every load, E after the products)
+#ifndef FB_TAIL
+#define FB_TAIL 1
+#endif
 #ifndef FB_KU  // the tensor-core k-loop's unrolling (a timing build)
 #define FB_KU 1
 #endif
@@ -723,16 +729,42 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         qtile(sS);  // Q -> sS
     }
     __syncthreads();
+    auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
+    auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
+    auto eD = [&](int t, int s) {  // E[t][s] = (D * dD)[t][s]
+        return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[s * FB_LC + t] + sA[t * FB_LC + s] * sMX[t * FB_LC + s] : (ta)0;
+    };
+    if constexpr (FB_TAIL) {  // E -> sMX (M, X no longer read), dM * D -> sA, dKK + dKK^T -> sP: tiles (x1: rounded)
+        constexpr int NE = CH * CH / NT;
+        static_assert(CH * CH % NT == 0, "FB_TAIL: the pass's elements");
+        ta e[NE], q[NE], g[NE];
+#pragma unroll
+        for (int u = 0; u < NE; ++u) {
+            const int t = (tid + NT * u) / CH, s = (tid + NT * u) % CH;
+            e[u] = eD(t, s);
+            q[u] = dQK(t, s);
+            g[u] = dKK(t, s) + dKK(s, t);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int u = 0; u < NE; ++u) {
+            const int at = (tid + NT * u) / CH * FB_LC + (tid + NT * u) % CH;
+            sMX[at] = e[u];
+            sA[at] = rnd(q[u]);
+            sP[at] = rnd(g[u]);
+        }
+        __syncthreads();
+    }
     {
-        auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
-        auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
+        using QT = typename fb_if<FB_TAIL, XT, ta>::type;  // (the tiles' values: tf32 in x1)
         auto lk = [&](int s, int f) { return xi(sK[s * FB_LK + f]); };
         ta dQ[R][CK], dK[R][CK];
         zero_acc(dQ);
         zero_acc(dK);
-        fb_mm<X1>(dQ, 0, whi, dQK, lk);
-        fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
-        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return xi(sS[s * FB_LK + f]); });
+        fb_mm<X1>(dQ, 0, whi, [&](int t, int s) { return QT{FB_TAIL ? sA[t * FB_LC + s] : dQK(t, s)}; }, lk);
+        fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return QT{FB_TAIL ? sP[t * FB_LC + s] : dKK(t, s) + dKK(s, t)}; }, lk);
+        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return QT{FB_TAIL ? sA[s * FB_LC + t] : dQK(s, t)}; },
+              [&](int s, int f) { return xi(sS[s * FB_LK + f]); });
         fb_each(dK, [&](int t, int f, ta x) {  // (before dq's store: FB_H keeps dk's partial sums' low halves in dq)
             if (in(t) && f < DK) {
                 const i64 at = row(t) * DK + f;
@@ -746,22 +778,21 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     __syncthreads();
 
     // ---- the log decays: E = D * dD (strict), its sums over s < r <= t ----
-    for (int idx = tid; idx < CH * CH; idx += NT) {
-        const int t = idx / CH, s = idx % CH;
-        sS[t * FB_LC + s] = s < t ? sP[t * FB_LC + s] * vb[t] * sDD[s * FB_LC + t] + sA[t * FB_LC + s] * sMX[t * FB_LC + s]
-                                  : (ta)0;
+    ta* sE = FB_TAIL ? sMX : sS;
+    if constexpr (!FB_TAIL) {
+        for (int idx = tid; idx < CH * CH; idx += NT) sS[idx / CH * FB_LC + idx % CH] = eD(idx / CH, idx % CH);
+        __syncthreads();
     }
-    __syncthreads();
     if (tid < CH) {  // column s: E[r][s] <- sum_{t >= r} E[t][s]
         const int s = tid;
         ta c = (ta)0;
-        for (int t = CH - 1; t > s; --t) sS[t * FB_LC + s] = (c += sS[t * FB_LC + s]);
+        for (int t = CH - 1; t > s; --t) sE[t * FB_LC + s] = (c += sE[t * FB_LC + s]);
     }
     __syncthreads();
     if (tid < CH) {
         const int r = tid;
         ta x = dgc[cj];
-        for (int s = 0; s < r; ++s) x += sS[r * FB_LC + s] + vdS[s];
+        for (int s = 0; s < r; ++s) x += sE[r * FB_LC + s] + vdS[s];
         for (int t = r; t < CH; ++t) x += vdG[t];
         if (in(r)) {
             fb_st(da + row(r), x);
