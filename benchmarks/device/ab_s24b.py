@@ -3,9 +3,11 @@ FB_TAIL (the last products' A operands formed once as tiles), A/B in one process
 (the training path's defines): b0 = FB_XR 0, FB_TAIL 0 (main's kernel), b1 = the tree's default (FB_XR 1, FB_TAIL 1:
 bit-equal to b0), t0 = b1 without FB_TAIL, b3 = FB_XR 3 (X, M, W, dqe rounded where stored too), all TI_BF16 (bf16
 callers, GRAD_BF16); f0 / f1 = the float32 build (main's / the default) on the widened inputs (f0 against b0: what main's TI_BF16
-build costs against its float32 build); u2 = b1 with the tensor-core k-loop unrolled by 2 (FB_KU 2: 76 B spilled, b1 28).
+build costs against its float32 build); u2 = b1 with the tensor-core k-loop unrolled by 2 (FB_KU 2: 76 B spilled, b1 28);
+ns / nm = b1 without the solve / without every product (FB_ABL 1 / 2: timing ablations, wrong gradients).
 
     python ab_s24b.py warm                  compile the seven builds (into CuPy's cache), nothing timed
+    (a fourth argument B,B,..: the builds of the run, b0 always; default all but the ablations ns / nm)
     python ab_s24b.py kernel T,T ROUNDS     gd_forms_bwd_x1 alone (B=2, H=16, d=64, C=64, random output gradients):
                                             builds interleaved per round (CUDA events over 10 launches), medians;
                                             mismatching bf16 outputs against b0 (b1, t0, f0 / f1 rounded: 0 expected), b3's
@@ -37,7 +39,9 @@ cfg32 = cc.make_config("float", D, 16, C)
 cfg16 = dataclasses.replace(cfg32, half="bf16", tc=False)  # gated_delta_bwd.Scan.fcfg
 MAIN = ("-DFB_XR=0", "-DFB_TAIL=0")  # main's kernel (its PTX)
 BUILDS = {"b0": (cfg16, MAIN), "b1": (cfg16, ()), "t0": (cfg16, ("-DFB_TAIL=0",)), "b3": (cfg16, ("-DFB_XR=3",)),
-          "f0": (cfg32, MAIN), "f1": (cfg32, ()), "u2": (cfg16, ("-DFB_KU=2",))}
+          "f0": (cfg32, MAIN), "f1": (cfg32, ()), "u2": (cfg16, ("-DFB_KU=2",)),
+          "ns": (cfg16, ("-DFB_ABL=1",)), "nm": (cfg16, ("-DFB_ABL=2",))}  # (ablations, wrong gradients: no solve / no product)
+SEL = [b for b in BUILDS if b not in ("ns", "nm")]  # the builds of this run (argv[4]; b0 always)
 _fns = {}
 
 
@@ -74,11 +78,11 @@ def kernel(Ts, rounds):
         grads = [rng.standard_normal(s, dtype=np.float32) for s in
                  [(BH, n, C, D), (BH, n, C, D), (BH, n, D, C), (BH, n, D, D), (BH, n), (BH, n, C, D)]]
         outs = {}
-        for name in BUILDS:
+        for name in SEL:
             xin = x32 if name[0] == "f" else x16
             outs[name] = [cupy.empty_like(x) for x in xin]
         runs = {}
-        for name in BUILDS:
+        for name in SEL:
             xin, o, cfg = (x32 if name[0] == "f" else x16), outs[name], BUILDS[name][0]
             args = (*xin, *grads, *o, np.uint64(0), np.int32(T), np.int32(D), np.int32(D), np.int32(L), np.int64(0),
                     np.int64(0), np.int32(n))
@@ -88,14 +92,14 @@ def kernel(Ts, rounds):
         cupy.cuda.Device().synchronize()
         names = ["dq", "dk", "dv", "da", "dbeta", "dlam"]
         ref = [torch.as_tensor(x, device="cuda").view(torch.bfloat16).float() for x in outs["b0"]]
-        for name in ("b1", "t0", "b3", "f0", "f1", "u2"):
+        for name in SEL[1:]:
             got = [torch.as_tensor(x, device="cuda") for x in outs[name]]
             got = [x.to(torch.bfloat16).float() if name[0] == "f" else x.view(torch.bfloat16).float() for x in got]
             mis = [int((g != r).sum()) for g, r in zip(got, ref)]
             err = [float((g - r).abs().max() / r.abs().max()) for g, r in zip(got, ref)]
             print(f"T={T} {name} vs b0: mismatches " + " ".join(f"{m} {x}" for m, x in zip(names, mis))
                   + " | max rel " + " ".join(f"{m} {e:.1e}" for m, e in zip(names, err)), flush=True)
-        ms = {name: [] for name in BUILDS}
+        ms = {name: [] for name in SEL}
         e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
         for _ in range(rounds):
             for name, run in runs.items():
@@ -108,8 +112,9 @@ def kernel(Ts, rounds):
                 ms[name].append(cupy.cuda.get_elapsed_time(e0, e1) / 10)
         med = {name: statistics.median(v) for name, v in ms.items()}
         print(f"T={T} gd_forms_bwd_x1 ms (median of {rounds}): " + " ".join(f"{k} {v:.4f}" for k, v in med.items())
-              + f" | b1/b0 {med['b1'] / med['b0']:.3f} t0/b0 {med['t0'] / med['b0']:.3f} b3/b0 {med['b3'] / med['b0']:.3f} f0/b0 {med['f0'] / med['b0']:.3f} f1/b1 {med['f1'] / med['b1']:.3f} u2/b1 {med['u2'] / med['b1']:.3f}"
-              + " | spread b0 " + f"{min(ms['b0']):.4f}-{max(ms['b0']):.4f} b1 {min(ms['b1']):.4f}-{max(ms['b1']):.4f}",
+              + " | /b0 " + " ".join(f"{k} {v / med['b0']:.3f}" for k, v in med.items() if k != "b0")
+              + (f" | f0/b0 {med['f0'] / med['b0']:.3f}" if "f0" in med else "") + (f" f1/b1 {med['f1'] / med['b1']:.3f}" if "f1" in med and "b1" in med else "")
+              + " | spread " + " ".join(f"{k} {min(v):.4f}-{max(v):.4f}" for k, v in ms.items()),
               flush=True)
 
 
@@ -125,7 +130,7 @@ def _launch(op, device_id, cfg, name):
 
 def public(Ts, rounds):
     cc._launch = _launch
-    names = ("b0", "b1", "b3")
+    names = tuple(b for b in SEL if not b.startswith("f")) if len(sys.argv) > 4 else ("b0", "b1", "b3")
     for T in Ts:
         xs = [x.requires_grad_(True) for x in inputs(T)]
 
@@ -159,8 +164,10 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192").split(",")]
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 7
+    if len(sys.argv) > 4:
+        SEL[:] = ["b0"] + [b for b in sys.argv[4].split(",") if b != "b0"]
     if mode == "warm":
-        for name in BUILDS:
+        for name in SEL:
             fn(name)
     elif mode == "kernel":
         kernel(Ts, rounds)
