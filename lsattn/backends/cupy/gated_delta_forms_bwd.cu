@@ -567,7 +567,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     __syncthreads();
     if constexpr (XR2) {  // X rounded to tf32 once (FB_XR bit 2)
         for (int idx = tid; idx < CH * CH; idx += NT)
-            if (idx / CH < idx % CH) sMX[idx] = rnd(sMX[idx]);
+            if (idx / CH < idx % CH) sMX[idx / CH * FB_LC + idx % CH] = rnd(sMX[idx / CH * FB_LC + idx % CH]);
         __syncthreads();
     }
     {  // W = M X -> sA (Q no longer read), phi = Z^T X diag(beta) -> sP [f][s]
