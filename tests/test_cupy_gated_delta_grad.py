@@ -590,7 +590,7 @@ def test_forms_bwd_bf16_emulated_equals_float32_rounded(C, dk, dv, T, P, L, x1):
 
 @pytest.mark.parametrize("half", ["", "bf16"])
 def test_forms_bwd_x1_tf32_operands_emulated(half):
-    """gd_forms_bwd_x1's FB_XR and FB_TAIL (session 24; the default, both on, against both off: main's kernel): bit 1 (operands that are a tf32 already, tiles rounded where stored,
+    """gd_forms_bwd_x1's FB_XR, FB_TAIL and FB_XF (session 24; the default, all on, against all off: main's kernel): bit 1 (operands that are a tf32 already, tiles rounded where stored,
     the TI_BF16 build's input tiles, passed to the mma as they are) equals every operand rounded at its load (FB_XR
     0, main's kernel) bit for bit, float32 and TI_BF16 builds; bit 2 (X, M, W and dqe rounded where stored, read rounded
     by the FFMA sums too) within X1 of the torch twin (float32 inputs: strong and -inf decays, a zero beta, an offset)."""
@@ -613,7 +613,7 @@ def test_forms_bwd_x1_tf32_operands_emulated(half):
     shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     outs = {}
-    for xr, extra in {0: {"FB_XR": 0, "FB_TAIL": 0}, 1: {}, 3: {"FB_XR": 3}}.items():
+    for xr, extra in {0: {"FB_XR": 0, "FB_TAIL": 0, "FB_XF": 0}, 1: {}, 3: {"FB_XR": 3}}.items():
         ops = EmulatedOps()
         ops.extra = extra
         outs[xr] = gdb.forms_backward(ops, sc, *arrays, grads)
@@ -631,9 +631,10 @@ def test_forms_bwd_x1_tf32_operands_emulated(half):
     ("float64", 16, 5, 40, 45, 21, 9),     # FFMA register tiles
     ("float32", 64, 64, 33, 70, 100, 8),   # tensor cores, 3xTF32
 ])
-def test_forms_bwd_tail_bit_equal_emulated(dtype, C, dk, dv, T, P, L):
-    """gd_forms_bwd's FB_TAIL (session 24: the last products' A operands formed once as tiles, E in M's place) equals
-    the operands formed at every load (FB_TAIL 0) bit for bit in the builds without FB_XR (float64 FFMA, 3xTF32)."""
+def test_forms_bwd_tiles_bit_equal_emulated(dtype, C, dk, dv, T, P, L):
+    """gd_forms_bwd's FB_TAIL and FB_XF (session 24: the last products' A operands formed once as tiles, E in M's place;
+    W's and phi's X from a whole copy of X^T) equal the operands formed at every load (both 0) bit for bit in the
+    builds without FB_XR (float64 FFMA, 3xTF32)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     rng = np.random.default_rng(C + T + 2)
@@ -649,12 +650,12 @@ def test_forms_bwd_tail_bit_equal_emulated(dtype, C, dk, dv, T, P, L):
     shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
     grads = [rng.standard_normal(s).astype(dt) for s in shapes]
     outs = []
-    for tail in (0, 1):
+    for extra in ({"FB_TAIL": 0, "FB_XF": 0}, {}):
         ops = EmulatedOps()
-        ops.extra = {"FB_TAIL": tail}
+        ops.extra = extra
         outs.append(gdb.forms_backward(ops, sc, *arrays, grads))
     for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], outs[1], outs[0]):
-        assert np.array_equal(g, w), f"{name} FB_TAIL 1 against 0 {dtype}"
+        assert np.array_equal(g, w), f"{name} FB_TAIL, FB_XF 1 against 0 {dtype}"
 
 
 def test_bf16_training_path_emulated_on_cpu():

@@ -1,16 +1,16 @@
-"""s24b (issue 16): gd_forms_bwd_x1's FB_XR (1xTF32 operands that are a tf32 already passed to the mma as they are) and
-FB_TAIL (the last products' A operands formed once as tiles), A/B in one process. Builds of gated_delta_bwd's sources
-(the training path's defines): b0 = FB_XR 0, FB_TAIL 0 (main's kernel), b1 = the tree's default (FB_XR 1, FB_TAIL 1:
-bit-equal to b0), t0 = b1 without FB_TAIL, b3 = FB_XR 3 (X, M, W, dqe rounded where stored too), all TI_BF16 (bf16
+"""s24b (issue 16): gd_forms_bwd_x1's FB_XR (1xTF32 operands that are a tf32 already passed to the mma as they are),
+FB_TAIL (the last products' A operands formed once as tiles) and FB_XF (W's and phi's X from a whole X^T tile), A/B in
+one process. Builds of gated_delta_bwd's sources (the training path's defines): b0 = all three 0 (main's kernel), b1 =
+the tree's default (all on: bit-equal to b0), t0 / x0 = b1 without FB_TAIL / FB_XF, b3 = FB_XR 3 (X, M, W, dqe rounded where stored too), all TI_BF16 (bf16
 callers, GRAD_BF16); f0 / f1 = the float32 build (main's / the default) on the widened inputs (f0 against b0: what main's TI_BF16
 build costs against its float32 build); u2 = b1 with the tensor-core k-loop unrolled by 2 (FB_KU 2: 76 B spilled, b1 28);
 ns / nm = b1 without the solve / without every product (FB_ABL 1 / 2: timing ablations, wrong gradients).
 
     python ab_s24b.py warm                  compile the seven builds (into CuPy's cache), nothing timed
-    (a fourth argument B,B,..: the builds of the run, b0 always; default all but the ablations ns / nm)
+    (a fourth argument B,B,..: the builds of the run, b0 always; default all but f1 and the ablations ns / nm)
     python ab_s24b.py kernel T,T ROUNDS     gd_forms_bwd_x1 alone (B=2, H=16, d=64, C=64, random output gradients):
                                             builds interleaved per round (CUDA events over 10 launches), medians;
-                                            mismatching bf16 outputs against b0 (b1, t0, f0 / f1 rounded: 0 expected), b3's
+                                            mismatching bf16 outputs against b0 (b1, t0, x0, f0 / f1 rounded: 0 expected), b3's
                                             max |diff| / max |b0| per output
     python ab_s24b.py public T,T ROUNDS     one public bf16 fwd+bwd step (lsattn.loglinear_gated_delta on CUDA bf16
                                             tensors, .backward()) with gd_forms_bwd_x1 from b0 / b1 / b3, interleaved,
@@ -37,11 +37,12 @@ BH = B * H
 OP = "gated_delta_bwd"
 cfg32 = cc.make_config("float", D, 16, C)
 cfg16 = dataclasses.replace(cfg32, half="bf16", tc=False)  # gated_delta_bwd.Scan.fcfg
-MAIN = ("-DFB_XR=0", "-DFB_TAIL=0")  # main's kernel (its PTX)
-BUILDS = {"b0": (cfg16, MAIN), "b1": (cfg16, ()), "t0": (cfg16, ("-DFB_TAIL=0",)), "b3": (cfg16, ("-DFB_XR=3",)),
+MAIN = ("-DFB_XR=0", "-DFB_TAIL=0", "-DFB_XF=0")  # main's kernel (its PTX)
+BUILDS = {"b0": (cfg16, MAIN), "b1": (cfg16, ()), "t0": (cfg16, ("-DFB_TAIL=0",)), "x0": (cfg16, ("-DFB_XF=0",)),
+          "b3": (cfg16, ("-DFB_XR=3",)),
           "f0": (cfg32, MAIN), "f1": (cfg32, ()), "u2": (cfg16, ("-DFB_KU=2",)),
           "ns": (cfg16, ("-DFB_ABL=1",)), "nm": (cfg16, ("-DFB_ABL=2",))}  # (ablations, wrong gradients: no solve / no product)
-SEL = [b for b in BUILDS if b not in ("ns", "nm")]  # the builds of this run (argv[4]; b0 always)
+SEL = [b for b in BUILDS if b not in ("ns", "nm", "f1")]  # the builds of this run (argv[4]; b0 always)
 _fns = {}
 
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Session 24, s24b (issue 16): gd_forms_bwd_x1's 1xTF32 operands that are a tf32 already, passed to the mma as they are
-# (FB_XR; gated_delta_forms_bwd.cu).
+# (FB_XR), the last products. A operands as tiles (FB_TAIL), W.s and phi.s X from a whole tile (FB_XF).
 #   OUT=... bash benchmarks/device/run_s24b.sh tests   the gradient GPU tests (float32 / bf16 against the float64 reference,
 #                                                      the training check), memcheck of gd_bwd16_small_s19g16.py, racecheck of
 #                                                      its gd_forms_bwd_x1 launches; ab_s24b.py warm (compiles the A/B builds)
 #   OUT=... bash benchmarks/device/run_s24b.sh times   ab_s24b.py kernel (gd_forms_bwd_x1 alone, builds b0 = main / b1 = the
-#                                                      default / t0 / b3 / f0 / f1 / u2 interleaved, 8K and 32K) and public (the bf16 fwd+bwd
+#                                                      default / t0 / x0 / b3 / f0 / u2 interleaved, 8K and 32K) and public (the bf16 fwd+bwd
 #                                                      step with b0 / b1 / b3, 8K and 32K)
 set -u
 if [ "$1" = tests ]; then

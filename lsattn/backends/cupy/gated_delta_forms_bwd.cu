@@ -96,6 +96,11 @@ __device__ __forceinline__ int fb_col(int j) {
 #ifndef FB_TAIL
 #define FB_TAIL 1
 #endif
+// FB_XF 1: W's and phi's B operand X read from a whole copy of X^T (diagonal and zeros stored) in sS, free until the
+// value passes, instead of X's masked upper-triangle lookup (two compares, two selects an element): bit-equal to 0
+#ifndef FB_XF
+#define FB_XF 1
+#endif
 #ifndef FB_KU  // the tensor-core k-loop's unrolling (a timing build)
 #define FB_KU 1
 #endif
@@ -565,17 +570,22 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
     }
     __syncthreads();
-    if constexpr (XR2) {  // X rounded to tf32 once (FB_XR bit 2)
-        for (int idx = tid; idx < CH * CH; idx += NT)
-            if (idx / CH < idx % CH) sMX[idx / CH * FB_LC + idx % CH] = rnd(sMX[idx / CH * FB_LC + idx % CH]);
+    if constexpr (XR2 || FB_XF) {
+        for (int idx = tid; idx < CH * CH; idx += NT) {
+            const int a = idx / CH, b = idx % CH;
+            if constexpr (FB_XF) sS[a * FB_LC + b] = rnd(X(b, a));  // X^T, whole (x1: rounded)
+            if (XR2 && a < b) sMX[a * FB_LC + b] = rnd(sMX[a * FB_LC + b]);  // X rounded to tf32 once (FB_XR bit 2)
+        }
         __syncthreads();
     }
     {  // W = M X -> sA (Q no longer read), phi = Z^T X diag(beta) -> sP [f][s]
         ta w[R][CC], ph[RK][CC];
         zero_acc(w);
         zero_acc(ph);
-        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return xo(r <= t ? sMX[t * FB_LC + r] : (ta)0); }, Xo);
-        fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, Xo);
+        using FT = typename fb_if<FB_XF, XT, XOT>::type;
+        const auto xb = [&](int r, int s) { return FT{FB_XF ? sS[s * FB_LC + r] : X(r, s)}; };  // X[r][s]
+        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return xo(r <= t ? sMX[t * FB_LC + r] : (ta)0); }, xb);
+        fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, xb);
         fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = rnd2(x); });
         fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = rnd(x * vb[s]); });
     }
