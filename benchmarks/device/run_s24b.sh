@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 24, s24b (issue 16): gd_forms_bwd_x1's 1xTF32 operands that are a tf32 already, passed to the mma as they are
-# (FB_XR), the last products. A operands as tiles (FB_TAIL), W.s and phi.s X from a whole tile (FB_XF).
+# (FB_XR), the last products' A operands as tiles (FB_TAIL), W's and phi's X from a whole tile (FB_XF).
 #   OUT=... bash benchmarks/device/run_s24b.sh tests   the gradient GPU tests (float32 / bf16 against the float64 reference,
 #                                                      the training check), memcheck of gd_bwd16_small_s19g16.py, racecheck of
 #                                                      its gd_forms_bwd_x1 launches; ab_s24b.py warm (compiles the A/B builds)
