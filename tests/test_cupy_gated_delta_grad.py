@@ -613,7 +613,7 @@ def test_forms_bwd_x1_tf32_operands_emulated(half):
     shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     outs = {}
-    for xr, extra in {0: {"FB_XR": 0, "FB_TAIL": 0, "FB_XF": 0}, 1: {}, 3: {"FB_XR": 3}}.items():
+    for xr, extra in {0: {"FB_XR": 0, "FB_TAIL": 0, "FB_XF": 0, "FB_BFREE": 0, "FB_P2": 0}, 1: {}, 3: {"FB_XR": 3}}.items():
         ops = EmulatedOps()
         ops.extra = extra
         outs[xr] = gdb.forms_backward(ops, sc, *arrays, grads)
@@ -650,7 +650,7 @@ def test_forms_bwd_tiles_bit_equal_emulated(dtype, C, dk, dv, T, P, L):
     shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
     grads = [rng.standard_normal(s).astype(dt) for s in shapes]
     outs = []
-    for extra in ({"FB_TAIL": 0, "FB_XF": 0}, {}):
+    for extra in ({"FB_TAIL": 0, "FB_XF": 0, "FB_BFREE": 0, "FB_P2": 0}, {}):
         ops = EmulatedOps()
         ops.extra = extra
         outs.append(gdb.forms_backward(ops, sc, *arrays, grads))

@@ -1,7 +1,8 @@
 """s24b (issue 16): gd_forms_bwd_x1's FB_XR (1xTF32 operands that are a tf32 already passed to the mma as they are),
 FB_TAIL (the last products' A operands formed once as tiles) and FB_XF (W's and phi's X from a whole X^T tile), A/B in
-one process. Builds of gated_delta_bwd's sources (the training path's defines): b0 = all three 0 (main's kernel), b1 =
-the tree's default (all on: bit-equal to b0), t0 / x0 = b1 without FB_TAIL / FB_XF, b3 = FB_XR 3 (X, M, W, dqe rounded where stored too), all TI_BF16 (bf16
+one process; FB_BFREE (dV's operand without branches) and FB_P2 (the epilogues' global accesses by pairs) too. Builds of
+gated_delta_bwd's sources (the training path's defines): b0 = all five 0 (main's kernel), b1 = the tree's default (all
+on: bit-equal to b0), t0 / x0 / p0 = b1 without FB_TAIL / FB_XF / FB_P2, b3 = FB_XR 3 (X, M, W, dqe rounded where stored too), all TI_BF16 (bf16
 callers, GRAD_BF16); f0 / f1 = the float32 build (main's / the default) on the widened inputs (f0 against b0: what main's TI_BF16
 build costs against its float32 build); u2 = b1 with the tensor-core k-loop unrolled by 2 (FB_KU 2: 76 B spilled, b1 28);
 ns / nm = b1 without the solve / without every product (FB_ABL 1 / 2: timing ablations, wrong gradients).
@@ -37,8 +38,9 @@ BH = B * H
 OP = "gated_delta_bwd"
 cfg32 = cc.make_config("float", D, 16, C)
 cfg16 = dataclasses.replace(cfg32, half="bf16", tc=False)  # gated_delta_bwd.Scan.fcfg
-MAIN = ("-DFB_XR=0", "-DFB_TAIL=0", "-DFB_XF=0")  # main's kernel (its PTX)
+MAIN = ("-DFB_XR=0", "-DFB_TAIL=0", "-DFB_XF=0", "-DFB_BFREE=0", "-DFB_P2=0")  # main's kernel (its PTX)
 BUILDS = {"b0": (cfg16, MAIN), "b1": (cfg16, ()), "t0": (cfg16, ("-DFB_TAIL=0",)), "x0": (cfg16, ("-DFB_XF=0",)),
+          "p0": (cfg16, ("-DFB_P2=0",)),
           "b3": (cfg16, ("-DFB_XR=3",)),
           "f0": (cfg32, MAIN), "f1": (cfg32, ()), "u2": (cfg16, ("-DFB_KU=2",)),
           "ns": (cfg16, ("-DFB_ABL=1",)), "nm": (cfg16, ("-DFB_ABL=2",))}  # (ablations, wrong gradients: no solve / no product)
@@ -166,7 +168,7 @@ if __name__ == "__main__":
     Ts = [int(t) for t in (sys.argv[2] if len(sys.argv) > 2 else "8192").split(",")]
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 7
     if len(sys.argv) > 4:
-        SEL[:] = ["b0"] + [b for b in sys.argv[4].split(",") if b != "b0"]
+        SEL[:] = ([] if mode == "warm" else ["b0"]) + [b for b in sys.argv[4].split(",") if b != "b0" or mode == "warm"]
     if mode == "warm":
         for name in SEL:
             fn(name)

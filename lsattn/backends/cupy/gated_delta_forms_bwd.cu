@@ -101,6 +101,11 @@ __device__ __forceinline__ int fb_col(int j) {
 #ifndef FB_XF
 #define FB_XF 1
 #endif
+// FB_BFREE 1: dV's operand Lambda * attn^T loaded for every element, then masked (ptxas branched around each element's
+// level lookup: BSSY / BSYNC and a branch an element): bit-equal to 0
+#ifndef FB_BFREE
+#define FB_BFREE 1
+#endif
 #ifndef FB_KU  // the tensor-core k-loop's unrolling (a timing build)
 #define FB_KU 1
 #endif
@@ -321,6 +326,81 @@ __device__ __forceinline__ ta fb_kget(const ti* dk, const ti* dq, i64 i) {
     else return dk[i];
 }
 
+// FB_P2 (tensor-core tiles: a thread's columns c, c + 1 of jj, jj + 1 are adjacent): the epilogues' global reads and
+// writes of such a pair as one 4-byte (16-bit arrays) or 8-byte (float32) access where `pr` (the row length even,
+// the arrays aligned) and both are inside (ok0, ok1), else element by element as before; the same values, bit-equal
+#ifndef FB_P2
+#define FB_P2 1
+#endif
+constexpr bool FB_PAIR = FB_P2 && FB_TC && (!FB_H || FB_BF16);
+__device__ __forceinline__ unsigned fb_bfbits(ta x) {  // common.cu's st (bfloat16): the 16 bits it stores
+    unsigned u = __float_as_uint((float)x);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) return (u >> 16) | 0x40u;  // NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return u >> 16;
+}
+template <typename S>
+__device__ __forceinline__ void fb_ld2(const S* p, bool pr, bool ok0, bool ok1, ta& x0, ta& x1) {
+    if (pr && ok0 && ok1) {
+        if constexpr (sizeof(S) == 2) {
+            const unsigned u = *reinterpret_cast<const unsigned*>(p);
+            x0 = (ta)__uint_as_float(u << 16), x1 = (ta)__uint_as_float(u & 0xffff0000u);
+        } else {
+            const float2 v = *reinterpret_cast<const float2*>(p);
+            x0 = v.x, x1 = v.y;
+        }
+    } else {
+        x0 = ok0 ? fb_ld(p) : (ta)0;
+        x1 = ok1 ? fb_ld(p + 1) : (ta)0;
+    }
+}
+__device__ __forceinline__ void fb_st2(ti* p, bool pr, bool ok0, bool ok1, ta x0, ta x1) {
+    if (pr && ok0 && ok1) {
+        if constexpr (FB_H) *reinterpret_cast<unsigned*>(p) = fb_bfbits(x0) | (fb_bfbits(x1) << 16);
+        else *reinterpret_cast<float2*>(p) = float2{(float)x0, (float)x1};
+    } else {
+        if (ok0) fb_st(p, x0);
+        if (ok1) fb_st(p + 1, x1);
+    }
+}
+__device__ __forceinline__ void fb_kput2(ti* dk, ti* dq, i64 i, bool pr, bool ok0, bool ok1, ta x0, ta x1) {
+    if (pr && ok0 && ok1) {
+        if constexpr (FB_H) {
+            const unsigned u0 = __float_as_uint((float)x0), u1 = __float_as_uint((float)x1);
+            *reinterpret_cast<unsigned*>(dk + i) = (u0 >> 16) | (u1 & 0xffff0000u);
+            *reinterpret_cast<unsigned*>(dq + i) = (u0 & 0xffffu) | (u1 << 16);
+        } else {
+            *reinterpret_cast<float2*>(dk + i) = float2{(float)x0, (float)x1};
+        }
+    } else {
+        if (ok0) fb_kput(dk, dq, i, x0);
+        if (ok1) fb_kput(dk, dq, i + 1, x1);
+    }
+}
+__device__ __forceinline__ void fb_kget2(const ti* dk, const ti* dq, i64 i, bool pr, bool ok0, bool ok1, ta& x0, ta& x1) {
+    if (pr && ok0 && ok1) {
+        if constexpr (FB_H) {
+            const unsigned h = *reinterpret_cast<const unsigned*>(dk + i), l = *reinterpret_cast<const unsigned*>(dq + i);
+            x0 = (ta)__uint_as_float((h << 16) | (l & 0xffffu));
+            x1 = (ta)__uint_as_float((h & 0xffff0000u) | (l >> 16));
+        } else {
+            const float2 v = *reinterpret_cast<const float2*>(dk + i);
+            x0 = v.x, x1 = v.y;
+        }
+    } else {
+        x0 = ok0 ? fb_kget(dk, dq, i) : (ta)0;
+        x1 = ok1 ? fb_kget(dk, dq, i + 1) : (ta)0;
+    }
+}
+// f(i, jj, row, column) for the even jj of an RM x RN tensor-core tile (the pair jj, jj + 1: columns c, c + 1)
+template <int RM, int RN, typename F>
+__device__ __forceinline__ void fb_ij2(F f) {
+#pragma unroll
+    for (int i = 0; i < RM; ++i)
+#pragma unroll
+        for (int j = 0; j < RN; j += 2) f(i, j, fb_row<RM>(i), fb_col<RN>(j));
+}
+
 // dst[r ld + c] = src(r, c) over an RT x CW tile, by a loop unrolled 4 times; ST (FB_STAGED=1, a timing build): the
 // global loads issued in batches of 16 before their stores (common.cu's staged), measured slower (H200, 8K: 2.49 ms
 // against 2.24; 32K 9.83 against 8.68: the registers of the loads in flight)
@@ -496,6 +576,11 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     const i64 t0 = (F + j) * CH - p;  // the call's index of the chunk's first token
     auto in = [&](int t) { return t0 + t >= 0 && t0 + t < T; };
     auto row = [&](int t) { return bh * T + t0 + t; };  // the call's row of token t (in(t))
+    // FB_PAIR: the pairs' accesses (fb_ld2 ..) as one when the rows' lengths are even and the arrays aligned
+    const auto al = [](const void* x, int b) { return reinterpret_cast<unsigned long long>(x) % b == 0; };
+    constexpr int EB = 2 * sizeof(ti), AB = 2 * sizeof(ta);
+    const bool pk = FB_PAIR && DK % 2 == 0 && al(q, EB) && al(dk, EB) && al(dq, EB) && al(dek, AB) && al(dqe, AB);
+    const bool pv = FB_PAIR && DV % 2 == 0 && al(dv, EB);
     auto X = [&](int r, int s) { return r > s ? sMX[s * FB_LC + r] : (r == s ? (ta)1 : (ta)0); };
     // FB_XR: xr(x) an x1 operand that is a tf32 (a tile rounded where stored, rnd), xi(x) an input's value (TI_BF16:
     // bf16), Xo X as an operand (FB_XR bit 2: rounded once after the solve)
@@ -604,7 +689,13 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return xr(S1[t * FB_LV + c]); }, [&](int c, int s) { return xi(S2[s * FB_LV + c]); });
         ta dvv[R][FB_CV];
         zero_acc(dvv);
-        fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0; },
+        fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) {  // (FB_BFREE: both loads made, then the mask: no branch)
+                  if constexpr (FB_BFREE) {
+                      const ta x = lamat(t, s) * sA[t * FB_LC + s];
+                      return t >= s ? x : (ta)0;
+                  } else {
+                      return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0;
+                  } },
               [&](int t, int c) { return xr(S1[t * FB_LV + c]); });
         fb_ij<R, FB_CV>([&](int i, int jj, int s, int c) { dvv[i][jj] *= vb[s]; });  // attn = W diag(beta)
         __syncthreads();
@@ -612,9 +703,15 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         __syncthreads();
         fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return xr(S1[f * FB_LV + c]); }, [&](int c, int s) { return xi(S2[s * FB_LV + c]); });
         fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return xr(sP[f * FB_LC + s]); }, [&](int f, int c) { return xr(S1[f * FB_LV + c]); });
-        fb_each(dvv, [&](int s, int c, ta x) {
-            if (in(s) && c0 + c < DV) fb_st(dv + row(s) * DV + c0 + c, x);
-        });
+        if constexpr (FB_PAIR) {
+            fb_ij2<R, FB_CV>([&](int i, int jj, int s, int c) {
+                if (in(s)) fb_st2(dv + row(s) * DV + c0 + c, pv, c0 + c < DV, c0 + c + 1 < DV, dvv[i][jj], dvv[i][jj + 1]);
+            });
+        } else {
+            fb_each(dvv, [&](int s, int c, ta x) {
+                if (in(s) && c0 + c < DV) fb_st(dv + row(s) * DV + c0 + c, x);
+            });
+        }
         __syncthreads();
     }
     fb_each(P, [&](int t, int s, ta x) { sS[t * FB_LC + s] = x; });
@@ -651,14 +748,27 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return xo(s >= t ? sA[s * FB_LC + t] : (ta)0); },
               [&](int s, int f) { return xo(sP[s * FB_LK + f]); });
         ta part[R] = {};
-        fb_ij<R, CK>([&](int i, int jj, int t, int f) {
-            const ta dqv = sP[t * FB_LK + f];
-            const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - vb[t] * de[i][jj];
-            const bool ok = in(t) && f < DK;
-            const ta qv = ok ? fb_ld(q + row(t) * DK + f) : (ta)0;
-            part[i] = fma(qv, dqv, fma(sK[t * FB_LK + f], dev, part[i]));
-            if (ok) fb_kput(dk, dq, row(t) * DK + f, veG[t] * dev);
-        });
+        if constexpr (FB_PAIR) {
+            fb_ij2<R, CK>([&](int i, int jj, int t, int f) {
+                const bool ok0 = f < DK, ok1 = f + 1 < DK;
+                ta e0, e1, q0 = (ta)0, q1 = (ta)0;
+                fb_ld2(dek + (cj * CH + t) * DK + f, pk, ok0, ok1, e0, e1);
+                if (in(t)) fb_ld2(q + row(t) * DK + f, pk, ok0, ok1, q0, q1);
+                const ta dev0 = e0 - vb[t] * de[i][jj], dev1 = e1 - vb[t] * de[i][jj + 1];
+                part[i] = fma(q0, sP[t * FB_LK + f], fma(sK[t * FB_LK + f], dev0, part[i]));
+                part[i] = fma(q1, sP[t * FB_LK + f + 1], fma(sK[t * FB_LK + f + 1], dev1, part[i]));
+                if (in(t)) fb_kput2(dk, dq, row(t) * DK + f, pk, ok0, ok1, veG[t] * dev0, veG[t] * dev1);
+            });
+        } else {
+            fb_ij<R, CK>([&](int i, int jj, int t, int f) {
+                const ta dqv = sP[t * FB_LK + f];
+                const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - vb[t] * de[i][jj];
+                const bool ok = in(t) && f < DK;
+                const ta qv = ok ? fb_ld(q + row(t) * DK + f) : (ta)0;
+                part[i] = fma(qv, dqv, fma(sK[t * FB_LK + f], dev, part[i]));
+                if (ok) fb_kput(dk, dq, row(t) * DK + f, veG[t] * dev);
+            });
+        }
         fb_rows(part, red, vdG, false);  // (its barriers: every read of P, dqe is done)
         // d attn (lower), stored as dW = d attn diag(beta); dbeta's first column sums, colsum(W * d attn)
         ta cpart[CC] = {};
@@ -697,13 +807,27 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
             zero_acc(dZ);
             fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return xr(sP[f * FB_LC + r]); });
             ta part[R] = {};
-            fb_ij<R, CK>([&](int i, int jj, int s, int f) {
-                part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
-                if (in(s) && f < DK) {
-                    const i64 at = row(s) * DK + f;
-                    fb_kput(dk, dq, at, fb_kget(dk, dq, at) + veS[s] * dZ[i][jj]);
-                }
-            });
+            if constexpr (FB_PAIR) {
+                fb_ij2<R, CK>([&](int i, int jj, int s, int f) {
+                    part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
+                    part[i] = fma(sK[s * FB_LK + f + 1], dZ[i][jj + 1], part[i]);
+                    if (in(s)) {
+                        const i64 at = row(s) * DK + f;
+                        const bool ok0 = f < DK, ok1 = f + 1 < DK;
+                        ta k0, k1;
+                        fb_kget2(dk, dq, at, pk, ok0, ok1, k0, k1);
+                        fb_kput2(dk, dq, at, pk, ok0, ok1, k0 + veS[s] * dZ[i][jj], k1 + veS[s] * dZ[i][jj + 1]);
+                    }
+                });
+            } else {
+                fb_ij<R, CK>([&](int i, int jj, int s, int f) {
+                    part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
+                    if (in(s) && f < DK) {
+                        const i64 at = row(s) * DK + f;
+                        fb_kput(dk, dq, at, fb_kget(dk, dq, at) + veS[s] * dZ[i][jj]);
+                    }
+                });
+            }
             fb_cols(cpart, red, vdb, true);
             fb_rows(part, red, vdS, false);  // (its barriers: every read of dphi is done)
         }
@@ -775,15 +899,35 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return QT{FB_TAIL ? sP[t * FB_LC + s] : dKK(t, s) + dKK(s, t)}; }, lk);
         fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return QT{FB_TAIL ? sA[s * FB_LC + t] : dQK(s, t)}; },
               [&](int s, int f) { return xi(sS[s * FB_LK + f]); });
-        fb_each(dK, [&](int t, int f, ta x) {  // (before dq's store: FB_H keeps dk's partial sums' low halves in dq)
-            if (in(t) && f < DK) {
-                const i64 at = row(t) * DK + f;
-                fb_st(dk + at, fb_kget(dk, dq, at) + x);
-            }
-        });
-        fb_each(dQ, [&](int t, int f, ta x) {  // + e^G dqe
-            if (in(t) && f < DK) fb_st(dq + row(t) * DK + f, fma(veG[t], dqe[(cj * CH + t) * DK + f], x));
-        });
+        if constexpr (FB_PAIR) {  // (dK's stores before dq's: FB_H keeps dk's partial sums' low halves in dq)
+            fb_ij2<R, CK>([&](int i, int jj, int t, int f) {
+                if (in(t)) {
+                    const i64 at = row(t) * DK + f;
+                    const bool ok0 = f < DK, ok1 = f + 1 < DK;
+                    ta k0, k1;
+                    fb_kget2(dk, dq, at, pk, ok0, ok1, k0, k1);
+                    fb_st2(dk + at, pk, ok0, ok1, k0 + dK[i][jj], k1 + dK[i][jj + 1]);
+                }
+            });
+            fb_ij2<R, CK>([&](int i, int jj, int t, int f) {  // + e^G dqe
+                if (in(t)) {
+                    const bool ok0 = f < DK, ok1 = f + 1 < DK;
+                    ta e0, e1;
+                    fb_ld2(dqe + (cj * CH + t) * DK + f, pk, ok0, ok1, e0, e1);
+                    fb_st2(dq + row(t) * DK + f, pk, ok0, ok1, fma(veG[t], e0, dQ[i][jj]), fma(veG[t], e1, dQ[i][jj + 1]));
+                }
+            });
+        } else {
+            fb_each(dK, [&](int t, int f, ta x) {  // (before dq's store: FB_H keeps dk's partial sums' low halves in dq)
+                if (in(t) && f < DK) {
+                    const i64 at = row(t) * DK + f;
+                    fb_st(dk + at, fb_kget(dk, dq, at) + x);
+                }
+            });
+            fb_each(dQ, [&](int t, int f, ta x) {  // + e^G dqe
+                if (in(t) && f < DK) fb_st(dq + row(t) * DK + f, fma(veG[t], dqe[(cj * CH + t) * DK + f], x));
+            });
+        }
     }
     __syncthreads();
 
