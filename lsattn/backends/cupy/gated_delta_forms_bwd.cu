@@ -106,17 +106,12 @@ __device__ __forceinline__ int fb_col(int j) {
 #ifndef FB_BFREE
 #define FB_BFREE 1
 #endif
-#ifndef FB_KU  // the tensor-core k-loop's unrolling (a timing build)
-#define FB_KU 1
-#endif
-constexpr int fb_ku = FB_KU;  // (#pragma unroll takes no macro)
-// FB_XR (gd_forms_bwd_x1 on tensor cores): bit 1: the 1xTF32 operands that are a tf32 already pass their bits to the
-// mma (fb_x) instead of cvt.rna's emulation (a compare and a predicated add an element, 24 of a k-step's ~50 SASS
-// instructions): the tiles read only as mma operands (dI, dH, phi, dphi, dW, dX, X^T dX) rounded once where they are
-// stored, and in TI_BF16 builds the inputs' tiles (K, Q, V: bf16, exact in tf32): the same mma operands, bit-equal;
-// bit 2: X rounded once after the solve, M, W and dqe where stored, too (their operand loads in W, phi, dM, X^T dX, dN,
-// d attn, d eGK, dX; dbeta's, dG's, dlam's and the log decays' FFMA sums then read the rounded values: not bit-equal,
-// within X1). 0: every operand rounded at its load (main's kernel)
+// FB_XR 1 (gd_forms_bwd_x1 on tensor cores): the 1xTF32 operands that are a tf32 already pass their bits to the mma
+// (fb_x) instead of cvt.rna's emulation (a compare and a predicated add an element, 24 of a k-step's ~50 SASS
+// instructions): the tiles read only as mma operands (dI, dH, phi, dphi, dW, dX, X^T dX, FB_TAIL's, FB_XF's) rounded
+// once where they are stored, and in TI_BF16 builds the inputs' tiles (K, Q, V: bf16, exact in tf32): the same mma
+// operands, bit-equal to 0 (every operand rounded at its load). H200, 8K: -2.2% (the conversions are ALU work beside
+// the LDS -> HMMA chain; X, M, W and dqe rounded where stored too, not bit-equal: no further gain, removed)
 #ifndef FB_XR
 #define FB_XR 1
 #endif
@@ -178,7 +173,7 @@ __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, 
                 for (int y = 0; y < 2; ++y) rb[nt][y] = lb(k0 + t4 + 4 * y, n0 + 8 * nt + g);
         };
         if (FB_PF && lo < hi) load(lo);
-#pragma unroll(fb_ku)
+#pragma unroll 1
         for (int k0 = lo; k0 < hi; k0 += 8) {
             if (!FB_PF) load(k0);
             unsigned ah[4], al[4], bh[RN / 2][2], bl[RN / 2][2];
@@ -583,17 +578,13 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     const bool pv = FB_PAIR && DV % 2 == 0 && al(dv, EB);
     auto X = [&](int r, int s) { return r > s ? sMX[s * FB_LC + r] : (r == s ? (ta)1 : (ta)0); };
     // FB_XR: xr(x) an x1 operand that is a tf32 (a tile rounded where stored, rnd), xi(x) an input's value (TI_BF16:
-    // bf16), Xo X as an operand (FB_XR bit 2: rounded once after the solve)
-    constexpr bool XR = X1 && FB_TC && (FB_XR & 1), XR2 = XR && (FB_XR & 2);
+    // bf16)
+    constexpr bool XR = X1 && FB_TC && FB_XR;
     using XT = typename fb_if<XR, fb_x, ta>::type;
     using XIT = typename fb_if<XR && FB_BF16, fb_x, ta>::type;
-    using XOT = typename fb_if<XR2, fb_x, ta>::type;
     const auto xr = [](ta x) { return XT{x}; };
     const auto xi = [](ta x) { return XIT{x}; };
     const auto rnd = [](ta x) { return fb_rnd<XR>(x); };
-    const auto xo = [](ta x) { return XOT{x}; };  // (bit 2: M, W, dqe, X rounded where stored, rnd2)
-    const auto rnd2 = [](ta x) { return fb_rnd<XR2>(x); };
-    auto Xo = [&](int r, int s) { return xo(X(r, s)); };
     auto lamat = [&](int t, int s) { return lamS[t * 8 + min(fb_level(t, s), L - 1)]; };
 
     // ---- the chunk's inputs, decays, D ----
@@ -632,7 +623,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_mm<X1>(kk, 0, up ? 0 : DKP, [&](int t, int f) { return xi(sK[t * FB_LK + f]); }, lk);
         fb_mm<X1>(qk, 0, up ? 0 : DKP, [&](int t, int f) { return xi(sA[t * FB_LK + f]); }, lk);
         fb_each(qk, [&](int t, int s, ta x) {
-            if (s <= t) sMX[t * FB_LC + s] = rnd2(sDD[t * FB_LC + s] * x);
+            if (s <= t) sMX[t * FB_LC + s] = sDD[t * FB_LC + s] * x;
         });
         fb_each(kk, [&](int t, int s, ta x) {
             if (s < t) sDD[s * FB_LC + t] = sDD[t * FB_LC + s] * x;
@@ -655,11 +646,10 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
     }
     __syncthreads();
-    if constexpr (XR2 || FB_XF) {
+    if constexpr (FB_XF) {  // X^T, whole (x1: rounded)
         for (int idx = tid; idx < CH * CH; idx += NT) {
             const int a = idx / CH, b = idx % CH;
-            if constexpr (FB_XF) sS[a * FB_LC + b] = rnd(X(b, a));  // X^T, whole (x1: rounded)
-            if (XR2 && a < b) sMX[a * FB_LC + b] = rnd(sMX[a * FB_LC + b]);  // X rounded to tf32 once (FB_XR bit 2)
+            sS[a * FB_LC + b] = rnd(X(b, a));
         }
         __syncthreads();
     }
@@ -667,11 +657,11 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta w[R][CC], ph[RK][CC];
         zero_acc(w);
         zero_acc(ph);
-        using FT = typename fb_if<FB_XF, XT, XOT>::type;
+        using FT = typename fb_if<FB_XF, XT, ta>::type;
         const auto xb = [&](int r, int s) { return FT{FB_XF ? sS[s * FB_LC + r] : X(r, s)}; };  // X[r][s]
-        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return xo(r <= t ? sMX[t * FB_LC + r] : (ta)0); }, xb);
+        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, xb);
         fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, xb);
-        fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = rnd2(x); });
+        fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
         fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = rnd(x * vb[s]); });
     }
     __syncthreads();
@@ -716,7 +706,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     }
     fb_each(P, [&](int t, int s, ta x) { sS[t * FB_LC + s] = x; });
     // dqe -> sP (phi no longer read)
-    fb_copy<CH, DKP, XR2>(sP, FB_LK, dqe, cj * CH, DK, 0, CH, DK);
+    fb_copy<CH, DKP>(sP, FB_LK, dqe, cj * CH, DK, 0, CH, DK);
     __syncthreads();
 
     // ---- dlam, d attn, d eGK: dQ, dK, dG ----
@@ -742,11 +732,11 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta dat[R][CC];
         zero_acc(dat);
-        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return xo(sP[t * FB_LK + f]); }, [&](int f, int s) { return xi(sK[s * FB_LK + f]); });
+        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return xi(sK[s * FB_LK + f]); });
         ta de[R][CK];
         zero_acc(de);
-        fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return xo(s >= t ? sA[s * FB_LC + t] : (ta)0); },
-              [&](int s, int f) { return xo(sP[s * FB_LK + f]); });
+        fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
+              [&](int s, int f) { return sP[s * FB_LK + f]; });
         ta part[R] = {};
         if constexpr (FB_PAIR) {
             fb_ij2<R, CK>([&](int i, int jj, int t, int f) {
@@ -791,7 +781,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         {  // dM = dW X^T -> sA (W is no longer read)
             ta dM[R][CC];
             zero_acc(dM);
-            fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), dW, [&](int r, int s) { return Xo(s, r); });
+            fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), dW, [&](int r, int s) { return X(s, r); });
             fb_each(dM, [&](int t, int s, ta x) { sA[t * FB_LC + s] = s <= t ? x : (ta)0; });
         }
         ta dY[R][CC];  // e^S_r (K dphi)[r][s]
@@ -833,7 +823,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
         ta dX[R][CC];  // M^T dW + dY diag(beta) -> sP
         zero_acc(dX);
-        fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return xo(t >= r ? sMX[t * FB_LC + r] : (ta)0); }, dW);
+        fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             sP[r * FB_LC + s] = rnd(s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0);
         });
@@ -845,14 +835,14 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta tm[R][CC];
         zero_acc(tm);
-        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, [&](int i, int r) { return Xo(r, i); }, [&](int r, int s) { return xr(sP[r * FB_LC + s]); });
+        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return xr(sP[r * FB_LC + s]); });
         fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = rnd(x); });  // d attn no longer read
     }
     __syncthreads();
     {
         ta dN[R][CC];
         zero_acc(dN);
-        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), [&](int i, int b) { return xr(sS[i * FB_LC + b]); }, [&](int b, int r) { return Xo(r, b); });
+        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), [&](int i, int b) { return xr(sS[i * FB_LC + b]); }, [&](int b, int r) { return X(r, b); });
         ta part[R] = {};
         fb_ij<R, CC>([&](int i, int jj, int t, int r) {
             dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
