@@ -28,6 +28,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 import lsattn  # noqa: E402
+from ab_s19g16 import inputs  # noqa: E402  (B=2, H=16, d=64 bf16 inputs, as s19g16's A/B)
 from bench_gpu import events_ms  # noqa: E402
 from lsattn._chunktree import chunk_layout  # noqa: E402
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
@@ -57,16 +58,6 @@ def fn(name):
         _fns[name] = f
         print(f"{name}: {f.num_regs} registers, {f.local_size_bytes} B local", flush=True)
     return _fns[name]
-
-
-def inputs(T, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    q, k, v = (torch.randn((B, H, T, D), generator=g, device="cuda") for _ in range(3))
-    k = k / k.norm(dim=-1, keepdim=True)
-    a = torch.nn.functional.logsigmoid(torch.randn((B, H, T), generator=g, device="cuda") + 3.0)
-    b = torch.rand((B, H, T), generator=g, device="cuda")
-    lam = torch.rand((B, H, T, lsattn.num_levels(T)), generator=g, device="cuda") + 0.5
-    return [x.to(torch.bfloat16) for x in (q, k, v, a, b, lam)]
 
 
 def kernel(Ts, rounds):
