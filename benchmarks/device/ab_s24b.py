@@ -1,11 +1,11 @@
 """s24b (issue 16): gd_forms_bwd_x1's switches FB_XR (1xTF32 operands that are a tf32 already passed to the mma as they
-are), FB_TAIL (the last products' A operands formed once as tiles), FB_XF (W's and phi's X from a whole X^T tile),
+are), FB_XF (W's and phi's X from a whole X^T tile),
 FB_BFREE (dV's operand without branches), FB_P2 (the epilogues' global accesses by pairs), A/B in one process. Builds of
 gated_delta_bwd's sources (the training path's defines), TI_BF16 (bf16 callers, GRAD_BF16): b0 = all five 0 (main's
-kernel), b1 = the tree's default (all on: bit-equal to b0), t0 / x0 / p0 = b1 without FB_TAIL / FB_XF / FB_P2; f0 / f1 =
-the float32 build (main's / the default) on the widened inputs (f0 against b0: what main's TI_BF16 build costs against
-its float32 build); ns / nm = b1 without the solve / without every product (FB_ABL 1 / 2: timing ablations, wrong
-gradients). (Request 1 also timed FB_XR 3 and FB_KU 2, since removed: NOTES, s24b.)
+kernel), b1 = the tree's default (all on: bit-equal to b0), x0 / p0 = b1 without FB_XF / FB_P2; f0 / f1 = the float32
+build (main's / the tree's: the switches are off there) on the widened inputs (f0 against b0: what main's TI_BF16 build
+costs against its float32 build); ns / nm = b1 without the solve / without every product (FB_ABL 1 / 2: timing ablations, wrong
+gradients). (Requests 1 / 2 also timed FB_XR 3, FB_KU 2 and FB_TAIL, since removed: NOTES, s24b.)
 
     python ab_s24b.py warm 0 0 B,B,..       compile the builds (into CuPy's cache), nothing timed
     python ab_s24b.py kernel T,T ROUNDS [B,B,..]   gd_forms_bwd_x1 alone (B=2, H=16, d=64, C=64, random output
@@ -14,7 +14,7 @@ gradients). (Request 1 also timed FB_XR 3 and FB_KU 2, since removed: NOTES, s24
                                             (mismatching entries: 0 expected but for ns / nm)
     python ab_s24b.py public T,T ROUNDS [B,B,..]   one public bf16 fwd+bwd step (lsattn.loglinear_gated_delta on CUDA
                                             bf16 tensors, .backward()) with gd_forms_bwd_x1 from b0 and the builds (of b1,
-                                            t0, x0, p0; default b1), interleaved, medians (CUDA events), gradients against b0's
+                                            x0, p0; default b1), interleaved, medians (CUDA events), gradients against b0's
 """
 import dataclasses
 import os
@@ -38,8 +38,8 @@ BH = B * H
 OP = "gated_delta_bwd"
 cfg32 = cc.make_config("float", D, 16, C)
 cfg16 = dataclasses.replace(cfg32, half="bf16", tc=False)  # gated_delta_bwd.Scan.fcfg
-MAIN = ("-DFB_XR=0", "-DFB_TAIL=0", "-DFB_XF=0", "-DFB_BFREE=0", "-DFB_P2=0")  # main's kernel (its PTX)
-BUILDS = {"b0": (cfg16, MAIN), "b1": (cfg16, ()), "t0": (cfg16, ("-DFB_TAIL=0",)), "x0": (cfg16, ("-DFB_XF=0",)),
+MAIN = ("-DFB_XR=0", "-DFB_XF=0", "-DFB_BFREE=0", "-DFB_P2=0")  # main's kernel (its PTX)
+BUILDS = {"b0": (cfg16, MAIN), "b1": (cfg16, ()), "x0": (cfg16, ("-DFB_XF=0",)),
           "p0": (cfg16, ("-DFB_P2=0",)),
           "f0": (cfg32, MAIN), "f1": (cfg32, ()),
           "ns": (cfg16, ("-DFB_ABL=1",)), "nm": (cfg16, ("-DFB_ABL=2",))}  # (ablations, wrong gradients: no solve / no product)
@@ -124,7 +124,7 @@ def _launch(op, device_id, cfg, name):
 
 def public(Ts, rounds):
     cc._launch = _launch
-    names = tuple(b for b in SEL if b in ("b0", "b1", "t0", "x0", "p0"))
+    names = tuple(b for b in SEL if b in ("b0", "b1", "x0", "p0"))
     for T in Ts:
         xs = [x.requires_grad_(True) for x in inputs(T)]
 

@@ -90,28 +90,26 @@ __device__ __forceinline__ int fb_col(int j) {
 #ifndef FB_ABL
 #define FB_ABL 0
 #endif
-// FB_TAIL 1: the last products' A operands (dM * D, dKK + dKK^T, (dM * D)^T: 2-6 loads, products and masks an element)
-// formed once as tiles by a pass (which forms E too, in M's place), read as they are (x1: rounded where stored):
-// bit-equal to 0 (the operands formed at every load, E after the products)
-#ifndef FB_TAIL
-#define FB_TAIL 1
-#endif
+// Session 24's switches (FB_XF, FB_BFREE, FB_XR, FB_P2; each bit-equal to its 0): on in the TI_BF16 build (GRAD_BF16's
+// gd_forms_bwd_x1, where they were measured: H200 8K 1.702 -> 1.581 ms, 32K 6.679 -> 6.428), off in the float32 and
+// float64 builds (main's kernels: the float32 x1 build measured slower with FB_XR). A fifth, the last products' A
+// operands formed once as tiles by an element-wise pass (FB_TAIL), was measured +2.3% at 8K and removed.
 // FB_XF 1: W's and phi's B operand X read from a whole copy of X^T (diagonal and zeros stored) in sS, free until the
-// value passes, instead of X's masked upper-triangle lookup (two compares, two selects an element): bit-equal to 0
+// value passes, instead of X's masked upper-triangle lookup (two compares, two selects an element): -0.25%
 #ifndef FB_XF
 #define FB_XF 1
 #endif
 // FB_BFREE 1: dV's operand Lambda * attn^T loaded for every element, then masked (ptxas branched around each element's
-// level lookup: BSSY / BSYNC and a branch an element): bit-equal to 0
+// level lookup: BSSY / BSYNC and a branch an element)
 #ifndef FB_BFREE
 #define FB_BFREE 1
 #endif
 // FB_XR 1 (gd_forms_bwd_x1 on tensor cores): the 1xTF32 operands that are a tf32 already pass their bits to the mma
 // (fb_x) instead of cvt.rna's emulation (a compare and a predicated add an element, 24 of a k-step's ~50 SASS
-// instructions): the tiles read only as mma operands (dI, dH, phi, dphi, dW, dX, X^T dX, FB_TAIL's, FB_XF's) rounded
+// instructions): the tiles read only as mma operands (dI, dH, phi, dphi, dW, dX, X^T dX, FB_XF's X^T) rounded
 // once where they are stored, and in TI_BF16 builds the inputs' tiles (K, Q, V: bf16, exact in tf32): the same mma
-// operands, bit-equal to 0 (every operand rounded at its load). H200, 8K: -2.2% (the conversions are ALU work beside
-// the LDS -> HMMA chain; X, M, W and dqe rounded where stored too, not bit-equal: no further gain, removed)
+// operands (0: every operand rounded at its load). H200, 8K: -2.2% (the conversions are ALU work beside the LDS -> HMMA
+// chain; X, M, W and dqe rounded where stored too, not bit-equal: no further gain, removed)
 #ifndef FB_XR
 #define FB_XR 1
 #endif
@@ -323,11 +321,12 @@ __device__ __forceinline__ ta fb_kget(const ti* dk, const ti* dq, i64 i) {
 
 // FB_P2 (tensor-core tiles: a thread's columns c, c + 1 of jj, jj + 1 are adjacent): the epilogues' global reads and
 // writes of such a pair as one 4-byte (16-bit arrays) or 8-byte (float32) access where `pr` (the row length even,
-// the arrays aligned) and both are inside (ok0, ok1), else element by element as before; the same values, bit-equal
+// the arrays aligned) and both are inside (ok0, ok1), else element by element as before; the same values. H200: -2.9%
+// at 8K, -2.0% at 32K (the TI_BF16 build's dk halves, q loads and bf16 stores were ~+800 SASS a warp over float32's)
 #ifndef FB_P2
 #define FB_P2 1
 #endif
-constexpr bool FB_PAIR = FB_P2 && FB_TC && (!FB_H || FB_BF16);
+constexpr bool FB_PAIR = FB_P2 && FB_TC && FB_BF16;
 __device__ __forceinline__ unsigned fb_bfbits(ta x) {  // common.cu's st (bfloat16): the 16 bits it stores
     unsigned u = __float_as_uint((float)x);
     if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) return (u >> 16) | 0x40u;  // NaN
@@ -579,7 +578,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     auto X = [&](int r, int s) { return r > s ? sMX[s * FB_LC + r] : (r == s ? (ta)1 : (ta)0); };
     // FB_XR: xr(x) an x1 operand that is a tf32 (a tile rounded where stored, rnd), xi(x) an input's value (TI_BF16:
     // bf16)
-    constexpr bool XR = X1 && FB_TC && FB_XR;
+    constexpr bool XR = X1 && FB_TC && FB_XR && FB_BF16, XF = FB_XF && FB_BF16;  // (session 24's switches: TI_BF16 only)
     using XT = typename fb_if<XR, fb_x, ta>::type;
     using XIT = typename fb_if<XR && FB_BF16, fb_x, ta>::type;
     const auto xr = [](ta x) { return XT{x}; };
@@ -646,7 +645,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
     }
     __syncthreads();
-    if constexpr (FB_XF) {  // X^T, whole (x1: rounded)
+    if constexpr (XF) {  // X^T, whole (x1: rounded)
         for (int idx = tid; idx < CH * CH; idx += NT) {
             const int a = idx / CH, b = idx % CH;
             sS[a * FB_LC + b] = rnd(X(b, a));
@@ -657,8 +656,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta w[R][CC], ph[RK][CC];
         zero_acc(w);
         zero_acc(ph);
-        using FT = typename fb_if<FB_XF, XT, ta>::type;
-        const auto xb = [&](int r, int s) { return FT{FB_XF ? sS[s * FB_LC + r] : X(r, s)}; };  // X[r][s]
+        using FT = typename fb_if<XF, XT, ta>::type;
+        const auto xb = [&](int r, int s) { return FT{XF ? sS[s * FB_LC + r] : X(r, s)}; };  // X[r][s]
         fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, xb);
         fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, xb);
         fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
@@ -680,7 +679,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta dvv[R][FB_CV];
         zero_acc(dvv);
         fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) {  // (FB_BFREE: both loads made, then the mask: no branch)
-                  if constexpr (FB_BFREE) {
+                  if constexpr (FB_BFREE && FB_BF16) {
                       const ta x = lamat(t, s) * sA[t * FB_LC + s];
                       return t >= s ? x : (ta)0;
                   } else {
@@ -858,36 +857,14 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     auto eD = [&](int t, int s) {  // E[t][s] = (D * dD)[t][s]
         return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[s * FB_LC + t] + sA[t * FB_LC + s] * sMX[t * FB_LC + s] : (ta)0;
     };
-    if constexpr (FB_TAIL) {  // E -> sMX (M, X no longer read), dM * D -> sA, dKK + dKK^T -> sP: tiles (x1: rounded)
-        constexpr int NE = CH * CH / NT;
-        static_assert(CH * CH % NT == 0, "FB_TAIL: the pass's elements");
-        ta e[NE], q[NE], g[NE];
-#pragma unroll
-        for (int u = 0; u < NE; ++u) {
-            const int t = (tid + NT * u) / CH, s = (tid + NT * u) % CH;
-            e[u] = eD(t, s);
-            q[u] = dQK(t, s);
-            g[u] = dKK(t, s) + dKK(s, t);
-        }
-        __syncthreads();
-#pragma unroll
-        for (int u = 0; u < NE; ++u) {
-            const int at = (tid + NT * u) / CH * FB_LC + (tid + NT * u) % CH;
-            sMX[at] = e[u];
-            sA[at] = rnd(q[u]);
-            sP[at] = rnd(g[u]);
-        }
-        __syncthreads();
-    }
     {
-        using QT = typename fb_if<FB_TAIL, XT, ta>::type;  // (the tiles' values: tf32 in x1)
         auto lk = [&](int s, int f) { return xi(sK[s * FB_LK + f]); };
         ta dQ[R][CK], dK[R][CK];
         zero_acc(dQ);
         zero_acc(dK);
-        fb_mm<X1>(dQ, 0, whi, [&](int t, int s) { return QT{FB_TAIL ? sA[t * FB_LC + s] : dQK(t, s)}; }, lk);
-        fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return QT{FB_TAIL ? sP[t * FB_LC + s] : dKK(t, s) + dKK(s, t)}; }, lk);
-        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return QT{FB_TAIL ? sA[s * FB_LC + t] : dQK(s, t)}; },
+        fb_mm<X1>(dQ, 0, whi, dQK, lk);
+        fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
+        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); },
               [&](int s, int f) { return xi(sS[s * FB_LK + f]); });
         if constexpr (FB_PAIR) {  // (dK's stores before dq's: FB_H keeps dk's partial sums' low halves in dq)
             fb_ij2<R, CK>([&](int i, int jj, int t, int f) {
@@ -922,11 +899,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     __syncthreads();
 
     // ---- the log decays: E = D * dD (strict), its sums over s < r <= t ----
-    ta* sE = FB_TAIL ? sMX : sS;
-    if constexpr (!FB_TAIL) {
-        for (int idx = tid; idx < CH * CH; idx += NT) sS[idx / CH * FB_LC + idx % CH] = eD(idx / CH, idx % CH);
-        __syncthreads();
-    }
+    ta* sE = sS;
+    for (int idx = tid; idx < CH * CH; idx += NT) sS[idx / CH * FB_LC + idx % CH] = eD(idx / CH, idx % CH);
+    __syncthreads();
     if (tid < CH) {  // column s: E[r][s] <- sum_{t >= r} E[t][s]
         const int s = tid;
         ta c = (ta)0;
