@@ -607,6 +607,39 @@ def bf16_context(ops):
     return emulated
 
 
+@pytest.mark.parametrize("half", ["", "bf16"])
+def test_forms_bwd_x1_tf32_operands_emulated(half):
+    """gd_forms_bwd_x1's TI_BF16 build with session 24's switches (the default: FB_XR, operands that are a tf32 already
+    passed to the mma as they are: tiles rounded where stored, the bf16 input tiles; FB_XF: X^T as a whole tile; FB_BFREE;
+    FB_P2: the epilogues' global accesses by pairs) equals all of them off (main's kernel) bit for bit, and the float32
+    build (where they are off) too (strong and -inf decays, a zero beta, an offset; d_v odd: dv's stores one by one)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from lsattn.backends.cupy._arrays import narrow
+
+    C, dk, dv, T, P, L = 64, 64, 33, 70, 100, 8
+    rng = np.random.default_rng(C + T + 1)
+    arrays = [x.astype(np.float32) for x in make(C + dk, (2,), T, dk, dv, keys="raw", key_scale=0.5)]
+    arrays[3][..., [3, T - 5]] = [-1e6, -np.inf]
+    arrays[4][..., 7] = 0.0
+    arrays[5] = rng.standard_normal((2, T, L)).astype(np.float32)
+    if half:
+        arrays = [narrow(np, x, "bf16") for x in arrays]
+    cfg = make_config("float", dk, 16, C)
+    lay = chunk_layout(P, T, C)
+    n = lay.n_chunks
+    sc = gdb.Scan(cfg, T, P, lay.first_chunk, n, 1, False, True, half)
+    shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    outs = []
+    for extra in ({"FB_XR": 0, "FB_XF": 0, "FB_BFREE": 0, "FB_P2": 0}, {}):
+        ops = EmulatedOps()
+        ops.extra = extra
+        outs.append(gdb.forms_backward(ops, sc, *arrays, grads))
+    for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], outs[1], outs[0]):
+        assert np.array_equal(g, w), f"{name} the default against all switches off {half}"
+
+
 def test_bf16_training_path_emulated_on_cpu():
     """The bfloat16 training path (GRAD_BF16) through ``differentiable`` on the kernels' CUDA sources on the CPU:
     gd_forms reading bfloat16 (its TI_BF16 build, lam's float32 copy for the scan), gd_scan / gd_scan_bwd_x1 in

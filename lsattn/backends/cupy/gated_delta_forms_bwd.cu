@@ -90,7 +90,53 @@ __device__ __forceinline__ int fb_col(int j) {
 #ifndef FB_ABL
 #define FB_ABL 0
 #endif
+// Session 24's switches (FB_XF, FB_BFREE, FB_XR, FB_P2; each bit-equal to its 0): on in the TI_BF16 build (GRAD_BF16's
+// gd_forms_bwd_x1, where they were measured: H200 8K 1.702 -> 1.581 ms, 32K 6.679 -> 6.428), off in the float32 and
+// float64 builds (main's kernels: the float32 x1 build measured slower with FB_XR). A fifth, the last products' A
+// operands formed once as tiles by an element-wise pass (FB_TAIL), was measured +2.3% at 8K and removed.
+// FB_XF 1: W's and phi's B operand X read from a whole copy of X^T (diagonal and zeros stored) in sS, free until the
+// value passes, instead of X's masked upper-triangle lookup (two compares, two selects an element): -0.25%
+#ifndef FB_XF
+#define FB_XF 1
+#endif
+// FB_BFREE 1: dV's operand Lambda * attn^T loaded for every element, then masked (ptxas branched around each element's
+// level lookup: BSSY / BSYNC and a branch an element)
+#ifndef FB_BFREE
+#define FB_BFREE 1
+#endif
+// FB_XR 1 (gd_forms_bwd_x1 on tensor cores): the 1xTF32 operands that are a tf32 already pass their bits to the mma
+// (fb_x) instead of cvt.rna's emulation (a compare and a predicated add an element, 24 of a k-step's ~50 SASS
+// instructions): the tiles read only as mma operands (dI, dH, phi, dphi, dW, dX, X^T dX, FB_XF's X^T) rounded
+// once where they are stored, and in TI_BF16 builds the inputs' tiles (K, Q, V: bf16, exact in tf32): the same mma
+// operands (0: every operand rounded at its load). H200, 8K: -2.2% (the conversions are ALU work beside the LDS -> HMMA
+// chain; X, M, W and dqe rounded where stored too, not bit-equal: no further gain, removed)
+#ifndef FB_XR
+#define FB_XR 1
+#endif
+struct fb_x {  // an x1 operand that is exactly a tf32
+    float v;
+};
+template <bool C, typename T, typename F>
+struct fb_if {
+    using type = T;
+};
+template <typename T, typename F>
+struct fb_if<false, T, F> {
+    using type = F;
+};
+// x rounded to tf32 as cvt.rna would at an operand load (R: pre-rounding on; else x)
+template <bool R>
+__device__ __forceinline__ ta fb_rnd(ta x) {
+    if constexpr (R) return (ta)__uint_as_float(to_tf32((float)x));
+    else return x;
+}
+
 // x as mma operands: X1 one tf32 (cvt.rna), else hi + lo
+template <bool X1>
+__device__ __forceinline__ void fb_cvt(fb_x x, unsigned& hi, unsigned& lo) {
+    if constexpr (X1) hi = __float_as_uint(x.v);
+    else tf32_split(x.v, hi, lo);
+}
 template <bool X1>
 __device__ __forceinline__ void fb_cvt(float x, unsigned& hi, unsigned& lo) {
     if constexpr (X1) {
@@ -112,14 +158,17 @@ __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, 
         static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
         const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
         const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
-        float ra[4], rb[RN / 2][2];  // one k-step's operands as loaded
+        using VA = decltype(la(0, 0));  // (float, or fb_x: a tf32 already)
+        using VB = decltype(lb(0, 0));
+        VA ra[4];  // one k-step's operands as loaded
+        VB rb[RN / 2][2];
         const auto load = [&](int k0) {
 #pragma unroll
-            for (int x = 0; x < 4; ++x) ra[x] = (float)la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+            for (int x = 0; x < 4; ++x) ra[x] = la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
 #pragma unroll
             for (int nt = 0; nt < RN / 2; ++nt)
 #pragma unroll
-                for (int y = 0; y < 2; ++y) rb[nt][y] = (float)lb(k0 + t4 + 4 * y, n0 + 8 * nt + g);
+                for (int y = 0; y < 2; ++y) rb[nt][y] = lb(k0 + t4 + 4 * y, n0 + 8 * nt + g);
         };
         if (FB_PF && lo < hi) load(lo);
 #pragma unroll 1
@@ -270,6 +319,82 @@ __device__ __forceinline__ ta fb_kget(const ti* dk, const ti* dq, i64 i) {
     else return dk[i];
 }
 
+// FB_P2 (tensor-core tiles: a thread's columns c, c + 1 of jj, jj + 1 are adjacent): the epilogues' global reads and
+// writes of such a pair as one 4-byte (16-bit arrays) or 8-byte (float32) access where `pr` (the row length even,
+// the arrays aligned) and both are inside (ok0, ok1), else element by element as before; the same values. H200: -2.9%
+// at 8K, -2.0% at 32K (the TI_BF16 build's dk halves, q loads and bf16 stores were ~+800 SASS a warp over float32's)
+#ifndef FB_P2
+#define FB_P2 1
+#endif
+constexpr bool FB_PAIR = FB_P2 && FB_TC && FB_BF16;
+__device__ __forceinline__ unsigned fb_bfbits(ta x) {  // common.cu's st (bfloat16): the 16 bits it stores
+    unsigned u = __float_as_uint((float)x);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) return (u >> 16) | 0x40u;  // NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return u >> 16;
+}
+template <typename S>
+__device__ __forceinline__ void fb_ld2(const S* p, bool pr, bool ok0, bool ok1, ta& x0, ta& x1) {
+    if (pr && ok0 && ok1) {
+        if constexpr (sizeof(S) == 2) {
+            const unsigned u = *reinterpret_cast<const unsigned*>(p);
+            x0 = (ta)__uint_as_float(u << 16), x1 = (ta)__uint_as_float(u & 0xffff0000u);
+        } else {
+            const float2 v = *reinterpret_cast<const float2*>(p);
+            x0 = v.x, x1 = v.y;
+        }
+    } else {
+        x0 = ok0 ? fb_ld(p) : (ta)0;
+        x1 = ok1 ? fb_ld(p + 1) : (ta)0;
+    }
+}
+__device__ __forceinline__ void fb_st2(ti* p, bool pr, bool ok0, bool ok1, ta x0, ta x1) {
+    if (pr && ok0 && ok1) {
+        if constexpr (FB_H) *reinterpret_cast<unsigned*>(p) = fb_bfbits(x0) | (fb_bfbits(x1) << 16);
+        else *reinterpret_cast<float2*>(p) = float2{(float)x0, (float)x1};
+    } else {
+        if (ok0) fb_st(p, x0);
+        if (ok1) fb_st(p + 1, x1);
+    }
+}
+__device__ __forceinline__ void fb_kput2(ti* dk, ti* dq, i64 i, bool pr, bool ok0, bool ok1, ta x0, ta x1) {
+    if (pr && ok0 && ok1) {
+        if constexpr (FB_H) {
+            const unsigned u0 = __float_as_uint((float)x0), u1 = __float_as_uint((float)x1);
+            *reinterpret_cast<unsigned*>(dk + i) = (u0 >> 16) | (u1 & 0xffff0000u);
+            *reinterpret_cast<unsigned*>(dq + i) = (u0 & 0xffffu) | (u1 << 16);
+        } else {
+            *reinterpret_cast<float2*>(dk + i) = float2{(float)x0, (float)x1};
+        }
+    } else {
+        if (ok0) fb_kput(dk, dq, i, x0);
+        if (ok1) fb_kput(dk, dq, i + 1, x1);
+    }
+}
+__device__ __forceinline__ void fb_kget2(const ti* dk, const ti* dq, i64 i, bool pr, bool ok0, bool ok1, ta& x0, ta& x1) {
+    if (pr && ok0 && ok1) {
+        if constexpr (FB_H) {
+            const unsigned h = *reinterpret_cast<const unsigned*>(dk + i), l = *reinterpret_cast<const unsigned*>(dq + i);
+            x0 = (ta)__uint_as_float((h << 16) | (l & 0xffffu));
+            x1 = (ta)__uint_as_float((h & 0xffff0000u) | (l >> 16));
+        } else {
+            const float2 v = *reinterpret_cast<const float2*>(dk + i);
+            x0 = v.x, x1 = v.y;
+        }
+    } else {
+        x0 = ok0 ? fb_kget(dk, dq, i) : (ta)0;
+        x1 = ok1 ? fb_kget(dk, dq, i + 1) : (ta)0;
+    }
+}
+// f(i, jj, row, column) for the even jj of an RM x RN tensor-core tile (the pair jj, jj + 1: columns c, c + 1)
+template <int RM, int RN, typename F>
+__device__ __forceinline__ void fb_ij2(F f) {
+#pragma unroll
+    for (int i = 0; i < RM; ++i)
+#pragma unroll
+        for (int j = 0; j < RN; j += 2) f(i, j, fb_row<RM>(i), fb_col<RN>(j));
+}
+
 // dst[r ld + c] = src(r, c) over an RT x CW tile, by a loop unrolled 4 times; ST (FB_STAGED=1, a timing build): the
 // global loads issued in batches of 16 before their stores (common.cu's staged), measured slower (H200, 8K: 2.49 ms
 // against 2.24; 32K 9.83 against 8.68: the registers of the loads in flight)
@@ -294,7 +419,8 @@ __device__ __forceinline__ void fb_tile(ta* dst, int ld, L src) {
 #define FB_V4 1
 #endif
 // (src: ta, or the 16-bit inputs of a TI_BF16 build: 8 bytes a load, widened exactly)
-template <int RT, int CW, typename S>
+// (RND: the values stored rounded to tf32, fb_rnd: a tile read only as x1 operands)
+template <int RT, int CW, bool RND = false, typename S>
 __device__ __forceinline__ void fb_copy(ta* dst, int ld, const S* src, i64 r0, i64 rs, int r_lo, int r_hi, int cols) {
     if constexpr (FB_V4 && sizeof(ta) == 4 && CW % 4 == 0 && (sizeof(S) == 4 || (sizeof(S) == 2 && FB_BF16))) {
         if (rs % 4 == 0 && cols % 4 == 0 && ld % 4 == 0 && reinterpret_cast<unsigned long long>(src) % (4 * sizeof(S)) == 0) {
@@ -311,12 +437,15 @@ __device__ __forceinline__ void fb_copy(ta* dst, int ld, const S* src, i64 r0, i
                         x.z = __uint_as_float(u.y << 16), x.w = __uint_as_float(u.y & 0xffff0000u);
                     }
                 }
+                if constexpr (RND) x = {fb_rnd<true>(x.x), fb_rnd<true>(x.y), fb_rnd<true>(x.z), fb_rnd<true>(x.w)};
                 *reinterpret_cast<float4*>(dst + r * ld + c) = x;
             }
             return;
         }
     }
-    fb_tile<RT, CW>(dst, ld, [&](int r, int c) { return (r >= r_lo && r < r_hi && c < cols) ? fb_ld(src + (r0 + r) * rs + c) : (ta)0; });
+    fb_tile<RT, CW>(dst, ld, [&](int r, int c) {
+        return fb_rnd<RND>((r >= r_lo && r < r_hi && c < cols) ? fb_ld(src + (r0 + r) * rs + c) : (ta)0);
+    });
 }
 
 // The Fenwick level of key s seen from query t inside a chunk: bit_length(t XOR s), 0 when equal.
@@ -441,7 +570,20 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     const i64 t0 = (F + j) * CH - p;  // the call's index of the chunk's first token
     auto in = [&](int t) { return t0 + t >= 0 && t0 + t < T; };
     auto row = [&](int t) { return bh * T + t0 + t; };  // the call's row of token t (in(t))
+    // FB_PAIR: the pairs' accesses (fb_ld2 ..) as one when the rows' lengths are even and the arrays aligned
+    const auto al = [](const void* x, int b) { return reinterpret_cast<unsigned long long>(x) % b == 0; };
+    constexpr int EB = 2 * sizeof(ti), AB = 2 * sizeof(ta);
+    const bool pk = FB_PAIR && DK % 2 == 0 && al(q, EB) && al(dk, EB) && al(dq, EB) && al(dek, AB) && al(dqe, AB);
+    const bool pv = FB_PAIR && DV % 2 == 0 && al(dv, EB);
     auto X = [&](int r, int s) { return r > s ? sMX[s * FB_LC + r] : (r == s ? (ta)1 : (ta)0); };
+    // FB_XR: xr(x) an x1 operand that is a tf32 (a tile rounded where stored, rnd), xi(x) an input's value (TI_BF16:
+    // bf16)
+    constexpr bool XR = X1 && FB_TC && FB_XR && FB_BF16, XF = FB_XF && FB_BF16;  // (session 24's switches: TI_BF16 only)
+    using XT = typename fb_if<XR, fb_x, ta>::type;
+    using XIT = typename fb_if<XR && FB_BF16, fb_x, ta>::type;
+    const auto xr = [](ta x) { return XT{x}; };
+    const auto xi = [](ta x) { return XIT{x}; };
+    const auto rnd = [](ta x) { return fb_rnd<XR>(x); };
     auto lamat = [&](int t, int s) { return lamS[t * 8 + min(fb_level(t, s), L - 1)]; };
 
     // ---- the chunk's inputs, decays, D ----
@@ -476,9 +618,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta kk[R][CC], qk[R][CC];
         zero_acc(kk);
         zero_acc(qk);
-        auto lk = [&](int f, int s) { return sK[s * FB_LK + f]; };
-        fb_mm<X1>(kk, 0, up ? 0 : DKP, [&](int t, int f) { return sK[t * FB_LK + f]; }, lk);
-        fb_mm<X1>(qk, 0, up ? 0 : DKP, [&](int t, int f) { return sA[t * FB_LK + f]; }, lk);
+        auto lk = [&](int f, int s) { return xi(sK[s * FB_LK + f]); };
+        fb_mm<X1>(kk, 0, up ? 0 : DKP, [&](int t, int f) { return xi(sK[t * FB_LK + f]); }, lk);
+        fb_mm<X1>(qk, 0, up ? 0 : DKP, [&](int t, int f) { return xi(sA[t * FB_LK + f]); }, lk);
         fb_each(qk, [&](int t, int s, ta x) {
             if (s <= t) sMX[t * FB_LC + s] = sDD[t * FB_LC + s] * x;
         });
@@ -503,14 +645,23 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
     }
     __syncthreads();
+    if constexpr (XF) {  // X^T, whole (x1: rounded)
+        for (int idx = tid; idx < CH * CH; idx += NT) {
+            const int a = idx / CH, b = idx % CH;
+            sS[a * FB_LC + b] = rnd(X(b, a));
+        }
+        __syncthreads();
+    }
     {  // W = M X -> sA (Q no longer read), phi = Z^T X diag(beta) -> sP [f][s]
         ta w[R][CC], ph[RK][CC];
         zero_acc(w);
         zero_acc(ph);
-        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, X);
-        fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, X);
+        using FT = typename fb_if<XF, XT, ta>::type;
+        const auto xb = [&](int r, int s) { return FT{XF ? sS[s * FB_LC + r] : X(r, s)}; };  // X[r][s]
+        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, xb);
+        fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, xb);
         fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
-        fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = x * vb[s]; });
+        fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = rnd(x * vb[s]); });
     }
     __syncthreads();
 
@@ -521,23 +672,35 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     for (int c0 = 0; c0 < DV; c0 += FB_VB) {
         ta* S1 = sS;
         ta* S2 = sS + FB_S1;
-        fb_copy<CH, FB_VB>(S1, FB_LV, dI + c0, cj * CH, DV, r_in, r_out, DV - c0);
+        fb_copy<CH, FB_VB, XR>(S1, FB_LV, dI + c0, cj * CH, DV, r_in, r_out, DV - c0);
         fb_copy<CH, FB_VB>(S2, FB_LV, v + c0, bh * T + t0, DV, r_in, r_out, DV - c0);
         __syncthreads();
-        fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return S1[t * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
+        fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return xr(S1[t * FB_LV + c]); }, [&](int c, int s) { return xi(S2[s * FB_LV + c]); });
         ta dvv[R][FB_CV];
         zero_acc(dvv);
-        fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) { return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0; },
-              [&](int t, int c) { return S1[t * FB_LV + c]; });
+        fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) {  // (FB_BFREE: both loads made, then the mask: no branch)
+                  if constexpr (FB_BFREE && FB_BF16) {
+                      const ta x = lamat(t, s) * sA[t * FB_LC + s];
+                      return t >= s ? x : (ta)0;
+                  } else {
+                      return t >= s ? lamat(t, s) * sA[t * FB_LC + s] : (ta)0;
+                  } },
+              [&](int t, int c) { return xr(S1[t * FB_LV + c]); });
         fb_ij<R, FB_CV>([&](int i, int jj, int s, int c) { dvv[i][jj] *= vb[s]; });  // attn = W diag(beta)
         __syncthreads();
-        fb_copy<DKP, FB_VB>(S1, FB_LV, dHc + c0, cj * DK, DV, 0, DK, DV - c0);
+        fb_copy<DKP, FB_VB, XR>(S1, FB_LV, dHc + c0, cj * DK, DV, 0, DK, DV - c0);
         __syncthreads();
-        fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return S1[f * FB_LV + c]; }, [&](int c, int s) { return S2[s * FB_LV + c]; });
-        fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return sP[f * FB_LC + s]; }, [&](int f, int c) { return S1[f * FB_LV + c]; });
-        fb_each(dvv, [&](int s, int c, ta x) {
-            if (in(s) && c0 + c < DV) fb_st(dv + row(s) * DV + c0 + c, x);
-        });
+        fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return xr(S1[f * FB_LV + c]); }, [&](int c, int s) { return xi(S2[s * FB_LV + c]); });
+        fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return xr(sP[f * FB_LC + s]); }, [&](int f, int c) { return xr(S1[f * FB_LV + c]); });
+        if constexpr (FB_PAIR) {
+            fb_ij2<R, FB_CV>([&](int i, int jj, int s, int c) {
+                if (in(s)) fb_st2(dv + row(s) * DV + c0 + c, pv, c0 + c < DV, c0 + c + 1 < DV, dvv[i][jj], dvv[i][jj + 1]);
+            });
+        } else {
+            fb_each(dvv, [&](int s, int c, ta x) {
+                if (in(s) && c0 + c < DV) fb_st(dv + row(s) * DV + c0 + c, x);
+            });
+        }
         __syncthreads();
     }
     fb_each(P, [&](int t, int s, ta x) { sS[t * FB_LC + s] = x; });
@@ -568,31 +731,44 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta dat[R][CC];
         zero_acc(dat);
-        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return sK[s * FB_LK + f]; });
+        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return xi(sK[s * FB_LK + f]); });
         ta de[R][CK];
         zero_acc(de);
         fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
               [&](int s, int f) { return sP[s * FB_LK + f]; });
         ta part[R] = {};
-        fb_ij<R, CK>([&](int i, int jj, int t, int f) {
-            const ta dqv = sP[t * FB_LK + f];
-            const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - vb[t] * de[i][jj];
-            const bool ok = in(t) && f < DK;
-            const ta qv = ok ? fb_ld(q + row(t) * DK + f) : (ta)0;
-            part[i] = fma(qv, dqv, fma(sK[t * FB_LK + f], dev, part[i]));
-            if (ok) fb_kput(dk, dq, row(t) * DK + f, veG[t] * dev);
-        });
+        if constexpr (FB_PAIR) {
+            fb_ij2<R, CK>([&](int i, int jj, int t, int f) {
+                const bool ok0 = f < DK, ok1 = f + 1 < DK;
+                ta e0, e1, q0 = (ta)0, q1 = (ta)0;
+                fb_ld2(dek + (cj * CH + t) * DK + f, pk, ok0, ok1, e0, e1);
+                if (in(t)) fb_ld2(q + row(t) * DK + f, pk, ok0, ok1, q0, q1);
+                const ta dev0 = e0 - vb[t] * de[i][jj], dev1 = e1 - vb[t] * de[i][jj + 1];
+                part[i] = fma(q0, sP[t * FB_LK + f], fma(sK[t * FB_LK + f], dev0, part[i]));
+                part[i] = fma(q1, sP[t * FB_LK + f + 1], fma(sK[t * FB_LK + f + 1], dev1, part[i]));
+                if (in(t)) fb_kput2(dk, dq, row(t) * DK + f, pk, ok0, ok1, veG[t] * dev0, veG[t] * dev1);
+            });
+        } else {
+            fb_ij<R, CK>([&](int i, int jj, int t, int f) {
+                const ta dqv = sP[t * FB_LK + f];
+                const ta dev = (f < DK ? dek[(cj * CH + t) * DK + f] : (ta)0) - vb[t] * de[i][jj];
+                const bool ok = in(t) && f < DK;
+                const ta qv = ok ? fb_ld(q + row(t) * DK + f) : (ta)0;
+                part[i] = fma(qv, dqv, fma(sK[t * FB_LK + f], dev, part[i]));
+                if (ok) fb_kput(dk, dq, row(t) * DK + f, veG[t] * dev);
+            });
+        }
         fb_rows(part, red, vdG, false);  // (its barriers: every read of P, dqe is done)
         // d attn (lower), stored as dW = d attn diag(beta); dbeta's first column sums, colsum(W * d attn)
         ta cpart[CC] = {};
         fb_ij<R, CC>([&](int i, int jj, int t, int s) {
             const ta x = s <= t ? lamat(t, s) * sS[t * FB_LC + s] - veG[s] * dat[i][jj] : (ta)0;
             cpart[jj] = fma(sA[t * FB_LC + s], x, cpart[jj]);
-            sS[t * FB_LC + s] = x * vb[s];
+            sS[t * FB_LC + s] = rnd(x * vb[s]);
         });
         fb_cols(cpart, red, vdb, false);
         fb_each(dphi, [&](int f, int s, ta x) {
-            sP[f * FB_LC + s] = x + (f < DK ? dph[(cj * DK + f) * CH + s] : (ta)0);
+            sP[f * FB_LC + s] = rnd(x + (f < DK ? dph[(cj * DK + f) * CH + s] : (ta)0));
         });
         if (tid < CH) vdG[tid] *= veG[tid];
     }
@@ -600,7 +776,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
 
     // ---- dM, dY, dZ, dX: dbeta's second column sums, dS ----
     {
-        auto dW = [&](int t, int s) { return sS[t * FB_LC + s]; };  // zero above the diagonal
+        auto dW = [&](int t, int s) { return xr(sS[t * FB_LC + s]); };  // zero above the diagonal
         {  // dM = dW X^T -> sA (W is no longer read)
             ta dM[R][CC];
             zero_acc(dM);
@@ -609,7 +785,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
         ta dY[R][CC];  // e^S_r (K dphi)[r][s]
         zero_acc(dY);
-        fb_mm<X1>(dY, 0, up ? 0 : DKP, [&](int r, int f) { return sK[r * FB_LK + f]; }, [&](int f, int s) { return sP[f * FB_LC + s]; });
+        fb_mm<X1>(dY, 0, up ? 0 : DKP, [&](int r, int f) { return xi(sK[r * FB_LK + f]); }, [&](int f, int s) { return xr(sP[f * FB_LC + s]); });
         ta cpart[CC] = {};
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             dY[i][jj] *= veS[r];
@@ -618,15 +794,29 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         {
             ta dZ[R][CK];
             zero_acc(dZ);
-            fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return sP[f * FB_LC + r]; });
+            fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return xr(sP[f * FB_LC + r]); });
             ta part[R] = {};
-            fb_ij<R, CK>([&](int i, int jj, int s, int f) {
-                part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
-                if (in(s) && f < DK) {
-                    const i64 at = row(s) * DK + f;
-                    fb_kput(dk, dq, at, fb_kget(dk, dq, at) + veS[s] * dZ[i][jj]);
-                }
-            });
+            if constexpr (FB_PAIR) {
+                fb_ij2<R, CK>([&](int i, int jj, int s, int f) {
+                    part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
+                    part[i] = fma(sK[s * FB_LK + f + 1], dZ[i][jj + 1], part[i]);
+                    if (in(s)) {
+                        const i64 at = row(s) * DK + f;
+                        const bool ok0 = f < DK, ok1 = f + 1 < DK;
+                        ta k0, k1;
+                        fb_kget2(dk, dq, at, pk, ok0, ok1, k0, k1);
+                        fb_kput2(dk, dq, at, pk, ok0, ok1, k0 + veS[s] * dZ[i][jj], k1 + veS[s] * dZ[i][jj + 1]);
+                    }
+                });
+            } else {
+                fb_ij<R, CK>([&](int i, int jj, int s, int f) {
+                    part[i] = fma(sK[s * FB_LK + f], dZ[i][jj], part[i]);
+                    if (in(s) && f < DK) {
+                        const i64 at = row(s) * DK + f;
+                        fb_kput(dk, dq, at, fb_kget(dk, dq, at) + veS[s] * dZ[i][jj]);
+                    }
+                });
+            }
             fb_cols(cpart, red, vdb, true);
             fb_rows(part, red, vdS, false);  // (its barriers: every read of dphi is done)
         }
@@ -634,7 +824,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         zero_acc(dX);
         fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
-            sP[r * FB_LC + s] = s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0;
+            sP[r * FB_LC + s] = rnd(s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0);
         });
         if (tid < CH) vdS[tid] *= veS[tid];
     }
@@ -644,14 +834,14 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta tm[R][CC];
         zero_acc(tm);
-        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return sP[r * FB_LC + s]; });
-        fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = x; });  // d attn no longer read
+        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return xr(sP[r * FB_LC + s]); });
+        fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = rnd(x); });  // d attn no longer read
     }
     __syncthreads();
     {
         ta dN[R][CC];
         zero_acc(dN);
-        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), [&](int i, int b) { return sS[i * FB_LC + b]; }, [&](int b, int r) { return X(r, b); });
+        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), [&](int i, int b) { return xr(sS[i * FB_LC + b]); }, [&](int b, int r) { return X(r, b); });
         ta part[R] = {};
         fb_ij<R, CC>([&](int i, int jj, int t, int r) {
             dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
@@ -662,45 +852,66 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         qtile(sS);  // Q -> sS
     }
     __syncthreads();
+    auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
+    auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
+    auto eD = [&](int t, int s) {  // E[t][s] = (D * dD)[t][s]
+        return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[s * FB_LC + t] + sA[t * FB_LC + s] * sMX[t * FB_LC + s] : (ta)0;
+    };
     {
-        auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
-        auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
-        auto lk = [&](int s, int f) { return sK[s * FB_LK + f]; };
+        auto lk = [&](int s, int f) { return xi(sK[s * FB_LK + f]); };
         ta dQ[R][CK], dK[R][CK];
         zero_acc(dQ);
         zero_acc(dK);
         fb_mm<X1>(dQ, 0, whi, dQK, lk);
         fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
-        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, [&](int s, int f) { return sS[s * FB_LK + f]; });
-        fb_each(dK, [&](int t, int f, ta x) {  // (before dq's store: FB_H keeps dk's partial sums' low halves in dq)
-            if (in(t) && f < DK) {
-                const i64 at = row(t) * DK + f;
-                fb_st(dk + at, fb_kget(dk, dq, at) + x);
-            }
-        });
-        fb_each(dQ, [&](int t, int f, ta x) {  // + e^G dqe
-            if (in(t) && f < DK) fb_st(dq + row(t) * DK + f, fma(veG[t], dqe[(cj * CH + t) * DK + f], x));
-        });
+        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); },
+              [&](int s, int f) { return xi(sS[s * FB_LK + f]); });
+        if constexpr (FB_PAIR) {  // (dK's stores before dq's: FB_H keeps dk's partial sums' low halves in dq)
+            fb_ij2<R, CK>([&](int i, int jj, int t, int f) {
+                if (in(t)) {
+                    const i64 at = row(t) * DK + f;
+                    const bool ok0 = f < DK, ok1 = f + 1 < DK;
+                    ta k0, k1;
+                    fb_kget2(dk, dq, at, pk, ok0, ok1, k0, k1);
+                    fb_st2(dk + at, pk, ok0, ok1, k0 + dK[i][jj], k1 + dK[i][jj + 1]);
+                }
+            });
+            fb_ij2<R, CK>([&](int i, int jj, int t, int f) {  // + e^G dqe
+                if (in(t)) {
+                    const bool ok0 = f < DK, ok1 = f + 1 < DK;
+                    ta e0, e1;
+                    fb_ld2(dqe + (cj * CH + t) * DK + f, pk, ok0, ok1, e0, e1);
+                    fb_st2(dq + row(t) * DK + f, pk, ok0, ok1, fma(veG[t], e0, dQ[i][jj]), fma(veG[t], e1, dQ[i][jj + 1]));
+                }
+            });
+        } else {
+            fb_each(dK, [&](int t, int f, ta x) {  // (before dq's store: FB_H keeps dk's partial sums' low halves in dq)
+                if (in(t) && f < DK) {
+                    const i64 at = row(t) * DK + f;
+                    fb_st(dk + at, fb_kget(dk, dq, at) + x);
+                }
+            });
+            fb_each(dQ, [&](int t, int f, ta x) {  // + e^G dqe
+                if (in(t) && f < DK) fb_st(dq + row(t) * DK + f, fma(veG[t], dqe[(cj * CH + t) * DK + f], x));
+            });
+        }
     }
     __syncthreads();
 
     // ---- the log decays: E = D * dD (strict), its sums over s < r <= t ----
-    for (int idx = tid; idx < CH * CH; idx += NT) {
-        const int t = idx / CH, s = idx % CH;
-        sS[t * FB_LC + s] = s < t ? sP[t * FB_LC + s] * vb[t] * sDD[s * FB_LC + t] + sA[t * FB_LC + s] * sMX[t * FB_LC + s]
-                                  : (ta)0;
-    }
+    ta* sE = sS;
+    for (int idx = tid; idx < CH * CH; idx += NT) sS[idx / CH * FB_LC + idx % CH] = eD(idx / CH, idx % CH);
     __syncthreads();
     if (tid < CH) {  // column s: E[r][s] <- sum_{t >= r} E[t][s]
         const int s = tid;
         ta c = (ta)0;
-        for (int t = CH - 1; t > s; --t) sS[t * FB_LC + s] = (c += sS[t * FB_LC + s]);
+        for (int t = CH - 1; t > s; --t) sE[t * FB_LC + s] = (c += sE[t * FB_LC + s]);
     }
     __syncthreads();
     if (tid < CH) {
         const int r = tid;
         ta x = dgc[cj];
-        for (int s = 0; s < r; ++s) x += sS[r * FB_LC + s] + vdS[s];
+        for (int s = 0; s < r; ++s) x += sE[r * FB_LC + s] + vdS[s];
         for (int t = r; t < CH; ++t) x += vdG[t];
         if (in(r)) {
             fb_st(da + row(r), x);
