@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Session 24, helper c (issue 16: the scan's backward across chunks in parallel; no kernel changed on this branch):
+#   OUT=... bash benchmarks/device/run_s24c.sh tests   nothing to test on the GPU (this branch changes no kernel: its
+#                                                      tests are the CPU float64 twin's, tests/test_gated_delta_tier_bwd.py)
+#   OUT=... bash benchmarks/device/run_s24c.sh times   gd_scan_bwd_x1's phase 1 (the slots' recompute) against the whole
+#                                                      kernel and phase 2 alone at 8K and 32K (gd_bwd_phases_s24c.py);
+#                                                      ncu --set full of one launch at 8K: occupancy, stall reasons,
+#                                                      tensor pipe
+set -u
+if [ "$1" = tests ]; then
+  ( NAME=s24c_tests; . benchmarks/device/setup.sh
+    echo "no GPU tests on s24c (no kernel changed)" )
+fi
+if [ "$1" = times ]; then
+  ( NAME=s24c_times; . benchmarks/device/setup.sh
+    export CUDA_VISIBLE_DEVICES=0
+    nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw --format=csv,noheader
+    echo "=== phases $(date -u +%T)"
+    timeout 70 python3 benchmarks/device/gd_bwd_phases_s24c.py 8192,32768 15 > "$OUT/log_phases.txt" 2>&1; echo "rc=$?"
+    grep -E "^T=|registers|Error|error" "$OUT/log_phases.txt" | cut -c1-260
+    echo "=== ncu $(date -u +%T)"
+    timeout 45 ncu --kernel-name gd_scan_bwd_x1 --launch-count 1 --set full -o "$OUT/bwd8k" \
+        python3 benchmarks/device/gd_bwd_phases_s24c.py one 8192 > "$OUT/log_ncu.txt" 2>&1; echo "rc=$?"
+    tail -n 3 "$OUT/log_ncu.txt" | cut -c1-200
+    timeout 10 ncu --import "$OUT/bwd8k.ncu-rep" --page details --print-units base > "$OUT/ncu_details.txt" 2>&1
+    grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occ|Registers Per|Dynamic Shared|Grid Size|Issue Slots Busy|No Eligible|Active Warps Per|Eligible Warps|Warp Cycles Per Issued|Executed Ipc A|L2 Hit|DRAM Throughput|Block Limit" \
+        "$OUT/ncu_details.txt" | cut -c1-110
+    timeout 10 ncu --import "$OUT/bwd8k.ncu-rep" --page raw --csv --print-units base > "$OUT/ncu_raw.csv" 2>&1
+    timeout 10 python3 - "$OUT/ncu_raw.csv" <<'PY'
+import csv, re, sys
+rows = list(csv.reader(open(sys.argv[1])))
+if len(rows) < 3:
+    sys.exit("no raw rows")
+name, val = rows[0], rows[-1]
+pat = re.compile(r"smsp__average_warps?_(latency_)?issue_stalled_.*_per_issue_active\.ratio$|pipe_tensor.*pct_of_peak"
+                 r"|sm__warps_active\.avg\.pct_of_peak|sm__inst_executed_pipe_tensor|smsp__issue_active\.avg\.pct")
+out = [(n, v) for n, v in zip(name, val) if pat.search(n)]
+stalls = sorted(((float(v.replace(",", "")), n) for n, v in out if "stalled" in n and v.replace(",", "").replace(".", "").isdigit()), reverse=True)
+for v, n in stalls[:12]:
+    print(f"  stall {n.split('issue_stalled_')[1].split('_per_issue')[0]:28s} {v:8.2f} cycles/issue")
+for n, v in out:
+    if "stalled" not in n:
+        print(f"  {n} = {v}")
+PY
+  )
+fi
+echo "=== done $(date -u +%T)"
