@@ -166,9 +166,9 @@ def forward(xp, qe, ek, ph, H, g, lam, keep=False):
 
 
 def tier3_bwd(qp, Sb, lam, dout, geo, mutate=None):
-    """gd_tier3's backward: (dQp (B, n, C, d_k), dS {(cl, pp): (B, d_k, d_v)}, dlam's coarse columns added into
-    ``dlam`` (B, T, L), returned). Per chunk c and held slot S_cl(pp): r = Qp S, dlam[t] = r . dout_t,
-    Dr = lam dout, dQp += Dr S^T, dS_cl(pp) += Qp^T Dr."""
+    """gd_tier3's backward: (dQp (B, n, C, d_k), dS {(cl, pp): (B, d_k, d_v)}, dlam (B, T, L) holding the coarse
+    columns). Per chunk c and held slot S = S_cl(pp): U = dout S^T, dlam[t] = rowdot(Qp_t, U_t), dQp += lam U,
+    dS_cl(pp) += Qp^T (lam dout): two products (the forward's r = Qp S not needed)."""
     dqp = np.zeros((geo.B, geo.n, geo.C, geo.dk))
     dS, dlam = {}, np.zeros((geo.B, geo.T, geo.L))
     for c in range(geo.n):
@@ -176,42 +176,67 @@ def tier3_bwd(qp, Sb, lam, dout, geo, mutate=None):
         mask, t = geo.rows(c)
         for cl, S in Sb[pp].items():
             col = geo.lc0 + 2 + cl
-            w = _w(np, geo, lam, c, col)
-            r = qp[c] @ S
-            np.add.at(dlam, (slice(None), t, col), np.sum(r * dout[:, c], axis=-1) * mask)
-            dr = (1.0 if mutate == "tier3" else w[..., None]) * dout[:, c]
-            dqp[:, c] += dr @ _tr(S)
-            dS[cl, pp] = dS.get((cl, pp), 0.0) + _tr(qp[c]) @ dr
+            w = _w(np, geo, lam, c, col)[..., None]
+            U = dout[:, c] @ _tr(S)
+            np.add.at(dlam, (slice(None), t, col), np.sum(qp[c] * U, axis=-1) * mask)
+            dqp[:, c] += (1.0 if mutate == "tier3" else w) * U
+            dS[cl, pp] = dS.get((cl, pp), 0.0) + _tr(qp[c]) @ (w * dout[:, c])
     return dqp, dS, dlam
 
 
-def coarse_bwd(Z, Sb, dS, geo, mutate=None):
+def _chain_steps(Z, Sb, dS, cl, mid, lo, hi, R, acc, mutate=None):
+    """Level cl's reverse chain steps x = hi - 1 .. lo (held from mid), from R the adjoint of the state after step
+    hi - 1 (None: dropped): dA(x) = [x held] dS_cl(x) + Z_x^T R, R <- dA; with ``acc`` (dtot, dZ) also
+    dZ_x += R A(x)^T and, unheld, dTot_x += R. -> the adjoint after step lo - 1 (None: zero)."""
+    for x in range(hi - 1, lo - 1, -1):
+        held = x >= mid
+        dA = dS.get((cl, x), 0.0) if held else 0.0
+        if R is not None:
+            if acc is not None:
+                A = Sb[x][cl] if held else sum((Sb[x][m] for m in Sb[x] if m < cl), np.zeros_like(R))
+                acc[1][x] += R @ _tr(A)
+                if not held:
+                    acc[0][x] += R
+            dA = dA + (Z[x] if mutate == "coarse" else _tr(Z[x])) @ R
+        R = dA if isinstance(dA, np.ndarray) else None
+    return R
+
+
+def coarse_bwd(Z, Sb, dS, geo, mutate=None, grouped=False):
     """The coarse slots' backward as independent reverse chains, one per (level cl, level period [b, b + 2^cl)) as
     gd_coarse's forward chains: x from the period's last call period down to b, R the adjoint of the chain's state
     after step x (zero at the top), dA(x) = [x held] dS_cl(x) + Z_x^T R(x), R(x - 1) = dA(x); on the way
     dZ_x += R(x) A(x)^T (A(x): S_cl(x) where held, else the sum of the held lower slots at x: the first half's
     accumulated keys) and, in the first half, dTot_x += R(x). -> (dTot, dZ): lists of nP (B, d_k, d_v) /
-    (B, d_k, d_k) (zeros where unused)."""
+    (B, d_k, d_k) (zeros where unused).
+
+    grouped (levels >= 3, as gd_cgroup / gd_coarse_g / gd_cfill backwards, groups of GC = 4 periods): (a) per group q
+    of a second half J_q = the group's 4 steps from R = None without the adds (Horner: dS(4q) + Z_4q^T (dS(4q+1) +
+    ..)); (b) the group chain R_g(q - 1) = J_q + P_4(q)^T R_g(q), P_4(q) = Z_{4q+3} .. Z_{4q}, from None after the
+    last group; (c) per group the fill: its 4 steps again from R_g(q), with the adds."""
     nP = geo.nP
     dtot = [np.zeros((geo.B, geo.dk, geo.dv)) for _ in range(nP)]
     dZ = [np.zeros((geo.B, geo.dk, geo.dk)) for _ in range(nP)]
-    NCL = (nP - 1).bit_length()
-    for cl in range(1, NCL + 1):
+    for cl in range(1, (nP - 1).bit_length() + 1):
         for b in range(0, nP, 1 << cl):
             mid, end = b + (1 << (cl - 1)), min(b + (1 << cl), nP)
             if mid >= nP:  # no reads of this chain in the call
                 continue
-            R = None  # the adjoint of the chain's state after step x (None: dropped, zero)
-            for x in range(end - 1, b - 1, -1):
-                held = x >= mid
-                dA = dS.get((cl, x), 0.0) if held else 0.0
+            if not grouped or cl < 3:
+                _chain_steps(Z, Sb, dS, cl, mid, b, end, None, (dtot, dZ), mutate)
+                continue
+            groups = range(b // 4, -(-end // 4))
+            J = {q: _chain_steps(Z, Sb, dS, cl, mid, 4 * q, min(4 * q + 4, end), None, None) if 4 * q >= mid else None
+                 for q in groups}  # (a)
+            after, R = {}, None  # (b): R_g(q), the adjoint after the group's last step
+            for q in reversed(groups):
+                after[q] = R
                 if R is not None:
-                    A = Sb[x][cl] if held else sum((Sb[x][m] for m in Sb[x] if m < cl), np.zeros_like(R))
-                    dZ[x] += R @ _tr(A)
-                    if not held:
-                        dtot[x] += R
-                    dA = dA + (Z[x] if mutate == "coarse" else _tr(Z[x])) @ R
-                R = dA if isinstance(dA, np.ndarray) else None
+                    P4 = Z[4 * q + 3] @ Z[4 * q + 2] @ Z[4 * q + 1] @ Z[4 * q]
+                    R = (P4 if mutate == "coarse_g" else _tr(P4)) @ R
+                R = R if J[q] is None else (J[q] if R is None else J[q] + R)
+            for q in groups:  # (c)
+                _chain_steps(Z, Sb, dS, cl, mid, 4 * q, min(4 * q + 4, end), after[q], (dtot, dZ))
     return dtot, dZ
 
 
@@ -241,8 +266,8 @@ def tier1_bwd(qe, ek, ph, H, g, lam, dout, dtot, geo, grads, mutate=None):
     """gd_tier1's backward per period (gd_scan_bwd's formulas on the period's low slots, started from dTot_pp at the
     period's last merge): slots before each chunk recomputed, then i = last .. 0: the merge's reverse (dH_c = dS^{z+1},
     the merged held slots' adjoints = dS^{z+1}; at i = 3: dH_c += dTot, every held slot's = dTot), then per held slot m
-    with S before chunk c and dS' after: r = qe S, dlam[t, log2 C + m] = r . dout_t, dr = lam dout, W = ek S,
-    dW = -ph^T dS', dqe += dr S^T, dek += dW S^T, dph -= dS' W^T, dg += e^g <dS', S>, dS = e^g dS' + qe^T dr + ek^T dW.
+    with S before chunk c and dS' after: U = dout S^T, dlam[t, log2 C + m] = rowdot(qe_t, U_t), dr = lam dout,
+    W = ek S, dW = -ph^T dS', dqe += lam U, dek += dW S^T, dph -= dS' W^T, dg += e^g <dS', S>, dS = e^g dS' + qe^T dr + ek^T dW.
     Adds into grads {dqe, dek, dph, dH, dg, dlam}."""
     zero = np.zeros((geo.B, geo.dk, geo.dv))
     for pp in range(geo.nP):
@@ -278,27 +303,28 @@ def tier1_bwd(qe, ek, ph, H, g, lam, dout, dtot, geo, grads, mutate=None):
             for m in held:
                 S, dSp = before[i][m], dpost[m]
                 col = geo.lc0 + m
-                w = _w(np, geo, lam, c, col)
-                r = qe[:, c] @ S
-                np.add.at(grads["dlam"], (slice(None), t, col), np.sum(r * dout[:, c], axis=-1) * mask)
-                dr = w[..., None] * dout[:, c]
+                w = _w(np, geo, lam, c, col)[..., None]
+                U = dout[:, c] @ _tr(S)  # (the read's r = qe S not needed: dlam and dqe from U)
+                np.add.at(grads["dlam"], (slice(None), t, col), np.sum(qe[:, c] * U, axis=-1) * mask)
+                dr = w * dout[:, c]
                 W = ek[:, c] @ S
                 dW = -_tr(ph[:, c]) @ dSp
-                grads["dqe"][:, c] += dr @ _tr(S)
+                grads["dqe"][:, c] += w * U
                 grads["dek"][:, c] += dW @ _tr(S)
                 grads["dph"][:, c] -= dSp @ _tr(W)
                 grads["dg"][:, c] += eg[:, 0, 0] * np.sum(dSp * S, axis=(-1, -2))
                 dsl[m] = eg * dSp + _tr(qe[:, c]) @ dr + _tr(ek[:, c]) @ dW
 
 
-def backward(qe, ek, ph, H, g, lam, dout, mutate=None):
+def backward(qe, ek, ph, H, g, lam, dout, mutate=None, grouped=False):
     """The scan's gradients (dqe, dek, dph, dH, dg, dlam) for the reads' gradient dout (B, n, C, d_v), as the
     composition tier3_bwd -> coarse_bwd -> (tier1x_bwd, tier1_bwd), from the forward's saved Qp, Z, Sb (Tot is not
-    needed); ``mutate``: 'tier3' | 'coarse' | 'tier1x' | 'tier1' puts a deliberate error into that piece."""
+    needed); grouped: coarse_bwd's grouped form; ``mutate``: 'tier3' | 'coarse' | 'coarse_g' | 'tier1x' | 'tier1'
+    puts a deliberate error into that piece."""
     geo = Geo(qe, H, lam)
     _, (qp, Z, _tot, Sb) = forward(np, qe, ek, ph, H, g, lam, keep=True)
     dqp, dS, dlam = tier3_bwd(qp, Sb, lam, dout, geo, mutate)
-    dtot, dZ = coarse_bwd(Z, Sb, dS, geo, mutate)
+    dtot, dZ = coarse_bwd(Z, Sb, dS, geo, mutate, grouped)
     grads = {"dqe": np.zeros_like(qe), "dek": np.zeros_like(ek), "dph": np.zeros_like(ph), "dH": np.zeros_like(H),
              "dg": np.zeros_like(g), "dlam": dlam}
     tier1x_bwd(qe, ek, ph, g, dqp, dZ, geo, grads, mutate)

@@ -57,7 +57,7 @@ def rel(x, y):
     return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300))
 
 
-def twin_vs_autograd(seed, B, T, dk, dv, C, decay, mutate=None):
+def twin_vs_autograd(seed, B, T, dk, dv, C, decay, mutate=None, grouped=False):
     """The twin's scan gradients against torch autograd of the twin's forward: the six relative errors."""
     q, k, v, a, beta, lam = make(seed, B, T, dk, dv, decay)
     (qe, ek, ph, H, g), _, lay = forms(np, q, k, v, a, beta, lam, C)
@@ -66,13 +66,13 @@ def twin_vs_autograd(seed, B, T, dk, dv, C, decay, mutate=None):
     out = tw.forward(torch, *ins)
     got = torch.autograd.grad(out, ins, torch.tensor(dout), allow_unused=True)
     want = [np.zeros(x.shape) if gr is None else gr.numpy() for x, gr in zip(ins, got)]
-    mine = tw.backward(qe, ek, ph, H, g, lam, dout, mutate)
+    mine = tw.backward(qe, ek, ph, H, g, lam, dout, mutate, grouped)
     assert all(np.all(np.isfinite(x)) for x in mine)
     return [rel(x, y) if np.max(np.abs(y)) > 0 else float(np.max(np.abs(x))) for x, y in zip(mine, want)]
 
 
 #: shapes with several periods and coarse levels: (T, C) -> n chunks, nP periods, NCL coarse levels
-SHAPES = st.sampled_from([(37, 4), (70, 2), (64, 2), (129, 4), (33, 1), (150, 2), (100, 8)])
+SHAPES = st.sampled_from([(37, 4), (70, 2), (64, 2), (129, 4), (33, 1), (150, 2), (100, 8), (150, 1)])
 
 
 @given(seed=seeds, B=st.integers(1, 2), TC=SHAPES, dk=st.integers(1, 4), dv=st.integers(1, 4),
@@ -91,24 +91,27 @@ def test_twin_forward_is_the_reference(seed, B, TC, dk, dv, decay):
 
 
 @given(seed=seeds, B=st.integers(1, 2), TC=SHAPES, dk=st.integers(1, 4), dv=st.integers(1, 4),
-       decay=st.sampled_from(list(REGIMES)))
-@example(seed=5, B=1, TC=(150, 2), dk=3, dv=2, decay="reset")
-@example(seed=6, B=2, TC=(37, 4), dk=4, dv=1, decay="strong")
+       decay=st.sampled_from(list(REGIMES)), grouped=st.booleans())
+@example(seed=5, B=1, TC=(150, 2), dk=3, dv=2, decay="reset", grouped=True)
+@example(seed=6, B=2, TC=(37, 4), dk=4, dv=1, decay="strong", grouped=False)
+@example(seed=9, B=1, TC=(150, 1), dk=2, dv=3, decay="zero", grouped=True)  # 38 periods, 6 coarse levels
 @settings(max_examples=10)
-def test_twin_backward_is_autograd(seed, B, TC, dk, dv, decay):
-    """tier3_bwd -> coarse_bwd -> tier1x_bwd, tier1_bwd == torch autograd of the twin's forward, all six gradients."""
+def test_twin_backward_is_autograd(seed, B, TC, dk, dv, decay, grouped):
+    """tier3_bwd -> coarse_bwd (per level chains or grouped) -> tier1x_bwd, tier1_bwd == torch autograd of the twin's
+    forward, all six gradients."""
     T, C = TC
-    errs = twin_vs_autograd(seed, B, T, dk, dv, C, decay)
+    errs = twin_vs_autograd(seed, B, T, dk, dv, C, decay, grouped=grouped)
     assert max(errs) < BWD, errs
 
 
-@pytest.mark.parametrize("piece, decay", [("tier3", "moderate"), ("coarse", "zero"), ("tier1x", "moderate"),
-                                          ("tier1", "moderate")])
+@pytest.mark.parametrize("piece, decay", [("tier3", "moderate"), ("coarse", "zero"), ("coarse_g", "zero"),
+                                          ("tier1x", "moderate"), ("tier1", "moderate")])
 def test_twin_backward_mutant_fails(piece, decay):
     """Each piece's backward matters: one deliberate error in it (tier3: the read weight dropped; coarse: Z for Z^T,
-    under zero decays, where the coarse slots carry most; tier1x: the decay e^g dropped; tier1: a merge's adjoint not
+    under zero decays, where the coarse slots carry most; coarse_g: P_4 for P_4^T in the grouped form's chain; tier1x: the decay e^g dropped; tier1: a merge's adjoint not
     passed to the merged slots) breaks the comparison that the test above makes."""
-    errs = twin_vs_autograd(7, 1, 150, 3, 2, 2, decay, mutate=piece)
+    C = 1 if piece == "coarse_g" else 2  # (38 periods at C = 1: group chains of several steps)
+    errs = twin_vs_autograd(7, 1, 150, 3, 2, C, decay, mutate=piece, grouped=piece == "coarse_g")
     assert max(errs) > MUTANT, errs
 
 
