@@ -76,6 +76,20 @@ def _step(xp, ek, ph, g, c, S):
     return xp.exp(g[:, c])[:, None, None] * S - ph[:, c] @ (ek[:, c] @ S)
 
 
+def _low_step(xp, ek, ph, H, g, c, i, slots):
+    """Chunk c = 4 pp + i's transitions of the low slots {m: S}, then its merge (z = tz(i + 1): slots m <= z and H_c
+    into slot z + 1; at i = 3 all of them into the period's keys Tot_pp) -> (the slots after, Tot_pp or None)."""
+    slots = {m: _step(xp, ek, ph, g, c, S) for m, S in slots.items()}
+    if i == TP - 1:
+        return {}, H[:, c] + sum(slots.values())
+    z = _tz(i + 1)
+    new = H[:, c]
+    for m in range(1, z + 1):
+        new = new + slots.pop(m)
+    slots[z + 1] = new
+    return slots, None
+
+
 # ---- the forward pieces (namespace-generic) ----
 
 
@@ -94,15 +108,9 @@ def tier1(xp, qe, ek, ph, H, g, lam):
             for m, S in slots.items():
                 r = r + _w(xp, geo, lam, c, geo.lc0 + m)[..., None] * (qe[:, c] @ S)
             reads.append(r)
-            slots = {m: _step(xp, ek, ph, g, c, S) for m, S in slots.items()}
-            if i < TP - 1:
-                z = _tz(i + 1)
-                new = H[:, c]
-                for m in range(1, z + 1):
-                    new = new + slots.pop(m)
-                slots[z + 1] = new
-            else:
-                tot.append(H[:, c] + sum(slots.values()))
+            slots, t = _low_step(xp, ek, ph, H, g, c, i, slots)
+            if t is not None:
+                tot.append(t)
         if len(tot) < pp + 1:
             tot.append(None)
     return reads, tot
@@ -267,7 +275,8 @@ def tier1_bwd(qe, ek, ph, H, g, lam, dout, dtot, geo, grads, mutate=None):
     period's last merge): slots before each chunk recomputed, then i = last .. 0: the merge's reverse (dH_c = dS^{z+1},
     the merged held slots' adjoints = dS^{z+1}; at i = 3: dH_c += dTot, every held slot's = dTot), then per held slot m
     with S before chunk c and dS' after: U = dout S^T, dlam[t, log2 C + m] = rowdot(qe_t, U_t), dr = lam dout,
-    W = ek S, dW = -ph^T dS', dqe += lam U, dek += dW S^T, dph -= dS' W^T, dg += e^g <dS', S>, dS = e^g dS' + qe^T dr + ek^T dW.
+    W = ek S, dW = -ph^T dS', dqe += lam U, dek += dW S^T, dph -= dS' W^T, dg += e^g <dS', S>,
+    dS = e^g dS' + qe^T dr + ek^T dW.
     Adds into grads {dqe, dek, dph, dH, dg, dlam}."""
     zero = np.zeros((geo.B, geo.dk, geo.dv))
     for pp in range(geo.nP):
@@ -275,13 +284,7 @@ def tier1_bwd(qe, ek, ph, H, g, lam, dout, dtot, geo, grads, mutate=None):
         before, slots = [], {}
         for i, c in enumerate(cs):  # the slots before each chunk
             before.append(dict(slots))
-            slots = {m: _step(np, ek, ph, g, c, S) for m, S in slots.items()}
-            if i < TP - 1:
-                z = _tz(i + 1)
-                new = H[:, c]
-                for m in range(1, z + 1):
-                    new = new + slots.pop(m)
-                slots[z + 1] = new
+            slots = _low_step(np, ek, ph, H, g, c, i, slots)[0]
         dsl = {}  # adjoints of the slots after the current chunk's merge
         for i in range(len(cs) - 1, -1, -1):
             c = cs[i]

@@ -108,8 +108,9 @@ def test_twin_backward_is_autograd(seed, B, TC, dk, dv, decay, grouped):
                                           ("tier1x", "moderate"), ("tier1", "moderate")])
 def test_twin_backward_mutant_fails(piece, decay):
     """Each piece's backward matters: one deliberate error in it (tier3: the read weight dropped; coarse: Z for Z^T,
-    under zero decays, where the coarse slots carry most; coarse_g: P_4 for P_4^T in the grouped form's chain; tier1x: the decay e^g dropped; tier1: a merge's adjoint not
-    passed to the merged slots) breaks the comparison that the test above makes."""
+    under zero decays, where the coarse slots carry most; coarse_g: P_4 for P_4^T in the grouped form's chain;
+    tier1x: the decay e^g dropped; tier1: a merge's adjoint not passed to the merged slots) breaks the comparison
+    that the test above makes."""
     C = 1 if piece == "coarse_g" else 2  # (38 periods at C = 1: group chains of several steps)
     errs = twin_vs_autograd(7, 1, 150, 3, 2, C, decay, mutate=piece, grouped=piece == "coarse_g")
     assert max(errs) > MUTANT, errs
