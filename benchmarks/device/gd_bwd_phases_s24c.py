@@ -6,9 +6,12 @@ random inputs (gd_forms), random output gradients, T from argv (default 8K, 32K)
 - p1:     the same source returning after phase 1 (the slots' recompute into sv; a `return` inserted before phase 2's
           loop: a timing build, wrong gradients)
 - p2:     GDB_ABL=2 (phase 1 dropped: phase 2 alone on whatever sv holds; a timing build, wrong gradients)
+- forms:  gd_forms_bwd_x1 on random gradients of the forms (its time and, under ncu, its tensor pipe: what a parallel
+          per-chunk kernel of this code reaches)
 
     python benchmarks/device/gd_bwd_phases_s24c.py [T,T,..] [reps]
-    python benchmarks/device/gd_bwd_phases_s24c.py one [T]     (the production kernel launched once: for ncu)"""
+    python benchmarks/device/gd_bwd_phases_s24c.py one [T]     (gd_scan_bwd_x1, then gd_forms_bwd_x1, launched once each:
+                                                               for ncu)"""
 import re
 import sys
 
@@ -76,10 +79,17 @@ for T in Ts:
     def launch(fn):
         fn(grid, block, (qe, ek, ph, H, g, lam, dout, oldc, sv, *zs, *tail), shared_mem=smem)
 
+    fgrads = [r(BH, n, C, DK), r(BH, n, C, DK), r(BH, n, DK, C), r(BH, n, DK, DV), r(BH, n), dout]
+    fouts = [cupy.empty_like(x) for x in (q, k, v, a, beta, lam)]
+
+    def forms_bwd():
+        ops.gd_forms_bwd(cfg, q, k, v, a, beta, lam, *fgrads, *fouts, T, DK, DV, L, 0, F, n, BH, x1=True)
+
     if one:
         launch(prod)
+        forms_bwd()
         cupy.cuda.Device().synchronize()
-        print(f"T={T}: one launch of gd_scan_bwd_x1 done (grid {grid}, smem {smem} B)", flush=True)
+        print(f"T={T}: one launch of gd_scan_bwd_x1 (grid {grid}, smem {smem} B), one of gd_forms_bwd_x1", flush=True)
         continue
     times = {}
     for name, fn in builds.items():
@@ -95,6 +105,16 @@ for T in Ts:
             if i >= 2:
                 ts.append(cupy.cuda.get_elapsed_time(e0, e1))
         times[name] = (float(np.median(ts)), float(np.min(ts)), float(np.max(ts)))
+    ts = []
+    for i in range(reps + 2):
+        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+        e0.record()
+        forms_bwd()
+        e1.record()
+        e1.synchronize()
+        if i >= 2:
+            ts.append(cupy.cuda.get_elapsed_time(e0, e1))
     f = times["full"][0]
+    times["forms"] = (float(np.median(ts)), float(np.min(ts)), float(np.max(ts)))
     print(f"T={T} n={n} NLC={NLC} grid={grid} reps={reps} ms median (min-max): "
           + "  ".join(f"{k} {m:.3f} ({lo:.3f}-{hi:.3f}, {m / f:.0%})" for k, (m, lo, hi) in times.items()), flush=True)

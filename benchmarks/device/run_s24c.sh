@@ -4,8 +4,8 @@
 #                                                      tests are the CPU float64 twin's, tests/test_gated_delta_tier_bwd.py)
 #   OUT=... bash benchmarks/device/run_s24c.sh times   gd_scan_bwd_x1's phase 1 (the slots' recompute) against the whole
 #                                                      kernel and phase 2 alone at 8K and 32K (gd_bwd_phases_s24c.py);
-#                                                      ncu --set full of one launch at 8K: occupancy, stall reasons,
-#                                                      tensor pipe
+#                                                      ncu --set full of one launch at 8K (and of gd_forms_bwd_x1):
+#                                                      occupancy, stall reasons, tensor pipe
 set -u
 if [ "$1" = tests ]; then
   ( NAME=s24c_tests; . benchmarks/device/setup.sh
@@ -19,7 +19,7 @@ if [ "$1" = times ]; then
     timeout 70 python3 benchmarks/device/gd_bwd_phases_s24c.py 8192,32768 15 > "$OUT/log_phases.txt" 2>&1; echo "rc=$?"
     grep -E "^T=|registers|Error|error" "$OUT/log_phases.txt" | cut -c1-260
     echo "=== ncu $(date -u +%T)"
-    timeout 45 ncu --kernel-name gd_scan_bwd_x1 --launch-count 1 --set full -o "$OUT/bwd8k" \
+    timeout 45 ncu --kernel-name regex:"gd_scan_bwd_x1|gd_forms_bwd_x1" --launch-count 2 --set full -o "$OUT/bwd8k" \
         python3 benchmarks/device/gd_bwd_phases_s24c.py one 8192 > "$OUT/log_ncu.txt" 2>&1; echo "rc=$?"
     tail -n 3 "$OUT/log_ncu.txt" | cut -c1-200
     timeout 10 ncu --import "$OUT/bwd8k.ncu-rep" --page details --print-units base > "$OUT/ncu_details.txt" 2>&1
@@ -31,16 +31,25 @@ import csv, re, sys
 rows = list(csv.reader(open(sys.argv[1])))
 if len(rows) < 3:
     sys.exit("no raw rows")
-name, val = rows[0], rows[-1]
+name = rows[0]
 pat = re.compile(r"smsp__average_warps?_(latency_)?issue_stalled_.*_per_issue_active\.ratio$|pipe_tensor.*pct_of_peak"
                  r"|sm__warps_active\.avg\.pct_of_peak|sm__inst_executed_pipe_tensor|smsp__issue_active\.avg\.pct")
-out = [(n, v) for n, v in zip(name, val) if pat.search(n)]
-stalls = sorted(((float(v.replace(",", "")), n) for n, v in out if "stalled" in n and v.replace(",", "").replace(".", "").isdigit()), reverse=True)
-for v, n in stalls[:12]:
-    print(f"  stall {n.split('issue_stalled_')[1].split('_per_issue')[0]:28s} {v:8.2f} cycles/issue")
-for n, v in out:
-    if "stalled" not in n:
-        print(f"  {n} = {v}")
+kcol = name.index("Kernel Name") if "Kernel Name" in name else None
+for val in [r for r in rows[1:] if r and r[0].strip().isdigit()]:  # (not the units row)
+    print("--", val[kcol][:40] if kcol is not None else "kernel")
+    out = [(n, v) for n, v in zip(name, val) if pat.search(n)]
+    stalls = sorted(((float(v.replace(",", "")), n) for n, v in out if "stalled" in n
+                     and v.replace(",", "").replace(".", "").isdigit()), reverse=True)
+    for v, n in stalls[:10]:
+        print(f"  stall {n.split('issue_stalled_')[1].split('_per_issue')[0]:28s} {v:8.2f} cycles/issue")
+    if not stalls:  # (older metric names: the sampled stall counts)
+        pc = sorted(((float(v.replace(",", "")), n) for n, v in zip(name, val) if re.search(
+            r"smsp__pcsamp_warps_issue_stalled_[a-z_]+$", n) and v.replace(",", "").replace(".", "").isdigit()), reverse=True)
+        for v, n in pc[:10]:
+            print(f"  sampled stall {n.split('issue_stalled_')[1]:28s} {v:10.0f}")
+    for n, v in out:
+        if "stalled" not in n:
+            print(f"  {n} = {v}")
 PY
   )
 fi
