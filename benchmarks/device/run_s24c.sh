@@ -16,17 +16,17 @@ if [ "$1" = times ]; then
     export CUDA_VISIBLE_DEVICES=0
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw --format=csv,noheader
     echo "=== phases $(date -u +%T)"
-    timeout 70 python3 benchmarks/device/gd_bwd_phases_s24c.py 8192,32768 15 > "$OUT/log_phases.txt" 2>&1; echo "rc=$?"
+    timeout 60 python3 benchmarks/device/gd_bwd_phases_s24c.py 8192,32768 15 > "$OUT/log_phases.txt" 2>&1; echo "rc=$?"
     grep -E "^T=|registers|Error|error" "$OUT/log_phases.txt" | cut -c1-260
     echo "=== ncu $(date -u +%T)"
-    timeout 45 ncu --kernel-name regex:"gd_scan_bwd_x1|gd_forms_bwd_x1" --launch-count 2 --set full -o "$OUT/bwd8k" \
+    timeout 40 ncu --kernel-name regex:"gd_scan_bwd_x1|gd_forms_bwd_x1" --launch-count 2 --set full -o "$OUT/bwd8k" \
         python3 benchmarks/device/gd_bwd_phases_s24c.py one 8192 > "$OUT/log_ncu.txt" 2>&1; echo "rc=$?"
     tail -n 3 "$OUT/log_ncu.txt" | cut -c1-200
-    timeout 10 ncu --import "$OUT/bwd8k.ncu-rep" --page details --print-units base > "$OUT/ncu_details.txt" 2>&1
+    timeout 8 ncu --import "$OUT/bwd8k.ncu-rep" --page details --print-units base > "$OUT/ncu_details.txt" 2>&1
     grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occ|Registers Per|Dynamic Shared|Grid Size|Issue Slots Busy|No Eligible|Active Warps Per|Eligible Warps|Warp Cycles Per Issued|Executed Ipc A|L2 Hit|DRAM Throughput|Block Limit" \
         "$OUT/ncu_details.txt" | cut -c1-110
-    timeout 10 ncu --import "$OUT/bwd8k.ncu-rep" --page raw --csv --print-units base > "$OUT/ncu_raw.csv" 2>&1
-    timeout 10 python3 - "$OUT/ncu_raw.csv" <<'PY'
+    timeout 8 ncu --import "$OUT/bwd8k.ncu-rep" --page raw --csv --print-units base > "$OUT/ncu_raw.csv" 2>&1
+    timeout 8 python3 - "$OUT/ncu_raw.csv" <<'PY'
 import csv, re, sys
 rows = list(csv.reader(open(sys.argv[1])))
 if len(rows) < 3:
