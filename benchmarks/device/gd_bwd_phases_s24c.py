@@ -11,7 +11,8 @@ random inputs (gd_forms), random output gradients, T from argv (default 8K, 32K)
 
     python benchmarks/device/gd_bwd_phases_s24c.py [T,T,..] [reps]
     python benchmarks/device/gd_bwd_phases_s24c.py one [T]     (gd_scan_bwd_x1, then gd_forms_bwd_x1, launched once each:
-                                                               for ncu)"""
+                                                               for ncu)
+    python benchmarks/device/gd_bwd_phases_s24c.py compile     (every build compiled into CuPy's cache; nothing run)"""
 import re
 import sys
 
@@ -25,8 +26,8 @@ from lsattn.backends.cupy import gated_delta as cgd
 
 BH, DK, DV, C = 32, 64, 64, 64
 cfg = cc.make_config("float", DK, 16, C)
-one = sys.argv[1:2] == ["one"]
-args = sys.argv[2:] if one else sys.argv[1:]
+one, compile_only = sys.argv[1:2] == ["one"], sys.argv[1:2] == ["compile"]
+args = sys.argv[2:] if one or compile_only else sys.argv[1:]
 Ts = [int(x) for x in args[0].split(",")] if args else ([8192] if one else [8192, 32768])
 reps = int(args[1]) if len(args) > 1 and not one else 15
 ops = cc.CupyOps(cupy.cuda.Device().id)
@@ -51,6 +52,9 @@ if not one:
     builds["p2"] = build(extra=("-DGDB_ABL=2",))
     for name, fn in builds.items():
         print(f"{name}: {fn.num_regs} registers, {fn.local_size_bytes} B local, smem {smem} B", flush=True)
+if compile_only:
+    ops._tk("gated_delta", cfg, "gd_forms")
+    sys.exit(0)
 rng = cupy.random.default_rng(0)
 for T in Ts:
     L = lsattn.num_levels(T)

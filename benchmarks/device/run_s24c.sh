@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 24, helper c (issue 16: the scan's backward across chunks in parallel; no kernel changed on this branch):
 #   OUT=... bash benchmarks/device/run_s24c.sh tests   nothing to test on the GPU (this branch changes no kernel: its
-#                                                      tests are the CPU float64 twin's, tests/test_gated_delta_tier_bwd.py)
+#                                                      tests are the CPU float64 twin's, tests/test_gated_delta_tier_bwd.py):
+#                                                      the builds of `times` compiled into CuPy's cache only
 #   OUT=... bash benchmarks/device/run_s24c.sh times   gd_scan_bwd_x1's phase 1 (the slots' recompute) against the whole
 #                                                      kernel and phase 2 alone at 8K and 32K (gd_bwd_phases_s24c.py);
 #                                                      ncu --set full of one launch at 8K (and of gd_forms_bwd_x1):
@@ -9,7 +10,9 @@
 set -u
 if [ "$1" = tests ]; then
   ( NAME=s24c_tests; . benchmarks/device/setup.sh
-    echo "no GPU tests on s24c (no kernel changed)" )
+    echo "no GPU tests on s24c (no kernel changed); compiling times' builds $(date -u +%T)"
+    timeout 140 python3 benchmarks/device/gd_bwd_phases_s24c.py compile > "$OUT/log_compile.txt" 2>&1; echo "rc=$?"
+    tail -n 4 "$OUT/log_compile.txt" | cut -c1-160 )
 fi
 if [ "$1" = times ]; then
   ( NAME=s24c_times; . benchmarks/device/setup.sh
