@@ -276,7 +276,7 @@ def tier1_bwd(qe, ek, ph, H, g, lam, dout, dtot, geo, grads, mutate=None):
     the merged held slots' adjoints = dS^{z+1}; at i = 3: dH_c += dTot, every held slot's = dTot), then per held slot m
     with S before chunk c and dS' after: U = dout S^T, dlam[t, log2 C + m] = rowdot(qe_t, U_t), dr = lam dout,
     W = ek S, dW = -ph^T dS', dqe += lam U, dek += dW S^T, dph -= dS' W^T, dg += e^g <dS', S>,
-    dS = e^g dS' + qe^T dr + ek^T dW.
+    dS = e^g dS' + qe^T dr + ek^T dW (at i = 3, where both slots' dS' = dTot, W, dW and their adds once for S1 + S2).
     Adds into grads {dqe, dek, dph, dH, dg, dlam}."""
     zero = np.zeros((geo.B, geo.dk, geo.dv))
     for pp in range(geo.nP):
@@ -303,20 +303,22 @@ def tier1_bwd(qe, ek, ph, H, g, lam, dout, dtot, geo, grads, mutate=None):
             eg = np.exp(g[:, c])[:, None, None]
             mask, t = geo.rows(c)
             dsl = {}
-            for m in held:
-                S, dSp = before[i][m], dpost[m]
-                col = geo.lc0 + m
-                w = _w(np, geo, lam, c, col)[..., None]
-                U = dout[:, c] @ _tr(S)  # (the read's r = qe S not needed: dlam and dqe from U)
-                np.add.at(grads["dlam"], (slice(None), t, col), np.sum(qe[:, c] * U, axis=-1) * mask)
-                dr = w * dout[:, c]
-                W = ek[:, c] @ S
+            # at i = 3 every held slot's adjoint is dTot_pp: dW, and W, dek, dph, dg of the slots' sum, once
+            for ms in ([held] if i == TP - 1 and held else [[m] for m in held]):
+                dSp, Ssum = dpost[ms[0]], sum(before[i][m] for m in ms)
+                W = ek[:, c] @ Ssum
                 dW = -_tr(ph[:, c]) @ dSp
-                grads["dqe"][:, c] += w * U
-                grads["dek"][:, c] += dW @ _tr(S)
+                grads["dek"][:, c] += dW @ _tr(Ssum)
                 grads["dph"][:, c] -= dSp @ _tr(W)
-                grads["dg"][:, c] += eg[:, 0, 0] * np.sum(dSp * S, axis=(-1, -2))
-                dsl[m] = eg * dSp + _tr(qe[:, c]) @ dr + _tr(ek[:, c]) @ dW
+                grads["dg"][:, c] += eg[:, 0, 0] * np.sum(dSp * Ssum, axis=(-1, -2))
+                common = eg * dSp + _tr(ek[:, c]) @ dW
+                for m in ms:
+                    col = geo.lc0 + m
+                    w = _w(np, geo, lam, c, col)[..., None]
+                    U = dout[:, c] @ _tr(before[i][m])  # (the read's r = qe S not needed: dlam and dqe from U)
+                    np.add.at(grads["dlam"], (slice(None), t, col), np.sum(qe[:, c] * U, axis=-1) * mask)
+                    grads["dqe"][:, c] += w * U
+                    dsl[m] = common + _tr(qe[:, c]) @ (w * dout[:, c])
 
 
 def backward(qe, ek, ph, H, g, lam, dout, mutate=None, grouped=False):
