@@ -15,8 +15,8 @@ transition P_c = e^{g_c} I - ph_c ek_c; token row t = c C + i_t reads only when 
 - tier3: out_c += lam[t, log2 C + 2 + cl] Qp_c S_cl(pp).
 
 The forward pieces take the namespace (``numpy`` or ``torch``: the same code differentiated by torch autograd); the
-backward (NumPy) is the design's: tier3_bwd, coarse_bwd (independent reverse chains per level and level period),
-tier1x_bwd, tier1_bwd (4-chunk reverse walks per period). ``mutate`` names one deliberate error for the tests that
+backward (NumPy) is the design's: tier3_bwd, coarse_bwd (independent reverse chains per level and level period, or
+their grouped form), tier1x_bwd, tier1_bwd (4-chunk reverse walks per period). ``mutate`` names one deliberate error for the tests that
 show the comparison can fail."""
 from __future__ import annotations
 
@@ -55,12 +55,6 @@ class Geo:
         """Chunk c's rows of the call: a (C,) 0 / 1 mask and the global row indices (clipped)."""
         t = c * self.C + np.arange(self.C)
         return (t < self.T).astype(np.float64), np.minimum(t, self.T - 1)
-
-    def low_held(self, i):
-        return [m for m in (1, 2) if (i >> (m - 1)) & 1]
-
-    def coarse_held(self, pp):
-        return [cl for cl in range(1, pp.bit_length() + 1) if (pp >> (cl - 1)) & 1]
 
 
 def _w(xp, geo, lam, c, col):
@@ -116,7 +110,7 @@ def tier1(xp, qe, ek, ph, H, g, lam):
     return reads, tot
 
 
-def tier1x(xp, qe, ek, ph, g, lam_like):
+def tier1x(xp, qe, ek, ph, g):
     """The transfers: (Qp (list of n (B, C, d_k)), Z (list of nP (B, d_k, d_k), None for an incomplete period))."""
     B, n, C, dk = qe.shape
     qp, Z = [], []
@@ -163,7 +157,7 @@ def forward(xp, qe, ek, ph, H, g, lam, keep=False):
     """The scan's reads (B, n, C, d_v) by the two tiers; keep: also the saved intermediates (Qp, Z, Tot, Sb)."""
     geo = Geo(qe, H, lam)
     low, tot = tier1(xp, qe, ek, ph, H, g, lam)
-    qp, Z = tier1x(xp, qe, ek, ph, g, lam)
+    qp, Z = tier1x(xp, qe, ek, ph, g)
     Sb = coarse(xp, Z, tot, geo.nP)
     hi = tier3(xp, qp, Sb, lam, geo)
     out = xp.stack([a + b for a, b in zip(low, hi)], 1)
