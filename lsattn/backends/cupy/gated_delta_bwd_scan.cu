@@ -105,13 +105,13 @@ __device__ __forceinline__ void gdb_body(GDB_PARAMS) {
         ta* Q = tiles + j % GDB_NB * GDB_TW;
         if constexpr (GD_H16) {
             constexpr int HQ = CH * DKP / 2;  // pairs a tile
-            const unsigned* st = reinterpret_cast<const unsigned*>(stage);
             for (int e = with_qe ? tid : HQ + tid; e < 3 * HQ; e += NT) {
                 const int f = 2 * (e % HQ), x = e / HQ;
                 ta* d = x < 2 ? Q + x * CH * GDB_LQ + f / DKP * GDB_LQ + f % DKP : Q + 2 * CH * GDB_LQ + f / CH * GDB_LP + f % CH;
-                const unsigned u = st[e];
+                ta x0, x1;
+                gd_ld2(stage + 2 * e, x0, x1);  // (a pair widened: gated_delta.cu's loader)
                 float2 w;
-                w.x = __uint_as_float(u << 16), w.y = __uint_as_float(u & 0xffff0000u);
+                w.x = (float)x0, w.y = (float)x1;
                 *reinterpret_cast<float2*>(d) = w;
             }
         } else {
