@@ -39,6 +39,17 @@ _KERNELS = {
     # gd_tier1 (low walks), gd_tier1x (transfers), the coarse slots (gd_coarse, or from 65 periods gd_cgroup,
     # gd_coarse_g, gd_cfill), gd_tier3)
     "gated_delta_bwd": ("gd_scan_bwd", "gd_scan_bwd_x1", "gd_forms_bwd", "gd_forms_bwd_x1"),  # gated_delta_bwd.py: its backward (the scan's, the forms')
+    # gated_delta_bwd.py: the two-tier scan's backward (benchmarks/NOTES.md "Session 24 — s24c": K1-K4), each kernel
+    # in 3xTF32 and 1xTF32 (_x1) builds
+    "gated_delta_tier_bwd": (
+        # K1 (gated_delta_tier3_bwd.cu)
+
+        # K2 (gated_delta_coarse_bwd.cu)
+
+        # K3 (gated_delta_tier1x_bwd.cu)
+
+        # K4 (gated_delta_tier1_bwd.cu)
+    ),
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
 }
@@ -47,6 +58,9 @@ _SOURCES = {"loglinear": ("loglinear.cu", "loglinear_streams.cu"), "loglinear_bw
             "gated_delta": ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_coarse.cu", "gated_delta_forms_tc.cu",
                             "gated_delta_forms.cu"),
             "gated_delta_bwd": ("gated_delta.cu", "gated_delta_bwd.cu", "gated_delta_bwd_scan.cu", "gated_delta_forms_bwd.cu"),
+            "gated_delta_tier_bwd": ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_coarse.cu", "gated_delta_bwd.cu",
+                                     "gated_delta_tier3_bwd.cu", "gated_delta_coarse_bwd.cu", "gated_delta_tier1x_bwd.cu",
+                                     "gated_delta_tier1_bwd.cu"),
             "exp_kernel": ("exp_kernel.cu", "exp_kernel_tc.cu"), "hierarchical": ("hierarchical.cu", "hierarchical_intra.cu", "hierarchical_read.cu"),
             "hierarchical_bwd": ("hierarchical.cu", "hierarchical_bwd.cu", "hierarchical_bwd_chunk.cu",
                                  "hierarchical_bwd_dq.cu", "hierarchical_bwd_dkdv.cu"),
@@ -67,7 +81,7 @@ def defines(op, cfg):
         f"-DHIB_UNB={cfg.hib_unb}",  # hib_dkdv's U buffers
         # the forward's tensor-core kernels for float32 / float16 inputs: products as 3xTF32
         f"-DHI_TF32={int(op == 'hierarchical' and cfg.hi_tc and not cfg.bf16)}",
-    ) + (("-DGD_S16=1",) if op in ("gated_delta", "gated_delta_bwd") and cfg.s16 else ()) + (  # the two-tier scan's bf16
+    ) + (("-DGD_S16=1",) if op in ("gated_delta", "gated_delta_bwd", "gated_delta_tier_bwd") and cfg.s16 else ()) + (  # the two-tier scan's bf16
         ("-DGD_O16=1",) if op == "gated_delta" and cfg.o16 else ())  # intermediates (gated_delta.S16; read by gd_scan_bwd:
     # gated_delta_bwd.S16_TRAIN), its output's sums (O16)
 
