@@ -47,6 +47,13 @@ def configs(op):
                 if half and ch == 64:  # S16_TRAIN: gd_scan_bwd reading the GD_S16 forward's bfloat16 intermediates
                     out.append(dataclasses.replace(cfg, half=half, tc=False, s16=True))
         return list(dict.fromkeys(out))
+    if op == "gated_delta_tier_bwd":  # the two-tier scan's backward: float32 callers, bfloat16 ones on GD_S16 intermediates
+        from lsattn.backends.cupy.gated_delta import _config
+
+        for (dk, _), ch, half in itertools.product(DIMS, [16, 32, 64], ["", "bf16"]):
+            if not half or ch == 64:
+                out.append(_config("float", dk, ch, half, bool(half)))
+        return list(dict.fromkeys(out))
     if op == "hierarchical":  # loglinear_log_attention: its own chunk choice (16, 32, 64)
         from lsattn.backends.cupy.hierarchical import config
 
