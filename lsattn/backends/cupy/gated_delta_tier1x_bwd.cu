@@ -31,18 +31,23 @@ constexpr int GX_BW = DKP <= 64 ? DKP : 32;  // X's columns per block (_compile.
 constexpr int GX_LQ = DKP + 8, GX_LP = CH + 8, GX_LX = GX_BW + 8;  // row strides (elements)
 constexpr int GX_TILES = (2 * CH * GX_LQ + DKP * GX_LP) * (int)sizeof(gd_e);  // bytes (a multiple of 16)
 constexpr int GX_SMEM = GX_TILES + (4 * DKP + 3 * CH) * GX_LX * (int)sizeof(ta);
+// 1xTF32: the operands that are exact tf32 values are loaded without a cvt (the same bits reach the tensor cores):
+// GD_S16's tiles (a bfloat16 value widened) and W, dW, stored as their tf32 roundings where they are operands only
+// (dW at i = 0 is added as it is: stored unrounded)
+constexpr bool GX_TR = GD_H16;
 
 // acc[i] += A(r0 + r, k) B(k, n0 + 8 i + n) over k < K (a multiple of 8), the warp's NTL tiles; a(r, k), b(k, n) floats
-template <bool X1, int NTL, int K, typename FA, typename FB>
+// (1xTF32: RA, RB false where A, B are tf32 values already: GX_TR's tiles, W and dW as stored)
+template <bool X1, int NTL, int K, bool RA = true, bool RB = true, typename FA, typename FB>
 __device__ __forceinline__ void gx_mm(float (&acc)[NTL][4], int r0, int n0, FA a, FB b) {
 #pragma unroll
     for (int k0 = 0; k0 < K; k0 += 8) {
         unsigned ah[4], al[4];
-        gdb_fa<X1>([&](int r, int k) { return a(r0 + r, k0 + k); }, ah, al);
+        gdb_fa<X1, RA>([&](int r, int k) { return a(r0 + r, k0 + k); }, ah, al);
 #pragma unroll
         for (int i = 0; i < NTL; ++i) {
             unsigned bh_[2], bl[2];
-            gdb_fb<X1>([&](int k, int n) { return b(k0 + k, n0 + 8 * i + n); }, bh_, bl);
+            gdb_fb<X1, RB>([&](int k, int n) { return b(k0 + k, n0 + 8 * i + n); }, bh_, bl);
             gdb_mma<X1>(acc[i], ah, al, bh_, bl);
         }
     }
@@ -93,6 +98,7 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         return i ? Xs[(i - 1) * DKP * GX_LX + kk * GX_LX + j] : (kk == c0 + j && kk < DK ? 1.f : 0.f);
     };
     auto tq = [](const gd_e* s, int idx) { return (float)gd_wid(s[idx]); };
+    auto wr = [](float x) { return X1 ? gdb_round(x) : x; };  // a store of W, dW (1xTF32: rounded once)
     const GdWarpTiles<CH / 16, GX_BW> wc;   // C x GX_BW: W, dW
     const GdWarpTiles<DKP / 16, GX_BW> wk;  // DKP x GX_BW: X's recompute, dX
     const GdWarpTiles<CH / 16, DKP> wo;     // C x DKP: dqe's, dek's
@@ -111,23 +117,23 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         if (i > 0) {  // W = ek X_i (X_0: ek's columns, read in place)
             float acc[NC_][4] = {};
             if (wc.on)
-                gx_mm<X1, NC_, DKP>(acc, wc.r0, wc.n0, [&](int t, int k) { return tq(Ek, t * GX_LQ + k); },
-                                    [&](int k, int j) { return Xi[k * GX_LX + j]; });
+                gx_mm<X1, NC_, DKP, !GX_TR>(acc, wc.r0, wc.n0, [&](int t, int k) { return tq(Ek, t * GX_LQ + k); },
+                                            [&](int k, int j) { return Xi[k * GX_LX + j]; });
 #pragma unroll
             for (int it = 0; it < NC_; ++it)
 #pragma unroll
                 for (int x = 0; x < 4; ++x)
-                    if (wc.on) Ws[wc.row(x) * GX_LX + wc.col(it, x)] = acc[it][x];
+                    if (wc.on) Ws[wc.row(x) * GX_LX + wc.col(it, x)] = wr(acc[it][x]);
             __syncthreads();
         }
         float acc[NK][4] = {};  // X_{i+1} = e^g X_i - ph W
         if (wk.on) {
             if (i > 0)
-                gx_mm<X1, NK, CH>(acc, wk.r0, wk.n0, [&](int kk, int t) { return tq(Ph, kk * GX_LP + t); },
-                                  [&](int t, int j) { return Ws[t * GX_LX + j]; });
+                gx_mm<X1, NK, CH, !GX_TR, false>(acc, wk.r0, wk.n0, [&](int kk, int t) { return tq(Ph, kk * GX_LP + t); },
+                                                 [&](int t, int j) { return Ws[t * GX_LX + j]; });
             else
-                gx_mm<X1, NK, CH>(acc, wk.r0, wk.n0, [&](int kk, int t) { return tq(Ph, kk * GX_LP + t); },
-                                  [&](int t, int j) { return tq(Ek, t * GX_LQ + c0 + j); });
+                gx_mm<X1, NK, CH, !GX_TR, !GX_TR>(acc, wk.r0, wk.n0, [&](int kk, int t) { return tq(Ph, kk * GX_LP + t); },
+                                                  [&](int t, int j) { return tq(Ek, t * GX_LQ + c0 + j); });
 #pragma unroll
             for (int it = 0; it < NK; ++it)
 #pragma unroll
@@ -156,21 +162,20 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         if (wc.on) {
             float aw[NC_][4] = {}, ad[NC_][4] = {};
             if (i > 0)
-                gx_mm<X1, NC_, DKP>(aw, wc.r0, wc.n0, [&](int t, int k) { return tq(Ek, t * GX_LQ + k); },
-                                    [&](int k, int j) { return Xi[k * GX_LX + j]; });
-            gx_mm<X1, NC_, DKP>(ad, wc.r0, wc.n0, [&](int t, int k) { return tq(Ph, k * GX_LP + t); },
-                                [&](int k, int j) { return dX[k * GX_LX + j]; });
+                gx_mm<X1, NC_, DKP, !GX_TR>(aw, wc.r0, wc.n0, [&](int t, int k) { return tq(Ek, t * GX_LQ + k); },
+                                            [&](int k, int j) { return Xi[k * GX_LX + j]; });
+            gx_mm<X1, NC_, DKP, !GX_TR>(ad, wc.r0, wc.n0, [&](int t, int k) { return tq(Ph, k * GX_LP + t); },
+                                        [&](int k, int j) { return dX[k * GX_LX + j]; });
 #pragma unroll
             for (int it = 0; it < NC_; ++it)
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
                     const int t = wc.row(x), j = wc.col(it, x);
-                    if (i > 0) Ws[t * GX_LX + j] = aw[it][x];
-                    dWs[t * GX_LX + j] = -ad[it][x];
+                    if (i > 0) Ws[t * GX_LX + j] = wr(aw[it][x]), dWs[t * GX_LX + j] = wr(-ad[it][x]);
+                    else dWs[t * GX_LX + j] = -ad[it][x];
                 }
         }
         __syncthreads();
-        auto wat = [&](int t, int j) { return i ? Ws[t * GX_LX + j] : tq(Ek, t * GX_LQ + c0 + j); };
         // dqe += dQp X_i^T, dek += dW X_i^T (C x DKP, K = the block's columns; i = 0: added as they are, below)
         if (i > 0 && wo.on) {
             float aq[NO][4] = {}, ae[NO][4] = {};
@@ -178,7 +183,7 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
             for (int k0 = 0; k0 < GX_BW; k0 += 8) {
                 unsigned qh[4], ql[4], eh[4], el[4];
                 gdb_fa<X1>([&](int r, int k) { return dQ[(wo.r0 + r) * GX_LX + k0 + k]; }, qh, ql);
-                gdb_fa<X1>([&](int r, int k) { return dWs[(wo.r0 + r) * GX_LX + k0 + k]; }, eh, el);
+                gdb_fa<X1, false>([&](int r, int k) { return dWs[(wo.r0 + r) * GX_LX + k0 + k]; }, eh, el);
 #pragma unroll
                 for (int it = 0; it < NO; ++it) {
                     unsigned bh_[2], bl[2];
@@ -213,8 +218,12 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         // dph -= dX W^T (DKP x C, K = the block's columns)
         if (wp.on) {
             float ap[NP_][4] = {};
-            gx_mm<X1, NP_, GX_BW>(ap, wp.r0, wp.n0, [&](int kk, int j) { return dX[kk * GX_LX + j]; },
-                                  [&](int j, int t) { return wat(t, j); });
+            if (i > 0)
+                gx_mm<X1, NP_, GX_BW, true, false>(ap, wp.r0, wp.n0, [&](int kk, int j) { return dX[kk * GX_LX + j]; },
+                                                   [&](int j, int t) { return Ws[t * GX_LX + j]; });
+            else
+                gx_mm<X1, NP_, GX_BW, true, !GX_TR>(ap, wp.r0, wp.n0, [&](int kk, int j) { return dX[kk * GX_LX + j]; },
+                                                    [&](int j, int t) { return tq(Ek, t * GX_LQ + c0 + j); });
 #pragma unroll
             for (int it = 0; it < NP_; ++it)
 #pragma unroll
@@ -231,13 +240,13 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
 #pragma unroll
                 for (int k0 = 0; k0 < CH; k0 += 8) {
                     unsigned eh[4], el[4], qh[4], ql[4];
-                    gdb_fa<X1>([&](int r, int k) { return tq(Ek, (k0 + k) * GX_LQ + wk.r0 + r); }, eh, el);
-                    gdb_fa<X1>([&](int r, int k) { return tq(Qe, (k0 + k) * GX_LQ + wk.r0 + r); }, qh, ql);
+                    gdb_fa<X1, !GX_TR>([&](int r, int k) { return tq(Ek, (k0 + k) * GX_LQ + wk.r0 + r); }, eh, el);
+                    gdb_fa<X1, !GX_TR>([&](int r, int k) { return tq(Qe, (k0 + k) * GX_LQ + wk.r0 + r); }, qh, ql);
 #pragma unroll
                     for (int it = 0; it < NK; ++it) {
                         unsigned wh[2], wl[2], dh[2], dl[2];
                         const int n0 = wk.n0 + 8 * it;
-                        gdb_fb<X1>([&](int k, int j) { return dWs[(k0 + k) * GX_LX + n0 + j]; }, wh, wl);
+                        gdb_fb<X1, false>([&](int k, int j) { return dWs[(k0 + k) * GX_LX + n0 + j]; }, wh, wl);
                         gdb_fb<X1>([&](int k, int j) { return dQ[(k0 + k) * GX_LX + n0 + j]; }, dh, dl);
                         gdb_mma<X1>(ax[it], eh, el, wh, wl);
                         gdb_mma<X1>(ax[it], qh, ql, dh, dl);
