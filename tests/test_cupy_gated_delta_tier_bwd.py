@@ -179,6 +179,20 @@ def test_tier1x_bwd_emulated_column_blocks(T, dk, C, build):
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")
+@pytest.mark.parametrize("build", ["f32", "x1"])
+def test_tier1x_bwd_one_tile_set_bit_equal(build):
+    """GX_DB_SET=0 (one set of the chunk's tiles, each step's copies waited for at its top: what float32 tiles at
+    DKP = CH = 64 run) gives the bits of the default build (two sets, the next step's copies under this one's)."""
+    s16, x1, _ = K3_BUILDS[build]
+    dev, vals, geo = k3_inputs(8, 2, 180, 14, 16, "mixed", s16)
+    one = K3Ops()
+    one.extra = {"GX_DB_SET": 0}
+    got = [k3_run(ops, k3_config(14, 16, s16), dev, geo, x1) for ops in (K3Ops(), one)]
+    for a, b in zip(*got):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")
 def test_tier1x_bwd_emulated_mutant_fails():
     """The comparison can fail: the kernel (3xTF32) against the twin's deliberate error (``mutate='tier1x'``: dX's
     decay e^g dropped)."""

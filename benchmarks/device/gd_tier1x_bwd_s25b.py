@@ -5,7 +5,9 @@
                                                                    T = 1000, d = 64, C = 64, B H = 2 (compute-sanitizer)
     python benchmarks/device/gd_tier1x_bwd_s25b.py times [T,..] [reps]
         B H = 32, d_k = d_v = 64, C = 64, bf16 inputs on the GD_S16 build (what bf16 training runs): gd_tier1x_bwd_x1
-        alone against gd_scan_bwd_x1 (the kernel the two-tier backward replaces; its GD_S16 build) at the same size;
+        alone (the production build: two tile sets, the next step's copies under this one's; and its GX_DB_SET=0 timing
+        build: one set, each step's copies waited for) against gd_scan_bwd_x1 (the kernel the two-tier backward
+        replaces; its GD_S16 build) at the same size;
         CUDA events around each launch (zeroed outputs set outside them), medians of reps (default 15). Inputs: gd_forms
         of random bf16 inputs (qe, ek, ph, g as the forward makes them), random dQp, dZ (K1 / K2 not yet merged) and
         output gradients."""
@@ -75,8 +77,10 @@ Ts = [int(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [8192, 1
 reps = int(sys.argv[3]) if len(sys.argv) > 3 else 15
 BH = 32
 fn3, block3, smem3 = None, None, None
+one = None  # the GX_DB_SET=0 build of gd_tier1x_bwd_x1
 print(f"B H = {BH}, d = {DK}, C = {C}, bf16 inputs, GD_S16 build, reps {reps}")
-print("| T | chunks | K3 blocks | gd_tier1x_bwd_x1 ms median (min-max) | gd_scan_bwd_x1 ms | K3 / scan_bwd | predicted K3 |")
+print("| T | chunks | K3 blocks | gd_tier1x_bwd_x1 ms median (min-max) | its GX_DB_SET=0 build | gd_scan_bwd_x1 ms | "
+      "K3 / scan_bwd | predicted K3 |")
 for T in Ts:
     cfg, qe, ek, ph, H, g, lamw = inputs(BH, T, True)
     n = qe.shape[1]
@@ -93,12 +97,24 @@ for T in Ts:
     def k3():
         ops.gd_tier1x_bwd(cfg, tier, qe, ek, ph, g, dQp, dZ, *outs, T, DK, n, BH, x1=True)
 
+    if one is None:
+        code = "\n".join(cc._source(f) for f in ("common.cu",) + cc._SOURCES["gated_delta_tier_bwd"])
+        opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_tier_bwd", cfg)) + ("-DGX_DB_SET=0",)
+        one = cupy.RawModule(code=code, options=opts).get_function("gd_tier1x_bwd_x1")
+        one.max_dynamic_shared_size_bytes = cc.SMEM_MAX
+
+    def k3_one():
+        _, block, smem = ops._tk("gated_delta_tier_bwd", cfg, "gd_tier1x_bwd_x1")
+        i = np.int32
+        one((tier.nP * BH * -(-DK // cfg.tier1x_bwd_bw),), block,
+            (qe, ek, ph, g, dQp, dZ, *outs, i(T), i(DK), i(n), i(tier.nP), i(BH)), shared_mem=smem)
+
     def scan_bwd():
         ops.gd_scan_bwd(cfg, qe, ek, ph, H, g, lamw, dout, oldc, sv, *zs, T, DK, DV, L, 0, 0, n, 0, NLC, T % C == 0, BH,
                         x1=True)
 
     times = {}
-    for name, fn, zero in (("gd_tier1x_bwd_x1", k3, outs), ("gd_scan_bwd_x1", scan_bwd, zs)):
+    for name, fn, zero in (("gd_tier1x_bwd_x1", k3, outs), ("one set", k3_one, outs), ("gd_scan_bwd_x1", scan_bwd, zs)):
         ts = []
         for i in range(reps + 2):
             for z in zero:

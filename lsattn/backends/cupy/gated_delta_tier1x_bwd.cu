@@ -30,7 +30,16 @@ static_assert(GD_TC, "gd_tier1x_bwd: float32 compute (float64 callers keep gd_sc
 constexpr int GX_BW = DKP <= 64 ? DKP : 32;  // X's columns per block (_compile.Config.tier1x_bwd_bw)
 constexpr int GX_LQ = DKP + 8, GX_LP = CH + 8, GX_LX = GX_BW + 8;  // row strides (elements)
 constexpr int GX_TILES = (2 * CH * GX_LQ + DKP * GX_LP) * (int)sizeof(gd_e);  // bytes (a multiple of 16)
-constexpr int GX_SMEM = GX_TILES + (4 * DKP + 3 * CH) * GX_LX * (int)sizeof(ta);
+constexpr int GX_DQ = CH * GX_LX * (int)sizeof(ta);  // dQp_c's tile (bytes)
+// GX_DB_SET: two sets of the chunk's tiles and dQp's where they fit (GD_S16 at DKP = CH = 64: 202 KB; float32 tiles
+// do not: one set), the next step's copies issued at the top of this one (their latency under its products; one set:
+// issued and waited for at each step's top); 0: one set (a timing build)
+#ifndef GX_DB_SET
+#define GX_DB_SET 1
+#endif
+constexpr int GX_REST = (4 * DKP + 2 * CH) * GX_LX * (int)sizeof(ta);  // X_1 .. X_3, dX, W, dW
+constexpr int GX_NB = GX_DB_SET && 2 * (GX_TILES + GX_DQ) + GX_REST <= 227 * 1024 ? 2 : 1;
+constexpr int GX_SMEM = GX_NB * (GX_TILES + GX_DQ) + GX_REST;
 // 1xTF32: the operands that are exact tf32 values are loaded without a cvt (the same bits reach the tensor cores):
 // GD_S16's tiles (a bfloat16 value widened) and W, dW, stored as their tf32 roundings where they are operands only
 // (dW at i = 0 is added as it is: stored unrounded)
@@ -71,14 +80,11 @@ template <bool X1>
 __device__ __forceinline__ void gx_body(GX_PARAMS) {
     (void)T;  // (the chunks' padding rows: zero queries and keys, their dQp zero; nothing to mask here)
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    gd_e* Qe = reinterpret_cast<gd_e*>(smem_raw);  // [t][kk]
-    gd_e* Ek = Qe + CH * GX_LQ;                     // [t][kk]
-    gd_e* Ph = Ek + CH * GX_LQ;                     // [kk][t]
-    ta* Xs = reinterpret_cast<ta*>(smem_raw + GX_TILES);  // X_1 .. X_3 [kk][col]
-    ta* dX = Xs + 3 * DKP * GX_LX;                         // [kk][col]
-    ta* dQ = dX + DKP * GX_LX;                             // dQp_c [t][col]
-    ta* Ws = dQ + CH * GX_LX;                              // W [t][col]
-    ta* dWs = Ws + CH * GX_LX;                             // dW [t][col]
+    // GX_NB sets of the chunk's tiles (Qe, Ek [t][kk]; Ph [kk][t]) and of dQp_c [t][col], then the float32 buffers
+    ta* Xs = reinterpret_cast<ta*>(smem_raw + GX_NB * (GX_TILES + GX_DQ));  // X_1 .. X_3 [kk][col]
+    ta* dX = Xs + 3 * DKP * GX_LX;                                          // [kk][col]
+    ta* Ws = dX + DKP * GX_LX;                                              // W [t][col]
+    ta* dWs = Ws + CH * GX_LX;                                              // dW [t][col]
     check_smem(GX_SMEM);
     const int NCK = (DK + GX_BW - 1) / GX_BW;
     const int pp = (int)(blockIdx.x / ((i64)BH * NCK));
@@ -86,13 +92,40 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
     const int c0 = (int)(blockIdx.x % NCK) * GX_BW, tid = threadIdx.x;
     const int lo = pp * GD_TP, nc = min(n, lo + GD_TP) - lo;
     const bool vec = DK % (16 / (int)sizeof(gd_e)) == 0, vq = DK % 4 == 0;  // (16-byte copies of gd_e / float rows)
-    auto tiles = [&](i64 cj, bool with_qe) {  // chunk cj's tiles (and dQp's columns) issued and committed
-        if (with_qe) gd_copy<CH, DKP>(Qe, GX_LQ, qe + cj * CH * DK, DK, CH, DK, vec);
-        gd_copy<CH, DKP>(Ek, GX_LQ, ek + cj * CH * DK, DK, CH, DK, vec);
-        gd_copy<DKP, CH>(Ph, GX_LP, ph + cj * DK * CH, CH, DK, CH, vec);
-        if (with_qe) gd_copy<CH, GX_BW>(dQ, GX_LX, dQp + cj * CH * DK + c0, DK, CH, DK - c0, vq);
+    // the block's steps s = 0 .. 2 nc - 2: the recompute's (chunks i = s < nc - 1: ek, ph), then the reverse walk's
+    // (i = 2 nc - 2 - s: qe, ek, ph, dQp); step s's copies into set s % GX_NB, issued and committed
+    const gd_e *Qe, *Ek, *Ph;
+    const ta* dQ;
+    auto set = [&](int s) {
+        unsigned char* b = smem_raw + s % GX_NB * (GX_TILES + GX_DQ);
+        Qe = reinterpret_cast<gd_e*>(b), Ek = Qe + CH * GX_LQ, Ph = Ek + CH * GX_LQ;
+        dQ = reinterpret_cast<ta*>(b + GX_TILES);
+    };
+    auto issue = [&](int s) {
+        set(s);
+        const bool rev = s >= nc - 1;
+        const i64 cj = bh * n + lo + (rev ? 2 * nc - 2 - s : s);
+        if (rev) gd_copy<CH, DKP>(const_cast<gd_e*>(Qe), GX_LQ, qe + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<CH, DKP>(const_cast<gd_e*>(Ek), GX_LQ, ek + cj * CH * DK, DK, CH, DK, vec);
+        gd_copy<DKP, CH>(const_cast<gd_e*>(Ph), GX_LP, ph + cj * DK * CH, CH, DK, CH, vec);
+        if (rev) gd_copy<CH, GX_BW>(const_cast<ta*>(dQ), GX_LX, dQp + cj * CH * DK + c0, DK, CH, DK - c0, vq);
         cp_async_commit();
     };
+    // step s's copies waited for and visible (GX_NB = 2: then step s + 1's issued into the other set, whose readers,
+    // step s - 1's, all passed a barrier since); its set's pointers
+    auto begin = [&](int s) {
+        if (GX_NB == 1) issue(s);
+        cp_async_wait<0>();
+        __syncthreads();
+        if (GX_NB == 2 && s + 1 < 2 * nc - 1) issue(s + 1);
+        set(s);
+    };
+    if (nc == GD_TP)  // dX = dZ_pp (dX is not used before the reverse walk; committed with step 0's copies)
+        gd_copy<DKP, GX_BW>(dX, GX_LX, dZ + (bh * nP + pp) * DK * DK + c0, DK, DK, DK - c0, vq);
+    else
+        for (int idx = tid; idx < DKP * GX_BW; idx += NT) dX[idx / GX_BW * GX_LX + idx % GX_BW] = 0.f;
+    if (GX_NB == 2) issue(0);
+    else cp_async_commit();
     // X_i's element (kk, j) (X_0 = I's columns c0 ..; rows and columns past DK zero)
     auto xat = [&](int i, int kk, int j) -> float {
         return i ? Xs[(i - 1) * DKP * GX_LX + kk * GX_LX + j] : (kk == c0 + j && kk < DK ? 1.f : 0.f);
@@ -109,10 +142,8 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
     // ---- the recompute: X_1 .. X_{nc-1} ----
     for (int i = 0; i + 1 < nc; ++i) {
         const i64 cj = bh * n + lo + i;
-        tiles(cj, false);
         const float eg = ex(gc[cj]);
-        cp_async_wait<0>();
-        __syncthreads();
+        begin(i);
         const ta* Xi = Xs + (i > 0 ? i - 1 : 0) * DKP * GX_LX;
         if (i > 0) {  // W = ek X_i (X_0: ek's columns, read in place)
             float acc[NC_][4] = {};
@@ -142,22 +173,15 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
                     Xs[i * DKP * GX_LX + kk * GX_LX + j] = eg * xat(i, kk, j) - acc[it][x];
                 }
         }
-        __syncthreads();  // X_{i+1} read by the next step; the tiles rewritten
+        __syncthreads();  // X_{i+1} read by the next step; this step's set rewritten by step i + 2's copies
     }
 
     // ---- the reverse walk ----
-    if (nc == GD_TP) {
-        gd_copy<DKP, GX_BW>(dX, GX_LX, dZ + (bh * nP + pp) * DK * DK + c0, DK, DK, DK - c0, vq);
-    } else {
-        for (int idx = tid; idx < DKP * GX_BW; idx += NT) dX[idx / GX_BW * GX_LX + idx % GX_BW] = 0.f;
-    }
     for (int i = nc - 1; i >= 0; --i) {
         const i64 cj = bh * n + lo + i;
-        tiles(cj, true);
         const float eg = ex(gc[cj]);
         const ta* Xi = Xs + (i > 0 ? i - 1 : 0) * DKP * GX_LX;  // (i > 0)
-        cp_async_wait<0>();
-        __syncthreads();
+        begin(2 * nc - 2 - i);
         // W = ek X_i (i > 0), dW = -ph^T dX
         if (wc.on) {
             float aw[NC_][4] = {}, ad[NC_][4] = {};
@@ -264,7 +288,7 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
 #pragma unroll
         for (int off = 16; off > 0; off /= 2) dga += __shfl_xor_sync(0xffffffffu, dga, off, 32);
         if (tid % 32 == 0 && dga != 0.f) atomicAdd(dg + cj, eg * dga);
-        __syncthreads();  // every read of dX, the tiles, dQp, W and dW done
+        __syncthreads();  // every read of dX, the tiles, dQp, W and dW done (the next step's copies may overwrite them)
         if (i > 0 && wk.on)
 #pragma unroll
             for (int it = 0; it < NK; ++it)
@@ -273,7 +297,7 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
                     float* e = dX + wk.row(x) * GX_LX + wk.col(it, x);
                     *e = eg * *e + ax[it][x];
                 }
-        // (dX' is read after the next step's copy wait and barrier)
+        // (dX' is read after the next step's barrier)
     }
 }
 
