@@ -10,7 +10,8 @@
         replaces; its GD_S16 build) at the same size;
         CUDA events around each launch (zeroed outputs set outside them), medians of reps (default 15). Inputs: gd_forms
         of random bf16 inputs (qe, ek, ph, g as the forward makes them), random dQp, dZ (K1 / K2 not yet merged) and
-        output gradients."""
+        output gradients.
+    python benchmarks/device/gd_tier1x_bwd_s25b.py compile        the builds `times` runs, compiled into CuPy's cache"""
 import sys
 
 import cupy
@@ -61,6 +62,23 @@ def k3_args(BH, T, n):
     return tier, dQp, dZ, outs
 
 
+def one_set(cfg):
+    """gd_tier1x_bwd_x1's GX_DB_SET=0 build (one set of the chunk's tiles: a timing build)."""
+    code = "\n".join(cc._source(f) for f in ("common.cu",) + cc._SOURCES["gated_delta_tier_bwd"])
+    opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_tier_bwd", cfg)) + ("-DGX_DB_SET=0",)
+    fn = cupy.RawModule(code=code, options=opts).get_function("gd_tier1x_bwd_x1")
+    fn.max_dynamic_shared_size_bytes = cc.SMEM_MAX
+    return fn
+
+
+if mode == "compile":
+    cfg = cgd._config("float", DK, C, "bf16", True)
+    for op, name in (("gated_delta", "gd_forms"), ("gated_delta_bwd", "gd_scan_bwd_x1"),
+                     ("gated_delta_tier_bwd", "gd_tier1x_bwd_x1")):
+        ops._tk(op, cfg, name)
+    one_set(cfg)
+    print("compiled")
+    sys.exit(0)
 if mode == "small":
     BH, T = 2, 1000
     for s16 in (True, False):
@@ -98,10 +116,7 @@ for T in Ts:
         ops.gd_tier1x_bwd(cfg, tier, qe, ek, ph, g, dQp, dZ, *outs, T, DK, n, BH, x1=True)
 
     if one is None:
-        code = "\n".join(cc._source(f) for f in ("common.cu",) + cc._SOURCES["gated_delta_tier_bwd"])
-        opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_tier_bwd", cfg)) + ("-DGX_DB_SET=0",)
-        one = cupy.RawModule(code=code, options=opts).get_function("gd_tier1x_bwd_x1")
-        one.max_dynamic_shared_size_bytes = cc.SMEM_MAX
+        one = one_set(cfg)
 
     def k3_one():
         _, block, smem = ops._tk("gated_delta_tier_bwd", cfg, "gd_tier1x_bwd_x1")

@@ -12,15 +12,17 @@ if [ "$1" = tests ]; then
     echo "=== tests $(date -u +%T)"
     timeout 140 python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short tests/test_cupy_gated_delta_tier_bwd.py \
         -k tier1x > "$OUT/log_t_k3.txt" 2>&1 &
-    python3 benchmarks/device/gd_tier1x_bwd_s25b.py small > "$OUT/log_small.txt" 2>&1  # (compiles the family once)
+    timeout 140 python3 benchmarks/device/gd_tier1x_bwd_s25b.py compile > "$OUT/log_compile.txt" 2>&1 &  # (for times)
+    timeout 70 python3 benchmarks/device/gd_tier1x_bwd_s25b.py small > "$OUT/log_small.txt" 2>&1  # (compiles the family once)
     for tool in memcheck racecheck initcheck; do
-      PYTORCH_CUDA_ALLOC_CONF= timeout 100 compute-sanitizer --tool $tool --print-limit 10 \
+      PYTORCH_CUDA_ALLOC_CONF= timeout 75 compute-sanitizer --tool $tool --print-limit 10 \
           python3 benchmarks/device/gd_tier1x_bwd_s25b.py small > "$OUT/log_${tool}.txt" 2>&1 &
     done
     wait
     f="$OUT/log_t_k3.txt"; echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"
     grep -E "^FAILED|^E  " $f | head -8 | cut -c1-220; tail -n 1 $f | cut -c1-160
     echo "-- log_small.txt: $(tail -n 3 $OUT/log_small.txt | tr '\n' ' ' | cut -c1-200)"
+    echo "-- log_compile.txt: $(tail -n 1 $OUT/log_compile.txt | cut -c1-200)"
     for tool in memcheck racecheck initcheck; do f="$OUT/log_${tool}.txt"
       echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1) $(grep -c 'sanitize ok' $f) ok"; done )
 fi
