@@ -129,12 +129,13 @@ def k3_errors(got, want, vals, geo):
     return errs + [float(np.max(np.abs(got[3] - want[3]) / np.maximum(den, 1e-30)))]
 
 
-def k3_run(ops, cfg, dev, geo, x1, xp=np):
-    """CupyOps.gd_tier1x_bwd on ``ops`` into zeroed float32 outputs: dqe, dek, dph, dg (NumPy)."""
+def k3_run(ops, cfg, dev, geo, x1, xp=np, bw=None):
+    """CupyOps.gd_tier1x_bwd on ``ops`` into zeroed float32 outputs: dqe, dek, dph, dg (NumPy); bw: a timing build's
+    columns (GX_BW_SET)."""
     B, n, C, dk = geo.B, geo.n, geo.C, geo.dk
     outs = [xp.zeros(s, dtype=np.float32) for s in ((B, n, C, dk), (B, n, C, dk), (B, n, dk, C), (B, n))]
     tier = cgd.Tier(geo.nP, (geo.nP - 1).bit_length(), n=n, C=C)
-    CupyOps.gd_tier1x_bwd(ops, cfg, tier, *dev, *outs, geo.T, dk, n, B, x1=x1)
+    CupyOps.gd_tier1x_bwd(ops, cfg, tier, *dev, *outs, geo.T, dk, n, B, x1=x1, bw=bw)
     return [o if xp is np else o.get() for o in outs]
 
 
@@ -190,6 +191,18 @@ def test_tier1x_bwd_one_tile_set_bit_equal(build):
     got = [k3_run(ops, k3_config(14, 16, s16), dev, geo, x1) for ops in (K3Ops(), one)]
     for a, b in zip(*got):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")
+def test_tier1x_bwd_emulated_timing_build_bw32():
+    """The timing build of 32 columns a block at DKP = 64 (GX_BW_SET=32, GX_DB_SET=0: two blocks per SM) within the
+    3xTF32 bound of the twin: d_k = 40, two column blocks, the second partial."""
+    dev, vals, geo = k3_inputs(5, 2, 200, 40, 16, "moderate", False)
+    ops = K3Ops()
+    ops.extra = {"GX_BW_SET": 32, "GX_DB_SET": 0}
+    got = k3_run(ops, k3_config(40, 16, False), dev, geo, False, bw=32)
+    errs = k3_errors(got, k3_twin(vals, geo), vals, geo)
+    assert max(errs) < K3_F32, errs
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")

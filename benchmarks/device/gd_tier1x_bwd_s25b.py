@@ -5,8 +5,9 @@
                                                                    T = 1000, d = 64, C = 64, B H = 2 (compute-sanitizer)
     python benchmarks/device/gd_tier1x_bwd_s25b.py times [T,..] [reps]
         B H = 32, d_k = d_v = 64, C = 64, bf16 inputs on the GD_S16 build (what bf16 training runs): gd_tier1x_bwd_x1
-        alone (the production build: two tile sets, the next step's copies under this one's; and its GX_DB_SET=0 timing
-        build: one set, each step's copies waited for) against gd_scan_bwd_x1 (the kernel the two-tier backward
+        alone (the production build: two tile sets, the next step's copies under this one's; its GX_DB_SET=0 timing
+        build: one set, each step's copies waited for; GX_BW_SET=32 with one set: 32 of X's columns a block, 99 KB, two
+        blocks per SM, twice the blocks and the outer products' atomics) against gd_scan_bwd_x1 (the kernel the two-tier backward
         replaces; its GD_S16 build) at the same size;
         CUDA events around each launch (zeroed outputs set outside them), medians of reps (default 15). Inputs: gd_forms
         of random bf16 inputs (qe, ek, ph, g as the forward makes them), random dQp, dZ (K1 / K2 not yet merged) and
@@ -62,10 +63,11 @@ def k3_args(BH, T, n):
     return tier, dQp, dZ, outs
 
 
-def one_set(cfg):
-    """gd_tier1x_bwd_x1's GX_DB_SET=0 build (one set of the chunk's tiles: a timing build)."""
+def one_set(cfg, extra=()):
+    """gd_tier1x_bwd_x1's GX_DB_SET=0 build (one set of the chunk's tiles: a timing build), with ``extra`` -D options
+    (GX_BW_SET=32: 32 columns a block, two blocks per SM)."""
     code = "\n".join(cc._source(f) for f in ("common.cu",) + cc._SOURCES["gated_delta_tier_bwd"])
-    opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_tier_bwd", cfg)) + ("-DGX_DB_SET=0",)
+    opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_tier_bwd", cfg)) + ("-DGX_DB_SET=0",) + tuple(extra)
     fn = cupy.RawModule(code=code, options=opts).get_function("gd_tier1x_bwd_x1")
     fn.max_dynamic_shared_size_bytes = cc.SMEM_MAX
     return fn
@@ -77,6 +79,7 @@ if mode == "compile":
                      ("gated_delta_tier_bwd", "gd_tier1x_bwd_x1")):
         ops._tk(op, cfg, name)
     one_set(cfg)
+    one_set(cfg, ("-DGX_BW_SET=32",))
     print("compiled")
     sys.exit(0)
 if mode == "small":
@@ -95,10 +98,10 @@ Ts = [int(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [8192, 1
 reps = int(sys.argv[3]) if len(sys.argv) > 3 else 15
 BH = 32
 fn3, block3, smem3 = None, None, None
-one = None  # the GX_DB_SET=0 build of gd_tier1x_bwd_x1
+one = b32 = None  # the GX_DB_SET=0 builds of gd_tier1x_bwd_x1: 64 columns a block, 32 (GX_BW_SET=32)
 print(f"B H = {BH}, d = {DK}, C = {C}, bf16 inputs, GD_S16 build, reps {reps}")
-print("| T | chunks | K3 blocks | gd_tier1x_bwd_x1 ms median (min-max) | its GX_DB_SET=0 build | gd_scan_bwd_x1 ms | "
-      "K3 / scan_bwd | predicted K3 |")
+print("| T | chunks | K3 blocks | gd_tier1x_bwd_x1 ms median (min-max) | its GX_DB_SET=0 build | GX_BW_SET=32 build "
+      "(one set, 2 blocks / SM) | gd_scan_bwd_x1 ms | K3 / scan_bwd | predicted K3 |")
 for T in Ts:
     cfg, qe, ek, ph, H, g, lamw = inputs(BH, T, True)
     n = qe.shape[1]
@@ -116,20 +119,26 @@ for T in Ts:
         ops.gd_tier1x_bwd(cfg, tier, qe, ek, ph, g, dQp, dZ, *outs, T, DK, n, BH, x1=True)
 
     if one is None:
-        one = one_set(cfg)
+        one, b32 = one_set(cfg), one_set(cfg, ("-DGX_BW_SET=32",))
+
+    def launch(fn, bw):
+        i = np.int32
+        fn((tier.nP * BH * -(-DK // bw),), (256,), (qe, ek, ph, g, dQp, dZ, *outs, i(T), i(DK), i(n), i(tier.nP), i(BH)),
+           shared_mem=cfg.gd_tier1x_bwd_smem(bw, db=False))
 
     def k3_one():
-        _, block, smem = ops._tk("gated_delta_tier_bwd", cfg, "gd_tier1x_bwd_x1")
-        i = np.int32
-        one((tier.nP * BH * -(-DK // cfg.tier1x_bwd_bw),), block,
-            (qe, ek, ph, g, dQp, dZ, *outs, i(T), i(DK), i(n), i(tier.nP), i(BH)), shared_mem=smem)
+        launch(one, 64)
+
+    def k3_32():
+        launch(b32, 32)
 
     def scan_bwd():
         ops.gd_scan_bwd(cfg, qe, ek, ph, H, g, lamw, dout, oldc, sv, *zs, T, DK, DV, L, 0, 0, n, 0, NLC, T % C == 0, BH,
                         x1=True)
 
     times = {}
-    for name, fn, zero in (("gd_tier1x_bwd_x1", k3, outs), ("one set", k3_one, outs), ("gd_scan_bwd_x1", scan_bwd, zs)):
+    for name, fn, zero in (("gd_tier1x_bwd_x1", k3, outs), ("one set", k3_one, outs), ("bw32", k3_32, outs),
+                           ("gd_scan_bwd_x1", scan_bwd, zs)):
         ts = []
         for i in range(reps + 2):
             for z in zero:
@@ -145,6 +154,8 @@ for T in Ts:
     if fn3 is None:
         fn3, block3, smem3 = ops._tk("gated_delta_tier_bwd", cfg, "gd_tier1x_bwd_x1")
         print(f"gd_tier1x_bwd_x1: {fn3.num_regs} registers, {fn3.local_size_bytes} B local, smem {smem3} B", flush=True)
+        print(f"GX_BW_SET=32: {b32.num_regs} registers, {b32.local_size_bytes} B local, smem "
+              f"{cfg.gd_tier1x_bwd_smem(32, db=False)} B", flush=True)
     k, s = times["gd_tier1x_bwd_x1"][0], times["gd_scan_bwd_x1"][0]
     print(f"| {T} | {n} | {tier.nP * BH} | " + " | ".join(f"{m:.3f} ({lo:.3f}-{hi:.3f})" for m, lo, hi in times.values())
           + f" | {k / s:.2f} | {PREDICTED.get(T, '')} |", flush=True)

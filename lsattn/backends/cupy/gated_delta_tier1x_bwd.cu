@@ -27,7 +27,11 @@
 // 180 KB; GD_S16: 156 KB): one block (8 warps) per SM either way, since the tiles and the step's buffers alone
 // (~125 KB) pass the 113 KB of two blocks. DKP = 128: 32 columns a block (214 KB in float32).
 static_assert(GD_TC, "gd_tier1x_bwd: float32 compute (float64 callers keep gd_scan_bwd)");
+#ifdef GX_BW_SET  // a timing build may set it (32 at DKP = 64 with GX_DB_SET=0: 99 KB, two blocks per SM)
+constexpr int GX_BW = GX_BW_SET;
+#else
 constexpr int GX_BW = DKP <= 64 ? DKP : 32;  // X's columns per block (_compile.Config.tier1x_bwd_bw)
+#endif
 constexpr int GX_LQ = DKP + 8, GX_LP = CH + 8, GX_LX = GX_BW + 8;  // row strides (elements)
 constexpr int GX_TILES = (2 * CH * GX_LQ + DKP * GX_LP) * (int)sizeof(gd_e);  // bytes (a multiple of 16)
 constexpr int GX_DQ = CH * GX_LX * (int)sizeof(ta);  // dQp_c's tile (bytes)
