@@ -16,16 +16,19 @@
 // columns): grid nP BH ceil(DK / GX_BW); the sums over X's columns (dqe, dek, dph, dg) are the block's shares,
 // atomically added (float2 where two columns are adjacent) into zeroed outputs that gd_tier1_bwd (K4) adds into too.
 // Per period: the recompute (i = 1 .. nc - 1: W = ek X_{i-1}, X_i = e^g X_{i-1} - ph W; 2 products, 1 at i = 1) and per
-// chunk 7 products (W, dW; dqe's, dek's, dph's; dX's two), at i = 0 3 (dW, dph's, none of dX): 26 at nc = 4.
+// chunk 7 products (W, dW; dqe's, dek's, dph's; dX's two), at i = 0 2 (dW, dph's): 28 at nc = 4.
 // Threads: NT = 256 (8 warps); every product a M x N one in 16 x 8 tiles dealt over the warps (GdWarpTiles), mma.sync
 // m16n8k8 tf32, operands split (3xTF32) or rounded (1xTF32) at the fragment loads (gdb_fa / gdb_fb).
-// Shared (Config.smem("gd_tier1x_bwd")): the chunk's tiles qe, ek [t][kk] (row stride DKP + 8) and ph [kk][t] (CH + 8)
-// as stored (gd_e: GD_S16's bfloat16, widened at the fragment loads; copied by cp.async); X_1 .. X_3 and dX [kk][col],
-// dQp_c, W, dW [t][col] (float32, row stride GX_BW + 8: the fragment loads of either orientation on 32 banks).
+// Shared (Config.smem("gd_tier1x_bwd")): GX_NB sets (below) of the chunk's tiles qe, ek [t][kk] (row stride DKP + 8)
+// and ph [kk][t] (CH + 8) as stored (gd_e: GD_S16's bfloat16, widened at the fragment loads; copied by cp.async) and of
+// dQp_c [t][col]; X_1 .. X_3 and dX [kk][col], W, dW [t][col] (float32, row stride GX_BW + 8: the fragment loads of
+// either orientation on 32 banks).
 // X_1 .. X_3 in shared memory, not in L2-resident scratch: the interface has no scratch and a scratch's round trip
-// would sit on every step's chain, while shared memory holds them beside the rest (DKP = CH = 64, float32 tiles:
-// 180 KB; GD_S16: 156 KB): one block (8 warps) per SM either way, since the tiles and the step's buffers alone
-// (~125 KB) pass the 113 KB of two blocks. DKP = 128: 32 columns a block (214 KB in float32).
+// would sit on every step's chain, while shared memory holds them beside the rest: at DKP = CH = 64 the tiles and the
+// step's buffers alone (~125 KB with float32 tiles; GD_S16's ~101 KB, ~119 KB with X_i's copy staged from a scratch)
+// pass the 113 KB of two blocks, so one block (8 warps) per SM either way (float32 tiles: 180 KB; GD_S16 with two
+// sets: 198 KB). Two blocks per SM: 32 columns a block (GX_BW_SET=32 with one set, 99 KB; a timing build).
+// DKP = 128: 32 columns a block (214 KB with float32 tiles, 224 KB with GD_S16's two sets).
 static_assert(GD_TC, "gd_tier1x_bwd: float32 compute (float64 callers keep gd_scan_bwd)");
 #ifdef GX_BW_SET  // a timing build may set it (32 at DKP = 64 with GX_DB_SET=0: 99 KB, two blocks per SM)
 constexpr int GX_BW = GX_BW_SET;
