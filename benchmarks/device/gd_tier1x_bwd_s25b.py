@@ -12,7 +12,9 @@
         CUDA events around each launch (zeroed outputs set outside them), medians of reps (default 15). Inputs: gd_forms
         of random bf16 inputs (qe, ek, ph, g as the forward makes them), random dQp, dZ (K1 / K2 not yet merged) and
         output gradients.
-    python benchmarks/device/gd_tier1x_bwd_s25b.py compile        the builds `times` runs, compiled into CuPy's cache"""
+    python benchmarks/device/gd_tier1x_bwd_s25b.py compile        the builds `times` runs, compiled into CuPy's cache
+    python benchmarks/device/gd_tier1x_bwd_s25b.py one [T]        one launch of gd_tier1x_bwd_x1, then one of its
+                                                                   GX_BW_SET=32 build, at B H = 32 (for ncu; 8K)"""
 import sys
 
 import cupy
@@ -94,6 +96,18 @@ if mode == "small":
     print("sanitize ok")
     sys.exit(0)
 
+if mode == "one":
+    BH, T = 32, int(sys.argv[2]) if len(sys.argv) > 2 else 8192
+    cfg, qe, ek, ph, H, g, lamw = inputs(BH, T, True)
+    n = qe.shape[1]
+    tier, dQp, dZ, outs = k3_args(BH, T, n)
+    ops.gd_tier1x_bwd(cfg, tier, qe, ek, ph, g, dQp, dZ, *outs, T, DK, n, BH, x1=True)
+    i = np.int32
+    one_set(cfg, ("-DGX_BW_SET=32",))((tier.nP * BH * 2,), (256,), (qe, ek, ph, g, dQp, dZ, *outs, i(T), i(DK), i(n), i(tier.nP),
+                                      i(BH)), shared_mem=cfg.gd_tier1x_bwd_smem(32, db=False))
+    cupy.cuda.Device().synchronize()
+    print(f"T={T}: one launch of gd_tier1x_bwd_x1, one of its GX_BW_SET=32 build")
+    sys.exit(0)
 Ts = [int(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [8192, 16384, 32768]
 reps = int(sys.argv[3]) if len(sys.argv) > 3 else 15
 BH = 32
