@@ -71,6 +71,7 @@ class EmuTierBwdOps:
     xp = np
     _i, _p = staticmethod(np.int32), staticmethod(CupyOps._p)
     gd_tier3_bwd = CupyOps.gd_tier3_bwd
+    gd_coarse_bwd = CupyOps.gd_coarse_bwd
 
     def _tk(self, op, cfg, name):
         assert op == "gated_delta_tier_bwd"
@@ -208,6 +209,85 @@ def test_gpu_tier3_bwd(T, build):
     check_k1(got, want, tier, K1_X1 if s16 else K1_F32, f"{build} T={T}")
 
 # ---- K2 gd_coarse_bwd (s25a) ----
+# K2's tolerances (max |kernel - twin| <= tol * max |twin| for dZ and dTot), the twin's coarse_bwd (grouped=False) on the
+# kernel's float32 inputs (Z, Sb from the twin's forward, dSb random): K2_F32 = 1e-5 (3xTF32), K2_X1 = 4e-3 (1xTF32; a
+# chain of up to nP - 1 products, each rounding its operands to 2^-11, with contracting transfers: measured below
+# 1e-3). Z's entry of the last period (never read: the chains' last steps have no product) is NaN here.
+K2_F32, K2_X1 = 1e-5, 4e-3
+
+
+def k2_case(seed, B, T, dk, dv, C, decay):
+    """K2's inputs as the kernel reads them (Z, Sb, dSb: float32) and the twin's coarse_bwd on their values:
+    (tier, kernel arrays, (dZ, dTot) of the twin)."""
+    (qe, ek, ph, H, g), lam = tier_inputs(seed, B, T, dk, dv, C, decay)
+    geo = tw.Geo(qe, H, lam)
+    _, (_qp, Z, _tot, Sb) = tw.forward(np, qe, ek, ph, H, g, lam, keep=True)
+    z_k = np.stack([np.full((B, dk, dk), np.nan) if z is None or x == geo.nP - 1 else z for x, z in enumerate(Z)], 1)
+    z_k = z_k.astype(np.float32)
+    sb_k = sb_compact(Sb, geo.nP, B, dk, dv).astype(np.float32)
+    dsb_k = np.random.default_rng(seed + 2).standard_normal(sb_k.shape).astype(np.float32)
+    Sb_v = [{cl: sb_k[:, cgd.popsum(pp) + r].astype(np.float64) for r, cl in enumerate(sorted(Sb[pp]))} for pp in range(geo.nP)]
+    dS = {(cl, pp): dsb_k[:, cgd.popsum(pp) + r].astype(np.float64) for pp in range(geo.nP) for r, cl in enumerate(sorted(Sb[pp]))}
+    dtot, dZ = tw.coarse_bwd([z.astype(np.float64) for z in np.moveaxis(z_k, 1, 0)], Sb_v, dS, geo)
+    tier = cgd.Tier(geo.nP, (geo.nP - 1).bit_length(), n=geo.n, C=C)
+    return tier, (z_k, sb_k, dsb_k), (np.stack(dZ, 1), np.stack(dtot, 1))
+
+
+def run_k2(ops, cfg, tier, arrays, x1, xp=np):
+    """CupyOps.gd_coarse_bwd on ``ops`` with zeroed outputs: (dZ, dTot) as NumPy arrays."""
+    z, sb, dsb = (xp.asarray(a) for a in arrays)
+    B, nP, dk, _ = z.shape
+    dv = sb.shape[-1]
+    dz, dtot = xp.zeros(z.shape, xp.float32), xp.zeros((B, nP, dk, dv), xp.float32)
+    ops.gd_coarse_bwd(cfg, tier, z, sb, dsb, dz, dtot, dk, dv, B, x1=x1)
+    get = (lambda a: a.get()) if xp is not np else (lambda a: a)
+    return get(dz), get(dtot)
+
+
+def check_k2(got, want, tol, what):
+    for name, x, y in zip(("dZ", "dTot"), got, want):
+        assert_close(x, y, tol, what=f"{name} {what}")
+
+
+@given(seed=seeds, B=st.integers(1, 2), T=st.integers(33, 1500).filter(lambda t: t % 16), dk=st.integers(1, 16),
+       dv=st.sampled_from([1, 5, 16, 70]), decay=st.sampled_from(list(K1_REGIMES)), build=st.sampled_from(["f32", "x1"]))
+@example(seed=1, B=1, T=1500, dk=16, dv=70, decay="zero", build="f32")  # 94 chunks, 24 periods, 5 levels; 2 column blocks
+@example(seed=2, B=2, T=700, dk=5, dv=16, decay="reset", build="x1")
+@settings(max_examples=6, deadline=None)  # the CPU emulation: CI time
+def test_coarse_bwd_emulated(seed, B, T, dk, dv, decay, build):
+    """gd_coarse_bwd (3xTF32) / gd_coarse_bwd_x1 (1xTF32) of a float32 build, emulated on the CPU through
+    CupyOps.gd_coarse_bwd, against the twin's per-level reverse chains on the same inputs: several periods and coarse
+    levels (chains of up to 15 steps), d_k / d_v odd and d_v past one column block, zero / strong decays and resets."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    tier, arrays, want = k2_case(seed, B, T, dk, dv, 16, decay)
+    got = run_k2(EmuTierBwdOps(), cgd._config("float", dk, 16, ""), tier, arrays, build == "x1")
+    check_k2(got, want, K2_X1 if build == "x1" else K2_F32, f"{build} T={T} dk={dk} dv={dv} {decay}")
+
+
+def test_coarse_bwd_s16_emulated():
+    """gd_coarse_bwd_x1 of the GD_S16 build (C = d_k = 64: the production tiles) emulated, within K2_X1."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    tier, arrays, want = k2_case(3, 1, 1300, 64, 20, 64, "zero")
+    got = run_k2(EmuTierBwdOps(), cgd._config("float", 64, 64, "bf16", True), tier, arrays, True)
+    check_k2(got, want, K2_X1, "s16 T=1300")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cupy_ready(), reason="needs CuPy and a CUDA device")
+@pytest.mark.parametrize("T", [8192 + 100, 32768])
+@pytest.mark.parametrize("build", ["f32", "s16"])
+def test_gpu_coarse_bwd(T, build):
+    """gd_coarse_bwd on the GPU (d = 64, C = 64, B H = 2; 32K: chains of up to 127 steps): the float32 build's 3xTF32
+    kernel within K2_F32, the GD_S16 build's gd_coarse_bwd_x1 within K2_X1, against the twin on the same inputs."""
+    import cupy
+
+    s16 = build == "s16"
+    tier, arrays, want = k2_case(12, 2, T, 64, 64, 64, "zero")
+    cfg = cgd._config("float", 64, 64, "bf16" if s16 else "", s16)
+    got = run_k2(CupyOps(0), cfg, tier, arrays, s16, xp=cupy)
+    check_k2(got, want, K2_X1 if s16 else K2_F32, f"{build} T={T}")
 
 # ---- K3 gd_tier1x_bwd (s25b) ----
 

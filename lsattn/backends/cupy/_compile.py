@@ -46,6 +46,7 @@ _KERNELS = {
         "gd_tier3_bwd", "gd_tier3_bwd_x1",
 
         # K2 (gated_delta_coarse_bwd.cu)
+        "gd_coarse_bwd", "gd_coarse_bwd_x1",
 
         # K3 (gated_delta_tier1x_bwd.cu)
 
@@ -515,6 +516,18 @@ class CupyOps:
         fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_tier3_bwd_x1" if x1 else "gd_tier3_bwd")
         fn(((tier.nP - 1) * BH * -(-DV // 64),), block,
            (qe, Qp, Sb, lam, dout, dQp, dSb, dlam, i(T), i(DK), i(DV), i(L), i(n), i(tier.nP), i(BH)), shared_mem=smem)
+
+    def gd_coarse_bwd(self, cfg, tier, Z, Sb, dSb, dZ, dTot, DK, DV, BH, x1=False):
+        """K2 of the two-tier scan's backward (gated_delta_coarse_bwd.cu): the coarse slots' reverse chains, one block per
+        (level, level period with reads, sequence, 64 value columns) as gd_coarse's (``tier.coarse_chains``): from the
+        forward's Z (BH, nP, DK, DK), Sb and K1's dSb (BH, popsum(nP), DK, DV), adds into dZ (BH, nP, DK, DK) and dTot
+        (BH, nP, DK, DV) (zeroed by the caller); x1: its 1xTF32 build (bfloat16 callers)."""
+        if tier.NCL == 0:  # one period: no coarse slot
+            return
+        i = self._i
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_coarse_bwd_x1" if x1 else "gd_coarse_bwd")
+        fn((tier.coarse_chains * BH * -(-DV // 64),), block,
+           (Z, Sb, dSb, dZ, dTot, i(DK), i(DV), i(tier.nP), i(tier.NCL), i(BH)), shared_mem=smem)
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
                     n, n_old, NLC, merge_last, BH, x1=False):
