@@ -39,12 +39,13 @@ def tier_bwd_source():
                                                "gated_delta_tier1x_bwd.cu", "gated_delta_tier1_bwd.cu"))
 
 
-def tier_bwd_lib(cfg):
-    """The emulation of the family's build for ``cfg`` (_compile.defines' TA, TI_BF16, CH, DKP, GD_S16)."""
+def tier_bwd_lib(cfg, extra=None):
+    """The emulation of the family's build for ``cfg`` (_compile.defines' TA, TI_BF16, CH, DKP, GD_S16; extra: a
+    timing build's other -D options)."""
     scan = "\n".join(cupy_source(f) for f in ("gated_delta.cu", "gated_delta_tier.cu", "gated_delta_coarse.cu"))
     bwd = cupy_source("gated_delta_bwd.cu") + "\n" + cupy_source("gated_delta_bwd_scan.cu")
     defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
-    defines |= {"GD_S16": 1} if cfg.s16 else {}
+    defines |= ({"GD_S16": 1} if cfg.s16 else {}) | (extra or {})
     return emulation("cuda_emu_gd_tier_bwd.cpp", defines, {"KERNEL": scan, "BWD_KERNEL": bwd, "TIER_BWD_KERNEL": tier_bwd_source()})
 
 
@@ -73,8 +74,13 @@ class EmuTierBwdOps:
     gd_tier3_bwd = CupyOps.gd_tier3_bwd
     gd_coarse_bwd = CupyOps.gd_coarse_bwd
 
+    r3b = None  # gd_tier3_bwd's chunks held (a timing build's GT3B_R_SET; None: GT3B_R)
+
     def _tk(self, op, cfg, name):
         assert op == "gated_delta_tier_bwd"
+        if self.r3b:
+            return (_EmuLaunch(tier_bwd_lib(cfg, {"GT3B_R_SET": self.r3b}), name), (256,),
+                    cfg.gd_tier3_bwd_smem(self.r3b))
         return _EmuLaunch(tier_bwd_lib(cfg), name), (256,), cfg.smem(name)
 
 
@@ -182,6 +188,19 @@ def test_tier3_bwd_s16_emulated(T, dk, dv, decay):
     cfg = cgd._config("float", dk, 64, "bf16", True)
     got = run_k1(EmuTierBwdOps(), cfg, tier, arrays, T, True)
     check_k1(got, want, tier, K1_X1, f"s16 T={T} dk={dk} dv={dv} {decay}")
+
+
+@pytest.mark.parametrize("R", [1, 2])
+def test_tier3_bwd_chunks_held_emulated(R):
+    """gd_tier3_bwd with R < 4 chunks of a period held at a time (d_k = 128's production form, R = 2; a timing build's
+    GT3B_R_SET): the slots copied once a group, dS of the later groups added to the first's; 3xTF32, within K1_F32."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    ops = EmuTierBwdOps()
+    ops.r3b = R
+    tier, arrays, want = k1_case(4, 2, 470, 9, 20, 16, "moderate", False)  # 30 chunks: the last period's 2 of 4
+    got = run_k1(ops, cgd._config("float", 9, 16, ""), tier, arrays, 470, False)
+    check_k1(got, want, tier, K1_F32, f"R={R}")
 
 
 def _cupy_ready():

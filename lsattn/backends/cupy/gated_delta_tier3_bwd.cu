@@ -25,7 +25,16 @@ constexpr int GT3B_BW = 64, GT3B_LD = GT3B_BW + 8, GT3B_LS = GT3B_BW + 4;
 constexpr int gt3b_smem(int R) {
     return R * CH * GD_LDQE * GD_E2 + (R * CH * GT3B_LD + 2 * (DKP * GT3B_LS + R * CH)) * (int)sizeof(ta);
 }
+// GT3B_R_SET, GT3B_MINB_SET (timing builds: the host's Config.gd_tier3_bwd_smem(R)): R chunks held, blocks per SM the
+// registers must allow (R = 2 and 2 blocks per SM by shared memory: the slots copied twice, dS's second half added)
+#ifdef GT3B_R_SET
+constexpr int GT3B_R = GT3B_R_SET;
+#else
 constexpr int GT3B_R = gt3b_smem(GD_TP) <= 227 * 1024 ? GD_TP : (gt3b_smem(GD_TP / 2) <= 227 * 1024 ? GD_TP / 2 : 1);
+#endif
+#ifndef GT3B_MINB_SET
+#define GT3B_MINB_SET 1
+#endif
 constexpr int GT3B_SMEM = gt3b_smem(GT3B_R);
 static_assert(GT3B_R * CH <= NT, "a thread per row for the read weights");
 
@@ -178,7 +187,7 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
     }
     cp_async_wait<0>();
 }
-extern "C" __global__ void __launch_bounds__(NT, 1) gd_tier3_bwd(
+extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB_SET) gd_tier3_bwd(
     const gd_e* __restrict__ qe,  // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp
     const gd_e* __restrict__ Qp,  // (BH, n, CH, DK) gd_tier1x's (rows of a period's first chunk unread)
     const ta* __restrict__ Sb,    // (BH, popsum(nP), DK, DV) the coarse slots (complete: gd_coarse / gd_cfill)
@@ -190,7 +199,7 @@ extern "C" __global__ void __launch_bounds__(NT, 1) gd_tier3_bwd(
     int T, int DK, int DV, int L, int n, int nP, int BH) {
     gt3b_body<false>(qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, nP, BH);
 }
-extern "C" __global__ void __launch_bounds__(NT, 1) gd_tier3_bwd_x1(
+extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB_SET) gd_tier3_bwd_x1(
     const gd_e* __restrict__ qe, const gd_e* __restrict__ Qp, const ta* __restrict__ Sb, const ta* __restrict__ lam,
     const ta* __restrict__ dout, ta* __restrict__ dQp, ta* __restrict__ dSb, ta* __restrict__ dlam, int T, int DK, int DV,
     int L, int n, int nP, int BH) {
