@@ -8,7 +8,8 @@ d_k = d_v = 64, C = 64, the x1 kernels (bfloat16 callers).
                                                                    zeroed outputs set outside them; medians: K1, K1 at
                                                                    R = 2 chunks held and 2 blocks per SM (a timing
                                                                    build: GT3B_R_SET=2, GT3B_MINB_SET=2), K2, and
-                                                                   gd_scan_bwd_x1 (the kernel they replace) at the same size)"""
+                                                                   gd_scan_bwd_x1 (the kernel they replace) at the same size)
+    python benchmarks/device/gd_tier_bwd_s25a.py compile          (times' builds into CuPy's cache; nothing run)"""
 import sys
 
 import cupy
@@ -83,6 +84,10 @@ k1r2 = cupy.RawModule(code=code, options=opts).get_function("gd_tier3_bwd_x1")
 k1r2.max_dynamic_shared_size_bytes = cfg.gd_tier3_bwd_smem(2)
 k1, _, s1 = ops._tk("gated_delta_tier_bwd", cfg, "gd_tier3_bwd_x1")
 k2, _, s2 = ops._tk("gated_delta_tier_bwd", cfg, "gd_coarse_bwd_x1")
+if sys.argv[1] == "compile":
+    ops._tk("gated_delta_bwd", cfg, "gd_scan_bwd_x1")
+    ops._tk("gated_delta", cfg, "gd_forms")
+    sys.exit(0)
 print(f"K1 {k1.num_regs} registers, {k1.local_size_bytes} B local, smem {s1}; K1 R=2 {k1r2.num_regs} registers, "
       f"{k1r2.local_size_bytes} B local, smem {cfg.gd_tier3_bwd_smem(2)}; K2 {k2.num_regs} registers, "
       f"{k2.local_size_bytes} B local, smem {s2}", flush=True)

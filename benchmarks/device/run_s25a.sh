@@ -16,11 +16,13 @@ if [ "$1" = tests ]; then
     # (the builds compiled into CuPy's cache outside the sanitizers first)
     timeout 45 python3 benchmarks/device/gd_tier_bwd_s25a.py small > "$OUT/log_small.txt" 2>&1; echo "small rc=$?"
     tail -n 3 "$OUT/log_small.txt" | cut -c1-200
+    timeout 90 python3 benchmarks/device/gd_tier_bwd_s25a.py compile > "$OUT/log_compile.txt" 2>&1 &  # (times' builds)
     for tool in memcheck racecheck initcheck; do
       PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool $tool --print-limit 10 --kernel-name kns=_bwd_x1 \
           python3 benchmarks/device/gd_tier_bwd_s25a.py small > "$OUT/log_${tool}.txt" 2>&1 &
     done
     wait
+    echo "-- compile for times: $(tail -n 1 $OUT/log_compile.txt | cut -c1-160)"
     f="$OUT/log_t_k12.txt"; echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"
     grep -E "^FAILED|^E  .*error" $f | head -8 | cut -c1-220; tail -n 1 $f | cut -c1-160
     for tool in memcheck racecheck initcheck; do f="$OUT/log_${tool}.txt"
