@@ -75,13 +75,13 @@ class EmuTierBwdOps:
     gd_coarse_bwd = CupyOps.gd_coarse_bwd
 
     r3b = None  # gd_tier3_bwd's chunks held (a timing build's GT3B_R_SET; None: GT3B_R)
+    extra = {}  # a timing build's other -D options
 
     def _tk(self, op, cfg, name):
         assert op == "gated_delta_tier_bwd"
-        if self.r3b:
-            return (_EmuLaunch(tier_bwd_lib(cfg, {"GT3B_R_SET": self.r3b}), name), (256,),
-                    cfg.gd_tier3_bwd_smem(self.r3b))
-        return _EmuLaunch(tier_bwd_lib(cfg), name), (256,), cfg.smem(name)
+        extra = self.extra | ({"GT3B_R_SET": self.r3b} if self.r3b else {})
+        smem = cfg.gd_tier3_bwd_smem(self.r3b) if self.r3b and name.startswith("gd_tier3_bwd") else cfg.smem(name)
+        return _EmuLaunch(tier_bwd_lib(cfg, extra), name), (256,), smem
 
 
 def tier_inputs(seed, B, T, dk, dv, C, decay):
@@ -117,8 +117,16 @@ def sb_compact(Sb, nP, B, dk, dv):
     return out
 
 
+def tf32(x):
+    """float32 ``x`` rounded to tf32 (cvt.rna: ties away from zero, the low 13 bits cleared; finite x), as the bfloat16
+    builds' forward stores Sb (GD_SBR) and Z (GD_ZR)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((u + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
 def k1_case(seed, B, T, dk, dv, C, decay, s16):
-    """K1's inputs as the kernel reads them (qe, Qp, Sb, lam, dout) and the twin's tier3_bwd on their values:
+    """K1's inputs as the kernel reads them (qe, Qp, Sb, lam, dout; s16: qe, Qp bfloat16 patterns, Sb tf32 values) and
+    the twin's tier3_bwd on their values:
     (tier, kernel arrays, (dQp, dSb compact, dlam) of the twin)."""
     (qe, ek, ph, H, g), lam = tier_inputs(seed, B, T, dk, dv, C, decay)
     geo = tw.Geo(qe, H, lam)
@@ -129,6 +137,7 @@ def k1_case(seed, B, T, dk, dv, C, decay, s16):
     qp_v[:, first] = qe_v[:, first]  # (the kernel reads qe there)
     qp_k[:, first] = 0xFFFF if s16 else np.nan  # rows the forward leaves unwritten: NaN
     sb_k = sb_compact(Sb, geo.nP, B, dk, dv).astype(np.float32)
+    sb_k = tf32(sb_k) if s16 else sb_k  # (the bfloat16 builds' Sb: GD_SBR)
     Sb_v = [{cl: sb_k[:, cgd.popsum(pp) + r].astype(np.float64) for r, cl in enumerate(sorted(Sb[pp]))} for pp in range(geo.nP)]
     lam_k = lam.astype(np.float32)
     dout_k = np.random.default_rng(seed + 1).standard_normal((B, geo.n, C, dv)).astype(np.float32)
@@ -188,6 +197,24 @@ def test_tier3_bwd_s16_emulated(T, dk, dv, decay):
     cfg = cgd._config("float", dk, 64, "bf16", True)
     got = run_k1(EmuTierBwdOps(), cfg, tier, arrays, T, True)
     check_k1(got, want, tier, K1_X1, f"s16 T={T} dk={dk} dv={dv} {decay}")
+
+
+def test_tier3_bwd_rounded_operands_emulated():
+    """GT3B_PR_SET (1xTF32: dout rounded in place, Sb / Qp loaded as the exact tf32 values they are, dS's weights on its
+    A side) on the GD_S16 build: dQp and dlam (from U) bit-equal to the first form's (GT3B_PR_SET=0), dSb and all three
+    within K1_X1 of the twin for both."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    tier, arrays, want = k1_case(6, 1, 700, 64, 20, 64, "mixed", True)
+    cfg = cgd._config("float", 64, 64, "bf16", True)
+    ops0 = EmuTierBwdOps()
+    ops0.extra = {"GT3B_PR_SET": 0}
+    got = run_k1(EmuTierBwdOps(), cfg, tier, arrays, 700, True)
+    old = run_k1(ops0, cfg, tier, arrays, 700, True)
+    for x, what in ((got, "PR"), (old, "first form")):
+        check_k1(x, want, tier, K1_X1, what)
+    assert np.array_equal(got[0], old[0]) and np.array_equal(got[2], old[2])
+    assert not np.array_equal(got[1], old[1])  # (the switch reaches the build)
 
 
 @pytest.mark.parametrize("R", [1, 2])

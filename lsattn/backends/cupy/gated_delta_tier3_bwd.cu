@@ -35,6 +35,14 @@ constexpr int GT3B_R = gt3b_smem(GD_TP) <= 227 * 1024 ? GD_TP : (gt3b_smem(GD_TP
 #ifndef GT3B_MINB_SET
 #define GT3B_MINB_SET 1
 #endif
+// GT3B_PR_SET (1xTF32): operands stored as exact tf32 values loaded without a cvt (gd_scan_bwd's GDB_PR): dout's tiles
+// rounded in place once a group (U's A, dS's B), Sb as the bfloat16 builds' forward stores it (GD_SBR: U's B), Qp / qe
+// (GD_H16: bfloat16 widened); dS's read weights on its A side (lam Qp, rounded at the load: 4 of a k-step's operands,
+// not the B side's 2 NTL). U (dlam, dQp) bit-equal to 0's, dS within the products' rounding. 0: the first form, a
+// timing build.
+#ifndef GT3B_PR_SET
+#define GT3B_PR_SET 1
+#endif
 constexpr int GT3B_SMEM = gt3b_smem(GT3B_R);
 static_assert(GT3B_R * CH <= NT, "a thread per row for the read weights");
 
@@ -51,6 +59,7 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
     ta* Ss = Ds + RR * GT3B_LD;                          // [buffer][kk][col]
     ta* lw = Ss + 2 * SS;                                // [buffer][t] the slot's read weights (zero past T)
     check_smem(GT3B_SMEM);
+    constexpr bool PR = X1 && GT3B_PR_SET;  // (RN below: an operand rounded at its fragment loads)
     using WA = GdWarpTiles<CH / 16, DKP>;      // U: CH x DKP
     using WB = GdWarpTiles<DKP / 16, GT3B_BW>;  // dS: DKP x GT3B_BW
     constexpr int TWA = WA::NTL, TWB = WB::NTL;
@@ -97,6 +106,13 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();  // the tiles, slot j and its weights in place
+        if (PR && s == 0) {  // (block-uniform) the group's dout rounded to tf32 in place
+            for (int idx = tid; idx < RR * GT3B_BW; idx += NT) {
+                ta* e = Ds + idx / GT3B_BW * GT3B_LD + idx % GT3B_BW;
+                *e = gdb_round(*e);
+            }
+            __syncthreads();
+        }
         const ta* S = Ss + (j & 1) * SS;
         const ta* w = lw + (j & 1) * RR;
         const int lcol = GD_LOG2C + GD_TM + level(s) + 1;
@@ -112,11 +128,12 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
             if (wa.on)
                 for (int k0 = 0; k0 < K8; k0 += 8) {
                     unsigned ah[4], al[4];
-                    gdb_fa<X1>([&](int a, int k) { return (float)D[(wa.r0 + a) * GT3B_LD + k0 + k]; }, ah, al);
+                    gdb_fa<X1, !PR>([&](int a, int k) { return (float)D[(wa.r0 + a) * GT3B_LD + k0 + k]; }, ah, al);
 #pragma unroll
                     for (int i = 0; i < TWA; ++i) {
                         unsigned bh_[2], bl[2];
-                        gdb_fb<X1>([&](int k, int b) { return (float)S[(wa.n0 + 8 * i + b) * GT3B_LS + k0 + k]; }, bh_, bl);
+                        gdb_fb<X1, !(PR && GD_SBR)>([&](int k, int b) { return (float)S[(wa.n0 + 8 * i + b) * GT3B_LS + k0 + k]; },
+                                                    bh_, bl);
                         gdb_mma<X1>(u[i], ah, al, bh_, bl);
                     }
                 }
@@ -142,16 +159,20 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
                     const i64 gi = (i64)c * CH + wa.row(2 * h);
                     if (gi < T) atomicAdd(dlam + (bh * T + gi) * L + lcol, (ta)part[h]);
                 }
-            // dS += Qp^T (lam dout): A (kk, t) = Q[t][kk], B (t, col) = w[t] D[t][col]
+            // dS += Qp^T (lam dout): A (kk, t) = Q[t][kk] (PR: w[t] Q[t][kk]), B (t, col) = D[t][col] (PR; else w[t] D[t][col])
             if (wb.on)
                 for (int k0 = 0; k0 < CH; k0 += 8) {
                     unsigned ah[4], al[4];
-                    gdb_fa<X1>([&](int a, int k) { return (float)gd_wid(Q[(k0 + k) * GD_LDQE + wb.r0 + a]); }, ah, al);
+                    gdb_fa<X1, PR || !GD_H16>([&](int a, int k) {
+                        const float q = (float)gd_wid(Q[(k0 + k) * GD_LDQE + wb.r0 + a]);
+                        return PR ? (float)w[r * CH + k0 + k] * q : q;
+                    }, ah, al);
 #pragma unroll
                     for (int i = 0; i < TWB; ++i) {
                         unsigned bh_[2], bl[2];
-                        gdb_fb<X1>([&](int k, int b) {
-                            return (float)(w[r * CH + k0 + k] * D[(k0 + k) * GT3B_LD + wb.n0 + 8 * i + b]);
+                        gdb_fb<X1, !PR>([&](int k, int b) {
+                            const float d = (float)D[(k0 + k) * GT3B_LD + wb.n0 + 8 * i + b];
+                            return PR ? d : (float)w[r * CH + k0 + k] * d;
                         }, bh_, bl);
                         gdb_mma<X1>(ds[i], ah, al, bh_, bl);
                     }
