@@ -43,8 +43,10 @@ _KERNELS = {
     # in 3xTF32 and 1xTF32 (_x1) builds
     "gated_delta_tier_bwd": (
         # K1 (gated_delta_tier3_bwd.cu)
+        "gd_tier3_bwd", "gd_tier3_bwd_x1",
 
         # K2 (gated_delta_coarse_bwd.cu)
+        "gd_coarse_bwd", "gd_coarse_bwd_x1",
 
         # K3 (gated_delta_tier1x_bwd.cu)
 
@@ -502,6 +504,30 @@ class CupyOps:
         assert o16 is None, "session 13's gd_tier3 walks add into out"
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),
            shared_mem=smem)
+
+    def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1=False):
+        """K1 of the two-tier scan's backward (gated_delta_tier3_bwd.cu), gd_tier3's: from the forward's saved qe,
+        Qp (BH, n, C, DK) (gd_e), Sb (BH, popsum(nP), DK, DV), lam (BH, T, L) and dout (BH, n, C, DV), adds into dQp
+        (BH, n, C, DK) and dlam's coarse columns (zeroed by the caller), writes dSb (as Sb) for periods >= 1; one block
+        per (period >= 1, sequence, 64 value columns); x1: its 1xTF32 build (bfloat16 callers)."""
+        if tier.NCL == 0:  # one period: no coarse slot
+            return
+        i = self._i
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_tier3_bwd_x1" if x1 else "gd_tier3_bwd")
+        fn(((tier.nP - 1) * BH * -(-DV // 64),), block,
+           (qe, Qp, Sb, lam, dout, dQp, dSb, dlam, i(T), i(DK), i(DV), i(L), i(n), i(tier.nP), i(BH)), shared_mem=smem)
+
+    def gd_coarse_bwd(self, cfg, tier, Z, Sb, dSb, dZ, dTot, DK, DV, BH, x1=False):
+        """K2 of the two-tier scan's backward (gated_delta_coarse_bwd.cu): the coarse slots' reverse chains, one block per
+        (level, level period with reads, sequence, 64 value columns) as gd_coarse's (``tier.coarse_chains``): from the
+        forward's Z (BH, nP, DK, DK), Sb and K1's dSb (BH, popsum(nP), DK, DV), adds into dZ (BH, nP, DK, DK) and dTot
+        (BH, nP, DK, DV) (zeroed by the caller); x1: its 1xTF32 build (bfloat16 callers)."""
+        if tier.NCL == 0:  # one period: no coarse slot
+            return
+        i = self._i
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_coarse_bwd_x1" if x1 else "gd_coarse_bwd")
+        fn((tier.coarse_chains * BH * -(-DV // 64),), block,
+           (Z, Sb, dSb, dZ, dTot, i(DK), i(DV), i(tier.nP), i(tier.NCL), i(BH)), shared_mem=smem)
 
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
                     n, n_old, NLC, merge_last, BH, x1=False):

@@ -86,6 +86,15 @@ class Config:
         R = R or self.tier3_chunks(BW)
         return R * self.CH * (self.DKP + 16 // self.te) * self.te + 2 * (self.DKP * (BW + 8) + R * self.CH) * self.itemsize
 
+    def gd_tier3_bwd_smem(self, R=None):
+        """gd_tier3_bwd's shared memory (gated_delta_tier3_bwd.cu's gt3b_smem) at R chunks of a period held (None: 4,
+        2 or 1, the most within SMEM_MAX: GT3B_R): their Qp rows (``te`` bytes, padded by 16 bytes) and dout rows (64
+        + 8 columns), two buffers of a slot (64 + 4 columns) and of R CH read weights."""
+        if R is None:
+            return next(s for R in (4, 2, 1) if (s := self.gd_tier3_bwd_smem(R)) <= SMEM_MAX or R == 1)
+        CH, DKP = self.CH, self.DKP
+        return R * CH * (DKP + 16 // self.te) * self.te + (R * CH * 72 + 2 * (DKP * 68 + R * CH)) * self.itemsize
+
     def tier3_chunks(self, BW=None):
         """gd_tier3's chunks per block (gated_delta_coarse.cu's GD_T3R) at BW columns a block (None: ``tier_bw``): 4, 2
         or 1, the most whose shared memory allows 2 blocks per SM (GD_T3SMAX)."""
@@ -126,6 +135,10 @@ class Config:
             cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
             tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + pad))
             return (tiles + 12 * CH) * es
+        if kernel in ("gd_tier3_bwd", "gd_tier3_bwd_x1"):  # gated_delta_tier3_bwd.cu (GT3B_SMEM): R chunks' Qp, dout
+            return self.gd_tier3_bwd_smem()
+        if kernel in ("gd_coarse_bwd", "gd_coarse_bwd_x1"):  # gated_delta_coarse_bwd.cu (GCB_SMEM): Z_x, two R, A(x)
+            return (DKP * (DKP + 8) + 2 * DKP * 72 + DKP * 68) * es
         if kernel in ("gd_scan_bwd", "gd_scan_bwd_x1"):  # gated_delta_bwd.cu (GDB_SMEM): three chunk tiles, S, dS', W, dr, dW, a reduction
             bv = gd_scan_bwd_columns(self)
             if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded (s16: the
