@@ -49,6 +49,7 @@ _KERNELS = {
         "gd_coarse_bwd", "gd_coarse_bwd_x1",
 
         # K3 (gated_delta_tier1x_bwd.cu)
+        "gd_tier1x_bwd", "gd_tier1x_bwd_x1",
 
         # K4 (gated_delta_tier1_bwd.cu)
     ),
@@ -537,6 +538,17 @@ class CupyOps:
            (qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, self._i(T), self._i(DK), self._i(DV),
             self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
            shared_mem=smem)
+
+    def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1=False):
+        """K3 of the two-tier scan's backward (gated_delta_tier1x_bwd.cu): gd_tier1x's backward, adding into dqe, dek
+        (BH, n, C, DK), dph (BH, n, DK, C), dg (BH, n) (zeroed, or holding gd_tier1_bwd's adds) the shares of the
+        transfers from dQp (BH, n, C, DK) and dZ (BH, nP, DK, DK) (float32; qe, ek (BH, n, C, DK), ph (BH, n, DK, C): the
+        forward's, ``cfg.s16``: bfloat16 patterns); one block per (period, sequence, ``cfg.tier1x_bwd_bw`` of X's d_k
+        columns). x1: the 1xTF32 build (gd_tier1x_bwd_x1, bfloat16 callers)."""
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_tier1x_bwd_x1" if x1 else "gd_tier1x_bwd")
+        i = self._i
+        fn((tier.nP * BH * -(-DK // cfg.tier1x_bwd_bw),), block,
+           (qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, i(T), i(DK), i(n), i(tier.nP), i(BH)), shared_mem=smem)
 
     def gd_forms_bwd(self, cfg, q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV,
                      L, p, F, n, BH, x1=False, dlw=None):

@@ -102,6 +102,11 @@ class Config:
         return next(R for R in (4, 2, 1) if R == 1 or self.gd_tier3_smem(BW, R) <= 113 * 1024)
 
     @property
+    def tier1x_bwd_bw(self):
+        """gd_tier1x_bwd's columns of X per block (gated_delta_tier1x_bwd.cu's GX_BW): DKP up to 64, else 32."""
+        return self.DKP if self.DKP <= 64 else 32
+
+    @property
     def coarse_group_bw(self):
         """The grouped coarse kernels' columns per block (gated_delta_coarse.cu's GD_CGBW: gd_cgroup, gd_coarse_g,
         gd_cfill): float32 64, float64 32 (gd_coarse: GD_BW)."""
@@ -145,6 +150,12 @@ class Config:
                 # tiles' bfloat16 staging area over the sets)
                 return (2 * CH * (DKP + 4) + DKP * (CH + 8) + 2 * (2 * DKP * (bv + 8) + 3 * CH * (bv + 4)) + 256) * es
             return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
+        if kernel in ("gd_tier1x_bwd", "gd_tier1x_bwd_x1"):  # gated_delta_tier1x_bwd.cu (GX_SMEM): two sets where they
+            # fit (GX_NB) of the chunk's tiles qe, ek, ph (rows + 8, ``te`` bytes) and dQp's; X_1 .. X_3, dX, W, dW (float32,
+            # rows of tier1x_bwd_bw + 8)
+            lx = (self.tier1x_bwd_bw + 8) * 4
+            tiles, rest = (2 * CH * (DKP + 8) + DKP * (CH + 8)) * self.te + CH * lx, (4 * DKP + 2 * CH) * lx
+            return (2 if 2 * tiles + rest <= SMEM_MAX else 1) * tiles + rest
         if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
             pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)
             tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass
