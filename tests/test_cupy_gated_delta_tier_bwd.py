@@ -141,6 +141,13 @@ def test_tier1_bwd_emulated_two_column_blocks():
     assert max(errs.values()) <= T4_F32, errs
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
+def test_tier1_bwd_emulated_production_dims():
+    """d_k = d_v = C = 64 (bfloat16 callers' GD_S16 build): 4 tiles a warp, two warps a row block; 10 chunks."""
+    errs = t4_case(6, 1, 600, 64, 64, 64, "moderate", "s16", T4Ops())
+    assert max(errs.values()) <= T4_X1, errs
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("T", [8192 + 100, 32768])
 @pytest.mark.parametrize("mode", ["s16", "f32"])
