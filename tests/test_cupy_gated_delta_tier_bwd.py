@@ -75,7 +75,7 @@ class T4Ops:
         return _T4Kernel(lib, name.endswith("_x1")), (256,), cfg.smem(name)
 
 
-def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np):
+def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np, bw=None):
     """gd_tier1_bwd (``mode``: 'f32' 3xTF32, 'x1' 1xTF32 on float32 intermediates, 's16' 1xTF32 on bfloat16 ones) on
     ``ops`` against the twin's tier1_bwd, the forms of tests/test_gated_delta_tier_bwd.make's inputs, random dout and
     dTot (the last period's zero: no output) -> {output: relative error}."""
@@ -105,7 +105,7 @@ def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np):
     got["dH"][...] = np.nan  # written whole
     dev = [xp.asarray(x) for x in kin + [g32, lam32, dout, dtot]]
     tier = cgd.Tier(nP, (nP - 1).bit_length(), n=n, C=C)
-    CupyOps.gd_tier1_bwd(ops, cfg, tier, *dev, *(got[key] for key in T4_OUT), T, dk, dv, L, n, B, x1=mode != "f32")
+    CupyOps.gd_tier1_bwd(ops, cfg, tier, *dev, *(got[key] for key in T4_OUT), T, dk, dv, L, n, B, x1=mode != "f32", bw=bw)
     got = {key: np.asarray(x.get() if hasattr(x, "get") else x, dtype=np.float64) for key, x in got.items()}
     assert not np.isnan(got["dH"]).any(), "dH not written whole"
     return {key: float(np.max(np.abs(got[key] - want[key])) / max(np.max(np.abs(want[key])), T4_TINY)) for key in T4_OUT}
@@ -139,6 +139,17 @@ def test_tier1_bwd_emulated_two_column_blocks():
     """d_v = 70: two column blocks of 64 (the second of 6 columns, masked); dH, dqe's sums over both."""
     errs = t4_case(3, 1, 130, 16, 9, 70, "moderate", "f32", T4Ops())
     assert max(errs.values()) <= T4_F32, errs
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
+@pytest.mark.parametrize("mode", ["s16", "f32"])
+def test_tier1_bwd_emulated_32_columns(mode):
+    """The timing build of 32 value columns a block (GT4_BW_SET=32; 2 blocks per SM at d_k = 64 with GD_S16's tiles):
+    d_v = 40, two column blocks."""
+    ops = T4Ops()
+    ops.extra = {"GT4_BW_SET": 32}
+    errs = t4_case(7, 2, 300, 16, 12, 40, "mixed", mode, ops, bw=32)
+    assert max(errs.values()) <= T4_BOUND[mode], errs
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")

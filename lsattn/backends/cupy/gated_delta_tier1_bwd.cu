@@ -28,21 +28,29 @@
 // layout), the slots A, B, an H tile and D [kk][col] (row stride GT4_BW + 8), W, dW, dout [t][col] (GT4_BW + 4), the two
 // slots' read weights [2][CH]: 152 KB (GD_S16) / 177 KB (float32) at CH = d_k = 64: one block per SM.
 static_assert(GD_TM == 2, "gd_tier1_bwd: the production low period (2 slots, 4 chunks)");
+#ifdef GT4_BW_SET  // a timing build may set it (the host's grid then from CupyOps.gd_tier1_bwd's bw)
+constexpr int GT4_BW = GT4_BW_SET;
+#else
 constexpr int GT4_BW = DKP <= 64 ? 64 : 32;  // value columns per block (32 at DKP = 128: the shared memory)
+#endif
 constexpr int GT4_LS = GT4_BW + 8, GT4_LW = GT4_BW + 4;  // row strides: [kk][col], [t][col]
 constexpr int GT4_TB = (2 * CH * GD_LDQE + DKP * GD_LDPE) * (int)sizeof(gd_e);  // the chunk tiles' bytes
 constexpr int GT4_SMEM = GT4_TB + (4 * DKP * GT4_LS + 3 * CH * GT4_LW + 2 * CH) * 4;
+constexpr int GT4_MINB = 2 * GT4_SMEM <= 227 * 1024 ? 2 : 1;  // blocks per SM the registers must allow
+// GD_H16: the chunk tiles are bfloat16 values, exact tf32 operands: their fragments loaded without a cvt (the same bits)
+constexpr bool GT4_RN = !GD_H16;
 
 // c[i] += A[r0 .. r0 + 15][0 .. K) B[0 .. K)[n0 + 8 i .. + 7] (i < NTL) for element functions a(row, k), b(k, col)
-template <bool X1, int NTL, typename FA, typename FB>
+// (RA, RB: 1xTF32's A / B operand needs the rounding; false: it is a tf32 value already)
+template <bool X1, int NTL, bool RA = true, bool RB = true, typename FA, typename FB>
 __device__ __forceinline__ void gt4_mm(float (&c)[NTL][4], FA a, FB b, int r0, int n0, int K) {
     for (int k0 = 0; k0 < K; k0 += 8) {
         unsigned ah[4], al[4];
-        gdb_fa<X1>([&](int r, int k) { return a(r0 + r, k0 + k); }, ah, al);
+        gdb_fa<X1, RA>([&](int r, int k) { return a(r0 + r, k0 + k); }, ah, al);
 #pragma unroll
         for (int i = 0; i < NTL; ++i) {
             unsigned bh[2], bl[2];
-            gdb_fb<X1>([&](int k, int m) { return b(k0 + k, n0 + 8 * i + m); }, bh, bl);
+            gdb_fb<X1, RB>([&](int k, int m) { return b(k0 + k, n0 + 8 * i + m); }, bh, bl);
             gdb_mma<X1>(c[i], ah, al, bh, bl);
         }
     }
@@ -124,7 +132,7 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
         auto step = [&](int c, const float* Sin, float* Sout, bool addh) {
             if (ww.on) {
                 float acc[TW::NTL][4] = {};
-                gt4_mm<X1>(acc, [&](int t, int k) { return E(Ek + t * GD_LDQE + k); },
+                gt4_mm<X1, TW::NTL, GT4_RN>(acc, [&](int t, int k) { return E(Ek + t * GD_LDQE + k); },
                            [&](int k, int cc) { return Sin[k * GT4_LS + cc]; }, ww.r0, ww.n0, K8);
 #pragma unroll
                 for (int i = 0; i < TW::NTL; ++i)
@@ -135,7 +143,7 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
             if (ws.on) {
                 const float eg = ex(gc[bh * n + c]);
                 float acc[TS::NTL][4] = {};
-                gt4_mm<X1>(acc, [&](int kk, int t) { return E(Ph + kk * GD_LDPE + t); },
+                gt4_mm<X1, TS::NTL, GT4_RN>(acc, [&](int kk, int t) { return E(Ph + kk * GD_LDPE + t); },
                            [&](int t, int cc) { return W[t * GT4_LW + cc]; }, ws.r0, ws.n0, CH);
 #pragma unroll
                 for (int i = 0; i < TS::NTL; ++i)
@@ -179,9 +187,9 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
             // phase 1: W = ek S, dW = -ph^T dS' (CH x cols); U_m = dout S_m^T (CH x d_k): dlam, dqe
             if (ww.on) {
                 float aw[TW::NTL][4] = {}, ad[TW::NTL][4] = {};
-                gt4_mm<X1>(aw, [&](int t, int k) { return E(Ek + t * GD_LDQE + k); },
+                gt4_mm<X1, TW::NTL, GT4_RN>(aw, [&](int t, int k) { return E(Ek + t * GD_LDQE + k); },
                            [&](int k, int cc) { return Ssum(k * GT4_LS + cc); }, ww.r0, ww.n0, K8);
-                gt4_mm<X1>(ad, [&](int t, int k) { return E(Ph + k * GD_LDPE + t); },
+                gt4_mm<X1, TW::NTL, GT4_RN>(ad, [&](int t, int k) { return E(Ph + k * GD_LDPE + t); },
                            [&](int k, int cc) { return D[k * GT4_LS + cc]; }, ww.r0, ww.n0, K8);
 #pragma unroll
                 for (int it = 0; it < TW::NTL; ++it)
@@ -247,7 +255,7 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
             float as[2][TS::NTL][4] = {}, dga = 0.f;
             if (ws.on) {
                 float base[TS::NTL][4] = {};
-                gt4_mm<X1>(base, [&](int kk, int t) { return E(Ek + t * GD_LDQE + kk); },
+                gt4_mm<X1, TS::NTL, GT4_RN>(base, [&](int kk, int t) { return E(Ek + t * GD_LDQE + kk); },
                            [&](int t, int cc) { return dW[t * GT4_LW + cc]; }, ws.r0, ws.n0, CH);
 #pragma unroll
                 for (int it = 0; it < TS::NTL; ++it)
@@ -266,7 +274,7 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
                     for (int it = 0; it < TS::NTL; ++it)
 #pragma unroll
                         for (int x = 0; x < 4; ++x) as[u][it][x] = base[it][x];
-                    gt4_mm<X1>(as[u], [&](int kk, int t) { return E(Qe + t * GD_LDQE + kk); },
+                    gt4_mm<X1, TS::NTL, GT4_RN>(as[u], [&](int kk, int t) { return E(Qe + t * GD_LDQE + kk); },
                                [&](int t, int cc) { return lm[t] * Do[t * GT4_LW + cc]; }, ws.r0, ws.n0, CH);
                 }
             }
@@ -306,5 +314,5 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
     int T, int DK, int DV, int L, int n, int nP, int BH
 #define GT4_ARGS qe, ek, ph, Hc, gc, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n, nP, BH
 // grid: nP * BH * ceil(DV / GT4_BW) blocks (period slowest, then sequence, then column block), NT threads
-extern "C" __global__ void __launch_bounds__(NT) gd_tier1_bwd(GT4_PARAMS) { gt4_body<false>(GT4_ARGS); }
-extern "C" __global__ void __launch_bounds__(NT) gd_tier1_bwd_x1(GT4_PARAMS) { gt4_body<true>(GT4_ARGS); }
+extern "C" __global__ void __launch_bounds__(NT, GT4_MINB) gd_tier1_bwd(GT4_PARAMS) { gt4_body<false>(GT4_ARGS); }
+extern "C" __global__ void __launch_bounds__(NT, GT4_MINB) gd_tier1_bwd_x1(GT4_PARAMS) { gt4_body<true>(GT4_ARGS); }
