@@ -3,11 +3,13 @@ the GD_S16 build: qe, ek, ph, H as bfloat16; the float32 level weights gd_forms 
 would add; gd_tier1_bwd reads no other forward scratch: Tot / Z / Sb / Qp are K1-K3's), d_k = d_v = 64, C = 64.
 
     python benchmarks/device/gd_tier1_bwd_s25c.py small           (T = 1000, B H = 2: gd_tier1_bwd_x1 on GD_S16, then
-                                                                  gd_tier1_bwd on float32 forms, once each: for
-                                                                  compute-sanitizer)
+                                                                  gd_tier1_bwd on float32 forms, then the timing build
+                                                                  of 32 columns, once each: for compute-sanitizer)
     python benchmarks/device/gd_tier1_bwd_s25c.py compile         (the modules of `times` into CuPy's cache)
     python benchmarks/device/gd_tier1_bwd_s25c.py times [T,..] [reps]
-                                                                  (B H = 32, S16 x1: gd_tier1_bwd_x1 alone and main's
+                                                                  (B H = 32, S16 x1: gd_tier1_bwd_x1 alone (the
+                                                                  production build, 64 value columns a block; the timing
+                                                                  build GT4_BW_SET=32: 2 blocks per SM) and main's
                                                                   gd_scan_bwd_x1 (S16_TRAIN build) at the same size,
                                                                   CUDA events around each launch, its zeroed outputs
                                                                   set outside them; medians)"""
@@ -57,11 +59,29 @@ def outs(BH, T, n, L):
                                                   (BH, n), (BH, T, L))]
 
 
-def t1b(BH, T, s16, x):
+def t1b(BH, T, s16, x, o=ops, bw=None):
     cfg, qe, ek, ph, H, g, lam, dout, dtot, n, nP, L = x
     zs = outs(BH, T, n, L)
     tier = cgd.Tier(nP, (nP - 1).bit_length(), n=n, C=C)
-    return lambda: ops.gd_tier1_bwd(cfg, tier, qe, ek, ph, H, g, lam, dout, dtot, *zs, T, DK, DV, L, n, BH, x1=s16), zs
+    return lambda: o.gd_tier1_bwd(cfg, tier, qe, ek, ph, H, g, lam, dout, dtot, *zs, T, DK, DV, L, n, BH, x1=s16, bw=bw), zs
+
+
+class Ops32(cc.CupyOps):
+    """CupyOps whose gd_tier1_bwd_x1 is the timing build GT4_BW_SET=32 (S16): 32 value columns a block, 94.5 KB of
+    shared memory (2 blocks per SM)."""
+
+    def __init__(self, device_id):
+        super().__init__(device_id)
+        cfg = cgd._config("float", DK, C, "bf16", True)
+        code = "\n".join(cc._source(f) for f in ("common.cu",) + cc._SOURCES["gated_delta_tier_bwd"])
+        opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_tier_bwd", cfg)) + ("-DGT4_BW_SET=32",)
+        self.fn = cupy.RawModule(code=code, options=opts).get_function("gd_tier1_bwd_x1")
+        self.smem = (2 * C * (DK + 8) + DK * (C + 8)) * 2 + (4 * DK * 40 + 3 * C * 36 + 2 * C) * 4
+        self.fn.max_dynamic_shared_size_bytes = self.smem
+
+    def _tk(self, op, cfg, name):
+        assert name == "gd_tier1_bwd_x1" and cfg.s16
+        return self.fn, (256,), self.smem
 
 
 def scan_bwd(BH, T, x):
@@ -94,14 +114,15 @@ if sys.argv[1:2] == ["compile"]:  # every module of `times` into CuPy's cache (t
     cfg = cgd._config("float", DK, C, "bf16", True)
     for op, name in (("gated_delta", "gd_forms"), ("gated_delta_tier_bwd", "gd_tier1_bwd_x1"), ("gated_delta_bwd", "gd_scan_bwd_x1")):
         ops._tk(op, cfg, name)
+    Ops32(cupy.cuda.Device().id)
     print("compiled")
     sys.exit(0)
 if sys.argv[1:2] == ["small"]:
-    for s16 in (True, False):
-        f, zs = t1b(2, 1000, s16, inputs(2, 1000, s16))
+    for s16, bw in ((True, None), (False, None), (True, 32)):
+        f, zs = t1b(2, 1000, s16, inputs(2, 1000, s16), *((Ops32(cupy.cuda.Device().id), 32) if bw else ()))
         f()
         cupy.cuda.Device().synchronize()
-        print("gd_tier1_bwd" + ("_x1 S16" if s16 else " float32"), "T=1000 finite:",
+        print("gd_tier1_bwd" + ("_x1 S16" if s16 else " float32") + (" bw 32" if bw else ""), "T=1000 finite:",
               all(bool(cupy.isfinite(z).all()) for z in zs), flush=True)
     print("small ok")
     sys.exit(0)
@@ -109,12 +130,20 @@ assert sys.argv[1:2] == ["times"], __doc__
 Ts = [int(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [8192, 16384, 32768]
 reps = int(sys.argv[3]) if len(sys.argv) > 3 else 15
 fn = ops._tk("gated_delta_tier_bwd", cgd._config("float", DK, C, "bf16", True), "gd_tier1_bwd_x1")[0]
-print(f"gd_tier1_bwd_x1: {fn.num_regs} registers, {fn.local_size_bytes} B local", flush=True)
-print("| T | gd_tier1_bwd_x1 ms (min-max) | predicted | gd_scan_bwd_x1 ms (min-max) | ratio |")
-print("|---|---:|---:|---:|---:|")
+o32 = Ops32(cupy.cuda.Device().id)
+print(f"gd_tier1_bwd_x1: {fn.num_regs} registers, {fn.local_size_bytes} B local; bw 32: {o32.fn.num_regs} registers, "
+      f"{o32.fn.local_size_bytes} B local, smem {o32.smem} B", flush=True)
+print("| T | gd_tier1_bwd_x1 ms (min-max) | predicted | bw 32 ms (min-max) | gd_scan_bwd_x1 ms (min-max) | ratio | bw 32 vs 64 |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for T in Ts:
     x = inputs(32, T, True)
-    a = median_ms(*t1b(32, T, True, x), reps)
+    f, zs = t1b(32, T, True, x)
+    f32_, zs32 = t1b(32, T, True, x, o32, 32)
+    a = median_ms(f, zs, reps)
+    c = median_ms(f32_, zs32, reps)
     b = median_ms(*scan_bwd(32, T, x), reps)
-    print(f"| {T} | {a[0]:.3f} ({a[1]:.3f}-{a[2]:.3f}) | {PRED.get(T, '-')} | {b[0]:.3f} ({b[1]:.3f}-{b[2]:.3f}) "
-          f"| {a[0] / b[0]:.2f} |", flush=True)
+    # the two builds' outputs (the last repetition's): the same sums in another order, the dlam / dqe atomics' order
+    diff = max(float(cupy.abs(u - w).max() / cupy.abs(w).max()) for u, w in zip(zs32, zs))
+    print(f"| {T} | {a[0]:.3f} ({a[1]:.3f}-{a[2]:.3f}) | {PRED.get(T, '-')} | {c[0]:.3f} ({c[1]:.3f}-{c[2]:.3f}) "
+          f"| {b[0]:.3f} ({b[1]:.3f}-{b[2]:.3f}) | {a[0] / b[0]:.2f} | {c[0] / a[0]:.2f} (outputs {diff:.1e}) |",
+          flush=True)
