@@ -11,7 +11,6 @@ strong, mixed decays and -inf resets), random adjoints dQp, dZ."""
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import shutil
 
 import numpy as np
@@ -22,12 +21,12 @@ from lsattn import gated_delta as gd_api
 from lsattn._chunktree import chunk_layout, to_chunks
 from lsattn.backends.cupy import gated_delta as cgd
 from lsattn.backends.cupy._arrays import narrow, widen
-from lsattn.backends.cupy._compile import CupyOps, make_config
+from lsattn.backends.cupy._compile import CupyOps
 
 import gd_tier_twin as tw
 import test_gated_delta_tier_bwd as tb
 from helpers import assert_close, cupy_source, emulation
-from strategies import DECAYS, seeds
+from strategies import seeds
 
 # ---- K1 gd_tier3_bwd (s25a) ----
 # K1's tolerances (max |kernel - twin| <= tol * max |twin| per output: dQp, dSb, dlam's coarse columns), the twin
@@ -38,8 +37,6 @@ from strategies import DECAYS, seeds
 #   2^-11; gd_forms_bwd_x1's X1 bound, tests/test_cupy_gated_delta_grad.py).
 # The saved Qp's rows of a period's first chunk (the forward does not write them) are NaN here: read, they would show.
 K1_F32, K1_X1 = 1e-5, 4e-3
-#: decay regimes (tests/test_gated_delta_tier_bwd.py's REGIMES): the shared ones and hard resets
-K1_REGIMES = dict(DECAYS, reset=lambda rng, shape: np.where(rng.random(shape) < 0.15, -np.inf, -rng.random(shape)))
 
 
 def tier_bwd_source():
@@ -62,7 +59,8 @@ class _EmuLaunch:
     """A kernel of the family as ``CupyOps``' launches call it (grid, block, args, shared_mem) on the emulation:
     arrays and int32 scalars, then x1 (the kernel's name), the blocks and the shared bytes."""
 
-    RUN = {"gd_tier3_bwd": "run_tier3_bwd", "gd_coarse_bwd": "run_coarse_bwd"}
+    RUN = {"gd_tier3_bwd": "run_tier3_bwd", "gd_coarse_bwd": "run_coarse_bwd", "gd_tier1x_bwd": "run_tier1x_bwd",
+           "gd_tier1_bwd": "run_tier1_bwd"}
 
     def __init__(self, lib, name):
         self.lib, self.name = lib, name
@@ -82,6 +80,8 @@ class EmuTierBwdOps:
     _i, _p = staticmethod(np.int32), staticmethod(CupyOps._p)
     gd_tier3_bwd = CupyOps.gd_tier3_bwd
     gd_coarse_bwd = CupyOps.gd_coarse_bwd
+    gd_tier1x_bwd = CupyOps.gd_tier1x_bwd
+    gd_tier1_bwd = CupyOps.gd_tier1_bwd
 
     r3b = None  # gd_tier3_bwd's chunks held (a timing build's GT3B_R_SET; None: GT3B_R)
     extra = {}  # a timing build's other -D options
@@ -98,7 +98,7 @@ def tier_inputs(seed, B, T, dk, dv, C, decay):
     rng = np.random.default_rng(seed)
     q, v, k = rng.standard_normal((B, T, dk)), rng.standard_normal((B, T, dv)), rng.standard_normal((B, T, dk))
     k /= np.linalg.norm(k, axis=-1, keepdims=True)
-    a, beta = K1_REGIMES[decay](rng, (B, T)), rng.random((B, T))
+    a, beta = tb.REGIMES[decay](rng, (B, T)), rng.random((B, T))
     lam = rng.random((B, T, (T - 1).bit_length() + 1)) + 0.25
     lay = chunk_layout(0, T, C)
     ch = gd_api._chunk_forms(np, *(to_chunks(np, x, lay, -2) for x in (q, k, v)), to_chunks(np, a, lay, -1),
@@ -180,7 +180,7 @@ def check_k1(got, want, tier, tol, what):
 
 
 @given(seed=seeds, B=st.integers(1, 2), T=st.integers(33, 700).filter(lambda t: t % 16), dk=st.integers(1, 16),
-       dv=st.sampled_from([1, 5, 16, 70]), decay=st.sampled_from(list(K1_REGIMES)), build=st.sampled_from(["f32", "x1"]))
+       dv=st.sampled_from([1, 5, 16, 70]), decay=st.sampled_from(list(tb.REGIMES)), build=st.sampled_from(["f32", "x1"]))
 @example(seed=1, B=2, T=650, dk=16, dv=70, decay="reset", build="f32")  # 41 chunks, 11 periods, 4 coarse levels; 2 column blocks
 @example(seed=2, B=1, T=500, dk=7, dv=5, decay="strong", build="x1")
 @settings(max_examples=6, deadline=None)  # the CPU emulation: CI time
@@ -305,7 +305,7 @@ def check_k2(got, want, tol, what):
 
 
 @given(seed=seeds, B=st.integers(1, 2), T=st.integers(33, 1500).filter(lambda t: t % 16), dk=st.integers(1, 16),
-       dv=st.sampled_from([1, 5, 16, 70]), decay=st.sampled_from(list(K1_REGIMES)), build=st.sampled_from(["f32", "x1"]))
+       dv=st.sampled_from([1, 5, 16, 70]), decay=st.sampled_from(list(tb.REGIMES)), build=st.sampled_from(["f32", "x1"]))
 @example(seed=1, B=1, T=1500, dk=16, dv=70, decay="zero", build="f32")  # 94 chunks, 24 periods, 5 levels; 2 column blocks
 @example(seed=2, B=2, T=700, dk=5, dv=16, decay="reset", build="x1")
 @settings(max_examples=6, deadline=None)  # the CPU emulation: CI time
@@ -345,30 +345,6 @@ def test_gpu_coarse_bwd(T, build):
     check_k2(got, want, K2_X1 if s16 else K2_F32, f"{build} T={T}")
 
 # ---- K3 gd_tier1x_bwd (s25b) ----
-
-
-class _K3Kernel:
-    """gd_tier1x_bwd(_x1) of ``_compile`` launches as the emulation's run_tier1x_bwd: 10 arrays, then int32 scalars."""
-
-    def __init__(self, lib, name):
-        self.lib, self.x1 = lib, name.endswith("_x1")
-
-    def __call__(self, grid, block, args, shared_mem=0):
-        assert block == (256,) and all(a.flags.c_contiguous for a in args[:10])
-        self.lib.run_tier1x_bwd(*[a.ctypes.data_as(ctypes.c_void_p) for a in args[:10]],
-                                *[ctypes.c_int(int(x)) for x in args[10:]], ctypes.c_int(int(self.x1)),
-                                ctypes.c_uint(grid[0]), ctypes.c_uint(shared_mem))
-
-
-class K3Ops:
-    """``CupyOps.gd_tier1x_bwd``'s host logic with its launches on the emulation."""
-
-    xp, _i = np, staticmethod(np.int32)
-    extra = None  # other -D options
-
-    def _tk(self, op, cfg, name):
-        assert op == "gated_delta_tier_bwd"
-        return _K3Kernel(tier_bwd_lib(cfg, self.extra), name), (256,), cfg.smem(name)
 
 
 def k3_inputs(seed, B, T, dk, C, decay, s16):
@@ -428,8 +404,7 @@ def k3_run(ops, cfg, dev, geo, x1, xp=np):
 
 
 def k3_config(dk, C, s16):
-    cfg = make_config("float", dk, 16, C)
-    return dataclasses.replace(cfg, half="bf16", tc=False, s16=True) if s16 else cfg
+    return cgd._config("float", dk, C, "bf16" if s16 else "", s16)
 
 
 K3_F32, K3_X1 = 2e-5, 4e-3
@@ -440,7 +415,7 @@ def _k3_check(seed, B, T, dk, C, decay, build, mutate=None):
     s16, x1, bound = K3_BUILDS[build]
     cfg = k3_config(dk, C, s16)
     dev, vals, geo = k3_inputs(seed, B, T, dk, C, decay, s16)
-    got = k3_run(K3Ops(), cfg, dev, geo, x1)
+    got = k3_run(EmuTierBwdOps(), cfg, dev, geo, x1)
     return k3_errors(got, k3_twin(vals, geo, mutate), vals, geo), bound
 
 
@@ -474,9 +449,9 @@ def test_tier1x_bwd_one_tile_set_bit_equal(build):
     DKP = CH = 64 run) gives the bits of the default build (two sets, the next step's copies under this one's)."""
     s16, x1, _ = K3_BUILDS[build]
     dev, vals, geo = k3_inputs(8, 2, 180, 14, 16, "mixed", s16)
-    one = K3Ops()
+    one = EmuTierBwdOps()
     one.extra = {"GX_DB_SET": 0}
-    got = [k3_run(ops, k3_config(14, 16, s16), dev, geo, x1) for ops in (K3Ops(), one)]
+    got = [k3_run(ops, k3_config(14, 16, s16), dev, geo, x1) for ops in (EmuTierBwdOps(), one)]
     for a, b in zip(*got):
         np.testing.assert_array_equal(a, b)
 
@@ -533,3 +508,114 @@ def test_tier1x_forward_layout_is_the_twins(s16):
             assert tb.rel(Qv[:, c], qp[c]) < tol, c
 
 # ---- K4 gd_tier1_bwd (s25c) ----
+#: gd_tier1_bwd's bounds (max |kernel - twin| <= bound * max(max |twin|, T4_TINY), per output; the twin on the values
+#: the kernel reads, widened to float64): 3xTF32 (float32 callers) T4_F32, its products ~2^-21 relative and the float32
+#: sums of a period's chunk steps (measured 7e-7 at worst over 45 draws); 1xTF32 (bfloat16 callers, GD_S16 or not) T4_X1,
+#: its operands rounded to tf32 (2^-11 relative: W, dW, dS', the slots, dout's weighted rows; measured 1.5e-3), as
+#: tests/test_cupy_gated_delta_grad.py's X1 for gd_forms_bwd_x1. Under strong decays (e^-30 a token) dek and dph are
+#: ~1e-14 of their operands' scale, sums of terms of mixed magnitudes: T4_STRONG (measured here 5e-6 / 5.5e-2; main's
+#: gd_scan_bwd / gd_scan_bwd_x1 on the same inputs, a call of 4 chunks where this piece is the whole backward: 1.4e-5 /
+#: 5.5e-2). T4_TINY: an output whose twin is below float32's range (dg under strong decays, e^g ~ e^-400) reads as zero.
+T4_F32, T4_X1, T4_TINY = 1e-5, 4e-3, 1e-30
+T4_STRONG = {"f32": 1e-4, "x1": 1e-1, "s16": 1e-1}
+T4_OUT = ("dqe", "dek", "dph", "dH", "dg", "dlam")
+
+
+def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np, bw=None):
+    """gd_tier1_bwd (``mode``: 'f32' 3xTF32, 'x1' 1xTF32 on float32 intermediates, 's16' 1xTF32 on bfloat16 ones) on
+    ``ops`` against the twin's tier1_bwd, the forms of tests/test_gated_delta_tier_bwd.make's inputs, random dout and
+    dTot (the last period's zero: no output) -> {output: relative error}."""
+    q, k, v, a, beta, lam = tb.make(seed, B, T, dk, dv, decay)
+    (qe, ek, ph, H, g), _, lay = tb.forms(np, q, k, v, a, beta, lam, C)
+    n, nP, L = lay.n_chunks, -(-lay.n_chunks // tw.TP), lam.shape[-1]
+    rng = np.random.default_rng(seed + 11)
+    dout = rng.standard_normal((B, n, C, dv)).astype(np.float32)
+    dtot = rng.standard_normal((B, nP, dk, dv)).astype(np.float32)
+    dtot[:, -1] = 0
+    s16 = mode == "s16"
+    if s16:  # bfloat16 patterns, as the GD_S16 forward stores them
+        kin = [narrow(np, x.astype(np.float32), "bf16").view(np.uint16) for x in (qe, ek, ph, H)]
+        wid = [widen(np, x, "bf16").astype(np.float64) for x in kin]
+    else:
+        kin = [x.astype(np.float32) for x in (qe, ek, ph, H)]
+        wid = [x.astype(np.float64) for x in kin]
+    g32, lam32 = g.astype(np.float32), lam.astype(np.float32)
+    geo = tw.Geo(wid[0], wid[3], lam32)
+    want = {"dqe": np.zeros(qe.shape), "dek": np.zeros(ek.shape), "dph": np.zeros(ph.shape), "dH": np.zeros(H.shape),
+            "dg": np.zeros(g.shape), "dlam": np.zeros(lam.shape)}
+    tw.tier1_bwd(*wid, g32.astype(np.float64), lam32.astype(np.float64), dout.astype(np.float64),
+                 [dtot[:, p].astype(np.float64) for p in range(nP)], geo, want)
+    cfg = cgd._config("float", dk, C, "bf16" if mode != "f32" else "", s16)
+    assert cfg.CH == C
+    got = {key: xp.zeros(want[key].shape, dtype=xp.float32) for key in T4_OUT}
+    got["dH"][...] = np.nan  # written whole
+    dev = [xp.asarray(x) for x in kin + [g32, lam32, dout, dtot]]
+    tier = cgd.Tier(nP, (nP - 1).bit_length(), n=n, C=C)
+    CupyOps.gd_tier1_bwd(ops, cfg, tier, *dev, *(got[key] for key in T4_OUT), T, dk, dv, L, n, B, x1=mode != "f32", bw=bw)
+    got = {key: np.asarray(x.get() if hasattr(x, "get") else x, dtype=np.float64) for key, x in got.items()}
+    assert not np.isnan(got["dH"]).any(), "dH not written whole"
+    return {key: float(np.max(np.abs(got[key] - want[key])) / max(np.max(np.abs(want[key])), T4_TINY)) for key in T4_OUT}
+
+
+T4_BOUND = {"f32": T4_F32, "x1": T4_X1, "s16": T4_X1}
+
+
+def t4_bound(mode, decay):
+    return T4_STRONG[mode] if decay == "strong" else T4_BOUND[mode]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
+@given(seed=seeds, B=st.integers(1, 2), TC=st.sampled_from([(100, 16), (250, 16), (210, 32), (64, 16), (33, 16)]),
+       dk=st.integers(1, 16), dv=st.integers(1, 16), decay=st.sampled_from(list(tb.REGIMES)),
+       mode=st.sampled_from(list(T4_BOUND)))
+@example(seed=1, B=2, TC=(250, 16), dk=16, dv=13, decay="reset", mode="f32")  # 16 chunks: 4 whole periods
+@example(seed=2, B=1, TC=(210, 32), dk=5, dv=16, decay="strong", mode="s16")  # 7 chunks: the last period 3
+@settings(max_examples=15, deadline=None)
+def test_tier1_bwd_emulated_is_twin(seed, B, TC, dk, dv, decay, mode):
+    """gd_tier1_bwd's CUDA source on the CPU against the twin's tier1_bwd: T not a multiple of C, periods of 1 .. 4
+    chunks (the call's last incomplete: its merge unread), odd head dims, every decay regime incl. hard resets; the
+    3xTF32 build, the 1xTF32 one, and the 1xTF32 one on GD_S16's bfloat16 intermediates."""
+    T, C = TC
+    errs = t4_case(seed, B, T, C, dk, dv, decay, mode, EmuTierBwdOps())
+    assert max(errs.values()) <= t4_bound(mode, decay), (mode, errs)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
+def test_tier1_bwd_emulated_two_column_blocks():
+    """d_v = 70: two column blocks of 64 (the second of 6 columns, masked); dH, dqe's sums over both."""
+    errs = t4_case(3, 1, 130, 16, 9, 70, "moderate", "f32", EmuTierBwdOps())
+    assert max(errs.values()) <= T4_F32, errs
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
+@pytest.mark.parametrize("mode", ["s16", "f32"])
+def test_tier1_bwd_emulated_32_columns(mode):
+    """The timing build of 32 value columns a block (GT4_BW_SET=32; 2 blocks per SM at d_k = 64 with GD_S16's tiles):
+    d_v = 40, two column blocks."""
+    ops = EmuTierBwdOps()
+    ops.extra = {"GT4_BW_SET": 32}
+    errs = t4_case(7, 2, 300, 16, 12, 40, "mixed", mode, ops, bw=32)
+    assert max(errs.values()) <= T4_BOUND[mode], errs
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
+def test_tier1_bwd_emulated_production_dims():
+    """d_k = d_v = C = 64 (bfloat16 callers' GD_S16 build): 4 tiles a warp, two warps a row block; 10 chunks."""
+    errs = t4_case(6, 1, 600, 64, 64, 64, "moderate", "s16", EmuTierBwdOps())
+    assert max(errs.values()) <= T4_X1, errs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T", [8192 + 100, 32768])
+@pytest.mark.parametrize("mode", ["s16", "f32"])
+def test_gpu_tier1_bwd_is_twin(T, mode):
+    """gd_tier1_bwd on the GPU at d = 64, C = 64 (B H = 2) against the twin: bfloat16 callers' GD_S16 1xTF32 build and
+    float32 callers' 3xTF32 one."""
+    import lsattn.backends.cupy as cb
+
+    cupy = pytest.importorskip("cupy")
+    if cb.probe() is not None:
+        pytest.skip(f"cupy backend unavailable: {cb.probe()}")
+    decay = "reset" if T < 10000 else "moderate"
+    errs = t4_case(5, 2, T, 64, 64, 64, decay, mode, CupyOps(0), xp=cupy)
+    assert max(errs.values()) <= t4_bound(mode, decay), errs

@@ -52,6 +52,7 @@ _KERNELS = {
         "gd_tier1x_bwd", "gd_tier1x_bwd_x1",
 
         # K4 (gated_delta_tier1_bwd.cu)
+        "gd_tier1_bwd", "gd_tier1_bwd_x1",
     ),
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
@@ -549,6 +550,21 @@ class CupyOps:
         i = self._i
         fn((tier.nP * BH * -(-DK // cfg.tier1x_bwd_bw),), block,
            (qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, i(T), i(DK), i(n), i(tier.nP), i(BH)), shared_mem=smem)
+    def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n,
+                     BH, x1=False, bw=None):
+        """K4 of the two-tier scan's backward (gated_delta_tier1_bwd.cu): gd_tier1's low walks reversed, one block per
+        (period, sequence, ``Config.tier1_bwd_bw`` value columns; bw: a timing build's GT4_BW_SET); x1: its 1xTF32
+        build (gd_tier1_bwd_x1, bfloat16 callers). qe, ek (BH, n, C, DK), ph (BH, n, DK, C), H (BH, n, DK, DV):
+        gd_forms' outputs (``cfg.s16``: bfloat16 patterns); g (BH, n), lam (BH, T, L), dout (BH, n, C, DV), dTot (BH,
+        nP, DK, DV): the compute type. Writes dH (BH, n, DK, DV) whole; adds into dqe, dek (BH, n, C, DK), dph (BH, n,
+        DK, C), dg (BH, n) and dlam (BH, T, L)'s columns log2 C + 1, + 2 (zeroed by the caller; gd_tier1x_bwd adds into
+        the first four too)."""
+        name = "gd_tier1_bwd_x1" if x1 else "gd_tier1_bwd"
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, name)
+        i = self._i
+        fn((tier.nP * BH * -(-DV // (bw or cfg.tier1_bwd_bw)),), block,
+           (qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, i(T), i(DK), i(DV), i(L), i(n), i(tier.nP),
+            i(BH)), shared_mem=smem)
 
     def gd_forms_bwd(self, cfg, q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV,
                      L, p, F, n, BH, x1=False, dlw=None):
