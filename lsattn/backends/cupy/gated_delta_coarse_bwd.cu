@@ -60,6 +60,16 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
             }
     };
     float R[TR][4], dsv[TR][4];  // R(x) of the thread's tiles (as in Rs), dS_cl(x - 1)'s
+    auto add_tot = [&](int x) {  // dTot_x += R(x) (x < mid)
+        ta* t = dTot + (bh * nP + x) * slot_sz + c0;
+#pragma unroll
+        for (int i = 0; i < TR; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int kk = wr.row(e), cc = wr.col(i, e);
+                if (wr.on && kk < DK && cc < nc) atomicAdd(t + (i64)kk * DV + cc, (ta)R[i][e]);
+            }
+    };
     load_ds(end - 1, R);         // R(end - 2) = dS_cl(end - 1): the chain's first step has no product
     if (end - 2 < b) return;     // (a chain of one period: nothing to add)
     int cur = 0;
@@ -115,30 +125,14 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
                     acc[i][e] += dsv[i][e];
                     if (wr.on) Rn[wr.row(e) * GCB_LR + wr.col(i, e)] = acc[i][e];
                 }
-            if (x < mid) {  // dTot_x += R(x) (before R becomes R(x - 1))
-                ta* t = dTot + (bh * nP + x) * slot_sz + c0;
-#pragma unroll
-                for (int i = 0; i < TR; ++i)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int kk = wr.row(e), cc = wr.col(i, e);
-                        if (wr.on && kk < DK && cc < nc) atomicAdd(t + (i64)kk * DV + cc, (ta)R[i][e]);
-                    }
-            }
+            if (x < mid) add_tot(x);  // (before R becomes R(x - 1))
 #pragma unroll
             for (int i = 0; i < TR; ++i)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) R[i][e] = acc[i][e];
             if (x - 1 > b) load_ds(x - 1, dsv);
-        } else if (x < mid) {  // (x = b: the last step; b < mid always)
-            ta* t = dTot + (bh * nP + x) * slot_sz + c0;
-#pragma unroll
-            for (int i = 0; i < TR; ++i)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int kk = wr.row(e), cc = wr.col(i, e);
-                    if (wr.on && kk < DK && cc < nc) atomicAdd(t + (i64)kk * DV + cc, (ta)R[i][e]);
-                }
+        } else {  // (x = b: the last step; b < mid always)
+            add_tot(x);
         }
 #pragma unroll
         for (int e = 0; e < EPT; ++e) As[(kk0 + e * (NT / GCB_BW)) * GCB_LA + cc] = av[e];
