@@ -17,6 +17,11 @@
 // Shared (Config.smem("gd_coarse_bwd")): Z_x [j][i] (row stride DKP + 8: Z^T's A fragments on 32 banks), two buffers of
 // R [kk][col] (row stride GCB_BW + 8), A(x) [kk][col] (row stride GCB_BW + 4: A^T's B fragments on 32 banks).
 constexpr int GCB_BW = 64, GCB_LZ = DKP + 8, GCB_LR = GCB_BW + 8, GCB_LA = GCB_BW + 4;
+// GCB_MINB_SET (a timing build): blocks per SM the registers must allow (1: 210 registers at d_k = 64; 2: 128, a few
+// spilled; shared memory allows 3)
+#ifndef GCB_MINB_SET
+#define GCB_MINB_SET 1
+#endif
 constexpr int GCB_SMEM = (DKP * GCB_LZ + 2 * DKP * GCB_LR + DKP * GCB_LA) * (int)sizeof(ta);
 
 template <bool X1>
@@ -166,7 +171,7 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
     }
     cp_async_wait<0>();
 }
-extern "C" __global__ void __launch_bounds__(NT, 1) gd_coarse_bwd(
+extern "C" __global__ void __launch_bounds__(NT, GCB_MINB_SET) gd_coarse_bwd(
     const ta* __restrict__ Z,    // (BH, nP, DK, DK) gd_tier1x's transfers (row-major, as gd_coarse reads them)
     const ta* __restrict__ Sb,   // (BH, popsum(nP), DK, DV) the coarse slots (complete)
     const ta* __restrict__ dSb,  // as Sb: gd_tier3_bwd's
@@ -175,7 +180,7 @@ extern "C" __global__ void __launch_bounds__(NT, 1) gd_coarse_bwd(
     int DK, int DV, int nP, int NCL, int BH) {
     gcb_body<false>(Z, Sb, dSb, dZ, dTot, DK, DV, nP, NCL, BH);
 }
-extern "C" __global__ void __launch_bounds__(NT, 1) gd_coarse_bwd_x1(
+extern "C" __global__ void __launch_bounds__(NT, GCB_MINB_SET) gd_coarse_bwd_x1(
     const ta* __restrict__ Z, const ta* __restrict__ Sb, const ta* __restrict__ dSb, ta* __restrict__ dZ,
     ta* __restrict__ dTot, int DK, int DV, int nP, int NCL, int BH) {
     gcb_body<true>(Z, Sb, dSb, dZ, dTot, DK, DV, nP, NCL, BH);
