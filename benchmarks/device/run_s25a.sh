@@ -33,7 +33,7 @@ if [ "$1" = times ]; then
     export CUDA_VISIBLE_DEVICES=0
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
     echo "=== times $(date -u +%T)"
-    timeout 110 python3 benchmarks/device/gd_tier_bwd_s25a.py times 8192,16384,32768 15 > "$OUT/log_times.txt" 2>&1; echo "rc=$?"
+    timeout 110 python3 benchmarks/device/gd_tier_bwd_s25a.py times 8192,16384,32768 21 > "$OUT/log_times.txt" 2>&1; echo "rc=$?"
     grep -E "^K1|^T=|^\||Error|error" "$OUT/log_times.txt" | cut -c1-260 )
 fi
 echo "=== done $(date -u +%T)"

@@ -138,7 +138,7 @@ class Config:
         if kernel in ("gd_tier3_bwd", "gd_tier3_bwd_x1"):  # gated_delta_tier3_bwd.cu (GT3B_SMEM): R chunks' Qp, dout
             return self.gd_tier3_bwd_smem()
         if kernel in ("gd_coarse_bwd", "gd_coarse_bwd_x1"):  # gated_delta_coarse_bwd.cu (GCB_SMEM): Z_x, two R, A(x)
-            return (DKP * (DKP + 8) + 2 * DKP * 72 + DKP * 68) * es
+            return (DKP * (DKP + 8) + 2 * DKP * 72 + 3 * DKP * 68) * es  # and two of its slots (GCB_NSA)
         if kernel in ("gd_scan_bwd", "gd_scan_bwd_x1"):  # gated_delta_bwd.cu (GDB_SMEM): three chunk tiles, S, dS', W, dr, dW, a reduction
             bv = gd_scan_bwd_columns(self)
             if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded (s16: the

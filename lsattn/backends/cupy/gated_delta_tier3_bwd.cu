@@ -16,8 +16,9 @@
 // Qp (qe) and dout tiles stay in shared memory while the period's slots pass (the slot outer: S copied once a group,
 // the next slot's copy during the current one's products); dQp's R chunks accumulate in registers over the slots.
 // Writes: dSb (BH, popsum(nP), DK, DV) every entry of pp's slots, the block's columns (plain stores; R < 4: the later
-// groups add to the first's, the same thread's entries); dQp (BH, n, CH, DK) and dlam (BH, T, L) atomicAdd (zeroed by the
-// host; the column blocks' partial sums).
+// groups add to the first's, the same thread's entries); dQp (BH, n, CH, DK) stored where d_v has one column block, else
+// atomicAdd (the column blocks' partial sums), and dlam (BH, T, L) atomicAdd (zeroed by the host); pairs of columns
+// (float2) where d_k is even.
 // Shared (Config.smem("gd_tier3_bwd")): Qp's R CH rows [t][kk] (gd_e, row stride GD_LDQE), dout's R CH rows [t][col]
 // (row stride GT3B_LD), two buffers of a slot [kk][col] (row stride GT3B_LS: the transposed B reads of U on 32 banks)
 // and of its R CH read weights.
@@ -188,21 +189,30 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
                     if (kk < DK && cc < nc) d[(i64)kk * DV + cc] = (g ? d[(i64)kk * DV + cc] : (ta)0) + (ta)ds[i][x];
                 }
         }
-        if (s == ns - 1) {  // the group's dQp, added (the column blocks' partial sums)
-            if (wa.on)
+        if (s == ns - 1 && wa.on) {  // the group's dQp: stored (one column block: the only writer), else added
 #pragma unroll
-                for (int r = 0; r < R; ++r) {
-                    const int c = f0 + g * R + r;
+            for (int r = 0; r < R; ++r) {
+                const int c = f0 + g * R + r;
 #pragma unroll
-                    for (int i = 0; i < TWA; ++i)
+                for (int i = 0; i < TWA; ++i)
 #pragma unroll
-                        for (int x = 0; x < 4; ++x) {
-                            const int t = wa.row(x), kk = wa.col(i, x);
-                            if (c < n && kk < DK && (i64)c * CH + t < T)
-                                atomicAdd(dQp + ((bh * n + c) * CH + t) * DK + kk, (ta)dq[r][i][x]);
-                            dq[r][i][x] = 0.f;
-                        }
-                }
+                    for (int x = 0; x < 4; x += 2) {  // (columns kk, kk + 1 of row t: a pair)
+                        const int t = wa.row(x), kk = wa.col(i, x);
+                        const float v0 = dq[r][i][x], v1 = dq[r][i][x + 1];
+                        dq[r][i][x] = dq[r][i][x + 1] = 0.f;
+                        if (c >= n || kk >= DK || (i64)c * CH + t >= T) continue;
+                        ta* q = dQp + ((bh * n + c) * CH + t) * DK + kk;
+                        if (DK % 2 == 0 && NCB == 1) *reinterpret_cast<gd_pair*>(q) = gd_pair{v0, v1};
+                        else if (DK % 2 == 0) atomicAdd(reinterpret_cast<float2*>(q), float2{v0, v1});
+                        else
+#pragma unroll
+                            for (int h = 0; h < 2; ++h) {  // (d_k odd: an element at a time)
+                                if (kk + h >= DK) break;
+                                if (NCB == 1) q[h] = h ? v1 : v0;
+                                else atomicAdd(q + h, (ta)(h ? v1 : v0));
+                            }
+                    }
+            }
         }
         __syncthreads();  // item j's buffers read: the copies of item j + 2 and the next group's tiles may overwrite them
     }
