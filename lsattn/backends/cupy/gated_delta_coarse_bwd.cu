@@ -16,20 +16,13 @@
 // the chain (dZ's, DK x 64 x DK) and its DK^2 atomics.
 // Shared (Config.smem("gd_coarse_bwd")): Z_x [j][i] (row stride DKP + 8: Z^T's A fragments on 32 banks), two buffers of
 // R [kk][col] (row stride GCB_BW + 8), A(x) [kk][col] (row stride GCB_BW + 4: A^T's B fragments on 32 banks) and
-// GCB_NSA of its slots as copied (GCB_SA_SET).
+// GCB_NSA of its slots as copied.
 constexpr int GCB_BW = 64, GCB_LZ = DKP + 8, GCB_LR = GCB_BW + 8, GCB_LA = GCB_BW + 4;
-// GCB_MINB_SET (a timing build): blocks per SM the registers must allow (1: 210 registers at d_k = 64; 2: 128, a few
-// spilled; shared memory allows 3)
-#ifndef GCB_MINB_SET
-#define GCB_MINB_SET 1
-#endif
-// GCB_SA_SET: A(x)'s first GCB_NSA slots copied (cp.async) into shared memory during step x + 1, with Z_x (every held
-// x's one slot, the first half's up to two: most steps' A(x) off the step's L2 round trips); the others loaded at step
-// x. 0: every slot loaded at step x into registers (the first form, a timing build).
-#ifndef GCB_SA_SET
-#define GCB_SA_SET 1
-#endif
-constexpr int GCB_NSA = GCB_SA_SET ? 2 : 0;
+// A(x)'s first GCB_NSA slots are copied (cp.async) into shared memory during step x + 1, with Z_x (every held x's one
+// slot, the first half's up to two: most steps' A(x) off the step's L2 round trips); the others loaded at step x (s25a:
+// 0.94 / 0.95 / 0.93x of every slot loaded at its step, 8K / 16K / 32K). (Two blocks a SM, 128 registers: 1.09-1.33x,
+// slower.)
+constexpr int GCB_NSA = 2;
 constexpr int GCB_SMEM = (DKP * GCB_LZ + 2 * DKP * GCB_LR + (1 + GCB_NSA) * DKP * GCB_LA) * (int)sizeof(ta);
 
 template <bool X1>
@@ -122,7 +115,7 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
 #pragma unroll
         for (int e = 0; e < EPT; ++e) {
             const ta* st = St + (kk0 + e * (NT / GCB_BW)) * GCB_LA + cc;
-            av[e] = (GCB_NSA > 0 && k > 0 ? (float)st[0] : 0.f) + (GCB_NSA > 1 && k > 1 ? (float)st[DKP * GCB_LA] : 0.f);
+            av[e] = (k > 0 ? (float)st[0] : 0.f) + (k > 1 ? (float)st[DKP * GCB_LA] : 0.f);  // (GCB_NSA = 2)
         }
         for (int m0 = GCB_NSA; m0 < k; m0 += 2) {
             float v[2][EPT];
@@ -201,7 +194,7 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
     }
     cp_async_wait<0>();
 }
-extern "C" __global__ void __launch_bounds__(NT, GCB_MINB_SET) gd_coarse_bwd(
+extern "C" __global__ void __launch_bounds__(NT, 1) gd_coarse_bwd(
     const ta* __restrict__ Z,    // (BH, nP, DK, DK) gd_tier1x's transfers (row-major, as gd_coarse reads them)
     const ta* __restrict__ Sb,   // (BH, popsum(nP), DK, DV) the coarse slots (complete)
     const ta* __restrict__ dSb,  // as Sb: gd_tier3_bwd's
@@ -210,7 +203,7 @@ extern "C" __global__ void __launch_bounds__(NT, GCB_MINB_SET) gd_coarse_bwd(
     int DK, int DV, int nP, int NCL, int BH) {
     gcb_body<false>(Z, Sb, dSb, dZ, dTot, DK, DV, nP, NCL, BH);
 }
-extern "C" __global__ void __launch_bounds__(NT, GCB_MINB_SET) gd_coarse_bwd_x1(
+extern "C" __global__ void __launch_bounds__(NT, 1) gd_coarse_bwd_x1(
     const ta* __restrict__ Z, const ta* __restrict__ Sb, const ta* __restrict__ dSb, ta* __restrict__ dZ,
     ta* __restrict__ dTot, int DK, int DV, int nP, int NCL, int BH) {
     gcb_body<true>(Z, Sb, dSb, dZ, dTot, DK, DV, nP, NCL, BH);
