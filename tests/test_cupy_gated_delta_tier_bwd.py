@@ -35,7 +35,8 @@ from strategies import seeds
 # - gd_tier3_bwd (3xTF32, float32 callers): K1_F32 = 1e-5, float32's bound (split operands: ~2^-21 per product);
 # - gd_tier3_bwd_x1 (1xTF32, bfloat16 callers), on float32 and on GD_S16 builds: K1_X1 = 4e-3 (operands rounded to
 #   2^-11; gd_forms_bwd_x1's X1 bound, tests/test_cupy_gated_delta_grad.py).
-# The saved Qp's rows of a period's first chunk (the forward does not write them) are NaN here: read, they would show.
+# The saved Qp's rows of a period's first chunk and of period 0 (the forward does not write them) are NaN here: read,
+# they would show.
 K1_F32, K1_X1 = 1e-5, 4e-3
 
 
@@ -133,6 +134,38 @@ def tf32(x):
     return ((u + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+def test_saved_layout_is_the_forwards_emulated(monkeypatch, grouped):
+    """The layouts K1 / K2 read, as these tests build them from the twin's forward (Z (B, nP, dk, dk) row-major with
+    S <- Z S + Tot; Sb compact: entry popsum(pp) + rank of the level's bit; Qp (B, n, C, dk), a period's first chunk
+    unwritten, and period 0's), equal the forward kernels' (CupyOps.gd_tiers on the CPU emulation, float32, T3FILL off: gd_cfill's slots
+    where grouped) within float32's bound."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from test_cupy_gated_delta import Emulated
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(cgd, "T3FILL", False)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    B, T, dk, dv, C = 2, 1100, 9, 20, 16  # 69 chunks: 18 periods (the last of one chunk), 5 coarse levels
+    (qe, ek, ph, H, g), lam = tier_inputs(8, B, T, dk, dv, C, "moderate")
+    geo = tw.Geo(qe, H, lam)
+    _, (qp, Z, _tot, Sb) = tw.forward(np, qe, ek, ph, H, g, lam, keep=True)
+    cfg = cgd._config("float", dk, C, "")
+    tier = cgd.tier_plan(cfg, 0, geo.n, 0, False, dk, dv)
+    assert tier.grouped == grouped and tier.nP == geo.nP
+    scratch = [np.full((B,) + shape, np.nan, dtype=dt) for shape, dt in zip(tier.shapes(dk, dv), tier.dtypes(np.float32, cfg, np))]
+    f32 = [np.ascontiguousarray(x, dtype=np.float32) for x in (qe, ek, ph, H, g, lam)]
+    out = np.zeros((B, geo.n, C, dv), np.float32)
+    CupyOps.gd_tiers(Emulated(), cfg, tier, *f32, out, T, dk, dv, lam.shape[-1], geo.n, B, scratch=scratch)
+    z_k, _tot_k, sb_k, qp_k = scratch[:4]
+    assert_close(z_k[:, :-1], np.stack(Z[:-1], 1), K1_F32, what="Z")
+    e = cgd.popsum(geo.nP)
+    assert_close(sb_k[:, :e], sb_compact(Sb, geo.nP, B, dk, dv)[:, :e], K1_F32, what="Sb")
+    rest = (np.arange(geo.n) % tw.TP != 0) & (np.arange(geo.n) >= tw.TP)  # (period 0: no coarse slot, no Qp)
+    assert_close(qp_k[:, rest], np.stack(qp, 1)[:, rest], K1_F32, what="Qp")
+
+
 def k1_case(seed, B, T, dk, dv, C, decay, s16):
     """K1's inputs as the kernel reads them (qe, Qp, Sb, lam, dout; s16: qe, Qp bfloat16 patterns, Sb tf32 values) and
     the twin's tier3_bwd on their values:
@@ -144,7 +177,8 @@ def k1_case(seed, B, T, dk, dv, C, decay, s16):
     qp_k, qp_v = stored(np.stack(qp, 1), s16)
     first = np.arange(geo.n) % tw.TP == 0
     qp_v[:, first] = qe_v[:, first]  # (the kernel reads qe there)
-    qp_k[:, first] = 0xFFFF if s16 else np.nan  # rows the forward leaves unwritten: NaN
+    unwritten = first | (np.arange(geo.n) < tw.TP)  # (and period 0's: no coarse slot)
+    qp_k[:, unwritten] = 0xFFFF if s16 else np.nan  # rows the forward leaves unwritten: NaN
     sb_k = sb_compact(Sb, geo.nP, B, dk, dv).astype(np.float32)
     sb_k = tf32(sb_k) if s16 else sb_k  # (the bfloat16 builds' Sb: GD_SBR)
     Sb_v = [{cl: sb_k[:, cgd.popsum(pp) + r].astype(np.float64) for r, cl in enumerate(sorted(Sb[pp]))} for pp in range(geo.nP)]
@@ -208,28 +242,11 @@ def test_tier3_bwd_s16_emulated(T, dk, dv, decay):
     check_k1(got, want, tier, K1_X1, f"s16 T={T} dk={dk} dv={dv} {decay}")
 
 
-def test_tier3_bwd_rounded_operands_emulated():
-    """GT3B_PR_SET (1xTF32: dout rounded in place, Sb / Qp loaded as the exact tf32 values they are, dS's weights on its
-    A side) on the GD_S16 build: dQp and dlam (from U) bit-equal to the first form's (GT3B_PR_SET=0), dSb and all three
-    within K1_X1 of the twin for both."""
-    if shutil.which("g++") is None:
-        pytest.skip("no g++ to build the CPU emulation of the kernels")
-    tier, arrays, want = k1_case(6, 1, 700, 64, 20, 64, "mixed", True)
-    cfg = cgd._config("float", 64, 64, "bf16", True)
-    ops0 = EmuTierBwdOps()
-    ops0.extra = {"GT3B_PR_SET": 0}
-    got = run_k1(EmuTierBwdOps(), cfg, tier, arrays, 700, True)
-    old = run_k1(ops0, cfg, tier, arrays, 700, True)
-    for x, what in ((got, "PR"), (old, "first form")):
-        check_k1(x, want, tier, K1_X1, what)
-    assert np.array_equal(got[0], old[0]) and np.array_equal(got[2], old[2])
-    assert not np.array_equal(got[1], old[1])  # (the switch reaches the build)
-
-
 @pytest.mark.parametrize("R", [1, 2])
 def test_tier3_bwd_chunks_held_emulated(R):
-    """gd_tier3_bwd with R < 4 chunks of a period held at a time (d_k = 128's production form, R = 2; a timing build's
-    GT3B_R_SET): the slots copied once a group, dS of the later groups added to the first's; 3xTF32, within K1_F32."""
+    """gd_tier3_bwd with R < 4 chunks of a period held at a time (d = C = 64's production form, R = 2; R = 1: d_k = 128
+    at C = 16; GT3B_R_SET): the slots copied once a group, dS of the later groups added to the first's; 3xTF32, within
+    K1_F32."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     ops = EmuTierBwdOps()

@@ -5,11 +5,11 @@ d_k = d_v = 64, C = 64, the x1 kernels (bfloat16 callers).
     python benchmarks/device/gd_tier_bwd_s25a.py small            (T = 1000 and 2600, B H = 2: each kernel once, for
                                                                    compute-sanitizer)
     python benchmarks/device/gd_tier_bwd_s25a.py times [T,..] [reps]  (B H = 32; CUDA events around each launch, its
-                                                                   zeroed outputs set outside them; medians: K1, K1's
-                                                                   first form (GT3B_PR_SET=0: operands rounded at every
-                                                                   fragment load), K1 at R = 2 chunks held and 2 blocks
-                                                                   per SM (GT3B_R_SET=2, GT3B_MINB_SET=2), K2, and
-                                                                   gd_scan_bwd_x1 (the kernel they replace) at the same size)
+                                                                   zeroed outputs set outside them; medians: K1, K1 at
+                                                                   R = 4 chunks held, one block a SM (GT3B_R_SET=4, a
+                                                                   timing build: its first default), K2, and
+                                                                   gd_scan_bwd_x1 (the kernel they replace) at the same
+                                                                   size)
     python benchmarks/device/gd_tier_bwd_s25a.py compile          (times' builds into CuPy's cache; nothing run)"""
 import sys
 
@@ -24,6 +24,7 @@ from lsattn.backends.cupy._arrays import narrow
 
 DK = DV = C = 64
 cgd.T3FILL = False  # (the training forward's Sb: every slot stored)
+cgd.TIER_MIN_CHUNKS = 0  # (the small calls' two tiers)
 cfg = cgd._config("float", DK, C, "bf16", True)
 ops = cc.CupyOps(cupy.cuda.Device().id)
 rng = cupy.random.default_rng(0)
@@ -80,26 +81,24 @@ reps = int(sys.argv[3]) if len(sys.argv) > 3 else 15
 BH = 32
 
 
-def k1_build(*extra):
-    """gd_tier3_bwd_x1 of a timing build (-D options ``extra``)."""
+def build(*extra, name="gd_tier3_bwd_x1"):
+    """``name`` of a timing build (-D options ``extra``)."""
     code = "\n".join(cc._source(f) for f in ("common.cu",) + cc._SOURCES["gated_delta_tier_bwd"])
     opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_tier_bwd", cfg)) + extra
-    fn = cupy.RawModule(code=code, options=opts).get_function("gd_tier3_bwd_x1")
+    fn = cupy.RawModule(code=code, options=opts).get_function(name)
     fn.max_dynamic_shared_size_bytes = cc.SMEM_MAX
     return fn
 
 
-k1pr0 = k1_build("-DGT3B_PR_SET=0")  # the first form
-k1r2 = k1_build("-DGT3B_R_SET=2", "-DGT3B_MINB_SET=2")  # R = 2 chunks held, 2 blocks per SM
+k1r4 = build("-DGT3B_R_SET=4")  # R = 4 chunks held, one block a SM
 k1, _, s1 = ops._tk("gated_delta_tier_bwd", cfg, "gd_tier3_bwd_x1")
 k2, _, s2 = ops._tk("gated_delta_tier_bwd", cfg, "gd_coarse_bwd_x1")
 if sys.argv[1] == "compile":
     ops._tk("gated_delta_bwd", cfg, "gd_scan_bwd_x1")
     ops._tk("gated_delta", cfg, "gd_forms")
     sys.exit(0)
-print(f"K1 {k1.num_regs} registers, {k1.local_size_bytes} B local, smem {s1}; K1 PR=0 {k1pr0.num_regs} registers; "
-      f"K1 R=2 {k1r2.num_regs} registers, "
-      f"{k1r2.local_size_bytes} B local, smem {cfg.gd_tier3_bwd_smem(2)}; K2 {k2.num_regs} registers, "
+print(f"K1 {k1.num_regs} registers, {k1.local_size_bytes} B local, smem {s1}; K1 R=4 {k1r4.num_regs} registers, "
+      f"{k1r4.local_size_bytes} B local, smem {cfg.gd_tier3_bwd_smem(4)}; K2 {k2.num_regs} registers, "
       f"{k2.local_size_bytes} B local, smem {s2}", flush=True)
 
 
@@ -139,12 +138,8 @@ for T in Ts:
     ref = [b[k].copy() for k in ("dQp", "dSb", "dlam")]
     args1 = (qe, Qp, Sb, lam, dout, b["dQp"], b["dSb"], b["dlam"], i32(T), i32(DK), i32(DV), i32(L), i32(n), i32(tier.nP),
              i32(BH))
-    grid1 = ((tier.nP - 1) * BH * NCB,)
-    difs = []
-    t1pr0 = timed(lambda: k1pr0(grid1, (256,), args1, shared_mem=s1), zero1, reps)
-    difs.append(max(float(cupy.abs(b[k] - x).max() / cupy.abs(x).max()) for k, x in zip(("dQp", "dSb", "dlam"), ref)))
-    t1r2 = timed(lambda: k1r2(grid1, (256,), args1, shared_mem=cfg.gd_tier3_bwd_smem(2)), zero1, reps)
-    difs.append(max(float(cupy.abs(b[k] - x).max() / cupy.abs(x).max()) for k, x in zip(("dQp", "dSb", "dlam"), ref)))
+    t1r4 = timed(lambda: k1r4(((tier.nP - 1) * BH * NCB,), (256,), args1, shared_mem=cfg.gd_tier3_bwd_smem(4)), zero1, reps)
+    dif = max(float(cupy.abs(b[k] - x).max() / cupy.abs(x).max()) for k, x in zip(("dQp", "dSb", "dlam"), ref))
     t2 = timed(lambda: ops.gd_coarse_bwd(cfg, tier, Z, Sb, b["dSb"], b["dZ"], b["dTot"], DK, DV, BH, x1=True), zero2, reps)
     del b
     NLC = cgd.chunk_slots(0, n, T % C == 0)
@@ -160,11 +155,11 @@ for T in Ts:
     t0 = timed(lambda: ops.gd_scan_bwd(cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, *zs, T, DK, DV, L, 0, 0, n, 0, NLC,
                                        T % C == 0, BH, x1=True), zero0, reps)
     del sv, zs
-    rows.append((T, tier, t1, t1pr0, t1r2, t2, t0))
+    rows.append((T, tier, t1, t1r4, t2, t0))
     print(f"T={T}: nP {tier.nP} NCL {tier.NCL} grouped {tier.grouped}; K1 {t1[0]:.3f} (min {t1[1]:.3f}, max {t1[2]:.3f}) "
-          f"K1 PR=0 {t1pr0[0]:.3f} K1 R=2 {t1r2[0]:.3f} (their outputs against K1's: {difs[0]:.1e}, {difs[1]:.1e} of max) "
-          f"K2 {t2[0]:.3f} (min {t2[1]:.3f}, max {t2[2]:.3f}) gd_scan_bwd_x1 {t0[0]:.3f} ms", flush=True)
-print("| T | K1 gd_tier3_bwd_x1 | K1 PR=0 (first form) | K1 R=2, 2 / SM | K2 gd_coarse_bwd_x1 | K1 + K2 | gd_scan_bwd_x1 |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for T, tier, t1, t1pr0, t1r2, t2, t0 in rows:
-    print(f"| {T} | {t1[0]:.3f} | {t1pr0[0]:.3f} | {t1r2[0]:.3f} | {t2[0]:.3f} | {t1[0] + t2[0]:.3f} | {t0[0]:.3f} |")
+          f"K1 R=4 {t1r4[0]:.3f} (its outputs against K1's: {dif:.1e} of max) K2 {t2[0]:.3f} (min {t2[1]:.3f}, max "
+          f"{t2[2]:.3f}) gd_scan_bwd_x1 {t0[0]:.3f} ms", flush=True)
+print("| T | K1 gd_tier3_bwd_x1 | K1 R=4, 1 / SM | K2 gd_coarse_bwd_x1 | K1 + K2 | gd_scan_bwd_x1 |")
+print("|---|---:|---:|---:|---:|---:|")
+for T, tier, t1, t1r4, t2, t0 in rows:
+    print(f"| {T} | {t1[0]:.3f} | {t1r4[0]:.3f} | {t2[0]:.3f} | {t1[0] + t2[0]:.3f} | {t0[0]:.3f} |")

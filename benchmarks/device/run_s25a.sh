@@ -4,7 +4,7 @@
 #                                                      3xTF32 and GD_S16 1xTF32 builds); memcheck / racecheck / initcheck of
 #                                                      both kernels on the real S16 forward's buffers (gd_tier_bwd_s25a.py
 #                                                      small: T = 1000, 2600) (< 150 s)
-#   OUT=... bash benchmarks/device/run_s25a.sh times   K1, K1 at R = 2 (a timing build), K2 and gd_scan_bwd_x1 alone, B H = 32,
+#   OUT=... bash benchmarks/device/run_s25a.sh times   K1, K1 at R = 4 (a timing build), K2 and gd_scan_bwd_x1 alone, B H = 32,
 #                                                      T = 8K / 16K / 32K, medians of CUDA events (< 120 s)
 set -u
 if [ "$1" = tests ]; then
@@ -17,8 +17,11 @@ if [ "$1" = tests ]; then
     timeout 45 python3 benchmarks/device/gd_tier_bwd_s25a.py small > "$OUT/log_small.txt" 2>&1; echo "small rc=$?"
     tail -n 3 "$OUT/log_small.txt" | cut -c1-200
     timeout 90 python3 benchmarks/device/gd_tier_bwd_s25a.py compile > "$OUT/log_compile.txt" 2>&1 &  # (times' builds)
+    # (initcheck unfiltered: with a kernel filter the forward kernels' writes are likely untracked, their reads then
+    # reported as uninitialized: request 2's ten reports in gd_tier3_bwd_x1, unresolved)
     for tool in memcheck racecheck initcheck; do
-      PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool $tool --print-limit 10 --kernel-name kns=_bwd_x1 \
+      PYTORCH_CUDA_ALLOC_CONF= timeout 90 compute-sanitizer --tool $tool --print-limit 10 \
+          $([ $tool = initcheck ] || echo --kernel-name kns=_bwd_x1) \
           python3 benchmarks/device/gd_tier_bwd_s25a.py small > "$OUT/log_${tool}.txt" 2>&1 &
     done
     wait
@@ -33,7 +36,7 @@ if [ "$1" = times ]; then
     export CUDA_VISIBLE_DEVICES=0
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
     echo "=== times $(date -u +%T)"
-    timeout 110 python3 benchmarks/device/gd_tier_bwd_s25a.py times 8192,16384,32768 15 > "$OUT/log_times.txt" 2>&1; echo "rc=$?"
+    timeout 110 python3 benchmarks/device/gd_tier_bwd_s25a.py times 8192,16384,32768 21 > "$OUT/log_times.txt" 2>&1; echo "rc=$?"
     grep -E "^K1|^T=|^\||Error|error" "$OUT/log_times.txt" | cut -c1-260 )
 fi
 echo "=== done $(date -u +%T)"

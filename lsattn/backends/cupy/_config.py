@@ -87,11 +87,13 @@ class Config:
         return R * self.CH * (self.DKP + 16 // self.te) * self.te + 2 * (self.DKP * (BW + 8) + R * self.CH) * self.itemsize
 
     def gd_tier3_bwd_smem(self, R=None):
-        """gd_tier3_bwd's shared memory (gated_delta_tier3_bwd.cu's gt3b_smem) at R chunks of a period held (None: 4,
-        2 or 1, the most within SMEM_MAX: GT3B_R): their Qp rows (``te`` bytes, padded by 16 bytes) and dout rows (64
-        + 8 columns), two buffers of a slot (64 + 4 columns) and of R CH read weights."""
+        """gd_tier3_bwd's shared memory (gated_delta_tier3_bwd.cu's gt3b_smem) at R chunks of a period held (None:
+        GT3B_R, the most of 4, 2 within two blocks a SM (113 KB), else within SMEM_MAX): their Qp rows (``te`` bytes,
+        padded by 16 bytes) and dout rows (64 + 8 columns), two buffers of a slot (64 + 4 columns) and of R CH read
+        weights."""
         if R is None:
-            return next(s for R in (4, 2, 1) if (s := self.gd_tier3_bwd_smem(R)) <= SMEM_MAX or R == 1)
+            fits = [(r, lim) for lim in (113 * 1024, SMEM_MAX) for r in (4, 2) if self.gd_tier3_bwd_smem(r) <= lim]
+            return self.gd_tier3_bwd_smem(fits[0][0] if fits else 1)
         CH, DKP = self.CH, self.DKP
         return R * CH * (DKP + 16 // self.te) * self.te + (R * CH * 72 + 2 * (DKP * 68 + R * CH)) * self.itemsize
 
@@ -149,7 +151,7 @@ class Config:
         if kernel in ("gd_tier3_bwd", "gd_tier3_bwd_x1"):  # gated_delta_tier3_bwd.cu (GT3B_SMEM): R chunks' Qp, dout
             return self.gd_tier3_bwd_smem()
         if kernel in ("gd_coarse_bwd", "gd_coarse_bwd_x1"):  # gated_delta_coarse_bwd.cu (GCB_SMEM): Z_x, two R, A(x)
-            return (DKP * (DKP + 8) + 2 * DKP * 72 + DKP * 68) * es
+            return (DKP * (DKP + 8) + 2 * DKP * 72 + 3 * DKP * 68) * es  # and two of its slots (GCB_NSA)
         if kernel in ("gd_scan_bwd", "gd_scan_bwd_x1"):  # gated_delta_bwd.cu (GDB_SMEM): three chunk tiles, S, dS', W, dr, dW, a reduction
             bv = gd_scan_bwd_columns(self)
             if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded (s16: the

@@ -12,12 +12,18 @@
 //   dZ_x += R(x) A(x)^T,  dTot_x += R(x) (x < mid),  R(x - 1) = [x >= mid] dS_cl(x) + Z_x^T R(x)
 // (the twin's coarse_bwd with grouped=False). One block per (level cl, level period, sequence, GCB_BW = 64 value
 // columns), the longest chains first (gd_coarse's order); dZ (BH, nP, DK, DK) and dTot (BH, nP, DK, DV) atomicAdd
-// (zeroed by the host: the levels' and column blocks' adds). A step: one chained product (Z^T R, DK x DK x 64), one off
+// (zeroed by the host: the levels' and column blocks' adds; float2 pairs where the row length is even). A step: one chained product (Z^T R, DK x DK x 64), one off
 // the chain (dZ's, DK x 64 x DK) and its DK^2 atomics.
 // Shared (Config.smem("gd_coarse_bwd")): Z_x [j][i] (row stride DKP + 8: Z^T's A fragments on 32 banks), two buffers of
-// R [kk][col] (row stride GCB_BW + 8), A(x) [kk][col] (row stride GCB_BW + 4: A^T's B fragments on 32 banks).
+// R [kk][col] (row stride GCB_BW + 8), A(x) [kk][col] (row stride GCB_BW + 4: A^T's B fragments on 32 banks) and
+// GCB_NSA of its slots as copied.
 constexpr int GCB_BW = 64, GCB_LZ = DKP + 8, GCB_LR = GCB_BW + 8, GCB_LA = GCB_BW + 4;
-constexpr int GCB_SMEM = (DKP * GCB_LZ + 2 * DKP * GCB_LR + DKP * GCB_LA) * (int)sizeof(ta);
+// A(x)'s first GCB_NSA slots are copied (cp.async) into shared memory during step x + 1, with Z_x (every held x's one
+// slot, the first half's up to two: most steps' A(x) off the step's L2 round trips); the others loaded at step x (s25a:
+// 0.94 / 0.95 / 0.93x of every slot loaded at its step, 8K / 16K / 32K). (Two blocks a SM, 128 registers: 1.09-1.33x,
+// slower.)
+constexpr int GCB_NSA = 2;
+constexpr int GCB_SMEM = (DKP * GCB_LZ + 2 * DKP * GCB_LR + (1 + GCB_NSA) * DKP * GCB_LA) * (int)sizeof(ta);
 
 template <bool X1>
 __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __restrict__ Sb, const ta* __restrict__ dSb,
@@ -27,6 +33,7 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
     ta* Zs = reinterpret_cast<ta*>(smem_raw);  // [j][i] Z_x as stored
     ta* Rs = Zs + DKP * GCB_LZ;                // [buffer][kk][col] R(x)
     ta* As = Rs + 2 * DKP * GCB_LR;            // [kk][col] A(x)
+    ta* St = As + DKP * GCB_LA;                // [slot][kk][col] A(x)'s first GCB_NSA slots, copied a step ahead
     check_smem(GCB_SMEM);
     using WR = GdWarpTiles<DKP / 16, GCB_BW>;  // R: DKP x GCB_BW (the chain's product)
     using WZ = GdWarpTiles<DKP / 16, DKP>;     // dZ: DKP x DKP
@@ -44,10 +51,15 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
     const i64 bh = blockIdx.x / NCB % BH, slot_sz = (i64)DK * DV, e0 = bh * gd_popsum(nP);
     const int c0 = (int)(blockIdx.x % NCB) * GCB_BW, nc = min(GCB_BW, DV - c0), NC8 = (nc + 7) / 8 * 8;
     const int b = (int)(r << cl), mid = b + (1 << (cl - 1)), end = min(nP, b + (1 << cl)), low = (1 << (cl - 1)) - 1;
-    const bool vec = DK % (16 / (int)sizeof(ta)) == 0;
+    const bool vec = DK % (16 / (int)sizeof(ta)) == 0, vs = DV % (16 / (int)sizeof(ta)) == 0;
     // x's slot entries: level cl's (held, x >= mid) or the first popcount(x & low) (the lower levels': x < mid)
     auto entry = [&](int x) { return Sb + (e0 + gd_popsum(x) + (x >= mid ? __popcll(x & low) : 0)) * slot_sz + c0; };
     auto zmat = [&](int x) { return Z + (bh * nP + x) * DK * DK; };
+    auto kslots = [&](int x) { return x >= mid ? 1 : (int)__popcll(x & low); };  // A(x)'s slots
+    auto stage = [&](int x) {  // A(x)'s first GCB_NSA slots into St (issued; the caller commits)
+        for (int m = 0; m < min(kslots(x), GCB_NSA); ++m)
+            gd_copy<DKP, GCB_BW>(St + m * DKP * GCB_LA, GCB_LA, entry(x) + m * slot_sz, DV, DK, nc, vs);
+    };
     // dS_cl(x)'s entries of the thread's R tiles (zero where x < mid)
     auto load_ds = [&](int x, float (&v)[TR][4]) {
         const ta* d = x >= mid ? dSb + (e0 + gd_popsum(x) + __popcll(x & low)) * slot_sz + c0 : nullptr;
@@ -60,6 +72,25 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
             }
     };
     float R[TR][4], dsv[TR][4];  // R(x) of the thread's tiles (as in Rs), dS_cl(x - 1)'s
+    // p[0], p[1] += v0, v1 (elements j, j + 1 < lim of a row; j even: one float2 add where two, p 8-byte aligned)
+    auto add2 = [](ta* p, bool two, int j, int lim, float v0, float v1) {
+        if (two && j + 1 < lim) {
+            atomicAdd(reinterpret_cast<float2*>(p), float2{v0, v1});
+        } else if (j < lim) {
+            atomicAdd(p, (ta)v0);
+            if (j + 1 < lim) atomicAdd(p + 1, (ta)v1);
+        }
+    };
+    auto add_tot = [&](int x) {  // dTot_x += R(x) (x < mid)
+        ta* t = dTot + (bh * nP + x) * slot_sz + c0;
+#pragma unroll
+        for (int i = 0; i < TR; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; e += 2) {
+                const int kk = wr.row(e), cc = wr.col(i, e);
+                if (wr.on && kk < DK) add2(t + (i64)kk * DV + cc, DV % 2 == 0, cc, nc, R[i][e], R[i][e + 1]);
+            }
+    };
     load_ds(end - 1, R);         // R(end - 2) = dS_cl(end - 1): the chain's first step has no product
     if (end - 2 < b) return;     // (a chain of one period: nothing to add)
     int cur = 0;
@@ -69,18 +100,24 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
         for (int e = 0; e < 4; ++e)
             if (wr.on) Rs[wr.row(e) * GCB_LR + wr.col(i, e)] = R[i][e];
     if (end - 2 > b) gd_copy<DKP, DKP>(Zs, GCB_LZ, zmat(end - 2), DK, DK, DK, vec);
+    stage(end - 2);
     cp_async_commit();
     load_ds(end - 2, dsv);
     for (int x = end - 2; x >= b; --x) {  // R = R(x), in Rs[cur] and the registers
         cp_async_wait<0>();
-        __syncthreads();  // Z_x, R(x) in place; As's and Rs[cur ^ 1]'s last readers done
-        // A(x) into registers: the thread's elements (rows kk0 + e NT / GCB_BW, column cc) of the k slots, summed (their
-        // loads issued two slots at a time)
-        const int k = x >= mid ? 1 : (int)__popcll(x & low);
+        __syncthreads();  // Z_x, A(x)'s staged slots, R(x) in place; As's and Rs[cur ^ 1]'s last readers done
+        // A(x) into registers: the thread's elements (rows kk0 + e NT / GCB_BW, column cc) of the k slots, summed: the
+        // staged ones, then the others (their loads issued two slots at a time)
+        const int k = kslots(x);
         const int cc = tid % GCB_BW, kk0 = tid / GCB_BW;
         const ta* a0 = entry(x) + (i64)kk0 * DV + cc;
-        float av[EPT] = {};
-        for (int m0 = 0; m0 < k; m0 += 2) {
+        float av[EPT];
+#pragma unroll
+        for (int e = 0; e < EPT; ++e) {
+            const ta* st = St + (kk0 + e * (NT / GCB_BW)) * GCB_LA + cc;
+            av[e] = (k > 0 ? (float)st[0] : 0.f) + (k > 1 ? (float)st[DKP * GCB_LA] : 0.f);  // (GCB_NSA = 2)
+        }
+        for (int m0 = GCB_NSA; m0 < k; m0 += 2) {
             float v[2][EPT];
 #pragma unroll
             for (int u = 0; u < 2; ++u) {
@@ -115,35 +152,20 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
                     acc[i][e] += dsv[i][e];
                     if (wr.on) Rn[wr.row(e) * GCB_LR + wr.col(i, e)] = acc[i][e];
                 }
-            if (x < mid) {  // dTot_x += R(x) (before R becomes R(x - 1))
-                ta* t = dTot + (bh * nP + x) * slot_sz + c0;
-#pragma unroll
-                for (int i = 0; i < TR; ++i)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int kk = wr.row(e), cc = wr.col(i, e);
-                        if (wr.on && kk < DK && cc < nc) atomicAdd(t + (i64)kk * DV + cc, (ta)R[i][e]);
-                    }
-            }
+            if (x < mid) add_tot(x);  // (before R becomes R(x - 1))
 #pragma unroll
             for (int i = 0; i < TR; ++i)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) R[i][e] = acc[i][e];
             if (x - 1 > b) load_ds(x - 1, dsv);
-        } else if (x < mid) {  // (x = b: the last step; b < mid always)
-            ta* t = dTot + (bh * nP + x) * slot_sz + c0;
-#pragma unroll
-            for (int i = 0; i < TR; ++i)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int kk = wr.row(e), cc = wr.col(i, e);
-                    if (wr.on && kk < DK && cc < nc) atomicAdd(t + (i64)kk * DV + cc, (ta)R[i][e]);
-                }
+        } else {  // (x = b: the last step; b < mid always)
+            add_tot(x);
         }
 #pragma unroll
         for (int e = 0; e < EPT; ++e) As[(kk0 + e * (NT / GCB_BW)) * GCB_LA + cc] = av[e];
-        __syncthreads();  // Z_x read (the next Z may land), A(x) in As, R(x - 1) in Rs[cur ^ 1]
+        __syncthreads();  // Z_x and St read (the next may land), A(x) in As, R(x - 1) in Rs[cur ^ 1]
         if (x - 1 > b) gd_copy<DKP, DKP>(Zs, GCB_LZ, zmat(x - 1), DK, DK, DK, vec);
+        if (x - 1 >= b) stage(x - 1);  // (St's readers: before the barrier)
         cp_async_commit();
         // dZ_x += R(x) A(x)^T: A (kk, col) = R(x)[kk][col], B (col, j) = A(x)[j][col]; K = the block's columns
         if (k && wz.on) {
@@ -163,9 +185,9 @@ __device__ __forceinline__ void gcb_body(const ta* __restrict__ Z, const ta* __r
 #pragma unroll
             for (int i = 0; i < TZ; ++i)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
+                for (int e = 0; e < 4; e += 2) {
                     const int kk = wz.row(e), j = wz.col(i, e);
-                    if (kk < DK && j < DK) atomicAdd(d + kk * DK + j, (ta)dz[i][e]);
+                    if (kk < DK) add2(d + kk * DK + j, DK % 2 == 0, j, DK, dz[i][e], dz[i][e + 1]);
                 }
         }
         cur ^= 1;

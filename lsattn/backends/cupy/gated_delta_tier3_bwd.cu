@@ -12,12 +12,13 @@
 //   dS_cl(pp) += Qp_c^T (lam dout_c)                 (d_k x the block's columns)
 // (the forward's r = Qp S not needed: dlam from U). Two products per (slot, chunk).
 // Grid: one block per (period pp >= 1, sequence, GT3B_BW = 64 value columns) ((nP - 1) BH NCB; period 0 holds no slot:
-// its dQp stays zero). The period's chunks in GT3B_R groups of R chunks (R = 4, the whole period, at d_k <= 64) whose
+// its dQp stays zero). The period's chunks in groups of GT3B_R chunks (2 at d_k = C = 64: two blocks a SM) whose
 // Qp (qe) and dout tiles stay in shared memory while the period's slots pass (the slot outer: S copied once a group,
 // the next slot's copy during the current one's products); dQp's R chunks accumulate in registers over the slots.
 // Writes: dSb (BH, popsum(nP), DK, DV) every entry of pp's slots, the block's columns (plain stores; R < 4: the later
-// groups add to the first's, the same thread's entries); dQp (BH, n, CH, DK) and dlam (BH, T, L) atomicAdd (zeroed by the
-// host; the column blocks' partial sums).
+// groups add to the first's, the same thread's entries); dQp (BH, n, CH, DK) stored where d_v has one column block, else
+// atomicAdd (the column blocks' partial sums), and dlam (BH, T, L) atomicAdd (zeroed by the host); pairs of columns
+// (float2) where d_k is even.
 // Shared (Config.smem("gd_tier3_bwd")): Qp's R CH rows [t][kk] (gd_e, row stride GD_LDQE), dout's R CH rows [t][col]
 // (row stride GT3B_LD), two buffers of a slot [kk][col] (row stride GT3B_LS: the transposed B reads of U on 32 banks)
 // and of its R CH read weights.
@@ -25,24 +26,21 @@ constexpr int GT3B_BW = 64, GT3B_LD = GT3B_BW + 8, GT3B_LS = GT3B_BW + 4;
 constexpr int gt3b_smem(int R) {
     return R * CH * GD_LDQE * GD_E2 + (R * CH * GT3B_LD + 2 * (DKP * GT3B_LS + R * CH)) * (int)sizeof(ta);
 }
-// GT3B_R_SET, GT3B_MINB_SET (timing builds: the host's Config.gd_tier3_bwd_smem(R)): R chunks held, blocks per SM the
-// registers must allow (R = 2 and 2 blocks per SM by shared memory: the slots copied twice, dS's second half added)
+// R: the most (4 or 2) whose shared memory allows 2 blocks per SM (GT3B_SMAX2), else the most within one block's
+// (s25a, H200, d = C = 64, S16 x1: R = 2 at 2 blocks a SM 0.94 / 0.91 / 0.89x of R = 4 at one, 8K / 16K / 32K;
+// benchmarks/NOTES.md "Session 25 — s25a"); GT3B_R_SET (a test's or timing build's) sets it.
+constexpr int GT3B_SMAX2 = 113 * 1024, GT3B_SMAX = 227 * 1024;
 #ifdef GT3B_R_SET
 constexpr int GT3B_R = GT3B_R_SET;
 #else
-constexpr int GT3B_R = gt3b_smem(GD_TP) <= 227 * 1024 ? GD_TP : (gt3b_smem(GD_TP / 2) <= 227 * 1024 ? GD_TP / 2 : 1);
+constexpr int GT3B_R = gt3b_smem(GD_TP) <= GT3B_SMAX2 ? GD_TP : gt3b_smem(GD_TP / 2) <= GT3B_SMAX2 ? GD_TP / 2
+                       : gt3b_smem(GD_TP) <= GT3B_SMAX ? GD_TP : gt3b_smem(GD_TP / 2) <= GT3B_SMAX ? GD_TP / 2 : 1;
 #endif
-#ifndef GT3B_MINB_SET
-#define GT3B_MINB_SET 1
-#endif
-// GT3B_PR_SET (1xTF32): operands stored as exact tf32 values loaded without a cvt (gd_scan_bwd's GDB_PR): dout's tiles
-// rounded in place once a group (U's A, dS's B), Sb as the bfloat16 builds' forward stores it (GD_SBR: U's B), Qp / qe
-// (GD_H16: bfloat16 widened); dS's read weights on its A side (lam Qp, rounded at the load: 4 of a k-step's operands,
-// not the B side's 2 NTL). U (dlam, dQp) bit-equal to 0's, dS within the products' rounding. 0: the first form, a
-// timing build.
-#ifndef GT3B_PR_SET
-#define GT3B_PR_SET 1
-#endif
+constexpr int GT3B_MINB = gt3b_smem(GT3B_R) <= GT3B_SMAX2 ? 2 : 1;  // blocks per SM the registers must allow
+// 1xTF32 (PR): operands stored as exact tf32 values loaded without a cvt (gd_scan_bwd's GDB_PR): dout's tiles rounded in
+// place once a group (U's A, dS's B), Sb as the bfloat16 builds' forward stores it (GD_SBR: U's B), Qp / qe (GD_H16:
+// bfloat16 widened); dS's read weights on its A side (lam Qp, rounded at the load: 4 of a k-step's operands, not the B
+// side's 2 NTL) (s25a: 0.92 / 0.88 / 0.88x of the form rounding every fragment load, the weights on dS's B side).
 constexpr int GT3B_SMEM = gt3b_smem(GT3B_R);
 static_assert(GT3B_R * CH <= NT, "a thread per row for the read weights");
 
@@ -59,7 +57,7 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
     ta* Ss = Ds + RR * GT3B_LD;                          // [buffer][kk][col]
     ta* lw = Ss + 2 * SS;                                // [buffer][t] the slot's read weights (zero past T)
     check_smem(GT3B_SMEM);
-    constexpr bool PR = X1 && GT3B_PR_SET;  // (RN below: an operand rounded at its fragment loads)
+    constexpr bool PR = X1;  // (RN below: an operand rounded at its fragment loads)
     using WA = GdWarpTiles<CH / 16, DKP>;      // U: CH x DKP
     using WB = GdWarpTiles<DKP / 16, GT3B_BW>;  // dS: DKP x GT3B_BW
     constexpr int TWA = WA::NTL, TWB = WB::NTL;
@@ -188,27 +186,36 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
                     if (kk < DK && cc < nc) d[(i64)kk * DV + cc] = (g ? d[(i64)kk * DV + cc] : (ta)0) + (ta)ds[i][x];
                 }
         }
-        if (s == ns - 1) {  // the group's dQp, added (the column blocks' partial sums)
-            if (wa.on)
+        if (s == ns - 1 && wa.on) {  // the group's dQp: stored (one column block: the only writer), else added
 #pragma unroll
-                for (int r = 0; r < R; ++r) {
-                    const int c = f0 + g * R + r;
+            for (int r = 0; r < R; ++r) {
+                const int c = f0 + g * R + r;
 #pragma unroll
-                    for (int i = 0; i < TWA; ++i)
+                for (int i = 0; i < TWA; ++i)
 #pragma unroll
-                        for (int x = 0; x < 4; ++x) {
-                            const int t = wa.row(x), kk = wa.col(i, x);
-                            if (c < n && kk < DK && (i64)c * CH + t < T)
-                                atomicAdd(dQp + ((bh * n + c) * CH + t) * DK + kk, (ta)dq[r][i][x]);
-                            dq[r][i][x] = 0.f;
-                        }
-                }
+                    for (int x = 0; x < 4; x += 2) {  // (columns kk, kk + 1 of row t: a pair)
+                        const int t = wa.row(x), kk = wa.col(i, x);
+                        const float v0 = dq[r][i][x], v1 = dq[r][i][x + 1];
+                        dq[r][i][x] = dq[r][i][x + 1] = 0.f;
+                        if (c >= n || kk >= DK || (i64)c * CH + t >= T) continue;
+                        ta* q = dQp + ((bh * n + c) * CH + t) * DK + kk;
+                        if (DK % 2 == 0 && NCB == 1) *reinterpret_cast<gd_pair*>(q) = gd_pair{v0, v1};
+                        else if (DK % 2 == 0) atomicAdd(reinterpret_cast<float2*>(q), float2{v0, v1});
+                        else
+#pragma unroll
+                            for (int h = 0; h < 2; ++h) {  // (d_k odd: an element at a time)
+                                if (kk + h >= DK) break;
+                                if (NCB == 1) q[h] = h ? v1 : v0;
+                                else atomicAdd(q + h, (ta)(h ? v1 : v0));
+                            }
+                    }
+            }
         }
         __syncthreads();  // item j's buffers read: the copies of item j + 2 and the next group's tiles may overwrite them
     }
     cp_async_wait<0>();
 }
-extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB_SET) gd_tier3_bwd(
+extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB) gd_tier3_bwd(
     const gd_e* __restrict__ qe,  // (BH, n, CH, DK) gd_forms': a period's first chunk's Qp
     const gd_e* __restrict__ Qp,  // (BH, n, CH, DK) gd_tier1x's (rows of a period's first chunk unread)
     const ta* __restrict__ Sb,    // (BH, popsum(nP), DK, DV) the coarse slots (complete: gd_coarse / gd_cfill)
@@ -220,7 +227,7 @@ extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB_SET) gd_tier3_bwd(
     int T, int DK, int DV, int L, int n, int nP, int BH) {
     gt3b_body<false>(qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, nP, BH);
 }
-extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB_SET) gd_tier3_bwd_x1(
+extern "C" __global__ void __launch_bounds__(NT, GT3B_MINB) gd_tier3_bwd_x1(
     const gd_e* __restrict__ qe, const gd_e* __restrict__ Qp, const ta* __restrict__ Sb, const ta* __restrict__ lam,
     const ta* __restrict__ dout, ta* __restrict__ dQp, ta* __restrict__ dSb, ta* __restrict__ dlam, int T, int DK, int DV,
     int L, int n, int nP, int BH) {
