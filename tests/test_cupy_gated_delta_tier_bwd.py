@@ -77,10 +77,10 @@ class T4Ops:
         return _T4Kernel(lib, name.endswith("_x1")), (256,), cfg.smem(name)
 
 
-def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np, bw=None):
+def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np, bw=None, raw=False):
     """gd_tier1_bwd (``mode``: 'f32' 3xTF32, 'x1' 1xTF32 on float32 intermediates, 's16' 1xTF32 on bfloat16 ones) on
     ``ops`` against the twin's tier1_bwd, the forms of tests/test_gated_delta_tier_bwd.make's inputs, random dout and
-    dTot (the last period's zero: no output) -> {output: relative error}."""
+    dTot (the last period's zero: no output) -> {output: relative error} (raw: {output: the kernel's})."""
     q, k, v, a, beta, lam = tb.make(seed, B, T, dk, dv, decay)
     (qe, ek, ph, H, g), _, lay = tb.forms(np, q, k, v, a, beta, lam, C)
     n, nP, L = lay.n_chunks, -(-lay.n_chunks // tw.TP), lam.shape[-1]
@@ -110,6 +110,8 @@ def t4_case(seed, B, T, C, dk, dv, decay, mode, ops, xp=np, bw=None):
     CupyOps.gd_tier1_bwd(ops, cfg, tier, *dev, *(got[key] for key in T4_OUT), T, dk, dv, L, n, B, x1=mode != "f32", bw=bw)
     got = {key: np.asarray(x.get() if hasattr(x, "get") else x, dtype=np.float64) for key, x in got.items()}
     assert not np.isnan(got["dH"]).any(), "dH not written whole"
+    if raw:
+        return got
     return {key: float(np.max(np.abs(got[key] - want[key])) / max(np.max(np.abs(want[key])), T4_TINY)) for key in T4_OUT}
 
 
@@ -152,6 +154,19 @@ def test_tier1_bwd_emulated_32_columns(mode):
     ops.extra = {"GT4_BW_SET": 32}
     errs = t4_case(7, 2, 300, 16, 12, 40, "mixed", mode, ops, bw=32)
     assert max(errs.values()) <= T4_BOUND[mode], errs
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
+@pytest.mark.parametrize("mode", ["s16", "x1"])
+def test_tier1_bwd_pre_rounded_operands_bit_equal(mode):
+    """GT4_PR_SET (1xTF32: GD_S16's tiles and W, dW taken as the tf32 values they are, no cvt at the loads) gives the
+    bits of the build rounding every operand at its loads (GT4_PR_SET=0)."""
+    ref = T4Ops()
+    ref.extra = {"GT4_PR_SET": 0}
+    a = t4_case(8, 2, 150, 16, 11, 13, "moderate", mode, T4Ops(), raw=True)
+    b = t4_case(8, 2, 150, 16, 11, 13, "moderate", mode, ref, raw=True)
+    for key in T4_OUT:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
