@@ -26,7 +26,8 @@
 // columns log2 CH + 1, + 2 (BH, T, L); rows t >= T read nothing (their weights and dout zero).
 // Shared (Config.smem("gd_tier1_bwd")): the chunk's tiles qe, ek [t][kk], ph [kk][t] (gd_e, gd_tier1's padded
 // layout), the slots A, B, an H tile and D [kk][col] (row stride GT4_BW + 8), W, dW, dout [t][col] (GT4_BW + 4), the two
-// slots' read weights [2][CH]: 152 KB (GD_S16) / 177 KB (float32) at CH = d_k = 64: one block per SM.
+// slots' read weights [2][CH] (Config.smem): at CH = d_k = 64 GD_S16's 94.5 KB at 32 columns (two blocks per SM),
+// float32's 174.5 KB at 64 (one).
 static_assert(GD_TM == 2, "gd_tier1_bwd: the production low period (2 slots, 4 chunks)");
 constexpr int GT4_TB = (2 * CH * GD_LDQE + DKP * GD_LDPE) * (int)sizeof(gd_e);  // the chunk tiles' bytes
 constexpr int gt4_smem(int bw) { return GT4_TB + (4 * DKP * (bw + 8) + 3 * CH * (bw + 4) + 2 * CH) * 4; }
