@@ -164,7 +164,6 @@ def test_tier1_bwd_strong_decays_as_scan_bwd(mode, seed, dk, dv):
     """Strong decays (e^-30 a token), a call of 4 chunks (one period, its keys unread: this piece is the whole scan
     backward): dek and dph against the twin within twice main's gd_scan_bwd(_x1)'s error on the same inputs, plus the
     mode's bound (the other outputs: test_tier1_bwd_emulated_is_twin's bounds)."""
-    from lsattn.backends.cupy import gated_delta as cgd_
     from test_cupy_gated_delta_grad import EmulatedOps
 
     B, T, C = 1, 64, 16
@@ -175,7 +174,7 @@ def test_tier1_bwd_strong_decays_as_scan_bwd(mode, seed, dk, dv):
     dout = np.random.default_rng(seed + 11).standard_normal((B, n, C, dv)).astype(np.float32)  # (t4_case's)
     f = [x.astype(np.float32) for x in (qe, ek, ph, H, g, lam)]
     want = tw.backward(*[x.astype(np.float64) for x in f], dout.astype(np.float64))
-    NLC = cgd_.chunk_slots(0, n, T % C == 0)
+    NLC = cgd.chunk_slots(0, n, T % C == 0)
     sv, dS = np.zeros((B, n, NLC, dk, dv), np.float32), np.zeros((B, NLC, dk, dv), np.float32)
     outs = [np.zeros(x.shape, np.float32) for x in (qe, ek, ph, H, g, lam)]
     cfg = gd_config("float", dk, C, "" if mode == "f32" else "bf16")
