@@ -2,17 +2,20 @@
 the GD_S16 build: qe, ek, ph, H as bfloat16; the float32 level weights gd_forms copies), random dout and dTot (what K2
 would add; gd_tier1_bwd reads no other forward scratch: Tot / Z / Sb / Qp are K1-K3's), d_k = d_v = 64, C = 64.
 
-    python benchmarks/device/gd_tier1_bwd_s25c.py small           (T = 1000, B H = 2: gd_tier1_bwd_x1 on GD_S16, then
-                                                                  gd_tier1_bwd on float32 forms, then the timing build
-                                                                  of 32 columns, once each: for compute-sanitizer)
+    python benchmarks/device/gd_tier1_bwd_s25c.py small [s16]     (T = 1000, B H = 2: gd_tier1_bwd_x1 on GD_S16 (the
+                                                                  production build: 32 columns a block), gd_tier1_bwd on
+                                                                  float32 forms, the timing build of 64 columns, once
+                                                                  each: for compute-sanitizer; s16: the first alone, the
+                                                                  arrays' device address ranges printed)
     python benchmarks/device/gd_tier1_bwd_s25c.py compile         (the modules of `times` into CuPy's cache)
     python benchmarks/device/gd_tier1_bwd_s25c.py times [T,..] [reps]
-                                                                  (B H = 32, S16 x1: gd_tier1_bwd_x1 alone (the
-                                                                  production build, 64 value columns a block; the timing
-                                                                  build GT4_BW_SET=32: 2 blocks per SM) and main's
-                                                                  gd_scan_bwd_x1 (S16_TRAIN build) at the same size,
-                                                                  CUDA events around each launch, its zeroed outputs
-                                                                  set outside them; medians)"""
+                                                                  (B H = 32, S16 x1: gd_tier1_bwd_x1 alone, the
+                                                                  production build and the timing builds GT4_BW_SET=64
+                                                                  (session 25's first production: 1 block per SM) and
+                                                                  GT4_PR_SET=0 (every operand rounded at its loads), and
+                                                                  main's gd_scan_bwd_x1 (S16_TRAIN build) at the same
+                                                                  size, CUDA events around each launch, its zeroed
+                                                                  outputs set outside them; medians)"""
 import sys
 
 import cupy
@@ -25,7 +28,8 @@ from lsattn.backends.cupy import gated_delta as cgd
 from lsattn.backends.cupy._arrays import narrow
 
 DK = DV = C = 64
-PRED = {8192: "0.6-0.9", 16384: "1.2-1.8", 32768: "2.4-3.6"}  # benchmarks/NOTES.md s25c's prediction (ms)
+# benchmarks/NOTES.md s25c's predictions (ms) for request 2's production build (32 columns, pre-rounded operands)
+PRED = {8192: "0.43-0.47", 16384: "0.84-0.90", 32768: "1.65-1.77"}
 ops = cc.CupyOps(cupy.cuda.Device().id)
 rng = cupy.random.default_rng(0)
 
@@ -66,22 +70,26 @@ def t1b(BH, T, s16, x, o=ops, bw=None):
     return lambda: o.gd_tier1_bwd(cfg, tier, qe, ek, ph, H, g, lam, dout, dtot, *zs, T, DK, DV, L, n, BH, x1=s16, bw=bw), zs
 
 
-class Ops32(cc.CupyOps):
-    """CupyOps whose gd_tier1_bwd_x1 is the timing build GT4_BW_SET=32 (S16): 32 value columns a block, 94.5 KB of
-    shared memory (2 blocks per SM)."""
+class OpsB(cc.CupyOps):
+    """CupyOps whose gd_tier1_bwd_x1 is a timing build of the S16 config (-D``defs``) at ``bw`` value columns a block."""
 
-    def __init__(self, device_id):
+    def __init__(self, device_id, bw, defs):
         super().__init__(device_id)
         cfg = cgd._config("float", DK, C, "bf16", True)
         code = "\n".join(cc._source(f) for f in ("common.cu",) + cc._SOURCES["gated_delta_tier_bwd"])
-        opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_tier_bwd", cfg)) + ("-DGT4_BW_SET=32",)
+        opts = ("-std=c++17",) + tuple(cc.defines("gated_delta_tier_bwd", cfg)) + tuple(f"-D{d}" for d in defs)
         self.fn = cupy.RawModule(code=code, options=opts).get_function("gd_tier1_bwd_x1")
-        self.smem = (2 * C * (DK + 8) + DK * (C + 8)) * 2 + (4 * DK * 40 + 3 * C * 36 + 2 * C) * 4
+        self.bw, self.smem = bw, cfg.tier1_bwd_smem(bw)
         self.fn.max_dynamic_shared_size_bytes = self.smem
 
     def _tk(self, op, cfg, name):
         assert name == "gd_tier1_bwd_x1" and cfg.s16
         return self.fn, (256,), self.smem
+
+
+def builds():
+    dev = cupy.cuda.Device().id
+    return {"bw64": OpsB(dev, 64, ("GT4_BW_SET=64",)), "pr0": OpsB(dev, 32, ("GT4_PR_SET=0",))}
 
 
 def scan_bwd(BH, T, x):
@@ -114,15 +122,22 @@ if sys.argv[1:2] == ["compile"]:  # every module of `times` into CuPy's cache (t
     cfg = cgd._config("float", DK, C, "bf16", True)
     for op, name in (("gated_delta", "gd_forms"), ("gated_delta_tier_bwd", "gd_tier1_bwd_x1"), ("gated_delta_bwd", "gd_scan_bwd_x1")):
         ops._tk(op, cfg, name)
-    Ops32(cupy.cuda.Device().id)
+    builds()
     print("compiled")
     sys.exit(0)
 if sys.argv[1:2] == ["small"]:
-    for s16, bw in ((True, None), (False, None), (True, 32)):
-        f, zs = t1b(2, 1000, s16, inputs(2, 1000, s16), *((Ops32(cupy.cuda.Device().id), 32) if bw else ()))
+    one = sys.argv[2:3] == ["s16"]
+    b64 = None if one else builds()["bw64"]
+    for s16, o in ((True, None), (False, None), (True, b64))[:1 if one else 3]:
+        x = inputs(2, 1000, s16)
+        f, zs = t1b(2, 1000, s16, x, *((o, o.bw) if o else ()))
+        if one:
+            names = "qe ek ph H g lam dout dTot".split() + ["out_" + k for k in ("dqe", "dek", "dph", "dH", "dg", "dlam")]
+            for nm, a in zip(names, list(x[1:9]) + zs):
+                print(f"{nm}: [{a.data.ptr:#x}, {a.data.ptr + a.nbytes:#x}) {a.shape} {a.dtype}", flush=True)
         f()
         cupy.cuda.Device().synchronize()
-        print("gd_tier1_bwd" + ("_x1 S16" if s16 else " float32") + (" bw 32" if bw else ""), "T=1000 finite:",
+        print("gd_tier1_bwd" + ("_x1 S16" if s16 else " float32") + (" bw 64" if o else ""), "T=1000 finite:",
               all(bool(cupy.isfinite(z).all()) for z in zs), flush=True)
     print("small ok")
     sys.exit(0)
@@ -130,20 +145,24 @@ assert sys.argv[1:2] == ["times"], __doc__
 Ts = [int(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [8192, 16384, 32768]
 reps = int(sys.argv[3]) if len(sys.argv) > 3 else 15
 fn = ops._tk("gated_delta_tier_bwd", cgd._config("float", DK, C, "bf16", True), "gd_tier1_bwd_x1")[0]
-o32 = Ops32(cupy.cuda.Device().id)
-print(f"gd_tier1_bwd_x1: {fn.num_regs} registers, {fn.local_size_bytes} B local; bw 32: {o32.fn.num_regs} registers, "
-      f"{o32.fn.local_size_bytes} B local, smem {o32.smem} B", flush=True)
-print("| T | gd_tier1_bwd_x1 ms (min-max) | predicted | bw 32 ms (min-max) | gd_scan_bwd_x1 ms (min-max) | ratio | bw 32 vs 64 |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+alt = builds()
+print(f"gd_tier1_bwd_x1: {fn.num_regs} registers, {fn.local_size_bytes} B local; "
+      + "; ".join(f"{k}: {o.fn.num_regs} registers, {o.fn.local_size_bytes} B local, smem {o.smem} B" for k, o in alt.items()),
+      flush=True)
+print("| T | gd_tier1_bwd_x1 ms (min-max) | predicted | bw64 ms | pr0 ms | gd_scan_bwd_x1 ms (min-max) | ratio | outputs |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for T in Ts:
     x = inputs(32, T, True)
     f, zs = t1b(32, T, True, x)
-    f32_, zs32 = t1b(32, T, True, x, o32, 32)
     a = median_ms(f, zs, reps)
-    c = median_ms(f32_, zs32, reps)
+    other = {}
+    diff = 0.0
+    for k, o in alt.items():
+        fo, zo = t1b(32, T, True, x, o, o.bw)
+        other[k] = median_ms(fo, zo, reps)
+        # the builds' outputs (the last repetition's): the same sums in another order (the atomics' order, columns)
+        diff = max([diff] + [float(cupy.abs(u - w).max() / cupy.abs(w).max()) for u, w in zip(zo, zs)])
+        del zo
     b = median_ms(*scan_bwd(32, T, x), reps)
-    # the two builds' outputs (the last repetition's): the same sums in another order, the dlam / dqe atomics' order
-    diff = max(float(cupy.abs(u - w).max() / cupy.abs(w).max()) for u, w in zip(zs32, zs))
-    print(f"| {T} | {a[0]:.3f} ({a[1]:.3f}-{a[2]:.3f}) | {PRED.get(T, '-')} | {c[0]:.3f} ({c[1]:.3f}-{c[2]:.3f}) "
-          f"| {b[0]:.3f} ({b[1]:.3f}-{b[2]:.3f}) | {a[0] / b[0]:.2f} | {c[0] / a[0]:.2f} (outputs {diff:.1e}) |",
-          flush=True)
+    print(f"| {T} | {a[0]:.3f} ({a[1]:.3f}-{a[2]:.3f}) | {PRED.get(T, '-')} | {other['bw64'][0]:.3f} | "
+          f"{other['pr0'][0]:.3f} | {b[0]:.3f} ({b[1]:.3f}-{b[2]:.3f}) | {a[0] / b[0]:.2f} | {diff:.1e} |", flush=True)

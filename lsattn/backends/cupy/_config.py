@@ -114,11 +114,19 @@ class Config:
         gd_cfill): float32 64, float64 32 (gd_coarse: GD_BW)."""
         return 64 if self.ta == "float" else GD_BW
 
+    def tier1_bwd_smem(self, BW):
+        """gd_tier1_bwd's shared memory (gated_delta_tier1_bwd.cu's gt4_smem) at BW value columns a block: the chunk's
+        three tiles (gd_tier1's: ``te`` bytes, rows padded by 16 bytes), four slot buffers (BW + 8 a row), W, dW, dout
+        (BW + 4 a row), two slots' read weights."""
+        CH, DKP, te = self.CH, self.DKP, self.te
+        return (2 * CH * (DKP + 16 // te) + DKP * (CH + 16 // te)) * te + (4 * DKP * (BW + 8) + 3 * CH * (BW + 4) + 2 * CH) * 4
+
     @property
     def tier1_bwd_bw(self):
-        """gd_tier1_bwd's value columns per block (gated_delta_tier1_bwd.cu's GT4_BW): 64, 32 at DKP = 128 (its four
-        DKP-row slot buffers in shared memory)."""
-        return 64 if self.DKP <= 64 else 32
+        """gd_tier1_bwd's value columns per block (GT4_BW): 64, or 32 where only 32 let 2 blocks share an SM (``s16`` at
+        DKP = 64) or 64 do not fit (DKP = 128)."""
+        s64, s32 = self.tier1_bwd_smem(64), self.tier1_bwd_smem(32)
+        return 32 if s64 > SMEM_MAX or (2 * s64 > SMEM_MAX and 2 * s32 <= SMEM_MAX) else 64
 
     def gd_coarse_smem(self, BW=GD_BW, zb=2):
         """The coarse kernels' shared memory (gated_delta_coarse.cu's gd_cchain: gd_coarse at BW = GD_BW; gd_cgroup,
@@ -164,11 +172,8 @@ class Config:
             lx = (self.tier1x_bwd_bw + 8) * 4
             tiles, rest = (2 * CH * (DKP + 8) + DKP * (CH + 8)) * self.te + CH * lx, (4 * DKP + 2 * CH) * lx
             return (2 if 2 * tiles + rest <= SMEM_MAX else 1) * tiles + rest
-        if kernel in ("gd_tier1_bwd", "gd_tier1_bwd_x1"):  # gated_delta_tier1_bwd.cu (GT4_SMEM): the chunk's three
-            # tiles (gd_tier1's: te bytes, rows padded by 16 bytes), four slot buffers, W, dW, dout, two slots' weights
-            bw, te = self.tier1_bwd_bw, self.te
-            return ((2 * CH * (DKP + 16 // te) + DKP * (CH + 16 // te)) * te
-                    + (4 * DKP * (bw + 8) + 3 * CH * (bw + 4) + 2 * CH) * 4)
+        if kernel in ("gd_tier1_bwd", "gd_tier1_bwd_x1"):  # gated_delta_tier1_bwd.cu (GT4_SMEM)
+            return self.tier1_bwd_smem(self.tier1_bwd_bw)
         if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
             pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)
             tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass

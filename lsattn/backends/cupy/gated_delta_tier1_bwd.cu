@@ -26,19 +26,30 @@
 // columns log2 CH + 1, + 2 (BH, T, L); rows t >= T read nothing (their weights and dout zero).
 // Shared (Config.smem("gd_tier1_bwd")): the chunk's tiles qe, ek [t][kk], ph [kk][t] (gd_e, gd_tier1's padded
 // layout), the slots A, B, an H tile and D [kk][col] (row stride GT4_BW + 8), W, dW, dout [t][col] (GT4_BW + 4), the two
-// slots' read weights [2][CH]: 152 KB (GD_S16) / 177 KB (float32) at CH = d_k = 64: one block per SM.
+// slots' read weights [2][CH] (Config.smem): at CH = d_k = 64 GD_S16's 94.5 KB at 32 columns (two blocks per SM),
+// float32's 174.5 KB at 64 (one).
 static_assert(GD_TM == 2, "gd_tier1_bwd: the production low period (2 slots, 4 chunks)");
-#ifdef GT4_BW_SET  // a timing build may set it (the host's grid then from CupyOps.gd_tier1_bwd's bw)
+constexpr int GT4_TB = (2 * CH * GD_LDQE + DKP * GD_LDPE) * (int)sizeof(gd_e);  // the chunk tiles' bytes
+constexpr int gt4_smem(int bw) { return GT4_TB + (4 * DKP * (bw + 8) + 3 * CH * (bw + 4) + 2 * CH) * 4; }
+// value columns per block (Config.tier1_bwd_bw): 64, or 32 where only 32 let 2 blocks share an SM (GD_S16 at DKP = 64:
+// 94.5 KB, 64's 150.5 KB; H200, B H = 32, d = C = 64: 0.81-0.84x the time of 64 at 8K-32K, s25c) or 64 do not fit
+// (DKP = 128); a timing build may set it (the host's grid then from CupyOps.gd_tier1_bwd's bw)
+constexpr int GT4_SMAX = 227 * 1024;
+#ifdef GT4_BW_SET
 constexpr int GT4_BW = GT4_BW_SET;
 #else
-constexpr int GT4_BW = DKP <= 64 ? 64 : 32;  // value columns per block (32 at DKP = 128: the shared memory)
+constexpr int GT4_BW = gt4_smem(64) > GT4_SMAX || (2 * gt4_smem(64) > GT4_SMAX && 2 * gt4_smem(32) <= GT4_SMAX) ? 32 : 64;
 #endif
 constexpr int GT4_LS = GT4_BW + 8, GT4_LW = GT4_BW + 4;  // row strides: [kk][col], [t][col]
-constexpr int GT4_TB = (2 * CH * GD_LDQE + DKP * GD_LDPE) * (int)sizeof(gd_e);  // the chunk tiles' bytes
-constexpr int GT4_SMEM = GT4_TB + (4 * DKP * GT4_LS + 3 * CH * GT4_LW + 2 * CH) * 4;
-constexpr int GT4_MINB = 2 * GT4_SMEM <= 227 * 1024 ? 2 : 1;  // blocks per SM the registers must allow
-// GD_H16: the chunk tiles are bfloat16 values, exact tf32 operands: their fragments loaded without a cvt (the same bits)
-constexpr bool GT4_RN = !GD_H16;
+constexpr int GT4_SMEM = gt4_smem(GT4_BW);
+constexpr int GT4_MINB = 2 * GT4_SMEM <= GT4_SMAX ? 2 : 1;  // blocks per SM the registers must allow
+// GT4_PR_SET (1xTF32): operands that are tf32 values already loaded without a cvt (the same bits): GD_H16's chunk tiles
+// (bfloat16 values) and W, dW (operands only: stored as their tf32 roundings); 0: every operand rounded at its
+// fragment loads (the tests' bit-equal reference build)
+#ifndef GT4_PR_SET
+#define GT4_PR_SET 1
+#endif
+constexpr bool GT4_RN = !(GD_H16 && GT4_PR_SET);
 
 // c[i] += A[r0 .. r0 + 15][0 .. K) B[0 .. K)[n0 + 8 i .. + 7] (i < NTL) for element functions a(row, k), b(k, col)
 // (RA, RB: 1xTF32's A / B operand needs the rounding; false: it is a tf32 value already)
@@ -93,6 +104,8 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
         const TO wo;
         const TS ws;
         auto E = [](const gd_e* p) { return (float)gd_wid(*p); };
+        constexpr bool WR = X1 && GT4_PR_SET;  // W, dW stored as their tf32 roundings (GT4_PR_SET)
+        auto wr = [](float x) { return WR ? gdb_round(x) : x; };
         auto tiles = [&](int c, bool with_qe) {  // chunk c's tiles (ek, ph; qe where asked), issued, not committed
             const i64 cj = bh * n + c;
             if (with_qe) gd_copy<CH, DKP>(Qe, GD_LDQE, qe + cj * CH * DK, DK, CH, DK, vec);
@@ -110,6 +123,8 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
             if (kk < DK && c0 + cc < DV) dH[(bh * n + c) * slot_sz + (i64)kk * DV + c0 + cc] = v;
         };
         // ---- D, the adjoint after the period's last merge; dH of the period's last chunk ----
+        // (session 25: the first reverse step's qe and dout copied here, under the recompute, measured no faster: H200,
+        // S16, 32 columns, 0.494 ms at 8K against 0.472 without; removed)
         if (nc == GD_TP && pp + 1 < nP)
             gd_copy<DKP, GT4_BW>(D, GT4_LS, dTot + (bh * nP + pp) * slot_sz + c0, DV, DK, DV - c0, vs);
         else
@@ -137,13 +152,13 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
 #pragma unroll
                 for (int i = 0; i < TW::NTL; ++i)
 #pragma unroll
-                    for (int x = 0; x < 4; ++x) W[ww.row(x) * GT4_LW + ww.col(i, x)] = acc[i][x];
+                    for (int x = 0; x < 4; ++x) W[ww.row(x) * GT4_LW + ww.col(i, x)] = wr(acc[i][x]);
             }
             __syncthreads();
             if (ws.on) {
                 const float eg = ex(gc[bh * n + c]);
                 float acc[TS::NTL][4] = {};
-                gt4_mm<X1, TS::NTL, GT4_RN>(acc, [&](int kk, int t) { return E(Ph + kk * GD_LDPE + t); },
+                gt4_mm<X1, TS::NTL, GT4_RN, !WR>(acc, [&](int kk, int t) { return E(Ph + kk * GD_LDPE + t); },
                            [&](int t, int cc) { return W[t * GT4_LW + cc]; }, ws.r0, ws.n0, CH);
 #pragma unroll
                 for (int i = 0; i < TS::NTL; ++i)
@@ -196,8 +211,8 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
 #pragma unroll
                     for (int x = 0; x < 4; ++x) {
                         const int o = ww.row(x) * GT4_LW + ww.col(it, x);
-                        W[o] = aw[it][x];
-                        dW[o] = -ad[it][x];
+                        W[o] = wr(aw[it][x]);
+                        dW[o] = wr(-ad[it][x]);
                     }
             }
             float aq[TO::NTL][4] = {};  // dqe's C fragments: sum_m lam_m U_m
@@ -237,9 +252,9 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
             // phase 2: dek += dW S^T, dph -= dS' W^T ([t][kk]); dS_m = e^g dS' + ek^T dW + qe^T (lam_m dout); dg
             if (wo.on) {
                 float ae[TO::NTL][4] = {}, ap[TO::NTL][4] = {};
-                gt4_mm<X1>(ae, [&](int t, int v) { return dW[t * GT4_LW + v]; },
+                gt4_mm<X1, TO::NTL, !WR>(ae, [&](int t, int v) { return dW[t * GT4_LW + v]; },
                            [&](int v, int kk) { return Ssum(kk * GT4_LS + v); }, wo.r0, wo.n0, KV);
-                gt4_mm<X1>(ap, [&](int t, int v) { return W[t * GT4_LW + v]; },
+                gt4_mm<X1, TO::NTL, !WR>(ap, [&](int t, int v) { return W[t * GT4_LW + v]; },
                            [&](int v, int kk) { return D[kk * GT4_LS + v]; }, wo.r0, wo.n0, KV);
 #pragma unroll
                 for (int it = 0; it < TO::NTL; ++it)
@@ -255,7 +270,7 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
             float as[2][TS::NTL][4] = {}, dga = 0.f;
             if (ws.on) {
                 float base[TS::NTL][4] = {};
-                gt4_mm<X1, TS::NTL, GT4_RN>(base, [&](int kk, int t) { return E(Ek + t * GD_LDQE + kk); },
+                gt4_mm<X1, TS::NTL, GT4_RN, !WR>(base, [&](int kk, int t) { return E(Ek + t * GD_LDQE + kk); },
                            [&](int t, int cc) { return dW[t * GT4_LW + cc]; }, ws.r0, ws.n0, CH);
 #pragma unroll
                 for (int it = 0; it < TS::NTL; ++it)
