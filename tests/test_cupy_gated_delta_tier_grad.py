@@ -15,8 +15,8 @@ training step (torch autograd through ``gated_delta_bwd.differentiable``) agains
 
 Bounds (tests/test_cupy_gated_delta_grad.py's, max |grad - ref| <= tol * max |ref| per gradient, the log decay's also
 within tol * sum_t |dO_t . o_t|): float32 callers F32 (the forward's 3xTF32 products; the backward here float64 or
-3xTF32), bfloat16 callers BF16 (gradients rounded to bfloat16; forward 1xTF32, GD_S16's bfloat16 intermediates). TIER_BWD
-on and off agree within the same bounds. The saved intermediates against the twin's forward: F32 (float32), S16
+3xTF32), bfloat16 callers BF16 (gradients rounded to bfloat16; forward 1xTF32, GD_S16's bfloat16 intermediates).
+TIER_BWD on and off agree within the same bounds. The saved intermediates against the twin's forward: F32 (float32), S16
 (bfloat16 intermediates) of max |twin|.
 """
 from __future__ import annotations
@@ -31,7 +31,6 @@ from hypothesis import example, given, settings, strategies as st
 
 import lsattn
 from lsattn import reference as ref
-from lsattn._chunktree import chunk_layout
 from lsattn.backends.cupy import gated_delta as cgd, gated_delta_bwd as gdb
 from lsattn.backends.cupy._arrays import widen
 from lsattn.backends.cupy._compile import CupyOps, make_config
@@ -141,8 +140,8 @@ class TierTwinOps(EmulatedOps):
         for k, x in (("dqe", dqe), ("dek", dek), ("dph", dph), ("dg", dg)):
             x += grads[k]
 
-    def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n, BH,
-                     x1):
+    def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n,
+                     BH, x1):
         self.calls.append("gd_tier1_bwd")
         self._bufs(cfg, (qe, ek, ph, H), g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam)
         assert dH.shape == (BH, n, DK, DV)
@@ -212,13 +211,14 @@ def test_saved_layouts_are_the_twins(monkeypatch, dtype, T, dk, dv, C, grouped):
         for cl in Sl[pp]:
             assert_close(Sl[pp][cl], Sb_w[pp][cl], tol, what=f"Sb {pp} level {cl}")
     if grouped:  # the same forward with the fold (gd_tier3 reads P_k S_l(4q) itself): in-group slots never written
-        scratch = [np.full((2,) + s, np.nan, dtype=d) for s, d in zip(tier.shapes(dk, dv), tier.dtypes(np.float32, cfg, np))]
+        scratch = [np.full((2,) + s, np.nan, dtype=d)
+                   for s, d in zip(tier.shapes(dk, dv), tier.dtypes(np.float32, cfg, np))]
         monkeypatch.setattr(cgd, "T3FILL", True)
-        ops.gd_tiers(cfg, tier, qe, ek, ph, H, g, lam, np.array(intra), T, dk, dv, lam.shape[-1], sc.n, 2, scratch=scratch)
+        args = (cfg, tier, qe, ek, ph, H, g, lam, np.array(intra), T, dk, dv, lam.shape[-1], sc.n, 2)
+        ops.gd_tiers(*args, scratch=scratch)
         assert np.isnan(scratch[2]).any()
         scratch[2][...] = np.nan
-        ops.gd_tiers(cfg, tier, qe, ek, ph, H, g, lam, np.array(intra), T, dk, dv, lam.shape[-1], sc.n, 2, scratch=scratch,
-                     t3fill=False)
+        ops.gd_tiers(*args[:8], np.array(intra), *args[9:], scratch=scratch, t3fill=False)
         assert not np.isnan(scratch[2]).any()
 
 
@@ -265,7 +265,7 @@ SHAPES = st.sampled_from([(300, 16, 5, 3), (420, 16, 3, 17), (520, 16, 16, 2), (
        "mixed"]), resets=st.booleans(), grouped=st.booleans(), seed=seeds)
 @example(TC=(700, 16, 1, 5), dtype="float32", decay="zero", resets=True, grouped=True, seed=4)
 @example(TC=(420, 16, 3, 17), dtype="bfloat16", decay="moderate", resets=False, grouped=False, seed=5)
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=2, deadline=None)
 def test_training_step_tier_bwd_twin(TC, dtype, decay, resets, grouped, seed):
     """The whole training step (gd_forms, the two-tier forward keeping Qp, Z, Sb, tier_backward on ``TierTwinOps``,
     gd_forms_bwd) against float64 autograd of the reference on the same (rounded) inputs, float32 callers (3xTF32
@@ -368,7 +368,8 @@ def test_gpu_training_tier_bwd(monkeypatch, dtype, T, decay, resets, grouped, s1
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
     monkeypatch.setattr(gdb, "S16_TRAIN", s16)
     launched, real = [], _compile.CupyOps._tk
-    monkeypatch.setattr(_compile.CupyOps, "_tk", lambda self, op, cfg, name: launched.append(name) or real(self, op, cfg, name))
+    monkeypatch.setattr(_compile.CupyOps, "_tk",
+                        lambda self, op, cfg, name: launched.append(name) or real(self, op, cfg, name))
     arrays = make(5, (1, 2), T, 64, 64, decay=decay)
     if resets:
         for i in (100, 400, 401):
@@ -397,3 +398,32 @@ def test_gpu_training_tier_bwd(monkeypatch, dtype, T, decay, resets, grouped, s1
             f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
         check(got[on], want, want_out, do_np, tol, f"{dtype} T={T} TIER_BWD={on}")
     check(got[True], got[False], want_out, do_np, tol, f"{dtype} T={T} on against off")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, T", [("bfloat16", 8192 + 100), ("bfloat16", 32768), ("float32", 8192 + 100)])
+def test_gpu_tier_bwd_long_against_gd_scan_bwd(monkeypatch, dtype, T):
+    """The production path (C = 64, TIER_MIN_CHUNKS as it is; 32K: 128 periods, the grouped coarse form with gd_cfill
+    run) at lengths the reference's autograd cannot reach: every gradient with TIER_BWD on against off (gd_scan_bwd,
+    tested against the reference above and in test_cupy_gated_delta_grad.py) within the dtype's bound, B = 1, H = 2,
+    d = 64 (errors printed)."""
+    from test_training import _cuda
+
+    _cuda(torch)
+    arrays = make(6, (1, 2), T, 64, 64, decay="moderate")
+    td = getattr(torch, dtype)
+    do = torch.randn(1, 2, T, 64, device="cuda", dtype=torch.float32, generator=torch.Generator("cuda").manual_seed(2))
+    got = {}
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "TIER_BWD", on)
+        xs = [torch.tensor(x, device="cuda").to(td).requires_grad_(True) for x in arrays]
+        out = lsattn.loglinear_gated_delta(*xs).float()
+        (out * do).sum().backward()
+        got[on] = [x.grad.double().cpu().numpy() for x in xs]
+        assert all(np.isfinite(g).all() for g in got[on])
+    from test_cupy_gated_delta_grad import _rel_errors
+
+    out, do = out.detach().double().cpu().numpy(), do.double().cpu().numpy()
+    print(f"T={T} {dtype} on against off: " + " ".join(
+        f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], out, do).items()))
+    check(got[True], got[False], out, do, BF16 if dtype == "bfloat16" else F32, f"{dtype} T={T} on against off")

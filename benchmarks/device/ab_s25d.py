@@ -32,7 +32,8 @@ def main():
     Ts = [int(t) for t in sys.argv[1].split(",")]
     REPS = int(sys.argv[2]) if len(sys.argv) > 2 else 7
     rows = [one(T, REPS) for T in Ts]
-    print("| T | off (main) ms | on (TIER_BWD) ms | on/off | latency off / on | peak GB off / on | scan bwd ms off / on |")
+    print("| T | off (main) ms | on (TIER_BWD) ms | on/off | latency off / on | peak GB off / on "
+          "| scan bwd ms off / on |")
     print("|---|---:|---:|---:|---|---|---|")
     for T, med, ml, mem, sb in rows:
         print(f"| {T} | {med['off']:.3f} | {med['on']:.3f} | {med['on'] / med['off']:.3f} | {ml['off']:.3f} / "

@@ -225,8 +225,9 @@ def _gd_function():
     class GatedDeltaS16(torch.autograd.Function):
         """bfloat16 inputs on the two-tier path with ``gated_delta_bwd.S16_TRAIN``: ``gd_forms`` and the two-tier scan of
         the GD_S16 build (``sc.cfg.s16``), the forms' qeff, e^G K, phi, H kept as bfloat16 (beside the inputs, g and lam's
-        float32 copy) for the backward: ``gd_scan_bwd_x1`` (its GD_S16 build reads them; with ``gated_delta_bwd.TIER_BWD``
-        the two-tier kernels' backwards ``tier_backward`` on the forward's Qp, Z, Sb instead), then ``gd_forms_bwd_x1``
+        float32 copy) for the backward: ``gd_scan_bwd_x1`` (its GD_S16 build reads them; with
+        ``gated_delta_bwd.TIER_BWD`` the two-tier kernels' backwards ``tier_backward`` on the forward's Qp, Z, Sb
+        instead), then ``gd_forms_bwd_x1``
         (the intra output's gradient the scan's output gradient, lam's float32 one added as ``dlw``). The output is
         the scan's (BH, n, C, d_v) float32."""
 

@@ -451,9 +451,9 @@ class CupyOps:
         (None: ``cfg.tier3_chunks(bw)``; a timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup,
         gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse (every level over periods). o16
         (16-bit inputs, ``tier.NCL > 0``): the (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded
-        from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out. t3fill: gd_cfill
-        folded into gd_tier3 (None: ``gated_delta.T3FILL``; False: gd_cfill runs, every slot of Sb written: the training
-        forward's, whose Sb the backward reads)."""
+        from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out. t3fill:
+        gd_cfill folded into gd_tier3 (None: ``gated_delta.T3FILL``; False: gd_cfill runs, every slot of Sb written: the
+        training forward's, whose Sb the backward reads)."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=dt) for shape, dt in

@@ -128,8 +128,8 @@ def scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lam, intra, in_place=False):
 
 def tier_backward(ops, sc, tier, saved, qe, ek, ph, H, g, lam, dout):
     """Gradients of ``scan_tiers`` for the output gradient ``dout`` (BH, n, C, d_v) float32 from its ``saved`` [Qp, Z,
-    Sb] (the list emptied: each array dropped once its last reader is launched): K1 gd_tier3_bwd -> K2 gd_coarse_bwd -> K3
-    gd_tier1x_bwd, K4 gd_tier1_bwd (one period, ``tier.NCL == 0``: K4 alone). Arguments as ``scan_backward``'s (no
+    Sb] (the list emptied: each array dropped once its last reader is launched): K1 gd_tier3_bwd -> K2 gd_coarse_bwd
+    -> K3 gd_tier1x_bwd, K4 gd_tier1_bwd (one period, ``tier.NCL == 0``: K4 alone). Arguments as ``scan_backward``'s (no
     incoming state) -> (d qe, d ek, d ph, d H, d g, d lam) float32, shaped as the inputs."""
     xp = ops.xp
     BH, n, C, DK = qe.shape
