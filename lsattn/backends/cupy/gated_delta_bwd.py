@@ -140,18 +140,16 @@ def tier_backward(ops, sc, tier, saved, qe, ek, ph, H, g, lam, dout):
     # zeroed: the buffers the kernels add into (atomicAdd); the others written whole
     dqe, dek = xp.zeros((BH, n, C, DK), dtype=dt), xp.zeros((BH, n, C, DK), dtype=dt)
     dph, dg = xp.zeros((BH, n, DK, C), dtype=dt), xp.zeros((BH, n), dtype=dt)
-    dlam = xp.zeros((BH, sc.T, L), dtype=dt)
-    if tier.NCL:  # the coarse slots' reads (K1), their chains (K2), the transfers (K3)
+    dlam, dTot = xp.zeros((BH, sc.T, L), dtype=dt), xp.zeros((BH, tier.nP, DK, DV), dtype=dt)
+    if tier.NCL:  # the coarse slots' reads (K1), their chains (K2), the transfers (K3); one period: none
         dQp, dSb = xp.zeros((BH, n, C, DK), dtype=dt), xp.empty(Sb.shape, dtype=dt)
         ops.gd_tier3_bwd(*args, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, sc.T, DK, DV, L, n, BH, sc.x1)
         del Qp
-        dZ, dTot = xp.zeros(Z.shape, dtype=dt), xp.zeros((BH, tier.nP, DK, DV), dtype=dt)
+        dZ = xp.zeros(Z.shape, dtype=dt)
         ops.gd_coarse_bwd(*args, Z, Sb, dSb, dZ, dTot, DK, DV, BH, sc.x1)
         del Z, Sb, dSb
         ops.gd_tier1x_bwd(*args, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, sc.T, DK, n, BH, sc.x1)
         del dQp, dZ
-    else:  # one period: no coarse slot, no transfer read
-        dTot = xp.zeros((BH, tier.nP, DK, DV), dtype=dt)
     dH = xp.empty((BH, n, DK, DV), dtype=dt)
     ops.gd_tier1_bwd(*args, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, sc.T, DK, DV, L, n, BH,
                      sc.x1)
