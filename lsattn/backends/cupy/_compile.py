@@ -43,12 +43,16 @@ _KERNELS = {
     # in 3xTF32 and 1xTF32 (_x1) builds
     "gated_delta_tier_bwd": (
         # K1 (gated_delta_tier3_bwd.cu)
+        "gd_tier3_bwd", "gd_tier3_bwd_x1",
 
         # K2 (gated_delta_coarse_bwd.cu)
+        "gd_coarse_bwd", "gd_coarse_bwd_x1",
 
         # K3 (gated_delta_tier1x_bwd.cu)
+        "gd_tier1x_bwd", "gd_tier1x_bwd_x1",
 
         # K4 (gated_delta_tier1_bwd.cu)
+        "gd_tier1_bwd", "gd_tier1_bwd_x1",
     ),
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
@@ -505,6 +509,30 @@ class CupyOps:
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),
            shared_mem=smem)
 
+    def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1=False):
+        """K1 of the two-tier scan's backward (gated_delta_tier3_bwd.cu), gd_tier3's: from the forward's saved qe,
+        Qp (BH, n, C, DK) (gd_e), Sb (BH, popsum(nP), DK, DV), lam (BH, T, L) and dout (BH, n, C, DV), adds into dQp
+        (BH, n, C, DK) and dlam's coarse columns (zeroed by the caller), writes dSb (as Sb) for periods >= 1; one block
+        per (period >= 1, sequence, 64 value columns); x1: its 1xTF32 build (bfloat16 callers)."""
+        if tier.NCL == 0:  # one period: no coarse slot
+            return
+        i = self._i
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_tier3_bwd_x1" if x1 else "gd_tier3_bwd")
+        fn(((tier.nP - 1) * BH * -(-DV // 64),), block,
+           (qe, Qp, Sb, lam, dout, dQp, dSb, dlam, i(T), i(DK), i(DV), i(L), i(n), i(tier.nP), i(BH)), shared_mem=smem)
+
+    def gd_coarse_bwd(self, cfg, tier, Z, Sb, dSb, dZ, dTot, DK, DV, BH, x1=False):
+        """K2 of the two-tier scan's backward (gated_delta_coarse_bwd.cu): the coarse slots' reverse chains, one block per
+        (level, level period with reads, sequence, 64 value columns) as gd_coarse's (``tier.coarse_chains``): from the
+        forward's Z (BH, nP, DK, DK), Sb and K1's dSb (BH, popsum(nP), DK, DV), adds into dZ (BH, nP, DK, DK) and dTot
+        (BH, nP, DK, DV) (zeroed by the caller); x1: its 1xTF32 build (bfloat16 callers)."""
+        if tier.NCL == 0:  # one period: no coarse slot
+            return
+        i = self._i
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_coarse_bwd_x1" if x1 else "gd_coarse_bwd")
+        fn((tier.coarse_chains * BH * -(-DV // 64),), block,
+           (Z, Sb, dSb, dZ, dTot, i(DK), i(DV), i(tier.nP), i(tier.NCL), i(BH)), shared_mem=smem)
+
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
                     n, n_old, NLC, merge_last, BH, x1=False):
         """The chunk scan's backward (gated_delta_bwd_scan.cu); x1: its 1xTF32 build (gd_scan_bwd_x1, bfloat16 callers)."""
@@ -513,6 +541,32 @@ class CupyOps:
            (qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, self._i(T), self._i(DK), self._i(DV),
             self._i(L), self._l(p), self._l(F), self._i(n), self._i(n_old), self._i(NLC), self._i(int(merge_last))),
            shared_mem=smem)
+
+    def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1=False):
+        """K3 of the two-tier scan's backward (gated_delta_tier1x_bwd.cu): gd_tier1x's backward, adding into dqe, dek
+        (BH, n, C, DK), dph (BH, n, DK, C), dg (BH, n) (zeroed, or holding gd_tier1_bwd's adds) the shares of the
+        transfers from dQp (BH, n, C, DK) and dZ (BH, nP, DK, DK) (float32; qe, ek (BH, n, C, DK), ph (BH, n, DK, C): the
+        forward's, ``cfg.s16``: bfloat16 patterns); one block per (period, sequence, ``cfg.tier1x_bwd_bw`` of X's d_k
+        columns). x1: the 1xTF32 build (gd_tier1x_bwd_x1, bfloat16 callers)."""
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_tier1x_bwd_x1" if x1 else "gd_tier1x_bwd")
+        i = self._i
+        fn((tier.nP * BH * -(-DK // cfg.tier1x_bwd_bw),), block,
+           (qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, i(T), i(DK), i(n), i(tier.nP), i(BH)), shared_mem=smem)
+    def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n,
+                     BH, x1=False, bw=None):
+        """K4 of the two-tier scan's backward (gated_delta_tier1_bwd.cu): gd_tier1's low walks reversed, one block per
+        (period, sequence, ``Config.tier1_bwd_bw`` value columns; bw: a timing build's GT4_BW_SET); x1: its 1xTF32
+        build (gd_tier1_bwd_x1, bfloat16 callers). qe, ek (BH, n, C, DK), ph (BH, n, DK, C), H (BH, n, DK, DV):
+        gd_forms' outputs (``cfg.s16``: bfloat16 patterns); g (BH, n), lam (BH, T, L), dout (BH, n, C, DV), dTot (BH,
+        nP, DK, DV): the compute type. Writes dH (BH, n, DK, DV) whole; adds into dqe, dek (BH, n, C, DK), dph (BH, n,
+        DK, C), dg (BH, n) and dlam (BH, T, L)'s columns log2 C + 1, + 2 (zeroed by the caller; gd_tier1x_bwd adds into
+        the first four too)."""
+        name = "gd_tier1_bwd_x1" if x1 else "gd_tier1_bwd"
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, name)
+        i = self._i
+        fn((tier.nP * BH * -(-DV // (bw or cfg.tier1_bwd_bw)),), block,
+           (qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, i(T), i(DK), i(DV), i(L), i(n), i(tier.nP),
+            i(BH)), shared_mem=smem)
 
     def gd_forms_bwd(self, cfg, q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV,
                      L, p, F, n, BH, x1=False, dlw=None):

@@ -86,6 +86,15 @@ class Config:
         R = R or self.tier3_chunks(BW)
         return R * self.CH * (self.DKP + 16 // self.te) * self.te + 2 * (self.DKP * (BW + 8) + R * self.CH) * self.itemsize
 
+    def gd_tier3_bwd_smem(self, R=None):
+        """gd_tier3_bwd's shared memory (gated_delta_tier3_bwd.cu's gt3b_smem) at R chunks of a period held (None: 4,
+        2 or 1, the most within SMEM_MAX: GT3B_R): their Qp rows (``te`` bytes, padded by 16 bytes) and dout rows (64
+        + 8 columns), two buffers of a slot (64 + 4 columns) and of R CH read weights."""
+        if R is None:
+            return next(s for R in (4, 2, 1) if (s := self.gd_tier3_bwd_smem(R)) <= SMEM_MAX or R == 1)
+        CH, DKP = self.CH, self.DKP
+        return R * CH * (DKP + 16 // self.te) * self.te + (R * CH * 72 + 2 * (DKP * 68 + R * CH)) * self.itemsize
+
     def tier3_chunks(self, BW=None):
         """gd_tier3's chunks per block (gated_delta_coarse.cu's GD_T3R) at BW columns a block (None: ``tier_bw``): 4, 2
         or 1, the most whose shared memory allows 2 blocks per SM (GD_T3SMAX)."""
@@ -93,10 +102,21 @@ class Config:
         return next(R for R in (4, 2, 1) if R == 1 or self.gd_tier3_smem(BW, R) <= 113 * 1024)
 
     @property
+    def tier1x_bwd_bw(self):
+        """gd_tier1x_bwd's columns of X per block (gated_delta_tier1x_bwd.cu's GX_BW): DKP up to 64, else 32."""
+        return self.DKP if self.DKP <= 64 else 32
+
+    @property
     def coarse_group_bw(self):
         """The grouped coarse kernels' columns per block (gated_delta_coarse.cu's GD_CGBW: gd_cgroup, gd_coarse_g,
         gd_cfill): float32 64, float64 32 (gd_coarse: GD_BW)."""
         return 64 if self.ta == "float" else GD_BW
+
+    @property
+    def tier1_bwd_bw(self):
+        """gd_tier1_bwd's value columns per block (gated_delta_tier1_bwd.cu's GT4_BW): 64, 32 at DKP = 128 (its four
+        DKP-row slot buffers in shared memory)."""
+        return 64 if self.DKP <= 64 else 32
 
     def gd_coarse_smem(self, BW=GD_BW, zb=2):
         """The coarse kernels' shared memory (gated_delta_coarse.cu's gd_cchain: gd_coarse at BW = GD_BW; gd_cgroup,
@@ -126,12 +146,27 @@ class Config:
             cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
             tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + pad))
             return (tiles + 12 * CH) * es
+        if kernel in ("gd_tier3_bwd", "gd_tier3_bwd_x1"):  # gated_delta_tier3_bwd.cu (GT3B_SMEM): R chunks' Qp, dout
+            return self.gd_tier3_bwd_smem()
+        if kernel in ("gd_coarse_bwd", "gd_coarse_bwd_x1"):  # gated_delta_coarse_bwd.cu (GCB_SMEM): Z_x, two R, A(x)
+            return (DKP * (DKP + 8) + 2 * DKP * 72 + DKP * 68) * es
         if kernel in ("gd_scan_bwd", "gd_scan_bwd_x1"):  # gated_delta_bwd.cu (GDB_SMEM): three chunk tiles, S, dS', W, dr, dW, a reduction
             bv = gd_scan_bwd_columns(self)
             if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded (s16: the
                 # tiles' bfloat16 staging area over the sets)
                 return (2 * CH * (DKP + 4) + DKP * (CH + 8) + 2 * (2 * DKP * (bv + 8) + 3 * CH * (bv + 4)) + 256) * es
             return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
+        if kernel in ("gd_tier1x_bwd", "gd_tier1x_bwd_x1"):  # gated_delta_tier1x_bwd.cu (GX_SMEM): two sets where they
+            # fit (GX_NB) of the chunk's tiles qe, ek, ph (rows + 8, ``te`` bytes) and dQp's; X_1 .. X_3, dX, W, dW (float32,
+            # rows of tier1x_bwd_bw + 8)
+            lx = (self.tier1x_bwd_bw + 8) * 4
+            tiles, rest = (2 * CH * (DKP + 8) + DKP * (CH + 8)) * self.te + CH * lx, (4 * DKP + 2 * CH) * lx
+            return (2 if 2 * tiles + rest <= SMEM_MAX else 1) * tiles + rest
+        if kernel in ("gd_tier1_bwd", "gd_tier1_bwd_x1"):  # gated_delta_tier1_bwd.cu (GT4_SMEM): the chunk's three
+            # tiles (gd_tier1's: te bytes, rows padded by 16 bytes), four slot buffers, W, dW, dout, two slots' weights
+            bw, te = self.tier1_bwd_bw, self.te
+            return ((2 * CH * (DKP + 16 // te) + DKP * (CH + 16 // te)) * te
+                    + (4 * DKP * (bw + 8) + 3 * CH * (bw + 4) + 2 * CH) * 4)
         if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
             pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)
             tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass
