@@ -22,7 +22,6 @@ TIER_BWD on and off agree within the same bounds. The saved intermediates agains
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import shutil
 import types
 
@@ -34,20 +33,18 @@ import lsattn
 from lsattn import reference as ref
 from lsattn.backends.cupy import gated_delta as cgd, gated_delta_bwd as gdb
 from lsattn.backends.cupy._arrays import widen
-from lsattn.backends.cupy._compile import _SOURCES, CupyOps, make_config
+from lsattn.backends.cupy._compile import CupyOps, make_config
 
 import gd_tier_twin as tw
-from helpers import assert_close, cupy_source, emulation
+from helpers import assert_close
 from strategies import seeds
-from test_cupy_gated_delta import S16, Emulated, make, scan_source
-from test_cupy_gated_delta_grad import BF16, F32, EmulatedOps, _grads, bf16_context, bwd_source, check
+from test_cupy_gated_delta import S16, Emulated, make
+from test_cupy_gated_delta_grad import BF16, F32, EmulatedOps, _grads, bf16_context, check
+from test_cupy_gated_delta_tier_bwd import EmuTierBwdOps
 
 torch = pytest.importorskip("torch")
 
 KERNELS = ("gd_tier3_bwd", "gd_coarse_bwd", "gd_tier1x_bwd", "gd_tier1_bwd")
-#: the ops kinds of the training-step tests: the twin's pieces, and the kernels' emulation where they are merged
-KINDS = ["twin", pytest.param("kernels", marks=pytest.mark.skipif(
-    not all(hasattr(CupyOps, name) for name in KERNELS), reason="the K1-K4 kernels are not merged on this branch"))]
 
 
 def _f64(x):
@@ -164,39 +161,19 @@ def _emu_ready():
         pytest.skip("no g++ to build the CPU emulation of the kernels")
 
 
-class _TierKernel:
-    """A kernel of the gated_delta_tier_bwd family launched as ``CupyOps``' methods launch it (grid, block, args,
-    shared bytes) on its CUDA source's CPU emulation (cuda_emu_gd_tier_bwd.cpp's ``run_<name>``: the pointers and int32
-    scalars, then x1, the blocks, the shared bytes)."""
-
-    def __init__(self, lib, name):
-        self.run = getattr(lib, "run_" + name.removesuffix("_x1").removeprefix("gd_"))
-        self.x1 = name.endswith("_x1")
-
-    def __call__(self, grid, block, args, shared_mem=0):
-        assert block == (256,) and len(grid) == 1
-        conv = [ctypes.c_int(int(x)) if isinstance(x, np.int32) else x.ctypes.data_as(ctypes.c_void_p) for x in args]
-        self.run(*conv, ctypes.c_int(int(self.x1)), ctypes.c_uint(grid[0]), ctypes.c_uint(shared_mem))
-
-
 class TierKernelOps(TierTwinOps):
-    """``TierTwinOps`` whose K1-K4 are ``CupyOps``' methods launching the kernels' CUDA sources emulated on the CPU."""
+    """``TierTwinOps`` whose K1-K4 are ``CupyOps``' methods on the kernels' CUDA sources emulated on the CPU
+    (tests/test_cupy_gated_delta_tier_bwd.py's ``EmuTierBwdOps``' launches)."""
 
-    def __init__(self, bf16=False):
-        super().__init__(bf16)
-        for name in KERNELS:  # (bound to this object: their launches ask its _tk)
-            setattr(self, name, getattr(CupyOps, name).__get__(self))
+    gd_tier3_bwd, gd_coarse_bwd = CupyOps.gd_tier3_bwd, CupyOps.gd_coarse_bwd
+    gd_tier1x_bwd, gd_tier1_bwd = CupyOps.gd_tier1x_bwd, CupyOps.gd_tier1_bwd
+    r3b = None  # (EmuTierBwdOps': the production build)
 
     def _tk(self, op, cfg, name):
         if op != "gated_delta_tier_bwd":
             return super()._tk(op, cfg, name)
         self.calls.append(name.removesuffix("_x1"))
-        defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
-        defines |= {"GD_S16": 1} if cfg.s16 else {}  # (_compile.defines)
-        lib = emulation("cuda_emu_gd_tier_bwd.cpp", defines, {
-            "KERNEL": scan_source(), "BWD_KERNEL": bwd_source(),
-            "TIER_BWD_KERNEL": "\n".join(cupy_source(f) for f in _SOURCES["gated_delta_tier_bwd"][4:])})
-        return _TierKernel(lib, name), (256,), cfg.smem(name)
+        return EmuTierBwdOps._tk(self, op, cfg, name)
 
 
 def _ops(kind, bf16=False):
@@ -310,7 +287,7 @@ SHAPES = st.sampled_from([(300, 16, 5, 3), (420, 16, 3, 17), (520, 16, 16, 2), (
 @example(TC=(700, 16, 1, 5), dtype="float32", decay="zero", resets=True, grouped=True, seed=4)
 @example(TC=(420, 16, 3, 17), dtype="bfloat16", decay="moderate", resets=False, grouped=False, seed=5)
 @settings(max_examples=2, deadline=None)
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["twin", "kernels"])
 def test_training_step_tier_bwd(kind, TC, dtype, decay, resets, grouped, seed):
     """The whole training step (gd_forms, the two-tier forward keeping Qp, Z, Sb, tier_backward on ``TierTwinOps`` or
     the emulated kernels ``TierKernelOps``, gd_forms_bwd) against float64 autograd of the reference on the same (rounded) inputs, float32 callers (3xTF32
@@ -344,7 +321,7 @@ def test_training_step_tier_bwd(kind, TC, dtype, decay, resets, grouped, seed):
         mp.undo()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["twin", "kernels"])
 @pytest.mark.parametrize("T, dk, dv, decay", [(600, 64, 20, "moderate"), (330, 20, 17, "strong")])
 def test_training_step_s16_tier_bwd(monkeypatch, kind, T, dk, dv, decay):
     """The bfloat16 training step on the GD_S16 path (``S16_TRAIN``: gd_forms writing bfloat16 qeff, e^G K, phi, H, the
