@@ -18,7 +18,7 @@ if [ "$1" = tests ]; then
     PYTORCH_CUDA_ALLOC_CONF= timeout 140 compute-sanitizer --tool memcheck --print-limit 10 python3 \
         benchmarks/device/gd_train16_small_s24a.py > "$OUT/log_memcheck_train16.txt" 2>&1 &
     wait
-    for f in "$OUT"/log_t_*.txt; do echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"; grep -E "^FAILED" $f | head -8 | cut -c1-220; tail -n 1 $f | cut -c1-160; done
+    for f in "$OUT"/log_t_*.txt; do echo "-- $(basename $f): $(grep -c 'PASSED' $f) passed, $(grep -c 'FAILED' $f) failed"; grep -E "^FAILED" $f | head -8 | cut -c1-220; tail -n 1 $f | cut -c1-160; done
     grep -E "^T=" "$OUT/log_t_tier_grad.txt" | cut -c1-200
     f="$OUT/log_memcheck_train16.txt"; echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY' $f | tail -1) $(grep -c 'sanitize ok' $f) ok" )
 fi
