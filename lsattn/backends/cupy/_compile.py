@@ -445,7 +445,7 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
-                 split=True, r3=None, o16=None):
+                 split=True, r3=None, o16=None, t3fill=None):
         """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x; gated_delta_coarse.cu: the coarse slots,
         gd_tier3) for ``tier = gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None:
         allocated here); bw: gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's
@@ -455,7 +455,9 @@ class CupyOps:
         (None: ``cfg.tier3_chunks(bw)``; a timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup,
         gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse (every level over periods). o16
         (16-bit inputs, ``tier.NCL > 0``): the (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded
-        from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out."""
+        from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out. t3fill:
+        gd_cfill folded into gd_tier3 (None: ``gated_delta.T3FILL``; False: gd_cfill runs, every slot of Sb written: the
+        training forward's, whose Sb the backward reads)."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=dt) for shape, dt in
@@ -482,7 +484,7 @@ class CupyOps:
         if NCL == 0:  # one period: no level above GD_TM
             return
         # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_coarse.cu's GD_T3FILL: P_k within a slot buffer)
-        fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
+        fill = bool(tier.grouped and (gdm.T3FILL if t3fill is None else t3fill) and not walk3 and cfg.DKP <= bw)
         cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
         if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill
             cbw = cfg.coarse_group_bw
