@@ -349,7 +349,8 @@ def test_training_step_s16_tier_bwd(monkeypatch, kind, T, dk, dv, decay):
 
 def test_tier_bwd_one_period_and_retain_graph(monkeypatch):
     """One period (no coarse level): tier_backward runs K4 alone (nothing to read for K1-K3); a second backward
-    through a retained graph raises (the saved intermediates are freed by the first)."""
+    through a retained graph, one period and several, gives the first's gradients again (Qp, Z, Sb are saved tensors,
+    kept with the graph)."""
     _emu_ready()
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
     arrays = make(2, (2,), 50, 3, 2)
@@ -360,11 +361,16 @@ def test_tier_bwd_one_period_and_retain_graph(monkeypatch):
     assert [c for c in ops.calls if c in KERNELS] == ["gd_tier1_bwd"]
     want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
     check(got, want, want_out, do, F32, "one period")
-    xs = [torch.tensor(x, dtype=torch.float32, requires_grad=True) for x in arrays]
-    y = gdb.differentiable(*xs, 16, 0, None, context=_context(TierTwinOps()))
-    y.sum().backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="retain_graph"):
-        y.sum().backward()
+    for T in (50, 300):  # 4 chunks of 16: one period; 19: 5 periods, 3 coarse levels
+        arrays = [x.astype(np.float32).astype(np.float64) for x in make(3, (2,), T, 3, 2)]
+        xs = [torch.tensor(x, dtype=torch.float32, requires_grad=True) for x in arrays]
+        ops = TierTwinOps()
+        y = gdb.differentiable(*xs, 16, 0, None, context=_context(ops))
+        first = torch.autograd.grad(y.sum(), xs, retain_graph=True)
+        second = torch.autograd.grad(y.sum(), xs)
+        assert ops.calls.count("gd_tier1_bwd") == 2 and ops.calls.count("gd_tier3_bwd") == (2 if T > 64 else 0)
+        for a, b in zip(first, second):
+            assert torch.equal(a, b)
 
 
 # ---- GPU ------------------------------------------------------------------------------------------

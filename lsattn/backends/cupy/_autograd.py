@@ -169,22 +169,25 @@ def _gd_function():
                 cps = [None if x is None else to_cp(x)[0] for x in xs]
                 if tier is None:
                     out = back(_gdb.scan(ops, sc, *cps, in_place=SCAN_IN_PLACE), "")
-                else:  # the two-tier scan keeping Qp, Z, Sb (arrays of ops.xp) for the backward
+                    kept = []
+                else:  # the two-tier scan keeping Qp, Z, Sb for the backward (saved as torch tensors: freed after it
+                    # unless the graph is retained)
                     out, kept = _gdb.scan_tiers(ops, sc, tier, *cps[:7], in_place=SCAN_IN_PLACE)
-                    out = back(out, "")
-            ctx.save_for_backward(*xs[:6], xs[7])
-            ctx.sc, ctx.context, ctx.tier = sc, context, None if tier is None else (tier, kept)
+                    out, kept = back(out, ""), _tier_kept(ops.xp, back, kept)
+            ctx.save_for_backward(*xs[:6], xs[7], *kept)
+            ctx.sc, ctx.context, ctx.tier = sc, context, tier
             return out
 
         @staticmethod
         def backward(ctx, dout):
             xs = list(ctx.saved_tensors)
             with ctx.context(xs[0]) as (to_cp, back, ops):
-                cps = [None if x is None else to_cp(x)[0] for x in xs + [dout.contiguous()]]
+                cps = [None if x is None else to_cp(x)[0] for x in xs[:7] + [dout.contiguous()]]
                 if ctx.tier is None:
                     grads = _gdb.scan_backward(ops, ctx.sc, *cps)
                 else:
-                    grads = _gdb.tier_backward(ops, ctx.sc, *_tier_saved(ctx), *cps[:6], cps[7]) + (None,)
+                    kept = [to_cp(x)[0] for x in xs[7:]]
+                    grads = _gdb.tier_backward(ops, ctx.sc, ctx.tier, kept, *cps[:6], cps[7]) + (None,)
                 grads = [None if x is None else back(ops.xp.ascontiguousarray(x), "") for x in grads]
             dqe, dek, dph, dH, dg, dlam, dold = grads
             return dqe, dek, dph, dH, dg, dlam, dout, dold, None, None
@@ -245,12 +248,13 @@ def _gd_function():
                 tier = _gdb.scan_tier(sc, None, qe.shape[-1], intra.shape[-1])
                 if tier is None:
                     out = back(_gdb.scan(ops, sc, qe, ek, ph, H, g, lamw, intra, None, in_place=True), "")
-                else:  # the two-tier scan keeping Qp, Z, Sb (arrays of ops.xp) for the backward
+                    tiers = []
+                else:  # the two-tier scan keeping Qp, Z, Sb for the backward
                     out, tiers = _gdb.scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lamw, intra, in_place=True)
-                    out = back(out, "")
+                    out, tiers = back(out, ""), _tier_kept(xp, back, tiers)
                 kept = [back(x.view(xp.int16), "bf16") for x in (qe, ek, ph, H)] + [back(g, ""), back(lamw, "")]
-            ctx.save_for_backward(*xs, *kept)
-            ctx.sc, ctx.context, ctx.tier = sc, context, None if tier is None else (tier, tiers)
+            ctx.save_for_backward(*xs, *kept, *tiers)
+            ctx.sc, ctx.context, ctx.tier = sc, context, tier
             return out
 
         @staticmethod
@@ -261,9 +265,9 @@ def _gd_function():
                 cps = [to_cp(x)[0] for x in xs]
                 d = to_cp(dout.contiguous())[0]
                 if ctx.tier is None:
-                    dqe, dek, dph, dH, dg, dlam, _ = _gdb.scan_backward(ops, sc, *cps[6:], None, d)
+                    dqe, dek, dph, dH, dg, dlam, _ = _gdb.scan_backward(ops, sc, *cps[6:12], None, d)
                 else:
-                    dqe, dek, dph, dH, dg, dlam = _gdb.tier_backward(ops, sc, *_tier_saved(ctx), *cps[6:], d)
+                    dqe, dek, dph, dH, dg, dlam = _gdb.tier_backward(ops, sc, ctx.tier, cps[12:], *cps[6:12], d)
                 grads = _gdb.forms_backward(ops, sc, *cps[:6], (dqe, dek, dph, dH, dg, d), dlam)
                 grads = tuple(back(x, sc.half) for x in grads)
             return grads + (None, None, None)
@@ -271,13 +275,10 @@ def _gd_function():
     return GatedDeltaScan, GatedDeltaForms, GatedDeltaS16
 
 
-def _tier_saved(ctx):
-    """(tier, [Qp, Z, Sb]) of a two-tier forward, handed to ``tier_backward`` once (which drops them as it goes)."""
-    tier, kept = ctx.tier
-    if not kept:
-        raise RuntimeError("the two-tier scan's saved intermediates were freed by a first backward (retain_graph "
-                           "is not supported on this path: gated_delta_bwd.TIER_BWD = False keeps gd_scan_bwd's)")
-    return tier, kept
+def _tier_kept(xp, back, kept):
+    """The two-tier forward's [Qp, Z, Sb] (arrays of ``xp``; Qp bfloat16 patterns on the GD_S16 path) as the caller's
+    tensors, for ``save_for_backward``."""
+    return [back(x.view(xp.int16), "bf16") if x.dtype == xp.uint16 else back(x, "") for x in kept]
 
 
 def apply_gated_delta_s16(sc, q, k, v, a, beta, lam, context=None, check=None):
