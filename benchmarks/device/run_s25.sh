@@ -6,7 +6,8 @@
 #                                                     processes; memcheck / racecheck / initcheck of small scan and
 #                                                     training calls (the two-tier backward from 3 chunks included); then
 #                                                     the Gated DeltaNet tables alone (fwd, fwd+bwd with fla's GDN
-#                                                     fwd+bwd timed with its Hopper guard lifted)
+#                                                     fwd+bwd timed with its Hopper guard lifted); the two-tier
+#                                                     backward's kernels alone; EXTRA=<command>: one more step
 set -u
 if [ "$1" = final ]; then
   ( NAME=s25_final; . benchmarks/device/setup.sh
@@ -30,6 +31,10 @@ if [ "$1" = final ]; then
     wait
     for f in "$OUT"/log_t_*.txt; do echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"; grep -E "^FAILED" $f | head -5 | cut -c1-200; tail -n 1 $f | cut -c1-160; done
     for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt "$OUT"/log_initcheck_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1) $(grep -c 'sanitize ok' $f) ok"; done
+    echo "=== two-tier backward kernels $(date -u +%T)"
+    timeout 60 python3 benchmarks/device/gd_tier_bwd_kernels.py > "$OUT/log_tier_bwd_kernels.txt" 2>&1; echo "rc=$?"
+    grep -E "^\||H200|H100" "$OUT/log_tier_bwd_kernels.txt" | cut -c1-200
+    [ -n "${EXTRA:-}" ] && { echo "=== extra: $EXTRA $(date -u +%T)"; timeout 130 bash -c "$EXTRA" > "$OUT/log_extra.txt" 2>&1; echo "rc=$?"; tail -n 30 "$OUT/log_extra.txt" | cut -c1-220; }
     mkdir -p "$OUT/gd" "$OUT/gd_train"
     echo "=== gated delta fwd+bwd $(date -u +%T)"
     timeout 150 python3 benchmarks/bench_gpu_gated_delta.py --train --T 8192,16384,32768 \
