@@ -710,13 +710,15 @@ def test_bf16_training_s16_emulated_on_cpu(monkeypatch, T, dk, dv, decay):
     gradients against float64 autograd of the reference on the same inputs within BF16 (the GPU test's bound), the
     float32 output within S16 (tests/test_cupy_gated_delta.py) and equal bit for bit to the inference path's on S16
     (``gated_delta.compute``: the same kernels); main's path (S16_TRAIN off: float32 intermediates) within the same
-    bounds, both errors printed (hard resets, keys of norm ~0.5)."""
+    bounds, both errors printed (hard resets, keys of norm ~0.5). (gd_scan_bwd: TIER_BWD off; on: its own tests,
+    tests/test_cupy_gated_delta_tier_grad.py.)"""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     from lsattn.backends.cupy import gated_delta as cgd
     from test_cupy_gated_delta import S16, Emulated, kernel_inputs
 
     monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)  # the small calls an emulation affords
+    monkeypatch.setattr(gdb, "TIER_BWD", False)
     arrays = make(12, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay)
     arrays[3][..., [70, T - 90]] = [-1e3, -1e6]
     arrays = [torch.tensor(x).to(torch.bfloat16).double().numpy() for x in arrays]  # the rounded inputs are the reference's

@@ -158,24 +158,36 @@ def _gd_function():
     from . import gated_delta as _gd, gated_delta_bwd as _gdb
 
     class GatedDeltaScan(torch.autograd.Function):
-        """The chunk scan of ``loglinear_gated_delta`` (``gd_scan``) and its backward (``gd_scan_bwd``)."""
+        """The chunk scan of ``loglinear_gated_delta`` (``gd_scan``) and its backward (``gd_scan_bwd``; where
+        ``gated_delta_bwd.scan_tier`` plans the two-tier form, ``tier_backward`` on the forward's Qp, Z, Sb)."""
 
         @staticmethod
         def forward(ctx, qe, ek, ph, H, g, lam, intra, old, sc, context):
             xs = [None if x is None else x.detach().contiguous() for x in (qe, ek, ph, H, g, lam, intra, old)]
+            tier = _gdb.scan_tier(sc, old, qe.shape[-1], intra.shape[-1])
             with context(qe) as (to_cp, back, ops):
                 cps = [None if x is None else to_cp(x)[0] for x in xs]
-                out = back(_gdb.scan(ops, sc, *cps, in_place=SCAN_IN_PLACE), "")
-            ctx.save_for_backward(*xs[:6], xs[7])
-            ctx.sc, ctx.context = sc, context
+                if tier is None:
+                    out = back(_gdb.scan(ops, sc, *cps, in_place=SCAN_IN_PLACE), "")
+                    kept = []
+                else:  # the two-tier scan keeping Qp, Z, Sb for the backward (saved as torch tensors: freed after it
+                    # unless the graph is retained)
+                    out, kept = _gdb.scan_tiers(ops, sc, tier, *cps[:7], in_place=SCAN_IN_PLACE)
+                    out, kept = back(out, ""), _tier_kept(ops.xp, back, kept)
+            ctx.save_for_backward(*xs[:6], xs[7], *kept)
+            ctx.sc, ctx.context, ctx.tier = sc, context, tier
             return out
 
         @staticmethod
         def backward(ctx, dout):
             xs = list(ctx.saved_tensors)
             with ctx.context(xs[0]) as (to_cp, back, ops):
-                cps = [None if x is None else to_cp(x)[0] for x in xs + [dout.contiguous()]]
-                grads = _gdb.scan_backward(ops, ctx.sc, *cps)
+                cps = [None if x is None else to_cp(x)[0] for x in xs[:7] + [dout.contiguous()]]
+                if ctx.tier is None:
+                    grads = _gdb.scan_backward(ops, ctx.sc, *cps)
+                else:
+                    kept = [to_cp(x)[0] for x in xs[7:]]
+                    grads = _gdb.tier_backward(ops, ctx.sc, ctx.tier, kept, *cps[:6], cps[7]) + (None,)
                 grads = [None if x is None else back(ops.xp.ascontiguousarray(x), "") for x in grads]
             dqe, dek, dph, dH, dg, dlam, dold = grads
             return dqe, dek, dph, dH, dg, dlam, dout, dold, None, None
@@ -216,7 +228,9 @@ def _gd_function():
     class GatedDeltaS16(torch.autograd.Function):
         """bfloat16 inputs on the two-tier path with ``gated_delta_bwd.S16_TRAIN``: ``gd_forms`` and the two-tier scan of
         the GD_S16 build (``sc.cfg.s16``), the forms' qeff, e^G K, phi, H kept as bfloat16 (beside the inputs, g and lam's
-        float32 copy) for the backward: ``gd_scan_bwd_x1`` (its GD_S16 build reads them), then ``gd_forms_bwd_x1``
+        float32 copy) for the backward: ``gd_scan_bwd_x1`` (its GD_S16 build reads them; with
+        ``gated_delta_bwd.TIER_BWD`` the two-tier kernels' backwards ``tier_backward`` on the forward's Qp, Z, Sb
+        instead), then ``gd_forms_bwd_x1``
         (the intra output's gradient the scan's output gradient, lam's float32 one added as ``dlw``). The output is
         the scan's (BH, n, C, d_v) float32."""
 
@@ -231,10 +245,16 @@ def _gd_function():
                 qe, ek, ph, H, g, intra = _gd.forms(ops, sc.fcfg, *cps, sc.p, lamw, bad)
                 if check is not None:  # the prologue's finiteness check, answered by gd_forms
                     check.launched()
-                out = back(_gdb.scan(ops, sc, qe, ek, ph, H, g, lamw, intra, None, in_place=True), "")
+                tier = _gdb.scan_tier(sc, None, qe.shape[-1], intra.shape[-1])
+                if tier is None:
+                    out = back(_gdb.scan(ops, sc, qe, ek, ph, H, g, lamw, intra, None, in_place=True), "")
+                    tiers = []
+                else:  # the two-tier scan keeping Qp, Z, Sb for the backward
+                    out, tiers = _gdb.scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lamw, intra, in_place=True)
+                    out, tiers = back(out, ""), _tier_kept(xp, back, tiers)
                 kept = [back(x.view(xp.int16), "bf16") for x in (qe, ek, ph, H)] + [back(g, ""), back(lamw, "")]
-            ctx.save_for_backward(*xs, *kept)
-            ctx.sc, ctx.context = sc, context
+            ctx.save_for_backward(*xs, *kept, *tiers)
+            ctx.sc, ctx.context, ctx.tier = sc, context, tier
             return out
 
         @staticmethod
@@ -244,12 +264,21 @@ def _gd_function():
             with ctx.context(xs[0]) as (to_cp, back, ops):
                 cps = [to_cp(x)[0] for x in xs]
                 d = to_cp(dout.contiguous())[0]
-                dqe, dek, dph, dH, dg, dlam, _ = _gdb.scan_backward(ops, sc, *cps[6:], None, d)
+                if ctx.tier is None:
+                    dqe, dek, dph, dH, dg, dlam, _ = _gdb.scan_backward(ops, sc, *cps[6:12], None, d)
+                else:
+                    dqe, dek, dph, dH, dg, dlam = _gdb.tier_backward(ops, sc, ctx.tier, cps[12:], *cps[6:12], d)
                 grads = _gdb.forms_backward(ops, sc, *cps[:6], (dqe, dek, dph, dH, dg, d), dlam)
                 grads = tuple(back(x, sc.half) for x in grads)
             return grads + (None, None, None)
 
     return GatedDeltaScan, GatedDeltaForms, GatedDeltaS16
+
+
+def _tier_kept(xp, back, kept):
+    """The two-tier forward's [Qp, Z, Sb] (arrays of ``xp``; Qp bfloat16 patterns on the GD_S16 path) as the caller's
+    tensors, for ``save_for_backward``."""
+    return [back(x.view(xp.int16), "bf16") if x.dtype == xp.uint16 else back(x, "") for x in kept]
 
 
 def apply_gated_delta_s16(sc, q, k, v, a, beta, lam, context=None, check=None):

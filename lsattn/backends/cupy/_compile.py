@@ -43,13 +43,16 @@ _KERNELS = {
     # in 3xTF32 and 1xTF32 (_x1) builds
     "gated_delta_tier_bwd": (
         # K1 (gated_delta_tier3_bwd.cu)
+        "gd_tier3_bwd", "gd_tier3_bwd_x1",
 
         # K2 (gated_delta_coarse_bwd.cu)
+        "gd_coarse_bwd", "gd_coarse_bwd_x1",
 
         # K3 (gated_delta_tier1x_bwd.cu)
         "gd_tier1x_bwd", "gd_tier1x_bwd_x1",
 
         # K4 (gated_delta_tier1_bwd.cu)
+        "gd_tier1_bwd", "gd_tier1_bwd_x1",
     ),
     "hierarchical": ("hi_intra", "hi_merge", "hi_snap", "hi_read"),  # hierarchical.py: loglinear_log_attention
     "hierarchical_bwd": ("hib_dq", "hib_blocks", "hib_bmerge", "hib_dkdv"),  # hierarchical_bwd.py: its backward
@@ -442,7 +445,7 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
-                 split=True, r3=None, o16=None):
+                 split=True, r3=None, o16=None, t3fill=None):
         """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x; gated_delta_coarse.cu: the coarse slots,
         gd_tier3) for ``tier = gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None:
         allocated here); bw: gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's
@@ -452,7 +455,9 @@ class CupyOps:
         (None: ``cfg.tier3_chunks(bw)``; a timing build's GD_T3R_SET). The coarse slots: ``tier.grouped``, gd_cgroup,
         gd_coarse_g, gd_cfill (levels >= 3 over groups of 4 periods); else gd_coarse (every level over periods). o16
         (16-bit inputs, ``tier.NCL > 0``): the (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded
-        from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out."""
+        from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out. t3fill:
+        gd_cfill folded into gd_tier3 (None: ``gated_delta.T3FILL``; False: gd_cfill runs, every slot of Sb written: the
+        training forward's, whose Sb the backward reads)."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=dt) for shape, dt in
@@ -479,7 +484,7 @@ class CupyOps:
         if NCL == 0:  # one period: no level above GD_TM
             return
         # gd_cfill folded into gd_tier3 (gated_delta.T3FILL; gated_delta_coarse.cu's GD_T3FILL: P_k within a slot buffer)
-        fill = bool(tier.grouped and gdm.T3FILL and not walk3 and cfg.DKP <= bw)
+        fill = bool(tier.grouped and (gdm.T3FILL if t3fill is None else t3fill) and not walk3 and cfg.DKP <= bw)
         cargs = (Z, Tot, Pc, Tg, Sb, i(DK), i(DV), i(nP), i(NCL), i(BH))
         if tier.grouped:  # levels >= 3 over groups of 4 periods: their transfers' prefixes and keys, the chains, the fill
             cbw = cfg.coarse_group_bw
@@ -504,6 +509,30 @@ class CupyOps:
         fn((nP * NPR * BH * NCB,), block, head + (Sb, i(T), i(DK), i(DV), i(L), i(n), i(nP), i(NPR), i(BH)),
            shared_mem=smem)
 
+    def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1=False):
+        """K1 of the two-tier scan's backward (gated_delta_tier3_bwd.cu), gd_tier3's: from the forward's saved qe,
+        Qp (BH, n, C, DK) (gd_e), Sb (BH, popsum(nP), DK, DV), lam (BH, T, L) and dout (BH, n, C, DV), adds into dQp
+        (BH, n, C, DK) and dlam's coarse columns (zeroed by the caller), writes dSb (as Sb) for periods >= 1; one block
+        per (period >= 1, sequence, 64 value columns); x1: its 1xTF32 build (bfloat16 callers)."""
+        if tier.NCL == 0:  # one period: no coarse slot
+            return
+        i = self._i
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_tier3_bwd_x1" if x1 else "gd_tier3_bwd")
+        fn(((tier.nP - 1) * BH * -(-DV // 64),), block,
+           (qe, Qp, Sb, lam, dout, dQp, dSb, dlam, i(T), i(DK), i(DV), i(L), i(n), i(tier.nP), i(BH)), shared_mem=smem)
+
+    def gd_coarse_bwd(self, cfg, tier, Z, Sb, dSb, dZ, dTot, DK, DV, BH, x1=False):
+        """K2 of the two-tier scan's backward (gated_delta_coarse_bwd.cu): the coarse slots' reverse chains, one block per
+        (level, level period with reads, sequence, 64 value columns) as gd_coarse's (``tier.coarse_chains``): from the
+        forward's Z (BH, nP, DK, DK), Sb and K1's dSb (BH, popsum(nP), DK, DV), adds into dZ (BH, nP, DK, DK) and dTot
+        (BH, nP, DK, DV) (zeroed by the caller); x1: its 1xTF32 build (bfloat16 callers)."""
+        if tier.NCL == 0:  # one period: no coarse slot
+            return
+        i = self._i
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_coarse_bwd_x1" if x1 else "gd_coarse_bwd")
+        fn((tier.coarse_chains * BH * -(-DV // 64),), block,
+           (Z, Sb, dSb, dZ, dTot, i(DK), i(DV), i(tier.nP), i(tier.NCL), i(BH)), shared_mem=smem)
+
     def gd_scan_bwd(self, cfg, qe, ek, ph, H, g, lam, dout, oldc, sv, dS, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, p, F,
                     n, n_old, NLC, merge_last, BH, x1=False):
         """The chunk scan's backward (gated_delta_bwd_scan.cu); x1: its 1xTF32 build (gd_scan_bwd_x1, bfloat16 callers)."""
@@ -524,6 +553,21 @@ class CupyOps:
         i = self._i
         fn((tier.nP * BH * -(-DK // (bw or cfg.tier1x_bwd_bw)),), block,
            (qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, i(T), i(DK), i(n), i(tier.nP), i(BH)), shared_mem=smem)
+    def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n,
+                     BH, x1=False, bw=None):
+        """K4 of the two-tier scan's backward (gated_delta_tier1_bwd.cu): gd_tier1's low walks reversed, one block per
+        (period, sequence, ``Config.tier1_bwd_bw`` value columns; bw: a timing build's GT4_BW_SET); x1: its 1xTF32
+        build (gd_tier1_bwd_x1, bfloat16 callers). qe, ek (BH, n, C, DK), ph (BH, n, DK, C), H (BH, n, DK, DV):
+        gd_forms' outputs (``cfg.s16``: bfloat16 patterns); g (BH, n), lam (BH, T, L), dout (BH, n, C, DV), dTot (BH,
+        nP, DK, DV): the compute type. Writes dH (BH, n, DK, DV) whole; adds into dqe, dek (BH, n, C, DK), dph (BH, n,
+        DK, C), dg (BH, n) and dlam (BH, T, L)'s columns log2 C + 1, + 2 (zeroed by the caller; gd_tier1x_bwd adds into
+        the first four too)."""
+        name = "gd_tier1_bwd_x1" if x1 else "gd_tier1_bwd"
+        fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, name)
+        i = self._i
+        fn((tier.nP * BH * -(-DV // (bw or cfg.tier1_bwd_bw)),), block,
+           (qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, i(T), i(DK), i(DV), i(L), i(n), i(tier.nP),
+            i(BH)), shared_mem=smem)
 
     def gd_forms_bwd(self, cfg, q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV,
                      L, p, F, n, BH, x1=False, dlw=None):

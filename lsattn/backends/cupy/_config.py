@@ -86,6 +86,17 @@ class Config:
         R = R or self.tier3_chunks(BW)
         return R * self.CH * (self.DKP + 16 // self.te) * self.te + 2 * (self.DKP * (BW + 8) + R * self.CH) * self.itemsize
 
+    def gd_tier3_bwd_smem(self, R=None):
+        """gd_tier3_bwd's shared memory (gated_delta_tier3_bwd.cu's gt3b_smem) at R chunks of a period held (None:
+        GT3B_R, the most of 4, 2 within two blocks a SM (113 KB), else within SMEM_MAX): their Qp rows (``te`` bytes,
+        padded by 16 bytes) and dout rows (64 + 8 columns), two buffers of a slot (64 + 4 columns) and of R CH read
+        weights."""
+        if R is None:
+            fits = [(r, lim) for lim in (113 * 1024, SMEM_MAX) for r in (4, 2) if self.gd_tier3_bwd_smem(r) <= lim]
+            return self.gd_tier3_bwd_smem(fits[0][0] if fits else 1)
+        CH, DKP = self.CH, self.DKP
+        return R * CH * (DKP + 16 // self.te) * self.te + (R * CH * 72 + 2 * (DKP * 68 + R * CH)) * self.itemsize
+
     def tier3_chunks(self, BW=None):
         """gd_tier3's chunks per block (gated_delta_coarse.cu's GD_T3R) at BW columns a block (None: ``tier_bw``): 4, 2
         or 1, the most whose shared memory allows 2 blocks per SM (GD_T3SMAX)."""
@@ -111,6 +122,20 @@ class Config:
         """The grouped coarse kernels' columns per block (gated_delta_coarse.cu's GD_CGBW: gd_cgroup, gd_coarse_g,
         gd_cfill): float32 64, float64 32 (gd_coarse: GD_BW)."""
         return 64 if self.ta == "float" else GD_BW
+
+    def tier1_bwd_smem(self, BW):
+        """gd_tier1_bwd's shared memory (gated_delta_tier1_bwd.cu's gt4_smem) at BW value columns a block: the chunk's
+        three tiles (gd_tier1's: ``te`` bytes, rows padded by 16 bytes), four slot buffers (BW + 8 a row), W, dW, dout
+        (BW + 4 a row), two slots' read weights."""
+        CH, DKP, te = self.CH, self.DKP, self.te
+        return (2 * CH * (DKP + 16 // te) + DKP * (CH + 16 // te)) * te + (4 * DKP * (BW + 8) + 3 * CH * (BW + 4) + 2 * CH) * 4
+
+    @property
+    def tier1_bwd_bw(self):
+        """gd_tier1_bwd's value columns per block (GT4_BW): 64, or 32 where only 32 let 2 blocks share an SM (``s16`` at
+        DKP = 64) or 64 do not fit (DKP = 128)."""
+        s64, s32 = self.tier1_bwd_smem(64), self.tier1_bwd_smem(32)
+        return 32 if s64 > SMEM_MAX or (2 * s64 > SMEM_MAX and 2 * s32 <= SMEM_MAX) else 64
 
     def gd_coarse_smem(self, BW=GD_BW, zb=2):
         """The coarse kernels' shared memory (gated_delta_coarse.cu's gd_cchain: gd_coarse at BW = GD_BW; gd_cgroup,
@@ -140,6 +165,10 @@ class Config:
             cc, vb = CH * (CH + pad), CH * (min(DKP, 64) + pad)
             tiles = max(CH * DKP, cc, 32 * 36) + max(CH * DKP, vb) + cc + max(cc, CH * (DKP + pad))
             return (tiles + 12 * CH) * es
+        if kernel in ("gd_tier3_bwd", "gd_tier3_bwd_x1"):  # gated_delta_tier3_bwd.cu (GT3B_SMEM): R chunks' Qp, dout
+            return self.gd_tier3_bwd_smem()
+        if kernel in ("gd_coarse_bwd", "gd_coarse_bwd_x1"):  # gated_delta_coarse_bwd.cu (GCB_SMEM): Z_x, two R, A(x)
+            return (DKP * (DKP + 8) + 2 * DKP * 72 + 3 * DKP * 68) * es  # and two of its slots (GCB_NSA)
         if kernel in ("gd_scan_bwd", "gd_scan_bwd_x1"):  # gated_delta_bwd.cu (GDB_SMEM): three chunk tiles, S, dS', W, dr, dW, a reduction
             bv = gd_scan_bwd_columns(self)
             if self.ta == "float":  # GDB_TC: the chunk tiles, two sets of the slot buffers, rows padded (s16: the
@@ -148,6 +177,8 @@ class Config:
             return (3 * DKP * CH + 2 * DKP * (bv + 1) + 3 * CH * bv + 256) * es
         if kernel in ("gd_tier1x_bwd", "gd_tier1x_bwd_x1"):
             return self.gd_tier1x_bwd_smem()
+        if kernel in ("gd_tier1_bwd", "gd_tier1_bwd_x1"):  # gated_delta_tier1_bwd.cu (GT4_SMEM)
+            return self.tier1_bwd_smem(self.tier1_bwd_bw)
         if kernel in ("gd_forms_bwd", "gd_forms_bwd_x1"):  # gated_delta_forms_bwd.cu (FB_SMEM): six tiles (rows + FB_PAD), 32 CH vectors
             pad = 4 if self.ta == "float" and CH == DKP == 64 else 1  # FB_PAD (FB_TC: tensor-core operands)
             tc, tk, lv = CH * (CH + pad), CH * (DKP + pad), 32 + pad  # FB_VB = 32 value columns per pass

@@ -21,6 +21,18 @@ between forward and backward. The reductions over value columns (``d qeff``, ``d
 copies, no host-side sum; the order of the adds, hence the last bits, varies from run to run). Saved between forward and backward: the inputs (forms) and the WY quantities the scan
 reads (``O(T (C + d_k) + n d_k d_v)``); ``forms_backward`` allocates only its outputs (its ``C x C``
 temporaries live in each block's shared memory).
+
+The two-tier scan's backward (``TIER_BWD``; float32 compute type, calls from chunk 0 without state that take the
+two-tier forward, ``gated_delta.tier_plan``): the forward runs gd_tiers on scratch of its own (``scan_tiers``) and
+keeps three of its intermediates for the backward, **Qp** (BH, n, C, d_k) (bfloat16 patterns on the GD_S16 path, else
+float32), **Z** (BH, nP, d_k, d_k) and **Sb** (BH, popsum(nP), d_k, d_v) float32 (nP = n / 4 periods, popsum(nP) ~
+nP log2(nP) / 2 coarse slots); Tot, Pc, Tg are freed when the forward returns. At B H = 32, d = 64, C = 64, T = 32768
+(nP = 128, 448 slots): Qp 134 MB (bf16; float32 268), Z 67 MB, Sb 235 MB: **436 MB** (float32 callers 570), ~1/6 of
+gd_scan_bwd's scratch sv (2.68 GB), which this backward does not allocate. ``tier_backward`` runs the kernels K1-K4
+(gd_tier3_bwd, gd_coarse_bwd, gd_tier1x_bwd, gd_tier1_bwd: benchmarks/NOTES.md "Session 24 — s24c") on buffers of its
+own (at 32K float32: dQp 268 MB, dSb 235, dZ 67, dTot 67, beside the gradients gd_scan_bwd returns too), dropping each
+scratch array once its last reader is launched; the saved three are the autograd Function's saved tensors
+(``_autograd``): released after the backward, or kept for a second one where the graph is retained.
 """
 from __future__ import annotations
 
@@ -30,9 +42,10 @@ import math
 from ..._chunktree import chunk_layout, from_chunks
 from ...loglinear import _ns
 from ._compile import make_config
-from .gated_delta import chunk_slots
+from .gated_delta import chunk_slots, tier_plan
 
-__all__ = ["Scan", "scan", "scan_backward", "differentiable", "forms_backward", "S16_TRAIN"]
+__all__ = ["Scan", "scan", "scan_backward", "differentiable", "forms_backward", "S16_TRAIN", "TIER_BWD", "scan_tier",
+           "scan_tiers", "tier_backward"]
 
 #: bfloat16 callers' training steps on the two-tier path (``gated_delta.tier_plan``: from chunk 0, no state in or out,
 #: at the chunk of 64) run the inference forward's GD_S16 build (``Config.s16``: gd_forms' qeff, e^G K, phi, H stored as
@@ -41,6 +54,11 @@ __all__ = ["Scan", "scan", "scan_backward", "differentiable", "forms_backward", 
 #: for forms and scan (``_autograd.apply_gated_delta_s16``). False: the forward on float32 intermediates (3xTF32 scan),
 #: session 23's, for A/B timing (read at every call)
 S16_TRAIN = True
+#: training steps whose scan takes the two-tier forward in a float32 compute type (float32 and bfloat16 callers, from
+#: chunk 0, no incoming state: ``scan_tier``) keep its Qp, Z, Sb and run the scan's backward as the two-tier kernels'
+#: backwards K1-K4 (``tier_backward``, parallel over periods; benchmarks/NOTES.md "Session 24 — s24c"). False:
+#: gd_scan_bwd (its serial walk over the chunks; nothing kept), for A/B timing (read at every forward call)
+TIER_BWD = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +102,59 @@ def scan(ops, sc, qe, ek, ph, H, g, lam, intra, old, in_place=False):
     ops.gd_scan(sc.cfg, qe, ek, ph, H, g, lam, out, lev, oldc, sc.T, DK, DV, lam.shape[-1], sc.p, sc.F, sc.n, n_old,
                 sc.NLC, sc.merge_last, BH, False)
     return out
+
+
+def scan_tier(sc, old, DK, DV):
+    """The ``gated_delta.Tier`` of the scan ``sc`` where its backward is ``tier_backward`` (``TIER_BWD``, the float32
+    compute type, no incoming state ``old``, ``tier_plan``'s call), else None (gd_scan_bwd)."""
+    if not TIER_BWD or sc.cfg.ta != "float" or old is not None:
+        return None
+    return tier_plan(sc.cfg, sc.F, sc.n, 0, False, DK, DV)
+
+
+def scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lam, intra, in_place=False):
+    """``scan`` of a call ``scan_tier`` plans as ``tier``: gd_tiers on scratch allocated here, its coarse fill as a
+    kernel of its own (gd_cfill where ``tier.grouped``: every coarse slot of Sb written, the backward reads them all).
+    Arguments as ``scan``'s (no incoming state) -> (out (BH, n, C, d_v), [Qp, Z, Sb]): the saved intermediates
+    (``gated_delta.Tier.shapes``; Qp's dtype ``Tier.dtypes``'), Tot, Pc, Tg dropped."""
+    xp = ops.xp
+    BH, DK, DV = qe.shape[0], qe.shape[-1], intra.shape[-1]
+    out = intra if in_place else xp.array(intra, copy=True)
+    Z, _, Sb, Qp, _, _ = scratch = [xp.empty((BH,) + shape, dtype=dt) for shape, dt in
+                                    zip(tier.shapes(DK, DV), tier.dtypes(intra.dtype, sc.cfg, xp))]
+    ops.gd_tiers(sc.cfg, tier, qe, ek, ph, H, g, lam, out, sc.T, DK, DV, lam.shape[-1], sc.n, BH, scratch=scratch,
+                 t3fill=False)
+    return out, [Qp, Z, Sb]
+
+
+def tier_backward(ops, sc, tier, saved, qe, ek, ph, H, g, lam, dout):
+    """Gradients of ``scan_tiers`` for the output gradient ``dout`` (BH, n, C, d_v) float32 from its ``saved`` [Qp, Z,
+    Sb] (the list emptied: each array dropped once its last reader is launched): K1 gd_tier3_bwd -> K2 gd_coarse_bwd
+    -> K3 gd_tier1x_bwd, K4 gd_tier1_bwd (one period, ``tier.NCL == 0``: K4 alone). Arguments as ``scan_backward``'s (no
+    incoming state) -> (d qe, d ek, d ph, d H, d g, d lam) float32, shaped as the inputs."""
+    xp = ops.xp
+    BH, n, C, DK = qe.shape
+    DV, L, dt = dout.shape[-1], lam.shape[-1], dout.dtype
+    Qp, Z, Sb = saved
+    saved.clear()
+    args = (sc.cfg, tier)
+    # zeroed: the buffers the kernels add into (atomicAdd); the others written whole
+    dqe, dek = xp.zeros((BH, n, C, DK), dtype=dt), xp.zeros((BH, n, C, DK), dtype=dt)
+    dph, dg = xp.zeros((BH, n, DK, C), dtype=dt), xp.zeros((BH, n), dtype=dt)
+    dlam, dTot = xp.zeros((BH, sc.T, L), dtype=dt), xp.zeros((BH, tier.nP, DK, DV), dtype=dt)
+    if tier.NCL:  # the coarse slots' reads (K1), their chains (K2), the transfers (K3); one period: none
+        dQp, dSb = xp.zeros((BH, n, C, DK), dtype=dt), xp.empty(Sb.shape, dtype=dt)
+        ops.gd_tier3_bwd(*args, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, sc.T, DK, DV, L, n, BH, sc.x1)
+        del Qp
+        dZ = xp.zeros(Z.shape, dtype=dt)
+        ops.gd_coarse_bwd(*args, Z, Sb, dSb, dZ, dTot, DK, DV, BH, sc.x1)
+        del Z, Sb, dSb
+        ops.gd_tier1x_bwd(*args, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, sc.T, DK, n, BH, sc.x1)
+        del dQp, dZ
+    dH = xp.empty((BH, n, DK, DV), dtype=dt)
+    ops.gd_tier1_bwd(*args, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, sc.T, DK, DV, L, n, BH,
+                     sc.x1)
+    return dqe, dek, dph, dH, dg, dlam
 
 
 def scan_backward(ops, sc, qe, ek, ph, H, g, lam, old, dout):

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Session 25, the lead's final call on main:
+#   OUT=... bash benchmarks/device/run_s25.sh final   the merged main: the gated delta GPU tests (forward, gradients with
+#                                                     the two-tier scan backward K1-K4 (TIER_BWD) and its kernels against
+#                                                     the twin, nonfinite, dispatch, hierarchical raw launches) in six
+#                                                     processes; memcheck / racecheck / initcheck of small scan and
+#                                                     training calls (the two-tier backward from 3 chunks included); then
+#                                                     the Gated DeltaNet tables alone (fwd, fwd+bwd with fla's GDN
+#                                                     fwd+bwd timed with its Hopper guard lifted); the two-tier
+#                                                     backward's kernels alone; EXTRA=<command>: one more step
+set -u
+if [ "$1" = final ]; then
+  ( NAME=s25_final; . benchmarks/device/setup.sh
+    export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
+    nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw --format=csv
+    PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
+    echo "=== final tests $(date -u +%T)"
+    K="s16_bound or two_tier or tier3 or fork or direct_output"
+    timeout 200 $PT tests/test_cupy_gated_delta.py -k "$K" > "$OUT/log_t_gd1.txt" 2>&1 &
+    timeout 200 $PT tests/test_cupy_gated_delta.py -k "not ($K)" > "$OUT/log_t_gd2.txt" 2>&1 &
+    timeout 200 $PT tests/test_cupy_gated_delta_grad.py > "$OUT/log_t_gdgrad.txt" 2>&1 &
+    timeout 200 $PT tests/test_cupy_gated_delta_tier_bwd.py tests/test_cupy_gated_delta_tier_grad.py > "$OUT/log_t_tierbwd.txt" 2>&1 &
+    timeout 200 $PT tests/test_nonfinite.py tests/test_gpu_dispatch.py -k "gated or side_stream or dispatch" > "$OUT/log_t_nonfinite_dispatch.txt" 2>&1 &
+    timeout 200 $PT tests/test_cupy_hierarchical.py tests/test_cupy_hierarchical_grad.py \
+        -k "16bit_in_16bit_out or bf16_intra or 16bit_training_forward" > "$OUT/log_t_hier.txt" 2>&1 &
+    for tool in memcheck racecheck initcheck; do
+      ( for s in gd_tier_small "gd_small bf16" gd_bwd16_small_s19g16 gd_train16_small_s24a; do set -- $s
+          PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool $tool --print-limit 10 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_${tool}_$1${2:+_$2}.txt" 2>&1
+        done ) &
+    done
+    wait
+    for f in "$OUT"/log_t_*.txt; do echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"; grep -E "^FAILED" $f | head -5 | cut -c1-200; tail -n 1 $f | cut -c1-160; done
+    for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt "$OUT"/log_initcheck_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1) $(grep -c 'sanitize ok' $f) ok"; done
+    echo "=== two-tier backward kernels $(date -u +%T)"
+    timeout 60 python3 benchmarks/device/gd_tier_bwd_kernels.py > "$OUT/log_tier_bwd_kernels.txt" 2>&1; echo "rc=$?"
+    grep -E "^\||H200|H100" "$OUT/log_tier_bwd_kernels.txt" | cut -c1-200
+    [ -n "${EXTRA:-}" ] && { echo "=== extra: $EXTRA $(date -u +%T)"; timeout 130 bash -c "$EXTRA" > "$OUT/log_extra.txt" 2>&1; echo "rc=$?"; tail -n 30 "$OUT/log_extra.txt" | cut -c1-220; }
+    mkdir -p "$OUT/gd" "$OUT/gd_train"
+    echo "=== gated delta fwd+bwd $(date -u +%T)"
+    timeout 150 python3 benchmarks/bench_gpu_gated_delta.py --train --T 8192,16384,32768 \
+        --rows ours_bf16,fla_lifted,fla_ll,sdpa --out "$OUT/gd_train" > "$OUT/log_gd_train.txt" 2>&1; echo "rc=$?"
+    grep -E "^\||fails" "$OUT/log_gd_train.txt" | cut -c1-220
+    echo "=== gated delta fwd $(date -u +%T)"
+    timeout 100 python3 benchmarks/bench_gpu_gated_delta.py --T 2048,8192,16384,32768 --api-max-T 32768 --fla-dtypes bf16 \
+        --out "$OUT/gd" > "$OUT/log_gd.txt" 2>&1; echo "rc=$?"
+    grep -E "^\|" "$OUT/log_gd.txt" | cut -c1-220 )
+fi
+echo "=== done $(date -u +%T)"
