@@ -3,8 +3,10 @@ gd_tier3_bwd, gd_coarse_bwd, gd_tier1x_bwd, gd_tier1_bwd) against the float64 Nu
 emulated on the CPU (``cuda_emu_gd_tier_bwd.cpp``) and on the GPU.
 
 K3 gd_tier1x_bwd (bounds: max |kernel - twin| / max |twin| per output, dqe, dek, dph, and for dg (a sum of d_k^2
-products that cancels) over max |twin| + e^g |dX|_F |X_i|_F of its chunk; the twin on the values the kernel reads: float32-rounded, or bfloat16-rounded qe, ek, ph for GD_S16): ``K3_F32`` = 2e-5 for the 3xTF32 build
-(float32 accumulation, ~2^-21 a product, over the 4 chunk steps' chains: observed up to ~1e-6), ``K3_X1`` = 4e-3
+products that cancels) over max |twin| + e^g |dX|_F |X_i|_F of its chunk; the twin on the values the kernel reads: float32-rounded, or bfloat16-rounded qe, ek, ph for GD_S16): ``K3_F32`` = 1e-4 for the 3xTF32 build
+(float32 accumulation, ~2^-21 a product, over the 4 chunk steps' chains: observed ~1e-6 typically, but 2.8e-5 on dek of
+a 3-chunk call under strong decays, a hypothesis draw; 1e-4 is the float32 bound gd_scan_bwd, whose work K3 and K4 take
+over, is held to: test_cupy_gated_delta_grad.F32), ``K3_X1`` = 4e-3
 (2^-8, gd_forms_bwd_x1's) for the 1xTF32 build on float32 or GD_S16 tiles (operands rounded to 2^-11: observed up to
 ~1e-3). Inputs: gd_forms' outputs (the array-API WY forms of ``test_gated_delta_tier_bwd.make``: zero, moderate,
 strong, mixed decays and -inf resets), random adjoints dQp, dZ."""
@@ -435,7 +437,7 @@ def k3_config(dk, C, s16):
     return cgd._config("float", dk, C, "bf16" if s16 else "", s16)
 
 
-K3_F32, K3_X1 = 2e-5, 4e-3
+K3_F32, K3_X1 = 1e-4, 4e-3
 K3_BUILDS = {"f32": (False, False, K3_F32), "x1": (False, True, K3_X1), "s16": (True, True, K3_X1)}  # (s16, x1, bound)
 
 
@@ -549,8 +551,9 @@ def test_tier1x_forward_layout_is_the_twins(s16):
 
 # ---- K4 gd_tier1_bwd (s25c) ----
 #: gd_tier1_bwd's bounds (max |kernel - twin| <= bound * max(max |twin|, TINY), per output (rel32); the twin on the values
-#: the kernel reads, widened to float64): 3xTF32 (float32 callers) T4_F32, its products ~2^-21 relative and the float32
-#: sums of a period's chunk steps (measured 1.3e-6 at worst over 50 draws); 1xTF32 (bfloat16 callers, GD_S16 or not)
+#: the kernel reads, widened to float64): 3xTF32 (float32 callers) T4_F32 = 1e-4, its products ~2^-21 relative and the
+#: float32 sums of a period's chunk steps (measured 1.3e-6 at worst over 50 draws, but 2.8e-5 in a hypothesis draw of a
+#: 3-chunk call under mixed decays): gd_scan_bwd's own float32 bound (test_cupy_gated_delta_grad.F32); 1xTF32 (bfloat16 callers, GD_S16 or not)
 #: T4_X1 = 20 * 2^-11: its operands rounded to tf32 (W, dW, dS', the slots, dout's weighted rows) through a period's
 #: chained steps (the slots two products deep, dS' passed down three), and dg a sum of d_k d_v signed products (measured
 #: 3.4e-3 at worst over 100 draws, dg of a 3-chunk call 7.8e-3; at d = C = 64 ~5e-4). Outputs below float32's range:
@@ -559,7 +562,7 @@ def test_tier1x_forward_layout_is_the_twins(s16):
 #: bounds (main's gd_scan_bwd / gd_scan_bwd_x1 on a 4-chunk call: up to 1.4e-4 / 0.40 of max |twin|): those two are
 #: compared with gd_scan_bwd's own error on the same inputs (test_tier1_bwd_strong_decays_as_scan_bwd), the others as
 #: above.
-T4_F32, T4_X1 = 1e-5, 1e-2
+T4_F32, T4_X1 = 1e-4, 1e-2
 T4_OUT = ("dqe", "dek", "dph", "dH", "dg", "dlam")
 
 
