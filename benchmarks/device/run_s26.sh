@@ -18,7 +18,7 @@ if [ "$1" = first ]; then
     for T in 16384 32768; do
       echo "=== train $T $(date -u +%T)"
       $G timeout 80 python3 benchmarks/device/profile_gd.py train $T > "$OUT/log_train_$T.txt" 2>&1; echo "rc=$?"
-      grep -E "====" "$OUT/log_train_$T.txt"; grep -E "^ +[a-z_]|Self CUDA time total" "$OUT/log_train_$T.txt" | awk '{print substr($0,1,64), $(NF-4), $(NF-3), $(NF-1), $NF}' | head -34
+      grep -E "====" "$OUT/log_train_$T.txt"; grep -vE "^-|^$" "$OUT/log_train_$T.txt" | sed -n 2,34p | sed -E 's/  +/ /g' | cut -c1-150
     done
     echo "=== forward $(date -u +%T)"
     $G timeout 80 python3 benchmarks/device/profile_gd.py 16384,32768 > "$OUT/log_fwd.txt" 2>&1; echo "rc=$?"
