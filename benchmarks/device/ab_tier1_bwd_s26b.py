@@ -64,7 +64,7 @@ def main():
     mode = sys.argv[1]
     OLD_OPS = Build() if mode != "one" else ops
     if mode == "compile":
-        launches(1024)[0]  # (the forward's and the production family's builds too)
+        launches(8192)  # (the forward's and the production family's builds too)
         print("compiled")
         return
     if mode == "one":
