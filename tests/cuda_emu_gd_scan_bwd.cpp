@@ -7,7 +7,7 @@
 //   g++ -std=c++20 -shared -fPIC -DTA=.. -DCH=.. -DDKP=.. -DKERNEL='"<gated_delta.cu>"' -DBWD_KERNEL='"<gated_delta_bwd.cu + gated_delta_bwd_scan.cu>"'
 #include "cuda_emu_gd_scan.cpp"
 
-static ta emu_shfl[1024];  // (a block of up to 1024 threads: gd_tier1x_bwd_x1 has 512)
+static ta emu_shfl[NT];
 inline ta __shfl_xor_sync(unsigned, ta v, int lane_mask, int width) {
     const int t = threadIdx.x;
     if (lane_mask >= width) std::abort();  // the kernel only exchanges within groups of width lanes

@@ -10,14 +10,14 @@
 // one launch of nblocks blocks running `body` (a kernel call) with smem bytes of dynamic shared memory (the kernel checks
 // its layout against the host's Config.smem); every cp.async group waited for and committed
 template <typename F>
-void emu_run(unsigned nblocks, unsigned smem, F body, int nt = NT) {
+void emu_run(unsigned nblocks, unsigned smem, F body) {
     emu_smem = smem;
     emu_launch(nblocks, 1, 1, [=] {
         body();
         for (const auto& grp : emu_groups)
             if (!grp.empty()) std::abort();  // copies never waited for
         if (!emu_open.empty()) std::abort();  // or never committed
-    }, nt);
+    });
     emu_smem = sizeof(smem_raw);
 }
 
@@ -43,15 +43,14 @@ extern "C" void run_coarse_bwd(const ta* Z, const ta* Sb, const ta* dSb, ta* dZ,
 }
 
 // ---- K3 gd_tier1x_bwd (s25b) ----
-// gd_tier1x_bwd's launch (CupyOps.gd_tier1x_bwd): a 1-D grid of nblocks of nt threads (Config.kernel's: 512 for
-// gd_tier1x_bwd_x1 where GX_W16), smem bytes; x1: gd_tier1x_bwd_x1 (1xTF32)
+// gd_tier1x_bwd's launch (CupyOps.gd_tier1x_bwd): a 1-D grid of nblocks, smem bytes; x1: gd_tier1x_bwd_x1 (1xTF32)
 extern "C" void run_tier1x_bwd(const gd_e* qe, const gd_e* ek, const gd_e* ph, const ta* gc, const ta* dQp, const ta* dZ,
                                ta* dqe, ta* dek, ta* dph, ta* dg, int T, int DK, int n, int nP, int BH, int x1,
-                               unsigned nblocks, unsigned smem, int nt) {
+                               unsigned nblocks, unsigned smem) {
     emu_run(nblocks, smem, [=] {
         if (x1) gd_tier1x_bwd_x1(qe, ek, ph, gc, dQp, dZ, dqe, dek, dph, dg, T, DK, n, nP, BH);
         else gd_tier1x_bwd(qe, ek, ph, gc, dQp, dZ, dqe, dek, dph, dg, T, DK, n, nP, BH);
-    }, nt);
+    });
 }
 
 // ---- K4 gd_tier1_bwd (s25c) ----

@@ -69,12 +69,11 @@ class _EmuLaunch:
         self.lib, self.name = lib, name
 
     def __call__(self, grid, block, args, shared_mem=0):
-        base = self.name.removesuffix("_x1")
-        assert block == (256,) or (base == "gd_tier1x_bwd" and block == (512,))  # (K3's 16 warps: GX_W16)
+        assert block == (256,)
         conv = [ctypes.c_int(int(x)) if isinstance(x, np.int32) else x.ctypes.data_as(ctypes.c_void_p) for x in args]
-        nt = (ctypes.c_int(block[0]),) if base == "gd_tier1x_bwd" else ()
+        base = self.name.removesuffix("_x1")
         getattr(self.lib, self.RUN[base])(*conv, ctypes.c_int(int(self.name != base)), ctypes.c_uint(grid[0]),
-                                          ctypes.c_uint(shared_mem), *nt)
+                                          ctypes.c_uint(shared_mem))
 
 
 class EmuTierBwdOps:
@@ -94,8 +93,7 @@ class EmuTierBwdOps:
         assert op == "gated_delta_tier_bwd"
         extra = self.extra | ({"GT3B_R_SET": self.r3b} if self.r3b else {})
         smem = cfg.gd_tier3_bwd_smem(self.r3b) if self.r3b and name.startswith("gd_tier3_bwd") else cfg.smem(name)
-        nt = 256 if extra.get("GX_W16_SET") == 0 else cfg.kernel(name)[1]  # (K3's x1: 512 threads, GX_W16)
-        return _EmuLaunch(tier_bwd_lib(cfg, extra), name), (nt,), smem
+        return _EmuLaunch(tier_bwd_lib(cfg, extra), name), (256,), smem
 
 
 def tier_inputs(seed, B, T, dk, dv, C, decay):
@@ -493,23 +491,6 @@ def test_tier1x_bwd_one_tile_set_bit_equal(build):
     got = [k3_run(ops, k3_config(14, 16, s16), dev, geo, x1) for ops in (EmuTierBwdOps(), one)]
     for a, b in zip(*got):
         np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")
-@pytest.mark.parametrize("s16, dk, C", [(True, 40, 16), (False, 13, 32)])
-def test_tier1x_bwd_16_warps_bit_equal(s16, dk, C):
-    """GX_W16 (the 1xTF32 build on 16 warps: a step's products split between two groups of 8, the recompute's dealt
-    over 16) gives the bits of 8 warps doing every product (GX_W16_SET=0), but dg: its per-warp shares added in another
-    warp order (within 2^-20 of max)."""
-    dev, vals, geo = k3_inputs(4, 2, 7 * C + 5, dk, C, "moderate", s16)
-    cfg = k3_config(dk, C, s16)
-    assert cfg.kernel("gd_tier1x_bwd_x1")[1] == 512
-    old = EmuTierBwdOps()
-    old.extra = {"GX_W16_SET": 0}
-    a, b = k3_run(EmuTierBwdOps(), cfg, dev, geo, True), k3_run(old, cfg, dev, geo, True)
-    for x, y, key in zip(a[:3], b[:3], ("dqe", "dek", "dph")):
-        np.testing.assert_array_equal(x, y, err_msg=key)
-    assert rel32(a[3], b[3]) <= 2.0 ** -20
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")

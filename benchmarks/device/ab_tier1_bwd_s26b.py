@@ -17,8 +17,8 @@ from gd_tier_bwd_kernels import C, DK, DV, cfg, forward, ops, rng  # noqa: E402
 
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
 
-#: session 25's forms: K4 scalar adds, runtime k loops; K3 on 8 warps
-OLD = {"gd_tier1_bwd_x1": ("GT4_F2_SET=0", "GT4_KU_SET=0"), "gd_tier1x_bwd_x1": ("GX_W16_SET=0",)}
+#: session 25's forms: K4 scalar adds, runtime k loops; K3 (as main)
+OLD = {"gd_tier1_bwd_x1": ("GT4_F2_SET=0", "GT4_KU_SET=0"), "gd_tier1x_bwd_x1": ()}
 BH = 32
 f32 = cupy.float32
 

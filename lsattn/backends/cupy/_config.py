@@ -284,8 +284,6 @@ class Config:
             return name + "_tc5", 128
         if self.bf16 and self.tc and name == "ek_output_f32":  # the float32 log output of bf16 log_attention training
             return "ek_output_tc5f", 128
-        if name == "gd_tier1x_bwd_x1" and self.DKP <= 64:  # gated_delta_tier1x_bwd.cu's GX_NTX (GX_W16: 16 warps)
-            return name, 512
         if name == "hi_read" and self.hi_tc:  # hierarchical_read.cu's HI_RNT: two warps per m-tile at every chunk
             return name, max(4 * self.CH, 128)
         return name, 256

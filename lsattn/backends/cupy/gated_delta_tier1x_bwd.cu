@@ -51,36 +51,6 @@ constexpr int GX_SMEM = GX_NB * (GX_TILES + GX_DQ) + GX_REST;
 // GD_S16's tiles (a bfloat16 value widened) and W, dW, stored as their tf32 roundings where they are operands only
 // (dW at i = 0 is added as it is: stored unrounded)
 constexpr bool GX_TR = GD_H16;
-// GX_W16_SET (the 1xTF32 build at DKP <= 64): 16 warps a block (512 threads; one block per SM by shared memory either
-// way), each chunk step's products split between two groups of 8 warps, every product still dealt over 8 warps as
-// before (the fragments' reuse kept): W | dW; dqe, dek's | dph's, dX's and dg; the recompute's two products dealt over
-// all 16. Twice the warps a scheduler to hide the fragment loads' and mma's latencies (session 25's ncu at 8K: 8 warps,
-// issue slots 54% busy, tensor pipe 14%); 0: 8 warps doing every product (session 25's form, an A/B). The host's
-// threads: Config.kernel("gd_tier1x_bwd_x1").
-#ifndef GX_W16_SET
-#define GX_W16_SET 1
-#endif
-constexpr bool GX_W16 = GX_W16_SET && DKP <= 64;
-constexpr int GX_NTX = GX_W16 ? 2 * NT : NT;  // gd_tier1x_bwd_x1's threads
-
-// A warp's tiles of a (16 RB) x BW product dealt over NW warps, warp w = (warp index) % NW (GdWarpTiles' for NW = 8 at
-// 8 warps; from threadIdx as there: built from a variable, the 3xTF32 build's registers went from 178 to 255 + spills)
-template <int RB, int BW, int NW>
-struct GxTiles {
-    static constexpr int NT8 = BW / 8, TILES = RB * NT8;
-    static constexpr int NTL = TILES >= NW ? TILES / NW : 1;  // tiles per warp
-    static constexpr int WPR = NT8 / NTL;                     // warps per row block
-    int r0, n0;
-    bool on;
-    __device__ __forceinline__ GxTiles() {
-        const unsigned w = threadIdx.x / 32 % NW;
-        on = w < TILES / NTL;
-        r0 = 16 * (w / WPR);
-        n0 = 8 * NTL * (w % WPR);
-    }
-    __device__ __forceinline__ int row(int x) const { return r0 + threadIdx.x % 32 / 4 + 8 * (x >> 1); }
-    __device__ __forceinline__ int col(int i, int x) const { return n0 + 8 * i + 2 * (threadIdx.x % 4) + (x & 1); }
-};
 
 // acc[i] += A(r0 + r, k) B(k, n0 + 8 i + n) over k < K (a multiple of 8), the warp's NTL tiles; a(r, k), b(k, n) floats
 // (1xTF32: RA, RB false where A, B are tf32 values already: GX_TR's tiles, W and dW as stored)
@@ -115,7 +85,6 @@ __device__ __forceinline__ void gx_mm(float (&acc)[NTL][4], int r0, int n0, FA a
 
 template <bool X1>
 __device__ __forceinline__ void gx_body(GX_PARAMS) {
-    constexpr bool W16 = X1 && GX_W16;
     (void)T;  // (the chunks' padding rows: zero queries and keys, their dQp zero; nothing to mask here)
     extern __shared__ __align__(16) unsigned char smem_raw[];
     // GX_NB sets of the chunk's tiles (Qe, Ek [t][kk]; Ph [kk][t]) and of dQp_c [t][col], then the float32 buffers
@@ -128,8 +97,6 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
     const int pp = (int)(blockIdx.x / ((i64)BH * NCK));
     const i64 bh = blockIdx.x / NCK % BH;
     const int c0 = (int)(blockIdx.x % NCK) * GX_BW, tid = threadIdx.x;
-    // W16: group 0 (threads < NT) and group 1 (the others); else every warp both
-    const bool g0 = !W16 || tid < NT, g1 = !W16 || tid >= NT, cp = g0;  // (cp: the copies' NT threads)
     const int lo = pp * GD_TP, nc = min(n, lo + GD_TP) - lo;
     const bool vec = DK % (16 / (int)sizeof(gd_e)) == 0, vq = DK % 4 == 0;  // (16-byte copies of gd_e / float rows)
     // the block's steps s = 0 .. 2 nc - 2: the recompute's (chunks i = s < nc - 1: ek, ph), then the reverse walk's
@@ -145,10 +112,6 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         set(s);
         const bool rev = s >= nc - 1;
         const i64 cj = bh * n + lo + (rev ? 2 * nc - 2 - s : s);
-        if (!cp) {
-            cp_async_commit();
-            return;
-        }
         if (rev) gd_copy<CH, DKP>(const_cast<gd_e*>(Qe), GX_LQ, qe + cj * CH * DK, DK, CH, DK, vec);
         gd_copy<CH, DKP>(const_cast<gd_e*>(Ek), GX_LQ, ek + cj * CH * DK, DK, CH, DK, vec);
         gd_copy<DKP, CH>(const_cast<gd_e*>(Ph), GX_LP, ph + cj * DK * CH, CH, DK, CH, vec);
@@ -164,9 +127,9 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         if (GX_NB == 2 && s + 1 < 2 * nc - 1) issue(s + 1);
         set(s);
     };
-    if (nc == GD_TP && cp)  // dX = dZ_pp (dX is not used before the reverse walk; committed with step 0's copies)
+    if (nc == GD_TP)  // dX = dZ_pp (dX is not used before the reverse walk; committed with step 0's copies)
         gd_copy<DKP, GX_BW>(dX, GX_LX, dZ + (bh * nP + pp) * DK * DK + c0, DK, DK, DK - c0, vq);
-    else if (cp)
+    else
         for (int idx = tid; idx < DKP * GX_BW; idx += NT) dX[idx / GX_BW * GX_LX + idx % GX_BW] = 0.f;
     if (GX_NB == 2) issue(0);
     else cp_async_commit();
@@ -176,16 +139,12 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
     };
     auto tq = [](const gd_e* s, int idx) { return (float)gd_wid(s[idx]); };
     auto wr = [](float x) { return X1 ? gdb_round(x) : x; };  // a store of W, dW (1xTF32: rounded once)
-    // a chunk step's products dealt over 8 warps (W16: within each group); the recompute's over all (NWR)
-    constexpr int NWR = W16 ? 16 : 8;
-    const GxTiles<CH / 16, GX_BW, 8> wc;   // C x GX_BW: W, dW
-    const GxTiles<DKP / 16, GX_BW, 8> wk;  // DKP x GX_BW: dX
-    const GxTiles<CH / 16, DKP, 8> wo;     // C x DKP: dqe's, dek's
-    const GxTiles<DKP / 16, CH, 8> wp;     // DKP x C: dph's
-    const GxTiles<CH / 16, GX_BW, NWR> rc;   // the recompute's W
-    const GxTiles<DKP / 16, GX_BW, NWR> rk;  // the recompute's X_{i+1}
-    constexpr int NC_ = decltype(wc)::NTL, NK = decltype(wk)::NTL, NO = decltype(wo)::NTL, NP_ = decltype(wp)::NTL;
-    constexpr int NRC = decltype(rc)::NTL, NRK = decltype(rk)::NTL;
+    const GdWarpTiles<CH / 16, GX_BW> wc;   // C x GX_BW: W, dW
+    const GdWarpTiles<DKP / 16, GX_BW> wk;  // DKP x GX_BW: X's recompute, dX
+    const GdWarpTiles<CH / 16, DKP> wo;     // C x DKP: dqe's, dek's
+    const GdWarpTiles<DKP / 16, CH> wp;     // DKP x C: dph's
+    constexpr int NC_ = GdWarpTiles<CH / 16, GX_BW>::NTL, NK = GdWarpTiles<DKP / 16, GX_BW>::NTL;
+    constexpr int NO = GdWarpTiles<CH / 16, DKP>::NTL, NP_ = GdWarpTiles<DKP / 16, CH>::NTL;
 
     // ---- the recompute: X_1 .. X_{nc-1} ----
     for (int i = 0; i + 1 < nc; ++i) {
@@ -194,30 +153,30 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         begin(i);
         const ta* Xi = Xs + (i > 0 ? i - 1 : 0) * DKP * GX_LX;
         if (i > 0) {  // W = ek X_i (X_0: ek's columns, read in place)
-            float acc[NRC][4] = {};
-            if (rc.on)
-                gx_mm<X1, NRC, DKP, !GX_TR>(acc, rc.r0, rc.n0, [&](int t, int k) { return tq(Ek, t * GX_LQ + k); },
+            float acc[NC_][4] = {};
+            if (wc.on)
+                gx_mm<X1, NC_, DKP, !GX_TR>(acc, wc.r0, wc.n0, [&](int t, int k) { return tq(Ek, t * GX_LQ + k); },
                                             [&](int k, int j) { return Xi[k * GX_LX + j]; });
 #pragma unroll
-            for (int it = 0; it < NRC; ++it)
+            for (int it = 0; it < NC_; ++it)
 #pragma unroll
                 for (int x = 0; x < 4; ++x)
-                    if (rc.on) Ws[rc.row(x) * GX_LX + rc.col(it, x)] = wr(acc[it][x]);
+                    if (wc.on) Ws[wc.row(x) * GX_LX + wc.col(it, x)] = wr(acc[it][x]);
             __syncthreads();
         }
-        float acc[NRK][4] = {};  // X_{i+1} = e^g X_i - ph W
-        if (rk.on) {
+        float acc[NK][4] = {};  // X_{i+1} = e^g X_i - ph W
+        if (wk.on) {
             if (i > 0)
-                gx_mm<X1, NRK, CH, !GX_TR, false>(acc, rk.r0, rk.n0, [&](int kk, int t) { return tq(Ph, kk * GX_LP + t); },
+                gx_mm<X1, NK, CH, !GX_TR, false>(acc, wk.r0, wk.n0, [&](int kk, int t) { return tq(Ph, kk * GX_LP + t); },
                                                  [&](int t, int j) { return Ws[t * GX_LX + j]; });
             else
-                gx_mm<X1, NRK, CH, !GX_TR, !GX_TR>(acc, rk.r0, rk.n0, [&](int kk, int t) { return tq(Ph, kk * GX_LP + t); },
+                gx_mm<X1, NK, CH, !GX_TR, !GX_TR>(acc, wk.r0, wk.n0, [&](int kk, int t) { return tq(Ph, kk * GX_LP + t); },
                                                   [&](int t, int j) { return tq(Ek, t * GX_LQ + c0 + j); });
 #pragma unroll
-            for (int it = 0; it < NRK; ++it)
+            for (int it = 0; it < NK; ++it)
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
-                    const int kk = rk.row(x), j = rk.col(it, x);
+                    const int kk = wk.row(x), j = wk.col(it, x);
                     Xs[i * DKP * GX_LX + kk * GX_LX + j] = eg * xat(i, kk, j) - acc[it][x];
                 }
         }
@@ -231,27 +190,25 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         const ta* Xi = Xs + (i > 0 ? i - 1 : 0) * DKP * GX_LX;  // (i > 0)
         begin(2 * nc - 2 - i);
         // W = ek X_i (i > 0), dW = -ph^T dX
-        if (wc.on) {  // (W16: W by group 0, dW by group 1)
+        if (wc.on) {
             float aw[NC_][4] = {}, ad[NC_][4] = {};
-            if (i > 0 && g0)
+            if (i > 0)
                 gx_mm<X1, NC_, DKP, !GX_TR>(aw, wc.r0, wc.n0, [&](int t, int k) { return tq(Ek, t * GX_LQ + k); },
                                             [&](int k, int j) { return Xi[k * GX_LX + j]; });
-            if (g1)
-                gx_mm<X1, NC_, DKP, !GX_TR>(ad, wc.r0, wc.n0, [&](int t, int k) { return tq(Ph, k * GX_LP + t); },
+            gx_mm<X1, NC_, DKP, !GX_TR>(ad, wc.r0, wc.n0, [&](int t, int k) { return tq(Ph, k * GX_LP + t); },
                                         [&](int k, int j) { return dX[k * GX_LX + j]; });
 #pragma unroll
             for (int it = 0; it < NC_; ++it)
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
                     const int t = wc.row(x), j = wc.col(it, x);
-                    if (i > 0 && g0) Ws[t * GX_LX + j] = wr(aw[it][x]);
-                    if (i > 0 && g1) dWs[t * GX_LX + j] = wr(-ad[it][x]);
-                    else if (g1) dWs[t * GX_LX + j] = -ad[it][x];
+                    if (i > 0) Ws[t * GX_LX + j] = wr(aw[it][x]), dWs[t * GX_LX + j] = wr(-ad[it][x]);
+                    else dWs[t * GX_LX + j] = -ad[it][x];
                 }
         }
         __syncthreads();
         // dqe += dQp X_i^T, dek += dW X_i^T (C x DKP, K = the block's columns; i = 0: added as they are, below)
-        if (i > 0 && wo.on && g0) {  // (W16: group 0)
+        if (i > 0 && wo.on) {
             float aq[NO][4] = {}, ae[NO][4] = {};
 #pragma unroll
             for (int k0 = 0; k0 < GX_BW; k0 += 8) {
@@ -282,15 +239,15 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
                     }
                 }
         }
-        if (i == 0 && g0)  // X_0 = I: dqe, dek's columns c0 .. take dQp's, dW's (W16: group 0, tid < NT)
+        if (i == 0)  // X_0 = I: dqe, dek's columns c0 .. take dQp's, dW's
             for (int idx = tid; idx < CH * GX_BW; idx += NT) {
                 const int t = idx / GX_BW, j = idx % GX_BW;
                 if (c0 + j >= DK) continue;
                 atomicAdd(dqe + (cj * CH + t) * DK + c0 + j, dQ[t * GX_LX + j]);
                 atomicAdd(dek + (cj * CH + t) * DK + c0 + j, dWs[t * GX_LX + j]);
             }
-        // dph -= dX W^T (DKP x C, K = the block's columns; W16: group 1, as dX' and dg's share below)
-        if (wp.on && g1) {
+        // dph -= dX W^T (DKP x C, K = the block's columns)
+        if (wp.on) {
             float ap[NP_][4] = {};
             if (i > 0)
                 gx_mm<X1, NP_, GX_BW, true, false>(ap, wp.r0, wp.n0, [&](int kk, int j) { return dX[kk * GX_LX + j]; },
@@ -309,7 +266,7 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         // dX' = e^g dX + ek^T dW + qe^T dQp (DKP x GX_BW, K = CH; not at i = 0) and dg's share, e^g <dX, X_i>
         float ax[NK][4] = {};
         float dga = 0.f;
-        if (wk.on && g1) {
+        if (wk.on) {
             if (i > 0) {
 #pragma unroll
                 for (int k0 = 0; k0 < CH; k0 += 8) {
@@ -339,7 +296,7 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         for (int off = 16; off > 0; off /= 2) dga += __shfl_xor_sync(0xffffffffu, dga, off, 32);
         if (tid % 32 == 0 && dga != 0.f) atomicAdd(dg + cj, eg * dga);
         __syncthreads();  // every read of dX, the tiles, dQp, W and dW done (the next step's copies may overwrite them)
-        if (i > 0 && wk.on && g1)
+        if (i > 0 && wk.on)
 #pragma unroll
             for (int it = 0; it < NK; ++it)
 #pragma unroll
@@ -352,4 +309,4 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
 }
 
 extern "C" __global__ void __launch_bounds__(NT) gd_tier1x_bwd(GX_PARAMS) { gx_body<false>(GX_ARGS); }
-extern "C" __global__ void __launch_bounds__(GX_NTX) gd_tier1x_bwd_x1(GX_PARAMS) { gx_body<true>(GX_ARGS); }
+extern "C" __global__ void __launch_bounds__(NT) gd_tier1x_bwd_x1(GX_PARAMS) { gx_body<true>(GX_ARGS); }
