@@ -696,6 +696,31 @@ def test_tier1_bwd_pre_rounded_operands_bit_equal(mode):
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
+@pytest.mark.parametrize("mode", ["s16", "x1", "f32"])
+@pytest.mark.parametrize("dk, dv, bw", [(11, 13, None), (12, 40, 32)])
+def test_tier1_bwd_float2_adds_unrolled_bit_equal(mode, dk, dv, bw):
+    """GT4_F2_SET (dqe, dek, dph added as float2 pairs, dph's product taken transposed) and GT4_KU_SET (GD_S16's 1xTF32
+    products reduced over their whole padded extent, unrolled: the extra terms zero) give the bits of session 25's form
+    (both 0): d_k, d_v not multiples of 8, one or two column blocks (the second partial). 3xTF32 (f32): dph's three
+    split products in another order (D_lo W_hi first, not W_lo D_hi): within 2^-20 of max |dph| (float32's sums). dlam
+    where two warps add into one element (d_k > 8) and GT4_KU_SET ran more (zero) products: the warps' atomic order (on
+    the GPU never fixed; on the emulation each mma a warp barrier, so another count another interleaving) within 2^-20."""
+    ref = EmuTierBwdOps()
+    ref.extra = {"GT4_F2_SET": 0, "GT4_KU_SET": 0}
+    new = EmuTierBwdOps()
+    if bw:
+        ref.extra["GT4_BW_SET"] = bw
+        new.extra = {"GT4_BW_SET": bw}
+    a = t4_case(8, 2, 150, 16, dk, dv, "moderate", mode, new, bw=bw, raw=True)
+    b = t4_case(8, 2, 150, 16, dk, dv, "moderate", mode, ref, bw=bw, raw=True)
+    for key in T4_OUT:
+        if (mode == "f32" and key == "dph") or (mode == "s16" and key == "dlam"):
+            assert rel32(a[key], b[key]) <= 2.0 ** -20, (key, rel32(a[key], b[key]))
+        else:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation")
 def test_tier1_bwd_emulated_production_dims():
     """d_k = d_v = C = 64 (bfloat16 callers' GD_S16 build): 4 tiles a warp, two warps a row block; 10 chunks."""
     errs = t4_case(6, 1, 600, 64, 64, 64, "moderate", "s16", EmuTierBwdOps())

@@ -50,12 +50,26 @@ constexpr int GT4_MINB = 2 * GT4_SMEM <= GT4_SMAX ? 2 : 1;  // blocks per SM the
 #define GT4_PR_SET 1
 #endif
 constexpr bool GT4_RN = !(GD_H16 && GT4_PR_SET);
+// GT4_F2_SET: dqe, dek added as float2 pairs of adjacent d_k columns, dph's product taken as DKP x CH ([kk][t], its
+// pairs adjacent tokens) and added as float2 (half the atomic instructions and L2 sector operations: at 32 columns,
+// 3 x 12288 scalar adds a block and step otherwise); 0: every add scalar, dph's product [t][kk] (session 25's form, an A/B)
+#ifndef GT4_F2_SET
+#define GT4_F2_SET 1
+#endif
 
+// GT4_KU_SET (GD_S16 builds): every product's reduction over its whole padded extent KC (DKP, the block's columns or CH: the rows and
+// columns past d_k, d_v are zero in every operand), a constant: the k loop unrolled whole (no remainder branches; the
+// next k-steps' fragment loads scheduled under the current mma); 0: over K (d_k or the block's valid columns rounded up
+// to 8) at run time (session 25's form, an A/B)
+#ifndef GT4_KU_SET
+#define GT4_KU_SET 1
+#endif
+constexpr bool GT4_KU = GT4_KU_SET && GD_H16;  // (GD_S16; its 1xTF32 build alone, below: 128 registers, 4 B spilled; the 3xTF32 one would spill ~0.4 KB)
 // c[i] += A[r0 .. r0 + 15][0 .. K) B[0 .. K)[n0 + 8 i .. + 7] (i < NTL) for element functions a(row, k), b(k, col)
-// (RA, RB: 1xTF32's A / B operand needs the rounding; false: it is a tf32 value already)
-template <bool X1, int NTL, bool RA = true, bool RB = true, typename FA, typename FB>
+// (K: KC where GT4_KU_SET; RA, RB: 1xTF32's A / B operand needs the rounding; false: it is a tf32 value already)
+template <bool X1, int NTL, int KC, bool RA = true, bool RB = true, typename FA, typename FB>
 __device__ __forceinline__ void gt4_mm(float (&c)[NTL][4], FA a, FB b, int r0, int n0, int K) {
-    for (int k0 = 0; k0 < K; k0 += 8) {
+    auto kstep = [&](int k0) {
         unsigned ah[4], al[4];
         gdb_fa<X1, RA>([&](int r, int k) { return a(r0 + r, k0 + k); }, ah, al);
 #pragma unroll
@@ -64,6 +78,21 @@ __device__ __forceinline__ void gt4_mm(float (&c)[NTL][4], FA a, FB b, int r0, i
             gdb_fb<X1, RB>([&](int k, int m) { return b(k0 + k, n0 + 8 * i + m); }, bh, bl);
             gdb_mma<X1>(c[i], ah, al, bh, bl);
         }
+    };
+    if constexpr (GT4_KU && X1) {
+#pragma unroll
+        for (int k0 = 0; k0 < KC; k0 += 8) kstep(k0);
+    } else
+        for (int k0 = 0; k0 < K; k0 += 8) kstep(k0);
+}
+
+// p[0] += a (column j < n), p[1] += b (j + 1 < n): one float2 add where both are in and f2 (p 8-byte aligned: j, the
+// row length even), else scalar adds (GT4_F2_SET=0: always)
+__device__ __forceinline__ void gt4_add2(float* p, float a, float b, int j, int n, bool f2) {
+    if (GT4_F2_SET && f2 && j + 1 < n) atomicAdd(reinterpret_cast<float2*>(p), float2{a, b});
+    else {
+        if (j < n) atomicAdd(p, a);
+        if (j + 1 < n) atomicAdd(p + 1, b);
     }
 }
 
@@ -100,9 +129,12 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
         using TW = GdWarpTiles<CH / 16, GT4_BW>;  // CH x GT4_BW: W, dW
         using TO = GdWarpTiles<CH / 16, DKP>;     // CH x DKP ([t][kk]): U, dqe, dek, dph^T
         using TS = GdWarpTiles<DKP / 16, GT4_BW>; // DKP x GT4_BW: the slots' steps, dS
+        using TP = GdWarpTiles<DKP / 16, CH>;     // DKP x CH ([kk][t]): dph (GT4_F2_SET)
+        static_assert(TP::NTL == TO::NTL, "dph's tiles as many as dek's");
         const TW ww;
         const TO wo;
         const TS ws;
+        const TP wp;
         auto E = [](const gd_e* p) { return (float)gd_wid(*p); };
         constexpr bool WR = X1 && GT4_PR_SET;  // W, dW stored as their tf32 roundings (GT4_PR_SET)
         auto wr = [](float x) { return WR ? gdb_round(x) : x; };
@@ -147,7 +179,7 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
         auto step = [&](int c, const float* Sin, float* Sout, bool addh) {
             if (ww.on) {
                 float acc[TW::NTL][4] = {};
-                gt4_mm<X1, TW::NTL, GT4_RN>(acc, [&](int t, int k) { return E(Ek + t * GD_LDQE + k); },
+                gt4_mm<X1, TW::NTL, DKP, GT4_RN>(acc, [&](int t, int k) { return E(Ek + t * GD_LDQE + k); },
                            [&](int k, int cc) { return Sin[k * GT4_LS + cc]; }, ww.r0, ww.n0, K8);
 #pragma unroll
                 for (int i = 0; i < TW::NTL; ++i)
@@ -158,7 +190,7 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
             if (ws.on) {
                 const float eg = ex(gc[bh * n + c]);
                 float acc[TS::NTL][4] = {};
-                gt4_mm<X1, TS::NTL, GT4_RN, !WR>(acc, [&](int kk, int t) { return E(Ph + kk * GD_LDPE + t); },
+                gt4_mm<X1, TS::NTL, CH, GT4_RN, !WR>(acc, [&](int kk, int t) { return E(Ph + kk * GD_LDPE + t); },
                            [&](int t, int cc) { return W[t * GT4_LW + cc]; }, ws.r0, ws.n0, CH);
 #pragma unroll
                 for (int i = 0; i < TS::NTL; ++i)
@@ -202,9 +234,9 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
             // phase 1: W = ek S, dW = -ph^T dS' (CH x cols); U_m = dout S_m^T (CH x d_k): dlam, dqe
             if (ww.on) {
                 float aw[TW::NTL][4] = {}, ad[TW::NTL][4] = {};
-                gt4_mm<X1, TW::NTL, GT4_RN>(aw, [&](int t, int k) { return E(Ek + t * GD_LDQE + k); },
+                gt4_mm<X1, TW::NTL, DKP, GT4_RN>(aw, [&](int t, int k) { return E(Ek + t * GD_LDQE + k); },
                            [&](int k, int cc) { return Ssum(k * GT4_LS + cc); }, ww.r0, ww.n0, K8);
-                gt4_mm<X1, TW::NTL, GT4_RN>(ad, [&](int t, int k) { return E(Ph + k * GD_LDPE + t); },
+                gt4_mm<X1, TW::NTL, DKP, GT4_RN>(ad, [&](int t, int k) { return E(Ph + k * GD_LDPE + t); },
                            [&](int k, int cc) { return D[k * GT4_LS + cc]; }, ww.r0, ww.n0, K8);
 #pragma unroll
                 for (int it = 0; it < TW::NTL; ++it)
@@ -221,7 +253,7 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
                 const float* Sm = u ? S2 : S1;
                 float au[TO::NTL][4] = {};
                 if (wo.on)
-                    gt4_mm<X1>(au, [&](int t, int v) { return Do[t * GT4_LW + v]; },
+                    gt4_mm<X1, TO::NTL, GT4_BW>(au, [&](int t, int v) { return Do[t * GT4_LW + v]; },
                                [&](int v, int kk) { return Sm[kk * GT4_LS + v]; }, wo.r0, wo.n0, KV);
                 float rd[2] = {0.f, 0.f};  // rows wo.row(0), wo.row(2): sum_kk qe U
 #pragma unroll
@@ -244,33 +276,40 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
 #pragma unroll
                 for (int it = 0; it < TO::NTL; ++it)
 #pragma unroll
-                    for (int x = 0; x < 4; ++x) {
+                    for (int x = 0; x < 4; x += 2) {  // (columns kk, kk + 1)
                         const int t = wo.row(x), kk = wo.col(it, x);
-                        if (kk < DK) atomicAdd(dqe + (cj * CH + t) * DK + kk, aq[it][x]);
+                        gt4_add2(dqe + (cj * CH + t) * DK + kk, aq[it][x], aq[it][x + 1], kk, DK, DK % 2 == 0);
                     }
             __syncthreads();
             // phase 2: dek += dW S^T, dph -= dS' W^T ([t][kk]); dS_m = e^g dS' + ek^T dW + qe^T (lam_m dout); dg
             if (wo.on) {
                 float ae[TO::NTL][4] = {}, ap[TO::NTL][4] = {};
-                gt4_mm<X1, TO::NTL, !WR>(ae, [&](int t, int v) { return dW[t * GT4_LW + v]; },
+                gt4_mm<X1, TO::NTL, GT4_BW, !WR>(ae, [&](int t, int v) { return dW[t * GT4_LW + v]; },
                            [&](int v, int kk) { return Ssum(kk * GT4_LS + v); }, wo.r0, wo.n0, KV);
-                gt4_mm<X1, TO::NTL, !WR>(ap, [&](int t, int v) { return W[t * GT4_LW + v]; },
-                           [&](int v, int kk) { return D[kk * GT4_LS + v]; }, wo.r0, wo.n0, KV);
+                if (GT4_F2_SET)  // dph^T = D W^T ([kk][t]: TP's tiles)
+                    gt4_mm<X1, TP::NTL, GT4_BW, true, !WR>(ap, [&](int kk, int v) { return D[kk * GT4_LS + v]; },
+                               [&](int v, int t) { return W[t * GT4_LW + v]; }, wp.r0, wp.n0, KV);
+                else
+                    gt4_mm<X1, TO::NTL, GT4_BW, !WR>(ap, [&](int t, int v) { return W[t * GT4_LW + v]; },
+                               [&](int v, int kk) { return D[kk * GT4_LS + v]; }, wo.r0, wo.n0, KV);
 #pragma unroll
                 for (int it = 0; it < TO::NTL; ++it)
 #pragma unroll
-                    for (int x = 0; x < 4; ++x) {
+                    for (int x = 0; x < 4; x += 2) {
                         const int t = wo.row(x), kk = wo.col(it, x);
-                        if (kk < DK) {
-                            atomicAdd(dek + (cj * CH + t) * DK + kk, ae[it][x]);
-                            atomicAdd(dph + (cj * DK + kk) * CH + t, -ap[it][x]);
-                        }
+                        gt4_add2(dek + (cj * CH + t) * DK + kk, ae[it][x], ae[it][x + 1], kk, DK, DK % 2 == 0);
+                        if (GT4_F2_SET) {  // (rows kk of dph, tokens t, t + 1: CH is even)
+                            const int pk = wp.row(x), pt = wp.col(it, x);
+                            if (pk < DK) gt4_add2(dph + (cj * DK + pk) * CH + pt, -ap[it][x], -ap[it][x + 1], pt, CH, true);
+                        } else
+                            for (int h = 0; h < 2; ++h)
+                                if (kk + h < DK) atomicAdd(dph + (cj * DK + kk + h) * CH + t, -ap[it][x + h]);
                     }
             }
             float as[2][TS::NTL][4] = {}, dga = 0.f;
             if (ws.on) {
                 float base[TS::NTL][4] = {};
-                gt4_mm<X1, TS::NTL, GT4_RN, !WR>(base, [&](int kk, int t) { return E(Ek + t * GD_LDQE + kk); },
+                gt4_mm<X1, TS::NTL, CH, GT4_RN, !WR>(base, [&](int kk, int t) { return E(Ek + t * GD_LDQE + kk); },
                            [&](int t, int cc) { return dW[t * GT4_LW + cc]; }, ws.r0, ws.n0, CH);
 #pragma unroll
                 for (int it = 0; it < TS::NTL; ++it)
@@ -289,7 +328,7 @@ __device__ __forceinline__ void gt4_body(const gd_e* __restrict__ qe, const gd_e
                     for (int it = 0; it < TS::NTL; ++it)
 #pragma unroll
                         for (int x = 0; x < 4; ++x) as[u][it][x] = base[it][x];
-                    gt4_mm<X1, TS::NTL, GT4_RN>(as[u], [&](int kk, int t) { return E(Qe + t * GD_LDQE + kk); },
+                    gt4_mm<X1, TS::NTL, CH, GT4_RN>(as[u], [&](int kk, int t) { return E(Qe + t * GD_LDQE + kk); },
                                [&](int t, int cc) { return lm[t] * Do[t * GT4_LW + cc]; }, ws.r0, ws.n0, CH);
                 }
             }
