@@ -26,7 +26,7 @@
 //   sDD  D (lower, diagonal 1) | (D * K K^T)[t][s] at [s][t] (upper, t > s)
 //   sMX  M (lower) | X[r][s] at [s][r] (upper, r > s; X's diagonal is 1, not stored)
 //   sA   Q [t][f] (until M) -> W -> dM
-//   sP   phi [f][s] -> dqe [t][f] -> dphi [f][s] -> dX -> dN
+//   sP   phi [f][s] (FB_LDM: [s][f], dV's A operand) -> dqe [t][f] -> dphi [f][s] -> dX -> dN
 //   sS   the value passes' stages (dI | dH, V) -> P -> dW = d attn diag(beta) -> X^T dX -> Q [t][f] -> E
 // Products: FFMA register tiles on 16 x 16 threads, element (ty RM + i, tx + 16 j) of the output
 // (fb_row, fb_col: a warp's rows are 2 RM consecutive ones, so a product whose terms vanish above (or
@@ -189,16 +189,21 @@ struct fb_tb {
     __device__ __forceinline__ auto operator()(int k, int n) const { return typename fb_if<E, fb_x, ta>::type{p[n * ld + k]}; }
 };
 template <typename T>
-struct fb_tl {  // (which operands are tiles)
-    static constexpr bool a = false, b = false;
+struct fb_tl {  // (which operands are tiles; f: an A operand with its own fragment loader, frag(m0, k0, v))
+    static constexpr bool a = false, b = false, f = false;
 };
 template <bool E, int M>
 struct fb_tl<fb_ta<E, M>> {
-    static constexpr bool a = true, b = false, e = E;
+    static constexpr bool a = true, b = false, f = false, e = E;
 };
 template <bool E>
 struct fb_tl<fb_tb<E>> {
-    static constexpr bool a = false, b = true, e = E;
+    static constexpr bool a = false, b = true, f = false, e = E;
+};
+struct fb_lw;
+template <>
+struct fb_tl<fb_lw> {
+    static constexpr bool a = false, b = false, f = true;
 };
 template <typename L>
 __device__ __forceinline__ int fb_tld(const L& o) {  // a tile's row stride (0: not a tile)
@@ -244,6 +249,13 @@ __device__ __forceinline__ void fb_fa(const LA& la, unsigned sa, int m0, int k0,
         return;
     }
 #endif
+    if constexpr (fb_tl<LA>::f) {
+        ta v[4];
+        la.frag(m0, k0, v);
+#pragma unroll
+        for (int x = 0; x < 4; ++x) fb_cvt<X1>(v[x], h[x], l[x]);
+        return;
+    }
 #pragma unroll
     for (int x = 0; x < 4; ++x) fb_cvt<X1>(la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), h[x], l[x]);
 }
@@ -631,6 +643,32 @@ __device__ __forceinline__ int fb_level(int t, int s) {
 #endif
 }
 
+// dV's A operand (Lambda * W)^T: A(s, t) = lam[t][min(level(t, s), L - 1)] W[t][s] for t >= s, else 0 (lamS [t][8],
+// W in sA). frag (FB_LDM): a k-step past the warp's 16-row block (k0 >= m0 + 16) has one level for all its elements,
+// 4 + level(k0 / 16, m0 / 16), and no mask; else element by element (the same products)
+struct fb_lw {
+    const ta *lamS, *sA;
+    int L;
+    __device__ __forceinline__ ta operator()(int s, int t) const {
+        const ta x = lamS[t * 8 + min(fb_level(t, s), L - 1)] * sA[t * FB_LC + s];
+        return t >= s ? x : (ta)0;
+    }
+    __device__ __forceinline__ void frag(int m0, int k0, ta (&v)[4]) const {
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        if (k0 >= m0 + 16) {
+            const int l = min(4 + fb_level(k0 >> 4, m0 >> 4), L - 1);
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int s = m0 + g + 8 * (x & 1), t = k0 + t4 + 4 * (x >> 1);
+                v[x] = lamS[t * 8 + l] * sA[t * FB_LC + s];
+            }
+        } else {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) v[x] = (*this)(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+        }
+    }
+};
+
 // X = (I + N)^{-1} by blocks, as gd_forms (gated_delta_forms.cu) solves it: the 16 x 16 diagonal blocks by forward
 // substitution in registers (thread = column), then twice X_10 = -X_11 (N_10 X_00) over the 2 HB x 2 HB diagonal blocks
 // (HB = 16, 32), a barrier apart: a chain of ~15 + 4 x HB dependent steps instead of 63 steps of shuffles (FB_BSOLVE 0).
@@ -838,7 +876,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
             fb_mm2<X1>(w, cl, whi, fb_ta<false, 1>{sMX, FB_LC}, ph, cl, CH, zk, X);
         }
         fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
-        fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = rnd(x * vb[s]); });
+        fb_each(ph, [&](int f, int s, ta x) { sP[FB_LM ? s * FB_LK + f : f * FB_LC + s] = rnd(x * vb[s]); });
     }
     __syncthreads();
 
@@ -855,7 +893,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_mm<X1>(P, 0, FB_VB, FTA{S1, FB_LV}, FTB{S2, FB_LV});
         ta dvv[R][FB_CV];
         zero_acc(dvv);
-        fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) {  // (FB_BFREE: both loads made, then the mask: no branch)
+        if constexpr (FB_LM) fb_mm<X1>(dvv, wlo, CH, fb_lw{lamS, sA, L}, [&](int t, int c) { return xr(S1[t * FB_LV + c]); });
+        else fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) {  // (FB_BFREE: both loads made, then the mask: no branch)
                   if constexpr (FB_BFREE && FB_BF16) {
                       const ta x = lamat(t, s) * sA[t * FB_LC + s];
                       return t >= s ? x : (ta)0;
@@ -868,7 +907,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_copy<DKP, FB_VB, XR>(S1, FB_LV, dHc + c0, cj * DK, DV, 0, DK, DV - c0);
         __syncthreads();
         fb_mm<X1>(dphi, 0, FB_VB, FTA{S1, FB_LV}, FTB{S2, FB_LV});
-        fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return xr(sP[f * FB_LC + s]); }, [&](int f, int c) { return xr(S1[f * FB_LV + c]); });
+        const auto lc = [&](int f, int c) { return xr(S1[f * FB_LV + c]); };
+        if constexpr (FB_LM) fb_mm<X1>(dvv, 0, DKP, FTA{sP, FB_LK}, lc);  // (phi [s][f])
+        else fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return xr(sP[f * FB_LC + s]); }, lc);
         if constexpr (FB_PAIR) {
             fb_ij2<R, FB_CV>([&](int i, int jj, int s, int c) {
                 if (in(s)) fb_st2(dv + row(s) * DV + c0 + c, pv, c0 + c < DV, c0 + c + 1 < DV, dvv[i][jj], dvv[i][jj + 1]);
