@@ -205,6 +205,11 @@ template <>
 struct fb_tl<fb_lw> {
     static constexpr bool a = false, b = false, f = true;
 };
+struct fb_tp;
+template <>
+struct fb_tl<fb_tp> {
+    static constexpr bool a = false, b = false, f = true;
+};
 template <typename L>
 __device__ __forceinline__ int fb_tld(const L& o) {  // a tile's row stride (0: not a tile)
     if constexpr (fb_tl<L>::a || fb_tl<L>::b) return o.ld;
@@ -643,6 +648,30 @@ __device__ __forceinline__ int fb_level(int t, int s) {
 #endif
 }
 
+// A(m, k) = p[m ld + k] q[m ld + k] for k <= m, else 0 (dQ's dM * D); frag (FB_LDM): both fragments by ldmatrix
+struct fb_tp {
+    const ta *p, *q;
+    int ld;
+    __device__ __forceinline__ ta operator()(int m, int k) const { return k <= m ? p[m * ld + k] * q[m * ld + k] : (ta)0; }
+    __device__ __forceinline__ void frag(int m0, int k0, ta (&v)[4]) const {
+#ifdef __CUDA_ARCH__
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4, ln = threadIdx.x % 32;
+        const unsigned o = 4u * (unsigned)((m0 + (ln & 7) + 8 * (ln >> 3 & 1)) * ld + k0 + 4 * (ln >> 4));
+        unsigned a[4], b[4];
+        fb_ldsm(a, smem_u32(p) + o);
+        fb_ldsm(b, smem_u32(q) + o);
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            const int m = m0 + g + 8 * (x & 1), k = k0 + t4 + 4 * (x >> 1);
+            v[x] = k <= m ? __uint_as_float(a[x]) * __uint_as_float(b[x]) : (ta)0;
+        }
+#else
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        for (int x = 0; x < 4; ++x) v[x] = (*this)(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+#endif
+    }
+};
+
 // dV's A operand (Lambda * W)^T: A(s, t) = lam[t][min(level(t, s), L - 1)] W[t][s] for t >= s, else 0 (lamS [t][8],
 // W in sA). frag (FB_LDM): a k-step past the warp's 16-row block (k0 >= m0 + 16) has one level for all its elements,
 // 4 + level(k0 / 16, m0 / 16), and no mask; else element by element (the same products)
@@ -1072,6 +1101,14 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     __syncthreads();
     auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
     auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
+    auto dKKs = [&](int t, int s) {  // dKK(t, s) + dKK(s, t): one of the two is 0 (FB_LDM: that one's loads not made)
+        if constexpr (FB_LM) {
+            const int hi = max(t, s), at = hi * FB_LC + min(t, s);
+            return t != s ? sP[at] * vb[hi] * sDD[at] : (ta)0;
+        } else {
+            return dKK(t, s) + dKK(s, t);
+        }
+    };
     auto eD = [&](int t, int s) {  // E[t][s] = (D * dD)[t][s]
         return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[s * FB_LC + t] + sA[t * FB_LC + s] * sMX[t * FB_LC + s] : (ta)0;
     };
@@ -1080,7 +1117,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta dQ[R][CK], dK[R][CK];
         zero_acc(dQ);
         zero_acc(dK);
-        fb_mm2<X1>(dQ, 0, whi, dQK, dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
+        if constexpr (FB_LM) fb_mm2<X1>(dQ, 0, whi, fb_tp{sA, sDD, FB_LC}, dK, 0, CH, dKKs, lk);
+        else fb_mm2<X1>(dQ, 0, whi, dQK, dK, 0, CH, dKKs, lk);
         fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); },
               [&](int s, int f) { return xi(sS[s * FB_LK + f]); });
         if constexpr (FB_PAIR) {  // (dK's stores before dq's: FB_H keeps dk's partial sums' low halves in dq)
