@@ -10,7 +10,6 @@ ns / nm = b1 without the solve / without every product (FB_ABL 1 / 2: timing abl
 import os
 import sys
 
-sys.argv[4:] = sys.argv[4:] or [""]  # (ab_s24b reads its build list at import: set below)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ab_s24b as ab  # noqa: E402
 

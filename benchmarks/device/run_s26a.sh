@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Session 26, s26a (issue 16): gd_forms_bwd_x1's product engine (FB_LDM: tile operands by ldmatrix, products sharing B
 # in one k-loop) against session 24's (FB_LDM 0).
-#   OUT=... bash benchmarks/device/run_s26a.sh tests   tests/test_cupy_gated_delta_grad.py -m gpu; memcheck / racecheck /
-#                                                      initcheck of gd_train16_small_s24a.py; ab_s26a.py warm (the A/B builds)
+#   OUT=... bash benchmarks/device/run_s26a.sh tests   tests/test_cupy_gated_delta_grad.py -m gpu; memcheck / racecheck (of
+#                                                      gd_forms_bwd_x1) / initcheck of gd_train16_small_s24a.py; ab_s26a.py
+#                                                      warm (the A/B builds) and public at 4K (the step's kernels compiled)
 #   OUT=... bash benchmarks/device/run_s26a.sh times   ab_s26a.py kernel (gd_forms_bwd_x1 alone: b0 = FB_LDM 0, b1 = the
 #                                                      default, u2, f0 / f1, ns / nm at 8K / 16K / 32K), ncu of one b0 and
 #                                                      one b1 launch at 8K, the public bf16 step (b0 / b1) at 16K / 32K
@@ -16,8 +17,10 @@ if [ "$1" = tests ]; then
     for w in b0,b1,u2 f0,f1,ns,nm; do  # (two compiling processes)
       timeout 140 python3 benchmarks/device/ab_s26a.py warm 0 0 $w > "$OUT/log_warm_${w%%,*}.txt" 2>&1 &
     done
-    for tool in memcheck racecheck initcheck; do
-      ( PYTORCH_CUDA_ALLOC_CONF= timeout 140 compute-sanitizer --tool $tool --print-limit 10 python3 benchmarks/device/gd_train16_small_s24a.py > "$OUT/log_$tool.txt" 2>&1
+    timeout 140 python3 benchmarks/device/ab_s26a.py public 4096 1 b1 > "$OUT/log_warm_public.txt" 2>&1 &  # (the step's kernels compiled)
+    for tool in memcheck racecheck initcheck; do  # (racecheck: gd_forms_bwd_x1's launches; initcheck unfiltered: every write tracked)
+      F=; [ $tool = racecheck ] && F="--kernel-name kns=gd_forms_bwd_x1"
+      ( PYTORCH_CUDA_ALLOC_CONF= timeout 140 compute-sanitizer --tool $tool $F --print-limit 10 python3 benchmarks/device/gd_train16_small_s24a.py > "$OUT/log_$tool.txt" 2>&1
         echo "rc=$?" >> "$OUT/log_$tool.txt" ) &
     done
     wait
@@ -29,16 +32,16 @@ if [ "$1" = times ]; then
   ( NAME=s26a_times; . benchmarks/device/setup.sh
     export CUDA_VISIBLE_DEVICES=0
     echo "=== kernel $(date -u +%T)"
-    timeout 60 python3 benchmarks/device/ab_s26a.py kernel 8192,16384,32768 7 b1,u2,f0,f1,ns,nm > "$OUT/log_kernel.txt" 2>&1; echo "rc=$?"
+    timeout 45 python3 benchmarks/device/ab_s26a.py kernel 8192,16384,32768 5 b1,u2,f0,f1,ns,nm > "$OUT/log_kernel.txt" 2>&1; echo "rc=$?"
     grep -E "registers|T=" "$OUT/log_kernel.txt" | cut -c1-700
     echo "=== ncu $(date -u +%T)"
-    timeout 35 ncu --set full -k regex:gd_forms_bwd_x1 -c 2 -o "$OUT/ncu_8k" python3 benchmarks/device/ab_s26a.py kernel 8192 1 b1 > "$OUT/log_ncu_run.txt" 2>&1; echo "rc=$?"
+    timeout 30 ncu --set full -k regex:gd_forms_bwd_x1 -c 2 -o "$OUT/ncu_8k" python3 benchmarks/device/ab_s26a.py kernel 8192 1 b1 > "$OUT/log_ncu_run.txt" 2>&1; echo "rc=$?"
     ncu -i "$OUT/ncu_8k.ncu-rep" --page details > "$OUT/log_ncu.txt" 2>&1
     ncu -i "$OUT/ncu_8k.ncu-rep" --page source --csv --print-source sass > "$OUT/log_ncu_sass.csv" 2>&1
     grep -E "^  [a-z_0-9]+|Duration|Registers Per|Achieved Occupancy|Issue Slots Busy|Executed Ipc A|Issued Warp|No Eligible|Tensor|Warp Cycles Per Issued|Executed Instructions  " "$OUT/log_ncu.txt" | grep -v "^  ---" | cut -c1-120 | head -40
     grep -iE "stall|One or More" "$OUT/log_ncu.txt" | cut -c1-220 | head -12
     echo "=== public $(date -u +%T)"
-    timeout 25 python3 benchmarks/device/ab_s26a.py public 16384,32768 5 b1 > "$OUT/log_public.txt" 2>&1; echo "rc=$?"
+    timeout 35 python3 benchmarks/device/ab_s26a.py public 16384,32768 5 b1 > "$OUT/log_public.txt" 2>&1; echo "rc=$?"
     grep -E "T=" "$OUT/log_public.txt" | cut -c1-700 )
 fi
 echo "=== done $(date -u +%T)"
