@@ -160,6 +160,12 @@ __device__ __forceinline__ void fb_cvt(float x, unsigned& hi, unsigned& lo) {
 #ifndef FB_LDM
 #define FB_LDM 1
 #endif
+// FB_DLQ 1: dlam's level sums by a quad of lanes a row (every 4th key each, two shuffles; s24b: the loop over (row,
+// level) items left ~30 of a warp's lanes idle over the longest level's 32 keys); 0: one thread an item, its keys in
+// order. Not bit-equal (the sum's order: fp32 rounding of the level sums, ~1e-7 relative)
+#ifndef FB_DLQ
+#define FB_DLQ 1
+#endif
 // FB_LDMU: the new engine's k-loop unrolled by FB_LDMU (a timing build; 1 the default)
 #ifndef FB_LDMU
 #define FB_LDMU 1
@@ -957,17 +963,44 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
 
     // ---- dlam, d attn, d eGK: dQ, dK, dG ----
     const int NLV = min(L, FB_NL);
+    // the keys u <= t at level l: [lo, hi) (the last level, l = L - 1: at every level >= l)
+    const auto keys = [&](int t, int l, int& lo, int& hi) {
+        const bool clip = l == L - 1;
+        lo = clip ? 0 : t, hi = t + 1;
+        if (l > 0) {
+            hi = (t >> (l - 1)) << (l - 1);
+            lo = clip ? 0 : ((t >> (l - 1)) & 1 ? hi - (1 << (l - 1)) : hi);
+        }
+    };
+    if constexpr (FB_DLQ) {  // row t by a quad of lanes (every 4th key each, then two shuffles), a level at a time
+        const int q = tid % 4;
+        for (int t = tid / 4; t < CH; t += NT / 4) {  // (whole warps alike: the shuffles' lanes)
+            for (int l = 0; l < NLV; ++l) {
+                int lo, hi;
+                keys(t, l, lo, hi);
+                ta s = (ta)0;
+                for (int u = lo + q; u < hi; u += 4) s = fma(sA[t * FB_LC + u] * vb[u], sS[t * FB_LC + u], s);
+                s += __shfl_xor_sync(0xffffffffu, s, 1, 32);
+                s += __shfl_xor_sync(0xffffffffu, s, 2, 32);
+                if (l % 4 == q && in(t)) {
+                    const i64 at = row(t) * L + l;
+                    fb_st(dlam + at, dlw ? s + dlw[at] : s);
+                }
+            }
+            if (in(t))
+                for (int l = NLV + q; l < L; l += 4) {
+                    const i64 at = row(t) * L + l;
+                    fb_st(dlam + at, dlw ? (ta)0 + dlw[at] : (ta)0);
+                }
+        }
+    } else
     for (int idx = tid; idx < CH * L; idx += NT) {
         const int t = idx / L, l = idx % L;
         if (!in(t)) continue;
         ta s = (ta)0;
-        if (l < NLV) {  // the keys s <= t at level l (the last level, l = L - 1: at every level >= l)
-            const bool clip = l == L - 1;
-            int lo = clip ? 0 : t, hi = t + 1;
-            if (l > 0) {
-                hi = (t >> (l - 1)) << (l - 1);
-                lo = clip ? 0 : ((t >> (l - 1)) & 1 ? hi - (1 << (l - 1)) : hi);
-            }
+        if (l < NLV) {
+            int lo, hi;
+            keys(t, l, lo, hi);
             for (int u = lo; u < hi; ++u) s = fma(sA[t * FB_LC + u] * vb[u], sS[t * FB_LC + u], s);
         }
         const i64 at = row(t) * L + l;
