@@ -974,20 +974,21 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     };
     if constexpr (FB_DLQ) {  // row t by a quad of lanes (every 4th key each, then two shuffles), a level at a time
         const int q = tid % 4;
-        for (int t = tid / 4; t < CH; t += NT / 4) {  // (whole warps alike: the shuffles' lanes)
+        for (int t0 = 0; t0 < CH; t0 += NT / 4) {  // (every thread alike: the shuffles)
+            const int t = t0 + tid / 4;
             for (int l = 0; l < NLV; ++l) {
-                int lo, hi;
-                keys(t, l, lo, hi);
+                int lo = 0, hi = 0;
+                if (t < CH) keys(t, l, lo, hi);
                 ta s = (ta)0;
                 for (int u = lo + q; u < hi; u += 4) s = fma(sA[t * FB_LC + u] * vb[u], sS[t * FB_LC + u], s);
                 s += __shfl_xor_sync(0xffffffffu, s, 1, 32);
                 s += __shfl_xor_sync(0xffffffffu, s, 2, 32);
-                if (l % 4 == q && in(t)) {
+                if (l % 4 == q && t < CH && in(t)) {
                     const i64 at = row(t) * L + l;
                     fb_st(dlam + at, dlw ? s + dlw[at] : s);
                 }
             }
-            if (in(t))
+            if (t < CH && in(t))
                 for (int l = NLV + q; l < L; l += 4) {
                     const i64 at = row(t) * L + l;
                     fb_st(dlam + at, dlw ? (ta)0 + dlw[at] : (ta)0);
