@@ -216,6 +216,22 @@ template <>
 struct fb_tl<fb_tp> {
     static constexpr bool a = false, b = false, f = true;
 };
+template <bool TWO>
+struct fb_lt;
+template <bool TWO>
+struct fb_tl<fb_lt<TWO>> {
+    static constexpr bool a = false, b = false, f = true;
+};
+struct fb_xs;
+template <>
+struct fb_tl<fb_xs> {
+    static constexpr bool a = false, b = false, f = true;
+};
+struct fb_xt;
+template <>
+struct fb_tl<fb_xt> {  // (a B operand with its own fragment loader, frag2(n0, k0, v))
+    static constexpr bool a = false, b = false, f = true;
+};
 template <typename L>
 __device__ __forceinline__ int fb_tld(const L& o) {  // a tile's row stride (0: not a tile)
     if constexpr (fb_tl<L>::a || fb_tl<L>::b) return o.ld;
@@ -283,6 +299,13 @@ __device__ __forceinline__ void fb_fb2(const LB& lb, unsigned sb, int n0, int k0
         return;
     }
 #endif
+    if constexpr (fb_tl<LB>::f) {
+        ta v[2][2];
+        lb.frag2(n0, k0, v);
+#pragma unroll
+        for (int x = 0; x < 4; ++x) fb_cvt<X1>(v[x >> 1][x & 1], h[x >> 1][x & 1], l[x >> 1][x & 1]);
+        return;
+    }
 #pragma unroll
     for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
@@ -678,6 +701,71 @@ struct fb_tp {
     }
 };
 
+// The transposed lower-triangle operands (FB_LDM), by a fragment's place against the diagonal (warp-uniform: a k-step
+// wholly past the warp's 16 rows, or wholly before them, needs no mask; the diagonal blocks element by element):
+// fb_lt: A(m, k) = p[k LC + m] (* q[k LC + m]) for k >= m, else 0 (d eGK's W^T, dX's M^T, dK's (dM * D)^T)
+template <bool TWO>
+struct fb_lt {
+    const ta *p, *q;
+    __device__ __forceinline__ ta at(int m, int k) const {
+        if constexpr (TWO) return p[k * FB_LC + m] * q[k * FB_LC + m];
+        else return p[k * FB_LC + m];
+    }
+    __device__ __forceinline__ ta operator()(int m, int k) const { return k >= m ? at(m, k) : (ta)0; }
+    __device__ __forceinline__ void frag(int m0, int k0, ta (&v)[4]) const {
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        if (k0 >= m0 + 16) {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) v[x] = at(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+        } else {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) v[x] = (*this)(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+        }
+    }
+};
+// fb_xs: dZ's A(s, r) = X(s, r) beta_r (X[s][r] at MX[r][s] for s > r, 1 on the diagonal, 0 above)
+struct fb_xs {
+    const ta *MX, *bt;
+    __device__ __forceinline__ ta operator()(int s, int r) const {
+        return (s > r ? MX[r * FB_LC + s] : (s == r ? (ta)1 : (ta)0)) * bt[r];
+    }
+    __device__ __forceinline__ void frag(int m0, int k0, ta (&v)[4]) const {
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        if (k0 + 8 <= m0) {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int s = m0 + g + 8 * (x & 1), r = k0 + t4 + 4 * (x >> 1);
+                v[x] = MX[r * FB_LC + s] * bt[r];
+            }
+        } else {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) v[x] = (*this)(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+        }
+    }
+};
+// fb_xt: B(k, n) = X(n, k) (dM's, dN's X^T; X[n][k] at MX[k][n]); frag2: the n-tiles n0, n0 + 8 (an n-tile wholly
+// right of the k-step: no mask; wholly left: zeros, no load)
+struct fb_xt {
+    const ta* MX;
+    __device__ __forceinline__ ta operator()(int k, int n) const { return n > k ? MX[k * FB_LC + n] : (n == k ? (ta)1 : (ta)0); }
+    __device__ __forceinline__ void frag2(int n0, int k0, ta (&v)[2][2]) const {
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+            const int nb = n0 + 8 * nt;
+            if (nb >= k0 + 8) {
+#pragma unroll
+                for (int y = 0; y < 2; ++y) v[nt][y] = MX[(k0 + t4 + 4 * y) * FB_LC + nb + g];
+            } else if (nb + 8 <= k0) {
+                v[nt][0] = v[nt][1] = (ta)0;
+            } else {
+#pragma unroll
+                for (int y = 0; y < 2; ++y) v[nt][y] = (*this)(k0 + t4 + 4 * y, nb + g);
+            }
+        }
+    }
+};
+
 // dV's A operand (Lambda * W)^T: A(s, t) = lam[t][min(level(t, s), L - 1)] W[t][s] for t >= s, else 0 (lamS [t][8],
 // W in sA). frag (FB_LDM): a k-step past the warp's 16-row block (k0 >= m0 + 16) has one level for all its elements,
 // 4 + level(k0 / 16, m0 / 16), and no mask; else element by element (the same products)
@@ -1015,8 +1103,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_mm<X1>(dat, 0, up ? 0 : DKP, fb_ta<false>{sP, FB_LK}, FTB{sK, FB_LK});
         ta de[R][CK];
         zero_acc(de);
-        fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
-              [&](int s, int f) { return sP[s * FB_LK + f]; });
+        const auto lq = [&](int s, int f) { return sP[s * FB_LK + f]; };
+        if constexpr (FB_LM) fb_mm<X1>(de, wlo, CH, fb_lt<false>{sA, sA}, lq);
+        else fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; }, lq);
         ta part[R] = {};
         if constexpr (FB_PAIR) {
             fb_ij2<R, CK>([&](int i, int jj, int t, int f) {
@@ -1061,7 +1150,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         {  // dM = dW X^T -> sA (W is no longer read)
             ta dM[R][CC];
             zero_acc(dM);
-            fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), FTA{sS, FB_LC}, [&](int r, int s) { return X(s, r); });
+            if constexpr (FB_LM) fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), FTA{sS, FB_LC}, fb_xt{sMX});
+            else fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), FTA{sS, FB_LC}, [&](int r, int s) { return X(s, r); });
             fb_each(dM, [&](int t, int s, ta x) { sA[t * FB_LC + s] = s <= t ? x : (ta)0; });
         }
         ta dY[R][CC];  // e^S_r (K dphi)[r][s]
@@ -1075,7 +1165,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         {
             ta dZ[R][CK];
             zero_acc(dZ);
-            fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, FTB{sP, FB_LC});
+            if constexpr (FB_LM) fb_mm<X1>(dZ, 0, whi, fb_xs{sMX, vb}, FTB{sP, FB_LC});
+            else fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, FTB{sP, FB_LC});
             ta part[R] = {};
             if constexpr (FB_PAIR) {
                 fb_ij2<R, CK>([&](int i, int jj, int s, int f) {
@@ -1103,7 +1194,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
         ta dX[R][CC];  // M^T dW + dY diag(beta) -> sP
         zero_acc(dX);
-        fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
+        if constexpr (FB_LM) fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, fb_lt<false>{sMX, sMX}, dW);
+        else fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             sP[r * FB_LC + s] = rnd(s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0);
         });
@@ -1122,7 +1214,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta dN[R][CC];
         zero_acc(dN);
-        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), FTA{sS, FB_LC}, [&](int b, int r) { return X(r, b); });
+        if constexpr (FB_LM) fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), FTA{sS, FB_LC}, fb_xt{sMX});
+        else fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), FTA{sS, FB_LC}, [&](int b, int r) { return X(r, b); });
         ta part[R] = {};
         fb_ij<R, CC>([&](int i, int jj, int t, int r) {
             dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
@@ -1153,8 +1246,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         zero_acc(dK);
         if constexpr (FB_LM) fb_mm2<X1>(dQ, 0, whi, fb_tp{sA, sDD, FB_LC}, dK, 0, CH, dKKs, lk);
         else fb_mm2<X1>(dQ, 0, whi, dQK, dK, 0, CH, dKKs, lk);
-        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); },
-              [&](int s, int f) { return xi(sS[s * FB_LK + f]); });
+        const auto lq = [&](int s, int f) { return xi(sS[s * FB_LK + f]); };
+        if constexpr (FB_LM) fb_mm<X1>(dK, wlo, CH, fb_lt<true>{sA, sDD}, lq);
+        else fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, lq);
         if constexpr (FB_PAIR) {  // (dK's stores before dq's: FB_H keeps dk's partial sums' low halves in dq)
             fb_ij2<R, CK>([&](int i, int jj, int t, int f) {
                 if (in(t)) {
