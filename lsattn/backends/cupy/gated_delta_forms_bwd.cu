@@ -311,6 +311,21 @@ __device__ __forceinline__ void fb_fb2(const LB& lb, unsigned sb, int n0, int k0
 #pragma unroll
         for (int y = 0; y < 2; ++y) fb_cvt<X1>(lb(k0 + t4 + 4 * y, n0 + 8 * nt + g), h[nt][y], l[nt][y]);
 }
+// acc (the warp's 16 x 4 RN band) += A B for one k-step's fragments (3xTF32: A_lo B_hi + A_hi B_lo + A_hi B_hi)
+template <bool X1, int RN>
+__device__ __forceinline__ void fb_mac(ta (&acc)[2][RN], const unsigned (&ah)[4], const unsigned (&al)[4],
+                                       const unsigned (&bh)[RN / 2][2], const unsigned (&bl)[RN / 2][2]) {
+#pragma unroll
+    for (int nt = 0; nt < RN / 2; ++nt) {
+        float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
+        if (!X1) {
+            mma_tf32(c, al, bh[nt][0], bh[nt][1]);  // A_lo B_lo dropped (~2^-20)
+            mma_tf32(c, ah, bl[nt][0], bl[nt][1]);
+        }
+        mma_tf32(c, ah, bh[nt][0], bh[nt][1]);
+        acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
+    }
+}
 // the new engine (FB_LM): c0 += A0 B over k in [lo0, hi0), and (NA 2) c1 += A1 B over [lo1, hi1), B's fragments loaded
 // once a k-step for both (the warp's 16 x 4 RN band, as fb_mm; RN a multiple of 4)
 template <bool X1, int NA, int RN, typename LA0, typename LA1, typename LB>
@@ -321,19 +336,6 @@ __device__ __forceinline__ void fb_mmn(ta (&c0)[2][RN], int lo0, int hi0, const 
     const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
     const int lo = NA > 1 ? min(lo0, lo1) : lo0, hi = NA > 1 ? max(hi0, hi1) : hi0;
     const unsigned sa0 = fb_lane_a(la0, m0), sa1 = fb_lane_a(la1, m0), sb = fb_lane_a(lb, n0);
-    const auto mac = [&](ta(&acc)[2][RN], const unsigned(&ah)[4], const unsigned(&al)[4], const unsigned(&bh)[RN / 2][2],
-                         const unsigned(&bl)[RN / 2][2]) {
-#pragma unroll
-        for (int nt = 0; nt < RN / 2; ++nt) {
-            float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
-            if (!X1) {
-                mma_tf32(c, al, bh[nt][0], bh[nt][1]);  // A_lo B_lo dropped (~2^-20)
-                mma_tf32(c, ah, bl[nt][0], bl[nt][1]);
-            }
-            mma_tf32(c, ah, bh[nt][0], bh[nt][1]);
-            acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
-        }
-    };
 #pragma unroll LU
     for (int k0 = lo; k0 < hi; k0 += 8) {
         unsigned bh[RN / 2][2], bl[RN / 2][2];
@@ -347,12 +349,12 @@ __device__ __forceinline__ void fb_mmn(ta (&c0)[2][RN], int lo0, int hi0, const 
         unsigned ah[4], al[4];
         if (NA == 1 || (k0 >= lo0 && k0 < hi0)) {
             fb_fa<X1>(la0, sa0, m0, k0, ah, al);
-            mac(c0, ah, al, bh, bl);
+            fb_mac<X1>(c0, ah, al, bh, bl);
         }
         if constexpr (NA > 1) {
             if (k0 >= lo1 && k0 < hi1) {
                 fb_fa<X1>(la1, sa1, m0, k0, ah, al);
-                mac(c1, ah, al, bh, bl);
+                fb_mac<X1>(c1, ah, al, bh, bl);
             }
         }
     }
@@ -390,16 +392,7 @@ __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, 
 #pragma unroll
                 for (int y = 0; y < 2; ++y) fb_cvt<X1>(rb[nt][y], bh[nt][y], bl[nt][y]);
             if (FB_PF) load(k0 + 8 < hi ? k0 + 8 : k0);  // (the last step reloads its own: a valid index)
-#pragma unroll
-            for (int nt = 0; nt < RN / 2; ++nt) {
-                float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
-                if (!X1) {
-                    mma_tf32(c, al, bh[nt][0], bh[nt][1]);  // A_lo B_lo dropped (~2^-20)
-                    mma_tf32(c, ah, bl[nt][0], bl[nt][1]);
-                }
-                mma_tf32(c, ah, bh[nt][0], bh[nt][1]);
-                acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
-            }
+            fb_mac<X1>(acc, ah, al, bh, bl);
         }
     } else {
 #pragma unroll 2
