@@ -611,8 +611,9 @@ def bf16_context(ops):
 def test_forms_bwd_x1_tf32_operands_emulated(half):
     """gd_forms_bwd_x1's TI_BF16 build with session 24's switches (the default: FB_XR, operands that are a tf32 already
     passed to the mma as they are: tiles rounded where stored, the bf16 input tiles; FB_XF: X^T as a whole tile; FB_BFREE;
-    FB_P2: the epilogues' global accesses by pairs) equals all of them off (main's kernel) bit for bit, and the float32
-    build (where they are off) too (strong and -inf decays, a zero beta, an offset; d_v odd: dv's stores one by one)."""
+    FB_P2: the epilogues' global accesses by pairs; FB_LDM: the tile operands by ldmatrix (here the CPU's element loads: the
+    fused k-loops' order, the masks), products sharing B in one k-loop) equals all of them off (main's kernel) and FB_LDM
+    0 alone bit for bit, and the float32 build (where session 24's are off) too (strong and -inf decays, a zero beta, an offset; d_v odd: dv's stores one by one)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     from lsattn.backends.cupy._arrays import narrow
@@ -632,12 +633,19 @@ def test_forms_bwd_x1_tf32_operands_emulated(half):
     shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     outs = []
-    for extra in ({"FB_XR": 0, "FB_XF": 0, "FB_BFREE": 0, "FB_P2": 0}, {}):
+    for extra in ({"FB_XR": 0, "FB_XF": 0, "FB_BFREE": 0, "FB_P2": 0, "FB_LDM": 0, "FB_DLQ": 0}, {"FB_DLQ": 0},
+                  {"FB_LDM": 0, "FB_DLQ": 0}, {}):
         ops = EmulatedOps()
         ops.extra = extra
         outs.append(gdb.forms_backward(ops, sc, *arrays, grads))
-    for name, g, w in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], outs[1], outs[0]):
+    for name, g, w, o, d in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], *outs[1:3], outs[0], outs[3]):
         assert np.array_equal(g, w), f"{name} the default against all switches off {half}"
+        assert np.array_equal(g, o), f"{name} the default against FB_LDM 0 (session 24's engine) {half}"
+        if name != "dlam":  # FB_DLQ (dlam's level sums by quads of lanes) moves dlam alone: fp32 sums in another order
+            assert np.array_equal(d, g), f"{name} FB_DLQ 1 against 0 {half}"
+    f32 = [(x.astype(np.uint32) << 16).view(np.float32) if half else x for x in (outs[3][5], outs[1][5])]
+    # float32: the reordered sums' rounding (<= 32 terms, ~2e-6 of their magnitudes); bf16: one rounding step, 2^-8
+    assert np.abs(f32[0] - f32[1]).max() <= (2.0**-8 if half else 1e-5) * np.abs(f32[1]).max(), f"dlam FB_DLQ {half}"
 
 
 def test_bf16_training_path_emulated_on_cpu():

@@ -26,7 +26,7 @@
 //   sDD  D (lower, diagonal 1) | (D * K K^T)[t][s] at [s][t] (upper, t > s)
 //   sMX  M (lower) | X[r][s] at [s][r] (upper, r > s; X's diagonal is 1, not stored)
 //   sA   Q [t][f] (until M) -> W -> dM
-//   sP   phi [f][s] -> dqe [t][f] -> dphi [f][s] -> dX -> dN
+//   sP   phi [f][s] (FB_LDM: [s][f], dV's A operand) -> dqe [t][f] -> dphi [f][s] -> dX -> dN
 //   sS   the value passes' stages (dI | dH, V) -> P -> dW = d attn diag(beta) -> X^T dX -> Q [t][f] -> E
 // Products: FFMA register tiles on 16 x 16 threads, element (ty RM + i, tx + 16 j) of the output
 // (fb_row, fb_col: a warp's rows are 2 RM consecutive ones, so a product whose terms vanish above (or
@@ -151,10 +151,220 @@ __device__ __forceinline__ void fb_cvt(float x, unsigned& hi, unsigned& lo) {
 
 // acc[i][j] += sum_{lo <= k < hi} la(fb_row(i), k) lb(k, fb_col(j)) (FB_TC: lo, hi multiples of 8; X1: 1xTF32,
 // the operands rounded to tf32 (~2^-11 relative), one mma per tile: gd_forms_bwd_x1, for bfloat16 callers)
+// FB_LDM 1 (tensor-core builds): the operands that are whole shared tiles in mma's order (fb_ta: A [m][k], fb_tb: B
+// [n][k]) loaded by ldmatrix (x4, a 32-bit element as two b16: one A fragment, or the B fragments of two n-tiles, for 4
+// or 12 scalar loads and their index arithmetic), and products that share their B operand in one k-loop (fb_mm2: B
+// loaded once for both); 0: session 24's engine (every element by a scalar load through the lambdas). Bit-equal: the
+// same operand values (a masked element selected after its load instead of not loaded), each accumulator's mma in the
+// same order.
+#ifndef FB_LDM
+#define FB_LDM 1
+#endif
+// FB_DLQ 1: dlam's level sums by a quad of lanes a row (every 4th key each, two shuffles; s24b: the loop over (row,
+// level) items left ~30 of a warp's lanes idle over the longest level's 32 keys); 0: one thread an item, its keys in
+// order. Not bit-equal (the sum's order: fp32 rounding of the level sums, ~1e-7 relative)
+#ifndef FB_DLQ
+#define FB_DLQ 1
+#endif
+// FB_LDMU: the new engine's k-loop unrolled by FB_LDMU (a timing build; 1 the default)
+#ifndef FB_LDMU
+#define FB_LDMU 1
+#endif
+constexpr bool FB_LM = FB_LDM && FB_TC;
+// A shared tile as an mma operand: A(m, k) = p[m ld + k] (fb_ta), B(k, n) = p[n ld + k] (fb_tb); E: its values are
+// tf32 already (FB_XR's tiles: passed as fb_x); A's mask M: 0 none, 1 k <= m (M's lower triangle and diagonal), 2 the
+// upper triangle k > m, 1 at k = m, 0 below (X^T from X's upper-triangle storage). Callable as the lambdas are (the
+// old engine, the FFMA tiles, the CPU emulation).
+template <bool E, int M = 0>
+struct fb_ta {
+    const ta* p;
+    int ld;
+    __device__ __forceinline__ static ta mask(int m, int k, ta x) {
+        if constexpr (M == 1) return k <= m ? x : (ta)0;
+        else if constexpr (M == 2) return k > m ? x : (k == m ? (ta)1 : (ta)0);
+        else return x;
+    }
+    __device__ __forceinline__ auto operator()(int m, int k) const {
+        return typename fb_if<E, fb_x, ta>::type{mask(m, k, p[m * ld + k])};
+    }
+};
+template <bool E>
+struct fb_tb {
+    const ta* p;
+    int ld;
+    __device__ __forceinline__ auto operator()(int k, int n) const { return typename fb_if<E, fb_x, ta>::type{p[n * ld + k]}; }
+};
+template <typename T>
+struct fb_tl {  // (which operands are tiles; f: an A operand with its own fragment loader, frag(m0, k0, v))
+    static constexpr bool a = false, b = false, f = false;
+};
+template <bool E, int M>
+struct fb_tl<fb_ta<E, M>> {
+    static constexpr bool a = true, b = false, f = false, e = E;
+};
+template <bool E>
+struct fb_tl<fb_tb<E>> {
+    static constexpr bool a = false, b = true, f = false, e = E;
+};
+struct fb_lw;
+template <>
+struct fb_tl<fb_lw> {
+    static constexpr bool a = false, b = false, f = true;
+};
+struct fb_tp;
+template <>
+struct fb_tl<fb_tp> {
+    static constexpr bool a = false, b = false, f = true;
+};
+template <bool TWO>
+struct fb_lt;
+template <bool TWO>
+struct fb_tl<fb_lt<TWO>> {
+    static constexpr bool a = false, b = false, f = true;
+};
+struct fb_xs;
+template <>
+struct fb_tl<fb_xs> {
+    static constexpr bool a = false, b = false, f = true;
+};
+struct fb_xt;
+template <>
+struct fb_tl<fb_xt> {  // (a B operand with its own fragment loader, frag2(n0, k0, v))
+    static constexpr bool a = false, b = false, f = true;
+};
+template <typename L>
+__device__ __forceinline__ int fb_tld(const L& o) {  // a tile's row stride (0: not a tile)
+    if constexpr (fb_tl<L>::a || fb_tl<L>::b) return o.ld;
+    else return 0;
+}
+// four 8 x 4 blocks of 32-bit elements (rows from the lanes' addresses: lanes 8 i .. 8 i + 7 block i's; lane 4 g + t4
+// gets element (g, t4) of each block in r[i])
+__device__ __forceinline__ void fb_ldsm(unsigned (&r)[4], unsigned a) {
+#ifdef __CUDA_ARCH__
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+#endif
+}
+// the shared address of this lane's row of an ldmatrix x4 of tile `o` (fb_fa: A's rows m0 + lane % 8 (+ 8), column 0
+// (+ 4); fb_fb2: B's rows n0 + lane % 8 (+ 8), column 0 (+ 4)): a k-step adds 4 k0 bytes
+template <typename L>
+__device__ __forceinline__ unsigned fb_lane_a(const L& o, int m0) {
+#ifdef __CUDA_ARCH__
+    if constexpr (fb_tl<L>::a || fb_tl<L>::b) {
+        const int ln = threadIdx.x % 32;
+        const int r = fb_tl<L>::a ? (ln & 7) + 8 * (ln >> 3 & 1) : (ln & 7) + 8 * (ln >> 4);
+        const int c = fb_tl<L>::a ? 4 * (ln >> 4) : 4 * (ln >> 3 & 1);
+        return smem_u32(o.p) + 4u * (unsigned)((m0 + r) * o.ld + c);
+    }
+#endif
+    return 0u;
+}
+// la's A fragment (rows m0 + g, + 8; columns k0 + t4, + 4) as mma operands (fb_cvt: hi, lo)
+template <bool X1, typename LA>
+__device__ __forceinline__ void fb_fa(const LA& la, unsigned sa, int m0, int k0, unsigned (&h)[4], unsigned (&l)[4]) {
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#ifdef __CUDA_ARCH__
+    if constexpr (fb_tl<LA>::a) {  // (sa: fb_lane_a(la, m0))
+        unsigned r[4];
+        fb_ldsm(r, sa + 4u * k0);
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            const ta v = la.mask(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1), __uint_as_float(r[x]));
+            fb_cvt<X1>(typename fb_if<fb_tl<LA>::e, fb_x, ta>::type{v}, h[x], l[x]);
+        }
+        return;
+    }
+#endif
+    if constexpr (fb_tl<LA>::f) {
+        ta v[4];
+        la.frag(m0, k0, v);
+#pragma unroll
+        for (int x = 0; x < 4; ++x) fb_cvt<X1>(v[x], h[x], l[x]);
+        return;
+    }
+#pragma unroll
+    for (int x = 0; x < 4; ++x) fb_cvt<X1>(la(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1)), h[x], l[x]);
+}
+// lb's B fragments of the n-tiles n0, n0 + 8 (rows k0 + t4, + 4; column g) as mma operands
+template <bool X1, typename LB>
+__device__ __forceinline__ void fb_fb2(const LB& lb, unsigned sb, int n0, int k0, unsigned (&h)[2][2], unsigned (&l)[2][2]) {
+    const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#ifdef __CUDA_ARCH__
+    if constexpr (fb_tl<LB>::b) {  // (sb: fb_lane_a(lb, n0))
+        unsigned r[4];
+        fb_ldsm(r, sb + 4u * k0);
+#pragma unroll
+        for (int x = 0; x < 4; ++x) fb_cvt<X1>(typename fb_if<fb_tl<LB>::e, fb_x, ta>::type{__uint_as_float(r[x])}, h[x >> 1][x & 1], l[x >> 1][x & 1]);
+        return;
+    }
+#endif
+    if constexpr (fb_tl<LB>::f) {
+        ta v[2][2];
+        lb.frag2(n0, k0, v);
+#pragma unroll
+        for (int x = 0; x < 4; ++x) fb_cvt<X1>(v[x >> 1][x & 1], h[x >> 1][x & 1], l[x >> 1][x & 1]);
+        return;
+    }
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int y = 0; y < 2; ++y) fb_cvt<X1>(lb(k0 + t4 + 4 * y, n0 + 8 * nt + g), h[nt][y], l[nt][y]);
+}
+// acc (the warp's 16 x 4 RN band) += A B for one k-step's fragments (3xTF32: A_lo B_hi + A_hi B_lo + A_hi B_hi)
+template <bool X1, int RN>
+__device__ __forceinline__ void fb_mac(ta (&acc)[2][RN], const unsigned (&ah)[4], const unsigned (&al)[4],
+                                       const unsigned (&bh)[RN / 2][2], const unsigned (&bl)[RN / 2][2]) {
+#pragma unroll
+    for (int nt = 0; nt < RN / 2; ++nt) {
+        float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
+        if (!X1) {
+            mma_tf32(c, al, bh[nt][0], bh[nt][1]);  // A_lo B_lo dropped (~2^-20)
+            mma_tf32(c, ah, bl[nt][0], bl[nt][1]);
+        }
+        mma_tf32(c, ah, bh[nt][0], bh[nt][1]);
+        acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
+    }
+}
+// the new engine (FB_LM): c0 += A0 B over k in [lo0, hi0), and (NA 2) c1 += A1 B over [lo1, hi1), B's fragments loaded
+// once a k-step for both (the warp's 16 x 4 RN band, as fb_mm; RN a multiple of 4)
+template <bool X1, int NA, int RN, typename LA0, typename LA1, typename LB>
+__device__ __forceinline__ void fb_mmn(ta (&c0)[2][RN], int lo0, int hi0, const LA0& la0, ta (&c1)[2][RN], int lo1, int hi1,
+                                       const LA1& la1, const LB& lb) {
+    static_assert(RN % 4 == 0, "fb_mmn: pairs of n-tiles");
+    constexpr int LU = FB_LDMU;
+    const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
+    const int lo = NA > 1 ? min(lo0, lo1) : lo0, hi = NA > 1 ? max(hi0, hi1) : hi0;
+    const unsigned sa0 = fb_lane_a(la0, m0), sa1 = fb_lane_a(la1, m0), sb = fb_lane_a(lb, n0);
+#pragma unroll LU
+    for (int k0 = lo; k0 < hi; k0 += 8) {
+        unsigned bh[RN / 2][2], bl[RN / 2][2];
+#pragma unroll
+        for (int np = 0; np < RN / 4; ++np) {
+            unsigned h[2][2], l[2][2];
+            fb_fb2<X1>(lb, sb + 4u * (16 * np) * fb_tld(lb), n0 + 16 * np, k0, h, l);
+#pragma unroll
+            for (int x = 0; x < 4; ++x) bh[2 * np + (x >> 1)][x & 1] = h[x >> 1][x & 1], bl[2 * np + (x >> 1)][x & 1] = l[x >> 1][x & 1];
+        }
+        unsigned ah[4], al[4];
+        if (NA == 1 || (k0 >= lo0 && k0 < hi0)) {
+            fb_fa<X1>(la0, sa0, m0, k0, ah, al);
+            fb_mac<X1>(c0, ah, al, bh, bl);
+        }
+        if constexpr (NA > 1) {
+            if (k0 >= lo1 && k0 < hi1) {
+                fb_fa<X1>(la1, sa1, m0, k0, ah, al);
+                fb_mac<X1>(c1, ah, al, bh, bl);
+            }
+        }
+    }
+}
 template <bool X1 = false, int RM, int RN, typename LA, typename LB>
 __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, LB lb) {
     if constexpr (FB_ABL & 2) return;
-    if constexpr (FB_TC) {  // the warp's 16 x 4 RN band: RN / 2 mma tiles of 16 x 8 (3xTF32: A_lo B_hi + A_hi B_lo + A_hi B_hi)
+    if constexpr (FB_LM) {
+        fb_mmn<X1, 1>(acc, lo, hi, la, acc, lo, hi, la, lb);
+    } else if constexpr (FB_TC) {  // the warp's 16 x 4 RN band: RN / 2 mma tiles of 16 x 8 (3xTF32: A_lo B_hi + A_hi B_lo + A_hi B_hi)
         static_assert(RM == 2 && RN % 2 == 0, "FB_TC: 64-row products");
         const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
         const int m0 = 16 * (threadIdx.x / 64), n0 = 4 * RN * (threadIdx.x / 32 % 2);
@@ -182,16 +392,7 @@ __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, 
 #pragma unroll
                 for (int y = 0; y < 2; ++y) fb_cvt<X1>(rb[nt][y], bh[nt][y], bl[nt][y]);
             if (FB_PF) load(k0 + 8 < hi ? k0 + 8 : k0);  // (the last step reloads its own: a valid index)
-#pragma unroll
-            for (int nt = 0; nt < RN / 2; ++nt) {
-                float c[4] = {(float)acc[0][2 * nt], (float)acc[0][2 * nt + 1], (float)acc[1][2 * nt], (float)acc[1][2 * nt + 1]};
-                if (!X1) {
-                    mma_tf32(c, al, bh[nt][0], bh[nt][1]);  // A_lo B_lo dropped (~2^-20)
-                    mma_tf32(c, ah, bl[nt][0], bl[nt][1]);
-                }
-                mma_tf32(c, ah, bh[nt][0], bh[nt][1]);
-                acc[0][2 * nt] = (ta)c[0], acc[0][2 * nt + 1] = (ta)c[1], acc[1][2 * nt] = (ta)c[2], acc[1][2 * nt + 1] = (ta)c[3];
-            }
+            fb_mac<X1>(acc, ah, al, bh, bl);
         }
     } else {
 #pragma unroll 2
@@ -206,6 +407,18 @@ __device__ __forceinline__ void fb_mm(ta (&acc)[RM][RN], int lo, int hi, LA la, 
 #pragma unroll
                 for (int j = 0; j < RN; ++j) acc[i][j] = fma(x[i], y[j], acc[i][j]);
         }
+    }
+}
+
+// c0 += A0 B over [lo0, hi0) and c1 += A1 B over [lo1, hi1) (FB_LM: one k-loop, B loaded once; else two fb_mm)
+template <bool X1 = false, int RM, int RN, int RM1, int RN1, typename LA0, typename LA1, typename LB>
+__device__ __forceinline__ void fb_mm2(ta (&c0)[RM][RN], int lo0, int hi0, LA0 la0, ta (&c1)[RM1][RN1], int lo1, int hi1, LA1 la1,
+                                       LB lb) {
+    if constexpr (FB_LM && !(FB_ABL & 2)) {
+        fb_mmn<X1, 2>(c0, lo0, hi0, la0, c1, lo1, hi1, la1, lb);
+    } else {
+        fb_mm<X1>(c0, lo0, hi0, la0, lb);
+        fb_mm<X1>(c1, lo1, hi1, la1, lb);
     }
 }
 
@@ -457,6 +670,121 @@ __device__ __forceinline__ int fb_level(int t, int s) {
 #endif
 }
 
+// A(m, k) = p[m ld + k] q[m ld + k] for k <= m, else 0 (dQ's dM * D); frag (FB_LDM): both fragments by ldmatrix
+struct fb_tp {
+    const ta *p, *q;
+    int ld;
+    __device__ __forceinline__ ta operator()(int m, int k) const { return k <= m ? p[m * ld + k] * q[m * ld + k] : (ta)0; }
+    __device__ __forceinline__ void frag(int m0, int k0, ta (&v)[4]) const {
+#ifdef __CUDA_ARCH__
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4, ln = threadIdx.x % 32;
+        const unsigned o = 4u * (unsigned)((m0 + (ln & 7) + 8 * (ln >> 3 & 1)) * ld + k0 + 4 * (ln >> 4));
+        unsigned a[4], b[4];
+        fb_ldsm(a, smem_u32(p) + o);
+        fb_ldsm(b, smem_u32(q) + o);
+#pragma unroll
+        for (int x = 0; x < 4; ++x) {
+            const int m = m0 + g + 8 * (x & 1), k = k0 + t4 + 4 * (x >> 1);
+            v[x] = k <= m ? __uint_as_float(a[x]) * __uint_as_float(b[x]) : (ta)0;
+        }
+#else
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        for (int x = 0; x < 4; ++x) v[x] = (*this)(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+#endif
+    }
+};
+
+// The transposed lower-triangle operands (FB_LDM), by a fragment's place against the diagonal (warp-uniform: a k-step
+// wholly past the warp's 16 rows, or wholly before them, needs no mask; the diagonal blocks element by element):
+// fb_lt: A(m, k) = p[k LC + m] (* q[k LC + m]) for k >= m, else 0 (d eGK's W^T, dX's M^T, dK's (dM * D)^T)
+template <bool TWO>
+struct fb_lt {
+    const ta *p, *q;
+    __device__ __forceinline__ ta at(int m, int k) const {
+        if constexpr (TWO) return p[k * FB_LC + m] * q[k * FB_LC + m];
+        else return p[k * FB_LC + m];
+    }
+    __device__ __forceinline__ ta operator()(int m, int k) const { return k >= m ? at(m, k) : (ta)0; }
+    __device__ __forceinline__ void frag(int m0, int k0, ta (&v)[4]) const {
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        if (k0 >= m0 + 16) {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) v[x] = at(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+        } else {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) v[x] = (*this)(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+        }
+    }
+};
+// fb_xs: dZ's A(s, r) = X(s, r) beta_r (X[s][r] at MX[r][s] for s > r, 1 on the diagonal, 0 above)
+struct fb_xs {
+    const ta *MX, *bt;
+    __device__ __forceinline__ ta operator()(int s, int r) const {
+        return (s > r ? MX[r * FB_LC + s] : (s == r ? (ta)1 : (ta)0)) * bt[r];
+    }
+    __device__ __forceinline__ void frag(int m0, int k0, ta (&v)[4]) const {
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        if (k0 + 8 <= m0) {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int s = m0 + g + 8 * (x & 1), r = k0 + t4 + 4 * (x >> 1);
+                v[x] = MX[r * FB_LC + s] * bt[r];
+            }
+        } else {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) v[x] = (*this)(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+        }
+    }
+};
+// fb_xt: B(k, n) = X(n, k) (dM's, dN's X^T; X[n][k] at MX[k][n]); frag2: the n-tiles n0, n0 + 8 (an n-tile wholly
+// right of the k-step: no mask; wholly left: zeros, no load)
+struct fb_xt {
+    const ta* MX;
+    __device__ __forceinline__ ta operator()(int k, int n) const { return n > k ? MX[k * FB_LC + n] : (n == k ? (ta)1 : (ta)0); }
+    __device__ __forceinline__ void frag2(int n0, int k0, ta (&v)[2][2]) const {
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+            const int nb = n0 + 8 * nt;
+            if (nb >= k0 + 8) {
+#pragma unroll
+                for (int y = 0; y < 2; ++y) v[nt][y] = MX[(k0 + t4 + 4 * y) * FB_LC + nb + g];
+            } else if (nb + 8 <= k0) {
+                v[nt][0] = v[nt][1] = (ta)0;
+            } else {
+#pragma unroll
+                for (int y = 0; y < 2; ++y) v[nt][y] = (*this)(k0 + t4 + 4 * y, nb + g);
+            }
+        }
+    }
+};
+
+// dV's A operand (Lambda * W)^T: A(s, t) = lam[t][min(level(t, s), L - 1)] W[t][s] for t >= s, else 0 (lamS [t][8],
+// W in sA). frag (FB_LDM): a k-step past the warp's 16-row block (k0 >= m0 + 16) has one level for all its elements,
+// 4 + level(k0 / 16, m0 / 16), and no mask; else element by element (the same products)
+struct fb_lw {
+    const ta *lamS, *sA;
+    int L;
+    __device__ __forceinline__ ta operator()(int s, int t) const {
+        const ta x = lamS[t * 8 + min(fb_level(t, s), L - 1)] * sA[t * FB_LC + s];
+        return t >= s ? x : (ta)0;
+    }
+    __device__ __forceinline__ void frag(int m0, int k0, ta (&v)[4]) const {
+        const int g = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+        if (k0 >= m0 + 16) {
+            const int l = min(4 + fb_level(k0 >> 4, m0 >> 4), L - 1);
+#pragma unroll
+            for (int x = 0; x < 4; ++x) {
+                const int s = m0 + g + 8 * (x & 1), t = k0 + t4 + 4 * (x >> 1);
+                v[x] = lamS[t * 8 + l] * sA[t * FB_LC + s];
+            }
+        } else {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) v[x] = (*this)(m0 + g + 8 * (x & 1), k0 + t4 + 4 * (x >> 1));
+        }
+    }
+};
+
 // X = (I + N)^{-1} by blocks, as gd_forms (gated_delta_forms.cu) solves it: the 16 x 16 diagonal blocks by forward
 // substitution in registers (thread = column), then twice X_10 = -X_11 (N_10 X_00) over the 2 HB x 2 HB diagonal blocks
 // (HB = 16, 32), a barrier apart: a chain of ~15 + 4 x HB dependent steps instead of 63 steps of shuffles (FB_BSOLVE 0).
@@ -585,6 +913,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     const auto xi = [](ta x) { return XIT{x}; };
     const auto rnd = [](ta x) { return fb_rnd<XR>(x); };
     auto lamat = [&](int t, int s) { return lamS[t * 8 + min(fb_level(t, s), L - 1)]; };
+    // the tiles read as operands in mma's order (FB_LDM: by ldmatrix; EX: the tiles xr / xi pass as tf32s)
+    using FTA = fb_ta<XR>;
+    using FTB = fb_tb<XR>;
 
     // ---- the chunk's inputs, decays, D ----
     // the chunk's rows inside the call: r_in <= t < r_out
@@ -618,9 +949,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta kk[R][CC], qk[R][CC];
         zero_acc(kk);
         zero_acc(qk);
-        auto lk = [&](int f, int s) { return xi(sK[s * FB_LK + f]); };
-        fb_mm<X1>(kk, 0, up ? 0 : DKP, [&](int t, int f) { return xi(sK[t * FB_LK + f]); }, lk);
-        fb_mm<X1>(qk, 0, up ? 0 : DKP, [&](int t, int f) { return xi(sA[t * FB_LK + f]); }, lk);
+        fb_mm2<X1>(kk, 0, up ? 0 : DKP, FTA{sK, FB_LK}, qk, 0, up ? 0 : DKP, FTA{sA, FB_LK}, FTB{sK, FB_LK});
         fb_each(qk, [&](int t, int s, ta x) {
             if (s <= t) sMX[t * FB_LC + s] = sDD[t * FB_LC + s] * x;
         });
@@ -656,12 +985,14 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta w[R][CC], ph[RK][CC];
         zero_acc(w);
         zero_acc(ph);
-        using FT = typename fb_if<XF, XT, ta>::type;
-        const auto xb = [&](int r, int s) { return FT{XF ? sS[s * FB_LC + r] : X(r, s)}; };  // X[r][s]
-        fb_mm<X1>(w, cl, whi, [&](int t, int r) { return r <= t ? sMX[t * FB_LC + r] : (ta)0; }, xb);
-        fb_mm<X1>(ph, cl, CH, [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; }, xb);
+        const auto zk = [&](int f, int r) { return veS[r] * sK[r * FB_LK + f]; };
+        if constexpr (XF) {  // X[r][s] at sS[s][r]
+            fb_mm2<X1>(w, cl, whi, fb_ta<false, 1>{sMX, FB_LC}, ph, cl, CH, zk, FTB{sS, FB_LC});
+        } else {
+            fb_mm2<X1>(w, cl, whi, fb_ta<false, 1>{sMX, FB_LC}, ph, cl, CH, zk, X);
+        }
         fb_each(w, [&](int t, int s, ta x) { sA[t * FB_LC + s] = x; });
-        fb_each(ph, [&](int f, int s, ta x) { sP[f * FB_LC + s] = rnd(x * vb[s]); });
+        fb_each(ph, [&](int f, int s, ta x) { sP[FB_LM ? s * FB_LK + f : f * FB_LC + s] = rnd(x * vb[s]); });
     }
     __syncthreads();
 
@@ -675,10 +1006,11 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         fb_copy<CH, FB_VB, XR>(S1, FB_LV, dI + c0, cj * CH, DV, r_in, r_out, DV - c0);
         fb_copy<CH, FB_VB>(S2, FB_LV, v + c0, bh * T + t0, DV, r_in, r_out, DV - c0);
         __syncthreads();
-        fb_mm<X1>(P, 0, FB_VB, [&](int t, int c) { return xr(S1[t * FB_LV + c]); }, [&](int c, int s) { return xi(S2[s * FB_LV + c]); });
+        fb_mm<X1>(P, 0, FB_VB, FTA{S1, FB_LV}, FTB{S2, FB_LV});
         ta dvv[R][FB_CV];
         zero_acc(dvv);
-        fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) {  // (FB_BFREE: both loads made, then the mask: no branch)
+        if constexpr (FB_LM) fb_mm<X1>(dvv, wlo, CH, fb_lw{lamS, sA, L}, [&](int t, int c) { return xr(S1[t * FB_LV + c]); });
+        else fb_mm<X1>(dvv, wlo, CH, [&](int s, int t) {  // (FB_BFREE: both loads made, then the mask: no branch)
                   if constexpr (FB_BFREE && FB_BF16) {
                       const ta x = lamat(t, s) * sA[t * FB_LC + s];
                       return t >= s ? x : (ta)0;
@@ -690,8 +1022,10 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         __syncthreads();
         fb_copy<DKP, FB_VB, XR>(S1, FB_LV, dHc + c0, cj * DK, DV, 0, DK, DV - c0);
         __syncthreads();
-        fb_mm<X1>(dphi, 0, FB_VB, [&](int f, int c) { return xr(S1[f * FB_LV + c]); }, [&](int c, int s) { return xi(S2[s * FB_LV + c]); });
-        fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return xr(sP[f * FB_LC + s]); }, [&](int f, int c) { return xr(S1[f * FB_LV + c]); });
+        fb_mm<X1>(dphi, 0, FB_VB, FTA{S1, FB_LV}, FTB{S2, FB_LV});
+        const auto lc = [&](int f, int c) { return xr(S1[f * FB_LV + c]); };
+        if constexpr (FB_LM) fb_mm<X1>(dvv, 0, DKP, FTA{sP, FB_LK}, lc);  // (phi [s][f])
+        else fb_mm<X1>(dvv, 0, DKP, [&](int s, int f) { return xr(sP[f * FB_LC + s]); }, lc);
         if constexpr (FB_PAIR) {
             fb_ij2<R, FB_CV>([&](int i, int jj, int s, int c) {
                 if (in(s)) fb_st2(dv + row(s) * DV + c0 + c, pv, c0 + c < DV, c0 + c + 1 < DV, dvv[i][jj], dvv[i][jj + 1]);
@@ -710,17 +1044,45 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
 
     // ---- dlam, d attn, d eGK: dQ, dK, dG ----
     const int NLV = min(L, FB_NL);
+    // the keys u <= t at level l: [lo, hi) (the last level, l = L - 1: at every level >= l)
+    const auto keys = [&](int t, int l, int& lo, int& hi) {
+        const bool clip = l == L - 1;
+        lo = clip ? 0 : t, hi = t + 1;
+        if (l > 0) {
+            hi = (t >> (l - 1)) << (l - 1);
+            lo = clip ? 0 : ((t >> (l - 1)) & 1 ? hi - (1 << (l - 1)) : hi);
+        }
+    };
+    if constexpr (FB_DLQ) {  // row t by a quad of lanes (every 4th key each, then two shuffles), a level at a time
+        const int q = tid % 4;
+        for (int t0 = 0; t0 < CH; t0 += NT / 4) {  // (every thread alike: the shuffles)
+            const int t = t0 + tid / 4;
+            for (int l = 0; l < NLV; ++l) {
+                int lo = 0, hi = 0;
+                if (t < CH) keys(t, l, lo, hi);
+                ta s = (ta)0;
+                for (int u = lo + q; u < hi; u += 4) s = fma(sA[t * FB_LC + u] * vb[u], sS[t * FB_LC + u], s);
+                s += __shfl_xor_sync(0xffffffffu, s, 1, 32);
+                s += __shfl_xor_sync(0xffffffffu, s, 2, 32);
+                if (l % 4 == q && t < CH && in(t)) {
+                    const i64 at = row(t) * L + l;
+                    fb_st(dlam + at, dlw ? s + dlw[at] : s);
+                }
+            }
+            if (t < CH && in(t))
+                for (int l = NLV + q; l < L; l += 4) {
+                    const i64 at = row(t) * L + l;
+                    fb_st(dlam + at, dlw ? (ta)0 + dlw[at] : (ta)0);
+                }
+        }
+    } else
     for (int idx = tid; idx < CH * L; idx += NT) {
         const int t = idx / L, l = idx % L;
         if (!in(t)) continue;
         ta s = (ta)0;
-        if (l < NLV) {  // the keys s <= t at level l (the last level, l = L - 1: at every level >= l)
-            const bool clip = l == L - 1;
-            int lo = clip ? 0 : t, hi = t + 1;
-            if (l > 0) {
-                hi = (t >> (l - 1)) << (l - 1);
-                lo = clip ? 0 : ((t >> (l - 1)) & 1 ? hi - (1 << (l - 1)) : hi);
-            }
+        if (l < NLV) {
+            int lo, hi;
+            keys(t, l, lo, hi);
             for (int u = lo; u < hi; ++u) s = fma(sA[t * FB_LC + u] * vb[u], sS[t * FB_LC + u], s);
         }
         const i64 at = row(t) * L + l;
@@ -731,11 +1093,12 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta dat[R][CC];
         zero_acc(dat);
-        fb_mm<X1>(dat, 0, up ? 0 : DKP, [&](int t, int f) { return sP[t * FB_LK + f]; }, [&](int f, int s) { return xi(sK[s * FB_LK + f]); });
+        fb_mm<X1>(dat, 0, up ? 0 : DKP, fb_ta<false>{sP, FB_LK}, FTB{sK, FB_LK});
         ta de[R][CK];
         zero_acc(de);
-        fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; },
-              [&](int s, int f) { return sP[s * FB_LK + f]; });
+        const auto lq = [&](int s, int f) { return sP[s * FB_LK + f]; };
+        if constexpr (FB_LM) fb_mm<X1>(de, wlo, CH, fb_lt<false>{sA, sA}, lq);
+        else fb_mm<X1>(de, wlo, CH, [&](int t, int s) { return s >= t ? sA[s * FB_LC + t] : (ta)0; }, lq);
         ta part[R] = {};
         if constexpr (FB_PAIR) {
             fb_ij2<R, CK>([&](int i, int jj, int t, int f) {
@@ -780,12 +1143,13 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         {  // dM = dW X^T -> sA (W is no longer read)
             ta dM[R][CC];
             zero_acc(dM);
-            fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), dW, [&](int r, int s) { return X(s, r); });
+            if constexpr (FB_LM) fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), FTA{sS, FB_LC}, fb_xt{sMX});
+            else fb_mm<X1>(dM, 0, up ? 0 : min(whi, ch), FTA{sS, FB_LC}, [&](int r, int s) { return X(s, r); });
             fb_each(dM, [&](int t, int s, ta x) { sA[t * FB_LC + s] = s <= t ? x : (ta)0; });
         }
         ta dY[R][CC];  // e^S_r (K dphi)[r][s]
         zero_acc(dY);
-        fb_mm<X1>(dY, 0, up ? 0 : DKP, [&](int r, int f) { return xi(sK[r * FB_LK + f]); }, [&](int f, int s) { return xr(sP[f * FB_LC + s]); });
+        fb_mm<X1>(dY, 0, up ? 0 : DKP, FTA{sK, FB_LK}, [&](int f, int s) { return xr(sP[f * FB_LC + s]); });
         ta cpart[CC] = {};
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             dY[i][jj] *= veS[r];
@@ -794,7 +1158,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         {
             ta dZ[R][CK];
             zero_acc(dZ);
-            fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, [&](int r, int f) { return xr(sP[f * FB_LC + r]); });
+            if constexpr (FB_LM) fb_mm<X1>(dZ, 0, whi, fb_xs{sMX, vb}, FTB{sP, FB_LC});
+            else fb_mm<X1>(dZ, 0, whi, [&](int s, int r) { return X(s, r) * vb[r]; }, FTB{sP, FB_LC});
             ta part[R] = {};
             if constexpr (FB_PAIR) {
                 fb_ij2<R, CK>([&](int i, int jj, int s, int f) {
@@ -822,7 +1187,8 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
         ta dX[R][CC];  // M^T dW + dY diag(beta) -> sP
         zero_acc(dX);
-        fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
+        if constexpr (FB_LM) fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, fb_lt<false>{sMX, sMX}, dW);
+        else fb_mm<X1>(dX, up ? CH : max(wlo, cl), CH, [&](int r, int t) { return t >= r ? sMX[t * FB_LC + r] : (ta)0; }, dW);
         fb_ij<R, CC>([&](int i, int jj, int r, int s) {
             sP[r * FB_LC + s] = rnd(s <= r ? fma(dY[i][jj], vb[s], dX[i][jj]) : (ta)0);
         });
@@ -834,14 +1200,15 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     {
         ta tm[R][CC];
         zero_acc(tm);
-        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, [&](int i, int r) { return X(r, i); }, [&](int r, int s) { return xr(sP[r * FB_LC + s]); });
+        fb_mm<X1>(tm, up ? CH : max(wlo, cl), CH, fb_ta<false, 2>{sMX, FB_LC}, [&](int r, int s) { return xr(sP[r * FB_LC + s]); });
         fb_each(tm, [&](int i, int s, ta x) { sS[i * FB_LC + s] = rnd(x); });  // d attn no longer read
     }
     __syncthreads();
     {
         ta dN[R][CC];
         zero_acc(dN);
-        fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), [&](int i, int b) { return xr(sS[i * FB_LC + b]); }, [&](int b, int r) { return X(r, b); });
+        if constexpr (FB_LM) fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), FTA{sS, FB_LC}, fb_xt{sMX});
+        else fb_mm<X1>(dN, 0, up ? 0 : min(whi, ch), FTA{sS, FB_LC}, [&](int b, int r) { return X(r, b); });
         ta part[R] = {};
         fb_ij<R, CC>([&](int i, int jj, int t, int r) {
             dN[i][jj] = r < t ? -dN[i][jj] : (ta)0;
@@ -854,6 +1221,14 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     __syncthreads();
     auto dQK = [&](int t, int s) { return s <= t ? sA[t * FB_LC + s] * sDD[t * FB_LC + s] : (ta)0; };
     auto dKK = [&](int t, int s) { return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[t * FB_LC + s] : (ta)0; };
+    auto dKKs = [&](int t, int s) {  // dKK(t, s) + dKK(s, t): one of the two is 0 (FB_LDM: that one's loads not made)
+        if constexpr (FB_LM) {
+            const int hi = max(t, s), at = hi * FB_LC + min(t, s);
+            return t != s ? sP[at] * vb[hi] * sDD[at] : (ta)0;
+        } else {
+            return dKK(t, s) + dKK(s, t);
+        }
+    };
     auto eD = [&](int t, int s) {  // E[t][s] = (D * dD)[t][s]
         return s < t ? sP[t * FB_LC + s] * vb[t] * sDD[s * FB_LC + t] + sA[t * FB_LC + s] * sMX[t * FB_LC + s] : (ta)0;
     };
@@ -862,10 +1237,11 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         ta dQ[R][CK], dK[R][CK];
         zero_acc(dQ);
         zero_acc(dK);
-        fb_mm<X1>(dQ, 0, whi, dQK, lk);
-        fb_mm<X1>(dK, 0, CH, [&](int t, int s) { return dKK(t, s) + dKK(s, t); }, lk);
-        fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); },
-              [&](int s, int f) { return xi(sS[s * FB_LK + f]); });
+        if constexpr (FB_LM) fb_mm2<X1>(dQ, 0, whi, fb_tp{sA, sDD, FB_LC}, dK, 0, CH, dKKs, lk);
+        else fb_mm2<X1>(dQ, 0, whi, dQK, dK, 0, CH, dKKs, lk);
+        const auto lq = [&](int s, int f) { return xi(sS[s * FB_LK + f]); };
+        if constexpr (FB_LM) fb_mm<X1>(dK, wlo, CH, fb_lt<true>{sA, sDD}, lq);
+        else fb_mm<X1>(dK, wlo, CH, [&](int t, int s) { return dQK(s, t); }, lq);
         if constexpr (FB_PAIR) {  // (dK's stores before dq's: FB_H keeps dk's partial sums' low halves in dq)
             fb_ij2<R, CK>([&](int i, int jj, int t, int f) {
                 if (in(t)) {
