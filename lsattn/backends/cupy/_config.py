@@ -89,13 +89,13 @@ class Config:
     def gd_tier3_bwd_smem(self, R=None):
         """gd_tier3_bwd's shared memory (gated_delta_tier3_bwd.cu's gt3b_smem) at R chunks of a period held (None:
         GT3B_R, the most of 4, 2 within two blocks a SM (113 KB), else within SMEM_MAX): their Qp rows (``te`` bytes,
-        padded by 16 bytes) and dout rows (64 + 8 columns), two buffers of a slot (64 + 4 columns) and of R CH read
+        padded by 16 bytes) and dout rows (64 + 8 columns), two buffers of a slot (64 + 8 columns) and of R CH read
         weights."""
         if R is None:
             fits = [(r, lim) for lim in (113 * 1024, SMEM_MAX) for r in (4, 2) if self.gd_tier3_bwd_smem(r) <= lim]
             return self.gd_tier3_bwd_smem(fits[0][0] if fits else 1)
         CH, DKP = self.CH, self.DKP
-        return R * CH * (DKP + 16 // self.te) * self.te + (R * CH * 72 + 2 * (DKP * 68 + R * CH)) * self.itemsize
+        return R * CH * (DKP + 16 // self.te) * self.te + (R * CH * 72 + 2 * (DKP * 72 + R * CH)) * self.itemsize
 
     def tier3_chunks(self, BW=None):
         """gd_tier3's chunks per block (gated_delta_coarse.cu's GD_T3R) at BW columns a block (None: ``tier_bw``): 4, 2

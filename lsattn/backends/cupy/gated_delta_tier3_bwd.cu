@@ -22,7 +22,14 @@
 // Shared (Config.smem("gd_tier3_bwd")): Qp's R CH rows [t][kk] (gd_e, row stride GD_LDQE), dout's R CH rows [t][col]
 // (row stride GT3B_LD), two buffers of a slot [kk][col] (row stride GT3B_LS: the transposed B reads of U on 32 banks)
 // and of its R CH read weights.
-constexpr int GT3B_BW = 64, GT3B_LD = GT3B_BW + 8, GT3B_LS = GT3B_BW + 4;
+constexpr int GT3B_BW = 64, GT3B_LD = GT3B_BW + 8, GT3B_LS = GT3B_BW + 8;
+// GT3B_V2_SET (s26c; 0: session 25's form, for A/B timing): U's fragments as 8-byte loads, its reduction's k-steps
+// permuted (the lane's k slots t, t + 4 read from the adjacent columns 2 t, 2 t + 1 of D's and S's rows: the same
+// permutation on both sides leaves the sum; LD, LS = 8 mod 32 banks: a half-warp's 8-byte loads on 32 banks): A 2
+// loads, B 1 a tile, where 4 and 2; and the later groups' dS (R < 4) loaded before the products, not after them.
+#ifndef GT3B_V2_SET
+#define GT3B_V2_SET 1
+#endif
 constexpr int gt3b_smem(int R) {
     return R * CH * GD_LDQE * GD_E2 + (R * CH * GT3B_LD + 2 * (DKP * GT3B_LS + R * CH)) * (int)sizeof(ta);
 }
@@ -115,6 +122,16 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
         const ta* w = lw + (j & 1) * RR;
         const int lcol = GD_LOG2C + GD_TM + level(s) + 1;
         float ds[TWB][4] = {};
+        if (GT3B_V2_SET && g && wb.on) {  // (R < 4) the earlier groups' dS_cl(pp), added to
+            const ta* d = dSb + (e0 + s) * slot_sz + c0;
+#pragma unroll
+            for (int i = 0; i < TWB; ++i)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) {
+                    const int kk = wb.row(x), cc = wb.col(i, x);
+                    if (kk < DK && cc < nc) ds[i][x] = (float)d[(i64)kk * DV + cc];
+                }
+        }
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             const int c = f0 + g * R + r;
@@ -123,7 +140,31 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
             const ta* D = Ds + r * CH * GT3B_LD;
             // U = dout S^T: A (t, col) = D[t][col], B (col, kk) = S[kk][col]
             float u[TWA][4] = {};
-            if (wa.on)
+            if (GT3B_V2_SET && wa.on) {
+                // (tf32 operands: 1xTF32 hi (RN: rounded here), 3xTF32 hi / lo)
+                auto op = [&](float v, bool rn, unsigned& h, unsigned& l) {
+                    if (X1) h = rn ? to_tf32(v) : __float_as_uint(v), l = 0u;
+                    else tf32_split(v, h, l);
+                };
+                const int g8 = tid % 32 / 4;
+                for (int k0 = 0; k0 < K8; k0 += 8) {
+                    unsigned ah[4], al[4];
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {  // rows g8 + 8 h: k slots t4 (x = h), t4 + 4 (x = h + 2)
+                        const float2 a = *reinterpret_cast<const float2*>(D + (wa.r0 + g8 + 8 * h) * GT3B_LD + k0 + 2 * t4);
+                        op(a.x, !PR, ah[h], al[h]);
+                        op(a.y, !PR, ah[h + 2], al[h + 2]);
+                    }
+#pragma unroll
+                    for (int i = 0; i < TWA; ++i) {
+                        unsigned bh_[2], bl[2];
+                        const float2 b = *reinterpret_cast<const float2*>(S + (wa.n0 + 8 * i + g8) * GT3B_LS + k0 + 2 * t4);
+                        op(b.x, !(PR && GD_SBR), bh_[0], bl[0]);
+                        op(b.y, !(PR && GD_SBR), bh_[1], bl[1]);
+                        gdb_mma<X1>(u[i], ah, al, bh_, bl);
+                    }
+                }
+            } else if (wa.on)
                 for (int k0 = 0; k0 < K8; k0 += 8) {
                     unsigned ah[4], al[4];
                     gdb_fa<X1, !PR>([&](int a, int k) { return (float)D[(wa.r0 + a) * GT3B_LD + k0 + k]; }, ah, al);
@@ -183,7 +224,8 @@ __device__ __forceinline__ void gt3b_body(const gd_e* __restrict__ qe, const gd_
 #pragma unroll
                 for (int x = 0; x < 4; ++x) {
                     const int kk = wb.row(x), cc = wb.col(i, x);
-                    if (kk < DK && cc < nc) d[(i64)kk * DV + cc] = (g ? d[(i64)kk * DV + cc] : (ta)0) + (ta)ds[i][x];
+                    if (kk < DK && cc < nc)
+                        d[(i64)kk * DV + cc] = (GT3B_V2_SET || !g ? (ta)0 : d[(i64)kk * DV + cc]) + (ta)ds[i][x];
                 }
         }
         if (s == ns - 1 && wa.on) {  // the group's dQp: stored (one column block: the only writer), else added
