@@ -1031,6 +1031,54 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
         assert cgd._torch_call(xs[0], buf[2:].view(xs[1].shape), *xs[2:], C, None) is None
 
 
+@pytest.mark.parametrize("batch, T, dv, grouped", [((2, 2), 600, 17, False), ((5,), 1100, 64, True)])
+def test_torch_pipe_parts_bit_equal_emulated(emulated, monkeypatch, batch, T, dv, grouped):
+    """``gated_delta.PIPE_PARTS``: the direct path's sequences in parts (every part's gd_forms, then each part's
+    two-tier scan; on the GPU beside one another, here in order) give PIPE_PARTS = 1's bfloat16 output bit for bit,
+    parts of unequal sizes included (4 sequences in 3 parts, 5 in 2, 3, 4); the finiteness flag of one NaN in the
+    last part's sequences is set."""
+    torch = _direct_on_emulation(emulated, monkeypatch)
+    import types
+
+    from lsattn.backends.cupy import _rawlaunch
+
+    kernels = {}
+
+    def raw_launch(fn, grid, block, shared, n_ptr, scalars):
+        kernels[id(fn)] = fn
+        return _rawlaunch.RawLaunch(types.SimpleNamespace(ptr=id(fn)), grid, block, shared, n_ptr, scalars,
+                                    _emulated_driver(kernels, 77))
+
+    monkeypatch.setattr(cgd, "raw_launch", raw_launch)
+    monkeypatch.setattr(cgd, "PIPE_MIN_PERIODS", 0)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    xs = [torch.as_tensor(x).to(torch.bfloat16) for x in make(7, batch, T, 64, dv, resets=True)]
+    outs = {}
+    for K in range(1, min(4, int(np.prod(batch))) + 1):
+        monkeypatch.setattr(cgd, "PIPE_PARTS", K)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+        outs[K] = cgd._torch_call(*xs, 64, None)
+        plan = next(iter(cgd._TORCH_PLANS.values()))
+        assert plan.o16 and (plan.parts is None) == (K == 1) and plan.tier.grouped == grouped
+        assert K == 1 or len(plan.parts) == K
+        assert outs[K].dtype == torch.bfloat16 and torch.equal(outs[K], outs[1]), K
+    bad = [x.clone() for x in xs]
+    bad[2].view(-1)[-1] = float("nan")  # the last sequence's last value
+
+    class Check:
+        flag = np.zeros(1, np.int32)
+
+        def pointer(self):
+            return self.flag.ctypes.data
+
+        def launched(self, stream=None):
+            assert stream == 77
+
+    check = Check()
+    cgd._torch_call(*bad, 64, check)
+    assert check.flag[0] == 1
+
+
 @pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
     ("float32", 420, 16, 40, 16, True),  # 27 chunks: 7 periods (the last partial), gd_cgroup / gd_coarse_g / gd_cfill
     ("float32", 1700, 16, 20, 16, True),  # 27 periods, 5 coarse levels: gd_tier3's fold (T3FILL) reads Z_{4q}, P_2, P_3
