@@ -1432,6 +1432,40 @@ def test_gpu_tier_fork_bit_equal(monkeypatch, dtype, T, C, grouped):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("batch, T, dv, grouped", [((2, 3), 4500, 48, False), ((5,), 8192, 64, True),
+                                                   ((2, 16), 8192, 64, True)])
+def test_gpu_pipe_parts_bit_equal(monkeypatch, batch, T, dv, grouped):
+    """``PIPE_PARTS``: the bfloat16 direct path's sequences in 2 .. 4 parts (each part's scan but the last on a stream
+    of its own beside the next part's gd_forms, at the highest or the default priority) give one part's output bit
+    for bit, three calls in a row on a torch stream of its own (the parts' streams reused); within BF16 of the
+    reference."""
+    _gpu_ready()
+    torch = _torch_cuda()
+
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    monkeypatch.setattr(cgd, "PIPE_MIN_PERIODS", 16)
+    arrays = make(19, batch, T, 64, dv, resets=True)
+    dev = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
+    outs, stream = {}, torch.cuda.Stream()
+    for K, prio in ((1, True), (2, True), (3, True), (4, True), (2, False)):
+        monkeypatch.setattr(cgd, "PIPE_PARTS", K)
+        monkeypatch.setattr(cgd, "PIPE_PRIORITY", prio)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+        with torch.cuda.stream(stream):
+            got = [lsattn.loglinear_gated_delta(*dev) for _ in range(3)]
+        stream.synchronize()
+        plan = next(iter(cgd._TORCH_PLANS.values()))
+        assert (plan.parts is None) == (K == 1) and (K == 1 or len(plan.parts) == K)
+        assert torch.equal(got[0], got[1]) and torch.equal(got[0], got[2])
+        outs[K, prio] = got[0]
+    for key, out in outs.items():
+        assert torch.equal(out, outs[1, True]), key
+    if len(batch) == 2 and batch[1] == 3:
+        want = ref.loglinear_gated_delta(*[t.double() for t in dev])
+        assert_close(outs[2, True].double().cpu().numpy(), want.cpu().numpy(), BF16)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype, T, dv", [("bfloat16", 2100, 64), ("float16", 2100, 64), ("bfloat16", 2049, 7)])
 def test_gpu_direct_output_rounded_by_gd_tier3(monkeypatch, dtype, T, dv):
     """16-bit CUDA tensors on the direct path with the two-tier scan (33 chunks, T not a multiple of the chunk, an odd

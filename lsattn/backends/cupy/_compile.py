@@ -251,9 +251,12 @@ def _pipe_sides(ops, k):
         return None
     import cupy
 
-    pairs = _SIDES.__dict__.setdefault("pipe", {}).setdefault(cupy.cuda.runtime.getDevice(), [])
+    from . import gated_delta as gdm
+
+    prio = gdm.PIPE_PRIORITY
+    pairs = _SIDES.__dict__.setdefault("pipe", {}).setdefault((cupy.cuda.runtime.getDevice(), prio), [])
     while len(pairs) < k:  # (greatest priority: the range's second value)
-        hi = cupy.cuda.runtime.deviceGetStreamPriorityRange()[1]
+        hi = cupy.cuda.runtime.deviceGetStreamPriorityRange()[1] if prio else None
         pairs.append((_Side(cupy, hi), _Side(cupy, hi)))
     return pairs[:k]
 

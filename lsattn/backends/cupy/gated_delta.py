@@ -446,6 +446,9 @@ OUT16 = True
 #: to 1 (off, for A/B timing; read when a plan is made). From PIPE_MIN_PERIODS periods and PIPE_PARTS sequences.
 PIPE_PARTS = 2
 PIPE_MIN_PERIODS = 32
+#: ... the parts' streams at the device's highest priority (their blocks dispatched before the next gd_forms' waiting
+#: ones; False: the default priority, for A/B timing)
+PIPE_PRIORITY = True
 _TORCH_PLANS = {}
 _TORCH_PLANS_MAX = 64
 _RAW_STREAM = []  # torch's current raw stream getter, looked up once

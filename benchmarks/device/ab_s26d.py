@@ -1,0 +1,104 @@
+"""PIPE_PARTS A/B (s26d, issue 16): the public bfloat16 forward ``lsattn.loglinear_gated_delta`` (B=2, H=16, d=64,
+bench_gpu_gated_delta's inputs) with its modes rotated call by call in one process: ``off`` (``gated_delta.PIPE_PARTS``
+1: main's launches), ``p2`` / ``p4`` (2 / 4 parts, high-priority streams), ``p2n`` (2 parts, default priority).
+Per mode and T, medians over REPS rounds: ``lat`` one call's CUDA-event time from an idle GPU (the forward table's
+measure), ``pipe`` 10 calls back to back / 10, ``wall`` one call's host time to its end (synchronized); every mode's
+output against off's (bit for bit expected); then one profiled call per mode at the first T given for the timeline
+argument: each GPU kernel's start / end relative to the first kernel's start (us), and the GPU span.
+    python benchmarks/device/ab_s26d.py 8192,16384,32768 [REPS] [MODES] [TIMELINE_T]"""
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
+import lsattn  # noqa: E402
+from bench_gpu import events_ms  # noqa: E402
+from bench_gpu_gated_delta import inputs  # noqa: E402
+from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
+
+PARTS = {"off": (1, True), "p2": (2, True), "p3": (3, True), "p4": (4, True), "p2n": (2, False)}
+PLANS = {}  # a plan cache per mode (PIPE_PARTS / PIPE_PRIORITY are read when a plan is made)
+
+
+def mode(m):
+    cgd.PIPE_PARTS, cgd.PIPE_PRIORITY = PARTS[m]
+    cgd._TORCH_PLANS = PLANS.setdefault(m, {})
+
+
+def wall(fn):
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) * 1e3
+
+
+def timeline(fn):
+    """GPU kernels of one call: (name, start us, end us) from the first kernel's start, sorted by start."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    ev = [(e.name, e.time_range.start, e.time_range.end) for e in prof.events()
+          if e.device_type == torch.autograd.DeviceType.CUDA and e.name.startswith("gd_")]
+    t0 = min(s for _, s, _ in ev)
+    return sorted((n, s - t0, e - t0) for n, s, e in ev), max(e for _, _, e in ev) - t0
+
+
+def main():
+    Ts = [int(t) for t in sys.argv[1].split(",")]
+    REPS = int(sys.argv[2]) if len(sys.argv) > 2 else 9
+    modes = sys.argv[3].split(",") if len(sys.argv) > 3 else ["off", "p2", "p4", "p2n"]
+    tl_T = int(sys.argv[4]) if len(sys.argv) > 4 else Ts[0]
+    rows = []
+    for T in Ts:
+        x = [t.to(torch.bfloat16) for t in inputs(T, torch.float32)]
+        fn = lambda: lsattn.loglinear_gated_delta(*x)  # noqa: E731
+        outs = {}
+        for m in modes:  # plans, compiles, the outputs
+            mode(m)
+            outs[m] = fn()
+            fn()
+            plan = next(iter(cgd._TORCH_PLANS.values()))
+            print(f"T={T} {m}: parts {None if plan.parts is None else [(b0, b1) for b0, b1, _ in plan.parts]}", flush=True)
+        for m in modes:
+            d = (outs[m].float() - outs["off"].float()).abs().max().item()
+            print(f"T={T} {m} vs off: max |diff| {d:.3g}, equal {torch.equal(outs[m], outs['off'])}", flush=True)
+        res = {m: {"lat": [], "pipe": [], "wall": []} for m in modes}
+        for r in range(REPS):
+            for m in (modes if r % 2 == 0 else modes[::-1]):
+                mode(m)
+                res[m]["lat"].append(events_ms(fn, 1))
+                res[m]["pipe"].append(events_ms(fn, 10))
+                res[m]["wall"].append(wall(fn))
+        med = {m: {k: statistics.median(v) for k, v in res[m].items()} for m in modes}
+        for m in modes:
+            print(f"T={T} {m} lat samples " + " ".join(f"{v:.3f}" for v in res[m]["lat"]), flush=True)
+        rows.append((T, med))
+        if T == tl_T:
+            for m in modes:
+                mode(m)
+                ev, span = timeline(fn)
+                print(f"--- timeline T={T} {m}: GPU span {span:.1f} us")
+                for n, s, e in ev:
+                    print(f"  {n:12s} {s:8.1f} {e:8.1f} {e - s:7.1f}")
+        del x, outs
+        torch.cuda.empty_cache()
+    mode("off")
+    print("| T | mode | latency ms | pipelined ms | wall ms | latency vs off |")
+    print("|---|---|---:|---:|---:|---:|")
+    for T, med in rows:
+        for m in modes:
+            print(f"| {T} | {m} | {med[m]['lat']:.4f} | {med[m]['pipe']:.4f} | {med[m]['wall']:.4f} | "
+                  f"{(med[m]['lat'] - med['off']['lat']) * 1e3:+.1f} us |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Session 26, s26d (issue 16): the public bf16 forward at 16K / 32K; gated_delta.PIPE_PARTS (the direct path's sequences
+# in parts, each part's scan beside the next part's gd_forms on a high-priority stream).
+#   OUT=... bash benchmarks/device/run_s26d.sh tests   (<= 150 s, beside other helpers: test_cupy_gated_delta.py -m gpu
+#          (the parts' test first), memcheck / racecheck / initcheck of gd_pipe_small_s26d.py, gd_small.py bf16 and
+#          gd_tier_small.py)
+#   OUT=... bash benchmarks/device/run_s26d.sh times   (<= 120 s, alone: ab_s26d.py, the public bf16 forward off / parts
+#          alternated at 8K / 16K / 32K with a 16K timeline per mode; ncu of gd_forms at 16K)
+set -u
+NAME=s26d_$1; . benchmarks/device/setup.sh
+export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
+D=benchmarks/device
+PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
+CS="compute-sanitizer --print-limit 5"
+echo "=== $1 $(date -u +%T) $(git rev-parse --short HEAD 2>/dev/null)"
+if [ "$1" = tests ]; then
+  timeout 140 $PT tests/test_cupy_gated_delta.py -k "pipe_parts or torch_direct or direct_output or fork" > "$OUT/log_pytest_a.txt" 2>&1 &
+  timeout 140 $PT tests/test_cupy_gated_delta.py -k "not (pipe_parts or torch_direct or direct_output or fork)" > "$OUT/log_pytest_b.txt" 2>&1 &
+  for tool in memcheck racecheck initcheck; do
+    ( PYTORCH_CUDA_ALLOC_CONF= timeout 130 $CS --tool $tool python3 $D/gd_pipe_small_s26d.py > "$OUT/log_${tool}_pipe.txt" 2>&1
+      PYTORCH_CUDA_ALLOC_CONF= timeout 60 $CS --tool $tool python3 $D/gd_small.py bf16 > "$OUT/log_${tool}_small.txt" 2>&1 ) &
+  done
+  ( sleep 20; PYTORCH_CUDA_ALLOC_CONF= timeout 120 $CS --tool memcheck python3 $D/gd_tier_small.py > "$OUT/log_memcheck_tier.txt" 2>&1 ) &
+  wait
+  for f in a b; do
+    echo "-- pytest $f: $(tail -1 $OUT/log_pytest_$f.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_pytest_$f.txt | head -8 | cut -c1-220
+  done
+  for f in "$OUT"/log_*check_*.txt; do
+    echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1) | $(grep -c 'equal to 1: True\|tier-vs-main\|^ok\|sanitize ok' $f) ok lines, $(grep -c 'equal to 1: False' $f) unequal"
+    grep -E "^=========  (Invalid|Race|Uninit|Error)|Traceback|Error:" $f | head -4 | cut -c1-160
+  done
+else
+  timeout 75 python3 $D/ab_s26d.py 8192,16384,32768 9 off,p2,p4,p2n 16384 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
+  grep -E "parts|vs off" "$OUT/log_ab.txt" | cut -c1-160
+  sed -n '/--- timeline/,$p' "$OUT/log_ab.txt" | grep -vE "^\|" | cut -c1-120
+  grep -E "^\|" "$OUT/log_ab.txt"
+  timeout 40 ncu --set full -k regex:gd_forms --launch-skip 2 -c 1 python3 $D/gd_one_bf16_s23.py 16384 > "$OUT/log_ncu.txt" 2>&1; echo "ncu rc=$?"
+  grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Issue Slots Busy|No Eligible|Eligible Warps|Warp Cycles Per Issued|Executed Instructions  |Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L1/TEX Hit|Block Limit|Stall" "$OUT/log_ncu.txt" | head -30 | cut -c1-150
+fi
+echo "=== done $(date -u +%T)"
