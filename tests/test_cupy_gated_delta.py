@@ -1031,6 +1031,25 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
         assert cgd._torch_call(xs[0], buf[2:].view(xs[1].shape), *xs[2:], C, None) is None
 
 
+@pytest.mark.parametrize("T, dk, dv", [(600, 64, 64), (1000, 64, 64), (600, 64, 48), (300, 40, 64), (300, 64, 20)])
+def test_forms_staged_stores_bit_equal_emulated(emulated, monkeypatch, T, dk, dv):
+    """GF_STG (s26d): gd_forms' qeff, H and intra output of the public bf16 call (GD_S16 + GD_O16: the direct path with
+    gd_tier3) staged in shared memory and copied out by 16-byte stores: the bfloat16 output equal bit for bit to the
+    epilogues' stores' (GF_STG 0), T not a multiple of the chunk included; d_k or d_v other than 64: the copies within
+    the rows' length (element by element where it is not a multiple of 8)."""
+    torch = _direct_on_emulation(emulated, monkeypatch)
+    monkeypatch.setattr(cgd, "raw_launch", lambda *a: None)
+    xs = [torch.as_tensor(x).to(torch.bfloat16) for x in make(11, (2,), T, dk, dv, keys="raw", resets=True)]
+    outs = []
+    for stg in (0, 1):
+        ops = copy.copy(emulated)
+        ops.extra = {"GF_STG": stg, "DVP": 64}  # (DVP: the GPU builds' padded d_v, which the switch needs)
+        torch = _direct_on_emulation(ops, monkeypatch)
+        outs.append(cgd._torch_call(*xs, 64, None))
+        assert next(iter(cgd._TORCH_PLANS.values())).cfg.o16
+    assert outs[0].dtype == torch.bfloat16 and torch.equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("batch, T, dv, grouped", [((2, 2), 600, 17, False), ((5,), 1100, 64, True)])
 def test_torch_pipe_parts_bit_equal_emulated(emulated, monkeypatch, batch, T, dv, grouped):
     """``gated_delta.PIPE_PARTS``: the direct path's sequences in parts (every part's gd_forms, then each part's

@@ -607,7 +607,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const GfAT<true> la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
             const bool q2 = DK % 2 == 0 && reinterpret_cast<unsigned long long>(q) % (2 * sizeof(ti)) == 0;
             const auto st = gf_pair([&](int t, int f, ta x0, ta x1) {
-                if (f >= DK) return;
+                if (!GF_SG && f >= DK) return;
                 ta y0, y1;
                 if constexpr (GF_QS) {  // Q's pair (f, f + 1) from its 16-bit tile (zero outside the call and beyond DK)
                     const unsigned u = *reinterpret_cast<const unsigned*>(Qh + gf_h(t, f));
@@ -615,7 +615,10 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                 } else {
                     gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
                 }
-                gf_st2c(qej + t * DK, f, DK, gd_tar(eG[t] * y0 - x0), gd_tar(eG[t] * y1 - x1));
+                if (GF_SG)  // (over the pair just read: the same thread's)
+                    *reinterpret_cast<unsigned*>(Qh + gf_h(t, f)) = gd_bfr2(eG[t] * y0 - x0, eG[t] * y1 - x1);
+                else
+                    gf_st2c(qej + t * DK, f, DK, gd_tar(eG[t] * y0 - x0), gd_tar(eG[t] * y1 - x1));
             });
 #if TI_BF16
             if constexpr (GF_AL) gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, m0 + 16, GfAH{AEh}, kel, st, Kh);
@@ -691,6 +694,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     if constexpr (!GF_TF)
         for (int idx = tid; idx < DK * CH; idx += NT) gd_put(ph + cj * DK * CH + idx, gd_tar(R3[(idx % CH) * GF_LK + idx / CH]));
+    if constexpr (GF_SG) gf_tile_out(Qh, reinterpret_cast<gd_bf*>(qe + cj * CH * DK), CH, DK);  // qeff (Q's tile free after)
     // GF_VE: the first value block's rows (64 x 8 pieces of 16 bytes, 2 per thread) into K's tile, asynchronously
     if (GF_VE && vcp) {
 #pragma unroll
@@ -762,10 +766,12 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Vh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
             const auto hst = gf_pair([&](int kk, int c, ta x0, ta x1) {
-                if (kk < DK && vb + c < DV) gf_st2c(Hc + (cj * DK + kk) * DV + vb, c, DV - vb, x0, x1);
+                if (GF_SG) *reinterpret_cast<unsigned*>(Qh + gf_h(kk, c)) = gd_bfr2(x0, x1);
+                else if (kk < DK && vb + c < DV) gf_st2c(Hc + (cj * DK + kk) * DV + vb, c, DV - vb, x0, x1);
             });
             const auto ost = gf_pair([&](int t, int c, ta x0, ta x1) {
-                if (vb + c < DV) gf_st2c(out + (cj * CH + t) * DV + vb, c, DV - vb, x0, x1);
+                if (GF_SG) *reinterpret_cast<unsigned*>(AEh + gf_h(t, c)) = gd_bfr2(x0, x1);
+                else if (vb + c < DV) gf_st2c(out + (cj * CH + t) * DV + vb, c, DV - vb, x0, x1);
             });
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
 #if TI_BF16
@@ -784,6 +790,11 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             gf_product<GF_RC, RV>(0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
                                   vcols, ostore);
         }
+    }
+    if constexpr (GF_SG) {  // H's and the intra output's rows
+        __syncthreads();
+        gf_tile_out(Qh, reinterpret_cast<gd_bf*>(Hc + cj * DK * DV), DK, DV);
+        gf_tile_out(AEh, reinterpret_cast<gd_bf*>(out + cj * CH * DV), CH, DV);
     }
     if (bad && nf != nf) *bad = 1;  // a plain store: every writer stores the same value
 }
