@@ -63,7 +63,7 @@ def build(name):
             extra.append(part)
         else:
             assert part == "base", part
-    code = "\n".join(cc._source(f) for f in ("common.cu",) + cc._SOURCES["gated_delta"])
+    code = "\n".join(cc._source(f) for f in ("common.cu", "gated_delta.cu", "gated_delta_forms_tc.cu", "gated_delta_forms.cu"))
     for pat, rep in subs:
         assert pat in code, (name, pat[:60])
         code = code.replace(pat, rep)

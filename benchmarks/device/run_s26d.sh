@@ -12,6 +12,8 @@ export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
 D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 CS="compute-sanitizer --print-limit 5"
+# gd_forms' builds (gd_forms_s26d.py): the default, GF_STG, each phase ablated
+V=base,-DGF_STG=1,nosolve,nokq,nodec,noattn,noqp,nohout,noscan,nophst,nolamw,noqst
 echo "=== $1 $(date -u +%T) $(git rev-parse --short HEAD 2>/dev/null)"
 if [ "$1" = tests ]; then
   timeout 140 $PT tests/test_cupy_gated_delta.py -k "pipe_parts or torch_direct or direct_output or fork" > "$OUT/log_pytest_a.txt" 2>&1 &
@@ -21,7 +23,12 @@ if [ "$1" = tests ]; then
       PYTORCH_CUDA_ALLOC_CONF= timeout 60 $CS --tool $tool python3 $D/gd_small.py bf16 > "$OUT/log_${tool}_small.txt" 2>&1 ) &
   done
   ( sleep 20; PYTORCH_CUDA_ALLOC_CONF= timeout 120 $CS --tool memcheck python3 $D/gd_tier_small.py > "$OUT/log_memcheck_tier.txt" 2>&1 ) &
+  for v in ${V//,/ }; do  # (times' builds into CuPy's kernel cache, 4 at a time)
+    timeout 140 python3 $D/gd_forms_s26d.py compile $v >> "$OUT/log_compile.txt" 2>&1 &
+    [ $(jobs -r | wc -l) -ge 9 ] && wait -n
+  done
   wait
+  echo "-- builds: $(grep -c ^built $OUT/log_compile.txt) of $(echo $V | tr , '\n' | wc -l)"; grep -E "^built|Error" $OUT/log_compile.txt | cut -c1-120
   for f in a b; do
     echo "-- pytest $f: $(tail -1 $OUT/log_pytest_$f.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_pytest_$f.txt | head -8 | cut -c1-220
   done
@@ -30,11 +37,13 @@ if [ "$1" = tests ]; then
     grep -E "^=========  (Invalid|Race|Uninit|Error)|Traceback|Error:" $f | head -4 | cut -c1-160
   done
 else
-  timeout 75 python3 $D/ab_s26d.py 8192,16384,32768 9 off,p2,p4,p2n 16384 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
+  timeout 50 python3 $D/ab_s26d.py 8192,16384,32768 9 off,p2,p4,p2n 16384 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
   grep -E "parts|vs off" "$OUT/log_ab.txt" | cut -c1-160
   sed -n '/--- timeline/,$p' "$OUT/log_ab.txt" | grep -vE "^\|" | cut -c1-120
   grep -E "^\|" "$OUT/log_ab.txt"
-  timeout 40 ncu --set full -k regex:gd_forms --launch-skip 2 -c 1 python3 $D/gd_one_bf16_s23.py 16384 > "$OUT/log_ncu.txt" 2>&1; echo "ncu rc=$?"
+  timeout 40 python3 $D/gd_forms_s26d.py 16384 $V 5 > "$OUT/log_forms.txt" 2>&1; echo "forms rc=$?"
+  grep -E "^T=|Error" "$OUT/log_forms.txt" | cut -c1-200
+  timeout 25 ncu --set full -k regex:gd_forms --launch-skip 2 -c 1 python3 $D/gd_one_bf16_s23.py 16384 > "$OUT/log_ncu.txt" 2>&1; echo "ncu rc=$?"
   grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Issue Slots Busy|No Eligible|Eligible Warps|Warp Cycles Per Issued|Executed Instructions  |Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L1/TEX Hit|Block Limit|Stall" "$OUT/log_ncu.txt" | head -30 | cut -c1-150
 fi
 echo "=== done $(date -u +%T)"
