@@ -1031,23 +1031,26 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
         assert cgd._torch_call(xs[0], buf[2:].view(xs[1].shape), *xs[2:], C, None) is None
 
 
-@pytest.mark.parametrize("T, dk, dv", [(600, 64, 64), (1000, 64, 64), (600, 64, 48), (300, 40, 64), (300, 64, 20)])
-def test_forms_staged_stores_bit_equal_emulated(emulated, monkeypatch, T, dk, dv):
-    """GF_STG (s26d): gd_forms' qeff, H and intra output of the public bf16 call (GD_S16 + GD_O16: the direct path with
-    gd_tier3) staged in shared memory and copied out by 16-byte stores: the bfloat16 output equal bit for bit to the
+@pytest.mark.parametrize("T, dk, dv, decay", [(600, 64, 64, "zero"), (1000, 64, 64, "mixed"), (600, 64, 48, "zero"),
+                                              (300, 40, 64, "mixed"), (300, 64, 20, "zero")])
+def test_forms_staged_stores_bit_equal_emulated(emulated, monkeypatch, T, dk, dv, decay):
+    """GF_STG (s26d): gd_forms' qeff, H and intra output (bit 1) and phi (bit 2) of the public bf16 call (GD_S16 +
+    GD_O16: the direct path with gd_tier3) staged in shared memory and copied out by 16-byte stores: the bfloat16
+    output equal bit for bit to the
     epilogues' stores' (GF_STG 0), T not a multiple of the chunk included; d_k or d_v other than 64: the copies within
     the rows' length (element by element where it is not a multiple of 8)."""
     torch = _direct_on_emulation(emulated, monkeypatch)
     monkeypatch.setattr(cgd, "raw_launch", lambda *a: None)
-    xs = [torch.as_tensor(x).to(torch.bfloat16) for x in make(11, (2,), T, dk, dv, keys="raw", resets=True)]
+    # (weak decays: the chunks' states, and so qeff, phi and H, reach the output)
+    xs = [torch.as_tensor(x).to(torch.bfloat16) for x in make(11, (2,), T, dk, dv, decay=decay, resets=True)]
     outs = []
-    for stg in (0, 1):
+    for stg in (0, 1, 2, 3):  # (bits: 1 qeff, H, the intra output; 2 phi)
         ops = copy.copy(emulated)
         ops.extra = {"GF_STG": stg, "DVP": 64}  # (DVP: the GPU builds' padded d_v, which the switch needs)
         torch = _direct_on_emulation(ops, monkeypatch)
         outs.append(cgd._torch_call(*xs, 64, None))
         assert next(iter(cgd._TORCH_PLANS.values())).cfg.o16
-    assert outs[0].dtype == torch.bfloat16 and torch.equal(outs[0], outs[1])
+    assert outs[0].dtype == torch.bfloat16 and all(torch.equal(outs[0], x) for x in outs[1:])
 
 
 @pytest.mark.parametrize("batch, T, dv, grouped", [((2, 2), 600, 17, False), ((5,), 1100, 64, True)])
@@ -1071,7 +1074,7 @@ def test_torch_pipe_parts_bit_equal_emulated(emulated, monkeypatch, batch, T, dv
     monkeypatch.setattr(cgd, "raw_launch", raw_launch)
     monkeypatch.setattr(cgd, "PIPE_MIN_PERIODS", 0)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
-    xs = [torch.as_tensor(x).to(torch.bfloat16) for x in make(7, batch, T, 64, dv, resets=True)]
+    xs = [torch.as_tensor(x).to(torch.bfloat16) for x in make(7, batch, T, 64, dv, decay="mixed", resets=True)]
     outs = {}
     for K in range(1, min(4, int(np.prod(batch))) + 1):
         monkeypatch.setattr(cgd, "PIPE_PARTS", K)

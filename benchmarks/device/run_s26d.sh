@@ -5,7 +5,8 @@
 #          (the parts' test first), memcheck / racecheck / initcheck of gd_pipe_small_s26d.py, gd_small.py bf16 and
 #          gd_tier_small.py)
 #   OUT=... bash benchmarks/device/run_s26d.sh times   (<= 120 s, alone: ab_s26d.py, the public bf16 forward off / parts
-#          alternated at 8K / 16K / 32K with a 16K timeline per mode; ncu of gd_forms at 16K)
+#          alternated at 8K / 16K / 32K with a 16K timeline per mode; gd_forms alone (gd_forms_s26d.py): GF_STG's builds
+#          at 16K / 32K, the phase ablations at 16K; ncu of gd_forms at 16K)
 set -u
 NAME=s26d_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
@@ -13,19 +14,21 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 CS="compute-sanitizer --print-limit 5"
 # gd_forms' builds (gd_forms_s26d.py): the default, GF_STG, each phase ablated
-V=base,-DGF_STG=1,nosolve,nokq,nodec,noattn,noqp,nohout,noscan,nophst,nolamw,noqst
+V1=base,-DGF_STG=1,-DGF_STG=2,-DGF_STG=3
+V2=base,nosolve,nokq,nodec,noattn,noqp,nohout,noscan,nophst,nolamw,noqst
+V=$V1,${V2#base,}
 echo "=== $1 $(date -u +%T) $(git rev-parse --short HEAD 2>/dev/null)"
 if [ "$1" = tests ]; then
-  timeout 140 $PT tests/test_cupy_gated_delta.py -k "pipe_parts or torch_direct or direct_output or fork" > "$OUT/log_pytest_a.txt" 2>&1 &
-  timeout 140 $PT tests/test_cupy_gated_delta.py -k "not (pipe_parts or torch_direct or direct_output or fork)" > "$OUT/log_pytest_b.txt" 2>&1 &
+  timeout 135 $PT tests/test_cupy_gated_delta.py -k "pipe_parts or torch_direct or direct_output or fork" > "$OUT/log_pytest_a.txt" 2>&1 &
+  timeout 135 $PT tests/test_cupy_gated_delta.py -k "not (pipe_parts or torch_direct or direct_output or fork)" > "$OUT/log_pytest_b.txt" 2>&1 &
   for tool in memcheck racecheck initcheck; do
-    ( PYTORCH_CUDA_ALLOC_CONF= timeout 130 $CS --tool $tool python3 $D/gd_pipe_small_s26d.py > "$OUT/log_${tool}_pipe.txt" 2>&1
-      PYTORCH_CUDA_ALLOC_CONF= timeout 60 $CS --tool $tool python3 $D/gd_small.py bf16 > "$OUT/log_${tool}_small.txt" 2>&1 ) &
+    PYTORCH_CUDA_ALLOC_CONF= timeout 125 $CS --tool $tool python3 $D/gd_pipe_small_s26d.py > "$OUT/log_${tool}_pipe.txt" 2>&1 &
+    PYTORCH_CUDA_ALLOC_CONF= timeout 125 $CS --tool $tool python3 $D/gd_small.py bf16 > "$OUT/log_${tool}_small.txt" 2>&1 &
   done
-  ( sleep 20; PYTORCH_CUDA_ALLOC_CONF= timeout 120 $CS --tool memcheck python3 $D/gd_tier_small.py > "$OUT/log_memcheck_tier.txt" 2>&1 ) &
-  for v in ${V//,/ }; do  # (times' builds into CuPy's kernel cache, 4 at a time)
-    timeout 140 python3 $D/gd_forms_s26d.py compile $v >> "$OUT/log_compile.txt" 2>&1 &
-    [ $(jobs -r | wc -l) -ge 9 ] && wait -n
+  PYTORCH_CUDA_ALLOC_CONF= timeout 125 $CS --tool memcheck python3 $D/gd_tier_small.py > "$OUT/log_memcheck_tier.txt" 2>&1 &
+  for v in ${V//,/ }; do  # (times' builds into CuPy's kernel cache, a few at a time beside the rest)
+    [ $SECONDS -lt 110 ] && timeout $((135 - SECONDS)) python3 $D/gd_forms_s26d.py compile $v >> "$OUT/log_compile.txt" 2>&1 &
+    [ $(jobs -r | wc -l) -ge 13 ] && wait -n
   done
   wait
   echo "-- builds: $(grep -c ^built $OUT/log_compile.txt) of $(echo $V | tr , '\n' | wc -l)"; grep -E "^built|Error" $OUT/log_compile.txt | cut -c1-120
@@ -37,13 +40,15 @@ if [ "$1" = tests ]; then
     grep -E "^=========  (Invalid|Race|Uninit|Error)|Traceback|Error:" $f | head -4 | cut -c1-160
   done
 else
-  timeout 50 python3 $D/ab_s26d.py 8192,16384,32768 9 off,p2,p4,p2n 16384 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
+  timeout 45 python3 $D/ab_s26d.py 8192,16384,32768 9 off,p2,p4,p2n 16384 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
   grep -E "parts|vs off" "$OUT/log_ab.txt" | cut -c1-160
   sed -n '/--- timeline/,$p' "$OUT/log_ab.txt" | grep -vE "^\|" | cut -c1-120
   grep -E "^\|" "$OUT/log_ab.txt"
-  timeout 40 python3 $D/gd_forms_s26d.py 16384 $V 5 > "$OUT/log_forms.txt" 2>&1; echo "forms rc=$?"
+  timeout 22 python3 $D/gd_forms_s26d.py 16384,32768 $V1 7 > "$OUT/log_forms.txt" 2>&1; echo "forms rc=$?"
   grep -E "^T=|Error" "$OUT/log_forms.txt" | cut -c1-200
-  timeout 25 ncu --set full -k regex:gd_forms --launch-skip 2 -c 1 python3 $D/gd_one_bf16_s23.py 16384 > "$OUT/log_ncu.txt" 2>&1; echo "ncu rc=$?"
+  timeout 22 python3 $D/gd_forms_s26d.py 16384 $V2 5 > "$OUT/log_forms_abl.txt" 2>&1; echo "ablations rc=$?"
+  grep -E "^T=|Error" "$OUT/log_forms_abl.txt" | cut -c1-110
+  timeout 22 ncu --set full -k regex:gd_forms --launch-skip 2 -c 1 python3 $D/gd_one_bf16_s23.py 16384 > "$OUT/log_ncu.txt" 2>&1; echo "ncu rc=$?"
   grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Issue Slots Busy|No Eligible|Eligible Warps|Warp Cycles Per Issued|Executed Instructions  |Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L1/TEX Hit|Block Limit|Stall" "$OUT/log_ncu.txt" | head -30 | cut -c1-150
 fi
 echo "=== done $(date -u +%T)"

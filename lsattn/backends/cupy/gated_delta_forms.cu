@@ -637,8 +637,13 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                 x0 *= bb[s], x1 *= bb[s];
                 if constexpr (GF_AL) *reinterpret_cast<unsigned*>(PTh + gf_h(s, f)) = gd_bfr2(x0, x1);
                 else gf_st2(PT + s * GF_LK + f, x0, x1);
-                if (f < DK) gd_put(ph + (cj * DK + f) * CH + s, gd_tar(x0));
-                if (f + 1 < DK) gd_put(ph + (cj * DK + f + 1) * CH + s, gd_tar(x1));
+                if constexpr (GF_SP) {  // phi [f][s] (qeff has read (attn e^G)^T: the product's barrier)
+                    AEh[gf_h(f, s)] = (ti)gd_bfr(x0);
+                    AEh[gf_h(f + 1, s)] = (ti)gd_bfr(x1);
+                } else {
+                    if (f < DK) gd_put(ph + (cj * DK + f) * CH + s, gd_tar(x0));
+                    if (f + 1 < DK) gd_put(ph + (cj * DK + f + 1) * CH + s, gd_tar(x1));
+                }
             });
             gf_tc<GF_BX, GF_H, GF_HL, (GF_B16M & 2) != 0>(m0, n0, m0, CH, la, lb, st, Kh);
         }
@@ -695,6 +700,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     if constexpr (!GF_TF)
         for (int idx = tid; idx < DK * CH; idx += NT) gd_put(ph + cj * DK * CH + idx, gd_tar(R3[(idx % CH) * GF_LK + idx / CH]));
     if constexpr (GF_SG) gf_tile_out(Qh, reinterpret_cast<gd_bf*>(qe + cj * CH * DK), CH, DK);  // qeff (Q's tile free after)
+    if constexpr (GF_SP) gf_tile_out(AEh, reinterpret_cast<gd_bf*>(ph + cj * DK * CH), DK, CH);  // phi
     // GF_VE: the first value block's rows (64 x 8 pieces of 16 bytes, 2 per thread) into K's tile, asynchronously
     if (GF_VE && vcp) {
 #pragma unroll

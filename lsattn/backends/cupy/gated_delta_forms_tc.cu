@@ -290,15 +290,18 @@ constexpr bool GF_AL = GF_ALDM && (GF_B16M & 13) == 13;
 // intra output staged as bfloat16 tiles in shared memory (gf_h) by their epilogues (qeff over Q's tile, its pair read
 // there first; H over Q's tile after qeff's rows went out; the intra output over (attn e^G)^T, read by qeff only) and
 // copied to global memory by 16-byte stores, whole 128-byte rows at d = 64, instead of 4-byte stores of 8 rows x 16
-// bytes per warp instruction; the same roundings of the same sums (bit-equal). 0: the stores from the epilogues.
+// bytes per warp instruction (bit 1); phi likewise (bit 2: staged as [f][s] over (attn e^G)^T, free after qeff, instead
+// of 16 2-byte stores a thread, each warp instruction 4 x 2 rows x 16 B); the same roundings of the same sums
+// (bit-equal). 0: the stores from the epilogues.
 #ifndef GF_STG
 #define GF_STG 0
 #endif
 #ifdef DVP  // (the value columns in one pass: d_v <= 64)
-constexpr bool GF_SG = GF_STG && GF_AL && GD_H16 && GD_O16 && DVP == 64;
+constexpr bool GF_SGOK = GF_AL && GD_H16 && GD_O16 && DVP == 64;
 #else  // (the CPU emulation, d_v at run time: its test gives DVP)
-constexpr bool GF_SG = false;
+constexpr bool GF_SGOK = false;
 #endif
+constexpr bool GF_SG = (GF_STG & 1) && GF_SGOK, GF_SP = (GF_STG & 2) && GF_SGOK;
 // GF_SG: rows [0, R) and columns [0, C) of the 16-bit tile src (gf_h, 64 x 64) into dst (row stride C, 16-byte aligned
 // when C % 8 == 0), 8 columns a thread at a time (one 16-byte store where whole; a warp: 4 rows of 64 columns)
 __device__ __forceinline__ void gf_tile_out(const ti* src, gd_bf* dst, int R, int C) {
