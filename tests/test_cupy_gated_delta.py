@@ -1466,7 +1466,7 @@ def test_gpu_pipe_parts_bit_equal(monkeypatch, batch, T, dv, grouped):
 
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
     monkeypatch.setattr(cgd, "PIPE_MIN_PERIODS", 16)
-    arrays = make(19, batch, T, 64, dv, resets=True)
+    arrays = make(19, batch, T, 64, dv, decay="mixed", resets=True)
     dev = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
     outs, stream = {}, torch.cuda.Stream()
     for K, prio in ((1, True), (2, True), (3, True), (4, True), (2, False)):
