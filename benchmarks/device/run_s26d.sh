@@ -14,7 +14,7 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 CS="compute-sanitizer --print-limit 5"
 # gd_forms' builds (gd_forms_s26d.py): the default, GF_STG, each phase ablated
-V1=base,-DGF_STG=1,-DGF_STG=2,-DGF_STG=3
+V1=base,-DGF_STG=1,-DGF_STG=2,-DGF_STG=3,-DGF_FEX=1,-DGF_FEX=1+-DGF_STG=3
 V2=base,nosolve,nokq,nodec,noattn,noqp,nohout,noscan,nophst,nolamw,noqst
 V=$V1,${V2#base,}
 echo "=== $1 $(date -u +%T) $(git rev-parse --short HEAD 2>/dev/null)"

@@ -362,21 +362,21 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const int t = (tid & 31) + (w == 5 ? 32 : 0);
             ta G = (ta)0, S = (ta)0;
             for (int r = 0; r <= t; ++r) G += aa[r];
-            eG[t] = ex(G);
+            eG[t] = gf_ex(G);
             if (t == CH - 1) gc[cj] = G;
             for (int r = CH - 1; r > t; --r) S += aa[r];
-            eZ[t] = ex(S);
+            eZ[t] = gf_ex(S);
         }
     } else if (tid < CH) {
         ta G = (ta)0;
         for (int r = 0; r <= tid; ++r) G += aa[r];
-        eG[tid] = ex(G);
+        eG[tid] = gf_ex(G);
         if (tid == CH - 1) gc[cj] = G;
     } else if (tid < 2 * CH) {
         const int t = tid - CH;
         ta S = (ta)0;
         for (int r = CH - 1; r > t; --r) S += aa[r];
-        eZ[t] = ex(S);
+        eZ[t] = gf_ex(S);
     }
     // This thread's RC x RC piece (dr, dc) of the CH x CH products N and M (FFMA) or of their decay scales (tensor
     // cores): the 136 pieces on or below the diagonal on threads 0 .. 135 (5 of the 8 warps: the upper 120, zero,
@@ -408,9 +408,9 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             ta x = (ta)0;
 #pragma unroll
             for (int r = jj + 1; r <= i; ++r) x += aa[dc * GF_RC + r];
-            return ex(x);
+            return gf_ex(x);
         }
-        return ex(suf[jj] + mid + pre[i]);
+        return gf_ex(suf[jj] + mid + pre[i]);
     };
     // N = beta_i D (K K^T) strictly below the diagonal; M^T = (D * Q K^T)^T
 #if GF_TC
