@@ -1,6 +1,7 @@
 """PIPE_PARTS A/B (s26d, issue 16): the public bfloat16 forward ``lsattn.loglinear_gated_delta`` (B=2, H=16, d=64,
 bench_gpu_gated_delta's inputs) with its modes rotated call by call in one process: ``off`` (``gated_delta.PIPE_PARTS``
-1: main's launches), ``p2`` / ``p4`` (2 / 4 parts, high-priority streams), ``p2n`` (2 parts, default priority).
+1), ``p2`` / ``p4`` (2 / 4 parts, high-priority streams), ``p2n`` (2 parts, default priority), ``main`` (one part,
+gd_forms built with GF_STG and GF_FEX off: main's path).
 Per mode and T, medians over REPS rounds: ``lat`` one call's CUDA-event time from an idle GPU (the forward table's
 measure), ``pipe`` 10 calls back to back / 10, ``wall`` one call's host time to its end (synchronized); every mode's
 output against off's (bit for bit expected); then one profiled call per mode at the first T given for the timeline
@@ -18,15 +19,40 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 import lsattn  # noqa: E402
 from bench_gpu import events_ms  # noqa: E402
 from bench_gpu_gated_delta import inputs  # noqa: E402
+from lsattn.backends.cupy import _compile as cc  # noqa: E402
 from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 
-PARTS = {"off": (1, True), "p2": (2, True), "p3": (3, True), "p4": (4, True), "p2n": (2, False)}
+# mode: (PIPE_PARTS, PIPE_PRIORITY, gd_forms' extra -D switches); "main": main's path (no parts, GF_STG and GF_FEX off)
+PARTS = {"off": (1, True, ()), "p2": (2, True, ()), "p3": (3, True, ()), "p4": (4, True, ()), "p2n": (2, False, ()),
+         "main": (1, True, ("-DGF_STG=0", "-DGF_FEX=0"))}
 PLANS = {}  # a plan cache per mode (PIPE_PARTS / PIPE_PRIORITY are read when a plan is made)
+_LAUNCH, _MODS = cgd._launch, {}
+
+
+def launch_with(extra):
+    """``gated_delta._launch`` whose kernels come from modules compiled with the extra -D switches (once each)."""
+    if not extra:
+        return _LAUNCH
+
+    def launch(op, dev, cfg, name):
+        key = (op, dev, cfg, extra)
+        if key not in _MODS:
+            saved = cc.defines
+            cc.defines = lambda o, c: saved(o, c) + (extra if o == "gated_delta" else ())
+            try:
+                _MODS[key] = cc._kernels.__wrapped__(op, dev, cfg)
+            finally:
+                cc.defines = saved
+        real, threads = cfg.kernel(name)
+        return _MODS[key][real], (threads,), cfg.smem(real)
+
+    return launch
 
 
 def mode(m):
-    cgd.PIPE_PARTS, cgd.PIPE_PRIORITY = PARTS[m]
+    cgd.PIPE_PARTS, cgd.PIPE_PRIORITY, extra = PARTS[m]
     cgd._TORCH_PLANS = PLANS.setdefault(m, {})
+    cgd._launch = launch_with(extra)
 
 
 def wall(fn):
