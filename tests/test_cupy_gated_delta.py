@@ -546,6 +546,30 @@ def test_s16_forms_bf16_products_emulated(emulated, T, dk, dv, keys, decay, rese
     assert np.array_equal(outs[0], outs[3]) and not np.array_equal(outs[0], outs[2])
 
 
+@pytest.mark.parametrize("T, dk, dv, keys, decay, grouped", [(1400, 64, 64, "normalised", "zero", False),
+                                                        (1100, 40, 33, "raw", "mixed", False),
+                                                        (2300, 64, 48, "normalised", "zero", True),
+                                                        (1500, 64, 64, "raw", "strong", True)])
+def test_s16_tier1_bf16_products_emulated(emulated, monkeypatch, T, dk, dv, keys, decay, grouped):
+    """GD_T1B16_SET (s26d; GD_S16 builds): the walks' (a) products (gd_tier1's low walks, gd_tier1x's transfers) by bf16
+    mma.sync m16n8k16, the slots S rounded to bfloat16: the float32 output within S16 of the reference, as the 1xTF32
+    build's; the two differ (the switch reaches both kernels' walks)."""
+    monkeypatch.setattr(cgd, "S16", True)
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    arrays = make(23, (2,), T, dk, dv, keys=keys, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
+    bits, full, half = kernel_inputs(arrays, "bfloat16")
+    want = ref.loglinear_gated_delta(*full)
+    outs = []
+    for b16 in (0, 1):
+        ops = copy.copy(emulated)
+        ops.extra = {"GD_T1B16_SET": b16}
+        outs.append(np.asarray(cgd.compute(ops, *bits, 64, 0, None, False, half)[0]))
+    for out, name in zip(outs, ("1xTF32", "bf16")):
+        assert_close(out, want, S16, what=f"{name} T={T} dk={dk} dv={dv} {keys} {decay}")
+    assert not np.array_equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("dtype, T, dk, dv, C, keys, decay, resets, grouped", [
     ("bfloat16", 1400, 64, 70, 64, "normalised", "zero", False, False),  # 22 chunks: 6 periods, 3 coarse levels (gd_coarse);
     # two value column blocks; no decay: the coarse levels carry most of the output

@@ -1,7 +1,8 @@
 """PIPE_PARTS A/B (s26d, issue 16): the public bfloat16 forward ``lsattn.loglinear_gated_delta`` (B=2, H=16, d=64,
 bench_gpu_gated_delta's inputs) with its modes rotated call by call in one process: ``off`` (``gated_delta.PIPE_PARTS``
 1), ``p2`` / ``p4`` (2 / 4 parts, high-priority streams), ``p2n`` (2 parts, default priority), ``main`` (one part,
-gd_forms built with GF_STG and GF_FEX off: main's path).
+the kernels built with GF_STG, GF_FEX, GD_T1B16_SET off: main's path), ``b16`` (GD_T1B16_SET), ``sf`` (GF_STG 3 and
+GF_FEX), ``all`` (2 parts with the three). REPS 0: the modes' plans and modules only (a warm-up).
 Per mode and T, medians over REPS rounds: ``lat`` one call's CUDA-event time from an idle GPU (the forward table's
 measure), ``pipe`` 10 calls back to back / 10, ``wall`` one call's host time to its end (synchronized); every mode's
 output against off's (bit for bit expected); then one profiled call per mode at the first T given for the timeline
@@ -24,7 +25,9 @@ from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 
 # mode: (PIPE_PARTS, PIPE_PRIORITY, gd_forms' extra -D switches); "main": main's path (no parts, GF_STG and GF_FEX off)
 PARTS = {"off": (1, True, ()), "p2": (2, True, ()), "p3": (3, True, ()), "p4": (4, True, ()), "p2n": (2, False, ()),
-         "main": (1, True, ("-DGF_STG=0", "-DGF_FEX=0"))}
+         "main": (1, True, ("-DGF_STG=0", "-DGF_FEX=0", "-DGD_T1B16_SET=0")),
+         "b16": (1, True, ("-DGD_T1B16_SET=1",)), "sf": (1, True, ("-DGF_STG=3", "-DGF_FEX=1")),
+         "all": (2, True, ("-DGD_T1B16_SET=1", "-DGF_STG=3", "-DGF_FEX=1"))}
 PLANS = {}  # a plan cache per mode (PIPE_PARTS / PIPE_PRIORITY are read when a plan is made)
 _LAUNCH, _MODS = cgd._launch, {}
 
@@ -96,7 +99,10 @@ def main():
             print(f"T={T} {m}: parts {None if plan.parts is None else [(b0, b1) for b0, b1, _ in plan.parts]}", flush=True)
         for m in modes:
             d = (outs[m].float() - outs["off"].float()).abs().max().item()
-            print(f"T={T} {m} vs off: max |diff| {d:.3g}, equal {torch.equal(outs[m], outs['off'])}", flush=True)
+            print(f"T={T} {m} vs off: max |diff| {d:.3g} (max |off| {outs['off'].float().abs().max().item():.3g}), "
+                  f"equal {torch.equal(outs[m], outs['off'])}", flush=True)
+        if REPS == 0:  # (a warm-up: the modes' modules compiled into CuPy's cache)
+            continue
         res = {m: {"lat": [], "pipe": [], "wall": []} for m in modes}
         for r in range(REPS):
             for m in (modes if r % 2 == 0 else modes[::-1]):
@@ -118,6 +124,8 @@ def main():
         del x, outs
         torch.cuda.empty_cache()
     mode("off")
+    if not rows:
+        return
     print("| T | mode | latency ms | pipelined ms | wall ms | latency vs off |")
     print("|---|---|---:|---:|---:|---:|")
     for T, med in rows:

@@ -5,8 +5,9 @@
 #          (the parts' test first), memcheck / racecheck / initcheck of gd_pipe_small_s26d.py, gd_small.py bf16 and
 #          gd_tier_small.py)
 #   OUT=... bash benchmarks/device/run_s26d.sh times   (<= 120 s, alone: ab_s26d.py, the public bf16 forward off / parts
-#          alternated at 8K / 16K / 32K with a 16K timeline per mode; gd_forms alone (gd_forms_s26d.py): GF_STG's builds
-#          at 16K / 32K, the phase ablations at 16K; ncu of gd_forms at 16K)
+#          alternated at 8K / 16K / 32K with a 16K timeline per mode, then off / GD_T1B16_SET / GF_STG 3 + GF_FEX / all
+#          three with 2 parts at 16K / 32K; gd_forms alone (gd_forms_s26d.py): GF_STG's and GF_FEX's builds at 16K / 32K,
+#          the phase ablations at 16K) (ncu of gd_forms: request 2)
 set -u
 NAME=s26d_$1; . benchmarks/device/setup.sh
 export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
@@ -26,11 +27,13 @@ if [ "$1" = tests ]; then
     PYTORCH_CUDA_ALLOC_CONF= timeout 125 $CS --tool $tool python3 $D/gd_small.py bf16 > "$OUT/log_${tool}_small.txt" 2>&1 &
   done
   PYTORCH_CUDA_ALLOC_CONF= timeout 125 $CS --tool memcheck python3 $D/gd_tier_small.py > "$OUT/log_memcheck_tier.txt" 2>&1 &
+  timeout 130 python3 $D/ab_s26d.py 8192 0 off,b16,sf,all > "$OUT/log_warm_ab.txt" 2>&1 &  # (times' modules compiled)
   for v in ${V//,/ }; do  # (times' builds into CuPy's kernel cache, a few at a time beside the rest)
     [ $SECONDS -lt 110 ] && timeout $((135 - SECONDS)) python3 $D/gd_forms_s26d.py compile $v >> "$OUT/log_compile.txt" 2>&1 &
     [ $(jobs -r | wc -l) -ge 13 ] && wait -n
   done
   wait
+  echo "-- ab modules: $(grep -c 'vs off' $OUT/log_warm_ab.txt) of 4 modes"; grep -E "vs off|Error" $OUT/log_warm_ab.txt | cut -c1-150
   echo "-- builds: $(grep -c ^built $OUT/log_compile.txt) of $(echo $V | tr , '\n' | wc -l)"; grep -E "^built|Error" $OUT/log_compile.txt | cut -c1-120
   for f in a b; do
     echo "-- pytest $f: $(tail -1 $OUT/log_pytest_$f.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_pytest_$f.txt | head -8 | cut -c1-220
@@ -40,15 +43,15 @@ if [ "$1" = tests ]; then
     grep -E "^=========  (Invalid|Race|Uninit|Error)|Traceback|Error:" $f | head -4 | cut -c1-160
   done
 else
-  timeout 45 python3 $D/ab_s26d.py 8192,16384,32768 9 off,p2,p4,p2n 16384 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
+  timeout 38 python3 $D/ab_s26d.py 8192,16384,32768 7 off,p2,p4,p2n 16384 > "$OUT/log_ab.txt" 2>&1; echo "ab rc=$?"
   grep -E "parts|vs off" "$OUT/log_ab.txt" | cut -c1-160
   sed -n '/--- timeline/,$p' "$OUT/log_ab.txt" | grep -vE "^\|" | cut -c1-120
   grep -E "^\|" "$OUT/log_ab.txt"
-  timeout 22 python3 $D/gd_forms_s26d.py 16384,32768 $V1 7 > "$OUT/log_forms.txt" 2>&1; echo "forms rc=$?"
+  timeout 33 python3 $D/ab_s26d.py 16384,32768 7 off,b16,sf,all 0 > "$OUT/log_ab2.txt" 2>&1; echo "ab2 rc=$?"
+  grep -E "vs off" "$OUT/log_ab2.txt" | cut -c1-160; grep -E "^\|" "$OUT/log_ab2.txt"
+  timeout 20 python3 $D/gd_forms_s26d.py 16384,32768 $V1 7 > "$OUT/log_forms.txt" 2>&1; echo "forms rc=$?"
   grep -E "^T=|Error" "$OUT/log_forms.txt" | cut -c1-200
-  timeout 22 python3 $D/gd_forms_s26d.py 16384 $V2 5 > "$OUT/log_forms_abl.txt" 2>&1; echo "ablations rc=$?"
+  [ $SECONDS -lt 110 ] && timeout $((118 - SECONDS)) python3 $D/gd_forms_s26d.py 16384 $V2 5 > "$OUT/log_forms_abl.txt" 2>&1; echo "ablations rc=$? at ${SECONDS} s"
   grep -E "^T=|Error" "$OUT/log_forms_abl.txt" | cut -c1-110
-  timeout 22 ncu --set full -k regex:gd_forms --launch-skip 2 -c 1 python3 $D/gd_one_bf16_s23.py 16384 > "$OUT/log_ncu.txt" 2>&1; echo "ncu rc=$?"
-  grep -E "Duration|Registers|Achieved Occupancy|Theoretical Occupancy|Issue Slots Busy|No Eligible|Eligible Warps|Warp Cycles Per Issued|Executed Instructions  |Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L1/TEX Hit|Block Limit|Stall" "$OUT/log_ncu.txt" | head -30 | cut -c1-150
 fi
 echo "=== done $(date -u +%T)"
