@@ -302,14 +302,14 @@ constexpr bool GF_SGOK = GF_AL && GD_H16 && GD_O16 && DVP == 64;
 constexpr bool GF_SGOK = false;
 #endif
 constexpr bool GF_SG = (GF_STG & 1) && GF_SGOK, GF_SP = (GF_STG & 2) && GF_SGOK;
-// GF_FEX (s26d; GD_H16 builds: bf16 intermediates): the decay table's and e^G's / e^{suffix}'s exponentials (arguments
+// GF_FEX (s26d; GD_H16 + GD_O16 builds: the public bf16 call's; the training forward keeps expf): the decay table's and e^G's / e^{suffix}'s exponentials (arguments
 // <= 0) by the hardware ex2 (fex: ~2 instructions, ~1e-6 relative) instead of expf (~1 ulp, range reduction and fixups:
 // ~10 instructions); the products see them through bfloat16 roundings of 2^-9. 0: expf (a timing build).
 #ifndef GF_FEX
 #define GF_FEX 0
 #endif
 __device__ __forceinline__ ta gf_ex(ta x) {
-    if constexpr (GF_FEX && GD_H16) return fex(x);
+    if constexpr (GF_FEX && GD_H16 && GD_O16) return fex(x);
     else return ex(x);
 }
 // GF_SG: rows [0, R) and columns [0, C) of the 16-bit tile src (gf_h, 64 x 64) into dst (row stride C, 16-byte aligned
