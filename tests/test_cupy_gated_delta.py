@@ -912,6 +912,20 @@ def _emulated_driver(kernels, stream):
     return launch
 
 
+def _emulated_raw_launch(kernels, stream=77):
+    """``_rawlaunch.raw_launch`` whose launches the CPU emulation runs (``_emulated_driver``; kernels: the handles)."""
+    import types
+
+    from lsattn.backends.cupy import _rawlaunch
+
+    def raw_launch(fn, grid, block, shared, n_ptr, scalars):
+        kernels[id(fn)] = fn
+        return _rawlaunch.RawLaunch(types.SimpleNamespace(ptr=id(fn)), grid, block, shared, n_ptr, scalars,
+                                    _emulated_driver(kernels, stream))
+
+    return raw_launch
+
+
 def test_raw_launch_blocks_are_per_call():
     """``_rawlaunch.RawLaunch``: the driver reads the pointers of the call that launched (several threads launching
     through one plan's block, the driver yielding mid-launch), the scalars in their C types, and the geometry."""
@@ -987,18 +1001,10 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     period of chunks: T = 600, odd d_v): the output in bfloat16, rounded by gd_tier3, equal bit for bit to the float32
     output (``OUT16`` off) rounded by torch (on float32 partial sums: ``O16`` off)."""
     torch = _direct_on_emulation(emulated, monkeypatch)
-    import types
-
-    from lsattn.backends.cupy import _compile, _rawlaunch
+    from lsattn.backends.cupy import _compile
 
     kernels = {}
-
-    def raw_launch(fn, grid, block, shared, n_ptr, scalars):
-        kernels[id(fn)] = fn
-        return _rawlaunch.RawLaunch(types.SimpleNamespace(ptr=id(fn)), grid, block, shared, n_ptr, scalars,
-                                    _emulated_driver(kernels, 77))
-
-    monkeypatch.setattr(cgd, "raw_launch", raw_launch if raw else lambda *a: None)
+    monkeypatch.setattr(cgd, "raw_launch", _emulated_raw_launch(kernels) if raw else lambda *a: None)
     assert _compile.GD_BW == emulated.bw and _compile.GD_G == emulated.g
     arrays = make(5, batch, T, dk, dv, resets=True)
     tdt = getattr(torch, dtype)
@@ -1087,18 +1093,7 @@ def test_torch_pipe_parts_bit_equal_emulated(emulated, monkeypatch, batch, T, dv
     parts of unequal sizes included (4 sequences in 3 parts, 5 in 2, 3, 4); the finiteness flag of one NaN in the
     last part's sequences is set."""
     torch = _direct_on_emulation(emulated, monkeypatch)
-    import types
-
-    from lsattn.backends.cupy import _rawlaunch
-
-    kernels = {}
-
-    def raw_launch(fn, grid, block, shared, n_ptr, scalars):
-        kernels[id(fn)] = fn
-        return _rawlaunch.RawLaunch(types.SimpleNamespace(ptr=id(fn)), grid, block, shared, n_ptr, scalars,
-                                    _emulated_driver(kernels, 77))
-
-    monkeypatch.setattr(cgd, "raw_launch", raw_launch)
+    monkeypatch.setattr(cgd, "raw_launch", _emulated_raw_launch({}))
     monkeypatch.setattr(cgd, "PIPE_MIN_PERIODS", 0)
     monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
     xs = [torch.as_tensor(x).to(torch.bfloat16) for x in make(7, batch, T, 64, dv, decay="mixed", resets=True)]

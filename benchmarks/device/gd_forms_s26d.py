@@ -15,8 +15,9 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 import cupy  # noqa: E402
+from bench_gpu import cupy_ms  # noqa: E402
 
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
 
@@ -122,15 +123,9 @@ def main():
                 diff = " diff (qe ek ph H g out lamw) " + " ".join(d)
             lines[nm] = f"{info} flag {int(outs[7][0])}{diff}"
             launches[nm], times[nm] = launch, []
-        for _ in range(rounds):
+        for _ in range(rounds):  # (the variants interleaved)
             for nm, launch in launches.items():
-                ev = [cupy.cuda.Event() for _ in range(2)]
-                ev[0].record()
-                for _ in range(20):
-                    launch()
-                ev[1].record()
-                ev[1].synchronize()
-                times[nm].append(cupy.cuda.get_elapsed_time(ev[0], ev[1]) / 20)
+                times[nm].append(cupy_ms(launch, 20, warmup=0))
         for nm in launches:
             ts = sorted(times[nm])
             print(f"T={T} {nm:24s} {ts[len(ts) // 2]:.4f} ms (min {ts[0]:.4f}) {lines[nm]}", flush=True)
