@@ -2,7 +2,7 @@
 bench_gpu_gated_delta's inputs) with its modes rotated call by call in one process: ``off`` (``gated_delta.PIPE_PARTS``
 1), ``p2`` / ``p4`` (2 / 4 parts, high-priority streams), ``p2n`` (2 parts, default priority), ``main`` (one part,
 the kernels built with GF_STG, GF_FEX, GD_T1B16_SET off: main's path), ``b16`` (GD_T1B16_SET), ``sf`` (GF_STG 3 and
-GF_FEX), ``all`` (2 parts with the three). REPS 0: the modes' plans and modules only (a warm-up).
+GF_FEX), ``all`` (2 parts with the three), ``new`` (the branch's defaults). REPS 0: the modes' plans and modules only (a warm-up).
 Per mode and T, medians over REPS rounds: ``lat`` one call's CUDA-event time from an idle GPU (the forward table's
 measure), ``pipe`` 10 calls back to back / 10, ``wall`` one call's host time to its end (synchronized); every mode's
 output against off's (bit for bit expected); then one profiled call per mode at the first T given for the timeline
@@ -27,7 +27,8 @@ from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 PARTS = {"off": (1, True, ()), "p2": (2, True, ()), "p3": (3, True, ()), "p4": (4, True, ()), "p2n": (2, False, ()),
          "main": (1, True, ("-DGF_STG=0", "-DGF_FEX=0", "-DGD_T1B16_SET=0")),
          "b16": (1, True, ("-DGD_T1B16_SET=1",)), "sf": (1, True, ("-DGF_STG=3", "-DGF_FEX=1")),
-         "all": (2, True, ("-DGD_T1B16_SET=1", "-DGF_STG=3", "-DGF_FEX=1"))}
+         "all": (2, True, ("-DGD_T1B16_SET=1", "-DGF_STG=3", "-DGF_FEX=1")),
+         "new": (cgd.PIPE_PARTS, cgd.PIPE_PRIORITY, ())}  # (the branch's defaults)
 PLANS = {}  # a plan cache per mode (PIPE_PARTS / PIPE_PRIORITY are read when a plan is made)
 _LAUNCH, _MODS = cgd._launch, {}
 
