@@ -15,7 +15,7 @@ D=benchmarks/device
 PT="python3 -m pytest -q -p no:cacheprovider -rf -m gpu --tb=short"
 CS="compute-sanitizer --print-limit 5"
 V1=base,-DGF_STG=3,-DGF_FEX=1,-DGF_FEX=1+-DGF_STG=3
-M=off,main,new,b16,sf,all
+M=off,main,new,p4,b16,sf,all
 echo "=== $1 $(date -u +%T) $(git rev-parse --short HEAD 2>/dev/null)"
 if [ "$1" = tests ]; then
   timeout 135 $PT tests/test_cupy_gated_delta.py -k "pipe_parts or torch_direct or direct_output or fork or s16" > "$OUT/log_pytest_a.txt" 2>&1 &
@@ -28,7 +28,7 @@ if [ "$1" = tests ]; then
   timeout 130 python3 $D/ab_s26d.py 8192 0 $M > "$OUT/log_warm_ab.txt" 2>&1 &  # (times' modules compiled)
   timeout 130 python3 $D/gd_forms_s26d.py compile $V1 > "$OUT/log_compile.txt" 2>&1 &
   wait
-  echo "-- ab modules: $(grep -c 'vs off' $OUT/log_warm_ab.txt) of 6 modes"; grep -E "vs off|Error" $OUT/log_warm_ab.txt | cut -c1-150
+  echo "-- ab modules: $(grep -c 'vs off' $OUT/log_warm_ab.txt) of 7 modes"; grep -E "vs off|Error" $OUT/log_warm_ab.txt | cut -c1-150
   echo "-- builds: $(grep -c ^built $OUT/log_compile.txt) of 4"; grep -E "^built|fails|Error" $OUT/log_compile.txt | cut -c1-120
   for f in a b; do
     echo "-- pytest $f: $(tail -1 $OUT/log_pytest_$f.txt | cut -c1-160)"; grep -E "^FAILED|^E  " $OUT/log_pytest_$f.txt | head -8 | cut -c1-220
