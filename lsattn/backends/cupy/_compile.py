@@ -255,8 +255,8 @@ def _pipe_sides(ops, k):
 
     prio = gdm.PIPE_PRIORITY
     pairs = _SIDES.__dict__.setdefault("pipe", {}).setdefault((cupy.cuda.runtime.getDevice(), prio), [])
-    while len(pairs) < k:  # (greatest priority: the range's second value)
-        hi = cupy.cuda.runtime.deviceGetStreamPriorityRange()[1] if prio else None
+    while len(pairs) < k:  # (a priority past the device's range is clamped by CUDA to its greatest: CuPy 14 has no
+        hi = -(1 << 16) if prio else None  # deviceGetStreamPriorityRange)
         pairs.append((_Side(cupy, hi), _Side(cupy, hi)))
     return pairs[:k]
 
