@@ -546,6 +546,33 @@ def test_s16_forms_bf16_products_emulated(emulated, T, dk, dv, keys, decay, rese
     assert np.array_equal(outs[0], outs[3]) and not np.array_equal(outs[0], outs[2])
 
 
+@pytest.mark.parametrize("T, dk, dv, keys, decay, grouped", [(1400, 64, 64, "normalised", "zero", False),
+                                                        (1100, 40, 33, "raw", "mixed", False),
+                                                        (2300, 64, 48, "normalised", "zero", True),
+                                                        (1500, 64, 64, "raw", "strong", True)])
+def test_s16_tier1_bf16_products_emulated(emulated, monkeypatch, T, dk, dv, keys, decay, grouped):
+    """GD_T1B16_SET (s26d; the public bf16 call's GD_S16 + GD_O16 build): the walks' (a) products (gd_tier1's low walks,
+    gd_tier1x's transfers) by bf16 mma.sync m16n8k16, the slots S rounded to bfloat16: the direct path's bfloat16 output
+    within BF16 of the reference, as the 1xTF32 build's; without decays the two differ (the switch reaches the walks). (The float32
+    output before its rounding, emulated, NOTES s26d: 1.8e-3 .. 4.9e-3 of max against 1xTF32's 1.8e-3 .. 4.4e-3.)"""
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    arrays = make(23, (2,), T, dk, dv, keys=keys, key_scale=0.5 / np.sqrt(dk), decay=decay, resets=True)
+    outs = []
+    for b16 in (0, 1):
+        ops = copy.copy(emulated)
+        ops.extra = {"GD_T1B16_SET": b16}
+        torch = _direct_on_emulation(ops, monkeypatch)
+        monkeypatch.setattr(cgd, "raw_launch", lambda *a: None)
+        xs = [torch.as_tensor(x).to(torch.bfloat16) for x in arrays]
+        outs.append(cgd._torch_call(*xs, 64, None))
+        assert next(iter(cgd._TORCH_PLANS.values())).cfg.o16 and outs[-1].dtype == torch.bfloat16
+    want = ref.loglinear_gated_delta(*[x.double().numpy() for x in xs])
+    for out, name in zip(outs, ("1xTF32", "bf16")):
+        assert_close(out.double().numpy(), want, BF16, what=f"{name} T={T} dk={dk} dv={dv} {keys} {decay}")
+    if decay == "zero":  # (under decays the walks' share rounds away in the bfloat16 output)
+        assert not torch.equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("dtype, T, dk, dv, C, keys, decay, resets, grouped", [
     ("bfloat16", 1400, 64, 70, 64, "normalised", "zero", False, False),  # 22 chunks: 6 periods, 3 coarse levels (gd_coarse);
     # two value column blocks; no decay: the coarse levels carry most of the output
@@ -885,6 +912,20 @@ def _emulated_driver(kernels, stream):
     return launch
 
 
+def _emulated_raw_launch(kernels, stream=77):
+    """``_rawlaunch.raw_launch`` whose launches the CPU emulation runs (``_emulated_driver``; kernels: the handles)."""
+    import types
+
+    from lsattn.backends.cupy import _rawlaunch
+
+    def raw_launch(fn, grid, block, shared, n_ptr, scalars):
+        kernels[id(fn)] = fn
+        return _rawlaunch.RawLaunch(types.SimpleNamespace(ptr=id(fn)), grid, block, shared, n_ptr, scalars,
+                                    _emulated_driver(kernels, stream))
+
+    return raw_launch
+
+
 def test_raw_launch_blocks_are_per_call():
     """``_rawlaunch.RawLaunch``: the driver reads the pointers of the call that launched (several threads launching
     through one plan's block, the driver yielding mid-launch), the scalars in their C types, and the geometry."""
@@ -960,18 +1001,10 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
     period of chunks: T = 600, odd d_v): the output in bfloat16, rounded by gd_tier3, equal bit for bit to the float32
     output (``OUT16`` off) rounded by torch (on float32 partial sums: ``O16`` off)."""
     torch = _direct_on_emulation(emulated, monkeypatch)
-    import types
-
-    from lsattn.backends.cupy import _compile, _rawlaunch
+    from lsattn.backends.cupy import _compile
 
     kernels = {}
-
-    def raw_launch(fn, grid, block, shared, n_ptr, scalars):
-        kernels[id(fn)] = fn
-        return _rawlaunch.RawLaunch(types.SimpleNamespace(ptr=id(fn)), grid, block, shared, n_ptr, scalars,
-                                    _emulated_driver(kernels, 77))
-
-    monkeypatch.setattr(cgd, "raw_launch", raw_launch if raw else lambda *a: None)
+    monkeypatch.setattr(cgd, "raw_launch", _emulated_raw_launch(kernels) if raw else lambda *a: None)
     assert _compile.GD_BW == emulated.bw and _compile.GD_G == emulated.g
     arrays = make(5, batch, T, dk, dv, resets=True)
     tdt = getattr(torch, dtype)
@@ -1029,6 +1062,65 @@ def test_torch_direct_path_emulated(emulated, monkeypatch, dtype, batch, T, dk, 
         buf = torch.zeros(xs[1].numel() + 2, dtype=tdt)
         buf[2:] = xs[1].reshape(-1)
         assert cgd._torch_call(xs[0], buf[2:].view(xs[1].shape), *xs[2:], C, None) is None
+
+
+@pytest.mark.parametrize("T, dk, dv, decay", [(600, 64, 64, "zero"), (1000, 64, 64, "mixed"), (600, 64, 48, "zero"),
+                                              (300, 40, 64, "mixed"), (300, 64, 20, "zero")])
+def test_forms_staged_stores_bit_equal_emulated(emulated, monkeypatch, T, dk, dv, decay):
+    """GF_STG (s26d): gd_forms' qeff, H and intra output (bit 1) and phi (bit 2) of the public bf16 call (GD_S16 +
+    GD_O16: the direct path with gd_tier3) staged in shared memory and copied out by 16-byte stores: the bfloat16
+    output equal bit for bit to the
+    epilogues' stores' (GF_STG 0), T not a multiple of the chunk included; d_k or d_v other than 64: the copies within
+    the rows' length (element by element where it is not a multiple of 8)."""
+    torch = _direct_on_emulation(emulated, monkeypatch)
+    monkeypatch.setattr(cgd, "raw_launch", lambda *a: None)
+    # (weak decays: the chunks' states, and so qeff, phi and H, reach the output)
+    xs = [torch.as_tensor(x).to(torch.bfloat16) for x in make(11, (2,), T, dk, dv, decay=decay, resets=True)]
+    outs = []
+    for stg in (0, 1, 2, 3):  # (bits: 1 qeff, H, the intra output; 2 phi)
+        ops = copy.copy(emulated)
+        ops.extra = {"GF_STG": stg, "DVP": 64}  # (DVP: the GPU builds' padded d_v, which the switch needs)
+        torch = _direct_on_emulation(ops, monkeypatch)
+        outs.append(cgd._torch_call(*xs, 64, None))
+        assert next(iter(cgd._TORCH_PLANS.values())).cfg.o16
+    assert outs[0].dtype == torch.bfloat16 and all(torch.equal(outs[0], x) for x in outs[1:])
+
+
+@pytest.mark.parametrize("batch, T, dv, grouped", [((2, 2), 600, 17, False), ((5,), 1100, 64, True)])
+def test_torch_pipe_parts_bit_equal_emulated(emulated, monkeypatch, batch, T, dv, grouped):
+    """``gated_delta.PIPE_PARTS``: the direct path's sequences in parts (every part's gd_forms, then each part's
+    two-tier scan; on the GPU beside one another, here in order) give PIPE_PARTS = 1's bfloat16 output bit for bit,
+    parts of unequal sizes included (4 sequences in 3 parts, 5 in 2, 3, 4); the finiteness flag of one NaN in the
+    last part's sequences is set."""
+    torch = _direct_on_emulation(emulated, monkeypatch)
+    monkeypatch.setattr(cgd, "raw_launch", _emulated_raw_launch({}))
+    monkeypatch.setattr(cgd, "PIPE_MIN_PERIODS", 0)
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    xs = [torch.as_tensor(x).to(torch.bfloat16) for x in make(7, batch, T, 64, dv, decay="mixed", resets=True)]
+    outs = {}
+    for K in range(1, min(4, int(np.prod(batch))) + 1):
+        monkeypatch.setattr(cgd, "PIPE_PARTS", K)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+        outs[K] = cgd._torch_call(*xs, 64, None)
+        plan = next(iter(cgd._TORCH_PLANS.values()))
+        assert plan.o16 and (plan.parts is None) == (K == 1) and plan.tier.grouped == grouped
+        assert K == 1 or len(plan.parts) == K
+        assert outs[K].dtype == torch.bfloat16 and torch.equal(outs[K], outs[1]), K
+    bad = [x.clone() for x in xs]
+    bad[2].view(-1)[-1] = float("nan")  # the last sequence's last value
+
+    class Check:
+        flag = np.zeros(1, np.int32)
+
+        def pointer(self):
+            return self.flag.ctypes.data
+
+        def launched(self, stream=None):
+            assert stream == 77
+
+    check = Check()
+    cgd._torch_call(*bad, 64, check)
+    assert check.flag[0] == 1
 
 
 @pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
@@ -1381,6 +1473,40 @@ def test_gpu_tier_fork_bit_equal(monkeypatch, dtype, T, C, grouped):
         assert torch.equal(outs[True, "cupy"], outs[False, "cupy"])
     want = ref.loglinear_gated_delta(*[t.double() for t in dev])
     assert_close(outs[True].double().cpu().numpy(), want.cpu().numpy(), BF16 if dtype == "bfloat16" else F32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch, T, dv, grouped", [((2, 3), 4500, 48, False), ((5,), 8192, 64, True),
+                                                   ((2, 16), 8192, 64, True)])
+def test_gpu_pipe_parts_bit_equal(monkeypatch, batch, T, dv, grouped):
+    """``PIPE_PARTS``: the bfloat16 direct path's sequences in 2 .. 4 parts (each part's scan but the last on a stream
+    of its own beside the next part's gd_forms, at the highest or the default priority) give one part's output bit
+    for bit, three calls in a row on a torch stream of its own (the parts' streams reused); within BF16 of the
+    reference."""
+    _gpu_ready()
+    torch = _torch_cuda()
+
+    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
+    monkeypatch.setattr(cgd, "PIPE_MIN_PERIODS", 16)
+    arrays = make(19, batch, T, 64, dv, decay="mixed", resets=True)
+    dev = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
+    outs, stream = {}, torch.cuda.Stream()
+    for K, prio in ((1, True), (2, True), (3, True), (4, True), (2, False)):
+        monkeypatch.setattr(cgd, "PIPE_PARTS", K)
+        monkeypatch.setattr(cgd, "PIPE_PRIORITY", prio)
+        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
+        with torch.cuda.stream(stream):
+            got = [lsattn.loglinear_gated_delta(*dev) for _ in range(3)]
+        stream.synchronize()
+        plan = next(iter(cgd._TORCH_PLANS.values()))
+        assert (plan.parts is None) == (K == 1) and (K == 1 or len(plan.parts) == K)
+        assert torch.equal(got[0], got[1]) and torch.equal(got[0], got[2])
+        outs[K, prio] = got[0]
+    for key, out in outs.items():
+        assert torch.equal(out, outs[1, True]), key
+    if len(batch) == 2 and batch[1] == 3:
+        want = ref.loglinear_gated_delta(*[t.double() for t in dev])
+        assert_close(outs[2, True].double().cpu().numpy(), want.cpu().numpy(), BF16)
 
 
 @pytest.mark.gpu

@@ -362,21 +362,21 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const int t = (tid & 31) + (w == 5 ? 32 : 0);
             ta G = (ta)0, S = (ta)0;
             for (int r = 0; r <= t; ++r) G += aa[r];
-            eG[t] = ex(G);
+            eG[t] = gf_ex(G);
             if (t == CH - 1) gc[cj] = G;
             for (int r = CH - 1; r > t; --r) S += aa[r];
-            eZ[t] = ex(S);
+            eZ[t] = gf_ex(S);
         }
     } else if (tid < CH) {
         ta G = (ta)0;
         for (int r = 0; r <= tid; ++r) G += aa[r];
-        eG[tid] = ex(G);
+        eG[tid] = gf_ex(G);
         if (tid == CH - 1) gc[cj] = G;
     } else if (tid < 2 * CH) {
         const int t = tid - CH;
         ta S = (ta)0;
         for (int r = CH - 1; r > t; --r) S += aa[r];
-        eZ[t] = ex(S);
+        eZ[t] = gf_ex(S);
     }
     // This thread's RC x RC piece (dr, dc) of the CH x CH products N and M (FFMA) or of their decay scales (tensor
     // cores): the 136 pieces on or below the diagonal on threads 0 .. 135 (5 of the 8 warps: the upper 120, zero,
@@ -408,9 +408,9 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             ta x = (ta)0;
 #pragma unroll
             for (int r = jj + 1; r <= i; ++r) x += aa[dc * GF_RC + r];
-            return ex(x);
+            return gf_ex(x);
         }
-        return ex(suf[jj] + mid + pre[i]);
+        return gf_ex(suf[jj] + mid + pre[i]);
     };
     // N = beta_i D (K K^T) strictly below the diagonal; M^T = (D * Q K^T)^T
 #if GF_TC
@@ -607,7 +607,7 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             const GfAT<true> la{AT, GF_LD, eG};  // attn[t][r] e^{G_r}
             const bool q2 = DK % 2 == 0 && reinterpret_cast<unsigned long long>(q) % (2 * sizeof(ti)) == 0;
             const auto st = gf_pair([&](int t, int f, ta x0, ta x1) {
-                if (f >= DK) return;
+                if (!GF_SG && f >= DK) return;
                 ta y0, y1;
                 if constexpr (GF_QS) {  // Q's pair (f, f + 1) from its 16-bit tile (zero outside the call and beyond DK)
                     const unsigned u = *reinterpret_cast<const unsigned*>(Qh + gf_h(t, f));
@@ -615,7 +615,10 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                 } else {
                     gf_ld2(q + bh * T * DK, g0 + t, f, T, DK, q2, y0, y1);
                 }
-                gf_st2c(qej + t * DK, f, DK, gd_tar(eG[t] * y0 - x0), gd_tar(eG[t] * y1 - x1));
+                if (GF_SG)  // (over the pair just read: the same thread's)
+                    *reinterpret_cast<unsigned*>(Qh + gf_h(t, f)) = gd_bfr2(eG[t] * y0 - x0, eG[t] * y1 - x1);
+                else
+                    gf_st2c(qej + t * DK, f, DK, gd_tar(eG[t] * y0 - x0), gd_tar(eG[t] * y1 - x1));
             });
 #if TI_BF16
             if constexpr (GF_AL) gf_tc<GF_BX, false, GF_HL, true>(m0, n0, 0, m0 + 16, GfAH{AEh}, kel, st, Kh);
@@ -634,8 +637,13 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
                 x0 *= bb[s], x1 *= bb[s];
                 if constexpr (GF_AL) *reinterpret_cast<unsigned*>(PTh + gf_h(s, f)) = gd_bfr2(x0, x1);
                 else gf_st2(PT + s * GF_LK + f, x0, x1);
-                if (f < DK) gd_put(ph + (cj * DK + f) * CH + s, gd_tar(x0));
-                if (f + 1 < DK) gd_put(ph + (cj * DK + f + 1) * CH + s, gd_tar(x1));
+                if constexpr (GF_SP) {  // phi [f][s] (qeff has read (attn e^G)^T: the product's barrier)
+                    AEh[gf_h(f, s)] = (ti)gd_bfr(x0);
+                    AEh[gf_h(f + 1, s)] = (ti)gd_bfr(x1);
+                } else {
+                    if (f < DK) gd_put(ph + (cj * DK + f) * CH + s, gd_tar(x0));
+                    if (f + 1 < DK) gd_put(ph + (cj * DK + f + 1) * CH + s, gd_tar(x1));
+                }
             });
             gf_tc<GF_BX, GF_H, GF_HL, (GF_B16M & 2) != 0>(m0, n0, m0, CH, la, lb, st, Kh);
         }
@@ -691,6 +699,8 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     __syncthreads();  // attn^T unmasked, K are read no more; phi^T written
     if constexpr (!GF_TF)
         for (int idx = tid; idx < DK * CH; idx += NT) gd_put(ph + cj * DK * CH + idx, gd_tar(R3[(idx % CH) * GF_LK + idx / CH]));
+    if constexpr (GF_SG) gf_tile_out(Qh, reinterpret_cast<gd_bf*>(qe + cj * CH * DK), CH, DK);  // qeff (Q's tile free after)
+    if constexpr (GF_SP) gf_tile_out(AEh, reinterpret_cast<gd_bf*>(ph + cj * DK * CH), DK, CH);  // phi
     // GF_VE: the first value block's rows (64 x 8 pieces of 16 bytes, 2 per thread) into K's tile, asynchronously
     if (GF_VE && vcp) {
 #pragma unroll
@@ -762,10 +772,12 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         if constexpr (GF_TF) {  // H = phi V; out = (Lambda * attn) V ((Lambda * attn)[t][s] = 0 for s > t)
             const auto vel = [&](int s, int c) -> ta { return GF_H ? gf_wid(Vh[gf_h(s, c)]) : R1[s * GF_LV + c]; };
             const auto hst = gf_pair([&](int kk, int c, ta x0, ta x1) {
-                if (kk < DK && vb + c < DV) gf_st2c(Hc + (cj * DK + kk) * DV + vb, c, DV - vb, x0, x1);
+                if (GF_SG) *reinterpret_cast<unsigned*>(Qh + gf_h(kk, c)) = gd_bfr2(x0, x1);
+                else if (kk < DK && vb + c < DV) gf_st2c(Hc + (cj * DK + kk) * DV + vb, c, DV - vb, x0, x1);
             });
             const auto ost = gf_pair([&](int t, int c, ta x0, ta x1) {
-                if (vb + c < DV) gf_st2c(out + (cj * CH + t) * DV + vb, c, DV - vb, x0, x1);
+                if (GF_SG) *reinterpret_cast<unsigned*>(AEh + gf_h(t, c)) = gd_bfr2(x0, x1);
+                else if (vb + c < DV) gf_st2c(out + (cj * CH + t) * DV + vb, c, DV - vb, x0, x1);
             });
             const GfAT<false> la{AT, GF_LD, nullptr};  // (Lambda * attn)[t][s]
 #if TI_BF16
@@ -784,6 +796,11 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
             gf_product<GF_RC, RV>(0, w1, ty, tx, [&](int kk, ta (&x)[GF_RC]) { ldv<GF_RC>(R0 + kk * GF_LD + ty * GF_RC, x); },
                                   vcols, ostore);
         }
+    }
+    if constexpr (GF_SG) {  // H's and the intra output's rows
+        __syncthreads();
+        gf_tile_out(Qh, reinterpret_cast<gd_bf*>(Hc + cj * DK * DV), DK, DV);
+        gf_tile_out(AEh, reinterpret_cast<gd_bf*>(out + cj * CH * DV), CH, DV);
     }
     if (bad && nf != nf) *bad = 1;  // a plain store: every writer stores the same value
 }

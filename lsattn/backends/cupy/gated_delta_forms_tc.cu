@@ -286,6 +286,51 @@ constexpr int GF_B16M = GD_H16 && GF_HL ? GF_B16 : 0;
 #define GF_ALDM 1
 #endif
 constexpr bool GF_AL = GF_ALDM && (GF_B16M & 13) == 13;
+// GF_STG (s26d; GF_AL builds with bfloat16 intermediates and output sums, GD_H16 and GD_O16, d_v <= 64): qeff, H and the
+// intra output staged as bfloat16 tiles in shared memory (gf_h) by their epilogues (qeff over Q's tile, its pair read
+// there first; H over Q's tile after qeff's rows went out; the intra output over (attn e^G)^T, read by qeff only) and
+// copied to global memory by 16-byte stores, whole 128-byte rows at d = 64, instead of 4-byte stores of 8 rows x 16
+// bytes per warp instruction (bit 1); phi likewise (bit 2: staged as [f][s] over (attn e^G)^T, free after qeff, instead
+// of 16 2-byte stores a thread, each warp instruction 4 x 2 rows x 16 B); the same roundings of the same sums
+// (bit-equal). 0: the stores from the epilogues. Default 3: gd_forms alone 0.92x of 0 at 16K / 32K (H200, session 27).
+#ifndef GF_STG
+#define GF_STG 3
+#endif
+#ifdef DVP  // (the value columns in one pass: d_v <= 64)
+constexpr bool GF_SGOK = GF_AL && GD_H16 && GD_O16 && DVP == 64;
+#else  // (the CPU emulation, d_v at run time: its test gives DVP)
+constexpr bool GF_SGOK = false;
+#endif
+constexpr bool GF_SG = (GF_STG & 1) && GF_SGOK, GF_SP = (GF_STG & 2) && GF_SGOK;
+// GF_FEX (s26d; GD_H16 + GD_O16 builds: the public bf16 call's; the training forward keeps expf): the decay table's and e^G's / e^{suffix}'s exponentials (arguments
+// <= 0) by the hardware ex2 (fex: ~2 instructions, ~1e-6 relative) instead of expf (~1 ulp, range reduction and fixups:
+// ~10 instructions); the products see them through bfloat16 roundings of 2^-9. 0: expf (a timing build).
+#ifndef GF_FEX
+#define GF_FEX 0
+#endif
+__device__ __forceinline__ ta gf_ex(ta x) {
+    if constexpr (GF_FEX && GD_H16 && GD_O16) return fex(x);
+    else return ex(x);
+}
+// GF_SG: rows [0, R) and columns [0, C) of the 16-bit tile src (gf_h, 64 x 64) into dst (row stride C, 16-byte aligned
+// when C % 8 == 0), 8 columns a thread at a time (one 16-byte store where whole; a warp: 4 rows of 64 columns)
+__device__ __forceinline__ void gf_tile_out(const ti* src, gd_bf* dst, int R, int C) {
+#pragma unroll
+    for (int u = 0; u < 64 * 8 / NT; ++u) {
+        const int i8 = threadIdx.x + NT * u, t = i8 / 8, c = 8 * (i8 % 8);
+        if (t >= R || c >= C) continue;
+        if (C % 8 == 0) {
+#ifdef __CUDA_ARCH__
+            *reinterpret_cast<uint4*>(dst + t * C + c) = *reinterpret_cast<const uint4*>(src + gf_h(t, c));
+#else
+            if (reinterpret_cast<unsigned long long>(dst + t * C + c) % 16) std::abort();
+            for (int e = 0; e < 8; ++e) dst[t * C + c + e].u = src[gf_h(t, c) + e];
+#endif
+        } else {
+            for (int e = 0; e < 8 && c + e < C; ++e) dst[t * C + c + e].u = src[gf_h(t, c) + e];
+        }
+    }
+}
 // (s22b16's GF_HOF, H and the intra output in one k loop sharing V's fragments (52 bytes spilled): H200, 8K, +3.6%
 // against two gf_tc calls; removed. GF_B16U, K16's loop unrolled by 2: 20 bytes spilled, never timed; removed.)
 

@@ -181,6 +181,48 @@ __device__ __forceinline__ ta gd_sbr(ta x) {
     else return x;
 }
 
+// GD_T1B16_SET (s26d; GD_H16 + GD_O16 builds: the public bf16 call's): the walks' (a) products W_j = Ek S_j, R_j = Qe S_j
+// (gd_tier1's low walks, gd_tier1x's transfers) by bf16 mma.sync m16n8k16 (gd_mm16): Ek and Qe are bfloat16 already, the
+// slots S (float32) rounded to bfloat16 as B operands (2^-9 relative, as the stored intermediates), one mma per tile and
+// 16 k instead of two, no cvt.rna per element. Not bit-equal (the S16 bound). 0: 1xTF32 (gd_mm), main's.
+#ifndef GD_T1B16_SET
+#define GD_T1B16_SET 0
+#endif
+constexpr bool GD_T1B16 = GD_T1B16_SET && GD_H16 && GD_O16;  // (the public call's build: the training forward keeps 1xTF32)
+// gd_mm's c[j][a][i] += A_a Y_j (GD_TC) for bfloat16 A tiles (X0, X1: [row][k], row stride ldx) and float32 Y_j = Y + j ys
+// ([k][col], row stride ldy), K a multiple of 16, on bf16 mma.sync m16n8k16: the k order inside a 16-step permuted alike
+// on A and B (hardware slots 2 t4, 2 t4 + 1, 2 t4 + 8, 2 t4 + 9 carry k0 + t4, + 4, + 8, + 12; the sum is over all 16),
+// so B's rows are gd_frag_b's (k0 + t4: conflict-free at a row stride of 72 words), B's pairs rounded by one cvt.rn.bf16x2
+template <int NG, int NA, int NTL>
+__device__ __forceinline__ void gd_mm16(float (*c)[NA][NTL][4], const gd_bf* X0, const gd_bf* X1, int ldx, const float* Y,
+                                        int ys, int ldy, int r0, int n0, int K, const unsigned (&use)[NA]) {
+    const int g8 = threadIdx.x % 32 / 4, t4 = threadIdx.x % 4;
+    const auto frag = [&](const gd_bf* X, int k0, unsigned (&r)[4]) {  // rows g8, g8 + 8
+        const gd_bf* p = X + (r0 + g8) * ldx + k0 + t4;
+        const gd_bf* q = p + 8 * ldx;
+        r[0] = p[0].u | ((unsigned)p[4].u << 16), r[1] = q[0].u | ((unsigned)q[4].u << 16);
+        r[2] = p[8].u | ((unsigned)p[12].u << 16), r[3] = q[8].u | ((unsigned)q[12].u << 16);
+    };
+    for (int k0 = 0; k0 < K; k0 += 16) {
+        unsigned a[NA][4];
+        frag(X0, k0, a[0]);
+        if constexpr (NA > 1)
+            if (use[NA - 1]) frag(X1, k0, a[NA - 1]);
+#pragma unroll
+        for (int j = 0; j < NG; ++j) {
+            if (!((use[0] >> j) & 1)) continue;
+#pragma unroll
+            for (int i = 0; i < NTL; ++i) {
+                const float* y = Y + j * ys + (k0 + t4) * ldy + n0 + 8 * i + g8;
+                const unsigned b0 = pack2(y[0], y[4 * ldy]), b1 = pack2(y[8 * ldy], y[12 * ldy]);
+#pragma unroll
+                for (int x = 0; x < NA; ++x)
+                    if ((use[x] >> j) & 1) mma_bf16(c[j][x][i], a[x], b0, b1);
+            }
+        }
+    }
+}
+
 // One block of gd_tier1 / gd_tier3 over chunks [lo, hi) (absolute = local: the call starts at chunk 0) and
 // NC columns from c0 (DV; GT_XFER: DK): GT_LOW (slots: levels 1, 2; Tot into fin unless null), GT_XFER (one
 // slot from the identity, no H; Z into fin; its reads Qe S, unweighted, stored into out = Qp unless null), GT_TOP
@@ -274,9 +316,12 @@ __device__ __forceinline__ void gd_tier_walk(const gd_e* __restrict__ qe, const 
             // (a) W_j = Ek S_j, R_j = Qe S_j; the weighted reads onto the output, W over Qe / Ek
             ta acc[NG][2][TWA][4] = {};
             const unsigned use[2] = {u, r};
-            if (wa.on)
+            if constexpr (GD_T1B16) {
+                if (wa.on) gd_mm16<NG, 2, TWA>(acc, Ek, Qe, GD_LDQE, S, SS, GD_TLDS, wa.r0, wa.n0, (DK + 15) / 16 * 16, use);
+            } else if (wa.on) {
                 gd_mm<NG, 2, TWA>(acc, (const gd_ta*)Ek, (const gd_ta*)Qe, GD_LDQE, (const ta*)S, SS, GD_TLDS, wa.r0, wa.n0, K8,
                                   use);
+            }
             __syncthreads();  // every warp has read Ek and Qe: W over them
             if (wa.on) {
                 ta lwr[NG][2];  // GD_T1LWR_SET: the read weights of the thread's rows wa.row(0), wa.row(2)
