@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Session 27, the lead's calls on main (issue 16):
+#   OUT=... bash benchmarks/device/run_s27.sh tests    the merged main (s26a gd_forms_bwd FB_LDM / FB_DLQ, s26b K4 float2
+#                                                      pairs, s26c K1 GT3B_V2, s26d GF_STG 3 and PIPE_PARTS 2): the gated
+#                                                      delta GPU tests in six processes; memcheck / racecheck / initcheck
+#                                                      of small scan, pipelined-parts and training calls; then alone:
+#                                                      ab_s26d.py (the public bf16 forward: PIPE_PARTS 1 / 2 / 4, main's
+#                                                      gd_forms stores, GD_T1B16_SET), the two-tier backward's kernels,
+#                                                      the bf16 training step's kernel profile at 32K
+#   OUT=... bash benchmarks/device/run_s27.sh tables   the Gated DeltaNet tables alone (fwd; fwd+bwd beside fla's GDN with
+#                                                      its Hopper guard lifted, fla's log-linear and SDPA)
+set -u
+( NAME=s27_$1; . benchmarks/device/setup.sh
+  export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
+  nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw --format=csv
+  if [ "$1" = tests ]; then
+    PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
+    echo "=== tests $(date -u +%T)"
+    K="s16_bound or two_tier or tier3 or fork or direct_output or pipe_parts"
+    timeout 200 $PT tests/test_cupy_gated_delta.py -k "$K" > "$OUT/log_t_gd1.txt" 2>&1 &
+    timeout 200 $PT tests/test_cupy_gated_delta.py -k "not ($K)" > "$OUT/log_t_gd2.txt" 2>&1 &
+    timeout 200 $PT tests/test_cupy_gated_delta_grad.py > "$OUT/log_t_gdgrad.txt" 2>&1 &
+    timeout 200 $PT tests/test_cupy_gated_delta_tier_bwd.py tests/test_cupy_gated_delta_tier_grad.py > "$OUT/log_t_tierbwd.txt" 2>&1 &
+    timeout 200 $PT tests/test_nonfinite.py tests/test_gpu_dispatch.py -k "gated or side_stream or dispatch" > "$OUT/log_t_nonfinite_dispatch.txt" 2>&1 &
+    timeout 200 $PT tests/test_cupy_hierarchical.py tests/test_cupy_hierarchical_grad.py \
+        -k "16bit_in_16bit_out or bf16_intra or 16bit_training_forward" > "$OUT/log_t_hier.txt" 2>&1 &
+    for tool in memcheck racecheck initcheck; do
+      ( for s in gd_tier_small "gd_small bf16" gd_pipe_small_s26d gd_bwd16_small_s19g16 gd_train16_small_s24a; do set -- $s
+          PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool $tool --print-limit 10 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_${tool}_$1${2:+_$2}.txt" 2>&1
+        done ) &
+    done
+    wait
+    for f in "$OUT"/log_t_*.txt; do echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"; grep -E "^FAILED" $f | head -5 | cut -c1-200; tail -n 1 $f | cut -c1-160; done
+    for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt "$OUT"/log_initcheck_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1) $(grep -c 'sanitize ok' $f) ok $(grep -c 'equal to 1: False' $f) unequal"; done
+    echo "=== forward A/B $(date -u +%T)"
+    timeout 110 python3 benchmarks/device/ab_s26d.py 16384,32768 9 off,new,p4,main,b16 0 > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
+    grep -E "vs off|^\|" "$OUT/log_ab.txt" | cut -c1-160
+    echo "=== two-tier backward kernels $(date -u +%T)"
+    timeout 60 python3 benchmarks/device/gd_tier_bwd_kernels.py > "$OUT/log_tier_bwd_kernels.txt" 2>&1; echo "rc=$?"
+    grep -E "^\||H200|H100" "$OUT/log_tier_bwd_kernels.txt" | cut -c1-200
+    echo "=== train profile 32K $(date -u +%T)"
+    timeout 80 python3 benchmarks/device/profile_gd.py train 32768 > "$OUT/log_train_32768.txt" 2>&1; echo "rc=$?"
+    grep -E "====" "$OUT/log_train_32768.txt"; grep -vE "^-|^$" "$OUT/log_train_32768.txt" | sed -n 2,24p | sed -E 's/  +/ /g' | cut -c1-150
+  else
+    mkdir -p "$OUT/gd" "$OUT/gd_train"
+    echo "=== gated delta fwd+bwd $(date -u +%T)"
+    timeout 150 python3 benchmarks/bench_gpu_gated_delta.py --train --T 8192,16384,32768 \
+        --rows ours_bf16,fla_lifted,fla_ll,sdpa --out "$OUT/gd_train" > "$OUT/log_gd_train.txt" 2>&1; echo "rc=$?"
+    grep -E "^\||fails" "$OUT/log_gd_train.txt" | cut -c1-220
+    echo "=== gated delta fwd $(date -u +%T)"
+    timeout 100 python3 benchmarks/bench_gpu_gated_delta.py --T 2048,8192,16384,32768 --api-max-T 32768 --fla-dtypes bf16 \
+        --out "$OUT/gd" > "$OUT/log_gd.txt" 2>&1; echo "rc=$?"
+    grep -E "^\|" "$OUT/log_gd.txt" | cut -c1-220
+  fi )
+echo "=== done $(date -u +%T)"
