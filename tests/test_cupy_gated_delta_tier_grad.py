@@ -109,40 +109,27 @@ class TierTwinOps(EmulatedOps):
 
     def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1):
         self.calls.append("gd_tier3_bwd")
-        store = gdb.TIER_BWD_STORES and DV <= 64  # (K1 stores dQp's periods >= 1: period 0's zeroed, the rest anything)
-        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dQp, dSb, dlam, zero=(dQp[:, :tw.TP] if store else dQp, dlam))
-        if store:
-            dQp[:, tw.TP:] = np.nan
+        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dQp, dSb, dlam, zero=(dQp, dlam))
         assert dQp.shape == Qp.shape == (BH, n, cfg.CH, DK) and dSb.shape == Sb.shape and dlam.shape == (BH, T, L)
         qp, _, sb = twin_saved(qe, Qp, None, Sb, tier.nP)
         geo = tw.Geo(_f64(qe), dout, lam)
         dqp, dS, dl = tw.tier3_bwd(qp, sb, _f64(lam), _f64(dout), geo)
-        if store:
-            assert not dqp[:, :tw.TP].any()
-            dQp[:, tw.TP:] = dqp[:, tw.TP:]
-        else:
-            dQp += dqp
+        dQp += dqp
         dSb[...] = np.nan  # every entry written (held slots of periods >= 1: all of them)
         for (cl, pp), v in dS.items():
             dSb[:, entry(pp, cl)] = v
         dlam += dl
 
-    def gd_coarse_bwd(self, cfg, tier, Z, Sb, dSb, dZ, dTot, DK, DV, BH, x1, walk=False):
+    def gd_coarse_bwd(self, cfg, tier, Z, Sb, dSb, dZ, dTot, DK, DV, BH, x1):
         self.calls.append("gd_coarse_bwd")
-        store = gdb.TIER_BWD_STORES and walk  # (the walk form writes dTot whole: anything in)
-        self._bufs(cfg, (), Z, Sb, dSb, dZ, dTot, zero=(dZ,) if store else (dZ, dTot))
-        if store:
-            dTot[...] = np.nan
+        self._bufs(cfg, (), Z, Sb, dSb, dZ, dTot, zero=(dZ, dTot))
         assert not np.isnan(dSb).any() and dTot.shape == (BH, tier.nP, DK, DV) and dZ.shape == Z.shape
         _, Zl, sb = twin_saved(np.zeros((BH, 0, 1, DK), np.float32), None, Z, Sb, tier.nP)
         dS = {(cl, pp): _f64(dSb[:, entry(pp, cl)]) for pp in range(tier.nP) for cl in levels(pp)}
         geo = types.SimpleNamespace(B=BH, dk=DK, dv=DV, nP=tier.nP)
         dtot, dz = tw.coarse_bwd(Zl, sb, dS, geo)
         dZ += np.stack(dz, 1)
-        if store:
-            dTot[...] = np.stack(dtot, 1)
-        else:
-            dTot += np.stack(dtot, 1)
+        dTot += np.stack(dtot, 1)
 
     def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1):
         self.calls.append("gd_tier1x_bwd")
@@ -185,7 +172,7 @@ class TierKernelOps(TierTwinOps):
     def _tk(self, op, cfg, name):
         if op != "gated_delta_tier_bwd":
             return super()._tk(op, cfg, name)
-        self.calls.append(name.removesuffix("_x1").replace("_walk", ""))  # (K2's either form)
+        self.calls.append(name.removesuffix("_x1"))
         return EmuTierBwdOps._tk(self, op, cfg, name)
 
 
@@ -296,25 +283,21 @@ SHAPES = st.sampled_from([(300, 16, 5, 3), (420, 16, 3, 17), (520, 16, 16, 2), (
 
 
 @given(TC=SHAPES, dtype=st.sampled_from(["float32", "bfloat16"]), decay=st.sampled_from(["moderate", "strong", "zero",
-       "mixed"]), resets=st.booleans(), grouped=st.booleans(), seed=seeds, s25=st.booleans())
-@example(TC=(700, 16, 1, 5), dtype="float32", decay="zero", resets=True, grouped=True, seed=4, s25=False)
-@example(TC=(420, 16, 3, 17), dtype="bfloat16", decay="moderate", resets=False, grouped=False, seed=5, s25=False)
-@example(TC=(420, 16, 3, 17), dtype="float32", decay="strong", resets=True, grouped=False, seed=6, s25=True)
+       "mixed"]), resets=st.booleans(), grouped=st.booleans(), seed=seeds)
+@example(TC=(700, 16, 1, 5), dtype="float32", decay="zero", resets=True, grouped=True, seed=4)
+@example(TC=(420, 16, 3, 17), dtype="bfloat16", decay="moderate", resets=False, grouped=False, seed=5)
 @settings(max_examples=2, deadline=None)
 @pytest.mark.parametrize("kind", ["twin", "kernels"])
-def test_training_step_tier_bwd(kind, TC, dtype, decay, resets, grouped, seed, s25):
+def test_training_step_tier_bwd(kind, TC, dtype, decay, resets, grouped, seed):
     """The whole training step (gd_forms, the two-tier forward keeping Qp, Z, Sb, tier_backward on ``TierTwinOps`` or
     the emulated kernels ``TierKernelOps``, gd_forms_bwd) against float64 autograd of the reference on the same (rounded) inputs, float32 callers (3xTF32
     forward) within F32 and bfloat16 callers (the forms reading bfloat16, 1xTF32, gradients in bfloat16; at C = 16: the
     scan on float32 intermediates) within BF16; TIER_BWD off (gd_scan_bwd, nothing kept) within the same bounds of
-    both. Several periods and coarse levels, the coarse slots' grouped form (gd_cfill run: Sb complete); s25: session
-    25's tier_backward (K2's per-level chains, every buffer zeroed: K2_WALK, TIER_BWD_STORES off)."""
+    both. Several periods and coarse levels, the coarse slots' grouped form (gd_cfill run: Sb complete)."""
     _emu_ready()
     T, C, dk, dv = TC
     mp = pytest.MonkeyPatch()
     try:
-        mp.setattr(gdb, "K2_WALK", not s25)
-        mp.setattr(gdb, "TIER_BWD_STORES", not s25)
         mp.setattr(cgd, "TIER_MIN_CHUNKS", 0)
         mp.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
         arrays = make(seed % 1000, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay)
@@ -436,7 +419,7 @@ def test_gpu_training_tier_bwd(monkeypatch, dtype, T, decay, resets, grouped, s1
         out = lsattn.loglinear_gated_delta(*xs)
         (out.double() * do).sum().backward()
         got[on] = [x.grad.double().cpu().numpy() for x in xs]
-        names = [k.removesuffix("_x1").replace("_walk", "") for k in launched]  # (K2's either form)
+        names = [k.removesuffix("_x1") for k in launched]
         assert [k for k in names if k in KERNELS] == (list(KERNELS) if on else []), launched
         assert ("gd_scan_bwd" in names) == (not on), launched
         assert all(np.isfinite(g).all() for g in got[on])

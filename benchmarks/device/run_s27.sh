@@ -7,13 +7,18 @@
 #                                                      ab_s26d.py (the public bf16 forward: PIPE_PARTS 1 / 2 / 4, main's
 #                                                      gd_forms stores, GD_T1B16_SET), the two-tier backward's kernels,
 #                                                      the bf16 training step's kernel profile at 32K
+#   OUT=... bash benchmarks/device/run_s27.sh tests2   the tests again with each process's GPU memory sampled every 3 s
+#                                                      (the first call's OOM: one process held 117.7 GiB) and memcheck of
+#                                                      gd_bwd16_small_s19g16 (its first run hit that OOM)
 #   OUT=... bash benchmarks/device/run_s27.sh tables   the Gated DeltaNet tables alone (fwd; fwd+bwd beside fla's GDN with
 #                                                      its Hopper guard lifted, fla's log-linear and SDPA)
 set -u
 ( NAME=s27_$1; . benchmarks/device/setup.sh
   export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
   nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw --format=csv
-  if [ "$1" = tests ]; then
+  if [ "$1" = tests ] || [ "$1" = tests2 ]; then
+    [ "$1" = tests2 ] && { ( while sleep 3; do pgrep -f pytest > /dev/null || break; echo "t=$SECONDS"; nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader
+        ps -eo pid,args | grep -E "pytest|sanitizer" | grep -v grep | cut -c1-160; done ) > "$OUT/log_gpu_mem.txt" 2>&1 & }  # (ends with the tests)
     PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
     echo "=== tests $(date -u +%T)"
     K="s16_bound or two_tier or tier3 or fork or direct_output or pipe_parts"
@@ -24,12 +29,16 @@ set -u
     timeout 200 $PT tests/test_nonfinite.py tests/test_gpu_dispatch.py -k "gated or side_stream or dispatch" > "$OUT/log_t_nonfinite_dispatch.txt" 2>&1 &
     timeout 200 $PT tests/test_cupy_hierarchical.py tests/test_cupy_hierarchical_grad.py \
         -k "16bit_in_16bit_out or bf16_intra or 16bit_training_forward" > "$OUT/log_t_hier.txt" 2>&1 &
-    for tool in memcheck racecheck initcheck; do
+    [ "$1" = tests2 ] && PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool memcheck --print-limit 10 \
+        python3 benchmarks/device/gd_bwd16_small_s19g16.py > "$OUT/log_memcheck_gd_bwd16_small_s19g16.txt" 2>&1 &
+    [ "$1" = tests ] && for tool in memcheck racecheck initcheck; do
       ( for s in gd_tier_small "gd_small bf16" gd_pipe_small_s26d gd_bwd16_small_s19g16 gd_train16_small_s24a; do set -- $s
           PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool $tool --print-limit 10 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_${tool}_$1${2:+_$2}.txt" 2>&1
         done ) &
     done
     wait
+    [ "$1" = tests2 ] && { echo "-- peak GPU MiB per pid:"; awk -F', ' '/MiB/ {m=$2+0; if (m > p[$1]) p[$1] = m} END {for (k in p) print k, p[k]}' "$OUT/log_gpu_mem.txt" | sort -k2 -n | tail -4
+        grep -E "^ *[0-9]+ " "$OUT/log_gpu_mem.txt" | sort -u | cut -c1-160 | head -20; }
     for f in "$OUT"/log_t_*.txt; do echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"; grep -E "^FAILED" $f | head -5 | cut -c1-200; tail -n 1 $f | cut -c1-160; done
     for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt "$OUT"/log_initcheck_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1) $(grep -c 'sanitize ok' $f) ok $(grep -c 'equal to 1: False' $f) unequal"; done
     echo "=== forward A/B $(date -u +%T)"

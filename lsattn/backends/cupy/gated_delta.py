@@ -443,8 +443,9 @@ OUT16 = True
 #: gd_forms in order on the caller's stream, each part's scan but the last on a stream of its own of the highest priority
 #: (forked after its gd_forms, joined at the end), the last part's on the caller's, so that one part's scan (its coarse
 #: chains, its kernels' tails) runs beside the next part's gd_forms. The same kernels on the same sequences: bit-equal
-#: to 1 (off, for A/B timing; read when a plan is made). From PIPE_MIN_PERIODS periods and PIPE_PARTS sequences.
-PIPE_PARTS = 2
+#: to 1 (read when a plan is made). From PIPE_MIN_PERIODS periods and PIPE_PARTS sequences. 1 (off): 2 parts measured
+#: slower on the H200 (public bf16 forward +107 / +165 us at 16K / 32K, 4 parts +193 / +216 us; session 27).
+PIPE_PARTS = 1
 PIPE_MIN_PERIODS = 32
 #: ... the parts' streams at the device's highest priority (their blocks dispatched before the next gd_forms' waiting
 #: ones; False: the default priority, for A/B timing)
