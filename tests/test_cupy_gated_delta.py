@@ -1086,43 +1086,6 @@ def test_forms_staged_stores_bit_equal_emulated(emulated, monkeypatch, T, dk, dv
     assert outs[0].dtype == torch.bfloat16 and all(torch.equal(outs[0], x) for x in outs[1:])
 
 
-@pytest.mark.parametrize("batch, T, dv, grouped", [((2, 2), 600, 17, False), ((5,), 1100, 64, True)])
-def test_torch_pipe_parts_bit_equal_emulated(emulated, monkeypatch, batch, T, dv, grouped):
-    """``gated_delta.PIPE_PARTS``: the direct path's sequences in parts (every part's gd_forms, then each part's
-    two-tier scan; on the GPU beside one another, here in order) give PIPE_PARTS = 1's bfloat16 output bit for bit,
-    parts of unequal sizes included (4 sequences in 3 parts, 5 in 2, 3, 4); the finiteness flag of one NaN in the
-    last part's sequences is set."""
-    torch = _direct_on_emulation(emulated, monkeypatch)
-    monkeypatch.setattr(cgd, "raw_launch", _emulated_raw_launch({}))
-    monkeypatch.setattr(cgd, "PIPE_MIN_PERIODS", 0)
-    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
-    xs = [torch.as_tensor(x).to(torch.bfloat16) for x in make(7, batch, T, 64, dv, decay="mixed", resets=True)]
-    outs = {}
-    for K in range(1, min(4, int(np.prod(batch))) + 1):
-        monkeypatch.setattr(cgd, "PIPE_PARTS", K)
-        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
-        outs[K] = cgd._torch_call(*xs, 64, None)
-        plan = next(iter(cgd._TORCH_PLANS.values()))
-        assert plan.o16 and (plan.parts is None) == (K == 1) and plan.tier.grouped == grouped
-        assert K == 1 or len(plan.parts) == K
-        assert outs[K].dtype == torch.bfloat16 and torch.equal(outs[K], outs[1]), K
-    bad = [x.clone() for x in xs]
-    bad[2].view(-1)[-1] = float("nan")  # the last sequence's last value
-
-    class Check:
-        flag = np.zeros(1, np.int32)
-
-        def pointer(self):
-            return self.flag.ctypes.data
-
-        def launched(self, stream=None):
-            assert stream == 77
-
-    check = Check()
-    cgd._torch_call(*bad, 64, check)
-    assert check.flag[0] == 1
-
-
 @pytest.mark.parametrize("dtype, T, dk, dv, C, grouped", [
     ("float32", 420, 16, 40, 16, True),  # 27 chunks: 7 periods (the last partial), gd_cgroup / gd_coarse_g / gd_cfill
     ("float32", 1700, 16, 20, 16, True),  # 27 periods, 5 coarse levels: gd_tier3's fold (T3FILL) reads Z_{4q}, P_2, P_3
@@ -1473,40 +1436,6 @@ def test_gpu_tier_fork_bit_equal(monkeypatch, dtype, T, C, grouped):
         assert torch.equal(outs[True, "cupy"], outs[False, "cupy"])
     want = ref.loglinear_gated_delta(*[t.double() for t in dev])
     assert_close(outs[True].double().cpu().numpy(), want.cpu().numpy(), BF16 if dtype == "bfloat16" else F32)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("batch, T, dv, grouped", [((2, 3), 4500, 48, False), ((5,), 8192, 64, True),
-                                                   ((2, 16), 8192, 64, True)])
-def test_gpu_pipe_parts_bit_equal(monkeypatch, batch, T, dv, grouped):
-    """``PIPE_PARTS``: the bfloat16 direct path's sequences in 2 .. 4 parts (each part's scan but the last on a stream
-    of its own beside the next part's gd_forms, at the highest or the default priority) give one part's output bit
-    for bit, three calls in a row on a torch stream of its own (the parts' streams reused); within BF16 of the
-    reference."""
-    _gpu_ready()
-    torch = _torch_cuda()
-
-    monkeypatch.setattr(cgd, "COARSE_GROUP_PERIODS", 0 if grouped else 10**9)
-    monkeypatch.setattr(cgd, "PIPE_MIN_PERIODS", 16)
-    arrays = make(19, batch, T, 64, dv, decay="mixed", resets=True)
-    dev = [torch.as_tensor(x, device="cuda").to(torch.bfloat16) for x in arrays]
-    outs, stream = {}, torch.cuda.Stream()
-    for K, prio in ((1, True), (2, True), (3, True), (4, True), (2, False)):
-        monkeypatch.setattr(cgd, "PIPE_PARTS", K)
-        monkeypatch.setattr(cgd, "PIPE_PRIORITY", prio)
-        monkeypatch.setattr(cgd, "_TORCH_PLANS", {})
-        with torch.cuda.stream(stream):
-            got = [lsattn.loglinear_gated_delta(*dev) for _ in range(3)]
-        stream.synchronize()
-        plan = next(iter(cgd._TORCH_PLANS.values()))
-        assert (plan.parts is None) == (K == 1) and (K == 1 or len(plan.parts) == K)
-        assert torch.equal(got[0], got[1]) and torch.equal(got[0], got[2])
-        outs[K, prio] = got[0]
-    for key, out in outs.items():
-        assert torch.equal(out, outs[1, True]), key
-    if len(batch) == 2 and batch[1] == 3:
-        want = ref.loglinear_gated_delta(*[t.double() for t in dev])
-        assert_close(outs[2, True].double().cpu().numpy(), want.cpu().numpy(), BF16)
 
 
 @pytest.mark.gpu

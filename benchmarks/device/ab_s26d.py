@@ -1,12 +1,12 @@
-"""PIPE_PARTS A/B (s26d, issue 16): the public bfloat16 forward ``lsattn.loglinear_gated_delta`` (B=2, H=16, d=64,
-bench_gpu_gated_delta's inputs) with its modes rotated call by call in one process: ``off`` (``gated_delta.PIPE_PARTS``
-1), ``p2`` / ``p4`` (2 / 4 parts, high-priority streams), ``p2n`` (2 parts, default priority), ``main`` (one part,
-the kernels built with GF_STG, GF_FEX, GD_T1B16_SET off: main's path), ``b16`` (GD_T1B16_SET), ``sf`` (GF_STG 3 and
-GF_FEX), ``all`` (2 parts with the three), ``new`` (the branch's defaults). REPS 0: the modes' plans and modules only (a warm-up).
+"""The public bfloat16 forward ``lsattn.loglinear_gated_delta`` (B=2, H=16, d=64, bench_gpu_gated_delta's inputs) on
+builds of its kernels rotated call by call in one process (s26d, issue 16; session 27 took out PIPE_PARTS, which this
+script measured slower): ``off`` (the defaults), ``main`` (GF_STG, GF_FEX, GD_T1B16_SET off: session 26's kernels),
+``b16`` (GD_T1B16_SET), ``nob16`` (GD_T1B16_SET off), ``sf`` (GF_STG 3 and GF_FEX), ``all`` (the three).
+REPS 0: the modes' plans and modules only (a warm-up).
 Per mode and T, medians over REPS rounds: ``lat`` one call's CUDA-event time from an idle GPU (the forward table's
 measure), ``pipe`` 10 calls back to back / 10, ``wall`` one call's host time to its end (synchronized); every mode's
-output against off's (bit for bit expected); then one profiled call per mode at the first T given for the timeline
-argument: each GPU kernel's start / end relative to the first kernel's start (us), and the GPU span.
+output against off's; then one profiled call per mode at the first T given for the timeline argument: each GPU
+kernel's start / end relative to the first kernel's start (us), and the GPU span.
     python benchmarks/device/ab_s26d.py 8192,16384,32768 [REPS] [MODES] [TIMELINE_T]"""
 import os
 import statistics
@@ -23,13 +23,11 @@ from bench_gpu_gated_delta import inputs  # noqa: E402
 from lsattn.backends.cupy import _compile as cc  # noqa: E402
 from lsattn.backends.cupy import gated_delta as cgd  # noqa: E402
 
-# mode: (PIPE_PARTS, PIPE_PRIORITY, gd_forms' extra -D switches); "main": main's path (no parts, GF_STG and GF_FEX off)
-PARTS = {"off": (1, True, ()), "p2": (2, True, ()), "p3": (3, True, ()), "p4": (4, True, ()), "p2n": (2, False, ()),
-         "main": (1, True, ("-DGF_STG=0", "-DGF_FEX=0", "-DGD_T1B16_SET=0")),
-         "b16": (1, True, ("-DGD_T1B16_SET=1",)), "sf": (1, True, ("-DGF_STG=3", "-DGF_FEX=1")),
-         "all": (2, True, ("-DGD_T1B16_SET=1", "-DGF_STG=3", "-DGF_FEX=1")),
-         "new": (cgd.PIPE_PARTS, cgd.PIPE_PRIORITY, ())}  # (the branch's defaults)
-PLANS = {}  # a plan cache per mode (PIPE_PARTS / PIPE_PRIORITY are read when a plan is made)
+# mode: gd_forms' / the tiers' extra -D switches
+MODES = {"off": (), "main": ("-DGF_STG=0", "-DGF_FEX=0", "-DGD_T1B16_SET=0"), "b16": ("-DGD_T1B16_SET=1",),
+         "nob16": ("-DGD_T1B16_SET=0",), "sf": ("-DGF_STG=3", "-DGF_FEX=1"),
+         "all": ("-DGD_T1B16_SET=1", "-DGF_STG=3", "-DGF_FEX=1")}
+PLANS = {}  # a plan cache per mode
 _LAUNCH, _MODS = cgd._launch, {}
 
 
@@ -54,7 +52,7 @@ def launch_with(extra):
 
 
 def mode(m):
-    cgd.PIPE_PARTS, cgd.PIPE_PRIORITY, extra = PARTS[m]
+    extra = MODES[m]
     cgd._TORCH_PLANS = PLANS.setdefault(m, {})
     cgd._launch = launch_with(extra)
 
@@ -85,7 +83,7 @@ def timeline(fn):
 def main():
     Ts = [int(t) for t in sys.argv[1].split(",")]
     REPS = int(sys.argv[2]) if len(sys.argv) > 2 else 9
-    modes = sys.argv[3].split(",") if len(sys.argv) > 3 else ["off", "p2", "p4", "p2n"]
+    modes = sys.argv[3].split(",") if len(sys.argv) > 3 else ["off", "main", "nob16"]
     tl_T = int(sys.argv[4]) if len(sys.argv) > 4 else Ts[0]
     rows = []
     for T in Ts:
@@ -96,8 +94,7 @@ def main():
             mode(m)
             outs[m] = fn()
             fn()
-            plan = next(iter(cgd._TORCH_PLANS.values()))
-            print(f"T={T} {m}: parts {None if plan.parts is None else [(b0, b1) for b0, b1, _ in plan.parts]}", flush=True)
+            print(f"T={T} {m}: planned", flush=True)
         for m in modes:
             d = (outs[m].float() - outs["off"].float()).abs().max().item()
             print(f"T={T} {m} vs off: max |diff| {d:.3g} (max |off| {outs['off'].float().abs().max().item():.3g}), "

@@ -197,8 +197,8 @@ class _Side:
     with two events; ``fork``: it waits for the current stream's work so far, ``on()``: launches go to it, ``join``: the
     current stream waits for its work so far."""
 
-    def __init__(self, cp, priority=None):
-        self.cp, self.stream = cp, cp.cuda.Stream(non_blocking=True, priority=priority)
+    def __init__(self, cp):
+        self.cp, self.stream = cp, cp.cuda.Stream(non_blocking=True)
         self.ev = [cp.cuda.Event(block=False, disable_timing=True, interprocess=False) for _ in range(2)]
 
     def fork(self):
@@ -241,24 +241,6 @@ def _side(ops):
     if side is None:
         side = sides[dev] = _Side(cupy)
     return side
-
-
-def _pipe_sides(ops, k):
-    """``k`` pairs of ``_Side``s of the current device and thread on the highest stream priority (gated_delta.PIPE_PARTS:
-    a part's two-tier scan on the first, its gd_tier1x fork on the second), or None where ``ops`` launches on no GPU
-    (the parts then run in order on the current stream)."""
-    if _side(ops) is _NO_SIDE:
-        return None
-    import cupy
-
-    from . import gated_delta as gdm
-
-    prio = gdm.PIPE_PRIORITY
-    pairs = _SIDES.__dict__.setdefault("pipe", {}).setdefault((cupy.cuda.runtime.getDevice(), prio), [])
-    while len(pairs) < k:  # (a priority past the device's range is clamped by CUDA to its greatest: CuPy 14 has no
-        hi = -(1 << 16) if prio else None  # deviceGetStreamPriorityRange)
-        pairs.append((_Side(cupy, hi), _Side(cupy, hi)))
-    return pairs[:k]
 
 
 class CupyOps:
@@ -463,7 +445,7 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_tiers(self, cfg, tier, qe, ek, ph, H, g, lam, out, T, DK, DV, L, n, BH, scratch=None, bw=None, walk3=False,
-                 split=True, r3=None, o16=None, t3fill=None, side=None):
+                 split=True, r3=None, o16=None, t3fill=None):
         """gd_scan's two-tier form (gated_delta_tier.cu: gd_tier1, gd_tier1x; gated_delta_coarse.cu: the coarse slots,
         gd_tier3) for ``tier = gated_delta.tier_plan(..)``; scratch: (Z, Tot, Sb, Qp, Pc, Tg) of ``tier.shapes`` (None:
         allocated here); bw: gd_tier1 / gd_tier3's columns per block (None: ``cfg.tier_bw``; a timing build's
@@ -475,8 +457,7 @@ class CupyOps:
         (16-bit inputs, ``tier.NCL > 0``): the (BH, T, DV) output in the inputs' dtype, which gd_tier3 writes rounded
         from out's float32 sums (out then holds the levels <= TM's only); None: the sums added into out. t3fill:
         gd_cfill folded into gd_tier3 (None: ``gated_delta.T3FILL``; False: gd_cfill runs, every slot of Sb written: the
-        training forward's, whose Sb the backward reads). side: the ``_Side`` of the gd_tier1x fork (None: ``_side``'s;
-        gated_delta.PIPE_PARTS' parts each their own)."""
+        training forward's, whose Sb the backward reads)."""
         nP, NCL, NPR, nG = tier.nP, tier.NCL, tier.NPR, tier.nG
         assert o16 is None or NCL > 0, "one period: no gd_tier3 to round the output"
         Z, Tot, Sb, Qp, Pc, Tg = scratch or [self.xp.empty((BH,) + shape, dtype=dt) for shape, dt in
@@ -491,7 +472,7 @@ class CupyOps:
         x1 = split and nP > 1  # the transfers (the last period's: its reads Qp alone) in gd_tier1x
         # ... on a second stream beside gd_tier1 (gated_delta.TIER_FORK, from TIER_FORK_PERIODS periods; neither reads
         # what the other writes), joined before the coarse slots
-        side = (side or _side(self)) if x1 and gdm.TIER_FORK and nP >= gdm.TIER_FORK_PERIODS else _NO_SIDE
+        side = _side(self) if x1 and gdm.TIER_FORK and nP >= gdm.TIER_FORK_PERIODS else _NO_SIDE
         side.fork()
         fn, block, smem = self._tk("gated_delta", cfg, "gd_tier1")
         fn((nP * BH * (NCB + (0 if split else NCK)),), block, t1, shared_mem=smem)

@@ -19,7 +19,6 @@ take the kernels here.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -32,7 +31,6 @@ from ...loglinear import _ns
 from ...state import State
 from ._arrays import _external_stream, _half, array_kind, check_grid, inputs, on_gpu, ta_name, widen
 from .exp_kernel import _tracks_grad
-from . import _compile
 from ._compile import GD_BW, GD_G, SMEM_MAX, CupyOps, _launch, make_config
 from ._rawlaunch import cached_plan, raw_launch
 
@@ -386,21 +384,6 @@ class _Plan:
             self.raw_scan = raw_launch(self.scan, self.scan_grid, self.scan_block, self.scan_smem, 9, self.scan_tail)
             if self.raw_forms is None or self.raw_scan is None:
                 self.raw_forms = self.raw_scan = None
-        # PIPE_PARTS: each part's sequences [b0, b1) with its gd_forms launch; a sequence's bytes in each pointer
-        # (the six inputs, then the scratch's parts in ``sizes``' order, then the 16-bit output)
-        self.parts = None
-        K = PIPE_PARTS
-        if K > 1 and BH >= K and self.raw_forms is not None and self.o16 and self.tier.nP >= PIPE_MIN_PERIODS:
-            isz = q.element_size()
-            self.strides = ([T * DK * isz] * 2 + [T * DV * isz] + [T * isz] * 2 + [T * L * isz]
-                            + [size // BH * item for size, item in sizes] + [T * DV * isz])
-            cuts = [BH * i // K for i in range(K + 1)]
-            # every part's pointers 16-byte aligned (cp.async, vector loads) but those read element by element: the log
-            # decays, beta, g and the float32 level weights
-            loose = {3, 4, 10, 11 if self.half else 10}
-            if all(b0 * st % 16 == 0 for b0 in cuts for i, st in enumerate(self.strides) if i not in loose):
-                self.parts = [(b0, b1, raw_launch(self.forms, (n, b1 - b0), self.forms_block, self.forms_smem, 14,
-                                                  self.forms_tail)) for b0, b1 in zip(cuts, cuts[1:])]
 
 
 class _Direct:
@@ -439,17 +422,6 @@ O16 = True
 #: sums (False: the float32 output, which the registry rounds in a pass of its own; for A/B timing; read when a plan is
 #: made; s17d16)
 OUT16 = True
-#: ``_torch_call`` with the two-tier scan (raw launches): the sequences (B H) in PIPE_PARTS parts, pipelined: every part's
-#: gd_forms in order on the caller's stream, each part's scan but the last on a stream of its own of the highest priority
-#: (forked after its gd_forms, joined at the end), the last part's on the caller's, so that one part's scan (its coarse
-#: chains, its kernels' tails) runs beside the next part's gd_forms. The same kernels on the same sequences: bit-equal
-#: to 1 (read when a plan is made). From PIPE_MIN_PERIODS periods and PIPE_PARTS sequences. 1 (off): 2 parts measured
-#: slower on the H200 (public bf16 forward +107 / +165 us at 16K / 32K, 4 parts +193 / +216 us; session 27).
-PIPE_PARTS = 1
-PIPE_MIN_PERIODS = 32
-#: ... the parts' streams at the device's highest priority (their blocks dispatched before the next gd_forms' waiting
-#: ones; False: the default priority, for A/B timing)
-PIPE_PRIORITY = True
 _TORCH_PLANS = {}
 _TORCH_PLANS_MAX = 64
 _RAW_STREAM = []  # torch's current raw stream getter, looked up once
@@ -492,8 +464,6 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     out = None if plan.o16 else torch.empty(plan.out_shape, dtype=plan.out_dtype, device=plan.device)
     optr = rest[-1] if plan.o16 else out.data_ptr()
     bad = 0 if check is None else check.pointer()
-    if plan.parts is not None:
-        return _torch_parts(plan, dev, stream, ptrs, [base + o for o in plan.offsets], bad, check)
     if plan.raw_forms is not None:  # the driver's launches on torch's stream
         plan.raw_forms(stream, *ptrs, qe, ek, ph, H, g, optr, lamw, bad)
         if check is not None:
@@ -526,38 +496,6 @@ def _torch_call(q, k, v, a, beta, lam, chunk_size, check):
     if plan.half:  # the registry's rounding to the inputs' dtype reads the rows in place: one pass, compact
         return out[:, :plan.trim].view(plan.view)
     return out[:, :plan.trim].contiguous().view(plan.view)  # compact: a copy without the last chunk's padding rows
-
-
-def _torch_parts(plan, dev, stream, ptrs, scratch, bad, check):
-    """``_torch_call``'s launches in ``plan.parts`` (PIPE_PARTS) on raw pointers: ptrs the six inputs, scratch the
-    plan's parts (``plan.offsets``); returns the 16-bit output."""
-    import torch
-
-    T, DK, DV, L, n, BH = plan.dims
-    out = torch.empty(plan.view, dtype=plan.out_dtype, device=plan.device)
-    base = list(ptrs) + scratch + [out.data_ptr()]
-    at = [[p + b0 * s for p, s in zip(base, plan.strides)] for b0, _, _ in plan.parts]
-    half = bool(plan.half)
-    with _external_stream(stream, dev):  # CuPy's current stream: the forks' events, the last part's scan
-        ops = _Direct(dev)
-        sides = _compile._pipe_sides(ops, len(plan.parts) - 1)
-        for i, (b0, b1, raw) in enumerate(plan.parts):  # (every gd_forms first: the device busy from the first)
-            qe, ek, ph, H, g, *rest = at[i][6:-1]
-            raw(stream, *at[i][:6], qe, ek, ph, H, g, rest[-1], rest[0] if half else 0, bad)
-            if sides is not None and i + 1 < len(plan.parts):
-                sides[i][0].fork()  # (its scan waits for this part's gd_forms only)
-        if check is not None:
-            check.launched(stream)
-        for i, (b0, b1, raw) in enumerate(plan.parts):
-            qe, ek, ph, H, g, *rest = at[i][6:-1]
-            on = sides is not None and i + 1 < len(plan.parts)
-            with sides[i][0].on() if on else contextlib.nullcontext():
-                CupyOps.gd_tiers(ops, plan.cfg, plan.tier, qe, ek, ph, H, g, rest[0] if half else at[i][5], rest[-1],
-                                 T, DK, DV, L, n, b1 - b0, scratch=rest[half:][:6], o16=at[i][-1],
-                                 side=sides[i][1] if on else None)
-        for pair in sides or ():
-            pair[0].join()
-    return out
 
 
 #: the prologue passes ``check=`` (a ``KernelCheck``) instead of reading the inputs' extrema itself
