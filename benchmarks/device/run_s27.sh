@@ -16,6 +16,8 @@
 #                                                      test_gpu_dispatch alone with its peak GPU memory, as it is and under
 #                                                      XLA_PYTHON_CLIENT_ALLOCATOR=platform; the public forward's builds
 #                                                      (ab_s26d.py off / nob16 / main at 8K-32K); the forward's profile
+#   OUT=... bash benchmarks/device/run_s27.sh ncu      ncu --set full of one gd_forms_bwd_x1 launch (a bf16 step at 8K,
+#                                                      forms_bwd_step_s27.py): details and per-SASS-line source counters
 #   OUT=... bash benchmarks/device/run_s27.sh tables   the Gated DeltaNet tables alone (fwd; fwd+bwd beside fla's GDN with
 #                                                      its Hopper guard lifted, fla's log-linear and SDPA)
 set -u
@@ -56,6 +58,15 @@ set -u
     echo "=== train profile 32K $(date -u +%T)"
     timeout 80 python3 benchmarks/device/profile_gd.py train 32768 > "$OUT/log_train_32768.txt" 2>&1; echo "rc=$?"
     grep -E "====" "$OUT/log_train_32768.txt"; grep -vE "^-|^$" "$OUT/log_train_32768.txt" | sed -n 2,24p | sed -E 's/  +/ /g' | cut -c1-150
+  elif [ "$1" = ncu ]; then
+    timeout 150 ncu --set full --import-source yes -k regex:gd_forms_bwd_x1 -c 1 -o "$OUT/forms_bwd_8k" \
+        python3 benchmarks/device/forms_bwd_step_s27.py 8192 > "$OUT/log_ncu_run.txt" 2>&1; echo "ncu rc=$?"
+    tail -n 2 "$OUT/log_ncu_run.txt" | cut -c1-160
+    timeout 40 ncu --import "$OUT/forms_bwd_8k.ncu-rep" --print-details all > "$OUT/log_ncu_details.txt" 2>&1; echo "details rc=$?"
+    timeout 40 ncu --import "$OUT/forms_bwd_8k.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_sass.csv" 2>&1; echo "sass rc=$?"
+    gzip -f "$OUT/ncu_sass.csv"; rm -f "$OUT/forms_bwd_8k.ncu-rep"
+    grep -E "Duration|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Executed Instructions  |Shared Memory Config|Bank Conflicts|L1/TEX Hit|DRAM Throughput|Compute \(SM\) Thr" "$OUT/log_ncu_details.txt" | head -24 | cut -c1-150
+    ls -la "$OUT"
   elif [ "$1" = third ]; then
     PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
     K="s16_bound or two_tier or tier3 or fork or direct_output"
