@@ -13,23 +13,16 @@ if [ "$1" = final ]; then
   ( NAME=s25_final; . benchmarks/device/setup.sh
     export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw --format=csv
-    PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
+    . benchmarks/device/gd_gpu_tests.sh
     echo "=== final tests $(date -u +%T)"
-    K="s16_bound or two_tier or tier3 or fork or direct_output"
-    timeout 200 $PT tests/test_cupy_gated_delta.py -k "$K" > "$OUT/log_t_gd1.txt" 2>&1 &
-    timeout 200 $PT tests/test_cupy_gated_delta.py -k "not ($K)" > "$OUT/log_t_gd2.txt" 2>&1 &
-    timeout 200 $PT tests/test_cupy_gated_delta_grad.py > "$OUT/log_t_gdgrad.txt" 2>&1 &
-    timeout 200 $PT tests/test_cupy_gated_delta_tier_bwd.py tests/test_cupy_gated_delta_tier_grad.py > "$OUT/log_t_tierbwd.txt" 2>&1 &
-    timeout 200 $PT tests/test_nonfinite.py tests/test_gpu_dispatch.py -k "gated or side_stream or dispatch" > "$OUT/log_t_nonfinite_dispatch.txt" 2>&1 &
-    timeout 200 $PT tests/test_cupy_hierarchical.py tests/test_cupy_hierarchical_grad.py \
-        -k "16bit_in_16bit_out or bf16_intra or 16bit_training_forward" > "$OUT/log_t_hier.txt" 2>&1 &
+    gd_gpu_tests
     for tool in memcheck racecheck initcheck; do
       ( for s in gd_tier_small "gd_small bf16" gd_bwd16_small_s19g16 gd_train16_small_s24a; do set -- $s
           PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool $tool --print-limit 10 python3 benchmarks/device/$1.py ${2:-} > "$OUT/log_${tool}_$1${2:+_$2}.txt" 2>&1
         done ) &
     done
     wait
-    for f in "$OUT"/log_t_*.txt; do echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"; grep -E "^FAILED" $f | head -5 | cut -c1-200; tail -n 1 $f | cut -c1-160; done
+    gd_gpu_summary
     for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt "$OUT"/log_initcheck_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1) $(grep -c 'sanitize ok' $f) ok"; done
     echo "=== two-tier backward kernels $(date -u +%T)"
     timeout 60 python3 benchmarks/device/gd_tier_bwd_kernels.py > "$OUT/log_tier_bwd_kernels.txt" 2>&1; echo "rc=$?"

@@ -27,16 +27,9 @@ set -u
   if [ "$1" = tests ] || [ "$1" = tests2 ]; then
     [ "$1" = tests2 ] && { ( while sleep 3; do pgrep -f pytest > /dev/null || break; echo "t=$SECONDS"; nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader
         ps -eo pid,args | grep -E "pytest|sanitizer" | grep -v grep | cut -c1-160; done ) > "$OUT/log_gpu_mem.txt" 2>&1 & }  # (ends with the tests)
-    PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
+    . benchmarks/device/gd_gpu_tests.sh
     echo "=== tests $(date -u +%T)"
-    K="s16_bound or two_tier or tier3 or fork or direct_output"
-    timeout 200 $PT tests/test_cupy_gated_delta.py -k "$K" > "$OUT/log_t_gd1.txt" 2>&1 &
-    timeout 200 $PT tests/test_cupy_gated_delta.py -k "not ($K)" > "$OUT/log_t_gd2.txt" 2>&1 &
-    timeout 200 $PT tests/test_cupy_gated_delta_grad.py > "$OUT/log_t_gdgrad.txt" 2>&1 &
-    timeout 200 $PT tests/test_cupy_gated_delta_tier_bwd.py tests/test_cupy_gated_delta_tier_grad.py > "$OUT/log_t_tierbwd.txt" 2>&1 &
-    timeout 200 $PT tests/test_nonfinite.py tests/test_gpu_dispatch.py -k "gated or side_stream or dispatch" > "$OUT/log_t_nonfinite_dispatch.txt" 2>&1 &
-    timeout 200 $PT tests/test_cupy_hierarchical.py tests/test_cupy_hierarchical_grad.py \
-        -k "16bit_in_16bit_out or bf16_intra or 16bit_training_forward" > "$OUT/log_t_hier.txt" 2>&1 &
+    gd_gpu_tests
     [ "$1" = tests2 ] && PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool memcheck --print-limit 10 \
         python3 benchmarks/device/gd_bwd16_small_s19g16.py > "$OUT/log_memcheck_gd_bwd16_small_s19g16.txt" 2>&1 &
     [ "$1" = tests ] && for tool in memcheck racecheck initcheck; do
@@ -47,7 +40,7 @@ set -u
     wait
     [ "$1" = tests2 ] && { echo "-- peak GPU MiB per pid:"; awk -F', ' '/MiB/ {m=$2+0; if (m > p[$1]) p[$1] = m} END {for (k in p) print k, p[k]}' "$OUT/log_gpu_mem.txt" | sort -k2 -n | tail -4
         grep -E "^ *[0-9]+ " "$OUT/log_gpu_mem.txt" | sort -u | cut -c1-160 | head -20; }
-    for f in "$OUT"/log_t_*.txt; do echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"; grep -E "^FAILED" $f | head -5 | cut -c1-200; tail -n 1 $f | cut -c1-160; done
+    gd_gpu_summary
     for f in "$OUT"/log_memcheck_*.txt "$OUT"/log_racecheck_*.txt "$OUT"/log_initcheck_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1) $(grep -c 'sanitize ok' $f) ok $(grep -c 'equal to 1: False' $f) unequal"; done
     echo "=== forward A/B $(date -u +%T)"
     timeout 110 python3 benchmarks/device/ab_s26d.py 16384,32768 9 off,main,nob16 0 > "$OUT/log_ab.txt" 2>&1; echo "rc=$?"
@@ -68,8 +61,8 @@ set -u
     grep -E "Duration|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Executed Instructions  |Shared Memory Config|Bank Conflicts|L1/TEX Hit|DRAM Throughput|Compute \(SM\) Thr" "$OUT/log_ncu_details.txt" | head -24 | cut -c1-150
     ls -la "$OUT"
   elif [ "$1" = third ]; then
-    PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
-    K="s16_bound or two_tier or tier3 or fork or direct_output"
+    . benchmarks/device/gd_gpu_tests.sh
+    PT=$GD_PT K=$GD_K
     echo "=== tests $(date -u +%T)"
     timeout 200 $PT tests/test_cupy_gated_delta.py -k "$K" > "$OUT/log_t_gd1.txt" 2>&1 &
     timeout 200 $PT tests/test_cupy_gated_delta.py -k "not ($K)" > "$OUT/log_t_gd2.txt" 2>&1 &
@@ -77,7 +70,7 @@ set -u
       PYTORCH_CUDA_ALLOC_CONF= timeout 95 compute-sanitizer --tool $tool --print-limit 10 python3 benchmarks/device/gd_small.py bf16 > "$OUT/log_${tool}_gd_small.txt" 2>&1 &
     done
     wait
-    for f in "$OUT"/log_t_*.txt; do echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"; grep -E "^FAILED" $f | head -5 | cut -c1-200; tail -n 1 $f | cut -c1-160; done
+    gd_gpu_summary
     for f in "$OUT"/log_*check_*.txt; do echo "-- $(basename $f): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' $f | tail -1) $(grep -c 'sanitize ok' $f) ok"; done
     for alloc in default platform; do
       echo "=== JAX test alone, allocator $alloc $(date -u +%T)"
