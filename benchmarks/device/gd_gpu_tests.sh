@@ -1,6 +1,6 @@
 # Sourced by the lead's device scripts (run_s25.sh, run_s27.sh) after setup.sh: the Gated DeltaNet GPU tests in six
 # pytest processes beside one another (gd_gpu_tests: launched in the background, `wait` for them) and their summary
-# lines (gd_gpu_summary: passed / failed counts, the failures, pytest's last line), logs $OUT/log_t_*.txt.
+# lines (gd_gpu_summary: passed / failed counts, the failures, pytest's last line), logs $OUT/log_t_*.txt; the tables (gd_tables).
 GD_PT="python3 -m pytest -v -p no:cacheprovider -rf -m gpu --tb=short"
 GD_K="s16_bound or two_tier or tier3 or fork or direct_output"
 
@@ -20,4 +20,18 @@ gd_gpu_summary() {
     echo "-- $(basename $f): $(grep -c ' PASSED' $f) passed, $(grep -c ' FAILED' $f) failed"
     grep -E "^FAILED" $f | head -5 | cut -c1-200; tail -n 1 $f | cut -c1-160
   done
+}
+
+# The Gated DeltaNet tables (public calls beside the peers in one process): fwd+bwd at 8K-32K (ours bf16, fla's GDN
+# with its Hopper guard lifted, fla's log-linear Mamba-2, SDPA) into $OUT/gd_train, the forward at 2K-32K into $OUT/gd.
+gd_tables() {
+  mkdir -p "$OUT/gd" "$OUT/gd_train"
+  echo "=== gated delta fwd+bwd $(date -u +%T)"
+  timeout 150 python3 benchmarks/bench_gpu_gated_delta.py --train --T 8192,16384,32768 \
+      --rows ours_bf16,fla_lifted,fla_ll,sdpa --out "$OUT/gd_train" > "$OUT/log_gd_train.txt" 2>&1; echo "rc=$?"
+  grep -E "^\||fails" "$OUT/log_gd_train.txt" | cut -c1-220
+  echo "=== gated delta fwd $(date -u +%T)"
+  timeout 100 python3 benchmarks/bench_gpu_gated_delta.py --T 2048,8192,16384,32768 --api-max-T 32768 --fla-dtypes bf16 \
+      --out "$OUT/gd" > "$OUT/log_gd.txt" 2>&1; echo "rc=$?"
+  grep -E "^\|" "$OUT/log_gd.txt" | cut -c1-220
 }
