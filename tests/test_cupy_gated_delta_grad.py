@@ -704,6 +704,10 @@ def test_forms_x_saved_emulated(half, x1):
         assert np.isfinite(fr).all(), name
         err = np.abs(f0 - fr).max() / np.abs(f0).max()
         assert err <= (2.0**-8 if half else 1e-5), f"{name}: the forward's X against fb_solve's, {err:.2e} {half}"
+    # the X read is the one used: a perturbed X (strict lower triangle x 1.5) moves the gradients
+    bent = gdb.forms_backward(EmulatedOps(), sc1, *arrays, grads, xin=np.where(np.tril(np.ones((C, C)), -1) > 0, 1.5 * xo,
+                                                                             xo).astype(np.float32))
+    assert not all(np.array_equal(g, b) for g, b in zip(read, bent)), "FB_XIN: xin read"
 
 
 def test_bf16_training_path_emulated_on_cpu():
@@ -824,6 +828,55 @@ def test_bf16_training_s16_emulated_on_cpu(monkeypatch, T, dk, dv, decay):
             base, _ = cgd.compute(ops, *kernel_inputs(arrays, "bfloat16")[0], 64, 0, None, False, "bf16")
             assert np.array_equal(out, base.astype(np.float64)), "the inference forward's S16 output"
     print("\n".join(f"S16_TRAIN={on}: " + " ".join(f"{k} {v:.2e}" for k, v in e.items()) for on, e in errs.items()))
+
+
+@pytest.mark.parametrize("T, dk, dv, decay", [(600, 64, 20, "moderate")])
+def test_forms_x_saved_training_emulated(monkeypatch, T, dk, dv, decay):
+    """``FORMS_X_SAVED`` (R1) end to end: the bfloat16 training step (S16_TRAIN, gd_scan_bwd_x1) on the kernels' CUDA
+    sources on the CPU, gd_forms' GF_XO build keeping X and gd_forms_bwd_x1's FB_XIN build reading it: bfloat16
+    gradients against float64 autograd of the reference within BF16, as with the switch off, the two within BF16 of each
+    other; the output identical bit for bit; X saved as (BH, n, 64, 64) float32 and passed to gd_forms_bwd."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from lsattn.backends.cupy import gated_delta as cgd
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(gdb, "TIER_BWD", False)
+    arrays = make(12, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay)
+    arrays[3][..., [70, T - 90]] = [-1e3, -1e6]
+    arrays = [torch.tensor(x).to(torch.bfloat16).double().numpy() for x in arrays]
+    do = np.random.default_rng(3).standard_normal((2, T, dv))
+    seen = []
+
+    class Ops(EmulatedOps):
+        def gd_forms(self, cfg, *args, xo=None, **kw):
+            seen.append(("forms", cfg.xs, None if xo is None else (xo.shape, xo.dtype)))
+            return Emulated().gd_forms(cfg, *args, xo=xo, **kw)
+
+        def gd_forms_bwd(self, cfg, *args, xin=None, **kw):
+            seen.append(("forms_bwd", cfg.xs, None if xin is None else (xin.shape, xin.dtype)))
+            return super().gd_forms_bwd(cfg, *args, xin=xin, **kw)
+
+    ops = Ops()
+    emulated = bf16_context(ops)
+
+    def ours(*xs):
+        xs = [x.to(torch.bfloat16) for x in xs]
+        return gdb.differentiable(*xs, 64, 0, None, context=emulated, x1=True).double()
+
+    want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
+    got, outs, n = {}, {}, -(-T // 64)
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "FORMS_X_SAVED", on)
+        seen.clear()
+        got[on], outs[on] = _grads(ours, arrays, do)
+        x = ((2, n, 64, 64), np.float32) if on else None
+        assert seen == [("forms", on, x), ("forms_bwd", on, x)], seen
+        check(got[on], want, want_out, do, BF16, f"bf16 FORMS_X_SAVED={on} T={T} dk={dk}")
+    check(got[True], got[False], want_out, do, BF16, "FORMS_X_SAVED on against off")
+    assert np.array_equal(outs[True], outs[False])
+    print("\n".join(f"FORMS_X_SAVED={on}: " + " ".join(f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do).items())
+                    for on in (True, False)))
 
 
 # ---- GPU ------------------------------------------------------------------------------------------

@@ -347,6 +347,36 @@ def test_training_step_s16_tier_bwd(monkeypatch, kind, T, dk, dv, decay):
     assert np.array_equal(outs[True], outs[False])
 
 
+@pytest.mark.parametrize("dtype, T, dk, dv, C", [("float32", 420, 16, 17, 16), ("bfloat16", 600, 64, 20, 64)])
+def test_training_step_forms_x_saved(monkeypatch, dtype, T, dk, dv, C):
+    """``FORMS_X_SAVED`` (R1: gd_forms' X kept, gd_forms_bwd's FB_XIN build reading it) in the training step on the
+    two-tier backward (TIER_BWD, ``TierTwinOps``): float32 callers (gd_forms the twin's, X its float32 inverse) within
+    F32, bfloat16 callers (S16: gd_forms' CUDA source, GF_XO) within BF16 of float64 autograd of the reference, as with
+    the switch off, and the two within the same bound of each other; X passed to gd_forms_bwd (BH, n, C, C) float32."""
+    _emu_ready()
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(gdb, "TIER_BWD", True)
+    x1 = dtype == "bfloat16"
+    arrays = make(7, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="moderate")
+    arrays[3][..., [37, T - 90]] = [-1e3, -1e6]
+    arrays = [torch.tensor(x).to(getattr(torch, dtype)).double().numpy() for x in arrays]
+    do = np.random.default_rng(11).standard_normal((2, T, dv))
+    want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
+    got, tol, n = {}, BF16 if x1 else F32, -(-T // C)
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "FORMS_X_SAVED", on)
+        ops = _ops("twin", x1)
+        xins = []
+        bwd = ops.gd_forms_bwd
+        ops.gd_forms_bwd = lambda cfg, *a, xin=None, **k: xins.append(None if xin is None else xin.shape) or bwd(
+            cfg, *a, xin=xin, **k)
+        got[on], _ = _step(ops, arrays, do, C, dtype, x1, bf16_context(ops) if x1 else _context(ops))
+        assert xins == [(2, n, C, C) if on else None], xins
+        assert [c for c in ops.calls if c in KERNELS] == list(KERNELS), ops.calls
+        check(got[on], want, want_out, do, tol, f"{dtype} T={T} FORMS_X_SAVED={on}")
+    check(got[True], got[False], want_out, do, tol, "FORMS_X_SAVED on against off")
+
+
 def test_tier_bwd_one_period_and_retain_graph(monkeypatch):
     """One period (no coarse level): tier_backward runs K4 alone (nothing to read for K1-K3); a second backward
     through a retained graph, one period and several, gives the first's gradients again (Qp, Z, Sb are saved tensors,
