@@ -656,9 +656,9 @@ def test_forms_x_saved_emulated(half, x1):
     """R1 (``FORMS_X_SAVED``, benchmarks/NOTES.md "Session 27 — s27p"), kernel by kernel on their CUDA sources on the CPU
     (float32 callers: 3xTF32 gd_forms / gd_forms_bwd; bfloat16 callers: the TI_BF16 builds, gd_forms_bwd_x1): gd_forms'
     GF_XO build writes the same outputs bit for bit as the default build and an X within float32 rounding of the float64
-    inverse (I + N)^{-1}; gd_forms_bwd's FB_XIN build with no X (null) equals the default build bit for bit; with the
-    forward's X its gradients are within float32 roundings of the solved ones (1e-5 of max; bf16 gradients: one rounding
-    step, 2^-8 of max) (strong and -inf decays, a zero beta, an offset inside a chunk, padding rows)."""
+    inverse (I + N)^{-1}; forms_backward with ``sc.xs`` and no X takes the default build (bit for bit); gd_forms_bwd's
+    FB_XIN build with the forward's X gives gradients within float32 roundings of the solved ones (1e-5 of max; bf16
+    gradients: one rounding step, 2^-8 of max), and a perturbed X moves them (strong and -inf decays, a zero beta, an offset inside a chunk, padding rows)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
     import dataclasses
@@ -696,10 +696,10 @@ def test_forms_x_saved_emulated(half, x1):
     shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     solved = gdb.forms_backward(EmulatedOps(), sc0, *arrays, grads)
-    null = gdb.forms_backward(EmulatedOps(), sc1, *arrays, grads)  # the FB_XIN build, no X: solved
+    null = gdb.forms_backward(EmulatedOps(), sc1, *arrays, grads)  # no X: the default build, solved
     read = gdb.forms_backward(EmulatedOps(), sc1, *arrays, grads, xin=xo)
     for name, g0, gn, gr in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], solved, null, read):
-        assert np.array_equal(g0, gn), f"{name}: FB_XIN's build without X against the default {half}"
+        assert np.array_equal(g0, gn), f"{name}: sc.xs without X against the default {half}"
         f0, fr = ((x.astype(np.uint32) << 16).view(np.float32) if half else x for x in (g0, gr))
         assert np.isfinite(fr).all(), name
         err = np.abs(f0 - fr).max() / np.abs(f0).max()

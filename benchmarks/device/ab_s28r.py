@@ -9,8 +9,8 @@ sequence (32K, B H = 32: +268 MB).
                                           step, the gradients on / off) with FORMS_X_SAVED off / on rotated
     python ab_s28r.py kernel T,T [ROUNDS] the kernels alone on the S16 path's builds (B=2, H=16, d=64, C=64, random
                                           output gradients): gd_forms default (f0) / GF_XO writing X (f1), outputs bit
-                                          for bit; gd_forms_bwd_x1 default (b0) / FB_XIN reading the forward's X (b1) /
-                                          FB_XIN with no X (bn: solves, bit-equal to b0), interleaved per round (CUDA
+                                          for bit; gd_forms_bwd_x1 default (b0) / FB_XIN reading the forward's X (b1),
+                                          interleaved per round (CUDA
                                           events over 10 calls of the host function), medians; gradients against b0's
 """
 import dataclasses
@@ -95,11 +95,10 @@ def kernel(Ts, rounds):
         grads = [rng.standard_normal(s, dtype=np.float32) for s in
                  [(BH, n, C, D), (BH, n, C, D), (BH, n, D, C), (BH, n, D, D), (BH, n), (BH, n, C, D)]]
         bw = {"b0": lambda: gdb.forms_backward(ops, sc0, *x16, grads),
-              "b1": lambda: gdb.forms_backward(ops, sc1, *x16, grads, xin=xo),
-              "bn": lambda: gdb.forms_backward(ops, sc1, *x16, grads)}
+              "b1": lambda: gdb.forms_backward(ops, sc1, *x16, grads, xin=xo)}
         res = {k: [torch.as_tensor(y, device="cuda").view(torch.bfloat16).float() for y in f()] for k, f in bw.items()}
         names = ["dq", "dk", "dv", "da", "dbeta", "dlam"]
-        for k in ("b1", "bn"):
+        for k in ("b1",):
             mm = [int((g != r).sum()) for g, r in zip(res[k], res["b0"])]
             err = [float((g - r).abs().max() / r.abs().max()) for g, r in zip(res[k], res["b0"])]
             print(f"T={T} {k} vs b0: mismatches " + " ".join(f"{a} {m}" for a, m in zip(names, mm)) + " | max rel "
@@ -108,7 +107,7 @@ def kernel(Ts, rounds):
         med, ms = timed(bw, rounds)
         print(f"T={T} gd_forms_bwd_x1 ms (median of {rounds}, host call included): "
               + " ".join(f"{k} {v:.4f}" for k, v in med.items())
-              + f" | b1/b0 {med['b1'] / med['b0']:.3f} bn/b0 {med['bn'] / med['b0']:.3f} | spread "
+              + f" | b1/b0 {med['b1'] / med['b0']:.3f} | spread "
               + " ".join(f"{k} {min(v):.4f}-{max(v):.4f}" for k, v in ms.items()), flush=True)
         del x16, keep, grads, outs, xo, lamw
         cupy.get_default_memory_pool().free_all_blocks()

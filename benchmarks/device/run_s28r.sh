@@ -9,7 +9,7 @@
 #                                                      initcheck of gd_train16_small_s28r.py (gd_train16_small_s24a.py's
 #                                                      steps with the switch on, then two float32 steps); ab_s28r.py
 #                                                      kernel at 4K (the builds compiled, outputs compared)
-#   OUT=... bash benchmarks/device/run_s28r.sh times   ab_s28r.py kernel (gd_forms f0 / f1, gd_forms_bwd_x1 b0 / b1 / bn at
+#   OUT=... bash benchmarks/device/run_s28r.sh times   ab_s28r.py kernel (gd_forms f0 / f1, gd_forms_bwd_x1 b0 / b1 at
 #                                                      8K / 16K / 32K), then ab_s28r.py public (the bf16 fwd+bwd step with
 #                                                      the switch off / on rotated in one process, 8K / 16K / 32K: medians,
 #                                                      latency, peak memory, the gd_ kernels per step, gradients on / off)

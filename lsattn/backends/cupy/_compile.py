@@ -581,9 +581,9 @@ class CupyOps:
         inputs from those of gd_forms' outputs (chunked), one block per (chunk, sequence); x1: its
         1xTF32 build (gd_forms_bwd_x1, bfloat16 callers); cfg.half 'bf16': the inputs and their gradients
         as bfloat16 patterns; dlw (BH, T, L) compute type or None: a gradient of lam added into dlam; xin (BH, n, CH,
-        CH) compute type or None: X as gd_forms' GF_XO build wrote it, read instead of solved (``cfg.xs``'s FB_XIN
-        build only; None there: solved)."""
-        assert xin is None or cfg.xs, "xin: gd_forms_bwd's FB_XIN build (Config.xs)"
+        CH) compute type: X as gd_forms' GF_XO build wrote it, read instead of solved (``cfg.xs``'s FB_XIN build, which
+        needs it; else None)."""
+        assert (xin is not None) == cfg.xs, "xin: gd_forms_bwd's FB_XIN build (Config.xs), and only it"
         fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_forms_bwd_x1" if x1 else "gd_forms_bwd")
         fn((n, BH), block,
            (q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, self._p(dlw), self._i(T),

@@ -259,7 +259,7 @@ def forms_backward(ops, sc, q, k, v, a, beta, lam, grads, dlw=None, xin=None):
     H, g, intra), chunked as ``forms`` returns them (None: zero), in the compute type; dlw (BH, T, L) in the
     compute type or None: a gradient of lam added into dlam (the scan's, of gd_forms' float32 copy); xin (BH, n, C, C)
     float32 or None: X as the forward's gd_forms wrote it (``sc.xs``, ``forms_x``), read by gd_forms_bwd's FB_XIN build
-    instead of solved (None: solved)
+    instead of solved (None: solved, the default build)
     -> (dq, dk, dv, da, dbeta, dlam) shaped and typed as the inputs."""
     xp = ops.xp
     (BH, T, DK), DV, L, C, n = q.shape, v.shape[-1], lam.shape[-1], sc.cfg.CH, sc.n
@@ -268,8 +268,9 @@ def forms_backward(ops, sc, q, k, v, a, beta, lam, grads, dlw=None, xin=None):
     gs = [xp.zeros(s, dtype=dt) if g is None else xp.ascontiguousarray(g) for g, s in zip(grads, shapes)]
     outs = [xp.empty(x.shape, dtype=q.dtype) for x in (q, k, v, a, beta, lam)]  # every entry written
     dlw = None if dlw is None else xp.ascontiguousarray(dlw)
-    if xin is None:
-        ops.gd_forms_bwd(sc.fcfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1, dlw=dlw)
+    if xin is None:  # (fb_solve: the build without FB_XIN)
+        cfg = dataclasses.replace(sc.fcfg, xs=False)
+        ops.gd_forms_bwd(cfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1, dlw=dlw)
     else:
         assert sc.xs and xin.shape == (BH, n, C, C), "xin: the forward's X (sc.xs)"
         ops.gd_forms_bwd(sc.fcfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1, dlw=dlw,

@@ -861,11 +861,13 @@ __device__ __forceinline__ void fb_solve(const ta* DD, ta* MX, const ta* bt, ta*
 //   out: dq, dk (BH, T, DK); dv (BH, T, DV); da, dbeta (BH, T); dlam (BH, T, L) (every level of the call's rows written);
 //   (q .. lam and dq .. dlam: ti, 16-bit in TI_BF16 builds; the rest ta)
 //   dlw (BH, T, L) or null: a gradient of lam from elsewhere (the scan's, of gd_forms' float32 copy lamw), added into dlam
-//   FB_XIN 1: xin (BH, n, CH, CH) or null after n: each chunk's X = (I + N)^{-1} [r][s] as gd_forms' GF_XO build wrote it
-// FB_XIN (s27r, R1 of s27p's plan; host: gated_delta_bwd.FORMS_X_SAVED, Config.xs): 1: the kernels take xin, and where it
-// is not null copy X from it into sMX's upper triangle (and FB_XF's X^T tile in sS) instead of fb_solve and the X^T
-// pass (the forward's X: its solve's FFMA order, not fb_solve's, so the gradients move by float32 roundings of X);
-// null: fb_solve as ever. 0 (default): no such argument, the kernel as before.
+//   FB_XIN 1: xin (BH, n, CH, CH) after n: each chunk's X = (I + N)^{-1} [r][s] as gd_forms' GF_XO build wrote it
+// FB_XIN (s27r, R1 of s27p's plan; host: gated_delta_bwd.FORMS_X_SAVED, Config.xs): 1: the kernels take xin (never
+// null: the host picks this build only with the forward's X) and copy X from it into sMX's upper triangle (and FB_XF's
+// X^T tile in sS) instead of fb_solve and the X^T pass, neither of which is compiled (the forward's X: its solve's FFMA
+// order, not fb_solve's, so the gradients move by float32 roundings of X). 0 (default): no such argument, the kernel as
+// before. (A runtime fallback to fb_solve on a null xin kept both paths: ptxas spills 84 / 104 B against the default's
+// 76 / 80; without it: see NOTES s27r.)
 #ifndef FB_XIN
 #define FB_XIN 0
 #endif
@@ -974,9 +976,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     }
     __syncthreads();
     // FB_XIN: X from the forward (xin) into sMX's upper triangle and, FB_XF, X^T whole into sS (as the pass below)
-    bool xdone = false;
+    constexpr bool xdone = FB_XIN;
 #if FB_XIN
-    if (xin != nullptr) {
+    {
         const ta* xj = xin + cj * CH * CH;
         for (int idx = tid; idx < CH * CH; idx += NT) {
             const int r = idx / CH, s = idx % CH;  // X[r][s] (coalesced), stored at [s][r]
@@ -984,10 +986,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
             if (r > s) sMX[s * FB_LC + r] = x;
             if constexpr (XF) sS[s * FB_LC + r] = rnd(r > s ? x : (ta)(r == s));
         }
-        xdone = true;
     }
 #endif
-    if (xdone) {
+    if constexpr (xdone) {
     } else if constexpr (FB_BSOLVE) {
         if constexpr (!(FB_ABL & 1)) fb_solve(sDD, sMX, vb, sA);
     } else {  // X = (I + N)^{-1}: column c by forward substitution, TPC threads summing every TPC-th term
@@ -1004,7 +1005,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
     }
     __syncthreads();
-    if (XF && !xdone) {  // X^T, whole (x1: rounded)
+    if constexpr (XF && !xdone) {  // X^T, whole (x1: rounded)
         for (int idx = tid; idx < CH * CH; idx += NT) {
             const int a = idx / CH, b = idx % CH;
             sS[a * FB_LC + b] = rnd(X(b, a));
