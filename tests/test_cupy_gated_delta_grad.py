@@ -692,6 +692,7 @@ def test_forms_x_saved_emulated(half, x1):
                                                                                                         (4, -1))))
     assert np.isfinite(xo).all()
     assert np.array_equal(np.triu(xo, 1), np.zeros_like(xo)) and (np.diagonal(xo, axis1=-2, axis2=-1) == 1).all()
+    print(f"forms_x_saved {half or 'float32'}: max |X - X64| / max |X64| {np.abs(xo - X64).max() / np.abs(X64).max():.2e}")
     assert np.abs(xo - X64).max() <= 1e-5 * np.abs(X64).max(), "the forward's X against the float64 inverse"
     shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
@@ -703,6 +704,7 @@ def test_forms_x_saved_emulated(half, x1):
         f0, fr = ((x.astype(np.uint32) << 16).view(np.float32) if half else x for x in (g0, gr))
         assert np.isfinite(fr).all(), name
         err = np.abs(f0 - fr).max() / np.abs(f0).max()
+        print(f"forms_x_saved {half or 'float32'} {name}: max |read - solved| / max |solved| {err:.2e}")
         assert err <= (2.0**-8 if half else 1e-5), f"{name}: the forward's X against fb_solve's, {err:.2e} {half}"
     # the X read is the one used: a perturbed X (strict lower triangle x 1.5) moves the gradients
     bent = gdb.forms_backward(EmulatedOps(), sc1, *arrays, grads, xin=np.where(np.tril(np.ones((C, C)), -1) > 0, 1.5 * xo,

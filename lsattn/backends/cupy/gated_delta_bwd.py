@@ -20,7 +20,10 @@ between forward and backward. The reductions over value columns (``d qeff``, ``d
 ``d g``, ``d lam``) are added by the column blocks into zeroed outputs (atomicAdd: no per-block
 copies, no host-side sum; the order of the adds, hence the last bits, varies from run to run). Saved between forward and backward: the inputs (forms) and the WY quantities the scan
 reads (``O(T (C + d_k) + n d_k d_v)``); ``forms_backward`` allocates only its outputs (its ``C x C``
-temporaries live in each block's shared memory).
+temporaries live in each block's shared memory). With ``FORMS_X_SAVED`` (off by default; R1 of benchmarks/NOTES.md
+"Session 27 — s27p", unmeasured: "Session 27 — s27r") also each chunk's X = (I + N)^{-1} as gd_forms solved it:
+(BH, n, C, C) float32, ``T / C * C * C * 4 = 4 C T`` bytes a sequence (C = 64: 256 T bytes, 8 MiB at T = 32768; 268 MB at
+B H = 32), whatever d_k and d_v (nothing of size ``T d_k d_v``), which gd_forms_bwd reads instead of solving again.
 
 The two-tier scan's backward (``TIER_BWD``; float32 compute type, calls from chunk 0 without state that take the
 two-tier forward, ``gated_delta.tier_plan``): the forward runs gd_tiers on scratch of its own (``scan_tiers``) and
