@@ -21,5 +21,21 @@ extern "C" void run_forms(const ti* q, const ti* k, const ti* v, const ti* a, co
                           gd_e* ph, gd_e* Hc, ta* gc, gd_o* out, ta* lamw, int* bad, int T, int DK, int DV, int L, i64 p, i64 F,
                           int n, int BH, unsigned smem) {
     emu_smem = smem;  // the host's Config.smem("gd_forms"): check_smem aborts below the kernel's need
-    emu_launch(n, BH, 1, [=] { gd_forms(q, k, v, a, bt, lam, qe, ek, ph, Hc, gc, out, lamw, bad, T, DK, DV, L, p, F, n); });
+    emu_launch(n, BH, 1, [=] {
+        gd_forms(q, k, v, a, bt, lam, qe, ek, ph, Hc, gc, out, lamw, bad, T, DK, DV, L, p, F, n
+#if GF_XO
+                 , nullptr
+#endif
+        );
+    });
 }
+#if GF_XO
+// -DGF_XO=1 (the training forward's build with gated_delta_bwd.FORMS_X_SAVED): gd_forms writing each chunk's X into xo
+// (null: as run_forms)
+extern "C" void run_forms_xo(const ti* q, const ti* k, const ti* v, const ti* a, const ti* bt, const ti* lam, gd_e* qe,
+                             gd_e* ek, gd_e* ph, gd_e* Hc, ta* gc, gd_o* out, ta* lamw, int* bad, int T, int DK, int DV,
+                             int L, i64 p, i64 F, int n, int BH, unsigned smem, ta* xo) {
+    emu_smem = smem;
+    emu_launch(n, BH, 1, [=] { gd_forms(q, k, v, a, bt, lam, qe, ek, ph, Hc, gc, out, lamw, bad, T, DK, DV, L, p, F, n, xo); });
+}
+#endif

@@ -14,11 +14,11 @@
 extern "C" void run_forms_bwd(const ti* q, const ti* k, const ti* v, const ti* a, const ti* bt, const ti* lam,
                               const ta* dqe, const ta* dek, const ta* dph, const ta* dH, const ta* dg, const ta* dI,
                               ti* dq, ti* dk, ti* dv, ti* da, ti* dbeta, ti* dlam, const ta* dlw, int T, int DK, int DV,
-                              int L, i64 p, i64 F, int n, int BH, unsigned smem, int x1) {
+                              int L, i64 p, i64 F, int n, int BH, unsigned smem, int x1, const ta* xin) {
     emu_smem = smem;  // the host's Config.smem("gd_forms_bwd"): check_smem aborts below the kernel's need
     emu_launch(n, BH, 1, [=] {
         (x1 ? gd_forms_bwd_x1 : gd_forms_bwd)(q, k, v, a, bt, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, dlw,
-                                             T, DK, DV, L, p, F, n);
+                                             T, DK, DV, L, p, F, n FB_XARG);  // (-DFB_XIN=1: xin, X from gd_forms; else unused)
     });
     emu_smem = sizeof(smem_raw);
 }

@@ -60,8 +60,17 @@ class Twin:
 
     xp = np
 
-    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None):
-        """The array-API formulation of what gd_forms writes (16-bit inputs: lamw, lam widened)."""
+    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None,
+                 xo=None):
+        """The array-API formulation of what gd_forms writes (16-bit inputs: lamw, lam widened; xo: X = (I + N)^{-1}
+        of each chunk, the GF_XO build's)."""
+        if xo is not None:
+            from lsattn.gated_delta import _unit_lower_inverse
+
+            lay = chunk_layout(p, T, cfg.CH)
+            xs = [widen(np, x, cfg.half) if cfg.half else x for x in (k, a, beta)]
+            xo[...] = _unit_lower_inverse(np, to_chunks(np, xs[0], lay, -2), to_chunks(np, xs[1], lay, -1),
+                                          to_chunks(np, xs[2], lay, -1))
         if lamw is not None:
             lamw[...] = widen(np, lam, cfg.half)
         if bad is not None and not (all(np.isfinite(x).all() for x in (q, k, v, beta, lam)) and (a < np.inf).all()):
@@ -241,6 +250,7 @@ class Emulated:
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "TI_BF16": int(cfg.half == "bf16"), "CH": cfg.CH, "DKP": cfg.DKP}
         defines |= ({"GD_S16": 1} if cfg.s16 else {}) | ({"GD_O16": 1} if cfg.o16 else {})  # (S16, O16: _compile.defines)
+        defines |= {"GF_XO": 1} if cfg.xs else {}  # (gated_delta_bwd.FORMS_X_SAVED: _compile.defines)
         defines |= ({} if self.bw == BW else {"GD_BW_SET": self.bw}) | ({} if self.g <= GD_G else {"GD_G_SET": self.g})
         defines |= ({} if self.ws else {"GD_WS_SET": 0}) | ({"GD_SR_SET": 1} if self.sr else {})
         defines |= {} if self.tm == cgd.TIER_M else {"GD_TM_SET": self.tm}
@@ -254,11 +264,15 @@ class Emulated:
         assert all(a.flags.c_contiguous and a.dtype == arrays[0].dtype for a in arrays)
         return [a.ctypes.data_as(ctypes.c_void_p) for a in arrays]
 
-    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None):
+    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None,
+                 xo=None):
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         opt = [None if x is None else x.ctypes.data_as(ctypes.c_void_p) for x in (lamw, bad)]
-        self._lib(cfg).run_forms(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H)), *self._ptrs((g, out)), *opt, *ints,
-                                 ctypes.c_int(n), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("gd_forms")))
+        assert xo is None or (cfg.xs and xo.flags.c_contiguous and xo.dtype == out.dtype), "xo: the GF_XO build's"
+        lib = self._lib(cfg)
+        run, tail = (lib.run_forms_xo, [None if xo is None else xo.ctypes.data_as(ctypes.c_void_p)]) if cfg.xs else (lib.run_forms, [])
+        run(*self._ptrs((q, k, v, a, beta, lam)), *self._ptrs((qe, ek, ph, H)), *self._ptrs((g, out)), *opt, *ints,
+            ctypes.c_int(n), ctypes.c_int(BH), ctypes.c_uint(cfg.smem("gd_forms")), *tail)
 
     _i, _l, _p = staticmethod(np.int32), staticmethod(np.int64), staticmethod(CupyOps._p)
 

@@ -409,17 +409,20 @@ class EmulatedOps(Emulated):
     def _lib(self, cfg):
         defines = {"TA": cfg.ta, "CH": cfg.CH, "DKP": cfg.DKP} | ({"TI_BF16": 1} if cfg.half == "bf16" else {})
         defines |= ({"GD_S16": 1} if cfg.s16 else {}) | self.extra  # (S16_TRAIN: _compile.defines)
+        defines |= {"FB_XIN": 1} if cfg.xs else {}  # (FORMS_X_SAVED: _compile.defines)
         return emulation("cuda_emu_gd_forms_bwd.cpp", defines,
                          {"KERNEL": scan_source(), "BWD_KERNEL": bwd_source(),
                           "FORMS_BWD_KERNEL": cupy_source("gated_delta_forms_bwd.cu")})
 
-    def gd_forms_bwd(self, cfg, *arrays_and_ints, x1=False, dlw=None):
+    def gd_forms_bwd(self, cfg, *arrays_and_ints, x1=False, dlw=None, xin=None):
         arrays, (T, DK, DV, L, p, F, n, BH) = arrays_and_ints[:18], arrays_and_ints[18:]
         ints = [ctypes.c_int(x) for x in (T, DK, DV, L)] + [ctypes.c_longlong(p), ctypes.c_longlong(F)]
         opt = None if dlw is None else dlw.ctypes.data_as(ctypes.c_void_p)
+        assert xin is None or (cfg.xs and xin.flags.c_contiguous and xin.dtype == arrays[6].dtype), "xin: FB_XIN's"
+        xp_ = None if xin is None else xin.ctypes.data_as(ctypes.c_void_p)
         ptrs = self._ptrs(arrays[:6]) + self._ptrs(arrays[6:12]) + self._ptrs(arrays[12:])  # (bf16: inputs, outputs int16)
         self._lib(cfg).run_forms_bwd(*ptrs, opt, *ints, ctypes.c_int(n), ctypes.c_int(BH),
-                                     ctypes.c_uint(cfg.smem("gd_forms_bwd")), ctypes.c_int(int(x1)))
+                                     ctypes.c_uint(cfg.smem("gd_forms_bwd")), ctypes.c_int(int(x1)), xp_)
 
     def gd_scan_bwd(self, cfg, *arrays_and_ints, x1=False):
         arrays, (T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH) = arrays_and_ints[:16], arrays_and_ints[16:]
@@ -648,6 +651,67 @@ def test_forms_bwd_x1_tf32_operands_emulated(half):
     assert np.abs(f32[0] - f32[1]).max() <= (2.0**-8 if half else 1e-5) * np.abs(f32[1]).max(), f"dlam FB_DLQ {half}"
 
 
+@pytest.mark.parametrize("half, x1", [("", False), ("bf16", True)])
+def test_forms_x_saved_emulated(half, x1):
+    """R1 (``FORMS_X_SAVED``, benchmarks/NOTES.md "Session 27 — s27p"), kernel by kernel on their CUDA sources on the CPU
+    (float32 callers: 3xTF32 gd_forms / gd_forms_bwd; bfloat16 callers: the TI_BF16 builds, gd_forms_bwd_x1): gd_forms'
+    GF_XO build writes the same outputs bit for bit as the default build and an X within float32 rounding of the float64
+    inverse (I + N)^{-1}; forms_backward with ``sc.xs`` and no X takes the default build (bit for bit); gd_forms_bwd's
+    FB_XIN build with the forward's X gives gradients within float32 roundings of the solved ones (1e-5 of max; bf16
+    gradients: one rounding step, 2^-8 of max), and a perturbed X moves them (strong and -inf decays, a zero beta, an offset inside a chunk, padding rows)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    import dataclasses
+
+    from lsattn.backends.cupy import gated_delta as cgd
+    from lsattn.backends.cupy._arrays import narrow, widen
+    from lsattn.gated_delta import _unit_lower_inverse
+
+    C, dk, dv, T, P, L = 64, 64, 33, 70, 100, 8
+    rng = np.random.default_rng(C + T + 2)
+    arrays = [x.astype(np.float32) for x in make(C + dk, (2,), T, dk, dv, keys="raw", key_scale=0.5)]
+    arrays[3][..., [3, T - 5]] = [-1e6, -np.inf]
+    arrays[4][..., 7] = 0.0
+    arrays[5] = rng.standard_normal((2, T, L)).astype(np.float32)
+    if half:
+        arrays = [narrow(np, x, "bf16") for x in arrays]
+    cfg = make_config("float", dk, 16, C)
+    lay = chunk_layout(P, T, C)
+    n = lay.n_chunks
+    sc0 = gdb.Scan(cfg, T, P, lay.first_chunk, n, 1, False, x1, half)
+    sc1 = dataclasses.replace(sc0, xs=True)
+    assert sc1.fcfg.xs and not sc0.fcfg.xs and sc1.fcfg == dataclasses.replace(sc0.fcfg, xs=True)
+    fwd = Emulated()
+    base = cgd.forms(fwd, sc0.fcfg, *arrays, P)
+    xo = np.full((2, n, C, C), np.nan, dtype=np.float32)  # (every entry written)
+    outs = cgd.forms(fwd, sc1.fcfg, *arrays, P, xo=xo)
+    for b, o in zip(base, outs):
+        assert np.array_equal(b, o, equal_nan=True), "gd_forms' GF_XO build: its outputs as the default build's"
+    wide = [widen(np, x, "bf16") if half else x for x in arrays]
+    X64 = _unit_lower_inverse(np, *(to_chunks(np, wide[i].astype(np.float64), lay, ax) for i, ax in ((1, -2), (3, -1),
+                                                                                                        (4, -1))))
+    assert np.isfinite(xo).all()
+    assert np.array_equal(np.triu(xo, 1), np.zeros_like(xo)) and (np.diagonal(xo, axis1=-2, axis2=-1) == 1).all()
+    print(f"forms_x_saved {half or 'float32'}: max |X - X64| / max |X64| {np.abs(xo - X64).max() / np.abs(X64).max():.2e}")
+    assert np.abs(xo - X64).max() <= 1e-5 * np.abs(X64).max(), "the forward's X against the float64 inverse"
+    shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    solved = gdb.forms_backward(EmulatedOps(), sc0, *arrays, grads)
+    null = gdb.forms_backward(EmulatedOps(), sc1, *arrays, grads)  # no X: the default build, solved
+    read = gdb.forms_backward(EmulatedOps(), sc1, *arrays, grads, xin=xo)
+    for name, g0, gn, gr in zip(["dq", "dk", "dv", "da", "dbeta", "dlam"], solved, null, read):
+        assert np.array_equal(g0, gn), f"{name}: sc.xs without X against the default {half}"
+        f0, fr = ((x.astype(np.uint32) << 16).view(np.float32) if half else x for x in (g0, gr))
+        assert np.isfinite(fr).all(), name
+        err = np.abs(f0 - fr).max() / np.abs(f0).max()
+        print(f"forms_x_saved {half or 'float32'} {name}: max |read - solved| / max |solved| {err:.2e}")
+        assert err <= (2.0**-8 if half else 1e-5), f"{name}: the forward's X against fb_solve's, {err:.2e} {half}"
+    # the X read is the one used: a perturbed X (strict lower triangle x 1.5) moves the gradients
+    bent = gdb.forms_backward(EmulatedOps(), sc1, *arrays, grads, xin=np.where(np.tril(np.ones((C, C)), -1) > 0, 1.5 * xo,
+                                                                             xo).astype(np.float32))
+    assert not all(np.array_equal(g, b) for g, b in zip(read, bent)), "FB_XIN: xin read"
+
+
 def test_bf16_training_path_emulated_on_cpu():
     """The bfloat16 training path (GRAD_BF16) through ``differentiable`` on the kernels' CUDA sources on the CPU:
     gd_forms reading bfloat16 (its TI_BF16 build, lam's float32 copy for the scan), gd_scan / gd_scan_bwd_x1 in
@@ -766,6 +830,55 @@ def test_bf16_training_s16_emulated_on_cpu(monkeypatch, T, dk, dv, decay):
             base, _ = cgd.compute(ops, *kernel_inputs(arrays, "bfloat16")[0], 64, 0, None, False, "bf16")
             assert np.array_equal(out, base.astype(np.float64)), "the inference forward's S16 output"
     print("\n".join(f"S16_TRAIN={on}: " + " ".join(f"{k} {v:.2e}" for k, v in e.items()) for on, e in errs.items()))
+
+
+@pytest.mark.parametrize("T, dk, dv, decay", [(600, 64, 20, "moderate")])
+def test_forms_x_saved_training_emulated(monkeypatch, T, dk, dv, decay):
+    """``FORMS_X_SAVED`` (R1) end to end: the bfloat16 training step (S16_TRAIN, gd_scan_bwd_x1) on the kernels' CUDA
+    sources on the CPU, gd_forms' GF_XO build keeping X and gd_forms_bwd_x1's FB_XIN build reading it: bfloat16
+    gradients against float64 autograd of the reference within BF16, as with the switch off, the two within BF16 of each
+    other; the output identical bit for bit; X saved as (BH, n, 64, 64) float32 and passed to gd_forms_bwd."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++ to build the CPU emulation of the kernels")
+    from lsattn.backends.cupy import gated_delta as cgd
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(gdb, "TIER_BWD", False)
+    arrays = make(12, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay=decay)
+    arrays[3][..., [70, T - 90]] = [-1e3, -1e6]
+    arrays = [torch.tensor(x).to(torch.bfloat16).double().numpy() for x in arrays]
+    do = np.random.default_rng(3).standard_normal((2, T, dv))
+    seen = []
+
+    class Ops(EmulatedOps):
+        def gd_forms(self, cfg, *args, xo=None, **kw):
+            seen.append(("forms", cfg.xs, None if xo is None else (xo.shape, xo.dtype)))
+            return Emulated().gd_forms(cfg, *args, xo=xo, **kw)
+
+        def gd_forms_bwd(self, cfg, *args, xin=None, **kw):
+            seen.append(("forms_bwd", cfg.xs, None if xin is None else (xin.shape, xin.dtype)))
+            return super().gd_forms_bwd(cfg, *args, xin=xin, **kw)
+
+    ops = Ops()
+    emulated = bf16_context(ops)
+
+    def ours(*xs):
+        xs = [x.to(torch.bfloat16) for x in xs]
+        return gdb.differentiable(*xs, 64, 0, None, context=emulated, x1=True).double()
+
+    want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
+    got, outs, n = {}, {}, -(-T // 64)
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "FORMS_X_SAVED", on)
+        seen.clear()
+        got[on], outs[on] = _grads(ours, arrays, do)
+        x = ((2, n, 64, 64), np.float32) if on else None
+        assert seen == [("forms", on, x), ("forms_bwd", on, x)], seen
+        check(got[on], want, want_out, do, BF16, f"bf16 FORMS_X_SAVED={on} T={T} dk={dk}")
+    check(got[True], got[False], want_out, do, BF16, "FORMS_X_SAVED on against off")
+    assert np.array_equal(outs[True], outs[False])
+    print("\n".join(f"FORMS_X_SAVED={on}: " + " ".join(f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do).items())
+                    for on in (True, False)))
 
 
 # ---- GPU ------------------------------------------------------------------------------------------

@@ -347,6 +347,36 @@ def test_training_step_s16_tier_bwd(monkeypatch, kind, T, dk, dv, decay):
     assert np.array_equal(outs[True], outs[False])
 
 
+@pytest.mark.parametrize("dtype, T, dk, dv, C", [("float32", 420, 16, 17, 16), ("bfloat16", 600, 64, 20, 64)])
+def test_training_step_forms_x_saved(monkeypatch, dtype, T, dk, dv, C):
+    """``FORMS_X_SAVED`` (R1: gd_forms' X kept, gd_forms_bwd's FB_XIN build reading it) in the training step on the
+    two-tier backward (TIER_BWD, ``TierTwinOps``): float32 callers (gd_forms the twin's, X its float32 inverse) within
+    F32, bfloat16 callers (S16: gd_forms' CUDA source, GF_XO) within BF16 of float64 autograd of the reference, as with
+    the switch off, and the two within the same bound of each other; X passed to gd_forms_bwd (BH, n, C, C) float32."""
+    _emu_ready()
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(gdb, "TIER_BWD", True)
+    x1 = dtype == "bfloat16"
+    arrays = make(7, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="moderate")
+    arrays[3][..., [37, T - 90]] = [-1e3, -1e6]
+    arrays = [torch.tensor(x).to(getattr(torch, dtype)).double().numpy() for x in arrays]
+    do = np.random.default_rng(11).standard_normal((2, T, dv))
+    want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
+    got, tol, n = {}, BF16 if x1 else F32, -(-T // C)
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "FORMS_X_SAVED", on)
+        ops = _ops("twin", x1)
+        xins = []
+        bwd = ops.gd_forms_bwd
+        ops.gd_forms_bwd = lambda cfg, *a, xin=None, **k: xins.append(None if xin is None else xin.shape) or bwd(
+            cfg, *a, xin=xin, **k)
+        got[on], _ = _step(ops, arrays, do, C, dtype, x1, bf16_context(ops) if x1 else _context(ops))
+        assert xins == [(2, n, C, C) if on else None], xins
+        assert [c for c in ops.calls if c in KERNELS] == list(KERNELS), ops.calls
+        check(got[on], want, want_out, do, tol, f"{dtype} T={T} FORMS_X_SAVED={on}")
+    check(got[True], got[False], want_out, do, tol, "FORMS_X_SAVED on against off")
+
+
 def test_tier_bwd_one_period_and_retain_graph(monkeypatch):
     """One period (no coarse level): tier_backward runs K4 alone (nothing to read for K1-K3); a second backward
     through a retained graph, one period and several, gives the first's gradients again (Qp, Z, Sb are saved tensors,
@@ -427,6 +457,58 @@ def test_gpu_training_tier_bwd(monkeypatch, dtype, T, decay, resets, grouped, s1
             f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
         check(got[on], want, want_out, do_np, tol, f"{dtype} T={T} TIER_BWD={on}")
     check(got[True], got[False], want_out, do_np, tol, f"{dtype} T={T} on against off")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, T, s16, resets", [("bfloat16", 1100, True, True), ("bfloat16", 1100, False, False),
+                                                   ("float32", 1100, False, True), ("bfloat16", 8192 + 100, True, False)])
+def test_gpu_training_forms_x_saved(monkeypatch, dtype, T, s16, resets):
+    """``FORMS_X_SAVED`` (s27r, R1) on the GPU: the training step (B = 1, H = 2, d = 64, TIER_BWD, the two-tier path
+    from 16 chunks) with the switch on and off in one process: on, gd_forms' GF_XO build and gd_forms_bwd's FB_XIN build
+    launched (Config.xs) and X (B H, n, 64, 64) float32 passed; every gradient of both against float64 autograd of the
+    reference within the dtype's bound (errors printed), on against off within the same bound; the output identical."""
+    from test_training import _cuda
+
+    _cuda(torch)
+    from lsattn.backends.cupy import _compile
+    from test_cupy_gated_delta_grad import _rel_errors
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(gdb, "S16_TRAIN", s16)
+    launched, real = [], _compile.CupyOps._tk
+    monkeypatch.setattr(_compile.CupyOps, "_tk",
+                        lambda self, op, cfg, name: launched.append((name, cfg.xs)) or real(self, op, cfg, name))
+    xins, rb = [], _compile.CupyOps.gd_forms_bwd
+    monkeypatch.setattr(_compile.CupyOps, "gd_forms_bwd", lambda self, *a, xin=None, **k: xins.append(
+        None if xin is None else (xin.shape, str(xin.dtype))) or rb(self, *a, xin=xin, **k))
+    arrays = make(6, (1, 2), T, 64, 64, decay="moderate")
+    if resets:
+        for i in (100, 400, 401):
+            arrays[3][..., i] = -1e3 if i == 100 else -1e6
+    td = getattr(torch, dtype)
+    do = torch.randn(1, 2, T, 64, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(2))
+    rs = [torch.tensor(x, device="cuda").to(td).double().requires_grad_(True) for x in arrays]
+    want_out = ref.loglinear_gated_delta(*rs)
+    (want_out * do).sum().backward()
+    want, want_out, do_np = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy(), do.cpu().numpy()
+    tol, got, outs, n = BF16 if dtype == "bfloat16" else F32, {}, {}, -(-T // 64)
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "FORMS_X_SAVED", on)
+        launched.clear()
+        xins.clear()
+        xs = [r.detach().to(td).requires_grad_(True) for r in rs]
+        out = lsattn.loglinear_gated_delta(*xs)
+        (out.double() * do).sum().backward()
+        got[on], outs[on] = [x.grad.double().cpu().numpy() for x in xs], out.detach().double().cpu().numpy()
+        forms = [(k, xs_) for k, xs_ in launched if k.startswith("gd_forms")]
+        assert forms == [("gd_forms", on), ("gd_forms_bwd_x1" if dtype == "bfloat16" else "gd_forms_bwd", on)], launched
+        assert xins == [((2, n, 64, 64), "float32") if on else None], xins
+        assert all(np.isfinite(g).all() for g in got[on])
+        print(f"T={T} {dtype} s16={s16} FORMS_X_SAVED={on}: " + " ".join(
+            f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
+        check(got[on], want, want_out, do_np, tol, f"{dtype} T={T} FORMS_X_SAVED={on}")
+    check(got[True], got[False], want_out, do_np, tol, f"{dtype} T={T} on against off")
+    assert np.array_equal(outs[True], outs[False])
 
 
 @pytest.mark.gpu

@@ -46,6 +46,8 @@ def configs(op):
                 out.append(dataclasses.replace(cfg, half=half, tc=False) if half else cfg)
                 if half and ch == 64:  # S16_TRAIN: gd_scan_bwd reading the GD_S16 forward's bfloat16 intermediates
                     out.append(dataclasses.replace(cfg, half=half, tc=False, s16=True))
+        # FORMS_X_SAVED (float32 compute): gd_forms_bwd's FB_XIN build (Scan.fcfg with xs)
+        out += [dataclasses.replace(c, xs=True) for c in out if c.ta == "float"]
         return list(dict.fromkeys(out))
     if op == "gated_delta_tier_bwd":  # the two-tier scan's backward: float32 callers, bfloat16 ones on GD_S16 intermediates
         from lsattn.backends.cupy.gated_delta import _config
@@ -67,6 +69,13 @@ def configs(op):
         for ta, half, (dk, _), s16 in itertools.product(["float", "double"], ["", "bf16", "f16"], DIMS, [0, 1, 2]):
             if not (ta == "double" and half) and not (s16 and half != "bf16"):
                 out.append(_config(ta, dk, 64, half, s16 > 0, s16 > 1))
+        # FORMS_X_SAVED: the training forward's gd_forms in its GF_XO build (Scan.fcfg with xs: float32 compute, bfloat16
+        # inputs on the S16 path or not; float32 at the smaller chunks too)
+        import dataclasses
+
+        for half, (dk, _), ch, s16 in itertools.product(["", "bf16"], DIMS, [16, 32, 64], [False, True]):
+            if (not half or ch == 64) and not (s16 and not half):
+                out.append(dataclasses.replace(_config("float", dk, ch, half, s16), xs=True))
         return list(dict.fromkeys(out))
     for ta, half, logv, (dk, dv) in itertools.product(["float", "double"], ["", "bf16", "f16"], [False, True], DIMS):
         if (ta == "double" and half) or (logv and not op.startswith("exp_kernel")):

@@ -206,11 +206,13 @@ def _gd_function():
                 cps = [to_cp(x)[0] for x in xs]
                 lamw = ops.xp.empty(cps[5].shape, dtype=ops.xp.float32) if sc.half else None
                 bad = None if check is None else np.uint64(check.pointer())
-                outs = _gd.forms(ops, sc.fcfg, *cps, sc.p, lamw, bad)
+                xo = _gdb.forms_x(ops, sc, cps[0].shape[0])  # (FORMS_X_SAVED: X kept for gd_forms_bwd, else None)
+                outs = _gd.forms(ops, sc.fcfg, *cps, sc.p, lamw, bad, xo=xo)
                 if check is not None:  # the prologue's finiteness check, answered by gd_forms
                     check.launched()
                 outs = tuple(back(x, "") for x in outs + (() if lamw is None else (lamw,)))
-            ctx.save_for_backward(*xs)
+                xkept = [] if xo is None else [back(xo, "")]
+            ctx.save_for_backward(*xs, *xkept)
             ctx.sc, ctx.context = sc, context
             return outs
 
@@ -220,9 +222,10 @@ def _gd_function():
             sc = ctx.sc
             with ctx.context(xs[0]) as (to_cp, back, ops):
                 cps = [to_cp(x)[0] for x in xs]
+                xin = cps.pop() if sc.xs else None  # (the forward's X: FORMS_X_SAVED)
                 gs = [None if g is None else to_cp(g.contiguous())[0] for g in grads[:6]]
                 dlw = to_cp(grads[6].contiguous())[0] if len(grads) > 6 and grads[6] is not None else None
-                back_grads = tuple(back(x, sc.half) for x in _gdb.forms_backward(ops, sc, *cps, gs, dlw))
+                back_grads = tuple(back(x, sc.half) for x in _gdb.forms_backward(ops, sc, *cps, gs, dlw, xin=xin))
             return back_grads + (None, None, None)
 
     class GatedDeltaS16(torch.autograd.Function):
@@ -242,7 +245,8 @@ def _gd_function():
                 cps = [to_cp(x)[0] for x in xs]
                 lamw = xp.empty(cps[5].shape, dtype=xp.float32)
                 bad = None if check is None else np.uint64(check.pointer())
-                qe, ek, ph, H, g, intra = _gd.forms(ops, sc.fcfg, *cps, sc.p, lamw, bad)
+                xo = _gdb.forms_x(ops, sc, cps[0].shape[0])  # (FORMS_X_SAVED: X kept for gd_forms_bwd_x1, else None)
+                qe, ek, ph, H, g, intra = _gd.forms(ops, sc.fcfg, *cps, sc.p, lamw, bad, xo=xo)
                 if check is not None:  # the prologue's finiteness check, answered by gd_forms
                     check.launched()
                 tier = _gdb.scan_tier(sc, None, qe.shape[-1], intra.shape[-1])
@@ -253,7 +257,8 @@ def _gd_function():
                     out, tiers = _gdb.scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lamw, intra, in_place=True)
                     out, tiers = back(out, ""), _tier_kept(xp, back, tiers)
                 kept = [back(x.view(xp.int16), "bf16") for x in (qe, ek, ph, H)] + [back(g, ""), back(lamw, "")]
-            ctx.save_for_backward(*xs, *kept, *tiers)
+                xkept = [] if xo is None else [back(xo, "")]
+            ctx.save_for_backward(*xs, *kept, *tiers, *xkept)
             ctx.sc, ctx.context, ctx.tier = sc, context, tier
             return out
 
@@ -263,12 +268,13 @@ def _gd_function():
             sc = ctx.sc
             with ctx.context(xs[0]) as (to_cp, back, ops):
                 cps = [to_cp(x)[0] for x in xs]
+                xin = cps.pop() if sc.xs else None  # (the forward's X: FORMS_X_SAVED)
                 d = to_cp(dout.contiguous())[0]
                 if ctx.tier is None:
                     dqe, dek, dph, dH, dg, dlam, _ = _gdb.scan_backward(ops, sc, *cps[6:12], None, d)
                 else:
                     dqe, dek, dph, dH, dg, dlam = _gdb.tier_backward(ops, sc, ctx.tier, cps[12:], *cps[6:12], d)
-                grads = _gdb.forms_backward(ops, sc, *cps[:6], (dqe, dek, dph, dH, dg, d), dlam)
+                grads = _gdb.forms_backward(ops, sc, *cps[:6], (dqe, dek, dph, dH, dg, d), dlam, xin=xin)
                 grads = tuple(back(x, sc.half) for x in grads)
             return grads + (None, None, None)
 

@@ -86,8 +86,10 @@ def defines(op, cfg):
         # the forward's tensor-core kernels for float32 / float16 inputs: products as 3xTF32
         f"-DHI_TF32={int(op == 'hierarchical' and cfg.hi_tc and not cfg.bf16)}",
     ) + (("-DGD_S16=1",) if op in ("gated_delta", "gated_delta_bwd", "gated_delta_tier_bwd") and cfg.s16 else ()) + (  # the two-tier scan's bf16
-        ("-DGD_O16=1",) if op == "gated_delta" and cfg.o16 else ())  # intermediates (gated_delta.S16; read by gd_scan_bwd:
-    # gated_delta_bwd.S16_TRAIN), its output's sums (O16)
+        ("-DGD_O16=1",) if op == "gated_delta" and cfg.o16 else ()) + (  # intermediates (gated_delta.S16; read by gd_scan_bwd:
+        # gated_delta_bwd.S16_TRAIN), its output's sums (O16)
+        ("-DGF_XO=1",) if op == "gated_delta" and cfg.xs else ()) + (  # X saved by gd_forms (FORMS_X_SAVED) and read by
+        ("-DFB_XIN=1",) if op == "gated_delta_bwd" and cfg.xs else ())  # gd_forms_bwd (gated_delta_bwd.FORMS_X_SAVED)
 
 
 @functools.lru_cache(maxsize=None)
@@ -414,15 +416,19 @@ class CupyOps:
             self._i(DV), self._i(N), self._i(L_old), self._i(L_new)), shared_mem=smem)
 
     # log-linear Gated DeltaNet
-    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None):
+    def gd_forms(self, cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw=None, bad=None,
+                 xo=None):
         """The per-chunk WY forms (gated_delta_forms.cu) of the contiguous (BH, T, ..) inputs into
         qe, ek (BH, n, CH, DK), ph (BH, n, DK, CH), H (BH, n, DK, DV), g (BH, n), out (BH, n, CH, DV);
         lamw (BH, T, L): lam in the compute type (or None); bad: an int32 (a (1,) array or its address as
-        np.uint64) set to 1 when some input is not finite (log decays: +inf or NaN), else left as it is (or None)."""
+        np.uint64) set to 1 when some input is not finite (log decays: +inf or NaN), else left as it is (or None);
+        xo (BH, n, CH, CH) compute type or None: each chunk's X = (I + N)^{-1} written there (``cfg.xs``'s GF_XO build
+        only)."""
+        assert xo is None or cfg.xs, "xo: gd_forms' GF_XO build (Config.xs)"
         fn, block, smem = self._tk("gated_delta", cfg, "gd_forms")
         fn((n, BH), block,
            (q, k, v, a, beta, lam, qe, ek, ph, H, g, out, self._p(lamw), self._p(bad), self._i(T), self._i(DK),
-            self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)),
+            self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)) + ((self._p(xo),) if cfg.xs else ()),
            shared_mem=smem)
 
     def gd_scan(self, cfg, qe, ek, ph, H, g, lam, out, lev, oldc, T, DK, DV, L, p, F, n, n_old, NLC, merge_last, BH,
@@ -570,15 +576,18 @@ class CupyOps:
             i(BH)), shared_mem=smem)
 
     def gd_forms_bwd(self, cfg, q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, T, DK, DV,
-                     L, p, F, n, BH, x1=False, dlw=None):
+                     L, p, F, n, BH, x1=False, dlw=None, xin=None):
         """The backward of the WY forms (gated_delta_forms_bwd.cu): the (BH, T, ..) gradients of the
         inputs from those of gd_forms' outputs (chunked), one block per (chunk, sequence); x1: its
         1xTF32 build (gd_forms_bwd_x1, bfloat16 callers); cfg.half 'bf16': the inputs and their gradients
-        as bfloat16 patterns; dlw (BH, T, L) compute type or None: a gradient of lam added into dlam."""
+        as bfloat16 patterns; dlw (BH, T, L) compute type or None: a gradient of lam added into dlam; xin (BH, n, CH,
+        CH) compute type: X as gd_forms' GF_XO build wrote it, read instead of solved (``cfg.xs``'s FB_XIN build, which
+        needs it; else None)."""
+        assert (xin is not None) == cfg.xs, "xin: gd_forms_bwd's FB_XIN build (Config.xs), and only it"
         fn, block, smem = self._tk("gated_delta_bwd", cfg, "gd_forms_bwd_x1" if x1 else "gd_forms_bwd")
         fn((n, BH), block,
            (q, k, v, a, beta, lam, dqe, dek, dph, dH, dg, dI, dq, dk, dv, da, dbeta, dlam, self._p(dlw), self._i(T),
-            self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)),
+            self._i(DK), self._i(DV), self._i(L), self._l(p), self._l(F), self._i(n)) + ((self._p(xin),) if cfg.xs else ()),
            shared_mem=smem)
 
     def _raw(self, op, cfg, name, grid, ptrs, scalars, tail=()):

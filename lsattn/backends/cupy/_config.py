@@ -30,6 +30,8 @@ class Config:
     s16: bool = False  # bf16 inputs' two-tier scan on bfloat16 intermediates (-DGD_S16=1: gated_delta.S16; the
     # backward's gd_scan_bwd reading them: gated_delta_bwd.S16_TRAIN)
     o16: bool = False  # ... and the output's partial sums in bfloat16 (-DGD_O16=1, with s16: gated_delta.O16)
+    xs: bool = False  # the training forward's X saved for the forms' backward (gated_delta_bwd.FORMS_X_SAVED): gd_forms'
+    # GF_XO build (-DGF_XO=1: one more argument, X written), gd_forms_bwd's FB_XIN build (-DFB_XIN=1: X read, no solve)
 
     @property
     def bf16(self):

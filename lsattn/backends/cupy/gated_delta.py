@@ -246,12 +246,13 @@ def _s16(half, tier):
     return S16 and half == "bf16" and tier is not None
 
 
-def forms(ops, cfg, q, k, v, a, beta, lam, p, lamw=None, bad=None):
+def forms(ops, cfg, q, k, v, a, beta, lam, p, lamw=None, bad=None, xo=None):
     """``gd_forms`` on contiguous (BH, T, ..) inputs of ``ops.xp`` (the compute type) at offset ``p``: (qe, ek (BH, n, C, d_k), ph (BH, n, d_k, C),
     H (BH, n, d_k, d_v), g (BH, n), intra (BH, n, C, d_v)) in the compute type (``cfg.s16``: qe, ek, ph, H as bfloat16
     patterns, uint16), chunked as
     ``chunk_layout(p, T, cfg.CH)``; lamw (BH, T, L): filled with lam in the compute type; bad: an int32 (a (1,)
-    array or its address) set to 1 when some input is not finite (``CupyOps.gd_forms``); both optional."""
+    array or its address) set to 1 when some input is not finite (``CupyOps.gd_forms``); both optional; xo (BH, n, C, C)
+    compute type or None: each chunk's X = (I + N)^{-1} written there (``cfg.xs``: gd_forms' GF_XO build)."""
     xp = ops.xp
     (BH, T, DK), DV, L, C = q.shape, v.shape[-1], lam.shape[-1], cfg.CH
     lay = chunk_layout(p, T, C)
@@ -261,7 +262,10 @@ def forms(ops, cfg, q, k, v, a, beta, lam, p, lamw=None, bad=None):
     qe, ek = xp.empty((BH, n, C, DK), dtype=et), xp.empty((BH, n, C, DK), dtype=et)
     ph, H = xp.empty((BH, n, DK, C), dtype=et), xp.empty((BH, n, DK, DV), dtype=et)
     g, out = xp.empty((BH, n), dtype=dt), xp.empty((BH, n, C, DV), dtype=dt)
-    ops.gd_forms(cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw, bad)
+    if xo is None:
+        ops.gd_forms(cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw, bad)
+    else:
+        ops.gd_forms(cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw, bad, xo=xo)
     return qe, ek, ph, H, g, out
 
 

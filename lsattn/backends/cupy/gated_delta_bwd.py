@@ -20,7 +20,10 @@ between forward and backward. The reductions over value columns (``d qeff``, ``d
 ``d g``, ``d lam``) are added by the column blocks into zeroed outputs (atomicAdd: no per-block
 copies, no host-side sum; the order of the adds, hence the last bits, varies from run to run). Saved between forward and backward: the inputs (forms) and the WY quantities the scan
 reads (``O(T (C + d_k) + n d_k d_v)``); ``forms_backward`` allocates only its outputs (its ``C x C``
-temporaries live in each block's shared memory).
+temporaries live in each block's shared memory). With ``FORMS_X_SAVED`` (off by default; R1 of benchmarks/NOTES.md
+"Session 27 — s27p", unmeasured: "Session 27 — s27r") also each chunk's X = (I + N)^{-1} as gd_forms solved it:
+(BH, n, C, C) float32, ``T / C * C * C * 4 = 4 C T`` bytes a sequence (C = 64: 256 T bytes, 8 MiB at T = 32768; 268 MB at
+B H = 32), whatever d_k and d_v (nothing of size ``T d_k d_v``), which gd_forms_bwd reads instead of solving again.
 
 The two-tier scan's backward (``TIER_BWD``; float32 compute type, calls from chunk 0 without state that take the
 two-tier forward, ``gated_delta.tier_plan``): the forward runs gd_tiers on scratch of its own (``scan_tiers``) and
@@ -45,7 +48,7 @@ from ._compile import make_config
 from .gated_delta import chunk_slots, tier_plan
 
 __all__ = ["Scan", "scan", "scan_backward", "differentiable", "forms_backward", "S16_TRAIN", "TIER_BWD", "scan_tier",
-           "scan_tiers", "tier_backward"]
+           "scan_tiers", "tier_backward", "FORMS_X_SAVED", "forms_x"]
 
 #: bfloat16 callers' training steps on the two-tier path (``gated_delta.tier_plan``: from chunk 0, no state in or out,
 #: at the chunk of 64) run the inference forward's GD_S16 build (``Config.s16``: gd_forms' qeff, e^G K, phi, H stored as
@@ -59,6 +62,13 @@ S16_TRAIN = True
 #: backwards K1-K4 (``tier_backward``, parallel over periods; benchmarks/NOTES.md "Session 24 — s24c"). False:
 #: gd_scan_bwd (its serial walk over the chunks; nothing kept), for A/B timing (read at every forward call)
 TIER_BWD = True
+#: training steps in the float32 compute type (float32 callers, bfloat16 callers: their S16 path or not) keep each chunk's
+#: X = (I + N)^{-1} as gd_forms solved it (its GF_XO build: ``Config.xs``) and gd_forms_bwd reads it instead of solving
+#: again (its FB_XIN build): R1 of benchmarks/NOTES.md "Session 27 — s27p". Memory: one C x C float32 matrix a chunk,
+#: (BH, n, C, C) = 4 C T bytes a sequence (C = 64: 256 T bytes; T = 32768: 8 MiB a sequence, 268 MB at B H = 32),
+#: independent of d_k and d_v; held from the forward to the backward as one more saved tensor. False (default, until
+#: measured on the GPU): nothing kept, gd_forms_bwd solves as ever (read at every forward call)
+FORMS_X_SAVED = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +88,24 @@ class Scan:
     merge_last: bool
     x1: bool = False
     half: str = ""
+    xs: bool = False  # FORMS_X_SAVED: the forward's X kept for the forms' backward (fcfg's xs builds)
 
     @property
     def fcfg(self):
         """The forms' variant (gd_forms, gd_forms_bwd): ``cfg`` reading 16-bit inputs where ``half`` says
-        (``gated_delta._config``'s, the inference path's: the same compiled gd_forms)."""
-        return dataclasses.replace(self.cfg, half=self.half, tc=False) if self.half else self.cfg
+        (``gated_delta._config``'s, the inference path's: the same compiled gd_forms); ``xs``: their GF_XO / FB_XIN
+        builds (``Config.xs``: X written by gd_forms, read by gd_forms_bwd)."""
+        cfg = dataclasses.replace(self.cfg, half=self.half, tc=False) if self.half else self.cfg
+        return dataclasses.replace(cfg, xs=True) if self.xs else cfg
+
+
+def forms_x(ops, sc, BH):
+    """The buffer gd_forms writes X into for ``sc`` (``sc.xs``: (BH, n, C, C) float32, 4 C T bytes a sequence, nothing
+    of d_k or d_v), else None."""
+    if not sc.xs:
+        return None
+    C = sc.cfg.CH
+    return ops.xp.empty((BH, sc.n, C, C), dtype=ops.xp.float32)
 
 
 def scan(ops, sc, qe, ek, ph, H, g, lam, intra, old, in_place=False):
@@ -213,7 +235,8 @@ def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=F
         cfg16 = _config(cfg.ta, DK, chunk_size, half, True)
         s16 = tier_plan(cfg16, F, n, 0, False, DK, DV) is not None
         cfg = cfg16 if s16 else cfg
-    sc = Scan(cfg, T, p, F, n, chunk_slots(F, n, merge_last), merge_last, x1, half)
+    xs = FORMS_X_SAVED and cfg.ta == "float"  # (float64: solved in the backward as ever)
+    sc = Scan(cfg, T, p, F, n, chunk_slots(F, n, merge_last), merge_last, x1, half, xs)
     q3, k3, v3 = (ns.reshape(x, (BH, T, x.shape[-1])) for x in (q, k, v))
     a2, b2 = (ns.reshape(x, (BH, T)) for x in (a, beta))
     lam3 = ns.reshape(lam, (BH, T, L))
@@ -228,7 +251,7 @@ def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=F
     return ns.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV))
 
 
-def forms_backward(ops, sc, q, k, v, a, beta, lam, grads, dlw=None):
+def forms_backward(ops, sc, q, k, v, a, beta, lam, grads, dlw=None, xin=None):
     """Gradients of the WY forms (``gated_delta._chunk_forms`` + ``_masked_intra``, as ``gd_forms``
     computes them) by the kernel ``gd_forms_bwd`` (``gated_delta_forms_bwd.cu``, the formulas in its
     header), one block per (chunk, sequence) recomputing the decay table, ``(I + N)^{-1}`` and ``attn``
@@ -237,7 +260,9 @@ def forms_backward(ops, sc, q, k, v, a, beta, lam, grads, dlw=None):
     q, k (BH, T, d_k), v (BH, T, d_v), a, beta (BH, T), lam (BH, T, L): contiguous arrays of ``ops.xp`` in
     the compute type (``sc.half`` 'bf16': bfloat16 patterns, 16-byte aligned); grads: those of (qeff, eGK, phi,
     H, g, intra), chunked as ``forms`` returns them (None: zero), in the compute type; dlw (BH, T, L) in the
-    compute type or None: a gradient of lam added into dlam (the scan's, of gd_forms' float32 copy)
+    compute type or None: a gradient of lam added into dlam (the scan's, of gd_forms' float32 copy); xin (BH, n, C, C)
+    float32 or None: X as the forward's gd_forms wrote it (``sc.xs``, ``forms_x``), read by gd_forms_bwd's FB_XIN build
+    instead of solved (None: solved, the default build)
     -> (dq, dk, dv, da, dbeta, dlam) shaped and typed as the inputs."""
     xp = ops.xp
     (BH, T, DK), DV, L, C, n = q.shape, v.shape[-1], lam.shape[-1], sc.cfg.CH, sc.n
@@ -246,5 +271,11 @@ def forms_backward(ops, sc, q, k, v, a, beta, lam, grads, dlw=None):
     gs = [xp.zeros(s, dtype=dt) if g is None else xp.ascontiguousarray(g) for g, s in zip(grads, shapes)]
     outs = [xp.empty(x.shape, dtype=q.dtype) for x in (q, k, v, a, beta, lam)]  # every entry written
     dlw = None if dlw is None else xp.ascontiguousarray(dlw)
-    ops.gd_forms_bwd(sc.fcfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1, dlw=dlw)
+    if xin is None:  # (fb_solve: the build without FB_XIN)
+        cfg = dataclasses.replace(sc.fcfg, xs=False)
+        ops.gd_forms_bwd(cfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1, dlw=dlw)
+    else:
+        assert sc.xs and xin.shape == (BH, n, C, C), "xin: the forward's X (sc.xs)"
+        ops.gd_forms_bwd(sc.fcfg, q, k, v, a, beta, lam, *gs, *outs, T, DK, DV, L, sc.p, sc.F, n, BH, x1=sc.x1, dlw=dlw,
+                         xin=xp.ascontiguousarray(xin))
     return tuple(outs)

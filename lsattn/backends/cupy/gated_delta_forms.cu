@@ -266,7 +266,11 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
     gd_o* __restrict__ out,      // (BH, n, CH, DV)  the intra-chunk output (GD_O16: bfloat16)
     ta* __restrict__ lamw,       // (BH, T, L) lam in the compute type, or null
     int* __restrict__ bad,       // set to 1 when some input read is not finite (log decays: +inf, NaN), or null
-    int T, int DK, int DV, int L, i64 p, i64 F, int n) {
+    int T, int DK, int DV, int L, i64 p, i64 F, int n
+#if GF_XO
+    , ta* __restrict__ xo        // (BH, n, CH, CH) X [r][s] (unit diagonal, zeros above), or null
+#endif
+    ) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     ta* R0 = reinterpret_cast<ta*>(smem_raw);  // Q [t][f] swizzled; the solve's scratch; attn^T [s][t]
     ta* R1 = R0 + GF_S0;                       // K [t][f] swizzled; V [s][col]
@@ -582,6 +586,15 @@ extern "C" __global__ void __launch_bounds__(NT, GF_H ? 4 : ((CH == 64 && DKP <=
         else gf_offdiag<32, 4>(R2, R0, i, j0, [] { __syncthreads(); });
         __syncthreads();
     }
+#if GF_XO
+    if (xo != nullptr) {  // X as the solve left it in R2 (read only until the next barrier): row r, column s
+        ta* xj = xo + cj * CH * CH;
+        for (int idx = tid; idx < CH * CH; idx += NT) {
+            const int r = idx / CH, s = idx % CH;
+            xj[idx] = r > s ? R2[r * GF_LD + s] : (ta)(r == s);
+        }
+    }
+#endif
     constexpr int RD = DKP / 16;  // FFMA: columns per thread of a CH x DKP product
     const bool vcp = GF_VE && DV % 8 == 0 && reinterpret_cast<unsigned long long>(v) % 16 == 0;  // (GF_VE's cp.async)
     if constexpr (GF_TF) {

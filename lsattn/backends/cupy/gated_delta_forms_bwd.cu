@@ -861,13 +861,30 @@ __device__ __forceinline__ void fb_solve(const ta* DD, ta* MX, const ta* bt, ta*
 //   out: dq, dk (BH, T, DK); dv (BH, T, DV); da, dbeta (BH, T); dlam (BH, T, L) (every level of the call's rows written);
 //   (q .. lam and dq .. dlam: ti, 16-bit in TI_BF16 builds; the rest ta)
 //   dlw (BH, T, L) or null: a gradient of lam from elsewhere (the scan's, of gd_forms' float32 copy lamw), added into dlam
+//   FB_XIN 1: xin (BH, n, CH, CH) after n: each chunk's X = (I + N)^{-1} [r][s] as gd_forms' GF_XO build wrote it
+// FB_XIN (s27r, R1 of s27p's plan; host: gated_delta_bwd.FORMS_X_SAVED, Config.xs): 1: the kernels take xin (never
+// null: the host picks this build only with the forward's X) and copy X from it into sMX's upper triangle (and FB_XF's
+// X^T tile in sS) instead of fb_solve and the X^T pass, neither of which is compiled (the forward's X: its solve's FFMA
+// order, not fb_solve's, so the gradients move by float32 roundings of X). 0 (default): no such argument, the kernel as
+// before. (A runtime fallback to fb_solve on a null xin kept both paths: ptxas spills 84 / 104 B against the default's
+// 76 / 80; without it: see NOTES s27r.)
+#ifndef FB_XIN
+#define FB_XIN 0
+#endif
+#if FB_XIN
+#define FB_XPARAM , const ta *__restrict__ xin
+#define FB_XARG , xin
+#else
+#define FB_XPARAM
+#define FB_XARG
+#endif
 #define FB_PARAMS                                                                                                    \
     const ti *__restrict__ q, const ti *__restrict__ k, const ti *__restrict__ v, const ti *__restrict__ a,          \
         const ti *__restrict__ bt, const ti *__restrict__ lam, const ta *__restrict__ dqe, const ta *__restrict__ dek, \
         const ta *__restrict__ dph, const ta *__restrict__ dHc, const ta *__restrict__ dgc, const ta *__restrict__ dI, \
         ti *__restrict__ dq, ti *__restrict__ dk, ti *__restrict__ dv, ti *__restrict__ da, ti *__restrict__ dbeta,   \
-        ti *__restrict__ dlam, const ta *__restrict__ dlw, int T, int DK, int DV, int L, i64 p, i64 F, int n
-#define FB_ARGS q, k, v, a, bt, lam, dqe, dek, dph, dHc, dgc, dI, dq, dk, dv, da, dbeta, dlam, dlw, T, DK, DV, L, p, F, n
+        ti *__restrict__ dlam, const ta *__restrict__ dlw, int T, int DK, int DV, int L, i64 p, i64 F, int n FB_XPARAM
+#define FB_ARGS q, k, v, a, bt, lam, dqe, dek, dph, dHc, dgc, dI, dq, dk, dv, da, dbeta, dlam, dlw, T, DK, DV, L, p, F, n FB_XARG
 
 // The kernel's body (gd_forms_bwd: X1 false, 3xTF32; gd_forms_bwd_x1: 1xTF32 products under FB_TC)
 template <bool X1>
@@ -958,7 +975,21 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         });
     }
     __syncthreads();
-    if constexpr (FB_BSOLVE) {
+    // FB_XIN: X from the forward (xin) into sMX's upper triangle and, FB_XF, X^T whole into sS (as the pass below)
+    constexpr bool xdone = FB_XIN;
+#if FB_XIN
+    {
+        const ta* xj = xin + cj * CH * CH;
+        for (int idx = tid; idx < CH * CH; idx += NT) {
+            const int r = idx / CH, s = idx % CH;  // X[r][s] (coalesced), stored at [s][r]
+            const ta x = xj[idx];
+            if (r > s) sMX[s * FB_LC + r] = x;
+            if constexpr (XF) sS[s * FB_LC + r] = rnd(r > s ? x : (ta)(r == s));
+        }
+    }
+#endif
+    if constexpr (xdone) {
+    } else if constexpr (FB_BSOLVE) {
         if constexpr (!(FB_ABL & 1)) fb_solve(sDD, sMX, vb, sA);
     } else {  // X = (I + N)^{-1}: column c by forward substitution, TPC threads summing every TPC-th term
         constexpr int TPC = NT / CH;
@@ -974,7 +1005,7 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
         }
     }
     __syncthreads();
-    if constexpr (XF) {  // X^T, whole (x1: rounded)
+    if constexpr (XF && !xdone) {  // X^T, whole (x1: rounded)
         for (int idx = tid; idx < CH * CH; idx += NT) {
             const int a = idx / CH, b = idx % CH;
             sS[a * FB_LC + b] = rnd(X(b, a));

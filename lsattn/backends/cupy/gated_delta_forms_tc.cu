@@ -5,6 +5,13 @@
 // (Lambda * attn) V) on tensor cores, every operand split into tf32 halves (3xTF32: ~2^-21 relative,
 // fp32 sums, as gd_scan), each warp a 16 x 32 tile, and for float32 inputs K K^T and Q K^T as well;
 // else FFMA (GF_TF32 0: a timing build). bfloat16 inputs: those five in 1xTF32 (GF_X1, s17d16), as their scan's.
+// GF_XO (s27r, R1 of s27p's plan; the training forward's build where gated_delta_bwd.FORMS_X_SAVED is on: Config.xs):
+// gd_forms takes one more argument, xo (BH, n, CH, CH) in the compute type or null, and writes there each chunk's X =
+// (I + N)^{-1} [r][s] as its solve left it (lower triangle, unit diagonal, zeros above), for gd_forms_bwd's FB_XIN
+// build to read instead of solving again. 0: the argument absent, the kernel as before (the inference builds).
+#ifndef GF_XO
+#define GF_XO 0
+#endif
 #ifndef GF_TF32
 #define GF_TF32 1
 #endif
