@@ -1327,5 +1327,9 @@ __device__ __forceinline__ void fb_kernel(FB_PARAMS) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd(FB_PARAMS) { fb_kernel<false>(FB_ARGS); }
-extern "C" __global__ void __launch_bounds__(NT, FB_TC ? 2 : 1) gd_forms_bwd_x1(FB_PARAMS) { fb_kernel<true>(FB_ARGS); }
+// FB_MINB: the tensor-core builds' blocks an SM in the launch bounds (2: 128 registers; 1: a timing build, NOTES s27p)
+#ifndef FB_MINB
+#define FB_MINB 2
+#endif
+extern "C" __global__ void __launch_bounds__(NT, FB_TC ? FB_MINB : 1) gd_forms_bwd(FB_PARAMS) { fb_kernel<false>(FB_ARGS); }
+extern "C" __global__ void __launch_bounds__(NT, FB_TC ? FB_MINB : 1) gd_forms_bwd_x1(FB_PARAMS) { fb_kernel<true>(FB_ARGS); }
