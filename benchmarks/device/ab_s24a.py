@@ -18,6 +18,7 @@ from bench_gpu_gated_delta import inputs  # noqa: E402
 from lsattn.backends.cupy import gated_delta_bwd as gdb  # noqa: E402
 
 MODES = ("on", "off")
+DTYPE = torch.bfloat16  # the inputs' and the output gradient's (ab_s28r.py public32: float32)
 
 
 def mode(m):
@@ -37,8 +38,8 @@ def main():
 
 
 def one(T, REPS):
-    x = [t.requires_grad_(True) for t in inputs(T, torch.bfloat16)]
-    do = torch.randn(x[2].shape, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(1))
+    x = [t.requires_grad_(True) for t in inputs(T, DTYPE)]
+    do = torch.randn(x[2].shape, device="cuda", dtype=DTYPE, generator=torch.Generator("cuda").manual_seed(1))
 
     def timed():
         out = lsattn.loglinear_gated_delta(*x)

@@ -7,6 +7,7 @@ sequence (32K, B H = 32: +268 MB).
     python ab_s28r.py public T,T [REPS]   the public bf16 fwd+bwd step (ab_s24a.one: B=2, H=16, d=64, CUDA-event
                                           medians of REPS rounds of 5 steps, latency, peak memory, the gd_ kernels per
                                           step, the gradients on / off) with FORMS_X_SAVED off / on rotated
+    python ab_s28r.py public32 T,T [REPS] the same with float32 inputs
     python ab_s28r.py kernel T,T [ROUNDS] the kernels alone on the S16 path's builds (B=2, H=16, d=64, C=64, random
                                           output gradients): gd_forms default (f0) / GF_XO writing X (f1), outputs bit
                                           for bit; gd_forms_bwd_x1 default (b0) / FB_XIN reading the forward's X (b1),
@@ -116,4 +117,8 @@ def kernel(Ts, rounds):
 if __name__ == "__main__":
     Ts = [int(t) for t in sys.argv[2].split(",")]
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 7
-    (public if sys.argv[1] == "public" else kernel)(Ts, n)
+    if sys.argv[1] == "public32":  # the float32 callers' step (3xTF32 gd_forms_bwd, its FB_XIN build)
+        import ab_s24a
+
+        ab_s24a.DTYPE = torch.float32
+    (public if sys.argv[1].startswith("public") else kernel)(Ts, n)

@@ -20,8 +20,8 @@ between forward and backward. The reductions over value columns (``d qeff``, ``d
 ``d g``, ``d lam``) are added by the column blocks into zeroed outputs (atomicAdd: no per-block
 copies, no host-side sum; the order of the adds, hence the last bits, varies from run to run). Saved between forward and backward: the inputs (forms) and the WY quantities the scan
 reads (``O(T (C + d_k) + n d_k d_v)``); ``forms_backward`` allocates only its outputs (its ``C x C``
-temporaries live in each block's shared memory). With ``FORMS_X_SAVED`` (off by default; R1 of benchmarks/NOTES.md
-"Session 27 — s27p", unmeasured: "Session 27 — s27r") also each chunk's X = (I + N)^{-1} as gd_forms solved it:
+temporaries live in each block's shared memory). With ``FORMS_X_SAVED`` (on by default; R1 of benchmarks/NOTES.md
+"Session 27 — s27p", measured in "Session 28 — lead") also each chunk's X = (I + N)^{-1} as gd_forms solved it:
 (BH, n, C, C) float32, ``T / C * C * C * 4 = 4 C T`` bytes a sequence (C = 64: 256 T bytes, 8 MiB at T = 32768; 268 MB at
 B H = 32), whatever d_k and d_v (nothing of size ``T d_k d_v``), which gd_forms_bwd reads instead of solving again.
 
@@ -66,9 +66,10 @@ TIER_BWD = True
 #: X = (I + N)^{-1} as gd_forms solved it (its GF_XO build: ``Config.xs``) and gd_forms_bwd reads it instead of solving
 #: again (its FB_XIN build): R1 of benchmarks/NOTES.md "Session 27 — s27p". Memory: one C x C float32 matrix a chunk,
 #: (BH, n, C, C) = 4 C T bytes a sequence (C = 64: 256 T bytes; T = 32768: 8 MiB a sequence, 268 MB at B H = 32),
-#: independent of d_k and d_v; held from the forward to the backward as one more saved tensor. False (default, until
-#: measured on the GPU): nothing kept, gd_forms_bwd solves as ever (read at every forward call)
-FORMS_X_SAVED = False
+#: independent of d_k and d_v; held from the forward to the backward as one more saved tensor. H200, bf16, B=2, H=16,
+#: d=64 (session 28): the fwd+bwd step 0.93-0.94x at 8K-32K for +7% peak memory. False: nothing kept, gd_forms_bwd
+#: solves again (read at every forward call)
+FORMS_X_SAVED = True
 
 
 @dataclasses.dataclass(frozen=True)
