@@ -466,7 +466,8 @@ def test_gpu_training_forms_x_saved(monkeypatch, dtype, T, s16, resets):
     """``FORMS_X_SAVED`` (s27r, R1) on the GPU: the training step (B = 1, H = 2, d = 64, TIER_BWD, the two-tier path
     from 16 chunks) with the switch on and off in one process: on, gd_forms' GF_XO build and gd_forms_bwd's FB_XIN build
     launched (Config.xs) and X (B H, n, 64, 64) float32 passed; every gradient of both against float64 autograd of the
-    reference within the dtype's bound (errors printed), on against off within the same bound; the output identical."""
+    reference within the dtype's bound (errors printed; at 8292 tokens, past what the reference's float64 autograd can
+    hold on one GPU (> 113 GiB), on against off only), on against off within the same bound; the output identical."""
     from test_training import _cuda
 
     _cuda(torch)
@@ -488,10 +489,12 @@ def test_gpu_training_forms_x_saved(monkeypatch, dtype, T, s16, resets):
     td = getattr(torch, dtype)
     do = torch.randn(1, 2, T, 64, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(2))
     rs = [torch.tensor(x, device="cuda").to(td).double().requires_grad_(True) for x in arrays]
-    want_out = ref.loglinear_gated_delta(*rs)
-    (want_out * do).sum().backward()
-    want, want_out, do_np = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy(), do.cpu().numpy()
-    tol, got, outs, n = BF16 if dtype == "bfloat16" else F32, {}, {}, -(-T // 64)
+    want = None
+    if T <= 4096:
+        want_out = ref.loglinear_gated_delta(*rs)
+        (want_out * do).sum().backward()
+        want, want_out = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy()
+    do_np, tol, got, outs, n = do.cpu().numpy(), BF16 if dtype == "bfloat16" else F32, {}, {}, -(-T // 64)
     for on in (True, False):
         monkeypatch.setattr(gdb, "FORMS_X_SAVED", on)
         launched.clear()
@@ -504,9 +507,14 @@ def test_gpu_training_forms_x_saved(monkeypatch, dtype, T, s16, resets):
         assert forms == [("gd_forms", on), ("gd_forms_bwd_x1" if dtype == "bfloat16" else "gd_forms_bwd", on)], launched
         assert xins == [((2, n, 64, 64), "float32") if on else None], xins
         assert all(np.isfinite(g).all() for g in got[on])
-        print(f"T={T} {dtype} s16={s16} FORMS_X_SAVED={on}: " + " ".join(
-            f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
-        check(got[on], want, want_out, do_np, tol, f"{dtype} T={T} FORMS_X_SAVED={on}")
+        if want is not None:
+            print(f"T={T} {dtype} s16={s16} FORMS_X_SAVED={on}: " + " ".join(
+                f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
+            check(got[on], want, want_out, do_np, tol, f"{dtype} T={T} FORMS_X_SAVED={on}")
+    if want is None:
+        want_out = outs[False]
+        print(f"T={T} {dtype} s16={s16} on against off: " + " ".join(
+            f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], want_out, do_np).items()))
     check(got[True], got[False], want_out, do_np, tol, f"{dtype} T={T} on against off")
     assert np.array_equal(outs[True], outs[False])
 

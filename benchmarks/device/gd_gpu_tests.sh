@@ -27,11 +27,11 @@ gd_gpu_summary() {
 gd_tables() {
   mkdir -p "$OUT/gd" "$OUT/gd_train"
   echo "=== gated delta fwd+bwd $(date -u +%T)"
-  timeout 150 python3 benchmarks/bench_gpu_gated_delta.py --train --T 8192,16384,32768 \
+  timeout 230 python3 benchmarks/bench_gpu_gated_delta.py --train --T 8192,16384,32768 \
       --rows ours_bf16,fla_lifted,fla_ll,sdpa --out "$OUT/gd_train" > "$OUT/log_gd_train.txt" 2>&1; echo "rc=$?"
   grep -E "^\||fails" "$OUT/log_gd_train.txt" | cut -c1-220
   echo "=== gated delta fwd $(date -u +%T)"
-  timeout 100 python3 benchmarks/bench_gpu_gated_delta.py --T 2048,8192,16384,32768 --api-max-T 32768 --fla-dtypes bf16 \
+  timeout 120 python3 benchmarks/bench_gpu_gated_delta.py --T 2048,8192,16384,32768 --api-max-T 32768 --fla-dtypes bf16 \
       --out "$OUT/gd" > "$OUT/log_gd.txt" 2>&1; echo "rc=$?"
   grep -E "^\|" "$OUT/log_gd.txt" | cut -c1-220
 }

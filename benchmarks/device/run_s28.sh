@@ -6,7 +6,8 @@
 #                                                      racecheck (gd_forms kernels) / initcheck of gd_train16_small_s28r.py
 #                                                      and memcheck of gd_small bf16; then the float32 callers' public step
 #                                                      off / on (ab_s28r.py public32 8K / 16K)
-#   OUT=... bash benchmarks/device/run_s28.sh tables   the Gated DeltaNet tables (gd_tables)
+#   OUT=... bash benchmarks/device/run_s28.sh tables   test_gpu_training_forms_x_saved alone (its 8292 case without the
+#                                                      reference since the first call's OOM), then the tables (gd_tables)
 set -u
 ( NAME=s28_$1; . benchmarks/device/setup.sh
   export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
@@ -30,6 +31,8 @@ set -u
     timeout 75 python3 benchmarks/device/ab_s28r.py public32 8192,16384 5 > "$OUT/log_public32.txt" 2>&1; echo "rc=$?"
     grep -E "^T=|^\|" "$OUT/log_public32.txt" | cut -c1-220
   elif [ "$1" = tables ]; then
+    timeout 100 $GD_PT tests/test_cupy_gated_delta_tier_grad.py -s -k forms_x_saved > "$OUT/log_t_xsaved.txt" 2>&1; echo "rc=$?"
+    grep -E "PASSED|FAILED|^E |on against off:|passed|failed" "$OUT/log_t_xsaved.txt" | cut -c1-220
     gd_tables
   fi )
 echo "=== done $(date -u +%T)"
