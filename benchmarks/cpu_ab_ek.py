@@ -101,7 +101,8 @@ def summary(rounds, T, specs):
         n[:D] = lo if log_values else 0.0
         out = np.empty((T, D), np.float32)
         t = time.process_time()
-        m._ek_chunks(q, k, v, 0, -(-T // C), full, mm, n, Ss, np.zeros(D, np.float32), log_values, lo, C, out)
+        m._ek_chunks(q, k, v, 0, -(-T // C), full, mm, n, Ss, np.zeros(D, np.float32), log_values, lo, C, out,
+                     np.zeros((0, 2 * D), np.float32), False)  # no kept maxima
         return time.process_time() - t
 
     mods = [load(s) for s in specs]

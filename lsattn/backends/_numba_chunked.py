@@ -90,9 +90,10 @@ def parts(B):
 #: cost of a chunk's summary (its keys' exponentials, ``E^T V`` and the merge) relative to its whole
 #: work (summary and reads), (exp-kernel, log values): sizes the head start of :func:`_part_bounds`
 #: (measured single-threaded, B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.353 both
-#: on session 17's AVX-512 host, 0.317-0.320 / 0.327-0.336 on session 23's AVX2 one; benchmarks/NOTES.md,
-#: s16e20, s17f20, s23c20)
-SUMMARY_COST = (0.32, 0.33)
+#: on session 17's AVX-512 host, 0.317-0.320 / 0.327-0.336 on session 23's AVX2 one with OpenBLAS's products;
+#: 0.409 / 0.411 on session 28's AVX2 host with ``_numba_simd``'s, which cut the reads' products more than the
+#: summary's; benchmarks/NOTES.md, s16e20, s17f20, s23c20, s28b)
+SUMMARY_COST = (0.41, 0.41)
 
 #: what a full chunk saves by reading the column maxima kept by the part that summarised it (the
 #: passes of :func:`_col_max` over its k and log v tiles), relative to its whole work, (exp-kernel,
