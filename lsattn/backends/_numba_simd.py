@@ -122,7 +122,8 @@ def isz_lanes(typingctx, x):
 @numba.njit(fastmath={"contract"})
 def mm(m, n, kk, pa, ra, ca, pb, ldb, pc, ldc, acc, x):
     """c (m x n at pc, row stride ldc) = a b (+ c when acc); a's element (i, l) at pa + (i ra + l ca) isz, b's row l
-    at pb + l ldb isz (unit stride along it); strides in elements, addresses as integers."""
+    at pb + l ldb isz (unit stride along it); strides in elements, addresses as integers; x: a scalar of the blocks'
+    dtype (only its type is read: a float64 x on float32 blocks reads them as float64)."""
     isz, VL = isz_lanes(x)
     nv = n - n % VL
     m4 = m - m % 4
@@ -189,7 +190,8 @@ def vsum(typingctx, v):
 @numba.njit(fastmath={"contract"})
 def mmt(m, n, kk, pa, lda, pb, ldb, pc, ldc, tri, x):
     """c (m x n at pc, row stride ldc) = a b^T, a (m x kk at pa, row stride lda), b (n x kk at pb, ldb), as dot
-    products along the rows (vectorised over kk); only c[t, s] for s <= t when ``tri`` (the rest unwritten)."""
+    products along the rows (vectorised over kk); only c[t, s] for s <= t when ``tri`` (the rest unwritten); x as
+    :func:`mm`'s."""
     isz, VL = isz_lanes(x)
     kv = kk - kk % VL
     for t in range(m):
