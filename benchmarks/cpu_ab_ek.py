@@ -7,9 +7,10 @@ timed by ``time.process_time`` (robust to other jobs on a shared machine; run it
 the first copy's, then min / p10 / median ms.
 
     python benchmarks/cpu_ab_ek.py ab log 8 4096 20 /tmp/main_chunked.py lsattn/backends/_numba_chunked.py
+    python benchmarks/cpu_ab_ek.py ab exp64 8 4096 10 /tmp/main_chunked.py lsattn/backends/_numba_chunked.py
     python benchmarks/cpu_ab_ek.py summary 8 1 65536 /tmp/main_chunked.py lsattn/backends/_numba_chunked.py
 
-``summary``: one sequence's chunks run in full and summarised only (``_ek_chunks``' two modes), both ops:
+``ab``'s op: exp or log (float32 inputs), exp64 or log64 (float64). ``summary``: one sequence's chunks run in full and summarised only (``_ek_chunks``' two modes), both ops:
 the ratio is ``SUMMARY_COST`` (the head start of a sequence split over threads). A path may carry
 ``:C`` (a chunk size other than ``chunk_for``'s).
 """
@@ -56,16 +57,17 @@ def stats(ts):
 
 
 def ab(op, B, T, rounds, specs):
-    log_values = op == "log"
+    log_values = op.startswith("log")
+    dt = np.float64 if op.endswith("64") else np.float32  # exp64 / log64: float64 inputs
     rng = np.random.default_rng(0)
-    q, k, v = (rng.standard_normal((B, T, D)).astype(np.float32) for _ in range(3))
+    q, k, v = (rng.standard_normal((B, T, D)).astype(dt) for _ in range(3))
     lo = -float(np.finfo(np.float32).max) / 8
     rows, seg = np.tile(np.arange(B), (3, 1)).astype(np.int64), np.array([0, T], np.int64)
-    m0, n0 = np.full((B, D), lo, np.float32), np.full((B, D), lo, np.float32)
-    S0, z0 = np.zeros((B, D, D), np.float32), np.zeros((B, D), np.float32)
+    m0, n0 = np.full((B, D), lo, dt), np.full((B, D), lo, dt)
+    S0, z0 = np.zeros((B, D, D), dt), np.zeros((B, D), dt)
 
     def call(m, C):
-        out = np.empty((B, T, D), np.float32)
+        out = np.empty((B, T, D), dt)
         m1, n1, S1, z1 = np.empty_like(m0), np.empty_like(n0), np.empty_like(S0), np.empty_like(z0)
         t = time.process_time()
         bad = m.ek_chunked(q, k, v, rows, seg, m0, n0, S0, z0, log_values, lo, C, m.parts(B), out, m1, n1, S1, z1)
@@ -99,7 +101,8 @@ def summary(rounds, T, specs):
         n[:D] = lo if log_values else 0.0
         out = np.empty((T, D), np.float32)
         t = time.process_time()
-        m._ek_chunks(q, k, v, 0, -(-T // C), full, mm, n, Ss, np.zeros(D, np.float32), log_values, lo, C, out)
+        m._ek_chunks(q, k, v, 0, -(-T // C), full, mm, n, Ss, np.zeros(D, np.float32), log_values, lo, C, out,
+                     np.zeros((0, 2 * D), np.float32), False)  # no kept maxima
         return time.process_time() - t
 
     mods = [load(s) for s in specs]

@@ -1,13 +1,12 @@
 """Numba CPU kernels in chunked (blocked) form: the work of a chunk of ``C`` tokens as small matrix
-products (``np.dot`` inside ``@njit``, which Numba hands to BLAS), parallel over batch elements
-*and* chunks.
+products, parallel over batch elements *and* chunks.
 
 Causal exp-kernel / log attention (:func:`ek_chunked`); log-linear Mamba-2 / Gated DeltaNet are
 in ``_numba_ll_chunked``.
 
 Imported only when the ``numba`` backend runs a long causal call (``numba_cpu`` chooses between
-these and the token-by-token kernels of ``_numba_kernels`` by size). Needs SciPy (Numba's
-``np.dot`` calls SciPy's BLAS).
+these and the token-by-token kernels of ``_numba_kernels`` by size). Needs SciPy (the log-linear kernels'
+products, :func:`_gemm`, call SciPy's BLAS).
 
 Causal exp-kernel attention (:func:`ek_chunked`), per batch element, chunks of ``C`` tokens (64 at
 d = 64), each with ONE shift per feature for the state and the chunk, ``M = max(m, key maxima of
@@ -22,8 +21,8 @@ the chunk)`` (``N`` likewise for log values; ``f = exp(m - M)``, ``g = exp(n - N
 3. *merge*: ``S <- f S g + U`` (``U = E^T V``, summed block by block in step 2), ``z <- f z + column
    sums of E``, ``m <- M``.
 
-Products through :func:`_gemm_p` (SciPy's BLAS gemm on strided sub-blocks, by address), each at most
-``_BLAS_SINGLE`` (OpenBLAS keeps it on the calling thread); the exponentials and the logarithms of log-value
+Products through ``_numba_simd``'s register-blocked :func:`mm` / :func:`mmt` on strided sub-blocks, by
+address (no packing: 2-3x OpenBLAS's Haswell kernels on these shapes, NOTES s28b); the exponentials and the logarithms of log-value
 outputs are polynomials in the input dtype (:func:`_expw`, :func:`_logw`; ``log den`` and the shift factors in
 float64, :func:`_log64`, :func:`_exp64s`), one loop per tile or row so that they vectorise.
 
@@ -42,7 +41,7 @@ term is below the working dtype's ``tiny`` times a known count, so a row whose `
 values, a numerator) is not at least ``1 / eps`` times that bound is recomputed exactly from the
 state before the chunk with the shifts of the keys it sees (:func:`_ek_row`); ordinary inputs never
 take it, large magnitudes and ``log_v = -inf`` columns do. Products run in the input dtype (float32
-inputs: float32 BLAS, entries in ``[0, 1]``, rounding relative); the state is accumulated in float64.
+inputs: float32 products, entries in ``[0, 1]``, rounding relative); the state is accumulated in float64.
 """
 from __future__ import annotations
 
@@ -54,6 +53,7 @@ import numpy as np
 from numba import prange, types
 
 from ._numba_kernels import _ek_finish
+from ._numba_simd import mm, mmt
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
 #: fused multiply-add allowed (no other fast-math flag): LLVM then vectorises the exponentials
@@ -90,9 +90,10 @@ def parts(B):
 #: cost of a chunk's summary (its keys' exponentials, ``E^T V`` and the merge) relative to its whole
 #: work (summary and reads), (exp-kernel, log values): sizes the head start of :func:`_part_bounds`
 #: (measured single-threaded, B = 1, T = 65536, d = 64, float32, summary products of 64 rows: 0.353 both
-#: on session 17's AVX-512 host, 0.317-0.320 / 0.327-0.336 on session 23's AVX2 one; benchmarks/NOTES.md,
-#: s16e20, s17f20, s23c20)
-SUMMARY_COST = (0.32, 0.33)
+#: on session 17's AVX-512 host, 0.317-0.320 / 0.327-0.336 on session 23's AVX2 one with OpenBLAS's products;
+#: 0.409 / 0.411 on session 28's AVX2 host with ``_numba_simd``'s, which cut the reads' products more than the
+#: summary's; benchmarks/NOTES.md, s16e20, s17f20, s23c20, s28b)
+SUMMARY_COST = (0.41, 0.41)
 
 #: what a full chunk saves by reading the column maxima kept by the part that summarised it (the
 #: passes of :func:`_col_max` over its k and log v tiles), relative to its whole work, (exp-kernel,
@@ -273,7 +274,7 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     exponentials, then block b's ``W_bb = A_b E_b^T`` of its ``h`` rows, upper triangle zeroed) and
     ``V`` in rows d_k .. of ``SV`` ((d_k + C) x d_v); block b writes its state ``S'_b = S' + U_<b``
     into rows ``h b .. h b + d_k`` (over the rows of ``V_<b``, already summed into ``U``), so that its
-    output rows are ONE product ``[A_b | W_bb] [S'_b ; V_b]`` (``_gemm`` on sub-blocks: no copies),
+    output rows are ONE product ``[A_b | W_bb] [S'_b ; V_b]`` (:func:`mm` on sub-blocks: no copies),
     then ``U += E_b^T V_b``: 1.31 M flops per chunk of 64 at d = 64 against 1.70 M for ``[A_b | W_b]
     [S' ; V_<=b]`` with every block of ``W`` below the diagonal. ``den`` and the state in float64."""
     T, dk = q.shape
@@ -300,7 +301,6 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     S1 = np.empty((dk, dv), wt)  # S': the state at the chunk's shifts
     Y = np.empty((C, dv), wt)
     U = np.empty((dk, dv), wt)
-    one = np.array([1.0, 0.0], wt)  # alpha = 1, beta = 0 / 1 of _gemm
     M, N = np.empty(dk), np.zeros(dv + 1)
     Mw, Nw = np.empty(dk, wt), np.empty(dv, wt)
     ckk, ckv = np.empty(dk, wt), np.zeros(dv, wt)  # the finiteness sums of _col_max
@@ -309,15 +309,13 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
     D, LD = np.empty(C), np.empty(C)  # den per row (float64) and its logarithm
     low = np.full(1, lo, wt)[0]
     inf = np.full(1, np.inf, wt)[0]
-    w32 = np.empty(8, np.int32)  # _gemm_p's by-pointer arguments
     isz = E.itemsize
     nf = 0  # non-finite inputs read (a count, not a branch: q's compares, k's and vals' sums vectorise with the loops)
     for c in range(c_lo, c_hi):
         t0 = c * C
         L = min(T, t0 + C) - t0
-        # the blocks' addresses for _gemm_p (taken in the loop: every array stays alive through it)
+        # the blocks' addresses for mm / mmt (taken in the loop: every array stays alive through it)
         pE, pAW, pSV, pY, pU = E.ctypes.data, AW.ctypes.data, SV.ctypes.data, Y.ctypes.data, U.ctypes.data
-        pone, pw, x1 = one.ctypes.data, w32.ctypes.data, one[0]
         # M = max(m, key maxima), f = exp(m - M); keys with a NaN or infinite entry counted
         if kept and full:
             for i in range(dk):
@@ -392,13 +390,12 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                         for j in range(dv):
                             SV[r0 + i, j] = S1[i, j] + U[i, j]
                 pa = pAW + r0 * (dk + h) * isz  # [A_b | W_bb]
-                _gemm_p(False, True, h, h, dk, pa, dk + h, pE + r0 * dk * isz, dk, pa + dk * isz, dk + h, False, pone,
-                        w32, pw, x1)  # W_bb = A_b E_b^T
+                mmt(h, h, dk, pa, dk + h, pE + r0 * dk * isz, dk, pa + dk * isz, dk + h, True, low)  # W_bb = A_b E_b^T
                 _block_den(AW, r0, h, dk, zs, D)  # W_bb's upper triangle zeroed, den
-                _gemm_p(False, False, h, dv, dk + h, pa, dk + h, pSV + r0 * dv * isz, dv, pY + r0 * dv * isz, dv, False,
-                        pone, w32, pw, x1)  # Y_b = [A_b | W_bb][S'_b ; V_b]
-                _gemm_p(True, False, dk, dv, h, pE + r0 * dk * isz, dk, pSV + (dk + r0) * dv * isz, dv, pU, dv, r0 > 0,
-                        pone, w32, pw, x1)  # U += E_b^T V_b
+                mm(h, dv, dk + h, pa, dk + h, 1, pSV + r0 * dv * isz, dv, pY + r0 * dv * isz, dv, False,
+                   low)  # Y_b = [A_b | W_bb][S'_b ; V_b]
+                mm(dk, dv, h, pE + r0 * dk * isz, 1, dk, pSV + (dk + r0) * dv * isz, dv, pU, dv, r0 > 0,
+                   low)  # U += E_b^T V_b
                 for s in range(r0, r1):
                     for i in range(dk):
                         zs[i] += np.float64(E[s, i])
@@ -423,8 +420,8 @@ def _ek_chunks(q, k, vals, c_lo, c_hi, full, m, n, Ss, z0, log_values, lo, C, ou
                     _ek_row(q, k, vals, t0, t0 + t, m, n, Ss, log_values, lo, out[t0 + t])
         else:  # the chunk's summary at the shifts M, N alone (full: summed block by block above)
             for r0 in range(0, L, hs):
-                _gemm_p(True, False, dk, dv, min(hs, L - r0), pE + r0 * dk * isz, dk, pSV + (dk + r0) * dv * isz, dv, pU,
-                        dv, r0 > 0, pone, w32, pw, x1)  # U += E_s^T V_s
+                mm(dk, dv, min(hs, L - r0), pE + r0 * dk * isz, 1, dk, pSV + (dk + r0) * dv * isz, dv, pU, dv, r0 > 0,
+                   low)  # U += E_s^T V_s
             for i in range(dk):
                 zs[i] = Ss[i, dv] * f[i]
             for s in range(L):
@@ -496,36 +493,6 @@ def _gemm_ol(ta, tb, a, b, c, acc, one):
         tr[1] = ord("T") if ta else ord("N")
         fn(tr[0:].ctypes, tr[1:].ctypes, d[0:].ctypes, d[1:].ctypes, d[2:].ctypes, one.ctypes, b.ctypes,
            d[3:].ctypes, a.ctypes, d[4:].ctypes, one[0 if acc else 1 :].ctypes, c.ctypes, d[5:].ctypes)
-
-    return impl
-
-
-def _gemm_p(ta, tb, m, n, kk, pa, lda, pb, ldb, pc, ldc, acc, pone, w, pw, x):
-    """:func:`_gemm` on raw row-major blocks: c (m x n at address pc, row stride ldc elements) = op(a)
-    op(b) (+ c when ``acc``), op(a) m x kk at address pa (row stride lda), op(b) kk x n at pb (ldb),
-    kk >= 1; pone: the address of [1, 0] in the blocks' dtype, that of the scalar x; w: int32 (8,)
-    scratch for the by-pointer arguments and pw its address. Addresses as integers: no array views,
-    so a call costs no reference counts (atomic operations) and no allocation. Inside @njit only."""
-    raise NotImplementedError
-
-
-#: the Fortran gemm with every argument an address passed as an integer (the same ABI)
-_GEMM_SIG_P = types.void(*([types.intp] * 13))
-
-
-@numba.extending.overload(_gemm_p)
-def _gemm_p_ol(ta, tb, m, n, kk, pa, lda, pb, ldb, pc, ldc, acc, pone, w, pw, x):
-    fn = types.ExternalFunction("lsattn_sgemm" if x == types.float32 else "lsattn_dgemm", _GEMM_SIG_P)
-    isz = 4 if x == types.float32 else 8
-
-    def impl(ta, tb, m, n, kk, pa, lda, pb, ldb, pc, ldc, acc, pone, w, pw, x):
-        # column-major names, as _gemm: c^T = op(b)^T op(a)^T
-        w[0], w[1], w[2] = n, m, kk
-        w[3], w[4], w[5] = ldb, lda, ldc
-        w[6] = ord("T") if tb else ord("N")  # one character read from the int32's first byte
-        w[7] = ord("T") if ta else ord("N")
-        fn(pw + 24, pw + 28, pw, pw + 4, pw + 8, pone, pb, pw + 12, pa, pw + 16, pone + (0 if acc else isz), pc,
-           pw + 20)
 
     return impl
 

@@ -1,0 +1,211 @@
+"""Register-blocked small matrix products for Numba kernels, on 64-byte vectors (issue 20).
+
+The chunked exp-kernel / log attention kernel (``_numba_chunked``) multiplies blocks of 16-80 rows and
+columns, products too small for OpenBLAS: its Haswell kernels (the ones it picks on AVX2 hosts, and on
+some AVX-512 ones) pack every operand first and ran them at 27-43 GFLOP/s on one core of an AVX2 host
+whose large float32 matmul runs at ~95 (benchmarks/NOTES.md, s28b). :func:`mm` computes them in place,
+no packing: tiles of 4 rows by one 64-byte vector of columns (16 float32 / 8 float64: two AVX2
+registers or one AVX-512 register per row), the accumulators in registers through the reduction.
+
+The vectors are a Numba type (:class:`Vec`, an LLVM ``<16 x float>`` / ``<8 x double>``) with a few
+intrinsics on raw addresses (integers: no array views, so no reference counts); LLVM lowers them to
+the host's registers, so one code runs on AVX2 and AVX-512 alike.
+"""
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+
+class Vec(types.Type):
+    """A vector of 64 bytes of float32 or float64 lanes (LLVM vector type)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.lanes = 64 // (dtype.bitwidth // 8)
+        super().__init__(name=f"Vec64({dtype})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.lanes))
+
+
+def _ptr(builder, p, ty):
+    return builder.inttoptr(p, ty.as_pointer())
+
+
+@intrinsic
+def vld(typingctx, p, x):
+    """the vector of x's dtype at address p (unaligned)"""
+    V = Vec(x)
+
+    def codegen(ctx, builder, sig, args):
+        vt = ctx.get_value_type(V)
+        ld = builder.load(_ptr(builder, args[0], vt), align=x.bitwidth // 8)
+        return ld
+    return V(p, x), codegen
+
+
+@intrinsic
+def vst(typingctx, p, v):
+    def codegen(ctx, builder, sig, args):
+        vt = ctx.get_value_type(v)
+        builder.store(args[1], _ptr(builder, args[0], vt), align=v.dtype.bitwidth // 8)
+        return ctx.get_dummy_value()
+    return types.none(p, v), codegen
+
+
+@intrinsic
+def vbc(typingctx, p, x):
+    """x's dtype's scalar at address p, in every lane"""
+    V = Vec(x)
+
+    def codegen(ctx, builder, sig, args):
+        vt = ctx.get_value_type(V)
+        s = builder.load(_ptr(builder, args[0], vt.element), align=x.bitwidth // 8)
+        u = builder.insert_element(ir.Constant(vt, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(u, u, ir.Constant(ir.VectorType(ir.IntType(32), V.lanes), [0] * V.lanes))
+    return V(p, x), codegen
+
+
+@intrinsic
+def vzero(typingctx, x):
+    V = Vec(x)
+
+    def codegen(ctx, builder, sig, args):
+        vt = ctx.get_value_type(V)
+        return ir.Constant(vt, [0.0] * V.lanes)
+    return V(x), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a b + c, lane by lane, fused"""
+    def codegen(ctx, builder, sig, args):
+        vt = ctx.get_value_type(a)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                            f"llvm.fma.v{a.lanes}{'f32' if a.dtype == types.float32 else 'f64'}")
+        return builder.call(fn, args)
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def sld(typingctx, p, x):
+    def codegen(ctx, builder, sig, args):
+        return builder.load(_ptr(builder, args[0], ctx.get_value_type(x)), align=x.bitwidth // 8)
+    return x(p, x), codegen
+
+
+@intrinsic
+def sst(typingctx, p, v):
+    def codegen(ctx, builder, sig, args):
+        builder.store(args[1], _ptr(builder, args[0], ctx.get_value_type(v)), align=v.bitwidth // 8)
+        return ctx.get_dummy_value()
+    return types.none(p, v), codegen
+
+
+@intrinsic
+def isz_lanes(typingctx, x):
+    """(itemsize, lanes of a 64-byte vector) of x's dtype"""
+    b = x.bitwidth // 8
+    tt = types.UniTuple(types.intp, 2)
+
+    def codegen(ctx, builder, sig, args):
+        return ctx.make_tuple(builder, tt, [ir.Constant(ir.IntType(64), b), ir.Constant(ir.IntType(64), 64 // b)])
+    return tt(x), codegen
+
+
+@numba.njit(fastmath={"contract"})
+def mm(m, n, kk, pa, ra, ca, pb, ldb, pc, ldc, acc, x):
+    """c (m x n at pc, row stride ldc) = a b (+ c when acc); a's element (i, l) at pa + (i ra + l ca) isz, b's row l
+    at pb + l ldb isz (unit stride along it); strides in elements, addresses as integers; x: a scalar of the blocks'
+    dtype (only its type is read: a float64 x on float32 blocks reads them as float64)."""
+    isz, VL = isz_lanes(x)
+    nv = n - n % VL
+    m4 = m - m % 4
+    for j0 in range(0, nv, VL):
+        for i0 in range(0, m4, 4):
+            p0 = pc + (i0 * ldc + j0) * isz
+            p1 = p0 + ldc * isz
+            p2 = p1 + ldc * isz
+            p3 = p2 + ldc * isz
+            if acc:
+                c0, c1, c2, c3 = vld(p0, x), vld(p1, x), vld(p2, x), vld(p3, x)
+            else:
+                c0 = c1 = c2 = c3 = vzero(x)
+            a = pa + i0 * ra * isz
+            b = pb + j0 * isz
+            sa = ra * isz
+            for _ in range(kk):
+                bv = vld(b, x)
+                c0 = vfma(vbc(a, x), bv, c0)
+                c1 = vfma(vbc(a + sa, x), bv, c1)
+                c2 = vfma(vbc(a + 2 * sa, x), bv, c2)
+                c3 = vfma(vbc(a + 3 * sa, x), bv, c3)
+                a += ca * isz
+                b += ldb * isz
+            vst(p0, c0)
+            vst(p1, c1)
+            vst(p2, c2)
+            vst(p3, c3)
+        for i in range(m4, m):
+            p0 = pc + (i * ldc + j0) * isz
+            c0 = vld(p0, x) if acc else vzero(x)
+            a = pa + i * ra * isz
+            b = pb + j0 * isz
+            for _ in range(kk):
+                c0 = vfma(vbc(a, x), vld(b, x), c0)
+                a += ca * isz
+                b += ldb * isz
+            vst(p0, c0)
+    for i in range(m):
+        for j in range(nv, n):
+            pcij = pc + (i * ldc + j) * isz
+            s = sld(pcij, x) if acc else x - x
+            for l in range(kk):
+                s += sld(pa + (i * ra + l * ca) * isz, x) * sld(pb + (l * ldb + j) * isz, x)
+            sst(pcij, s)
+
+
+@intrinsic
+def vsum(typingctx, v):
+    """the sum of v's lanes, as a tree of halves (a fixed order)"""
+    def codegen(ctx, builder, sig, args):
+        x = args[0]
+        n = v.lanes
+        i32 = ir.IntType(32)
+        while n > 1:
+            n //= 2
+            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, n), list(range(n))))
+            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n))))
+            x = builder.fadd(lo, hi)
+        return builder.extract_element(x, ir.Constant(i32, 0))
+    return v.dtype(v), codegen
+
+
+@numba.njit(fastmath={"contract"})
+def mmt(m, n, kk, pa, lda, pb, ldb, pc, ldc, tri, x):
+    """c (m x n at pc, row stride ldc) = a b^T, a (m x kk at pa, row stride lda), b (n x kk at pb, ldb), as dot
+    products along the rows (vectorised over kk); only c[t, s] for s <= t when ``tri`` (the rest unwritten); x as
+    :func:`mm`'s."""
+    isz, VL = isz_lanes(x)
+    kv = kk - kk % VL
+    for t in range(m):
+        for s in range(min(n, t + 1) if tri else n):
+            a = pa + t * lda * isz
+            b = pb + s * ldb * isz
+            acc = vzero(x)
+            for _ in range(0, kv, VL):
+                acc = vfma(vld(a, x), vld(b, x), acc)
+                a += VL * isz
+                b += VL * isz
+            r = vsum(acc)
+            for _ in range(kv, kk):
+                r += sld(a, x) * sld(b, x)
+                a += isz
+                b += isz
+            sst(pc + (t * ldc + s) * isz, r)
