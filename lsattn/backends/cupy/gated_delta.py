@@ -262,10 +262,7 @@ def forms(ops, cfg, q, k, v, a, beta, lam, p, lamw=None, bad=None, xo=None):
     qe, ek = xp.empty((BH, n, C, DK), dtype=et), xp.empty((BH, n, C, DK), dtype=et)
     ph, H = xp.empty((BH, n, DK, C), dtype=et), xp.empty((BH, n, DK, DV), dtype=et)
     g, out = xp.empty((BH, n), dtype=dt), xp.empty((BH, n, C, DV), dtype=dt)
-    if xo is None:
-        ops.gd_forms(cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw, bad)
-    else:
-        ops.gd_forms(cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw, bad, xo=xo)
+    ops.gd_forms(cfg, q, k, v, a, beta, lam, qe, ek, ph, H, g, out, T, DK, DV, L, p, F, n, BH, lamw, bad, xo=xo)
     return qe, ek, ph, H, g, out
 
 
