@@ -610,6 +610,23 @@ def bf16_context(ops):
     return emulated
 
 
+def _forms_case(half, seed):
+    """The forms kernels' emulated case: 2 sequences of T = 70 tokens at offset P = 100 (inside a chunk), C = d_k = 64,
+    d_v = 33, L = 8; strong and -inf decays, a zero beta; float32 or (half) bfloat16 patterns -> (C, dk, dv, T, P, L),
+    arrays, rng."""
+    from lsattn.backends.cupy._arrays import narrow
+
+    C, dk, dv, T, P, L = 64, 64, 33, 70, 100, 8
+    rng = np.random.default_rng(seed)
+    arrays = [x.astype(np.float32) for x in make(C + dk, (2,), T, dk, dv, keys="raw", key_scale=0.5)]
+    arrays[3][..., [3, T - 5]] = [-1e6, -np.inf]
+    arrays[4][..., 7] = 0.0
+    arrays[5] = rng.standard_normal((2, T, L)).astype(np.float32)
+    if half:
+        arrays = [narrow(np, x, "bf16") for x in arrays]
+    return (C, dk, dv, T, P, L), arrays, rng
+
+
 @pytest.mark.parametrize("half", ["", "bf16"])
 def test_forms_bwd_x1_tf32_operands_emulated(half):
     """gd_forms_bwd_x1's TI_BF16 build with session 24's switches (the default: FB_XR, operands that are a tf32 already
@@ -619,16 +636,7 @@ def test_forms_bwd_x1_tf32_operands_emulated(half):
     0 alone bit for bit, and the float32 build (where session 24's are off) too (strong and -inf decays, a zero beta, an offset; d_v odd: dv's stores one by one)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
-    from lsattn.backends.cupy._arrays import narrow
-
-    C, dk, dv, T, P, L = 64, 64, 33, 70, 100, 8
-    rng = np.random.default_rng(C + T + 1)
-    arrays = [x.astype(np.float32) for x in make(C + dk, (2,), T, dk, dv, keys="raw", key_scale=0.5)]
-    arrays[3][..., [3, T - 5]] = [-1e6, -np.inf]
-    arrays[4][..., 7] = 0.0
-    arrays[5] = rng.standard_normal((2, T, L)).astype(np.float32)
-    if half:
-        arrays = [narrow(np, x, "bf16") for x in arrays]
+    (C, dk, dv, T, P, L), arrays, rng = _forms_case(half, 64 + 70 + 1)
     cfg = make_config("float", dk, 16, C)
     lay = chunk_layout(P, T, C)
     n = lay.n_chunks
@@ -664,17 +672,10 @@ def test_forms_x_saved_emulated(half, x1):
     import dataclasses
 
     from lsattn.backends.cupy import gated_delta as cgd
-    from lsattn.backends.cupy._arrays import narrow, widen
+    from lsattn.backends.cupy._arrays import widen
     from lsattn.gated_delta import _unit_lower_inverse
 
-    C, dk, dv, T, P, L = 64, 64, 33, 70, 100, 8
-    rng = np.random.default_rng(C + T + 2)
-    arrays = [x.astype(np.float32) for x in make(C + dk, (2,), T, dk, dv, keys="raw", key_scale=0.5)]
-    arrays[3][..., [3, T - 5]] = [-1e6, -np.inf]
-    arrays[4][..., 7] = 0.0
-    arrays[5] = rng.standard_normal((2, T, L)).astype(np.float32)
-    if half:
-        arrays = [narrow(np, x, "bf16") for x in arrays]
+    (C, dk, dv, T, P, L), arrays, rng = _forms_case(half, 64 + 70 + 2)
     cfg = make_config("float", dk, 16, C)
     lay = chunk_layout(P, T, C)
     n = lay.n_chunks

@@ -25,7 +25,7 @@ set -u
     timeout 200 $PT tests/test_cupy_gated_delta.py > "$OUT/log_t_gd.txt" 2>&1 &
     timeout 200 python3 benchmarks/device/ab_s28r.py kernel 4096 2 > "$OUT/log_kernel_4k.txt" 2>&1 &
     for tool in memcheck racecheck initcheck; do  # (racecheck: the forms' kernels, both builds of each)
-      F=; [ $tool = racecheck ] && F="--kernel-name kss=gd_forms"
+      F=; [ $tool = racecheck ] && F="--kernel-name kns=gd_forms"
       ( PYTORCH_CUDA_ALLOC_CONF= timeout 180 compute-sanitizer --tool $tool $F --print-limit 10 python3 benchmarks/device/gd_train16_small_s28r.py > "$OUT/log_$tool.txt" 2>&1
         echo "rc=$?" >> "$OUT/log_$tool.txt" ) &
     done
