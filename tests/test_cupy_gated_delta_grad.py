@@ -610,10 +610,10 @@ def bf16_context(ops):
     return emulated
 
 
-def _forms_case(half, seed):
+def _forms_case(half, seed, x1):
     """The forms kernels' emulated case: 2 sequences of T = 70 tokens at offset P = 100 (inside a chunk), C = d_k = 64,
     d_v = 33, L = 8; strong and -inf decays, a zero beta; float32 or (half) bfloat16 patterns -> (C, dk, dv, T, P, L),
-    arrays, rng."""
+    arrays, rng, the chunk layout, the Scan (x1: the 1xTF32 products), the shapes of the six forms' gradients."""
     from lsattn.backends.cupy._arrays import narrow
 
     C, dk, dv, T, P, L = 64, 64, 33, 70, 100, 8
@@ -624,7 +624,11 @@ def _forms_case(half, seed):
     arrays[5] = rng.standard_normal((2, T, L)).astype(np.float32)
     if half:
         arrays = [narrow(np, x, "bf16") for x in arrays]
-    return (C, dk, dv, T, P, L), arrays, rng
+    lay = chunk_layout(P, T, C)
+    n = lay.n_chunks
+    sc = gdb.Scan(make_config("float", dk, 16, C), T, P, lay.first_chunk, n, 1, False, x1, half)
+    shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
+    return (C, dk, dv, T, P, L), arrays, rng, lay, sc, shapes
 
 
 @pytest.mark.parametrize("half", ["", "bf16"])
@@ -636,12 +640,7 @@ def test_forms_bwd_x1_tf32_operands_emulated(half):
     0 alone bit for bit, and the float32 build (where session 24's are off) too (strong and -inf decays, a zero beta, an offset; d_v odd: dv's stores one by one)."""
     if shutil.which("g++") is None:
         pytest.skip("no g++ to build the CPU emulation of the kernels")
-    (C, dk, dv, T, P, L), arrays, rng = _forms_case(half, 64 + 70 + 1)
-    cfg = make_config("float", dk, 16, C)
-    lay = chunk_layout(P, T, C)
-    n = lay.n_chunks
-    sc = gdb.Scan(cfg, T, P, lay.first_chunk, n, 1, False, True, half)
-    shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
+    _, arrays, rng, _, sc, shapes = _forms_case(half, 64 + 70 + 1, True)
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     outs = []
     for extra in ({"FB_XR": 0, "FB_XF": 0, "FB_BFREE": 0, "FB_P2": 0, "FB_LDM": 0, "FB_DLQ": 0}, {"FB_DLQ": 0},
@@ -675,11 +674,8 @@ def test_forms_x_saved_emulated(half, x1):
     from lsattn.backends.cupy._arrays import widen
     from lsattn.gated_delta import _unit_lower_inverse
 
-    (C, dk, dv, T, P, L), arrays, rng = _forms_case(half, 64 + 70 + 2)
-    cfg = make_config("float", dk, 16, C)
-    lay = chunk_layout(P, T, C)
+    (C, dk, dv, T, P, L), arrays, rng, lay, sc0, shapes = _forms_case(half, 64 + 70 + 2, x1)
     n = lay.n_chunks
-    sc0 = gdb.Scan(cfg, T, P, lay.first_chunk, n, 1, False, x1, half)
     sc1 = dataclasses.replace(sc0, xs=True)
     assert sc1.fcfg.xs and not sc0.fcfg.xs and sc1.fcfg == dataclasses.replace(sc0.fcfg, xs=True)
     fwd = Emulated()
@@ -695,7 +691,6 @@ def test_forms_x_saved_emulated(half, x1):
     assert np.array_equal(np.triu(xo, 1), np.zeros_like(xo)) and (np.diagonal(xo, axis1=-2, axis2=-1) == 1).all()
     print(f"forms_x_saved {half or 'float32'}: max |X - X64| / max |X64| {np.abs(xo - X64).max() / np.abs(X64).max():.2e}")
     assert np.abs(xo - X64).max() <= 1e-5 * np.abs(X64).max(), "the forward's X against the float64 inverse"
-    shapes = [(2, n, C, dk), (2, n, C, dk), (2, n, dk, C), (2, n, dk, dv), (2, n), (2, n, C, dv)]
     grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     solved = gdb.forms_backward(EmulatedOps(), sc0, *arrays, grads)
     null = gdb.forms_backward(EmulatedOps(), sc1, *arrays, grads)  # no X: the default build, solved

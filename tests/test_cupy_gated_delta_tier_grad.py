@@ -405,6 +405,19 @@ def test_tier_bwd_one_period_and_retain_graph(monkeypatch):
 
 # ---- GPU ------------------------------------------------------------------------------------------
 
+def _gpu_step_inputs(seed, T, decay, resets, dtype, do_seed):
+    """The GPU training tests' inputs (B = 1, H = 2, d = 64; resets: strong decays at tokens 100, 400, 401) ->
+    torch dtype, dO (float64, CUDA), the inputs rounded to the dtype as float64 CUDA leaves requiring grad."""
+    arrays = make(seed, (1, 2), T, 64, 64, decay=decay)
+    if resets:
+        for i in (100, 400, 401):
+            arrays[3][..., i] = -1e3 if i == 100 else -1e6
+    td = getattr(torch, dtype)
+    do = torch.randn(1, 2, T, 64, device="cuda", dtype=torch.float64,
+                     generator=torch.Generator("cuda").manual_seed(do_seed))
+    return td, do, [torch.tensor(x, device="cuda").to(td).double().requires_grad_(True) for x in arrays]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype, T, decay, resets, grouped, s16", [
     ("bfloat16", 1000, "moderate", True, False, True),   # 16 chunks at C = 64: 4 periods; GD_S16
@@ -429,13 +442,7 @@ def test_gpu_training_tier_bwd(monkeypatch, dtype, T, decay, resets, grouped, s1
     launched, real = [], _compile.CupyOps._tk
     monkeypatch.setattr(_compile.CupyOps, "_tk",
                         lambda self, op, cfg, name: launched.append(name) or real(self, op, cfg, name))
-    arrays = make(5, (1, 2), T, 64, 64, decay=decay)
-    if resets:
-        for i in (100, 400, 401):
-            arrays[3][..., i] = -1e3 if i == 100 else -1e6
-    td = getattr(torch, dtype)
-    do = torch.randn(1, 2, T, 64, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(1))
-    rs = [torch.tensor(x, device="cuda").to(td).double().requires_grad_(True) for x in arrays]
+    td, do, rs = _gpu_step_inputs(5, T, decay, resets, dtype, 1)
     want_out = ref.loglinear_gated_delta(*rs)
     (want_out * do).sum().backward()
     want, want_out, do_np = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy(), do.cpu().numpy()
@@ -482,13 +489,7 @@ def test_gpu_training_forms_x_saved(monkeypatch, dtype, T, s16, resets):
     xins, rb = [], _compile.CupyOps.gd_forms_bwd
     monkeypatch.setattr(_compile.CupyOps, "gd_forms_bwd", lambda self, *a, xin=None, **k: xins.append(
         None if xin is None else (xin.shape, str(xin.dtype))) or rb(self, *a, xin=xin, **k))
-    arrays = make(6, (1, 2), T, 64, 64, decay="moderate")
-    if resets:
-        for i in (100, 400, 401):
-            arrays[3][..., i] = -1e3 if i == 100 else -1e6
-    td = getattr(torch, dtype)
-    do = torch.randn(1, 2, T, 64, device="cuda", dtype=torch.float64, generator=torch.Generator("cuda").manual_seed(2))
-    rs = [torch.tensor(x, device="cuda").to(td).double().requires_grad_(True) for x in arrays]
+    td, do, rs = _gpu_step_inputs(6, T, "moderate", resets, dtype, 2)
     want = None
     if T <= 4096:
         want_out = ref.loglinear_gated_delta(*rs)

@@ -60,6 +60,23 @@ def fn(name):
     return _fns[name]
 
 
+def timed(runs, rounds):
+    """{name: median ms}, {name: [ms a round]} of the callables ``runs`` interleaved: each round runs each once (warm),
+    then times 10 calls by CUDA events."""
+    ms = {k: [] for k in runs}
+    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+    for _ in range(rounds):
+        for k, run in runs.items():
+            run()
+            e0.record()
+            for _ in range(10):
+                run()
+            e1.record()
+            e1.synchronize()
+            ms[k].append(cupy.cuda.get_elapsed_time(e0, e1) / 10)
+    return {k: statistics.median(v) for k, v in ms.items()}, ms
+
+
 def kernel(Ts, rounds):
     for T in Ts:
         L = lsattn.num_levels(T)
@@ -93,18 +110,7 @@ def kernel(Ts, rounds):
             err = [float((g - r).abs().max() / r.abs().max()) for g, r in zip(got, ref)]
             print(f"T={T} {name} vs b0: mismatches " + " ".join(f"{m} {x}" for m, x in zip(names, mis))
                   + " | max rel " + " ".join(f"{m} {e:.1e}" for m, e in zip(names, err)), flush=True)
-        ms = {name: [] for name in SEL}
-        e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-        for _ in range(rounds):
-            for name, run in runs.items():
-                run()
-                e0.record()
-                for _ in range(10):
-                    run()
-                e1.record()
-                e1.synchronize()
-                ms[name].append(cupy.cuda.get_elapsed_time(e0, e1) / 10)
-        med = {name: statistics.median(v) for name, v in ms.items()}
+        med, ms = timed(runs, rounds)
         print(f"T={T} gd_forms_bwd_x1 ms (median of {rounds}): " + " ".join(f"{k} {v:.4f}" for k, v in med.items())
               + " | /b0 " + " ".join(f"{k} {v / med['b0']:.3f}" for k, v in med.items() if k != "b0")
               + (f" | f0/b0 {med['f0'] / med['b0']:.3f}" if "f0" in med else "") + (f" f1/b1 {med['f1'] / med['b1']:.3f}" if "f1" in med and "b1" in med else "")

@@ -16,7 +16,6 @@ sequence (32K, B H = 32: +268 MB).
 """
 import dataclasses
 import os
-import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,6 +27,7 @@ import torch  # noqa: E402
 import lsattn  # noqa: E402
 from lsattn._chunktree import chunk_layout  # noqa: E402
 from lsattn.backends.cupy import _compile as cc, gated_delta as cgd, gated_delta_bwd as gdb  # noqa: E402
+from ab_s24b import timed  # noqa: E402  (builds interleaved, CUDA events over 10 calls)
 
 B, H, D, C = 2, 16, 64, 64
 BH = B * H
@@ -49,21 +49,6 @@ def public(Ts, reps):
     for T, med, ml, mem in rows:
         print(f"| {T} | {med['off']:.3f} | {med['on']:.3f} | {med['on'] / med['off']:.3f} | {ml['off']:.3f} / "
               f"{ml['on']:.3f} | {mem['off']:.2f} / {mem['on']:.2f} |", flush=True)
-
-
-def timed(runs, rounds):
-    ms = {k: [] for k in runs}
-    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-    for _ in range(rounds):
-        for k, run in runs.items():
-            run()
-            e0.record()
-            for _ in range(10):
-                run()
-            e1.record()
-            e1.synchronize()
-            ms[k].append(cupy.cuda.get_elapsed_time(e0, e1) / 10)
-    return {k: statistics.median(v) for k, v in ms.items()}, ms
 
 
 def kernel(Ts, rounds):
