@@ -610,6 +610,18 @@ def bf16_context(ops):
     return emulated
 
 
+def _bf16_step(ops):
+    """The bfloat16 training call through ``ops`` (bf16_context: the CUDA sources emulated; C = 64 from token 0, no
+    state, 1xTF32): ours(*xs) of float64 tensors -> the float64 output."""
+    emulated = bf16_context(ops)
+
+    def ours(*xs):
+        xs = [x.to(torch.bfloat16) for x in xs]
+        return gdb.differentiable(*xs, 64, 0, None, context=emulated, x1=True).double()
+
+    return ours
+
+
 def _forms_case(half, seed, x1):
     """The forms kernels' emulated case: 2 sequences of T = 70 tokens at offset P = 100 (inside a chunk), C = d_k = 64,
     d_v = 33, L = 8; strong and -inf decays, a zero beta; float32 or (half) bfloat16 patterns -> (C, dk, dv, T, P, L),
@@ -803,12 +815,7 @@ def test_bf16_training_s16_emulated_on_cpu(monkeypatch, T, dk, dv, decay):
             return super().gd_scan_bwd(cfg, *args, **kw)
 
     ops = Ops()
-
-    emulated = bf16_context(ops)
-
-    def ours(*xs):
-        xs = [x.to(torch.bfloat16) for x in xs]
-        return gdb.differentiable(*xs, 64, 0, None, context=emulated, x1=True).double()
+    ours = _bf16_step(ops)
 
     want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
     errs = {}
@@ -856,11 +863,7 @@ def test_forms_x_saved_training_emulated(monkeypatch, T, dk, dv, decay):
             return super().gd_forms_bwd(cfg, *args, xin=xin, **kw)
 
     ops = Ops()
-    emulated = bf16_context(ops)
-
-    def ours(*xs):
-        xs = [x.to(torch.bfloat16) for x in xs]
-        return gdb.differentiable(*xs, 64, 0, None, context=emulated, x1=True).double()
+    ours = _bf16_step(ops)
 
     want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
     got, outs, n = {}, {}, -(-T // 64)
