@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Session 29, the lead's calls (issue 16):
+#   OUT=... bash benchmarks/device/run_s29.sh first   the tier-grad GPU tests (session 28's _gpu_step_inputs mend, unrun
+#                                                     on a GPU), then where the bf16 training step and the bf16 forward
+#                                                     spend their time today (profile_gd.py: train 32K / 16K, forward 8K / 16K)
+set -u
+( NAME=s29_$1; . benchmarks/device/setup.sh
+  export HYPOTHESIS_PROFILE=ci CUDA_VISIBLE_DEVICES=0
+  nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,power.draw --format=csv
+  . benchmarks/device/gd_gpu_tests.sh
+  if [ "$1" = first ]; then
+    echo "=== tier grad tests $(date -u +%T)"
+    timeout 200 $GD_PT tests/test_cupy_gated_delta_tier_grad.py > "$OUT/log_t_tiergrad.txt" 2>&1; echo "rc=$?"
+    gd_gpu_summary
+    for T in 32768 16384; do
+      echo "=== profile train $T $(date -u +%T)"
+      timeout 90 python3 benchmarks/device/profile_gd.py train $T > "$OUT/log_prof_train_$T.txt" 2>&1; echo "rc=$?"
+      cut -c1-200 "$OUT/log_prof_train_$T.txt" | grep -vE '^-+$' | head -40
+    done
+    echo "=== profile forward $(date -u +%T)"
+    timeout 90 python3 benchmarks/device/profile_gd.py 8192,16384 > "$OUT/log_prof_fwd.txt" 2>&1; echo "rc=$?"
+    grep -E '^====|gd_|Self CUDA time' "$OUT/log_prof_fwd.txt" | cut -c1-200
+  fi )
+echo "=== done $(date -u +%T)"
