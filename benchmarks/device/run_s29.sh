@@ -3,6 +3,7 @@
 #   OUT=... bash benchmarks/device/run_s29.sh first   the tier-grad GPU tests (session 28's _gpu_step_inputs mend, unrun
 #                                                     on a GPU), then where the bf16 training step and the bf16 forward
 #                                                     spend their time today (profile_gd.py: train 32K / 16K, forward 8K / 16K)
+#   OUT=... bash benchmarks/device/run_s29.sh host       the same step's host side unprofiled (host_train_s29.py)
 #   OUT=... bash benchmarks/device/run_s29.sh timeline   the fwd+bwd table's step under torch.profiler at 32K / 16K / 8K
 #                                                     (gd_train_timeline.py: the GPU's idle gaps), the forward's at 8K / 16K
 set -u
@@ -27,5 +28,8 @@ set -u
     grep -E "^====|call \(host|host phases|per kernel|GPU: first" "$OUT/log_train_timeline.txt" | cut -c1-900
     timeout 100 python3 benchmarks/device/gd_timeline.py 8192,16384 bf16 nochecks > "$OUT/log_fwd_timeline.txt" 2>&1; echo "rc=$?"
     grep -E "^====|latency|call \(host|host phases|per kernel|GPU: first" "$OUT/log_fwd_timeline.txt" | cut -c1-900
+  elif [ "$1" = host ]; then
+    timeout 150 python3 benchmarks/device/host_train_s29.py 32768,16384,8192 > "$OUT/log_host_train.txt" 2>&1; echo "rc=$?"
+    cat "$OUT/log_host_train.txt" | cut -c1-300
   fi )
 echo "=== done $(date -u +%T)"
