@@ -3,7 +3,9 @@ fwd+bwd table's step (``(out.float() * dO.float()).sum().backward()``, B=2, H=16
 the steps of the training path (entry offset from the step's start and duration, us, medians of 9 steps from an idle
 GPU), beside the step's CUDA-event latency from an idle GPU and its pipelined time (9 steps back to back / 9).
 
-    python benchmarks/device/host_train_s29.py [T[,T...]]
+    python benchmarks/device/host_train_s29.py [T[,T...]] [prof]
+
+(prof: then cProfile of 9 steps, the top functions by cumulative and by own time.)
 """
 import collections
 import functools
@@ -43,6 +45,9 @@ for n in ("gd_forms", "gd_tiers", "gd_tier3_bwd", "gd_coarse_bwd", "gd_tier1x_bw
     setattr(_compile.CupyOps, n, span("launch_" + n, getattr(_compile.CupyOps, n)))
 
 
+PROF = "prof" in sys.argv[2:]
+
+
 def main():
     for T in [int(t) for t in (sys.argv[1] if len(sys.argv) > 1 else "32768,8192").split(",")]:
         x = [t.requires_grad_(True) for t in inputs(T, torch.bfloat16)]
@@ -77,18 +82,33 @@ def main():
             host.append((h - T0[0]) * 1e6)
             for k, v in marks.items():
                 mk[k].append((v - T0[0]) * 1e6)
+        spans = dict(SP)
         torch.cuda.synchronize()
         t = time.perf_counter()
         for _ in range(9):
             step()
         torch.cuda.synchronize()
         pipe = (time.perf_counter() - t) / 9 * 1e3
+        if PROF:  # cProfile of 9 more steps from an idle GPU: where the host's time goes, by function
+            import cProfile
+            import pstats
+
+            pr = cProfile.Profile()
+            for _ in range(9):
+                torch.cuda.synchronize()
+                pr.enable()
+                step()
+                pr.disable()
+            torch.cuda.synchronize()
+            st = pstats.Stats(pr)
+            st.sort_stats("cumulative").print_stats(45)
+            st.sort_stats("tottime").print_stats(30)
         print(f"==== T={T} bf16 fwd+bwd: latency {statistics.median(lat):.3f} ms (idle GPU, CUDA events, median of 9), "
               f"pipelined {pipe:.3f} ms, host {statistics.median(host):.0f} us", flush=True)
         print("  " + ", ".join(f"{k}@{statistics.median(v):.0f}" for k, v in mk.items()))
-        rows = sorted(SP.items(), key=lambda kv: statistics.median(s for s, _ in kv[1]))
+        rows = sorted(spans.items(), key=lambda kv: statistics.median(s for s, _ in kv[1]))
         for name, v in rows:
-            per = len(v) // 9 or 1
+            per = len(v) // 9 or 1  # (calls a step)
             print(f"  {name:24s} x{per}  at {statistics.median(s for s, _ in v):8.0f} us  for "
                   f"{statistics.median(d for _, d in v):7.0f} us")
         x = dO = step = None  # noqa: F841

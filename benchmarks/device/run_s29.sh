@@ -29,7 +29,7 @@ set -u
     timeout 100 python3 benchmarks/device/gd_timeline.py 8192,16384 bf16 nochecks > "$OUT/log_fwd_timeline.txt" 2>&1; echo "rc=$?"
     grep -E "^====|latency|call \(host|host phases|per kernel|GPU: first" "$OUT/log_fwd_timeline.txt" | cut -c1-900
   elif [ "$1" = host ]; then
-    timeout 150 python3 benchmarks/device/host_train_s29.py 32768,16384,8192 > "$OUT/log_host_train.txt" 2>&1; echo "rc=$?"
+    timeout 200 python3 benchmarks/device/host_train_s29.py ${HOST_T:-32768,16384,8192} ${HOST_PROF:-} > "$OUT/log_host_train.txt" 2>&1; echo "rc=$?"
     cat "$OUT/log_host_train.txt" | cut -c1-300
   fi )
 echo "=== done $(date -u +%T)"
