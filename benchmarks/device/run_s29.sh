@@ -4,6 +4,7 @@
 #                                                     on a GPU), then where the bf16 training step and the bf16 forward
 #                                                     spend their time today (profile_gd.py: train 32K / 16K, forward 8K / 16K)
 #   OUT=... bash benchmarks/device/run_s29.sh host       the same step's host side unprofiled (host_train_s29.py)
+#   OUT=... bash benchmarks/device/run_s29.sh lines      the same step's host side line by line (host_lines_s29.py)
 #   OUT=... bash benchmarks/device/run_s29.sh timeline   the fwd+bwd table's step under torch.profiler at 32K / 16K / 8K
 #                                                     (gd_train_timeline.py: the GPU's idle gaps), the forward's at 8K / 16K
 set -u
@@ -31,5 +32,8 @@ set -u
   elif [ "$1" = host ]; then
     timeout 200 python3 benchmarks/device/host_train_s29.py ${HOST_T:-32768,16384,8192} ${HOST_PROF:-} > "$OUT/log_host_train.txt" 2>&1; echo "rc=$?"
     cat "$OUT/log_host_train.txt" | cut -c1-300
+  elif [ "$1" = lines ]; then
+    timeout 150 python3 benchmarks/device/host_lines_s29.py ${HOST_T:-8192} > "$OUT/log_host_lines.txt" 2>&1; echo "rc=$?"
+    tail -3 "$OUT/log_host_lines.txt"
   fi )
 echo "=== done $(date -u +%T)"
