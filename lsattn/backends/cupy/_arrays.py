@@ -168,6 +168,9 @@ def _torch_view(cupy, t):
     shape = tuple(t.shape)
     if t.numel() == 0:
         return cupy.empty(shape, dtype=dtype)
+    if t.is_contiguous():  # (most views: CuPy's default strides, none converted: ~half of this function's host time)
+        mem = cupy.cuda.UnownedMemory(t.data_ptr(), t.numel() * dtype.itemsize, t, t.get_device())
+        return cupy.ndarray(shape, dtype=dtype, memptr=cupy.cuda.MemoryPointer(mem, 0))
     strides = t.stride()
     extent = 1 + sum((n - 1) * s for n, s in zip(shape, strides))
     mem = cupy.cuda.UnownedMemory(t.data_ptr(), extent * dtype.itemsize, t, t.get_device())

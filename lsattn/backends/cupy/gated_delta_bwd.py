@@ -238,18 +238,19 @@ def differentiable(q, k, v, a, beta, lam, chunk_size, p, old, context=None, x1=F
         cfg = cfg16 if s16 else cfg
     xs = FORMS_X_SAVED and cfg.ta == "float"  # (float64: solved in the backward as ever)
     sc = Scan(cfg, T, p, F, n, chunk_slots(F, n, merge_last), merge_last, x1, half, xs)
-    q3, k3, v3 = (ns.reshape(x, (BH, T, x.shape[-1])) for x in (q, k, v))
-    a2, b2 = (ns.reshape(x, (BH, T)) for x in (a, beta))
-    lam3 = ns.reshape(lam, (BH, T, L))
+    # (torch tensors: their own reshape, not array-api-compat's wrapper around it, ~2x the host time a call)
+    q3, k3, v3 = (x.reshape(BH, T, x.shape[-1]) for x in (q, k, v))
+    a2, b2 = (x.reshape(BH, T) for x in (a, beta))
+    lam3 = lam.reshape(BH, T, L)
     if s16:  # forms and scan in one Function: the bfloat16 intermediates saved between them, no gradient of theirs in torch
         out = apply_gated_delta_s16(sc, q3, k3, v3, a2, b2, lam3, context, check)
-        return ns.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV))
+        return from_chunks(ns, out, lay, -2).reshape(batch + (T, DV))
     qe, ek, ph, H, g, intra, *lamw = apply_gated_delta_forms(sc, q3, k3, v3, a2, b2, lam3, context, check)
     if half:  # the scan reads gd_forms' float32 copy of the level weights
         lam3 = lamw[0]
-    old3 = None if old is None else ns.reshape(old, (BH,) + tuple(old.shape[-3:]))
+    old3 = None if old is None else old.reshape((BH,) + tuple(old.shape[-3:]))
     out = apply_gated_delta_scan(sc, qe, ek, ph, H, g, lam3, intra, old3, context)
-    return ns.reshape(from_chunks(ns, out, lay, -2), batch + (T, DV))
+    return from_chunks(ns, out, lay, -2).reshape(batch + (T, DV))
 
 
 def forms_backward(ops, sc, q, k, v, a, beta, lam, grads, dlw=None, xin=None):
