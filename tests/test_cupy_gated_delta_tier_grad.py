@@ -109,12 +109,18 @@ class TierTwinOps(EmulatedOps):
 
     def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1):
         self.calls.append("gd_tier3_bwd")
-        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dQp, dSb, dlam, zero=(dQp, dlam))
+        # dQp: stored at one column block (d_v <= 64) but period 0's rows (no block: zeros); else added into zeros
+        st, p0 = DV <= 64, 1 << tier.TM
+        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dSb, dlam, zero=(dQp[:, :p0] if st else dQp, dlam))
         assert dQp.shape == Qp.shape == (BH, n, cfg.CH, DK) and dSb.shape == Sb.shape and dlam.shape == (BH, T, L)
+        assert dQp.flags.c_contiguous and dQp.dtype == np.float32
         qp, _, sb = twin_saved(qe, Qp, None, Sb, tier.nP)
         geo = tw.Geo(_f64(qe), dout, lam)
         dqp, dS, dl = tw.tier3_bwd(qp, sb, _f64(lam), _f64(dout), geo)
-        dQp += dqp
+        if st:
+            dQp[:, p0:] = dqp[:, p0:]
+        else:
+            dQp += dqp
         dSb[...] = np.nan  # every entry written (held slots of periods >= 1: all of them)
         for (cl, pp), v in dS.items():
             dSb[:, entry(pp, cl)] = v
@@ -131,20 +137,27 @@ class TierTwinOps(EmulatedOps):
         dZ += np.stack(dz, 1)
         dTot += np.stack(dtot, 1)
 
-    def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1):
+    def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1, st=False):
         self.calls.append("gd_tier1x_bwd")
-        self._bufs(cfg, (qe, ek, ph), g, dQp, dZ, dqe, dek, dph, dg)
+        # st: dqe, dek, dph stored (one column block of X's), else added into zeros; dg added; every row of dQp written
+        assert not st or DK <= cfg.tier1x_bwd_bw
+        self._bufs(cfg, (qe, ek, ph), g, dQp, dZ, dqe, dek, dph, dg, zero=(dg,) if st else (dqe, dek, dph, dg))
+        assert np.isfinite(dQp).all() and np.isfinite(dZ).all()
         grads = {k: np.zeros(x.shape) for k, x in (("dqe", dqe), ("dek", dek), ("dph", dph), ("dg", dg))}
         geo = types.SimpleNamespace(B=BH, dk=DK, n=n, nP=tier.nP)
         tw.tier1x_bwd(_f64(qe), _f64(ek), _f64(ph), _f64(g), _f64(dQp), [_f64(dZ[:, pp]) for pp in range(tier.nP)], geo,
                       grads)
         for k, x in (("dqe", dqe), ("dek", dek), ("dph", dph), ("dg", dg)):
-            x += grads[k]
+            if st and k != "dg":
+                x[...] = grads[k]
+            else:
+                x += grads[k]
 
     def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n,
                      BH, x1):
         self.calls.append("gd_tier1_bwd")
         self._bufs(cfg, (qe, ek, ph, H), g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam)
+        assert all(np.isfinite(x).all() for x in (dTot, dqe, dek, dph, dg, dlam))  # (added into: zeroed or written)
         assert dH.shape == (BH, n, DK, DV)
         grads = {k: np.zeros(x.shape) for k, x in (("dqe", dqe), ("dek", dek), ("dph", dph), ("dH", dH), ("dg", dg),
                                                     ("dlam", dlam))}
