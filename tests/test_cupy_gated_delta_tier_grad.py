@@ -390,6 +390,73 @@ def test_training_step_forms_x_saved(monkeypatch, dtype, T, dk, dv, C):
     check(got[True], got[False], want_out, do, tol, "FORMS_X_SAVED on against off")
 
 
+class _NanXp:
+    """NumPy whose ``empty`` fills floating arrays with NaN: ``tier_backward``'s buffers a kernel must write whole (an
+    element none writes shows in the gradients)."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype=np.float64):
+        return np.full(shape, np.nan, dtype) if np.dtype(dtype).kind == "f" else np.empty(shape, dtype)
+
+
+def _nan_tier_backward(mp, seen):
+    """``tier_backward`` with its ops' empty NaN-filled; ``seen`` gets each call's ``tier_stores``."""
+    real, stores = gdb.tier_backward, gdb.tier_stores
+
+    def tier_backward(ops, *args):
+        ops.xp = _NanXp()
+        try:
+            return real(ops, *args)
+        finally:
+            del ops.xp  # (the class's NumPy again)
+
+    mp.setattr(gdb, "tier_backward", tier_backward)
+    mp.setattr(gdb, "tier_stores", lambda *a: seen.append(stores(*a)) or seen[-1])
+
+
+@pytest.mark.parametrize("kind", ["twin", "kernels"])
+@pytest.mark.parametrize("dtype, T, C, dk, dv, k1, k3", [
+    ("float32", 300, 16, 5, 3, True, True),      # 19 chunks, 5 periods; 4 padding rows; d_k odd
+    ("bfloat16", 420, 16, 16, 70, False, True),  # d_v = 70: K1's two column blocks add (dQp zeroed)
+    ("float32", 330, 16, 70, 5, True, False),    # d_k = 70: DKP = 128, K3's three column blocks add (zeroed)
+    ("bfloat16", 600, 64, 64, 20, True, True),   # GD_S16 (C = d_k = 64, the production build), 10 chunks
+    ("float32", 50, 16, 3, 2, False, False),     # one period: K4 alone, its buffers zeroed
+])
+def test_training_step_tier_bwd_stores(kind, dtype, T, C, dk, dv, k1, k3):
+    """``TIER_BWD_STORES`` on and off: the training step with tier_backward's empty buffers NaN-filled (on: dQp but
+    period 0 where K1 stores it, dqe / dek / dph where K3 stores them, as ``tier_stores`` says: k1, k3 here) on the
+    twin or the emulated kernels, every gradient bit-equal on against off (a store where an add into zeros was) and
+    within F32 / BF16 of float64 autograd of the reference."""
+    _emu_ready()
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+        x1 = dtype == "bfloat16"
+        mp.setattr(gdb, "S16_TRAIN", C == 64)
+        arrays = make(9, (2,), T, dk, dv, keys="raw", key_scale=0.5 / np.sqrt(dk), decay="moderate")
+        arrays[3][..., [20, T - 25]] = [-1e3, -1e6]
+        arrays = [torch.tensor(x).to(getattr(torch, dtype)).double().numpy() for x in arrays]
+        do = np.random.default_rng(4).standard_normal((2, T, dv))
+        want, want_out = _grads(ref.loglinear_gated_delta, arrays, do)
+        got, seen = {}, []
+        _nan_tier_backward(mp, seen)
+        for on in (True, False):
+            mp.setattr(gdb, "TIER_BWD_STORES", on)
+            seen.clear()
+            ops = _ops(kind, x1)
+            got[on], _ = _step(ops, arrays, do, C, dtype, x1, bf16_context(ops) if x1 else _context(ops))
+            assert seen == [(on and k1, on and k3)], seen
+            assert [c for c in ops.calls if c in KERNELS] == (list(KERNELS) if T > 4 * C else ["gd_tier1_bwd"])
+            check(got[on], want, want_out, do, BF16 if x1 else F32, f"{dtype} T={T} dk={dk} dv={dv} stores={on}")
+        for a, b in zip(got[True], got[False]):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        mp.undo()
+
+
 def test_tier_bwd_one_period_and_retain_graph(monkeypatch):
     """One period (no coarse level): tier_backward runs K4 alone (nothing to read for K1-K3); a second backward
     through a retained graph, one period and several, gives the first's gradients again (Qp, Z, Sb are saved tensors,
