@@ -314,6 +314,20 @@ def test_gpu_tier3_bwd(T, build):
     got = run_k1(CupyOps(0), cfg, tier, arrays, T, s16, xp=cupy)
     check_k1(got, want, tier, K1_X1 if s16 else K1_F32, f"{build} T={T}")
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cupy_ready(), reason="needs CuPy and a CUDA device")
+@pytest.mark.parametrize("build", ["f32", "s16"])
+def test_gpu_tier3_bwd_stores(build):
+    """K1 on the GPU (d = C = 64, 8292 tokens: the last chunk's 28 padding rows) on a dQp NaN-filled but period 0's
+    rows (TIER_BWD_STORES): the twin's within the build's bound (every row written)."""
+    import cupy
+
+    s16, T = build == "s16", 8192 + 100
+    tier, arrays, want = k1_case(13, 2, T, 64, 64, 64, "moderate", s16)
+    cfg = cgd._config("float", 64, 64, "bf16" if s16 else "", s16)
+    got = run_k1(CupyOps(0), cfg, tier, arrays, T, s16, xp=cupy, stores=True)
+    check_k1(got, want, tier, K1_X1 if s16 else K1_F32, f"stores {build} T={T}")
+
 # ---- K2 gd_coarse_bwd (s25a) ----
 # K2's tolerances (max |kernel - twin| <= tol * max |twin| for dZ and dTot), the twin's coarse_bwd (grouped=False) on the
 # kernel's float32 inputs (Z, Sb from the twin's forward, dSb random): K2_F32 = 1e-5 (3xTF32), K2_X1 = 4e-3 (1xTF32; a
@@ -590,6 +604,21 @@ def test_gpu_tier1x_bwd_matches_twin(T, decay, build):
     dev, vals, geo = k3_inputs(11, 2, T, 64, 64, decay, s16)
     got = k3_run(CupyOps(cupy.cuda.Device().id), k3_config(64, 64, s16), [cupy.asarray(x) for x in dev], geo, x1,
                  xp=cupy)
+    errs = k3_errors(got, k3_twin(vals, geo), vals, geo)
+    assert max(errs) < bound, (errs, bound)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("build", ["s16", "f32"])
+def test_gpu_tier1x_bwd_stores(build):
+    """gd_tier1x_bwd's st on the GPU (d_k = C = 64, 8292 tokens) into NaN-filled dqe, dek, dph: the twin's within the
+    build's bound (every element written)."""
+    import cupy
+
+    s16, x1, bound = K3_BUILDS[build]
+    dev, vals, geo = k3_inputs(12, 2, 8192 + 100, 64, 64, "mixed", s16)
+    got = k3_run(CupyOps(cupy.cuda.Device().id), k3_config(64, 64, s16), [cupy.asarray(x) for x in dev], geo, x1,
+                 xp=cupy, st=True, fill=np.nan)
     errs = k3_errors(got, k3_twin(vals, geo), vals, geo)
     assert max(errs) < bound, (errs, bound)
 

@@ -391,15 +391,18 @@ def test_training_step_forms_x_saved(monkeypatch, dtype, T, dk, dv, C):
 
 
 class _NanXp:
-    """NumPy whose ``empty`` fills floating arrays with NaN: ``tier_backward``'s buffers a kernel must write whole (an
-    element none writes shows in the gradients)."""
+    """The array module ``xp`` (NumPy, CuPy) whose ``empty`` fills floating arrays with NaN: ``tier_backward``'s buffers
+    a kernel must write whole (an element none writes shows in the gradients)."""
+
+    def __init__(self, xp):
+        self.xp = xp
 
     def __getattr__(self, name):
-        return getattr(np, name)
+        return getattr(self.xp, name)
 
-    @staticmethod
-    def empty(shape, dtype=np.float64):
-        return np.full(shape, np.nan, dtype) if np.dtype(dtype).kind == "f" else np.empty(shape, dtype)
+    def empty(self, shape, dtype=np.float64):
+        xp = self.xp
+        return xp.full(shape, np.nan, dtype) if np.dtype(dtype).kind == "f" else xp.empty(shape, dtype)
 
 
 def _nan_tier_backward(mp, seen):
@@ -407,11 +410,12 @@ def _nan_tier_backward(mp, seen):
     real, stores = gdb.tier_backward, gdb.tier_stores
 
     def tier_backward(ops, *args):
-        ops.xp = _NanXp()
+        xp = ops.xp
+        ops.xp = _NanXp(xp)
         try:
             return real(ops, *args)
         finally:
-            del ops.xp  # (the class's NumPy again)
+            ops.xp = xp
 
     mp.setattr(gdb, "tier_backward", tier_backward)
     mp.setattr(gdb, "tier_stores", lambda *a: seen.append(stores(*a)) or seen[-1])
@@ -627,3 +631,48 @@ def test_gpu_tier_bwd_long_against_gd_scan_bwd(monkeypatch, dtype, T):
     print(f"T={T} {dtype} on against off: " + " ".join(
         f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], out, do).items()))
     check(got[True], got[False], out, do, BF16 if dtype == "bfloat16" else F32, f"{dtype} T={T} on against off")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, T, s16", [("bfloat16", 1100, True), ("float32", 1100, False), ("bfloat16", 1500, False),
+                                           ("bfloat16", 8192 + 100, True), ("bfloat16", 32768, True)])
+def test_gpu_training_tier_bwd_stores(monkeypatch, dtype, T, s16):
+    """``TIER_BWD_STORES`` on the GPU: the training step (B = 1, H = 2, d = 64, the two-tier path from 16 chunks) with
+    the switch on and off in one process, tier_backward's empty buffers NaN-filled (an element no kernel writes would
+    show): on, dQp and dqe / dek / dph stored (``tier_stores`` (True, True)), off neither; every gradient finite, on
+    against off within the dtype's bound (errors printed; not bit for bit: K4's and K1's atomics reorder between runs),
+    against float64 autograd of the reference too where it fits (T <= 4096); the output identical."""
+    from test_training import _cuda
+
+    _cuda(torch)
+    from test_cupy_gated_delta_grad import _rel_errors
+
+    monkeypatch.setattr(cgd, "TIER_MIN_CHUNKS", 0)
+    monkeypatch.setattr(gdb, "S16_TRAIN", s16)
+    seen = []
+    _nan_tier_backward(monkeypatch, seen)
+    td, do, rs = _gpu_step_inputs(7, T, "moderate", T <= 4096, dtype, 3)
+    want = None
+    if T <= 4096:
+        want_out = ref.loglinear_gated_delta(*rs)
+        (want_out * do).sum().backward()
+        want, want_out = [r.grad.cpu().numpy() for r in rs], want_out.detach().cpu().numpy()
+    do_np, tol, got, outs = do.cpu().numpy(), BF16 if dtype == "bfloat16" else F32, {}, {}
+    for on in (True, False):
+        monkeypatch.setattr(gdb, "TIER_BWD_STORES", on)
+        seen.clear()
+        xs = [r.detach().to(td).requires_grad_(True) for r in rs]
+        out = lsattn.loglinear_gated_delta(*xs)
+        (out.double() * do).sum().backward()
+        got[on], outs[on] = [x.grad.double().cpu().numpy() for x in xs], out.detach().double().cpu().numpy()
+        assert seen == [(on, on)], seen
+        assert all(np.isfinite(g).all() for g in got[on])
+        if want is not None:
+            print(f"T={T} {dtype} s16={s16} TIER_BWD_STORES={on}: " + " ".join(
+                f"{k} {v:.2e}" for k, v in _rel_errors(got[on], want, want_out, do_np).items()))
+            check(got[on], want, want_out, do_np, tol, f"{dtype} T={T} TIER_BWD_STORES={on}")
+    ref_out = want_out if want is not None else outs[False]
+    print(f"T={T} {dtype} s16={s16} on against off: " + " ".join(
+        f"{k} {v:.2e}" for k, v in _rel_errors(got[True], got[False], ref_out, do_np).items()))
+    check(got[True], got[False], ref_out, do_np, tol, f"{dtype} T={T} on against off")
+    assert np.array_equal(outs[True], outs[False])
