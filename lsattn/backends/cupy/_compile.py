@@ -568,8 +568,8 @@ class CupyOps:
         build (gd_tier1_bwd_x1, bfloat16 callers). qe, ek (BH, n, C, DK), ph (BH, n, DK, C), H (BH, n, DK, DV):
         gd_forms' outputs (``cfg.s16``: bfloat16 patterns); g (BH, n), lam (BH, T, L), dout (BH, n, C, DV), dTot (BH,
         nP, DK, DV): the compute type. Writes dH (BH, n, DK, DV) whole; adds into dqe, dek (BH, n, C, DK), dph (BH, n,
-        DK, C), dg (BH, n) and dlam (BH, T, L)'s columns log2 C + 1, + 2 (zeroed by the caller; gd_tier1x_bwd adds into
-        the first four too)."""
+        DK, C), dg (BH, n) and dlam (BH, T, L)'s columns log2 C + 1, + 2 (zeroed by the caller, or dqe, dek, dph stored by
+        gd_tier1x_bwd's st before: launched after it; gd_tier1x_bwd adds into dg too)."""
         name = "gd_tier1_bwd_x1" if x1 else "gd_tier1_bwd"
         fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, name)
         i = self._i

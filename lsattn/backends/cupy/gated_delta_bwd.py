@@ -33,7 +33,8 @@ nP log2(nP) / 2 coarse slots); Tot, Pc, Tg are freed when the forward returns. A
 (nP = 128, 448 slots): Qp 134 MB (bf16; float32 268), Z 67 MB, Sb 235 MB: **436 MB** (float32 callers 570), ~1/6 of
 gd_scan_bwd's scratch sv (2.68 GB), which this backward does not allocate. ``tier_backward`` runs the kernels K1-K4
 (gd_tier3_bwd, gd_coarse_bwd, gd_tier1x_bwd, gd_tier1_bwd: benchmarks/NOTES.md "Session 24 — s24c") on buffers of its
-own (at 32K float32: dQp 268 MB, dSb 235, dZ 67, dTot 67, beside the gradients gd_scan_bwd returns too), dropping each
+own (at 32K float32: dQp 268 MB, dSb 235, dZ 67, dTot 67, beside the gradients gd_scan_bwd returns too; those a kernel
+stores whole before any adds into them, dQp and dqe / dek / dph, not zeroed: ``TIER_BWD_STORES``), dropping each
 scratch array once its last reader is launched; the saved three are the autograd Function's saved tensors
 (``_autograd``): released after the backward, or kept for a second one where the graph is retained.
 """
