@@ -566,8 +566,8 @@ def test_tier1x_bwd_stores_emulated(seed, B, T, dk, decay, build):
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")
-@pytest.mark.parametrize("T, dk, C, build, bw, stores", [(300, 50, 64, "s16", None, True), (70, 70, 16, "f32", None, False),
-                                                         (200, 40, 16, "f32", 32, False)])
+@pytest.mark.parametrize("T, dk, C, build, bw, stores", [
+    (300, 50, 64, "s16", None, True), (70, 70, 16, "f32", None, False), (200, 40, 16, "f32", 32, False)])
 def test_tier1x_bwd_stores_column_blocks(T, dk, C, build, bw, stores):
     """st where K3 has one column block (d_k = 50 on the production build, C = DKP = 64, GD_S16: 14 columns masked)
     stores every element (NaN-filled before), bit-equal to st off; where it has several (d_k = 70: DKP = 128, three

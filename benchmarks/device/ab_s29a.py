@@ -3,10 +3,10 @@ K3 gd_tier1x_bwd storing them, where session 28 zeroed them), A/B in one process
 29 — s29a"): the memsets 8K ~0.075 -> ~0.015 ms, 16K 0.15 -> ~0.03, 32K 0.29 -> ~0.055; K3 0.93-1.0x; the bf16 step 8K
 -0.05 to -0.08 ms, 16K -0.11 to -0.17, 32K -0.22 to -0.33; peak memory unchanged.
 
-    python ab_s29a.py public T,T [REPS]   the public bf16 fwd+bwd step (ab_s24a.one: B=2, H=16, d=64, CUDA-event medians of
-                                          REPS rounds of 5 steps, latency, peak memory, the gd_ kernels per step, the
-                                          gradients on / off) with TIER_BWD_STORES off / on rotated; then per mode the
-                                          step's other kernels (memsets, fills) by torch.profiler
+    python ab_s29a.py public T,T [REPS]   the public bf16 fwd+bwd step (ab_s24a.one: B=2, H=16, d=64, CUDA-event
+                                          medians of REPS rounds of 5 steps, latency, peak memory, the gd_ kernels per
+                                          step, the gradients on / off) with TIER_BWD_STORES off / on rotated; then per
+                                          mode the step's other kernels (memsets, fills) by torch.profiler
     python ab_s29a.py public32 T,T [REPS] the same with float32 inputs
 """
 import os
@@ -62,8 +62,9 @@ def public(Ts, reps):
     print("| T | off ms | on (TIER_BWD_STORES) ms | on - off ms | on/off | latency off / on | peak GB off / on |")
     print("|---|---:|---:|---:|---:|---|---|")
     for T, med, ml, mem in rows:
-        print(f"| {T} | {med['off']:.3f} | {med['on']:.3f} | {med['on'] - med['off']:+.3f} | {med['on'] / med['off']:.3f} "
-              f"| {ml['off']:.3f} / {ml['on']:.3f} | {mem['off']:.2f} / {mem['on']:.2f} |", flush=True)
+        print(f"| {T} | {med['off']:.3f} | {med['on']:.3f} | {med['on'] - med['off']:+.3f} | "
+              f"{med['on'] / med['off']:.3f} | {ml['off']:.3f} / {ml['on']:.3f} | {mem['off']:.2f} / {mem['on']:.2f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -560,7 +560,8 @@ class CupyOps:
         fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_tier1x_bwd_x1" if x1 else "gd_tier1x_bwd")
         i = self._i
         fn((tier.nP * BH * -(-DK // (bw or cfg.tier1x_bwd_bw)),), block,
-           (qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, i(T), i(DK), i(n), i(tier.nP), i(BH), i(int(st))), shared_mem=smem)
+           (qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, i(T), i(DK), i(n), i(tier.nP), i(BH), i(int(st))),
+           shared_mem=smem)
     def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n,
                      BH, x1=False, bw=None):
         """K4 of the two-tier scan's backward (gated_delta_tier1_bwd.cu): gd_tier1's low walks reversed, one block per
@@ -568,8 +569,8 @@ class CupyOps:
         build (gd_tier1_bwd_x1, bfloat16 callers). qe, ek (BH, n, C, DK), ph (BH, n, DK, C), H (BH, n, DK, DV):
         gd_forms' outputs (``cfg.s16``: bfloat16 patterns); g (BH, n), lam (BH, T, L), dout (BH, n, C, DV), dTot (BH,
         nP, DK, DV): the compute type. Writes dH (BH, n, DK, DV) whole; adds into dqe, dek (BH, n, C, DK), dph (BH, n,
-        DK, C), dg (BH, n) and dlam (BH, T, L)'s columns log2 C + 1, + 2 (zeroed by the caller, or dqe, dek, dph stored by
-        gd_tier1x_bwd's st before: launched after it; gd_tier1x_bwd adds into dg too)."""
+        DK, C), dg (BH, n) and dlam (BH, T, L)'s columns log2 C + 1, + 2 (zeroed by the caller, or dqe, dek, dph
+        stored by gd_tier1x_bwd's st before: launched after it; gd_tier1x_bwd adds into dg too)."""
         name = "gd_tier1_bwd_x1" if x1 else "gd_tier1_bwd"
         fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, name)
         i = self._i
