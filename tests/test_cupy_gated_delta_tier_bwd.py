@@ -206,8 +206,7 @@ def k1_case(seed, B, T, dk, dv, C, decay, s16):
 
 def run_k1(ops, cfg, tier, arrays, T, x1, xp=np, stores=False):
     """CupyOps.gd_tier3_bwd on ``ops`` with zeroed outputs: (dQp, dSb, dlam) as NumPy arrays; stores: dQp NaN-filled
-    but period 0's rows (zeroed here: K1 writes none, K3 skips them), as tier_backward's TIER_BWD_STORES leaves it for
-    K1's stores (d_v <= 64)."""
+    but period 0's rows (zeroed), as tier_backward's TIER_BWD_STORES leaves it for K1's stores (d_v <= 64)."""
     qe, qp, sb, lam, dout = (xp.asarray(a) for a in arrays)
     B, n, C, dk = qe.shape
     dv, L = dout.shape[-1], lam.shape[-1]
@@ -460,15 +459,15 @@ def k3_errors(got, want, vals, geo):
     return errs + [float(np.max(np.abs(got[3] - want[3]) / np.maximum(den, 1e-30)))]
 
 
-def k3_run(ops, cfg, dev, geo, x1, xp=np, bw=None, st=False, fill=0.0, skip0=False):
+def k3_run(ops, cfg, dev, geo, x1, xp=np, bw=None, st=False, fill=0.0):
     """CupyOps.gd_tier1x_bwd on ``ops`` into float32 outputs: dqe, dek, dph, dg (NumPy); bw: a timing build's columns
     (GX_BW_SET); st: the kernel's stores (TIER_BWD_STORES), dqe, dek, dph filled with ``fill`` before (NaN: an element
-    the kernel does not write shows), dg zeroed; else all zeroed; skip0: period 0's rows of dQp not read."""
+    the kernel does not write shows), dg zeroed; else all zeroed."""
     B, n, C, dk = geo.B, geo.n, geo.C, geo.dk
     outs = [xp.full(s, fill if st and len(s) == 4 else 0.0, dtype=np.float32)
             for s in ((B, n, C, dk), (B, n, C, dk), (B, n, dk, C), (B, n))]
     tier = cgd.Tier(geo.nP, (geo.nP - 1).bit_length(), n=n, C=C)
-    CupyOps.gd_tier1x_bwd(ops, cfg, tier, *dev, *outs, geo.T, dk, n, B, x1=x1, bw=bw, st=st, skip0=skip0)
+    CupyOps.gd_tier1x_bwd(ops, cfg, tier, *dev, *outs, geo.T, dk, n, B, x1=x1, bw=bw, st=st)
     return [o if xp is np else o.get() for o in outs]
 
 
@@ -552,28 +551,18 @@ def test_tier1x_bwd_emulated_timing_build_bw32():
 @settings(max_examples=4, deadline=None)
 def test_tier1x_bwd_stores_emulated(seed, B, T, dk, decay, build):
     """gd_tier1x_bwd's st (one column block: TIER_BWD_STORES) writes every element of dqe, dek, dph (NaN-filled
-    before), and with skip0 reads no row of dQp's period 0 (NaN there): the twin's on period 0's dQp zero within the
-    build's bound (as test_tier1x_bwd_emulated_matches_twin) and the bits of the adds into zeros reading those zeros
-    (st, skip0 off), dg included."""
+    before): the twin's within the build's bound (as test_tier1x_bwd_emulated_matches_twin) and the bits of the adds
+    into zeros (st off), dg included."""
     s16, x1, bound = K3_BUILDS[build]
     cfg = k3_config(dk, 16, s16)
     dev, vals, geo = k3_inputs(seed, B, T, dk, 16, decay, s16)
-    dev0, devn = _period0(dev, 0.0), _period0(dev, np.nan)
-    vals[4][:, :tw.TP] = 0.0  # (the twin's dQp)
-    got = k3_run(EmuTierBwdOps(), cfg, devn, geo, x1, st=True, fill=np.nan, skip0=True)
+    got = k3_run(EmuTierBwdOps(), cfg, dev, geo, x1, st=True, fill=np.nan)
     errs = k3_errors(got, k3_twin(vals, geo), vals, geo)
     if decay == "strong":
         errs[1:3] = [e * bound / K3_STRONG[build] for e in errs[1:3]]
     assert max(errs) < bound, (errs, bound)
-    for a, b in zip(got, k3_run(EmuTierBwdOps(), cfg, dev0, geo, x1)):
+    for a, b in zip(got, k3_run(EmuTierBwdOps(), cfg, dev, geo, x1)):
         np.testing.assert_array_equal(a, b)
-
-
-def _period0(dev, v):
-    """K3's kernel arrays with dQp's period 0 rows set to v."""
-    dqp = dev[4].copy()
-    dqp[:, :tw.TP] = v
-    return dev[:4] + [dqp] + dev[5:]
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ to build the CPU emulation of the kernels")
@@ -582,17 +571,16 @@ def _period0(dev, v):
 def test_tier1x_bwd_stores_column_blocks(T, dk, C, build, bw, stores):
     """st where K3 has one column block (d_k = 50 on the production build, C = DKP = 64, GD_S16: 14 columns masked)
     stores every element (NaN-filled before), bit-equal to st off; where it has several (d_k = 70: DKP = 128, three
-    blocks of 32; the timing build GX_BW_SET=32 at d_k = 40) the kernel ignores st and adds (into zeros: bit-equal);
-    skip0 in every case (period 0's dQp NaN: unread; zeros for st off)."""
+    blocks of 32; the timing build GX_BW_SET=32 at d_k = 40) the kernel ignores st and adds (into zeros: bit-equal)."""
     s16, x1, _ = K3_BUILDS[build]
     dev, vals, geo = k3_inputs(6, 1, T, dk, C, "moderate", s16)
     ops = EmuTierBwdOps()
     ops.extra = {"GX_BW_SET": 32, "GX_DB_SET": 0} if bw else {}
     assert stores == (dk <= (bw or k3_config(dk, C, s16).tier1x_bwd_bw))
-    cfg = k3_config(dk, C, s16)
-    got = k3_run(ops, cfg, _period0(dev, np.nan), geo, x1, bw=bw, st=True, fill=np.nan if stores else 0.0, skip0=True)
+    run = lambda st, fill=0.0: k3_run(ops, k3_config(dk, C, s16), dev, geo, x1, bw=bw, st=st, fill=fill)
+    got = run(True, np.nan if stores else 0.0)
     assert all(np.isfinite(x).all() for x in got)
-    for a, b in zip(got, k3_run(ops, cfg, _period0(dev, 0.0), geo, x1, bw=bw)):
+    for a, b in zip(got, run(False)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -623,15 +611,14 @@ def test_gpu_tier1x_bwd_matches_twin(T, decay, build):
 @pytest.mark.gpu
 @pytest.mark.parametrize("build", ["s16", "f32"])
 def test_gpu_tier1x_bwd_stores(build):
-    """gd_tier1x_bwd's st and skip0 on the GPU (d_k = C = 64, 8292 tokens) into NaN-filled dqe, dek, dph, period 0's
-    dQp NaN: the twin's (on that dQp zero) within the build's bound (every element written, none of period 0's read)."""
+    """gd_tier1x_bwd's st on the GPU (d_k = C = 64, 8292 tokens) into NaN-filled dqe, dek, dph: the twin's within the
+    build's bound (every element written)."""
     import cupy
 
     s16, x1, bound = K3_BUILDS[build]
     dev, vals, geo = k3_inputs(12, 2, 8192 + 100, 64, 64, "mixed", s16)
-    vals[4][:, :tw.TP] = 0.0  # (skip0: period 0's dQp unread, NaN in the kernel's)
-    got = k3_run(CupyOps(cupy.cuda.Device().id), k3_config(64, 64, s16), [cupy.asarray(x) for x in _period0(dev, np.nan)],
-                 geo, x1, xp=cupy, st=True, fill=np.nan, skip0=True)
+    got = k3_run(CupyOps(cupy.cuda.Device().id), k3_config(64, 64, s16), [cupy.asarray(x) for x in dev], geo, x1,
+                 xp=cupy, st=True, fill=np.nan)
     errs = k3_errors(got, k3_twin(vals, geo), vals, geo)
     assert max(errs) < bound, (errs, bound)
 

@@ -109,10 +109,9 @@ class TierTwinOps(EmulatedOps):
 
     def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1):
         self.calls.append("gd_tier3_bwd")
-        # dQp: stored at one column block (d_v <= 64) but period 0's rows (no block: zeros, or unwritten where K3 skips
-        # them); else added into zeros
+        # dQp: stored at one column block (d_v <= 64) but period 0's rows (no block: zeros); else added into zeros
         st, p0 = DV <= 64, 1 << tier.TM
-        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dSb, dlam, zero=(dlam,) if st else (dQp, dlam))
+        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dSb, dlam, zero=(dQp[:, :p0] if st else dQp, dlam))
         assert dQp.shape == Qp.shape == (BH, n, cfg.CH, DK) and dSb.shape == Sb.shape and dlam.shape == (BH, T, L)
         assert dQp.flags.c_contiguous and dQp.dtype == np.float32
         qp, _, sb = twin_saved(qe, Qp, None, Sb, tier.nP)
@@ -138,20 +137,16 @@ class TierTwinOps(EmulatedOps):
         dZ += np.stack(dz, 1)
         dTot += np.stack(dtot, 1)
 
-    def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1, st=False,
-                      skip0=False):
+    def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1, st=False):
         self.calls.append("gd_tier1x_bwd")
         # st: dqe, dek, dph stored (one column block of X's), else added into zeros; dg added; every row of dQp written
-        # (skip0: but period 0's, not read: zero)
         assert not st or DK <= cfg.tier1x_bwd_bw
         self._bufs(cfg, (qe, ek, ph), g, dQp, dZ, dqe, dek, dph, dg, zero=(dg,) if st else (dqe, dek, dph, dg))
-        dqp = _f64(dQp)
-        if skip0:
-            dqp[:, :1 << tier.TM] = 0.0
-        assert np.isfinite(dqp).all() and np.isfinite(dZ).all()
+        assert np.isfinite(dQp).all() and np.isfinite(dZ).all()
         grads = {k: np.zeros(x.shape) for k, x in (("dqe", dqe), ("dek", dek), ("dph", dph), ("dg", dg))}
         geo = types.SimpleNamespace(B=BH, dk=DK, n=n, nP=tier.nP)
-        tw.tier1x_bwd(_f64(qe), _f64(ek), _f64(ph), _f64(g), dqp, [_f64(dZ[:, pp]) for pp in range(tier.nP)], geo, grads)
+        tw.tier1x_bwd(_f64(qe), _f64(ek), _f64(ph), _f64(g), _f64(dQp), [_f64(dZ[:, pp]) for pp in range(tier.nP)], geo,
+                      grads)
         for k, x in (("dqe", dqe), ("dek", dek), ("dph", dph), ("dg", dg)):
             if st and k != "dg":
                 x[...] = grads[k]

@@ -549,20 +549,19 @@ class CupyOps:
            shared_mem=smem)
 
     def gd_tier1x_bwd(self, cfg, tier, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, T, DK, n, BH, x1=False, bw=None,
-                      st=False, skip0=False):
+                      st=False):
         """K3 of the two-tier scan's backward (gated_delta_tier1x_bwd.cu): gd_tier1x's backward, adding into dqe, dek
         (BH, n, C, DK), dph (BH, n, DK, C), dg (BH, n) (zeroed) the shares of the transfers from dQp (BH, n, C, DK) and
         dZ (BH, nP, DK, DK) (float32; qe, ek (BH, n, C, DK), ph (BH, n, DK, C): the forward's, ``cfg.s16``: bfloat16
         patterns); one block per (period, sequence, ``cfg.tier1x_bwd_bw`` of X's d_k columns). x1: the 1xTF32 build
         (gd_tier1x_bwd_x1, bfloat16 callers); bw: the columns (None: ``cfg.tier1x_bwd_bw``; a timing build's
         GX_BW_SET); st: dqe, dek, dph stored whole instead (any contents before; one column block, DK <= the columns;
-        with several the kernel adds), dg added as ever; skip0: dQp's rows of period 0 not read (zero: K1 writes
-        none; any contents)."""
+        with several the kernel adds), dg added as ever."""
         fn, block, smem = self._tk("gated_delta_tier_bwd", cfg, "gd_tier1x_bwd_x1" if x1 else "gd_tier1x_bwd")
         i = self._i
         fn((tier.nP * BH * -(-DK // (bw or cfg.tier1x_bwd_bw)),), block,
-           (qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, i(T), i(DK), i(n), i(tier.nP), i(BH),
-            i(int(st) | 2 * int(skip0))), shared_mem=smem)
+           (qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, i(T), i(DK), i(n), i(tier.nP), i(BH), i(int(st))),
+           shared_mem=smem)
     def gd_tier1_bwd(self, cfg, tier, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, T, DK, DV, L, n,
                      BH, x1=False, bw=None):
         """K4 of the two-tier scan's backward (gated_delta_tier1_bwd.cu): gd_tier1's low walks reversed, one block per

@@ -73,9 +73,9 @@ TIER_BWD = True
 FORMS_X_SAVED = True
 #: ``tier_backward`` allocates empty (no fill) the buffers a kernel writes whole before any kernel adds into them: dQp
 #: where K1 stores it (d_v <= 64: one column block; every row of periods >= 1, padding rows as zeros; period 0's rows,
-#: where K1 has no block, K3 does not read: its ``skip0``) and dqe, dek, dph where K3 stores them (its ``st``: d_k <= 64,
-#: one column block of X's columns; K4 adds after it on the same stream). At B H = 32, d = C = 64: 1.07 GB of the 1.28
-#: GB of fills at 32K not written (benchmarks/NOTES.md "Session 29 — s29a"). False: every buffer the kernels add into zeroed (session 24's
+#: where K1 has no block, zeroed here) and dqe, dek, dph where K3 stores them (its ``st``: d_k <= 64, one column block of
+#: X's columns; K4 adds after it on the same stream). At B H = 32, d = C = 64: 1.07 GB of the 1.28 GB of fills at 32K
+#: not written (benchmarks/NOTES.md "Session 29 — s29a"). False: every buffer the kernels add into zeroed (session 24's
 #: host), for A/B timing (read at every backward call)
 TIER_BWD_STORES = True
 
@@ -159,9 +159,8 @@ def scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lam, intra, in_place=False):
 
 
 def tier_stores(cfg, tier, DK, DV):
-    """(K1 stores dQp but period 0's rows, which K3 then skips; K3 stores dqe / dek / dph) in ``tier_backward``'s call
-    (``TIER_BWD_STORES``, K1-K3 run: coarse levels; each kernel one column block: K1's 64 value columns, K3's
-    ``cfg.tier1x_bwd_bw`` of d_k)."""
+    """(K1 stores dQp but period 0's rows, K3 stores dqe / dek / dph) in ``tier_backward``'s call (``TIER_BWD_STORES``,
+    K1-K3 run: coarse levels; each kernel one column block: K1's 64 value columns, K3's ``cfg.tier1x_bwd_bw`` of d_k)."""
     run = TIER_BWD_STORES and tier.NCL > 0
     return run and DV <= 64, run and DK <= cfg.tier1x_bwd_bw
 
@@ -185,13 +184,14 @@ def tier_backward(ops, sc, tier, saved, qe, ek, ph, H, g, lam, dout):
     dTot = xp.zeros((BH, tier.nP, DK, DV), dtype=dt)
     if tier.NCL:  # the coarse slots' reads (K1), their chains (K2), the transfers (K3); one period: none
         dQp, dSb = (xp.empty if k1st else xp.zeros)((BH, n, C, DK), dtype=dt), xp.empty(Sb.shape, dtype=dt)
+        if k1st:  # (period 0: no K1 block; K3 reads its rows)
+            dQp[:, :1 << tier.TM] = 0
         ops.gd_tier3_bwd(*args, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, sc.T, DK, DV, L, n, BH, sc.x1)
         del Qp
         dZ = xp.zeros(Z.shape, dtype=dt)
         ops.gd_coarse_bwd(*args, Z, Sb, dSb, dZ, dTot, DK, DV, BH, sc.x1)
         del Z, Sb, dSb
-        ops.gd_tier1x_bwd(*args, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, sc.T, DK, n, BH, sc.x1, st=k3st,
-                          skip0=k1st)
+        ops.gd_tier1x_bwd(*args, qe, ek, ph, g, dQp, dZ, dqe, dek, dph, dg, sc.T, DK, n, BH, sc.x1, st=k3st)
         del dQp, dZ
     dH = xp.empty((BH, n, DK, DV), dtype=dt)
     ops.gd_tier1_bwd(*args, qe, ek, ph, H, g, lam, dout, dTot, dqe, dek, dph, dH, dg, dlam, sc.T, DK, DV, L, n, BH,

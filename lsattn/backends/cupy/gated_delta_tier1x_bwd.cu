@@ -15,11 +15,10 @@
 // Every column of X evolves on its own, so one block per (period pp (slowest), sequence bh, GX_BW of X's d_k
 // columns): grid nP BH ceil(DK / GX_BW); the sums over X's columns (dqe, dek, dph, dg) are the block's shares,
 // atomically added (float2 where two columns are adjacent) into zeroed outputs that gd_tier1_bwd (K4) adds into too.
-// st (s29a, the host's TIER_BWD_STORES), bit 0 (where d_k <= GX_BW: one column block; ignored at several): dqe, dek, dph
-// stored, not added: the block writes every element of its period's chunks once (every row t < CH, padding rows
-// included: nothing masks T here; every column kk < DK), and K4, launched after this kernel on the same stream, adds to
-// them; so the host need not zero them. dg stays added (the warps' shares). Bit 1: period 0's dQp rows are not read
-// (taken as the zeros they are: K1 has no block there, no coarse slot), so the host need not zero them either.
+// st (s29a, the host's TIER_BWD_STORES where d_k <= GX_BW: one column block): dqe, dek, dph stored, not added: the block
+// writes every element of its period's chunks once (every row t < CH, padding rows included: nothing masks T here; every
+// column kk < DK), and K4, launched after this kernel on the same stream, adds to them; so the host need not zero them.
+// dg stays added (the warps' shares).
 // Per period: the recompute (i = 1 .. nc - 1: W = ek X_{i-1}, X_i = e^g X_{i-1} - ph W; 2 products, 1 at i = 1) and per
 // chunk 7 products (W, dW; dqe's, dek's, dph's; dX's two), at i = 0 2 (dW, dph's): 28 at nc = 4.
 // Threads: NT = 256 (8 warps); every product a M x N one in 16 x 8 tiles dealt over the warps (GdWarpTiles), mma.sync
@@ -86,7 +85,7 @@ __device__ __forceinline__ void gx_mm(float (&acc)[NTL][4], int r0, int n0, FA a
     ta* __restrict__ dph,        /* (BH, n, DK, CH) likewise */                                                        \
     ta* __restrict__ dg,         /* (BH, n)         in: zeros; out: + this kernel's (st or not) */                    \
     int T, int DK, int n, int nP, int BH,                                                                              \
-    int st /* bit 0: dqe, dek, dph stored (in: anything), else added; bit 1: period 0's dQp unread (zero) */
+    int st /* 1: dqe, dek, dph stored (in: anything; one column block), 0: added */
 #define GX_ARGS qe, ek, ph, gc, dQp, dZ, dqe, dek, dph, dg, T, DK, n, nP, BH, st
 
 template <bool X1>
@@ -100,9 +99,8 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
     ta* dWs = Ws + CH * GX_LX;                                              // dW [t][col]
     check_smem(GX_SMEM);
     const int NCK = (DK + GX_BW - 1) / GX_BW;
-    const bool sto = (st & 1) && NCK == 1;  // (block-uniform) the only writer of the period's dqe, dek, dph before K4
+    const bool sto = st && NCK == 1;  // (block-uniform) the only writer of the period's dqe, dek, dph before K4
     const int pp = (int)(blockIdx.x / ((i64)BH * NCK));
-    const int dqr = (st & 2) && pp == 0 ? 0 : CH;  // dQp's rows read (none: the tile's zeros)
     const i64 bh = blockIdx.x / NCK % BH;
     const int c0 = (int)(blockIdx.x % NCK) * GX_BW, tid = threadIdx.x;
     const int lo = pp * GD_TP, nc = min(n, lo + GD_TP) - lo;
@@ -123,7 +121,7 @@ __device__ __forceinline__ void gx_body(GX_PARAMS) {
         if (rev) gd_copy<CH, DKP>(const_cast<gd_e*>(Qe), GX_LQ, qe + cj * CH * DK, DK, CH, DK, vec);
         gd_copy<CH, DKP>(const_cast<gd_e*>(Ek), GX_LQ, ek + cj * CH * DK, DK, CH, DK, vec);
         gd_copy<DKP, CH>(const_cast<gd_e*>(Ph), GX_LP, ph + cj * DK * CH, CH, DK, CH, vec);
-        if (rev) gd_copy<CH, GX_BW>(const_cast<ta*>(dQ), GX_LX, dQp + cj * CH * DK + c0, DK, dqr, DK - c0, vq);
+        if (rev) gd_copy<CH, GX_BW>(const_cast<ta*>(dQ), GX_LX, dQp + cj * CH * DK + c0, DK, CH, DK - c0, vq);
         cp_async_commit();
     };
     // step s's copies waited for and visible (GX_NB = 2: then step s + 1's issued into the other set, whose readers,
