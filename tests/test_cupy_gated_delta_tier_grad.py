@@ -109,16 +109,16 @@ class TierTwinOps(EmulatedOps):
 
     def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1):
         self.calls.append("gd_tier3_bwd")
-        # dQp: stored at one column block (d_v <= 64) but period 0's rows (no block: zeros); else added into zeros
+        # dQp: stored whole at one column block (d_v <= 64; period 0's rows: zeros), else added into zeros
         st, p0 = DV <= 64, 1 << tier.TM
-        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dSb, dlam, zero=(dQp[:, :p0] if st else dQp, dlam))
+        self._bufs(cfg, (qe, Qp), Sb, lam, dout, dSb, dlam, zero=(dlam,) if st else (dQp, dlam))
         assert dQp.shape == Qp.shape == (BH, n, cfg.CH, DK) and dSb.shape == Sb.shape and dlam.shape == (BH, T, L)
         assert dQp.flags.c_contiguous and dQp.dtype == np.float32
         qp, _, sb = twin_saved(qe, Qp, None, Sb, tier.nP)
         geo = tw.Geo(_f64(qe), dout, lam)
         dqp, dS, dl = tw.tier3_bwd(qp, sb, _f64(lam), _f64(dout), geo)
         if st:
-            dQp[:, p0:] = dqp[:, p0:]
+            dQp[:, :p0], dQp[:, p0:] = 0.0, dqp[:, p0:]
         else:
             dQp += dqp
         dSb[...] = np.nan  # every entry written (held slots of periods >= 1: all of them)
@@ -430,8 +430,8 @@ def _nan_tier_backward(mp, seen):
     ("float32", 50, 16, 3, 2, False, False),     # one period: K4 alone, its buffers zeroed
 ])
 def test_training_step_tier_bwd_stores(kind, dtype, T, C, dk, dv, k1, k3):
-    """``TIER_BWD_STORES`` on and off: the training step with tier_backward's empty buffers NaN-filled (on: dQp but
-    period 0 where K1 stores it, dqe / dek / dph where K3 stores them, as ``tier_stores`` says: k1, k3 here) on the
+    """``TIER_BWD_STORES`` on and off: the training step with tier_backward's empty buffers NaN-filled (on: dQp where
+    K1 stores it, dqe / dek / dph where K3 stores them, as ``tier_stores`` says: k1, k3 here) on the
     twin or the emulated kernels, every gradient bit-equal on against off (a store where an add into zeros was) and
     within F32 / BF16 of float64 autograd of the reference."""
     _emu_ready()

@@ -517,9 +517,10 @@ class CupyOps:
 
     def gd_tier3_bwd(self, cfg, tier, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, T, DK, DV, L, n, BH, x1=False):
         """K1 of the two-tier scan's backward (gated_delta_tier3_bwd.cu), gd_tier3's: from the forward's saved qe,
-        Qp (BH, n, C, DK) (gd_e), Sb (BH, popsum(nP), DK, DV), lam (BH, T, L) and dout (BH, n, C, DV), adds into dQp
-        (BH, n, C, DK) and dlam's coarse columns (zeroed by the caller), writes dSb (as Sb) for periods >= 1; one block
-        per (period >= 1, sequence, 64 value columns); x1: its 1xTF32 build (bfloat16 callers)."""
+        Qp (BH, n, C, DK) (gd_e), Sb (BH, popsum(nP), DK, DV), lam (BH, T, L) and dout (BH, n, C, DV), writes dQp (BH, n,
+        C, DK) whole where DV <= 64 (one column block; else adds into it, zeroed by the caller), adds into dlam's coarse
+        columns (zeroed by the caller), writes dSb (as Sb) for periods >= 1; one block per (period >= 1, sequence, 64
+        value columns); x1: its 1xTF32 build (bfloat16 callers)."""
         if tier.NCL == 0:  # one period: no coarse slot
             return
         i = self._i

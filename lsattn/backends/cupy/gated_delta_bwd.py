@@ -72,10 +72,10 @@ TIER_BWD = True
 #: solves again (read at every forward call)
 FORMS_X_SAVED = True
 #: ``tier_backward`` allocates empty (no fill) the buffers a kernel writes whole before any kernel adds into them: dQp
-#: where K1 stores it (d_v <= 64: one column block; every row of periods >= 1, padding rows as zeros; period 0's rows,
-#: where K1 has no block, zeroed here) and dqe, dek, dph where K3 stores them (its ``st``: d_k <= 64, one column block of
-#: X's columns; K4 adds after it on the same stream). At B H = 32, d = C = 64: 1.07 GB of the 1.28 GB of fills at 32K
-#: not written (benchmarks/NOTES.md "Session 29 — s29a"). False: every buffer the kernels add into zeroed (session 24's
+#: where K1 stores it whole (d_v <= 64: one column block; every row of periods >= 1, padding rows and period 0's rows
+#: as zeros) and dqe, dek, dph where K3 stores them (its ``st``: d_k <= 64, one column block of X's columns; K4 adds
+#: after it on the same stream). At B H = 32, d = C = 64: 1.07 GB of the 1.28 GB of fills at 32K not written
+#: (benchmarks/NOTES.md "Session 29 — s29a"). False: every buffer the kernels add into zeroed (session 24's
 #: host), for A/B timing (read at every backward call)
 TIER_BWD_STORES = True
 
@@ -159,7 +159,7 @@ def scan_tiers(ops, sc, tier, qe, ek, ph, H, g, lam, intra, in_place=False):
 
 
 def tier_stores(cfg, tier, DK, DV):
-    """(K1 stores dQp but period 0's rows, K3 stores dqe / dek / dph) in ``tier_backward``'s call (``TIER_BWD_STORES``,
+    """(K1 stores dQp, K3 stores dqe / dek / dph) in ``tier_backward``'s call (``TIER_BWD_STORES``,
     K1-K3 run: coarse levels; each kernel one column block: K1's 64 value columns, K3's ``cfg.tier1x_bwd_bw`` of d_k)."""
     run = TIER_BWD_STORES and tier.NCL > 0
     return run and DV <= 64, run and DK <= cfg.tier1x_bwd_bw
@@ -184,8 +184,6 @@ def tier_backward(ops, sc, tier, saved, qe, ek, ph, H, g, lam, dout):
     dTot = xp.zeros((BH, tier.nP, DK, DV), dtype=dt)
     if tier.NCL:  # the coarse slots' reads (K1), their chains (K2), the transfers (K3); one period: none
         dQp, dSb = (xp.empty if k1st else xp.zeros)((BH, n, C, DK), dtype=dt), xp.empty(Sb.shape, dtype=dt)
-        if k1st:  # (period 0: no K1 block; K3 reads its rows)
-            dQp[:, :1 << tier.TM] = 0
         ops.gd_tier3_bwd(*args, qe, Qp, Sb, lam, dout, dQp, dSb, dlam, sc.T, DK, DV, L, n, BH, sc.x1)
         del Qp
         dZ = xp.zeros(Z.shape, dtype=dt)
